@@ -1,0 +1,3 @@
+"""fedkafka: many physical Kafka clusters behind one logical cluster."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""Shared fixtures: one set of real Kafka clusters per test session (2 cores: start them once)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fedkafka.kafka.cluster import LocalKafkaCluster, start_clusters
+
+
+@pytest.fixture(scope="session")
+def kafka_base_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("kafka")
+
+
+@pytest.fixture(scope="session")
+def kafka_clusters(kafka_base_dir) -> list[LocalKafkaCluster]:
+    """Three independent single-node KRaft clusters c1, c2, c3 shared by the whole session.
+
+    Tests must not stop or kill them; a test that needs to kill a broker starts its own
+    (see `make_clusters`). Use unique topic names (`unique_name`) so tests do not interfere.
+    """
+    clusters = start_clusters(["c1", "c2", "c3"], kafka_base_dir / "shared")
+    yield clusters
+    for c in clusters:
+        c.stop()
+
+
+@pytest.fixture
+def make_clusters(tmp_path):
+    """Factory for private clusters a test may kill; all are stopped at the test's end."""
+    started: list[LocalKafkaCluster] = []
+
+    def _make(*names: str, **kwargs) -> list[LocalKafkaCluster]:
+        clusters = start_clusters(names, tmp_path / f"k-{uuid.uuid4().hex[:6]}", **kwargs)
+        started.extend(clusters)
+        return clusters
+
+    yield _make
+    for c in started:
+        c.stop(timeout=10)
+
+
+@pytest.fixture
+def unique_name(request) -> str:
+    base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:40].strip("-")
+    return f"{base}-{uuid.uuid4().hex[:6]}"
+
+
+def pytest_report_header(config):
+    return f"fedkafka tests; FEDKAFKA_CACHE_DIR={os.environ.get('FEDKAFKA_CACHE_DIR', '~/.cache/fedkafka')}"
