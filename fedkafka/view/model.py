@@ -1,0 +1,221 @@
+"""The federation view: an immutable, versioned snapshot of everything a proxy needs (DESIGN.md 2, 4, 8).
+
+Pure data, no I/O. The controller composes it; proxies and the name service only read it.
+JSON form (`View.to_dict` / `View.from_dict`) is what travels over HTTP.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class ClusterState(StrEnum):
+    ACTIVE = "active"
+    READ_ONLY = "read_only"
+    DRAINING = "draining"
+    REMOVED = "removed"
+
+
+class ProxyRole(StrEnum):
+    PPROXY = "pproxy"
+    CPROXY = "cproxy"
+    BOTH = "both"
+
+    def produces(self) -> bool:
+        return self in (ProxyRole.PPROXY, ProxyRole.BOTH)
+
+    def consumes(self) -> bool:
+        return self in (ProxyRole.CPROXY, ProxyRole.BOTH)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    id: str
+    bootstrap: str
+    state: ClusterState = ClusterState.ACTIVE
+    reachable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A contiguous slice of one logical partition's log, stored in one physical partition."""
+
+    cluster: str
+    topic: str
+    partition: int
+    phys_start: int
+    phys_end: int | None  # exclusive; None while active
+    logical_base: int
+
+    @property
+    def active(self) -> bool:
+        return self.phys_end is None
+
+    @property
+    def identity(self) -> bool:
+        return self.phys_start == 0 and self.logical_base == 0
+
+    @property
+    def logical_end(self) -> int | None:
+        """Exclusive logical end of a sealed segment (None while active)."""
+        return None if self.phys_end is None else self.logical_base + (self.phys_end - self.phys_start)
+
+    def to_physical(self, logical: int) -> int:
+        return self.phys_start + (logical - self.logical_base)
+
+    def to_logical(self, physical: int) -> int:
+        return self.logical_base + (physical - self.phys_start)
+
+    def contains_logical(self, logical: int) -> bool:
+        end = self.logical_end
+        return logical >= self.logical_base and (end is None or logical < end)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionChain:
+    """One logical partition: its segments oldest first; the last one is the active tail."""
+
+    segments: tuple[Segment, ...]
+    leader_epoch: int = 0
+    frozen: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.segments:
+            raise ValueError("a partition chain needs at least one segment")
+        if any(s.active for s in self.segments[:-1]) or not self.segments[-1].active:
+            raise ValueError("exactly the last segment of a chain is active")
+
+    @property
+    def active(self) -> Segment:
+        return self.segments[-1]
+
+    def segment_for(self, logical: int) -> Segment | None:
+        """The segment holding `logical`, or None when it falls before the chain or in a gap.
+
+        Offsets at or beyond the active segment's base map into the active segment.
+        """
+        bases = [s.logical_base for s in self.segments]
+        i = bisect.bisect_right(bases, logical) - 1
+        if i < 0:
+            return None
+        seg = self.segments[i]
+        return seg if seg.contains_logical(logical) else None
+
+    def next_segment(self, seg: Segment) -> Segment | None:
+        i = self.segments.index(seg)
+        return self.segments[i + 1] if i + 1 < len(self.segments) else None
+
+
+@dataclass(frozen=True, slots=True)
+class LogicalTopic:
+    name: str
+    topic_id: str  # 32 hex chars: the logical topic id (a UUID) clients see
+    partitions: tuple[PartitionChain, ...]
+    config: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def partition_count(self) -> int:
+        return len(self.partitions)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyInfo:
+    node_id: int
+    host: str
+    port: int
+    role: ProxyRole = ProxyRole.BOTH
+    pool: str = "default"
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    version: int
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+    topics: dict[str, LogicalTopic] = field(default_factory=dict)
+    proxies: tuple[ProxyInfo, ...] = ()
+    coordination_cluster: str | None = None
+    allow_auto_create_topics: bool = False
+    federation_id: str = "fedkafka"
+
+    # -- lookups -----------------------------------------------------------------------------
+    def chain(self, topic: str, partition: int) -> PartitionChain | None:
+        t = self.topics.get(topic)
+        if t is None or not 0 <= partition < len(t.partitions):
+            return None
+        return t.partitions[partition]
+
+    def proxies_in_pool(self, pool: str | None = None, role: ProxyRole | None = None) -> tuple[ProxyInfo, ...]:
+        found = tuple(p for p in self.proxies if (pool is None or p.pool == pool)
+                      and (role is None or p.role == ProxyRole.BOTH or p.role == role))
+        return found
+
+    def leader_for(self, topic: str, partition: int, candidates: tuple[ProxyInfo, ...]) -> ProxyInfo | None:
+        """Logical leader of a partition among `candidates`: rendezvous hashing, so few leaders move
+        when a proxy joins or leaves."""
+        if not candidates:
+            return None
+        return max(candidates, key=lambda p: _rendezvous_weight(topic, partition, p.node_id))
+
+    # -- JSON --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "federation_id": self.federation_id,
+            "coordination_cluster": self.coordination_cluster,
+            "allow_auto_create_topics": self.allow_auto_create_topics,
+            "clusters": [{"id": c.id, "bootstrap": c.bootstrap, "state": c.state.value, "reachable": c.reachable}
+                         for c in self.clusters.values()],
+            "topics": [_topic_to_dict(t) for t in self.topics.values()],
+            "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value,
+                         "pool": p.pool, "rack": p.rack} for p in self.proxies],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> View:
+        return cls(
+            version=int(d["version"]),
+            federation_id=d.get("federation_id", "fedkafka"),
+            coordination_cluster=d.get("coordination_cluster"),
+            allow_auto_create_topics=bool(d.get("allow_auto_create_topics", False)),
+            clusters={c["id"]: Cluster(id=c["id"], bootstrap=c["bootstrap"], state=ClusterState(c["state"]),
+                                       reachable=bool(c.get("reachable", True))) for c in d.get("clusters", [])},
+            topics={t["name"]: _topic_from_dict(t) for t in d.get("topics", [])},
+            proxies=tuple(ProxyInfo(node_id=p["node_id"], host=p["host"], port=p["port"], role=ProxyRole(p["role"]),
+                                    pool=p.get("pool", "default"), rack=p.get("rack"))
+                          for p in d.get("proxies", [])),
+        )
+
+    def with_version(self, version: int) -> View:
+        return replace(self, version=version)
+
+
+def _rendezvous_weight(topic: str, partition: int, node_id: int) -> int:
+    digest = hashlib.blake2b(f"{topic}\0{partition}\0{node_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _topic_to_dict(t: LogicalTopic) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "topic_id": t.topic_id,
+        "config": dict(t.config),
+        "partitions": [{"leader_epoch": c.leader_epoch, "frozen": c.frozen,
+                        "segments": [[s.cluster, s.topic, s.partition, s.phys_start, s.phys_end, s.logical_base]
+                                     for s in c.segments]} for c in t.partitions],
+    }
+
+
+def _topic_from_dict(d: dict[str, Any]) -> LogicalTopic:
+    return LogicalTopic(
+        name=d["name"],
+        topic_id=d["topic_id"],
+        config=tuple(sorted((d.get("config") or {}).items())),
+        partitions=tuple(PartitionChain(segments=tuple(Segment(*s) for s in c["segments"]),
+                                        leader_epoch=c.get("leader_epoch", 0), frozen=c.get("frozen", False))
+                         for c in d["partitions"]),
+    )
