@@ -1,0 +1,126 @@
+"""A whole federation on this machine: the state behind `fedkafka local up|down|status|demo`.
+
+Everything started here is a daemon (its own session, not tied to the CLI process); the pids and
+addresses live in `<state dir>/state.json` so a later `down` or `status` finds them. The state dir is
+`$FEDKAFKA_STATE_DIR` or `./.fedkafka` (gitignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedkafka.kafka.cluster import LocalKafkaCluster, kill_group, pid_alive
+from fedkafka.kafka.dist import KafkaDist, ensure_kafka
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("FEDKAFKA_STATE_DIR") or Path.cwd() / ".fedkafka").resolve()
+
+
+@dataclass
+class LocalState:
+    root: Path
+    clusters: list[LocalKafkaCluster] = field(default_factory=list)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {pid, ...addresses}
+
+    @property
+    def path(self) -> Path:
+        return self.root / "state.json"
+
+    @classmethod
+    def load(cls, root: Path | None = None) -> LocalState:
+        root = root or state_dir()
+        state = cls(root=root)
+        if state.path.exists():
+            data = json.loads(state.path.read_text())
+            state.clusters = [LocalKafkaCluster.from_dict(c) for c in data.get("clusters", [])]
+            state.services = data.get("services", {})
+        return state
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"clusters": [c.to_dict() for c in self.clusters], "services": self.services},
+                                  indent=2))
+        tmp.replace(self.path)
+
+    def cluster(self, cluster_id: str) -> LocalKafkaCluster | None:
+        return next((c for c in self.clusters if c.name == cluster_id), None)
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "state_dir": str(self.root),
+            "clusters": [{"id": c.name, "bootstrap": c.bootstrap, "running": c.running, "pid": c.pid,
+                          "start_seconds": c.start_seconds} for c in self.clusters],
+        }
+        for name, svc in self.services.items():
+            doc[name] = {**svc, "running": pid_alive(svc.get("pid"))} if isinstance(svc, dict) else [
+                {**s, "running": pid_alive(s.get("pid"))} for s in svc]
+        return doc
+
+
+def up_clusters(state: LocalState, count: int) -> list[LocalKafkaCluster]:
+    """Ensure clusters c1..cN run (restarting dead ones from their data dirs, on the same ports)."""
+    dist = ensure_kafka()
+    clusters = [_launch(state, f"c{i}", dist) for i in range(1, count + 1)]
+    for cluster in clusters:
+        cluster.wait_ready()
+    state.save()
+    return clusters
+
+
+def add_cluster(state: LocalState, name: str | None = None) -> LocalKafkaCluster:
+    """Start one more local cluster (the next free id cN unless named)."""
+    if name is None:
+        taken = {c.name for c in state.clusters}
+        name = next(f"c{i}" for i in range(1, 1000) if f"c{i}" not in taken)
+    cluster = _launch(state, name, ensure_kafka())
+    cluster.wait_ready()
+    state.save()
+    return cluster
+
+
+def _launch(state: LocalState, name: str, dist: KafkaDist) -> LocalKafkaCluster:
+    cluster = state.cluster(name)
+    if cluster is None:
+        cluster = LocalKafkaCluster(name=name, data_dir=state.root / "kafka" / name)
+        state.clusters.append(cluster)
+    if not cluster.running:
+        cluster.start(dist, owned=False)
+        state.save()  # record the pid at once: a failed wait must still be cleaned up by `down`
+    return cluster
+
+
+def stop_service(svc: dict[str, Any], timeout: float = 15.0) -> None:
+    pid = svc.get("pid")
+    if not pid_alive(pid):
+        return
+    kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        kill_group(pid, signal.SIGKILL)
+
+
+def down(state: LocalState, purge: bool = False) -> None:
+    """Stop services, then clusters; with `purge`, also delete the state dir's data."""
+    for svc in list(state.services.values()):
+        for s in svc if isinstance(svc, list) else [svc]:
+            stop_service(s)
+    state.services = {}
+    for cluster in state.clusters:
+        cluster.stop()
+    state.save()
+    if purge:
+        import shutil
+
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(state.root)
