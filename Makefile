@@ -1,0 +1,43 @@
+# The two commands of the README: `make up` (a local federation + demo) and `make test` (the whole suite).
+# Both install what they need: a virtualenv in .venv, the project, and Apache Kafka's jars (Maven Central,
+# cached in ~/.cache/fedkafka). Java 17+ and Maven are installed with apt-get when missing and running as root.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedkafka-installed
+CLUSTERS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: up down status demo test lint bench clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
+	@touch $@
+
+up: $(STAMP)
+	$(BIN)/fedkafka local up --clusters $(CLUSTERS)
+	$(BIN)/fedkafka local demo
+
+down:
+	@if [ -x $(BIN)/fedkafka ]; then $(BIN)/fedkafka local down; else echo "nothing to stop (no $(VENV))"; fi
+
+status: $(STAMP)
+	$(BIN)/fedkafka local status
+
+test: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; print('Kafka', ensure_kafka().version)"
+	$(BIN)/ruff check fedkafka tests bench
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check fedkafka tests bench
+	$(BIN)/lint-imports
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean: down
+	rm -rf $(VENV) .fedkafka .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from fedkafka.cli import main
+
+main()
