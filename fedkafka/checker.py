@@ -1,0 +1,242 @@
+"""Load generator + verifier: the tool that proves "nothing acked is lost, keys stay in order".
+
+N producers (confluent-kafka; idempotent or not) write keyed records carrying (key, per-key sequence)
+at a steady rate; M consumers in one group read them back. Each key has exactly one writer, so its
+acked order is well defined. The report counts:
+
+- lost: acked but never consumed;
+- duplicates: one (key, seq) stored at two different (partition, offset) places (a consumer
+  re-reading the same offset after a rebalance is not a duplicate);
+- order violations: per key, a record stored after one with a higher sequence;
+- the produce error/latency timeline per second, to line up with workflow steps (`mark()`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+
+@dataclass
+class CheckerConfig:
+    bootstrap: str
+    topic: str
+    producers: int = 2
+    consumers: int = 2
+    rate: float = 200.0  # records per second per producer
+    keys_per_producer: int = 20
+    idempotent: tuple[bool, ...] = (True, False)  # cycled over producers
+    value_size: int = 100
+    group: str | None = None
+    client_id: str = "fedkafka-checker"
+    extra_producer_config: dict[str, Any] = field(default_factory=dict)
+    extra_consumer_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Ack:
+    partition: int
+    offset: int
+    latency: float
+    at: float
+
+
+class Checker:
+    def __init__(self, config: CheckerConfig) -> None:
+        self.cfg = config
+        self.run_id = uuid.uuid4().hex[:8]
+        self.group = config.group or f"checker-{self.run_id}"
+        self._stop_producing = threading.Event()
+        self._stop_consuming = threading.Event()
+        self._lock = threading.Lock()
+        self.acked: dict[tuple[str, int], _Ack] = {}
+        self.ack_order: dict[str, list[int]] = defaultdict(list)
+        self.idempotent_keys: set[str] = set()
+        self.errors: list[tuple[float, str, str]] = []  # (time, key, error name)
+        self.consumed: dict[tuple[str, int], set[tuple[int, int]]] = defaultdict(set)
+        self.marks: list[tuple[float, str]] = []
+        self._threads: list[threading.Thread] = []
+        self._started = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Checker:
+        self._started = time.monotonic()
+        for i in range(self.cfg.consumers):
+            self._spawn(self._consume, f"consumer-{i}")
+        for i in range(self.cfg.producers):
+            self._spawn(self._produce, f"producer-{i}", i)
+        return self
+
+    def mark(self, label: str) -> None:
+        """Note a workflow step on the timeline (e.g. 'scale-up started')."""
+        self.marks.append((time.monotonic() - self._started, label))
+
+    def stop(self, drain_timeout: float = 60.0) -> dict[str, Any]:
+        """Stop producing, wait until every acked record is consumed (or timeout), return the report."""
+        self._stop_producing.set()
+        for t in self._threads:
+            if t.name.startswith("producer"):
+                t.join()
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and self._missing():
+            time.sleep(0.25)
+        self._stop_consuming.set()
+        for t in self._threads:
+            t.join()
+        return self.report()
+
+    def _spawn(self, target, name: str, *args) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    # -- producing ----------------------------------------------------------------------------
+    def _produce(self, index: int) -> None:
+        idempotent = self.cfg.idempotent[index % len(self.cfg.idempotent)]
+        conf = {"bootstrap.servers": self.cfg.bootstrap, "client.id": f"{self.cfg.client_id}-p{index}",
+                "enable.idempotence": idempotent, "linger.ms": 5, "acks": "all",
+                "message.timeout.ms": 120_000, "retry.backoff.ms": 100}
+        if not idempotent:
+            conf["max.in.flight.requests.per.connection"] = 1  # per-key order without idempotence
+        conf.update(self.cfg.extra_producer_config)
+        producer = Producer(conf)
+        keys = [f"{self.run_id}-p{index}-k{j}" for j in range(self.cfg.keys_per_producer)]
+        if idempotent:
+            self.idempotent_keys.update(keys)
+        seqs = dict.fromkeys(keys, 0)
+        pad = "x" * max(0, self.cfg.value_size - 40)
+        interval = 1.0 / self.cfg.rate if self.cfg.rate > 0 else 0.0
+        next_at = time.monotonic()
+        n = 0
+        while not self._stop_producing.is_set():
+            key = keys[n % len(keys)]
+            seq = seqs[key]
+            seqs[key] += 1
+            n += 1
+            sent = time.monotonic()
+            value = json.dumps({"k": key, "s": seq, "pad": pad}).encode()
+            while True:
+                try:
+                    producer.produce(self.cfg.topic, key=key.encode(), value=value,
+                                     on_delivery=self._on_delivery(key, seq, sent))
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                producer.poll(delay)
+        producer.flush(150)
+
+    def _on_delivery(self, key: str, seq: int, sent: float):
+        def callback(err, msg) -> None:
+            now = time.monotonic()
+            with self._lock:
+                if err is not None:
+                    self.errors.append((now - self._started, key, err.name()))
+                else:
+                    self.acked[(key, seq)] = _Ack(msg.partition(), msg.offset(), now - sent, now - self._started)
+                    self.ack_order[key].append(seq)
+        return callback
+
+    # -- consuming ----------------------------------------------------------------------------
+    def _consume(self) -> None:
+        conf = {"bootstrap.servers": self.cfg.bootstrap, "group.id": self.group, "client.id": self.cfg.client_id,
+                "auto.offset.reset": "earliest", "enable.auto.commit": True, "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1000}
+        conf.update(self.cfg.extra_consumer_config)
+        consumer = Consumer(conf)
+        consumer.subscribe([self.cfg.topic])
+        try:
+            while not self._stop_consuming.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        with self._lock:
+                            self.errors.append((time.monotonic() - self._started, "<consumer>", msg.error().name()))
+                    continue
+                try:
+                    body = json.loads(msg.value())
+                except (ValueError, TypeError):
+                    continue
+                if not str(body.get("k", "")).startswith(self.run_id):
+                    continue
+                with self._lock:
+                    self.consumed[(body["k"], body["s"])].add((msg.partition(), msg.offset()))
+        finally:
+            consumer.close()
+
+    # -- verdict ------------------------------------------------------------------------------
+    def _missing(self) -> int:
+        with self._lock:
+            return sum(1 for k in self.acked if k not in self.consumed)
+
+    def report(self) -> dict[str, Any]:
+        with self._lock:
+            acked = dict(self.acked)
+            consumed = {k: set(v) for k, v in self.consumed.items()}
+            errors = list(self.errors)
+        lost = sorted(k for k in acked if k not in consumed)
+        duplicates = {k: sorted(v) for k, v in consumed.items() if len(v) > 1}
+        dup_idempotent = sum(1 for (key, _s) in duplicates if key in self.idempotent_keys)
+        violations = 0
+        stored: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        for (key, seq), places in consumed.items():
+            for partition, offset in places:
+                stored[key].append((partition, offset, seq))
+        for key, rows in stored.items():
+            if len({p for p, _o, _s in rows}) > 1:
+                violations += 1  # a key split over partitions breaks per-key order by definition
+            highest = -1
+            for _p, _o, seq in sorted(rows):
+                if seq < highest and len(consumed[(key, seq)]) == 1:
+                    violations += 1
+                highest = max(highest, seq)
+        return {
+            "run_id": self.run_id,
+            "topic": self.cfg.topic,
+            "acked": len(acked),
+            "consumed": sum(1 for k in acked if k in consumed),
+            "lost": len(lost),
+            "lost_sample": [f"{k}#{s}" for k, s in lost[:10]],
+            "duplicates": len(duplicates),
+            "duplicates_idempotent": dup_idempotent,
+            "order_violations": violations,
+            "produce_errors": len([e for e in errors if e[1] != "<consumer>"]),
+            "error_kinds": sorted({e[2] for e in errors}),
+            "timeline": self._timeline(acked, errors),
+            "marks": [{"t": round(t, 2), "label": label} for t, label in self.marks],
+        }
+
+    @staticmethod
+    def _timeline(acked: dict[tuple[str, int], _Ack], errors: list[tuple[float, str, str]]) -> list[dict]:
+        buckets: dict[int, list[float]] = defaultdict(list)
+        errs: dict[int, int] = defaultdict(int)
+        for ack in acked.values():
+            buckets[int(ack.at)].append(ack.latency)
+        for at, key, _name in errors:
+            if key != "<consumer>":
+                errs[int(at)] += 1
+        rows = []
+        for second in sorted(set(buckets) | set(errs)):
+            lat = sorted(buckets.get(second, []))
+            rows.append({"second": second, "acked": len(lat), "errors": errs.get(second, 0),
+                         "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+                         "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1) if lat else None})
+        return rows
+
+
+def run_check(config: CheckerConfig, duration: float, drain_timeout: float = 60.0) -> dict[str, Any]:
+    checker = Checker(config).start()
+    time.sleep(duration)
+    return checker.stop(drain_timeout)

@@ -1,0 +1,50 @@
+"""The checker must see loss, duplicates and reordering when they happen, and report none on a healthy cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedkafka.checker import Checker, CheckerConfig, _Ack, run_check
+from fedkafka.demo import ensure_topic
+
+
+def _checker_with(acked: dict, consumed: dict, idempotent: set[str] = frozenset()) -> dict:
+    checker = Checker(CheckerConfig(bootstrap="unused:1", topic="t"))
+    checker.acked = {k: _Ack(partition=p, offset=o, latency=0.001, at=0.0) for k, (p, o) in acked.items()}
+    for k, places in consumed.items():
+        checker.consumed[k] = set(places)
+    checker.idempotent_keys = set(idempotent)
+    return checker.report()
+
+
+def test_report_counts_lost_records():
+    report = _checker_with({("a", 0): (0, 0), ("a", 1): (0, 1)}, {("a", 0): [(0, 0)]})
+    assert report["lost"] == 1 and report["lost_sample"] == ["a#1"]
+
+
+def test_rereading_one_offset_is_not_a_duplicate_but_a_second_copy_is():
+    reread = _checker_with({("a", 0): (0, 0)}, {("a", 0): [(0, 0)]})
+    assert reread["duplicates"] == 0
+    copied = _checker_with({("a", 0): (0, 0)}, {("a", 0): [(0, 0), (0, 7)]}, idempotent={"a"})
+    assert copied["duplicates"] == 1 and copied["duplicates_idempotent"] == 1
+
+
+def test_report_counts_order_violations_and_split_keys():
+    swapped = _checker_with({("a", 0): (0, 1), ("a", 1): (0, 0)}, {("a", 0): [(0, 1)], ("a", 1): [(0, 0)]})
+    assert swapped["order_violations"] == 1
+    split = _checker_with({("a", 0): (0, 0), ("a", 1): (1, 0)}, {("a", 0): [(0, 0)], ("a", 1): [(1, 0)]})
+    assert split["order_violations"] == 1
+    ordered = _checker_with({("a", 0): (0, 0), ("a", 1): (0, 5)}, {("a", 0): [(0, 0)], ("a", 1): [(0, 5)]})
+    assert ordered["order_violations"] == 0 and ordered["lost"] == 0
+
+
+@pytest.mark.integration
+def test_healthy_cluster_reports_nothing_lost(kafka_clusters, unique_name):
+    cluster = kafka_clusters[0]
+    ensure_topic(cluster.bootstrap, unique_name, partitions=4)
+    report = run_check(CheckerConfig(bootstrap=cluster.bootstrap, topic=unique_name, producers=2, consumers=2,
+                                     rate=100), duration=4)
+    assert report["acked"] > 300
+    assert report["consumed"] == report["acked"]
+    assert (report["lost"], report["duplicates"], report["order_violations"]) == (0, 0, 0)
+    assert sum(row["acked"] for row in report["timeline"]) == report["acked"]
