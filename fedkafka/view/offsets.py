@@ -1,0 +1,119 @@
+"""Logical offsets over segment chains, for the consume path (Fetch, ListOffsets, OffsetForLeaderEpoch).
+
+Pure functions: the proxy asks the physical brokers for physical facts (log start, log end, offset
+for a timestamp) and these functions answer in logical space. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from fedkafka.view.model import PartitionChain, Segment
+
+
+class OffsetProblem(Enum):
+    BEFORE_CHAIN = "before_chain"  # below the first segment: OFFSET_OUT_OF_RANGE
+    IN_GAP = "in_gap"  # inside an unclean move's gap with no readable data
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTarget:
+    """Where a logical fetch position is read physically."""
+
+    segment: Segment
+    physical_offset: int
+
+    @property
+    def stop_before(self) -> int | None:
+        """Physical offset at which batches stop belonging to this segment (the seal)."""
+        return self.segment.phys_end
+
+
+def resolve_fetch(chain: PartitionChain, logical_offset: int) -> FetchTarget | OffsetProblem:
+    """Map a consumer's logical position to the segment and physical offset to read.
+
+    A position exactly at a sealed segment's end is the next segment's first offset, so a consumer
+    that reached a seal moves on with its next fetch. Positions past the active segment's end map
+    into the active segment; its broker answers OFFSET_OUT_OF_RANGE as Kafka would.
+    """
+    if logical_offset < chain.segments[0].logical_base:
+        return OffsetProblem.BEFORE_CHAIN
+    segment = chain.segment_for(logical_offset)
+    if segment is None:
+        return OffsetProblem.IN_GAP
+    return FetchTarget(segment, segment.to_physical(logical_offset))
+
+
+def logical_high_watermark(chain: PartitionChain, segment: Segment, physical_hw: int) -> int:
+    """The high watermark a client sees when reading `segment`.
+
+    On a sealed segment it is the seal (a consumer reaching it moves to the next segment); on the
+    active one the translated physical value.
+    """
+    if segment.phys_end is not None:
+        return segment.logical_end  # type: ignore[return-value]
+    return segment.to_logical(max(physical_hw, segment.phys_start))
+
+
+def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment], int | None]) -> int:
+    """Logical log start: the first offset still readable, walking the chain oldest first.
+
+    `physical_log_start(segment)` gives the physical partition's log start offset, or None when the
+    cluster could not be asked (the segment is then assumed readable, so no data is skipped).
+    A sealed segment whose data retention has removed entirely is skipped.
+    """
+    for segment in chain.segments:
+        start = physical_log_start(segment)
+        if start is None:
+            return segment.logical_base
+        if segment.phys_end is not None and start >= segment.phys_end:
+            continue
+        return segment.to_logical(max(start, segment.phys_start))
+    return chain.active.logical_base  # unreachable: the active segment always answers
+
+
+def latest_offset(chain: PartitionChain, active_physical_end: int) -> int:
+    """Logical log end (or last stable offset) from the active segment's physical one."""
+    active = chain.active
+    return active.to_logical(max(active_physical_end, active.phys_start))
+
+
+def offset_for_timestamp(chain: PartitionChain,
+                         physical_answers: Sequence[int | None]) -> int | None:
+    """First logical offset whose timestamp is >= the requested one.
+
+    `physical_answers[i]` is the broker's ListOffsets answer for segment i (None or -1: no such
+    record on that physical partition). Answers outside a segment's own range belong to another
+    segment of the same physical partition and are ignored. None: no record that late.
+    """
+    for segment, answer in zip(chain.segments, physical_answers, strict=True):
+        if answer is None or answer < 0:
+            continue
+        if answer < segment.phys_start:
+            answer = segment.phys_start  # the physical log holds older data of an earlier segment
+        if segment.phys_end is not None and answer >= segment.phys_end:
+            continue
+        return segment.to_logical(answer)
+    return None
+
+
+def end_offset_for_epoch(chain: PartitionChain, requested_epoch: int, log_end: int) -> tuple[int, int]:
+    """OffsetForLeaderEpoch in logical space: (epoch, end offset).
+
+    A fedkafka log never truncates acked data: a segment is sealed at the log end every proxy
+    agreed on, and later segments only append. So every epoch up to the current one ends at the
+    logical log end, which tells a client "no truncation". Epochs from the future are unknown
+    (-1, -1), as Kafka answers them.
+    """
+    if requested_epoch > chain.leader_epoch:
+        return -1, -1
+    return requested_epoch, log_end
+
+
+def batch_in_segment(segment: Segment, batch_base: int, batch_last: int) -> bool:
+    """Whether a physical record batch belongs to `segment` (batches are never split by a seal)."""
+    if batch_last < segment.phys_start:
+        return False
+    return segment.phys_end is None or batch_base < segment.phys_end

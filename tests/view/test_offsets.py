@@ -1,0 +1,113 @@
+"""Logical offsets over segment chains (pure): property tests over random contiguous chains."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fedkafka.view.model import PartitionChain, Segment
+from fedkafka.view.offsets import (
+    FetchTarget,
+    OffsetProblem,
+    batch_in_segment,
+    earliest_offset,
+    end_offset_for_epoch,
+    latest_offset,
+    logical_high_watermark,
+    offset_for_timestamp,
+    resolve_fetch,
+)
+
+
+@st.composite
+def chains(draw) -> PartitionChain:
+    """A contiguous chain: identity first segment, then moves to clusters with arbitrary physical starts."""
+    n = draw(st.integers(1, 5))
+    segments = []
+    base = 0
+    phys_start = 0
+    for i in range(n):
+        length = draw(st.integers(0, 1000))
+        last = i == n - 1
+        segments.append(Segment(f"c{i % 3 + 1}", "t", draw(st.integers(0, 7)), phys_start,
+                                None if last else phys_start + length, base))
+        base += length
+        phys_start = draw(st.integers(0, 10_000))
+    return PartitionChain(tuple(segments), leader_epoch=n - 1)
+
+
+@given(chains(), st.integers(0, 6000))
+def test_resolve_fetch_round_trips_and_lands_in_the_right_segment(chain, offset):
+    target = resolve_fetch(chain, offset)
+    assert isinstance(target, FetchTarget)
+    seg = target.segment
+    assert seg.to_logical(target.physical_offset) == offset
+    assert seg.contains_logical(offset)
+    # the first segment that could hold the offset wins: empty sealed segments are skipped
+    for earlier in chain.segments[: chain.segments.index(seg)]:
+        assert not earlier.contains_logical(offset)
+
+
+@given(chains())
+def test_a_position_at_a_seal_moves_to_the_next_segment(chain):
+    for seg in chain.segments[:-1]:
+        target = resolve_fetch(chain, seg.logical_end)
+        assert target.segment is not seg
+        assert target.segment.logical_base == seg.logical_end
+
+
+def test_offset_before_the_chain_and_in_a_gap():
+    chain = PartitionChain((Segment("c1", "t", 0, 100, 150, 100), Segment("c2", "t", 0, 0, None, 1_000_000)))
+    assert resolve_fetch(chain, 99) is OffsetProblem.BEFORE_CHAIN
+    assert resolve_fetch(chain, 500) is OffsetProblem.IN_GAP
+    assert resolve_fetch(chain, 1_000_005) == FetchTarget(chain.active, 5)
+
+
+def test_high_watermark_is_the_seal_on_sealed_segments():
+    sealed = Segment("c1", "t", 0, 0, 40, 0)
+    active = Segment("c2", "t", 3, 7, None, 40)
+    chain = PartitionChain((sealed, active))
+    assert logical_high_watermark(chain, sealed, physical_hw=99) == 40
+    assert logical_high_watermark(chain, active, physical_hw=17) == 50
+    assert logical_high_watermark(chain, active, physical_hw=0) == 40  # cluster has less than phys_start: empty
+    assert latest_offset(chain, 17) == 50
+
+
+def test_earliest_skips_segments_that_retention_removed():
+    s1 = Segment("c1", "t", 0, 0, 40, 0)
+    s2 = Segment("c2", "t", 0, 10, 30, 40)
+    s3 = Segment("c3", "t", 0, 0, None, 60)
+    chain = PartitionChain((s1, s2, s3))
+    starts = {s1: 40, s2: 12, s3: 0}
+    assert earliest_offset(chain, starts.get) == 42
+    starts = {s1: 40, s2: 30, s3: 5}
+    assert earliest_offset(chain, starts.get) == 65
+    assert earliest_offset(chain, {s1: 3}.get) == 3
+    assert earliest_offset(chain, lambda s: None) == 0  # unknown: never skip data
+
+
+def test_offset_for_timestamp_picks_the_first_segment_that_has_a_later_record():
+    s1 = Segment("c1", "t", 0, 0, 40, 0)
+    s2 = Segment("c2", "t", 0, 10, 30, 40)
+    s3 = Segment("c3", "t", 0, 5, None, 60)
+    chain = PartitionChain((s1, s2, s3))
+    assert offset_for_timestamp(chain, [None, 15, 8]) == 45
+    assert offset_for_timestamp(chain, [-1, 30, 8]) == 63  # 30 is past s2's seal: belongs elsewhere
+    assert offset_for_timestamp(chain, [None, None, None]) is None
+    assert offset_for_timestamp(chain, [None, 2, None]) == 40  # older data of the physical partition
+
+
+def test_end_offset_for_epoch_never_reports_truncation():
+    chain = PartitionChain((Segment("c1", "t", 0, 0, 10, 0), Segment("c2", "t", 0, 0, None, 10)), leader_epoch=3)
+    assert end_offset_for_epoch(chain, 1, log_end=25) == (1, 25)
+    assert end_offset_for_epoch(chain, 3, log_end=25) == (3, 25)
+    assert end_offset_for_epoch(chain, 4, log_end=25) == (-1, -1)
+
+
+def test_batches_belong_to_a_segment_by_their_range():
+    seg = Segment("c1", "t", 0, 100, 200, 0)
+    assert batch_in_segment(seg, 100, 120)
+    assert batch_in_segment(seg, 90, 105)  # straddles the start: the client skips records below its position
+    assert not batch_in_segment(seg, 80, 99)
+    assert not batch_in_segment(seg, 200, 210)
+    assert batch_in_segment(Segment("c1", "t", 0, 100, None, 0), 5000, 5001)
