@@ -194,6 +194,19 @@ class View:
         return replace(self, version=version)
 
 
+SHADOW_PREFIX = "__fedkafka-shadow-"
+
+
+def shadow_topic(logical_topic: str) -> str:
+    """Name of the data-less topic with P partitions on the coordination cluster that holds a logical
+    topic's committed offsets (DESIGN.md 7). The proxy rewrites group APIs' topic names both ways."""
+    return SHADOW_PREFIX + logical_topic
+
+
+def logical_from_shadow(physical_topic: str) -> str | None:
+    return physical_topic[len(SHADOW_PREFIX):] if physical_topic.startswith(SHADOW_PREFIX) else None
+
+
 def _rendezvous_weight(topic: str, partition: int, node_id: int) -> int:
     digest = hashlib.blake2b(f"{topic}\0{partition}\0{node_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
