@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from fedkafka.cli import admin, local, services
+from fedkafka.cli import admin, local, nameservice, services
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="fedkafka: many physical Kafka clusters behind one logical cluster.")
 app.add_typer(local.app, name="local", help="A whole federation on this machine (for trying and testing).")
 admin.register(app)
 services.register(app)
+nameservice.register(app)
 
 
 def main() -> None:

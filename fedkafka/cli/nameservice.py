@@ -1,0 +1,32 @@
+"""`fedkafka nameservice`: client.id -> proxy pool, over Kafka and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+
+from fedkafka.nameservice.app import serve, split_hostport
+from fedkafka.nameservice.resolver import ControllerResolver
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("nameservice")
+    def nameservice(
+        listen: str = typer.Option(..., help="HOST:PORT of the Kafka endpoint clients bootstrap at."),
+        http_listen: str = typer.Option(..., help="HOST:PORT of the HTTP endpoint (GET /v1/proxies)."),
+        controller: str = typer.Option(..., envvar="FEDKAFKA_CONTROLLER_URL", help="Controller base URL."),
+        token_file: Path = typer.Option(..., exists=True, dir_okay=False, help="File holding the API token."),
+        cache_seconds: float = typer.Option(5.0, min=0.0, help="How long a client's pool answer is reused."),
+    ) -> None:
+        """Run the name service."""
+        for value, flag in ((listen, "--listen"), (http_listen, "--http-listen")):
+            try:
+                split_hostport(value)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint=flag) from None
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds)
+        asyncio.run(serve(resolver, listen, http_listen))
