@@ -98,6 +98,42 @@ def _launch(state: LocalState, name: str, dist: KafkaDist) -> LocalKafkaCluster:
     return cluster
 
 
+def start_service(state: LocalState, name: str, args: list[str], **info: Any) -> dict[str, Any]:
+    """Launch `fedkafka <args>` as a daemon logging to <state>/logs/<name>.log; recorded in the state."""
+    import subprocess
+    import sys
+
+    logs = state.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=state.root)
+    svc = {"pid": proc.pid, "log": str(log_path), "args": args, **info}
+    return svc
+
+
+def wait_until(check, what: str, timeout: float = 30.0, svc: dict[str, Any] | None = None) -> None:
+    """Poll `check()` until it returns truthy; fail with the service's log tail when it dies or times out."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if svc is not None and not pid_alive(svc.get("pid")):
+            raise RuntimeError(f"{what}: the process exited\n{_tail(svc)}")
+        try:
+            if check():
+                return
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.1)
+    raise RuntimeError(f"{what}: not ready within {timeout}s ({last})\n{_tail(svc) if svc else ''}")
+
+
+def _tail(svc: dict[str, Any], lines: int = 20) -> str:
+    path = Path(svc.get("log", ""))
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
+
+
 def stop_service(svc: dict[str, Any], timeout: float = 15.0) -> None:
     pid = svc.get("pid")
     if not pid_alive(pid):
