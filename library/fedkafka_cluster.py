@@ -1,0 +1,230 @@
+#!/usr/bin/python
+"""Ansible module: a physical cluster of a fedkafka federation (register, read_only, decommission)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: fedkafka_cluster
+short_description: Register, restrict or decommission a physical Kafka cluster in a fedkafka federation
+description:
+  - Talks to the fedkafka controller's admin API (C(GET /v1/clusters), C(PUT /v1/clusters/{id}),
+    C(POST /v1/clusters/{id}/state), C(POST /v1/workflows)).
+  - C(present) registers the cluster (or updates its bootstrap/coordination flag) and keeps it C(active).
+  - C(read_only) moves every active segment off the cluster; consumers still read it.
+  - C(absent) is a full decommission (C(read_only), C(draining), C(removed)); with O(wait=true) it
+    returns only once the controller reports the cluster removed.
+  - Check mode computes the plan (RV(actions)) without changing anything; C(--diff) shows the cluster
+    before and after.
+version_added: "0.1.0"
+options:
+  id:
+    description: Cluster id, e.g. C(c1).
+    type: str
+    required: true
+    aliases: [name, cluster]
+  bootstrap:
+    description:
+      - Bootstrap servers of the physical cluster, C(host:port[,host:port]).
+      - Required to register a cluster that the controller does not know yet.
+    type: str
+  coordination:
+    description: Whether this cluster hosts the federation's consumer groups (leave unset to keep it).
+    type: bool
+  state:
+    description: Desired state.
+    type: str
+    choices: [present, read_only, absent]
+    default: present
+  drain:
+    description:
+      - With O(state=absent), remove the cluster as soon as every consumer group committed past its
+        seals instead of waiting for retention to expire its segments.
+    type: bool
+    default: false
+  wait:
+    description: Wait until the controller reports the target state (for O(state=absent)).
+    type: bool
+    default: true
+  timeout:
+    description: Seconds to wait.
+    type: int
+    default: 600
+  controller_url:
+    description: Base URL of the fedkafka controller, e.g. C(http://127.0.0.1:8780).
+    type: str
+    required: true
+    aliases: [url]
+  token:
+    description: API token (C(Authorization Bearer)); never logged or shown in a diff.
+    type: str
+    required: true
+  validate_certs:
+    description: Verify the controller's TLS certificate.
+    type: bool
+    default: true
+  request_timeout:
+    description: Seconds for one HTTP request.
+    type: float
+    default: 30
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author:
+  - fedkafka
+"""
+
+EXAMPLES = r"""
+- name: Register c3
+  fedkafka_cluster:
+    controller_url: http://127.0.0.1:8780
+    token: "{{ fedkafka_api_token }}"
+    id: c3
+    bootstrap: 10.0.3.11:9092,10.0.3.12:9092
+
+- name: Retire c1 (waits until no segment references it)
+  fedkafka_cluster:
+    controller_url: http://127.0.0.1:8780
+    token: "{{ fedkafka_api_token }}"
+    id: c1
+    state: absent
+    drain: true
+    timeout: 1800
+"""
+
+RETURN = r"""
+cluster:
+  description: The cluster as the controller reports it after the run (before it, in check mode).
+  type: dict
+  returned: always
+  sample: {"id": "c3", "bootstrap": "127.0.0.1:39031", "state": "active", "reachable": true, "coordination": false}
+actions:
+  description: What the run did (or, in check mode, would do), in order.
+  type: list
+  elements: str
+  returned: always
+  sample: ["register c3 at 127.0.0.1:39031"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.fedkafka_api import API_ARGUMENT_SPEC, ApiError, FedkafkaApi  # noqa: E402
+
+# Decommission only goes forward: active -> read_only -> draining -> removed.
+STATE_ORDER = {"active": 0, "read_only": 1, "draining": 2, "removed": 3}
+
+
+def plan(current: dict | None, params: dict) -> list[tuple[str, str, object]]:
+    """The API calls that bring `current` to the wanted state: (kind, description, argument)."""
+    cid, state, bootstrap = params["id"], params["state"], params["bootstrap"]
+    coordination = params["coordination"]
+    steps: list[tuple[str, str, object]] = []
+    if current is None:
+        if state == "absent":
+            return steps
+        steps.append(("put", f"register {cid} at {bootstrap}", None))
+        current = {"state": "active", "bootstrap": bootstrap, "coordination": bool(coordination)}
+    else:
+        changes = []
+        if bootstrap and bootstrap != current.get("bootstrap"):
+            changes.append(f"bootstrap {current.get('bootstrap')} -> {bootstrap}")
+        if coordination is not None and coordination != bool(current.get("coordination")):
+            changes.append(f"coordination {bool(current.get('coordination'))} -> {coordination}")
+        if changes and state != "absent":
+            steps.append(("put", f"update {cid}: " + ", ".join(changes), None))
+    now = STATE_ORDER.get(current.get("state", "active"), 0)
+    if state == "present" and now > 0 and current.get("state") != "removed":
+        steps.append(("state", f"reactivate {cid} ({current.get('state')} -> active)", "active"))
+    elif state == "read_only" and now < STATE_ORDER["read_only"]:
+        steps.append(("state", f"make {cid} read_only (move its active segments to other clusters)", "read_only"))
+    elif state == "absent" and now < STATE_ORDER["removed"]:
+        steps.append(("decommission", f"decommission {cid} (read_only, draining, removed"
+                      f"{', drain consumer groups' if params['drain'] else ''})", None))
+    return steps
+
+
+def public(cluster: dict | None) -> dict:
+    return {k: cluster.get(k) for k in ("id", "bootstrap", "state", "coordination")} if cluster else {}
+
+
+def decommission(api: FedkafkaApi, params: dict) -> None:
+    cid = params["id"]
+    try:
+        run = api.start_workflow("decommission", cid, drain=params["drain"])
+    except ApiError as exc:
+        if exc.status not in (404, 405):
+            raise
+        run = None  # a controller without the workflow API: walk the states ourselves
+        for state in ("read_only", "draining"):
+            current = api.cluster(cid) or {}
+            if STATE_ORDER.get(current.get("state", "active"), 0) < STATE_ORDER[state]:
+                api.set_cluster_state(cid, state)
+    if not params["wait"]:
+        return
+
+    def removed():
+        if run and run.get("id") is not None:
+            wf = api.workflow(run["id"]) or {}
+            if wf.get("state") in ("failed", "error"):
+                raise ApiError(f"decommission of {cid} failed: {wf.get('error') or wf}")
+        elif (api.cluster(cid) or {}).get("state") != "removed":
+            try:
+                api.set_cluster_state(cid, "removed")
+            except ApiError as exc:
+                if exc.status != 409:  # 409: segments still on it; try again
+                    raise
+        return (api.cluster(cid) or {"state": "removed"}).get("state") == "removed"
+
+    api.wait_until(removed, params["timeout"], interval=1.0, what=f"cluster {cid} to be removed")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **API_ARGUMENT_SPEC,
+            "id": {"type": "str", "required": True, "aliases": ["name", "cluster"]},
+            "bootstrap": {"type": "str"},
+            "coordination": {"type": "bool"},
+            "state": {"type": "str", "default": "present", "choices": ["present", "read_only", "absent"]},
+            "drain": {"type": "bool", "default": False},
+            "wait": {"type": "bool", "default": True},
+            "timeout": {"type": "int", "default": 600},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    api = FedkafkaApi.from_module(module)
+    try:
+        current = api.cluster(p["id"])
+        if current is None and p["state"] != "absent" and not p["bootstrap"]:
+            module.fail_json(msg=f"cluster {p['id']} is not registered: bootstrap is required to register it")
+        steps = plan(current, p)
+        actions = [desc for _, desc, _ in steps]
+        before = public(current)
+        after = dict(before)
+        if steps:
+            after.update({"id": p["id"]})
+            if p["bootstrap"] and p["state"] != "absent":
+                after["bootstrap"] = p["bootstrap"]
+            if p["coordination"] is not None and p["state"] != "absent":
+                after["coordination"] = p["coordination"]
+            after["state"] = {"present": "active", "read_only": "read_only", "absent": "removed"}[p["state"]]
+        diff = {"before": before, "after": after, "before_header": f"cluster {p['id']}",
+                "after_header": f"cluster {p['id']}"}
+        if module.check_mode or not steps:
+            module.exit_json(changed=bool(steps), actions=actions, cluster=current or {}, diff=diff)
+        for kind, _, arg in steps:
+            if kind == "put":
+                api.put_cluster(p["id"], p["bootstrap"] or current["bootstrap"], p["coordination"])
+            elif kind == "state":
+                api.set_cluster_state(p["id"], arg)
+            else:
+                decommission(api, p)
+        module.exit_json(changed=True, actions=actions, cluster=api.cluster(p["id"]) or {}, diff=diff)
+    except ApiError as exc:
+        module.fail_json(msg=str(exc), status=exc.status)
+
+
+if __name__ == "__main__":
+    main()

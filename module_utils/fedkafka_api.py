@@ -1,0 +1,134 @@
+"""Shared code of the fedkafka modules: the controller's admin API over Ansible's own `open_url`.
+
+Modules import it as `ansible.module_utils.fedkafka_api` (ansible.cfg: module_utils = module_utils).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.urls import open_url
+
+# Options every fedkafka module takes; the token never shows in logs or diffs.
+API_ARGUMENT_SPEC = {
+    "controller_url": {"type": "str", "required": True, "aliases": ["url"]},
+    "token": {"type": "str", "required": True, "no_log": True},
+    "validate_certs": {"type": "bool", "default": True},
+    "request_timeout": {"type": "float", "default": 30.0},
+}
+
+class ApiError(Exception):
+    """The controller answered with an error status, or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None, body: object = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class FedkafkaApi:
+    """A small client of the admin API: one method per call the modules make."""
+
+    def __init__(self, controller_url: str, token: str, validate_certs: bool = True, timeout: float = 30.0):
+        self.base = controller_url.rstrip("/")
+        self.token = token
+        self.validate_certs = validate_certs
+        self.timeout = timeout
+
+    @classmethod
+    def from_module(cls, module) -> FedkafkaApi:
+        p = module.params
+        return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"])
+
+    def request(self, method: str, path: str, body: object = None, ok_missing: bool = False):
+        """JSON in, JSON out. Returns None for 204, and for 404 when ok_missing."""
+        data = json.dumps(body) if body is not None else None
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            resp = open_url(self.base + path, method=method, data=data, headers=headers,
+                            validate_certs=self.validate_certs, timeout=self.timeout)
+            raw = resp.read()
+            if getattr(resp, "status", 200) == 204 or not raw:
+                return None
+            return json.loads(raw)
+        except HTTPError as exc:
+            if exc.code == 404 and ok_missing:
+                return None
+            detail = _error_detail(exc)
+            raise ApiError(f"{method} {path}: HTTP {exc.code}: {detail}", status=exc.code, body=detail) from None
+        except URLError as exc:
+            raise ApiError(f"{method} {path}: controller at {self.base} unreachable: {exc.reason}") from None
+        except (OSError, ValueError) as exc:
+            raise ApiError(f"{method} {path}: {exc}") from None
+
+    # --- calls of the admin API (contract in docs/OPERATIONS.md) ---
+    def status(self):
+        return self.request("GET", "/v1/status")
+
+    def clusters(self):
+        return self.request("GET", "/v1/clusters")
+
+    def cluster(self, cluster_id: str):
+        return next((c for c in self.clusters() or [] if c.get("id") == cluster_id), None)
+
+    def put_cluster(self, cluster_id: str, bootstrap: str, coordination: bool | None):
+        body = {"bootstrap": bootstrap}
+        if coordination is not None:
+            body["coordination"] = coordination
+        return self.request("PUT", f"/v1/clusters/{cluster_id}", body)
+
+    def set_cluster_state(self, cluster_id: str, state: str):
+        return self.request("POST", f"/v1/clusters/{cluster_id}/state", {"state": state})
+
+    def topics(self):
+        return self.request("GET", "/v1/topics")
+
+    def topic(self, name: str):
+        return self.request("GET", f"/v1/topics/{name}", ok_missing=True)
+
+    def put_topic(self, name: str, partitions: int, placement: str, config: dict):
+        return self.request("PUT", f"/v1/topics/{name}",
+                            {"partitions": partitions, "placement": placement, "config": config})
+
+    def delete_topic(self, name: str):
+        return self.request("DELETE", f"/v1/topics/{name}", ok_missing=True)
+
+    def start_workflow(self, kind: str, cluster: str, strategy: str | None = None, drain: bool | None = None):
+        body = {"kind": kind, "cluster": cluster}
+        if strategy is not None:
+            body["strategy"] = strategy
+        if drain is not None:
+            body["drain"] = drain
+        return self.request("POST", "/v1/workflows", body)
+
+    def workflow(self, workflow_id):
+        return self.request("GET", f"/v1/workflows/{workflow_id}")
+
+    def wait_until(self, probe, timeout: float, interval: float = 0.5, what: str = "condition"):
+        """Call probe() until it returns a truthy value; raise ApiError after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            try:
+                last = probe()
+                if last:
+                    return last
+            except ApiError as exc:  # the controller may still be starting
+                last = exc
+            if time.monotonic() >= deadline:
+                raise ApiError(f"timed out after {timeout}s waiting for {what} (last: {last})")
+            time.sleep(interval)
+
+
+def _error_detail(exc: HTTPError) -> str:
+    try:
+        raw = exc.read()
+        body = json.loads(raw)
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        return detail if isinstance(detail, str) else json.dumps(detail)
+    except Exception:  # not JSON: the reason phrase is all there is
+        return str(exc.reason)

@@ -1,0 +1,60 @@
+"""Make the bundle's modules importable in-process, the way Ansible finds them at run time.
+
+`library/` holds the modules; `module_utils/` is merged into `ansible.module_utils` (ansible.cfg does the
+same for playbooks), so `from ansible.module_utils.fedkafka_api import ...` resolves here too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from unittest import mock
+
+import ansible.module_utils
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
+if str(ROOT / "library") not in sys.path:
+    sys.path.insert(0, str(ROOT / "library"))
+
+from ansible.module_utils.fedkafka_api import ApiError, FedkafkaApi  # noqa: E402  (needs the path above)
+
+__all__ = ["ApiError", "FedkafkaApi", "run_module"]
+
+
+class ModuleExit(Exception):
+    def __init__(self, result: dict):
+        super().__init__(json.dumps(result, default=str))
+        self.result = result
+
+
+class ModuleFail(ModuleExit):
+    pass
+
+
+def run_module(name: str, args: dict, check_mode: bool = False) -> tuple[bool, dict]:
+    """Run module `name`'s main() with args; returns (failed, result)."""
+    module = importlib.import_module(name)
+    if check_mode:
+        args = {**args, "_ansible_check_mode": True}
+
+    def _exit(self, **kwargs):
+        raise ModuleExit(kwargs)
+
+    def _fail(self, msg, **kwargs):
+        raise ModuleFail({"msg": msg, **kwargs})
+
+    with patch_module_args(args), mock.patch.object(basic.AnsibleModule, "exit_json", _exit), \
+            mock.patch.object(basic.AnsibleModule, "fail_json", _fail):
+        try:
+            module.main()
+        except ModuleFail as exc:
+            return True, exc.result
+        except ModuleExit as exc:
+            return False, exc.result
+    raise AssertionError(f"{name} returned without exit_json/fail_json")

@@ -1,0 +1,86 @@
+"""An in-memory stand-in for the controller's admin API, for module unit tests only.
+
+It answers FedkafkaApi.request(method, path, body) like the contract in docs/OPERATIONS.md does and
+records every call, so a test can assert which writes a module made (and that check mode made none).
+Integration tests run the modules against the real controller instead.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ansible_harness import ApiError
+
+
+class FakeController:
+    def __init__(self, clusters=None, topics=None, proxies=None, view_version=1, workflows=True):
+        self.clusters = {c["id"]: dict(c) for c in clusters or []}
+        self.topics = {t["name"]: dict(t) for t in topics or []}
+        self.proxies = list(proxies or [])
+        self.view_version = view_version
+        self.workflows_supported = workflows
+        self.calls: list[tuple[str, str, object]] = []
+
+    @property
+    def writes(self):
+        return [c for c in self.calls if c[0] != "GET"]
+
+    def request(self, method, path, body=None, ok_missing=False):
+        self.calls.append((method, path, copy.deepcopy(body)))
+        parts = path.strip("/").split("/")[1:]
+        if method == "GET" and parts == ["status"]:
+            return {"view_version": self.view_version, "clusters": len(self.clusters),
+                    "topics": len(self.topics), "proxies": self.proxies}
+        if parts[0] == "clusters":
+            return self._clusters(method, parts[1:], body)
+        if parts[0] == "topics":
+            return self._topics(method, parts[1:], body, ok_missing)
+        if parts[0] == "workflows":
+            if not self.workflows_supported:
+                raise ApiError("not found", status=404)
+            if method == "POST":
+                cluster = self.clusters[body["cluster"]]
+                cluster["state"] = "removed" if body["kind"] == "decommission" else cluster["state"]
+                return {"id": 1, "state": "running"}
+            return {"id": 1, "state": "done"}
+        raise AssertionError(f"unexpected call {method} {path}")
+
+    def _clusters(self, method, parts, body):
+        if method == "GET" and not parts:
+            return list(self.clusters.values())
+        cid = parts[0]
+        if method == "PUT":
+            entry = self.clusters.setdefault(cid, {"id": cid, "state": "active", "reachable": True,
+                                                    "coordination": False})
+            entry["bootstrap"] = body["bootstrap"]
+            if "coordination" in body:
+                entry["coordination"] = body["coordination"]
+            self.view_version += 1
+            return {"cluster": entry, "changed": True}
+        if method == "POST" and parts[1:] == ["state"]:
+            if cid not in self.clusters:
+                raise ApiError(f"unknown cluster {cid}", status=404)
+            self.clusters[cid]["state"] = body["state"]
+            self.view_version += 1
+            return {"cluster": self.clusters[cid]}
+        raise AssertionError(f"unexpected clusters call {method} {parts}")
+
+    def _topics(self, method, parts, body, ok_missing):
+        if method == "GET" and not parts:
+            return list(self.topics.values())
+        name = parts[0]
+        if method == "GET":
+            if name not in self.topics:
+                if ok_missing:
+                    return None
+                raise ApiError("not found", status=404)
+            return self.topics[name]
+        if method == "PUT":
+            old = self.topics.get(name)
+            if old and body["partitions"] < old["partitions"]:
+                raise ApiError("cannot shrink", status=409)
+            self.topics[name] = {"name": name, **body}
+            return {"topic": self.topics[name], "changed": True}
+        if method == "DELETE":
+            return self.topics.pop(name, None) and None
+        raise AssertionError(f"unexpected topics call {method} {parts}")

@@ -1,0 +1,137 @@
+"""Table-driven unit tests of the fedkafka modules against an in-memory admin API (no controller needed).
+
+Each case: the controller's state before, the module's args, check mode or not, and what must come out:
+failed or not, changed, the actions reported, the writes sent to the controller, and substrings of msg.
+"""
+
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+import pytest
+from ansible_harness import ApiError, FedkafkaApi
+from ansible_harness import run_module as run
+from fake_controller import FakeController
+
+API = {"controller_url": "http://controller.invalid:8780", "token": "s3cret-token-value-123"}
+C1 = {"id": "c1", "bootstrap": "h1:9092", "state": "active", "reachable": True, "coordination": True}
+ORDERS = {"name": "orders", "partitions": 4, "placement": "blocks", "config": {"retention.ms": "1000"}}
+
+CASES = [
+    # module, id, controller state, args, check mode, expect
+    ("fedkafka_cluster", "register new", {}, {"id": "c3", "bootstrap": "h3:9092"}, False,
+     {"changed": True, "writes": [("PUT", "/v1/clusters/c3")], "actions": ["register c3 at h3:9092"]}),
+    ("fedkafka_cluster", "register new, check mode predicts and writes nothing", {},
+     {"id": "c3", "bootstrap": "h3:9092"}, True,
+     {"changed": True, "writes": [], "actions": ["register c3 at h3:9092"]}),
+    ("fedkafka_cluster", "already registered: no change", {"clusters": [C1]}, {"id": "c1", "bootstrap": "h1:9092"},
+     False, {"changed": False, "writes": []}),
+    ("fedkafka_cluster", "bootstrap moved: update", {"clusters": [C1]}, {"id": "c1", "bootstrap": "h9:9092"}, False,
+     {"changed": True, "writes": [("PUT", "/v1/clusters/c1")]}),
+    ("fedkafka_cluster", "unknown cluster without bootstrap: clear error", {}, {"id": "c3"}, False,
+     {"failed": True, "msg": "bootstrap is required", "writes": []}),
+    ("fedkafka_cluster", "read_only", {"clusters": [C1]}, {"id": "c1", "state": "read_only"}, False,
+     {"changed": True, "writes": [("POST", "/v1/clusters/c1/state")]}),
+    ("fedkafka_cluster", "read_only twice: no change", {"clusters": [{**C1, "state": "read_only"}]},
+     {"id": "c1", "state": "read_only"}, False, {"changed": False, "writes": []}),
+    ("fedkafka_cluster", "read_only does not undo draining", {"clusters": [{**C1, "state": "draining"}]},
+     {"id": "c1", "state": "read_only"}, False, {"changed": False, "writes": []}),
+    ("fedkafka_cluster", "absent runs the decommission workflow", {"clusters": [C1]},
+     {"id": "c1", "state": "absent", "drain": True}, False,
+     {"changed": True, "writes": [("POST", "/v1/workflows")]}),
+    ("fedkafka_cluster", "absent without workflow API walks the states", {"clusters": [C1], "workflows": False},
+     {"id": "c1", "state": "absent"}, False,
+     {"changed": True, "writes": [("POST", "/v1/workflows"), ("POST", "/v1/clusters/c1/state"),
+                                  ("POST", "/v1/clusters/c1/state"), ("POST", "/v1/clusters/c1/state")]}),
+    ("fedkafka_cluster", "absent when unknown: no change", {}, {"id": "c9", "state": "absent"}, False,
+     {"changed": False, "writes": []}),
+    ("fedkafka_cluster", "absent when removed: no change", {"clusters": [{**C1, "state": "removed"}]},
+     {"id": "c1", "state": "absent"}, False, {"changed": False, "writes": []}),
+    ("fedkafka_cluster", "bad state value is refused", {}, {"id": "c1", "state": "gone"}, False,
+     {"failed": True, "msg": "state", "writes": []}),
+    ("fedkafka_topic", "create", {}, {"name": "orders", "partitions": 4}, False,
+     {"changed": True, "writes": [("PUT", "/v1/topics/orders")]}),
+    ("fedkafka_topic", "create, check mode", {}, {"name": "orders", "partitions": 4}, True,
+     {"changed": True, "writes": [], "actions": ["create orders with 4 partitions (placement blocks)"]}),
+    ("fedkafka_topic", "same topic: no change", {"topics": [ORDERS]},
+     {"name": "orders", "partitions": 4, "config": {"retention.ms": 1000}}, False, {"changed": False, "writes": []}),
+    ("fedkafka_topic", "shrink refused with a clear message", {"topics": [ORDERS]},
+     {"name": "orders", "partitions": 2}, False,
+     {"failed": True, "msg": "refusing to shrink topic orders from 4 to 2", "writes": []}),
+    ("fedkafka_topic", "shrink refused in check mode too", {"topics": [ORDERS]},
+     {"name": "orders", "partitions": 2}, True, {"failed": True, "msg": "refusing to shrink", "writes": []}),
+    ("fedkafka_topic", "grow", {"topics": [ORDERS]}, {"name": "orders", "partitions": 8}, False,
+     {"changed": True, "writes": [("PUT", "/v1/topics/orders")], "actions": ["grow orders from 4 to 8 partitions"]}),
+    ("fedkafka_topic", "config change keeps other keys", {"topics": [ORDERS]},
+     {"name": "orders", "partitions": 4, "config": {"cleanup.policy": "compact"}}, False,
+     {"changed": True, "writes": [("PUT", "/v1/topics/orders")],
+      "body": {"partitions": 4, "placement": "blocks",
+               "config": {"retention.ms": "1000", "cleanup.policy": "compact"}}}),
+    ("fedkafka_topic", "partitions missing: clear error", {}, {"name": "orders"}, False,
+     {"failed": True, "msg": "partitions", "writes": []}),
+    ("fedkafka_topic", "zero partitions refused", {}, {"name": "orders", "partitions": 0}, False,
+     {"failed": True, "msg": "partitions must be >= 1", "writes": []}),
+    ("fedkafka_topic", "delete", {"topics": [ORDERS]}, {"name": "orders", "state": "absent"}, False,
+     {"changed": True, "writes": [("DELETE", "/v1/topics/orders")]}),
+    ("fedkafka_topic", "delete missing: no change", {}, {"name": "orders", "state": "absent"}, False,
+     {"changed": False, "writes": []}),
+    ("fedkafka_info", "facts", {"clusters": [C1], "topics": [ORDERS],
+                                "proxies": [{"node_id": 1, "applied_version": 3}], "view_version": 3}, {}, False,
+     {"changed": False, "writes": [], "facts": {"view_version": 3, "clusters": [C1], "topics": [ORDERS]}}),
+    ("fedkafka_info", "wait for proxies that never come: clear timeout", {"proxies": []},
+     {"wait": True, "min_proxies": 2, "timeout": 1}, False,
+     {"failed": True, "msg": "0 of 2 proxies registered", "writes": []}),
+    ("fedkafka_info", "wait for a lagging proxy: clear timeout",
+     {"proxies": [{"node_id": 7, "applied_version": 2}], "view_version": 3},
+     {"wait": True, "min_proxies": 1, "timeout": 1}, False,
+     {"failed": True, "msg": "proxies [7] have not applied view 3", "writes": []}),
+]
+
+
+@pytest.mark.parametrize(("module", "case", "state", "args", "check", "expect"), CASES,
+                         ids=[f"{c[0]}: {c[1]}" for c in CASES])
+def test_module(module, case, state, args, check, expect):
+    fake = FakeController(**state)
+    with mock.patch.object(FedkafkaApi, "request", side_effect=fake.request), \
+            mock.patch("time.sleep"):
+        failed, result = run(module, {**API, **args}, check_mode=check)
+    assert failed == expect.get("failed", False), result
+    assert [(m, p) for m, p, _ in fake.writes] == expect["writes"]
+    if "changed" in expect:
+        assert result["changed"] == expect["changed"], result
+    if "actions" in expect:
+        assert result["actions"] == expect["actions"]
+    if "msg" in expect:
+        assert expect["msg"] in result["msg"]
+    if "body" in expect:
+        assert fake.writes[-1][2] == expect["body"]
+    for key, value in expect.get("facts", {}).items():
+        assert result[key] == value
+    # No secret in any result, diff or message.
+    assert API["token"] not in json.dumps(result, default=str)
+
+
+def test_diff_shows_before_and_after_without_the_token():
+    fake = FakeController(clusters=[C1])
+    with mock.patch.object(FedkafkaApi, "request", side_effect=fake.request):
+        _, result = run("fedkafka_cluster", {**API, "id": "c1", "bootstrap": "h9:9092"}, check_mode=True)
+    assert result["diff"]["before"]["bootstrap"] == "h1:9092"
+    assert result["diff"]["after"]["bootstrap"] == "h9:9092"
+    assert fake.writes == []
+
+
+def test_api_error_reaches_the_user():
+    def unreachable(*_a, **_k):
+        raise ApiError("GET /v1/clusters: controller at http://controller.invalid:8780 unreachable: refused")
+
+    with mock.patch.object(FedkafkaApi, "request", side_effect=unreachable):
+        failed, result = run("fedkafka_cluster", {**API, "id": "c1", "bootstrap": "h:1"})
+    assert failed and "unreachable" in result["msg"]
+
+
+def test_kafka_broker_info_unreachable_cluster_fails_fast():
+    # Nothing listens on port 1: a real confluent-kafka attempt that must fail with a clear message.
+    failed, result = run("kafka_broker_info", {"bootstrap": "127.0.0.1:1", "timeout": 1})
+    assert failed and "127.0.0.1:1 is not ready" in result["msg"]
+    assert result["ready"] is False
