@@ -1,9 +1,68 @@
-"""Long-running services: `fedkafka proxy`, `fedkafka nameservice` (owned by the proxy work)."""
+"""Long-running services: `fedkafka proxy` (and later `fedkafka nameservice`), owned by the proxy work."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import typer
+
+from fedkafka.view.model import ProxyRole
+
+
+def _fail(message: str) -> None:
+    print(f"fedkafka: {message}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        _fail(f"{what} must be HOST:PORT, got {value!r}")
+    return host or "0.0.0.0", int(port)
+
+
+def proxy(
+    role: str = typer.Option(..., "--role", help="pproxy | cproxy | both"),
+    listen: str = typer.Option(..., "--listen", help="HOST:PORT to listen on"),
+    advertised_host: str | None = typer.Option(None, "--advertised-host", help="host clients connect to"),
+    controller: str | None = typer.Option(None, "--controller", help="controller URL (http://host:port)"),
+    token_file: Path | None = typer.Option(None, "--token-file", help="file holding the controller token"),
+    view_file: Path | None = typer.Option(None, "--view-file", help="static view JSON instead of a controller"),
+    workers: int = typer.Option(1, "--workers", help="processes sharing the port (SO_REUSEPORT)"),
+    pool: str = typer.Option("default", "--pool", help="proxy pool (name-service rules map clients to pools)"),
+    max_frame_bytes: int = typer.Option(100 * 1024 * 1024, "--max-frame-bytes", help="socket.request.max.bytes"),
+) -> None:
+    """Run a proxy that speaks Kafka to clients and routes to the physical clusters."""
+    from fedkafka.proxy.core.server import ProxyConfig, run
+
+    try:
+        proxy_role = ProxyRole(role)
+    except ValueError:
+        _fail(f"--role must be pproxy, cproxy or both, got {role!r}")
+    host, port = _host_port(listen, "--listen")
+    if (controller is None) == (view_file is None):
+        _fail("give exactly one of --controller (with --token-file) or --view-file")
+    token = None
+    if controller is not None:
+        if token_file is None:
+            _fail("--controller needs --token-file")
+        try:
+            token = token_file.read_text().strip()
+        except OSError as e:
+            _fail(f"cannot read --token-file: {e}")
+    elif not view_file.is_file():
+        _fail(f"--view-file {view_file} does not exist")
+    if workers < 1:
+        _fail("--workers must be at least 1")
+    if port == 0 and workers > 1:
+        _fail("--workers > 1 needs a fixed port")
+    advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
+    run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
+                    view_file=view_file, controller=controller, token=token, workers=workers,
+                    max_frame_bytes=max_frame_bytes))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("proxy")(proxy)

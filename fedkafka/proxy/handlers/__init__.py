@@ -1,0 +1,31 @@
+"""Handlers: one module per API family, each a pure function; the core does all I/O.
+
+Interface (what a new module, e.g. `fetch.py` for the consume path, must provide):
+
+    API_KEYS: dict[int, tuple[int, int]]   # api_key -> (min, max) versions this module implements
+    ROLE: "produce" | "consume" | "any" | "produce_only"  # roles serving these keys; produce_only: pure pproxy
+    def handle(ctx: plan.Context, header, request) -> plan.Reply
+
+`handle` gets the decoded kio request (its version is `type(request).__version__`) and returns a kio
+response entity, `plan.NO_RESPONSE`, or a `plan.Plan` whose `calls` the core sends upstream and whose
+`finish(results)` returns the next Reply (it may chain further Plans). No sockets, no awaits, no globals:
+every handler is unit-testable by calling `handle` and `finish` with hand-made results.
+
+Register a module by adding it to `MODULES` below; the core's dispatch derives the advertised
+ApiVersions from the registry intersected with every physical cluster's own ranges.
+Handler modules must not import each other (shared helpers live in `fedkafka.proxy.plan` or `protocol`).
+"""
+
+from __future__ import annotations
+
+from fedkafka.proxy.handlers import (
+    api_versions,
+    describe_cluster,
+    describe_configs,
+    init_producer_id,
+    metadata,
+    produce,
+    produce_side_fetch,
+)
+
+MODULES = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs, produce_side_fetch)

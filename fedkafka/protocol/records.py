@@ -1,0 +1,112 @@
+"""Record-batch header work (magic v2) without decoding records: the only hand-written byte code.
+
+Layout of a v2 batch header (offsets in bytes): baseOffset int64 @0, batchLength int32 @8,
+partitionLeaderEpoch int32 @12, magic int8 @16, crc uint32 @17, attributes int16 @21,
+lastOffsetDelta int32 @23, baseTimestamp int64 @27, maxTimestamp int64 @35, producerId int64 @43,
+producerEpoch int16 @51, baseSequence int32 @53, recordCount int32 @57, records @61.
+The CRC-32C covers attributes..end of batch, so baseOffset (and the leader epoch) can be patched freely.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import crc32c
+
+HEADER_SIZE = 61
+LOG_OVERHEAD = 12  # baseOffset + batchLength: bytes not counted in batchLength
+_CRC_START = 21
+_HEAD = struct.Struct(">qiibIhiqqqhii")
+_PRODUCER = struct.Struct(">qhi")
+_I64 = struct.Struct(">q")
+_U32 = struct.Struct(">I")
+
+
+class RecordsError(ValueError):
+    """A records buffer that is not a well-formed sequence of v2 batches."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    position: int  # where the batch starts in the buffer
+    base_offset: int
+    length: int  # whole batch, including baseOffset and batchLength
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & 0x10)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & 0x20)
+
+
+def iter_batches(buf: bytes | bytearray | memoryview, *, allow_partial_tail: bool = False) -> Iterator[BatchHeader]:
+    """Headers of the batches in `buf`, in order. A truncated last batch is an error unless
+    `allow_partial_tail` (fetch responses may end with a partial batch)."""
+    view = memoryview(buf)
+    pos, end = 0, len(view)
+    while pos < end:
+        if end - pos < HEADER_SIZE:
+            if allow_partial_tail:
+                return
+            raise RecordsError(f"truncated batch header at byte {pos}")
+        (base_offset, batch_length, _epoch, magic, crc, attributes, last_delta, _ts0, _ts1, producer_id,
+         producer_epoch, base_sequence, count) = _HEAD.unpack_from(view, pos)
+        if magic != 2:
+            raise RecordsError(f"unsupported record batch magic {magic} at byte {pos}")
+        total = batch_length + LOG_OVERHEAD
+        if batch_length < HEADER_SIZE - LOG_OVERHEAD:
+            raise RecordsError(f"batch length {batch_length} too small at byte {pos}")
+        if pos + total > end:
+            if allow_partial_tail:
+                return
+            raise RecordsError(f"truncated batch at byte {pos}: needs {total}, has {end - pos}")
+        yield BatchHeader(pos, base_offset, total, magic, crc, attributes, last_delta, producer_id,
+                          producer_epoch, base_sequence, count)
+        pos += total
+
+
+def crc_ok(buf: bytes | bytearray | memoryview, header: BatchHeader) -> bool:
+    view = memoryview(buf)
+    return crc32c.crc32c(view[header.position + _CRC_START: header.position + header.length]) == header.crc
+
+
+def patch_base_offset(buf: bytearray | memoryview, header: BatchHeader, base_offset: int) -> None:
+    """Overwrite baseOffset in place (not covered by the CRC)."""
+    _I64.pack_into(buf, header.position, base_offset)
+
+
+def rewrite_producer(buf: bytearray, header: BatchHeader, producer_id: int, producer_epoch: int,
+                     base_sequence: int | None = None) -> None:
+    """Overwrite producer id/epoch (and optionally the base sequence) in place and recompute the CRC-32C."""
+    seq = header.base_sequence if base_sequence is None else base_sequence
+    _PRODUCER.pack_into(buf, header.position + 43, producer_id, producer_epoch, seq)
+    start = header.position + _CRC_START
+    crc = crc32c.crc32c(memoryview(buf)[start: header.position + header.length])
+    _U32.pack_into(buf, header.position + 17, crc)
+
+
+def rewrite_all_producers(records: bytes, producer_id: int, producer_epoch: int) -> bytes:
+    """A copy of `records` with every batch's producer id/epoch replaced (CRCs recomputed)."""
+    out = bytearray(records)
+    for h in list(iter_batches(out)):
+        rewrite_producer(out, h, producer_id, producer_epoch)
+    return bytes(out)
+
+
+def first_producer(records: bytes | bytearray | memoryview) -> tuple[int, int, bool] | None:
+    """(producer id, epoch, transactional) of the first batch, or None for an empty buffer. Reads 61 bytes."""
+    for h in iter_batches(records):
+        return h.producer_id, h.producer_epoch, h.is_transactional
+    return None

@@ -1,0 +1,143 @@
+"""Handler registry and plan execution: the only place that turns a frame into handler calls and back.
+
+Versions: the advertised table is the registry's ranges (for this proxy's role) intersected with every
+physical cluster's own ranges; a request outside it gets UNSUPPORTED_VERSION (ApiVersions answers as v0,
+like Kafka) when kio knows its response schema, else the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol import codec, versions
+from fedkafka.protocol.errors import error_response
+from fedkafka.proxy import handlers
+from fedkafka.proxy.core.physical import PhysicalClusters
+from fedkafka.proxy.core.upstream import REQUEST_TIMEOUT_S, UpstreamPool
+from fedkafka.proxy.handlers import api_versions
+from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Call, Context, Plan, UpstreamError
+from fedkafka.view.model import ProxyInfo, ProxyRole, View
+
+log = logging.getLogger(__name__)
+
+
+class ProtocolViolation(Exception):
+    """The client sent something we cannot answer: close its connection."""
+
+
+def registry_for(role: ProxyRole, modules=handlers.MODULES) -> dict[int, Any]:
+    """api_key -> handler module, for the keys this role serves."""
+    out: dict[int, Any] = {}
+    for module in modules:
+        if module.ROLE == "any" or (module.ROLE == "produce" and role.produces()) or (
+                module.ROLE == "consume" and role.consumes()) or (
+                module.ROLE == "produce_only" and role == ProxyRole.PPROXY):
+            for key in module.API_KEYS:
+                out[key] = module
+    return out
+
+
+class Dispatcher:
+    def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
+                 modules=handlers.MODULES):
+        self.state = state  # has .view, .me, .lease_valid()
+        self.physical = physical
+        self.producer_ids = producer_ids
+        self.pool = pool
+        self.registry = registry_for(state.me.role, modules)
+        self.implemented = {k: rng for m in set(self.registry.values()) for k, rng in m.API_KEYS.items()
+                            if k in self.registry}
+        self._advertised: dict[int, tuple[int, int]] | None = None
+
+    @property
+    def advertised(self) -> dict[int, tuple[int, int]]:
+        if self._advertised is None or self.physical.changed.is_set():
+            self.physical.changed.clear()
+            self._advertised = versions.intersect(self.implemented, self.physical.api_tables())
+        return self._advertised
+
+    def context(self, client_id: str | None) -> Context:
+        view: View = self.state.view
+        me: ProxyInfo = self.state.me
+        return Context(view=view, me=me, advertised=self.advertised, physical=self.physical,
+                       producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id)
+
+    async def start(self, frame: bytes, slot: int) -> Awaitable[bytes | None]:
+        """Decode, run the handler and send its first upstream calls now (so upstream order follows the
+        client's order); returns an awaitable of the response frame (None: no response)."""
+        api_key, version, correlation_id = codec.peek_header(frame)
+        if not versions.accepts(self.advertised, api_key, version):
+            return _done(self._unsupported(api_key, version, correlation_id))
+        try:
+            header, request = codec.decode_request(frame)
+        except codec.DecodeError as e:
+            raise ProtocolViolation(str(e)) from None
+        reply = self.registry[api_key].handle(self.context(header.client_id), header, request)
+        while isinstance(reply, Plan) and reply.barrier:
+            reply = reply.finish(await self._execute(reply.calls, slot))
+        if isinstance(reply, Plan):
+            sent = await self._send(reply.calls, slot)
+            return asyncio.ensure_future(self._complete(reply, sent, slot, correlation_id))
+        return _done(self._encode(reply, correlation_id))
+
+    async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int) -> bytes | None:
+        reply = plan.finish(await self._collect(plan.calls, sent))
+        while isinstance(reply, Plan):
+            reply = reply.finish(await self._execute(reply.calls, slot))
+        return self._encode(reply, correlation_id)
+
+    def _encode(self, reply: Any, correlation_id: int) -> bytes | None:
+        return None if reply is NO_RESPONSE else codec.encode_response(reply, correlation_id)
+
+    def _unsupported(self, api_key: int, version: int, correlation_id: int) -> bytes:
+        if api_key == 18:
+            body = api_versions.answer(self.advertised, 0, ErrorCode.unsupported_version)
+            return codec.encode_response(body, correlation_id)
+        resp_t = codec.response_type(api_key, version)
+        if resp_t is None:
+            raise ProtocolViolation(f"unknown api_key={api_key} version={version}")
+        log.info("refusing api_key=%s version=%s with UNSUPPORTED_VERSION", api_key, version)
+        return codec.encode_response(error_response(resp_t, ErrorCode.unsupported_version), correlation_id)
+
+    async def _execute(self, calls, slot: int) -> list:
+        return await self._collect(calls, await self._send(calls, slot))
+
+    async def _send(self, calls, slot: int) -> list:
+        """Write every call now; per call a future, None (no response expected) or an UpstreamError."""
+        sent: list = []
+        for call in calls:
+            cluster = call.target.cluster
+            try:
+                node = None if isinstance(call.target, AnyBroker) else call.target.node_id
+                host, port = self.physical.address(cluster, node)
+                conn = await self.pool.get(host, port, slot)
+                sent.append(conn.send(call.request, call.expect_response))
+            except (OSError, ConnectionError, TimeoutError, KeyError) as e:
+                self.physical.mark_unreachable(cluster, str(e) or type(e).__name__)
+                sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
+        return sent
+
+    async def _collect(self, calls, sent: list) -> list:
+        async def one(call: Call, item):
+            if item is None or isinstance(item, UpstreamError):
+                return item
+            try:
+                return await asyncio.wait_for(item, REQUEST_TIMEOUT_S)
+            except (ConnectionError, OSError, TimeoutError, codec.DecodeError) as e:
+                self.physical.mark_unreachable(call.target.cluster, str(e) or type(e).__name__)
+                return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
+        return list(await asyncio.gather(*(one(c, s) for c, s in zip(calls, sent, strict=True))))
+
+
+def _done(value: bytes | None) -> Awaitable[bytes | None]:
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+Starter = Callable[[bytes, int], Awaitable[Awaitable[bytes | None]]]

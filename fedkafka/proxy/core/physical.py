@@ -1,0 +1,132 @@
+"""What the proxy knows about the physical clusters: brokers, partition leaders, API versions, health.
+
+Refreshed in the background (periodically, and soon after a handler asks), never on a request's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from kio.schema.api_versions.v3.request import ApiVersionsRequest
+from kio.schema.metadata.v12.request import MetadataRequest
+
+from fedkafka.proxy.core.upstream import UpstreamConnection
+
+log = logging.getLogger(__name__)
+
+REFRESH_INTERVAL_S = 30.0
+RETRY_UNREACHABLE_S = 1.0
+
+
+@dataclass(slots=True)
+class ClusterInfo:
+    id: str
+    bootstrap: str
+    brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
+    leaders: dict[tuple[str, int], int] = field(default_factory=dict)
+    api_versions: dict[int, tuple[int, int]] = field(default_factory=dict)
+    reachable: bool = True  # optimistic until a refresh fails
+    refreshed_at: float = 0.0
+
+
+class PhysicalClusters:
+    def __init__(self) -> None:
+        self.clusters: dict[str, ClusterInfo] = {}
+        self._wanted: set[str] = set()
+        self._wake = asyncio.Event()
+        self.changed = asyncio.Event()  # set after a refresh changed api versions (dispatch re-advertises)
+
+    # -- PhysicalState (read by handlers) ------------------------------------------------------
+    def leader(self, cluster: str, topic: str, partition: int) -> int | None:
+        info = self.clusters.get(cluster)
+        return None if info is None else info.leaders.get((topic, partition))
+
+    def reachable(self, cluster: str) -> bool:
+        info = self.clusters.get(cluster)
+        return info is not None and info.reachable
+
+    def request_refresh(self, cluster: str) -> None:
+        self._wanted.add(cluster)
+        self._wake.set()
+
+    # -- used by the core ----------------------------------------------------------------------
+    def address(self, cluster: str, node_id: int | None) -> tuple[str, int]:
+        info = self.clusters[cluster]
+        if node_id is not None and node_id in info.brokers:
+            return info.brokers[node_id]
+        if info.brokers:
+            return next(iter(info.brokers.values()))
+        host, port = info.bootstrap.split(",")[0].rsplit(":", 1)
+        return host, int(port)
+
+    def mark_unreachable(self, cluster: str, reason: str) -> None:
+        info = self.clusters.get(cluster)
+        if info is not None and info.reachable:
+            log.warning("cluster %s unreachable: %s", cluster, reason)
+            info.reachable = False
+        self.request_refresh(cluster)
+
+    def set_clusters(self, bootstraps: dict[str, str]) -> list[str]:
+        """Track exactly these clusters; returns the ids that are new (refresh them first)."""
+        new = [cid for cid in bootstraps if cid not in self.clusters or self.clusters[cid].bootstrap != bootstraps[cid]]
+        for cid in new:
+            self.clusters[cid] = ClusterInfo(cid, bootstraps[cid])
+        for cid in set(self.clusters) - set(bootstraps):
+            del self.clusters[cid]
+        return new
+
+    def api_tables(self) -> list[dict[int, tuple[int, int]]]:
+        return [c.api_versions for c in self.clusters.values() if c.api_versions]
+
+    async def refresh(self, cluster: str) -> bool:
+        info = self.clusters.get(cluster)
+        if info is None:
+            return False
+        errors = []
+        for addr in info.bootstrap.split(","):
+            host, port = addr.strip().rsplit(":", 1)
+            conn = UpstreamConnection(host, int(port), f"{cluster}/metadata")
+            try:
+                await conn.connect()
+                versions_f = conn.send(ApiVersionsRequest(client_software_name="fedkafka",
+                                                          client_software_version="0.1"))
+                meta_f = conn.send(MetadataRequest(topics=None, allow_auto_topic_creation=False,
+                                                   include_topic_authorized_operations=False))
+                versions, meta = await asyncio.wait_for(asyncio.gather(versions_f, meta_f), 10)
+            except (OSError, ConnectionError, TimeoutError) as e:
+                errors.append(f"{addr}: {e}")
+                continue
+            finally:
+                conn.close()
+            old_versions = info.api_versions
+            info.api_versions = {k.api_key: (k.min_version, k.max_version) for k in versions.api_keys}
+            info.brokers = {b.node_id: (b.host, b.port) for b in meta.brokers}
+            info.leaders = {(t.name, p.partition_index): p.leader_id for t in meta.topics
+                            for p in t.partitions if p.leader_id >= 0}
+            if not info.reachable:
+                log.info("cluster %s reachable again", cluster)
+            info.reachable = True
+            info.refreshed_at = time.monotonic()
+            if old_versions != info.api_versions:
+                self.changed.set()
+            return True
+        self.mark_unreachable(cluster, "; ".join(errors) or "no bootstrap address")
+        self._wanted.discard(cluster)
+        return False
+
+    async def run(self) -> None:
+        """Background refresher: asked-for clusters soon, unreachable ones every second, all every 30 s."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RETRY_UNREACHABLE_S)
+            self._wake.clear()
+            await asyncio.sleep(0.05)  # coalesce a burst of requests
+            now = time.monotonic()
+            due = set(self._wanted) | {c.id for c in self.clusters.values()
+                                       if not c.reachable or now - c.refreshed_at > REFRESH_INTERVAL_S}
+            self._wanted.clear()
+            await asyncio.gather(*(self.refresh(c) for c in due if c in self.clusters))

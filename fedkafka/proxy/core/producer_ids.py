@@ -1,0 +1,80 @@
+"""Logical producer ids (from controller blocks) and the logical -> physical producer id map (DESIGN.md 4).
+
+A physical id is keyed by (logical id, epoch, cluster) and remembers, per physical partition, the segment
+(phys_start) it wrote to; when the active segment of a partition changes, the mapping is dropped so a fresh
+physical id (with no broker state anywhere) is used: a physical id never crosses a segment boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+MAX_MAPPINGS = 100_000
+
+
+class ProducerIdTable:
+    def __init__(self, fetch_block: Callable[[], Awaitable[tuple[int, int]]] | None = None):
+        self._next = 0
+        self._end = 0
+        self._fetch_block = fetch_block
+        self._refilling = False
+        self._spare: tuple[int, int] | None = None
+        self._map: collections.OrderedDict[tuple[int, int, str], tuple[int, int, dict]] = collections.OrderedDict()
+
+    def add_block(self, start: int, size: int) -> None:
+        if self._next >= self._end:
+            self._next, self._end = start, start + size
+        else:
+            self._spare = (start, size)
+
+    def next_logical(self) -> int | None:
+        if self._next >= self._end:
+            if self._spare is None:
+                self._schedule_refill()
+                return None
+            self._next, self._end = self._spare[0], self._spare[0] + self._spare[1]
+            self._spare = None
+        pid = self._next
+        self._next += 1
+        if self._end - self._next < 100 and self._spare is None:
+            self._schedule_refill()
+        return pid
+
+    def physical(self, logical_id: int, epoch: int, cluster: str, topic: str, partition: int,
+                 phys_start: int) -> tuple[int, int] | None:
+        key = (logical_id, epoch, cluster)
+        entry = self._map.get(key)
+        if entry is None:
+            return None
+        seen = entry[2]
+        previous = seen.setdefault((topic, partition), phys_start)
+        if previous != phys_start:
+            del self._map[key]  # segment boundary: never reuse a physical id here
+            return None
+        self._map.move_to_end(key)
+        return entry[0], entry[1]
+
+    def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
+        self._map[(logical_id, epoch, cluster)] = (producer_id, epoch_, {})
+        while len(self._map) > MAX_MAPPINGS:
+            self._map.popitem(last=False)
+
+    def _schedule_refill(self) -> None:
+        if self._fetch_block is None or self._refilling:
+            return
+        async def refill() -> None:
+            self._refilling = True
+            try:
+                start, size = await self._fetch_block()
+                self.add_block(start, size)
+            except Exception as e:  # the next InitProducerId retries
+                log.warning("could not fetch a producer id block: %s", e)
+            finally:
+                self._refilling = False
+
+        asyncio.get_running_loop().create_task(refill())

@@ -1,0 +1,191 @@
+"""The listener: worker processes sharing one port (SO_REUSEPORT), clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import multiprocessing
+import random
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
+from fedkafka.proxy.core.connection import ClientConnection
+from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.physical import PhysicalClusters
+from fedkafka.proxy.core.producer_ids import ProducerIdTable
+from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.proxy.state import ProxyState
+from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
+from fedkafka.view.model import ProxyInfo, ProxyRole, View
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    role: ProxyRole
+    host: str
+    port: int
+    advertised_host: str
+    pool: str = "default"
+    view_file: Path | None = None
+    controller: str | None = None
+    token: str | None = None
+    workers: int = 1
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+
+class InflightProduce:
+    """Counts produce requests per view version, so a new view is acked only after older ones finished."""
+
+    def __init__(self) -> None:
+        self.by_version: collections.Counter[int] = collections.Counter()
+
+    async def drain_before(self, version: int, timeout_s: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(n for v, n in self.by_version.items() if v < version) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+
+class ProxyServer:
+    def __init__(self, config: ProxyConfig):
+        self.config = config
+        me = ProxyInfo(node_id=0, host=config.advertised_host, port=config.port, role=config.role, pool=config.pool)
+        self.state = ProxyState(view=View(version=0), me=me)
+        self.physical = PhysicalClusters()
+        self.pool = UpstreamPool()
+        self.inflight = InflightProduce()
+        if config.controller:
+            instance = f"{config.advertised_host}:{config.port}"
+            self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block)
+            self.producer_ids = ProducerIdTable(self.source.fetch_block)
+        else:
+            self.source = StaticViewSource(config.view_file)
+            self.producer_ids = ProducerIdTable()
+            # static mode: a random block high in the 63-bit space; logical ids never reach a broker
+            self.producer_ids.add_block(random.randrange(1 << 40, 1 << 60), 1 << 20)
+        self.connections: set[ClientConnection] = set()
+        self.server: asyncio.Server | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    def _add_block(self, start: int, size: int) -> None:
+        self.producer_ids.add_block(start, size)
+
+    def _on_view(self, view: View) -> None:
+        new = self.physical.set_clusters({c.id: c.bootstrap for c in view.clusters.values()})
+        for cid in new:
+            self.physical.request_refresh(cid)
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        self.state.listeners.append(self._on_view)
+        await self.source.start(self.state)
+        await asyncio.gather(*(self.physical.refresh(c) for c in list(self.physical.clusters)))
+        self.dispatcher = Dispatcher(state=self.state, physical=self.physical, producer_ids=self.producer_ids,
+                                     pool=self.pool)
+        self._wrap_for_inflight(self.dispatcher)
+        self._tasks = [asyncio.create_task(self.physical.run()),
+                       asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]
+        if sock is not None:
+            self.server = await asyncio.start_server(self._on_client, sock=sock, limit=1 << 20)
+        else:
+            self.server = await asyncio.start_server(self._on_client, self.config.host, self.config.port,
+                                                     reuse_port=True, limit=1 << 20)
+        log.info("proxy node %s (%s) listening on %s:%s, view %s, advertising %s", self.state.me.node_id,
+                 self.config.role.value, self.config.host, self.config.port, self.state.view.version,
+                 self.dispatcher.advertised)
+
+    def _wrap_for_inflight(self, dispatcher: Dispatcher) -> None:
+        """Count produce requests by the view version they were routed with."""
+        start = dispatcher.start
+        counter = self.inflight.by_version
+
+        async def counted(frame: bytes, slot: int):
+            if frame[:2] != b"\0\0":  # api_key 0 = Produce
+                return await start(frame, slot)
+            version = self.state.view.version
+            counter[version] += 1
+            try:
+                pending = await start(frame, slot)
+            except BaseException:
+                counter[version] -= 1
+                raise
+            pending.add_done_callback(lambda _f: counter.__setitem__(version, counter[version] - 1))
+            return pending
+
+        dispatcher.start = counted
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = ClientConnection(reader, writer, self.dispatcher, self.config.max_frame_bytes)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    async def stop(self) -> None:
+        """Stop accepting, stop reading new requests, answer the ones in flight, then close."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.stop_reading()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE_S
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for task in getattr(self, "_tasks", []):
+            task.cancel()
+        self.pool.close()
+
+
+async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    server = ProxyServer(config)
+    await server.start()
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    await server.stop()
+
+
+def run(config: ProxyConfig) -> None:
+    """Run `config.workers` processes on the same port (SO_REUSEPORT); uvloop where available."""
+    if config.workers <= 1:
+        _run_one(config)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    children = [ctx.Process(target=_run_one, args=(config,), daemon=False) for _ in range(config.workers)]
+    for child in children:
+        child.start()
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+
+
+def _run_one(config: ProxyConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    try:
+        import uvloop
+        uvloop.run(serve(config))
+    except ImportError:
+        asyncio.run(serve(config))

@@ -1,0 +1,118 @@
+"""Connections to physical brokers: pipelined requests, responses matched in order (aiokafka's conn.py model)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+from typing import Any
+
+from fedkafka.protocol import codec
+from fedkafka.protocol.framing import FrameError, read_frame
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 40.0
+MAX_RESPONSE_BYTES = 1 << 30
+
+
+class UpstreamConnection:
+    """One TCP connection to one broker. `send` writes at once (order = call order) and returns a future."""
+
+    def __init__(self, host: str, port: int, label: str):
+        self.host, self.port, self.label = host, port, label
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: collections.deque[tuple[int, type, asyncio.Future]] = collections.deque()
+        self._ids = itertools.count(1)
+        self._reader_task: asyncio.Task | None = None
+        self.closed = False
+
+    async def connect(self) -> None:
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, limit=1 << 20), CONNECT_TIMEOUT_S)
+        self._reader_task = asyncio.create_task(self._read_loop(), name=f"upstream-{self.label}")
+
+    def send(self, request: Any, expect_response: bool = True) -> asyncio.Future | None:
+        if self.closed or self._writer is None:
+            raise ConnectionError(f"{self.label}: connection closed")
+        corr = next(self._ids) & 0x7FFFFFFF
+        self._writer.write(codec.encode_request(request, corr))
+        if not expect_response:
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        resp_t = codec.response_type(request.__api_key__, request.__version__)
+        self._pending.append((corr, resp_t, fut))
+        return fut
+
+    async def drain(self) -> None:
+        if self._writer is not None:
+            await self._writer.drain()
+
+    async def _read_loop(self) -> None:
+        reason: BaseException = ConnectionError(f"{self.label}: connection closed by broker")
+        try:
+            while True:
+                frame = await read_frame(self._reader, MAX_RESPONSE_BYTES)
+                if frame is None:
+                    break
+                corr = codec.response_correlation_id(frame)
+                if not self._pending or self._pending[0][0] != corr:
+                    reason = ConnectionError(f"{self.label}: unexpected correlation id {corr}")
+                    break
+                _, resp_t, fut = self._pending.popleft()
+                if fut.done():
+                    continue
+                try:
+                    fut.set_result(codec.decode_response(resp_t, frame)[1])
+                except codec.DecodeError as e:
+                    fut.set_exception(e)
+        except (OSError, FrameError, asyncio.IncompleteReadError) as e:
+            reason = ConnectionError(f"{self.label}: {e}")
+        except asyncio.CancelledError:
+            reason = ConnectionError(f"{self.label}: closed")
+        self._fail_all(reason)
+
+    def _fail_all(self, reason: BaseException) -> None:
+        self.closed = True
+        while self._pending:
+            _, _, fut = self._pending.popleft()
+            if not fut.done():
+                fut.set_exception(reason)
+        if self._writer is not None:
+            self._writer.close()
+
+    def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        self._fail_all(ConnectionError(f"{self.label}: closed"))
+
+
+class UpstreamPool:
+    """A few connections per broker; a client connection sticks to one slot so its requests keep their order."""
+
+    def __init__(self, slots: int = 4):
+        self.slots = slots
+        self._conns: dict[tuple[str, int, int], UpstreamConnection] = {}
+        self._locks: dict[tuple[str, int, int], asyncio.Lock] = {}
+
+    async def get(self, host: str, port: int, slot: int) -> UpstreamConnection:
+        key = (host, port, slot % self.slots)
+        conn = self._conns.get(key)
+        if conn is not None and not conn.closed:
+            return conn
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(key)
+            if conn is None or conn.closed:
+                conn = UpstreamConnection(host, port, f"{host}:{port}#{key[2]}")
+                await conn.connect()
+                self._conns[key] = conn
+        return conn
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()

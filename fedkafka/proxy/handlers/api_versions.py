@@ -1,0 +1,22 @@
+"""ApiVersions: advertise only what the registry implements, intersected with every cluster (DESIGN.md 10)."""
+
+from __future__ import annotations
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.plan import Context
+
+API_KEYS = {18: (0, 4)}
+ROLE = "any"
+
+
+def handle(ctx: Context, header, request):
+    return answer(ctx.advertised, type(request).__version__, ErrorCode.none)
+
+
+def answer(advertised: dict[int, tuple[int, int]], version: int, error: ErrorCode):
+    """Also used by the core for an unsupported ApiVersions version (answered as v0, like Kafka)."""
+    keys = [{"api_key": k, "min_version": lo, "max_version": hi} for k, (lo, hi) in sorted(advertised.items())]
+    return build(response_type(18, version), {"error_code": error, "api_keys": keys})

@@ -1,0 +1,36 @@
+"""InitProducerId: logical producer ids for idempotent producers; transactions are refused.
+
+A logical id comes from the controller-allocated block (`ctx.producer_ids.next_logical`); the physical
+ids per cluster are obtained lazily by the produce handler (DESIGN.md 4). A transactional id is
+answered TRANSACTIONAL_ID_AUTHORIZATION_FAILED (non-retriable, so clients fail fast with a clear error)
+until transactions are implemented.
+"""
+
+from __future__ import annotations
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.plan import Context
+
+API_KEYS = {22: (0, 5)}
+ROLE = "produce"
+
+
+def handle(ctx: Context, header, request):
+    resp_t = response_type(22, type(request).__version__)
+    if request.transactional_id is not None:
+        return build(resp_t, {"error_code": ErrorCode.transactional_id_authorization_failed,
+                              "producer_id": -1, "producer_epoch": -1})
+    previous = getattr(request, "producer_id", -1)
+    if previous is not None and previous >= 0:
+        # KIP-360 epoch bump of an id we handed out: same logical id, next epoch -> fresh physical ids
+        epoch = getattr(request, "producer_epoch", 0) + 1
+        if epoch < 32767:
+            return build(resp_t, {"error_code": ErrorCode.none, "producer_id": previous, "producer_epoch": epoch})
+    logical = ctx.producer_ids.next_logical()
+    if logical is None:
+        return build(resp_t, {"error_code": ErrorCode.coordinator_not_available, "producer_id": -1,
+                              "producer_epoch": -1})
+    return build(resp_t, {"error_code": ErrorCode.none, "producer_id": logical, "producer_epoch": 0})

@@ -1,0 +1,61 @@
+"""Metadata: the pool's proxies as brokers, logical topics with P partitions and logical leader epochs."""
+
+from __future__ import annotations
+
+import uuid
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.plan import Context
+from fedkafka.view.model import ProxyInfo, View
+
+API_KEYS = {3: (1, 12)}
+ROLE = "any"
+
+
+def pool_brokers(ctx: Context) -> tuple[ProxyInfo, ...]:
+    """The proxies a client of this proxy's pool talks to; always includes this proxy itself."""
+    found = [p for p in ctx.view.proxies_in_pool(ctx.me.pool) if p.node_id != ctx.me.node_id]
+    return (ctx.me, *found)
+
+
+def leader_candidates(ctx: Context) -> tuple[ProxyInfo, ...]:
+    """Live proxies of the pool that serve the same side (produce or consume) as this one."""
+    brokers = pool_brokers(ctx)
+    if ctx.me.role.produces() and ctx.me.role.consumes():
+        return brokers
+    wanted = "produces" if ctx.me.role.produces() else "consumes"
+    return tuple(p for p in brokers if getattr(p.role, wanted)())
+
+
+def handle(ctx: Context, header, request):
+    view = ctx.view
+    version = type(request).__version__
+    candidates = leader_candidates(ctx)
+    names = sorted(view.topics) if request.topics is None else [t.name for t in request.topics if t.name is not None]
+    topics = [_topic(view, name, candidates) for name in names]
+    brokers = [{"node_id": p.node_id, "host": p.host, "port": p.port, "rack": p.rack} for p in pool_brokers(ctx)]
+    return build(response_type(3, version), {
+        "brokers": brokers, "cluster_id": view.federation_id, "controller_id": ctx.me.node_id, "topics": topics,
+    })
+
+
+def _topic(view: View, name: str, candidates: tuple[ProxyInfo, ...]) -> dict:
+    t = view.topics.get(name)
+    if t is None:
+        # auto-create is the controller's job; refused here (DESIGN.md 3.7)
+        return {"error_code": ErrorCode.unknown_topic_or_partition, "name": name, "topic_id": uuid.UUID(int=0),
+                "partitions": []}
+    partitions = []
+    for p, chain in enumerate(t.partitions):
+        leader = view.leader_for(name, p, candidates)
+        node = leader.node_id if leader else -1
+        partitions.append({
+            "error_code": ErrorCode.none if leader else ErrorCode.leader_not_available,
+            "partition_index": p, "leader_id": node, "leader_epoch": chain.leader_epoch,
+            "replica_nodes": [node], "isr_nodes": [node], "offline_replicas": [],
+        })
+    return {"error_code": ErrorCode.none, "name": name, "topic_id": uuid.UUID(hex=t.topic_id),
+            "is_internal": False, "partitions": partitions}

@@ -1,0 +1,182 @@
+"""Produce: split by logical partition, route each part to its active segment, merge, translate offsets.
+
+Records are never decoded: a part's bytes are forwarded as one buffer; only idempotent batches get
+their producer id/epoch rewritten to the cluster's physical id (records.py recomputes the CRC).
+Errors drive client refresh: frozen partition, expired lease or unreachable cluster -> retriable
+NOT_LEADER_OR_FOLLOWER before anything is sent; a lost upstream request -> REQUEST_TIMED_OUT (retriable,
+idempotent producers retry with the same sequence). Nothing is ever sent to a cluster other than the
+active segment's.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from kio.schema.errors import ErrorCode
+from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
+from kio.static.primitive import i16, i32Timedelta, i64
+
+from fedkafka.protocol import records as rec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.view.model import ClusterState, PartitionChain, Segment
+
+API_KEYS = {0: (3, 12)}
+ROLE = "produce"
+
+
+@dataclass(slots=True)
+class _Part:
+    topic: str
+    partition: int
+    chain: PartitionChain
+    seg: Segment
+    records: bytes | None
+
+
+def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozenset()):
+    version = type(request).__version__
+    errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = {}
+    groups: dict[tuple[str, int], list[_Part]] = {}
+    missing_pids: set[tuple[int, int, str]] = set()
+    order = [(t.name, [p.index for p in t.partition_data]) for t in request.topic_data]
+
+    for t in request.topic_data:
+        topic = ctx.view.topics.get(t.name)
+        for pd in t.partition_data:
+            key = (t.name, pd.index)
+            failure = _refusal(ctx, request, topic, pd.index)
+            if failure:
+                errors[key] = failure
+                continue
+            chain = topic.partitions[pd.index]
+            seg = chain.active
+            leader = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
+            if seg.cluster in _pid_failures:
+                errors[key] = (ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable")
+                continue
+            if leader is None:
+                ctx.physical.request_refresh(seg.cluster)
+                errors[key] = (ErrorCode.leader_not_available, None)
+                continue
+            records = pd.records
+            try:
+                producer = rec.first_producer(records) if records else None
+            except rec.RecordsError as e:
+                errors[key] = (ErrorCode.corrupt_message, str(e))
+                continue
+            if producer is not None and producer[0] >= 0:
+                if producer[2]:
+                    errors[key] = (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
+                    continue
+                mapped = ctx.producer_ids.physical(producer[0], producer[1], seg.cluster, seg.topic, seg.partition,
+                                                   seg.phys_start)
+                if mapped is None:
+                    missing_pids.add((producer[0], producer[1], seg.cluster))
+                    continue
+                records = rec.rewrite_all_producers(records, mapped[0], mapped[1])
+            groups.setdefault((seg.cluster, leader), []).append(_Part(t.name, pd.index, chain, seg, records))
+
+    if missing_pids:
+        return _obtain_physical_ids(ctx, header, request, sorted(missing_pids), _pid_failures)
+
+    calls = [Call(Broker(cluster, node), _upstream_request(request, parts), expect_response=request.acks != 0)
+             for (cluster, node), parts in groups.items()]
+    parts_per_call = list(groups.values())
+
+    def finish(results: list):
+        if request.acks == 0:
+            return NO_RESPONSE
+        answers: dict[tuple[str, int], dict] = {k: {"error_code": code, "base_offset": -1, "error_message": msg}
+                                                for k, (code, msg) in errors.items()}
+        for parts, result in zip(parts_per_call, results, strict=True):
+            answers.update(_translate(ctx, parts, result))
+        return build(response_type(0, version), {"responses": [
+            {"name": name, "partition_responses": [{"index": p, **answers[(name, p)]} for p in parts]}
+            for name, parts in order]})
+
+    if not calls:
+        return finish([])
+    return Plan(calls, finish)
+
+
+def _refusal(ctx: Context, request, topic, index: int) -> tuple[ErrorCode, str | None] | None:
+    if request.transactional_id is not None:
+        return ErrorCode.transactional_id_authorization_failed, "transactions are not supported by fedkafka yet"
+    if topic is None or not 0 <= index < topic.partition_count:
+        return ErrorCode.unknown_topic_or_partition, None
+    if not ctx.lease_valid:
+        return ErrorCode.not_leader_or_follower, "proxy lease expired"
+    chain = topic.partitions[index]
+    if chain.frozen:
+        return ErrorCode.not_leader_or_follower, "partition frozen for a segment move"
+    cluster = ctx.view.clusters.get(chain.active.cluster)
+    if cluster is None or cluster.state != ClusterState.ACTIVE or not ctx.physical.reachable(cluster.id):
+        return ErrorCode.not_leader_or_follower, f"cluster {chain.active.cluster} not writable"
+    return None
+
+
+def _obtain_physical_ids(ctx: Context, header, request, missing: list[tuple[int, int, str]],
+                         failures: frozenset[str]):
+    """One InitProducerId per (logical id, epoch, cluster) on that cluster, then route again."""
+    req = InitProducerIdRequest(transactional_id=None, transaction_timeout=i32Timedelta.parse(
+        datetime.timedelta(milliseconds=60000)), producer_id=i64(-1), producer_epoch=i16(-1))
+    calls = [Call(AnyBroker(cluster), req) for _, _, cluster in missing]
+
+    def finish(results: list):
+        failed = set(failures)
+        for (logical, epoch, cluster), r in zip(missing, results, strict=True):
+            if isinstance(r, UpstreamError) or r.error_code != ErrorCode.none:
+                failed.add(cluster)
+                ctx.physical.request_refresh(cluster)
+            else:
+                ctx.producer_ids.store_physical(logical, epoch, cluster, r.producer_id, r.producer_epoch)
+        return handle(ctx, header, request, frozenset(failed))
+
+    return Plan(calls, finish, barrier=True)
+
+
+def _upstream_request(request, parts: list[_Part]):
+    by_topic: dict[str, list[dict]] = {}
+    for part in parts:
+        by_topic.setdefault(part.seg.topic, []).append({"index": part.seg.partition, "records": part.records})
+    req_t = request_type(0, type(request).__version__)
+    return build(req_t, {"transactional_id": None, "acks": request.acks, "timeout": request.timeout,
+                         "topic_data": [{"name": n, "partition_data": pd} for n, pd in by_topic.items()]})
+
+
+def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int], dict]:
+    if isinstance(result, UpstreamError):
+        ctx.physical.request_refresh(result.cluster)
+        return {(p.topic, p.partition): {"error_code": ErrorCode.request_timed_out, "base_offset": -1,
+                                         "error_message": result.reason} for p in parts}
+    physical = {(t.name, pr.index): pr for t in result.responses for pr in t.partition_responses}
+    out = {}
+    for part in parts:
+        pr = physical.get((part.seg.topic, part.seg.partition))
+        if pr is None:
+            out[(part.topic, part.partition)] = {"error_code": ErrorCode.unknown_server_error, "base_offset": -1,
+                                                 "error_message": "cluster left the partition out of its answer"}
+            continue
+        if pr.error_code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
+            ctx.physical.request_refresh(part.seg.cluster)
+        out[(part.topic, part.partition)] = {
+            "error_code": pr.error_code,
+            "base_offset": part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
+            "log_append_time": pr.log_append_time,
+            "log_start_offset": _logical_start(part, pr.log_start_offset),
+            "record_errors": pr.record_errors, "error_message": pr.error_message,
+        }
+    return out
+
+
+def _logical_start(part: _Part, physical_start: int) -> int:
+    """Log start in logical space: inside the active segment when older data expired, else the chain's start."""
+    if physical_start < 0:
+        return physical_start
+    first = part.chain.segments[0]
+    if len(part.chain.segments) == 1 or physical_start > part.seg.phys_start:
+        return part.seg.to_logical(max(physical_start, part.seg.phys_start))
+    return first.logical_base

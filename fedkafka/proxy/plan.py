@@ -1,0 +1,102 @@
+"""The contract between handlers (pure) and the core (I/O); see `fedkafka.proxy.handlers` for the rules.
+
+A handler returns a `Reply`: a kio response entity (answered at once), `NO_RESPONSE` (acks=0), or a
+`Plan`: upstream calls the core sends, and a `finish` function that turns their results into the next
+`Reply`. Results are, per call and in order, the decoded response entity or an `UpstreamError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fedkafka.view.model import ProxyInfo, ProxyRole, View
+
+
+@dataclass(frozen=True, slots=True)
+class AnyBroker:
+    """Any reachable broker of a physical cluster."""
+
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """One broker of a physical cluster, by its node id (e.g. a partition's leader)."""
+
+    cluster: str
+    node_id: int
+
+
+Target = AnyBroker | Broker
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    target: Target
+    request: Any  # a kio request entity
+    expect_response: bool = True  # False for acks=0 produce
+
+
+class UpstreamError(Exception):
+    """A call that got no response: cluster unreachable, connection lost, timeout."""
+
+    def __init__(self, cluster: str, reason: str):
+        super().__init__(f"{cluster}: {reason}")
+        self.cluster = cluster
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Plan:
+    calls: Sequence[Call]
+    finish: Callable[[list[Any]], Reply]
+    # The core sends a barrier plan's calls and waits for them before reading the client's next request,
+    # so upstream order follows client order (idempotent producers depend on it).
+    barrier: bool = False
+
+
+class _NoResponse:
+    def __repr__(self) -> str:
+        return "NO_RESPONSE"
+
+
+NO_RESPONSE: Any = _NoResponse()
+
+Reply = Any  # kio response entity | NO_RESPONSE | Plan
+
+
+class PhysicalState(Protocol):
+    """What handlers may read about the physical clusters (kept fresh by the core)."""
+
+    def leader(self, cluster: str, topic: str, partition: int) -> int | None: ...
+    def reachable(self, cluster: str) -> bool: ...
+    def request_refresh(self, cluster: str) -> None: ...
+
+
+class ProducerIds(Protocol):
+    """Logical producer ids and the (logical id, epoch, cluster) -> physical id map (DESIGN.md 4)."""
+
+    def next_logical(self) -> int | None: ...
+    def physical(self, logical_id: int, epoch: int, cluster: str, topic: str, partition: int,
+                 phys_start: int) -> tuple[int, int] | None: ...
+    def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None: ...
+
+
+@dataclass(slots=True)
+class Context:
+    """Everything a handler may read. Built by the core per request; handlers never mutate the view."""
+
+    view: View
+    me: ProxyInfo
+    advertised: dict[int, tuple[int, int]]
+    physical: PhysicalState
+    producer_ids: ProducerIds
+    lease_valid: bool = True
+    client_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def role(self) -> ProxyRole:
+        return self.me.role

@@ -1,0 +1,33 @@
+"""The proxy's mutable state: current view, its own identity, its lease (DESIGN.md 5 fencing)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from fedkafka.view.model import ProxyInfo, View
+
+
+@dataclass(slots=True)
+class ProxyState:
+    view: View
+    me: ProxyInfo
+    lease_deadline: float | None = None  # monotonic; None: no lease (static view file)
+    applied_version: int = 0
+    listeners: list[Callable[[View], None]] = field(default_factory=list)
+
+    def lease_valid(self) -> bool:
+        return self.lease_deadline is None or time.monotonic() < self.lease_deadline
+
+    def apply(self, view: View) -> bool:
+        """Take a newer view (views are monotonic: an older or equal version is ignored)."""
+        if view.version <= self.view.version and self.view.version != 0:
+            return False
+        self.view = view
+        for listener in self.listeners:
+            listener(view)
+        return True
+
+    def set_node_id(self, node_id: int) -> None:
+        self.me = replace(self.me, node_id=node_id)

@@ -1,0 +1,105 @@
+"""Test support: views over real clusters, physical topics, and a real proxy process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyRole, Segment, View
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        fut.result(30)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # wait until every partition has a leader
+        md = admin.list_topics(name, timeout=10)
+        t = md.topics.get(name)
+        if t and len(t.partitions) == partitions and all(p.leader >= 0 for p in t.partitions.values()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"topic {name} has no leaders on {bootstrap}")
+
+
+def split_view(clusters: dict[str, str], logical: str, layout: list[tuple], version: int = 1,
+               proxies=()) -> View:
+    """A view with one logical topic; layout[p] = (cluster, physical topic, physical partition[, phys_start,
+    logical_base])."""
+    chains = []
+    for entry in layout:
+        cluster, topic, partition, *rest = entry
+        phys_start, logical_base = rest if rest else (0, 0)
+        chains.append(PartitionChain(segments=(Segment(cluster, topic, partition, phys_start, None, logical_base),)))
+    return View(version=version, clusters={c: Cluster(c, b) for c, b in clusters.items()},
+                topics={logical: LogicalTopic(logical, uuid.uuid4().hex, tuple(chains))}, proxies=tuple(proxies))
+
+
+class ProxyProcess:
+    """`fedkafka proxy` as a real process on a free port, serving a view file."""
+
+    def __init__(self, tmp: Path, view: View, role: ProxyRole = ProxyRole.PPROXY, workers: int = 1,
+                 extra: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.view_file = tmp / f"view-{self.port}.json"
+        self.write_view(view)
+        self.log = tmp / f"proxy-{self.port}.log"
+        self.cmd = [sys.executable, "-m", "fedkafka.cli", "proxy", "--role", role.value,
+                    "--listen", f"127.0.0.1:{self.port}", "--view-file", str(self.view_file),
+                    "--workers", str(workers), *extra]
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def write_view(self, view: View) -> None:
+        tmp = self.view_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(view.to_dict()))
+        os.replace(tmp, self.view_file)
+
+    def __enter__(self) -> ProxyProcess:
+        self._log = open(self.log, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"proxy exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise AssertionError("proxy did not start listening")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
