@@ -1,0 +1,58 @@
+"""A compact delta between two views: only the clusters, topics and proxies that changed.
+
+A topic is the unit of change (a segment move rewrites one topic's entry). The delta is JSON, like
+`View.to_dict()`, and `apply_delta(old, view_delta(old, new)) == new` (property-tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedkafka.view.model import View
+
+_SCALARS = ("federation_id", "coordination_cluster", "allow_auto_create_topics")
+
+
+class DeltaMismatch(ValueError):
+    """The delta does not start at the view it is applied to: fetch the full view instead."""
+
+
+def view_delta(old: View, new: View) -> dict[str, Any]:
+    a, b = old.to_dict(), new.to_dict()
+    delta: dict[str, Any] = {"from_version": old.version, "version": new.version}
+    for key in _SCALARS:
+        if a[key] != b[key]:
+            delta[key] = b[key]
+    for key, ident in (("clusters", "id"), ("topics", "name")):
+        before = {e[ident]: e for e in a[key]}
+        after = {e[ident]: e for e in b[key]}
+        upsert = [e for k, e in after.items() if before.get(k) != e]
+        removed = sorted(k for k in before if k not in after)
+        if upsert or removed:
+            delta[key] = {"upsert": upsert, "removed": removed}
+    if a["proxies"] != b["proxies"]:
+        delta["proxies"] = b["proxies"]  # small and order-sensitive: sent whole
+    return delta
+
+
+def apply_delta(old: View, delta: dict[str, Any]) -> View:
+    if delta["from_version"] != old.version:
+        raise DeltaMismatch(f"delta starts at view {delta['from_version']}, have {old.version}")
+    d = old.to_dict()
+    d["version"] = delta["version"]
+    for key in _SCALARS:
+        if key in delta:
+            d[key] = delta[key]
+    for key, ident in (("clusters", "id"), ("topics", "name")):
+        change = delta.get(key)
+        if not change:
+            continue
+        entries = {e[ident]: e for e in d[key]}
+        for name in change["removed"]:
+            entries.pop(name, None)
+        for e in change["upsert"]:
+            entries[e[ident]] = e
+        d[key] = list(entries.values())
+    if "proxies" in delta:
+        d["proxies"] = delta["proxies"]
+    return View.from_dict(d)
