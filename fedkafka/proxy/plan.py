@@ -37,6 +37,9 @@ class Call:
     target: Target
     request: Any  # a kio request entity
     expect_response: bool = True  # False for acks=0 produce
+    # A broker serves one request per connection at a time: calls that may block (long-poll Fetch,
+    # JoinGroup, SyncGroup) get a connection of their own so they never stall other clients' requests.
+    dedicated: bool = False
 
 
 class UpstreamError(Exception):
@@ -55,6 +58,9 @@ class Plan:
     # The core sends a barrier plan's calls and waits for them before reading the client's next request,
     # so upstream order follows client order (idempotent producers depend on it).
     barrier: bool = False
+    # Fan-out without added latency (DESIGN.md 4): when set, the core finishes as soon as one result
+    # satisfies it; calls still in flight are then given to `finish` as UNANSWERED.
+    return_early: Callable[[Any], bool] | None = None
 
 
 class _NoResponse:
@@ -63,6 +69,14 @@ class _NoResponse:
 
 
 NO_RESPONSE: Any = _NoResponse()
+
+
+class _Unanswered:
+    def __repr__(self) -> str:
+        return "UNANSWERED"
+
+
+UNANSWERED: Any = _Unanswered()
 
 Reply = Any  # kio response entity | NO_RESPONSE | Plan
 

@@ -20,7 +20,7 @@ from fedkafka.proxy import handlers
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.upstream import REQUEST_TIMEOUT_S, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
-from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import NO_RESPONSE, UNANSWERED, AnyBroker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Dispatcher:
         return _done(self._encode(reply, correlation_id))
 
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int) -> bytes | None:
-        reply = plan.finish(await self._collect(plan.calls, sent))
+        reply = plan.finish(await self._collect(plan.calls, sent, plan.return_early))
         while isinstance(reply, Plan):
             reply = reply.finish(await self._execute(reply.calls, slot))
         return self._encode(reply, correlation_id)
@@ -115,6 +115,9 @@ class Dispatcher:
             try:
                 node = None if isinstance(call.target, AnyBroker) else call.target.node_id
                 host, port = self.physical.address(cluster, node)
+                if call.dedicated:
+                    sent.append(await self._send_dedicated(host, port, call))
+                    continue
                 conn = await self.pool.get(host, port, slot)
                 sent.append(conn.send(call.request, call.expect_response))
             except (OSError, ConnectionError, TimeoutError, KeyError) as e:
@@ -122,7 +125,20 @@ class Dispatcher:
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
         return sent
 
-    async def _collect(self, calls, sent: list) -> list:
+    async def _send_dedicated(self, host: str, port: int, call: Call):
+        conn = await self.pool.dedicated(host, port)
+        try:
+            fut = conn.send(call.request, call.expect_response)
+        except ConnectionError:
+            self.pool.release(conn)
+            raise
+        if fut is None:
+            self.pool.release(conn)
+        else:
+            fut.add_done_callback(lambda _f: self.pool.release(conn))
+        return fut
+
+    async def _collect(self, calls, sent: list, return_early=None) -> list:
         async def one(call: Call, item):
             if item is None or isinstance(item, UpstreamError):
                 return item
@@ -131,7 +147,17 @@ class Dispatcher:
             except (ConnectionError, OSError, TimeoutError, codec.DecodeError) as e:
                 self.physical.mark_unreachable(call.target.cluster, str(e) or type(e).__name__)
                 return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
-        return list(await asyncio.gather(*(one(c, s) for c, s in zip(calls, sent, strict=True))))
+        if return_early is None or len(calls) < 2:
+            return list(await asyncio.gather(*(one(c, s) for c, s in zip(calls, sent, strict=True))))
+        # Finish at the first result with data; the others keep running (not cancelled, so a dedicated
+        # connection goes back to the pool only once its broker answered) and are dropped.
+        tasks = [asyncio.ensure_future(one(c, s)) for c, s in zip(calls, sent, strict=True)]
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if any(return_early(t.result()) for t in done):
+                break
+        return [t.result() if t.done() else UNANSWERED for t in tasks]
 
 
 def _done(value: bytes | None) -> Awaitable[bytes | None]:

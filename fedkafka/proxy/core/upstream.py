@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 40.0
 MAX_RESPONSE_BYTES = 1 << 30
+MAX_IDLE_DEDICATED = 64  # per broker; more are closed on release
 
 
 class UpstreamConnection:
@@ -97,6 +98,7 @@ class UpstreamPool:
         self.slots = slots
         self._conns: dict[tuple[str, int, int], UpstreamConnection] = {}
         self._locks: dict[tuple[str, int, int], asyncio.Lock] = {}
+        self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
 
     async def get(self, host: str, port: int, slot: int) -> UpstreamConnection:
         key = (host, port, slot % self.slots)
@@ -112,7 +114,29 @@ class UpstreamPool:
                 self._conns[key] = conn
         return conn
 
+    async def dedicated(self, host: str, port: int) -> UpstreamConnection:
+        """An idle connection used by nobody else until `release` (for calls that block at the broker)."""
+        idle = self._idle.setdefault((host, port), [])
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        conn = UpstreamConnection(host, port, f"{host}:{port}#dedicated")
+        await conn.connect()
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.setdefault((conn.host, conn.port), [])
+        if conn.closed or conn._pending or len(idle) >= MAX_IDLE_DEDICATED:  # pending: timed out, unusable
+            conn.close()
+        else:
+            idle.append(conn)
+
     def close(self) -> None:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
