@@ -109,7 +109,12 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.fedkafka_api import API_ARGUMENT_SPEC, ApiError, FedkafkaApi  # noqa: E402
+from ansible.module_utils.fedkafka_api import (  # noqa: E402
+    API_ARGUMENT_SPEC,
+    ApiError,
+    FedkafkaApi,
+    read_or_predict,
+)
 
 # Decommission only goes forward: active -> read_only -> draining -> removed.
 STATE_ORDER = {"active": 0, "read_only": 1, "draining": 2, "removed": 3}
@@ -196,7 +201,7 @@ def main() -> None:
     p = module.params
     api = FedkafkaApi.from_module(module)
     try:
-        current = api.cluster(p["id"])
+        current = read_or_predict(module, lambda: api.cluster(p["id"]))
         if current is None and p["state"] != "absent" and not p["bootstrap"]:
             module.fail_json(msg=f"cluster {p['id']} is not registered: bootstrap is required to register it")
         steps = plan(current, p)

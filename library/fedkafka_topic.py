@@ -91,7 +91,12 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.fedkafka_api import API_ARGUMENT_SPEC, ApiError, FedkafkaApi  # noqa: E402
+from ansible.module_utils.fedkafka_api import (  # noqa: E402
+    API_ARGUMENT_SPEC,
+    ApiError,
+    FedkafkaApi,
+    read_or_predict,
+)
 
 
 def partition_count(topic: dict) -> int:
@@ -148,11 +153,12 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
+    current = None
     if p["state"] == "present" and p["partitions"] < 1:
         module.fail_json(msg=f"partitions must be >= 1 (got {p['partitions']})")
     api = FedkafkaApi.from_module(module)
     try:
-        current = api.topic(p["name"])
+        current = read_or_predict(module, lambda: api.topic(p["name"]))
         actions = plan(current, p)
         before = public(current)
         after = {} if p["state"] == "absent" else {

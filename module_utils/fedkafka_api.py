@@ -124,6 +124,18 @@ class FedkafkaApi:
             time.sleep(interval)
 
 
+def read_or_predict(module, read):
+    """read(); but in check mode an unreachable controller (a first run: nothing deployed yet) means
+    "nothing exists yet", so --check still predicts the whole plan instead of failing."""
+    try:
+        return read()
+    except ApiError as exc:
+        if module.check_mode and exc.status is None:
+            module.warn(f"check mode: {exc}; predicting as if nothing were registered yet")
+            return None
+        raise
+
+
 def _error_detail(exc: HTTPError) -> str:
     try:
         raw = exc.read()

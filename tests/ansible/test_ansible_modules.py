@@ -135,3 +135,15 @@ def test_kafka_broker_info_unreachable_cluster_fails_fast():
     failed, result = run("kafka_broker_info", {"bootstrap": "127.0.0.1:1", "timeout": 1})
     assert failed and "127.0.0.1:1 is not ready" in result["msg"]
     assert result["ready"] is False
+
+
+@pytest.mark.parametrize(("check", "failed"), [(True, False), (False, True)])
+def test_unreachable_controller_predicts_in_check_mode_only(check, failed):
+    def unreachable(*_a, **_k):
+        raise ApiError("GET /v1/clusters: controller at http://controller.invalid:8780 unreachable: refused")
+
+    with mock.patch.object(FedkafkaApi, "request", side_effect=unreachable):
+        got_failed, result = run("fedkafka_cluster", {**API, "id": "c1", "bootstrap": "h:1"}, check_mode=check)
+    assert got_failed == failed
+    if check:
+        assert result["changed"] and result["actions"] == ["register c1 at h:1"]
