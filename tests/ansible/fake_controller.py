@@ -14,8 +14,8 @@ from ansible_harness import ApiError
 
 class FakeController:
     def __init__(self, clusters=None, topics=None, proxies=None, view_version=1, workflows=True):
-        self.clusters = {c["id"]: dict(c) for c in clusters or []}
-        self.topics = {t["name"]: dict(t) for t in topics or []}
+        self.clusters = {c["id"]: copy.deepcopy(c) for c in clusters or []}
+        self.topics = {t["name"]: copy.deepcopy(t) for t in topics or []}
         self.proxies = list(proxies or [])
         self.view_version = view_version
         self.workflows_supported = workflows
@@ -40,10 +40,28 @@ class FakeController:
                 raise ApiError("not found", status=404)
             if method == "POST":
                 cluster = self.clusters[body["cluster"]]
-                cluster["state"] = "removed" if body["kind"] == "decommission" else cluster["state"]
+                if body["kind"] == "decommission":
+                    cluster["state"] = "removed"
+                    self.workflow_result = {"id": 1, "state": "done"}
+                else:
+                    self.workflow_result = {"id": 1, "state": "done", "moved": self._scale_up(body["cluster"])}
                 return {"id": 1, "state": "running"}
-            return {"id": 1, "state": "done"}
+            return self.workflow_result
         raise AssertionError(f"unexpected call {method} {path}")
+
+    def _scale_up(self, cid):
+        """Move active segments to cid until it holds its fair share (what the real workflow promises)."""
+        chains = [c for t in self.topics.values() for c in t.get("partitions", []) if isinstance(t["partitions"], list)]
+        active = [c for c in self.clusters.values() if c["state"] == "active"]
+        fair = len(chains) // max(1, len(active))
+        moved = 0
+        for chain in chains:
+            if sum(1 for c in chains if c["segments"][-1][0] == cid) >= fair:
+                break
+            if chain["segments"][-1][0] != cid:
+                chain["segments"].append([cid, "t", 0, 0, None, 0])
+                moved += 1
+        return moved
 
     def _clusters(self, method, parts, body):
         if method == "GET" and not parts:

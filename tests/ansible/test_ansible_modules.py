@@ -16,6 +16,16 @@ from fake_controller import FakeController
 
 API = {"controller_url": "http://controller.invalid:8780", "token": "s3cret-token-value-123"}
 C1 = {"id": "c1", "bootstrap": "h1:9092", "state": "active", "reachable": True, "coordination": True}
+C2 = {**C1, "id": "c2", "bootstrap": "h2:9092", "coordination": False}
+C3 = {**C1, "id": "c3", "bootstrap": "h3:9092", "coordination": False}
+
+
+def chained(name, clusters):
+    """A topic whose partition i has its active segment on clusters[i]."""
+    return {"name": name, "partitions": [{"segments": [[c, name, i, 0, None, 0]]} for i, c in enumerate(clusters)]}
+
+
+THREE = {"clusters": [C1, C2, C3], "topics": [chained("t", ["c1", "c1", "c2", "c2", "c1", "c2"])]}
 ORDERS = {"name": "orders", "partitions": 4, "placement": "blocks", "config": {"retention.ms": "1000"}}
 
 CASES = [
@@ -76,6 +86,18 @@ CASES = [
      {"changed": True, "writes": [("DELETE", "/v1/topics/orders")]}),
     ("fedkafka_topic", "delete missing: no change", {}, {"name": "orders", "state": "absent"}, False,
      {"changed": False, "writes": []}),
+    ("fedkafka_scale_up", "rebalance moves a fair share", THREE, {"cluster": "c3"}, False,
+     {"changed": True, "writes": [("POST", "/v1/workflows")], "facts": {"partitions_moved": 2}}),
+    ("fedkafka_scale_up", "check mode predicts the fair share", THREE,
+     {"cluster": "c3"}, True, {"changed": True, "writes": [], "facts": {"partitions_moved": 2}}),
+    ("fedkafka_scale_up", "second run moves nothing", {"clusters": [C1, C2, C3],
+                                                     "topics": [chained("t", ["c3", "c1", "c2", "c2", "c3", "c1"])]},
+     {"cluster": "c3"}, False, {"changed": False, "writes": [("POST", "/v1/workflows")],
+                                "facts": {"partitions_moved": 0}}),
+    ("fedkafka_scale_up", "unregistered cluster: clear error", {"clusters": [C1]}, {"cluster": "c3"}, False,
+     {"failed": True, "msg": "c3 is not registered", "writes": []}),
+    ("fedkafka_scale_up", "read_only cluster refused", {"clusters": [C1, {**C3, "state": "read_only"}]},
+     {"cluster": "c3"}, False, {"failed": True, "msg": "not active", "writes": []}),
     ("fedkafka_info", "facts", {"clusters": [C1], "topics": [ORDERS],
                                 "proxies": [{"node_id": 1, "applied_version": 3}], "view_version": 3}, {}, False,
      {"changed": False, "writes": [], "facts": {"view_version": 3, "clusters": [C1], "topics": [ORDERS]}}),
