@@ -1,9 +1,213 @@
-"""Admin commands against the controller: cluster, topic, view, status, controller (owned by the controller work)."""
+"""Admin commands against the controller: cluster, topic, view, status, client-rule, controller."""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedkafka.controller.client import AdminClient, AdminError, locate
+
+console = Console()
+cluster_app = typer.Typer(no_args_is_help=True, help="Physical clusters of the federation.")
+topic_app = typer.Typer(no_args_is_help=True, help="Logical topics.")
+view_app = typer.Typer(no_args_is_help=True, help="The federation view proxies follow.")
+rule_app = typer.Typer(no_args_is_help=True, help="client.id -> proxy pool rules of the name service.")
+
+URL = typer.Option(None, "--controller", envvar="FEDKAFKA_CONTROLLER_URL", help="controller URL")
+TOKEN = typer.Option(None, "--token-file", help="file holding the controller token (else $FEDKAFKA_TOKEN)")
+JSON = typer.Option(False, "--json", help="machine-readable output")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    print(f"fedkafka: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _call(url: str | None, token_file: Path | None, fn) -> Any:
+    try:
+        with AdminClient(*locate(url, token_file)) as api:
+            return fn(api)
+    except AdminError as e:
+        _fail(str(e))
+
+
+def _out(data: Any, as_json: bool, render) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        render(data)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r])
+    console.print(table)
+
+
+# -- the service -----------------------------------------------------------------------------------
+def controller(
+    db: str = typer.Option("sqlite:///fedkafka-controller.db", "--db", help="database URL (sqlite:///PATH, "
+                           "postgresql+psycopg://...)"),
+    listen: str = typer.Option("127.0.0.1:8470", "--listen", help="HOST:PORT for the API"),
+    token_file: Path = typer.Option(..., "--token-file", help="file holding the API token"),
+    scan_interval: float = typer.Option(5.0, "--scan-interval", help="seconds between cluster scans"),
+    lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease (DESIGN.md 5)"),
+) -> None:
+    """Run the controller: config database, cluster scans, view distribution, admin API."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
+    try:
+        token = token_file.read_text().strip()
+    except OSError as e:
+        _fail(f"cannot read --token-file: {e}", 2)
+    if not token:
+        _fail(f"--token-file {token_file} is empty", 2)
+    if scan_interval <= 0 or lease_ms < 100:
+        _fail("--scan-interval must be > 0 and --lease-ms >= 100", 2)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    import uvicorn
+
+    from fedkafka.controller.app import create_app
+    from fedkafka.controller.service import Controller, Settings
+
+    try:
+        ctl = Controller(Settings(db_url=db, lease_ms=lease_ms, scan_interval=scan_interval))
+    except Exception as e:  # bad URL, unreachable database, failed migration: one line, non-zero
+        _fail(f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 2)
+    uvicorn.run(create_app(ctl, token), host=host or "0.0.0.0", port=int(port), log_level="warning",
+                access_log=False)
+
+
+# -- clusters --------------------------------------------------------------------------------------
+@cluster_app.command("add")
+def cluster_add(cluster_id: str, bootstrap: str = typer.Option(..., "--bootstrap"),
+                coordination: bool | None = typer.Option(None, "--coordination/--no-coordination"),
+                url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    """Register a physical cluster (or update its bootstrap); idempotent."""
+    res = _call(url, token_file, lambda api: api.put_cluster(cluster_id, bootstrap, coordination))
+    _out(res, as_json, lambda r: console.print(
+        f"cluster {cluster_id}: {'registered/updated' if r['changed'] else 'unchanged'}"
+        f" (reachable: {r['cluster']['reachable']})"))
+
+
+@cluster_app.command("list")
+def cluster_list(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    res = _call(url, token_file, lambda api: api.clusters())
+    _out(res, as_json, lambda r: _table("clusters", ["id", "bootstrap", "state", "reachable", "coordination"],
+                                        [[c["id"], c["bootstrap"], c["state"], c["reachable"], c["coordination"]]
+                                         for c in r]))
+
+
+@cluster_app.command("set-state")
+def cluster_set_state(cluster_id: str, state: str, url: str | None = URL, token_file: Path | None = TOKEN,
+                      as_json: bool = JSON) -> None:
+    """active | read_only | draining | removed."""
+    res = _call(url, token_file, lambda api: api.set_cluster_state(cluster_id, state))
+    _out(res, as_json, lambda r: console.print(f"cluster {cluster_id}: {r['cluster']['state']}"))
+
+
+# -- topics ----------------------------------------------------------------------------------------
+@topic_app.command("create")
+def topic_create(name: str, partitions: int = typer.Option(..., "--partitions", "-p"),
+                 placement: str = typer.Option("blocks", "--placement", help="blocks (the article's) | balanced"),
+                 config: list[str] = typer.Option([], "--config", "-c", help="KEY=VALUE, repeatable"),
+                 url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    """Create a logical topic (physical topics on its clusters + shadow on the coordination cluster)."""
+    pairs = {}
+    for item in config:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--config must be KEY=VALUE, got {item!r}", 2)
+        pairs[key] = value
+    with console.status(f"creating {name} on the physical clusters...", spinner="dots"):
+        res = _call(url, token_file, lambda api: api.put_topic(name, partitions, placement, pairs))
+    _out(res, as_json, lambda r: _render_topic(r["topic"], "created" if r["changed"] else "unchanged"))
+
+
+@topic_app.command("describe")
+def topic_describe(name: str, url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    res = _call(url, token_file, lambda api: api.topic(name))
+    _out(res, as_json, lambda r: _render_topic(r, None))
+
+
+@topic_app.command("list")
+def topic_list(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    res = _call(url, token_file, lambda api: api.topics())
+    _out(res, as_json, lambda r: _table("topics", ["name", "partitions", "placement", "config"],
+                                        [[t["name"], t["partitions"], t["placement"], t["config"] or ""] for t in r]))
+
+
+@topic_app.command("delete")
+def topic_delete(name: str, url: str | None = URL, token_file: Path | None = TOKEN) -> None:
+    _call(url, token_file, lambda api: api.delete_topic(name))
+    console.print(f"topic {name} deleted")
+
+
+def _render_topic(t: dict, verb: str | None) -> None:
+    if verb:
+        console.print(f"topic {t['name']} {verb}: {t['partitions']} partitions, placement {t['placement']}")
+    rows = [[c["partition"], c["leader_epoch"], "yes" if c["frozen"] else "",
+             " -> ".join(f"{s['cluster']}/{s['topic']}/{s['partition']}@{s['phys_start']}"
+                         f"..{'' if s['phys_end'] is None else s['phys_end']} (base {s['logical_base']})"
+                         for s in c["segments"])] for c in t.get("chains", [])]
+    _table(f"{t['name']} ({t['topic_id']})", ["partition", "epoch", "frozen", "segments"], rows)
+
+
+# -- view, status, rules ---------------------------------------------------------------------------
+@view_app.command("show")
+def view_show(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    res = _call(url, token_file, lambda api: api.view())
+    _out(res, as_json, lambda v: console.print(
+        f"view version [bold]{v['version']}[/]: {len(v['clusters'])} clusters "
+        f"({', '.join(c['id'] + ('' if c['reachable'] else ' UNREACHABLE') for c in v['clusters'])}), "
+        f"{len(v['topics'])} topics, {len(v['proxies'])} proxies, coordination {v['coordination_cluster']}"))
+
+
+def status(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    """Controller status: view version, counts, live proxies and the version each applied."""
+    res = _call(url, token_file, lambda api: api.status())
+
+    def render(s: dict) -> None:
+        console.print(f"view version {s['view_version']}, {s['clusters']} clusters, {s['topics']} topics, "
+                      f"coordination {s.get('coordination_cluster')}, unreachable: {s.get('unreachable') or 'none'}")
+        _table("proxies", ["node", "address", "role", "pool", "applied"],
+               [[p["node_id"], f"{p['host']}:{p['port']}", p["role"], p["pool"], p["applied_version"]]
+                for p in s["proxies"]])
+
+    _out(res, as_json, render)
+
+
+@rule_app.command("set")
+def rule_set(name: str, match: str = typer.Option(..., "--match", help="exact | prefix"),
+             pattern: str = typer.Option(..., "--pattern"), pool: str = typer.Option(..., "--pool"),
+             url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    res = _call(url, token_file, lambda api: api.put_rule(name, match, pattern, pool))
+    _out(res, as_json, lambda r: console.print(f"rule {name}: {'set' if r['changed'] else 'unchanged'}"))
+
+
+@rule_app.command("list")
+def rule_list(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
+    res = _call(url, token_file, lambda api: api.rules())
+    _out(res, as_json, lambda r: _table("client rules", ["name", "match", "pattern", "pool"],
+                                        [[x["name"], x["match"], x["pattern"], x["pool"]] for x in r]))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("controller")(controller)
+    app.command("status")(status)
+    app.add_typer(cluster_app, name="cluster")
+    app.add_typer(topic_app, name="topic")
+    app.add_typer(view_app, name="view")
+    app.add_typer(rule_app, name="client-rule")

@@ -10,7 +10,6 @@ Either way a physical topic's partition count is the number of logical partition
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,11 +46,11 @@ def place(partitions: int, clusters: Sequence[str], strategy: Placement | str,
         owners = [clusters[i // block] for i in range(partitions)] if partitions else []
     else:
         owners = [clusters[(first + i) % n] for i in range(partitions)]
-    used = Counter(s.cluster for s in existing)
+    next_free = physical_partition_counts(existing)
     slots = []
     for owner in owners:
-        slots.append(Slot(owner, used[owner]))
-        used[owner] += 1
+        slots.append(Slot(owner, next_free.get(owner, 0)))
+        next_free[owner] = slots[-1].partition + 1
     return slots
 
 

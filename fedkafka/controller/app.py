@@ -1,0 +1,172 @@
+"""Admin REST API and view distribution (FastAPI). Every route but /metrics and /healthz needs the token."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from fedkafka.controller.errors import ControllerError
+from fedkafka.controller.service import Controller
+
+MAX_WAIT_MS = 60_000
+
+
+class ClusterBody(BaseModel):
+    bootstrap: str
+    coordination: bool | None = None
+
+
+class StateBody(BaseModel):
+    state: str
+
+
+class TopicBody(BaseModel):
+    partitions: int
+    placement: str = "blocks"
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+class ProxyBody(BaseModel):
+    instance_id: str
+    host: str
+    port: int
+    role: Literal["pproxy", "cproxy", "both"]
+    pool: str = "default"
+
+
+class HeartbeatBody(BaseModel):
+    applied_version: int
+    load: dict = Field(default_factory=dict)
+
+
+class RuleBody(BaseModel):
+    match: str
+    pattern: str
+    pool: str
+
+
+def create_app(controller: Controller, token: str, background: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        controller.publisher.bind(asyncio.get_running_loop())
+        if background:
+            controller.start_background()
+        yield
+        await run_in_threadpool(controller.stop)
+
+    app = FastAPI(title="fedkafka controller", version="1", lifespan=lifespan)
+
+    def auth(authorization: str | None = Header(default=None)) -> None:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+            raise ControllerError("missing or wrong bearer token", status=401)
+
+    @app.exception_handler(ControllerError)
+    async def _controller_error(_req: Request, exc: ControllerError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError):
+        msgs = ["{}: {}".format(".".join(str(x) for x in e["loc"] if x != "body") or "body", e["msg"])
+                for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(msgs)}, status_code=422)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True, "view_version": controller.view.version}
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(controller.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    api = Depends(auth)
+
+    @app.get("/v1/view", dependencies=[api])
+    async def get_view(after: int | None = None, wait_ms: int = Query(0, ge=0, le=MAX_WAIT_MS),
+                       delta: bool = False):
+        """Full view; with `after`, long-poll: 200 once version > after, 204 after wait_ms.
+        With `delta=true` the answer is `{"delta": ...}` when `after` is still in the history."""
+        pub = controller.publisher
+        if after is not None and not await pub.wait_newer(after, wait_ms / 1000):
+            return Response(status_code=204)
+        if delta and after is not None:
+            body = pub.delta_body(after)
+            if body is not None:
+                return Response(body, media_type="application/json")
+        return Response(pub.body, media_type="application/json")
+
+    @app.post("/v1/proxies", dependencies=[api])
+    def register_proxy(body: ProxyBody):
+        return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool)
+
+    @app.post("/v1/proxies/{node_id}/heartbeat", dependencies=[api])
+    def heartbeat(node_id: int, body: HeartbeatBody):
+        return controller.heartbeat(node_id, body.applied_version, body.load)
+
+    @app.get("/v1/proxies", dependencies=[api])
+    def proxies(client_id: str = ""):
+        return controller.proxies_for(client_id)
+
+    @app.post("/v1/producer-id-blocks", dependencies=[api])
+    def producer_ids():
+        return controller.allocate_producer_ids()
+
+    @app.get("/v1/clusters", dependencies=[api])
+    def clusters():
+        return controller.list_clusters()
+
+    @app.get("/v1/clusters/{cluster_id}", dependencies=[api])
+    def cluster(cluster_id: str):
+        return controller.get_cluster(cluster_id)
+
+    @app.put("/v1/clusters/{cluster_id}", dependencies=[api])
+    def put_cluster(cluster_id: str, body: ClusterBody):
+        cluster, changed = controller.put_cluster(cluster_id, body.bootstrap, body.coordination)
+        return {"cluster": cluster, "changed": changed}
+
+    @app.post("/v1/clusters/{cluster_id}/state", dependencies=[api])
+    def set_state(cluster_id: str, body: StateBody):
+        cluster, changed = controller.set_cluster_state(cluster_id, body.state)
+        return {"cluster": cluster, "changed": changed}
+
+    @app.get("/v1/topics", dependencies=[api])
+    def topics():
+        return controller.list_topics()
+
+    @app.get("/v1/topics/{name}", dependencies=[api])
+    def topic(name: str):
+        return controller.get_topic(name)
+
+    @app.put("/v1/topics/{name}", dependencies=[api])
+    def put_topic(name: str, body: TopicBody):
+        topic, changed = controller.put_topic(name, body.partitions, body.placement, body.config)
+        return {"topic": topic, "changed": changed}
+
+    @app.delete("/v1/topics/{name}", dependencies=[api], status_code=204)
+    def delete_topic(name: str):
+        controller.delete_topic(name)
+        return Response(status_code=204)
+
+    @app.put("/v1/client-rules/{name}", dependencies=[api])
+    def put_rule(name: str, body: RuleBody):
+        rule, changed = controller.put_rule(name, body.match, body.pattern, body.pool)
+        return {"rule": rule, "changed": changed}
+
+    @app.get("/v1/client-rules", dependencies=[api])
+    def rules():
+        return controller.list_rules()
+
+    @app.get("/v1/status", dependencies=[api])
+    def status():
+        return controller.status()
+
+    return app

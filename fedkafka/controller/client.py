@@ -1,0 +1,118 @@
+"""A small httpx client for the controller's admin API (used by the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class AdminError(RuntimeError):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def locate(url: str | None = None, token_file: Path | None = None, state_root: Path | None = None) -> tuple[str, str]:
+    """Controller URL and token: explicit options, then FEDKAFKA_CONTROLLER_URL / FEDKAFKA_TOKEN, then the
+    local federation's state file (`.fedkafka/state.json`, key services.controller)."""
+    url = url or os.environ.get("FEDKAFKA_CONTROLLER_URL")
+    token = None
+    if token_file is not None:
+        token = _read_token(token_file)
+    elif os.environ.get("FEDKAFKA_TOKEN"):
+        token = os.environ["FEDKAFKA_TOKEN"].strip()
+    if url and token:
+        return url, token
+    svc = _local_controller(state_root or Path(os.environ.get("FEDKAFKA_STATE_DIR", ".fedkafka")))
+    if svc:
+        url = url or svc.get("url")
+        if token is None and svc.get("token_file"):
+            token = _read_token(Path(svc["token_file"]))
+    if not url or not token:
+        raise AdminError("no controller: pass --controller and --token-file, set FEDKAFKA_CONTROLLER_URL and "
+                         "FEDKAFKA_TOKEN, or run `fedkafka local up`")
+    return url, token
+
+
+def _read_token(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise AdminError(f"cannot read token file {path}: {e}") from None
+
+
+def _local_controller(root: Path) -> dict | None:
+    try:
+        return json.loads((root / "state.json").read_text()).get("services", {}).get("controller")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
+        try:
+            resp = self._http.request(method, path, json=body, params=params)
+        except httpx.HTTPError as e:
+            raise AdminError(f"controller at {self.url} unreachable: {e}") from None
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise AdminError(f"{method} {path}: HTTP {resp.status_code}: {detail}", resp.status_code)
+        return None if resp.status_code == 204 or not resp.content else resp.json()
+
+    # the admin API, one method per route
+    def clusters(self) -> list[dict]:
+        return self.request("GET", "/v1/clusters")
+
+    def put_cluster(self, cluster_id: str, bootstrap: str, coordination: bool | None = None) -> dict:
+        body: dict[str, Any] = {"bootstrap": bootstrap}
+        if coordination is not None:
+            body["coordination"] = coordination
+        return self.request("PUT", f"/v1/clusters/{cluster_id}", body)
+
+    def set_cluster_state(self, cluster_id: str, state: str) -> dict:
+        return self.request("POST", f"/v1/clusters/{cluster_id}/state", {"state": state})
+
+    def topics(self) -> list[dict]:
+        return self.request("GET", "/v1/topics")
+
+    def topic(self, name: str) -> dict:
+        return self.request("GET", f"/v1/topics/{name}")
+
+    def put_topic(self, name: str, partitions: int, placement: str = "blocks", config: dict | None = None) -> dict:
+        return self.request("PUT", f"/v1/topics/{name}",
+                            {"partitions": partitions, "placement": placement, "config": config or {}})
+
+    def delete_topic(self, name: str) -> None:
+        self.request("DELETE", f"/v1/topics/{name}")
+
+    def view(self) -> dict:
+        return self.request("GET", "/v1/view")
+
+    def status(self) -> dict:
+        return self.request("GET", "/v1/status")
+
+    def put_rule(self, name: str, match: str, pattern: str, pool: str) -> dict:
+        return self.request("PUT", f"/v1/client-rules/{name}", {"match": match, "pattern": pattern, "pool": pool})
+
+    def rules(self) -> list[dict]:
+        return self.request("GET", "/v1/client-rules")

@@ -1,0 +1,47 @@
+"""Build a view (without version) from the config database: clusters, topics with chains, live proxies."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fedkafka.controller.models import ChainRow, ClusterRow, ProxyRow, SegmentRow, TopicRow
+from fedkafka.view.model import Cluster, ClusterState, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
+
+
+def coordination_cluster(clusters: list[ClusterRow]) -> str | None:
+    """The flagged cluster, else the first registered one that is not removed."""
+    live = sorted((c for c in clusters if c.state != ClusterState.REMOVED), key=lambda c: c.ordinal)
+    flagged = [c for c in live if c.coordination]
+    pick = flagged or live
+    return pick[0].id if pick else None
+
+
+def build_view(session: Session, now: float, federation_id: str = "fedkafka") -> View:
+    clusters = list(session.scalars(select(ClusterRow).order_by(ClusterRow.ordinal)))
+    topics = list(session.scalars(select(TopicRow).order_by(TopicRow.name)))
+    chains = {(c.topic, c.partition): c for c in session.scalars(select(ChainRow))}
+    segments: dict[tuple[str, int], list[Segment]] = defaultdict(list)
+    for s in session.scalars(select(SegmentRow).order_by(SegmentRow.topic, SegmentRow.partition, SegmentRow.seq)):
+        segments[(s.topic, s.partition)].append(Segment(s.cluster, s.physical_topic, s.physical_partition,
+                                                        s.phys_start, s.phys_end, s.logical_base))
+    proxies = session.scalars(select(ProxyRow).where(ProxyRow.lease_expires > now).order_by(ProxyRow.node_id))
+    return View(
+        version=0,
+        federation_id=federation_id,
+        coordination_cluster=coordination_cluster(clusters),
+        clusters={c.id: Cluster(c.id, c.bootstrap, ClusterState(c.state), c.reachable) for c in clusters},
+        topics={t.name: LogicalTopic(
+            name=t.name, topic_id=t.topic_id, config=tuple(sorted(json.loads(t.config_json).items())),
+            partitions=tuple(_chain(chains.get((t.name, p)), segments[(t.name, p)]) for p in range(t.partitions)))
+            for t in topics},
+        proxies=tuple(ProxyInfo(p.node_id, p.host, p.port, ProxyRole(p.role), p.pool) for p in proxies),
+    )
+
+
+def _chain(row: ChainRow | None, segments: list[Segment]) -> PartitionChain:
+    return PartitionChain(segments=tuple(segments), leader_epoch=row.leader_epoch if row else 0,
+                          frozen=bool(row and row.frozen))

@@ -1,0 +1,30 @@
+"""Errors the admin API turns into HTTP answers with a message that says what is wrong."""
+
+from __future__ import annotations
+
+
+class ControllerError(Exception):
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class NotFound(ControllerError):
+    status = 404
+
+
+class Conflict(ControllerError):
+    status = 409
+
+
+class Invalid(ControllerError):
+    status = 422
+
+
+class Unavailable(ControllerError):
+    """A physical cluster needed for the change did not answer: nothing was written to the database."""
+
+    status = 503

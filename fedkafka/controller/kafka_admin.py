@@ -1,0 +1,132 @@
+"""The controller's only contact with physical clusters: confluent-kafka AdminClient, always with timeouts.
+
+A dead cluster shows up as `Scan(reachable=False)` or a `KafkaUnavailable`; nothing here may hang or crash
+the controller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """A cluster did not answer in time."""
+
+
+class KafkaRefused(ValueError):
+    """A cluster answered and refused the request (bad config, invalid name): the caller's input is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    cluster: str
+    reachable: bool
+    error: str | None = None
+    topics: dict[str, int] = field(default_factory=dict)  # physical topic -> partition count
+    leaderless: int = 0  # partitions without a leader
+    seconds: float = 0.0
+
+
+class KafkaAdmin:
+    """One cached AdminClient per (cluster, bootstrap)."""
+
+    def __init__(self, timeout: float = 3.0):
+        self.timeout = timeout
+        self._clients: dict[tuple[str, str], AdminClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, cluster: str, bootstrap: str) -> AdminClient:
+        with self._lock:
+            key = (cluster, bootstrap)
+            if key not in self._clients:
+                self._clients[key] = AdminClient({
+                    "bootstrap.servers": bootstrap, "socket.timeout.ms": int(self.timeout * 1000),
+                    "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
+                    "reconnect.backoff.max.ms": 1000,
+                    "log_level": 0})  # a dead cluster would log every reconnect; the scan reports it once
+            return self._clients[key]
+
+    def scan(self, cluster: str, bootstrap: str) -> Scan:
+        import time
+
+        started = time.monotonic()
+        try:
+            md = self.client(cluster, bootstrap).list_topics(timeout=self.timeout)
+        except KafkaException as e:
+            return Scan(cluster, False, str(e.args[0]), seconds=time.monotonic() - started)
+        if not md.brokers:
+            return Scan(cluster, False, "no broker in metadata", seconds=time.monotonic() - started)
+        topics = {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+        leaderless = sum(1 for t in md.topics.values() for p in t.partitions.values() if p.leader < 0)
+        return Scan(cluster, True, None, topics, leaderless, time.monotonic() - started)
+
+    def ensure_topic(self, cluster: str, bootstrap: str, name: str, partitions: int,
+                     config: dict[str, str] | None = None) -> bool:
+        """Create `name` with at least `partitions` partitions (grow it if smaller). True when something changed."""
+        admin = self.client(cluster, bootstrap)
+        fut = admin.create_topics([NewTopic(name, partitions, replication_factor=-1, config=dict(config or {}))],
+                                  request_timeout=self.timeout, operation_timeout=self.timeout)[name]
+        try:
+            fut.result(timeout=self.timeout + 2)
+            return True
+        except KafkaException as e:
+            err: KafkaError = e.args[0]
+            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise _classify(cluster, err) from None
+        except TimeoutError:
+            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer CreateTopics in time") from None
+        have = self._partition_count(cluster, bootstrap, name)
+        if have >= partitions:
+            return False
+        fut = admin.create_partitions([NewPartitions(name, partitions)], request_timeout=self.timeout)[name]
+        try:
+            fut.result(timeout=self.timeout + 2)
+        except KafkaException as e:
+            raise _classify(cluster, e.args[0]) from None
+        return True
+
+    def set_topic_config(self, cluster: str, bootstrap: str, name: str, config: dict[str, str]) -> None:
+        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
+        res = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries)
+        fut = self.client(cluster, bootstrap).incremental_alter_configs([res], request_timeout=self.timeout)[res]
+        try:
+            fut.result(timeout=self.timeout + 2)
+        except KafkaException as e:
+            raise _classify(cluster, e.args[0]) from None
+
+    def delete_topic(self, cluster: str, bootstrap: str, name: str) -> None:
+        fut = self.client(cluster, bootstrap).delete_topics([name], request_timeout=self.timeout)[name]
+        try:
+            fut.result(timeout=self.timeout + 2)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise _classify(cluster, e.args[0]) from None
+
+    def _partition_count(self, cluster: str, bootstrap: str, name: str) -> int:
+        try:
+            md = self.client(cluster, bootstrap).list_topics(name, timeout=self.timeout)
+        except KafkaException as e:
+            raise _classify(cluster, e.args[0]) from None
+        return len(md.topics[name].partitions)
+
+
+def _classify(cluster: str, err: KafkaError) -> Exception:
+    transport = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+                 KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_CONTROLLER, KafkaError._RESOLVE}
+    if err.code() in transport or err.retriable():
+        return KafkaUnavailable(f"cluster {cluster} unavailable: {err.str()}")
+    return KafkaRefused(f"cluster {cluster} refused: {err.str()}")

@@ -1,0 +1,107 @@
+"""Config database tables (SQLAlchemy 2). Alembic migrations in `migrations/` create them; keep both in step."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ClusterRow(Base):
+    __tablename__ = "clusters"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ordinal: Mapped[int] = mapped_column(Integer)  # registration order: placement and coordination default
+    bootstrap: Mapped[str] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    coordination: Mapped[bool] = mapped_column(Boolean, default=False)
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TopicRow(Base):
+    __tablename__ = "topics"
+    name: Mapped[str] = mapped_column(String(249), primary_key=True)
+    topic_id: Mapped[str] = mapped_column(String(32))
+    partitions: Mapped[int] = mapped_column(Integer)
+    placement: Mapped[str] = mapped_column(String(16))
+    config_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class ChainRow(Base):
+    """Per logical partition: leader epoch and frozen flag (the segments hang off it)."""
+
+    __tablename__ = "chains"
+    topic: Mapped[str] = mapped_column(ForeignKey("topics.name", ondelete="CASCADE"), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    leader_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    frozen: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SegmentRow(Base):
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("topic", "partition", "seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(ForeignKey("topics.name", ondelete="CASCADE"), index=True)
+    partition: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)  # position in the chain, oldest first
+    cluster: Mapped[str] = mapped_column(String(64))
+    physical_topic: Mapped[str] = mapped_column(String(249))
+    physical_partition: Mapped[int] = mapped_column(Integer)
+    phys_start: Mapped[int] = mapped_column(BigInteger)
+    phys_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    logical_base: Mapped[int] = mapped_column(BigInteger)
+
+
+class ProxyRow(Base):
+    __tablename__ = "proxies"
+    node_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(String(256), unique=True)
+    host: Mapped[str] = mapped_column(String(256))
+    port: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(8))
+    pool: Mapped[str] = mapped_column(String(128))
+    lease_expires: Mapped[float] = mapped_column(Float)  # wall-clock seconds: shared by every controller
+    applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    load_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class ClientRuleRow(Base):
+    __tablename__ = "client_rules"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    match: Mapped[str] = mapped_column(String(8))
+    pattern: Mapped[str] = mapped_column(String(256))
+    pool: Mapped[str] = mapped_column(String(128))
+
+
+class CounterRow(Base):
+    """Named monotonic counters (logical producer id blocks); bumped by compare-and-set."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class ViewRow(Base):
+    """The single current view (id = 1): version and JSON body. Only ever updated by compare-and-set."""
+
+    __tablename__ = "view_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    committed_at: Mapped[float] = mapped_column(Float)
+
+
+class WorkflowRow(Base):
+    """Workflow runs (scale up, decommission): a resumable state machine per run (later issue)."""
+
+    __tablename__ = "workflows"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    cluster: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    step: Mapped[str] = mapped_column(String(64), default="")
+    params_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[float] = mapped_column(Float)

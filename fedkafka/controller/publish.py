@@ -1,0 +1,77 @@
+"""Hands new views to long-polling subscribers: serialized once, woken all at once on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import OrderedDict
+
+from fedkafka.view.delta import view_delta
+from fedkafka.view.model import View
+
+HISTORY = 64  # views kept for deltas; older subscribers get the full view
+
+
+class Publisher:
+    def __init__(self, view: View):
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._history: OrderedDict[int, View] = OrderedDict()
+        self._set(view)
+
+    @property
+    def view(self) -> View:
+        return self._view
+
+    @property
+    def body(self) -> bytes:
+        """The current view as JSON bytes (built once per version, shared by every subscriber)."""
+        return self._body
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def publish(self, view: View) -> bool:
+        """Make `view` current if it is newer (views are monotonic); wake the waiters. Thread-safe."""
+        with self._lock:
+            if view.version <= self._view.version:
+                return False
+            self._set(view)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake)
+        return True
+
+    def delta_body(self, after: int) -> bytes | None:
+        old = self._history.get(after)
+        if old is None:
+            return None
+        return json.dumps({"delta": view_delta(old, self._view)}, separators=(",", ":")).encode()
+
+    async def wait_newer(self, after: int, timeout: float) -> bool:
+        """True as soon as the current version is above `after`; False after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._view.version <= after:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._event is None:
+                return False
+            try:
+                await asyncio.wait_for(self._event.wait(), remaining)
+            except TimeoutError:
+                return self._view.version > after
+        return True
+
+    def _set(self, view: View) -> None:
+        self._view = view
+        self._body = json.dumps(view.to_dict(), separators=(",", ":")).encode()
+        self._history[view.version] = view
+        while len(self._history) > HISTORY:
+            self._history.popitem(last=False)
+
+    def _wake(self) -> None:
+        old, self._event = self._event, asyncio.Event()
+        if old is not None:
+            old.set()

@@ -1,0 +1,538 @@
+"""The controller: config database + physical clusters -> versioned view, pushed to proxies.
+
+Every change is one database transaction followed by `compose()`, which writes a new view only when
+its content changed, by compare-and-set on the version row (two controllers on one database never
+corrupt it: the loser re-reads and composes again). Physical topics are created *before* the
+database row that needs them, so a crash leaves at most an unused physical topic, never a view that
+points at nothing; the scan loop re-creates whatever is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from fedkafka.controller import db
+from fedkafka.controller.compose import build_view, coordination_cluster
+from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
+from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
+from fedkafka.controller.metrics import Metrics
+from fedkafka.controller.models import (
+    ChainRow,
+    ClientRuleRow,
+    ClusterRow,
+    CounterRow,
+    ProxyRow,
+    SegmentRow,
+    TopicRow,
+    ViewRow,
+)
+from fedkafka.controller.publish import Publisher
+from fedkafka.view.chains import next_version
+from fedkafka.view.model import ClusterState, ProxyRole, View, shadow_topic
+from fedkafka.view.placement import Placement, Slot, identity_chains, physical_partition_counts, place
+
+log = logging.getLogger(__name__)
+
+CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
+STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
+MAX_PARTITIONS = 10_000
+PRODUCER_ID_BLOCK = 1000
+
+
+@dataclass
+class Settings:
+    db_url: str
+    lease_ms: int = 10_000
+    scan_interval: float = 5.0
+    kafka_timeout: float = 3.0
+
+
+class Controller:
+    def __init__(self, settings: Settings, kafka: KafkaAdmin | None = None):
+        self.settings = settings
+        self.engine = db.make_engine(settings.db_url)
+        db.migrate(self.engine)
+        self.session = db.session_factory(self.engine)
+        self.kafka = kafka or KafkaAdmin(settings.kafka_timeout)
+        self.metrics = Metrics()
+        self._seed()
+        self.publisher = Publisher(self._stored_view()[0])
+        self._compose_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one topology change at a time in this process
+        self._committed_at: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.compose()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start_background(self) -> None:
+        for target, name in ((self._scan_loop, "scan"), (self._lease_loop, "leases")):
+            t = threading.Thread(target=target, name=f"controller-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.settings.kafka_timeout + 5)
+        self.engine.dispose()
+
+    def _seed(self) -> None:
+        """The version row and counters exist exactly once, even when two controllers start together."""
+        for row in (ViewRow(id=1, version=0, body=json.dumps(View(version=0).to_dict()), committed_at=time.time()),
+                    CounterRow(name="producer_id", value=PRODUCER_ID_BLOCK)):
+            with self.session() as s:
+                if s.get(type(row), row.id if isinstance(row, ViewRow) else row.name) is None:
+                    s.add(row)
+                    try:
+                        s.commit()
+                    except IntegrityError:
+                        s.rollback()
+
+    # -- the view --------------------------------------------------------------------------------
+    @property
+    def view(self) -> View:
+        return self.publisher.view
+
+    def _stored_view(self) -> tuple[View, float]:
+        with self.session() as s:
+            row = s.get(ViewRow, 1)
+            return View.from_dict(json.loads(row.body)), row.committed_at
+
+    def compose(self) -> View:
+        """Build the view from the database; store and publish it only if something changed."""
+        with self._compose_lock:
+            started = time.perf_counter()
+            for _ in range(20):
+                with self.session() as s:
+                    stored_version = s.scalar(select(ViewRow.version).where(ViewRow.id == 1))
+                    current = self.publisher.view
+                    if stored_version != current.version:  # another controller wrote it
+                        current = self._refresh_from_db()
+                    candidate = build_view(s, time.time())
+                    nxt = next_version(current, candidate)
+                    if nxt is current:
+                        return current
+                    now = time.time()
+                    body = json.dumps(nxt.to_dict(), separators=(",", ":"))
+                    res = s.execute(update(ViewRow).where(ViewRow.id == 1, ViewRow.version == current.version)
+                                    .values(version=nxt.version, body=body, committed_at=now))
+                    if res.rowcount != 1:
+                        s.rollback()
+                        continue  # lost a compare-and-set race: re-read and compose again
+                    s.commit()
+                self._committed_at[nxt.version] = now
+                self.publisher.publish(nxt)
+                self.metrics.view_version.set(nxt.version)
+                self.metrics.proxies.set(len(nxt.proxies))
+                self.metrics.compose_seconds.observe(time.perf_counter() - started)
+                log.info("view %d committed", nxt.version)
+                return nxt
+            raise Conflict("could not commit the view: too many concurrent writers", status=503)
+
+    def _refresh_from_db(self) -> View:
+        view, committed_at = self._stored_view()
+        self._committed_at[view.version] = committed_at
+        self.publisher.publish(view)
+        return view if view.version >= self.publisher.view.version else self.publisher.view
+
+    # -- clusters --------------------------------------------------------------------------------
+    def list_clusters(self) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal)))
+            coord = coordination_cluster(rows)
+            return [_cluster_dict(c, coord) for c in rows]
+
+    def get_cluster(self, cluster_id: str) -> dict[str, Any]:
+        for c in self.list_clusters():
+            if c["id"] == cluster_id:
+                return c
+        raise NotFound(f"unknown cluster {cluster_id!r}")
+
+    def put_cluster(self, cluster_id: str, bootstrap: str, coordination: bool | None) -> tuple[dict, bool]:
+        if not CLUSTER_ID.match(cluster_id):
+            raise Invalid(f"cluster id {cluster_id!r} must be 1-64 letters, digits, '_' or '-'")
+        if not BOOTSTRAP.match(bootstrap) or any(int(hp.rsplit(":", 1)[1]) > 65535 for hp in bootstrap.split(",")):
+            raise Invalid(f"bootstrap {bootstrap!r} must be HOST:PORT[,HOST:PORT...]")
+        with self._write_lock:
+            before = self._cluster_or_none(cluster_id)
+            with self.session() as s:
+                row = s.get(ClusterRow, cluster_id)
+                if row is None:
+                    ordinal = (s.scalar(select(func.max(ClusterRow.ordinal))) or 0) + 1
+                    row = ClusterRow(id=cluster_id, ordinal=ordinal, bootstrap=bootstrap, state="active",
+                                     coordination=False, reachable=True)
+                    s.add(row)
+                elif row.state == ClusterState.REMOVED:
+                    raise Conflict(f"cluster {cluster_id} was removed; register it under a new id")
+                if bootstrap != row.bootstrap:
+                    row.bootstrap = bootstrap
+                if coordination:
+                    s.execute(update(ClusterRow).where(ClusterRow.id != cluster_id).values(coordination=False))
+                    row.coordination = True
+                elif coordination is False and row.coordination:
+                    row.coordination = False
+                if before is None or before["bootstrap"] != bootstrap:
+                    scan = self.kafka.scan(cluster_id, bootstrap)  # the view says at once whether it answers
+                    row.reachable, row.last_error = scan.reachable, scan.error
+                s.commit()
+            self.compose()
+            after = self.get_cluster(cluster_id)
+        return after, _public(before) != _public(after)
+
+    def set_cluster_state(self, cluster_id: str, state: str) -> tuple[dict, bool]:
+        try:
+            new = ClusterState(state)
+        except ValueError:
+            raise Invalid(f"state must be one of {', '.join(s.value for s in ClusterState)}, got {state!r}") from None
+        with self._write_lock, self.session() as s:
+            row = s.get(ClusterRow, cluster_id)
+            if row is None:
+                raise NotFound(f"unknown cluster {cluster_id!r}")
+            old = ClusterState(row.state)
+            if old == new:
+                return self.get_cluster(cluster_id), False
+            back_to_active = old == ClusterState.READ_ONLY and new == ClusterState.ACTIVE
+            if STATE_ORDER.index(new) < STATE_ORDER.index(old) and not back_to_active:
+                raise Conflict(f"cluster {cluster_id} cannot go from {old} back to {new}")
+            if new == ClusterState.REMOVED:
+                used = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster_id))
+                if used:
+                    raise Conflict(f"cluster {cluster_id} still holds {used} segments; decommission it first")
+                if coordination_cluster(list(s.scalars(select(ClusterRow)))) == cluster_id and \
+                        s.scalar(select(func.count()).select_from(TopicRow)):
+                    raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
+            row.state = new.value
+            s.commit()
+        self.compose()
+        return self.get_cluster(cluster_id), True
+
+    def _cluster_or_none(self, cluster_id: str) -> dict | None:
+        try:
+            return self.get_cluster(cluster_id)
+        except NotFound:
+            return None
+
+    # -- topics ----------------------------------------------------------------------------------
+    def list_topics(self) -> list[dict[str, Any]]:
+        with self.session() as s:
+            return [_topic_summary(t) for t in s.scalars(select(TopicRow).order_by(TopicRow.name))]
+
+    def get_topic(self, name: str) -> dict[str, Any]:
+        with self.session() as s:
+            row = s.get(TopicRow, name)
+            if row is None:
+                raise NotFound(f"unknown topic {name!r}")
+            summary = _topic_summary(row)
+        topic = self.view.topics.get(name)
+        chains = [] if topic is None else [
+            {"partition": p, "leader_epoch": c.leader_epoch, "frozen": c.frozen,
+             "segments": [{"cluster": g.cluster, "topic": g.topic, "partition": g.partition, "phys_start": g.phys_start,
+                           "phys_end": g.phys_end, "logical_base": g.logical_base, "active": g.active}
+                          for g in c.segments]} for p, c in enumerate(topic.partitions)]
+        return {**summary, "chains": chains}
+
+    def put_topic(self, name: str, partitions: int, placement: str, config: dict[str, str]) -> tuple[dict, bool]:
+        _check_topic(name, partitions, placement, config)
+        with self._write_lock:
+            with self.session() as s:
+                row = s.get(TopicRow, name)
+                existing = None if row is None else (row.partitions, json.loads(row.config_json))
+                clusters = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal)))
+                used = [Slot(g.cluster, g.physical_partition) for g in
+                        s.scalars(select(SegmentRow).where(SegmentRow.topic == name))]
+            if existing is not None and partitions < existing[0]:
+                raise Conflict(f"topic {name} has {existing[0]} partitions; logical partitions can only grow "
+                               f"(shrinking to {partitions} would re-hash keys and strand records)")
+            if existing == (partitions, config):
+                return self.get_topic(name), False
+            coord = coordination_cluster(clusters)
+            targets = [c for c in clusters if c.state == ClusterState.ACTIVE and c.reachable]
+            if coord is None or not targets:
+                raise Conflict("no active, reachable cluster: register a cluster first")
+            have = existing[0] if existing else 0
+            slots = place(partitions - have, [c.id for c in targets], placement, first=have, existing=used)
+            bootstrap = {c.id: c.bootstrap for c in clusters}
+            # Kafka first, database second: a failure here leaves nothing half-written in the view.
+            try:
+                needed = physical_partition_counts([*used, *slots])
+                for cluster_id in physical_partition_counts(slots):
+                    self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
+                self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)
+                if existing and existing[1] != config:
+                    for cluster_id in needed:
+                        self.kafka.set_topic_config(cluster_id, bootstrap[cluster_id], name, config)
+            except KafkaRefused as e:
+                raise Invalid(str(e)) from None
+            except KafkaUnavailable as e:
+                raise Unavailable(f"{e}; nothing was changed, retry when it is back") from None
+            with self.session() as s:
+                if row is None:
+                    s.add(TopicRow(name=name, topic_id=uuid.uuid4().hex, partitions=partitions, placement=placement,
+                                   config_json=json.dumps(config, sort_keys=True)))
+                    s.flush()
+                else:
+                    s.execute(update(TopicRow).where(TopicRow.name == name).values(
+                        partitions=partitions, config_json=json.dumps(config, sort_keys=True)))
+                for i, chain in enumerate(identity_chains(name, slots)):
+                    p = have + i
+                    s.add(ChainRow(topic=name, partition=p, leader_epoch=chain.leader_epoch, frozen=False))
+                    seg = chain.active
+                    s.add(SegmentRow(topic=name, partition=p, seq=0, cluster=seg.cluster, physical_topic=seg.topic,
+                                     physical_partition=seg.partition, phys_start=0, phys_end=None, logical_base=0))
+                try:
+                    s.commit()
+                except IntegrityError:
+                    raise Conflict(f"topic {name} was changed concurrently; retry") from None
+            self.compose()
+            return self.get_topic(name), True
+
+    def delete_topic(self, name: str) -> bool:
+        with self._write_lock:
+            with self.session() as s:
+                row = s.get(TopicRow, name)
+                if row is None:
+                    raise NotFound(f"unknown topic {name!r}")
+                physical = {(g.cluster, g.physical_topic) for g in
+                            s.scalars(select(SegmentRow).where(SegmentRow.topic == name))}
+                clusters = list(s.scalars(select(ClusterRow)))
+                for table in (SegmentRow, ChainRow):
+                    s.execute(delete(table).where(table.topic == name))
+                s.delete(row)
+                s.commit()
+            self.compose()
+        coord = coordination_cluster(clusters)
+        bootstrap = {c.id: c.bootstrap for c in clusters}
+        physical |= {(coord, shadow_topic(name))} if coord else set()
+        for cluster_id, topic in sorted(physical):  # the view no longer names them: deleting is best effort
+            try:
+                self.kafka.delete_topic(cluster_id, bootstrap[cluster_id], topic)
+            except (KafkaUnavailable, KafkaRefused) as e:
+                log.warning("topic %s deleted from the federation; physical %s on %s left behind: %s",
+                            name, topic, cluster_id, e)
+        return True
+
+    # -- proxies and name service ------------------------------------------------------------------
+    def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str) -> dict[str, Any]:
+        if not instance_id or not host or not 0 < port < 65536 or not pool:
+            raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
+        try:
+            ProxyRole(role)
+        except ValueError:
+            raise Invalid(f"role must be pproxy, cproxy or both, got {role!r}") from None
+        expires = time.time() + self.settings.lease_ms / 1000
+        for _ in range(3):
+            with self.session() as s:
+                row = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id))
+                if row is None:
+                    row = ProxyRow(instance_id=instance_id, applied_version=0, load_json="{}")
+                    s.add(row)
+                row.host, row.port, row.role, row.pool, row.lease_expires = host, port, role, pool, expires
+                try:
+                    s.commit()
+                except IntegrityError:  # the same instance registering twice at once: the row exists now
+                    s.rollback()
+                    continue
+                node_id = row.node_id
+            break
+        self.compose()
+        return {"node_id": node_id, "lease_ms": self.settings.lease_ms,
+                "producer_id_block": self.allocate_producer_ids()}
+
+    def heartbeat(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any]:
+        now = time.time()
+        with self.session() as s:
+            row = s.get(ProxyRow, node_id)
+            if row is None or row.lease_expires <= now:
+                raise NotFound(f"proxy {node_id} is not registered (or its lease ran out): register again")
+            if applied_version > row.applied_version and applied_version in self._committed_at:
+                self.metrics.apply_seconds.observe(max(0.0, now - self._committed_at[applied_version]))
+            row.applied_version = max(row.applied_version, applied_version)
+            row.lease_expires = now + self.settings.lease_ms / 1000
+            row.load_json = json.dumps(load)
+            s.commit()
+        return {"lease_ms": self.settings.lease_ms, "view_version": self.view.version}
+
+    def allocate_producer_ids(self) -> dict[str, int]:
+        """A fresh block of logical producer ids; compare-and-set, so no two callers share one."""
+        while True:
+            with self.session() as s:
+                start = s.scalar(select(CounterRow.value).where(CounterRow.name == "producer_id"))
+                res = s.execute(update(CounterRow).where(CounterRow.name == "producer_id", CounterRow.value == start)
+                                .values(value=start + PRODUCER_ID_BLOCK))
+                if res.rowcount == 1:
+                    s.commit()
+                    return {"start": start, "size": PRODUCER_ID_BLOCK}
+                s.rollback()
+
+    def proxies_for(self, client_id: str) -> dict[str, Any]:
+        """Name-service rule: exact match, then the longest prefix, then pool "default"."""
+        rules = self.list_rules()
+        exact = [r for r in rules if r["match"] == "exact" and r["pattern"] == client_id]
+        prefix = sorted((r for r in rules if r["match"] == "prefix" and client_id.startswith(r["pattern"])),
+                        key=lambda r: len(r["pattern"]), reverse=True)
+        pool = (exact or prefix or [{"pool": "default"}])[0]["pool"]
+        return {"pool": pool, "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value}
+                                          for p in self.view.proxies if p.pool == pool]}
+
+    def put_rule(self, name: str, match: str, pattern: str, pool: str) -> tuple[dict, bool]:
+        if match not in ("exact", "prefix"):
+            raise Invalid(f"match must be exact or prefix, got {match!r}")
+        if not name or not pattern or not pool:
+            raise Invalid("name, pattern and pool must be non-empty")
+        with self.session() as s:
+            row = s.get(ClientRuleRow, name)
+            before = None if row is None else _rule_dict(row)
+            if row is None:
+                row = ClientRuleRow(name=name)
+                s.add(row)
+            row.match, row.pattern, row.pool = match, pattern, pool
+            s.commit()
+            after = _rule_dict(row)
+        return after, before != after
+
+    def list_rules(self) -> list[dict[str, str]]:
+        with self.session() as s:
+            return [_rule_dict(r) for r in s.scalars(select(ClientRuleRow).order_by(ClientRuleRow.name))]
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        with self.session() as s:
+            proxies = [{"node_id": p.node_id, "instance_id": p.instance_id, "host": p.host, "port": p.port,
+                        "role": p.role, "pool": p.pool, "applied_version": p.applied_version,
+                        "lease_remaining_ms": int((p.lease_expires - now) * 1000), "load": json.loads(p.load_json)}
+                       for p in s.scalars(select(ProxyRow).where(ProxyRow.lease_expires > now))]
+            topics = s.scalar(select(func.count()).select_from(TopicRow))
+        clusters = self.list_clusters()
+        return {"view_version": self.view.version, "clusters": len(clusters), "topics": topics, "proxies": proxies,
+                "coordination_cluster": self.view.coordination_cluster,
+                "unreachable": [c["id"] for c in clusters if not c["reachable"] and c["state"] != "removed"]}
+
+    # -- background loops ------------------------------------------------------------------------
+    def scan_once(self) -> list[Scan]:
+        """Scan every cluster in parallel (a dead one costs one timeout, not a stall), record
+        reachability, re-create missing physical and shadow topics, compose."""
+        with self.session() as s:
+            clusters = [c for c in s.scalars(select(ClusterRow)) if c.state != ClusterState.REMOVED]
+            needed = self._needed_topics(s, clusters)
+        if not clusters:
+            return []
+        with ThreadPoolExecutor(max_workers=min(16, len(clusters))) as pool:
+            scans = list(pool.map(lambda c: self.kafka.scan(c.id, c.bootstrap), clusters))
+        with self.session() as s:
+            for scan in scans:
+                self.metrics.scan_seconds.labels(scan.cluster).observe(scan.seconds)
+                self.metrics.cluster_reachable.labels(scan.cluster).set(1 if scan.reachable else 0)
+                row = s.get(ClusterRow, scan.cluster)
+                if row is not None and (row.reachable, row.last_error) != (scan.reachable, scan.error):
+                    if row.reachable != scan.reachable:
+                        log.warning("cluster %s is now %s%s", scan.cluster,
+                                    "reachable" if scan.reachable else "UNREACHABLE",
+                                    f": {scan.error}" if scan.error else "")
+                    row.reachable, row.last_error = scan.reachable, scan.error
+            s.commit()
+        bootstrap = {c.id: c.bootstrap for c in clusters}
+        for scan in scans:
+            for topic, (partitions, config) in needed.get(scan.cluster, {}).items():
+                if scan.reachable and scan.topics.get(topic, 0) < partitions:
+                    try:
+                        self.kafka.ensure_topic(scan.cluster, bootstrap[scan.cluster], topic, partitions, config)
+                        log.info("re-created physical topic %s on %s", topic, scan.cluster)
+                    except (KafkaUnavailable, KafkaRefused) as e:
+                        log.warning("cannot create %s on %s: %s", topic, scan.cluster, e)
+        self.compose()
+        return scans
+
+    def _needed_topics(self, s, clusters) -> dict[str, dict[str, tuple[int, dict]]]:
+        needed: dict[str, dict[str, tuple[int, dict]]] = {}
+        configs = {t.name: (t.partitions, json.loads(t.config_json)) for t in s.scalars(select(TopicRow))}
+        rows = s.execute(select(SegmentRow.cluster, SegmentRow.physical_topic, SegmentRow.topic,
+                                func.max(SegmentRow.physical_partition))
+                         .group_by(SegmentRow.cluster, SegmentRow.physical_topic, SegmentRow.topic))
+        for cluster_id, physical, logical, max_partition in rows:
+            needed.setdefault(cluster_id, {})[physical] = (max_partition + 1, configs[logical][1])
+        coord = coordination_cluster(clusters)
+        for name, (partitions, _) in configs.items():
+            if coord:
+                needed.setdefault(coord, {})[shadow_topic(name)] = (partitions, {})
+        return needed
+
+    def expire_leases(self) -> None:
+        """Compose when a proxy in the view has let its lease run out (it is then dropped)."""
+        now = time.time()
+        in_view = [p.node_id for p in self.view.proxies]
+        if not in_view:
+            return
+        with self.session() as s:
+            expired = s.scalar(select(func.count()).select_from(ProxyRow)
+                               .where(ProxyRow.node_id.in_(in_view), ProxyRow.lease_expires <= now))
+        if expired:
+            self.compose()
+
+    def _scan_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.scan_once()
+            except Exception:  # the controller outlives any scan failure; the next round retries
+                log.exception("scan failed")
+            self._stop.wait(self.settings.scan_interval)
+
+    def _lease_loop(self) -> None:
+        while not self._stop.wait(min(1.0, self.settings.lease_ms / 4000)):
+            try:
+                self.expire_leases()
+                if self.publisher.view.version != self._peek_version():
+                    self._refresh_from_db()  # a second controller committed: serve its view
+            except Exception:
+                log.exception("lease check failed")
+
+    def _peek_version(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(ViewRow.version).where(ViewRow.id == 1))
+
+
+def _check_topic(name: str, partitions: int, placement: str, config: dict[str, str]) -> None:
+    if not TOPIC_NAME.match(name) or name in (".", ".."):
+        raise Invalid(f"topic name {name!r} must be 1-249 of letters, digits, '.', '_', '-'")
+    if name.startswith("__"):
+        raise Invalid(f"topic name {name!r}: names starting with '__' are reserved for Kafka and fedkafka")
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise Invalid(f"partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}")
+    try:
+        Placement(placement)
+    except ValueError:
+        raise Invalid(f"placement must be blocks or balanced, got {placement!r}") from None
+    bad = [k for k, v in config.items() if not isinstance(k, str) or not isinstance(v, str) or not k]
+    if bad:
+        raise Invalid(f"config keys and values must be strings: {bad}")
+
+
+def _cluster_dict(c: ClusterRow, coord: str | None) -> dict[str, Any]:
+    return {"id": c.id, "bootstrap": c.bootstrap, "state": c.state, "reachable": c.reachable,
+            "coordination": c.id == coord, "last_error": c.last_error}
+
+
+def _public(cluster: dict | None) -> dict | None:
+    return None if cluster is None else {k: cluster[k] for k in ("bootstrap", "state", "coordination")}
+
+
+def _topic_summary(t: TopicRow) -> dict[str, Any]:
+    return {"name": t.name, "topic_id": t.topic_id, "partitions": t.partitions, "placement": t.placement,
+            "config": json.loads(t.config_json)}
+
+
+def _rule_dict(r: ClientRuleRow) -> dict[str, str]:
+    return {"name": r.name, "match": r.match, "pattern": r.pattern, "pool": r.pool}

@@ -1,0 +1,71 @@
+"""Controller fixtures: an in-process controller app on a SQLite file (or PostgreSQL, see pg.py)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fedkafka.controller.app import create_app
+from fedkafka.controller.kafka_admin import KafkaAdmin, Scan
+from fedkafka.controller.service import Controller, Settings
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class RecordingKafka(KafkaAdmin):
+    """For API unit tests only (no cluster involved): records the topics the controller would create.
+    Integration tests use the real KafkaAdmin against real brokers."""
+
+    def __init__(self):
+        super().__init__()
+        self.created: dict[tuple[str, str], int] = {}
+        self.down: set[str] = set()
+        self.refuse_config = False
+
+    def scan(self, cluster, bootstrap):
+        if cluster in self.down:
+            return Scan(cluster, False, "connection refused")
+        return Scan(cluster, True, None, {t: n for (c, t), n in self.created.items() if c == cluster})
+
+    def ensure_topic(self, cluster, bootstrap, name, partitions, config=None):
+        from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
+
+        if cluster in self.down:
+            raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
+        if self.refuse_config and config:
+            raise KafkaRefused(f"cluster {cluster} refused: Unknown topic config name: {next(iter(config))}")
+        changed = self.created.get((cluster, name), 0) < partitions
+        self.created[(cluster, name)] = max(partitions, self.created.get((cluster, name), 0))
+        return changed
+
+    def set_topic_config(self, cluster, bootstrap, name, config):
+        pass
+
+    def delete_topic(self, cluster, bootstrap, name):
+        self.created.pop((cluster, name), None)
+
+
+@pytest.fixture
+def db_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'controller.db'}"
+
+
+@pytest.fixture
+def make_api(db_url):
+    """Factory: (kafka, lease_ms) -> TestClient of a controller on `db_url` (lifespan runs, no background loops)."""
+    clients = []
+
+    def _make(kafka=None, lease_ms=10_000, url=None, background=False) -> TestClient:
+        kafka = kafka if kafka is not None else RecordingKafka()
+        ctl = Controller(Settings(db_url=url or db_url, lease_ms=lease_ms, scan_interval=0.5, kafka_timeout=2.0),
+                         kafka=kafka)
+        client = TestClient(create_app(ctl, TOKEN, background=background), headers=AUTH)
+        client.__enter__()
+        client.controller, client.kafka = ctl, kafka
+        clients.append(client)
+        return client
+
+    yield _make
+    for c in clients:
+        c.__exit__(None, None, None)

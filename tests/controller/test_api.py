@@ -1,0 +1,225 @@
+"""Admin API and view distribution against a real database; physical topic creation is only recorded here
+(tests/controller/test_kafka_integration.py does it on real brokers)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+
+def test_every_route_needs_the_token(make_api):
+    api = make_api()
+    for method, path in [("GET", "/v1/view"), ("GET", "/v1/clusters"), ("PUT", "/v1/clusters/c1"),
+                         ("GET", "/v1/topics"), ("POST", "/v1/proxies"), ("GET", "/v1/status"),
+                         ("POST", "/v1/producer-id-blocks"), ("GET", "/v1/proxies?client_id=x")]:
+        assert api.request(method, path, headers={"Authorization": ""}).status_code == 401, path
+        assert api.request(method, path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
+    assert api.get("/metrics", headers={"Authorization": ""}).status_code == 200
+
+
+def test_article_layout_creates_physical_and_shadow_topics_and_bumps_the_view(make_api):
+    api = make_api()
+    kafka = api.kafka
+    v0 = api.get("/v1/view").json()["version"]
+    assert api.put("/v1/clusters/c1", json={"bootstrap": "127.0.0.1:1"}).json()["changed"]
+    assert api.put("/v1/clusters/c2", json={"bootstrap": "127.0.0.1:2"}).json()["changed"]
+    v1 = api.get("/v1/view").json()["version"]
+    assert v1 == v0 + 2
+    res = api.put("/v1/topics/demo", json={"partitions": 8, "placement": "blocks"})
+    assert res.status_code == 200, res.text
+    assert kafka.created == {("c1", "demo"): 4, ("c2", "demo"): 4, ("c1", "__fedkafka-shadow-demo"): 8}
+    topic = api.get("/v1/topics/demo").json()
+    assert topic["partitions"] == 8
+    assert [(c["segments"][0]["cluster"], c["segments"][0]["partition"]) for c in topic["chains"]] == \
+        [("c1", 0), ("c1", 1), ("c1", 2), ("c1", 3), ("c2", 0), ("c2", 1), ("c2", 2), ("c2", 3)]
+    view = api.get("/v1/view").json()
+    assert view["version"] == v1 + 1 and view["coordination_cluster"] == "c1"
+    # idempotent: the same request changes nothing, not even the version
+    assert api.put("/v1/topics/demo", json={"partitions": 8, "placement": "blocks"}).json()["changed"] is False
+    assert api.put("/v1/clusters/c1", json={"bootstrap": "127.0.0.1:1"}).json()["changed"] is False
+    assert api.get("/v1/view").json()["version"] == v1 + 1
+
+
+def test_growing_a_topic_adds_partitions_and_shrinking_is_refused(make_api):
+    api = make_api()
+    kafka = api.kafka
+    api.put("/v1/clusters/c1", json={"bootstrap": "h:1"})
+    api.put("/v1/clusters/c2", json={"bootstrap": "h:2"})
+    api.put("/v1/topics/t", json={"partitions": 4, "placement": "balanced"})
+    res = api.put("/v1/topics/t", json={"partitions": 6, "placement": "balanced"})
+    assert res.json()["changed"] and res.json()["topic"]["partitions"] == 6
+    slots = [(c["segments"][0]["cluster"], c["segments"][0]["partition"]) for c in res.json()["topic"]["chains"]]
+    assert len(set(slots)) == 6 and kafka.created[("c1", "t")] + kafka.created[("c2", "t")] == 6
+    res = api.put("/v1/topics/t", json={"partitions": 3})
+    assert res.status_code == 409 and "only grow" in res.json()["detail"]
+    assert api.get("/v1/topics/t").json()["partitions"] == 6
+
+
+@pytest.mark.parametrize(("path", "body", "status", "words"), [
+    ("/v1/topics/bad name", {"partitions": 1}, 422, "topic name"),
+    ("/v1/topics/__x", {"partitions": 1}, 422, "reserved"),
+    ("/v1/topics/t", {"partitions": 0}, 422, "partitions must be between"),
+    ("/v1/topics/t", {"partitions": "many"}, 422, "partitions"),
+    ("/v1/topics/t", {"partitions": 2, "placement": "zigzag"}, 422, "placement"),
+    ("/v1/topics/t", {"partitions": 2, "config": {"retention.ms": 5}}, 422, "config"),
+    ("/v1/clusters/c 1", {"bootstrap": "h:1"}, 422, "cluster id"),
+    ("/v1/clusters/c9", {"bootstrap": "no-port"}, 422, "HOST:PORT"),
+    ("/v1/clusters/c9", {}, 422, "bootstrap"),
+    ("/v1/client-rules/r", {"match": "regex", "pattern": "a", "pool": "p"}, 422, "exact or prefix"),
+])
+def test_bad_input_is_refused_with_a_message_and_writes_nothing(make_api, path, body, status, words):
+    api = make_api()
+    api.put("/v1/clusters/c1", json={"bootstrap": "h:1"})
+    before = (api.get("/v1/view").json(), api.get("/v1/client-rules").json())
+    res = api.put(path, json=body)
+    assert res.status_code == status, res.text
+    assert words in res.json()["detail"]
+    assert (api.get("/v1/view").json(), api.get("/v1/client-rules").json()) == before
+
+
+def test_kafka_refusal_or_dead_cluster_leaves_no_topic(make_api):
+    api = make_api()
+    kafka = api.kafka
+    api.put("/v1/clusters/c1", json={"bootstrap": "h:1"})
+    kafka.refuse_config = True
+    res = api.put("/v1/topics/t", json={"partitions": 2, "config": {"no.such.config": "1"}})
+    assert res.status_code == 422 and "no.such.config" in res.json()["detail"]
+    kafka.refuse_config = False
+    kafka.down.add("c1")
+    res = api.put("/v1/topics/t", json={"partitions": 2})
+    assert res.status_code == 503 and "nothing was changed" in res.json()["detail"]
+    assert api.get("/v1/topics").json() == [] and api.get("/v1/topics/t").status_code == 404
+
+
+def test_cluster_states_and_unknown_cluster(make_api):
+    api = make_api()
+    assert api.post("/v1/clusters/nope/state", json={"state": "read_only"}).status_code == 404
+    api.put("/v1/clusters/c1", json={"bootstrap": "h:1"})
+    api.put("/v1/clusters/c2", json={"bootstrap": "h:2", "coordination": True})
+    clusters = {c["id"]: c for c in api.get("/v1/clusters").json()}
+    assert clusters["c2"]["coordination"] and not clusters["c1"]["coordination"]
+    assert api.post("/v1/clusters/c1/state", json={"state": "sleeping"}).status_code == 422
+    api.put("/v1/topics/t", json={"partitions": 2})
+    res = api.post("/v1/clusters/c1/state", json={"state": "removed"})
+    assert res.status_code == 409 and "segments" in res.json()["detail"]
+    assert api.post("/v1/clusters/c1/state", json={"state": "read_only"}).json()["cluster"]["state"] == "read_only"
+    assert api.post("/v1/clusters/c1/state", json={"state": "active"}).json()["changed"]
+    view = api.get("/v1/view").json()
+    assert {c["id"]: c["state"] for c in view["clusters"]} == {"c1": "active", "c2": "active"}
+
+
+def test_proxies_register_heartbeat_and_lose_their_lease(make_api):
+    api = make_api(lease_ms=400)
+    body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
+    first = api.post("/v1/proxies", json=body).json()
+    again = api.post("/v1/proxies", json=body).json()
+    assert first["node_id"] == again["node_id"] and first["lease_ms"] == 400
+    blocks = [first["producer_id_block"], again["producer_id_block"], api.post("/v1/producer-id-blocks").json()]
+    ranges = [range(b["start"], b["start"] + b["size"]) for b in blocks]
+    assert all(not set(a) & set(b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
+    view = api.get("/v1/view").json()
+    assert [p["node_id"] for p in view["proxies"]] == [first["node_id"]]
+    hb = api.post(f"/v1/proxies/{first['node_id']}/heartbeat", json={"applied_version": view["version"], "load": {}})
+    assert hb.json()["view_version"] == view["version"]
+    assert api.get("/v1/status").json()["proxies"][0]["applied_version"] == view["version"]
+    time.sleep(0.5)
+    api.controller.expire_leases()
+    assert api.get("/v1/view").json()["proxies"] == []
+    assert api.post(f"/v1/proxies/{first['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404
+
+
+def test_long_poll_answers_204_then_the_next_view(make_api):
+    api = make_api()
+    v = api.get("/v1/view").json()["version"]
+    started = time.monotonic()
+    assert api.get("/v1/view", params={"after": v, "wait_ms": 200}).status_code == 204
+    assert time.monotonic() - started >= 0.2
+    got = {}
+
+    def poll():
+        got["resp"] = api.get("/v1/view", params={"after": v, "wait_ms": 10_000})
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.2)
+    assert "resp" not in got
+    api.put("/v1/clusters/c1", json={"bootstrap": "h:1"})
+    t.join(5)
+    assert got["resp"].status_code == 200 and got["resp"].json()["version"] == v + 1
+    delta = api.get("/v1/view", params={"after": v, "delta": "true"}).json()["delta"]
+    assert delta["from_version"] == v and [c["id"] for c in delta["clusters"]["upsert"]] == ["c1"]
+
+
+def test_name_service_rules_exact_then_longest_prefix_then_default(make_api):
+    api = make_api()
+    for i, pool in enumerate(["default", "analytics", "payments"]):
+        api.post("/v1/proxies", json={"instance_id": f"p{i}", "host": "127.0.0.1", "port": 9200 + i,
+                                      "role": "both", "pool": pool})
+    api.put("/v1/client-rules/a", json={"match": "prefix", "pattern": "ana", "pool": "analytics"})
+    api.put("/v1/client-rules/b", json={"match": "prefix", "pattern": "analytics-pay", "pool": "payments"})
+    api.put("/v1/client-rules/c", json={"match": "exact", "pattern": "analytics-payroll", "pool": "analytics"})
+    pools = {cid: api.get("/v1/proxies", params={"client_id": cid}).json()
+             for cid in ["analytics-1", "analytics-pay-2", "analytics-payroll", "other", ""]}
+    assert {k: v["pool"] for k, v in pools.items()} == {"analytics-1": "analytics", "analytics-pay-2": "payments",
+                                                       "analytics-payroll": "analytics", "other": "default",
+                                                       "": "default"}
+    assert [p["port"] for p in pools["analytics-pay-2"]["proxies"]] == [9202]
+    assert len(api.get("/v1/client-rules").json()) == 3
+
+
+def test_restart_on_the_same_database_keeps_everything(make_api, db_url):
+    api = make_api()
+    api.put("/v1/clusters/c1", json={"bootstrap": "h:1"})
+    api.put("/v1/topics/t", json={"partitions": 3, "config": {"retention.ms": "1000"}})
+    node = api.post("/v1/proxies", json={"instance_id": "p", "host": "h", "port": 1, "role": "cproxy"}).json()
+    before = api.get("/v1/view").json()
+    api.__exit__(None, None, None)
+    again = make_api(url=db_url)
+    assert again.get("/v1/view").json() == before
+    assert again.post("/v1/proxies", json={"instance_id": "p", "host": "h", "port": 1,
+                                           "role": "cproxy"}).json()["node_id"] == node["node_id"]
+    assert again.get("/v1/topics/t").json()["config"] == {"retention.ms": "1000"}
+
+
+def test_a_stale_controller_cannot_overwrite_a_newer_view(make_api, db_url):
+    a, b = make_api(), make_api(url=db_url)
+    start = b.controller.view.version
+    a.put("/v1/clusters/x", json={"bootstrap": "h:1"})  # a commits start+1; b's cache still says `start`
+    assert b.controller.view.version == start
+    b.put("/v1/clusters/y", json={"bootstrap": "h:2"})  # b's compare-and-set on `start` fails: it re-reads
+    view = b.get("/v1/view").json()
+    assert view["version"] == start + 2 and {c["id"] for c in view["clusters"]} == {"x", "y"}
+
+
+def test_two_controllers_writing_at_once_agree_on_one_history(make_api, db_url):
+    a, b = make_api(), make_api(url=db_url)
+    seen = {"a": [], "b": []}
+
+    def writer(api, prefix):
+        for i in range(15):
+            api.put(f"/v1/clusters/{prefix}{i}", json={"bootstrap": f"h:{i + 1}"})
+            seen[prefix].append(api.controller.view.version)
+
+    threads = [threading.Thread(target=writer, args=(a, "a")), threading.Thread(target=writer, args=(b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(v == sorted(v) for v in seen.values())  # each controller only ever moved forward
+    a.controller.compose()
+    b.controller.compose()
+    final_a, final_b = a.get("/v1/view").json(), b.get("/v1/view").json()
+    assert final_a == final_b and len(final_a["clusters"]) == 30
+
+
+def test_metrics_expose_view_version_and_push_latency(make_api):
+    api = make_api()
+    api.put("/v1/clusters/c1", json={"bootstrap": "h:1"})
+    node = api.post("/v1/proxies", json={"instance_id": "p", "host": "h", "port": 1, "role": "both"}).json()
+    version = api.get("/v1/view").json()["version"]
+    api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": version})
+    text = api.get("/metrics").text
+    assert f"fedkafka_view_version {float(version)}" in text
+    assert "fedkafka_view_push_seconds_count 1.0" in text
