@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,11 @@ def controller(
         ctl = Controller(Settings(db_url=db, lease_ms=lease_ms, scan_interval=scan_interval))
     except Exception as e:  # bad URL, unreachable database, failed migration: one line, non-zero
         _fail(f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 2)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: exit 0 there.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(ctl, token), host=host or "0.0.0.0", port=int(port), log_level="warning",
                 access_log=False)
+    logging.getLogger(__name__).info("controller stopped")
 
 
 # -- clusters --------------------------------------------------------------------------------------
