@@ -73,7 +73,52 @@ def produce_consume(bootstrap: str, topic: str, messages: int, *, timeout: float
             "produce_seconds": round(produce_seconds, 3), "seconds": round(time.monotonic() - started, 3)}
 
 
-def run_demo(state: LocalState, messages: int, topic: str, log: Callable[[str], None] = print) -> dict[str, Any]:
+def physical_end_offsets(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    """High watermarks of a physical topic, read directly from its cluster (not through fedkafka)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "fedkafka-demo-watermarks"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        consumer.close()
+
+
+def run_demo(state: LocalState, messages: int, topic: str, log: Callable[[str], None] = print,
+             partitions: int = 8) -> dict[str, Any]:
+    """Through the federation when it runs (name service bootstrap), else against each cluster directly."""
+    if "nameservice" not in state.services:
+        return _run_clusters_demo(state, messages, topic, log)
+    from fedkafka.local import controller_api
+
+    with controller_api(state) as api:
+        resp = api.put(f"/v1/topics/{topic}", json={"partitions": partitions, "placement": "blocks", "config": {}})
+        if resp.status_code >= 400:
+            raise RuntimeError(f"creating logical topic {topic}: {resp.status_code} {resp.text}")
+        chains = api.get(f"/v1/topics/{topic}").json()["chains"]
+    actives = [c["segments"][-1] for c in chains]
+    by_cluster: dict[str, list[dict]] = {}
+    for seg in actives:
+        by_cluster.setdefault(seg["cluster"], []).append(seg)
+    bootstraps = {c.name: c.bootstrap for c in state.clusters}
+    before = {cid: physical_end_offsets(bootstraps[cid], segs[0]["topic"], [s["partition"] for s in segs])
+              for cid, segs in by_cluster.items()}
+    bootstrap = state.services["nameservice"]["bootstrap"]
+    result = produce_consume(bootstrap, topic, messages)
+    landed = {}
+    for cid, segs in by_cluster.items():
+        after = physical_end_offsets(bootstraps[cid], segs[0]["topic"], [s["partition"] for s in segs])
+        landed[cid] = sum(after[p] - before[cid][p] for p in after)
+    if sum(landed.values()) != result["produced"]:
+        raise RuntimeError(f"the physical clusters hold {landed} new records, {result['produced']} were acked")
+    log(f"produced {result['produced']} and consumed {result['consumed']} records of logical topic {topic} "
+        f"({partitions} partitions) through the name service at {bootstrap}")
+    log("records per physical cluster, read directly from each: "
+        + ", ".join(f"{cid}={n}" for cid, n in sorted(landed.items())))
+    return {**result, "records_per_cluster": landed}
+
+
+def _run_clusters_demo(state: LocalState, messages: int, topic: str, log: Callable[[str], None]) -> dict[str, Any]:
     running = [c for c in state.clusters if c.running]
     if not running:
         raise RuntimeError("no local cluster is running: run `fedkafka local up` first")

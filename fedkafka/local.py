@@ -160,3 +160,96 @@ def down(state: LocalState, purge: bool = False) -> None:
 
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(state.root)
+
+
+# -- federation services ---------------------------------------------------------------------------
+def _service_port(state: LocalState, name: str, key: str = "port") -> int:
+    """A service keeps its port across restarts, so clients' bootstrap addresses stay valid."""
+    from fedkafka.kafka.cluster import free_port
+
+    old = state.services.get(name)
+    return old[key] if isinstance(old, dict) and key in old else free_port()
+
+
+def _controller_token(state: LocalState) -> Path:
+    import secrets
+
+    path = state.root / "controller.token"
+    if not path.exists():
+        state.root.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path
+
+
+def controller_api(state: LocalState):
+    """An httpx client for the local controller's admin API."""
+    import httpx
+
+    svc = state.services.get("controller")
+    if not svc:
+        raise RuntimeError("no local controller: run `fedkafka local up` first")
+    token = Path(svc["token_file"]).read_text().strip()
+    return httpx.Client(base_url=svc["url"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def up_controller(state: LocalState) -> dict[str, Any]:
+    svc = state.services.get("controller")
+    if not (svc and pid_alive(svc.get("pid"))):
+        port = _service_port(state, "controller")
+        token_file = _controller_token(state)
+        db = f"sqlite:///{state.root / 'controller.db'}"
+        svc = start_service(state, "controller", ["controller", "--db", db, "--listen", f"127.0.0.1:{port}",
+                                                  "--token-file", str(token_file), "--scan-interval", "2"],
+                            port=port, url=f"http://127.0.0.1:{port}", token_file=str(token_file), db=db)
+        state.services["controller"] = svc
+        state.save()
+    with controller_api(state) as api:
+        wait_until(lambda: api.get("/v1/status").status_code == 200, "controller", svc=svc)
+        for cluster in state.clusters:
+            resp = api.put(f"/v1/clusters/{cluster.name}",
+                           json={"bootstrap": cluster.bootstrap, "coordination": cluster.name == "c1"})
+            resp.raise_for_status()
+    return svc
+
+
+def up_proxies(state: LocalState, count: int, role: str = "both") -> list[dict[str, Any]]:
+    from fedkafka.kafka.cluster import free_port
+
+    controller = state.services["controller"]
+    proxies = [p for p in state.services.get("proxies", []) if isinstance(p, dict)]
+    while len(proxies) < count:
+        proxies.append({"port": free_port()})
+    for i, old in enumerate(proxies[:count]):
+        if pid_alive(old.get("pid")):
+            continue
+        port = old["port"]
+        proxies[i] = start_service(state, f"proxy-{i + 1}", [
+            "proxy", "--role", role, "--listen", f"127.0.0.1:{port}", "--controller", controller["url"],
+            "--token-file", controller["token_file"]], port=port, bootstrap=f"127.0.0.1:{port}", role=role)
+    state.services["proxies"] = proxies[:count]
+    state.save()
+    with controller_api(state) as api:
+        def all_registered() -> bool:
+            view = api.get("/v1/view").json()
+            return {p["port"] for p in view["proxies"]} >= {p["port"] for p in proxies[:count]}
+        wait_until(all_registered, "proxies registered with the controller", svc=proxies[0])
+    return proxies[:count]
+
+
+def up_nameservice(state: LocalState) -> dict[str, Any]:
+    svc = state.services.get("nameservice")
+    if not (svc and pid_alive(svc.get("pid"))):
+        port = _service_port(state, "nameservice")
+        http_port = _service_port(state, "nameservice", "http_port")
+        controller = state.services["controller"]
+        svc = start_service(state, "nameservice", [
+            "nameservice", "--listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}",
+            "--controller", controller["url"], "--token-file", controller["token_file"]],
+            port=port, http_port=http_port, bootstrap=f"127.0.0.1:{port}", http=f"http://127.0.0.1:{http_port}")
+        state.services["nameservice"] = svc
+        state.save()
+    import httpx
+
+    wait_until(lambda: httpx.get(svc["http"] + "/healthz", timeout=1).status_code == 200, "name service", svc=svc)
+    return svc

@@ -23,17 +23,29 @@ def _fail(message: str) -> None:
 
 
 @app.command()
-def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="Physical clusters to run.")) -> None:
-    """Start (or resume) the local federation: N physical Kafka clusters."""
+def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="Physical clusters to run."),
+       proxies: int = typer.Option(1, "--proxies", min=1, max=8, help="Proxies (role both) to run."),
+       clusters_only: bool = typer.Option(False, help="Only the physical clusters, no fedkafka services.")) -> None:
+    """Start (or resume) the local federation: N Kafka clusters, controller, proxies, name service."""
     state = local.LocalState.load()
     started = time.monotonic()
     try:
         with console.status(f"starting {clusters} Kafka cluster(s)…"):
             running = local.up_clusters(state, clusters)
-    except (KafkaDistError, ClusterError) as exc:
+        for c in running:
+            console.print(f"cluster [bold]{c.name}[/bold] at {c.bootstrap} (pid {c.pid}, up in {c.start_seconds}s)")
+        if not clusters_only:
+            with console.status("starting the controller…"):
+                controller = local.up_controller(state)
+            console.print(f"controller at {controller['url']} (token in {controller['token_file']})")
+            with console.status(f"starting {proxies} prox(ies)…"):
+                for p in local.up_proxies(state, proxies):
+                    console.print(f"proxy at {p['bootstrap']}")
+            with console.status("starting the name service…"):
+                ns = local.up_nameservice(state)
+            console.print(f"name service: Kafka bootstrap [bold]{ns['bootstrap']}[/bold], HTTP {ns['http']}")
+    except (KafkaDistError, ClusterError, RuntimeError) as exc:
         _fail(str(exc))
-    for c in running:
-        console.print(f"cluster [bold]{c.name}[/bold] at {c.bootstrap} (pid {c.pid})")
     console.print(f"federation up in {time.monotonic() - started:.1f}s; state in {state.root}")
 
 

@@ -117,7 +117,7 @@ def _cli(state_dir, *args, check=True):
 
 def test_cli_up_status_kill9_down_leaves_no_jvm(tmp_path):
     ensure_kafka()
-    _cli(tmp_path, "local", "up", "--clusters", "2")
+    _cli(tmp_path, "local", "up", "--clusters", "2", "--clusters-only")
     status = json.loads(_cli(tmp_path, "local", "status", "--json").stdout)
     assert [c["id"] for c in status["clusters"]] == ["c1", "c2"]
     assert all(c["running"] and re.fullmatch(r"127\.0\.0\.1:\d+", c["bootstrap"]) for c in status["clusters"])
@@ -130,7 +130,7 @@ def test_cli_up_status_kill9_down_leaves_no_jvm(tmp_path):
     status = json.loads(_cli(tmp_path, "local", "status", "--json").stdout)
     assert [c["running"] for c in status["clusters"]] == [False, True]
     # `up` again restarts the dead one on the same port with its data
-    _cli(tmp_path, "local", "up", "--clusters", "2")
+    _cli(tmp_path, "local", "up", "--clusters", "2", "--clusters-only")
     again = json.loads(_cli(tmp_path, "local", "status", "--json").stdout)
     assert [c["bootstrap"] for c in again["clusters"]] == [c["bootstrap"] for c in status["clusters"]]
     assert all(c["running"] for c in again["clusters"])
