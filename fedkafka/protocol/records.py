@@ -110,3 +110,35 @@ def first_producer(records: bytes | bytearray | memoryview) -> tuple[int, int, b
     for h in iter_batches(records):
         return h.producer_id, h.producer_epoch, h.is_transactional
     return None
+
+
+_I32 = struct.Struct(">i")
+_EPOCH_AT = 12
+
+
+def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoch: int) -> bytes:
+    """A fetch answer's batches as a reader of the logical partition must see them (DESIGN.md 4).
+
+    Drops batches starting at or beyond `phys_end` (the seal; batches never straddle it), adds `delta`
+    (logical - physical) to each baseOffset, and caps partitionLeaderEpoch at `max_epoch` so physical epochs
+    never exceed the logical one. Returns `records` itself when nothing changes (the zero-copy path of an
+    identity active segment); otherwise a copy without the partial tail a broker may append.
+    """
+    view = memoryview(records)
+    keep_end = 0  # end of the last complete batch we keep
+    changed = delta != 0
+    for h in iter_batches(view, allow_partial_tail=True):
+        if phys_end is not None and h.base_offset >= phys_end:
+            changed = True
+            break
+        if _I32.unpack_from(view, h.position + _EPOCH_AT)[0] > max_epoch:
+            changed = True
+        keep_end = h.position + h.length
+    if not changed:
+        return records
+    out = bytearray(view[:keep_end])
+    for h in iter_batches(out):
+        _I64.pack_into(out, h.position, h.base_offset + delta)
+        if _I32.unpack_from(out, h.position + _EPOCH_AT)[0] > max_epoch:
+            _I32.pack_into(out, h.position + _EPOCH_AT, max_epoch)
+    return bytes(out)

@@ -40,6 +40,7 @@ class Call:
     # A broker serves one request per connection at a time: calls that may block (long-poll Fetch,
     # JoinGroup, SyncGroup) get a connection of their own so they never stall other clients' requests.
     dedicated: bool = False
+    timeout_s: float | None = None  # None: the core's default; JoinGroup may legitimately wait a rebalance out
 
 
 class UpstreamError(Exception):

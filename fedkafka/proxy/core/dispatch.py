@@ -143,7 +143,7 @@ class Dispatcher:
             if item is None or isinstance(item, UpstreamError):
                 return item
             try:
-                return await asyncio.wait_for(item, REQUEST_TIMEOUT_S)
+                return await asyncio.wait_for(item, call.timeout_s or REQUEST_TIMEOUT_S)
             except (ConnectionError, OSError, TimeoutError, codec.DecodeError) as e:
                 self.physical.mark_unreachable(call.target.cluster, str(e) or type(e).__name__)
                 return UpstreamError(call.target.cluster, str(e) or type(e).__name__)

@@ -22,10 +22,15 @@ from fedkafka.proxy.handlers import (
     api_versions,
     describe_cluster,
     describe_configs,
+    fetch,
+    groups,
     init_producer_id,
+    list_offsets,
     metadata,
+    offset_for_leader_epoch,
     produce,
     produce_side_fetch,
 )
 
-MODULES = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs, produce_side_fetch)
+MODULES = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs, produce_side_fetch,
+           fetch, list_offsets, offset_for_leader_epoch, groups)

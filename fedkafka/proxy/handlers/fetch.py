@@ -1,0 +1,190 @@
+"""Fetch (consume side): each logical partition is read from the segment holding the requested offset.
+
+Per partition: check the client's logical leader epoch (never forwarded), resolve the logical offset to a
+segment and physical offset (`view.offsets.resolve_fetch`), ask that segment's cluster, then answer in
+logical space: batches beyond a seal dropped, base offsets shifted, watermarks and aborted transactions
+translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer has session_id 0.
+A fetch over several clusters finishes as soon as one of them has data (`Plan.return_early`); each call
+runs on a dedicated upstream connection because a long-poll fetch holds its broker connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol import records as rec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.view.model import PartitionChain, Segment
+from fedkafka.view.offsets import FetchTarget, logical_high_watermark, resolve_fetch
+
+API_KEYS = {1: (4, 12)}
+ROLE = "consume"
+
+MAX_OFFSET = (1 << 63) - 1
+_REFRESH_ON = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition,
+               ErrorCode.leader_not_available)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    topic: str
+    partition: int
+    chain: PartitionChain
+    target: FetchTarget
+    partition_max_bytes: int
+
+
+def handle(ctx: Context, header, request):
+    version = type(request).__version__
+    resp_t = response_type(1, version)
+    if getattr(request, "session_id", 0) != 0:
+        # we never hand out a session id, so a client asking for one is confused: make it start over
+        return build(resp_t, {"error_code": ErrorCode.fetch_session_id_not_found, "session_id": 0, "responses": []})
+    order = [(t.topic, [p.partition for p in t.partitions]) for t in request.topics]
+    answers: dict[tuple[str, int], dict] = {}
+    groups: dict[tuple[str, int], list[_Route]] = {}
+    for t in request.topics:
+        for p in t.partitions:
+            route = _route(ctx, t.topic, p)
+            if isinstance(route, dict):
+                answers[(t.topic, p.partition)] = route
+                continue
+            seg = route.target.segment
+            node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
+            if node is None or not ctx.physical.reachable(seg.cluster):
+                ctx.physical.request_refresh(seg.cluster)
+                answers[(t.topic, p.partition)] = _error(ErrorCode.not_leader_or_follower)
+                continue
+            groups.setdefault((seg.cluster, node), []).append(route)
+
+    routes_per_call = list(groups.values())
+    calls = [Call(Broker(cluster, node), _upstream_request(request, routes), dedicated=True)
+             for (cluster, node), routes in groups.items()]
+
+    def finish(results: list):
+        budget = _Budget(request.max_bytes)
+        for routes, result in zip(routes_per_call, results, strict=True):
+            answers.update(_translate(ctx, routes, result, budget))
+        return build(resp_t, {"error_code": ErrorCode.none, "session_id": 0, "responses": [
+            {"topic": name, "partitions": [{"partition_index": p, **answers[(name, p)]} for p in parts]}
+            for name, parts in order]})
+
+    if not calls:
+        return finish([])
+    return Plan(calls, finish, return_early=_has_data)
+
+
+def _route(ctx: Context, topic: str, p) -> _Route | dict:
+    """Where to read a logical partition, or the error answer for it."""
+    chain = ctx.view.chain(topic, p.partition)
+    if chain is None:
+        return _error(ErrorCode.unknown_topic_or_partition)
+    epoch = getattr(p, "current_leader_epoch", -1)
+    if epoch >= 0 and epoch != chain.leader_epoch:
+        return _error(ErrorCode.fenced_leader_epoch if epoch < chain.leader_epoch else ErrorCode.unknown_leader_epoch)
+    target = resolve_fetch(chain, p.fetch_offset)
+    if not isinstance(target, FetchTarget) or not 0 <= target.physical_offset <= MAX_OFFSET:
+        return _error(ErrorCode.offset_out_of_range)
+    return _Route(topic, p.partition, chain, target, p.partition_max_bytes)
+
+
+def _upstream_request(request, routes: list[_Route]):
+    by_topic: dict[str, list[dict]] = {}
+    for r in routes:
+        seg = r.target.segment
+        by_topic.setdefault(seg.topic, []).append({
+            "partition": seg.partition, "current_leader_epoch": -1, "fetch_offset": r.target.physical_offset,
+            "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": r.partition_max_bytes})
+    return build(request_type(1, type(request).__version__), {
+        "cluster_id": None, "replica_id": -1, "max_wait": request.max_wait, "min_bytes": request.min_bytes,
+        "max_bytes": request.max_bytes, "isolation_level": request.isolation_level, "session_id": 0,
+        "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
+        "topics": [{"topic": name, "partitions": parts} for name, parts in by_topic.items()]})
+
+
+def _has_data(result) -> bool:
+    if isinstance(result, UpstreamError) or result is None:
+        return False
+    return any(p.records for t in result.responses for p in t.partitions)
+
+
+class _Budget:
+    """The client's max_bytes over all clusters' answers; the first non-empty partition always fits (as in
+    Kafka, so a batch larger than max_bytes still makes progress)."""
+
+    def __init__(self, max_bytes: int):
+        self.left = max_bytes
+        self.used = False
+
+    def take(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        if self.used and len(data) > self.left:
+            return b""
+        self.used = True
+        self.left -= len(data)
+        return data
+
+
+def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget) -> dict[tuple[str, int], dict]:
+    if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
+        return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
+    if isinstance(result, UpstreamError):
+        ctx.physical.request_refresh(result.cluster)
+        return {(r.topic, r.partition): _error(ErrorCode.not_leader_or_follower) for r in routes}
+    physical = {(t.topic, p.partition_index): p for t in result.responses for p in t.partitions}
+    out = {}
+    for r in routes:
+        seg = r.target.segment
+        pd = physical.get((seg.topic, seg.partition))
+        if pd is None:
+            out[(r.topic, r.partition)] = _error(ErrorCode.unknown_server_error)
+        elif pd.error_code != ErrorCode.none:
+            if pd.error_code in _REFRESH_ON:
+                ctx.physical.request_refresh(seg.cluster)
+                out[(r.topic, r.partition)] = _error(ErrorCode.not_leader_or_follower)
+            else:
+                out[(r.topic, r.partition)] = _error(pd.error_code)
+        else:
+            out[(r.topic, r.partition)] = _partition_answer(r.chain, seg, pd, budget)
+    return out
+
+
+def _partition_answer(chain: PartitionChain, seg: Segment, pd, budget: _Budget) -> dict:
+    delta = seg.logical_base - seg.phys_start
+    try:
+        data = rec.fit_to_segment(pd.records or b"", phys_end=seg.phys_end, delta=delta,
+                                  max_epoch=chain.leader_epoch)
+    except rec.RecordsError:
+        return _error(ErrorCode.corrupt_message)
+    lso = pd.last_stable_offset
+    aborted = pd.aborted_transactions
+    return {
+        "error_code": ErrorCode.none,
+        "high_watermark": logical_high_watermark(chain, seg, pd.high_watermark),
+        "last_stable_offset": logical_high_watermark(chain, seg, lso) if lso >= 0 else lso,
+        "log_start_offset": _logical_log_start(chain, seg, pd.log_start_offset),
+        "aborted_transactions": None if aborted is None else [
+            {"producer_id": a.producer_id, "first_offset": seg.to_logical(a.first_offset)} for a in aborted],
+        "preferred_read_replica": -1,
+        "records": budget.take(data),
+    }
+
+
+def _logical_log_start(chain: PartitionChain, seg: Segment, physical_start: int) -> int:
+    """Inside this segment when retention removed older data of it; else the chain's first offset (older
+    segments may still hold data, ListOffsets earliest gives the exact answer)."""
+    if physical_start < 0:
+        return physical_start
+    if seg is chain.segments[0] or physical_start > seg.phys_start:
+        return seg.to_logical(max(physical_start, seg.phys_start))
+    return chain.segments[0].logical_base
+
+
+def _error(code: ErrorCode) -> dict:
+    return {"error_code": code, "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
+            "aborted_transactions": None, "preferred_read_replica": -1, "records": b""}

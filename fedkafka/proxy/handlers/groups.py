@@ -1,0 +1,235 @@
+"""Consumer groups (classic protocol) on the coordination cluster (DESIGN.md 7).
+
+FindCoordinator answers a consume proxy of the caller's pool, chosen by rendezvous on the group id, so
+a group's requests gather on one proxy. Every other group API is forwarded to the coordination cluster's
+own coordinator for the group (looked up with FindCoordinator first, in client order), with topic names
+rewritten logical -> shadow on the way in and back on the way out. Committed offsets are logical offsets;
+the shadow topic has P partitions, so the broker validates and fences commits natively. Group protocol
+metadata (subscriptions, assignments) stays opaque: it names logical topics end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kio.schema.errors import ErrorCode
+from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.view.model import ProxyInfo, logical_from_shadow, shadow_topic
+
+FIND_COORDINATOR, OFFSET_COMMIT, OFFSET_FETCH, JOIN, HEARTBEAT, LEAVE, SYNC = 10, 8, 9, 11, 12, 13, 14
+DESCRIBE, LIST, DELETE, OFFSET_DELETE = 15, 16, 42, 47
+
+API_KEYS = {FIND_COORDINATOR: (0, 6), OFFSET_COMMIT: (2, 9), OFFSET_FETCH: (1, 9), JOIN: (0, 9), HEARTBEAT: (0, 4),
+            LEAVE: (0, 5), SYNC: (0, 5), DESCRIBE: (0, 6), LIST: (0, 5), DELETE: (0, 2), OFFSET_DELETE: (0, 0)}
+ROLE = "consume"
+
+GROUP_KEY, TXN_KEY = 0, 1
+BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
+JOIN_MARGIN_S = 15.0
+
+
+def handle(ctx: Context, header, request):
+    key = request.__api_key__
+    if key == FIND_COORDINATOR:
+        return find_coordinator(ctx, request)
+    coordination = ctx.view.coordination_cluster
+    if coordination is None:
+        return failure(request, ErrorCode.coordinator_not_available)
+    if key == LIST:
+        return Plan([Call(AnyBroker(coordination), request)],
+                    lambda results: _unwrap(results[0], request))
+    if key == OFFSET_COMMIT:
+        return _offset_commit(ctx, coordination, request)
+    upstream, back = request, (lambda resp: resp)
+    if key in (OFFSET_FETCH, OFFSET_DELETE):
+        upstream, back = to_shadow(request), from_shadow
+    return _via_coordinator(coordination, request, upstream, back)
+
+
+# -- FindCoordinator: a proxy is the coordinator ---------------------------------------------------------
+
+def find_coordinator(ctx: Context, request):
+    version = type(request).__version__
+    keys = list(request.coordinator_keys) if version >= 4 else [request.key]
+    key_type = getattr(request, "key_type", GROUP_KEY)
+    answers = [_coordinator_for(ctx, k, key_type) for k in keys]
+    if version >= 4:
+        return build(response_type(FIND_COORDINATOR, version), {"coordinators": answers})
+    return build(response_type(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
+
+
+def _coordinator_for(ctx: Context, key: str, key_type: int) -> dict:
+    if key_type == TXN_KEY:
+        return _no_coordinator(key, ErrorCode.transactional_id_authorization_failed,
+                               "transactions are not supported by fedkafka yet")
+    if key_type != GROUP_KEY:
+        return _no_coordinator(key, ErrorCode.invalid_request, f"key type {key_type} is not supported")
+    if ctx.view.coordination_cluster is None:
+        return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
+    proxy = ctx.view.leader_for(f"group\0{key}", 0, _consume_proxies(ctx))
+    return {"key": key, "node_id": proxy.node_id, "host": proxy.host, "port": proxy.port,
+            "error_code": ErrorCode.none, "error_message": None}
+
+
+def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, ...]:
+    others = [p for p in ctx.view.proxies_in_pool(ctx.me.pool)
+              if p.node_id != ctx.me.node_id and p.role.consumes()]
+    return (ctx.me, *others)
+
+
+def _no_coordinator(key: str, code: ErrorCode, message: str) -> dict:
+    return {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": code, "error_message": message}
+
+
+# -- forwarding to the coordination cluster --------------------------------------------------------------
+
+def group_ids(request) -> list[str]:
+    key = request.__api_key__
+    if key == DESCRIBE:
+        return list(request.groups)
+    if key == DELETE:
+        return list(request.groups_names)
+    if key == OFFSET_FETCH and type(request).__version__ >= 8:
+        return [g.group_id for g in request.groups]
+    return [request.group_id]
+
+
+def _via_coordinator(coordination: str, request, upstream, back):
+    """Look the groups' coordinators up (in client order: a barrier), then send each its share."""
+    groups = list(dict.fromkeys(group_ids(request)))
+    lookup = FindCoordinatorRequest(key_type=GROUP_KEY, coordinator_keys=tuple(groups))
+
+    def route(results: list):
+        found = results[0]
+        if isinstance(found, UpstreamError):
+            return failure(request, ErrorCode.coordinator_not_available)
+        nodes: dict[int, list[str]] = {}
+        for c in found.coordinators:
+            if c.error_code != ErrorCode.none:
+                return failure(request, c.error_code)
+            nodes.setdefault(c.node_id, []).append(c.key)
+        parts = [(node, _subset(upstream, ids) if len(nodes) > 1 else upstream) for node, ids in nodes.items()]
+        key = request.__api_key__
+        timeout = _join_timeout(request) if key == JOIN else None
+        calls = [Call(Broker(coordination, node), part, dedicated=key in BLOCKING, timeout_s=timeout)
+                 for node, part in parts]
+
+        def finish(results: list):
+            if any(isinstance(r, UpstreamError) for r in results):
+                return failure(request, ErrorCode.coordinator_not_available)
+            return back(results[0] if len(results) == 1 else _merge(results))
+
+        return Plan(calls, finish)
+
+    return Plan([Call(AnyBroker(coordination), lookup)], route, barrier=True)
+
+
+def _join_timeout(request) -> float:
+    wait = getattr(request, "rebalance_timeout", None) or request.session_timeout
+    return wait.total_seconds() + JOIN_MARGIN_S
+
+
+def _unwrap(result, request):
+    return failure(request, ErrorCode.coordinator_not_available) if isinstance(result, UpstreamError) else result
+
+
+_GROUP_LISTS = {DESCRIBE: "groups", DELETE: "results", OFFSET_FETCH: "groups"}
+_REQUEST_LISTS = {DESCRIBE: "groups", DELETE: "groups_names", OFFSET_FETCH: "groups"}
+
+
+def _subset(request, ids: list[str]):
+    field = _REQUEST_LISTS[request.__api_key__]
+    keep = set(ids)
+    items = [g for g in getattr(request, field) if (g if isinstance(g, str) else g.group_id) in keep]
+    return dataclasses.replace(request, **{field: tuple(items)})
+
+
+def _merge(responses: list):
+    field = _GROUP_LISTS[responses[0].__api_key__]
+    merged = tuple(item for r in responses for item in getattr(r, field))
+    return dataclasses.replace(responses[0], **{field: merged})
+
+
+# -- topic names: logical <-> shadow ----------------------------------------------------------------------
+
+def _rename(entity, rename):
+    """A copy of a request/response whose `topics` (directly or under `groups`) are renamed; a topic whose
+    new name is None is left out (physical topics of the coordination cluster that are not shadows)."""
+    groups = getattr(entity, "groups", None)
+    if groups is not None:  # OffsetFetch v8+: per group
+        return dataclasses.replace(entity, groups=tuple(_rename(g, rename) for g in groups))
+    topics = getattr(entity, "topics", None)
+    if topics is None:
+        return entity
+    renamed = tuple(dataclasses.replace(t, name=rename(t.name)) for t in topics if rename(t.name) is not None)
+    return dataclasses.replace(entity, topics=renamed)
+
+
+def to_shadow(request):
+    return _rename(request, shadow_topic)
+
+
+def from_shadow(response):
+    return _rename(response, logical_from_shadow)
+
+
+def _offset_commit(ctx: Context, coordination: str, request):
+    """Commits for unknown topics or partitions beyond P are refused here; the rest go to the shadow topic."""
+    refused: dict[str, list[int]] = {}
+    kept = []
+    for t in request.topics:
+        topic = ctx.view.topics.get(t.name)
+        ok = [p for p in t.partitions if topic is not None and 0 <= p.partition_index < topic.partition_count]
+        bad = [p.partition_index for p in t.partitions if p not in ok]
+        if bad:
+            refused[t.name] = bad
+        if ok:
+            kept.append(dataclasses.replace(t, name=shadow_topic(t.name), partitions=tuple(ok)))
+
+    def back(response):
+        answered = from_shadow(response)
+        if not refused:
+            return answered
+        extra = _commit_errors(request, refused, ErrorCode.unknown_topic_or_partition)
+        return dataclasses.replace(answered, topics=answered.topics + extra.topics)
+
+    if not kept:
+        return back(_commit_errors(request, {}, ErrorCode.none))
+    return _via_coordinator(coordination, request, dataclasses.replace(request, topics=tuple(kept)), back)
+
+
+# -- error answers shaped like each API's response ------------------------------------------------------
+
+def _commit_errors(request, partitions: dict[str, list[int]], code: ErrorCode):
+    return build(response_type(OFFSET_COMMIT, type(request).__version__), {"topics": [
+        {"name": name, "partitions": [{"partition_index": p, "error_code": code} for p in ps]}
+        for name, ps in partitions.items()]})
+
+
+def failure(request, code: ErrorCode):
+    """The request's own response type with `code` where the client looks for it."""
+    key, version = request.__api_key__, type(request).__version__
+    resp_t = response_type(key, version)
+    if key == OFFSET_COMMIT:
+        return _commit_errors(request, {t.name: [p.partition_index for p in t.partitions] for t in request.topics},
+                              code)
+    if key == OFFSET_FETCH:
+        def topics(ts):
+            return [{"name": t.name, "partitions": [
+                {"partition_index": p, "committed_offset": -1, "committed_leader_epoch": -1, "metadata": None,
+                 "error_code": code} for p in t.partition_indexes]} for t in ts or ()]
+        if version >= 8:
+            return build(resp_t, {"groups": [{"group_id": g.group_id, "topics": topics(g.topics), "error_code": code}
+                                             for g in request.groups]})
+        return build(resp_t, {"topics": topics(request.topics), "error_code": code})
+    if key == DESCRIBE:
+        return build(resp_t, {"groups": [{"group_id": g, "error_code": code, "members": []} for g in request.groups]})
+    if key == DELETE:
+        return build(resp_t, {"results": [{"group_id": g, "error_code": code} for g in request.groups_names]})
+    if key == JOIN:
+        return build(resp_t, {"error_code": code, "generation_id": -1, "member_id": request.member_id})
+    return build(resp_t, {"error_code": code})

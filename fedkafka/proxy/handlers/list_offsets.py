@@ -1,0 +1,190 @@
+"""ListOffsets in logical space (earliest, latest, by timestamp, max timestamp) over segment chains.
+
+The physical brokers are asked physical questions (log start of every segment's partition, log end of the
+active one, offset for a timestamp in each segment's partition) and `view.offsets` turns the answers into
+logical offsets. One physical partition may hold several segments of a chain (A -> B -> A), so a
+question is asked once per (physical partition, timestamp), in rounds when one partition needs two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError
+from fedkafka.view.model import PartitionChain, Segment
+from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
+
+API_KEYS = {2: (1, 8)}
+ROLE = "consume"
+
+LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -1, -2, -3, -4
+UPSTREAM_VERSION = 7  # the first with MAX_TIMESTAMP; every Kafka 4 broker serves it
+
+PhysKey = tuple[str, str, int]  # cluster, topic, partition
+
+
+@dataclass(slots=True)
+class _Question:
+    """The physical answers one logical partition needs: (segment partition, timestamp) pairs."""
+
+    topic: str
+    partition: int
+    chain: PartitionChain
+    timestamp: int
+    asks: list[tuple[PhysKey, int]] = field(default_factory=list)
+
+
+def handle(ctx: Context, header, request):
+    version = type(request).__version__
+    answers: dict[tuple[str, int], dict] = {}
+    questions: list[_Question] = []
+    for t in request.topics:
+        for p in t.partitions:
+            q = _question(ctx, t.name, p)
+            if isinstance(q, dict):
+                answers[(t.name, p.partition_index)] = q
+            else:
+                questions.append(q)
+    order = [(t.name, [p.partition_index for p in t.partitions]) for t in request.topics]
+
+    def respond(physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode]):
+        for q in questions:
+            answers[(q.topic, q.partition)] = _answer(q, physical)
+        return build(response_type(2, version), {"topics": [
+            {"name": name, "partitions": [{"partition_index": p, **answers[(name, p)]} for p in parts]}
+            for name, parts in order]})
+
+    asks = {a for q in questions for a in q.asks}
+    return ask_physical(ctx, asks, getattr(request, "isolation_level", 0), respond) if asks else respond({})
+
+
+def _question(ctx: Context, topic: str, p) -> _Question | dict:
+    chain = ctx.view.chain(topic, p.partition_index)
+    if chain is None:
+        return _error(ErrorCode.unknown_topic_or_partition)
+    epoch = getattr(p, "current_leader_epoch", -1)
+    if epoch >= 0 and epoch != chain.leader_epoch:
+        return _error(ErrorCode.fenced_leader_epoch if epoch < chain.leader_epoch else ErrorCode.unknown_leader_epoch)
+    ts = EARLIEST if p.timestamp == EARLIEST_LOCAL else p.timestamp
+    if ts < MAX_TIMESTAMP:
+        return _error(ErrorCode.invalid_request)  # tiered-storage specs: no such thing here
+    q = _Question(topic, p.partition_index, chain, ts)
+    if ts == LATEST:
+        q.asks.append((_key(chain.active), LATEST))
+    else:
+        q.asks.extend((_key(s), ts) for s in chain.segments)
+    return q
+
+
+def _answer(q: _Question, physical: dict) -> dict:
+    chain, epoch = q.chain, q.chain.leader_epoch
+    got = [physical.get(a) for a in q.asks]
+    if q.timestamp == LATEST:
+        if not isinstance(got[0], tuple):
+            return _error(got[0] or ErrorCode.not_leader_or_follower)
+        return {"error_code": ErrorCode.none, "timestamp": -1, "offset": latest_offset(chain, got[0][0]),
+                "leader_epoch": epoch}
+    if q.timestamp == EARLIEST:
+        starts = {s: (g[0] if isinstance(g, tuple) else None) for s, g in zip(chain.segments, got, strict=True)}
+        return {"error_code": ErrorCode.none, "timestamp": -1,
+                "offset": earliest_offset(chain, lambda s: starts[s]), "leader_epoch": epoch}
+    if q.timestamp == MAX_TIMESTAMP:
+        return _max_timestamp(chain, got)
+    offsets = [g[0] if isinstance(g, tuple) else None for g in got]
+    if all(not isinstance(g, tuple) for g in got):
+        return _error(next((g for g in got if g), ErrorCode.not_leader_or_follower))
+    logical = offset_for_timestamp(chain, offsets)
+    if logical is None:
+        return {"error_code": ErrorCode.none, "timestamp": -1, "offset": -1, "leader_epoch": -1}
+    seg = chain.segment_for(logical)
+    phys = seg.to_physical(logical) if seg else -1
+    # the broker's timestamp belongs to its own offset; when clamped to the segment start we only know
+    # the record there is at least as late as asked
+    ts = next((g[1] for s, g in zip(chain.segments, got, strict=True)
+               if s == seg and isinstance(g, tuple) and g[0] == phys), q.timestamp)
+    return {"error_code": ErrorCode.none, "timestamp": ts, "offset": logical, "leader_epoch": epoch}
+
+
+def _max_timestamp(chain: PartitionChain, got: list) -> dict:
+    best: tuple[int, int] | None = None  # (timestamp, logical offset)
+    for seg, g in zip(chain.segments, got, strict=True):
+        if not isinstance(g, tuple) or g[0] < seg.phys_start or (seg.phys_end is not None and g[0] >= seg.phys_end):
+            continue
+        if best is None or g[1] > best[0]:
+            best = (g[1], seg.to_logical(g[0]))
+    if best is None:
+        return {"error_code": ErrorCode.none, "timestamp": -1, "offset": -1, "leader_epoch": -1}
+    return {"error_code": ErrorCode.none, "timestamp": best[0], "offset": best[1], "leader_epoch": chain.leader_epoch}
+
+
+def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_level: int, respond):
+    """A Plan asking every (physical partition, timestamp) once; `respond` gets {ask: (offset, timestamp) |
+    ErrorCode}. Unreachable clusters answer NOT_LEADER_OR_FOLLOWER (and ask for a refresh)."""
+    physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode] = {}
+    rounds: list[dict[PhysKey, int]] = []
+    for key, ts in sorted(asks):
+        for r in rounds:
+            if key not in r:
+                r[key] = ts
+                break
+        else:
+            rounds.append({key: ts})
+    calls: list[Call] = []
+    call_asks: list[list[tuple[PhysKey, int]]] = []
+    for r in rounds:
+        by_node: dict[tuple[str, int], list[tuple[PhysKey, int]]] = {}
+        for key, ts in r.items():
+            cluster, topic, partition = key
+            node = ctx.physical.leader(cluster, topic, partition)
+            if node is None or not ctx.physical.reachable(cluster):
+                ctx.physical.request_refresh(cluster)
+                physical[(key, ts)] = ErrorCode.not_leader_or_follower
+                continue
+            by_node.setdefault((cluster, node), []).append((key, ts))
+        for (cluster, node), items in by_node.items():
+            calls.append(Call(Broker(cluster, node), _upstream_request(items, isolation_level)))
+            call_asks.append(items)
+
+    def finish(results: list):
+        for items, result in zip(call_asks, results, strict=True):
+            if isinstance(result, UpstreamError):
+                for item in items:
+                    physical[item] = ErrorCode.not_leader_or_follower
+                continue
+            got = {(t.name, p.partition_index): p for t in result.topics for p in t.partitions}
+            for (cluster, topic, partition), ts in items:
+                p = got.get((topic, partition))
+                if p is None or p.error_code != ErrorCode.none:
+                    code = ErrorCode.unknown_server_error if p is None else p.error_code
+                    if code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
+                        ctx.physical.request_refresh(cluster)
+                        code = ErrorCode.not_leader_or_follower
+                    physical[((cluster, topic, partition), ts)] = code
+                else:
+                    physical[((cluster, topic, partition), ts)] = (p.offset, p.timestamp)
+        return respond(physical)
+
+    return Plan(calls, finish) if calls else finish([])
+
+
+def _upstream_request(items: list[tuple[PhysKey, int]], isolation_level: int):
+    by_topic: dict[str, list[dict]] = {}
+    for (_, topic, partition), ts in items:
+        by_topic.setdefault(topic, []).append({"partition_index": partition, "current_leader_epoch": -1,
+                                               "timestamp": ts})
+    return build(request_type(2, UPSTREAM_VERSION), {"replica_id": -1, "isolation_level": isolation_level,
+                                                     "topics": [{"name": n, "partitions": ps}
+                                                                for n, ps in by_topic.items()]})
+
+
+def _key(seg: Segment) -> PhysKey:
+    return seg.cluster, seg.topic, seg.partition
+
+
+def _error(code: ErrorCode) -> dict:
+    return {"error_code": code, "timestamp": -1, "offset": -1, "leader_epoch": -1}
