@@ -103,3 +103,28 @@ class ProxyProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def read_partition(bootstrap: str, topic: str, partition: int, start: int = 0, count: int | None = None,
+                   timeout: float = 30.0) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(offset, key, value) read directly from a physical partition, from `start` up to its end (or `count`)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"direct-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        _lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        end = hi if count is None else min(hi, start + count)
+        out: list[tuple[int, bytes | None, bytes | None]] = []
+        if end <= start:
+            return out
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.time() + timeout
+        while time.time() < deadline and (not out or out[-1][0] < end - 1):
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            out.append((msg.offset(), msg.key(), msg.value()))
+        return out
+    finally:
+        consumer.close()

@@ -165,9 +165,10 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
         out[(part.topic, part.partition)] = {
             "error_code": pr.error_code,
             "base_offset": part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
-            "log_append_time": pr.log_append_time,
-            "log_start_offset": _logical_start(part, pr.log_start_offset),
-            "record_errors": pr.record_errors, "error_message": pr.error_message,
+            # fields absent from older versions are simply left out (build() drops what a version lacks)
+            "log_append_time": getattr(pr, "log_append_time", None),
+            "log_start_offset": _logical_start(part, getattr(pr, "log_start_offset", -1)),
+            "record_errors": getattr(pr, "record_errors", ()), "error_message": getattr(pr, "error_message", None),
         }
     return out
 

@@ -1,0 +1,171 @@
+"""Real producers through a real proxy into an 8-partition logical topic over two real clusters.
+
+Layout (the article's picture): logical p0-3 -> c1/p0-3, p4-7 -> c2/p0-3, identity segments.
+Every acked record is read back directly from the physical cluster and partition the view names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from fedkafka.kafka.tools import run_tool
+
+from .support import ProxyProcess, create_topic, read_partition, split_view
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def federation(kafka_clusters, unique_name, tmp_path):
+    """(proxy, logical topic, {logical p: (bootstrap, physical topic, physical p)})."""
+    c1, c2 = kafka_clusters[0], kafka_clusters[1]
+    physical = f"phys-{unique_name}"
+    create_topic(c1.bootstrap, physical, 4)
+    create_topic(c2.bootstrap, physical, 4)
+    layout = [("c1", physical, p) for p in range(4)] + [("c2", physical, p) for p in range(4)]
+    view = split_view({"c1": c1.bootstrap, "c2": c2.bootstrap}, unique_name, layout)
+    where = {p: ({"c1": c1.bootstrap, "c2": c2.bootstrap}[c], t, pp) for p, (c, t, pp) in enumerate(layout)}
+    with ProxyProcess(tmp_path, view) as proxy:
+        yield proxy, unique_name, where
+        assert proxy.alive(), proxy.output()[-3000:]
+
+
+def produce(bootstrap: str, topic: str, n: int, **conf) -> list:
+    """Send n keyed records; returns the delivery reports (err, partition, offset, key, value)."""
+    reports = []
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **conf})
+
+    def on_delivery(err, msg):
+        reports.append((err, msg.partition(), msg.offset(), msg.key(), msg.value()))
+
+    for i in range(n):
+        producer.produce(topic, key=f"key-{i % 37}".encode(), value=f"value-{i}".encode(), on_delivery=on_delivery)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return reports
+
+
+def assert_on_physical(where, reports) -> None:
+    """Each acked record sits at its logical offset (identity) on the physical partition the view names."""
+    by_partition = collections.defaultdict(list)
+    for err, p, offset, key, value in reports:
+        assert err is None, err
+        by_partition[p].append((offset, key, value))
+    assert len(by_partition) > 1
+    for p, records in by_partition.items():
+        bootstrap, topic, pp = where[p]
+        found = {off: (k, v) for off, k, v in read_partition(bootstrap, topic, pp)}
+        for offset, key, value in records:
+            assert found.get(offset) == (key, value), f"logical p{p} offset {offset} not on {bootstrap}/{topic}/{pp}"
+
+
+def test_keys_land_on_the_partition_the_client_chose(federation):
+    proxy, topic, where = federation
+    reports = produce(proxy.bootstrap, topic, 300, acks="all", **{"enable.idempotence": True})
+    assert_on_physical(where, reports)
+    partition_of_key = {}
+    for _, p, _, key, _ in reports:  # the client's partitioner (murmur2 over P=8) is stable per key
+        assert partition_of_key.setdefault(key, p) == p
+    assert len(set(partition_of_key.values())) == 8  # 37 keys spread over all 8 logical partitions
+
+
+@pytest.mark.parametrize(("compression", "acks", "idempotence"), [
+    ("none", "1", False), ("gzip", "all", True), ("lz4", "1", False), ("zstd", "all", False),
+    ("snappy", "all", True), ("gzip", "1", False), ("none", "all", True),
+])
+def test_confluent_producer_acks_compression_idempotence(federation, compression, acks, idempotence):
+    proxy, topic, where = federation
+    reports = produce(proxy.bootstrap, topic, 400, acks=acks, **{"compression.type": compression,
+                                                                 "enable.idempotence": idempotence})
+    assert len(reports) == 400
+    assert_on_physical(where, reports)
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_acks_zero_reaches_the_right_partitions(federation, compression):
+    proxy, topic, where = federation
+    n = 300
+    reports = produce(proxy.bootstrap, topic, n, acks="0", **{"compression.type": compression})
+    expected = collections.Counter((p, v) for _, p, _, _, v in reports)
+    deadline = time.time() + 20
+    while True:  # acks=0: flush() returns once sent, the brokers append a little later
+        found = collections.Counter()
+        for p, (bootstrap, ptopic, pp) in where.items():
+            for _, _, value in read_partition(bootstrap, ptopic, pp):
+                found[(p, value)] += 1
+        if found == expected or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert found == expected  # nothing lost, nothing on a wrong partition, no duplicates
+
+
+def test_non_identity_segment_translates_offsets(kafka_clusters, unique_name, tmp_path):
+    """Logical p0 -> c1 with logical_base 1000, phys_start 0: produce answers carry logical offsets."""
+    c1 = kafka_clusters[0]
+    physical = f"phys-{unique_name}"
+    create_topic(c1.bootstrap, physical, 2)
+    view = split_view({"c1": c1.bootstrap}, unique_name, [("c1", physical, 1, 0, 1000), ("c1", physical, 0)])
+    with ProxyProcess(tmp_path, view) as proxy:
+        producer = Producer({"bootstrap.servers": proxy.bootstrap, "acks": "all"})
+        reports = []
+        for i in range(10):
+            producer.produce(unique_name, value=b"v%d" % i, partition=0,
+                             on_delivery=lambda err, msg: reports.append((err, msg.offset(), msg.value())))
+        assert producer.flush(30) == 0
+    assert [e for e, _, _ in reports] == [None] * 10
+    assert [o for _, o, _ in reports] == list(range(1000, 1010))
+    direct = read_partition(c1.bootstrap, physical, 1)
+    assert [(o + 1000, v) for o, _, v in direct] == [(o, v) for _, o, v in reports]
+    assert read_partition(c1.bootstrap, physical, 0) == []
+
+
+def test_java_perf_and_console_producer(federation):
+    proxy, topic, where = federation
+    out = run_tool("kafka-producer-perf-test", "--topic", topic, "--num-records", "2000", "--record-size", "512",
+                   "--throughput", "-1", "--producer-props", f"bootstrap.servers={proxy.bootstrap}", "acks=all",
+                   timeout=180)
+    assert "2000 records sent" in out.stdout, out.stdout + out.stderr
+    lines = [f"console-{i}" for i in range(50)]
+    run_tool("kafka-console-producer", "--bootstrap-server", proxy.bootstrap, "--topic", topic,
+             input="\n".join(lines) + "\n", timeout=120)
+    values = set()
+    total = 0
+    for bootstrap, ptopic, pp in where.values():
+        records = read_partition(bootstrap, ptopic, pp)
+        total += len(records)
+        values.update(v for _, _, v in records)
+    assert total == 2050
+    assert {line.encode() for line in lines} <= values
+
+
+@pytest.mark.timeout(180)
+def test_aiokafka_producer(federation):
+    """aiokafka (kafka-python is shadowed by tests/kafka in this tree), idempotent, acks=all."""
+    from aiokafka import AIOKafkaProducer
+
+    proxy, topic, where = federation
+
+    async def send_all():
+        producer = AIOKafkaProducer(bootstrap_servers=proxy.bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            return [await producer.send_and_wait(topic, key=b"k%d" % i, value=b"aio-%d" % i) for i in range(100)]
+        finally:
+            await producer.stop()
+
+    metas = asyncio.run(send_all())
+    reports = [(None, m.partition, m.offset, b"k%d" % i, b"aio-%d" % i) for i, m in enumerate(metas)]
+    assert_on_physical(where, reports)
+
+
+def test_proxy_exits_nonzero_on_bad_arguments(tmp_path):
+    proc = subprocess.run([*ProxyProcess(tmp_path, split_view({}, "t", [])).cmd[:4], "--role", "nope",
+                           "--listen", "127.0.0.1:1", "--view-file", "/nonexistent"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "--role" in proc.stderr
