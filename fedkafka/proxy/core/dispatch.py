@@ -36,7 +36,8 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES) -> dict[int, Any]:
     for module in modules:
         if module.ROLE == "any" or (module.ROLE == "produce" and role.produces()) or (
                 module.ROLE == "consume" and role.consumes()) or (
-                module.ROLE == "produce_only" and role == ProxyRole.PPROXY):
+                module.ROLE == "produce_only" and role == ProxyRole.PPROXY) or (
+                module.ROLE == "consume_only" and role == ProxyRole.CPROXY):
             for key in module.API_KEYS:
                 out[key] = module
     return out

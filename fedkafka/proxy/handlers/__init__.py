@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from fedkafka.proxy.handlers import (
     api_versions,
+    consume_side_produce,
     describe_cluster,
     describe_configs,
     fetch,
@@ -33,4 +34,4 @@ from fedkafka.proxy.handlers import (
 )
 
 MODULES = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs, produce_side_fetch,
-           fetch, list_offsets, offset_for_leader_epoch, groups)
+           fetch, list_offsets, offset_for_leader_epoch, groups, consume_side_produce)
