@@ -1,0 +1,94 @@
+"""Codecs (kio), generic error/response builders, framing limits and the version table."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import struct
+
+import pytest
+from kio.schema.errors import ErrorCode
+from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
+from kio.static.primitive import i32Timedelta
+
+from fedkafka.protocol import codec, versions
+from fedkafka.protocol.build import build
+from fedkafka.protocol.errors import error_response
+from fedkafka.protocol.framing import FrameError, read_frame
+
+
+def produce(records: bytes = b"abc") -> ProduceRequest:
+    return ProduceRequest(transactional_id=None, acks=1, timeout=i32Timedelta.parse(datetime.timedelta(seconds=1)),
+                          topic_data=(TopicProduceData(name="t", partition_data=(
+                              PartitionProduceData(index=3, records=records),)),))
+
+
+def test_request_round_trip_and_header_peek():
+    frame = codec.encode_request(produce(), 42, client_id="me")
+    assert struct.unpack(">i", frame[:4])[0] == len(frame) - 4
+    assert codec.peek_header(frame[4:]) == (0, 9, 42)
+    header, body = codec.decode_request(frame[4:])
+    assert header.client_id == "me" and body == produce()
+
+
+def test_decode_refuses_trailing_bytes_truncation_and_unknown_schemas():
+    frame = codec.encode_request(produce(), 1)[4:]
+    with pytest.raises(codec.DecodeError, match="trailing"):
+        codec.decode_request(frame + b"\0")
+    with pytest.raises(codec.DecodeError):
+        codec.decode_request(frame[:-3])
+    with pytest.raises(codec.DecodeError, match="no schema"):
+        codec.decode_request(struct.pack(">hhi", 9999, 0, 1))
+    with pytest.raises(codec.DecodeError, match="shorter"):
+        codec.peek_header(b"\0\0")
+
+
+@pytest.mark.parametrize(("key", "version"), [(0, 3), (0, 12), (3, 1), (3, 12), (18, 0), (18, 4), (22, 0),
+                                              (32, 4), (60, 0), (1, 12)])
+def test_error_response_encodes_for_every_served_version(key, version):
+    resp_t = codec.response_type(key, version)
+    body = error_response(resp_t, ErrorCode.unsupported_version)
+    _, back = codec.decode_response(resp_t, codec.encode_response(body, 9)[4:])
+    assert back == body
+
+
+def test_build_drops_fields_a_version_lacks():
+    data = {"responses": [{"name": "t", "partition_responses": [
+        {"index": 0, "error_code": ErrorCode.none, "base_offset": 5, "log_start_offset": 2, "error_message": "x"}]}]}
+    old = build(codec.response_type(0, 3), data)
+    new = build(codec.response_type(0, 12), data)
+    assert old.responses[0].partition_responses[0].base_offset == 5
+    assert not hasattr(old.responses[0].partition_responses[0], "log_start_offset")
+    assert new.responses[0].partition_responses[0].log_start_offset == 2
+
+
+def read(data: bytes, limit: int = 1000):
+    async def go():
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_frame(reader, limit)
+    return asyncio.run(go())
+
+
+def test_framing_limits():
+    assert read(b"") is None
+    assert read(struct.pack(">i", 3) + b"abc") == b"abc"
+    with pytest.raises(FrameError, match="outside"):
+        read(struct.pack(">i", 0x7FFFFFFF))  # a 2 GB claim is refused before reading anything
+    with pytest.raises(FrameError, match="outside"):
+        read(struct.pack(">i", -1))
+    with pytest.raises(FrameError, match="truncated frame"):
+        read(struct.pack(">i", 10) + b"abc")
+    with pytest.raises(FrameError, match="prefix"):
+        read(b"\0\0")
+
+
+def test_version_intersection_and_produce_rules():
+    implemented = {0: (3, 13), 3: (1, 12), 18: (0, 4), 22: (0, 5)}
+    cluster_a = {0: (0, 12), 3: (0, 13), 18: (0, 4), 22: (0, 6)}
+    cluster_b = {0: (0, 11), 3: (0, 12), 18: (0, 3)}  # no InitProducerId at all
+    adv = versions.intersect(implemented, [cluster_a, cluster_b])
+    assert adv == {0: (0, 11), 3: (1, 12), 18: (0, 3)}  # Produce capped, advertised from 0
+    assert not versions.accepts(adv, 0, 2) and versions.accepts(adv, 0, 3)
+    assert not versions.accepts(adv, 22, 0) and not versions.accepts(adv, 0, 12)
