@@ -1,0 +1,180 @@
+"""Handlers as pure functions: (context, request) -> plan -> (results) -> response, no sockets."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import replace
+
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from kio.schema.errors import ErrorCode
+from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
+from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
+from kio.static.primitive import i32Timedelta
+
+from fedkafka.protocol import records as rec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.core.producer_ids import ProducerIdTable
+from fedkafka.proxy.handlers import init_producer_id, metadata, produce
+from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Context, Plan, UpstreamError
+from fedkafka.view.model import (
+    Cluster,
+    LogicalTopic,
+    PartitionChain,
+    ProxyInfo,
+    ProxyRole,
+    Segment,
+    View,
+)
+
+
+class FakePhysical:
+    def __init__(self, down=()):
+        self.down = set(down)
+        self.refreshed: list[str] = []
+
+    def leader(self, cluster, topic, partition):
+        return 1 if cluster == "c1" else 2
+
+    def reachable(self, cluster):
+        return cluster not in self.down
+
+    def request_refresh(self, cluster):
+        self.refreshed.append(cluster)
+
+
+def view(frozen_p: int | None = None) -> View:
+    chains = [PartitionChain(segments=(Segment("c1", "phys", p, 0, None, 0),), leader_epoch=3, frozen=p == frozen_p)
+              for p in range(2)]
+    chains.append(PartitionChain(segments=(Segment("c1", "old", 0, 0, 50, 0), Segment("c2", "phys", 0, 10, None, 50))))
+    return View(version=4, clusters={"c1": Cluster("c1", "h1:1"), "c2": Cluster("c2", "h2:2")},
+                topics={"t": LogicalTopic("t", "0" * 31 + "1", tuple(chains))},
+                proxies=(ProxyInfo(7, "p7", 9092, ProxyRole.PPROXY), ProxyInfo(8, "p8", 9092, ProxyRole.CPROXY)))
+
+
+def ctx(v: View | None = None, **kw) -> Context:
+    ids = ProducerIdTable()
+    ids.add_block(1000, 10)
+    base = dict(view=v or view(), me=ProxyInfo(7, "p7", 9092, ProxyRole.PPROXY), advertised={},
+                physical=FakePhysical(), producer_ids=ids)
+    return Context(**{**base, **kw})
+
+
+def batch(producer_id=-1, epoch=-1, seq=-1) -> bytes:
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=producer_id,
+                                  producer_epoch=epoch, base_sequence=seq, batch_size=1 << 20)
+    b.append(0, timestamp=None, key=b"k", value=b"v", headers=[])
+    return bytes(b.build())
+
+
+def produce_req(parts: dict[int, bytes], topic="t", acks=-1, txn=None) -> ProduceRequest:
+    return ProduceRequest(transactional_id=txn, acks=acks, timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+                          topic_data=(TopicProduceData(name=topic, partition_data=tuple(
+                              PartitionProduceData(index=p, records=r) for p, r in parts.items())),))
+
+
+def upstream_ok(plan: Plan, base_offsets: dict[tuple[str, str, int], int]) -> list:
+    """Answer each call as its broker would, with a base offset per physical (cluster, topic, partition)."""
+    out = []
+    for call in plan.calls:
+        c = call.target.cluster
+        out.append(build(response_type(0, 9), {"responses": [
+            {"name": t.name, "partition_responses": [
+                {"index": pd.index, "error_code": ErrorCode.none, "base_offset": base_offsets[(c, t.name, pd.index)],
+                 "log_start_offset": 0} for pd in t.partition_data]} for t in call.request.topic_data]}))
+    return out
+
+
+def by_partition(resp) -> dict[int, tuple]:
+    return {pr.index: (pr.error_code, pr.base_offset) for t in resp.responses for pr in t.partition_responses}
+
+
+def test_metadata_lists_pool_proxies_and_logical_partitions():
+    resp = metadata.handle(ctx(), None, MetadataRequest(topics=(
+        MetadataRequestTopic(topic_id=None, name="t"), MetadataRequestTopic(topic_id=None, name="nope")),
+        allow_auto_topic_creation=True, include_topic_authorized_operations=False))
+    assert sorted(b.node_id for b in resp.brokers) == [7, 8]
+    t, missing = resp.topics
+    assert missing.error_code == ErrorCode.unknown_topic_or_partition  # no auto-create
+    assert [p.partition_index for p in t.partitions] == [0, 1, 2]
+    assert {p.leader_id for p in t.partitions} == {7}  # only produce-side proxies lead for a pproxy
+    assert t.partitions[0].leader_epoch == 3
+
+
+def test_produce_splits_routes_and_translates():
+    c = ctx()
+    plan = produce.handle(c, None, produce_req({0: batch(), 1: batch(), 2: batch()}))
+    targets = {call.target: call for call in plan.calls}
+    assert set(targets) == {Broker("c1", 1), Broker("c2", 2)}
+    c1_parts = {(t.name, pd.index) for t in targets[Broker("c1", 1)].request.topic_data for pd in t.partition_data}
+    assert c1_parts == {("phys", 0), ("phys", 1)}  # nothing for c2's partition went to c1
+    # logical p2 lives on c2/phys/0 whose segment starts at physical 10 = logical 50
+    resp = plan.finish(upstream_ok(plan, {("c1", "phys", 0): 5, ("c1", "phys", 1): 0, ("c2", "phys", 0): 12}))
+    assert by_partition(resp) == {0: (ErrorCode.none, 5), 1: (ErrorCode.none, 0), 2: (ErrorCode.none, 52)}
+
+
+def test_produce_refusals_are_retriable_and_per_partition():
+    c = ctx(view(frozen_p=1), physical=FakePhysical(down={"c2"}))
+    plan = produce.handle(c, None, produce_req({0: batch(), 1: batch(), 2: batch(), 9: batch()}))
+    assert [call.target for call in plan.calls] == [Broker("c1", 1)]
+    resp = plan.finish(upstream_ok(plan, {("c1", "phys", 0): 0}))
+    got = by_partition(resp)
+    assert got[0] == (ErrorCode.none, 0)
+    assert got[1][0] == ErrorCode.not_leader_or_follower  # frozen
+    assert got[2][0] == ErrorCode.not_leader_or_follower and got[2][0].retriable  # cluster down
+    assert got[9][0] == ErrorCode.unknown_topic_or_partition
+
+
+def test_lost_upstream_fails_only_its_partitions():
+    c = ctx()
+    plan = produce.handle(c, None, produce_req({0: batch(), 2: batch()}))
+    results = [UpstreamError("c2", "gone") if call.target.cluster == "c2" else upstream_ok(Plan([call], None),
+               {("c1", "phys", 0): 3})[0] for call in plan.calls]
+    got = by_partition(plan.finish(results))
+    assert got[0] == (ErrorCode.none, 3)
+    assert got[2][0] == ErrorCode.request_timed_out and got[2][0].retriable
+    assert "c2" in c.physical.refreshed
+
+
+def test_expired_lease_and_transactions_are_refused():
+    got = by_partition(produce.handle(ctx(lease_valid=False), None, produce_req({0: batch()})))
+    assert got[0][0] == ErrorCode.not_leader_or_follower
+    got = by_partition(produce.handle(ctx(), None, produce_req({0: batch()}, txn="tx")))
+    assert got[0][0] == ErrorCode.transactional_id_authorization_failed
+
+
+def test_acks_zero_has_no_response():
+    plan = produce.handle(ctx(), None, produce_req({0: batch()}, acks=0))
+    assert [call.expect_response for call in plan.calls] == [False]
+    assert plan.finish([None]) is NO_RESPONSE
+
+
+def test_idempotent_produce_gets_a_physical_id_per_cluster_and_rewrites_batches():
+    c = ctx()
+    init = init_producer_id.handle(c, None, InitProducerIdRequest(
+        transactional_id=None, transaction_timeout=i32Timedelta.parse(datetime.timedelta(seconds=60)),
+        producer_id=-1, producer_epoch=-1))
+    assert (init.error_code, init.producer_id, init.producer_epoch) == (ErrorCode.none, 1000, 0)
+    req = produce_req({0: batch(1000, 0, 0)})
+    first = produce.handle(c, None, req)
+    assert first.barrier and [call.target for call in first.calls] == [AnyBroker("c1")]
+    plan = first.finish([build(response_type(22, 4), {"error_code": ErrorCode.none, "producer_id": 555,
+                                                      "producer_epoch": 2})])
+    (call,) = plan.calls
+    (h,) = rec.iter_batches(call.request.topic_data[0].partition_data[0].records)
+    assert (h.producer_id, h.producer_epoch, h.base_sequence) == (555, 2, 0)
+    assert rec.crc_ok(call.request.topic_data[0].partition_data[0].records, h)
+    # a new active segment on the same partition: the physical id is not reused
+    moved = replace(c.view, topics={"t": replace(c.view.topics["t"], partitions=(
+        PartitionChain(segments=(Segment("c1", "phys", 0, 0, 9, 0), Segment("c1", "phys", 0, 9, None, 9))),
+        *c.view.topics["t"].partitions[1:]))})
+    again = produce.handle(replace(c, view=moved), None, req)
+    assert again.barrier
+
+
+def test_transactional_init_is_refused():
+    resp = init_producer_id.handle(ctx(), None, InitProducerIdRequest(
+        transactional_id="tx", transaction_timeout=i32Timedelta.parse(datetime.timedelta(seconds=60)),
+        producer_id=-1, producer_epoch=-1))
+    assert resp.error_code == ErrorCode.transactional_id_authorization_failed
