@@ -153,10 +153,12 @@ def public(cluster: dict | None) -> dict:
     return {k: cluster.get(k) for k in ("id", "bootstrap", "state", "coordination")} if cluster else {}
 
 
-def decommission(api: FedkafkaApi, params: dict) -> None:
+def decommission(api: FedkafkaApi, params: dict, wrote: list) -> None:
+    """Decommission; appends to `wrote` on each write that reached the controller."""
     cid = params["id"]
     try:
         run = api.start_workflow("decommission", cid, drain=params["drain"])
+        wrote.append("workflow")
     except ApiError as exc:
         if exc.status not in (404, 405):
             raise
@@ -165,8 +167,11 @@ def decommission(api: FedkafkaApi, params: dict) -> None:
             current = api.cluster(cid) or {}
             if STATE_ORDER.get(current.get("state", "active"), 0) < STATE_ORDER[state]:
                 api.set_cluster_state(cid, state)
+                wrote.append(state)
     if not params["wait"]:
         return
+
+    blocked = {"why": ""}
 
     def removed():
         if run and run.get("id") is not None:
@@ -176,12 +181,17 @@ def decommission(api: FedkafkaApi, params: dict) -> None:
         elif (api.cluster(cid) or {}).get("state") != "removed":
             try:
                 api.set_cluster_state(cid, "removed")
+                wrote.append("removed")
             except ApiError as exc:
                 if exc.status != 409:  # 409: segments still on it; try again
                     raise
+                blocked["why"] = str(exc.body or exc)
         return (api.cluster(cid) or {"state": "removed"}).get("state") == "removed"
 
-    api.wait_until(removed, params["timeout"], interval=1.0, what=f"cluster {cid} to be removed")
+    try:
+        api.wait_until(removed, params["timeout"], interval=1.0, what=f"cluster {cid} to be removed")
+    except ApiError as exc:
+        raise ApiError(f"{exc}; the controller says: {blocked['why']}" if blocked["why"] else str(exc)) from None
 
 
 def main() -> None:
@@ -200,6 +210,7 @@ def main() -> None:
     )
     p = module.params
     api = FedkafkaApi.from_module(module)
+    wrote: list[str] = []  # writes that reached the controller, so a later failure still reports a change
     try:
         current = read_or_predict(module, lambda: api.cluster(p["id"]))
         if current is None and p["state"] != "absent" and not p["bootstrap"]:
@@ -222,13 +233,15 @@ def main() -> None:
         for kind, _, arg in steps:
             if kind == "put":
                 api.put_cluster(p["id"], p["bootstrap"] or current["bootstrap"], p["coordination"])
+                wrote.append("put")
             elif kind == "state":
                 api.set_cluster_state(p["id"], arg)
+                wrote.append(arg)
             else:
-                decommission(api, p)
+                decommission(api, p, wrote)
         module.exit_json(changed=True, actions=actions, cluster=api.cluster(p["id"]) or {}, diff=diff)
     except ApiError as exc:
-        module.fail_json(msg=str(exc), status=exc.status)
+        module.fail_json(msg=str(exc), status=exc.status, changed=bool(wrote))
 
 
 if __name__ == "__main__":

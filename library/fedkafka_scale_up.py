@@ -169,7 +169,14 @@ def main() -> None:
         if module.check_mode:
             module.exit_json(changed=predicted > 0, partitions_moved=predicted, active_before=before,
                              workflow={}, diff=diff)
-        run = api.start_workflow("scale_up", p["cluster"], strategy=p["strategy"]) or {}
+        try:
+            run = api.start_workflow("scale_up", p["cluster"], strategy=p["strategy"]) or {}
+        except ApiError as exc:
+            if exc.status in (404, 405):
+                raise ApiError(f"the controller at {p['controller_url']} has no workflow API (POST /v1/workflows "
+                               f"answered {exc.status}): upgrade it to a version with scale-up workflows; "
+                               f"cluster {p['cluster']} stays registered and active", status=exc.status) from None
+            raise
         workflow = run
         if p["wait"] and run.get("state") not in DONE:
             def finished():
