@@ -1,0 +1,118 @@
+"""Bad input on the consume path gets Kafka error codes and the connection stays usable (DESIGN.md 3.7).
+
+A raw protocol client (kio-encoded requests on one TCP connection) talks to a real proxy over real clusters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+
+import pytest
+from kio.schema.errors import ErrorCode
+from proxy.support import ProxyProcess, create_topic
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type
+from fedkafka.proxy.core.upstream import UpstreamConnection
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyRole, Segment, View
+
+from .support import produce_values, with_coordination
+
+pytestmark = pytest.mark.integration
+
+MAX = (1 << 63) - 1
+
+
+@pytest.fixture
+def federation(kafka_clusters, unique_name, tmp_path):
+    c1 = kafka_clusters[0]
+    physical = f"phys-{unique_name}"
+    create_topic(c1.bootstrap, physical, 2)
+    produce_values(c1.bootstrap, physical, [f"v{i}" for i in range(20)], partition=0)
+    produce_values(c1.bootstrap, physical, [f"w{i}" for i in range(20)], partition=1)
+    chains = (PartitionChain(segments=(Segment("c1", physical, 0, 0, None, 0),), leader_epoch=4),
+              PartitionChain(segments=(Segment("c1", physical, 1, 0, 10, 0), Segment("c1", physical, 1, 10, None, 10))))
+    view = View(version=1, clusters={"c1": Cluster("c1", c1.bootstrap)},
+                topics={unique_name: LogicalTopic(unique_name, uuid.uuid4().hex, chains)})
+    view = with_coordination(view, "c1", c1.bootstrap)
+    with ProxyProcess(tmp_path, view, role=ProxyRole.CPROXY) as proxy:
+        yield proxy, unique_name
+        assert proxy.alive(), proxy.output()[-3000:]
+
+
+def fetch(topic: str, partition: int, offset: int, *, max_bytes: int = 1 << 20, epoch: int = -1, session_id: int = 0):
+    return build(request_type(1, 12), {
+        "replica_id": -1, "max_wait": datetime.timedelta(milliseconds=50), "min_bytes": 1, "max_bytes": max_bytes,
+        "isolation_level": 0, "session_id": session_id, "session_epoch": -1, "rack_id": "",
+        "forgotten_topics_data": [], "topics": [{"topic": topic, "partitions": [
+            {"partition": partition, "current_leader_epoch": epoch, "fetch_offset": offset,
+             "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": max_bytes}]}]})
+
+
+def commit(group: str, topic: str, partition: int, offset: int):
+    return build(request_type(8, 8), {"group_id": group, "generation_id_or_member_epoch": -1, "member_id": "",
+                                      "group_instance_id": None, "topics": [{"name": topic, "partitions": [
+                                          {"partition_index": partition, "committed_offset": offset,
+                                           "committed_leader_epoch": -1, "committed_metadata": None}]}]})
+
+
+def list_offsets(topic: str, partition: int, timestamp: int, epoch: int = -1):
+    return build(request_type(2, 7), {"replica_id": -1, "isolation_level": 0, "topics": [
+        {"name": topic, "partitions": [{"partition_index": partition, "current_leader_epoch": epoch,
+                                        "timestamp": timestamp}]}]})
+
+
+def first_partition(response):
+    topics = getattr(response, "responses", None) or response.topics
+    return topics[0].partitions[0]
+
+
+async def exchange(bootstrap: str, requests: list) -> list:
+    host, port = bootstrap.rsplit(":", 1)
+    conn = UpstreamConnection(host, int(port), "test-client")
+    await conn.connect()
+    try:
+        return [await asyncio.wait_for(conn.send(r), 30) for r in requests]
+    finally:
+        conn.close()
+
+
+def test_bad_fetches_and_commits_get_error_codes_on_one_usable_connection(federation):
+    proxy, topic = federation
+    answers = asyncio.run(exchange(proxy.bootstrap, [
+        fetch("no-such-topic", 0, 0),
+        fetch(topic, 9, 0),
+        fetch(topic, 0, -5),
+        fetch(topic, 0, MAX),
+        fetch(topic, 0, 1 << 40),
+        fetch(topic, 0, 0, epoch=3),
+        fetch(topic, 0, 0, epoch=5),
+        fetch(topic, 0, 0, session_id=1234),
+        fetch(topic, 0, 0, max_bytes=0),
+        commit(f"g-{topic}", topic, 2, 5),
+        commit(f"g-{topic}", "no-such-topic", 0, 5),
+        commit(f"g-{topic}", topic, -1, 5),
+        list_offsets("no-such-topic", 0, -1),
+        list_offsets(topic, 0, -1, epoch=9),
+        list_offsets(topic, 0, -7),
+        fetch(topic, 0, 0),  # after all that: the connection still serves
+        fetch(topic, 1, 10),
+    ]))
+    codes = [a.error_code if i == 7 else first_partition(a).error_code for i, a in enumerate(answers)]
+    assert codes == [
+        ErrorCode.unknown_topic_or_partition, ErrorCode.unknown_topic_or_partition,
+        ErrorCode.offset_out_of_range, ErrorCode.offset_out_of_range, ErrorCode.offset_out_of_range,
+        ErrorCode.fenced_leader_epoch, ErrorCode.unknown_leader_epoch, ErrorCode.fetch_session_id_not_found,
+        ErrorCode.none,
+        ErrorCode.unknown_topic_or_partition, ErrorCode.unknown_topic_or_partition,
+        ErrorCode.unknown_topic_or_partition,
+        ErrorCode.unknown_topic_or_partition, ErrorCode.unknown_leader_epoch, ErrorCode.invalid_request,
+        ErrorCode.none, ErrorCode.none,
+    ]
+    assert first_partition(answers[8]).records  # max_bytes 0 still returns the first batch, as Kafka does
+    ok = first_partition(answers[15])
+    assert ok.high_watermark == 20 and ok.records
+    sealed_then_active = first_partition(answers[16])
+    assert sealed_then_active.high_watermark == 20 and sealed_then_active.records
