@@ -1,0 +1,192 @@
+"""Produce path: direct to one cluster vs through the fedkafka proxy, side by side in one run.
+
+Runs: the Java `kafka-producer-perf-test` (1 KB records, acks=all) flat out ("perf"), the same paced at
+2000 records/s ("paced": latency without saturation queueing), and a confluent-kafka producer ("confluent",
+1 KB, acks=all, per-message delivery latency). Both sides are warmed up first.
+Prints throughput ratio (proxy/direct), p50/p99 latency of both, and proxy CPU-seconds per GB next to
+the broker's CPU-seconds per GB (from /proc/<pid>/stat).
+
+    .venv/bin/python bench/produce_bench.py [--records 200000] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from fedkafka.kafka.cluster import start_clusters
+from fedkafka.kafka.tools import run_tool
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View
+
+RESULTS = Path(__file__).parent / "results"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of a process and its reaped children plus live children (workers)."""
+    total = 0.0
+    pids = [pid] + [int(p) for p in _children(pid)]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / TICKS  # utime stime cutime cstime
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_proxy(tmp: Path, view: View, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    view_file = tmp / "view.json"
+    view_file.write_text(json.dumps(view.to_dict()))
+    proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "pproxy", "--listen",
+                             f"127.0.0.1:{port}", "--view-file", str(view_file), "--workers", str(workers)],
+                            stdout=open(tmp / "proxy.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    for _ in range(300):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise RuntimeError("proxy did not start")
+
+
+def perf_test(bootstrap: str, topic: str, records: int, throughput: int = -1) -> dict:
+    out = run_tool("kafka-producer-perf-test", "--topic", topic, "--num-records", str(records), "--record-size",
+                   "1024", "--throughput", str(throughput), "--producer-props", f"bootstrap.servers={bootstrap}",
+                   "acks=all", "linger.ms=5", "batch.size=65536", timeout=900).stdout
+    last = [line for line in out.splitlines() if "records sent" in line][-1]
+    num = [float(x) for x in re.findall(r"([\d.]+) (?:records/sec|ms avg|ms 50th|ms 99th)", last)]
+    return {"records_per_s": num[0], "avg_ms": num[1], "p50_ms": num[2], "p99_ms": num[3], "line": last}
+
+
+def confluent_run(bootstrap: str, topic: str, records: int) -> dict:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 65536,
+                         "queue.buffering.max.messages": 200000})
+    latencies: list[float] = []
+    payload = os.urandom(1024)
+
+    def on_delivery(err, _msg, sent=None):
+        if err is None:
+            latencies.append(time.perf_counter() - sent)
+
+    start = time.perf_counter()
+    for _ in range(records):
+        sent = time.perf_counter()
+        while True:
+            try:
+                producer.produce(topic, payload, on_delivery=lambda e, m, s=sent: on_delivery(e, m, s))
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(300)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {"records_per_s": len(latencies) / elapsed, "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)], "acked": len(latencies)}
+
+
+def measure(label: str, fn, bootstrap: str, topic: str, records: int, broker_pid: int, proxy_pid: int | None):
+    b0, p0 = cpu_seconds(broker_pid), cpu_seconds(proxy_pid) if proxy_pid else 0.0
+    result = fn(bootstrap, topic, records)
+    gb = records * 1024 / 1e9
+    result["broker_cpu_s_per_gb"] = (cpu_seconds(broker_pid) - b0) / gb
+    if proxy_pid:
+        result["proxy_cpu_s_per_gb"] = (cpu_seconds(proxy_pid) - p0) / gb
+    print(f"  {label}: {result['records_per_s']:.0f} rec/s, p50 {result['p50_ms']:.1f} ms, "
+          f"p99 {result['p99_ms']:.1f} ms", flush=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="produce-bench-"))
+    (cluster,) = start_clusters(["b1"], tmp / "kafka")
+    proxy = None
+    try:
+        topics = {}
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        for run in ("warmup", "perf", "paced", "confluent"):
+            for target in ("direct", "proxy"):
+                name = f"bench-{run}-{target}-{uuid.uuid4().hex[:6]}"
+                fut = admin.create_topics([NewTopic(name, 4, 1)])
+                fut[name].result(30)
+                topics[(run, target)] = name
+        view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, topics={
+            name: LogicalTopic(name, uuid.uuid4().hex, tuple(
+                PartitionChain(segments=(Segment("b1", name, p, 0, None, 0),)) for p in range(4)))
+            for name in topics.values()})
+        proxy, proxy_bootstrap = start_proxy(tmp, view, args.workers)
+        time.sleep(1.0)
+        results: dict = {"records": args.records, "record_bytes": 1024, "workers": args.workers}
+        for target, bootstrap in (("direct", cluster.bootstrap), ("proxy", proxy_bootstrap)):
+            perf_test(bootstrap, topics[("warmup", target)], 20000)  # JIT and connections warm for both sides
+
+        def paced(bootstrap: str, topic: str, records: int) -> dict:
+            # latency at a rate both sides sustain: the added latency, not queueing at saturation
+            return perf_test(bootstrap, topic, records, throughput=2000)
+
+        for run, fn in (("perf", perf_test), ("paced", paced), ("confluent", confluent_run)):
+            print(f"{run}:", flush=True)
+            records = args.records if run != "paced" else min(args.records, 20000)
+            results[run] = {
+                "direct": measure("direct", fn, cluster.bootstrap, topics[(run, "direct")], records,
+                                  cluster.pid, None),
+                "proxy": measure("proxy ", fn, proxy_bootstrap, topics[(run, "proxy")], records,
+                                 cluster.pid, proxy.pid),
+            }
+        print_table(results)
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / f"produce-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        out.write_text(json.dumps(results, indent=2))
+        print(f"wrote {out}")
+    finally:
+        if proxy is not None:
+            proxy.send_signal(signal.SIGTERM)
+            proxy.wait(30)
+        cluster.stop()
+
+
+def print_table(results: dict) -> None:
+    print()
+    print(f"{'producer':<10} {'direct rec/s':>12} {'proxy rec/s':>12} {'ratio':>6} {'p50 d/p ms':>13} "
+          f"{'p99 d/p ms':>13} {'proxy CPU s/GB':>15} {'broker CPU s/GB':>16}")
+    for run in ("perf", "paced", "confluent"):
+        d, p = results[run]["direct"], results[run]["proxy"]
+        print(f"{run:<10} {d['records_per_s']:>12.0f} {p['records_per_s']:>12.0f} "
+              f"{p['records_per_s'] / d['records_per_s']:>6.2f} {d['p50_ms']:>6.1f}/{p['p50_ms']:<6.1f} "
+              f"{d['p99_ms']:>6.1f}/{p['p99_ms']:<6.1f} {p['proxy_cpu_s_per_gb']:>15.2f} "
+              f"{p['broker_cpu_s_per_gb']:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()
