@@ -10,7 +10,7 @@ from typing import Literal
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from fedkafka.controller.errors import ControllerError
@@ -64,7 +64,7 @@ def create_app(controller: Controller, token: str, background: bool = True) -> F
 
     app = FastAPI(title="fedkafka controller", version="1", lifespan=lifespan)
 
-    def auth(authorization: str | None = Header(default=None)) -> None:
+    async def auth(authorization: str | None = Header(default=None)) -> None:  # async: no threadpool hop
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
             raise ControllerError("missing or wrong bearer token", status=401)
@@ -104,13 +104,33 @@ def create_app(controller: Controller, token: str, background: bool = True) -> F
                 return Response(body, media_type="application/json")
         return Response(pub.body, media_type="application/json")
 
+    @app.get("/v1/view/stream", dependencies=[api])
+    async def stream_view(after: int = -1, keepalive_ms: int = Query(15_000, ge=100, le=MAX_WAIT_MS)):
+        """Subscription as a stream: one JSON view per line whenever the version grows past the last sent
+        (an empty line every keepalive_ms). Far cheaper per change than a long-poll round trip."""
+        pub = controller.publisher
+
+        async def lines():
+            sent = after
+            while True:
+                if await pub.wait_newer(sent, keepalive_ms / 1000):
+                    view, body = pub.view, pub.body
+                    sent = view.version
+                    yield body + b"\n"
+                else:
+                    yield b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
     @app.post("/v1/proxies", dependencies=[api])
     def register_proxy(body: ProxyBody):
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool)
 
     @app.post("/v1/proxies/{node_id}/heartbeat", dependencies=[api])
-    def heartbeat(node_id: int, body: HeartbeatBody):
-        return controller.heartbeat(node_id, body.applied_version, body.load)
+    async def heartbeat(node_id: int, body: HeartbeatBody):
+        # a known live proxy is renewed in memory, on the loop; others need the database (threadpool)
+        return (controller.renew_lease(node_id, body.applied_version, body.load)
+                or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load))
 
     @app.get("/v1/proxies", dependencies=[api])
     def proxies(client_id: str = ""):

@@ -23,11 +23,15 @@ def coordination_cluster(clusters: list[ClusterRow]) -> str | None:
 def build_view(session: Session, now: float, federation_id: str = "fedkafka") -> View:
     clusters = list(session.scalars(select(ClusterRow).order_by(ClusterRow.ordinal)))
     topics = list(session.scalars(select(TopicRow).order_by(TopicRow.name)))
-    chains = {(c.topic, c.partition): c for c in session.scalars(select(ChainRow))}
+    # plain rows, not ORM objects, for the bulk: a federation has tens of thousands of segments
+    chains = {(t, p): (epoch, frozen) for t, p, epoch, frozen in
+              session.execute(select(ChainRow.topic, ChainRow.partition, ChainRow.leader_epoch, ChainRow.frozen))}
     segments: dict[tuple[str, int], list[Segment]] = defaultdict(list)
-    for s in session.scalars(select(SegmentRow).order_by(SegmentRow.topic, SegmentRow.partition, SegmentRow.seq)):
-        segments[(s.topic, s.partition)].append(Segment(s.cluster, s.physical_topic, s.physical_partition,
-                                                        s.phys_start, s.phys_end, s.logical_base))
+    for topic, partition, *fields in session.execute(
+            select(SegmentRow.topic, SegmentRow.partition, SegmentRow.cluster, SegmentRow.physical_topic,
+                   SegmentRow.physical_partition, SegmentRow.phys_start, SegmentRow.phys_end, SegmentRow.logical_base)
+            .order_by(SegmentRow.topic, SegmentRow.partition, SegmentRow.seq)):
+        segments[(topic, partition)].append(Segment(*fields))
     proxies = session.scalars(select(ProxyRow).where(ProxyRow.lease_expires > now).order_by(ProxyRow.node_id))
     return View(
         version=0,
@@ -42,6 +46,6 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka") ->
     )
 
 
-def _chain(row: ChainRow | None, segments: list[Segment]) -> PartitionChain:
-    return PartitionChain(segments=tuple(segments), leader_epoch=row.leader_epoch if row else 0,
-                          frozen=bool(row and row.frozen))
+def _chain(row: tuple[int, bool] | None, segments: list[Segment]) -> PartitionChain:
+    epoch, frozen = row or (0, False)
+    return PartitionChain(segments=tuple(segments), leader_epoch=epoch, frozen=bool(frozen))
