@@ -28,32 +28,79 @@ MODE = os.environ.get("BENCH_MODE", "stream")
 TOKEN = "bench-token"
 
 
+class RawHttp:
+    """Minimal HTTP/1.1 keep-alive client on asyncio streams: a subscriber this light leaves the CPU
+    to the controller (the thing measured) on a 2-core machine shared with everything else."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+
+    async def connect(self) -> RawHttp:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    def send(self, method: str, path: str, body: bytes = b"") -> None:
+        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    async def head(self) -> tuple[int, dict[str, str]]:
+        status = int((await self.reader.readline()).split()[1])
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            k, _, v = line.decode().partition(":")
+            headers[k.strip().lower()] = v.strip()
+        return status, headers
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        self.send(method, path, body)
+        status, headers = await self.head()
+        if headers.get("transfer-encoding") == "chunked":
+            return status, b"".join([c async for c in self.chunks()])
+        return status, await self.reader.readexactly(int(headers.get("content-length", 0)))
+
+    async def chunks(self):
+        while size := int((await self.reader.readline()).strip(), 16):
+            data = await self.reader.readexactly(size)
+            await self.reader.readexactly(2)
+            yield data
+        await self.reader.readexactly(2)
+
+
 async def subscriber_process(url: str, first: int, count: int) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    limits = httpx.Limits(max_connections=count * 2 + 4, max_keepalive_connections=count * 2 + 4)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as http:
-        async def one(i: int) -> None:
-            reg = (await http.post("/v1/proxies", json={"instance_id": f"bench-{i}", "host": "127.0.0.1",
-                                                        "port": 20000 + i, "role": "both", "pool": "bench"})).json()
-            version = (await http.get("/v1/view")).json()["version"]
-            print(f"ready {i} {version}", flush=True)
-            async def applied(body: bytes) -> None:
-                nonlocal version
-                version = json.loads(body)["version"]  # "applied": parsed the full view
-                print(f"applied {i} {version} {time.time():.6f}", flush=True)
-                await http.post(f"/v1/proxies/{reg['node_id']}/heartbeat", json={"applied_version": version})
+    host, port = url.split("//")[1].split(":")
 
-            if MODE == "stream":
-                async with http.stream("GET", "/v1/view/stream", params={"after": version}) as resp:
-                    async for line in resp.aiter_lines():
-                        if line.strip():
-                            await applied(line.encode())
-            while True:
-                resp = await http.get("/v1/view", params={"after": version, "wait_ms": 20000})
-                if resp.status_code != 204:
-                    await applied(resp.content)
+    async def one(i: int) -> None:
+        ctl, stream = await RawHttp(host, int(port)).connect(), await RawHttp(host, int(port)).connect()
+        _, body = await ctl.request("POST", "/v1/proxies", json.dumps({
+            "instance_id": f"bench-{i}", "host": "127.0.0.1", "port": 20000 + i, "role": "both",
+            "pool": "bench"}).encode())
+        node_id = json.loads(body)["node_id"]
+        version = json.loads((await ctl.request("GET", "/v1/view"))[1])["version"]
+        print(f"ready {i} {version}", flush=True)
 
-        await asyncio.gather(*(one(i) for i in range(first, first + count)))
+        async def applied(view: bytes) -> None:
+            nonlocal version
+            version = json.loads(view)["version"]  # "applied": parsed the full view
+            print(f"applied {i} {version} {time.time():.6f}", flush=True)
+            await ctl.request("POST", f"/v1/proxies/{node_id}/heartbeat",
+                              json.dumps({"applied_version": version}).encode())
+
+        if MODE == "stream":
+            stream.send("GET", f"/v1/view/stream?after={version}")
+            await stream.head()
+            pending = b""
+            async for chunk in stream.chunks():
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    if line.strip():
+                        await applied(line)
+        while True:
+            status, view = await stream.request("GET", f"/v1/view?after={version}&wait_ms=20000")
+            if status == 200:
+                await applied(view)
+
+    await asyncio.gather(*(one(i) for i in range(first, first + count)))
 
 
 def main() -> None:
