@@ -6,6 +6,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import socket
 from typing import Any
 
 from fedkafka.protocol import codec
@@ -34,6 +35,9 @@ class UpstreamConnection:
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, limit=1 << 20), CONNECT_TIMEOUT_S)
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:  # small produce requests must not wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader_task = asyncio.create_task(self._read_loop(), name=f"upstream-{self.label}")
 
     def send(self, request: Any, expect_response: bool = True) -> asyncio.Future | None:
