@@ -128,13 +128,15 @@ def main() -> None:
     deadline = started + p["timeout"]
     last_error = ""
     while True:
+        info = None
         try:
             info = read_metadata(p["bootstrap"], min(5.0, max(1.0, deadline - time.monotonic())))
+        except Exception as exc:  # KafkaException while a broker boots or is unreachable
+            last_error = str(exc)
+        if info is not None:
             if len(info["brokers"]) >= p["min_brokers"]:
                 module.exit_json(changed=False, ready=True, elapsed=round(time.monotonic() - started, 2), **info)
             last_error = f"{len(info['brokers'])} broker(s) in Metadata, {p['min_brokers']} wanted"
-        except Exception as exc:  # KafkaException while a broker boots or is unreachable
-            last_error = str(exc)
         if not p["wait"] or time.monotonic() >= deadline:
             break
         time.sleep(0.5)

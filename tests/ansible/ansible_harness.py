@@ -27,7 +27,7 @@ from ansible.module_utils.fedkafka_api import ApiError, FedkafkaApi  # noqa: E40
 __all__ = ["ApiError", "FedkafkaApi", "run_module"]
 
 
-class ModuleExit(Exception):
+class ModuleExit(BaseException):  # like SystemExit: a module's `except Exception` must not catch it
     def __init__(self, result: dict):
         super().__init__(json.dumps(result, default=str))
         self.result = result

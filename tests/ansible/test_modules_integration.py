@@ -1,0 +1,83 @@
+"""The fedkafka modules against a real controller (`fedkafka controller`) and real Kafka clusters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from ansible_harness import run_module as run
+
+from fedkafka.kafka.cluster import free_port
+
+pytestmark = pytest.mark.integration
+TOKEN = "integration-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory):
+    root = tmp_path_factory.mktemp("controller")
+    token_file = root / "token"
+    token_file.write_text(TOKEN + "\n")
+    port = free_port()
+    fedkafka = Path(sys.executable).with_name("fedkafka")
+    with open(root / "controller.log", "wb") as log:
+        proc = subprocess.Popen([str(fedkafka), "controller", "--db", f"sqlite:///{root / 'db.sqlite'}",
+                                 "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
+                                 "--scan-interval", "1"], stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"controller did not start:\n{(root / 'controller.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+    yield {"controller_url": url, "token": TOKEN}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_cluster_register_is_idempotent_and_check_mode_writes_nothing(controller, kafka_clusters):
+    c1, c2 = kafka_clusters[0], kafka_clusters[1]
+    failed, result = run("fedkafka_cluster", {**controller, "id": "c1", "bootstrap": c1.bootstrap,
+                                               "coordination": True})
+    assert not failed and result["changed"], result
+    failed, result = run("fedkafka_cluster", {**controller, "id": "c1", "bootstrap": c1.bootstrap})
+    assert not failed and not result["changed"], result
+
+    failed, result = run("fedkafka_cluster", {**controller, "id": "c2", "bootstrap": c2.bootstrap}, check_mode=True)
+    assert not failed and result["changed"] and result["actions"] == [f"register c2 at {c2.bootstrap}"]
+    _, info = run("fedkafka_info", {**controller})
+    assert [c["id"] for c in info["clusters"]] == ["c1"]  # check mode registered nothing
+
+
+def test_topic_create_grow_refuse_shrink(controller, kafka_clusters, unique_name):
+    run("fedkafka_cluster", {**controller, "id": "c1", "bootstrap": kafka_clusters[0].bootstrap, "coordination": True})
+    args = {**controller, "name": unique_name, "partitions": 2}
+    failed, result = run("fedkafka_topic", args)
+    assert not failed and result["changed"], result
+    failed, result = run("fedkafka_topic", args)
+    assert not failed and not result["changed"], result
+    failed, result = run("fedkafka_topic", {**args, "partitions": 1})
+    assert failed and f"refusing to shrink topic {unique_name} from 2 to 1" in result["msg"]
+    _, info = run("fedkafka_info", {**controller})
+    assert unique_name in [t["name"] for t in info["topics"]]
+    assert info["view_version"] >= 1
+
+
+def test_bad_token_is_a_clear_error(controller):
+    failed, result = run("fedkafka_info", {**controller, "token": "wrong-token-wrong-token"})
+    assert failed and "HTTP 401" in result["msg"]
+
+
+def test_kafka_broker_info_reads_a_real_cluster(kafka_clusters):
+    failed, result = run("kafka_broker_info", {"bootstrap": kafka_clusters[0].bootstrap, "wait": True,
+                                               "timeout": 30})
+    assert not failed and result["ready"] and result["brokers"][0]["port"] == kafka_clusters[0].port
