@@ -1,0 +1,220 @@
+"""Consume handlers as pure functions: `handle` builds upstream calls, `finish` turns hand-made physical
+answers into logical ones. No sockets, no brokers."""
+
+from __future__ import annotations
+
+import datetime
+import struct
+import uuid
+
+import crc32c
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.proxy.handlers import fetch, groups, list_offsets, offset_for_leader_epoch
+from fedkafka.proxy.plan import UNANSWERED, Broker, Context, Plan, UpstreamError
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
+
+CHAIN = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 5, 45, 30),
+                                 Segment("c3", "t", 1, 3, None, 70)), leader_epoch=2)
+IDENTITY = PartitionChain(segments=(Segment("c1", "t", 1, 0, None, 0),))
+VIEW = View(version=3, clusters={c: Cluster(c, f"{c}:9092") for c in ("c1", "c2", "c3")},
+            topics={"log": LogicalTopic("log", uuid.uuid4().hex, (CHAIN, IDENTITY))}, coordination_cluster="c1",
+            proxies=(ProxyInfo(1, "p1", 9092, ProxyRole.CPROXY), ProxyInfo(2, "p2", 9092, ProxyRole.CPROXY),
+                     ProxyInfo(3, "p3", 9092, ProxyRole.PPROXY)))
+
+
+class Physical:
+    def __init__(self, down=()):
+        self.down = set(down)
+        self.refreshed: list[str] = []
+
+    def leader(self, cluster, topic, partition):
+        return 7
+
+    def reachable(self, cluster):
+        return cluster not in self.down
+
+    def request_refresh(self, cluster):
+        self.refreshed.append(cluster)
+
+
+def ctx(physical=None, me=VIEW.proxies[0]) -> Context:
+    return Context(view=VIEW, me=me, advertised={}, physical=physical or Physical(), producer_ids=None)
+
+
+def batch(base_offset: int, count: int) -> bytes:
+    body = struct.pack(">hiqqqhii", 0, count - 1, 0, 0, -1, -1, -1, count) + b"r" * 8
+    return struct.pack(">qiibI", base_offset, 9 + len(body), 0, 2, crc32c.crc32c(body)) + body
+
+
+def fetch_request(*parts: tuple[str, int, int], max_bytes: int = 1 << 20):
+    return build(request_type(1, 12), {
+        "replica_id": -1, "max_wait": datetime.timedelta(milliseconds=500), "min_bytes": 1, "max_bytes": max_bytes,
+        "isolation_level": 0, "session_id": 0, "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
+        "topics": [{"topic": t, "partitions": [{"partition": p, "current_leader_epoch": -1, "fetch_offset": o,
+                                                 "last_fetched_epoch": -1, "log_start_offset": -1,
+                                                 "partition_max_bytes": 1 << 20}]} for t, p, o in parts]})
+
+
+def fetch_answer(topic: str, partition: int, records: bytes, hw: int, log_start: int = 0):
+    return build(response_type(1, 12), {"responses": [{"topic": topic, "partitions": [
+        {"partition_index": partition, "error_code": ErrorCode.none, "high_watermark": hw,
+         "last_stable_offset": hw, "log_start_offset": log_start, "aborted_transactions": None,
+         "preferred_read_replica": -1, "records": records}]}]})
+
+
+def partitions(response) -> dict:
+    return {(t.topic, p.partition_index): p for t in response.responses for p in t.partitions}
+
+
+def test_fetch_in_a_moved_segment_reads_physical_and_answers_logical():
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 40)))
+    (call,) = plan.calls
+    assert call.target == Broker("c2", 7) and call.dedicated
+    up = call.request.topics[0].partitions[0]
+    assert (call.request.topics[0].topic, up.partition, up.fetch_offset, up.current_leader_epoch) == ("t", 0, 15, -1)
+    out = partitions(plan.finish([fetch_answer("t", 0, batch(15, 10) + batch(25, 20) + batch(45, 3), hw=48)]))
+    p = out[("log", 0)]
+    assert p.error_code == ErrorCode.none and p.high_watermark == 70 and p.log_start_offset == 0
+    from fedkafka.protocol.records import iter_batches
+    assert [h.base_offset for h in iter_batches(p.records)] == [40, 50]  # the batch past the seal is gone
+
+
+def test_fetch_at_a_seal_moves_to_the_next_segment():
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 30)))
+    assert plan.calls[0].target == Broker("c2", 7) and plan.calls[0].request.topics[0].partitions[0].fetch_offset == 5
+
+
+def test_fetch_over_two_clusters_finishes_early_and_leaves_the_slow_one_unanswered():
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 75), ("log", 1, 0)))
+    assert len(plan.calls) == 2 and plan.return_early is not None
+    data = fetch_answer("t", 1, batch(0, 3), hw=3)
+    assert plan.return_early(data)
+    assert not plan.return_early(fetch_answer("t", 1, b"", hw=3))
+    results = [UNANSWERED if c.target.cluster == "c3" else data for c in plan.calls]
+    out = partitions(plan.finish(results))
+    assert out[("log", 1)].records and out[("log", 0)].error_code == ErrorCode.none
+    assert out[("log", 0)].records == b"" and out[("log", 0)].high_watermark == -1
+
+
+def test_fetch_respects_max_bytes_across_clusters_but_always_returns_one_batch():
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 75), ("log", 1, 0), max_bytes=10))
+    answers = {"c3": fetch_answer("t", 1, batch(8, 2), hw=28), "c1": fetch_answer("t", 1, batch(0, 3), hw=3)}
+    out = partitions(plan.finish([answers[c.target.cluster] for c in plan.calls]))
+    assert sum(1 for p in out.values() if p.records) == 1
+
+
+def test_fetch_unreachable_cluster_is_retriable_for_its_partitions_only():
+    phys = Physical(down={"c3"})
+    plan = fetch.handle(ctx(phys), None, fetch_request(("log", 0, 75), ("log", 1, 0)))
+    assert [c.target.cluster for c in plan.calls] == ["c1"]
+    out = partitions(plan.finish([UpstreamError("c1", "lost")]))
+    assert out[("log", 0)].error_code == ErrorCode.not_leader_or_follower
+    assert out[("log", 1)].error_code == ErrorCode.not_leader_or_follower
+    assert "c3" in phys.refreshed and "c1" in phys.refreshed
+
+
+def list_request(*parts: tuple[int, int]):
+    return build(request_type(2, 7), {"replica_id": -1, "isolation_level": 0, "topics": [
+        {"name": "log", "partitions": [{"partition_index": p, "current_leader_epoch": -1, "timestamp": ts}
+                                       for p, ts in parts]}]})
+
+
+def list_answers(calls, values: dict) -> list:
+    """values[(cluster, partition, timestamp)] = (offset, timestamp)."""
+    out = []
+    for call in calls:
+        out.append(build(response_type(2, 7), {"topics": [{"name": t.name, "partitions": [
+            {"partition_index": p.partition_index, "error_code": ErrorCode.none,
+             "offset": values[(call.target.cluster, p.partition_index, p.timestamp)][0],
+             "timestamp": values[(call.target.cluster, p.partition_index, p.timestamp)][1]}
+            for p in t.partitions]} for t in call.request.topics]}))
+    return out
+
+
+def test_list_offsets_earliest_skips_an_expired_segment_and_latest_reads_the_active_one():
+    plan = list_offsets.handle(ctx(), None, list_request((0, -2)))
+    values = {("c1", 0, -2): (30, -1), ("c2", 0, -2): (0, -1), ("c3", 1, -2): (0, -1)}
+    (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+    assert p.offset == 30 and p.leader_epoch == 2
+    plan = list_offsets.handle(ctx(), None, list_request((0, -1), (1, -1)))
+    values = {("c3", 1, -1): (28, -1), ("c1", 1, -1): (12, -1)}
+    got = {p.partition_index: p.offset for p in plan.finish(list_answers(plan.calls, values)).topics[0].partitions}
+    assert got == {0: 95, 1: 12}
+
+
+def test_list_offsets_by_timestamp_clamps_to_the_segment_start():
+    plan = list_offsets.handle(ctx(), None, list_request((0, 1500)))
+    values = {("c1", 0, 1500): (31, 9000), ("c2", 0, 1500): (0, 1500), ("c3", 1, 1500): (0, 1500)}
+    (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+    assert (p.offset, p.timestamp) == (30, 1500)
+
+
+def test_offset_for_leader_epoch_answers_the_logical_log_end():
+    req = build(request_type(23, 4), {"replica_id": -1, "topics": [{"topic": "log", "partitions": [
+        {"partition": 0, "current_leader_epoch": 2, "leader_epoch": 1},
+        {"partition": 1, "current_leader_epoch": 1, "leader_epoch": 0}]}]})
+    plan = offset_for_leader_epoch.handle(ctx(), None, req)
+    (call,) = plan.calls
+    assert call.target.cluster == "c3"
+    out = {p.partition: p for p in plan.finish(list_answers([call], {("c3", 1, -1): (28, -1)})).topics[0].partitions}
+    assert (out[0].leader_epoch, out[0].end_offset) == (1, 95)
+    assert out[1].error_code == ErrorCode.unknown_leader_epoch
+
+
+def test_find_coordinator_answers_a_consume_proxy_stable_per_group():
+    req = build(request_type(10, 4), {"key_type": 0, "coordinator_keys": [f"g{i}" for i in range(20)]})
+    answers = groups.handle(ctx(), None, req).coordinators
+    assert {a.node_id for a in answers} == {1, 2}  # never the produce-only proxy 3
+    again = groups.handle(ctx(me=VIEW.proxies[1]), None, req).coordinators
+    assert [a.node_id for a in answers] == [a.node_id for a in again]
+    txn = groups.handle(ctx(), None, build(request_type(10, 4), {"key_type": 1, "coordinator_keys": ["tx"]}))
+    assert txn.coordinators[0].error_code == ErrorCode.transactional_id_authorization_failed
+
+
+def test_offset_commit_goes_to_the_shadow_topic_and_refuses_partitions_beyond_p():
+    req = build(request_type(8, 8), {"group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m",
+                                     "group_instance_id": None, "topics": [{"name": "log", "partitions": [
+                                         {"partition_index": 1, "committed_offset": 5, "committed_leader_epoch": -1,
+                                          "committed_metadata": None},
+                                         {"partition_index": 8, "committed_offset": 5, "committed_leader_epoch": -1,
+                                          "committed_metadata": None}]}]})
+    lookup = groups.handle(ctx(), None, req)
+    assert lookup.barrier
+    found = build(response_type(10, 4), {"coordinators": [{"key": "g", "node_id": 4, "host": "h", "port": 1,
+                                                            "error_code": ErrorCode.none}]})
+    forward = lookup.finish([found])
+    assert isinstance(forward, Plan)
+    (call,) = forward.calls
+    assert call.target == Broker("c1", 4)
+    assert [(t.name, [p.partition_index for p in t.partitions]) for t in call.request.topics] == [
+        ("__fedkafka-shadow-log", [1])]
+    answer = build(response_type(8, 8), {"topics": [{"name": "__fedkafka-shadow-log", "partitions": [
+        {"partition_index": 1, "error_code": ErrorCode.none}]}]})
+    out = forward.finish([answer])
+    assert sorted((t.name, p.partition_index, p.error_code) for t in out.topics for p in t.partitions) == [
+        ("log", 1, ErrorCode.none), ("log", 8, ErrorCode.unknown_topic_or_partition)]
+    lost = forward.finish([UpstreamError("c1", "gone")])
+    assert {p.error_code for t in lost.topics for p in t.partitions} == {ErrorCode.coordinator_not_available}
+
+
+def test_offset_fetch_hides_non_shadow_topics_and_join_group_gets_its_own_connection():
+    req = build(request_type(9, 7), {"group_id": "g", "topics": None, "require_stable": False})
+    found = build(response_type(10, 4), {"coordinators": [{"key": "g", "node_id": 4, "host": "h", "port": 1,
+                                                            "error_code": ErrorCode.none}]})
+    forward = groups.handle(ctx(), None, req).finish([found])
+    answer = build(response_type(9, 7), {"error_code": ErrorCode.none, "topics": [
+        {"name": "__fedkafka-shadow-log", "partitions": [{"partition_index": 0, "committed_offset": 42,
+                                                          "committed_leader_epoch": 2, "metadata": "",
+                                                          "error_code": ErrorCode.none}]},
+        {"name": "someone-elses", "partitions": []}]})
+    out = forward.finish([answer])
+    assert [(t.name, t.partitions[0].committed_offset) for t in out.topics] == [("log", 42)]
+    join = build(request_type(11, 9), {"group_id": "g", "session_timeout": datetime.timedelta(seconds=10),
+                                       "rebalance_timeout": datetime.timedelta(seconds=60), "member_id": "",
+                                       "group_instance_id": None, "protocol_type": "consumer", "protocols": [],
+                                       "reason": None})
+    (call,) = groups.handle(ctx(), None, join).finish([found]).calls
+    assert call.dedicated and call.timeout_s >= 60
