@@ -77,6 +77,7 @@ def controller(
     if scan_interval <= 0 or lease_ms < 100:
         _fail("--scan-interval must be > 0 and --lease-ms >= 100", 2)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
 
     from fedkafka.controller.app import create_app
