@@ -102,7 +102,7 @@ def rewrite_all_producers(records: bytes, producer_id: int, producer_epoch: int)
     out = bytearray(records)
     for h in list(iter_batches(out)):
         rewrite_producer(out, h, producer_id, producer_epoch)
-    return bytes(out)
+    return out  # kio writes any bytes-like: no extra copy
 
 
 def first_producer(records: bytes | bytearray | memoryview) -> tuple[int, int, bool] | None:
@@ -116,7 +116,7 @@ _I32 = struct.Struct(">i")
 _EPOCH_AT = 12
 
 
-def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoch: int) -> bytes:
+def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoch: int) -> bytes | bytearray:
     """A fetch answer's batches as a reader of the logical partition must see them (DESIGN.md 4).
 
     Drops batches starting at or beyond `phys_end` (the seal; batches never straddle it), adds `delta`
@@ -141,4 +141,4 @@ def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoc
         _I64.pack_into(out, h.position, h.base_offset + delta)
         if _I32.unpack_from(out, h.position + _EPOCH_AT)[0] > max_epoch:
             _I32.pack_into(out, h.position + _EPOCH_AT, max_epoch)
-    return bytes(out)
+    return out  # kio writes any bytes-like: no extra copy
