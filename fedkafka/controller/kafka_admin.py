@@ -10,7 +10,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -18,6 +18,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
 )
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,24 @@ class KafkaAdmin:
         except KafkaException as e:
             raise _classify(cluster, e.args[0]) from None
         return True
+
+    def log_offsets(self, cluster: str, bootstrap: str, partitions: list[tuple[str, int]]) -> dict[
+            tuple[str, int], tuple[int, int]]:
+        """(log start, log end) of each physical partition that answered; the others are left out."""
+        if not partitions:
+            return {}
+        admin = self.client(cluster, bootstrap)
+        answers: dict[str, dict] = {}
+        for name, spec in (("start", OffsetSpec.earliest()), ("end", OffsetSpec.latest())):
+            futures = admin.list_offsets({TopicPartition(t, p): spec for t, p in partitions},
+                                         request_timeout=self.timeout)
+            answers[name] = {}
+            for tp, fut in futures.items():
+                try:
+                    answers[name][(tp.topic, tp.partition)] = fut.result(timeout=self.timeout + 2).offset
+                except (KafkaException, TimeoutError):
+                    continue
+        return {k: (answers["start"][k], v) for k, v in answers["end"].items() if k in answers["start"]}
 
     def set_topic_config(self, cluster: str, bootstrap: str, name: str, config: dict[str, str]) -> None:
         entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]

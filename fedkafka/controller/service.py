@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaException
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -77,6 +78,7 @@ class Controller:
         self._leases: dict[int, tuple[float, int]] = {}  # node id -> (lease expiry, applied version)
         self._pending: dict[int, tuple[float, int, dict]] = {}  # heartbeats not yet in the database
         self._stop = threading.Event()
+        self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self._threads: list[threading.Thread] = []
         self.compose()
 
@@ -245,9 +247,17 @@ class Controller:
         chains = [] if topic is None else [
             {"partition": p, "leader_epoch": c.leader_epoch, "frozen": c.frozen,
              "segments": [{"cluster": g.cluster, "topic": g.topic, "partition": g.partition, "phys_start": g.phys_start,
-                           "phys_end": g.phys_end, "logical_base": g.logical_base, "active": g.active}
-                          for g in c.segments]} for p, c in enumerate(topic.partitions)]
+                           "phys_end": g.phys_end, "logical_base": g.logical_base, "active": g.active,
+                           **self._scanned(g)} for g in c.segments]} for p, c in enumerate(topic.partitions)]
         return {**summary, "chains": chains}
+
+    def _scanned(self, seg) -> dict[str, int]:
+        """Last scanned physical log start/end of an active segment, and the logical end they imply."""
+        found = self.log_offsets.get((seg.cluster, seg.topic, seg.partition)) if seg.active else None
+        if found is None:
+            return {}
+        return {"physical_log_start": found[0], "physical_log_end": found[1],
+                "logical_end": seg.to_logical(max(found[1], seg.phys_start))}
 
     def put_topic(self, name: str, partitions: int, placement: str, config: dict[str, str]) -> tuple[dict, bool]:
         _check_topic(name, partitions, placement, config)
@@ -486,6 +496,8 @@ class Controller:
             s.commit()
         bootstrap = {c.id: c.bootstrap for c in clusters}
         for scan in scans:
+            if scan.reachable:
+                self._scan_offsets(scan.cluster, bootstrap[scan.cluster])
             for topic, (partitions, config) in needed.get(scan.cluster, {}).items():
                 if scan.reachable and scan.topics.get(topic, 0) < partitions:
                     try:
@@ -495,6 +507,19 @@ class Controller:
                         log.warning("cannot create %s on %s: %s", topic, scan.cluster, e)
         self.compose()
         return scans
+
+    def _scan_offsets(self, cluster: str, bootstrap: str) -> None:
+        """Log start/end of the physical partitions holding active segments (what a seal and a describe need)."""
+        with self.session() as s:
+            parts = list(s.execute(select(SegmentRow.physical_topic, SegmentRow.physical_partition)
+                                   .where(SegmentRow.cluster == cluster, SegmentRow.phys_end.is_(None))))
+        try:
+            found = self.kafka.log_offsets(cluster, bootstrap, [(t, p) for t, p in parts])
+        except KafkaException as e:
+            log.warning("offsets of %s not read: %s", cluster, e)
+            return
+        for (topic, partition), offsets in found.items():
+            self.log_offsets[(cluster, topic, partition)] = offsets
 
     def _needed_topics(self, s, clusters) -> dict[str, dict[str, tuple[int, dict]]]:
         needed: dict[str, dict[str, tuple[int, dict]]] = {}

@@ -49,6 +49,9 @@ class RecordingKafka(KafkaAdmin):
     def set_topic_config(self, cluster, bootstrap, name, config):
         pass
 
+    def log_offsets(self, cluster, bootstrap, partitions):
+        return {}
+
     def delete_topic(self, cluster, bootstrap, name):
         self.created.pop((cluster, name), None)
 

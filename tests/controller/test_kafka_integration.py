@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from fedkafka.kafka.cluster import free_port
@@ -98,6 +99,19 @@ def test_topic_create_through_the_cli_makes_real_physical_and_shadow_topics(kafk
     assert [(c["segments"][0]["cluster"], c["segments"][0]["partition"]) for c in topic["chains"]] == \
         [("c1", i) for i in range(4)] + [("c2", i) for i in range(4)]
     assert json.loads(ctl.cli("view", "show", "--json").stdout)["version"] == v_before + 1
+    # the scan reads log offsets: 5 records written to c2's physical partition 1 = logical partition 5
+    producer = Producer({"bootstrap.servers": c2.bootstrap})
+    for i in range(5):
+        producer.produce(unique_name, value=b"x%d" % i, partition=1)
+    assert producer.flush(10) == 0
+    deadline = time.monotonic() + 15
+    while True:
+        seg = json.loads(ctl.cli("topic", "describe", unique_name, "--json").stdout)["chains"][5]["segments"][0]
+        if seg.get("physical_log_end") == 5:
+            break
+        assert time.monotonic() < deadline, seg
+        time.sleep(0.5)
+    assert seg["logical_end"] == 5 and seg["physical_log_start"] == 0
     # a config Kafka refuses: a clear message, no topic in the federation
     res = ctl.cli("topic", "create", unique_name + "-bad", "-p", "2", "--config", "no.such.setting=1")
     assert res.returncode == 1 and "no.such.setting" in res.stderr
