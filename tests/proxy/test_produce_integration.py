@@ -169,3 +169,29 @@ def test_proxy_exits_nonzero_on_bad_arguments(tmp_path):
                            "--listen", "127.0.0.1:1", "--view-file", "/nonexistent"], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "--role" in proc.stderr
+
+
+def test_kafka_topics_describe_through_the_proxy(federation):
+    """The admin reads a Kafka CLI needs: Metadata (P logical partitions, proxies as leaders) and DescribeConfigs."""
+    proxy, topic, _ = federation
+    out = run_tool("kafka-topics", "--bootstrap-server", proxy.bootstrap, "--describe", "--topic", topic,
+                   timeout=120).stdout
+    assert "PartitionCount: 8" in out, out
+    assert out.count("Leader: 0") == 8, out  # static mode: the proxy itself (node 0) leads every partition
+    configs = run_tool("kafka-configs", "--bootstrap-server", proxy.bootstrap, "--describe", "--entity-type",
+                       "topics", "--entity-name", topic, "--all", timeout=120).stdout
+    assert "retention.ms=" in configs, configs
+
+
+def test_several_workers_share_the_port(kafka_clusters, unique_name, tmp_path):
+    c1 = kafka_clusters[0]
+    create_topic(c1.bootstrap, unique_name, 2)
+    view = split_view({"c1": c1.bootstrap}, unique_name, [("c1", unique_name, 0), ("c1", unique_name, 1)])
+    with ProxyProcess(tmp_path, view, workers=2) as proxy:
+        reports = []
+        for _ in range(6):  # separate clients: connections spread over the workers by the kernel
+            reports += produce(proxy.bootstrap, unique_name, 20, acks="all")
+        assert all(err is None for err, *_ in reports)
+        assert proxy.output().count("listening on") == 2
+    assert proxy.proc.returncode == 0
+    assert sum(len(read_partition(c1.bootstrap, unique_name, p)) for p in (0, 1)) == 120

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
@@ -24,8 +26,7 @@ def handle(ctx: Context, header, request):
             results.append(_error(res, ErrorCode.unknown_topic_or_partition, "unknown logical topic"))
         elif res.resource_type == TOPIC:
             seg = t.partitions[0].active
-            one = type(request)(**{**_fields(request), "resources": (type(res)(
-                resource_type=res.resource_type, resource_name=seg.topic, configuration_keys=res.configuration_keys),)})
+            one = replace(request, resources=(replace(res, resource_name=seg.topic),))
             slots.append((len(results), res.resource_name, seg.topic))
             calls.append(Call(AnyBroker(seg.cluster), one))
             results.append(None)
@@ -47,10 +48,6 @@ def handle(ctx: Context, header, request):
         return build(response_type(32, version), {"results": results})
 
     return Plan(calls, finish) if calls else finish([])
-
-
-def _fields(request) -> dict:
-    return {name: getattr(request, name) for name in request.__dataclass_fields__}
 
 
 def _error(res, code: ErrorCode, message: str) -> dict:
