@@ -110,6 +110,11 @@ def db_url(request, tmp_path) -> str:
     return f"{server}/{name}"
 
 
+@pytest.fixture(scope="session")
+def recording_kafka_class():
+    return RecordingKafka
+
+
 @pytest.fixture
 def make_api(db_url):
     """Factory: (kafka, lease_ms) -> TestClient of a controller on `db_url` (lifespan runs, no background loops)."""

@@ -223,3 +223,23 @@ def test_metrics_expose_view_version_and_push_latency(make_api):
     text = api.get("/metrics").text
     assert f"fedkafka_view_version {float(version)}" in text
     assert "fedkafka_view_push_seconds_count 1.0" in text
+
+
+def test_the_lease_loop_drops_a_silent_proxy_and_keeps_a_heartbeating_one(make_api):
+    api = make_api(lease_ms=600, background=True)
+    silent = api.post("/v1/proxies", json={"instance_id": "silent", "host": "h", "port": 1, "role": "both"}).json()
+    alive = api.post("/v1/proxies", json={"instance_id": "alive", "host": "h", "port": 2, "role": "both"}).json()
+    deadline = time.monotonic() + 10
+    while True:
+        api.post(f"/v1/proxies/{alive['node_id']}/heartbeat", json={"applied_version": 0}).raise_for_status()
+        nodes = [p["node_id"] for p in api.get("/v1/view").json()["proxies"]]
+        if silent["node_id"] not in nodes:
+            break
+        assert time.monotonic() < deadline, "silent proxy still in the view long after its lease"
+        time.sleep(0.1)
+    assert nodes == [alive["node_id"]]
+    for _ in range(10):  # longer than a lease: in-memory renewals must have kept it alive in the database
+        api.post(f"/v1/proxies/{alive['node_id']}/heartbeat", json={"applied_version": 0}).raise_for_status()
+        time.sleep(0.1)
+    assert [p["node_id"] for p in api.get("/v1/view").json()["proxies"]] == [alive["node_id"]]
+    assert [p["node_id"] for p in api.get("/v1/status").json()["proxies"]] == [alive["node_id"]]
