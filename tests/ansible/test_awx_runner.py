@@ -54,6 +54,7 @@ def private_data_dir(tmp_path_factory):
     yield pdd
     ansible_runner.run(private_data_dir=str(pdd), playbook="playbooks/teardown.yml", extravars={"purge": True},
                        quiet=True)
+    shutil.rmtree(STATE, ignore_errors=True)  # the generated token file lives beside the host state dirs
 
 
 def failures(run) -> list[str]:
