@@ -46,7 +46,7 @@ from fedkafka.view.placement import Placement, Slot, identity_chains, physical_p
 log = logging.getLogger(__name__)
 
 CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,231}$")  # 249 minus the shadow topic prefix
 BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
@@ -572,7 +572,8 @@ class Controller:
 
 def _check_topic(name: str, partitions: int, placement: str, config: dict[str, str]) -> None:
     if not TOPIC_NAME.match(name) or name in (".", ".."):
-        raise Invalid(f"topic name {name!r} must be 1-249 of letters, digits, '.', '_', '-'")
+        raise Invalid(f"topic name {name!r} must be 1-231 of letters, digits, '.', '_', '-' "
+                      "(Kafka allows 249; the coordination cluster's shadow topic adds a prefix)")
     if name.startswith("__"):
         raise Invalid(f"topic name {name!r}: names starting with '__' are reserved for Kafka and fedkafka")
     if not 1 <= partitions <= MAX_PARTITIONS:
