@@ -40,6 +40,8 @@ RECORD = 1024
 PARTITIONS = 2
 JUNK = 1000
 MOVED_BASE = 10**9
+LATENCY_ROUNDS = 4
+LATENCY_PROBES = 500
 
 
 def cpu_seconds(pid: int) -> float:
@@ -124,8 +126,8 @@ def confluent_read(bootstrap: str, topic: str, starts: list[int], records: int) 
     return size / elapsed / 1e6
 
 
-def e2e_latency(produce_to: str, consume_from: str, topic: str, count: int = 2000) -> tuple[float, float]:
-    """p50/p99 ms from produce() call to delivery to a consumer polling at the partition's end."""
+def e2e_latency(produce_to: str, consume_from: str, topic: str, count: int) -> list[float]:
+    """Milliseconds from produce() call to delivery, per probe, to a consumer polling at the partition's end."""
     c = Consumer({"bootstrap.servers": consume_from, "group.id": f"l-{uuid.uuid4().hex[:6]}",
                   "enable.auto.commit": False, "fetch.wait.max.ms": 100})
     lo_hi = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(PARTITIONS)]
@@ -141,7 +143,7 @@ def e2e_latency(produce_to: str, consume_from: str, topic: str, count: int = 200
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
-    time.sleep(2)  # consumer has its fetch position
+    time.sleep(1.5)  # consumer has its fetch position
     p = Producer({"bootstrap.servers": produce_to, "linger.ms": 0, "acks": "1"})
     for i in range(count):
         p.produce(topic, value=f"t={time.time():.6f};".encode().ljust(RECORD, b"x"), partition=i % PARTITIONS)
@@ -151,10 +153,9 @@ def e2e_latency(produce_to: str, consume_from: str, topic: str, count: int = 200
     reader.join(30)
     done.set()
     c.close()
-    latencies.sort()
     if len(latencies) < count * 0.99:
         raise SystemExit(f"only {len(latencies)} of {count} latency probes came back")
-    return latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    return latencies
 
 
 def main() -> None:
@@ -221,11 +222,20 @@ def run_all(cluster, proxy, proxy_addr: str, n: int, moved: LogicalTopic, phys_i
                    "confluent_direct_mb_s": direct_cf, "confluent_proxy_mb_s": via_cf,
                    "confluent_ratio": via_cf / direct_cf, "proxy_cpu_s_per_gb": proxy_cpu,
                    "broker_cpu_s_per_gb_direct": broker_cpu, "broker_cpu_s_per_gb_via_proxy": broker_cpu_via}
-    lat_direct = e2e_latency(cluster.bootstrap, cluster.bootstrap, phys_id)
-    lat_proxy = e2e_latency(proxy_addr, proxy_addr, "identity")
-    lat_moved = e2e_latency(proxy_addr, proxy_addr, "moved")
-    r["latency_ms"] = {"direct": lat_direct, "proxy_identity": lat_proxy, "proxy_moved": lat_moved}
+    # interleaved rounds, so a burst of load from elsewhere on the machine hits every mode alike
+    modes = {"direct": (cluster.bootstrap, phys_id), "proxy_identity": (proxy_addr, "identity"),
+             "proxy_moved": (proxy_addr, "moved")}
+    samples: dict[str, list[float]] = {k: [] for k in modes}
+    for _ in range(LATENCY_ROUNDS):
+        for mode, (addr, topic) in modes.items():
+            samples[mode].extend(e2e_latency(addr, addr, topic, LATENCY_PROBES))
+    r["latency_ms"] = {k: percentiles(v) for k, v in samples.items()}
     return r
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    values = sorted(values)
+    return values[len(values) // 2], values[int(len(values) * 0.99)]
 
 
 def print_results(r: dict, n: int) -> None:

@@ -70,3 +70,24 @@ def test_group_of_three_exactly_once_and_offsets_survive_restart(federation):
     assert sorted(again) == sorted(second)  # committed offsets survived: nothing of the first round again
     per_partition = collections.Counter(p for p, _, _ in again)
     assert len(per_partition) == 8
+
+
+def test_rebalances_on_member_join_and_leave(federation):
+    proxy, topic = federation
+    group = f"group-{topic}"
+    a = GroupMember(proxy.bootstrap, topic, group)
+    a.start()
+    wait_for(lambda: a.assignments and len(a.assignments[-1]) == 8, 60, "first member owns all 8 partitions")
+    b = GroupMember(proxy.bootstrap, topic, group)
+    b.start()
+    wait_for(lambda: b.assignments and len(b.assignments[-1]) == 4 and len(a.assignments[-1]) == 4, 60,
+             "join: 4 partitions each")
+    assert sorted(a.assignments[-1] + b.assignments[-1]) == list(range(8))
+    sent = produce_values(proxy.bootstrap, topic, [f"j{i}" for i in range(160)])
+    wait_for(lambda: len(a.records) + len(b.records) >= 160, 60, "records over two members")
+    b.stop()  # LeaveGroup: a takes everything back
+    wait_for(lambda: len(a.assignments[-1]) == 8, 60, "leave: first member owns all 8 again")
+    more = produce_values(proxy.bootstrap, topic, [f"k{i}" for i in range(80)])
+    wait_for(lambda: len(a.records) + len(b.records) >= 240, 60, "records after the leave")
+    a.stop()
+    assert sorted(a.records + b.records) == sorted(sent + more)
