@@ -218,3 +218,8 @@ def test_offset_fetch_hides_non_shadow_topics_and_join_group_gets_its_own_connec
                                        "reason": None})
     (call,) = groups.handle(ctx(), None, join).finish([found]).calls
     assert call.dedicated and call.timeout_s >= 60
+
+
+def test_describe_groups_of_nothing_is_answered_without_upstream_calls():
+    out = groups.handle(ctx(), None, build(request_type(15, 5), {"groups": [], "include_authorized_operations": False}))
+    assert not isinstance(out, Plan) and out.groups == ()

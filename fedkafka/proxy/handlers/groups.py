@@ -101,6 +101,8 @@ def group_ids(request) -> list[str]:
 def _via_coordinator(coordination: str, request, upstream, back):
     """Look the groups' coordinators up (in client order: a barrier), then send each its share."""
     groups = list(dict.fromkeys(group_ids(request)))
+    if not groups:  # e.g. DescribeGroups of nothing: nothing to ask
+        return failure(request, ErrorCode.none)
     lookup = FindCoordinatorRequest(key_type=GROUP_KEY, coordinator_keys=tuple(groups))
 
     def route(results: list):
@@ -112,6 +114,8 @@ def _via_coordinator(coordination: str, request, upstream, back):
             if c.error_code != ErrorCode.none:
                 return failure(request, c.error_code)
             nodes.setdefault(c.node_id, []).append(c.key)
+        if not nodes:
+            return failure(request, ErrorCode.coordinator_not_available)
         parts = [(node, _subset(upstream, ids) if len(nodes) > 1 else upstream) for node, ids in nodes.items()]
         key = request.__api_key__
         timeout = _join_timeout(request) if key == JOIN else None
