@@ -19,6 +19,7 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._history: OrderedDict[int, View] = OrderedDict()
+        self._deltas: dict[tuple[int, int], bytes] = {}
         self._set(view)
 
     @property
@@ -45,10 +46,19 @@ class Publisher:
         return True
 
     def delta_body(self, after: int) -> bytes | None:
-        old = self._history.get(after)
-        if old is None:
-            return None
-        return json.dumps({"delta": view_delta(old, self._view)}, separators=(",", ":")).encode()
+        """The delta from `after` to the current view (None when `after` left the history), computed once
+        per (after, current) pair however many subscribers ask."""
+        view = self._view
+        key = (after, view.version)
+        cached = self._deltas.get(key)
+        if cached is None:
+            old = self._history.get(after)
+            if old is None:
+                return None
+            cached = json.dumps({"delta": view_delta(old, view)}, separators=(",", ":")).encode()
+            self._deltas = {k: v for k, v in self._deltas.items() if k[1] == view.version}
+            self._deltas[key] = cached
+        return cached
 
     async def wait_newer(self, after: int, timeout: float) -> bool:
         """True as soon as the current version is above `after`; False after `timeout` seconds."""

@@ -18,21 +18,26 @@ class DeltaMismatch(ValueError):
 
 
 def view_delta(old: View, new: View) -> dict[str, Any]:
-    a, b = old.to_dict(), new.to_dict()
+    """Compares model objects first and serializes only what changed (a view holds thousands of chains)."""
+    a, b = _head(old), _head(new)
     delta: dict[str, Any] = {"from_version": old.version, "version": new.version}
     for key in _SCALARS:
         if a[key] != b[key]:
             delta[key] = b[key]
-    for key, ident in (("clusters", "id"), ("topics", "name")):
-        before = {e[ident]: e for e in a[key]}
-        after = {e[ident]: e for e in b[key]}
-        upsert = [e for k, e in after.items() if before.get(k) != e]
+    for key, before, after in (("clusters", old.clusters, new.clusters), ("topics", old.topics, new.topics)):
+        upsert = [k for k, e in after.items() if before.get(k) != e]
         removed = sorted(k for k in before if k not in after)
         if upsert or removed:
-            delta[key] = {"upsert": upsert, "removed": removed}
-    if a["proxies"] != b["proxies"]:
-        delta["proxies"] = b["proxies"]  # small and order-sensitive: sent whole
+            one = View(version=new.version, **{key: {k: after[k] for k in upsert}}).to_dict()[key]
+            delta[key] = {"upsert": one, "removed": removed}
+    if old.proxies != new.proxies:
+        delta["proxies"] = View(version=new.version, proxies=new.proxies).to_dict()["proxies"]  # sent whole
     return delta
+
+
+def _head(view: View) -> dict[str, Any]:
+    return {"federation_id": view.federation_id, "coordination_cluster": view.coordination_cluster,
+            "allow_auto_create_topics": view.allow_auto_create_topics}
 
 
 def apply_delta(old: View, delta: dict[str, Any]) -> View:
