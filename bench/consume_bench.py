@@ -126,7 +126,7 @@ def confluent_read(bootstrap: str, topic: str, starts: list[int], records: int) 
     return size / elapsed / 1e6
 
 
-def e2e_latency(produce_to: str, consume_from: str, topic: str, count: int) -> list[float]:
+def e2e_latency(produce_to: str, produce_topic: str, consume_from: str, topic: str, count: int) -> list[float]:
     """Milliseconds from produce() call to delivery, per probe, to a consumer polling at the partition's end."""
     c = Consumer({"bootstrap.servers": consume_from, "group.id": f"l-{uuid.uuid4().hex[:6]}",
                   "enable.auto.commit": False, "fetch.wait.max.ms": 100})
@@ -146,7 +146,7 @@ def e2e_latency(produce_to: str, consume_from: str, topic: str, count: int) -> l
     time.sleep(1.5)  # consumer has its fetch position
     p = Producer({"bootstrap.servers": produce_to, "linger.ms": 0, "acks": "1"})
     for i in range(count):
-        p.produce(topic, value=f"t={time.time():.6f};".encode().ljust(RECORD, b"x"), partition=i % PARTITIONS)
+        p.produce(produce_topic, value=f"t={time.time():.6f};".encode().ljust(RECORD, b"x"), partition=i % PARTITIONS)
         p.poll(0)
         time.sleep(0.002)
     p.flush(30)
@@ -162,6 +162,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
     args = ap.parse_args()
     n = args.records
     tmp = Path(tempfile.mkdtemp(prefix="consume-bench-"))
@@ -185,7 +186,7 @@ def main() -> None:
         view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
                     topics={"identity": identity, "moved": moved})
         proxy, proxy_addr = start_proxy(view, tmp, args.workers)
-        results = run_all(cluster, proxy, proxy_addr, n, moved, phys_id, phys_mv)
+        results = run_all(cluster, proxy, proxy_addr, n, moved, phys_id, phys_mv, args.latency_only)
         print_results(results, n)
         RESULTS.mkdir(exist_ok=True)
         out = RESULTS / f"consume-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -201,10 +202,14 @@ def main() -> None:
         cluster.stop()
 
 
-def run_all(cluster, proxy, proxy_addr: str, n: int, moved: LogicalTopic, phys_id: str, phys_mv: str) -> dict:
+def run_all(cluster, proxy, proxy_addr: str, n: int, moved: LogicalTopic, phys_id: str, phys_mv: str,
+            latency_only: bool = False) -> dict:
     moved_starts = [c.segments[0].phys_start for c in moved.partitions]
     r: dict = {"records": n, "record_bytes": RECORD}
     gb = n * RECORD / 1e9
+    if latency_only:
+        r["latency_ms"] = latency(cluster, proxy_addr, phys_id)
+        return r
     perf_test(cluster.bootstrap, phys_id, min(n, 20000))  # warm-up: JIT, page cache, proxy connections
     perf_test(proxy_addr, "identity", min(n, 20000))
     for name, phys, starts, logical_starts in (("identity", phys_id, [0] * PARTITIONS, [0] * PARTITIONS),
@@ -222,15 +227,22 @@ def run_all(cluster, proxy, proxy_addr: str, n: int, moved: LogicalTopic, phys_i
                    "confluent_direct_mb_s": direct_cf, "confluent_proxy_mb_s": via_cf,
                    "confluent_ratio": via_cf / direct_cf, "proxy_cpu_s_per_gb": proxy_cpu,
                    "broker_cpu_s_per_gb_direct": broker_cpu, "broker_cpu_s_per_gb_via_proxy": broker_cpu_via}
+    r["latency_ms"] = latency(cluster, proxy_addr, phys_id)
+    return r
+
+
+def latency(cluster, proxy_addr: str, phys_id: str) -> dict:
     # interleaved rounds, so a burst of load from elsewhere on the machine hits every mode alike
-    modes = {"direct": (cluster.bootstrap, phys_id), "proxy_identity": (proxy_addr, "identity"),
-             "proxy_moved": (proxy_addr, "moved")}
+    # consume_only: produced directly to the cluster, consumed through the proxy (the consume path alone)
+    direct = (cluster.bootstrap, phys_id)
+    modes = {"direct": (direct, direct), "proxy_identity": ((proxy_addr, "identity"), (proxy_addr, "identity")),
+             "proxy_moved": ((proxy_addr, "moved"), (proxy_addr, "moved")),
+             "consume_only_identity": (direct, (proxy_addr, "identity"))}
     samples: dict[str, list[float]] = {k: [] for k in modes}
     for _ in range(LATENCY_ROUNDS):
-        for mode, (addr, topic) in modes.items():
-            samples[mode].extend(e2e_latency(addr, addr, topic, LATENCY_PROBES))
-    r["latency_ms"] = {k: percentiles(v) for k, v in samples.items()}
-    return r
+        for mode, (src, dst) in modes.items():
+            samples[mode].extend(e2e_latency(*src, *dst, LATENCY_PROBES))
+    return {k: percentiles(v) for k, v in samples.items()}
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
@@ -241,7 +253,7 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 def print_results(r: dict, n: int) -> None:
     print(f"\nconsume bench: {n} records x {RECORD} B, {PARTITIONS} partitions, 1 broker\n")
     print(f"{'':28}{'direct':>12}{'proxy':>12}{'ratio':>8}")
-    for name in ("identity", "moved"):
+    for name in ("identity", "moved") if "identity" in r else ():
         x = r[name]
         print(f"{name + ' perf-test MB/s':28}{x['perf_direct_mb_s']:12.1f}{x['perf_proxy_mb_s']:12.1f}"
               f"{x['perf_ratio']:8.2f}")
@@ -249,12 +261,14 @@ def print_results(r: dict, n: int) -> None:
               f"{x['confluent_ratio']:8.2f}")
         print(f"{name + ' CPU s/GB':28}{x['broker_cpu_s_per_gb_direct']:12.2f}{x['proxy_cpu_s_per_gb']:12.2f}"
               f"   (broker {x['broker_cpu_s_per_gb_via_proxy']:.2f} s/GB while serving the proxy)")
-    m = r["moved"]["perf_proxy_mb_s"] / r["identity"]["perf_proxy_mb_s"]
-    print(f"{'moved / identity (proxy)':28}{m:32.2f}")
+    if "identity" in r:
+        m = r["moved"]["perf_proxy_mb_s"] / r["identity"]["perf_proxy_mb_s"]
+        print(f"{'moved / identity (proxy)':28}{m:32.2f}")
     lat = r["latency_ms"]
-    for k in ("direct", "proxy_identity", "proxy_moved"):
+    for k in ("direct", "proxy_identity", "proxy_moved", "consume_only_identity"):
         print(f"{'e2e latency ' + k:28}  p50 {lat[k][0]:7.2f} ms   p99 {lat[k][1]:7.2f} ms")
     print(f"{'added p99 (identity)':28}{lat['proxy_identity'][1] - lat['direct'][1]:12.2f} ms")
+    print(f"{'added p99 (consume only)':28}{lat['consume_only_identity'][1] - lat['direct'][1]:12.2f} ms")
 
 
 if __name__ == "__main__":
