@@ -148,7 +148,11 @@ def stop_service(svc: dict[str, Any], timeout: float = 15.0) -> None:
 
 def down(state: LocalState, purge: bool = False) -> None:
     """Stop services, then clusters; with `purge`, also delete the state dir's data."""
-    for svc in list(state.services.values()):
+    # Reverse start order: clients' entry points first, the controller last, so no proxy runs
+    # without its controller while stopping.
+    order = ["nameservice", "proxies", "controller"]
+    for name in sorted(state.services, key=lambda n: order.index(n) if n in order else -1):
+        svc = state.services[name]
         for s in svc if isinstance(svc, list) else [svc]:
             stop_service(s)
     state.services = {}
