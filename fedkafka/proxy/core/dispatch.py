@@ -25,6 +25,8 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
 
+SLOW_REQUEST_S = 5.0
+
 
 class ProtocolViolation(Exception):
     """The client sent something we cannot answer: close its connection."""
@@ -87,7 +89,14 @@ class Dispatcher:
         return _done(self._encode(reply, correlation_id))
 
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int) -> bytes | None:
-        reply = plan.finish(await self._collect(plan.calls, sent, plan.return_early))
+        started = asyncio.get_running_loop().time()
+        results = await self._collect(plan.calls, sent, plan.return_early)
+        elapsed = asyncio.get_running_loop().time() - started
+        if elapsed > SLOW_REQUEST_S:  # a stalled broker or connection shows up here first
+            log.warning("slow upstream: %.1f s for %s", elapsed,
+                        [(c.target, type(c.request).__name__, type(r).__name__) for c, r in zip(plan.calls, results,
+                                                                                              strict=True)])
+        reply = plan.finish(results)
         while isinstance(reply, Plan):
             reply = reply.finish(await self._execute(reply.calls, slot))
         return self._encode(reply, correlation_id)
