@@ -477,7 +477,6 @@ class Controller:
         reachability, re-create missing physical and shadow topics, compose."""
         with self.session() as s:
             clusters = [c for c in s.scalars(select(ClusterRow)) if c.state != ClusterState.REMOVED]
-            needed = self._needed_topics(s, clusters)
         if not clusters:
             return []
         with ThreadPoolExecutor(max_workers=min(16, len(clusters))) as pool:
@@ -494,6 +493,8 @@ class Controller:
                                     f": {scan.error}" if scan.error else "")
                     row.reachable, row.last_error = scan.reachable, scan.error
             s.commit()
+        with self._write_lock, self.session() as s:  # read after the scans, so a topic deleted meanwhile is not revived
+            needed = self._needed_topics(s, clusters)
         bootstrap = {c.id: c.bootstrap for c in clusters}
         for scan in scans:
             if scan.reachable:
