@@ -154,7 +154,12 @@ class Dispatcher:
                 return item
             try:
                 return await asyncio.wait_for(item, call.timeout_s or REQUEST_TIMEOUT_S)
-            except (ConnectionError, OSError, TimeoutError, codec.DecodeError) as e:
+            except TimeoutError:
+                # responses come in order: a connection whose broker stopped answering is useless
+                self.pool.close_for(item)
+                self.physical.mark_unreachable(call.target.cluster, "request timed out")
+                return UpstreamError(call.target.cluster, "request timed out")
+            except (ConnectionError, OSError, codec.DecodeError) as e:
                 self.physical.mark_unreachable(call.target.cluster, str(e) or type(e).__name__)
                 return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
         if return_early is None or len(calls) < 2:

@@ -52,6 +52,9 @@ class UpstreamConnection:
         self._pending.append((corr, resp_t, fut))
         return fut
 
+    def owns(self, future: asyncio.Future) -> bool:
+        return any(f is future for _, _, f in self._pending)
+
     async def drain(self) -> None:
         if self._writer is not None:
             await self._writer.drain()
@@ -78,6 +81,9 @@ class UpstreamConnection:
             reason = ConnectionError(f"{self.label}: {e}")
         except asyncio.CancelledError:
             reason = ConnectionError(f"{self.label}: closed")
+        except Exception as e:  # never leave a half-dead connection in the pool: its futures would hang
+            log.exception("upstream %s: reader failed", self.label)
+            reason = ConnectionError(f"{self.label}: reader failed: {e!r}")
         self._fail_all(reason)
 
     def _fail_all(self, reason: BaseException) -> None:
@@ -135,6 +141,13 @@ class UpstreamPool:
             conn.close()
         else:
             idle.append(conn)
+
+    def close_for(self, future: asyncio.Future) -> None:
+        """Close the connection that owns `future` (its broker stopped answering)."""
+        for conn in list(self._conns.values()):
+            if conn.owns(future):
+                log.warning("closing upstream %s: a request timed out", conn.label)
+                conn.close()
 
     def close(self) -> None:
         for conn in self._conns.values():
