@@ -14,14 +14,15 @@ from fedkafka.view.model import Cluster, ClusterState, LogicalTopic, PartitionCh
 
 def coordination_cluster(clusters: list[ClusterRow]) -> str | None:
     """The flagged cluster, else the first registered one that is not removed."""
-    live = sorted((c for c in clusters if c.state != ClusterState.REMOVED), key=lambda c: c.ordinal)
+    # (ordinal, id): two controllers registering at once may give equal ordinals
+    live = sorted((c for c in clusters if c.state != ClusterState.REMOVED), key=lambda c: (c.ordinal, c.id))
     flagged = [c for c in live if c.coordination]
     pick = flagged or live
     return pick[0].id if pick else None
 
 
 def build_view(session: Session, now: float, federation_id: str = "fedkafka") -> View:
-    clusters = list(session.scalars(select(ClusterRow).order_by(ClusterRow.ordinal)))
+    clusters = list(session.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
     topics = list(session.scalars(select(TopicRow).order_by(TopicRow.name)))
     # plain rows, not ORM objects, for the bulk: a federation has tens of thousands of segments
     chains = {(t, p): (epoch, frozen) for t, p, epoch, frozen in

@@ -158,7 +158,7 @@ class Controller:
     # -- clusters --------------------------------------------------------------------------------
     def list_clusters(self) -> list[dict[str, Any]]:
         with self.session() as s:
-            rows = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal)))
+            rows = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
             coord = coordination_cluster(rows)
             return [_cluster_dict(c, coord) for c in rows]
 
@@ -265,7 +265,7 @@ class Controller:
             with self.session() as s:
                 row = s.get(TopicRow, name)
                 existing = None if row is None else (row.partitions, json.loads(row.config_json))
-                clusters = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal)))
+                clusters = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
                 used = [Slot(g.cluster, g.physical_partition) for g in
                         s.scalars(select(SegmentRow).where(SegmentRow.topic == name))]
             if existing is not None and partitions < existing[0]:
