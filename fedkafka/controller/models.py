@@ -105,3 +105,26 @@ class WorkflowRow(Base):
     step: Mapped[str] = mapped_column(String(64), default="")
     params_json: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[float] = mapped_column(Float)
+    record_json: Mapped[str] = mapped_column(Text, default="{}")  # phases, moves, error: what GET shows
+    updated_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class MoveRow(Base):
+    """One active-segment move (DESIGN.md 5): planned -> frozen -> sealed -> done, or rolled_back.
+    Each state is committed before it takes effect, so a restarted controller resumes from it."""
+
+    __tablename__ = "moves"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workflow_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    topic: Mapped[str] = mapped_column(String(249))
+    partition: Mapped[int] = mapped_column(Integer)
+    from_cluster: Mapped[str] = mapped_column(String(64))
+    to_cluster: Mapped[str] = mapped_column(String(64))
+    to_topic: Mapped[str] = mapped_column(String(249))
+    to_partition: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    frozen_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    seal: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    phys_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
