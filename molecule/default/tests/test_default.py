@@ -4,6 +4,7 @@ produced and consumed through the name service (and so through the proxies) with
 from __future__ import annotations
 
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -66,6 +67,13 @@ def accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_keyed_records_round_trip_through_the_name_service_and_proxies():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from federation import round_trip
+
+    round_trip()
 
 
 def test_record_round_trips_through_the_name_service_and_proxies():
