@@ -30,6 +30,7 @@ status: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; print('Kafka', ensure_kafka().version)"
 	$(BIN)/ruff check fedkafka tests bench
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
