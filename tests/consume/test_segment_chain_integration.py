@@ -119,3 +119,12 @@ def test_committed_offset_in_an_expired_segment_is_reset_to_earliest(chain):
     got = read(c, 65)
     c.close()
     assert [(m.offset(), m.value().decode()) for m in got] == [(i, f"r{i}") for i in range(30, 95)]
+
+
+def test_read_committed_reads_the_whole_chain(chain):
+    proxy, topic, _, _ = chain
+    c = consumer(proxy.bootstrap, **{"isolation.level": "read_committed"})
+    c.assign([TopicPartition(topic, 0, 25)])
+    got = read(c, 70)
+    c.close()
+    assert [(m.offset(), m.value().decode()) for m in got] == [(i, f"r{i}") for i in range(25, 95)]
