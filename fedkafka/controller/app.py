@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 
 from fedkafka.controller.errors import ControllerError
 from fedkafka.controller.service import Controller
+from fedkafka.controller.workflow_api import add_routes as add_workflow_routes
+from fedkafka.controller.workflows import WorkflowEngine
 
 MAX_WAIT_MS = 60_000
 
@@ -54,11 +56,14 @@ class RuleBody(BaseModel):
 
 
 def create_app(controller: Controller, token: str, background: bool = True) -> FastAPI:
+    workflows = WorkflowEngine(controller)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         controller.publisher.bind(asyncio.get_running_loop())
         if background:
             controller.start_background()
+            workflows.resume()  # runs a previous controller left unfinished (DESIGN.md 5, 6)
         yield
         await run_in_threadpool(controller.stop)
 
@@ -184,6 +189,8 @@ def create_app(controller: Controller, token: str, background: bool = True) -> F
     @app.get("/v1/client-rules", dependencies=[api])
     def rules():
         return controller.list_rules()
+
+    add_workflow_routes(app, workflows, api)
 
     @app.get("/v1/status", dependencies=[api])
     def status():

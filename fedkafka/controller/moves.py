@@ -1,0 +1,242 @@
+"""Moving active segments (DESIGN.md 5): the resumable state machine behind scale-up and decommission.
+
+Per move row: planned -> frozen -> sealed -> done (or rolled_back). Moves run in batches (one
+view freezes every partition of the batch, one wait for the proxies' acks, one publish), so a
+scale-up costs a handful of view versions, not a few per partition. Every state is committed
+before it takes effect:
+
+- frozen: the chain's frozen flag and the move state are one transaction; the view that carries
+  the flag is composed right after (a restart composes again).
+- acks: every live produce-capable proxy applied that view, or its lease ran out (it then stops
+  taking produce on its own). Nothing is written; a restart simply waits again.
+- sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
+  are recorded while the chain is still frozen, so they cannot move any more.
+- done: old segment sealed, new active segment, leader epoch + 1, unfrozen: one transaction.
+
+A move that cannot finish (a proxy never acks, a cluster does not answer) is rolled back: the
+chain is unfrozen and writes continue where they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("done", "rolled_back")
+PRODUCE_ROLES = ("pproxy", "both")
+FAULT_PAUSE = "FEDKAFKA_FAULT_PAUSE_AFTER"  # tests: stall after committing this move state (then kill -9)
+
+
+@dataclass(frozen=True, slots=True)
+class MovePlan:
+    topic: str
+    partition: int
+    from_cluster: str
+    to_cluster: str
+    to_topic: str
+    to_partition: int
+
+
+class MoveFailed(RuntimeError):
+    pass
+
+
+class Mover:
+    """Drives move rows to `done` (or `rolled_back`); `progress(phase, done, total)` reports each step."""
+
+    def __init__(self, controller, ack_timeout: float | None = None, seal_timeout: float = 30.0):
+        self.ctl = controller
+        lease = controller.settings.lease_ms / 1000
+        # a live proxy drains in-flight produce (bounded at 30 s) before it acks; silent ones lose their lease
+        self.ack_timeout = ack_timeout if ack_timeout is not None else max(35.0, 2 * lease)
+        self.seal_timeout = seal_timeout
+
+    # -- planning ------------------------------------------------------------------------------
+    def plan(self, workflow_id: int | None, plans: Iterable[MovePlan]) -> list[int]:
+        """Record planned moves (one transaction); partitions with an unfinished move are left out."""
+        now = time.time()
+        with self.ctl.session() as s:
+            busy = {(t, p) for t, p in s.execute(select(MoveRow.topic, MoveRow.partition)
+                                                 .where(MoveRow.state.not_in(FINISHED)))}
+            rows = [MoveRow(workflow_id=workflow_id, topic=m.topic, partition=m.partition, from_cluster=m.from_cluster,
+                            to_cluster=m.to_cluster, to_topic=m.to_topic, to_partition=m.to_partition,
+                            state="planned", updated_at=now)
+                    for m in plans if (m.topic, m.partition) not in busy]
+            s.add_all(rows)
+            s.commit()
+            return [r.id for r in rows]
+
+    def unfinished(self, workflow_id: int | None = None) -> list[int]:
+        with self.ctl.session() as s:
+            q = select(MoveRow.id).where(MoveRow.state.not_in(FINISHED))
+            if workflow_id is not None:
+                q = q.where(MoveRow.workflow_id == workflow_id)
+            return list(s.scalars(q.order_by(MoveRow.id)))
+
+    # -- the state machine ---------------------------------------------------------------------------
+    def run(self, ids: list[int], progress: Callable[[str, int, int], None] = lambda *_: None) -> dict[str, int]:
+        """Drive the moves `ids` from wherever they are to done/rolled_back. Returns counts per final state."""
+        if ids:
+            self._freeze(ids)
+            progress("freeze", len(ids), len(ids))
+            try:
+                self._await_acks(ids, progress)
+                self._seal(ids, progress)
+            except MoveFailed as e:
+                self._roll_back(ids, str(e))
+                raise
+            self._publish(ids)
+            progress("publish", len(ids), len(ids))
+        return self.counts(ids)
+
+    def counts(self, ids: list[int]) -> dict[str, int]:
+        with self.ctl.session() as s:
+            rows = s.execute(select(MoveRow.state, func.count()).where(MoveRow.id.in_(ids)).group_by(MoveRow.state))
+            return dict(rows.all())
+
+    def _rows(self, s, ids: list[int], state: str) -> list[MoveRow]:
+        return list(s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state == state)
+                              .order_by(MoveRow.id)))
+
+    def _freeze(self, ids: list[int]) -> None:
+        with self.ctl._write_lock, self.ctl.session() as s:
+            for row in self._rows(s, ids, "planned"):
+                active = _active_segment(s, row.topic, row.partition)
+                if active is None or active.cluster != row.from_cluster:
+                    # the topic is gone or the segment moved meanwhile: nothing to do for this one
+                    row.state, row.error = "rolled_back", "active segment no longer on " + row.from_cluster
+                    continue
+                chain = s.get(ChainRow, (row.topic, row.partition))
+                chain.frozen = True
+                row.state, row.updated_at = "frozen", time.time()
+            s.commit()
+        version = self.ctl.compose().version  # the view that carries the frozen flags
+        with self.ctl.session() as s:
+            for row in self._rows(s, ids, "frozen"):
+                if row.frozen_version is None:
+                    row.frozen_version = version
+            s.commit()
+        _fault_point("frozen")
+
+    def _await_acks(self, ids: list[int], progress) -> None:
+        with self.ctl.session() as s:
+            versions = [r.frozen_version or 0 for r in self._rows(s, ids, "frozen")]
+        if not versions:
+            return
+        needed = max(versions)
+        deadline = time.monotonic() + self.ack_timeout
+        while True:
+            self.ctl.flush_heartbeats()
+            now = time.time()
+            with self.ctl.session() as s:
+                live = list(s.execute(select(ProxyRow.node_id, ProxyRow.applied_version)
+                                      .where(ProxyRow.lease_expires > now, ProxyRow.role.in_(PRODUCE_ROLES))))
+            behind = [node for node, applied in live if applied < needed]
+            progress("acks", len(live) - len(behind), len(live))
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise MoveFailed(f"proxies {behind} did not apply view {needed} within {self.ack_timeout:.0f} s "
+                                 "while still renewing their leases")
+            time.sleep(0.02)
+
+    def _seal(self, ids: list[int], progress) -> None:
+        with self.ctl.session() as s:
+            rows = self._rows(s, ids, "frozen")
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+            wanted: dict[str, set[tuple[str, int]]] = {}
+            for row in rows:
+                old = _active_segment(s, row.topic, row.partition)
+                wanted.setdefault(old.cluster, set()).add((old.topic, old.partition))
+                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+            olds = {row.id: _active_segment(s, row.topic, row.partition) for row in rows}
+        if not rows:
+            return
+        offsets = self._read_ends(wanted, bootstrap)
+        with self.ctl.session() as s:
+            for row in self._rows(s, ids, "frozen"):
+                old = olds[row.id]
+                row.seal = offsets[(old.cluster, old.topic, old.partition)]
+                row.phys_start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                if row.seal < old.phys_start:
+                    raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
+                                     f"segment start {old.phys_start} (was the physical topic re-created?)")
+                row.state, row.updated_at = "sealed", time.time()
+            s.commit()
+        progress("seal", len(rows), len(rows))
+        _fault_point("sealed")
+
+    def _read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str]) -> dict:
+        """Log end offset of every wanted physical partition; retried (a new partition needs a leader first)."""
+        deadline = time.monotonic() + self.seal_timeout
+        found: dict[tuple[str, str, int], int] = {}
+        while True:
+            for cluster, parts in wanted.items():
+                missing = [tp for tp in parts if (cluster, *tp) not in found]
+                if not missing:
+                    continue
+                try:
+                    got = self.ctl.kafka.log_offsets(cluster, bootstrap[cluster], sorted(missing))
+                except Exception as e:  # an unreachable cluster: retried until the deadline
+                    log.warning("log end offsets of %s not read: %s", cluster, e)
+                    got = {}
+                for (topic, partition), (_start, end) in got.items():
+                    found[(cluster, topic, partition)] = end
+            missing = [(c, tp) for c, parts in wanted.items() for tp in parts if (c, *tp) not in found]
+            if not missing:
+                return found
+            if time.monotonic() > deadline:
+                raise MoveFailed(f"log end offsets not readable within {self.seal_timeout:.0f} s: {missing[:5]}")
+            time.sleep(0.2)
+
+    def _publish(self, ids: list[int]) -> None:
+        with self.ctl._write_lock, self.ctl.session() as s:
+            for row in self._rows(s, ids, "sealed"):
+                old = _active_segment(s, row.topic, row.partition)
+                chain = s.get(ChainRow, (row.topic, row.partition))
+                if old is None or chain is None:  # topic deleted mid-move
+                    row.state, row.error = "rolled_back", "topic deleted during the move"
+                    continue
+                old.phys_end = row.seal
+                s.add(SegmentRow(topic=row.topic, partition=row.partition, seq=old.seq + 1, cluster=row.to_cluster,
+                                 physical_topic=row.to_topic, physical_partition=row.to_partition,
+                                 phys_start=row.phys_start, phys_end=None,
+                                 logical_base=old.logical_base + (row.seal - old.phys_start)))
+                chain.leader_epoch += 1
+                chain.frozen = False
+                row.state, row.updated_at = "done", time.time()
+            s.commit()
+        self.ctl.compose()
+
+    def _roll_back(self, ids: list[int], reason: str) -> None:
+        log.warning("rolling back moves %s: %s", ids, reason)
+        with self.ctl._write_lock, self.ctl.session() as s:
+            for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "sealed",
+                                                                                                 "planned")))):
+                chain = s.get(ChainRow, (row.topic, row.partition))
+                if chain is not None:
+                    chain.frozen = False
+                row.state, row.error, row.updated_at = "rolled_back", reason, time.time()
+            s.commit()
+        self.ctl.compose()
+
+
+def _active_segment(s, topic: str, partition: int) -> SegmentRow | None:
+    return s.scalar(select(SegmentRow).where(SegmentRow.topic == topic, SegmentRow.partition == partition,
+                                             SegmentRow.phys_end.is_(None)))
+
+
+def _fault_point(state: str) -> None:
+    if os.environ.get(FAULT_PAUSE) == state:
+        log.warning("fault injection: pausing after move state %s", state)
+        while True:
+            time.sleep(3600)

@@ -1,0 +1,30 @@
+"""Admin API routes of the workflow engine: `POST /v1/workflows`, `GET /v1/workflows[/{id}]`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from fedkafka.controller.workflows import WorkflowEngine
+
+
+class WorkflowBody(BaseModel):
+    kind: str
+    cluster: str
+    strategy: str | None = None
+    drain: str | bool | None = None  # "retention" | "groups" (true means groups, for the Ansible modules)
+    bootstrap: str | None = None  # scale-up of a cluster not registered yet: registered after validation
+
+
+def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
+    @app.post("/v1/workflows", dependencies=[api])
+    def start_workflow(body: WorkflowBody):
+        return engine.start(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap)
+
+    @app.get("/v1/workflows", dependencies=[api])
+    def workflows():
+        return engine.list()
+
+    @app.get("/v1/workflows/{run_id}", dependencies=[api])
+    def workflow(run_id: int):
+        return engine.get(run_id)

@@ -1,0 +1,479 @@
+"""Scale-up and decommission runs (DESIGN.md 6): validated at once, then driven in a thread, resumable.
+
+A run is a row in `workflows` whose `record_json` is what `GET /v1/workflows/{id}` shows: phases
+with timestamps and progress, the partitions moved, the error. Every phase is idempotent given the
+database (planned moves are rows, cluster states are rows), so a restarted controller simply runs
+each unfinished run again from the top and the finished phases change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from math import ceil
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+from sqlalchemy import func, select
+
+from fedkafka.controller.compose import coordination_cluster
+from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
+from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
+from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
+from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
+from fedkafka.view.model import ClusterState, shadow_topic
+from fedkafka.view.rebalance import droppable_prefix, evacuate, rebalance
+
+log = logging.getLogger(__name__)
+
+KINDS = ("scale_up", "decommission")
+STRATEGIES = ("rebalance", "expand")
+DRAINS = ("retention", "groups")
+MOVE_PHASES = ["plan", "freeze", "acks", "seal", "publish"]
+PHASES = {
+    ("scale_up", "rebalance"): ["register", *MOVE_PHASES],
+    ("scale_up", "expand"): ["register", "expand"],
+    ("decommission", None): ["read_only", *MOVE_PHASES, "draining", "drain", "removed"],
+}
+
+
+class WorkflowEngine:
+    def __init__(self, controller, drain_interval: float | None = None):
+        self.ctl = controller
+        self.mover = Mover(controller)
+        self.drain_interval = drain_interval or max(0.5, min(controller.settings.scan_interval, 5.0))
+        self._run_lock = threading.Lock()  # one run moves segments at a time
+        self._start_lock = threading.Lock()
+        self._records: dict[int, dict[str, Any]] = {}
+        self._threads: dict[int, threading.Thread] = {}
+
+    # -- API ------------------------------------------------------------------------------------
+    def start(self, kind: str, cluster: str, strategy: str | None = None, drain: str | bool | None = None,
+              bootstrap: str | None = None) -> dict[str, Any]:
+        """Validate (a clear error and nothing changed when the input is wrong), record the run, start it.
+        An unfinished run of the same kind and cluster is returned instead of starting a second one."""
+        if kind not in KINDS:
+            raise Invalid(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        with self._start_lock:
+            running = self._unfinished(kind, cluster)
+            if running is not None:
+                return self.get(running)
+            if kind == "scale_up":
+                strategy = strategy or "rebalance"
+                if strategy not in STRATEGIES:
+                    raise Invalid(f"strategy must be rebalance or expand, got {strategy!r}")
+                self._check_scale_up(cluster, bootstrap)
+                params = {"strategy": strategy, "bootstrap": bootstrap}
+                phases = PHASES[(kind, strategy)]
+            else:
+                drain = {True: "groups", False: "retention", None: "retention"}.get(drain, drain)
+                if drain not in DRAINS:
+                    raise Invalid(f"drain must be retention or groups, got {drain!r}")
+                self._check_decommission(cluster)
+                params = {"drain": drain}
+                phases = PHASES[(kind, None)]
+            now = time.time()
+            record = {"kind": kind, "cluster": cluster, **params, "state": "running", "step": phases[0],
+                      "changed": False, "moved": 0, "partitions_moved": [], "error": None, "created_at": now,
+                      "finished_at": None, "phases": [{"name": p, "state": "pending", "started_at": None,
+                                                       "finished_at": None, "done": 0, "total": 0} for p in phases]}
+            record.pop("bootstrap", None)
+            with self.ctl.session() as s:
+                row = WorkflowRow(kind=kind, cluster=cluster, state="running", step=phases[0],
+                                  params_json=json.dumps(params), created_at=now, record_json=json.dumps(record),
+                                  updated_at=now)
+                s.add(row)
+                s.commit()
+                record["id"] = row.id
+            self._records[row.id] = record
+            self._save(row.id)
+            self._spawn(row.id)
+            return self.get(row.id)
+
+    def get(self, run_id: int) -> dict[str, Any]:
+        """The run's record as last saved (the worker thread saves it on every change)."""
+        with self.ctl.session() as s:
+            row = s.get(WorkflowRow, run_id)
+            if row is None:
+                raise NotFound(f"unknown workflow run {run_id}")
+            return json.loads(row.record_json)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.ctl.session() as s:
+            ids = list(s.scalars(select(WorkflowRow.id).order_by(WorkflowRow.id)))
+        return [self.get(i) for i in ids]
+
+    def resume(self) -> list[int]:
+        """Start a thread for every run a previous controller left unfinished."""
+        with self.ctl.session() as s:
+            rows = list(s.scalars(select(WorkflowRow).where(WorkflowRow.state == "running")))
+        for row in rows:
+            self._records[row.id] = json.loads(row.record_json)
+            self._records[row.id]["id"] = row.id
+            log.info("resuming workflow %d (%s %s) at %s", row.id, row.kind, row.cluster, row.step)
+            self._spawn(row.id)
+        return [r.id for r in rows]
+
+    def wait(self, run_id: int, timeout: float | None = None) -> dict[str, Any]:
+        t = self._threads.get(run_id)
+        if t is not None:
+            t.join(timeout)
+        return self.get(run_id)
+
+    # -- validation ----------------------------------------------------------------------------
+    def _check_scale_up(self, cluster: str, bootstrap: str | None) -> None:
+        rows = self._clusters()
+        row = rows.get(cluster)
+        if row is None and not bootstrap:
+            raise NotFound(f"unknown cluster {cluster!r}: pass its bootstrap (--bootstrap HOST:PORT) to register it")
+        if row is not None:
+            if bootstrap and bootstrap != row.bootstrap:
+                raise Conflict(f"cluster {cluster} is registered with bootstrap {row.bootstrap}, not {bootstrap}; "
+                               "nothing was changed")
+            if row.state != ClusterState.ACTIVE:
+                raise Conflict(f"cluster {cluster} is {row.state}: only an active cluster can take writes")
+            return
+        scan = self.ctl.kafka.scan(cluster, bootstrap)
+        if not scan.reachable:
+            raise Unavailable(f"cannot reach a Kafka cluster at {bootstrap}: {scan.error}; nothing was changed")
+        new_id = self._kafka_cluster_id(cluster, bootstrap)
+        for other in rows.values():
+            if other.state == ClusterState.REMOVED:
+                continue
+            if other.bootstrap == bootstrap or (new_id and new_id == self._kafka_cluster_id(other.id, other.bootstrap)):
+                raise Conflict(f"{bootstrap} is the Kafka cluster already registered as {other.id}; "
+                               "a physical cluster can join the federation only once. Nothing was changed")
+        self.ctl.put_cluster(cluster, bootstrap, None)
+
+    def _check_decommission(self, cluster: str) -> None:
+        rows = self._clusters()
+        row = rows.get(cluster)
+        if row is None:
+            raise NotFound(f"unknown cluster {cluster!r}")
+        if row.state == ClusterState.REMOVED:
+            return  # nothing to do: the run finishes at once, unchanged
+        if coordination_cluster(list(rows.values())) == cluster:
+            raise Conflict(f"cluster {cluster} is the coordination cluster (it holds the consumer groups and "
+                           "their committed offsets); it cannot be decommissioned until a groups-migration "
+                           "workflow exists. Nothing was changed")
+        others = [c.id for c in rows.values() if c.id != cluster and c.state == ClusterState.ACTIVE and c.reachable]
+        if not others:
+            raise Conflict(f"cluster {cluster} is the last active cluster: its partitions would have nowhere "
+                           "to go. Add a cluster first. Nothing was changed")
+
+    def _kafka_cluster_id(self, cluster: str, bootstrap: str) -> str | None:
+        try:
+            admin = self.ctl.kafka.client(cluster, bootstrap)
+            return admin.describe_cluster(request_timeout=self.ctl.kafka.timeout).result(
+                timeout=self.ctl.kafka.timeout + 2).cluster_id
+        except (KafkaException, TimeoutError, ValueError) as e:
+            log.warning("cluster id of %s (%s) not read: %s", cluster, bootstrap, e)
+            return None
+
+    def _clusters(self) -> dict[str, ClusterRow]:
+        with self.ctl.session() as s:
+            return {c.id: c for c in s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal))}
+
+    def _unfinished(self, kind: str, cluster: str) -> int | None:
+        with self.ctl.session() as s:
+            return s.scalar(select(WorkflowRow.id).where(WorkflowRow.kind == kind, WorkflowRow.cluster == cluster,
+                                                         WorkflowRow.state == "running"))
+
+    # -- running -----------------------------------------------------------------------------------
+    def _spawn(self, run_id: int) -> None:
+        t = threading.Thread(target=self._run, args=(run_id,), name=f"workflow-{run_id}", daemon=True)
+        self._threads[run_id] = t
+        t.start()
+
+    def _run(self, run_id: int) -> None:
+        rec = self._records[run_id]
+        try:
+            with self._run_lock:
+                if rec["kind"] == "scale_up" and rec.get("strategy") == "expand":
+                    self._expand(run_id)
+                elif rec["kind"] == "scale_up":
+                    self._phase(run_id, "register", 1, 1)
+                    self._moves(run_id, lambda: self._rebalance_plan(rec["cluster"]))
+                else:
+                    self._decommission(run_id)
+            rec["state"] = "done"
+        except Exception as e:  # the record says why; a new POST retries (every phase is idempotent)
+            log.exception("workflow %d failed", run_id)
+            rec["state"], rec["error"] = "failed", str(e)
+        rec["finished_at"] = time.time()
+        self._save(run_id)
+
+    def _phase(self, run_id: int, name: str, done: int, total: int) -> None:
+        """Progress of one phase; earlier phases count as finished. Saved whenever it changes."""
+        rec = self._records[run_id]
+        now = time.time()
+        changed = False
+        for ph in rec["phases"]:
+            if ph["name"] == name:
+                if ph["started_at"] is None:
+                    ph["started_at"], changed = now, True
+                if (ph["done"], ph["total"]) != (done, total):
+                    ph["done"], ph["total"], changed = done, total, True
+                state = "done" if done >= total else "running"
+                if ph["state"] != state:
+                    ph["state"], changed = state, True
+                    ph["finished_at"] = now if state == "done" else None
+                break
+            if ph["state"] != "done":
+                ph["state"], ph["finished_at"], changed = "done", now, True
+                ph["started_at"] = ph["started_at"] or now
+        if rec["step"] != name:
+            rec["step"], changed = name, True
+        if changed:
+            self._save(run_id)
+
+    def _save(self, run_id: int) -> None:
+        rec = self._records[run_id]
+        with self.ctl.session() as s:
+            row = s.get(WorkflowRow, run_id)
+            row.state, row.step, row.record_json = rec["state"], rec["step"], json.dumps(rec)
+            row.updated_at = time.time()
+            s.commit()
+
+    # -- moves (both workflows) ----------------------------------------------------------------------
+    def _moves(self, run_id: int, planner) -> None:
+        """Plan (once: planned moves are rows) and run this run's moves; a restart picks them up again."""
+        with self.ctl.session() as s:
+            planned = s.scalar(select(func.count()).select_from(MoveRow).where(MoveRow.workflow_id == run_id))
+        if not planned:
+            plans = planner()
+            self._ensure_targets(plans)
+            self.mover.plan(run_id, plans)
+        ids = self.mover.unfinished(run_id)
+        self._phase(run_id, "plan", 1, 1)
+        try:
+            self.mover.run(ids, lambda phase, done, total: self._phase(run_id, phase, done, total))
+        except MoveFailed as e:
+            raise MoveFailed(f"moves rolled back, writes continue where they were: {e}") from None
+        finally:
+            self._record_moves(run_id)
+        for phase in MOVE_PHASES:
+            ph = next(p for p in self._records[run_id]["phases"] if p["name"] == phase)
+            if ph["state"] != "done":
+                self._phase(run_id, phase, ph["total"], ph["total"])
+
+    def _record_moves(self, run_id: int) -> None:
+        with self.ctl.session() as s:
+            rows = list(s.scalars(select(MoveRow).where(MoveRow.workflow_id == run_id, MoveRow.state == "done")
+                                  .order_by(MoveRow.id)))
+        rec = self._records[run_id]
+        rec["partitions_moved"] = [{"topic": r.topic, "partition": r.partition, "from": r.from_cluster,
+                                    "to": r.to_cluster, "seal": r.seal, "phys_start": r.phys_start} for r in rows]
+        rec["moved"] = len(rows)
+        rec["changed"] = rec["changed"] or bool(rows)
+        self._save(run_id)
+
+    def _ensure_targets(self, plans: list[MovePlan]) -> None:
+        """Physical partitions the moves write to exist before any move row points at them (Kafka first)."""
+        needed: dict[tuple[str, str], int] = {}
+        for m in plans:
+            needed[(m.to_cluster, m.to_topic)] = max(needed.get((m.to_cluster, m.to_topic), 0), m.to_partition + 1)
+        clusters = self._clusters()
+        with self.ctl.session() as s:
+            configs = {t.name: json.loads(t.config_json) for t in s.scalars(select(TopicRow))}
+        for (cluster, topic), partitions in sorted(needed.items()):
+            try:
+                self.ctl.kafka.ensure_topic(cluster, clusters[cluster].bootstrap, topic, partitions,
+                                            configs.get(topic, {}))
+            except (KafkaUnavailable, KafkaRefused) as e:
+                raise MoveFailed(f"cannot create {topic} on {cluster}: {e}; nothing was moved") from None
+
+    def _chains(self):
+        view = self.ctl.view
+        return {name: [c.segments for c in t.partitions] for name, t in view.topics.items()}
+
+    def _active(self) -> list[str]:
+        return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
+
+    def _rebalance_plan(self, target: str) -> list[MovePlan]:
+        return [MovePlan(**vars_of(m)) for m in rebalance(self._chains(), self._active(), target)]
+
+    # -- expand ------------------------------------------------------------------------------------
+    def _expand(self, run_id: int) -> None:
+        """Add logical partitions on the new cluster (keys re-hash: opt-in). Topics that already have an
+        active partition on it are left alone, so a second run changes nothing."""
+        rec = self._records[run_id]
+        target = rec["cluster"]
+        self._phase(run_id, "register", 1, 1)
+        active = self._active()
+        todo = [(name, len(parts)) for name, parts in sorted(self._chains().items())
+                if not any(segs[-1].cluster == target for segs in parts)]
+        for i, (name, partitions) in enumerate(todo):
+            self._phase(run_id, "expand", i, len(todo))
+            extra = ceil(partitions / max(1, len(active) - 1))
+            self._add_partitions(name, partitions, extra, target)
+            rec["partitions_moved"].append({"topic": name, "partitions_added": extra, "to": target})
+            rec["moved"] += extra
+            rec["changed"] = True
+        self._phase(run_id, "expand", len(todo), len(todo))
+
+    def _add_partitions(self, name: str, have: int, extra: int, target: str) -> None:
+        clusters = self._clusters()
+        coord = coordination_cluster(list(clusters.values()))
+        with self.ctl.session() as s:
+            topic = s.get(TopicRow, name)
+            used = s.scalar(select(func.max(SegmentRow.physical_partition)).where(
+                SegmentRow.topic == name, SegmentRow.cluster == target, SegmentRow.physical_topic == name))
+            config = json.loads(topic.config_json)
+        first = 0 if used is None else used + 1
+        self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
+        self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
+        with self.ctl._write_lock, self.ctl.session() as s:
+            topic = s.get(TopicRow, name)
+            if topic.partitions != have:
+                raise Conflict(f"topic {name} changed during the expansion; run it again")
+            topic.partitions = have + extra
+            for i in range(extra):
+                s.add(ChainRow(topic=name, partition=have + i, leader_epoch=0, frozen=False))
+                s.add(SegmentRow(topic=name, partition=have + i, seq=0, cluster=target, physical_topic=name,
+                                 physical_partition=first + i, phys_start=0, phys_end=None, logical_base=0))
+            s.commit()
+        self.ctl.compose()
+
+    # -- decommission ------------------------------------------------------------------------------
+    def _decommission(self, run_id: int) -> None:
+        rec = self._records[run_id]
+        cluster = rec["cluster"]
+        state = ClusterState(self._clusters()[cluster].state)
+        if state == ClusterState.REMOVED:
+            for ph in rec["phases"]:
+                ph["state"] = "done"
+            return
+        rec["changed"] = True
+        if state == ClusterState.ACTIVE:
+            self.ctl.set_cluster_state(cluster, "read_only")  # new writes never land on it again
+        self._phase(run_id, "read_only", 1, 1)
+        if state in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
+            self._moves(run_id, lambda: self._evacuate_plan(cluster))
+            left = self._active_on(cluster)
+            if left:
+                raise MoveFailed(f"{left} partitions still write to {cluster}; run the decommission again")
+            self.ctl.set_cluster_state(cluster, "draining")
+        self._phase(run_id, "draining", 1, 1)
+        self._drain(run_id, cluster, rec["drain"])
+        self.ctl.set_cluster_state(cluster, "removed")
+        self._phase(run_id, "removed", 1, 1)
+
+    def _evacuate_plan(self, leaving: str) -> list[MovePlan]:
+        active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
+        return [MovePlan(**vars_of(m)) for m in evacuate(self._chains(), [c.id for c in active] + [leaving], leaving)]
+
+    def _active_on(self, cluster: str) -> int:
+        with self.ctl.session() as s:
+            return s.scalar(select(func.count()).select_from(SegmentRow).where(
+                SegmentRow.cluster == cluster, SegmentRow.phys_end.is_(None)))
+
+    def _drain(self, run_id: int, cluster: str, mode: str) -> None:
+        """Drop each chain's oldest segments up to its last one on `cluster` once retention removed them
+        (or every group committed past them); done when no segment references `cluster`."""
+        with self.ctl.session() as s:
+            total = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster))
+        while True:
+            with self.ctl.session() as s:
+                left = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster))
+            self._phase(run_id, "drain", total - left, total)
+            if not left:
+                return
+            self._drop_drained(cluster, mode)
+            if self._stop_requested():
+                raise RuntimeError("controller stopping; the run resumes on restart")
+            time.sleep(self.drain_interval)
+
+    def _stop_requested(self) -> bool:
+        return self.ctl._stop.is_set()
+
+    def _drop_drained(self, cluster: str, mode: str) -> None:
+        chains = {(name, p): segs for name, parts in self._chains().items() for p, segs in enumerate(parts)
+                  if any(s.cluster == cluster for s in segs)}
+        if not chains:
+            return
+        committed = self._committed({name for name, _ in chains}) if mode == "groups" else {}
+        starts = self._log_starts({s for segs in chains.values() for s in segs}) if mode == "retention" else {}
+
+        def expired(seg) -> bool:
+            start = starts.get((seg.cluster, seg.topic, seg.partition))
+            return start is not None and start >= seg.phys_end
+
+        drops = {}
+        for (name, p), segs in chains.items():
+            floor = committed.get((name, p), -1) if mode == "groups" else None
+            if mode == "groups" and (name, p) not in committed and committed.get((name, "groups")):
+                floor = -1  # some group consumes the topic but never committed this partition: wait
+            elif mode == "groups" and not committed.get((name, "groups")):
+                floor = 1 << 62  # no group reads the topic: nothing to wait for
+            n = droppable_prefix(segs, cluster, expired, floor)
+            if n:
+                drops[(name, p)] = n
+        if not drops:
+            return
+        with self.ctl._write_lock, self.ctl.session() as s:
+            for (name, p), n in drops.items():
+                rows = list(s.scalars(select(SegmentRow).where(SegmentRow.topic == name, SegmentRow.partition == p)
+                                      .order_by(SegmentRow.seq)))
+                if len(rows) > n and rows[n - 1].phys_end is not None:
+                    for row in rows[:n]:
+                        s.delete(row)
+            s.commit()
+        self.ctl.compose()
+        log.info("dropped drained segments of %s: %s", cluster, drops)
+
+    def _log_starts(self, segments) -> dict[tuple[str, str, int], int]:
+        clusters = self._clusters()
+        wanted: dict[str, list[tuple[str, int]]] = {}
+        for seg in segments:
+            wanted.setdefault(seg.cluster, []).append((seg.topic, seg.partition))
+        found = {}
+        for cluster, parts in wanted.items():
+            try:
+                got = self.ctl.kafka.log_offsets(cluster, clusters[cluster].bootstrap, sorted(set(parts)))
+            except Exception as e:  # unreachable: its segments simply do not count as expired yet
+                log.warning("log start offsets of %s not read: %s", cluster, e)
+                continue
+            found.update({(cluster, t, p): start for (t, p), (start, _end) in got.items()})
+        return found
+
+    def _committed(self, topics: set[str]) -> dict:
+        """Per (topic, partition): the lowest logical offset committed by the groups that consume the topic;
+        (topic, "groups"): how many such groups there are. Read from the coordination cluster's shadow topics."""
+        clusters = self._clusters()
+        coord = coordination_cluster(list(clusters.values()))
+        admin = self.ctl.kafka.client(coord, clusters[coord].bootstrap)
+        timeout = self.ctl.kafka.timeout
+        try:
+            groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=timeout)
+                      .result(timeout=timeout + 2).valid]
+        except (KafkaException, TimeoutError) as e:
+            log.warning("consumer groups of %s not listed: %s", coord, e)
+            return {(t, "groups"): 1 for t in topics}  # unknown: wait
+        shadows = {shadow_topic(t): t for t in topics}
+        lowest: dict = {}
+        for group in groups:
+            try:
+                fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                        request_timeout=timeout)[group]
+                parts = fut.result(timeout=timeout + 2).topic_partitions
+            except (KafkaException, TimeoutError) as e:
+                log.warning("offsets of group %s not read: %s", group, e)
+                return {(t, "groups"): 1 for t in topics}
+            seen = set()
+            for tp in parts:
+                topic = shadows.get(tp.topic)
+                if topic is None or tp.offset < 0:
+                    continue
+                seen.add(topic)
+                key = (topic, tp.partition)
+                lowest[key] = min(lowest.get(key, tp.offset), tp.offset)
+            for topic in seen:
+                lowest[(topic, "groups")] = lowest.get((topic, "groups"), 0) + 1
+        return lowest
+
+
+def vars_of(move) -> dict[str, Any]:
+    return {f: getattr(move, f) for f in move.__slots__}

@@ -1,0 +1,111 @@
+"""Which active segments move where (pure planning for scale-up and decommission; no I/O).
+
+A chain is described by its segments (oldest first); its active segment is the last one. Moves keep
+one rule that placement also keeps: a physical partition belongs to one logical partition only. A
+partition returning to a cluster it lived on reuses its own old physical partition there; otherwise it
+takes the next free index of that cluster's physical topic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fedkafka.view.model import Segment
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    topic: str
+    partition: int
+    from_cluster: str
+    to_cluster: str
+    to_topic: str
+    to_partition: int
+
+
+Chains = Mapping[str, Sequence[Sequence[Segment]]]  # logical topic -> per partition, its segments
+
+
+def rebalance(chains: Chains, active: Sequence[str], target: str) -> list[Move]:
+    """Moves that give `target` a fair share (floor(P / clusters)) of every topic's active segments,
+    taken from the clusters holding the most. Idempotent: nothing when `target` has its share."""
+    if target not in active:
+        raise ValueError(f"{target} is not an active cluster")
+    moves: list[Move] = []
+    for topic, parts in sorted(chains.items()):
+        owner = {p: segs[-1].cluster for p, segs in enumerate(parts)}
+        counts = Counter({c: 0 for c in active}) + Counter(c for c in owner.values() if c in active)
+        counts.setdefault(target, 0)
+        want = len(parts) // len(active)
+        planned = _Slots(topic, parts)
+        while counts[target] < want:
+            donor = max((c for c in active if c != target), key=lambda c: (counts[c], -active.index(c)))
+            if counts[donor] <= want:
+                break
+            p = max(p for p, c in owner.items() if c == donor)  # the highest index: deterministic
+            moves.append(planned.move(p, donor, target))
+            owner[p] = target
+            counts[donor] -= 1
+            counts[target] += 1
+    return moves
+
+
+def evacuate(chains: Chains, active: Sequence[str], leaving: str) -> list[Move]:
+    """Moves that take every active segment off `leaving`, each to the active cluster holding the fewest
+    of that topic's partitions (ties: registration order)."""
+    targets = [c for c in active if c != leaving]
+    if not targets:
+        raise ValueError(f"{leaving} is the last active cluster: there is nowhere to move its writes")
+    moves: list[Move] = []
+    for topic, parts in sorted(chains.items()):
+        counts = Counter({c: 0 for c in targets}) + Counter(segs[-1].cluster for segs in parts)
+        planned = _Slots(topic, parts)
+        for p, segs in enumerate(parts):
+            if segs[-1].cluster != leaving:
+                continue
+            to = min(targets, key=lambda c: (counts[c], targets.index(c)))
+            moves.append(planned.move(p, leaving, to))
+            counts[to] += 1
+    return moves
+
+
+def droppable_prefix(segments: Sequence[Segment], leaving: str, expired, committed: int | None) -> int:
+    """How many of a chain's oldest segments can go so no segment references `leaving` (0: not yet).
+
+    `expired(segment)` says whether retention removed all of a sealed segment's records; `committed`
+    is the lowest logical offset every consumer group committed for the partition (None: use retention).
+    The prefix goes as a whole, up to and including the chain's last segment on `leaving`.
+    """
+    last = max((i for i, s in enumerate(segments) if s.cluster == leaving), default=-1)
+    if last < 0:
+        return 0
+    prefix = segments[: last + 1]
+    if any(s.active for s in prefix):
+        return 0
+    if committed is not None:
+        return last + 1 if committed >= prefix[-1].logical_end else 0
+    return last + 1 if all(s.phys_end == s.phys_start or expired(s) for s in prefix) else 0
+
+
+class _Slots:
+    """Physical partitions already used by a topic on each cluster, plus the ones planned here."""
+
+    def __init__(self, topic: str, parts: Sequence[Sequence[Segment]]):
+        self.topic = topic
+        self.parts = parts
+        self.next_free: dict[tuple[str, str], int] = {}
+        for segs in parts:
+            for s in segs:
+                key = (s.cluster, s.topic)
+                self.next_free[key] = max(self.next_free.get(key, 0), s.partition + 1)
+
+    def move(self, p: int, from_cluster: str, to_cluster: str) -> Move:
+        own = [s for s in self.parts[p] if s.cluster == to_cluster]
+        if own:  # back where it lived: its own physical partition
+            return Move(self.topic, p, from_cluster, to_cluster, own[-1].topic, own[-1].partition)
+        key = (to_cluster, self.topic)
+        index = self.next_free.get(key, 0)
+        self.next_free[key] = index + 1
+        return Move(self.topic, p, from_cluster, to_cluster, self.topic, index)
