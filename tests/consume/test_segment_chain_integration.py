@@ -28,9 +28,12 @@ BASE = int(time.time() * 1000) - 3_600_000
 TS1, TS_JUNK_C2, TS2, TS3, TS_LATE = BASE, BASE + 500_000, BASE + 1_000_000, BASE + 2_000_000, BASE + 3_000_000
 
 
-def lay_down(bootstrap: str, topic: str, partition: int, values: list[str], ts0: int) -> None:
-    """Each call is its own batch(es): flushed before the next call, so a seal falls on a batch boundary."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
+def lay_down(bootstrap: str, topic: str, partition: int, values: list[str], ts0: int,
+             compression: str = "none") -> None:
+    """Each call is its own batch(es): flushed before the next call, so a seal falls on a batch boundary.
+    Compressed batches keep offsets as deltas inside: patching the header's baseOffset must be enough."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
+                         "compression.type": compression})
     for i, v in enumerate(values):
         producer.produce(topic, value=v.encode(), partition=partition, timestamp=ts0 + i)
     assert producer.flush(30) == 0
@@ -45,10 +48,10 @@ def chain(kafka_clusters, unique_name, tmp_path):
     lay_down(c1.bootstrap, physical, 0, [f"r{i}" for i in range(30)], TS1)
     lay_down(c1.bootstrap, physical, 0, [f"junk-c1-{i}" for i in range(4)], TS_LATE)
     lay_down(c2.bootstrap, physical, 0, [f"junk-c2-{i}" for i in range(5)], TS_JUNK_C2)
-    lay_down(c2.bootstrap, physical, 0, [f"r{30 + i}" for i in range(40)], TS2)
+    lay_down(c2.bootstrap, physical, 0, [f"r{30 + i}" for i in range(40)], TS2, "lz4")
     lay_down(c2.bootstrap, physical, 0, [f"junk-c2-late-{i}" for i in range(3)], TS_LATE)
     lay_down(c3.bootstrap, physical, 1, [f"junk-c3-{i}" for i in range(3)], TS1)
-    lay_down(c3.bootstrap, physical, 1, [f"r{70 + i}" for i in range(25)], TS3)
+    lay_down(c3.bootstrap, physical, 1, [f"r{70 + i}" for i in range(25)], TS3, "zstd")
     lay_down(c1.bootstrap, physical, 1, [f"q{i}" for i in range(10)], TS1)
     p0 = PartitionChain(segments=(Segment("c1", physical, 0, 0, 30, 0), Segment("c2", physical, 0, 5, 45, 30),
                                   Segment("c3", physical, 1, 3, None, 70)), leader_epoch=2)
