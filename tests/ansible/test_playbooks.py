@@ -1,0 +1,46 @@
+"""Bad or missing variables stop a playbook in its first task, with a message naming the variable,
+before any host is touched. Runs the real ansible-playbook on the local inventory (nothing is started)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+
+CASES = [
+    ("scale_up.yml", [], "scale_up.yml needs -e cluster=<name> (got 'undefined')"),
+    ("scale_up.yml", ["-e", "cluster=c9"], "naming an inventory group"),
+    ("scale_up.yml", ["-e", "cluster=c3", "-e", "strategy=shuffle"], "strategy must be rebalance or expand"),
+    ("decommission.yml", [], "decommission.yml needs -e cluster=<name>"),
+    ("decommission.yml", ["-e", "cluster=c2"], "not the coordination cluster"),
+    ("site.yml", ["-e", "fedkafka_api_token=short"], "fedkafka_api_token must be set"),
+    ("site.yml", ["-e", "fedkafka_controller_url=controller:8780"], "fedkafka_controller_url must be set"),
+    ("site.yml", ["-e", "fedkafka_coordination_cluster=c9"], "fedkafka_coordination_cluster ('c9') must name"),
+    ("site.yml", ["-e", '{"fedkafka_topics": [{"name": "t"}]}'], "fedkafka_topics must be a list of"),
+]
+
+
+@pytest.mark.parametrize(("playbook", "args", "message"), CASES, ids=[f"{c[0]} {' '.join(c[1])}" for c in CASES])
+def test_bad_variable_fails_first_and_touches_nothing(playbook, args, message):
+    proc = subprocess.run([PLAYBOOK, f"playbooks/{playbook}", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert message in " ".join(out.split()), out
+    recap = re.findall(r"^(\S+)\s+: ok=", proc.stdout, re.M)
+    assert recap == ["localhost"], f"hosts other than localhost were touched: {recap}"
+
+
+def test_role_argument_specs_name_the_variable():
+    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,c1-broker1", "--check",
+                           "-e", "kafka_broker_port=not-a-port"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert "kafka_broker_port" in out
