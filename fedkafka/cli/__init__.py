@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fedkafka.cli import admin, local, nameservice, services
+from fedkafka.cli import admin, local, nameservice, services, workflows
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="fedkafka: many physical Kafka clusters behind one logical cluster.")
@@ -12,6 +12,7 @@ app.add_typer(local.app, name="local", help="A whole federation on this machine 
 admin.register(app)
 services.register(app)
 nameservice.register(app)
+workflows.register(app)
 
 
 def main() -> None:

@@ -156,7 +156,7 @@ class Mover:
             wanted: dict[str, set[tuple[str, int]]] = {}
             for row in rows:
                 old = _active_segment(s, row.topic, row.partition)
-                wanted.setdefault(old.cluster, set()).add((old.topic, old.partition))
+                wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
                 wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
             olds = {row.id: _active_segment(s, row.topic, row.partition) for row in rows}
         if not rows:
@@ -165,7 +165,7 @@ class Mover:
         with self.ctl.session() as s:
             for row in self._rows(s, ids, "frozen"):
                 old = olds[row.id]
-                row.seal = offsets[(old.cluster, old.topic, old.partition)]
+                row.seal = offsets[(old.cluster, old.physical_topic, old.physical_partition)]
                 row.phys_start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
                 if row.seal < old.phys_start:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
