@@ -41,6 +41,9 @@ class Call:
     # JoinGroup, SyncGroup) get a connection of their own so they never stall other clients' requests.
     dedicated: bool = False
     timeout_s: float | None = None  # None: the core's default; JoinGroup may legitimately wait a rebalance out
+    # Calls with the same key share one upstream connection whatever client connection they came from
+    # (an idempotent producer that reconnects must not have its retries overtake its older batches).
+    ordering_key: int | None = None
 
 
 class UpstreamError(Exception):
@@ -62,6 +65,7 @@ class Plan:
     # Fan-out without added latency (DESIGN.md 4): when set, the core finishes as soon as one result
     # satisfies it; calls still in flight are then given to `finish` as UNANSWERED.
     return_early: Callable[[Any], bool] | None = None
+    delay_s: float = 0.0  # wait before sending (a handler's retry backoff; the core owns the clock)
 
 
 class _NoResponse:

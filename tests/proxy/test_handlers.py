@@ -178,3 +178,19 @@ def test_transactional_init_is_refused():
         transactional_id="tx", transaction_timeout=i32Timedelta.parse(datetime.timedelta(seconds=60)),
         producer_id=-1, producer_epoch=-1))
     assert resp.error_code == ErrorCode.transactional_id_authorization_failed
+
+
+def test_retriable_init_producer_id_is_retried_before_any_batch_is_answered():
+    """A fresh cluster answers COORDINATOR_LOAD_IN_PROGRESS first: failing batch n while n+1 goes through
+    would break the broker's sequence check, so the handler retries behind a barrier."""
+    c = ctx()
+    first = produce.handle(c, None, produce_req({0: batch(1000, 0, 0)}))
+    loading = build(response_type(22, 4), {"error_code": ErrorCode.coordinator_load_in_progress,
+                                            "producer_id": -1, "producer_epoch": -1})
+    retry = first.finish([loading])
+    assert isinstance(retry, Plan) and retry.barrier and retry.delay_s > 0
+    assert [call.target for call in retry.calls] == [AnyBroker("c1")]
+    plan = retry.finish([build(response_type(22, 4), {"error_code": ErrorCode.none, "producer_id": 9,
+                                                      "producer_epoch": 0})])
+    assert [call.target for call in plan.calls] == [Broker("c1", 1)]
+    assert plan.calls[0].ordering_key == 1000  # one upstream connection per idempotent producer

@@ -82,6 +82,8 @@ class Dispatcher:
             raise ProtocolViolation(str(e)) from None
         reply = self.registry[api_key].handle(self.context(header.client_id), header, request)
         while isinstance(reply, Plan) and reply.barrier:
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot))
         if isinstance(reply, Plan):
             sent = await self._send(reply.calls, slot)
@@ -98,6 +100,8 @@ class Dispatcher:
                                                                                               strict=True)])
         reply = plan.finish(results)
         while isinstance(reply, Plan):
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot))
         return self._encode(reply, correlation_id)
 
@@ -128,7 +132,7 @@ class Dispatcher:
                 if call.dedicated:
                     sent.append(await self._send_dedicated(host, port, call))
                     continue
-                conn = await self.pool.get(host, port, slot)
+                conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
                 sent.append(conn.send(call.request, call.expect_response))
             except (OSError, ConnectionError, TimeoutError, KeyError) as e:
                 self.physical.mark_unreachable(cluster, str(e) or type(e).__name__)

@@ -60,6 +60,7 @@ class ProducerIdTable:
         return entry[0], entry[1]
 
     def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
+        log.info("producer %s epoch %s -> physical %s epoch %s on %s", logical_id, epoch, producer_id, epoch_, cluster)
         self._map[(logical_id, epoch, cluster)] = (producer_id, epoch_, {})
         while len(self._map) > MAX_MAPPINGS:
             self._map.popitem(last=False)

@@ -41,6 +41,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
     errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = {}
     groups: dict[tuple[str, int], list[_Part]] = {}
     missing_pids: set[tuple[int, int, str]] = set()
+    producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
     order = [(t.name, [p.index for p in t.partition_data]) for t in request.topic_data]
 
     for t in request.topic_data:
@@ -77,12 +78,14 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                     missing_pids.add((producer[0], producer[1], seg.cluster))
                     continue
                 records = rec.rewrite_all_producers(records, mapped[0], mapped[1])
+                producer_key = producer[0]
             groups.setdefault((seg.cluster, leader), []).append(_Part(t.name, pd.index, chain, seg, records))
 
     if missing_pids:
         return _obtain_physical_ids(ctx, header, request, sorted(missing_pids), _pid_failures)
 
-    calls = [Call(Broker(cluster, node), _upstream_request(request, parts), expect_response=request.acks != 0)
+    calls = [Call(Broker(cluster, node), _upstream_request(request, parts), expect_response=request.acks != 0,
+                  ordering_key=producer_key)
              for (cluster, node), parts in groups.items()]
     parts_per_call = list(groups.values())
 
@@ -118,21 +121,37 @@ def _refusal(ctx: Context, request, topic, index: int) -> tuple[ErrorCode, str |
     return None
 
 
+PID_ATTEMPTS = 12  # about 6 s of backoff: a fresh cluster answers COORDINATOR_LOAD_IN_PROGRESS at first
+
+
 def _obtain_physical_ids(ctx: Context, header, request, missing: list[tuple[int, int, str]],
-                         failures: frozenset[str]):
-    """One InitProducerId per (logical id, epoch, cluster) on that cluster, then route again."""
+                         failures: frozenset[str], attempt: int = 0):
+    """One InitProducerId per (logical id, epoch, cluster) on that cluster, then route again.
+
+    Retriable errors are retried here (a barrier: the client's later requests wait) rather than answered:
+    failing batch n while batch n+1 of the same partition goes through would break the broker's sequence
+    check for good (OUT_OF_ORDER_SEQUENCE_NUMBER on the retry of n).
+    """
     req = InitProducerIdRequest(transactional_id=None, transaction_timeout=i32Timedelta.parse(
         datetime.timedelta(milliseconds=60000)), producer_id=i64(-1), producer_epoch=i16(-1))
     calls = [Call(AnyBroker(cluster), req) for _, _, cluster in missing]
 
     def finish(results: list):
         failed = set(failures)
-        for (logical, epoch, cluster), r in zip(missing, results, strict=True):
-            if isinstance(r, UpstreamError) or r.error_code != ErrorCode.none:
+        retry = []
+        for key, r in zip(missing, results, strict=True):
+            logical, epoch, cluster = key
+            if not isinstance(r, UpstreamError) and r.error_code == ErrorCode.none:
+                ctx.producer_ids.store_physical(logical, epoch, cluster, r.producer_id, r.producer_epoch)
+            elif attempt + 1 < PID_ATTEMPTS and (isinstance(r, UpstreamError) or r.error_code.retriable):
+                retry.append(key)
+            else:
                 failed.add(cluster)
                 ctx.physical.request_refresh(cluster)
-            else:
-                ctx.producer_ids.store_physical(logical, epoch, cluster, r.producer_id, r.producer_epoch)
+        if retry:
+            plan = _obtain_physical_ids(ctx, header, request, retry, frozenset(failed), attempt + 1)
+            plan.delay_s = min(0.05 * 2 ** attempt, 1.0)
+            return plan
         return handle(ctx, header, request, frozenset(failed))
 
     return Plan(calls, finish, barrier=True)
