@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from fedkafka.local import LocalState
@@ -73,13 +73,25 @@ def produce_consume(bootstrap: str, topic: str, messages: int, *, timeout: float
             "produce_seconds": round(produce_seconds, 3), "seconds": round(time.monotonic() - started, 3)}
 
 
+_NOT_READY_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+
 def physical_end_offsets(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, int]:
     """High watermarks of a physical topic, read directly from its cluster (not through fedkafka)."""
     from confluent_kafka import TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "fedkafka-demo-watermarks"})
+    deadline = time.monotonic() + 20
     try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        while True:
+            try:
+                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+            except KafkaException as exc:
+                # a topic created a moment ago may not have a leader everywhere yet
+                if exc.args[0].code() not in _NOT_READY_YET or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 
