@@ -5,7 +5,7 @@ a group's requests gather on one proxy. Every other group API is forwarded to th
 own coordinator for the group (looked up with FindCoordinator first, in client order), with topic names
 rewritten logical -> shadow on the way in and back on the way out. Committed offsets are logical offsets;
 the shadow topic has P partitions, so the broker validates and fences commits natively. Group protocol
-metadata (subscriptions, assignments) stays opaque: it names logical topics end to end.
+bytes (subscriptions, assignments) name shadow topics at the coordinator and logical ones at the client.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import dataclasses
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 
+from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError
@@ -47,6 +48,8 @@ def handle(ctx: Context, header, request):
     upstream, back = request, (lambda resp: resp)
     if key in (OFFSET_FETCH, OFFSET_DELETE):
         upstream, back = to_shadow(request), from_shadow
+    elif key in (JOIN, SYNC, DESCRIBE):
+        upstream, back = protocol_to_shadow(request), protocol_from_shadow
     return _via_coordinator(coordination, request, upstream, back)
 
 
@@ -179,6 +182,49 @@ def to_shadow(request):
 
 def from_shadow(response):
     return _rename(response, logical_from_shadow)
+
+
+def _is_consumer(entity) -> bool:
+    """Classic consumer groups (protocol type "consumer"); SyncGroup before v5 does not say: the strict
+    decode in consumer_protocol leaves other protocols' bytes alone."""
+    return getattr(entity, "protocol_type", "consumer") in ("consumer", None)
+
+
+def protocol_to_shadow(request):
+    """Subscriptions (JoinGroup) and assignments (SyncGroup) name shadow topics for the coordinator, which
+    keeps a Stable group's committed offsets of subscribed topics from expiring."""
+    if not _is_consumer(request):
+        return request
+    if request.__api_key__ == JOIN:
+        return dataclasses.replace(request, protocols=tuple(
+            dataclasses.replace(p, metadata=cp.rename_subscription(p.metadata, shadow_topic))
+            for p in request.protocols))
+    if request.__api_key__ == SYNC:
+        return dataclasses.replace(request, assignments=tuple(
+            dataclasses.replace(a, assignment=cp.rename_assignment(a.assignment, shadow_topic))
+            for a in request.assignments))
+    return request
+
+
+def protocol_from_shadow(response):
+    key = response.__api_key__
+    if key == JOIN and _is_consumer(response):
+        return dataclasses.replace(response, members=tuple(
+            dataclasses.replace(m, metadata=cp.rename_subscription(m.metadata, logical_from_shadow))
+            for m in response.members))
+    if key == SYNC and _is_consumer(response):
+        return dataclasses.replace(response, assignment=cp.rename_assignment(response.assignment, logical_from_shadow))
+    if key == DESCRIBE:
+        return dataclasses.replace(response, groups=tuple(_describe_from_shadow(g) for g in response.groups))
+    return response
+
+
+def _describe_from_shadow(group):
+    if group.protocol_type != "consumer":
+        return group
+    return dataclasses.replace(group, members=tuple(dataclasses.replace(
+        m, member_metadata=cp.rename_subscription(m.member_metadata, logical_from_shadow),
+        member_assignment=cp.rename_assignment(m.member_assignment, logical_from_shadow)) for m in group.members))
 
 
 def _offset_commit(ctx: Context, coordination: str, request):
