@@ -223,3 +223,16 @@ def test_offset_fetch_hides_non_shadow_topics_and_join_group_gets_its_own_connec
 def test_describe_groups_of_nothing_is_answered_without_upstream_calls():
     out = groups.handle(ctx(), None, build(request_type(15, 5), {"groups": [], "include_authorized_operations": False}))
     assert not isinstance(out, Plan) and out.groups == ()
+
+
+def test_list_groups_asks_every_broker_of_the_coordination_cluster():
+    plan = groups.handle(ctx(), None, build(request_type(16, 5), {"states_filter": [], "types_filter": []}))
+    (meta,) = plan.calls
+    assert meta.target.cluster == "c1"
+    brokers = build(response_type(3, 12), {"brokers": [{"node_id": n, "host": "h", "port": 1} for n in (5, 6)]})
+    fan = plan.finish([brokers])
+    assert [c.target for c in fan.calls] == [Broker("c1", 5), Broker("c1", 6)]
+    listed = [build(response_type(16, 5), {"groups": [{"group_id": g, "protocol_type": "consumer"}]})
+              for g in ("a", "b")]
+    assert [g.group_id for g in fan.finish(listed).groups] == ["a", "b"]
+    assert fan.finish([listed[0], UpstreamError("c1", "x")]).error_code == ErrorCode.coordinator_not_available

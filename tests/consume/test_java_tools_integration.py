@@ -69,6 +69,9 @@ def test_console_consumer_group_and_describe_lag(federation):
             rows[int(cols[2])] = (int(cols[3]), int(cols[4]), int(cols[5]))
     assert rows == {0: (25, 40, 15), 1: (1025, 1040, 15)}, described.stdout
 
+    listed = run_tool("kafka-consumer-groups", "--bootstrap-server", proxy.bootstrap, "--list", timeout=120)
+    assert group in listed.stdout.split(), listed.stdout + listed.stderr[-2000:]
+
     c = consumer(proxy.bootstrap, group)  # the same committed offsets through the client API
     committed = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=20)
     c.close()

@@ -14,6 +14,7 @@ import dataclasses
 
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+from kio.schema.metadata.v12.request import MetadataRequest
 
 from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
@@ -41,8 +42,7 @@ def handle(ctx: Context, header, request):
     if coordination is None:
         return failure(request, ErrorCode.coordinator_not_available)
     if key == LIST:
-        return Plan([Call(AnyBroker(coordination), request)],
-                    lambda results: _unwrap(results[0], request))
+        return list_groups(coordination, request)
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)
     upstream, back = request, (lambda resp: resp)
@@ -140,10 +140,6 @@ def _join_timeout(request) -> float:
     return wait.total_seconds() + JOIN_MARGIN_S
 
 
-def _unwrap(result, request):
-    return failure(request, ErrorCode.coordinator_not_available) if isinstance(result, UpstreamError) else result
-
-
 _GROUP_LISTS = {DESCRIBE: "groups", DELETE: "results", OFFSET_FETCH: "groups"}
 _REQUEST_LISTS = {DESCRIBE: "groups", DELETE: "groups_names", OFFSET_FETCH: "groups"}
 
@@ -159,6 +155,28 @@ def _merge(responses: list):
     field = _GROUP_LISTS[responses[0].__api_key__]
     merged = tuple(item for r in responses for item in getattr(r, field))
     return dataclasses.replace(responses[0], **{field: merged})
+
+
+def list_groups(coordination: str, request):
+    """Every broker of the coordination cluster lists only the groups it coordinates: ask them all."""
+    brokers = MetadataRequest(topics=(), allow_auto_topic_creation=False, include_topic_authorized_operations=False)
+
+    def ask_each(results: list):
+        if isinstance(results[0], UpstreamError):
+            return failure(request, ErrorCode.coordinator_not_available)
+        nodes = sorted(b.node_id for b in results[0].brokers)
+
+        def merge(answers: list):
+            if any(isinstance(a, UpstreamError) for a in answers):
+                return failure(request, ErrorCode.coordinator_not_available)
+            failed = next((a.error_code for a in answers if a.error_code != ErrorCode.none), ErrorCode.none)
+            return dataclasses.replace(answers[0], error_code=failed,
+                                       groups=tuple(g for a in answers for g in a.groups))
+
+        return Plan([Call(Broker(coordination, n), request) for n in nodes], merge) if nodes else \
+            failure(request, ErrorCode.coordinator_not_available)
+
+    return Plan([Call(AnyBroker(coordination), brokers)], ask_each)
 
 
 # -- topic names: logical <-> shadow ----------------------------------------------------------------------
