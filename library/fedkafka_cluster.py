@@ -178,6 +178,10 @@ def decommission(api: FedkafkaApi, params: dict, wrote: list) -> None:
             wf = api.workflow(run["id"]) or {}
             if wf.get("state") in ("failed", "error"):
                 raise ApiError(f"decommission of {cid} failed: {wf.get('error') or wf}")
+            phase = next((ph for ph in wf.get("phases") or [] if ph.get("state") != "done"), None)
+            if phase:  # e.g. drain waits for consumer groups to commit past the seals (or for retention)
+                blocked["why"] = (f"workflow {run['id']} still at phase {phase.get('name')} "
+                                  f"({phase.get('done')}/{phase.get('total')})")
         elif (api.cluster(cid) or {}).get("state") != "removed":
             try:
                 api.set_cluster_state(cid, "removed")
@@ -185,13 +189,13 @@ def decommission(api: FedkafkaApi, params: dict, wrote: list) -> None:
             except ApiError as exc:
                 if exc.status != 409:  # 409: segments still on it; try again
                     raise
-                blocked["why"] = str(exc.body or exc)
+                blocked["why"] = f"the controller says: {exc.body or exc}"
         return (api.cluster(cid) or {"state": "removed"}).get("state") == "removed"
 
     try:
         api.wait_until(removed, params["timeout"], interval=1.0, what=f"cluster {cid} to be removed")
     except ApiError as exc:
-        raise ApiError(f"{exc}; the controller says: {blocked['why']}" if blocked["why"] else str(exc)) from None
+        raise ApiError(f"{exc}; {blocked['why']}" if blocked["why"] else str(exc)) from None
 
 
 def main() -> None:
