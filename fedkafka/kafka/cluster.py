@@ -50,8 +50,16 @@ class ClusterError(RuntimeError):
 
 
 def cluster_uuid(name: str) -> str:
-    """Deterministic Kafka cluster id (a base64url UUID of 22 chars) for a cluster name."""
-    return base64.urlsafe_b64encode(hashlib.md5(name.encode()).digest()).decode().rstrip("=")
+    """Deterministic Kafka cluster id (a base64url UUID of 22 chars) for a cluster name.
+
+    Like Kafka's own Uuid.randomUuid, never one that starts with "-": the tools would read it as a flag.
+    """
+    salt = b""
+    while True:
+        cid = base64.urlsafe_b64encode(hashlib.md5(name.encode() + salt).digest()).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+        salt += b"#"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -33,7 +33,7 @@ def raw_produce_errors(port: int, topic: str, partitions: list[int], records: by
 
 
 def one_batch() -> bytes:
-    """A real v2 record batch built by aiokafka (kafka-python is shadowed by tests/kafka here)."""
+    """A real v2 record batch built by aiokafka."""
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
     builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,

@@ -146,7 +146,7 @@ def test_java_perf_and_console_producer(federation):
 
 @pytest.mark.timeout(180)
 def test_aiokafka_producer(federation):
-    """aiokafka (kafka-python is shadowed by tests/kafka in this tree), idempotent, acks=all."""
+    """aiokafka, idempotent, acks=all."""
     from aiokafka import AIOKafkaProducer
 
     proxy, topic, where = federation

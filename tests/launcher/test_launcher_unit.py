@@ -21,6 +21,13 @@ def test_cluster_id_is_deterministic_and_a_kafka_uuid():
     uuid.UUID(bytes=raw)  # a valid 128-bit id, as Kafka's Uuid.fromString expects
 
 
+def test_cluster_id_never_starts_with_a_dash():
+    # md5("s2") and md5("k2") encode to ids starting with "-", which StorageTool reads as a flag
+    for name in ["s2", "k2", *(f"c{i}" for i in range(200))]:
+        assert not cluster_uuid(name).startswith("-")
+    assert cluster_uuid("c1") == base64.urlsafe_b64encode(__import__("hashlib").md5(b"c1").digest()).decode()[:22]
+
+
 def test_config_is_single_node_kraft_on_loopback(tmp_path):
     c = LocalKafkaCluster(name="cx", data_dir=tmp_path, port=1234, controller_port=1235)
     cfg = c.config()
