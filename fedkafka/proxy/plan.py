@@ -41,6 +41,7 @@ class Call:
     # JoinGroup, SyncGroup) get a connection of their own so they never stall other clients' requests.
     dedicated: bool = False
     timeout_s: float | None = None  # None: the core's default; JoinGroup may legitimately wait a rebalance out
+    client_id: str | None = None  # None: the proxy's own; group calls carry the client's (shown by group tools)
     # Calls with the same key share one upstream connection whatever client connection they came from
     # (an idempotent producer that reconnects must not have its retries overtake its older batches).
     ordering_key: int | None = None

@@ -90,6 +90,7 @@ def test_rebalances_on_member_join_and_leave(federation):
     admin = AdminClient({"bootstrap.servers": proxy.coordination})
     (described,) = [f.result(20) for f in admin.describe_consumer_groups([group]).values()]
     assert {tp.topic for m in described.members for tp in m.assignment.topic_partitions} == {shadow_topic(topic)}
+    assert {m.client_id for m in described.members} == {"rdkafka"}  # the clients' own id, not the proxy's
     sent = produce_values(proxy.bootstrap, topic, [f"j{i}" for i in range(160)])
     wait_for(lambda: len(a.records) + len(b.records) >= 160, 60, "records over two members")
     b.stop()  # LeaveGroup: a takes everything back

@@ -133,7 +133,7 @@ class Dispatcher:
                     sent.append(await self._send_dedicated(host, port, call))
                     continue
                 conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
-                sent.append(conn.send(call.request, call.expect_response))
+                sent.append(conn.send(call.request, call.expect_response, call.client_id))
             except (OSError, ConnectionError, TimeoutError, KeyError) as e:
                 self.physical.mark_unreachable(cluster, str(e) or type(e).__name__)
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
@@ -142,7 +142,7 @@ class Dispatcher:
     async def _send_dedicated(self, host: str, port: int, call: Call):
         conn = await self.pool.dedicated(host, port)
         try:
-            fut = conn.send(call.request, call.expect_response)
+            fut = conn.send(call.request, call.expect_response, call.client_id)
         except ConnectionError:
             self.pool.release(conn)
             raise

@@ -40,11 +40,14 @@ class UpstreamConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader_task = asyncio.create_task(self._read_loop(), name=f"upstream-{self.label}")
 
-    def send(self, request: Any, expect_response: bool = True) -> asyncio.Future | None:
+    def send(self, request: Any, expect_response: bool = True, client_id: str | None = None) -> asyncio.Future | None:
         if self.closed or self._writer is None:
             raise ConnectionError(f"{self.label}: connection closed")
         corr = next(self._ids) & 0x7FFFFFFF
-        self._writer.write(codec.encode_request(request, corr))
+        if client_id is None:
+            self._writer.write(codec.encode_request(request, corr))
+        else:
+            self._writer.write(codec.encode_request(request, corr, client_id))
         if not expect_response:
             return None
         fut = asyncio.get_running_loop().create_future()

@@ -50,7 +50,7 @@ def handle(ctx: Context, header, request):
         upstream, back = to_shadow(request), from_shadow
     elif key in (JOIN, SYNC, DESCRIBE):
         upstream, back = protocol_to_shadow(request), protocol_from_shadow
-    return _via_coordinator(coordination, request, upstream, back)
+    return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
 
 
 # -- FindCoordinator: a proxy is the coordinator ---------------------------------------------------------
@@ -101,7 +101,7 @@ def group_ids(request) -> list[str]:
     return [request.group_id]
 
 
-def _via_coordinator(coordination: str, request, upstream, back):
+def _via_coordinator(coordination: str, request, upstream, back, client_id: str | None = None):
     """Look the groups' coordinators up (in client order: a barrier), then send each its share."""
     groups = list(dict.fromkeys(group_ids(request)))
     if not groups:  # e.g. DescribeGroups of nothing: nothing to ask
@@ -122,8 +122,8 @@ def _via_coordinator(coordination: str, request, upstream, back):
         parts = [(node, _subset(upstream, ids) if len(nodes) > 1 else upstream) for node, ids in nodes.items()]
         key = request.__api_key__
         timeout = _join_timeout(request) if key == JOIN else None
-        calls = [Call(Broker(coordination, node), part, dedicated=key in BLOCKING, timeout_s=timeout)
-                 for node, part in parts]
+        calls = [Call(Broker(coordination, node), part, dedicated=key in BLOCKING, timeout_s=timeout,
+                      client_id=client_id) for node, part in parts]
 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
@@ -267,7 +267,8 @@ def _offset_commit(ctx: Context, coordination: str, request):
 
     if not kept:
         return back(_commit_errors(request, {}, ErrorCode.none))
-    return _via_coordinator(coordination, request, dataclasses.replace(request, topics=tuple(kept)), back)
+    return _via_coordinator(coordination, request, dataclasses.replace(request, topics=tuple(kept)), back,
+                            ctx.client_id)
 
 
 # -- error answers shaped like each API's response ------------------------------------------------------
