@@ -120,7 +120,7 @@ def share(api: FedkafkaApi, cluster: str) -> tuple[int, int, int]:
     on_cluster = total = 0
     for summary in api.topics() or []:
         topic = api.topic(summary["name"]) or {}
-        chains = topic.get("partitions")
+        chains = topic.get("chains", topic.get("partitions"))  # GET /v1/topics/{name}: "chains" of segments
         if not isinstance(chains, list):
             continue
         total += len(chains)

@@ -51,15 +51,16 @@ class FakeController:
 
     def _scale_up(self, cid):
         """Move active segments to cid until it holds its fair share (what the real workflow promises)."""
-        chains = [c for t in self.topics.values() for c in t.get("partitions", []) if isinstance(t["partitions"], list)]
+        chains = [c for t in self.topics.values() for c in t.get("chains", [])]
         active = [c for c in self.clusters.values() if c["state"] == "active"]
         fair = len(chains) // max(1, len(active))
         moved = 0
         for chain in chains:
-            if sum(1 for c in chains if c["segments"][-1][0] == cid) >= fair:
+            if sum(1 for c in chains if c["segments"][-1]["cluster"] == cid) >= fair:
                 break
-            if chain["segments"][-1][0] != cid:
-                chain["segments"].append([cid, "t", 0, 0, None, 0])
+            if chain["segments"][-1]["cluster"] != cid:
+                chain["segments"].append({"cluster": cid, "topic": "t", "partition": 0, "phys_start": 0,
+                                          "phys_end": None, "logical_base": 0})
                 moved += 1
         return moved
 

@@ -22,7 +22,10 @@ C3 = {**C1, "id": "c3", "bootstrap": "h3:9092", "coordination": False}
 
 def chained(name, clusters):
     """A topic whose partition i has its active segment on clusters[i]."""
-    return {"name": name, "partitions": [{"segments": [[c, name, i, 0, None, 0]]} for i, c in enumerate(clusters)]}
+    return {"name": name, "partitions": len(clusters),
+            "chains": [{"partition": i, "segments": [{"cluster": c, "topic": name, "partition": i, "phys_start": 0,
+                                                      "phys_end": None, "logical_base": 0}]}
+                       for i, c in enumerate(clusters)]}
 
 
 THREE = {"clusters": [C1, C2, C3], "topics": [chained("t", ["c1", "c1", "c2", "c2", "c1", "c2"])]}

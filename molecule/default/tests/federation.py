@@ -22,8 +22,8 @@ def api(path: str):
 
 def active_clusters_of(topic: str) -> list[str]:
     """Cluster of each partition's active (last) segment."""
-    chains = api(f"/v1/topics/{topic}")["partitions"]
-    return [(c["segments"] if isinstance(c, dict) else c)[-1][0] for c in chains]
+    chains = api(f"/v1/topics/{topic}")["chains"]
+    return [chain["segments"][-1]["cluster"] for chain in chains]
 
 
 def round_trip(topic: str = "demo", records: int = 20) -> None:
