@@ -192,6 +192,10 @@ def test_several_workers_share_the_port(kafka_clusters, unique_name, tmp_path):
         for _ in range(6):  # separate clients: connections spread over the workers by the kernel
             reports += produce(proxy.bootstrap, unique_name, 20, acks="all")
         assert all(err is None for err, *_ in reports)
+        # the first worker may serve everything before the second one logs: wait for its line, not a fixed time
+        deadline = time.monotonic() + 30
+        while proxy.output().count("listening on") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert proxy.output().count("listening on") == 2
     assert proxy.proc.returncode == 0
     assert sum(len(read_partition(c1.bootstrap, unique_name, p)) for p in (0, 1)) == 120
