@@ -88,6 +88,7 @@ class Mover:
         if ids:
             self._freeze(ids)
             progress("freeze", len(ids), len(ids))
+            _fault_point("frozen")
             try:
                 self._await_acks(ids, progress)
                 self._seal(ids, progress)
@@ -125,7 +126,6 @@ class Mover:
                 if row.frozen_version is None:
                     row.frozen_version = version
             s.commit()
-        _fault_point("frozen")
 
     def _await_acks(self, ids: list[int], progress) -> None:
         with self.ctl.session() as s:

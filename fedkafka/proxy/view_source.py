@@ -92,7 +92,9 @@ class ControllerViewSource:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _register(self, state: ProxyState) -> None:
+    async def _register(self, state: ProxyState, refresh_view: bool = False) -> None:
+        """Register (again). `refresh_view`: our lease ran out, so the controller stopped waiting for our acks
+        and may have sealed segments we still write to; take the current view before the new lease counts."""
         sent = time.monotonic()
         resp = await self.client.post(f"{self.url}/v1/proxies", headers=self.headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
@@ -101,6 +103,12 @@ class ControllerViewSource:
         body = resp.json()
         state.set_node_id(int(body["node_id"]))
         self.lease_ms = int(body["lease_ms"])
+        if refresh_view:
+            current = await self.client.get(f"{self.url}/v1/view", headers=self.headers)
+            current.raise_for_status()
+            view = View.from_dict(current.json())
+            if state.apply(view):
+                state.applied_version = view.version
         state.lease_deadline = sent + self.lease_ms / 1000
         block = body.get("producer_id_block")
         if block:
@@ -145,7 +153,8 @@ class ControllerViewSource:
         resp = await self.client.post(f"{self.url}/v1/proxies/{state.me.node_id}/heartbeat", headers=self.headers,
                                       json={"applied_version": state.applied_version, "load": {}})
         if resp.status_code == 404:  # the controller dropped us (lease ran out): register again
-            await self._register(state)
+            state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce meanwhile
+            await self._register(state, refresh_view=True)
             return
         resp.raise_for_status()
         body = resp.json()

@@ -46,16 +46,28 @@ class ProducerIdTable:
         return pid
 
     def physical(self, logical_id: int, epoch: int, cluster: str, topic: str, partition: int,
-                 phys_start: int) -> tuple[int, int] | None:
+                 phys_start: int, sequences: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The physical (id, epoch) to write with, or None: obtain a fresh one first.
+
+        `sequences` = (first, end) of the batches to forward. A first sequence beyond what this proxy
+        forwarded means another proxy wrote the gap under its own physical id (the logical leader moved
+        between proxies and back): the broker would answer OUT_OF_ORDER_SEQUENCE_NUMBER for good, so a
+        fresh physical id (no broker state anywhere) is used instead."""
         key = (logical_id, epoch, cluster)
         entry = self._map.get(key)
         if entry is None:
             return None
         seen = entry[2]
-        previous = seen.setdefault((topic, partition), phys_start)
-        if previous != phys_start:
+        previous = seen.setdefault((topic, partition), [phys_start, None])
+        if previous[0] != phys_start:
             del self._map[key]  # segment boundary: never reuse a physical id here
             return None
+        if sequences is not None:
+            first, end = sequences
+            if previous[1] is not None and first > previous[1]:
+                del self._map[key]
+                return None
+            previous[1] = end if previous[1] is None else max(previous[1], end)
         self._map.move_to_end(key)
         return entry[0], entry[1]
 

@@ -73,7 +73,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                     errors[key] = (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
                     continue
                 mapped = ctx.producer_ids.physical(producer[0], producer[1], seg.cluster, seg.topic, seg.partition,
-                                                   seg.phys_start)
+                                                   seg.phys_start, _sequences(records))
                 if mapped is None:
                     missing_pids.add((producer[0], producer[1], seg.cluster))
                     continue
@@ -103,6 +103,15 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
     if not calls:
         return finish([])
     return Plan(calls, finish)
+
+
+def _sequences(records) -> tuple[int, int] | None:
+    """(first sequence, sequence after the last record) of an idempotent partition's batches."""
+    headers = list(rec.iter_batches(records))
+    if not headers or headers[0].base_sequence < 0:
+        return None
+    last = headers[-1]
+    return headers[0].base_sequence, last.base_sequence + last.last_offset_delta + 1
 
 
 def _refusal(ctx: Context, request, topic, index: int) -> tuple[ErrorCode, str | None] | None:

@@ -1,0 +1,33 @@
+"""The logical -> physical producer id map drops a mapping whose sequence another proxy continued."""
+
+from __future__ import annotations
+
+from fedkafka.proxy.core.producer_ids import ProducerIdTable
+
+
+def table() -> ProducerIdTable:
+    t = ProducerIdTable()
+    t.store_physical(1000, 0, "c1", 7, 0)
+    return t
+
+
+def test_contiguous_sequences_and_retries_keep_the_physical_id():
+    t = table()
+    assert t.physical(1000, 0, "c1", "t", 0, 0, (0, 5)) == (7, 0)
+    assert t.physical(1000, 0, "c1", "t", 0, 0, (5, 9)) == (7, 0)  # pipelined next batch
+    assert t.physical(1000, 0, "c1", "t", 0, 0, (0, 5)) == (7, 0)  # a retry: the broker dedups it
+    assert t.physical(1000, 0, "c1", "t", 1, 0, (40, 41)) == (7, 0)  # first batch on another partition
+
+
+def test_a_sequence_gap_means_another_proxy_wrote_it_so_a_fresh_id_is_needed():
+    t = table()
+    assert t.physical(1000, 0, "c1", "t", 0, 0, (0, 5)) == (7, 0)
+    assert t.physical(1000, 0, "c1", "t", 0, 0, (12, 15)) is None  # 5..11 went through another proxy
+    t.store_physical(1000, 0, "c1", 8, 0)
+    assert t.physical(1000, 0, "c1", "t", 0, 0, (12, 15)) == (8, 0)
+
+
+def test_a_new_segment_needs_a_fresh_id_and_sequences_are_optional():
+    t = table()
+    assert t.physical(1000, 0, "c1", "t", 0, 0) == (7, 0)
+    assert t.physical(1000, 0, "c1", "t", 0, 100) is None
