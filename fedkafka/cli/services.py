@@ -57,6 +57,10 @@ def proxy(
         _fail("--workers must be at least 1")
     if port == 0 and workers > 1:
         _fail("--workers > 1 needs a fixed port")
+    if controller and workers > 1:
+        # Each worker would heartbeat its own applied view under one node id, so the controller could
+        # take one worker's ack of a frozen view for all of them and seal while another still writes.
+        _fail("--workers > 1 is only supported with --view-file until workers ack views one by one")
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
                     view_file=view_file, controller=controller, token=token, workers=workers,
