@@ -54,6 +54,7 @@ def main() -> None:
                                         rate=args.rate, idempotent=(True, False),
                                         extra_consumer_config={"auto.commit.interval.ms": 500})).start()
         time.sleep(args.steady)
+        checker.mark("scale-up")
         t0 = time.monotonic() - checker._started
         posted = time.monotonic()
         run = fed.workflow({"kind": "scale_up", "cluster": "c3", "bootstrap": c3.bootstrap})
@@ -67,9 +68,15 @@ def main() -> None:
         time.sleep(2)
         during = window(checker, t0, t1 + 1)
         steady = window(checker, max(0.0, t0 - args.steady + 2), t0)  # skip the clients' warm-up
+        checker.mark("decommission")
         dec = fed.workflow({"kind": "decommission", "cluster": "c1", "drain": "groups"}, timeout=300)
         time.sleep(2)
         report = checker.stop(drain_timeout=90)
+        chains = fed.chains(topic)
+        for sample in report["lost_sample"]:  # where each lost record was acked, next to its chain
+            key, seq = sample.rsplit("#", 1)
+            ack = checker.acked[(key, int(seq))]
+            print("LOST", sample, ack, chains[ack.partition]["segments"], "marks", report["marks"])
         checker = None
     finally:
         if checker is not None:

@@ -86,17 +86,21 @@ class Mover:
     def run(self, ids: list[int], progress: Callable[[str, int, int], None] = lambda *_: None) -> dict[str, int]:
         """Drive the moves `ids` from wherever they are to done/rolled_back. Returns counts per final state."""
         if ids:
+            n = len(ids)
+            progress("freeze", 0, n)  # each step reports its start too: the run record times every phase
             self._freeze(ids)
-            progress("freeze", len(ids), len(ids))
+            progress("freeze", n, n)
             _fault_point("frozen")
             try:
                 self._await_acks(ids, progress)
+                progress("seal", 0, n)
                 self._seal(ids, progress)
             except MoveFailed as e:
                 self._roll_back(ids, str(e))
                 raise
+            progress("publish", 0, n)
             self._publish(ids)
-            progress("publish", len(ids), len(ids))
+            progress("publish", n, n)
         return self.counts(ids)
 
     def counts(self, ids: list[int]) -> dict[str, int]:
