@@ -28,7 +28,8 @@ def scale_up(cluster: str = typer.Option(..., "--cluster", help="id of the new (
              wait: bool = WAIT, as_json: bool = JSON, timeout: float = TIMEOUT,
              url: str | None = URL, token_file: Path | None = TOKEN) -> None:
     """Give a cluster a fair share of every topic's new writes (no data copied); idempotent."""
-    body = {"kind": "scale_up", "cluster": cluster, "strategy": strategy, "bootstrap": bootstrap}
+    body = {"kind": "scale_up", "cluster": cluster, "strategy": strategy,
+            "bootstrap": bootstrap or _local_bootstrap(cluster)}
     _run(body, wait, as_json, timeout, url, token_file)
 
 
@@ -39,6 +40,17 @@ def decommission(cluster: str = typer.Option(..., "--cluster", help="id of the c
                  url: str | None = URL, token_file: Path | None = TOKEN) -> None:
     """read_only (no write reaches it again) -> draining (consumers finish it) -> removed; idempotent."""
     _run({"kind": "decommission", "cluster": cluster, "drain": drain}, wait, as_json, timeout, url, token_file)
+
+
+def _local_bootstrap(cluster: str) -> str | None:
+    """A cluster started by `fedkafka local add-cluster` needs no --bootstrap: the local state knows it."""
+    try:
+        from fedkafka.local import LocalState
+
+        found = LocalState.load().cluster(cluster)
+    except (OSError, ValueError, KeyError):
+        return None
+    return found.bootstrap if found is not None else None
 
 
 def _run(body: dict, wait: bool, as_json: bool, timeout: float, url: str | None, token_file: Path | None) -> None:
