@@ -199,6 +199,9 @@ class WorkflowEngine:
                 else:
                     self._decommission(run_id)
             rec["state"] = "done"
+        except _Stopping:  # left "running": the next controller resumes it
+            log.info("workflow %d paused at %s: controller stopping", run_id, rec["step"])
+            return
         except Exception as e:  # the record says why; a new POST retries (every phase is idempotent)
             log.exception("workflow %d failed", run_id)
             rec["state"], rec["error"] = "failed", str(e)
@@ -383,7 +386,7 @@ class WorkflowEngine:
                 return
             self._drop_drained(cluster, mode)
             if self._stop_requested():
-                raise RuntimeError("controller stopping; the run resumes on restart")
+                raise _Stopping()
             time.sleep(self.drain_interval)
 
     def _stop_requested(self) -> bool:
@@ -473,6 +476,10 @@ class WorkflowEngine:
             for topic in seen:
                 lowest[(topic, "groups")] = lowest.get((topic, "groups"), 0) + 1
         return lowest
+
+
+class _Stopping(Exception):
+    pass
 
 
 def vars_of(move) -> dict[str, Any]:
