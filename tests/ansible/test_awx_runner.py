@@ -72,10 +72,7 @@ def test_scale_up_through_ansible_runner(private_data_dir):
 
     run = ansible_runner.run(private_data_dir=str(private_data_dir), playbook="playbooks/scale_up.yml",
                              extravars={"cluster": "c3"}, quiet=True)
-    failed = failures(run)
-    if any("has no workflow API" in f for f in failed):
-        pytest.xfail(f"the controller has no /v1/workflows yet (scale-up workflow issue): {failed}")
-    assert run.status == "successful" and run.rc == 0, failed
+    assert run.status == "successful" and run.rc == 0, failures(run)
     ok_tasks = {e["event_data"].get("task") for e in run.events if e.get("event") == "runner_on_ok"}
     assert {"Register the cluster", "Run the scale-up workflow", "Wait until every proxy applied the new view"} \
         <= ok_tasks
