@@ -22,7 +22,7 @@ from fedkafka.view.model import View
 
 log = logging.getLogger(__name__)
 
-LONG_POLL_MS = 25_000
+STREAM_KEEPALIVE_MS = 2_000
 
 
 def load_view_file(path: Path) -> tuple[View, int | None]:
@@ -74,7 +74,7 @@ class ControllerViewSource:
         self.instance_id = instance_id
         self.on_block = on_block
         self.lease_ms = 10_000
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=LONG_POLL_MS / 1000 + 10))
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
 
     async def start(self, state: ProxyState) -> None:
         """Register and fetch the first view; retried until the controller answers."""
@@ -124,20 +124,26 @@ class ControllerViewSource:
         await asyncio.gather(self._poll(state, drain), self._heartbeat(state))
 
     async def _poll(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
+        """Follow the controller's view stream (one JSON view per line, a blank keepalive line every
+        STREAM_KEEPALIVE_MS): one open connection instead of a long-poll round trip per change."""
         while True:
             try:
-                resp = await self.client.get(f"{self.url}/v1/view", headers=self.headers,
-                                             params={"after": state.view.version, "wait_ms": LONG_POLL_MS})
-                if resp.status_code == 204:
-                    continue
-                resp.raise_for_status()
-                view = View.from_dict(resp.json())
-                if state.apply(view):
-                    await drain(view.version)  # in-flight produce under older views finish first (DESIGN.md 5)
-                    state.applied_version = view.version
-                    await self._heartbeat_once(state)  # ack promptly: the controller waits for it
+                async with self.client.stream(
+                        "GET", f"{self.url}/v1/view/stream", headers=self.headers,
+                        params={"after": state.view.version, "keepalive_ms": STREAM_KEEPALIVE_MS},
+                        timeout=httpx.Timeout(10.0, read=STREAM_KEEPALIVE_MS / 1000 * 3)) as resp:
+                    resp.raise_for_status()
+                    async for line in resp.aiter_lines():
+                        if not line.strip():
+                            continue  # keepalive: the stream is alive
+                        view = View.from_dict(json.loads(line))
+                        if state.apply(view):
+                            await drain(view.version)  # in-flight produce under older views finish first (DESIGN.md 5)
+                            state.applied_version = view.version
+                            await self._heartbeat_once(state)  # ack promptly: the controller waits for it
+                raise httpx.RemoteProtocolError("view stream ended")
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("view poll failed (serving view %s): %s", state.view.version, e)
+                log.warning("view stream failed (serving view %s): %s", state.view.version, e)
                 await asyncio.sleep(1.0)
 
     async def _heartbeat(self, state: ProxyState) -> None:
