@@ -1,0 +1,63 @@
+"""The move state machine against the config database (no cluster: log ends come from a recording stand-in).
+Real brokers and proxies are in tests/workflows."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
+
+
+@pytest.fixture
+def setup(make_api, recording_kafka_class):
+    class LogEnds(recording_kafka_class):
+        def __init__(self):
+            super().__init__()
+            self.ends: dict[tuple[str, str, int], int] = {}
+
+        def log_offsets(self, cluster, bootstrap, partitions):
+            return {(t, p): (0, self.ends.get((cluster, t, p), 0)) for t, p in partitions}
+
+    kafka = LogEnds()
+    api = make_api(kafka=kafka)
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    return api, kafka
+
+
+def test_a_restarted_controller_publishes_the_recorded_seal(setup):
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 7})
+    first = Mover(ctl, ack_timeout=1)
+    ids = first.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    assert first.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)]) == []  # one unfinished move per partition
+    first._freeze(ids)
+    assert ctl.view.chain("t", 0).frozen
+    first._await_acks(ids, lambda *_: None)
+    first._seal(ids, lambda *_: None)
+    # the controller dies here; the physical log end moves on (it must not matter: the seal is recorded)
+    kafka.ends[("c1", "t", 0)] = 99
+    restarted = Mover(ctl, ack_timeout=1)
+    assert restarted.unfinished() == ids
+    assert restarted.run(restarted.unfinished()) == {"done": 1}
+    chain = ctl.view.chain("t", 0)
+    assert not chain.frozen and chain.leader_epoch == 1
+    old, new = chain.segments
+    assert (old.cluster, old.phys_start, old.phys_end) == ("c1", 0, 42)
+    assert (new.cluster, new.partition, new.phys_start, new.logical_base, new.phys_end) == ("c2", 1, 7, 42, None)
+    assert restarted.unfinished() == []
+
+
+def test_a_live_proxy_that_never_acks_rolls_the_move_back(setup):
+    api, _ = setup
+    ctl = api.controller
+    api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).raise_for_status()
+    mover = Mover(ctl, ack_timeout=0.3)
+    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    with pytest.raises(MoveFailed, match="did not apply view"):
+        mover.run(ids)
+    chain = ctl.view.chain("t", 1)
+    assert not chain.frozen and len(chain.segments) == 1 and chain.active.cluster == "c2"
+    assert mover.counts(ids) == {"rolled_back": 1}
