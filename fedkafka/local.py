@@ -197,6 +197,13 @@ def controller_api(state: LocalState):
     return httpx.Client(base_url=svc["url"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
+def coordination_cluster(state: LocalState) -> str:
+    """c2 when there are two or more clusters, as in the Ansible local inventory: the coordination
+    cluster cannot be decommissioned (no groups migration yet), and c1 is the one the README retires."""
+    names = {c.name for c in state.clusters}
+    return "c2" if "c2" in names else "c1"
+
+
 def up_controller(state: LocalState) -> dict[str, Any]:
     svc = state.services.get("controller")
     if not (svc and pid_alive(svc.get("pid"))):
@@ -210,9 +217,11 @@ def up_controller(state: LocalState) -> dict[str, Any]:
         state.save()
     with controller_api(state) as api:
         wait_until(lambda: api.get("/v1/status").status_code == 200, "controller", svc=svc)
-        for cluster in state.clusters:
+        coordination = coordination_cluster(state)
+        # the coordination cluster first: the controller takes the first registered one as the default
+        for cluster in sorted(state.clusters, key=lambda c: c.name != coordination):
             resp = api.put(f"/v1/clusters/{cluster.name}",
-                           json={"bootstrap": cluster.bootstrap, "coordination": cluster.name == "c1"})
+                           json={"bootstrap": cluster.bootstrap, "coordination": cluster.name == coordination})
             resp.raise_for_status()
     return svc
 
