@@ -225,7 +225,8 @@ class LocalKafkaCluster:
                 md = admin.list_topics(timeout=2)
                 if md.brokers:
                     started = getattr(self, "_started_at", None)
-                    self.start_seconds = round(time.monotonic() - started, 2) if started else None
+                    if started is not None:  # started by this process: record how long it took
+                        self.start_seconds = round(time.monotonic() - started, 2)
                     return self.start_seconds or 0.0
             except Exception as exc:  # KafkaException while the broker boots
                 last_error = exc

@@ -118,7 +118,9 @@ def _cli(state_dir, *args, check=True):
 def test_cli_up_status_kill9_down_leaves_no_jvm(tmp_path):
     ensure_kafka()
     _cli(tmp_path, "local", "up", "--clusters", "2", "--clusters-only")
+    _cli(tmp_path, "local", "up", "--clusters", "2", "--clusters-only")  # again: nothing to start
     status = json.loads(_cli(tmp_path, "local", "status", "--json").stdout)
+    assert all(c["start_seconds"] > 0 for c in status["clusters"]), "a second up must keep the start times"
     assert [c["id"] for c in status["clusters"]] == ["c1", "c2"]
     assert all(c["running"] and re.fullmatch(r"127\.0\.0\.1:\d+", c["bootstrap"]) for c in status["clusters"])
     pids = [c["pid"] for c in status["clusters"]]
