@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from fedkafka.kafka.cluster import LocalKafkaCluster, start_clusters
+from fedkafka.kafka.cluster import LocalKafkaCluster, pid_alive, start_clusters
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +51,37 @@ def make_clusters(tmp_path):
 def unique_name(request) -> str:
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:40].strip("-")
     return f"{base}-{uuid.uuid4().hex[:6]}"
+
+
+def run_fedkafka(state_dir, *args: str) -> str:
+    """Run the `fedkafka` command as a user would, against the local federation in `state_dir`."""
+    env = {**os.environ, "FEDKAFKA_STATE_DIR": str(state_dir)}
+    proc = subprocess.run([sys.executable, "-m", "fedkafka.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def fedkafka_cli():
+    """`fedkafka_cli(state_dir, *args)`: the `fedkafka` command, asserting it succeeds; returns stdout."""
+    return run_fedkafka
+
+
+@pytest.fixture(scope="session")
+def local_federation(tmp_path_factory):
+    """One `fedkafka local up --clusters 2 --proxies 2` for the session: (state dir, `local status --json`).
+
+    Tests use their own topic names; `local down` at the end must leave no process behind.
+    """
+    state_dir = tmp_path_factory.mktemp("local-federation")
+    run_fedkafka(state_dir, "local", "up", "--clusters", "2", "--proxies", "2")
+    status = json.loads(run_fedkafka(state_dir, "local", "status", "--json"))
+    yield state_dir, status
+    run_fedkafka(state_dir, "local", "down")
+    pids = [c["pid"] for c in status["clusters"]] + [p["pid"] for p in status["proxies"]]
+    pids += [status["controller"]["pid"], status["nameservice"]["pid"]]
+    assert not [p for p in pids if pid_alive(p)], "local down left processes behind"
 
 
 def pytest_report_header(config):

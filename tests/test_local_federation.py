@@ -3,49 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from confluent_kafka import Producer
 
-from fedkafka.kafka.cluster import pid_alive
 from fedkafka.kafka.tools import run_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _cli(state_dir, *args):
-    env = {**os.environ, "FEDKAFKA_STATE_DIR": str(state_dir)}
-    proc = subprocess.run([sys.executable, "-m", "fedkafka.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("local-federation")
-    _cli(state_dir, "local", "up", "--clusters", "2", "--proxies", "2")
-    status = json.loads(_cli(state_dir, "local", "status", "--json"))
-    yield state_dir, status
-    _cli(state_dir, "local", "down")
-    pids = [c["pid"] for c in status["clusters"]] + [p["pid"] for p in status["proxies"]]
-    pids += [status["controller"]["pid"], status["nameservice"]["pid"]]
-    assert not [p for p in pids if pid_alive(p)], "local down left processes behind"
-
-
-def test_status_lists_every_part(federation):
-    _state_dir, status = federation
+def test_status_lists_every_part(local_federation):
+    _state_dir, status = local_federation
     assert [c["id"] for c in status["clusters"]] == ["c1", "c2"]
     assert status["controller"]["running"] and status["controller"]["url"].startswith("http://127.0.0.1:")
     assert status["nameservice"]["running"] and status["nameservice"]["bootstrap"].startswith("127.0.0.1:")
     assert len(status["proxies"]) == 2 and all(p["running"] for p in status["proxies"])
 
 
-def test_name_service_metadata_lists_the_pools_proxies_not_the_brokers(federation):
-    _state_dir, status = federation
+def test_name_service_metadata_lists_the_pools_proxies_not_the_brokers(local_federation):
+    _state_dir, status = local_federation
     md = Producer({"bootstrap.servers": status["nameservice"]["bootstrap"], "client.id": "md-check"}).list_topics(
         timeout=15)
     advertised = sorted(f"{b.host}:{b.port}" for b in md.brokers.values())
@@ -53,18 +29,18 @@ def test_name_service_metadata_lists_the_pools_proxies_not_the_brokers(federatio
     assert not {c["bootstrap"] for c in status["clusters"]} & set(advertised)
 
 
-def test_demo_through_the_name_service_lands_on_both_clusters(federation):
-    state_dir, _status = federation
-    report = json.loads(_cli(state_dir, "local", "demo", "--messages", "200", "--topic", "demo-test"))
+def test_demo_through_the_name_service_lands_on_both_clusters(local_federation, fedkafka_cli):
+    state_dir, _status = local_federation
+    report = json.loads(fedkafka_cli(state_dir, "local", "demo", "--messages", "200", "--topic", "demo-test"))
     assert report["produced"] == report["consumed"] == 200
     assert set(report["records_per_cluster"]) == {"c1", "c2"}
     assert all(n > 0 for n in report["records_per_cluster"].values())
     assert sum(report["records_per_cluster"].values()) == 200
 
 
-def test_java_tools_through_the_name_service(federation):
-    state_dir, status = federation
-    _cli(state_dir, "topic", "create", "java-demo", "--partitions", "4")
+def test_java_tools_through_the_name_service(local_federation, fedkafka_cli):
+    state_dir, status = local_federation
+    fedkafka_cli(state_dir, "topic", "create", "java-demo", "--partitions", "4")
     bootstrap = status["nameservice"]["bootstrap"]
     out = run_tool("kafka-producer-perf-test", "--topic", "java-demo", "--num-records", "1000", "--record-size",
                    "200", "--throughput", "-1", "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all",

@@ -4,10 +4,6 @@ the name service (controller-made topic, shadow topic and proxies): lag is corre
 from __future__ import annotations
 
 import collections
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -18,27 +14,10 @@ from .support import produce_values
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _cli(state_dir, *args):
-    env = {**os.environ, "FEDKAFKA_STATE_DIR": str(state_dir)}
-    proc = subprocess.run([sys.executable, "-m", "fedkafka.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("consume-federation")
-    _cli(state_dir, "local", "up", "--clusters", "2", "--proxies", "2")
-    status = json.loads(_cli(state_dir, "local", "status", "--json"))
-    yield state_dir, status
-    _cli(state_dir, "local", "down")
-
-
-def test_group_lag_through_the_name_service(federation):
-    state_dir, status = federation
+def test_group_lag_through_the_name_service(local_federation, fedkafka_cli):
+    state_dir, status = local_federation
     bootstrap = status["nameservice"]["bootstrap"]
-    _cli(state_dir, "topic", "create", "lagged", "--partitions", "8")
+    fedkafka_cli(state_dir, "topic", "create", "lagged", "--partitions", "8")
     acks = produce_values(bootstrap, "lagged", [f"v{i}" for i in range(400)])
     ends = collections.Counter(p for p, _, _ in acks)
     assert len(ends) == 8
