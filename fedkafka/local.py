@@ -218,8 +218,7 @@ def up_controller(state: LocalState) -> dict[str, Any]:
     with controller_api(state) as api:
         wait_until(lambda: api.get("/v1/status").status_code == 200, "controller", svc=svc)
         coordination = coordination_cluster(state)
-        # the coordination cluster first: the controller takes the first registered one as the default
-        for cluster in sorted(state.clusters, key=lambda c: c.name != coordination):
+        for cluster in state.clusters:  # in name order: placement follows registration order
             resp = api.put(f"/v1/clusters/{cluster.name}",
                            json={"bootstrap": cluster.bootstrap, "coordination": cluster.name == coordination})
             resp.raise_for_status()
