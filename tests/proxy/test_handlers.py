@@ -194,3 +194,63 @@ def test_retriable_init_producer_id_is_retried_before_any_batch_is_answered():
                                                       "producer_epoch": 0})])
     assert [call.target for call in plan.calls] == [Broker("c1", 1)]
     assert plan.calls[0].ordering_key == 1000  # one upstream connection per idempotent producer
+
+
+def _moved_p0(v: View) -> View:
+    """p0 sealed on c1 at physical 5, its new active segment on c2."""
+    chains = list(v.topics["t"].partitions)
+    chains[0] = PartitionChain(segments=(Segment("c1", "phys", 0, 0, 5, 0), Segment("c2", "phys", 0, 0, None, 5)),
+                               leader_epoch=4)
+    return replace(v, topics={"t": replace(v.topics["t"], partitions=tuple(chains))})
+
+
+def _through(c: Context, req, pid_answer=(555, 0)):
+    """Run a produce plan: answer InitProducerId barriers with `pid_answer`, Produce calls with offset 0."""
+    plan = produce.handle(c, None, req)
+    while isinstance(plan, Plan) and plan.barrier:
+        plan = plan.finish([build(response_type(22, 4), {"error_code": ErrorCode.none, "producer_id": pid_answer[0],
+                                                         "producer_epoch": pid_answer[1]}) for _ in plan.calls])
+    if not isinstance(plan, Plan):
+        return plan, []
+    sent = [(call.target, pd.index) for call in plan.calls for t in call.request.topic_data for pd in t.partition_data]
+    return plan.finish(upstream_ok(plan, {(call.target.cluster, t.name, pd.index): 0 for call in plan.calls
+                                          for t in call.request.topic_data for pd in t.partition_data})), sent
+
+
+def test_a_batch_after_a_refused_one_is_not_written_across_a_segment_move():
+    """The loss this guards against: batch 1 refused while p0 is frozen, batch 2 reaching the new segment
+    first. A fresh physical id takes any sequence, the client would see 2 acked and count 1 as written."""
+    c = ctx()
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 0)}))
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c1", 1), 0)]
+    got, sent = _through(replace(c, view=view(frozen_p=0)), produce_req({0: batch(1000, 0, 1)}))
+    assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []
+
+    moved = replace(c, view=_moved_p0(c.view))
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 2)}))
+    assert by_partition(got)[0][0] == ErrorCode.out_of_order_sequence_number and sent == []  # nothing written
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 1)}), pid_answer=(777, 0))  # the retry
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 2)}))
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
+    # another producer and another partition were never affected
+    got, _ = _through(moved, produce_req({1: batch(1001, 0, 9)}))
+    assert by_partition(got)[1][0] == ErrorCode.none
+
+
+def test_broker_errors_open_a_gap_but_an_ambiguous_timeout_does_not():
+    c = ctx()
+    _through(c, produce_req({0: batch(1000, 0, 0)}))
+    plan = produce.handle(c, None, produce_req({0: batch(1000, 0, 1)}))
+    refused = build(response_type(0, 9), {"responses": [{"name": "phys", "partition_responses": [
+        {"index": 0, "error_code": ErrorCode.not_leader_or_follower, "base_offset": -1}]}]})
+    assert by_partition(plan.finish([refused]))[0][0] == ErrorCode.not_leader_or_follower
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 2)}))
+    assert by_partition(got)[0][0] == ErrorCode.out_of_order_sequence_number and sent == []
+
+    other = ctx()
+    _through(other, produce_req({0: batch(1000, 0, 0)}))
+    plan = produce.handle(other, None, produce_req({0: batch(1000, 0, 1)}))
+    plan.finish([UpstreamError("c1", "connection lost")])  # may have been written: the broker decides
+    got, sent = _through(other, produce_req({0: batch(1000, 0, 2)}))
+    assert sent == [(Broker("c1", 1), 0)]

@@ -31,3 +31,20 @@ def test_a_new_segment_needs_a_fresh_id_and_sequences_are_optional():
     t = table()
     assert t.physical(1000, 0, "c1", "t", 0, 0) == (7, 0)
     assert t.physical(1000, 0, "c1", "t", 0, 100) is None
+
+
+def test_a_refusal_makes_later_sequences_a_gap_until_it_is_written_or_forgotten():
+    now = [0.0]
+    t = ProducerIdTable(clock=lambda: now[0])
+    key = (1000, 0, "t", 0)
+    assert t.refused_before(key, 5) is None
+    t.note_refused(key, 5)
+    t.note_refused(key, 9)  # a later refusal keeps the lowest one
+    assert t.refused_before(key, 5) is None  # the refused batch itself (its retry) goes through
+    assert t.refused_before(key, 9) == 5
+    assert t.refused_before((1000, 0, "t", 1), 9) is None  # per partition
+    t.note_written(key, 5)
+    assert t.refused_before(key, 9) is None
+    t.note_refused(key, 12)
+    now[0] += 31  # the client resent it elsewhere (the logical leader moved): forgotten
+    assert t.refused_before(key, 20) is None

@@ -3,6 +3,13 @@
 A physical id is keyed by (logical id, epoch, cluster) and remembers, per physical partition, the segment
 (phys_start) it wrote to; when the active segment of a partition changes, the mapping is dropped so a fresh
 physical id (with no broker state anywhere) is used: a physical id never crosses a segment boundary.
+
+A fresh physical id accepts any first sequence, so the broker's gap check is lost at a segment boundary.
+The table keeps the one fact that check needs: per logical producer and partition, the lowest sequence
+this proxy answered with an error that surely wrote nothing (a refusal or a broker error). A later batch
+past it is a gap; forwarding it would let the client count the refused batch as written (librdkafka acks
+earlier retries implicitly when a later sequence succeeds), so it is answered OUT_OF_ORDER_SEQUENCE_NUMBER,
+which clients retry after the missing batch.
 """
 
 from __future__ import annotations
@@ -10,15 +17,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
 MAX_MAPPINGS = 100_000
+# A refusal older than this is forgotten: by then the client resent the batch here or, if the logical leader
+# moved to another proxy, wrote it there; remembering it longer would fail a later head-of-line batch.
+REFUSAL_MEMORY_S = 30.0
+
+SeqKey = tuple[int, int, str, int]  # (logical producer id, epoch, logical topic, logical partition)
 
 
 class ProducerIdTable:
-    def __init__(self, fetch_block: Callable[[], Awaitable[tuple[int, int]]] | None = None):
+    def __init__(self, fetch_block: Callable[[], Awaitable[tuple[int, int]]] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._refused: collections.OrderedDict[SeqKey, tuple[int, float]] = collections.OrderedDict()
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -76,6 +92,33 @@ class ProducerIdTable:
         self._map[(logical_id, epoch, cluster)] = (producer_id, epoch_, {})
         while len(self._map) > MAX_MAPPINGS:
             self._map.popitem(last=False)
+
+    def note_refused(self, key: SeqKey, first_seq: int) -> None:
+        """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
+        known = self._refused.get(key)
+        now = self._clock()
+        if known is None or now - known[1] > REFUSAL_MEMORY_S or first_seq < known[0]:
+            self._refused[key] = (first_seq, now)
+        else:
+            self._refused[key] = (known[0], now)
+        self._refused.move_to_end(key)
+        while len(self._refused) > MAX_MAPPINGS:
+            self._refused.popitem(last=False)
+
+    def note_written(self, key: SeqKey, first_seq: int) -> None:
+        known = self._refused.get(key)
+        if known is not None and first_seq <= known[0]:
+            del self._refused[key]
+
+    def refused_before(self, key: SeqKey, first_seq: int) -> int | None:
+        """The first sequence of a refused batch that `first_seq` would skip, or None."""
+        known = self._refused.get(key)
+        if known is None:
+            return None
+        if self._clock() - known[1] > REFUSAL_MEMORY_S:
+            del self._refused[key]
+            return None
+        return known[0] if first_seq > known[0] else None
 
     def _schedule_refill(self) -> None:
         if self._fetch_block is None or self._refilling:

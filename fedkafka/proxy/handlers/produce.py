@@ -34,6 +34,8 @@ class _Part:
     chain: PartitionChain
     seg: Segment
     records: bytes | None
+    seq_key: tuple[int, int, str, int] | None = None  # idempotent batches: (logical id, epoch, topic, partition)
+    first_seq: int = -1
 
 
 def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozenset()):
@@ -48,38 +50,47 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
         topic = ctx.view.topics.get(t.name)
         for pd in t.partition_data:
             key = (t.name, pd.index)
-            failure = _refusal(ctx, request, topic, pd.index)
-            if failure:
-                errors[key] = failure
-                continue
-            chain = topic.partitions[pd.index]
-            seg = chain.active
-            leader = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
-            if seg.cluster in _pid_failures:
-                errors[key] = (ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable")
-                continue
-            if leader is None:
-                ctx.physical.request_refresh(seg.cluster)
-                errors[key] = (ErrorCode.leader_not_available, None)
-                continue
             records = pd.records
             try:
                 producer = rec.first_producer(records) if records else None
             except rec.RecordsError as e:
                 errors[key] = (ErrorCode.corrupt_message, str(e))
                 continue
-            if producer is not None and producer[0] >= 0:
-                if producer[2]:
-                    errors[key] = (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
-                    continue
+            idempotent = producer is not None and producer[0] >= 0
+            sequences = _sequences(records) if idempotent else None
+            seq_key = (producer[0], producer[1], t.name, pd.index) if sequences else None
+            failure = _refusal(ctx, request, topic, pd.index)
+            if failure is None and idempotent and producer[2]:
+                failure = (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
+            if failure is None and seq_key:
+                skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
+                if skipped is not None:
+                    failure = (ErrorCode.out_of_order_sequence_number,
+                               f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first")
+            if failure is None:
+                chain = topic.partitions[pd.index]
+                seg = chain.active
+                leader = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
+                if seg.cluster in _pid_failures:
+                    failure = (ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable")
+                elif leader is None:
+                    ctx.physical.request_refresh(seg.cluster)
+                    failure = (ErrorCode.leader_not_available, None)
+            if failure is not None:
+                errors[key] = failure
+                if seq_key:
+                    ctx.producer_ids.note_refused(seq_key, sequences[0])
+                continue
+            if idempotent:
                 mapped = ctx.producer_ids.physical(producer[0], producer[1], seg.cluster, seg.topic, seg.partition,
-                                                   seg.phys_start, _sequences(records))
+                                                   seg.phys_start, sequences)
                 if mapped is None:
                     missing_pids.add((producer[0], producer[1], seg.cluster))
                     continue
                 records = rec.rewrite_all_producers(records, mapped[0], mapped[1])
                 producer_key = producer[0]
-            groups.setdefault((seg.cluster, leader), []).append(_Part(t.name, pd.index, chain, seg, records))
+            groups.setdefault((seg.cluster, leader), []).append(
+                _Part(t.name, pd.index, chain, seg, records, seq_key, sequences[0] if sequences else -1))
 
     if missing_pids:
         return _obtain_physical_ids(ctx, header, request, sorted(missing_pids), _pid_failures)
@@ -190,6 +201,11 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
             continue
         if pr.error_code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
             ctx.physical.request_refresh(part.seg.cluster)
+        if part.seq_key:
+            if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
+                ctx.producer_ids.note_written(part.seq_key, part.first_seq)
+            elif pr.error_code not in _MAYBE_WRITTEN:
+                ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
         out[(part.topic, part.partition)] = {
             "error_code": pr.error_code,
             "base_offset": part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
@@ -199,6 +215,10 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
             "record_errors": getattr(pr, "record_errors", ()), "error_message": getattr(pr, "error_message", None),
         }
     return out
+
+
+# Broker errors after which the leader may hold the batch (acks=all replication timed out): not a gap.
+_MAYBE_WRITTEN = frozenset({ErrorCode.request_timed_out, ErrorCode.not_enough_replicas_after_append})
 
 
 def _logical_start(part: _Part, physical_start: int) -> int:
