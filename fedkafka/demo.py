@@ -27,7 +27,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 def produce_consume(bootstrap: str, topic: str, messages: int, *, timeout: float = 60.0,
                     client_id: str = "fedkafka-demo") -> dict[str, Any]:
-    """Produce `messages` keyed records, then read them back with a fresh consumer group.
+    """Produce `messages` keyed records, then read them back with a fresh consumer group (no commits).
 
     Returns counts; raises RuntimeError when not every acked record came back.
     """
@@ -52,8 +52,10 @@ def produce_consume(bootstrap: str, topic: str, messages: int, *, timeout: float
         raise RuntimeError(f"produce to {topic} via {bootstrap} failed: {remaining} unsent, errors {errors[:3]}")
     produce_seconds = time.monotonic() - started
 
+    # No commits: a one-off group that left offsets behind would hold `decommission --drain groups`
+    # (which waits for every group that committed on a partition) until someone deletes it.
     consumer = Consumer({"bootstrap.servers": bootstrap, "client.id": client_id, "group.id": f"demo-{run}",
-                        "auto.offset.reset": "earliest", "enable.auto.commit": True})
+                        "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     seen: set[str] = set()
     deadline = time.monotonic() + timeout

@@ -76,11 +76,17 @@ def _follow(api: AdminClient, run: dict, timeout: float, console: Console) -> di
                TextColumn("{task.fields[state]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         tasks = {ph["name"]: progress.add_task(ph["name"], total=1, state="pending") for ph in run["phases"]}
+        shown: list[str] = []
         while True:
             for ph in run["phases"]:
                 total = max(ph["total"], 1)
                 done = total if ph["state"] == "done" else min(ph["done"], total)
                 progress.update(tasks[ph["name"]], total=total, completed=done, state=ph["state"])
+            waiting = run.get("waiting_for") or []
+            if waiting != shown:
+                for line in waiting:
+                    console.print(f"  waiting: {line}")
+                shown = waiting
             if run["state"] != "running":
                 return run
             if time.monotonic() > deadline:

@@ -383,8 +383,9 @@ class WorkflowEngine:
                 left = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster))
             self._phase(run_id, "drain", total - left, total)
             if not left:
+                self._waiting(run_id, [])
                 return
-            self._drop_drained(cluster, mode)
+            self._waiting(run_id, self._drop_drained(cluster, mode))
             if self._stop_requested():
                 raise _Stopping()
             time.sleep(self.drain_interval)
@@ -392,11 +393,20 @@ class WorkflowEngine:
     def _stop_requested(self) -> bool:
         return self.ctl._stop.is_set()
 
-    def _drop_drained(self, cluster: str, mode: str) -> None:
+    def _waiting(self, run_id: int, blockers: list[str]) -> None:
+        """What the drain still waits for, in the run's record (the CLI shows it): an operator can act on it,
+        e.g. delete a consumer group that was abandoned behind a seal."""
+        rec = self._records[run_id]
+        if rec.get("waiting_for", []) != blockers:
+            rec["waiting_for"] = blockers
+            self._save(run_id)
+
+    def _drop_drained(self, cluster: str, mode: str) -> list[str]:
+        """Drop what drained; returns what the rest waits for (at most 10 lines)."""
         chains = {(name, p): segs for name, parts in self._chains().items() for p, segs in enumerate(parts)
                   if any(s.cluster == cluster for s in segs)}
         if not chains:
-            return
+            return []
         committed = self._committed({name for name, _ in chains}) if mode == "groups" else {}
         starts = self._log_starts({s for segs in chains.values() for s in segs}) if mode == "retention" else {}
 
@@ -405,6 +415,7 @@ class WorkflowEngine:
             return start is not None and start >= seg.phys_end
 
         drops = {}
+        blockers = []
         for (name, p), segs in chains.items():
             floor = committed.get((name, p), -1) if mode == "groups" else None
             if mode == "groups" and (name, p) not in committed and committed.get((name, "groups")):
@@ -414,8 +425,11 @@ class WorkflowEngine:
             n = droppable_prefix(segs, cluster, expired, floor)
             if n:
                 drops[(name, p)] = n
+            elif not any(s.active for s in segs if s.cluster == cluster):
+                blockers.append(_blocker(name, p, segs, cluster, floor, committed.get((name, p, "group"))))
+        blockers = sorted(blockers)[:10]
         if not drops:
-            return
+            return blockers
         with self.ctl._write_lock, self.ctl.session() as s:
             for (name, p), n in drops.items():
                 rows = list(s.scalars(select(SegmentRow).where(SegmentRow.topic == name, SegmentRow.partition == p)
@@ -426,6 +440,7 @@ class WorkflowEngine:
             s.commit()
         self.ctl.compose()
         log.info("dropped drained segments of %s: %s", cluster, drops)
+        return blockers
 
     def _log_starts(self, segments) -> dict[tuple[str, str, int], int]:
         clusters = self._clusters()
@@ -472,10 +487,20 @@ class WorkflowEngine:
                     continue
                 seen.add(topic)
                 key = (topic, tp.partition)
-                lowest[key] = min(lowest.get(key, tp.offset), tp.offset)
+                if tp.offset < lowest.get(key, 1 << 62):
+                    lowest[key], lowest[(topic, tp.partition, "group")] = tp.offset, group
             for topic in seen:
                 lowest[(topic, "groups")] = lowest.get((topic, "groups"), 0) + 1
         return lowest
+
+
+def _blocker(topic: str, p: int, segs, cluster: str, floor: int | None, group: str | None) -> str:
+    end = max(s.logical_end for s in segs if s.cluster == cluster)
+    if floor is None:
+        return f"{topic}/{p}: records up to offset {end} on {cluster} not expired by retention yet"
+    if floor < 0:
+        return f"{topic}/{p}: a group consuming {topic} has not committed this partition yet"
+    return f"{topic}/{p}: group {group} committed {floor}, {cluster}'s data ends at {end}"
 
 
 class _Stopping(Exception):
