@@ -50,3 +50,12 @@ def test_java_tools_through_the_name_service(local_federation, fedkafka_cli):
                         "--group", "java-demo-group", "--from-beginning", "--max-messages", "1000",
                         "--timeout-ms", "60000", timeout=180)
     assert len(consumed.stdout.splitlines()) == 1000
+
+
+def test_check_command_reports_every_acked_record_consumed(local_federation, fedkafka_cli):
+    state_dir, _status = local_federation
+    report = json.loads(fedkafka_cli(state_dir, "check", "--topic", "check-test", "--partitions", "4",
+                                     "--duration", "3", "--rate", "50", "--json"))
+    assert report["acked"] > 100 and report["consumed"] == report["acked"], report
+    assert report["lost"] == 0 and report["order_violations"] == 0 and report["duplicates_idempotent"] == 0
+    assert report["timeline"] and report["topic"] == "check-test"
