@@ -204,17 +204,29 @@ def _moved_p0(v: View) -> View:
     return replace(v, topics={"t": replace(v.topics["t"], partitions=tuple(chains))})
 
 
-def _through(c: Context, req, pid_answer=(555, 0)):
-    """Run a produce plan: answer InitProducerId barriers with `pid_answer`, Produce calls with offset 0."""
+def _through(c: Context, req, pid_answer=(555, 0), sealed: dict[int, int] | None = None):
+    """Run a produce plan: answer InitProducerId barriers with `pid_answer`, DescribeProducers with the last
+    sequence of each physical id in `sealed`, Produce calls with offset 0."""
     plan = produce.handle(c, None, req)
     while isinstance(plan, Plan) and plan.barrier:
-        plan = plan.finish([build(response_type(22, 4), {"error_code": ErrorCode.none, "producer_id": pid_answer[0],
-                                                         "producer_epoch": pid_answer[1]}) for _ in plan.calls])
+        plan = plan.finish([_barrier_answer(call, pid_answer, sealed or {}) for call in plan.calls])
     if not isinstance(plan, Plan):
         return plan, []
     sent = [(call.target, pd.index) for call in plan.calls for t in call.request.topic_data for pd in t.partition_data]
     return plan.finish(upstream_ok(plan, {(call.target.cluster, t.name, pd.index): 0 for call in plan.calls
                                           for t in call.request.topic_data for pd in t.partition_data})), sent
+
+
+def _barrier_answer(call, pid_answer, sealed: dict[int, int]):
+    if call.request.__api_key__ == 22:
+        return build(response_type(22, 4), {"error_code": ErrorCode.none, "producer_id": pid_answer[0],
+                                             "producer_epoch": pid_answer[1]})
+    assert call.request.__api_key__ == 61 and call.target == Broker("c1", 1)  # the sealed segment's leader
+    (t,) = call.request.topics
+    return build(response_type(61, 0), {"topics": [{"name": t.name, "partitions": [
+        {"partition_index": t.partition_indexes[0], "error_code": ErrorCode.none, "active_producers": [
+            {"producer_id": pid, "producer_epoch": 0, "last_sequence": last, "last_timestamp": 0,
+             "coordinator_epoch": -1, "current_txn_start_offset": -1} for pid, last in sealed.items()]}]}]})
 
 
 def test_a_batch_after_a_refused_one_is_not_written_across_a_segment_move():
@@ -229,8 +241,8 @@ def test_a_batch_after_a_refused_one_is_not_written_across_a_segment_move():
     moved = replace(c, view=_moved_p0(c.view))
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 2)}))
     assert by_partition(got)[0][0] == ErrorCode.out_of_order_sequence_number and sent == []  # nothing written
-    got, sent = _through(moved, produce_req({0: batch(1000, 0, 1)}), pid_answer=(777, 0))  # the retry
-    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 1)}), pid_answer=(777, 0), sealed={555: 0})
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]  # the retry
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 2)}))
     assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
     # another producer and another partition were never affected
@@ -254,3 +266,32 @@ def test_broker_errors_open_a_gap_but_an_ambiguous_timeout_does_not():
     plan.finish([UpstreamError("c1", "connection lost")])  # may have been written: the broker decides
     got, sent = _through(other, produce_req({0: batch(1000, 0, 2)}))
     assert sent == [(Broker("c1", 1), 0)]
+
+
+def test_a_retry_of_a_batch_the_sealed_segment_holds_is_not_written_twice():
+    """Batch 1 reached c1 but its answer was lost; p0 moved; the client's retry must not be written on c2
+    again: the sealed segment's broker says producer 555 got to sequence 1, so it is a duplicate."""
+    c = ctx()
+    _through(c, produce_req({0: batch(1000, 0, 0)}))
+    plan = produce.handle(c, None, produce_req({0: batch(1000, 0, 1)}))
+    assert by_partition(plan.finish([UpstreamError("c1", "connection lost")]))[0][0] == ErrorCode.request_timed_out
+
+    moved = replace(c, view=_moved_p0(c.view))
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 1)}), pid_answer=(777, 0), sealed={555: 1, 9: 40})
+    assert by_partition(got)[0][0] == ErrorCode.duplicate_sequence_number and sent == []  # success, not rewritten
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 3)}))
+    assert by_partition(got)[0][0] == ErrorCode.out_of_order_sequence_number and sent == []  # 2 is missing
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 2)}))
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 3)}))  # past the first write: the broker checks
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 1)}))  # a late duplicate still is one
+    assert by_partition(got)[0][0] == ErrorCode.duplicate_sequence_number and sent == []
+
+
+def test_no_floor_when_the_sealed_segment_does_not_know_the_producer():
+    c = ctx()
+    _through(c, produce_req({0: batch(1000, 0, 0)}))
+    moved = replace(c, view=_moved_p0(c.view))
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 5)}), sealed={})  # its state expired there
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]

@@ -10,6 +10,12 @@ this proxy answered with an error that surely wrote nothing (a refusal or a brok
 past it is a gap; forwarding it would let the client count the refused batch as written (librdkafka acks
 earlier retries implicitly when a later sequence succeeds), so it is answered OUT_OF_ORDER_SEQUENCE_NUMBER,
 which clients retry after the missing batch.
+
+Across a seal it also keeps, per logical producer and partition, the segment this proxy last wrote to
+(and the physical id it wrote with). On the first batch for a newer segment the produce handler asks the
+old segment's broker (DescribeProducers) for that id's last sequence: the sealed segment's floor. A retried
+batch wholly below it is answered DUPLICATE_SEQUENCE_NUMBER (clients count it as written) instead of being
+written a second time; a batch above it is a gap (OUT_OF_ORDER_SEQUENCE_NUMBER), as the broker would say.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,16 @@ MAX_MAPPINGS = 100_000
 REFUSAL_MEMORY_S = 30.0
 
 SeqKey = tuple[int, int, str, int]  # (logical producer id, epoch, logical topic, logical partition)
+SegmentId = tuple[str, str, int, int]  # (cluster, physical topic, physical partition, phys_start)
+UNASKED = object()  # floor(): nobody asked the sealed segment yet
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentWrite:
+    """Where this proxy last forwarded a logical producer's batch for one logical partition."""
+
+    segment: SegmentId
+    producer_id: int  # the physical id it wrote with
 
 
 class ProducerIdTable:
@@ -35,6 +52,8 @@ class ProducerIdTable:
                  clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._refused: collections.OrderedDict[SeqKey, tuple[int, float]] = collections.OrderedDict()
+        self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
+        self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None]] = collections.OrderedDict()
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -120,6 +139,22 @@ class ProducerIdTable:
             return None
         return known[0] if first_seq > known[0] else None
 
+    def note_forwarded(self, key: SeqKey, segment: SegmentId, producer_id: int) -> None:
+        _put(self._writes, key, SegmentWrite(segment, producer_id))
+
+    def earlier_write(self, key: SeqKey, segment: SegmentId) -> SegmentWrite | None:
+        """This proxy's last write for `key` when it went to another segment than `segment`."""
+        write = self._writes.get(key)
+        return write if write is not None and write.segment != segment else None
+
+    def floor(self, key: SeqKey, segment: SegmentId) -> int | object | None:
+        """The sequence the producer's batches on `segment` start at (None: not known), or UNASKED."""
+        known = self._floors.get(key)
+        return known[1] if known is not None and known[0] == segment else UNASKED
+
+    def set_floor(self, key: SeqKey, segment: SegmentId, floor: int | None) -> None:
+        _put(self._floors, key, (segment, floor))
+
     def _schedule_refill(self) -> None:
         if self._fetch_block is None or self._refilling:
             return
@@ -134,3 +169,10 @@ class ProducerIdTable:
                 self._refilling = False
 
         asyncio.get_running_loop().create_task(refill())
+
+
+def _put(table: collections.OrderedDict, key, value) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > MAX_MAPPINGS:
+        table.popitem(last=False)

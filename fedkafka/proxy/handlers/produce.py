@@ -13,13 +13,16 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
 from kio.schema.errors import ErrorCode
 from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
-from kio.static.primitive import i16, i32Timedelta, i64
+from kio.schema.types import TopicName
+from kio.static.primitive import i16, i32, i32Timedelta, i64
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.proxy.core.producer_ids import UNASKED, SegmentId, SegmentWrite, SeqKey
 from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
 
@@ -43,6 +46,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
     errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = {}
     groups: dict[tuple[str, int], list[_Part]] = {}
     missing_pids: set[tuple[int, int, str]] = set()
+    missing_floors: list[tuple[SeqKey, SegmentId]] = []
     producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
     order = [(t.name, [p.index for p in t.partition_data]) for t in request.topic_data]
 
@@ -82,16 +86,33 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                     ctx.producer_ids.note_refused(seq_key, sequences[0])
                 continue
             if idempotent:
+                seg_id = (seg.cluster, seg.topic, seg.partition, seg.phys_start)
+                if seq_key:
+                    verdict = _against_sealed_floor(ctx, seq_key, seg_id, sequences)
+                    if verdict is _ASK_FLOOR:
+                        missing_floors.append((seq_key, seg_id))
+                        continue
+                    if verdict is not None:
+                        errors[key] = verdict
+                        if verdict[0] == ErrorCode.duplicate_sequence_number:
+                            ctx.producer_ids.note_written(seq_key, sequences[0])
+                        else:
+                            ctx.producer_ids.note_refused(seq_key, sequences[0])
+                        continue
                 mapped = ctx.producer_ids.physical(producer[0], producer[1], seg.cluster, seg.topic, seg.partition,
                                                    seg.phys_start, sequences)
                 if mapped is None:
                     missing_pids.add((producer[0], producer[1], seg.cluster))
                     continue
+                if seq_key:
+                    ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0])
                 records = rec.rewrite_all_producers(records, mapped[0], mapped[1])
                 producer_key = producer[0]
             groups.setdefault((seg.cluster, leader), []).append(
                 _Part(t.name, pd.index, chain, seg, records, seq_key, sequences[0] if sequences else -1))
 
+    if missing_floors:
+        return _read_sealed_floors(ctx, header, request, missing_floors, _pid_failures)
     if missing_pids:
         return _obtain_physical_ids(ctx, header, request, sorted(missing_pids), _pid_failures)
 
@@ -138,6 +159,68 @@ def _refusal(ctx: Context, request, topic, index: int) -> tuple[ErrorCode, str |
     cluster = ctx.view.clusters.get(chain.active.cluster)
     if cluster is None or cluster.state != ClusterState.ACTIVE or not ctx.physical.reachable(cluster.id):
         return ErrorCode.not_leader_or_follower, f"cluster {chain.active.cluster} not writable"
+    return None
+
+
+_ASK_FLOOR = object()
+
+
+def _against_sealed_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, sequences: tuple[int, int]):
+    """Check a batch against the sequence the producer reached on the segment sealed before `seg_id`.
+
+    None: forward it. An (error, message) answer: already written there (DUPLICATE_SEQUENCE_NUMBER,
+    which clients count as success) or a gap (OUT_OF_ORDER_SEQUENCE_NUMBER). _ASK_FLOOR: read it first."""
+    floor = ctx.producer_ids.floor(seq_key, seg_id)
+    first_write_here = ctx.producer_ids.earlier_write(seq_key, seg_id) is not None
+    if floor is UNASKED:
+        return _ASK_FLOOR if first_write_here else None
+    if floor is None:
+        return None
+    first, end = sequences
+    if end <= floor:
+        return ErrorCode.duplicate_sequence_number, f"sequences {first}..{end - 1} were written before the seal"
+    if first > floor and first_write_here:
+        return ErrorCode.out_of_order_sequence_number, f"sequence {first} skips {floor}: resend from {floor}"
+    return None
+
+
+def _read_sealed_floors(ctx: Context, header, request, missing: list[tuple[SeqKey, SegmentId]],
+                        failures: frozenset[str]):
+    """Ask the broker of each producer's sealed segment (DescribeProducers) how far the producer got there,
+    behind a barrier, then route again. Unknown (unreachable, producer state expired): no floor."""
+    calls, asked = [], []
+    for seq_key, seg_id in missing:
+        write = ctx.producer_ids.earlier_write(seq_key, seg_id)
+        cluster, topic, partition, _start = write.segment
+        leader = ctx.physical.leader(cluster, topic, partition)
+        if leader is None or not ctx.physical.reachable(cluster):
+            ctx.producer_ids.set_floor(seq_key, seg_id, None)
+            continue
+        ask = TopicRequest(name=TopicName(topic), partition_indexes=(i32(partition),))
+        calls.append(Call(Broker(cluster, leader), DescribeProducersRequest(topics=(ask,)), timeout_s=5.0))
+        asked.append((seq_key, seg_id, write))
+    if not calls:
+        return handle(ctx, header, request, failures)
+
+    def finish(results: list):
+        for (seq_key, seg_id, write), result in zip(asked, results, strict=True):
+            ctx.producer_ids.set_floor(seq_key, seg_id, _sequence_after(result, write))
+        return handle(ctx, header, request, failures)
+
+    return Plan(calls, finish, barrier=True)
+
+
+def _sequence_after(result, write: SegmentWrite) -> int | None:
+    """The sequence after the last one `write.producer_id` appended to its partition, if the broker knows."""
+    if isinstance(result, UpstreamError):
+        return None
+    for t in result.topics:
+        for p in t.partitions:
+            if p.error_code != ErrorCode.none:
+                return None
+            for state in p.active_producers:
+                if state.producer_id == write.producer_id and state.last_sequence >= 0:
+                    return state.last_sequence + 1
     return None
 
 
