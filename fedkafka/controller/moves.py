@@ -165,7 +165,7 @@ class Mover:
             olds = {row.id: _active_segment(s, row.topic, row.partition) for row in rows}
         if not rows:
             return
-        offsets = self._read_ends(wanted, bootstrap)
+        offsets = self.read_ends(wanted, bootstrap)
         with self.ctl.session() as s:
             for row in self._rows(s, ids, "frozen"):
                 old = olds[row.id]
@@ -179,7 +179,7 @@ class Mover:
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
 
-    def _read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str]) -> dict:
+    def read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str]) -> dict:
         """Log end offset of every wanted physical partition; retried (a new partition needs a leader first)."""
         deadline = time.monotonic() + self.seal_timeout
         found: dict[tuple[str, str, int], int] = {}

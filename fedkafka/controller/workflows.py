@@ -287,6 +287,14 @@ class WorkflowEngine:
                                             configs.get(topic, {}))
             except (KafkaUnavailable, KafkaRefused) as e:
                 raise MoveFailed(f"cannot create {topic} on {cluster}: {e}; nothing was moved") from None
+        # A partition created a moment ago has no leader yet: wait for it now, not while producers are frozen.
+        wanted: dict[str, set[tuple[str, int]]] = {}
+        for m in plans:
+            wanted.setdefault(m.to_cluster, set()).add((m.to_topic, m.to_partition))
+        try:
+            self.mover.read_ends(wanted, {c: clusters[c].bootstrap for c in wanted})
+        except MoveFailed as e:
+            raise MoveFailed(f"new partitions not ready: {e}; nothing was moved") from None
 
     def _chains(self):
         view = self.ctl.view
