@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fedkafka-installed
 CLUSTERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: up down status demo test lint bench clean install
+.PHONY: up up-local down status demo test lint bench clean install
 
 install: $(STAMP)
 
@@ -17,12 +17,24 @@ $(STAMP): pyproject.toml
 	@scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
 	@touch $@
 
+# The bundle itself provisions the local federation: playbooks/site.yml on inventory/local (ansible.cfg's
+# default), services under supervisord, state in /tmp/fedkafka-ansible; the playbook describes it for the
+# CLI in .fedkafka/ansible.json, so `fedkafka local status|demo` and the admin commands find it.
+ANSIBLE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-playbook
+
 up: $(STAMP)
-	$(BIN)/fedkafka local up --clusters $(CLUSTERS)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	$(ANSIBLE) playbooks/site.yml
 	$(BIN)/fedkafka local demo
 
 down:
+	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) playbooks/teardown.yml; fi
 	@if [ -x $(BIN)/fedkafka ]; then $(BIN)/fedkafka local down; else echo "nothing to stop (no $(VENV))"; fi
+
+# The same federation without Ansible: `fedkafka local up` runs each service as a plain daemon.
+up-local: $(STAMP)
+	$(BIN)/fedkafka local up --clusters $(CLUSTERS)
+	$(BIN)/fedkafka local demo
 
 status: $(STAMP)
 	$(BIN)/fedkafka local status

@@ -3,6 +3,11 @@
 Everything started here is a daemon (its own session, not tied to the CLI process); the pids and
 addresses live in `<state dir>/state.json` so a later `down` or `status` finds them. The state dir is
 `$FEDKAFKA_STATE_DIR` or `./.fedkafka` (gitignored).
+
+A federation provisioned by the Ansible bundle (`make up`: playbooks/site.yml on inventory/local) is
+described in `<state dir>/ansible.json`, written by the playbooks. Its clusters and services are read
+like our own (status, demo, the CLI's controller discovery) but never started, stopped or rewritten
+here: supervisord runs them and `make down` (playbooks/teardown.yml) stops them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedkafka.kafka.cluster import LocalKafkaCluster, kill_group, pid_alive
+from fedkafka.kafka.cluster import LocalKafkaCluster, kill_group, pid_alive, port_open
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
 
 
@@ -34,21 +39,42 @@ class LocalState:
     def path(self) -> Path:
         return self.root / "state.json"
 
+    @property
+    def provisioned_path(self) -> Path:
+        return self.root / "ansible.json"
+
+    @property
+    def provisioned(self) -> bool:
+        """True when the Ansible bundle provisioned (part of) this federation."""
+        return any(c.managed_by for c in self.clusters) or any(_managed(s) for s in self.services.values())
+
     @classmethod
     def load(cls, root: Path | None = None) -> LocalState:
         root = root or state_dir()
         state = cls(root=root)
-        if state.path.exists():
-            data = json.loads(state.path.read_text())
-            state.clusters = [LocalKafkaCluster.from_dict(c) for c in data.get("clusters", [])]
-            state.services = data.get("services", {})
+        for path, managed_by in ((state.provisioned_path, "ansible"), (state.path, None)):
+            if not path.exists():
+                continue
+            data = json.loads(path.read_text())
+            names = {c.name for c in state.clusters}
+            for doc in data.get("clusters", []):
+                cluster = LocalKafkaCluster.from_dict({**doc, "managed_by": managed_by or doc.get("managed_by")})
+                if cluster.name not in names:
+                    state.clusters.append(cluster)
+            for name, svc in data.get("services", {}).items():
+                if managed_by:
+                    svc = [{**s, "managed_by": managed_by} for s in svc] if isinstance(svc, list) \
+                        else {**svc, "managed_by": managed_by}
+                state.services.setdefault(name, svc)
         return state
 
     def save(self) -> None:
+        """Write what this CLI runs itself; provisioned entries stay in the playbooks' file."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"clusters": [c.to_dict() for c in self.clusters], "services": self.services},
-                                  indent=2))
+        own = {name: svc for name, svc in self.services.items() if not _managed(svc)}
+        tmp.write_text(json.dumps({"clusters": [c.to_dict() for c in self.clusters if not c.managed_by],
+                                   "services": own}, indent=2))
         tmp.replace(self.path)
 
     def cluster(self, cluster_id: str) -> LocalKafkaCluster | None:
@@ -58,12 +84,22 @@ class LocalState:
         doc: dict[str, Any] = {
             "state_dir": str(self.root),
             "clusters": [{"id": c.name, "bootstrap": c.bootstrap, "running": c.running, "pid": c.pid,
-                          "start_seconds": c.start_seconds} for c in self.clusters],
+                          "start_seconds": c.start_seconds, "managed_by": c.managed_by} for c in self.clusters],
         }
         for name, svc in self.services.items():
-            doc[name] = {**svc, "running": pid_alive(svc.get("pid"))} if isinstance(svc, dict) else [
-                {**s, "running": pid_alive(s.get("pid"))} for s in svc]
+            doc[name] = {**svc, "running": _service_running(svc)} if isinstance(svc, dict) else [
+                {**s, "running": _service_running(s)} for s in svc]
         return doc
+
+
+def _managed(svc: dict | list) -> bool:
+    return any(s.get("managed_by") for s in (svc if isinstance(svc, list) else [svc]))
+
+
+def _service_running(svc: dict[str, Any]) -> bool:
+    if svc.get("managed_by"):  # supervisord restarts it under new pids: ask its port
+        return bool(svc.get("port")) and port_open("127.0.0.1", int(svc["port"]))
+    return pid_alive(svc.get("pid"))
 
 
 def up_clusters(state: LocalState, count: int) -> list[LocalKafkaCluster]:
@@ -154,16 +190,20 @@ def down(state: LocalState, purge: bool = False) -> None:
     for name in sorted(state.services, key=lambda n: order.index(n) if n in order else -1):
         svc = state.services[name]
         for s in svc if isinstance(svc, list) else [svc]:
-            stop_service(s)
-    state.services = {}
+            if not s.get("managed_by"):
+                stop_service(s)
+    state.services = {name: svc for name, svc in state.services.items() if _managed(svc)}
     for cluster in state.clusters:
         cluster.stop()
     state.save()
     if purge:
         import shutil
 
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(state.root)
+        for path in state.root.iterdir() if state.root.is_dir() else []:
+            if path == state.provisioned_path:  # the playbooks' record: teardown.yml removes it
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 # -- federation services ---------------------------------------------------------------------------

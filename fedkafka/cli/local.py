@@ -28,6 +28,9 @@ def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="P
        clusters_only: bool = typer.Option(False, help="Only the physical clusters, no fedkafka services.")) -> None:
     """Start (or resume) the local federation: N Kafka clusters, controller, proxies, name service."""
     state = local.LocalState.load()
+    if state.provisioned:
+        _fail(f"{state.provisioned_path} describes a federation provisioned by Ansible (make up); "
+              "stop it with `make down` (ansible-playbook playbooks/teardown.yml) before `fedkafka local up`")
     started = time.monotonic()
     try:
         with console.status(f"starting {clusters} Kafka cluster(s)…"):
@@ -66,6 +69,9 @@ def down(purge: bool = typer.Option(False, help="Also delete all local data.")) 
     state = local.LocalState.load()
     local.down(state, purge=purge)
     console.print("federation stopped" + (" and purged" if purge else ""))
+    if state.provisioned:
+        console.print("the services Ansible provisioned keep running: `make down` "
+                      "(ansible-playbook playbooks/teardown.yml) stops them")
 
 
 @app.command()
@@ -75,10 +81,23 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    table = Table("cluster", "bootstrap", "running", "pid")
+    table = Table("what", "address", "running", "run by")
     for c in doc["clusters"]:
-        table.add_row(c["id"], c["bootstrap"], "yes" if c["running"] else "[red]no[/red]", str(c["pid"]))
+        table.add_row(f"cluster {c['id']}", c["bootstrap"], _yes(c["running"]), _run_by(c))
+    for name in ("controller", "proxies", "nameservice"):
+        svc = doc.get(name)
+        for s in svc if isinstance(svc, list) else [svc] if svc else []:
+            table.add_row("proxy" if name == "proxies" else name,
+                          s.get("url") or s.get("bootstrap") or "", _yes(s["running"]), _run_by(s))
     Console().print(table)
+
+
+def _yes(running: bool) -> str:
+    return "yes" if running else "[red]no[/red]"
+
+
+def _run_by(entry: dict) -> str:
+    return "supervisord (Ansible)" if entry.get("managed_by") else f"pid {entry.get('pid')}"
 
 
 @app.command()

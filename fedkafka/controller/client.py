@@ -18,7 +18,7 @@ class AdminError(RuntimeError):
 
 def locate(url: str | None = None, token_file: Path | None = None, state_root: Path | None = None) -> tuple[str, str]:
     """Controller URL and token: explicit options, then FEDKAFKA_CONTROLLER_URL / FEDKAFKA_TOKEN, then the
-    local federation's state file (`.fedkafka/state.json`, key services.controller)."""
+    local federation's state files (`.fedkafka/state.json` or `ansible.json`, key services.controller)."""
     url = url or os.environ.get("FEDKAFKA_CONTROLLER_URL")
     token = None
     if token_file is not None:
@@ -46,10 +46,16 @@ def _read_token(path: Path) -> str:
 
 
 def _local_controller(root: Path) -> dict | None:
-    try:
-        return json.loads((root / "state.json").read_text()).get("services", {}).get("controller")
-    except (OSError, ValueError, AttributeError):
-        return None
+    """The local federation's controller: started by `fedkafka local up` (state.json) or by the Ansible
+    bundle on inventory/local (ansible.json)."""
+    for name in ("state.json", "ansible.json"):
+        try:
+            svc = json.loads((root / name).read_text()).get("services", {}).get("controller")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if svc:
+            return svc
+    return None
 
 
 class AdminClient:

@@ -103,6 +103,14 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def kill_group(pid: int, sig: int = signal.SIGTERM) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -121,6 +129,8 @@ class LocalKafkaCluster:
     extra_config: dict[str, str] = field(default_factory=dict)
     pid: int | None = None
     start_seconds: float | None = None
+    # Who runs it when not this process tree (e.g. "ansible": supervisord, provisioned by playbooks/site.yml).
+    managed_by: str | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -236,13 +246,15 @@ class LocalKafkaCluster:
 
     @property
     def running(self) -> bool:
+        if self.managed_by:  # its supervisor may have restarted it under another pid: ask the port
+            return port_open(self.host, self.port)
         if self._proc is not None:
             return self._proc.poll() is None
         return pid_alive(self.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (Kafka's clean shutdown), then SIGKILL after `timeout`; reaps the process."""
-        if self.pid is None:
+        if self.pid is None or self.managed_by:
             return
         kill_group(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -277,13 +289,13 @@ class LocalKafkaCluster:
         return {"id": self.name, "bootstrap": self.bootstrap, "port": self.port,
                 "controller_port": self.controller_port, "data_dir": str(self.data_dir), "pid": self.pid,
                 "cluster_id": self.cluster_id, "heap": self.heap, "start_seconds": self.start_seconds,
-                "extra_config": self.extra_config}
+                "extra_config": self.extra_config, "managed_by": self.managed_by}
 
     @classmethod
     def from_dict(cls, d: dict) -> LocalKafkaCluster:
         return cls(name=d["id"], data_dir=Path(d["data_dir"]), port=d["port"], controller_port=d["controller_port"],
                    heap=d.get("heap", DEFAULT_HEAP), extra_config=d.get("extra_config", {}), pid=d.get("pid"),
-                   start_seconds=d.get("start_seconds"))
+                   start_seconds=d.get("start_seconds"), managed_by=d.get("managed_by"))
 
     def __hash__(self) -> int:
         return id(self)

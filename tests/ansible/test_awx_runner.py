@@ -1,7 +1,7 @@
 """scale_up.yml through ansible-runner with a private data dir laid out the way AWX lays it out
 (env/extravars, env/envvars, inventory/, project/), against a real federation the same way provisioned.
 
-Ports 39051-39099 and /tmp/fedkafka-ansible-runner keep it apart from the local inventory (39001-39042).
+Port base 39050 and /tmp/fedkafka-ansible-runner keep it apart from `make up` (39000) and molecule (39100).
 """
 
 from __future__ import annotations
@@ -14,20 +14,10 @@ from pathlib import Path
 
 import ansible_runner
 import pytest
-import yaml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 STATE = "/tmp/fedkafka-ansible-runner"
-PORT_SHIFT = 50
-
-
-def shifted(node):
-    """The local inventory with every port moved up by PORT_SHIFT."""
-    if isinstance(node, dict):
-        return {k: (v + PORT_SHIFT if k.endswith("port") and isinstance(v, int) else shifted(v))
-                for k, v in node.items()}
-    return node
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +26,13 @@ def private_data_dir(tmp_path_factory):
     (pdd / "project").symlink_to(ROOT)  # AWX checks the project out here
     inventory = pdd / "inventory"
     (inventory / "group_vars").mkdir(parents=True)
-    hosts = yaml.safe_load((ROOT / "inventory/local/hosts.yml").read_text())
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(shifted(hosts)))
+    shutil.copy(ROOT / "inventory/local/hosts.yml", inventory / "hosts.yml")
     shutil.copy(ROOT / "inventory/local/group_vars/all.yml", inventory / "group_vars/all.yml")
     env = pdd / "env"
     env.mkdir()
     (env / "extravars").write_text(json.dumps({
-        "fedkafka_repo_root": str(ROOT), "fedkafka_local_root": STATE,
-        "fedkafka_controller_port": 39051, "fedkafka_nameservice_port": 39052,
-        "fedkafka_nameservice_http_port": 39053}))
+        "fedkafka_repo_root": str(ROOT), "fedkafka_local_root": STATE, "fedkafka_local_port_base": 39050,
+        "fedkafka_local_cli_state_dir": f"{STATE}/cli"}))
     (env / "envvars").write_text(json.dumps({
         "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_LIBRARY": str(ROOT / "library"),
         "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_FORCE_COLOR": "0",

@@ -1,7 +1,8 @@
 """The molecule scenarios, as CI runs them: converge, idempotence (changed=0), testinfra verify, cleanup.
 
 Each one provisions real brokers, the controller, the name service and proxies on this machine through
-the playbooks and inventory/local (ports 39001-39042), so they run one after another.
+the playbooks and inventory/local with molecule/local-overrides.yml (port base 39100, state in
+/tmp/fedkafka-molecule: apart from the federation `make up` runs), so they run one after another.
 """
 
 from __future__ import annotations

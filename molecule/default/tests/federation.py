@@ -8,9 +8,23 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-STATE = Path("/tmp/fedkafka-ansible")
-CONTROLLER = "http://127.0.0.1:39001"
-NAMESERVICE = "127.0.0.1:39002"
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+# The scenarios run inventory/local with these extra vars (molecule.yml): ports and state dirs of their own.
+OVERRIDES = yaml.safe_load((ROOT / "molecule/local-overrides.yml").read_text())
+PORT_BASE = int(OVERRIDES["fedkafka_local_port_base"])
+STATE = Path(OVERRIDES["fedkafka_local_root"])
+CLI_STATE = Path(OVERRIDES["fedkafka_local_cli_state_dir"])
+CONTROLLER = f"http://127.0.0.1:{PORT_BASE + 1}"
+NAMESERVICE = f"127.0.0.1:{PORT_BASE + 2}"
+
+
+def port(value) -> int:
+    """A port of inventory/local/hosts.yml ("{{ fedkafka_local_port_base | int + N }}") under the overrides."""
+    import jinja2
+
+    return int(jinja2.Environment().from_string(str(value)).render(fedkafka_local_port_base=PORT_BASE))
 
 
 def api(path: str):

@@ -3,6 +3,7 @@ produced and consumed through the name service (and so through the proxies) with
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
@@ -13,11 +14,11 @@ import pytest
 import testinfra
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(Path(__file__).parent))
+from federation import CLI_STATE, NAMESERVICE, PORT_BASE, ROOT, STATE, port  # noqa: E402
+
 INVENTORY = yaml.safe_load((ROOT / "inventory/local/hosts.yml").read_text())
-STATE = Path("/tmp/fedkafka-ansible")
 VENV = ROOT / ".venv"
-NAMESERVICE = "127.0.0.1:39002"
 
 host = testinfra.get_host("local://")
 
@@ -47,23 +48,40 @@ def test_supervisord_runs_every_program_of_the_host(name):
     assert lines and all(" RUNNING " in line for line in lines), out.stdout
 
 
-@pytest.mark.parametrize("port", [
-    *(vars_["kafka_broker_port"] for vars_ in GROUPS["kafka_brokers"].values()),
-    39001, 39002, 39003,
-    *(vars_["fedkafka_proxy_port"] for vars_ in GROUPS["fedkafka_proxies"].values()),
+@pytest.mark.parametrize("number", [
+    *(port(vars_["kafka_broker_port"]) for vars_ in GROUPS["kafka_brokers"].values()),
+    PORT_BASE + 1, PORT_BASE + 2, PORT_BASE + 3,
+    *(port(vars_["fedkafka_proxy_port"]) for vars_ in GROUPS["fedkafka_proxies"].values()),
 ])
-def test_port_listens(port):
+def test_port_listens(number):
     # A real connect: the JVM listens on the IPv4-mapped IPv6 address, which `ss` shows differently.
-    assert accepts(port), f"nothing accepts connections on 127.0.0.1:{port}"
+    assert accepts(number), f"nothing accepts connections on 127.0.0.1:{number}"
 
 
 def test_spare_cluster_is_not_started_by_site():
-    assert not accepts(39031)
+    assert not accepts(port(GROUPS["kafka_c3"]["c3-broker1"]["kafka_broker_port"]))
 
 
-def accepts(port: int) -> bool:
+def test_the_cli_finds_the_federation_site_yml_described():
+    """site.yml writes ansible.json for the fedkafka CLI: `local status` sees every service running and
+    `local demo` produces and consumes through the name service, counting records per physical cluster."""
+    env = f"FEDKAFKA_STATE_DIR={CLI_STATE}"
+    out = host.run(f"{env} {VENV}/bin/fedkafka local status --json")
+    assert out.rc == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert [c["id"] for c in status["clusters"]] == ["c1", "c2"] and all(c["running"] for c in status["clusters"])
+    assert status["controller"]["running"] and status["nameservice"]["running"], status
+    assert len(status["proxies"]) == 2 and all(p["running"] for p in status["proxies"]), status
+    demo = host.run(f"{env} {VENV}/bin/fedkafka local demo --messages 40 --topic molecule-demo")
+    assert demo.rc == 0, demo.stderr
+    report = json.loads(demo.stdout)
+    assert report["produced"] == report["consumed"] == 40
+    assert sum(report["records_per_cluster"].values()) == 40 and set(report["records_per_cluster"]) == {"c1", "c2"}
+
+
+def accepts(number: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
+        with socket.create_connection(("127.0.0.1", number), timeout=2):
             return True
     except OSError:
         return False

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "default" / "tests"))
-from federation import active_clusters_of, api, round_trip
+from federation import PORT_BASE, active_clusters_of, api, round_trip
 
 
 def test_c3_broker_accepts_connections():
-    with socket.create_connection(("127.0.0.1", 39031), timeout=2):
+    with socket.create_connection(("127.0.0.1", PORT_BASE + 31), timeout=2):
         pass
 
 
