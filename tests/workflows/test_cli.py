@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,8 +15,10 @@ pytestmark = pytest.mark.integration
 
 
 def cli(fed: Federation, *args: str) -> subprocess.CompletedProcess:
+    # A state dir of its own: the checkout's .fedkafka (a `make up` federation) must not leak in.
+    env = {**os.environ, "FEDKAFKA_STATE_DIR": str(fed.tmp / "cli-state")}
     return subprocess.run([sys.executable, "-m", "fedkafka.cli", *args, "--controller", fed.url, "--token-file",
-                           str(fed.token_file)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                           str(fed.token_file)], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
 
 
 @pytest.mark.timeout(300)
