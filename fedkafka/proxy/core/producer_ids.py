@@ -8,14 +8,14 @@ A fresh physical id accepts any first sequence, so the broker's gap check is los
 The table keeps the one fact that check needs: per logical producer and partition, the lowest sequence
 this proxy answered with an error that surely wrote nothing (a refusal or a broker error). A later batch
 past it is a gap; forwarding it would let the client count the refused batch as written (librdkafka acks
-earlier retries implicitly when a later sequence succeeds), so it is answered OUT_OF_ORDER_SEQUENCE_NUMBER,
-which clients retry after the missing batch.
+earlier retries implicitly when a later sequence succeeds), so it is refused too (NOT_LEADER_OR_FOLLOWER, as
+a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
 
 Across a seal it also keeps, per logical producer and partition, the segment this proxy last wrote to
 (and the physical id it wrote with). On the first batch for a newer segment the produce handler asks the
 old segment's broker (DescribeProducers) for that id's last sequence: the sealed segment's floor. A retried
 batch wholly below it is answered DUPLICATE_SEQUENCE_NUMBER (clients count it as written) instead of being
-written a second time; a batch above it is a gap (OUT_OF_ORDER_SEQUENCE_NUMBER), as the broker would say.
+written a second time; a batch above it on the first write there is a gap, refused as above.
 """
 
 from __future__ import annotations

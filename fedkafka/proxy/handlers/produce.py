@@ -11,6 +11,7 @@ active segment's.
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import dataclass
 
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
@@ -25,6 +26,8 @@ from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.core.producer_ids import UNASKED, SegmentId, SegmentWrite, SeqKey
 from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
+
+log = logging.getLogger(__name__)
 
 API_KEYS = {0: (3, 12)}
 ROLE = "produce"
@@ -69,8 +72,9 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
             if failure is None and seq_key:
                 skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
                 if skipped is not None:
-                    failure = (ErrorCode.out_of_order_sequence_number,
+                    failure = (ErrorCode.not_leader_or_follower,  # see _GAP
                                f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first")
+                    log.debug("producer %s/%s %s/%s: %s", producer[0], producer[1], t.name, pd.index, failure[1])
             if failure is None:
                 chain = topic.partitions[pd.index]
                 seg = chain.active
@@ -93,6 +97,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                         missing_floors.append((seq_key, seg_id))
                         continue
                     if verdict is not None:
+                        log.debug("producer %s/%s %s/%s: %s", producer[0], producer[1], t.name, pd.index, verdict[1])
                         errors[key] = verdict
                         if verdict[0] == ErrorCode.duplicate_sequence_number:
                             ctx.producer_ids.note_written(seq_key, sequences[0])
@@ -163,13 +168,18 @@ def _refusal(ctx: Context, request, topic, index: int) -> tuple[ErrorCode, str |
 
 
 _ASK_FLOOR = object()
+# A batch past a sequence that was not written gets the retriable error a real leader would give a whole
+# pipeline it refused: the client drains, refreshes and resends from its oldest unacked batch.
+# OUT_OF_ORDER_SEQUENCE_NUMBER (what a broker says once a gap reaches its log) makes librdkafka bump the
+# producer epoch for every such batch, and during a freeze that storm ends in its fatal error.
+_GAP = ErrorCode.not_leader_or_follower
 
 
 def _against_sealed_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, sequences: tuple[int, int]):
     """Check a batch against the sequence the producer reached on the segment sealed before `seg_id`.
 
     None: forward it. An (error, message) answer: already written there (DUPLICATE_SEQUENCE_NUMBER,
-    which clients count as success) or a gap (OUT_OF_ORDER_SEQUENCE_NUMBER). _ASK_FLOOR: read it first."""
+    which clients count as success) or a gap (see _GAP). _ASK_FLOOR: read it first."""
     floor = ctx.producer_ids.floor(seq_key, seg_id)
     first_write_here = ctx.producer_ids.earlier_write(seq_key, seg_id) is not None
     if floor is UNASKED:
@@ -180,7 +190,7 @@ def _against_sealed_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, sequ
     if end <= floor:
         return ErrorCode.duplicate_sequence_number, f"sequences {first}..{end - 1} were written before the seal"
     if first > floor and first_write_here:
-        return ErrorCode.out_of_order_sequence_number, f"sequence {first} skips {floor}: resend from {floor}"
+        return _GAP, f"sequence {first} skips {floor}: resend from {floor}"
     return None
 
 
@@ -204,7 +214,10 @@ def _read_sealed_floors(ctx: Context, header, request, missing: list[tuple[SeqKe
 
     def finish(results: list):
         for (seq_key, seg_id, write), result in zip(asked, results, strict=True):
-            ctx.producer_ids.set_floor(seq_key, seg_id, _sequence_after(result, write))
+            floor = _sequence_after(result, write)
+            log.debug("producer %s/%s %s/%s: sealed segment %s holds its sequences below %s", *seq_key,
+                     write.segment, floor)
+            ctx.producer_ids.set_floor(seq_key, seg_id, floor)
         return handle(ctx, header, request, failures)
 
     return Plan(calls, finish, barrier=True)
@@ -289,6 +302,9 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
                 ctx.producer_ids.note_written(part.seq_key, part.first_seq)
             elif pr.error_code not in _MAYBE_WRITTEN:
                 ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
+                if pr.error_code == ErrorCode.out_of_order_sequence_number:
+                    log.info("producer %s/%s %s/%s: %s answered OUT_OF_ORDER_SEQUENCE_NUMBER for sequence %s",
+                             *part.seq_key, part.seg.cluster, part.first_seq)
         out[(part.topic, part.partition)] = {
             "error_code": pr.error_code,
             "base_offset": part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
