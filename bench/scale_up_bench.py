@@ -92,7 +92,7 @@ def main() -> None:
         "decommission": {"state": dec["state"], "moved": dec["moved"], "total_s":
                          round(dec["finished_at"] - dec["created_at"], 2), "phase_seconds": phases},
         "checker": {k: report[k] for k in ("acked", "consumed", "lost", "duplicates", "duplicates_idempotent",
-                                           "order_violations", "produce_errors")},
+                                           "order_violations", "produce_errors", "client_failures")},
     }
     print(f"scale-up onto c3: {run['moved']} of {args.partitions} partitions moved; request -> done "
           f"{done_s:.2f} s, request -> new writes on c3 {flowing_s:.2f} s (target <= 10 s)")

@@ -62,6 +62,7 @@ class Checker:
         self.errors: list[tuple[float, str, str]] = []  # (time, key, error name)
         self.consumed: dict[tuple[str, int], set[tuple[int, int]]] = defaultdict(set)
         self.marks: list[tuple[float, str]] = []
+        self.failures: list[str] = []  # clients that died
         self._threads: list[threading.Thread] = []
         self._started = 0.0
 
@@ -99,6 +100,15 @@ class Checker:
 
     # -- producing ----------------------------------------------------------------------------
     def _produce(self, index: int) -> None:
+        """One producer; a client that dies (e.g. librdkafka's fatal idempotence errors) is a failure of the
+        run, recorded for the report, not a silent stop."""
+        try:
+            self._produce_until_stopped(index)
+        except Exception as e:  # KafkaException(FATAL) from poll/produce
+            with self._lock:
+                self.failures.append(f"producer-{index}: {e}")
+
+    def _produce_until_stopped(self, index: int) -> None:
         idempotent = self.cfg.idempotent[index % len(self.cfg.idempotent)]
         conf = {"bootstrap.servers": self.cfg.bootstrap, "client.id": f"{self.cfg.client_id}-p{index}",
                 "enable.idempotence": idempotent, "linger.ms": 5, "acks": "all",
@@ -213,6 +223,7 @@ class Checker:
             "duplicates_idempotent": dup_idempotent,
             "order_violations": violations,
             "produce_errors": len([e for e in errors if e[1] != "<consumer>"]),
+            "client_failures": list(self.failures),
             "error_kinds": sorted({e[2] for e in errors}),
             "timeline": self._timeline(acked, errors),
             "marks": [{"t": round(t, 2), "label": label} for t, label in self.marks],

@@ -14,7 +14,7 @@ from rich.console import Console
 from fedkafka.controller.client import AdminClient, AdminError, locate
 
 SUMMARY = ("acked", "consumed", "lost", "duplicates", "duplicates_idempotent", "order_violations",
-           "produce_errors", "error_kinds")
+           "produce_errors", "error_kinds", "client_failures")
 
 
 def check(topic: str = typer.Option("fedkafka-check", "--topic", help="logical topic (created when missing)"),
@@ -30,7 +30,7 @@ def check(topic: str = typer.Option("fedkafka-check", "--topic", help="logical t
           token_file: Path | None = typer.Option(None, "--token-file")) -> None:
     """Produce keyed, numbered records through the proxies and consume them back; report what was acked but
     never consumed (lost), duplicates and per-key order violations. Exits 1 when anything was lost or
-    reordered."""
+    reordered, or a client died."""
     from fedkafka.checker import Checker, CheckerConfig
 
     console = Console(stderr=True)
@@ -55,7 +55,7 @@ def check(topic: str = typer.Option("fedkafka-check", "--topic", help="logical t
         print(json.dumps(report, indent=2))
     else:
         print(json.dumps({k: report[k] for k in SUMMARY}))
-    if report["lost"] or report["order_violations"]:
+    if report["lost"] or report["order_violations"] or report["client_failures"]:
         raise typer.Exit(1)
 
 

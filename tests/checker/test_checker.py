@@ -48,3 +48,17 @@ def test_healthy_cluster_reports_nothing_lost(kafka_clusters, unique_name):
     assert report["consumed"] == report["acked"]
     assert (report["lost"], report["duplicates"], report["order_violations"]) == (0, 0, 0)
     assert sum(row["acked"] for row in report["timeline"]) == report["acked"]
+
+
+def test_a_producer_that_dies_is_reported_not_silently_stopped(monkeypatch):
+    from confluent_kafka import KafkaError, KafkaException
+
+    checker = Checker(CheckerConfig(bootstrap="127.0.0.1:1", topic="t", producers=1, consumers=0))
+
+    def fatal(index):
+        raise KafkaException(KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence desynchronization",
+                                        fatal=True))
+
+    monkeypatch.setattr(checker, "_produce_until_stopped", fatal)
+    report = checker.start().stop(drain_timeout=0)
+    assert len(report["client_failures"]) == 1 and "desynchronization" in report["client_failures"][0]

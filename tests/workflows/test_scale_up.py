@@ -24,12 +24,13 @@ def federation(tmp_path):
 
 def assert_clean(report: dict) -> None:
     summary = {k: report[k] for k in ("acked", "consumed", "lost", "duplicates", "duplicates_idempotent",
-                                      "order_violations", "produce_errors", "error_kinds")}
+                                      "order_violations", "produce_errors", "error_kinds", "client_failures")}
     print("checker:", json.dumps(summary), "timeline:", report["timeline"], "marks:", report["marks"])
     assert report["acked"] > 500, summary
     assert report["lost"] == 0, report["lost_sample"]
     assert report["order_violations"] == 0, summary
     assert report["duplicates_idempotent"] == 0, summary
+    assert report["client_failures"] == [], summary  # e.g. librdkafka's fatal idempotence errors
 
 
 @pytest.mark.timeout(400)
