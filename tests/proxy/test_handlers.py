@@ -207,17 +207,18 @@ def _moved_p0(v: View) -> View:
 def _through(c: Context, req, pid_answer=(555, 0), sealed: dict[int, int] | None = None):
     """Run a produce plan: answer InitProducerId barriers with `pid_answer`, DescribeProducers with the last
     sequence of each physical id in `sealed`, Produce calls with offset 0."""
-    plan = produce.handle(c, None, req)
-    while isinstance(plan, Plan) and plan.barrier:
-        plan = plan.finish([_barrier_answer(call, pid_answer, sealed or {}) for call in plan.calls])
-    if not isinstance(plan, Plan):
-        return plan, []
-    sent = [(call.target, pd.index) for call in plan.calls for t in call.request.topic_data for pd in t.partition_data]
-    return plan.finish(upstream_ok(plan, {(call.target.cluster, t.name, pd.index): 0 for call in plan.calls
-                                          for t in call.request.topic_data for pd in t.partition_data})), sent
+    plan, sent = produce.handle(c, None, req), []
+    while isinstance(plan, Plan):  # barrier or not, each round's calls are answered in order
+        sent += [(call.target, pd.index) for call in plan.calls if call.request.__api_key__ == 0
+                 for pd in call.request.topic_data[0].partition_data]
+        plan = plan.finish([_answer(call, pid_answer, sealed or {}) for call in plan.calls])
+    return plan, sent
 
 
-def _barrier_answer(call, pid_answer, sealed: dict[int, int]):
+def _answer(call, pid_answer, sealed: dict[int, int]):
+    if call.request.__api_key__ == 0:
+        return upstream_ok(Plan([call], None), {(call.target.cluster, t.name, pd.index): 0
+                                                for t in call.request.topic_data for pd in t.partition_data})[0]
     if call.request.__api_key__ == 22:
         return build(response_type(22, 4), {"error_code": ErrorCode.none, "producer_id": pid_answer[0],
                                              "producer_epoch": pid_answer[1]})
@@ -295,3 +296,69 @@ def test_no_floor_when_the_sealed_segment_does_not_know_the_producer():
     moved = replace(c, view=_moved_p0(c.view))
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 5)}), sealed={})  # its state expired there
     assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
+
+
+def test_an_unknown_leader_is_waited_for_behind_a_barrier_then_refused():
+    """A segment published a moment ago: the proxy refreshes and waits (the client's later batches wait too)
+    instead of failing the batch; a leader that never shows up is LEADER_NOT_AVAILABLE after about 1.3 s."""
+    class Learning(FakePhysical):
+        known = False
+
+        def leader(self, cluster, topic, partition):
+            return super().leader(cluster, topic, partition) if self.known else None
+
+    physical = Learning()
+    c = ctx(physical=physical)
+    plan = produce.handle(c, None, produce_req({0: batch()}))
+    assert plan.barrier and plan.calls == [] and plan.delay_s > 0 and physical.refreshed == ["c1"]
+    physical.known = True
+    routed = plan.finish([])
+    assert [call.target for call in routed.calls] == [Broker("c1", 1)]
+
+    never = ctx(physical=Learning())
+    reply, waits = produce.handle(never, None, produce_req({0: batch()})), 0
+    while isinstance(reply, Plan):
+        reply, waits = reply.finish([]), waits + 1
+    assert by_partition(reply)[0][0] == ErrorCode.leader_not_available and waits == produce.LEADER_WAITS
+
+
+def test_the_first_batch_of_a_physical_id_on_a_partition_goes_alone():
+    """A broker takes any first sequence from an id it does not know: until it answered one batch of the id
+    there, nothing later may reach it, or batch 1 failing while batch 2 lands would be acked implicitly."""
+    c = ctx()
+    first = produce.handle(c, None, produce_req({0: batch(1000, 0, 0)}))
+    routed = first.finish([_answer(first.calls[0], (555, 0), {})])  # InitProducerId
+    assert routed.barrier and [call.target for call in routed.calls] == [Broker("c1", 1)]
+    assert by_partition(routed.finish([_answer(routed.calls[0], None, {})]))[0][0] == ErrorCode.none
+    after = produce.handle(c, None, produce_req({0: batch(1000, 0, 1)}))
+    assert not after.barrier  # the broker holds the id's state now and checks the sequence itself
+    moved = replace(c, view=_moved_p0(c.view))  # a new segment: a fresh id, unknown to c2
+    plan = produce.handle(moved, None, produce_req({0: batch(1000, 0, 2)}))
+    while plan.calls[0].request.__api_key__ != 0:
+        plan = plan.finish([_answer(call, (777, 0), {555: 1}) for call in plan.calls])
+    assert plan.barrier and [call.target for call in plan.calls] == [Broker("c2", 2)]
+
+
+def test_a_lost_answer_to_a_first_batch_is_a_gap_until_the_client_resends_it():
+    """Batch 0 of a fresh id: its answer is lost, maybe nothing was written. Batch 1 must not be written
+    (c1 would take it as the id's first batch); the resend of 0 goes through and then 1 does."""
+    c = ctx()
+    plan = produce.handle(c, None, produce_req({0: batch(1000, 0, 0)}))
+    plan = plan.finish([_answer(plan.calls[0], (555, 0), {})])
+    got = by_partition(plan.finish([UpstreamError("c1", "connection lost")]))
+    assert got[0][0] == ErrorCode.request_timed_out
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 1)}))
+    assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 0)}))
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c1", 1), 0)]
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 1)}))
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c1", 1), 0)]
+
+    timed_out = ctx()  # the broker's own "maybe written" (acks=all timeout) on a first batch: the same
+    plan = produce.handle(timed_out, None, produce_req({0: batch(1000, 0, 0)}))
+    plan = plan.finish([_answer(plan.calls[0], (555, 0), {})])
+    answer = build(response_type(0, 9), {"responses": [{"name": "phys", "partition_responses": [
+        {"index": 0, "error_code": ErrorCode.request_timed_out, "base_offset": -1}]}]})
+    assert by_partition(plan.finish([answer]))[0][0] == ErrorCode.request_timed_out
+    got, sent = _through(timed_out, produce_req({0: batch(1000, 0, 1)}))
+    assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []

@@ -11,6 +11,12 @@ past it is a gap; forwarding it would let the client count the refused batch as 
 earlier retries implicitly when a later sequence succeeds), so it is refused too (NOT_LEADER_OR_FOLLOWER, as
 a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
 
+A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
+answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
+would then ack the earlier one implicitly. So the table remembers which (physical id, partition) pairs the
+broker has confirmed; the produce handler sends an unconfirmed pair's batch alone (a barrier) and treats
+any failure of it, even an ambiguous one, as a gap. Once confirmed, the broker's own sequence check holds.
+
 Across a seal it also keeps, per logical producer and partition, the segment this proxy last wrote to
 (and the physical id it wrote with). On the first batch for a newer segment the produce handler asks the
 old segment's broker (DescribeProducers) for that id's last sequence: the sealed segment's floor. A retried
@@ -35,6 +41,7 @@ MAX_MAPPINGS = 100_000
 REFUSAL_MEMORY_S = 30.0
 
 SeqKey = tuple[int, int, str, int]  # (logical producer id, epoch, logical topic, logical partition)
+PhysicalPartition = tuple[str, str, int, int]  # (cluster, physical topic, physical partition, physical id)
 SegmentId = tuple[str, str, int, int]  # (cluster, physical topic, physical partition, phys_start)
 UNASKED = object()  # floor(): nobody asked the sealed segment yet
 
@@ -54,6 +61,7 @@ class ProducerIdTable:
         self._refused: collections.OrderedDict[SeqKey, tuple[int, float]] = collections.OrderedDict()
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
         self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None]] = collections.OrderedDict()
+        self._confirmed: collections.OrderedDict[PhysicalPartition, None] = collections.OrderedDict()
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -138,6 +146,13 @@ class ProducerIdTable:
             del self._refused[key]
             return None
         return known[0] if first_seq > known[0] else None
+
+    def confirmed(self, where: PhysicalPartition) -> bool:
+        """Whether the broker answered a batch of this physical id on this partition (so it checks sequences)."""
+        return where in self._confirmed
+
+    def confirm(self, where: PhysicalPartition) -> None:
+        _put(self._confirmed, where, None)
 
     def note_forwarded(self, key: SeqKey, segment: SegmentId, producer_id: int) -> None:
         _put(self._writes, key, SegmentWrite(segment, producer_id))

@@ -81,7 +81,10 @@ class ProxyServer:
 
     def _on_view(self, view: View) -> None:
         new = self.physical.set_clusters({c.id: c.bootstrap for c in view.clusters.values()})
-        for cid in new:
+        # A moved partition's new active segment: learn its leader now, before the first produce needs it.
+        unknown = {chain.active.cluster for t in view.topics.values() for chain in t.partitions
+                   if self.physical.leader(chain.active.cluster, chain.active.topic, chain.active.partition) is None}
+        for cid in set(new) | unknown:
             self.physical.request_refresh(cid)
 
     async def start(self, sock: socket.socket | None = None) -> None:

@@ -42,14 +42,23 @@ class _Part:
     records: bytes | None
     seq_key: tuple[int, int, str, int] | None = None  # idempotent batches: (logical id, epoch, topic, partition)
     first_seq: int = -1
+    # idempotent batches: (cluster, physical topic, physical partition, physical id) and whether the broker
+    # has answered a batch of that id there (it checks sequences only from then on)
+    physical: tuple[str, str, int, int] | None = None
+    confirmed: bool = True
 
 
-def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozenset()):
+LEADER_WAITS = 8  # about 1.3 s of backoff: a segment published a moment ago whose leader is not known yet
+
+
+def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozenset(), _leader_waits: int = 0):
     version = type(request).__version__
     errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = {}
     groups: dict[tuple[str, int], list[_Part]] = {}
     missing_pids: set[tuple[int, int, str]] = set()
     missing_floors: list[tuple[SeqKey, SegmentId]] = []
+    unknown_leader = False
+    unconfirmed = False  # some idempotent batch is the first of its physical id on its partition
     producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
     order = [(t.name, [p.index for p in t.partition_data]) for t in request.topic_data]
 
@@ -83,6 +92,9 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                     failure = (ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable")
                 elif leader is None:
                     ctx.physical.request_refresh(seg.cluster)
+                    if _leader_waits < LEADER_WAITS:
+                        unknown_leader = True
+                        continue
                     failure = (ErrorCode.leader_not_available, None)
             if failure is not None:
                 errors[key] = failure
@@ -113,9 +125,18 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                     ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0])
                 records = rec.rewrite_all_producers(records, mapped[0], mapped[1])
                 producer_key = producer[0]
+                physical = (seg.cluster, seg.topic, seg.partition, mapped[0])
+                confirmed = ctx.producer_ids.confirmed(physical)
+                unconfirmed |= not confirmed
+            else:
+                physical, confirmed = None, True
             groups.setdefault((seg.cluster, leader), []).append(
-                _Part(t.name, pd.index, chain, seg, records, seq_key, sequences[0] if sequences else -1))
+                _Part(t.name, pd.index, chain, seg, records, seq_key, sequences[0] if sequences else -1,
+                      physical, confirmed))
 
+    if unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
+        return Plan([], lambda _: handle(ctx, header, request, _pid_failures, _leader_waits + 1), barrier=True,
+                    delay_s=min(0.02 * 2 ** _leader_waits, 0.25))
     if missing_floors:
         return _read_sealed_floors(ctx, header, request, missing_floors, _pid_failures)
     if missing_pids:
@@ -139,7 +160,9 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
 
     if not calls:
         return finish([])
-    return Plan(calls, finish)
+    # The first batch of a physical id on a partition goes alone: the broker takes any first sequence from
+    # an id it does not know, so a later batch must not reach it before this one's answer (see _translate).
+    return Plan(calls, finish, barrier=unconfirmed and request.acks != 0)
 
 
 def _sequences(records) -> tuple[int, int] | None:
@@ -285,6 +308,9 @@ def _upstream_request(request, parts: list[_Part]):
 def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int], dict]:
     if isinstance(result, UpstreamError):
         ctx.physical.request_refresh(result.cluster)
+        for p in parts:
+            if p.seq_key and not p.confirmed:  # no broker state yet: only the client's resend can tell
+                ctx.producer_ids.note_refused(p.seq_key, p.first_seq)
         return {(p.topic, p.partition): {"error_code": ErrorCode.request_timed_out, "base_offset": -1,
                                          "error_message": result.reason} for p in parts}
     physical = {(t.name, pr.index): pr for t in result.responses for pr in t.partition_responses}
@@ -300,7 +326,8 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
         if part.seq_key:
             if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
                 ctx.producer_ids.note_written(part.seq_key, part.first_seq)
-            elif pr.error_code not in _MAYBE_WRITTEN:
+                ctx.producer_ids.confirm(part.physical)
+            elif pr.error_code not in _MAYBE_WRITTEN or not part.confirmed:
                 ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
                 if pr.error_code == ErrorCode.out_of_order_sequence_number:
                     log.info("producer %s/%s %s/%s: %s answered OUT_OF_ORDER_SEQUENCE_NUMBER for sequence %s",
@@ -316,7 +343,10 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
     return out
 
 
-# Broker errors after which the leader may hold the batch (acks=all replication timed out): not a gap.
+# Broker errors after which the leader may hold the batch (acks=all replication timed out): not a gap once
+# the broker checks the id's sequences (a resend of it is then deduplicated, a later batch refused by the
+# broker). Before that, the batch is refused from the proxy's side too: the client resends it first, and the
+# broker deduplicates that resend against the state the batch left if it was written after all.
 _MAYBE_WRITTEN = frozenset({ErrorCode.request_timed_out, ErrorCode.not_enough_replicas_after_append})
 
 
