@@ -219,6 +219,8 @@ class Checker:
             "consumed": sum(1 for k in acked if k in consumed),
             "lost": len(lost),
             "lost_sample": [f"{k}#{s}" for k, s in lost[:10]],
+            # where each was acked (logical partition, offset; -1: librdkafka's implicit or duplicate ack)
+            "lost_acks": [f"{k}#{s} p{acked[(k, s)].partition}@{acked[(k, s)].offset}" for k, s in lost[:10]],
             "duplicates": len(duplicates),
             "duplicates_idempotent": dup_idempotent,
             "order_violations": violations,

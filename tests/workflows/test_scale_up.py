@@ -27,7 +27,7 @@ def assert_clean(report: dict) -> None:
                                       "order_violations", "produce_errors", "error_kinds", "client_failures")}
     print("checker:", json.dumps(summary), "timeline:", report["timeline"], "marks:", report["marks"])
     assert report["acked"] > 500, summary
-    assert report["lost"] == 0, report["lost_sample"]
+    assert report["lost"] == 0, report["lost_acks"]
     assert report["order_violations"] == 0, summary
     assert report["duplicates_idempotent"] == 0, summary
     assert report["client_failures"] == [], summary  # e.g. librdkafka's fatal idempotence errors
