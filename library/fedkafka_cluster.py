@@ -14,6 +14,8 @@ description:
   - C(read_only) moves every active segment off the cluster; consumers still read it.
   - C(absent) is a full decommission (C(read_only), C(draining), C(removed)); with O(wait=true) it
     returns only once the controller reports the cluster removed.
+  - A decommission the controller is already running for the cluster (an earlier run timed out) is
+    waited for, not started again; that run writes nothing and reports C(changed=false).
   - Check mode computes the plan (RV(actions)) without changing anything; C(--diff) shows the cluster
     before and after.
 version_added: "0.1.0"
@@ -120,8 +122,11 @@ from ansible.module_utils.fedkafka_api import (  # noqa: E402
 STATE_ORDER = {"active": 0, "read_only": 1, "draining": 2, "removed": 3}
 
 
-def plan(current: dict | None, params: dict) -> list[tuple[str, str, object]]:
-    """The API calls that bring `current` to the wanted state: (kind, description, argument)."""
+def plan(current: dict | None, params: dict, running: dict | None = None) -> list[tuple[str, str, object]]:
+    """The API calls that bring `current` to the wanted state: (kind, description, argument).
+
+    `running` is the controller's unfinished decommission run of this cluster, if any: state=absent then
+    only waits for it (kind "wait", the one kind that writes nothing)."""
     cid, state, bootstrap = params["id"], params["state"], params["bootstrap"]
     coordination = params["coordination"]
     steps: list[tuple[str, str, object]] = []
@@ -143,6 +148,9 @@ def plan(current: dict | None, params: dict) -> list[tuple[str, str, object]]:
         steps.append(("state", f"reactivate {cid} ({current.get('state')} -> active)", "active"))
     elif state == "read_only" and now < STATE_ORDER["read_only"]:
         steps.append(("state", f"make {cid} read_only (move its active segments to other clusters)", "read_only"))
+    elif state == "absent" and now < STATE_ORDER["removed"] and running is not None:
+        steps.append(("wait", f"wait for the running decommission of {cid} (workflow {running.get('id')}, "
+                      f"phase {running.get('step')})", running))
     elif state == "absent" and now < STATE_ORDER["removed"]:
         steps.append(("decommission", f"decommission {cid} (read_only, draining, removed"
                       f"{', drain consumer groups' if params['drain'] else ''})", None))
@@ -153,12 +161,25 @@ def public(cluster: dict | None) -> dict:
     return {k: cluster.get(k) for k in ("id", "bootstrap", "state", "coordination")} if cluster else {}
 
 
-def decommission(api: FedkafkaApi, params: dict, wrote: list) -> None:
-    """Decommission; appends to `wrote` on each write that reached the controller."""
+def running_decommission(api: FedkafkaApi, cid: str) -> dict | None:
+    """The controller's unfinished decommission run of `cid` (None also when it has no workflow API)."""
+    try:
+        runs = api.workflows() or []
+    except ApiError as exc:
+        if exc.status in (404, 405):
+            return None
+        raise
+    return next((r for r in runs if r.get("kind") == "decommission" and r.get("cluster") == cid
+                 and r.get("state") == "running"), None)
+
+
+def decommission(api: FedkafkaApi, params: dict, wrote: list, run: dict | None = None) -> None:
+    """Decommission, or with `run` wait for the one under way; appends to `wrote` on each write."""
     cid = params["id"]
     try:
-        run = api.start_workflow("decommission", cid, drain=params["drain"])
-        wrote.append("workflow")
+        if run is None:
+            run = api.start_workflow("decommission", cid, drain=params["drain"])
+            wrote.append("workflow")
     except ApiError as exc:
         if exc.status not in (404, 405):
             raise
@@ -219,11 +240,15 @@ def main() -> None:
         current = read_or_predict(module, lambda: api.cluster(p["id"]))
         if current is None and p["state"] != "absent" and not p["bootstrap"]:
             module.fail_json(msg=f"cluster {p['id']} is not registered: bootstrap is required to register it")
-        steps = plan(current, p)
+        running = None
+        if p["state"] == "absent" and current and current.get("state") in ("read_only", "draining"):
+            running = running_decommission(api, p["id"])  # read_only or draining: one may be under way
+        steps = plan(current, p, running)
         actions = [desc for _, desc, _ in steps]
+        changes = any(kind != "wait" for kind, _, _ in steps)
         before = public(current)
         after = dict(before)
-        if steps:
+        if changes:
             after.update({"id": p["id"]})
             if p["bootstrap"] and p["state"] != "absent":
                 after["bootstrap"] = p["bootstrap"]
@@ -233,7 +258,7 @@ def main() -> None:
         diff = {"before": before, "after": after, "before_header": f"cluster {p['id']}",
                 "after_header": f"cluster {p['id']}"}
         if module.check_mode or not steps:
-            module.exit_json(changed=bool(steps), actions=actions, cluster=current or {}, diff=diff)
+            module.exit_json(changed=changes, actions=actions, cluster=current or {}, diff=diff)
         for kind, _, arg in steps:
             if kind == "put":
                 api.put_cluster(p["id"], p["bootstrap"] or current["bootstrap"], p["coordination"])
@@ -241,9 +266,12 @@ def main() -> None:
             elif kind == "state":
                 api.set_cluster_state(p["id"], arg)
                 wrote.append(arg)
+            elif kind == "wait":
+                if p["wait"]:
+                    decommission(api, p, wrote, run=arg)
             else:
                 decommission(api, p, wrote)
-        module.exit_json(changed=True, actions=actions, cluster=api.cluster(p["id"]) or {}, diff=diff)
+        module.exit_json(changed=bool(wrote), actions=actions, cluster=api.cluster(p["id"]) or {}, diff=diff)
     except ApiError as exc:
         module.fail_json(msg=str(exc), status=exc.status, changed=bool(wrote))
 

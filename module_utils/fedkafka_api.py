@@ -105,6 +105,9 @@ class FedkafkaApi:
             body["drain"] = drain
         return self.request("POST", "/v1/workflows", body)
 
+    def workflows(self):
+        return self.request("GET", "/v1/workflows")
+
     def workflow(self, workflow_id):
         return self.request("GET", f"/v1/workflows/{workflow_id}")
 

@@ -13,12 +13,13 @@ from ansible_harness import ApiError
 
 
 class FakeController:
-    def __init__(self, clusters=None, topics=None, proxies=None, view_version=1, workflows=True):
+    def __init__(self, clusters=None, topics=None, proxies=None, view_version=1, workflows=True, runs=None):
         self.clusters = {c["id"]: copy.deepcopy(c) for c in clusters or []}
         self.topics = {t["name"]: copy.deepcopy(t) for t in topics or []}
         self.proxies = list(proxies or [])
         self.view_version = view_version
         self.workflows_supported = workflows
+        self.runs = {r["id"]: copy.deepcopy(r) for r in runs or []}  # runs a controller is already doing
         self.calls: list[tuple[str, str, object]] = []
 
     @property
@@ -46,6 +47,12 @@ class FakeController:
                 else:
                     self.workflow_result = {"id": 1, "state": "done", "moved": self._scale_up(body["cluster"])}
                 return {"id": 1, "state": "running"}
+            if len(parts) == 1:
+                return list(self.runs.values())
+            if int(parts[1]) in self.runs:  # an earlier run finishes while the module waits for it
+                run = self.runs[int(parts[1])]
+                self.clusters[run["cluster"]]["state"] = "removed"
+                return {**run, "state": "done"}
             return self.workflow_result
         raise AssertionError(f"unexpected call {method} {path}")
 

@@ -30,6 +30,7 @@ def chained(name, clusters):
 
 THREE = {"clusters": [C1, C2, C3], "topics": [chained("t", ["c1", "c1", "c2", "c2", "c1", "c2"])]}
 ORDERS = {"name": "orders", "partitions": 4, "placement": "blocks", "config": {"retention.ms": "1000"}}
+DRAINING_C1 = {"id": 4, "kind": "decommission", "cluster": "c1", "state": "running", "step": "drain"}
 
 CASES = [
     # module, id, controller state, args, check mode, expect
@@ -57,6 +58,16 @@ CASES = [
      {"id": "c1", "state": "absent"}, False,
      {"changed": True, "writes": [("POST", "/v1/workflows"), ("POST", "/v1/clusters/c1/state"),
                                   ("POST", "/v1/clusters/c1/state"), ("POST", "/v1/clusters/c1/state")]}),
+    ("fedkafka_cluster", "absent while the decommission runs: waits for it, starts none, no change",
+     {"clusters": [{**C1, "state": "draining"}], "runs": [DRAINING_C1]}, {"id": "c1", "state": "absent"}, False,
+     {"changed": False, "writes": [],
+      "actions": ["wait for the running decommission of c1 (workflow 4, phase drain)"]}),
+    ("fedkafka_cluster", "absent while the decommission runs, check mode: the same prediction",
+     {"clusters": [{**C1, "state": "draining"}], "runs": [DRAINING_C1]}, {"id": "c1", "state": "absent"}, True,
+     {"changed": False, "writes": []}),
+    ("fedkafka_cluster", "absent when read_only by hand (no run): the workflow starts",
+     {"clusters": [{**C1, "state": "read_only"}], "runs": [{**DRAINING_C1, "state": "done"}]},
+     {"id": "c1", "state": "absent"}, False, {"changed": True, "writes": [("POST", "/v1/workflows")]}),
     ("fedkafka_cluster", "absent when unknown: no change", {}, {"id": "c9", "state": "absent"}, False,
      {"changed": False, "writes": []}),
     ("fedkafka_cluster", "absent when removed: no change", {"clusters": [{**C1, "state": "removed"}]},
