@@ -41,13 +41,13 @@ status: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; print('Kafka', ensure_kafka().version)"
-	$(BIN)/ruff check fedkafka tests bench
+	$(BIN)/ruff check fedkafka tests bench library module_utils doc_fragments
 	$(BIN)/lint-imports
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint -q roles playbooks awx
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check fedkafka tests bench
+	$(BIN)/ruff check fedkafka tests bench library module_utils doc_fragments
 	$(BIN)/lint-imports
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint roles playbooks awx
 

@@ -13,7 +13,7 @@ description:
   - C(rebalance) (default) moves the active segments of a fair share of logical partitions to the
     cluster; no key changes partition and no data is copied. C(expand) adds logical partitions on the
     cluster instead (keys re-hash; opt-in).
-  - Idempotent: when the cluster already holds its fair share the workflow moves nothing and the
+  - Idempotent. When the cluster already holds its fair share the workflow moves nothing and the
     module reports no change.
   - Check mode reads the topics' segment chains and predicts how many partitions would move.
 options:
@@ -34,23 +34,7 @@ options:
     description: Seconds to wait.
     type: int
     default: 600
-  controller_url:
-    description: Base URL of the fedkafka controller, e.g. C(http://127.0.0.1:8780).
-    type: str
-    required: true
-    aliases: [url]
-  token:
-    description: API token (C(Authorization Bearer)); never logged or shown in a diff.
-    type: str
-    required: true
-  validate_certs:
-    description: Verify the controller's TLS certificate.
-    type: bool
-    default: true
-  request_timeout:
-    description: Seconds for one HTTP request.
-    type: float
-    default: 30
+extends_documentation_fragment: [fedkafka_api]
 attributes:
   check_mode:
     support: full
