@@ -61,8 +61,14 @@ def main() -> None:
         done_s = time.monotonic() - posted
         moved = [(c["segments"][-1]["topic"], c["segments"][-1]["partition"], c["segments"][-1]["phys_start"])
                  for c in fed.chains(topic) if c["segments"][-1]["cluster"] == "c3"]
-        wait_for(lambda: all(log_end(c3.bootstrap, t, p) > start for t, p, start in moved), 60, interval=0.05,
-                 what="new writes on c3")
+        try:
+            wait_for(lambda: all(log_end(c3.bootstrap, t, p) > start for t, p, start in moved), 60, interval=0.05,
+                     what="new writes on c3")
+        except AssertionError:
+            idle = [(t, p, start, log_end(c3.bootstrap, t, p)) for t, p, start in moved
+                    if log_end(c3.bootstrap, t, p) <= start]
+            raise AssertionError(f"no new writes on c3 within 60 s for (topic, partition, start, end) {idle}; "
+                                 f"checker errors so far: {checker.errors[-5:]}") from None
         flowing_s = time.monotonic() - posted
         t1 = time.monotonic() - checker._started
         time.sleep(2)
