@@ -221,7 +221,8 @@ class Checker:
             "consumed": sum(1 for k in acked if k in consumed),
             "lost": len(lost),
             "lost_sample": [f"{k}#{s}" for k, s in lost[:10]],
-            # where each was acked (logical partition, offset; -1: librdkafka's implicit or duplicate ack)
+            # where each was acked (logical partition, offset; None: acked without one, i.e. librdkafka's
+            # implicit ack after a later batch's success, or a DUPLICATE_SEQUENCE_NUMBER answer)
             "lost_acks": [f"{k}#{s} p{acked[(k, s)].partition}@{acked[(k, s)].offset}" for k, s in lost[:10]],
             "duplicates": len(duplicates),
             "duplicates_idempotent": dup_idempotent,

@@ -23,7 +23,7 @@ from kio.static.primitive import i16, i32, i32Timedelta, i64
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
-from fedkafka.proxy.core.producer_ids import UNASKED, SegmentId, SegmentWrite, SeqKey
+from fedkafka.proxy.core.producer_ids import UNASKED, PhysicalPartition, SegmentId, SegmentWrite, SeqKey
 from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
 
@@ -42,9 +42,9 @@ class _Part:
     records: bytes | None
     seq_key: tuple[int, int, str, int] | None = None  # idempotent batches: (logical id, epoch, topic, partition)
     first_seq: int = -1
-    # idempotent batches: (cluster, physical topic, physical partition, physical id) and whether the broker
-    # has answered a batch of that id there (it checks sequences only from then on)
-    physical: tuple[str, str, int, int] | None = None
+    # idempotent batches: where the physical id writes, and whether the broker has answered a batch of that
+    # id there (it checks sequences only from then on)
+    physical: PhysicalPartition | None = None
     confirmed: bool = True
 
 
