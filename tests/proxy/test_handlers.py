@@ -362,3 +362,23 @@ def test_a_lost_answer_to_a_first_batch_is_a_gap_until_the_client_resends_it():
     assert by_partition(plan.finish([answer]))[0][0] == ErrorCode.request_timed_out
     got, sent = _through(timed_out, produce_req({0: batch(1000, 0, 1)}))
     assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []
+
+
+def test_a_batch_refused_behind_a_resend_stays_refused_when_the_resend_lands():
+    """The controller-restart loss: 95 refused (lease expired); its resend is in flight when 96 arrives and is
+    refused as a gap. 95 landing must not make the proxy forget 96: 97 would take a fresh physical id (the
+    sequence jumps), c1 would take it as that id's first batch, and librdkafka would ack 96 implicitly."""
+    c = ctx()
+    _through(c, produce_req({0: batch(1000, 0, 94)}))
+    got, _ = _through(replace(c, lease_valid=False), produce_req({0: batch(1000, 0, 95)}))
+    assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower
+    resend = produce.handle(c, None, produce_req({0: batch(1000, 0, 95)}))  # in flight ...
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 96)}))  # ... while 96 arrives
+    assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []
+    assert by_partition(resend.finish(upstream_ok(resend, {("c1", "phys", 0): 7})))[0] == (ErrorCode.none, 7)
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 97)}))
+    assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []  # 96 first
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 96)}))
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c1", 1), 0)]
+    got, sent = _through(c, produce_req({0: batch(1000, 0, 97)}))
+    assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c1", 1), 0)]

@@ -43,8 +43,12 @@ def test_a_refusal_makes_later_sequences_a_gap_until_it_is_written_or_forgotten(
     assert t.refused_before(key, 5) is None  # the refused batch itself (its retry) goes through
     assert t.refused_before(key, 9) == 5
     assert t.refused_before((1000, 0, "t", 1), 9) is None  # per partition
-    t.note_written(key, 5)
-    assert t.refused_before(key, 9) is None
+    t.note_written(key, 2, 5)  # a batch below the refused one changes nothing
+    assert t.refused_before(key, 9) == 5
+    t.note_written(key, 5, 9)  # the oldest refused batch is written: 9 was refused too, resend it next
+    assert t.refused_before(key, 9) is None and t.refused_before(key, 10) == 9
+    t.note_written(key, 9, 11)
+    assert t.refused_before(key, 20) is None
     t.note_refused(key, 12)
     now[0] += 31  # the client resent it elsewhere (the logical leader moved): forgotten
     assert t.refused_before(key, 20) is None

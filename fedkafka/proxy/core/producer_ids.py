@@ -58,7 +58,8 @@ class ProducerIdTable:
     def __init__(self, fetch_block: Callable[[], Awaitable[tuple[int, int]]] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        self._refused: collections.OrderedDict[SeqKey, tuple[int, float]] = collections.OrderedDict()
+        # per producer and partition: (oldest refused first sequence, newest refused first sequence, when)
+        self._refused: collections.OrderedDict[SeqKey, tuple[int, int, float]] = collections.OrderedDict()
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
         self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None]] = collections.OrderedDict()
         self._confirmed: collections.OrderedDict[PhysicalPartition, None] = collections.OrderedDict()
@@ -124,25 +125,32 @@ class ProducerIdTable:
         """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
         known = self._refused.get(key)
         now = self._clock()
-        if known is None or now - known[1] > REFUSAL_MEMORY_S or first_seq < known[0]:
-            self._refused[key] = (first_seq, now)
+        if known is None or now - known[2] > REFUSAL_MEMORY_S:
+            self._refused[key] = (first_seq, first_seq, now)
         else:
-            self._refused[key] = (known[0], now)
+            self._refused[key] = (min(known[0], first_seq), max(known[1], first_seq), now)
         self._refused.move_to_end(key)
         while len(self._refused) > MAX_MAPPINGS:
             self._refused.popitem(last=False)
 
-    def note_written(self, key: SeqKey, first_seq: int) -> None:
+    def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
+        """Sequences first_seq..end_seq-1 were written (or were already). When that was the oldest refused
+        batch, the next one to resend starts at end_seq, as long as a batch from there on was refused too:
+        forgetting those would let a batch past them through (and librdkafka ack them implicitly)."""
         known = self._refused.get(key)
-        if known is not None and first_seq <= known[0]:
+        if known is None or not first_seq <= known[0] < end_seq:
+            return
+        if end_seq > known[1]:
             del self._refused[key]
+        else:
+            self._refused[key] = (end_seq, known[1], known[2])
 
     def refused_before(self, key: SeqKey, first_seq: int) -> int | None:
-        """The first sequence of a refused batch that `first_seq` would skip, or None."""
+        """The first sequence of the oldest refused batch that `first_seq` would skip, or None."""
         known = self._refused.get(key)
         if known is None:
             return None
-        if self._clock() - known[1] > REFUSAL_MEMORY_S:
+        if self._clock() - known[2] > REFUSAL_MEMORY_S:
             del self._refused[key]
             return None
         return known[0] if first_seq > known[0] else None

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import logging
 import multiprocessing
+import os
 import random
 import signal
 import socket
@@ -186,7 +187,9 @@ def run(config: ProxyConfig) -> None:
 
 
 def _run_one(config: ProxyConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    # FEDKAFKA_LOG_LEVEL=DEBUG shows each refused, deduplicated or re-routed produce batch
+    logging.basicConfig(level=os.environ.get("FEDKAFKA_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
     try:
         import uvloop
         uvloop.run(serve(config))

@@ -42,6 +42,7 @@ class _Part:
     records: bytes | None
     seq_key: tuple[int, int, str, int] | None = None  # idempotent batches: (logical id, epoch, topic, partition)
     first_seq: int = -1
+    end_seq: int = -1  # the sequence after the batch's last record
     # idempotent batches: where the physical id writes, and whether the broker has answered a batch of that
     # id there (it checks sequences only from then on)
     physical: PhysicalPartition | None = None
@@ -112,7 +113,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                         log.debug("producer %s/%s %s/%s: %s", producer[0], producer[1], t.name, pd.index, verdict[1])
                         errors[key] = verdict
                         if verdict[0] == ErrorCode.duplicate_sequence_number:
-                            ctx.producer_ids.note_written(seq_key, sequences[0])
+                            ctx.producer_ids.note_written(seq_key, *sequences)
                         else:
                             ctx.producer_ids.note_refused(seq_key, sequences[0])
                         continue
@@ -128,11 +129,14 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                 physical = (seg.cluster, seg.topic, seg.partition, mapped[0])
                 confirmed = ctx.producer_ids.confirmed(physical)
                 unconfirmed |= not confirmed
+                if sequences and log.isEnabledFor(logging.DEBUG):
+                    log.debug("producer %s/%s %s/%s: sequences %s..%s -> %s as physical %s%s", producer[0],
+                              producer[1], t.name, pd.index, sequences[0], sequences[1] - 1, physical[:3],
+                              mapped[0], "" if confirmed else " (first batch there)")
             else:
                 physical, confirmed = None, True
             groups.setdefault((seg.cluster, leader), []).append(
-                _Part(t.name, pd.index, chain, seg, records, seq_key, sequences[0] if sequences else -1,
-                      physical, confirmed))
+                _Part(t.name, pd.index, chain, seg, records, seq_key, *(sequences or (-1, -1)), physical, confirmed))
 
     if unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
         return Plan([], lambda _: handle(ctx, header, request, _pid_failures, _leader_waits + 1), barrier=True,
@@ -309,6 +313,9 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
     if isinstance(result, UpstreamError):
         ctx.physical.request_refresh(result.cluster)
         for p in parts:
+            if p.seq_key:
+                log.debug("producer %s/%s %s/%s: sequence %s lost its answer: %s", *p.seq_key, p.first_seq,
+                          result.reason)
             if p.seq_key and not p.confirmed:  # no broker state yet: only the client's resend can tell
                 ctx.producer_ids.note_refused(p.seq_key, p.first_seq)
         return {(p.topic, p.partition): {"error_code": ErrorCode.request_timed_out, "base_offset": -1,
@@ -324,8 +331,11 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
         if pr.error_code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
             ctx.physical.request_refresh(part.seg.cluster)
         if part.seq_key:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("producer %s/%s %s/%s: sequence %s answered %s at %s", *part.seq_key, part.first_seq,
+                          pr.error_code.name, pr.base_offset)
             if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
-                ctx.producer_ids.note_written(part.seq_key, part.first_seq)
+                ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
                 ctx.producer_ids.confirm(part.physical)
             elif pr.error_code not in _MAYBE_WRITTEN or not part.confirmed:
                 ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
