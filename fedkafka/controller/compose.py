@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from fedkafka.controller.models import ChainRow, ClusterRow, ProxyRow, SegmentRow, TopicRow
@@ -21,7 +21,9 @@ def coordination_cluster(clusters: list[ClusterRow]) -> str | None:
     return pick[0].id if pick else None
 
 
-def build_view(session: Session, now: float, federation_id: str = "fedkafka") -> View:
+def build_view(session: Session, now: float, federation_id: str = "fedkafka",
+               keep_listed: frozenset[int] = frozenset()) -> View:
+    """`keep_listed`: node ids listed even when their lease ran out (a restarted controller's grace)."""
     clusters = list(session.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
     topics = list(session.scalars(select(TopicRow).order_by(TopicRow.name)))
     # plain rows, not ORM objects, for the bulk: a federation has tens of thousands of segments
@@ -33,7 +35,9 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka") ->
                    SegmentRow.physical_partition, SegmentRow.phys_start, SegmentRow.phys_end, SegmentRow.logical_base)
             .order_by(SegmentRow.topic, SegmentRow.partition, SegmentRow.seq)):
         segments[(topic, partition)].append(Segment(*fields))
-    proxies = session.scalars(select(ProxyRow).where(ProxyRow.lease_expires > now).order_by(ProxyRow.node_id))
+    proxies = session.scalars(select(ProxyRow).where(or_(ProxyRow.lease_expires > now,
+                                                         ProxyRow.node_id.in_(keep_listed)))
+                              .order_by(ProxyRow.node_id))
     return View(
         version=0,
         federation_id=federation_id,

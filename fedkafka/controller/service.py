@@ -71,6 +71,13 @@ class Controller:
         self.metrics = Metrics()
         self._seed()
         self.publisher = Publisher(self._stored_view()[0])
+        # The proxies of the view this controller inherits stay listed for one lease, even if their leases
+        # ran out while no controller ran: they re-register within a heartbeat, and dropping then re-adding
+        # them one by one moves partition leaders between proxies and back (a client's retry that crosses
+        # proxies is not deduplicated by the broker). Fencing is unchanged: a proxy whose lease ran out
+        # refuses produce on its own, and moves wait on leases, not on this list.
+        self._inherited = (frozenset(p.node_id for p in self.publisher.view.proxies),
+                           time.time() + settings.lease_ms / 1000)
         self._compose_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one topology change at a time in this process
         self._committed_at: dict[int, float] = {}
@@ -128,7 +135,9 @@ class Controller:
                     current = self.publisher.view
                     if stored_version != current.version:  # another controller wrote it
                         current = self._refresh_from_db()
-                    candidate = build_view(s, time.time())
+                    now = time.time()
+                    listed, until = self._inherited
+                    candidate = build_view(s, now, keep_listed=listed if now < until else frozenset())
                     nxt = next_version(current, candidate)
                     if nxt is current:
                         return current

@@ -130,6 +130,25 @@ def test_proxies_register_heartbeat_and_lose_their_lease(make_api):
     assert api.post(f"/v1/proxies/{first['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404
 
 
+def test_a_restarted_controller_lists_the_proxies_it_inherits_for_one_lease(make_api):
+    """Leases run out while no controller runs; the next one keeps those proxies in the view for one lease
+    (dropping and re-adding them one by one would move partition leaders between proxies), but they are
+    still fenced: a heartbeat on the lapsed lease is refused until the proxy registers again."""
+    first = make_api(lease_ms=400)
+    body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
+    node = first.post("/v1/proxies", json=body).json()["node_id"]
+    time.sleep(0.5)  # the controller is gone (never asked again); the lease runs out
+    restarted = make_api(lease_ms=400)
+    restarted.controller.expire_leases()
+    assert [p["node_id"] for p in restarted.get("/v1/view").json()["proxies"]] == [node]
+    assert restarted.post(f"/v1/proxies/{node}/heartbeat", json={"applied_version": 1}).status_code == 404
+    time.sleep(0.5)  # the grace is one lease: a proxy that did not come back is dropped
+    restarted.controller.expire_leases()
+    assert restarted.get("/v1/view").json()["proxies"] == []
+    assert restarted.post("/v1/proxies", json=body).json()["node_id"] == node  # registering again: same id
+    assert [p["node_id"] for p in restarted.get("/v1/view").json()["proxies"]] == [node]
+
+
 def test_long_poll_answers_204_then_the_next_view(make_api):
     api = make_api()
     v = api.get("/v1/view").json()["version"]
