@@ -202,6 +202,7 @@ class Checker:
         duplicates = {k: sorted(v) for k, v in consumed.items() if len(v) > 1}
         dup_idempotent = sum(1 for (key, _s) in duplicates if key in self.idempotent_keys)
         violations = 0
+        violation_sample: list[str] = []  # key#seq p<partition>@<offset> after #<higher seq>
         stored: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         for (key, seq), places in consumed.items():
             for partition, offset in places:
@@ -210,9 +211,11 @@ class Checker:
             if len({p for p, _o, _s in rows}) > 1:
                 violations += 1  # a key split over partitions breaks per-key order by definition
             highest = -1
-            for _p, _o, seq in sorted(rows):
+            for partition, offset, seq in sorted(rows):
                 if seq < highest and len(consumed[(key, seq)]) == 1:
                     violations += 1
+                    if len(violation_sample) < 10:
+                        violation_sample.append(f"{key}#{seq} p{partition}@{offset} after #{highest}")
                 highest = max(highest, seq)
         return {
             "run_id": self.run_id,
@@ -227,6 +230,7 @@ class Checker:
             "duplicates": len(duplicates),
             "duplicates_idempotent": dup_idempotent,
             "order_violations": violations,
+            "order_sample": violation_sample,
             "produce_errors": len([e for e in errors if e[1] != "<consumer>"]),
             "client_failures": list(self.failures),
             "error_kinds": sorted({e[2] for e in errors}),

@@ -19,7 +19,7 @@ def _checker_with(acked: dict, consumed: dict, idempotent: set[str] = frozenset(
 
 def test_report_counts_lost_records():
     report = _checker_with({("a", 0): (0, 0), ("a", 1): (0, 1)}, {("a", 0): [(0, 0)]})
-    assert report["lost"] == 1 and report["lost_sample"] == ["a#1"]
+    assert report["lost"] == 1 and report["lost_sample"] == ["a#1"] and report["lost_acks"] == ["a#1 p0@1"]
 
 
 def test_rereading_one_offset_is_not_a_duplicate_but_a_second_copy_is():
@@ -31,7 +31,7 @@ def test_rereading_one_offset_is_not_a_duplicate_but_a_second_copy_is():
 
 def test_report_counts_order_violations_and_split_keys():
     swapped = _checker_with({("a", 0): (0, 1), ("a", 1): (0, 0)}, {("a", 0): [(0, 1)], ("a", 1): [(0, 0)]})
-    assert swapped["order_violations"] == 1
+    assert swapped["order_violations"] == 1 and swapped["order_sample"] == ["a#0 p0@1 after #1"]
     split = _checker_with({("a", 0): (0, 0), ("a", 1): (1, 0)}, {("a", 0): [(0, 0)], ("a", 1): [(1, 0)]})
     assert split["order_violations"] == 1
     ordered = _checker_with({("a", 0): (0, 0), ("a", 1): (0, 5)}, {("a", 0): [(0, 0)], ("a", 1): [(0, 5)]})
