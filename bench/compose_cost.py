@@ -9,10 +9,11 @@ Prints a table with ratios to the 1-cluster case and writes bench/results/compos
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from scratch import scratch_dir
 
 from fedkafka.controller import db
 from fedkafka.controller.compose import build_view
@@ -82,19 +83,19 @@ def measure(clusters: int, tmp: Path) -> dict:
 
 
 def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="fedkafka-compose-"))
-    rows = [measure(n, tmp) for n in SIZES]
-    base = rows[0]
-    print(f"compose cost, {TOPICS} topics x {PARTITIONS} partitions (best of {REPEAT}):")
-    print(f"{'clusters':>8} {'compose ms':>11} {'x1':>6} {'encode ms':>10} {'full KB':>9} {'x1':>6} "
-          f"{'delta ms':>9} {'delta B':>8} {'full/delta':>11}")
-    for r in rows:
-        print(f"{r['clusters']:>8} {r['compose_ms']:>11} {r['compose_ms'] / base['compose_ms']:>6.2f} "
-              f"{r['encode_ms']:>10} {r['full_bytes'] / 1024:>9.0f} {r['full_bytes'] / base['full_bytes']:>6.2f} "
-              f"{r['delta_ms']:>9} {r['delta_bytes']:>8} {r['full_bytes'] / r['delta_bytes']:>11.0f}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "compose_cost.json").write_text(json.dumps(rows, indent=2))
+    with scratch_dir("fedkafka-compose-") as tmp:
+        rows = [measure(n, tmp) for n in SIZES]
+        base = rows[0]
+        print(f"compose cost, {TOPICS} topics x {PARTITIONS} partitions (best of {REPEAT}):")
+        print(f"{'clusters':>8} {'compose ms':>11} {'x1':>6} {'encode ms':>10} {'full KB':>9} {'x1':>6} "
+              f"{'delta ms':>9} {'delta B':>8} {'full/delta':>11}")
+        for r in rows:
+            print(f"{r['clusters']:>8} {r['compose_ms']:>11} {r['compose_ms'] / base['compose_ms']:>6.2f} "
+                  f"{r['encode_ms']:>10} {r['full_bytes'] / 1024:>9.0f} {r['full_bytes'] / base['full_bytes']:>6.2f} "
+                  f"{r['delta_ms']:>9} {r['delta_bytes']:>8} {r['full_bytes'] / r['delta_bytes']:>11.0f}")
+        out = Path(__file__).parent / "results"
+        out.mkdir(exist_ok=True)
+        (out / "compose_cost.json").write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

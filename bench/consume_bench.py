@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
 from fedkafka.kafka.tools import run_tool
@@ -165,41 +165,42 @@ def main() -> None:
     ap.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
     args = ap.parse_args()
     n = args.records
-    tmp = Path(tempfile.mkdtemp(prefix="consume-bench-"))
-    (cluster,) = start_clusters(["b1"], tmp / "k")
-    proxy = None
-    try:
-        phys_id, phys_mv = "bench-id-phys", "bench-moved-phys"
-        create_topics(cluster.bootstrap, [phys_id, phys_mv], PARTITIONS)
-        create_topics(cluster.bootstrap, [shadow_topic("identity"), shadow_topic("moved")], PARTITIONS)
-        fill(cluster.bootstrap, phys_mv, JUNK * PARTITIONS)  # belongs to no segment
-        probe = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "probe"})
-        junk_end = [probe.get_watermark_offsets(TopicPartition(phys_mv, p), timeout=10)[1] for p in range(PARTITIONS)]
-        probe.close()
-        fill(cluster.bootstrap, phys_id, n)
-        fill(cluster.bootstrap, phys_mv, n)
-        identity = LogicalTopic("identity", uuid.uuid4().hex, tuple(
-            PartitionChain(segments=(Segment("b1", phys_id, p, 0, None, 0),)) for p in range(PARTITIONS)))
-        moved = LogicalTopic("moved", uuid.uuid4().hex, tuple(
-            PartitionChain(segments=(Segment("b1", phys_mv, p, junk_end[p], None, MOVED_BASE),), leader_epoch=1)
-            for p in range(PARTITIONS)))
-        view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
-                    topics={"identity": identity, "moved": moved})
-        proxy, proxy_addr = start_proxy(view, tmp, args.workers)
-        results = run_all(cluster, proxy, proxy_addr, n, moved, phys_id, phys_mv, args.latency_only)
-        print_results(results, n)
-        RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"consume-{time.strftime('%Y%m%dT%H%M%S')}.json"
-        out.write_text(json.dumps(results, indent=2))
-        print(f"\nwritten {out}")
-    finally:
-        if proxy is not None:
-            proxy.send_signal(signal.SIGTERM)
-            try:
-                proxy.wait(20)
-            except subprocess.TimeoutExpired:
-                proxy.kill()
-        cluster.stop()
+    with scratch_dir("consume-bench-") as tmp:
+        (cluster,) = start_clusters(["b1"], tmp / "k")
+        proxy = None
+        try:
+            phys_id, phys_mv = "bench-id-phys", "bench-moved-phys"
+            create_topics(cluster.bootstrap, [phys_id, phys_mv], PARTITIONS)
+            create_topics(cluster.bootstrap, [shadow_topic("identity"), shadow_topic("moved")], PARTITIONS)
+            fill(cluster.bootstrap, phys_mv, JUNK * PARTITIONS)  # belongs to no segment
+            probe = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "probe"})
+            junk_end = [probe.get_watermark_offsets(TopicPartition(phys_mv, p), timeout=10)[1]
+                        for p in range(PARTITIONS)]
+            probe.close()
+            fill(cluster.bootstrap, phys_id, n)
+            fill(cluster.bootstrap, phys_mv, n)
+            identity = LogicalTopic("identity", uuid.uuid4().hex, tuple(
+                PartitionChain(segments=(Segment("b1", phys_id, p, 0, None, 0),)) for p in range(PARTITIONS)))
+            moved = LogicalTopic("moved", uuid.uuid4().hex, tuple(
+                PartitionChain(segments=(Segment("b1", phys_mv, p, junk_end[p], None, MOVED_BASE),), leader_epoch=1)
+                for p in range(PARTITIONS)))
+            view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
+                        topics={"identity": identity, "moved": moved})
+            proxy, proxy_addr = start_proxy(view, tmp, args.workers)
+            results = run_all(cluster, proxy, proxy_addr, n, moved, phys_id, phys_mv, args.latency_only)
+            print_results(results, n)
+            RESULTS.mkdir(exist_ok=True)
+            out = RESULTS / f"consume-{time.strftime('%Y%m%dT%H%M%S')}.json"
+            out.write_text(json.dumps(results, indent=2))
+            print(f"\nwritten {out}")
+        finally:
+            if proxy is not None:
+                proxy.send_signal(signal.SIGTERM)
+                try:
+                    proxy.wait(20)
+                except subprocess.TimeoutExpired:
+                    proxy.kill()
+            cluster.stop()
 
 
 def run_all(cluster, proxy, proxy_addr: str, n: int, moved: LogicalTopic, phys_id: str, phys_mv: str,

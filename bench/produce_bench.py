@@ -19,13 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
 from fedkafka.kafka.tools import run_tool
@@ -129,51 +129,51 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="produce-bench-"))
-    (cluster,) = start_clusters(["b1"], tmp / "kafka")
-    proxy = None
-    try:
-        topics = {}
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-        for run in ("warmup", "perf", "paced", "confluent"):
-            for target in ("direct", "proxy"):
-                name = f"bench-{run}-{target}-{uuid.uuid4().hex[:6]}"
-                fut = admin.create_topics([NewTopic(name, 4, 1)])
-                fut[name].result(30)
-                topics[(run, target)] = name
-        view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, topics={
-            name: LogicalTopic(name, uuid.uuid4().hex, tuple(
-                PartitionChain(segments=(Segment("b1", name, p, 0, None, 0),)) for p in range(4)))
-            for name in topics.values()})
-        proxy, proxy_bootstrap = start_proxy(tmp, view, args.workers)
-        time.sleep(1.0)
-        results: dict = {"records": args.records, "record_bytes": 1024, "workers": args.workers}
-        for target, bootstrap in (("direct", cluster.bootstrap), ("proxy", proxy_bootstrap)):
-            perf_test(bootstrap, topics[("warmup", target)], 20000)  # JIT and connections warm for both sides
+    with scratch_dir("produce-bench-") as tmp:
+        (cluster,) = start_clusters(["b1"], tmp / "kafka")
+        proxy = None
+        try:
+            topics = {}
+            admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+            for run in ("warmup", "perf", "paced", "confluent"):
+                for target in ("direct", "proxy"):
+                    name = f"bench-{run}-{target}-{uuid.uuid4().hex[:6]}"
+                    fut = admin.create_topics([NewTopic(name, 4, 1)])
+                    fut[name].result(30)
+                    topics[(run, target)] = name
+            view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, topics={
+                name: LogicalTopic(name, uuid.uuid4().hex, tuple(
+                    PartitionChain(segments=(Segment("b1", name, p, 0, None, 0),)) for p in range(4)))
+                for name in topics.values()})
+            proxy, proxy_bootstrap = start_proxy(tmp, view, args.workers)
+            time.sleep(1.0)
+            results: dict = {"records": args.records, "record_bytes": 1024, "workers": args.workers}
+            for target, bootstrap in (("direct", cluster.bootstrap), ("proxy", proxy_bootstrap)):
+                perf_test(bootstrap, topics[("warmup", target)], 20000)  # JIT and connections warm for both sides
 
-        def paced(bootstrap: str, topic: str, records: int) -> dict:
-            # latency at a rate both sides sustain: the added latency, not queueing at saturation
-            return perf_test(bootstrap, topic, records, throughput=2000)
+            def paced(bootstrap: str, topic: str, records: int) -> dict:
+                # latency at a rate both sides sustain: the added latency, not queueing at saturation
+                return perf_test(bootstrap, topic, records, throughput=2000)
 
-        for run, fn in (("perf", perf_test), ("paced", paced), ("confluent", confluent_run)):
-            print(f"{run}:", flush=True)
-            records = args.records if run != "paced" else min(args.records, 20000)
-            results[run] = {
-                "direct": measure("direct", fn, cluster.bootstrap, topics[(run, "direct")], records,
-                                  cluster.pid, None),
-                "proxy": measure("proxy ", fn, proxy_bootstrap, topics[(run, "proxy")], records,
-                                 cluster.pid, proxy.pid),
-            }
-        print_table(results)
-        RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"produce-{time.strftime('%Y%m%dT%H%M%S')}.json"
-        out.write_text(json.dumps(results, indent=2))
-        print(f"wrote {out}")
-    finally:
-        if proxy is not None:
-            proxy.send_signal(signal.SIGTERM)
-            proxy.wait(30)
-        cluster.stop()
+            for run, fn in (("perf", perf_test), ("paced", paced), ("confluent", confluent_run)):
+                print(f"{run}:", flush=True)
+                records = args.records if run != "paced" else min(args.records, 20000)
+                results[run] = {
+                    "direct": measure("direct", fn, cluster.bootstrap, topics[(run, "direct")], records,
+                                      cluster.pid, None),
+                    "proxy": measure("proxy ", fn, proxy_bootstrap, topics[(run, "proxy")], records,
+                                     cluster.pid, proxy.pid),
+                }
+            print_table(results)
+            RESULTS.mkdir(exist_ok=True)
+            out = RESULTS / f"produce-{time.strftime('%Y%m%dT%H%M%S')}.json"
+            out.write_text(json.dumps(results, indent=2))
+            print(f"wrote {out}")
+        finally:
+            if proxy is not None:
+                proxy.send_signal(signal.SIGTERM)
+                proxy.wait(30)
+            cluster.stop()
 
 
 def print_table(results: dict) -> None:
