@@ -313,10 +313,10 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
     if isinstance(result, UpstreamError):
         ctx.physical.request_refresh(result.cluster)
         for p in parts:
-            if p.seq_key:
-                log.debug("producer %s/%s %s/%s: sequence %s lost its answer: %s", *p.seq_key, p.first_seq,
-                          result.reason)
-            if p.seq_key and not p.confirmed:  # no broker state yet: only the client's resend can tell
+            if not p.seq_key:
+                continue
+            log.debug("producer %s/%s %s/%s: sequence %s lost its answer: %s", *p.seq_key, p.first_seq, result.reason)
+            if not p.confirmed:  # no broker state yet: only the client's resend can tell
                 ctx.producer_ids.note_refused(p.seq_key, p.first_seq)
         return {(p.topic, p.partition): {"error_code": ErrorCode.request_timed_out, "base_offset": -1,
                                          "error_message": result.reason} for p in parts}
