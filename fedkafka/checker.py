@@ -35,6 +35,9 @@ class CheckerConfig:
     # 1 run of 200 (one of 12 in 1 of 30), and "every moved partition takes writes" cannot be shown
     keys_per_producer: int = 100
     idempotent: tuple[bool, ...] = (True, False)  # cycled over producers
+    # acks of the non-idempotent producers, cycled over them in order ("all" or "1"); an idempotent producer
+    # always uses acks=all (librdkafka refuses anything else). acks=0 is left out: nothing is acked to count.
+    acks: tuple[str, ...] = ("all",)
     value_size: int = 100
     group: str | None = None
     client_id: str = "fedkafka-checker"
@@ -110,14 +113,22 @@ class Checker:
             with self._lock:
                 self.failures.append(f"producer-{index}: {e}")
 
-    def _produce_until_stopped(self, index: int) -> None:
+    def producer_config(self, index: int) -> dict[str, Any]:
+        """librdkafka settings of producer `index`: idempotence and acks as the config cycles them."""
         idempotent = self.cfg.idempotent[index % len(self.cfg.idempotent)]
         conf = {"bootstrap.servers": self.cfg.bootstrap, "client.id": f"{self.cfg.client_id}-p{index}",
                 "enable.idempotence": idempotent, "linger.ms": 5, "acks": "all",
                 "message.timeout.ms": 120_000, "retry.backoff.ms": 100}
         if not idempotent:
+            plain_index = sum(1 for i in range(index) if not self.cfg.idempotent[i % len(self.cfg.idempotent)])
+            conf["acks"] = self.cfg.acks[plain_index % len(self.cfg.acks)]
             conf["max.in.flight.requests.per.connection"] = 1  # per-key order without idempotence
         conf.update(self.cfg.extra_producer_config)
+        return conf
+
+    def _produce_until_stopped(self, index: int) -> None:
+        conf = self.producer_config(index)
+        idempotent = conf["enable.idempotence"]
         producer = Producer(conf)
         keys = [f"{self.run_id}-p{index}-k{j}" for j in range(self.cfg.keys_per_producer)]
         if idempotent:
@@ -227,6 +238,8 @@ class Checker:
             # where each was acked (logical partition, offset; None: acked without one, i.e. librdkafka's
             # implicit ack after a later batch's success, or a DUPLICATE_SEQUENCE_NUMBER answer)
             "lost_acks": [f"{k}#{s} p{acked[(k, s)].partition}@{acked[(k, s)].offset}" for k, s in lost[:10]],
+            # which producer wrote what: "p<index>" -> its acks and idempotence, and what it lost
+            "producers": self._producer_summary(lost),
             "duplicates": len(duplicates),
             "duplicates_idempotent": dup_idempotent,
             "order_violations": violations,
@@ -237,6 +250,18 @@ class Checker:
             "timeline": self._timeline(acked, errors),
             "marks": [{"t": round(t, 2), "label": label} for t, label in self.marks],
         }
+
+    def _producer_summary(self, lost: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+        lost_by: dict[str, int] = defaultdict(int)
+        for key, _seq in lost:
+            parts = key.split("-")  # <run>-p<index>-k<n>
+            lost_by[parts[1] if len(parts) == 3 else "?"] += 1
+        summary = {}
+        for index in range(self.cfg.producers):
+            conf = self.producer_config(index)
+            summary[f"p{index}"] = {"idempotent": conf["enable.idempotence"], "acks": conf["acks"],
+                                    "lost": lost_by.get(f"p{index}", 0)}
+        return summary
 
     @staticmethod
     def _timeline(acked: dict[tuple[str, int], _Ack], errors: list[tuple[float, str, str]]) -> list[dict]:

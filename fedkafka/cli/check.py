@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -13,8 +14,19 @@ from rich.console import Console
 
 from fedkafka.controller.client import AdminClient, AdminError, locate
 
+
+class Acks(StrEnum):
+    all = "all"
+    one = "1"
+
+
+class Idempotence(StrEnum):
+    on = "on"
+    off = "off"
+
+
 SUMMARY = ("acked", "consumed", "lost", "duplicates", "duplicates_idempotent", "order_violations",
-           "produce_errors", "error_kinds", "client_failures")
+           "produce_errors", "error_kinds", "client_failures", "producers")
 
 
 def check(topic: str = typer.Option("fedkafka-check", "--topic", help="logical topic (created when missing)"),
@@ -23,6 +35,11 @@ def check(topic: str = typer.Option("fedkafka-check", "--topic", help="logical t
           rate: float = typer.Option(100.0, "--rate", help="records per second per producer"),
           producers: int = typer.Option(2, "--producers", min=1, help="producers; idempotent and not, in turn"),
           consumers: int = typer.Option(2, "--consumers", min=1, help="consumers in one group"),
+          acks: list[Acks] = typer.Option([Acks.all], "--acks", help="acks of the non-idempotent producers, "
+                                          "cycled over them (repeat: --acks all --acks 1)"),
+          idempotence: list[Idempotence] = typer.Option(
+              [Idempotence.on, Idempotence.off], "--idempotence", help="idempotence of each producer, cycled "
+              "(repeat: --idempotence on --idempotence off)"),
           bootstrap: str | None = typer.Option(None, "--bootstrap", help="HOST:PORT of the federation (default: "
                                                "the local name service)"),
           as_json: bool = typer.Option(False, "--json", help="print the whole report (timeline included)"),
@@ -45,7 +62,8 @@ def check(topic: str = typer.Option("fedkafka-check", "--topic", help="logical t
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     checker = Checker(CheckerConfig(bootstrap=bootstrap, topic=topic, producers=producers, consumers=consumers,
-                                    rate=rate)).start()
+                                    rate=rate, acks=tuple(a.value for a in acks),
+                                    idempotent=tuple(i is Idempotence.on for i in idempotence))).start()
     console.print(f"checker {checker.run_id}: {producers} producers x {rate:g} rec/s, {consumers} consumers, "
                   f"topic {topic} at {bootstrap}; {duration:g} s (Ctrl-C to stop early)")
     stop.wait(duration)

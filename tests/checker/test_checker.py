@@ -62,3 +62,19 @@ def test_a_producer_that_dies_is_reported_not_silently_stopped(monkeypatch):
     monkeypatch.setattr(checker, "_produce_until_stopped", fatal)
     report = checker.start().stop(drain_timeout=0)
     assert len(report["client_failures"]) == 1 and "desynchronization" in report["client_failures"][0]
+
+
+def test_acks_cycle_over_the_plain_producers_and_idempotent_ones_keep_acks_all():
+    checker = Checker(CheckerConfig(bootstrap="unused:1", topic="t", producers=4, idempotent=(True, False),
+                                    acks=("all", "1")))
+    profiles = [(c["enable.idempotence"], c["acks"]) for c in map(checker.producer_config, range(4))]
+    assert profiles == [(True, "all"), (False, "all"), (True, "all"), (False, "1")]
+    report = _checker_with({}, {})
+    assert report["producers"] == {"p0": {"idempotent": True, "acks": "all", "lost": 0},
+                                   "p1": {"idempotent": False, "acks": "all", "lost": 0}}
+
+
+def test_the_report_names_the_producer_that_lost_records():
+    run = "r"
+    report = _checker_with({(f"{run}-p1-k0", 0): (0, 0), (f"{run}-p0-k0", 0): (0, 1)}, {(f"{run}-p0-k0", 0): [(0, 1)]})
+    assert report["producers"]["p1"]["lost"] == 1 and report["producers"]["p0"]["lost"] == 0
