@@ -14,13 +14,6 @@ from .test_scale_up import assert_clean
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path)
-    yield fed
-    fed.stop()
-
-
 def c1_partitions(fed: Federation, topic: str) -> set[tuple[str, int]]:
     return {(s["topic"], s["partition"]) for c in fed.chains(topic) for s in c["segments"] if s["cluster"] == "c1"}
 

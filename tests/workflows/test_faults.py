@@ -18,13 +18,6 @@ from .test_scale_up import assert_clean
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path)
-    yield fed
-    fed.stop()
-
-
 def phase(run: dict, name: str) -> dict:
     return next(p for p in run["phases"] if p["name"] == name)
 

@@ -10,16 +10,9 @@ import pytest
 
 from fedkafka.checker import Checker, CheckerConfig
 
-from .support import Federation, log_end
+from .support import log_end
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path)
-    yield fed
-    fed.stop()
 
 
 def assert_clean(report: dict) -> None:
