@@ -1,4 +1,4 @@
-"""Decommission under load through real proxies: read_only, draining, removed (DESIGN.md 6; issue 7)."""
+"""Decommission under load through real proxies: read_only, draining, removed (docs/DESIGN.md §7.4; issue 7)."""
 
 from __future__ import annotations
 

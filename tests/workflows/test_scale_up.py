@@ -1,4 +1,4 @@
-"""Scale-up 2 -> 3 under load, through real proxies, verified by the checker (DESIGN.md 5, 6; issue 7)."""
+"""Scale-up 2 -> 3 under load, through real proxies, verified by the checker (docs/DESIGN.md §6, §7.2; issue 7)."""
 
 from __future__ import annotations
 
