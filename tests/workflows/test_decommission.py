@@ -11,7 +11,7 @@ from fedkafka.checker import Checker, CheckerConfig
 from .support import Federation, log_end, wait_for
 from .test_scale_up import assert_clean
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
 
 def c1_partitions(fed: Federation, topic: str) -> set[tuple[str, int]]:

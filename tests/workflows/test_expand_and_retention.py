@@ -11,7 +11,7 @@ from fedkafka.checker import Checker, CheckerConfig
 
 from .support import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
 
 @pytest.mark.timeout(400)

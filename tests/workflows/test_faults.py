@@ -15,7 +15,7 @@ from fedkafka.controller.moves import FAULT_PAUSE
 from .support import Federation, wait_for
 from .test_scale_up import assert_clean
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
 
 def phase(run: dict, name: str) -> dict:

@@ -12,7 +12,7 @@ from fedkafka.checker import Checker, CheckerConfig
 
 from .support import log_end
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
 
 def assert_clean(report: dict) -> None:
