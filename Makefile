@@ -46,6 +46,11 @@ test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint -q roles playbooks awx
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The tests that need no JVM, Kafka broker, PostgreSQL or Ansible run (well under a minute): markers in pyproject.toml.
+.PHONY: test-unit
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "not integration and not ansible" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check fedkafka tests bench library module_utils doc_fragments
 	$(BIN)/lint-imports

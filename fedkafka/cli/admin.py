@@ -62,7 +62,7 @@ def controller(
     listen: str = typer.Option("127.0.0.1:8470", "--listen", help="HOST:PORT for the API"),
     token_file: Path = typer.Option(..., "--token-file", help="file holding the API token"),
     scan_interval: float = typer.Option(5.0, "--scan-interval", help="seconds between cluster scans"),
-    lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease (DESIGN.md 5)"),
+    lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease (docs/DESIGN.md §5.2)"),
 ) -> None:
     """Run the controller: config database, cluster scans, view distribution, admin API."""
     host, sep, port = listen.rpartition(":")

@@ -63,7 +63,7 @@ def create_app(controller: Controller, token: str, background: bool = True) -> F
         controller.publisher.bind(asyncio.get_running_loop())
         if background:
             controller.start_background()
-            workflows.resume()  # runs a previous controller left unfinished (DESIGN.md 5, 6)
+            workflows.resume()  # runs a previous controller left unfinished (docs/DESIGN.md §6.2, §7)
         yield
         await run_in_threadpool(controller.stop)
 

@@ -110,7 +110,7 @@ class WorkflowRow(Base):
 
 
 class MoveRow(Base):
-    """One active-segment move (DESIGN.md 5): planned -> frozen -> sealed -> done, or rolled_back.
+    """One active-segment move (docs/DESIGN.md §6): planned -> frozen -> sealed -> done, or rolled_back.
     Each state is committed before it takes effect, so a restarted controller resumes from it."""
 
     __tablename__ = "moves"

@@ -1,4 +1,4 @@
-"""Moving active segments (DESIGN.md 5): the resumable state machine behind scale-up and decommission.
+"""Moving active segments (docs/DESIGN.md §6): the resumable state machine behind scale-up and decommission.
 
 Per move row: planned -> frozen -> sealed -> done (or rolled_back). Moves run in batches (one
 view freezes every partition of the batch, one wait for the proxies' acks, one publish), so a

@@ -1,4 +1,4 @@
-"""Scale-up and decommission runs (DESIGN.md 6): validated at once, then driven in a thread, resumable.
+"""Scale-up and decommission runs (docs/DESIGN.md §7): validated at once, then driven in a thread, resumable.
 
 A run is a row in `workflows` whose `record_json` is what `GET /v1/workflows/{id}` shows: phases
 with timestamps and progress, the partitions moved, the error. Every phase is idempotent given the

@@ -117,7 +117,7 @@ _EPOCH_AT = 12
 
 
 def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoch: int) -> bytes | bytearray:
-    """A fetch answer's batches as a reader of the logical partition must see them (DESIGN.md 4).
+    """A fetch answer's batches as a reader of the logical partition must see them (docs/DESIGN.md §5.5).
 
     Drops batches starting at or beyond `phys_end` (the seal; batches never straddle it), adds `delta`
     (logical - physical) to each baseOffset, and caps partitionLeaderEpoch at `max_epoch` so physical epochs

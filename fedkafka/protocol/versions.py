@@ -1,6 +1,6 @@
 """The supported API-version table: what the proxy may advertise, intersected with the clusters.
 
-Rules from DESIGN.md 10: Produce is advertised from v0 (librdkafka needs it) but v0-2 are refused as
+Rules from docs/DESIGN.md §5.7: Produce is advertised from v0 (librdkafka needs it) but v0-2 are refused as
 Kafka 4 does; Produce is capped at v12 and Fetch at v12 (v13 carries topic ids), OffsetCommit at v9.
 """
 
@@ -19,7 +19,7 @@ INIT_PRODUCER_ID = 22
 DESCRIBE_CONFIGS = 32
 DESCRIBE_CLUSTER = 60
 
-# Upper bounds no handler may exceed until topic ids are translated (DESIGN.md 10).
+# Upper bounds no handler may exceed until topic ids are translated (docs/DESIGN.md §5.7).
 HARD_CAPS: dict[int, int] = {PRODUCE: 12, FETCH: 12, OFFSET_COMMIT: 9}
 # Advertised minimum differs from the accepted minimum for these keys.
 ADVERTISED_MIN: dict[int, int] = {PRODUCE: 0}

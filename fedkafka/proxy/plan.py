@@ -63,7 +63,7 @@ class Plan:
     # The core sends a barrier plan's calls and waits for them before reading the client's next request,
     # so upstream order follows client order (idempotent producers depend on it).
     barrier: bool = False
-    # Fan-out without added latency (DESIGN.md 4): when set, the core finishes as soon as one result
+    # Fan-out without added latency (docs/DESIGN.md §3.1): when set, the core finishes as soon as one result
     # satisfies it; calls still in flight are then given to `finish` as UNANSWERED.
     return_early: Callable[[Any], bool] | None = None
     delay_s: float = 0.0  # wait before sending (a handler's retry backoff; the core owns the clock)
@@ -96,7 +96,7 @@ class PhysicalState(Protocol):
 
 
 class ProducerIds(Protocol):
-    """Logical producer ids and the (logical id, epoch, cluster) -> physical id map (DESIGN.md 4)."""
+    """Logical producer ids and the (logical id, epoch, cluster) -> physical id map (docs/DESIGN.md §5.3)."""
 
     def next_logical(self) -> int | None: ...
     def physical(self, logical_id: int, epoch: int, cluster: str, topic: str, partition: int,

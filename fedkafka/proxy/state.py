@@ -1,4 +1,4 @@
-"""The proxy's mutable state: current view, its own identity, its lease (DESIGN.md 5 fencing)."""
+"""The proxy's mutable state: current view, its own identity, its lease (fencing: docs/DESIGN.md §4.3)."""
 
 from __future__ import annotations
 

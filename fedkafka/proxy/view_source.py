@@ -1,4 +1,4 @@
-"""Where the proxy's view comes from: a static JSON file, or the controller (HTTP contract in DEVELOPERS.md).
+"""Where the proxy's view comes from: a static JSON file, or the controller (HTTP contract: docs/DESIGN.md §5.1, §5.2).
 
 Controller mode: register (node id, lease, producer id block), then long-poll `GET /v1/view?after=N` and
 heartbeat with the applied version. The lease is renewed by each successful heartbeat; when heartbeats fail
@@ -138,7 +138,7 @@ class ControllerViewSource:
                             continue  # keepalive: the stream is alive
                         view = View.from_dict(json.loads(line))
                         if state.apply(view):
-                            await drain(view.version)  # in-flight produce under older views finish first (DESIGN.md 5)
+                            await drain(view.version)  # older views' produce finishes first (docs/DESIGN.md §6.1)
                             state.applied_version = view.version
                             await self._heartbeat_once(state)  # ack promptly: the controller waits for it
                 raise httpx.RemoteProtocolError("view stream ended")

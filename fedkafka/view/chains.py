@@ -1,6 +1,6 @@
-"""Pure operations on segment chains and views that keep DESIGN.md's invariants (section 3).
+"""Pure operations on segment chains and views that keep the invariants of docs/DESIGN.md §4.
 
-`freeze` and `move_active` are the two halves of a seal (DESIGN.md 5); the workflow engine drives
+`freeze` and `move_active` are the two halves of a seal (docs/DESIGN.md §6); the workflow engine drives
 them, the controller records each step in its database. `next_version` is how every new view is
 made: the version grows only when the content changed.
 """
@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from fedkafka.view.model import PartitionChain, Segment, View
 
-UNCLEAN_GAP = 1 << 40  # offsets reserved for an unreachable cluster's unsealed tail (DESIGN.md 5)
+UNCLEAN_GAP = 1 << 40  # offsets reserved for an unreachable cluster's unsealed tail (docs/DESIGN.md §2)
 
 
 def freeze(chain: PartitionChain) -> PartitionChain:

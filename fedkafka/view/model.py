@@ -1,4 +1,4 @@
-"""The federation view: an immutable, versioned snapshot of everything a proxy needs (DESIGN.md 2, 4, 8).
+"""The federation view: an immutable, versioned snapshot of everything a proxy needs (docs/DESIGN.md §2, §3.5).
 
 Pure data, no I/O. The controller composes it; proxies and the name service only read it.
 JSON form (`View.to_dict` / `View.from_dict`) is what travels over HTTP.
@@ -199,7 +199,7 @@ SHADOW_PREFIX = "__fedkafka-shadow-"
 
 def shadow_topic(logical_topic: str) -> str:
     """Name of the data-less topic with P partitions on the coordination cluster that holds a logical
-    topic's committed offsets (DESIGN.md 7). The proxy rewrites group APIs' topic names both ways."""
+    topic's committed offsets (docs/DESIGN.md §5.6). The proxy rewrites group APIs' topic names both ways."""
     return SHADOW_PREFIX + logical_topic
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import ansible_runner
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ansible]
 ROOT = Path(__file__).resolve().parents[2]
 STATE = "/tmp/fedkafka-ansible-runner"
 

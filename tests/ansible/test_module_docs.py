@@ -52,6 +52,7 @@ def test_every_module_is_checked():
         MODULES)
 
 
+@pytest.mark.ansible  # runs ansible-doc
 @pytest.mark.parametrize("name", MODULES)
 def test_documentation_matches_argument_spec(name):
     page = rendered(name)

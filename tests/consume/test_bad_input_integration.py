@@ -1,4 +1,4 @@
-"""Bad input on the consume path gets Kafka error codes and the connection stays usable (DESIGN.md 3.7).
+"""Bad input on the consume path gets Kafka error codes and the connection stays usable (docs/DESIGN.md §4.8).
 
 A raw protocol client (kio-encoded requests on one TCP connection) talks to a real proxy over real clusters.
 """

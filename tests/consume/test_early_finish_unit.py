@@ -1,4 +1,4 @@
-"""The core's fan-out rule (DESIGN.md 4): a plan with `return_early` finishes at the first result with data,
+"""The core's fan-out rule (docs/DESIGN.md §3.1): a plan with `return_early` finishes at the first result with data,
 the slower calls are left running (their dedicated connections return to the pool when their broker answers)."""
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def postgres_server():
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def db_url(request, tmp_path) -> str:
     """Every controller test runs against both databases (a fresh one each time)."""
     if request.param == "sqlite":

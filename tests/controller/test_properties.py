@@ -1,4 +1,4 @@
-"""Property test: any sequence of admin operations leaves a view that keeps DESIGN.md's invariants."""
+"""Property test: any sequence of admin operations leaves a view that keeps the invariants of docs/DESIGN.md §4."""
 
 from __future__ import annotations
 

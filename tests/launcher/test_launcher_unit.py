@@ -1,4 +1,5 @@
-"""Launcher pieces that need no running broker."""
+"""Launcher pieces that need no running broker. The few that start `java -version` (every path into
+`ensure_kafka` or `LocalKafkaCluster.start` does, before anything else) are marked `integration`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, cluster_uuid, free_port, port_in_use
 from fedkafka.kafka.dist import KafkaDistError, ensure_kafka
 from fedkafka.kafka.tools import UnknownTool, tool_command
+
+needs_java = pytest.mark.integration  # ensure_kafka() checks the Java version first
 
 
 def test_cluster_id_is_deterministic_and_a_kafka_uuid():
@@ -43,6 +46,7 @@ def test_extra_config_overrides_defaults(tmp_path):
     assert c.config()["auto.create.topics.enable"] == "true"
 
 
+@needs_java
 def test_busy_port_is_refused_with_a_clear_message(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,6 +69,7 @@ def test_malformed_kafka_version_is_refused(version):
         ensure_kafka(version)
 
 
+@needs_java
 def test_kafka_3_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("FEDKAFKA_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("KAFKA_HOME", raising=False)
@@ -77,12 +82,14 @@ def test_unknown_tool_names_the_known_ones():
         tool_command("kafka-nope")
 
 
+@needs_java
 def test_kafka_home_must_be_a_distribution(monkeypatch, tmp_path):
     monkeypatch.setenv("KAFKA_HOME", str(tmp_path))
     with pytest.raises(KafkaDistError, match="not an unpacked Apache Kafka distribution"):
         ensure_kafka()
 
 
+@needs_java
 def test_kafka_home_is_used_when_it_holds_the_jars(monkeypatch, tmp_path):
     libs = tmp_path / "libs"
     libs.mkdir()

@@ -1,5 +1,5 @@
 """Bad input against a real proxy: answered with a Kafka error or the connection closed, never a crash,
-a hang, or a write; other connections keep being served (DESIGN.md 3.7)."""
+a hang, or a write; other connections keep being served (docs/DESIGN.md §4.8)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The shipped proxy: registered with a real controller, view by long-poll, heartbeats and a lease.
-A proxy that cannot renew its lease stops taking produce requests (DESIGN.md 5 fencing) and resumes after."""
+A proxy that cannot renew its lease stops taking produce requests (docs/DESIGN.md §4.3 fencing) and resumes after."""
 
 from __future__ import annotations
 

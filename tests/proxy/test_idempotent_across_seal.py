@@ -3,7 +3,7 @@
 The client's answer for a written batch was lost (here: never read), the partition moved to another
 cluster, and the client retries the batch with its old sequence. The proxy asks the sealed segment's
 broker (DescribeProducers) how far the producer got there and answers DUPLICATE_SEQUENCE_NUMBER, which
-clients count as written: the batch is not written a second time (DESIGN.md 4).
+clients count as written: the batch is not written a second time (docs/DESIGN.md §5.3).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 
 from .support import ROOT, Federation
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # real workflow runs, end to end
 
 
 def cli(fed: Federation, *args: str) -> subprocess.CompletedProcess:

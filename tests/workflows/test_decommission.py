@@ -1,4 +1,4 @@
-"""Decommission under load through real proxies: read_only, draining, removed (DESIGN.md 6; issue 7)."""
+"""Decommission under load through real proxies: read_only, draining, removed (docs/DESIGN.md §7.4; issue 7)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,7 @@ from fedkafka.checker import Checker, CheckerConfig
 from .support import Federation, log_end, wait_for
 from .test_scale_up import assert_clean
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path)
-    yield fed
-    fed.stop()
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
 
 def c1_partitions(fed: Federation, topic: str) -> set[tuple[str, int]]:

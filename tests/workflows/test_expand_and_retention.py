@@ -9,16 +9,9 @@ from confluent_kafka import Producer
 
 from fedkafka.checker import Checker, CheckerConfig
 
-from .support import Federation, wait_for
+from .support import wait_for
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path)
-    yield fed
-    fed.stop()
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
 
 @pytest.mark.timeout(400)

@@ -15,14 +15,7 @@ from fedkafka.controller.moves import FAULT_PAUSE
 from .support import Federation, wait_for
 from .test_scale_up import assert_clean
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path)
-    yield fed
-    fed.stop()
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
 
 def phase(run: dict, name: str) -> dict:

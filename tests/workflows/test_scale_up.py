@@ -1,4 +1,4 @@
-"""Scale-up 2 -> 3 under load, through real proxies, verified by the checker (DESIGN.md 5, 6; issue 7)."""
+"""Scale-up 2 -> 3 under load, through real proxies, verified by the checker (docs/DESIGN.md §6, §7.2; issue 7)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,9 @@ import pytest
 
 from fedkafka.checker import Checker, CheckerConfig
 
-from .support import Federation, log_end
+from .support import log_end
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path)
-    yield fed
-    fed.stop()
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
 
 def assert_clean(report: dict) -> None:

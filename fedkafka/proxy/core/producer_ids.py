@@ -1,4 +1,4 @@
-"""Logical producer ids (from controller blocks) and the logical -> physical producer id map (DESIGN.md 4).
+"""Logical producer ids (from controller blocks) and the logical -> physical producer id map (docs/DESIGN.md §5.3).
 
 A physical id is keyed by (logical id, epoch, cluster) and remembers, per physical partition, the segment
 (phys_start) it wrote to; when the active segment of a partition changes, the mapping is dropped so a fresh

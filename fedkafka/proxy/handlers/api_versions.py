@@ -1,4 +1,4 @@
-"""ApiVersions: advertise only what the registry implements, intersected with every cluster (DESIGN.md 10)."""
+"""ApiVersions: advertise only what the registry implements, intersected with every cluster (docs/DESIGN.md §5.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Consumer groups (classic protocol) on the coordination cluster (DESIGN.md 7).
+"""Consumer groups (classic protocol) on the coordination cluster (docs/DESIGN.md §5.6).
 
 FindCoordinator answers a consume proxy of the caller's pool, chosen by rendezvous on the group id, so
 a group's requests gather on one proxy. Every other group API is forwarded to the coordination cluster's

@@ -1,7 +1,7 @@
 """InitProducerId: logical producer ids for idempotent producers; transactions are refused.
 
 A logical id comes from the controller-allocated block (`ctx.producer_ids.next_logical`); the physical
-ids per cluster are obtained lazily by the produce handler (DESIGN.md 4). A transactional id is
+ids per cluster are obtained lazily by the produce handler (docs/DESIGN.md §5.3). A transactional id is
 answered TRANSACTIONAL_ID_AUTHORIZATION_FAILED (non-retriable, so clients fail fast with a clear error)
 until transactions are implemented.
 """

@@ -45,7 +45,7 @@ def handle(ctx: Context, header, request):
 def _topic(view: View, name: str, candidates: tuple[ProxyInfo, ...]) -> dict:
     t = view.topics.get(name)
     if t is None:
-        # auto-create is the controller's job; refused here (DESIGN.md 3.7)
+        # auto-create is the controller's job; refused here (docs/DESIGN.md §4.8)
         return {"error_code": ErrorCode.unknown_topic_or_partition, "name": name, "topic_id": uuid.UUID(int=0),
                 "partitions": []}
     partitions = []
