@@ -9,11 +9,11 @@ STAMP := $(VENV)/.fedkafka-installed
 CLUSTERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: up up-local down status demo test lint bench clean install
+.PHONY: up up-local down status demo test lint bench clean install lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
 	@touch $@
 
@@ -58,6 +58,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Re-resolve the lock from pyproject.toml in a scratch virtualenv (after changing a dependency), then `make install`.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q --upgrade pip
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	{ sed -n '1,3p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^fedkafka'; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .lock-venv
 
 clean: down
 	rm -rf $(VENV) .fedkafka .pytest_cache .ruff_cache

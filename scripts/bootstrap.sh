@@ -19,4 +19,4 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv" 2>/dev/null || { need_apt python3-venv; "$python" -m venv "$venv"; }
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e '.[dev]'
+"$venv/bin/python" -m pip install -q -c constraints.txt -e '.[dev]'  # constraints.txt: the lock
