@@ -34,12 +34,12 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition", interval
 class Federation:
     """Controller + N proxies (role both) as subprocesses; `api` is an httpx client with the token."""
 
-    def __init__(self, tmp: Path, lease_ms: int = 2000):
+    def __init__(self, tmp: Path, lease_ms: int = 2000, db: str | None = None):
         self.tmp = tmp
         self.lease_ms = lease_ms
         self.token_file = tmp / "token"
         self.token_file.write_text(TOKEN + "\n")
-        self.db = f"sqlite:///{tmp / 'controller.db'}"
+        self.db = db or f"sqlite:///{tmp / 'controller.db'}"
         self.ctl_port = free_port()
         self.url = f"http://127.0.0.1:{self.ctl_port}"
         self.api = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)

