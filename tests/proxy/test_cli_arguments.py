@@ -40,3 +40,17 @@ def test_bad_worker_counts(tmp_path, args, message):
     proc = _proxy(*base, *args)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-frame-bytes", "100"], "--max-frame-bytes must be at least 1024"),
+    (["--max-inflight-bytes", "1048576"], "--max-inflight-bytes must be at least --max-frame-bytes"),
+    (["--max-connections-per-ip", "0"], "--max-connections-per-ip must be at least 1"),
+    (["--idle-timeout", "0"], "--idle-timeout must be positive"),
+])
+def test_inconsistent_limits_are_refused(tmp_path, args, message):
+    view = tmp_path / "view.json"
+    view.write_text('{"version": 1}')
+    proc = _proxy("--role", "pproxy", "--view-file", str(view), "--listen", "127.0.0.1:39998", *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout

@@ -18,7 +18,7 @@ from fedkafka.protocol import codec, versions
 from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
 from fedkafka.proxy.core.physical import PhysicalClusters
-from fedkafka.proxy.core.upstream import REQUEST_TIMEOUT_S, UpstreamPool
+from fedkafka.proxy.core.upstream import REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
 from fedkafka.proxy.plan import NO_RESPONSE, UNANSWERED, AnyBroker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
@@ -47,8 +47,9 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES) -> dict[int, Any]:
 
 class Dispatcher:
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
-                 modules=handlers.MODULES):
+                 modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000):
         self.state = state  # has .view, .me, .lease_valid()
+        self.max_fetch_wait_ms = max_fetch_wait_ms
         self.physical = physical
         self.producer_ids = producer_ids
         self.pool = pool
@@ -68,7 +69,8 @@ class Dispatcher:
         view: View = self.state.view
         me: ProxyInfo = self.state.me
         return Context(view=view, me=me, advertised=self.advertised, physical=self.physical,
-                       producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id)
+                       producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
+                       max_fetch_wait_ms=self.max_fetch_wait_ms)
 
     async def start(self, frame: bytes, slot: int) -> Awaitable[bytes | None]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
@@ -134,6 +136,9 @@ class Dispatcher:
                     continue
                 conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
                 sent.append(conn.send(call.request, call.expect_response, call.client_id))
+            except PoolBusy as e:  # the proxy's own cap, not the cluster's health
+                log.warning("%s", e)
+                sent.append(UpstreamError(cluster, str(e)))
             except (OSError, ConnectionError, TimeoutError, KeyError) as e:
                 self.physical.mark_unreachable(cluster, str(e) or type(e).__name__)
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
@@ -161,7 +166,8 @@ class Dispatcher:
             except TimeoutError:
                 # responses come in order: a connection whose broker stopped answering is useless
                 self.pool.close_for(item)
-                self.physical.mark_unreachable(call.target.cluster, "request timed out")
+                if not call.client_timeout:  # running past a wait the client chose says nothing of the cluster
+                    self.physical.mark_unreachable(call.target.cluster, "request timed out")
                 return UpstreamError(call.target.cluster, "request timed out")
             except (ConnectionError, OSError, codec.DecodeError) as e:
                 self.physical.mark_unreachable(call.target.cluster, str(e) or type(e).__name__)
