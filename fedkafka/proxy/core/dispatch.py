@@ -8,7 +8,9 @@ like Kafka) when kio knows its response schema, else the connection is closed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +28,7 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 SLOW_REQUEST_S = 5.0
+ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 
 
 class ProtocolViolation(Exception):
@@ -57,6 +60,8 @@ class Dispatcher:
         self.implemented = {k: rng for m in set(self.registry.values()) for k, rng in m.API_KEYS.items()
                             if k in self.registry}
         self._advertised: dict[int, tuple[int, int]] | None = None
+        self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
+        self._answers_view: View | None = None
 
     @property
     def advertised(self) -> dict[int, tuple[int, int]]:
@@ -82,7 +87,18 @@ class Dispatcher:
             header, request = codec.decode_request(frame)
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
-        reply = self.registry[api_key].handle(self.context(header.client_id), header, request)
+        module = self.registry[api_key]
+        ctx = self.context(header.client_id)
+        key = self._answer_key(module, ctx, request)
+        if key is not None and (cached := self._answers.get(key)) is not None:
+            self._answers.move_to_end(key)
+            return _done(_with_correlation_id(cached, correlation_id))
+        reply = module.handle(ctx, header, request)
+        if key is not None and not isinstance(reply, Plan):
+            frame = self._encode(reply, correlation_id)
+            if frame is not None:
+                self._remember(key, frame)
+            return _done(frame)
         while isinstance(reply, Plan) and reply.barrier:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
@@ -106,6 +122,21 @@ class Dispatcher:
                 await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot))
         return self._encode(reply, correlation_id)
+
+    def _answer_key(self, module, ctx: Context, request) -> Any:
+        cache_key = getattr(module, "cache_key", None)
+        if cache_key is None:
+            return None
+        if ctx.view is not self._answers_view:  # a new view: every cached answer is stale
+            self._answers.clear()
+            self._answers_view = ctx.view
+        key = cache_key(ctx, request)
+        return None if key is None else (request.__api_key__, key)
+
+    def _remember(self, key: Any, frame: bytes) -> None:
+        self._answers[key] = frame
+        if len(self._answers) > ANSWER_CACHE_ENTRIES:
+            self._answers.popitem(last=False)
 
     def _encode(self, reply: Any, correlation_id: int) -> bytes | None:
         return None if reply is NO_RESPONSE else codec.encode_response(reply, correlation_id)
@@ -183,6 +214,11 @@ class Dispatcher:
             if any(return_early(t.result()) for t in done):
                 break
         return [t.result() if t.done() else UNANSWERED for t in tasks]
+
+
+def _with_correlation_id(frame: bytes, correlation_id: int) -> bytes:
+    """A cached answer frame for another request: the correlation id follows the 4-byte size prefix."""
+    return frame[:4] + struct.pack(">i", correlation_id) + frame[8:]
 
 
 def _done(value: bytes | None) -> Awaitable[bytes | None]:
