@@ -281,6 +281,33 @@ def test_connection_and_process_byte_budgets_hold_back_reading():
     asyncio.run(scenario())
 
 
+def test_a_client_announcing_a_large_frame_holds_only_what_it_sent_and_large_frames_still_arrive_whole():
+    """Bytes are taken from the budget as they arrive: a liar that announces 1 MiB and trickles cannot take the
+    process' whole budget away from honest clients."""
+    async def scenario():
+        d = _HeldDispatcher()
+        mib = 1024 * 1024
+        limits = Limits(max_frame_bytes=mib, max_inflight_bytes=mib, max_buffered_bytes=mib)
+        budget = ByteBudget(limits.max_buffered_bytes)
+        server, port, _ = await _serve_with(d, limits, budget)
+        liar_r, liar_w = await asyncio.open_connection("127.0.0.1", port)
+        liar_w.write(frame_of(1, mib)[:100])
+        honest_r, honest_w = await asyncio.open_connection("127.0.0.1", port)
+        honest_w.write(frame_of(2, 600 * 1024))  # larger than one chunk: read in pieces, dispatched whole
+        await _settle()
+        assert d.started == [2] and budget.used <= 600 * 1024 + 100 + 64 * 1024  # the liar: what it sent + a chunk
+        d.answer(2)
+        async with asyncio.timeout(GUARD_S):
+            assert struct.unpack(">ii", await honest_r.readexactly(8))[1] == 2
+        liar_w.close()
+        assert await closed_by_peer(liar_r)
+        await _settle()
+        assert budget.used == 0
+        server.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_client_that_never_reads_its_answers_is_cut_and_its_bytes_come_back():
     async def scenario():
         d = _HeldDispatcher()

@@ -1,9 +1,9 @@
 """One task pair per client connection: a reader that dispatches in order, a writer that answers in order.
 
-Backpressure (docs/ARCHITECTURE.md): the reader takes a request slot before it reads a frame, and after the
-size prefix it takes the frame's bytes from the connection's budget and from the process' budget; while
-either is short it simply stops reading, so TCP pushes back on the client. Bytes are given back when the
-answer was written; an answer's own bytes count from the moment it exists until it was written.
+Backpressure (docs/ARCHITECTURE.md): the reader takes a request slot before it reads a frame, and takes the
+frame's bytes from the connection's budget and from the process' budget as they arrive (64 KiB at a time);
+while either is short it simply stops reading, so TCP pushes back on the client. Bytes are given back when
+the answer was written; an answer's own bytes count from the moment it exists until it was written.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from fedkafka.proxy.core.limits import ByteBudget, Limits
 log = logging.getLogger(__name__)
 
 _slots = itertools.count()
+READ_CHUNK_BYTES = 64 * 1024  # a larger frame's bytes are taken from the budgets this much at a time
 
 
 class FrameTimeout(FrameError):
@@ -91,9 +92,8 @@ class ClientConnection:
         (size,) = struct.unpack(">i", first + await self._within(self.reader.readexactly(3), started, "size"))
         if size < 0 or size > self.limits.max_frame_bytes:
             raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
-        waited = await self._hold(size)
+        frame = await self._read_body(size, started)
         try:
-            frame = await self._within(self.reader.readexactly(size), started + waited, f"frame of {size} bytes")
             pending = await self.dispatcher.start(frame, self.slot)
         except BaseException:
             self._unhold(size)
@@ -101,6 +101,38 @@ class ClientConnection:
         self._in_flight += 1
         self._responses.put_nowait(_InFlight(self, pending, size))
         return True
+
+    async def _read_body(self, size: int, started: float) -> bytes:
+        """The frame's body, its bytes held in the budgets (nothing held if this raises).
+
+        Bytes are taken from the budgets as they arrive, a chunk at a time, not all at once after the size
+        prefix: a client announcing 16 MiB and sending one byte a second holds one chunk, not 16 MiB."""
+        what = f"frame of {size} bytes"
+        if size <= READ_CHUNK_BYTES:
+            waited = await self._hold(size)
+            try:
+                return await self._within(self.reader.readexactly(size), started + waited, what)
+            except BaseException:
+                self._unhold(size)
+                raise
+        body = bytearray()
+        waited = 0.0
+        try:
+            while len(body) < size:
+                want = min(size - len(body), READ_CHUNK_BYTES)
+                waited += await self._hold(want)
+                chunk = b""
+                try:
+                    chunk = await self._within(self.reader.read(want), started + waited, what)
+                finally:
+                    self._unhold(want - len(chunk))
+                if not chunk:
+                    raise FrameError(f"truncated {what} ({len(body)} bytes)")
+                body += chunk
+        except BaseException:
+            self._unhold(len(body))
+            raise
+        return bytes(body)
 
     async def _first_byte(self) -> bytes | None:
         """Wait for the next frame to start; the idle clock runs only while nothing is in flight."""
