@@ -74,7 +74,7 @@ class NameServiceServer:
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._admit, host, port, limit=64 * 1024)
+        self._server = await asyncio.start_server(self._admit, host, port, limit=64 * 1024, backlog=1024)
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 

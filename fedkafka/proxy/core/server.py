@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 30.0
 # asyncio stops reading a socket once this much (x2) waits unread: what a connection holds outside its budget
 STREAM_BUFFER_BYTES = 64 * 1024
+LISTEN_BACKLOG = 1024  # asyncio's default of 100 drops SYNs in a connect burst (each costs the client 1 s+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +104,12 @@ class ProxyServer:
         self._tasks = [asyncio.create_task(self.physical.run()),
                        asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]
         if sock is not None:
-            self.server = await asyncio.start_server(self._on_client, sock=sock, limit=STREAM_BUFFER_BYTES)
+            self.server = await asyncio.start_server(self._on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
+                                                     backlog=LISTEN_BACKLOG)
         else:
             self.server = await asyncio.start_server(self._on_client, self.config.host, self.config.port,
-                                                     reuse_port=True, limit=STREAM_BUFFER_BYTES)
+                                                     reuse_port=True, limit=STREAM_BUFFER_BYTES,
+                                                     backlog=LISTEN_BACKLOG)
         log.info("proxy node %s (%s) listening on %s:%s, view %s, advertising %s", self.state.me.node_id,
                  self.config.role.value, self.config.host, self.config.port, self.state.view.version,
                  self.dispatcher.advertised)
