@@ -54,6 +54,9 @@ def proxy(
                                           help="a Fetch's max_wait is clamped to this"),
     max_dedicated_per_broker: int = typer.Option(_LIMITS.max_dedicated_per_broker, "--max-dedicated-per-broker",
                                                  help="upstream connections for blocking calls, per broker"),
+    max_dedicated_per_connection: int = typer.Option(
+        _LIMITS.max_dedicated_per_connection, "--max-dedicated-per-connection",
+        help="upstream connections for blocking calls, per client connection"),
     dedicated_wait: float = typer.Option(_LIMITS.dedicated_wait_s, "--dedicated-wait",
                                          help="seconds a blocking call waits for such a connection"),
 ) -> None:
@@ -89,7 +92,8 @@ def proxy(
                     max_connections_per_ip=max_connections_per_ip, max_inflight_requests=max_inflight_requests,
                     max_inflight_bytes=max_inflight_bytes, max_buffered_bytes=max_buffered_bytes,
                     frame_timeout_s=frame_timeout, idle_timeout_s=idle_timeout, max_fetch_wait_ms=max_fetch_wait_ms,
-                    max_dedicated_per_broker=max_dedicated_per_broker, dedicated_wait_s=dedicated_wait)
+                    max_dedicated_per_broker=max_dedicated_per_broker,
+                    max_dedicated_per_connection=max_dedicated_per_connection, dedicated_wait_s=dedicated_wait)
     for problem in limits.problems():
         _fail(problem)
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")

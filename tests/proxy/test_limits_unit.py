@@ -177,6 +177,9 @@ class _HeldDispatcher:
         self.answers[corr] = fut
         return fut
 
+    def forget(self, slot: int) -> None:
+        pass
+
     def answer(self, corr: int, size: int = 8) -> None:
         self.answers[corr].set_result(struct.pack(">ii", size - 4, corr) + b"\0" * (size - 8))
 
@@ -425,6 +428,7 @@ def test_a_busy_pool_answers_the_call_with_an_error_without_marking_the_cluster_
 
         d = Dispatcher.__new__(Dispatcher)
         d.physical, d.pool = Physical(), UpstreamPool(max_dedicated=1, dedicated_wait_s=0.05)
+        d.max_dedicated_per_connection, d._dedicated_by_slot = 16, {}
         held = await d.pool.dedicated("127.0.0.1", port)
         sent = await d._send([Call(AnyBroker("c1"), fetch_request(("log", 1, 0)), dedicated=True)], slot=0)
         assert isinstance(sent[0], UpstreamError) and "busy" in sent[0].reason
@@ -432,6 +436,39 @@ def test_a_busy_pool_answers_the_call_with_an_error_without_marking_the_cluster_
         d.pool.release(held)
         d.pool.close()
         server.close()
+
+    asyncio.run(scenario())
+
+
+def test_one_client_connection_cannot_take_a_brokers_whole_pool():
+    async def scenario():
+        server, port = await _silent_broker()
+
+        class Physical(_Physical):
+            def address(self, cluster, node):
+                return "127.0.0.1", port
+
+        d = Dispatcher.__new__(Dispatcher)
+        d.physical, d.pool = Physical(), UpstreamPool(max_dedicated=10, dedicated_wait_s=5)
+        d.max_dedicated_per_connection, d._dedicated_by_slot = 2, {}
+        fetch_call = Call(Broker("c1", 1), fetch_request(("log", 1, 0)), dedicated=True)
+        greedy = [(await d._send([fetch_call], slot=1))[0] for _ in range(2)]
+        third = asyncio.create_task(d._send([fetch_call], slot=1))
+        await asyncio.sleep(0.05)
+        assert not third.done()  # the greedy connection waits for its own calls ...
+        (other,) = await d._send([fetch_call], slot=2)  # ... while another connection is served at once
+        assert isinstance(other, asyncio.Future)
+        d.pool.close_for(greedy[0])  # one of its calls ends (here: its upstream connection closes)
+        async with asyncio.timeout(GUARD_S):
+            (late,) = await third
+        assert isinstance(late, asyncio.Future)
+        assert d.pool.dedicated_in_use("127.0.0.1", port) == 3
+        d.forget(1)
+        d.pool.close()
+        server.close()
+        for fut in [*greedy, other, late]:
+            if fut.done():
+                fut.exception()
 
     asyncio.run(scenario())
 

@@ -56,6 +56,7 @@ class ClientConnection:
             await self._read_task
         await self._responses.put(None)
         await write_task
+        self.dispatcher.forget(self.slot)
         self.writer.close()
 
     def stop_reading(self) -> None:

@@ -50,9 +50,11 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES) -> dict[int, Any]:
 
 class Dispatcher:
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
-                 modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000):
+                 modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16):
         self.state = state  # has .view, .me, .lease_valid()
         self.max_fetch_wait_ms = max_fetch_wait_ms
+        self.max_dedicated_per_connection = max_dedicated_per_connection
+        self._dedicated_by_slot: dict[int, asyncio.Semaphore] = {}  # client connection -> its dedicated calls
         self.physical = physical
         self.producer_ids = producer_ids
         self.pool = pool
@@ -163,7 +165,7 @@ class Dispatcher:
                 node = None if isinstance(call.target, AnyBroker) else call.target.node_id
                 host, port = self.physical.address(cluster, node)
                 if call.dedicated:
-                    sent.append(await self._send_dedicated(host, port, call))
+                    sent.append(await self._send_dedicated(host, port, call, slot))
                     continue
                 conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
                 sent.append(conn.send(call.request, call.expect_response, call.client_id))
@@ -175,18 +177,34 @@ class Dispatcher:
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
         return sent
 
-    async def _send_dedicated(self, host: str, port: int, call: Call):
-        conn = await self.pool.dedicated(host, port)
+    async def _send_dedicated(self, host: str, port: int, call: Call, slot: int):
+        # Waiting here holds back this client connection's next requests only (backpressure), not others'.
+        mine = self._dedicated_by_slot.setdefault(slot, asyncio.Semaphore(self.max_dedicated_per_connection))
+        await mine.acquire()
+        try:
+            conn = await self.pool.dedicated(host, port)
+        except BaseException:
+            mine.release()
+            raise
+
+        def release(_f=None) -> None:
+            self.pool.release(conn)
+            mine.release()
+
         try:
             fut = conn.send(call.request, call.expect_response, call.client_id)
         except ConnectionError:
-            self.pool.release(conn)
+            release()
             raise
         if fut is None:
-            self.pool.release(conn)
+            release()
         else:
-            fut.add_done_callback(lambda _f: self.pool.release(conn))
+            fut.add_done_callback(release)
         return fut
+
+    def forget(self, slot: int) -> None:
+        """A client connection closed (calls of it still running release into a dropped semaphore)."""
+        self._dedicated_by_slot.pop(slot, None)
 
     async def _collect(self, calls, sent: list, return_early=None) -> list:
         async def one(call: Call, item):

@@ -31,6 +31,10 @@ class Limits:
     idle_timeout_s: float = 600.0  # a connection with nothing in flight and no request for this long is closed
     max_fetch_wait_ms: int = 30_000  # a Fetch's max_wait is clamped to this
     max_dedicated_per_broker: int = 256  # upstream connections for blocking calls, per broker
+    # ... and per client connection (Kafka clients keep one Fetch per broker in flight; a client pipelining
+    # many must not take every upstream connection of a broker from the others). Must cover the brokers one
+    # Fetch spans (one call per cluster and leader), or such a Fetch waits for its own calls.
+    max_dedicated_per_connection: int = 16
     dedicated_wait_s: float = 5.0  # how long a blocking call waits for one before a retriable error
 
     def problems(self) -> list[str]:
@@ -43,7 +47,7 @@ class Limits:
         if self.max_buffered_bytes < self.max_inflight_bytes:
             out.append("--max-buffered-bytes must be at least --max-inflight-bytes")
         for name in ("max_connections", "max_connections_per_ip", "max_inflight_requests",
-                     "max_dedicated_per_broker"):
+                     "max_dedicated_per_broker", "max_dedicated_per_connection"):
             if getattr(self, name) < 1:
                 out.append(f"--{name.replace('_', '-')} must be at least 1")
         for name in ("frame_timeout_s", "idle_timeout_s", "dedicated_wait_s"):
