@@ -7,7 +7,10 @@ from pathlib import Path
 
 import typer
 
+from fedkafka.proxy.core.limits import Limits
 from fedkafka.view.model import ProxyRole
+
+_LIMITS = Limits()  # the defaults, documented in docs/OPERATIONS.md
 
 
 def _fail(message: str) -> None:
@@ -31,7 +34,31 @@ def proxy(
     view_file: Path | None = typer.Option(None, "--view-file", help="static view JSON instead of a controller"),
     workers: int = typer.Option(1, "--workers", help="processes sharing the port (SO_REUSEPORT)"),
     pool: str = typer.Option("default", "--pool", help="proxy pool (name-service rules map clients to pools)"),
-    max_frame_bytes: int = typer.Option(100 * 1024 * 1024, "--max-frame-bytes", help="socket.request.max.bytes"),
+    max_frame_bytes: int = typer.Option(_LIMITS.max_frame_bytes, "--max-frame-bytes",
+                                        help="largest request frame (Kafka's socket.request.max.bytes)"),
+    max_connections: int = typer.Option(_LIMITS.max_connections, "--max-connections",
+                                        help="open client connections per process; more are closed at once"),
+    max_connections_per_ip: int = typer.Option(_LIMITS.max_connections_per_ip, "--max-connections-per-ip",
+                                               help="open client connections per client address"),
+    max_inflight_requests: int = typer.Option(_LIMITS.max_inflight_requests, "--max-inflight-requests",
+                                              help="requests read but not yet answered, per connection"),
+    max_inflight_bytes: int = typer.Option(_LIMITS.max_inflight_bytes, "--max-inflight-bytes",
+                                           help="bytes of requests and answers held per connection"),
+    max_buffered_bytes: int = typer.Option(_LIMITS.max_buffered_bytes, "--max-buffered-bytes",
+                                           help="bytes of requests and answers held by the process"),
+    frame_timeout: float = typer.Option(_LIMITS.frame_timeout_s, "--frame-timeout",
+                                        help="seconds a frame may take once its first byte arrived"),
+    idle_timeout: float = typer.Option(_LIMITS.idle_timeout_s, "--idle-timeout",
+                                       help="seconds without a request before an idle connection is closed"),
+    max_fetch_wait_ms: int = typer.Option(_LIMITS.max_fetch_wait_ms, "--max-fetch-wait-ms",
+                                          help="a Fetch's max_wait is clamped to this"),
+    max_dedicated_per_broker: int = typer.Option(_LIMITS.max_dedicated_per_broker, "--max-dedicated-per-broker",
+                                                 help="upstream connections for blocking calls, per broker"),
+    max_dedicated_per_connection: int = typer.Option(
+        _LIMITS.max_dedicated_per_connection, "--max-dedicated-per-connection",
+        help="upstream connections for blocking calls, per client connection"),
+    dedicated_wait: float = typer.Option(_LIMITS.dedicated_wait_s, "--dedicated-wait",
+                                         help="seconds a blocking call waits for such a connection"),
 ) -> None:
     """Run a proxy that speaks Kafka to clients and routes to the physical clusters."""
     from fedkafka.proxy.core.server import ProxyConfig, run
@@ -61,10 +88,18 @@ def proxy(
         # Each worker would heartbeat its own applied view under one node id, so the controller could
         # take one worker's ack of a frozen view for all of them and seal while another still writes.
         _fail("--workers > 1 is only supported with --view-file until workers ack views one by one")
+    limits = Limits(max_frame_bytes=max_frame_bytes, max_connections=max_connections,
+                    max_connections_per_ip=max_connections_per_ip, max_inflight_requests=max_inflight_requests,
+                    max_inflight_bytes=max_inflight_bytes, max_buffered_bytes=max_buffered_bytes,
+                    frame_timeout_s=frame_timeout, idle_timeout_s=idle_timeout, max_fetch_wait_ms=max_fetch_wait_ms,
+                    max_dedicated_per_broker=max_dedicated_per_broker,
+                    max_dedicated_per_connection=max_dedicated_per_connection, dedicated_wait_s=dedicated_wait)
+    for problem in limits.problems():
+        _fail(problem)
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
                     view_file=view_file, controller=controller, token=token, workers=workers,
-                    max_frame_bytes=max_frame_bytes))
+                    limits=limits))
 
 
 def register(app: typer.Typer) -> None:

@@ -40,11 +40,13 @@ def split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def serve(resolver: Resolver, listen: str, http_listen: str, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, or until `stop` is set when the caller owns it (tests, embedding)."""
+async def serve(resolver: Resolver, listen: str, http_listen: str, stop: asyncio.Event | None = None,
+                **limits) -> None:
+    """Serve until SIGTERM/SIGINT, or until `stop` is set when the caller owns it (tests, embedding).
+    `limits` go to NameServiceServer (header_timeout, max_connections, max_connections_per_ip)."""
     kafka_host, kafka_port = split_hostport(listen)
     http_host, http_port = split_hostport(http_listen)
-    server = NameServiceServer(resolver)
+    server = NameServiceServer(resolver, **limits)
     host, port = await server.start(kafka_host, kafka_port)
     config = uvicorn.Config(http_app(resolver), host=http_host, port=http_port, log_level="warning",
                             lifespan="off")

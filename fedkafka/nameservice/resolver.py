@@ -3,10 +3,16 @@
 The rules (exact, then longest prefix, then pool "default") live in the controller's database; the
 controller answers `GET /v1/proxies?client_id=`. The name service caches each answer for a few
 seconds and keeps serving the last one it got while the controller is unreachable (static stability).
+
+client.id is chosen by the client, so the cache is a bounded LRU, one lookup per client.id runs at a
+time (a burst of connections with one id costs one controller call), and at most a few lookups run at
+once (a flood of fresh ids queues here instead of at the controller).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -51,29 +57,56 @@ class StaticResolver:
 
 
 class ControllerResolver:
-    def __init__(self, controller_url: str, token: str, ttl: float = 5.0, timeout: float = 2.0) -> None:
+    def __init__(self, controller_url: str, token: str, ttl: float = 5.0, timeout: float = 2.0,
+                 max_entries: int = 10_000, max_concurrent_lookups: int = 16) -> None:
         self._client = httpx.AsyncClient(base_url=controller_url.rstrip("/"), timeout=timeout,
                                          headers={"Authorization": f"Bearer {token}"})
         self._ttl = ttl
-        self._cache: dict[str, tuple[float, PoolAnswer]] = {}
+        self._max_entries = max_entries
+        self._cache: collections.OrderedDict[str, tuple[float, PoolAnswer]] = collections.OrderedDict()
+        self._lookups: dict[str, asyncio.Future[PoolAnswer]] = {}
+        self._controller_calls = asyncio.Semaphore(max_concurrent_lookups)
+        self.controller_calls = 0  # since start (tests and logs)
 
     async def resolve(self, client_id: str) -> PoolAnswer:
-        now = time.monotonic()
         cached = self._cache.get(client_id)
-        if cached and now - cached[0] < self._ttl:
+        if cached and time.monotonic() - cached[0] < self._ttl:
+            self._cache.move_to_end(client_id)
             return cached[1]
-        try:
-            resp = await self._client.get("/v1/proxies", params={"client_id": client_id})
-            resp.raise_for_status()
-            body = resp.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            if cached:
-                return cached[1]  # static stability: the last answer beats no answer
-            raise ResolverError(f"controller unreachable and no cached pool for {client_id!r}: {exc}") from exc
+        lookup = self._lookups.get(client_id)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(client_id))
+            self._lookups[client_id] = lookup
+            lookup.add_done_callback(lambda f: self._lookup_done(client_id, f))
+        return await asyncio.shield(lookup)  # one waiter giving up does not cancel the others' lookup
+
+    def _lookup_done(self, client_id: str, future: asyncio.Future) -> None:
+        self._lookups.pop(client_id, None)
+        if not future.cancelled():
+            future.exception()  # retrieved: waiters that gave up must not leave "never retrieved" noise
+
+    async def _lookup(self, client_id: str) -> PoolAnswer:
+        async with self._controller_calls:
+            self.controller_calls += 1
+            try:
+                resp = await self._client.get("/v1/proxies", params={"client_id": client_id})
+                resp.raise_for_status()
+                body = resp.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                cached = self._cache.get(client_id)
+                if cached:
+                    return cached[1]  # static stability: the last answer beats no answer
+                raise ResolverError(f"controller unreachable and no cached pool for {client_id!r}: {exc}") from exc
         answer = PoolAnswer(body["pool"], tuple(ProxyAddress(p["node_id"], p["host"], p["port"], p.get("role", "both"))
                                                 for p in body["proxies"]))
-        self._cache[client_id] = (now, answer)
+        self._remember(client_id, answer)
         return answer
+
+    def _remember(self, client_id: str, answer: PoolAnswer) -> None:
+        self._cache[client_id] = (time.monotonic(), answer)
+        self._cache.move_to_end(client_id)
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
 
     async def aclose(self) -> None:
         await self._client.aclose()

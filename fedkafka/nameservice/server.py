@@ -5,6 +5,10 @@ connection is then relayed byte for byte to one proxy of that pool. The proxy's 
 lists its pool's proxies as brokers, so the client moves there directly after bootstrap; any other
 request it sends first (librdkafka up to 2.9 may send FindCoordinator, InitProducerId on the bootstrap
 connection) is answered by that proxy too. Only the first frame is parsed, for the client.id.
+
+Limits (docs/OPERATIONS.md): open connections in total and per client address (over the cap a connection is
+accepted and closed at once), and the first request must arrive within a deadline from the moment the
+connection opened (a silent or trickling connection costs a socket for that long, not forever).
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ import logging
 import struct
 
 from fedkafka.nameservice.resolver import ProxyAddress, Resolver, ResolverError
-from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES, FrameError, read_frame, with_size_prefix
+from fedkafka.protocol.framing import FrameError, read_frame, with_size_prefix
+from fedkafka.proxy.core.limits import ConnectionCounts
+
+# The first frame only needs to carry a request header (ApiVersions or Metadata in practice).
+FIRST_FRAME_MAX_BYTES = 1024 * 1024
 
 log = logging.getLogger("fedkafka.nameservice")
 _HEADER_FIXED = struct.Struct(">hhih")  # api_key, api_version, correlation_id, client_id length
@@ -55,15 +63,18 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class NameServiceServer:
-    def __init__(self, resolver: Resolver, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 connect_timeout: float = 3.0) -> None:
+    def __init__(self, resolver: Resolver, max_frame_bytes: int = FIRST_FRAME_MAX_BYTES,
+                 connect_timeout: float = 3.0, header_timeout: float = 10.0, max_connections: int = 10_000,
+                 max_connections_per_ip: int = 1_000) -> None:
         self.resolver = resolver
         self.max_frame_bytes = max_frame_bytes
         self.connect_timeout = connect_timeout
+        self.header_timeout = header_timeout
+        self.counts = ConnectionCounts(max_connections, max_connections_per_ip)
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await asyncio.start_server(self._admit, host, port, limit=64 * 1024, backlog=1024)
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 
@@ -90,11 +101,30 @@ class NameServiceServer:
                 log.warning("proxy %s:%s of pool %s unreachable: %s", proxy.host, proxy.port, answer.pool, exc)
         raise ResolverError(f"no proxy of pool {answer.pool!r} reachable ({last})")
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        if not self.counts.admit(ip):
+            writer.transport.abort()
+            return
         try:
-            frame = await read_frame(reader, self.max_frame_bytes)
+            await self._handle(reader, writer, peer)
+        finally:
+            self.counts.leave(ip)
+
+    async def _first_frame(self, reader: asyncio.StreamReader) -> bytes | None:
+        try:
+            async with asyncio.timeout(self.header_timeout):
+                return await read_frame(reader, self.max_frame_bytes)
+        except TimeoutError:
+            raise FrameError(f"no complete first request within {self.header_timeout:g} s "
+                             f"(--header-timeout)") from None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer) -> None:
+        try:
+            frame = await self._first_frame(reader)
             if frame is None:
+                writer.close()
                 return
             client_id = client_id_of(frame)
             up_reader, up_writer = await self._connect(client_id)

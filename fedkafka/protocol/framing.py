@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import struct
 
-DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes default
+# Kafka's socket.request.max.bytes is 100 MiB; a default client's largest request is a ~1 MB produce
+# (librdkafka message.max.bytes, Java max.request.size), so 16 MiB is ample and costs far less per connection.
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 _SIZE = struct.Struct(">i")
 

@@ -41,6 +41,9 @@ class Call:
     # JoinGroup, SyncGroup) get a connection of their own so they never stall other clients' requests.
     dedicated: bool = False
     timeout_s: float | None = None  # None: the core's default; JoinGroup may legitimately wait a rebalance out
+    # The timeout derives from a wait the client chose (Fetch max_wait, JoinGroup rebalance timeout): when it
+    # runs out the call fails, but the cluster is not marked unreachable for everyone else.
+    client_timeout: bool = False
     client_id: str | None = None  # None: the proxy's own; group calls carry the client's (shown by group tools)
     # Calls with the same key share one upstream connection whatever client connection they came from
     # (an idempotent producer that reconnects must not have its retries overtake its older batches).
@@ -115,6 +118,7 @@ class Context:
     producer_ids: ProducerIds
     lease_valid: bool = True
     client_id: str | None = None
+    max_fetch_wait_ms: int = 30_000  # a Fetch's max_wait is clamped to this (the proxy's --max-fetch-wait-ms)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

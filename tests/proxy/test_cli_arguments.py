@@ -40,3 +40,32 @@ def test_bad_worker_counts(tmp_path, args, message):
     proc = _proxy(*base, *args)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-frame-bytes", "100"], "--max-frame-bytes must be at least 1024"),
+    (["--max-inflight-bytes", "1048576"], "--max-inflight-bytes must be at least --max-frame-bytes"),
+    (["--max-connections-per-ip", "0"], "--max-connections-per-ip must be at least 1"),
+    (["--idle-timeout", "0"], "--idle-timeout must be positive"),
+])
+def test_inconsistent_limits_are_refused(tmp_path, args, message):
+    view = tmp_path / "view.json"
+    view.write_text('{"version": 1}')
+    proc = _proxy("--role", "pproxy", "--view-file", str(view), "--listen", "127.0.0.1:39998", *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+
+
+def test_the_ansible_roles_default_to_the_services_own_limits():
+    import yaml
+
+    from fedkafka.proxy.core.limits import Limits
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2] / "roles"
+    proxy = yaml.safe_load((root / "fedkafka_proxy/defaults/main.yml").read_text())
+    specs = yaml.safe_load((root / "fedkafka_proxy/meta/argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"]["options"]
+    for field in Limits.__dataclass_fields__:
+        var = f"fedkafka_proxy_{field.removesuffix('_s')}"
+        assert proxy[var] == getattr(Limits(), field), var
+        assert options[var]["default"] == proxy[var], var

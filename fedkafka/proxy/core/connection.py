@@ -1,4 +1,10 @@
-"""One task pair per client connection: a reader that dispatches in order, a writer that answers in order."""
+"""One task pair per client connection: a reader that dispatches in order, a writer that answers in order.
+
+Backpressure (docs/ARCHITECTURE.md): the reader takes a request slot before it reads a frame, and takes the
+frame's bytes from the connection's budget and from the process' budget as they arrive (64 KiB at a time);
+while either is short it simply stops reading, so TCP pushes back on the client. Bytes are given back when
+the answer was written; an answer's own bytes count from the moment it exists until it was written.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,41 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
 
 from fedkafka.protocol import codec
-from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES, FrameError, read_frame
+from fedkafka.protocol.framing import FrameError
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
+from fedkafka.proxy.core.limits import ByteBudget, Limits
 
 log = logging.getLogger(__name__)
 
-MAX_IN_FLIGHT = 64  # per connection; the reader waits when the writer lags (backpressure)
 _slots = itertools.count()
+READ_CHUNK_BYTES = 64 * 1024  # a larger frame's bytes are taken from the budgets this much at a time
+
+
+class FrameTimeout(FrameError):
+    """A frame (or an answer to the client) did not pass within the frame timeout: a slow or stalled peer."""
+
+
+class IdleTimeout(Exception):
+    """No request for the idle timeout while nothing was in flight."""
 
 
 class ClientConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dispatcher: Dispatcher,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+                 limits: Limits | None = None, budget: ByteBudget | None = None):
         self.reader, self.writer, self.dispatcher = reader, writer, dispatcher
-        self.max_frame_bytes = max_frame_bytes
+        self.limits = limits or Limits()
+        self.budget = budget or ByteBudget(self.limits.max_buffered_bytes)  # shared by the whole process
+        self.held = ByteBudget(self.limits.max_inflight_bytes)  # this connection's share
         self.slot = next(_slots)
         self.peer = writer.get_extra_info("peername")
-        self._responses: asyncio.Queue = asyncio.Queue(MAX_IN_FLIGHT)
+        self._requests = asyncio.Semaphore(self.limits.max_inflight_requests)
+        self._responses: asyncio.Queue = asyncio.Queue()  # bounded by _requests
+        self._in_flight = 0
+        self._loop = asyncio.get_running_loop()
+        self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
 
     async def run(self) -> None:
@@ -34,19 +56,27 @@ class ClientConnection:
             await self._read_task
         await self._responses.put(None)
         await write_task
+        self.dispatcher.forget(self.slot)
         self.writer.close()
 
     def stop_reading(self) -> None:
         if self._read_task is not None:
             self._read_task.cancel()
 
+    # -- reading -------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
         try:
             while True:
-                frame = await read_frame(self.reader, self.max_frame_bytes)
-                if frame is None:
-                    return
-                await self._responses.put(await self.dispatcher.start(frame, self.slot))
+                await self._requests.acquire()
+                try:
+                    if not await self._read_one():
+                        self._requests.release()
+                        return
+                except BaseException:
+                    self._requests.release()
+                    raise
+        except IdleTimeout:
+            log.info("closing client %s: idle for %.0f s", self.peer, self.limits.idle_timeout_s)
         except (FrameError, ProtocolViolation, codec.DecodeError) as e:
             log.warning("closing client %s: %s", self.peer, e)
         except (ConnectionError, OSError):
@@ -54,24 +84,163 @@ class ClientConnection:
         except Exception:
             log.exception("closing client %s after an internal error", self.peer)
 
+    async def _read_one(self) -> bool:
+        """Read and dispatch one frame (False: the client closed cleanly)."""
+        first = await self._first_byte()
+        if first is None:
+            return False
+        started = self._loop.time()
+        (size,) = struct.unpack(">i", first + await self._within(self.reader.readexactly(3), started, "size"))
+        if size < 0 or size > self.limits.max_frame_bytes:
+            raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
+        frame = await self._read_body(size, started)
+        try:
+            pending = await self.dispatcher.start(frame, self.slot)
+        except BaseException:
+            self._unhold(size)
+            raise
+        self._in_flight += 1
+        self._responses.put_nowait(_InFlight(self, pending, size))
+        return True
+
+    async def _read_body(self, size: int, started: float) -> bytes:
+        """The frame's body, its bytes held in the budgets (nothing held if this raises).
+
+        Bytes are taken from the budgets as they arrive, a chunk at a time, not all at once after the size
+        prefix: a client announcing 16 MiB and sending one byte a second holds one chunk, not 16 MiB."""
+        what = f"frame of {size} bytes"
+        if size <= READ_CHUNK_BYTES:
+            waited = await self._hold(size)
+            try:
+                return await self._within(self.reader.readexactly(size), started + waited, what)
+            except BaseException:
+                self._unhold(size)
+                raise
+        body = bytearray()
+        waited = 0.0
+        try:
+            while len(body) < size:
+                want = min(size - len(body), READ_CHUNK_BYTES)
+                waited += await self._hold(want)
+                chunk = b""
+                try:
+                    chunk = await self._within(self.reader.read(want), started + waited, what)
+                finally:
+                    self._unhold(want - len(chunk))
+                if not chunk:
+                    raise FrameError(f"truncated {what} ({len(body)} bytes)")
+                body += chunk
+        except BaseException:
+            self._unhold(len(body))
+            raise
+        return bytes(body)
+
+    async def _first_byte(self) -> bytes | None:
+        """Wait for the next frame to start; the idle clock runs only while nothing is in flight."""
+        while True:
+            try:
+                async with asyncio.timeout(self.limits.idle_timeout_s):
+                    return await self.reader.readexactly(1)
+            except asyncio.IncompleteReadError:
+                return None
+            except TimeoutError:
+                idle = self._loop.time() - self._last_active
+                if self._in_flight == 0 and idle >= self.limits.idle_timeout_s:
+                    raise IdleTimeout() from None
+
+    async def _within(self, read, started: float, what: str) -> bytes:
+        """`read` must finish within the frame timeout counted from the frame's first byte."""
+        try:
+            async with asyncio.timeout_at(started + self.limits.frame_timeout_s):
+                return await read
+        except TimeoutError:
+            raise FrameTimeout(f"{what} not received within {self.limits.frame_timeout_s:g} s of its first "
+                               f"byte (--frame-timeout)") from None
+        except asyncio.IncompleteReadError as e:
+            raise FrameError(f"truncated {what} ({len(e.partial)} bytes)") from None
+
+    async def _hold(self, n: int) -> float:
+        """Take n bytes from this connection's and the process' budgets; returns the seconds waited (the
+        client's frame clock does not run while the proxy holds it back)."""
+        if self.held.free_now(n) and self.budget.free_now(n):
+            self.held.acquire_now(n)
+            self.budget.acquire_now(n)
+            return 0.0
+        before = self._loop.time()
+        await self.held.acquire(n)
+        try:
+            await self.budget.acquire(n)
+        except BaseException:
+            self.held.release(n)
+            raise
+        return self._loop.time() - before
+
+    def _unhold(self, n: int) -> None:
+        self.held.release(n)
+        self.budget.release(n)
+
+    # -- writing -------------------------------------------------------------------------------
     async def _write_loop(self) -> None:
         broken = False
         while True:
-            pending = await self._responses.get()
-            if pending is None:
+            item = await self._responses.get()
+            if item is None:
                 return
             try:
-                frame = await pending
-            except Exception:
-                log.exception("request from %s failed; closing", self.peer)
-                broken = True
-                self.stop_reading()
-                continue
-            if frame is None or broken:
-                continue
-            try:
-                self.writer.write(frame)
+                broken = await self._answer(item.pending, broken)
+            finally:
+                self._unhold(item.done())
+                self._in_flight -= 1
+                self._last_active = self._loop.time()
+                self._requests.release()
+
+    async def _answer(self, pending: asyncio.Future, broken: bool) -> bool:
+        """Write one answer; returns whether the connection is broken (then later answers are dropped)."""
+        try:
+            frame = await pending
+        except Exception:
+            log.exception("request from %s failed; closing", self.peer)
+            self.stop_reading()
+            return True
+        if frame is None or broken:
+            return broken
+        try:
+            self.writer.write(frame)
+            async with asyncio.timeout(self.limits.frame_timeout_s):
                 await self.writer.drain()
-            except (ConnectionError, OSError):
-                broken = True
-                self.stop_reading()
+        except (ConnectionError, OSError):
+            self.stop_reading()
+            return True
+        except TimeoutError:
+            log.warning("closing client %s: it did not take a %d-byte answer within %g s (--frame-timeout)",
+                        self.peer, len(frame), self.limits.frame_timeout_s)
+            self.writer.transport.abort()
+            self.stop_reading()
+            return True
+        return False
+
+
+class _InFlight:
+    """A request read and not yet answered: its bytes, and its answer's bytes once the answer exists."""
+
+    __slots__ = ("answer_bytes", "conn", "finished", "pending", "size")
+
+    def __init__(self, conn: ClientConnection, pending: asyncio.Future, size: int):
+        self.conn, self.pending, self.size, self.answer_bytes = conn, pending, size, 0
+        self.finished = False
+        if pending.done():
+            self._charge(pending)
+        else:
+            pending.add_done_callback(self._charge)
+
+    def done(self) -> int:
+        """The bytes to give back once the answer was written (or dropped)."""
+        self.finished = True  # a done-callback scheduled but not yet run must not charge any more
+        return self.size + self.answer_bytes
+
+    def _charge(self, pending: asyncio.Future) -> None:
+        if self.finished or pending.cancelled() or pending.exception() is not None or pending.result() is None:
+            return
+        self.answer_bytes = len(pending.result())
+        self.conn.held.charge(self.answer_bytes)
+        self.conn.budget.charge(self.answer_bytes)

@@ -8,7 +8,9 @@ like Kafka) when kio knows its response schema, else the connection is closed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +20,7 @@ from fedkafka.protocol import codec, versions
 from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
 from fedkafka.proxy.core.physical import PhysicalClusters
-from fedkafka.proxy.core.upstream import REQUEST_TIMEOUT_S, UpstreamPool
+from fedkafka.proxy.core.upstream import REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
 from fedkafka.proxy.plan import NO_RESPONSE, UNANSWERED, AnyBroker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
@@ -26,6 +28,7 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 SLOW_REQUEST_S = 5.0
+ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 
 
 class ProtocolViolation(Exception):
@@ -47,8 +50,11 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES) -> dict[int, Any]:
 
 class Dispatcher:
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
-                 modules=handlers.MODULES):
+                 modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16):
         self.state = state  # has .view, .me, .lease_valid()
+        self.max_fetch_wait_ms = max_fetch_wait_ms
+        self.max_dedicated_per_connection = max_dedicated_per_connection
+        self._dedicated_by_slot: dict[int, asyncio.Semaphore] = {}  # client connection -> its dedicated calls
         self.physical = physical
         self.producer_ids = producer_ids
         self.pool = pool
@@ -56,6 +62,8 @@ class Dispatcher:
         self.implemented = {k: rng for m in set(self.registry.values()) for k, rng in m.API_KEYS.items()
                             if k in self.registry}
         self._advertised: dict[int, tuple[int, int]] | None = None
+        self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
+        self._answers_view: View | None = None
 
     @property
     def advertised(self) -> dict[int, tuple[int, int]]:
@@ -68,7 +76,8 @@ class Dispatcher:
         view: View = self.state.view
         me: ProxyInfo = self.state.me
         return Context(view=view, me=me, advertised=self.advertised, physical=self.physical,
-                       producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id)
+                       producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
+                       max_fetch_wait_ms=self.max_fetch_wait_ms)
 
     async def start(self, frame: bytes, slot: int) -> Awaitable[bytes | None]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
@@ -80,7 +89,18 @@ class Dispatcher:
             header, request = codec.decode_request(frame)
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
-        reply = self.registry[api_key].handle(self.context(header.client_id), header, request)
+        module = self.registry[api_key]
+        ctx = self.context(header.client_id)
+        key = self._answer_key(module, ctx, request)
+        if key is not None and (cached := self._answers.get(key)) is not None:
+            self._answers.move_to_end(key)
+            return _done(_with_correlation_id(cached, correlation_id))
+        reply = module.handle(ctx, header, request)
+        if key is not None and not isinstance(reply, Plan):
+            frame = self._encode(reply, correlation_id)
+            if frame is not None:
+                self._remember(key, frame)
+            return _done(frame)
         while isinstance(reply, Plan) and reply.barrier:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
@@ -104,6 +124,21 @@ class Dispatcher:
                 await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot))
         return self._encode(reply, correlation_id)
+
+    def _answer_key(self, module, ctx: Context, request) -> Any:
+        cache_key = getattr(module, "cache_key", None)
+        if cache_key is None:
+            return None
+        if ctx.view is not self._answers_view:  # a new view: every cached answer is stale
+            self._answers.clear()
+            self._answers_view = ctx.view
+        key = cache_key(ctx, request)
+        return None if key is None else (request.__api_key__, key)
+
+    def _remember(self, key: Any, frame: bytes) -> None:
+        self._answers[key] = frame
+        if len(self._answers) > ANSWER_CACHE_ENTRIES:
+            self._answers.popitem(last=False)
 
     def _encode(self, reply: Any, correlation_id: int) -> bytes | None:
         return None if reply is NO_RESPONSE else codec.encode_response(reply, correlation_id)
@@ -130,27 +165,46 @@ class Dispatcher:
                 node = None if isinstance(call.target, AnyBroker) else call.target.node_id
                 host, port = self.physical.address(cluster, node)
                 if call.dedicated:
-                    sent.append(await self._send_dedicated(host, port, call))
+                    sent.append(await self._send_dedicated(host, port, call, slot))
                     continue
                 conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
                 sent.append(conn.send(call.request, call.expect_response, call.client_id))
+            except PoolBusy as e:  # the proxy's own cap, not the cluster's health
+                log.warning("%s", e)
+                sent.append(UpstreamError(cluster, str(e)))
             except (OSError, ConnectionError, TimeoutError, KeyError) as e:
                 self.physical.mark_unreachable(cluster, str(e) or type(e).__name__)
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
         return sent
 
-    async def _send_dedicated(self, host: str, port: int, call: Call):
-        conn = await self.pool.dedicated(host, port)
+    async def _send_dedicated(self, host: str, port: int, call: Call, slot: int):
+        # Waiting here holds back this client connection's next requests only (backpressure), not others'.
+        mine = self._dedicated_by_slot.setdefault(slot, asyncio.Semaphore(self.max_dedicated_per_connection))
+        await mine.acquire()
+        try:
+            conn = await self.pool.dedicated(host, port)
+        except BaseException:
+            mine.release()
+            raise
+
+        def release(_f=None) -> None:
+            self.pool.release(conn)
+            mine.release()
+
         try:
             fut = conn.send(call.request, call.expect_response, call.client_id)
         except ConnectionError:
-            self.pool.release(conn)
+            release()
             raise
         if fut is None:
-            self.pool.release(conn)
+            release()
         else:
-            fut.add_done_callback(lambda _f: self.pool.release(conn))
+            fut.add_done_callback(release)
         return fut
+
+    def forget(self, slot: int) -> None:
+        """A client connection closed (calls of it still running release into a dropped semaphore)."""
+        self._dedicated_by_slot.pop(slot, None)
 
     async def _collect(self, calls, sent: list, return_early=None) -> list:
         async def one(call: Call, item):
@@ -161,7 +215,8 @@ class Dispatcher:
             except TimeoutError:
                 # responses come in order: a connection whose broker stopped answering is useless
                 self.pool.close_for(item)
-                self.physical.mark_unreachable(call.target.cluster, "request timed out")
+                if not call.client_timeout:  # running past a wait the client chose says nothing of the cluster
+                    self.physical.mark_unreachable(call.target.cluster, "request timed out")
                 return UpstreamError(call.target.cluster, "request timed out")
             except (ConnectionError, OSError, codec.DecodeError) as e:
                 self.physical.mark_unreachable(call.target.cluster, str(e) or type(e).__name__)
@@ -177,6 +232,11 @@ class Dispatcher:
             if any(return_early(t.result()) for t in done):
                 break
         return [t.result() if t.done() else UNANSWERED for t in tasks]
+
+
+def _with_correlation_id(frame: bytes, correlation_id: int) -> bytes:
+    """A cached answer frame for another request: the correlation id follows the 4-byte size prefix."""
+    return frame[:4] + struct.pack(">i", correlation_id) + frame[8:]
 
 
 def _done(value: bytes | None) -> Awaitable[bytes | None]:

@@ -11,12 +11,12 @@ import os
 import random
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
 from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.limits import ByteBudget, ConnectionCounts, Limits
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.core.upstream import UpstreamPool
@@ -27,6 +27,9 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 30.0
+# asyncio stops reading a socket once this much (x2) waits unread: what a connection holds outside its budget
+STREAM_BUFFER_BYTES = 64 * 1024
+LISTEN_BACKLOG = 1024  # asyncio's default of 100 drops SYNs in a connect burst (each costs the client 1 s+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,7 @@ class ProxyConfig:
     controller: str | None = None
     token: str | None = None
     workers: int = 1
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    limits: Limits = field(default_factory=Limits)
 
 
 class InflightProduce:
@@ -62,7 +65,10 @@ class ProxyServer:
         me = ProxyInfo(node_id=0, host=config.advertised_host, port=config.port, role=config.role, pool=config.pool)
         self.state = ProxyState(view=View(version=0), me=me)
         self.physical = PhysicalClusters()
-        self.pool = UpstreamPool()
+        self.pool = UpstreamPool(max_dedicated=config.limits.max_dedicated_per_broker,
+                                 dedicated_wait_s=config.limits.dedicated_wait_s)
+        self.counts = ConnectionCounts(config.limits.max_connections, config.limits.max_connections_per_ip)
+        self.budget = ByteBudget(config.limits.max_buffered_bytes)
         self.inflight = InflightProduce()
         if config.controller:
             instance = f"{config.advertised_host}:{config.port}"
@@ -93,15 +99,18 @@ class ProxyServer:
         await self.source.start(self.state)
         await asyncio.gather(*(self.physical.refresh(c) for c in list(self.physical.clusters)))
         self.dispatcher = Dispatcher(state=self.state, physical=self.physical, producer_ids=self.producer_ids,
-                                     pool=self.pool)
+                                     pool=self.pool, max_fetch_wait_ms=self.config.limits.max_fetch_wait_ms,
+                                     max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection)
         self._wrap_for_inflight(self.dispatcher)
         self._tasks = [asyncio.create_task(self.physical.run()),
                        asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]
         if sock is not None:
-            self.server = await asyncio.start_server(self._on_client, sock=sock, limit=1 << 20)
+            self.server = await asyncio.start_server(self._on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
+                                                     backlog=LISTEN_BACKLOG)
         else:
             self.server = await asyncio.start_server(self._on_client, self.config.host, self.config.port,
-                                                     reuse_port=True, limit=1 << 20)
+                                                     reuse_port=True, limit=STREAM_BUFFER_BYTES,
+                                                     backlog=LISTEN_BACKLOG)
         log.info("proxy node %s (%s) listening on %s:%s, view %s, advertising %s", self.state.me.node_id,
                  self.config.role.value, self.config.host, self.config.port, self.state.view.version,
                  self.dispatcher.advertised)
@@ -127,15 +136,23 @@ class ProxyServer:
         dispatcher.start = counted
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = ClientConnection(reader, writer, self.dispatcher, self.config.max_frame_bytes)
-        self.connections.add(conn)
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        if not self.counts.admit(ip):  # accepted, then closed at once: the client sees a closed connection
+            writer.transport.abort()
+            return
         try:
-            await conn.run()
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = ClientConnection(reader, writer, self.dispatcher, self.config.limits, self.budget)
+            self.connections.add(conn)
+            try:
+                await conn.run()
+            finally:
+                self.connections.discard(conn)
         finally:
-            self.connections.discard(conn)
+            self.counts.leave(ip)
 
     async def stop(self) -> None:
         """Stop accepting, stop reading new requests, answer the ones in flight, then close."""

@@ -20,6 +20,10 @@ MAX_RESPONSE_BYTES = 1 << 30
 MAX_IDLE_DEDICATED = 64  # per broker; more are closed on release
 
 
+class PoolBusy(Exception):
+    """Every dedicated connection to a broker is in use and none came free in time (not a broker fault)."""
+
+
 class UpstreamConnection:
     """One TCP connection to one broker. `send` writes at once (order = call order) and returns a future."""
 
@@ -107,11 +111,14 @@ class UpstreamConnection:
 class UpstreamPool:
     """A few connections per broker; a client connection sticks to one slot so its requests keep their order."""
 
-    def __init__(self, slots: int = 4):
+    def __init__(self, slots: int = 4, max_dedicated: int = 256, dedicated_wait_s: float = 5.0):
         self.slots = slots
+        self.max_dedicated, self.dedicated_wait_s = max_dedicated, dedicated_wait_s
         self._conns: dict[tuple[str, int, int], UpstreamConnection] = {}
         self._locks: dict[tuple[str, int, int], asyncio.Lock] = {}
         self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self._dedicated_slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._lent: set[UpstreamConnection] = set()  # dedicated connections in use
 
     async def get(self, host: str, port: int, slot: int) -> UpstreamConnection:
         key = (host, port, slot % self.slots)
@@ -128,7 +135,26 @@ class UpstreamPool:
         return conn
 
     async def dedicated(self, host: str, port: int) -> UpstreamConnection:
-        """An idle connection used by nobody else until `release` (for calls that block at the broker)."""
+        """An idle connection used by nobody else until `release` (for calls that block at the broker).
+
+        At most `max_dedicated` per broker: further callers queue, and raise PoolBusy after `dedicated_wait_s`.
+        """
+        slots = self._dedicated_slots.setdefault((host, port), asyncio.Semaphore(self.max_dedicated))
+        try:
+            async with asyncio.timeout(self.dedicated_wait_s):
+                await slots.acquire()
+        except TimeoutError:
+            raise PoolBusy(f"all {self.max_dedicated} dedicated connections to {host}:{port} busy for "
+                           f"{self.dedicated_wait_s:g} s") from None
+        try:
+            conn = await self._idle_or_new(host, port)
+        except BaseException:
+            slots.release()
+            raise
+        self._lent.add(conn)
+        return conn
+
+    async def _idle_or_new(self, host: str, port: int) -> UpstreamConnection:
         idle = self._idle.setdefault((host, port), [])
         while idle:
             conn = idle.pop()
@@ -139,14 +165,26 @@ class UpstreamPool:
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
+        if conn not in self._lent:
+            return  # already released (a timeout closed it before its broker answered)
+        self._lent.discard(conn)
+        self._dedicated_slots[(conn.host, conn.port)].release()
         idle = self._idle.setdefault((conn.host, conn.port), [])
         if conn.closed or conn._pending or len(idle) >= MAX_IDLE_DEDICATED:  # pending: timed out, unusable
             conn.close()
         else:
             idle.append(conn)
 
+    def dedicated_in_use(self, host: str, port: int) -> int:
+        return sum(1 for c in self._lent if (c.host, c.port) == (host, port))
+
     def close_for(self, future: asyncio.Future) -> None:
-        """Close the connection that owns `future` (its broker stopped answering)."""
+        """Close the connection that owns `future` (its broker stopped answering, or the call ran out of
+        time): its later answers would be matched to the wrong requests."""
+        for conn in list(self._lent):
+            if conn.owns(future):
+                conn.close()
+                self.release(conn)
         for conn in list(self._conns.values()):
             if conn.owns(future):
                 log.warning("closing upstream %s: a request timed out", conn.label)

@@ -11,6 +11,10 @@ response entity, `plan.NO_RESPONSE`, or a `plan.Plan` whose `calls` the core sen
 `finish(results)` returns the next Reply (it may chain further Plans). No sockets, no awaits, no globals:
 every handler is unit-testable by calling `handle` and `finish` with hand-made results.
 
+Optional: `def cache_key(ctx, request) -> Hashable | None`. When a module's answer depends only on the view,
+this proxy's identity and that key, the core reuses the encoded answer for the same view and key (Metadata:
+a flood of all-topics requests then costs a dictionary lookup and a copy instead of a rebuild).
+
 Register a module by adding it to `MODULES` below; the core's dispatch derives the advertised
 ApiVersions from the registry intersected with every physical cluster's own ranges.
 Handler modules must not import each other (shared helpers live in `fedkafka.proxy.plan` or `protocol`).

@@ -11,8 +11,10 @@ runs on a dedicated upstream connection because a long-poll fetch holds its brok
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
@@ -25,6 +27,9 @@ API_KEYS = {1: (4, 12)}
 ROLE = "consume"
 
 MAX_OFFSET = (1 << 63) - 1
+# The upstream call may run this much longer than the (clamped) max_wait: the broker answers at max_wait,
+# plus its own time to read and send up to max_bytes (the old fixed timeout for every call was 40 s).
+WAIT_MARGIN_S = 20.0
 _REFRESH_ON = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition,
                ErrorCode.leader_not_available)
 
@@ -62,7 +67,9 @@ def handle(ctx: Context, header, request):
             groups.setdefault((seg.cluster, node), []).append(route)
 
     routes_per_call = list(groups.values())
-    calls = [Call(Broker(cluster, node), _upstream_request(request, routes), dedicated=True)
+    max_wait_ms = min(max(request.max_wait // timedelta(milliseconds=1), 0), ctx.max_fetch_wait_ms)
+    calls = [Call(Broker(cluster, node), _upstream_request(request, routes, max_wait_ms), dedicated=True,
+                  timeout_s=max_wait_ms / 1000 + WAIT_MARGIN_S, client_timeout=True)
              for (cluster, node), routes in groups.items()]
 
     def finish(results: list):
@@ -92,15 +99,16 @@ def _route(ctx: Context, topic: str, p) -> _Route | dict:
     return _Route(topic, p.partition, chain, target, p.partition_max_bytes)
 
 
-def _upstream_request(request, routes: list[_Route]):
+def _upstream_request(request, routes: list[_Route], max_wait_ms: int):
     by_topic: dict[str, list[dict]] = {}
     for r in routes:
         seg = r.target.segment
         by_topic.setdefault(seg.topic, []).append({
             "partition": seg.partition, "current_leader_epoch": -1, "fetch_offset": r.target.physical_offset,
             "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": r.partition_max_bytes})
+    max_wait = i32Timedelta.parse(timedelta(milliseconds=max_wait_ms))
     return build(request_type(1, type(request).__version__), {
-        "cluster_id": None, "replica_id": -1, "max_wait": request.max_wait, "min_bytes": request.min_bytes,
+        "cluster_id": None, "replica_id": -1, "max_wait": max_wait, "min_bytes": request.min_bytes,
         "max_bytes": request.max_bytes, "isolation_level": request.isolation_level, "session_id": 0,
         "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
         "topics": [{"topic": name, "partitions": parts} for name, parts in by_topic.items()]})

@@ -123,7 +123,7 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         key = request.__api_key__
         timeout = _join_timeout(request) if key == JOIN else None
         calls = [Call(Broker(coordination, node), part, dedicated=key in BLOCKING, timeout_s=timeout,
-                      client_id=client_id) for node, part in parts]
+                      client_timeout=timeout is not None, client_id=client_id) for node, part in parts]
 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):

@@ -30,6 +30,12 @@ def leader_candidates(ctx: Context) -> tuple[ProxyInfo, ...]:
     return tuple(p for p in brokers if getattr(p.role, wanted)())
 
 
+def cache_key(ctx: Context, request):
+    """The answer depends on the view, this proxy and the topics asked for (None: all), nothing else."""
+    topics = None if request.topics is None else tuple(t.name for t in request.topics)
+    return type(request).__version__, ctx.me, topics
+
+
 def handle(ctx: Context, header, request):
     view = ctx.view
     version = type(request).__version__

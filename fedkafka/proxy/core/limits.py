@@ -1,0 +1,147 @@
+"""What one client may cost a proxy: connections, bytes held, time, upstream connections.
+
+Every limit answers "what does a hostile or broken client cost the others"; defaults are documented in
+docs/OPERATIONS.md (section "Limits") and the backpressure design in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+
+from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES  # 16 MiB: see framing.py
+    max_connections: int = 10_000  # per process; over it a connection is accepted and closed at once
+    max_connections_per_ip: int = 1_000
+    max_inflight_requests: int = 64  # per connection (librdkafka's max.in.flight default is 1,000,000)
+    max_inflight_bytes: int = 64 * MiB  # per connection: requests read but not yet answered, plus answers
+    max_buffered_bytes: int = 512 * MiB  # per process: the sum over all connections (the memory budget)
+    frame_timeout_s: float = 30.0  # a frame must arrive (and an answer be taken) within this once started
+    idle_timeout_s: float = 600.0  # a connection with nothing in flight and no request for this long is closed
+    max_fetch_wait_ms: int = 30_000  # a Fetch's max_wait is clamped to this
+    max_dedicated_per_broker: int = 256  # upstream connections for blocking calls, per broker
+    # ... and per client connection (Kafka clients keep one Fetch per broker in flight; a client pipelining
+    # many must not take every upstream connection of a broker from the others). Must cover the brokers one
+    # Fetch spans (one call per cluster and leader), or such a Fetch waits for its own calls.
+    max_dedicated_per_connection: int = 16
+    dedicated_wait_s: float = 5.0  # how long a blocking call waits for one before a retriable error
+
+    def problems(self) -> list[str]:
+        """What is inconsistent (empty: fine). A frame must fit one connection's budget, and that the process'."""
+        out = []
+        if self.max_frame_bytes < 1024:
+            out.append("--max-frame-bytes must be at least 1024")
+        if self.max_inflight_bytes < self.max_frame_bytes:
+            out.append("--max-inflight-bytes must be at least --max-frame-bytes")
+        if self.max_buffered_bytes < self.max_inflight_bytes:
+            out.append("--max-buffered-bytes must be at least --max-inflight-bytes")
+        for name in ("max_connections", "max_connections_per_ip", "max_inflight_requests",
+                     "max_dedicated_per_broker", "max_dedicated_per_connection"):
+            if getattr(self, name) < 1:
+                out.append(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("frame_timeout_s", "idle_timeout_s", "dedicated_wait_s"):
+            if getattr(self, name) <= 0:
+                out.append(f"--{name.removesuffix('_s').replace('_', '-')} must be positive")
+        if self.max_fetch_wait_ms < 0:
+            out.append("--max-fetch-wait-ms must not be negative")
+        return out
+
+
+class ByteBudget:
+    """A count of bytes held, with waiters served first come first served (a large frame is never starved by
+    a stream of small ones). `charge` takes bytes without waiting (an answer that already exists) and may
+    overdraw; readers then wait until enough is released."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+
+    def free_now(self, n: int) -> bool:
+        return not self._waiters and self.used + n <= self.limit
+
+    def acquire_now(self, n: int) -> None:
+        """Take n bytes that `free_now(n)` just said are free."""
+        self.used += n
+
+    async def acquire(self, n: int) -> None:
+        if self.free_now(n):
+            self.used += n
+            return
+        fut = asyncio.get_running_loop().create_future()
+        entry = (n, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(n)  # granted just as we were cancelled
+            else:
+                self._waiters.remove(entry)
+                self._grant()
+            raise
+
+    def charge(self, n: int) -> None:
+        self.used += n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.used + self._waiters[0][0] <= self.limit:
+            n, fut = self._waiters.popleft()
+            if not fut.done():
+                self.used += n
+                fut.set_result(None)
+
+
+class ConnectionCounts:
+    """Open client connections, in total and per address; refusals are counted and logged (at most once a
+    second, with the count since the last line, so a flood does not flood the log)."""
+
+    def __init__(self, max_total: int, max_per_ip: int):
+        self.max_total, self.max_per_ip = max_total, max_per_ip
+        self.by_ip: collections.Counter[str] = collections.Counter()
+        self.total = 0
+        self.refused = collections.Counter()  # reason -> count since start
+        self._unlogged = 0
+        self._logged_at = 0.0
+
+    def admit(self, ip: str) -> bool:
+        if self.total >= self.max_total:
+            self._refuse(ip, "max-connections", f"{self.total} open connections (cap {self.max_total})")
+            return False
+        if self.by_ip[ip] >= self.max_per_ip:
+            self._refuse(ip, "max-connections-per-ip",
+                         f"{self.by_ip[ip]} open connections from {ip} (cap {self.max_per_ip})")
+            return False
+        self.total += 1
+        self.by_ip[ip] += 1
+        return True
+
+    def leave(self, ip: str) -> None:
+        self.total -= 1
+        self.by_ip[ip] -= 1
+        if self.by_ip[ip] <= 0:
+            del self.by_ip[ip]
+
+    def _refuse(self, ip: str, reason: str, detail: str) -> None:
+        self.refused[reason] += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= 1.0:
+            log.warning("refusing connection from %s: %s [%s]; %d refused since the last such line, %s",
+                        ip, detail, reason, self._unlogged, dict(self.refused))
+            self._logged_at, self._unlogged = now, 0

@@ -1,0 +1,483 @@
+"""Limits against hostile clients, over real sockets to an in-process proxy (no Kafka needed): connection caps,
+frame and idle deadlines, backpressure on request slots and bytes, the answer-write deadline, the Fetch
+max_wait clamp, client-chosen timeouts, and the cap on dedicated upstream connections.
+
+No test depends on how fast the machine is: deadlines are short, and the guards around reads are only there
+so a regression fails instead of hanging."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import json
+import logging
+import struct
+
+import pytest
+from kio.schema.api_versions.v3.request import ApiVersionsRequest
+from kio.static.primitive import i32Timedelta
+
+from fedkafka.protocol import codec
+from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
+from fedkafka.proxy.core.connection import ClientConnection
+from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.limits import ByteBudget, Limits
+from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
+from fedkafka.proxy.core.upstream import PoolBusy, UpstreamPool
+from fedkafka.proxy.handlers import fetch
+from fedkafka.proxy.plan import AnyBroker, Broker, Call, UpstreamError
+from fedkafka.view.model import ProxyRole, View
+from tests.consume.test_handlers_unit import ctx, fetch_request
+
+GUARD_S = 20.0  # only against a hang: every wait below ends long before when the code is right
+
+
+def api_versions_frame(correlation_id: int = 1) -> bytes:
+    return codec.encode_request(ApiVersionsRequest(client_software_name="t", client_software_version="1"),
+                                correlation_id)
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """True when the peer closes (EOF or reset) before the guard runs out."""
+    try:
+        async with asyncio.timeout(GUARD_S):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def ask_api_versions(reader, writer, correlation_id: int = 1) -> int:
+    writer.write(api_versions_frame(correlation_id))
+    async with asyncio.timeout(GUARD_S):
+        size = struct.unpack(">i", await reader.readexactly(4))[0]
+        frame = await reader.readexactly(size)
+    return codec.response_correlation_id(frame)
+
+
+class _Proxy:
+    """A real ProxyServer in this event loop, on a free port, with an empty view file."""
+
+    def __init__(self, tmp_path, limits: Limits):
+        view_file = tmp_path / "view.json"
+        view_file.write_text(json.dumps(View(version=1).to_dict()))
+        self.server = ProxyServer(ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0,
+                                              advertised_host="127.0.0.1", view_file=view_file, limits=limits))
+
+    async def __aenter__(self):
+        await self.server.start()
+        self.port = self.server.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.server.close()
+        for conn in list(self.server.connections):
+            conn.stop_reading()
+        for task in self.server._tasks:
+            task.cancel()
+        self.server.pool.close()
+
+    async def connect(self, host: str = "127.0.0.1"):
+        return await asyncio.open_connection("127.0.0.1", self.port, local_addr=(host, 0))
+
+
+# -- connection caps -------------------------------------------------------------------------------
+
+def test_over_the_per_address_cap_a_connection_is_closed_at_once_and_counted(tmp_path, caplog):
+    async def scenario():
+        async with _Proxy(tmp_path, Limits(max_connections_per_ip=2)) as px:
+            held = [await px.connect() for _ in range(2)]
+            for r, w in held:
+                assert await ask_api_versions(r, w) == 1
+            extra_r, _extra_w = await px.connect()
+            assert await closed_by_peer(extra_r)
+            other_r, other_w = await px.connect("127.0.0.2")  # another address is not affected
+            assert await ask_api_versions(other_r, other_w) == 1
+            assert px.server.counts.refused["max-connections-per-ip"] == 1
+            held[0][1].close()  # one leaves: the address may connect again
+            assert await closed_by_peer(held[0][0])
+            for _ in range(100):
+                if px.server.counts.by_ip["127.0.0.1"] < 2:
+                    break
+                await asyncio.sleep(0.01)
+            again_r, again_w = await px.connect()
+            assert await ask_api_versions(again_r, again_w) == 1
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    assert "[max-connections-per-ip]" in caplog.text
+
+
+def test_over_the_total_cap_a_connection_is_closed_at_once(tmp_path):
+    async def scenario():
+        async with _Proxy(tmp_path, Limits(max_connections=3)) as px:
+            held = [await px.connect(f"127.0.0.{i}") for i in (1, 2, 3)]
+            refused_r, _ = await px.connect("127.0.0.4")
+            assert await closed_by_peer(refused_r)
+            assert px.server.counts.refused["max-connections"] == 1
+            for r, w in held:
+                assert await ask_api_versions(r, w) == 1
+
+    asyncio.run(scenario())
+
+
+# -- deadlines -----------------------------------------------------------------------------------
+
+def test_a_frame_that_trickles_in_is_cut_at_the_frame_timeout(tmp_path, caplog):
+    """Slowloris: one byte at a time, each well inside any per-read timeout, the frame never completes."""
+    async def scenario():
+        async with _Proxy(tmp_path, Limits(frame_timeout_s=0.5)) as px:
+            r, w = await px.connect()
+            frame = api_versions_frame()
+
+            async def trickle():
+                for b in frame:
+                    w.write(bytes([b]))
+                    await asyncio.sleep(0.1)
+
+            feeder = asyncio.create_task(trickle())
+            assert await closed_by_peer(r)
+            feeder.cancel()
+            r2, w2 = await px.connect()  # the proxy serves others as before
+            assert await ask_api_versions(r2, w2) == 1
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    assert "--frame-timeout" in caplog.text
+
+
+def test_a_silent_connection_is_closed_after_the_idle_timeout(tmp_path, caplog):
+    async def scenario():
+        async with _Proxy(tmp_path, Limits(idle_timeout_s=0.3)) as px:
+            r, w = await px.connect()
+            assert await ask_api_versions(r, w) == 1
+            assert await closed_by_peer(r)
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    assert "idle for" in caplog.text
+
+
+class _HeldDispatcher:
+    """Stands in for the dispatcher: each request's answer waits until the test releases it."""
+
+    def __init__(self):
+        self.started: list[int] = []
+        self.answers: dict[int, asyncio.Future] = {}
+        self.answer_bytes = 0
+
+    async def start(self, frame: bytes, slot: int):
+        _key, _version, corr = codec.peek_header(frame)
+        self.started.append(corr)
+        fut = asyncio.get_running_loop().create_future()
+        self.answers[corr] = fut
+        return fut
+
+    def forget(self, slot: int) -> None:
+        pass
+
+    def answer(self, corr: int, size: int = 8) -> None:
+        self.answers[corr].set_result(struct.pack(">ii", size - 4, corr) + b"\0" * (size - 8))
+
+
+async def _serve_with(dispatcher, limits: Limits, budget: ByteBudget | None = None):
+    """A listener whose connections are ClientConnections over `dispatcher`; returns (server, port, conns)."""
+    conns: list[ClientConnection] = []
+
+    async def on_client(reader, writer):
+        conn = ClientConnection(reader, writer, dispatcher, limits, budget)
+        conns.append(conn)
+        await conn.run()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0, limit=64 * 1024)
+    return server, server.sockets[0].getsockname()[1], conns
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+
+
+def frame_of(corr: int, size: int) -> bytes:
+    """A request frame of `size` bytes after the prefix (ApiVersions header, padded)."""
+    head = struct.pack(">hhih", 18, 3, corr, -1)
+    return struct.pack(">i", size) + head + b"\0" * (size - len(head))
+
+
+def test_idle_clock_does_not_run_while_a_request_is_in_flight():
+    async def scenario():
+        d = _HeldDispatcher()
+        server, port, _ = await _serve_with(d, Limits(idle_timeout_s=0.2))
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(frame_of(1, 64))
+        await asyncio.sleep(0.6)  # three idle periods with a request in flight
+        d.answer(1)
+        async with asyncio.timeout(GUARD_S):
+            await r.readexactly(8)
+        assert await closed_by_peer(r)  # idle after the answer
+        server.close()
+
+    asyncio.run(scenario())
+
+
+# -- backpressure --------------------------------------------------------------------------------
+
+def test_request_slots_stop_reading_until_an_answer_is_written_nothing_is_dropped():
+    async def scenario():
+        d = _HeldDispatcher()
+        server, port, _ = await _serve_with(d, Limits(max_inflight_requests=2))
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(frame_of(c, 32) for c in range(1, 6)))
+        await _settle()
+        assert d.started == [1, 2]  # the rest waits in the socket
+        d.answer(1)
+        await _settle()
+        assert d.started == [1, 2, 3]
+        for c in (2, 3, 4, 5):
+            await _settle()
+            d.answer(c)
+        got = []
+        async with asyncio.timeout(GUARD_S):
+            for _ in range(5):
+                got.append(struct.unpack(">ii", await r.readexactly(8))[1])
+        assert got == [1, 2, 3, 4, 5]
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_connection_and_process_byte_budgets_hold_back_reading():
+    async def scenario():
+        d = _HeldDispatcher()
+        limits = Limits(max_frame_bytes=2000, max_inflight_bytes=3000, max_buffered_bytes=4500)
+        budget = ByteBudget(limits.max_buffered_bytes)
+        server, port, conns = await _serve_with(d, limits, budget)
+        a_r, a_w = await asyncio.open_connection("127.0.0.1", port)
+        a_w.write(frame_of(1, 1500) + frame_of(2, 1500) + frame_of(3, 1500))
+        await _settle()
+        assert d.started == [1, 2]  # the connection's 3000 bytes are taken: frame 3 waits in the socket
+        b_r, b_w = await asyncio.open_connection("127.0.0.1", port)
+        b_w.write(frame_of(11, 1500) + frame_of(12, 1500))
+        await _settle()
+        assert d.started == [1, 2, 11] and budget.used == 4500  # the process' bytes are taken: 12 waits
+        d.answer(1)
+        await _settle()
+        # a's share freed 1500; the process' bytes go first come first served: b's 12 was waiting first
+        assert d.started == [1, 2, 11, 12]
+        d.answer(2)
+        await _settle()
+        assert d.started == [1, 2, 11, 12, 3]
+        for corr in (3, 11, 12):
+            d.answer(corr)
+        async with asyncio.timeout(GUARD_S):
+            a_got = [struct.unpack(">ii", await a_r.readexactly(8))[1] for _ in range(3)]
+            b_got = [struct.unpack(">ii", await b_r.readexactly(8))[1] for _ in range(2)]
+        assert (a_got, b_got) == ([1, 2, 3], [11, 12])  # nothing dropped, order kept
+        await _settle()
+        assert budget.used == 0 and all(c.held.used == 0 for c in conns)
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_client_announcing_a_large_frame_holds_only_what_it_sent_and_large_frames_still_arrive_whole():
+    """Bytes are taken from the budget as they arrive: a liar that announces 1 MiB and trickles cannot take the
+    process' whole budget away from honest clients."""
+    async def scenario():
+        d = _HeldDispatcher()
+        mib = 1024 * 1024
+        limits = Limits(max_frame_bytes=mib, max_inflight_bytes=mib, max_buffered_bytes=mib)
+        budget = ByteBudget(limits.max_buffered_bytes)
+        server, port, _ = await _serve_with(d, limits, budget)
+        liar_r, liar_w = await asyncio.open_connection("127.0.0.1", port)
+        liar_w.write(frame_of(1, mib)[:100])
+        honest_r, honest_w = await asyncio.open_connection("127.0.0.1", port)
+        honest_w.write(frame_of(2, 600 * 1024))  # larger than one chunk: read in pieces, dispatched whole
+        await _settle()
+        assert d.started == [2] and budget.used <= 600 * 1024 + 100 + 64 * 1024  # the liar: what it sent + a chunk
+        d.answer(2)
+        async with asyncio.timeout(GUARD_S):
+            assert struct.unpack(">ii", await honest_r.readexactly(8))[1] == 2
+        liar_w.close()
+        assert await closed_by_peer(liar_r)
+        await _settle()
+        assert budget.used == 0
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_never_reads_its_answers_is_cut_and_its_bytes_come_back():
+    async def scenario():
+        d = _HeldDispatcher()
+        limits = Limits(frame_timeout_s=0.3)
+        budget = ByteBudget(limits.max_buffered_bytes)
+        server, port, conns = await _serve_with(d, limits, budget)
+        _r, w = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+        w.write(frame_of(1, 64))
+        await _settle()
+        d.answer(1, 32 * 1024 * 1024)  # far more than the socket buffers take
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if budget.used == 0 and conns and conns[0].writer.is_closing():
+                break
+        assert budget.used == 0 and conns[0].held.used == 0
+        assert conns[0].writer.is_closing()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_default_frame_cap_is_16_mib_and_a_larger_frame_closes_the_connection(tmp_path):
+    assert Limits().max_frame_bytes == DEFAULT_MAX_FRAME_BYTES == 16 * 1024 * 1024
+
+    async def scenario():
+        async with _Proxy(tmp_path, Limits()) as px:
+            r, w = await px.connect()
+            w.write(struct.pack(">i", 16 * 1024 * 1024 + 1))
+            assert await closed_by_peer(r)
+
+    asyncio.run(scenario())
+
+
+# -- Fetch max_wait and client-chosen timeouts -----------------------------------------------------
+
+def test_fetch_max_wait_is_clamped_and_the_upstream_timeout_follows_it():
+    request = dataclasses.replace(fetch_request(("log", 1, 0)),
+                                  max_wait=i32Timedelta.parse(datetime.timedelta(minutes=10)))
+    context = ctx()
+    context.max_fetch_wait_ms = 30_000
+    plan = fetch.handle(context, None, request)
+    (call,) = plan.calls
+    assert call.request.max_wait == datetime.timedelta(seconds=30)
+    assert call.timeout_s == 30 + fetch.WAIT_MARGIN_S and call.client_timeout
+    short = fetch.handle(ctx(), None, fetch_request(("log", 1, 0)))  # 500 ms: passed through
+    assert short.calls[0].request.max_wait == datetime.timedelta(milliseconds=500)
+    assert short.calls[0].timeout_s == 0.5 + fetch.WAIT_MARGIN_S
+
+
+class _Physical:
+    def __init__(self):
+        self.unreachable: list[str] = []
+
+    def mark_unreachable(self, cluster, reason):
+        self.unreachable.append(cluster)
+
+
+class _Pool:
+    def close_for(self, future):
+        pass
+
+
+def test_a_timeout_the_client_chose_does_not_mark_the_cluster_unreachable():
+    async def scenario():
+        d = Dispatcher.__new__(Dispatcher)
+        d.physical, d.pool = _Physical(), _Pool()
+        loop = asyncio.get_running_loop()
+        theirs, ours = loop.create_future(), loop.create_future()
+        calls = [Call(Broker("c1", 1), None, timeout_s=0.05, client_timeout=True),
+                 Call(Broker("c2", 1), None, timeout_s=0.05)]
+        results = await d._collect(calls, [theirs, ours])
+        assert all(isinstance(r, UpstreamError) for r in results)
+        assert d.physical.unreachable == ["c2"]  # only the proxy's own timeout says the broker is stuck
+
+    asyncio.run(scenario())
+
+
+# -- dedicated upstream connections ----------------------------------------------------------------
+
+async def _silent_broker():
+    async def hold(reader, writer):
+        await reader.read()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_dedicated_connections_per_broker_are_capped_waiters_queue_then_get_a_retriable_error():
+    async def scenario():
+        server, port = await _silent_broker()
+        pool = UpstreamPool(max_dedicated=2, dedicated_wait_s=0.2)
+        a = await pool.dedicated("127.0.0.1", port)
+        await pool.dedicated("127.0.0.1", port)
+        with pytest.raises(PoolBusy):
+            await pool.dedicated("127.0.0.1", port)
+        waiter = asyncio.create_task(pool.dedicated("127.0.0.1", port))
+        await asyncio.sleep(0.01)
+        pool.release(a)  # a queued caller gets the freed place
+        c = await waiter
+        assert pool.dedicated_in_use("127.0.0.1", port) == 2
+        pool.release(c)
+        pool.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_busy_pool_answers_the_call_with_an_error_without_marking_the_cluster_unreachable():
+    async def scenario():
+        server, port = await _silent_broker()
+
+        class Physical(_Physical):
+            def address(self, cluster, node):
+                return "127.0.0.1", port
+
+        d = Dispatcher.__new__(Dispatcher)
+        d.physical, d.pool = Physical(), UpstreamPool(max_dedicated=1, dedicated_wait_s=0.05)
+        d.max_dedicated_per_connection, d._dedicated_by_slot = 16, {}
+        held = await d.pool.dedicated("127.0.0.1", port)
+        sent = await d._send([Call(AnyBroker("c1"), fetch_request(("log", 1, 0)), dedicated=True)], slot=0)
+        assert isinstance(sent[0], UpstreamError) and "busy" in sent[0].reason
+        assert d.physical.unreachable == []
+        d.pool.release(held)
+        d.pool.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_one_client_connection_cannot_take_a_brokers_whole_pool():
+    async def scenario():
+        server, port = await _silent_broker()
+
+        class Physical(_Physical):
+            def address(self, cluster, node):
+                return "127.0.0.1", port
+
+        d = Dispatcher.__new__(Dispatcher)
+        d.physical, d.pool = Physical(), UpstreamPool(max_dedicated=10, dedicated_wait_s=5)
+        d.max_dedicated_per_connection, d._dedicated_by_slot = 2, {}
+        fetch_call = Call(Broker("c1", 1), fetch_request(("log", 1, 0)), dedicated=True)
+        greedy = [(await d._send([fetch_call], slot=1))[0] for _ in range(2)]
+        third = asyncio.create_task(d._send([fetch_call], slot=1))
+        await asyncio.sleep(0.05)
+        assert not third.done()  # the greedy connection waits for its own calls ...
+        (other,) = await d._send([fetch_call], slot=2)  # ... while another connection is served at once
+        assert isinstance(other, asyncio.Future)
+        d.pool.close_for(greedy[0])  # one of its calls ends (here: its upstream connection closes)
+        async with asyncio.timeout(GUARD_S):
+            (late,) = await third
+        assert isinstance(late, asyncio.Future)
+        assert d.pool.dedicated_in_use("127.0.0.1", port) == 3
+        d.forget(1)
+        d.pool.close()
+        server.close()
+        for fut in [*greedy, other, late]:
+            if fut.done():
+                fut.exception()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("limits, message", [
+    (Limits(max_frame_bytes=100), "--max-frame-bytes"),
+    (Limits(max_inflight_bytes=1024 * 1024), "--max-inflight-bytes"),
+    (Limits(max_buffered_bytes=1024 * 1024), "--max-buffered-bytes"),
+    (Limits(frame_timeout_s=0), "--frame-timeout"),
+])
+def test_inconsistent_limits_are_named(limits, message):
+    assert any(message in p for p in limits.problems())
