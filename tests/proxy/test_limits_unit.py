@@ -28,7 +28,7 @@ from fedkafka.proxy.core.upstream import PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, UpstreamError
 from fedkafka.view.model import ProxyRole, View
-from tests.consume.test_handlers_unit import ctx, fetch_request
+from consume.test_handlers_unit import ctx, fetch_request
 
 GUARD_S = 20.0  # only against a hang: every wait below ends long before when the code is right
 
