@@ -15,6 +15,7 @@ import logging
 import struct
 
 import pytest
+from consume.test_handlers_unit import ctx, fetch_request
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.static.primitive import i32Timedelta
 
@@ -28,7 +29,6 @@ from fedkafka.proxy.core.upstream import PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, UpstreamError
 from fedkafka.view.model import ProxyRole, View
-from consume.test_handlers_unit import ctx, fetch_request
 
 GUARD_S = 20.0  # only against a hang: every wait below ends long before when the code is right
 
