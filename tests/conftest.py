@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from fedkafka.kafka.cluster import LocalKafkaCluster, pid_alive, start_clusters
+from fedkafka.kafka.cluster import LocalKafkaCluster, free_port, pid_alive, start_clusters
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +85,89 @@ def local_federation(tmp_path_factory):
     pids = [c["pid"] for c in status["clusters"]] + [p["pid"] for p in status["proxies"]]
     pids += [status["controller"]["pid"], status["nameservice"]["pid"]]
     assert not [p for p in pids if pid_alive(p)], "local down left processes behind"
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        # Debian's server package, installed the way `make test` documents (root only)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=False, capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL on a free loopback port (Debian's server binaries), which a test may stop and
+    start again to take the database away from a controller."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="fedkafka-pg-"))  # not under pytest's 0700 tmp: postgres reads it
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(self.root, "postgres")
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        subprocess.run([*self._as_user, str(bindir / "initdb"), "-D", str(self.data), "-U", "fedkafka",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+        self.start()
+
+    @property
+    def url(self) -> str:
+        """URL prefix without a database name."""
+        return f"postgresql+psycopg://fedkafka@127.0.0.1:{self.port}"
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run([*self._as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args], check=check,
+                       capture_output=True)
+
+    def start(self) -> None:
+        self._pg_ctl("-l", str(self.root / "log"), "-w", "-o",
+                     f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        """An abrupt stop (a crash, as far as clients can tell): open connections break at once."""
+        self._pg_ctl("-m", "immediate", "stop", check=False)
+
+    def create_database(self) -> str:
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url.replace("postgresql+psycopg", "postgresql") + "/postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"{self.url}/{name}"
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _postgres_or_skip() -> PostgresServer:
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL tests skipped: no /usr/lib/postgresql/*/bin/initdb and cannot apt-get install "
+                    "postgresql (not root or no apt-get)")
+    return PostgresServer(bindir)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL for the session; yields a URL prefix without database name. Tests must not stop it."""
+    server = _postgres_or_skip()
+    yield server.url
+    server.remove()
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL of this test's own (`PostgresServer`): it may stop and start it."""
+    server = _postgres_or_skip()
+    yield server
+    server.remove()
 
 
 def pytest_report_header(config):

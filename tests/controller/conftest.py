@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -54,46 +49,6 @@ class RecordingKafka(KafkaAdmin):
 
     def delete_topic(self, cluster, bootstrap, name):
         self.created.pop((cluster, name), None)
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
-        # Debian's server package, installed the way `make test` documents (root only)
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=False, capture_output=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A throwaway PostgreSQL on a free loopback port; yields a URL prefix without database name."""
-    from fedkafka.kafka.cluster import free_port
-
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL tests skipped: no /usr/lib/postgresql/*/bin/initdb and cannot apt-get install "
-                    "postgresql (not root or no apt-get)")
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="fedkafka-pg-"))  # not under pytest's 0700 tmp: postgres must reach it
-    data = root / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "fedkafka", "--auth=trust", "-E",
-                    "UTF8"], check=True, capture_output=True)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                   check=True, capture_output=True)
-    yield f"postgresql+psycopg://fedkafka@127.0.0.1:{port}"
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                   check=False, capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])

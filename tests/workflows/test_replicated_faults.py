@@ -97,3 +97,34 @@ def test_rolling_restart_of_every_broker_under_load(replicated_clusters, federat
     checker.mark("rolling restart done")
     time.sleep(5)
     assert_every_kind_clean(checker.stop(drain_timeout=120))
+
+
+@pytest.mark.timeout(600)
+def test_database_unreachable_longer_than_a_lease_while_a_move_is_pending(replicated_clusters, private_postgres,
+                                                                          tmp_path, unique_name):
+    r1, r2 = replicated_clusters
+    fed = Federation(tmp_path, db=private_postgres.create_database())
+    try:
+        fed.start_controller()
+        fed.setup({"r1": r1.bootstrap}, unique_name, 6, coordination="r1")
+        fed.start_proxies(2)
+        checker = mixed_checker(fed, unique_name)
+        time.sleep(5)
+        checker.mark("scale-up onto r2")
+        run_id = post_workflow(fed, {"kind": "scale_up", "cluster": "r2", "bootstrap": r2.bootstrap})
+        private_postgres.stop()  # the run is committed, its moves are not done: heartbeats and moves fail
+        checker.mark("database down")
+        time.sleep(3 * fed.lease_ms / 1000)
+        private_postgres.start()
+        checker.mark("database back")
+        run = finished(fed, run_id, 240)
+        if run["state"] != "done":  # a move that could not finish is rolled back; running it again completes it
+            checker.mark(f"run {run['state']}: {run['error']}; scale-up again")
+            run = finished(fed, post_workflow(fed, {"kind": "scale_up", "cluster": "r2"}), 240)
+        assert run["state"] == "done", run["error"]
+        wait_for(lambda: not [c for c in fed.chains(unique_name) if c["frozen"]], 30, what="no chain frozen")
+        assert any(c["segments"][-1]["cluster"] == "r2" for c in fed.chains(unique_name))
+        time.sleep(3)
+        assert_every_kind_clean(checker.stop(drain_timeout=120))
+    finally:
+        fed.stop()
