@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fedkafka-installed
 CLUSTERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: up up-local down status demo test lint bench clean install lock
+.PHONY: up up-local down status demo test lint bench clean install lock soak-replicated
 
 install: $(STAMP)
 
@@ -57,7 +57,15 @@ lint: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint roles playbooks awx
 
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/*.py; do case $$b in *_soak.py|*/scratch.py) continue;; esac; \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Long runs, not part of `make bench`: the checker on 3 clusters x 3 brokers with a scale-up, a decommission,
+# a rolling restart and broker kills every few minutes (DURATION seconds, 30 minutes by default).
+DURATION ?= 1800
+soak-replicated: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	$(BIN)/python bench/replicated_soak.py --duration $(DURATION)
 
 # Re-resolve the lock from pyproject.toml in a scratch virtualenv (after changing a dependency), then `make install`.
 lock:
