@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fedkafka-installed
 CLUSTERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: up up-local down status demo test lint bench clean install
+.PHONY: up up-local down status demo test lint bench fuzz clean install
 
 install: $(STAMP)
 
@@ -53,6 +53,22 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The fuzz harness against a fresh federation (two local clusters, controller, pproxy, cproxy, name service):
+# `make fuzz DURATION=600`, `make fuzz FRAMES=1000000` (then no time limit), SEED=, CONNECTIONS=; crash files
+# (the killing frame and the ones before it) go to FUZZ_CORPUS, replayed by `make fuzz REPLAY=<file>`.
+DURATION ?=
+FRAMES ?=
+SEED ?= 1
+CONNECTIONS ?= 8
+FUZZ_CORPUS ?= fuzz-corpus
+REPLAY ?=
+FUZZ_ARGS := --seed $(SEED) --connections $(CONNECTIONS) --corpus $(FUZZ_CORPUS) \
+	$(if $(DURATION),--duration $(DURATION)) $(if $(FRAMES),--frames $(FRAMES)) $(if $(REPLAY),--replay $(REPLAY))
+
+fuzz: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	$(BIN)/python -m fedkafka.fuzz $(FUZZ_ARGS)
 
 clean: down
 	rm -rf $(VENV) .fedkafka .pytest_cache .ruff_cache

@@ -56,6 +56,7 @@ class Stats:
     outcomes: collections.Counter = field(default_factory=collections.Counter)
     unanswered_by_api: collections.Counter = field(default_factory=collections.Counter)
     unanswered_samples: list[str] = field(default_factory=list)
+    hangs: list[Record] = field(default_factory=list)  # unanswered sends, kept whole for the corpus
     slowest_by_api: dict[str, float] = field(default_factory=dict)
     mismatched: list[str] = field(default_factory=list)
     connect_failures: int = 0
@@ -185,6 +186,9 @@ class KafkaWorker:
             self.stats.unanswered_by_api[send.api] += 1
             if len(self.stats.unanswered_samples) < 30:
                 self.stats.unanswered_samples.append(f"{self.target} {send.api} {send.mode}: {send.desc}"[:300])
+            if len(self.stats.hangs) < 20:
+                self.stats.hangs.append(Record(0, self.target, send.mode, send.api, send.desc, send.data, started,
+                                               "timeout"))
             return "timeout"
         except asyncio.IncompleteReadError:
             return "closed"

@@ -36,6 +36,15 @@ class Death:
     noticed_at: float = 0.0  # time.monotonic() when the watch saw it
 
     @property
+    def cause(self) -> str:
+        """The log line that names why (a native abort, a panic, a fatal Python error), if any."""
+        for line in self.log_tail.splitlines():
+            if any(m in line for m in ("memory allocation of", "panicked", "Fatal Python error", "Segmentation",
+                                       "MemoryError", "Killed")):
+                return line.strip()[:300]
+        return ""
+
+    @property
     def how(self) -> str:
         if self.returncode < 0:
             with contextlib.suppress(ValueError):
@@ -204,7 +213,7 @@ class Environment:
             svc.sample()
             code = svc.returncode()
             if code is not None:
-                death = Death(svc.name, code, round(time.monotonic() - self.started_at, 1), svc.tail(30),
+                death = Death(svc.name, code, round(time.monotonic() - self.started_at, 1), svc.tail(400),
                               time.monotonic())
                 self.deaths.append(death)
                 found.append(death)

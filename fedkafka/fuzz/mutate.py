@@ -144,6 +144,8 @@ def mutate_tokens(rng: random.Random, tokens: list[Tok], ops=None) -> str:
             if what:
                 done.append(what)
                 break
+    if not done:  # an empty body (ApiVersions v0) has nothing to lie in: give it a tail
+        done.append(garbage_tail(rng, tokens))
     return "; ".join(done)
 
 

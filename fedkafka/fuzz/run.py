@@ -92,7 +92,16 @@ class Run:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._check_deaths()
+        self._save_hangs()
         return {"elapsed": elapsed}
+
+    def _save_hangs(self) -> None:
+        """Requests left unanswered past the answer timeout, one file (replayable like a crash file)."""
+        if self.stats.hangs:
+            self.corpus.mkdir(parents=True, exist_ok=True)
+            path = self.corpus / f"hangs-seed{self.o.seed}.json"
+            path.write_text(json.dumps({"service": "", "seed": self.o.seed,
+                                        "sends": [r.to_dict() for r in self.stats.hangs]}, indent=1))
 
     # -- watch and probes ------------------------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -120,11 +129,11 @@ class Run:
                "frames_sent_before": self.stats.frames, "log_tail": death.log_tail,
                "sends": [r.to_dict() for r in suspects]}
         path.write_text(json.dumps(doc, indent=1))
-        return {"service": death.service, "how": death.how, "at_seconds": death.at,
+        return {"service": death.service, "how": death.how, "cause": death.cause, "at_seconds": death.at,
                 "frames_sent_before": self.stats.frames, "corpus_file": str(path),
                 "suspects": [f"{r.target} {r.api} {r.mode} ({r.outcome}): {r.desc}"[:300] for r in suspects
                              if r.is_suspect],
-                "log_tail": death.log_tail.splitlines()[-6:]}
+                "log_tail": death.log_tail.splitlines()[-3:]}
 
     async def _probe(self) -> None:
         """Every second: ApiVersions + Metadata on a fresh connection to each Kafka endpoint, /healthz on HTTP."""
@@ -288,7 +297,7 @@ def replay(options: Options, path: Path) -> dict:
             for death in env.check():
                 killers.append({"index": i, "seq": rec.seq, "target": rec.target, "api": rec.api, "desc": rec.desc,
                                 "outcome": outcome, "service": death.service, "how": death.how,
-                                "log_tail": death.log_tail.splitlines()[-4:]})
+                                "cause": death.cause})
                 env.restart(death.service)
     finally:
         env.stop()
