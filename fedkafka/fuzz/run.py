@@ -286,13 +286,14 @@ def replay(options: Options, path: Path) -> dict:
     doc = json.loads(path.read_text())
     records = [Record.from_dict(d) for d in doc["sends"]]
     env, own = start_environment(options)
-    killers = []
+    killers, outcomes = [], []
     try:
         addresses = {"pproxy": env.address("pproxy"), "cproxy": env.address("cproxy"),
                      "nameservice>pproxy": env.address("nameservice"), "nameservice>cproxy": env.address("nameservice"),
                      "controller": env.address("controller"), "nameservice-http": ("127.0.0.1", env.ns_http_port)}
         for i, rec in enumerate(records):
             outcome = asyncio.run(_replay_one(addresses[rec.target], rec))
+            outcomes.append(f"{i} {rec.target} {rec.api} {rec.mode}: {outcome}")
             time.sleep(0.5)
             for death in env.check():
                 killers.append({"index": i, "seq": rec.seq, "target": rec.target, "api": rec.api, "desc": rec.desc,
@@ -303,7 +304,7 @@ def replay(options: Options, path: Path) -> dict:
         env.stop()
         for c in own:
             c.stop()
-    return {"file": str(path), "sends": len(records), "killers": killers}
+    return {"file": str(path), "sends": len(records), "killers": killers, "outcomes": outcomes}
 
 
 async def _replay_one(address: tuple[str, int], rec: Record) -> str:
@@ -314,7 +315,7 @@ async def _replay_one(address: tuple[str, int], rec: Record) -> str:
         await writer.drain()
         if rec.mode == "truncated":
             writer.write_eof()
-        data = await asyncio.wait_for(reader.read(1 << 16), 3)
+        data = await asyncio.wait_for(reader.read(1 << 16), 12)
         return "answered" if data else "closed"
     except TimeoutError:
         return "no-answer"
