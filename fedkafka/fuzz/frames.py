@@ -21,7 +21,7 @@ from typing import Any
 from kio.index import load_request_schema
 
 from fedkafka.fuzz import mutate, records
-from fedkafka.fuzz.tokens import BLOB, COUNT, DATA, FLOAT, INT, LEN, TAGS, Tok
+from fedkafka.fuzz.tokens import BLOB, COUNT, DATA, FLOAT, INT, LEN, TAGS, Tok, serialize
 
 CONSUMER_PROTOCOL_VERSIONS = range(4)  # kio's consumer_protocol_{subscription,assignment} v0-v3
 
@@ -59,8 +59,6 @@ class Frame:
     mutations: list[str] = field(default_factory=list)
 
     def payload(self) -> bytes:
-        from fedkafka.fuzz.tokens import serialize
-
         return serialize(self.header) + serialize(self.body)
 
 
@@ -259,8 +257,6 @@ class _Walker:
 
     def consumer_bytes(self, kind: str) -> bytes:
         """A real ConsumerProtocolSubscription/Assignment: int16 version + that version's entity."""
-        from fedkafka.fuzz.tokens import serialize
-
         version = self.rng.choice(CONSUMER_PROTOCOL_VERSIONS)
         module = __import__(f"kio.schema.consumer_protocol_{kind}.v{version}.data", fromlist=["x"])
         tp = getattr(module, f"ConsumerProtocol{kind.capitalize()}")

@@ -67,7 +67,7 @@ class HttpGenerator:
             body, what = self._invalid_body()
             if method == "DELETE" and not path.startswith("/v1/topics/nx-"):
                 method = "GET"
-            if path.rstrip("/") == "/v1/producer-id-blocks":
+            if path.split("?")[0].rstrip("/") == "/v1/producer-id-blocks":  # the only write without a body
                 method = "GET"
         else:
             body, what = self._any_body()
