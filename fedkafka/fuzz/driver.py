@@ -2,7 +2,8 @@
 
 A connection is reused until the peer closes it, so a lie can follow valid traffic on the same socket.
 Every answer must carry the correlation id of its request, in order; a request left unanswered for
-`answer_timeout` seconds is counted (per api) and its connection dropped.
+`answer_timeout` seconds (three times that for JoinGroup and SyncGroup) is counted per api, kept for the
+corpus, and its connection dropped.
 """
 
 from __future__ import annotations
@@ -90,18 +91,19 @@ class KafkaWorker:
     """One fuzz connection to one Kafka endpoint."""
 
     def __init__(self, target: str, address: tuple[str, int], gen: Generator, recorder: Recorder, stats: Stats,
-                 answer_timeout: float = 10.0):
+                 answer_timeout: float = 5.0):
         self.target, self.address, self.gen = target, address, gen
         self.recorder, self.stats, self.answer_timeout = recorder, stats, answer_timeout
         self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def run(self, budget: Budget) -> None:
         try:
-            while budget.take():
+            while budget.open():
                 send = self.gen.next()
                 if not await self._connect():
-                    budget.give_back()
                     continue
+                if not budget.take(send.frames):
+                    break
                 rec = self.recorder.sent(self.target, send)
                 self.stats.sends += 1
                 self.stats.frames += send.frames
@@ -176,12 +178,14 @@ class KafkaWorker:
 
     async def _answer(self, reader: asyncio.StreamReader, corr: int | None, send: Send) -> str:
         started = time.monotonic()
+        # JoinGroup and SyncGroup wait for the group's rebalance (the frames ask for 6-10 s) before answering
+        timeout = self.answer_timeout * (3 if send.api.split("/")[0] in ("11", "14") else 1)
         try:
-            head = await asyncio.wait_for(reader.readexactly(4), self.answer_timeout)
+            head = await asyncio.wait_for(reader.readexactly(4), timeout)
             (size,) = struct.unpack(">i", head)
             if size < 4 or size > MAX_ANSWER:
                 return "bad-answer-size"
-            body = await asyncio.wait_for(reader.readexactly(size), self.answer_timeout)
+            body = await asyncio.wait_for(reader.readexactly(size), timeout)
         except TimeoutError:
             self.stats.unanswered_by_api[send.api] += 1
             if len(self.stats.unanswered_samples) < 30:
@@ -208,21 +212,17 @@ class Budget:
 
     def __init__(self, frames: int | None, deadline: float):
         self.left, self.deadline = frames, deadline
-        self.stopped = False
 
-    def take(self) -> bool:
-        if self.stopped or time.monotonic() >= self.deadline:
-            return False
-        if self.left is None:
-            return True
-        if self.left <= 0:
-            return False
-        self.left -= 1
-        return True
+    def open(self) -> bool:
+        return time.monotonic() < self.deadline and (self.left is None or self.left > 0)
 
-    def give_back(self) -> None:
+    def take(self, frames: int) -> bool:
+        """Whether `frames` more may go (a burst that would overshoot the budget is not sent)."""
+        if not self.open() or (self.left is not None and frames > self.left):
+            return False
         if self.left is not None:
-            self.left += 1
+            self.left -= frames
+        return True
 
 
 async def probe_kafka(address: tuple[str, int], probe_frames: list[bytes], timeout: float = 5.0) -> str | None:

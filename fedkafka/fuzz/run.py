@@ -37,7 +37,7 @@ class Options:
     connections: int = 8
     http_rate: float = 10.0
     good_rate: float = 50.0
-    answer_timeout: float = 10.0
+    answer_timeout: float = 5.0
     workdir: Path = Path("fuzz-run")
     corpus: Path | None = None  # default: workdir/corpus
     clusters: dict[str, str] = field(default_factory=dict)  # empty: start two local clusters

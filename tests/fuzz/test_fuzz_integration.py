@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_short_fuzz_run_kills_nothing_and_disturbs_no_one(kafka_clusters, tmp_path):
-    options = Options(seed=1, duration=40, connections=8, workdir=tmp_path / "fuzz", tag="fuzz-short",
+    options = Options(seed=3, frames=4000, duration=60, connections=8, workdir=tmp_path / "fuzz", tag="fuzz-short",
                       clusters={c.name: c.bootstrap for c in kafka_clusters[:2]})
     report = run(options)
     (tmp_path / "report.json").write_text(json.dumps(report, indent=2))

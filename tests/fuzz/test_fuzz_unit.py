@@ -12,7 +12,7 @@ import pytest
 from kio.serial import entity_writer
 
 from fedkafka.fuzz import mutate, records
-from fedkafka.fuzz.driver import Record, Recorder
+from fedkafka.fuzz.driver import Budget, Record, Recorder
 from fedkafka.fuzz.frames import Values, build_frame, request_schema
 from fedkafka.fuzz.generator import Generator, Send
 from fedkafka.fuzz.httpfuzz import WRITES, HttpGenerator
@@ -146,3 +146,12 @@ def test_crash_files_keep_the_bytes_and_mark_suspects(tmp_path):
     path.write_text(json.dumps([r.to_dict() for r in kept]))
     again = [Record.from_dict(d) for d in json.loads(path.read_text())]
     assert [r.data for r in again] == [s.data for s in sends[2:]]
+
+
+def test_the_frame_budget_counts_every_frame_of_a_burst_and_never_overshoots():
+    budget = Budget(frames=10, deadline=float("inf"))
+    assert budget.take(8) and not budget.take(3) and budget.take(2)
+    assert not budget.open() and not budget.take(1)
+    unlimited = Budget(frames=None, deadline=float("inf"))
+    assert all(unlimited.take(5) for _ in range(1000))
+    assert not Budget(frames=None, deadline=0.0).open()
