@@ -58,6 +58,9 @@ class Stats:
     unanswered_by_api: collections.Counter = field(default_factory=collections.Counter)
     unanswered_samples: list[str] = field(default_factory=list)
     hangs: list[Record] = field(default_factory=list)  # unanswered sends, kept whole for the corpus
+    # well-formed requests (lies only inside record batches or consumer-protocol bytes) answered by a close;
+    # the report leaves out those closed while a process was down or restarting
+    dropped: list[Record] = field(default_factory=list)
     slowest_by_api: dict[str, float] = field(default_factory=dict)
     mismatched: list[str] = field(default_factory=list)
     connect_failures: int = 0
@@ -110,9 +113,15 @@ class KafkaWorker:
                 self.stats.per_target[self.target] += send.frames
                 rec.outcome = await self._exchange(send)
                 rec.done_at = time.monotonic()
+                if rec.outcome == "closed" and send.wellformed and not send.closes:
+                    self._dropped(send, rec)
                 self.stats.outcomes[rec.outcome] += 1
         finally:
             self._drop()
+
+    def _dropped(self, send: Send, rec: Record) -> None:
+        if len(self.stats.dropped) < 5000:
+            self.stats.dropped.append(rec)
 
     async def _connect(self) -> bool:
         if self.conn is not None:

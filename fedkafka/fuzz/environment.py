@@ -142,7 +142,12 @@ class Environment:
 
     @property
     def fuzz_topics(self) -> dict[str, int]:
-        return {f"{self.tag}-a": self.partitions, f"{self.tag}-b": 1}
+        return {f"{self.tag}-a": self.partitions, f"{self.tag}-b": 1, self.idle_topic: 1}
+
+    @property
+    def idle_topic(self) -> str:
+        """Never produced to by the fuzz, so a Fetch at offset 0 there waits for its max_wait."""
+        return f"{self.tag}-idle"
 
     def address(self, name: str) -> tuple[str, int]:
         return "127.0.0.1", self.services[name].port

@@ -33,11 +33,12 @@ class Values:
     topics: dict[str, int]
     groups: list[str]
     client_ids: list[str] = field(default_factory=lambda: ["fuzz"])
+    idle: frozenset[str] = frozenset()  # topics never produced to: a Fetch there waits its whole max_wait
 
-    def topic(self, rng: random.Random) -> str:
+    def topic(self, rng: random.Random, writing: bool = False) -> str:
         if rng.random() < 0.05:
             return rng.choice(["", "no-such-topic", "x" * 300, "__consumer_offsets", "a/b", "ü"])
-        return rng.choice(sorted(self.topics))
+        return rng.choice(sorted(set(self.topics) - self.idle if writing else self.topics))
 
     def partition(self, rng: random.Random, topic: str | None = None) -> int:
         count = self.topics.get(topic, max(self.topics.values()))
@@ -201,7 +202,7 @@ class _Walker:
                                  "client_rack"):
             return None
         if name in ("topic", "name", "topic_name") and owner is not None and "Protocol" not in owner.__name__:
-            self.topic = self.values.topic(rng)
+            self.topic = self.values.topic(rng, writing="Produce" in owner.__name__)
             return self.topic
         if name in ("group_id", "key", "coordinator_keys", "groups", "groups_names"):
             return rng.choice(self.values.groups)

@@ -34,6 +34,7 @@ class Send:
     desc: str = ""
     api: str = ""  # "key/version" of the (first) request
     closes: bool = False  # the send ends by closing (or expects the peer to close)
+    wellformed: bool = False  # every request decodes as its schema (lies only inside records/consumer bytes)
 
     @property
     def frames(self) -> int:
@@ -54,8 +55,8 @@ class Generator:
         return getattr(self, f"_{mode}")()
 
     # -- one request --------------------------------------------------------------------------------------------
-    def request(self) -> tuple[bytes, int | None, bool, str, str]:
-        """(payload, expected correlation id, answer expected, description, api) of one request frame."""
+    def request(self) -> tuple[bytes, int | None, bool, str, str, bool]:
+        """(payload, expected correlation id, answer expected, description, api, well-formed) of one request."""
         rng = self.rng
         key, version = rng.choices(self.apis, weights=self.weights)[0]
         self.correlation = (self.correlation + 1) & 0x7FFFFFFF
@@ -63,6 +64,7 @@ class Generator:
         nested = style if style in ("records", "consumer") else None
         frame = build_frame(rng, key, version, self.correlation, self.values, nested=nested)
         corr: int | None = frame.correlation_id
+        wellformed = style == "valid" or bool(nested and frame.mutations)
         if style == "tokens" or (nested and not frame.mutations):
             frame.mutations.append(mutate.mutate_tokens(rng, frame.body, mutate.STRUCTURED))
             frame.expect_answer = _expects_answer(frame)
@@ -72,22 +74,25 @@ class Generator:
             frame.mutations.append(_header_lie(rng, frame))
             corr = None
         desc = "; ".join(m for m in frame.mutations if m) or "valid"
-        return frame.payload(), corr if frame.expect_answer else None, frame.expect_answer, desc, f"{key}/{version}"
+        return (frame.payload(), corr if frame.expect_answer else None, frame.expect_answer, desc, f"{key}/{version}",
+                wellformed)
 
     def _frame(self) -> Send:
-        payload, corr, answered, desc, api = self.request()
-        return Send("frame", _prefixed(payload), [corr] if answered else [], desc, api, closes=not answered)
+        payload, corr, answered, desc, api, wellformed = self.request()
+        return Send("frame", _prefixed(payload), [corr] if answered else [], desc, api, closes=not answered,
+                    wellformed=wellformed)
 
     def _pipeline(self) -> Send:
-        parts, corrs, descs, api = [], [], [], ""
+        parts, corrs, descs, api, all_wellformed = [], [], [], "", True
         for _ in range(self.rng.choice([2, 3, 5, 8])):
-            payload, corr, answered, desc, api = self.request()
+            payload, corr, answered, desc, api, wellformed = self.request()
+            all_wellformed = all_wellformed and wellformed
             parts.append(_prefixed(payload))
             descs.append(desc)
             if not answered:  # an unanswered request (acks=0) ends the burst: what follows cannot be matched
                 return Send("pipeline", b"".join(parts), corrs, " | ".join(descs), api, closes=True)
             corrs.append(corr)
-        return Send("pipeline", b"".join(parts), corrs, " | ".join(descs), api)
+        return Send("pipeline", b"".join(parts), corrs, " | ".join(descs), api, wellformed=all_wellformed)
 
     def _slow(self) -> Send:
         send = self._frame()
@@ -108,7 +113,7 @@ class Generator:
         return Send("garbage", _prefixed(body), [None], f"garbage {len(body)}", closes=True)
 
     def _truncated(self) -> Send:
-        payload, *_ignored, desc, api = self.request()
+        payload, _corr, _answered, desc, api, _wellformed = self.request()
         keep = self.rng.randrange(len(payload))
         claimed = len(payload) + self.rng.choice([0, 1, 1000])
         return Send("truncated", struct.pack(">i", claimed) + payload[:keep], [],

@@ -4,6 +4,7 @@ then the report. `replay` sends a saved corpus file's sends one by one and names
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import socket
@@ -52,6 +53,7 @@ class Run:
         self.recorder = Recorder()
         self.probes = {"sent": 0, "failed": 0, "failures": []}
         self.crashes: list[dict] = []
+        self.outages: list[list[float]] = []  # [from, to] monotonic: a process dead or restarting
         self.corpus = options.corpus or options.workdir / "corpus"
         self.running = True
 
@@ -73,7 +75,7 @@ class Run:
         workers = []
         for i in range(self.o.connections):
             name, address, table, client_ids = targets[i % len(targets)]
-            values = Values(dict(self.env.fuzz_topics), groups, client_ids)
+            values = Values(dict(self.env.fuzz_topics), groups, client_ids, idle=frozenset({self.env.idle_topic}))
             workers.append(KafkaWorker(name, address, Generator(self.o.seed, i, table, values), self.recorder,
                                        self.stats, self.o.answer_timeout))
         http = HttpWorker({"controller": self.env.address("controller"),
@@ -96,23 +98,28 @@ class Run:
         return {"elapsed": elapsed}
 
     def _save_hangs(self) -> None:
-        """Requests left unanswered past the answer timeout, one file (replayable like a crash file)."""
-        if self.stats.hangs:
-            self.corpus.mkdir(parents=True, exist_ok=True)
-            path = self.corpus / f"hangs-seed{self.o.seed}.json"
-            path.write_text(json.dumps({"service": "", "seed": self.o.seed,
-                                        "sends": [r.to_dict() for r in self.stats.hangs]}, indent=1))
+        """Requests left unanswered past the answer timeout, and well-formed ones answered by a close: one file
+        each (replayable like a crash file)."""
+        for kind, recs in (("hangs", self.stats.hangs), ("dropped", self.dropped()[:30])):
+            if recs:
+                self.corpus.mkdir(parents=True, exist_ok=True)
+                path = self.corpus / f"{kind}-seed{self.o.seed}.json"
+                path.write_text(json.dumps({"service": "", "seed": self.o.seed, "sends": [r.to_dict() for r in recs]},
+                                           indent=1))
 
     # -- watch and probes ------------------------------------------------------------------------------------
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             for death in self._check_deaths():
+                outage = [death.noticed_at - 1.5, float("inf")]
+                self.outages.append(outage)
                 if self.o.restart:
                     try:
                         await loop.run_in_executor(None, self.env.restart, death.service)
                     except RuntimeError as exc:
                         self.crashes[-1]["restart_failed"] = str(exc)[-500:]
+                    outage[1] = time.monotonic() + 1.0
             await asyncio.sleep(0.25)
 
     def _check_deaths(self) -> list[Death]:
@@ -134,6 +141,11 @@ class Run:
                 "suspects": [f"{r.target} {r.api} {r.mode} ({r.outcome}): {r.desc}"[:300] for r in suspects
                              if r.is_suspect],
                 "log_tail": death.log_tail.splitlines()[-3:]}
+
+    def dropped(self) -> list[Record]:
+        """Well-formed requests answered by a close while every process was up."""
+        return [r for r in self.stats.dropped
+                if not any(start <= (r.done_at or 0.0) <= end for start, end in self.outages)]
 
     async def _probe(self) -> None:
         """Every second: ApiVersions + Metadata on a fresh connection to each Kafka endpoint, /healthz on HTTP."""
@@ -254,7 +266,11 @@ def report(options: Options, env: Environment, fuzz: Run, elapsed: float, good: 
         "probes": fuzz.probes, "good_client": good, "services": services,
         "unanswered_by_api": dict(st.unanswered_by_api), "unanswered_samples": st.unanswered_samples,
         "slowest_answer_by_api": dict(slowest),
-        "correlation_mismatches": st.mismatched, "connect_failures": st.connect_failures,
+        "correlation_mismatches": st.mismatched,
+        "wellformed_answered_by_close": dict(collections.Counter(r.api for r in fuzz.dropped())),
+        "wellformed_answered_by_close_samples": [f"{r.target} {r.api} {r.mode}: {r.desc}"[:300]
+                                                 for r in fuzz.dropped()[:30]],
+        "connect_failures": st.connect_failures,
         "http": {"requests": fuzz.http_stats.requests, "status": fuzz.http_stats.status,
                  "server_errors": fuzz.http_stats.server_errors, "accepted_writes": fuzz.http_stats.accepted_writes,
                  "unauthenticated_ok": fuzz.http_stats.unauthenticated_ok, "unanswered": fuzz.http_stats.unanswered},
