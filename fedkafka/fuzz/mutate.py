@@ -39,7 +39,9 @@ def change_length(rng: random.Random, tokens: list[Tok]) -> str:
 
 
 def change_number(rng: random.Random, tokens: list[Tok]) -> str:
-    tok = _pick(rng, tokens, (INT,))
+    """A boundary value in a number; waits and timeouts (what a hostile client stretches) are drawn more often."""
+    timing = [t for t in tokens if t.kind == INT and ("wait" in t.path or "timeout" in t.path)]
+    tok = rng.choice(timing) if timing and rng.random() < 0.3 else _pick(rng, tokens, (INT,))
     if tok is None:
         return ""
     old, tok.value = tok.value, hostile_number(rng, tok)
