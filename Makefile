@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fedkafka-installed
 CLUSTERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: up up-local down status demo test lint bench clean install lock soak-replicated
+.PHONY: up up-local down status demo test lint bench fuzz clean install lock soak-replicated
 
 install: $(STAMP)
 
@@ -61,11 +61,11 @@ bench: $(STAMP)
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Long runs, not part of `make bench`: the checker on 3 clusters x 3 brokers with a scale-up, a decommission,
-# a rolling restart and broker kills every few minutes (DURATION seconds, 30 minutes by default).
-DURATION ?= 1800
+# a rolling restart and broker kills every few minutes (SOAK_DURATION seconds, 30 minutes by default).
+SOAK_DURATION ?= 1800
 soak-replicated: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
-	$(BIN)/python bench/replicated_soak.py --duration $(DURATION)
+	$(BIN)/python bench/replicated_soak.py --duration $(SOAK_DURATION)
 
 # Re-resolve the lock from pyproject.toml in a scratch virtualenv (after changing a dependency), then `make install`.
 lock:
@@ -73,6 +73,22 @@ lock:
 	.lock-venv/bin/pip install -q -e '.[dev]'
 	{ sed -n '1,3p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^fedkafka'; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .lock-venv
+
+# The fuzz harness against a fresh federation (two local clusters, controller, pproxy, cproxy, name service):
+# `make fuzz DURATION=600`, `make fuzz FRAMES=1000000` (then no time limit), SEED=, CONNECTIONS=; crash files
+# (the killing frame and the ones before it) go to FUZZ_CORPUS, replayed by `make fuzz REPLAY=<file>`.
+DURATION ?=
+FRAMES ?=
+SEED ?= 1
+CONNECTIONS ?= 8
+FUZZ_CORPUS ?= fuzz-corpus
+REPLAY ?=
+FUZZ_ARGS := --seed $(SEED) --connections $(CONNECTIONS) --corpus $(FUZZ_CORPUS) \
+	$(if $(DURATION),--duration $(DURATION)) $(if $(FRAMES),--frames $(FRAMES)) $(if $(REPLAY),--replay $(REPLAY))
+
+fuzz: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	$(BIN)/python -m fedkafka.fuzz $(FUZZ_ARGS)
 
 clean: down
 	rm -rf $(VENV) .fedkafka .pytest_cache .ruff_cache
