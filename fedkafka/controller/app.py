@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -19,6 +19,12 @@ from fedkafka.controller.workflow_api import add_routes as add_workflow_routes
 from fedkafka.controller.workflows import WorkflowEngine
 
 MAX_WAIT_MS = 60_000
+# Numbers the config database stores as BIGINT: a larger one is refused (422) before it reaches a query, where
+# it raised OverflowError (a 500), or worse, sat in a batch of lease renewals and failed the whole batch's write.
+BIGINT_MAX = 2**63 - 1
+Version = Annotated[int, Field(ge=-1, le=BIGINT_MAX)]
+RowId = Annotated[int, Path(ge=0, le=BIGINT_MAX)]
+After = Annotated[int, Query(ge=-1, le=BIGINT_MAX)]
 
 
 class ClusterBody(BaseModel):
@@ -39,13 +45,13 @@ class TopicBody(BaseModel):
 class ProxyBody(BaseModel):
     instance_id: str
     host: str
-    port: int
+    port: int = Field(ge=0, le=65535)
     role: Literal["pproxy", "cproxy", "both"]
     pool: str = "default"
 
 
 class HeartbeatBody(BaseModel):
-    applied_version: int
+    applied_version: Version
     load: dict = Field(default_factory=dict)
 
 
@@ -96,7 +102,7 @@ def create_app(controller: Controller, token: str, background: bool = True) -> F
     api = Depends(auth)
 
     @app.get("/v1/view", dependencies=[api])
-    async def get_view(after: int | None = None, wait_ms: int = Query(0, ge=0, le=MAX_WAIT_MS),
+    async def get_view(after: After | None = None, wait_ms: int = Query(0, ge=0, le=MAX_WAIT_MS),
                        delta: bool = False):
         """Full view; with `after`, long-poll: 200 once version > after, 204 after wait_ms.
         With `delta=true` the answer is `{"delta": ...}` when `after` is still in the history."""
@@ -110,7 +116,7 @@ def create_app(controller: Controller, token: str, background: bool = True) -> F
         return Response(pub.body, media_type="application/json")
 
     @app.get("/v1/view/stream", dependencies=[api])
-    async def stream_view(after: int = -1, keepalive_ms: int = Query(15_000, ge=100, le=MAX_WAIT_MS)):
+    async def stream_view(after: After = -1, keepalive_ms: int = Query(15_000, ge=100, le=MAX_WAIT_MS)):
         """Subscription as a stream: one JSON view per line whenever the version grows past the last sent
         (an empty line every keepalive_ms). Far cheaper per change than a long-poll round trip."""
         pub = controller.publisher
@@ -132,7 +138,7 @@ def create_app(controller: Controller, token: str, background: bool = True) -> F
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool)
 
     @app.post("/v1/proxies/{node_id}/heartbeat", dependencies=[api])
-    async def heartbeat(node_id: int, body: HeartbeatBody):
+    async def heartbeat(node_id: RowId, body: HeartbeatBody):
         # a known live proxy is renewed in memory, on the loop; others need the database (threadpool)
         return (controller.renew_lease(node_id, body.applied_version, body.load)
                 or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Annotated
+
+from fastapi import FastAPI, Path
 from pydantic import BaseModel
 
 from fedkafka.controller.workflows import WorkflowEngine
@@ -26,5 +28,5 @@ def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
         return engine.list()
 
     @app.get("/v1/workflows/{run_id}", dependencies=[api])
-    def workflow(run_id: int):
+    def workflow(run_id: Annotated[int, Path(ge=0, le=2**63 - 1)]):  # a BIGINT row id
         return engine.get(run_id)

@@ -262,3 +262,18 @@ def test_the_lease_loop_drops_a_silent_proxy_and_keeps_a_heartbeating_one(make_a
         time.sleep(0.1)
     assert [p["node_id"] for p in api.get("/v1/view").json()["proxies"]] == [alive["node_id"]]
     assert [p["node_id"] for p in api.get("/v1/status").json()["proxies"]] == [alive["node_id"]]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("GET", "/v1/workflows/99999999999999999999999", None),
+    ("GET", "/v1/workflows/-1", None),
+    ("POST", "/v1/proxies/99999999999999999999999/heartbeat", {"applied_version": 1}),
+    ("POST", "/v1/proxies/1/heartbeat", {"applied_version": 2**64}),
+    ("GET", "/v1/view?after=99999999999999999999999", None),
+    ("PUT", "/v1/topics/t", {"partitions": 2**70}),
+    ("POST", "/v1/proxies", {"instance_id": "i", "host": "h", "port": 2**70, "role": "both"}),
+])
+def test_numbers_a_database_cannot_hold_are_refused_not_an_internal_error(make_api, method, path, body):
+    api = make_api()
+    res = api.request(method, path, json=body)
+    assert res.status_code == 422, res.text
