@@ -236,3 +236,19 @@ def test_list_groups_asks_every_broker_of_the_coordination_cluster():
               for g in ("a", "b")]
     assert [g.group_id for g in fan.finish(listed).groups] == ["a", "b"]
     assert fan.finish([listed[0], UpstreamError("c1", "x")]).error_code == ErrorCode.coordinator_not_available
+
+
+def test_fetch_v4_whose_answers_have_no_log_start_offset_is_translated():
+    """Fetch v4's partition answers have no log_start_offset (v5 added it); the fuzz harness found the cproxy
+    failing with AttributeError on every Fetch v4 that returned data."""
+    request = build(request_type(1, 4), {
+        "replica_id": -1, "max_wait": datetime.timedelta(milliseconds=500), "min_bytes": 1, "max_bytes": 1 << 20,
+        "isolation_level": 0, "topics": [{"topic": "log", "partitions": [
+            {"partition": 1, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}]})
+    plan = fetch.handle(ctx(), None, request)
+    answer = build(response_type(1, 4), {"responses": [{"topic": "t", "partitions": [
+        {"partition_index": 1, "error_code": ErrorCode.none, "high_watermark": 3, "last_stable_offset": 3,
+         "aborted_transactions": None, "records": batch(0, 3)}]}]})
+    out = partitions(plan.finish([answer]))
+    assert out[("log", 1)].error_code == ErrorCode.none and out[("log", 1)].high_watermark == 3
+    assert out[("log", 1)].records

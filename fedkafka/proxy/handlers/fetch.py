@@ -175,7 +175,8 @@ def _partition_answer(chain: PartitionChain, seg: Segment, pd, budget: _Budget) 
         "error_code": ErrorCode.none,
         "high_watermark": logical_high_watermark(chain, seg, pd.high_watermark),
         "last_stable_offset": logical_high_watermark(chain, seg, lso) if lso >= 0 else lso,
-        "log_start_offset": _logical_log_start(chain, seg, pd.log_start_offset),
+        # Fetch v4 answers carry no log start (v5 added it): unknown, as the broker would say
+        "log_start_offset": _logical_log_start(chain, seg, getattr(pd, "log_start_offset", -1)),
         "aborted_transactions": None if aborted is None else [
             {"producer_id": a.producer_id, "first_offset": seg.to_logical(a.first_offset)} for a in aborted],
         "preferred_read_replica": -1,
