@@ -1,0 +1,205 @@
+"""A bounded walk over a frame, by kio schema, before kio's native decoder sees it.
+
+kio's native reader sizes an array from its declared element count before reading any element: a frame
+declaring 2^32 elements makes it ask for tens of GB, and a failed allocation in native code aborts the whole
+process (no exception to catch). So every declared length (arrays, strings, bytes, records, tagged fields)
+is first checked against the bytes actually left, by walking the same field layout kio reads. The walk
+follows kio's own field classification (`kio.serial._introspect`), so it reads exactly the bytes kio will.
+It is lenient about values (null markers, unicode): those kio refuses with an exception, which is safe.
+
+`check(entity_type)(buf, pos, end) -> pos after the entity`; OutOfBounds on any length past `end`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Callable
+from functools import cache
+
+from kio.serial._introspect import (
+    EntityField,
+    EntityTupleField,
+    PrimitiveTupleField,
+    classify_field,
+    get_field_tag,
+    get_schema_field_type,
+    is_optional,
+)
+
+Check = Callable[[bytes | memoryview, int, int], int]
+
+_FIXED = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "error_code": 2, "int32": 4, "uint32": 4,
+          "timedelta_i32": 4, "int64": 8, "uint64": 8, "float64": 8, "timedelta_i64": 8, "datetime_i64": 8,
+          "uuid": 16}
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+
+class OutOfBounds(ValueError):
+    """A declared length larger than the bytes left (or malformed), found before anything was allocated."""
+
+
+def check(entity_type: type) -> Check:
+    """The walker for one kio entity type (cached)."""
+    return _entity(entity_type).walk
+
+
+@dataclasses.dataclass(slots=True)
+class _Walker:
+    walk: Check
+    min_size: int  # fewest bytes one instance can take: bounds element counts
+    fixed_size: int | None  # every instance takes exactly this many bytes (arrays of it are skipped at once)
+
+
+def _uvarint(buf, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it); at most 5 bytes, as kio reads them."""
+    value = shift = 0
+    for i in range(pos, min(pos + 5, end)):
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i + 1
+        shift += 7
+    raise OutOfBounds(f"bad or truncated varint at byte {pos}")
+
+
+def _need(pos: int, size: int, end: int, what: str) -> int:
+    if size > end - pos:
+        raise OutOfBounds(f"{what} of {size} bytes at byte {pos}, only {end - pos} left")
+    return pos + size
+
+
+# -- lengths of strings and bytes -----------------------------------------------------------------------
+def _compact_bytes(buf, pos: int, end: int) -> int:
+    n, pos = _uvarint(buf, pos, end)
+    return pos if n == 0 else _need(pos, n - 1, end, "compact string/bytes")
+
+
+def _legacy_string(buf, pos: int, end: int) -> int:
+    _need(pos, 2, end, "string length")
+    (n,) = _I16.unpack_from(buf, pos)
+    return pos + 2 if n < 0 else _need(pos + 2, n, end, "string")
+
+
+def _legacy_bytes(buf, pos: int, end: int) -> int:
+    _need(pos, 4, end, "bytes length")
+    (n,) = _I32.unpack_from(buf, pos)
+    return pos + 4 if n < 0 else _need(pos + 4, n, end, "bytes")
+
+
+def _primitive(kafka_type: str, flexible: bool) -> _Walker:
+    if kafka_type in _FIXED:
+        size = _FIXED[kafka_type]
+        return _Walker(lambda _buf, pos, end: _need(pos, size, end, kafka_type), size, size)
+    if kafka_type not in ("string", "bytes", "records"):
+        raise TypeError(f"no bounds check for kafka_type {kafka_type!r}")
+    if flexible:
+        return _Walker(_compact_bytes, 1, None)
+    return _Walker(_legacy_string, 2, None) if kafka_type == "string" else _Walker(_legacy_bytes, 4, None)
+
+
+# -- arrays ---------------------------------------------------------------------------------------------
+def _array(item: _Walker, flexible: bool) -> _Walker:
+    per_item = max(item.min_size, 1)
+    item_walk, fixed = item.walk, item.fixed_size
+
+    def items(buf, pos: int, end: int, count: int) -> int:
+        if count * per_item > end - pos:  # the check that keeps kio from allocating for a lie
+            raise OutOfBounds(f"array of {count} elements at byte {pos}, only {end - pos} bytes left")
+        if fixed is not None:
+            return pos + count * fixed
+        for _ in range(count):
+            pos = item_walk(buf, pos, end)
+        return pos
+
+    def compact(buf, pos: int, end: int) -> int:
+        n, pos = _uvarint(buf, pos, end)
+        return pos if n == 0 else items(buf, pos, end, n - 1)
+
+    def legacy(buf, pos: int, end: int) -> int:
+        _need(pos, 4, end, "array length")
+        (n,) = _I32.unpack_from(buf, pos)
+        return pos + 4 if n < 0 else items(buf, pos + 4, end, n)
+
+    return _Walker(compact, 1, None) if flexible else _Walker(legacy, 4, None)
+
+
+# -- entities -------------------------------------------------------------------------------------------
+def _nullable(inner: _Walker) -> _Walker:
+    """KIP-893 nullable struct: an int8 marker (-1 null) before the struct."""
+    def walk(buf, pos: int, end: int) -> int:
+        _need(pos, 1, end, "struct marker")
+        return pos + 1 if buf[pos] == 0xFF else inner.walk(buf, pos + 1, end)
+    return _Walker(walk, 1, None)
+
+
+def _field(entity_type: type, field: dataclasses.Field, is_tag: bool) -> _Walker:
+    flexible = entity_type.__flexible__
+    if entity_type.__name__ == "RequestHeader" and field.name == "client_id":
+        return _Walker(_legacy_string, 2, None)  # Kafka's special case: always a legacy string
+    optional = False if is_tag else is_optional(field)  # as kio decides it (see its entity_writer)
+    kind = classify_field(field)
+    match kind:
+        case EntityField(tp):
+            walker = _nullable(_entity(tp)) if optional else _entity(tp)
+        case EntityTupleField(tp):
+            walker = _entity(tp)
+        case _:
+            walker = _primitive(get_schema_field_type(field), flexible)
+    if isinstance(kind, EntityTupleField | PrimitiveTupleField):
+        walker = _array(walker, flexible)
+    return walker
+
+
+@cache
+def _entity(entity_type: type) -> _Walker:
+    plain: list[_Walker] = []
+    tagged: dict[int, _Walker] = {}
+    for field in dataclasses.fields(entity_type):
+        tag = get_field_tag(field)
+        if tag is None:
+            plain.append(_field(entity_type, field, is_tag=False))
+        else:
+            tagged[tag] = _field(entity_type, field, is_tag=True)
+    flexible = entity_type.__flexible__
+    steps = _merge_fixed(plain)
+    tags = _tagged_fields(tagged) if flexible else None
+
+    def walk(buf, pos: int, end: int) -> int:
+        for step in steps:
+            pos = _need(pos, step, end, entity_type.__name__) if step.__class__ is int else step(buf, pos, end)
+        return pos if tags is None else tags(buf, pos, end)
+
+    min_size = sum(w.min_size for w in plain) + (1 if flexible else 0)
+    fixed = None if flexible or any(w.fixed_size is None for w in plain) else min_size
+    return _Walker(walk, min_size, fixed)
+
+
+def _merge_fixed(walkers: list[_Walker]) -> list[int | Check]:
+    """Runs of fixed-size fields become one byte count: one bounds check instead of one call per field."""
+    steps: list[int | Check] = []
+    for w in walkers:
+        if w.fixed_size is not None and steps and isinstance(steps[-1], int):
+            steps[-1] += w.fixed_size
+        else:
+            steps.append(w.fixed_size if w.fixed_size is not None else w.walk)
+    return steps
+
+
+def _tagged_fields(known: dict[int, _Walker]) -> Check:
+    """uvarint count, then per field uvarint tag, uvarint size, value. A known tag's value must fit its size."""
+    def walk(buf, pos: int, end: int) -> int:
+        count, pos = _uvarint(buf, pos, end)
+        if count * 2 > end - pos:
+            raise OutOfBounds(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
+        for _ in range(count):
+            tag, pos = _uvarint(buf, pos, end)
+            size, pos = _uvarint(buf, pos, end)
+            stop = _need(pos, size, end, f"tagged field {tag}")
+            walker = known.get(tag)
+            if walker is not None:
+                walker.walk(buf, pos, stop)
+            pos = stop
+        return pos
+    return walk
