@@ -54,6 +54,8 @@ class _Walker:
 
 def _uvarint(buf, pos: int, end: int) -> tuple[int, int]:
     """(value, position after it); at most 5 bytes, as kio reads them."""
+    if pos < end and buf[pos] < 0x80:  # the common one-byte case, without the loop
+        return buf[pos], pos + 1
     value = shift = 0
     for i in range(pos, min(pos + 5, end)):
         b = buf[i]
@@ -190,6 +192,8 @@ def _merge_fixed(walkers: list[_Walker]) -> list[int | Check]:
 def _tagged_fields(known: dict[int, _Walker]) -> Check:
     """uvarint count, then per field uvarint tag, uvarint size, value. A known tag's value must fit its size."""
     def walk(buf, pos: int, end: int) -> int:
+        if pos < end and buf[pos] == 0:  # no tagged fields: the common case
+            return pos + 1
         count, pos = _uvarint(buf, pos, end)
         if count * 2 > end - pos:
             raise OutOfBounds(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
