@@ -50,6 +50,7 @@ class _Walker:
     walk: Check
     min_size: int  # fewest bytes one instance can take: bounds element counts
     fixed_size: int | None  # every instance takes exactly this many bytes (arrays of it are skipped at once)
+    item: _Walker | None = None  # arrays: the element's walker
 
 
 def _uvarint(buf, pos: int, end: int) -> tuple[int, int]:
@@ -124,7 +125,7 @@ def _array(item: _Walker, flexible: bool) -> _Walker:
         (n,) = _I32.unpack_from(buf, pos)
         return pos + 4 if n < 0 else items(buf, pos + 4, end, n)
 
-    return _Walker(compact, 1, None) if flexible else _Walker(legacy, 4, None)
+    return _Walker(compact, 1, None, item) if flexible else _Walker(legacy, 4, None, item)
 
 
 # -- entities -------------------------------------------------------------------------------------------
@@ -156,37 +157,100 @@ def _field(entity_type: type, field: dataclasses.Field, is_tag: bool) -> _Walker
 
 @cache
 def _entity(entity_type: type) -> _Walker:
-    plain: list[_Walker] = []
+    plain: list[tuple[dataclasses.Field, _Walker]] = []
     tagged: dict[int, _Walker] = {}
     for field in dataclasses.fields(entity_type):
         tag = get_field_tag(field)
         if tag is None:
-            plain.append(_field(entity_type, field, is_tag=False))
+            plain.append((field, _field(entity_type, field, is_tag=False)))
         else:
             tagged[tag] = _field(entity_type, field, is_tag=True)
     flexible = entity_type.__flexible__
-    steps = _merge_fixed(plain)
-    tags = _tagged_fields(tagged) if flexible else None
-
-    def walk(buf, pos: int, end: int) -> int:
-        for step in steps:
-            pos = _need(pos, step, end, entity_type.__name__) if step.__class__ is int else step(buf, pos, end)
-        return pos if tags is None else tags(buf, pos, end)
-
-    min_size = sum(w.min_size for w in plain) + (1 if flexible else 0)
-    fixed = None if flexible or any(w.fixed_size is None for w in plain) else min_size
+    walk = _compile(entity_type, plain, _tagged_fields(tagged) if flexible else None)
+    min_size = sum(w.min_size for _, w in plain) + (1 if flexible else 0)
+    fixed = None if flexible or any(w.fixed_size is None for _, w in plain) else min_size
     return _Walker(walk, min_size, fixed)
 
 
-def _merge_fixed(walkers: list[_Walker]) -> list[int | Check]:
-    """Runs of fixed-size fields become one byte count: one bounds check instead of one call per field."""
-    steps: list[int | Check] = []
-    for w in walkers:
-        if w.fixed_size is not None and steps and isinstance(steps[-1], int):
-            steps[-1] += w.fixed_size
-        else:
-            steps.append(w.fixed_size if w.fixed_size is not None else w.walk)
-    return steps
+# -- the entity walk as one generated function ------------------------------------------------------------
+# Generated so that a Fetch partition or a Metadata partition costs one Python call, not one per field: the
+# fixed-size runs, strings, bytes and array counts are inlined; nested entities and the rest call walkers.
+_COUNT_COMPACT = """\
+n = buf[pos] if pos < end else 0x80
+if n < 0x80:
+    pos += 1
+else:
+    n, pos = _uvarint(buf, pos, end)
+n -= 1"""
+_COUNT_LEGACY = """\
+if pos + {width} > end:
+    _short(pos, end)
+n = _i{bits}(buf, pos)[0]
+pos += {width}"""
+_SKIP = """\
+if n > 0:
+    pos += n
+    if pos > end:
+        _short(pos, end)"""
+_ITEMS = """\
+if n > 0:
+    if n * {per_item} > end - pos:
+        _lie(n, pos, end)
+    {advance}"""
+
+
+def _field_code(field: dataclasses.Field, walker: _Walker, flexible: bool, name: str) -> str:
+    """Inline code for one variable-size field, or a call of its walker."""
+    if isinstance(classify_field(field), EntityTupleField | PrimitiveTupleField):
+        item = walker.item
+        advance = (f"pos += n * {item.fixed_size}" if item.fixed_size is not None else
+                   f"for _ in range(n):\n        pos = {name}_item(buf, pos, end)")
+        count = _COUNT_COMPACT if flexible else _COUNT_LEGACY.format(width=4, bits=32)
+        return count + "\n" + _ITEMS.format(per_item=max(item.min_size, 1), advance=advance)
+    if walker.walk is _compact_bytes:
+        return _COUNT_COMPACT + "\n" + _SKIP
+    if walker.walk in (_legacy_string, _legacy_bytes):
+        width = 2 if walker.walk is _legacy_string else 4
+        return _COUNT_LEGACY.format(width=width, bits=width * 8) + "\n" + _SKIP
+    return f"pos = {name}(buf, pos, end)"
+
+
+def _compile(entity_type: type, plain: list[tuple[dataclasses.Field, _Walker]], tags: Check | None) -> Check:
+    flexible = entity_type.__flexible__
+    env: dict = {"_uvarint": _uvarint, "_short": _short, "_lie": _lie, "_i16": _I16.unpack_from,
+                 "_i32": _I32.unpack_from, "_tags": tags}
+    body: list[str] = []
+    fixed_run = 0  # consecutive fixed-size fields: one bounds check for the run
+
+    def flush() -> None:
+        nonlocal fixed_run
+        if fixed_run:
+            body.append(f"pos += {fixed_run}\nif pos > end:\n    _short(pos, end)")
+        fixed_run = 0
+
+    for i, (field, walker) in enumerate(plain):
+        if walker.fixed_size is not None:
+            fixed_run += walker.fixed_size
+            continue
+        flush()
+        env[f"w{i}"], env[f"w{i}_item"] = walker.walk, getattr(walker.item, "walk", None)
+        body.append(_field_code(field, walker, flexible, f"w{i}"))
+    flush()
+    if tags is not None:
+        body.append("if pos < end and buf[pos] == 0:\n    pos += 1\nelse:\n    pos = _tags(buf, pos, end)")
+    body.append("return pos")
+    source = "def walk(buf, pos, end):\n" + "\n".join(
+        "    " + line for chunk in body for line in chunk.splitlines())
+    exec(compile(source, f"<bounds {entity_type.__module__}.{entity_type.__name__}>", "exec"), env)
+    return env["walk"]
+
+
+def _short(pos: int, end: int) -> None:
+    raise OutOfBounds(f"a length past the end of the frame ({end} bytes) at byte {pos}")
+
+
+def _lie(count: int, pos: int, end: int) -> None:
+    raise OutOfBounds(f"array of {count} elements at byte {pos}, only {end - pos} bytes left")
 
 
 def _tagged_fields(known: dict[int, _Walker]) -> Check:
