@@ -254,7 +254,10 @@ def _lie(count: int, pos: int, end: int) -> None:
 
 
 def _tagged_fields(known: dict[int, _Walker]) -> Check:
-    """uvarint count, then per field uvarint tag, uvarint size, value. A known tag's value must fit its size."""
+    """uvarint count, then per field uvarint tag, uvarint size, value. A known tag's value must fit its size.
+
+    kio reads on from where a known tag's value ends, not from where its declared size ends (and refuses
+    unknown tags): so does the walk, or the two would read different bytes after a tag that lies."""
     def walk(buf, pos: int, end: int) -> int:
         if pos < end and buf[pos] == 0:  # no tagged fields: the common case
             return pos + 1
@@ -266,8 +269,6 @@ def _tagged_fields(known: dict[int, _Walker]) -> Check:
             size, pos = _uvarint(buf, pos, end)
             stop = _need(pos, size, end, f"tagged field {tag}")
             walker = known.get(tag)
-            if walker is not None:
-                walker.walk(buf, pos, stop)
-            pos = stop
+            pos = stop if walker is None else walker.walk(buf, pos, stop)
         return pos
     return walk
