@@ -21,6 +21,7 @@ st.register_type_strategy(Records, st.binary(max_size=80))  # kio registers ever
 # the requests clients send, the answers brokers send to the upstream requests, the consumer-protocol bytes
 SERVED = sorted({(key, v) for m in handlers.MODULES for key, (lo, hi) in m.API_KEYS.items() for v in range(lo, hi + 1)})
 SCHEMAS = [t for key, v in SERVED for t in (codec.request_type(key, v), codec.response_type(key, v)) if t]
+SCHEMAS += sorted({t.__header_schema__ for t in SCHEMAS}, key=lambda t: t.__module__)
 SCHEMAS += [_schema(kind, v) for kind in ("subscription", "assignment") for v in range(4)]
 
 
