@@ -63,6 +63,8 @@ def controller(
     token_file: Path = typer.Option(..., "--token-file", help="file holding the API token"),
     scan_interval: float = typer.Option(5.0, "--scan-interval", help="seconds between cluster scans"),
     lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease (docs/DESIGN.md §5.2)"),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="largest request body accepted (413 "
+                                       "above it)"),
 ) -> None:
     """Run the controller: config database, cluster scans, view distribution, admin API."""
     host, sep, port = listen.rpartition(":")
@@ -74,8 +76,8 @@ def controller(
         _fail(f"cannot read --token-file: {e}", 2)
     if not token:
         _fail(f"--token-file {token_file} is empty", 2)
-    if scan_interval <= 0 or lease_ms < 100:
-        _fail("--scan-interval must be > 0 and --lease-ms >= 100", 2)
+    if scan_interval <= 0 or lease_ms < 100 or max_body_bytes < 1024:
+        _fail("--scan-interval must be > 0, --lease-ms >= 100 and --max-body-bytes >= 1024", 2)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
@@ -89,8 +91,8 @@ def controller(
         _fail(f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 2)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: exit 0 there.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(create_app(ctl, token), host=host or "0.0.0.0", port=int(port), log_level="warning",
-                access_log=False)
+    uvicorn.run(create_app(ctl, token, max_body=max_body_bytes), host=host or "0.0.0.0", port=int(port),
+                log_level="warning", access_log=False)
     logging.getLogger(__name__).info("controller stopped")
 
 

@@ -1,9 +1,12 @@
-"""Admin REST API and view distribution (FastAPI). Every route but /metrics and /healthz needs the token."""
+"""Admin REST API and view distribution (FastAPI). Every route but /metrics and /healthz needs the token.
+
+`guard.RequestGuard` runs first, as plain ASGI: it checks the token before a body is read and caps bodies;
+the `auth` dependency below stays as a second check and marks the protected routes in the OpenAPI schema.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -14,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from fedkafka.controller.errors import ControllerError
+from fedkafka.controller.guard import DEFAULT_MAX_BODY, RequestGuard, token_ok
 from fedkafka.controller.service import Controller
 from fedkafka.controller.workflow_api import add_routes as add_workflow_routes
 from fedkafka.controller.workflows import WorkflowEngine
@@ -61,7 +65,8 @@ class RuleBody(BaseModel):
     pool: str
 
 
-def create_app(controller: Controller, token: str, background: bool = True) -> FastAPI:
+def create_app(controller: Controller, token: str, background: bool = True,
+               max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     workflows = WorkflowEngine(controller)
 
     @asynccontextmanager
@@ -74,10 +79,10 @@ def create_app(controller: Controller, token: str, background: bool = True) -> F
         await run_in_threadpool(controller.stop)
 
     app = FastAPI(title="fedkafka controller", version="1", lifespan=lifespan)
+    app.add_middleware(RequestGuard, token=token, max_body=max_body)
 
     async def auth(authorization: str | None = Header(default=None)) -> None:  # async: no threadpool hop
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+        if not token_ok(authorization, token):
             raise ControllerError("missing or wrong bearer token", status=401)
 
     @app.exception_handler(ControllerError)

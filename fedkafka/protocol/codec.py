@@ -2,6 +2,10 @@
 
 A request frame (after the size prefix) starts with api_key int16, api_version int16,
 correlation_id int32 in every header version, so dispatch needs only `peek_header`.
+
+Every decode of bytes from outside (clients, brokers, the consumer-protocol bytes inside group requests)
+goes through `read_entity`: `bounds.check` walks the frame first, so kio's native reader never sizes an
+allocation from a declared length the frame cannot hold (that aborts the process, see bounds.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
 from kio.static.primitive import i16, i32
 
+from fedkafka.protocol import bounds
 from fedkafka.protocol.framing import size_prefix
 
 _PEEK = struct.Struct(">hhi")
@@ -24,6 +29,19 @@ _PEEK = struct.Struct(">hhi")
 
 class DecodeError(ValueError):
     """A frame that does not decode as the schema its header names."""
+
+
+_READ_ERRORS = (SerialError, ValueError, TypeError, IndexError, OverflowError)
+
+
+def read_entity(entity_type: type, buf: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
+    """(entity, bytes read) of one kio entity at `offset`: lengths bounds-checked, then kio's native reader.
+    DecodeError for anything malformed."""
+    try:
+        bounds.check(entity_type)(buf, offset, len(buf))
+        return entity_reader(entity_type)(buf, offset)
+    except _READ_ERRORS as e:
+        raise DecodeError(f"malformed {entity_type.__name__}: {e}") from None
 
 
 def peek_header(frame: bytes | bytearray | memoryview) -> tuple[int, int, int]:
@@ -57,10 +75,10 @@ def decode_request(frame: bytes | memoryview) -> tuple[Any, Any]:
     if req_t is None:
         raise DecodeError(f"no schema for api_key={api_key} version={version}")
     try:
-        header, n = entity_reader(req_t.__header_schema__)(frame, 0)
-        body, _ = entity_reader(req_t)(frame, n)
-    except (SerialError, ValueError, TypeError, IndexError, OverflowError) as e:
-        raise DecodeError(f"malformed {req_t.__name__} v{version}: {e}") from None
+        header, n = read_entity(req_t.__header_schema__, frame)
+        body, _ = read_entity(req_t, frame, n)
+    except DecodeError as e:
+        raise DecodeError(f"{e} (v{version})") from None
     # Bytes after the last known field are ignored, as Kafka's own request parser does: librdkafka's
     # all-topics Metadata v12/v13 carries 3 such bytes, and brokers answer it normally.
     return header, body
@@ -84,11 +102,8 @@ def encode_response(body: Any, correlation_id: int) -> bytes:
 
 
 def decode_response(resp_t: type, frame: bytes | memoryview) -> tuple[Any, Any]:
-    try:
-        header, n = entity_reader(resp_t.__header_schema__)(frame, 0)
-        body, _ = entity_reader(resp_t)(frame, n)
-    except (SerialError, ValueError, TypeError, IndexError, OverflowError) as e:
-        raise DecodeError(f"malformed {resp_t.__name__}: {e}") from None
+    header, n = read_entity(resp_t.__header_schema__, frame)
+    body, _ = read_entity(resp_t, frame, n)
     return header, body
 
 

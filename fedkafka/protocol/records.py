@@ -25,7 +25,11 @@ _U32 = struct.Struct(">I")
 
 
 class RecordsError(ValueError):
-    """A records buffer that is not a well-formed sequence of v2 batches."""
+    """A records buffer that is not a well-formed sequence of v2 batches (Kafka: CORRUPT_MESSAGE)."""
+
+
+class InvalidRecords(RecordsError):
+    """Well-formed batches that break a produce rule (Kafka: INVALID_RECORD)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,37 @@ def iter_batches(buf: bytes | bytearray | memoryview, *, allow_partial_tail: boo
         pos += total
 
 
+_MIN_RECORD = 7  # length, attributes, timestampDelta, offsetDelta, keyLength, valueLength, header count: 1 byte each
+_COMPRESSION = 0x07
+
+
+def check_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
+    """Headers of the batches in `buf`, each checked as a broker checks it before appending: magic 2, length
+    fields inside the buffer, CRC-32C, and a record count the bytes can hold. RecordsError otherwise."""
+    headers = list(iter_batches(buf))
+    for h in headers:
+        if h.record_count < 0:
+            raise RecordsError(f"negative record count {h.record_count} at byte {h.position}")
+        room = h.length - HEADER_SIZE
+        if not h.attributes & _COMPRESSION and h.record_count * _MIN_RECORD > room:
+            raise RecordsError(f"{h.record_count} records cannot fit in {room} bytes at byte {h.position}")
+        if not crc_ok(buf, h):
+            raise RecordsError(f"CRC-32C mismatch in the batch at byte {h.position}")
+    return headers
+
+
+def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader:
+    """The one batch a partition of a Produce request (v3+) must carry, checked (`check_batches`). Kafka's
+    produce rules on top: exactly one batch, and its offset range matches its record count (InvalidRecords)."""
+    headers = check_batches(records or b"")
+    if len(headers) != 1:
+        raise InvalidRecords(f"produce requests carry exactly one record batch per partition, not {len(headers)}")
+    (h,) = headers
+    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
+        raise InvalidRecords(f"lastOffsetDelta {h.last_offset_delta} does not match {h.record_count} records")
+    return h
+
+
 def crc_ok(buf: bytes | bytearray | memoryview, header: BatchHeader) -> bool:
     view = memoryview(buf)
     return crc32c.crc32c(view[header.position + _CRC_START: header.position + header.length]) == header.crc
@@ -97,19 +132,12 @@ def rewrite_producer(buf: bytearray, header: BatchHeader, producer_id: int, prod
     _U32.pack_into(buf, header.position + 17, crc)
 
 
-def rewrite_all_producers(records: bytes, producer_id: int, producer_epoch: int) -> bytes:
-    """A copy of `records` with every batch's producer id/epoch replaced (CRCs recomputed)."""
+def with_producer(records: bytes, header: BatchHeader, producer_id: int, producer_epoch: int) -> bytearray:
+    """A copy of `records` whose batch `header` (checked before: its CRC is recomputed, so a corrupt batch
+    would become a valid one) carries another producer id/epoch."""
     out = bytearray(records)
-    for h in list(iter_batches(out)):
-        rewrite_producer(out, h, producer_id, producer_epoch)
+    rewrite_producer(out, header, producer_id, producer_epoch)
     return out  # kio writes any bytes-like: no extra copy
-
-
-def first_producer(records: bytes | bytearray | memoryview) -> tuple[int, int, bool] | None:
-    """(producer id, epoch, transactional) of the first batch, or None for an empty buffer. Reads 61 bytes."""
-    for h in iter_batches(records):
-        return h.producer_id, h.producer_epoch, h.is_transactional
-    return None
 
 
 _I32 = struct.Struct(">i")

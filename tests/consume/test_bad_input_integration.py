@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import socket
+import struct
+import time
 import uuid
 
 import pytest
@@ -116,3 +119,28 @@ def test_bad_fetches_and_commits_get_error_codes_on_one_usable_connection(federa
     assert ok.high_watermark == 20 and ok.records
     sealed_then_active = first_partition(answers[16])
     assert sealed_then_active.high_watermark == 20 and sealed_then_active.records
+
+
+def test_lengths_that_lie_from_a_client_or_a_group_member_do_not_kill_the_proxy(federation):
+    """A Metadata v12 request declaring 2^32 - 1 topics made kio's native reader ask for 34 GB: the
+    allocation failure aborted the proxy (every client's connection gone). Consumer-protocol bytes in a
+    JoinGroup reach the proxy's decoder too (and, through the coordinator, every member's)."""
+    proxy, topic = federation
+    host, port = proxy.bootstrap.rsplit(":", 1)
+    lie = struct.pack(">hhih", 3, 12, 1, -1) + b"\x00" + b"\x80\x80\x80\x80\x10"
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(lie)) + lie)
+        assert s.recv(4) == b""  # not decodable: that connection is closed, nothing else
+    subscription_lie = struct.pack(">h", 1) + struct.pack(">i", 2**31 - 1)  # v1 with 2^31 - 1 topics
+    join = build(request_type(11, 5), {
+        "group_id": f"g-{topic}", "session_timeout": datetime.timedelta(seconds=10),
+        "rebalance_timeout": datetime.timedelta(seconds=10), "member_id": "", "group_instance_id": None,
+        "protocol_type": "consumer", "protocols": [{"name": "range", "metadata": subscription_lie}]})
+    for _ in range(40):  # a fresh cluster's coordinator needs a moment, as any client finds out
+        joined, after = asyncio.run(exchange(proxy.bootstrap, [join, fetch(topic, 0, 0)]))
+        if not joined.error_code.retriable:
+            break
+        time.sleep(0.5)
+    assert joined.error_code == ErrorCode.member_id_required  # forwarded as it came: the broker's answer
+    assert first_partition(after).error_code == ErrorCode.none and first_partition(after).records
+    assert proxy.alive(), proxy.output()[-3000:]

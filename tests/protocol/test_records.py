@@ -38,14 +38,15 @@ def test_rewrite_producer_keeps_a_valid_crc():
     assert [r.value for r in parsed] == [b"v" * 50] * 4  # records untouched
 
 
-def test_rewrite_all_producers_and_patch_base_offset():
-    buf = rec.rewrite_all_producers(batch(2, 1, 0, 0) + batch(2, 1, 0, 2), 77, 5)
-    assert [(h.producer_id, h.producer_epoch) for h in rec.iter_batches(buf)] == [(77, 5), (77, 5)]
-    out = bytearray(buf)
-    (h, _) = rec.iter_batches(out)
+def test_with_producer_and_patch_base_offset():
+    records = batch(2, 1, 0, 0)
+    h = rec.produce_batch(records)
+    out = rec.with_producer(records, h, 77, 5)
+    assert [(x.producer_id, x.producer_epoch) for x in rec.check_batches(out)] == [(77, 5)]
+    assert records == batch(2, 1, 0, 0)  # a copy: the client's buffer is untouched
     rec.patch_base_offset(out, h, 123456)
     assert DefaultRecordBatch(bytes(out)).base_offset == 123456
-    assert all(rec.crc_ok(out, x) for x in rec.iter_batches(out))  # baseOffset is outside the CRC
+    assert rec.check_batches(out)  # baseOffset is outside the CRC
 
 
 @pytest.mark.parametrize("cut", [0, 10, 60, 61, 80])
@@ -70,6 +71,29 @@ def test_old_magic_and_bad_length_are_refused():
         list(rec.iter_batches(buf))
 
 
-def test_first_producer():
-    assert rec.first_producer(batch(1, 5, 2, 0)) == (5, 2, False)
-    assert rec.first_producer(b"") is None
+def test_check_batches_refuses_a_bad_second_batch():
+    good = batch(3, 7, 1, 0)
+    assert [h.record_count for h in rec.check_batches(good + batch(2))] == [3, 2]
+    corrupt = bytearray(batch(2))
+    corrupt[-1] ^= 0x01  # a record byte: only the CRC tells
+    with pytest.raises(rec.RecordsError, match="CRC"):
+        rec.check_batches(good + bytes(corrupt))
+    lying = bytearray(batch(2))
+    lying[57:61] = (1000).to_bytes(4, "big")  # 1000 uncompressed records cannot fit (CRC made valid again)
+    h = next(rec.iter_batches(lying))
+    rec.rewrite_producer(lying, h, h.producer_id, h.producer_epoch)
+    with pytest.raises(rec.RecordsError, match="cannot fit"):
+        rec.check_batches(good + bytes(lying))
+
+
+def test_produce_batch_follows_kafkas_produce_rules():
+    assert rec.produce_batch(batch(3, 5, 2, 0)).producer_id == 5
+    for records in (None, b"", batch(1) + batch(1)):
+        with pytest.raises(rec.InvalidRecords, match="exactly one record batch"):
+            rec.produce_batch(records)
+    off = bytearray(batch(3))
+    off[23:27] = (7).to_bytes(4, "big")  # lastOffsetDelta 7 for 3 records
+    h = next(rec.iter_batches(off))
+    rec.rewrite_producer(off, h, h.producer_id, h.producer_epoch)
+    with pytest.raises(rec.InvalidRecords, match="lastOffsetDelta"):
+        rec.produce_batch(off)

@@ -10,6 +10,7 @@ import struct
 import time
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from confluent_kafka import Producer
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.errors import ErrorCode
@@ -121,6 +122,33 @@ def test_produce_to_unknown_topic_and_corrupt_records_writes_nothing(proxy):
         _, body = codec.decode_response(codec.response_type(0, 9), recv_frame(s))
         assert body.responses[0].partition_responses[0].error_code == ErrorCode.corrupt_message
     assert read_partition(c1.bootstrap, topic, 0) == []
+
+
+def record_batch(value: bytes) -> bytes:
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                                  producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    b.append(0, timestamp=None, key=None, value=value, headers=[])
+    return bytes(b.build())
+
+
+def test_bad_batches_are_answered_and_the_connection_keeps_working(proxy):
+    """A truncated second batch used to raise out of the handler (the connection dropped, not answered); a
+    flipped byte is caught by the CRC check. Both answered CORRUPT_MESSAGE, nothing written; the same
+    connection then writes a good batch."""
+    px, topic, c1 = proxy
+    flipped = bytearray(record_batch(b"flipped"))
+    flipped[-3] ^= 0x01
+    with connect(px) as s:
+        for corr, records in ((21, record_batch(b"first") + record_batch(b"second")[:30]), (22, bytes(flipped))):
+            s.sendall(codec.encode_request(produce_request(topic, records), corr))
+            frame = recv_frame(s)
+            assert frame is not None and codec.response_correlation_id(frame) == corr
+            _, body = codec.decode_response(codec.response_type(0, 9), frame)
+            assert body.responses[0].partition_responses[0].error_code == ErrorCode.corrupt_message
+        s.sendall(codec.encode_request(produce_request(topic, record_batch(b"good")), 23))
+        _, body = codec.decode_response(codec.response_type(0, 9), recv_frame(s))
+        assert body.responses[0].partition_responses[0].error_code == ErrorCode.none
+    assert [v for _, _, v in read_partition(c1.bootstrap, topic, 0)] == [b"good"]
 
 
 def test_fuzz_loop_then_a_real_producer_still_works(proxy):

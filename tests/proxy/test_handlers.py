@@ -382,3 +382,42 @@ def test_a_batch_refused_behind_a_resend_stays_refused_when_the_resend_lands():
     assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c1", 1), 0)]
     got, sent = _through(c, produce_req({0: batch(1000, 0, 97)}))
     assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c1", 1), 0)]
+
+
+def _flipped(records: bytes, at: int = -1) -> bytes:
+    out = bytearray(records)
+    out[at] ^= 0x01
+    return bytes(out)
+
+
+def test_bad_batches_are_answered_per_partition_and_the_rest_is_written():
+    """A corrupt batch (CRC), a bad second batch, a batch whose lengths lie: each answered for its own
+    partition; the good partition of the same request is written. Idempotent batches included: their
+    rewrite recomputes the CRC, which used to turn a corrupt batch into a valid one at the broker."""
+    c = ctx()
+    lying_length = bytearray(batch(1000, 0, 5))
+    lying_length[8:12] = (10**6).to_bytes(4, "big")
+    req = produce_req({0: batch(1000, 0, 0), 1: _flipped(batch(1000, 0, 0)),
+                       2: batch(1000, 0, 0) + _flipped(batch(1000, 0, 1), -2), 3: bytes(lying_length)})
+    resp, sent = _through(c, req)
+    assert sent == [(Broker("c1", 1), 0)]  # only the good batch left the proxy
+    got = by_partition(resp)
+    assert got[0] == (ErrorCode.none, 0)
+    assert got[1][0] == ErrorCode.corrupt_message
+    assert got[2][0] == ErrorCode.corrupt_message
+    assert got[3] == (ErrorCode.unknown_topic_or_partition, -1)  # the topic check comes first
+    req = produce_req({0: batch(1000, 0, 1), 1: bytes(lying_length), 2: batch(1000, 0, 0) + batch(1000, 0, 1)})
+    resp, sent = _through(c, req)
+    got = by_partition(resp)
+    assert got[1][0] == ErrorCode.corrupt_message and sent == [(Broker("c1", 1), 0)]
+    assert got[2][0] == ErrorCode.invalid_record  # Kafka: exactly one batch per partition from Produce v3
+    # a truncated second batch used to raise out of the handler: the connection was dropped, not answered
+    resp, sent = _through(c, produce_req({0: batch(1000, 0, 2) + batch(1000, 0, 3)[:30]}))
+    assert by_partition(resp)[0][0] == ErrorCode.corrupt_message and sent == []
+
+
+def test_a_corrupt_plain_batch_is_not_forwarded():
+    plan = produce.handle(ctx(), None, produce_req({0: _flipped(batch()), 1: batch()}))
+    assert [[pd.index for t in call.request.topic_data for pd in t.partition_data] for call in plan.calls] == [[1]]
+    got = by_partition(plan.finish(upstream_ok(plan, {("c1", "phys", 1): 4})))
+    assert got == {0: (ErrorCode.corrupt_message, -1), 1: (ErrorCode.none, 4)}

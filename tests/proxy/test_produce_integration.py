@@ -164,6 +164,22 @@ def test_aiokafka_producer(federation):
     assert_on_physical(where, reports)
 
 
+def test_kafka_python_producer(federation):
+    """kafka-python, idempotent, acks=all, gzip: its batches pass the proxy's batch checks and rewrite."""
+    from kafka import KafkaProducer
+
+    proxy, topic, where = federation
+    producer = KafkaProducer(bootstrap_servers=proxy.bootstrap, acks="all", enable_idempotence=True,
+                             compression_type="gzip", linger_ms=5)
+    try:
+        futures = [producer.send(topic, key=b"k%d" % i, value=b"kp-%d" % i) for i in range(100)]
+        metas = [f.get(timeout=60) for f in futures]
+    finally:
+        producer.close(timeout=10)
+    reports = [(None, m.partition, m.offset, b"k%d" % i, b"kp-%d" % i) for i, m in enumerate(metas)]
+    assert_on_physical(where, reports)
+
+
 def test_proxy_exits_nonzero_on_bad_arguments(tmp_path):
     proc = subprocess.run([*ProxyProcess(tmp_path, split_view({}, "t", [])).cmd[:4], "--role", "nope",
                            "--listen", "127.0.0.1:1", "--view-file", "/nonexistent"], capture_output=True, text=True)

@@ -1,7 +1,8 @@
 """Produce: split by logical partition, route each part to its active segment, merge, translate offsets.
 
-Records are never decoded: a part's bytes are forwarded as one buffer; only idempotent batches get
-their producer id/epoch rewritten to the cluster's physical id (records.py recomputes the CRC).
+Records are never decoded: a part's one batch is checked (records.produce_batch: CRC, lengths, counts; a bad
+one is answered for its partition alone) and forwarded as one buffer; only idempotent batches get their
+producer id/epoch rewritten to the cluster's physical id (records.py recomputes the CRC).
 Errors drive client refresh: frozen partition, expired lease or unreachable cluster -> retriable
 NOT_LEADER_OR_FOLLOWER before anything is sent; a lost upstream request -> REQUEST_TIMED_OUT (retriable,
 idempotent producers retry with the same sequence). Nothing is ever sent to a cluster other than the
@@ -68,13 +69,13 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
         for pd in t.partition_data:
             key = (t.name, pd.index)
             records = pd.records
-            try:
-                producer = rec.first_producer(records) if records else None
-            except rec.RecordsError as e:
-                errors[key] = (ErrorCode.corrupt_message, str(e))
+            checked = _checked_batch(topic, pd)  # the partition's one walk over its bytes, after the topic check
+            if not isinstance(checked, rec.BatchHeader):
+                errors[key] = checked
                 continue
-            idempotent = producer is not None and producer[0] >= 0
-            sequences = _sequences(records) if idempotent else None
+            producer = checked.producer_id, checked.producer_epoch, checked.is_transactional
+            idempotent = producer[0] >= 0
+            sequences = _sequences(checked) if idempotent else None
             seq_key = (producer[0], producer[1], t.name, pd.index) if sequences else None
             failure = _refusal(ctx, request, topic, pd.index)
             if failure is None and idempotent and producer[2]:
@@ -124,7 +125,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                     continue
                 if seq_key:
                     ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0])
-                records = rec.rewrite_all_producers(records, mapped[0], mapped[1])
+                records = rec.with_producer(records, checked, mapped[0], mapped[1])
                 producer_key = producer[0]
                 physical = (seg.cluster, seg.topic, seg.partition, mapped[0])
                 confirmed = ctx.producer_ids.confirmed(physical)
@@ -169,13 +170,24 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
     return Plan(calls, finish, barrier=unconfirmed and request.acks != 0)
 
 
-def _sequences(records) -> tuple[int, int] | None:
-    """(first sequence, sequence after the last record) of an idempotent partition's batches."""
-    headers = list(rec.iter_batches(records))
-    if not headers or headers[0].base_sequence < 0:
+def _checked_batch(topic, pd) -> rec.BatchHeader | tuple[ErrorCode, str | None]:
+    """The partition's batch, checked before anything reads or rewrites it (a rewrite recomputes the CRC, so
+    a corrupt batch would reach the broker as a valid one), or the error for this partition alone."""
+    if topic is None or not 0 <= pd.index < topic.partition_count:
+        return ErrorCode.unknown_topic_or_partition, None
+    try:
+        return rec.produce_batch(pd.records)
+    except rec.InvalidRecords as e:
+        return ErrorCode.invalid_record, str(e)
+    except rec.RecordsError as e:
+        return ErrorCode.corrupt_message, str(e)
+
+
+def _sequences(batch: rec.BatchHeader) -> tuple[int, int] | None:
+    """(first sequence, sequence after the last record) of an idempotent partition's batch."""
+    if batch.base_sequence < 0:
         return None
-    last = headers[-1]
-    return headers[0].base_sequence, last.base_sequence + last.last_offset_delta + 1
+    return batch.base_sequence, batch.base_sequence + batch.last_offset_delta + 1
 
 
 def _refusal(ctx: Context, request, topic, index: int) -> tuple[ErrorCode, str | None] | None:

@@ -1,0 +1,74 @@
+"""Pure ASGI guard in front of the controller's API: token first, then a capped body.
+
+FastAPI reads and parses a request body before any dependency (the token check) runs, and reads it
+whole: an anonymous multi-GB PUT would hold the event loop that renews every proxy lease. This guard
+answers 401 to an API request without the token before reading a byte of its body, and 413 to any body
+larger than `max_body` (declared in Content-Length, or counted while it streams in).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+DEFAULT_MAX_BODY = 1 << 20  # the largest legitimate body (a topic's config) is a few KiB
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def token_ok(authorization: str | None, token: str) -> bool:
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.encode(), token.encode())
+
+
+class RequestGuard:
+    def __init__(self, app, *, token: str, max_body: int = DEFAULT_MAX_BODY, protected_prefix: str = "/v1/"):
+        self.app, self.token, self.max_body, self.protected_prefix = app, token, max_body, protected_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["path"].startswith(self.protected_prefix) and not token_ok(headers.get("authorization"), self.token):
+            return await _respond(send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"})
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return await _respond(send, 413, f"request body over {self.max_body} bytes")
+        await self.app(scope, *self._capped(receive, send))
+
+    def _capped(self, receive: Receive, send: Send) -> tuple[Receive, Send]:
+        """A receive that counts body bytes and, past the cap, answers 413 itself and tells the app the client
+        left (so it stops reading); a send that drops whatever the app answers after that."""
+        state = {"received": 0, "started": False, "refused": False}
+
+        async def capped_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_body and not state["started"]:
+                    state["refused"] = True
+                    await _respond(send, 413, f"request body over {self.max_body} bytes")
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["refused"]:
+                return
+            state["started"] = True
+            await send(message)
+
+        return capped_receive, guarded_send
+
+
+async def _respond(send: Send, status: int, detail: str, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,274 @@
+"""A bounded walk over a frame, by kio schema, before kio's native decoder sees it.
+
+kio's native reader sizes an array from its declared element count before reading any element: a frame
+declaring 2^32 elements makes it ask for tens of GB, and a failed allocation in native code aborts the whole
+process (no exception to catch). So every declared length (arrays, strings, bytes, records, tagged fields)
+is first checked against the bytes actually left, by walking the same field layout kio reads. The walk
+follows kio's own field classification (`kio.serial._introspect`), so it reads exactly the bytes kio will.
+It is lenient about values (null markers, unicode): those kio refuses with an exception, which is safe.
+
+`check(entity_type)(buf, pos, end) -> pos after the entity`; OutOfBounds on any length past `end`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Callable
+from functools import cache
+
+from kio.serial._introspect import (
+    EntityField,
+    EntityTupleField,
+    PrimitiveTupleField,
+    classify_field,
+    get_field_tag,
+    get_schema_field_type,
+    is_optional,
+)
+
+Check = Callable[[bytes | memoryview, int, int], int]
+
+_FIXED = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "error_code": 2, "int32": 4, "uint32": 4,
+          "timedelta_i32": 4, "int64": 8, "uint64": 8, "float64": 8, "timedelta_i64": 8, "datetime_i64": 8,
+          "uuid": 16}
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+
+class OutOfBounds(ValueError):
+    """A declared length larger than the bytes left (or malformed), found before anything was allocated."""
+
+
+def check(entity_type: type) -> Check:
+    """The walker for one kio entity type (cached)."""
+    return _entity(entity_type).walk
+
+
+@dataclasses.dataclass(slots=True)
+class _Walker:
+    walk: Check
+    min_size: int  # fewest bytes one instance can take: bounds element counts
+    fixed_size: int | None  # every instance takes exactly this many bytes (arrays of it are skipped at once)
+    item: _Walker | None = None  # arrays: the element's walker
+
+
+def _uvarint(buf, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it); at most 5 bytes, as kio reads them."""
+    if pos < end and buf[pos] < 0x80:  # the common one-byte case, without the loop
+        return buf[pos], pos + 1
+    value = shift = 0
+    for i in range(pos, min(pos + 5, end)):
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i + 1
+        shift += 7
+    raise OutOfBounds(f"bad or truncated varint at byte {pos}")
+
+
+def _need(pos: int, size: int, end: int, what: str) -> int:
+    if size > end - pos:
+        raise OutOfBounds(f"{what} of {size} bytes at byte {pos}, only {end - pos} left")
+    return pos + size
+
+
+# -- lengths of strings and bytes -----------------------------------------------------------------------
+def _compact_bytes(buf, pos: int, end: int) -> int:
+    n, pos = _uvarint(buf, pos, end)
+    return pos if n == 0 else _need(pos, n - 1, end, "compact string/bytes")
+
+
+def _legacy_string(buf, pos: int, end: int) -> int:
+    _need(pos, 2, end, "string length")
+    (n,) = _I16.unpack_from(buf, pos)
+    return pos + 2 if n < 0 else _need(pos + 2, n, end, "string")
+
+
+def _legacy_bytes(buf, pos: int, end: int) -> int:
+    _need(pos, 4, end, "bytes length")
+    (n,) = _I32.unpack_from(buf, pos)
+    return pos + 4 if n < 0 else _need(pos + 4, n, end, "bytes")
+
+
+def _primitive(kafka_type: str, flexible: bool) -> _Walker:
+    if kafka_type in _FIXED:
+        size = _FIXED[kafka_type]
+        return _Walker(lambda _buf, pos, end: _need(pos, size, end, kafka_type), size, size)
+    if kafka_type not in ("string", "bytes", "records"):
+        raise TypeError(f"no bounds check for kafka_type {kafka_type!r}")
+    if flexible:
+        return _Walker(_compact_bytes, 1, None)
+    return _Walker(_legacy_string, 2, None) if kafka_type == "string" else _Walker(_legacy_bytes, 4, None)
+
+
+# -- arrays ---------------------------------------------------------------------------------------------
+def _array(item: _Walker, flexible: bool) -> _Walker:
+    per_item = max(item.min_size, 1)
+    item_walk, fixed = item.walk, item.fixed_size
+
+    def items(buf, pos: int, end: int, count: int) -> int:
+        if count * per_item > end - pos:  # the check that keeps kio from allocating for a lie
+            raise OutOfBounds(f"array of {count} elements at byte {pos}, only {end - pos} bytes left")
+        if fixed is not None:
+            return pos + count * fixed
+        for _ in range(count):
+            pos = item_walk(buf, pos, end)
+        return pos
+
+    def compact(buf, pos: int, end: int) -> int:
+        n, pos = _uvarint(buf, pos, end)
+        return pos if n == 0 else items(buf, pos, end, n - 1)
+
+    def legacy(buf, pos: int, end: int) -> int:
+        _need(pos, 4, end, "array length")
+        (n,) = _I32.unpack_from(buf, pos)
+        return pos + 4 if n < 0 else items(buf, pos + 4, end, n)
+
+    return _Walker(compact, 1, None, item) if flexible else _Walker(legacy, 4, None, item)
+
+
+# -- entities -------------------------------------------------------------------------------------------
+def _nullable(inner: _Walker) -> _Walker:
+    """KIP-893 nullable struct: an int8 marker (-1 null) before the struct."""
+    def walk(buf, pos: int, end: int) -> int:
+        _need(pos, 1, end, "struct marker")
+        return pos + 1 if buf[pos] == 0xFF else inner.walk(buf, pos + 1, end)
+    return _Walker(walk, 1, None)
+
+
+def _field(entity_type: type, field: dataclasses.Field, is_tag: bool) -> _Walker:
+    flexible = entity_type.__flexible__
+    if entity_type.__name__ == "RequestHeader" and field.name == "client_id":
+        return _Walker(_legacy_string, 2, None)  # Kafka's special case: always a legacy string
+    optional = False if is_tag else is_optional(field)  # as kio decides it (see its entity_writer)
+    kind = classify_field(field)
+    match kind:
+        case EntityField(tp):
+            walker = _nullable(_entity(tp)) if optional else _entity(tp)
+        case EntityTupleField(tp):
+            walker = _entity(tp)
+        case _:
+            walker = _primitive(get_schema_field_type(field), flexible)
+    if isinstance(kind, EntityTupleField | PrimitiveTupleField):
+        walker = _array(walker, flexible)
+    return walker
+
+
+@cache
+def _entity(entity_type: type) -> _Walker:
+    plain: list[tuple[dataclasses.Field, _Walker]] = []
+    tagged: dict[int, _Walker] = {}
+    for field in dataclasses.fields(entity_type):
+        tag = get_field_tag(field)
+        if tag is None:
+            plain.append((field, _field(entity_type, field, is_tag=False)))
+        else:
+            tagged[tag] = _field(entity_type, field, is_tag=True)
+    flexible = entity_type.__flexible__
+    walk = _compile(entity_type, plain, _tagged_fields(tagged) if flexible else None)
+    min_size = sum(w.min_size for _, w in plain) + (1 if flexible else 0)
+    fixed = None if flexible or any(w.fixed_size is None for _, w in plain) else min_size
+    return _Walker(walk, min_size, fixed)
+
+
+# -- the entity walk as one generated function ------------------------------------------------------------
+# Generated so that a Fetch partition or a Metadata partition costs one Python call, not one per field: the
+# fixed-size runs, strings, bytes and array counts are inlined; nested entities and the rest call walkers.
+_COUNT_COMPACT = """\
+n = buf[pos] if pos < end else 0x80
+if n < 0x80:
+    pos += 1
+else:
+    n, pos = _uvarint(buf, pos, end)
+n -= 1"""
+_COUNT_LEGACY = """\
+if pos + {width} > end:
+    _short(pos, end)
+n = _i{bits}(buf, pos)[0]
+pos += {width}"""
+_SKIP = """\
+if n > 0:
+    pos += n
+    if pos > end:
+        _short(pos, end)"""
+_ITEMS = """\
+if n > 0:
+    if n * {per_item} > end - pos:
+        _lie(n, pos, end)
+    {advance}"""
+
+
+def _field_code(field: dataclasses.Field, walker: _Walker, flexible: bool, name: str) -> str:
+    """Inline code for one variable-size field, or a call of its walker."""
+    if isinstance(classify_field(field), EntityTupleField | PrimitiveTupleField):
+        item = walker.item
+        advance = (f"pos += n * {item.fixed_size}" if item.fixed_size is not None else
+                   f"for _ in range(n):\n        pos = {name}_item(buf, pos, end)")
+        count = _COUNT_COMPACT if flexible else _COUNT_LEGACY.format(width=4, bits=32)
+        return count + "\n" + _ITEMS.format(per_item=max(item.min_size, 1), advance=advance)
+    if walker.walk is _compact_bytes:
+        return _COUNT_COMPACT + "\n" + _SKIP
+    if walker.walk in (_legacy_string, _legacy_bytes):
+        width = 2 if walker.walk is _legacy_string else 4
+        return _COUNT_LEGACY.format(width=width, bits=width * 8) + "\n" + _SKIP
+    return f"pos = {name}(buf, pos, end)"
+
+
+def _compile(entity_type: type, plain: list[tuple[dataclasses.Field, _Walker]], tags: Check | None) -> Check:
+    flexible = entity_type.__flexible__
+    env: dict = {"_uvarint": _uvarint, "_short": _short, "_lie": _lie, "_i16": _I16.unpack_from,
+                 "_i32": _I32.unpack_from, "_tags": tags}
+    body: list[str] = []
+    fixed_run = 0  # consecutive fixed-size fields: one bounds check for the run
+
+    def flush() -> None:
+        nonlocal fixed_run
+        if fixed_run:
+            body.append(f"pos += {fixed_run}\nif pos > end:\n    _short(pos, end)")
+        fixed_run = 0
+
+    for i, (field, walker) in enumerate(plain):
+        if walker.fixed_size is not None:
+            fixed_run += walker.fixed_size
+            continue
+        flush()
+        env[f"w{i}"], env[f"w{i}_item"] = walker.walk, getattr(walker.item, "walk", None)
+        body.append(_field_code(field, walker, flexible, f"w{i}"))
+    flush()
+    if tags is not None:
+        body.append("if pos < end and buf[pos] == 0:\n    pos += 1\nelse:\n    pos = _tags(buf, pos, end)")
+    body.append("return pos")
+    source = "def walk(buf, pos, end):\n" + "\n".join(
+        "    " + line for chunk in body for line in chunk.splitlines())
+    exec(compile(source, f"<bounds {entity_type.__module__}.{entity_type.__name__}>", "exec"), env)
+    return env["walk"]
+
+
+def _short(pos: int, end: int) -> None:
+    raise OutOfBounds(f"a length past the end of the frame ({end} bytes) at byte {pos}")
+
+
+def _lie(count: int, pos: int, end: int) -> None:
+    raise OutOfBounds(f"array of {count} elements at byte {pos}, only {end - pos} bytes left")
+
+
+def _tagged_fields(known: dict[int, _Walker]) -> Check:
+    """uvarint count, then per field uvarint tag, uvarint size, value. A known tag's value must fit its size.
+
+    kio reads on from where a known tag's value ends, not from where its declared size ends (and refuses
+    unknown tags): so does the walk, or the two would read different bytes after a tag that lies."""
+    def walk(buf, pos: int, end: int) -> int:
+        if pos < end and buf[pos] == 0:  # no tagged fields: the common case
+            return pos + 1
+        count, pos = _uvarint(buf, pos, end)
+        if count * 2 > end - pos:
+            raise OutOfBounds(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
+        for _ in range(count):
+            tag, pos = _uvarint(buf, pos, end)
+            size, pos = _uvarint(buf, pos, end)
+            stop = _need(pos, size, end, f"tagged field {tag}")
+            walker = known.get(tag)
+            pos = stop if walker is None else walker.walk(buf, pos, stop)
+        return pos
+    return walk
