@@ -39,6 +39,8 @@ def replicated_clusters(kafka_base_dir) -> list[LocalKafkaCluster]:
     but must start it again (`broker.start()`, `cluster.wait_ready()`) before it ends."""
     clusters = start_clusters(["r1", "r2"], kafka_base_dir / "replicated", brokers=3)
     yield clusters
+    for broker in (b for c in clusters for b in c.brokers):
+        broker.terminate()  # all six shut down at once
     for c in clusters:
         c.stop()
 
