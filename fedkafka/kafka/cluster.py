@@ -489,6 +489,7 @@ class LocalKafkaCluster:
                       pid=d.get("pid"), start_seconds=d.get("start_seconds"), managed_by=d.get("managed_by"),
                       broker_count=max(1, len(nodes)))
         for broker, doc in zip(cluster.brokers, nodes, strict=False):
+            broker.node_id = doc.get("node_id", broker.node_id)
             broker.port, broker.controller_port, broker.pid = doc["port"], doc.get("controller_port", 0), doc.get("pid")
         return cluster
 
