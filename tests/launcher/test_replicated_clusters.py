@@ -64,10 +64,14 @@ def test_local_up_with_three_brokers_reports_resumes_and_stops_every_broker(tmp_
 
         refused = run_local(state_dir, "up", "--clusters", "1", "--brokers", "1", ok=False)
         assert "created with 3 broker(s), not 1" in refused.stderr
+
+        added = json.loads(run_local(state_dir, "add-cluster").stdout)  # as many brokers as c1 by default
+        assert added["id"] == "c2" and added["brokers"] == 3 and len(added["bootstrap"].split(",")) == 3
+        started.append(status(state_dir))
     finally:
         run_local(state_dir, "down")
-    pids = {b["pid"] for doc in started for b in doc["clusters"][0]["brokers"]}
+    pids = {b["pid"] for doc in started for c in doc["clusters"] for b in c["brokers"]}
     pids |= {doc[s]["pid"] for doc in started for s in ("controller", "nameservice")}
     pids |= {p["pid"] for doc in started for p in doc["proxies"]}
-    assert len(pids) == 7 and not [p for p in pids if pid_alive(p)], "local down left processes behind"
-    assert not any(b["running"] for b in status(state_dir)["clusters"][0]["brokers"])
+    assert len(pids) == 10 and not [p for p in pids if pid_alive(p)], "local down left processes behind"
+    assert not any(b["running"] for c in status(state_dir)["clusters"] for b in c["brokers"])
