@@ -269,8 +269,12 @@ class LocalBroker:
 
     def terminate(self) -> None:
         """SIGTERM (Kafka's clean shutdown) without waiting."""
-        if self.pid is not None and not self.cluster.managed_by:
+        if self._signalable():
             kill_group(self.pid, signal.SIGTERM)
+
+    def _signalable(self) -> bool:
+        # Only a live node of ours: the pid of one that exited may belong to another process group by now.
+        return self.pid is not None and not self.cluster.managed_by and self.running
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; reaps the process."""
@@ -286,7 +290,7 @@ class LocalBroker:
 
     def kill(self) -> None:
         """SIGKILL the node's process group: a crash, for fault tests."""
-        if self.pid is not None and not self.cluster.managed_by:
+        if self._signalable():
             kill_group(self.pid, signal.SIGKILL)
             self._reap()
 
