@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open
+from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open, stop_clusters
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
 
 
@@ -206,10 +206,7 @@ def down(state: LocalState, purge: bool = False) -> None:
             if not s.get("managed_by"):
                 stop_service(s)
     state.services = {name: svc for name, svc in state.services.items() if _managed(svc)}
-    for broker in (b for c in state.clusters for b in c.brokers):
-        broker.terminate()  # every broker shuts down at once; stop() below waits for each
-    for cluster in state.clusters:
-        cluster.stop()
+    stop_clusters(state.clusters)  # every broker at once, under one deadline
     state.save()
     if purge:
         import shutil
