@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkafka-installed
 CLUSTERS ?= 2
+# Brokers per physical cluster (`make up BROKERS=3`: 3 replicas, min.insync.replicas 2); unset = 1.
+BROKERS ?=
 PYTEST_ARGS ?=
 
 .PHONY: up up-local down status demo test lint bench fuzz clean install lock soak-replicated
@@ -24,7 +26,7 @@ ANSIBLE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-playbook
 
 up: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
-	$(ANSIBLE) playbooks/site.yml
+	$(ANSIBLE) playbooks/site.yml $(if $(BROKERS),-e fedkafka_local_brokers=$(BROKERS))
 	$(BIN)/fedkafka local demo
 
 down:
@@ -33,7 +35,7 @@ down:
 
 # The same federation without Ansible: `fedkafka local up` runs each service as a plain daemon.
 up-local: $(STAMP)
-	$(BIN)/fedkafka local up --clusters $(CLUSTERS)
+	$(BIN)/fedkafka local up --clusters $(CLUSTERS) $(if $(BROKERS),--brokers $(BROKERS))
 	$(BIN)/fedkafka local demo
 
 status: $(STAMP)

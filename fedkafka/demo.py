@@ -15,7 +15,8 @@ from fedkafka.local import LocalState
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+    # -1: the cluster's default.replication.factor (3 on a local cluster of 3 brokers or more)
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)],
                                   operation_timeout=10)
     for future in futures.values():
         try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedkafka.kafka.cluster import LocalKafkaCluster, kill_group, pid_alive, port_open
+from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open, stop_clusters
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
 
 
@@ -84,7 +84,10 @@ class LocalState:
         doc: dict[str, Any] = {
             "state_dir": str(self.root),
             "clusters": [{"id": c.name, "bootstrap": c.bootstrap, "running": c.running, "pid": c.pid,
-                          "start_seconds": c.start_seconds, "managed_by": c.managed_by} for c in self.clusters],
+                          "start_seconds": c.start_seconds, "managed_by": c.managed_by,
+                          "brokers": [{"node_id": b.node_id, "bootstrap": b.bootstrap, "port": b.port, "pid": b.pid,
+                                       "controller": b.is_controller, "running": b.running} for b in c.brokers]}
+                         for c in self.clusters],
         }
         for name, svc in self.services.items():
             doc[name] = {**svc, "running": _service_running(svc)} if isinstance(svc, dict) else [
@@ -102,32 +105,42 @@ def _service_running(svc: dict[str, Any]) -> bool:
     return pid_alive(svc.get("pid"))
 
 
-def up_clusters(state: LocalState, count: int) -> list[LocalKafkaCluster]:
-    """Ensure clusters c1..cN run (restarting dead ones from their data dirs, on the same ports)."""
+def up_clusters(state: LocalState, count: int, brokers: int | None = None) -> list[LocalKafkaCluster]:
+    """Ensure clusters c1..cN run (restarting dead brokers from their data dirs, on the same ports).
+
+    `brokers` per new cluster (default 1); an existing cluster keeps the number it was created with.
+    """
     dist = ensure_kafka()
-    clusters = [_launch(state, f"c{i}", dist) for i in range(1, count + 1)]
+    clusters = [_launch(state, f"c{i}", dist, brokers) for i in range(1, count + 1)]
     for cluster in clusters:
         cluster.wait_ready()
     state.save()
     return clusters
 
 
-def add_cluster(state: LocalState, name: str | None = None) -> LocalKafkaCluster:
-    """Start one more local cluster (the next free id cN unless named)."""
+def add_cluster(state: LocalState, name: str | None = None, brokers: int | None = None) -> LocalKafkaCluster:
+    """Start one more local cluster (the next free id cN unless named) of `brokers` nodes (default: as many as
+    the first cluster has, so a replicated federation stays replicated)."""
     if name is None:
         taken = {c.name for c in state.clusters}
         name = next(f"c{i}" for i in range(1, 1000) if f"c{i}" not in taken)
-    cluster = _launch(state, name, ensure_kafka())
+    if brokers is None and state.clusters:
+        brokers = state.clusters[0].broker_count
+    cluster = _launch(state, name, ensure_kafka(), brokers)
     cluster.wait_ready()
     state.save()
     return cluster
 
 
-def _launch(state: LocalState, name: str, dist: KafkaDist) -> LocalKafkaCluster:
+def _launch(state: LocalState, name: str, dist: KafkaDist, brokers: int | None) -> LocalKafkaCluster:
     cluster = state.cluster(name)
     if cluster is None:
-        cluster = LocalKafkaCluster(name=name, data_dir=state.root / "kafka" / name)
+        cluster = LocalKafkaCluster(name=name, data_dir=state.root / "kafka" / name, broker_count=brokers or 1)
         state.clusters.append(cluster)
+    elif brokers is not None and brokers != cluster.broker_count:
+        # A formatted quorum does not grow or shrink here: that would be a reassignment, not a restart.
+        raise ClusterError(f"cluster {name} was created with {cluster.broker_count} broker(s), not {brokers}; "
+                           "`fedkafka local down --purge` first to start over with another number")
     if not cluster.running:
         cluster.start(dist, owned=False)
         state.save()  # record the pid at once: a failed wait must still be cleaned up by `down`
@@ -193,8 +206,7 @@ def down(state: LocalState, purge: bool = False) -> None:
             if not s.get("managed_by"):
                 stop_service(s)
     state.services = {name: svc for name, svc in state.services.items() if _managed(svc)}
-    for cluster in state.clusters:
-        cluster.stop()
+    stop_clusters(state.clusters)  # every broker at once, under one deadline
     state.save()
     if purge:
         import shutil

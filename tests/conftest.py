@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fedkafka.kafka.cluster import LocalKafkaCluster, free_port, pid_alive, start_clusters
+from fedkafka.kafka.cluster import LocalKafkaCluster, free_port, pid_alive, start_clusters, stop_clusters
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +35,21 @@ def kafka_clusters(kafka_base_dir) -> list[LocalKafkaCluster]:
         c.stop()
 
 
+@pytest.fixture(scope="session")
+def replicated_clusters(kafka_base_dir) -> list[LocalKafkaCluster]:
+    """Two clusters r1, r2 of 3 brokers each (3 replicas, min.insync.replicas 2), started by the first test
+    that asks for them. A test may kill one broker (`cluster.brokers[i].kill()`, `cluster.leader_of(...)`)
+    but must start it again (`broker.start()`, `cluster.wait_ready()`) before it ends."""
+    clusters = start_clusters(["r1", "r2"], kafka_base_dir / "replicated", brokers=3)
+    yield clusters
+    stop_clusters(clusters)  # all six at once, under one deadline
+
+
 @pytest.fixture
 def make_clusters(tmp_path):
-    """Factory for private clusters a test may kill; all are stopped at the test's end."""
+    """Factory for private clusters a test may kill; all are stopped at the test's end.
+
+    `make_clusters("f1", "f2", brokers=3)` gives clusters of 3 brokers each."""
     started: list[LocalKafkaCluster] = []
 
     def _make(*names: str, **kwargs) -> list[LocalKafkaCluster]:

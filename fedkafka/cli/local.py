@@ -24,6 +24,9 @@ def _fail(message: str) -> None:
 
 @app.command()
 def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="Physical clusters to run."),
+       brokers: int = typer.Option(None, "--brokers", "-b", min=1, max=9, show_default="1",
+                                   help="Brokers per new cluster (3 or more: 3 replicas of every partition, "
+                                        "min.insync.replicas 2). Existing clusters keep theirs."),
        proxies: int = typer.Option(1, "--proxies", min=1, max=8, help="Proxies (role both) to run."),
        clusters_only: bool = typer.Option(False, help="Only the physical clusters, no fedkafka services.")) -> None:
     """Start (or resume) the local federation: N Kafka clusters, controller, proxies, name service."""
@@ -34,9 +37,11 @@ def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="P
     started = time.monotonic()
     try:
         with console.status(f"starting {clusters} Kafka cluster(s)…"):
-            running = local.up_clusters(state, clusters)
+            running = local.up_clusters(state, clusters, brokers)
         for c in running:
-            console.print(f"cluster [bold]{c.name}[/bold] at {c.bootstrap} (pid {c.pid}, up in {c.start_seconds}s)")
+            pids = ", ".join(str(b.pid) for b in c.brokers)
+            console.print(f"cluster [bold]{c.name}[/bold] at {c.bootstrap} ({c.broker_count} broker(s), pid {pids}, "
+                          f"up in {c.start_seconds}s)")
         if not clusters_only:
             with console.status("starting the controller…"):
                 controller = local.up_controller(state)
@@ -53,14 +58,16 @@ def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="P
 
 
 @app.command("add-cluster")
-def add_cluster(name: str = typer.Option(None, help="Cluster id (default: next free cN).")) -> None:
+def add_cluster(name: str = typer.Option(None, help="Cluster id (default: next free cN)."),
+                brokers: int = typer.Option(None, "--brokers", "-b", min=1, max=9,
+                                            help="Brokers (default: as many as the first cluster has).")) -> None:
     """Start one more local physical cluster."""
     state = local.LocalState.load()
     try:
-        cluster = local.add_cluster(state, name)
+        cluster = local.add_cluster(state, name, brokers)
     except (KafkaDistError, ClusterError) as exc:
         _fail(str(exc))
-    typer.echo(json.dumps({"id": cluster.name, "bootstrap": cluster.bootstrap}))
+    typer.echo(json.dumps({"id": cluster.name, "bootstrap": cluster.bootstrap, "brokers": cluster.broker_count}))
 
 
 @app.command()
@@ -84,6 +91,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     table = Table("what", "address", "running", "run by")
     for c in doc["clusters"]:
         table.add_row(f"cluster {c['id']}", c["bootstrap"], _yes(c["running"]), _run_by(c))
+        for b in c["brokers"] if len(c["brokers"]) > 1 else []:
+            table.add_row(f"  broker {b['node_id']}" + (" (controller)" if b["controller"] else ""), b["bootstrap"],
+                          _yes(b["running"]), _run_by({**b, "managed_by": c.get("managed_by")}))
     for name in ("controller", "proxies", "nameservice"):
         svc = doc.get(name)
         for s in svc if isinstance(svc, list) else [svc] if svc else []:

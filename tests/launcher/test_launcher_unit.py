@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import uuid
 
@@ -97,3 +98,63 @@ def test_kafka_home_is_used_when_it_holds_the_jars(monkeypatch, tmp_path):
     monkeypatch.setenv("KAFKA_HOME", str(tmp_path))
     dist = ensure_kafka()
     assert dist.version == "4.1.0" and dist.libs == libs
+
+
+def test_one_broker_cluster_keeps_its_single_node_layout(tmp_path):
+    c = LocalKafkaCluster(name="cx", data_dir=tmp_path, port=1234, controller_port=1235)
+    assert [b.node_id for b in c.brokers] == [1] and c.brokers[0].data_dir == tmp_path
+    assert c.bootstrap == "127.0.0.1:1234" and c.heap == "512m"
+    cfg = c.config()
+    assert cfg["node.id"] == "1" and cfg["controller.quorum.bootstrap.servers"] == "127.0.0.1:1235"
+    assert "controller.quorum.voters" not in cfg
+    assert cfg["default.replication.factor"] == cfg["min.insync.replicas"] == "1"
+
+
+def test_three_brokers_are_a_quorum_of_three_with_three_replicas(tmp_path):
+    c = LocalKafkaCluster(name="cx", data_dir=tmp_path, broker_count=4)
+    c.pick_ports()
+    ports = [p for b in c.brokers for p in (b.port, b.controller_port) if p]
+    assert len(ports) == len(set(ports)) == 7  # the fourth node is a broker only: no controller port
+    voters = ",".join(f"{b.node_id}@127.0.0.1:{b.controller_port}" for b in c.brokers[:3])
+    for b in c.brokers:
+        cfg = b.config()
+        assert cfg["node.id"] == str(b.node_id) and cfg["controller.quorum.voters"] == voters
+        assert cfg["log.dirs"] == str(tmp_path / f"node-{b.node_id}" / "logs")
+        assert cfg["default.replication.factor"] == cfg["offsets.topic.replication.factor"] == "3"
+        assert cfg["transaction.state.log.replication.factor"] == "3"
+        assert cfg["min.insync.replicas"] == cfg["transaction.state.log.min.isr"] == "2"
+        assert cfg["unclean.leader.election.enable"] == "false"
+    assert [b.config()["process.roles"] for b in c.brokers] == ["broker,controller"] * 3 + ["broker"]
+    assert "CONTROLLER://" not in c.brokers[3].config()["listeners"]
+    assert c.bootstrap == ",".join(f"127.0.0.1:{b.port}" for b in c.brokers)
+
+
+def test_two_brokers_replicate_twice_and_need_both_in_sync(tmp_path):
+    cfg = LocalKafkaCluster(name="cx", data_dir=tmp_path, broker_count=2).config(2)
+    assert cfg["default.replication.factor"] == cfg["min.insync.replicas"] == "2"
+
+
+def test_cluster_state_round_trips_with_every_broker(tmp_path):
+    c = LocalKafkaCluster(name="cx", data_dir=tmp_path, broker_count=3, extra_config={"a": "b"})
+    c.pick_ports()
+    for pid, b in zip((11, 12, 13), c.brokers, strict=True):
+        b.pid = pid
+    doc = c.to_dict()
+    assert [b["node_id"] for b in doc["brokers"]] == [1, 2, 3] and doc["pid"] == 11
+    back = LocalKafkaCluster.from_dict(json.loads(json.dumps(doc)))
+    assert back.to_dict() == doc and back.broker_count == 3 and back.heap == "384m"
+
+
+def test_a_state_file_from_single_broker_days_loads_as_one_broker(tmp_path):
+    old = {"id": "c1", "bootstrap": "127.0.0.1:4000", "port": 4000, "controller_port": 4001,
+           "data_dir": str(tmp_path), "pid": 77, "cluster_id": cluster_uuid("c1"), "heap": "512m",
+           "start_seconds": 3.2, "extra_config": {}, "managed_by": None}
+    c = LocalKafkaCluster.from_dict(old)
+    assert c.broker_count == 1 and (c.port, c.controller_port, c.pid) == (4000, 4001, 77)
+    assert c.brokers[0].data_dir == tmp_path and c.bootstrap == "127.0.0.1:4000"
+    assert {k: v for k, v in c.to_dict().items() if k != "brokers"} == old
+
+
+def test_zero_brokers_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="at least 1"):
+        LocalKafkaCluster(name="cx", data_dir=tmp_path, broker_count=0)
