@@ -2,13 +2,14 @@
 
 The Kafka version is pinned here and nowhere else (`KAFKA_VERSION`). Resolution order:
 1. `KAFKA_HOME` pointing at an unpacked Apache Kafka distribution (its `libs/*.jar`);
-2. the cache `~/.cache/fedkafka/kafka-<version>/libs` (or `$FEDKAFKA_CACHE_DIR`), complete when it holds
+2. the cache `~/.cache/fedkafka/kafka-<version>-<pom hash>/libs` (or `$FEDKAFKA_CACHE_DIR`), complete when it holds
    the marker `.complete`; a second run is then offline and instant;
 3. `mvn dependency:copy-dependencies` on the pom shipped beside this module.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -107,7 +108,10 @@ def _from_kafka_home(java: str) -> KafkaDist | None:
 
 
 def cached_libs(version: str = KAFKA_VERSION) -> Path:
-    return cache_root() / f"kafka-{version}" / "libs"
+    # Keyed by the pom too: a changed dependency list (e.g. the logging jars) resolves into a fresh cache
+    # instead of reusing a complete one made from the old list.
+    pom_key = hashlib.sha256(_POM.read_bytes()).hexdigest()[:8]
+    return cache_root() / f"kafka-{version}-{pom_key}" / "libs"
 
 
 def ensure_kafka(version: str = KAFKA_VERSION, install: bool = True, quiet: bool = True) -> KafkaDist:

@@ -74,6 +74,13 @@ def test_two_clusters_are_independent_and_keep_per_partition_order(kafka_cluster
         assert total == 1000
 
 
+def test_brokers_write_their_log(kafka_clusters):
+    """The broker's slf4j 1.7 found no slf4j 2 provider and logged nothing, so every ClusterError's log tail
+    was empty; the pom now brings slf4j-api 2."""
+    log = kafka_clusters[0].log_file.read_text(errors="replace")
+    assert "Kafka Server started" in log, log[-2000:]
+
+
 def test_java_perf_producer_and_console_consumer(kafka_clusters, unique_name):
     cluster = kafka_clusters[0]
     ensure_topic(cluster.bootstrap, unique_name, partitions=2)
