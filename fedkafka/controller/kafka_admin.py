@@ -102,7 +102,11 @@ class KafkaAdmin:
 
     def log_offsets(self, cluster: str, bootstrap: str, partitions: list[tuple[str, int]]) -> dict[
             tuple[str, int], tuple[int, int]]:
-        """(log start, log end) of each physical partition that answered; the others are left out."""
+        """(log start, log end) of each physical partition that answered; the others are left out.
+
+        The end is the high watermark. A partition answering an error is left out, never given a low value:
+        in particular OFFSET_NOT_AVAILABLE, Kafka's answer while a new leader's high watermark is still
+        behind the start of its epoch (it may lag the old leader's). The seal read retries what is left out."""
         if not partitions:
             return {}
         admin = self.client(cluster, bootstrap)
@@ -113,9 +117,12 @@ class KafkaAdmin:
             answers[name] = {}
             for tp, fut in futures.items():
                 try:
-                    answers[name][(tp.topic, tp.partition)] = fut.result(timeout=self.timeout + 2).offset
-                except (KafkaException, TimeoutError):
+                    offset = fut.result(timeout=self.timeout + 2).offset
+                except (KafkaException, TimeoutError) as e:
+                    log.info("%s %s/%s: %s offset not read: %s", cluster, tp.topic, tp.partition, name, e)
                     continue
+                if offset >= 0:  # no offset is no answer
+                    answers[name][(tp.topic, tp.partition)] = offset
         return {k: (answers["start"][k], v) for k, v in answers["end"].items() if k in answers["start"]}
 
     def set_topic_config(self, cluster: str, bootstrap: str, name: str, config: dict[str, str]) -> None:

@@ -61,3 +61,51 @@ def test_a_live_proxy_that_never_acks_rolls_the_move_back(setup):
     chain = ctl.view.chain("t", 1)
     assert not chain.frozen and len(chain.segments) == 1 and chain.active.cluster == "c2"
     assert mover.counts(ids) == {"rolled_back": 1}
+
+
+class _ListOffsetsAnswers:
+    """An AdminClient stand-in that answers ListOffsets from a script: per call, per spec, an offset or an
+    error code (what librdkafka's futures carry); every call is recorded."""
+
+    def __init__(self, ends: list):
+        self.ends = ends  # one entry per end read: an int offset or a KafkaError code
+        self.reads = 0
+
+    def list_offsets(self, specs, request_timeout=None):
+        from concurrent.futures import Future
+
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import OffsetSpec
+
+        out = {}
+        for tp, spec in specs.items():
+            fut = Future()
+            if spec == OffsetSpec.earliest():
+                answer = 0
+            else:
+                answer = self.ends[min(self.reads, len(self.ends) - 1)]
+                self.reads += 1
+            if isinstance(answer, tuple):
+                fut.set_exception(KafkaException(KafkaError(answer[0])))
+            else:
+                fut.set_result(type("Info", (), {"offset": answer})())
+            out[tp] = fut
+        return out
+
+
+def test_the_seal_read_retries_a_new_leader_without_a_high_watermark_yet():
+    """Issue #12, hole 1: while a new leader's high watermark is behind the start of its epoch, Kafka answers
+    ListOffsets with OFFSET_NOT_AVAILABLE; an answer without an offset (-1) is no seal either. Both are read
+    again until a real log end comes back, never recorded as the seal."""
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError
+
+    from fedkafka.controller.kafka_admin import KafkaAdmin
+
+    admin = KafkaAdmin(timeout=1)
+    answers = _ListOffsetsAnswers([(KafkaError.OFFSET_NOT_AVAILABLE,), -1, 42])
+    admin._clients[("c1", "c1:9092")] = answers
+    mover = Mover(SimpleNamespace(settings=SimpleNamespace(lease_ms=10_000), kafka=admin), ack_timeout=1)
+    assert mover.read_ends({"c1": {("t", 0)}}, {"c1": "c1:9092"}) == {("c1", "t", 0): 42}
+    assert answers.reads == 3

@@ -9,13 +9,14 @@ import logging
 import socket
 from typing import Any
 
+from fedkafka.fencing import UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.protocol import codec
 from fedkafka.protocol.framing import FrameError, read_frame
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-REQUEST_TIMEOUT_S = 40.0
+REQUEST_TIMEOUT_S = UPSTREAM_REQUEST_TIMEOUT_S
 MAX_RESPONSE_BYTES = 1 << 30
 MAX_IDLE_DEDICATED = 64  # per broker; more are closed on release
 
