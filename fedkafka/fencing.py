@@ -12,3 +12,16 @@ from __future__ import annotations
 MAX_PRODUCE_WAIT_S = 30.0
 # The proxy's wait for any upstream answer: past it, the connection is closed and its requests failed.
 UPSTREAM_REQUEST_TIMEOUT_S = MAX_PRODUCE_WAIT_S + 10.0
+# A proxy acks a frozen view only when no produce it routed under an older view is unanswered. It waits this
+# long for their answers, then closes the upstream connections they are on (failing them: the clients retry
+# later) and acks once they are failed. It never acks with one of them still out.
+DRAIN_PATIENCE_S = 30.0
+# After a proxy's lease ran out it routes no produce, sends none upstream and closes the connections of any
+# still out; the controller still counts it as writing for this long (the longest a request can run upstream).
+FENCE_GRACE_S = UPSTREAM_REQUEST_TIMEOUT_S
+
+
+def ack_timeout_s(lease_s: float) -> float:
+    """How long the controller waits for every proxy to ack a frozen view before it rolls a move back: a live
+    proxy acks within its drain (plus a heartbeat), a silent one is fenced after its lease and the grace."""
+    return max(DRAIN_PATIENCE_S + 5.0 + lease_s / 3, lease_s + FENCE_GRACE_S + 5.0)

@@ -7,8 +7,9 @@ before it takes effect:
 
 - frozen: the chain's frozen flag and the move state are one transaction; the view that carries
   the flag is composed right after (a restart composes again).
-- acks: every live produce-capable proxy applied that view, or its lease ran out (it then stops
-  taking produce on its own). Nothing is written; a restart simply waits again.
+- acks: every live produce-capable proxy applied that view, or its lease ran out at least FENCE_GRACE_S ago
+  (it stops taking produce on its own and fails what it still had upstream). Nothing is written; a restart
+  simply waits again.
 - sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
   are recorded while the chain is still frozen, so they cannot move any more.
 - done: old segment sealed, new active segment, leader epoch + 1, unfrozen: one transaction.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow
+from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,9 @@ class Mover:
 
     def __init__(self, controller, ack_timeout: float | None = None, seal_timeout: float = 30.0):
         self.ctl = controller
+        # a live proxy acks after its drain; a silent one counts until its lease and the fencing grace ran out
         lease = controller.settings.lease_ms / 1000
-        # a live proxy drains in-flight produce (bounded at 30 s) before it acks; silent ones lose their lease
-        self.ack_timeout = ack_timeout if ack_timeout is not None else max(35.0, 2 * lease)
+        self.ack_timeout = ack_timeout if ack_timeout is not None else ack_timeout_s(lease)
         self.seal_timeout = seal_timeout
 
     # -- planning ------------------------------------------------------------------------------
@@ -142,15 +144,18 @@ class Mover:
             self.ctl.flush_heartbeats()
             now = time.time()
             with self.ctl.session() as s:
+                # A proxy whose lease ran out a moment ago may still have a write out upstream: it is fenced
+                # only once the longest upstream request it may have sent is over.
                 live = list(s.execute(select(ProxyRow.node_id, ProxyRow.applied_version)
-                                      .where(ProxyRow.lease_expires > now, ProxyRow.role.in_(PRODUCE_ROLES))))
+                                      .where(ProxyRow.lease_expires > now - FENCE_GRACE_S,
+                                             ProxyRow.role.in_(PRODUCE_ROLES))))
             behind = [node for node, applied in live if applied < needed]
             progress("acks", len(live) - len(behind), len(live))
             if not behind:
                 return
             if time.monotonic() > deadline:
                 raise MoveFailed(f"proxies {behind} did not apply view {needed} within {self.ack_timeout:.0f} s "
-                                 "while still renewing their leases")
+                                 f"while renewing their leases or less than {FENCE_GRACE_S:.0f} s after")
             time.sleep(0.02)
 
     def _seal(self, ids: list[int], progress) -> None:

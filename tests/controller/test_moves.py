@@ -109,3 +109,46 @@ def test_the_seal_read_retries_a_new_leader_without_a_high_watermark_yet():
     mover = Mover(SimpleNamespace(settings=SimpleNamespace(lease_ms=10_000), kafka=admin), ack_timeout=1)
     assert mover.read_ends({"c1": {("t", 0)}}, {"c1": "c1:9092"}) == {("c1", "t", 0): 42}
     assert answers.reads == 3
+
+
+def _lease_ran_out(ctl, node_id: int, seconds_ago: float) -> None:
+    import time
+
+    from fedkafka.controller.models import ProxyRow
+
+    with ctl._hb_lock:
+        ctl._leases.pop(node_id, None)
+        ctl._pending.pop(node_id, None)
+    with ctl.session() as s:
+        s.get(ProxyRow, node_id).lease_expires = time.time() - seconds_ago
+        s.commit()
+
+
+def test_a_proxy_is_fenced_only_once_its_last_upstream_write_is_over(setup):
+    """Issue #12, hole 2: a proxy whose lease ran out a moment ago may still have a write out upstream (the
+    proxy waits up to UPSTREAM_REQUEST_TIMEOUT_S for an answer). Old code sealed as soon as the lease ran out."""
+    from fedkafka.fencing import FENCE_GRACE_S, UPSTREAM_REQUEST_TIMEOUT_S
+
+    api, _ = setup
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=1)
+    mover = Mover(ctl, ack_timeout=0.3)
+    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    with pytest.raises(MoveFailed, match="did not apply view"):
+        mover.run(ids)
+    assert mover.counts(ids) == {"rolled_back": 1}
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1)
+    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    assert mover.run(ids) == {"done": 1}
+    assert FENCE_GRACE_S >= UPSTREAM_REQUEST_TIMEOUT_S
+
+
+def test_the_ack_wait_outlasts_a_live_proxys_drain_and_a_silent_ones_fencing(setup):
+    from fedkafka.fencing import DRAIN_PATIENCE_S, FENCE_GRACE_S
+
+    ctl = setup[0].controller
+    lease = ctl.settings.lease_ms / 1000
+    timeout = Mover(ctl).ack_timeout
+    assert timeout > DRAIN_PATIENCE_S + lease / 3  # the drain, then the heartbeat that carries the ack
+    assert timeout > lease + FENCE_GRACE_S

@@ -18,7 +18,7 @@ from fedkafka.protocol import codec, versions
 from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
 from fedkafka.proxy.core.physical import PhysicalClusters
-from fedkafka.proxy.core.upstream import REQUEST_TIMEOUT_S, UpstreamPool
+from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
 from fedkafka.proxy.plan import NO_RESPONSE, UNANSWERED, AnyBroker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
@@ -126,6 +126,10 @@ class Dispatcher:
         sent: list = []
         for call in calls:
             cluster = call.target.cluster
+            if call.request.__api_key__ == PRODUCE_API_KEY and not self.state.lease_valid():
+                # routed before the lease ran out (a barrier waited meanwhile): the controller may be sealing
+                sent.append(UpstreamError(cluster, "proxy lease expired: not sent"))
+                continue
             try:
                 node = None if isinstance(call.target, AnyBroker) else call.target.node_id
                 host, port = self.physical.address(cluster, node)

@@ -11,15 +11,17 @@ import os
 import random
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedkafka.fencing import DRAIN_PATIENCE_S
 from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
 from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
-from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
@@ -44,15 +46,29 @@ class ProxyConfig:
 
 
 class InflightProduce:
-    """Counts produce requests per view version, so a new view is acked only after older ones finished."""
+    """Counts produce requests per view version, so a new view is acked only after older ones finished.
 
-    def __init__(self) -> None:
+    Never gives up: after `DRAIN_PATIENCE_S` it calls `close_upstream` (the upstream connections with a
+    produce pending are closed, so those requests fail and their clients retry) and keeps waiting until they
+    are answered. Acking with one of them still out could let it land after the seal (issue #12, hole 2)."""
+
+    def __init__(self, close_upstream: Callable[[], int] = lambda: 0) -> None:
         self.by_version: collections.Counter[int] = collections.Counter()
+        self.close_upstream = close_upstream
 
-    async def drain_before(self, version: int, timeout_s: float = 30.0) -> None:
+    def older_than(self, version: int) -> int:
+        return sum(n for v, n in self.by_version.items() if v < version)
+
+    async def drain_before(self, version: int, patience_s: float = DRAIN_PATIENCE_S) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while any(n for v, n in self.by_version.items() if v < version) and loop.time() < deadline:
+        deadline = loop.time() + patience_s
+        while self.older_than(version):
+            if loop.time() >= deadline:
+                closed = self.close_upstream()
+                log.warning("view %s: %d produce requests under older views still unanswered after %.0f s; "
+                            "closed %d upstream connections to fail them", version, self.older_than(version),
+                            patience_s, closed)
+                deadline = loop.time() + 1.0  # a request still in its barrier may send later: close again
             await asyncio.sleep(0.005)
 
 
@@ -63,7 +79,7 @@ class ProxyServer:
         self.state = ProxyState(view=View(version=0), me=me)
         self.physical = PhysicalClusters()
         self.pool = UpstreamPool()
-        self.inflight = InflightProduce()
+        self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))
         if config.controller:
             instance = f"{config.advertised_host}:{config.port}"
             self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block)
@@ -96,7 +112,8 @@ class ProxyServer:
                                      pool=self.pool)
         self._wrap_for_inflight(self.dispatcher)
         self._tasks = [asyncio.create_task(self.physical.run()),
-                       asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]
+                       asyncio.create_task(self.source.run(self.state, self.inflight.drain_before)),
+                       asyncio.create_task(self._fence_on_lease_expiry())]
         if sock is not None:
             self.server = await asyncio.start_server(self._on_client, sock=sock, limit=1 << 20)
         else:
@@ -105,6 +122,18 @@ class ProxyServer:
         log.info("proxy node %s (%s) listening on %s:%s, view %s, advertising %s", self.state.me.node_id,
                  self.config.role.value, self.config.host, self.config.port, self.state.view.version,
                  self.dispatcher.advertised)
+
+    async def _fence_on_lease_expiry(self) -> None:
+        """When the lease runs out, fail what is still out upstream: the dispatcher sends no produce any more,
+        and the controller counts this proxy as writing only for `FENCE_GRACE_S` after its lease."""
+        fenced = False
+        while True:
+            await asyncio.sleep(0.05)
+            expired = not self.state.lease_valid()
+            if expired and not fenced:
+                closed = self.pool.close_pending(PRODUCE_API_KEY)
+                log.warning("lease expired: produce refused, %d upstream connections with produce closed", closed)
+            fenced = expired
 
     def _wrap_for_inflight(self, dispatcher: Dispatcher) -> None:
         """Count produce requests by the view version they were routed with."""
