@@ -14,8 +14,9 @@ before it takes effect:
   are recorded while the chain is still frozen, so they cannot move any more.
 - done: old segment sealed, new active segment, leader epoch + 1, unfrozen: one transaction.
 
-A move that cannot finish (a proxy never acks, a cluster does not answer) is rolled back: the
-chain is unfrozen and writes continue where they were.
+A move that cannot finish (a proxy never acks, a cluster does not answer, any error) is rolled back
+before its seal is committed (the chain is unfrozen and writes continue where they were) and finished
+after it. Moves a stopped run left unfinished are settled the same way by `sweep` at controller start.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
-from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow
+from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow, WorkflowRow
 from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 FINISHED = ("done", "rolled_back")
 PRODUCE_ROLES = ("pproxy", "both")
 FAULT_PAUSE = "FEDKAFKA_FAULT_PAUSE_AFTER"  # tests: stall after committing this move state (then kill -9)
+FAULT_RAISE = "FEDKAFKA_FAULT_RAISE_AFTER"  # tests: raise after committing this move state
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,24 +88,52 @@ class Mover:
 
     # -- the state machine ---------------------------------------------------------------------------
     def run(self, ids: list[int], progress: Callable[[str, int, int], None] = lambda *_: None) -> dict[str, int]:
-        """Drive the moves `ids` from wherever they are to done/rolled_back. Returns counts per final state."""
+        """Drive the moves `ids` from wherever they are to done/rolled_back. Returns counts per final state.
+
+        Whatever goes wrong (a proxy that never acks, a database error, a bug), no move is left frozen: the
+        ones not sealed yet are rolled back, the sealed ones finished; if even that fails, `sweep` does it at
+        the next start (or the next sweep round)."""
         if ids:
             n = len(ids)
-            progress("freeze", 0, n)  # each step reports its start too: the run record times every phase
-            self._freeze(ids)
-            progress("freeze", n, n)
-            _fault_point("frozen")
             try:
+                _fault_point("planned")
+                progress("freeze", 0, n)  # each step reports its start too: the run record times every phase
+                self._freeze(ids)
+                progress("freeze", n, n)
+                _fault_point("frozen")
                 self._await_acks(ids, progress)
                 progress("seal", 0, n)
                 self._seal(ids, progress)
-            except MoveFailed as e:
-                self._roll_back(ids, str(e))
+                progress("publish", 0, n)
+                self._publish(ids)
+                progress("publish", n, n)
+            except Exception as e:
+                self.settle(ids, str(e) or type(e).__name__)
                 raise
-            progress("publish", 0, n)
-            self._publish(ids)
-            progress("publish", n, n)
         return self.counts(ids)
+
+    def settle(self, ids: list[int], reason: str) -> None:
+        """Unfinished moves out of the way: not sealed yet -> rolled back (writes continue where they were),
+        sealed -> published (the seal is recorded and nothing was written since). Never raises."""
+        try:
+            self._roll_back(ids, reason)
+            self._publish(ids)
+        except Exception:
+            log.exception("moves %s could not be settled (%s); the sweeper retries", ids, reason)
+
+    def sweep(self) -> list[int]:
+        """Settle the unfinished moves no running workflow owns (its controller died in a direct move, or the
+        run failed and could not settle them). One statement: a run another controller starts meanwhile is
+        either seen running or has no moves yet. Returns their ids."""
+        with self.ctl.session() as s:
+            orphans = list(s.scalars(
+                select(MoveRow.id).outerjoin(WorkflowRow, MoveRow.workflow_id == WorkflowRow.id)
+                .where(MoveRow.state.not_in(FINISHED),
+                       or_(WorkflowRow.id.is_(None), WorkflowRow.state != "running")).order_by(MoveRow.id)))
+        if orphans:
+            log.warning("settling moves %s that no running workflow owns", orphans)
+            self.settle(orphans, "left unfinished by a workflow that stopped; settled by the sweeper")
+        return orphans
 
     def counts(self, ids: list[int]) -> dict[str, int]:
         with self.ctl.session() as s:
@@ -229,8 +259,7 @@ class Mover:
     def _roll_back(self, ids: list[int], reason: str) -> None:
         log.warning("rolling back moves %s: %s", ids, reason)
         with self.ctl._write_lock, self.ctl.session() as s:
-            for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "sealed",
-                                                                                                 "planned")))):
+            for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "planned")))):
                 chain = s.get(ChainRow, (row.topic, row.partition))
                 if chain is not None:
                     chain.frozen = False
@@ -244,7 +273,13 @@ def _active_segment(s, topic: str, partition: int) -> SegmentRow | None:
                                              SegmentRow.phys_end.is_(None)))
 
 
+class InjectedFault(RuntimeError):
+    pass
+
+
 def _fault_point(state: str) -> None:
+    if os.environ.get(FAULT_RAISE) == state:
+        raise InjectedFault(f"fault injection: error after move state {state}")
     if os.environ.get(FAULT_PAUSE) == state:
         log.warning("fault injection: pausing after move state %s", state)
         while True:

@@ -152,3 +152,76 @@ def test_the_ack_wait_outlasts_a_live_proxys_drain_and_a_silent_ones_fencing(set
     timeout = Mover(ctl).ack_timeout
     assert timeout > DRAIN_PATIENCE_S + lease / 3  # the drain, then the heartbeat that carries the ack
     assert timeout > lease + FENCE_GRACE_S
+
+
+class _DatabaseGone(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("phase", ["planned", "frozen", "sealed"])
+def test_an_error_at_any_phase_leaves_no_partition_frozen(setup, monkeypatch, phase):
+    """Issue #12, hole 4: only MoveFailed rolled a move back. Any other error (a database error, a bug) left
+    it frozen (or planned, which blocks the partition for later moves) and its partition refused produce for
+    good. Now a move not sealed yet is rolled back, a sealed one is finished."""
+    from fedkafka.controller import moves
+
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 7})
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    if phase == "planned":  # the freeze's transaction fails
+        monkeypatch.setattr(Mover, "_freeze", lambda self, ids: (_ for _ in ()).throw(_DatabaseGone("commit")))
+    else:
+        def fault(state):
+            if state == phase:
+                raise _DatabaseGone(f"after {state}")
+        monkeypatch.setattr(moves, "_fault_point", fault)
+    with pytest.raises(_DatabaseGone):
+        mover.run(ids)
+    chain = ctl.view.chain("t", 0)
+    assert not chain.frozen
+    if phase == "sealed":  # the seal is recorded: finishing is as safe as rolling back, and makes progress
+        assert mover.counts(ids) == {"done": 1}
+        assert [(g.cluster, g.phys_end) for g in chain.segments] == [("c1", 42), ("c2", None)]
+    else:
+        assert mover.counts(ids) == {"rolled_back": 1}
+        assert [(g.cluster, g.phys_end) for g in chain.segments] == [("c1", None)]
+        assert mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)]) != []  # the partition can move again
+
+
+def test_a_starting_controller_settles_moves_no_running_workflow_owns(setup):
+    """A run failed and could not settle its moves (the database was down too), or a controller died in a
+    direct move: the sweeper at start rolls back the unsealed ones and finishes the sealed ones; a move of a
+    run still 'running' is left to that run (it is resumed)."""
+    import json
+    import time
+
+    from fedkafka.controller.models import WorkflowRow
+    from fedkafka.controller.workflows import WorkflowEngine
+
+    api, kafka = setup
+    ctl = api.controller
+    api.put("/v1/topics/u", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 7})
+    runs = {}
+    with ctl.session() as s:
+        for state in ("failed", "running"):
+            row = WorkflowRow(kind="scale_up", cluster="c2", state=state, step="acks", params_json="{}",
+                              created_at=time.time(), record_json=json.dumps({"state": state}))
+            s.add(row)
+            s.commit()
+            runs[state] = row.id
+    mover = Mover(ctl, ack_timeout=1)
+    frozen = mover.plan(runs["failed"], [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    sealed = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    owned = mover.plan(runs["running"], [MovePlan("u", 0, "c1", "c2", "u", 1)])
+    mover._freeze(frozen + sealed + owned)
+    mover._await_acks(sealed, lambda *_: None)
+    mover._seal(sealed, lambda *_: None)
+
+    WorkflowEngine(ctl).mover.sweep()  # what resume() does first at start
+
+    assert mover.counts(frozen) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen
+    assert mover.counts(sealed) == {"done": 1} and len(ctl.view.chain("t", 1).segments) == 2
+    assert mover.counts(owned) == {"frozen": 1} and ctl.view.chain("u", 0).frozen
