@@ -200,7 +200,8 @@ class Mover:
             olds = {row.id: _active_segment(s, row.topic, row.partition) for row in rows}
         if not rows:
             return
-        offsets = self.read_ends(wanted, bootstrap)
+        offsets = self.read_settled_ends(wanted, bootstrap, {(o.cluster, o.physical_topic, o.physical_partition)
+                                                             for o in olds.values()})
         with self.ctl.session() as s:
             for row in self._rows(s, ids, "frozen"):
                 old = olds[row.id]
@@ -213,6 +214,42 @@ class Mover:
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
+
+    def read_settled_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str],
+                          sealing: set[tuple[str, str, int]]) -> dict:
+        """`read_ends`, once no partition in `sealing` has a write above its high watermark.
+
+        Every write a proxy forwarded is answered by now (the drain), but one the broker answered with an
+        error (acks=all timed out) or whose answer the proxy gave up on may sit in the leader's log above the
+        high watermark, not replicated yet. Sealed below it, it would be served by no one, yet the leader's
+        producer state counts it (a retry would be answered as a duplicate: lost). Frozen, nothing new comes:
+        the followers catch up (or leave the ISR) and the high watermark reaches the log end; then read."""
+        deadline = time.monotonic() + self.seal_timeout
+        while True:
+            ends = self.read_ends(wanted, bootstrap)
+            above = self._above_high_watermark(ends, bootstrap, sealing)
+            if not above:
+                return ends
+            if time.monotonic() > deadline:
+                raise MoveFailed(f"writes above the high watermark not replicated within {self.seal_timeout:.0f} s: "
+                                 f"{above[:5]}")
+            log.info("waiting for replication before the seal: %s", above[:5])
+            time.sleep(0.2)
+
+    def _above_high_watermark(self, ends: dict, bootstrap: dict[str, str], sealing: set[tuple[str, str, int]]):
+        """(cluster, topic, partition, high watermark, log end) of each partition whose log end is above; a log
+        end that cannot be read is not waited for (the seal is then the high watermark alone, as before)."""
+        above = []
+        for cluster in sorted({c for c, _, _ in sealing}):
+            parts = sorted((t, p) for c, t, p in sealing if c == cluster)
+            try:
+                log_ends = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
+            except Exception as e:
+                log.warning("log end offsets of %s not read (sealing at the high watermark): %s", cluster, e)
+                continue
+            above += [(cluster, t, p, ends[(cluster, t, p)], log_ends[(t, p)]) for t, p in parts
+                      if log_ends.get((t, p), -1) > ends[(cluster, t, p)]]
+        return above
 
     def read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str]) -> dict:
         """Log end offset of every wanted physical partition; retried (a new partition needs a leader first)."""

@@ -225,3 +225,40 @@ def test_a_starting_controller_settles_moves_no_running_workflow_owns(setup):
     assert mover.counts(frozen) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen
     assert mover.counts(sealed) == {"done": 1} and len(ctl.view.chain("t", 1).segments) == 2
     assert mover.counts(owned) == {"frozen": 1} and ctl.view.chain("u", 0).frozen
+
+
+def test_the_seal_waits_until_no_write_sits_above_the_high_watermark(setup):
+    """A write the leader appended but its followers do not hold yet (its acks=all answer was an error, or the
+    proxy gave up on it) lies above the high watermark. Sealed there, it is served by no one while the
+    leader's producer state counts it, so a retry would be answered as a duplicate: a loss. The seal is read
+    once the followers caught up: the high watermark reached the log end."""
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 40, ("c2", "t", 1): 7})
+    log_end_reads = []
+
+    def log_end_offsets(cluster, bootstrap, partitions):
+        log_end_reads.append(partitions)
+        if len(log_end_reads) == 2:
+            kafka.ends[("c1", "t", 0)] = 42  # the followers fetched the last two records
+        return {(t, p): 42 for t, p in partitions if (cluster, t, p) == ("c1", "t", 0)}
+
+    kafka.log_end_offsets = log_end_offsets
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    assert mover.run(ids) == {"done": 1}
+    old, new = ctl.view.chain("t", 0).segments
+    assert old.phys_end == 42 and new.logical_base == 42
+    assert log_end_reads[0] == [("t", 0)]  # only the partitions being sealed
+
+
+def test_a_seal_whose_writes_never_replicate_is_rolled_back(setup):
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 40, ("c2", "t", 1): 7})
+    kafka.log_end_offsets = lambda cluster, bootstrap, parts: {(t, p): 42 for t, p in parts}
+    mover = Mover(ctl, ack_timeout=1, seal_timeout=0.3)
+    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    with pytest.raises(MoveFailed, match="above the high watermark"):
+        mover.run(ids)
+    assert mover.counts(ids) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen
