@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from types import SimpleNamespace
@@ -16,8 +15,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from fedkafka.controller.kafka_admin import KafkaAdmin
 from fedkafka.controller.moves import Mover
-from fedkafka.kafka.cluster import LocalKafkaCluster, free_port
 from tests.proxy.support import create_topic
+from tests.three_brokers import started_three_brokers
 
 
 def test_log_end_and_high_watermark_of_a_real_partition(make_clusters):
@@ -33,54 +32,16 @@ def test_log_end_and_high_watermark_of_a_real_partition(make_clusters):
     assert admin.log_end_offsets("s", s.bootstrap, parts) == {("sealed", 0): 0, ("sealed", 1): 5}
 
 
-class _Node(LocalKafkaCluster):
-    """One node of a three-node test cluster: node 1 is broker and controller, 2 and 3 are brokers of its
-    quorum. Test-only, until multi-broker local clusters land in fedkafka/kafka/cluster.py."""
-
-    node_id: int = 1
-    quorum: str = ""
-
-    def config(self) -> dict[str, str]:
-        cfg = super().config()
-        cfg.update({"node.id": str(self.node_id), "controller.quorum.bootstrap.servers": self.quorum,
-                    "offsets.topic.replication.factor": "3", "default.replication.factor": "3",
-                    "broker.session.timeout.ms": "60000", "broker.heartbeat.interval.ms": "2000",
-                    "replica.lag.time.max.ms": "60000"})
-        if self.node_id != 1:
-            cfg.update({"process.roles": "broker", "listeners": f"PLAINTEXT://{self.host}:{self.port}"})
-        return cfg
-
-    def format_storage(self, dist) -> None:
-        if self.node_id == 1:
-            return super().format_storage(dist)
-        if (self.data_dir / "logs" / "meta.properties").exists():
-            return
-        props = self._write_files()
-        subprocess.run(dist.java_command("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c",
-                                         str(props), "--no-initial-controllers", heap="256m"),
-                       capture_output=True, check=True)
-
-
 @pytest.fixture
 def three_brokers(tmp_path):
-    nodes = []
-    controller_port = free_port()
-    for node_id in (1, 2, 3):
-        node = _Node("trio", tmp_path / f"n{node_id}", heap="384m")
-        node.node_id, node.controller_port = node_id, controller_port if node_id == 1 else 0
-        node.quorum = f"127.0.0.1:{controller_port}"
-        nodes.append(node)
-    try:
-        for node in nodes:
-            node.start()
-        for node in nodes:
-            node.wait_ready(180)
+    with started_three_brokers(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            if node.running:
-                os.kill(node.pid, signal.SIGCONT)
-            node.stop(timeout=10)
+
+
+def _leader(admin: AdminClient, topic: str) -> int:
+    meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+    partition = meta.partitions.get(0) if meta is not None else None  # a topic created a moment ago: maybe none
+    return -1 if partition is None else partition.leader
 
 
 def test_the_log_end_is_read_above_a_stalled_high_watermark(three_brokers):
@@ -91,10 +52,11 @@ def test_the_log_end_is_read_above_a_stalled_high_watermark(three_brokers):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic("stall", 1, 3)])["stall"].result(60)
     deadline = time.monotonic() + 60
-    while (leader_id := admin.list_topics("stall", timeout=10).topics["stall"].partitions[0].leader) < 0:
+    while (leader_id := _leader(admin, "stall")) < 0:
         assert time.monotonic() < deadline, "no leader"
         time.sleep(0.2)
     followers = [n for n in three_brokers if n.node_id != leader_id]
+    bootstrap = next(n for n in three_brokers if n.node_id == leader_id).bootstrap  # the others stop
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     for i in range(3):
         producer.produce("stall", value=b"replicated %d" % i, partition=0)
