@@ -124,3 +124,39 @@ def test_a_write_routed_before_the_lease_ran_out_is_not_sent_after_it():
             server.pool.close()
 
     asyncio.run(scenario())
+
+
+def test_a_proxy_registering_again_drains_before_it_acks_the_current_view():
+    """Its lease ran out, the controller answered 404; registering again it takes the current view (maybe a
+    frozen one) and reports it applied. That is an ack like any other: a produce routed under the older view
+    and still out (waiting behind a barrier, say) must be over first, or it could land after the seal."""
+    import httpx
+
+    from fedkafka.proxy.state import ProxyState
+    from fedkafka.proxy.view_source import ControllerViewSource
+    from fedkafka.view.model import View
+
+    current = view()  # version 4
+
+    def controller(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/heartbeat"):
+            return httpx.Response(404, json={"detail": "register again"})
+        if request.url.path == "/v1/proxies":
+            return httpx.Response(200, json={"node_id": 7, "lease_ms": 10_000})
+        return httpx.Response(200, json=current.to_dict())
+
+    async def scenario():
+        source = ControllerViewSource("http://controller", "t", "p7:9092", lambda *_: None)
+        source.client = httpx.AsyncClient(transport=httpx.MockTransport(controller))
+        state = ProxyState(view=View(version=3), me=ProxyInfo(7, "p7", 9092, ProxyRole.PPROXY), applied_version=3)
+        drained = []
+
+        async def drain(version: int) -> None:
+            drained.append((version, state.applied_version))
+
+        source._drain = drain  # what run() hands it
+        await source._heartbeat_once(state)
+        assert drained == [(4, 3)]  # drained before the ack
+        assert state.applied_version == 4
+
+    asyncio.run(scenario())
