@@ -16,8 +16,10 @@ UPSTREAM_REQUEST_TIMEOUT_S = MAX_PRODUCE_WAIT_S + 10.0
 # long for their answers, then closes the upstream connections they are on (failing them: the clients retry
 # later) and acks once they are failed. It never acks with one of them still out.
 DRAIN_PATIENCE_S = 30.0
-# After a proxy's lease ran out it routes no produce, sends none upstream and closes the connections of any
-# still out; the controller still counts it as writing for this long (the longest a request can run upstream).
+# After a proxy's lease ran out it routes no produce and sends none upstream; what it sent before may still
+# be out, so the controller counts it as writing for this long (the longest a request can run upstream).
+# The proxy does not close those connections: that would not unsend a request the broker already has, and
+# its answer, lost, would make the client retry (maybe through another proxy: a duplicate).
 FENCE_GRACE_S = UPSTREAM_REQUEST_TIMEOUT_S
 
 

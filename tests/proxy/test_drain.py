@@ -87,23 +87,6 @@ def test_an_acks_zero_write_counts_as_in_flight_until_the_broker_answered():
     asyncio.run(scenario())
 
 
-def test_a_proxy_whose_lease_ran_out_fails_what_it_has_out_upstream():
-    """The controller fences a silent proxy FENCE_GRACE_S after its lease: by then nothing of it may be out."""
-    async def scenario():
-        async with SilentBroker() as broker:
-            server, dispatcher = _proxy(broker.port)
-            loop = asyncio.get_running_loop()
-            server.state.lease_deadline = loop.time() + 3600
-            out = await dispatcher.start(_frame(), 0)
-            fence = asyncio.ensure_future(server._fence_on_lease_expiry())
-            server.state.lease_deadline = loop.time() - 1  # the lease runs out
-            assert _error(await out) == ErrorCode.request_timed_out
-            fence.cancel()
-            server.pool.close()
-
-    asyncio.run(scenario())
-
-
 def test_a_write_routed_before_the_lease_ran_out_is_not_sent_after_it():
     """A produce waiting behind a barrier (here: its new leader is not known yet) was routed with a valid
     lease; when it is ready to go the lease has run out, so the core does not send it."""

@@ -112,8 +112,7 @@ class ProxyServer:
                                      pool=self.pool)
         self._wrap_for_inflight(self.dispatcher)
         self._tasks = [asyncio.create_task(self.physical.run()),
-                       asyncio.create_task(self.source.run(self.state, self.inflight.drain_before)),
-                       asyncio.create_task(self._fence_on_lease_expiry())]
+                       asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]
         if sock is not None:
             self.server = await asyncio.start_server(self._on_client, sock=sock, limit=1 << 20)
         else:
@@ -122,18 +121,6 @@ class ProxyServer:
         log.info("proxy node %s (%s) listening on %s:%s, view %s, advertising %s", self.state.me.node_id,
                  self.config.role.value, self.config.host, self.config.port, self.state.view.version,
                  self.dispatcher.advertised)
-
-    async def _fence_on_lease_expiry(self) -> None:
-        """When the lease runs out, fail what is still out upstream: the dispatcher sends no produce any more,
-        and the controller counts this proxy as writing only for `FENCE_GRACE_S` after its lease."""
-        fenced = False
-        while True:
-            await asyncio.sleep(0.05)
-            expired = not self.state.lease_valid()
-            if expired and not fenced:
-                closed = self.pool.close_pending(PRODUCE_API_KEY)
-                log.warning("lease expired: produce refused, %d upstream connections with produce closed", closed)
-            fenced = expired
 
     def _wrap_for_inflight(self, dispatcher: Dispatcher) -> None:
         """Count produce requests by the view version they were routed with."""
