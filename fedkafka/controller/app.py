@@ -144,8 +144,8 @@ def create_app(controller: Controller, token: str, background: bool = True,
 
     @app.post("/v1/proxies/{node_id}/heartbeat", dependencies=[api])
     async def heartbeat(node_id: RowId, body: HeartbeatBody):
-        # a known live proxy is renewed in memory, on the loop; others need the database (threadpool)
-        return (controller.renew_lease(node_id, body.applied_version, body.load)
+        # a known live proxy's renewal joins the next batch written; others are checked in the database
+        return (await run_in_threadpool(controller.renew_lease, node_id, body.applied_version, body.load)
                 or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load))
 
     @app.get("/v1/proxies", dependencies=[api])

@@ -7,6 +7,8 @@ the controller.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -102,7 +104,11 @@ class KafkaAdmin:
 
     def log_offsets(self, cluster: str, bootstrap: str, partitions: list[tuple[str, int]]) -> dict[
             tuple[str, int], tuple[int, int]]:
-        """(log start, log end) of each physical partition that answered; the others are left out."""
+        """(log start, log end) of each physical partition that answered; the others are left out.
+
+        The end is the high watermark. A partition answering an error is left out, never given a low value:
+        in particular OFFSET_NOT_AVAILABLE, Kafka's answer while a new leader's high watermark is still
+        behind the start of its epoch (it may lag the old leader's). The seal read retries what is left out."""
         if not partitions:
             return {}
         admin = self.client(cluster, bootstrap)
@@ -113,10 +119,42 @@ class KafkaAdmin:
             answers[name] = {}
             for tp, fut in futures.items():
                 try:
-                    answers[name][(tp.topic, tp.partition)] = fut.result(timeout=self.timeout + 2).offset
-                except (KafkaException, TimeoutError):
+                    offset = fut.result(timeout=self.timeout + 2).offset
+                except (KafkaException, TimeoutError) as e:
+                    log.info("%s %s/%s: %s offset not read: %s", cluster, tp.topic, tp.partition, name, e)
                     continue
+                if offset >= 0:  # no offset is no answer
+                    answers[name][(tp.topic, tp.partition)] = offset
         return {k: (answers["start"][k], v) for k, v in answers["end"].items() if k in answers["start"]}
+
+    def log_end_offsets(self, cluster: str, bootstrap: str, partitions: list[tuple[str, int]]) -> dict[
+            tuple[str, int], int]:
+        """Log end offset (not the high watermark) of each physical partition, asked of its leader; partitions
+        without a leader or an answer are left out.
+
+        The AdminClient only reads the high watermark. Kafka answers ListOffsets LATEST from the log end when
+        the request carries the debugging replica id (-2) instead of a consumer's (-1): what a leader appended
+        but its followers do not hold yet shows up as log end > high watermark."""
+        if not partitions:
+            return {}
+        try:
+            md = self.client(cluster, bootstrap).list_topics(timeout=self.timeout)
+        except KafkaException as e:
+            raise _classify(cluster, e.args[0]) from None
+        by_leader: dict[int, list[tuple[str, int]]] = {}
+        for topic, partition in partitions:
+            meta = md.topics.get(topic)
+            leader = meta.partitions[partition].leader if meta and partition in meta.partitions else -1
+            if leader >= 0 and leader in md.brokers:
+                by_leader.setdefault(leader, []).append((topic, partition))
+        found: dict[tuple[str, int], int] = {}
+        for leader, parts in by_leader.items():
+            broker = md.brokers[leader]
+            try:
+                found.update(_log_ends_of(broker.host, broker.port, parts, self.timeout))
+            except (OSError, ValueError) as e:
+                log.info("%s broker %s: log ends not read: %s", cluster, leader, e)
+        return found
 
     def set_topic_config(self, cluster: str, bootstrap: str, name: str, config: dict[str, str]) -> None:
         entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
@@ -149,3 +187,43 @@ def _classify(cluster: str, err: KafkaError) -> Exception:
     if err.code() in transport or err.retriable():
         return KafkaUnavailable(f"cluster {cluster} unavailable: {err.str()}")
     return KafkaRefused(f"cluster {cluster} refused: {err.str()}")
+
+
+DEBUGGING_REPLICA_ID = -2
+LATEST = -1
+
+
+def _log_ends_of(host: str, port: int, partitions: list[tuple[str, int]], timeout: float) -> dict[
+        tuple[str, int], int]:
+    """One ListOffsets (LATEST, debugging replica id) on a plain socket: the broker's own log ends."""
+    from kio.schema.list_offsets.v8.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
+    from kio.schema.types import TopicName
+    from kio.static.primitive import i8, i32, i64
+
+    from fedkafka.protocol import codec
+
+    topics: dict[str, list[int]] = {}
+    for topic, partition in partitions:
+        topics.setdefault(topic, []).append(partition)
+    request = ListOffsetsRequest(replica_id=i32(DEBUGGING_REPLICA_ID), isolation_level=i8(0), topics=tuple(
+        ListOffsetsTopic(name=TopicName(t), partitions=tuple(
+            ListOffsetsPartition(partition_index=i32(p), current_leader_epoch=i32(-1), timestamp=i64(LATEST))
+            for p in ps)) for t, ps in topics.items()))
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(codec.encode_request(request, 1, "fedkafka-controller"))
+        (size,) = struct.unpack(">i", _read_exactly(sock, 4))
+        if not 0 < size <= 1 << 24:
+            raise ValueError(f"answer of {size} bytes")
+        _header, response = codec.decode_response(codec.response_type(2, 8), _read_exactly(sock, size))
+    return {(t.name, p.partition_index): p.offset for t in response.topics for p in t.partitions
+            if p.error_code == 0 and p.offset >= 0}
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise OSError("connection closed by the broker")
+        buf += chunk
+    return bytes(buf)

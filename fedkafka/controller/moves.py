@@ -7,14 +7,16 @@ before it takes effect:
 
 - frozen: the chain's frozen flag and the move state are one transaction; the view that carries
   the flag is composed right after (a restart composes again).
-- acks: every live produce-capable proxy applied that view, or its lease ran out (it then stops
-  taking produce on its own). Nothing is written; a restart simply waits again.
+- acks: every live produce-capable proxy applied that view, or its lease ran out at least FENCE_GRACE_S ago
+  (it stops taking produce on its own and fails what it still had upstream). Nothing is written; a restart
+  simply waits again.
 - sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
   are recorded while the chain is still frozen, so they cannot move any more.
 - done: old segment sealed, new active segment, leader epoch + 1, unfrozen: one transaction.
 
-A move that cannot finish (a proxy never acks, a cluster does not answer) is rolled back: the
-chain is unfrozen and writes continue where they were.
+A move that cannot finish (a proxy never acks, a cluster does not answer, any error) is rolled back
+before its seal is committed (the chain is unfrozen and writes continue where they were) and finished
+after it. Moves a stopped run left unfinished are settled the same way by `sweep` at controller start.
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
-from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow
+from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow, WorkflowRow
+from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s
 
 log = logging.getLogger(__name__)
 
 FINISHED = ("done", "rolled_back")
 PRODUCE_ROLES = ("pproxy", "both")
 FAULT_PAUSE = "FEDKAFKA_FAULT_PAUSE_AFTER"  # tests: stall after committing this move state (then kill -9)
+FAULT_RAISE = "FEDKAFKA_FAULT_RAISE_AFTER"  # tests: raise after committing this move state
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +59,9 @@ class Mover:
 
     def __init__(self, controller, ack_timeout: float | None = None, seal_timeout: float = 30.0):
         self.ctl = controller
+        # a live proxy acks after its drain; a silent one counts until its lease and the fencing grace ran out
         lease = controller.settings.lease_ms / 1000
-        # a live proxy drains in-flight produce (bounded at 30 s) before it acks; silent ones lose their lease
-        self.ack_timeout = ack_timeout if ack_timeout is not None else max(35.0, 2 * lease)
+        self.ack_timeout = ack_timeout if ack_timeout is not None else ack_timeout_s(lease)
         self.seal_timeout = seal_timeout
 
     # -- planning ------------------------------------------------------------------------------
@@ -84,24 +88,52 @@ class Mover:
 
     # -- the state machine ---------------------------------------------------------------------------
     def run(self, ids: list[int], progress: Callable[[str, int, int], None] = lambda *_: None) -> dict[str, int]:
-        """Drive the moves `ids` from wherever they are to done/rolled_back. Returns counts per final state."""
+        """Drive the moves `ids` from wherever they are to done/rolled_back. Returns counts per final state.
+
+        Whatever goes wrong (a proxy that never acks, a database error, a bug), no move is left frozen: the
+        ones not sealed yet are rolled back, the sealed ones finished; if even that fails, `sweep` does it at
+        the next start (or the next sweep round)."""
         if ids:
             n = len(ids)
-            progress("freeze", 0, n)  # each step reports its start too: the run record times every phase
-            self._freeze(ids)
-            progress("freeze", n, n)
-            _fault_point("frozen")
             try:
+                _fault_point("planned")
+                progress("freeze", 0, n)  # each step reports its start too: the run record times every phase
+                self._freeze(ids)
+                progress("freeze", n, n)
+                _fault_point("frozen")
                 self._await_acks(ids, progress)
                 progress("seal", 0, n)
                 self._seal(ids, progress)
-            except MoveFailed as e:
-                self._roll_back(ids, str(e))
+                progress("publish", 0, n)
+                self._publish(ids)
+                progress("publish", n, n)
+            except Exception as e:
+                self.settle(ids, str(e) or type(e).__name__)
                 raise
-            progress("publish", 0, n)
-            self._publish(ids)
-            progress("publish", n, n)
         return self.counts(ids)
+
+    def settle(self, ids: list[int], reason: str) -> None:
+        """Unfinished moves out of the way: not sealed yet -> rolled back (writes continue where they were),
+        sealed -> published (the seal is recorded and nothing was written since). Never raises."""
+        try:
+            self._roll_back(ids, reason)
+            self._publish(ids)
+        except Exception:
+            log.exception("moves %s could not be settled (%s); the sweeper retries", ids, reason)
+
+    def sweep(self) -> list[int]:
+        """Settle the unfinished moves no running workflow owns (its controller died in a direct move, or the
+        run failed and could not settle them). One statement: a run another controller starts meanwhile is
+        either seen running or has no moves yet. Returns their ids."""
+        with self.ctl.session() as s:
+            orphans = list(s.scalars(
+                select(MoveRow.id).outerjoin(WorkflowRow, MoveRow.workflow_id == WorkflowRow.id)
+                .where(MoveRow.state.not_in(FINISHED),
+                       or_(WorkflowRow.id.is_(None), WorkflowRow.state != "running")).order_by(MoveRow.id)))
+        if orphans:
+            log.warning("settling moves %s that no running workflow owns", orphans)
+            self.settle(orphans, "left unfinished by a workflow that stopped; settled by the sweeper")
+        return orphans
 
     def counts(self, ids: list[int]) -> dict[str, int]:
         with self.ctl.session() as s:
@@ -142,15 +174,18 @@ class Mover:
             self.ctl.flush_heartbeats()
             now = time.time()
             with self.ctl.session() as s:
+                # A proxy whose lease ran out a moment ago may still have a write out upstream: it is fenced
+                # only once the longest upstream request it may have sent is over.
                 live = list(s.execute(select(ProxyRow.node_id, ProxyRow.applied_version)
-                                      .where(ProxyRow.lease_expires > now, ProxyRow.role.in_(PRODUCE_ROLES))))
+                                      .where(ProxyRow.lease_expires > now - FENCE_GRACE_S,
+                                             ProxyRow.role.in_(PRODUCE_ROLES))))
             behind = [node for node, applied in live if applied < needed]
             progress("acks", len(live) - len(behind), len(live))
             if not behind:
                 return
             if time.monotonic() > deadline:
                 raise MoveFailed(f"proxies {behind} did not apply view {needed} within {self.ack_timeout:.0f} s "
-                                 "while still renewing their leases")
+                                 f"while renewing their leases or less than {FENCE_GRACE_S:.0f} s after")
             time.sleep(0.02)
 
     def _seal(self, ids: list[int], progress) -> None:
@@ -165,7 +200,8 @@ class Mover:
             olds = {row.id: _active_segment(s, row.topic, row.partition) for row in rows}
         if not rows:
             return
-        offsets = self.read_ends(wanted, bootstrap)
+        offsets = self.read_settled_ends(wanted, bootstrap, {(o.cluster, o.physical_topic, o.physical_partition)
+                                                             for o in olds.values()})
         with self.ctl.session() as s:
             for row in self._rows(s, ids, "frozen"):
                 old = olds[row.id]
@@ -178,6 +214,42 @@ class Mover:
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
+
+    def read_settled_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str],
+                          sealing: set[tuple[str, str, int]]) -> dict:
+        """`read_ends`, once no partition in `sealing` has a write above its high watermark.
+
+        Every write a proxy forwarded is answered by now (the drain), but one the broker answered with an
+        error (acks=all timed out) or whose answer the proxy gave up on may sit in the leader's log above the
+        high watermark, not replicated yet. Sealed below it, it would be served by no one, yet the leader's
+        producer state counts it (a retry would be answered as a duplicate: lost). Frozen, nothing new comes:
+        the followers catch up (or leave the ISR) and the high watermark reaches the log end; then read."""
+        deadline = time.monotonic() + self.seal_timeout
+        while True:
+            ends = self.read_ends(wanted, bootstrap)
+            above = self._above_high_watermark(ends, bootstrap, sealing)
+            if not above:
+                return ends
+            if time.monotonic() > deadline:
+                raise MoveFailed(f"writes above the high watermark not replicated within {self.seal_timeout:.0f} s: "
+                                 f"{above[:5]}")
+            log.info("waiting for replication before the seal: %s", above[:5])
+            time.sleep(0.2)
+
+    def _above_high_watermark(self, ends: dict, bootstrap: dict[str, str], sealing: set[tuple[str, str, int]]):
+        """(cluster, topic, partition, high watermark, log end) of each partition whose log end is above; a log
+        end that cannot be read is not waited for (the seal is then the high watermark alone, as before)."""
+        above = []
+        for cluster in sorted({c for c, _, _ in sealing}):
+            parts = sorted((t, p) for c, t, p in sealing if c == cluster)
+            try:
+                log_ends = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
+            except Exception as e:
+                log.warning("log end offsets of %s not read (sealing at the high watermark): %s", cluster, e)
+                continue
+            above += [(cluster, t, p, ends[(cluster, t, p)], log_ends[(t, p)]) for t, p in parts
+                      if log_ends.get((t, p), -1) > ends[(cluster, t, p)]]
+        return above
 
     def read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str]) -> dict:
         """Log end offset of every wanted physical partition; retried (a new partition needs a leader first)."""
@@ -224,8 +296,7 @@ class Mover:
     def _roll_back(self, ids: list[int], reason: str) -> None:
         log.warning("rolling back moves %s: %s", ids, reason)
         with self.ctl._write_lock, self.ctl.session() as s:
-            for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "sealed",
-                                                                                                 "planned")))):
+            for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "planned")))):
                 chain = s.get(ChainRow, (row.topic, row.partition))
                 if chain is not None:
                     chain.frozen = False
@@ -239,7 +310,13 @@ def _active_segment(s, topic: str, partition: int) -> SegmentRow | None:
                                              SegmentRow.phys_end.is_(None)))
 
 
+class InjectedFault(RuntimeError):
+    pass
+
+
 def _fault_point(state: str) -> None:
+    if os.environ.get(FAULT_RAISE) == state:
+        raise InjectedFault(f"fault injection: error after move state {state}")
     if os.environ.get(FAULT_PAUSE) == state:
         log.warning("fault injection: pausing after move state %s", state)
         while True:

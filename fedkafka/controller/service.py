@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from fedkafka.controller import db
 from fedkafka.controller.compose import build_view, coordination_cluster
@@ -84,6 +84,9 @@ class Controller:
         self._hb_lock = threading.Lock()
         self._leases: dict[int, tuple[float, int]] = {}  # node id -> (lease expiry, applied version)
         self._pending: dict[int, tuple[float, int, dict]] = {}  # heartbeats not yet in the database
+        self._flush_lock = threading.RLock()  # one heartbeat batch written at a time
+        self._renewals = 0  # renewals taken so far ...
+        self._durable = 0  # ... and how many of them are committed
         self._stop = threading.Event()
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self._threads: list[threading.Thread] = []
@@ -378,8 +381,11 @@ class Controller:
                 "producer_id_block": self.allocate_producer_ids()}
 
     def renew_lease(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any] | None:
-        """Heartbeat of a proxy this controller knows is alive: renewed in memory, written to the database
-        in batches (one transaction per 200 ms, not one per proxy). None: ask `heartbeat` (the database)."""
+        """Heartbeat of a proxy this controller knows is alive. None: ask `heartbeat` (the database).
+
+        Answered only once the renewal is committed: every controller on the database (a move's ack wait)
+        must see at least the lease a proxy was told it holds. Renewals are written in batches: whoever
+        writes takes every renewal waiting, so concurrent heartbeats share one transaction."""
         now = time.time()
         with self._hb_lock:
             known = self._leases.get(node_id)
@@ -390,6 +396,15 @@ class Controller:
             expires = now + self.settings.lease_ms / 1000
             self._leases[node_id] = (expires, max(known[1], applied_version))
             self._pending[node_id] = (expires, max(known[1], applied_version), load)
+            self._renewals += 1
+            ticket = self._renewals
+        with self._flush_lock:
+            if self._durable < ticket:
+                try:
+                    self.flush_heartbeats()
+                except SQLAlchemyError as e:
+                    raise Unavailable(f"lease of proxy {node_id} not renewed: database write failed: "
+                                      f"{type(e).__name__}") from None
         return {"lease_ms": self.settings.lease_ms, "view_version": self.view.version}
 
     def heartbeat(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any]:
@@ -412,17 +427,24 @@ class Controller:
         return {"lease_ms": self.settings.lease_ms, "view_version": self.view.version}
 
     def flush_heartbeats(self) -> None:
-        with self._hb_lock:
-            pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        with self.session() as s:
-            for row in s.scalars(select(ProxyRow).where(ProxyRow.node_id.in_(list(pending)))):
-                expires, applied, load = pending[row.node_id]
-                row.lease_expires = max(row.lease_expires, expires)
-                row.applied_version = max(row.applied_version, applied)
-                row.load_json = json.dumps(load)
-            s.commit()
+        """Write the pending renewals in one transaction. They stay pending until it commits (a failed write
+        loses none; a newer renewal of the same proxy replaces an older one, newest wins)."""
+        with self._flush_lock:
+            with self._hb_lock:
+                batch, upto = dict(self._pending), self._renewals
+            if batch:
+                with self.session() as s:
+                    for row in s.scalars(select(ProxyRow).where(ProxyRow.node_id.in_(list(batch)))):
+                        expires, applied, load = batch[row.node_id]
+                        row.lease_expires = max(row.lease_expires, expires)
+                        row.applied_version = max(row.applied_version, applied)
+                        row.load_json = json.dumps(load)
+                    s.commit()
+            with self._hb_lock:
+                for node_id, written in batch.items():
+                    if self._pending.get(node_id) is written:
+                        del self._pending[node_id]
+                self._durable = max(self._durable, upto)
 
     def allocate_producer_ids(self) -> dict[str, int]:
         """A fresh block of logical producer ids; compare-and-set, so no two callers share one."""

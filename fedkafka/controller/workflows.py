@@ -29,6 +29,7 @@ from fedkafka.view.rebalance import droppable_prefix, evacuate, rebalance
 log = logging.getLogger(__name__)
 
 KINDS = ("scale_up", "decommission")
+SWEEP_INTERVAL_S = 30.0
 STRATEGIES = ("rebalance", "expand")
 DRAINS = ("retention", "groups")
 MOVE_PHASES = ["plan", "freeze", "acks", "seal", "publish"]
@@ -106,15 +107,32 @@ class WorkflowEngine:
         return [self.get(i) for i in ids]
 
     def resume(self) -> list[int]:
-        """Start a thread for every run a previous controller left unfinished."""
+        """Start a thread for every run a previous controller left unfinished; settle the moves no running
+        run owns (a run that failed and could not roll back, a controller that died in a direct move), and
+        keep doing so in the background."""
         with self.ctl.session() as s:
             rows = list(s.scalars(select(WorkflowRow).where(WorkflowRow.state == "running")))
+        self.mover.sweep()
+        threading.Thread(target=self._sweep_loop, name="workflow-sweeper", daemon=True).start()
         for row in rows:
             self._records[row.id] = json.loads(row.record_json)
             self._records[row.id]["id"] = row.id
             log.info("resuming workflow %d (%s %s) at %s", row.id, row.kind, row.cluster, row.step)
             self._spawn(row.id)
         return [r.id for r in rows]
+
+    def _sweep_loop(self) -> None:
+        """Moves a failed run could not settle (the database was down too) are settled once it is back.
+        Only while this controller runs no workflow; runs of other controllers are 'running' in the database."""
+        while not self.ctl._stop.wait(SWEEP_INTERVAL_S):
+            if not self._run_lock.acquire(blocking=False):
+                continue
+            try:
+                self.mover.sweep()
+            except Exception:
+                log.exception("sweep failed")
+            finally:
+                self._run_lock.release()
 
     def wait(self, run_id: int, timeout: float | None = None) -> dict[str, Any]:
         t = self._threads.get(run_id)

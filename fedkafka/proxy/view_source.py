@@ -75,6 +75,7 @@ class ControllerViewSource:
         self.on_block = on_block
         self.lease_ms = 10_000
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        self._drain: Callable[[int], Awaitable[None]] | None = None
 
     async def start(self, state: ProxyState) -> None:
         """Register and fetch the first view; retried until the controller answers."""
@@ -108,6 +109,8 @@ class ControllerViewSource:
             current.raise_for_status()
             view = View.from_dict(current.json())
             if state.apply(view):
+                if self._drain is not None:  # an ack like any other: nothing routed under an older view is out
+                    await self._drain(view.version)
                 state.applied_version = view.version
         state.lease_deadline = sent + self.lease_ms / 1000
         block = body.get("producer_id_block")
@@ -121,6 +124,7 @@ class ControllerViewSource:
         return int(body["start"]), int(body["size"])
 
     async def run(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
+        self._drain = drain
         await asyncio.gather(self._poll(state, drain), self._heartbeat(state))
 
     async def _poll(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -277,3 +278,75 @@ def test_numbers_a_database_cannot_hold_are_refused_not_an_internal_error(make_a
     api = make_api()
     res = api.request(method, path, json=body)
     assert res.status_code == 422, res.text
+
+
+class _FailingCommits:
+    """The controller's database refuses every commit while `failing` is set (a hiccup: network, failover)."""
+
+    def __init__(self, ctl):
+        self.failing = False
+        self._real = ctl.session
+        ctl.session = self._session
+
+    def _session(self):
+        from sqlalchemy.exc import OperationalError
+
+        s = self._real()
+        if self.failing:
+            def refuse():
+                raise OperationalError("COMMIT", {}, ConnectionError("database unreachable"))
+            s.commit = refuse
+        return s
+
+
+def _db_lease(ctl, node_id: int) -> float:
+    from fedkafka.controller.models import ProxyRow
+
+    with ctl.session() as s:
+        return s.get(ProxyRow, node_id).lease_expires
+
+
+def test_a_renewal_acknowledged_to_a_proxy_is_in_the_database(make_api):
+    """Issue #12, hole 3: renewals were acknowledged from memory and written every 200 ms; a failed write
+    dropped them. After a hiccup longer than a lease, live proxies counted as dead for a move's ack wait
+    (which reads the database, possibly on another controller). Now a renewal is answered only once it is
+    committed; a failed write answers 503 (the proxy's lease is not extended) and keeps the renewal pending."""
+    api = make_api(lease_ms=60_000)
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    registered = _db_lease(ctl, node["node_id"])
+    db = _FailingCommits(ctl)
+    db.failing = True
+    sent = time.time()
+    hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 3, "load": {}})
+    with contextlib.suppress(Exception):
+        ctl.flush_heartbeats()  # the lease loop's next batch: refused as well
+    db.failing = False
+    ctl.flush_heartbeats()
+    if hb.status_code == 200:  # told: lease until at least sent + lease
+        assert _db_lease(ctl, node["node_id"]) >= sent + 60
+    else:
+        assert hb.status_code == 503 and "not renewed" in hb.json()["detail"]
+        assert _db_lease(ctl, node["node_id"]) > registered  # kept pending, written by the next batch
+    hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 4, "load": {}})
+    assert hb.status_code == 200 and _db_lease(ctl, node["node_id"]) >= sent + 60
+    assert api.get("/v1/status").json()["proxies"][0]["applied_version"] == 4
+
+
+def test_a_failed_batch_keeps_its_renewals_and_the_newest_wins(make_api):
+    api = make_api(lease_ms=60_000)
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    with ctl._hb_lock:  # two renewals taken, not yet written: an older one, then a newer one
+        ctl._pending[node["node_id"]] = (time.time() + 30, 5, {})
+    db = _FailingCommits(ctl)
+    db.failing = True
+    with pytest.raises(Exception, match="database unreachable"):
+        ctl.flush_heartbeats()
+    with ctl._hb_lock:
+        assert ctl._pending[node["node_id"]][1] == 5
+        ctl._pending[node["node_id"]] = (time.time() + 90, 6, {})
+    db.failing = False
+    ctl.flush_heartbeats()
+    assert _db_lease(ctl, node["node_id"]) > time.time() + 80
+    assert ctl._pending == {}

@@ -61,3 +61,204 @@ def test_a_live_proxy_that_never_acks_rolls_the_move_back(setup):
     chain = ctl.view.chain("t", 1)
     assert not chain.frozen and len(chain.segments) == 1 and chain.active.cluster == "c2"
     assert mover.counts(ids) == {"rolled_back": 1}
+
+
+class _ListOffsetsAnswers:
+    """An AdminClient stand-in that answers ListOffsets from a script: per call, per spec, an offset or an
+    error code (what librdkafka's futures carry); every call is recorded."""
+
+    def __init__(self, ends: list):
+        self.ends = ends  # one entry per end read: an int offset or a KafkaError code
+        self.reads = 0
+
+    def list_offsets(self, specs, request_timeout=None):
+        from concurrent.futures import Future
+
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import OffsetSpec
+
+        out = {}
+        for tp, spec in specs.items():
+            fut = Future()
+            if spec == OffsetSpec.earliest():
+                answer = 0
+            else:
+                answer = self.ends[min(self.reads, len(self.ends) - 1)]
+                self.reads += 1
+            if isinstance(answer, tuple):
+                fut.set_exception(KafkaException(KafkaError(answer[0])))
+            else:
+                fut.set_result(type("Info", (), {"offset": answer})())
+            out[tp] = fut
+        return out
+
+
+def test_the_seal_read_retries_a_new_leader_without_a_high_watermark_yet():
+    """Issue #12, hole 1: while a new leader's high watermark is behind the start of its epoch, Kafka answers
+    ListOffsets with OFFSET_NOT_AVAILABLE; an answer without an offset (-1) is no seal either. Both are read
+    again until a real log end comes back, never recorded as the seal."""
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError
+
+    from fedkafka.controller.kafka_admin import KafkaAdmin
+
+    admin = KafkaAdmin(timeout=1)
+    answers = _ListOffsetsAnswers([(KafkaError.OFFSET_NOT_AVAILABLE,), -1, 42])
+    admin._clients[("c1", "c1:9092")] = answers
+    mover = Mover(SimpleNamespace(settings=SimpleNamespace(lease_ms=10_000), kafka=admin), ack_timeout=1)
+    assert mover.read_ends({"c1": {("t", 0)}}, {"c1": "c1:9092"}) == {("c1", "t", 0): 42}
+    assert answers.reads == 3
+
+
+def _lease_ran_out(ctl, node_id: int, seconds_ago: float) -> None:
+    import time
+
+    from fedkafka.controller.models import ProxyRow
+
+    with ctl._hb_lock:
+        ctl._leases.pop(node_id, None)
+        ctl._pending.pop(node_id, None)
+    with ctl.session() as s:
+        s.get(ProxyRow, node_id).lease_expires = time.time() - seconds_ago
+        s.commit()
+
+
+def test_a_proxy_is_fenced_only_once_its_last_upstream_write_is_over(setup):
+    """Issue #12, hole 2: a proxy whose lease ran out a moment ago may still have a write out upstream (the
+    proxy waits up to UPSTREAM_REQUEST_TIMEOUT_S for an answer). Old code sealed as soon as the lease ran out."""
+    from fedkafka.fencing import FENCE_GRACE_S, UPSTREAM_REQUEST_TIMEOUT_S
+
+    api, _ = setup
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=1)
+    mover = Mover(ctl, ack_timeout=0.3)
+    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    with pytest.raises(MoveFailed, match="did not apply view"):
+        mover.run(ids)
+    assert mover.counts(ids) == {"rolled_back": 1}
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1)
+    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    assert mover.run(ids) == {"done": 1}
+    assert FENCE_GRACE_S >= UPSTREAM_REQUEST_TIMEOUT_S
+
+
+def test_the_ack_wait_outlasts_a_live_proxys_drain_and_a_silent_ones_fencing(setup):
+    from fedkafka.fencing import DRAIN_PATIENCE_S, FENCE_GRACE_S
+
+    ctl = setup[0].controller
+    lease = ctl.settings.lease_ms / 1000
+    timeout = Mover(ctl).ack_timeout
+    assert timeout > DRAIN_PATIENCE_S + lease / 3  # the drain, then the heartbeat that carries the ack
+    assert timeout > lease + FENCE_GRACE_S
+
+
+class _DatabaseGone(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("phase", ["planned", "frozen", "sealed"])
+def test_an_error_at_any_phase_leaves_no_partition_frozen(setup, monkeypatch, phase):
+    """Issue #12, hole 4: only MoveFailed rolled a move back. Any other error (a database error, a bug) left
+    it frozen (or planned, which blocks the partition for later moves) and its partition refused produce for
+    good. Now a move not sealed yet is rolled back, a sealed one is finished."""
+    from fedkafka.controller import moves
+
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 7})
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    if phase == "planned":  # the freeze's transaction fails
+        monkeypatch.setattr(Mover, "_freeze", lambda self, ids: (_ for _ in ()).throw(_DatabaseGone("commit")))
+    else:
+        def fault(state):
+            if state == phase:
+                raise _DatabaseGone(f"after {state}")
+        monkeypatch.setattr(moves, "_fault_point", fault)
+    with pytest.raises(_DatabaseGone):
+        mover.run(ids)
+    chain = ctl.view.chain("t", 0)
+    assert not chain.frozen
+    if phase == "sealed":  # the seal is recorded: finishing is as safe as rolling back, and makes progress
+        assert mover.counts(ids) == {"done": 1}
+        assert [(g.cluster, g.phys_end) for g in chain.segments] == [("c1", 42), ("c2", None)]
+    else:
+        assert mover.counts(ids) == {"rolled_back": 1}
+        assert [(g.cluster, g.phys_end) for g in chain.segments] == [("c1", None)]
+        assert mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)]) != []  # the partition can move again
+
+
+def test_a_starting_controller_settles_moves_no_running_workflow_owns(setup):
+    """A run failed and could not settle its moves (the database was down too), or a controller died in a
+    direct move: the sweeper at start rolls back the unsealed ones and finishes the sealed ones; a move of a
+    run still 'running' is left to that run (it is resumed)."""
+    import json
+    import time
+
+    from fedkafka.controller.models import WorkflowRow
+    from fedkafka.controller.workflows import WorkflowEngine
+
+    api, kafka = setup
+    ctl = api.controller
+    api.put("/v1/topics/u", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 7})
+    runs = {}
+    with ctl.session() as s:
+        for state in ("failed", "running"):
+            row = WorkflowRow(kind="scale_up", cluster="c2", state=state, step="acks", params_json="{}",
+                              created_at=time.time(), record_json=json.dumps({"state": state}))
+            s.add(row)
+            s.commit()
+            runs[state] = row.id
+    mover = Mover(ctl, ack_timeout=1)
+    frozen = mover.plan(runs["failed"], [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    sealed = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    owned = mover.plan(runs["running"], [MovePlan("u", 0, "c1", "c2", "u", 1)])
+    mover._freeze(frozen + sealed + owned)
+    mover._await_acks(sealed, lambda *_: None)
+    mover._seal(sealed, lambda *_: None)
+
+    WorkflowEngine(ctl).mover.sweep()  # what resume() does first at start
+
+    assert mover.counts(frozen) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen
+    assert mover.counts(sealed) == {"done": 1} and len(ctl.view.chain("t", 1).segments) == 2
+    assert mover.counts(owned) == {"frozen": 1} and ctl.view.chain("u", 0).frozen
+
+
+def test_the_seal_waits_until_no_write_sits_above_the_high_watermark(setup):
+    """A write the leader appended but its followers do not hold yet (its acks=all answer was an error, or the
+    proxy gave up on it) lies above the high watermark. Sealed there, it is served by no one while the
+    leader's producer state counts it, so a retry would be answered as a duplicate: a loss. The seal is read
+    once the followers caught up: the high watermark reached the log end."""
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 40, ("c2", "t", 1): 7})
+    log_end_reads = []
+
+    def log_end_offsets(cluster, bootstrap, partitions):
+        log_end_reads.append(partitions)
+        if len(log_end_reads) == 2:
+            kafka.ends[("c1", "t", 0)] = 42  # the followers fetched the last two records
+        return {(t, p): 42 for t, p in partitions if (cluster, t, p) == ("c1", "t", 0)}
+
+    kafka.log_end_offsets = log_end_offsets
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    assert mover.run(ids) == {"done": 1}
+    old, new = ctl.view.chain("t", 0).segments
+    assert old.phys_end == 42 and new.logical_base == 42
+    assert log_end_reads[0] == [("t", 0)]  # only the partitions being sealed
+
+
+def test_a_seal_whose_writes_never_replicate_is_rolled_back(setup):
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 40, ("c2", "t", 1): 7})
+    kafka.log_end_offsets = lambda cluster, bootstrap, parts: {(t, p): 42 for t, p in parts}
+    mover = Mover(ctl, ack_timeout=1, seal_timeout=0.3)
+    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    with pytest.raises(MoveFailed, match="above the high watermark"):
+        mover.run(ids)
+    assert mover.counts(ids) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen

@@ -12,6 +12,7 @@ from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopi
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 from kio.static.primitive import i32Timedelta
 
+from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
@@ -144,10 +145,26 @@ def test_expired_lease_and_transactions_are_refused():
     assert got[0][0] == ErrorCode.transactional_id_authorization_failed
 
 
-def test_acks_zero_has_no_response():
+def test_acks_zero_has_no_response_but_the_broker_answer_is_awaited():
+    """The client of an acks=0 write gets no answer, but the proxy awaits the broker's (acks=all): while it
+    is out, the write counts as in flight, and the drain before a frozen view's ack waits for it."""
     plan = produce.handle(ctx(), None, produce_req({0: batch()}, acks=0))
-    assert [call.expect_response for call in plan.calls] == [False]
-    assert plan.finish([None]) is NO_RESPONSE
+    assert [(call.expect_response, call.request.acks) for call in plan.calls] == [(True, -1)]
+    assert plan.finish(upstream_ok(plan, {("c1", "phys", 0): 4})) is NO_RESPONSE
+
+
+def test_every_write_goes_upstream_with_acks_all():
+    """Issue #12, hole 1: the seal is the high watermark. An acks=1 write the leader acknowledged before its
+    followers had it can lie above the seal (acked, never consumed, its logical offsets reused); so the proxy
+    forwards every write with acks=all, whatever the client asked, and caps the broker's wait."""
+    for acks in (1, 0, -1):
+        req = produce_req({0: batch(), 2: batch()}, acks=acks)
+        req = replace(req, timeout=i32Timedelta.parse(datetime.timedelta(minutes=10)))
+        plan = produce.handle(ctx(), None, req)
+        assert [call.request.acks for call in plan.calls] == [-1, -1]
+        assert {call.request.timeout for call in plan.calls} == {datetime.timedelta(seconds=MAX_PRODUCE_WAIT_S)}
+    acked = produce.handle(ctx(), None, produce_req({0: batch()}, acks=1))
+    assert by_partition(acked.finish(upstream_ok(acked, {("c1", "phys", 0): 9}))) == {0: (ErrorCode.none, 9)}
 
 
 def test_idempotent_produce_gets_a_physical_id_per_cluster_and_rewrites_batches():

@@ -20,7 +20,7 @@ from fedkafka.protocol import codec, versions
 from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
 from fedkafka.proxy.core.physical import PhysicalClusters
-from fedkafka.proxy.core.upstream import REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
+from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
 from fedkafka.proxy.plan import NO_RESPONSE, UNANSWERED, AnyBroker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
@@ -161,21 +161,47 @@ class Dispatcher:
         sent: list = []
         for call in calls:
             cluster = call.target.cluster
+            if call.request.__api_key__ == PRODUCE_API_KEY and not self.state.lease_valid():
+                # routed before the lease ran out (a barrier waited meanwhile): the controller may be sealing
+                sent.append(UpstreamError(cluster, "proxy lease expired: not sent"))
+                continue
             try:
-                node = None if isinstance(call.target, AnyBroker) else call.target.node_id
-                host, port = self.physical.address(cluster, node)
-                if call.dedicated:
-                    sent.append(await self._send_dedicated(host, port, call, slot))
-                    continue
-                conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
-                sent.append(conn.send(call.request, call.expect_response, call.client_id))
+                if isinstance(call.target, AnyBroker):
+                    sent.append(await self._send_to_any(call, slot))
+                else:
+                    host, port = self.physical.address(cluster, call.target.node_id)
+                    sent.append(await self._send_to(host, port, call, slot))
             except PoolBusy as e:  # the proxy's own cap, not the cluster's health
                 log.warning("%s", e)
                 sent.append(UpstreamError(cluster, str(e)))
             except (OSError, ConnectionError, TimeoutError, KeyError) as e:
-                self.physical.mark_unreachable(cluster, str(e) or type(e).__name__)
+                self._lost(call.target, str(e) or type(e).__name__, sending=True)
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
         return sent
+
+    async def _send_to_any(self, call: Call, slot: int):
+        """Any broker of the cluster will do: the next one in rotation, the one after on a connection error."""
+        errors = []
+        for host, port in self.physical.candidates(call.target.cluster):
+            try:
+                return await self._send_to(host, port, call, slot)
+            except (OSError, ConnectionError, TimeoutError) as e:
+                errors.append(f"{host}:{port}: {e or type(e).__name__}")
+        raise ConnectionError("; ".join(errors) or "no broker known")
+
+    async def _send_to(self, host: str, port: int, call: Call, slot: int):
+        if call.dedicated:
+            return await self._send_dedicated(host, port, call, slot)
+        conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
+        return conn.send(call.request, call.expect_response, call.client_id)
+
+    def _lost(self, target, reason: str, sending: bool = False) -> None:
+        """No answer from `target`. Every broker of the cluster failed to connect: unreachable. One broker:
+        refresh (its partitions may have moved to another leader); the refresh decides about the cluster."""
+        if sending and isinstance(target, AnyBroker):
+            self.physical.mark_unreachable(target.cluster, reason)
+        else:
+            self.physical.broker_lost(target.cluster, getattr(target, "node_id", None), reason)
 
     async def _send_dedicated(self, host: str, port: int, call: Call, slot: int):
         # Waiting here holds back this client connection's next requests only (backpressure), not others'.
@@ -216,10 +242,10 @@ class Dispatcher:
                 # responses come in order: a connection whose broker stopped answering is useless
                 self.pool.close_for(item)
                 if not call.client_timeout:  # running past a wait the client chose says nothing of the cluster
-                    self.physical.mark_unreachable(call.target.cluster, "request timed out")
+                    self._lost(call.target, "request timed out")
                 return UpstreamError(call.target.cluster, "request timed out")
             except (ConnectionError, OSError, codec.DecodeError) as e:
-                self.physical.mark_unreachable(call.target.cluster, str(e) or type(e).__name__)
+                self._lost(call.target, str(e) or type(e).__name__)
                 return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
         if return_early is None or len(calls) < 2:
             return list(await asyncio.gather(*(one(c, s) for c, s in zip(calls, sent, strict=True))))

@@ -31,6 +31,7 @@ class ClusterInfo:
     api_versions: dict[int, tuple[int, int]] = field(default_factory=dict)
     reachable: bool = True  # optimistic until a refresh fails
     refreshed_at: float = 0.0
+    turn: int = 0  # rotation over the brokers for calls any broker can answer
 
 
 class PhysicalClusters:
@@ -54,14 +55,29 @@ class PhysicalClusters:
         self._wake.set()
 
     # -- used by the core ----------------------------------------------------------------------
-    def address(self, cluster: str, node_id: int | None) -> tuple[str, int]:
+    def address(self, cluster: str, node_id: int) -> tuple[str, int]:
+        """Where broker `node_id` listens (an unknown id: the first candidate)."""
         info = self.clusters[cluster]
-        if node_id is not None and node_id in info.brokers:
+        if node_id in info.brokers:
             return info.brokers[node_id]
-        if info.brokers:
-            return next(iter(info.brokers.values()))
-        host, port = info.bootstrap.split(",")[0].rsplit(":", 1)
-        return host, int(port)
+        return self.candidates(cluster)[0]
+
+    def candidates(self, cluster: str) -> list[tuple[str, int]]:
+        """Addresses for a call any broker can answer, in the order to try them: the known brokers, starting
+        one further each time (no broker takes every such call, and a dead one is not always first), then
+        the bootstrap addresses that are not among them."""
+        info = self.clusters[cluster]
+        brokers = list(info.brokers.values())
+        if brokers:
+            info.turn = (info.turn + 1) % len(brokers)
+            brokers = brokers[info.turn:] + brokers[:info.turn]
+        return brokers + [addr for addr in _bootstrap(info.bootstrap) if addr not in brokers]
+
+    def broker_lost(self, cluster: str, node_id: int | None, reason: str) -> None:
+        """A broker did not answer: its partitions may have a new leader by now. Refresh; the cluster counts as
+        unreachable only when no broker answers the refresh."""
+        log.info("cluster %s broker %s: %s; refreshing metadata", cluster, node_id, reason)
+        self.request_refresh(cluster)
 
     def mark_unreachable(self, cluster: str, reason: str) -> None:
         info = self.clusters.get(cluster)
@@ -87,9 +103,9 @@ class PhysicalClusters:
         if info is None:
             return False
         errors = []
-        for addr in info.bootstrap.split(","):
-            host, port = addr.strip().rsplit(":", 1)
-            conn = UpstreamConnection(host, int(port), f"{cluster}/metadata")
+        for host, port in self.candidates(cluster):  # a dead bootstrap broker does not hide the live ones
+            addr = f"{host}:{port}"
+            conn = UpstreamConnection(host, port, f"{cluster}/metadata")
             try:
                 await conn.connect()
                 versions_f = conn.send(ApiVersionsRequest(client_software_name="fedkafka",
@@ -130,3 +146,11 @@ class PhysicalClusters:
                                        if not c.reachable or now - c.refreshed_at > REFRESH_INTERVAL_S}
             self._wanted.clear()
             await asyncio.gather(*(self.refresh(c) for c in due if c in self.clusters))
+
+
+def _bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    out = []
+    for addr in bootstrap.split(","):
+        host, port = addr.strip().rsplit(":", 1)
+        out.append((host, int(port)))
+    return out

@@ -11,15 +11,17 @@ import os
 import random
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedkafka.fencing import DRAIN_PATIENCE_S
 from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.limits import ByteBudget, ConnectionCounts, Limits
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
-from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
@@ -47,15 +49,29 @@ class ProxyConfig:
 
 
 class InflightProduce:
-    """Counts produce requests per view version, so a new view is acked only after older ones finished."""
+    """Counts produce requests per view version, so a new view is acked only after older ones finished.
 
-    def __init__(self) -> None:
+    Never gives up: after `DRAIN_PATIENCE_S` it calls `close_upstream` (the upstream connections with a
+    produce pending are closed, so those requests fail and their clients retry) and keeps waiting until they
+    are answered. Acking with one of them still out could let it land after the seal (issue #12, hole 2)."""
+
+    def __init__(self, close_upstream: Callable[[], int] = lambda: 0) -> None:
         self.by_version: collections.Counter[int] = collections.Counter()
+        self.close_upstream = close_upstream
 
-    async def drain_before(self, version: int, timeout_s: float = 30.0) -> None:
+    def older_than(self, version: int) -> int:
+        return sum(n for v, n in self.by_version.items() if v < version)
+
+    async def drain_before(self, version: int, patience_s: float = DRAIN_PATIENCE_S) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while any(n for v, n in self.by_version.items() if v < version) and loop.time() < deadline:
+        deadline = loop.time() + patience_s
+        while self.older_than(version):
+            if loop.time() >= deadline:
+                closed = self.close_upstream()
+                log.warning("view %s: %d produce requests under older views still unanswered after %.0f s; "
+                            "closed %d upstream connections to fail them", version, self.older_than(version),
+                            patience_s, closed)
+                deadline = loop.time() + 1.0  # a request still in its barrier may send later: close again
             await asyncio.sleep(0.005)
 
 
@@ -69,7 +85,7 @@ class ProxyServer:
                                  dedicated_wait_s=config.limits.dedicated_wait_s)
         self.counts = ConnectionCounts(config.limits.max_connections, config.limits.max_connections_per_ip)
         self.budget = ByteBudget(config.limits.max_buffered_bytes)
-        self.inflight = InflightProduce()
+        self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))
         if config.controller:
             instance = f"{config.advertised_host}:{config.port}"
             self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block)

@@ -9,14 +9,16 @@ import logging
 import socket
 from typing import Any
 
+from fedkafka.fencing import UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.protocol import codec
 from fedkafka.protocol.framing import FrameError, read_frame
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-REQUEST_TIMEOUT_S = 40.0
+REQUEST_TIMEOUT_S = UPSTREAM_REQUEST_TIMEOUT_S
 MAX_RESPONSE_BYTES = 1 << 30
+PRODUCE_API_KEY = 0
 MAX_IDLE_DEDICATED = 64  # per broker; more are closed on release
 
 
@@ -58,6 +60,9 @@ class UpstreamConnection:
         resp_t = codec.response_type(request.__api_key__, request.__version__)
         self._pending.append((corr, resp_t, fut))
         return fut
+
+    def has_pending(self, api_key: int) -> bool:
+        return any(resp_t.__api_key__ == api_key for _, resp_t, _ in self._pending)
 
     def owns(self, future: asyncio.Future) -> bool:
         return any(f is future for _, _, f in self._pending)
@@ -189,6 +194,14 @@ class UpstreamPool:
             if conn.owns(future):
                 log.warning("closing upstream %s: a request timed out", conn.label)
                 conn.close()
+
+    def close_pending(self, api_key: int) -> int:
+        """Close every connection with a request of `api_key` unanswered (its requests fail); returns how many."""
+        busy = [c for c in self._conns.values() if not c.closed and c.has_pending(api_key)]  # produce: pooled only
+        for conn in busy:
+            log.warning("closing upstream %s: api %d requests still unanswered", conn.label, api_key)
+            conn.close()
+        return len(busy)
 
     def close(self) -> None:
         for conn in self._conns.values():

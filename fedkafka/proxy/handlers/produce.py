@@ -21,6 +21,7 @@ from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
 from kio.schema.types import TopicName
 from kio.static.primitive import i16, i32, i32Timedelta, i64
 
+from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
@@ -147,18 +148,18 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
     if missing_pids:
         return _obtain_physical_ids(ctx, header, request, sorted(missing_pids), _pid_failures)
 
-    calls = [Call(Broker(cluster, node), _upstream_request(request, parts), expect_response=request.acks != 0,
-                  ordering_key=producer_key)
+    # Always acks=all upstream, always awaited (see _upstream_request): the drain then sees every write in flight.
+    calls = [Call(Broker(cluster, node), _upstream_request(request, parts), ordering_key=producer_key)
              for (cluster, node), parts in groups.items()]
     parts_per_call = list(groups.values())
 
     def finish(results: list):
-        if request.acks == 0:
-            return NO_RESPONSE
         answers: dict[tuple[str, int], dict] = {k: {"error_code": code, "base_offset": -1, "error_message": msg}
                                                 for k, (code, msg) in errors.items()}
         for parts, result in zip(parts_per_call, results, strict=True):
             answers.update(_translate(ctx, parts, result))
+        if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
+            return NO_RESPONSE
         return build(response_type(0, version), {"responses": [
             {"name": name, "partition_responses": [{"index": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
@@ -167,7 +168,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
         return finish([])
     # The first batch of a physical id on a partition goes alone: the broker takes any first sequence from
     # an id it does not know, so a later batch must not reach it before this one's answer (see _translate).
-    return Plan(calls, finish, barrier=unconfirmed and request.acks != 0)
+    return Plan(calls, finish, barrier=unconfirmed)
 
 
 def _checked_batch(topic, pd) -> rec.BatchHeader | tuple[ErrorCode, str | None]:
@@ -312,12 +313,24 @@ def _obtain_physical_ids(ctx: Context, header, request, missing: list[tuple[int,
     return Plan(calls, finish, barrier=True)
 
 
+# The seal is read at the high watermark. A write the leader acknowledged before its followers had it
+# (acks=1), or never acknowledged at all (acks=0), could lie above it: invisible to consumers, its logical
+# offsets given to other records. So every write goes upstream with acks=all, whatever the client asked
+# for (an acks=1 client gets a stronger guarantee, never a weaker one), and is awaited (docs/ARCHITECTURE.md,
+# "Why no acked record lands above a seal").
+UPSTREAM_ACKS = -1
+# A broker keeps an acks=all write waiting for its followers up to the request's timeout; capped, so that
+# every produce is answered within the core's upstream wait (the controller's fencing bound counts on it).
+MAX_UPSTREAM_PRODUCE_TIMEOUT_MS = int(MAX_PRODUCE_WAIT_S * 1000)
+
+
 def _upstream_request(request, parts: list[_Part]):
     by_topic: dict[str, list[dict]] = {}
     for part in parts:
         by_topic.setdefault(part.seg.topic, []).append({"index": part.seg.partition, "records": part.records})
     req_t = request_type(0, type(request).__version__)
-    return build(req_t, {"transactional_id": None, "acks": request.acks, "timeout": request.timeout,
+    timeout = min(request.timeout, datetime.timedelta(milliseconds=MAX_UPSTREAM_PRODUCE_TIMEOUT_MS))
+    return build(req_t, {"transactional_id": None, "acks": UPSTREAM_ACKS, "timeout": timeout,
                          "topic_data": [{"name": n, "partition_data": pd} for n, pd in by_topic.items()]})
 
 

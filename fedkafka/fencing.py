@@ -1,0 +1,29 @@
+"""Time bounds the proxy's produce path and the controller's moves must agree on: one place for all of them.
+
+A seal is safe only if no write a proxy forwarded can still land after the controller read the log end.
+The proxy bounds how long any produce can run upstream; the controller waits at least that long before it
+treats a silent proxy as fenced (docs/ARCHITECTURE.md, "Why no acked record lands above a seal").
+"""
+
+from __future__ import annotations
+
+# A broker holds an acks=all write up to the request's timeout field while followers catch up; the proxy
+# caps that field, so a live broker answers every produce within this many seconds.
+MAX_PRODUCE_WAIT_S = 30.0
+# The proxy's wait for any upstream answer: past it, the connection is closed and its requests failed.
+UPSTREAM_REQUEST_TIMEOUT_S = MAX_PRODUCE_WAIT_S + 10.0
+# A proxy acks a frozen view only when no produce it routed under an older view is unanswered. It waits this
+# long for their answers, then closes the upstream connections they are on (failing them: the clients retry
+# later) and acks once they are failed. It never acks with one of them still out.
+DRAIN_PATIENCE_S = 30.0
+# After a proxy's lease ran out it routes no produce and sends none upstream; what it sent before may still
+# be out, so the controller counts it as writing for this long (the longest a request can run upstream).
+# The proxy does not close those connections: that would not unsend a request the broker already has, and
+# its answer, lost, would make the client retry (maybe through another proxy: a duplicate).
+FENCE_GRACE_S = UPSTREAM_REQUEST_TIMEOUT_S
+
+
+def ack_timeout_s(lease_s: float) -> float:
+    """How long the controller waits for every proxy to ack a frozen view before it rolls a move back: a live
+    proxy acks within its drain (plus a heartbeat), a silent one is fenced after its lease and the grace."""
+    return max(DRAIN_PATIENCE_S + 5.0 + lease_s / 3, lease_s + FENCE_GRACE_S + 5.0)

@@ -1,0 +1,145 @@
+"""The drain before a frozen view's ack (issue #12, hole 2) and the proxy's own fencing when its lease runs out,
+on the real core (dispatcher, upstream pool, in-flight counting) against a broker that reads and never answers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol import codec
+from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
+from fedkafka.view.model import ProxyInfo, ProxyRole
+from tests.proxy.test_handlers import batch, produce_req, view
+
+
+class SilentBroker:
+    """Accepts connections and reads requests, answers none (a broker stalled on replication, or hung)."""
+
+    async def __aenter__(self) -> SilentBroker:
+        self.received = 0
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader, writer):
+        while await reader.read(1 << 16):
+            self.received += 1
+        writer.close()
+
+    async def __aexit__(self, *_):
+        self.server.close()
+
+
+def _proxy(port: int) -> tuple[ProxyServer, Dispatcher]:
+    server = ProxyServer(ProxyConfig(role=ProxyRole.PPROXY, host="127.0.0.1", port=9, advertised_host="p7",
+                                     view_file=Path("unused.json")))
+    server.state.me = ProxyInfo(7, "p7", 9092, ProxyRole.PPROXY)
+    server.state.view = view()
+    server.physical.set_clusters({c: f"127.0.0.1:{port}" for c in ("c1", "c2")})
+    for cid, node in (("c1", 1), ("c2", 2)):
+        info = server.physical.clusters[cid]
+        info.brokers = {node: ("127.0.0.1", port)}
+        info.leaders = {("phys", 0): node, ("phys", 1): node}
+    dispatcher = Dispatcher(state=server.state, physical=server.physical, producer_ids=None, pool=server.pool)
+    server._wrap_for_inflight(dispatcher)
+    return server, dispatcher
+
+
+def _frame(acks: int = -1) -> bytes:
+    return codec.encode_request(produce_req({0: batch()}, acks=acks), 11)[4:]
+
+
+def _error(response: bytes) -> ErrorCode:
+    _, body = codec.decode_response(codec.response_type(0, 9), response[4:])
+    return body.responses[0].partition_responses[0].error_code
+
+
+def test_a_frozen_view_is_acked_only_once_no_older_write_is_unanswered():
+    """Old code: after its patience the drain returned, and the proxy acked the frozen view, with the write
+    still out upstream: it could land after the controller read the seal. Now the drain closes the upstream
+    connection the write is on, the client is told to retry, and only then the drain is over."""
+    async def scenario():
+        async with SilentBroker() as broker:
+            server, dispatcher = _proxy(broker.port)
+            pending = await dispatcher.start(_frame(), 0)  # routed under view 4
+            await server.inflight.drain_before(5, 0.05)  # patience runs out: the connection is closed ...
+            assert pending.done()  # ... and the client has its answer before the view counts as drained
+            assert _error(pending.result()) == ErrorCode.request_timed_out
+            assert server.inflight.older_than(5) == 0
+            server.pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_acks_zero_write_counts_as_in_flight_until_the_broker_answered():
+    async def scenario():
+        async with SilentBroker() as broker:
+            server, dispatcher = _proxy(broker.port)
+            pending = await dispatcher.start(_frame(acks=0), 0)
+            assert server.inflight.older_than(5) == 1
+            await server.inflight.drain_before(5, 0.05)
+            assert pending.done() and pending.result() is None  # still no answer to the client
+            server.pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_write_routed_before_the_lease_ran_out_is_not_sent_after_it():
+    """A produce waiting behind a barrier (here: its new leader is not known yet) was routed with a valid
+    lease; when it is ready to go the lease has run out, so the core does not send it."""
+    async def scenario():
+        async with SilentBroker() as broker:
+            server, dispatcher = _proxy(broker.port)
+            loop = asyncio.get_running_loop()
+            server.state.lease_deadline = loop.time() + 3600
+            leaders = server.physical.clusters["c1"].leaders
+            known = dict(leaders)
+            leaders.clear()
+            starting = asyncio.ensure_future(dispatcher.start(_frame(), 0))
+            await asyncio.sleep(0)  # routed: it waits for the leader behind a barrier
+            server.state.lease_deadline = loop.time() - 1
+            leaders.update(known)
+            assert _error(await (await starting)) == ErrorCode.request_timed_out
+            assert broker.received == 0
+            server.pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_proxy_registering_again_drains_before_it_acks_the_current_view():
+    """Its lease ran out, the controller answered 404; registering again it takes the current view (maybe a
+    frozen one) and reports it applied. That is an ack like any other: a produce routed under the older view
+    and still out (waiting behind a barrier, say) must be over first, or it could land after the seal."""
+    import httpx
+
+    from fedkafka.proxy.state import ProxyState
+    from fedkafka.proxy.view_source import ControllerViewSource
+    from fedkafka.view.model import View
+
+    current = view()  # version 4
+
+    def controller(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/heartbeat"):
+            return httpx.Response(404, json={"detail": "register again"})
+        if request.url.path == "/v1/proxies":
+            return httpx.Response(200, json={"node_id": 7, "lease_ms": 10_000})
+        return httpx.Response(200, json=current.to_dict())
+
+    async def scenario():
+        source = ControllerViewSource("http://controller", "t", "p7:9092", lambda *_: None)
+        source.client = httpx.AsyncClient(transport=httpx.MockTransport(controller))
+        state = ProxyState(view=View(version=3), me=ProxyInfo(7, "p7", 9092, ProxyRole.PPROXY), applied_version=3)
+        drained = []
+
+        async def drain(version: int) -> None:
+            drained.append((version, state.applied_version))
+
+        source._drain = drain  # what run() hands it
+        await source._heartbeat_once(state)
+        assert drained == [(4, 3)]  # drained before the ack
+        assert state.applied_version == 4
+
+    asyncio.run(scenario())
