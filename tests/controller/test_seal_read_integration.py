@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from proxy.support import create_topic
+from three_brokers import started_three_brokers
 
 from fedkafka.controller.kafka_admin import KafkaAdmin
 from fedkafka.controller.moves import Mover
-from tests.proxy.support import create_topic
-from tests.three_brokers import started_three_brokers
 
 
 def test_log_end_and_high_watermark_of_a_real_partition(make_clusters):

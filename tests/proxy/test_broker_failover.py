@@ -19,8 +19,9 @@ from fedkafka.proxy.handlers import produce
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, Plan, UpstreamError
 from fedkafka.proxy.state import ProxyState
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
-from tests.proxy.support import free_port
-from tests.proxy.test_handlers import FakePhysical, _through, batch, by_partition, ctx, produce_req
+
+from .support import free_port
+from .test_handlers import FakePhysical, _through, batch, by_partition, ctx, produce_req
 
 DEAD = ("127.0.0.1", free_port())  # nothing listens there
 
@@ -111,7 +112,7 @@ def _answer(plan: Plan, code: ErrorCode) -> list:
 
 
 def _physical_id(plan: Plan) -> int:
-    return rec.first_producer(plan.calls[0].request.topic_data[0].partition_data[0].records)[0]
+    return rec.produce_batch(plan.calls[0].request.topic_data[0].partition_data[0].records).producer_id
 
 
 def test_a_leader_change_refreshes_and_the_resend_goes_to_the_new_leader_in_order():

@@ -12,7 +12,8 @@ from fedkafka.protocol import codec
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.view.model import ProxyInfo, ProxyRole
-from tests.proxy.test_handlers import batch, produce_req, view
+
+from .test_handlers import batch, produce_req, view
 
 
 class SilentBroker:

@@ -8,8 +8,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-
-from tests.three_brokers import started_three_brokers
+from three_brokers import started_three_brokers
 
 from .support import ProxyProcess, read_partition, split_view
 

@@ -361,11 +361,21 @@ def test_fetch_max_wait_is_clamped_and_the_upstream_timeout_follows_it():
 
 
 class _Physical:
+    """Records what the dispatcher says of the clusters' health: `unreachable` (the whole cluster fenced) and
+    `lost` (one broker did not answer: a refresh)."""
+
     def __init__(self):
         self.unreachable: list[str] = []
+        self.lost: list[str] = []
 
     def mark_unreachable(self, cluster, reason):
         self.unreachable.append(cluster)
+
+    def broker_lost(self, cluster, node_id, reason):
+        self.lost.append(cluster)
+
+    def candidates(self, cluster):
+        return [self.address(cluster, None)]
 
 
 class _Pool:
@@ -383,7 +393,8 @@ def test_a_timeout_the_client_chose_does_not_mark_the_cluster_unreachable():
                  Call(Broker("c2", 1), None, timeout_s=0.05)]
         results = await d._collect(calls, [theirs, ours])
         assert all(isinstance(r, UpstreamError) for r in results)
-        assert d.physical.unreachable == ["c2"]  # only the proxy's own timeout says the broker is stuck
+        # only the proxy's own timeout says the broker is stuck (a refresh then decides about the cluster)
+        assert d.physical.lost == ["c2"] and d.physical.unreachable == []
 
     asyncio.run(scenario())
 
@@ -432,7 +443,7 @@ def test_a_busy_pool_answers_the_call_with_an_error_without_marking_the_cluster_
         held = await d.pool.dedicated("127.0.0.1", port)
         sent = await d._send([Call(AnyBroker("c1"), fetch_request(("log", 1, 0)), dedicated=True)], slot=0)
         assert isinstance(sent[0], UpstreamError) and "busy" in sent[0].reason
-        assert d.physical.unreachable == []
+        assert d.physical.unreachable == [] and d.physical.lost == []
         d.pool.release(held)
         d.pool.close()
         server.close()
