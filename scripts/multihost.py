@@ -15,6 +15,7 @@ Ansible reaches every host over SSH, as root, with a key and known_hosts of the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -186,7 +187,7 @@ def inventory(key: Path, venv: Path) -> dict:
             "fedkafka_venv": str(venv),
             "fedkafka_install_source": "present",
             "fedkafka_service_manager": "supervisord",
-            "fedkafka_api_token": "{{ lookup('ansible.builtin.file', '%s/api-token') }}" % ROOT,
+            "fedkafka_api_token": "{{ lookup('ansible.builtin.file', '" + f"{ROOT}/api-token" + "') }}",
             "fedkafka_controller_listen_host": controller_addr,
             "fedkafka_controller_port": 8780,
             "fedkafka_controller_url": f"http://{controller_addr}:8780",
@@ -281,26 +282,27 @@ def our_namespaces() -> list[str]:
             if line.startswith(f"{PREFIX}-")]
 
 
-def kill_namespace(ns: str) -> None:
-    """SIGTERM every process of the namespace (sshd, supervisord, JVMs, proxies), SIGKILL what remains."""
-    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        pids = [int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()]
-        for pid in pids:
-            try:
+def namespace_pids(namespaces: list[str]) -> list[int]:
+    return [int(p) for ns in namespaces for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()]
+
+
+def kill_namespaces(namespaces: list[str]) -> None:
+    """SIGTERM every process of the namespaces at once (sshd, supervisord, JVMs, proxies), SIGKILL what remains."""
+    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        for pid in namespace_pids(namespaces):
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace
-        while pids and time.monotonic() < deadline:
-            pids = [int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split()]
+        while namespace_pids(namespaces) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not pids:
+        if not namespace_pids(namespaces):
             return
 
 
 def down() -> None:
-    for ns in our_namespaces():
-        kill_namespace(ns)
+    namespaces = our_namespaces()
+    kill_namespaces(namespaces)
+    for ns in namespaces:
         sh("ip", "netns", "del", ns, check=False)  # deleting the namespace deletes its veth pair
     sh("ip", "link", "del", BRIDGE, check=False)
     (REPO / ".fedkafka" / "multihost.json").unlink(missing_ok=True)
