@@ -45,3 +45,29 @@ def test_role_argument_specs_name_the_variable():
     out = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0
     assert "kafka_broker_port" in out
+
+
+# Check mode up to the proxy role on one proxy host, on this machine: nothing is started.
+CHECK_ONE_PROXY = ["--check", "-e", "ansible_connection=local", "-e", "ansible_become=false",
+                   "-e", f"ansible_python_interpreter={sys.executable}", "-e", "fedkafka_install_source=present",
+                   "-e", f"fedkafka_venv={sys.prefix}"]
+
+
+def test_proxy_workers_with_a_controller_are_refused_before_start(tmp_path):
+    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1", *CHECK_ONE_PROXY,
+                           "-e", f"fedkafka_state_dir={tmp_path}", "-e", "fedkafka_proxy_workers=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert "fedkafka_proxy_workers=2 needs fedkafka_proxy_view_file" in out, out
+    assert "Run the proxy as a service" not in out
+
+
+def test_example_inventory_passes_the_proxy_checks_as_shipped(tmp_path):
+    proc = subprocess.run([PLAYBOOK, "-i", "inventory/example", "playbooks/site.yml",
+                           "--limit", "localhost,fedkafka-pp-a.example.net", *CHECK_ONE_PROXY,
+                           "-e", f"fedkafka_state_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert re.search(r"^fedkafka-pp-a\.example\.net\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", proc.stdout,
+                     re.M), proc.stdout[-4000:]
