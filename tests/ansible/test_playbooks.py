@@ -71,3 +71,31 @@ def test_example_inventory_passes_the_proxy_checks_as_shipped(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert re.search(r"^fedkafka-pp-a\.example\.net\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", proc.stdout,
                      re.M), proc.stdout[-4000:]
+
+
+PATH_SETTINGS = {"inventory", "roles_path", "library", "module_utils", "doc_fragment_plugins"}
+
+
+@pytest.mark.parametrize("cwd", [".", "playbooks"])
+@pytest.mark.parametrize("playbook", ["site.yml", "scale_up.yml", "decommission.yml"])
+def test_playbooks_find_the_bundle_from_the_root_and_from_playbooks(cwd, playbook):
+    path = playbook if cwd == "playbooks" else f"playbooks/{playbook}"
+    proc = subprocess.run([PLAYBOOK, path, "-e", "cluster=c3", "--list-tasks", "--list-hosts"], cwd=ROOT / cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"^\s+controller$", proc.stdout, re.M), proc.stdout  # the local inventory was found
+    assert "couldn't resolve module" not in proc.stderr
+
+
+def test_playbooks_ansible_cfg_mirrors_the_root_one():
+    import configparser
+
+    def read(path: Path) -> dict[str, dict[str, str]]:
+        parser = configparser.ConfigParser()
+        parser.read(path)
+        return {section: dict(parser[section]) for section in parser.sections()}
+
+    root, nested = read(ROOT / "ansible.cfg"), read(ROOT / "playbooks" / "ansible.cfg")
+    expected = {section: {key: f"../{value}" if key in PATH_SETTINGS else value for key, value in items.items()}
+                for section, items in root.items()}
+    assert nested == expected
