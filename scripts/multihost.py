@@ -35,7 +35,7 @@ BRIDGE_ADDR = f"{SUBNET}.1"
 SSHD = "/usr/sbin/sshd"
 MIN_HOSTS = 8
 POOLS = {"pproxy": "produce", "cproxy": "consume"}
-# client.id prefix -> pool, set on the controller by `describe`; other client ids get the (empty) default pool.
+# client.id prefix -> pool (site.yml sets them on the controller); other client ids get the empty pool "default".
 CLIENT_RULES = {"producers": ("producer", POOLS["pproxy"]), "consumers": ("consumer", POOLS["cproxy"])}
 KAFKA_HEAP = os.environ.get("FEDKAFKA_HOSTS_KAFKA_HEAP", "320m")  # 6 brokers on a small shared machine
 
@@ -196,6 +196,8 @@ def inventory(key: Path, venv: Path) -> dict:
             "fedkafka_nameservice_http_port": 8781,
             "fedkafka_coordination_cluster": "c1",
             "fedkafka_topics": [{"name": "demo", "partitions": 6}],
+            "fedkafka_client_rules": [{"name": name, "match": "prefix", "pattern": prefix, "pool": pool}
+                                      for name, (prefix, pool) in CLIENT_RULES.items()],
         },
         "children": {
             "kafka_brokers": {
@@ -211,7 +213,7 @@ def inventory(key: Path, venv: Path) -> dict:
             "fedkafka_proxies": {
                 "vars": {"fedkafka_proxy_listen_host": "{{ ansible_host }}", "fedkafka_proxy_workers": 1},
                 # A proxy's Metadata names leaders of its own side only, so a client must land on a proxy
-                # of the side it uses: one pool per role, picked by client.id (CLIENT_RULES).
+                # of the side it uses: one pool per role, picked by client.id (fedkafka_client_rules).
                 "children": {
                     group: {"vars": {"fedkafka_proxy_role": role, "fedkafka_proxy_port": port,
                                      "fedkafka_proxy_pool": POOLS[role]}, "hosts": groups[group]}
@@ -253,13 +255,6 @@ def up(count: int) -> None:
     print(f"{count} hosts up ({host_addr(1)}..{host_addr(count)}); inventory: {write_inventory(key)}")
 
 
-def set_client_rules(controller: str) -> None:
-    fedkafka = Path(sys.prefix) / "bin" / "fedkafka"
-    for name, (prefix, pool) in CLIENT_RULES.items():
-        sh(str(fedkafka), "client-rule", "set", name, "--match", "prefix", "--pattern", prefix, "--pool", pool,
-           "--controller", controller, "--token-file", str(ROOT / "api-token"))
-
-
 def describe() -> None:
     layout = federation_layout()
     state = {
@@ -269,7 +264,6 @@ def describe() -> None:
         "token_file": str(ROOT / "api-token"),
         "hosts": {host_name(i): host_addr(i) for i in sorted({i for i, _, _ in layout.values()})},
     }
-    set_client_rules(state["controller"])
     state["client_rules"] = {f"{prefix}*": pool for prefix, pool in CLIENT_RULES.values()}
     out = REPO / ".fedkafka" / "multihost.json"
     out.parent.mkdir(exist_ok=True)

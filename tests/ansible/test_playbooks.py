@@ -24,6 +24,8 @@ CASES = [
     ("site.yml", ["-e", "fedkafka_controller_url=controller:8780"], "fedkafka_controller_url must be set"),
     ("site.yml", ["-e", "fedkafka_coordination_cluster=c9"], "fedkafka_coordination_cluster ('c9') must name"),
     ("site.yml", ["-e", '{"fedkafka_topics": [{"name": "t"}]}'], "fedkafka_topics must be a list of"),
+    ("site.yml", ["-e", '{"fedkafka_client_rules": [{"name": "r", "match": "regex", "pattern": "p", "pool": "x"}]}'],
+     "fedkafka_client_rules must be a list of"),
 ]
 
 
