@@ -33,6 +33,24 @@ down:
 	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) playbooks/teardown.yml; fi
 	@if [ -x $(BIN)/fedkafka ]; then $(BIN)/fedkafka local down; else echo "nothing to stop (no $(VENV))"; fi
 
+# The federation on 8 real hosts: network namespaces with their own address and sshd (scripts/multihost.py,
+# needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
+.PHONY: up-multihost down-multihost test-multihost
+MULTIHOST := $(BIN)/python scripts/multihost.py
+
+up-multihost: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	$(MULTIHOST) up
+	$(ANSIBLE) -i $${FEDKAFKA_HOSTS_ROOT:-/tmp/fedkafka-hosts}/inventory.yml playbooks/site.yml
+	$(MULTIHOST) describe
+
+down-multihost:
+	@if [ -x $(BIN)/python ]; then $(MULTIHOST) down; else python3 scripts/multihost.py down; fi
+
+# Hosts up, site.yml twice (changed=0), produce and consume through the name service, hosts down (~8 min).
+test-multihost: $(STAMP)
+	FEDKAFKA_MULTIHOST=1 $(BIN)/pytest -m multihost tests/ansible/test_multihost.py $(PYTEST_ARGS)
+
 # The same federation without Ansible: `fedkafka local up` runs each service as a plain daemon.
 up-local: $(STAMP)
 	$(BIN)/fedkafka local up --clusters $(CLUSTERS) $(if $(BROKERS),--brokers $(BROKERS))

@@ -24,6 +24,8 @@ CASES = [
     ("site.yml", ["-e", "fedkafka_controller_url=controller:8780"], "fedkafka_controller_url must be set"),
     ("site.yml", ["-e", "fedkafka_coordination_cluster=c9"], "fedkafka_coordination_cluster ('c9') must name"),
     ("site.yml", ["-e", '{"fedkafka_topics": [{"name": "t"}]}'], "fedkafka_topics must be a list of"),
+    ("site.yml", ["-e", '{"fedkafka_client_rules": [{"name": "r", "match": "regex", "pattern": "p", "pool": "x"}]}'],
+     "fedkafka_client_rules must be a list of"),
 ]
 
 
@@ -45,3 +47,57 @@ def test_role_argument_specs_name_the_variable():
     out = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0
     assert "kafka_broker_port" in out
+
+
+# Check mode up to the proxy role on one proxy host, on this machine: nothing is started.
+CHECK_ONE_PROXY = ["--check", "-e", "ansible_connection=local", "-e", "ansible_become=false",
+                   "-e", f"ansible_python_interpreter={sys.executable}", "-e", "fedkafka_install_source=present",
+                   "-e", f"fedkafka_venv={sys.prefix}"]
+
+
+def test_proxy_workers_with_a_controller_are_refused_before_start(tmp_path):
+    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1", *CHECK_ONE_PROXY,
+                           "-e", f"fedkafka_state_dir={tmp_path}", "-e", "fedkafka_proxy_workers=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert "fedkafka_proxy_workers=2 needs fedkafka_proxy_view_file" in out, out
+    assert "Run the proxy as a service" not in out
+
+
+def test_example_inventory_passes_the_proxy_checks_as_shipped(tmp_path):
+    proc = subprocess.run([PLAYBOOK, "-i", "inventory/example", "playbooks/site.yml",
+                           "--limit", "localhost,fedkafka-pp-a.example.net", *CHECK_ONE_PROXY,
+                           "-e", f"fedkafka_state_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert re.search(r"^fedkafka-pp-a\.example\.net\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", proc.stdout,
+                     re.M), proc.stdout[-4000:]
+
+
+PATH_SETTINGS = {"inventory", "roles_path", "library", "module_utils", "doc_fragment_plugins"}
+
+
+@pytest.mark.parametrize("cwd", [".", "playbooks"])
+@pytest.mark.parametrize("playbook", ["site.yml", "scale_up.yml", "decommission.yml"])
+def test_playbooks_find_the_bundle_from_the_root_and_from_playbooks(cwd, playbook):
+    path = playbook if cwd == "playbooks" else f"playbooks/{playbook}"
+    proc = subprocess.run([PLAYBOOK, path, "-e", "cluster=c3", "--list-tasks", "--list-hosts"], cwd=ROOT / cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"^\s+controller$", proc.stdout, re.M), proc.stdout  # the local inventory was found
+    assert "couldn't resolve module" not in proc.stderr
+
+
+def test_playbooks_ansible_cfg_mirrors_the_root_one():
+    import configparser
+
+    def read(path: Path) -> dict[str, dict[str, str]]:
+        parser = configparser.ConfigParser()
+        parser.read(path)
+        return {section: dict(parser[section]) for section in parser.sections()}
+
+    root, nested = read(ROOT / "ansible.cfg"), read(ROOT / "playbooks" / "ansible.cfg")
+    expected = {section: {key: f"../{value}" if key in PATH_SETTINGS else value for key, value in items.items()}
+                for section, items in root.items()}
+    assert nested == expected
