@@ -46,6 +46,17 @@ def finished(fed: Federation, run_id: int, timeout: float = 180.0) -> dict:
     return wait_for(lambda: fed._finished(run_id), timeout, what=f"workflow {run_id} finished")
 
 
+def load_on_r1(fed: Federation, r1, topic: str) -> Checker:
+    """A controller, a 6-partition topic all on r1 (the coordination cluster), two proxies, and the mixed
+    producers writing for 5 s already."""
+    fed.start_controller()
+    fed.setup({"r1": r1.bootstrap}, topic, 6, coordination="r1")
+    fed.start_proxies(2)
+    checker = mixed_checker(fed, topic)
+    time.sleep(5)
+    return checker
+
+
 def no_frozen_chain(fed: Federation, topic: str) -> None:
     assert not [c for c in fed.chains(topic) if c["frozen"]], fed.chains(topic)
 
@@ -54,11 +65,7 @@ def no_frozen_chain(fed: Federation, topic: str) -> None:
 def test_scale_up_and_decommission_with_the_moving_leader_killed(replicated_clusters, federation, unique_name):
     r1, r2 = replicated_clusters
     fed = federation
-    fed.start_controller()
-    fed.setup({"r1": r1.bootstrap}, unique_name, 6, coordination="r1")
-    fed.start_proxies(2)
-    checker = mixed_checker(fed, unique_name)
-    time.sleep(5)
+    checker = load_on_r1(fed, r1, unique_name)
 
     checker.mark("scale-up onto r2")
     run_id = post_workflow(fed, {"kind": "scale_up", "cluster": "r2", "bootstrap": r2.bootstrap})
@@ -105,11 +112,7 @@ def test_database_unreachable_longer_than_a_lease_while_a_move_is_pending(replic
     r1, r2 = replicated_clusters
     fed = Federation(tmp_path, db=private_postgres.create_database())
     try:
-        fed.start_controller()
-        fed.setup({"r1": r1.bootstrap}, unique_name, 6, coordination="r1")
-        fed.start_proxies(2)
-        checker = mixed_checker(fed, unique_name)
-        time.sleep(5)
+        checker = load_on_r1(fed, r1, unique_name)
         checker.mark("scale-up onto r2")
         run_id = post_workflow(fed, {"kind": "scale_up", "cluster": "r2", "bootstrap": r2.bootstrap})
         private_postgres.stop()  # the run is committed, its moves are not done: heartbeats and moves fail
