@@ -155,3 +155,13 @@ def test_the_frame_budget_counts_every_frame_of_a_burst_and_never_overshoots():
     unlimited = Budget(frames=None, deadline=float("inf"))
     assert all(unlimited.take(5) for _ in range(1000))
     assert not Budget(frames=None, deadline=0.0).open()
+
+
+def test_a_valid_batch_written_directly_is_the_token_walk_s_batch():
+    """The fast path draws and writes exactly what the token path does, so seeds replay the same streams."""
+    for seed in range(300):
+        fast, slow = random.Random(seed), random.Random(seed)
+        count = [None, 1, 3][seed % 3]
+        expected = records.seal(records.batch_tokens(slow, count or slow.choice([1, 1, 2, 5])))
+        assert records.valid_batch(fast, count) == expected
+        assert fast.getstate() == slow.getstate()
