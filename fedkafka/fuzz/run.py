@@ -225,7 +225,7 @@ def start_environment(options: Options) -> tuple[Environment, list]:
     if not clusters:
         from fedkafka.kafka.cluster import start_clusters
 
-        own = start_clusters(["c1", "c2"], options.workdir / "kafka")
+        own = start_clusters(["c1", "c2"], options.workdir / "kafka", timeout=300)  # a loaded machine is slow
         clusters = {c.name: c.bootstrap for c in own}
     env = Environment(options.workdir, clusters, tag=options.tag)
     try:
