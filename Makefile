@@ -100,7 +100,7 @@ lock:
 DURATION ?=
 FRAMES ?=
 SEED ?= 1
-CONNECTIONS ?= 8
+CONNECTIONS ?= 32
 FUZZ_CORPUS ?= fuzz-corpus
 REPLAY ?=
 FUZZ_ARGS := --seed $(SEED) --connections $(CONNECTIONS) --corpus $(FUZZ_CORPUS) \

@@ -18,7 +18,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     p.add_argument("--frames", type=int, default=None, help="stop after this many request frames")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default 60, or "
                    "unlimited with --frames)")
-    p.add_argument("--connections", type=int, default=8, help="fuzz connections (one asyncio task each)")
+    p.add_argument("--connections", type=int, default=32, help="fuzz connections (one asyncio task each; the "
+                   "harness waits for answers, so more connections send more frames per second)")
     p.add_argument("--http-rate", type=float, default=10.0, help="HTTP requests per second (controller, name service)")
     p.add_argument("--good-rate", type=float, default=50.0, help="records per second of the well-behaved producer")
     p.add_argument("--clusters", default="", help="id=bootstrap,... of running clusters (default: start two)")

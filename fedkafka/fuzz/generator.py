@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fedkafka.fuzz import mutate
 from fedkafka.fuzz.frames import Frame, Values, build_frame, request_schema
 from fedkafka.fuzz.tokens import INT, LEN
+from fedkafka.protocol import codec
 
 # Produce, Fetch, JoinGroup and SyncGroup carry nested structures (batches, consumer-protocol bytes): drawn more.
 API_WEIGHTS = {0: 4, 1: 3, 11: 3, 14: 3}
@@ -138,8 +139,15 @@ def _header_lie(rng: random.Random, frame: Frame) -> str:
 
 
 def _expects_answer(frame: Frame) -> bool:
-    """Kafka never answers a Produce with acks=0 (a mutation may have set it)."""
-    return frame.api_key != 0 or not any(t.path == "acks" and t.value == 0 for t in frame.body)
+    """Kafka never answers a Produce with acks=0. Read acks from the mutated bytes as the proxy will: a lie in
+    a length before it (or bytes cut or spliced) can put a 0 there without touching the acks token."""
+    if frame.api_key != 0:
+        return True
+    try:
+        _, body = codec.decode_request(frame.payload())
+    except codec.DecodeError:
+        return True  # the proxy closes the connection: nothing is left to wait for either way
+    return body.acks != 0
 
 
 def _prefixed(payload: bytes) -> bytes:

@@ -69,7 +69,9 @@ class Run:
 
     async def main(self) -> dict:
         targets = self.kafka_targets()
-        groups = [f"{self.o.tag}-g{i}" for i in range(3)]
+        # one group per 4 connections (at least 3): JoinGroups that pile onto one group wait out each other's
+        # rebalances (a member that never rejoins holds a group for its session timeout)
+        groups = [f"{self.o.tag}-g{i}" for i in range(max(3, self.o.connections // 4))]
         deadline = time.monotonic() + self.o.duration
         budget = Budget(self.o.frames, deadline)
         workers = []
@@ -223,7 +225,7 @@ def start_environment(options: Options) -> tuple[Environment, list]:
     if not clusters:
         from fedkafka.kafka.cluster import start_clusters
 
-        own = start_clusters(["c1", "c2"], options.workdir / "kafka")
+        own = start_clusters(["c1", "c2"], options.workdir / "kafka", timeout=300)  # a loaded machine is slow
         clusters = {c.name: c.bootstrap for c in own}
     env = Environment(options.workdir, clusters, tag=options.tag)
     try:

@@ -5,7 +5,11 @@ declaring 2^32 elements makes it ask for tens of GB, and a failed allocation in 
 process (no exception to catch). So every declared length (arrays, strings, bytes, records, tagged fields)
 is first checked against the bytes actually left, by walking the same field layout kio reads. The walk
 follows kio's own field classification (`kio.serial._introspect`), so it reads exactly the bytes kio will.
-It is lenient about values (null markers, unicode): those kio refuses with an exception, which is safe.
+It is lenient about most values (unicode, null strings): those kio refuses with an exception, which is safe.
+Two places where kio and Kafka's own reader part ways are settled here: a null where the schema has a
+non-nullable array is OutOfBounds (kio would hand the handler None; Kafka refuses the request), and tagged
+fields the schema does not know are skipped by their size (Kafka skips them, KIP-482; kio refuses them, so
+`without_unknown_tags` gives the entity's bytes without them for kio to read).
 
 `check(entity_type)(buf, pos, end) -> pos after the entity`; OutOfBounds on any length past `end`.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import threading
 from collections.abc import Callable
 from functools import cache
 
@@ -40,9 +45,36 @@ class OutOfBounds(ValueError):
     """A declared length larger than the bytes left (or malformed), found before anything was allocated."""
 
 
+class _Edits(threading.local):
+    """While `without_unknown_tags` walks: (start, end, replacement) byte spans that drop unknown tags."""
+
+    spans: list[tuple[int, int, bytes]] | None = None
+
+
+_edits = _Edits()
+
+
 def check(entity_type: type) -> Check:
     """The walker for one kio entity type (cached)."""
     return _entity(entity_type).walk
+
+
+def without_unknown_tags(entity_type: type, buf: bytes | memoryview, pos: int, end: int) -> bytes:
+    """The bytes of the entity at `pos` with every tagged field its schema does not know left out (and each
+    such section's count lowered), so that kio reads what a Kafka reader reads. The rare path: only after
+    kio refused a tag, so a well-behaved frame pays nothing for it."""
+    _edits.spans = spans = []
+    try:
+        stop = check(entity_type)(buf, pos, end)
+    finally:
+        _edits.spans = None
+    out = bytearray()
+    for start, until, replacement in sorted(spans):  # disjoint: fields inside a section, counts before them
+        out += buf[pos:start]
+        out += replacement
+        pos = until
+    out += buf[pos:stop]
+    return bytes(out)
 
 
 @dataclasses.dataclass(slots=True)
@@ -51,6 +83,7 @@ class _Walker:
     min_size: int  # fewest bytes one instance can take: bounds element counts
     fixed_size: int | None  # every instance takes exactly this many bytes (arrays of it are skipped at once)
     item: _Walker | None = None  # arrays: the element's walker
+    nullable: bool = True  # arrays: whether a null count is allowed
 
 
 def _uvarint(buf, pos: int, end: int) -> tuple[int, int]:
@@ -103,7 +136,7 @@ def _primitive(kafka_type: str, flexible: bool) -> _Walker:
 
 
 # -- arrays ---------------------------------------------------------------------------------------------
-def _array(item: _Walker, flexible: bool) -> _Walker:
+def _array(item: _Walker, flexible: bool, nullable: bool) -> _Walker:
     per_item = max(item.min_size, 1)
     item_walk, fixed = item.walk, item.fixed_size
 
@@ -117,15 +150,19 @@ def _array(item: _Walker, flexible: bool) -> _Walker:
         return pos
 
     def compact(buf, pos: int, end: int) -> int:
-        n, pos = _uvarint(buf, pos, end)
-        return pos if n == 0 else items(buf, pos, end, n - 1)
+        n, after = _uvarint(buf, pos, end)
+        if n == 0 and not nullable:
+            _null(pos)
+        return after if n == 0 else items(buf, after, end, n - 1)
 
     def legacy(buf, pos: int, end: int) -> int:
         _need(pos, 4, end, "array length")
         (n,) = _I32.unpack_from(buf, pos)
+        if n < 0 and not nullable:
+            _null(pos)
         return pos + 4 if n < 0 else items(buf, pos + 4, end, n)
 
-    return _Walker(compact, 1, None, item) if flexible else _Walker(legacy, 4, None, item)
+    return _Walker(compact, 1, None, item, nullable) if flexible else _Walker(legacy, 4, None, item, nullable)
 
 
 # -- entities -------------------------------------------------------------------------------------------
@@ -151,7 +188,7 @@ def _field(entity_type: type, field: dataclasses.Field, is_tag: bool) -> _Walker
         case _:
             walker = _primitive(get_schema_field_type(field), flexible)
     if isinstance(kind, EntityTupleField | PrimitiveTupleField):
-        walker = _array(walker, flexible)
+        walker = _array(walker, flexible, nullable=is_tag or is_optional(field))
     return walker
 
 
@@ -192,6 +229,9 @@ if n > 0:
     pos += n
     if pos > end:
         _short(pos, end)"""
+_NOT_NULL = """\
+if n < 0:
+    _null(pos)"""
 _ITEMS = """\
 if n > 0:
     if n * {per_item} > end - pos:
@@ -206,7 +246,8 @@ def _field_code(field: dataclasses.Field, walker: _Walker, flexible: bool, name:
         advance = (f"pos += n * {item.fixed_size}" if item.fixed_size is not None else
                    f"for _ in range(n):\n        pos = {name}_item(buf, pos, end)")
         count = _COUNT_COMPACT if flexible else _COUNT_LEGACY.format(width=4, bits=32)
-        return count + "\n" + _ITEMS.format(per_item=max(item.min_size, 1), advance=advance)
+        null = "" if walker.nullable else _NOT_NULL + "\n"
+        return count + "\n" + null + _ITEMS.format(per_item=max(item.min_size, 1), advance=advance)
     if walker.walk is _compact_bytes:
         return _COUNT_COMPACT + "\n" + _SKIP
     if walker.walk in (_legacy_string, _legacy_bytes):
@@ -217,7 +258,7 @@ def _field_code(field: dataclasses.Field, walker: _Walker, flexible: bool, name:
 
 def _compile(entity_type: type, plain: list[tuple[dataclasses.Field, _Walker]], tags: Check | None) -> Check:
     flexible = entity_type.__flexible__
-    env: dict = {"_uvarint": _uvarint, "_short": _short, "_lie": _lie, "_i16": _I16.unpack_from,
+    env: dict = {"_uvarint": _uvarint, "_short": _short, "_lie": _lie, "_null": _null, "_i16": _I16.unpack_from,
                  "_i32": _I32.unpack_from, "_tags": tags}
     body: list[str] = []
     fixed_run = 0  # consecutive fixed-size fields: one bounds check for the run
@@ -253,22 +294,46 @@ def _lie(count: int, pos: int, end: int) -> None:
     raise OutOfBounds(f"array of {count} elements at byte {pos}, only {end - pos} bytes left")
 
 
-def _tagged_fields(known: dict[int, _Walker]) -> Check:
-    """uvarint count, then per field uvarint tag, uvarint size, value. A known tag's value must fit its size.
+def _null(pos: int) -> None:
+    raise OutOfBounds(f"null where the schema has a non-nullable array, near byte {pos}")
 
-    kio reads on from where a known tag's value ends, not from where its declared size ends (and refuses
-    unknown tags): so does the walk, or the two would read different bytes after a tag that lies."""
+
+def _tagged_fields(known: dict[int, _Walker]) -> Check:
+    """uvarint count, then per field uvarint tag, uvarint size, value. A known tag's value must fit its size;
+    an unknown one is skipped by its size, as Kafka's readers do (noted for `without_unknown_tags`).
+
+    kio reads on from where a known tag's value ends, not from where its declared size ends: so does the
+    walk, or the two would read different bytes after a tag that lies."""
     def walk(buf, pos: int, end: int) -> int:
         if pos < end and buf[pos] == 0:  # no tagged fields: the common case
             return pos + 1
+        count_at = pos
         count, pos = _uvarint(buf, pos, end)
         if count * 2 > end - pos:
             raise OutOfBounds(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
+        count_end, unknown = pos, 0
         for _ in range(count):
+            field_at = pos
             tag, pos = _uvarint(buf, pos, end)
             size, pos = _uvarint(buf, pos, end)
             stop = _need(pos, size, end, f"tagged field {tag}")
             walker = known.get(tag)
-            pos = stop if walker is None else walker.walk(buf, pos, stop)
+            if walker is not None:
+                pos = walker.walk(buf, pos, stop)
+                continue
+            pos, unknown = stop, unknown + 1
+            if _edits.spans is not None:
+                _edits.spans.append((field_at, stop, b""))
+        if unknown and _edits.spans is not None:
+            _edits.spans.append((count_at, count_end, _uvarint_bytes(count - unknown)))
         return pos
     return walk
+
+
+def _uvarint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

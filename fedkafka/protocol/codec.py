@@ -31,15 +31,21 @@ class DecodeError(ValueError):
     """A frame that does not decode as the schema its header names."""
 
 
-_READ_ERRORS = (SerialError, ValueError, TypeError, IndexError, OverflowError)
+_READ_ERRORS = (SerialError, ValueError, TypeError, LookupError, OverflowError)
 
 
 def read_entity(entity_type: type, buf: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
     """(entity, bytes read) of one kio entity at `offset`: lengths bounds-checked, then kio's native reader.
-    DecodeError for anything malformed."""
+    Tagged fields the schema does not know are skipped, as Kafka's readers do. DecodeError for anything
+    malformed."""
     try:
-        bounds.check(entity_type)(buf, offset, len(buf))
-        return entity_reader(entity_type)(buf, offset)
+        end = bounds.check(entity_type)(buf, offset, len(buf))
+        try:
+            return entity_reader(entity_type)(buf, offset)
+        except KeyError:  # kio refuses an unknown tag: read the entity again without them
+            stripped = bounds.without_unknown_tags(entity_type, buf, offset, len(buf))
+            entity, _ = entity_reader(entity_type)(stripped, 0)
+            return entity, end - offset
     except _READ_ERRORS as e:
         raise DecodeError(f"malformed {entity_type.__name__}: {e}") from None
 

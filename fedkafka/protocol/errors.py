@@ -28,10 +28,10 @@ def error_response(resp_t: type, code: ErrorCode, **overrides: Any) -> Any:
     for f in dataclasses.fields(resp_t):
         if f.name in overrides:
             kwargs[f.name] = overrides[f.name]
+        elif f.name == "error_code":  # even where kio gives it a default (OffsetFetch v2+: none)
+            kwargs[f.name] = code
         elif f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
             continue
-        elif f.name == "error_code":
-            kwargs[f.name] = code
         else:
             kwargs[f.name] = zero_value(hints[f.name], code)
     return resp_t(**kwargs)
@@ -58,6 +58,8 @@ def zero_value(tp: Any, code: ErrorCode = ErrorCode.none) -> Any:
             return b""
         if issubclass(tp, datetime.timedelta):
             return datetime.timedelta(0)
+        if issubclass(tp, datetime.datetime):  # kio's TZAware timestamps (delegation token expiries)
+            return datetime.datetime.fromtimestamp(0, datetime.UTC)
         if issubclass(tp, uuid.UUID):
             return uuid.UUID(int=0)
     # NewType wrappers (i16, i32, TopicName...) are callables over their base type

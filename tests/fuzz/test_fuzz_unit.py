@@ -11,12 +11,12 @@ import struct
 import pytest
 from kio.serial import entity_writer
 
-from fedkafka.fuzz import mutate, records
+from fedkafka.fuzz import generator, mutate, records
 from fedkafka.fuzz.driver import Budget, Record, Recorder
 from fedkafka.fuzz.frames import Values, build_frame, request_schema
 from fedkafka.fuzz.generator import Generator, Send
 from fedkafka.fuzz.httpfuzz import WRITES, HttpGenerator
-from fedkafka.fuzz.tokens import LEN, Tok, serialize, uvarint
+from fedkafka.fuzz.tokens import DATA, LEN, Tok, serialize, uvarint
 from fedkafka.protocol import codec, consumer_protocol
 from fedkafka.protocol.records import crc_ok, iter_batches
 
@@ -155,3 +155,26 @@ def test_the_frame_budget_counts_every_frame_of_a_burst_and_never_overshoots():
     unlimited = Budget(frames=None, deadline=float("inf"))
     assert all(unlimited.take(5) for _ in range(1000))
     assert not Budget(frames=None, deadline=0.0).open()
+
+
+def test_a_valid_batch_written_directly_is_the_token_walk_s_batch():
+    """The fast path draws and writes exactly what the token path does, so seeds replay the same streams."""
+    for seed in range(300):
+        fast, slow = random.Random(seed), random.Random(seed)
+        count = [None, 1, 3][seed % 3]
+        expected = records.seal(records.batch_tokens(slow, count or slow.choice([1, 1, 2, 5])))
+        assert records.valid_batch(fast, count) == expected
+        assert fast.getstate() == slow.getstate()
+
+
+def test_an_acks_of_zero_made_by_shifted_bytes_expects_no_answer():
+    """The acks token still says 1, but the string length before it now swallows its bytes, and the proxy
+    reads acks=0 from the ones after: no answer is due (the harness used to wait 5 s and report a hang)."""
+    frame = build_frame(random.Random(1), 0, 3, 1, VALUES)
+    tokens = frame.body
+    at = next(i for i, t in enumerate(tokens) if t.path == "acks")
+    tokens[at].value = 1
+    assert generator._expects_answer(frame)
+    tokens[0].value = 2  # transactional_id#: -1 (null) -> 2 bytes, the acks field's ("\x00\x01")
+    tokens.insert(at + 1, Tok(DATA, "raw", b"\x00\x00", "inserted"))
+    assert not generator._expects_answer(frame)

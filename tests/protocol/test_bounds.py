@@ -100,3 +100,59 @@ def test_after_a_known_tag_the_walk_goes_on_where_kio_does():
     frame = body + b"\x01" + b"\x00\x05" + b"\x02a" + b"\x00\x00\x00"  # cluster_id "a" in a 5-byte tag
     _, size = entity_reader(fetch)(frame, 0)
     assert bounds.check(fetch)(frame, 0, len(frame)) == size == len(frame) - 3
+
+
+# Unknown tagged fields: Kafka's readers skip them (KIP-482: a newer client may send tags this schema lacks);
+# kio raised KeyError, which reached the connection as an internal error and closed it.
+def produce_v9(tags_at: dict[str, bytes]) -> bytes:
+    """A Produce v9 request frame (header v2) with `tags_at[section]` as the tag sections' bytes."""
+    t = lambda name: tags_at.get(name, b"\x00")  # noqa: E731
+    head = struct.pack(">hhih", 0, 9, 7, 1) + b"c" + t("header")
+    partition = struct.pack(">i", 0) + b"\x00" + t("partition")  # records null
+    topic = b"\x02t" + b"\x02" + partition + t("topic")
+    return head + b"\x00" + struct.pack(">hi", 1, 1000) + b"\x02" + topic + t("request")
+
+
+UNKNOWN = b"\x02" + b"\x05\x02ab" + b"\x81\x01\x00"  # two fields: tag 5 (2 bytes), tag 129 (empty)
+
+
+@pytest.mark.parametrize("section", ["header", "request", "topic", "partition"])
+def test_unknown_tags_are_skipped_as_kafka_does(section):
+    plain = codec.decode_request(produce_v9({}))
+    assert codec.decode_request(produce_v9({section: UNKNOWN})) == plain
+    everywhere = dict.fromkeys(["header", "request", "topic", "partition"], UNKNOWN)
+    assert codec.decode_request(produce_v9(everywhere)) == plain
+
+
+def test_an_unknown_tag_beside_a_known_one_keeps_the_known_one():
+    fetch = codec.request_type(1, 12)
+    body = struct.pack(">iiiibii", -1, 500, 1, 1 << 20, 0, 0, -1) + b"\x01\x01\x01"  # no topics, rack ""
+    frame = body + b"\x03" + b"\x07\x01x" + b"\x00\x02\x02a" + b"\x09\x00"  # tags 7, 0 (cluster_id "a"), 9
+    decoded, size = codec.read_entity(fetch, frame)
+    assert decoded.cluster_id == "a" and size == len(frame)
+    # the bytes read count the unknown tags: what follows the entity is read from the right place
+    assert codec.read_entity(fetch, frame + b"trailing")[1] == len(frame)
+
+
+def test_an_unknown_tag_that_lies_about_its_size_is_still_refused():
+    with pytest.raises(codec.DecodeError, match="tagged field 5"):
+        codec.decode_request(produce_v9({"topic": b"\x01\x05\x7fab"}))
+
+
+# A null where the schema has a non-nullable array: kio handed the handler None (a TypeError in Produce);
+# Kafka's reader refuses the request ("non-nullable field ... was serialized as null") and the broker closes.
+def test_a_null_non_nullable_array_is_a_decode_error():
+    flexible = produce_v9({})
+    null_topics = flexible[: flexible.index(b"\x02\x02t")] + b"\x00" + b"\x00"  # compact null, request tags
+    with pytest.raises(codec.DecodeError, match="non-nullable array"):
+        codec.decode_request(null_topics)
+    # Produce v3 (classic): one topic "t" whose partition array is null (-1)
+    null_partitions = struct.pack(">hhih" "hhi" "i" "h1s" "i", 0, 3, 7, -1, -1, 1, 1000, 1, 1, b"t", -1)
+    with pytest.raises(codec.DecodeError, match="non-nullable array"):
+        codec.decode_request(null_partitions)
+
+
+def test_a_null_nullable_array_still_decodes():
+    # Metadata v12 with topics null: "all topics"
+    _, body = codec.decode_request(struct.pack(">hhih", 3, 12, 7, -1) + b"\x00" + b"\x00" + b"\x00\x00" + b"\x00")
+    assert body.topics is None
