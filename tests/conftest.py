@@ -13,8 +13,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from fedkafka.kafka.cluster import LocalKafkaCluster, free_port, pid_alive, start_clusters, stop_clusters
+
+# No per-example deadline: CI and developers share 2 cores with Kafka JVMs, and a slow example is not a bug.
+settings.register_profile("fedkafka", deadline=None)
+settings.load_profile("fedkafka")
 
 
 @pytest.fixture(scope="session")
