@@ -8,6 +8,7 @@ checker with producers of every kind: idempotent, acks=all and acks=1 (docs/DESI
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -18,7 +19,21 @@ from .replicated import kill_leader_during_move, restart, rolling_restart
 from .support import Federation, wait_for
 from .test_scale_up import assert_clean
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# About 8 minutes of 6 broker JVMs under load: its own target, `make test-replicated`, not `make test`. On a
+# machine loaded far past its 2 cores (a 9-broker soak and molecule beside the suite) these runs saw proxies
+# lose their lease, partition leadership move between proxies and client retries cross them: duplicates
+# and, for the plain acks=1 producer, reordering, never a loss (docs/DESIGN.md §4.1, issue 12's note).
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.skipif(os.environ.get("FEDKAFKA_REPLICATED_FAULTS") != "1",
+                                 reason="heavy: runs with FEDKAFKA_REPLICATED_FAULTS=1 (make test-replicated)")]
+LEASE_MS = 6000  # a heartbeat waits for a database commit: a 2 s lease is too tight on a loaded machine
+
+
+@pytest.fixture
+def federation(tmp_path):
+    fed = Federation(tmp_path, lease_ms=LEASE_MS)
+    yield fed
+    fed.stop()
 
 # idempotent (acks=all), plain acks=all, idempotent, plain acks=1
 MIXED_PRODUCERS = {"producers": 4, "idempotent": (True, False), "acks": ("all", "1")}
@@ -110,7 +125,7 @@ def test_rolling_restart_of_every_broker_under_load(replicated_clusters, federat
 def test_database_unreachable_longer_than_a_lease_while_a_move_is_pending(replicated_clusters, private_postgres,
                                                                           tmp_path, unique_name):
     r1, r2 = replicated_clusters
-    fed = Federation(tmp_path, db=private_postgres.create_database())
+    fed = Federation(tmp_path, lease_ms=LEASE_MS, db=private_postgres.create_database())
     try:
         checker = load_on_r1(fed, r1, unique_name)
         checker.mark("scale-up onto r2")
