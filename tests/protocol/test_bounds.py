@@ -38,8 +38,11 @@ def test_the_walk_ends_where_kio_ends(tp):
     def walk_matches(value, data):
         frame = encoded(tp, value)
         assert bounds.check(tp)(frame, 0, len(frame)) == len(frame)
-        decoded, size = codec.read_entity(tp, frame)
-        assert (decoded, size) == entity_reader(tp)(frame, 0)
+        try:
+            expected = entity_reader(tp)(frame, 0)
+        except (OverflowError, ValueError):  # kio writes some values it cannot read back (a timedelta of
+            return  # 2^63 - 1 ms): nothing to compare with
+        assert codec.read_entity(tp, frame) == expected
         if frame:  # every strict prefix lacks some byte kio needs
             cut = data.draw(st.integers(0, len(frame) - 1))
             with pytest.raises(codec.DecodeError):
