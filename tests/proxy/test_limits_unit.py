@@ -383,6 +383,19 @@ class _Pool:
         pass
 
 
+def _dispatcher_to(port: int, pool: UpstreamPool, per_connection: int) -> Dispatcher:
+    """A dispatcher whose every broker is the one listening on `port` (only its send path is used)."""
+
+    class Physical(_Physical):
+        def address(self, cluster, node):
+            return "127.0.0.1", port
+
+    d = Dispatcher.__new__(Dispatcher)
+    d.physical, d.pool = Physical(), pool
+    d.max_dedicated_per_connection, d._dedicated_by_slot = per_connection, {}
+    return d
+
+
 def test_a_timeout_the_client_chose_does_not_mark_the_cluster_unreachable():
     async def scenario():
         d = Dispatcher.__new__(Dispatcher)
@@ -432,14 +445,7 @@ def test_dedicated_connections_per_broker_are_capped_waiters_queue_then_get_a_re
 def test_a_busy_pool_answers_the_call_with_an_error_without_marking_the_cluster_unreachable():
     async def scenario():
         server, port = await _silent_broker()
-
-        class Physical(_Physical):
-            def address(self, cluster, node):
-                return "127.0.0.1", port
-
-        d = Dispatcher.__new__(Dispatcher)
-        d.physical, d.pool = Physical(), UpstreamPool(max_dedicated=1, dedicated_wait_s=0.05)
-        d.max_dedicated_per_connection, d._dedicated_by_slot = 16, {}
+        d = _dispatcher_to(port, UpstreamPool(max_dedicated=1, dedicated_wait_s=0.05), per_connection=16)
         held = await d.pool.dedicated("127.0.0.1", port)
         sent = await d._send([Call(AnyBroker("c1"), fetch_request(("log", 1, 0)), dedicated=True)], slot=0)
         assert isinstance(sent[0], UpstreamError) and "busy" in sent[0].reason
@@ -454,14 +460,7 @@ def test_a_busy_pool_answers_the_call_with_an_error_without_marking_the_cluster_
 def test_one_client_connection_cannot_take_a_brokers_whole_pool():
     async def scenario():
         server, port = await _silent_broker()
-
-        class Physical(_Physical):
-            def address(self, cluster, node):
-                return "127.0.0.1", port
-
-        d = Dispatcher.__new__(Dispatcher)
-        d.physical, d.pool = Physical(), UpstreamPool(max_dedicated=10, dedicated_wait_s=5)
-        d.max_dedicated_per_connection, d._dedicated_by_slot = 2, {}
+        d = _dispatcher_to(port, UpstreamPool(max_dedicated=10, dedicated_wait_s=5), per_connection=2)
         fetch_call = Call(Broker("c1", 1), fetch_request(("log", 1, 0)), dedicated=True)
         greedy = [(await d._send([fetch_call], slot=1))[0] for _ in range(2)]
         third = asyncio.create_task(d._send([fetch_call], slot=1))
