@@ -213,6 +213,9 @@ class Checker:
         duplicates = {k: sorted(v) for k, v in consumed.items() if len(v) > 1}
         dup_idempotent = sum(1 for (key, _s) in duplicates if key in self.idempotent_keys)
         violations = 0
+        # of those, the ones where a record the producer was told failed (e.g. _MSG_TIMED_OUT: its outcome is
+        # unknown, and it may still be written) is one of the two out of order
+        violations_unacked = 0
         violation_sample: list[str] = []  # key#seq p<partition>@<offset> after #<higher seq>
         stored: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         for (key, seq), places in consumed.items():
@@ -225,6 +228,7 @@ class Checker:
             for partition, offset, seq in sorted(rows):
                 if seq < highest and len(consumed[(key, seq)]) == 1:
                     violations += 1
+                    violations_unacked += (key, seq) not in acked or (key, highest) not in acked
                     if len(violation_sample) < 10:
                         violation_sample.append(f"{key}#{seq} p{partition}@{offset} after #{highest}")
                 highest = max(highest, seq)
@@ -243,6 +247,7 @@ class Checker:
             "duplicates": len(duplicates),
             "duplicates_idempotent": dup_idempotent,
             "order_violations": violations,
+            "order_violations_unacked": violations_unacked,
             "order_sample": violation_sample,
             "produce_errors": len([e for e in errors if e[1] != "<consumer>"]),
             "client_failures": list(self.failures),

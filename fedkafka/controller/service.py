@@ -575,9 +575,11 @@ class Controller:
         if not in_view:
             return
         with self.session() as s:
-            expired = s.scalar(select(func.count()).select_from(ProxyRow)
-                               .where(ProxyRow.node_id.in_(in_view), ProxyRow.lease_expires <= now))
+            expired = list(s.scalars(select(ProxyRow.node_id)
+                                     .where(ProxyRow.node_id.in_(in_view), ProxyRow.lease_expires <= now)))
         if expired:
+            # operators (and the replicated soak) count these: each one moves partition leaders between proxies
+            log.warning("lease ran out: proxies %s leave the view", sorted(expired))
             self.compose()
 
     def _scan_loop(self) -> None:

@@ -36,6 +36,13 @@ def test_report_counts_order_violations_and_split_keys():
     assert split["order_violations"] == 1
     ordered = _checker_with({("a", 0): (0, 0), ("a", 1): (0, 5)}, {("a", 0): [(0, 0)], ("a", 1): [(0, 5)]})
     assert ordered["order_violations"] == 0 and ordered["lost"] == 0
+    assert swapped["order_violations_unacked"] == 0
+
+
+def test_an_out_of_order_record_the_producer_was_told_failed_is_counted_apart():
+    # a#0 timed out at the client (not acked) but was written after a#1: still a violation, told apart
+    late = _checker_with({("a", 1): (0, 0)}, {("a", 0): [(0, 1)], ("a", 1): [(0, 0)]})
+    assert late["order_violations"] == 1 and late["order_violations_unacked"] == 1
 
 
 @pytest.mark.integration
