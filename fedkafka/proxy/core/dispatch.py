@@ -90,6 +90,7 @@ class Dispatcher:
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
         module = self.registry[api_key]
+        deadline = _send_deadline(request)
         ctx = self.context(header.client_id)
         key = self._answer_key(module, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
@@ -104,13 +105,14 @@ class Dispatcher:
         while isinstance(reply, Plan) and reply.barrier:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
-            reply = reply.finish(await self._execute(reply.calls, slot))
+            reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         if isinstance(reply, Plan):
-            sent = await self._send(reply.calls, slot)
-            return asyncio.ensure_future(self._complete(reply, sent, slot, correlation_id))
+            sent = await self._send(reply.calls, slot, deadline)
+            return asyncio.ensure_future(self._complete(reply, sent, slot, correlation_id, deadline))
         return _done(self._encode(reply, correlation_id))
 
-    async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int) -> bytes | None:
+    async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
+                        deadline: float | None) -> bytes | None:
         started = asyncio.get_running_loop().time()
         results = await self._collect(plan.calls, sent, plan.return_early)
         elapsed = asyncio.get_running_loop().time() - started
@@ -122,7 +124,7 @@ class Dispatcher:
         while isinstance(reply, Plan):
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
-            reply = reply.finish(await self._execute(reply.calls, slot))
+            reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         return self._encode(reply, correlation_id)
 
     def _answer_key(self, module, ctx: Context, request) -> Any:
@@ -153,17 +155,16 @@ class Dispatcher:
         log.info("refusing api_key=%s version=%s with UNSUPPORTED_VERSION", api_key, version)
         return codec.encode_response(error_response(resp_t, ErrorCode.unsupported_version), correlation_id)
 
-    async def _execute(self, calls, slot: int) -> list:
-        return await self._collect(calls, await self._send(calls, slot))
+    async def _execute(self, calls, slot: int, deadline: float | None = None) -> list:
+        return await self._collect(calls, await self._send(calls, slot, deadline))
 
-    async def _send(self, calls, slot: int) -> list:
+    async def _send(self, calls, slot: int, deadline: float | None = None) -> list:
         """Write every call now; per call a future, None (no response expected) or an UpstreamError."""
         sent: list = []
         for call in calls:
             cluster = call.target.cluster
-            if call.request.__api_key__ == PRODUCE_API_KEY and not self.state.lease_valid():
-                # routed before the lease ran out (a barrier waited meanwhile): the controller may be sealing
-                sent.append(UpstreamError(cluster, "proxy lease expired: not sent"))
+            if call.request.__api_key__ == PRODUCE_API_KEY and (refusal := self._not_to_send(deadline)):
+                sent.append(UpstreamError(cluster, refusal))
                 continue
             try:
                 if isinstance(call.target, AnyBroker):
@@ -178,6 +179,16 @@ class Dispatcher:
                 self._lost(call.target, str(e) or type(e).__name__, sending=True)
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
         return sent
+
+    def _not_to_send(self, deadline: float | None) -> str | None:
+        """Why a produce routed earlier (a barrier or a retry waited meanwhile) must not go upstream now."""
+        if not self.state.lease_valid():
+            return "proxy lease expired: not sent"  # the controller may be sealing (docs/DESIGN.md §4.3)
+        if deadline is not None and asyncio.get_running_loop().time() > deadline:
+            # The client has given up on this request and sends its next ones (or a retry, maybe through
+            # another proxy): written now, it would land after them (docs/DESIGN.md §4.2).
+            return "the client's request timeout passed: not sent"
+        return None
 
     async def _send_to_any(self, call: Call, slot: int):
         """Any broker of the cluster will do: the next one in rotation, the one after on a connection error."""
@@ -258,6 +269,17 @@ class Dispatcher:
             if any(return_early(t.result()) for t in done):
                 break
         return [t.result() if t.done() else UNANSWERED for t in tasks]
+
+
+def _send_deadline(request) -> float | None:
+    """The loop time after which a produce is no longer sent upstream: its own timeout field, less a margin
+    for the way here (the client's timer started when it sent the request). None: other requests."""
+    if request.__api_key__ != PRODUCE_API_KEY:
+        return None
+    timeout_s = request.timeout.total_seconds()
+    if timeout_s <= 0:
+        return None  # "do not wait for replication", not a deadline
+    return asyncio.get_running_loop().time() + timeout_s - min(1.0, timeout_s / 10)
 
 
 def _with_correlation_id(frame: bytes, correlation_id: int) -> bytes:

@@ -1,0 +1,97 @@
+"""A produce is never sent upstream after the client's own request timeout (docs/DESIGN.md §4.2).
+
+Routing can wait inside the proxy (a barrier, a leader wait, producer id retries). A client whose request
+timed out meanwhile has moved on: it sends its next batches, or a retry through another proxy. Written
+then, the old batch would land after them (a reordered key) or twice (a duplicate the broker cannot see).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+
+from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
+from kio.static.primitive import i32Timedelta
+
+from fedkafka.proxy.core.dispatch import Dispatcher, _send_deadline
+from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.proxy.plan import Broker, Call, UpstreamError
+
+
+def _produce(timeout_ms: int) -> ProduceRequest:
+    return ProduceRequest(transactional_id=None, acks=-1,
+                          timeout=i32Timedelta.parse(datetime.timedelta(milliseconds=timeout_ms)),
+                          topic_data=(TopicProduceData(name="t", partition_data=(
+                              PartitionProduceData(index=0, records=b""),)),))
+
+
+class _State:
+    def lease_valid(self) -> bool:
+        return True
+
+
+class _Physical:
+    def __init__(self, port: int):
+        self.port = port
+
+    def address(self, cluster, node):
+        return "127.0.0.1", self.port
+
+
+async def _listening_broker() -> tuple[asyncio.Server, int, bytearray]:
+    """A TCP endpoint that records every byte it is sent and never answers."""
+    received = bytearray()
+
+    async def record(reader, writer):
+        while chunk := await reader.read(65536):
+            received.extend(chunk)
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], received
+
+
+def _dispatcher(port: int) -> Dispatcher:
+    d = Dispatcher.__new__(Dispatcher)
+    d.state, d.physical, d.pool = _State(), _Physical(port), UpstreamPool()
+    return d
+
+
+def test_a_produce_whose_client_timeout_passed_is_answered_without_being_sent():
+    async def scenario():
+        server, port, received = await _listening_broker()
+        d = _dispatcher(port)
+        try:
+            call = Call(Broker("c1", 1), _produce(30_000))
+            late = asyncio.get_running_loop().time() - 0.001
+            (result,) = await d._send([call], slot=0, deadline=late)
+            assert isinstance(result, UpstreamError) and "timeout passed" in result.reason
+            await asyncio.sleep(0.2)
+            assert received == b""  # nothing reached the broker
+
+            in_time = asyncio.get_running_loop().time() + 30
+            (future,) = await d._send([call], slot=0, deadline=in_time)
+            assert not isinstance(future, UpstreamError)
+            for _ in range(50):
+                if received:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(received) > 4  # the same request, in time, is written to the broker
+            future.cancel()
+        finally:
+            d.pool.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_deadline_is_the_request_timeout_less_a_margin_and_only_for_produce():
+    async def scenario():
+        now = asyncio.get_running_loop().time()
+        deadline = _send_deadline(_produce(30_000))
+        assert now + 28.9 <= deadline <= now + 29.1  # 30 s less 1 s for the way here
+        short = _send_deadline(_produce(500))
+        assert now + 0.44 <= short <= now + 0.46  # a short timeout keeps 90% of it
+        assert _send_deadline(_produce(0)) is None  # timeout 0: no replication wait, not a deadline
+        assert _send_deadline(_produce(-1)) is None
+
+    asyncio.run(scenario())
