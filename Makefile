@@ -26,6 +26,7 @@ ANSIBLE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-playbook
 
 up: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	$(BIN)/fedkafka local resume  # clusters `fedkafka local add-cluster` started before a `make down`
 	$(ANSIBLE) playbooks/site.yml $(if $(BROKERS),-e fedkafka_local_brokers=$(BROKERS))
 	$(BIN)/fedkafka local demo
 

@@ -112,10 +112,25 @@ def up_clusters(state: LocalState, count: int, brokers: int | None = None) -> li
     """
     dist = ensure_kafka()
     clusters = [_launch(state, f"c{i}", dist, brokers) for i in range(1, count + 1)]
+    resume_clusters(state, dist)  # and the ones add-cluster started: the view may name them
     for cluster in clusters:
         cluster.wait_ready()
     state.save()
     return clusters
+
+
+def resume_clusters(state: LocalState, dist: KafkaDist | None = None) -> list[LocalKafkaCluster]:
+    """Start again, on their ports and data dirs, the clusters this CLI started (add-cluster's too) that are
+    not running. The federation's view still names a cluster `down` stopped: the next `up` (`make up` or
+    `local up`) must bring it back, or clients of its partitions find no broker at all."""
+    stopped = [c for c in state.clusters if not c.managed_by and not c.running]
+    for cluster in stopped:
+        dist = dist or ensure_kafka()
+        _launch(state, cluster.name, dist, None)
+    for cluster in stopped:
+        cluster.wait_ready()
+    state.save()
+    return stopped
 
 
 def add_cluster(state: LocalState, name: str | None = None, brokers: int | None = None) -> LocalKafkaCluster:

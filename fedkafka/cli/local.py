@@ -71,6 +71,17 @@ def add_cluster(name: str = typer.Option(None, help="Cluster id (default: next f
 
 
 @app.command()
+def resume() -> None:
+    """Start again the clusters `fedkafka local` started (add-cluster's included) that are not running."""
+    state = local.LocalState.load()
+    try:
+        resumed = local.resume_clusters(state)
+    except (KafkaDistError, ClusterError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"resumed": [{"id": c.name, "bootstrap": c.bootstrap} for c in resumed]}))
+
+
+@app.command()
 def down(purge: bool = typer.Option(False, help="Also delete all local data.")) -> None:
     """Stop everything `local up` started."""
     state = local.LocalState.load()
