@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
 from kio.schema.errors import ErrorCode
@@ -54,108 +54,166 @@ class _Part:
 LEADER_WAITS = 8  # about 1.3 s of backoff: a segment published a moment ago whose leader is not known yet
 
 
-def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozenset(), _leader_waits: int = 0):
-    version = type(request).__version__
-    errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = {}
-    groups: dict[tuple[str, int], list[_Part]] = {}
-    missing_pids: set[tuple[int, int, str]] = set()
-    missing_floors: list[tuple[SeqKey, SegmentId]] = []
-    unknown_leader = False
-    unconfirmed = False  # some idempotent batch is the first of its physical id on its partition
-    producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
-    order = [(t.name, [p.index for p in t.partition_data]) for t in request.topic_data]
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What earlier routing passes over this request learned; a retry routes again with a newer one."""
 
+    pid_failures: frozenset[str] = frozenset()  # clusters that gave no physical producer id
+    leader_waits: int = 0  # passes that found an active segment's leader unknown
+
+    def failing(self, clusters: frozenset[str]) -> _Attempt:
+        return _Attempt(clusters, self.leader_waits)
+
+
+@dataclass(slots=True)
+class _Routing:
+    """One pass: per partition an answer now (`errors`) or a part to forward, and what must happen first."""
+
+    errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = field(default_factory=dict)
+    groups: dict[tuple[str, int | None], list[_Part]] = field(default_factory=dict)  # (cluster, leader) -> parts
+    missing_pids: set[tuple[int, int, str]] = field(default_factory=set)
+    missing_floors: list[tuple[SeqKey, SegmentId]] = field(default_factory=list)
+    unknown_leader: bool = False
+    unconfirmed: bool = False  # some idempotent batch is the first of its physical id on its partition
+    producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
+
+
+def handle(ctx: Context, header, request):
+    return _route(ctx, header, request, _Attempt())
+
+
+def _route(ctx: Context, header, request, attempt: _Attempt):
+    """Classify every partition, then do what must come first (a leader, a sealed floor, a physical id) behind
+    a barrier and route again, or forward the parts and translate the answers."""
+    routing = _Routing()
     for t in request.topic_data:
         topic = ctx.view.topics.get(t.name)
         for pd in t.partition_data:
-            key = (t.name, pd.index)
-            records = pd.records
-            checked = _checked_batch(topic, pd)  # the partition's one walk over its bytes, after the topic check
-            if not isinstance(checked, rec.BatchHeader):
-                errors[key] = checked
-                continue
-            producer = checked.producer_id, checked.producer_epoch, checked.is_transactional
-            idempotent = producer[0] >= 0
-            sequences = _sequences(checked) if idempotent else None
-            seq_key = (producer[0], producer[1], t.name, pd.index) if sequences else None
-            failure = _refusal(ctx, request, topic, pd.index)
-            if failure is None and idempotent and producer[2]:
-                failure = (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
-            if failure is None and seq_key:
-                skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
-                if skipped is not None:
-                    failure = (ErrorCode.not_leader_or_follower,  # see _GAP
-                               f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first")
-                    log.debug("producer %s/%s %s/%s: %s", producer[0], producer[1], t.name, pd.index, failure[1])
-            if failure is None:
-                chain = topic.partitions[pd.index]
-                seg = chain.active
-                leader = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
-                if seg.cluster in _pid_failures:
-                    failure = (ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable")
-                elif leader is None:
-                    ctx.physical.request_refresh(seg.cluster)
-                    if _leader_waits < LEADER_WAITS:
-                        unknown_leader = True
-                        continue
-                    failure = (ErrorCode.leader_not_available, None)
-            if failure is not None:
-                errors[key] = failure
-                if seq_key:
-                    ctx.producer_ids.note_refused(seq_key, sequences[0])
-                continue
-            if idempotent:
-                seg_id = (seg.cluster, seg.topic, seg.partition, seg.phys_start)
-                if seq_key:
-                    verdict = _against_sealed_floor(ctx, seq_key, seg_id, sequences)
-                    if verdict is _ASK_FLOOR:
-                        missing_floors.append((seq_key, seg_id))
-                        continue
-                    if verdict is not None:
-                        log.debug("producer %s/%s %s/%s: %s", producer[0], producer[1], t.name, pd.index, verdict[1])
-                        errors[key] = verdict
-                        if verdict[0] == ErrorCode.duplicate_sequence_number:
-                            ctx.producer_ids.note_written(seq_key, *sequences)
-                        else:
-                            ctx.producer_ids.note_refused(seq_key, sequences[0])
-                        continue
-                mapped = ctx.producer_ids.physical(producer[0], producer[1], seg.cluster, seg.topic, seg.partition,
-                                                   seg.phys_start, sequences)
-                if mapped is None:
-                    missing_pids.add((producer[0], producer[1], seg.cluster))
-                    continue
-                if seq_key:
-                    ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0])
-                records = rec.with_producer(records, checked, mapped[0], mapped[1])
-                producer_key = producer[0]
-                physical = (seg.cluster, seg.topic, seg.partition, mapped[0])
-                confirmed = ctx.producer_ids.confirmed(physical)
-                unconfirmed |= not confirmed
-                if sequences and log.isEnabledFor(logging.DEBUG):
-                    log.debug("producer %s/%s %s/%s: sequences %s..%s -> %s as physical %s%s", producer[0],
-                              producer[1], t.name, pd.index, sequences[0], sequences[1] - 1, physical[:3],
-                              mapped[0], "" if confirmed else " (first batch there)")
-            else:
-                physical, confirmed = None, True
-            groups.setdefault((seg.cluster, leader), []).append(
-                _Part(t.name, pd.index, chain, seg, records, seq_key, *(sequences or (-1, -1)), physical, confirmed))
+            _classify(ctx, request, topic, t.name, pd, attempt, routing)
+    if routing.unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
+        waited = _Attempt(attempt.pid_failures, attempt.leader_waits + 1)
+        return Plan([], lambda _: _route(ctx, header, request, waited), barrier=True,
+                    delay_s=min(0.02 * 2 ** attempt.leader_waits, 0.25))
+    if routing.missing_floors:
+        return _read_sealed_floors(ctx, header, request, routing.missing_floors, attempt)
+    if routing.missing_pids:
+        return _obtain_physical_ids(ctx, header, request, sorted(routing.missing_pids), attempt)
+    return _forward(ctx, request, routing)
 
-    if unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
-        return Plan([], lambda _: handle(ctx, header, request, _pid_failures, _leader_waits + 1), barrier=True,
-                    delay_s=min(0.02 * 2 ** _leader_waits, 0.25))
-    if missing_floors:
-        return _read_sealed_floors(ctx, header, request, missing_floors, _pid_failures)
-    if missing_pids:
-        return _obtain_physical_ids(ctx, header, request, sorted(missing_pids), _pid_failures)
 
-    # Always acks=all upstream, always awaited (see _upstream_request): the drain then sees every write in flight.
-    calls = [Call(Broker(cluster, node), _upstream_request(request, parts), ordering_key=producer_key)
-             for (cluster, node), parts in groups.items()]
-    parts_per_call = list(groups.values())
+def _classify(ctx: Context, request, topic, name: str, pd, attempt: _Attempt, routing: _Routing) -> None:
+    """One partition's batch: refused, waiting for something, or a part to forward to its active segment."""
+    key = (name, pd.index)
+    checked = _checked_batch(topic, pd)  # the partition's one walk over its bytes, after the topic check
+    if not isinstance(checked, rec.BatchHeader):
+        routing.errors[key] = checked
+        return
+    sequences = _sequences(checked) if checked.producer_id >= 0 else None
+    seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
+    failure = _refusal(ctx, request, topic, pd.index) or _producer_refusal(ctx, checked, seq_key, sequences)
+    leader = None
+    if failure is None:
+        chain = topic.partitions[pd.index]
+        seg = chain.active
+        leader = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
+        failure = _leader_refusal(ctx, seg, leader, attempt)
+        if failure is _WAIT:
+            routing.unknown_leader = True
+            return
+    if failure is not None:
+        routing.errors[key] = failure
+        if seq_key:
+            ctx.producer_ids.note_refused(seq_key, sequences[0])
+        return
+    part = _Part(name, pd.index, chain, seg, pd.records, seq_key, *(sequences or (-1, -1)))
+    if checked.producer_id >= 0 and not _as_physical_producer(ctx, checked, part, routing):
+        return
+    routing.groups.setdefault((seg.cluster, leader), []).append(part)
+
+
+def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None,
+                      sequences: tuple[int, int] | None) -> tuple[ErrorCode, str | None] | None:
+    if checked.producer_id >= 0 and checked.is_transactional:
+        return ErrorCode.transactional_id_authorization_failed, "transactions are not supported"
+    if seq_key is None:
+        return None
+    skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
+    if skipped is None:
+        return None
+    message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
+    log.debug("producer %s/%s %s/%s: %s", *seq_key, message)
+    return _GAP, message
+
+
+_WAIT = (ErrorCode.leader_not_available, "waiting for the leader")  # not an answer: route again shortly
+
+
+def _leader_refusal(ctx: Context, seg: Segment, leader: int | None, attempt: _Attempt):
+    if seg.cluster in attempt.pid_failures:
+        return ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable"
+    if leader is not None:
+        return None
+    ctx.physical.request_refresh(seg.cluster)
+    return _WAIT if attempt.leader_waits < LEADER_WAITS else (ErrorCode.leader_not_available, None)
+
+
+def _as_physical_producer(ctx: Context, checked: rec.BatchHeader, part: _Part, routing: _Routing) -> bool:
+    """Rewrite an idempotent part's batch to the cluster's physical producer id. False: not forwarded now (an
+    answer was recorded, or a sealed floor or a physical id must be obtained first)."""
+    seg, seq_key = part.seg, part.seq_key
+    logical, epoch = checked.producer_id, checked.producer_epoch
+    sequences = (part.first_seq, part.end_seq) if seq_key else None
+    seg_id = (seg.cluster, seg.topic, seg.partition, seg.phys_start)
+    if seq_key and not _checked_against_floor(ctx, seq_key, seg_id, sequences, part, routing):
+        return False
+    mapped = ctx.producer_ids.physical(logical, epoch, seg.cluster, seg.topic, seg.partition, seg.phys_start,
+                                       sequences)
+    if mapped is None:
+        routing.missing_pids.add((logical, epoch, seg.cluster))
+        return False
+    if seq_key:
+        ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0])
+    part.records = rec.with_producer(part.records, checked, mapped[0], mapped[1])
+    routing.producer_key = logical
+    part.physical = (seg.cluster, seg.topic, seg.partition, mapped[0])
+    part.confirmed = ctx.producer_ids.confirmed(part.physical)
+    routing.unconfirmed |= not part.confirmed
+    if sequences and log.isEnabledFor(logging.DEBUG):
+        log.debug("producer %s/%s %s/%s: sequences %s..%s -> %s as physical %s%s", logical, epoch, part.topic,
+                  part.partition, sequences[0], sequences[1] - 1, part.physical[:3], mapped[0],
+                  "" if part.confirmed else " (first batch there)")
+    return True
+
+
+def _checked_against_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, sequences: tuple[int, int],
+                           part: _Part, routing: _Routing) -> bool:
+    """False: the sealed segment's floor must be read first, or the batch is answered from it."""
+    verdict = _against_sealed_floor(ctx, seq_key, seg_id, sequences)
+    if verdict is _ASK_FLOOR:
+        routing.missing_floors.append((seq_key, seg_id))
+        return False
+    if verdict is None:
+        return True
+    log.debug("producer %s/%s %s/%s: %s", *seq_key, verdict[1])
+    routing.errors[(part.topic, part.partition)] = verdict
+    if verdict[0] == ErrorCode.duplicate_sequence_number:
+        ctx.producer_ids.note_written(seq_key, *sequences)
+    else:
+        ctx.producer_ids.note_refused(seq_key, sequences[0])
+    return False
+
+
+def _forward(ctx: Context, request, routing: _Routing):
+    """Always acks=all upstream, always awaited (see _upstream_request): the drain then sees every write in flight."""
+    version = type(request).__version__
+    order = [(t.name, [p.index for p in t.partition_data]) for t in request.topic_data]
+    calls = [Call(Broker(cluster, node), _upstream_request(request, parts), ordering_key=routing.producer_key)
+             for (cluster, node), parts in routing.groups.items()]
+    parts_per_call = list(routing.groups.values())
 
     def finish(results: list):
         answers: dict[tuple[str, int], dict] = {k: {"error_code": code, "base_offset": -1, "error_message": msg}
-                                                for k, (code, msg) in errors.items()}
+                                                for k, (code, msg) in routing.errors.items()}
         for parts, result in zip(parts_per_call, results, strict=True):
             answers.update(_translate(ctx, parts, result))
         if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
@@ -168,7 +226,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
         return finish([])
     # The first batch of a physical id on a partition goes alone: the broker takes any first sequence from
     # an id it does not know, so a later batch must not reach it before this one's answer (see _translate).
-    return Plan(calls, finish, barrier=unconfirmed)
+    return Plan(calls, finish, barrier=routing.unconfirmed)
 
 
 def _checked_batch(topic, pd) -> rec.BatchHeader | tuple[ErrorCode, str | None]:
@@ -235,7 +293,7 @@ def _against_sealed_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, sequ
 
 
 def _read_sealed_floors(ctx: Context, header, request, missing: list[tuple[SeqKey, SegmentId]],
-                        failures: frozenset[str]):
+                        attempt: _Attempt):
     """Ask the broker of each producer's sealed segment (DescribeProducers) how far the producer got there,
     behind a barrier, then route again. Unknown (unreachable, producer state expired): no floor."""
     calls, asked = [], []
@@ -250,7 +308,7 @@ def _read_sealed_floors(ctx: Context, header, request, missing: list[tuple[SeqKe
         calls.append(Call(Broker(cluster, leader), DescribeProducersRequest(topics=(ask,)), timeout_s=5.0))
         asked.append((seq_key, seg_id, write))
     if not calls:
-        return handle(ctx, header, request, failures)
+        return _route(ctx, header, request, attempt)
 
     def finish(results: list):
         for (seq_key, seg_id, write), result in zip(asked, results, strict=True):
@@ -258,7 +316,7 @@ def _read_sealed_floors(ctx: Context, header, request, missing: list[tuple[SeqKe
             log.debug("producer %s/%s %s/%s: sealed segment %s holds its sequences below %s", *seq_key,
                      write.segment, floor)
             ctx.producer_ids.set_floor(seq_key, seg_id, floor)
-        return handle(ctx, header, request, failures)
+        return _route(ctx, header, request, attempt)
 
     return Plan(calls, finish, barrier=True)
 
@@ -281,7 +339,7 @@ PID_ATTEMPTS = 12  # about 6 s of backoff: a fresh cluster answers COORDINATOR_L
 
 
 def _obtain_physical_ids(ctx: Context, header, request, missing: list[tuple[int, int, str]],
-                         failures: frozenset[str], attempt: int = 0):
+                         attempt: _Attempt, tries: int = 0):
     """One InitProducerId per (logical id, epoch, cluster) on that cluster, then route again.
 
     Retriable errors are retried here (a barrier: the client's later requests wait) rather than answered:
@@ -293,22 +351,22 @@ def _obtain_physical_ids(ctx: Context, header, request, missing: list[tuple[int,
     calls = [Call(AnyBroker(cluster), req) for _, _, cluster in missing]
 
     def finish(results: list):
-        failed = set(failures)
+        failed = set(attempt.pid_failures)
         retry = []
         for key, r in zip(missing, results, strict=True):
             logical, epoch, cluster = key
             if not isinstance(r, UpstreamError) and r.error_code == ErrorCode.none:
                 ctx.producer_ids.store_physical(logical, epoch, cluster, r.producer_id, r.producer_epoch)
-            elif attempt + 1 < PID_ATTEMPTS and (isinstance(r, UpstreamError) or r.error_code.retriable):
+            elif tries + 1 < PID_ATTEMPTS and (isinstance(r, UpstreamError) or r.error_code.retriable):
                 retry.append(key)
             else:
                 failed.add(cluster)
                 ctx.physical.request_refresh(cluster)
         if retry:
-            plan = _obtain_physical_ids(ctx, header, request, retry, frozenset(failed), attempt + 1)
-            plan.delay_s = min(0.05 * 2 ** attempt, 1.0)
+            plan = _obtain_physical_ids(ctx, header, request, retry, attempt.failing(frozenset(failed)), tries + 1)
+            plan.delay_s = min(0.05 * 2 ** tries, 1.0)
             return plan
-        return handle(ctx, header, request, frozenset(failed))
+        return _route(ctx, header, request, attempt.failing(frozenset(failed)))
 
     return Plan(calls, finish, barrier=True)
 
