@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -94,9 +95,7 @@ def test_java_admin_tools_through_the_name_service(local_federation, tmp_path):
     assert _watermarks(ns, topic, 2) == [(4, 10), (0, 10)]  # p1 untouched
 
     group = f"reset-{uuid.uuid4().hex[:6]}"
-    c = Consumer({"bootstrap.servers": ns, "group.id": group, "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(topic, p, 9) for p in range(6)], asynchronous=False)
-    c.close()
+    _commit(ns, group, [TopicPartition(topic, p, 9) for p in range(6)])
     reset = _tool("kafka-consumer-groups", "--bootstrap-server", ns, "--group", group, "--topic", topic,
                   "--reset-offsets", "--to-earliest", "--execute")
     assert reset.returncode == 0, reset.stderr[-2000:]
@@ -127,8 +126,8 @@ def test_confluent_admin_client_every_write_and_its_bad_input(local_federation):
     assert _error(futures[bad_cfg]) == KafkaError.INVALID_CONFIG
     assert bad_cfg not in admin.list_topics(timeout=30).topics
     assert _error(admin.create_topics([NewTopic(topic, 3)])[topic]) == KafkaError.TOPIC_ALREADY_EXISTS
-    assert _error(admin.create_topics([NewTopic(f"{topic}-x", replica_assignment=[[1], [2]])])[f"{topic}-x"]) \
-        == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    assigned = admin.create_topics([NewTopic(f"{topic}-x", num_partitions=-1, replica_assignment=[[1], [2]])])
+    assert _error(assigned[f"{topic}-x"]) == KafkaError.INVALID_REPLICA_ASSIGNMENT
     assert len(admin.list_topics(topic, timeout=30).topics[topic].partitions) == 3  # visible at once
 
     assert admin.create_partitions([NewPartitions(topic, 5)])[topic].result(60) is None
@@ -157,6 +156,23 @@ def test_confluent_admin_client_every_write_and_its_bad_input(local_federation):
     assert admin.delete_topics([topic])[topic].result(60) is None
     assert _error(admin.delete_topics([topic])[topic]) == KafkaError.UNKNOWN_TOPIC_OR_PART
     assert topic not in admin.list_topics(timeout=30).topics
+
+
+def _commit(bootstrap: str, group: str, offsets: list[TopicPartition]) -> None:
+    """A standalone commit; the first one on a fresh coordination cluster may meet its offsets topic still
+    being created (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        for attempt in range(30):
+            try:
+                c.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as e:
+                if (not e.args[0].retriable() and e.args[0].code() != KafkaError.NOT_COORDINATOR) or attempt == 29:
+                    raise
+                time.sleep(1)
+    finally:
+        c.close()
 
 
 def _error(future) -> int:
