@@ -28,6 +28,7 @@ from fedkafka.proxy.handlers import (
     api_versions,
     cluster_ops,
     consume_side_produce,
+    consumer_groups,
     delete_records,
     describe_cluster,
     describe_configs,
@@ -44,4 +45,4 @@ from fedkafka.proxy.handlers import (
 
 MODULES = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs, produce_side_fetch,
            fetch, list_offsets, offset_for_leader_epoch, groups, consume_side_produce,
-           topic_admin, alter_configs, delete_records, cluster_ops)
+           topic_admin, alter_configs, delete_records, cluster_ops, consumer_groups)
