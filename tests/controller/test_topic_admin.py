@@ -96,3 +96,10 @@ def test_delete_answers_the_view_without_the_topic(make_api):
     assert api.get("/v1/view").json()["topics"] == []
     again = api.delete("/v1/admin/topics/t")
     assert again.status_code == 404 and again.json()["kafka_error"] == "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+def test_admin_routes_need_the_token(make_api):
+    api = make_api()
+    for method, path in [("POST", "/v1/admin/topics"), ("POST", "/v1/admin/topics/t/partitions"),
+                         ("POST", "/v1/admin/topics/t/config"), ("DELETE", "/v1/admin/topics/t")]:
+        assert api.request(method, path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
