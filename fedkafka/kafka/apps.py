@@ -1,9 +1,9 @@
 """Real Java applications for end-to-end tests: Kafka Streams of the pinned Kafka version.
 
-`apps/pom.xml` lists them (kafka-streams; connect-file 4.4.0 was not found on Maven Central); Maven copies their jars into the cache
-(`~/.cache/fedkafka/apps-<version>-<pom hash>/libs`, complete with a `.complete` marker, as `dist.py` does for
-the broker), and the application sources in `apps/src/` are compiled there with javac (one class per file, no
-build plugin to download). Nothing is vendored into the repository.
+`apps/pom.xml` lists them (kafka-streams; connect-file 4.4.0 was not found on Maven Central); Maven copies
+their jars into the cache (`~/.cache/fedkafka/apps-<version>-<pom hash>/libs`, complete with a `.complete`
+marker, as `dist.py` does for the broker), and the application sources in `apps/src/` are compiled there with
+javac (one class per file, no build plugin to download). Nothing is vendored into the repository.
 """
 
 from __future__ import annotations

@@ -107,6 +107,11 @@ def test_java_admin_tools_through_the_name_service(local_federation, tmp_path):
     c.close()
     assert [tp.offset for tp in committed] == [4, 0, 0, 0, 0, 0]  # earliest, logical (p0's records deleted)
 
+    kip848 = _tool("kafka-console-consumer", "--bootstrap-server", ns, "--topic", topic, "--group",
+                   f"kip848-{uuid.uuid4().hex[:6]}", "--from-beginning", "--max-messages", "56", "--timeout-ms",
+                   "90000", "--command-property", "group.protocol=consumer")
+    assert len(kip848.stdout.splitlines()) == 56, kip848.stderr[-3000:]  # 60 produced, 4 of p0 deleted
+
     gone = _tool("kafka-topics", "--bootstrap-server", ns, "--delete", "--topic", topic)
     assert gone.returncode == 0, gone.stderr[-2000:]
     listed = _tool("kafka-topics", "--bootstrap-server", ns, "--list")
