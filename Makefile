@@ -36,7 +36,7 @@ down:
 
 # The federation on 8 real hosts: network namespaces with their own address and sshd (scripts/multihost.py,
 # needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
-.PHONY: up-multihost down-multihost test-multihost test-replicated
+.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps
 MULTIHOST := $(BIN)/python scripts/multihost.py
 
 up-multihost: $(STAMP)
@@ -54,6 +54,12 @@ down-multihost:
 test-replicated: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py $(PYTEST_ARGS)
+
+# Kafka Streams word count kept counting exactly through a scale-up (tests/apps; the plain word count through
+# a local federation runs in `make test` too). Resolves kafka-streams from Maven Central once (apps/pom.xml).
+test-apps: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.apps import ensure_apps; ensure_apps()"
+	FEDKAFKA_APPS=1 $(BIN)/pytest tests/apps $(PYTEST_ARGS)
 
 test-multihost: $(STAMP)
 	FEDKAFKA_MULTIHOST=1 $(BIN)/pytest -m multihost tests/ansible/test_multihost.py $(PYTEST_ARGS)

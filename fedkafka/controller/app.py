@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from fedkafka.controller.errors import ControllerError
 from fedkafka.controller.guard import DEFAULT_MAX_BODY, RequestGuard, token_ok
 from fedkafka.controller.service import Controller
+from fedkafka.controller.topic_admin import add_routes as add_topic_admin_routes
 from fedkafka.controller.workflow_api import add_routes as add_workflow_routes
 from fedkafka.controller.workflows import WorkflowEngine
 
@@ -88,7 +89,8 @@ def create_app(controller: Controller, token: str, background: bool = True,
     @app.exception_handler(ControllerError)
     async def _controller_error(_req: Request, exc: ControllerError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+        body = {"detail": str(exc)} if exc.kafka_error is None else {"detail": str(exc), "kafka_error": exc.kafka_error}
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
@@ -202,6 +204,7 @@ def create_app(controller: Controller, token: str, background: bool = True,
         return controller.list_rules()
 
     add_workflow_routes(app, workflows, api)
+    add_topic_admin_routes(app, controller, api)
 
     @app.get("/v1/status", dependencies=[api])
     def status():

@@ -6,10 +6,12 @@ from __future__ import annotations
 class ControllerError(Exception):
     status = 400
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, kafka_error: str | None = None):
         super().__init__(message)
         if status is not None:
             self.status = status
+        # The Kafka error name a proxy answers a Kafka admin request with (e.g. "INVALID_PARTITIONS")
+        self.kafka_error = kafka_error
 
 
 class NotFound(ControllerError):

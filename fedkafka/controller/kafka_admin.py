@@ -10,6 +10,7 @@ import logging
 import socket
 import struct
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -32,6 +33,10 @@ class KafkaUnavailable(RuntimeError):
 
 class KafkaRefused(ValueError):
     """A cluster answered and refused the request (bad config, invalid name): the caller's input is wrong."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code  # Kafka's error name, e.g. "INVALID_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +161,36 @@ class KafkaAdmin:
                 log.info("%s broker %s: log ends not read: %s", cluster, leader, e)
         return found
 
-    def set_topic_config(self, cluster: str, bootstrap: str, name: str, config: dict[str, str]) -> None:
-        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
+    def alter_topic_config(self, cluster: str, bootstrap: str, name: str, set_: dict[str, str],
+                           delete: list[str], validate_only: bool = False) -> None:
+        """Set and delete topic configs incrementally (the other configs of the topic stay as they are)."""
+        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in set_.items()]
+        entries += [ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE) for k in delete]
+        if not entries:
+            return
         res = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries)
-        fut = self.client(cluster, bootstrap).incremental_alter_configs([res], request_timeout=self.timeout)[res]
+        fut = self.client(cluster, bootstrap).incremental_alter_configs(
+            [res], request_timeout=self.timeout, validate_only=validate_only)[res]
         try:
             fut.result(timeout=self.timeout + 2)
         except KafkaException as e:
             raise _classify(cluster, e.args[0]) from None
+        except TimeoutError:
+            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
+
+    def validate_new_topic(self, cluster: str, bootstrap: str, partitions: int, config: dict[str, str]) -> None:
+        """Ask a cluster whether it would create a topic with this config (CreateTopics validate_only: nothing
+        is created). A name of our own, so a physical topic that happens to exist does not answer instead."""
+        name = f"fedkafka-validate-{uuid.uuid4().hex}"
+        fut = self.client(cluster, bootstrap).create_topics(
+            [NewTopic(name, partitions, replication_factor=-1, config=dict(config))], validate_only=True,
+            request_timeout=self.timeout, operation_timeout=self.timeout)[name]
+        try:
+            fut.result(timeout=self.timeout + 2)
+        except KafkaException as e:
+            raise _classify(cluster, e.args[0]) from None
+        except TimeoutError:
+            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
 
     def delete_topic(self, cluster: str, bootstrap: str, name: str) -> None:
         fut = self.client(cluster, bootstrap).delete_topics([name], request_timeout=self.timeout)[name]
@@ -186,7 +213,7 @@ def _classify(cluster: str, err: KafkaError) -> Exception:
                  KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_CONTROLLER, KafkaError._RESOLVE}
     if err.code() in transport or err.retriable():
         return KafkaUnavailable(f"cluster {cluster} unavailable: {err.str()}")
-    return KafkaRefused(f"cluster {cluster} refused: {err.str()}")
+    return KafkaRefused(f"cluster {cluster} refused: {err.str()}", err.name())
 
 
 DEBUGGING_REPLICA_ID = -2

@@ -271,8 +271,11 @@ class Controller:
         return {"physical_log_start": found[0], "physical_log_end": found[1],
                 "logical_end": seg.to_logical(max(found[1], seg.phys_start))}
 
-    def put_topic(self, name: str, partitions: int, placement: str, config: dict[str, str]) -> tuple[dict, bool]:
-        _check_topic(name, partitions, placement, config)
+    def put_topic(self, name: str, partitions: int, placement: str, config: dict[str, str],
+                  create_only: bool = False) -> tuple[dict, bool]:
+        """Create the topic, or grow it and set its config. `create_only`: an existing topic is a conflict
+        (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win."""
+        check_topic(name, partitions, placement, config)
         with self._write_lock:
             with self.session() as s:
                 row = s.get(TopicRow, name)
@@ -280,9 +283,12 @@ class Controller:
                 clusters = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
                 used = [Slot(g.cluster, g.physical_partition) for g in
                         s.scalars(select(SegmentRow).where(SegmentRow.topic == name))]
+            if create_only and existing is not None:
+                raise Conflict(f"Topic '{name}' already exists.", kafka_error="TOPIC_ALREADY_EXISTS")
             if existing is not None and partitions < existing[0]:
                 raise Conflict(f"topic {name} has {existing[0]} partitions; logical partitions can only grow "
-                               f"(shrinking to {partitions} would re-hash keys and strand records)")
+                               f"(shrinking to {partitions} would re-hash keys and strand records)",
+                               kafka_error="INVALID_PARTITIONS")
             if existing == (partitions, config):
                 return self.get_topic(name), False
             coord = coordination_cluster(clusters)
@@ -299,10 +305,11 @@ class Controller:
                     self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
                 self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)
                 if existing and existing[1] != config:
+                    dropped = [k for k in existing[1] if k not in config]
                     for cluster_id in needed:
-                        self.kafka.set_topic_config(cluster_id, bootstrap[cluster_id], name, config)
+                        self.kafka.alter_topic_config(cluster_id, bootstrap[cluster_id], name, config, dropped)
             except KafkaRefused as e:
-                raise Invalid(str(e)) from None
+                raise Invalid(str(e), kafka_error=e.code) from None
             except KafkaUnavailable as e:
                 raise Unavailable(f"{e}; nothing was changed, retry when it is back") from None
             with self.session() as s:
@@ -604,21 +611,24 @@ class Controller:
             return s.scalar(select(ViewRow.version).where(ViewRow.id == 1))
 
 
-def _check_topic(name: str, partitions: int, placement: str, config: dict[str, str]) -> None:
+def check_topic(name: str, partitions: int, placement: str, config: dict[str, str]) -> None:
     if not TOPIC_NAME.match(name) or name in (".", ".."):
         raise Invalid(f"topic name {name!r} must be 1-231 of letters, digits, '.', '_', '-' "
-                      "(Kafka allows 249; the coordination cluster's shadow topic adds a prefix)")
+                      "(Kafka allows 249; the coordination cluster's shadow topic adds a prefix)",
+                      kafka_error="INVALID_TOPIC_EXCEPTION")
     if name.startswith("__"):
-        raise Invalid(f"topic name {name!r}: names starting with '__' are reserved for Kafka and fedkafka")
+        raise Invalid(f"topic name {name!r}: names starting with '__' are reserved for Kafka and fedkafka",
+                      kafka_error="INVALID_TOPIC_EXCEPTION")
     if not 1 <= partitions <= MAX_PARTITIONS:
-        raise Invalid(f"partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}")
+        raise Invalid(f"partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}",
+                      kafka_error="INVALID_PARTITIONS")
     try:
         Placement(placement)
     except ValueError:
         raise Invalid(f"placement must be blocks or balanced, got {placement!r}") from None
     bad = [k for k, v in config.items() if not isinstance(k, str) or not isinstance(v, str) or not k]
     if bad:
-        raise Invalid(f"config keys and values must be strings: {bad}")
+        raise Invalid(f"config keys and values must be strings: {bad}", kafka_error="INVALID_CONFIG")
 
 
 def _cluster_dict(c: ClusterRow, coord: str | None) -> dict[str, Any]:

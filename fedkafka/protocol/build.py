@@ -6,6 +6,7 @@ Keys that the version's schema lacks are dropped, missing fields get their defau
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from functools import cache
 from typing import Any
@@ -32,6 +33,8 @@ def build(tp: type, data: dict[str, Any]) -> Any:
 
 
 def _convert(hint: Any, value: Any) -> Any:
+    if value is not None and typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if isinstance(value, dict):
         return build(_entity_of(hint), value)
     if isinstance(value, list | tuple) and typing.get_origin(hint) is tuple:

@@ -29,7 +29,36 @@ class Broker:
     node_id: int
 
 
-Target = AnyBroker | Broker
+@dataclass(frozen=True, slots=True)
+class ControllerApi:
+    """The controller's admin API: Kafka admin writes (CreateTopics, configs, ...) change the federation, which
+    only the controller may do. The call's request is a `ControllerRequest`, its result a `ControllerAnswer`."""
+
+    cluster: str = "controller"  # where an UpstreamError says the failure was
+
+
+Target = AnyBroker | Broker | ControllerApi
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerRequest:
+    method: str
+    path: str  # under the controller's URL, e.g. "/v1/admin/topics"
+    body: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerAnswer:
+    """The controller's answer: HTTP status and JSON body. A 4xx body carries `detail` (a message) and
+    `kafka_error` (the Kafka error name, e.g. "TOPIC_ALREADY_EXISTS") when it maps to one. By the time a
+    handler sees a 2xx answer carrying `view_version`, this proxy serves that view (or a newer one)."""
+
+    status: int
+    body: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +125,8 @@ class PhysicalState(Protocol):
     def leader(self, cluster: str, topic: str, partition: int) -> int | None: ...
     def reachable(self, cluster: str) -> bool: ...
     def request_refresh(self, cluster: str) -> None: ...
+    def topic_id(self, cluster: str, topic: str) -> Any: ...  # the physical topic's id there (a UUID) or None
+    def topic_name(self, cluster: str, topic_id: Any) -> str | None: ...
 
 
 class ProducerIds(Protocol):
@@ -124,3 +155,21 @@ class Context:
     @property
     def role(self) -> ProxyRole:
         return self.me.role
+
+
+def admin_outcome(result: Any) -> tuple[Any, str | None]:
+    """(Kafka ErrorCode, message) of a controller call's result, for a Kafka admin answer."""
+    from kio.schema.errors import ErrorCode
+
+    if isinstance(result, UpstreamError):  # the controller did not answer: retriable, nothing was changed
+        return ErrorCode.request_timed_out, result.reason
+    if result.ok:
+        return ErrorCode.none, None
+    body = result.body if isinstance(result.body, dict) else {}
+    message = str(body.get("detail") or f"the controller answered HTTP {result.status}")
+    name = str(body.get("kafka_error") or "").lower()
+    if name in ErrorCode.__members__:
+        return ErrorCode[name], message
+    by_status = {404: ErrorCode.unknown_topic_or_partition, 409: ErrorCode.invalid_request,
+                 422: ErrorCode.invalid_request, 503: ErrorCode.request_timed_out}
+    return by_status.get(result.status, ErrorCode.unknown_server_error), message

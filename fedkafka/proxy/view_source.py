@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -122,6 +123,22 @@ class ControllerViewSource:
         resp.raise_for_status()
         body = resp.json()
         return int(body["start"]), int(body["size"])
+
+    async def admin(self, method: str, path: str, body: Any, timeout_s: float) -> tuple[int, Any]:
+        """One admin-API request on behalf of a Kafka client (CreateTopics, AlterConfigs, ...): (status, JSON).
+        A controller that cannot be reached raises ConnectionError, a slow one TimeoutError."""
+        try:
+            resp = await self.client.request(method, f"{self.url}{path}", headers=self.headers, json=body,
+                                             timeout=httpx.Timeout(timeout_s))
+        except httpx.TimeoutException as e:
+            raise TimeoutError(f"controller {self.url} did not answer in {timeout_s:.0f} s") from e
+        except httpx.HTTPError as e:
+            raise ConnectionError(f"controller {self.url}: {e}") from e
+        try:
+            answer = resp.json() if resp.content else None
+        except ValueError:
+            answer = {"detail": resp.text[:500]}
+        return resp.status_code, answer
 
     async def run(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
         self._drain = drain

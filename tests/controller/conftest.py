@@ -24,6 +24,7 @@ class RecordingKafka(KafkaAdmin):
         self.created: dict[tuple[str, str], int] = {}
         self.down: set[str] = set()
         self.refuse_config = False
+        self.configs: dict[tuple[str, str], dict[str, str]] = {}
 
     def scan(self, cluster, bootstrap):
         if cluster in self.down:
@@ -36,13 +37,28 @@ class RecordingKafka(KafkaAdmin):
         if cluster in self.down:
             raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
         if self.refuse_config and config:
-            raise KafkaRefused(f"cluster {cluster} refused: Unknown topic config name: {next(iter(config))}")
+            raise KafkaRefused(f"cluster {cluster} refused: Unknown topic config name: {next(iter(config))}",
+                               "INVALID_CONFIG")
         changed = self.created.get((cluster, name), 0) < partitions
         self.created[(cluster, name)] = max(partitions, self.created.get((cluster, name), 0))
         return changed
 
-    def set_topic_config(self, cluster, bootstrap, name, config):
-        pass
+    def alter_topic_config(self, cluster, bootstrap, name, set_, delete, validate_only=False):
+        from fedkafka.controller.kafka_admin import KafkaRefused
+
+        if self.refuse_config and set_:
+            raise KafkaRefused(f"cluster {cluster} refused: Unknown topic config name: {next(iter(set_))}",
+                               "INVALID_CONFIG")
+        if not validate_only:
+            self.configs[(cluster, name)] = {**{k: v for k, v in self.configs.get((cluster, name), {}).items()
+                                                if k not in delete}, **set_}
+
+    def validate_new_topic(self, cluster, bootstrap, partitions, config):
+        from fedkafka.controller.kafka_admin import KafkaRefused
+
+        if self.refuse_config and config:
+            raise KafkaRefused(f"cluster {cluster} refused: Unknown topic config name: {next(iter(config))}",
+                               "INVALID_CONFIG")
 
     def log_offsets(self, cluster, bootstrap, partitions):
         return {}

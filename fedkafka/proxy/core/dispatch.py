@@ -3,6 +3,11 @@
 Versions: the advertised table is the registry's ranges (for this proxy's role) intersected with every
 physical cluster's own ranges; a request outside it gets UNSUPPORTED_VERSION (ApiVersions answers as v0,
 like Kafka) when kio knows its response schema, else the connection is closed.
+
+Calls to the controller (`plan.ControllerApi`: the Kafka admin writes) go over the proxy's controller link;
+a successful answer that names a view version is handed to the handler only once this proxy serves that view,
+so a client that created a topic finds it in the next Metadata it asks this proxy for. A proxy without a
+controller (static view file) does not advertise the modules that need one (`NEEDS_CONTROLLER`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import collections
 import logging
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from kio.schema.errors import ErrorCode
 
@@ -22,23 +27,43 @@ from fedkafka.proxy import handlers
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
-from fedkafka.proxy.plan import NO_RESPONSE, UNANSWERED, AnyBroker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import (
+    NO_RESPONSE,
+    UNANSWERED,
+    AnyBroker,
+    Call,
+    Context,
+    ControllerAnswer,
+    ControllerApi,
+    Plan,
+    UpstreamError,
+)
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
 
 SLOW_REQUEST_S = 5.0
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
+CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster's own timeout
+VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve the view it made
+
+
+class ControllerLink(Protocol):
+    """The proxy's HTTP link to its controller (`view_source.ControllerViewSource`)."""
+
+    async def admin(self, method: str, path: str, body: Any, timeout_s: float) -> tuple[int, Any]: ...
 
 
 class ProtocolViolation(Exception):
     """The client sent something we cannot answer: close its connection."""
 
 
-def registry_for(role: ProxyRole, modules=handlers.MODULES) -> dict[int, Any]:
-    """api_key -> handler module, for the keys this role serves."""
+def registry_for(role: ProxyRole, modules=handlers.MODULES, with_controller: bool = True) -> dict[int, Any]:
+    """api_key -> handler module, for the keys this role serves (and, without a controller, that need none)."""
     out: dict[int, Any] = {}
     for module in modules:
+        if getattr(module, "NEEDS_CONTROLLER", False) and not with_controller:
+            continue
         if module.ROLE == "any" or (module.ROLE == "produce" and role.produces()) or (
                 module.ROLE == "consume" and role.consumes()) or (
                 module.ROLE == "produce_only" and role == ProxyRole.PPROXY) or (
@@ -50,15 +75,17 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES) -> dict[int, Any]:
 
 class Dispatcher:
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
-                 modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16):
+                 modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
+                 controller: ControllerLink | None = None):
         self.state = state  # has .view, .me, .lease_valid()
+        self.controller = controller
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.max_dedicated_per_connection = max_dedicated_per_connection
         self._dedicated_by_slot: dict[int, asyncio.Semaphore] = {}  # client connection -> its dedicated calls
         self.physical = physical
         self.producer_ids = producer_ids
         self.pool = pool
-        self.registry = registry_for(state.me.role, modules)
+        self.registry = registry_for(state.me.role, modules, with_controller=controller is not None)
         self.implemented = {k: rng for m in set(self.registry.values()) for k, rng in m.API_KEYS.items()
                             if k in self.registry}
         self._advertised: dict[int, tuple[int, int]] | None = None
@@ -163,6 +190,9 @@ class Dispatcher:
         sent: list = []
         for call in calls:
             cluster = call.target.cluster
+            if isinstance(call.target, ControllerApi):
+                sent.append(asyncio.ensure_future(self._ask_controller(call)))
+                continue
             if call.request.__api_key__ == PRODUCE_API_KEY and (refusal := self._not_to_send(deadline)):
                 sent.append(UpstreamError(cluster, refusal))
                 continue
@@ -206,6 +236,23 @@ class Dispatcher:
         conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
         return conn.send(call.request, call.expect_response, call.client_id)
 
+    async def _ask_controller(self, call: Call) -> ControllerAnswer | UpstreamError:
+        if self.controller is None:
+            return UpstreamError("controller", "this proxy has no controller (static view file)")
+        req = call.request
+        try:
+            status, body = await self.controller.admin(req.method, req.path, req.body,
+                                                       call.timeout_s or CONTROLLER_TIMEOUT_S)
+        except (OSError, ConnectionError, TimeoutError) as e:
+            return UpstreamError("controller", f"controller unreachable: {e or type(e).__name__}")
+        wanted = body.get("view_version") if 200 <= status < 300 and isinstance(body, dict) else None
+        if isinstance(wanted, int):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + VIEW_WAIT_S
+            while self.state.view.version < wanted and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+        return ControllerAnswer(status, body)
+
     def _lost(self, target, reason: str, sending: bool = False) -> None:
         """No answer from `target`. Every broker of the cluster failed to connect: unreachable. One broker:
         refresh (its partitions may have moved to another leader); the refresh decides about the cluster."""
@@ -247,6 +294,8 @@ class Dispatcher:
         async def one(call: Call, item):
             if item is None or isinstance(item, UpstreamError):
                 return item
+            if isinstance(call.target, ControllerApi):  # a task that bounds its own wait
+                return await item
             try:
                 return await asyncio.wait_for(item, call.timeout_s or REQUEST_TIMEOUT_S)
             except TimeoutError:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
@@ -28,6 +29,8 @@ class ClusterInfo:
     bootstrap: str
     brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
     leaders: dict[tuple[str, int], int] = field(default_factory=dict)
+    topic_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # physical topic name -> its id here
+    topic_names: dict[uuid.UUID, str] = field(default_factory=dict)
     api_versions: dict[int, tuple[int, int]] = field(default_factory=dict)
     reachable: bool = True  # optimistic until a refresh fails
     refreshed_at: float = 0.0
@@ -45,6 +48,16 @@ class PhysicalClusters:
     def leader(self, cluster: str, topic: str, partition: int) -> int | None:
         info = self.clusters.get(cluster)
         return None if info is None else info.leaders.get((topic, partition))
+
+    def topic_id(self, cluster: str, topic: str) -> uuid.UUID | None:
+        info = self.clusters.get(cluster)
+        return None if info is None else info.topic_ids.get(topic)
+
+    def topic_name(self, cluster: str, topic_id: uuid.UUID) -> str | None:
+        info = self.clusters.get(cluster)
+        if info is None:
+            return None
+        return info.topic_names.get(topic_id)
 
     def reachable(self, cluster: str) -> bool:
         info = self.clusters.get(cluster)
@@ -123,6 +136,8 @@ class PhysicalClusters:
             info.brokers = {b.node_id: (b.host, b.port) for b in meta.brokers}
             info.leaders = {(t.name, p.partition_index): p.leader_id for t in meta.topics
                             for p in t.partitions if p.leader_id >= 0}
+            info.topic_ids = {t.name: t.topic_id for t in meta.topics if t.topic_id is not None}
+            info.topic_names = {tid: name for name, tid in info.topic_ids.items()}
             if not info.reachable:
                 log.info("cluster %s reachable again", cluster)
             info.reachable = True

@@ -116,7 +116,8 @@ class ProxyServer:
         await asyncio.gather(*(self.physical.refresh(c) for c in list(self.physical.clusters)))
         self.dispatcher = Dispatcher(state=self.state, physical=self.physical, producer_ids=self.producer_ids,
                                      pool=self.pool, max_fetch_wait_ms=self.config.limits.max_fetch_wait_ms,
-                                     max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection)
+                                     max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection,
+                                     controller=self.source if isinstance(self.source, ControllerViewSource) else None)
         self._wrap_for_inflight(self.dispatcher)
         self._tasks = [asyncio.create_task(self.physical.run()),
                        asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]

@@ -4,6 +4,7 @@ Interface (what a new module, e.g. `fetch.py` for the consume path, must provide
 
     API_KEYS: dict[int, tuple[int, int]]   # api_key -> (min, max) versions this module implements
     ROLE: "produce" | "consume" | "any" | "produce_only"  # roles serving these keys; produce_only: pure pproxy
+    NEEDS_CONTROLLER: bool  # optional: served only by a proxy with a controller (the admin writes)
     def handle(ctx: plan.Context, header, request) -> plan.Reply
 
 `handle` gets the decoded kio request (its version is `type(request).__version__`) and returns a kio
@@ -23,8 +24,12 @@ Handler modules must not import each other (shared helpers live in `fedkafka.pro
 from __future__ import annotations
 
 from fedkafka.proxy.handlers import (
+    alter_configs,
     api_versions,
+    cluster_ops,
     consume_side_produce,
+    consumer_groups,
+    delete_records,
     describe_cluster,
     describe_configs,
     fetch,
@@ -35,7 +40,9 @@ from fedkafka.proxy.handlers import (
     offset_for_leader_epoch,
     produce,
     produce_side_fetch,
+    topic_admin,
 )
 
 MODULES = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs, produce_side_fetch,
-           fetch, list_offsets, offset_for_leader_epoch, groups, consume_side_produce)
+           fetch, list_offsets, offset_for_leader_epoch, groups, consume_side_produce,
+           topic_admin, alter_configs, delete_records, cluster_ops, consumer_groups)

@@ -59,16 +59,19 @@ def find_coordinator(ctx: Context, request):
     version = type(request).__version__
     keys = list(request.coordinator_keys) if version >= 4 else [request.key]
     key_type = getattr(request, "key_type", GROUP_KEY)
-    answers = [_coordinator_for(ctx, k, key_type) for k in keys]
+    answers = [_coordinator_for(ctx, k, key_type, version) for k in keys]
     if version >= 4:
         return build(response_type(FIND_COORDINATOR, version), {"coordinators": answers})
     return build(response_type(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
 
 
-def _coordinator_for(ctx: Context, key: str, key_type: int) -> dict:
+NO_TRANSACTIONS = ("transactions are not available in this fedkafka federation (a transaction would span "
+                   "physical clusters; see fedkafka's docs/ARCHITECTURE.md): use an idempotent producer instead")
+
+
+def _coordinator_for(ctx: Context, key: str, key_type: int, version: int) -> dict:
     if key_type == TXN_KEY:
-        return _no_coordinator(key, ErrorCode.transactional_id_authorization_failed,
-                               "transactions are not supported by fedkafka yet")
+        return _no_coordinator(key, _no_transactions_code(version), NO_TRANSACTIONS)
     if key_type != GROUP_KEY:
         return _no_coordinator(key, ErrorCode.invalid_request, f"key type {key_type} is not supported")
     if ctx.view.coordination_cluster is None:
@@ -76,6 +79,16 @@ def _coordinator_for(ctx: Context, key: str, key_type: int) -> dict:
     proxy = ctx.view.leader_for(f"group\0{key}", 0, _consume_proxies(ctx))
     return {"key": key, "node_id": proxy.node_id, "host": proxy.host, "port": proxy.port,
             "error_code": ErrorCode.none, "error_message": None}
+
+
+def _no_transactions_code(version: int) -> ErrorCode:
+    """The error that makes the asking client fail at once and print NO_TRANSACTIONS.
+
+    The Java client (batched lookups, v4+) fails fatally on any unexpected code and prints our message, but
+    answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED with its own "Transactional Id authorization failed." and
+    drops ours, which sends users looking for an ACL. librdkafka (v0-2) fails only on that code and retries
+    every other one until its timeout; it prints our message next to it."""
+    return ErrorCode.invalid_request if version >= 4 else ErrorCode.transactional_id_authorization_failed
 
 
 def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, ...]:

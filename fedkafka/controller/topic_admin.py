@@ -1,0 +1,189 @@
+"""The Kafka admin API's writes on logical topics, as the proxies ask for them (`/v1/admin/...`).
+
+A Kafka client's CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs and IncrementalAlterConfigs reach a
+proxy, which forwards each topic's part here: only the controller changes the federation. Each route answers
+the view version the change produced (the proxy answers its client once it serves that view) or an error with
+the Kafka error name the proxy answers with (`kafka_error`). Topics are created and grown the way
+`fedkafka topic create` does it (`Controller.put_topic`: Kafka first, database second, docs/DESIGN.md §7.1).
+
+Configs: the stored config of a logical topic is what every physical topic of its chains carries, and what a
+new segment's physical topic is created with (workflows read it from the database). A change is applied to
+every cluster holding a segment of the topic first, then stored; a cluster refusing it refuses the change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from fedkafka.controller.errors import Invalid, NotFound, Unavailable
+from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
+from fedkafka.controller.models import ClusterRow, SegmentRow, TopicRow
+from fedkafka.controller.service import MAX_PARTITIONS, Controller, check_topic
+from fedkafka.view.model import ClusterState
+
+DEFAULT_PARTITIONS = 1  # CreateTopics with num_partitions -1: Kafka's own num.partitions default
+# IncrementalAlterConfigs operations (Kafka's AlterConfigOp.OpType ids)
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+
+
+class CreateBody(BaseModel):
+    name: str
+    partitions: int = -1
+    config: dict[str, str] = Field(default_factory=dict)
+    validate_only: bool = False
+
+
+class PartitionsBody(BaseModel):
+    count: int
+    validate_only: bool = False
+
+
+class ConfigOp(BaseModel):
+    name: str
+    op: int = SET
+    value: str | None = None
+
+
+class ConfigBody(BaseModel):
+    ops: list[ConfigOp]
+    replace: bool = False  # AlterConfigs (not incremental): configs not named go back to their defaults
+    validate_only: bool = False
+
+
+class TopicAdmin:
+    def __init__(self, controller: Controller):
+        self.ctl = controller
+
+    def create(self, name: str, partitions: int, config: dict[str, str], validate_only: bool) -> dict[str, Any]:
+        partitions = DEFAULT_PARTITIONS if partitions == -1 else partitions
+        if validate_only:
+            return self._validate_create(name, partitions, config)
+        topic, _ = self.ctl.put_topic(name, partitions, "blocks", config, create_only=True)
+        return self._done(topic)
+
+    def _validate_create(self, name: str, partitions: int, config: dict[str, str]) -> dict[str, Any]:
+        check_topic(name, partitions, "blocks", config)
+        with self.ctl.session() as s:
+            if s.get(TopicRow, name) is not None:
+                raise Invalid(f"Topic '{name}' already exists.", status=409, kafka_error="TOPIC_ALREADY_EXISTS")
+            targets = [c for c in s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal))
+                       if c.state == ClusterState.ACTIVE and c.reachable]
+        if not targets:
+            raise Unavailable("no active, reachable cluster to create the topic on", kafka_error="REQUEST_TIMED_OUT")
+        if config:
+            self._kafka(lambda: self.ctl.kafka.validate_new_topic(targets[0].id, targets[0].bootstrap, 1, config))
+        return {"topic": {"name": name, "partitions": partitions, "config": config}, "validate_only": True}
+
+    def add_partitions(self, name: str, count: int, validate_only: bool) -> dict[str, Any]:
+        row = self._topic_row(name)
+        if count < row["partitions"]:
+            raise Invalid(f"Topic currently has {row['partitions']} partitions, which is higher than the requested "
+                          f"{count}: logical partitions can only grow (fewer would re-hash keys and strand records)",
+                          kafka_error="INVALID_PARTITIONS")
+        if count == row["partitions"]:
+            raise Invalid(f"Topic already has {count} partitions.", kafka_error="INVALID_PARTITIONS")
+        if count > MAX_PARTITIONS:
+            raise Invalid(f"partitions must be at most {MAX_PARTITIONS}, got {count}", kafka_error="INVALID_PARTITIONS")
+        if validate_only:
+            return {"topic": {**row, "partitions": count}, "validate_only": True}
+        topic, _ = self.ctl.put_topic(name, count, row["placement"], row["config"])
+        return self._done(topic)
+
+    def alter_config(self, name: str, ops: list[ConfigOp], replace: bool, validate_only: bool) -> dict[str, Any]:
+        row = self._topic_row(name)
+        new = _apply_ops({} if replace else dict(row["config"]), ops)
+        dropped = [k for k in row["config"] if k not in new]
+        changed = {k: v for k, v in new.items() if row["config"].get(k) != v}
+        holders = self._holders(name)
+        if validate_only:  # one cluster judges names and values, nothing is changed
+            cluster, bootstrap = holders[0]
+            self._kafka(lambda: self.ctl.kafka.alter_topic_config(cluster, bootstrap, name, changed, dropped,
+                                                                  validate_only=True))
+            return {"topic": {**row, "config": new}, "validate_only": True}
+        topic, _ = self.ctl.put_topic(name, row["partitions"], row["placement"], new)
+        return self._done(topic)
+
+    def delete(self, name: str) -> dict[str, Any]:
+        self._topic_row(name)
+        self.ctl.delete_topic(name)
+        return {"deleted": name, "view_version": self.ctl.view.version}
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _topic_row(self, name: str) -> dict[str, Any]:
+        with self.ctl.session() as s:
+            row = s.get(TopicRow, name)
+            if row is None:
+                raise NotFound(f"This server does not host this topic: {name}",
+                               kafka_error="UNKNOWN_TOPIC_OR_PARTITION")
+            return {"name": row.name, "partitions": row.partitions, "placement": row.placement,
+                    "config": json.loads(row.config_json)}
+
+    def _holders(self, name: str) -> list[tuple[str, str]]:
+        """(cluster, bootstrap) of every cluster holding a segment of the topic, registration order."""
+        with self.ctl.session() as s:
+            used = {c for (c,) in s.execute(select(SegmentRow.cluster).where(SegmentRow.topic == name).distinct())}
+            return [(c.id, c.bootstrap) for c in s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal))
+                    if c.id in used]
+
+    def _done(self, topic: dict[str, Any]) -> dict[str, Any]:
+        return {"topic": {k: topic[k] for k in ("name", "topic_id", "partitions", "config")},
+                "view_version": self.ctl.view.version}
+
+    @staticmethod
+    def _kafka(action) -> None:
+        try:
+            action()
+        except KafkaRefused as e:
+            raise Invalid(str(e), kafka_error=e.code) from None
+        except KafkaUnavailable as e:
+            raise Unavailable(f"{e}; nothing was changed, retry when it is back",
+                              kafka_error="REQUEST_TIMED_OUT") from None
+
+
+def _apply_ops(config: dict[str, str], ops: list[ConfigOp]) -> dict[str, str]:
+    """The config after IncrementalAlterConfigs operations. APPEND and SUBTRACT work on the comma-separated
+    list the topic config holds (a config never set counts as an empty list, not as Kafka's default)."""
+    for op in ops:
+        if not op.name:
+            raise Invalid("a config name must not be empty", kafka_error="INVALID_CONFIG")
+        if op.op == DELETE:
+            config.pop(op.name, None)
+            continue
+        if op.value is None:
+            raise Invalid(f"config {op.name}: a value is needed", kafka_error="INVALID_CONFIG")
+        items = [x for x in config.get(op.name, "").split(",") if x]
+        if op.op == SET:
+            config[op.name] = op.value
+        elif op.op == APPEND:
+            config[op.name] = ",".join(items + [x for x in op.value.split(",") if x and x not in items])
+        elif op.op == SUBTRACT:
+            gone = set(op.value.split(","))
+            config[op.name] = ",".join(x for x in items if x not in gone)
+        else:
+            raise Invalid(f"config {op.name}: unknown operation {op.op}", kafka_error="INVALID_REQUEST")
+    return config
+
+
+def add_routes(app: FastAPI, controller: Controller, api) -> None:
+    admin = TopicAdmin(controller)
+
+    @app.post("/v1/admin/topics", dependencies=[api])
+    def create_topic(body: CreateBody):
+        return admin.create(body.name, body.partitions, body.config, body.validate_only)
+
+    @app.post("/v1/admin/topics/{name}/partitions", dependencies=[api])
+    def create_partitions(name: str, body: PartitionsBody):
+        return admin.add_partitions(name, body.count, body.validate_only)
+
+    @app.post("/v1/admin/topics/{name}/config", dependencies=[api])
+    def alter_config(name: str, body: ConfigBody):
+        return admin.alter_config(name, body.ops, body.replace, body.validate_only)
+
+    @app.delete("/v1/admin/topics/{name}", dependencies=[api])
+    def delete_topic(name: str):
+        return admin.delete(name)

@@ -1,0 +1,64 @@
+"""AlterConfigs and IncrementalAlterConfigs on logical topics, applied by the controller.
+
+A topic's config is the federation's: the controller applies it to every physical topic of the topic's chains,
+stores it in the config database and gives it to the physical topics of new segments. AlterConfigs replaces
+the whole topic config (configs not named go back to their defaults), as Kafka does; IncrementalAlterConfigs
+sets, deletes, appends to or subtracts from single configs. Names and values are judged by the physical
+clusters (INVALID_CONFIG with Kafka's own message). Broker and other resources belong to the physical
+clusters, not to the federation: they are refused with a message that says so.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.plan import Call, Context, ControllerApi, ControllerRequest, Plan, admin_outcome
+
+ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 33, 44
+API_KEYS = {ALTER_CONFIGS: (0, 2), INCREMENTAL_ALTER_CONFIGS: (0, 1)}
+ROLE = "any"
+NEEDS_CONTROLLER = True
+
+TOPIC = 2
+SET = 0
+NOT_A_TOPIC = ("fedkafka serves configs of logical topics only; broker and other configs belong to each physical "
+               "cluster: change them there")
+
+
+def handle(ctx: Context, header, request):
+    key = request.__api_key__
+    version = type(request).__version__
+    results: list[dict] = []
+    calls: list[tuple[int, Call]] = []
+    for res in request.resources:
+        result = {"error_code": ErrorCode.none, "error_message": None, "resource_type": res.resource_type,
+                  "resource_name": res.resource_name}
+        results.append(result)
+        if res.resource_type != TOPIC:
+            result.update(error_code=ErrorCode.invalid_request, error_message=NOT_A_TOPIC)
+            continue
+        if key == INCREMENTAL_ALTER_CONFIGS:
+            ops = [{"name": c.name, "op": int(c.config_operation), "value": c.value} for c in res.configs]
+        else:  # AlterConfigs: the named configs are the whole config
+            ops = [{"name": c.name, "op": SET, "value": c.value} for c in res.configs if c.value is not None]
+        body = {"ops": ops, "replace": key == ALTER_CONFIGS, "validate_only": bool(request.validate_only)}
+        path = f"/v1/admin/topics/{quote(res.resource_name, safe='')}/config"
+        calls.append((len(results) - 1, Call(ControllerApi(), ControllerRequest("POST", path, body))))
+
+    def answer():
+        return build(response_type(key, version), {"responses": results})
+
+    if not calls:
+        return answer()
+
+    def finish(replies: list):
+        for (i, _call), reply in zip(calls, replies, strict=True):
+            code, message = admin_outcome(reply)
+            results[i].update(error_code=code, error_message=message)
+        return answer()
+
+    return Plan([c for _, c in calls], finish)

@@ -1,0 +1,45 @@
+"""Cluster-level operations a federation has no use for, answered so that tools say why.
+
+Replicas and partition leaders of the physical clusters are each cluster's own business; a logical partition's
+leader is a proxy, always the preferred one. So AlterPartitionReassignments is refused with a message that
+says where to do it, ListPartitionReassignments lists none, and ElectLeaders answers ELECTION_NOT_NEEDED.
+"""
+
+from __future__ import annotations
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.plan import Context
+
+ELECT_LEADERS, ALTER_REASSIGNMENTS, LIST_REASSIGNMENTS = 43, 45, 46
+API_KEYS = {ELECT_LEADERS: (0, 2), ALTER_REASSIGNMENTS: (0, 1), LIST_REASSIGNMENTS: (0, 0)}
+ROLE = "any"
+
+NO_REASSIGNMENT = ("fedkafka places logical partitions on physical clusters itself (segment chains, moved by "
+                   "scale-up and decommission); reassign replicas on each physical cluster directly")
+
+
+def handle(ctx: Context, header, request):
+    key = request.__api_key__
+    version = type(request).__version__
+    if key == ALTER_REASSIGNMENTS:
+        return build(response_type(key, version), {
+            "error_code": ErrorCode.invalid_request, "error_message": NO_REASSIGNMENT,
+            "responses": [{"name": t.name, "partitions": [
+                {"partition_index": p.partition_index, "error_code": ErrorCode.invalid_request,
+                 "error_message": NO_REASSIGNMENT} for p in t.partitions]} for t in request.topics]})
+    if key == LIST_REASSIGNMENTS:
+        return build(response_type(key, version), {"error_code": ErrorCode.none, "topics": []})
+    wanted = request.topic_partitions or ()
+    return build(response_type(key, version), {"error_code": ErrorCode.none, "replica_election_results": [
+        {"topic": t.topic, "partition_result": [
+            {"partition_id": p, "error_code": _election(ctx, t.topic, p),
+             "error_message": "a proxy is always the preferred leader"} for p in t.partitions]} for t in wanted]})
+
+
+def _election(ctx: Context, topic: str, partition: int) -> ErrorCode:
+    if ctx.view.chain(topic, partition) is None:
+        return ErrorCode.unknown_topic_or_partition
+    return ErrorCode.election_not_needed

@@ -1,0 +1,170 @@
+"""The consumer group protocol (KIP-848): ConsumerGroupHeartbeat and ConsumerGroupDescribe on the coordination
+cluster, with topic names and topic ids rewritten between logical and shadow topics (docs/DESIGN.md §5.6).
+
+The coordinator assigns partitions of the shadow topics it knows, by their ids on the coordination cluster;
+clients know logical topics by the ids Metadata gives them (each logical topic's stable id from the config
+database). So on the way in subscribed names become shadow names and owned partitions' logical ids become
+shadow ids, and on the way back assignments' shadow ids become logical ids (ConsumerGroupDescribe: names too).
+Shadow topic ids come from the proxy's physical metadata of the coordination cluster: a heartbeat naming a
+topic whose shadow id is not known yet (a topic just created) is answered COORDINATOR_LOAD_IN_PROGRESS, which
+clients retry, and a refresh is asked for. Regular-expression subscriptions are refused: the coordinator would
+match them against shadow names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from kio.schema.errors import ErrorCode
+from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.view.model import logical_from_shadow, shadow_topic
+
+HEARTBEAT, DESCRIBE = 68, 69
+API_KEYS = {HEARTBEAT: (0, 1), DESCRIBE: (0, 1)}
+ROLE = "consume"
+GROUP_KEY = 0
+NO_REGEX = ("regular-expression subscriptions are not supported through fedkafka yet: subscribe to topic names "
+            "(or use group.protocol=classic)")
+
+
+def handle(ctx: Context, header, request):
+    coordination = ctx.view.coordination_cluster
+    if coordination is None:
+        return _failure(request, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
+    if request.__api_key__ == HEARTBEAT:
+        return heartbeat(ctx, coordination, request, header.client_id)
+    return describe(ctx, coordination, request, header.client_id)
+
+
+# -- ConsumerGroupHeartbeat ------------------------------------------------------------------------------
+
+def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
+    if getattr(request, "subscribed_topic_regex", None):
+        return _failure(request, ErrorCode.invalid_request, NO_REGEX)
+    by_id = {uuid.UUID(hex=t.topic_id): name for name, t in ctx.view.topics.items()}
+    names = list(request.subscribed_topic_names or ())
+    owned = []
+    missing = [n for n in names if n in ctx.view.topics and _shadow_id(ctx, coordination, n) is None]
+    for tp in request.topic_partitions or ():
+        logical = by_id.get(tp.topic_id)
+        shadow_id = None if logical is None else _shadow_id(ctx, coordination, logical)
+        if shadow_id is None:
+            missing.append(str(tp.topic_id))
+        else:
+            owned.append(dataclasses.replace(tp, topic_id=shadow_id))
+    if missing:
+        ctx.physical.request_refresh(coordination)
+        return _failure(request, ErrorCode.coordinator_load_in_progress,
+                        f"shadow topics of {sorted(missing)} not known yet; retry")
+    upstream = dataclasses.replace(
+        request, subscribed_topic_names=None if request.subscribed_topic_names is None else tuple(
+            shadow_topic(n) for n in names),
+        topic_partitions=None if request.topic_partitions is None else tuple(owned))
+
+    def back(resp):
+        if resp.assignment is None:
+            return resp
+        parts = []
+        for tp in resp.assignment.topic_partitions:
+            logical = _logical_id(ctx, coordination, tp.topic_id)
+            if logical is None:  # not a shadow topic this proxy knows yet: let the client ask again
+                ctx.physical.request_refresh(coordination)
+                return _failure(request, ErrorCode.coordinator_load_in_progress, "assignment names an unknown topic")
+            parts.append(dataclasses.replace(tp, topic_id=logical))
+        return dataclasses.replace(resp, assignment=dataclasses.replace(resp.assignment, topic_partitions=tuple(parts)))
+
+    return _via_coordinator(coordination, request, [request.group_id], upstream, back, client_id)
+
+
+# -- ConsumerGroupDescribe -------------------------------------------------------------------------------
+
+def describe(ctx: Context, coordination: str, request, client_id: str | None):
+    def topic_partitions(tps):
+        out = []
+        for tp in tps:
+            logical = logical_from_shadow(tp.topic_name)
+            if logical is None or logical not in ctx.view.topics:
+                continue  # not a logical topic of this federation
+            out.append(dataclasses.replace(tp, topic_name=logical,
+                                           topic_id=uuid.UUID(hex=ctx.view.topics[logical].topic_id)))
+        return tuple(out)
+
+    def member(m):
+        return dataclasses.replace(
+            m, subscribed_topic_names=tuple(logical_from_shadow(n) or n for n in m.subscribed_topic_names),
+            assignment=dataclasses.replace(m.assignment, topic_partitions=topic_partitions(
+                m.assignment.topic_partitions)),
+            target_assignment=dataclasses.replace(m.target_assignment, topic_partitions=topic_partitions(
+                m.target_assignment.topic_partitions)))
+
+    def back(resp):
+        return dataclasses.replace(resp, groups=tuple(
+            dataclasses.replace(g, members=tuple(member(m) for m in g.members)) for g in resp.groups))
+
+    groups = list(dict.fromkeys(request.group_ids))
+    if not groups:
+        return build(response_type(DESCRIBE, type(request).__version__), {"groups": []})
+    return _via_coordinator(coordination, request, groups, request, back, client_id, merge=_merge_describe)
+
+
+# -- forwarding ------------------------------------------------------------------------------------------
+
+def _via_coordinator(coordination: str, request, groups: list[str], upstream, back, client_id, merge=None):
+    """Look the groups' coordinators up (a barrier: upstream order follows client order), then forward."""
+    lookup = FindCoordinatorRequest(key_type=GROUP_KEY, coordinator_keys=tuple(groups))
+
+    def route(results: list):
+        found = results[0]
+        if isinstance(found, UpstreamError):
+            return _failure(request, ErrorCode.coordinator_not_available, found.reason)
+        nodes: dict[int, list[str]] = {}
+        for c in found.coordinators:
+            if c.error_code != ErrorCode.none:
+                return _failure(request, c.error_code, c.error_message)
+            nodes.setdefault(c.node_id, []).append(c.key)
+        if len(nodes) > 1 and merge is None:
+            return _failure(request, ErrorCode.coordinator_not_available, "several coordinators")
+        parts = [upstream if len(nodes) == 1 else dataclasses.replace(upstream, group_ids=tuple(ids))
+                 for ids in nodes.values()]
+        calls = [Call(Broker(coordination, node), part, client_id=client_id) for node, part in zip(nodes, parts,
+                                                                                                  strict=True)]
+
+        def finish(replies: list):
+            failed = next((r for r in replies if isinstance(r, UpstreamError)), None)
+            if failed is not None:
+                return _failure(request, ErrorCode.coordinator_not_available, failed.reason)
+            return back(replies[0] if len(replies) == 1 else merge(replies))
+
+        return Plan(calls, finish)
+
+    return Plan([Call(AnyBroker(coordination), lookup)], route, barrier=True)
+
+
+def _merge_describe(replies: list):
+    return dataclasses.replace(replies[0], groups=tuple(g for r in replies for g in r.groups))
+
+
+def _shadow_id(ctx: Context, coordination: str, logical: str) -> uuid.UUID | None:
+    return ctx.physical.topic_id(coordination, shadow_topic(logical))
+
+
+def _logical_id(ctx: Context, coordination: str, shadow_id: uuid.UUID) -> uuid.UUID | None:
+    name = ctx.physical.topic_name(coordination, shadow_id)
+    logical = None if name is None else logical_from_shadow(name)
+    topic = None if logical is None else ctx.view.topics.get(logical)
+    return None if topic is None else uuid.UUID(hex=topic.topic_id)
+
+
+def _failure(request, code: ErrorCode, message: str | None):
+    version = type(request).__version__
+    if request.__api_key__ == HEARTBEAT:
+        return build(response_type(HEARTBEAT, version), {"error_code": code, "error_message": message,
+                                                          "member_id": request.member_id, "member_epoch": -1,
+                                                          "assignment": None})
+    return build(response_type(DESCRIBE, version), {"groups": [
+        {"error_code": code, "error_message": message, "group_id": g, "members": []} for g in request.group_ids]})
