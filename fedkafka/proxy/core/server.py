@@ -12,13 +12,16 @@ import random
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fedkafka.fencing import DRAIN_PATIENCE_S
+from fedkafka.observe.admin import AdminListener, admin_app, start_admin
+from fedkafka.observe.supervise import Supervisor
 from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.limits import ByteBudget, ConnectionCounts, Limits
+from fedkafka.proxy.core.metrics import ProxyMetrics
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
@@ -46,6 +49,7 @@ class ProxyConfig:
     token: str | None = None
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
+    admin_listen: tuple[str, int] | None = None  # /metrics, /healthz, /readyz (worker i: port + i)
 
 
 class InflightProduce:
@@ -98,6 +102,7 @@ class ProxyServer:
         self.connections: set[ClientConnection] = set()
         self.server: asyncio.Server | None = None
         self.dispatcher: Dispatcher | None = None
+        self.supervisor = Supervisor()
 
     def _add_block(self, start: int, size: int) -> None:
         self.producer_ids.add_block(start, size)
@@ -118,8 +123,9 @@ class ProxyServer:
                                      pool=self.pool, max_fetch_wait_ms=self.config.limits.max_fetch_wait_ms,
                                      max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection)
         self._wrap_for_inflight(self.dispatcher)
-        self._tasks = [asyncio.create_task(self.physical.run()),
-                       asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]
+        self.supervisor.spawn("metadata-refresh", self.physical.run)
+        for name, task in self.source.tasks(self.state, self.inflight.drain_before).items():
+            self.supervisor.spawn(name, task)
         if sock is not None:
             self.server = await asyncio.start_server(self._on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
                                                      backlog=LISTEN_BACKLOG)
@@ -180,9 +186,22 @@ class ProxyServer:
         deadline = loop.time() + SHUTDOWN_GRACE_S
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for task in getattr(self, "_tasks", []):
-            task.cancel()
+        await self.supervisor.stop()
         self.pool.close()
+
+    def health(self) -> tuple[bool, dict]:
+        """Alive: every background task runs (one waiting out its restart backoff does not)."""
+        return self.supervisor.healthy(), {"tasks": self.supervisor.report()}
+
+    def readiness(self) -> tuple[bool, dict]:
+        """Serving: listening, a view applied, background tasks alive, and (taking produce) a valid lease."""
+        lease = self.state.lease_valid()
+        listening = self.server is not None and self.server.is_serving()
+        needs_lease = self.config.role.produces()
+        ok = listening and self.state.applied_version > 0 and self.supervisor.healthy() and (lease or not needs_lease)
+        return ok, {"listening": listening, "view_version": self.state.view.version,
+                    "applied_version": self.state.applied_version, "lease_valid": lease,
+                    "tasks": self.supervisor.report()}
 
 
 async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
@@ -193,9 +212,19 @@ async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     server = ProxyServer(config)
     await server.start()
+    admin = await start_admin_listener(server, config.admin_listen) if config.admin_listen else None
     await stop.wait()
     log.info("shutting down: finishing in-flight requests")
     await server.stop()
+    if admin is not None:
+        await admin.stop()
+
+
+async def start_admin_listener(server: ProxyServer, where: tuple[str, int]) -> AdminListener:
+    """/metrics, /healthz and /readyz of this proxy (see fedkafka.observe.admin)."""
+    metrics = ProxyMetrics(server)
+    server.metrics = metrics
+    return await start_admin(admin_app(metrics.render, server.health, server.readiness), *where)
 
 
 def run(config: ProxyConfig) -> None:
@@ -204,7 +233,8 @@ def run(config: ProxyConfig) -> None:
         _run_one(config)
         return
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_run_one, args=(config,), daemon=False) for _ in range(config.workers)]
+    children = [ctx.Process(target=_run_one, args=(_worker_config(config, i),), daemon=False)
+                for i in range(config.workers)]
     for child in children:
         child.start()
 
@@ -217,6 +247,14 @@ def run(config: ProxyConfig) -> None:
     signal.signal(signal.SIGINT, forward)
     for child in children:
         child.join()
+
+
+def _worker_config(config: ProxyConfig, index: int) -> ProxyConfig:
+    """Worker `index` of several: its own admin port (port + index), so each worker's metrics can be scraped."""
+    if config.admin_listen is None or config.admin_listen[1] == 0:
+        return config
+    host, port = config.admin_listen
+    return replace(config, admin_listen=(host, port + index))
 
 
 def _run_one(config: ProxyConfig) -> None:
