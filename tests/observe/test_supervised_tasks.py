@@ -74,10 +74,10 @@ async def _until(predicate, what: str, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _proxy_with_a_faulty_listener(url: str) -> tuple[ProxyServer, socket.socket, list[int]]:
+async def _proxy_with_a_faulty_listener(url: str, **config) -> tuple[ProxyServer, socket.socket, list[int]]:
     sock = _listening_socket()
     server = ProxyServer(ProxyConfig(role=ProxyRole.PPROXY, host="127.0.0.1", port=sock.getsockname()[1],
-                                     advertised_host="127.0.0.1", controller=url, token=TOKEN))
+                                     advertised_host="127.0.0.1", controller=url, token=TOKEN, **config))
     await server.start(sock)
     first = server.state.view.version
     failed: list[int] = []
@@ -109,13 +109,10 @@ def test_a_view_stream_that_dies_is_restarted_and_acks_the_view_it_was_taking(co
 
 
 def test_a_restarted_task_shows_in_healthz_and_metrics(controller):
-    from fedkafka.proxy.core.server import start_admin_listener
-
     async def scenario():
-        server, sock, _ = await _proxy_with_a_faulty_listener(controller)
-        admin = await start_admin_listener(server, ("127.0.0.1", 0))
+        server, sock, _ = await _proxy_with_a_faulty_listener(controller, admin_listen=("127.0.0.1", 0))
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{admin.port}") as http:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.admin.port}") as http:
                 assert (await http.get("/readyz")).status_code == 200
                 broken = await _new_view(controller, "other-1")
                 await _until(lambda: server.state.applied_version >= broken, f"view {broken} acked")
@@ -131,7 +128,6 @@ def test_a_restarted_task_shows_in_healthz_and_metrics(controller):
                 assert f"fedkafka_proxy_applied_view_version {float(broken)}" in metrics
                 assert "fedkafka_proxy_lease_valid 1.0" in metrics
         finally:
-            await admin.stop()
             await server.stop()
             sock.close()
 

@@ -103,6 +103,8 @@ class ProxyServer:
         self.server: asyncio.Server | None = None
         self.dispatcher: Dispatcher | None = None
         self.supervisor = Supervisor()
+        self.metrics = ProxyMetrics(self) if config.admin_listen else None  # no listener: no per-request cost
+        self.admin: AdminListener | None = None
 
     def _add_block(self, start: int, size: int) -> None:
         self.producer_ids.add_block(start, size)
@@ -121,7 +123,8 @@ class ProxyServer:
         await asyncio.gather(*(self.physical.refresh(c) for c in list(self.physical.clusters)))
         self.dispatcher = Dispatcher(state=self.state, physical=self.physical, producer_ids=self.producer_ids,
                                      pool=self.pool, max_fetch_wait_ms=self.config.limits.max_fetch_wait_ms,
-                                     max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection)
+                                     max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection,
+                                     **({"observer": self.metrics.requests} if self.metrics else {}))
         self._wrap_for_inflight(self.dispatcher)
         self.supervisor.spawn("metadata-refresh", self.physical.run)
         for name, task in self.source.tasks(self.state, self.inflight.drain_before).items():
@@ -133,6 +136,9 @@ class ProxyServer:
             self.server = await asyncio.start_server(self._on_client, self.config.host, self.config.port,
                                                      reuse_port=True, limit=STREAM_BUFFER_BYTES,
                                                      backlog=LISTEN_BACKLOG)
+        if self.metrics is not None:
+            self.admin = await start_admin(admin_app(self.metrics.render, self.health, self.readiness),
+                                           *self.config.admin_listen)
         log.info("proxy node %s (%s) listening on %s:%s, view %s, advertising %s", self.state.me.node_id,
                  self.config.role.value, self.config.host, self.config.port, self.state.view.version,
                  self.dispatcher.advertised)
@@ -188,6 +194,8 @@ class ProxyServer:
             await asyncio.sleep(0.02)
         await self.supervisor.stop()
         self.pool.close()
+        if self.admin is not None:
+            await self.admin.stop()
 
     def health(self) -> tuple[bool, dict]:
         """Alive: every background task runs (one waiting out its restart backoff does not)."""
@@ -212,19 +220,9 @@ async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     server = ProxyServer(config)
     await server.start()
-    admin = await start_admin_listener(server, config.admin_listen) if config.admin_listen else None
     await stop.wait()
     log.info("shutting down: finishing in-flight requests")
     await server.stop()
-    if admin is not None:
-        await admin.stop()
-
-
-async def start_admin_listener(server: ProxyServer, where: tuple[str, int]) -> AdminListener:
-    """/metrics, /healthz and /readyz of this proxy (see fedkafka.observe.admin)."""
-    metrics = ProxyMetrics(server)
-    server.metrics = metrics
-    return await start_admin(admin_app(metrics.render, server.health, server.readiness), *where)
 
 
 def run(config: ProxyConfig) -> None:

@@ -78,20 +78,23 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
             idempotent = producer[0] >= 0
             sequences = _sequences(checked) if idempotent else None
             seq_key = (producer[0], producer[1], t.name, pd.index) if sequences else None
-            failure = _refusal(ctx, request, topic, pd.index)
+            reason, failure = _refusal(ctx, request, topic, pd.index)  # reason: the proxy's own refusals
             if failure is None and idempotent and producer[2]:
+                reason = "transactions"
                 failure = (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
             if failure is None and seq_key:
                 skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
                 if skipped is not None:
-                    failure = (ErrorCode.not_leader_or_follower,  # see _GAP
-                               f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first")
+                    reason, failure = "gap", (ErrorCode.not_leader_or_follower,  # see _GAP
+                                              f"sequence {sequences[0]} skips the refused batch at {skipped}: "
+                                              "resend that first")
                     log.debug("producer %s/%s %s/%s: %s", producer[0], producer[1], t.name, pd.index, failure[1])
             if failure is None:
                 chain = topic.partitions[pd.index]
                 seg = chain.active
                 leader = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
                 if seg.cluster in _pid_failures:
+                    reason = "cluster"
                     failure = (ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable")
                 elif leader is None:
                     ctx.physical.request_refresh(seg.cluster)
@@ -101,6 +104,8 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                     failure = (ErrorCode.leader_not_available, None)
             if failure is not None:
                 errors[key] = failure
+                if reason:
+                    ctx.refused(reason, t.name, pd.index, failure[1])
                 if seq_key:
                     ctx.producer_ids.note_refused(seq_key, sequences[0])
                 continue
@@ -191,20 +196,22 @@ def _sequences(batch: rec.BatchHeader) -> tuple[int, int] | None:
     return batch.base_sequence, batch.base_sequence + batch.last_offset_delta + 1
 
 
-def _refusal(ctx: Context, request, topic, index: int) -> tuple[ErrorCode, str | None] | None:
+def _refusal(ctx: Context, request, topic, index: int) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
+    """(reason, (error, message)) when the proxy refuses the partition's batch; reason None: the client's error."""
     if request.transactional_id is not None:
-        return ErrorCode.transactional_id_authorization_failed, "transactions are not supported by fedkafka yet"
+        return "transactions", (ErrorCode.transactional_id_authorization_failed,
+                                "transactions are not supported by fedkafka yet")
     if topic is None or not 0 <= index < topic.partition_count:
-        return ErrorCode.unknown_topic_or_partition, None
+        return None, (ErrorCode.unknown_topic_or_partition, None)
     if not ctx.lease_valid:
-        return ErrorCode.not_leader_or_follower, "proxy lease expired"
+        return "lease", (ErrorCode.not_leader_or_follower, "proxy lease expired")
     chain = topic.partitions[index]
     if chain.frozen:
-        return ErrorCode.not_leader_or_follower, "partition frozen for a segment move"
+        return "frozen", (ErrorCode.not_leader_or_follower, "partition frozen for a segment move")
     cluster = ctx.view.clusters.get(chain.active.cluster)
     if cluster is None or cluster.state != ClusterState.ACTIVE or not ctx.physical.reachable(cluster.id):
-        return ErrorCode.not_leader_or_follower, f"cluster {chain.active.cluster} not writable"
-    return None
+        return "cluster", (ErrorCode.not_leader_or_follower, f"cluster {chain.active.cluster} not writable")
+    return None, None
 
 
 _ASK_FLOOR = object()
