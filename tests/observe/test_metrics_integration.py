@@ -3,7 +3,11 @@ frozen partition is refused, and /metrics carries each series the dashboards and
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import socket
+import struct
+import threading
 import time
 
 import httpx
@@ -15,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.support import ProxyProcess, create_topic, free_port, split_view
 from proxy.test_fault import one_batch, raw_produce_errors
 
+from fedkafka.nameservice.app import serve
+from fedkafka.nameservice.resolver import ProxyAddress, StaticResolver
 from fedkafka.view.model import ProxyRole
 
 pytestmark = pytest.mark.integration
@@ -96,3 +102,58 @@ def test_proxy_metrics_under_real_traffic(kafka_clusters, unique_name, tmp_path)
     for task in ("view-file", "metadata-refresh"):
         assert value(m, "fedkafka_task_running", task=task) == 1
         assert value(m, "fedkafka_task_restarts_total", task=task) == 0
+
+
+class NameService:
+    """`fedkafka.nameservice.app.serve` in a thread, relaying every client to the given proxy."""
+
+    def __init__(self, proxy_port: int):
+        self.resolver = StaticResolver([ProxyAddress(1, "127.0.0.1", proxy_port)], pool="test-pool")
+        self.kafka, self.http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+
+    def __enter__(self) -> NameService:
+        self.thread = threading.Thread(target=self.loop.run_until_complete, daemon=True,
+                                       args=(serve(self.resolver, self.kafka, self.http, self.stop),))
+        self.thread.start()
+        deadline = time.time() + 30
+        while True:
+            try:
+                if httpx.get(f"http://{self.http}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "name service not ready"
+            time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(timeout=20)
+        self.loop.close()
+
+
+@pytest.mark.timeout(300)
+def test_name_service_metrics_in_front_of_a_real_proxy(kafka_clusters, unique_name, tmp_path):
+    c1 = kafka_clusters[0]
+    create_topic(c1.bootstrap, unique_name, 2)
+    view = with_coordination(split_view({"c1": c1.bootstrap}, unique_name,
+                                        [("c1", unique_name, 0), ("c1", unique_name, 1)]), "c1", c1.bootstrap)
+    with ProxyProcess(tmp_path, view, role=ProxyRole.BOTH) as proxy, NameService(proxy.port) as ns:
+        produce_and_consume(ns.kafka, unique_name, 20)
+        host, port = ns.kafka.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:  # a first frame that lies
+            s.sendall(struct.pack(">i", 2_000_000_000))
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(100) == b""
+        health = httpx.get(f"http://{ns.http}/healthz", timeout=10)
+        text = httpx.get(f"http://{ns.http}/metrics", timeout=10).text
+    m = {(s.name, frozenset(s.labels.items())): s.value
+         for family in text_string_to_metric_families(text) for s in family.samples}
+    assert health.status_code == 200 and health.json()["tasks"]["kafka-endpoint"]["running"]
+    assert value(m, "fedkafka_nameservice_relayed_total", pool="test-pool") >= 2  # a producer and a consumer
+    assert value(m, "fedkafka_nameservice_refusals_total", reason="frame") == 1
+    assert value(m, "fedkafka_nameservice_relayed_bytes_total", direction="in") > 20 * len(b"v000")
+    assert value(m, "fedkafka_nameservice_relayed_bytes_total", direction="out") > 20 * len(b"v000")
+    assert value(m, "fedkafka_nameservice_connections") >= 0
+    assert value(m, "fedkafka_task_running", task="kafka-endpoint") == 1

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
-from fedkafka.proxy.core.observe import RequestMetrics, _error_codes
+from fedkafka.proxy.core.observe import RequestMetrics, error_counts
 from fedkafka.proxy.plan import Broker, Call, UpstreamError
 from fedkafka.view.model import LogicalTopic, PartitionChain, Segment, View
 
@@ -35,11 +35,11 @@ def sample(registry, name: str, **labels) -> float | None:
 
 
 def test_error_codes_are_found_at_every_depth():
-    assert list(_error_codes(produce_answer([0, 6, 0, 6]))) == [0, 6, 0, 6]
+    assert error_counts(produce_answer([0, 6, 0, 6, 3])) == {6: 2, 3: 1}
     fetch = build(response_type(1, 12), {"error_code": 0, "session_id": 0, "responses": [{"topic": "t", "partitions": [
         {"partition_index": 0, "error_code": 3, "high_watermark": 0, "records": b""}]}]})
-    assert list(_error_codes(fetch)) == [0, 3]
-    assert list(_error_codes(None)) == []
+    assert error_counts(fetch) == {3: 1}
+    assert error_counts(None) == {}
 
 
 def test_requests_errors_latency_and_topic_bytes():
@@ -52,6 +52,7 @@ def test_requests_errors_latency_and_topic_bytes():
     seen = m.request(0, 9, produce_request("not-in-view", [5]), view)
     m.answered(seen, produce_answer([ErrorCode.unknown_topic_or_partition]))
     assert list(m._series) == [(0, 9)]  # one series object for every request of (Produce, v9)
+    assert sample(registry, "fedkafka_proxy_request_seconds_bucket", api="Produce", le="+Inf") == 4
     assert sample(registry, "fedkafka_proxy_requests_total", api="Produce", version="9") == 4
     assert sample(registry, "fedkafka_proxy_errors_total", api="Produce", error="not_leader_or_follower") == 3
     assert sample(registry, "fedkafka_proxy_errors_total", api="Produce", error="unknown_topic_or_partition") == 1
