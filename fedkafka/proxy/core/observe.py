@@ -19,6 +19,7 @@ from collections.abc import Callable
 from kio.schema.errors import ErrorCode
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from fedkafka.protocol import codec
 from fedkafka.proxy.plan import UNANSWERED, UpstreamError
@@ -177,7 +178,7 @@ class RequestMetrics(NullObserver, Collector):
             errors.add_metric([api, error], n)
         for api, (buckets, seconds) in by_api.items():
             cumulative, total = [], 0
-            for bound, n in zip((*[str(b) for b in LATENCY_BUCKETS], "+Inf"), buckets, strict=True):
+            for bound, n in zip((*[floatToGoString(b) for b in LATENCY_BUCKETS], "+Inf"), buckets, strict=True):
                 total += n
                 cumulative.append((bound, total))
             latency.add_metric([api], cumulative, seconds)
