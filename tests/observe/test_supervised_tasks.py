@@ -74,6 +74,19 @@ async def _until(predicate, what: str, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _until_scraped(http: httpx.AsyncClient, url: str, lines: list[str], timeout: float = 60.0) -> str:
+    """The text at `url` once it holds every line (the controller scans and hears acks in the background)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        text = (await http.get(url)).text
+        missing = [line for line in lines if line not in text]
+        if not missing:
+            return text
+        assert loop.time() < deadline, f"{url} still lacks {missing}"
+        await asyncio.sleep(0.5)
+
+
 async def _proxy_with_a_faulty_listener(url: str, **config) -> tuple[ProxyServer, socket.socket, list[int]]:
     sock = _listening_socket()
     server = ProxyServer(ProxyConfig(role=ProxyRole.PPROXY, host="127.0.0.1", port=sock.getsockname()[1],
@@ -108,7 +121,14 @@ def test_a_view_stream_that_dies_is_restarted_and_acks_the_view_it_was_taking(co
     asyncio.run(scenario())
 
 
-def test_a_restarted_task_shows_in_healthz_and_metrics(controller):
+@pytest.mark.integration
+def test_a_restarted_task_shows_in_healthz_and_metrics(controller, kafka_clusters):
+    """Also the controller's own /metrics with a real cluster and this real proxy following its stream."""
+    c1 = kafka_clusters[0]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.put(f"{controller}/v1/clusters/c1", json={"bootstrap": c1.bootstrap}, headers=auth,
+              timeout=60).raise_for_status()
+
     async def scenario():
         server, sock, _ = await _proxy_with_a_faulty_listener(controller, admin_listen=("127.0.0.1", 0))
         try:
@@ -127,6 +147,13 @@ def test_a_restarted_task_shows_in_healthz_and_metrics(controller):
                 assert 'fedkafka_task_running{task="metadata-refresh"} 1.0' in metrics
                 assert f"fedkafka_proxy_applied_view_version {float(broken)}" in metrics
                 assert "fedkafka_proxy_lease_valid 1.0" in metrics
+                await _until(lambda: server.state.applied_version == server.state.view.version, "acked")
+                version = server.state.applied_version
+                ctl = await _until_scraped(http, f"{controller}/metrics", [
+                    f'fedkafka_view_subscribers{{version="{version}"}} 1.0',
+                    'fedkafka_cluster_reachable{cluster="c1"} 1.0', "fedkafka_controller_active 1.0",
+                    f"fedkafka_view_version {float(version)}"])
+                assert 'fedkafka_scan_seconds_count{cluster="c1"}' in ctl
         finally:
             await server.stop()
             sock.close()
