@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 import struct
 import threading
@@ -54,7 +55,8 @@ def produce_and_consume(bootstrap: str, topic: str, count: int) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_proxy_metrics_under_real_traffic(kafka_clusters, unique_name, tmp_path):
+def test_proxy_metrics_under_real_traffic(kafka_clusters, unique_name, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDKAFKA_LOG_FORMAT", "json")  # the proxy process writes one JSON object per line
     c1, c2 = kafka_clusters[:2]
     for c in (c1, c2):
         create_topic(c.bootstrap, unique_name, 1)
@@ -77,6 +79,11 @@ def test_proxy_metrics_under_real_traffic(kafka_clusters, unique_name, tmp_path)
 
         m = scrape(admin)
         health = httpx.get(f"http://127.0.0.1:{admin}/healthz", timeout=10)
+        lines = [json.loads(line) for line in proxy.output().splitlines() if line.startswith("{")]
+    refusals = [line["refusal"] for line in lines if "refusal" in line]
+    assert refusals == [{"reason": "frozen", "topic": unique_name, "partition": 0, "client_id": "fedkafka-proxy",
+                         "detail": "partition frozen for a segment move"}]
+    assert {line["logger"] for line in lines} >= {"fedkafka.refusals", "fedkafka.proxy.core.server"}
     assert health.status_code == 200 and health.json()["tasks"]["view-file"]["running"]
     assert value(m, "fedkafka_proxy_refusals_total", reason="frozen") == 1
     assert value(m, "fedkafka_proxy_errors_total", api="Produce", error="not_leader_or_follower") == 1

@@ -7,7 +7,6 @@ import collections
 import contextlib
 import logging
 import multiprocessing
-import os
 import random
 import signal
 import socket
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fedkafka.fencing import DRAIN_PATIENCE_S
+from fedkafka.observe import logs
 from fedkafka.observe.admin import AdminListener, admin_app, start_admin
 from fedkafka.observe.supervise import Supervisor
 from fedkafka.proxy.core.connection import ClientConnection
@@ -256,9 +256,9 @@ def _worker_config(config: ProxyConfig, index: int) -> ProxyConfig:
 
 
 def _run_one(config: ProxyConfig) -> None:
-    # FEDKAFKA_LOG_LEVEL=DEBUG shows each refused, deduplicated or re-routed produce batch
-    logging.basicConfig(level=os.environ.get("FEDKAFKA_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    # FEDKAFKA_LOG_LEVEL=DEBUG shows each refused, deduplicated or re-routed produce batch;
+    # FEDKAFKA_LOG_FORMAT=json writes one JSON object per line
+    logs.configure()
     try:
         import uvloop
         uvloop.run(serve(config))
