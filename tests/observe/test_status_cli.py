@@ -8,11 +8,14 @@ import json
 import socket
 import sys
 
+import pytest
 from proxy.support import ROOT, free_port
 
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.view.model import ProxyRole
 from observe.support import TOKEN
+
+pytestmark = pytest.mark.slow  # a controller process and CLI processes
 
 
 async def fedkafka_status(url: str, token_file, *args: str) -> tuple[int, dict]:
