@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedkafka.controller.client import AdminClient, AdminError, locate
+from fedkafka.observe import logs
 
 console = Console()
 cluster_app = typer.Typer(no_args_is_help=True, help="Physical clusters of the federation.")
@@ -78,7 +79,7 @@ def controller(
         _fail(f"--token-file {token_file} is empty", 2)
     if scan_interval <= 0 or lease_ms < 100 or max_body_bytes < 1024:
         _fail("--scan-interval must be > 0, --lease-ms >= 100 and --max-body-bytes >= 1024", 2)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
 
@@ -181,9 +182,15 @@ def view_show(url: str | None = URL, token_file: Path | None = TOKEN, as_json: b
         f"{len(v['topics'])} topics, {len(v['proxies'])} proxies, coordination {v['coordination_cluster']}"))
 
 
-def status(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
-    """Controller status: view version, counts, live proxies and the version each applied."""
+def status(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON,
+           proxy_admin: list[str] = typer.Option([], "--proxy-admin", help="HOST:PORT of a proxy's admin listener "
+                                                 "to include (repeatable)"),
+           check: bool = typer.Option(False, "--check", help="exit 3 when the health summary finds issues")) -> None:
+    """Controller status (view version, counts, live proxies and the version each applied) and a health summary
+    from the signals the alert rules read: the controller's /metrics, and each --proxy-admin's /readyz and
+    /metrics."""
     res = _call(url, token_file, lambda api: api.status())
+    res["health"] = _health(url, token_file, res, proxy_admin).to_dict()
 
     def render(s: dict) -> None:
         console.print(f"view version {s['view_version']}, {s['clusters']} clusters, {s['topics']} topics, "
@@ -191,8 +198,36 @@ def status(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool
         _table("proxies", ["node", "address", "role", "pool", "applied"],
                [[p["node_id"], f"{p['host']}:{p['port']}", p["role"], p["pool"], p["applied_version"]]
                 for p in s["proxies"]])
+        issues = s["health"]["issues"]
+        console.print("health: [green]OK[/]" if not issues else f"health: [red]{len(issues)} issue(s)[/]")
+        for issue in issues:
+            console.print(f"  - {issue}")
 
     _out(res, as_json, render)
+    if check and res["health"]["issues"]:
+        raise typer.Exit(3)
+
+
+def _health(url: str | None, token_file: Path | None, status_doc: dict, proxy_admin: list[str]):
+    import httpx
+
+    from fedkafka.observe import health
+
+    base, _token = locate(url, token_file)
+    try:
+        controller = health.parse(httpx.get(f"{base.rstrip('/')}/metrics", timeout=10).text)
+    except (httpx.HTTPError, ValueError) as e:
+        _fail(f"cannot read the controller's /metrics: {e}")
+    probes = []
+    for address in proxy_admin:
+        probe = health.ProxyProbe(address)
+        try:
+            probe.ready = httpx.get(f"http://{address}/readyz", timeout=10).json()
+            probe.metrics = health.parse(httpx.get(f"http://{address}/metrics", timeout=10).text)
+        except (httpx.HTTPError, ValueError) as e:
+            probe.error = f"{type(e).__name__}: {e}"
+        probes.append(probe)
+    return health.summarize(status_doc, controller, probes)
 
 
 @rule_app.command("set")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import typer
 
 from fedkafka.nameservice.app import serve, split_hostport
 from fedkafka.nameservice.resolver import ControllerResolver
+from fedkafka.observe import logs
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
                 split_hostport(value)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint=flag) from None
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
         resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds,
                                       max_entries=cache_entries)
         asyncio.run(serve(resolver, listen, http_listen, header_timeout=header_timeout,

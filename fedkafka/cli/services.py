@@ -59,6 +59,9 @@ def proxy(
         help="upstream connections for blocking calls, per client connection"),
     dedicated_wait: float = typer.Option(_LIMITS.dedicated_wait_s, "--dedicated-wait",
                                          help="seconds a blocking call waits for such a connection"),
+    admin_listen: str | None = typer.Option(None, "--admin-listen",
+                                            help="HOST:PORT of the HTTP listener for /metrics, /healthz and /readyz "
+                                                 "(with --workers N, worker i listens on PORT + i)"),
 ) -> None:
     """Run a proxy that speaks Kafka to clients and routes to the physical clusters."""
     from fedkafka.proxy.core.server import ProxyConfig, run
@@ -96,10 +99,13 @@ def proxy(
                     max_dedicated_per_connection=max_dedicated_per_connection, dedicated_wait_s=dedicated_wait)
     for problem in limits.problems():
         _fail(problem)
+    admin = _host_port(admin_listen, "--admin-listen") if admin_listen else None
+    if admin and admin[1] == 0 and workers > 1:
+        _fail("--admin-listen with --workers > 1 needs a fixed port (worker i listens on PORT + i)")
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
                     view_file=view_file, controller=controller, token=token, workers=workers,
-                    limits=limits))
+                    limits=limits, admin_listen=admin))
 
 
 def register(app: typer.Typer) -> None:

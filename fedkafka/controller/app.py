@@ -130,13 +130,18 @@ def create_app(controller: Controller, token: str, background: bool = True,
 
         async def lines():
             sent = after
-            while True:
-                if await pub.wait_newer(sent, keepalive_ms / 1000):
-                    view, body = pub.view, pub.body
-                    sent = view.version
-                    yield body + b"\n"
-                else:
-                    yield b"\n"
+            pub.follow(None, sent)
+            try:
+                while True:
+                    if await pub.wait_newer(sent, keepalive_ms / 1000):
+                        view, body = pub.view, pub.body
+                        pub.follow(sent, view.version)
+                        sent = view.version
+                        yield body + b"\n"
+                    else:
+                        yield b"\n"
+            finally:
+                pub.follow(sent, None)
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 

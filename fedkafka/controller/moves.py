@@ -144,6 +144,11 @@ class Mover:
         return list(s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state == state)
                               .order_by(MoveRow.id)))
 
+    def _enter(self, row: MoveRow, state: str) -> None:
+        """Move `row` to `state`, timing the state it leaves (metrics)."""
+        self.ctl.metrics.move_left(row.state, row.updated_at)
+        row.state, row.updated_at = state, time.time()
+
     def _freeze(self, ids: list[int]) -> None:
         with self.ctl._write_lock, self.ctl.session() as s:
             for row in self._rows(s, ids, "planned"):
@@ -154,7 +159,7 @@ class Mover:
                     continue
                 chain = s.get(ChainRow, (row.topic, row.partition))
                 chain.frozen = True
-                row.state, row.updated_at = "frozen", time.time()
+                self._enter(row, "frozen")
             s.commit()
         version = self.ctl.compose().version  # the view that carries the frozen flags
         with self.ctl.session() as s:
@@ -210,7 +215,7 @@ class Mover:
                 if row.seal < old.phys_start:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
                                      f"segment start {old.phys_start} (was the physical topic re-created?)")
-                row.state, row.updated_at = "sealed", time.time()
+                self._enter(row, "sealed")
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
@@ -289,7 +294,7 @@ class Mover:
                                  logical_base=old.logical_base + (row.seal - old.phys_start)))
                 chain.leader_epoch += 1
                 chain.frozen = False
-                row.state, row.updated_at = "done", time.time()
+                self._enter(row, "done")
             s.commit()
         self.ctl.compose()
 
@@ -300,7 +305,8 @@ class Mover:
                 chain = s.get(ChainRow, (row.topic, row.partition))
                 if chain is not None:
                     chain.frozen = False
-                row.state, row.error, row.updated_at = "rolled_back", reason, time.time()
+                row.error = reason
+                self._enter(row, "rolled_back")
             s.commit()
         self.ctl.compose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import threading
 from collections import OrderedDict
@@ -20,6 +21,7 @@ class Publisher:
         self._event: asyncio.Event | None = None
         self._history: OrderedDict[int, View] = OrderedDict()
         self._deltas: dict[tuple[int, int], bytes] = {}
+        self.subscribers: collections.Counter[int] = collections.Counter()  # open streams by version last sent
         self._set(view)
 
     @property
@@ -73,6 +75,15 @@ class Publisher:
             except TimeoutError:
                 return self._view.version > after
         return True
+
+    def follow(self, before: int | None, now: int | None) -> None:
+        """A stream moved from version `before` to `now` (None: opened, closed), for metrics."""
+        if before is not None:
+            self.subscribers[before] -= 1
+            if self.subscribers[before] <= 0:
+                del self.subscribers[before]
+        if now is not None:
+            self.subscribers[now] += 1
 
     def _set(self, view: View) -> None:
         self._view = view

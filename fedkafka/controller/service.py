@@ -91,6 +91,7 @@ class Controller:
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self._threads: list[threading.Thread] = []
         self.compose()
+        self.metrics.watch(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start_background(self) -> None:
@@ -414,6 +415,12 @@ class Controller:
                                       f"{type(e).__name__}") from None
         return {"lease_ms": self.settings.lease_ms, "view_version": self.view.version}
 
+    def live_leases(self) -> list[tuple[float, int]]:
+        """(lease expiry, applied version) of each proxy whose lease this controller knows to be running."""
+        now = time.time()
+        with self._hb_lock:
+            return [lease for lease in self._leases.values() if lease[0] > now]
+
     def heartbeat(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any]:
         fast = self.renew_lease(node_id, applied_version, load)
         if fast is not None:
@@ -523,6 +530,7 @@ class Controller:
             for scan in scans:
                 self.metrics.scan_seconds.labels(scan.cluster).observe(scan.seconds)
                 self.metrics.cluster_reachable.labels(scan.cluster).set(1 if scan.reachable else 0)
+                self.metrics.cluster_scanned.labels(scan.cluster).set(time.time())
                 row = s.get(ClusterRow, scan.cluster)
                 if row is not None and (row.reachable, row.last_error) != (scan.reachable, scan.error):
                     if row.reachable != scan.reachable:

@@ -1,4 +1,5 @@
-"""Run the name service: the Kafka endpoint and `GET /v1/proxies?client_id=` over HTTP, in one event loop."""
+"""Run the name service: the Kafka endpoint and, over HTTP, `GET /v1/proxies?client_id=`, `/metrics`, `/healthz`
+and `/readyz`, in one event loop."""
 
 from __future__ import annotations
 
@@ -9,15 +10,21 @@ import signal
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from fedkafka.nameservice.metrics import NameServiceMetrics
 from fedkafka.nameservice.resolver import Resolver, ResolverError
 from fedkafka.nameservice.server import NameServiceServer
+from fedkafka.observe.supervise import Supervisor
 
 log = logging.getLogger("fedkafka.nameservice")
 
 
-def http_app(resolver: Resolver) -> FastAPI:
+def http_app(resolver: Resolver, server: NameServiceServer | None = None,
+             supervisor: Supervisor | None = None) -> FastAPI:
     app = FastAPI(title="fedkafka name service", version="1")
+    supervisor = supervisor or Supervisor()
 
     @app.get("/v1/proxies")
     async def proxies(client_id: str = Query("", max_length=255)) -> dict:
@@ -27,8 +34,27 @@ def http_app(resolver: Resolver) -> FastAPI:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
 
     @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"ok": True}
+    async def healthz():
+        """Alive: the Kafka endpoint's task runs (a restarted one shows its restarts and last error)."""
+        ok = supervisor.healthy()
+        return JSONResponse({"ok": ok, "tasks": supervisor.report()}, status_code=200 if ok else 503)
+
+    @app.get("/readyz")
+    async def readyz():
+        """Serving: the Kafka endpoint listens and the last controller lookup answered (or a cached answer
+        exists to fall back on)."""
+        listening = server is not None and server.serving()
+        controller = getattr(resolver, "controller_ok", True) or getattr(resolver, "cached_entries", 0) > 0
+        ok = listening and controller and supervisor.healthy()
+        return JSONResponse({"ok": ok, "listening": listening, "controller_or_cache": controller},
+                            status_code=200 if ok else 503)
+
+    if server is not None:
+        metrics = NameServiceMetrics(server, resolver, supervisor)
+
+        @app.get("/metrics")
+        async def metrics_text():
+            return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -48,20 +74,23 @@ async def serve(resolver: Resolver, listen: str, http_listen: str, stop: asyncio
     http_host, http_port = split_hostport(http_listen)
     server = NameServiceServer(resolver, **limits)
     host, port = await server.start(kafka_host, kafka_port)
-    config = uvicorn.Config(http_app(resolver), host=http_host, port=http_port, log_level="warning",
-                            lifespan="off")
+    supervisor = Supervisor()
+    config = uvicorn.Config(http_app(resolver, server, supervisor), host=http_host, port=http_port,
+                            log_level="warning", lifespan="off")
     http = uvicorn.Server(config)
-    http.install_signal_handlers = lambda: None  # we own SIGTERM: stop both endpoints together
+    http.capture_signals = contextlib.nullcontext  # we own SIGTERM: stop both endpoints together
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     log.info("name service: kafka %s:%s, http %s:%s", host, port, http_host, http_port)
-    tasks = [asyncio.create_task(server.serve_forever()), asyncio.create_task(http.serve())]
+    supervisor.spawn("kafka-endpoint", server.serve_forever)
+    tasks = [asyncio.create_task(http.serve())]
     await stop.wait()
     http.should_exit = True
     await server.close()
+    await supervisor.stop()
     for t in tasks:
         t.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -66,7 +66,10 @@ class ControllerResolver:
         self._cache: collections.OrderedDict[str, tuple[float, PoolAnswer]] = collections.OrderedDict()
         self._lookups: dict[str, asyncio.Future[PoolAnswer]] = {}
         self._controller_calls = asyncio.Semaphore(max_concurrent_lookups)
-        self.controller_calls = 0  # since start (tests and logs)
+        self.controller_calls = 0  # since start (tests, logs and metrics)
+        self.controller_errors = 0
+        self.stale_answers = 0  # answers from the cache because the controller did not answer
+        self.controller_ok = True  # the last controller call answered (optimistic before the first)
 
     async def resolve(self, client_id: str) -> PoolAnswer:
         cached = self._cache.get(client_id)
@@ -93,14 +96,22 @@ class ControllerResolver:
                 resp.raise_for_status()
                 body = resp.json()
             except (httpx.HTTPError, ValueError) as exc:
+                self.controller_errors += 1
+                self.controller_ok = False
                 cached = self._cache.get(client_id)
                 if cached:
+                    self.stale_answers += 1
                     return cached[1]  # static stability: the last answer beats no answer
                 raise ResolverError(f"controller unreachable and no cached pool for {client_id!r}: {exc}") from exc
+        self.controller_ok = True
         answer = PoolAnswer(body["pool"], tuple(ProxyAddress(p["node_id"], p["host"], p["port"], p.get("role", "both"))
                                                 for p in body["proxies"]))
         self._remember(client_id, answer)
         return answer
+
+    @property
+    def cached_entries(self) -> int:
+        return len(self._cache)
 
     def _remember(self, client_id: str, answer: PoolAnswer) -> None:
         self._cache[client_id] = (time.monotonic(), answer)

@@ -14,6 +14,7 @@ connection opened (a silent or trickling connection costs a socket for that long
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -50,9 +51,10 @@ def order_candidates(client_id: str, proxies: tuple[ProxyAddress, ...]) -> list[
     return sorted(proxies, key=weight, reverse=True)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: dict, direction: str) -> None:
     try:
         while chunk := await reader.read(256 * 1024):
+            counts[direction] += len(chunk)
             writer.write(chunk)
             await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -72,11 +74,18 @@ class NameServiceServer:
         self.header_timeout = header_timeout
         self.counts = ConnectionCounts(max_connections, max_connections_per_ip)
         self._server: asyncio.Server | None = None
+        # read by metrics: connections relayed per pool, connections closed unrelayed per reason, bytes relayed
+        self.relayed: collections.Counter[str] = collections.Counter()
+        self.unrelayed: collections.Counter[str] = collections.Counter()
+        self.relayed_bytes: collections.Counter[str] = collections.Counter({"in": 0, "out": 0})
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._admit, host, port, limit=64 * 1024, backlog=1024)
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
+
+    def serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -88,14 +97,15 @@ class NameServiceServer:
             self._server.close()
             await self._server.wait_closed()
 
-    async def _connect(self, client_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, client_id: str) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
         answer = await self.resolver.resolve(client_id)
         if not answer.proxies:
             raise ResolverError(f"pool {answer.pool!r} of client {client_id!r} has no live proxy")
         last: Exception | None = None
         for proxy in order_candidates(client_id, answer.proxies):
             try:
-                return await asyncio.wait_for(asyncio.open_connection(proxy.host, proxy.port), self.connect_timeout)
+                return answer.pool, *await asyncio.wait_for(asyncio.open_connection(proxy.host, proxy.port),
+                                                            self.connect_timeout)
             except (OSError, TimeoutError) as exc:
                 last = exc
                 log.warning("proxy %s:%s of pool %s unreachable: %s", proxy.host, proxy.port, answer.pool, exc)
@@ -127,13 +137,18 @@ class NameServiceServer:
                 writer.close()
                 return
             client_id = client_id_of(frame)
-            up_reader, up_writer = await self._connect(client_id)
+            pool, up_reader, up_writer = await self._connect(client_id)
         except (FrameError, ResolverError) as exc:
+            self.unrelayed["frame" if isinstance(exc, FrameError) else "no_proxy"] += 1
             log.warning("closing connection from %s: %s", peer, exc)
             writer.close()
             return
         except ConnectionError:
+            self.unrelayed["client_gone"] += 1
             writer.close()
             return
+        self.relayed[pool] += 1
         up_writer.write(with_size_prefix(frame))
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        self.relayed_bytes["in"] += len(frame) + 4
+        await asyncio.gather(_pump(reader, up_writer, self.relayed_bytes, "in"),
+                             _pump(up_reader, writer, self.relayed_bytes, "out"))

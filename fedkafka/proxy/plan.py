@@ -151,6 +151,13 @@ class Context:
     client_id: str | None = None
     max_fetch_wait_ms: int = 30_000  # a Fetch's max_wait is clamped to this (the proxy's --max-fetch-wait-ms)
     extra: dict[str, Any] = field(default_factory=dict)
+    on_refusal: Callable[..., None] | None = None  # the core's refusal counter and log line
+
+    def refused(self, reason: str, topic: str, partition: int, detail: str | None = None) -> None:
+        """A part of the request refused by the proxy's own rules (reason: lease, frozen, gap, cluster,
+        transactions, auth, ...), not by a broker: the core counts it by reason and logs one line."""
+        if self.on_refusal is not None:
+            self.on_refusal(reason, topic, partition, detail, self.client_id)
 
     @property
     def role(self) -> ProxyRole:

@@ -25,9 +25,13 @@ class ProxyState:
         if view.version <= self.view.version and self.view.version != 0:
             return False
         self.view = view
-        for listener in self.listeners:
-            listener(view)
+        self.notify()
         return True
+
+    def notify(self) -> None:
+        """Tell the listeners about the current view (again, after one of them failed on it)."""
+        for listener in self.listeners:
+            listener(self.view)
 
     def set_node_id(self, node_id: int) -> None:
         self.me = replace(self.me, node_id=node_id)

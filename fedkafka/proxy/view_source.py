@@ -52,7 +52,11 @@ class StaticViewSource:
         state.apply(view)
         state.applied_version = view.version
 
-    async def run(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
+    def tasks(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> dict[str, Callable]:
+        """The background tasks to supervise, by name."""
+        return {"view-file": lambda: self._follow(state, drain)}
+
+    async def _follow(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(1.0)
             try:
@@ -140,13 +144,21 @@ class ControllerViewSource:
             answer = {"detail": resp.text[:500]}
         return resp.status_code, answer
 
-    async def run(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
+    def tasks(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> dict[str, Callable]:
+        """The background tasks to supervise, by name: each is restarted alone when it dies."""
         self._drain = drain
-        await asyncio.gather(self._poll(state, drain), self._heartbeat(state))
+        return {"view-stream": lambda: self._poll(state, drain), "heartbeat": lambda: self._heartbeat(state)}
 
     async def _poll(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
         """Follow the controller's view stream (one JSON view per line, a blank keepalive line every
         STREAM_KEEPALIVE_MS): one open connection instead of a long-poll round trip per change."""
+        if state.applied_version < state.view.version:
+            # A previous run died between taking this view and acking it (a supervised restart): finish it,
+            # or the controller would wait for this ack until its move times out.
+            state.notify()
+            await drain(state.view.version)
+            state.applied_version = state.view.version
+            await self._heartbeat_once(state)
         while True:
             try:
                 async with self.client.stream(

@@ -101,3 +101,18 @@ def test_playbooks_ansible_cfg_mirrors_the_root_one():
     expected = {section: {key: f"../{value}" if key in PATH_SETTINGS else value for key, value in items.items()}
                 for section, items in root.items()}
     assert nested == expected
+
+
+def test_proxy_admin_port_and_scrape_target_in_check_mode(tmp_path):
+    """The proxy role passes --admin-listen and writes its Prometheus file_sd target (shown by --diff)."""
+    sd = tmp_path / "prometheus"
+    sd.mkdir()
+    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1", *CHECK_ONE_PROXY, "--diff",
+                           "-e", f"fedkafka_state_dir={tmp_path}", "-e", "fedkafka_proxy_admin_port=9399",
+                           "-e", f"fedkafka_prometheus_sd_dir={sd}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "--admin-listen" in out and ":9399" in out, out[-3000:]
+    assert "Write the Prometheus scrape target of proxy" in out
+    assert '"job": "fedkafka-proxy"' in out

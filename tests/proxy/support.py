@@ -86,6 +86,7 @@ class ProxyProcess:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self
             time.sleep(0.05)
+        self.__exit__(None, None, None)  # not left running once the test gave up on it
         raise AssertionError("proxy did not start listening")
 
     def __exit__(self, *exc) -> None:

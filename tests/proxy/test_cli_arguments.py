@@ -30,6 +30,8 @@ def test_several_workers_with_a_controller_are_refused(token_file):
 @pytest.mark.parametrize(("args", "message"), [
     (["--workers", "0"], "--workers must be at least 1"),
     (["--workers", "2", "--listen", "127.0.0.1:0"], "--workers > 1 needs a fixed port"),
+    (["--workers", "2", "--admin-listen", "127.0.0.1:0"], "--admin-listen with --workers > 1 needs a fixed port"),
+    (["--admin-listen", "nowhere"], "--admin-listen must be HOST:PORT"),
 ])
 def test_bad_worker_counts(tmp_path, args, message):
     view = tmp_path / "view.json"

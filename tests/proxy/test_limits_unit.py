@@ -77,8 +77,7 @@ class _Proxy:
         self.server.server.close()
         for conn in list(self.server.connections):
             conn.stop_reading()
-        for task in self.server._tasks:
-            task.cancel()
+        await self.server.supervisor.stop()
         self.server.pool.close()
 
     async def connect(self, host: str = "127.0.0.1"):

@@ -59,6 +59,11 @@ class ClientConnection:
         self.dispatcher.forget(self.slot)
         self.writer.close()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests read and not yet answered."""
+        return self._in_flight
+
     def stop_reading(self) -> None:
         if self._read_task is not None:
             self._read_task.cancel()

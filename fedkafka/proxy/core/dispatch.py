@@ -24,6 +24,7 @@ from kio.schema.errors import ErrorCode
 from fedkafka.protocol import codec, versions
 from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
+from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
@@ -74,11 +75,14 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES, with_controller: boo
 
 
 class Dispatcher:
+    observer = NULL_OBSERVER  # metrics and refusal log lines (proxy/core/observe.py)
+
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
-                 controller: ControllerLink | None = None):
+                 controller: ControllerLink | None = None, observer=NULL_OBSERVER):
         self.state = state  # has .view, .me, .lease_valid()
         self.controller = controller
+        self.observer = observer
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.max_dedicated_per_connection = max_dedicated_per_connection
         self._dedicated_by_slot: dict[int, asyncio.Semaphore] = {}  # client connection -> its dedicated calls
@@ -104,13 +108,14 @@ class Dispatcher:
         me: ProxyInfo = self.state.me
         return Context(view=view, me=me, advertised=self.advertised, physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
-                       max_fetch_wait_ms=self.max_fetch_wait_ms)
+                       max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused)
 
     async def start(self, frame: bytes, slot: int) -> Awaitable[bytes | None]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
         client's order); returns an awaitable of the response frame (None: no response)."""
         api_key, version, correlation_id = codec.peek_header(frame)
         if not versions.accepts(self.advertised, api_key, version):
+            self.observer.unsupported(api_key, version)
             return _done(self._unsupported(api_key, version, correlation_id))
         try:
             header, request = codec.decode_request(frame)
@@ -119,13 +124,15 @@ class Dispatcher:
         module = self.registry[api_key]
         deadline = _send_deadline(request)
         ctx = self.context(header.client_id)
+        seen = self.observer.request(api_key, version, request, ctx.view)
         key = self._answer_key(module, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
             self._answers.move_to_end(key)
+            self.observer.answered(seen, None)
             return _done(_with_correlation_id(cached, correlation_id))
         reply = module.handle(ctx, header, request)
         if key is not None and not isinstance(reply, Plan):
-            frame = self._encode(reply, correlation_id)
+            frame = self._encode(reply, correlation_id, seen)
             if frame is not None:
                 self._remember(key, frame)
             return _done(frame)
@@ -135,11 +142,11 @@ class Dispatcher:
             reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         if isinstance(reply, Plan):
             sent = await self._send(reply.calls, slot, deadline)
-            return asyncio.ensure_future(self._complete(reply, sent, slot, correlation_id, deadline))
-        return _done(self._encode(reply, correlation_id))
+            return asyncio.ensure_future(self._complete(reply, sent, slot, correlation_id, deadline, seen))
+        return _done(self._encode(reply, correlation_id, seen))
 
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
-                        deadline: float | None) -> bytes | None:
+                        deadline: float | None, seen=None) -> bytes | None:
         started = asyncio.get_running_loop().time()
         results = await self._collect(plan.calls, sent, plan.return_early)
         elapsed = asyncio.get_running_loop().time() - started
@@ -152,7 +159,7 @@ class Dispatcher:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot, deadline))
-        return self._encode(reply, correlation_id)
+        return self._encode(reply, correlation_id, seen)
 
     def _answer_key(self, module, ctx: Context, request) -> Any:
         cache_key = getattr(module, "cache_key", None)
@@ -169,7 +176,8 @@ class Dispatcher:
         if len(self._answers) > ANSWER_CACHE_ENTRIES:
             self._answers.popitem(last=False)
 
-    def _encode(self, reply: Any, correlation_id: int) -> bytes | None:
+    def _encode(self, reply: Any, correlation_id: int, seen=None) -> bytes | None:
+        self.observer.answered(seen, reply)
         return None if reply is NO_RESPONSE else codec.encode_response(reply, correlation_id)
 
     def _unsupported(self, api_key: int, version: int, correlation_id: int) -> bytes:
@@ -194,6 +202,7 @@ class Dispatcher:
                 sent.append(asyncio.ensure_future(self._ask_controller(call)))
                 continue
             if call.request.__api_key__ == PRODUCE_API_KEY and (refusal := self._not_to_send(deadline)):
+                self.observer.refused("lease" if "lease" in refusal else "deadline", cluster, -1, refusal, None)
                 sent.append(UpstreamError(cluster, refusal))
                 continue
             try:
@@ -308,7 +317,9 @@ class Dispatcher:
                 self._lost(call.target, str(e) or type(e).__name__)
                 return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
         if return_early is None or len(calls) < 2:
-            return list(await asyncio.gather(*(one(c, s) for c, s in zip(calls, sent, strict=True))))
+            results = list(await asyncio.gather(*(one(c, s) for c, s in zip(calls, sent, strict=True))))
+            self.observer.upstream(calls, results)
+            return results
         # Finish at the first result with data; the others keep running (not cancelled, so a dedicated
         # connection goes back to the pool only once its broker answered) and are dropped.
         tasks = [asyncio.ensure_future(one(c, s)) for c, s in zip(calls, sent, strict=True)]
@@ -317,7 +328,9 @@ class Dispatcher:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if any(return_early(t.result()) for t in done):
                 break
-        return [t.result() if t.done() else UNANSWERED for t in tasks]
+        results = [t.result() if t.done() else UNANSWERED for t in tasks]
+        self.observer.upstream(calls, results)
+        return results
 
 
 def _send_deadline(request) -> float | None:

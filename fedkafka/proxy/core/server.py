@@ -7,18 +7,21 @@ import collections
 import contextlib
 import logging
 import multiprocessing
-import os
 import random
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fedkafka.fencing import DRAIN_PATIENCE_S
+from fedkafka.observe import logs
+from fedkafka.observe.admin import AdminListener, admin_app, start_admin
+from fedkafka.observe.supervise import Supervisor
 from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.limits import ByteBudget, ConnectionCounts, Limits
+from fedkafka.proxy.core.metrics import ProxyMetrics
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
@@ -46,6 +49,7 @@ class ProxyConfig:
     token: str | None = None
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
+    admin_listen: tuple[str, int] | None = None  # /metrics, /healthz, /readyz (worker i: port + i)
 
 
 class InflightProduce:
@@ -98,6 +102,9 @@ class ProxyServer:
         self.connections: set[ClientConnection] = set()
         self.server: asyncio.Server | None = None
         self.dispatcher: Dispatcher | None = None
+        self.supervisor = Supervisor()
+        self.metrics = ProxyMetrics(self) if config.admin_listen else None  # no listener: no per-request cost
+        self.admin: AdminListener | None = None
 
     def _add_block(self, start: int, size: int) -> None:
         self.producer_ids.add_block(start, size)
@@ -117,10 +124,12 @@ class ProxyServer:
         self.dispatcher = Dispatcher(state=self.state, physical=self.physical, producer_ids=self.producer_ids,
                                      pool=self.pool, max_fetch_wait_ms=self.config.limits.max_fetch_wait_ms,
                                      max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection,
-                                     controller=self.source if isinstance(self.source, ControllerViewSource) else None)
+                                     controller=self.source if isinstance(self.source, ControllerViewSource) else None,
+                                     **({"observer": self.metrics.requests} if self.metrics else {}))
         self._wrap_for_inflight(self.dispatcher)
-        self._tasks = [asyncio.create_task(self.physical.run()),
-                       asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]
+        self.supervisor.spawn("metadata-refresh", self.physical.run)
+        for name, task in self.source.tasks(self.state, self.inflight.drain_before).items():
+            self.supervisor.spawn(name, task)
         if sock is not None:
             self.server = await asyncio.start_server(self._on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
                                                      backlog=LISTEN_BACKLOG)
@@ -128,6 +137,9 @@ class ProxyServer:
             self.server = await asyncio.start_server(self._on_client, self.config.host, self.config.port,
                                                      reuse_port=True, limit=STREAM_BUFFER_BYTES,
                                                      backlog=LISTEN_BACKLOG)
+        if self.metrics is not None:
+            self.admin = await start_admin(admin_app(self.metrics.render, self.health, self.readiness),
+                                           *self.config.admin_listen)
         log.info("proxy node %s (%s) listening on %s:%s, view %s, advertising %s", self.state.me.node_id,
                  self.config.role.value, self.config.host, self.config.port, self.state.view.version,
                  self.dispatcher.advertised)
@@ -181,9 +193,24 @@ class ProxyServer:
         deadline = loop.time() + SHUTDOWN_GRACE_S
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for task in getattr(self, "_tasks", []):
-            task.cancel()
+        await self.supervisor.stop()
         self.pool.close()
+        if self.admin is not None:
+            await self.admin.stop()
+
+    def health(self) -> tuple[bool, dict]:
+        """Alive: every background task runs (one waiting out its restart backoff does not)."""
+        return self.supervisor.healthy(), {"tasks": self.supervisor.report()}
+
+    def readiness(self) -> tuple[bool, dict]:
+        """Serving: listening, a view applied, background tasks alive, and (taking produce) a valid lease."""
+        lease = self.state.lease_valid()
+        listening = self.server is not None and self.server.is_serving()
+        needs_lease = self.config.role.produces()
+        ok = listening and self.state.applied_version > 0 and self.supervisor.healthy() and (lease or not needs_lease)
+        return ok, {"listening": listening, "view_version": self.state.view.version,
+                    "applied_version": self.state.applied_version, "lease_valid": lease,
+                    "tasks": self.supervisor.report()}
 
 
 async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
@@ -205,7 +232,8 @@ def run(config: ProxyConfig) -> None:
         _run_one(config)
         return
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_run_one, args=(config,), daemon=False) for _ in range(config.workers)]
+    children = [ctx.Process(target=_run_one, args=(_worker_config(config, i),), daemon=False)
+                for i in range(config.workers)]
     for child in children:
         child.start()
 
@@ -220,10 +248,18 @@ def run(config: ProxyConfig) -> None:
         child.join()
 
 
+def _worker_config(config: ProxyConfig, index: int) -> ProxyConfig:
+    """Worker `index` of several: its own admin port (port + index), so each worker's metrics can be scraped."""
+    if config.admin_listen is None or config.admin_listen[1] == 0:
+        return config
+    host, port = config.admin_listen
+    return replace(config, admin_listen=(host, port + index))
+
+
 def _run_one(config: ProxyConfig) -> None:
-    # FEDKAFKA_LOG_LEVEL=DEBUG shows each refused, deduplicated or re-routed produce batch
-    logging.basicConfig(level=os.environ.get("FEDKAFKA_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    # FEDKAFKA_LOG_LEVEL=DEBUG shows each refused, deduplicated or re-routed produce batch;
+    # FEDKAFKA_LOG_FORMAT=json writes one JSON object per line
+    logs.configure()
     try:
         import uvloop
         uvloop.run(serve(config))

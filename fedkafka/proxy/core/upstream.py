@@ -180,6 +180,20 @@ class UpstreamPool:
         else:
             idle.append(conn)
 
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Per broker address: pooled connections open, dedicated ones lent out and idle (read by metrics)."""
+        out: dict[str, dict[str, int]] = {}
+
+        def entry(host: str, port: int) -> dict[str, int]:
+            return out.setdefault(f"{host}:{port}", {"pooled": 0, "dedicated_in_use": 0, "dedicated_idle": 0})
+        for (host, port, _slot), conn in list(self._conns.items()):
+            entry(host, port)["pooled"] += not conn.closed
+        for conn in list(self._lent):
+            entry(conn.host, conn.port)["dedicated_in_use"] += 1
+        for (host, port), idle in list(self._idle.items()):
+            entry(host, port)["dedicated_idle"] += len(idle)
+        return out
+
     def dedicated_in_use(self, host: str, port: int) -> int:
         return sum(1 for c in self._lent if (c.host, c.port) == (host, port))
 

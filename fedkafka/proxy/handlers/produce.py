@@ -110,18 +110,22 @@ def _classify(ctx: Context, request, topic, name: str, pd, attempt: _Attempt, ro
         return
     sequences = _sequences(checked) if checked.producer_id >= 0 else None
     seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
-    failure = _refusal(ctx, request, topic, pd.index) or _producer_refusal(ctx, checked, seq_key, sequences)
+    reason, failure = _refusal(ctx, request, topic, pd.index)  # reason: the proxy's own refusals
+    if failure is None:
+        reason, failure = _producer_refusal(ctx, checked, seq_key, sequences)
     leader = None
     if failure is None:
         chain = topic.partitions[pd.index]
         seg = chain.active
         leader = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
-        failure = _leader_refusal(ctx, seg, leader, attempt)
+        reason, failure = _leader_refusal(ctx, seg, leader, attempt)
         if failure is _WAIT:
             routing.unknown_leader = True
             return
     if failure is not None:
         routing.errors[key] = failure
+        if reason:
+            ctx.refused(reason, name, pd.index, failure[1])
         if seq_key:
             ctx.producer_ids.note_refused(seq_key, sequences[0])
         return
@@ -132,29 +136,30 @@ def _classify(ctx: Context, request, topic, name: str, pd, attempt: _Attempt, ro
 
 
 def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None,
-                      sequences: tuple[int, int] | None) -> tuple[ErrorCode, str | None] | None:
+                      sequences: tuple[int, int] | None) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
     if checked.producer_id >= 0 and checked.is_transactional:
-        return ErrorCode.transactional_id_authorization_failed, "transactions are not supported"
+        return "transactions", (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
     if seq_key is None:
-        return None
+        return None, None
     skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
     if skipped is None:
-        return None
+        return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
     log.debug("producer %s/%s %s/%s: %s", *seq_key, message)
-    return _GAP, message
+    return "gap", (_GAP, message)
 
 
 _WAIT = (ErrorCode.leader_not_available, "waiting for the leader")  # not an answer: route again shortly
 
 
 def _leader_refusal(ctx: Context, seg: Segment, leader: int | None, attempt: _Attempt):
+    """(reason, failure) as _refusal, or (None, _WAIT): route again once the leader is known."""
     if seg.cluster in attempt.pid_failures:
-        return ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable"
+        return "cluster", (ErrorCode.not_leader_or_follower, f"cluster {seg.cluster} unreachable")
     if leader is not None:
-        return None
+        return None, None
     ctx.physical.request_refresh(seg.cluster)
-    return _WAIT if attempt.leader_waits < LEADER_WAITS else (ErrorCode.leader_not_available, None)
+    return None, (_WAIT if attempt.leader_waits < LEADER_WAITS else (ErrorCode.leader_not_available, None))
 
 
 def _as_physical_producer(ctx: Context, checked: rec.BatchHeader, part: _Part, routing: _Routing) -> bool:
@@ -249,20 +254,22 @@ def _sequences(batch: rec.BatchHeader) -> tuple[int, int] | None:
     return batch.base_sequence, batch.base_sequence + batch.last_offset_delta + 1
 
 
-def _refusal(ctx: Context, request, topic, index: int) -> tuple[ErrorCode, str | None] | None:
+def _refusal(ctx: Context, request, topic, index: int) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
+    """(reason, (error, message)) when the proxy refuses the partition's batch; reason None: the client's error."""
     if request.transactional_id is not None:
-        return ErrorCode.transactional_id_authorization_failed, "transactions are not supported by fedkafka yet"
+        return "transactions", (ErrorCode.transactional_id_authorization_failed,
+                                "transactions are not supported by fedkafka yet")
     if topic is None or not 0 <= index < topic.partition_count:
-        return ErrorCode.unknown_topic_or_partition, None
+        return None, (ErrorCode.unknown_topic_or_partition, None)
     if not ctx.lease_valid:
-        return ErrorCode.not_leader_or_follower, "proxy lease expired"
+        return "lease", (ErrorCode.not_leader_or_follower, "proxy lease expired")
     chain = topic.partitions[index]
     if chain.frozen:
-        return ErrorCode.not_leader_or_follower, "partition frozen for a segment move"
+        return "frozen", (ErrorCode.not_leader_or_follower, "partition frozen for a segment move")
     cluster = ctx.view.clusters.get(chain.active.cluster)
     if cluster is None or cluster.state != ClusterState.ACTIVE or not ctx.physical.reachable(cluster.id):
-        return ErrorCode.not_leader_or_follower, f"cluster {chain.active.cluster} not writable"
-    return None
+        return "cluster", (ErrorCode.not_leader_or_follower, f"cluster {chain.active.cluster} not writable")
+    return None, None
 
 
 _ASK_FLOOR = object()
