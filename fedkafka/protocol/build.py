@@ -36,16 +36,16 @@ def _convert(hint: Any, value: Any) -> Any:
         return build(_entity_of(hint), value)
     if isinstance(value, list | tuple) and typing.get_origin(hint) is tuple:
         (item,) = typing.get_args(hint)[:1]
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             return tuple(build(item, v) if isinstance(v, dict) else v for v in value)
         return tuple(value)
     return value
 
 
 def _entity_of(hint: Any) -> type:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return hint
     for arg in typing.get_args(hint):
-        if dataclasses.is_dataclass(arg):
+        if isinstance(arg, type) and dataclasses.is_dataclass(arg):
             return arg
     raise TypeError(f"{hint!r} is not an entity type")
