@@ -51,7 +51,8 @@ async def serve(resolver: Resolver, listen: str, http_listen: str, stop: asyncio
     config = uvicorn.Config(http_app(resolver), host=http_host, port=http_port, log_level="warning",
                             lifespan="off")
     http = uvicorn.Server(config)
-    http.install_signal_handlers = lambda: None  # we own SIGTERM: stop both endpoints together
+    # we own SIGTERM: stop both endpoints together (uvicorn < 0.29 only: later ones have capture_signals)
+    http.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -179,12 +179,13 @@ class ProducerIdTable:
         _put(self._floors, key, (segment, floor))
 
     def _schedule_refill(self) -> None:
-        if self._fetch_block is None or self._refilling:
+        fetch_block = self._fetch_block
+        if fetch_block is None or self._refilling:
             return
         async def refill() -> None:
             self._refilling = True
             try:
-                start, size = await self._fetch_block()
+                start, size = await fetch_block()
                 self.add_block(start, size)
             except Exception as e:  # the next InitProducerId retries
                 log.warning("could not fetch a producer id block: %s", e)

@@ -24,7 +24,7 @@ from kio.static.primitive import i16, i32, i32Timedelta, i64
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.protocol.codec import request_schema, response_schema
 from fedkafka.proxy.core.producer_ids import UNASKED, PhysicalPartition, SegmentId, SegmentWrite, SeqKey
 from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
@@ -160,7 +160,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
             answers.update(_translate(ctx, parts, result))
         if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
             return NO_RESPONSE
-        return build(response_type(0, version), {"responses": [
+        return build(response_schema(0, version), {"responses": [
             {"name": name, "partition_responses": [{"index": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
 
@@ -328,7 +328,7 @@ def _upstream_request(request, parts: list[_Part]):
     by_topic: dict[str, list[dict]] = {}
     for part in parts:
         by_topic.setdefault(part.seg.topic, []).append({"index": part.seg.partition, "records": part.records})
-    req_t = request_type(0, type(request).__version__)
+    req_t = request_schema(0, type(request).__version__)
     timeout = min(request.timeout, datetime.timedelta(milliseconds=MAX_UPSTREAM_PRODUCE_TIMEOUT_MS))
     return build(req_t, {"transactional_id": None, "acks": UPSTREAM_ACKS, "timeout": timeout,
                          "topic_data": [{"name": n, "partition_data": pd} for n, pd in by_topic.items()]})
