@@ -18,15 +18,27 @@ from dataclasses import dataclass
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
 from kio.schema.errors import ErrorCode
 from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
-from kio.schema.types import TopicName
-from kio.static.primitive import i16, i32, i32Timedelta, i64
+from kio.schema.types import ProducerId, TopicName
+from kio.static.primitive import i16, i32, i32Timedelta
 
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.core.producer_ids import UNASKED, PhysicalPartition, SegmentId, SegmentWrite, SeqKey
-from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import (
+    NO_RESPONSE,
+    UNASKED,
+    AnyBroker,
+    Broker,
+    Call,
+    Context,
+    PhysicalPartition,
+    Plan,
+    SegmentId,
+    SegmentWrite,
+    SeqKey,
+    UpstreamError,
+)
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
 
 log = logging.getLogger(__name__)
@@ -74,6 +86,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
             if not isinstance(checked, rec.BatchHeader):
                 errors[key] = checked
                 continue
+            assert topic is not None  # _checked_batch refused the batch otherwise
             producer = checked.producer_id, checked.producer_epoch, checked.is_transactional
             idempotent = producer[0] >= 0
             sequences = _sequences(checked) if idempotent else None
@@ -81,7 +94,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
             failure = _refusal(ctx, request, topic, pd.index)
             if failure is None and idempotent and producer[2]:
                 failure = (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
-            if failure is None and seq_key:
+            if failure is None and seq_key and sequences:  # (seq_key is set with sequences)
                 skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
                 if skipped is not None:
                     failure = (ErrorCode.not_leader_or_follower,  # see _GAP
@@ -101,12 +114,12 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                     failure = (ErrorCode.leader_not_available, None)
             if failure is not None:
                 errors[key] = failure
-                if seq_key:
+                if seq_key and sequences:
                     ctx.producer_ids.note_refused(seq_key, sequences[0])
                 continue
             if idempotent:
                 seg_id = (seg.cluster, seg.topic, seg.partition, seg.phys_start)
-                if seq_key:
+                if seq_key and sequences:
                     verdict = _against_sealed_floor(ctx, seq_key, seg_id, sequences)
                     if verdict is _ASK_FLOOR:
                         missing_floors.append((seq_key, seg_id))
@@ -137,6 +150,7 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
                               mapped[0], "" if confirmed else " (first batch there)")
             else:
                 physical, confirmed = None, True
+            assert leader is not None  # refused or waited for above
             groups.setdefault((seg.cluster, leader), []).append(
                 _Part(t.name, pd.index, chain, seg, records, seq_key, *(sequences or (-1, -1)), physical, confirmed))
 
@@ -241,6 +255,7 @@ def _read_sealed_floors(ctx: Context, header, request, missing: list[tuple[SeqKe
     calls, asked = [], []
     for seq_key, seg_id in missing:
         write = ctx.producer_ids.earlier_write(seq_key, seg_id)
+        assert write is not None  # _against_sealed_floor asks only after a write to an earlier segment
         cluster, topic, partition, _start = write.segment
         leader = ctx.physical.leader(cluster, topic, partition)
         if leader is None or not ctx.physical.reachable(cluster):
@@ -289,7 +304,7 @@ def _obtain_physical_ids(ctx: Context, header, request, missing: list[tuple[int,
     check for good (OUT_OF_ORDER_SEQUENCE_NUMBER on the retry of n).
     """
     req = InitProducerIdRequest(transactional_id=None, transaction_timeout=i32Timedelta.parse(
-        datetime.timedelta(milliseconds=60000)), producer_id=i64(-1), producer_epoch=i16(-1))
+        datetime.timedelta(milliseconds=60000)), producer_id=ProducerId(-1), producer_epoch=i16(-1))
     calls = [Call(AnyBroker(cluster), req) for _, _, cluster in missing]
 
     def finish(results: list):
@@ -361,6 +376,7 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
                           pr.error_code.name, pr.base_offset)
             if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
                 ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
+                assert part.physical is not None  # a part with a seq_key is idempotent: it has its physical id
                 ctx.producer_ids.confirm(part.physical)
             elif pr.error_code not in _MAYBE_WRITTEN or not part.confirmed:
                 ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
