@@ -175,3 +175,14 @@ class Context:
     @property
     def role(self) -> ProxyRole:
         return self.me.role
+
+
+class Handler(Protocol):
+    """A handler module (`fedkafka/proxy/handlers/__init__.py` has the rules); mypy checks every module in
+    `handlers.MODULES` against it. The optional `cache_key(ctx, request)` is not part of it (a protocol cannot
+    say "optional"); dispatch looks it up with getattr."""
+
+    API_KEYS: dict[int, tuple[int, int]]  # api_key -> (min, max) versions the module implements
+    ROLE: str  # "produce" | "consume" | "any" | "produce_only" | "consume_only"
+
+    def handle(self, ctx: Context, header: Any, request: Any) -> Reply: ...
