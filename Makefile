@@ -87,6 +87,7 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check fedkafka tests bench library module_utils doc_fragments
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint roles playbooks awx
 
 bench: $(STAMP)

@@ -183,19 +183,21 @@ class Checker:
                 msg = consumer.poll(0.2)
                 if msg is None:
                     continue
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
                         with self._lock:
-                            self.errors.append((time.monotonic() - self._started, "<consumer>", msg.error().name()))
+                            self.errors.append((time.monotonic() - self._started, "<consumer>", error.name()))
                     continue
                 try:
-                    body = json.loads(msg.value())
+                    body = json.loads(msg.value() or b"")
                 except (ValueError, TypeError):
                     continue
-                if not str(body.get("k", "")).startswith(self.run_id):
+                partition, offset = msg.partition(), msg.offset()  # set on every consumed record
+                if not str(body.get("k", "")).startswith(self.run_id) or partition is None or offset is None:
                     continue
                 with self._lock:
-                    self.consumed[(body["k"], body["s"])].add((msg.partition(), msg.offset()))
+                    self.consumed[(body["k"], body["s"])].add((partition, offset))
         finally:
             consumer.close()
 

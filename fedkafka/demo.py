@@ -65,7 +65,7 @@ def produce_consume(bootstrap: str, topic: str, messages: int, *, timeout: float
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            value = msg.value().decode()
+            value = (msg.value() or b"").decode()
             if value.startswith(run + ":"):
                 seen.add(value)
     finally:

@@ -33,7 +33,7 @@ def state_dir() -> Path:
 class LocalState:
     root: Path
     clusters: list[LocalKafkaCluster] = field(default_factory=list)
-    services: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {pid, ...addresses}
+    services: dict[str, Any] = field(default_factory=dict)  # name -> {pid, ...addresses}; "proxies" -> a list
 
     @property
     def path(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -13,7 +14,7 @@ from fedkafka.view.model import ProxyRole
 _LIMITS = Limits()  # the defaults, documented in docs/OPERATIONS.md
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"fedkafka: {message}", file=sys.stderr)
     raise typer.Exit(2)
 
@@ -81,7 +82,7 @@ def proxy(
             token = token_file.read_text().strip()
         except OSError as e:
             _fail(f"cannot read --token-file: {e}")
-    elif not view_file.is_file():
+    elif view_file is not None and not view_file.is_file():
         _fail(f"--view-file {view_file} does not exist")
     if workers < 1:
         _fail("--workers must be at least 1")

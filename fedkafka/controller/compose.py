@@ -30,11 +30,11 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
     chains = {(t, p): (epoch, frozen) for t, p, epoch, frozen in
               session.execute(select(ChainRow.topic, ChainRow.partition, ChainRow.leader_epoch, ChainRow.frozen))}
     segments: dict[tuple[str, int], list[Segment]] = defaultdict(list)
-    for topic, partition, *fields in session.execute(
+    for topic, partition, cluster, phys_topic, phys_partition, start, end, base in session.execute(
             select(SegmentRow.topic, SegmentRow.partition, SegmentRow.cluster, SegmentRow.physical_topic,
                    SegmentRow.physical_partition, SegmentRow.phys_start, SegmentRow.phys_end, SegmentRow.logical_base)
             .order_by(SegmentRow.topic, SegmentRow.partition, SegmentRow.seq)):
-        segments[(topic, partition)].append(Segment(*fields))
+        segments[(topic, partition)].append(Segment(cluster, phys_topic, phys_partition, start, end, base))
     proxies = session.scalars(select(ProxyRow).where(or_(ProxyRow.lease_expires > now,
                                                          ProxyRow.node_id.in_(keep_listed)))
                               .order_by(ProxyRow.node_id))

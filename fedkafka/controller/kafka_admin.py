@@ -12,6 +12,7 @@ import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
@@ -156,7 +157,8 @@ class KafkaAdmin:
         for leader, parts in by_leader.items():
             broker = md.brokers[leader]
             try:
-                found.update(_log_ends_of(broker.host, broker.port, parts, self.timeout))
+                # confluent-kafka's BrokerMetadata declares `host = None`; librdkafka always fills it in
+                found.update(_log_ends_of(cast(str, broker.host), broker.port, parts, self.timeout))
             except (OSError, ValueError) as e:
                 log.info("%s broker %s: log ends not read: %s", cluster, leader, e)
         return found
@@ -224,7 +226,7 @@ def _log_ends_of(host: str, port: int, partitions: list[tuple[str, int]], timeou
         tuple[str, int], int]:
     """One ListOffsets (LATEST, debugging replica id) on a plain socket: the broker's own log ends."""
     from kio.schema.list_offsets.v8.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
-    from kio.schema.types import TopicName
+    from kio.schema.types import BrokerId, TopicName
     from kio.static.primitive import i8, i32, i64
 
     from fedkafka.protocol import codec
@@ -232,7 +234,7 @@ def _log_ends_of(host: str, port: int, partitions: list[tuple[str, int]], timeou
     topics: dict[str, list[int]] = {}
     for topic, partition in partitions:
         topics.setdefault(topic, []).append(partition)
-    request = ListOffsetsRequest(replica_id=i32(DEBUGGING_REPLICA_ID), isolation_level=i8(0), topics=tuple(
+    request = ListOffsetsRequest(replica_id=BrokerId(DEBUGGING_REPLICA_ID), isolation_level=i8(0), topics=tuple(
         ListOffsetsTopic(name=TopicName(t), partitions=tuple(
             ListOffsetsPartition(partition_index=i32(p), current_leader_epoch=i32(-1), timestamp=i64(LATEST))
             for p in ps)) for t, ps in topics.items()))
@@ -241,7 +243,7 @@ def _log_ends_of(host: str, port: int, partitions: list[tuple[str, int]], timeou
         (size,) = struct.unpack(">i", _read_exactly(sock, 4))
         if not 0 < size <= 1 << 24:
             raise ValueError(f"answer of {size} bytes")
-        _header, response = codec.decode_response(codec.response_type(2, 8), _read_exactly(sock, size))
+        _header, response = codec.decode_response(codec.response_schema(2, 8), _read_exactly(sock, size))
     return {(t.name, p.partition_index): p.offset for t in response.topics for p in t.partitions
             if p.error_code == 0 and p.offset >= 0}
 

@@ -199,10 +199,10 @@ class Mover:
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
             wanted: dict[str, set[tuple[str, int]]] = {}
             for row in rows:
-                old = _active_segment(s, row.topic, row.partition)
+                old = _frozen_segment(s, row.topic, row.partition)
                 wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
                 wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
-            olds = {row.id: _active_segment(s, row.topic, row.partition) for row in rows}
+            olds = {row.id: _frozen_segment(s, row.topic, row.partition) for row in rows}
         if not rows:
             return
         offsets = self.read_settled_ends(wanted, bootstrap, {(o.cluster, o.physical_topic, o.physical_partition)
@@ -262,11 +262,11 @@ class Mover:
         found: dict[tuple[str, str, int], int] = {}
         while True:
             for cluster, parts in wanted.items():
-                missing = [tp for tp in parts if (cluster, *tp) not in found]
-                if not missing:
+                unread = [tp for tp in parts if (cluster, *tp) not in found]
+                if not unread:
                     continue
                 try:
-                    got = self.ctl.kafka.log_offsets(cluster, bootstrap[cluster], sorted(missing))
+                    got = self.ctl.kafka.log_offsets(cluster, bootstrap[cluster], sorted(unread))
                 except Exception as e:  # an unreachable cluster: retried until the deadline
                     log.warning("log end offsets of %s not read: %s", cluster, e)
                     got = {}
@@ -287,6 +287,7 @@ class Mover:
                 if old is None or chain is None:  # topic deleted mid-move
                     row.state, row.error = "rolled_back", "topic deleted during the move"
                     continue
+                assert row.seal is not None  # a sealed move has its seal
                 old.phys_end = row.seal
                 s.add(SegmentRow(topic=row.topic, partition=row.partition, seq=old.seq + 1, cluster=row.to_cluster,
                                  physical_topic=row.to_topic, physical_partition=row.to_partition,
@@ -314,6 +315,14 @@ class Mover:
 def _active_segment(s, topic: str, partition: int) -> SegmentRow | None:
     return s.scalar(select(SegmentRow).where(SegmentRow.topic == topic, SegmentRow.partition == partition,
                                              SegmentRow.phys_end.is_(None)))
+
+
+def _frozen_segment(s, topic: str, partition: int) -> SegmentRow:
+    """The active segment of a frozen partition (MoveFailed when the topic went away: the move rolls back)."""
+    segment = _active_segment(s, topic, partition)
+    if segment is None:
+        raise MoveFailed(f"{topic}/{partition}: the topic was deleted during the move")
+    return segment
 
 
 class InjectedFault(RuntimeError):

@@ -17,10 +17,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaException
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from fedkafka.controller import db
@@ -126,7 +126,7 @@ class Controller:
 
     def _stored_view(self) -> tuple[View, float]:
         with self.session() as s:
-            row = s.get(ViewRow, 1)
+            row = s.get_one(ViewRow, 1)
             return View.from_dict(json.loads(row.body)), row.committed_at
 
     def compose(self) -> View:
@@ -147,8 +147,9 @@ class Controller:
                         return current
                     now = time.time()
                     body = json.dumps(nxt.to_dict(), separators=(",", ":"))
-                    res = s.execute(update(ViewRow).where(ViewRow.id == 1, ViewRow.version == current.version)
-                                    .values(version=nxt.version, body=body, committed_at=now))
+                    res = cast(CursorResult[Any], s.execute(  # an UPDATE's result: it has a rowcount
+                        update(ViewRow).where(ViewRow.id == 1, ViewRow.version == current.version)
+                        .values(version=nxt.version, body=body, committed_at=now)))
                     if res.rowcount != 1:
                         s.rollback()
                         continue  # lost a compare-and-set race: re-read and compose again
@@ -464,9 +465,10 @@ class Controller:
         """A fresh block of logical producer ids; compare-and-set, so no two callers share one."""
         while True:
             with self.session() as s:
-                start = s.scalar(select(CounterRow.value).where(CounterRow.name == "producer_id"))
-                res = s.execute(update(CounterRow).where(CounterRow.name == "producer_id", CounterRow.value == start)
-                                .values(value=start + PRODUCER_ID_BLOCK))
+                start = s.scalars(select(CounterRow.value).where(CounterRow.name == "producer_id")).one()
+                res = cast(CursorResult[Any], s.execute(  # an UPDATE's result: it has a rowcount
+                    update(CounterRow).where(CounterRow.name == "producer_id", CounterRow.value == start)
+                    .values(value=start + PRODUCER_ID_BLOCK)))
                 if res.rowcount == 1:
                     s.commit()
                     return {"start": start, "size": PRODUCER_ID_BLOCK}
@@ -616,7 +618,7 @@ class Controller:
 
     def _peek_version(self) -> int:
         with self.session() as s:
-            return s.scalar(select(ViewRow.version).where(ViewRow.id == 1))
+            return s.scalars(select(ViewRow.version).where(ViewRow.id == 1)).one()
 
 
 def check_topic(name: str, partitions: int, placement: str, config: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ each unfinished run again from the top and the finished phases change nothing.
 
 from __future__ import annotations
 
+import builtins  # WorkflowEngine.list shadows list in its own annotations
 import json
 import logging
 import threading
@@ -32,12 +33,20 @@ KINDS = ("scale_up", "decommission")
 SWEEP_INTERVAL_S = 30.0
 STRATEGIES = ("rebalance", "expand")
 DRAINS = ("retention", "groups")
+_DRAIN_ALIASES: dict[str | bool | None, str | bool | None] = {True: "groups", False: "retention", None: "retention"}
 MOVE_PHASES = ["plan", "freeze", "acks", "seal", "publish"]
 PHASES = {
     ("scale_up", "rebalance"): ["register", *MOVE_PHASES],
     ("scale_up", "expand"): ["register", "expand"],
     ("decommission", None): ["read_only", *MOVE_PHASES, "draining", "drain", "removed"],
 }
+
+
+def _coordination(clusters: dict[str, ClusterRow]) -> str:
+    coord = coordination_cluster(list(clusters.values()))
+    if coord is None:
+        raise Unavailable("no coordination cluster: every cluster is removed")
+    return coord
 
 
 class WorkflowEngine:
@@ -69,7 +78,7 @@ class WorkflowEngine:
                 params = {"strategy": strategy, "bootstrap": bootstrap}
                 phases = PHASES[(kind, strategy)]
             else:
-                drain = {True: "groups", False: "retention", None: "retention"}.get(drain, drain)
+                drain = _DRAIN_ALIASES.get(drain, drain)
                 if drain not in DRAINS:
                     raise Invalid(f"drain must be retention or groups, got {drain!r}")
                 self._check_decommission(cluster)
@@ -106,7 +115,7 @@ class WorkflowEngine:
             ids = list(s.scalars(select(WorkflowRow.id).order_by(WorkflowRow.id)))
         return [self.get(i) for i in ids]
 
-    def resume(self) -> list[int]:
+    def resume(self) -> builtins.list[int]:
         """Start a thread for every run a previous controller left unfinished; settle the moves no running
         run owns (a run that failed and could not roll back, a controller that died in a direct move), and
         keep doing so in the background."""
@@ -156,6 +165,7 @@ class WorkflowEngine:
         scan = self.ctl.kafka.scan(cluster, bootstrap)
         if not scan.reachable:
             raise Unavailable(f"cannot reach a Kafka cluster at {bootstrap}: {scan.error}; nothing was changed")
+        assert bootstrap  # a new cluster: checked above
         new_id = self._kafka_cluster_id(cluster, bootstrap)
         for other in rows.values():
             if other.state == ClusterState.REMOVED:
@@ -291,7 +301,7 @@ class WorkflowEngine:
         rec["changed"] = rec["changed"] or bool(rows)
         self._save(run_id)
 
-    def _ensure_targets(self, plans: list[MovePlan]) -> None:
+    def _ensure_targets(self, plans: builtins.list[MovePlan]) -> None:
         """Physical partitions the moves write to exist before any move row points at them (Kafka first)."""
         needed: dict[tuple[str, str], int] = {}
         for m in plans:
@@ -318,10 +328,10 @@ class WorkflowEngine:
         view = self.ctl.view
         return {name: [c.segments for c in t.partitions] for name, t in view.topics.items()}
 
-    def _active(self) -> list[str]:
+    def _active(self) -> builtins.list[str]:
         return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
 
-    def _rebalance_plan(self, target: str) -> list[MovePlan]:
+    def _rebalance_plan(self, target: str) -> builtins.list[MovePlan]:
         return [MovePlan(**vars_of(m)) for m in rebalance(self._chains(), self._active(), target)]
 
     # -- expand ------------------------------------------------------------------------------------
@@ -345,7 +355,7 @@ class WorkflowEngine:
 
     def _add_partitions(self, name: str, have: int, extra: int, target: str) -> None:
         clusters = self._clusters()
-        coord = coordination_cluster(list(clusters.values()))
+        coord = _coordination(clusters)
         with self.ctl.session() as s:
             topic = s.get(TopicRow, name)
             used = s.scalar(select(func.max(SegmentRow.physical_partition)).where(
@@ -390,7 +400,7 @@ class WorkflowEngine:
         self.ctl.set_cluster_state(cluster, "removed")
         self._phase(run_id, "removed", 1, 1)
 
-    def _evacuate_plan(self, leaving: str) -> list[MovePlan]:
+    def _evacuate_plan(self, leaving: str) -> builtins.list[MovePlan]:
         active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
         return [MovePlan(**vars_of(m)) for m in evacuate(self._chains(), [c.id for c in active] + [leaving], leaving)]
 
@@ -419,7 +429,7 @@ class WorkflowEngine:
     def _stop_requested(self) -> bool:
         return self.ctl._stop.is_set()
 
-    def _waiting(self, run_id: int, blockers: list[str]) -> None:
+    def _waiting(self, run_id: int, blockers: builtins.list[str]) -> None:
         """What the drain still waits for, in the run's record (the CLI shows it): an operator can act on it,
         e.g. delete a consumer group that was abandoned behind a seal."""
         rec = self._records[run_id]
@@ -427,7 +437,7 @@ class WorkflowEngine:
             rec["waiting_for"] = blockers
             self._save(run_id)
 
-    def _drop_drained(self, cluster: str, mode: str) -> list[str]:
+    def _drop_drained(self, cluster: str, mode: str) -> builtins.list[str]:
         """Drop what drained; returns what the rest waits for (at most 10 lines)."""
         chains = {(name, p): segs for name, parts in self._chains().items() for p, segs in enumerate(parts)
                   if any(s.cluster == cluster for s in segs)}
@@ -487,7 +497,7 @@ class WorkflowEngine:
         """Per (topic, partition): the lowest logical offset committed by the groups that consume the topic;
         (topic, "groups"): how many such groups there are. Read from the coordination cluster's shadow topics."""
         clusters = self._clusters()
-        coord = coordination_cluster(list(clusters.values()))
+        coord = _coordination(clusters)
         admin = self.ctl.kafka.client(coord, clusters[coord].bootstrap)
         timeout = self.ctl.kafka.timeout
         try:

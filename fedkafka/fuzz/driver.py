@@ -141,6 +141,7 @@ class KafkaWorker:
         self.conn = None
 
     async def _exchange(self, send: Send) -> str:
+        assert self.conn is not None  # run() connects before each exchange
         reader, writer = self.conn
         try:
             await self._write(writer, send)

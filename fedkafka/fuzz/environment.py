@@ -74,9 +74,11 @@ class Service:
 
     def wait_listening(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
+        proc = self.proc
+        assert proc is not None, f"{self.name} was never started"
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.tail()}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {proc.returncode}:\n{self.tail()}")
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return

@@ -16,9 +16,10 @@ import types
 import typing
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, TypeGuard
 
 from kio.index import load_request_schema
+from kio.static.protocol import Entity, Header, RequestPayload
 
 from fedkafka.fuzz import mutate, records
 from fedkafka.fuzz.tokens import BLOB, COUNT, DATA, FLOAT, INT, LEN, TAGS, Tok, serialize
@@ -41,7 +42,7 @@ class Values:
         return rng.choice(sorted(set(self.topics) - self.idle if writing else self.topics))
 
     def partition(self, rng: random.Random, topic: str | None = None) -> int:
-        count = self.topics.get(topic, max(self.topics.values()))
+        count = self.topics[topic] if topic in self.topics else max(self.topics.values())
         if rng.random() < 0.05:
             return rng.choice([-1, count, 2**31 - 1])
         return rng.randrange(count)
@@ -63,7 +64,7 @@ class Frame:
         return serialize(self.header) + serialize(self.body)
 
 
-def request_schema(api_key: int, version: int) -> type | None:
+def request_schema(api_key: int, version: int) -> type[RequestPayload] | None:
     try:
         return load_request_schema(api_key, version)
     except Exception:  # kio raises its own errors and ImportError for unknown pairs
@@ -85,7 +86,7 @@ def build_frame(rng: random.Random, api_key: int, version: int, correlation_id: 
     return frame
 
 
-def header_tokens(header_schema: type, api_key: int, version: int, correlation_id: int,
+def header_tokens(header_schema: type[Header], api_key: int, version: int, correlation_id: int,
                   client_id: str | None) -> list[Tok]:
     tokens = [Tok(INT, "i16", api_key, "header.api_key"), Tok(INT, "i16", version, "header.api_version"),
               Tok(INT, "i32", correlation_id, "header.correlation_id")]
@@ -99,6 +100,11 @@ def header_tokens(header_schema: type, api_key: int, version: int, correlation_i
 
 # -- the schema walk --------------------------------------------------------------------------------------------
 @cache
+def _is_entity(tp: Any) -> TypeGuard[type[Entity]]:
+    """A field type that is a nested kio entity (a dataclass carrying the entity's class attributes)."""
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
 def _fields(tp: type) -> tuple[tuple[dataclasses.Field, Any, bool, bool], ...]:
     """(field, inner type, is array, optional) for the untagged fields, in order."""
     out = []
@@ -128,7 +134,7 @@ class _Walker:
         self.topic: str | None = None  # the topic of the entity being filled (for partition indexes)
         self.nested_done: list[str] = []
 
-    def entity(self, tp: type, path: str) -> list[Tok]:
+    def entity(self, tp: type[Entity], path: str) -> list[Tok]:
         flexible = tp.__flexible__
         tokens: list[Tok] = []
         saved_topic = self.topic
@@ -136,7 +142,7 @@ class _Walker:
             fpath = f"{path}.{f.name}" if path else f.name
             if is_array:
                 tokens += self.array(f, inner, optional, flexible, fpath)
-            elif dataclasses.is_dataclass(inner):
+            elif _is_entity(inner):
                 if optional:
                     present = self.rng.random() < 0.9
                     tokens.append(Tok(COUNT, "i8", 1 if present else -1, fpath + "?"))
@@ -151,12 +157,12 @@ class _Walker:
         return tokens
 
     def array(self, f: dataclasses.Field, inner: Any, optional: bool, flexible: bool, path: str) -> list[Tok]:
-        count = self._array_length(f.name)
+        count: int | None = self._array_length(f.name)
         if optional and self.rng.random() < 0.05:
             count = None
         tokens = [_count_token(count, flexible, path)]
         for i in range(count or 0):
-            if dataclasses.is_dataclass(inner):
+            if _is_entity(inner):
                 tokens += self.entity(inner, f"{path}[{i}]")
             else:
                 tokens += self.primitive(f, None, False, flexible, f"{path}[{i}]")
@@ -190,10 +196,10 @@ class _Walker:
         enc = {"int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8", "uint16": "u16",
                "uint32": "u32", "uint64": "u64", "error_code": "i16", "timedelta_i32": "i32",
                "timedelta_i64": "i64", "datetime_i64": "i64"}[kafka_type]
-        value = self.number(name, kafka_type)
+        number = self.number(name, kafka_type)
         if name == "acks":
-            self.acks = value
-        return [Tok(INT, enc, value, path)]
+            self.acks = number
+        return [Tok(INT, enc, number, path)]
 
     # -- plausible values by field name ---------------------------------------------------------------------
     def string(self, name: str, owner: type | None, optional: bool) -> str | None:

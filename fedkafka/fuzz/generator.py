@@ -84,7 +84,8 @@ class Generator:
                     wellformed=wellformed)
 
     def _pipeline(self) -> Send:
-        parts, corrs, descs, api, all_wellformed = [], [], [], "", True
+        parts, descs, api, all_wellformed = [], [], "", True
+        corrs: list[int | None] = []
         for _ in range(self.rng.choice([2, 3, 5, 8])):
             payload, corr, answered, desc, api, wellformed = self.request()
             all_wellformed = all_wellformed and wellformed

@@ -70,11 +70,12 @@ class GoodClient:
                 msg = consumer.poll(0.2)
                 if msg is None:
                     continue
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        self._error("consume", msg.error())
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        self._error("consume", error)
                     continue
-                value = msg.value().decode(errors="replace")
+                value = (msg.value() or b"").decode(errors="replace")
                 if value.startswith(prefix):
                     with self._lock:
                         self.consumed.add(value)

@@ -12,9 +12,11 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+from kio.schema.types import TopicName
 
 from fedkafka.fuzz.driver import Budget, KafkaWorker, Record, Recorder, Stats, probe_kafka
 from fedkafka.fuzz.environment import Death, Environment
@@ -28,6 +30,14 @@ from fedkafka.protocol import codec
 RELATED = {"pproxy": ["pproxy", "nameservice>pproxy"], "cproxy": ["cproxy", "nameservice>cproxy"],
            "nameservice": ["nameservice>pproxy", "nameservice>cproxy", "nameservice-http"],
            "controller": ["controller"]}
+
+
+class Probes(TypedDict):
+    """Health probes of every endpoint, once a second."""
+
+    sent: int
+    failed: int
+    failures: list[str]  # the first 30, "<seconds>s <endpoint>: <what failed>"
 
 
 @dataclass
@@ -57,7 +67,7 @@ class Run:
         self.o, self.env = options, env
         self.stats, self.http_stats = Stats(), HttpStats()
         self.recorder = Recorder()
-        self.probes = {"sent": 0, "failed": 0, "failures": []}
+        self.probes: Probes = {"sent": 0, "failed": 0, "failures": []}
         self.crashes: list[dict] = []
         self.outages: list[list[float]] = []  # [from, to] monotonic: a process dead or restarting
         self.corpus = options.corpus or options.workdir / "corpus"
@@ -182,7 +192,7 @@ class Run:
 
 
 def _metadata_probe(topic: str, client_id: str) -> bytes:
-    body = MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name=topic),),
+    body = MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name=TopicName(topic)),),
                            allow_auto_topic_creation=False, include_topic_authorized_operations=False)
     return codec.encode_request(body, 2, client_id)
 
@@ -210,7 +220,7 @@ def api_versions(address: tuple[str, int]) -> dict[int, tuple[int, int]]:
         s.sendall(codec.encode_request(ApiVersionsRequest(client_software_name="fuzz", client_software_version="1"),
                                        1, "fuzz"))
         size = struct.unpack(">i", _recv(s, 4))[0]
-        _, body = codec.decode_response(codec.response_type(18, 3), _recv(s, size))
+        _, body = codec.decode_response(codec.response_schema(18, 3), _recv(s, size))
     return {int(k.api_key): (int(k.min_version), int(k.max_version)) for k in body.api_keys}
 
 

@@ -113,7 +113,10 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def kill_group(pid: int, sig: int = signal.SIGTERM) -> None:
+def kill_group(pid: int | None, sig: int = signal.SIGTERM) -> None:
+    """Signal a process group; nothing for a process that never started (no pid)."""
+    if pid is None:
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
 

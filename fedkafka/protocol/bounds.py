@@ -21,6 +21,7 @@ import struct
 import threading
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 from kio.serial._introspect import (
     EntityField,
@@ -31,8 +32,10 @@ from kio.serial._introspect import (
     get_schema_field_type,
     is_optional,
 )
+from kio.static.protocol import Entity
 
-Check = Callable[[bytes | memoryview, int, int], int]
+Buf = bytes | memoryview
+Check = Callable[[Buf, int, int], int]
 
 _FIXED = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "error_code": 2, "int32": 4, "uint32": 4,
           "timedelta_i32": 4, "int64": 8, "uint64": 8, "float64": 8, "timedelta_i64": 8, "datetime_i64": 8,
@@ -54,16 +57,17 @@ class _Edits(threading.local):
 _edits = _Edits()
 
 
-def check(entity_type: type) -> Check:
+def check(entity_type: type[Entity]) -> Check:
     """The walker for one kio entity type (cached)."""
     return _entity(entity_type).walk
 
 
-def without_unknown_tags(entity_type: type, buf: bytes | memoryview, pos: int, end: int) -> bytes:
+def without_unknown_tags(entity_type: type[Entity], buf: Buf, pos: int, end: int) -> bytes:
     """The bytes of the entity at `pos` with every tagged field its schema does not know left out (and each
     such section's count lowered), so that kio reads what a Kafka reader reads. The rare path: only after
     kio refused a tag, so a well-behaved frame pays nothing for it."""
-    _edits.spans = spans = []
+    spans: list[tuple[int, int, bytes]] = []
+    _edits.spans = spans
     try:
         stop = check(entity_type)(buf, pos, end)
     finally:
@@ -86,7 +90,7 @@ class _Walker:
     nullable: bool = True  # arrays: whether a null count is allowed
 
 
-def _uvarint(buf, pos: int, end: int) -> tuple[int, int]:
+def _uvarint(buf: Buf, pos: int, end: int) -> tuple[int, int]:
     """(value, position after it); at most 5 bytes, as kio reads them."""
     if pos < end and buf[pos] < 0x80:  # the common one-byte case, without the loop
         return buf[pos], pos + 1
@@ -107,18 +111,18 @@ def _need(pos: int, size: int, end: int, what: str) -> int:
 
 
 # -- lengths of strings and bytes -----------------------------------------------------------------------
-def _compact_bytes(buf, pos: int, end: int) -> int:
+def _compact_bytes(buf: Buf, pos: int, end: int) -> int:
     n, pos = _uvarint(buf, pos, end)
     return pos if n == 0 else _need(pos, n - 1, end, "compact string/bytes")
 
 
-def _legacy_string(buf, pos: int, end: int) -> int:
+def _legacy_string(buf: Buf, pos: int, end: int) -> int:
     _need(pos, 2, end, "string length")
     (n,) = _I16.unpack_from(buf, pos)
     return pos + 2 if n < 0 else _need(pos + 2, n, end, "string")
 
 
-def _legacy_bytes(buf, pos: int, end: int) -> int:
+def _legacy_bytes(buf: Buf, pos: int, end: int) -> int:
     _need(pos, 4, end, "bytes length")
     (n,) = _I32.unpack_from(buf, pos)
     return pos + 4 if n < 0 else _need(pos + 4, n, end, "bytes")
@@ -140,7 +144,7 @@ def _array(item: _Walker, flexible: bool, nullable: bool) -> _Walker:
     per_item = max(item.min_size, 1)
     item_walk, fixed = item.walk, item.fixed_size
 
-    def items(buf, pos: int, end: int, count: int) -> int:
+    def items(buf: Buf, pos: int, end: int, count: int) -> int:
         if count * per_item > end - pos:  # the check that keeps kio from allocating for a lie
             raise OutOfBounds(f"array of {count} elements at byte {pos}, only {end - pos} bytes left")
         if fixed is not None:
@@ -149,13 +153,13 @@ def _array(item: _Walker, flexible: bool, nullable: bool) -> _Walker:
             pos = item_walk(buf, pos, end)
         return pos
 
-    def compact(buf, pos: int, end: int) -> int:
+    def compact(buf: Buf, pos: int, end: int) -> int:
         n, after = _uvarint(buf, pos, end)
         if n == 0 and not nullable:
             _null(pos)
         return after if n == 0 else items(buf, after, end, n - 1)
 
-    def legacy(buf, pos: int, end: int) -> int:
+    def legacy(buf: Buf, pos: int, end: int) -> int:
         _need(pos, 4, end, "array length")
         (n,) = _I32.unpack_from(buf, pos)
         if n < 0 and not nullable:
@@ -168,13 +172,13 @@ def _array(item: _Walker, flexible: bool, nullable: bool) -> _Walker:
 # -- entities -------------------------------------------------------------------------------------------
 def _nullable(inner: _Walker) -> _Walker:
     """KIP-893 nullable struct: an int8 marker (-1 null) before the struct."""
-    def walk(buf, pos: int, end: int) -> int:
+    def walk(buf: Buf, pos: int, end: int) -> int:
         _need(pos, 1, end, "struct marker")
         return pos + 1 if buf[pos] == 0xFF else inner.walk(buf, pos + 1, end)
     return _Walker(walk, 1, None)
 
 
-def _field(entity_type: type, field: dataclasses.Field, is_tag: bool) -> _Walker:
+def _field(entity_type: type[Entity], field: dataclasses.Field[Any], is_tag: bool) -> _Walker:
     flexible = entity_type.__flexible__
     if entity_type.__name__ == "RequestHeader" and field.name == "client_id":
         return _Walker(_legacy_string, 2, None)  # Kafka's special case: always a legacy string
@@ -193,8 +197,8 @@ def _field(entity_type: type, field: dataclasses.Field, is_tag: bool) -> _Walker
 
 
 @cache
-def _entity(entity_type: type) -> _Walker:
-    plain: list[tuple[dataclasses.Field, _Walker]] = []
+def _entity(entity_type: type[Entity]) -> _Walker:
+    plain: list[tuple[dataclasses.Field[Any], _Walker]] = []
     tagged: dict[int, _Walker] = {}
     for field in dataclasses.fields(entity_type):
         tag = get_field_tag(field)
@@ -239,10 +243,11 @@ if n > 0:
     {advance}"""
 
 
-def _field_code(field: dataclasses.Field, walker: _Walker, flexible: bool, name: str) -> str:
+def _field_code(field: dataclasses.Field[Any], walker: _Walker, flexible: bool, name: str) -> str:
     """Inline code for one variable-size field, or a call of its walker."""
     if isinstance(classify_field(field), EntityTupleField | PrimitiveTupleField):
         item = walker.item
+        assert item is not None  # _array always sets it
         advance = (f"pos += n * {item.fixed_size}" if item.fixed_size is not None else
                    f"for _ in range(n):\n        pos = {name}_item(buf, pos, end)")
         count = _COUNT_COMPACT if flexible else _COUNT_LEGACY.format(width=4, bits=32)
@@ -256,10 +261,11 @@ def _field_code(field: dataclasses.Field, walker: _Walker, flexible: bool, name:
     return f"pos = {name}(buf, pos, end)"
 
 
-def _compile(entity_type: type, plain: list[tuple[dataclasses.Field, _Walker]], tags: Check | None) -> Check:
+def _compile(entity_type: type[Entity], plain: list[tuple[dataclasses.Field[Any], _Walker]],
+             tags: Check | None) -> Check:
     flexible = entity_type.__flexible__
-    env: dict = {"_uvarint": _uvarint, "_short": _short, "_lie": _lie, "_null": _null, "_i16": _I16.unpack_from,
-                 "_i32": _I32.unpack_from, "_tags": tags}
+    env: dict[str, Any] = {"_uvarint": _uvarint, "_short": _short, "_lie": _lie, "_null": _null,
+                           "_i16": _I16.unpack_from, "_i32": _I32.unpack_from, "_tags": tags}
     body: list[str] = []
     fixed_run = 0  # consecutive fixed-size fields: one bounds check for the run
 
@@ -283,7 +289,8 @@ def _compile(entity_type: type, plain: list[tuple[dataclasses.Field, _Walker]], 
     source = "def walk(buf, pos, end):\n" + "\n".join(
         "    " + line for chunk in body for line in chunk.splitlines())
     exec(compile(source, f"<bounds {entity_type.__module__}.{entity_type.__name__}>", "exec"), env)
-    return env["walk"]
+    walk: Check = env["walk"]
+    return walk
 
 
 def _short(pos: int, end: int) -> None:
@@ -304,7 +311,7 @@ def _tagged_fields(known: dict[int, _Walker]) -> Check:
 
     kio reads on from where a known tag's value ends, not from where its declared size ends: so does the
     walk, or the two would read different bytes after a tag that lies."""
-    def walk(buf, pos: int, end: int) -> int:
+    def walk(buf: Buf, pos: int, end: int) -> int:
         if pos < end and buf[pos] == 0:  # no tagged fields: the common case
             return pos + 1
         count_at = pos

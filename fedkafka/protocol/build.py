@@ -1,17 +1,27 @@
 """Build a kio entity of any version from a plain dict tree, so one handler serves many versions.
 
-Keys that the version's schema lacks are dropped, missing fields get their default or zero value.
+Keys that this version's schema lacks but another version of the same message has are dropped (a handler
+passes `log_start_offset` to every Produce version; v3 has none); a key that no version has is a mistake and
+raises TypeError. Missing fields get their default or zero value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
+import re
 import types
 import typing
 from functools import cache
 from typing import Any
 
 from fedkafka.protocol.errors import zero_value
+
+# kio's generated modules: kio.schema.<message>.v<N>.<request|response|data|header>
+_VERSIONED = re.compile(r"(kio\.schema\.\w+)\.v\d+\.(\w+)")
+
+Path = tuple[str, ...]  # field names from the message's top-level entity down to a nested one
 
 
 @cache
@@ -23,32 +33,89 @@ def _fields(tp: type) -> tuple[tuple[str, Any, bool], ...]:
 
 
 def build(tp: type, data: dict[str, Any]) -> Any:
+    return _build(tp, data, tp, ())
+
+
+def _build(tp: type, data: dict[str, Any], message: type, path: Path) -> Any:
+    unknown = data.keys() - _known_names(message, path)
+    if unknown:
+        where = ".".join((message.__name__, *path))
+        raise TypeError(f"{where} has no field {', '.join(map(repr, sorted(unknown)))} in any version")
     kwargs: dict[str, Any] = {}
     for name, hint, has_default in _fields(tp):
         if name in data:
-            kwargs[name] = _convert(hint, data[name])
+            kwargs[name] = _convert(hint, data[name], message, (*path, name))
         elif not has_default:
             kwargs[name] = zero_value(hint)
     return tp(**kwargs)
 
 
-def _convert(hint: Any, value: Any) -> Any:
+def _convert(hint: Any, value: Any, message: type, path: Path) -> Any:
     if value is not None and typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if isinstance(value, dict):
-        return build(_entity_of(hint), value)
+        return _build(_entity_of(hint), value, message, path)
     if isinstance(value, list | tuple) and typing.get_origin(hint) is tuple:
         (item,) = typing.get_args(hint)[:1]
-        if dataclasses.is_dataclass(item):
-            return tuple(build(item, v) if isinstance(v, dict) else v for v in value)
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
+            return tuple(_build(item, v, message, path) if isinstance(v, dict) else v for v in value)
         return tuple(value)
     return value
 
 
 def _entity_of(hint: Any) -> type:
-    if dataclasses.is_dataclass(hint):
+    entity = _entity_in(hint)
+    if entity is None:
+        raise TypeError(f"{hint!r} is not an entity type")
+    return entity
+
+
+def _entity_in(hint: Any) -> type | None:
+    """The entity type a field holds: itself, or inside `X | None` or `tuple[X, ...]`."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return hint
     for arg in typing.get_args(hint):
-        if dataclasses.is_dataclass(arg):
+        if isinstance(arg, type) and dataclasses.is_dataclass(arg):
             return arg
-    raise TypeError(f"{hint!r} is not an entity type")
+    return None
+
+
+@cache
+def _known_names(message: type, path: Path) -> frozenset[str]:
+    """The field names the entity at `path` inside `message` has in any version of the message."""
+    names: set[str] = set()
+    for version in _versions_of(message):
+        entity = _follow(version, path)
+        if entity is not None:
+            names.update(f.name for f in dataclasses.fields(entity))
+    return frozenset(names)
+
+
+def _follow(tp: type, path: Path) -> type | None:
+    for name in path:
+        entity = _entity_in(typing.get_type_hints(tp).get(name))
+        if entity is None:
+            return None
+        tp = entity
+    return tp
+
+
+@cache
+def _versions_of(message: type) -> tuple[type, ...]:
+    """`message`'s class in every version kio has of it (just `message` outside kio's versioned schemas)."""
+    match = _VERSIONED.fullmatch(message.__module__)
+    if match is None:
+        return (message,)
+    package, leaf = match.groups()
+    found = []
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if not re.fullmatch(r"v\d+", info.name):
+            continue
+        try:
+            module = importlib.import_module(f"{package}.{info.name}.{leaf}")
+        except ImportError:
+            continue
+        other = getattr(module, message.__qualname__, None)
+        if isinstance(other, type) and dataclasses.is_dataclass(other):
+            found.append(other)
+    return tuple(found) or (message,)

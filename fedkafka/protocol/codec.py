@@ -20,6 +20,7 @@ from kio.index import KioIndexError, load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
 from kio.static.primitive import i16, i32
+from kio.static.protocol import Entity, RequestPayload, ResponsePayload
 
 from fedkafka.protocol import bounds
 from fedkafka.protocol.framing import size_prefix
@@ -34,7 +35,7 @@ class DecodeError(ValueError):
 _READ_ERRORS = (SerialError, ValueError, TypeError, LookupError, OverflowError)
 
 
-def read_entity(entity_type: type, buf: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
+def read_entity(entity_type: type[Entity], buf: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
     """(entity, bytes read) of one kio entity at `offset`: lengths bounds-checked, then kio's native reader.
     Tagged fields the schema does not know are skipped, as Kafka's readers do. DecodeError for anything
     malformed."""
@@ -54,11 +55,12 @@ def peek_header(frame: bytes | bytearray | memoryview) -> tuple[int, int, int]:
     """(api_key, api_version, correlation_id) of a request frame; DecodeError when too short."""
     if len(frame) < _PEEK.size:
         raise DecodeError(f"request frame of {len(frame)} bytes is shorter than a header")
-    return _PEEK.unpack_from(frame, 0)
+    api_key, version, correlation_id = _PEEK.unpack_from(frame, 0)
+    return api_key, version, correlation_id
 
 
 @cache
-def request_type(api_key: int, version: int) -> type | None:
+def request_type(api_key: int, version: int) -> type[RequestPayload] | None:
     """kio's request type for (key, version), or None when kio does not know it."""
     try:
         return load_request_schema(api_key, version)
@@ -67,11 +69,27 @@ def request_type(api_key: int, version: int) -> type | None:
 
 
 @cache
-def response_type(api_key: int, version: int) -> type | None:
+def response_type(api_key: int, version: int) -> type[ResponsePayload] | None:
     try:
         return load_response_schema(api_key, version)
     except (KioIndexError, ImportError, ValueError, AttributeError):
         return None
+
+
+def request_schema(api_key: int, version: int) -> type[RequestPayload]:
+    """`request_type` for a (key, version) the caller knows kio has (a handler within its API_KEYS)."""
+    req_t = request_type(api_key, version)
+    if req_t is None:
+        raise LookupError(f"kio has no request schema for api_key={api_key} version={version}")
+    return req_t
+
+
+def response_schema(api_key: int, version: int) -> type[ResponsePayload]:
+    """`response_type` for a (key, version) the caller knows kio has: the answer to a request it decoded."""
+    resp_t = response_type(api_key, version)
+    if resp_t is None:
+        raise LookupError(f"kio has no response schema for api_key={api_key} version={version}")
+    return resp_t
 
 
 def decode_request(frame: bytes | memoryview) -> tuple[Any, Any]:
@@ -107,14 +125,15 @@ def encode_response(body: Any, correlation_id: int) -> bytes:
     return _encode(header, body)
 
 
-def decode_response(resp_t: type, frame: bytes | memoryview) -> tuple[Any, Any]:
+def decode_response(resp_t: type[ResponsePayload], frame: bytes | memoryview) -> tuple[Any, Any]:
     header, n = read_entity(resp_t.__header_schema__, frame)
     body, _ = read_entity(resp_t, frame, n)
     return header, body
 
 
 def response_correlation_id(frame: bytes | memoryview) -> int:
-    return struct.unpack_from(">i", frame, 0)[0]
+    (correlation_id,) = struct.unpack_from(">i", frame, 0)
+    return int(correlation_id)
 
 
 def _encode(header: Any, body: Any) -> bytes:

@@ -14,6 +14,7 @@ import io
 import struct
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 from kio.serial import entity_writer
 
@@ -28,10 +29,11 @@ _MAX_VERSION = 3
 @cache
 def _schema(kind: str, version: int) -> type:
     module = __import__(f"kio.schema.consumer_protocol_{kind}.v{version}.data", fromlist=["x"])
-    return getattr(module, f"ConsumerProtocol{kind.capitalize()}")
+    schema: type = getattr(module, f"ConsumerProtocol{kind.capitalize()}")
+    return schema
 
 
-def _rewrite(kind: str, data: bytes | None, change: Callable) -> bytes | None:
+def _rewrite(kind: str, data: bytes | None, change: Callable[[Any], Any]) -> bytes | None:
     if not data or len(data) < 2:
         return data
     (version,) = _VERSION.unpack_from(data, 0)
@@ -56,9 +58,9 @@ def _name(rename: Rename, topic: str) -> str:
 
 
 def rename_subscription(data: bytes | None, rename: Rename) -> bytes | None:
-    def change(sub):
+    def change(sub: Any) -> Any:
         owned = getattr(sub, "owned_partitions", None)
-        updates = {"topics": tuple(_name(rename, t) for t in sub.topics)}
+        updates: dict[str, tuple[Any, ...]] = {"topics": tuple(_name(rename, t) for t in sub.topics)}
         if owned is not None:
             updates["owned_partitions"] = tuple(dataclasses.replace(tp, topic=_name(rename, tp.topic)) for tp in owned)
         return dataclasses.replace(sub, **updates)
@@ -66,7 +68,7 @@ def rename_subscription(data: bytes | None, rename: Rename) -> bytes | None:
 
 
 def rename_assignment(data: bytes | None, rename: Rename) -> bytes | None:
-    def change(assignment):
+    def change(assignment: Any) -> Any:
         return dataclasses.replace(assignment, assigned_partitions=tuple(
             dataclasses.replace(tp, topic=_name(rename, tp.topic)) for tp in assignment.assigned_partitions))
     return _rewrite("assignment", data, change)

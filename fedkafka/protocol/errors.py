@@ -45,7 +45,7 @@ def zero_value(tp: Any, code: ErrorCode = ErrorCode.none) -> Any:
         return None
     if tp is ErrorCode:
         return code
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return error_response(tp, code)
     if isinstance(tp, type):
         if issubclass(tp, bool):

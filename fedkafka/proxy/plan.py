@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from enum import Enum
+from typing import Any, Literal, Protocol
 
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
@@ -129,13 +130,63 @@ class PhysicalState(Protocol):
     def topic_name(self, cluster: str, topic_id: Any) -> str | None: ...
 
 
-class ProducerIds(Protocol):
-    """Logical producer ids and the (logical id, epoch, cluster) -> physical id map (docs/DESIGN.md §5.3)."""
+SeqKey = tuple[int, int, str, int]  # (logical producer id, epoch, logical topic, logical partition)
+PhysicalPartition = tuple[str, str, int, int]  # (cluster, physical topic, physical partition, physical id)
+SegmentId = tuple[str, str, int, int]  # (cluster, physical topic, physical partition, phys_start)
 
-    def next_logical(self) -> int | None: ...
+
+class Unasked(Enum):
+    UNASKED = "unasked"
+
+
+UNASKED = Unasked.UNASKED  # ProducerIds.floor: nobody asked the sealed segment yet
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentWrite:
+    """Where this proxy last forwarded a logical producer's batch for one logical partition."""
+
+    segment: SegmentId
+    producer_id: int  # the physical id it wrote with
+
+
+class ProducerIds(Protocol):
+    """The proxy's producer-id table, as the produce and InitProducerId handlers use it (docs/DESIGN.md §5.3):
+    logical ids, the (logical id, epoch, cluster) -> physical id map, and per logical producer and partition
+    what this proxy refused, forwarded and confirmed. `fedkafka/proxy/core/producer_ids.py` says why."""
+
+    # -- ids
+    def next_logical(self) -> int | None:
+        """A fresh logical producer id, or None while the next block is being fetched."""
     def physical(self, logical_id: int, epoch: int, cluster: str, topic: str, partition: int,
-                 phys_start: int) -> tuple[int, int] | None: ...
-    def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None: ...
+                 phys_start: int, sequences: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The physical (id, epoch) to write this segment with, or None: obtain a fresh one first."""
+    def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
+        """Remember the physical id a cluster gave (InitProducerId) for a logical id and epoch."""
+
+    # -- sequences this proxy refused (a later batch past one of them is a gap)
+    def note_refused(self, key: SeqKey, first_seq: int) -> None:
+        """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
+    def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
+        """Sequences first_seq..end_seq-1 were written (or were already)."""
+    def refused_before(self, key: SeqKey, first_seq: int) -> int | None:
+        """The first sequence of the oldest refused batch that `first_seq` would skip, or None."""
+
+    # -- the broker's own sequence check holds only once it answered a batch of the physical id there
+    def confirmed(self, where: PhysicalPartition) -> bool:
+        """Whether the broker answered a batch of this physical id on this partition."""
+    def confirm(self, where: PhysicalPartition) -> None:
+        """The broker answered a batch of this physical id on this partition."""
+
+    # -- across a seal: the segment last written to, and how far the producer got there
+    def note_forwarded(self, key: SeqKey, segment: SegmentId, producer_id: int) -> None:
+        """A batch of `key` went to `segment` as `producer_id`."""
+    def earlier_write(self, key: SeqKey, segment: SegmentId) -> SegmentWrite | None:
+        """This proxy's last write for `key` when it went to another segment than `segment`."""
+    def floor(self, key: SeqKey, segment: SegmentId) -> int | Literal[Unasked.UNASKED] | None:
+        """The sequence the producer's batches on `segment` start at (None: not known), or UNASKED."""
+    def set_floor(self, key: SeqKey, segment: SegmentId, floor: int | None) -> None:
+        """Record the floor read from the sealed segment's broker (None: it could not tell)."""
 
 
 @dataclass(slots=True)
@@ -180,3 +231,14 @@ def admin_outcome(result: Any) -> tuple[Any, str | None]:
     by_status = {404: ErrorCode.unknown_topic_or_partition, 409: ErrorCode.invalid_request,
                  422: ErrorCode.invalid_request, 503: ErrorCode.request_timed_out}
     return by_status.get(result.status, ErrorCode.unknown_server_error), message
+
+
+class Handler(Protocol):
+    """A handler module (`fedkafka/proxy/handlers/__init__.py` has the rules); mypy checks every module in
+    `handlers.MODULES` against it. The optional `cache_key(ctx, request)` is not part of it (a protocol cannot
+    say "optional"); dispatch looks it up with getattr."""
+
+    API_KEYS: dict[int, tuple[int, int]]  # api_key -> (min, max) versions the module implements
+    ROLE: str  # "produce" | "consume" | "any" | "produce_only" | "consume_only"
+
+    def handle(self, ctx: Context, header: Any, request: Any) -> Reply: ...

@@ -34,7 +34,7 @@ def move_active(chain: PartitionChain, seal: int | None, cluster: str, topic: st
         if seal < old.phys_start:
             raise ValueError(f"seal {seal} is below the active segment's start {old.phys_start}")
         sealed = replace(old, phys_end=seal)
-        new_base = sealed.logical_end
+        new_base = sealed.sealed_end()
     if phys_start < 0:
         raise ValueError("phys_start must be >= 0")
     tail = Segment(cluster, topic, partition, phys_start, None, new_base)

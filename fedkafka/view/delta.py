@@ -28,7 +28,8 @@ def view_delta(old: View, new: View) -> dict[str, Any]:
         upsert = [k for k, e in after.items() if before.get(k) != e]
         removed = sorted(k for k in before if k not in after)
         if upsert or removed:
-            one = View(version=new.version, **{key: {k: after[k] for k in upsert}}).to_dict()[key]
+            changed: dict[str, Any] = {key: {k: after[k] for k in upsert}}  # clusters= or topics=
+            one = View(version=new.version, **changed).to_dict()[key]
             delta[key] = {"upsert": one, "removed": removed}
     if old.proxies != new.proxies:
         delta["proxies"] = View(version=new.version, proxies=new.proxies).to_dict()["proxies"]  # sent whole

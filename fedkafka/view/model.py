@@ -64,6 +64,13 @@ class Segment:
         """Exclusive logical end of a sealed segment (None while active)."""
         return None if self.phys_end is None else self.logical_base + (self.phys_end - self.phys_start)
 
+    def sealed_end(self) -> int:
+        """`logical_end` of a segment the caller knows is sealed (ValueError on the active one)."""
+        end = self.logical_end
+        if end is None:
+            raise ValueError(f"segment {self.cluster}/{self.topic}/{self.partition} is active, not sealed")
+        return end
+
     def to_physical(self, logical: int) -> int:
         return self.phys_start + (logical - self.logical_base)
 

@@ -53,7 +53,7 @@ def logical_high_watermark(chain: PartitionChain, segment: Segment, physical_hw:
     active one the translated physical value.
     """
     if segment.phys_end is not None:
-        return segment.logical_end  # type: ignore[return-value]
+        return segment.sealed_end()
     return segment.to_logical(max(physical_hw, segment.phys_start))
 
 

@@ -9,7 +9,7 @@ takes the next free index of that cluster's physical topic.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fedkafka.view.model import Segment
@@ -71,7 +71,8 @@ def evacuate(chains: Chains, active: Sequence[str], leaving: str) -> list[Move]:
     return moves
 
 
-def droppable_prefix(segments: Sequence[Segment], leaving: str, expired, committed: int | None) -> int:
+def droppable_prefix(segments: Sequence[Segment], leaving: str, expired: Callable[[Segment], bool],
+                     committed: int | None) -> int:
     """How many of a chain's oldest segments can go so no segment references `leaving` (0: not yet).
 
     `expired(segment)` says whether retention removed all of a sealed segment's records; `committed`
@@ -85,7 +86,7 @@ def droppable_prefix(segments: Sequence[Segment], leaving: str, expired, committ
     if any(s.active for s in prefix):
         return 0
     if committed is not None:
-        return last + 1 if committed >= prefix[-1].logical_end else 0
+        return last + 1 if committed >= prefix[-1].sealed_end() else 0
     return last + 1 if all(s.phys_end == s.phys_start or expired(s) for s in prefix) else 0
 
 

@@ -110,7 +110,7 @@ class Dispatcher:
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
                        max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused)
 
-    async def start(self, frame: bytes, slot: int) -> Awaitable[bytes | None]:
+    async def start(self, frame: bytes, slot: int) -> asyncio.Future[bytes | None]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
         client's order); returns an awaitable of the response frame (None: no response)."""
         api_key, version, correlation_id = codec.peek_header(frame)
@@ -132,10 +132,10 @@ class Dispatcher:
             return _done(_with_correlation_id(cached, correlation_id))
         reply = module.handle(ctx, header, request)
         if key is not None and not isinstance(reply, Plan):
-            frame = self._encode(reply, correlation_id, seen)
-            if frame is not None:
-                self._remember(key, frame)
-            return _done(frame)
+            answer = self._encode(reply, correlation_id, seen)
+            if answer is not None:
+                self._remember(key, answer)
+            return _done(answer)
         while isinstance(reply, Plan) and reply.barrier:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
@@ -349,10 +349,10 @@ def _with_correlation_id(frame: bytes, correlation_id: int) -> bytes:
     return frame[:4] + struct.pack(">i", correlation_id) + frame[8:]
 
 
-def _done(value: bytes | None) -> Awaitable[bytes | None]:
-    fut = asyncio.get_running_loop().create_future()
+def _done(value: bytes | None) -> asyncio.Future[bytes | None]:
+    fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
     fut.set_result(value)
     return fut
 
 
-Starter = Callable[[bytes, int], Awaitable[Awaitable[bytes | None]]]
+Starter = Callable[[bytes, int], Awaitable[asyncio.Future[bytes | None]]]

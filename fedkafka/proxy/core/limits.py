@@ -115,7 +115,7 @@ class ConnectionCounts:
         self.max_total, self.max_per_ip = max_total, max_per_ip
         self.by_ip: collections.Counter[str] = collections.Counter()
         self.total = 0
-        self.refused = collections.Counter()  # reason -> count since start
+        self.refused: collections.Counter[str] = collections.Counter()  # reason -> count since start
         self._unlogged = 0
         self._logged_at = 0.0
 

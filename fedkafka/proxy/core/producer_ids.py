@@ -31,7 +31,10 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import Literal
+
+# The types are the handler contract's (fedkafka/proxy/plan.py): handlers see this table as `ProducerIds`.
+from fedkafka.proxy.plan import UNASKED, PhysicalPartition, SegmentId, SegmentWrite, SeqKey, Unasked
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +43,7 @@ MAX_MAPPINGS = 100_000
 # moved to another proxy, wrote it there; remembering it longer would fail a later head-of-line batch.
 REFUSAL_MEMORY_S = 30.0
 
-SeqKey = tuple[int, int, str, int]  # (logical producer id, epoch, logical topic, logical partition)
-PhysicalPartition = tuple[str, str, int, int]  # (cluster, physical topic, physical partition, physical id)
-SegmentId = tuple[str, str, int, int]  # (cluster, physical topic, physical partition, phys_start)
-UNASKED = object()  # floor(): nobody asked the sealed segment yet
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentWrite:
-    """Where this proxy last forwarded a logical producer's batch for one logical partition."""
-
-    segment: SegmentId
-    producer_id: int  # the physical id it wrote with
+__all__ = ["UNASKED", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite", "SeqKey"]
 
 
 class ProducerIdTable:
@@ -170,7 +162,7 @@ class ProducerIdTable:
         write = self._writes.get(key)
         return write if write is not None and write.segment != segment else None
 
-    def floor(self, key: SeqKey, segment: SegmentId) -> int | object | None:
+    def floor(self, key: SeqKey, segment: SegmentId) -> int | Literal[Unasked.UNASKED] | None:
         """The sequence the producer's batches on `segment` start at (None: not known), or UNASKED."""
         known = self._floors.get(key)
         return known[1] if known is not None and known[0] == segment else UNASKED
@@ -179,12 +171,13 @@ class ProducerIdTable:
         _put(self._floors, key, (segment, floor))
 
     def _schedule_refill(self) -> None:
-        if self._fetch_block is None or self._refilling:
+        fetch_block = self._fetch_block
+        if fetch_block is None or self._refilling:
             return
         async def refill() -> None:
             self._refilling = True
             try:
-                start, size = await self._fetch_block()
+                start, size = await fetch_block()
                 self.add_block(start, size)
             except Exception as e:  # the next InitProducerId retries
                 log.warning("could not fetch a producer id block: %s", e)

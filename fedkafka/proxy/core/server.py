@@ -80,6 +80,8 @@ class InflightProduce:
 
 
 class ProxyServer:
+    source: ControllerViewSource | StaticViewSource
+
     def __init__(self, config: ProxyConfig):
         self.config = config
         me = ProxyInfo(node_id=0, host=config.advertised_host, port=config.port, role=config.role, pool=config.pool)
@@ -94,8 +96,8 @@ class ProxyServer:
             instance = f"{config.advertised_host}:{config.port}"
             self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block)
             self.producer_ids = ProducerIdTable(self.source.fetch_block)
-        else:
-            self.source = StaticViewSource(config.view_file)
+        else:  # the CLI requires one of --controller and --view-file
+            self.source = StaticViewSource(config.view_file)  # type: ignore[arg-type]
             self.producer_ids = ProducerIdTable()
             # static mode: a random block high in the 63-bit space; logical ids never reach a broker
             self.producer_ids.add_block(random.randrange(1 << 40, 1 << 60), 1 << 20)
@@ -162,11 +164,12 @@ class ProxyServer:
             pending.add_done_callback(lambda _f: counter.__setitem__(version, counter[version] - 1))
             return pending
 
-        dispatcher.start = counted
+        dispatcher.start = counted  # type: ignore[method-assign]  # no dispatcher hook for this yet
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        assert self.dispatcher is not None  # start() makes it before the listener accepts anyone
         if not self.counts.admit(ip):  # accepted, then closed at once: the client sees a closed connection
             writer.transport.abort()
             return

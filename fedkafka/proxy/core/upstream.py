@@ -7,7 +7,9 @@ import collections
 import itertools
 import logging
 import socket
-from typing import Any
+from typing import Any, Literal, overload
+
+from kio.static.protocol import ResponsePayload
 
 from fedkafka.fencing import UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.protocol import codec
@@ -33,18 +35,25 @@ class UpstreamConnection:
         self.host, self.port, self.label = host, port, label
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: collections.deque[tuple[int, type, asyncio.Future]] = collections.deque()
+        self._pending: collections.deque[tuple[int, type[ResponsePayload], asyncio.Future]] = collections.deque()
         self._ids = itertools.count(1)
         self._reader_task: asyncio.Task | None = None
         self.closed = False
 
     async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.wait_for(
+        self._reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, limit=1 << 20), CONNECT_TIMEOUT_S)
-        sock = self._writer.get_extra_info("socket")
+        self._writer = writer
+        sock = writer.get_extra_info("socket")
         if sock is not None:  # small produce requests must not wait for Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader_task = asyncio.create_task(self._read_loop(), name=f"upstream-{self.label}")
+
+    @overload
+    def send(self, request: Any, expect_response: Literal[True] = ..., client_id: str | None = ...
+             ) -> asyncio.Future: ...
+    @overload
+    def send(self, request: Any, expect_response: bool, client_id: str | None = ...) -> asyncio.Future | None: ...
 
     def send(self, request: Any, expect_response: bool = True, client_id: str | None = None) -> asyncio.Future | None:
         if self.closed or self._writer is None:
@@ -57,7 +66,7 @@ class UpstreamConnection:
         if not expect_response:
             return None
         fut = asyncio.get_running_loop().create_future()
-        resp_t = codec.response_type(request.__api_key__, request.__version__)
+        resp_t = codec.response_schema(request.__api_key__, request.__version__)
         self._pending.append((corr, resp_t, fut))
         return fut
 
@@ -73,6 +82,7 @@ class UpstreamConnection:
 
     async def _read_loop(self) -> None:
         reason: BaseException = ConnectionError(f"{self.label}: connection closed by broker")
+        assert self._reader is not None  # connect() sets it before it starts this loop
         try:
             while True:
                 frame = await read_frame(self._reader, MAX_RESPONSE_BYTES)

@@ -5,7 +5,7 @@ Interface (what a new module, e.g. `fetch.py` for the consume path, must provide
     API_KEYS: dict[int, tuple[int, int]]   # api_key -> (min, max) versions this module implements
     ROLE: "produce" | "consume" | "any" | "produce_only"  # roles serving these keys; produce_only: pure pproxy
     NEEDS_CONTROLLER: bool  # optional: served only by a proxy with a controller (the admin writes)
-    def handle(ctx: plan.Context, header, request) -> plan.Reply
+    def handle(ctx: plan.Context, header, request) -> plan.Reply   # checked by mypy: plan.Handler
 
 `handle` gets the decoded kio request (its version is `type(request).__version__`) and returns a kio
 response entity, `plan.NO_RESPONSE`, or a `plan.Plan` whose `calls` the core sends upstream and whose
@@ -42,7 +42,9 @@ from fedkafka.proxy.handlers import (
     produce_side_fetch,
     topic_admin,
 )
+from fedkafka.proxy.plan import Handler
 
-MODULES = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs, produce_side_fetch,
-           fetch, list_offsets, offset_for_leader_epoch, groups, consume_side_produce,
-           topic_admin, alter_configs, delete_records, cluster_ops, consumer_groups)
+MODULES: tuple[Handler, ...] = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs,
+                                produce_side_fetch, fetch, list_offsets, offset_for_leader_epoch, groups,
+                                consume_side_produce, topic_admin, alter_configs, delete_records, cluster_ops,
+                                consumer_groups)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import Context
 
 API_KEYS = {18: (0, 4)}
@@ -19,4 +19,4 @@ def handle(ctx: Context, header, request):
 def answer(advertised: dict[int, tuple[int, int]], version: int, error: ErrorCode):
     """Also used by the core for an unsupported ApiVersions version (answered as v0, like Kafka)."""
     keys = [{"api_key": k, "min_version": lo, "max_version": hi} for k, (lo, hi) in sorted(advertised.items())]
-    return build(response_type(18, version), {"error_code": error, "api_keys": keys})
+    return build(response_schema(18, version), {"error_code": error, "api_keys": keys})

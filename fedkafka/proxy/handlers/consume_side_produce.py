@@ -8,7 +8,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import NO_RESPONSE, Context
 
 API_KEYS = {0: (3, 12)}
@@ -18,7 +18,7 @@ ROLE = "consume_only"
 def handle(ctx: Context, header, request):
     if request.acks == 0:
         return NO_RESPONSE
-    return build(response_type(0, type(request).__version__), {"responses": [
+    return build(response_schema(0, type(request).__version__), {"responses": [
         {"name": t.name, "partition_responses": [
             {"index": p.index, "error_code": ErrorCode.not_leader_or_follower, "base_offset": -1,
              "error_message": "this proxy serves consumers only"} for p in t.partition_data]}

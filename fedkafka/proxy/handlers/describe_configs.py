@@ -7,7 +7,7 @@ from dataclasses import replace
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import AnyBroker, Call, Context, Plan, UpstreamError
 
 API_KEYS = {32: (1, 4)}
@@ -24,7 +24,7 @@ def handle(ctx: Context, header, request):
         t = ctx.view.topics.get(res.resource_name) if res.resource_type == TOPIC else None
         if res.resource_type == TOPIC and t is None:
             results.append(_error(res, ErrorCode.unknown_topic_or_partition, "unknown logical topic"))
-        elif res.resource_type == TOPIC:
+        elif t is not None:  # a topic this view has
             seg = t.partitions[0].active
             one = replace(request, resources=(replace(res, resource_name=seg.topic),))
             slots.append((len(results), res.resource_name, seg.topic))
@@ -45,7 +45,7 @@ def handle(ctx: Context, header, request):
                 r = resp.results[0]
                 results[i] = {"error_code": r.error_code, "error_message": r.error_message,
                               "resource_type": r.resource_type, "resource_name": logical, "configs": r.configs}
-        return build(response_type(32, version), {"results": results})
+        return build(response_schema(32, version), {"results": results})
 
     return Plan(calls, finish) if calls else finish([])
 

@@ -18,7 +18,7 @@ from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.protocol.codec import request_schema, response_schema
 from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import FetchTarget, logical_high_watermark, resolve_fetch
@@ -45,7 +45,7 @@ class _Route:
 
 def handle(ctx: Context, header, request):
     version = type(request).__version__
-    resp_t = response_type(1, version)
+    resp_t = response_schema(1, version)
     if getattr(request, "session_id", 0) != 0:
         # we never hand out a session id, so a client asking for one is confused: make it start over
         return build(resp_t, {"error_code": ErrorCode.fetch_session_id_not_found, "session_id": 0, "responses": []})
@@ -107,7 +107,7 @@ def _upstream_request(request, routes: list[_Route], max_wait_ms: int):
             "partition": seg.partition, "current_leader_epoch": -1, "fetch_offset": r.target.physical_offset,
             "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": r.partition_max_bytes})
     max_wait = i32Timedelta.parse(timedelta(milliseconds=max_wait_ms))
-    return build(request_type(1, type(request).__version__), {
+    return build(request_schema(1, type(request).__version__), {
         "cluster_id": None, "replica_id": -1, "max_wait": max_wait, "min_bytes": request.min_bytes,
         "max_bytes": request.max_bytes, "isolation_level": request.isolation_level, "session_id": 0,
         "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
@@ -128,7 +128,7 @@ class _Budget:
         self.left = max_bytes
         self.used = False
 
-    def take(self, data: bytes) -> bytes:
+    def take(self, data: bytes | bytearray) -> bytes | bytearray:
         if not data:
             return data
         if self.used and len(data) > self.left:

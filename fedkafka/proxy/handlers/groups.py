@@ -15,10 +15,11 @@ import dataclasses
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 from kio.schema.metadata.v12.request import MetadataRequest
+from kio.static.primitive import i8
 
 from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import ProxyInfo, logical_from_shadow, shadow_topic
 
@@ -61,8 +62,8 @@ def find_coordinator(ctx: Context, request):
     key_type = getattr(request, "key_type", GROUP_KEY)
     answers = [_coordinator_for(ctx, k, key_type, version) for k in keys]
     if version >= 4:
-        return build(response_type(FIND_COORDINATOR, version), {"coordinators": answers})
-    return build(response_type(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
+        return build(response_schema(FIND_COORDINATOR, version), {"coordinators": answers})
+    return build(response_schema(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
 
 
 NO_TRANSACTIONS = ("transactions are not available in this fedkafka federation (a transaction would span "
@@ -77,6 +78,7 @@ def _coordinator_for(ctx: Context, key: str, key_type: int, version: int) -> dic
     if ctx.view.coordination_cluster is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
     proxy = ctx.view.leader_for(f"group\0{key}", 0, _consume_proxies(ctx))
+    assert proxy is not None  # the candidates always include this proxy
     return {"key": key, "node_id": proxy.node_id, "host": proxy.host, "port": proxy.port,
             "error_code": ErrorCode.none, "error_message": None}
 
@@ -119,7 +121,7 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
     groups = list(dict.fromkeys(group_ids(request)))
     if not groups:  # e.g. DescribeGroups of nothing: nothing to ask
         return failure(request, ErrorCode.none)
-    lookup = FindCoordinatorRequest(key_type=GROUP_KEY, coordinator_keys=tuple(groups))
+    lookup = FindCoordinatorRequest(key_type=i8(GROUP_KEY), coordinator_keys=tuple(groups))
 
     def route(results: list):
         found = results[0]
@@ -287,7 +289,7 @@ def _offset_commit(ctx: Context, coordination: str, request):
 # -- error answers shaped like each API's response ------------------------------------------------------
 
 def _commit_errors(request, partitions: dict[str, list[int]], code: ErrorCode):
-    return build(response_type(OFFSET_COMMIT, type(request).__version__), {"topics": [
+    return build(response_schema(OFFSET_COMMIT, type(request).__version__), {"topics": [
         {"name": name, "partitions": [{"partition_index": p, "error_code": code} for p in ps]}
         for name, ps in partitions.items()]})
 
@@ -295,7 +297,7 @@ def _commit_errors(request, partitions: dict[str, list[int]], code: ErrorCode):
 def failure(request, code: ErrorCode):
     """The request's own response type with `code` where the client looks for it."""
     key, version = request.__api_key__, type(request).__version__
-    resp_t = response_type(key, version)
+    resp_t = response_schema(key, version)
     if key == OFFSET_COMMIT:
         return _commit_errors(request, {t.name: [p.partition_index for p in t.partitions] for t in request.topics},
                               code)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import Context
 
 API_KEYS = {22: (0, 5)}
@@ -19,7 +19,7 @@ ROLE = "produce"
 
 
 def handle(ctx: Context, header, request):
-    resp_t = response_type(22, type(request).__version__)
+    resp_t = response_schema(22, type(request).__version__)
     if request.transactional_id is not None:
         return build(resp_t, {"error_code": ErrorCode.transactional_id_authorization_failed,
                               "producer_id": -1, "producer_epoch": -1})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.protocol.codec import request_schema, response_schema
 from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
@@ -55,7 +55,7 @@ def handle(ctx: Context, header, request):
     def respond(physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode]):
         for q in questions:
             answers[(q.topic, q.partition)] = _answer(q, physical)
-        return build(response_type(2, version), {"topics": [
+        return build(response_schema(2, version), {"topics": [
             {"name": name, "partitions": [{"partition_index": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
 
@@ -177,7 +177,7 @@ def _upstream_request(items: list[tuple[PhysKey, int]], isolation_level: int):
     for (_, topic, partition), ts in items:
         by_topic.setdefault(topic, []).append({"partition_index": partition, "current_leader_epoch": -1,
                                                "timestamp": ts})
-    return build(request_type(2, UPSTREAM_VERSION), {"replica_id": -1, "isolation_level": isolation_level,
+    return build(request_schema(2, UPSTREAM_VERSION), {"replica_id": -1, "isolation_level": isolation_level,
                                                      "topics": [{"name": n, "partitions": ps}
                                                                 for n, ps in by_topic.items()]})
 

@@ -7,7 +7,7 @@ import uuid
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import Context
 from fedkafka.view.model import ProxyInfo, View
 
@@ -43,7 +43,7 @@ def handle(ctx: Context, header, request):
     names = sorted(view.topics) if request.topics is None else [t.name for t in request.topics if t.name is not None]
     topics = [_topic(view, name, candidates) for name in names]
     brokers = [{"node_id": p.node_id, "host": p.host, "port": p.port, "rack": p.rack} for p in pool_brokers(ctx)]
-    return build(response_type(3, version), {
+    return build(response_schema(3, version), {
         "brokers": brokers, "cluster_id": view.federation_id, "controller_id": ctx.me.node_id, "topics": topics,
     })
 

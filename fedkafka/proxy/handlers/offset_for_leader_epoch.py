@@ -10,7 +10,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.protocol.codec import request_schema, response_schema
 from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import PartitionChain
 from fedkafka.view.offsets import end_offset_for_epoch, latest_offset
@@ -63,7 +63,7 @@ def handle(ctx: Context, header, request):
                     continue
                 epoch, end = end_offset_for_epoch(chain, asked, latest_offset(chain, p.offset))
                 answers[key] = {"error_code": ErrorCode.none, "leader_epoch": epoch, "end_offset": end}
-        return build(response_type(23, version), {"topics": [
+        return build(response_schema(23, version), {"topics": [
             {"topic": name, "partitions": [{"partition": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
 
@@ -73,10 +73,10 @@ def handle(ctx: Context, header, request):
 def _log_end_request(ctx: Context, keys: list[tuple[str, int]]):
     by_topic: dict[str, list[dict]] = {}
     for topic, partition in keys:
-        seg = ctx.view.chain(topic, partition).active
+        seg = ctx.view.topics[topic].partitions[partition].active  # the caller checked it exists
         by_topic.setdefault(seg.topic, []).append({"partition_index": seg.partition, "current_leader_epoch": -1,
                                                    "timestamp": -1})
-    return build(request_type(2, _LIST_OFFSETS_VERSION), {"replica_id": -1, "isolation_level": 0, "topics": [
+    return build(request_schema(2, _LIST_OFFSETS_VERSION), {"replica_id": -1, "isolation_level": 0, "topics": [
         {"name": n, "partitions": ps} for n, ps in by_topic.items()]})
 
 

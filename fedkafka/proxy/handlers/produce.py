@@ -18,15 +18,27 @@ from dataclasses import dataclass, field
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
 from kio.schema.errors import ErrorCode
 from kio.schema.init_producer_id.v4.request import InitProducerIdRequest
-from kio.schema.types import TopicName
-from kio.static.primitive import i16, i32, i32Timedelta, i64
+from kio.schema.types import ProducerId, TopicName
+from kio.static.primitive import i16, i32, i32Timedelta
 
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
-from fedkafka.proxy.core.producer_ids import UNASKED, PhysicalPartition, SegmentId, SegmentWrite, SeqKey
-from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.protocol.codec import request_schema, response_schema
+from fedkafka.proxy.plan import (
+    NO_RESPONSE,
+    UNASKED,
+    AnyBroker,
+    Broker,
+    Call,
+    Context,
+    PhysicalPartition,
+    Plan,
+    SegmentId,
+    SegmentWrite,
+    SeqKey,
+    UpstreamError,
+)
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
 
 log = logging.getLogger(__name__)
@@ -223,7 +235,7 @@ def _forward(ctx: Context, request, routing: _Routing):
             answers.update(_translate(ctx, parts, result))
         if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
             return NO_RESPONSE
-        return build(response_type(0, version), {"responses": [
+        return build(response_schema(0, version), {"responses": [
             {"name": name, "partition_responses": [{"index": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
 
@@ -306,6 +318,7 @@ def _read_sealed_floors(ctx: Context, header, request, missing: list[tuple[SeqKe
     calls, asked = [], []
     for seq_key, seg_id in missing:
         write = ctx.producer_ids.earlier_write(seq_key, seg_id)
+        assert write is not None  # _against_sealed_floor asks only after a write to an earlier segment
         cluster, topic, partition, _start = write.segment
         leader = ctx.physical.leader(cluster, topic, partition)
         if leader is None or not ctx.physical.reachable(cluster):
@@ -354,7 +367,7 @@ def _obtain_physical_ids(ctx: Context, header, request, missing: list[tuple[int,
     check for good (OUT_OF_ORDER_SEQUENCE_NUMBER on the retry of n).
     """
     req = InitProducerIdRequest(transactional_id=None, transaction_timeout=i32Timedelta.parse(
-        datetime.timedelta(milliseconds=60000)), producer_id=i64(-1), producer_epoch=i16(-1))
+        datetime.timedelta(milliseconds=60000)), producer_id=ProducerId(-1), producer_epoch=i16(-1))
     calls = [Call(AnyBroker(cluster), req) for _, _, cluster in missing]
 
     def finish(results: list):
@@ -393,7 +406,7 @@ def _upstream_request(request, parts: list[_Part]):
     by_topic: dict[str, list[dict]] = {}
     for part in parts:
         by_topic.setdefault(part.seg.topic, []).append({"index": part.seg.partition, "records": part.records})
-    req_t = request_type(0, type(request).__version__)
+    req_t = request_schema(0, type(request).__version__)
     timeout = min(request.timeout, datetime.timedelta(milliseconds=MAX_UPSTREAM_PRODUCE_TIMEOUT_MS))
     return build(req_t, {"transactional_id": None, "acks": UPSTREAM_ACKS, "timeout": timeout,
                          "topic_data": [{"name": n, "partition_data": pd} for n, pd in by_topic.items()]})
@@ -426,6 +439,7 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
                           pr.error_code.name, pr.base_offset)
             if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
                 ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
+                assert part.physical is not None  # a part with a seq_key is idempotent: it has its physical id
                 ctx.producer_ids.confirm(part.physical)
             elif pr.error_code not in _MAYBE_WRITTEN or not part.confirmed:
                 ctx.producer_ids.note_refused(part.seq_key, part.first_seq)

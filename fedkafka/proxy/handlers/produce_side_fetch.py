@@ -8,7 +8,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import Context
 
 API_KEYS = {1: (4, 12)}
@@ -16,7 +16,7 @@ ROLE = "produce_only"
 
 
 def handle(ctx: Context, header, request):
-    return build(response_type(1, type(request).__version__), {
+    return build(response_schema(1, type(request).__version__), {
         "error_code": ErrorCode.none, "session_id": 0,
         "responses": [{"topic": t.topic, "partitions": [
             {"partition_index": p.partition, "error_code": ErrorCode.not_leader_or_follower, "high_watermark": -1,
