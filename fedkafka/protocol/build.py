@@ -71,12 +71,12 @@ def _entity_of(hint: Any) -> type:
 
 
 def _entity_in(hint: Any) -> type | None:
-    """The entity type a field holds: itself, or inside `X | None` or `tuple[X, ...]`."""
+    """The entity type a field holds: itself, or inside `X | None`, `tuple[X, ...]` or `tuple[X, ...] | None`."""
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return hint
     for arg in typing.get_args(hint):
-        if isinstance(arg, type) and dataclasses.is_dataclass(arg):
-            return arg
+        if (entity := _entity_in(arg)) is not None:
+            return entity
     return None
 
 

@@ -33,3 +33,18 @@ def test_missing_fields_still_get_their_zero_value():
     v9 = build(response_schema(0, 9), _produce_answer({"base_offset": 7}))
     part = v9.responses[0].partition_responses[0]
     assert part.error_code == ErrorCode.none and part.error_message is None and part.base_offset == 7
+
+
+def test_entities_in_a_nullable_array_are_built_and_checked():
+    # ConsumerGroupHeartbeat's topic_partitions is `tuple[TopicPartitions, ...] | None`
+    import uuid
+
+    from kio.schema.consumer_group_heartbeat.v0.request import ConsumerGroupHeartbeatRequest
+
+    from fedkafka.protocol.build import build
+    tid = uuid.uuid4()
+    req = build(ConsumerGroupHeartbeatRequest, {"group_id": "g", "member_id": "m", "member_epoch": 0,
+                                                "topic_partitions": [{"topic_id": tid, "partitions": [0, 1]}]})
+    assert req.topic_partitions[0].topic_id == tid and list(req.topic_partitions[0].partitions) == [0, 1]
+    with pytest.raises(TypeError, match="topic_partitions has no field 'nope'"):
+        build(ConsumerGroupHeartbeatRequest, {"group_id": "g", "topic_partitions": [{"nope": 1}]})
