@@ -33,7 +33,7 @@ down:
 	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) playbooks/teardown.yml; fi
 	@if [ -x $(BIN)/fedkafka ]; then $(BIN)/fedkafka local down; else echo "nothing to stop (no $(VENV))"; fi
 
-# The federation on 8 real hosts: network namespaces with their own address and sshd (scripts/multihost.py,
+# The federation on 9 real hosts (8 + the spare cluster c3's): network namespaces with their own address and sshd (scripts/multihost.py,
 # needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
 .PHONY: up-multihost down-multihost test-multihost test-replicated
 MULTIHOST := $(BIN)/python scripts/multihost.py
@@ -47,13 +47,14 @@ up-multihost: $(STAMP)
 down-multihost:
 	@if [ -x $(BIN)/python ]; then $(MULTIHOST) down; else python3 scripts/multihost.py down; fi
 
-# Hosts up, site.yml twice (changed=0), produce and consume through the name service, hosts down (~8 min).
 # The checker on 3-broker clusters: a scale-up and a decommission with the moving leader killed, a rolling
 # restart, the database down for longer than a lease (tests/workflows/test_replicated_faults.py, ~8 minutes).
 test-replicated: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py $(PYTEST_ARGS)
 
+# Hosts up, site.yml twice (changed=0), produce and consume through the name service; then under `fedkafka check`
+# load scale_up.yml (c3), decommission.yml (c1), rolling_restart.yml and upgrade.yml; hosts down (even on failure).
 test-multihost: $(STAMP)
 	FEDKAFKA_MULTIHOST=1 $(BIN)/pytest -m multihost tests/ansible/test_multihost.py $(PYTEST_ARGS)
 
