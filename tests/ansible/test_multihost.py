@@ -2,7 +2,7 @@
 SSH, clients in the root namespace, then nothing left behind.
 
 The scenarios share one federation and run in file order: site.yml converges (and changes nothing the second
-time), then scale_up.yml and decommission.yml each run under keyed load
+time), then scale_up.yml, decommission.yml, rolling_restart.yml and upgrade.yml each run under keyed load
 (`fedkafka check` through the name service) and report 0 lost, 0 order violations. The hosts go down at the end
 of the module, whatever failed.
 
@@ -193,12 +193,71 @@ def test_scale_up_onto_c3_on_its_own_host_under_load(hosts):
 def test_decommission_c1_under_load(hosts):
     load = Load()
     try:
-        first = playbook("decommission.yml", "-e", "cluster=c1", "-e", "drain=true")
-        assert first.get("controller", 0) > 0, first
+        args = ("-e", "cluster=c1", "-e", "drain=true", "-e", "stop_brokers=true")
+        first = playbook("decommission.yml", *args)
+        assert first.get("controller", 0) > 0 and first.get("c1-broker1", 0) > 0, first
         assert next(c for c in controller("/v1/clusters") if c["id"] == "c1")["state"] == "removed"
         assert "c1" not in active_clusters(CHECK_TOPIC)
-        assert changed_hosts(playbook("decommission.yml", "-e", "cluster=c1", "-e", "drain=true")) == {}
+        assert not [name for name in programs() if name.startswith("c1-")]  # its brokers stopped
+        assert changed_hosts(playbook("decommission.yml", *args)) == {}
     finally:
         report = load.stop()
     assert_nothing_lost(report)
 
+
+def programs() -> dict[str, tuple[str, int]]:
+    """'<inventory host>/<program>' -> (state, pid) of every supervisord program on every host."""
+    found = {}
+    for conf in sorted(HOSTS_ROOT.glob("host*/*/supervisor/supervisord.conf")):
+        out = subprocess.run([str(BIN / "supervisorctl"), "-c", str(conf), "status"], capture_output=True,
+                             text=True).stdout
+        for name, state, pid in re.findall(r"^(\S+)\s+(RUNNING|STARTING|STOPPED|STOPPING|BACKOFF|EXITED|FATAL)"
+                                           r"\s+(?:pid (\d+))?", out, re.M):
+            found[f"{conf.parents[1].name}/{name}"] = (state, int(pid or 0))
+    return found
+
+
+def command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_rolling_restart_one_host_at_a_time_under_load_and_check_mode_predicts_it(hosts):
+    before = programs()
+    predicted = playbook("rolling_restart.yml", "--check", "--diff")
+    assert programs() == before  # check mode restarted nothing
+    load = Load()
+    try:
+        done = playbook("rolling_restart.yml")
+    finally:
+        report = load.stop()
+    assert done == predicted
+    after = programs()
+    restarted = {name for name in before if before[name][1] != after[name][1]}
+    running = {name for name, (state, _) in before.items() if state == "RUNNING"}
+    assert restarted == {n for n in running if "/kafka-" in n or n.endswith("/proxy")}, (before, after)
+    assert all(after[n][0] == "RUNNING" for n in running)
+    assert_nothing_lost(report)
+
+
+def test_upgrade_rolls_a_new_release_host_by_host_under_load(hosts):
+    release = HOSTS_ROOT / "venvs" / "release-2"
+    run([*HARNESS, "venv", str(release)])
+    before = programs()
+    predicted = run([str(BIN / "ansible-playbook"), "-i", INVENTORY, "playbooks/upgrade.yml", "-e",
+                     f"fedkafka_venv={release}", "--check", "--diff"])
+    assert programs() == before
+    assert f"{release}/bin/fedkafka" in predicted  # the diff of each program's new command line
+    load = Load()
+    try:
+        done = playbook("upgrade.yml", "-e", f"fedkafka_venv={release}")
+    finally:
+        report = load.stop()
+    assert done == recap(predicted)
+    after = programs()
+    for name, (state, pid) in after.items():
+        if name.endswith(("/controller", "/nameservice", "/proxy")):
+            assert state == "RUNNING" and str(release) in command_line(pid), name
+        else:  # brokers: their command line does not name the fedkafka release
+            assert pid == before[name][1], name
+    assert changed_hosts(playbook("upgrade.yml", "-e", f"fedkafka_venv={release}")) == {}
+    assert_nothing_lost(report)

@@ -79,13 +79,15 @@ PATH_SETTINGS = {"inventory", "roles_path", "library", "module_utils", "doc_frag
 
 
 @pytest.mark.parametrize("cwd", [".", "playbooks"])
-@pytest.mark.parametrize("playbook", ["site.yml", "scale_up.yml", "decommission.yml"])
+@pytest.mark.parametrize("playbook", ["site.yml", "scale_up.yml", "decommission.yml", "rolling_restart.yml",
+                                      "upgrade.yml"])
 def test_playbooks_find_the_bundle_from_the_root_and_from_playbooks(cwd, playbook):
     path = playbook if cwd == "playbooks" else f"playbooks/{playbook}"
     proc = subprocess.run([PLAYBOOK, path, "-e", "cluster=c3", "--list-tasks", "--list-hosts"], cwd=ROOT / cwd,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert re.search(r"^\s+controller$", proc.stdout, re.M), proc.stdout  # the local inventory was found
+    host = "proxy1" if playbook == "rolling_restart.yml" else "controller"  # it restarts brokers and proxies
+    assert re.search(rf"^\s+{host}$", proc.stdout, re.M), proc.stdout  # the local inventory was found
     assert "couldn't resolve module" not in proc.stderr
 
 
