@@ -65,6 +65,17 @@ def test_proxy_workers_with_a_controller_are_refused_before_start(tmp_path):
     assert "Run the proxy as a service" not in out
 
 
+def test_a_pool_of_mixed_proxy_roles_is_refused_before_anything_starts():
+    """One pool for the example's pproxies and cproxies: each would answer Metadata differently."""
+    proc = subprocess.run([PLAYBOOK, "-i", "inventory/example", "playbooks/site.yml", "-e",
+                           "fedkafka_proxy_pool=everyone", "-e", "fedkafka_api_token=0123456789abcdef"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert "proxy pool 'everyone' mixes the roles pproxy and cproxy" in out, out
+    assert re.findall(r"^(\S+)\s+: ok=", proc.stdout, re.M) == ["localhost"]
+
+
 def test_example_inventory_passes_the_proxy_checks_as_shipped(tmp_path):
     proc = subprocess.run([PLAYBOOK, "-i", "inventory/example", "playbooks/site.yml",
                            "--limit", "localhost,fedkafka-pp-a.example.net", *CHECK_ONE_PROXY,
