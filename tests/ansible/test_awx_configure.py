@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,16 @@ def test_configure_checks_its_variables_first(stand_ins, tmp_path):
     proc = configure(stand_ins, tmp_path, "-e", "fedkafka_awx_ee_image=")
     assert proc.returncode != 0
     assert "fedkafka_awx_ee_image" in proc.stdout
+
+
+def test_execution_environment_definition_builds_a_context(tmp_path):
+    """ansible-builder accepts execution-environment.yml and lays out its build context (the image build itself
+    needs a container runtime). Skipped unless ansible-builder is installed."""
+    builder = shutil.which("ansible-builder")
+    if builder is None:
+        pytest.skip("ansible-builder is not installed (pip install ansible-builder)")
+    proc = subprocess.run([builder, "create", "-f", "execution-environment.yml", "-c", str(tmp_path / "ctx")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "confluent-kafka" in (tmp_path / "ctx/_build/requirements.txt").read_text()
+    assert (tmp_path / "ctx/Dockerfile").exists() or (tmp_path / "ctx/Containerfile").exists()
