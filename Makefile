@@ -34,7 +34,7 @@ down:
 	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) playbooks/teardown.yml; fi
 	@if [ -x $(BIN)/fedkafka ]; then $(BIN)/fedkafka local down; else echo "nothing to stop (no $(VENV))"; fi
 
-# The federation on 8 real hosts: network namespaces with their own address and sshd (scripts/multihost.py,
+# The federation on 9 real hosts (8 + the spare cluster c3's): network namespaces with their own address and sshd (scripts/multihost.py,
 # needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
 .PHONY: up-multihost down-multihost test-multihost test-replicated test-apps
 MULTIHOST := $(BIN)/python scripts/multihost.py
@@ -48,7 +48,6 @@ up-multihost: $(STAMP)
 down-multihost:
 	@if [ -x $(BIN)/python ]; then $(MULTIHOST) down; else python3 scripts/multihost.py down; fi
 
-# Hosts up, site.yml twice (changed=0), produce and consume through the name service, hosts down (~8 min).
 # The checker on 3-broker clusters: a scale-up and a decommission with the moving leader killed, a rolling
 # restart, the database down for longer than a lease (tests/workflows/test_replicated_faults.py, ~8 minutes).
 test-replicated: $(STAMP)
@@ -61,6 +60,9 @@ test-apps: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.apps import ensure_apps; ensure_apps()"
 	FEDKAFKA_APPS=1 $(BIN)/pytest tests/apps $(PYTEST_ARGS)
 
+# Hosts up, site.yml twice (changed=0), produce and consume through the name service; then under `fedkafka check`
+# load scale_up.yml (c3), decommission.yml (c1), rolling_restart.yml and upgrade.yml; hosts down (even on failure).
+# About 66 minutes on the shared 2-core machine (site 20, scale-up 11, decommission 4, rolling restart 14, upgrade 17).
 test-multihost: $(STAMP)
 	FEDKAFKA_MULTIHOST=1 $(BIN)/pytest -m multihost tests/ansible/test_multihost.py $(PYTEST_ARGS)
 

@@ -17,7 +17,8 @@ description:
   - A decommission the controller is already running for the cluster (an earlier run timed out) is
     waited for, not started again; that run writes nothing and reports C(changed=false).
   - Check mode computes the plan (RV(actions)) without changing anything; C(--diff) shows the cluster
-    before and after.
+    before and after. For O(state=absent) it also lists the partitions the decommission would move off the
+    cluster, as the controller plans them (C(POST /v1/workflows?dry_run=true)); the run lists the ones it moved.
 version_added: "0.1.0"
 options:
   id:
@@ -86,6 +87,12 @@ cluster:
   type: dict
   returned: always
   sample: {"id": "c3", "bootstrap": "127.0.0.1:39031", "state": "active", "reachable": true, "coordination": false}
+moves:
+  description: Partitions a decommission moved off the cluster (planned, in check mode), C(topic/partition from -> to).
+  type: list
+  elements: str
+  returned: always
+  sample: ["orders/2: c1 -> c2"]
 actions:
   description: What the run did (or, in check mode, would do), in order.
   type: list
@@ -99,6 +106,7 @@ from ansible.module_utils.fedkafka_api import (  # noqa: E402
     API_ARGUMENT_SPEC,
     ApiError,
     FedkafkaApi,
+    move_lines,
     read_or_predict,
 )
 
@@ -157,8 +165,18 @@ def running_decommission(api: FedkafkaApi, cid: str) -> dict | None:
                  and r.get("state") == "running"), None)
 
 
-def decommission(api: FedkafkaApi, params: dict, wrote: list, run: dict | None = None) -> None:
-    """Decommission, or with `run` wait for the one under way; appends to `wrote` on each write."""
+def planned_moves(module, api: FedkafkaApi, params: dict) -> list[str]:
+    """Check mode: the moves the controller would plan for the decommission (none from an older controller)."""
+    if not api.can_dry_run():
+        module.warn("the controller has no workflow dry run (upgrade it): the moves are not listed")
+        return []
+    plan = api.start_workflow("decommission", params["id"], drain=params["drain"], dry_run=True) or {}
+    return move_lines(plan.get("partitions_moved"))
+
+
+def decommission(api: FedkafkaApi, params: dict, wrote: list, run: dict | None = None) -> dict | None:
+    """Decommission, or with `run` wait for the one under way; appends to `wrote` on each write. Returns the
+    workflow run (None from a controller without workflows)."""
     cid = params["id"]
     try:
         if run is None:
@@ -174,7 +192,7 @@ def decommission(api: FedkafkaApi, params: dict, wrote: list, run: dict | None =
                 api.set_cluster_state(cid, state)
                 wrote.append(state)
     if not params["wait"]:
-        return
+        return run
 
     blocked = {"why": ""}
 
@@ -201,6 +219,7 @@ def decommission(api: FedkafkaApi, params: dict, wrote: list, run: dict | None =
         api.wait_until(removed, params["timeout"], interval=1.0, what=f"cluster {cid} to be removed")
     except ApiError as exc:
         raise ApiError(f"{exc}; {blocked['why']}" if blocked["why"] else str(exc)) from None
+    return run
 
 
 def main() -> None:
@@ -241,8 +260,13 @@ def main() -> None:
             after["state"] = {"present": "active", "read_only": "read_only", "absent": "removed"}[p["state"]]
         diff = {"before": before, "after": after, "before_header": f"cluster {p['id']}",
                 "after_header": f"cluster {p['id']}"}
+        decommissions = any(kind == "decommission" for kind, _, _ in steps)
         if module.check_mode or not steps:
-            module.exit_json(changed=changes, actions=actions, cluster=current or {}, diff=diff)
+            moves = planned_moves(module, api, p) if decommissions else []
+            if decommissions:
+                diff["before"], diff["after"] = {**before, "moves": []}, {**after, "moves": moves}
+            module.exit_json(changed=changes, actions=actions, moves=moves, cluster=current or {}, diff=diff)
+        moves = []
         for kind, _, arg in steps:
             if kind == "put":
                 api.put_cluster(p["id"], p["bootstrap"] or current["bootstrap"], p["coordination"])
@@ -254,8 +278,12 @@ def main() -> None:
                 if p["wait"]:
                     decommission(api, p, wrote, run=arg)
             else:
-                decommission(api, p, wrote)
-        module.exit_json(changed=bool(wrote), actions=actions, cluster=api.cluster(p["id"]) or {}, diff=diff)
+                run = decommission(api, p, wrote)
+                if run and run.get("id") is not None:
+                    moves = move_lines((api.workflow(run["id"]) or {}).get("partitions_moved"))
+                diff["before"], diff["after"] = {**before, "moves": []}, {**after, "moves": moves}
+        module.exit_json(changed=bool(wrote), actions=actions, moves=moves, cluster=api.cluster(p["id"]) or {},
+                         diff=diff)
     except ApiError as exc:
         module.fail_json(msg=str(exc), status=exc.status, changed=bool(wrote))
 

@@ -15,12 +15,20 @@ description:
     cluster instead (keys re-hash; opt-in).
   - Idempotent. When the cluster already holds its fair share the workflow moves nothing and the
     module reports no change.
-  - Check mode reads the topics' segment chains and predicts how many partitions would move.
+  - Check mode asks the controller for the run's plan (C(POST /v1/workflows?dry_run=true)), the moves it would
+    make now, planned by the workflow's own planner, so C(--check --diff) shows exactly the partitions the run
+    moves. A controller without dry runs (not listed in C(GET /v1/status) C(api_features)) gets an estimate
+    from the segment chains instead, with a warning.
 options:
   cluster:
-    description: Id of a registered, active cluster (see M(fedkafka_cluster)).
+    description: Id of an active cluster (see M(fedkafka_cluster)), or of one to register with O(bootstrap).
     type: str
     required: true
+  bootstrap:
+    description:
+      - Bootstrap servers of a cluster not registered yet; the workflow registers it once it has checked that
+        it answers and is not a cluster already registered. Ignored for a registered cluster.
+    type: str
   strategy:
     description: How the new cluster gets its share.
     type: str
@@ -70,8 +78,14 @@ active_before:
   type: int
   returned: always
   sample: 0
+moves:
+  description: The partitions moved (planned, in check mode), as C(topic/partition from -> to) lines.
+  type: list
+  elements: str
+  returned: always
+  sample: ["orders/4: c1 -> c3"]
 workflow:
-  description: The workflow run as the controller reports it (empty in check mode).
+  description: The workflow run as the controller reports it (in check mode, the controller's dry-run plan).
   type: dict
   returned: always
   sample: {"id": 3, "kind": "scale_up", "state": "done", "moved": 4}
@@ -82,6 +96,7 @@ from ansible.module_utils.fedkafka_api import (  # noqa: E402
     API_ARGUMENT_SPEC,
     ApiError,
     FedkafkaApi,
+    move_lines,
     read_or_predict,
 )
 
@@ -121,11 +136,42 @@ def moved_count(workflow: dict) -> int:
     return int((workflow.get("result") or {}).get("moved", 0)) if isinstance(workflow.get("result"), dict) else 0
 
 
+def diff_of(cluster: str, before: int, moved: int, moves: list[str]) -> dict:
+    key = "active_partitions_on_" + cluster
+    return {"before": {key: before, "moves": []}, "after": {key: before + moved, "moves": moves}}
+
+
+def predict(module, api: FedkafkaApi, current: dict | None) -> dict:
+    """Check mode: the controller's dry-run plan; an estimate from the chains on a controller without one."""
+    p = module.params
+    before = share(api, p["cluster"])[0] if current else 0
+    if not api.can_dry_run():
+        module.warn("the controller has no workflow dry run (upgrade it): partitions_moved is an estimate")
+        before, total, n_active = share(api, p["cluster"])
+        predicted = max(0, total // n_active - before) if p["strategy"] == "rebalance" else (0 if before else 1)
+        return {"changed": predicted > 0, "partitions_moved": predicted, "active_before": before, "moves": [],
+                "workflow": {}, "diff": diff_of(p["cluster"], before, predicted, [])}
+    try:
+        plan = api.start_workflow("scale_up", p["cluster"], strategy=p["strategy"], bootstrap=p["bootstrap"],
+                                  dry_run=True) or {}
+    except ApiError as exc:
+        if current is not None or exc.status not in (404, 503):
+            raise
+        # --check of scale_up.yml: the brokers and the registration before this task were only predicted
+        module.warn(f"check mode: cluster {p['cluster']} cannot be planned yet ({exc}); predicting a scale-up")
+        return {"changed": True, "partitions_moved": 0, "active_before": 0, "moves": [], "workflow": {},
+                "diff": diff_of(p["cluster"], 0, 0, [])}
+    moves = move_lines(plan.get("partitions_moved"))
+    return {"changed": bool(plan.get("changed")), "partitions_moved": plan.get("moved", 0), "active_before": before,
+            "moves": moves, "workflow": plan, "diff": diff_of(p["cluster"], before, plan.get("moved", 0), moves)}
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             **API_ARGUMENT_SPEC,
             "cluster": {"type": "str", "required": True},
+            "bootstrap": {"type": "str"},
             "strategy": {"type": "str", "default": "rebalance", "choices": ["rebalance", "expand"]},
             "wait": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 600},
@@ -136,27 +182,24 @@ def main() -> None:
     api = FedkafkaApi.from_module(module)
     try:
         current = read_or_predict(module, lambda: api.cluster(p["cluster"]))
-        if current is None and module.check_mode:
+        if current is None and module.check_mode and not p["bootstrap"]:
             # A --check run of scale_up.yml: the registration before this task was only predicted.
             module.warn(f"check mode: cluster {p['cluster']} is not registered yet; predicting a scale-up")
-            module.exit_json(changed=True, partitions_moved=0, active_before=0, workflow={})
-        if current is None:
-            module.fail_json(msg=f"cluster {p['cluster']} is not registered: register it first (fedkafka_cluster)")
-        if current.get("state", "active") != "active":
+            module.exit_json(changed=True, partitions_moved=0, active_before=0, moves=[], workflow={})
+        if current is None and not p["bootstrap"]:
+            module.fail_json(msg=f"cluster {p['cluster']} is not registered: register it first (fedkafka_cluster) "
+                                 "or pass its bootstrap")
+        if current is not None and current.get("state", "active") != "active":
             module.fail_json(msg=f"cluster {p['cluster']} is {current.get('state')}, not active: only an active "
                                  "cluster can take writes")
-        before, total, n_active = share(api, p["cluster"])
-        fair = total // n_active
-        predicted = max(0, fair - before) if p["strategy"] == "rebalance" else (0 if before else 1)
-        diff = {"before": {"active_partitions_on_" + p["cluster"]: before},
-                "after": {"active_partitions_on_" + p["cluster"]: before + predicted}}
         if module.check_mode:
-            module.exit_json(changed=predicted > 0, partitions_moved=predicted, active_before=before,
-                             workflow={}, diff=diff)
+            module.exit_json(**predict(module, api, current))
+        before = share(api, p["cluster"])[0] if current else 0
         try:
-            run = api.start_workflow("scale_up", p["cluster"], strategy=p["strategy"]) or {}
+            run = api.start_workflow("scale_up", p["cluster"], strategy=p["strategy"],
+                                     bootstrap=None if current else p["bootstrap"]) or {}
         except ApiError as exc:
-            if exc.status in (404, 405):
+            if exc.status in (404, 405) and current is not None:
                 raise ApiError(f"the controller at {p['controller_url']} has no workflow API (POST /v1/workflows "
                                f"answered {exc.status}): upgrade it to a version with scale-up workflows; "
                                f"cluster {p['cluster']} stays registered and active", status=exc.status) from None
@@ -173,8 +216,10 @@ def main() -> None:
         if not p["wait"] or ("moved" not in workflow and "partitions_moved" not in workflow):
             moved = max(moved, share(api, p["cluster"])[0] - before)
         changed = bool(workflow.get("changed", moved > 0))
-        diff["after"] = {"active_partitions_on_" + p["cluster"]: before + moved}
-        module.exit_json(changed=changed, partitions_moved=moved, active_before=before, workflow=workflow, diff=diff)
+        moves = move_lines(workflow.get("partitions_moved") if isinstance(workflow.get("partitions_moved"), list)
+                           else [])
+        module.exit_json(changed=changed, partitions_moved=moved, active_before=before, moves=moves,
+                         workflow=workflow, diff=diff_of(p["cluster"], before, moved, moves))
     except _WorkflowFailed as exc:
         module.fail_json(msg=str(exc))
     except ApiError as exc:

@@ -31,6 +31,12 @@ options:
     description: Number of brokers the Metadata answer must list to count as ready.
     type: int
     default: 1
+  replicated:
+    description:
+      - Also require every partition to have all its replicas in sync (RV(under_replicated) is 0), as a rolling
+        restart waits for before it stops the next broker.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -73,6 +79,11 @@ brokers:
   elements: dict
   returned: when ready
   sample: [{"id": 1, "host": "127.0.0.1", "port": 39011}]
+under_replicated:
+  description: Partitions (internal ones included) whose in-sync replicas are fewer than their replicas.
+  type: int
+  returned: when ready
+  sample: 0
 topic_count:
   description: Number of topics (internal ones included).
   type: int
@@ -106,6 +117,8 @@ def read_metadata(bootstrap: str, attempt_timeout: float) -> dict:
         "brokers": sorted(({"id": b.id, "host": b.host, "port": b.port} for b in md.brokers.values()),
                           key=lambda b: b["id"]),
         "topic_count": len(md.topics),
+        "under_replicated": sum(1 for t in md.topics.values() for p in t.partitions.values()
+                                if len(p.isrs) < len(p.replicas)),
     }
 
 
@@ -116,6 +129,7 @@ def main() -> None:
             "wait": {"type": "bool", "default": False},
             "timeout": {"type": "int", "default": 60},
             "min_brokers": {"type": "int", "default": 1},
+            "replicated": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -134,9 +148,11 @@ def main() -> None:
         except Exception as exc:  # KafkaException while a broker boots or is unreachable
             last_error = str(exc)
         if info is not None:
-            if len(info["brokers"]) >= p["min_brokers"]:
+            enough = len(info["brokers"]) >= p["min_brokers"]
+            if enough and not (p["replicated"] and info["under_replicated"]):
                 module.exit_json(changed=False, ready=True, elapsed=round(time.monotonic() - started, 2), **info)
-            last_error = f"{len(info['brokers'])} broker(s) in Metadata, {p['min_brokers']} wanted"
+            last_error = (f"{info['under_replicated']} partition(s) under-replicated" if enough else
+                          f"{len(info['brokers'])} broker(s) in Metadata, {p['min_brokers']} wanted")
         if not p["wait"] or time.monotonic() >= deadline:
             break
         time.sleep(0.5)

@@ -97,13 +97,22 @@ class FedkafkaApi:
     def delete_topic(self, name: str):
         return self.request("DELETE", f"/v1/topics/{name}", ok_missing=True)
 
-    def start_workflow(self, kind: str, cluster: str, strategy: str | None = None, drain: bool | None = None):
+    def start_workflow(self, kind: str, cluster: str, strategy: str | None = None, drain: bool | None = None,
+                       bootstrap: str | None = None, dry_run: bool = False):
+        """Start a workflow run, or with dry_run only ask for its plan (nothing is done; see can_dry_run)."""
         body = {"kind": kind, "cluster": cluster}
         if strategy is not None:
             body["strategy"] = strategy
         if drain is not None:
             body["drain"] = drain
-        return self.request("POST", "/v1/workflows", body)
+        if bootstrap:
+            body["bootstrap"] = bootstrap
+        return self.request("POST", "/v1/workflows" + ("?dry_run=true" if dry_run else ""), body)
+
+    def can_dry_run(self) -> bool:
+        """Whether the controller plans workflows without running them. One that cannot would ignore
+        ?dry_run=true and start the run, so check mode must ask first."""
+        return "workflow_dry_run" in ((self.status() or {}).get("api_features") or [])
 
     def workflows(self):
         return self.request("GET", "/v1/workflows")
@@ -137,6 +146,17 @@ def read_or_predict(module, read):
             module.warn(f"check mode: {exc}; predicting as if nothing were registered yet")
             return None
         raise
+
+
+def move_lines(moves) -> list[str]:
+    """A workflow's planned or done moves as diff lines (the same words in check mode and in the run)."""
+    lines = []
+    for m in moves or []:
+        if "partitions_added" in m:
+            lines.append(f"{m['topic']}: +{m['partitions_added']} partitions on {m['to']}")
+        else:
+            lines.append(f"{m['topic']}/{m['partition']}: {m['from']} -> {m['to']}")
+    return lines
 
 
 def _error_detail(exc: HTTPError) -> str:

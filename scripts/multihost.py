@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Real hosts on one machine: Linux network namespaces, each with its own address and sshd.
 
-    multihost.py up [--hosts 8]   create the hosts, start their sshd, write the inventory
+    multihost.py up [--hosts 9]   create the hosts, start their sshd, make the release venv, write the inventory
     multihost.py describe          write .fedkafka/multihost.json (after site.yml converged)
+    multihost.py venv DIR          make another release venv (running this checkout), e.g. for upgrade.yml
     multihost.py down              kill every process of every host, delete namespaces and links
 
 Hosts are namespaces fkmh-host1..N joined by the bridge fkmh0 in the root namespace (198.18.77.1/24, in the
 benchmarking range 198.18.0.0/15; the namespaces get no default route, so nothing leaves this /24).
 Namespaces share the filesystem: each host keeps its state under <root>/<host>/. Needs root.
-The inventory (<root>/inventory.yml) lays a federation out over 8 hosts (see `federation_layout`):
-Ansible reaches every host over SSH, as root, with a key and known_hosts of the harness's own.
+The inventory (<root>/inventory.yml) lays a federation out over 9 hosts (see `federation_layout`; the 9th holds
+the spare cluster c3 for scale_up.yml): Ansible reaches every host over SSH, as root, with a key and known_hosts
+of the harness's own. The hosts run this checkout from a release venv (`make_release_venv`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,16 @@ BRIDGE = f"{PREFIX}0"
 SUBNET = "198.18.77"  # /24 in 198.18.0.0/15; .1 is the root namespace's end of the bridge
 BRIDGE_ADDR = f"{SUBNET}.1"
 SSHD = "/usr/sbin/sshd"
-MIN_HOSTS = 8
+MIN_HOSTS = 9
 POOLS = {"pproxy": "produce", "cproxy": "consume"}
 # client.id prefix -> pool (site.yml sets them on the controller); other client ids get the empty pool "default".
-CLIENT_RULES = {"producers": ("producer", POOLS["pproxy"]), "consumers": ("consumer", POOLS["cproxy"])}
+# `fedkafka check` names its producers fedkafka-checker-p<N> and its consumers fedkafka-checker: the longest
+# matching prefix wins, so the two checker rules split them.
+CLIENT_RULES = {"producers": ("producer", POOLS["pproxy"]), "consumers": ("consumer", POOLS["cproxy"]),
+                "checker-producers": ("fedkafka-checker-p", POOLS["pproxy"]),
+                "checker-consumers": ("fedkafka-checker", POOLS["cproxy"])}
+COORDINATION = "c2"  # as in the local inventory: c1 can then be decommissioned
+SPARE = "c3"  # on its own host, added by scale_up.yml -e cluster=c3
 KAFKA_HEAP = os.environ.get("FEDKAFKA_HOSTS_KAFKA_HEAP", "320m")  # 6 brokers on a small shared machine
 
 
@@ -156,11 +164,13 @@ def ssh_options(key: Path) -> list[str]:
 
 def federation_layout() -> dict[str, tuple[int, str, dict]]:
     """inventory host -> (namespace host number, group, host vars). One broker per host; the services
-    without much load share host7 and host8, one of each proxy role per host so either host can go."""
+    without much load share host7 and host8, one of each proxy role per host so either host can go; the
+    spare cluster c3 (one broker: a scale-up target, not a replicated cluster) has host9 to itself."""
     layout: dict[str, tuple[int, str, dict]] = {}
     for c, first_host in (("c1", 1), ("c2", 4)):
         for n in range(1, 4):
             layout[f"{c}-broker{n}"] = (first_host + n - 1, f"kafka_{c}", {"kafka_broker_node_id": n})
+    layout[f"{SPARE}-broker1"] = (9, f"kafka_{SPARE}", {"kafka_broker_node_id": 1})
     layout["controller"] = (7, "fedkafka_controller", {})
     layout["nameservice"] = (7, "fedkafka_nameservice", {})
     for n, host in ((1, 7), (2, 8)):
@@ -169,7 +179,9 @@ def federation_layout() -> dict[str, tuple[int, str, dict]]:
     return layout
 
 
-def inventory(key: Path, venv: Path) -> dict:
+def inventory(key: Path, venv: Path, modules_python: Path | None = None) -> dict:
+    """`venv`: the release venv the hosts run fedkafka from; `modules_python`: the Python Ansible runs modules
+    with (a venv with Ansible's own needs; default the release venv's)."""
     layout = federation_layout()
     groups: dict[str, dict] = {}
     for name, (i, group, extra) in layout.items():
@@ -182,8 +194,9 @@ def inventory(key: Path, venv: Path) -> dict:
             "ansible_user": "root",
             "ansible_ssh_private_key_file": str(key),
             "ansible_ssh_common_args": ssh_args,
-            "ansible_python_interpreter": str(venv / "bin" / "python"),
+            "ansible_python_interpreter": str(modules_python or venv / "bin" / "python"),
             # One virtualenv for every host (the namespaces share the filesystem): no pip install per host.
+            # upgrade.yml -e fedkafka_venv=<another release venv> rolls the hosts onto another one.
             "fedkafka_venv": str(venv),
             "fedkafka_install_source": "present",
             "fedkafka_service_manager": "supervisord",
@@ -194,7 +207,7 @@ def inventory(key: Path, venv: Path) -> dict:
             "fedkafka_nameservice_listen_host": host_addr(layout["nameservice"][0]),
             "fedkafka_nameservice_port": 9092,
             "fedkafka_nameservice_http_port": 8781,
-            "fedkafka_coordination_cluster": "c1",
+            "fedkafka_coordination_cluster": COORDINATION,
             "fedkafka_topics": [{"name": "demo", "partitions": 6}],
             "fedkafka_client_rules": [{"name": name, "match": "prefix", "pattern": prefix, "pool": pool}
                                       for name, (prefix, pool) in CLIENT_RULES.items()],
@@ -207,6 +220,14 @@ def inventory(key: Path, venv: Path) -> dict:
                          "kafka_broker_port": 9092, "kafka_broker_controller_port": 9093},
                 "children": {g: {"vars": {"kafka_broker_cluster": g.removeprefix("kafka_")}, "hosts": groups[g]}
                              for g in ("kafka_c1", "kafka_c2")},
+            },
+            # Known to the inventory, provisioned by scale_up.yml -e cluster=c3 (same broker settings).
+            "kafka_spare": {
+                "vars": {"kafka_broker_listen_host": "{{ ansible_host }}",
+                         "kafka_broker_advertised_host": "{{ ansible_host }}", "kafka_broker_heap": KAFKA_HEAP,
+                         "kafka_broker_port": 9092, "kafka_broker_controller_port": 9093},
+                "children": {f"kafka_{SPARE}": {"vars": {"kafka_broker_cluster": SPARE},
+                                                "hosts": groups[f"kafka_{SPARE}"]}},
             },
             "fedkafka_controller": {"hosts": groups["fedkafka_controller"]},
             "fedkafka_nameservice": {"hosts": groups["fedkafka_nameservice"]},
@@ -225,14 +246,36 @@ def inventory(key: Path, venv: Path) -> dict:
     }}
 
 
-def write_inventory(key: Path) -> Path:
+def write_inventory(key: Path, venv: Path | None = None) -> Path:
     token = ROOT / "api-token"
     if not token.exists():
         token.write_text(secrets.token_urlsafe(30))
         token.chmod(0o600)
     path = ROOT / "inventory.yml"
     # JSON is YAML: no YAML library needed to write it.
-    path.write_text(json.dumps(inventory(key, Path(sys.prefix)), indent=2) + "\n")
+    path.write_text(json.dumps(inventory(key, venv or Path(sys.prefix), Path(sys.executable)), indent=2) + "\n")
+    return path
+
+
+# --- release venvs -------------------------------------------------------------------------------------------
+
+def make_release_venv(path: Path) -> Path:
+    """A virtualenv that runs this checkout: its own interpreter and scripts (fedkafka, supervisord,
+    supervisorctl), the code from REPO and the dependencies from the harness's venv (a .pth file; no pip,
+    the hosts have no route to an index). The hosts' services run from it, so they run the checkout that
+    started the harness, and a second one gives upgrade.yml a real change of binaries to roll out."""
+    base = Path(getattr(sys, "_base_executable", sys.executable))
+    sh(str(base), "-m", "venv", "--without-pip", str(path))
+    site = next((path / "lib").glob("python3*/site-packages"))
+    deps = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
+    # REPO first: a .pth line is appended to sys.path as is (the deps' own editable .pth files are not read).
+    (site / "fedkafka-release.pth").write_text(f"{REPO}\n{deps}\n")
+    scripts = {"fedkafka": "fedkafka.cli", "supervisord": "supervisor.supervisord",
+               "supervisorctl": "supervisor.supervisorctl"}
+    for name, module in scripts.items():
+        script = path / "bin" / name
+        script.write_text(f"#!{path}/bin/python\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+        script.chmod(0o755)
     return path
 
 
@@ -252,7 +295,10 @@ def up(count: int) -> None:
         known_hosts.append(start_sshd(i))
     (ROOT / "known_hosts").write_text("\n".join(known_hosts) + "\n")
     wait_for_ssh(key, count)
-    print(f"{count} hosts up ({host_addr(1)}..{host_addr(count)}); inventory: {write_inventory(key)}")
+    venv = ROOT / "venvs" / "release-1"
+    if not (venv / "bin" / "fedkafka").exists():
+        make_release_venv(venv)
+    print(f"{count} hosts up ({host_addr(1)}..{host_addr(count)}); inventory: {write_inventory(key, venv)}")
 
 
 def describe() -> None:
@@ -309,8 +355,12 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up").add_argument("--hosts", type=int, default=MIN_HOSTS)
     sub.add_parser("describe")
+    sub.add_parser("venv").add_argument("path", type=Path)
     sub.add_parser("down")
     args = parser.parse_args()
+    if args.command == "venv":
+        print(make_release_venv(args.path.resolve()))
+        return
     if os.geteuid() != 0:
         raise SystemExit("multihost.py needs root (network namespaces, sshd)")
     {"up": lambda: up(args.hosts), "describe": describe, "down": down}[args.command]()

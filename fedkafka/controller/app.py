@@ -24,6 +24,7 @@ from fedkafka.controller.workflow_api import add_routes as add_workflow_routes
 from fedkafka.controller.workflows import WorkflowEngine
 
 MAX_WAIT_MS = 60_000
+API_FEATURES = ["workflow_dry_run"]  # GET /v1/status lists them
 # Numbers the config database stores as BIGINT: a larger one is refused (422) before it reaches a query, where
 # it raised OverflowError (a 500), or worse, sat in a batch of lease renewals and failed the whole batch's write.
 BIGINT_MAX = 2**63 - 1
@@ -213,6 +214,8 @@ def create_app(controller: Controller, token: str, background: bool = True,
 
     @app.get("/v1/status", dependencies=[api])
     def status():
-        return controller.status()
+        # api_features: what a client may rely on; the modules' check mode calls a dry run only when it is listed
+        # (a controller that predates it would ignore ?dry_run=true and start the workflow)
+        return {**controller.status(), "api_features": API_FEATURES}
 
     return app

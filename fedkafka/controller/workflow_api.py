@@ -1,4 +1,4 @@
-"""Admin API routes of the workflow engine: `POST /v1/workflows`, `GET /v1/workflows[/{id}]`."""
+"""Admin API routes of the workflow engine: `POST /v1/workflows[?dry_run=true]`, `GET /v1/workflows[/{id}]`."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ class WorkflowBody(BaseModel):
 
 def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
     @app.post("/v1/workflows", dependencies=[api])
-    def start_workflow(body: WorkflowBody):
-        return engine.start(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap)
+    def start_workflow(body: WorkflowBody, dry_run: bool = False):
+        """`?dry_run=true`: the plan (the same validation, the moves it would make now), nothing done."""
+        run = engine.dry_run if dry_run else engine.start
+        return run(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap)
 
     @app.get("/v1/workflows", dependencies=[api])
     def workflows():

@@ -9,6 +9,7 @@ each unfinished run again from the top and the finished phases change nothing.
 from __future__ import annotations
 
 import builtins  # WorkflowEngine.list shadows list in its own annotations
+import itertools
 import json
 import logging
 import threading
@@ -64,26 +65,16 @@ class WorkflowEngine:
               bootstrap: str | None = None) -> dict[str, Any]:
         """Validate (a clear error and nothing changed when the input is wrong), record the run, start it.
         An unfinished run of the same kind and cluster is returned instead of starting a second one."""
-        if kind not in KINDS:
-            raise Invalid(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        params, phases = _request(kind, strategy, drain, bootstrap)
         with self._start_lock:
             running = self._unfinished(kind, cluster)
             if running is not None:
                 return self.get(running)
             if kind == "scale_up":
-                strategy = strategy or "rebalance"
-                if strategy not in STRATEGIES:
-                    raise Invalid(f"strategy must be rebalance or expand, got {strategy!r}")
                 self._check_scale_up(cluster, bootstrap)
-                params = {"strategy": strategy, "bootstrap": bootstrap}
-                phases = PHASES[(kind, strategy)]
+                self._register(cluster, bootstrap)
             else:
-                drain = _DRAIN_ALIASES.get(drain, drain)
-                if drain not in DRAINS:
-                    raise Invalid(f"drain must be retention or groups, got {drain!r}")
                 self._check_decommission(cluster)
-                params = {"drain": drain}
-                phases = PHASES[(kind, None)]
             now = time.time()
             record = {"kind": kind, "cluster": cluster, **params, "state": "running", "step": phases[0],
                       "changed": False, "moved": 0, "partitions_moved": [], "error": None, "created_at": now,
@@ -101,6 +92,60 @@ class WorkflowEngine:
             self._save(row.id)
             self._spawn(row.id)
             return self.get(row.id)
+
+    def dry_run(self, kind: str, cluster: str, strategy: str | None = None, drain: str | bool | None = None,
+                bootstrap: str | None = None) -> dict[str, Any]:
+        """What start() would do, planned from the current view, without doing it (`POST /v1/workflows?dry_run=true`,
+        the modules' check mode). The same validation, so a request start() refuses gets the same error; the
+        moves are the ones start() would plan now (the same planners). Writes nothing, not even a registration.
+        With a run of the same kind and cluster unfinished, start() would return that run: the plan is then its
+        moves not yet finished, and nothing new."""
+        params, _ = _request(kind, strategy, drain, bootstrap)
+        plan = {"dry_run": True, "kind": kind, "cluster": cluster, **params, "running": None, "registers": False,
+                "states": [], "partitions_moved": []}
+        plan.pop("bootstrap", None)
+        running = self._unfinished(kind, cluster)
+        if running is not None:
+            plan["running"] = running
+            plan["partitions_moved"] = self._unfinished_moves(running)
+        elif kind == "scale_up":
+            self._check_scale_up(cluster, bootstrap)
+            plan["registers"] = cluster not in self._clusters()
+            plan["partitions_moved"] = self._scale_up_plan(cluster, params["strategy"])
+        else:
+            self._check_decommission(cluster)
+            plan["states"], plan["partitions_moved"] = self._decommission_plan(cluster)
+        plan["moved"] = sum(m.get("partitions_added", 1) for m in plan["partitions_moved"])
+        plan["changed"] = running is None and bool(plan["registers"] or plan["states"] or plan["partitions_moved"])
+        return plan
+
+    def _scale_up_plan(self, target: str, strategy: str) -> list[dict[str, Any]]:
+        active = self._active()
+        if target not in self._clusters():
+            active.append(target)  # start() registers it first
+        elif target not in active:
+            raise Unavailable(f"cluster {target} does not answer (reachable: false): a scale-up onto it would fail")
+        if strategy == "expand":
+            return [{"topic": name, "partitions_added": ceil(partitions / max(1, len(active) - 1)), "to": target}
+                    for name, partitions in self._expand_todo(target)]
+        return [_planned(m) for m in rebalance(self._chains(), active, target)]
+
+    def _decommission_plan(self, cluster: str) -> tuple[list[str], list[dict[str, Any]]]:
+        """The state changes and moves of a decommission; like _decommission, it leaves out what is done."""
+        state = ClusterState(self._clusters()[cluster].state)
+        order = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
+        states = [f"{a.value} -> {b.value}" for a, b in itertools.pairwise(order[order.index(state):])]
+        moves = []
+        if state in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
+            moves = [_planned(m) for m in self._evacuation(cluster)]
+        return states, moves
+
+    def _unfinished_moves(self, run_id: int) -> list[dict[str, Any]]:
+        with self.ctl.session() as s:
+            rows = list(s.scalars(select(MoveRow).where(MoveRow.id.in_(self.mover.unfinished(run_id)))
+                                  .order_by(MoveRow.id)))
+        return [{"topic": r.topic, "partition": r.partition, "from": r.from_cluster, "to": r.to_cluster,
+                 "state": r.state} for r in rows]
 
     def get(self, run_id: int) -> dict[str, Any]:
         """The run's record as last saved (the worker thread saves it on every change)."""
@@ -162,7 +207,7 @@ class WorkflowEngine:
             if row.state != ClusterState.ACTIVE:
                 raise Conflict(f"cluster {cluster} is {row.state}: only an active cluster can take writes")
             return
-        scan = self.ctl.kafka.scan(cluster, bootstrap)
+        scan = self.ctl.kafka.scan(cluster, bootstrap)  # read only: dry_run validates with it too
         if not scan.reachable:
             raise Unavailable(f"cannot reach a Kafka cluster at {bootstrap}: {scan.error}; nothing was changed")
         assert bootstrap  # a new cluster: checked above
@@ -173,7 +218,11 @@ class WorkflowEngine:
             if other.bootstrap == bootstrap or (new_id and new_id == self._kafka_cluster_id(other.id, other.bootstrap)):
                 raise Conflict(f"{bootstrap} is the Kafka cluster already registered as {other.id}; "
                                "a physical cluster can join the federation only once. Nothing was changed")
-        self.ctl.put_cluster(cluster, bootstrap, None)
+
+    def _register(self, cluster: str, bootstrap: str | None) -> None:
+        """A scale-up onto a cluster not registered yet registers it, once _check_scale_up accepted it."""
+        if bootstrap and cluster not in self._clusters():
+            self.ctl.put_cluster(cluster, bootstrap, None)
 
     def _check_decommission(self, cluster: str) -> None:
         rows = self._clusters()
@@ -342,8 +391,7 @@ class WorkflowEngine:
         target = rec["cluster"]
         self._phase(run_id, "register", 1, 1)
         active = self._active()
-        todo = [(name, len(parts)) for name, parts in sorted(self._chains().items())
-                if not any(segs[-1].cluster == target for segs in parts)]
+        todo = self._expand_todo(target)
         for i, (name, partitions) in enumerate(todo):
             self._phase(run_id, "expand", i, len(todo))
             extra = ceil(partitions / max(1, len(active) - 1))
@@ -352,6 +400,11 @@ class WorkflowEngine:
             rec["moved"] += extra
             rec["changed"] = True
         self._phase(run_id, "expand", len(todo), len(todo))
+
+    def _expand_todo(self, target: str) -> list[tuple[str, int]]:
+        """(topic, partitions) of the topics with no active segment on `target` yet."""
+        return [(name, len(parts)) for name, parts in sorted(self._chains().items())
+                if not any(segs[-1].cluster == target for segs in parts)]
 
     def _add_partitions(self, name: str, have: int, extra: int, target: str) -> None:
         clusters = self._clusters()
@@ -401,8 +454,11 @@ class WorkflowEngine:
         self._phase(run_id, "removed", 1, 1)
 
     def _evacuate_plan(self, leaving: str) -> builtins.list[MovePlan]:
+        return [MovePlan(**vars_of(m)) for m in self._evacuation(leaving)]
+
+    def _evacuation(self, leaving: str):
         active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
-        return [MovePlan(**vars_of(m)) for m in evacuate(self._chains(), [c.id for c in active] + [leaving], leaving)]
+        return evacuate(self._chains(), [c.id for c in active if c.id != leaving] + [leaving], leaving)
 
     def _active_on(self, cluster: str) -> int:
         with self.ctl.session() as s:
@@ -541,6 +597,26 @@ def _blocker(topic: str, p: int, segs, cluster: str, floor: int | None, group: s
 
 class _Stopping(Exception):
     pass
+
+
+def _request(kind: str, strategy: str | None, drain: str | bool | None,
+             bootstrap: str | None) -> tuple[dict[str, Any], list[str]]:
+    """A request's parameters, normalised, and its phases; Invalid when a value is wrong."""
+    if kind not in KINDS:
+        raise Invalid(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "scale_up":
+        strategy = strategy or "rebalance"
+        if strategy not in STRATEGIES:
+            raise Invalid(f"strategy must be rebalance or expand, got {strategy!r}")
+        return {"strategy": strategy, "bootstrap": bootstrap}, PHASES[(kind, strategy)]
+    drain = _DRAIN_ALIASES.get(drain, drain)
+    if drain not in DRAINS:
+        raise Invalid(f"drain must be retention or groups, got {drain!r}")
+    return {"drain": drain}, PHASES[(kind, None)]
+
+
+def _planned(move) -> dict[str, Any]:
+    return {"topic": move.topic, "partition": move.partition, "from": move.from_cluster, "to": move.to_cluster}
 
 
 def vars_of(move) -> dict[str, Any]:

@@ -13,12 +13,14 @@ from ansible_harness import ApiError
 
 
 class FakeController:
-    def __init__(self, clusters=None, topics=None, proxies=None, view_version=1, workflows=True, runs=None):
+    def __init__(self, clusters=None, topics=None, proxies=None, view_version=1, workflows=True, runs=None,
+                 dry_run=True):
         self.clusters = {c["id"]: copy.deepcopy(c) for c in clusters or []}
         self.topics = {t["name"]: copy.deepcopy(t) for t in topics or []}
         self.proxies = list(proxies or [])
         self.view_version = view_version
         self.workflows_supported = workflows
+        self.dry_run_supported = dry_run  # listed in GET /v1/status api_features
         self.runs = {r["id"]: copy.deepcopy(r) for r in runs or []}  # runs a controller is already doing
         self.calls: list[tuple[str, str, object]] = []
 
@@ -28,10 +30,12 @@ class FakeController:
 
     def request(self, method, path, body=None, ok_missing=False):
         self.calls.append((method, path, copy.deepcopy(body)))
+        path, _, query = path.partition("?")
         parts = path.strip("/").split("/")[1:]
         if method == "GET" and parts == ["status"]:
             return {"view_version": self.view_version, "clusters": len(self.clusters),
-                    "topics": len(self.topics), "proxies": self.proxies}
+                    "topics": len(self.topics), "proxies": self.proxies,
+                    "api_features": ["workflow_dry_run"] if self.dry_run_supported else []}
         if parts[0] == "clusters":
             return self._clusters(method, parts[1:], body)
         if parts[0] == "topics":
@@ -39,13 +43,18 @@ class FakeController:
         if parts[0] == "workflows":
             if not self.workflows_supported:
                 raise ApiError("not found", status=404)
+            if method == "POST" and query == "dry_run=true":
+                moves = (self._scale_up(body["cluster"], apply=False) if body["kind"] == "scale_up"
+                         else self._evacuation(body["cluster"]))
+                return {"dry_run": True, "changed": bool(moves), "moved": len(moves), "partitions_moved": moves}
             if method == "POST":
                 cluster = self.clusters[body["cluster"]]
                 if body["kind"] == "decommission":
                     cluster["state"] = "removed"
                     self.workflow_result = {"id": 1, "state": "done"}
                 else:
-                    self.workflow_result = {"id": 1, "state": "done", "moved": self._scale_up(body["cluster"])}
+                    moves = self._scale_up(body["cluster"])
+                    self.workflow_result = {"id": 1, "state": "done", "moved": len(moves), "partitions_moved": moves}
                 return {"id": 1, "state": "running"}
             if len(parts) == 1:
                 return list(self.runs.values())
@@ -56,20 +65,30 @@ class FakeController:
             return self.workflow_result
         raise AssertionError(f"unexpected call {method} {path}")
 
-    def _scale_up(self, cid):
-        """Move active segments to cid until it holds its fair share (what the real workflow promises)."""
-        chains = [c for t in self.topics.values() for c in t.get("chains", [])]
+    def _scale_up(self, cid, apply=True):
+        """Move active segments to cid until it holds its fair share (what the real workflow promises);
+        returns the moves (made only with apply)."""
+        chains = [(t["name"], c) for t in self.topics.values() for c in t.get("chains", [])]
         active = [c for c in self.clusters.values() if c["state"] == "active"]
         fair = len(chains) // max(1, len(active))
-        moved = 0
-        for chain in chains:
-            if sum(1 for c in chains if c["segments"][-1]["cluster"] == cid) >= fair:
+        have = sum(1 for _, c in chains if c["segments"][-1]["cluster"] == cid)
+        moves = []
+        for topic, chain in chains:
+            if have + len(moves) >= fair:
                 break
             if chain["segments"][-1]["cluster"] != cid:
-                chain["segments"].append({"cluster": cid, "topic": "t", "partition": 0, "phys_start": 0,
-                                          "phys_end": None, "logical_base": 0})
-                moved += 1
-        return moved
+                moves.append({"topic": topic, "partition": chain["partition"],
+                              "from": chain["segments"][-1]["cluster"], "to": cid})
+                if apply:
+                    chain["segments"].append({"cluster": cid, "topic": "t", "partition": 0, "phys_start": 0,
+                                              "phys_end": None, "logical_base": 0})
+        return moves
+
+    def _evacuation(self, cid):
+        """Every partition active on cid, to the first other active cluster (a stand-in for the real plan)."""
+        to = next(c["id"] for c in self.clusters.values() if c["id"] != cid and c["state"] == "active")
+        return [{"topic": t["name"], "partition": c["partition"], "from": cid, "to": to}
+                for t in self.topics.values() for c in t.get("chains", []) if c["segments"][-1]["cluster"] == cid]
 
     def _clusters(self, method, parts, body):
         if method == "GET" and not parts:

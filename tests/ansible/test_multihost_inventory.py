@@ -28,7 +28,8 @@ def multihost(tmp_path, monkeypatch):
 def test_layout_puts_each_broker_on_its_own_host_and_each_side_on_two_hosts(multihost):
     layout = multihost.federation_layout()
     brokers = [host for name, (host, group, _) in layout.items() if group.startswith("kafka_")]
-    assert sorted(brokers) == [1, 2, 3, 4, 5, 6]
+    assert sorted(brokers) == [1, 2, 3, 4, 5, 6, 9]
+    assert [host for host, group, _ in layout.values() if group == "kafka_c3"] == [9]  # the spare, alone
     sides = Counter(group for _, group, _ in layout.values() if group.startswith("fedkafka_"))
     assert sides == {"fedkafka_controller": 1, "fedkafka_nameservice": 1, "fedkafka_pproxies": 2,
                      "fedkafka_cproxies": 2}
@@ -47,9 +48,37 @@ def test_inventory_state_dirs_are_per_service_and_addresses_in_the_benchmark_ran
             walk(child)
 
     walk(inv["all"])
-    assert len(hosts) == 12
-    assert len({h["fedkafka_state_dir"] for h in hosts.values()}) == 12
+    assert len(hosts) == 13
+    assert len({h["fedkafka_state_dir"] for h in hosts.values()}) == 13
     assert all(h["ansible_host"].startswith("198.18.77.") for h in hosts.values())
+    spare = inv["all"]["children"]["kafka_spare"]["children"]
+    assert list(spare) == ["kafka_c3"] and "kafka_c3" not in inv["all"]["children"]["kafka_brokers"]["children"]
+    assert inv["all"]["vars"]["fedkafka_coordination_cluster"] == "c2"  # so decommission.yml can retire c1
+
+
+def test_checker_client_ids_land_in_their_sides_pool(multihost):
+    """`fedkafka check` producers (fedkafka-checker-p<N>) and consumers (fedkafka-checker) each match a rule of
+    their side; the name service takes the longest matching prefix."""
+    rules = [(prefix, pool) for prefix, pool in multihost.CLIENT_RULES.values()]
+
+    def pool_of(client_id):
+        matches = [(len(prefix), pool) for prefix, pool in rules if client_id.startswith(prefix)]
+        return max(matches)[1] if matches else "default"
+
+    assert pool_of("fedkafka-checker-p0") == pool_of("producer-x") == "produce"
+    assert pool_of("fedkafka-checker") == pool_of("consumer-x") == "consume"
+
+
+def test_release_venv_runs_this_checkout(multihost, tmp_path):
+    venv = multihost.make_release_venv(tmp_path / "release")
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import fedkafka, importlib.metadata as m, supervisor; print(fedkafka.__file__);"
+                            "print(m.version('fedkafka'))"], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    where, version = probe.stdout.split()
+    assert Path(where).is_relative_to(ROOT) and version
+    assert subprocess.run([str(venv / "bin" / "fedkafka"), "--help"], capture_output=True,
+                          timeout=60).returncode == 0
 
 
 @pytest.mark.ansible

@@ -65,6 +65,17 @@ def test_proxy_workers_with_a_controller_are_refused_before_start(tmp_path):
     assert "Run the proxy as a service" not in out
 
 
+def test_a_pool_of_mixed_proxy_roles_is_refused_before_anything_starts():
+    """One pool for the example's pproxies and cproxies: each would answer Metadata differently."""
+    proc = subprocess.run([PLAYBOOK, "-i", "inventory/example", "playbooks/site.yml", "-e",
+                           "fedkafka_proxy_pool=everyone", "-e", "fedkafka_api_token=0123456789abcdef"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert "proxy pool 'everyone' mixes the roles pproxy and cproxy" in out, out
+    assert re.findall(r"^(\S+)\s+: ok=", proc.stdout, re.M) == ["localhost"]
+
+
 def test_example_inventory_passes_the_proxy_checks_as_shipped(tmp_path):
     proc = subprocess.run([PLAYBOOK, "-i", "inventory/example", "playbooks/site.yml",
                            "--limit", "localhost,fedkafka-pp-a.example.net", *CHECK_ONE_PROXY,
@@ -79,13 +90,15 @@ PATH_SETTINGS = {"inventory", "roles_path", "library", "module_utils", "doc_frag
 
 
 @pytest.mark.parametrize("cwd", [".", "playbooks"])
-@pytest.mark.parametrize("playbook", ["site.yml", "scale_up.yml", "decommission.yml"])
+@pytest.mark.parametrize("playbook", ["site.yml", "scale_up.yml", "decommission.yml", "rolling_restart.yml",
+                                      "upgrade.yml"])
 def test_playbooks_find_the_bundle_from_the_root_and_from_playbooks(cwd, playbook):
     path = playbook if cwd == "playbooks" else f"playbooks/{playbook}"
     proc = subprocess.run([PLAYBOOK, path, "-e", "cluster=c3", "--list-tasks", "--list-hosts"], cwd=ROOT / cwd,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert re.search(r"^\s+controller$", proc.stdout, re.M), proc.stdout  # the local inventory was found
+    host = "proxy1" if playbook == "rolling_restart.yml" else "controller"  # it restarts brokers and proxies
+    assert re.search(rf"^\s+{host}$", proc.stdout, re.M), proc.stdout  # the local inventory was found
     assert "couldn't resolve module" not in proc.stderr
 
 
