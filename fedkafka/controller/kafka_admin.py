@@ -173,12 +173,7 @@ class KafkaAdmin:
         res = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries)
         fut = self.client(cluster, bootstrap).incremental_alter_configs(
             [res], request_timeout=self.timeout, validate_only=validate_only)[res]
-        try:
-            fut.result(timeout=self.timeout + 2)
-        except KafkaException as e:
-            raise _classify(cluster, e.args[0]) from None
-        except TimeoutError:
-            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
+        self._settle(cluster, bootstrap, fut)
 
     def validate_new_topic(self, cluster: str, bootstrap: str, partitions: int, config: dict[str, str]) -> None:
         """Ask a cluster whether it would create a topic with this config (CreateTopics validate_only: nothing
@@ -187,6 +182,10 @@ class KafkaAdmin:
         fut = self.client(cluster, bootstrap).create_topics(
             [NewTopic(name, partitions, replication_factor=-1, config=dict(config))], validate_only=True,
             request_timeout=self.timeout, operation_timeout=self.timeout)[name]
+        self._settle(cluster, bootstrap, fut)
+
+    def _settle(self, cluster: str, bootstrap: str, fut) -> None:
+        """Wait for an admin future: a cluster's refusal classified, no answer in time KafkaUnavailable."""
         try:
             fut.result(timeout=self.timeout + 2)
         except KafkaException as e:
