@@ -10,7 +10,7 @@ import uuid
 from confluent_kafka import Consumer, Producer
 from proxy.support import create_topic
 
-from fedkafka.view.model import View, shadow_topic
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View, shadow_topic
 
 
 def with_coordination(view: View, cluster: str, bootstrap: str) -> View:
@@ -18,6 +18,20 @@ def with_coordination(view: View, cluster: str, bootstrap: str) -> View:
     for name, topic in view.topics.items():
         create_topic(bootstrap, shadow_topic(name), topic.partition_count)
     return dataclasses.replace(view, coordination_cluster=cluster)
+
+
+def identity_and_moved_view(c1, c2, topic: str, skipped: int, base: int, epoch: int) -> View:
+    """p0 an identity segment on c1; p1 moved to c2 from physical `skipped` (the records before it, written
+    here, belong to nobody) at logical `base`, leader epoch `epoch`; c1 coordinates."""
+    physical = f"phys-{topic}"
+    create_topic(c1.bootstrap, physical, 1)
+    create_topic(c2.bootstrap, physical, 1)
+    produce_values(c2.bootstrap, physical, ["junk"] * skipped, partition=0)
+    chains = (PartitionChain(segments=(Segment("c1", physical, 0, 0, None, 0),)),
+              PartitionChain(segments=(Segment("c2", physical, 0, skipped, None, base),), leader_epoch=epoch))
+    view = View(version=1, clusters={c.name: Cluster(c.name, c.bootstrap) for c in (c1, c2)},
+                topics={topic: LogicalTopic(topic, uuid.uuid4().hex, chains)})
+    return with_coordination(view, "c1", c1.bootstrap)
 
 
 def produce_values(bootstrap: str, topic: str, values: list[str], partition: int | None = None) -> list:

@@ -10,12 +10,12 @@ import uuid
 
 import pytest
 from confluent_kafka import TopicPartition
-from proxy.support import ProxyProcess, create_topic
+from proxy.support import ProxyProcess
 
 from fedkafka.kafka.tools import run_tool
-from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyRole, Segment, View
+from fedkafka.view.model import ProxyRole
 
-from .support import consumer, produce_values, with_coordination
+from .support import consumer, identity_and_moved_view, produce_values
 
 pytestmark = pytest.mark.integration
 
@@ -23,16 +23,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def federation(kafka_clusters, unique_name, tmp_path):
     """p0 identity on c1; p1 moved: c2 from physical 3 at logical 300."""
-    c1, c2 = kafka_clusters[0], kafka_clusters[1]
-    physical = f"phys-{unique_name}"
-    create_topic(c1.bootstrap, physical, 1)
-    create_topic(c2.bootstrap, physical, 1)
-    produce_values(c2.bootstrap, physical, ["junk"] * 3, partition=0)
-    chains = (PartitionChain(segments=(Segment("c1", physical, 0, 0, None, 0),)),
-              PartitionChain(segments=(Segment("c2", physical, 0, 3, None, 300),), leader_epoch=1))
-    view = View(version=1, clusters={c.name: Cluster(c.name, c.bootstrap) for c in (c1, c2)},
-                topics={unique_name: LogicalTopic(unique_name, uuid.uuid4().hex, chains)})
-    with ProxyProcess(tmp_path, with_coordination(view, "c1", c1.bootstrap), role=ProxyRole.BOTH) as proxy:
+    view = identity_and_moved_view(kafka_clusters[0], kafka_clusters[1], unique_name, 3, 300, 1)
+    with ProxyProcess(tmp_path, view, role=ProxyRole.BOTH) as proxy:
         yield proxy, unique_name
         assert proxy.alive(), proxy.output()[-3000:]
 
