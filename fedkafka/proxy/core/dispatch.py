@@ -202,8 +202,9 @@ class Dispatcher:
                 sent.append(asyncio.ensure_future(self._ask_controller(call)))
                 continue
             if call.request.__api_key__ == PRODUCE_API_KEY and (refusal := self._not_to_send(deadline)):
-                self.observer.refused("lease" if "lease" in refusal else "deadline", cluster, -1, refusal, None)
-                sent.append(UpstreamError(cluster, refusal))
+                reason, message = refusal
+                self.observer.refused(reason, cluster, -1, message, None)
+                sent.append(UpstreamError(cluster, message))
                 continue
             try:
                 if isinstance(call.target, AnyBroker):
@@ -219,14 +220,15 @@ class Dispatcher:
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
         return sent
 
-    def _not_to_send(self, deadline: float | None) -> str | None:
-        """Why a produce routed earlier (a barrier or a retry waited meanwhile) must not go upstream now."""
+    def _not_to_send(self, deadline: float | None) -> tuple[str, str] | None:
+        """(reason, message) when a produce routed earlier (a barrier or a retry waited meanwhile) must not go
+        upstream now."""
         if not self.state.lease_valid():
-            return "proxy lease expired: not sent"  # the controller may be sealing (docs/DESIGN.md §4.3)
+            return "lease", "proxy lease expired: not sent"  # the controller may be sealing (docs/DESIGN.md §4.3)
         if deadline is not None and asyncio.get_running_loop().time() > deadline:
             # The client has given up on this request and sends its next ones (or a retry, maybe through
             # another proxy): written now, it would land after them (docs/DESIGN.md §4.2).
-            return "the client's request timeout passed: not sent"
+            return "deadline", "the client's request timeout passed: not sent"
         return None
 
     async def _send_to_any(self, call: Call, slot: int):
