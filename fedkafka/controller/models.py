@@ -126,5 +126,8 @@ class MoveRow(Base):
     frozen_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     seal: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     phys_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # logical offsets left between the seal and the new segment: 0, or UNCLEAN_GAP for a failover, whose seal is
+    # the last log end the controller knew of a dead cluster (docs/DESIGN.md §9)
+    gap: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)

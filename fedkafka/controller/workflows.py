@@ -23,12 +23,13 @@ from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
+from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, shadow_topic
 from fedkafka.view.rebalance import droppable_prefix, evacuate, rebalance
 
 log = logging.getLogger(__name__)
 
-KINDS = ("scale_up", "decommission")
+KINDS = ("scale_up", "decommission", "failover")
 SWEEP_INTERVAL_S = 30.0
 STRATEGIES = ("rebalance", "expand")
 DRAINS = ("retention", "groups")
@@ -37,7 +38,10 @@ PHASES = {
     ("scale_up", "rebalance"): ["register", *MOVE_PHASES],
     ("scale_up", "expand"): ["register", "expand"],
     ("decommission", None): ["read_only", *MOVE_PHASES, "draining", "drain", "removed"],
+    ("failover", None): ["read_only", *MOVE_PHASES],
 }
+# A failover retries partitions another run was moving (their moves settle within the ack and seal timeouts).
+FAILOVER_BUSY_WAIT_S = 120.0
 
 
 class WorkflowEngine:
@@ -68,6 +72,9 @@ class WorkflowEngine:
                 self._check_scale_up(cluster, bootstrap)
                 params = {"strategy": strategy, "bootstrap": bootstrap}
                 phases = PHASES[(kind, strategy)]
+            elif kind == "failover":
+                self._check_failover(cluster)
+                params, phases = {}, PHASES[(kind, None)]
             else:
                 drain = {True: "groups", False: "retention", None: "retention"}.get(drain, drain)
                 if drain not in DRAINS:
@@ -181,6 +188,28 @@ class WorkflowEngine:
             raise Conflict(f"cluster {cluster} is the last active cluster: its partitions would have nowhere "
                            "to go. Add a cluster first. Nothing was changed")
 
+    def _check_failover(self, cluster: str) -> None:
+        """Refused when a planned move could keep every acked record (the cluster answers), or when there is
+        nowhere to go or the groups live there (docs/DESIGN.md §9)."""
+        rows = self._clusters()
+        row = rows.get(cluster)
+        if row is None:
+            raise NotFound(f"unknown cluster {cluster!r}")
+        if coordination_cluster(list(rows.values())) == cluster:
+            raise Conflict(f"cluster {cluster} is the coordination cluster (it holds every consumer group and its "
+                           "committed offsets): move that role first with `fedkafka coordination move --to "
+                           "CLUSTER [--unclean]`. Nothing was changed")
+        if row.state in (ClusterState.DRAINING, ClusterState.REMOVED):
+            return  # no active segment there: the run finishes at once, unchanged
+        others = [c.id for c in rows.values() if c.id != cluster and c.state == ClusterState.ACTIVE and c.reachable]
+        if not others:
+            raise Conflict(f"cluster {cluster} is the only active cluster: its partitions would have nowhere to "
+                           "go. Nothing was changed")
+        if row.reachable:
+            raise Conflict(f"cluster {cluster} is reachable: a failover would leave a gap in its partitions' "
+                           f"offsets for nothing. Move its writes with `fedkafka decommission --cluster {cluster}` "
+                           "(a planned move keeps every acked record in place). Nothing was changed")
+
     def _kafka_cluster_id(self, cluster: str, bootstrap: str) -> str | None:
         try:
             admin = self.ctl.kafka.client(cluster, bootstrap)
@@ -208,14 +237,12 @@ class WorkflowEngine:
     def _run(self, run_id: int) -> None:
         rec = self._records[run_id]
         try:
-            with self._run_lock:
-                if rec["kind"] == "scale_up" and rec.get("strategy") == "expand":
-                    self._expand(run_id)
-                elif rec["kind"] == "scale_up":
-                    self._phase(run_id, "register", 1, 1)
-                    self._moves(run_id, lambda: self._rebalance_plan(rec["cluster"]))
-                else:
-                    self._decommission(run_id)
+            if rec["kind"] == "failover":
+                # not behind the run lock: a decommission's drain may hold it for hours, and a dead cluster's
+                # writes must move now. Partitions another run is moving are retried once those moves settle.
+                self._failover(run_id)
+            else:
+                self._run_locked(run_id)
             rec["state"] = "done"
         except _Stopping:  # left "running": the next controller resumes it
             log.info("workflow %d paused at %s: controller stopping", run_id, rec["step"])
@@ -225,6 +252,17 @@ class WorkflowEngine:
             rec["state"], rec["error"] = "failed", str(e)
         rec["finished_at"] = time.time()
         self._save(run_id)
+
+    def _run_locked(self, run_id: int) -> None:
+        rec = self._records[run_id]
+        with self._run_lock:
+            if rec["kind"] == "scale_up" and rec.get("strategy") == "expand":
+                self._expand(run_id)
+            elif rec["kind"] == "scale_up":
+                self._phase(run_id, "register", 1, 1)
+                self._moves(run_id, lambda: self._rebalance_plan(rec["cluster"]))
+            else:
+                self._decommission(run_id)
 
     def _phase(self, run_id: int, name: str, done: int, total: int) -> None:
         """Progress of one phase; earlier phases count as finished. Saved whenever it changes."""
@@ -269,16 +307,19 @@ class WorkflowEngine:
             self.mover.plan(run_id, plans)
         ids = self.mover.unfinished(run_id)
         self._phase(run_id, "plan", 1, 1)
+        self._run_moves(run_id, ids)
+        for phase in MOVE_PHASES:
+            ph = next(p for p in self._records[run_id]["phases"] if p["name"] == phase)
+            if ph["state"] != "done":
+                self._phase(run_id, phase, ph["total"], ph["total"])
+
+    def _run_moves(self, run_id: int, ids: list[int]) -> None:
         try:
             self.mover.run(ids, lambda phase, done, total: self._phase(run_id, phase, done, total))
         except MoveFailed as e:
             raise MoveFailed(f"moves rolled back, writes continue where they were: {e}") from None
         finally:
             self._record_moves(run_id)
-        for phase in MOVE_PHASES:
-            ph = next(p for p in self._records[run_id]["phases"] if p["name"] == phase)
-            if ph["state"] != "done":
-                self._phase(run_id, phase, ph["total"], ph["total"])
 
     def _record_moves(self, run_id: int) -> None:
         with self.ctl.session() as s:
@@ -365,6 +406,50 @@ class WorkflowEngine:
                                  physical_partition=first + i, phys_start=0, phys_end=None, logical_base=0))
             s.commit()
         self.ctl.compose()
+
+    # -- failover ----------------------------------------------------------------------------------
+    def _failover(self, run_id: int) -> None:
+        """Every active segment on a dead cluster gets a new segment on a live one, after a gap (docs/DESIGN.md
+        §9): read_only first (it comes back read_only), then unclean moves, as many rounds as partitions that
+        another run was moving need (they are left out of a plan until those moves settle)."""
+        rec = self._records[run_id]
+        cluster = rec["cluster"]
+        state = ClusterState(self._clusters()[cluster].state)
+        if state == ClusterState.ACTIVE:
+            self.ctl.set_cluster_state(cluster, "read_only")  # no new partition or move targets it
+            rec["changed"] = True
+        self._phase(run_id, "read_only", 1, 1)
+        own = self.mover.unfinished(run_id)  # a resumed run finishes its own moves first
+        if own:
+            self._run_moves(run_id, own)
+        deadline = time.monotonic() + FAILOVER_BUSY_WAIT_S
+        while self._active_on(cluster):
+            plans = [p for p in self._failover_plan(cluster) if (p.topic, p.partition) not in self._busy()]
+            if plans:
+                self._ensure_targets(plans)
+                ids = self.mover.plan(run_id, plans)
+                self._phase(run_id, "plan", 1, 1)
+                self._run_moves(run_id, ids)
+            elif time.monotonic() > deadline:
+                raise MoveFailed(f"{self._active_on(cluster)} partitions still write to {cluster}: other moves of "
+                                 f"them did not settle within {FAILOVER_BUSY_WAIT_S:.0f} s; run the failover again")
+            else:
+                time.sleep(0.5)
+            if self._stop_requested():
+                raise _Stopping()
+        for phase in MOVE_PHASES:
+            ph = next(p for p in rec["phases"] if p["name"] == phase)
+            if ph["state"] != "done":
+                self._phase(run_id, phase, ph["total"], ph["total"])
+
+    def _failover_plan(self, dead: str) -> list[MovePlan]:
+        plans = self._evacuate_plan(dead)
+        return [MovePlan(**{**vars_of(m), "gap": UNCLEAN_GAP}) for m in plans]
+
+    def _busy(self) -> set[tuple[str, int]]:
+        with self.ctl.session() as s:
+            return {(t, p) for t, p in s.execute(select(MoveRow.topic, MoveRow.partition)
+                                                 .where(MoveRow.state.not_in(("done", "rolled_back"))))}
 
     # -- decommission ------------------------------------------------------------------------------
     def _decommission(self, run_id: int) -> None:
