@@ -59,6 +59,8 @@ class Settings:
     lease_ms: int = 10_000
     scan_interval: float = 5.0
     kafka_timeout: float = 3.0
+    # fail a cluster over once it has been unreachable this many seconds (None: never on its own; docs/DESIGN.md §9)
+    auto_failover_after: float | None = None
 
 
 class Controller:

@@ -121,6 +121,8 @@ class WorkflowEngine:
             rows = list(s.scalars(select(WorkflowRow).where(WorkflowRow.state == "running")))
         self.mover.sweep()
         threading.Thread(target=self._sweep_loop, name="workflow-sweeper", daemon=True).start()
+        if self.ctl.settings.auto_failover_after is not None:
+            threading.Thread(target=self._auto_failover_loop, name="auto-failover", daemon=True).start()
         for row in rows:
             self._records[row.id] = json.loads(row.record_json)
             self._records[row.id]["id"] = row.id
@@ -140,6 +142,42 @@ class WorkflowEngine:
                 log.exception("sweep failed")
             finally:
                 self._run_lock.release()
+
+    def _auto_failover_loop(self) -> None:
+        """`--auto-failover-after N`: a cluster the scans found unreachable for N seconds is failed over, as if an
+        operator asked (the same checks: never the coordination cluster or the only active one)."""
+        after = self.ctl.settings.auto_failover_after
+        down_since: dict[str, float] = {}
+        refused: set[str] = set()
+        while not self.ctl._stop.wait(min(1.0, max(0.1, after / 4))):
+            try:
+                self.auto_failover_round(down_since, refused, after)
+            except Exception:
+                log.exception("auto-failover check failed")
+
+    def auto_failover_round(self, down_since: dict[str, float], refused: set[str], after: float) -> list[int]:
+        """One check: start a failover of each cluster unreachable for `after` seconds that still takes writes.
+        Returns the runs started. `down_since` and `refused` carry state between rounds."""
+        now = time.monotonic()
+        started = []
+        for c in self._clusters().values():
+            if c.reachable or c.state not in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
+                down_since.pop(c.id, None)
+                refused.discard(c.id)
+                continue
+            since = down_since.setdefault(c.id, now)
+            if now - since < after or not self._active_on(c.id) or self._unfinished("failover", c.id):
+                continue
+            try:
+                run = self.start("failover", c.id)
+            except (Conflict, NotFound) as e:
+                if c.id not in refused:
+                    log.warning("auto-failover of %s refused: %s", c.id, e)
+                    refused.add(c.id)
+                continue
+            log.warning("cluster %s unreachable for %.0f s: failover started (run %d)", c.id, now - since, run["id"])
+            started.append(run["id"])
+        return started
 
     def wait(self, run_id: int, timeout: float | None = None) -> dict[str, Any]:
         t = self._threads.get(run_id)

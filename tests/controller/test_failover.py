@@ -9,6 +9,7 @@ import time
 import pytest
 
 from fedkafka.controller.moves import MovePlan, Mover
+from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
 
 
@@ -128,3 +129,19 @@ def test_a_sealed_failover_move_keeps_its_gap_when_the_sweeper_publishes_it(setu
     assert Mover(ctl, ack_timeout=1).sweep() == ids
     old, new = ctl.view.chain("t", p).segments
     assert old.phys_end == 55 and new.logical_base == 55 + UNCLEAN_GAP and (new.cluster, new.partition) == ("c2", 5)
+
+
+def test_auto_failover_starts_once_a_cluster_was_unreachable_long_enough(setup):
+    api, kafka = setup
+    engine = WorkflowEngine(api.controller)
+    down_since, refused = {}, set()
+    assert engine.auto_failover_round(down_since, refused, after=0.5) == []  # every cluster answers
+    kill(api, kafka, "c1")
+    kill(api, kafka, "c3")
+    assert engine.auto_failover_round(down_since, refused, after=0.5) == []  # not long enough yet
+    time.sleep(0.6)
+    (run_id,) = engine.auto_failover_round(down_since, refused, after=0.5)  # c1 only: c3 holds the groups
+    assert refused == {"c3"}
+    run = engine.wait(run_id, 30)
+    assert run["state"] == "done" and run["kind"] == "failover" and run["cluster"] == "c1", run
+    assert engine.auto_failover_round(down_since, refused, after=0.5) == []  # nothing left on c1
