@@ -30,6 +30,7 @@ from tests.workflows.failover_scenario import failover_under_load  # noqa: E402
 
 def one_run(tmp: Path, i: int, args) -> dict:
     clusters = start_clusters(["c1", "c2"], tmp / f"kafka-{i}")
+    (tmp / f"run-{i}").mkdir()
     try:
         res = failover_under_load(tmp / f"run-{i}", *clusters, topic=f"bench-failover-{i}",
                                   partitions=args.partitions, rate=args.rate, steady=args.steady,
@@ -38,9 +39,13 @@ def one_run(tmp: Path, i: int, args) -> dict:
         stop_clusters(clusters)
     checker = {k: res.report[k] for k in ("acked", "consumed", "lost", "duplicates", "order_violations",
                                           "produce_errors", "client_failures")}
+    run = res.run
+    phases = {ph["name"]: round((ph["finished_at"] or 0) - (ph["started_at"] or 0), 2) for ph in run["phases"]}
     return {"decision_to_first_ack_s": round(res.decision_to_first_ack, 2),
             "kill_to_first_ack_s": round(res.kill_to_first_ack, 2),
-            "decision_to_done_s": round(res.decision_to_done, 2), "moved": res.run["moved"], "checker": checker}
+            "decision_to_done_s": round(res.decision_to_done, 2), "moved": run["moved"], "phase_seconds": phases,
+            "checker": checker, "order_sample": res.report["order_sample"], "marks": res.report["marks"],
+            "timeline": res.report["timeline"]}
 
 
 def main() -> None:
@@ -55,8 +60,8 @@ def main() -> None:
         runs = [one_run(tmp, i, args) for i in range(args.runs)]
     for r in runs:
         print(f"moved {r['moved']}: decision -> first ack {r['decision_to_first_ack_s']} s (target <= 10 s), "
-              f"kill -> first ack {r['kill_to_first_ack_s']} s, decision -> done {r['decision_to_done_s']} s; "
-              f"checker {json.dumps(r['checker'])}")
+              f"kill -> first ack {r['kill_to_first_ack_s']} s, decision -> done {r['decision_to_done_s']} s "
+              f"(phases {r['phase_seconds']}); checker {json.dumps(r['checker'])}")
     firsts = [r["decision_to_first_ack_s"] for r in runs]
     print(f"decision -> first ack over {len(runs)} runs: median {statistics.median(firsts)} s, max {max(firsts)} s")
     out = ROOT / "bench" / "results" / f"failover-{time.strftime('%Y%m%dT%H%M%S')}.json"

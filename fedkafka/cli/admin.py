@@ -65,6 +65,9 @@ def controller(
     lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease (docs/DESIGN.md §5.2)"),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="largest request body accepted (413 "
                                        "above it)"),
+    offsets_copy_interval: float = typer.Option(30.0, "--offsets-copy-interval", help="seconds between copies of "
+                                                "every group's committed offsets (what `coordination move "
+                                                "--unclean` restores; 0: none)"),
     auto_failover_after: float | None = typer.Option(None, "--auto-failover-after", help="fail a cluster over "
                                                      "once it has been unreachable this many seconds (default: "
                                                      "never; `fedkafka failover` does it by hand)"),
@@ -83,6 +86,8 @@ def controller(
         _fail("--scan-interval must be > 0, --lease-ms >= 100 and --max-body-bytes >= 1024", 2)
     if auto_failover_after is not None and auto_failover_after < 0:
         _fail("--auto-failover-after must be >= 0 seconds", 2)
+    if offsets_copy_interval < 0:
+        _fail("--offsets-copy-interval must be >= 0 seconds", 2)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
@@ -92,7 +97,8 @@ def controller(
 
     try:
         ctl = Controller(Settings(db_url=db, lease_ms=lease_ms, scan_interval=scan_interval,
-                                  auto_failover_after=auto_failover_after))
+                                  auto_failover_after=auto_failover_after,
+                                  offsets_copy_interval=offsets_copy_interval))
     except Exception as e:  # bad URL, unreachable database, failed migration: one line, non-zero
         _fail(f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 2)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: exit 0 there.

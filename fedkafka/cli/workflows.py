@@ -51,6 +51,19 @@ def failover(cluster: str = typer.Option(..., "--cluster", help="id of the dead 
     _run({"kind": "failover", "cluster": cluster}, wait, as_json, timeout, url, token_file)
 
 
+coordination_app = typer.Typer(help="the coordination cluster: where every consumer group lives", no_args_is_help=True)
+
+
+@coordination_app.command("move")
+def coordination_move(to: str = typer.Option(..., "--to", help="id of the cluster that takes the groups"),
+                      unclean: bool = typer.Option(False, "--unclean", help="the coordination cluster is dead: "
+                                                   "restore the controller's last copy of the offsets"),
+                      wait: bool = WAIT, as_json: bool = JSON, timeout: float = TIMEOUT,
+                      url: str | None = URL, token_file: Path | None = TOKEN) -> None:
+    """Move every consumer group and its committed offsets to another cluster; groups rejoin there."""
+    _run({"kind": "coordination_move", "cluster": to, "unclean": unclean}, wait, as_json, timeout, url, token_file)
+
+
 def _local_bootstrap(cluster: str) -> str | None:
     """A cluster started by `fedkafka local add-cluster` needs no --bootstrap: the local state knows it."""
     try:
@@ -115,7 +128,8 @@ def _summary(run: dict) -> None:
     else:
         took = (run["finished_at"] or time.time()) - run["created_at"]
         moved = (f"{run['moved']} partitions moved" if run["kind"] in ("scale_up", "failover") or run["moved"]
-                 else "nothing to move")
+                 else f"{run.get('groups', 0)} groups moved from {run.get('from')}"
+                 if run["kind"] == "coordination_move" else "nothing to move")
         console.print(f"{what} done in {took:.1f} s: {moved}{'' if run['changed'] else ' (nothing changed)'}")
 
 
@@ -123,3 +137,4 @@ def register(app: typer.Typer) -> None:
     app.command("scale-up")(scale_up)
     app.command("decommission")(decommission)
     app.command("failover")(failover)
+    app.add_typer(coordination_app, name="coordination")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -19,6 +19,8 @@ class ClusterRow(Base):
     coordination: Mapped[bool] = mapped_column(Boolean, default=False)
     reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # a coordination move copies the groups' offsets away from this cluster: commits refused meanwhile
+    commits_frozen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TopicRow(Base):

@@ -167,9 +167,12 @@ class Mover:
     def _await_acks(self, ids: list[int], progress) -> None:
         with self.ctl.session() as s:
             versions = [r.frozen_version or 0 for r in self._rows(s, ids, "frozen")]
-        if not versions:
-            return
-        needed = max(versions)
+        if versions:
+            self.await_version(max(versions), progress)
+
+    def await_version(self, needed: int, progress, roles: tuple[str, ...] = PRODUCE_ROLES) -> None:
+        """Until every live proxy of `roles` applied view `needed` (or is surely fenced); MoveFailed after the
+        ack timeout."""
         deadline = time.monotonic() + self.ack_timeout
         while True:
             self.ctl.flush_heartbeats()
@@ -179,7 +182,7 @@ class Mover:
                 # only once the longest upstream request it may have sent is over.
                 live = list(s.execute(select(ProxyRow.node_id, ProxyRow.applied_version)
                                       .where(ProxyRow.lease_expires > now - FENCE_GRACE_S,
-                                             ProxyRow.role.in_(PRODUCE_ROLES))))
+                                             ProxyRow.role.in_(roles))))
             behind = [node for node, applied in live if applied < needed]
             progress("acks", len(live) - len(behind), len(live))
             if not behind:

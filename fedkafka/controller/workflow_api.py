@@ -16,12 +16,13 @@ class WorkflowBody(BaseModel):
     strategy: str | None = None
     drain: str | bool | None = None  # "retention" | "groups" (true means groups, for the Ansible modules)
     bootstrap: str | None = None  # scale-up of a cluster not registered yet: registered after validation
+    unclean: bool = False  # coordination_move: the old coordination cluster is dead (the last offsets copy)
 
 
 def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
     @app.post("/v1/workflows", dependencies=[api])
     def start_workflow(body: WorkflowBody):
-        return engine.start(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap)
+        return engine.start(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap, body.unclean)
 
     @app.get("/v1/workflows", dependencies=[api])
     def workflows():

@@ -19,6 +19,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 from sqlalchemy import func, select
 
 from fedkafka.controller.compose import coordination_cluster
+from fedkafka.controller.coordination import CoordinationMove
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
@@ -29,7 +30,7 @@ from fedkafka.view.rebalance import droppable_prefix, evacuate, rebalance
 
 log = logging.getLogger(__name__)
 
-KINDS = ("scale_up", "decommission", "failover")
+KINDS = ("scale_up", "decommission", "failover", "coordination_move")
 SWEEP_INTERVAL_S = 30.0
 STRATEGIES = ("rebalance", "expand")
 DRAINS = ("retention", "groups")
@@ -39,6 +40,8 @@ PHASES = {
     ("scale_up", "expand"): ["register", "expand"],
     ("decommission", None): ["read_only", *MOVE_PHASES, "draining", "drain", "removed"],
     ("failover", None): ["read_only", *MOVE_PHASES],
+    ("coordination_move", False): ["shadow_topics", "freeze", "acks", "copy", "switch"],
+    ("coordination_move", True): ["shadow_topics", "copy", "switch"],
 }
 # A failover retries partitions another run was moving (their moves settle within the ack and seal timeouts).
 FAILOVER_BUSY_WAIT_S = 120.0
@@ -48,6 +51,7 @@ class WorkflowEngine:
     def __init__(self, controller, drain_interval: float | None = None):
         self.ctl = controller
         self.mover = Mover(controller)
+        self.coordination = CoordinationMove(controller, self.mover)
         self.drain_interval = drain_interval or max(0.5, min(controller.settings.scan_interval, 5.0))
         self._run_lock = threading.Lock()  # one run moves segments at a time
         self._start_lock = threading.Lock()
@@ -56,7 +60,7 @@ class WorkflowEngine:
 
     # -- API ------------------------------------------------------------------------------------
     def start(self, kind: str, cluster: str, strategy: str | None = None, drain: str | bool | None = None,
-              bootstrap: str | None = None) -> dict[str, Any]:
+              bootstrap: str | None = None, unclean: bool = False) -> dict[str, Any]:
         """Validate (a clear error and nothing changed when the input is wrong), record the run, start it.
         An unfinished run of the same kind and cluster is returned instead of starting a second one."""
         if kind not in KINDS:
@@ -75,6 +79,9 @@ class WorkflowEngine:
             elif kind == "failover":
                 self._check_failover(cluster)
                 params, phases = {}, PHASES[(kind, None)]
+            elif kind == "coordination_move":
+                self.coordination.check(cluster, bool(unclean))
+                params, phases = {"unclean": bool(unclean)}, PHASES[(kind, bool(unclean))]
             else:
                 drain = {True: "groups", False: "retention", None: "retention"}.get(drain, drain)
                 if drain not in DRAINS:
@@ -121,6 +128,8 @@ class WorkflowEngine:
             rows = list(s.scalars(select(WorkflowRow).where(WorkflowRow.state == "running")))
         self.mover.sweep()
         threading.Thread(target=self._sweep_loop, name="workflow-sweeper", daemon=True).start()
+        if self.ctl.settings.offsets_copy_interval > 0:
+            threading.Thread(target=self._offsets_copy_loop, name="offsets-copy", daemon=True).start()
         if self.ctl.settings.auto_failover_after is not None:
             threading.Thread(target=self._auto_failover_loop, name="auto-failover", daemon=True).start()
         for row in rows:
@@ -142,6 +151,18 @@ class WorkflowEngine:
                 log.exception("sweep failed")
             finally:
                 self._run_lock.release()
+
+    def _offsets_copy_loop(self) -> None:
+        """Every `offsets_copy_interval` seconds, a copy of every group's committed offsets: what an unclean
+        coordination move restores when the coordination cluster dies (docs/DESIGN.md §10)."""
+        interval = self.ctl.settings.offsets_copy_interval
+        while True:
+            try:
+                self.coordination.copy_now()
+            except Exception as e:  # the coordination cluster does not answer: keep the last copy
+                log.warning("groups' offsets not copied (the last copy is kept): %s", e)
+            if self.ctl._stop.wait(interval):
+                return
 
     def _auto_failover_loop(self) -> None:
         """`--auto-failover-after N`: a cluster the scans found unreachable for N seconds is failed over, as if an
@@ -219,8 +240,8 @@ class WorkflowEngine:
             return  # nothing to do: the run finishes at once, unchanged
         if coordination_cluster(list(rows.values())) == cluster:
             raise Conflict(f"cluster {cluster} is the coordination cluster (it holds the consumer groups and "
-                           "their committed offsets); it cannot be decommissioned until a groups-migration "
-                           "workflow exists. Nothing was changed")
+                           "their committed offsets): move that role first with `fedkafka coordination move --to "
+                           "CLUSTER`. Nothing was changed")
         others = [c.id for c in rows.values() if c.id != cluster and c.state == ClusterState.ACTIVE and c.reachable]
         if not others:
             raise Conflict(f"cluster {cluster} is the last active cluster: its partitions would have nowhere "
@@ -275,7 +296,15 @@ class WorkflowEngine:
     def _run(self, run_id: int) -> None:
         rec = self._records[run_id]
         try:
-            if rec["kind"] == "failover":
+            if rec["kind"] == "coordination_move":
+                with self._run_lock:
+                    done = self.coordination.run(rec["cluster"], rec.get("unclean", False),
+                                                 lambda phase, d, t: self._phase(run_id, phase, d, t))
+                rec["changed"], rec["from"], rec["groups"] = done["changed"], done["from"], done["groups"]
+                for ph in rec["phases"]:
+                    if ph["state"] != "done":
+                        self._phase(run_id, ph["name"], max(ph["total"], 1), max(ph["total"], 1))
+            elif rec["kind"] == "failover":
                 # not behind the run lock: a decommission's drain may hold it for hours, and a dead cluster's
                 # writes must move now. Partitions another run is moving are retried once those moves settle.
                 self._failover(run_id)

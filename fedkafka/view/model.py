@@ -176,6 +176,8 @@ class View:
     topics: dict[str, LogicalTopic] = field(default_factory=dict)
     proxies: tuple[ProxyInfo, ...] = ()
     coordination_cluster: str | None = None
+    # a coordination move is copying the groups' offsets: OffsetCommit is refused (retriable) meanwhile
+    commits_frozen: bool = False
     allow_auto_create_topics: bool = False
     federation_id: str = "fedkafka"
 
@@ -204,6 +206,7 @@ class View:
             "version": self.version,
             "federation_id": self.federation_id,
             "coordination_cluster": self.coordination_cluster,
+            "commits_frozen": self.commits_frozen,
             "allow_auto_create_topics": self.allow_auto_create_topics,
             "clusters": [{"id": c.id, "bootstrap": c.bootstrap, "state": c.state.value, "reachable": c.reachable}
                          for c in self.clusters.values()],
@@ -218,6 +221,7 @@ class View:
             version=int(d["version"]),
             federation_id=d.get("federation_id", "fedkafka"),
             coordination_cluster=d.get("coordination_cluster"),
+            commits_frozen=bool(d.get("commits_frozen", False)),
             allow_auto_create_topics=bool(d.get("allow_auto_create_topics", False)),
             clusters={c["id"]: Cluster(id=c["id"], bootstrap=c["bootstrap"], state=ClusterState(c["state"]),
                                        reachable=bool(c.get("reachable", True))) for c in d.get("clusters", [])},

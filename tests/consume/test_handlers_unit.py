@@ -3,6 +3,7 @@ answers into logical ones. No sockets, no brokers."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import struct
@@ -342,3 +343,16 @@ def test_list_offsets_and_epochs_of_a_failed_over_partition():
     plan = offset_for_leader_epoch.handle(gap_ctx(Physical(down={"c1"})), None, req)
     (p,) = plan.finish(list_answers(plan.calls, {("c2", 0, -1): (10, -1)})).topics[0].partitions
     assert (p.leader_epoch, p.end_offset) == (0, 36 + GAP)
+
+
+def test_offset_commit_is_refused_retriably_while_a_coordination_move_copies_the_offsets():
+    frozen = dataclasses.replace(VIEW, commits_frozen=True)
+    req = build(request_type(8, 8), {"group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m",
+                                     "group_instance_id": None, "topics": [{"name": "log", "partitions": [
+                                         {"partition_index": 1, "committed_offset": 5, "committed_leader_epoch": -1,
+                                          "committed_metadata": None}]}]})
+    out = groups.handle(Context(view=frozen, me=frozen.proxies[0], advertised={}, physical=Physical(),
+                                producer_ids=None), None, req)
+    assert [(t.name, p.error_code) for t in out.topics for p in t.partitions] == [
+        ("log", ErrorCode.coordinator_load_in_progress)]  # nothing sent to the old coordinator
+    assert isinstance(groups.handle(ctx(), None, req), Plan)  # unfrozen: forwarded as before
