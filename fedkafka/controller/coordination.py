@@ -137,8 +137,7 @@ class CoordinationMove:
     def write(self, cluster: str, offsets: Offsets) -> None:
         admin, timeout = self._admin(cluster), self.ctl.kafka.timeout
         for group, parts in offsets.items():
-            tps = [TopicPartition(t, p, o, leader_epoch=e if e is not None and e >= 0 else None, metadata=m)
-                   for t, p, o, e, m in parts]
+            tps = [_partition(t, p, o, e, m) for t, p, o, e, m in parts]
             try:
                 admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)],
                                                    request_timeout=timeout)[group].result(timeout=timeout + 2)
@@ -173,3 +172,13 @@ class CoordinationMove:
             raise Conflict("no copy of the groups' offsets was taken since this controller started (see "
                            "--offsets-copy-interval): an unclean move has nothing to restore. Nothing was changed")
         return copy["offsets"]
+
+
+def _partition(topic: str, partition: int, offset: int, epoch: int | None, metadata: str | None) -> TopicPartition:
+    """A committed offset as AlterConsumerGroupOffsets takes it (confluent-kafka refuses None for either)."""
+    kwargs: dict[str, Any] = {}
+    if epoch is not None and epoch >= 0:
+        kwargs["leader_epoch"] = epoch
+    if metadata is not None:
+        kwargs["metadata"] = metadata
+    return TopicPartition(topic, partition, offset, **kwargs)
