@@ -145,3 +145,21 @@ def test_auto_failover_starts_once_a_cluster_was_unreachable_long_enough(setup):
     run = engine.wait(run_id, 30)
     assert run["state"] == "done" and run["kind"] == "failover" and run["cluster"] == "c1", run
     assert engine.auto_failover_round(down_since, refused, after=0.5) == []  # nothing left on c1
+
+
+def test_coordination_move_refusals_and_the_unclean_copy(setup):
+    api, kafka = setup  # c3 holds the groups
+    cases = [({"kind": "coordination_move", "cluster": "c9"}, 404, "unknown cluster 'c9'"),
+             ({"kind": "coordination_move", "cluster": "c1", "unclean": True}, 409, "c3 answers")]
+    kill(api, kafka, "c2")
+    cases.append(({"kind": "coordination_move", "cluster": "c2"}, 409, "only an active cluster that answers"))
+    for body, status, words in cases:
+        resp = api.post("/v1/workflows", json=body)
+        assert resp.status_code == status and words in resp.json()["detail"], (body, resp.text)
+    kill(api, kafka, "c3")
+    resp = api.post("/v1/workflows", json={"kind": "coordination_move", "cluster": "c1"})
+    assert resp.status_code == 409 and "--unclean" in resp.json()["detail"], resp.text
+    # no copy of the offsets since this controller started: nothing to restore
+    resp = api.post("/v1/workflows", json={"kind": "coordination_move", "cluster": "c1", "unclean": True})
+    assert resp.status_code == 409 and "no copy" in resp.json()["detail"], resp.text
+    assert api.get("/v1/workflows").json() == [] and api.controller.view.coordination_cluster == "c3"
