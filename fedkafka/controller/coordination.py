@@ -116,12 +116,13 @@ class CoordinationMove:
         with self.ctl.session() as s:
             return self.ctl.kafka.client(cluster, s.get(ClusterRow, cluster).bootstrap)
 
-    def read(self, cluster: str) -> Offsets:
-        """Every group's committed offsets of shadow topics on `cluster`."""
+    def read(self, cluster: str, groups: list[str] | None = None) -> Offsets:
+        """Every group's (or `groups`') committed offsets of shadow topics on `cluster`."""
         admin, timeout = self._admin(cluster), self.ctl.kafka.timeout
         try:
-            groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=timeout)
-                      .result(timeout=timeout + 2).valid]
+            if groups is None:
+                groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=timeout)
+                          .result(timeout=timeout + 2).valid]
             found: Offsets = {}
             for group in groups:
                 parts = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
@@ -134,20 +135,32 @@ class CoordinationMove:
         except (KafkaException, TimeoutError) as e:
             raise Unavailable(f"committed offsets of {cluster} not read: {e}") from None
 
-    def write(self, cluster: str, offsets: Offsets) -> None:
+    def write(self, cluster: str, offsets: Offsets, patience_s: float = 30.0) -> None:
+        """Each group's offsets on `cluster`; a partition answering an error (a shadow topic created a moment ago
+        has no leader yet) is written again until `patience_s` ran out."""
         admin, timeout = self._admin(cluster), self.ctl.kafka.timeout
+        deadline = time.monotonic() + patience_s
         for group, parts in offsets.items():
-            tps = [_partition(t, p, o, e, m) for t, p, o, e, m in parts]
-            try:
-                admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)],
-                                                   request_timeout=timeout)[group].result(timeout=timeout + 2)
-            except (KafkaException, TimeoutError) as e:
-                raise Unavailable(f"offsets of group {group} not written to {cluster}: {e}") from None
+            todo = [_partition(t, p, o, e, m) for t, p, o, e, m in parts]
+            while todo:
+                try:
+                    futures = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, todo)],
+                                                                 request_timeout=timeout)
+                    done = futures[group].result(timeout=timeout + 2)
+                    failed = {(tp.topic, tp.partition) for tp in done.topic_partitions if tp.error is not None}
+                    error = f"{len(failed)} partitions refused"
+                except (KafkaException, TimeoutError) as e:
+                    failed, error = {(tp.topic, tp.partition) for tp in todo}, str(e)
+                todo = [tp for tp in todo if (tp.topic, tp.partition) in failed]
+                if todo and time.monotonic() > deadline:
+                    raise Unavailable(f"offsets of group {group} not written to {cluster}: {error}")
+                if todo:
+                    time.sleep(0.5)
 
     def _verify(self, cluster: str, offsets: Offsets) -> None:
         """Read back: every copied offset is there (a group that committed meanwhile on the new cluster is
         impossible: commits are frozen and the view still names the old coordinator)."""
-        got = self.read(cluster)
+        got = self.read(cluster, list(offsets))
         for group, parts in offsets.items():
             have = {(t, p): o for t, p, o, _e, _m in got.get(group, [])}
             short = [(t, p, o) for t, p, o, _e, _m in parts if have.get((t, p), -1) < o]

@@ -7,8 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from fedkafka.checker import Checker, CheckerConfig
 from fedkafka.view.model import shadow_topic
@@ -19,15 +18,16 @@ from .test_scale_up import assert_clean
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 6) -> dict[int, int]:
     """The group's committed offsets, read on a physical cluster (the shadow topic), by logical partition."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=10)[group]
-        return {tp.partition: tp.offset for tp in fut.result(timeout=20).topic_partitions
-                if tp.topic == shadow_topic(topic) and tp.offset >= 0}
-    except Exception:  # a coordinator still loading, or a group not there yet
+        got = reader.committed([TopicPartition(shadow_topic(topic), p) for p in range(partitions)], timeout=20)
+        return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+    except KafkaException:  # a coordinator still loading
         return {}
+    finally:
+        reader.close()
 
 
 @pytest.mark.timeout(900)
