@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 
 @dataclass
@@ -84,13 +84,20 @@ class Checker:
         """Note a workflow step on the timeline (e.g. 'scale-up started')."""
         self.marks.append((time.monotonic() - self._started, label))
 
-    def stop(self, drain_timeout: float = 60.0) -> dict[str, Any]:
-        """Stop producing, wait until every acked record is consumed (or timeout), return the report."""
+    def stop(self, drain_timeout: float = 60.0, reread: bool = False) -> dict[str, Any]:
+        """Stop producing, wait until every acked record is consumed (or timeout), return the report.
+
+        `reread`: first read every partition from the beginning with a reader of its own (no group) and count
+        what it sees too. After a failover the group's consumers may have skipped an unclean gap while its
+        cluster was dead; the records acked there before it died are read inside the gap once it is back
+        (docs/DESIGN.md §9), by any reader that starts before the gap."""
         self._stop_producing.set()
         for t in self._threads:
             if t.name.startswith("producer"):
                 t.join()
         deadline = time.monotonic() + drain_timeout
+        if reread:
+            self._reread(deadline)
         while time.monotonic() < deadline and self._missing():
             time.sleep(0.25)
         self._stop_consuming.set()
@@ -189,17 +196,35 @@ class Checker:
                         with self._lock:
                             self.errors.append((time.monotonic() - self._started, "<consumer>", error.name()))
                     continue
-                try:
-                    body = json.loads(msg.value() or b"")
-                except (ValueError, TypeError):
-                    continue
-                partition, offset = msg.partition(), msg.offset()  # set on every consumed record
-                if not str(body.get("k", "")).startswith(self.run_id) or partition is None or offset is None:
-                    continue
-                with self._lock:
-                    self.consumed[(body["k"], body["s"])].add((partition, offset))
+                self._record(msg)
         finally:
             consumer.close()
+
+    def _reread(self, deadline: float) -> None:
+        conf = {"bootstrap.servers": self.cfg.bootstrap, "group.id": f"{self.group}-reread",
+                "client.id": self.cfg.client_id, "enable.auto.commit": False}
+        conf.update(self.cfg.extra_consumer_config)
+        reader = Consumer(conf)
+        try:
+            partitions = reader.list_topics(self.cfg.topic, timeout=30).topics[self.cfg.topic].partitions
+            reader.assign([TopicPartition(self.cfg.topic, p, OFFSET_BEGINNING) for p in partitions])
+            while time.monotonic() < deadline and self._missing():
+                msg = reader.poll(0.2)
+                if msg is not None and not msg.error():
+                    self._record(msg)
+        finally:
+            reader.close()
+
+    def _record(self, msg) -> None:
+        try:
+            body = json.loads(msg.value() or b"")
+        except (ValueError, TypeError):
+            return
+        partition, offset = msg.partition(), msg.offset()  # set on every consumed record
+        if not str(body.get("k", "")).startswith(self.run_id) or partition is None or offset is None:
+            return
+        with self._lock:
+            self.consumed[(body["k"], body["s"])].add((partition, offset))
 
     # -- verdict ------------------------------------------------------------------------------
     def _missing(self) -> int:

@@ -66,6 +66,12 @@ def controller(
     lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease (docs/DESIGN.md §5.2)"),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="largest request body accepted (413 "
                                        "above it)"),
+    offsets_copy_interval: float = typer.Option(30.0, "--offsets-copy-interval", help="seconds between copies of "
+                                                "every group's committed offsets (what `coordination move "
+                                                "--unclean` restores; 0: none)"),
+    auto_failover_after: float | None = typer.Option(None, "--auto-failover-after", help="fail a cluster over "
+                                                     "once it has been unreachable this many seconds (default: "
+                                                     "never; `fedkafka failover` does it by hand)"),
 ) -> None:
     """Run the controller: config database, cluster scans, view distribution, admin API."""
     host, sep, port = listen.rpartition(":")
@@ -79,6 +85,10 @@ def controller(
         _fail(f"--token-file {token_file} is empty", 2)
     if scan_interval <= 0 or lease_ms < 100 or max_body_bytes < 1024:
         _fail("--scan-interval must be > 0, --lease-ms >= 100 and --max-body-bytes >= 1024", 2)
+    if auto_failover_after is not None and auto_failover_after < 0:
+        _fail("--auto-failover-after must be >= 0 seconds", 2)
+    if offsets_copy_interval < 0:
+        _fail("--offsets-copy-interval must be >= 0 seconds", 2)
     logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
@@ -87,7 +97,9 @@ def controller(
     from fedkafka.controller.service import Controller, Settings
 
     try:
-        ctl = Controller(Settings(db_url=db, lease_ms=lease_ms, scan_interval=scan_interval))
+        ctl = Controller(Settings(db_url=db, lease_ms=lease_ms, scan_interval=scan_interval,
+                                  auto_failover_after=auto_failover_after,
+                                  offsets_copy_interval=offsets_copy_interval))
     except Exception as e:  # bad URL, unreachable database, failed migration: one line, non-zero
         _fail(f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 2)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: exit 0 there.
@@ -122,6 +134,14 @@ def cluster_set_state(cluster_id: str, state: str, url: str | None = URL, token_
                       as_json: bool = JSON) -> None:
     """active | read_only | draining | removed."""
     res = _call(url, token_file, lambda api: api.set_cluster_state(cluster_id, state))
+    _out(res, as_json, lambda r: console.print(f"cluster {cluster_id}: {r['cluster']['state']}"))
+
+
+@cluster_app.command("activate")
+def cluster_activate(cluster_id: str, url: str | None = URL, token_file: Path | None = TOKEN,
+                     as_json: bool = JSON) -> None:
+    """read_only -> active: a cluster back after a failover (or a decommission given up) takes writes again."""
+    res = _call(url, token_file, lambda api: api.set_cluster_state(cluster_id, "active"))
     _out(res, as_json, lambda r: console.print(f"cluster {cluster_id}: {r['cluster']['state']}"))
 
 

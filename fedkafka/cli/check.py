@@ -43,6 +43,9 @@ def check(topic: str = typer.Option("fedkafka-check", "--topic", help="logical t
           bootstrap: str | None = typer.Option(None, "--bootstrap", help="HOST:PORT of the federation (default: "
                                                "the local name service)"),
           as_json: bool = typer.Option(False, "--json", help="print the whole report (timeline included)"),
+          reread: bool = typer.Option(False, "--reread", help="at the end, also read every partition from the "
+                                      "beginning (after a failover: the records a dead cluster held past the "
+                                      "last known end, once it is back)"),
           url: str | None = typer.Option(None, "--controller", envvar="FEDKAFKA_CONTROLLER_URL"),
           token_file: Path | None = typer.Option(None, "--token-file")) -> None:
     """Produce keyed, numbered records through the proxies and consume them back; report what was acked but
@@ -68,7 +71,7 @@ def check(topic: str = typer.Option("fedkafka-check", "--topic", help="logical t
                   f"topic {topic} at {bootstrap}; {duration:g} s (Ctrl-C to stop early)")
     stop.wait(duration)
     with console.status("draining: waiting until every acked record is consumed…"):
-        report = checker.stop(drain_timeout=90)
+        report = checker.stop(drain_timeout=90, reread=reread)
     if as_json:
         print(json.dumps(report, indent=2))
     else:

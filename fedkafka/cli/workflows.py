@@ -1,4 +1,4 @@
-"""`fedkafka scale-up` and `fedkafka decommission`: start a controller workflow, follow it phase by phase."""
+"""`fedkafka scale-up`, `decommission` and `failover`: start a controller workflow, follow it phase by phase."""
 
 from __future__ import annotations
 
@@ -40,6 +40,28 @@ def decommission(cluster: str = typer.Option(..., "--cluster", help="id of the c
                  url: str | None = URL, token_file: Path | None = TOKEN) -> None:
     """read_only (no write reaches it again) -> draining (consumers finish it) -> removed; idempotent."""
     _run({"kind": "decommission", "cluster": cluster, "drain": drain}, wait, as_json, timeout, url, token_file)
+
+
+def failover(cluster: str = typer.Option(..., "--cluster", help="id of the dead cluster"),
+             wait: bool = WAIT, as_json: bool = JSON, timeout: float = TIMEOUT,
+             url: str | None = URL, token_file: Path | None = TOKEN) -> None:
+    """Move a dead cluster's writes to live clusters now, leaving a gap in its partitions' offsets for what it
+    held past the last end the controller read (readable there once it is back, read_only). Refused for a
+    cluster that answers: use decommission."""
+    _run({"kind": "failover", "cluster": cluster}, wait, as_json, timeout, url, token_file)
+
+
+coordination_app = typer.Typer(help="the coordination cluster: where every consumer group lives", no_args_is_help=True)
+
+
+@coordination_app.command("move")
+def coordination_move(to: str = typer.Option(..., "--to", help="id of the cluster that takes the groups"),
+                      unclean: bool = typer.Option(False, "--unclean", help="the coordination cluster is dead: "
+                                                   "restore the controller's last copy of the offsets"),
+                      wait: bool = WAIT, as_json: bool = JSON, timeout: float = TIMEOUT,
+                      url: str | None = URL, token_file: Path | None = TOKEN) -> None:
+    """Move every consumer group and its committed offsets to another cluster; groups rejoin there."""
+    _run({"kind": "coordination_move", "cluster": to, "unclean": unclean}, wait, as_json, timeout, url, token_file)
 
 
 def _local_bootstrap(cluster: str) -> str | None:
@@ -105,10 +127,14 @@ def _summary(run: dict) -> None:
         console.print(f"{what} started, at phase {run['step']}; follow it with --wait or GET /v1/workflows/{run['id']}")
     else:
         took = (run["finished_at"] or time.time()) - run["created_at"]
-        moved = f"{run['moved']} partitions moved" if run["kind"] == "scale_up" or run["moved"] else "nothing to move"
+        moved = (f"{run['moved']} partitions moved" if run["kind"] in ("scale_up", "failover") or run["moved"]
+                 else f"{run.get('groups', 0)} groups moved from {run.get('from')}"
+                 if run["kind"] == "coordination_move" else "nothing to move")
         console.print(f"{what} done in {took:.1f} s: {moved}{'' if run['changed'] else ' (nothing changed)'}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("scale-up")(scale_up)
     app.command("decommission")(decommission)
+    app.command("failover")(failover)
+    app.add_typer(coordination_app, name="coordination")

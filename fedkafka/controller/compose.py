@@ -38,10 +38,12 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
     proxies = session.scalars(select(ProxyRow).where(or_(ProxyRow.lease_expires > now,
                                                          ProxyRow.node_id.in_(keep_listed)))
                               .order_by(ProxyRow.node_id))
+    coord = coordination_cluster(clusters)
     return View(
         version=0,
         federation_id=federation_id,
-        coordination_cluster=coordination_cluster(clusters),
+        coordination_cluster=coord,
+        commits_frozen=any(c.commits_frozen for c in clusters if c.id == coord),
         clusters={c.id: Cluster(c.id, c.bootstrap, ClusterState(c.state), c.reachable) for c in clusters},
         topics={t.name: LogicalTopic(
             name=t.name, topic_id=t.topic_id, config=tuple(sorted(json.loads(t.config_json).items())),

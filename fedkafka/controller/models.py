@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -19,6 +19,8 @@ class ClusterRow(Base):
     coordination: Mapped[bool] = mapped_column(Boolean, default=False)
     reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # a coordination move copies the groups' offsets away from this cluster: commits refused meanwhile
+    commits_frozen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TopicRow(Base):
@@ -126,5 +128,8 @@ class MoveRow(Base):
     frozen_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     seal: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     phys_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # logical offsets left between the seal and the new segment: 0, or UNCLEAN_GAP for a failover, whose seal is
+    # the last log end the controller knew of a dead cluster (docs/DESIGN.md §9)
+    gap: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)

@@ -48,6 +48,7 @@ class MovePlan:
     to_cluster: str
     to_topic: str
     to_partition: int
+    gap: int = 0  # UNCLEAN_GAP for a failover: sealed at the last known end, the new segment after the gap
 
 
 class MoveFailed(RuntimeError):
@@ -73,7 +74,7 @@ class Mover:
                                                  .where(MoveRow.state.not_in(FINISHED)))}
             rows = [MoveRow(workflow_id=workflow_id, topic=m.topic, partition=m.partition, from_cluster=m.from_cluster,
                             to_cluster=m.to_cluster, to_topic=m.to_topic, to_partition=m.to_partition,
-                            state="planned", updated_at=now)
+                            gap=m.gap, state="planned", updated_at=now)
                     for m in plans if (m.topic, m.partition) not in busy]
             s.add_all(rows)
             s.commit()
@@ -171,9 +172,12 @@ class Mover:
     def _await_acks(self, ids: list[int], progress) -> None:
         with self.ctl.session() as s:
             versions = [r.frozen_version or 0 for r in self._rows(s, ids, "frozen")]
-        if not versions:
-            return
-        needed = max(versions)
+        if versions:
+            self.await_version(max(versions), progress)
+
+    def await_version(self, needed: int, progress, roles: tuple[str, ...] = PRODUCE_ROLES) -> None:
+        """Until every live proxy of `roles` applied view `needed` (or is surely fenced); MoveFailed after the
+        ack timeout."""
         deadline = time.monotonic() + self.ack_timeout
         while True:
             self.ctl.flush_heartbeats()
@@ -183,7 +187,7 @@ class Mover:
                 # only once the longest upstream request it may have sent is over.
                 live = list(s.execute(select(ProxyRow.node_id, ProxyRow.applied_version)
                                       .where(ProxyRow.lease_expires > now - FENCE_GRACE_S,
-                                             ProxyRow.role.in_(PRODUCE_ROLES))))
+                                             ProxyRow.role.in_(roles))))
             behind = [node for node, applied in live if applied < needed]
             progress("acks", len(live) - len(behind), len(live))
             if not behind:
@@ -194,23 +198,28 @@ class Mover:
             time.sleep(0.02)
 
     def _seal(self, ids: list[int], progress) -> None:
+        """Record each move's seal and new phys_start. An unclean move (a failover: `gap` > 0) does not read its
+        seal from the dead cluster: it is the last log end this controller knew (docs/DESIGN.md §9)."""
         with self.ctl.session() as s:
             rows = self._rows(s, ids, "frozen")
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-            wanted: dict[str, set[tuple[str, int]]] = {}
-            for row in rows:
-                old = _frozen_segment(s, row.topic, row.partition)
-                wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
-                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
             olds = {row.id: _frozen_segment(s, row.topic, row.partition) for row in rows}
+            wanted: dict[str, set[tuple[str, int]]] = {}
+            sealing: set[tuple[str, str, int]] = set()
+            for row in rows:
+                old = olds[row.id]
+                if not row.gap:
+                    wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
+                    sealing.add((old.cluster, old.physical_topic, old.physical_partition))
+                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
         if not rows:
             return
-        offsets = self.read_settled_ends(wanted, bootstrap, {(o.cluster, o.physical_topic, o.physical_partition)
-                                                             for o in olds.values()})
+        offsets = self.read_settled_ends(wanted, bootstrap, sealing)
         with self.ctl.session() as s:
             for row in self._rows(s, ids, "frozen"):
                 old = olds[row.id]
-                row.seal = offsets[(old.cluster, old.physical_topic, old.physical_partition)]
+                row.seal = (self.known_end(old) if row.gap
+                            else offsets[(old.cluster, old.physical_topic, old.physical_partition)])
                 row.phys_start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
                 if row.seal < old.phys_start:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
@@ -219,6 +228,12 @@ class Mover:
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
+
+    def known_end(self, segment) -> int:
+        """The last high watermark this controller's scans read for an active segment's physical partition (every
+        record below it was replicated), or the segment's start when none was read since it became active."""
+        found = self.ctl.log_offsets.get((segment.cluster, segment.physical_topic, segment.physical_partition))
+        return max(segment.phys_start, found[1]) if found else segment.phys_start
 
     def read_settled_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str],
                           sealing: set[tuple[str, str, int]]) -> dict:
@@ -292,7 +307,7 @@ class Mover:
                 s.add(SegmentRow(topic=row.topic, partition=row.partition, seq=old.seq + 1, cluster=row.to_cluster,
                                  physical_topic=row.to_topic, physical_partition=row.to_partition,
                                  phys_start=row.phys_start, phys_end=None,
-                                 logical_base=old.logical_base + (row.seal - old.phys_start)))
+                                 logical_base=old.logical_base + (row.seal - old.phys_start) + (row.gap or 0)))
                 chain.leader_epoch += 1
                 chain.frozen = False
                 self._enter(row, "done")

@@ -59,6 +59,10 @@ class Settings:
     lease_ms: int = 10_000
     scan_interval: float = 5.0
     kafka_timeout: float = 3.0
+    # fail a cluster over once it has been unreachable this many seconds (None: never on its own; docs/DESIGN.md §9)
+    auto_failover_after: float | None = None
+    # seconds between copies of every group's committed offsets (what `coordination move --unclean` restores)
+    offsets_copy_interval: float = 30.0
 
 
 class Controller:
@@ -89,6 +93,7 @@ class Controller:
         self._durable = 0  # ... and how many of them are committed
         self._stop = threading.Event()
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
+        self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
         self.compose()
         self.metrics.watch(self)

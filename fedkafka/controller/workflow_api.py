@@ -16,14 +16,16 @@ class WorkflowBody(BaseModel):
     strategy: str | None = None
     drain: str | bool | None = None  # "retention" | "groups" (true means groups, for the Ansible modules)
     bootstrap: str | None = None  # scale-up of a cluster not registered yet: registered after validation
+    unclean: bool = False  # coordination_move: the old coordination cluster is dead (the last offsets copy)
 
 
 def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
     @app.post("/v1/workflows", dependencies=[api])
     def start_workflow(body: WorkflowBody, dry_run: bool = False):
         """`?dry_run=true`: the plan (the same validation, the moves it would make now), nothing done."""
-        run = engine.dry_run if dry_run else engine.start
-        return run(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap)
+        if dry_run:
+            return engine.dry_run(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap)
+        return engine.start(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap, body.unclean)
 
     @app.get("/v1/workflows", dependencies=[api])
     def workflows():

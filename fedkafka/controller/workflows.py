@@ -21,16 +21,18 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 from sqlalchemy import func, select
 
 from fedkafka.controller.compose import coordination_cluster
+from fedkafka.controller.coordination import CoordinationMove
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
+from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, shadow_topic
 from fedkafka.view.rebalance import droppable_prefix, evacuate, rebalance
 
 log = logging.getLogger(__name__)
 
-KINDS = ("scale_up", "decommission")
+KINDS = ("scale_up", "decommission", "failover", "coordination_move")
 SWEEP_INTERVAL_S = 30.0
 STRATEGIES = ("rebalance", "expand")
 DRAINS = ("retention", "groups")
@@ -40,7 +42,12 @@ PHASES = {
     ("scale_up", "rebalance"): ["register", *MOVE_PHASES],
     ("scale_up", "expand"): ["register", "expand"],
     ("decommission", None): ["read_only", *MOVE_PHASES, "draining", "drain", "removed"],
+    ("failover", None): ["read_only", *MOVE_PHASES],
+    ("coordination_move", False): ["shadow_topics", "freeze", "acks", "copy", "switch"],
+    ("coordination_move", True): ["shadow_topics", "copy", "switch"],
 }
+# A failover retries partitions another run was moving (their moves settle within the ack and seal timeouts).
+FAILOVER_BUSY_WAIT_S = 120.0
 
 
 def _coordination(clusters: dict[str, ClusterRow]) -> str:
@@ -54,6 +61,7 @@ class WorkflowEngine:
     def __init__(self, controller, drain_interval: float | None = None):
         self.ctl = controller
         self.mover = Mover(controller)
+        self.coordination = CoordinationMove(controller, self.mover)
         self.drain_interval = drain_interval or max(0.5, min(controller.settings.scan_interval, 5.0))
         self._run_lock = threading.Lock()  # one run moves segments at a time
         self._start_lock = threading.Lock()
@@ -62,10 +70,10 @@ class WorkflowEngine:
 
     # -- API ------------------------------------------------------------------------------------
     def start(self, kind: str, cluster: str, strategy: str | None = None, drain: str | bool | None = None,
-              bootstrap: str | None = None) -> dict[str, Any]:
+              bootstrap: str | None = None, unclean: bool = False) -> dict[str, Any]:
         """Validate (a clear error and nothing changed when the input is wrong), record the run, start it.
         An unfinished run of the same kind and cluster is returned instead of starting a second one."""
-        params, phases = _request(kind, strategy, drain, bootstrap)
+        params, phases = _request(kind, strategy, drain, bootstrap, unclean)
         with self._start_lock:
             running = self._unfinished(kind, cluster)
             if running is not None:
@@ -73,6 +81,10 @@ class WorkflowEngine:
             if kind == "scale_up":
                 self._check_scale_up(cluster, bootstrap)
                 self._register(cluster, bootstrap)
+            elif kind == "failover":
+                self._check_failover(cluster)
+            elif kind == "coordination_move":
+                self.coordination.check(cluster, bool(unclean))
             else:
                 self._check_decommission(cluster)
             now = time.time()
@@ -101,6 +113,8 @@ class WorkflowEngine:
         With a run of the same kind and cluster unfinished, start() would return that run: the plan is then its
         moves not yet finished, and nothing new."""
         params, _ = _request(kind, strategy, drain, bootstrap)
+        if kind not in ("scale_up", "decommission"):
+            raise Invalid(f"a dry run plans scale_up or decommission, not {kind}")
         plan = {"dry_run": True, "kind": kind, "cluster": cluster, **params, "running": None, "registers": False,
                 "states": [], "partitions_moved": []}
         plan.pop("bootstrap", None)
@@ -168,6 +182,10 @@ class WorkflowEngine:
             rows = list(s.scalars(select(WorkflowRow).where(WorkflowRow.state == "running")))
         self.mover.sweep()
         threading.Thread(target=self._sweep_loop, name="workflow-sweeper", daemon=True).start()
+        if self.ctl.settings.offsets_copy_interval > 0:
+            threading.Thread(target=self._offsets_copy_loop, name="offsets-copy", daemon=True).start()
+        if self.ctl.settings.auto_failover_after is not None:
+            threading.Thread(target=self._auto_failover_loop, name="auto-failover", daemon=True).start()
         for row in rows:
             self._records[row.id] = json.loads(row.record_json)
             self._records[row.id]["id"] = row.id
@@ -187,6 +205,54 @@ class WorkflowEngine:
                 log.exception("sweep failed")
             finally:
                 self._run_lock.release()
+
+    def _offsets_copy_loop(self) -> None:
+        """Every `offsets_copy_interval` seconds, a copy of every group's committed offsets: what an unclean
+        coordination move restores when the coordination cluster dies (docs/DESIGN.md §10)."""
+        interval = self.ctl.settings.offsets_copy_interval
+        while True:
+            try:
+                self.coordination.copy_now()
+            except Exception as e:  # the coordination cluster does not answer: keep the last copy
+                log.warning("groups' offsets not copied (the last copy is kept): %s", e)
+            if self.ctl._stop.wait(interval):
+                return
+
+    def _auto_failover_loop(self) -> None:
+        """`--auto-failover-after N`: a cluster the scans found unreachable for N seconds is failed over, as if an
+        operator asked (the same checks: never the coordination cluster or the only active one)."""
+        after = self.ctl.settings.auto_failover_after
+        down_since: dict[str, float] = {}
+        refused: set[str] = set()
+        while not self.ctl._stop.wait(min(1.0, max(0.1, after / 4))):
+            try:
+                self.auto_failover_round(down_since, refused, after)
+            except Exception:
+                log.exception("auto-failover check failed")
+
+    def auto_failover_round(self, down_since: dict[str, float], refused: set[str], after: float) -> list[int]:
+        """One check: start a failover of each cluster unreachable for `after` seconds that still takes writes.
+        Returns the runs started. `down_since` and `refused` carry state between rounds."""
+        now = time.monotonic()
+        started = []
+        for c in self._clusters().values():
+            if c.reachable or c.state not in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
+                down_since.pop(c.id, None)
+                refused.discard(c.id)
+                continue
+            since = down_since.setdefault(c.id, now)
+            if now - since < after or not self._active_on(c.id) or self._unfinished("failover", c.id):
+                continue
+            try:
+                run = self.start("failover", c.id)
+            except (Conflict, NotFound) as e:
+                if c.id not in refused:
+                    log.warning("auto-failover of %s refused: %s", c.id, e)
+                    refused.add(c.id)
+                continue
+            log.warning("cluster %s unreachable for %.0f s: failover started (run %d)", c.id, now - since, run["id"])
+            started.append(run["id"])
+        return started
 
     def wait(self, run_id: int, timeout: float | None = None) -> dict[str, Any]:
         t = self._threads.get(run_id)
@@ -233,12 +299,34 @@ class WorkflowEngine:
             return  # nothing to do: the run finishes at once, unchanged
         if coordination_cluster(list(rows.values())) == cluster:
             raise Conflict(f"cluster {cluster} is the coordination cluster (it holds the consumer groups and "
-                           "their committed offsets); it cannot be decommissioned until a groups-migration "
-                           "workflow exists. Nothing was changed")
+                           "their committed offsets): move that role first with `fedkafka coordination move --to "
+                           "CLUSTER`. Nothing was changed")
         others = [c.id for c in rows.values() if c.id != cluster and c.state == ClusterState.ACTIVE and c.reachable]
         if not others:
             raise Conflict(f"cluster {cluster} is the last active cluster: its partitions would have nowhere "
                            "to go. Add a cluster first. Nothing was changed")
+
+    def _check_failover(self, cluster: str) -> None:
+        """Refused when a planned move could keep every acked record (the cluster answers), or when there is
+        nowhere to go or the groups live there (docs/DESIGN.md §9)."""
+        rows = self._clusters()
+        row = rows.get(cluster)
+        if row is None:
+            raise NotFound(f"unknown cluster {cluster!r}")
+        if coordination_cluster(list(rows.values())) == cluster:
+            raise Conflict(f"cluster {cluster} is the coordination cluster (it holds every consumer group and its "
+                           "committed offsets): move that role first with `fedkafka coordination move --to "
+                           "CLUSTER [--unclean]`. Nothing was changed")
+        if row.state in (ClusterState.DRAINING, ClusterState.REMOVED):
+            return  # no active segment there: the run finishes at once, unchanged
+        others = [c.id for c in rows.values() if c.id != cluster and c.state == ClusterState.ACTIVE and c.reachable]
+        if not others:
+            raise Conflict(f"cluster {cluster} is the only active cluster: its partitions would have nowhere to "
+                           "go. Nothing was changed")
+        if row.reachable:
+            raise Conflict(f"cluster {cluster} is reachable: a failover would leave a gap in its partitions' "
+                           f"offsets for nothing. Move its writes with `fedkafka decommission --cluster {cluster}` "
+                           "(a planned move keeps every acked record in place). Nothing was changed")
 
     def _kafka_cluster_id(self, cluster: str, bootstrap: str) -> str | None:
         try:
@@ -267,14 +355,20 @@ class WorkflowEngine:
     def _run(self, run_id: int) -> None:
         rec = self._records[run_id]
         try:
-            with self._run_lock:
-                if rec["kind"] == "scale_up" and rec.get("strategy") == "expand":
-                    self._expand(run_id)
-                elif rec["kind"] == "scale_up":
-                    self._phase(run_id, "register", 1, 1)
-                    self._moves(run_id, lambda: self._rebalance_plan(rec["cluster"]))
-                else:
-                    self._decommission(run_id)
+            if rec["kind"] == "coordination_move":
+                with self._run_lock:
+                    done = self.coordination.run(rec["cluster"], rec.get("unclean", False),
+                                                 lambda phase, d, t: self._phase(run_id, phase, d, t))
+                rec["changed"], rec["from"], rec["groups"] = done["changed"], done["from"], done["groups"]
+                for ph in rec["phases"]:
+                    if ph["state"] != "done":
+                        self._phase(run_id, ph["name"], max(ph["total"], 1), max(ph["total"], 1))
+            elif rec["kind"] == "failover":
+                # not behind the run lock: a decommission's drain may hold it for hours, and a dead cluster's
+                # writes must move now. Partitions another run is moving are retried once those moves settle.
+                self._failover(run_id)
+            else:
+                self._run_locked(run_id)
             rec["state"] = "done"
         except _Stopping:  # left "running": the next controller resumes it
             log.info("workflow %d paused at %s: controller stopping", run_id, rec["step"])
@@ -284,6 +378,17 @@ class WorkflowEngine:
             rec["state"], rec["error"] = "failed", str(e)
         rec["finished_at"] = time.time()
         self._save(run_id)
+
+    def _run_locked(self, run_id: int) -> None:
+        rec = self._records[run_id]
+        with self._run_lock:
+            if rec["kind"] == "scale_up" and rec.get("strategy") == "expand":
+                self._expand(run_id)
+            elif rec["kind"] == "scale_up":
+                self._phase(run_id, "register", 1, 1)
+                self._moves(run_id, lambda: self._rebalance_plan(rec["cluster"]))
+            else:
+                self._decommission(run_id)
 
     def _phase(self, run_id: int, name: str, done: int, total: int) -> None:
         """Progress of one phase; earlier phases count as finished. Saved whenever it changes."""
@@ -328,16 +433,19 @@ class WorkflowEngine:
             self.mover.plan(run_id, plans)
         ids = self.mover.unfinished(run_id)
         self._phase(run_id, "plan", 1, 1)
+        self._run_moves(run_id, ids)
+        for phase in MOVE_PHASES:
+            ph = next(p for p in self._records[run_id]["phases"] if p["name"] == phase)
+            if ph["state"] != "done":
+                self._phase(run_id, phase, ph["total"], ph["total"])
+
+    def _run_moves(self, run_id: int, ids: list[int]) -> None:
         try:
             self.mover.run(ids, lambda phase, done, total: self._phase(run_id, phase, done, total))
         except MoveFailed as e:
             raise MoveFailed(f"moves rolled back, writes continue where they were: {e}") from None
         finally:
             self._record_moves(run_id)
-        for phase in MOVE_PHASES:
-            ph = next(p for p in self._records[run_id]["phases"] if p["name"] == phase)
-            if ph["state"] != "done":
-                self._phase(run_id, phase, ph["total"], ph["total"])
 
     def _record_moves(self, run_id: int) -> None:
         with self.ctl.session() as s:
@@ -428,6 +536,50 @@ class WorkflowEngine:
                                  physical_partition=first + i, phys_start=0, phys_end=None, logical_base=0))
             s.commit()
         self.ctl.compose()
+
+    # -- failover ----------------------------------------------------------------------------------
+    def _failover(self, run_id: int) -> None:
+        """Every active segment on a dead cluster gets a new segment on a live one, after a gap (docs/DESIGN.md
+        §9): read_only first (it comes back read_only), then unclean moves, as many rounds as partitions that
+        another run was moving need (they are left out of a plan until those moves settle)."""
+        rec = self._records[run_id]
+        cluster = rec["cluster"]
+        state = ClusterState(self._clusters()[cluster].state)
+        if state == ClusterState.ACTIVE:
+            self.ctl.set_cluster_state(cluster, "read_only")  # no new partition or move targets it
+            rec["changed"] = True
+        self._phase(run_id, "read_only", 1, 1)
+        own = self.mover.unfinished(run_id)  # a resumed run finishes its own moves first
+        if own:
+            self._run_moves(run_id, own)
+        deadline = time.monotonic() + FAILOVER_BUSY_WAIT_S
+        while self._active_on(cluster):
+            plans = [p for p in self._failover_plan(cluster) if (p.topic, p.partition) not in self._busy()]
+            if plans:
+                self._ensure_targets(plans)
+                ids = self.mover.plan(run_id, plans)
+                self._phase(run_id, "plan", 1, 1)
+                self._run_moves(run_id, ids)
+            elif time.monotonic() > deadline:
+                raise MoveFailed(f"{self._active_on(cluster)} partitions still write to {cluster}: other moves of "
+                                 f"them did not settle within {FAILOVER_BUSY_WAIT_S:.0f} s; run the failover again")
+            else:
+                time.sleep(0.5)
+            if self._stop_requested():
+                raise _Stopping()
+        for phase in MOVE_PHASES:
+            ph = next(p for p in rec["phases"] if p["name"] == phase)
+            if ph["state"] != "done":
+                self._phase(run_id, phase, ph["total"], ph["total"])
+
+    def _failover_plan(self, dead: str) -> list[MovePlan]:
+        plans = self._evacuate_plan(dead)
+        return [MovePlan(**{**vars_of(m), "gap": UNCLEAN_GAP}) for m in plans]
+
+    def _busy(self) -> set[tuple[str, int]]:
+        with self.ctl.session() as s:
+            return {(t, p) for t, p in s.execute(select(MoveRow.topic, MoveRow.partition)
+                                                 .where(MoveRow.state.not_in(("done", "rolled_back"))))}
 
     # -- decommission ------------------------------------------------------------------------------
     def _decommission(self, run_id: int) -> None:
@@ -599,11 +751,15 @@ class _Stopping(Exception):
     pass
 
 
-def _request(kind: str, strategy: str | None, drain: str | bool | None,
-             bootstrap: str | None) -> tuple[dict[str, Any], list[str]]:
+def _request(kind: str, strategy: str | None, drain: str | bool | None, bootstrap: str | None,
+             unclean: bool = False) -> tuple[dict[str, Any], list[str]]:
     """A request's parameters, normalised, and its phases; Invalid when a value is wrong."""
     if kind not in KINDS:
         raise Invalid(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "failover":
+        return {}, PHASES[(kind, None)]
+    if kind == "coordination_move":
+        return {"unclean": bool(unclean)}, PHASES[(kind, bool(unclean))]
     if kind == "scale_up":
         strategy = strategy or "rebalance"
         if strategy not in STRATEGIES:

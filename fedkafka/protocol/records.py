@@ -170,3 +170,28 @@ def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoc
         if _I32.unpack_from(out, h.position + _EPOCH_AT)[0] > max_epoch:
             _I32.pack_into(out, h.position + _EPOCH_AT, max_epoch)
     return out  # kio writes any bytes-like: no extra copy
+
+
+_MAX_DELTA = (1 << 31) - 1  # lastOffsetDelta is an int32
+_NO_TIMESTAMP = -1
+
+
+def gap_batches(first: int, end: int, leader_epoch: int) -> bytearray:
+    """Empty v2 batches (no records) covering logical offsets [first, end): how a reader is moved over an
+    unclean gap (docs/DESIGN.md §9).
+
+    Kafka itself returns such batches once compaction removed every record of a batch that still carries
+    producer state, so every client advances its position to a batch's last offset + 1 whether or not it held
+    a record (the Java consumer, librdkafka and aiokafka all do). lastOffsetDelta is an int32, so a gap of 2^40
+    offsets takes 512 batches of 61 bytes."""
+    out = bytearray()
+    base = first
+    while base < end:
+        delta = min(end - base, _MAX_DELTA + 1) - 1
+        start = len(out)
+        out += _HEAD.pack(base, HEADER_SIZE - LOG_OVERHEAD, leader_epoch, 2, 0, 0, delta, _NO_TIMESTAMP,
+                          _NO_TIMESTAMP, -1, -1, -1, 0)
+        crc = crc32c.crc32c(memoryview(out)[start + _CRC_START:])
+        _U32.pack_into(out, start + 17, crc)
+        base += delta + 1
+    return out

@@ -19,22 +19,21 @@ def freeze(chain: PartitionChain) -> PartitionChain:
 
 
 def move_active(chain: PartitionChain, seal: int | None, cluster: str, topic: str, partition: int,
-                phys_start: int) -> PartitionChain:
+                phys_start: int, *, unclean: bool = False) -> PartitionChain:
     """Seal the active segment at physical offset `seal` and append a new active segment.
 
-    `seal=None` is an unclean move: the old tail's end is unknown, so the new segment starts
-    `UNCLEAN_GAP` offsets after the last known end (its base), leaving room for the lost tail.
+    `unclean` (a failover, docs/DESIGN.md §9): `seal` is only the last log end the controller knew of a
+    cluster that no longer answers (`None`: not even that, the segment's start), so the new segment starts
+    `UNCLEAN_GAP` offsets after it, leaving room for the tail written before the cluster died.
     The leader epoch grows so requests carrying the old epoch are fenced. The chain is unfrozen.
     """
     old = chain.active
     if seal is None:
-        sealed = replace(old, phys_end=old.phys_start)
-        new_base = old.logical_base + UNCLEAN_GAP
-    else:
-        if seal < old.phys_start:
-            raise ValueError(f"seal {seal} is below the active segment's start {old.phys_start}")
-        sealed = replace(old, phys_end=seal)
-        new_base = sealed.sealed_end()
+        seal, unclean = old.phys_start, True
+    if seal < old.phys_start:
+        raise ValueError(f"seal {seal} is below the active segment's start {old.phys_start}")
+    sealed = replace(old, phys_end=seal)
+    new_base = sealed.sealed_end() + (UNCLEAN_GAP if unclean else 0)
     if phys_start < 0:
         raise ValueError("phys_start must be >= 0")
     tail = Segment(cluster, topic, partition, phys_start, None, new_base)
@@ -46,7 +45,7 @@ def is_contiguous(chain: PartitionChain) -> bool:
     """Each segment starts where the previous one ended in logical space (an unclean gap aside)."""
     for prev, nxt in zip(chain.segments, chain.segments[1:], strict=False):
         end = prev.logical_end
-        if end is None or (nxt.logical_base != end and nxt.logical_base != prev.logical_base + UNCLEAN_GAP):
+        if end is None or nxt.logical_base not in (end, end + UNCLEAN_GAP):
             return False
     return True
 

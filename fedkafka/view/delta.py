@@ -10,7 +10,7 @@ from typing import Any
 
 from fedkafka.view.model import View
 
-_SCALARS = ("federation_id", "coordination_cluster", "allow_auto_create_topics")
+_SCALARS = ("federation_id", "coordination_cluster", "commits_frozen", "allow_auto_create_topics")
 
 
 class DeltaMismatch(ValueError):
@@ -38,7 +38,7 @@ def view_delta(old: View, new: View) -> dict[str, Any]:
 
 def _head(view: View) -> dict[str, Any]:
     return {"federation_id": view.federation_id, "coordination_cluster": view.coordination_cluster,
-            "allow_auto_create_topics": view.allow_auto_create_topics}
+            "commits_frozen": view.commits_frozen, "allow_auto_create_topics": view.allow_auto_create_topics}
 
 
 def apply_delta(old: View, delta: dict[str, Any]) -> View:

@@ -113,8 +113,45 @@ class PartitionChain:
         return seg if seg.contains_logical(logical) else None
 
     def next_segment(self, seg: Segment) -> Segment | None:
-        i = self.segments.index(seg)
+        i = self._index(seg)
         return self.segments[i + 1] if i + 1 < len(self.segments) else None
+
+    def _index(self, seg: Segment) -> int:
+        """Position of `seg`: by identity first, since two empty segments of one chain can be equal (A -> B -> A
+        with nothing written)."""
+        for i, s in enumerate(self.segments):
+            if s is seg:
+                return i
+        return self.segments.index(seg)
+
+    def covering(self, logical: int) -> Segment | None:
+        """The last segment starting at or before `logical` (it holds it, or the gap after it does)."""
+        i = bisect.bisect_right([s.logical_base for s in self.segments], logical) - 1
+        return self.segments[i] if i >= 0 else None
+
+    def gap_after(self, seg: Segment) -> tuple[int, int] | None:
+        """(first, end) logical offsets of the unclean gap that follows sealed `seg` (docs/DESIGN.md §2, §9),
+        or None when the next segment starts at its logical end."""
+        nxt = self.next_segment(seg)
+        end = seg.logical_end
+        if nxt is None or end is None or nxt.logical_base <= end:
+            return None
+        return end, nxt.logical_base
+
+    def readable_end(self, seg: Segment) -> int | None:
+        """Physical offset (exclusive) below which `seg`'s physical partition holds records of this segment.
+
+        The seal, except for a segment followed by an unclean gap: its physical partition may hold records
+        past the last end the controller knew (written before its cluster died), and they are read inside the
+        gap, up to the gap's end, but never into a later segment of the same physical partition (A -> B -> A).
+        """
+        gap = self.gap_after(seg)
+        if gap is None:
+            return seg.phys_end
+        i = self._index(seg)
+        later = [s.phys_start for s in self.segments[i + 1:]
+                 if (s.cluster, s.topic, s.partition) == (seg.cluster, seg.topic, seg.partition)]
+        return min([seg.to_physical(gap[1]), *later])
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +183,8 @@ class View:
     topics: dict[str, LogicalTopic] = field(default_factory=dict)
     proxies: tuple[ProxyInfo, ...] = ()
     coordination_cluster: str | None = None
+    # a coordination move is copying the groups' offsets: OffsetCommit is refused (retriable) meanwhile
+    commits_frozen: bool = False
     allow_auto_create_topics: bool = False
     federation_id: str = "fedkafka"
 
@@ -174,6 +213,7 @@ class View:
             "version": self.version,
             "federation_id": self.federation_id,
             "coordination_cluster": self.coordination_cluster,
+            "commits_frozen": self.commits_frozen,
             "allow_auto_create_topics": self.allow_auto_create_topics,
             "clusters": [{"id": c.id, "bootstrap": c.bootstrap, "state": c.state.value, "reachable": c.reachable}
                          for c in self.clusters.values()],
@@ -188,6 +228,7 @@ class View:
             version=int(d["version"]),
             federation_id=d.get("federation_id", "fedkafka"),
             coordination_cluster=d.get("coordination_cluster"),
+            commits_frozen=bool(d.get("commits_frozen", False)),
             allow_auto_create_topics=bool(d.get("allow_auto_create_topics", False)),
             clusters={c["id"]: Cluster(id=c["id"], bootstrap=c["bootstrap"], state=ClusterState(c["state"]),
                                        reachable=bool(c.get("reachable", True))) for c in d.get("clusters", [])},

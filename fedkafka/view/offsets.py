@@ -15,20 +15,32 @@ from fedkafka.view.model import PartitionChain, Segment
 
 class OffsetProblem(Enum):
     BEFORE_CHAIN = "before_chain"  # below the first segment: OFFSET_OUT_OF_RANGE
-    IN_GAP = "in_gap"  # inside an unclean move's gap with no readable data
 
 
 @dataclass(frozen=True, slots=True)
 class FetchTarget:
-    """Where a logical fetch position is read physically."""
+    """Where a logical fetch position is read physically.
+
+    `limit`: the physical end of what this segment may hold when it differs from the seal (a segment
+    followed by an unclean gap: `PartitionChain.readable_end`). `gap_end`: the logical offset a reader
+    jumps to once the segment's physical partition has nothing more at or after the position (only for a
+    segment followed by a gap)."""
 
     segment: Segment
     physical_offset: int
+    limit: int | None = None
+    gap_end: int | None = None
 
     @property
     def stop_before(self) -> int | None:
-        """Physical offset at which batches stop belonging to this segment (the seal)."""
-        return self.segment.phys_end
+        """Physical offset at which batches stop belonging to this segment (the seal, or the gap's end)."""
+        return self.limit if self.limit is not None else self.segment.phys_end
+
+    @property
+    def in_gap(self) -> bool:
+        """At or past the last end the controller knew of a segment whose cluster failed over: only records
+        written before that cluster died can be here, and when there are none the reader skips the gap."""
+        return self.gap_end is not None and self.physical_offset >= self.segment.phys_end  # type: ignore[operator]
 
 
 def resolve_fetch(chain: PartitionChain, logical_offset: int) -> FetchTarget | OffsetProblem:
@@ -36,25 +48,32 @@ def resolve_fetch(chain: PartitionChain, logical_offset: int) -> FetchTarget | O
 
     A position exactly at a sealed segment's end is the next segment's first offset, so a consumer
     that reached a seal moves on with its next fetch. Positions past the active segment's end map
-    into the active segment; its broker answers OFFSET_OUT_OF_RANGE as Kafka would.
+    into the active segment; its broker answers OFFSET_OUT_OF_RANGE as Kafka would. A position inside
+    an unclean gap maps into the segment before it (the tail its dead cluster may still hold).
     """
-    if logical_offset < chain.segments[0].logical_base:
-        return OffsetProblem.BEFORE_CHAIN
-    segment = chain.segment_for(logical_offset)
+    segment = chain.covering(logical_offset)
     if segment is None:
-        return OffsetProblem.IN_GAP
-    return FetchTarget(segment, segment.to_physical(logical_offset))
+        return OffsetProblem.BEFORE_CHAIN
+    gap = chain.gap_after(segment)
+    if gap is None:
+        return FetchTarget(segment, segment.to_physical(logical_offset))
+    return FetchTarget(segment, segment.to_physical(logical_offset), chain.readable_end(segment), gap[1])
 
 
 def logical_high_watermark(chain: PartitionChain, segment: Segment, physical_hw: int) -> int:
     """The high watermark a client sees when reading `segment`.
 
     On a sealed segment it is the seal (a consumer reaching it moves to the next segment); on the
-    active one the translated physical value.
+    active one the translated physical value; on a segment followed by an unclean gap, the end of the
+    tail its cluster holds (within the gap).
     """
-    if segment.phys_end is not None:
+    if segment.phys_end is None:
+        return segment.to_logical(max(physical_hw, segment.phys_start))
+    limit = chain.readable_end(segment)
+    if limit == segment.phys_end:
         return segment.sealed_end()
-    return segment.to_logical(max(physical_hw, segment.phys_start))
+    # followed by an unclean gap: the tail its cluster holds past the last known end counts too
+    return segment.to_logical(min(max(physical_hw, segment.phys_end), limit))  # type: ignore[type-var]
 
 
 def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment], int | None]) -> int:
@@ -93,7 +112,8 @@ def offset_for_timestamp(chain: PartitionChain,
             continue
         if answer < segment.phys_start:
             answer = segment.phys_start  # the physical log holds older data of an earlier segment
-        if segment.phys_end is not None and answer >= segment.phys_end:
+        end = chain.readable_end(segment)
+        if end is not None and answer >= end:
             continue
         return segment.to_logical(answer)
     return None

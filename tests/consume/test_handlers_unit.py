@@ -3,7 +3,9 @@ answers into logical ones. No sockets, no brokers."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import itertools
 import struct
 import uuid
 
@@ -253,3 +255,105 @@ def test_fetch_v4_whose_answers_have_no_log_start_offset_is_translated():
     out = partitions(plan.finish([answer]))
     assert out[("log", 1)].error_code == ErrorCode.none and out[("log", 1)].high_watermark == 3
     assert out[("log", 1)].records
+
+
+# -- a failed-over partition: c1 died with its segment active; the controller knew its log end at 30 -------------
+GAP = 1 << 40
+FAILED = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 4, None, 30 + GAP)),
+                        leader_epoch=1)
+FAILED_VIEW = View(version=4, clusters={c: Cluster(c, f"{c}:9092") for c in ("c1", "c2")},
+                   topics={"log": LogicalTopic("log", uuid.uuid4().hex, (FAILED,))}, coordination_cluster="c2",
+                   proxies=(ProxyInfo(1, "p1", 9092, ProxyRole.BOTH),))
+
+
+def gap_ctx(physical) -> Context:
+    return Context(view=FAILED_VIEW, me=FAILED_VIEW.proxies[0], advertised={}, physical=physical, producer_ids=None)
+
+
+def skipped_to(p) -> int:
+    """Where a client's position lands after this answer: the last batch's last offset + 1."""
+    from fedkafka.protocol.records import check_batches
+    heads = check_batches(p.records)  # well-formed, CRCs valid: clients check them
+    assert all(h.record_count == 0 for h in heads)
+    assert all(a.base_offset + a.last_offset_delta + 1 == b.base_offset for a, b in itertools.pairwise(heads))
+    return heads[-1].base_offset + heads[-1].last_offset_delta + 1
+
+
+def test_fetch_inside_the_gap_of_a_dead_cluster_moves_the_reader_to_the_gap_end():
+    plan = fetch.handle(gap_ctx(Physical(down={"c1"})), None, fetch_request(("log", 0, 35)))
+    (p,) = plan.responses[0].partitions  # answered at once: nothing to ask
+    assert p.error_code == ErrorCode.none and p.high_watermark == 30 + GAP
+    assert partitions_first_offset(p) == 35 and skipped_to(p) == 30 + GAP
+
+
+def partitions_first_offset(p) -> int:
+    from fedkafka.protocol.records import iter_batches
+    return next(iter_batches(p.records)).base_offset
+
+
+def test_fetch_below_the_last_known_end_of_a_dead_cluster_waits_for_it():
+    plan = fetch.handle(gap_ctx(Physical(down={"c1"})), None, fetch_request(("log", 0, 20)))
+    (p,) = plan.responses[0].partitions
+    assert p.error_code == ErrorCode.not_leader_or_follower and not p.records  # acked records: never skipped
+
+
+def test_fetch_inside_the_gap_reads_the_tail_the_cluster_came_back_with_then_skips():
+    plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 30)))
+    (call,) = plan.calls
+    assert call.target == Broker("c1", 7) and call.request.topics[0].partitions[0].fetch_offset == 30
+    out = partitions(plan.finish([fetch_answer("t", 0, batch(30, 5) + batch(35, 2), hw=37)]))
+    p = out[("log", 0)]
+    from fedkafka.protocol.records import iter_batches
+    assert [h.base_offset for h in iter_batches(p.records)] == [30, 35] and p.high_watermark == 37
+    # at the tail's end the broker has nothing more: the answer moves the reader over the rest of the gap
+    plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 37)))
+    p = partitions(plan.finish([fetch_answer("t", 0, b"", hw=37)]))[("log", 0)]
+    assert partitions_first_offset(p) == 37 and skipped_to(p) == 30 + GAP
+    # a broker that answers OFFSET_OUT_OF_RANGE there (its log is shorter) does the same
+    plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 40)))
+    oor = build(response_type(1, 12), {"responses": [{"topic": "t", "partitions": [
+        {"partition_index": 0, "error_code": ErrorCode.offset_out_of_range, "high_watermark": 37,
+         "last_stable_offset": 37, "log_start_offset": 0, "aborted_transactions": None,
+         "preferred_read_replica": -1, "records": b""}]}]})
+    assert skipped_to(partitions(plan.finish([oor]))[("log", 0)]) == 30 + GAP
+    # the next segment is read as usual
+    plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 30 + GAP)))
+    assert plan.calls[0].target == Broker("c2", 7) and plan.calls[0].request.topics[0].partitions[0].fetch_offset == 4
+
+
+def test_an_upstream_error_inside_the_gap_is_retried_not_skipped():
+    plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 31)))
+    p = partitions(plan.finish([UpstreamError("c1", "lost")]))[("log", 0)]
+    assert p.error_code == ErrorCode.not_leader_or_follower and not p.records
+
+
+def test_list_offsets_and_epochs_of_a_failed_over_partition():
+    values = {("c2", 0, -1): (10, -1), ("c2", 0, 1500): (4, 1500)}
+    for ts, offset in ((-1, 36 + GAP), (1500, 30 + GAP)):  # the dead cluster's segment is left out, no error
+        plan = list_offsets.handle(gap_ctx(Physical(down={"c1"})), None, list_request((0, ts)))
+        (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+        assert (p.error_code, p.offset) == (ErrorCode.none, offset)
+    # a timestamp inside the tail c1 came back with is an offset inside the gap
+    plan = list_offsets.handle(gap_ctx(Physical()), None, list_request((0, 1500)))
+    values = {("c1", 0, 1500): (33, 1501), ("c2", 0, 1500): (4, 1502)}
+    (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+    assert (p.offset, p.timestamp) == (33, 1501)
+    # OffsetForLeaderEpoch: no truncation for any epoch, so a position inside the gap stays valid
+    req = build(request_type(23, 4), {"replica_id": -1, "topics": [{"topic": "log", "partitions": [
+        {"partition": 0, "current_leader_epoch": 1, "leader_epoch": 0}]}]})
+    plan = offset_for_leader_epoch.handle(gap_ctx(Physical(down={"c1"})), None, req)
+    (p,) = plan.finish(list_answers(plan.calls, {("c2", 0, -1): (10, -1)})).topics[0].partitions
+    assert (p.leader_epoch, p.end_offset) == (0, 36 + GAP)
+
+
+def test_offset_commit_is_refused_retriably_while_a_coordination_move_copies_the_offsets():
+    frozen = dataclasses.replace(VIEW, commits_frozen=True)
+    req = build(request_type(8, 8), {"group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m",
+                                     "group_instance_id": None, "topics": [{"name": "log", "partitions": [
+                                         {"partition_index": 1, "committed_offset": 5, "committed_leader_epoch": -1,
+                                          "committed_metadata": None}]}]})
+    out = groups.handle(Context(view=frozen, me=frozen.proxies[0], advertised={}, physical=Physical(),
+                                producer_ids=None), None, req)
+    assert [(t.name, p.error_code) for t in out.topics for p in t.partitions] == [
+        ("log", ErrorCode.coordinator_load_in_progress)]  # nothing sent to the old coordinator
+    assert isinstance(groups.handle(ctx(), None, req), Plan)  # unfrozen: forwarded as before

@@ -25,6 +25,7 @@ def run_cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.Complet
     (["--listen", "nowhere"], "--listen must be HOST:PORT"),
     (["--token-file", "/nonexistent/token"], "cannot read --token-file"),
     (["--db", "mysql+nodriver://x/y"], "cannot open database"),
+    (["--auto-failover-after", "-1"], "--auto-failover-after must be >= 0"),
 ])
 def test_bad_arguments_exit_non_zero_with_one_line(tmp_path, args, words):
     token = tmp_path / "t"

@@ -144,3 +144,31 @@ def test_a_proxy_registering_again_drains_before_it_acks_the_current_view():
         assert state.applied_version == 4
 
     asyncio.run(scenario())
+
+
+def test_an_offset_commit_counts_as_in_flight_until_answered():
+    """A coordination move copies the offsets once every consume proxy acked the view that freezes commits; a
+    commit forwarded under an older view and still out could land on the old coordinator after the copy (lost).
+    Old code counted produce requests only: the commit was not waited for."""
+    import dataclasses
+
+    from fedkafka.protocol.build import build
+    from fedkafka.protocol.codec import request_type
+
+    async def scenario():
+        async with SilentBroker() as broker:
+            server, dispatcher = _proxy(broker.port)
+            server.state.me = ProxyInfo(7, "p7", 9092, ProxyRole.BOTH)
+            server.state.view = dataclasses.replace(view(), coordination_cluster="c1")
+            dispatcher.role = ProxyRole.BOTH
+            commit = build(request_type(8, 8), {
+                "group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m", "group_instance_id": None,
+                "topics": [{"name": "t", "partitions": [{"partition_index": 0, "committed_offset": 5,
+                                                         "committed_leader_epoch": -1, "committed_metadata": None}]}]})
+            pending = await dispatcher.start(codec.encode_request(commit, 11)[4:], 0)
+            assert server.inflight.older_than(5) == 1  # the coordinator lookup is out at a silent broker
+            server.pool.close()  # its connection fails: the client gets its (retriable) answer
+            await asyncio.wait_for(pending, 30)
+            assert server.inflight.older_than(5) == 0
+
+    asyncio.run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedkafka.view.chains import UNCLEAN_GAP, move_active
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import (
     FetchTarget,
@@ -59,8 +60,44 @@ def test_a_position_at_a_seal_moves_to_the_next_segment(chain):
 def test_offset_before_the_chain_and_in_a_gap():
     chain = PartitionChain((Segment("c1", "t", 0, 100, 150, 100), Segment("c2", "t", 0, 0, None, 1_000_000)))
     assert resolve_fetch(chain, 99) is OffsetProblem.BEFORE_CHAIN
-    assert resolve_fetch(chain, 500) is OffsetProblem.IN_GAP
+    # inside the gap: the dead cluster's tail past the last known end (150) is read there, up to the gap's end
+    target = resolve_fetch(chain, 500)
+    assert target == FetchTarget(chain.segments[0], 500, limit=1_000_000, gap_end=1_000_000)
+    assert target.in_gap and target.stop_before == 1_000_000
+    # below the known end the segment reads as usual, but its batches may run on into the tail
+    below = resolve_fetch(chain, 120)
+    assert not below.in_gap and below.stop_before == 1_000_000 and below.gap_end == 1_000_000
     assert resolve_fetch(chain, 1_000_005) == FetchTarget(chain.active, 5)
+
+
+def test_an_unclean_move_leaves_the_tail_readable_inside_the_gap():
+    chain = move_active(PartitionChain((Segment("c1", "t", 0, 0, None, 0),)), 40, "c2", "t", 0, 7, unclean=True)
+    old, new = chain.segments
+    assert old.phys_end == 40 and new.logical_base == 40 + UNCLEAN_GAP
+    assert chain.gap_after(old) == (40, 40 + UNCLEAN_GAP) and chain.gap_after(new) is None
+    assert chain.readable_end(old) == 40 + UNCLEAN_GAP
+    # the tail c1 holds (up to 55 here) counts in the high watermark; the gap's end is where readers land
+    assert logical_high_watermark(chain, old, physical_hw=55) == 55
+    assert logical_high_watermark(chain, old, physical_hw=30) == 40
+    # a timestamp found in the tail is an offset inside the gap, in order before the next segment
+    assert offset_for_timestamp(chain, [50, None]) == 50
+    # back to c1's same physical partition later (A -> B -> A): the tail stops where that segment starts
+    back = move_active(chain, 9, "c1", "t", 0, 60)
+    assert back.readable_end(back.segments[0]) == 60
+    assert resolve_fetch(back, 70).stop_before == 60
+    assert offset_for_timestamp(back, [65, None, 65]) == back.segments[2].to_logical(65)
+
+
+@given(chains(), st.integers(0, 5000), st.integers(0, 10**6))
+def test_every_gap_position_resolves_into_the_segment_before_it(chain, seal_delta, offset):
+    moved = move_active(chain, chain.active.phys_start + seal_delta, "c9", "t", 0, 0, unclean=True)
+    sealed = moved.segments[-2]
+    first, end = moved.gap_after(sealed)
+    logical = first + offset
+    target = resolve_fetch(moved, logical)
+    assert target.segment == sealed and target.in_gap and target.gap_end == end
+    assert sealed.to_logical(target.physical_offset) == logical
+    assert resolve_fetch(moved, end).segment == moved.active
 
 
 def test_high_watermark_is_the_seal_on_sealed_segments():

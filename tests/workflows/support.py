@@ -48,11 +48,11 @@ class Federation:
         self._log = open(tmp / "services.log", "ab")  # noqa: SIM115
 
     # -- processes ------------------------------------------------------------------------------
-    def start_controller(self, env: dict[str, str] | None = None) -> None:
+    def start_controller(self, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.controller = subprocess.Popen(
             [sys.executable, "-m", "fedkafka.cli", "controller", "--db", self.db, "--listen",
              f"127.0.0.1:{self.ctl_port}", "--token-file", str(self.token_file), "--lease-ms", str(self.lease_ms),
-             "--scan-interval", "1"],
+             "--scan-interval", "1", *args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
         wait_for(lambda: self.api.get("/v1/status").status_code == 200, what="controller up")
 

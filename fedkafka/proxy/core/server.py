@@ -52,6 +52,9 @@ class ProxyConfig:
     admin_listen: tuple[str, int] | None = None  # /metrics, /healthz, /readyz (worker i: port + i)
 
 
+_DRAINED_KEYS = (b"\0\0", b"\0\x08")  # api_key 0 = Produce, 8 = OffsetCommit
+
+
 class InflightProduce:
     """Counts produce requests per view version, so a new view is acked only after older ones finished.
 
@@ -147,12 +150,14 @@ class ProxyServer:
                  self.dispatcher.advertised)
 
     def _wrap_for_inflight(self, dispatcher: Dispatcher) -> None:
-        """Count produce requests by the view version they were routed with."""
+        """Count produce and offset-commit requests by the view version they were routed with: a new view is
+        acked only once they are answered (a coordination move copies the offsets after that, docs/DESIGN.md
+        §10, so no commit forwarded under an older view can land on the old coordinator after the copy)."""
         start = dispatcher.start
         counter = self.inflight.by_version
 
         async def counted(frame: bytes, slot: int):
-            if frame[:2] != b"\0\0":  # api_key 0 = Produce
+            if frame[:2] not in _DRAINED_KEYS:
                 return await start(frame, slot)
             version = self.state.view.version
             counter[version] += 1

@@ -4,6 +4,8 @@ Per partition: check the client's logical leader epoch (never forwarded), resolv
 segment and physical offset (`view.offsets.resolve_fetch`), ask that segment's cluster, then answer in
 logical space: batches beyond a seal dropped, base offsets shifted, watermarks and aborted transactions
 translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer has session_id 0.
+A position inside an unclean gap (docs/DESIGN.md §9) reads the tail its dead cluster may hold and, where
+there is none, is answered with empty batches that move the reader to the gap's end.
 A fetch over several clusters finishes as soon as one of them has data (`Plan.return_early`); each call
 runs on a dedicated upstream connection because a long-poll fetch holds its broker connection.
 """
@@ -59,15 +61,22 @@ def handle(ctx: Context, header, request):
                 answers[(t.topic, p.partition)] = route
                 continue
             seg = route.target.segment
+            if _nothing_left(route.target):
+                answers[(t.topic, p.partition)] = _skip_gap(route)
+                continue
             node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
             if node is None or not ctx.physical.reachable(seg.cluster):
                 ctx.physical.request_refresh(seg.cluster)
-                answers[(t.topic, p.partition)] = _error(ErrorCode.not_leader_or_follower)
+                # inside a gap, a dead cluster's tail cannot be read now: the reader skips it (docs/DESIGN.md §9)
+                answers[(t.topic, p.partition)] = (_skip_gap(route) if route.target.in_gap
+                                                   else _error(ErrorCode.not_leader_or_follower))
                 continue
             groups.setdefault((seg.cluster, node), []).append(route)
 
     routes_per_call = list(groups.values())
     max_wait_ms = min(max(request.max_wait // timedelta(milliseconds=1), 0), ctx.max_fetch_wait_ms)
+    if any(a["records"] for a in answers.values()):
+        max_wait_ms = 0  # a gap skip is an answer with data: do not hold it back for a long poll
     calls = [Call(Broker(cluster, node), _upstream_request(request, routes, max_wait_ms), dedicated=True,
                   timeout_s=max_wait_ms / 1000 + WAIT_MARGIN_S, client_timeout=True)
              for (cluster, node), routes in groups.items()]
@@ -151,6 +160,8 @@ def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget) -> d
         pd = physical.get((seg.topic, seg.partition))
         if pd is None:
             out[(r.topic, r.partition)] = _error(ErrorCode.unknown_server_error)
+        elif pd.error_code == ErrorCode.offset_out_of_range and r.target.in_gap:
+            out[(r.topic, r.partition)] = _skip_gap(r)  # the dead cluster's tail ended below the position
         elif pd.error_code != ErrorCode.none:
             if pd.error_code in _REFRESH_ON:
                 ctx.physical.request_refresh(seg.cluster)
@@ -158,17 +169,20 @@ def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget) -> d
             else:
                 out[(r.topic, r.partition)] = _error(pd.error_code)
         else:
-            out[(r.topic, r.partition)] = _partition_answer(r.chain, seg, pd, budget)
+            out[(r.topic, r.partition)] = _partition_answer(r, pd, budget)
     return out
 
 
-def _partition_answer(chain: PartitionChain, seg: Segment, pd, budget: _Budget) -> dict:
+def _partition_answer(route: _Route, pd, budget: _Budget) -> dict:
+    chain, seg = route.chain, route.target.segment
     delta = seg.logical_base - seg.phys_start
     try:
-        data = rec.fit_to_segment(pd.records or b"", phys_end=seg.phys_end, delta=delta,
+        data = rec.fit_to_segment(pd.records or b"", phys_end=route.target.stop_before, delta=delta,
                                   max_epoch=chain.leader_epoch)
     except rec.RecordsError:
         return _error(ErrorCode.corrupt_message)
+    if route.target.in_gap and not data and _tail_ended(route.target, pd):
+        return _skip_gap(route)  # move the reader past the gap
     lso = pd.last_stable_offset
     aborted = pd.aborted_transactions
     return {
@@ -182,6 +196,30 @@ def _partition_answer(chain: PartitionChain, seg: Segment, pd, budget: _Budget) 
         "preferred_read_replica": -1,
         "records": budget.take(data),
     }
+
+
+def _nothing_left(target: FetchTarget) -> bool:
+    """In a gap, past everything its segment's physical partition may hold (a later segment starts there)."""
+    return target.in_gap and target.stop_before is not None and target.physical_offset >= target.stop_before
+
+
+def _tail_ended(target: FetchTarget, pd) -> bool:
+    """Nothing of the dead cluster's tail at or after the position: the broker has no record there, or only
+    records at or past the gap's end (a later segment of the same physical partition)."""
+    if pd.high_watermark <= target.physical_offset:
+        return True
+    limit = target.stop_before
+    return any(h.base_offset >= limit for h in rec.iter_batches(pd.records or b"", allow_partial_tail=True))
+
+
+def _skip_gap(route: _Route) -> dict:
+    """The answer that moves a reader from its position to the end of the unclean gap: empty batches covering
+    the rest of it (docs/DESIGN.md §9). High watermark = the gap's end, where the reader lands."""
+    end = route.target.gap_end
+    first = route.target.segment.to_logical(route.target.physical_offset)
+    return {"error_code": ErrorCode.none, "high_watermark": end, "last_stable_offset": end,
+            "log_start_offset": route.chain.segments[0].logical_base, "aborted_transactions": None,
+            "preferred_read_replica": -1, "records": rec.gap_batches(first, end, route.chain.leader_epoch)}
 
 
 def _logical_log_start(chain: PartitionChain, seg: Segment, physical_start: int) -> int:

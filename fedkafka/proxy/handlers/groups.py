@@ -44,6 +44,10 @@ def handle(ctx: Context, header, request):
         return failure(request, ErrorCode.coordinator_not_available)
     if key == LIST:
         return list_groups(coordination, request)
+    if key == OFFSET_COMMIT and ctx.view.commits_frozen:
+        # a coordination move copies the committed offsets now: a commit landing on the old coordinator after
+        # the copy would be lost. Retriable: clients commit again, on the new coordinator (docs/DESIGN.md §10)
+        return failure(request, ErrorCode.coordinator_load_in_progress)
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)
     upstream, back = request, (lambda resp: resp)

@@ -101,7 +101,7 @@ def _answer(q: _Question, physical: dict) -> dict:
     logical = offset_for_timestamp(chain, offsets)
     if logical is None:
         return {"error_code": ErrorCode.none, "timestamp": -1, "offset": -1, "leader_epoch": -1}
-    seg = chain.segment_for(logical)
+    seg = chain.covering(logical)  # inside a gap: the tail of the segment before it
     phys = seg.to_physical(logical) if seg else -1
     # the broker's timestamp belongs to its own offset; when clamped to the segment start we only know
     # the record there is at least as late as asked
@@ -113,7 +113,8 @@ def _answer(q: _Question, physical: dict) -> dict:
 def _max_timestamp(chain: PartitionChain, got: list) -> dict:
     best: tuple[int, int] | None = None  # (timestamp, logical offset)
     for seg, g in zip(chain.segments, got, strict=True):
-        if not isinstance(g, tuple) or g[0] < seg.phys_start or (seg.phys_end is not None and g[0] >= seg.phys_end):
+        end = chain.readable_end(seg)  # past the seal only for a failed-over segment's tail (docs/DESIGN.md §9)
+        if not isinstance(g, tuple) or g[0] < seg.phys_start or (end is not None and g[0] >= end):
             continue
         if best is None or g[1] > best[0]:
             best = (g[1], seg.to_logical(g[0]))

@@ -1,0 +1,197 @@
+"""Moving the coordination cluster (docs/DESIGN.md §10): every consumer group and its committed offsets go to
+another cluster, with no commit lost or rolled back.
+
+Planned (the old coordination cluster answers): the shadow topics are created on the new cluster; commits are
+frozen (the view's `commits_frozen`: proxies answer OffsetCommit with a retriable error) and every consume proxy
+acks that view, which it does only once every commit it forwarded under an older view is answered; then each
+group's committed offsets are copied and read back; then one transaction makes the new cluster the coordination
+cluster and unfreezes. Groups rejoin on the new coordinator (a rebalance) and resume from the copied offsets.
+
+Unclean (`--unclean`, the old one is dead): the offsets come from the controller's last periodic copy
+(`copy_now`, every `--offsets-copy-interval` seconds), so a group can fall back by up to that interval plus one
+copy's duration; it re-reads those records (at-least-once), never skips any.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from sqlalchemy import select, update
+
+from fedkafka.controller.compose import coordination_cluster
+from fedkafka.controller.errors import Conflict, NotFound, Unavailable
+from fedkafka.controller.models import ClusterRow, TopicRow
+from fedkafka.view.model import SHADOW_PREFIX, ClusterState, shadow_topic
+
+log = logging.getLogger(__name__)
+
+CONSUME_ROLES = ("cproxy", "both")
+# {group: [(shadow topic, partition, offset, leader epoch, metadata)]}
+Offsets = dict[str, list[tuple[str, int, int, int | None, str | None]]]
+
+
+class CoordinationMove:
+    def __init__(self, controller, mover) -> None:
+        self.ctl = controller
+        self.mover = mover
+
+    def check(self, target: str, unclean: bool) -> str:
+        """The current coordination cluster, or a clear error (nothing changed)."""
+        with self.ctl.session() as s:
+            rows = {c.id: c for c in s.scalars(select(ClusterRow))}
+        row = rows.get(target)
+        if row is None:
+            raise NotFound(f"unknown cluster {target!r}")
+        old = coordination_cluster(list(rows.values()))
+        if old == target:
+            return old  # nothing to do: the run finishes at once, unchanged
+        if row.state != ClusterState.ACTIVE or not row.reachable:
+            raise Conflict(f"cluster {target} is {row.state}{'' if row.reachable else ' and unreachable'}: only an "
+                           "active cluster that answers can hold the groups. Nothing was changed")
+        if not unclean and not rows[old].reachable:
+            raise Conflict(f"the coordination cluster {old} does not answer: its offsets cannot be copied now. "
+                           f"`--unclean` moves the role with the controller's last copy of them. Nothing was changed")
+        if unclean and rows[old].reachable:
+            raise Conflict(f"the coordination cluster {old} answers: a planned move (without --unclean) loses no "
+                           "commit. Nothing was changed")
+        if unclean:
+            self.stored_copy()
+        return old
+
+    def run(self, target: str, unclean: bool, progress) -> dict[str, Any]:
+        old = self.check(target, unclean)
+        if old == target:
+            return {"from": old, "groups": 0, "changed": False}
+        self._shadow_topics(target)
+        progress("shadow_topics", 1, 1)
+        if unclean:
+            offsets = self.stored_copy()
+            progress("copy", 0, len(offsets))
+            self.write(target, offsets)
+        else:
+            try:
+                version = self._freeze(old, True)
+                progress("freeze", 1, 1)
+                self.mover.await_version(version, lambda _p, done, total: progress("acks", done, total),
+                                         roles=CONSUME_ROLES)
+                offsets = self.read(old)
+                progress("copy", 0, len(offsets))
+                self.write(target, offsets)
+                self._verify(target, offsets)
+            except Exception:
+                self._freeze(old, False)  # commits go on where they were
+                raise
+        progress("copy", len(offsets), len(offsets))
+        self._switch(old, target)
+        progress("switch", 1, 1)
+        return {"from": old, "groups": len(offsets), "changed": True}
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def _shadow_topics(self, target: str) -> None:
+        with self.ctl.session() as s:
+            topics = [(t.name, t.partitions) for t in s.scalars(select(TopicRow))]
+            bootstrap = s.get(ClusterRow, target).bootstrap
+        for name, partitions in topics:
+            self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
+
+    def _freeze(self, cluster: str, frozen: bool) -> int:
+        with self.ctl._write_lock, self.ctl.session() as s:
+            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(commits_frozen=frozen))
+            s.commit()
+        return self.ctl.compose().version
+
+    def _switch(self, old: str, target: str) -> None:
+        """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
+        it may hold them again one day)."""
+        with self.ctl._write_lock, self.ctl.session() as s:
+            s.execute(update(ClusterRow).values(coordination=False, commits_frozen=False))
+            s.execute(update(ClusterRow).where(ClusterRow.id == target).values(coordination=True))
+            s.commit()
+        self.ctl.compose()
+
+    def _admin(self, cluster: str):
+        with self.ctl.session() as s:
+            return self.ctl.kafka.client(cluster, s.get(ClusterRow, cluster).bootstrap)
+
+    def read(self, cluster: str, groups: list[str] | None = None) -> Offsets:
+        """Every group's (or `groups`') committed offsets of shadow topics on `cluster`."""
+        admin, timeout = self._admin(cluster), self.ctl.kafka.timeout
+        try:
+            if groups is None:
+                groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=timeout)
+                          .result(timeout=timeout + 2).valid]
+            found: Offsets = {}
+            for group in groups:
+                parts = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                          request_timeout=timeout)[group].result(timeout=timeout + 2)
+                kept = [(tp.topic, tp.partition, tp.offset, tp.leader_epoch, tp.metadata)
+                        for tp in parts.topic_partitions if tp.topic.startswith(SHADOW_PREFIX) and tp.offset >= 0]
+                if kept:
+                    found[group] = kept
+            return found
+        except (KafkaException, TimeoutError) as e:
+            raise Unavailable(f"committed offsets of {cluster} not read: {e}") from None
+
+    def write(self, cluster: str, offsets: Offsets, patience_s: float = 30.0) -> None:
+        """Each group's offsets on `cluster`; a partition answering an error (a shadow topic created a moment ago
+        has no leader yet) is written again until `patience_s` ran out."""
+        admin, timeout = self._admin(cluster), self.ctl.kafka.timeout
+        deadline = time.monotonic() + patience_s
+        for group, parts in offsets.items():
+            todo = [_partition(t, p, o, e, m) for t, p, o, e, m in parts]
+            while todo:
+                try:
+                    futures = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, todo)],
+                                                                 request_timeout=timeout)
+                    done = futures[group].result(timeout=timeout + 2)
+                    failed = {(tp.topic, tp.partition) for tp in done.topic_partitions if tp.error is not None}
+                    error = f"{len(failed)} partitions refused"
+                except (KafkaException, TimeoutError) as e:
+                    failed, error = {(tp.topic, tp.partition) for tp in todo}, str(e)
+                todo = [tp for tp in todo if (tp.topic, tp.partition) in failed]
+                if todo and time.monotonic() > deadline:
+                    raise Unavailable(f"offsets of group {group} not written to {cluster}: {error}")
+                if todo:
+                    time.sleep(0.5)
+
+    def _verify(self, cluster: str, offsets: Offsets) -> None:
+        """Read back: every copied offset is there (a group that committed meanwhile on the new cluster is
+        impossible: commits are frozen and the view still names the old coordinator)."""
+        got = self.read(cluster, list(offsets))
+        for group, parts in offsets.items():
+            have = {(t, p): o for t, p, o, _e, _m in got.get(group, [])}
+            short = [(t, p, o) for t, p, o, _e, _m in parts if have.get((t, p), -1) < o]
+            if short:
+                raise Conflict(f"group {group}: offsets {short[:3]} not on {cluster} after the copy", status=503)
+
+    # -- the periodic copy (for --unclean) --------------------------------------------------------------
+    def copy_now(self) -> int:
+        """Read the coordination cluster's offsets and keep them (in this controller's memory: a restarted
+        controller has a copy again after one interval); returns the groups copied."""
+        with self.ctl.session() as s:
+            old = coordination_cluster(list(s.scalars(select(ClusterRow))))
+        if old is None:
+            return 0
+        offsets = self.read(old)
+        self.ctl.offsets_copy = {"cluster": old, "at": time.time(), "offsets": offsets}
+        return len(offsets)
+
+    def stored_copy(self) -> Offsets:
+        copy = getattr(self.ctl, "offsets_copy", None)
+        if not copy:
+            raise Conflict("no copy of the groups' offsets was taken since this controller started (see "
+                           "--offsets-copy-interval): an unclean move has nothing to restore. Nothing was changed")
+        return copy["offsets"]
+
+
+def _partition(topic: str, partition: int, offset: int, epoch: int | None, metadata: str | None) -> TopicPartition:
+    """A committed offset as AlterConsumerGroupOffsets takes it (confluent-kafka refuses None for either)."""
+    kwargs: dict[str, Any] = {}
+    if epoch is not None and epoch >= 0:
+        kwargs["leader_epoch"] = epoch
+    if metadata is not None:
+        kwargs["metadata"] = metadata
+    return TopicPartition(topic, partition, offset, **kwargs)

@@ -1,0 +1,165 @@
+"""Failover of a dead cluster's writes (docs/DESIGN.md §9) against the config database: the seal is the last log end
+the controller knew, the new segment starts after the gap, bad requests change nothing. No cluster: log ends come from
+a stand-in. Real brokers, proxies and clients are in tests/workflows/test_failover_integration.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fedkafka.controller.moves import MovePlan, Mover
+from fedkafka.controller.workflows import WorkflowEngine
+from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
+
+
+@pytest.fixture
+def setup(make_api, recording_kafka_class):
+    class Clusters(recording_kafka_class):
+        """Log ends per physical partition; a cluster in `down` answers nothing (and says so in `asked`)."""
+
+        def __init__(self):
+            super().__init__()
+            self.ends: dict[tuple[str, str, int], int] = {}
+            self.asked: list[str] = []
+
+        def log_offsets(self, cluster, bootstrap, partitions):
+            self.asked.append(cluster)
+            if cluster in self.down:
+                raise OSError(f"{cluster} is down")
+            return {(t, p): (0, self.ends.get((cluster, t, p), 0)) for t, p in partitions}
+
+    kafka = Clusters()
+    api = make_api(kafka=kafka)
+    for cid in ("c1", "c2", "c3"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092", "coordination": cid == "c3"}
+                ).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 6, "placement": "blocks"}).raise_for_status()
+    return api, kafka
+
+
+def kill(api, kafka, cluster: str) -> None:
+    kafka.down.add(cluster)
+    api.controller.scan_once()
+    assert api.get(f"/v1/clusters/{cluster}").json()["reachable"] is False
+
+
+def finished(api, run: dict, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/v1/workflows/{run['id']}").json()
+        if run["state"] != "running":
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run['id']} still running")
+
+
+def test_failover_moves_every_active_segment_of_the_dead_cluster_after_the_gap(setup):
+    api, kafka = setup
+    ctl = api.controller
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    assert on_c1
+    for p in on_c1:  # what the scans read before c1 died: its high watermarks
+        ctl.log_offsets[("c1", "t", p)] = (0, 100 + p)
+    kill(api, kafka, "c1")
+    kafka.asked.clear()
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done", run["error"]
+    assert run["moved"] == len(on_c1) and [ph["state"] for ph in run["phases"]] == ["done"] * len(run["phases"])
+    assert "c1" not in kafka.asked  # nothing read from the dead cluster: the seal is what the scans knew
+    view = ctl.view
+    for p, chain in enumerate(view.topics["t"].partitions):
+        assert not chain.frozen and is_contiguous(chain)
+        if p not in on_c1:
+            assert len(chain.segments) == 1
+            continue
+        old, new = chain.segments
+        assert (old.cluster, old.phys_end) == ("c1", 100 + p)
+        assert new.cluster in ("c2", "c3") and new.logical_base == 100 + p + UNCLEAN_GAP
+        assert chain.leader_epoch == 1
+    targets = [view.topics["t"].partitions[p].active.cluster for p in on_c1]
+    assert abs(targets.count("c2") - targets.count("c3")) <= 1  # chosen for balance
+    assert api.get("/v1/clusters/c1").json()["state"] == "read_only"  # it comes back read_only
+    again = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert again["state"] == "done" and again["moved"] == 0  # nothing left to move
+
+
+def test_a_segment_whose_end_was_never_read_is_sealed_at_its_start(setup):
+    api, kafka = setup
+    kill(api, kafka, "c1")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done", run["error"]
+    for chain in api.controller.view.topics["t"].partitions:
+        if len(chain.segments) == 2:
+            old, new = chain.segments
+            assert old.phys_end == old.phys_start and new.logical_base == old.logical_base + UNCLEAN_GAP
+
+
+def test_bad_failover_requests_are_refused_and_change_nothing(setup):
+    api, kafka = setup
+    before = api.get("/v1/clusters").json(), api.get("/v1/view").json()["version"]
+    cases = [({"kind": "failover", "cluster": "c9"}, 404, "unknown cluster 'c9'"),
+             ({"kind": "failover", "cluster": "c3"}, 409, "coordination move"),
+             ({"kind": "failover", "cluster": "c1"}, 409, "decommission --cluster c1")]
+    for body, status, words in cases:
+        resp = api.post("/v1/workflows", json=body)
+        assert resp.status_code == status and words in resp.json()["detail"], (body, resp.text)
+    assert (api.get("/v1/clusters").json(), api.get("/v1/view").json()["version"]) == before
+    assert api.get("/v1/workflows").json() == []
+    # the only active cluster left (c2 read_only, c3 down): nowhere to go
+    api.post("/v1/clusters/c2/state", json={"state": "read_only"}).raise_for_status()
+    kill(api, kafka, "c1")
+    kill(api, kafka, "c3")
+    resp = api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"})
+    assert resp.status_code == 409 and "only active cluster" in resp.json()["detail"], resp.text
+
+
+def test_a_sealed_failover_move_keeps_its_gap_when_the_sweeper_publishes_it(setup):
+    api, kafka = setup
+    ctl = api.controller
+    p = next(p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1")
+    ctl.log_offsets[("c1", "t", p)] = (0, 55)
+    kill(api, kafka, "c1")
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [MovePlan("t", p, "c1", "c2", "t", 5, gap=UNCLEAN_GAP)])
+    mover._freeze(ids)
+    mover._await_acks(ids, lambda *_: None)
+    mover._seal(ids, lambda *_: None)
+    # the controller dies here; the next one's sweeper settles the move with what the row recorded
+    assert Mover(ctl, ack_timeout=1).sweep() == ids
+    old, new = ctl.view.chain("t", p).segments
+    assert old.phys_end == 55 and new.logical_base == 55 + UNCLEAN_GAP and (new.cluster, new.partition) == ("c2", 5)
+
+
+def test_auto_failover_starts_once_a_cluster_was_unreachable_long_enough(setup):
+    api, kafka = setup
+    engine = WorkflowEngine(api.controller)
+    down_since, refused = {}, set()
+    assert engine.auto_failover_round(down_since, refused, after=0.5) == []  # every cluster answers
+    kill(api, kafka, "c1")
+    kill(api, kafka, "c3")
+    assert engine.auto_failover_round(down_since, refused, after=0.5) == []  # not long enough yet
+    time.sleep(0.6)
+    (run_id,) = engine.auto_failover_round(down_since, refused, after=0.5)  # c1 only: c3 holds the groups
+    assert refused == {"c3"}
+    run = engine.wait(run_id, 30)
+    assert run["state"] == "done" and run["kind"] == "failover" and run["cluster"] == "c1", run
+    assert engine.auto_failover_round(down_since, refused, after=0.5) == []  # nothing left on c1
+
+
+def test_coordination_move_refusals_and_the_unclean_copy(setup):
+    api, kafka = setup  # c3 holds the groups
+    cases = [({"kind": "coordination_move", "cluster": "c9"}, 404, "unknown cluster 'c9'"),
+             ({"kind": "coordination_move", "cluster": "c1", "unclean": True}, 409, "c3 answers")]
+    kill(api, kafka, "c2")
+    cases.append(({"kind": "coordination_move", "cluster": "c2"}, 409, "only an active cluster that answers"))
+    for body, status, words in cases:
+        resp = api.post("/v1/workflows", json=body)
+        assert resp.status_code == status and words in resp.json()["detail"], (body, resp.text)
+    kill(api, kafka, "c3")
+    resp = api.post("/v1/workflows", json={"kind": "coordination_move", "cluster": "c1"})
+    assert resp.status_code == 409 and "--unclean" in resp.json()["detail"], resp.text
+    # no copy of the offsets since this controller started: nothing to restore
+    resp = api.post("/v1/workflows", json={"kind": "coordination_move", "cluster": "c1", "unclean": True})
+    assert resp.status_code == 409 and "no copy" in resp.json()["detail"], resp.text
+    assert api.get("/v1/workflows").json() == [] and api.controller.view.coordination_cluster == "c3"

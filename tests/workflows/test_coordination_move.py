@@ -1,0 +1,81 @@
+"""Moving the coordination cluster under load (docs/DESIGN.md §10): real clusters, controller, proxies, checker.
+Every group's committed offsets before the move are at most its offsets after it; groups keep consuming (they
+rejoin on the new coordinator); then the old coordination cluster is decommissioned like any other."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from fedkafka.checker import Checker, CheckerConfig
+from fedkafka.view.model import shadow_topic
+
+from .support import wait_for
+from .test_scale_up import assert_clean
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 6) -> dict[int, int]:
+    """The group's committed offsets, read on a physical cluster (the shadow topic), by logical partition."""
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        got = reader.committed([TopicPartition(shadow_topic(topic), p) for p in range(partitions)], timeout=20)
+        return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+    except KafkaException:  # a coordinator still loading
+        return {}
+    finally:
+        reader.close()
+
+
+@pytest.mark.timeout(900)
+def test_coordination_move_under_load_loses_no_commit_then_the_old_cluster_leaves(kafka_clusters, federation,
+                                                                                    unique_name):
+    c1, c2, c3 = kafka_clusters
+    fed = federation
+    fed.start_controller()
+    fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap, "c3": c3.bootstrap}, unique_name, 6, coordination="c1")
+    fed.start_proxies(2)
+    checker = Checker(CheckerConfig(bootstrap=fed.bootstrap, topic=unique_name, producers=2, consumers=2, rate=100,
+                                    idempotent=(True, False),
+                                    extra_consumer_config={"auto.commit.interval.ms": 500})).start()
+    try:
+        before = wait_for(lambda: (lambda got: got if len(got) == 6 else None)(
+            committed(c1.bootstrap, checker.group, unique_name)), 120, what="the group committed every partition")
+        checker.mark("coordination move")
+        run = fed.workflow({"kind": "coordination_move", "cluster": "c3"}, timeout=180)
+        assert run["state"] == "done", run["error"]
+        assert run["groups"] >= 1 and run["from"] == "c1"
+        after = committed(c3.bootstrap, checker.group, unique_name)
+        assert all(after.get(p, -1) >= off for p, off in before.items()), (before, after)  # no commit lost or back
+        assert fed.api.get("/v1/view").json()["coordination_cluster"] == "c3"
+        # the group keeps running: it rejoins on c3 and commits there, moving forward
+        wait_for(lambda: all(committed(c3.bootstrap, checker.group, unique_name).get(p, -1) > after[p] for p in after),
+                 120, what="the group committing on the new coordinator")
+        later = committed(c3.bootstrap, checker.group, unique_name)
+        assert all(later[p] >= after[p] for p in after)
+        checker.mark("decommission c1")
+        dec = fed.workflow({"kind": "decommission", "cluster": "c1", "drain": "groups"}, timeout=400)
+        assert dec["state"] == "done", dec["error"]
+        assert fed.api.get("/v1/clusters/c1").json()["state"] == "removed"
+        time.sleep(3)
+    finally:
+        report = checker.stop(drain_timeout=120)
+    assert_clean(report)
+
+
+def test_bad_coordination_moves_are_refused(kafka_clusters, federation, unique_name):
+    c1, c2, _ = kafka_clusters
+    fed = federation
+    fed.start_controller()
+    fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap}, unique_name, 2, coordination="c1")
+    cases = [({"kind": "coordination_move", "cluster": "c9"}, 404, "unknown cluster 'c9'"),
+             ({"kind": "coordination_move", "cluster": "c2", "unclean": True}, 409, "answers"),
+             ({"kind": "decommission", "cluster": "c1"}, 409, "coordination move --to")]
+    for body, status, words in cases:
+        resp = fed.api.post("/v1/workflows", json=body)
+        assert resp.status_code == status and words in resp.json()["detail"], (body, resp.text)
+    same = fed.workflow({"kind": "coordination_move", "cluster": "c1"})
+    assert same["state"] == "done" and not same["changed"]
