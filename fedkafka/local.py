@@ -290,7 +290,9 @@ def up_proxies(state: LocalState, count: int, role: str = "both") -> list[dict[s
         port = old["port"]
         proxies[i] = start_service(state, f"proxy-{i + 1}", [
             "proxy", "--role", role, "--listen", f"127.0.0.1:{port}", "--controller", controller["url"],
-            "--token-file", controller["token_file"]], port=port, bootstrap=f"127.0.0.1:{port}", role=role)
+            "--token-file", controller["token_file"],
+            "--view-cache", str(state.root / "proxies" / f"proxy-{i + 1}.view.json")],
+            port=port, bootstrap=f"127.0.0.1:{port}", role=role)
     state.services["proxies"] = proxies[:count]
     state.save()
     with controller_api(state) as api:

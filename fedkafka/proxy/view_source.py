@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from fedkafka.proxy.state import ProxyState
+from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.view.model import View
 
 log = logging.getLogger(__name__)
@@ -68,17 +69,22 @@ class StaticViewSource:
 
 
 class ControllerViewSource:
-    def __init__(self, url: str, token: str, instance_id: str, on_block: Callable[[int, int], None]):
+    def __init__(self, url: str, token: str, instance_id: str, on_block: Callable[[int, int], None],
+                 cache: ViewCache | None = None):
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"}
         self.instance_id = instance_id
         self.on_block = on_block
+        self.cache = cache
         self.lease_ms = 10_000
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         self._drain: Callable[[int], Awaitable[None]] | None = None
+        self._registered = False
+        self._saving = asyncio.Lock()
 
     async def start(self, state: ProxyState) -> None:
-        """Register and fetch the first view; retried until the controller answers."""
+        """Register and fetch the first view; retried until the controller answers. With a view cache, a
+        proxy whose first attempt fails starts from its saved view instead and registers in `run`."""
         delay = 0.2
         while True:
             try:
@@ -87,11 +93,30 @@ class ControllerViewSource:
                 resp.raise_for_status()
                 state.apply(View.from_dict(resp.json()))
                 state.applied_version = state.view.version
+                await self._save_view(state)
+                await self._save_fence(state)  # only now: a deadline on disk always goes with the view it covers
+                self._registered = True
                 return
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 log.warning("controller %s not ready: %s", self.url, e)
+                if self._start_from_cache(state):
+                    return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _start_from_cache(self, state: ProxyState) -> bool:
+        saved = self.cache.load() if self.cache is not None else None
+        if saved is None:
+            return False
+        state.set_node_id(saved.node_id)
+        state.apply(saved.view)
+        state.applied_version = saved.view.version
+        # Produce only until the deadline the controller last granted us (docs/DESIGN.md §4.9): a wall-clock
+        # time on disk, back to this process's monotonic clock.
+        state.lease_deadline = time.monotonic() + (saved.produce_until - time.time())
+        log.warning("no controller answers: serving saved view %s from %s (produce %s)", saved.view.version,
+                    self.cache.path, f"until {time.ctime(saved.produce_until)}" if state.lease_valid() else "refused")
+        return True
 
     async def _register(self, state: ProxyState, refresh_view: bool = False) -> None:
         """Register (again). `refresh_view`: our lease ran out, so the controller stopped waiting for our acks
@@ -112,7 +137,10 @@ class ControllerViewSource:
                 if self._drain is not None:  # an ack like any other: nothing routed under an older view is out
                     await self._drain(view.version)
                 state.applied_version = view.version
+                await self._save_view(state)
         state.lease_deadline = sent + self.lease_ms / 1000
+        if refresh_view:
+            await self._save_fence(state)
         block = body.get("producer_id_block")
         if block:
             self.on_block(int(block["start"]), int(block["size"]))
@@ -125,7 +153,42 @@ class ControllerViewSource:
 
     async def run(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
         self._drain = drain
+        await self._register_from_cache(state)
         await asyncio.gather(self._poll(state, drain), self._heartbeat(state))
+
+    async def _register_from_cache(self, state: ProxyState) -> None:
+        """Started from the saved view: register (taking the current view, drained, before the new lease
+        counts) as soon as a controller answers."""
+        delay = 0.2
+        while not self._registered:
+            try:
+                await self._register(state, refresh_view=True)
+                self._registered = True
+                log.info("registered with %s; serving view %s", self.url, state.view.version)
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                log.warning("controller %s still unreachable (serving saved view %s): %s", self.url,
+                            state.view.version, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _save_view(self, state: ProxyState) -> None:
+        """Persist the applied view before it is acked (the saved version covers every acked one)."""
+        if self.cache is None:
+            return
+        async with self._saving:
+            try:
+                await asyncio.to_thread(self.cache.save_view, state.view, state.me.node_id)
+            except OSError as e:
+                log.warning("view %s not saved to %s: %s", state.view.version, self.cache.path, e)
+
+    async def _save_fence(self, state: ProxyState) -> None:
+        if self.cache is None or state.lease_deadline is None:
+            return
+        until = time.time() + (state.lease_deadline - time.monotonic())
+        try:
+            await asyncio.to_thread(self.cache.save_fence, until)
+        except OSError as e:
+            log.warning("produce deadline not saved to %s: %s", self.cache.fence_path, e)
 
     async def _poll(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
         """Follow the controller's view stream (one JSON view per line, a blank keepalive line every
@@ -144,6 +207,7 @@ class ControllerViewSource:
                         if state.apply(view):
                             await drain(view.version)  # older views' produce finishes first (docs/DESIGN.md §6.1)
                             state.applied_version = view.version
+                            await self._save_view(state)
                             await self._heartbeat_once(state)  # ack promptly: the controller waits for it
                 raise httpx.RemoteProtocolError("view stream ended")
             except (httpx.HTTPError, ValueError, KeyError) as e:
@@ -170,3 +234,4 @@ class ControllerViewSource:
         body = resp.json()
         self.lease_ms = int(body["lease_ms"])
         state.lease_deadline = sent + self.lease_ms / 1000
+        await self._save_fence(state)
