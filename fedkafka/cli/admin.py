@@ -62,7 +62,10 @@ def controller(
     listen: str = typer.Option("127.0.0.1:8470", "--listen", help="HOST:PORT for the API"),
     token_file: Path = typer.Option(..., "--token-file", help="file holding the API token"),
     scan_interval: float = typer.Option(5.0, "--scan-interval", help="seconds between cluster scans"),
-    lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease (docs/DESIGN.md §5.2)"),
+    lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease: a silent proxy leaves the view after it "
+                                 "(docs/DESIGN.md §5.2)"),
+    fence_ms: int = typer.Option(900_000, "--fence-ms", help="how long a proxy keeps producing without reaching a "
+                                 "controller; a move waits this long for a silent proxy (docs/DESIGN.md §4.9)"),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="largest request body accepted (413 "
                                        "above it)"),
 ) -> None:
@@ -78,6 +81,8 @@ def controller(
         _fail(f"--token-file {token_file} is empty", 2)
     if scan_interval <= 0 or lease_ms < 100 or max_body_bytes < 1024:
         _fail("--scan-interval must be > 0, --lease-ms >= 100 and --max-body-bytes >= 1024", 2)
+    if fence_ms < lease_ms:
+        _fail(f"--fence-ms ({fence_ms}) must be at least --lease-ms ({lease_ms})", 2)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
@@ -86,7 +91,7 @@ def controller(
     from fedkafka.controller.service import Controller, Settings
 
     try:
-        ctl = Controller(Settings(db_url=db, lease_ms=lease_ms, scan_interval=scan_interval))
+        ctl = Controller(Settings(db_url=db, lease_ms=lease_ms, fence_ms=fence_ms, scan_interval=scan_interval))
     except Exception as e:  # bad URL, unreachable database, failed migration: one line, non-zero
         _fail(f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 2)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: exit 0 there.

@@ -64,6 +64,9 @@ class ProxyRow(Base):
     role: Mapped[str] = mapped_column(String(8))
     pool: Mapped[str] = mapped_column(String(128))
     lease_expires: Mapped[float] = mapped_column(Float)  # wall-clock seconds: shared by every controller
+    # until when the proxy may produce without renewing (docs/DESIGN.md §4.9); moves count it as writing until
+    # this plus FENCE_GRACE_S. Only ever moved forward while it has not passed.
+    fence_expires: Mapped[float] = mapped_column(Float, server_default="0")
     applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
     load_json: Mapped[str] = mapped_column(Text, default="{}")
 
@@ -128,3 +131,4 @@ class MoveRow(Base):
     phys_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)
+

@@ -1,9 +1,10 @@
 """Where the proxy's view comes from: a static JSON file, or the controller (HTTP contract: docs/DESIGN.md §5.1, §5.2).
 
-Controller mode: register (node id, lease, producer id block), then long-poll `GET /v1/view?after=N` and
-heartbeat with the applied version. The lease is renewed by each successful heartbeat; when heartbeats fail
-for a whole lease the proxy stops taking produce requests (ProxyState.lease_valid) but keeps serving its
-last view for everything else (static stability).
+Controller mode: register (node id, lease, fence, producer id block), then follow the view stream and
+heartbeat with the applied version. Each successful heartbeat renews the lease (membership of the view) and
+the fence (how long this proxy may produce without another renewal, minutes: docs/DESIGN.md §4.9). While the
+controller is unreachable the proxy keeps serving its last view, produce included, until the fence runs out;
+then it refuses produce (ProxyState.lease_valid) and keeps serving the rest (static stability).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class ControllerViewSource:
         self.on_block = on_block
         self.cache = cache
         self.lease_ms = 10_000
+        self.fence_ms = 10_000  # a controller that names no fence: produce stops with the lease, as before
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         self._drain: Callable[[int], Awaitable[None]] | None = None
         self._registered = False
@@ -128,7 +130,7 @@ class ControllerViewSource:
         resp.raise_for_status()
         body = resp.json()
         state.set_node_id(int(body["node_id"]))
-        self.lease_ms = int(body["lease_ms"])
+        self._take_times(body)
         if refresh_view:
             current = await self.client.get(f"{self.url}/v1/view", headers=self.headers)
             current.raise_for_status()
@@ -138,7 +140,7 @@ class ControllerViewSource:
                     await self._drain(view.version)
                 state.applied_version = view.version
                 await self._save_view(state)
-        state.lease_deadline = sent + self.lease_ms / 1000
+        state.lease_deadline = sent + self.fence_ms / 1000
         if refresh_view:
             await self._save_fence(state)
         block = body.get("producer_id_block")
@@ -220,7 +222,9 @@ class ControllerViewSource:
             try:
                 await self._heartbeat_once(state)
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("heartbeat failed (lease %s): %s", "valid" if state.lease_valid() else "EXPIRED", e)
+                left = (state.lease_deadline or 0.0) - time.monotonic()
+                log.warning("heartbeat failed (%s): %s", f"may produce {left:.0f} s more" if left > 0
+                            else "fenced: produce refused until a controller renews", e)
 
     async def _heartbeat_once(self, state: ProxyState) -> None:
         sent = time.monotonic()
@@ -231,7 +235,11 @@ class ControllerViewSource:
             await self._register(state, refresh_view=True)
             return
         resp.raise_for_status()
-        body = resp.json()
-        self.lease_ms = int(body["lease_ms"])
-        state.lease_deadline = sent + self.lease_ms / 1000
+        self._take_times(resp.json())
+        # measured from when we sent it, the controller's from when it took it: ours is never the later one
+        state.lease_deadline = sent + self.fence_ms / 1000
         await self._save_fence(state)
+
+    def _take_times(self, body: dict) -> None:
+        self.lease_ms = int(body["lease_ms"])
+        self.fence_ms = int(body.get("fence_ms", self.lease_ms))

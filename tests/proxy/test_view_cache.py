@@ -139,7 +139,7 @@ def listening(port: int) -> bool:
 @pytest.mark.timeout(300)
 def test_a_proxy_restarted_while_no_controller_runs_serves_its_saved_view(kafka_clusters, unique_name, tmp_path):
     c1 = kafka_clusters[0]
-    svc = Services(tmp_path, ["--lease-ms", "60000"])
+    svc = Services(tmp_path, ["--lease-ms", "2000"])  # restarted after its lease, within its fence
     try:
         svc.start_controller()
         svc.api.put("/v1/clusters/c1", json={"bootstrap": c1.bootstrap, "coordination": True}).raise_for_status()

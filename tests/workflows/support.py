@@ -34,9 +34,12 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition", interval
 class Federation:
     """Controller + N proxies (role both) as subprocesses; `api` is an httpx client with the token."""
 
-    def __init__(self, tmp: Path, lease_ms: int = 2000, db: str | None = None):
+    def __init__(self, tmp: Path, lease_ms: int = 2000, db: str | None = None, fence_ms: int | None = None):
         self.tmp = tmp
         self.lease_ms = lease_ms
+        # by default a proxy stops producing when its lease runs out, as before the fence (docs/DESIGN.md §4.9)
+        # existed: a move then waits seconds, not minutes, for a proxy a test silenced
+        self.fence_ms = fence_ms or lease_ms
         self.token_file = tmp / "token"
         self.token_file.write_text(TOKEN + "\n")
         self.db = db or f"sqlite:///{tmp / 'controller.db'}"
@@ -52,9 +55,10 @@ class Federation:
         self.controller = subprocess.Popen(
             [sys.executable, "-m", "fedkafka.cli", "controller", "--db", self.db, "--listen",
              f"127.0.0.1:{self.ctl_port}", "--token-file", str(self.token_file), "--lease-ms", str(self.lease_ms),
-             "--scan-interval", "1"],
+             "--fence-ms", str(self.fence_ms), "--scan-interval", "1"],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
-        wait_for(lambda: self.api.get("/v1/status").status_code == 200, what="controller up")
+        # a Python service takes a minute or more to start on a loaded 2-core machine
+        wait_for(lambda: self.api.get("/v1/status").status_code == 200, 180, what="controller up")
 
     def kill_controller(self) -> None:
         self.controller.kill()
