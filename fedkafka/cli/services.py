@@ -29,7 +29,8 @@ def proxy(
     role: str = typer.Option(..., "--role", help="pproxy | cproxy | both"),
     listen: str = typer.Option(..., "--listen", help="HOST:PORT to listen on"),
     advertised_host: str | None = typer.Option(None, "--advertised-host", help="host clients connect to"),
-    controller: str | None = typer.Option(None, "--controller", help="controller URL (http://host:port)"),
+    controller: str | None = typer.Option(None, "--controller", help="controller URL (http://host:port), or several "
+                                          "comma-separated: the active one is followed"),
     token_file: Path | None = typer.Option(None, "--token-file", help="file holding the controller token"),
     view_file: Path | None = typer.Option(None, "--view-file", help="static view JSON instead of a controller"),
     view_cache: Path | None = typer.Option(None, "--view-cache", help="file keeping the last applied view (with "

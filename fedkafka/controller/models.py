@@ -132,3 +132,14 @@ class MoveRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)
 
+
+class LeaderRow(Base):
+    """The active controller (id = 1): who holds it, where it answers, since which term, until when.
+    Taken over only once expired, by compare-and-set; every move transition checks it (docs/DESIGN.md §3.6)."""
+
+    __tablename__ = "controller_leader"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(256))  # this process: its URL and a random tag
+    url: Mapped[str] = mapped_column(String(1024))
+    term: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[float] = mapped_column(Float)  # wall-clock seconds

@@ -16,6 +16,9 @@ before it takes effect:
   are recorded while the chain is still frozen, so they cannot move any more.
 - done: old segment sealed, new active segment, leader epoch + 1, unfrozen: one transaction.
 
+Every transition commits only while this controller holds the leader row (`check_leader`, docs/DESIGN.md
+§3.6): a controller that lost it to another mid-move writes nothing more.
+
 A move that cannot finish (a proxy never acks, a cluster does not answer, any error) is rolled back
 before its seal is committed (the chain is unfrozen and writes continue where they were) and finished
 after it. Moves a stopped run left unfinished are settled the same way by `sweep` at controller start.
@@ -80,6 +83,7 @@ class Mover:
                             state="planned", updated_at=now)
                     for m in plans if (m.topic, m.partition) not in busy]
             s.add_all(rows)
+            self.ctl.check_leader(s)
             s.commit()
             return [r.id for r in rows]
 
@@ -159,12 +163,14 @@ class Mover:
                 chain = s.get(ChainRow, (row.topic, row.partition))
                 chain.frozen = True
                 row.state, row.updated_at = "frozen", time.time()
+            self.ctl.check_leader(s)
             s.commit()
         version = self.ctl.compose().version  # the view that carries the frozen flags
         with self.ctl.session() as s:
             for row in self._rows(s, ids, "frozen"):
                 if row.frozen_version is None:
                     row.frozen_version = version
+            self.ctl.check_leader(s)
             s.commit()
 
     def _await_acks(self, ids: list[int], progress) -> None:
@@ -224,6 +230,7 @@ class Mover:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
                                      f"segment start {old.phys_start} (was the physical topic re-created?)")
                 row.state, row.updated_at = "sealed", time.time()
+            self.ctl.check_leader(s)
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
@@ -303,6 +310,7 @@ class Mover:
                 chain.leader_epoch += 1
                 chain.frozen = False
                 row.state, row.updated_at = "done", time.time()
+            self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
 
@@ -314,6 +322,7 @@ class Mover:
                 if chain is not None:
                     chain.frozen = False
                 row.state, row.error, row.updated_at = "rolled_back", reason, time.time()
+            self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
 

@@ -97,6 +97,7 @@ class Controller:
         self._renewals = 0  # renewals taken so far ...
         self._durable = 0  # ... and how many of them are committed
         self._stop = threading.Event()
+        self.leadership = None  # set by the app when several controllers may share the database
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self._threads: list[threading.Thread] = []
         self.compose()
@@ -107,6 +108,22 @@ class Controller:
             t = threading.Thread(target=target, name=f"controller-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def check_leader(self, session) -> None:
+        """In a write transaction that must not commit once another controller took over (moves): raises
+        NotLeader then (docs/DESIGN.md §3.6). A controller without leadership (tests, in process) always passes."""
+        if self.leadership is not None:
+            self.leadership.check(session)
+
+    def become_active(self) -> None:
+        """This controller now holds the leader row: serve the database's view, keep its proxies listed for one
+        lease (they renew within a heartbeat), forget renewals of an earlier term."""
+        view = self._refresh_from_db()
+        self._inherited = (frozenset(p.node_id for p in view.proxies), time.time() + self.settings.lease_ms / 1000)
+        with self._hb_lock:
+            self._leases.clear()
+            self._pending.clear()
+        self.compose()
 
     def stop(self) -> None:
         self._stop.set()

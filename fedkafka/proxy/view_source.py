@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from fedkafka.controllers import ControllerList, active_hint
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.view.model import View
@@ -72,7 +73,7 @@ class StaticViewSource:
 class ControllerViewSource:
     def __init__(self, url: str, token: str, instance_id: str, on_block: Callable[[int, int], None],
                  cache: ViewCache | None = None):
-        self.url = url.rstrip("/")
+        self.controllers = ControllerList(url)  # several on one database: follow the active one
         self.headers = {"Authorization": f"Bearer {token}"}
         self.instance_id = instance_id
         self.on_block = on_block
@@ -89,9 +90,10 @@ class ControllerViewSource:
         proxy whose first attempt fails starts from its saved view instead and registers in `run`."""
         delay = 0.2
         while True:
+            url = self.controllers.current
             try:
                 await self._register(state)
-                resp = await self.client.get(f"{self.url}/v1/view", headers=self.headers)
+                resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
                 resp.raise_for_status()
                 state.apply(View.from_dict(resp.json()))
                 state.applied_version = state.view.version
@@ -100,7 +102,8 @@ class ControllerViewSource:
                 self._registered = True
                 return
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("controller %s not ready: %s", self.url, e)
+                log.warning("controller %s not ready: %s", url, e)
+                self._failed(url, e)
                 if self._start_from_cache(state):
                     return
                 await asyncio.sleep(delay)
@@ -124,7 +127,7 @@ class ControllerViewSource:
         """Register (again). `refresh_view`: our lease ran out, so the controller stopped waiting for our acks
         and may have sealed segments we still write to; take the current view before the new lease counts."""
         sent = time.monotonic()
-        resp = await self.client.post(f"{self.url}/v1/proxies", headers=self.headers, json={
+        resp = await self.client.post(f"{self.controllers.current}/v1/proxies", headers=self.headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
             "role": state.me.role.value, "pool": state.me.pool})
         resp.raise_for_status()
@@ -132,7 +135,7 @@ class ControllerViewSource:
         state.set_node_id(int(body["node_id"]))
         self._take_times(body)
         if refresh_view:
-            current = await self.client.get(f"{self.url}/v1/view", headers=self.headers)
+            current = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
             current.raise_for_status()
             view = View.from_dict(current.json())
             if state.apply(view):
@@ -148,7 +151,7 @@ class ControllerViewSource:
             self.on_block(int(block["start"]), int(block["size"]))
 
     async def fetch_block(self) -> tuple[int, int]:
-        resp = await self.client.post(f"{self.url}/v1/producer-id-blocks", headers=self.headers)
+        resp = await self.client.post(f"{self.controllers.current}/v1/producer-id-blocks", headers=self.headers)
         resp.raise_for_status()
         body = resp.json()
         return int(body["start"]), int(body["size"])
@@ -163,13 +166,15 @@ class ControllerViewSource:
         counts) as soon as a controller answers."""
         delay = 0.2
         while not self._registered:
+            url = self.controllers.current
             try:
                 await self._register(state, refresh_view=True)
                 self._registered = True
-                log.info("registered with %s; serving view %s", self.url, state.view.version)
+                log.info("registered with %s; serving view %s", self.controllers.current, state.view.version)
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("controller %s still unreachable (serving saved view %s): %s", self.url,
+                log.warning("controller %s still unreachable (serving saved view %s): %s", url,
                             state.view.version, e)
+                self._failed(url, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -196,9 +201,10 @@ class ControllerViewSource:
         """Follow the controller's view stream (one JSON view per line, a blank keepalive line every
         STREAM_KEEPALIVE_MS): one open connection instead of a long-poll round trip per change."""
         while True:
+            url = self.controllers.current
             try:
                 async with self.client.stream(
-                        "GET", f"{self.url}/v1/view/stream", headers=self.headers,
+                        "GET", f"{url}/v1/view/stream", headers=self.headers,
                         params={"after": state.view.version, "keepalive_ms": STREAM_KEEPALIVE_MS},
                         timeout=httpx.Timeout(10.0, read=STREAM_KEEPALIVE_MS / 1000 * 3)) as resp:
                     resp.raise_for_status()
@@ -213,22 +219,32 @@ class ControllerViewSource:
                             await self._heartbeat_once(state)  # ack promptly: the controller waits for it
                 raise httpx.RemoteProtocolError("view stream ended")
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("view stream failed (serving view %s): %s", state.view.version, e)
+                log.warning("view stream from %s failed (serving view %s): %s", url, state.view.version, e)
+                self._failed(url, e)
                 await asyncio.sleep(1.0)
 
     async def _heartbeat(self, state: ProxyState) -> None:
         while True:
             await asyncio.sleep(max(self.lease_ms / 3000, 0.05))
+            url = self.controllers.current
             try:
                 await self._heartbeat_once(state)
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 left = (state.lease_deadline or 0.0) - time.monotonic()
-                log.warning("heartbeat failed (%s): %s", f"may produce {left:.0f} s more" if left > 0
+                log.warning("heartbeat to %s failed (%s): %s", url, f"may produce {left:.0f} s more" if left > 0
                             else "fenced: produce refused until a controller renews", e)
+                self._failed(url, e)
+
+    def _failed(self, url: str, error: BaseException) -> None:
+        """Move on to the active controller a standby named, else the next one in the list."""
+        following = self.controllers.failed(url, active_hint(error))
+        if following != url:
+            log.info("following controller %s", following)
 
     async def _heartbeat_once(self, state: ProxyState) -> None:
         sent = time.monotonic()
-        resp = await self.client.post(f"{self.url}/v1/proxies/{state.me.node_id}/heartbeat", headers=self.headers,
+        resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{state.me.node_id}/heartbeat",
+                                      headers=self.headers,
                                       json={"applied_version": state.applied_version, "load": {}})
         if resp.status_code == 404:  # the controller dropped us (lease ran out): register again
             state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce meanwhile
