@@ -1,8 +1,8 @@
 """Time bounds the proxy's produce path and the controller's moves must agree on: one place for all of them.
 
 A seal is safe only if no write a proxy forwarded can still land after the controller read the log end.
-The proxy bounds how long any produce can run upstream; the controller waits at least that long before it
-treats a silent proxy as fenced (docs/ARCHITECTURE.md, "Why no acked record lands above a seal").
+The proxy bounds how long any produce can run upstream; the controller waits at least that long after a silent
+proxy's fence deadline before it treats it as fenced (docs/DESIGN.md §4.1, §4.9).
 """
 
 from __future__ import annotations
@@ -21,9 +21,19 @@ DRAIN_PATIENCE_S = 30.0
 # The proxy does not close those connections: that would not unsend a request the broker already has, and
 # its answer, lost, would make the client retry (maybe through another proxy: a duplicate).
 FENCE_GRACE_S = UPSTREAM_REQUEST_TIMEOUT_S
+# How long a proxy may keep producing after its last renewal (docs/DESIGN.md §4.9): the controller (or its
+# database) may be away this long before traffic stops. A move waits up to this (plus the grace) for a proxy
+# that went silent, so it is also how long a proxy that died and never came back holds a move.
+DEFAULT_FENCE_S = 900.0
 
 
-def ack_timeout_s(lease_s: float) -> float:
+def live_ack_timeout_s(lease_s: float) -> float:
+    """How long a proxy that keeps renewing its lease may take to ack a frozen view: its drain, then a heartbeat."""
+    return DRAIN_PATIENCE_S + 5.0 + lease_s / 3
+
+
+def ack_timeout_s(lease_s: float, fence_s: float | None = None) -> float:
     """How long the controller waits for every proxy to ack a frozen view before it rolls a move back: a live
-    proxy acks within its drain (plus a heartbeat), a silent one is fenced after its lease and the grace."""
-    return max(DRAIN_PATIENCE_S + 5.0 + lease_s / 3, lease_s + FENCE_GRACE_S + 5.0)
+    proxy acks within its drain (plus a heartbeat), a silent one is fenced after its fence and the grace."""
+    fence_s = lease_s if fence_s is None else fence_s
+    return max(live_ack_timeout_s(lease_s), fence_s + FENCE_GRACE_S + 5.0)

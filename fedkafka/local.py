@@ -92,7 +92,15 @@ class LocalState:
         for name, svc in self.services.items():
             doc[name] = {**svc, "running": _service_running(svc)} if isinstance(svc, dict) else [
                 {**s, "running": _service_running(s)} for s in svc]
+        doc["controllers"] = [_controller_status(c) for c in controllers(self)]
         return doc
+
+
+def _controller_status(svc: dict[str, Any]) -> dict[str, Any]:
+    running = _service_running(svc)
+    health = controller_health(svc["url"]) if running and svc.get("url") else None
+    return {"url": svc.get("url"), "pid": svc.get("pid"), "running": running,
+            "active": bool(health and health.get("active"))}
 
 
 def _managed(svc: dict | list) -> bool:
@@ -214,23 +222,93 @@ def down(state: LocalState, purge: bool = False) -> None:
     """Stop services, then clusters; with `purge`, also delete the state dir's data."""
     # Reverse start order: clients' entry points first, the controller last, so no proxy runs
     # without its controller while stopping.
-    order = ["nameservice", "proxies", "controller"]
+    order = ["nameservice", "proxies", "controller", "controllers", "postgres"]
     for name in sorted(state.services, key=lambda n: order.index(n) if n in order else -1):
         svc = state.services[name]
         for s in svc if isinstance(svc, list) else [svc]:
-            if not s.get("managed_by"):
+            if name == "postgres":
+                stop_postgres(s)
+            elif not s.get("managed_by"):
                 stop_service(s)
+    pg_data = (state.services.get("postgres") or {}).get("data")
     state.services = {name: svc for name, svc in state.services.items() if _managed(svc)}
     stop_clusters(state.clusters)  # every broker at once, under one deadline
     state.save()
     if purge:
         import shutil
 
+        if pg_data and not Path(pg_data).is_relative_to(state.root):  # root ran it from /tmp
+            shutil.rmtree(Path(pg_data).parent, ignore_errors=True)
         for path in state.root.iterdir() if state.root.is_dir() else []:
             if path == state.provisioned_path:  # the playbooks' record: teardown.yml removes it
                 continue
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+# -- a local PostgreSQL for several controllers --------------------------------------------------------
+def _pg_bindir() -> Path:
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise RuntimeError("several controllers need PostgreSQL: no /usr/lib/postgresql/*/bin/initdb "
+                           "(apt-get install postgresql)")
+    return Path(found[-1]).parent
+
+
+def _as_postgres_user() -> list[str]:
+    """initdb and the server refuse to run as root: run them as the `postgres` user then."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def up_postgres(state: LocalState) -> dict[str, Any]:
+    """A PostgreSQL of this federation (data under the state dir, or /tmp when root, where the server's own
+    user can reach it) on a port kept across restarts, with the database `fedkafka`."""
+    import subprocess
+    import tempfile
+
+    svc = dict(state.services.get("postgres") or {})
+    if svc and pid_alive(svc.get("pid")):
+        return svc
+    bindir = Path(svc["bindir"]) if svc.get("bindir") else _pg_bindir()
+    if not svc.get("data"):
+        parent = Path(tempfile.mkdtemp(prefix="fedkafka-pg-")) if os.geteuid() == 0 else state.root
+        svc["data"] = str(parent / "postgres")
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(parent, "postgres")
+    data = Path(svc["data"])
+    svc.update(bindir=str(bindir), port=svc.get("port") or _service_port(state, "postgres"))
+    if not (data / "PG_VERSION").exists():
+        subprocess.run([*_as_postgres_user(), str(bindir / "initdb"), "-D", str(data), "-U", "fedkafka",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run([*_as_postgres_user(), str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data.parent / "pg.log"),
+                    "-w", "-o", f"-p {svc['port']} -k {data} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    svc["pid"] = int((data / "postmaster.pid").read_text().split()[0])
+    svc["url"] = f"postgresql+psycopg://fedkafka@127.0.0.1:{svc['port']}/fedkafka"
+    _create_database(svc["port"])
+    state.services["postgres"] = svc
+    state.save()
+    return svc
+
+
+def _create_database(port: int) -> None:
+    import psycopg
+
+    with psycopg.connect(f"postgresql://fedkafka@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'fedkafka'").fetchone() is None:
+            conn.execute('CREATE DATABASE "fedkafka"')
+
+
+def stop_postgres(svc: dict[str, Any]) -> None:
+    import subprocess
+
+    if svc.get("data") and pid_alive(svc.get("pid")):
+        subprocess.run([*_as_postgres_user(), str(Path(svc["bindir"]) / "pg_ctl"), "-D", svc["data"], "-m", "fast",
+                        "-w", "stop"], check=False, capture_output=True)
 
 
 # -- federation services ---------------------------------------------------------------------------
@@ -253,15 +331,40 @@ def _controller_token(state: LocalState) -> Path:
     return path
 
 
-def controller_api(state: LocalState):
-    """An httpx client for the local controller's admin API."""
+def controllers(state: LocalState) -> list[dict[str, Any]]:
+    """Every local controller: one (SQLite) or several on a local PostgreSQL (`local up --controllers N`)."""
+    several = state.services.get("controllers")
+    if several:
+        return list(several)
+    one = state.services.get("controller")
+    return [one] if one else []
+
+
+def controller_urls(state: LocalState) -> str:
+    """What proxies, the name service and the CLI are given: every controller URL, comma-separated."""
+    return ",".join(c["url"] for c in controllers(state))
+
+
+def controller_health(url: str) -> dict[str, Any] | None:
     import httpx
 
-    svc = state.services.get("controller")
-    if not svc:
+    try:
+        resp = httpx.get(url + "/healthz", timeout=2)
+        return resp.json() if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def controller_api(state: LocalState):
+    """An httpx client for the admin API of the active local controller."""
+    import httpx
+
+    ctls = controllers(state)
+    if not ctls:
         raise RuntimeError("no local controller: run `fedkafka local up` first")
-    token = Path(svc["token_file"]).read_text().strip()
-    return httpx.Client(base_url=svc["url"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    url = next((c["url"] for c in ctls if (controller_health(c["url"]) or {}).get("active")), ctls[0]["url"])
+    token = Path(ctls[0]["token_file"]).read_text().strip()
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
 def coordination_cluster(state: LocalState) -> str:
@@ -271,7 +374,48 @@ def coordination_cluster(state: LocalState) -> str:
     return "c2" if "c2" in names else "c1"
 
 
-def up_controller(state: LocalState) -> dict[str, Any]:
+def up_controller(state: LocalState, count: int = 1) -> list[dict[str, Any]]:
+    """One controller on SQLite, or `count` on a local PostgreSQL (one active, the others standing by)."""
+    if count > 1 or state.services.get("controllers"):
+        ctls = _up_controllers(state, max(count, len(state.services.get("controllers") or [])))
+    else:
+        ctls = [_up_single_controller(state)]
+    with controller_api(state) as api:
+        wait_until(lambda: api.get("/v1/status").status_code == 200, "an active controller", svc=ctls[0])
+        coordination = coordination_cluster(state)
+        for cluster in state.clusters:  # in name order: placement follows registration order
+            resp = api.put(f"/v1/clusters/{cluster.name}",
+                           json={"bootstrap": cluster.bootstrap, "coordination": cluster.name == coordination})
+            resp.raise_for_status()
+    return ctls
+
+
+def _up_controllers(state: LocalState, count: int) -> list[dict[str, Any]]:
+    if state.services.get("controller"):
+        raise RuntimeError("this federation runs one controller on SQLite; `fedkafka local down --purge` first "
+                           "to start over with several on PostgreSQL")
+    from fedkafka.kafka.cluster import free_port
+
+    db = up_postgres(state)["url"]
+    token_file = _controller_token(state)
+    ctls = [c for c in state.services.get("controllers", []) if isinstance(c, dict)]
+    while len(ctls) < count:
+        ctls.append({"port": free_port()})
+    for i, old in enumerate(ctls[:count]):
+        if pid_alive(old.get("pid")):
+            continue
+        port, url = old["port"], f"http://127.0.0.1:{old['port']}"
+        ctls[i] = start_service(state, f"controller-{i + 1}", [
+            "controller", "--db", db, "--listen", f"127.0.0.1:{port}", "--advertise-url", url, "--token-file",
+            str(token_file), "--scan-interval", "2"], port=port, url=url, token_file=str(token_file), db=db)
+    state.services["controllers"] = ctls[:count]
+    state.save()
+    for svc in ctls[:count]:
+        wait_until(lambda svc=svc: controller_health(svc["url"]) is not None, f"controller {svc['url']}", svc=svc)
+    return ctls[:count]
+
+
+def _up_single_controller(state: LocalState) -> dict[str, Any]:
     svc = state.services.get("controller")
     if not (svc and pid_alive(svc.get("pid"))):
         port = _service_port(state, "controller")
@@ -282,20 +426,13 @@ def up_controller(state: LocalState) -> dict[str, Any]:
                             port=port, url=f"http://127.0.0.1:{port}", token_file=str(token_file), db=db)
         state.services["controller"] = svc
         state.save()
-    with controller_api(state) as api:
-        wait_until(lambda: api.get("/v1/status").status_code == 200, "controller", svc=svc)
-        coordination = coordination_cluster(state)
-        for cluster in state.clusters:  # in name order: placement follows registration order
-            resp = api.put(f"/v1/clusters/{cluster.name}",
-                           json={"bootstrap": cluster.bootstrap, "coordination": cluster.name == coordination})
-            resp.raise_for_status()
     return svc
 
 
 def up_proxies(state: LocalState, count: int, role: str = "both") -> list[dict[str, Any]]:
     from fedkafka.kafka.cluster import free_port
 
-    controller = state.services["controller"]
+    controller = {"url": controller_urls(state), "token_file": controllers(state)[0]["token_file"]}
     proxies = [p for p in state.services.get("proxies", []) if isinstance(p, dict)]
     while len(proxies) < count:
         proxies.append({"port": free_port()})
@@ -305,7 +442,9 @@ def up_proxies(state: LocalState, count: int, role: str = "both") -> list[dict[s
         port = old["port"]
         proxies[i] = start_service(state, f"proxy-{i + 1}", [
             "proxy", "--role", role, "--listen", f"127.0.0.1:{port}", "--controller", controller["url"],
-            "--token-file", controller["token_file"]], port=port, bootstrap=f"127.0.0.1:{port}", role=role)
+            "--token-file", controller["token_file"],
+            "--view-cache", str(state.root / "proxies" / f"proxy-{i + 1}.view.json")],
+            port=port, bootstrap=f"127.0.0.1:{port}", role=role)
     state.services["proxies"] = proxies[:count]
     state.save()
     with controller_api(state) as api:
@@ -321,7 +460,7 @@ def up_nameservice(state: LocalState) -> dict[str, Any]:
     if not (svc and pid_alive(svc.get("pid"))):
         port = _service_port(state, "nameservice")
         http_port = _service_port(state, "nameservice", "http_port")
-        controller = state.services["controller"]
+        controller = {"url": controller_urls(state), "token_file": controllers(state)[0]["token_file"]}
         svc = start_service(state, "nameservice", [
             "nameservice", "--listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}",
             "--controller", controller["url"], "--token-file", controller["token_file"]],

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,8 @@ topic_app = typer.Typer(no_args_is_help=True, help="Logical topics.")
 view_app = typer.Typer(no_args_is_help=True, help="The federation view proxies follow.")
 rule_app = typer.Typer(no_args_is_help=True, help="client.id -> proxy pool rules of the name service.")
 
-URL = typer.Option(None, "--controller", envvar="FEDKAFKA_CONTROLLER_URL", help="controller URL")
+URL = typer.Option(None, "--controller", envvar="FEDKAFKA_CONTROLLER_URL",
+                   help="controller URL, or several comma-separated (the active one is followed)")
 TOKEN = typer.Option(None, "--token-file", help="file holding the controller token (else $FEDKAFKA_TOKEN)")
 JSON = typer.Option(False, "--json", help="machine-readable output")
 
@@ -63,7 +67,10 @@ def controller(
     listen: str = typer.Option("127.0.0.1:8470", "--listen", help="HOST:PORT for the API"),
     token_file: Path = typer.Option(..., "--token-file", help="file holding the API token"),
     scan_interval: float = typer.Option(5.0, "--scan-interval", help="seconds between cluster scans"),
-    lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease (docs/DESIGN.md §5.2)"),
+    lease_ms: int = typer.Option(10_000, "--lease-ms", help="proxy lease: a silent proxy leaves the view after it "
+                                 "(docs/DESIGN.md §5.2)"),
+    fence_ms: int = typer.Option(900_000, "--fence-ms", help="how long a proxy keeps producing without reaching a "
+                                 "controller; a move waits this long for a silent proxy (docs/DESIGN.md §4.9)"),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="largest request body accepted (413 "
                                        "above it)"),
     offsets_copy_interval: float = typer.Option(30.0, "--offsets-copy-interval", help="seconds between copies of "
@@ -72,8 +79,14 @@ def controller(
     auto_failover_after: float | None = typer.Option(None, "--auto-failover-after", help="fail a cluster over "
                                                      "once it has been unreachable this many seconds (default: "
                                                      "never; `fedkafka failover` does it by hand)"),
+    advertise_url: str | None = typer.Option(None, "--advertise-url", help="URL proxies and the CLI reach this "
+                                             "controller at (default http://LISTEN); named by standbys"),
+    leader_lease_ms: int = typer.Option(10_000, "--leader-lease-ms", help="how long the active controller holds "
+                                        "the database's leader row without renewing; a standby takes over after "
+                                        "it (docs/DESIGN.md §3.6)"),
 ) -> None:
-    """Run the controller: config database, cluster scans, view distribution, admin API."""
+    """Run the controller: config database, cluster scans, view distribution, admin API. Several controllers on
+    one database elect one active; the others stand by."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
@@ -89,24 +102,57 @@ def controller(
         _fail("--auto-failover-after must be >= 0 seconds", 2)
     if offsets_copy_interval < 0:
         _fail("--offsets-copy-interval must be >= 0 seconds", 2)
+    if fence_ms < lease_ms:
+        _fail(f"--fence-ms ({fence_ms}) must be at least --lease-ms ({lease_ms})", 2)
+    if leader_lease_ms < 300:
+        _fail("--leader-lease-ms must be at least 300", 2)
     logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
 
     from fedkafka.controller.app import create_app
+    from fedkafka.controller.leadership import Leadership
     from fedkafka.controller.service import Controller, Settings
 
+    # Bind first: holding the port proves a leader row naming our URL was left by a process that is gone.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        ctl = Controller(Settings(db_url=db, lease_ms=lease_ms, scan_interval=scan_interval,
-                                  auto_failover_after=auto_failover_after,
-                                  offsets_copy_interval=offsets_copy_interval))
-    except Exception as e:  # bad URL, unreachable database, failed migration: one line, non-zero
-        _fail(f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 2)
+        sock.bind((host or "0.0.0.0", int(port)))
+    except OSError as e:
+        _fail(f"cannot listen on {listen}: {e}", 2)
+    url = advertise_url or f"http://{_url_host(host)}:{sock.getsockname()[1]}"
+    settings = Settings(db_url=db, lease_ms=lease_ms, fence_ms=fence_ms, scan_interval=scan_interval,
+                        auto_failover_after=auto_failover_after, offsets_copy_interval=offsets_copy_interval)
+    ctl = _open_controller(Controller, settings, db, wait=bool(os.environ.get("FEDKAFKA_CONTROLLER_RESTARTED")))
+    leadership = Leadership(ctl.session, url, leader_lease_ms / 1000, owns_url=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: exit 0 there.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(create_app(ctl, token, max_body=max_body_bytes), host=host or "0.0.0.0", port=int(port),
+    uvicorn.run(create_app(ctl, token, max_body=max_body_bytes, leadership=leadership), fd=sock.fileno(),
                 log_level="warning", access_log=False)
     logging.getLogger(__name__).info("controller stopped")
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return socket.gethostname() if host else "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _open_controller(controller_class, settings, db: str, wait: bool):
+    """The service on its database. `wait` (a controller that restarted itself as a standby): retry until the
+    database answers instead of exiting."""
+    delay = 0.5
+    while True:
+        try:
+            return controller_class(settings)
+        except Exception as e:  # bad URL, unreachable database, failed migration: one line, non-zero
+            message = f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if not wait:
+                _fail(message, 2)
+            logging.getLogger(__name__).warning("%s; retrying", message)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 # -- clusters --------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="P
                                    help="Brokers per new cluster (3 or more: 3 replicas of every partition, "
                                         "min.insync.replicas 2). Existing clusters keep theirs."),
        proxies: int = typer.Option(1, "--proxies", min=1, max=8, help="Proxies (role both) to run."),
+       controllers: int = typer.Option(1, "--controllers", min=1, max=5,
+                                       help="Controllers: 1 on SQLite, or several on a local PostgreSQL (one active, "
+                                            "the others standing by)."),
        clusters_only: bool = typer.Option(False, help="Only the physical clusters, no fedkafka services.")) -> None:
     """Start (or resume) the local federation: N Kafka clusters, controller, proxies, name service."""
     state = local.LocalState.load()
@@ -43,9 +46,9 @@ def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="P
             console.print(f"cluster [bold]{c.name}[/bold] at {c.bootstrap} ({c.broker_count} broker(s), pid {pids}, "
                           f"up in {c.start_seconds}s)")
         if not clusters_only:
-            with console.status("starting the controller…"):
-                controller = local.up_controller(state)
-            console.print(f"controller at {controller['url']} (token in {controller['token_file']})")
+            with console.status(f"starting {controllers} controller(s)…"):
+                for controller in local.up_controller(state, controllers):
+                    console.print(f"controller at {controller['url']} (token in {controller['token_file']})")
             with console.status(f"starting {proxies} prox(ies)…"):
                 for p in local.up_proxies(state, proxies):
                     console.print(f"proxy at {p['bootstrap']}")
@@ -105,7 +108,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         for b in c["brokers"] if len(c["brokers"]) > 1 else []:
             table.add_row(f"  broker {b['node_id']}" + (" (controller)" if b["controller"] else ""), b["bootstrap"],
                           _yes(b["running"]), _run_by({**b, "managed_by": c.get("managed_by")}))
-    for name in ("controller", "proxies", "nameservice"):
+    for c in doc["controllers"]:
+        table.add_row("controller" + (" (active)" if c["active"] else ""), c["url"] or "", _yes(c["running"]),
+                      _run_by({**doc.get("controller", {}), **c}))
+    for name in ("proxies", "nameservice"):
         svc = doc.get(name)
         for s in svc if isinstance(svc, list) else [svc] if svc else []:
             table.add_row("proxy" if name == "proxies" else name,

@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
     def nameservice(
         listen: str = typer.Option(..., help="HOST:PORT of the Kafka endpoint clients bootstrap at."),
         http_listen: str = typer.Option(..., help="HOST:PORT of the HTTP endpoint (GET /v1/proxies)."),
-        controller: str = typer.Option(..., envvar="FEDKAFKA_CONTROLLER_URL", help="Controller base URL."),
+        controller: str = typer.Option(..., envvar="FEDKAFKA_CONTROLLER_URL",
+                                       help="Controller base URL, or several comma-separated (the active one is "
+                                            "followed)."),
         token_file: Path = typer.Option(..., exists=True, dir_okay=False, help="File holding the API token."),
         cache_seconds: float = typer.Option(5.0, min=0.0, help="How long a client's pool answer is reused."),
         cache_entries: int = typer.Option(10_000, min=1, help="client.ids whose answers are kept (LRU)."),

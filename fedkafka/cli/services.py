@@ -30,9 +30,12 @@ def proxy(
     role: str = typer.Option(..., "--role", help="pproxy | cproxy | both"),
     listen: str = typer.Option(..., "--listen", help="HOST:PORT to listen on"),
     advertised_host: str | None = typer.Option(None, "--advertised-host", help="host clients connect to"),
-    controller: str | None = typer.Option(None, "--controller", help="controller URL (http://host:port)"),
+    controller: str | None = typer.Option(None, "--controller", help="controller URL (http://host:port), or several "
+                                          "comma-separated: the active one is followed"),
     token_file: Path | None = typer.Option(None, "--token-file", help="file holding the controller token"),
     view_file: Path | None = typer.Option(None, "--view-file", help="static view JSON instead of a controller"),
+    view_cache: Path | None = typer.Option(None, "--view-cache", help="file keeping the last applied view (with "
+                                           "--controller): served when no controller answers at start"),
     workers: int = typer.Option(1, "--workers", help="processes sharing the port (SO_REUSEPORT)"),
     pool: str = typer.Option("default", "--pool", help="proxy pool (name-service rules map clients to pools)"),
     max_frame_bytes: int = typer.Option(_LIMITS.max_frame_bytes, "--max-frame-bytes",
@@ -84,6 +87,8 @@ def proxy(
             _fail(f"cannot read --token-file: {e}")
     elif view_file is not None and not view_file.is_file():
         _fail(f"--view-file {view_file} does not exist")
+    if view_cache is not None and controller is None:
+        _fail("--view-cache needs --controller (a --view-file is its own cache)")
     if workers < 1:
         _fail("--workers must be at least 1")
     if port == 0 and workers > 1:
@@ -105,7 +110,7 @@ def proxy(
         _fail("--admin-listen with --workers > 1 needs a fixed port (worker i listens on PORT + i)")
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
-                    view_file=view_file, controller=controller, token=token, workers=workers,
+                    view_file=view_file, controller=controller, token=token, view_cache=view_cache, workers=workers,
                     limits=limits, admin_listen=admin))
 
 

@@ -7,6 +7,7 @@ the `auth` dependency below stays as a second check and marks the protected rout
 from __future__ import annotations
 
 import asyncio
+import threading
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from fedkafka.controller.errors import ControllerError
 from fedkafka.controller.guard import DEFAULT_MAX_BODY, RequestGuard, token_ok
+from fedkafka.controller.leadership import Leadership, StandbyGate, restart_as_standby
 from fedkafka.controller.service import Controller
 from fedkafka.controller.topic_admin import add_routes as add_topic_admin_routes
 from fedkafka.controller.workflow_api import add_routes as add_workflow_routes
@@ -68,19 +70,31 @@ class RuleBody(BaseModel):
 
 
 def create_app(controller: Controller, token: str, background: bool = True,
-               max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+               max_body: int = DEFAULT_MAX_BODY, leadership: Leadership | None = None) -> FastAPI:
+    """`leadership`: compete for the database's leader row and act only while holding it (docs/DESIGN.md §3.6);
+    without it this controller acts at once (one controller, or tests)."""
     workflows = WorkflowEngine(controller)
+
+    def activate() -> None:
+        controller.become_active()
+        controller.start_background()
+        workflows.resume()  # runs a previous controller left unfinished (docs/DESIGN.md §6.2, §7)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         controller.publisher.bind(asyncio.get_running_loop())
-        if background:
+        if background and leadership is None:
             controller.start_background()
-            workflows.resume()  # runs a previous controller left unfinished (docs/DESIGN.md §6.2, §7)
+            workflows.resume()
+        elif background:
+            controller.leadership = leadership
+            threading.Thread(target=leadership.run, args=(controller._stop, activate, restart_as_standby),
+                             name="controller-leadership", daemon=True).start()
         yield
         await run_in_threadpool(controller.stop)
 
     app = FastAPI(title="fedkafka controller", version="1", lifespan=lifespan)
+    app.add_middleware(StandbyGate, leadership=leadership)
     app.add_middleware(RequestGuard, token=token, max_body=max_body)
 
     async def auth(authorization: str | None = Header(default=None)) -> None:  # async: no threadpool hop
@@ -101,7 +115,8 @@ def create_app(controller: Controller, token: str, background: bool = True,
 
     @app.get("/healthz")
     def healthz():
-        return {"ok": True, "view_version": controller.view.version}
+        lead = leadership.status() if leadership is not None else {"active": True}
+        return {"ok": True, "view_version": controller.view.version, **lead}
 
     @app.get("/metrics")
     def metrics():

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from fedkafka.controllers import ACTIVE_HEADER, ControllerList
+
 
 class AdminError(RuntimeError):
     def __init__(self, message: str, status: int | None = None):
@@ -47,21 +49,32 @@ def _read_token(path: Path) -> str:
 
 def _local_controller(root: Path) -> dict | None:
     """The local federation's controller: started by `fedkafka local up` (state.json) or by the Ansible
-    bundle on inventory/local (ansible.json)."""
+    bundle on inventory/local (ansible.json). Several (`local up --controllers N`): every URL, comma-separated."""
     for name in ("state.json", "ansible.json"):
         try:
-            svc = json.loads((root / name).read_text()).get("services", {}).get("controller")
+            services = json.loads((root / name).read_text()).get("services", {})
+            svc = services.get("controller")
+            several = services.get("controllers") or []
         except (OSError, ValueError, AttributeError):
             continue
+        if several:
+            return {**several[0], "url": ",".join(c["url"] for c in several)}
         if svc:
             return svc
     return None
 
 
 class AdminClient:
+    """`url` may list several controllers (comma-separated): a request goes to the active one (a standby answers
+    503 naming it; an unreachable one is skipped), each at most once."""
+
     def __init__(self, url: str, token: str, timeout: float = 30.0):
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers={"Authorization": f"Bearer {token}"})
+        self.controllers = ControllerList(url)
+        self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"})
+
+    @property
+    def url(self) -> str:
+        return self.controllers.current
 
     def close(self) -> None:
         self._http.close()
@@ -72,11 +85,25 @@ class AdminClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _send(self, method: str, path: str, body: Any, params: dict | None) -> httpx.Response:
+        for attempt in range(len(self.controllers.urls)):
+            url = self.controllers.current
+            last = attempt == len(self.controllers.urls) - 1
+            try:
+                resp = self._http.request(method, url + path, json=body, params=params)
+            except httpx.HTTPError as e:
+                if last:
+                    raise AdminError(f"controller at {url} unreachable: {e}") from None
+                self.controllers.failed(url)
+                continue
+            hint = resp.headers.get(ACTIVE_HEADER) if resp.status_code == 503 else None
+            if hint is None or last:
+                return resp
+            self.controllers.failed(url, hint)  # a standby: ask the active one it names
+        raise AssertionError("unreachable")
+
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
-        try:
-            resp = self._http.request(method, path, json=body, params=params)
-        except httpx.HTTPError as e:
-            raise AdminError(f"controller at {self.url} unreachable: {e}") from None
+        resp = self._send(method, path, body, params)
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)

@@ -88,7 +88,7 @@ class _StateCollector(Collector):
         for version, n in sorted(pub.subscribers.items()):
             subscribers.add_metric([str(version)], n)
         yield subscribers
-        active = getattr(self.ctl, "is_active", lambda: True)()
+        active = self.ctl.is_active()
         yield GaugeMetricFamily("fedkafka_controller_active", "1 when this controller is the active one (it "
                                 "composes views and runs workflows)", value=1 if active else 0)
 

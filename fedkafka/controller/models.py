@@ -66,6 +66,9 @@ class ProxyRow(Base):
     role: Mapped[str] = mapped_column(String(8))
     pool: Mapped[str] = mapped_column(String(128))
     lease_expires: Mapped[float] = mapped_column(Float)  # wall-clock seconds: shared by every controller
+    # until when the proxy may produce without renewing (docs/DESIGN.md §4.9); moves count it as writing until
+    # this plus FENCE_GRACE_S. Only ever moved forward while it has not passed.
+    fence_expires: Mapped[float] = mapped_column(Float, server_default="0")
     applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
     load_json: Mapped[str] = mapped_column(Text, default="{}")
 
@@ -133,3 +136,15 @@ class MoveRow(Base):
     gap: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class LeaderRow(Base):
+    """The active controller (id = 1): who holds it, where it answers, since which term, until when.
+    Taken over only once expired, by compare-and-set; every move transition checks it (docs/DESIGN.md §3.6)."""
+
+    __tablename__ = "controller_leader"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(256))  # this process: its URL and a random tag
+    url: Mapped[str] = mapped_column(String(1024))
+    term: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[float] = mapped_column(Float)  # wall-clock seconds

@@ -7,12 +7,17 @@ before it takes effect:
 
 - frozen: the chain's frozen flag and the move state are one transaction; the view that carries
   the flag is composed right after (a restart composes again).
-- acks: every live produce-capable proxy applied that view, or its lease ran out at least FENCE_GRACE_S ago
-  (it stops taking produce on its own and fails what it still had upstream). Nothing is written; a restart
-  simply waits again.
+- acks: every produce-capable proxy applied that view, or its fence ran out at least FENCE_GRACE_S ago (it
+  stops taking produce on its own; what it still had upstream is over by then). A proxy that went silent is
+  waited for until then (it may still be serving clients, cut off from the controller only: docs/DESIGN.md
+  §4.9); one that keeps renewing but does not ack fails the move after its drain. Nothing is written; a
+  restart simply waits again.
 - sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
   are recorded while the chain is still frozen, so they cannot move any more.
 - done: old segment sealed, new active segment, leader epoch + 1, unfrozen: one transaction.
+
+Every transition commits only while this controller holds the leader row (`check_leader`, docs/DESIGN.md
+§3.6): a controller that lost it to another mid-move writes nothing more.
 
 A move that cannot finish (a proxy never acks, a cluster does not answer, any error) is rolled back
 before its seal is committed (the chain is unfrozen and writes continue where they were) and finished
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select
 
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow, WorkflowRow
-from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s
+from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s, live_ack_timeout_s
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +65,11 @@ class Mover:
 
     def __init__(self, controller, ack_timeout: float | None = None, seal_timeout: float = 30.0):
         self.ctl = controller
-        # a live proxy acks after its drain; a silent one counts until its lease and the fencing grace ran out
+        # a live proxy acks after its drain; a silent one counts until its fence and the fencing grace ran out
         lease = controller.settings.lease_ms / 1000
-        self.ack_timeout = ack_timeout if ack_timeout is not None else ack_timeout_s(lease)
+        fence = getattr(controller.settings, "fence_ms", controller.settings.lease_ms) / 1000
+        self.ack_timeout = ack_timeout if ack_timeout is not None else ack_timeout_s(lease, fence)
+        self.live_ack_timeout = min(self.ack_timeout, live_ack_timeout_s(lease))
         self.seal_timeout = seal_timeout
 
     # -- planning ------------------------------------------------------------------------------
@@ -77,6 +84,7 @@ class Mover:
                             gap=m.gap, state="planned", updated_at=now)
                     for m in plans if (m.topic, m.partition) not in busy]
             s.add_all(rows)
+            self.ctl.check_leader(s)
             s.commit()
             return [r.id for r in rows]
 
@@ -161,12 +169,14 @@ class Mover:
                 chain = s.get(ChainRow, (row.topic, row.partition))
                 chain.frozen = True
                 self._enter(row, "frozen")
+            self.ctl.check_leader(s)
             s.commit()
         version = self.ctl.compose().version  # the view that carries the frozen flags
         with self.ctl.session() as s:
             for row in self._rows(s, ids, "frozen"):
                 if row.frozen_version is None:
                     row.frozen_version = version
+            self.ctl.check_leader(s)
             s.commit()
 
     def _await_acks(self, ids: list[int], progress) -> None:
@@ -176,25 +186,34 @@ class Mover:
             self.await_version(max(versions), progress)
 
     def await_version(self, needed: int, progress, roles: tuple[str, ...] = PRODUCE_ROLES) -> None:
-        """Until every live proxy of `roles` applied view `needed` (or is surely fenced); MoveFailed after the
-        ack timeout."""
-        deadline = time.monotonic() + self.ack_timeout
+        """Until every proxy of `roles` that may still write applied view `needed` (or is surely fenced);
+        MoveFailed after the ack timeout, or sooner for a proxy that renews its lease without acking."""
+        started = time.monotonic()
+        renewing_since: dict[int, float] = {}  # behind while renewing its lease: alive, so it should ack soon
         while True:
             self.ctl.flush_heartbeats()
             now = time.time()
             with self.ctl.session() as s:
-                # A proxy whose lease ran out a moment ago may still have a write out upstream: it is fenced
-                # only once the longest upstream request it may have sent is over.
-                live = list(s.execute(select(ProxyRow.node_id, ProxyRow.applied_version)
-                                      .where(ProxyRow.lease_expires > now - FENCE_GRACE_S,
-                                             ProxyRow.role.in_(roles))))
-            behind = [node for node, applied in live if applied < needed]
-            progress("acks", len(live) - len(behind), len(live))
+                # Every proxy that may still write: one whose fence ran out a moment ago may still have a write
+                # out upstream, so it is fenced only once the longest upstream request it may have sent is over.
+                # One cut off from the controller keeps producing until its fence (docs/DESIGN.md §4.9).
+                writers = list(s.execute(select(ProxyRow.node_id, ProxyRow.applied_version, ProxyRow.lease_expires)
+                                         .where(ProxyRow.fence_expires > now - FENCE_GRACE_S,
+                                                ProxyRow.role.in_(roles))))
+            behind = {node: lease > now for node, applied, lease in writers if applied < needed}
+            progress("acks", len(writers) - len(behind), len(writers))
             if not behind:
                 return
-            if time.monotonic() > deadline:
-                raise MoveFailed(f"proxies {behind} did not apply view {needed} within {self.ack_timeout:.0f} s "
-                                 f"while renewing their leases or less than {FENCE_GRACE_S:.0f} s after")
+            clock = time.monotonic()
+            renewing_since = {n: renewing_since.get(n, clock) for n, renewing in behind.items() if renewing}
+            stuck = [n for n, since in renewing_since.items() if clock - since > self.live_ack_timeout]
+            if stuck:
+                raise MoveFailed(f"proxies {stuck} did not apply view {needed} within {self.live_ack_timeout:.0f} s "
+                                 "while renewing their leases")
+            if clock - started > self.ack_timeout:
+                raise MoveFailed(f"proxies {sorted(behind)} did not apply view {needed} within "
+                                 f"{self.ack_timeout:.0f} s (before their fence ran out, or less than "
+                                 f"{FENCE_GRACE_S:.0f} s after)")
             time.sleep(0.02)
 
     def _seal(self, ids: list[int], progress) -> None:
@@ -225,6 +244,7 @@ class Mover:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
                                      f"segment start {old.phys_start} (was the physical topic re-created?)")
                 self._enter(row, "sealed")
+            self.ctl.check_leader(s)
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
@@ -311,6 +331,7 @@ class Mover:
                 chain.leader_epoch += 1
                 chain.frozen = False
                 self._enter(row, "done")
+            self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
 
@@ -323,6 +344,7 @@ class Mover:
                     chain.frozen = False
                 row.error = reason
                 self._enter(row, "rolled_back")
+            self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
 

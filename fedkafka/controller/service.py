@@ -39,6 +39,7 @@ from fedkafka.controller.models import (
     ViewRow,
 )
 from fedkafka.controller.publish import Publisher
+from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
 from fedkafka.view.chains import next_version
 from fedkafka.view.model import ClusterState, ProxyRole, View, shadow_topic
 from fedkafka.view.placement import Placement, Slot, identity_chains, physical_partition_counts, place
@@ -51,18 +52,26 @@ BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
 PRODUCER_ID_BLOCK = 1000
+# A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
+# deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
+LATE_RENEWAL_S = FENCE_GRACE_S / 4
 
 
 @dataclass
 class Settings:
     db_url: str
-    lease_ms: int = 10_000
+    lease_ms: int = 10_000  # a proxy not renewed for this long leaves the view (leadership moves)
+    fence_ms: int = int(DEFAULT_FENCE_S * 1000)  # ... and stops producing this long after (docs/DESIGN.md §4.9)
     scan_interval: float = 5.0
     kafka_timeout: float = 3.0
     # fail a cluster over once it has been unreachable this many seconds (None: never on its own; docs/DESIGN.md §9)
     auto_failover_after: float | None = None
     # seconds between copies of every group's committed offsets (what `coordination move --unclean` restores)
     offsets_copy_interval: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.fence_ms < self.lease_ms:
+            raise ValueError(f"the fence ({self.fence_ms} ms) must be at least the lease ({self.lease_ms} ms)")
 
 
 class Controller:
@@ -86,12 +95,13 @@ class Controller:
         self._write_lock = threading.Lock()  # one topology change at a time in this process
         self._committed_at: dict[int, float] = {}
         self._hb_lock = threading.Lock()
-        self._leases: dict[int, tuple[float, int]] = {}  # node id -> (lease expiry, applied version)
-        self._pending: dict[int, tuple[float, int, dict]] = {}  # heartbeats not yet in the database
+        self._leases: dict[int, tuple[float, float, int]] = {}  # node id -> (lease, fence expiry, applied version)
+        self._pending: dict[int, tuple[float, float, int, dict]] = {}  # renewals not yet in the database
         self._flush_lock = threading.RLock()  # one heartbeat batch written at a time
         self._renewals = 0  # renewals taken so far ...
         self._durable = 0  # ... and how many of them are committed
         self._stop = threading.Event()
+        self.leadership = None  # set by the app when several controllers may share the database
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
@@ -104,6 +114,26 @@ class Controller:
             t = threading.Thread(target=target, name=f"controller-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def check_leader(self, session) -> None:
+        """In a write transaction that must not commit once another controller took over (moves): raises
+        NotLeader then (docs/DESIGN.md §3.6). A controller without leadership (tests, in process) always passes."""
+        if self.leadership is not None:
+            self.leadership.check(session)
+
+    def is_active(self) -> bool:
+        """This controller composes views and runs workflows (always, without leadership: one controller)."""
+        return self.leadership is None or self.leadership.active
+
+    def become_active(self) -> None:
+        """This controller now holds the leader row: serve the database's view, keep its proxies listed for one
+        lease (they renew within a heartbeat), forget renewals of an earlier term."""
+        view = self._refresh_from_db()
+        self._inherited = (frozenset(p.node_id for p in view.proxies), time.time() + self.settings.lease_ms / 1000)
+        with self._hb_lock:
+            self._leases.clear()
+            self._pending.clear()
+        self.compose()
 
     def stop(self) -> None:
         self._stop.set()
@@ -373,14 +403,16 @@ class Controller:
             ProxyRole(role)
         except ValueError:
             raise Invalid(f"role must be pproxy, cproxy or both, got {role!r}") from None
-        expires = time.time() + self.settings.lease_ms / 1000
+        now = time.time()
+        expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
         for _ in range(3):
             with self.session() as s:
                 row = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id))
                 if row is None:
-                    row = ProxyRow(instance_id=instance_id, applied_version=0, load_json="{}")
+                    row = ProxyRow(instance_id=instance_id, applied_version=0, load_json="{}", fence_expires=0.0)
                     s.add(row)
                 row.host, row.port, row.role, row.pool, row.lease_expires = host, port, role, pool, expires
+                row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
                 try:
                     s.commit()
                 except IntegrityError:  # the same instance registering twice at once: the row exists now
@@ -388,28 +420,39 @@ class Controller:
                     continue
                 node_id = row.node_id
                 with self._hb_lock:
-                    self._leases[node_id] = (expires, row.applied_version)
+                    self._leases[node_id] = (expires, row.fence_expires, row.applied_version)
             break
         self.compose()
-        return {"node_id": node_id, "lease_ms": self.settings.lease_ms,
+        return {"node_id": node_id, "lease_ms": self.settings.lease_ms, "fence_ms": self.settings.fence_ms,
                 "producer_id_block": self.allocate_producer_ids()}
+
+    def _renewed(self, node_id: int) -> dict[str, Any]:
+        if all(p.node_id != node_id for p in self.view.proxies):
+            self.compose()  # its lease had run out (dropped from the view) but not its fence: list it again
+        return {"lease_ms": self.settings.lease_ms, "fence_ms": self.settings.fence_ms,
+                "view_version": self.view.version}
 
     def renew_lease(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any] | None:
         """Heartbeat of a proxy this controller knows is alive. None: ask `heartbeat` (the database).
 
         Answered only once the renewal is committed: every controller on the database (a move's ack wait)
-        must see at least the lease a proxy was told it holds. Renewals are written in batches: whoever
-        writes takes every renewal waiting, so concurrent heartbeats share one transaction."""
+        must see at least the lease and fence a proxy was told it holds. Renewals are written in batches:
+        whoever writes takes every renewal waiting, so concurrent heartbeats share one transaction.
+
+        Renewed only while the proxy's fence has not passed: until then every move counted it as writing, so
+        it may go on with the view it has (docs/DESIGN.md §4.9); after it, it must register again."""
         now = time.time()
         with self._hb_lock:
             known = self._leases.get(node_id)
-            if known is None or known[0] <= now:
+            if known is None or known[1] <= now:
                 return None
-            if applied_version > known[1] and applied_version in self._committed_at:
+            if applied_version > known[2] and applied_version in self._committed_at:
                 self.metrics.apply_seconds.observe(max(0.0, now - self._committed_at[applied_version]))
-            expires = now + self.settings.lease_ms / 1000
-            self._leases[node_id] = (expires, max(known[1], applied_version))
-            self._pending[node_id] = (expires, max(known[1], applied_version), load)
+            expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
+            # `_leases` learns it only once written (flush_heartbeats): a renewal whose write failed must not
+            # let a later heartbeat pass this check after the fence in the database ran out
+            applied = max(known[2], applied_version, self._pending.get(node_id, (0, 0, 0, None))[2])
+            self._pending[node_id] = (expires, fence, applied, load)
             self._renewals += 1
             ticket = self._renewals
         with self._flush_lock:
@@ -419,13 +462,15 @@ class Controller:
                 except SQLAlchemyError as e:
                     raise Unavailable(f"lease of proxy {node_id} not renewed: database write failed: "
                                       f"{type(e).__name__}") from None
-        return {"lease_ms": self.settings.lease_ms, "view_version": self.view.version}
+        if time.time() - now > LATE_RENEWAL_S:
+            raise Unavailable(f"lease of proxy {node_id} not renewed: its write took longer than {LATE_RENEWAL_S} s")
+        return self._renewed(node_id)
 
     def live_leases(self) -> list[tuple[float, int]]:
         """(lease expiry, applied version) of each proxy whose lease this controller knows to be running."""
         now = time.time()
         with self._hb_lock:
-            return [lease for lease in self._leases.values() if lease[0] > now]
+            return [(expires, applied) for expires, _fence, applied in self._leases.values() if expires > now]
 
     def heartbeat(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any]:
         fast = self.renew_lease(node_id, applied_version, load)
@@ -434,17 +479,20 @@ class Controller:
         now = time.time()
         with self.session() as s:
             row = s.get(ProxyRow, node_id)
-            if row is None or row.lease_expires <= now:
-                raise NotFound(f"proxy {node_id} is not registered (or its lease ran out): register again")
+            if row is None or row.fence_expires <= now:
+                raise NotFound(f"proxy {node_id} is not registered (or its fence ran out): register again")
             if applied_version > row.applied_version and applied_version in self._committed_at:
                 self.metrics.apply_seconds.observe(max(0.0, now - self._committed_at[applied_version]))
             row.applied_version = max(row.applied_version, applied_version)
-            row.lease_expires = now + self.settings.lease_ms / 1000
+            row.lease_expires = max(row.lease_expires, now + self.settings.lease_ms / 1000)
+            row.fence_expires = max(row.fence_expires, now + self.settings.fence_ms / 1000)
             row.load_json = json.dumps(load)
             s.commit()
             with self._hb_lock:
-                self._leases[node_id] = (row.lease_expires, row.applied_version)
-        return {"lease_ms": self.settings.lease_ms, "view_version": self.view.version}
+                self._leases[node_id] = (row.lease_expires, row.fence_expires, row.applied_version)
+        if time.time() - now > LATE_RENEWAL_S:
+            raise Unavailable(f"lease of proxy {node_id} not renewed: its write took longer than {LATE_RENEWAL_S} s")
+        return self._renewed(node_id)
 
     def flush_heartbeats(self) -> None:
         """Write the pending renewals in one transaction. They stay pending until it commits (a failed write
@@ -452,18 +500,22 @@ class Controller:
         with self._flush_lock:
             with self._hb_lock:
                 batch, upto = dict(self._pending), self._renewals
+            durable: dict[int, tuple[float, float, int]] = {}
             if batch:
                 with self.session() as s:
                     for row in s.scalars(select(ProxyRow).where(ProxyRow.node_id.in_(list(batch)))):
-                        expires, applied, load = batch[row.node_id]
+                        expires, fence, applied, load = batch[row.node_id]
                         row.lease_expires = max(row.lease_expires, expires)
+                        row.fence_expires = max(row.fence_expires, fence)
                         row.applied_version = max(row.applied_version, applied)
                         row.load_json = json.dumps(load)
+                        durable[row.node_id] = (row.lease_expires, row.fence_expires, row.applied_version)
                     s.commit()
             with self._hb_lock:
                 for node_id, written in batch.items():
                     if self._pending.get(node_id) is written:
                         del self._pending[node_id]
+                self._leases.update(durable)
                 self._durable = max(self._durable, upto)
 
     def allocate_producer_ids(self) -> dict[str, int]:
@@ -515,7 +567,8 @@ class Controller:
         with self.session() as s:
             proxies = [{"node_id": p.node_id, "instance_id": p.instance_id, "host": p.host, "port": p.port,
                         "role": p.role, "pool": p.pool, "applied_version": p.applied_version,
-                        "lease_remaining_ms": int((p.lease_expires - now) * 1000), "load": json.loads(p.load_json)}
+                        "lease_remaining_ms": int((p.lease_expires - now) * 1000),
+                        "fence_remaining_ms": int((p.fence_expires - now) * 1000), "load": json.loads(p.load_json)}
                        for p in s.scalars(select(ProxyRow).where(ProxyRow.lease_expires > now))]
             topics = s.scalar(select(func.count()).select_from(TopicRow))
         clusters = self.list_clusters()

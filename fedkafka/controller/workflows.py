@@ -9,6 +9,7 @@ each unfinished run again from the top and the finished phases change nothing.
 from __future__ import annotations
 
 import builtins  # WorkflowEngine.list shadows list in its own annotations
+import contextlib
 import itertools
 import json
 import logging
@@ -24,6 +25,7 @@ from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.coordination import CoordinationMove
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
+from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
 from fedkafka.view.chains import UNCLEAN_GAP
@@ -373,11 +375,15 @@ class WorkflowEngine:
         except _Stopping:  # left "running": the next controller resumes it
             log.info("workflow %d paused at %s: controller stopping", run_id, rec["step"])
             return
+        except NotLeader as e:  # left "running": the active controller resumes it
+            log.warning("workflow %d left at %s to the active controller: %s", run_id, rec["step"], e)
+            return
         except Exception as e:  # the record says why; a new POST retries (every phase is idempotent)
             log.exception("workflow %d failed", run_id)
             rec["state"], rec["error"] = "failed", str(e)
         rec["finished_at"] = time.time()
-        self._save(run_id)
+        with contextlib.suppress(NotLeader):
+            self._save(run_id)
 
     def _run_locked(self, run_id: int) -> None:
         rec = self._records[run_id]
@@ -420,6 +426,7 @@ class WorkflowEngine:
             row = s.get(WorkflowRow, run_id)
             row.state, row.step, row.record_json = rec["state"], rec["step"], json.dumps(rec)
             row.updated_at = time.time()
+            self.ctl.check_leader(s)
             s.commit()
 
     # -- moves (both workflows) ----------------------------------------------------------------------

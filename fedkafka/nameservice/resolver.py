@@ -19,6 +19,8 @@ from typing import Protocol
 
 import httpx
 
+from fedkafka.controllers import ControllerList, active_hint
+
 
 @dataclass(frozen=True, slots=True)
 class ProxyAddress:
@@ -59,8 +61,8 @@ class StaticResolver:
 class ControllerResolver:
     def __init__(self, controller_url: str, token: str, ttl: float = 5.0, timeout: float = 2.0,
                  max_entries: int = 10_000, max_concurrent_lookups: int = 16) -> None:
-        self._client = httpx.AsyncClient(base_url=controller_url.rstrip("/"), timeout=timeout,
-                                         headers={"Authorization": f"Bearer {token}"})
+        self._controllers = ControllerList(controller_url)  # several on one database: follow the active one
+        self._client = httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"Bearer {token}"})
         self._ttl = ttl
         self._max_entries = max_entries
         self._cache: collections.OrderedDict[str, tuple[float, PoolAnswer]] = collections.OrderedDict()
@@ -92,9 +94,7 @@ class ControllerResolver:
         async with self._controller_calls:
             self.controller_calls += 1
             try:
-                resp = await self._client.get("/v1/proxies", params={"client_id": client_id})
-                resp.raise_for_status()
-                body = resp.json()
+                body = await self._ask(client_id)
             except (httpx.HTTPError, ValueError) as exc:
                 self.controller_errors += 1
                 self.controller_ok = False
@@ -112,6 +112,20 @@ class ControllerResolver:
     @property
     def cached_entries(self) -> int:
         return len(self._cache)
+
+    async def _ask(self, client_id: str) -> dict:
+        """GET /v1/proxies from the active controller: each one in the list at most once."""
+        for attempt in range(len(self._controllers.urls)):
+            url = self._controllers.current
+            try:
+                resp = await self._client.get(f"{url}/v1/proxies", params={"client_id": client_id})
+                resp.raise_for_status()
+                return resp.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                self._controllers.failed(url, active_hint(exc))
+                if attempt == len(self._controllers.urls) - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _remember(self, client_id: str, answer: PoolAnswer) -> None:
         self._cache[client_id] = (time.monotonic(), answer)

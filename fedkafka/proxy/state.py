@@ -13,7 +13,9 @@ from fedkafka.view.model import ProxyInfo, View
 class ProxyState:
     view: View
     me: ProxyInfo
-    lease_deadline: float | None = None  # monotonic; None: no lease (static view file)
+    # monotonic; until when this proxy may produce: the fence the controller granted at the last renewal
+    # (docs/DESIGN.md §4.9), minutes, not the lease that keeps it in the view. None: static view file.
+    lease_deadline: float | None = None
     applied_version: int = 0
     listeners: list[Callable[[View], None]] = field(default_factory=list)
 

@@ -1,9 +1,10 @@
 """Where the proxy's view comes from: a static JSON file, or the controller (HTTP contract: docs/DESIGN.md §5.1, §5.2).
 
-Controller mode: register (node id, lease, producer id block), then long-poll `GET /v1/view?after=N` and
-heartbeat with the applied version. The lease is renewed by each successful heartbeat; when heartbeats fail
-for a whole lease the proxy stops taking produce requests (ProxyState.lease_valid) but keeps serving its
-last view for everything else (static stability).
+Controller mode: register (node id, lease, fence, producer id block), then follow the view stream and
+heartbeat with the applied version. Each successful heartbeat renews the lease (membership of the view) and
+the fence (how long this proxy may produce without another renewal, minutes: docs/DESIGN.md §4.9). While the
+controller is unreachable the proxy keeps serving its last view, produce included, until the fence runs out;
+then it refuses produce (ProxyState.lease_valid) and keeps serving the rest (static stability).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 import httpx
 
+from fedkafka.controllers import ACTIVE_HEADER, ControllerList, active_hint
 from fedkafka.proxy.state import ProxyState
+from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.view.model import View
 
 log = logging.getLogger(__name__)
@@ -73,85 +76,165 @@ class StaticViewSource:
 
 
 class ControllerViewSource:
-    def __init__(self, url: str, token: str, instance_id: str, on_block: Callable[[int, int], None]):
-        self.url = url.rstrip("/")
+    def __init__(self, url: str, token: str, instance_id: str, on_block: Callable[[int, int], None],
+                 cache: ViewCache | None = None):
+        self.controllers = ControllerList(url)  # several on one database: follow the active one
         self.headers = {"Authorization": f"Bearer {token}"}
         self.instance_id = instance_id
         self.on_block = on_block
+        self.cache = cache
         self.lease_ms = 10_000
+        self.fence_ms = 10_000  # a controller that names no fence: produce stops with the lease, as before
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         self._drain: Callable[[int], Awaitable[None]] | None = None
+        self._registered = False
+        self._registering = asyncio.Lock()
+        self._saving = asyncio.Lock()
 
     async def start(self, state: ProxyState) -> None:
-        """Register and fetch the first view; retried until the controller answers."""
+        """Register and fetch the first view; retried until the controller answers. With a view cache, a
+        proxy whose first attempt fails starts from its saved view instead and registers in `run`."""
         delay = 0.2
         while True:
+            url = self.controllers.current
             try:
                 await self._register(state)
-                resp = await self.client.get(f"{self.url}/v1/view", headers=self.headers)
+                resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
                 resp.raise_for_status()
                 state.apply(View.from_dict(resp.json()))
                 state.applied_version = state.view.version
+                await self._save_view(state)
+                await self._save_fence(state)  # only now: a deadline on disk always goes with the view it covers
+                self._registered = True
                 return
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("controller %s not ready: %s", self.url, e)
+                log.warning("controller %s not ready: %s", url, e)
+                self._failed(url, e)
+                if self._start_from_cache(state):
+                    return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _start_from_cache(self, state: ProxyState) -> bool:
+        saved = self.cache.load() if self.cache is not None else None
+        if saved is None:
+            return False
+        state.set_node_id(saved.node_id)
+        state.apply(saved.view)
+        state.applied_version = saved.view.version
+        # Produce only until the deadline the controller last granted us (docs/DESIGN.md §4.9): a wall-clock
+        # time on disk, back to this process's monotonic clock.
+        state.lease_deadline = time.monotonic() + (saved.produce_until - time.time())
+        log.warning("no controller answers: serving saved view %s from %s (produce %s)", saved.view.version,
+                    self.cache.path, f"until {time.ctime(saved.produce_until)}" if state.lease_valid() else "refused")
+        return True
 
     async def _register(self, state: ProxyState, refresh_view: bool = False) -> None:
         """Register (again). `refresh_view`: our lease ran out, so the controller stopped waiting for our acks
         and may have sealed segments we still write to; take the current view before the new lease counts."""
         sent = time.monotonic()
-        resp = await self.client.post(f"{self.url}/v1/proxies", headers=self.headers, json={
+        resp = await self.client.post(f"{self.controllers.current}/v1/proxies", headers=self.headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
             "role": state.me.role.value, "pool": state.me.pool})
         resp.raise_for_status()
         body = resp.json()
         state.set_node_id(int(body["node_id"]))
-        self.lease_ms = int(body["lease_ms"])
+        self._take_times(body)
         if refresh_view:
-            current = await self.client.get(f"{self.url}/v1/view", headers=self.headers)
+            current = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
             current.raise_for_status()
             view = View.from_dict(current.json())
             if state.apply(view):
                 if self._drain is not None:  # an ack like any other: nothing routed under an older view is out
                     await self._drain(view.version)
                 state.applied_version = view.version
-        state.lease_deadline = sent + self.lease_ms / 1000
+                await self._save_view(state)
+        state.lease_deadline = sent + self.fence_ms / 1000
+        if refresh_view:
+            await self._save_fence(state)
         block = body.get("producer_id_block")
         if block:
             self.on_block(int(block["start"]), int(block["size"]))
 
     async def fetch_block(self) -> tuple[int, int]:
-        resp = await self.client.post(f"{self.url}/v1/producer-id-blocks", headers=self.headers)
+        resp = await self.client.post(f"{self.controllers.current}/v1/producer-id-blocks", headers=self.headers)
         resp.raise_for_status()
         body = resp.json()
         return int(body["start"]), int(body["size"])
 
     async def admin(self, method: str, path: str, body: Any, timeout_s: float) -> tuple[int, Any]:
-        """One admin-API request on behalf of a Kafka client (CreateTopics, AlterConfigs, ...): (status, JSON).
-        A controller that cannot be reached raises ConnectionError, a slow one TimeoutError."""
-        try:
-            resp = await self.client.request(method, f"{self.url}{path}", headers=self.headers, json=body,
-                                             timeout=httpx.Timeout(timeout_s))
-        except httpx.TimeoutException as e:
-            raise TimeoutError(f"controller {self.url} did not answer in {timeout_s:.0f} s") from e
-        except httpx.HTTPError as e:
-            raise ConnectionError(f"controller {self.url}: {e}") from e
-        try:
-            answer = resp.json() if resp.content else None
-        except ValueError:
-            answer = {"detail": resp.text[:500]}
-        return resp.status_code, answer
+        """One admin-API request on behalf of a Kafka client (CreateTopics, AlterConfigs, ...): (status, JSON),
+        from the active controller. None reachable raises ConnectionError, a slow one TimeoutError (not retried
+        elsewhere: it may have been applied)."""
+        failure: BaseException | None = None
+        for _ in self.controllers.urls:
+            url = self.controllers.current
+            try:
+                resp = await self.client.request(method, f"{url}{path}", headers=self.headers, json=body,
+                                                 timeout=httpx.Timeout(timeout_s))
+            except httpx.TimeoutException as e:
+                raise TimeoutError(f"controller {url} did not answer in {timeout_s:.0f} s") from e
+            except httpx.HTTPError as e:
+                failure = e
+                self._failed(url, e)
+                continue
+            if resp.status_code == 503 and resp.headers.get(ACTIVE_HEADER):  # a standby: ask the one it names
+                failure = ConnectionError(f"controller {url} stands by")
+                self.controllers.failed(url, resp.headers[ACTIVE_HEADER])
+                continue
+            try:
+                answer = resp.json() if resp.content else None
+            except ValueError:
+                answer = {"detail": resp.text[:500]}
+            return resp.status_code, answer
+        raise ConnectionError(f"no controller answered ({', '.join(self.controllers.urls)}): {failure}")
 
     def tasks(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> dict[str, Callable]:
         """The background tasks to supervise, by name: each is restarted alone when it dies."""
         self._drain = drain
         return {"view-stream": lambda: self._poll(state, drain), "heartbeat": lambda: self._heartbeat(state)}
 
+    async def _register_from_cache(self, state: ProxyState) -> None:
+        """Started from the saved view: register (taking the current view, drained, before the new lease
+        counts) as soon as a controller answers."""
+        delay = 0.2
+        async with self._registering:  # both supervised tasks start here; the first one registers
+            while not self._registered:
+                url = self.controllers.current
+                try:
+                    await self._register(state, refresh_view=True)
+                    self._registered = True
+                    log.info("registered with %s; serving view %s", self.controllers.current, state.view.version)
+                except (httpx.HTTPError, ValueError, KeyError) as e:
+                    log.warning("controller %s still unreachable (serving saved view %s): %s", url,
+                                state.view.version, e)
+                    self._failed(url, e)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+    async def _save_view(self, state: ProxyState) -> None:
+        """Persist the applied view before it is acked (the saved version covers every acked one)."""
+        if self.cache is None:
+            return
+        async with self._saving:
+            try:
+                await asyncio.to_thread(self.cache.save_view, state.view, state.me.node_id)
+            except OSError as e:
+                log.warning("view %s not saved to %s: %s", state.view.version, self.cache.path, e)
+
+    async def _save_fence(self, state: ProxyState) -> None:
+        if self.cache is None or state.lease_deadline is None:
+            return
+        until = time.time() + (state.lease_deadline - time.monotonic())
+        try:
+            await asyncio.to_thread(self.cache.save_fence, until)
+        except OSError as e:
+            log.warning("produce deadline not saved to %s: %s", self.cache.fence_path, e)
+
     async def _poll(self, state: ProxyState, drain: Callable[[int], Awaitable[None]]) -> None:
         """Follow the controller's view stream (one JSON view per line, a blank keepalive line every
         STREAM_KEEPALIVE_MS): one open connection instead of a long-poll round trip per change."""
+        await self._register_from_cache(state)
         if state.applied_version < state.view.version:
             # A previous run died between taking this view and acking it (a supervised restart): finish it,
             # or the controller would wait for this ack until its move times out.
@@ -160,9 +243,10 @@ class ControllerViewSource:
             state.applied_version = state.view.version
             await self._heartbeat_once(state)
         while True:
+            url = self.controllers.current
             try:
                 async with self.client.stream(
-                        "GET", f"{self.url}/v1/view/stream", headers=self.headers,
+                        "GET", f"{url}/v1/view/stream", headers=self.headers,
                         params={"after": state.view.version, "keepalive_ms": STREAM_KEEPALIVE_MS},
                         timeout=httpx.Timeout(10.0, read=STREAM_KEEPALIVE_MS / 1000 * 3)) as resp:
                     resp.raise_for_status()
@@ -173,29 +257,48 @@ class ControllerViewSource:
                         if state.apply(view):
                             await drain(view.version)  # older views' produce finishes first (docs/DESIGN.md §6.1)
                             state.applied_version = view.version
+                            await self._save_view(state)
                             await self._heartbeat_once(state)  # ack promptly: the controller waits for it
                 raise httpx.RemoteProtocolError("view stream ended")
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("view stream failed (serving view %s): %s", state.view.version, e)
+                log.warning("view stream from %s failed (serving view %s): %s", url, state.view.version, e)
+                self._failed(url, e)
                 await asyncio.sleep(1.0)
 
     async def _heartbeat(self, state: ProxyState) -> None:
+        await self._register_from_cache(state)
         while True:
             await asyncio.sleep(max(self.lease_ms / 3000, 0.05))
+            url = self.controllers.current
             try:
                 await self._heartbeat_once(state)
             except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("heartbeat failed (lease %s): %s", "valid" if state.lease_valid() else "EXPIRED", e)
+                left = (state.lease_deadline or 0.0) - time.monotonic()
+                log.warning("heartbeat to %s failed (%s): %s", url, f"may produce {left:.0f} s more" if left > 0
+                            else "fenced: produce refused until a controller renews", e)
+                self._failed(url, e)
+
+    def _failed(self, url: str, error: BaseException) -> None:
+        """Move on to the active controller a standby named, else the next one in the list."""
+        following = self.controllers.failed(url, active_hint(error))
+        if following != url:
+            log.info("following controller %s", following)
 
     async def _heartbeat_once(self, state: ProxyState) -> None:
         sent = time.monotonic()
-        resp = await self.client.post(f"{self.url}/v1/proxies/{state.me.node_id}/heartbeat", headers=self.headers,
+        resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{state.me.node_id}/heartbeat",
+                                      headers=self.headers,
                                       json={"applied_version": state.applied_version, "load": {}})
         if resp.status_code == 404:  # the controller dropped us (lease ran out): register again
             state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce meanwhile
             await self._register(state, refresh_view=True)
             return
         resp.raise_for_status()
-        body = resp.json()
+        self._take_times(resp.json())
+        # measured from when we sent it, the controller's from when it took it: ours is never the later one
+        state.lease_deadline = sent + self.fence_ms / 1000
+        await self._save_fence(state)
+
+    def _take_times(self, body: dict) -> None:
         self.lease_ms = int(body["lease_ms"])
-        state.lease_deadline = sent + self.lease_ms / 1000
+        self.fence_ms = int(body.get("fence_ms", self.lease_ms))

@@ -91,13 +91,14 @@ def recording_kafka_class():
 
 @pytest.fixture
 def make_api(db_url):
-    """Factory: (kafka, lease_ms) -> TestClient of a controller on `db_url` (lifespan runs, no background loops)."""
+    """Factory: (kafka, lease_ms, fence_ms) -> TestClient of a controller on `db_url` (lifespan runs, no background
+    loops). The fence defaults to the service's (minutes)."""
     clients = []
 
-    def _make(kafka=None, lease_ms=10_000, url=None, background=False) -> TestClient:
+    def _make(kafka=None, lease_ms=10_000, url=None, background=False, fence_ms=None) -> TestClient:
         kafka = kafka if kafka is not None else RecordingKafka()
-        ctl = Controller(Settings(db_url=url or db_url, lease_ms=lease_ms, scan_interval=0.5, kafka_timeout=2.0),
-                         kafka=kafka)
+        times = {"lease_ms": lease_ms} if fence_ms is None else {"lease_ms": lease_ms, "fence_ms": fence_ms}
+        ctl = Controller(Settings(db_url=url or db_url, scan_interval=0.5, kafka_timeout=2.0, **times), kafka=kafka)
         client = TestClient(create_app(ctl, TOKEN, background=background), headers=AUTH)
         client.__enter__()
         client.controller, client.kafka = ctl, kafka

@@ -112,7 +112,7 @@ def test_cluster_states_and_unknown_cluster(make_api):
 
 
 def test_proxies_register_heartbeat_and_lose_their_lease(make_api):
-    api = make_api(lease_ms=400)
+    api = make_api(lease_ms=400, fence_ms=400)
     body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
     first = api.post("/v1/proxies", json=body).json()
     again = api.post("/v1/proxies", json=body).json()
@@ -131,15 +131,69 @@ def test_proxies_register_heartbeat_and_lose_their_lease(make_api):
     assert api.post(f"/v1/proxies/{first['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404
 
 
+def test_a_proxy_silent_longer_than_its_lease_renews_while_its_fence_holds(make_api):
+    """docs/DESIGN.md §4.9: the lease decides view membership, the fence whether the proxy may go on writing with
+    the view it has. A proxy cut off for longer than a lease (or a restarted controller) renews without
+    registering again, and is listed again at once; one whose fence ran out must register again (404)."""
+    api = make_api(lease_ms=400, fence_ms=1500)
+    body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
+    node = api.post("/v1/proxies", json=body).json()
+    assert node["fence_ms"] == 1500
+    time.sleep(0.5)
+    api.controller.expire_leases()
+    assert api.get("/v1/view").json()["proxies"] == []
+    hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1})
+    assert hb.status_code == 200 and hb.json()["fence_ms"] == 1500
+    assert [p["node_id"] for p in api.get("/v1/view").json()["proxies"]] == [node["node_id"]]
+    restarted = make_api(lease_ms=400, fence_ms=1500)  # a second controller (or a restart) on the database
+    assert restarted.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 200
+    time.sleep(1.6)
+    assert restarted.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404
+    assert api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404
+
+
+def test_registering_again_never_shortens_a_fence(make_api):
+    """A controller restarted with a shorter --fence-ms must not count a proxy as fenced before the deadline it
+    already granted (the proxy produces until then)."""
+    from fedkafka.controller.models import ProxyRow
+
+    body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
+    long = make_api(lease_ms=400, fence_ms=60_000)
+    node = long.post("/v1/proxies", json=body).json()["node_id"]
+    short = make_api(lease_ms=400, fence_ms=400)
+    short.post("/v1/proxies", json=body).raise_for_status()
+    with short.controller.session() as s:
+        assert s.get(ProxyRow, node).fence_expires > time.time() + 50
+
+
+def test_a_renewal_committed_too_late_is_not_acknowledged(make_api, monkeypatch):
+    """If writing a renewal took long, a move may have stopped counting the proxy meanwhile: the proxy is not
+    told it may go on (503, its deadline stays), though the database keeps the longer fence (the safe side)."""
+    from fedkafka.controller import service
+
+    api = make_api(lease_ms=60_000)
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    monkeypatch.setattr(service, "LATE_RENEWAL_S", -1.0)
+    hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1})
+    assert hb.status_code == 503 and "took longer" in hb.json()["detail"]
+
+
+def test_a_fence_shorter_than_the_lease_is_refused(db_url):
+    from fedkafka.controller.service import Settings
+
+    with pytest.raises(ValueError, match="at least the lease"):
+        Settings(db_url=db_url, lease_ms=10_000, fence_ms=5_000)
+
+
 def test_a_restarted_controller_lists_the_proxies_it_inherits_for_one_lease(make_api):
     """Leases run out while no controller runs; the next one keeps those proxies in the view for one lease
     (dropping and re-adding them one by one would move partition leaders between proxies), but they are
     still fenced: a heartbeat on the lapsed lease is refused until the proxy registers again."""
-    first = make_api(lease_ms=400)
+    first = make_api(lease_ms=400, fence_ms=400)
     body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
     node = first.post("/v1/proxies", json=body).json()["node_id"]
-    time.sleep(0.5)  # the controller is gone (never asked again); the lease runs out
-    restarted = make_api(lease_ms=400)
+    time.sleep(0.5)  # the controller is gone (never asked again); the lease and the fence run out
+    restarted = make_api(lease_ms=400, fence_ms=400)
     restarted.controller.expire_leases()
     assert [p["node_id"] for p in restarted.get("/v1/view").json()["proxies"]] == [node]
     assert restarted.post(f"/v1/proxies/{node}/heartbeat", json={"applied_version": 1}).status_code == 404
@@ -338,15 +392,34 @@ def test_a_failed_batch_keeps_its_renewals_and_the_newest_wins(make_api):
     ctl = api.controller
     node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
     with ctl._hb_lock:  # two renewals taken, not yet written: an older one, then a newer one
-        ctl._pending[node["node_id"]] = (time.time() + 30, 5, {})
+        ctl._pending[node["node_id"]] = (time.time() + 30, time.time() + 30, 5, {})
     db = _FailingCommits(ctl)
     db.failing = True
     with pytest.raises(Exception, match="database unreachable"):
         ctl.flush_heartbeats()
     with ctl._hb_lock:
-        assert ctl._pending[node["node_id"]][1] == 5
-        ctl._pending[node["node_id"]] = (time.time() + 90, 6, {})
+        assert ctl._pending[node["node_id"]][2] == 5
+        ctl._pending[node["node_id"]] = (time.time() + 90, time.time() + 90, 6, {})
     db.failing = False
     ctl.flush_heartbeats()
     assert _db_lease(ctl, node["node_id"]) > time.time() + 80
     assert ctl._pending == {}
+
+
+def test_a_renewal_whose_write_failed_does_not_count_later(make_api):
+    """docs/DESIGN.md §4.9, rule F3: a renewal answered 503 (its write failed) was remembered in memory as if it
+    had been written; once the fence in the database had run out (a move stopped counting the proxy), the next
+    heartbeat passed the in-memory check and the proxy went on producing with its old view. Now memory
+    learns a renewal only once it is written, and that heartbeat gets 404 (register again, with the view)."""
+    api = make_api(lease_ms=400, fence_ms=4000)
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    time.sleep(2.0)
+    db = _FailingCommits(ctl)
+    db.failing = True
+    assert api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 503
+    with ctl._hb_lock:
+        ctl._pending.clear()  # the write never happened (the batch was lost with the database)
+    db.failing = False
+    time.sleep(2.5)  # the fence the database holds ran out; the one the failed renewal asked for did not
+    assert api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404

@@ -104,3 +104,15 @@ def test_scans_record_reachability_and_when(api):
         assert value(m, "fedkafka_cluster_reachable", cluster=cid) == 1
         assert value(m, "fedkafka_scan_seconds_count", cluster=cid) == 1
         assert time.time() - value(m, "fedkafka_cluster_last_scan_timestamp_seconds", cluster=cid) < 3600
+
+
+def test_controller_active_is_one_only_while_this_controller_holds_the_leader_row(api):
+    from fedkafka.controller.leadership import Leadership
+
+    ctl = api.controller
+    assert value(scrape(api), "fedkafka_controller_active") == 1  # one controller, no leadership: active
+    ctl.leadership = Leadership(ctl.session, "http://a:1", 5.0)
+    assert value(scrape(api), "fedkafka_controller_active") == 0  # a standby until it takes the row
+    assert ctl.leadership.try_acquire()
+    ctl.leadership.active = True  # what Leadership.run does once it holds the row
+    assert value(scrape(api), "fedkafka_controller_active") == 1

@@ -3,6 +3,8 @@ Real brokers and proxies are in tests/workflows."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
@@ -111,7 +113,8 @@ def test_the_seal_read_retries_a_new_leader_without_a_high_watermark_yet():
     assert answers.reads == 3
 
 
-def _lease_ran_out(ctl, node_id: int, seconds_ago: float) -> None:
+def _lease_ran_out(ctl, node_id: int, seconds_ago: float, fence_in: float | None = None) -> None:
+    """The proxy went silent: its lease ran out `seconds_ago`, its fence then too, or only in `fence_in` s."""
     import time
 
     from fedkafka.controller.models import ProxyRow
@@ -120,7 +123,9 @@ def _lease_ran_out(ctl, node_id: int, seconds_ago: float) -> None:
         ctl._leases.pop(node_id, None)
         ctl._pending.pop(node_id, None)
     with ctl.session() as s:
-        s.get(ProxyRow, node_id).lease_expires = time.time() - seconds_ago
+        row = s.get(ProxyRow, node_id)
+        row.lease_expires = time.time() - seconds_ago
+        row.fence_expires = row.lease_expires if fence_in is None else time.time() + fence_in
         s.commit()
 
 
@@ -148,10 +153,89 @@ def test_the_ack_wait_outlasts_a_live_proxys_drain_and_a_silent_ones_fencing(set
     from fedkafka.fencing import DRAIN_PATIENCE_S, FENCE_GRACE_S
 
     ctl = setup[0].controller
-    lease = ctl.settings.lease_ms / 1000
-    timeout = Mover(ctl).ack_timeout
-    assert timeout > DRAIN_PATIENCE_S + lease / 3  # the drain, then the heartbeat that carries the ack
-    assert timeout > lease + FENCE_GRACE_S
+    lease, fence = ctl.settings.lease_ms / 1000, ctl.settings.fence_ms / 1000
+    mover = Mover(ctl)
+    assert mover.live_ack_timeout > DRAIN_PATIENCE_S + lease / 3  # the drain, then the heartbeat that carries the ack
+    assert mover.ack_timeout > fence + FENCE_GRACE_S  # a silent proxy may produce until its fence (§4.9)
+    assert fence >= 600  # minutes without a controller before traffic stops
+
+
+def test_a_proxy_cut_off_from_the_controller_is_waited_for_until_its_fence(setup):
+    """docs/DESIGN.md §4.9, case 2: a proxy whose lease ran out long ago may still serve clients (only the
+    controller is cut off) and produces until its fence: the move must not seal meanwhile. The old code sealed
+    once the lease was FENCE_GRACE_S old (it then fenced produce at its lease; now it goes on until the fence)."""
+    from fedkafka.fencing import FENCE_GRACE_S
+
+    api, _ = setup
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=60)
+    mover = Mover(ctl, ack_timeout=0.5)
+    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    with pytest.raises(MoveFailed, match="did not apply view"):
+        mover.run(ids)
+    assert mover.counts(ids) == {"rolled_back": 1}
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=-(FENCE_GRACE_S + 1))
+    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    assert mover.run(ids) == {"done": 1}
+
+
+def test_a_cut_off_proxy_that_comes_back_and_acks_lets_the_move_finish(setup):
+    """docs/DESIGN.md §4.9, case 3: the link comes back within the fence; the proxy renews without registering
+    again (it was counted all along), applies the frozen view, acks; the move goes on."""
+    import threading
+
+    api, _ = setup
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=5, fence_in=60)
+    mover = Mover(ctl, ack_timeout=30)
+    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+
+    def frozen_view() -> int | None:
+        view = api.get("/v1/view").json()
+        topic = next(t for t in view["topics"] if t["name"] == "t")
+        return view["version"] if topic["partitions"][1]["frozen"] else None
+
+    def back_online() -> None:
+        while (version := frozen_view()) is None:
+            time.sleep(0.02)
+        hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": version})
+        assert hb.status_code == 200, hb.text
+
+    helper = threading.Thread(target=back_online)
+    helper.start()
+    assert mover.run(ids) == {"done": 1}
+    helper.join()
+
+
+def test_a_proxy_that_renews_but_never_acks_fails_the_move_after_its_drain(setup):
+    """A long fence must not make a live but stuck proxy hold a move for minutes: one that keeps renewing
+    its lease and does not ack within its drain and a heartbeat rolls the move back, as before."""
+    import threading
+
+    api, _ = setup
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    mover = Mover(ctl)
+    mover.live_ack_timeout = 0.5
+    stop = threading.Event()
+
+    def renewing() -> None:
+        while not stop.wait(0.1):
+            api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 0})
+
+    helper = threading.Thread(target=renewing)
+    helper.start()
+    started = time.monotonic()
+    try:
+        ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+        with pytest.raises(MoveFailed, match="while renewing their leases"):
+            mover.run(ids)
+    finally:
+        stop.set()
+        helper.join()
+    assert time.monotonic() - started < 30 and mover.counts(ids) == {"rolled_back": 1}
 
 
 class _DatabaseGone(RuntimeError):

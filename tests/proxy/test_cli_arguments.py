@@ -71,3 +71,12 @@ def test_the_ansible_roles_default_to_the_services_own_limits():
         var = f"fedkafka_proxy_{field.removesuffix('_s')}"
         assert proxy[var] == getattr(Limits(), field), var
         assert options[var]["default"] == proxy[var], var
+
+
+def test_a_view_cache_without_a_controller_is_refused(tmp_path):
+    view = tmp_path / "view.json"
+    view.write_text('{"version": 1}')
+    proc = _proxy("--role", "pproxy", "--listen", "127.0.0.1:39997", "--view-file", str(view),
+                  "--view-cache", str(tmp_path / "cache.json"))
+    assert proc.returncode != 0
+    assert "--view-cache needs --controller" in proc.stderr + proc.stdout

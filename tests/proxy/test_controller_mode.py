@@ -1,5 +1,6 @@
 """The shipped proxy: registered with a real controller, view by long-poll, heartbeats and a lease.
-A proxy that cannot renew its lease stops taking produce requests (docs/DESIGN.md §4.3 fencing) and resumes after."""
+A proxy that cannot renew within its fence (here as short as the lease) stops taking produce requests
+(docs/DESIGN.md §4.9) and resumes after."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_registered_proxy_produces_and_is_fenced_by_its_lease(kafka_clusters, un
     logs = open(tmp_path / "services.log", "wb")  # noqa: SIM115
     ctl = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "controller", "--db",
                             f"sqlite:///{tmp_path / 'ctl.db'}", "--listen", f"127.0.0.1:{ctl_port}", "--token-file",
-                            str(token), "--lease-ms", "1500", "--scan-interval", "0.5"],
+                            str(token), "--lease-ms", "1500", "--fence-ms", "1500", "--scan-interval", "0.5"],
                            stdout=logs, stderr=subprocess.STDOUT, cwd=ROOT)
     proxy = None
     try:
@@ -67,7 +68,7 @@ def test_registered_proxy_produces_and_is_fenced_by_its_lease(kafka_clusters, un
             assert cluster == "c1"
             assert len(read_partition(c1.bootstrap, topic, partition)) == 10
 
-        ctl.send_signal(signal.SIGSTOP)  # controller silent: heartbeats fail, the lease (1.5 s) runs out
+        ctl.send_signal(signal.SIGSTOP)  # controller silent: heartbeats fail, the fence (1.5 s) runs out
         try:
             time.sleep(3.0)
             errors = raw_produce_errors(proxy_port, unique_name, [0], one_batch())

@@ -34,9 +34,12 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition", interval
 class Federation:
     """Controller + N proxies (role both) as subprocesses; `api` is an httpx client with the token."""
 
-    def __init__(self, tmp: Path, lease_ms: int = 2000, db: str | None = None):
+    def __init__(self, tmp: Path, lease_ms: int = 2000, db: str | None = None, fence_ms: int | None = None):
         self.tmp = tmp
         self.lease_ms = lease_ms
+        # by default a proxy stops producing when its lease runs out, as before the fence (docs/DESIGN.md §4.9)
+        # existed: a move then waits seconds, not minutes, for a proxy a test silenced
+        self.fence_ms = fence_ms or lease_ms
         self.token_file = tmp / "token"
         self.token_file.write_text(TOKEN + "\n")
         self.db = db or f"sqlite:///{tmp / 'controller.db'}"
@@ -52,9 +55,10 @@ class Federation:
         self.controller = subprocess.Popen(
             [sys.executable, "-m", "fedkafka.cli", "controller", "--db", self.db, "--listen",
              f"127.0.0.1:{self.ctl_port}", "--token-file", str(self.token_file), "--lease-ms", str(self.lease_ms),
-             "--scan-interval", "1", *args],
+             "--fence-ms", str(self.fence_ms), "--scan-interval", "1", *args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
-        wait_for(lambda: self.api.get("/v1/status").status_code == 200, what="controller up")
+        # a Python service takes a minute or more to start on a loaded 2-core machine
+        wait_for(lambda: self.api.get("/v1/status").status_code == 200, 180, what="controller up")
 
     def kill_controller(self) -> None:
         self.controller.kill()
@@ -69,7 +73,7 @@ class Federation:
                 stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
             self.proxies.append((proc, port))
         ports = {p for _, p in self.proxies}
-        wait_for(lambda: ports <= {p["port"] for p in self.api.get("/v1/view").json()["proxies"]},
+        wait_for(lambda: ports <= {p["port"] for p in self.api.get("/v1/view").json()["proxies"]}, 180,
                  what="proxies registered")
 
     @property
@@ -110,6 +114,92 @@ class Federation:
 
     def chains(self, topic: str) -> list[dict]:
         return self.api.get(f"/v1/topics/{topic}").json()["chains"]
+
+
+class FollowingApi:
+    """The admin API of whichever controller is active: a standby's 503 names it, a dead one is skipped."""
+
+    def __init__(self, urls: list[str]):
+        self.urls = urls
+        self.current = urls[0]
+        self.http = httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        error: Exception | None = None
+        for _ in range(2 * len(self.urls)):
+            try:
+                resp = self.http.request(method, self.current + path, **kwargs)
+            except httpx.TransportError as e:
+                error, self.current = e, self.urls[(self.urls.index(self.current) + 1) % len(self.urls)]
+                continue
+            active = resp.headers.get("x-fedkafka-active") if resp.status_code == 503 else None
+            if active is None:
+                return resp
+            next_url = self.urls[(self.urls.index(self.current) + 1) % len(self.urls)]
+            self.current = active if active in self.urls and active != self.current else next_url
+            time.sleep(0.2)
+        raise httpx.ConnectError(f"no active controller among {self.urls}: {error}")
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs) -> httpx.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class HAFederation(Federation):
+    """Several controllers on one database; proxies and `api` are given every URL and follow the active one."""
+
+    def __init__(self, tmp: Path, db: str, controllers: int = 2, leader_lease_ms: int = 3000, **kwargs):
+        super().__init__(tmp, db=db, **kwargs)
+        self.api.close()
+        self.ports = [free_port() for _ in range(controllers)]
+        self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
+        self.url = ",".join(self.urls)
+        self.api = FollowingApi(self.urls)
+        self.leader_lease_ms = leader_lease_ms
+        self.procs: list[subprocess.Popen | None] = [None] * controllers
+
+    def start_controller(self, env: dict[str, str] | None = None, index: int = 0) -> None:
+        self.procs[index] = subprocess.Popen(
+            [sys.executable, "-m", "fedkafka.cli", "controller", "--db", self.db, "--listen",
+             f"127.0.0.1:{self.ports[index]}", "--advertise-url", self.urls[index], "--token-file",
+             str(self.token_file), "--lease-ms", str(self.lease_ms), "--fence-ms", str(self.fence_ms),
+             "--leader-lease-ms", str(self.leader_lease_ms), "--scan-interval", "1"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
+        wait_for(lambda: self.health(index) is not None, 180, what=f"controller {index} up")
+
+    def health(self, index: int) -> dict | None:
+        try:
+            resp = httpx.get(self.urls[index] + "/healthz", timeout=2)
+        except httpx.HTTPError:
+            return None
+        return resp.json() if resp.status_code == 200 else None
+
+    def active(self) -> int | None:
+        found = [i for i in range(len(self.urls)) if (self.health(i) or {}).get("active")]
+        return found[0] if len(found) == 1 else None
+
+    def kill_controller(self, index: int = 0) -> None:
+        self.procs[index].kill()
+        self.procs[index].wait(10)
+
+    def stop(self) -> None:
+        self.controller = None
+        super().stop()
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def log_end(bootstrap: str, topic: str, partition: int) -> int:

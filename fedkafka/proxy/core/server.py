@@ -26,6 +26,7 @@ from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
 from fedkafka.proxy.state import ProxyState
+from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
@@ -47,6 +48,7 @@ class ProxyConfig:
     view_file: Path | None = None
     controller: str | None = None
     token: str | None = None
+    view_cache: Path | None = None  # last applied view, served when no controller answers at start
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
     admin_listen: tuple[str, int] | None = None  # /metrics, /healthz, /readyz (worker i: port + i)
@@ -97,7 +99,9 @@ class ProxyServer:
         self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))
         if config.controller:
             instance = f"{config.advertised_host}:{config.port}"
-            self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block)
+            cache = ViewCache(config.view_cache, instance) if config.view_cache else None
+            self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block,
+                                               cache=cache)
             self.producer_ids = ProducerIdTable(self.source.fetch_block)
         else:  # the CLI requires one of --controller and --view-file
             self.source = StaticViewSource(config.view_file)  # type: ignore[arg-type]

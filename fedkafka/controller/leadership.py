@@ -1,0 +1,135 @@
+"""One active controller per config database (docs/DESIGN.md §3.6).
+
+Controllers compete for one row, `controller_leader`: the holder renews it every lease/3; another takes it
+over by compare-and-set once it has expired (or at once when it names this controller's own URL: this process
+holds that port, so the holder that wrote it is gone), with a new term. Only the active controller runs the
+background loops and the workflows and answers `/v1/`; a standby answers 503 naming the active one
+(`StandbyGate`), so proxies, the name service and the CLI move on to it.
+
+Split brain is fenced in the database: every move transition re-reads the row in its own transaction,
+locked (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite serializes writers and refuses a write on a stale
+snapshot), and gives up unless this controller still holds it (`check`). A takeover therefore orders
+against every move write: those before it count, those after it fail. A controller that finds it lost the
+row (or cannot renew it for a whole lease) stops at once: it executes itself again and comes back as a
+standby, so no thread of the old term goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from fedkafka.controller.models import LeaderRow
+
+log = logging.getLogger(__name__)
+
+ACTIVE_HEADER = "x-fedkafka-active"
+
+
+class NotLeader(RuntimeError):
+    """This controller no longer holds the leader row: whatever it was about to commit must not count."""
+
+
+class Leadership:
+    def __init__(self, session_factory, url: str, lease_s: float, *, owns_url: bool = False):
+        self.session = session_factory
+        self.url = url
+        self.holder = f"{url}#{uuid.uuid4().hex[:12]}"
+        self.lease_s = lease_s
+        self.owns_url = owns_url  # this process bound the port of `url`: a row naming it is a dead holder's
+        self.term = 0
+        self.active = False
+        self.active_url: str | None = None
+        self._renewed = 0.0  # wall clock of the last renewal that committed
+
+    def try_acquire(self) -> bool:
+        """Renew the row if we hold it, take it if it expired (or names our own URL); False if another holds it."""
+        now = time.time()
+        with self.session() as s:
+            row = s.execute(select(LeaderRow).where(LeaderRow.id == 1).with_for_update()).scalar_one_or_none()
+            if row is None:
+                row = LeaderRow(id=1, holder=self.holder, url=self.url, term=1, expires=now + self.lease_s)
+                s.add(row)
+            elif row.holder == self.holder:
+                row.expires = now + self.lease_s
+            elif row.expires < now or (self.owns_url and row.url == self.url):
+                row.holder, row.url, row.term, row.expires = self.holder, self.url, row.term + 1, now + self.lease_s
+            else:
+                self.active_url = row.url
+                return False
+            try:
+                s.commit()
+            except IntegrityError:  # another controller inserted the first row at the same moment
+                return False
+            self.term, self.active_url, self._renewed = row.term, self.url, now
+            return True
+
+    def check(self, s) -> None:
+        """Inside a write transaction: raise NotLeader unless we still hold the row (locked until commit)."""
+        if not self.active:
+            raise NotLeader("this controller is a standby")
+        row = s.execute(select(LeaderRow).where(LeaderRow.id == 1).with_for_update()).scalar_one_or_none()
+        if row is None or row.holder != self.holder:
+            raise NotLeader(f"another controller took over ({row.url if row else 'nobody'})")
+
+    def run(self, stop: threading.Event, on_active: Callable[[], None], on_lost: Callable[[str], None]) -> None:
+        """Compete until stopped: `on_active` once the row is ours, `on_lost` when it is not any more."""
+        while not stop.is_set():
+            try:
+                held = self.try_acquire()
+            except SQLAlchemyError as e:
+                log.warning("leader row not renewed: %s", type(e).__name__)
+                held = None
+            if held and not self.active:
+                self.active = True
+                log.info("active controller (term %d) at %s", self.term, self.url)
+                try:
+                    on_active()
+                except Exception as e:  # half started: start over rather than act half active
+                    log.exception("taking over failed")
+                    on_lost(f"taking over failed: {type(e).__name__}")
+            elif self.active and held is False:
+                on_lost(f"another controller ({self.active_url}) took over")
+            elif self.active and held is None and time.time() > self._renewed + self.lease_s:
+                on_lost("the leader row could not be renewed for a whole lease")
+            stop.wait(self.lease_s / 3 if self.active else min(1.0, self.lease_s / 3))
+
+    def status(self) -> dict:
+        return {"active": self.active, "url": self.url, "active_url": self.active_url, "term": self.term}
+
+
+def restart_as_standby(reason: str) -> None:
+    """Stop every thread of this term at once: execute the same command again (the new process starts as a
+    standby and waits for its database)."""
+    log.error("no longer the active controller: %s; restarting as a standby", reason)
+    logging.shutdown()
+    os.environ["FEDKAFKA_CONTROLLER_RESTARTED"] = "1"
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+class StandbyGate:
+    """ASGI: a standby answers every `/v1/` request 503, naming the active controller (body and header)."""
+
+    def __init__(self, app, *, leadership: Leadership | None):
+        self.app, self.leadership = app, leadership
+
+    async def __call__(self, scope, receive, send) -> None:
+        lead = self.leadership
+        if scope["type"] != "http" or lead is None or lead.active or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        active = lead.active_url or ""
+        body = json.dumps({"detail": f"standby controller; the active one is {active or 'not known yet'}",
+                           "active": active}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (ACTIVE_HEADER.encode(), active.encode())]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

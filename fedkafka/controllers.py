@@ -1,0 +1,46 @@
+"""Which controller to talk to, for every client of the admin API (proxies, name service, CLI).
+
+Several controllers may share one database; one is active, the others answer 503 naming it in the
+`x-fedkafka-active` header (docs/DESIGN.md §3.6). A client is given the list (`--controller URL,URL,...`),
+talks to one, and when that one fails or stands by moves to the active one it names, else the next in the list.
+"""
+
+from __future__ import annotations
+
+ACTIVE_HEADER = "x-fedkafka-active"
+
+
+def split_urls(value: str) -> list[str]:
+    urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(f"no controller URL in {value!r}")
+    return urls
+
+
+class ControllerList:
+    def __init__(self, urls: str | list[str]):
+        self.urls = split_urls(urls) if isinstance(urls, str) else [u.rstrip("/") for u in urls]
+        self.current = self.urls[0]
+
+    def failed(self, url: str, active_hint: str | None = None) -> str:
+        """`url` failed (unreachable, or a standby naming `active_hint`): the controller to try next. Several
+        tasks may report the same failure; only the first moves on, so they do not leapfrog each other."""
+        if url != self.current:
+            return self.current
+        hint = (active_hint or "").rstrip("/")
+        if hint in self.urls and hint != url:
+            self.current = hint
+        else:
+            self.current = self.urls[(self.urls.index(url) + 1) % len(self.urls)]
+        return self.current
+
+
+def active_hint(error: BaseException) -> str | None:
+    """The active controller a standby's 503 names (httpx errors; None for anything else)."""
+    try:
+        response = getattr(error, "response", None)
+    except RuntimeError:  # httpx: a request error has no response
+        return None
+    if response is None or getattr(response, "status_code", None) != 503:
+        return None
+    return response.headers.get(ACTIVE_HEADER) or None
