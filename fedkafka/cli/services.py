@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 
 from fedkafka.proxy.core.limits import Limits
+from fedkafka.security.listeners import Listener, TlsFiles, parse_listener
+from fedkafka.security.session import SASL_MECHANISMS
 from fedkafka.view.model import ProxyRole
 
 _LIMITS = Limits()  # the defaults, documented in docs/OPERATIONS.md
@@ -27,7 +29,15 @@ def _host_port(value: str, what: str) -> tuple[str, int]:
 
 def proxy(
     role: str = typer.Option(..., "--role", help="pproxy | cproxy | both"),
-    listen: str = typer.Option(..., "--listen", help="HOST:PORT to listen on"),
+    listen: str | None = typer.Option(None, "--listen", help="HOST:PORT of a PLAINTEXT listener (or --listener)"),
+    listener: list[str] = typer.Option([], "--listener", help="PROTOCOL://HOST:PORT, repeatable; PROTOCOL is "
+                                       "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (the first is the primary)"),
+    ssl_cert: Path | None = typer.Option(None, "--ssl-cert", help="PEM certificate chain of SSL/SASL_SSL listeners"),
+    ssl_key: Path | None = typer.Option(None, "--ssl-key", help="PEM private key of --ssl-cert (unencrypted, 0600)"),
+    ssl_ca: Path | None = typer.Option(None, "--ssl-ca", help="PEM CA that client certificates must chain to"),
+    ssl_client_auth: str = typer.Option("none", "--ssl-client-auth", help="none | requested | required (mTLS)"),
+    sasl_mechanisms: str = typer.Option(",".join(SASL_MECHANISMS), "--sasl-mechanisms",
+                                        help="mechanisms SASL listeners enable, comma-separated"),
     advertised_host: str | None = typer.Option(None, "--advertised-host", help="host clients connect to"),
     controller: str | None = typer.Option(None, "--controller", help="controller URL (http://host:port)"),
     token_file: Path | None = typer.Option(None, "--token-file", help="file holding the controller token"),
@@ -67,7 +77,9 @@ def proxy(
         proxy_role = ProxyRole(role)
     except ValueError:
         _fail(f"--role must be pproxy, cproxy or both, got {role!r}")
-    host, port = _host_port(listen, "--listen")
+    listeners, tls, mechanisms = _security(listen, listener, ssl_cert, ssl_key, ssl_ca, ssl_client_auth,
+                                           sasl_mechanisms)
+    host, port = listeners[0].host, listeners[0].port
     if (controller is None) == (view_file is None):
         _fail("give exactly one of --controller (with --token-file) or --view-file")
     token = None
@@ -99,7 +111,34 @@ def proxy(
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
                     view_file=view_file, controller=controller, token=token, workers=workers,
-                    limits=limits))
+                    limits=limits, listeners=tuple(listeners) if listener else (), tls=tls,
+                    sasl_mechanisms=mechanisms))
+
+
+def _security(listen: str | None, listener: list[str], cert: Path | None, key: Path | None, ca: Path | None,
+              client_auth: str, mechanisms: str) -> tuple[list[Listener], TlsFiles, tuple[str, ...]]:
+    """The listeners (--listen first, as PLAINTEXT), their TLS files and the SASL mechanisms, checked."""
+    if listen is None and not listener:
+        _fail("give --listen HOST:PORT or at least one --listener PROTOCOL://HOST:PORT")
+    found: list[Listener] = []
+    if listen is not None:
+        host, port = _host_port(listen, "--listen")
+        found.append(Listener("PLAINTEXT", host, port))
+    for value in listener:
+        try:
+            found.append(parse_listener(value))
+        except ValueError as e:
+            _fail(str(e))
+    if len({lsn.port for lsn in found}) != len(found) or len({lsn.protocol for lsn in found}) != len(found):
+        _fail("each listener needs its own port and its own protocol")
+    tls = TlsFiles(cert, key, ca, client_auth)
+    for problem in tls.problems(tuple(found)):
+        _fail(problem)
+    chosen = tuple(m.strip().upper() for m in mechanisms.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in SASL_MECHANISMS]
+    if unknown or not chosen:
+        _fail(f"--sasl-mechanisms takes {', '.join(SASL_MECHANISMS)}, got {mechanisms!r}")
+    return found, tls, chosen
 
 
 def register(app: typer.Typer) -> None:

@@ -52,11 +52,26 @@ class ProxyBody(BaseModel):
     port: int = Field(ge=0, le=65535)
     role: Literal["pproxy", "cproxy", "both"]
     pool: str = "default"
+    listeners: list[tuple[str, str, int]] = Field(default_factory=list, max_length=8)  # [protocol, host, port]
 
 
 class HeartbeatBody(BaseModel):
     applied_version: Version
     load: dict = Field(default_factory=dict)
+
+
+class CredentialBody(BaseModel):
+    mechanism: str
+    salt: str = Field(max_length=128)
+    iterations: int
+    stored_key: str = Field(max_length=128)
+    server_key: str = Field(max_length=128)
+
+
+class UserBody(BaseModel):
+    """SCRAM credentials only (RFC 5802 StoredKey/ServerKey): a password never reaches the controller."""
+
+    credentials: list[CredentialBody] = Field(max_length=2)
 
 
 class RuleBody(BaseModel):
@@ -140,7 +155,8 @@ def create_app(controller: Controller, token: str, background: bool = True,
 
     @app.post("/v1/proxies", dependencies=[api])
     def register_proxy(body: ProxyBody):
-        return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool)
+        return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
+                                         body.listeners)
 
     @app.post("/v1/proxies/{node_id}/heartbeat", dependencies=[api])
     async def heartbeat(node_id: RowId, body: HeartbeatBody):
@@ -200,6 +216,24 @@ def create_app(controller: Controller, token: str, background: bool = True,
     @app.get("/v1/client-rules", dependencies=[api])
     def rules():
         return controller.list_rules()
+
+    @app.put("/v1/users/{name}", dependencies=[api])
+    def put_user(name: str, body: UserBody):
+        user, changed = controller.put_user(name, [c.model_dump() for c in body.credentials])
+        return {"user": user, "changed": changed}
+
+    @app.get("/v1/users", dependencies=[api])
+    def users():
+        return controller.list_users()
+
+    @app.get("/v1/users/{name}", dependencies=[api])
+    def user(name: str):
+        return controller.get_user(name)
+
+    @app.delete("/v1/users/{name}", dependencies=[api], status_code=204)
+    def delete_user(name: str):
+        controller.delete_user(name)
+        return Response(status_code=204)
 
     add_workflow_routes(app, workflows, api)
 

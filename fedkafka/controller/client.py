@@ -122,3 +122,12 @@ class AdminClient:
 
     def rules(self) -> list[dict]:
         return self.request("GET", "/v1/client-rules")
+
+    def put_user(self, name: str, credentials: list[dict]) -> dict:
+        return self.request("PUT", f"/v1/users/{name}", {"credentials": credentials})
+
+    def users(self) -> list[dict]:
+        return self.request("GET", "/v1/users")
+
+    def delete_user(self, name: str) -> None:
+        self.request("DELETE", f"/v1/users/{name}")

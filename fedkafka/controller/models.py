@@ -66,6 +66,7 @@ class ProxyRow(Base):
     lease_expires: Mapped[float] = mapped_column(Float)  # wall-clock seconds: shared by every controller
     applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
     load_json: Mapped[str] = mapped_column(Text, default="{}")
+    listeners_json: Mapped[str] = mapped_column(Text, default="[]")  # [[protocol, host, port], ...]
 
 
 class ClientRuleRow(Base):
@@ -128,3 +129,16 @@ class MoveRow(Base):
     phys_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ScramCredentialRow(Base):
+    """A user's SCRAM credential per mechanism: salt, iterations, StoredKey, ServerKey (RFC 5802), never the
+    password. They travel to the proxies with the view (docs/DESIGN.md §9)."""
+
+    __tablename__ = "scram_credentials"
+    user: Mapped[str] = mapped_column(String(256), primary_key=True)
+    mechanism: Mapped[str] = mapped_column(String(16), primary_key=True)
+    salt: Mapped[str] = mapped_column(String(128))  # base64
+    iterations: Mapped[int] = mapped_column(Integer)
+    stored_key: Mapped[str] = mapped_column(String(128))  # base64
+    server_key: Mapped[str] = mapped_column(String(128))  # base64

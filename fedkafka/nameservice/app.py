@@ -12,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Query
 
 from fedkafka.nameservice.resolver import Resolver, ResolverError
 from fedkafka.nameservice.server import NameServiceServer
+from fedkafka.security.listeners import Listener
 
 log = logging.getLogger("fedkafka.nameservice")
 
@@ -40,14 +41,16 @@ def split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def serve(resolver: Resolver, listen: str, http_listen: str, stop: asyncio.Event | None = None,
-                **limits) -> None:
+async def serve(resolver: Resolver, listen: str | None, http_listen: str, stop: asyncio.Event | None = None,
+                listeners: tuple[Listener, ...] = (), **limits) -> None:
     """Serve until SIGTERM/SIGINT, or until `stop` is set when the caller owns it (tests, embedding).
-    `limits` go to NameServiceServer (header_timeout, max_connections, max_connections_per_ip)."""
-    kafka_host, kafka_port = split_hostport(listen)
+    `listen` is a PLAINTEXT listener, `listeners` any others; `limits` go to NameServiceServer (header_timeout,
+    max_connections, max_connections_per_ip, tls)."""
     http_host, http_port = split_hostport(http_listen)
     server = NameServiceServer(resolver, **limits)
-    host, port = await server.start(kafka_host, kafka_port)
+    if listen is not None:
+        listeners = (Listener("PLAINTEXT", *split_hostport(listen)), *listeners)
+    bound = [(lsn.protocol, *await server.start(lsn.host, lsn.port, lsn.protocol)) for lsn in listeners]
     config = uvicorn.Config(http_app(resolver), host=http_host, port=http_port, log_level="warning",
                             lifespan="off")
     http = uvicorn.Server(config)
@@ -57,7 +60,8 @@ async def serve(resolver: Resolver, listen: str, http_listen: str, stop: asyncio
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    log.info("name service: kafka %s:%s, http %s:%s", host, port, http_host, http_port)
+    log.info("name service: kafka %s, http %s:%s", ", ".join(f"{p}://{h}:{n}" for p, h, n in bound), http_host,
+             http_port)
     tasks = [asyncio.create_task(server.serve_forever()), asyncio.create_task(http.serve())]
     await stop.wait()
     http.should_exit = True

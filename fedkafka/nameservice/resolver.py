@@ -26,6 +26,17 @@ class ProxyAddress:
     host: str
     port: int
     role: str = "both"
+    listeners: tuple[tuple[str, str, int], ...] = ()  # (protocol, host, port); empty: PLAINTEXT at host:port
+
+    def endpoints(self) -> tuple[tuple[str, str, int], ...]:
+        return self.listeners or (("PLAINTEXT", self.host, self.port),)
+
+    def endpoint(self, protocol: str) -> tuple[str, int] | None:
+        """Where a client that came in with `protocol` is relayed: only ever a listener of that protocol."""
+        for proto, host, port in self.endpoints():
+            if proto == protocol:
+                return host, port
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +46,8 @@ class PoolAnswer:
 
     def to_dict(self) -> dict:
         return {"pool": self.pool, "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port,
-                                                 "role": p.role} for p in self.proxies]}
+                                                 "role": p.role, "listeners": [list(e) for e in p.endpoints()]}
+                                                for p in self.proxies]}
 
 
 class ResolverError(RuntimeError):
@@ -97,8 +109,10 @@ class ControllerResolver:
                 if cached:
                     return cached[1]  # static stability: the last answer beats no answer
                 raise ResolverError(f"controller unreachable and no cached pool for {client_id!r}: {exc}") from exc
-        answer = PoolAnswer(body["pool"], tuple(ProxyAddress(p["node_id"], p["host"], p["port"], p.get("role", "both"))
-                                                for p in body["proxies"]))
+        answer = PoolAnswer(body["pool"], tuple(
+            ProxyAddress(p["node_id"], p["host"], p["port"], p.get("role", "both"),
+                         tuple((str(e[0]), str(e[1]), int(e[2])) for e in p.get("listeners") or ()))
+            for p in body["proxies"]))
         self._remember(client_id, answer)
         return answer
 

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fedkafka.view.model import ProxyInfo, ProxyRole, View
+from fedkafka.security.session import Session
+from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +120,17 @@ class Context:
     lease_valid: bool = True
     client_id: str | None = None
     max_fetch_wait_ms: int = 30_000  # a Fetch's max_wait is clamped to this (the proxy's --max-fetch-wait-ms)
+    # The client connection's security state (listener protocol, principal); the SASL handler advances it.
+    session: Session = field(default_factory=Session)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def role(self) -> ProxyRole:
         return self.me.role
+
+
+def reachable_brokers(ctx: Context, proxies) -> list[tuple[ProxyInfo, Endpoint]]:
+    """The proxies a client can reach on the security protocol it came in on, each with that listener's
+    address (docs/DESIGN.md §9): a SASL_SSL client is never sent to a PLAINTEXT port, nor the reverse."""
+    protocol = ctx.session.protocol
+    return [(p, e) for p in proxies if (e := p.endpoint(protocol)) is not None]

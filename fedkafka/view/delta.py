@@ -32,6 +32,8 @@ def view_delta(old: View, new: View) -> dict[str, Any]:
             delta[key] = {"upsert": one, "removed": removed}
     if old.proxies != new.proxies:
         delta["proxies"] = View(version=new.version, proxies=new.proxies).to_dict()["proxies"]  # sent whole
+    if old.credentials != new.credentials:
+        delta["credentials"] = View(version=new.version, credentials=new.credentials).to_dict()["credentials"]
     return delta
 
 
@@ -58,6 +60,7 @@ def apply_delta(old: View, delta: dict[str, Any]) -> View:
         for e in change["upsert"]:
             entries[e[ident]] = e
         d[key] = list(entries.values())
-    if "proxies" in delta:
-        d["proxies"] = delta["proxies"]
+    for key in ("proxies", "credentials"):  # sent whole when they changed
+        if key in delta:
+            d[key] = delta[key]
     return View.from_dict(d)

@@ -23,6 +23,7 @@ from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
 from fedkafka.proxy.plan import NO_RESPONSE, UNANSWERED, AnyBroker, Call, Context, Plan, UpstreamError
+from fedkafka.security.session import PRE_AUTH_API_KEYS, Session
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
@@ -72,17 +73,20 @@ class Dispatcher:
             self._advertised = versions.intersect(self.implemented, self.physical.api_tables())
         return self._advertised
 
-    def context(self, client_id: str | None) -> Context:
+    def context(self, client_id: str | None, session: Session | None = None) -> Context:
         view: View = self.state.view
         me: ProxyInfo = self.state.me
         return Context(view=view, me=me, advertised=self.advertised, physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
-                       max_fetch_wait_ms=self.max_fetch_wait_ms)
+                       max_fetch_wait_ms=self.max_fetch_wait_ms, session=session or Session())
 
-    async def start(self, frame: bytes, slot: int) -> Awaitable[bytes | None]:
+    async def start(self, frame: bytes, slot: int, session: Session | None = None) -> Awaitable[bytes | None]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
         client's order); returns an awaitable of the response frame (None: no response)."""
         api_key, version, correlation_id = codec.peek_header(frame)
+        if session is not None and not session.authenticated and api_key not in PRE_AUTH_API_KEYS:
+            # a broker closes a SASL connection that sends anything else before authenticating
+            raise ProtocolViolation(f"api_key={api_key} before SASL authentication on {session.protocol}")
         if not versions.accepts(self.advertised, api_key, version):
             return _done(self._unsupported(api_key, version, correlation_id))
         try:
@@ -90,7 +94,7 @@ class Dispatcher:
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
         module = self.registry[api_key]
-        ctx = self.context(header.client_id)
+        ctx = self.context(header.client_id, session)
         key = self._answer_key(module, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
             self._answers.move_to_end(key)

@@ -35,7 +35,8 @@ from fedkafka.proxy.handlers import (
     offset_for_leader_epoch,
     produce,
     produce_side_fetch,
+    sasl,
 )
 
 MODULES = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs, produce_side_fetch,
-           fetch, list_offsets, offset_for_leader_epoch, groups, consume_side_produce)
+           fetch, list_offsets, offset_for_leader_epoch, groups, consume_side_produce, sasl)

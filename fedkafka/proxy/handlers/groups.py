@@ -74,7 +74,11 @@ def _coordinator_for(ctx: Context, key: str, key_type: int) -> dict:
     if ctx.view.coordination_cluster is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
     proxy = ctx.view.leader_for(f"group\0{key}", 0, _consume_proxies(ctx))
-    return {"key": key, "node_id": proxy.node_id, "host": proxy.host, "port": proxy.port,
+    endpoint = proxy.endpoint(ctx.session.protocol)
+    if endpoint is None:
+        return _no_coordinator(key, ErrorCode.coordinator_not_available,
+                               f"the group's proxy has no {ctx.session.protocol} listener")
+    return {"key": key, "node_id": proxy.node_id, "host": endpoint.host, "port": endpoint.port,
             "error_code": ErrorCode.none, "error_message": None}
 
 

@@ -8,7 +8,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
-from fedkafka.proxy.plan import Context
+from fedkafka.proxy.plan import Context, reachable_brokers
 from fedkafka.view.model import ProxyInfo, View
 
 API_KEYS = {3: (1, 12)}
@@ -31,9 +31,10 @@ def leader_candidates(ctx: Context) -> tuple[ProxyInfo, ...]:
 
 
 def cache_key(ctx: Context, request):
-    """The answer depends on the view, this proxy and the topics asked for (None: all), nothing else."""
+    """The answer depends on the view, this proxy, the client's listener protocol and the topics asked for
+    (None: all), nothing else."""
     topics = None if request.topics is None else tuple(t.name for t in request.topics)
-    return type(request).__version__, ctx.me, topics
+    return type(request).__version__, ctx.me, ctx.session.protocol, topics
 
 
 def handle(ctx: Context, header, request):
@@ -42,7 +43,8 @@ def handle(ctx: Context, header, request):
     candidates = leader_candidates(ctx)
     names = sorted(view.topics) if request.topics is None else [t.name for t in request.topics if t.name is not None]
     topics = [_topic(view, name, candidates) for name in names]
-    brokers = [{"node_id": p.node_id, "host": p.host, "port": p.port, "rack": p.rack} for p in pool_brokers(ctx)]
+    brokers = [{"node_id": p.node_id, "host": e.host, "port": e.port, "rack": p.rack}
+               for p, e in reachable_brokers(ctx, pool_brokers(ctx))]
     return build(response_type(3, version), {
         "brokers": brokers, "cluster_id": view.federation_id, "controller_id": ctx.me.node_id, "topics": topics,
     })
