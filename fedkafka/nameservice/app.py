@@ -21,11 +21,14 @@ def http_app(resolver: Resolver) -> FastAPI:
     app = FastAPI(title="fedkafka name service", version="1")
 
     @app.get("/v1/proxies")
-    async def proxies(client_id: str = Query("", max_length=255)) -> dict:
+    async def proxies(client_id: str = Query("", max_length=255),
+                      protocol: str | None = Query(None, pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")) -> dict:
+        """The client's pool; with `protocol`, only the proxies with such a listener, at that listener."""
         try:
-            return (await resolver.resolve(client_id)).to_dict()
+            answer = await resolver.resolve(client_id)
         except ResolverError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
+        return answer.to_dict() if protocol is None else answer.for_protocol(protocol).to_dict()
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -44,6 +44,15 @@ class PoolAnswer:
     pool: str
     proxies: tuple[ProxyAddress, ...]
 
+    def for_protocol(self, protocol: str) -> PoolAnswer:
+        """Only proxies with a `protocol` listener, addressed at it (docs/DESIGN.md §9)."""
+        found = []
+        for p in self.proxies:
+            endpoint = p.endpoint(protocol)
+            if endpoint is not None:
+                found.append(ProxyAddress(p.node_id, *endpoint, p.role, ((protocol, *endpoint),)))
+        return PoolAnswer(self.pool, tuple(found))
+
     def to_dict(self) -> dict:
         return {"pool": self.pool, "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port,
                                                  "role": p.role, "listeners": [list(e) for e in p.endpoints()]}
