@@ -38,6 +38,10 @@ def proxy(
     ssl_client_auth: str = typer.Option("none", "--ssl-client-auth", help="none | requested | required (mTLS)"),
     sasl_mechanisms: str = typer.Option(",".join(SASL_MECHANISMS), "--sasl-mechanisms",
                                         help="mechanisms SASL listeners enable, comma-separated"),
+    authorization: bool = typer.Option(False, "--authorization/--no-authorization",
+                                       help="enforce the view's ACLs: what they do not allow is denied"),
+    super_user: list[str] = typer.Option([], "--super-user", help="principal ACLs do not restrict "
+                                         "(User:admin), repeatable"),
     advertised_host: str | None = typer.Option(None, "--advertised-host", help="host clients connect to"),
     controller: str | None = typer.Option(None, "--controller", help="controller URL (http://host:port)"),
     token_file: Path | None = typer.Option(None, "--token-file", help="file holding the controller token"),
@@ -112,7 +116,16 @@ def proxy(
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
                     view_file=view_file, controller=controller, token=token, workers=workers,
                     limits=limits, listeners=tuple(listeners) if listener else (), tls=tls,
-                    sasl_mechanisms=mechanisms))
+                    sasl_mechanisms=mechanisms, authorization=authorization,
+                    super_users=frozenset(_principals(super_user))))
+
+
+def _principals(values: list[str]) -> list[str]:
+    for value in values:
+        kind, sep, name = value.partition(":")
+        if not sep or not kind or not name:
+            _fail(f"--super-user must be Type:name (User:admin), got {value!r}")
+    return values
 
 
 def _security(listen: str | None, listener: list[str], cert: Path | None, key: Path | None, ca: Path | None,

@@ -74,6 +74,30 @@ class UserBody(BaseModel):
     credentials: list[CredentialBody] = Field(max_length=2)
 
 
+class AclBody(BaseModel):
+    resource_type: str
+    name: str = Field(max_length=256)
+    pattern_type: str = "LITERAL"
+    principal: str = Field(max_length=256)
+    host: str = Field("*", max_length=256)
+    operation: str
+    permission: str = "ALLOW"
+
+
+class AclsBody(BaseModel):
+    acls: list[AclBody] = Field(max_length=1000)
+
+
+class AclFilterBody(BaseModel):
+    resource_type: str | None = None
+    name: str | None = None
+    pattern_type: str | None = None
+    principal: str | None = None
+    host: str | None = None
+    operation: str | None = None
+    permission: str | None = None
+
+
 class RuleBody(BaseModel):
     match: str
     pattern: str
@@ -234,6 +258,21 @@ def create_app(controller: Controller, token: str, background: bool = True,
     def delete_user(name: str):
         controller.delete_user(name)
         return Response(status_code=204)
+
+    @app.post("/v1/acls", dependencies=[api])
+    def create_acls(body: AclsBody):
+        return controller.create_acls([a.model_dump() for a in body.acls])
+
+    @app.get("/v1/acls", dependencies=[api])
+    def list_acls(resource_type: str | None = None, name: str | None = None, pattern_type: str | None = None,
+                  principal: str | None = None, host: str | None = None, operation: str | None = None,
+                  permission: str | None = None):
+        return controller.list_acls({k: v for k, v in locals().items() if v is not None})
+
+    @app.post("/v1/acls/delete", dependencies=[api])
+    def delete_acls(body: AclFilterBody):
+        """Deletes every binding the filter matches (an empty filter matches all of them)."""
+        return controller.delete_acls(body.model_dump(exclude_none=True))
 
     add_workflow_routes(app, workflows, api)
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from fedkafka.controller.acls import all_bindings
 from fedkafka.controller.models import ChainRow, ClusterRow, ProxyRow, ScramCredentialRow, SegmentRow, TopicRow
 from fedkafka.view.model import (
     Cluster,
@@ -63,6 +64,7 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
                       for p in proxies),
         credentials=tuple(_credential(r) for r in session.scalars(
             select(ScramCredentialRow).order_by(ScramCredentialRow.user, ScramCredentialRow.mechanism))),
+        acls=all_bindings(session),
     )
 
 

@@ -142,3 +142,19 @@ class ScramCredentialRow(Base):
     iterations: Mapped[int] = mapped_column(Integer)
     stored_key: Mapped[str] = mapped_column(String(128))  # base64
     server_key: Mapped[str] = mapped_column(String(128))  # base64
+
+
+class AclRow(Base):
+    """One ACL binding on a logical resource (Kafka's fields and names, docs/DESIGN.md §9)."""
+
+    __tablename__ = "acls"
+    __table_args__ = (UniqueConstraint("resource_type", "name", "pattern_type", "principal", "host", "operation",
+                                       "permission"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(24))
+    name: Mapped[str] = mapped_column(String(256))
+    pattern_type: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(256))
+    host: Mapped[str] = mapped_column(String(256))
+    operation: Mapped[str] = mapped_column(String(24))
+    permission: Mapped[str] = mapped_column(String(8))

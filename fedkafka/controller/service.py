@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from fedkafka.controller import db
+from fedkafka.controller import acls, db
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
@@ -513,6 +513,28 @@ class Controller:
                                                                    ScramCredentialRow.mechanism)):
                 users.setdefault(r.user, []).append({"mechanism": r.mechanism, "iterations": r.iterations})
         return [{"user": u, "credentials": c} for u, c in users.items()]
+
+    # -- ACLs --------------------------------------------------------------------------------------
+    def create_acls(self, bindings: list[dict[str, Any]]) -> dict[str, Any]:
+        parsed = [acls.binding_from_dict(b) for b in bindings]
+        with self._write_lock, self.session() as s:
+            added = acls.create(s, parsed)
+            s.commit()
+        view = self.compose()
+        return {"created": [acls.binding_dict(b) for b in added], "view_version": view.version}
+
+    def list_acls(self, acl_filter: dict[str, Any]) -> list[dict[str, str]]:
+        f = acls.filter_from_dict(acl_filter)
+        with self.session() as s:
+            return [acls.binding_dict(b) for b in acls.all_bindings(s) if f.matches(b)]
+
+    def delete_acls(self, acl_filter: dict[str, Any]) -> dict[str, Any]:
+        f = acls.filter_from_dict(acl_filter)
+        with self._write_lock, self.session() as s:
+            gone = acls.delete(s, f)
+            s.commit()
+        view = self.compose()
+        return {"deleted": [acls.binding_dict(b) for b in gone], "view_version": view.version}
 
     def delete_user(self, user: str) -> None:
         with self._write_lock, self.session() as s:

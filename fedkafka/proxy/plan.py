@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fedkafka.security.acl import CLUSTER_NAME, Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 
@@ -122,6 +123,7 @@ class Context:
     max_fetch_wait_ms: int = 30_000  # a Fetch's max_wait is clamped to this (the proxy's --max-fetch-wait-ms)
     # The client connection's security state (listener protocol, principal); the SASL handler advances it.
     session: Session = field(default_factory=Session)
+    authorizer: Authorizer | None = None  # None: authorization off, everything allowed
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -134,3 +136,10 @@ def reachable_brokers(ctx: Context, proxies) -> list[tuple[ProxyInfo, Endpoint]]
     address (docs/DESIGN.md §9): a SASL_SSL client is never sent to a PLAINTEXT port, nor the reverse."""
     protocol = ctx.session.protocol
     return [(p, e) for p in proxies if (e := p.endpoint(protocol)) is not None]
+
+
+def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, name: str = CLUSTER_NAME) -> bool:
+    """Whether this connection's principal may do `operation` on the resource (docs/DESIGN.md §9). Handlers ask
+    before building any upstream call, so a denied request never reaches a broker."""
+    az = ctx.authorizer
+    return az is None or az.allowed(ctx.session.principal, ctx.session.host, operation, resource_type, name)

@@ -23,6 +23,7 @@ class Session:
     protocol: str = "PLAINTEXT"
     mechanisms: tuple[str, ...] = ()  # enabled on this listener (SASL_* only)
     peer: str = ""
+    host: str = ""  # the client's address, as ACLs name hosts
     principal: str = ANONYMOUS
     authenticated: bool = True  # False on SASL listeners until SaslAuthenticate succeeds
     mechanism: str | None = None  # chosen by SaslHandshake
@@ -33,10 +34,10 @@ class Session:
 
     @classmethod
     def for_listener(cls, protocol: str, mechanisms: tuple[str, ...] = SASL_MECHANISMS, peer: str = "",
-                     principal: str = ANONYMOUS) -> Session:
+                     principal: str = ANONYMOUS, host: str = "") -> Session:
         sasl = protocol.startswith("SASL_")
         return cls(protocol=protocol, mechanisms=mechanisms if sasl else (), peer=peer, principal=principal,
-                   authenticated=not sasl)
+                   authenticated=not sasl, host=host)
 
     @property
     def sasl(self) -> bool:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from fedkafka.security.acl import AclBinding
+
 
 class ClusterState(StrEnum):
     ACTIVE = "active"
@@ -187,6 +189,7 @@ class View:
     allow_auto_create_topics: bool = False
     federation_id: str = "fedkafka"
     credentials: tuple[ScramCredential, ...] = ()  # sorted by (user, mechanism)
+    acls: tuple[AclBinding, ...] = ()  # sorted; enforced by proxies that run with authorization on
 
     # -- lookups -----------------------------------------------------------------------------
     def chain(self, topic: str, partition: int) -> PartitionChain | None:
@@ -222,6 +225,7 @@ class View:
             "topics": [_topic_to_dict(t) for t in self.topics.values()],
             "proxies": [_proxy_to_dict(p) for p in self.proxies],
             "credentials": [c.to_dict() for c in self.credentials],
+            "acls": [b.to_list() for b in self.acls],
         }
 
     @classmethod
@@ -236,6 +240,7 @@ class View:
             topics={t["name"]: _topic_from_dict(t) for t in d.get("topics", [])},
             proxies=tuple(_proxy_from_dict(p) for p in d.get("proxies", [])),
             credentials=tuple(ScramCredential.from_dict(c) for c in d.get("credentials", [])),
+            acls=tuple(AclBinding.from_list(b) for b in d.get("acls", [])),
         )
 
     def with_version(self, version: int) -> View:

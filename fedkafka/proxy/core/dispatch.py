@@ -23,6 +23,7 @@ from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions
 from fedkafka.proxy.plan import NO_RESPONSE, UNANSWERED, AnyBroker, Call, Context, Plan, UpstreamError
+from fedkafka.security.acl import Authorizer
 from fedkafka.security.session import PRE_AUTH_API_KEYS, Session
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
@@ -51,7 +52,8 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES) -> dict[int, Any]:
 
 class Dispatcher:
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
-                 modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16):
+                 modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
+                 authorization: bool = False, super_users: frozenset[str] = frozenset()):
         self.state = state  # has .view, .me, .lease_valid()
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.max_dedicated_per_connection = max_dedicated_per_connection
@@ -65,6 +67,8 @@ class Dispatcher:
         self._advertised: dict[int, tuple[int, int]] | None = None
         self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
         self._answers_view: View | None = None
+        self.authorization, self.super_users = authorization, super_users
+        self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
 
     @property
     def advertised(self) -> dict[int, tuple[int, int]]:
@@ -78,7 +82,16 @@ class Dispatcher:
         me: ProxyInfo = self.state.me
         return Context(view=view, me=me, advertised=self.advertised, physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
-                       max_fetch_wait_ms=self.max_fetch_wait_ms, session=session or Session())
+                       max_fetch_wait_ms=self.max_fetch_wait_ms, session=session or Session(),
+                       authorizer=self.authorizer(view))
+
+    def authorizer(self, view: View) -> Authorizer | None:
+        """None with authorization off; else the view's ACLs, indexed once per view."""
+        if not self.authorization:
+            return None
+        if self._authorizer is None or self._authorizer[0] is not view:
+            self._authorizer = (view, Authorizer(view.acls, self.super_users))
+        return self._authorizer[1]
 
     async def start(self, frame: bytes, slot: int, session: Session | None = None) -> Awaitable[bytes | None]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
@@ -95,6 +108,11 @@ class Dispatcher:
             raise ProtocolViolation(str(e)) from None
         module = self.registry[api_key]
         ctx = self.context(header.client_id, session)
+        if ctx.authorizer is not None and not getattr(module, "AUTHORIZES", False) and \
+                ctx.session.principal not in ctx.authorizer.super_users:  # deny by default (docs/DESIGN.md §9)
+            resp_t = codec.response_type(api_key, version)
+            return _done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
+                                               correlation_id))
         key = self._answer_key(module, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
             self._answers.move_to_end(key)

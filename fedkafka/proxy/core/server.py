@@ -53,6 +53,8 @@ class ProxyConfig:
     listeners: tuple[Listener, ...] = ()
     tls: TlsFiles = field(default_factory=TlsFiles)
     sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS
+    authorization: bool = False  # on: the view's ACLs are enforced, anything they do not allow is denied
+    super_users: frozenset[str] = frozenset()  # principals ACLs do not restrict (User:admin)
 
     def all_listeners(self) -> tuple[Listener, ...]:
         return self.listeners or (Listener("PLAINTEXT", self.host, self.port),)
@@ -130,7 +132,8 @@ class ProxyServer:
         await asyncio.gather(*(self.physical.refresh(c) for c in list(self.physical.clusters)))
         self.dispatcher = Dispatcher(state=self.state, physical=self.physical, producer_ids=self.producer_ids,
                                      pool=self.pool, max_fetch_wait_ms=self.config.limits.max_fetch_wait_ms,
-                                     max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection)
+                                     max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection,
+                                     authorization=self.config.authorization, super_users=self.config.super_users)
         self._wrap_for_inflight(self.dispatcher)
         self._tasks = [asyncio.create_task(self.physical.run()),
                        asyncio.create_task(self.source.run(self.state, self.inflight.drain_before))]
@@ -174,7 +177,8 @@ class ProxyServer:
 
     def _session(self, listener: Listener, writer: asyncio.StreamWriter, peer) -> Session:
         """A connection's security state; on an SSL listener a client certificate names the principal."""
-        session = Session.for_listener(listener.protocol, self.config.sasl_mechanisms, str(peer))
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        session = Session.for_listener(listener.protocol, self.config.sasl_mechanisms, str(peer), host=host)
         if listener.protocol == "SSL":
             ssl_object = writer.get_extra_info("ssl_object")
             principal = certificate_principal(ssl_object.getpeercert() if ssl_object is not None else None)

@@ -26,13 +26,15 @@ from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.core.producer_ids import UNASKED, PhysicalPartition, SegmentId, SegmentWrite, SeqKey
-from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
 
 log = logging.getLogger(__name__)
 
 API_KEYS = {0: (3, 12)}
 ROLE = "produce"
+AUTHORIZES = True
 
 
 @dataclass(slots=True)
@@ -67,8 +69,12 @@ def handle(ctx: Context, header, request, _pid_failures: frozenset[str] = frozen
 
     for t in request.topic_data:
         topic = ctx.view.topics.get(t.name)
+        may_write = authorized(ctx, Operation.WRITE, ResourceType.TOPIC, t.name)
         for pd in t.partition_data:
             key = (t.name, pd.index)
+            if not may_write:  # before the batch is even read (docs/DESIGN.md §9)
+                errors[key] = (ErrorCode.topic_authorization_failed, None)
+                continue
             records = pd.records
             checked = _checked_batch(topic, pd)  # the partition's one walk over its bytes, after the topic check
             if not isinstance(checked, rec.BatchHeader):

@@ -18,6 +18,7 @@ from fedkafka.security import scram
 
 API_KEYS = {17: (1, 1), 36: (0, 2)}
 ROLE = "any"
+AUTHORIZES = True
 
 
 def handle(ctx: Context, header, request):
