@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # A password that appears nowhere else, so a search for it finds only leaks.
 PASSWORD = "Alice-" + secrets.token_hex(12)
 USER = "alice"
+# Other users: admin (a super user), bob (may describe the topic and use bob-* groups, not read), mallory (nothing)
+PASSWORDS = {USER: PASSWORD, "admin": "Admin-" + secrets.token_hex(12), "bob": "Bob-" + secrets.token_hex(12),
+             "mallory": "Mallory-" + secrets.token_hex(12)}
+MTLS_PRINCIPAL = "User:CN=client-app,O=fedkafka-test"
 
 
 @dataclass
@@ -45,12 +49,13 @@ class SecuredFederation:
                               timeout=120, cwd=ROOT)
 
     def client_conf(self, via: str = "nameservice", protocol: str = "SASL_SSL", mechanism: str = "SCRAM-SHA-512",
-                    password: str = PASSWORD, **extra) -> dict:
+                    password: str | None = None, user: str = USER, **extra) -> dict:
         """librdkafka settings for `protocol` at the name service or the proxy."""
         ports = self.nameservice if via == "nameservice" else self.proxy
         conf = {"bootstrap.servers": f"127.0.0.1:{ports[protocol]}", "security.protocol": protocol}
         if protocol.startswith("SASL_"):
-            conf |= {"sasl.mechanism": mechanism, "sasl.username": USER, "sasl.password": password}
+            conf |= {"sasl.mechanism": mechanism, "sasl.username": user,
+                     "sasl.password": PASSWORDS[user] if password is None else password}
         if protocol.endswith("SSL"):
             conf["ssl.ca.location"] = str(self.pki.ca)
         return conf | extra
@@ -99,15 +104,24 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
                      ("topic", "create", topic, "--partitions", str(partitions))):
             res = fed.cli(*args)
             assert res.returncode == 0, res.stderr
-        res = fed.cli("user", "create", USER, stdin=PASSWORD + "\n")  # the password only ever on stdin
-        assert res.returncode == 0, res.stderr
+        for user, password in PASSWORDS.items():
+            res = fed.cli("user", "create", user, stdin=password + "\n")  # a password only ever on stdin
+            assert res.returncode == 0, res.stderr
+        for acl in ((USER, "--operation", "ALL", "--topic", topic), (USER, "--operation", "READ", "--group", "sec-",
+                                                                     "--prefixed"),
+                    ("bob", "--operation", "DESCRIBE", "--topic", topic),
+                    ("bob", "--operation", "READ", "--group", "bob-", "--prefixed"),
+                    ("ANONYMOUS", "--operation", "DESCRIBE", "--topic", topic),
+                    (MTLS_PRINCIPAL[5:], "--operation", "WRITE", "--topic", topic)):
+            res = fed.cli("acl", "add", "--principal", f"User:{acl[0]}", *acl[1:])
+            assert res.returncode == 0, res.stderr
         tls = ["--ssl-cert", str(pki.server_cert), "--ssl-key", str(pki.server_key), "--ssl-ca", str(pki.ca)]
         p = fed.proxy
         _start(fed, "proxy", ["proxy", "--role", "both", "--listen", f"127.0.0.1:{p['PLAINTEXT']}",
                               "--listener", f"SSL://127.0.0.1:{p['SSL']}",
                               "--listener", f"SASL_PLAINTEXT://127.0.0.1:{p['SASL_PLAINTEXT']}",
                               "--listener", f"SASL_SSL://127.0.0.1:{p['SASL_SSL']}", *tls,
-                              "--ssl-client-auth", "requested",
+                              "--ssl-client-auth", "requested", "--authorization", "--super-user", "User:admin",
                               "--controller", fed.controller_url, "--token-file", str(token_file)], p["SASL_SSL"])
         n = fed.nameservice
         _start(fed, "nameservice", ["nameservice", "--listen", f"127.0.0.1:{n['PLAINTEXT']}",
