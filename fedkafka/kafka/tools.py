@@ -21,6 +21,7 @@ TOOLS: dict[str, str] = {
     "kafka-topics": "org.apache.kafka.tools.TopicCommand",
     "kafka-configs": "org.apache.kafka.tools.ConfigCommand",
     "kafka-get-offsets": "org.apache.kafka.tools.GetOffsetShell",
+    "kafka-acls": "org.apache.kafka.tools.AclCommand",
 }
 _QUIET_LOG4J = """\
 status = error
