@@ -9,7 +9,8 @@ import typer
 
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.security.listeners import Listener, TlsFiles, parse_listener
-from fedkafka.security.session import SASL_MECHANISMS
+from fedkafka.security.oauth import OAuthSettings
+from fedkafka.security.session import ALL_SASL_MECHANISMS, SASL_MECHANISMS
 from fedkafka.view.model import ProxyRole
 
 _LIMITS = Limits()  # the defaults, documented in docs/OPERATIONS.md
@@ -36,8 +37,13 @@ def proxy(
     ssl_key: Path | None = typer.Option(None, "--ssl-key", help="PEM private key of --ssl-cert (unencrypted, 0600)"),
     ssl_ca: Path | None = typer.Option(None, "--ssl-ca", help="PEM CA that client certificates must chain to"),
     ssl_client_auth: str = typer.Option("none", "--ssl-client-auth", help="none | requested | required (mTLS)"),
-    sasl_mechanisms: str = typer.Option(",".join(SASL_MECHANISMS), "--sasl-mechanisms",
-                                        help="mechanisms SASL listeners enable, comma-separated"),
+    sasl_mechanisms: str | None = typer.Option(None, "--sasl-mechanisms",
+                                               help="mechanisms SASL listeners enable, comma-separated (default "
+                                               "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN, and OAUTHBEARER with a JWKS)"),
+    oauth_jwks_file: Path | None = typer.Option(None, "--oauth-jwks-file", help="JWKS (JSON) the OAUTHBEARER "
+                                                "tokens' signatures are checked against; re-read when it changes"),
+    oauth_issuer: str | None = typer.Option(None, "--oauth-issuer", help="required `iss` of OAUTHBEARER tokens"),
+    oauth_audience: str | None = typer.Option(None, "--oauth-audience", help="required `aud` of OAUTHBEARER tokens"),
     authorization: bool = typer.Option(False, "--authorization/--no-authorization",
                                        help="enforce the view's ACLs: what they do not allow is denied"),
     super_user: list[str] = typer.Option([], "--super-user", help="principal ACLs do not restrict "
@@ -81,8 +87,15 @@ def proxy(
         proxy_role = ProxyRole(role)
     except ValueError:
         _fail(f"--role must be pproxy, cproxy or both, got {role!r}")
+    oauth = OAuthSettings(oauth_jwks_file, oauth_issuer, oauth_audience) if oauth_jwks_file else None
+    if sasl_mechanisms is None:
+        sasl_mechanisms = ",".join(SASL_MECHANISMS + (("OAUTHBEARER",) if oauth else ()))
     listeners, tls, mechanisms = _security(listen, listener, ssl_cert, ssl_key, ssl_ca, ssl_client_auth,
                                            sasl_mechanisms)
+    for problem in oauth.problems() if oauth else ():
+        _fail(problem)
+    if "OAUTHBEARER" in mechanisms and oauth is None:
+        _fail("OAUTHBEARER needs --oauth-jwks-file")
     host, port = listeners[0].host, listeners[0].port
     if (controller is None) == (view_file is None):
         _fail("give exactly one of --controller (with --token-file) or --view-file")
@@ -116,7 +129,7 @@ def proxy(
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
                     view_file=view_file, controller=controller, token=token, workers=workers,
                     limits=limits, listeners=tuple(listeners) if listener else (), tls=tls,
-                    sasl_mechanisms=mechanisms, authorization=authorization,
+                    sasl_mechanisms=mechanisms, oauth=oauth, authorization=authorization,
                     super_users=frozenset(_principals(super_user))))
 
 
@@ -148,9 +161,9 @@ def _security(listen: str | None, listener: list[str], cert: Path | None, key: P
     for problem in tls.problems(tuple(found)):
         _fail(problem)
     chosen = tuple(m.strip().upper() for m in mechanisms.split(",") if m.strip())
-    unknown = [m for m in chosen if m not in SASL_MECHANISMS]
+    unknown = [m for m in chosen if m not in ALL_SASL_MECHANISMS]
     if unknown or not chosen:
-        _fail(f"--sasl-mechanisms takes {', '.join(SASL_MECHANISMS)}, got {mechanisms!r}")
+        _fail(f"--sasl-mechanisms takes {', '.join(ALL_SASL_MECHANISMS)}, got {mechanisms!r}")
     return found, tls, chosen
 
 

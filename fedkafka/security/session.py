@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ANONYMOUS = "User:ANONYMOUS"
-SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")  # the default; OAUTHBEARER needs a JWKS file
+ALL_SASL_MECHANISMS = (*SASL_MECHANISMS, "OAUTHBEARER")
 # What an unauthenticated SASL connection may send: anything else closes it, as Kafka does.
 PRE_AUTH_API_KEYS = frozenset({18, 17, 36})  # ApiVersions, SaslHandshake, SaslAuthenticate
 
@@ -30,14 +31,15 @@ class Session:
     exchange: Any = None  # the mechanism's server state between SaslAuthenticate rounds
     claimed_user: str | None = None  # the user name a client gave (for the failure log line; never a password)
     failed: str | None = None  # why authentication failed (logged once; the connection then closes)
+    oauth: Any = None  # the listener's JWT validator (OAUTHBEARER), shared by its connections
     secret: bytes = field(default_factory=lambda: _PROCESS_SECRET)
 
     @classmethod
     def for_listener(cls, protocol: str, mechanisms: tuple[str, ...] = SASL_MECHANISMS, peer: str = "",
-                     principal: str = ANONYMOUS, host: str = "") -> Session:
+                     principal: str = ANONYMOUS, host: str = "", oauth: Any = None) -> Session:
         sasl = protocol.startswith("SASL_")
         return cls(protocol=protocol, mechanisms=mechanisms if sasl else (), peer=peer, principal=principal,
-                   authenticated=not sasl, host=host)
+                   authenticated=not sasl, host=host, oauth=oauth)
 
     @property
     def sasl(self) -> bool:

@@ -26,6 +26,7 @@ from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
 from fedkafka.security.listeners import Listener, TlsFiles, certificate_principal
+from fedkafka.security.oauth import JwtValidator, OAuthSettings
 from fedkafka.security.session import SASL_MECHANISMS, Session
 from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 
@@ -53,6 +54,7 @@ class ProxyConfig:
     listeners: tuple[Listener, ...] = ()
     tls: TlsFiles = field(default_factory=TlsFiles)
     sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS
+    oauth: OAuthSettings | None = None  # OAUTHBEARER: JWTs checked against this JWKS file
     authorization: bool = False  # on: the view's ACLs are enforced, anything they do not allow is denied
     super_users: frozenset[str] = frozenset()  # principals ACLs do not restrict (User:admin)
 
@@ -111,6 +113,7 @@ class ProxyServer:
             # static mode: a random block high in the 63-bit space; logical ids never reach a broker
             self.producer_ids.add_block(random.randrange(1 << 40, 1 << 60), 1 << 20)
         self.connections: set[ClientConnection] = set()
+        self.jwt_validator = JwtValidator(config.oauth) if config.oauth is not None else None
         self.server: asyncio.Server | None = None  # the first listener's
         self.servers: list[asyncio.Server] = []
         self.dispatcher: Dispatcher | None = None
@@ -178,7 +181,8 @@ class ProxyServer:
     def _session(self, listener: Listener, writer: asyncio.StreamWriter, peer) -> Session:
         """A connection's security state; on an SSL listener a client certificate names the principal."""
         host = peer[0] if isinstance(peer, tuple) else str(peer)
-        session = Session.for_listener(listener.protocol, self.config.sasl_mechanisms, str(peer), host=host)
+        session = Session.for_listener(listener.protocol, self.config.sasl_mechanisms, str(peer), host=host,
+                                       oauth=self.jwt_validator)
         if listener.protocol == "SSL":
             ssl_object = writer.get_extra_info("ssl_object")
             principal = certificate_principal(ssl_object.getpeercert() if ssl_object is not None else None)

@@ -14,7 +14,7 @@ from kio.schema.errors import ErrorCode
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
 from fedkafka.proxy.plan import Context
-from fedkafka.security import scram
+from fedkafka.security import oauth, scram
 
 API_KEYS = {17: (1, 1), 36: (0, 2)}
 ROLE = "any"
@@ -50,6 +50,8 @@ def _authenticate(ctx: Context, request):
     try:
         if session.mechanism == "PLAIN":
             return _answer(version, ErrorCode.none, None, _plain(ctx, request.auth_bytes))
+        if session.mechanism == "OAUTHBEARER":
+            return _answer(version, ErrorCode.none, None, _oauthbearer(ctx, request.auth_bytes))
         return _answer(version, ErrorCode.none, None, _scram_step(ctx, request.auth_bytes))
     except scram.AuthenticationFailed as e:
         who = f", user {session.claimed_user[:256]!r}" if session.claimed_user is not None else ""
@@ -64,6 +66,14 @@ def _plain(ctx: Context, message: bytes) -> bytes:
     if not creds or not scram.password_matches(creds[0], password):
         raise scram.AuthenticationFailed("Authentication failed: Invalid username or password")
     ctx.session.succeed(f"User:{user}")
+    return b""
+
+
+def _oauthbearer(ctx: Context, message: bytes) -> bytes:
+    """One round: a valid token names the principal; an invalid one fails at once (Kafka's server would first
+    send an error document and wait for the client's empty reply: the client's outcome is the same)."""
+    token = oauth.parse_client_message(message)
+    ctx.session.succeed(ctx.session.oauth.principal(token))
     return b""
 
 
