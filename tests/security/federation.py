@@ -17,6 +17,7 @@ import httpx
 
 from fedkafka.kafka.cluster import free_port, start_clusters
 
+from .jwks import AUDIENCE, ISSUER, Issuer
 from .pki import Pki, make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,7 @@ class SecuredFederation:
     nameservice: dict[str, int]
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     cluster: object = None
+    issuer: Issuer | None = None
 
     def logs(self) -> dict[str, str]:
         return {name: (self.tmp / f"{name}.log").read_text(errors="replace") for name in self.procs}
@@ -94,7 +96,8 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
     cport = free_port()
     fed = SecuredFederation(tmp, pki, token_file, f"http://127.0.0.1:{cport}",
                             proxy={p: free_port() for p in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")},
-                            nameservice={p: free_port() for p in ("PLAINTEXT", "SASL_SSL", "HTTP")})
+                            nameservice={p: free_port() for p in ("PLAINTEXT", "SASL_SSL", "HTTP")},
+                            issuer=Issuer(tmp / "jwks.json"))
     try:
         fed.cluster = start_clusters(["s1"], tmp / "kafka")[0]
         _start(fed, "controller", ["controller", "--db", f"sqlite:///{tmp / 'controller.db'}", "--listen",
@@ -122,6 +125,8 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
                               "--listener", f"SASL_PLAINTEXT://127.0.0.1:{p['SASL_PLAINTEXT']}",
                               "--listener", f"SASL_SSL://127.0.0.1:{p['SASL_SSL']}", *tls,
                               "--ssl-client-auth", "requested", "--authorization", "--super-user", "User:admin",
+                              "--oauth-jwks-file", str(fed.issuer.jwks_file), "--oauth-issuer", ISSUER,
+                              "--oauth-audience", AUDIENCE,
                               "--controller", fed.controller_url, "--token-file", str(token_file)], p["SASL_SSL"])
         n = fed.nameservice
         _start(fed, "nameservice", ["nameservice", "--listen", f"127.0.0.1:{n['PLAINTEXT']}",

@@ -9,6 +9,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -275,6 +276,39 @@ def test_a_super_user_may_do_anything_and_kafka_acls_lists_the_acls(fed, tmp_pat
     props.unlink()  # holds a password: never left for the leak check below
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert "User:alice" in listed.stdout and "User:bob" in listed.stdout and "DESCRIBE" in listed.stdout
+
+
+# -- OAUTHBEARER ------------------------------------------------------------------------------------------------
+def _oauth_conf(fed, token_fn) -> dict:
+    conf = fed.client_conf("nameservice", "SASL_SSL")
+    for key in ("sasl.username", "sasl.password"):
+        conf.pop(key)
+    return conf | {"sasl.mechanism": "OAUTHBEARER", "oauth_cb": token_fn}
+
+
+def test_oauthbearer_produces_with_a_jwt_through_the_name_service(fed):
+    def token(_config):
+        return fed.issuer.token("alice"), time.time() + 300
+
+    assert _delivery_errors(_oauth_conf(fed, token)) == [None, None, None]
+
+
+def test_an_expired_jwt_gets_kafkas_error_and_one_log_line_without_the_token(fed):
+    expired = fed.issuer.token("alice", lifetime_s=-120)
+    before = fed.logs()["proxy"].count("authentication failed")
+    errors = []
+    producer = Producer(_oauth_conf(fed, lambda _c: (expired, time.time() + 300)) | {
+        "error_cb": errors.append})
+    for _ in range(40):
+        producer.poll(0.5)
+        if errors:
+            break
+    del producer
+    assert any(e.code() == RdKafkaError._AUTHENTICATION and "expired" in e.str() for e in errors), \
+        [e.str() for e in errors]
+    lines = [line for line in fed.logs()["proxy"].splitlines() if "authentication failed" in line][before:]
+    assert lines and all("OAUTHBEARER" in line and "expired" in line and expired not in line for line in lines)
+    assert all(expired not in text for text in fed.logs().values())
 
 
 def test_no_password_in_ps_logs_database_or_view(fed):
