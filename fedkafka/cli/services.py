@@ -9,7 +9,6 @@ import typer
 
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.security.listeners import Listener, TlsFiles, parse_listener
-from fedkafka.security.oauth import OAuthSettings
 from fedkafka.security.session import ALL_SASL_MECHANISMS, SASL_MECHANISMS
 from fedkafka.view.model import ProxyRole
 
@@ -87,6 +86,8 @@ def proxy(
         proxy_role = ProxyRole(role)
     except ValueError:
         _fail(f"--role must be pproxy, cproxy or both, got {role!r}")
+    from fedkafka.security.oauth import OAuthSettings  # PyJWT and cryptography: only when a proxy starts
+
     oauth = OAuthSettings(oauth_jwks_file, oauth_issuer, oauth_audience) if oauth_jwks_file else None
     if sasl_mechanisms is None:
         sasl_mechanisms = ",".join(SASL_MECHANISMS + (("OAUTHBEARER",) if oauth else ()))

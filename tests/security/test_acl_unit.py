@@ -159,10 +159,9 @@ def test_find_coordinator_and_describe_groups_need_describe_on_the_group():
         ErrorCode.group_authorization_failed
 
 
-def test_describe_cluster_and_describe_acls_need_describe_on_the_cluster():
+def test_describe_cluster_is_open_as_in_kafka_and_describe_acls_needs_describe_on_the_cluster():
     req = build(request_type(60, 1), {"include_cluster_authorized_operations": False, "endpoint_type": 1})
-    assert describe_cluster.handle(_with(consume_ctx()), None, req).error_code == \
-        ErrorCode.cluster_authorization_failed
+    assert describe_cluster.handle(_with(consume_ctx()), None, req).error_code == ErrorCode.none
     view_acls = (acl(C, "kafka-cluster", Operation.DESCRIBE, "User:ops"), acl(T, "log", Operation.READ))
     c = dataclasses.replace(consume_ctx(), view=dataclasses.replace(VIEW, acls=view_acls))
     describe = build(request_type(29, 3), {"resource_type_filter": 1, "resource_name_filter": None,

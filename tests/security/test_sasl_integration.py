@@ -115,6 +115,34 @@ def test_kafka_python_with_plain_and_scram_sha_256_on_the_proxys_sasl_plaintext_
     assert len(seen) == 20
 
 
+def _java_client_properties(fed, path) -> str:
+    path.write_text("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
+                    "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    f'username="{USER}" password="{PASSWORD}";\n'
+                    f"ssl.truststore.type=PEM\nssl.truststore.location={fed.pki.ca}\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_java_console_tools_and_consumer_groups_over_sasl_ssl_through_the_name_service(fed, tmp_path):
+    bootstrap = f"127.0.0.1:{fed.nameservice['SASL_SSL']}"
+    props = _java_client_properties(fed, tmp_path / "client.properties")
+    try:
+        values = [f"java-{i}" for i in range(50)]
+        produced = run_tool("kafka-console-producer", "--bootstrap-server", bootstrap, "--topic", TOPIC,
+                            "--producer.config", props, input="\n".join(values) + "\n", timeout=180)
+        assert produced.returncode == 0, produced.stderr[-3000:]
+        consumed = run_tool("kafka-console-consumer", "--bootstrap-server", bootstrap, "--topic", TOPIC,
+                            "--group", "sec-java", "--from-beginning", "--consumer.config", props,
+                            "--timeout-ms", "30000", timeout=180)
+        assert set(values) <= set(consumed.stdout.split()), consumed.stderr[-3000:]
+        described = run_tool("kafka-consumer-groups", "--bootstrap-server", bootstrap, "--describe", "--group",
+                             "sec-java", "--command-config", props, timeout=180)
+        assert described.returncode == 0 and "sec-java" in described.stdout, described.stderr[-3000:]
+    finally:
+        (tmp_path / "client.properties").unlink()
+
+
 def test_a_wrong_password_gets_kafkas_error_and_one_log_line_without_the_password(fed, caplog):
     wrong = "Wrong-" + uuid.uuid4().hex
     before = fed.logs()["proxy"].count("authentication failed")

@@ -6,8 +6,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
-from fedkafka.proxy.plan import Context, authorized, reachable_brokers
-from fedkafka.security.acl import Operation, ResourceType
+from fedkafka.proxy.plan import Context, reachable_brokers
 
 API_KEYS = {60: (0, 1)}
 ROLE = "any"
@@ -15,10 +14,7 @@ AUTHORIZES = True
 
 
 def handle(ctx: Context, header, request):
-    if not authorized(ctx, Operation.DESCRIBE, ResourceType.CLUSTER):
-        return build(response_type(60, type(request).__version__), {
-            "error_code": ErrorCode.cluster_authorization_failed, "cluster_id": ctx.view.federation_id,
-            "controller_id": -1, "brokers": []})
+    # Not gated, as in Kafka: the brokers of the cluster are what Metadata shows anyone (admin tools ask it).
     found = [p for p in ctx.view.proxies_in_pool(ctx.me.pool) if p.node_id != ctx.me.node_id]
     brokers = [{"broker_id": p.node_id, "host": e.host, "port": e.port, "rack": p.rack}
                for p, e in reachable_brokers(ctx, (ctx.me, *found))]
