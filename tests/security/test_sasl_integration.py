@@ -134,7 +134,7 @@ def test_java_console_tools_and_consumer_groups_over_sasl_ssl_through_the_name_s
         assert produced.returncode == 0, produced.stderr[-3000:]
         consumed = run_tool("kafka-console-consumer", "--bootstrap-server", bootstrap, "--topic", TOPIC,
                             "--group", "sec-java", "--from-beginning", "--consumer.config", props,
-                            "--timeout-ms", "30000", timeout=180)
+                            "--timeout-ms", "90000", timeout=240)
         assert set(values) <= set(consumed.stdout.split()), consumed.stderr[-3000:]
         described = run_tool("kafka-consumer-groups", "--bootstrap-server", bootstrap, "--describe", "--group",
                              "sec-java", "--command-config", props, timeout=180)
