@@ -36,7 +36,7 @@ down:
 
 # The federation on 9 real hosts (8 + the spare cluster c3's): network namespaces with their own address and sshd (scripts/multihost.py,
 # needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
-.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps
+.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps test-security
 MULTIHOST := $(BIN)/python scripts/multihost.py
 
 up-multihost: $(STAMP)
@@ -53,6 +53,12 @@ down-multihost:
 test-replicated: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py $(PYTEST_ARGS)
+
+# A secured federation (SASL_SSL, SCRAM, OAUTHBEARER, mTLS, ACLs) with confluent-kafka, aiokafka, kafka-python
+# and the Java tools through the name service (tests/security/test_sasl_integration.py, ~4-11 minutes).
+test-security: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py $(PYTEST_ARGS)
 
 # Kafka Streams word count kept counting exactly through a scale-up (tests/apps; the plain word count through
 # a local federation runs in `make test` too). Resolves kafka-streams from Maven Central once (apps/pom.xml).

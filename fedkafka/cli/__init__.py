@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fedkafka.cli import admin, check, local, nameservice, services, workflows
+from fedkafka.cli import admin, check, local, nameservice, security, services, workflows
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="fedkafka: many physical Kafka clusters behind one logical cluster.")
@@ -14,6 +14,7 @@ services.register(app)
 nameservice.register(app)
 workflows.register(app)
 check.register(app)
+security.register(app)
 
 
 def main() -> None:

@@ -10,12 +10,19 @@ import typer
 from fedkafka.nameservice.app import serve, split_hostport
 from fedkafka.nameservice.resolver import ControllerResolver
 from fedkafka.observe import logs
+from fedkafka.security.listeners import TlsFiles, parse_listener
 
 
 def register(app: typer.Typer) -> None:
     @app.command("nameservice")
     def nameservice(
-        listen: str = typer.Option(..., help="HOST:PORT of the Kafka endpoint clients bootstrap at."),
+        listen: str | None = typer.Option(None, help="HOST:PORT of a PLAINTEXT Kafka endpoint clients bootstrap at."),
+        listener: list[str] = typer.Option([], "--listener", help="PROTOCOL://HOST:PORT, repeatable (PLAINTEXT, "
+                                           "SSL, SASL_PLAINTEXT, SASL_SSL); clients are relayed to proxy listeners "
+                                           "of the same protocol"),
+        ssl_cert: Path | None = typer.Option(None, "--ssl-cert", help="PEM certificate of SSL/SASL_SSL listeners."),
+        ssl_key: Path | None = typer.Option(None, "--ssl-key", help="PEM private key of --ssl-cert."),
+        ssl_ca: Path | None = typer.Option(None, "--ssl-ca", help="PEM CA the proxies' certificates chain to."),
         http_listen: str = typer.Option(..., help="HOST:PORT of the HTTP endpoint (GET /v1/proxies)."),
         controller: str = typer.Option(..., envvar="FEDKAFKA_CONTROLLER_URL",
                                        help="Controller base URL, or several comma-separated (the active one is "
@@ -31,11 +38,22 @@ def register(app: typer.Typer) -> None:
         """Run the name service."""
         for value, flag in ((listen, "--listen"), (http_listen, "--http-listen")):
             try:
-                split_hostport(value)
+                if value is not None:
+                    split_hostport(value)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint=flag) from None
+        try:
+            listeners = tuple(parse_listener(v) for v in listener)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--listener") from None
+        if listen is None and not listeners:
+            raise typer.BadParameter("give --listen or at least one --listener", param_hint="--listen")
+        tls = TlsFiles(ssl_cert, ssl_key, ssl_ca)
+        problems = tls.problems(listeners)
+        if problems:
+            raise typer.BadParameter("; ".join(problems), param_hint="--ssl-cert")
         logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
         resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds,
                                       max_entries=cache_entries)
-        asyncio.run(serve(resolver, listen, http_listen, header_timeout=header_timeout,
-                          max_connections=max_connections, max_connections_per_ip=max_connections_per_ip))
+        asyncio.run(serve(resolver, listen, http_listen, listeners=listeners, header_timeout=header_timeout,
+                          max_connections=max_connections, max_connections_per_ip=max_connections_per_ip, tls=tls))

@@ -9,6 +9,8 @@ from typing import NoReturn
 import typer
 
 from fedkafka.proxy.core.limits import Limits
+from fedkafka.security.listeners import Listener, TlsFiles, parse_listener
+from fedkafka.security.session import ALL_SASL_MECHANISMS, SASL_MECHANISMS
 from fedkafka.view.model import ProxyRole
 
 _LIMITS = Limits()  # the defaults, documented in docs/OPERATIONS.md
@@ -28,7 +30,24 @@ def _host_port(value: str, what: str) -> tuple[str, int]:
 
 def proxy(
     role: str = typer.Option(..., "--role", help="pproxy | cproxy | both"),
-    listen: str = typer.Option(..., "--listen", help="HOST:PORT to listen on"),
+    listen: str | None = typer.Option(None, "--listen", help="HOST:PORT of a PLAINTEXT listener (or --listener)"),
+    listener: list[str] = typer.Option([], "--listener", help="PROTOCOL://HOST:PORT, repeatable; PROTOCOL is "
+                                       "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (the first is the primary)"),
+    ssl_cert: Path | None = typer.Option(None, "--ssl-cert", help="PEM certificate chain of SSL/SASL_SSL listeners"),
+    ssl_key: Path | None = typer.Option(None, "--ssl-key", help="PEM private key of --ssl-cert (unencrypted, 0600)"),
+    ssl_ca: Path | None = typer.Option(None, "--ssl-ca", help="PEM CA that client certificates must chain to"),
+    ssl_client_auth: str = typer.Option("none", "--ssl-client-auth", help="none | requested | required (mTLS)"),
+    sasl_mechanisms: str | None = typer.Option(None, "--sasl-mechanisms",
+                                               help="mechanisms SASL listeners enable, comma-separated (default "
+                                               "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN, and OAUTHBEARER with a JWKS)"),
+    oauth_jwks_file: Path | None = typer.Option(None, "--oauth-jwks-file", help="JWKS (JSON) the OAUTHBEARER "
+                                                "tokens' signatures are checked against; re-read when it changes"),
+    oauth_issuer: str | None = typer.Option(None, "--oauth-issuer", help="required `iss` of OAUTHBEARER tokens"),
+    oauth_audience: str | None = typer.Option(None, "--oauth-audience", help="required `aud` of OAUTHBEARER tokens"),
+    authorization: bool = typer.Option(False, "--authorization/--no-authorization",
+                                       help="enforce the view's ACLs: what they do not allow is denied"),
+    super_user: list[str] = typer.Option([], "--super-user", help="principal ACLs do not restrict "
+                                         "(User:admin), repeatable"),
     advertised_host: str | None = typer.Option(None, "--advertised-host", help="host clients connect to"),
     controller: str | None = typer.Option(None, "--controller", help="controller URL (http://host:port), or several "
                                           "comma-separated: the active one is followed"),
@@ -74,7 +93,18 @@ def proxy(
         proxy_role = ProxyRole(role)
     except ValueError:
         _fail(f"--role must be pproxy, cproxy or both, got {role!r}")
-    host, port = _host_port(listen, "--listen")
+    from fedkafka.security.oauth import OAuthSettings  # PyJWT and cryptography: only when a proxy starts
+
+    oauth = OAuthSettings(oauth_jwks_file, oauth_issuer, oauth_audience) if oauth_jwks_file else None
+    if sasl_mechanisms is None:
+        sasl_mechanisms = ",".join(SASL_MECHANISMS + (("OAUTHBEARER",) if oauth else ()))
+    listeners, tls, mechanisms = _security(listen, listener, ssl_cert, ssl_key, ssl_ca, ssl_client_auth,
+                                           sasl_mechanisms)
+    for problem in oauth.problems() if oauth else ():
+        _fail(problem)
+    if "OAUTHBEARER" in mechanisms and oauth is None:
+        _fail("OAUTHBEARER needs --oauth-jwks-file")
+    host, port = listeners[0].host, listeners[0].port
     if (controller is None) == (view_file is None):
         _fail("give exactly one of --controller (with --token-file) or --view-file")
     token = None
@@ -111,7 +141,43 @@ def proxy(
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
                     view_file=view_file, controller=controller, token=token, view_cache=view_cache, workers=workers,
-                    limits=limits, admin_listen=admin))
+                    limits=limits, admin_listen=admin, listeners=tuple(listeners) if listener else (), tls=tls,
+                    sasl_mechanisms=mechanisms, oauth=oauth, authorization=authorization,
+                    super_users=frozenset(_principals(super_user))))
+
+
+def _principals(values: list[str]) -> list[str]:
+    for value in values:
+        kind, sep, name = value.partition(":")
+        if not sep or not kind or not name:
+            _fail(f"--super-user must be Type:name (User:admin), got {value!r}")
+    return values
+
+
+def _security(listen: str | None, listener: list[str], cert: Path | None, key: Path | None, ca: Path | None,
+              client_auth: str, mechanisms: str) -> tuple[list[Listener], TlsFiles, tuple[str, ...]]:
+    """The listeners (--listen first, as PLAINTEXT), their TLS files and the SASL mechanisms, checked."""
+    if listen is None and not listener:
+        _fail("give --listen HOST:PORT or at least one --listener PROTOCOL://HOST:PORT")
+    found: list[Listener] = []
+    if listen is not None:
+        host, port = _host_port(listen, "--listen")
+        found.append(Listener("PLAINTEXT", host, port))
+    for value in listener:
+        try:
+            found.append(parse_listener(value))
+        except ValueError as e:
+            _fail(str(e))
+    if len({lsn.port for lsn in found}) != len(found) or len({lsn.protocol for lsn in found}) != len(found):
+        _fail("each listener needs its own port and its own protocol")
+    tls = TlsFiles(cert, key, ca, client_auth)
+    for problem in tls.problems(tuple(found)):
+        _fail(problem)
+    chosen = tuple(m.strip().upper() for m in mechanisms.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in ALL_SASL_MECHANISMS]
+    if unknown or not chosen:
+        _fail(f"--sasl-mechanisms takes {', '.join(ALL_SASL_MECHANISMS)}, got {mechanisms!r}")
+    return found, tls, chosen
 
 
 def register(app: typer.Typer) -> None:

@@ -56,11 +56,50 @@ class ProxyBody(BaseModel):
     port: int = Field(ge=0, le=65535)
     role: Literal["pproxy", "cproxy", "both"]
     pool: str = "default"
+    listeners: list[tuple[str, str, int]] = Field(default_factory=list, max_length=8)  # [protocol, host, port]
 
 
 class HeartbeatBody(BaseModel):
     applied_version: Version
     load: dict = Field(default_factory=dict)
+
+
+class CredentialBody(BaseModel):
+    mechanism: str
+    salt: str = Field(max_length=128)
+    iterations: int
+    stored_key: str = Field(max_length=128)
+    server_key: str = Field(max_length=128)
+
+
+class UserBody(BaseModel):
+    """SCRAM credentials only (RFC 5802 StoredKey/ServerKey): a password never reaches the controller."""
+
+    credentials: list[CredentialBody] = Field(max_length=2)
+
+
+class AclBody(BaseModel):
+    resource_type: str
+    name: str = Field(max_length=256)
+    pattern_type: str = "LITERAL"
+    principal: str = Field(max_length=256)
+    host: str = Field("*", max_length=256)
+    operation: str
+    permission: str = "ALLOW"
+
+
+class AclsBody(BaseModel):
+    acls: list[AclBody] = Field(max_length=1000)
+
+
+class AclFilterBody(BaseModel):
+    resource_type: str | None = None
+    name: str | None = None
+    pattern_type: str | None = None
+    principal: str | None = None
+    host: str | None = None
+    operation: str | None = None
+    permission: str | None = None
 
 
 class RuleBody(BaseModel):
@@ -163,7 +202,8 @@ def create_app(controller: Controller, token: str, background: bool = True,
 
     @app.post("/v1/proxies", dependencies=[api])
     def register_proxy(body: ProxyBody):
-        return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool)
+        return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
+                                         body.listeners)
 
     @app.post("/v1/proxies/{node_id}/heartbeat", dependencies=[api])
     async def heartbeat(node_id: RowId, body: HeartbeatBody):
@@ -223,6 +263,39 @@ def create_app(controller: Controller, token: str, background: bool = True,
     @app.get("/v1/client-rules", dependencies=[api])
     def rules():
         return controller.list_rules()
+
+    @app.put("/v1/users/{name}", dependencies=[api])
+    def put_user(name: str, body: UserBody):
+        user, changed = controller.put_user(name, [c.model_dump() for c in body.credentials])
+        return {"user": user, "changed": changed}
+
+    @app.get("/v1/users", dependencies=[api])
+    def users():
+        return controller.list_users()
+
+    @app.get("/v1/users/{name}", dependencies=[api])
+    def user(name: str):
+        return controller.get_user(name)
+
+    @app.delete("/v1/users/{name}", dependencies=[api], status_code=204)
+    def delete_user(name: str):
+        controller.delete_user(name)
+        return Response(status_code=204)
+
+    @app.post("/v1/acls", dependencies=[api])
+    def create_acls(body: AclsBody):
+        return controller.create_acls([a.model_dump() for a in body.acls])
+
+    @app.get("/v1/acls", dependencies=[api])
+    def list_acls(resource_type: str | None = None, name: str | None = None, pattern_type: str | None = None,
+                  principal: str | None = None, host: str | None = None, operation: str | None = None,
+                  permission: str | None = None):
+        return controller.list_acls({k: v for k, v in locals().items() if v is not None})
+
+    @app.post("/v1/acls/delete", dependencies=[api])
+    def delete_acls(body: AclFilterBody):
+        """Deletes every binding the filter matches (an empty filter matches all of them)."""
+        return controller.delete_acls(body.model_dump(exclude_none=True))
 
     add_workflow_routes(app, workflows, api)
     add_topic_admin_routes(app, controller, api)

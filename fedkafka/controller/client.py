@@ -149,3 +149,21 @@ class AdminClient:
 
     def rules(self) -> list[dict]:
         return self.request("GET", "/v1/client-rules")
+
+    def put_user(self, name: str, credentials: list[dict]) -> dict:
+        return self.request("PUT", f"/v1/users/{name}", {"credentials": credentials})
+
+    def users(self) -> list[dict]:
+        return self.request("GET", "/v1/users")
+
+    def create_acls(self, bindings: list[dict]) -> dict:
+        return self.request("POST", "/v1/acls", {"acls": bindings})
+
+    def acls(self, **acl_filter) -> list[dict]:
+        return self.request("GET", "/v1/acls", params={k: v for k, v in acl_filter.items() if v is not None})
+
+    def delete_acls(self, **acl_filter) -> dict:
+        return self.request("POST", "/v1/acls/delete", {k: v for k, v in acl_filter.items() if v is not None})
+
+    def delete_user(self, name: str) -> None:
+        self.request("DELETE", f"/v1/users/{name}")

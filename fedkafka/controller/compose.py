@@ -8,8 +8,20 @@ from collections import defaultdict
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from fedkafka.controller.models import ChainRow, ClusterRow, ProxyRow, SegmentRow, TopicRow
-from fedkafka.view.model import Cluster, ClusterState, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
+from fedkafka.controller.acls import all_bindings
+from fedkafka.controller.models import ChainRow, ClusterRow, ProxyRow, ScramCredentialRow, SegmentRow, TopicRow
+from fedkafka.view.model import (
+    Cluster,
+    ClusterState,
+    Endpoint,
+    LogicalTopic,
+    PartitionChain,
+    ProxyInfo,
+    ProxyRole,
+    ScramCredential,
+    Segment,
+    View,
+)
 
 
 def coordination_cluster(clusters: list[ClusterRow]) -> str | None:
@@ -49,8 +61,19 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
             name=t.name, topic_id=t.topic_id, config=tuple(sorted(json.loads(t.config_json).items())),
             partitions=tuple(_chain(chains.get((t.name, p)), segments[(t.name, p)]) for p in range(t.partitions)))
             for t in topics},
-        proxies=tuple(ProxyInfo(p.node_id, p.host, p.port, ProxyRole(p.role), p.pool) for p in proxies),
+        proxies=tuple(ProxyInfo(p.node_id, p.host, p.port, ProxyRole(p.role), p.pool,
+                                listeners=tuple(Endpoint(*e) for e in json.loads(p.listeners_json or "[]")))
+                      for p in proxies),
+        credentials=tuple(_credential(r) for r in session.scalars(
+            select(ScramCredentialRow).order_by(ScramCredentialRow.user, ScramCredentialRow.mechanism))),
+        acls=all_bindings(session),
     )
+
+
+def _credential(r: ScramCredentialRow) -> ScramCredential:
+    return ScramCredential.from_dict({"user": r.user, "mechanism": r.mechanism, "salt": r.salt,
+                                      "iterations": r.iterations, "stored_key": r.stored_key,
+                                      "server_key": r.server_key})
 
 
 def _chain(row: tuple[int, bool] | None, segments: list[Segment]) -> PartitionChain:

@@ -71,6 +71,7 @@ class ProxyRow(Base):
     fence_expires: Mapped[float] = mapped_column(Float, server_default="0")
     applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
     load_json: Mapped[str] = mapped_column(Text, default="{}")
+    listeners_json: Mapped[str] = mapped_column(Text, default="[]")  # [[protocol, host, port], ...]
 
 
 class ClientRuleRow(Base):
@@ -148,3 +149,30 @@ class LeaderRow(Base):
     url: Mapped[str] = mapped_column(String(1024))
     term: Mapped[int] = mapped_column(BigInteger)
     expires: Mapped[float] = mapped_column(Float)  # wall-clock seconds
+class ScramCredentialRow(Base):
+    """A user's SCRAM credential per mechanism: salt, iterations, StoredKey, ServerKey (RFC 5802), never the
+    password. They travel to the proxies with the view (docs/DESIGN.md §11)."""
+
+    __tablename__ = "scram_credentials"
+    user: Mapped[str] = mapped_column(String(256), primary_key=True)
+    mechanism: Mapped[str] = mapped_column(String(16), primary_key=True)
+    salt: Mapped[str] = mapped_column(String(128))  # base64
+    iterations: Mapped[int] = mapped_column(Integer)
+    stored_key: Mapped[str] = mapped_column(String(128))  # base64
+    server_key: Mapped[str] = mapped_column(String(128))  # base64
+
+
+class AclRow(Base):
+    """One ACL binding on a logical resource (Kafka's fields and names, docs/DESIGN.md §11)."""
+
+    __tablename__ = "acls"
+    __table_args__ = (UniqueConstraint("resource_type", "name", "pattern_type", "principal", "host", "operation",
+                                       "permission"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(24))
+    name: Mapped[str] = mapped_column(String(256))
+    pattern_type: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(256))
+    host: Mapped[str] = mapped_column(String(256))
+    operation: Mapped[str] = mapped_column(String(24))
+    permission: Mapped[str] = mapped_column(String(8))

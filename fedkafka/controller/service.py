@@ -9,6 +9,8 @@ points at nothing; the scan loop re-creates whatever is missing.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import re
@@ -23,7 +25,7 @@ from confluent_kafka import KafkaException
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from fedkafka.controller import db
+from fedkafka.controller import acls, db
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
@@ -34,18 +36,22 @@ from fedkafka.controller.models import (
     ClusterRow,
     CounterRow,
     ProxyRow,
+    ScramCredentialRow,
     SegmentRow,
     TopicRow,
     ViewRow,
 )
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
+from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
+from fedkafka.security.scram import MIN_ITERATIONS
 from fedkafka.view.chains import next_version
-from fedkafka.view.model import ClusterState, ProxyRole, View, shadow_topic
+from fedkafka.view.model import SECURITY_PROTOCOLS, ClusterState, ProxyRole, View, shadow_topic
 from fedkafka.view.placement import Placement, Slot, identity_chains, physical_partition_counts, place
 
 log = logging.getLogger(__name__)
 
+USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,231}$")  # 249 minus the shadow topic prefix
 BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
@@ -396,9 +402,13 @@ class Controller:
         return True
 
     # -- proxies and name service ------------------------------------------------------------------
-    def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str) -> dict[str, Any]:
+    def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str,
+                       listeners: list[tuple[str, str, int]] | None = None) -> dict[str, Any]:
         if not instance_id or not host or not 0 < port < 65536 or not pool:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
+        listeners = [(str(p), str(h), int(n)) for p, h, n in listeners or ()]
+        if any(p not in SECURITY_PROTOCOLS or not h or not 0 < n < 65536 for p, h, n in listeners):
+            raise Invalid(f"listener protocols are {', '.join(SECURITY_PROTOCOLS)}, with a host and a port")
         try:
             ProxyRole(role)
         except ValueError:
@@ -413,6 +423,7 @@ class Controller:
                     s.add(row)
                 row.host, row.port, row.role, row.pool, row.lease_expires = host, port, role, pool, expires
                 row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
+                row.listeners_json = json.dumps(listeners)
                 try:
                     s.commit()
                 except IntegrityError:  # the same instance registering twice at once: the row exists now
@@ -538,8 +549,73 @@ class Controller:
         prefix = sorted((r for r in rules if r["match"] == "prefix" and client_id.startswith(r["pattern"])),
                         key=lambda r: len(r["pattern"]), reverse=True)
         pool = (exact or prefix or [{"pool": "default"}])[0]["pool"]
-        return {"pool": pool, "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value}
+        return {"pool": pool, "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value,
+                                           "listeners": [[e.protocol, e.host, e.port] for e in p.endpoints()]}
                                           for p in self.view.proxies if p.pool == pool]}
+
+    # -- users (SCRAM credentials; the controller never sees a password) ---------------------------
+    def put_user(self, user: str, credentials: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """Set a user's credentials, one per mechanism given (the others are kept)."""
+        if not USER_NAME.match(user):
+            raise Invalid(f"user name {user!r} must be 1-128 letters, digits, '.', '_', '@' or '-'")
+        rows = [_credential_row(user, c) for c in credentials]
+        if not rows or len({r.mechanism for r in rows}) != len(rows):
+            raise Invalid("give one credential per mechanism, at least one")
+        with self._write_lock, self.session() as s:
+            changed = False
+            for row in rows:
+                old = s.get(ScramCredentialRow, (user, row.mechanism))
+                if old is None or _credential_fields(old) != _credential_fields(row):
+                    s.merge(row)
+                    changed = True
+            s.commit()
+        self.compose()
+        return self.get_user(user), changed
+
+    def get_user(self, user: str) -> dict[str, Any]:
+        for u in self.list_users():
+            if u["user"] == user:
+                return u
+        raise NotFound(f"unknown user {user!r}")
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """Names, mechanisms and iterations only: the stored keys are not shown."""
+        users: dict[str, list[dict[str, Any]]] = {}
+        with self.session() as s:
+            for r in s.scalars(select(ScramCredentialRow).order_by(ScramCredentialRow.user,
+                                                                   ScramCredentialRow.mechanism)):
+                users.setdefault(r.user, []).append({"mechanism": r.mechanism, "iterations": r.iterations})
+        return [{"user": u, "credentials": c} for u, c in users.items()]
+
+    # -- ACLs --------------------------------------------------------------------------------------
+    def create_acls(self, bindings: list[dict[str, Any]]) -> dict[str, Any]:
+        parsed = [acls.binding_from_dict(b) for b in bindings]
+        with self._write_lock, self.session() as s:
+            added = acls.create(s, parsed)
+            s.commit()
+        view = self.compose()
+        return {"created": [acls.binding_dict(b) for b in added], "view_version": view.version}
+
+    def list_acls(self, acl_filter: dict[str, Any]) -> list[dict[str, str]]:
+        f = acls.filter_from_dict(acl_filter)
+        with self.session() as s:
+            return [acls.binding_dict(b) for b in acls.all_bindings(s) if f.matches(b)]
+
+    def delete_acls(self, acl_filter: dict[str, Any]) -> dict[str, Any]:
+        f = acls.filter_from_dict(acl_filter)
+        with self._write_lock, self.session() as s:
+            gone = acls.delete(s, f)
+            s.commit()
+        view = self.compose()
+        return {"deleted": [acls.binding_dict(b) for b in gone], "view_version": view.version}
+
+    def delete_user(self, user: str) -> None:
+        with self._write_lock, self.session() as s:
+            res = s.execute(delete(ScramCredentialRow).where(ScramCredentialRow.user == user))
+            s.commit()
+        if res.rowcount == 0:
+            raise NotFound(f"unknown user {user!r}")
+        self.compose()
 
     def put_rule(self, name: str, match: str, pattern: str, pool: str) -> tuple[dict, bool]:
         if match not in ("exact", "prefix"):
@@ -711,6 +787,27 @@ def _public(cluster: dict | None) -> dict | None:
 def _topic_summary(t: TopicRow) -> dict[str, Any]:
     return {"name": t.name, "topic_id": t.topic_id, "partitions": t.partitions, "placement": t.placement,
             "config": json.loads(t.config_json)}
+
+
+def _credential_row(user: str, c: dict[str, Any]) -> ScramCredentialRow:
+    try:
+        row = ScramCredentialRow(user=user, mechanism=str(c["mechanism"]), salt=str(c["salt"]),
+                                 iterations=int(c["iterations"]), stored_key=str(c["stored_key"]),
+                                 server_key=str(c["server_key"]))
+        sizes = [len(base64.b64decode(v, validate=True)) for v in (row.salt, row.stored_key, row.server_key)]
+    except (KeyError, TypeError, ValueError):
+        raise Invalid("a credential has mechanism, salt, iterations, stored_key and server_key (base64)") from None
+    if row.mechanism not in SCRAM_MECHANISMS:
+        raise Invalid(f"mechanism must be one of {', '.join(SCRAM_MECHANISMS)}")
+    digest_size = hashlib.new(SCRAM_MECHANISMS[row.mechanism]).digest_size
+    if not MIN_ITERATIONS <= row.iterations <= 1_000_000 or not 8 <= sizes[0] <= 64 or sizes[1:] != [digest_size] * 2:
+        raise Invalid(f"{row.mechanism}: iterations {MIN_ITERATIONS}..1000000, a salt of 8-64 bytes and "
+                      f"{digest_size}-byte keys")
+    return row
+
+
+def _credential_fields(r: ScramCredentialRow) -> tuple:
+    return r.salt, r.iterations, r.stored_key, r.server_key
 
 
 def _rule_dict(r: ClientRuleRow) -> dict[str, str]:

@@ -22,6 +22,7 @@ TOOLS: dict[str, str] = {
     "kafka-configs": "org.apache.kafka.tools.ConfigCommand",
     "kafka-get-offsets": "org.apache.kafka.tools.GetOffsetShell",
     "kafka-delete-records": "org.apache.kafka.tools.DeleteRecordsCommand",
+    "kafka-acls": "org.apache.kafka.tools.AclCommand",
 }
 _QUIET_LOG4J = """\
 status = error

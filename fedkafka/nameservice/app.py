@@ -17,6 +17,7 @@ from fedkafka.nameservice.metrics import NameServiceMetrics
 from fedkafka.nameservice.resolver import Resolver, ResolverError
 from fedkafka.nameservice.server import NameServiceServer
 from fedkafka.observe.supervise import Supervisor
+from fedkafka.security.listeners import Listener
 
 log = logging.getLogger("fedkafka.nameservice")
 
@@ -27,11 +28,14 @@ def http_app(resolver: Resolver, server: NameServiceServer | None = None,
     supervisor = supervisor or Supervisor()
 
     @app.get("/v1/proxies")
-    async def proxies(client_id: str = Query("", max_length=255)) -> dict:
+    async def proxies(client_id: str = Query("", max_length=255),
+                      protocol: str | None = Query(None, pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")) -> dict:
+        """The client's pool; with `protocol`, only the proxies with such a listener, at that listener."""
         try:
-            return (await resolver.resolve(client_id)).to_dict()
+            answer = await resolver.resolve(client_id)
         except ResolverError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
+        return answer.to_dict() if protocol is None else answer.for_protocol(protocol).to_dict()
 
     @app.get("/healthz")
     async def healthz():
@@ -66,14 +70,16 @@ def split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def serve(resolver: Resolver, listen: str, http_listen: str, stop: asyncio.Event | None = None,
-                **limits) -> None:
+async def serve(resolver: Resolver, listen: str | None, http_listen: str, stop: asyncio.Event | None = None,
+                listeners: tuple[Listener, ...] = (), **limits) -> None:
     """Serve until SIGTERM/SIGINT, or until `stop` is set when the caller owns it (tests, embedding).
-    `limits` go to NameServiceServer (header_timeout, max_connections, max_connections_per_ip)."""
-    kafka_host, kafka_port = split_hostport(listen)
+    `listen` is a PLAINTEXT listener, `listeners` any others; `limits` go to NameServiceServer (header_timeout,
+    max_connections, max_connections_per_ip, tls)."""
     http_host, http_port = split_hostport(http_listen)
     server = NameServiceServer(resolver, **limits)
-    host, port = await server.start(kafka_host, kafka_port)
+    if listen is not None:
+        listeners = (Listener("PLAINTEXT", *split_hostport(listen)), *listeners)
+    bound = [(lsn.protocol, *await server.start(lsn.host, lsn.port, lsn.protocol)) for lsn in listeners]
     supervisor = Supervisor()
     config = uvicorn.Config(http_app(resolver, server, supervisor), host=http_host, port=http_port,
                             log_level="warning", lifespan="off")
@@ -84,7 +90,8 @@ async def serve(resolver: Resolver, listen: str, http_listen: str, stop: asyncio
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    log.info("name service: kafka %s:%s, http %s:%s", host, port, http_host, http_port)
+    log.info("name service: kafka %s, http %s:%s", ", ".join(f"{p}://{h}:{n}" for p, h, n in bound), http_host,
+             http_port)
     supervisor.spawn("kafka-endpoint", server.serve_forever)
     tasks = [asyncio.create_task(http.serve())]
     await stop.wait()

@@ -28,6 +28,17 @@ class ProxyAddress:
     host: str
     port: int
     role: str = "both"
+    listeners: tuple[tuple[str, str, int], ...] = ()  # (protocol, host, port); empty: PLAINTEXT at host:port
+
+    def endpoints(self) -> tuple[tuple[str, str, int], ...]:
+        return self.listeners or (("PLAINTEXT", self.host, self.port),)
+
+    def endpoint(self, protocol: str) -> tuple[str, int] | None:
+        """Where a client that came in with `protocol` is relayed: only ever a listener of that protocol."""
+        for proto, host, port in self.endpoints():
+            if proto == protocol:
+                return host, port
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +46,19 @@ class PoolAnswer:
     pool: str
     proxies: tuple[ProxyAddress, ...]
 
+    def for_protocol(self, protocol: str) -> PoolAnswer:
+        """Only proxies with a `protocol` listener, addressed at it (docs/DESIGN.md §11)."""
+        found = []
+        for p in self.proxies:
+            endpoint = p.endpoint(protocol)
+            if endpoint is not None:
+                found.append(ProxyAddress(p.node_id, *endpoint, p.role, ((protocol, *endpoint),)))
+        return PoolAnswer(self.pool, tuple(found))
+
     def to_dict(self) -> dict:
         return {"pool": self.pool, "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port,
-                                                 "role": p.role} for p in self.proxies]}
+                                                 "role": p.role, "listeners": [list(e) for e in p.endpoints()]}
+                                                for p in self.proxies]}
 
 
 class ResolverError(RuntimeError):
@@ -104,8 +125,10 @@ class ControllerResolver:
                     return cached[1]  # static stability: the last answer beats no answer
                 raise ResolverError(f"controller unreachable and no cached pool for {client_id!r}: {exc}") from exc
         self.controller_ok = True
-        answer = PoolAnswer(body["pool"], tuple(ProxyAddress(p["node_id"], p["host"], p["port"], p.get("role", "both"))
-                                                for p in body["proxies"]))
+        answer = PoolAnswer(body["pool"], tuple(
+            ProxyAddress(p["node_id"], p["host"], p["port"], p.get("role", "both"),
+                         tuple((str(e[0]), str(e[1]), int(e[2])) for e in p.get("listeners") or ()))
+            for p in body["proxies"]))
         self._remember(client_id, answer)
         return answer
 

@@ -6,6 +6,10 @@ lists its pool's proxies as brokers, so the client moves there directly after bo
 request it sends first (librdkafka up to 2.9 may send FindCoordinator, InitProducerId on the bootstrap
 connection) is answered by that proxy too. Only the first frame is parsed, for the client.id.
 
+Listeners (docs/DESIGN.md §11): a client is relayed only to a proxy listener of the security protocol it came
+in with. TLS ends here and starts again towards the proxy (verified against the CA); SASL is not looked at:
+its frames are relayed, and the proxy authenticates the client.
+
 Limits (docs/OPERATIONS.md): open connections in total and per client address (over the cap a connection is
 accepted and closed at once), and the first request must arrive within a deadline from the moment the
 connection opened (a silent or trickling connection costs a socket for that long, not forever).
@@ -16,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import logging
+import ssl
 import struct
 
 from fedkafka.nameservice.resolver import ProxyAddress, Resolver, ResolverError
 from fedkafka.protocol.framing import FrameError, read_frame, with_size_prefix
 from fedkafka.proxy.core.limits import ConnectionCounts
+from fedkafka.security.listeners import Listener, TlsFiles
 
 # The first frame only needs to carry a request header (ApiVersions or Metadata in practice).
 FIRST_FRAME_MAX_BYTES = 1024 * 1024
@@ -67,58 +74,75 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, coun
 class NameServiceServer:
     def __init__(self, resolver: Resolver, max_frame_bytes: int = FIRST_FRAME_MAX_BYTES,
                  connect_timeout: float = 3.0, header_timeout: float = 10.0, max_connections: int = 10_000,
-                 max_connections_per_ip: int = 1_000) -> None:
+                 max_connections_per_ip: int = 1_000, tls: TlsFiles | None = None) -> None:
         self.resolver = resolver
+        self.tls = tls or TlsFiles()
+        self._to_proxies: ssl.SSLContext | None = None  # made on the first TLS relay
         self.max_frame_bytes = max_frame_bytes
         self.connect_timeout = connect_timeout
         self.header_timeout = header_timeout
         self.counts = ConnectionCounts(max_connections, max_connections_per_ip)
-        self._server: asyncio.Server | None = None
         # read by metrics: connections relayed per pool, connections closed unrelayed per reason, bytes relayed
         self.relayed: collections.Counter[str] = collections.Counter()
         self.unrelayed: collections.Counter[str] = collections.Counter()
         self.relayed_bytes: collections.Counter[str] = collections.Counter({"in": 0, "out": 0})
+        self._servers: list[asyncio.Server] = []
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._admit, host, port, limit=64 * 1024, backlog=1024)
-        sock = self._server.sockets[0].getsockname()
+    async def start(self, host: str, port: int, protocol: str = "PLAINTEXT") -> tuple[str, int]:
+        """Listen for clients using `protocol`; returns the bound address (port 0: a free one)."""
+        listener = Listener(protocol, host, port)
+        ssl_ctx = self.tls.server_context() if listener.tls else None
+        server = await asyncio.start_server(functools.partial(self._admit, listener), host, port, limit=64 * 1024,
+                                            backlog=1024, ssl=ssl_ctx)
+        self._servers.append(server)
+        sock = server.sockets[0].getsockname()
         return sock[0], sock[1]
 
     def serving(self) -> bool:
-        return self._server is not None and self._server.is_serving()
+        return bool(self._servers) and all(s.is_serving() for s in self._servers)
 
     async def serve_forever(self) -> None:
-        assert self._server is not None
-        async with self._server:
-            await self._server.serve_forever()
+        await asyncio.gather(*(s.serve_forever() for s in self._servers))
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
 
-    async def _connect(self, client_id: str) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, client_id: str,
+                       listener: Listener) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
         answer = await self.resolver.resolve(client_id)
-        if not answer.proxies:
-            raise ResolverError(f"pool {answer.pool!r} of client {client_id!r} has no live proxy")
+        candidates = [(p, e) for p in order_candidates(client_id, answer.proxies)
+                      if (e := p.endpoint(listener.protocol)) is not None]
+        if not candidates:
+            raise ResolverError(f"pool {answer.pool!r} of client {client_id!r} has no live proxy with a "
+                                f"{listener.protocol} listener")
         last: Exception | None = None
-        for proxy in order_candidates(client_id, answer.proxies):
+        for proxy, (host, port) in candidates:
             try:
-                return answer.pool, *await asyncio.wait_for(asyncio.open_connection(proxy.host, proxy.port),
-                                                            self.connect_timeout)
+                return answer.pool, *await asyncio.wait_for(self._open(host, port, listener), self.connect_timeout)
             except (OSError, TimeoutError) as exc:
                 last = exc
-                log.warning("proxy %s:%s of pool %s unreachable: %s", proxy.host, proxy.port, answer.pool, exc)
+                log.warning("proxy %s (%s:%s, %s) of pool %s unreachable: %s", proxy.node_id, host, port,
+                            listener.protocol, answer.pool, exc)
         raise ResolverError(f"no proxy of pool {answer.pool!r} reachable ({last})")
 
-    async def _admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _open(self, host: str, port: int, listener: Listener):
+        if not listener.tls:
+            return await asyncio.open_connection(host, port)
+        if self._to_proxies is None:
+            self._to_proxies = self.tls.client_context()
+        return await asyncio.open_connection(host, port, ssl=self._to_proxies, server_hostname=host)
+
+    async def _admit(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else str(peer)
         if not self.counts.admit(ip):
             writer.transport.abort()
             return
         try:
-            await self._handle(reader, writer, peer)
+            await self._handle(reader, writer, peer, listener)
         finally:
             self.counts.leave(ip)
 
@@ -130,14 +154,15 @@ class NameServiceServer:
             raise FrameError(f"no complete first request within {self.header_timeout:g} s "
                              f"(--header-timeout)") from None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer,
+                      listener: Listener) -> None:
         try:
             frame = await self._first_frame(reader)
             if frame is None:
                 writer.close()
                 return
             client_id = client_id_of(frame)
-            pool, up_reader, up_writer = await self._connect(client_id)
+            pool, up_reader, up_writer = await self._connect(client_id, listener)
         except (FrameError, ResolverError) as exc:
             self.unrelayed["frame" if isinstance(exc, FrameError) else "no_proxy"] += 1
             log.warning("closing connection from %s: %s", peer, exc)

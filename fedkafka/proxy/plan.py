@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, Protocol
 
-from fedkafka.view.model import ProxyInfo, ProxyRole, View
+from fedkafka.security.acl import CLUSTER_NAME, Authorizer, Operation, ResourceType
+from fedkafka.security.session import Session
+from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,9 @@ class Context:
     lease_valid: bool = True
     client_id: str | None = None
     max_fetch_wait_ms: int = 30_000  # a Fetch's max_wait is clamped to this (the proxy's --max-fetch-wait-ms)
+    # The client connection's security state (listener protocol, principal); the SASL handler advances it.
+    session: Session = field(default_factory=Session)
+    authorizer: Authorizer | None = None  # None: authorization off, everything allowed
     extra: dict[str, Any] = field(default_factory=dict)
     on_refusal: Callable[..., None] | None = None  # the core's refusal counter and log line
 
@@ -242,3 +247,17 @@ class Handler(Protocol):
     ROLE: str  # "produce" | "consume" | "any" | "produce_only" | "consume_only"
 
     def handle(self, ctx: Context, header: Any, request: Any) -> Reply: ...
+
+
+def reachable_brokers(ctx: Context, proxies) -> list[tuple[ProxyInfo, Endpoint]]:
+    """The proxies a client can reach on the security protocol it came in on, each with that listener's
+    address (docs/DESIGN.md §11): a SASL_SSL client is never sent to a PLAINTEXT port, nor the reverse."""
+    protocol = ctx.session.protocol
+    return [(p, e) for p in proxies if (e := p.endpoint(protocol)) is not None]
+
+
+def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, name: str = CLUSTER_NAME) -> bool:
+    """Whether this connection's principal may do `operation` on the resource (docs/DESIGN.md §11). Handlers ask
+    before building any upstream call, so a denied request never reaches a broker."""
+    az = ctx.authorizer
+    return az is None or az.allowed(ctx.session.principal, ctx.session.host, operation, resource_type, name)

@@ -135,7 +135,8 @@ class ControllerViewSource:
         sent = time.monotonic()
         resp = await self.client.post(f"{self.controllers.current}/v1/proxies", headers=self.headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
-            "role": state.me.role.value, "pool": state.me.pool})
+            "role": state.me.role.value, "pool": state.me.pool,
+            "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners]})
         resp.raise_for_status()
         body = resp.json()
         state.set_node_id(int(body["node_id"]))

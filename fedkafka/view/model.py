@@ -6,11 +6,14 @@ JSON form (`View.to_dict` / `View.from_dict`) is what travels over HTTP.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import hashlib
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from fedkafka.security.acl import AclBinding
 
 
 class ClusterState(StrEnum):
@@ -166,6 +169,18 @@ class LogicalTopic:
         return len(self.partitions)
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One client listener of a proxy: what a client using `protocol` connects to."""
+
+    protocol: str  # one of SECURITY_PROTOCOLS
+    host: str
+    port: int
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyInfo:
     node_id: int
@@ -174,6 +189,38 @@ class ProxyInfo:
     role: ProxyRole = ProxyRole.BOTH
     pool: str = "default"
     rack: str | None = None
+    listeners: tuple[Endpoint, ...] = ()  # empty: one PLAINTEXT listener at host:port (views before listeners)
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.listeners or (Endpoint("PLAINTEXT", self.host, self.port),)
+
+    def endpoint(self, protocol: str) -> Endpoint | None:
+        """This proxy's listener for `protocol`: clients are only ever sent to the protocol they came in on."""
+        return next((e for e in self.endpoints() if e.protocol == protocol), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ScramCredential:
+    """A user's SCRAM credential (RFC 5802): never the password, only what checks it (docs/DESIGN.md §11)."""
+
+    user: str
+    mechanism: str  # SCRAM-SHA-256 | SCRAM-SHA-512
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        b64 = base64.b64encode
+        return {"user": self.user, "mechanism": self.mechanism, "salt": b64(self.salt).decode(),
+                "iterations": self.iterations, "stored_key": b64(self.stored_key).decode(),
+                "server_key": b64(self.server_key).decode()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScramCredential:
+        b64 = base64.b64decode
+        return cls(user=d["user"], mechanism=d["mechanism"], salt=b64(d["salt"]), iterations=int(d["iterations"]),
+                   stored_key=b64(d["stored_key"]), server_key=b64(d["server_key"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +234,8 @@ class View:
     commits_frozen: bool = False
     allow_auto_create_topics: bool = False
     federation_id: str = "fedkafka"
+    credentials: tuple[ScramCredential, ...] = ()  # sorted by (user, mechanism)
+    acls: tuple[AclBinding, ...] = ()  # sorted; enforced by proxies that run with authorization on
 
     # -- lookups -----------------------------------------------------------------------------
     def chain(self, topic: str, partition: int) -> PartitionChain | None:
@@ -199,6 +248,9 @@ class View:
         found = tuple(p for p in self.proxies if (pool is None or p.pool == pool)
                       and (role is None or p.role == ProxyRole.BOTH or p.role == role))
         return found
+
+    def credential(self, user: str, mechanism: str) -> ScramCredential | None:
+        return next((c for c in self.credentials if c.user == user and c.mechanism == mechanism), None)
 
     def leader_for(self, topic: str, partition: int, candidates: tuple[ProxyInfo, ...]) -> ProxyInfo | None:
         """Logical leader of a partition among `candidates`: rendezvous hashing, so few leaders move
@@ -218,8 +270,9 @@ class View:
             "clusters": [{"id": c.id, "bootstrap": c.bootstrap, "state": c.state.value, "reachable": c.reachable}
                          for c in self.clusters.values()],
             "topics": [_topic_to_dict(t) for t in self.topics.values()],
-            "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value,
-                         "pool": p.pool, "rack": p.rack} for p in self.proxies],
+            "proxies": [_proxy_to_dict(p) for p in self.proxies],
+            "credentials": [c.to_dict() for c in self.credentials],
+            "acls": [b.to_list() for b in self.acls],
         }
 
     @classmethod
@@ -233,9 +286,9 @@ class View:
             clusters={c["id"]: Cluster(id=c["id"], bootstrap=c["bootstrap"], state=ClusterState(c["state"]),
                                        reachable=bool(c.get("reachable", True))) for c in d.get("clusters", [])},
             topics={t["name"]: _topic_from_dict(t) for t in d.get("topics", [])},
-            proxies=tuple(ProxyInfo(node_id=p["node_id"], host=p["host"], port=p["port"], role=ProxyRole(p["role"]),
-                                    pool=p.get("pool", "default"), rack=p.get("rack"))
-                          for p in d.get("proxies", [])),
+            proxies=tuple(_proxy_from_dict(p) for p in d.get("proxies", [])),
+            credentials=tuple(ScramCredential.from_dict(c) for c in d.get("credentials", [])),
+            acls=tuple(AclBinding.from_list(b) for b in d.get("acls", [])),
         )
 
     def with_version(self, version: int) -> View:
@@ -258,6 +311,20 @@ def logical_from_shadow(physical_topic: str) -> str | None:
 def _rendezvous_weight(topic: str, partition: int, node_id: int) -> int:
     digest = hashlib.blake2b(f"{topic}\0{partition}\0{node_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def _proxy_to_dict(p: ProxyInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value,
+                           "pool": p.pool, "rack": p.rack}
+    if p.listeners:
+        out["listeners"] = [[e.protocol, e.host, e.port] for e in p.listeners]
+    return out
+
+
+def _proxy_from_dict(p: dict[str, Any]) -> ProxyInfo:
+    return ProxyInfo(node_id=p["node_id"], host=p["host"], port=p["port"], role=ProxyRole(p["role"]),
+                     pool=p.get("pool", "default"), rack=p.get("rack"),
+                     listeners=tuple(Endpoint(str(e[0]), str(e[1]), int(e[2])) for e in p.get("listeners") or ()))
 
 
 def _topic_to_dict(t: LogicalTopic) -> dict[str, Any]:

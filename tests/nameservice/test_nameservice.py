@@ -96,7 +96,8 @@ def test_clients_bootstrapped_at_the_name_service_produce_and_consume(kafka_clus
     broker = kafka_clusters[2]
     kafka, http = nameservice_for([split_hostport(broker.bootstrap)])
     assert httpx.get(f"http://{http}/v1/proxies", params={"client_id": "x"}).json() == {
-        "pool": "test-pool", "proxies": [{"node_id": 0, "host": "127.0.0.1", "port": broker.port, "role": "both"}]}
+        "pool": "test-pool", "proxies": [{"node_id": 0, "host": "127.0.0.1", "port": broker.port, "role": "both",
+                                          "listeners": [["PLAINTEXT", "127.0.0.1", broker.port]]}]}
     ensure_topic(broker.bootstrap, unique_name, partitions=2)
     producer = Producer({"bootstrap.servers": kafka, "client.id": "ns-producer"})
     for i in range(100):

@@ -169,7 +169,7 @@ class _HeldDispatcher:
         self.answers: dict[int, asyncio.Future] = {}
         self.answer_bytes = 0
 
-    async def start(self, frame: bytes, slot: int):
+    async def start(self, frame: bytes, slot: int, session=None):
         _key, _version, corr = codec.peek_header(frame)
         self.started.append(corr)
         fut = asyncio.get_running_loop().create_future()

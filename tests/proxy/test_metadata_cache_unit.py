@@ -14,6 +14,7 @@ from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.handlers import metadata
 from fedkafka.proxy.state import ProxyState
+from fedkafka.security.session import Session
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
 ME = ProxyInfo(1, "127.0.0.1", 9092, ProxyRole.BOTH)
@@ -65,9 +66,12 @@ def test_repeated_metadata_is_answered_from_the_cache_until_the_view_changes():
 
 
 def test_cache_key_covers_version_identity_and_topics():
-    ctx = dataclasses.make_dataclass("Ctx", ["me"])(ME)
+    ctx = dataclasses.make_dataclass("Ctx", ["me", "session", "authorizer"])(ME, Session(), None)
     all_topics = MetadataRequest(topics=None, allow_auto_topic_creation=False,
                                  include_topic_authorized_operations=False)
     some = dataclasses.replace(all_topics, topics=(MetadataRequestTopic(topic_id=uuid.UUID(int=0), name="t"),))
     assert metadata.cache_key(ctx, all_topics) != metadata.cache_key(ctx, some)
     assert metadata.cache_key(ctx, all_topics) == metadata.cache_key(ctx, all_topics)
+    # a SASL_SSL client gets other broker addresses than a PLAINTEXT one: never the same cached answer
+    sasl = dataclasses.replace(ctx, session=Session.for_listener("SASL_SSL"))
+    assert metadata.cache_key(ctx, all_topics) != metadata.cache_key(sasl, all_topics)

@@ -18,6 +18,7 @@ from fedkafka.protocol import codec
 from fedkafka.protocol.framing import FrameError
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import ByteBudget, Limits
+from fedkafka.security.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,9 @@ class IdleTimeout(Exception):
 
 class ClientConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dispatcher: Dispatcher,
-                 limits: Limits | None = None, budget: ByteBudget | None = None):
+                 limits: Limits | None = None, budget: ByteBudget | None = None, session: Session | None = None):
         self.reader, self.writer, self.dispatcher = reader, writer, dispatcher
+        self.session = session or Session()
         self.limits = limits or Limits()
         self.budget = budget or ByteBudget(self.limits.max_buffered_bytes)  # shared by the whole process
         self.held = ByteBudget(self.limits.max_inflight_bytes)  # this connection's share
@@ -48,6 +50,7 @@ class ClientConnection:
         self._loop = asyncio.get_running_loop()
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
+        self._closing = False  # set after a failed authentication: answer it, then close
 
     async def run(self) -> None:
         write_task = asyncio.create_task(self._write_loop())
@@ -71,7 +74,7 @@ class ClientConnection:
     # -- reading -------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
         try:
-            while True:
+            while not self._closing:
                 await self._requests.acquire()
                 try:
                     if not await self._read_one():
@@ -100,12 +103,16 @@ class ClientConnection:
             raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
         frame = await self._read_body(size, started)
         try:
-            pending = await self.dispatcher.start(frame, self.slot)
+            pending = await self.dispatcher.start(frame, self.slot, self.session)
         except BaseException:
             self._unhold(size)
             raise
         self._in_flight += 1
         self._responses.put_nowait(_InFlight(self, pending, size))
+        if self.session.failed is not None:  # one line, no secret: the reason names the mechanism and user only
+            log.warning("authentication failed for client %s on %s listener: %s; closing", self.peer,
+                        self.session.protocol, self.session.failed)
+            self._closing = True
         return True
 
     async def _read_body(self, size: int, started: float) -> bytes:

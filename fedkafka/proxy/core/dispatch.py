@@ -39,6 +39,8 @@ from fedkafka.proxy.plan import (
     Plan,
     UpstreamError,
 )
+from fedkafka.security.acl import Authorizer
+from fedkafka.security.session import PRE_AUTH_API_KEYS, Session
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,8 @@ class Dispatcher:
 
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
-                 controller: ControllerLink | None = None, observer=NULL_OBSERVER):
+                 controller: ControllerLink | None = None, observer=NULL_OBSERVER,
+                 authorization: bool = False, super_users: frozenset[str] = frozenset()):
         self.state = state  # has .view, .me, .lease_valid()
         self.controller = controller
         self.observer = observer
@@ -95,6 +98,8 @@ class Dispatcher:
         self._advertised: dict[int, tuple[int, int]] | None = None
         self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
         self._answers_view: View | None = None
+        self.authorization, self.super_users = authorization, super_users
+        self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
 
     @property
     def advertised(self) -> dict[int, tuple[int, int]]:
@@ -103,17 +108,29 @@ class Dispatcher:
             self._advertised = versions.intersect(self.implemented, self.physical.api_tables())
         return self._advertised
 
-    def context(self, client_id: str | None) -> Context:
+    def context(self, client_id: str | None, session: Session | None = None) -> Context:
         view: View = self.state.view
         me: ProxyInfo = self.state.me
         return Context(view=view, me=me, advertised=self.advertised, physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
-                       max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused)
+                       max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused,
+                       session=session or Session(), authorizer=self.authorizer(view))
 
-    async def start(self, frame: bytes, slot: int) -> asyncio.Future[bytes | None]:
+    def authorizer(self, view: View) -> Authorizer | None:
+        """None with authorization off; else the view's ACLs, indexed once per view."""
+        if not self.authorization:
+            return None
+        if self._authorizer is None or self._authorizer[0] is not view:
+            self._authorizer = (view, Authorizer(view.acls, self.super_users))
+        return self._authorizer[1]
+
+    async def start(self, frame: bytes, slot: int, session: Session | None = None) -> asyncio.Future[bytes | None]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
         client's order); returns an awaitable of the response frame (None: no response)."""
         api_key, version, correlation_id = codec.peek_header(frame)
+        if session is not None and not session.authenticated and api_key not in PRE_AUTH_API_KEYS:
+            # a broker closes a SASL connection that sends anything else before authenticating
+            raise ProtocolViolation(f"api_key={api_key} before SASL authentication on {session.protocol}")
         if not versions.accepts(self.advertised, api_key, version):
             self.observer.unsupported(api_key, version)
             return _done(self._unsupported(api_key, version, correlation_id))
@@ -122,8 +139,15 @@ class Dispatcher:
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
         module = self.registry[api_key]
+        ctx = self.context(header.client_id, session)
+        if ctx.authorizer is not None and not getattr(module, "AUTHORIZES", False) and \
+                ctx.session.principal not in ctx.authorizer.super_users:  # deny by default (docs/DESIGN.md §11)
+            self.observer.refused("auth", "*", -1, f"api_key={api_key} has no ACL checks: super users only",
+                                  header.client_id)
+            resp_t = codec.response_type(api_key, version)
+            return _done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
+                                               correlation_id))
         deadline = _send_deadline(request)
-        ctx = self.context(header.client_id)
         seen = self.observer.request(api_key, version, request, ctx.view)
         key = self._answer_key(module, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import multiprocessing
 import random
@@ -28,7 +29,10 @@ from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
-from fedkafka.view.model import ProxyInfo, ProxyRole, View
+from fedkafka.security.listeners import Listener, TlsFiles, certificate_principal
+from fedkafka.security.oauth import JwtValidator, OAuthSettings
+from fedkafka.security.session import SASL_MECHANISMS, Session
+from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,16 @@ class ProxyConfig:
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
     admin_listen: tuple[str, int] | None = None  # /metrics, /healthz, /readyz (worker i: port + i)
+    # Client listeners; empty: one PLAINTEXT listener on host:port. Each is advertised with advertised_host.
+    listeners: tuple[Listener, ...] = ()
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS
+    oauth: OAuthSettings | None = None  # OAUTHBEARER: JWTs checked against this JWKS file
+    authorization: bool = False  # on: the view's ACLs are enforced, anything they do not allow is denied
+    super_users: frozenset[str] = frozenset()  # principals ACLs do not restrict (User:admin)
+
+    def all_listeners(self) -> tuple[Listener, ...]:
+        return self.listeners or (Listener("PLAINTEXT", self.host, self.port),)
 
 
 _DRAINED_KEYS = (b"\0\0", b"\0\x08")  # api_key 0 = Produce, 8 = OffsetCommit
@@ -89,7 +103,10 @@ class ProxyServer:
 
     def __init__(self, config: ProxyConfig):
         self.config = config
-        me = ProxyInfo(node_id=0, host=config.advertised_host, port=config.port, role=config.role, pool=config.pool)
+        listeners = config.all_listeners()
+        endpoints = tuple(Endpoint(lsn.protocol, config.advertised_host, lsn.port) for lsn in listeners)
+        me = ProxyInfo(node_id=0, host=config.advertised_host, port=listeners[0].port, role=config.role,
+                       pool=config.pool, listeners=endpoints if config.listeners else ())
         self.state = ProxyState(view=View(version=0), me=me)
         self.physical = PhysicalClusters()
         self.pool = UpstreamPool(max_dedicated=config.limits.max_dedicated_per_broker,
@@ -98,7 +115,7 @@ class ProxyServer:
         self.budget = ByteBudget(config.limits.max_buffered_bytes)
         self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))
         if config.controller:
-            instance = f"{config.advertised_host}:{config.port}"
+            instance = f"{config.advertised_host}:{listeners[0].port}"
             cache = ViewCache(config.view_cache, instance) if config.view_cache else None
             self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block,
                                                cache=cache)
@@ -109,7 +126,9 @@ class ProxyServer:
             # static mode: a random block high in the 63-bit space; logical ids never reach a broker
             self.producer_ids.add_block(random.randrange(1 << 40, 1 << 60), 1 << 20)
         self.connections: set[ClientConnection] = set()
-        self.server: asyncio.Server | None = None
+        self.jwt_validator = JwtValidator(config.oauth) if config.oauth is not None else None
+        self.server: asyncio.Server | None = None  # the first listener's
+        self.servers: list[asyncio.Server] = []
         self.dispatcher: Dispatcher | None = None
         self.supervisor = Supervisor()
         self.metrics = ProxyMetrics(self) if config.admin_listen else None  # no listener: no per-request cost
@@ -134,24 +153,37 @@ class ProxyServer:
                                      pool=self.pool, max_fetch_wait_ms=self.config.limits.max_fetch_wait_ms,
                                      max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection,
                                      controller=self.source if isinstance(self.source, ControllerViewSource) else None,
+                                     authorization=self.config.authorization, super_users=self.config.super_users,
                                      **({"observer": self.metrics.requests} if self.metrics else {}))
         self._wrap_for_inflight(self.dispatcher)
         self.supervisor.spawn("metadata-refresh", self.physical.run)
         for name, task in self.source.tasks(self.state, self.inflight.drain_before).items():
             self.supervisor.spawn(name, task)
-        if sock is not None:
-            self.server = await asyncio.start_server(self._on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
-                                                     backlog=LISTEN_BACKLOG)
-        else:
-            self.server = await asyncio.start_server(self._on_client, self.config.host, self.config.port,
-                                                     reuse_port=True, limit=STREAM_BUFFER_BYTES,
-                                                     backlog=LISTEN_BACKLOG)
+        await self._listen(sock)
         if self.metrics is not None:
+            assert self.config.admin_listen is not None  # metrics exist only with an admin listener
             self.admin = await start_admin(admin_app(self.metrics.render, self.health, self.readiness),
                                            *self.config.admin_listen)
-        log.info("proxy node %s (%s) listening on %s:%s, view %s, advertising %s", self.state.me.node_id,
-                 self.config.role.value, self.config.host, self.config.port, self.state.view.version,
-                 self.dispatcher.advertised)
+        log.info("proxy node %s (%s) listening on %s, view %s, advertising %s", self.state.me.node_id,
+                 self.config.role.value, ", ".join(map(str, self.config.all_listeners())),
+                 self.state.view.version, self.dispatcher.advertised)
+
+    async def _listen(self, sock: socket.socket | None) -> None:
+        """One server per listener; `sock` (an inherited socket, workers) serves the first."""
+        tls = None
+        for i, listener in enumerate(self.config.all_listeners()):
+            if listener.tls and tls is None:
+                tls = self.config.tls.server_context()
+            on_client = functools.partial(self._on_client, listener)
+            ssl_ctx = tls if listener.tls else None
+            if sock is not None and i == 0:
+                server = await asyncio.start_server(on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
+                                                    backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
+            else:
+                server = await asyncio.start_server(on_client, listener.host, listener.port, reuse_port=True,
+                                                    limit=STREAM_BUFFER_BYTES, backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
+            self.servers.append(server)
+        self.server = self.servers[0]
 
     def _wrap_for_inflight(self, dispatcher: Dispatcher) -> None:
         """Count produce and offset-commit requests by the view version they were routed with: a new view is
@@ -160,13 +192,13 @@ class ProxyServer:
         start = dispatcher.start
         counter = self.inflight.by_version
 
-        async def counted(frame: bytes, slot: int):
+        async def counted(frame: bytes, slot: int, *session):
             if frame[:2] not in _DRAINED_KEYS:
-                return await start(frame, slot)
+                return await start(frame, slot, *session)
             version = self.state.view.version
             counter[version] += 1
             try:
-                pending = await start(frame, slot)
+                pending = await start(frame, slot, *session)
             except BaseException:
                 counter[version] -= 1
                 raise
@@ -175,7 +207,20 @@ class ProxyServer:
 
         dispatcher.start = counted  # type: ignore[method-assign]  # no dispatcher hook for this yet
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _session(self, listener: Listener, writer: asyncio.StreamWriter, peer) -> Session:
+        """A connection's security state; on an SSL listener a client certificate names the principal."""
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        session = Session.for_listener(listener.protocol, self.config.sasl_mechanisms, str(peer), host=host,
+                                       oauth=self.jwt_validator)
+        if listener.protocol == "SSL":
+            ssl_object = writer.get_extra_info("ssl_object")
+            principal = certificate_principal(ssl_object.getpeercert() if ssl_object is not None else None)
+            if principal is not None:
+                session.principal = principal
+        return session
+
+    async def _on_client(self, listener: Listener, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else str(peer)
         assert self.dispatcher is not None  # start() makes it before the listener accepts anyone
@@ -186,7 +231,8 @@ class ProxyServer:
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = ClientConnection(reader, writer, self.dispatcher, self.config.limits, self.budget)
+            conn = ClientConnection(reader, writer, self.dispatcher, self.config.limits, self.budget,
+                                    self._session(listener, writer, peer))
             self.connections.add(conn)
             try:
                 await conn.run()
@@ -197,8 +243,8 @@ class ProxyServer:
 
     async def stop(self) -> None:
         """Stop accepting, stop reading new requests, answer the ones in flight, then close."""
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         for conn in list(self.connections):
             conn.stop_reading()
         loop = asyncio.get_running_loop()

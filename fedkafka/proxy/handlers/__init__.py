@@ -12,6 +12,10 @@ response entity, `plan.NO_RESPONSE`, or a `plan.Plan` whose `calls` the core sen
 `finish(results)` returns the next Reply (it may chain further Plans). No sockets, no awaits, no globals:
 every handler is unit-testable by calling `handle` and `finish` with hand-made results.
 
+Authorization (docs/DESIGN.md §11): a module that checks what the principal may do sets `AUTHORIZES = True` and
+asks `plan.authorized(ctx, operation, resource_type, name)` before building any upstream call. With
+authorization on, the core serves a module without it to super users only (deny by default).
+
 Optional: `def cache_key(ctx, request) -> Hashable | None`. When a module's answer depends only on the view,
 this proxy's identity and that key, the core reuses the encoded answer for the same view and key (Metadata:
 a flood of all-topics requests then costs a dictionary lookup and a copy instead of a rebuild).
@@ -24,6 +28,7 @@ Handler modules must not import each other (shared helpers live in `fedkafka.pro
 from __future__ import annotations
 
 from fedkafka.proxy.handlers import (
+    acls,
     alter_configs,
     api_versions,
     cluster_ops,
@@ -40,6 +45,7 @@ from fedkafka.proxy.handlers import (
     offset_for_leader_epoch,
     produce,
     produce_side_fetch,
+    sasl,
     topic_admin,
 )
 from fedkafka.proxy.plan import Handler
@@ -47,4 +53,4 @@ from fedkafka.proxy.plan import Handler
 MODULES: tuple[Handler, ...] = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs,
                                 produce_side_fetch, fetch, list_offsets, offset_for_leader_epoch, groups,
                                 consume_side_produce, topic_admin, alter_configs, delete_records, cluster_ops,
-                                consumer_groups)
+                                consumer_groups, sasl, acls)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import Call, Context, ControllerApi, ControllerRequest, Plan, admin_outcome
 
 ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 33, 44
@@ -50,7 +50,7 @@ def handle(ctx: Context, header, request):
         calls.append((len(results) - 1, Call(ControllerApi(), ControllerRequest("POST", path, body))))
 
     def answer():
-        return build(response_type(key, version), {"responses": results})
+        return build(response_schema(key, version), {"responses": results})
 
     if not calls:
         return answer()

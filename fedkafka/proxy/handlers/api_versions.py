@@ -10,6 +10,7 @@ from fedkafka.proxy.plan import Context
 
 API_KEYS = {18: (0, 4)}
 ROLE = "any"
+AUTHORIZES = True
 
 
 def handle(ctx: Context, header, request):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import Context
 
 ELECT_LEADERS, ALTER_REASSIGNMENTS, LIST_REASSIGNMENTS = 43, 45, 46
@@ -25,15 +25,15 @@ def handle(ctx: Context, header, request):
     key = request.__api_key__
     version = type(request).__version__
     if key == ALTER_REASSIGNMENTS:
-        return build(response_type(key, version), {
+        return build(response_schema(key, version), {
             "error_code": ErrorCode.invalid_request, "error_message": NO_REASSIGNMENT,
             "responses": [{"name": t.name, "partitions": [
                 {"partition_index": p.partition_index, "error_code": ErrorCode.invalid_request,
                  "error_message": NO_REASSIGNMENT} for p in t.partitions]} for t in request.topics]})
     if key == LIST_REASSIGNMENTS:
-        return build(response_type(key, version), {"error_code": ErrorCode.none, "topics": []})
+        return build(response_schema(key, version), {"error_code": ErrorCode.none, "topics": []})
     wanted = request.topic_partitions or ()
-    return build(response_type(key, version), {"error_code": ErrorCode.none, "replica_election_results": [
+    return build(response_schema(key, version), {"error_code": ErrorCode.none, "replica_election_results": [
         {"topic": t.topic, "partition_result": [
             {"partition_id": p, "error_code": _election(ctx, t.topic, p),
              "error_message": "a proxy is always the preferred leader"} for p in t.partitions]} for t in wanted]})

@@ -13,6 +13,7 @@ from fedkafka.proxy.plan import NO_RESPONSE, Context
 
 API_KEYS = {0: (3, 12)}
 ROLE = "consume_only"
+AUTHORIZES = True
 
 
 def handle(ctx: Context, header, request):

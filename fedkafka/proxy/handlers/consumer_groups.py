@@ -20,7 +20,7 @@ from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import logical_from_shadow, shadow_topic
 
@@ -108,7 +108,7 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
 
     groups = list(dict.fromkeys(request.group_ids))
     if not groups:
-        return build(response_type(DESCRIBE, type(request).__version__), {"groups": []})
+        return build(response_schema(DESCRIBE, type(request).__version__), {"groups": []})
     return _via_coordinator(coordination, request, groups, request, back, client_id, merge=_merge_describe)
 
 
@@ -163,8 +163,8 @@ def _logical_id(ctx: Context, coordination: str, shadow_id: uuid.UUID) -> uuid.U
 def _failure(request, code: ErrorCode, message: str | None):
     version = type(request).__version__
     if request.__api_key__ == HEARTBEAT:
-        return build(response_type(HEARTBEAT, version), {"error_code": code, "error_message": message,
+        return build(response_schema(HEARTBEAT, version), {"error_code": code, "error_message": message,
                                                           "member_id": request.member_id, "member_epoch": -1,
                                                           "assignment": None})
-    return build(response_type(DESCRIBE, version), {"groups": [
+    return build(response_schema(DESCRIBE, version), {"groups": [
         {"error_code": code, "error_message": message, "group_id": g, "members": []} for g in request.group_ids]})

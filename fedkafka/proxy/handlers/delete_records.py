@@ -17,7 +17,7 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.protocol.codec import request_schema, response_schema
 from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError
 from fedkafka.view.model import PartitionChain, Segment
 
@@ -72,7 +72,7 @@ def handle(ctx: Context, header, request):
     order = [(t.name, [p.partition_index for p in t.partitions]) for t in request.topics]
 
     def respond():
-        return build(response_type(DELETE_RECORDS, version), {"topics": [
+        return build(response_schema(DELETE_RECORDS, version), {"topics": [
             {"name": name, "partitions": [{"partition_index": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
 
@@ -118,7 +118,7 @@ def _delete(ctx: Context, offsets: dict[PhysKey, int], then):
             results[key] = (ErrorCode.not_leader_or_follower, -1)
         else:
             groups.setdefault((cluster, leader), []).append(key)
-    req_t = request_type(DELETE_RECORDS, UPSTREAM_VERSION)
+    req_t = request_schema(DELETE_RECORDS, UPSTREAM_VERSION)
     calls, slots = [], []
     for (cluster, leader), keys in groups.items():
         by_topic: dict[str, list[dict]] = {}

@@ -8,10 +8,12 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import AnyBroker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import AnyBroker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.security.acl import Operation, ResourceType
 
 API_KEYS = {32: (1, 4)}
 ROLE = "any"
+AUTHORIZES = True
 TOPIC, BROKER = 2, 4
 
 
@@ -22,7 +24,12 @@ def handle(ctx: Context, header, request):
     slots: list[tuple[int, str, str]] = []  # (result index, logical name, physical name) per call
     for res in request.resources:
         t = ctx.view.topics.get(res.resource_name) if res.resource_type == TOPIC else None
-        if res.resource_type == TOPIC and t is None:
+        if res.resource_type == TOPIC and not authorized(ctx, Operation.DESCRIBE_CONFIGS, ResourceType.TOPIC,
+                                                         res.resource_name):
+            results.append(_error(res, ErrorCode.topic_authorization_failed, None))
+        elif res.resource_type == BROKER and not authorized(ctx, Operation.DESCRIBE_CONFIGS, ResourceType.CLUSTER):
+            results.append(_error(res, ErrorCode.cluster_authorization_failed, None))
+        elif res.resource_type == TOPIC and t is None:
             results.append(_error(res, ErrorCode.unknown_topic_or_partition, "unknown logical topic"))
         elif t is not None:  # a topic this view has
             seg = t.partitions[0].active

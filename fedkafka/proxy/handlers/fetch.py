@@ -21,12 +21,14 @@ from kio.static.primitive import i32Timedelta
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import FetchTarget, logical_high_watermark, resolve_fetch
 
 API_KEYS = {1: (4, 12)}
 ROLE = "consume"
+AUTHORIZES = True
 
 MAX_OFFSET = (1 << 63) - 1
 # The upstream call may run this much longer than the (clamped) max_wait: the broker answers at max_wait,
@@ -55,8 +57,9 @@ def handle(ctx: Context, header, request):
     answers: dict[tuple[str, int], dict] = {}
     groups: dict[tuple[str, int], list[_Route]] = {}
     for t in request.topics:
+        may_read = authorized(ctx, Operation.READ, ResourceType.TOPIC, t.topic)
         for p in t.partitions:
-            route = _route(ctx, t.topic, p)
+            route = _route(ctx, t.topic, p) if may_read else _error(ErrorCode.topic_authorization_failed)
             if isinstance(route, dict):
                 answers[(t.topic, p.partition)] = route
                 continue

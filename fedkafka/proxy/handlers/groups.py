@@ -20,7 +20,8 @@ from kio.static.primitive import i8
 from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import ProxyInfo, logical_from_shadow, shadow_topic
 
 FIND_COORDINATOR, OFFSET_COMMIT, OFFSET_FETCH, JOIN, HEARTBEAT, LEAVE, SYNC = 10, 8, 9, 11, 12, 13, 14
@@ -29,8 +30,13 @@ DESCRIBE, LIST, DELETE, OFFSET_DELETE = 15, 16, 42, 47
 API_KEYS = {FIND_COORDINATOR: (0, 6), OFFSET_COMMIT: (2, 9), OFFSET_FETCH: (1, 9), JOIN: (0, 9), HEARTBEAT: (0, 4),
             LEAVE: (0, 5), SYNC: (0, 5), DESCRIBE: (0, 6), LIST: (0, 5), DELETE: (0, 2), OFFSET_DELETE: (0, 0)}
 ROLE = "consume"
+AUTHORIZES = True
 
 GROUP_KEY, TXN_KEY = 0, 1
+# What each group API needs on the group (docs/DESIGN.md §11, as Kafka's authorizer asks)
+GROUP_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, JOIN: Operation.READ,
+                   HEARTBEAT: Operation.READ, LEAVE: Operation.READ, SYNC: Operation.READ,
+                   DESCRIBE: Operation.DESCRIBE, DELETE: Operation.DELETE, OFFSET_DELETE: Operation.DELETE}
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
 
@@ -43,7 +49,9 @@ def handle(ctx: Context, header, request):
     if coordination is None:
         return failure(request, ErrorCode.coordinator_not_available)
     if key == LIST:
-        return list_groups(coordination, request)
+        return list_groups(coordination, request, lambda g: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g))
+    if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in group_ids(request)):
+        return failure(request, ErrorCode.group_authorization_failed)  # nothing of it reaches the coordinator
     if key == OFFSET_COMMIT and ctx.view.commits_frozen:
         # a coordination move copies the committed offsets now: a commit landing on the old coordinator after
         # the copy would be lost. Retriable: clients commit again, on the new coordinator (docs/DESIGN.md §10)
@@ -79,11 +87,16 @@ def _coordinator_for(ctx: Context, key: str, key_type: int, version: int) -> dic
         return _no_coordinator(key, _no_transactions_code(version), NO_TRANSACTIONS)
     if key_type != GROUP_KEY:
         return _no_coordinator(key, ErrorCode.invalid_request, f"key type {key_type} is not supported")
+    if not authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, key):
+        return _no_coordinator(key, ErrorCode.group_authorization_failed, None)
     if ctx.view.coordination_cluster is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
     proxy = ctx.view.leader_for(f"group\0{key}", 0, _consume_proxies(ctx))
-    assert proxy is not None  # the candidates always include this proxy
-    return {"key": key, "node_id": proxy.node_id, "host": proxy.host, "port": proxy.port,
+    endpoint = proxy.endpoint(ctx.session.protocol)
+    if endpoint is None:
+        return _no_coordinator(key, ErrorCode.coordinator_not_available,
+                               f"the group's proxy has no {ctx.session.protocol} listener")
+    return {"key": key, "node_id": proxy.node_id, "host": endpoint.host, "port": endpoint.port,
             "error_code": ErrorCode.none, "error_message": None}
 
 
@@ -103,7 +116,7 @@ def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, ...]:
     return (ctx.me, *others)
 
 
-def _no_coordinator(key: str, code: ErrorCode, message: str) -> dict:
+def _no_coordinator(key: str, code: ErrorCode, message: str | None) -> dict:
     return {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": code, "error_message": message}
 
 
@@ -176,7 +189,7 @@ def _merge(responses: list):
     return dataclasses.replace(responses[0], **{field: merged})
 
 
-def list_groups(coordination: str, request):
+def list_groups(coordination: str, request, visible=lambda _group: True):
     """Every broker of the coordination cluster lists only the groups it coordinates: ask them all."""
     brokers = MetadataRequest(topics=(), allow_auto_topic_creation=False, include_topic_authorized_operations=False)
 
@@ -190,7 +203,7 @@ def list_groups(coordination: str, request):
                 return failure(request, ErrorCode.coordinator_not_available)
             failed = next((a.error_code for a in answers if a.error_code != ErrorCode.none), ErrorCode.none)
             return dataclasses.replace(answers[0], error_code=failed,
-                                       groups=tuple(g for a in answers for g in a.groups))
+                                       groups=tuple(g for a in answers for g in a.groups if visible(g.group_id)))
 
         return Plan([Call(Broker(coordination, n), request) for n in nodes], merge) if nodes else \
             failure(request, ErrorCode.coordinator_not_available)
@@ -265,24 +278,29 @@ def _describe_from_shadow(group):
 
 
 def _offset_commit(ctx: Context, coordination: str, request):
-    """Commits for unknown topics or partitions beyond P are refused here; the rest go to the shadow topic."""
-    refused: dict[str, list[int]] = {}
+    """Commits for topics the principal may not read, unknown topics or partitions beyond P are refused here;
+    the rest go to the shadow topic."""
+    refused: dict[ErrorCode, dict[str, list[int]]] = {}
     kept = []
     for t in request.topics:
         topic = ctx.view.topics.get(t.name)
+        if not authorized(ctx, Operation.READ, ResourceType.TOPIC, t.name):
+            refused.setdefault(ErrorCode.topic_authorization_failed, {})[t.name] = [p.partition_index
+                                                                                    for p in t.partitions]
+            continue
         ok = [p for p in t.partitions if topic is not None and 0 <= p.partition_index < topic.partition_count]
         bad = [p.partition_index for p in t.partitions if p not in ok]
         if bad:
-            refused[t.name] = bad
+            refused.setdefault(ErrorCode.unknown_topic_or_partition, {})[t.name] = bad
         if ok:
             kept.append(dataclasses.replace(t, name=shadow_topic(t.name), partitions=tuple(ok)))
 
     def back(response):
         answered = from_shadow(response)
-        if not refused:
-            return answered
-        extra = _commit_errors(request, refused, ErrorCode.unknown_topic_or_partition)
-        return dataclasses.replace(answered, topics=answered.topics + extra.topics)
+        for code, partitions in refused.items():
+            extra = _commit_errors(request, partitions, code)
+            answered = dataclasses.replace(answered, topics=answered.topics + extra.topics)
+        return answered
 
     if not kept:
         return back(_commit_errors(request, {}, ErrorCode.none))

@@ -12,10 +12,12 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import Context
+from fedkafka.proxy.plan import Context, authorized
+from fedkafka.security.acl import Operation, ResourceType
 
 API_KEYS = {22: (0, 5)}
 ROLE = "produce"
+AUTHORIZES = True
 
 
 def handle(ctx: Context, header, request):
@@ -23,6 +25,11 @@ def handle(ctx: Context, header, request):
     if request.transactional_id is not None:
         return build(resp_t, {"error_code": ErrorCode.transactional_id_authorization_failed,
                               "producer_id": -1, "producer_epoch": -1})
+    if not (ctx.authorizer is None or authorized(ctx, Operation.IDEMPOTENT_WRITE, ResourceType.CLUSTER)
+            or ctx.authorizer.allowed_any(ctx.session.principal, ctx.session.host, Operation.WRITE,
+                                          ResourceType.TOPIC)):  # Kafka: idempotence needs a write right somewhere
+        return build(resp_t, {"error_code": ErrorCode.cluster_authorization_failed, "producer_id": -1,
+                              "producer_epoch": -1})
     previous = getattr(request, "producer_id", -1)
     if previous is not None and previous >= 0:
         # KIP-360 epoch bump of an id we handed out: same logical id, next epoch -> fresh physical ids

@@ -15,12 +15,14 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
 
 API_KEYS = {2: (1, 8)}
 ROLE = "consume"
+AUTHORIZES = True
 
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -1, -2, -3, -4
 UPSTREAM_VERSION = 7  # the first with MAX_TIMESTAMP; every Kafka 4 broker serves it
@@ -44,8 +46,9 @@ def handle(ctx: Context, header, request):
     answers: dict[tuple[str, int], dict] = {}
     questions: list[_Question] = []
     for t in request.topics:
+        may_describe = authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, t.name)
         for p in t.partitions:
-            q = _question(ctx, t.name, p)
+            q = _question(ctx, t.name, p) if may_describe else _error(ErrorCode.topic_authorization_failed)
             if isinstance(q, dict):
                 answers[(t.name, p.partition_index)] = q
             else:

@@ -8,11 +8,13 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import Context
+from fedkafka.proxy.plan import Context, authorized, reachable_brokers
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import ProxyInfo, View
 
 API_KEYS = {3: (1, 12)}
 ROLE = "any"
+AUTHORIZES = True
 
 
 def pool_brokers(ctx: Context) -> tuple[ProxyInfo, ...]:
@@ -31,21 +33,33 @@ def leader_candidates(ctx: Context) -> tuple[ProxyInfo, ...]:
 
 
 def cache_key(ctx: Context, request):
-    """The answer depends on the view, this proxy and the topics asked for (None: all), nothing else."""
+    """The answer depends on the view, this proxy, the client's listener protocol and the topics asked for
+    (None: all), nothing else."""
     topics = None if request.topics is None else tuple(t.name for t in request.topics)
-    return type(request).__version__, ctx.me, topics
+    principal = (ctx.session.principal, ctx.session.host) if ctx.authorizer is not None else None  # what it sees
+    return type(request).__version__, ctx.me, ctx.session.protocol, principal, topics
 
 
 def handle(ctx: Context, header, request):
     view = ctx.view
     version = type(request).__version__
     candidates = leader_candidates(ctx)
-    names = sorted(view.topics) if request.topics is None else [t.name for t in request.topics if t.name is not None]
-    topics = [_topic(view, name, candidates) for name in names]
-    brokers = [{"node_id": p.node_id, "host": p.host, "port": p.port, "rack": p.rack} for p in pool_brokers(ctx)]
+    if request.topics is None:  # all topics: only those the principal may describe, as Kafka hides the rest
+        names = [n for n in sorted(view.topics) if authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, n)]
+        topics = [_topic(view, name, candidates) for name in names]
+    else:
+        topics = [_topic(view, name, candidates) if authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, name)
+                  else _denied(name) for name in (t.name for t in request.topics) if name is not None]
+    brokers = [{"node_id": p.node_id, "host": e.host, "port": e.port, "rack": p.rack}
+               for p, e in reachable_brokers(ctx, pool_brokers(ctx))]
     return build(response_schema(3, version), {
         "brokers": brokers, "cluster_id": view.federation_id, "controller_id": ctx.me.node_id, "topics": topics,
     })
+
+
+def _denied(name: str) -> dict:
+    return {"error_code": ErrorCode.topic_authorization_failed, "name": name, "topic_id": uuid.UUID(int=0),
+            "partitions": []}
 
 
 def _topic(view: View, name: str, candidates: tuple[ProxyInfo, ...]) -> dict:

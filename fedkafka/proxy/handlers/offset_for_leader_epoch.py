@@ -11,12 +11,14 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain
 from fedkafka.view.offsets import end_offset_for_epoch, latest_offset
 
 API_KEYS = {23: (2, 4)}
 ROLE = "consume"
+AUTHORIZES = True
 
 _LIST_OFFSETS_VERSION = 7
 
@@ -27,9 +29,13 @@ def handle(ctx: Context, header, request):
     wanted: dict[tuple[str, int], tuple[PartitionChain, int]] = {}  # logical partition -> (chain, epoch asked)
     by_node: dict[tuple[str, int], list[tuple[str, int]]] = {}
     for t in request.topics:
+        may_describe = authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, t.topic)
         for p in t.partitions:
             key = (t.topic, p.partition)
             chain = ctx.view.chain(t.topic, p.partition)
+            if not may_describe:
+                answers[key] = _error(ErrorCode.topic_authorization_failed)
+                continue
             if chain is None:
                 answers[key] = _error(ErrorCode.unknown_topic_or_partition)
                 continue

@@ -38,13 +38,16 @@ from fedkafka.proxy.plan import (
     SegmentWrite,
     SeqKey,
     UpstreamError,
+    authorized,
 )
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
 
 log = logging.getLogger(__name__)
 
 API_KEYS = {0: (3, 12)}
 ROLE = "produce"
+AUTHORIZES = True
 
 
 @dataclass(slots=True)
@@ -100,7 +103,12 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
     routing = _Routing()
     for t in request.topic_data:
         topic = ctx.view.topics.get(t.name)
+        may_write = authorized(ctx, Operation.WRITE, ResourceType.TOPIC, t.name)
         for pd in t.partition_data:
+            if not may_write:  # before the batch is even read (docs/DESIGN.md §11)
+                routing.errors[(t.name, pd.index)] = (ErrorCode.topic_authorization_failed, None)
+                ctx.refused("auth", t.name, pd.index, "no WRITE on the topic")
+                continue
             _classify(ctx, request, topic, t.name, pd, attempt, routing)
     if routing.unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
         waited = _Attempt(attempt.pid_failures, attempt.leader_waits + 1)

@@ -13,6 +13,7 @@ from fedkafka.proxy.plan import Context
 
 API_KEYS = {1: (4, 12)}
 ROLE = "produce_only"
+AUTHORIZES = True
 
 
 def handle(ctx: Context, header, request):

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import Call, Context, ControllerApi, ControllerRequest, Plan, admin_outcome
 
 CREATE_TOPICS, DELETE_TOPICS, CREATE_PARTITIONS = 19, 20, 37
@@ -94,7 +94,7 @@ def create_topics(request):
             configs=[{"name": k, "value": v, "read_only": False, "config_source": DYNAMIC_TOPIC_CONFIG,
                       "is_sensitive": False} for k, v in sorted(topic["config"].items())])
 
-    return _run(results, calls, lambda r: build(response_type(CREATE_TOPICS, version), {"topics": r}), on_result)
+    return _run(results, calls, lambda r: build(response_schema(CREATE_TOPICS, version), {"topics": r}), on_result)
 
 
 # -- DeleteTopics ----------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def delete_topics(ctx: Context, request):
         code, message = admin_outcome(reply)
         results[i].update(error_code=code, error_message=message)
 
-    return _run(results, calls, lambda r: build(response_type(DELETE_TOPICS, version), {"responses": r}), on_result)
+    return _run(results, calls, lambda r: build(response_schema(DELETE_TOPICS, version), {"responses": r}), on_result)
 
 
 # -- CreatePartitions ------------------------------------------------------------------------------------
@@ -146,5 +146,5 @@ def create_partitions(request):
         code, message = admin_outcome(reply)
         results[i].update(error_code=code, error_message=message)
 
-    return _run(results, calls, lambda r: build(response_type(CREATE_PARTITIONS, version), {"results": r}),
+    return _run(results, calls, lambda r: build(response_schema(CREATE_PARTITIONS, version), {"results": r}),
                 on_result)

@@ -1,0 +1,155 @@
+"""ACLs on logical resources and the authorizer the proxy consults before any upstream call (docs/DESIGN.md §11).
+
+Kafka's model and codes (so CreateAcls/DescribeAcls bodies and `kafka-acls` output map one to one): a binding
+allows or denies one principal (`User:alice`, `User:*`) from one host (`*`: any) one operation on a resource
+(topic, group, cluster, transactional id) named literally (`*`: every one) or by prefix. As Kafka's
+StandardAuthorizer: super users may do anything; a matching DENY wins over any ALLOW; READ, WRITE, DELETE and
+ALTER imply DESCRIBE, ALTER_CONFIGS implies DESCRIBE_CONFIGS; with no matching ALLOW the answer is no.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+
+class ResourceType(IntEnum):
+    ANY = 1
+    TOPIC = 2
+    GROUP = 3
+    CLUSTER = 4
+    TRANSACTIONAL_ID = 5
+
+
+class PatternType(IntEnum):
+    ANY = 1
+    MATCH = 2
+    LITERAL = 3
+    PREFIXED = 4
+
+
+class Operation(IntEnum):
+    ANY = 1
+    ALL = 2
+    READ = 3
+    WRITE = 4
+    CREATE = 5
+    DELETE = 6
+    ALTER = 7
+    DESCRIBE = 8
+    CLUSTER_ACTION = 9
+    DESCRIBE_CONFIGS = 10
+    ALTER_CONFIGS = 11
+    IDEMPOTENT_WRITE = 12
+
+
+class Permission(IntEnum):
+    ANY = 1
+    DENY = 2
+    ALLOW = 3
+
+
+CLUSTER_NAME = "kafka-cluster"  # the one cluster resource's name, as in Kafka
+WILDCARD = "*"
+_IMPLIES = {Operation.DESCRIBE: (Operation.READ, Operation.WRITE, Operation.DELETE, Operation.ALTER),
+            Operation.DESCRIBE_CONFIGS: (Operation.ALTER_CONFIGS,)}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class AclBinding:
+    resource_type: ResourceType
+    name: str
+    pattern_type: PatternType
+    principal: str
+    host: str
+    operation: Operation
+    permission: Permission
+
+    def problems(self) -> list[str]:
+        """Why this binding cannot be stored (Kafka refuses the same ones)."""
+        out = []
+        if self.resource_type in (ResourceType.ANY,) or self.pattern_type not in (PatternType.LITERAL,
+                                                                                   PatternType.PREFIXED):
+            out.append("resource type and pattern type must be concrete (LITERAL or PREFIXED)")
+        if self.operation == Operation.ANY or self.permission == Permission.ANY:
+            out.append("operation and permission must be concrete")
+        if not self.name or not self.host or ":" not in self.principal:
+            out.append("name, host and a principal of the form Type:name are required")
+        if self.resource_type == ResourceType.CLUSTER and self.name != CLUSTER_NAME:
+            out.append(f"the cluster resource is named {CLUSTER_NAME}")
+        return out
+
+    def to_list(self) -> list[Any]:
+        return [self.resource_type.name, self.name, self.pattern_type.name, self.principal, self.host,
+                self.operation.name, self.permission.name]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> AclBinding:
+        return cls(ResourceType[v[0]], str(v[1]), PatternType[v[2]], str(v[3]), str(v[4]), Operation[v[5]],
+                   Permission[v[6]])
+
+
+@dataclass(frozen=True, slots=True)
+class AclFilter:
+    """What DescribeAcls/DeleteAcls select: None or ANY matches everything in that field. MATCH selects the
+    bindings that would apply to the named resource (literal, wildcard and matching prefixes)."""
+
+    resource_type: ResourceType = ResourceType.ANY
+    name: str | None = None
+    pattern_type: PatternType = PatternType.ANY
+    principal: str | None = None
+    host: str | None = None
+    operation: Operation = Operation.ANY
+    permission: Permission = Permission.ANY
+
+    def matches(self, b: AclBinding) -> bool:
+        return ((self.resource_type == ResourceType.ANY or b.resource_type == self.resource_type)
+                and self._resource_matches(b)
+                and (self.principal is None or b.principal == self.principal)
+                and (self.host is None or b.host == self.host)
+                and (self.operation == Operation.ANY or b.operation == self.operation)
+                and (self.permission == Permission.ANY or b.permission == self.permission))
+
+    def _resource_matches(self, b: AclBinding) -> bool:
+        if self.pattern_type == PatternType.MATCH:
+            return self.name is None or _applies(b, self.name)
+        if self.pattern_type not in (PatternType.ANY, b.pattern_type):
+            return False
+        return self.name is None or b.name == self.name
+
+
+def _applies(b: AclBinding, name: str) -> bool:
+    if b.pattern_type == PatternType.PREFIXED:
+        return name.startswith(b.name)
+    return b.name == name or b.name == WILDCARD
+
+
+class Authorizer:
+    """Built once per view: bindings indexed by resource type, the check is a scan of that type's bindings."""
+
+    def __init__(self, bindings: tuple[AclBinding, ...], super_users: frozenset[str] = frozenset()):
+        self.super_users = super_users
+        self._by_type: dict[ResourceType, list[AclBinding]] = defaultdict(list)
+        for b in bindings:
+            self._by_type[b.resource_type].append(b)
+
+    def allowed(self, principal: str, host: str, operation: Operation, resource_type: ResourceType,
+                name: str) -> bool:
+        if principal in self.super_users:
+            return True
+        found = [b for b in self._by_type.get(resource_type, ())
+                 if _applies(b, name) and b.principal in (principal, "User:*") and b.host in (host, WILDCARD)]
+        if any(b.permission == Permission.DENY and b.operation in (operation, Operation.ALL) for b in found):
+            return False
+        wanted = (operation, Operation.ALL, *_IMPLIES.get(operation, ()))
+        return any(b.permission == Permission.ALLOW and b.operation in wanted for b in found)
+
+    def allowed_any(self, principal: str, host: str, operation: Operation, resource_type: ResourceType) -> bool:
+        """Whether some resource of the type may be acted on (Kafka's idempotent write: WRITE on any topic)."""
+        if principal in self.super_users:
+            return True
+        return any(b.permission == Permission.ALLOW and b.operation in (operation, Operation.ALL)
+                   and b.principal in (principal, "User:*") and b.host in (host, WILDCARD)
+                   for b in self._by_type.get(resource_type, ()))

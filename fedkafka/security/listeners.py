@@ -1,0 +1,89 @@
+"""Client listeners (`PROTOCOL://HOST:PORT`) and the TLS contexts of the SSL ones.
+
+Kafka's four security protocols: PLAINTEXT, SSL (TLS, optionally with client certificates: mTLS),
+SASL_PLAINTEXT and SASL_SSL (SASL inside plain TCP or TLS). A proxy or name service runs any number of
+listeners at once, each with its own protocol; SASL mechanisms and TLS files are shared by all of them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedkafka.view.model import SECURITY_PROTOCOLS
+
+CLIENT_AUTH = {"none": ssl.CERT_NONE, "requested": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    protocol: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{self.host}:{self.port}"
+
+
+def parse_listener(value: str) -> Listener:
+    """`SASL_SSL://0.0.0.0:9094` (ValueError with a readable message otherwise)."""
+    protocol, sep, rest = value.partition("://")
+    host, sep2, port = rest.rpartition(":")
+    protocol = protocol.upper()
+    if not sep or not sep2 or protocol not in SECURITY_PROTOCOLS or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listener must be PROTOCOL://HOST:PORT with PROTOCOL one of "
+                         f"{', '.join(SECURITY_PROTOCOLS)}, got {value!r}")
+    return Listener(protocol, host or "0.0.0.0", int(port))
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files: this service's certificate chain and key, and the CA that client (or proxy) certificates
+    must chain to. `client_auth` asks clients for a certificate (mTLS): none, requested or required."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    client_auth: str = "none"
+
+    def problems(self, listeners: tuple[Listener, ...]) -> list[str]:
+        out = []
+        if any(listener.tls for listener in listeners) and (self.cert is None or self.key is None):
+            out.append("an SSL or SASL_SSL listener needs --ssl-cert and --ssl-key")
+        if self.client_auth not in CLIENT_AUTH:
+            out.append(f"--ssl-client-auth must be one of {', '.join(CLIENT_AUTH)}")
+        elif self.client_auth != "none" and self.ca is None:
+            out.append("--ssl-client-auth needs --ssl-ca")
+        out += [f"cannot read {p}" for p in (self.cert, self.key, self.ca) if p is not None and not p.is_file()]
+        return out
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        if self.ca is not None:
+            ctx.load_verify_locations(cafile=str(self.ca))
+        ctx.verify_mode = CLIENT_AUTH[self.client_auth]
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """For connecting to a TLS listener of a proxy (the name service's relay): verified against `ca`."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca) if self.ca else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+
+def certificate_principal(peercert: dict | None) -> str | None:
+    """`User:CN=...,OU=...,O=...` from a verified client certificate (RFC 2253 order, most specific first,
+    as Kafka's default principal builder names an mTLS client); None without a certificate."""
+    if not peercert or not peercert.get("subject"):
+        return None
+    short = {"commonName": "CN", "organizationalUnitName": "OU", "organizationName": "O", "localityName": "L",
+             "stateOrProvinceName": "ST", "countryName": "C", "emailAddress": "EMAILADDRESS"}
+    parts = [f"{short.get(k, k)}={v}" for rdn in reversed(peercert["subject"]) for k, v in rdn]
+    return "User:" + ",".join(parts)

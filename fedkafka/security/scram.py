@@ -1,0 +1,167 @@
+"""SCRAM (RFC 5802, RFC 7677) as Kafka uses it: SCRAM-SHA-256 and SCRAM-SHA-512, credentials stored as hashes.
+
+A stored credential is (salt, iterations, StoredKey, ServerKey): enough to check a client's proof and to prove
+the server knows it, never enough to log in (that needs ClientKey, which only the password gives). PLAIN is
+checked against the same credential, so no password is ever stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from fedkafka.view.model import ScramCredential
+
+MECHANISMS = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+MIN_ITERATIONS = 4096  # Kafka's minimum
+DEFAULT_ITERATIONS = 8192
+
+
+class AuthenticationFailed(Exception):
+    """The client's credentials do not check out (the message is safe to send and log: no secret in it)."""
+
+
+class MalformedMessage(AuthenticationFailed):
+    """A SASL message that does not parse."""
+
+
+def _hmac(digest: str, key: bytes, msg: bytes) -> bytes:
+    return hmac.new(key, msg, digest).digest()
+
+
+def salted_password(digest: str, password: str, salt: bytes, iterations: int) -> bytes:
+    return hashlib.pbkdf2_hmac(digest, password.encode(), salt, iterations)
+
+
+def make_credential(user: str, mechanism: str, password: str, iterations: int = DEFAULT_ITERATIONS,
+                    salt: bytes | None = None) -> ScramCredential:
+    """The stored form of `password` for `mechanism` (the password itself is not kept)."""
+    digest = MECHANISMS[mechanism]
+    if iterations < MIN_ITERATIONS:
+        raise ValueError(f"iterations must be at least {MIN_ITERATIONS}")
+    salt = salt if salt is not None else secrets.token_bytes(32)
+    salted = salted_password(digest, password, salt, iterations)
+    client_key = _hmac(digest, salted, b"Client Key")
+    return ScramCredential(user=user, mechanism=mechanism, salt=salt, iterations=iterations,
+                           stored_key=hashlib.new(digest, client_key).digest(),
+                           server_key=_hmac(digest, salted, b"Server Key"))
+
+
+def password_matches(credential: ScramCredential, password: str) -> bool:
+    """PLAIN's check: derive StoredKey from the password and compare in constant time."""
+    digest = MECHANISMS[credential.mechanism]
+    salted = salted_password(digest, password, credential.salt, credential.iterations)
+    stored = hashlib.new(digest, _hmac(digest, salted, b"Client Key")).digest()
+    return hmac.compare_digest(stored, credential.stored_key)
+
+
+def parse_plain(message: bytes) -> tuple[str, str]:
+    """(user, password) of a PLAIN message `authzid NUL authcid NUL passwd` (RFC 4616)."""
+    parts = message.split(b"\0")
+    if len(parts) != 3:
+        raise MalformedMessage("invalid PLAIN message")
+    try:
+        authzid, user, password = (p.decode() for p in parts)
+    except UnicodeDecodeError:
+        raise MalformedMessage("invalid PLAIN message") from None
+    if not user or (authzid and authzid != user):
+        raise MalformedMessage("PLAIN authorization id must be empty or the user itself")
+    return user, password
+
+
+def _attributes(message: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in message.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or len(key) != 1:
+            raise MalformedMessage("invalid SCRAM message")
+        out[key] = value
+    return out
+
+
+def _unescape_name(name: str) -> str:
+    if "=" in name.replace("=2C", "").replace("=3D", ""):
+        raise MalformedMessage("invalid SCRAM user name")
+    return name.replace("=2C", ",").replace("=3D", "=")
+
+
+@dataclass(slots=True)
+class ScramExchange:
+    """The server side of one SCRAM exchange: `first(client_first)` then `final(client_final)`.
+
+    `lookup(user)` returns the user's credential for this mechanism, or None. An unknown user gets a made-up
+    salt derived from `secret` and fails only at the proof, as a wrong password does, so the answers do not
+    tell which user names exist."""
+
+    mechanism: str
+    lookup: object  # Callable[[str], ScramCredential | None]
+    secret: bytes
+    user: str | None = None
+    server_nonce: str | None = None  # None: random (a fixed one only to replay RFC test vectors)
+    _credential: ScramCredential | None = None
+    _nonce: str = ""
+    _client_first_bare: str = ""
+    _server_first: str = ""
+
+    def first(self, message: bytes) -> bytes:
+        try:
+            text = message.decode()
+        except UnicodeDecodeError:
+            raise MalformedMessage("invalid SCRAM message") from None
+        gs2, sep, bare = text.partition(",")
+        authzid, sep2, bare = bare.partition(",")
+        if not sep or not sep2 or gs2 not in ("n", "y") or (authzid and not authzid.startswith("a=")):
+            raise MalformedMessage("invalid SCRAM client-first message (channel binding is not supported)")
+        attrs = _attributes(bare)
+        if "n" not in attrs or "r" not in attrs or not attrs["r"]:
+            raise MalformedMessage("invalid SCRAM client-first message")
+        self.user = _unescape_name(attrs["n"])
+        if authzid and _unescape_name(authzid[2:]) != self.user:
+            raise AuthenticationFailed("authorization id must be the user itself")
+        self._credential = self.lookup(self.user)  # type: ignore[operator]
+        salt, iterations = self._salt_and_iterations()
+        self._nonce = attrs["r"] + (self.server_nonce or secrets.token_urlsafe(24))
+        self._client_first_bare = bare
+        self._server_first = f"r={self._nonce},s={base64.b64encode(salt).decode()},i={iterations}"
+        return self._server_first.encode()
+
+    def final(self, message: bytes) -> bytes:
+        """The server-final message; AuthenticationFailed when the proof is wrong."""
+        try:
+            text = message.decode()
+        except UnicodeDecodeError:
+            raise MalformedMessage("invalid SCRAM message") from None
+        without_proof, sep, proof_attr = text.rpartition(",p=")
+        if not sep:
+            raise MalformedMessage("invalid SCRAM client-final message")
+        attrs = _attributes(without_proof)
+        if attrs.get("r") != self._nonce:
+            raise AuthenticationFailed("invalid SCRAM nonce")
+        try:
+            proof = base64.b64decode(proof_attr, validate=True)
+        except ValueError:
+            raise MalformedMessage("invalid SCRAM proof") from None
+        digest = MECHANISMS[self.mechanism]
+        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
+        cred = self._credential
+        if cred is None or len(proof) != len(cred.stored_key):
+            raise AuthenticationFailed(_invalid(self.mechanism))
+        signature = _hmac(digest, cred.stored_key, auth_message)
+        client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
+        if not hmac.compare_digest(hashlib.new(digest, client_key).digest(), cred.stored_key):
+            raise AuthenticationFailed(_invalid(self.mechanism))
+        server_signature = _hmac(digest, cred.server_key, auth_message)
+        return b"v=" + base64.b64encode(server_signature)
+
+    def _salt_and_iterations(self) -> tuple[bytes, int]:
+        if self._credential is not None:
+            return self._credential.salt, self._credential.iterations
+        fake = _hmac("sha256", self.secret, f"{self.mechanism}\0{self.user}".encode())
+        return fake, DEFAULT_ITERATIONS
+
+
+def _invalid(mechanism: str) -> str:
+    return f"Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"

@@ -1,0 +1,161 @@
+"""A secured federation as real processes: one Kafka cluster, a controller, a proxy with four listeners
+(PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) and a name service with PLAINTEXT and SASL_SSL listeners."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from fedkafka.kafka.cluster import free_port, start_clusters
+
+from .jwks import AUDIENCE, ISSUER, Issuer
+from .pki import Pki, make_pki
+
+ROOT = Path(__file__).resolve().parents[2]
+# A password that appears nowhere else, so a search for it finds only leaks.
+PASSWORD = "Alice-" + secrets.token_hex(12)
+USER = "alice"
+# Other users: admin (a super user), bob (may describe the topic and use bob-* groups, not read), mallory (nothing)
+PASSWORDS = {USER: PASSWORD, "admin": "Admin-" + secrets.token_hex(12), "bob": "Bob-" + secrets.token_hex(12),
+             "mallory": "Mallory-" + secrets.token_hex(12)}
+MTLS_PRINCIPAL = "User:CN=client-app,O=fedkafka-test"
+
+
+@dataclass
+class SecuredFederation:
+    tmp: Path
+    pki: Pki
+    token_file: Path
+    controller_url: str
+    proxy: dict[str, int]  # protocol -> port
+    nameservice: dict[str, int]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    cluster: object = None
+    issuer: Issuer | None = None
+
+    def logs(self) -> dict[str, str]:
+        return {name: (self.tmp / f"{name}.log").read_text(errors="replace") for name in self.procs}
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fedkafka.cli", *args, "--controller", self.controller_url,
+                               "--token-file", str(self.token_file)], input=stdin, capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+
+    def client_conf(self, via: str = "nameservice", protocol: str = "SASL_SSL", mechanism: str = "SCRAM-SHA-512",
+                    password: str | None = None, user: str = USER, **extra) -> dict:
+        """librdkafka settings for `protocol` at the name service or the proxy."""
+        ports = self.nameservice if via == "nameservice" else self.proxy
+        conf = {"bootstrap.servers": f"127.0.0.1:{ports[protocol]}", "security.protocol": protocol}
+        if protocol.startswith("SASL_"):
+            conf |= {"sasl.mechanism": mechanism, "sasl.username": user,
+                     "sasl.password": PASSWORDS[user] if password is None else password}
+        if protocol.endswith("SSL"):
+            conf["ssl.ca.location"] = str(self.pki.ca)
+        return conf | extra
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.cluster is not None:
+            self.cluster.stop(timeout=10)
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}: {log.read_text()[-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}: {log.read_text()[-3000:]}")
+
+
+def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> SecuredFederation:
+    pki = make_pki(tmp / "pki")
+    token_file = tmp / "controller.token"
+    token_file.write_text(secrets.token_hex(16))
+    token_file.chmod(0o600)
+    cport = free_port()
+    fed = SecuredFederation(tmp, pki, token_file, f"http://127.0.0.1:{cport}",
+                            proxy={p: free_port() for p in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")},
+                            nameservice={p: free_port() for p in ("PLAINTEXT", "SASL_SSL", "HTTP")},
+                            issuer=Issuer(tmp / "jwks.json"))
+    try:
+        fed.cluster = start_clusters(["s1"], tmp / "kafka")[0]
+        _start(fed, "controller", ["controller", "--db", f"sqlite:///{tmp / 'controller.db'}", "--listen",
+                                   f"127.0.0.1:{cport}", "--token-file", str(token_file), "--scan-interval", "2"],
+               cport)
+        for args in (("cluster", "add", "s1", "--bootstrap", fed.cluster.bootstrap),
+                     ("topic", "create", topic, "--partitions", str(partitions))):
+            res = fed.cli(*args)
+            assert res.returncode == 0, res.stderr
+        for user, password in PASSWORDS.items():
+            res = fed.cli("user", "create", user, stdin=password + "\n")  # a password only ever on stdin
+            assert res.returncode == 0, res.stderr
+        for acl in ((USER, "--operation", "ALL", "--topic", topic), (USER, "--operation", "READ", "--group", "sec-",
+                                                                     "--prefixed"),
+                    ("bob", "--operation", "DESCRIBE", "--topic", topic),
+                    ("bob", "--operation", "READ", "--group", "bob-", "--prefixed"),
+                    ("ANONYMOUS", "--operation", "DESCRIBE", "--topic", topic),
+                    (MTLS_PRINCIPAL[5:], "--operation", "WRITE", "--topic", topic)):
+            res = fed.cli("acl", "add", "--principal", f"User:{acl[0]}", *acl[1:])
+            assert res.returncode == 0, res.stderr
+        tls = ["--ssl-cert", str(pki.server_cert), "--ssl-key", str(pki.server_key), "--ssl-ca", str(pki.ca)]
+        p = fed.proxy
+        _start(fed, "proxy", ["proxy", "--role", "both", "--listen", f"127.0.0.1:{p['PLAINTEXT']}",
+                              "--listener", f"SSL://127.0.0.1:{p['SSL']}",
+                              "--listener", f"SASL_PLAINTEXT://127.0.0.1:{p['SASL_PLAINTEXT']}",
+                              "--listener", f"SASL_SSL://127.0.0.1:{p['SASL_SSL']}", *tls,
+                              "--ssl-client-auth", "requested", "--authorization", "--super-user", "User:admin",
+                              "--oauth-jwks-file", str(fed.issuer.jwks_file), "--oauth-issuer", ISSUER,
+                              "--oauth-audience", AUDIENCE,
+                              "--controller", fed.controller_url, "--token-file", str(token_file)], p["SASL_SSL"])
+        n = fed.nameservice
+        _start(fed, "nameservice", ["nameservice", "--listen", f"127.0.0.1:{n['PLAINTEXT']}",
+                                    "--listener", f"SASL_SSL://127.0.0.1:{n['SASL_SSL']}",
+                                    "--http-listen", f"127.0.0.1:{n['HTTP']}", *tls,
+                                    "--controller", fed.controller_url, "--token-file", str(token_file)],
+               n["SASL_SSL"])
+        _wait_for_proxy_in_view(fed)
+    except BaseException:
+        fed.stop()
+        raise
+    return fed
+
+
+def _start(fed: SecuredFederation, name: str, args: list[str], port: int) -> None:
+    log = fed.tmp / f"{name}.log"
+    env = {**os.environ, "FEDKAFKA_LOG_LEVEL": "INFO"}
+    with open(log, "wb") as out:
+        fed.procs[name] = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", *args], stdout=out,
+                                           stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    _wait_port(port, fed.procs[name], log)
+
+
+def _wait_for_proxy_in_view(fed: SecuredFederation) -> None:
+    headers = {"Authorization": f"Bearer {fed.token_file.read_text().strip()}"}
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        view = httpx.get(f"{fed.controller_url}/v1/view", headers=headers).json()
+        if view["proxies"] and view["topics"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the proxy never joined the view")

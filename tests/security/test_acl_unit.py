@@ -1,0 +1,179 @@
+"""ACLs: Kafka's authorizer rules, and each handler refusing before it builds an upstream call."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import pytest
+from consume.test_handlers_unit import VIEW, fetch_request, list_request
+from consume.test_handlers_unit import ctx as consume_ctx
+from kio.schema.errors import ErrorCode
+from kio.schema.metadata.v12.request import MetadataRequestTopic
+from proxy.test_handlers import batch, produce_req
+from proxy.test_handlers import ctx as produce_ctx
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type
+from fedkafka.proxy.handlers import (
+    acls,
+    describe_cluster,
+    fetch,
+    groups,
+    init_producer_id,
+    list_offsets,
+    metadata,
+    produce,
+)
+from fedkafka.proxy.plan import Plan
+from fedkafka.security.acl import (
+    AclBinding,
+    AclFilter,
+    Authorizer,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
+)
+from fedkafka.security.session import Session
+
+T, G, C = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER
+LIT, PRE = PatternType.LITERAL, PatternType.PREFIXED
+ALLOW, DENY = Permission.ALLOW, Permission.DENY
+
+
+def acl(rtype, name, op, principal="User:alice", pattern=LIT, permission=ALLOW, host="*") -> AclBinding:
+    return AclBinding(rtype, name, pattern, principal, host, op, permission)
+
+
+def test_nothing_is_allowed_without_an_acl_but_super_users_may_do_anything():
+    az = Authorizer((), frozenset({"User:admin"}))
+    assert not az.allowed("User:alice", "1.2.3.4", Operation.READ, T, "t")
+    assert az.allowed("User:admin", "1.2.3.4", Operation.DELETE, C, "kafka-cluster")
+
+
+def test_literal_prefixed_and_wildcard_names():
+    az = Authorizer((acl(T, "orders", Operation.READ), acl(T, "pay-", Operation.WRITE, pattern=PRE),
+                     acl(G, "*", Operation.READ)))
+    assert az.allowed("User:alice", "h", Operation.READ, T, "orders")
+    assert not az.allowed("User:alice", "h", Operation.READ, T, "orders2")
+    assert az.allowed("User:alice", "h", Operation.WRITE, T, "pay-eu")
+    assert not az.allowed("User:alice", "h", Operation.WRITE, T, "pa")
+    assert az.allowed("User:alice", "h", Operation.READ, G, "any-group")
+    assert not az.allowed("User:bob", "h", Operation.READ, T, "orders")
+
+
+def test_deny_wins_and_read_implies_describe_but_not_the_reverse():
+    az = Authorizer((acl(T, "t", Operation.ALL, "User:*"), acl(T, "t", Operation.WRITE, permission=DENY),
+                     acl(T, "u", Operation.READ), acl(T, "v", Operation.DESCRIBE),
+                     acl(T, "w", Operation.READ, host="10.0.0.1")))
+    assert az.allowed("User:alice", "h", Operation.READ, T, "t")
+    assert not az.allowed("User:alice", "h", Operation.WRITE, T, "t")
+    assert az.allowed("User:bob", "h", Operation.WRITE, T, "t")
+    assert az.allowed("User:alice", "h", Operation.DESCRIBE, T, "u")
+    assert not az.allowed("User:alice", "h", Operation.READ, T, "v")
+    assert az.allowed("User:alice", "10.0.0.1", Operation.READ, T, "w")
+    assert not az.allowed("User:alice", "10.0.0.2", Operation.READ, T, "w")
+
+
+def test_filters_select_like_describe_acls():
+    bindings = [acl(T, "orders", Operation.READ), acl(T, "ord", Operation.WRITE, pattern=PRE),
+                acl(G, "g", Operation.READ, "User:bob")]
+    by_match = AclFilter(T, "orders", PatternType.MATCH)
+    assert [b.name for b in bindings if by_match.matches(b)] == ["orders", "ord"]
+    assert [b.name for b in bindings if AclFilter(principal="User:bob").matches(b)] == ["g"]
+    assert all(AclFilter().matches(b) for b in bindings)
+    assert acl(T, "x", Operation.ANY).problems() and acl(C, "other", Operation.ALTER).problems()
+    assert AclBinding.from_list(bindings[1].to_list()) == bindings[1]
+
+
+# -- the handlers refuse without any upstream call -----------------------------------------------------------
+def _with(c, *bindings, principal="User:mallory"):
+    return dataclasses.replace(c, authorizer=Authorizer(bindings), session=Session(principal=principal))
+
+
+def test_produce_without_write_is_topic_authorization_failed_and_sends_nothing():
+    reply = produce.handle(_with(produce_ctx(), acl(T, "t", Operation.READ, "User:mallory")), None,
+                           produce_req({0: batch(), 1: batch()}))
+    assert not isinstance(reply, Plan)
+    assert {p.error_code for t in reply.responses for p in t.partition_responses} == {
+        ErrorCode.topic_authorization_failed}
+    allowed = produce.handle(_with(produce_ctx(), acl(T, "t", Operation.WRITE, "User:mallory")), None,
+                             produce_req({0: batch()}))
+    assert isinstance(allowed, Plan)
+
+
+def test_init_producer_id_needs_a_write_right_somewhere():
+    req = build(request_type(22, 4), {"transactional_id": None, "transaction_timeout": 60000, "producer_id": -1,
+                                      "producer_epoch": -1})
+    assert init_producer_id.handle(_with(produce_ctx()), None, req).error_code == \
+        ErrorCode.cluster_authorization_failed
+    ok = init_producer_id.handle(_with(produce_ctx(), acl(T, "t", Operation.WRITE, "User:mallory")), None, req)
+    assert ok.error_code == ErrorCode.none
+
+
+def test_fetch_and_list_offsets_without_read_or_describe_send_nothing():
+    reply = fetch.handle(_with(consume_ctx()), None, fetch_request(("log", 0, 0)))
+    assert not isinstance(reply, Plan)
+    assert reply.responses[0].partitions[0].error_code == ErrorCode.topic_authorization_failed
+    listed = list_offsets.handle(_with(consume_ctx()), None, list_request((0, -1)))
+    assert listed.topics[0].partitions[0].error_code == ErrorCode.topic_authorization_failed
+
+
+def test_metadata_hides_topics_the_principal_may_not_describe():
+    all_topics = build(request_type(3, 12), {"topics": None, "allow_auto_topic_creation": False,
+                                             "include_topic_authorized_operations": False})
+    assert metadata.handle(_with(consume_ctx()), None, all_topics).topics == ()
+    seen = metadata.handle(_with(consume_ctx(), acl(T, "lo", Operation.READ, "User:mallory", PRE)), None, all_topics)
+    assert [t.name for t in seen.topics] == ["log"]
+    named = dataclasses.replace(all_topics, topics=(MetadataRequestTopic(topic_id=uuid.UUID(int=0), name="log"),))
+    assert metadata.handle(_with(consume_ctx()), None, named).topics[0].error_code == \
+        ErrorCode.topic_authorization_failed
+    c = _with(consume_ctx())
+    assert metadata.cache_key(c, all_topics) != metadata.cache_key(dataclasses.replace(
+        c, session=Session(principal="User:alice")), all_topics)
+
+
+def _commit(group="g"):
+    return build(request_type(8, 8), {"group_id": group, "generation_id_or_member_epoch": 1, "member_id": "m",
+                                      "group_instance_id": None, "topics": [{"name": "log", "partitions": [
+                                          {"partition_index": 1, "committed_offset": 5, "committed_leader_epoch": -1,
+                                           "committed_metadata": None}]}]})
+
+
+def test_commit_needs_read_on_the_group_and_on_the_topic():
+    no_group = groups.handle(_with(consume_ctx()), None, _commit())
+    assert not isinstance(no_group, Plan)
+    assert no_group.topics[0].partitions[0].error_code == ErrorCode.group_authorization_failed
+    no_topic = groups.handle(_with(consume_ctx(), acl(G, "g", Operation.READ, "User:mallory")), None, _commit())
+    assert not isinstance(no_topic, Plan)
+    assert no_topic.topics[0].partitions[0].error_code == ErrorCode.topic_authorization_failed
+
+
+def test_find_coordinator_and_describe_groups_need_describe_on_the_group():
+    find = build(request_type(10, 4), {"key_type": 0, "coordinator_keys": ["g"]})
+    assert groups.handle(_with(consume_ctx()), None, find).coordinators[0].error_code == \
+        ErrorCode.group_authorization_failed
+    describe = build(request_type(15, 5), {"groups": ["g"], "include_authorized_operations": False})
+    assert groups.handle(_with(consume_ctx()), None, describe).groups[0].error_code == \
+        ErrorCode.group_authorization_failed
+
+
+def test_describe_cluster_is_open_as_in_kafka_and_describe_acls_needs_describe_on_the_cluster():
+    req = build(request_type(60, 1), {"include_cluster_authorized_operations": False, "endpoint_type": 1})
+    assert describe_cluster.handle(_with(consume_ctx()), None, req).error_code == ErrorCode.none
+    view_acls = (acl(C, "kafka-cluster", Operation.DESCRIBE, "User:ops"), acl(T, "log", Operation.READ))
+    c = dataclasses.replace(consume_ctx(), view=dataclasses.replace(VIEW, acls=view_acls))
+    describe = build(request_type(29, 3), {"resource_type_filter": 1, "resource_name_filter": None,
+                                           "pattern_type_filter": 1, "principal_filter": None, "host_filter": None,
+                                           "operation": 1, "permission_type": 1})
+    assert acls.handle(_with(c), None, describe).error_code == ErrorCode.cluster_authorization_failed
+    answer = acls.handle(_with(c, *view_acls, principal="User:ops"), None, describe)
+    assert answer.error_code == ErrorCode.none
+    assert sorted((r.resource_name, a.principal) for r in answer.resources for a in r.acls) == [
+        ("kafka-cluster", "User:ops"), ("log", "User:alice")]
+
+
+@pytest.mark.parametrize("operation", [Operation.ANY, Operation.ALL])
+def test_a_filter_with_any_or_all_is_read_literally(operation):
+    assert AclFilter(operation=operation).matches(acl(T, "t", Operation.ALL)) is True

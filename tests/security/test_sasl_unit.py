@@ -1,0 +1,136 @@
+"""SCRAM and PLAIN on the server side: RFC 7677's exchange replayed, and each way a client can get it wrong."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from kio.schema.errors import ErrorCode
+from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
+from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
+
+from fedkafka.proxy.handlers import sasl
+from fedkafka.proxy.plan import Context
+from fedkafka.security import scram
+from fedkafka.security.session import Session
+from fedkafka.view.model import ProxyInfo, View
+
+# RFC 7677 section 3: user "user", password "pencil"
+RFC_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+RFC_CLIENT_FIRST = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+RFC_SERVER_NONCE = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+RFC_SERVER_FIRST = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+RFC_CLIENT_FINAL = (b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+                    b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+RFC_SERVER_FINAL = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+
+def _rfc_exchange(credential) -> scram.ScramExchange:
+    return scram.ScramExchange("SCRAM-SHA-256", lambda user: credential if user == "user" else None, b"k",
+                               server_nonce=RFC_SERVER_NONCE)
+
+
+def test_rfc7677_exchange_replays_byte_for_byte():
+    cred = scram.make_credential("user", "SCRAM-SHA-256", "pencil", iterations=4096, salt=RFC_SALT)
+    exchange = _rfc_exchange(cred)
+    assert exchange.first(RFC_CLIENT_FIRST) == RFC_SERVER_FIRST
+    assert exchange.final(RFC_CLIENT_FINAL) == RFC_SERVER_FINAL
+
+
+def test_a_wrong_password_fails_at_the_proof():
+    cred = scram.make_credential("user", "SCRAM-SHA-256", "not pencil", iterations=4096, salt=RFC_SALT)
+    exchange = _rfc_exchange(cred)
+    exchange.first(RFC_CLIENT_FIRST)
+    with pytest.raises(scram.AuthenticationFailed, match="invalid credentials with SASL mechanism SCRAM-SHA-256"):
+        exchange.final(RFC_CLIENT_FINAL)
+
+
+def test_an_unknown_user_gets_a_stable_made_up_salt_and_fails_like_a_wrong_password():
+    first = [scram.ScramExchange("SCRAM-SHA-512", lambda _u: None, b"secret").first(b"n,,n=ghost,r=abc")
+             for _ in range(2)]
+    salts = {m.decode().split(",")[1] for m in first}
+    assert len(salts) == 1  # the same user name always gets the same salt: no way to tell it is made up
+    exchange = scram.ScramExchange("SCRAM-SHA-512", lambda _u: None, b"secret")
+    nonce = exchange.first(b"n,,n=ghost,r=abc").decode().split(",")[0][2:]
+    with pytest.raises(scram.AuthenticationFailed, match="invalid credentials"):
+        exchange.final(f"c=biws,r={nonce},p={base64.b64encode(bytes(64)).decode()}".encode())
+
+
+@pytest.mark.parametrize("message", [b"", b"x", b"p=tls-unique,,n=user,r=abc", b"n,,r=abc", b"n,,n=user",
+                                     b"n,,n=us=er,r=abc", b"\xff\xfe"])
+def test_malformed_client_first_messages_are_refused(message):
+    with pytest.raises(scram.MalformedMessage):
+        scram.ScramExchange("SCRAM-SHA-256", lambda _u: None, b"k").first(message)
+
+
+def test_a_replayed_nonce_is_refused():
+    cred = scram.make_credential("user", "SCRAM-SHA-256", "pencil", iterations=4096, salt=RFC_SALT)
+    exchange = scram.ScramExchange("SCRAM-SHA-256", lambda _u: cred, b"k")  # a random server nonce this time
+    exchange.first(RFC_CLIENT_FIRST)
+    with pytest.raises(scram.AuthenticationFailed, match="nonce"):
+        exchange.final(RFC_CLIENT_FINAL)
+
+
+def test_the_stored_credential_holds_no_password():
+    cred = scram.make_credential("alice", "SCRAM-SHA-512", "s3cret-pass")
+    assert b"s3cret-pass" not in repr(cred.to_dict()).encode()
+    assert scram.password_matches(cred, "s3cret-pass") and not scram.password_matches(cred, "s3cret-pasS")
+    assert len(cred.stored_key) == len(cred.server_key) == 64
+    with pytest.raises(ValueError, match="iterations"):
+        scram.make_credential("alice", "SCRAM-SHA-512", "x", iterations=1000)
+
+
+# -- the handler: Kafka's error codes, and the session it leaves behind ------------------------------------------
+def _ctx(session: Session, *users: tuple[str, str]) -> Context:
+    creds = tuple(scram.make_credential(u, m, p, iterations=4096) for u, p in users
+                  for m in ("SCRAM-SHA-256", "SCRAM-SHA-512"))
+    return Context(view=View(version=1, credentials=creds), me=ProxyInfo(1, "h", 1), advertised={}, physical=None,
+                   producer_ids=None, session=session)
+
+
+def _handshake(ctx, mechanism):
+    return sasl.handle(ctx, None, SaslHandshakeRequest(mechanism=mechanism))
+
+
+def _authenticate(ctx, data: bytes):
+    return sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=data))
+
+
+def test_plain_accepts_the_right_password_and_names_the_principal():
+    ctx = _ctx(Session.for_listener("SASL_SSL"), ("alice", "pw-a"))
+    assert _handshake(ctx, "PLAIN").error_code == ErrorCode.none
+    answer = _authenticate(ctx, b"\0alice\0pw-a")
+    assert answer.error_code == ErrorCode.none
+    assert ctx.session.authenticated and ctx.session.principal == "User:alice" and ctx.session.failed is None
+
+
+def test_plain_with_a_wrong_password_fails_and_the_reason_holds_no_password():
+    ctx = _ctx(Session.for_listener("SASL_PLAINTEXT"), ("alice", "pw-a"))
+    _handshake(ctx, "PLAIN")
+    answer = _authenticate(ctx, b"\0alice\0guess-123")
+    assert answer.error_code == ErrorCode.sasl_authentication_failed
+    assert not ctx.session.authenticated and "alice" in ctx.session.failed
+    assert "guess-123" not in ctx.session.failed and "guess-123" not in answer.error_message
+
+
+def test_an_unknown_mechanism_is_answered_with_the_enabled_ones():
+    ctx = _ctx(Session.for_listener("SASL_SSL", ("SCRAM-SHA-512",)))
+    answer = _handshake(ctx, "PLAIN")
+    assert answer.error_code == ErrorCode.unsupported_sasl_mechanism
+    assert list(answer.mechanisms) == ["SCRAM-SHA-512"] and ctx.session.failed
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL"])
+def test_sasl_on_a_listener_without_it_is_an_illegal_state(protocol):
+    ctx = _ctx(Session.for_listener(protocol))
+    assert _handshake(ctx, "PLAIN").error_code == ErrorCode.illegal_sasl_state
+    assert _authenticate(_ctx(Session.for_listener(protocol)), b"x").error_code == ErrorCode.illegal_sasl_state
+
+
+def test_authenticate_before_the_handshake_and_a_second_handshake_are_illegal():
+    ctx = _ctx(Session.for_listener("SASL_SSL"), ("alice", "pw-a"))
+    assert _authenticate(ctx, b"\0alice\0pw-a").error_code == ErrorCode.illegal_sasl_state
+    ctx = _ctx(Session.for_listener("SASL_SSL"), ("alice", "pw-a"))
+    _handshake(ctx, "PLAIN")
+    _authenticate(ctx, b"\0alice\0pw-a")
+    assert _handshake(ctx, "PLAIN").error_code == ErrorCode.illegal_sasl_state
