@@ -1,0 +1,215 @@
+"""Kafka Connect (distributed mode) through a federation: a real worker (`ConnectDistributed` from connect-runtime)
+whose bootstrap is the proxies creates its config, offset and status topics itself (CreateTopics with
+cleanup.policy=compact, then DescribeConfigs to check it), runs its worker group through the proxies, and copies N
+numbered keyed records from a source connector of our own (`apps/src/NumberedSource.java`) through a logical topic
+into a file sink (`apps/src/FileSink.java`), both deployed through Connect's REST API. Every number must arrive at
+exactly one offset, none lost, in per-key order; with FEDKAFKA_APPS=1 (`make test-apps`) the same while a scale-up
+moves the active segments of every topic (the worker's own included)."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from workflows.support import Federation, wait_for
+
+from fedkafka.kafka.apps import CONNECT_DISTRIBUTED, ensure_apps
+from fedkafka.kafka.cluster import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+HEAVY = pytest.mark.skipif(os.environ.get("FEDKAFKA_APPS") != "1",
+                           reason="heavy: runs with FEDKAFKA_APPS=1 (make test-apps)")
+
+KEYS = 8
+_LOG4J2 = """status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c{1})%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = OUT
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = warn
+"""
+
+
+class ConnectWorker:
+    """One distributed-mode Connect worker as a subprocess, its REST API on a free loopback port."""
+
+    def __init__(self, bootstrap: str, tmp: Path, name: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name = name
+        props = {
+            "bootstrap.servers": bootstrap, "group.id": name, "client.id": name,
+            "config.storage.topic": f"{name}-configs", "offset.storage.topic": f"{name}-offsets",
+            "status.storage.topic": f"{name}-status",
+            # -1: each physical cluster's default (the proxy applies no requested replication factor anyway)
+            "config.storage.replication.factor": "-1", "offset.storage.replication.factor": "-1",
+            "status.storage.replication.factor": "-1",
+            "offset.storage.partitions": "4", "status.storage.partitions": "2",
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "offset.flush.interval.ms": "1000",
+            "listeners": self.url, "rest.advertised.host.name": "127.0.0.1", "rest.advertised.port": str(self.port),
+            # our connectors carry META-INF/services manifests (apps/src): no reflective scan of 60 jars
+            "plugin.discovery": "service_load",
+        }
+        config = tmp / f"{name}.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (tmp / "connect-log4j2.properties").write_text(_LOG4J2)
+        self.log_path = tmp / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        command = ensure_apps().command(CONNECT_DISTRIBUTED, str(config), heap="384m", jvm_opts=(
+            f"-Dlog4j2.configurationFile={tmp / 'connect-log4j2.properties'}",))
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def wait_ready(self, timeout: float) -> None:
+        """The REST API answers /connectors only once the worker joined its group and read its config topic."""
+        def ready():
+            assert self.proc.poll() is None, self.output()
+            return self.http.get("/connectors").status_code == 200
+        wait_for(ready, timeout, what=f"Connect worker {self.name} ready\n{self.output()}", interval=1)
+
+    def deploy(self, connector: str, config: dict[str, str]) -> None:
+        resp = self.http.put(f"/connectors/{connector}/config", json=config)
+        assert resp.status_code in (200, 201), resp.text
+
+    def running(self, connector: str) -> bool:
+        resp = self.http.get(f"/connectors/{connector}/status")
+        if resp.status_code != 200:
+            return False
+        status = resp.json()
+        failed = [t for t in status["tasks"] if t["state"] == "FAILED"]
+        assert not failed and status["connector"]["state"] != "FAILED", status
+        return status["connector"]["state"] == "RUNNING" and status["tasks"] and all(
+            t["state"] == "RUNNING" for t in status["tasks"])
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def _sink_lines(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split("\t") for line in path.read_text().splitlines() if line.count("\t") == 4]
+
+
+def _numbers(path: Path) -> set[int]:
+    return {int(value) for _topic, _p, _o, _key, value in _sink_lines(path)}
+
+
+def check_sink(lines: list[list[str]], topic: str, count: int) -> None:
+    """Every number at exactly one (partition, offset), none lost, each key on one partition in increasing order.
+    A sink may receive an offset again after a rebalance (Connect's sinks are at least once): that is the same
+    record at the same offset, not a duplicate."""
+    at: dict[tuple[int, int], tuple[str, int]] = {}
+    for line_topic, partition, offset, key, value in lines:
+        assert line_topic == topic
+        record = (key, int(value))
+        assert at.setdefault((int(partition), int(offset)), record) == record, f"two records at {partition}@{offset}"
+    where: dict[int, tuple[int, int]] = {}
+    for place, (key, seq) in at.items():
+        assert key == f"k{seq % KEYS}", (place, key, seq)
+        assert seq not in where, f"{seq} written twice: at {where[seq]} and {place}"
+        where[seq] = place
+    lost = sorted(set(range(count)) - set(where))
+    assert not lost, f"{len(lost)} lost, first {lost[:10]}"
+    assert len(where) == count, sorted(set(where) - set(range(count)))[:10]
+    by_key: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    for seq in range(count):
+        by_key[f"k{seq % KEYS}"].append(where[seq])
+    for key, places in by_key.items():
+        assert len({p for p, _o in places}) == 1, f"{key} on several partitions"
+        offsets = [o for _p, o in places]
+        assert offsets == sorted(offsets), f"{key} out of order"
+
+
+def _run_connectors(fed: Federation, tmp: Path, topic: str, source: dict[str, str], during=None) -> None:
+    name = f"connect-{uuid.uuid4().hex[:6]}"
+    sink_file = tmp / "sink.tsv"
+    count = int(source["count"])
+    worker = ConnectWorker(fed.bootstrap, tmp, name)
+    try:
+        worker.wait_ready(300)
+        # sink first: the source then runs undisturbed (a rebalance restarting a source task may emit again)
+        worker.deploy("sink", {"connector.class": "FileSink", "tasks.max": "2", "topics": topic,
+                               "file": str(sink_file)})
+        wait_for(lambda: worker.running("sink"), 180, what=f"sink running\n{worker.output()}", interval=1)
+        worker.deploy("source", {"connector.class": "NumberedSource", "tasks.max": "1", "topic": topic,
+                                 "keys": str(KEYS), **source})
+        wait_for(lambda: worker.running("source"), 180, what=f"source running\n{worker.output()}", interval=1)
+        if during is not None:
+            during()
+        wait_for(lambda: len(_numbers(sink_file)) >= count, 600, what=f"{count} records in the sink "
+                 f"({len(_numbers(sink_file))} so far)\n{worker.output()}", interval=1)
+        assert worker.proc.poll() is None, worker.output()
+        check_sink(_sink_lines(sink_file), topic, count)
+        _check_internal_topics(fed, name)
+    finally:
+        worker.stop()
+
+
+def _check_internal_topics(fed: Federation, name: str) -> None:
+    """Connect created its topics through the proxy, compacted as it asked (the controller stored the config)."""
+    for suffix, partitions in (("configs", 1), ("offsets", 4), ("status", 2)):
+        topic = fed.api.get(f"/v1/topics/{name}-{suffix}").json()
+        assert topic["partitions"] == partitions, topic
+        assert topic["config"].get("cleanup.policy") == "compact", topic
+
+
+@pytest.mark.timeout(900)
+def test_connect_copies_numbered_records_through_the_federation(kafka_clusters, tmp_path):
+    c1, c2, _c3 = kafka_clusters
+    fed = Federation(tmp_path)
+    try:
+        fed.start_controller()
+        topic = f"numbers-{uuid.uuid4().hex[:6]}"
+        fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap}, topic, 4, coordination="c1")
+        fed.start_proxies(2)
+        started = time.monotonic()
+        _run_connectors(fed, tmp_path, topic, {"count": "2000", "batch": "100"})
+        print(f"connect: worker up, 2 connectors, 2000 records copied in {time.monotonic() - started:.0f} s")
+    finally:
+        fed.stop()
+
+
+@HEAVY
+@pytest.mark.timeout(1800)
+def test_connect_copies_through_a_scale_up(kafka_clusters, tmp_path):
+    c1, c2, c3 = kafka_clusters
+    fed = Federation(tmp_path)
+    try:
+        fed.start_controller()
+        topic = f"numbers-{uuid.uuid4().hex[:6]}"
+        fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap}, topic, 4, coordination="c1")
+        fed.start_proxies(2)
+
+        def scale_up():
+            run = fed.workflow({"kind": "scale_up", "cluster": "c3", "bootstrap": c3.bootstrap}, timeout=600)
+            assert run["state"] == "done", run
+            moved = [c for c in fed.chains(topic) if c["segments"][-1]["cluster"] == "c3"]
+            assert moved, fed.chains(topic)
+
+        # about 100 s of records (20 every 0.1 s), so the scale-up moves segments while the source writes
+        _run_connectors(fed, tmp_path, topic, {"count": "20000", "batch": "20", "interval.ms": "100"}, scale_up)
+    finally:
+        fed.stop()
