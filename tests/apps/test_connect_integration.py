@@ -9,6 +9,7 @@ moves the active segments of every topic (the worker's own included)."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from workflows.support import Federation, wait_for
 
 from fedkafka.kafka.apps import CONNECT_DISTRIBUTED, ensure_apps
@@ -143,53 +145,94 @@ def check_sink(lines: list[list[str]], topic: str, count: int) -> None:
         assert offsets == sorted(offsets), f"{key} out of order"
 
 
-def _run_connectors(fed: Federation, tmp: Path, topic: str, source: dict[str, str], during=None) -> None:
-    name = f"connect-{uuid.uuid4().hex[:6]}"
-    sink_file = tmp / "sink.tsv"
-    count = int(source["count"])
-    worker = ConnectWorker(fed.bootstrap, tmp, name)
+@contextlib.contextmanager
+def connect_worker(bootstrap: str, tmp: Path):
+    worker = ConnectWorker(bootstrap, tmp, f"connect-{uuid.uuid4().hex[:6]}")
     try:
         worker.wait_ready(300)
-        # sink first: the source then runs undisturbed (a rebalance restarting a source task may emit again)
-        worker.deploy("sink", {"connector.class": "FileSink", "tasks.max": "2", "topics": topic,
-                               "file": str(sink_file)})
-        wait_for(lambda: worker.running("sink"), 180, what=f"sink running\n{worker.output()}", interval=1)
-        worker.deploy("source", {"connector.class": "NumberedSource", "tasks.max": "1", "topic": topic,
-                                 "keys": str(KEYS), **source})
-        wait_for(lambda: worker.running("source"), 180, what=f"source running\n{worker.output()}", interval=1)
-        if during is not None:
-            during()
-        wait_for(lambda: len(_numbers(sink_file)) >= count, 600, what=f"{count} records in the sink "
-                 f"({len(_numbers(sink_file))} so far)\n{worker.output()}", interval=1)
-        assert worker.proc.poll() is None, worker.output()
-        check_sink(_sink_lines(sink_file), topic, count)
-        _check_internal_topics(fed, name)
+        yield worker
     finally:
         worker.stop()
 
 
-def _check_internal_topics(fed: Federation, name: str) -> None:
-    """Connect created its topics through the proxy, compacted as it asked (the controller stored the config)."""
-    for suffix, partitions in (("configs", 1), ("offsets", 4), ("status", 2)):
-        topic = fed.api.get(f"/v1/topics/{name}-{suffix}").json()
-        assert topic["partitions"] == partitions, topic
-        assert topic["config"].get("cleanup.policy") == "compact", topic
+def copy_numbers(worker: ConnectWorker, topic: str, sink_file: Path, source: dict[str, str], during=None) -> None:
+    """Deploys the file sink, then the numbered source, and waits until the sink holds every number."""
+    count = int(source["count"])
+    # sink first: the source then runs undisturbed (a rebalance restarting a source task may emit again)
+    worker.deploy("sink", {"connector.class": "FileSink", "tasks.max": "2", "topics": topic, "file": str(sink_file)})
+    wait_for(lambda: worker.running("sink"), 180, what=f"sink running\n{worker.output()}", interval=1)
+    worker.deploy("source", {"connector.class": "NumberedSource", "tasks.max": "1", "topic": topic,
+                             "keys": str(KEYS), **source})
+    wait_for(lambda: worker.running("source"), 180, what=f"source running\n{worker.output()}", interval=1)
+    if during is not None:
+        during()
+    wait_for(lambda: len(_numbers(sink_file)) >= count, 600, what=f"{count} records in the sink "
+             f"({len(_numbers(sink_file))} so far)\n{worker.output()}", interval=1)
+    assert worker.proc.poll() is None, worker.output()
+    check_sink(_sink_lines(sink_file), topic, count)
+
+
+def check_internal_topics(bootstrap: str, name: str) -> None:
+    """Connect created its topics through the proxy as it asked: compacted (the proxy's DescribeConfigs reads the
+    physical topic), the config topic with one partition."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = admin.list_topics(timeout=30).topics
+    wanted = {f"{name}-configs": 1, f"{name}-offsets": 4, f"{name}-status": 2}
+    assert {t: len(topics[t].partitions) for t in wanted if t in topics} == wanted
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in wanted])
+    for resource, future in described.items():
+        assert future.result(30)["cleanup.policy"].value == "compact", resource
+
+
+def _offsets(worker: ConnectWorker, connector: str) -> list[dict]:
+    resp = worker.http.get(f"/connectors/{connector}/offsets")
+    assert resp.status_code == 200, resp.text
+    return resp.json()["offsets"]
+
+
+def _stop(worker: ConnectWorker, connector: str) -> None:
+    assert worker.http.put(f"/connectors/{connector}/stop").status_code in (200, 202, 204)
+    wait_for(lambda: worker.http.get(f"/connectors/{connector}/status").json()["connector"]["state"] == "STOPPED",
+             120, what=f"{connector} stopped\n{worker.output()}", interval=1)
+
+
+def check_offsets_api(worker: ConnectWorker, topic: str, sink_file: Path, count: int) -> None:
+    """Connect's offsets API (KIP-875) through the proxies: the sink's committed offsets (its consumer group's,
+    read with OffsetFetch) are where the sink stopped and the source's (its offsets topic) say `count`; deleting
+    the sink's offsets (DeleteGroups) and resuming it copies every record once more, at the same offsets."""
+    _stop(worker, "sink")
+    ends: dict[int, int] = collections.Counter()
+    for _t, partition, offset, _k, _v in _sink_lines(sink_file):
+        ends[int(partition)] = max(ends[int(partition)], int(offset) + 1)
+    committed = {o["partition"]["kafka_partition"]: o["offset"]["kafka_offset"] for o in _offsets(worker, "sink")
+                 if o["partition"]["kafka_topic"] == topic}
+    assert committed == ends, (committed, ends)
+    assert _offsets(worker, "source") == [{"partition": {"numbers": topic}, "offset": {"next": count}}]
+    resp = worker.http.delete("/connectors/sink/offsets")
+    assert resp.status_code == 200, resp.text
+    assert _offsets(worker, "sink") == []
+    assert worker.http.put("/connectors/sink/resume").status_code in (200, 202)
+    wait_for(lambda: len(_sink_lines(sink_file)) >= 2 * count, 300, what=f"the sink read again\n{worker.output()}",
+             interval=1)
+    lines = _sink_lines(sink_file)
+    assert collections.Counter(collections.Counter((p, o) for _t, p, o, _k, _v in lines).values()) == {2: count}
+    check_sink(lines, topic, count)
 
 
 @pytest.mark.timeout(900)
-def test_connect_copies_numbered_records_through_the_federation(kafka_clusters, tmp_path):
-    c1, c2, _c3 = kafka_clusters
-    fed = Federation(tmp_path)
-    try:
-        fed.start_controller()
-        topic = f"numbers-{uuid.uuid4().hex[:6]}"
-        fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap}, topic, 4, coordination="c1")
-        fed.start_proxies(2)
-        started = time.monotonic()
-        _run_connectors(fed, tmp_path, topic, {"count": "2000", "batch": "100"})
+def test_connect_copies_numbered_records_through_the_federation(local_federation, tmp_path):
+    """Through the name service of `fedkafka local up`, as a user would bootstrap."""
+    _state_dir, status = local_federation
+    ns = status["nameservice"]["bootstrap"]
+    topic = f"numbers-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": ns})  # kept: a collected client cancels its futures
+    admin.create_topics([NewTopic(topic, 4)])[topic].result(120)
+    started = time.monotonic()
+    with connect_worker(ns, tmp_path) as worker:
+        copy_numbers(worker, topic, tmp_path / "sink.tsv", {"count": "2000", "batch": "100"})
         print(f"connect: worker up, 2 connectors, 2000 records copied in {time.monotonic() - started:.0f} s")
-    finally:
-        fed.stop()
+        check_internal_topics(ns, worker.name)
+        check_offsets_api(worker, topic, tmp_path / "sink.tsv", 2000)
 
 
 @HEAVY
@@ -202,14 +245,16 @@ def test_connect_copies_through_a_scale_up(kafka_clusters, tmp_path):
         topic = f"numbers-{uuid.uuid4().hex[:6]}"
         fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap}, topic, 4, coordination="c1")
         fed.start_proxies(2)
+        with connect_worker(fed.bootstrap, tmp_path) as worker:
+            def scale_up():
+                run = fed.workflow({"kind": "scale_up", "cluster": "c3", "bootstrap": c3.bootstrap}, timeout=600)
+                assert run["state"] == "done", run
+                for moving in (topic, f"{worker.name}-offsets"):  # the worker's offsets topic too (4 partitions)
+                    assert [c for c in fed.chains(moving) if c["segments"][-1]["cluster"] == "c3"], fed.chains(moving)
 
-        def scale_up():
-            run = fed.workflow({"kind": "scale_up", "cluster": "c3", "bootstrap": c3.bootstrap}, timeout=600)
-            assert run["state"] == "done", run
-            moved = [c for c in fed.chains(topic) if c["segments"][-1]["cluster"] == "c3"]
-            assert moved, fed.chains(topic)
-
-        # about 100 s of records (20 every 0.1 s), so the scale-up moves segments while the source writes
-        _run_connectors(fed, tmp_path, topic, {"count": "20000", "batch": "20", "interval.ms": "100"}, scale_up)
+            # about 100 s of records (20 every 0.1 s), so the scale-up moves segments while the source writes
+            copy_numbers(worker, topic, tmp_path / "sink.tsv", {"count": "20000", "batch": "20", "interval.ms": "100"},
+                         scale_up)
+            assert worker.running("sink") and worker.running("source")
     finally:
         fed.stop()
