@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource
 from workflows.support import Federation, wait_for
 
 from fedkafka.kafka.apps import CONNECT_DISTRIBUTED, ensure_apps
@@ -60,6 +60,8 @@ class ConnectWorker:
             "key.converter": "org.apache.kafka.connect.storage.StringConverter",
             "value.converter": "org.apache.kafka.connect.storage.StringConverter",
             "offset.flush.interval.ms": "1000",
+            # a sink deployed before its topic exists sees it at the next metadata refresh (default 5 minutes)
+            "consumer.metadata.max.age.ms": "2000",
             "listeners": self.url, "rest.advertised.host.name": "127.0.0.1", "rest.advertised.port": str(self.port),
             # our connectors carry META-INF/services manifests (apps/src): no reflective scan of 60 jars
             "plugin.discovery": "service_load",
@@ -172,16 +174,16 @@ def copy_numbers(worker: ConnectWorker, topic: str, sink_file: Path, source: dic
     check_sink(_sink_lines(sink_file), topic, count)
 
 
-def check_internal_topics(bootstrap: str, name: str) -> None:
-    """Connect created its topics through the proxy as it asked: compacted (the proxy's DescribeConfigs reads the
-    physical topic), the config topic with one partition."""
+def check_topics(bootstrap: str, partitions: dict[str, int], config: dict[str, str]) -> None:
+    """Topics Connect created through the proxy are as it asked: partitions, and configs as the proxy's
+    DescribeConfigs reads them from the physical topic."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = admin.list_topics(timeout=30).topics
-    wanted = {f"{name}-configs": 1, f"{name}-offsets": 4, f"{name}-status": 2}
-    assert {t: len(topics[t].partitions) for t in wanted if t in topics} == wanted
-    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in wanted])
-    for resource, future in described.items():
-        assert future.result(30)["cleanup.policy"].value == "compact", resource
+    assert {t: len(topics[t].partitions) for t in partitions if t in topics} == partitions
+    for resource, future in admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t)
+                                                    for t in partitions]).items():
+        described = future.result(30)
+        assert {k: described[k].value for k in config} == config, resource
 
 
 def _offsets(worker: ConnectWorker, connector: str) -> list[dict]:
@@ -225,13 +227,16 @@ def test_connect_copies_numbered_records_through_the_federation(local_federation
     _state_dir, status = local_federation
     ns = status["nameservice"]["bootstrap"]
     topic = f"numbers-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": ns})  # kept: a collected client cancels its futures
-    admin.create_topics([NewTopic(topic, 4)])[topic].result(120)
+    # the source's topic is created by the worker (KIP-158 topic creation: CreateTopics with configs)
+    creation = {"topic.creation.default.partitions": "4", "topic.creation.default.replication.factor": "-1",
+                "topic.creation.default.retention.ms": "86400000"}
     started = time.monotonic()
     with connect_worker(ns, tmp_path) as worker:
-        copy_numbers(worker, topic, tmp_path / "sink.tsv", {"count": "2000", "batch": "100"})
+        copy_numbers(worker, topic, tmp_path / "sink.tsv", {"count": "2000", "batch": "100", **creation})
         print(f"connect: worker up, 2 connectors, 2000 records copied in {time.monotonic() - started:.0f} s")
-        check_internal_topics(ns, worker.name)
+        check_topics(ns, {f"{worker.name}-configs": 1, f"{worker.name}-offsets": 4, f"{worker.name}-status": 2},
+                     {"cleanup.policy": "compact"})
+        check_topics(ns, {topic: 4}, {"retention.ms": "86400000"})
         check_offsets_api(worker, topic, tmp_path / "sink.tsv", 2000)
 
 
