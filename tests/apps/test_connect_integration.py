@@ -45,7 +45,7 @@ logger.config.level = warn
 class ConnectWorker:
     """One distributed-mode Connect worker as a subprocess, its REST API on a free loopback port."""
 
-    def __init__(self, bootstrap: str, tmp: Path, name: str):
+    def __init__(self, bootstrap: str, tmp: Path, name: str, extra: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.name = name
@@ -65,6 +65,7 @@ class ConnectWorker:
             "listeners": self.url, "rest.advertised.host.name": "127.0.0.1", "rest.advertised.port": str(self.port),
             # our connectors carry META-INF/services manifests (apps/src): no reflective scan of 60 jars
             "plugin.discovery": "service_load",
+            **(extra or {}),
         }
         config = tmp / f"{name}.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -263,3 +264,21 @@ def test_connect_copies_through_a_scale_up(kafka_clusters, tmp_path):
             assert worker.running("sink") and worker.running("source")
     finally:
         fed.stop()
+
+
+
+@pytest.mark.timeout(600)
+def test_connect_exactly_once_source_support_says_transactions_are_not_available(local_federation, tmp_path):
+    """exactly.once.source.support=enabled needs transactions (the leader writes the config topic with a
+    transactional producer), which a federation refuses: the worker must say why (it logs it and keeps retrying
+    with backoff; its REST API answers, but it cannot write a connector's config)."""
+    _state_dir, status = local_federation
+    ns = status["nameservice"]["bootstrap"]
+    worker = ConnectWorker(ns, tmp_path, f"eos-{uuid.uuid4().hex[:6]}", {"exactly.once.source.support": "enabled"})
+    try:
+        wait_for(lambda: "transactions are not available in this fedkafka federation" in worker.log_path.read_text(
+                 errors="replace"), 300,
+                 what=f"the worker names the refusal\n{worker.output()}", interval=1)
+        assert worker.proc.poll() is None and worker.http.get("/connectors").json() == []
+    finally:
+        worker.stop()
