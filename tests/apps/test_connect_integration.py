@@ -45,9 +45,10 @@ logger.config.level = warn
 class ConnectWorker:
     """One distributed-mode Connect worker as a subprocess, its REST API on a free loopback port."""
 
-    def __init__(self, bootstrap: str, tmp: Path, name: str, extra: dict[str, str] | None = None):
+    def __init__(self, bootstrap: str, tmp: Path, name: str, member: int = 0, extra: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.worker_id = f"127.0.0.1:{self.port}"  # as Connect's status names it
         self.name = name
         props = {
             "bootstrap.servers": bootstrap, "group.id": name, "client.id": name,
@@ -67,10 +68,10 @@ class ConnectWorker:
             "plugin.discovery": "service_load",
             **(extra or {}),
         }
-        config = tmp / f"{name}.properties"
+        config = tmp / f"{name}-{member}.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (tmp / "connect-log4j2.properties").write_text(_LOG4J2)
-        self.log_path = tmp / f"{name}.log"
+        self.log_path = tmp / f"{name}-{member}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         command = ensure_apps().command(CONNECT_DISTRIBUTED, str(config), heap="384m", jvm_opts=(
             f"-Dlog4j2.configurationFile={tmp / 'connect-log4j2.properties'}",))
@@ -149,13 +150,27 @@ def check_sink(lines: list[list[str]], topic: str, count: int) -> None:
 
 
 @contextlib.contextmanager
-def connect_worker(bootstrap: str, tmp: Path):
-    worker = ConnectWorker(bootstrap, tmp, f"connect-{uuid.uuid4().hex[:6]}")
+def connect_workers(bootstrap: str, tmp: Path, count: int = 1):
+    """`count` workers of one Connect cluster (one group, one set of topics), each ready."""
+    name = f"connect-{uuid.uuid4().hex[:6]}"
+    workers: list[ConnectWorker] = []
     try:
-        worker.wait_ready(300)
-        yield worker
+        for member in range(count):
+            workers.append(ConnectWorker(bootstrap, tmp, name, member))
+            workers[-1].wait_ready(300)
+        yield workers
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
+
+
+def placements(worker: ConnectWorker, *connectors: str) -> set[str]:
+    """The workers running the connectors and their tasks."""
+    found = set()
+    for connector in connectors:
+        status = worker.http.get(f"/connectors/{connector}/status").json()
+        found |= {status["connector"]["worker_id"]} | {t["worker_id"] for t in status["tasks"]}
+    return found
 
 
 def copy_numbers(worker: ConnectWorker, topic: str, sink_file: Path, source: dict[str, str], during=None) -> None:
@@ -224,7 +239,8 @@ def check_offsets_api(worker: ConnectWorker, topic: str, sink_file: Path, count:
 
 @pytest.mark.timeout(900)
 def test_connect_copies_numbered_records_through_the_federation(local_federation, tmp_path):
-    """Through the name service of `fedkafka local up`, as a user would bootstrap."""
+    """Two workers of one Connect cluster, through the name service of `fedkafka local up` as a user would
+    bootstrap."""
     _state_dir, status = local_federation
     ns = status["nameservice"]["bootstrap"]
     topic = f"numbers-{uuid.uuid4().hex[:6]}"
@@ -232,13 +248,15 @@ def test_connect_copies_numbered_records_through_the_federation(local_federation
     creation = {"topic.creation.default.partitions": "4", "topic.creation.default.replication.factor": "-1",
                 "topic.creation.default.retention.ms": "86400000"}
     started = time.monotonic()
-    with connect_worker(ns, tmp_path) as worker:
-        copy_numbers(worker, topic, tmp_path / "sink.tsv", {"count": "2000", "batch": "100", **creation})
-        print(f"connect: worker up, 2 connectors, 2000 records copied in {time.monotonic() - started:.0f} s")
-        check_topics(ns, {f"{worker.name}-configs": 1, f"{worker.name}-offsets": 4, f"{worker.name}-status": 2},
+    with connect_workers(ns, tmp_path, 2) as (first, second):
+        # through the second worker: a request the group's leader must serve is forwarded over REST
+        copy_numbers(second, topic, tmp_path / "sink.tsv", {"count": "2000", "batch": "100", **creation})
+        print(f"connect: 2 workers up, 2 connectors, 2000 records copied in {time.monotonic() - started:.0f} s")
+        assert placements(first, "sink", "source") == {first.worker_id, second.worker_id}  # one group, work shared
+        check_topics(ns, {f"{first.name}-configs": 1, f"{first.name}-offsets": 4, f"{first.name}-status": 2},
                      {"cleanup.policy": "compact"})
         check_topics(ns, {topic: 4}, {"retention.ms": "86400000"})
-        check_offsets_api(worker, topic, tmp_path / "sink.tsv", 2000)
+        check_offsets_api(second, topic, tmp_path / "sink.tsv", 2000)
 
 
 @HEAVY
@@ -251,7 +269,7 @@ def test_connect_copies_through_a_scale_up(kafka_clusters, tmp_path):
         topic = f"numbers-{uuid.uuid4().hex[:6]}"
         fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap}, topic, 4, coordination="c1")
         fed.start_proxies(2)
-        with connect_worker(fed.bootstrap, tmp_path) as worker:
+        with connect_workers(fed.bootstrap, tmp_path) as (worker,):
             def scale_up():
                 run = fed.workflow({"kind": "scale_up", "cluster": "c3", "bootstrap": c3.bootstrap}, timeout=600)
                 assert run["state"] == "done", run
@@ -274,7 +292,8 @@ def test_connect_exactly_once_source_support_says_transactions_are_not_available
     with backoff; its REST API answers, but it cannot write a connector's config)."""
     _state_dir, status = local_federation
     ns = status["nameservice"]["bootstrap"]
-    worker = ConnectWorker(ns, tmp_path, f"eos-{uuid.uuid4().hex[:6]}", {"exactly.once.source.support": "enabled"})
+    worker = ConnectWorker(ns, tmp_path, f"eos-{uuid.uuid4().hex[:6]}",
+                          extra={"exactly.once.source.support": "enabled"})
     try:
         wait_for(lambda: "transactions are not available in this fedkafka federation" in worker.log_path.read_text(
                  errors="replace"), 300,
