@@ -39,15 +39,29 @@ class Apps:
 def ensure_apps(version: str = KAFKA_VERSION) -> Apps:
     """The applications' jars and compiled classes, resolved and built once per pom and sources."""
     java = find_java(install=False)
-    sources = [APPS / "pom.xml", *sorted(p for p in (APPS / "src").rglob("*") if p.is_file())]
-    key = hashlib.sha256(b"".join(str(p.relative_to(APPS)).encode() + b"\0" + p.read_bytes() for p in sources))
-    root = cache_root() / f"apps-{version}-{key.hexdigest()[:8]}"
+    root = cache_root() / f"apps-{version}-{source_key(APPS)}"
     libs, classes = root / "libs", root / "classes"
     if not (libs / _MARKER).exists():
         _resolve(libs, version)
     if not (classes / _MARKER).exists():
         _compile(libs, classes)
     return Apps(java=java, libs=libs, classes=classes)
+
+
+def source_key(apps: Path) -> str:
+    """What the built applications depend on: the pom and every file of src/ (names and contents)."""
+    sources = [apps / "pom.xml", *sorted(p for p in (apps / "src").rglob("*") if p.is_file())]
+    key = hashlib.sha256(b"".join(str(p.relative_to(apps)).encode() + b"\0" + p.read_bytes() for p in sources))
+    return key.hexdigest()[:8]
+
+
+def copy_resources(src: Path, classes: Path) -> None:
+    """The files of src/ that are not Java sources (the connectors' META-INF/services), beside the classes."""
+    for resource in src.rglob("*"):
+        if resource.is_file() and resource.suffix != ".java":
+            target = classes / resource.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(resource, target)
 
 
 def _resolve(libs: Path, version: str) -> None:
@@ -76,11 +90,7 @@ def _compile(libs: Path, classes: Path) -> None:
     if proc.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise KafkaDistError(f"javac failed:\n{proc.stderr[-3000:]}")
-    for resource in (APPS / "src").rglob("*"):
-        if resource.is_file() and resource.suffix != ".java":
-            target = staging / resource.relative_to(APPS / "src")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(resource, target)
+    copy_resources(APPS / "src", staging)
     (staging / _MARKER).write_text("ok\n")
     if classes.exists():
         shutil.rmtree(classes)
