@@ -208,6 +208,11 @@ def _offsets(worker: ConnectWorker, connector: str) -> list[dict]:
     return resp.json()["offsets"]
 
 
+def _sink_offsets(worker: ConnectWorker, topic: str) -> dict[int, int]:
+    return {o["partition"]["kafka_partition"]: o["offset"]["kafka_offset"] for o in _offsets(worker, "sink")
+            if o["partition"]["kafka_topic"] == topic}
+
+
 def _stop(worker: ConnectWorker, connector: str) -> None:
     assert worker.http.put(f"/connectors/{connector}/stop").status_code in (200, 202, 204)
     wait_for(lambda: worker.http.get(f"/connectors/{connector}/status").json()["connector"]["state"] == "STOPPED",
@@ -216,15 +221,19 @@ def _stop(worker: ConnectWorker, connector: str) -> None:
 
 def check_offsets_api(worker: ConnectWorker, topic: str, sink_file: Path, count: int) -> None:
     """Connect's offsets API (KIP-875) through the proxies: the sink's committed offsets (its consumer group's,
-    read with OffsetFetch) are where the sink stopped and the source's (its offsets topic) say `count`; deleting
-    the sink's offsets (DeleteGroups) and resuming it copies every record once more, at the same offsets."""
+    read with OffsetFetch) are where the sink stopped and the source's (its offsets topic) say `count`; altering
+    them (OffsetCommit from an AdminClient, OffsetDelete for a null offset) changes just those partitions; deleting
+    them (DeleteGroups) and resuming the sink copies every record once more, at the same offsets."""
     _stop(worker, "sink")
     ends: dict[int, int] = collections.Counter()
     for _t, partition, offset, _k, _v in _sink_lines(sink_file):
         ends[int(partition)] = max(ends[int(partition)], int(offset) + 1)
-    committed = {o["partition"]["kafka_partition"]: o["offset"]["kafka_offset"] for o in _offsets(worker, "sink")
-                 if o["partition"]["kafka_topic"] == topic}
-    assert committed == ends, (committed, ends)
+    assert _sink_offsets(worker, topic) == ends
+    resp = worker.http.patch("/connectors/sink/offsets", json={"offsets": [
+        {"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 1}},
+        {"partition": {"kafka_topic": topic, "kafka_partition": 1}, "offset": None}]})
+    assert resp.status_code == 200, resp.text
+    assert _sink_offsets(worker, topic) == {**{p: o for p, o in ends.items() if p != 1}, 0: 1}
     assert _offsets(worker, "source") == [{"partition": {"numbers": topic}, "offset": {"next": count}}]
     resp = worker.http.delete("/connectors/sink/offsets")
     assert resp.status_code == 200, resp.text
