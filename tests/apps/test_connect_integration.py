@@ -1,10 +1,12 @@
-"""Kafka Connect (distributed mode) through a federation: a real worker (`ConnectDistributed` from connect-runtime)
-whose bootstrap is the proxies creates its config, offset and status topics itself (CreateTopics with
-cleanup.policy=compact, then DescribeConfigs to check it), runs its worker group through the proxies, and copies N
-numbered keyed records from a source connector of our own (`apps/src/NumberedSource.java`) through a logical topic
-into a file sink (`apps/src/FileSink.java`), both deployed through Connect's REST API. Every number must arrive at
-exactly one offset, none lost, in per-key order; with FEDKAFKA_APPS=1 (`make test-apps`) the same while a scale-up
-moves the active segments of every topic (the worker's own included)."""
+"""Kafka Connect (distributed mode) through a federation: real workers (`ConnectDistributed` from connect-runtime)
+bootstrapped at the name service create their config, offset and status topics themselves (CreateTopics with
+cleanup.policy=compact, then DescribeConfigs to check it), run their worker group through the proxies, and copy N
+numbered keyed records from a source connector of our own (`apps/src/NumberedSource.java`, its topic created by the
+worker) through a logical topic into a file sink (`apps/src/FileSink.java`), both deployed through Connect's REST
+API. Every number must arrive at exactly one offset, none lost, in per-key order. Then Connect's offsets API
+(read, alter, reset) through the proxies, and a worker asking for exactly-once source support is told why not.
+With FEDKAFKA_APPS=1 (`make test-apps`) the copy runs through the proxies while a scale-up moves the active
+segments of the source's topic and of the worker's offsets topic."""
 
 from __future__ import annotations
 
