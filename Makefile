@@ -60,8 +60,9 @@ test-security: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py $(PYTEST_ARGS)
 
-# Kafka Streams word count kept counting exactly through a scale-up (tests/apps; the plain word count through
-# a local federation runs in `make test` too). Resolves kafka-streams from Maven Central once (apps/pom.xml).
+# Kafka Streams word count kept counting exactly, and a Kafka Connect worker copying exactly once per offset, through
+# a scale-up (tests/apps; the plain word count and Connect copy through a local federation run in `make test` too).
+# Resolves kafka-streams and connect-runtime from Maven Central once (apps/pom.xml).
 test-apps: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.apps import ensure_apps; ensure_apps()"
 	FEDKAFKA_APPS=1 $(BIN)/pytest tests/apps $(PYTEST_ARGS)
