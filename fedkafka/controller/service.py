@@ -414,6 +414,8 @@ class Controller:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
         if not 0 <= worker <= MAX_WORKER:
             raise Invalid(f"worker must be in 0..{MAX_WORKER}, got {worker}")
+        if "/" in instance_id:  # reserved for the rows of workers i > 0 (host:port/w<i>)
+            raise Invalid(f"instance_id must not contain '/', got {instance_id!r}")
         listeners = [(str(p), str(h), int(n)) for p, h, n in listeners or ()]
         if any(p not in SECURITY_PROTOCOLS or not h or not 0 < n < 65536 for p, h, n in listeners):
             raise Invalid(f"listener protocols are {', '.join(SECURITY_PROTOCOLS)}, with a host and a port")

@@ -105,11 +105,14 @@ def test_a_single_process_proxy_registers_as_before(api):
     assert "workers" not in api.get("/v1/status").json()["proxies"][0]
 
 
-@pytest.mark.parametrize("worker", [-1, MAX_WORKER + 1])
-def test_a_worker_index_out_of_range_is_refused(api, worker):
-    answer = api.post("/v1/proxies", json={**PROXY, "worker": worker})
-    assert answer.status_code == 422 and "worker" in answer.text
-    assert api.get("/v1/view").json()["proxies"] == []
+@pytest.mark.parametrize("body", [{"worker": -1}, {"worker": MAX_WORKER + 1}, {"instance_id": "h:9092/w1"}],
+                         ids=["negative", "too-high", "a-worker-row's-instance-id"])
+def test_a_bad_worker_registration_is_refused(api, body):
+    _register(api, 1)
+    answer = api.post("/v1/proxies", json={**PROXY, **body})
+    assert answer.status_code == 422 and ("worker" in answer.text or "instance_id" in answer.text), answer.text
+    status = api.get("/v1/status").json()["proxies"]
+    assert [w["worker"] for w in status[0]["workers"]] == [1]  # worker 1's row is still its own
 
 
 def test_a_node_with_two_workers_is_not_acked_until_both_applied(api):
