@@ -78,3 +78,56 @@ def test_scale_up_under_load_through_two_workers(kafka_clusters, tmp_path, uniqu
         for pid in left:  # stopped with their parent; killed here only if a failure left one behind
             with contextlib.suppress(ProcessLookupError):
                 kill(pid)
+
+
+def _frozen(fed: Federation, topic: str) -> bool:
+    view = fed.api.get("/v1/view").json()
+    return any(p["frozen"] for t in view["topics"] if t["name"] == topic for p in t["partitions"])
+
+
+@pytest.mark.timeout(500)
+def test_a_worker_killed_while_a_move_is_frozen(kafka_clusters, tmp_path, unique_name):
+    """Worker 1 dies once the scale-up froze its partitions: before its ack (the move then needs the restarted
+    worker's, as the same member: with a 10-minute fence there is no other way to finish in 150 s) or just after
+    it (it sends nothing more). Its clients resend through worker 0: duplicates are allowed here, as when a proxy
+    dies (docs/DESIGN.md §5.3), losses and reordering are not."""
+    c1, c2, c3 = kafka_clusters
+    fed = Federation(tmp_path, fence_ms=600_000)
+    admin = free_port_pair()
+    try:
+        fed.start_controller()
+        fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap}, unique_name, 8, coordination="c1")
+        fed.start_proxies(1, extra=("--workers", "2", "--admin-listen", f"127.0.0.1:{admin}"))
+        wait_for(lambda: _both_workers_applied(fed), 180, what="both workers registered and applied")
+        wait_for(lambda: all(httpx.get(f"http://127.0.0.1:{admin + i}/readyz", timeout=5).status_code == 200
+                             for i in range(2)), 120, what="both workers ready")
+        proxy = fed.proxies[0][0]
+        doomed = worker_pids(proxy.pid)[1]
+        checker = Checker(CheckerConfig(bootstrap=fed.bootstrap, topic=unique_name, producers=8, consumers=2,
+                                        rate=40, idempotent=(True, False))).start()
+        time.sleep(6)
+        served = [produce_requests(admin + i) for i in range(2)]
+        resp = fed.api.post("/v1/workflows", json={"kind": "scale_up", "cluster": "c3", "bootstrap": c3.bootstrap})
+        assert resp.status_code == 200, resp.text
+        wait_for(lambda: _frozen(fed, unique_name), 60, interval=0.02, what="partitions frozen")
+        checker.mark("worker 1 killed")
+        kill(doomed)
+        run = wait_for(lambda: fed._finished(resp.json()["id"]), 150, what="scale-up")
+        checker.mark("scale-up done")
+        assert run["state"] == "done", run["error"]
+        assert run["moved"] == 2, run
+        wait_for(lambda: _both_workers_applied(fed), 120, what="worker 1 back, both applied the moved view")
+        time.sleep(6)
+        report = checker.stop(drain_timeout=90)
+        counts = {k: report[k] for k in ("acked", "lost", "duplicates", "duplicates_idempotent", "order_violations")}
+        print(f"Produce requests served by worker 0, 1 before the kill: {served}; checker: {counts}")
+        assert report["acked"] > 500
+        assert report["lost"] == 0, report["lost_acks"]
+        assert report["order_violations"] == 0, report["order_sample"]
+        assert report["client_failures"] == [], report["client_failures"]
+    finally:
+        left = worker_pids(fed.proxies[0][0].pid) if fed.proxies else []
+        fed.stop()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                kill(pid)
