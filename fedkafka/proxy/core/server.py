@@ -330,8 +330,7 @@ class WorkerSupervisor:
 
     def _start(self, index: int) -> None:
         child = self.ctx.Process(target=_run_worker, args=(_worker_config(self.config, index), os.getpid()),
-                                 daemon=False,
-                                 name=f"fedkafka-proxy-worker-{index}")
+                                 daemon=False, name=f"fedkafka-proxy-worker-{index}")
         child.start()
         self.children[index], self.started[index] = child, time.monotonic()
         self.due.pop(index, None)
@@ -342,7 +341,7 @@ class WorkerSupervisor:
             if child.is_alive() or child.exitcode is None:
                 continue
             if index not in self.due:
-                # a worker that ran a while starts again at once; one that keeps dying backs off to 30 s
+                # a worker that ran a while starts again after 0.5 s; one that keeps dying backs off to 30 s
                 quick = now - self.started[index] < WORKER_STABLE_S
                 self.backoff[index] = min(self.backoff.get(index, 0.25) * 2, 30.0) if quick else 0.5
                 self.due[index] = now + self.backoff[index]
