@@ -6,18 +6,46 @@ Modules import it as `ansible.module_utils.fedkafka_api` (ansible.cfg: module_ut
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
-# Options every fedkafka module takes; the token never shows in logs or diffs.
+# Options every fedkafka module takes; the token never shows in logs or diffs. controller_url is a list: every
+# controller on the database (a comma-separated string is split by Ansible).
 API_ARGUMENT_SPEC = {
-    "controller_url": {"type": "str", "required": True, "aliases": ["url"]},
+    "controller_url": {"type": "list", "elements": "str", "required": True, "aliases": ["url"]},
     "token": {"type": "str", "required": True, "no_log": True},
     "validate_certs": {"type": "bool", "default": True},
     "request_timeout": {"type": "float", "default": 30.0},
 }
+
+# What a standby answers every /v1/ request with: 503 and this header naming the active controller
+# (docs/DESIGN.md §3.6; the same rule as fedkafka/controllers.py, which modules cannot import).
+ACTIVE_HEADER = "x-fedkafka-active"
+_URL = re.compile(r"^https?://[^/\s,]+(/[^\s,]*)?$")
+
+
+class BadControllerUrl(ValueError):
+    pass
+
+
+def controller_urls(value) -> list[str]:
+    """The controllers' base URLs from a list or a comma-separated string; BadControllerUrl names the bad one."""
+    items = value.split(",") if isinstance(value, str) else [u for v in value or [] for u in str(v).split(",")]
+    urls = [u.strip().rstrip("/") for u in items if u.strip()]
+    if not urls:
+        raise BadControllerUrl(f"controller_url names no controller (got {value!r}): give the base URL of each "
+                               "controller, e.g. http://10.0.0.5:8780,http://10.0.0.6:8780")
+    bad = [u for u in urls if not _URL.match(u)]
+    if bad:
+        raise BadControllerUrl(f"controller_url {bad[0]!r} is not a controller's base URL (http(s)://host:port); "
+                               f"got {value!r}")
+    if len(set(urls)) != len(urls):
+        raise BadControllerUrl(f"controller_url lists a controller twice: {value!r}")
+    return urls
+
 
 class ApiError(Exception):
     """The controller answered with an error status, or could not be reached."""
@@ -29,18 +57,27 @@ class ApiError(Exception):
 
 
 class FedkafkaApi:
-    """A small client of the admin API: one method per call the modules make."""
+    """A small client of the admin API: one method per call the modules make.
 
-    def __init__(self, controller_url: str, token: str, validate_certs: bool = True, timeout: float = 30.0):
-        self.base = controller_url.rstrip("/")
+    Several controllers may share the database: a request goes to the current one; a standby (503 naming the
+    active one) sends it to the one it names, an unreachable one to the next in the list, each tried at most once
+    per request. `base` is the controller that answered last."""
+
+    def __init__(self, controller_url, token: str, validate_certs: bool = True, timeout: float = 30.0):
+        self.urls = controller_urls(controller_url)
+        self.base = self.urls[0]
         self.token = token
         self.validate_certs = validate_certs
         self.timeout = timeout
 
     @classmethod
     def from_module(cls, module) -> FedkafkaApi:
+        """The client of the module's controller_url; a bad URL list fails the module with a clear message."""
         p = module.params
-        return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"])
+        try:
+            return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"])
+        except BadControllerUrl as exc:
+            module.fail_json(msg=str(exc))
 
     def request(self, method: str, path: str, body: object = None, ok_missing: bool = False):
         """JSON in, JSON out. Returns None for 204, and for 404 when ok_missing."""
@@ -48,6 +85,19 @@ class FedkafkaApi:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        unreachable = []
+        for _ in self.urls:
+            try:
+                return self._send(method, path, data, headers, ok_missing)
+            except _Standby as standby:
+                unreachable.append(f"{self.base} stands by (active: {standby.active or 'not known yet'})")
+                self._next(standby.active)
+            except URLError as exc:  # not sent, or no answer: the next controller
+                unreachable.append(f"{self.base} unreachable: {exc.reason}")
+                self._next(None)
+        raise ApiError(f"{method} {path}: no active controller answered ({'; '.join(unreachable)})")
+
+    def _send(self, method: str, path: str, data, headers: dict, ok_missing: bool):
         try:
             resp = open_url(self.base + path, method=method, data=data, headers=headers,
                             validate_certs=self.validate_certs, timeout=self.timeout)
@@ -56,14 +106,25 @@ class FedkafkaApi:
                 return None
             return json.loads(raw)
         except HTTPError as exc:
+            active = exc.headers.get(ACTIVE_HEADER) if exc.code == 503 and exc.headers is not None else None
+            if active is not None:  # "" too: a standby that does not know the active one yet
+                raise _Standby(active) from None
             if exc.code == 404 and ok_missing:
                 return None
             detail = _error_detail(exc)
             raise ApiError(f"{method} {path}: HTTP {exc.code}: {detail}", status=exc.code, body=detail) from None
-        except URLError as exc:
-            raise ApiError(f"{method} {path}: controller at {self.base} unreachable: {exc.reason}") from None
+        except URLError:
+            raise
         except (OSError, ValueError) as exc:
             raise ApiError(f"{method} {path}: {exc}") from None
+
+    def _next(self, active: str | None) -> None:
+        """The controller to ask next: the active one a standby named, if listed, else the next in the list."""
+        active = (active or "").rstrip("/")
+        if active in self.urls and active != self.base:
+            self.base = active
+        else:
+            self.base = self.urls[(self.urls.index(self.base) + 1) % len(self.urls)]
 
     # --- calls of the admin API (contract in docs/OPERATIONS.md) ---
     def status(self):
@@ -134,6 +195,12 @@ class FedkafkaApi:
             if time.monotonic() >= deadline:
                 raise ApiError(f"timed out after {timeout}s waiting for {what} (last: {last})")
             time.sleep(interval)
+
+
+class _Standby(Exception):
+    def __init__(self, active: str):
+        super().__init__(active)
+        self.active = active
 
 
 def read_or_predict(module, read):
