@@ -220,7 +220,7 @@ def test_a_failover_dry_run_refuses_what_start_refuses(setup):
 
 
 def test_a_coordination_move_dry_run_plans_the_switch_and_refuses_what_start_refuses(setup):
-    api, kafka = setup  # c3 holds the groups
+    api, _ = setup  # c3 holds the groups
     plan = api.post(DRY, json={"kind": "coordination_move", "cluster": "c1"}).json()
     assert plan["changed"] and plan["from"] == "c3" and plan["states"] == ["coordination c3 -> c1"], plan
     same = api.post(DRY, json={"kind": "coordination_move", "cluster": "c3"}).json()
