@@ -159,9 +159,11 @@ class FedkafkaApi:
         return self.request("DELETE", f"/v1/topics/{name}", ok_missing=True)
 
     def start_workflow(self, kind: str, cluster: str, strategy: str | None = None, drain: bool | None = None,
-                       bootstrap: str | None = None, dry_run: bool = False):
+                       bootstrap: str | None = None, dry_run: bool = False, unclean: bool = False):
         """Start a workflow run, or with dry_run only ask for its plan (nothing is done; see can_dry_run)."""
         body = {"kind": kind, "cluster": cluster}
+        if unclean:
+            body["unclean"] = True
         if strategy is not None:
             body["strategy"] = strategy
         if drain is not None:
@@ -201,6 +203,43 @@ class _Standby(Exception):
     def __init__(self, active: str):
         super().__init__(active)
         self.active = active
+
+
+def plan_of(module, api: FedkafkaApi, kind: str, cluster: str, **params):
+    """The controller's dry-run plan of a workflow, or None from a controller that cannot plan this kind (it
+    predates the dry run, or plans only other kinds: 422), with a warning. A refusal (404, 409, ...) raises."""
+    if not api.can_dry_run():
+        module.warn("the controller has no workflow dry run (upgrade it): the plan is an estimate")
+        return None
+    try:
+        return api.start_workflow(kind, cluster, dry_run=True, **params) or {}
+    except ApiError as exc:
+        if exc.status != 422 or "dry run" not in str(exc.body):
+            raise
+        module.warn(f"the controller cannot plan a {kind} (upgrade it): {exc.body}; the plan is an estimate")
+        return None
+
+
+def wait_for_run(api: FedkafkaApi, run: dict, timeout: float, what: str) -> dict:
+    """Follow a workflow run until it is done; ApiError saying why when it failed or took longer than timeout."""
+    if run.get("state") != "running" or run.get("id") is None:
+        return run
+
+    def finished():
+        wf = api.workflow(run["id"]) or {}
+        if wf.get("state") == "failed":
+            raise RunFailed(f"{what} failed (workflow {run['id']}): {wf.get('error') or wf}", wf)
+        return wf if wf.get("state") == "done" else None
+
+    return api.wait_until(finished, timeout, interval=0.5, what=f"{what} (workflow {run['id']})")
+
+
+class RunFailed(Exception):
+    """A workflow run ended in failure (not an API error: wait_until must not retry it)."""
+
+    def __init__(self, message: str, run: dict):
+        super().__init__(message)
+        self.run = run
 
 
 def read_or_predict(module, read):
