@@ -596,7 +596,7 @@ class WorkflowEngine:
             if ph["state"] != "done":
                 self._phase(run_id, phase, ph["total"], ph["total"])
 
-    def _failover_plan(self, dead: str) -> list[MovePlan]:
+    def _failover_plan(self, dead: str) -> builtins.list[MovePlan]:
         plans = self._evacuate_plan(dead)
         return [MovePlan(**{**vars_of(m), "gap": UNCLEAN_GAP}) for m in plans]
 
