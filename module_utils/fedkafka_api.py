@@ -61,7 +61,7 @@ class FedkafkaApi:
 
     Several controllers may share the database: a request goes to the current one; a standby (503 naming the
     active one) sends it to the one it names, an unreachable one to the next in the list, each tried at most once
-    per request. `base` is the controller that answered last."""
+    per request. `base` is the controller that answered last (the next request starts there)."""
 
     def __init__(self, controller_url, token: str, validate_certs: bool = True, timeout: float = 30.0):
         self.urls = controller_urls(controller_url)
@@ -85,17 +85,18 @@ class FedkafkaApi:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        unreachable = []
-        for _ in self.urls:
+        tried: dict[str, str] = {}  # url -> why it did not answer as the active controller
+        while len(tried) < len(self.urls):
             try:
                 return self._send(method, path, data, headers, ok_missing)
             except _Standby as standby:
-                unreachable.append(f"{self.base} stands by (active: {standby.active or 'not known yet'})")
-                self._next(standby.active)
+                tried[self.base] = f"stands by (active: {standby.active or 'not known yet'})"
+                self._next(standby.active, tried)
             except URLError as exc:  # not sent, or no answer: the next controller
-                unreachable.append(f"{self.base} unreachable: {exc.reason}")
-                self._next(None)
-        raise ApiError(f"{method} {path}: no active controller answered ({'; '.join(unreachable)})")
+                tried[self.base] = f"unreachable: {exc.reason}"
+                self._next(None, tried)
+        why = "; ".join(f"{url} {reason}" for url, reason in tried.items())
+        raise ApiError(f"{method} {path}: no active controller answered ({why})")
 
     def _send(self, method: str, path: str, data, headers: dict, ok_missing: bool):
         try:
@@ -118,13 +119,15 @@ class FedkafkaApi:
         except (OSError, ValueError) as exc:
             raise ApiError(f"{method} {path}: {exc}") from None
 
-    def _next(self, active: str | None) -> None:
-        """The controller to ask next: the active one a standby named, if listed, else the next in the list."""
+    def _next(self, active: str | None, tried: dict) -> None:
+        """The controller to ask next: the active one a standby named, if listed and not tried yet, else the next
+        one in the list not tried yet."""
         active = (active or "").rstrip("/")
-        if active in self.urls and active != self.base:
+        if active in self.urls and active not in tried:
             self.base = active
-        else:
-            self.base = self.urls[(self.urls.index(self.base) + 1) % len(self.urls)]
+            return
+        i = self.urls.index(self.base)
+        self.base = next((u for u in self.urls[i + 1:] + self.urls[:i] if u not in tried), self.base)
 
     # --- calls of the admin API (contract in docs/OPERATIONS.md) ---
     def status(self):

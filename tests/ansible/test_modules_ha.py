@@ -6,9 +6,11 @@ database, the first URL given to the module being the standby's."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -44,6 +46,60 @@ def test_no_controller_answering_names_each_one_tried():
     failed, result = run("fedkafka_info", {"controller_url": dead, "token": TOKEN, "request_timeout": 5})
     assert failed and "no active controller answered" in result["msg"], result
     assert all(f"{url} unreachable" in result["msg"] for url in dead), result
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """A stand-in controller over real HTTP: `answer` is (status, headers, body) for every GET."""
+
+    answer: tuple[int, dict, dict] = (200, {}, {})
+
+    def do_GET(self):  # http.server calls it by this name
+        status, headers, body = self.answer
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(raw))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *_args):
+        pass
+
+
+@pytest.fixture
+def http_controller():
+    """Factory: a stand-in answering (status, headers, body); returns its URL. Stopped after the test."""
+    servers = []
+
+    def start(status: int, headers: dict, body: dict) -> str:
+        handler = type("Handler", (_Answering,), {"answer": (status, headers, body)})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_standby_naming_a_dead_controller_does_not_hide_the_others(http_controller):
+    """Each URL is tried once per request: the active one the standby names is dead (its leader row not expired
+    yet), so the request goes on to the URLs not tried, instead of going round to the standby again."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    standby = http_controller(503, {"x-fedkafka-active": dead}, {"detail": "standby"})
+    active = http_controller(200, {}, {"view_version": 7, "proxies": []})
+    api = FedkafkaApi([standby, active, dead], TOKEN, timeout=5)
+    assert api.status()["view_version"] == 7 and api.base == active
+
+
+def test_a_503_without_the_header_is_the_active_controller_s_error(http_controller):
+    """An active controller answers 503 when a cluster it needs does not (Unavailable): no other URL is asked."""
+    busy = http_controller(503, {}, {"detail": "cannot reach a Kafka cluster at h:1"})
+    other = http_controller(200, {}, {"view_version": 1})
+    failed, result = run("fedkafka_info", {"controller_url": [busy, other], "token": TOKEN, "gather": []})
+    assert failed and "HTTP 503: cannot reach a Kafka cluster at h:1" in result["msg"], result
 
 
 # -- two real controllers on one PostgreSQL database ----------------------------------------------------------
