@@ -16,7 +16,7 @@ import pytest
 from ansible_harness import ROOT, running_controller
 from ansible_harness import run_module as run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.ansible]  # ansible: it runs the playbooks too
 PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 
 
