@@ -55,7 +55,7 @@ test-replicated: $(STAMP)
 	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py $(PYTEST_ARGS)
 
 # Failover scenarios of minutes each, marked failover_scenario: kill -9 of a whole cluster under the checker's load,
-# then a failover asked for (~2 minutes) and one by --auto-failover-after (~6 minutes; tests/workflows/
+# then a failover asked for (~2 minutes) and one by --auto-failover-after (3-6 minutes; tests/workflows/
 # test_failover_integration.py, measured on the shared 2-core machine). `make test` skips them and keeps their fast
 # cover: the workflow, its dry run, refusals and the automatic start (tests/controller/test_failover.py), the clients
 # across a gap (tests/consume/test_unclean_gap_integration.py) and the modules (tests/ansible).
