@@ -24,7 +24,8 @@ def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
     def start_workflow(body: WorkflowBody, dry_run: bool = False):
         """`?dry_run=true`: the plan (the same validation, the moves it would make now), nothing done."""
         if dry_run:
-            return engine.dry_run(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap)
+            return engine.dry_run(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap,
+                                  body.unclean)
         return engine.start(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap, body.unclean)
 
     @app.get("/v1/workflows", dependencies=[api])

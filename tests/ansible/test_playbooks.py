@@ -22,6 +22,12 @@ CASES = [
     ("decommission.yml", ["-e", "cluster=c2"], "not the coordination cluster"),
     ("site.yml", ["-e", "fedkafka_api_token=short"], "fedkafka_api_token must be set"),
     ("site.yml", ["-e", "fedkafka_controller_url=controller:8780"], "fedkafka_controller_url must be set"),
+    ("site.yml", ["-e", "fedkafka_controller_url=http://127.0.0.1:1,ftp://b:2"], "got 'http://127.0.0.1:1,ftp://b:2'"),
+    ("site.yml", ["-e", "fedkafka_controller_url= , "], "fedkafka_controller_url must be set"),
+    ("failover.yml", [], "failover.yml needs -e cluster=<name> of the dead cluster (got 'undefined')"),
+    ("failover.yml", ["-e", "cluster=c1", "-e", "timeout=soon"], "timeout must be a positive number"),
+    ("coordination_move.yml", [], "coordination_move.yml needs -e to=<name>"),
+    ("coordination_move.yml", ["-e", "to=c3", "-e", "unclean=maybe"], "unclean must be true or false"),
     ("site.yml", ["-e", "fedkafka_coordination_cluster=c9"], "fedkafka_coordination_cluster ('c9') must name"),
     ("site.yml", ["-e", '{"fedkafka_topics": [{"name": "t"}]}'], "fedkafka_topics must be a list of"),
     ("site.yml", ["-e", '{"fedkafka_client_rules": [{"name": "r", "match": "regex", "pattern": "p", "pool": "x"}]}'],
@@ -38,6 +44,18 @@ def test_bad_variable_fails_first_and_touches_nothing(playbook, args, message):
     assert message in " ".join(out.split()), out
     recap = re.findall(r"^(\S+)\s+: ok=", proc.stdout, re.M)
     assert recap == ["localhost"], f"hosts other than localhost were touched: {recap}"
+
+
+def test_several_controllers_need_a_postgresql_database():
+    """The example inventory runs two controllers: on SQLite they could not share the database."""
+    proc = subprocess.run([PLAYBOOK, "-i", "inventory/example", "playbooks/site.yml", "-e",
+                           "fedkafka_controller_db_url=sqlite:////var/lib/fedkafka/db.sqlite", "-e",
+                           "fedkafka_api_token=0123456789abcdef"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert "2 controllers (fedkafka_controller) need one PostgreSQL database" in out, out
+    assert re.findall(r"^(\S+)\s+: ok=", proc.stdout, re.M) == ["localhost"]
 
 
 def test_role_argument_specs_name_the_variable():
@@ -91,7 +109,7 @@ PATH_SETTINGS = {"inventory", "roles_path", "library", "module_utils", "doc_frag
 
 @pytest.mark.parametrize("cwd", [".", "playbooks"])
 @pytest.mark.parametrize("playbook", ["site.yml", "scale_up.yml", "decommission.yml", "rolling_restart.yml",
-                                      "upgrade.yml"])
+                                      "upgrade.yml", "failover.yml", "coordination_move.yml"])
 def test_playbooks_find_the_bundle_from_the_root_and_from_playbooks(cwd, playbook):
     path = playbook if cwd == "playbooks" else f"playbooks/{playbook}"
     proc = subprocess.run([PLAYBOOK, path, "-e", "cluster=c3", "--list-tasks", "--list-hosts"], cwd=ROOT / cwd,
