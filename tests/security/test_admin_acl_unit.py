@@ -18,13 +18,14 @@ from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.handlers import (
     MODULES,
+    acl_admin,
     alter_configs,
     cluster_ops,
     consumer_groups,
     delete_records,
     topic_admin,
 )
-from fedkafka.proxy.plan import Plan
+from fedkafka.proxy.plan import ControllerAnswer, Plan, UpstreamError
 from fedkafka.security.acl import AclBinding, Authorizer, Operation, PatternType, Permission, ResourceType
 from fedkafka.security.session import Session
 
@@ -211,3 +212,79 @@ def test_authorization_off_changes_nothing():
     # no authorizer (authorization off): every admin call goes out
     assert len(topic_admin.handle(admin_ctx(), None, _create("a", "b")).calls) == 2
     assert isinstance(delete_records.handle(admin_ctx(chain_view()), None, records_req({1: 5})), Plan)
+
+
+# -- CreateAcls / DeleteAcls through the controller ----------------------------------------------------------------
+def _creations(*creations):
+    return req(30, 3, {"creations": [{"resource_type": rt, "resource_name": name, "resource_pattern_type": 3,
+                                      "principal": "User:bob", "host": "*", "operation": op, "permission_type": 3}
+                                     for rt, name, op in creations]})
+
+
+def _filter(**kw):
+    f = {"resource_type_filter": 1, "resource_name_filter": None, "pattern_type_filter": 1, "principal_filter": None,
+         "host_filter": None, "operation": 1, "permission_type": 1} | kw
+    return req(31, 3, {"filters": [f]})
+
+
+OPS = with_acls(admin_ctx(), acl(C, "kafka-cluster", Operation.ALTER))
+
+
+def test_create_acls_needs_alter_on_the_cluster_and_sends_nothing_otherwise():
+    request = _creations((2, "t", 3), (3, "g", 3))
+    denied = acl_admin.handle(with_acls(admin_ctx(), acl(C, "kafka-cluster", Operation.DESCRIBE)), None, request)
+    assert not isinstance(denied, Plan)
+    assert [r.error_code for r in denied.results] == [ErrorCode.cluster_authorization_failed] * 2
+    removal = acl_admin.handle(with_acls(admin_ctx()), None, _filter())
+    assert [r.error_code for r in removal.filter_results] == [ErrorCode.cluster_authorization_failed]
+
+
+def test_acls_are_not_written_through_a_proxy_that_does_not_enforce_them():
+    # without --authorization every client is anonymous and allowed: it must not grant itself rights elsewhere
+    answer = acl_admin.handle(admin_ctx(), None, _creations((2, "t", 3)))
+    assert answer.results[0].error_code == ErrorCode.security_disabled
+    assert acl_admin.handle(admin_ctx(), None, _filter()).filter_results[0].error_code == ErrorCode.security_disabled
+
+
+def test_create_acls_posts_the_valid_bindings_and_refuses_the_others_as_kafka_does():
+    request = _creations((2, "t", 3), (4, "other", 7), (6, "token", 3), (3, "g", 1), (3, "g", 3))
+    plan = acl_admin.handle(OPS, None, request)
+    (call,) = plan.calls
+    assert (call.request.method, call.request.path) == ("POST", "/v1/acls")
+    assert call.request.body == {"acls": [
+        {"resource_type": "TOPIC", "name": "t", "pattern_type": "LITERAL", "principal": "User:bob", "host": "*",
+         "operation": "READ", "permission": "ALLOW"},
+        {"resource_type": "GROUP", "name": "g", "pattern_type": "LITERAL", "principal": "User:bob", "host": "*",
+         "operation": "READ", "permission": "ALLOW"}]}
+    answer = plan.finish([ControllerAnswer(200, {"created": [], "view_version": 7})])
+    assert [r.error_code for r in answer.results] == [ErrorCode.none, ErrorCode.invalid_request,
+                                                      ErrorCode.invalid_request, ErrorCode.invalid_request,
+                                                      ErrorCode.none]
+    assert "kafka-cluster" in answer.results[1].error_message
+    down = plan.finish([UpstreamError("controller", "controller unreachable: connection refused")])
+    assert down.results[0].error_code == ErrorCode.request_timed_out  # retriable: nothing was written
+
+
+def test_delete_acls_sends_one_filter_per_call_and_lists_what_each_deleted():
+    request = req(31, 3, {"filters": [
+        {"resource_type_filter": 2, "resource_name_filter": "ANY", "pattern_type_filter": 2, "principal_filter":
+         "User:bob", "host_filter": None, "operation": 1, "permission_type": 3},
+        {"resource_type_filter": 9, "resource_name_filter": None, "pattern_type_filter": 1, "principal_filter": None,
+         "host_filter": None, "operation": 1, "permission_type": 1},
+        {"resource_type_filter": 1, "resource_name_filter": None, "pattern_type_filter": 1, "principal_filter": None,
+         "host_filter": None, "operation": 1, "permission_type": 1}]})
+    plan = acl_admin.handle(OPS, None, request)
+    assert [(c.request.path, c.request.body) for c in plan.calls] == [
+        ("/v1/acls/delete", {"resource_type": "TOPIC", "pattern_type": "MATCH", "permission": "ALLOW", "name": "ANY",
+                             "principal": "User:bob"}),
+        ("/v1/acls/delete", {})]  # every field ANY: deletes every binding, as Kafka's all-ANY filter does
+    gone = {"resource_type": "TOPIC", "name": "ANY", "pattern_type": "LITERAL", "principal": "User:bob",
+            "host": "*", "operation": "READ", "permission": "ALLOW"}
+    answer = plan.finish([ControllerAnswer(200, {"deleted": [gone], "view_version": 8}),
+                          ControllerAnswer(503, {"detail": "standing by"})])
+    first, bad, failed = answer.filter_results
+    assert first.error_code == ErrorCode.none
+    assert [(m.resource_type, m.resource_name, m.principal, m.operation) for m in first.matching_acls] == [
+        (2, "ANY", "User:bob", 3)]
+    assert bad.error_code == ErrorCode.invalid_request and bad.matching_acls == ()
+    assert failed.error_code == ErrorCode.request_timed_out
