@@ -288,3 +288,11 @@ def test_delete_acls_sends_one_filter_per_call_and_lists_what_each_deleted():
         (2, "ANY", "User:bob", 3)]
     assert bad.error_code == ErrorCode.invalid_request and bad.matching_acls == ()
     assert failed.error_code == ErrorCode.request_timed_out
+
+
+def test_a_denied_group_keeps_its_error_when_the_coordinator_cannot_be_found():
+    request = build(request_type(69, 1), {"group_ids": ["g", "h"], "include_authorized_operations": False})
+    lookup = consumer_groups.handle(with_acls(groups_ctx(), acl(G, "g", Operation.DESCRIBE)), Header(), request)
+    answer = lookup.finish([UpstreamError("c1", "connection refused")])
+    assert [(g.group_id, g.error_code) for g in answer.groups] == [
+        ("h", ErrorCode.group_authorization_failed), ("g", ErrorCode.coordinator_not_available)]

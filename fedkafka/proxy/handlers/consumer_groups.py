@@ -128,9 +128,8 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
                                    members=())
 
     def back(resp):
-        described = [visible(dataclasses.replace(g, members=tuple(member(m) for m in g.members)))
-                     for g in resp.groups]
-        return dataclasses.replace(resp, groups=tuple(denied + described))
+        return dataclasses.replace(resp, groups=tuple(
+            visible(dataclasses.replace(g, members=tuple(member(m) for m in g.members))) for g in resp.groups))
 
     wanted = list(dict.fromkeys(request.group_ids))
     groups = [g for g in wanted if authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g)]
@@ -141,7 +140,16 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
     if not groups:
         return build(response_schema(DESCRIBE, type(request).__version__), {"groups": denied})
     upstream = request if not denied else dataclasses.replace(request, group_ids=tuple(groups))
-    return _via_coordinator(coordination, request, groups, upstream, back, client_id, merge=_merge_describe)
+    forwarded = _via_coordinator(coordination, upstream, groups, upstream, back, client_id, merge=_merge_describe)
+    # the denied groups keep GROUP_AUTHORIZATION_FAILED whatever the coordinator answers for the others
+    return _on_answer(forwarded, lambda resp: dataclasses.replace(resp, groups=tuple(denied) + resp.groups))
+
+
+def _on_answer(reply, change):
+    """`reply` with `change` applied to the answer it ends in, however many plans come before it."""
+    if isinstance(reply, Plan):
+        return dataclasses.replace(reply, finish=lambda results, then=reply.finish: _on_answer(then(results), change))
+    return change(reply)
 
 
 def _denied_group(request, group: str):
