@@ -147,9 +147,14 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
 
 def _on_answer(reply, change):
     """`reply` with `change` applied to the answer it ends in, however many plans come before it."""
-    if isinstance(reply, Plan):
-        return dataclasses.replace(reply, finish=lambda results, then=reply.finish: _on_answer(then(results), change))
-    return change(reply)
+    if not isinstance(reply, Plan):
+        return change(reply)
+    then = reply.finish
+
+    def finish(results: list):
+        return _on_answer(then(results), change)
+
+    return dataclasses.replace(reply, finish=finish)
 
 
 def _denied_group(request, group: str):
