@@ -67,7 +67,7 @@ test-failover: $(STAMP)
 # and the Java tools through the name service (tests/security/test_sasl_integration.py, ~4-11 minutes).
 test-security: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
-	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py $(PYTEST_ARGS)
+	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py tests/security/test_acl_admin_integration.py $(PYTEST_ARGS)
 
 # Kafka Streams word count kept counting exactly, and a Kafka Connect worker copying exactly once per offset, through
 # a scale-up (tests/apps; the plain word count and Connect copy through a local federation run in `make test` too).
