@@ -128,7 +128,10 @@ class ProducerIdTable:
         if known is None or now - known[2] > REFUSAL_MEMORY_S:
             self._refused[key] = (first_seq, first_seq, now)
         else:
-            self._refused[key] = (min(known[0], first_seq), max(known[1], first_seq), now)
+            # only the oldest batch's own refusal renews its memory: refusing the batches after it (as a gap)
+            # must not, or a batch the client wrote through another proxy would be awaited here for good
+            when = now if first_seq <= known[0] else known[2]
+            self._refused[key] = (min(known[0], first_seq), max(known[1], first_seq), when)
         self._refused.move_to_end(key)
         while len(self._refused) > MAX_MAPPINGS:
             self._refused.popitem(last=False)
