@@ -165,6 +165,8 @@ class ProducerIds(Protocol):
         """The physical (id, epoch) to write this segment with, or None: obtain a fresh one first."""
     def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
         """Remember the physical id a cluster gave (InitProducerId) for a logical id and epoch."""
+    def logical_of(self, cluster: str, producer_id: int) -> tuple[int, int] | None:
+        """The (logical id, epoch) this proxy wrote as physical `producer_id` on `cluster`, or None."""
 
     # -- sequences this proxy refused (a later batch past one of them is a gap)
     def note_refused(self, key: SeqKey, first_seq: int) -> None:

@@ -52,3 +52,25 @@ def test_a_refusal_makes_later_sequences_a_gap_until_it_is_written_or_forgotten(
     t.note_refused(key, 12)
     now[0] += 31  # the client resent it elsewhere (the logical leader moved): forgotten
     assert t.refused_before(key, 20) is None
+
+
+def test_refusing_later_batches_as_a_gap_does_not_keep_the_oldest_refusal_alive():
+    """Seen in a scale-up: a proxy whose lease lapsed refused batch 0; the client wrote 0.. through the other
+    proxy; when the logical leader came back, each later batch was refused as a gap, and each such refusal
+    renewed the memory of batch 0, so the producer was stuck for good. Only a refusal of the oldest batch
+    itself (its retry refused again) keeps it remembered."""
+    now = [0.0]
+    t = ProducerIdTable(clock=lambda: now[0])
+    key = (1000, 0, "t", 0)
+    t.note_refused(key, 0)
+    for _ in range(4):  # the gap refusals of 137, every 10 s
+        now[0] += 10
+        if t.refused_before(key, 137) is None:
+            break
+        t.note_refused(key, 137)
+    assert t.refused_before(key, 137) is None and now[0] <= 40
+    t.note_refused(key, 137)
+    now[0] += 20
+    t.note_refused(key, 137)  # its own retry refused again: still remembered
+    now[0] += 20
+    assert t.refused_before(key, 140) == 137

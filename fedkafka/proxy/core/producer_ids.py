@@ -61,6 +61,9 @@ class ProducerIdTable:
         self._refilling = False
         self._spare: tuple[int, int] | None = None
         self._map: collections.OrderedDict[tuple[int, int, str], tuple[int, int, dict]] = collections.OrderedDict()
+        # (cluster, physical id) -> (logical id, logical epoch); kept when `_map` drops the id at a segment
+        # boundary, since the id's state still sits on the sealed segment's broker (DescribeProducers reads it)
+        self._logical: collections.OrderedDict[tuple[str, int], tuple[int, int]] = collections.OrderedDict()
 
     def add_block(self, start: int, size: int) -> None:
         if self._next >= self._end:
@@ -112,6 +115,11 @@ class ProducerIdTable:
         self._map[(logical_id, epoch, cluster)] = (producer_id, epoch_, {})
         while len(self._map) > MAX_MAPPINGS:
             self._map.popitem(last=False)
+        _put(self._logical, (cluster, producer_id), (logical_id, epoch))
+
+    def logical_of(self, cluster: str, producer_id: int) -> tuple[int, int] | None:
+        """The (logical id, epoch) this proxy wrote as `producer_id` on `cluster`, or None: not one of its own."""
+        return self._logical.get((cluster, producer_id))
 
     def note_refused(self, key: SeqKey, first_seq: int) -> None:
         """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
@@ -120,7 +128,10 @@ class ProducerIdTable:
         if known is None or now - known[2] > REFUSAL_MEMORY_S:
             self._refused[key] = (first_seq, first_seq, now)
         else:
-            self._refused[key] = (min(known[0], first_seq), max(known[1], first_seq), now)
+            # only the oldest batch's own refusal renews its memory: refusing the batches after it (as a gap)
+            # must not, or a batch the client wrote through another proxy would be awaited here for good
+            when = now if first_seq <= known[0] else known[2]
+            self._refused[key] = (min(known[0], first_seq), max(known[1], first_seq), when)
         self._refused.move_to_end(key)
         while len(self._refused) > MAX_MAPPINGS:
             self._refused.popitem(last=False)

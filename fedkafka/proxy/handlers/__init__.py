@@ -38,6 +38,7 @@ from fedkafka.proxy.handlers import (
     delete_records,
     describe_cluster,
     describe_configs,
+    describe_producers,
     fetch,
     groups,
     init_producer_id,
@@ -54,4 +55,4 @@ from fedkafka.proxy.plan import Handler
 MODULES: tuple[Handler, ...] = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs,
                                 produce_side_fetch, fetch, list_offsets, offset_for_leader_epoch, groups,
                                 consume_side_produce, topic_admin, alter_configs, delete_records, cluster_ops,
-                                consumer_groups, sasl, acls, acl_admin)
+                                consumer_groups, sasl, acls, acl_admin, describe_producers)
