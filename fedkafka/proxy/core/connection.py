@@ -217,9 +217,10 @@ class ClientConnection:
         if frame is None or broken:
             return broken
         try:
-            self.writer.write(frame)
-            async with asyncio.timeout(self.limits.frame_timeout_s):
-                await self.writer.drain()
+            self._write(frame)
+            if self.writer.transport.get_write_buffer_size():  # else written already: no clock, no wait
+                async with asyncio.timeout(self.limits.frame_timeout_s):
+                    await self.writer.drain()
         except (ConnectionError, OSError):
             self.stop_reading()
             return True
@@ -230,6 +231,14 @@ class ClientConnection:
             self.stop_reading()
             return True
         return False
+
+    def _write(self, frame: bytes | codec.Chunks) -> None:
+        if self.writer.transport.is_closing():  # the client went away: drain() would say so, write() would not
+            raise ConnectionResetError("client connection closed")
+        if isinstance(frame, codec.Chunks):
+            self.writer.writelines(frame.parts)  # one writev, the record sets never copied into one frame
+        else:
+            self.writer.write(frame)
 
 
 class _InFlight:
