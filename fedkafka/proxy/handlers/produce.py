@@ -418,12 +418,11 @@ def _upstream_request(request, parts: list[_Part]):
     topic_t = type(request.topic_data[0])
     partition_t = type(next(pd for t in request.topic_data for pd in t.partition_data))  # parts come from one
     by_topic: dict[str, list] = {}
-    for part in parts:
-        by_topic.setdefault(part.seg.topic, []).append(partition_t(index=i32(part.seg.partition),
-                                                                   records=part.records))
+    for part in parts:  # plain ints and strings, as build() passes them: kio's phantom-type checks cost more here
+        by_topic.setdefault(part.seg.topic, []).append(partition_t(index=part.seg.partition, records=part.records))
     timeout = min(request.timeout, _MAX_UPSTREAM_TIMEOUT)
-    return dataclasses.replace(request, transactional_id=None, acks=i16(UPSTREAM_ACKS), timeout=timeout,
-                               topic_data=tuple(topic_t(name=TopicName(n), partition_data=tuple(pd))
+    return dataclasses.replace(request, transactional_id=None, acks=UPSTREAM_ACKS, timeout=timeout,
+                               topic_data=tuple(topic_t(name=n, partition_data=tuple(pd))
                                                 for n, pd in by_topic.items()))
 
 
