@@ -83,7 +83,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
             if have >= size:
                 begin = self._start + 4
                 self._start = begin + size
-                self._deliver(bytes(buf[begin:self._start]))
+                self._deliver(bytes(memoryview(buf)[begin:self._start]))  # one copy (a slice would be two)
             elif size + 4 > len(buf):  # never fits: read the rest straight into its own buffer
                 self._large = bytearray(size)
                 self._large[:have] = memoryview(buf)[self._start + 4:self._end]
