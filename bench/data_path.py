@@ -79,6 +79,7 @@ def start_proxy(tree: Path, view_file: Path, log: Path) -> tuple[subprocess.Pope
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return proc, f"127.0.0.1:{port}"
         time.sleep(0.05)
+    proc.kill()  # the caller has no handle on it yet: it would outlive the run
     raise SystemExit(f"proxy from {tree} did not start: {log.read_text()[-2000:]}")
 
 
