@@ -95,6 +95,7 @@ def start_proxy(view: View, tmp: Path, workers: int) -> tuple[subprocess.Popen, 
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return proc, f"127.0.0.1:{port}"
         time.sleep(0.1)
+    proc.kill()  # the caller has no handle on it yet: it would outlive the run
     raise SystemExit("proxy did not start")
 
 

@@ -68,11 +68,12 @@ def start_proxy(tmp: Path, view: View, workers: int) -> tuple[subprocess.Popen, 
     proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "pproxy", "--listen",
                              f"127.0.0.1:{port}", "--view-file", str(view_file), "--workers", str(workers)],
                             stdout=open(tmp / "proxy.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    for _ in range(300):
+    for _ in range(1200):  # a loaded machine takes a while to import everything
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return proc, f"127.0.0.1:{port}"
         time.sleep(0.05)
+    proc.kill()  # the caller has no handle on it yet: it would outlive the run
     raise RuntimeError("proxy did not start")
 
 

@@ -37,8 +37,9 @@ def build(tp: type, data: dict[str, Any]) -> Any:
 
 
 def _build(tp: type, data: dict[str, Any], message: type, path: Path) -> Any:
-    unknown = data.keys() - _known_names(message, path)
-    if unknown:
+    known = _known_names(message, path)
+    if not known.issuperset(data):
+        unknown = data.keys() - known
         where = ".".join((message.__name__, *path))
         raise TypeError(f"{where} has no field {', '.join(map(repr, sorted(unknown)))} in any version")
     kwargs: dict[str, Any] = {}
@@ -46,28 +47,44 @@ def _build(tp: type, data: dict[str, Any], message: type, path: Path) -> Any:
         if name in data:
             kwargs[name] = _convert(hint, data[name], message, (*path, name))
         elif not has_default:
-            kwargs[name] = zero_value(hint)
+            kwargs[name] = _zero(hint)
     return tp(**kwargs)
 
 
 def _convert(hint: Any, value: Any, message: type, path: Path) -> Any:
-    if value is not None and typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if value is None:
+        return None
+    entity, is_tuple, items = _shape(hint)
     if isinstance(value, dict):
-        return _build(_entity_of(hint), value, message, path)
-    if isinstance(value, list | tuple) and typing.get_origin(hint) is tuple:
-        (item,) = typing.get_args(hint)[:1]
-        if isinstance(item, type) and dataclasses.is_dataclass(item):
-            return tuple(_build(item, v, message, path) if isinstance(v, dict) else v for v in value)
+        if entity is None:
+            raise TypeError(f"{hint!r} is not an entity type")
+        return _build(entity, value, message, path)
+    if is_tuple and isinstance(value, list | tuple):
+        if items is not None:
+            return tuple(_build(items, v, message, path) if isinstance(v, dict) else v for v in value)
         return tuple(value)
     return value
 
 
-def _entity_of(hint: Any) -> type:
+@cache
+def _shape(hint: Any) -> tuple[type | None, bool, type | None]:
+    """What a field of this type hint makes of a value, worked out once per hint (typing's introspection is
+    slow and every Produce and Fetch answer is built here): (the entity a dict builds, whether a list becomes a
+    tuple, the entity each dict item of that list builds)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
     entity = _entity_in(hint)
-    if entity is None:
-        raise TypeError(f"{hint!r} is not an entity type")
-    return entity
+    if typing.get_origin(hint) is not tuple:
+        return entity, False, None
+    (item,) = typing.get_args(hint)[:1]
+    return entity, True, item if isinstance(item, type) and dataclasses.is_dataclass(item) else None
+
+
+@cache
+def _zero(hint: Any) -> Any:
+    """A missing field's value; cached, since every zero value is immutable (ints, strings, tuples, frozen
+    entities)."""
+    return zero_value(hint)
 
 
 def _entity_in(hint: Any) -> type | None:

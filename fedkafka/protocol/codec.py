@@ -14,7 +14,7 @@ import dataclasses
 import io
 import struct
 from functools import cache
-from typing import Any
+from typing import IO, Any, cast
 
 from kio.index import KioIndexError, load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
@@ -110,19 +110,93 @@ def decode_request(frame: bytes | memoryview) -> tuple[Any, Any]:
 
 def encode_request(body: Any, correlation_id: int, client_id: str | None = "fedkafka-proxy") -> bytes:
     """A size-prefixed request frame for `body` (a kio request entity)."""
+    return _encode(_request_header(body, correlation_id, client_id), body)
+
+
+def _request_header(body: Any, correlation_id: int, client_id: str | None) -> Any:
     header_t = type(body).__header_schema__
-    fields = {f.name for f in dataclasses.fields(header_t)}
     kwargs: dict[str, Any] = {"request_api_key": i16(body.__api_key__), "request_api_version": i16(body.__version__),
                               "correlation_id": i32(correlation_id)}
-    if "client_id" in fields:
+    if _has_client_id(header_t):
         kwargs["client_id"] = client_id
-    return _encode(header_t(**kwargs), body)
+    return header_t(**kwargs)
+
+
+@cache
+def _has_client_id(header_t: type) -> bool:
+    return any(f.name == "client_id" for f in dataclasses.fields(header_t))
 
 
 def encode_response(body: Any, correlation_id: int) -> bytes:
     """A size-prefixed response frame; kio's header schema encodes Kafka's special cases (ApiVersions: v0)."""
     header = type(body).__header_schema__(correlation_id=i32(correlation_id))
     return _encode(header, body)
+
+
+class Chunks:
+    """An encoded frame kept as the list of buffers it was written from: a record set arrives as its own
+    buffer, by reference (never copied into one big frame), and goes out with one writev
+    (`transport.writelines`). `len()` is the frame's size in bytes, `bytes()` joins it."""
+
+    __slots__ = ("nbytes", "parts")
+
+    def __init__(self, parts: list[bytes | bytearray | memoryview], nbytes: int):
+        self.parts, self.nbytes = parts, nbytes
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+BY_REFERENCE_BYTES = 16 * 1024  # a written buffer this large is kept by reference, not copied
+
+
+class _ChunkWriter:
+    """The file kio's writers write to (they only call `write`): small writes gathered, large ones referenced."""
+
+    __slots__ = ("nbytes", "parts", "small")
+
+    def __init__(self) -> None:
+        self.small = bytearray(4)  # the size prefix, filled in at the end
+        self.parts: list[bytes | bytearray | memoryview] = [self.small]
+        self.nbytes = 4
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        self.nbytes += n
+        if n < BY_REFERENCE_BYTES:
+            self.small += data
+        else:
+            self.parts.append(data)
+            self.small = bytearray()
+            self.parts.append(self.small)
+        return n
+
+
+def encode_response_chunks(body: Any, correlation_id: int) -> bytes | Chunks:
+    """`encode_response`, with the record sets of a Fetch answer left where they are: Chunks when a field was
+    at least BY_REFERENCE_BYTES long, else plain bytes."""
+    return _encode_chunks(type(body).__header_schema__(correlation_id=i32(correlation_id)), body)
+
+
+def encode_request_chunks(body: Any, correlation_id: int, client_id: str | None = "fedkafka-proxy") -> bytes | Chunks:
+    """`encode_request`, with the record sets of a Produce request left where they are (see Chunks)."""
+    return _encode_chunks(_request_header(body, correlation_id, client_id), body)
+
+
+def _encode_chunks(header: Any, body: Any) -> bytes | Chunks:
+    out = _ChunkWriter()
+    sink = cast(IO[bytes], out)  # kio's writers call only write(); its Writable type names file types only
+    entity_writer(type(header))(sink, header)
+    entity_writer(type(body))(sink, body)
+    first = out.parts[0]
+    assert isinstance(first, bytearray)  # the writer's first part is always its own gathering buffer
+    first[0:4] = size_prefix(out.nbytes - 4)
+    if len(out.parts) == 1:
+        return bytes(first)
+    return Chunks([p for p in out.parts if len(p)], out.nbytes)
 
 
 def decode_response(resp_t: type[ResponsePayload], frame: bytes | memoryview) -> tuple[Any, Any]:

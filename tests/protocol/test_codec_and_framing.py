@@ -113,3 +113,38 @@ def test_version_intersection_and_produce_rules():
     assert adv == {0: (0, 11), 3: (1, 12), 18: (0, 3)}  # Produce capped, advertised from 0
     assert not versions.accepts(adv, 0, 2) and versions.accepts(adv, 0, 3)
     assert not versions.accepts(adv, 22, 0) and not versions.accepts(adv, 0, 12)
+
+
+def _fetch_answer(version: int, record_sets: list[bytes]):
+    return build(codec.response_schema(1, version), {"error_code": ErrorCode.none, "session_id": 0, "responses": [
+        {"topic": "t", "partitions": [{"partition_index": i, "high_watermark": 5, "records": r}
+                                      for i, r in enumerate(record_sets)]}]})
+
+
+@pytest.mark.parametrize("version", [4, 11, 12])
+@pytest.mark.parametrize("sizes", [[0], [10, 200], [codec.BY_REFERENCE_BYTES], [70_000, 3, 1 << 20, 0, 20_000]])
+def test_a_chunked_answer_is_the_same_frame_with_its_record_sets_by_reference(version, sizes):
+    record_sets = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    body = _fetch_answer(version, record_sets)
+    chunked = codec.encode_response_chunks(body, 77)
+    whole = codec.encode_response(body, 77)
+    assert bytes(chunked) == whole and len(chunked) == len(whole)
+    large = [r for r in record_sets if len(r) >= codec.BY_REFERENCE_BYTES]
+    if large:
+        assert isinstance(chunked, codec.Chunks)
+        assert [p for p in chunked.parts if any(p is r for r in large)] == large  # not copied
+    else:
+        assert type(chunked) is bytes
+
+
+@pytest.mark.parametrize("sizes", [[5], [codec.BY_REFERENCE_BYTES, 7, 100_000]])
+def test_a_chunked_request_is_the_same_frame_with_its_record_sets_by_reference(sizes):
+    records = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    request = ProduceRequest(transactional_id=None, acks=-1, timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+                             topic_data=(TopicProduceData(name="t", partition_data=tuple(
+                                 PartitionProduceData(index=i, records=r) for i, r in enumerate(records))),))
+    chunked = codec.encode_request_chunks(request, 9, "me")
+    whole = codec.encode_request(request, 9, "me")
+    assert bytes(chunked) == whole and len(chunked) == len(whole)
+    assert codec.decode_request(whole[4:])[1] == request
+    assert isinstance(chunked, codec.Chunks) == (max(sizes) >= codec.BY_REFERENCE_BYTES)

@@ -51,6 +51,9 @@ CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster
 VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve the view it made
 
 
+Answer = bytes | codec.Chunks | None  # an answer frame (Chunks: record sets by reference); None: no answer
+
+
 class ControllerLink(Protocol):
     """The proxy's HTTP link to its controller (`view_source.ControllerViewSource`)."""
 
@@ -124,7 +127,7 @@ class Dispatcher:
             self._authorizer = (view, Authorizer(view.acls, self.super_users))
         return self._authorizer[1]
 
-    async def start(self, frame: bytes, slot: int, session: Session | None = None) -> asyncio.Future[bytes | None]:
+    async def start(self, frame: bytes, slot: int, session: Session | None = None) -> asyncio.Future[Answer]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
         client's order); returns an awaitable of the response frame (None: no response)."""
         api_key, version, correlation_id = codec.peek_header(frame)
@@ -156,7 +159,7 @@ class Dispatcher:
             return _done(_with_correlation_id(cached, correlation_id))
         reply = module.handle(ctx, header, request)
         if key is not None and not isinstance(reply, Plan):
-            answer = self._encode(reply, correlation_id, seen)
+            answer = self._encode_whole(reply, correlation_id, seen)
             if answer is not None:
                 self._remember(key, answer)
             return _done(answer)
@@ -170,7 +173,7 @@ class Dispatcher:
         return _done(self._encode(reply, correlation_id, seen))
 
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
-                        deadline: float | None, seen=None) -> bytes | None:
+                        deadline: float | None, seen=None) -> Answer:
         started = asyncio.get_running_loop().time()
         results = await self._collect(plan.calls, sent, plan.return_early)
         elapsed = asyncio.get_running_loop().time() - started
@@ -200,7 +203,13 @@ class Dispatcher:
         if len(self._answers) > ANSWER_CACHE_ENTRIES:
             self._answers.popitem(last=False)
 
-    def _encode(self, reply: Any, correlation_id: int, seen=None) -> bytes | None:
+    def _encode(self, reply: Any, correlation_id: int, seen=None) -> Answer:
+        """The answer frame, its record sets by reference (`codec.Chunks`)."""
+        self.observer.answered(seen, reply)
+        return None if reply is NO_RESPONSE else codec.encode_response_chunks(reply, correlation_id)
+
+    def _encode_whole(self, reply: Any, correlation_id: int, seen=None) -> bytes | None:
+        """The answer frame in one piece (a cached answer gets another correlation id by slicing)."""
         self.observer.answered(seen, reply)
         return None if reply is NO_RESPONSE else codec.encode_response(reply, correlation_id)
 
@@ -375,10 +384,10 @@ def _with_correlation_id(frame: bytes, correlation_id: int) -> bytes:
     return frame[:4] + struct.pack(">i", correlation_id) + frame[8:]
 
 
-def _done(value: bytes | None) -> asyncio.Future[bytes | None]:
-    fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+def _done(value: Answer) -> asyncio.Future[Answer]:
+    fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
     fut.set_result(value)
     return fut
 
 
-Starter = Callable[[bytes, int], Awaitable[asyncio.Future[bytes | None]]]
+Starter = Callable[[bytes, int], Awaitable[asyncio.Future[Answer]]]

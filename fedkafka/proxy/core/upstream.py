@@ -7,13 +7,14 @@ import collections
 import itertools
 import logging
 import socket
+import struct
 from typing import Any, Literal, overload
 
 from kio.static.protocol import ResponsePayload
 
 from fedkafka.fencing import UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.protocol import codec
-from fedkafka.protocol.framing import FrameError, read_frame
+from fedkafka.protocol.framing import FrameError
 
 log = logging.getLogger(__name__)
 
@@ -28,26 +29,121 @@ class PoolBusy(Exception):
     """Every dedicated connection to a broker is in use and none came free in time (not a broker fault)."""
 
 
+class FrameProtocol(asyncio.BufferedProtocol):
+    """Size-prefixed frames read with as few copies as the sizes allow (no StreamReader).
+
+    Small frames are cut out of one staging buffer that the socket reads into; a frame larger than the staging
+    buffer gets a buffer of its own size that the socket reads the rest of it into directly, so a fetch
+    answer of 50 MB is not copied again and again while it arrives (a StreamReader copies it into its buffer,
+    then out of it twice, then moves what is left). `on_frame(frame)` gets each frame without its prefix
+    (bytes, or a read-only memoryview); `on_lost(reason)` once, when the connection ends or a frame is refused.
+    """
+
+    STAGING_BYTES = 256 * 1024
+
+    def __init__(self, on_frame, on_lost, max_bytes: int = MAX_RESPONSE_BYTES):
+        self.on_frame, self.on_lost, self.max_bytes = on_frame, on_lost, max_bytes
+        self.transport: asyncio.Transport | None = None
+        self._staging = bytearray(self.STAGING_BYTES)
+        self._start = self._end = 0  # unread bytes of the staging buffer
+        self._large: bytearray | None = None  # the frame being read into a buffer of its own
+        self._filled = 0  # bytes of `_large` read so far
+        self._lost = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._large is not None:
+            return memoryview(self._large)[self._filled:]
+        if self._end == len(self._staging):  # full: keep the unread tail, at the front
+            tail = self._end - self._start
+            self._staging[:tail] = self._staging[self._start:self._end]
+            self._start, self._end = 0, tail
+        return memoryview(self._staging)[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._large is not None:
+            self._filled += nbytes
+            if self._filled == len(self._large):
+                frame, self._large = self._large, None
+                self._deliver(memoryview(frame).toreadonly())  # kio reads read-only buffers only
+            return
+        self._end += nbytes
+        self._cut_frames()
+
+    def _cut_frames(self) -> None:
+        buf = self._staging
+        while not self._lost and self._end - self._start >= 4:
+            (size,) = _SIZE.unpack_from(buf, self._start)
+            if size < 0 or size > self.max_bytes:
+                self._refuse(FrameError(f"frame size {size} outside 0..{self.max_bytes}"))
+                return
+            have = self._end - self._start - 4
+            if have >= size:
+                begin = self._start + 4
+                self._start = begin + size
+                self._deliver(bytes(memoryview(buf)[begin:self._start]))  # one copy (a slice would be two)
+            elif size + 4 > len(buf):  # never fits: read the rest straight into its own buffer
+                self._large = bytearray(size)
+                self._large[:have] = memoryview(buf)[self._start + 4:self._end]
+                self._filled = have
+                self._start = self._end = 0
+                return
+            else:
+                return
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    def _deliver(self, frame: bytes | memoryview) -> None:
+        try:
+            self.on_frame(frame)
+        except ConnectionError as e:  # the handler's own verdict: this connection is out of step
+            self._refuse(e)
+        except Exception as e:  # never leave a half-dead connection in the pool: its futures would hang
+            log.exception("upstream frame handler failed")
+            self._refuse(ConnectionError(f"reader failed: {e!r}"))
+
+    def _refuse(self, reason: BaseException) -> None:
+        self._notify_lost(reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _notify_lost(self, reason: BaseException) -> None:
+        if not self._lost:
+            self._lost = True
+            self.on_lost(reason)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._large is not None or self._end > self._start:
+            exc = exc or FrameError("connection closed inside a frame")
+        self._notify_lost(exc or ConnectionError("connection closed by broker"))
+
+
+_SIZE = struct.Struct(">i")
+
+
 class UpstreamConnection:
     """One TCP connection to one broker. `send` writes at once (order = call order) and returns a future."""
 
     def __init__(self, host: str, port: int, label: str):
         self.host, self.port, self.label = host, port, label
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
         self._pending: collections.deque[tuple[int, type[ResponsePayload], asyncio.Future]] = collections.deque()
         self._ids = itertools.count(1)
-        self._reader_task: asyncio.Task | None = None
         self.closed = False
 
     async def connect(self) -> None:
-        self._reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=1 << 20), CONNECT_TIMEOUT_S)
-        self._writer = writer
-        sock = writer.get_extra_info("socket")
+        loop = asyncio.get_running_loop()
+        transport, _ = await asyncio.wait_for(loop.create_connection(
+            lambda: FrameProtocol(self._on_frame, self._on_lost), self.host, self.port), CONNECT_TIMEOUT_S)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
         if sock is not None:  # small produce requests must not wait for Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader_task = asyncio.create_task(self._read_loop(), name=f"upstream-{self.label}")
 
     @overload
     def send(self, request: Any, expect_response: Literal[True] = ..., client_id: str | None = ...
@@ -56,13 +152,17 @@ class UpstreamConnection:
     def send(self, request: Any, expect_response: bool, client_id: str | None = ...) -> asyncio.Future | None: ...
 
     def send(self, request: Any, expect_response: bool = True, client_id: str | None = None) -> asyncio.Future | None:
-        if self.closed or self._writer is None:
+        if self.closed or self._transport is None:
             raise ConnectionError(f"{self.label}: connection closed")
         corr = next(self._ids) & 0x7FFFFFFF
         if client_id is None:
-            self._writer.write(codec.encode_request(request, corr))
+            frame = codec.encode_request_chunks(request, corr)
         else:
-            self._writer.write(codec.encode_request(request, corr, client_id))
+            frame = codec.encode_request_chunks(request, corr, client_id)
+        if isinstance(frame, codec.Chunks):
+            self._transport.writelines(frame.parts)  # one writev: the record sets are not copied into a frame
+        else:
+            self._transport.write(frame)
         if not expect_response:
             return None
         fut = asyncio.get_running_loop().create_future()
@@ -76,37 +176,20 @@ class UpstreamConnection:
     def owns(self, future: asyncio.Future) -> bool:
         return any(f is future for _, _, f in self._pending)
 
-    async def drain(self) -> None:
-        if self._writer is not None:
-            await self._writer.drain()
-
-    async def _read_loop(self) -> None:
-        reason: BaseException = ConnectionError(f"{self.label}: connection closed by broker")
-        assert self._reader is not None  # connect() sets it before it starts this loop
+    def _on_frame(self, frame: bytes | memoryview) -> None:
+        corr = codec.response_correlation_id(frame)
+        if not self._pending or self._pending[0][0] != corr:
+            raise ConnectionError(f"unexpected correlation id {corr}")
+        _, resp_t, fut = self._pending.popleft()
+        if fut.done():
+            return
         try:
-            while True:
-                frame = await read_frame(self._reader, MAX_RESPONSE_BYTES)
-                if frame is None:
-                    break
-                corr = codec.response_correlation_id(frame)
-                if not self._pending or self._pending[0][0] != corr:
-                    reason = ConnectionError(f"{self.label}: unexpected correlation id {corr}")
-                    break
-                _, resp_t, fut = self._pending.popleft()
-                if fut.done():
-                    continue
-                try:
-                    fut.set_result(codec.decode_response(resp_t, frame)[1])
-                except codec.DecodeError as e:
-                    fut.set_exception(e)
-        except (OSError, FrameError, asyncio.IncompleteReadError) as e:
-            reason = ConnectionError(f"{self.label}: {e}")
-        except asyncio.CancelledError:
-            reason = ConnectionError(f"{self.label}: closed")
-        except Exception as e:  # never leave a half-dead connection in the pool: its futures would hang
-            log.exception("upstream %s: reader failed", self.label)
-            reason = ConnectionError(f"{self.label}: reader failed: {e!r}")
-        self._fail_all(reason)
+            fut.set_result(codec.decode_response(resp_t, frame)[1])
+        except codec.DecodeError as e:
+            fut.set_exception(e)
+
+    def _on_lost(self, reason: BaseException) -> None:
+        self._fail_all(ConnectionError(f"{self.label}: {reason}"))
 
     def _fail_all(self, reason: BaseException) -> None:
         self.closed = True
@@ -114,12 +197,10 @@ class UpstreamConnection:
             _, _, fut = self._pending.popleft()
             if not fut.done():
                 fut.set_exception(reason)
-        if self._writer is not None:
-            self._writer.close()
+        if self._transport is not None:
+            self._transport.close()
 
     def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
         self._fail_all(ConnectionError(f"{self.label}: closed"))
 
 

@@ -11,6 +11,7 @@ active segment's.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from kio.static.primitive import i16, i32, i32Timedelta
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_schema, response_schema
+from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import (
     NO_RESPONSE,
     UNASKED,
@@ -408,16 +409,21 @@ UPSTREAM_ACKS = -1
 # A broker keeps an acks=all write waiting for its followers up to the request's timeout; capped, so that
 # every produce is answered within the core's upstream wait (the controller's fencing bound counts on it).
 MAX_UPSTREAM_PRODUCE_TIMEOUT_MS = int(MAX_PRODUCE_WAIT_S * 1000)
+_MAX_UPSTREAM_TIMEOUT = i32Timedelta.parse(datetime.timedelta(milliseconds=MAX_UPSTREAM_PRODUCE_TIMEOUT_MS))
 
 
 def _upstream_request(request, parts: list[_Part]):
-    by_topic: dict[str, list[dict]] = {}
-    for part in parts:
-        by_topic.setdefault(part.seg.topic, []).append({"index": part.seg.partition, "records": part.records})
-    req_t = request_schema(0, type(request).__version__)
-    timeout = min(request.timeout, datetime.timedelta(milliseconds=MAX_UPSTREAM_PRODUCE_TIMEOUT_MS))
-    return build(req_t, {"transactional_id": None, "acks": UPSTREAM_ACKS, "timeout": timeout,
-                         "topic_data": [{"name": n, "partition_data": pd} for n, pd in by_topic.items()]})
+    """The client's request narrowed to `parts`, in physical names: built from the decoded request's own
+    entity types (the same version), without `build()`'s per-field type work on the hottest path."""
+    topic_t = type(request.topic_data[0])
+    partition_t = type(next(pd for t in request.topic_data for pd in t.partition_data))  # parts come from one
+    by_topic: dict[str, list] = {}
+    for part in parts:  # plain ints and strings, as build() passes them: kio's phantom-type checks cost more here
+        by_topic.setdefault(part.seg.topic, []).append(partition_t(index=part.seg.partition, records=part.records))
+    timeout = min(request.timeout, _MAX_UPSTREAM_TIMEOUT)
+    return dataclasses.replace(request, transactional_id=None, acks=UPSTREAM_ACKS, timeout=timeout,
+                               topic_data=tuple(topic_t(name=n, partition_data=tuple(pd))
+                                                for n, pd in by_topic.items()))
 
 
 def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int], dict]:

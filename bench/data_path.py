@@ -1,0 +1,346 @@
+"""Data path cost: produce and consume through a proxy of this tree, of an older tree (`--compare-ref`) and
+direct, alternating in one run, with each proxy's CPU-seconds per GB and the load average.
+
+One broker, 1 KB records, confluent-kafka clients (acks=all). Rounds alternate direct / ref / new so that a
+burst of load from elsewhere on the machine hits every side alike; read the ratios, not the absolute figures.
+`--compare-ref REF` exports REF with `git archive` into a scratch directory (nothing in the repository changes)
+and runs a second proxy from it. `--profile` samples the new proxy with py-spy during its produce and its
+consume runs and writes top-N tables and a text flame graph to bench/profiles/.
+
+    .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from scratch import scratch_dir
+
+from fedkafka.kafka.cluster import start_clusters
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View, shadow_topic
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results"
+PROFILES = Path(__file__).parent / "profiles"
+RECORD = 1024
+PARTITIONS = 4
+MOVED_BASE = 10**9
+JUNK = 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of all of a process' threads, in nanoseconds from schedstat (/proc/<pid>/stat counts ticks of
+    10 ms: a tenth of a CPU-second per GB on a 100 MB run)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_tree(ref: str, into: Path) -> Path:
+    """The files of `ref` (a commit, branch or tag) as a plain directory."""
+    archive = into / "ref.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), ref, "fedkafka"], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into / "tree", filter="data")
+    return into / "tree"
+
+
+def start_proxy(tree: Path, view_file: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
+                                 f"127.0.0.1:{port}", "--view-file", str(view_file)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tree)
+    for _ in range(600):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"127.0.0.1:{port}"
+        time.sleep(0.05)
+    proc.kill()  # the caller has no handle on it yet: it would outlive the run
+    raise SystemExit(f"proxy from {tree} did not start: {log.read_text()[-2000:]}")
+
+
+def produce(bootstrap: str, topic: str, records: int) -> float:
+    """Records per second of a confluent-kafka producer, acks=all, every record acknowledged."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 65536,
+                  "queue.buffering.max.messages": 200000})
+    payload = os.urandom(RECORD)
+    acked = [0]
+
+    def done(err, _msg):
+        acked[0] += err is None
+
+    start = time.perf_counter()
+    for _ in range(records):
+        while True:
+            try:
+                p.produce(topic, payload, on_delivery=done)
+                break
+            except BufferError:
+                p.poll(0.01)
+        p.poll(0)
+    p.flush(300)
+    elapsed = time.perf_counter() - start
+    del p  # its threads and connections go now, not at the end of the run
+    if acked[0] != records:
+        raise SystemExit(f"only {acked[0]} of {records} records acknowledged by {bootstrap}")
+    return records / elapsed
+
+
+def consume(bootstrap: str, topic: str, starts: list[int], records: int) -> float:
+    """Records per second of an assigned confluent-kafka consumer reading `records` records."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"b-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+    c.assign([TopicPartition(topic, p, s) for p, s in enumerate(starts)])
+    n, t0 = 0, None
+    deadline = time.time() + 300
+    while n < records and time.time() < deadline:
+        for m in c.consume(1000, 5.0):
+            if m.error():
+                continue
+            t0 = t0 or time.perf_counter()
+            n += 1
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    if n < records:
+        raise SystemExit(f"read only {n} of {records} records from {topic} at {bootstrap}")
+    return n / elapsed
+
+
+class Sampler:
+    """py-spy attached to a process for one run: raw collapsed stacks (one `stack count` line each)."""
+
+    def __init__(self, pid: int, out: Path):
+        self.out = out
+        spy = str(Path(sys.executable).parent / "py-spy")
+        self.proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250", "--gil", "--format", "raw",
+                                      "--output", str(out), "--nonblocking"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+
+
+def summarize(raw: Path, title: str, top: int = 30, min_share: float = 0.01) -> str:
+    """Top functions by own and by inclusive samples, and the call tree (a flame graph as text)."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    tree: dict = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = [_short(f) for f in stack.split(";")]
+        frames = frames[_below_loop(frames):] or frames
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            inclusive[f] += n
+        node = tree
+        for f in frames:
+            entry = node.setdefault(f, [0, {}])
+            entry[0] += n
+            node = entry[1]
+    lines = [f"## {title}: {total} samples", "", "own %   incl %  function"]
+    for f, n in own.most_common(top):
+        lines.append(f"{100 * n / total:5.1f}  {100 * inclusive[f] / total:6.1f}  {f}")
+    lines += ["", "incl %  function (by inclusive samples)"]
+    for f, n in inclusive.most_common(top):
+        lines.append(f"{100 * n / total:6.1f}  {f}")
+    lines += ["", f"call tree (branches of at least {100 * min_share:.0f}% of samples)"]
+    _tree_lines(tree, total, min_share, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/module.py:123)` -> `func (module.py)`: the line numbers split one function into many."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = path.split("/")
+    return f"{name} ({'/'.join(parts[-2:])})"
+
+
+def _below_loop(frames: list[str]) -> int:
+    """Index of the first frame under the event loop (the CLI's frames above it are the same in every sample)."""
+    loops = [i for i, f in enumerate(frames) if f.startswith(("Runner.run ", "run (uvloop"))]
+    return loops[-1] + 1 if loops else 0
+
+
+def _tree_lines(node: dict, total: int, min_share: float, depth: int, lines: list[str]) -> None:
+    for f, (n, children) in sorted(node.items(), key=lambda kv: -kv[1][0]):
+        if n < total * min_share:
+            continue
+        lines.append(f"{100 * n / total:5.1f} {'  ' * depth}{f}")
+        _tree_lines(children, total, min_share, depth + 1, lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--compare-ref", help="also run a proxy of this git ref (e.g. main)")
+    ap.add_argument("--profile", action="store_true", help="py-spy the new proxy; tables into bench/profiles/")
+    args = ap.parse_args()
+    n = args.records
+    with scratch_dir("data-path-") as tmp:
+        (cluster,) = start_clusters(["b1"], tmp / "k")
+        procs: dict[str, subprocess.Popen] = {}
+        try:
+            admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+            sides = ["new"] + (["ref"] if args.compare_ref else [])
+            names = [f"p-{s}-{r}" for s in ["direct", *sides] for r in range(args.rounds + 1)]
+            names += ["c-identity", "c-moved", shadow_topic("identity"), shadow_topic("moved")]
+            for fut in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
+                fut.result(30)
+            time.sleep(1)
+            fill = Producer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 5, "batch.size": 262144})
+            for p in range(PARTITIONS):
+                for _ in range(JUNK):
+                    fill.produce("c-moved", b"junk", partition=p)
+            fill.flush(60)
+            junk_end = [JUNK] * PARTITIONS
+            payload = os.urandom(RECORD)
+            for topic in ("c-identity", "c-moved"):
+                for i in range(n):
+                    while True:
+                        try:
+                            fill.produce(topic, payload, partition=i % PARTITIONS)
+                            break
+                        except BufferError:
+                            fill.poll(0.05)
+                fill.flush(300)
+
+            def chain(topic: str, p: int, start: int, base: int) -> PartitionChain:
+                return PartitionChain(segments=(Segment("b1", topic, p, start, None, base),))
+
+            topics = {t: LogicalTopic(t, uuid.uuid4().hex, tuple(chain(t, p, 0, 0) for p in range(PARTITIONS)))
+                      for t in names if t.startswith("p-")}
+            topics["identity"] = LogicalTopic("identity", uuid.uuid4().hex, tuple(
+                chain("c-identity", p, 0, 0) for p in range(PARTITIONS)))
+            topics["moved"] = LogicalTopic("moved", uuid.uuid4().hex, tuple(
+                chain("c-moved", p, junk_end[p], MOVED_BASE) for p in range(PARTITIONS)))
+            view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
+                        topics=topics)
+            view_file = tmp / "view.json"
+            view_file.write_text(json.dumps(view.to_dict()))
+            trees = {"new": ROOT}
+            if args.compare_ref:
+                trees["ref"] = export_tree(args.compare_ref, tmp)
+            addrs = {"direct": cluster.bootstrap}
+            for side, tree in trees.items():
+                procs[side], addrs[side] = start_proxy(tree, view_file, tmp / f"proxy-{side}.log")
+            results = run_rounds(args, cluster, procs, addrs)
+        finally:
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            cluster.stop()
+    results.update(records=n, record_bytes=RECORD, compare_ref=args.compare_ref)
+    print_results(results)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"data-path-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[str, str]) -> dict:
+    n = args.records
+    gb = n * RECORD / 1e9
+    sides = list(addrs)
+    runs: dict[str, dict[str, list]] = {k: {s: [] for s in sides} for k in ("produce", "identity", "moved")}
+    logical_starts = {"identity": [0] * PARTITIONS, "moved": [MOVED_BASE] * PARTITIONS}
+    physical = {"identity": ("c-identity", [0] * PARTITIONS), "moved": ("c-moved", [JUNK] * PARTITIONS)}
+    loads = []
+    for side in sides:  # warm-up: connections, caches, the JIT of the broker, the page cache
+        produce(addrs[side], f"p-{side}-0", min(n, 20000))
+        for kind, (topic, starts) in physical.items():
+            consume(addrs[side], *((topic, starts) if side == "direct" else (kind, logical_starts[kind])), n)
+    for r in range(1, args.rounds + 1):
+        for kind in ("produce", "identity", "moved"):
+            for side in sides:
+                pid = procs[side].pid if side in procs else None
+                sampler = None
+                if args.profile and side == "new" and r == 1:
+                    PROFILES.mkdir(exist_ok=True)
+                    sampler = Sampler(pid, PROFILES / f"{kind}.raw")
+                c0 = cpu_seconds(pid) if pid else 0.0
+                b0 = cpu_seconds(cluster.pid)
+                if kind == "produce":
+                    rate = produce(addrs[side], f"p-{side}-{r}", n)
+                else:
+                    topic, starts = (physical[kind] if side == "direct" else (kind, logical_starts[kind]))
+                    rate = consume(addrs[side], topic, starts, n)
+                proxy_cpu = (cpu_seconds(pid) - c0) / gb if pid else None
+                broker_cpu = (cpu_seconds(cluster.pid) - b0) / gb
+                if sampler is not None:
+                    sampler.stop()
+                runs[kind][side].append({"records_per_s": rate, "proxy_cpu_s_per_gb": proxy_cpu,
+                                         "broker_cpu_s_per_gb": broker_cpu})
+                loads.append(os.getloadavg()[0])
+                print(f"round {r} {kind:8} {side:6} {rate:9.0f} rec/s  proxy CPU "
+                      f"{'-' if proxy_cpu is None else f'{proxy_cpu:.2f}'} s/GB  broker CPU {broker_cpu:.2f} s/GB  "
+                      f"load {loads[-1]:.2f}", flush=True)
+    if args.profile:
+        for kind in runs:
+            raw = PROFILES / f"{kind}.raw"
+            if raw.exists():
+                (PROFILES / f"{kind}.txt").write_text(summarize(raw, f"{kind} through the proxy (py-spy)"))
+                raw.unlink()
+    return {"runs": runs, "load_average": {"min": min(loads), "max": max(loads), "mean": sum(loads) / len(loads)}}
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def print_results(results: dict) -> None:
+    runs = results["runs"]
+    print(f"\n{results['records']} records x {RECORD} B, {PARTITIONS} partitions, 1 broker, confluent-kafka; "
+          f"medians over rounds; load average {results['load_average']['min']:.1f}-"
+          f"{results['load_average']['max']:.1f}\n")
+    sides = list(runs["produce"])
+    print(f"{'path':10}" + "".join(f"{s + ' rec/s':>14}" for s in sides)
+          + "".join(f"{s + '/direct':>12}" for s in sides[1:])
+          + "".join(f"{s + ' CPU s/GB':>15}" for s in sides[1:]) + f"{'broker s/GB':>13}")
+    for kind, by_side in runs.items():
+        rate = {s: _median([x["records_per_s"] for x in by_side[s]]) for s in sides}
+        cpu = {s: _median([x["proxy_cpu_s_per_gb"] for x in by_side[s]]) for s in sides[1:]}
+        broker = _median([x["broker_cpu_s_per_gb"] for x in by_side["direct"]])
+        print(f"{kind:10}" + "".join(f"{rate[s]:14.0f}" for s in sides)
+              + "".join(f"{rate[s] / rate['direct']:12.2f}" for s in sides[1:])
+              + "".join(f"{cpu[s]:15.2f}" for s in sides[1:]) + f"{broker:13.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The upstream frame reader (`upstream.FrameProtocol`): every frame whole and in order, however the bytes
+arrive; an oversize frame or a connection cut inside a frame ends the connection with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedkafka.protocol.framing import FrameError
+from fedkafka.proxy.core.upstream import FrameProtocol
+
+
+class _SmallStaging(FrameProtocol):
+    STAGING_BYTES = 64  # frames above 60 bytes take the own-buffer path
+
+
+class _Transport:
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def _reader(max_bytes: int = 1 << 20) -> tuple[FrameProtocol, list[bytes], list[BaseException]]:
+    frames: list[bytes] = []
+    lost: list[BaseException] = []
+    proto = _SmallStaging(lambda f: frames.append(bytes(f)), lost.append, max_bytes)
+    proto.connection_made(_Transport())
+    return proto, frames, lost
+
+
+def _arrive(proto: FrameProtocol, data: bytes, cuts: list[int]) -> None:
+    """As the event loop does: read into the protocol's buffer, never more than it offers, split at `cuts`."""
+    pieces, last = [], 0
+    for cut in sorted({c % (len(data) + 1) for c in cuts} | {len(data)}):
+        pieces.append(data[last:cut])
+        last = cut
+    for piece in pieces:
+        while piece:
+            buf = proto.get_buffer(-1)
+            assert len(buf) > 0
+            n = min(len(buf), len(piece))
+            buf[:n] = piece[:n]
+            proto.buffer_updated(n)
+            piece = piece[n:]
+
+
+def _framed(payloads: list[bytes]) -> bytes:
+    return b"".join(struct.pack(">i", len(p)) + p for p in payloads)
+
+
+@settings(max_examples=200, deadline=None)
+@given(payloads=st.lists(st.binary(min_size=4, max_size=300), max_size=12),
+       cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=20))
+def test_every_frame_arrives_whole_and_in_order_however_the_bytes_are_split(payloads, cuts):
+    proto, frames, lost = _reader()
+    _arrive(proto, _framed(payloads), cuts)
+    assert frames == payloads
+    assert lost == []
+
+
+def test_a_frame_larger_than_the_staging_buffer_is_read_into_its_own_buffer_between_small_ones():
+    proto, frames, lost = _reader()
+    payloads = [b"a" * 10, bytes(range(256)) * 40, b"b" * 5, b"c" * 61, b"d" * 4]
+    _arrive(proto, _framed(payloads), [3, 17, 100, 9000, 10260])
+    assert frames == payloads and lost == []
+
+
+def test_an_oversize_frame_ends_the_connection_before_its_body_is_read():
+    proto, frames, lost = _reader(max_bytes=1000)
+    _arrive(proto, _framed([b"ok!!"]) + struct.pack(">i", 1001), [])
+    assert frames == [b"ok!!"]
+    assert len(lost) == 1 and isinstance(lost[0], FrameError) and "1001" in str(lost[0])
+    assert proto.transport.aborted
+
+
+def test_a_connection_cut_inside_a_frame_is_named_as_such():
+    proto, frames, lost = _reader()
+    _arrive(proto, _framed([b"x" * 100])[:50], [])
+    proto.connection_lost(None)
+    assert frames == [] and isinstance(lost[0], FrameError)
+
+
+def test_a_clean_close_between_frames_is_reported_once():
+    proto, frames, lost = _reader()
+    _arrive(proto, _framed([b"done"]), [])
+    proto.connection_lost(None)
+    proto.connection_lost(None)
+    assert frames == [b"done"] and len(lost) == 1 and isinstance(lost[0], ConnectionError)
+
+
+def test_a_handler_that_refuses_a_frame_ends_the_connection_with_its_reason():
+    lost: list[BaseException] = []
+
+    def refuse(_frame):
+        raise ConnectionError("unexpected correlation id 7")
+
+    proto = FrameProtocol(refuse, lost.append)
+    proto.connection_made(_Transport())
+    _arrive(proto, _framed([b"1234", b"5678"]), [])
+    assert [str(e) for e in lost] == ["unexpected correlation id 7"] and proto.transport.aborted
+
+
+def test_frames_reach_a_real_socket_reader_through_the_event_loop():
+    """The same reader under the real event loop, over a real socket, a large frame among small ones."""
+    payloads = [b"s" * 8, bytes(range(256)) * 4000, b"t" * 8]
+
+    async def main():
+        got: list[bytes] = []
+        done = asyncio.get_running_loop().create_future()
+
+        async def serve(_reader, writer):
+            writer.write(_framed(payloads))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await asyncio.get_running_loop().create_connection(
+            lambda: FrameProtocol(lambda f: got.append(bytes(f)), lambda r: done.set_result(r)), "127.0.0.1", port)
+        reason = await done
+        transport.close()
+        server.close()
+        return got, reason
+
+    got, reason = asyncio.run(main())
+    assert got == payloads and isinstance(reason, ConnectionError)
