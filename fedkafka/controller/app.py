@@ -125,7 +125,7 @@ def create_app(controller: Controller, token: str, background: bool = True,
         if background and leadership is None:
             controller.start_background()
             workflows.resume()
-        elif background:
+        elif background and leadership is not None:
             controller.leadership = leadership
             threading.Thread(target=leadership.run, args=(controller._stop, activate, restart_as_standby),
                              name="controller-leadership", daemon=True).start()

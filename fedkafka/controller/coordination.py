@@ -46,6 +46,8 @@ class CoordinationMove:
         if row is None:
             raise NotFound(f"unknown cluster {target!r}")
         old = coordination_cluster(list(rows.values()))
+        if old is None:  # every cluster removed (the target too, then)
+            raise Conflict(f"cluster {target} is removed and no cluster holds the groups. Nothing was changed")
         if old == target:
             return old  # nothing to do: the run finishes at once, unchanged
         if row.state != ClusterState.ACTIVE or not row.reachable:

@@ -29,6 +29,7 @@ from fedkafka.controller import acls, db
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
+from fedkafka.controller.leadership import Leadership
 from fedkafka.controller.metrics import Metrics
 from fedkafka.controller.models import (
     ChainRow,
@@ -107,7 +108,7 @@ class Controller:
         self._renewals = 0  # renewals taken so far ...
         self._durable = 0  # ... and how many of them are committed
         self._stop = threading.Event()
-        self.leadership = None  # set by the app when several controllers may share the database
+        self.leadership: Leadership | None = None  # set by the app when several controllers may share the database
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
@@ -611,7 +612,8 @@ class Controller:
 
     def delete_user(self, user: str) -> None:
         with self._write_lock, self.session() as s:
-            res = s.execute(delete(ScramCredentialRow).where(ScramCredentialRow.user == user))
+            res = cast(CursorResult[Any], s.execute(  # a DELETE's result: it has a rowcount
+                delete(ScramCredentialRow).where(ScramCredentialRow.user == user)))
             s.commit()
         if res.rowcount == 0:
             raise NotFound(f"unknown user {user!r}")

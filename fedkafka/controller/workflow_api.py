@@ -29,7 +29,7 @@ def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
 
     @app.get("/v1/workflows", dependencies=[api])
     def workflows():
-        return engine.list()
+        return engine.runs()
 
     @app.get("/v1/workflows/{run_id}", dependencies=[api])
     def workflow(run_id: Annotated[int, Path(ge=0, le=2**63 - 1)]):  # a BIGINT row id

@@ -8,7 +8,6 @@ each unfinished run again from the top and the finished phases change nothing.
 
 from __future__ import annotations
 
-import builtins  # WorkflowEngine.list shadows list in its own annotations
 import contextlib
 import itertools
 import json
@@ -171,12 +170,12 @@ class WorkflowEngine:
                 raise NotFound(f"unknown workflow run {run_id}")
             return json.loads(row.record_json)
 
-    def list(self) -> list[dict[str, Any]]:
+    def runs(self) -> list[dict[str, Any]]:
         with self.ctl.session() as s:
             ids = list(s.scalars(select(WorkflowRow.id).order_by(WorkflowRow.id)))
         return [self.get(i) for i in ids]
 
-    def resume(self) -> builtins.list[int]:
+    def resume(self) -> list[int]:
         """Start a thread for every run a previous controller left unfinished; settle the moves no running
         run owns (a run that failed and could not roll back, a controller that died in a direct move), and
         keep doing so in the background."""
@@ -465,7 +464,7 @@ class WorkflowEngine:
         rec["changed"] = rec["changed"] or bool(rows)
         self._save(run_id)
 
-    def _ensure_targets(self, plans: builtins.list[MovePlan]) -> None:
+    def _ensure_targets(self, plans: list[MovePlan]) -> None:
         """Physical partitions the moves write to exist before any move row points at them (Kafka first)."""
         needed: dict[tuple[str, str], int] = {}
         for m in plans:
@@ -492,10 +491,10 @@ class WorkflowEngine:
         view = self.ctl.view
         return {name: [c.segments for c in t.partitions] for name, t in view.topics.items()}
 
-    def _active(self) -> builtins.list[str]:
+    def _active(self) -> list[str]:
         return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
 
-    def _rebalance_plan(self, target: str) -> builtins.list[MovePlan]:
+    def _rebalance_plan(self, target: str) -> list[MovePlan]:
         return [MovePlan(**vars_of(m)) for m in rebalance(self._chains(), self._active(), target)]
 
     # -- expand ------------------------------------------------------------------------------------
@@ -612,7 +611,7 @@ class WorkflowEngine:
         self.ctl.set_cluster_state(cluster, "removed")
         self._phase(run_id, "removed", 1, 1)
 
-    def _evacuate_plan(self, leaving: str) -> builtins.list[MovePlan]:
+    def _evacuate_plan(self, leaving: str) -> list[MovePlan]:
         return [MovePlan(**vars_of(m)) for m in self._evacuation(leaving)]
 
     def _evacuation(self, leaving: str):
@@ -644,7 +643,7 @@ class WorkflowEngine:
     def _stop_requested(self) -> bool:
         return self.ctl._stop.is_set()
 
-    def _waiting(self, run_id: int, blockers: builtins.list[str]) -> None:
+    def _waiting(self, run_id: int, blockers: list[str]) -> None:
         """What the drain still waits for, in the run's record (the CLI shows it): an operator can act on it,
         e.g. delete a consumer group that was abandoned behind a seal."""
         rec = self._records[run_id]
@@ -652,7 +651,7 @@ class WorkflowEngine:
             rec["waiting_for"] = blockers
             self._save(run_id)
 
-    def _drop_drained(self, cluster: str, mode: str) -> builtins.list[str]:
+    def _drop_drained(self, cluster: str, mode: str) -> list[str]:
         """Drop what drained; returns what the rest waits for (at most 10 lines)."""
         chains = {(name, p): segs for name, parts in self._chains().items() for p, segs in enumerate(parts)
                   if any(s.cluster == cluster for s in segs)}
