@@ -35,13 +35,13 @@ from fedkafka.controller.models import (
     ChainRow,
     ClientRuleRow,
     ClusterRow,
-    CounterRow,
     ProxyRow,
     ScramCredentialRow,
     SegmentRow,
     TopicRow,
     ViewRow,
 )
+from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
 from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
@@ -58,7 +58,6 @@ TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,231}$")  # 249 minus the shadow topi
 BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
-PRODUCER_ID_BLOCK = 1000
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
 LATE_RENEWAL_S = FENCE_GRACE_S / 4
@@ -89,7 +88,9 @@ class Controller:
         self.session = db.session_factory(self.engine)
         self.kafka = kafka or KafkaAdmin(settings.kafka_timeout)
         self.metrics = Metrics()
-        self._seed()
+        self.producer_ids = ProducerIdBlocks(self.session)
+        self.producer_ids.seed()
+        self._seed_view()
         self.publisher = Publisher(self._stored_view()[0])
         # The proxies of the view this controller inherits stay listed for one lease, even if their leases
         # ran out while no controller ran: they re-register within a heartbeat, and dropping then re-adding
@@ -149,17 +150,15 @@ class Controller:
         self.flush_heartbeats()
         self.engine.dispose()
 
-    def _seed(self) -> None:
-        """The version row and counters exist exactly once, even when two controllers start together."""
-        for row in (ViewRow(id=1, version=0, body=json.dumps(View(version=0).to_dict()), committed_at=time.time()),
-                    CounterRow(name="producer_id", value=PRODUCER_ID_BLOCK)):
-            with self.session() as s:
-                if s.get(type(row), row.id if isinstance(row, ViewRow) else row.name) is None:
-                    s.add(row)
-                    try:
-                        s.commit()
-                    except IntegrityError:
-                        s.rollback()
+    def _seed_view(self) -> None:
+        """The version row exists exactly once, even when two controllers start together."""
+        with self.session() as s:
+            if s.get(ViewRow, 1) is None:
+                s.add(ViewRow(id=1, version=0, body=json.dumps(View(version=0).to_dict()), committed_at=time.time()))
+                try:
+                    s.commit()
+                except IntegrityError:  # the other controller's row won
+                    s.rollback()
 
     # -- the view --------------------------------------------------------------------------------
     @property
@@ -436,7 +435,7 @@ class Controller:
             break
         self.compose()
         return {"node_id": node_id, "lease_ms": self.settings.lease_ms, "fence_ms": self.settings.fence_ms,
-                "producer_id_block": self.allocate_producer_ids()}
+                "producer_id_block": self.producer_ids.allocate().to_dict()}
 
     def _renewed(self, node_id: int) -> dict[str, Any]:
         if all(p.node_id != node_id for p in self.view.proxies):
@@ -529,19 +528,6 @@ class Controller:
                         del self._pending[node_id]
                 self._leases.update(durable)
                 self._durable = max(self._durable, upto)
-
-    def allocate_producer_ids(self) -> dict[str, int]:
-        """A fresh block of logical producer ids; compare-and-set, so no two callers share one."""
-        while True:
-            with self.session() as s:
-                start = s.scalars(select(CounterRow.value).where(CounterRow.name == "producer_id")).one()
-                res = cast(CursorResult[Any], s.execute(  # an UPDATE's result: it has a rowcount
-                    update(CounterRow).where(CounterRow.name == "producer_id", CounterRow.value == start)
-                    .values(value=start + PRODUCER_ID_BLOCK)))
-                if res.rowcount == 1:
-                    s.commit()
-                    return {"start": start, "size": PRODUCER_ID_BLOCK}
-                s.rollback()
 
     def proxies_for(self, client_id: str) -> dict[str, Any]:
         """Name-service rule: exact match, then the longest prefix, then pool "default"."""

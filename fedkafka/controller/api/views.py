@@ -86,6 +86,6 @@ def router(controller: Controller, api: Any) -> APIRouter:
 
     @router.post("/v1/producer-id-blocks")
     def producer_ids():
-        return controller.allocate_producer_ids()
+        return controller.producer_ids.allocate().to_dict()
 
     return router
