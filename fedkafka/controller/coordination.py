@@ -100,7 +100,7 @@ class CoordinationMove:
             self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
 
     def _freeze(self, cluster: str, frozen: bool) -> int:
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(commits_frozen=frozen))
             s.commit()
         return self.ctl.compose().version
@@ -108,7 +108,7 @@ class CoordinationMove:
     def _switch(self, old: str, target: str) -> None:
         """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
         it may hold them again one day)."""
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             s.execute(update(ClusterRow).values(coordination=False, commits_frozen=False))
             s.execute(update(ClusterRow).where(ClusterRow.id == target).values(coordination=True))
             s.commit()

@@ -17,13 +17,16 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import KafkaException
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from fedkafka.controller import acls, db
 from fedkafka.controller.compose import build_view, coordination_cluster
@@ -143,6 +146,22 @@ class Controller:
             self._pending.clear()
         self.compose()
 
+    def stopping(self) -> bool:
+        """stop() was called: the background loops and the workflow threads end."""
+        return self._stop.is_set()
+
+    def wait_stopping(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, woken early by stop(); True once the controller is stopping."""
+        return self._stop.wait(timeout)
+
+    @contextmanager
+    def topology_change(self) -> Iterator[Session]:
+        """A session for one change of clusters, topics, segments or security, holding this process's write lock:
+        such changes run one at a time in this process (another controller on the database: leadership and
+        `check_leader`, docs/DESIGN.md §3.6)."""
+        with self._write_lock, self.session() as s:
+            yield s
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
@@ -259,7 +278,7 @@ class Controller:
             new = ClusterState(state)
         except ValueError:
             raise Invalid(f"state must be one of {', '.join(s.value for s in ClusterState)}, got {state!r}") from None
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             row = s.get(ClusterRow, cluster_id)
             if row is None:
                 raise NotFound(f"unknown cluster {cluster_id!r}")
@@ -548,7 +567,7 @@ class Controller:
         rows = [_credential_row(user, c) for c in credentials]
         if not rows or len({r.mechanism for r in rows}) != len(rows):
             raise Invalid("give one credential per mechanism, at least one")
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             changed = False
             for row in rows:
                 old = s.get(ScramCredentialRow, (user, row.mechanism))
@@ -577,7 +596,7 @@ class Controller:
     # -- ACLs --------------------------------------------------------------------------------------
     def create_acls(self, bindings: list[dict[str, Any]]) -> dict[str, Any]:
         parsed = [acls.binding_from_dict(b) for b in bindings]
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             added = acls.create(s, parsed)
             s.commit()
         view = self.compose()
@@ -590,14 +609,14 @@ class Controller:
 
     def delete_acls(self, acl_filter: dict[str, Any]) -> dict[str, Any]:
         f = acls.filter_from_dict(acl_filter)
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             gone = acls.delete(s, f)
             s.commit()
         view = self.compose()
         return {"deleted": [acls.binding_dict(b) for b in gone], "view_version": view.version}
 
     def delete_user(self, user: str) -> None:
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             res = cast(CursorResult[Any], s.execute(  # a DELETE's result: it has a rowcount
                 delete(ScramCredentialRow).where(ScramCredentialRow.user == user)))
             s.commit()
@@ -663,7 +682,7 @@ class Controller:
                                     f": {scan.error}" if scan.error else "")
                     row.reachable, row.last_error = scan.reachable, scan.error
             s.commit()
-        with self._write_lock, self.session() as s:  # read after the scans, so a topic deleted meanwhile is not revived
+        with self.topology_change() as s:  # read after the scans, so a topic deleted meanwhile is not revived
             needed = self._needed_topics(s, clusters)
         bootstrap = {c.id: c.bootstrap for c in clusters}
         for scan in scans:

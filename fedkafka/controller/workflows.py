@@ -197,7 +197,7 @@ class WorkflowEngine:
     def _sweep_loop(self) -> None:
         """Moves a failed run could not settle (the database was down too) are settled once it is back.
         Only while this controller runs no workflow; runs of other controllers are 'running' in the database."""
-        while not self.ctl._stop.wait(SWEEP_INTERVAL_S):
+        while not self.ctl.wait_stopping(SWEEP_INTERVAL_S):
             if not self._run_lock.acquire(blocking=False):
                 continue
             try:
@@ -216,7 +216,7 @@ class WorkflowEngine:
                 self.coordination.copy_now()
             except Exception as e:  # the coordination cluster does not answer: keep the last copy
                 log.warning("groups' offsets not copied (the last copy is kept): %s", e)
-            if self.ctl._stop.wait(interval):
+            if self.ctl.wait_stopping(interval):
                 return
 
     def _auto_failover_loop(self) -> None:
@@ -225,7 +225,7 @@ class WorkflowEngine:
         after = self.ctl.settings.auto_failover_after
         down_since: dict[str, float] = {}
         refused: set[str] = set()
-        while not self.ctl._stop.wait(min(1.0, max(0.1, after / 4))):
+        while not self.ctl.wait_stopping(min(1.0, max(0.1, after / 4))):
             try:
                 self.auto_failover_round(down_since, refused, after)
             except Exception:
@@ -531,7 +531,7 @@ class WorkflowEngine:
         first = 0 if used is None else used + 1
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             topic = s.get(TopicRow, name)
             if topic.partitions != have:
                 raise Conflict(f"topic {name} changed during the expansion; run it again")
@@ -641,7 +641,7 @@ class WorkflowEngine:
             time.sleep(self.drain_interval)
 
     def _stop_requested(self) -> bool:
-        return self.ctl._stop.is_set()
+        return self.ctl.stopping()
 
     def _waiting(self, run_id: int, blockers: list[str]) -> None:
         """What the drain still waits for, in the run's record (the CLI shows it): an operator can act on it,
@@ -680,7 +680,7 @@ class WorkflowEngine:
         blockers = sorted(blockers)[:10]
         if not drops:
             return blockers
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             for (name, p), n in drops.items():
                 rows = list(s.scalars(select(SegmentRow).where(SegmentRow.topic == name, SegmentRow.partition == p)
                                       .order_by(SegmentRow.seq)))
