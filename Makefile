@@ -36,7 +36,7 @@ down:
 
 # The federation on 9 real hosts (8 + the spare cluster c3's): network namespaces with their own address and sshd (scripts/multihost.py,
 # needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
-.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps test-security
+.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps test-security test-failover
 MULTIHOST := $(BIN)/python scripts/multihost.py
 
 up-multihost: $(STAMP)
@@ -54,14 +54,24 @@ test-replicated: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py $(PYTEST_ARGS)
 
+# Failover scenarios of minutes each, marked failover_scenario: kill -9 of a whole cluster under the checker's load,
+# then a failover asked for (~2 minutes) and one by --auto-failover-after (3-6 minutes; tests/workflows/
+# test_failover_integration.py, measured on the shared 2-core machine). `make test` skips them and keeps their fast
+# cover: the workflow, its dry run, refusals and the automatic start (tests/controller/test_failover.py), the clients
+# across a gap (tests/consume/test_unclean_gap_integration.py) and the modules (tests/ansible).
+test-failover: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	FEDKAFKA_FAILOVER_SCENARIOS=1 $(BIN)/pytest -m failover_scenario tests $(PYTEST_ARGS)
+
 # A secured federation (SASL_SSL, SCRAM, OAUTHBEARER, mTLS, ACLs) with confluent-kafka, aiokafka, kafka-python
 # and the Java tools through the name service (tests/security/test_sasl_integration.py, ~4-11 minutes).
 test-security: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
-	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py $(PYTEST_ARGS)
+	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py tests/security/test_acl_admin_integration.py $(PYTEST_ARGS)
 
-# Kafka Streams word count kept counting exactly through a scale-up (tests/apps; the plain word count through
-# a local federation runs in `make test` too). Resolves kafka-streams from Maven Central once (apps/pom.xml).
+# Kafka Streams word count kept counting exactly, and a Kafka Connect worker copying exactly once per offset, through
+# a scale-up (tests/apps; the plain word count and Connect copy through a local federation run in `make test` too).
+# Resolves kafka-streams and connect-runtime from Maven Central once (apps/pom.xml).
 test-apps: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.apps import ensure_apps; ensure_apps()"
 	FEDKAFKA_APPS=1 $(BIN)/pytest tests/apps $(PYTEST_ARGS)

@@ -7,8 +7,14 @@ class ModuleDocFragment:
     DOCUMENTATION = r"""
 options:
   controller_url:
-    description: Base URL of the fedkafka controller, e.g. C(http://127.0.0.1:8780).
-    type: str
+    description:
+      - Base URL of each fedkafka controller on the config database, as a list or comma-separated, e.g.
+        C(http://10.0.0.5:8780,http://10.0.0.6:8780); one is enough with a single controller.
+      - Requests go to the active controller. A standby answers 503 naming the active one, which is asked next;
+        a controller that does not answer is skipped for the next in the list (each at most once per request).
+      - An entry that is not C(http(s)://host[:port]), or a list naming none, fails the task with a message.
+    type: list
+    elements: str
     required: true
     aliases: [url]
   token:

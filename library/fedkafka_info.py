@@ -83,6 +83,12 @@ proxies:
   elements: dict
   returned: always
   sample: [{"node_id": 1, "host": "127.0.0.1", "port": 39041, "role": "both", "applied_version": 7}]
+controller:
+  description: The URL of O(controller_url) that answered, the active controller's (where C(ansible.builtin.uri)
+    tasks should send their requests).
+  type: str
+  returned: always
+  sample: http://127.0.0.1:8780
 status:
   description: The raw C(GET /v1/status) answer.
   type: dict
@@ -151,7 +157,7 @@ def main() -> None:
             result["clusters"] = api.clusters()
         if "topics" in p["gather"]:
             result["topics"] = as_list(api.topics())
-        module.exit_json(changed=False, **result)
+        module.exit_json(changed=False, controller=api.base, **result)
     except ApiError as exc:
         module.fail_json(msg=str(exc), status_code=exc.status)
 

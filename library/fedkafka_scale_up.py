@@ -200,7 +200,7 @@ def main() -> None:
                                      bootstrap=None if current else p["bootstrap"]) or {}
         except ApiError as exc:
             if exc.status in (404, 405) and current is not None:
-                raise ApiError(f"the controller at {p['controller_url']} has no workflow API (POST /v1/workflows "
+                raise ApiError(f"the controller at {api.base} has no workflow API (POST /v1/workflows "
                                f"answered {exc.status}): upgrade it to a version with scale-up workflows; "
                                f"cluster {p['cluster']} stays registered and active", status=exc.status) from None
             raise

@@ -6,18 +6,46 @@ Modules import it as `ansible.module_utils.fedkafka_api` (ansible.cfg: module_ut
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
-# Options every fedkafka module takes; the token never shows in logs or diffs.
+# Options every fedkafka module takes; the token never shows in logs or diffs. controller_url is a list: every
+# controller on the database (a comma-separated string is split by Ansible).
 API_ARGUMENT_SPEC = {
-    "controller_url": {"type": "str", "required": True, "aliases": ["url"]},
+    "controller_url": {"type": "list", "elements": "str", "required": True, "aliases": ["url"]},
     "token": {"type": "str", "required": True, "no_log": True},
     "validate_certs": {"type": "bool", "default": True},
     "request_timeout": {"type": "float", "default": 30.0},
 }
+
+# What a standby answers every /v1/ request with: 503 and this header naming the active controller
+# (docs/DESIGN.md §3.6; the same rule as fedkafka/controllers.py, which modules cannot import).
+ACTIVE_HEADER = "x-fedkafka-active"
+_URL = re.compile(r"^https?://[^/\s,]+(/[^\s,]*)?$")
+
+
+class BadControllerUrl(ValueError):
+    pass
+
+
+def controller_urls(value) -> list[str]:
+    """The controllers' base URLs from a list or a comma-separated string; BadControllerUrl names the bad one."""
+    items = value.split(",") if isinstance(value, str) else [u for v in value or [] for u in str(v).split(",")]
+    urls = [u.strip().rstrip("/") for u in items if u.strip()]
+    if not urls:
+        raise BadControllerUrl(f"controller_url names no controller (got {value!r}): give the base URL of each "
+                               "controller, e.g. http://10.0.0.5:8780,http://10.0.0.6:8780")
+    bad = [u for u in urls if not _URL.match(u)]
+    if bad:
+        raise BadControllerUrl(f"controller_url {bad[0]!r} is not a controller's base URL (http(s)://host:port); "
+                               f"got {value!r}")
+    if len(set(urls)) != len(urls):
+        raise BadControllerUrl(f"controller_url lists a controller twice: {value!r}")
+    return urls
+
 
 class ApiError(Exception):
     """The controller answered with an error status, or could not be reached."""
@@ -29,18 +57,27 @@ class ApiError(Exception):
 
 
 class FedkafkaApi:
-    """A small client of the admin API: one method per call the modules make."""
+    """A small client of the admin API: one method per call the modules make.
 
-    def __init__(self, controller_url: str, token: str, validate_certs: bool = True, timeout: float = 30.0):
-        self.base = controller_url.rstrip("/")
+    Several controllers may share the database: a request goes to the current one; a standby (503 naming the
+    active one) sends it to the one it names, an unreachable one to the next in the list, each tried at most once
+    per request. `base` is the controller that answered last (the next request starts there)."""
+
+    def __init__(self, controller_url, token: str, validate_certs: bool = True, timeout: float = 30.0):
+        self.urls = controller_urls(controller_url)
+        self.base = self.urls[0]
         self.token = token
         self.validate_certs = validate_certs
         self.timeout = timeout
 
     @classmethod
     def from_module(cls, module) -> FedkafkaApi:
+        """The client of the module's controller_url; a bad URL list fails the module with a clear message."""
         p = module.params
-        return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"])
+        try:
+            return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"])
+        except BadControllerUrl as exc:
+            module.fail_json(msg=str(exc))
 
     def request(self, method: str, path: str, body: object = None, ok_missing: bool = False):
         """JSON in, JSON out. Returns None for 204, and for 404 when ok_missing."""
@@ -48,6 +85,20 @@ class FedkafkaApi:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        tried: dict[str, str] = {}  # url -> why it did not answer as the active controller
+        while len(tried) < len(self.urls):
+            try:
+                return self._send(method, path, data, headers, ok_missing)
+            except _Standby as standby:
+                tried[self.base] = f"stands by (active: {standby.active or 'not known yet'})"
+                self._next(standby.active, tried)
+            except URLError as exc:  # not sent, or no answer: the next controller
+                tried[self.base] = f"unreachable: {exc.reason}"
+                self._next(None, tried)
+        why = "; ".join(f"{url} {reason}" for url, reason in tried.items())
+        raise ApiError(f"{method} {path}: no active controller answered ({why})")
+
+    def _send(self, method: str, path: str, data, headers: dict, ok_missing: bool):
         try:
             resp = open_url(self.base + path, method=method, data=data, headers=headers,
                             validate_certs=self.validate_certs, timeout=self.timeout)
@@ -56,14 +107,27 @@ class FedkafkaApi:
                 return None
             return json.loads(raw)
         except HTTPError as exc:
+            active = exc.headers.get(ACTIVE_HEADER) if exc.code == 503 and exc.headers is not None else None
+            if active is not None:  # "" too: a standby that does not know the active one yet
+                raise _Standby(active) from None
             if exc.code == 404 and ok_missing:
                 return None
             detail = _error_detail(exc)
             raise ApiError(f"{method} {path}: HTTP {exc.code}: {detail}", status=exc.code, body=detail) from None
-        except URLError as exc:
-            raise ApiError(f"{method} {path}: controller at {self.base} unreachable: {exc.reason}") from None
+        except URLError:
+            raise
         except (OSError, ValueError) as exc:
             raise ApiError(f"{method} {path}: {exc}") from None
+
+    def _next(self, active: str | None, tried: dict) -> None:
+        """The controller to ask next: the active one a standby named, if listed and not tried yet, else the next
+        one in the list not tried yet."""
+        active = (active or "").rstrip("/")
+        if active in self.urls and active not in tried:
+            self.base = active
+            return
+        i = self.urls.index(self.base)
+        self.base = next((u for u in self.urls[i + 1:] + self.urls[:i] if u not in tried), self.base)
 
     # --- calls of the admin API (contract in docs/OPERATIONS.md) ---
     def status(self):
@@ -98,9 +162,11 @@ class FedkafkaApi:
         return self.request("DELETE", f"/v1/topics/{name}", ok_missing=True)
 
     def start_workflow(self, kind: str, cluster: str, strategy: str | None = None, drain: bool | None = None,
-                       bootstrap: str | None = None, dry_run: bool = False):
+                       bootstrap: str | None = None, dry_run: bool = False, unclean: bool = False):
         """Start a workflow run, or with dry_run only ask for its plan (nothing is done; see can_dry_run)."""
         body = {"kind": kind, "cluster": cluster}
+        if unclean:
+            body["unclean"] = True
         if strategy is not None:
             body["strategy"] = strategy
         if drain is not None:
@@ -134,6 +200,49 @@ class FedkafkaApi:
             if time.monotonic() >= deadline:
                 raise ApiError(f"timed out after {timeout}s waiting for {what} (last: {last})")
             time.sleep(interval)
+
+
+class _Standby(Exception):
+    def __init__(self, active: str):
+        super().__init__(active)
+        self.active = active
+
+
+def plan_of(module, api: FedkafkaApi, kind: str, cluster: str, **params):
+    """The controller's dry-run plan of a workflow, or None from a controller that cannot plan this kind (it
+    predates the dry run, or plans only other kinds: 422), with a warning. A refusal (404, 409, ...) raises."""
+    if not api.can_dry_run():
+        module.warn("the controller has no workflow dry run (upgrade it): the plan is an estimate")
+        return None
+    try:
+        return api.start_workflow(kind, cluster, dry_run=True, **params) or {}
+    except ApiError as exc:
+        if exc.status != 422 or "dry run" not in str(exc.body):
+            raise
+        module.warn(f"the controller cannot plan a {kind} (upgrade it): {exc.body}; the plan is an estimate")
+        return None
+
+
+def wait_for_run(api: FedkafkaApi, run: dict, timeout: float, what: str) -> dict:
+    """Follow a workflow run until it is done; ApiError saying why when it failed or took longer than timeout."""
+    if run.get("state") != "running" or run.get("id") is None:
+        return run
+
+    def finished():
+        wf = api.workflow(run["id"]) or {}
+        if wf.get("state") == "failed":
+            raise RunFailed(f"{what} failed (workflow {run['id']}): {wf.get('error') or wf}", wf)
+        return wf if wf.get("state") == "done" else None
+
+    return api.wait_until(finished, timeout, interval=0.5, what=f"{what} (workflow {run['id']})")
+
+
+class RunFailed(Exception):
+    """A workflow run ended in failure (not an API error: wait_until must not retry it)."""
+
+    def __init__(self, message: str, run: dict):
+        super().__init__(message)
+        self.run = run
 
 
 def read_or_predict(module, read):

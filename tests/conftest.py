@@ -189,3 +189,17 @@ def private_postgres():
 
 def pytest_report_header(config):
     return f"fedkafka tests; FEDKAFKA_CACHE_DIR={os.environ.get('FEDKAFKA_CACHE_DIR', '~/.cache/fedkafka')}"
+
+
+FAILOVER_SCENARIOS = "FEDKAFKA_FAILOVER_SCENARIOS"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Failover and coordination scenarios take minutes each (`failover_scenario`): `make test-failover` runs them
+    (FEDKAFKA_FAILOVER_SCENARIOS=1); `make test` skips them and keeps their fast cover (tests/controller)."""
+    if os.environ.get(FAILOVER_SCENARIOS) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"slow scenario: runs with {FAILOVER_SCENARIOS}=1 (make test-failover)")
+    for item in items:
+        if item.get_closest_marker("failover_scenario"):
+            item.add_marker(skip)

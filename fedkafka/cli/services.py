@@ -55,7 +55,8 @@ def proxy(
     view_file: Path | None = typer.Option(None, "--view-file", help="static view JSON instead of a controller"),
     view_cache: Path | None = typer.Option(None, "--view-cache", help="file keeping the last applied view (with "
                                            "--controller): served when no controller answers at start"),
-    workers: int = typer.Option(1, "--workers", help="processes sharing the port (SO_REUSEPORT)"),
+    workers: int = typer.Option(1, "--workers", help="processes sharing the port (SO_REUSEPORT): one node for "
+                                "clients; with a controller each worker acks views and holds its fence on its own"),
     pool: str = typer.Option("default", "--pool", help="proxy pool (name-service rules map clients to pools)"),
     max_frame_bytes: int = typer.Option(_LIMITS.max_frame_bytes, "--max-frame-bytes",
                                         help="largest request frame (Kafka's socket.request.max.bytes)"),
@@ -123,10 +124,6 @@ def proxy(
         _fail("--workers must be at least 1")
     if port == 0 and workers > 1:
         _fail("--workers > 1 needs a fixed port")
-    if controller and workers > 1:
-        # Each worker would heartbeat its own applied view under one node id, so the controller could
-        # take one worker's ack of a frozen view for all of them and seal while another still writes.
-        _fail("--workers > 1 is only supported with --view-file until workers ack views one by one")
     limits = Limits(max_frame_bytes=max_frame_bytes, max_connections=max_connections,
                     max_connections_per_ip=max_connections_per_ip, max_inflight_requests=max_inflight_requests,
                     max_inflight_bytes=max_inflight_bytes, max_buffered_bytes=max_buffered_bytes,

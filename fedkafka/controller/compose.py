@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from fedkafka.controller.acls import all_bindings
@@ -47,9 +47,15 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
                    SegmentRow.physical_partition, SegmentRow.phys_start, SegmentRow.phys_end, SegmentRow.logical_base)
             .order_by(SegmentRow.topic, SegmentRow.partition, SegmentRow.seq)):
         segments[(topic, partition)].append(Segment(cluster, phys_topic, phys_partition, start, end, base))
-    proxies = session.scalars(select(ProxyRow).where(or_(ProxyRow.lease_expires > now,
-                                                         ProxyRow.node_id.in_(keep_listed)))
-                              .order_by(ProxyRow.node_id))
+    node = func.coalesce(ProxyRow.worker_of, ProxyRow.node_id)
+    # one entry per node: the workers of a proxy run with --workers N share its node id (docs/DESIGN.md §4.10);
+    # a node row made by a worker before worker 0 registered (no role yet) names no address of its own
+    rows = session.scalars(select(ProxyRow).where(or_(ProxyRow.lease_expires > now, node.in_(keep_listed)),
+                                                  ProxyRow.role != "")
+                           .order_by(node, ProxyRow.worker))
+    proxies: dict[int, ProxyRow] = {}
+    for p in rows:
+        proxies.setdefault(p.node, p)  # each node's lowest live worker names its address, role and pool
     coord = coordination_cluster(clusters)
     return View(
         version=0,
@@ -61,9 +67,9 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
             name=t.name, topic_id=t.topic_id, config=tuple(sorted(json.loads(t.config_json).items())),
             partitions=tuple(_chain(chains.get((t.name, p)), segments[(t.name, p)]) for p in range(t.partitions)))
             for t in topics},
-        proxies=tuple(ProxyInfo(p.node_id, p.host, p.port, ProxyRole(p.role), p.pool,
+        proxies=tuple(ProxyInfo(p.node, p.host, p.port, ProxyRole(p.role), p.pool,
                                 listeners=tuple(Endpoint(*e) for e in json.loads(p.listeners_json or "[]")))
-                      for p in proxies),
+                      for p in proxies.values()),
         credentials=tuple(_credential(r) for r in session.scalars(
             select(ScramCredentialRow).order_by(ScramCredentialRow.user, ScramCredentialRow.mechanism))),
         acls=all_bindings(session),

@@ -72,6 +72,16 @@ class ProxyRow(Base):
     applied_version: Mapped[int] = mapped_column(BigInteger, default=0)
     load_json: Mapped[str] = mapped_column(Text, default="{}")
     listeners_json: Mapped[str] = mapped_column(Text, default="[]")  # [[protocol, host, port], ...]
+    # A proxy run with --workers N is one node (one node id in the view) and N rows: worker 0 is the node's own
+    # row, worker i > 0 a row of its own (instance id `host:port/w<i>`) naming the node in `worker_of`. Each row
+    # has its own lease, fence and applied version, so a move counts every worker (docs/DESIGN.md §4.10).
+    worker: Mapped[int] = mapped_column(Integer, server_default="0")
+    worker_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    @property
+    def node(self) -> int:
+        """The node id clients see: the node's own row id, for a worker row too."""
+        return self.worker_of if self.worker_of is not None else self.node_id
 
 
 class ClientRuleRow(Base):

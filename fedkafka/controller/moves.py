@@ -189,7 +189,7 @@ class Mover:
         """Until every proxy of `roles` that may still write applied view `needed` (or is surely fenced);
         MoveFailed after the ack timeout, or sooner for a proxy that renews its lease without acking."""
         started = time.monotonic()
-        renewing_since: dict[int, float] = {}  # behind while renewing its lease: alive, so it should ack soon
+        renewing_since: dict[str, float] = {}  # behind while renewing its lease: alive, so it should ack soon
         while True:
             self.ctl.flush_heartbeats()
             now = time.time()
@@ -197,10 +197,13 @@ class Mover:
                 # Every proxy that may still write: one whose fence ran out a moment ago may still have a write
                 # out upstream, so it is fenced only once the longest upstream request it may have sent is over.
                 # One cut off from the controller keeps producing until its fence (docs/DESIGN.md §4.9).
-                writers = list(s.execute(select(ProxyRow.node_id, ProxyRow.applied_version, ProxyRow.lease_expires)
-                                         .where(ProxyRow.fence_expires > now - FENCE_GRACE_S,
-                                                ProxyRow.role.in_(roles))))
-            behind = {node: lease > now for node, applied, lease in writers if applied < needed}
+                # One row per process: each worker of a proxy run with --workers N is counted alone, with its
+                # own fence and ack, never through a sibling's (docs/DESIGN.md §4.10).
+                writers = [(_member_name(row), row.applied_version, row.lease_expires) for row in s.execute(
+                    select(ProxyRow.node_id, ProxyRow.worker_of, ProxyRow.worker, ProxyRow.applied_version,
+                           ProxyRow.lease_expires)
+                    .where(ProxyRow.fence_expires > now - FENCE_GRACE_S, ProxyRow.role.in_(roles)))]
+            behind = {member: lease > now for member, applied, lease in writers if applied < needed}
             progress("acks", len(writers) - len(behind), len(writers))
             if not behind:
                 return
@@ -208,10 +211,10 @@ class Mover:
             renewing_since = {n: renewing_since.get(n, clock) for n, renewing in behind.items() if renewing}
             stuck = [n for n, since in renewing_since.items() if clock - since > self.live_ack_timeout]
             if stuck:
-                raise MoveFailed(f"proxies {stuck} did not apply view {needed} within {self.live_ack_timeout:.0f} s "
-                                 "while renewing their leases")
+                raise MoveFailed(f"proxies {', '.join(stuck)} did not apply view {needed} within "
+                                 f"{self.live_ack_timeout:.0f} s while renewing their leases")
             if clock - started > self.ack_timeout:
-                raise MoveFailed(f"proxies {sorted(behind)} did not apply view {needed} within "
+                raise MoveFailed(f"proxies {', '.join(sorted(behind))} did not apply view {needed} within "
                                  f"{self.ack_timeout:.0f} s (before their fence ran out, or less than "
                                  f"{FENCE_GRACE_S:.0f} s after)")
             time.sleep(0.02)
@@ -347,6 +350,11 @@ class Mover:
             self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
+
+
+def _member_name(row) -> str:
+    """A proxy as operators know it: its node id, and which worker for a proxy run with --workers N."""
+    return f"{row.worker_of}/w{row.worker}" if row.worker_of is not None else str(row.node_id)
 
 
 def _active_segment(s, topic: str, partition: int) -> SegmentRow | None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import KafkaException
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -61,6 +61,7 @@ TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,231}$")  # 249 minus the shadow topi
 BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
+MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.md §4.10)
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
 LATE_RENEWAL_S = FENCE_GRACE_S / 4
@@ -106,7 +107,9 @@ class Controller:
         self._write_lock = threading.Lock()  # one topology change at a time in this process
         self._committed_at: dict[int, float] = {}
         self._hb_lock = threading.Lock()
-        self._leases: dict[int, tuple[float, float, int]] = {}  # node id -> (lease, fence expiry, applied version)
+        # member id (a proxy's row: its node id, or a worker's own row) -> (lease, fence expiry, applied version)
+        self._leases: dict[int, tuple[float, float, int]] = {}
+        self._node_of: dict[int, int] = {}  # member id -> the node id clients see (docs/DESIGN.md §4.10)
         self._pending: dict[int, tuple[float, float, int, dict]] = {}  # renewals not yet in the database
         self._flush_lock = threading.RLock()  # one heartbeat batch written at a time
         self._renewals = 0  # renewals taken so far ...
@@ -422,9 +425,16 @@ class Controller:
 
     # -- proxies and name service ------------------------------------------------------------------
     def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str,
-                       listeners: list[tuple[str, str, int]] | None = None) -> dict[str, Any]:
+                       listeners: list[tuple[str, str, int]] | None = None, worker: int = 0) -> dict[str, Any]:
+        """Register (again) a proxy, or worker `worker` of a proxy run with --workers N: every worker of a node
+        shares its node id (clients see one broker) and has a row of its own, `member_id`, which it heartbeats
+        as: its own lease, fence and applied version, so a move waits for each worker (docs/DESIGN.md §4.10)."""
         if not instance_id or not host or not 0 < port < 65536 or not pool:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
+        if not 0 <= worker <= MAX_WORKER:
+            raise Invalid(f"worker must be in 0..{MAX_WORKER}, got {worker}")
+        if "/" in instance_id:  # reserved for the rows of workers i > 0 (host:port/w<i>)
+            raise Invalid(f"instance_id must not contain '/', got {instance_id!r}")
         listeners = [(str(p), str(h), int(n)) for p, h, n in listeners or ()]
         if any(p not in SECURITY_PROTOCOLS or not h or not 0 < n < 65536 for p, h, n in listeners):
             raise Invalid(f"listener protocols are {', '.join(SECURITY_PROTOCOLS)}, with a host and a port")
@@ -436,27 +446,40 @@ class Controller:
         expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
         for _ in range(3):
             with self.session() as s:
-                row = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id))
-                if row is None:
-                    row = ProxyRow(instance_id=instance_id, applied_version=0, load_json="{}", fence_expires=0.0)
-                    s.add(row)
+                # worker i > 0: the node's own row (worker 0's) names the node id, made now if worker 0 has not
+                # registered yet (no lease, no fence: neither listed nor counted until worker 0 registers)
+                node_of = self._proxy_row(s, instance_id).node_id if worker else None
+                row = self._proxy_row(s, f"{instance_id}/w{worker}" if worker else instance_id)
                 row.host, row.port, row.role, row.pool, row.lease_expires = host, port, role, pool, expires
                 row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
                 row.listeners_json = json.dumps(listeners)
+                row.worker, row.worker_of = worker, node_of
                 try:
                     s.commit()
                 except IntegrityError:  # the same instance registering twice at once: the row exists now
                     s.rollback()
                     continue
-                node_id = row.node_id
+                member_id, node_id = row.node_id, row.node
                 with self._hb_lock:
-                    self._leases[node_id] = (expires, row.fence_expires, row.applied_version)
+                    self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
+                    self._node_of[member_id] = node_id
             break
         self.compose()
-        return {"node_id": node_id, "lease_ms": self.settings.lease_ms, "fence_ms": self.settings.fence_ms,
-                "producer_id_block": self.producer_ids.allocate().to_dict()}
+        return {"node_id": node_id, "member_id": member_id, "worker": worker, "lease_ms": self.settings.lease_ms,
+                "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
 
-    def _renewed(self, node_id: int) -> dict[str, Any]:
+    @staticmethod
+    def _proxy_row(s, instance_id: str) -> ProxyRow:
+        row = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id))
+        if row is None:
+            row = ProxyRow(instance_id=instance_id, host="", port=0, role="", pool="", lease_expires=0.0,
+                           fence_expires=0.0, applied_version=0, load_json="{}", listeners_json="[]", worker=0)
+            s.add(row)
+            s.flush()  # its node id, which a worker row names
+        return row
+
+    def _renewed(self, member_id: int) -> dict[str, Any]:
+        node_id = self._node_of.get(member_id, member_id)
         if all(p.node_id != node_id for p in self.view.proxies):
             self.compose()  # its lease had run out (dropped from the view) but not its fence: list it again
         return {"lease_ms": self.settings.lease_ms, "fence_ms": self.settings.fence_ms,
@@ -520,6 +543,7 @@ class Controller:
             s.commit()
             with self._hb_lock:
                 self._leases[node_id] = (row.lease_expires, row.fence_expires, row.applied_version)
+                self._node_of[node_id] = row.node
         if time.time() - now > LATE_RENEWAL_S:
             raise Unavailable(f"lease of proxy {node_id} not renewed: its write took longer than {LATE_RENEWAL_S} s")
         return self._renewed(node_id)
@@ -648,15 +672,13 @@ class Controller:
         self.flush_heartbeats()
         now = time.time()
         with self.session() as s:
-            proxies = [{"node_id": p.node_id, "instance_id": p.instance_id, "host": p.host, "port": p.port,
-                        "role": p.role, "pool": p.pool, "applied_version": p.applied_version,
-                        "lease_remaining_ms": int((p.lease_expires - now) * 1000),
-                        "fence_remaining_ms": int((p.fence_expires - now) * 1000), "load": json.loads(p.load_json)}
-                       for p in s.scalars(select(ProxyRow).where(ProxyRow.lease_expires > now))]
+            counted = list(s.scalars(select(ProxyRow).where(  # every process a move would still wait for
+                ProxyRow.role != "", or_(ProxyRow.lease_expires > now, ProxyRow.fence_expires > now - FENCE_GRACE_S))
+                .order_by(ProxyRow.node_id)))
             topics = s.scalar(select(func.count()).select_from(TopicRow))
         clusters = self.list_clusters()
-        return {"view_version": self.view.version, "clusters": len(clusters), "topics": topics, "proxies": proxies,
-                "coordination_cluster": self.view.coordination_cluster,
+        return {"view_version": self.view.version, "clusters": len(clusters), "topics": topics,
+                "proxies": _proxy_status(counted, now), "coordination_cluster": self.view.coordination_cluster,
                 "unreachable": [c["id"] for c in clusters if not c["reachable"] and c["state"] != "removed"]}
 
     # -- background loops ------------------------------------------------------------------------
@@ -732,9 +754,10 @@ class Controller:
         in_view = [p.node_id for p in self.view.proxies]
         if not in_view:
             return
-        with self.session() as s:
-            expired = list(s.scalars(select(ProxyRow.node_id)
-                                     .where(ProxyRow.node_id.in_(in_view), ProxyRow.lease_expires <= now)))
+        node = func.coalesce(ProxyRow.worker_of, ProxyRow.node_id)
+        with self.session() as s:  # a node with workers is listed while any of them holds its lease
+            expired = list(s.scalars(select(node).where(node.in_(in_view)).group_by(node)
+                                     .having(func.max(ProxyRow.lease_expires) <= now)))
         if expired:
             # operators (and the replicated soak) count these: each one moves partition leaders between proxies
             log.warning("lease ran out: proxies %s leave the view", sorted(expired))
@@ -780,6 +803,30 @@ def check_topic(name: str, partitions: int, placement: str, config: dict[str, st
     bad = [k for k, v in config.items() if not isinstance(k, str) or not isinstance(v, str) or not k]
     if bad:
         raise Invalid(f"config keys and values must be strings: {bad}", kafka_error="INVALID_CONFIG")
+
+
+def _proxy_status(rows: list[ProxyRow], now: float) -> list[dict[str, Any]]:
+    """One entry per live node (one holding a lease). A node run with --workers N answers the lowest version its
+    workers applied, and lists each worker a move still counts (docs/DESIGN.md §4.10)."""
+    nodes: dict[int, list[ProxyRow]] = {}
+    for row in sorted(rows, key=lambda r: (r.node, r.worker)):
+        nodes.setdefault(row.node, []).append(row)
+    found = []
+    for node, members in nodes.items():
+        if all(m.lease_expires <= now for m in members):
+            continue
+        first = members[0]
+        entry = {"node_id": node, "instance_id": first.instance_id, "host": first.host, "port": first.port,
+                 "role": first.role, "pool": first.pool, "applied_version": min(m.applied_version for m in members),
+                 "lease_remaining_ms": int((max(m.lease_expires for m in members) - now) * 1000),
+                 "fence_remaining_ms": int((min(m.fence_expires for m in members) - now) * 1000),
+                 "load": json.loads(first.load_json)}
+        if len(members) > 1 or first.worker:
+            entry["workers"] = [{"worker": m.worker, "applied_version": m.applied_version,
+                                 "lease_remaining_ms": int((m.lease_expires - now) * 1000),
+                                 "fence_remaining_ms": int((m.fence_expires - now) * 1000)} for m in members]
+        found.append(entry)
+    return found
 
 
 def _cluster_dict(c: ClusterRow, coord: str | None) -> dict[str, Any]:

@@ -107,15 +107,13 @@ class WorkflowEngine:
             return self.get(row.id)
 
     def dry_run(self, kind: str, cluster: str, strategy: str | None = None, drain: str | bool | None = None,
-                bootstrap: str | None = None) -> dict[str, Any]:
+                bootstrap: str | None = None, unclean: bool = False) -> dict[str, Any]:
         """What start() would do, planned from the current view, without doing it (`POST /v1/workflows?dry_run=true`,
         the modules' check mode). The same validation, so a request start() refuses gets the same error; the
         moves are the ones start() would plan now (the same planners). Writes nothing, not even a registration.
         With a run of the same kind and cluster unfinished, start() would return that run: the plan is then its
         moves not yet finished, and nothing new."""
-        params, _ = _request(kind, strategy, drain, bootstrap)
-        if kind not in ("scale_up", "decommission"):
-            raise Invalid(f"a dry run plans scale_up or decommission, not {kind}")
+        params, _ = _request(kind, strategy, drain, bootstrap, unclean)
         plan = {"dry_run": True, "kind": kind, "cluster": cluster, **params, "running": None, "registers": False,
                 "states": [], "partitions_moved": []}
         plan.pop("bootstrap", None)
@@ -127,6 +125,13 @@ class WorkflowEngine:
             self._check_scale_up(cluster, bootstrap)
             plan["registers"] = cluster not in self._clusters()
             plan["partitions_moved"] = self._scale_up_plan(cluster, params["strategy"])
+        elif kind == "failover":
+            self._check_failover(cluster)
+            plan["states"], plan["partitions_moved"] = self._failover_dry_plan(cluster)
+        elif kind == "coordination_move":
+            old = self.coordination.check(cluster, bool(unclean))
+            plan["from"] = old
+            plan["states"] = [] if old == cluster else [f"coordination {old} -> {cluster}"]
         else:
             self._check_decommission(cluster)
             plan["states"], plan["partitions_moved"] = self._decommission_plan(cluster)
@@ -154,6 +159,16 @@ class WorkflowEngine:
         if state in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
             moves = [_planned(m) for m in self._evacuation(cluster)]
         return states, moves
+
+    def _failover_dry_plan(self, cluster: str) -> tuple[list[str], list[dict[str, Any]]]:
+        """The state change and unclean moves of a failover: _failover's first round (the same evacuation). A
+        partition another run is moving now is listed with the target it would get now; the run takes it once
+        that move settled (§9.1), planned again then."""
+        state = ClusterState(self._clusters()[cluster].state)
+        states = ["active -> read_only"] if state == ClusterState.ACTIVE else []
+        if state not in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
+            return states, []
+        return states, [{**_planned(m), "gap": m.gap} for m in self._failover_plan(cluster)]
 
     def _unfinished_moves(self, run_id: int) -> list[dict[str, Any]]:
         with self.ctl.session() as s:
@@ -320,6 +335,8 @@ class WorkflowEngine:
                            "CLUSTER [--unclean]`. Nothing was changed")
         if row.state in (ClusterState.DRAINING, ClusterState.REMOVED):
             return  # no active segment there: the run finishes at once, unchanged
+        if row.state == ClusterState.READ_ONLY and not self._active_on(cluster):
+            return  # failed over already (maybe back since): nothing writes there, the run changes nothing
         others = [c.id for c in rows.values() if c.id != cluster and c.state == ClusterState.ACTIVE and c.reachable]
         if not others:
             raise Conflict(f"cluster {cluster} is the only active cluster: its partitions would have nowhere to "

@@ -1,9 +1,11 @@
-"""Real Java applications for end-to-end tests: Kafka Streams of the pinned Kafka version.
+"""Real Java applications for end-to-end tests: Kafka Streams and Kafka Connect of the pinned Kafka version.
 
-`apps/pom.xml` lists them (kafka-streams; connect-file 4.4.0 was not found on Maven Central); Maven copies
-their jars into the cache (`~/.cache/fedkafka/apps-<version>-<pom hash>/libs`, complete with a `.complete`
-marker, as `dist.py` does for the broker), and the application sources in `apps/src/` are compiled there with
-javac (one class per file, no build plugin to download). Nothing is vendored into the repository.
+`apps/pom.xml` lists them (kafka-streams, connect-runtime; connect-file 4.4.0 was not found on Maven Central, so
+`apps/src/` has a source and a sink connector of its own); Maven copies their jars into the cache
+(`~/.cache/fedkafka/apps-<version>-<hash>/libs`, complete with a `.complete` marker, as `dist.py` does for the
+broker), and the application sources in `apps/src/` are compiled there with javac (one class per file, no build
+plugin to download); the other files of `apps/src/` (the connectors' `META-INF/services` manifests, which Connect's
+plugin discovery reads) are copied beside the classes. Nothing is vendored into the repository.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from fedkafka.kafka.dist import KAFKA_VERSION, KafkaDistError, _ensure_tool, cac
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
 _MARKER = ".complete"
+REQUIRED_JARS = ("kafka-streams", "connect-runtime")
+CONNECT_DISTRIBUTED = "org.apache.kafka.connect.cli.ConnectDistributed"
 
 
 @dataclass(frozen=True)
@@ -35,14 +39,29 @@ class Apps:
 def ensure_apps(version: str = KAFKA_VERSION) -> Apps:
     """The applications' jars and compiled classes, resolved and built once per pom and sources."""
     java = find_java(install=False)
-    key = hashlib.sha256(b"".join(p.read_bytes() for p in [APPS / "pom.xml", *sorted((APPS / "src").glob("*.java"))]))
-    root = cache_root() / f"apps-{version}-{key.hexdigest()[:8]}"
+    root = cache_root() / f"apps-{version}-{source_key(APPS)}"
     libs, classes = root / "libs", root / "classes"
     if not (libs / _MARKER).exists():
         _resolve(libs, version)
     if not (classes / _MARKER).exists():
         _compile(libs, classes)
     return Apps(java=java, libs=libs, classes=classes)
+
+
+def source_key(apps: Path) -> str:
+    """What the built applications depend on: the pom and every file of src/ (names and contents)."""
+    sources = [apps / "pom.xml", *sorted(p for p in (apps / "src").rglob("*") if p.is_file())]
+    key = hashlib.sha256(b"".join(str(p.relative_to(apps)).encode() + b"\0" + p.read_bytes() for p in sources))
+    return key.hexdigest()[:8]
+
+
+def copy_resources(src: Path, classes: Path) -> None:
+    """The files of src/ that are not Java sources (the connectors' META-INF/services), beside the classes."""
+    for resource in src.rglob("*"):
+        if resource.is_file() and resource.suffix != ".java":
+            target = classes / resource.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(resource, target)
 
 
 def _resolve(libs: Path, version: str) -> None:
@@ -52,7 +71,7 @@ def _resolve(libs: Path, version: str) -> None:
     proc = subprocess.run([mvn, "-B", "-q", "-f", str(APPS / "pom.xml"), f"-Dkafka.version={version}",
                            "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
                           capture_output=True, text=True, check=False)
-    if proc.returncode != 0 or not list(staging.glob("kafka-streams-*.jar")):
+    if proc.returncode != 0 or not all(list(staging.glob(f"{jar}-*.jar")) for jar in REQUIRED_JARS):
         shutil.rmtree(staging, ignore_errors=True)
         raise KafkaDistError(f"the applications' jars could not be resolved (mvn exit {proc.returncode}):\n"
                              f"{(proc.stdout + proc.stderr)[-2000:]}")
@@ -71,6 +90,7 @@ def _compile(libs: Path, classes: Path) -> None:
     if proc.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise KafkaDistError(f"javac failed:\n{proc.stderr[-3000:]}")
+    copy_resources(APPS / "src", staging)
     (staging / _MARKER).write_text("ok\n")
     if classes.exists():
         shutil.rmtree(classes)

@@ -75,12 +75,21 @@ class StaticViewSource:
                 log.warning("keeping view %s: %s", state.view.version, e)
 
 
+class ControllerTooOld(RuntimeError):
+    """The controller does not know proxy workers: it would count one worker's ack for all (docs/DESIGN.md §4.10)."""
+
+
 class ControllerViewSource:
     def __init__(self, url: str, token: str, instance_id: str, on_block: Callable[[int, int], None],
-                 cache: ViewCache | None = None):
+                 cache: ViewCache | None = None, worker: int | None = None):
+        """`worker`: this process's index among the workers of a proxy run with --workers N (None: the only one).
+        Every worker registers under the node's `instance_id` and gets the node's id (what clients see) and a
+        member id of its own, which it heartbeats as: the controller counts each worker's ack and fence."""
         self.controllers = ControllerList(url)  # several on one database: follow the active one
         self.headers = {"Authorization": f"Bearer {token}"}
         self.instance_id = instance_id
+        self.worker = worker
+        self.member_id: int | None = None  # this process's row at the controller, once registered
         self.on_block = on_block
         self.cache = cache
         self.lease_ms = 10_000
@@ -138,10 +147,15 @@ class ControllerViewSource:
         resp = await self.client.post(f"{self.controllers.current}/v1/proxies", headers=self.headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
             "role": state.me.role.value, "pool": state.me.pool,
-            "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners]})
+            "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
+            **({"worker": self.worker} if self.worker is not None else {})})
         resp.raise_for_status()
         body = resp.json()
+        if self.worker is not None and body.get("worker") != self.worker:
+            raise ControllerTooOld(f"controller {self.controllers.current} does not count proxy workers one by one "
+                                   "(it would take one worker's ack for all): upgrade it, or run one worker")
         state.set_node_id(int(body["node_id"]))
+        self.member_id = int(body.get("member_id", body["node_id"]))
         self._take_times(body)
         if refresh_view:
             current = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
@@ -289,7 +303,8 @@ class ControllerViewSource:
 
     async def _heartbeat_once(self, state: ProxyState) -> None:
         sent = time.monotonic()
-        resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{state.me.node_id}/heartbeat",
+        member = self.member_id if self.member_id is not None else state.me.node_id
+        resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat",
                                       headers=self.headers,
                                       json={"applied_version": state.applied_version, "load": {}})
         if resp.status_code == 404:  # the controller dropped us (lease ran out): register again

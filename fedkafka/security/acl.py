@@ -53,6 +53,7 @@ class Permission(IntEnum):
 
 CLUSTER_NAME = "kafka-cluster"  # the one cluster resource's name, as in Kafka
 WILDCARD = "*"
+BINDING_FIELDS = ("resource_type", "name", "pattern_type", "principal", "host", "operation", "permission")
 _IMPLIES = {Operation.DESCRIBE: (Operation.READ, Operation.WRITE, Operation.DELETE, Operation.ALTER),
             Operation.DESCRIBE_CONFIGS: (Operation.ALTER_CONFIGS,)}
 
@@ -80,6 +81,14 @@ class AclBinding:
         if self.resource_type == ResourceType.CLUSTER and self.name != CLUSTER_NAME:
             out.append(f"the cluster resource is named {CLUSTER_NAME}")
         return out
+
+    def to_dict(self) -> dict[str, str]:
+        """The admin API's form (`/v1/acls`): field names and enum names."""
+        return dict(zip(BINDING_FIELDS, self.to_list(), strict=True))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AclBinding:
+        return cls.from_list([d[f] for f in BINDING_FIELDS])
 
     def to_list(self) -> list[Any]:
         return [self.resource_type.name, self.name, self.pattern_type.name, self.principal, self.host,

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from unittest import mock
 
 import ansible.module_utils
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
+
+from fedkafka.kafka.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
@@ -24,7 +29,8 @@ if str(ROOT / "library") not in sys.path:
 
 from ansible.module_utils.fedkafka_api import ApiError, FedkafkaApi  # noqa: E402  (needs the path above)
 
-__all__ = ["ApiError", "FedkafkaApi", "run_module"]
+__all__ = ["ApiError", "FedkafkaApi", "run_module", "running_controller"]
+TOKEN = "integration-token-0123456789"
 
 
 class ModuleExit(BaseException):  # like SystemExit: a module's `except Exception` must not catch it
@@ -58,3 +64,31 @@ def run_module(name: str, args: dict, check_mode: bool = False) -> tuple[bool, d
         except ModuleExit as exc:
             return False, exc.result
     raise AssertionError(f"{name} returned without exit_json/fail_json")
+
+
+def running_controller(root: Path):
+    """A `fedkafka controller` on a SQLite file under root (a generator for fixtures): yields the modules' API
+    arguments, stops it after."""
+    token_file = root / "token"
+    token_file.write_text(TOKEN + "\n")
+    port = free_port()
+    fedkafka = Path(sys.executable).with_name("fedkafka")
+    with open(root / "controller.log", "wb") as log:
+        proc = subprocess.Popen([str(fedkafka), "controller", "--db", f"sqlite:///{root / 'db.sqlite'}",
+                                 "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
+                                 "--scan-interval", "1"], stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log_tail = (root / "controller.log").read_text()[-2000:]
+                raise AssertionError(f"controller did not start:\n{log_tail}") from None
+            time.sleep(0.2)
+    yield {"controller_url": url, "token": TOKEN}
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -43,6 +43,8 @@ class FakeController:
         if parts[0] == "workflows":
             if not self.workflows_supported:
                 raise ApiError("not found", status=404)
+            if method == "POST" and body["kind"] in ("failover", "coordination_move"):
+                return self._unclean(body, dry_run=query == "dry_run=true")
             if method == "POST" and query == "dry_run=true":
                 moves = (self._scale_up(body["cluster"], apply=False) if body["kind"] == "scale_up"
                          else self._evacuation(body["cluster"]))
@@ -84,9 +86,46 @@ class FakeController:
                                               "phys_end": None, "logical_base": 0})
         return moves
 
+    def _unclean(self, body, dry_run):
+        """A failover or coordination move with the controller's refusals (docs/DESIGN.md §9, §10): the plan, or
+        the run, done at once (GET /v1/workflows/1 then reports it)."""
+        cid = body["cluster"]
+        if cid not in self.clusters:
+            raise refused(404, f"unknown cluster {cid!r}")
+        holder = next(c["id"] for c in self.clusters.values() if c.get("coordination"))
+        if body["kind"] == "coordination_move":
+            plan = {"from": holder, "changed": holder != cid, "states": [f"coordination {holder} -> {cid}"]
+                    if holder != cid else [], "partitions_moved": []}
+            if not dry_run and plan["changed"]:
+                for c in self.clusters.values():
+                    c["coordination"] = c["id"] == cid
+                plan["groups"] = 2
+        else:
+            cluster = self.clusters[cid]
+            if cid == holder:
+                raise refused(409, f"cluster {cid} is the coordination cluster: move that role first")
+            moves = self._evacuation(cid)
+            if cluster["reachable"] and moves:
+                raise refused(409, f"cluster {cid} is reachable: decommission it")
+            states = ["active -> read_only"] if cluster["state"] == "active" else []
+            plan = {"states": states, "partitions_moved": moves, "moved": len(moves), "changed": bool(states or moves)}
+            if not dry_run:
+                cluster["state"] = "read_only" if cluster["state"] == "active" else cluster["state"]
+                for t in self.topics.values():
+                    for chain in t.get("chains", []):
+                        if chain["segments"][-1]["cluster"] == cid:
+                            chain["segments"].append({**chain["segments"][-1], "cluster": self._live(cid)})
+        if dry_run:
+            return {"dry_run": True, "kind": body["kind"], "cluster": cid, "running": None, **plan}
+        self.workflow_result = {"id": 1, "kind": body["kind"], "cluster": cid, "state": "done", **plan}
+        return {"id": 1, "kind": body["kind"], "cluster": cid, "state": "running", "changed": False}
+
+    def _live(self, cid):
+        return next(c["id"] for c in self.clusters.values() if c["id"] != cid and c["state"] == "active")
+
     def _evacuation(self, cid):
         """Every partition active on cid, to the first other active cluster (a stand-in for the real plan)."""
-        to = next(c["id"] for c in self.clusters.values() if c["id"] != cid and c["state"] == "active")
+        to = self._live(cid)
         return [{"topic": t["name"], "partition": c["partition"], "from": cid, "to": to}
                 for t in self.topics.values() for c in t.get("chains", []) if c["segments"][-1]["cluster"] == cid]
 
@@ -129,3 +168,8 @@ class FakeController:
         if method == "DELETE":
             return self.topics.pop(name, None) and None
         raise AssertionError(f"unexpected topics call {method} {parts}")
+
+
+def refused(status: int, detail: str) -> ApiError:
+    """What FedkafkaApi raises for an error answer of POST /v1/workflows."""
+    return ApiError(f"POST /v1/workflows: HTTP {status}: {detail}", status=status, body=detail)

@@ -6,6 +6,7 @@ failed or not, changed, the actions reported, the writes sent to the controller,
 
 from __future__ import annotations
 
+import copy
 import json
 from unittest import mock
 
@@ -29,6 +30,8 @@ def chained(name, clusters):
 
 
 THREE = {"clusters": [C1, C2, C3], "topics": [chained("t", ["c1", "c1", "c2", "c2", "c1", "c2"])]}
+DEAD_C2 = {"clusters": [C1, {**C2, "reachable": False}, C3], "topics": [chained("t", ["c1", "c2", "c2", "c3"])]}
+DRY = "/v1/workflows?dry_run=true"
 ORDERS = {"name": "orders", "partitions": 4, "placement": "blocks", "config": {"retention.ms": "1000"}}
 DRAINING_C1 = {"id": 4, "kind": "decommission", "cluster": "c1", "state": "running", "step": "drain"}
 
@@ -123,6 +126,33 @@ CASES = [
       "facts": {"partitions_moved": 2, "moves": ["t/0: c1 -> c3", "t/1: c1 -> c3"]}}),
     ("fedkafka_scale_up", "read_only cluster refused", {"clusters": [C1, {**C3, "state": "read_only"}]},
      {"cluster": "c3"}, False, {"failed": True, "msg": "not active", "writes": []}),
+    ("fedkafka_failover", "the dead cluster's partitions move; the run lists them", DEAD_C2,
+     {"cluster": "c2"}, False, {"changed": True, "writes": [("POST", DRY), ("POST", "/v1/workflows")],
+                                "facts": {"moves": ["t/1: c2 -> c1", "t/2: c2 -> c1"],
+                                          "states": ["active -> read_only"]}}),
+    ("fedkafka_failover", "check mode: the controller's plan, nothing started", DEAD_C2, {"cluster": "c2"}, True,
+     {"changed": True, "writes": [("POST", DRY)], "facts": {"moves": ["t/1: c2 -> c1", "t/2: c2 -> c1"]}}),
+    ("fedkafka_failover", "failed over already: nothing started, no change",
+     {"clusters": [C1, {**C2, "state": "read_only", "reachable": False}, C3], "topics": [chained("t", ["c1"])]},
+     {"cluster": "c2"}, False, {"changed": False, "writes": [("POST", DRY)], "facts": {"moves": []}}),
+    ("fedkafka_failover", "failed over and back: still no change",
+     {"clusters": [C1, {**C2, "state": "read_only"}, C3], "topics": [chained("t", ["c1"])]},
+     {"cluster": "c2"}, False, {"changed": False, "writes": [("POST", DRY)]}),
+    ("fedkafka_failover", "a reachable cluster is refused (decommission it)", THREE, {"cluster": "c2"}, False,
+     {"failed": True, "msg": "decommission", "writes": [("POST", DRY)]}),
+    ("fedkafka_failover", "the coordination cluster is refused", DEAD_C2, {"cluster": "c1"}, True,
+     {"failed": True, "msg": "coordination", "writes": [("POST", DRY)]}),
+    ("fedkafka_failover", "unknown cluster: clear error, nothing asked", DEAD_C2, {"cluster": "c9"}, False,
+     {"failed": True, "msg": "unknown cluster 'c9'", "writes": []}),
+    ("fedkafka_coordination", "move the groups to c3", THREE, {"to": "c3"}, False,
+     {"changed": True, "writes": [("POST", DRY), ("POST", "/v1/workflows")],
+      "facts": {"coordination": "c3", "previous": "c1", "groups": 2}}),
+    ("fedkafka_coordination", "check mode: the plan, nothing started", THREE, {"to": "c3"}, True,
+     {"changed": True, "writes": [("POST", DRY)], "facts": {"coordination": "c3", "previous": "c1"}}),
+    ("fedkafka_coordination", "c1 holds them already: no change", THREE, {"to": "c1"}, False,
+     {"changed": False, "writes": [("POST", DRY)]}),
+    ("fedkafka_coordination", "unknown cluster: clear error", THREE, {"to": "c9"}, False,
+     {"failed": True, "msg": "unknown cluster 'c9'", "writes": []}),
     ("fedkafka_info", "facts", {"clusters": [C1], "topics": [ORDERS],
                                 "proxies": [{"node_id": 1, "applied_version": 3}], "view_version": 3}, {}, False,
      {"changed": False, "writes": [], "facts": {"view_version": 3, "clusters": [C1], "topics": [ORDERS]}}),
@@ -194,3 +224,19 @@ def test_unreachable_controller_predicts_in_check_mode_only(check, failed):
     assert got_failed == failed
     if check:
         assert result["changed"] and result["actions"] == ["register c1 at h:1"]
+
+
+@pytest.mark.parametrize("module, args", [("fedkafka_failover", {"cluster": "c2"}),
+                                          ("fedkafka_coordination", {"to": "c3"})])
+def test_check_mode_predicts_exactly_what_the_run_reports(module, args):
+    """--check --diff of failover.yml and coordination_move.yml: the same diff (and moves) as the run."""
+    results = []
+    for check in (True, False):
+        fake = FakeController(**copy.deepcopy(DEAD_C2))
+        with mock.patch.object(FedkafkaApi, "request", side_effect=fake.request), mock.patch("time.sleep"):
+            failed, result = run(module, {**API, **args}, check_mode=check)
+        assert not failed, result
+        results.append(result)
+    predicted, done = results
+    assert (predicted["changed"], predicted["diff"]) == (done["changed"], done["diff"])
+    assert predicted.get("moves") == done.get("moves")

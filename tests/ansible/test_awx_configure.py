@@ -116,7 +116,7 @@ def test_every_task_passes_the_awx_modules_argument_specs(stand_ins, tmp_path):
         validated.setdefault(one["module"], []).append(one["given"])
     assert set(validated) == used_modules() == {"credential", "execution_environment", "project", "inventory",
                                                 "inventory_source", "job_template"}
-    assert len(validated["job_template"]) == 4 and len(validated["credential"]) == 2
+    assert len(validated["job_template"]) == 6 and len(validated["credential"]) == 2
     # every job template carries both credentials and the execution environment the playbook created
     assert all({"credentials", "execution_environment", "survey_enabled"} <= set(g) for g in validated["job_template"])
 

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from ansible_harness import run_module as run
-
-from fedkafka.kafka.cluster import free_port
+from ansible_harness import running_controller
 
 pytestmark = pytest.mark.integration
-TOKEN = "integration-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -27,31 +21,6 @@ def controller(tmp_path_factory):
 def fresh_controller(tmp_path):
     """A controller of its own: a test that needs clusters registered in its own way."""
     yield from running_controller(tmp_path)
-
-
-def running_controller(root: Path):
-    token_file = root / "token"
-    token_file.write_text(TOKEN + "\n")
-    port = free_port()
-    fedkafka = Path(sys.executable).with_name("fedkafka")
-    with open(root / "controller.log", "wb") as log:
-        proc = subprocess.Popen([str(fedkafka), "controller", "--db", f"sqlite:///{root / 'db.sqlite'}",
-                                 "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
-                                 "--scan-interval", "1"], stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"controller did not start:\n{(root / 'controller.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-    yield {"controller_url": url, "token": TOKEN}
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def test_cluster_register_is_idempotent_and_check_mode_writes_nothing(controller, kafka_clusters):

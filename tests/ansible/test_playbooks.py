@@ -22,6 +22,12 @@ CASES = [
     ("decommission.yml", ["-e", "cluster=c2"], "not the coordination cluster"),
     ("site.yml", ["-e", "fedkafka_api_token=short"], "fedkafka_api_token must be set"),
     ("site.yml", ["-e", "fedkafka_controller_url=controller:8780"], "fedkafka_controller_url must be set"),
+    ("site.yml", ["-e", "fedkafka_controller_url=http://127.0.0.1:1,ftp://b:2"], "got 'http://127.0.0.1:1,ftp://b:2'"),
+    ("site.yml", ["-e", "fedkafka_controller_url= , "], "fedkafka_controller_url must be set"),
+    ("failover.yml", [], "failover.yml needs -e cluster=<name> of the dead cluster (got 'undefined')"),
+    ("failover.yml", ["-e", "cluster=c1", "-e", "timeout=soon"], "timeout must be a positive number"),
+    ("coordination_move.yml", [], "coordination_move.yml needs -e to=<name>"),
+    ("coordination_move.yml", ["-e", "to=c3", "-e", "unclean=maybe"], "unclean must be true or false"),
     ("site.yml", ["-e", "fedkafka_coordination_cluster=c9"], "fedkafka_coordination_cluster ('c9') must name"),
     ("site.yml", ["-e", '{"fedkafka_topics": [{"name": "t"}]}'], "fedkafka_topics must be a list of"),
     ("site.yml", ["-e", '{"fedkafka_client_rules": [{"name": "r", "match": "regex", "pattern": "p", "pool": "x"}]}'],
@@ -40,6 +46,18 @@ def test_bad_variable_fails_first_and_touches_nothing(playbook, args, message):
     assert recap == ["localhost"], f"hosts other than localhost were touched: {recap}"
 
 
+def test_several_controllers_need_a_postgresql_database():
+    """The example inventory runs two controllers: on SQLite they could not share the database."""
+    proc = subprocess.run([PLAYBOOK, "-i", "inventory/example", "playbooks/site.yml", "-e",
+                           "fedkafka_controller_db_url=sqlite:////var/lib/fedkafka/db.sqlite", "-e",
+                           "fedkafka_api_token=0123456789abcdef"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert "2 controllers (fedkafka_controller) need one PostgreSQL database" in out, out
+    assert re.findall(r"^(\S+)\s+: ok=", proc.stdout, re.M) == ["localhost"]
+
+
 def test_role_argument_specs_name_the_variable():
     proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,c1-broker1", "--check",
                            "-e", "kafka_broker_port=not-a-port"], cwd=ROOT, capture_output=True, text=True,
@@ -55,14 +73,14 @@ CHECK_ONE_PROXY = ["--check", "-e", "ansible_connection=local", "-e", "ansible_b
                    "-e", f"fedkafka_venv={sys.prefix}"]
 
 
-def test_proxy_workers_with_a_controller_are_refused_before_start(tmp_path):
+def test_proxy_workers_with_a_controller_pass_validation(tmp_path):
+    """`fedkafka proxy --workers N` works with a controller (docs/DESIGN.md §4.10); the role used to refuse it."""
     proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1", *CHECK_ONE_PROXY,
                            "-e", f"fedkafka_state_dir={tmp_path}", "-e", "fedkafka_proxy_workers=2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     out = " ".join((proc.stdout + proc.stderr).split())
-    assert proc.returncode != 0, out
-    assert "fedkafka_proxy_workers=2 needs fedkafka_proxy_view_file" in out, out
-    assert "Run the proxy as a service" not in out
+    assert "needs fedkafka_proxy_view_file" not in out, out
+    assert "Run the proxy as a service" in out, out
 
 
 def test_a_pool_of_mixed_proxy_roles_is_refused_before_anything_starts():
@@ -91,7 +109,7 @@ PATH_SETTINGS = {"inventory", "roles_path", "library", "module_utils", "doc_frag
 
 @pytest.mark.parametrize("cwd", [".", "playbooks"])
 @pytest.mark.parametrize("playbook", ["site.yml", "scale_up.yml", "decommission.yml", "rolling_restart.yml",
-                                      "upgrade.yml"])
+                                      "upgrade.yml", "failover.yml", "coordination_move.yml"])
 def test_playbooks_find_the_bundle_from_the_root_and_from_playbooks(cwd, playbook):
     path = playbook if cwd == "playbooks" else f"playbooks/{playbook}"
     proc = subprocess.run([PLAYBOOK, path, "-e", "cluster=c3", "--list-tasks", "--list-hosts"], cwd=ROOT / cwd,

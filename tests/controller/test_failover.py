@@ -163,3 +163,71 @@ def test_coordination_move_refusals_and_the_unclean_copy(setup):
     resp = api.post("/v1/workflows", json={"kind": "coordination_move", "cluster": "c1", "unclean": True})
     assert resp.status_code == 409 and "no copy" in resp.json()["detail"], resp.text
     assert api.get("/v1/workflows").json() == [] and api.controller.view.coordination_cluster == "c3"
+
+
+DRY = "/v1/workflows?dry_run=true"
+
+
+def moves_of(records) -> list[tuple]:
+    return [(m["topic"], m["partition"], m["from"], m["to"]) for m in records]
+
+
+def test_a_failover_dry_run_plans_exactly_what_the_run_does_and_changes_nothing(setup):
+    """The check mode of playbooks/failover.yml: the plan is the run's state change and unclean moves, and once
+    done (c1 still dead, or back) the plan and a second run change nothing."""
+    api, kafka = setup
+    ctl = api.controller
+    for p, chain in enumerate(ctl.view.topics["t"].partitions):
+        if chain.active.cluster == "c1":
+            ctl.log_offsets[("c1", "t", p)] = (0, 10 + p)
+    kill(api, kafka, "c1")
+    before = api.get("/v1/clusters").json(), api.get("/v1/view").json()["version"]
+    plan = api.post(DRY, json={"kind": "failover", "cluster": "c1"})
+    assert plan.status_code == 200, plan.text
+    plan = plan.json()
+    assert plan["changed"] and plan["states"] == ["active -> read_only"] and plan["moved"] > 0, plan
+    assert {m["gap"] for m in plan["partitions_moved"]} == {UNCLEAN_GAP}
+    assert (api.get("/v1/clusters").json(), api.get("/v1/view").json()["version"]) == before
+    assert api.get("/v1/workflows").json() == []  # no run: nothing started
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done" and run["changed"], run["error"]
+    assert moves_of(run["partitions_moved"]) == moves_of(plan["partitions_moved"])
+    assert run["moved"] == plan["moved"]
+    for back in (False, True):  # still dead, then back (reachable, read_only, nothing writes there)
+        if back:
+            kafka.down.discard("c1")
+            ctl.scan_once()
+            assert api.get("/v1/clusters/c1").json()["reachable"] is True
+        again = api.post(DRY, json={"kind": "failover", "cluster": "c1"}).json()
+        assert not again["changed"] and again["partitions_moved"] == [] and again["states"] == [], again
+        rerun = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+        assert rerun["state"] == "done" and not rerun["changed"] and rerun["moved"] == 0, rerun
+
+
+def test_a_failover_dry_run_refuses_what_start_refuses(setup):
+    api, kafka = setup
+    bodies = [{"kind": "failover", "cluster": "c9"}, {"kind": "failover", "cluster": "c3"},
+              {"kind": "failover", "cluster": "c1"}]  # unknown, the coordination cluster, a reachable one
+    for body in bodies:
+        dry, real = api.post(DRY, json=body), api.post("/v1/workflows", json=body)
+        assert dry.status_code == real.status_code >= 400, (body, dry.text, real.text)
+        assert dry.json()["detail"] == real.json()["detail"]
+    api.post("/v1/clusters/c2/state", json={"state": "read_only"}).raise_for_status()
+    kill(api, kafka, "c1")
+    kill(api, kafka, "c3")
+    resp = api.post(DRY, json={"kind": "failover", "cluster": "c1"})
+    assert resp.status_code == 409 and "only active cluster" in resp.json()["detail"], resp.text
+
+
+def test_a_coordination_move_dry_run_plans_the_switch_and_refuses_what_start_refuses(setup):
+    api, _ = setup  # c3 holds the groups
+    plan = api.post(DRY, json={"kind": "coordination_move", "cluster": "c1"}).json()
+    assert plan["changed"] and plan["from"] == "c3" and plan["states"] == ["coordination c3 -> c1"], plan
+    same = api.post(DRY, json={"kind": "coordination_move", "cluster": "c3"}).json()
+    assert not same["changed"] and same["states"] == [], same
+    assert api.get("/v1/workflows").json() == []
+    for body in ({"kind": "coordination_move", "cluster": "c9"},
+                 {"kind": "coordination_move", "cluster": "c1", "unclean": True}):
+        dry, real = api.post(DRY, json=body), api.post("/v1/workflows", json=body)
+        assert dry.status_code == real.status_code == (404 if body["cluster"] == "c9" else 409), (dry.text, real.text)
+        assert dry.json()["detail"] == real.json()["detail"]

@@ -15,6 +15,6 @@ def test_migrations_match_the_models_and_run_twice(db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0007"
+        assert ctx.get_current_revision() == "0008"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()

@@ -13,20 +13,6 @@ def _proxy(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-@pytest.fixture
-def token_file(tmp_path):
-    path = tmp_path / "token"
-    path.write_text("secret\n")
-    return str(path)
-
-
-def test_several_workers_with_a_controller_are_refused(token_file):
-    proc = _proxy("--role", "both", "--listen", "127.0.0.1:39999", "--controller", "http://127.0.0.1:1",
-                  "--token-file", token_file, "--workers", "2")
-    assert proc.returncode != 0
-    assert "--workers > 1 is only supported with --view-file" in proc.stderr + proc.stdout
-
-
 @pytest.mark.parametrize(("args", "message"), [
     (["--workers", "0"], "--workers must be at least 1"),
     (["--workers", "2", "--listen", "127.0.0.1:0"], "--workers > 1 needs a fixed port"),

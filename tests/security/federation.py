@@ -93,10 +93,10 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
     token_file = tmp / "controller.token"
     token_file.write_text(secrets.token_hex(16))
     token_file.chmod(0o600)
-    cport = free_port()
+    cport, *ports = _distinct_free_ports(8)
     fed = SecuredFederation(tmp, pki, token_file, f"http://127.0.0.1:{cport}",
-                            proxy={p: free_port() for p in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")},
-                            nameservice={p: free_port() for p in ("PLAINTEXT", "SASL_SSL", "HTTP")},
+                            proxy=dict(zip(("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), ports[:4], strict=True)),
+                            nameservice=dict(zip(("PLAINTEXT", "SASL_SSL", "HTTP"), ports[4:], strict=True)),
                             issuer=Issuer(tmp / "jwks.json"))
     try:
         fed.cluster = start_clusters(["s1"], tmp / "kafka")[0]
@@ -139,6 +139,17 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
         fed.stop()
         raise
     return fed
+
+
+def _distinct_free_ports(n: int) -> list[int]:
+    """n free ports, all different: one free_port() after another may hand out the same port twice (seen once: the
+    proxy then refused to start, "each listener needs its own port")."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _start(fed: SecuredFederation, name: str, args: list[str], port: int) -> None:

@@ -64,12 +64,12 @@ class Federation:
         self.controller.kill()
         self.controller.wait(10)
 
-    def start_proxies(self, n: int) -> None:
+    def start_proxies(self, n: int, extra: tuple[str, ...] = ()) -> None:
         for _ in range(n):
             port = free_port()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen", f"127.0.0.1:{port}",
-                 "--controller", self.url, "--token-file", str(self.token_file)],
+                 "--controller", self.url, "--token-file", str(self.token_file), *extra],
                 stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
             self.proxies.append((proc, port))
         ports = {p for _, p in self.proxies}

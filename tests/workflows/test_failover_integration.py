@@ -46,6 +46,7 @@ def assert_failed_over(result) -> None:
         assert new["logical_base"] == old["logical_base"] + old["phys_end"] - old["phys_start"] + UNCLEAN_GAP
 
 
+@pytest.mark.failover_scenario  # minutes: `make test-failover`
 @pytest.mark.timeout(900)
 def test_kill_9_of_a_whole_cluster_then_failover_loses_no_acked_record(make_clusters, tmp_path, unique_name):
     c1, c2 = make_clusters("f1", "f2")
@@ -55,6 +56,7 @@ def test_kill_9_of_a_whole_cluster_then_failover_loses_no_acked_record(make_clus
     assert_no_acked_record_lost(result)
 
 
+@pytest.mark.failover_scenario  # minutes: `make test-failover`
 @pytest.mark.timeout(900)
 def test_auto_failover_after_an_unreachable_period(make_clusters, tmp_path, unique_name):
     c1, c2 = make_clusters("f1", "f2")

@@ -23,6 +23,7 @@ class ProxyBody(BaseModel):
     role: Literal["pproxy", "cproxy", "both"]
     pool: str = "default"
     listeners: list[tuple[str, str, int]] = Field(default_factory=list, max_length=8)  # [protocol, host, port]
+    worker: int = Field(0, ge=0, le=1023)  # which worker of a proxy run with --workers N (docs/DESIGN.md §4.10)
 
 
 class HeartbeatBody(BaseModel):
@@ -72,7 +73,7 @@ def router(controller: Controller, api: Any) -> APIRouter:
     @router.post("/v1/proxies")
     def register_proxy(body: ProxyBody):
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
-                                         body.listeners)
+                                         body.listeners, body.worker)
 
     @router.post("/v1/proxies/{node_id}/heartbeat")
     async def heartbeat(node_id: RowId, body: HeartbeatBody):

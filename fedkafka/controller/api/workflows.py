@@ -27,7 +27,8 @@ def router(engine: WorkflowEngine, api: Any) -> APIRouter:
     def start_workflow(body: WorkflowBody, dry_run: bool = False):
         """`?dry_run=true`: the plan (the same validation, the moves it would make now), nothing done."""
         if dry_run:
-            return engine.dry_run(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap)
+            return engine.dry_run(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap,
+                                  body.unclean)
         return engine.start(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap, body.unclean)
 
     @router.get("/v1/workflows")

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import functools
 import logging
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import os
 import random
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,6 +44,8 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 30.0
 # asyncio stops reading a socket once this much (x2) waits unread: what a connection holds outside its budget
 STREAM_BUFFER_BYTES = 64 * 1024
+PR_SET_PDEATHSIG = 1
+WORKER_STABLE_S = 10.0  # a worker that exits sooner after its start is started again with a growing delay
 LISTEN_BACKLOG = 1024  # asyncio's default of 100 drops SYNs in a connect burst (each costs the client 1 s+)
 
 
@@ -54,6 +61,7 @@ class ProxyConfig:
     token: str | None = None
     view_cache: Path | None = None  # last applied view, served when no controller answers at start
     workers: int = 1
+    worker: int = 0  # this process's index among the workers (docs/DESIGN.md §4.10)
     limits: Limits = field(default_factory=Limits)
     admin_listen: tuple[str, int] | None = None  # /metrics, /healthz, /readyz (worker i: port + i)
     # Client listeners; empty: one PLAINTEXT listener on host:port. Each is advertised with advertised_host.
@@ -116,9 +124,9 @@ class ProxyServer:
         self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))
         if config.controller:
             instance = f"{config.advertised_host}:{listeners[0].port}"
-            cache = ViewCache(config.view_cache, instance) if config.view_cache else None
+            worker = config.worker if config.workers > 1 else None
             self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block,
-                                               cache=cache)
+                                               cache=_view_cache(config, instance), worker=worker)
             self.producer_ids = ProducerIdTable(self.source.fetch_block)
         else:  # the CLI requires one of --controller and --view-file
             self.source = StaticViewSource(config.view_file)  # type: ignore[arg-type]
@@ -289,29 +297,92 @@ def run(config: ProxyConfig) -> None:
     if config.workers <= 1:
         _run_one(config)
         return
-    ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_run_one, args=(_worker_config(config, i),), daemon=False)
-                for i in range(config.workers)]
-    for child in children:
-        child.start()
+    logs.configure()
+    WorkerSupervisor(config).run()
 
-    def forward(signum, _frame):
-        for child in children:
+
+class WorkerSupervisor:
+    """The parent of `--workers N`: starts each worker and starts it again when it exits, so a host keeps all its
+    workers. A restarted worker registers as the same member (its index), takes the current view and acks it, so a
+    move waits for it seconds, not its fence (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every worker gracefully."""
+
+    def __init__(self, config: ProxyConfig):
+        self.config = config
+        self.ctx = multiprocessing.get_context("spawn")
+        self.children: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.started: dict[int, float] = {}
+        self.backoff: dict[int, float] = {}
+        self.due: dict[int, float] = {}  # worker index -> when to start it again
+        self.stopping = False
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for index in range(self.config.workers):
+            self._start(index)
+        while not self.stopping:
+            multiprocessing.connection.wait([c.sentinel for c in self.children.values()], timeout=0.5)
+            if not self.stopping:
+                self._restart_exited()
+        self._stop(None, None)  # again: a worker may have been started while the signal was handled
+        for child in self.children.values():
+            child.join()
+
+    def _start(self, index: int) -> None:
+        child = self.ctx.Process(target=_run_worker, args=(_worker_config(self.config, index), os.getpid()),
+                                 daemon=False, name=f"fedkafka-proxy-worker-{index}")
+        child.start()
+        self.children[index], self.started[index] = child, time.monotonic()
+        self.due.pop(index, None)
+
+    def _restart_exited(self) -> None:
+        now = time.monotonic()
+        for index, child in list(self.children.items()):
+            if child.is_alive() or child.exitcode is None:
+                continue
+            if index not in self.due:
+                # a worker that ran a while starts again after 0.5 s; one that keeps dying backs off to 30 s
+                quick = now - self.started[index] < WORKER_STABLE_S
+                self.backoff[index] = min(self.backoff.get(index, 0.25) * 2, 30.0) if quick else 0.5
+                self.due[index] = now + self.backoff[index]
+                log.warning("proxy worker %d (pid %s) exited with %s; starting it again in %.1f s", index, child.pid,
+                            child.exitcode, self.backoff[index])
+            elif now >= self.due[index]:
+                self._start(index)
+
+    def _stop(self, _signum, _frame) -> None:
+        self.stopping = True
+        for child in self.children.values():
             if child.is_alive():
                 child.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
 
 
 def _worker_config(config: ProxyConfig, index: int) -> ProxyConfig:
     """Worker `index` of several: its own admin port (port + index), so each worker's metrics can be scraped."""
     if config.admin_listen is None or config.admin_listen[1] == 0:
-        return config
+        return replace(config, worker=index)
     host, port = config.admin_listen
-    return replace(config, admin_listen=(host, port + index))
+    return replace(config, worker=index, admin_listen=(host, port + index))
+
+
+def _view_cache(config: ProxyConfig, instance: str) -> ViewCache | None:
+    """Each worker saves the view it applied and the deadline it was granted: worker 0 at the given path (as a single
+    process does, so going from one worker to several keeps it), worker i at PATH.w<i>."""
+    if config.view_cache is None:
+        return None
+    if config.workers <= 1 or config.worker == 0:
+        return ViewCache(config.view_cache, instance)
+    path = config.view_cache.with_name(f"{config.view_cache.name}.w{config.worker}")
+    return ViewCache(path, f"{instance}/w{config.worker}")
+
+
+def _run_worker(config: ProxyConfig, parent: int) -> None:
+    """A worker stops (gracefully) when its parent dies: no orphan keeps serving that no one restarts or stops."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the line above
+        return
+    _run_one(config)
 
 
 def _run_one(config: ProxyConfig) -> None:

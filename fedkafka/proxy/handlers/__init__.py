@@ -28,6 +28,7 @@ Handler modules must not import each other (shared helpers live in `fedkafka.pro
 from __future__ import annotations
 
 from fedkafka.proxy.handlers import (
+    acl_admin,
     acls,
     alter_configs,
     api_versions,
@@ -53,4 +54,4 @@ from fedkafka.proxy.plan import Handler
 MODULES: tuple[Handler, ...] = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs,
                                 produce_side_fetch, fetch, list_offsets, offset_for_leader_epoch, groups,
                                 consume_side_produce, topic_admin, alter_configs, delete_records, cluster_ops,
-                                consumer_groups, sasl, acls)
+                                consumer_groups, sasl, acls, acl_admin)

@@ -1,7 +1,7 @@
 """DescribeAcls from the view's ACLs (`kafka-acls --list` through the proxy); needs DESCRIBE on the cluster.
 
-CreateAcls and DeleteAcls change the config database, which only the controller writes: they are not served
-yet (docs/DESIGN.md §11); `fedkafka acl` and the admin API's /v1/acls do it.
+CreateAcls and DeleteAcls change the config database, which only the controller writes: `acl_admin.py` forwards
+them to the controller (docs/DESIGN.md §11).
 """
 
 from __future__ import annotations

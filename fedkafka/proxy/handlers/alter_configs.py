@@ -6,6 +6,10 @@ the whole topic config (configs not named go back to their defaults), as Kafka d
 sets, deletes, appends to or subtracts from single configs. Names and values are judged by the physical
 clusters (INVALID_CONFIG with Kafka's own message). Broker and other resources belong to the physical
 clusters, not to the federation: they are refused with a message that says so.
+
+Authorization first, as Kafka (docs/DESIGN.md §11): ALTER_CONFIGS on the topic (TOPIC_AUTHORIZATION_FAILED), on the
+cluster for broker, broker-logger and client-metrics resources (CLUSTER_AUTHORIZATION_FAILED), on the group for
+group configs (GROUP_AUTHORIZATION_FAILED); a denied resource never reaches the controller.
 """
 
 from __future__ import annotations
@@ -16,15 +20,21 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import Call, Context, ControllerApi, ControllerRequest, Plan, admin_outcome
+from fedkafka.proxy.plan import Call, Context, ControllerApi, ControllerRequest, Plan, admin_outcome, authorized
+from fedkafka.security.acl import CLUSTER_NAME, Operation, ResourceType
 
 ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 33, 44
 API_KEYS = {ALTER_CONFIGS: (0, 2), INCREMENTAL_ALTER_CONFIGS: (0, 1)}
 ROLE = "any"
 NEEDS_CONTROLLER = True
+AUTHORIZES = True
 
-TOPIC = 2
+TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32  # Kafka's config resource types
 SET = 0
+# What ALTER_CONFIGS is checked on per config resource type, and the error a denial gets (Kafka's rules)
+_AUTHORIZED_ON = {TOPIC: (ResourceType.TOPIC, ErrorCode.topic_authorization_failed),
+                  GROUP: (ResourceType.GROUP, ErrorCode.group_authorization_failed)}
+_ON_CLUSTER = (ResourceType.CLUSTER, ErrorCode.cluster_authorization_failed)
 NOT_A_TOPIC = ("fedkafka serves configs of logical topics only; broker and other configs belong to each physical "
                "cluster: change them there")
 
@@ -38,6 +48,11 @@ def handle(ctx: Context, header, request):
         result = {"error_code": ErrorCode.none, "error_message": None, "resource_type": res.resource_type,
                   "resource_name": res.resource_name}
         results.append(result)
+        denied = _denial(ctx, res.resource_type, res.resource_name)
+        if denied is not None:
+            ctx.refused("auth", res.resource_name, -1, "ALTER_CONFIGS")
+            result.update(error_code=denied)
+            continue
         if res.resource_type != TOPIC:
             result.update(error_code=ErrorCode.invalid_request, error_message=NOT_A_TOPIC)
             continue
@@ -62,3 +77,10 @@ def handle(ctx: Context, header, request):
         return answer()
 
     return Plan([c for _, c in calls], finish)
+
+
+def _denial(ctx: Context, config_type: int, name: str) -> ErrorCode | None:
+    """The authorization error for altering this config resource, or None when allowed."""
+    resource_type, error = _AUTHORIZED_ON.get(config_type, _ON_CLUSTER)
+    on = name if resource_type != ResourceType.CLUSTER else CLUSTER_NAME
+    return None if authorized(ctx, Operation.ALTER_CONFIGS, resource_type, on) else error

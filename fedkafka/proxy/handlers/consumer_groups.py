@@ -9,6 +9,11 @@ Shadow topic ids come from the proxy's physical metadata of the coordination clu
 topic whose shadow id is not known yet (a topic just created) is answered COORDINATOR_LOAD_IN_PROGRESS, which
 clients retry, and a refresh is asked for. Regular-expression subscriptions are refused: the coordinator would
 match them against shadow names.
+
+Authorization is Kafka's (docs/DESIGN.md §11), before anything reaches the coordinator: a heartbeat needs READ on the
+group (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to (TOPIC_AUTHORIZATION_FAILED);
+ConsumerGroupDescribe needs DESCRIBE per group (the others are still described), and a group whose assignments
+name a topic the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED without its members.
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from kio.static.primitive import i8
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
 
 HEARTBEAT, DESCRIBE = 68, 69
 API_KEYS = {HEARTBEAT: (0, 1), DESCRIBE: (0, 1)}
 ROLE = "consume"
+AUTHORIZES = True
 GROUP_KEY = i8(0)
 NO_REGEX = ("regular-expression subscriptions are not supported through fedkafka yet: subscribe to topic names "
             "(or use group.protocol=classic)")
+HIDDEN_TOPICS = "The group has described topic(s) that the client is not authorized to describe."
 
 
 def handle(ctx: Context, header, request):
@@ -45,6 +53,14 @@ def handle(ctx: Context, header, request):
 # -- ConsumerGroupHeartbeat ------------------------------------------------------------------------------
 
 def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
+    if not authorized(ctx, Operation.READ, ResourceType.GROUP, request.group_id):
+        ctx.refused("auth", request.group_id, -1, "no READ on the group")
+        return _failure(request, ErrorCode.group_authorization_failed, None)
+    hidden = [n for n in request.subscribed_topic_names or () if not authorized(ctx, Operation.DESCRIBE,
+                                                                                  ResourceType.TOPIC, n)]
+    if hidden:
+        ctx.refused("auth", hidden[0], -1, "no DESCRIBE on a subscribed topic")
+        return _failure(request, ErrorCode.topic_authorization_failed, None)
     if getattr(request, "subscribed_topic_regex", None):
         return _failure(request, ErrorCode.invalid_request, NO_REGEX)
     by_id = {uuid.UUID(hex=t.topic_id): name for name, t in ctx.view.topics.items()}
@@ -103,14 +119,51 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
             target_assignment=dataclasses.replace(m.target_assignment, topic_partitions=topic_partitions(
                 m.target_assignment.topic_partitions)))
 
+    def visible(g):
+        """Kafka's rule: a group whose assignments name a topic the principal may not describe shows no members."""
+        names = {tp.topic_name for m in g.members for a in (m.assignment, m.target_assignment)
+                 for tp in a.topic_partitions}
+        if all(authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, n) for n in names):
+            return g
+        return dataclasses.replace(g, error_code=ErrorCode.topic_authorization_failed, error_message=HIDDEN_TOPICS,
+                                   members=())
+
     def back(resp):
         return dataclasses.replace(resp, groups=tuple(
-            dataclasses.replace(g, members=tuple(member(m) for m in g.members)) for g in resp.groups))
+            visible(dataclasses.replace(g, members=tuple(member(m) for m in g.members))) for g in resp.groups))
 
-    groups = list(dict.fromkeys(request.group_ids))
+    wanted = list(dict.fromkeys(request.group_ids))
+    groups = [g for g in wanted if authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g)]
+    denied = [_denied_group(request, g) for g in wanted if g not in groups]
+    for g in wanted:
+        if g not in groups:
+            ctx.refused("auth", g, -1, "no DESCRIBE on the group")
     if not groups:
-        return build(response_schema(DESCRIBE, type(request).__version__), {"groups": []})
-    return _via_coordinator(coordination, request, groups, request, back, client_id, merge=_merge_describe)
+        return build(response_schema(DESCRIBE, type(request).__version__), {"groups": denied})
+    upstream = request if not denied else dataclasses.replace(request, group_ids=tuple(groups))
+    forwarded = _via_coordinator(coordination, upstream, groups, upstream, back, client_id, merge=_merge_describe)
+    # the denied groups keep GROUP_AUTHORIZATION_FAILED whatever the coordinator answers for the others
+    return _on_answer(forwarded, lambda resp: dataclasses.replace(resp, groups=tuple(denied) + resp.groups))
+
+
+def _on_answer(reply, change):
+    """`reply` with `change` applied to the answer it ends in, however many plans come before it."""
+    if not isinstance(reply, Plan):
+        return change(reply)
+    then = reply.finish
+
+    def finish(results: list):
+        return _on_answer(then(results), change)
+
+    return dataclasses.replace(reply, finish=finish)
+
+
+def _denied_group(request, group: str):
+    """One ConsumerGroupDescribe group entry answered GROUP_AUTHORIZATION_FAILED."""
+    answer = build(response_schema(DESCRIBE, type(request).__version__), {"groups": [
+        {"error_code": ErrorCode.group_authorization_failed, "error_message": None, "group_id": group,
+         "members": []}]})
+    return answer.groups[0]
 
 
 # -- forwarding ------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ the segment holding L before L's physical offset, and every older segment whole 
 holding L goes first: its broker judges the offset (past its high watermark: OFFSET_OUT_OF_RANGE, and nothing
 is deleted anywhere), and only then are the older segments emptied. A sealed segment emptied this way is
 skipped by ListOffsets EARLIEST and Fetch as if retention had removed it (`view.offsets.earliest_offset`).
-L = -1 means the high watermark, as in Kafka. The answer's low watermark is logical.
+L = -1 means the high watermark, as in Kafka. The answer's low watermark is logical. A partition of a topic the
+principal may not DELETE is TOPIC_AUTHORIZATION_FAILED, judged before whether it exists (docs/DESIGN.md §11).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 
 DELETE_RECORDS = 21
 API_KEYS = {DELETE_RECORDS: (0, 2)}
 ROLE = "any"
+AUTHORIZES = True
 UPSTREAM_VERSION = 2
 HIGH_WATERMARK = -1
 UPSTREAM_TIMEOUT = i32Timedelta.parse(timedelta(seconds=30))
@@ -61,9 +64,13 @@ def handle(ctx: Context, header, request):
     answers: dict[tuple[str, int], dict] = {}
     deletions: list[_Deletion] = []
     for t in request.topics:
+        may_delete = authorized(ctx, Operation.DELETE, ResourceType.TOPIC, t.name)
         for p in t.partitions:
             chain = ctx.view.chain(t.name, p.partition_index)
-            if chain is None:
+            if not may_delete:
+                ctx.refused("auth", t.name, p.partition_index, "no DELETE on the topic")
+                answers[(t.name, p.partition_index)] = _error(ErrorCode.topic_authorization_failed)
+            elif chain is None:
                 answers[(t.name, p.partition_index)] = _error(ErrorCode.unknown_topic_or_partition)
             elif p.offset < HIGH_WATERMARK:
                 answers[(t.name, p.partition_index)] = _error(ErrorCode.offset_out_of_range)

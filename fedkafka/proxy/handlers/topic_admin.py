@@ -5,6 +5,11 @@ Each topic of a request is one call to the controller's admin API (`/v1/admin/to
 first, then the database (docs/DESIGN.md §7.1). The client is answered once this proxy serves the view that
 holds the change. Replica assignments are refused: where a logical partition lives is the federation's choice
 (segment chains over physical clusters), and the physical clusters keep their own replication.
+
+Authorization is Kafka's (docs/DESIGN.md §11), checked before a topic's call is built: CreateTopics needs CREATE on
+the cluster or on the topic (and DESCRIBE_CONFIGS on it to see the configs in the answer), DeleteTopics DELETE on
+the cluster or the topic (a topic id the principal may not describe is answered without its name), CreatePartitions
+ALTER on the topic. A denied topic is TOPIC_AUTHORIZATION_FAILED and never reaches the controller.
 """
 
 from __future__ import annotations
@@ -17,26 +22,35 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import Call, Context, ControllerApi, ControllerRequest, Plan, admin_outcome
+from fedkafka.proxy.plan import Call, Context, ControllerApi, ControllerRequest, Plan, admin_outcome, authorized
+from fedkafka.security.acl import Operation, ResourceType
 
 CREATE_TOPICS, DELETE_TOPICS, CREATE_PARTITIONS = 19, 20, 37
 API_KEYS = {CREATE_TOPICS: (2, 7), DELETE_TOPICS: (1, 6), CREATE_PARTITIONS: (0, 3)}
 ROLE = "any"
 NEEDS_CONTROLLER = True
+AUTHORIZES = True
 
 DYNAMIC_TOPIC_CONFIG = 1  # CreateTopics v5+ config_source of a config the request set
 NO_ASSIGNMENTS = ("fedkafka places logical partitions itself (segment chains over physical clusters); "
                   "replica assignments are not accepted: give a partition count instead")
 ZERO_ID = uuid.UUID(int=0)
+DENIED = "Authorization failed."  # Kafka's message for a topic the principal may not create
 
 
 def handle(ctx: Context, header, request):
     key = request.__api_key__
     if key == CREATE_TOPICS:
-        return create_topics(request)
+        return create_topics(ctx, request)
     if key == DELETE_TOPICS:
         return delete_topics(ctx, request)
-    return create_partitions(request)
+    return create_partitions(ctx, request)
+
+
+def _may(ctx: Context, operation: Operation, topic: str, on_cluster: bool = False) -> bool:
+    """Kafka lets CREATE and DELETE on the cluster stand for the same right on every topic."""
+    return (on_cluster and authorized(ctx, operation, ResourceType.CLUSTER)) or \
+        authorized(ctx, operation, ResourceType.TOPIC, topic)
 
 
 def _timeout_s(request) -> float:
@@ -61,7 +75,7 @@ def _run(results: list, calls: list[tuple[int, Call]], answer, on_result):
 
 # -- CreateTopics ----------------------------------------------------------------------------------------
 
-def create_topics(request):
+def create_topics(ctx: Context, request):
     version = type(request).__version__
     results: list[dict] = []
     calls: list[tuple[int, Call]] = []
@@ -74,6 +88,9 @@ def create_topics(request):
         if names.count(topic.name) > 1:
             result.update(error_code=ErrorCode.invalid_request,
                           error_message=f"Create topics request from client contains topic {topic.name} twice")
+        elif not _may(ctx, Operation.CREATE, topic.name, on_cluster=True):
+            ctx.refused("auth", topic.name, -1, "CREATE on the topic")
+            result.update(error_code=ErrorCode.topic_authorization_failed, error_message=DENIED)
         elif topic.assignments:
             result.update(error_code=ErrorCode.invalid_replica_assignment, error_message=NO_ASSIGNMENTS)
         else:
@@ -88,11 +105,13 @@ def create_topics(request):
             results[i].update(error_code=code, error_message=message)
             return
         topic = reply.body["topic"]
-        results[i].update(
-            num_partitions=topic["partitions"],
-            topic_id=uuid.UUID(hex=topic["topic_id"]) if topic.get("topic_id") else ZERO_ID,
-            configs=[{"name": k, "value": v, "read_only": False, "config_source": DYNAMIC_TOPIC_CONFIG,
-                      "is_sensitive": False} for k, v in sorted(topic["config"].items())])
+        results[i].update(num_partitions=topic["partitions"],
+                          topic_id=uuid.UUID(hex=topic["topic_id"]) if topic.get("topic_id") else ZERO_ID)
+        if not authorized(ctx, Operation.DESCRIBE_CONFIGS, ResourceType.TOPIC, topic["name"]):
+            results[i].update(topic_config_error_code=ErrorCode.topic_authorization_failed)  # as Kafka: no configs
+            return
+        results[i].update(configs=[{"name": k, "value": v, "read_only": False, "config_source": DYNAMIC_TOPIC_CONFIG,
+                                    "is_sensitive": False} for k, v in sorted(topic["config"].items())])
 
     return _run(results, calls, lambda r: build(response_schema(CREATE_TOPICS, version), {"topics": r}), on_result)
 
@@ -114,6 +133,13 @@ def delete_topics(ctx: Context, request):
             result.update(error_code=ErrorCode.unknown_topic_id, error_message=f"unknown topic id {topic_id}")
             continue
         name = name if name is not None else by_id[topic_id]
+        if not _may(ctx, Operation.DELETE, name, on_cluster=True):
+            ctx.refused("auth", name, -1, "DELETE on the topic")
+            # a topic asked for by id keeps its name hidden unless the principal may describe it (as Kafka)
+            visible = state is None or state.name is not None or authorized(ctx, Operation.DESCRIBE,
+                                                                             ResourceType.TOPIC, name)
+            result.update(name=name if visible else None, error_code=ErrorCode.topic_authorization_failed)
+            continue
         result["name"] = name
         calls.append((i, Call(ControllerApi(), ControllerRequest("DELETE", f"/v1/admin/topics/{quote(name, safe='')}"),
                               timeout_s=_timeout_s(request))))
@@ -127,13 +153,17 @@ def delete_topics(ctx: Context, request):
 
 # -- CreatePartitions ------------------------------------------------------------------------------------
 
-def create_partitions(request):
+def create_partitions(ctx: Context, request):
     version = type(request).__version__
     results: list[dict] = []
     calls: list[tuple[int, Call]] = []
     for topic in request.topics:
         result = {"name": topic.name, "error_code": ErrorCode.none, "error_message": None}
         results.append(result)
+        if not _may(ctx, Operation.ALTER, topic.name):
+            ctx.refused("auth", topic.name, -1, "ALTER on the topic")
+            result.update(error_code=ErrorCode.topic_authorization_failed)
+            continue
         if topic.assignments:
             result.update(error_code=ErrorCode.invalid_replica_assignment, error_message=NO_ASSIGNMENTS)
             continue
