@@ -95,6 +95,7 @@ test: $(STAMP)
 	$(BIN)/ruff check fedkafka tests bench library module_utils doc_fragments
 	$(BIN)/lint-imports
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint -q roles playbooks awx
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The tests that need no JVM, Kafka broker, PostgreSQL or Ansible run (well under a minute): markers in pyproject.toml.

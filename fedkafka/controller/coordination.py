@@ -46,6 +46,8 @@ class CoordinationMove:
         if row is None:
             raise NotFound(f"unknown cluster {target!r}")
         old = coordination_cluster(list(rows.values()))
+        if old is None:  # every cluster removed (the target too, then)
+            raise Conflict(f"cluster {target} is removed and no cluster holds the groups. Nothing was changed")
         if old == target:
             return old  # nothing to do: the run finishes at once, unchanged
         if row.state != ClusterState.ACTIVE or not row.reachable:
@@ -98,7 +100,7 @@ class CoordinationMove:
             self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
 
     def _freeze(self, cluster: str, frozen: bool) -> int:
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(commits_frozen=frozen))
             s.commit()
         return self.ctl.compose().version
@@ -106,7 +108,7 @@ class CoordinationMove:
     def _switch(self, old: str, target: str) -> None:
         """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
         it may hold them again one day)."""
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             s.execute(update(ClusterRow).values(coordination=False, commits_frozen=False))
             s.execute(update(ClusterRow).where(ClusterRow.id == target).values(coordination=True))
             s.commit()

@@ -159,7 +159,7 @@ class Mover:
         row.state, row.updated_at = state, time.time()
 
     def _freeze(self, ids: list[int]) -> None:
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "planned"):
                 active = _active_segment(s, row.topic, row.partition)
                 if active is None or active.cluster != row.from_cluster:
@@ -318,7 +318,7 @@ class Mover:
             time.sleep(0.2)
 
     def _publish(self, ids: list[int]) -> None:
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "sealed"):
                 old = _active_segment(s, row.topic, row.partition)
                 chain = s.get(ChainRow, (row.topic, row.partition))
@@ -340,7 +340,7 @@ class Mover:
 
     def _roll_back(self, ids: list[int], reason: str) -> None:
         log.warning("rolling back moves %s: %s", ids, reason)
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "planned")))):
                 chain = s.get(ChainRow, (row.topic, row.partition))
                 if chain is not None:

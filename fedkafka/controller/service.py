@@ -17,30 +17,34 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import KafkaException
 from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from fedkafka.controller import acls, db
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
+from fedkafka.controller.leadership import Leadership
 from fedkafka.controller.metrics import Metrics
 from fedkafka.controller.models import (
     ChainRow,
     ClientRuleRow,
     ClusterRow,
-    CounterRow,
     ProxyRow,
     ScramCredentialRow,
     SegmentRow,
     TopicRow,
     ViewRow,
 )
+from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
 from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
@@ -57,7 +61,6 @@ TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,231}$")  # 249 minus the shadow topi
 BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
-PRODUCER_ID_BLOCK = 1000
 MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.md §4.10)
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
@@ -89,7 +92,9 @@ class Controller:
         self.session = db.session_factory(self.engine)
         self.kafka = kafka or KafkaAdmin(settings.kafka_timeout)
         self.metrics = Metrics()
-        self._seed()
+        self.producer_ids = ProducerIdBlocks(self.session)
+        self.producer_ids.seed()
+        self._seed_view()
         self.publisher = Publisher(self._stored_view()[0])
         # The proxies of the view this controller inherits stay listed for one lease, even if their leases
         # ran out while no controller ran: they re-register within a heartbeat, and dropping then re-adding
@@ -110,7 +115,7 @@ class Controller:
         self._renewals = 0  # renewals taken so far ...
         self._durable = 0  # ... and how many of them are committed
         self._stop = threading.Event()
-        self.leadership = None  # set by the app when several controllers may share the database
+        self.leadership: Leadership | None = None  # set by the app when several controllers may share the database
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
@@ -144,6 +149,22 @@ class Controller:
             self._pending.clear()
         self.compose()
 
+    def stopping(self) -> bool:
+        """stop() was called: the background loops and the workflow threads end."""
+        return self._stop.is_set()
+
+    def wait_stopping(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, woken early by stop(); True once the controller is stopping."""
+        return self._stop.wait(timeout)
+
+    @contextmanager
+    def topology_change(self) -> Iterator[Session]:
+        """A session for one change of clusters, topics, segments or security, holding this process's write lock:
+        such changes run one at a time in this process (another controller on the database: leadership and
+        `check_leader`, docs/DESIGN.md §3.6)."""
+        with self._write_lock, self.session() as s:
+            yield s
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
@@ -151,17 +172,15 @@ class Controller:
         self.flush_heartbeats()
         self.engine.dispose()
 
-    def _seed(self) -> None:
-        """The version row and counters exist exactly once, even when two controllers start together."""
-        for row in (ViewRow(id=1, version=0, body=json.dumps(View(version=0).to_dict()), committed_at=time.time()),
-                    CounterRow(name="producer_id", value=PRODUCER_ID_BLOCK)):
-            with self.session() as s:
-                if s.get(type(row), row.id if isinstance(row, ViewRow) else row.name) is None:
-                    s.add(row)
-                    try:
-                        s.commit()
-                    except IntegrityError:
-                        s.rollback()
+    def _seed_view(self) -> None:
+        """The version row exists exactly once, even when two controllers start together."""
+        with self.session() as s:
+            if s.get(ViewRow, 1) is None:
+                s.add(ViewRow(id=1, version=0, body=json.dumps(View(version=0).to_dict()), committed_at=time.time()))
+                try:
+                    s.commit()
+                except IntegrityError:  # the other controller's row won
+                    s.rollback()
 
     # -- the view --------------------------------------------------------------------------------
     @property
@@ -262,7 +281,7 @@ class Controller:
             new = ClusterState(state)
         except ValueError:
             raise Invalid(f"state must be one of {', '.join(s.value for s in ClusterState)}, got {state!r}") from None
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             row = s.get(ClusterRow, cluster_id)
             if row is None:
                 raise NotFound(f"unknown cluster {cluster_id!r}")
@@ -447,7 +466,7 @@ class Controller:
             break
         self.compose()
         return {"node_id": node_id, "member_id": member_id, "worker": worker, "lease_ms": self.settings.lease_ms,
-                "fence_ms": self.settings.fence_ms, "producer_id_block": self.allocate_producer_ids()}
+                "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
@@ -553,19 +572,6 @@ class Controller:
                 self._leases.update(durable)
                 self._durable = max(self._durable, upto)
 
-    def allocate_producer_ids(self) -> dict[str, int]:
-        """A fresh block of logical producer ids; compare-and-set, so no two callers share one."""
-        while True:
-            with self.session() as s:
-                start = s.scalars(select(CounterRow.value).where(CounterRow.name == "producer_id")).one()
-                res = cast(CursorResult[Any], s.execute(  # an UPDATE's result: it has a rowcount
-                    update(CounterRow).where(CounterRow.name == "producer_id", CounterRow.value == start)
-                    .values(value=start + PRODUCER_ID_BLOCK)))
-                if res.rowcount == 1:
-                    s.commit()
-                    return {"start": start, "size": PRODUCER_ID_BLOCK}
-                s.rollback()
-
     def proxies_for(self, client_id: str) -> dict[str, Any]:
         """Name-service rule: exact match, then the longest prefix, then pool "default"."""
         rules = self.list_rules()
@@ -585,7 +591,7 @@ class Controller:
         rows = [_credential_row(user, c) for c in credentials]
         if not rows or len({r.mechanism for r in rows}) != len(rows):
             raise Invalid("give one credential per mechanism, at least one")
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             changed = False
             for row in rows:
                 old = s.get(ScramCredentialRow, (user, row.mechanism))
@@ -614,7 +620,7 @@ class Controller:
     # -- ACLs --------------------------------------------------------------------------------------
     def create_acls(self, bindings: list[dict[str, Any]]) -> dict[str, Any]:
         parsed = [acls.binding_from_dict(b) for b in bindings]
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             added = acls.create(s, parsed)
             s.commit()
         view = self.compose()
@@ -627,15 +633,16 @@ class Controller:
 
     def delete_acls(self, acl_filter: dict[str, Any]) -> dict[str, Any]:
         f = acls.filter_from_dict(acl_filter)
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:
             gone = acls.delete(s, f)
             s.commit()
         view = self.compose()
         return {"deleted": [acls.binding_dict(b) for b in gone], "view_version": view.version}
 
     def delete_user(self, user: str) -> None:
-        with self._write_lock, self.session() as s:
-            res = s.execute(delete(ScramCredentialRow).where(ScramCredentialRow.user == user))
+        with self.topology_change() as s:
+            res = cast(CursorResult[Any], s.execute(  # a DELETE's result: it has a rowcount
+                delete(ScramCredentialRow).where(ScramCredentialRow.user == user)))
             s.commit()
         if res.rowcount == 0:
             raise NotFound(f"unknown user {user!r}")
@@ -697,7 +704,7 @@ class Controller:
                                     f": {scan.error}" if scan.error else "")
                     row.reachable, row.last_error = scan.reachable, scan.error
             s.commit()
-        with self._write_lock, self.session() as s:  # read after the scans, so a topic deleted meanwhile is not revived
+        with self.topology_change() as s:  # read after the scans, so a topic deleted meanwhile is not revived
             needed = self._needed_topics(s, clusters)
         bootstrap = {c.id: c.bootstrap for c in clusters}
         for scan in scans:

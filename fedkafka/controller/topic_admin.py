@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -168,22 +167,3 @@ def _apply_ops(config: dict[str, str], ops: list[ConfigOp]) -> dict[str, str]:
             raise Invalid(f"config {op.name}: unknown operation {op.op}", kafka_error="INVALID_REQUEST")
     return config
 
-
-def add_routes(app: FastAPI, controller: Controller, api) -> None:
-    admin = TopicAdmin(controller)
-
-    @app.post("/v1/admin/topics", dependencies=[api])
-    def create_topic(body: CreateBody):
-        return admin.create(body.name, body.partitions, body.config, body.validate_only)
-
-    @app.post("/v1/admin/topics/{name}/partitions", dependencies=[api])
-    def create_partitions(name: str, body: PartitionsBody):
-        return admin.add_partitions(name, body.count, body.validate_only)
-
-    @app.post("/v1/admin/topics/{name}/config", dependencies=[api])
-    def alter_config(name: str, body: ConfigBody):
-        return admin.alter_config(name, body.ops, body.replace, body.validate_only)
-
-    @app.delete("/v1/admin/topics/{name}", dependencies=[api])
-    def delete_topic(name: str):
-        return admin.delete(name)

@@ -8,7 +8,6 @@ each unfinished run again from the top and the finished phases change nothing.
 
 from __future__ import annotations
 
-import builtins  # WorkflowEngine.list shadows list in its own annotations
 import contextlib
 import itertools
 import json
@@ -186,12 +185,12 @@ class WorkflowEngine:
                 raise NotFound(f"unknown workflow run {run_id}")
             return json.loads(row.record_json)
 
-    def list(self) -> list[dict[str, Any]]:
+    def runs(self) -> list[dict[str, Any]]:
         with self.ctl.session() as s:
             ids = list(s.scalars(select(WorkflowRow.id).order_by(WorkflowRow.id)))
         return [self.get(i) for i in ids]
 
-    def resume(self) -> builtins.list[int]:
+    def resume(self) -> list[int]:
         """Start a thread for every run a previous controller left unfinished; settle the moves no running
         run owns (a run that failed and could not roll back, a controller that died in a direct move), and
         keep doing so in the background."""
@@ -213,7 +212,7 @@ class WorkflowEngine:
     def _sweep_loop(self) -> None:
         """Moves a failed run could not settle (the database was down too) are settled once it is back.
         Only while this controller runs no workflow; runs of other controllers are 'running' in the database."""
-        while not self.ctl._stop.wait(SWEEP_INTERVAL_S):
+        while not self.ctl.wait_stopping(SWEEP_INTERVAL_S):
             if not self._run_lock.acquire(blocking=False):
                 continue
             try:
@@ -232,7 +231,7 @@ class WorkflowEngine:
                 self.coordination.copy_now()
             except Exception as e:  # the coordination cluster does not answer: keep the last copy
                 log.warning("groups' offsets not copied (the last copy is kept): %s", e)
-            if self.ctl._stop.wait(interval):
+            if self.ctl.wait_stopping(interval):
                 return
 
     def _auto_failover_loop(self) -> None:
@@ -241,7 +240,7 @@ class WorkflowEngine:
         after = self.ctl.settings.auto_failover_after
         down_since: dict[str, float] = {}
         refused: set[str] = set()
-        while not self.ctl._stop.wait(min(1.0, max(0.1, after / 4))):
+        while not self.ctl.wait_stopping(min(1.0, max(0.1, after / 4))):
             try:
                 self.auto_failover_round(down_since, refused, after)
             except Exception:
@@ -482,7 +481,7 @@ class WorkflowEngine:
         rec["changed"] = rec["changed"] or bool(rows)
         self._save(run_id)
 
-    def _ensure_targets(self, plans: builtins.list[MovePlan]) -> None:
+    def _ensure_targets(self, plans: list[MovePlan]) -> None:
         """Physical partitions the moves write to exist before any move row points at them (Kafka first)."""
         needed: dict[tuple[str, str], int] = {}
         for m in plans:
@@ -509,10 +508,10 @@ class WorkflowEngine:
         view = self.ctl.view
         return {name: [c.segments for c in t.partitions] for name, t in view.topics.items()}
 
-    def _active(self) -> builtins.list[str]:
+    def _active(self) -> list[str]:
         return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
 
-    def _rebalance_plan(self, target: str) -> builtins.list[MovePlan]:
+    def _rebalance_plan(self, target: str) -> list[MovePlan]:
         return [MovePlan(**vars_of(m)) for m in rebalance(self._chains(), self._active(), target)]
 
     # -- expand ------------------------------------------------------------------------------------
@@ -549,7 +548,7 @@ class WorkflowEngine:
         first = 0 if used is None else used + 1
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             topic = s.get(TopicRow, name)
             if topic.partitions != have:
                 raise Conflict(f"topic {name} changed during the expansion; run it again")
@@ -596,7 +595,7 @@ class WorkflowEngine:
             if ph["state"] != "done":
                 self._phase(run_id, phase, ph["total"], ph["total"])
 
-    def _failover_plan(self, dead: str) -> builtins.list[MovePlan]:
+    def _failover_plan(self, dead: str) -> list[MovePlan]:
         plans = self._evacuate_plan(dead)
         return [MovePlan(**{**vars_of(m), "gap": UNCLEAN_GAP}) for m in plans]
 
@@ -629,7 +628,7 @@ class WorkflowEngine:
         self.ctl.set_cluster_state(cluster, "removed")
         self._phase(run_id, "removed", 1, 1)
 
-    def _evacuate_plan(self, leaving: str) -> builtins.list[MovePlan]:
+    def _evacuate_plan(self, leaving: str) -> list[MovePlan]:
         return [MovePlan(**vars_of(m)) for m in self._evacuation(leaving)]
 
     def _evacuation(self, leaving: str):
@@ -659,9 +658,9 @@ class WorkflowEngine:
             time.sleep(self.drain_interval)
 
     def _stop_requested(self) -> bool:
-        return self.ctl._stop.is_set()
+        return self.ctl.stopping()
 
-    def _waiting(self, run_id: int, blockers: builtins.list[str]) -> None:
+    def _waiting(self, run_id: int, blockers: list[str]) -> None:
         """What the drain still waits for, in the run's record (the CLI shows it): an operator can act on it,
         e.g. delete a consumer group that was abandoned behind a seal."""
         rec = self._records[run_id]
@@ -669,7 +668,7 @@ class WorkflowEngine:
             rec["waiting_for"] = blockers
             self._save(run_id)
 
-    def _drop_drained(self, cluster: str, mode: str) -> builtins.list[str]:
+    def _drop_drained(self, cluster: str, mode: str) -> list[str]:
         """Drop what drained; returns what the rest waits for (at most 10 lines)."""
         chains = {(name, p): segs for name, parts in self._chains().items() for p, segs in enumerate(parts)
                   if any(s.cluster == cluster for s in segs)}
@@ -698,7 +697,7 @@ class WorkflowEngine:
         blockers = sorted(blockers)[:10]
         if not drops:
             return blockers
-        with self.ctl._write_lock, self.ctl.session() as s:
+        with self.ctl.topology_change() as s:
             for (name, p), n in drops.items():
                 rows = list(s.scalars(select(SegmentRow).where(SegmentRow.topic == name, SegmentRow.partition == p)
                                       .order_by(SegmentRow.seq)))

@@ -21,6 +21,7 @@ API_WEIGHTS = {0: 4, 1: 3, 11: 3, 14: 3}
 MODES = [("frame", 78), ("pipeline", 5), ("slow", 4), ("garbage", 5), ("truncated", 4), ("oversize", 2),
          ("slowloris", 2)]
 BODY = [("valid", 15), ("tokens", 50), ("records", 12), ("consumer", 12), ("header", 6), ("flip", 5)]
+PIPELINE_LENGTHS = (2, 3, 5, 8)  # requests written back to back in one pipelined send
 MAX_FRAME = 100 * 1024 * 1024  # the proxy's default socket.request.max.bytes
 
 
@@ -86,7 +87,7 @@ class Generator:
     def _pipeline(self) -> Send:
         parts, descs, api, all_wellformed = [], [], "", True
         corrs: list[int | None] = []
-        for _ in range(self.rng.choice([2, 3, 5, 8])):
+        for _ in range(self.rng.choice(PIPELINE_LENGTHS)):
             payload, corr, answered, desc, api, wellformed = self.request()
             all_wellformed = all_wellformed and wellformed
             parts.append(_prefixed(payload))

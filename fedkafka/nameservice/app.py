@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from fedkafka.nameservice.metrics import NameServiceMetrics
 from fedkafka.nameservice.resolver import Resolver, ResolverError
 from fedkafka.nameservice.server import NameServiceServer
+from fedkafka.observe.admin import SignallessServer
 from fedkafka.observe.supervise import Supervisor
 from fedkafka.security.listeners import Listener
 
@@ -83,8 +84,7 @@ async def serve(resolver: Resolver, listen: str | None, http_listen: str, stop: 
     supervisor = Supervisor()
     config = uvicorn.Config(http_app(resolver, server, supervisor), host=http_host, port=http_port,
                             log_level="warning", lifespan="off")
-    http = uvicorn.Server(config)
-    http.capture_signals = contextlib.nullcontext  # we own SIGTERM: stop both endpoints together
+    http = SignallessServer(config)  # we own SIGTERM: stop both endpoints together
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

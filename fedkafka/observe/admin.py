@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import uvicorn
@@ -60,12 +60,19 @@ class AdminListener:
             await asyncio.wait_for(self.task, 5.0)
 
 
+class SignallessServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT/SIGTERM alone: the service it runs in owns them and stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None]:
+        yield
+
+
 async def start_admin(app, host: str, port: int) -> AdminListener:
     """Listen on host:port (0: a free port, see `.port`) in the running loop."""
     sock = socket.create_server((host, port), reuse_port=False)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # the service owns SIGTERM, not its admin listener
+    server = SignallessServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-http")
     bound = sock.getsockname()[1]
     log.info("admin listener on %s:%s (/metrics, /healthz, /readyz)", host, bound)

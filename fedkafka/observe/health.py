@@ -6,6 +6,7 @@ returns the issues found. Thresholds match the alert rules of the same name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,7 +25,8 @@ def parse(text: str) -> Samples:
     return out
 
 
-def one(samples: Samples, name: str, default: float | None = None) -> float | None:
+def one(samples: Samples, name: str, default: float) -> float:
+    """The first sample's value, or `default` when the metric is absent (a signal with no sample is healthy)."""
     values = samples.get(name)
     return values[0][1] if values else default
 
@@ -52,7 +54,7 @@ class Health:
         return {"ok": self.ok, "issues": self.issues, "signals": self.signals}
 
 
-def summarize(status: dict, controller: Samples, proxies: list[ProxyProbe] = ()) -> Health:
+def summarize(status: dict, controller: Samples, proxies: Sequence[ProxyProbe] = ()) -> Health:
     h = Health()
     _controller(h, status, controller)
     for probe in proxies:

@@ -132,7 +132,7 @@ def rewrite_producer(buf: bytearray, header: BatchHeader, producer_id: int, prod
     _U32.pack_into(buf, header.position + 17, crc)
 
 
-def with_producer(records: bytes, header: BatchHeader, producer_id: int, producer_epoch: int) -> bytearray:
+def with_producer(records: bytes | bytearray, header: BatchHeader, producer_id: int, producer_epoch: int) -> bytearray:
     """A copy of `records` whose batch `header` (checked before: its CRC is recomputed, so a corrupt batch
     would become a valid one) carries another producer id/epoch."""
     out = bytearray(records)

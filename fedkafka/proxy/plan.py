@@ -7,7 +7,7 @@ A handler returns a `Reply`: a kio response entity (answered at once), `NO_RESPO
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, Protocol
@@ -251,7 +251,7 @@ class Handler(Protocol):
     def handle(self, ctx: Context, header: Any, request: Any) -> Reply: ...
 
 
-def reachable_brokers(ctx: Context, proxies) -> list[tuple[ProxyInfo, Endpoint]]:
+def reachable_brokers(ctx: Context, proxies: Iterable[ProxyInfo]) -> list[tuple[ProxyInfo, Endpoint]]:
     """The proxies a client can reach on the security protocol it came in on, each with that listener's
     address (docs/DESIGN.md §11): a SASL_SSL client is never sent to a PLAINTEXT port, nor the reverse."""
     protocol = ctx.session.protocol

@@ -125,7 +125,9 @@ class ControllerViewSource:
                 delay = min(delay * 2, 5.0)
 
     def _start_from_cache(self, state: ProxyState) -> bool:
-        saved = self.cache.load() if self.cache is not None else None
+        if self.cache is None:
+            return False
+        saved = self.cache.load()
         if saved is None:
             return False
         state.set_node_id(saved.node_id)

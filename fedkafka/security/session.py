@@ -17,6 +17,7 @@ SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")  # the default; OA
 ALL_SASL_MECHANISMS = (*SASL_MECHANISMS, "OAUTHBEARER")
 # What an unauthenticated SASL connection may send: anything else closes it, as Kafka does.
 PRE_AUTH_API_KEYS = frozenset({18, 17, 36})  # ApiVersions, SaslHandshake, SaslAuthenticate
+_PROCESS_SECRET = secrets.token_bytes(32)  # made-up salts of unknown users stay stable within a process
 
 
 @dataclass(slots=True)
@@ -48,8 +49,12 @@ class Session:
     def succeed(self, principal: str) -> None:
         self.principal, self.authenticated, self.exchange = principal, True, None
 
+    def chosen_mechanism(self) -> str:
+        """The mechanism SaslHandshake chose, for a caller past that step (ValueError before it)."""
+        if self.mechanism is None:
+            raise ValueError("no SASL mechanism chosen yet")
+        return self.mechanism
+
     def fail(self, reason: str) -> None:
         self.failed, self.exchange = reason, None
 
-
-_PROCESS_SECRET = secrets.token_bytes(32)  # made-up salts of unknown users stay stable within a process

@@ -11,7 +11,7 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from fedkafka.security.acl import AclBinding
 
@@ -73,6 +73,12 @@ class Segment:
         if end is None:
             raise ValueError(f"segment {self.cluster}/{self.topic}/{self.partition} is active, not sealed")
         return end
+
+    def sealed_phys_end(self) -> int:
+        """`phys_end` of a segment the caller knows is sealed (ValueError on the active one)."""
+        if self.phys_end is None:
+            raise ValueError(f"segment {self.cluster}/{self.topic}/{self.partition} is active, not sealed")
+        return self.phys_end
 
     def to_physical(self, logical: int) -> int:
         return self.phys_start + (logical - self.logical_base)
@@ -251,6 +257,12 @@ class View:
 
     def credential(self, user: str, mechanism: str) -> ScramCredential | None:
         return next((c for c in self.credentials if c.user == user and c.mechanism == mechanism), None)
+
+    @overload
+    def leader_for(self, topic: str, partition: int,
+                   candidates: tuple[ProxyInfo, *tuple[ProxyInfo, ...]]) -> ProxyInfo: ...
+    @overload
+    def leader_for(self, topic: str, partition: int, candidates: tuple[ProxyInfo, ...]) -> ProxyInfo | None: ...
 
     def leader_for(self, topic: str, partition: int, candidates: tuple[ProxyInfo, ...]) -> ProxyInfo | None:
         """Logical leader of a partition among `candidates`: rendezvous hashing, so few leaders move

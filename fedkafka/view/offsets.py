@@ -40,7 +40,17 @@ class FetchTarget:
     def in_gap(self) -> bool:
         """At or past the last end the controller knew of a segment whose cluster failed over: only records
         written before that cluster died can be here, and when there are none the reader skips the gap."""
-        return self.gap_end is not None and self.physical_offset >= self.segment.phys_end  # type: ignore[operator]
+        return self.gap_end is not None and self.physical_offset >= self.segment.sealed_phys_end()
+
+    def sealed_stop_before(self) -> int:
+        """`stop_before` of a target the caller knows is on a sealed segment (ValueError on the active one)."""
+        return self.limit if self.limit is not None else self.segment.sealed_phys_end()
+
+    def gap_end_offset(self) -> int:
+        """`gap_end` of a target in an unclean gap (ValueError otherwise): where its reader lands."""
+        if self.gap_end is None:
+            raise ValueError("not a segment followed by an unclean gap")
+        return self.gap_end
 
 
 def resolve_fetch(chain: PartitionChain, logical_offset: int) -> FetchTarget | OffsetProblem:
@@ -70,10 +80,10 @@ def logical_high_watermark(chain: PartitionChain, segment: Segment, physical_hw:
     if segment.phys_end is None:
         return segment.to_logical(max(physical_hw, segment.phys_start))
     limit = chain.readable_end(segment)
-    if limit == segment.phys_end:
+    if limit is None or limit == segment.phys_end:  # (None only for the active segment, handled above)
         return segment.sealed_end()
     # followed by an unclean gap: the tail its cluster holds past the last known end counts too
-    return segment.to_logical(min(max(physical_hw, segment.phys_end), limit))  # type: ignore[type-var]
+    return segment.to_logical(min(max(physical_hw, segment.phys_end), limit))
 
 
 def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment], int | None]) -> int:

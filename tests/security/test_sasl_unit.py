@@ -134,3 +134,11 @@ def test_authenticate_before_the_handshake_and_a_second_handshake_are_illegal():
     _handshake(ctx, "PLAIN")
     _authenticate(ctx, b"\0alice\0pw-a")
     assert _handshake(ctx, "PLAIN").error_code == ErrorCode.illegal_sasl_state
+
+
+def test_the_chosen_mechanism_exists_only_after_the_handshake():
+    session = Session.for_listener("SASL_PLAINTEXT")
+    with pytest.raises(ValueError):
+        session.chosen_mechanism()
+    session.mechanism = "SCRAM-SHA-256"
+    assert session.chosen_mechanism() == "SCRAM-SHA-256"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -148,3 +149,17 @@ def test_batches_belong_to_a_segment_by_their_range():
     assert not batch_in_segment(seg, 80, 99)
     assert not batch_in_segment(seg, 200, 210)
     assert batch_in_segment(Segment("c1", "t", 0, 100, None, 0), 5000, 5001)
+
+
+def test_a_target_in_an_unclean_gap_gives_its_physical_stop_and_landing_offset():
+    """The typed accessors the fetch handler reads inside a gap; on the active segment they refuse."""
+    chain = move_active(PartitionChain((Segment("c1", "t", 0, 0, None, 0),)), 40, "c2", "t", 0, 7, unclean=True)
+    inside = resolve_fetch(chain, 45)
+    assert isinstance(inside, FetchTarget) and inside.in_gap
+    assert inside.sealed_stop_before() == 40 + UNCLEAN_GAP and inside.gap_end_offset() == 40 + UNCLEAN_GAP
+    assert chain.segments[0].sealed_phys_end() == 40
+    active = resolve_fetch(chain, 40 + UNCLEAN_GAP + 1)
+    assert isinstance(active, FetchTarget) and not active.in_gap
+    for refused in (active.sealed_stop_before, active.gap_end_offset, chain.active.sealed_phys_end):
+        with pytest.raises(ValueError):
+            refused()

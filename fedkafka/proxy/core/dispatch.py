@@ -147,7 +147,7 @@ class Dispatcher:
                 ctx.session.principal not in ctx.authorizer.super_users:  # deny by default (docs/DESIGN.md §11)
             self.observer.refused("auth", "*", -1, f"api_key={api_key} has no ACL checks: super users only",
                                   header.client_id)
-            resp_t = codec.response_type(api_key, version)
+            resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
             return _done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
                                                correlation_id))
         deadline = _send_deadline(request)

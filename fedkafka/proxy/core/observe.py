@@ -34,7 +34,8 @@ OTHER_TOPIC = "_other"  # a topic name not in the view: client-chosen, so never 
 class NullObserver:
     """No metrics: the dispatcher's calls cost a method call each. Refusals are still logged."""
 
-    def request(self, api_key: int, version: int, request, view) -> None:
+    def request(self, api_key: int, version: int, request, view) -> object:
+        """A token the dispatcher hands back to `answered` (None here: nothing to measure)."""
         return None
 
     def answered(self, seen, reply) -> None:
@@ -210,7 +211,7 @@ def _api_name(api_key: int) -> str:
     """"Produce", "Fetch", ... from any version kio knows of the key; its number when it knows none."""
     for version in range(32):
         if codec.response_type(api_key, version) is not None:
-            return codec.request_type(api_key, version).__name__.removesuffix("Request")
+            return codec.request_schema(api_key, version).__name__.removesuffix("Request")
     return str(api_key)
 
 
@@ -237,7 +238,7 @@ def error_counts(reply) -> dict[int, int]:
     return counts
 
 
-def _walker_for(t: type) -> _Walker | None:
+def _walker_for(t: object) -> _Walker | None:
     """A function adding every non-zero error_code in an entity of type t to a dict; None when it has none."""
     if not dataclasses.is_dataclass(t):
         return None

@@ -213,7 +213,7 @@ class ProxyServer:
             pending.add_done_callback(lambda _f: counter.__setitem__(version, counter[version] - 1))
             return pending
 
-        dispatcher.start = counted  # type: ignore[method-assign]  # no dispatcher hook for this yet
+        dispatcher.start = counted  # type: ignore[method-assign,assignment]  # no dispatcher hook for this yet
 
     def _session(self, listener: Listener, writer: asyncio.StreamWriter, peer) -> Session:
         """A connection's security state; on an SSL listener a client certificate names the principal."""

@@ -23,6 +23,7 @@ import uuid
 
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+from kio.static.primitive import i8
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
@@ -34,7 +35,7 @@ HEARTBEAT, DESCRIBE = 68, 69
 API_KEYS = {HEARTBEAT: (0, 1), DESCRIBE: (0, 1)}
 ROLE = "consume"
 AUTHORIZES = True
-GROUP_KEY = 0
+GROUP_KEY = i8(0)
 NO_REGEX = ("regular-expression subscriptions are not supported through fedkafka yet: subscribe to topic names "
             "(or use group.protocol=classic)")
 HIDDEN_TOPICS = "The group has described topic(s) that the client is not authorized to describe."

@@ -55,7 +55,7 @@ def plan_deletion(topic: str, partition: int, chain: PartitionChain, offset: int
     i = max(j for j, s in enumerate(segments) if s.logical_base <= offset)
     seg = segments[i]
     end = seg.logical_end
-    physical = seg.to_physical(offset) if end is None or offset < end else seg.phys_end
+    physical = seg.to_physical(offset) if end is None or offset < end else seg.sealed_phys_end()
     return _Deletion(topic, partition, seg, physical, segments[:i])
 
 
@@ -103,7 +103,7 @@ def handle(ctx: Context, header, request):
         older: dict[PhysKey, int] = {}
         for d in done:
             for s in d.older:
-                older[_key(s)] = max(older.get(_key(s), 0), s.phys_end)
+                older[_key(s)] = max(older.get(_key(s), 0), s.sealed_phys_end())
         if not older:
             return respond()
         return _delete(ctx, older, lambda results: after_older(results, done))

@@ -57,6 +57,6 @@ def handle(ctx: Context, header, request):
     return Plan(calls, finish) if calls else finish([])
 
 
-def _error(res, code: ErrorCode, message: str) -> dict:
+def _error(res, code: ErrorCode, message: str | None) -> dict:
     return {"error_code": code, "error_message": message, "resource_type": res.resource_type,
             "resource_name": res.resource_name, "configs": []}

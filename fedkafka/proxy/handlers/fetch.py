@@ -211,14 +211,14 @@ def _tail_ended(target: FetchTarget, pd) -> bool:
     records at or past the gap's end (a later segment of the same physical partition)."""
     if pd.high_watermark <= target.physical_offset:
         return True
-    limit = target.stop_before
+    limit = target.sealed_stop_before()
     return any(h.base_offset >= limit for h in rec.iter_batches(pd.records or b"", allow_partial_tail=True))
 
 
 def _skip_gap(route: _Route) -> dict:
     """The answer that moves a reader from its position to the end of the unclean gap: empty batches covering
     the rest of it (docs/DESIGN.md §9). High watermark = the gap's end, where the reader lands."""
-    end = route.target.gap_end
+    end = route.target.gap_end_offset()
     first = route.target.segment.to_logical(route.target.physical_offset)
     return {"error_code": ErrorCode.none, "high_watermark": end, "last_stable_offset": end,
             "log_start_offset": route.chain.segments[0].logical_base, "aborted_transactions": None,

@@ -110,7 +110,7 @@ def _no_transactions_code(version: int) -> ErrorCode:
     return ErrorCode.invalid_request if version >= 4 else ErrorCode.transactional_id_authorization_failed
 
 
-def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, ...]:
+def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, *tuple[ProxyInfo, ...]]:  # never empty
     others = [p for p in ctx.view.proxies_in_pool(ctx.me.pool)
               if p.node_id != ctx.me.node_id and p.role.consumes()]
     return (ctx.me, *others)

@@ -57,7 +57,7 @@ class _Part:
     partition: int
     chain: PartitionChain
     seg: Segment
-    records: bytes | None
+    records: bytes | bytearray  # as received, or rewritten to a physical producer id
     seq_key: tuple[int, int, str, int] | None = None  # idempotent batches: (logical id, epoch, topic, partition)
     first_seq: int = -1
     end_seq: int = -1  # the sequence after the batch's last record
@@ -86,7 +86,7 @@ class _Routing:
     """One pass: per partition an answer now (`errors`) or a part to forward, and what must happen first."""
 
     errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = field(default_factory=dict)
-    groups: dict[tuple[str, int | None], list[_Part]] = field(default_factory=dict)  # (cluster, leader) -> parts
+    groups: dict[tuple[str, int], list[_Part]] = field(default_factory=dict)  # (cluster, leader) -> parts
     missing_pids: set[tuple[int, int, str]] = field(default_factory=set)
     missing_floors: list[tuple[SeqKey, SegmentId]] = field(default_factory=list)
     unknown_leader: bool = False
@@ -147,9 +147,10 @@ def _classify(ctx: Context, request, topic, name: str, pd, attempt: _Attempt, ro
         routing.errors[key] = failure
         if reason:
             ctx.refused(reason, name, pd.index, failure[1])
-        if seq_key:
+        if seq_key and sequences:
             ctx.producer_ids.note_refused(seq_key, sequences[0])
         return
+    assert leader is not None  # _leader_refusal refuses a partition whose leader is unknown
     part = _Part(name, pd.index, chain, seg, pd.records, seq_key, *(sequences or (-1, -1)))
     if checked.producer_id >= 0 and not _as_physical_producer(ctx, checked, part, routing):
         return
@@ -160,7 +161,7 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
                       sequences: tuple[int, int] | None) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
     if checked.producer_id >= 0 and checked.is_transactional:
         return "transactions", (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
-    if seq_key is None:
+    if seq_key is None or sequences is None:
         return None, None
     skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
     if skipped is None:
@@ -190,7 +191,7 @@ def _as_physical_producer(ctx: Context, checked: rec.BatchHeader, part: _Part, r
     logical, epoch = checked.producer_id, checked.producer_epoch
     sequences = (part.first_seq, part.end_seq) if seq_key else None
     seg_id = (seg.cluster, seg.topic, seg.partition, seg.phys_start)
-    if seq_key and not _checked_against_floor(ctx, seq_key, seg_id, sequences, part, routing):
+    if seq_key and sequences and not _checked_against_floor(ctx, seq_key, seg_id, sequences, part, routing):
         return False
     mapped = ctx.producer_ids.physical(logical, epoch, seg.cluster, seg.topic, seg.partition, seg.phys_start,
                                        sequences)

@@ -80,7 +80,7 @@ def _oauthbearer(ctx: Context, message: bytes) -> bytes:
 def _scram_step(ctx: Context, message: bytes) -> bytes:
     session = ctx.session
     if session.exchange is None:
-        mechanism = session.mechanism
+        mechanism = session.chosen_mechanism()
         session.exchange = scram.ScramExchange(mechanism, lambda user: ctx.view.credential(user, mechanism),
                                                session.secret)
         first = session.exchange.first(message)

@@ -126,7 +126,7 @@ def delete_topics(ctx: Context, request):
     calls: list[tuple[int, Call]] = []
     for i, state in enumerate(wanted):
         name = request.topic_names[i] if state is None else state.name
-        topic_id = None if state is None else state.topic_id
+        topic_id = ZERO_ID if state is None else state.topic_id  # v0-5 name every topic
         result = {"name": name, "topic_id": topic_id or ZERO_ID, "error_code": ErrorCode.none, "error_message": None}
         results.append(result)
         if name is None and topic_id not in by_id:

@@ -1,12 +1,13 @@
-"""Admin API routes of the workflow engine: `POST /v1/workflows[?dry_run=true]`, `GET /v1/workflows[/{id}]`."""
+"""The workflow engine's routes: `POST /v1/workflows[?dry_run=true]`, `GET /v1/workflows[/{id}]`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import FastAPI, Path
+from fastapi import APIRouter
 from pydantic import BaseModel
 
+from fedkafka.controller.api.common import RowId
 from fedkafka.controller.workflows import WorkflowEngine
 
 
@@ -19,8 +20,10 @@ class WorkflowBody(BaseModel):
     unclean: bool = False  # coordination_move: the old coordination cluster is dead (the last offsets copy)
 
 
-def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
-    @app.post("/v1/workflows", dependencies=[api])
+def router(engine: WorkflowEngine, api: Any) -> APIRouter:
+    router = APIRouter(dependencies=[api])
+
+    @router.post("/v1/workflows")
     def start_workflow(body: WorkflowBody, dry_run: bool = False):
         """`?dry_run=true`: the plan (the same validation, the moves it would make now), nothing done."""
         if dry_run:
@@ -28,10 +31,12 @@ def add_routes(app: FastAPI, engine: WorkflowEngine, api) -> None:
                                   body.unclean)
         return engine.start(body.kind, body.cluster, body.strategy, body.drain, body.bootstrap, body.unclean)
 
-    @app.get("/v1/workflows", dependencies=[api])
+    @router.get("/v1/workflows")
     def workflows():
-        return engine.list()
+        return engine.runs()
 
-    @app.get("/v1/workflows/{run_id}", dependencies=[api])
-    def workflow(run_id: Annotated[int, Path(ge=0, le=2**63 - 1)]):  # a BIGINT row id
+    @router.get("/v1/workflows/{run_id}")
+    def workflow(run_id: RowId):  # a BIGINT row id
         return engine.get(run_id)
+
+    return router

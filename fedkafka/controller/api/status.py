@@ -1,0 +1,40 @@
+"""Health and metrics (open, for probes and Prometheus) and the token-protected status summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from fedkafka.controller.leadership import Leadership
+from fedkafka.controller.service import Controller
+
+API_FEATURES = ["workflow_dry_run"]  # GET /v1/status lists them
+
+
+def open_router(controller: Controller, leadership: Leadership | None) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    def healthz():
+        lead = leadership.status() if leadership is not None else {"active": True}
+        return {"ok": True, "view_version": controller.view.version, **lead}
+
+    @router.get("/metrics")
+    def metrics():
+        return Response(controller.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return router
+
+
+def router(controller: Controller, api: Any) -> APIRouter:
+    router = APIRouter(dependencies=[api])
+
+    @router.get("/v1/status")
+    def status():
+        # api_features: what a client may rely on; the modules' check mode calls a dry run only when it is listed
+        # (a controller that predates it would ignore ?dry_run=true and start the workflow)
+        return {**controller.status(), "api_features": API_FEATURES}
+
+    return router

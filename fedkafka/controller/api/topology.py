@@ -1,0 +1,83 @@
+"""The federation's shape: physical clusters, logical topics, and the client rules that pick a proxy pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from fedkafka.controller.service import Controller
+
+
+class ClusterBody(BaseModel):
+    bootstrap: str
+    coordination: bool | None = None
+
+
+class StateBody(BaseModel):
+    state: str
+
+
+class TopicBody(BaseModel):
+    partitions: int
+    placement: str = "blocks"
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+class RuleBody(BaseModel):
+    match: str
+    pattern: str
+    pool: str
+
+
+def router(controller: Controller, api: Any) -> APIRouter:
+    router = APIRouter(dependencies=[api])
+
+    @router.get("/v1/clusters")
+    def clusters():
+        return controller.list_clusters()
+
+    @router.get("/v1/clusters/{cluster_id}")
+    def cluster(cluster_id: str):
+        return controller.get_cluster(cluster_id)
+
+    @router.put("/v1/clusters/{cluster_id}")
+    def put_cluster(cluster_id: str, body: ClusterBody):
+        cluster, changed = controller.put_cluster(cluster_id, body.bootstrap, body.coordination)
+        return {"cluster": cluster, "changed": changed}
+
+    @router.post("/v1/clusters/{cluster_id}/state")
+    def set_state(cluster_id: str, body: StateBody):
+        cluster, changed = controller.set_cluster_state(cluster_id, body.state)
+        return {"cluster": cluster, "changed": changed}
+
+    @router.get("/v1/topics")
+    def topics():
+        return controller.list_topics()
+
+    @router.get("/v1/topics/{name}")
+    def topic(name: str):
+        return controller.get_topic(name)
+
+    @router.put("/v1/topics/{name}")
+    def put_topic(name: str, body: TopicBody):
+        topic, changed = controller.put_topic(name, body.partitions, body.placement, body.config)
+        return {"topic": topic, "changed": changed}
+
+    @router.delete("/v1/topics/{name}", status_code=204)
+    def delete_topic(name: str):
+        controller.delete_topic(name)
+        return Response(status_code=204)
+
+    @router.put("/v1/client-rules/{name}")
+    def put_rule(name: str, body: RuleBody):
+        rule, changed = controller.put_rule(name, body.match, body.pattern, body.pool)
+        return {"rule": rule, "changed": changed}
+
+    @router.get("/v1/client-rules")
+    def rules():
+        return controller.list_rules()
+
+    return router

@@ -1,0 +1,92 @@
+"""What the proxies call: the view (full, long-polled or streamed), registration, lease renewals (heartbeats)
+and producer-id blocks."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from fedkafka.controller.api.common import After, RowId, Version
+from fedkafka.controller.service import Controller
+
+MAX_WAIT_MS = 60_000
+
+
+class ProxyBody(BaseModel):
+    instance_id: str
+    host: str
+    port: int = Field(ge=0, le=65535)
+    role: Literal["pproxy", "cproxy", "both"]
+    pool: str = "default"
+    listeners: list[tuple[str, str, int]] = Field(default_factory=list, max_length=8)  # [protocol, host, port]
+    worker: int = Field(0, ge=0, le=1023)  # which worker of a proxy run with --workers N (docs/DESIGN.md §4.10)
+
+
+class HeartbeatBody(BaseModel):
+    applied_version: Version
+    load: dict = Field(default_factory=dict)
+
+
+def router(controller: Controller, api: Any) -> APIRouter:
+    router = APIRouter(dependencies=[api])
+    pub = controller.publisher
+
+    @router.get("/v1/view")
+    async def get_view(after: After | None = None, wait_ms: int = Query(0, ge=0, le=MAX_WAIT_MS),
+                       delta: bool = False):
+        """Full view; with `after`, long-poll: 200 once version > after, 204 after wait_ms.
+        With `delta=true` the answer is `{"delta": ...}` when `after` is still in the history."""
+        if after is not None and not await pub.wait_newer(after, wait_ms / 1000):
+            return Response(status_code=204)
+        if delta and after is not None:
+            body = pub.delta_body(after)
+            if body is not None:
+                return Response(body, media_type="application/json")
+        return Response(pub.body, media_type="application/json")
+
+    @router.get("/v1/view/stream")
+    async def stream_view(after: After = -1, keepalive_ms: int = Query(15_000, ge=100, le=MAX_WAIT_MS)):
+        """Subscription as a stream: one JSON view per line whenever the version grows past the last sent
+        (an empty line every keepalive_ms). Far cheaper per change than a long-poll round trip."""
+
+        async def lines():
+            sent = after
+            pub.follow(None, sent)
+            try:
+                while True:
+                    if await pub.wait_newer(sent, keepalive_ms / 1000):
+                        view, body = pub.view, pub.body
+                        pub.follow(sent, view.version)
+                        sent = view.version
+                        yield body + b"\n"
+                    else:
+                        yield b"\n"
+            finally:
+                pub.follow(sent, None)
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @router.post("/v1/proxies")
+    def register_proxy(body: ProxyBody):
+        return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
+                                         body.listeners, body.worker)
+
+    @router.post("/v1/proxies/{node_id}/heartbeat")
+    async def heartbeat(node_id: RowId, body: HeartbeatBody):
+        # a known live proxy's renewal joins the next batch written; others are checked in the database
+        return (await run_in_threadpool(controller.renew_lease, node_id, body.applied_version, body.load)
+                or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load))
+
+    @router.get("/v1/proxies")
+    def proxies(client_id: str = ""):
+        return controller.proxies_for(client_id)
+
+    @router.post("/v1/producer-id-blocks")
+    def producer_ids():
+        return controller.producer_ids.allocate().to_dict()
+
+    return router
