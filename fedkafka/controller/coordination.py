@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
 from fedkafka.controller.models import ClusterRow, TopicRow
-from fedkafka.view.model import SHADOW_PREFIX, ClusterState, shadow_topic
+from fedkafka.view.model import ClusterState, shadow_topic
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class CoordinationMove:
     def read(self, cluster: str, groups: list[str] | None = None) -> Offsets:
         """Every group's (or `groups`') committed offsets of shadow topics on `cluster`."""
         admin, timeout = self._admin(cluster), self.ctl.kafka.timeout
+        ours = self._shadow_partitions()
         try:
             if groups is None:
                 groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=timeout)
@@ -129,13 +130,20 @@ class CoordinationMove:
             for group in groups:
                 parts = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                           request_timeout=timeout)[group].result(timeout=timeout + 2)
+                # only this federation's shadow partitions: a deleted topic's offsets, or another federation's
+                # on a shared cluster, have no shadow topic on the new cluster and mean nothing to a group here
                 kept = [(tp.topic, tp.partition, tp.offset, tp.leader_epoch, tp.metadata)
-                        for tp in parts.topic_partitions if tp.topic.startswith(SHADOW_PREFIX) and tp.offset >= 0]
+                        for tp in parts.topic_partitions if tp.partition < ours.get(tp.topic, 0) and tp.offset >= 0]
                 if kept:
                     found[group] = kept
             return found
         except (KafkaException, TimeoutError) as e:
             raise Unavailable(f"committed offsets of {cluster} not read: {e}") from None
+
+    def _shadow_partitions(self) -> dict[str, int]:
+        """Shadow topic -> partitions, of every logical topic of the federation."""
+        with self.ctl.session() as s:
+            return {shadow_topic(t.name): t.partitions for t in s.scalars(select(TopicRow))}
 
     def write(self, cluster: str, offsets: Offsets, patience_s: float = 30.0) -> None:
         """Each group's offsets on `cluster`; a partition answering an error (a shadow topic created a moment ago

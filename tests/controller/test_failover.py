@@ -231,3 +231,35 @@ def test_a_coordination_move_dry_run_plans_the_switch_and_refuses_what_start_ref
         dry, real = api.post(DRY, json=body), api.post("/v1/workflows", json=body)
         assert dry.status_code == real.status_code == (404 if body["cluster"] == "c9" else 409), (dry.text, real.text)
         assert dry.json()["detail"] == real.json()["detail"]
+
+
+def test_a_coordination_move_copies_only_the_offsets_of_this_federations_topics(setup):
+    """A coordination cluster may hold groups' offsets on shadow topics the federation no longer has (a deleted
+    topic) or never had (another federation sharing the cluster): they cannot be written on the new cluster (no
+    such shadow topic there) and must not fail the move. Found by the suite, where clusters outlive federations."""
+    from types import SimpleNamespace
+
+    from confluent_kafka import TopicPartition
+
+    from fedkafka.controller.coordination import CoordinationMove
+    from fedkafka.view.model import shadow_topic
+
+    api, _kafka = setup  # topic t, 6 partitions
+
+    def done(value):
+        return SimpleNamespace(result=lambda timeout=None: value)
+
+    committed = {
+        "ours": [TopicPartition(shadow_topic("t"), 0, 5), TopicPartition(shadow_topic("t"), 5, 7),
+                 TopicPartition(shadow_topic("t"), 6, 9),  # past the topic's partitions: not ours either
+                 TopicPartition(shadow_topic("gone"), 0, 3), TopicPartition("plain", 0, 1)],
+        "strangers": [TopicPartition(shadow_topic("other-federation"), 0, 4)],
+    }
+    admin = SimpleNamespace(
+        list_consumer_groups=lambda **_: done(SimpleNamespace(valid=[SimpleNamespace(group_id=g)
+                                                                     for g in committed])),
+        list_consumer_group_offsets=lambda requests, **_: {
+            r.group_id: done(SimpleNamespace(topic_partitions=committed[r.group_id])) for r in requests})
+    move = CoordinationMove(api.controller, mover=None)
+    move._admin = lambda cluster: admin
+    assert move.read("c3") == {"ours": [(shadow_topic("t"), 0, 5, None, None), (shadow_topic("t"), 5, 7, None, None)]}
