@@ -73,6 +73,7 @@ class Checker:
         self.failures: list[str] = []  # clients that died
         self._threads: list[threading.Thread] = []
         self._started = 0.0
+        self.reread_passes = 0  # passes of the reread (stop(reread=True)); more than one: a gap was passed early
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Checker:
@@ -222,6 +223,7 @@ class Checker:
 
     def _reread_pass(self, reader, partitions: list[int], deadline: float) -> None:
         reader.assign([TopicPartition(self.cfg.topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.reread_passes += 1
         at_end: set[int] = set()
         quiet_since = time.monotonic()
         while time.monotonic() < deadline and self._missing():
@@ -303,6 +305,7 @@ class Checker:
             "error_kinds": sorted({e[2] for e in errors}),
             "timeline": self._timeline(acked, errors),
             "marks": [{"t": round(t, 2), "label": label} for t, label in self.marks],
+            "reread_passes": self.reread_passes,
         }
 
     def _producer_summary(self, lost: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
