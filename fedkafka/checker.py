@@ -23,6 +23,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+# a reread pass that reached the end of every partition ends after this long with nothing new (then starts over)
+REREAD_QUIET_S = 2.0
+
 
 @dataclass
 class CheckerConfig:
@@ -70,6 +73,7 @@ class Checker:
         self.failures: list[str] = []  # clients that died
         self._threads: list[threading.Thread] = []
         self._started = 0.0
+        self.reread_passes = 0  # passes of the reread (stop(reread=True)); more than one: a gap was passed early
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Checker:
@@ -201,19 +205,39 @@ class Checker:
             consumer.close()
 
     def _reread(self, deadline: float) -> None:
+        """Read every partition from the beginning, pass after pass, until nothing acked is missing (or the
+        deadline). A pass ends once every partition reached its end and stayed quiet: a reader can be moved past
+        an unclean gap before its cluster's tail is readable through the proxy it asks (the proxy has not seen
+        the cluster back yet, docs/DESIGN.md §9.3); the records stay at their offsets, and the next pass reads them."""
         conf = {"bootstrap.servers": self.cfg.bootstrap, "group.id": f"{self.group}-reread",
                 "client.id": self.cfg.client_id, "enable.auto.commit": False}
         conf.update(self.cfg.extra_consumer_config)
+        conf["enable.partition.eof"] = True  # a pass needs to know it reached the end
         reader = Consumer(conf)
         try:
             partitions = reader.list_topics(self.cfg.topic, timeout=30).topics[self.cfg.topic].partitions
-            reader.assign([TopicPartition(self.cfg.topic, p, OFFSET_BEGINNING) for p in partitions])
             while time.monotonic() < deadline and self._missing():
-                msg = reader.poll(0.2)
-                if msg is not None and not msg.error():
-                    self._record(msg)
+                self._reread_pass(reader, list(partitions), deadline)
         finally:
             reader.close()
+
+    def _reread_pass(self, reader, partitions: list[int], deadline: float) -> None:
+        reader.assign([TopicPartition(self.cfg.topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.reread_passes += 1
+        at_end: set[int] = set()
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline and self._missing():
+            msg = reader.poll(0.2)
+            if msg is None:
+                if len(at_end) == len(partitions) and time.monotonic() - quiet_since >= REREAD_QUIET_S:
+                    return
+                continue
+            quiet_since = time.monotonic()
+            if msg.error() is None:
+                at_end.discard(msg.partition())
+                self._record(msg)
+            elif msg.error().code() == KafkaError._PARTITION_EOF:
+                at_end.add(msg.partition())
 
     def _record(self, msg) -> None:
         try:
@@ -281,6 +305,7 @@ class Checker:
             "error_kinds": sorted({e[2] for e in errors}),
             "timeline": self._timeline(acked, errors),
             "marks": [{"t": round(t, 2), "label": label} for t, label in self.marks],
+            "reread_passes": self.reread_passes,
         }
 
     def _producer_summary(self, lost: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:

@@ -91,13 +91,16 @@ def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment
 
     `physical_log_start(segment)` gives the physical partition's log start offset, or None when the
     cluster could not be asked (the segment is then assumed readable, so no data is skipped).
-    A sealed segment whose data retention has removed entirely is skipped.
+    A sealed segment whose data retention has removed entirely is skipped. A segment followed by an unclean gap
+    ends where its tail may end (`readable_end`), not at its seal: sealed at its own start (no high watermark above
+    it known before its cluster died), every record it has is in the gap, read there (docs/DESIGN.md §9.2).
     """
     for segment in chain.segments:
         start = physical_log_start(segment)
         if start is None:
             return segment.logical_base
-        if segment.phys_end is not None and start >= segment.phys_end:
+        end = chain.readable_end(segment)
+        if end is not None and start >= end:
             continue
         return segment.to_logical(max(start, segment.phys_start))
     return chain.active.logical_base  # unreachable: the active segment always answers

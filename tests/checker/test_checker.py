@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import time
+from types import SimpleNamespace
 
+import pytest
+from confluent_kafka import KafkaError
+
+from fedkafka import checker as checker_module
 from fedkafka.checker import Checker, CheckerConfig, _Ack, run_check
 from fedkafka.demo import ensure_topic
 
@@ -69,6 +75,50 @@ def test_a_producer_that_dies_is_reported_not_silently_stopped(monkeypatch):
     monkeypatch.setattr(checker, "_produce_until_stopped", fatal)
     report = checker.start().stop(drain_timeout=0)
     assert len(report["client_failures"]) == 1 and "desynchronization" in report["client_failures"][0]
+
+
+class _ScriptedReader:
+    """A consumer whose n-th assignment reads the n-th script: [(key, seq, offset) or "eof"] on partition 0."""
+
+    def __init__(self, scripts: list[list]):
+        self.scripts = scripts
+        self.passes = 0
+        self.pending: list = []
+
+    def list_topics(self, topic, timeout):
+        return SimpleNamespace(topics={topic: SimpleNamespace(partitions={0: None})})
+
+    def assign(self, _partitions) -> None:
+        self.pending = list(self.scripts[min(self.passes, len(self.scripts) - 1)])
+        self.passes += 1
+
+    def poll(self, _timeout):
+        if not self.pending:
+            return None
+        step = self.pending.pop(0)
+        if step == "eof":
+            return SimpleNamespace(error=lambda: KafkaError(KafkaError._PARTITION_EOF), partition=lambda: 0)
+        key, seq, offset = step
+        return SimpleNamespace(error=lambda: None, partition=lambda: 0, offset=lambda: offset,
+                               value=lambda: json.dumps({"k": key, "s": seq}).encode())
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_reread_starts_over_when_it_was_moved_past_a_gap_before_the_tail_was_readable(monkeypatch):
+    # docs/DESIGN.md §9.3: c1 is back, but the proxy the reader asks has not seen it yet and moves it past the
+    # gap [0, 100) holding a#0; the next pass from the beginning reads a#0 at its offset
+    checker = Checker(CheckerConfig(bootstrap="unused:1", topic="t"))
+    key = f"{checker.run_id}-p0-k0"
+    checker.acked = {(key, 0): _Ack(0, 0, 0.001, 0.0), (key, 1): _Ack(0, 100, 0.001, 0.0)}
+    reader = _ScriptedReader([[(key, 1, 100), "eof"], [(key, 0, 0), (key, 1, 100), "eof"]])
+    monkeypatch.setattr(checker_module, "Consumer", lambda conf: reader)
+    monkeypatch.setattr(checker_module, "REREAD_QUIET_S", 0.0)
+    checker._reread(deadline=time.monotonic() + 5)
+    assert checker._missing() == 0 and reader.passes == 2
+    report = checker.report()
+    assert report["lost"] == 0 and report["reread_passes"] == 2
 
 
 def test_acks_cycle_over_the_plain_producers_and_idempotent_ones_keep_acks_all():

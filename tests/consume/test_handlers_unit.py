@@ -321,6 +321,31 @@ def test_fetch_inside_the_gap_reads_the_tail_the_cluster_came_back_with_then_ski
     assert plan.calls[0].target == Broker("c2", 7) and plan.calls[0].request.topics[0].partitions[0].fetch_offset == 4
 
 
+class Restarting(Physical):
+    """c1 answers again but names no leader for its partitions yet (its leader election follows the restart)."""
+
+    def __init__(self, knows_topic: bool = True):
+        super().__init__()
+        self.knows_topic = knows_topic
+
+    def leader(self, cluster, topic, partition):
+        return None if cluster == "c1" else 7
+
+    def topic_id(self, cluster, topic):
+        return uuid.UUID(int=1) if self.knows_topic or cluster != "c1" else None
+
+
+def test_fetch_inside_the_gap_waits_for_the_leader_of_a_cluster_that_came_back():
+    physical = Restarting()
+    plan = fetch.handle(gap_ctx(physical), None, fetch_request(("log", 0, 30)))
+    (p,) = plan.responses[0].partitions
+    assert p.error_code == ErrorCode.not_leader_or_follower and not p.records  # the tail is read once it has one
+    assert physical.refreshed == ["c1"]
+    # back without the physical topic (a lost disk): nothing to wait for, the reader skips the gap
+    plan = fetch.handle(gap_ctx(Restarting(knows_topic=False)), None, fetch_request(("log", 0, 30)))
+    assert skipped_to(plan.responses[0].partitions[0]) == 30 + GAP
+
+
 def test_an_upstream_error_inside_the_gap_is_retried_not_skipped():
     plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 31)))
     p = partitions(plan.finish([UpstreamError("c1", "lost")]))[("log", 0)]

@@ -149,3 +149,34 @@ def test_java_console_consumer_reads_the_tail_inside_the_gap_and_skips_what_is_g
     assert out.returncode == 0, out.stderr[-3000:]
     got = [(int(p), int(o), v) for p, o, v in re.findall(r"Partition:(\d+)\s+Offset:(\d+)\s+(\w+)", out.stdout)]
     assert by_partition(got) == EXPECTED, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+@pytest.mark.timeout(400)
+def test_a_reader_from_the_beginning_reads_a_segment_sealed_at_its_own_start(kafka_clusters, unique_name, tmp_path):
+    """No scan read a high watermark of c1's partition before it died, so the failover sealed it at its start: all
+    it holds is in the gap. c1 is back: ListOffsets earliest is 0 (it was the next segment's base), so a reader from
+    the beginning (`fedkafka check --reread`, a new group) reads them, then the next segment."""
+    c1, c2 = kafka_clusters[0], kafka_clusters[1]
+    physical = f"phys-{unique_name}"
+    create_topic(c1.bootstrap, physical, 1)
+    create_topic(c2.bootstrap, physical, 1)
+    produce_values(c1.bootstrap, physical, CAME_BACK[:5], partition=0)
+    produce_values(c2.bootstrap, physical, AFTER[0], partition=0)
+    chain = PartitionChain((Segment("c1", physical, 0, 0, 0, 0), Segment("c2", physical, 0, 0, None, UNCLEAN_GAP)),
+                           leader_epoch=1)
+    view = View(version=1, clusters={c.name: Cluster(c.name, c.bootstrap) for c in (c1, c2)},
+                topics={unique_name: LogicalTopic(unique_name, uuid.uuid4().hex, (chain,))})
+    with ProxyProcess(tmp_path, with_coordination(view, "c1", c1.bootstrap), role=ProxyRole.BOTH) as proxy:
+        c = consumer(proxy.bootstrap)
+        c.assign([TopicPartition(unique_name, 0, OFFSET_BEGINNING)])
+        got = []
+        try:
+            for _ in range(300):
+                msg = c.poll(0.2)
+                if msg is not None and not msg.error():
+                    got.append((msg.offset(), msg.value().decode()))
+                if len(got) == 8:
+                    break
+        finally:
+            c.close()
+    assert got == [*enumerate(CAME_BACK[:5]), *[(UNCLEAN_GAP + i, v) for i, v in enumerate(AFTER[0])]]

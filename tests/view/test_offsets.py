@@ -111,6 +111,22 @@ def test_high_watermark_is_the_seal_on_sealed_segments():
     assert latest_offset(chain, 17) == 50
 
 
+def test_earliest_keeps_a_failed_over_segment_whose_records_are_all_in_the_gap():
+    # sealed at its own start (no scan read a high watermark above it before c1 died): every record c1 holds
+    # is in the gap. c1 back with log start 0: earliest is 0, where they are read, not the next segment
+    chain = move_active(PartitionChain((Segment("c1", "t", 0, 0, None, 0),)), 0, "c2", "t", 0, 7, unclean=True)
+    old, new = chain.segments
+    assert old.phys_end == 0 and new.logical_base == UNCLEAN_GAP
+    assert earliest_offset(chain, {old: 0, new: 7}.get) == 0
+    # retention removed some of the tail: earliest is the first record left, inside the gap
+    assert earliest_offset(chain, {old: 25, new: 7}.get) == 25
+    # back to c1's same physical partition later (A -> B -> A): what lies past that segment's start is not
+    # the tail
+    back = move_active(chain, 9, "c1", "t", 0, 60)
+    assert earliest_offset(back, {back.segments[0]: 60, back.segments[1]: 7, back.segments[2]: 60}.get) == \
+        back.segments[1].logical_base
+
+
 def test_earliest_skips_segments_that_retention_removed():
     s1 = Segment("c1", "t", 0, 0, 40, 0)
     s2 = Segment("c2", "t", 0, 10, 30, 40)

@@ -21,7 +21,7 @@ def assert_no_acked_record_lost(result) -> None:
     report = result.report
     assert report["acked"] > 0 and report["client_failures"] == [], report["client_failures"]
     # every record acked before the kill (read inside the gap once c1 is back) and after the failover
-    assert report["lost"] == 0, (report["lost_sample"], report["lost_acks"], report["marks"])
+    assert report["lost"] == 0, (report["lost_sample"], report["lost_acks"], report["marks"], report["reread_passes"])
     assert report["order_violations"] == 0, report["order_sample"]
 
 

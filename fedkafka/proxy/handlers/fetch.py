@@ -70,8 +70,8 @@ def handle(ctx: Context, header, request):
             node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
             if node is None or not ctx.physical.reachable(seg.cluster):
                 ctx.physical.request_refresh(seg.cluster)
-                # inside a gap, a dead cluster's tail cannot be read now: the reader skips it (docs/DESIGN.md §9)
                 answers[(t.topic, p.partition)] = (_skip_gap(route) if route.target.in_gap
+                                                   and _tail_out_of_reach(ctx, seg)
                                                    else _error(ErrorCode.not_leader_or_follower))
                 continue
             groups.setdefault((seg.cluster, node), []).append(route)
@@ -109,6 +109,14 @@ def _route(ctx: Context, topic: str, p) -> _Route | dict:
     if not isinstance(target, FetchTarget) or not 0 <= target.physical_offset <= MAX_OFFSET:
         return _error(ErrorCode.offset_out_of_range)
     return _Route(topic, p.partition, chain, target, p.partition_max_bytes)
+
+
+def _tail_out_of_reach(ctx: Context, seg: Segment) -> bool:
+    """Inside a gap, the tail cannot be read now when its cluster is dead, or back without the physical topic: the
+    reader skips it (docs/DESIGN.md §9.2). A cluster that answers and knows the topic but names no leader for the
+    partition yet (just restarted, its leader election follows) is waited for: a reader moved past the gap then
+    would pass records readable a moment later, and never come back for them."""
+    return not ctx.physical.reachable(seg.cluster) or ctx.physical.topic_id(seg.cluster, seg.topic) is None
 
 
 def _upstream_request(request, routes: list[_Route], max_wait_ms: int):
