@@ -21,10 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from workflows.support import Federation, wait_for
 
-from fedkafka.kafka.apps import CONNECT_DISTRIBUTED, ensure_apps
+from fedkafka.kafka.apps import CONNECT_DISTRIBUTED, CONNECT_STANDALONE, ensure_apps
 from fedkafka.kafka.cluster import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,6 +33,7 @@ HEAVY = pytest.mark.skipif(os.environ.get("FEDKAFKA_APPS") != "1",
                            reason="heavy: runs with FEDKAFKA_APPS=1 (make test-apps)")
 
 KEYS = 8
+LINES = 1000
 _LOG4J2 = """status = warn
 appender.out.type = Console
 appender.out.name = OUT
@@ -44,38 +46,55 @@ logger.config.level = warn
 """
 
 
-class ConnectWorker:
-    """One distributed-mode Connect worker as a subprocess, its REST API on a free loopback port."""
+def _properties(props: dict[str, str]) -> str:
+    return "".join(f"{k}={v}\n" for k, v in props.items())
 
-    def __init__(self, bootstrap: str, tmp: Path, name: str, member: int = 0, extra: dict[str, str] | None = None):
+
+def _distributed_props(name: str) -> dict[str, str]:
+    return {
+        "group.id": name, "config.storage.topic": f"{name}-configs", "offset.storage.topic": f"{name}-offsets",
+        "status.storage.topic": f"{name}-status",
+        # -1: each physical cluster's default (the proxy applies no requested replication factor anyway)
+        "config.storage.replication.factor": "-1", "offset.storage.replication.factor": "-1",
+        "status.storage.replication.factor": "-1",
+        "offset.storage.partitions": "4", "status.storage.partitions": "2",
+    }
+
+
+def _standalone_props(tmp: Path, name: str) -> dict[str, str]:
+    return {"offset.storage.file.filename": str(tmp / f"{name}.offsets")}
+
+
+class ConnectWorker:
+    """One Connect worker as a subprocess, its REST API on a free loopback port: distributed mode, or standalone
+    (`standalone`: the connectors' properties files it runs, its source offsets in a local file)."""
+
+    def __init__(self, bootstrap: str, tmp: Path, name: str, member: int = 0, extra: dict[str, str] | None = None,
+                 standalone: tuple[Path, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.worker_id = f"127.0.0.1:{self.port}"  # as Connect's status names it
         self.name = name
         props = {
-            "bootstrap.servers": bootstrap, "group.id": name, "client.id": name,
-            "config.storage.topic": f"{name}-configs", "offset.storage.topic": f"{name}-offsets",
-            "status.storage.topic": f"{name}-status",
-            # -1: each physical cluster's default (the proxy applies no requested replication factor anyway)
-            "config.storage.replication.factor": "-1", "offset.storage.replication.factor": "-1",
-            "status.storage.replication.factor": "-1",
-            "offset.storage.partitions": "4", "status.storage.partitions": "2",
+            "bootstrap.servers": bootstrap, "client.id": name,
             "key.converter": "org.apache.kafka.connect.storage.StringConverter",
             "value.converter": "org.apache.kafka.connect.storage.StringConverter",
             "offset.flush.interval.ms": "1000",
             # a sink deployed before its topic exists sees it at the next metadata refresh (default 5 minutes)
             "consumer.metadata.max.age.ms": "2000",
             "listeners": self.url, "rest.advertised.host.name": "127.0.0.1", "rest.advertised.port": str(self.port),
-            # our connectors carry META-INF/services manifests (apps/src): no reflective scan of 60 jars
+            # the connectors carry META-INF/services manifests (apps/src, connect-file): no reflective scan of 60 jars
             "plugin.discovery": "service_load",
+            **(_standalone_props(tmp, name) if standalone else _distributed_props(name)),
             **(extra or {}),
         }
         config = tmp / f"{name}-{member}.properties"
-        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        config.write_text(_properties(props))
         (tmp / "connect-log4j2.properties").write_text(_LOG4J2)
         self.log_path = tmp / f"{name}-{member}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        command = ensure_apps().command(CONNECT_DISTRIBUTED, str(config), heap="384m", jvm_opts=(
+        main = CONNECT_STANDALONE if standalone else CONNECT_DISTRIBUTED
+        command = ensure_apps().command(main, str(config), *map(str, standalone), heap="384m", jvm_opts=(
             f"-Dlog4j2.configurationFile={tmp / 'connect-log4j2.properties'}",))
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         self.http = httpx.Client(base_url=self.url, timeout=30)
@@ -210,8 +229,8 @@ def _offsets(worker: ConnectWorker, connector: str) -> list[dict]:
     return resp.json()["offsets"]
 
 
-def _sink_offsets(worker: ConnectWorker, topic: str) -> dict[int, int]:
-    return {o["partition"]["kafka_partition"]: o["offset"]["kafka_offset"] for o in _offsets(worker, "sink")
+def _sink_offsets(worker: ConnectWorker, topic: str, connector: str = "sink") -> dict[int, int]:
+    return {o["partition"]["kafka_partition"]: o["offset"]["kafka_offset"] for o in _offsets(worker, connector)
             if o["partition"]["kafka_topic"] == topic}
 
 
@@ -312,3 +331,75 @@ def test_connect_exactly_once_source_support_says_transactions_are_not_available
         assert worker.proc.poll() is None and worker.http.get("/connectors").json() == []
     finally:
         worker.stop()
+
+
+def _connector_file(tmp: Path, name: str, config: dict[str, str]) -> Path:
+    """A connector's properties file, as ConnectStandalone takes them on its command line."""
+    path = tmp / f"{name}.properties"
+    path.write_text(_properties({"name": name, "tasks.max": "1", **config}))
+    return path
+
+
+def _complete_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _consume_values(bootstrap: str, topic: str, count: int) -> list[str | None]:
+    """The values of the topic's one partition from its start, read with confluent-kafka; asserts no record has a
+    key (FileStreamSource writes none) and the partition holds exactly `count` records."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        values: list[str | None] = []
+        deadline = time.monotonic() + 120
+        while len(values) < count and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=1):
+                assert msg.error() is None, msg.error()
+                assert msg.key() is None, msg.key()
+                values.append(msg.value().decode() if msg.value() is not None else None)
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+        assert high - low == count, (low, high)
+        return values
+    finally:
+        consumer.close()
+
+
+@pytest.mark.timeout(600)
+def test_connect_standalone_copies_a_file_through_a_logical_topic(local_federation, tmp_path):
+    """Kafka's own FileStreamSourceConnector and FileStreamSinkConnector (connect-file) in one ConnectStandalone
+    worker bootstrapped at the name service: the source reads an input file's lines into a one-partition logical
+    topic, the sink writes that topic to an output file. The output is the input, line for line and in order; the
+    topic holds exactly those lines, in order; the source's position is the input's size (the worker's local
+    offsets file) and the sink's committed offset (its consumer group's, through the proxies) the line count."""
+    _state_dir, status = local_federation
+    ns = status["nameservice"]["bootstrap"]
+    topic = f"lines-{uuid.uuid4().hex[:6]}"
+    AdminClient({"bootstrap.servers": ns}).create_topics([NewTopic(topic, 1)])[topic].result(30)
+    lines = [f"{n:05d} línea {'x' * (n % 37)} end" for n in range(LINES)]
+    source_file, sink_file = tmp_path / "input.txt", tmp_path / "output.txt"
+    source_file.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    connectors = (
+        _connector_file(tmp_path, "file-source", {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSourceConnector",
+            "file": str(source_file), "topic": topic}),
+        _connector_file(tmp_path, "file-sink", {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "file": str(sink_file), "topics": topic}))
+    started = time.monotonic()
+    worker = ConnectWorker(ns, tmp_path, f"standalone-{uuid.uuid4().hex[:6]}", standalone=connectors)
+    try:
+        wait_for(lambda: _complete_lines(sink_file) >= LINES, 300, interval=1,
+                 what=f"{LINES} lines in the output ({_complete_lines(sink_file)} so far)\n{worker.output()}")
+        print(f"connect standalone: {LINES} lines copied through {topic} in {time.monotonic() - started:.0f} s")
+        assert worker.running("file-source") and worker.running("file-sink")
+        assert sink_file.read_text(encoding="utf-8").splitlines() == lines
+        source_end = {"partition": {"filename": str(source_file)}, "offset": {"position": source_file.stat().st_size}}
+        wait_for(lambda: _offsets(worker, "file-source") == [source_end], 60, interval=1,
+                 what=f"the source's position stored ({_offsets(worker, 'file-source')})")
+        wait_for(lambda: _sink_offsets(worker, topic, "file-sink") == {0: LINES}, 60, interval=1,
+                 what=f"the sink's offset committed ({_offsets(worker, 'file-sink')})")
+    finally:
+        worker.stop()
+    assert (tmp_path / f"{worker.name}.offsets").stat().st_size > 0
+    assert _consume_values(ns, topic, LINES) == lines
