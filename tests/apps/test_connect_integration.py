@@ -370,12 +370,13 @@ def test_connect_standalone_copies_a_file_through_a_logical_topic(local_federati
     """Kafka's own FileStreamSourceConnector and FileStreamSinkConnector (connect-file) in one ConnectStandalone
     worker bootstrapped at the name service: the source reads an input file's lines into a one-partition logical
     topic, the sink writes that topic to an output file. The output is the input, line for line and in order; the
-    topic holds exactly those lines, in order; the source's position is the input's size (the worker's local
+    topic holds exactly those lines, in order; the source's position is the input's length (the worker's local
     offsets file) and the sink's committed offset (its consumer group's, through the proxies) the line count."""
     _state_dir, status = local_federation
     ns = status["nameservice"]["bootstrap"]
     topic = f"lines-{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": ns}).create_topics([NewTopic(topic, 1)])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": ns})  # kept: a client collected at once fails its futures
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(30)
     lines = [f"{n:05d} línea {'x' * (n % 37)} end" for n in range(LINES)]
     source_file, sink_file = tmp_path / "input.txt", tmp_path / "output.txt"
     source_file.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
@@ -389,12 +390,16 @@ def test_connect_standalone_copies_a_file_through_a_logical_topic(local_federati
     started = time.monotonic()
     worker = ConnectWorker(ns, tmp_path, f"standalone-{uuid.uuid4().hex[:6]}", standalone=connectors)
     try:
-        wait_for(lambda: _complete_lines(sink_file) >= LINES, 300, interval=1,
-                 what=f"{LINES} lines in the output ({_complete_lines(sink_file)} so far)\n{worker.output()}")
+        def copied() -> bool:
+            assert worker.proc.poll() is None, worker.output()
+            return _complete_lines(sink_file) >= LINES
+        wait_for(copied, 300, interval=1, what=f"{LINES} lines in the output")
         print(f"connect standalone: {LINES} lines copied through {topic} in {time.monotonic() - started:.0f} s")
         assert worker.running("file-source") and worker.running("file-sink")
         assert sink_file.read_text(encoding="utf-8").splitlines() == lines
-        source_end = {"partition": {"filename": str(source_file)}, "offset": {"position": source_file.stat().st_size}}
+        # FileStreamSourceTask counts its position in characters (it reads through a UTF-8 reader), not bytes
+        chars = len(source_file.read_text(encoding="utf-8"))
+        source_end = {"partition": {"filename": str(source_file)}, "offset": {"position": chars}}
         wait_for(lambda: _offsets(worker, "file-source") == [source_end], 60, interval=1,
                  what=f"the source's position stored ({_offsets(worker, 'file-source')})")
         wait_for(lambda: _sink_offsets(worker, topic, "file-sink") == {0: LINES}, 60, interval=1,
