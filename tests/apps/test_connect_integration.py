@@ -6,7 +6,8 @@ worker) through a logical topic into a file sink (`apps/src/FileSink.java`), bot
 API. Every number must arrive at exactly one offset, none lost, in per-key order. Then Connect's offsets API
 (read, alter, reset) through the proxies, and a worker asking for exactly-once source support is told why not.
 With FEDKAFKA_APPS=1 (`make test-apps`) the copy runs through the proxies while a scale-up moves the active
-segments of the source's topic and of the worker's offsets topic."""
+segments of the source's topic and of the worker's offsets topic. A standalone worker (`ConnectStandalone`) copies
+a file through a logical topic with Kafka's own FileStream connectors (connect-file), and resumes after a restart."""
 
 from __future__ import annotations
 
@@ -365,21 +366,48 @@ def _consume_values(bootstrap: str, topic: str, count: int) -> list[str | None]:
         consumer.close()
 
 
+def _standalone_copy(ns: str, tmp: Path, name: str, member: int, connectors: tuple[Path, Path], topic: str,
+                     source_file: Path, sink_file: Path, lines: list[str]) -> None:
+    """One ConnectStandalone run until the output holds `lines` and both offsets are stored, then stopped."""
+    started = time.monotonic()
+    worker = ConnectWorker(ns, tmp, name, member, standalone=connectors)
+    try:
+        def copied() -> bool:
+            assert worker.proc.poll() is None, worker.output()
+            return _complete_lines(sink_file) >= len(lines)
+        wait_for(copied, 300, interval=1, what=f"{len(lines)} lines in the output")
+        print(f"connect standalone: {len(lines)} lines in the output through {topic} "
+              f"in {time.monotonic() - started:.0f} s")
+        assert worker.running("file-source") and worker.running("file-sink")
+        assert sink_file.read_text().splitlines() == lines
+        # FileStreamSourceTask counts its position in characters read; it skips that many bytes at a restart, so
+        # the input is ASCII here
+        source_end = {"partition": {"filename": str(source_file)}, "offset": {"position": len(source_file.read_text())}}
+        wait_for(lambda: _offsets(worker, "file-source") == [source_end], 60, interval=1,
+                 what=f"the source's position stored\n{worker.output()}")
+        wait_for(lambda: _sink_offsets(worker, topic, "file-sink") == {0: len(lines)}, 60, interval=1,
+                 what=f"the sink's offset committed\n{worker.output()}")
+    finally:
+        worker.stop()
+
+
 @pytest.mark.timeout(600)
 def test_connect_standalone_copies_a_file_through_a_logical_topic(local_federation, tmp_path):
     """Kafka's own FileStreamSourceConnector and FileStreamSinkConnector (connect-file) in one ConnectStandalone
     worker bootstrapped at the name service: the source reads an input file's lines into a one-partition logical
     topic, the sink writes that topic to an output file. The output is the input, line for line and in order; the
-    topic holds exactly those lines, in order; the source's position is the input's length (the worker's local
-    offsets file) and the sink's committed offset (its consumer group's, through the proxies) the line count."""
+    source's position is the input's length (the worker's local offsets file) and the sink's committed offset (its
+    consumer group's, through the proxies) the line count. Lines appended while the worker is down are all that a
+    restarted worker copies (it resumes from both offsets); the topic holds exactly the lines, in order."""
     _state_dir, status = local_federation
     ns = status["nameservice"]["bootstrap"]
     topic = f"lines-{uuid.uuid4().hex[:6]}"
     admin = AdminClient({"bootstrap.servers": ns})  # kept: a client collected at once fails its futures
     admin.create_topics([NewTopic(topic, 1)])[topic].result(30)
-    lines = [f"{n:05d} línea {'x' * (n % 37)} end" for n in range(LINES)]
+    lines = [f"{n:05d} line {'x' * (n % 37)} end" for n in range(LINES + LINES // 5)]
+    first, later = lines[:LINES], lines[LINES:]
     source_file, sink_file = tmp_path / "input.txt", tmp_path / "output.txt"
-    source_file.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    source_file.write_text("".join(f"{line}\n" for line in first))
     connectors = (
         _connector_file(tmp_path, "file-source", {
             "connector.class": "org.apache.kafka.connect.file.FileStreamSourceConnector",
@@ -387,24 +415,10 @@ def test_connect_standalone_copies_a_file_through_a_logical_topic(local_federati
         _connector_file(tmp_path, "file-sink", {
             "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
             "file": str(sink_file), "topics": topic}))
-    started = time.monotonic()
-    worker = ConnectWorker(ns, tmp_path, f"standalone-{uuid.uuid4().hex[:6]}", standalone=connectors)
-    try:
-        def copied() -> bool:
-            assert worker.proc.poll() is None, worker.output()
-            return _complete_lines(sink_file) >= LINES
-        wait_for(copied, 300, interval=1, what=f"{LINES} lines in the output")
-        print(f"connect standalone: {LINES} lines copied through {topic} in {time.monotonic() - started:.0f} s")
-        assert worker.running("file-source") and worker.running("file-sink")
-        assert sink_file.read_text(encoding="utf-8").splitlines() == lines
-        # FileStreamSourceTask counts its position in characters (it reads through a UTF-8 reader), not bytes
-        chars = len(source_file.read_text(encoding="utf-8"))
-        source_end = {"partition": {"filename": str(source_file)}, "offset": {"position": chars}}
-        wait_for(lambda: _offsets(worker, "file-source") == [source_end], 60, interval=1,
-                 what=f"the source's position stored ({_offsets(worker, 'file-source')})")
-        wait_for(lambda: _sink_offsets(worker, topic, "file-sink") == {0: LINES}, 60, interval=1,
-                 what=f"the sink's offset committed ({_offsets(worker, 'file-sink')})")
-    finally:
-        worker.stop()
-    assert (tmp_path / f"{worker.name}.offsets").stat().st_size > 0
-    assert _consume_values(ns, topic, LINES) == lines
+    name = f"standalone-{uuid.uuid4().hex[:6]}"
+    _standalone_copy(ns, tmp_path, name, 0, connectors, topic, source_file, sink_file, first)
+    assert (tmp_path / f"{name}.offsets").stat().st_size > 0
+    with source_file.open("a") as appending:
+        appending.write("".join(f"{line}\n" for line in later))
+    _standalone_copy(ns, tmp_path, name, 1, connectors, topic, source_file, sink_file, lines)
+    assert _consume_values(ns, topic, len(lines)) == lines
