@@ -71,7 +71,7 @@ test-security: $(STAMP)
 
 # Kafka Streams word count kept counting exactly, and a Kafka Connect worker copying exactly once per offset, through
 # a scale-up (tests/apps; the plain word count and Connect copy through a local federation run in `make test` too).
-# Resolves kafka-streams and connect-runtime from Maven Central once (apps/pom.xml).
+# Resolves kafka-streams, connect-runtime and connect-file from Maven Central once (apps/pom.xml).
 test-apps: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.apps import ensure_apps; ensure_apps()"
 	FEDKAFKA_APPS=1 $(BIN)/pytest tests/apps $(PYTEST_ARGS)

@@ -1,11 +1,12 @@
 """Real Java applications for end-to-end tests: Kafka Streams and Kafka Connect of the pinned Kafka version.
 
-`apps/pom.xml` lists them (kafka-streams, connect-runtime; connect-file 4.4.0 was not found on Maven Central, so
-`apps/src/` has a source and a sink connector of its own); Maven copies their jars into the cache
-(`~/.cache/fedkafka/apps-<version>-<hash>/libs`, complete with a `.complete` marker, as `dist.py` does for the
-broker), and the application sources in `apps/src/` are compiled there with javac (one class per file, no build
-plugin to download); the other files of `apps/src/` (the connectors' `META-INF/services` manifests, which Connect's
-plugin discovery reads) are copied beside the classes. Nothing is vendored into the repository.
+`apps/pom.xml` lists them (kafka-streams, connect-runtime, and connect-file 4.3.1, the newest Maven Central
+serves, for Kafka's own FileStream connectors; `apps/src/` also has a source and a sink connector of its own); Maven
+copies their jars into the cache (`~/.cache/fedkafka/apps-<version>-<hash>/libs`, complete with a `.complete`
+marker, as `dist.py` does for the broker), and the application sources in `apps/src/` are compiled there with javac
+(one class per file, no build plugin to download); the other files of `apps/src/` (the connectors'
+`META-INF/services` manifests, which Connect's plugin discovery reads) are copied beside the classes.
+Nothing is vendored into the repository.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from fedkafka.kafka.dist import KAFKA_VERSION, KafkaDistError, _ensure_tool, cac
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
 _MARKER = ".complete"
-REQUIRED_JARS = ("kafka-streams", "connect-runtime")
+REQUIRED_JARS = ("kafka-streams", "connect-runtime", "connect-file")
 CONNECT_DISTRIBUTED = "org.apache.kafka.connect.cli.ConnectDistributed"
+CONNECT_STANDALONE = "org.apache.kafka.connect.cli.ConnectStandalone"
 
 
 @dataclass(frozen=True)
