@@ -38,15 +38,19 @@ class ControllerProcess:
                                       "--listen", f"127.0.0.1:{self.port}", "--token-file", str(self.token_file),
                                       "--scan-interval", str(self.scan_interval)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        # Active, not only up: a controller restarted on another port stands by until the leader row its dead
+        # predecessor left runs out (--leader-lease-ms, 10 s; docs/DESIGN.md §3.6), answering 503 meanwhile.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.tmp / self.log.name).read_text()
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/v1/view", headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("controller did not start")
+                pass
+            time.sleep(0.1)
+        raise AssertionError("controller did not become active")
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
