@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -18,3 +20,29 @@ def test_migrations_match_the_models_and_run_twice(db_url):
         assert ctx.get_current_revision() == "0008"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
+
+
+def test_controllers_starting_together_on_a_fresh_database_migrate_once(db_url):
+    """Two controllers started together (`local up --controllers 2`, an HA deployment) both migrate a fresh
+    database: the second must wait for the first, not race it into a duplicate CREATE TABLE."""
+    engines = [db.make_engine(db_url) for _ in range(4)]
+    start = threading.Barrier(len(engines))
+    errors: list[BaseException] = []
+
+    def _migrate(engine):
+        start.wait()
+        try:
+            db.migrate(engine)
+        except BaseException as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=_migrate, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with engines[0].connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0008"
+    for engine in engines:
+        engine.dispose()
