@@ -52,7 +52,9 @@ class LocalState:
     def load(cls, root: Path | None = None) -> LocalState:
         root = root or state_dir()
         state = cls(root=root)
-        for path, managed_by in ((state.provisioned_path, "ansible"), (state.path, None)):
+        # Our own entries first: a cluster `local add-cluster` started keeps its entry (and `save` keeps it) even
+        # when the playbooks describe a cluster of the same name (an inventory's spare c3 nothing runs yet).
+        for path, managed_by in ((state.path, None), (state.provisioned_path, "ansible")):
             if not path.exists():
                 continue
             data = json.loads(path.read_text())

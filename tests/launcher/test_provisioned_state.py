@@ -61,3 +61,24 @@ def test_local_up_refuses_a_checkout_ansible_provisioned(tmp_path):
                           timeout=60)
     assert proc.returncode == 1
     assert "provisioned by Ansible" in proc.stderr and "make down" in proc.stderr, proc.stderr
+
+
+def test_a_cluster_the_cli_added_keeps_its_entry_beside_a_provisioned_one_of_the_same_name(tmp_path):
+    """`local add-cluster` beside a `make up` federation started c3; the playbooks described the inventory's spare
+    c3 too. Loading preferred the playbooks' entry, and the next `save` dropped the running c3 from state.json:
+    `make down` then left its broker running and `make up` no longer found it."""
+    root = tmp_path / "state"
+    write_provisioned(root, 1, tmp_path / "token")
+    provisioned = json.loads((root / "ansible.json").read_text())
+    provisioned["clusters"].append({"id": "c3", "bootstrap": "127.0.0.1:39031", "port": 39031, "controller_port": 2,
+                                    "data_dir": str(root / "spare-c3"), "pid": None})
+    (root / "ansible.json").write_text(json.dumps(provisioned))
+    added = {"id": "c3", "bootstrap": "127.0.0.1:48415", "port": 48415, "controller_port": 48416,
+             "data_dir": str(root / "kafka" / "c3"), "pid": 4242}
+    (root / "state.json").write_text(json.dumps({"clusters": [added], "services": {}}))
+
+    state = local.LocalState.load(root)
+    c3 = state.cluster("c3")
+    assert c3 is not None and (c3.bootstrap, c3.managed_by) == ("127.0.0.1:48415", None)
+    state.save()
+    assert [c["bootstrap"] for c in json.loads((root / "state.json").read_text())["clusters"]] == ["127.0.0.1:48415"]
