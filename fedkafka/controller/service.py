@@ -850,7 +850,7 @@ def _proxy_status(rows: list[ProxyRow], now: float) -> list[dict[str, Any]]:
                  "fence_remaining_ms": int((min(m.fence_expires for m in members) - now) * 1000),
                  "load": json.loads(first.load_json), "draining": any(m.draining for m in members if not m.worker)}
         if len(members) > 1 or first.worker:
-            entry["workers"] = [{"worker": m.worker, "applied_version": m.applied_version,
+            entry["workers"] = [{"worker": m.worker, "member_id": m.node_id, "applied_version": m.applied_version,
                                  "lease_remaining_ms": int((m.lease_expires - now) * 1000),
                                  "fence_remaining_ms": int((m.fence_expires - now) * 1000)} for m in members]
         found.append(entry)
