@@ -34,6 +34,14 @@ options:
     type: str
     choices: [drained, active]
     default: drained
+  last_in_pool:
+    description:
+      - What to do when the controller would refuse the drain because the proxy is the last live one of its pool
+        and role. V(fail) fails the task; V(skip) leaves it undrained and reports no change, with the reason in
+        C(msg) (a rolling restart then restarts it anyway, as its pool has no other proxy to move to).
+    type: str
+    choices: [fail, skip]
+    default: fail
   wait:
     description: Wait until every live proxy applied the view the change made (or the current one, when nothing
       changed).
@@ -123,6 +131,7 @@ def main() -> None:
             "instance_id": {"type": "str"},
             "node_id": {"type": "int"},
             "state": {"type": "str", "default": "drained", "choices": ["drained", "active"]},
+            "last_in_pool": {"type": "str", "default": "fail", "choices": ["fail", "skip"]},
             "wait": {"type": "bool", "default": True},
             "timeout": {"type": "int", "default": 120},
         },
@@ -143,6 +152,9 @@ def main() -> None:
         changed = was != want
         diff = {"before": {"draining": was}, "after": {"draining": want}}
         if changed and want and (why := refusal(proxies, proxy)):
+            if p["last_in_pool"] == "skip":
+                module.exit_json(changed=False, node_id=node_id, draining=False, msg=why,
+                                 view_version=int(status.get("view_version") or 0))
             module.fail_json(msg=why, node_id=node_id)
         version = int(status.get("view_version") or 0)
         if module.check_mode:

@@ -98,6 +98,11 @@ def test_check_mode_predicts_the_refusal_to_drain_the_last_proxy_of_a_pool(feder
     assert "last live pproxy of pool 'default'" in predicted["msg"]
     assert result["msg"] == predicted["msg"]  # the controller's own refusal (409) is in tests/controller
     assert _draining(api) == {"h:9001": True, "h:9002": False}
+    for check in (True, False):  # what a rolling restart asks: go on undrained, unchanged
+        failed, skipped = run("fedkafka_proxy", {**args, "last_in_pool": "skip"}, check_mode=check)
+        assert not failed and not skipped["changed"] and not skipped["draining"], skipped
+        assert skipped["msg"] == predicted["msg"]
+    assert _draining(api) == {"h:9001": True, "h:9002": False}
 
 
 def test_an_unknown_proxy_is_a_clear_error(federation):
