@@ -577,7 +577,7 @@ class Controller:
         partition, and names it draining, so it refuses produce with a retriable error (docs/DESIGN.md §4.11).
         `node_id` may be any member id of the node. Answers the view version to wait for; a drain that would leave
         the node's pool without another live proxy of its role is refused (409)."""
-        with self._write_lock, self.session() as s:
+        with self.topology_change() as s:  # one at a time: two drains must not both count the other as leader
             member = s.get(ProxyRow, node_id)
             node = s.get(ProxyRow, member.node) if member is not None else None
             if node is None:

@@ -31,6 +31,13 @@ def _produced_upstream(admin: int) -> int:
     return _metric(admin, "fedkafka_proxy_cluster_bytes_total", 'direction="out"')
 
 
+def _ready(admin: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def _all_applied(fed: Federation, version: int, nodes: int) -> bool:
     proxies = fed.api.get("/v1/status").json()["proxies"]
     return len(proxies) == nodes and all(p["applied_version"] >= version for p in proxies)
@@ -62,8 +69,7 @@ def test_a_drained_proxy_gets_no_produce_and_its_restart_loses_nothing(kafka_clu
         fed.start_proxies(1, extra=("--admin-listen", f"127.0.0.1:{admin_b}"))
         (_, port_a), (proc_b, port_b) = fed.proxies
         node_b = next(p["node_id"] for p in fed.api.get("/v1/status").json()["proxies"] if p["port"] == port_b)
-        wait_for(lambda: all(httpx.get(f"http://127.0.0.1:{a}/readyz", timeout=5).status_code == 200
-                             for a in (admin_a, admin_b)), 120, what="both proxies ready")
+        wait_for(lambda: _ready(admin_a) and _ready(admin_b), 120, what="both proxies ready")
         checker = Checker(CheckerConfig(bootstrap=fed.bootstrap, topic=unique_name, producers=6, consumers=2,
                                         rate=40, idempotent=(True, False))).start()
         # B leads partitions and takes writes before the drain (its clients start within a minute on a busy machine)
@@ -92,8 +98,11 @@ def test_a_drained_proxy_gets_no_produce_and_its_restart_loses_nothing(kafka_clu
         proc_b.wait(30)
         proc_b = _start_proxy(fed, port_b, admin_b)
         fed.proxies[1] = (proc_b, port_b)
+        # ready once it registered again and holds the view (the old process is gone: this is the new one)
+        wait_for(lambda: _ready(admin_b), 180, what="B registered again and serving")
         now = fed.api.get("/v1/status").json()["view_version"]
-        wait_for(lambda: _all_applied(fed, now, 2), 180, what="B registered again and applied the view")
+        wait_for(lambda: _all_applied(fed, now, 2), 60, what="both proxies on the current view")
+        assert _produced_upstream(admin_b) == 0  # the new process, drained from its start, forwarded nothing
         status = {p["node_id"]: p for p in fed.api.get("/v1/status").json()["proxies"]}
         assert status[node_b]["draining"] is True  # the restart did not end the drain
 
