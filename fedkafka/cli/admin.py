@@ -261,9 +261,9 @@ def status(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool
     def render(s: dict) -> None:
         console.print(f"view version {s['view_version']}, {s['clusters']} clusters, {s['topics']} topics, "
                       f"coordination {s.get('coordination_cluster')}, unreachable: {s.get('unreachable') or 'none'}")
-        _table("proxies", ["node", "address", "role", "pool", "applied", "workers"],  # applied: its workers' lowest
+        _table("proxies", ["node", "address", "role", "pool", "applied", "workers", "draining"],  # applied: lowest
                [[p["node_id"], f"{p['host']}:{p['port']}", p["role"], p["pool"], p["applied_version"],
-                 len(p.get("workers", ())) or 1] for p in s["proxies"]])
+                 len(p.get("workers", ())) or 1, "yes" if p.get("draining") else ""] for p in s["proxies"]])
         issues = s["health"]["issues"]
         console.print("health: [green]OK[/]" if not issues else f"health: [red]{len(issues)} issue(s)[/]")
         for issue in issues:

@@ -56,6 +56,9 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
     proxies: dict[int, ProxyRow] = {}
     for p in rows:
         proxies.setdefault(p.node, p)  # each node's lowest live worker names its address, role and pool
+    # a draining node stays out of the list (no leadership, no Metadata entry) and is named so that its own
+    # workers stop naming themselves leaders and refuse produce (docs/DESIGN.md §4.11)
+    draining = set(session.scalars(select(ProxyRow.node_id).where(ProxyRow.draining, ProxyRow.node_id.in_(proxies))))
     coord = coordination_cluster(clusters)
     return View(
         version=0,
@@ -69,7 +72,8 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
             for t in topics},
         proxies=tuple(ProxyInfo(p.node, p.host, p.port, ProxyRole(p.role), p.pool,
                                 listeners=tuple(Endpoint(*e) for e in json.loads(p.listeners_json or "[]")))
-                      for p in proxies.values()),
+                      for p in proxies.values() if p.node not in draining),
+        draining=tuple(sorted(draining)),
         credentials=tuple(_credential(r) for r in session.scalars(
             select(ScramCredentialRow).order_by(ScramCredentialRow.user, ScramCredentialRow.mechanism))),
         acls=all_bindings(session),

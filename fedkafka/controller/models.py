@@ -77,6 +77,9 @@ class ProxyRow(Base):
     # has its own lease, fence and applied version, so a move counts every worker (docs/DESIGN.md §4.10).
     worker: Mapped[int] = mapped_column(Integer, server_default="0")
     worker_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # set on the node's own row (worker 0's) by POST /v1/proxies/{node}/drain, cleared only by .../undrain: the
+    # node, every worker of it, leaves the view's proxies and leads no partition (docs/DESIGN.md §4.11)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @property
     def node(self) -> int:

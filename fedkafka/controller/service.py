@@ -572,6 +572,34 @@ class Controller:
                 self._leases.update(durable)
                 self._durable = max(self._durable, upto)
 
+    def set_draining(self, node_id: int, draining: bool) -> dict[str, Any]:
+        """Drain (or undrain) a proxy node, every worker of it: the view no longer lists it, so it leads no
+        partition, and names it draining, so it refuses produce with a retriable error (docs/DESIGN.md §4.11).
+        `node_id` may be any member id of the node. Answers the view version to wait for; a drain that would leave
+        the node's pool without another live proxy of its role is refused (409)."""
+        with self.topology_change() as s:  # one at a time: two drains must not both count the other as leader
+            member = s.get(ProxyRow, node_id)
+            node = s.get(ProxyRow, member.node) if member is not None else None
+            if node is None:
+                raise NotFound(f"proxy {node_id} is not registered")
+            changed = node.draining != draining
+            if changed and draining:
+                self._check_others_serve(node)
+            node.draining = draining
+            s.commit()
+            node_id, instance_id = node.node_id, node.instance_id
+        view = self.compose()
+        log.info("proxy %d (%s) %s", node_id, instance_id, "draining" if draining else "no longer draining")
+        return {"node_id": node_id, "instance_id": instance_id, "draining": draining, "changed": changed,
+                "view_version": view.version}
+
+    def _check_others_serve(self, node: ProxyRow) -> None:
+        others = [p for p in self.view.proxies if p.node_id != node.node_id and p.pool == node.pool
+                  and p.role.value == node.role]
+        if not others:
+            raise Conflict(f"proxy {node.node_id} ({node.instance_id}) is the last live {node.role} of pool "
+                           f"{node.pool!r}: draining it would leave its partitions without a leader")
+
     def proxies_for(self, client_id: str) -> dict[str, Any]:
         """Name-service rule: exact match, then the longest prefix, then pool "default"."""
         rules = self.list_rules()
@@ -820,9 +848,9 @@ def _proxy_status(rows: list[ProxyRow], now: float) -> list[dict[str, Any]]:
                  "role": first.role, "pool": first.pool, "applied_version": min(m.applied_version for m in members),
                  "lease_remaining_ms": int((max(m.lease_expires for m in members) - now) * 1000),
                  "fence_remaining_ms": int((min(m.fence_expires for m in members) - now) * 1000),
-                 "load": json.loads(first.load_json)}
+                 "load": json.loads(first.load_json), "draining": any(m.draining for m in members if not m.worker)}
         if len(members) > 1 or first.worker:
-            entry["workers"] = [{"worker": m.worker, "applied_version": m.applied_version,
+            entry["workers"] = [{"worker": m.worker, "member_id": m.node_id, "applied_version": m.applied_version,
                                  "lease_remaining_ms": int((m.lease_expires - now) * 1000),
                                  "fence_remaining_ms": int((m.fence_expires - now) * 1000)} for m in members]
         found.append(entry)

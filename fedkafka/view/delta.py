@@ -33,7 +33,7 @@ def view_delta(old: View, new: View) -> dict[str, Any]:
             delta[key] = {"upsert": one, "removed": removed}
     if old.proxies != new.proxies:
         delta["proxies"] = View(version=new.version, proxies=new.proxies).to_dict()["proxies"]  # sent whole
-    for key in ("credentials", "acls"):  # sent whole when they changed
+    for key in ("credentials", "acls", "draining"):  # sent whole when they changed
         if getattr(old, key) != getattr(new, key):
             delta[key] = View(version=new.version, **{key: getattr(new, key)}).to_dict()[key]
     return delta
@@ -62,7 +62,7 @@ def apply_delta(old: View, delta: dict[str, Any]) -> View:
         for e in change["upsert"]:
             entries[e[ident]] = e
         d[key] = list(entries.values())
-    for key in ("proxies", "credentials", "acls"):  # sent whole when they changed
+    for key in ("proxies", "credentials", "acls", "draining"):  # sent whole when they changed
         if key in delta:
             d[key] = delta[key]
     return View.from_dict(d)

@@ -242,6 +242,9 @@ class View:
     federation_id: str = "fedkafka"
     credentials: tuple[ScramCredential, ...] = ()  # sorted by (user, mechanism)
     acls: tuple[AclBinding, ...] = ()  # sorted; enforced by proxies that run with authorization on
+    # live nodes drained by an operator (sorted node ids): not in `proxies`, so they lead nothing; each refuses
+    # produce with a retriable error and names only the others in Metadata (docs/DESIGN.md §4.11)
+    draining: tuple[int, ...] = ()
 
     # -- lookups -----------------------------------------------------------------------------
     def chain(self, topic: str, partition: int) -> PartitionChain | None:
@@ -285,6 +288,7 @@ class View:
             "proxies": [_proxy_to_dict(p) for p in self.proxies],
             "credentials": [c.to_dict() for c in self.credentials],
             "acls": [b.to_list() for b in self.acls],
+            "draining": list(self.draining),
         }
 
     @classmethod
@@ -301,6 +305,7 @@ class View:
             proxies=tuple(_proxy_from_dict(p) for p in d.get("proxies", [])),
             credentials=tuple(ScramCredential.from_dict(c) for c in d.get("credentials", [])),
             acls=tuple(AclBinding.from_list(b) for b in d.get("acls", [])),
+            draining=tuple(int(n) for n in d.get("draining", ())),
         )
 
     def with_version(self, version: int) -> View:

@@ -17,7 +17,7 @@ class FakeController:
                  dry_run=True):
         self.clusters = {c["id"]: copy.deepcopy(c) for c in clusters or []}
         self.topics = {t["name"]: copy.deepcopy(t) for t in topics or []}
-        self.proxies = list(proxies or [])
+        self.proxies = copy.deepcopy(list(proxies or []))
         self.view_version = view_version
         self.workflows_supported = workflows
         self.dry_run_supported = dry_run  # listed in GET /v1/status api_features
@@ -36,6 +36,8 @@ class FakeController:
             return {"view_version": self.view_version, "clusters": len(self.clusters),
                     "topics": len(self.topics), "proxies": self.proxies,
                     "api_features": ["workflow_dry_run"] if self.dry_run_supported else []}
+        if parts[0] == "proxies" and method == "POST" and parts[2:] in (["drain"], ["undrain"]):
+            return self._drain(int(parts[1]), parts[2] == "drain")
         if parts[0] == "clusters":
             return self._clusters(method, parts[1:], body)
         if parts[0] == "topics":
@@ -66,6 +68,17 @@ class FakeController:
                 return {**run, "state": "done"}
             return self.workflow_result
         raise AssertionError(f"unexpected call {method} {path}")
+
+    def _drain(self, node_id, draining):
+        """Like the controller: a new view when the drain state changes, every proxy applies it at once."""
+        proxy = next(p for p in self.proxies if p["node_id"] == node_id)
+        changed = bool(proxy.get("draining")) != draining
+        if changed:
+            proxy["draining"] = draining
+            self.view_version += 1
+            for p in self.proxies:
+                p["applied_version"] = self.view_version
+        return {"node_id": node_id, "draining": draining, "changed": changed, "view_version": self.view_version}
 
     def _scale_up(self, cid, apply=True):
         """Move active segments to cid until it holds its fair share (what the real workflow promises);

@@ -35,7 +35,30 @@ DRY = "/v1/workflows?dry_run=true"
 ORDERS = {"name": "orders", "partitions": 4, "placement": "blocks", "config": {"retention.ms": "1000"}}
 DRAINING_C1 = {"id": 4, "kind": "decommission", "cluster": "c1", "state": "running", "step": "drain"}
 
+PP1 = {"node_id": 1, "instance_id": "h:9001", "host": "h", "port": 9001, "role": "pproxy", "pool": "produce",
+       "applied_version": 1, "draining": False}
+PP2 = {**PP1, "node_id": 2, "instance_id": "h:9002", "port": 9002}
+CP3 = {**PP1, "node_id": 3, "instance_id": "h:9003", "port": 9003, "role": "cproxy", "pool": "consume"}
+DRAIN_2 = [("POST", "/v1/proxies/2/drain")]
+
 CASES = [
+    ("fedkafka_proxy", "drain", {"proxies": [PP1, PP2]}, {"instance_id": "h:9002"}, False,
+     {"changed": True, "writes": DRAIN_2, "facts": {"node_id": 2, "draining": True, "view_version": 2}}),
+    ("fedkafka_proxy", "drain in check mode predicts and writes nothing", {"proxies": [PP1, PP2]},
+     {"instance_id": "h:9002"}, True, {"changed": True, "writes": [], "facts": {"draining": True}}),
+    ("fedkafka_proxy", "already drained: no change", {"proxies": [PP1, {**PP2, "draining": True}]},
+     {"node_id": 2}, False, {"changed": False, "writes": []}),
+    ("fedkafka_proxy", "undrain", {"proxies": [PP1, {**PP2, "draining": True}]},
+     {"instance_id": "h:9002", "state": "active"}, False,
+     {"changed": True, "writes": [("POST", "/v1/proxies/2/undrain")], "facts": {"draining": False}}),
+    ("fedkafka_proxy", "the last pproxy of its pool is refused, check mode too", {"proxies": [PP1, CP3]},
+     {"instance_id": "h:9001"}, True, {"failed": True, "msg": "last live pproxy of pool 'produce'", "writes": []}),
+    ("fedkafka_proxy", "another pool's proxy does not count", {"proxies": [PP1, CP3]},
+     {"instance_id": "h:9001"}, False, {"failed": True, "msg": "last live pproxy of pool 'produce'", "writes": []}),
+    ("fedkafka_proxy", "the last one, skipped: no change", {"proxies": [PP1, {**PP2, "draining": True}]},
+     {"instance_id": "h:9001", "last_in_pool": "skip"}, False, {"changed": False, "writes": []}),
+    ("fedkafka_proxy", "a proxy that is not live", {"proxies": [PP1]}, {"instance_id": "h:9"}, False,
+     {"failed": True, "msg": "no live proxy h:9", "writes": []}),
     # module, id, controller state, args, check mode, expect
     ("fedkafka_cluster", "register new", {}, {"id": "c3", "bootstrap": "h3:9092"}, False,
      {"changed": True, "writes": [("PUT", "/v1/clusters/c3")], "actions": ["register c3 at h3:9092"]}),

@@ -3,6 +3,7 @@ before any host is touched. Runs the real ansible-playbook on the local inventor
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -147,3 +148,20 @@ def test_proxy_admin_port_and_scrape_target_in_check_mode(tmp_path):
     assert "--admin-listen" in out and ":9399" in out, out[-3000:]
     assert "Write the Prometheus scrape target of proxy" in out
     assert '"job": "fedkafka-proxy"' in out
+
+
+def test_the_scrape_target_of_a_proxy_with_workers_lists_every_workers_metrics_port(tmp_path):
+    """With --workers N, worker i serves /metrics on the admin port + i (docs/DESIGN.md §4.10): one target each
+    (the role used to list the admin port alone, so Prometheus saw one worker of N)."""
+    sd = tmp_path / "prometheus"
+    sd.mkdir()
+    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1", *CHECK_ONE_PROXY, "--diff",
+                           "-e", f"fedkafka_state_dir={tmp_path}", "-e", "fedkafka_proxy_admin_port=9399",
+                           "-e", "fedkafka_proxy_admin_host=10.1.2.3", "-e", "fedkafka_proxy_workers=3",
+                           "-e", f"fedkafka_prometheus_sd_dir={sd}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    targets = re.search(r'"targets": (\[[^\]]*\])', out)
+    assert targets, out[-3000:]
+    assert json.loads(targets.group(1)) == ["10.1.2.3:9399", "10.1.2.3:9400", "10.1.2.3:9401"]

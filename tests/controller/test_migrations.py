@@ -17,7 +17,7 @@ def test_migrations_match_the_models_and_run_twice(db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0008"
+        assert ctx.get_current_revision() == "0009"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -43,6 +43,6 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(db_url):
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0008"
+        assert MigrationContext.configure(conn).get_current_revision() == "0009"
     for engine in engines:
         engine.dispose()

@@ -103,6 +103,26 @@ def test_metadata_lists_pool_proxies_and_logical_partitions():
     assert t.partitions[0].leader_epoch == 3
 
 
+def _drained_view() -> View:
+    """Proxy 7 drained (docs/DESIGN.md §4.11): not among the view's proxies, named draining; 9 leads instead."""
+    v = view()
+    return replace(v, proxies=(ProxyInfo(9, "p9", 9092, ProxyRole.PPROXY), *v.proxies[1:]), draining=(7,))
+
+
+def test_a_draining_proxy_names_only_the_others_and_refuses_produce_before_sending():
+    resp = metadata.handle(ctx(_drained_view()), None, MetadataRequest(topics=(
+        MetadataRequestTopic(topic_id=None, name="t"),), allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False))
+    assert sorted(b.node_id for b in resp.brokers) == [8, 9]  # it used to list itself always
+    assert {p.leader_id for p in resp.topics[0].partitions} == {9}
+    refusals = []
+    answer = produce.handle(ctx(_drained_view(), on_refusal=lambda *a: refusals.append(a[0])), None,
+                            produce_req({0: batch(), 2: batch()}))
+    got = by_partition(answer)  # answered at once: nothing was sent upstream
+    assert got[0][0] == got[2][0] == ErrorCode.not_leader_or_follower and got[0][0].retriable
+    assert refusals == ["draining", "draining"]
+
+
 def test_produce_splits_routes_and_translates():
     c = ctx()
     plan = produce.handle(c, None, produce_req({0: batch(), 1: batch(), 2: batch()}))

@@ -81,6 +81,14 @@ def router(controller: Controller, api: Any) -> APIRouter:
         return (await run_in_threadpool(controller.renew_lease, node_id, body.applied_version, body.load)
                 or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load))
 
+    @router.post("/v1/proxies/{node_id}/drain")
+    def drain(node_id: RowId):
+        return controller.set_draining(node_id, True)
+
+    @router.post("/v1/proxies/{node_id}/undrain")
+    def undrain(node_id: RowId):
+        return controller.set_draining(node_id, False)
+
     @router.get("/v1/proxies")
     def proxies(client_id: str = ""):
         return controller.proxies_for(client_id)

@@ -113,6 +113,8 @@ def _no_transactions_code(version: int) -> ErrorCode:
 def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, *tuple[ProxyInfo, ...]]:  # never empty
     others = [p for p in ctx.view.proxies_in_pool(ctx.me.pool)
               if p.node_id != ctx.me.node_id and p.role.consumes()]
+    if ctx.me.node_id in ctx.view.draining and others:  # a draining proxy coordinates no group (§4.11)
+        return (others[0], *others[1:])
     return (ctx.me, *others)
 
 

@@ -18,8 +18,11 @@ AUTHORIZES = True
 
 
 def pool_brokers(ctx: Context) -> tuple[ProxyInfo, ...]:
-    """The proxies a client of this proxy's pool talks to; always includes this proxy itself."""
-    found = [p for p in ctx.view.proxies_in_pool(ctx.me.pool) if p.node_id != ctx.me.node_id]
+    """The proxies a client of this proxy's pool talks to; includes this proxy itself (before the view lists it)
+    unless it is draining: then only the others, so its clients move there (docs/DESIGN.md §4.11)."""
+    found = tuple(p for p in ctx.view.proxies_in_pool(ctx.me.pool) if p.node_id != ctx.me.node_id)
+    if ctx.me.node_id in ctx.view.draining and found:
+        return found
     return (ctx.me, *found)
 
 

@@ -285,6 +285,8 @@ def _refusal(ctx: Context, request, topic, index: int) -> tuple[str | None, tupl
         return None, (ErrorCode.unknown_topic_or_partition, None)
     if not ctx.lease_valid:
         return "lease", (ErrorCode.not_leader_or_follower, "proxy lease expired")
+    if ctx.me.node_id in ctx.view.draining:  # it leads nothing now: the client refreshes and goes to the leader
+        return "draining", (ErrorCode.not_leader_or_follower, "proxy draining")
     chain = topic.partitions[index]
     if chain.frozen:
         return "frozen", (ErrorCode.not_leader_or_follower, "partition frozen for a segment move")
