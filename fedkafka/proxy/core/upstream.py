@@ -175,12 +175,11 @@ class UpstreamConnection:
             lifetime_ms = done.value
         except AuthenticationFailed as e:
             self.close()
-            reason = f"cluster {self.cluster} ({self.host}:{self.port}): SASL authentication as " \
-                     f"{self.security.describe()} failed: {e}"
-            if _last_auth_failure.get(self.cluster) != str(e):
+            if _last_auth_failure.get(self.cluster) != str(e):  # once, not at every retry
                 _last_auth_failure[self.cluster] = str(e)
-                log.error("%s", reason)
-            raise ConnectionError(reason) from None
+                log.error("cluster %s (%s:%d): SASL authentication as %s failed: %s", self.cluster, self.host,
+                          self.port, self.security.describe(), e)
+            raise ConnectionError(f"SASL {self.security.mechanism} authentication refused") from None
         _last_auth_failure.pop(self.cluster, None)
         if lifetime_ms > 0:
             self.use_until = asyncio.get_running_loop().time() + lifetime_ms / 1000 * SESSION_USE
