@@ -490,14 +490,16 @@ class LocalKafkaCluster:
             AdminClient,
             ScramCredentialInfo,
             ScramMechanism,
+            UserScramCredentialAlteration,
             UserScramCredentialUpsertion,
         )
 
         assert self.sasl_ssl is not None
         admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "log_level": 0})
         for mechanism in (ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256):  # one per user and request
-            upserts = [UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, 8192), password.encode())
-                       for user, password in self.sasl_ssl.users.items()]
+            upserts: list[UserScramCredentialAlteration] = [
+                UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, 8192), password.encode())
+                for user, password in self.sasl_ssl.users.items()]
             for fut in admin.alter_user_scram_credentials(upserts).values() if upserts else ():
                 fut.result(30)
 
