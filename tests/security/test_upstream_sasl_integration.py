@@ -156,6 +156,17 @@ def test_records_go_through_sasl_ssl_brokers_and_arrive_in_a_group_across_reauth
     assert "SASL authentication" not in log and "connection closed by broker" not in log, log[-3000:]
 
 
+def test_an_anonymous_client_cannot_use_a_broker(fed):
+    # what the proxies' credentials are for: the brokers serve no one without them
+    cluster = fed.clusters[0]
+    for conf in ({"security.protocol": "SSL"}, {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                                                "sasl.username": UPSTREAM_USER, "sasl.password": WRONG_PASSWORD}):
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "ssl.ca.location": str(fed.pki.ca),
+                             "log_level": 0, **conf})
+        with pytest.raises(KafkaException):
+            admin.list_topics(timeout=5)
+
+
 def test_the_controller_reads_log_ends_with_its_own_sasl_ssl_socket(fed):
     # the moves' seal read talks ListOffsets to each leader itself, not through confluent-kafka
     admin = KafkaAdmin(10.0, load_upstream_config(fed.upstream))
