@@ -84,6 +84,9 @@ def controller(
     leader_lease_ms: int = typer.Option(10_000, "--leader-lease-ms", help="how long the active controller holds "
                                         "the database's leader row without renewing; a standby takes over after "
                                         "it (docs/DESIGN.md §3.6)"),
+    upstream_config: Path | None = typer.Option(None, "--upstream-config", help="JSON file (mode 0600) of "
+                                                "librdkafka security settings for the physical clusters' brokers: "
+                                                "security.protocol, ssl.*, sasl.* (docs/OPERATIONS.md)"),
 ) -> None:
     """Run the controller: config database, cluster scans, view distribution, admin API. Several controllers on
     one database elect one active; the others stand by."""
@@ -106,6 +109,12 @@ def controller(
         _fail(f"--fence-ms ({fence_ms}) must be at least --lease-ms ({lease_ms})", 2)
     if leader_lease_ms < 300:
         _fail("--leader-lease-ms must be at least 300", 2)
+    from fedkafka.security.upstream import PLAINTEXT, UpstreamConfigError, load_upstream_config
+
+    try:
+        upstream = load_upstream_config(upstream_config) if upstream_config else PLAINTEXT
+    except UpstreamConfigError as e:
+        _fail(str(e), 2)
     logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
@@ -123,7 +132,8 @@ def controller(
         _fail(f"cannot listen on {listen}: {e}", 2)
     url = advertise_url or f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     settings = Settings(db_url=db, lease_ms=lease_ms, fence_ms=fence_ms, scan_interval=scan_interval,
-                        auto_failover_after=auto_failover_after, offsets_copy_interval=offsets_copy_interval)
+                        auto_failover_after=auto_failover_after, offsets_copy_interval=offsets_copy_interval,
+                        upstream=upstream)
     ctl = _open_controller(Controller, settings, db, wait=bool(os.environ.get("FEDKAFKA_CONTROLLER_RESTARTED")))
     leadership = Leadership(ctl.session, url, leader_lease_ms / 1000, owns_url=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: exit 0 there.

@@ -86,6 +86,9 @@ def proxy(
     admin_listen: str | None = typer.Option(None, "--admin-listen",
                                             help="HOST:PORT of the HTTP listener for /metrics, /healthz and /readyz "
                                                  "(with --workers N, worker i listens on PORT + i)"),
+    upstream_config: Path | None = typer.Option(None, "--upstream-config", help="JSON file (mode 0600) of "
+                                                "librdkafka security settings for the physical clusters' brokers: "
+                                                "security.protocol, ssl.*, sasl.* (docs/OPERATIONS.md)"),
 ) -> None:
     """Run a proxy that speaks Kafka to clients and routes to the physical clusters."""
     from fedkafka.proxy.core.server import ProxyConfig, run
@@ -132,6 +135,12 @@ def proxy(
                     max_dedicated_per_connection=max_dedicated_per_connection, dedicated_wait_s=dedicated_wait)
     for problem in limits.problems():
         _fail(problem)
+    from fedkafka.security.upstream import PLAINTEXT, UpstreamConfigError, load_upstream_config
+
+    try:
+        upstream = load_upstream_config(upstream_config) if upstream_config else PLAINTEXT
+    except UpstreamConfigError as e:
+        _fail(str(e))
     admin = _host_port(admin_listen, "--admin-listen") if admin_listen else None
     if admin and admin[1] == 0 and workers > 1:
         _fail("--admin-listen with --workers > 1 needs a fixed port (worker i listens on PORT + i)")
@@ -140,7 +149,7 @@ def proxy(
                     view_file=view_file, controller=controller, token=token, view_cache=view_cache, workers=workers,
                     limits=limits, admin_listen=admin, listeners=tuple(listeners) if listener else (), tls=tls,
                     sasl_mechanisms=mechanisms, oauth=oauth, authorization=authorization,
-                    super_users=frozenset(_principals(super_user))))
+                    super_users=frozenset(_principals(super_user)), upstream=upstream))
 
 
 def _principals(values: list[str]) -> list[str]:

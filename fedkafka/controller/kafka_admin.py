@@ -25,6 +25,9 @@ from confluent_kafka.admin import (
     OffsetSpec,
 )
 
+from fedkafka.security.scram import AuthenticationFailed
+from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig, UpstreamSecurity, sasl_exchange
+
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +56,9 @@ class Scan:
 class KafkaAdmin:
     """One cached AdminClient per (cluster, bootstrap)."""
 
-    def __init__(self, timeout: float = 3.0):
+    def __init__(self, timeout: float = 3.0, upstream: UpstreamConfig = PLAINTEXT):
         self.timeout = timeout
+        self.upstream = upstream  # each cluster's TLS and SASL settings (docs/DESIGN.md §11)
         self._clients: dict[tuple[str, str], AdminClient] = {}
         self._lock = threading.Lock()
 
@@ -66,7 +70,8 @@ class KafkaAdmin:
                     "bootstrap.servers": bootstrap, "socket.timeout.ms": int(self.timeout * 1000),
                     "socket.connection.setup.timeout.ms": int(self.timeout * 1000),
                     "reconnect.backoff.max.ms": 1000,
-                    "log_level": 0})  # a dead cluster would log every reconnect; the scan reports it once
+                    "log_level": 0,  # a dead cluster would log every reconnect; the scan reports it once
+                    **self.upstream.for_cluster(cluster).librdkafka()})
             return self._clients[key]
 
     def scan(self, cluster: str, bootstrap: str) -> Scan:
@@ -158,8 +163,9 @@ class KafkaAdmin:
             broker = md.brokers[leader]
             try:
                 # confluent-kafka's BrokerMetadata declares `host = None`; librdkafka always fills it in
-                found.update(_log_ends_of(cast(str, broker.host), broker.port, parts, self.timeout))
-            except (OSError, ValueError) as e:
+                found.update(_log_ends_of(cast(str, broker.host), broker.port, parts, self.timeout,
+                                          self.upstream.for_cluster(cluster)))
+            except (OSError, ValueError, AuthenticationFailed) as e:
                 log.info("%s broker %s: log ends not read: %s", cluster, leader, e)
         return found
 
@@ -221,14 +227,14 @@ DEBUGGING_REPLICA_ID = -2
 LATEST = -1
 
 
-def _log_ends_of(host: str, port: int, partitions: list[tuple[str, int]], timeout: float) -> dict[
-        tuple[str, int], int]:
-    """One ListOffsets (LATEST, debugging replica id) on a plain socket: the broker's own log ends."""
+def _log_ends_of(host: str, port: int, partitions: list[tuple[str, int]], timeout: float,
+                 security: UpstreamSecurity = PLAINTEXT.default) -> dict[tuple[str, int], int]:
+    """One ListOffsets (LATEST, debugging replica id) on a socket of its own (TLS and SASL as configured): the
+    broker's own log ends."""
     from kio.schema.list_offsets.v8.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
     from kio.schema.types import BrokerId, TopicName
     from kio.static.primitive import i8, i32, i64
 
-    from fedkafka.protocol import codec
 
     topics: dict[str, list[int]] = {}
     for topic, partition in partitions:
@@ -237,14 +243,44 @@ def _log_ends_of(host: str, port: int, partitions: list[tuple[str, int]], timeou
         ListOffsetsTopic(name=TopicName(t), partitions=tuple(
             ListOffsetsPartition(partition_index=i32(p), current_leader_epoch=i32(-1), timestamp=i64(LATEST))
             for p in ps)) for t, ps in topics.items()))
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(codec.encode_request(request, 1, "fedkafka-controller"))
-        (size,) = struct.unpack(">i", _read_exactly(sock, 4))
-        if not 0 < size <= 1 << 24:
-            raise ValueError(f"answer of {size} bytes")
-        _header, response = codec.decode_response(codec.response_schema(2, 8), _read_exactly(sock, size))
+    with _connect(host, port, timeout, security) as sock:
+        response = _ask(sock, request, 1)
     return {(t.name, p.partition_index): p.offset for t in response.topics for p in t.partitions
             if p.error_code == 0 and p.offset >= 0}
+
+
+def _connect(host: str, port: int, timeout: float, security: UpstreamSecurity) -> socket.socket:
+    """A blocking connection to one broker, TLS and SASL done (an AuthenticationFailed is a ValueError)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        ctx = security.ssl_context()
+        if ctx is not None:
+            sock = ctx.wrap_socket(sock, server_hostname=host)
+        if security.sasl:
+            exchange = sasl_exchange(security)
+            request, correlation = next(exchange), 100
+            try:
+                while True:
+                    correlation += 1
+                    request = exchange.send(_ask(sock, request, correlation))
+            except StopIteration:
+                pass
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _ask(sock: socket.socket, request, correlation: int):
+    from fedkafka.protocol import codec
+
+    sock.sendall(codec.encode_request(request, correlation, "fedkafka-controller"))
+    (size,) = struct.unpack(">i", _read_exactly(sock, 4))
+    if not 0 < size <= 1 << 24:
+        raise ValueError(f"answer of {size} bytes")
+    _header, response = codec.decode_response(codec.response_schema(request.__api_key__, request.__version__),
+                                              _read_exactly(sock, size))
+    return response
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes:

@@ -49,6 +49,7 @@ from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
 from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
 from fedkafka.security.scram import MIN_ITERATIONS
+from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
 from fedkafka.view.chains import next_version
 from fedkafka.view.model import SECURITY_PROTOCOLS, ClusterState, ProxyRole, View, shadow_topic
 from fedkafka.view.placement import Placement, Slot, identity_chains, physical_partition_counts, place
@@ -78,6 +79,7 @@ class Settings:
     auto_failover_after: float | None = None
     # seconds between copies of every group's committed offsets (what `coordination move --unclean` restores)
     offsets_copy_interval: float = 30.0
+    upstream: UpstreamConfig = PLAINTEXT  # TLS and SASL towards the physical clusters' brokers
 
     def __post_init__(self) -> None:
         if self.fence_ms < self.lease_ms:
@@ -90,7 +92,7 @@ class Controller:
         self.engine = db.make_engine(settings.db_url)
         db.migrate(self.engine)
         self.session = db.session_factory(self.engine)
-        self.kafka = kafka or KafkaAdmin(settings.kafka_timeout)
+        self.kafka = kafka or KafkaAdmin(settings.kafka_timeout, settings.upstream)
         self.metrics = Metrics()
         self.producer_ids = ProducerIdBlocks(self.session)
         self.producer_ids.seed()

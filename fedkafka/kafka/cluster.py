@@ -47,6 +47,31 @@ logger.kafka_request.level = WARN
 """
 
 
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A cluster whose client listener requires SASL_SSL with SCRAM (the brokers of a secured federation).
+
+    PEM certificate and unencrypted PKCS#8 key of the brokers; `users` (name -> password) get SCRAM-SHA-512 and
+    SCRAM-SHA-256 credentials, written through the internal listener once the cluster runs (no password on a
+    command line). Inter-broker and controller traffic stays PLAINTEXT on loopback (the INTERNAL listener,
+    which the launcher's own readiness checks use). Not kept in the state file: for tests."""
+
+    cert: Path
+    key: Path
+    users: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def broker_config(self) -> dict[str, str]:
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {"sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": jaas,
+                "ssl.keystore.type": "PEM",
+                # inline PEM: a PEM keystore file would need an encrypted key and its password
+                "ssl.keystore.certificate.chain": self.cert.read_text().strip(),
+                "ssl.keystore.key": self.key.read_text().strip(),
+                "ssl.client.auth": "none"}
+
+
 class ClusterError(RuntimeError):
     """A local cluster could not be started or reached; the message carries the broker's log tail."""
 
@@ -143,6 +168,7 @@ class LocalBroker:
     node_id: int
     port: int = 0
     controller_port: int = 0  # 0 on a broker-only node
+    internal_port: int = 0  # the PLAINTEXT inter-broker listener of a SASL_SSL cluster (else 0: none)
     pid: int | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -153,6 +179,11 @@ class LocalBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def internal_bootstrap(self) -> str:
+        """Where the launcher itself talks to the node: the client listener, or the internal one if secured."""
+        return f"{self.host}:{self.internal_port or self.port}"
 
     @property
     def is_controller(self) -> bool:
@@ -191,13 +222,21 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.check.interval.ms": "5000",
         }
+        if self.cluster.sasl_ssl is not None:
+            internal = f"INTERNAL://{self.host}:{self.internal_port}"
+            cfg |= {"listeners": listeners.replace("PLAINTEXT://", "SASL_SSL://", 1) + "," + internal,
+                    "advertised.listeners": f"SASL_SSL://{self.host}:{self.port},{internal}",
+                    "inter.broker.listener.name": "INTERNAL",
+                    "listener.security.protocol.map": "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    **self.cluster.sasl_ssl.broker_config()}
         cfg.update(self.cluster.extra_config)
         return cfg
 
     def _write_files(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text("".join(f"{k}={v}\n" for k, v in self.config().items()))
+        props.touch(mode=0o600)  # a secured node's holds its private key
+        props.write_text("".join(f"{k}={_escaped(v)}\n" for k, v in self.config().items()))
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
         return props
 
@@ -246,7 +285,7 @@ class LocalBroker:
 
         deadline = time.monotonic() + timeout
         # Bootstrapped at this node alone, the client has no other broker to ask until this one answered.
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000,
+        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "socket.timeout.ms": 2000,
                              "reconnect.backoff.max.ms": 200, "log_level": 0})
         last_error: Exception | None = None
         while time.monotonic() < deadline:
@@ -329,7 +368,8 @@ class LocalKafkaCluster:
 
     def __init__(self, name: str, data_dir: Path, port: int = 0, controller_port: int = 0, heap: str | None = None,
                  host: str = "127.0.0.1", extra_config: dict[str, str] | None = None, pid: int | None = None,
-                 start_seconds: float | None = None, managed_by: str | None = None, broker_count: int = 1) -> None:
+                 start_seconds: float | None = None, managed_by: str | None = None, broker_count: int = 1,
+                 sasl_ssl: SaslSslListener | None = None) -> None:
         if broker_count < 1:
             raise ValueError(f"cluster {name}: broker_count must be at least 1, not {broker_count}")
         self.name = name
@@ -338,6 +378,7 @@ class LocalKafkaCluster:
         self.heap = heap or (DEFAULT_HEAP if broker_count == 1 else REPLICATED_HEAP)
         self.host = host
         self.extra_config = dict(extra_config or {})
+        self.sasl_ssl = sasl_ssl
         self.start_seconds = start_seconds
         # Who runs it when not this process tree (e.g. "ansible": supervisord, provisioned by playbooks/site.yml).
         self.managed_by = managed_by
@@ -400,9 +441,11 @@ class LocalKafkaCluster:
                 if value and port_in_use(value, self.host):
                     raise ClusterError(f"cluster {self.name}: port {value} on {self.host} is already in use; "
                                        "pick another port or leave it to fedkafka (0 = a free port)")
-        taken = {p for b in self.brokers for p in (b.port, b.controller_port) if p}
+        taken = {p for b in self.brokers for p in (b.port, b.controller_port, b.internal_port) if p}
         for broker in self.brokers:
             broker.port = broker.port or _free_port_besides(taken, self.host)
+            if self.sasl_ssl is not None:
+                broker.internal_port = broker.internal_port or _free_port_besides(taken, self.host)
             if broker.is_controller:
                 broker.controller_port = broker.controller_port or _free_port_besides(taken, self.host)
 
@@ -431,15 +474,39 @@ class LocalKafkaCluster:
             broker.wait_ready(max(1.0, deadline - time.monotonic()))
         if self.broker_count > 1:
             self._wait_all_registered(deadline)
+        if self.sasl_ssl is not None:
+            self._add_scram_users()
         if self._started_at is not None:  # started by this process: record how long it took (once)
             self.start_seconds = round(time.monotonic() - self._started_at, 2)
             self._started_at = None
         return self.start_seconds or 0.0
 
+    @property
+    def internal_bootstrap(self) -> str:
+        return ",".join(b.internal_bootstrap for b in self.brokers)
+
+    def _add_scram_users(self) -> None:
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialAlteration,
+            UserScramCredentialUpsertion,
+        )
+
+        assert self.sasl_ssl is not None
+        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "log_level": 0})
+        for mechanism in (ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256):  # one per user and request
+            upserts: list[UserScramCredentialAlteration] = [
+                UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, 8192), password.encode())
+                for user, password in self.sasl_ssl.users.items()]
+            for fut in admin.alter_user_scram_credentials(upserts).values() if upserts else ():
+                fut.result(30)
+
     def _wait_all_registered(self, deadline: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
         wanted = {b.node_id for b in self.brokers}
         listed: set[int] = set()
         while time.monotonic() < deadline:
@@ -455,7 +522,7 @@ class LocalKafkaCluster:
         """The node leading `topic`/`partition` now (for tests that kill a leader)."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "log_level": 0})
         leader = admin.list_topics(topic=topic, timeout=timeout).topics[topic].partitions[partition].leader
         if leader < 0:
             raise ClusterError(f"cluster {self.name}: {topic}/{partition} has no leader")
@@ -501,6 +568,11 @@ class LocalKafkaCluster:
         return cluster
 
 
+def _escaped(value: str) -> str:
+    """A Java properties value: a multi-line one (an inline PEM) on one line."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
 def _free_port_besides(taken: set[int], host: str) -> int:
     """A free port not handed to another node yet (the kernel may offer a just-released port twice)."""
     while (port := free_port(host)) in taken:
@@ -521,12 +593,12 @@ def _stop_owned() -> None:
 
 def start_clusters(names: Iterable[str], base_dir: Path, *, owned: bool = True, heap: str | None = None,
                    extra_config: dict[str, str] | None = None, timeout: float = 120.0,
-                   brokers: int = 1) -> list[LocalKafkaCluster]:
+                   brokers: int = 1, sasl_ssl: SaslSslListener | None = None) -> list[LocalKafkaCluster]:
     """Start several clusters of `brokers` nodes each in parallel and wait until all answer; stops them all if
     one fails."""
     dist = ensure_kafka()
     clusters = [LocalKafkaCluster(name=n, data_dir=Path(base_dir) / n, heap=heap, broker_count=brokers,
-                                  extra_config=dict(extra_config or {})) for n in names]
+                                  extra_config=dict(extra_config or {}), sasl_ssl=sasl_ssl) for n in names]
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(clusters))) as pool:
             list(pool.map(lambda c: c.prepare(dist), clusters))

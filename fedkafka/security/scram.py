@@ -165,3 +165,48 @@ class ScramExchange:
 
 def _invalid(mechanism: str) -> str:
     return f"Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+
+
+class ScramClient:
+    """The client side of one SCRAM exchange (RFC 5802), for the proxy's and controller's logins to brokers:
+    `first()`, then `final(server_first)`, then `verify(server_final)` (the broker proves it knows the key too)."""
+
+    def __init__(self, mechanism: str, user: str, password: str, nonce: str | None = None):
+        self.digest = MECHANISMS[mechanism]
+        self.mechanism = mechanism
+        self._password = password
+        name = user.replace("=", "=3D").replace(",", "=2C")
+        self._nonce = nonce or secrets.token_urlsafe(24)
+        self._client_first_bare = f"n={name},r={self._nonce}"
+        self._server_signature = b""
+
+    def first(self) -> bytes:
+        return f"n,,{self._client_first_bare}".encode()
+
+    def final(self, server_first: bytes) -> bytes:
+        try:
+            text = server_first.decode()
+            attrs = _attributes(text)
+            salt, iterations, nonce = base64.b64decode(attrs["s"], validate=True), int(attrs["i"]), attrs["r"]
+        except (UnicodeDecodeError, KeyError, ValueError):
+            raise MalformedMessage("invalid SCRAM server-first message") from None
+        if not nonce.startswith(self._nonce) or iterations < MIN_ITERATIONS:
+            raise AuthenticationFailed("SCRAM server-first message with a foreign nonce or too few iterations")
+        salted = salted_password(self.digest, self._password, salt, iterations)
+        client_key = _hmac(self.digest, salted, b"Client Key")
+        without_proof = f"c=biws,r={nonce}"
+        auth_message = f"{self._client_first_bare},{text},{without_proof}".encode()
+        signature = _hmac(self.digest, hashlib.new(self.digest, client_key).digest(), auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        self._server_signature = _hmac(self.digest, _hmac(self.digest, salted, b"Server Key"), auth_message)
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify(self, server_final: bytes) -> None:
+        """AuthenticationFailed unless the broker's signature proves it holds this user's ServerKey."""
+        text = server_final.decode(errors="replace")
+        if text.startswith("e="):
+            raise AuthenticationFailed(f"broker refused the SCRAM proof: {text[2:]}")
+        expected = b"v=" + base64.b64encode(self._server_signature)
+        if not hmac.compare_digest(server_final, expected):
+            raise AuthenticationFailed("the broker's SCRAM signature does not match (not the broker holding "
+                                       "this user's credential)")

@@ -202,3 +202,57 @@ def test_the_documented_defaults_are_the_roles_defaults(role):
         assert options[name]["description"], name
     secrets_ = [k for k in security if k.endswith("key_content")]
     assert secrets_ and all(options[k].get("no_log") for k in secrets_)
+
+
+# -- the brokers' TLS and SASL settings (fedkafka_upstream_config) -----------------------------------------------
+UPSTREAM_PASSWORD = "Upstream-" + secrets.token_hex(12)
+UPSTREAM = {"security.protocol": "SASL_SSL", "ssl.ca.location": "/etc/fedkafka/tls/kafka-ca.pem",
+            "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "fedkafka", "sasl.password": UPSTREAM_PASSWORD}
+
+
+def test_the_upstream_config_is_written_0600_and_only_its_path_reaches_the_command_line(tmp_path):
+    book = tmp_path / "upstream.yml"
+    out = tmp_path / "args.json"
+    book.write_text(f"""
+- hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {ROOT}/roles/fedkafka_common/defaults/main.yml
+  tasks:
+    - name: The common role's upstream tasks
+      ansible.builtin.include_tasks: {ROOT}/roles/fedkafka_common/tasks/upstream.yml
+    - name: Keep the arguments
+      ansible.builtin.copy:
+        content: "{{{{ __fedkafka_upstream_args | to_json }}}}"
+        dest: {out}
+        mode: "0600"
+""")
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({"fedkafka_config_dir": str(tmp_path / "etc"), "fedkafka_upstream_config": UPSTREAM}))
+    extra.chmod(0o600)
+    (tmp_path / "etc").mkdir()
+    proc = subprocess.run([PLAYBOOK, str(book), "-e", f"@{extra}", "-v", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert UPSTREAM_PASSWORD not in proc.stdout + proc.stderr
+    written = tmp_path / "etc" / "upstream.json"
+    assert json.loads(out.read_text()) == ["--upstream-config", str(written)]
+    assert json.loads(written.read_text()) == UPSTREAM
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+def test_site_yml_gives_proxy_and_controller_the_upstream_config_without_showing_the_password(tmp_path):
+    extra = tmp_path / "upstream.json"
+    extra.write_text(json.dumps({"fedkafka_upstream_config": UPSTREAM}))
+    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1,controller", "--check",
+                           "--diff", "-e", "ansible_connection=local", "-e", "ansible_become=false",
+                           "-e", f"ansible_python_interpreter={sys.executable}",
+                           "-e", "fedkafka_install_source=present", "-e", f"fedkafka_venv={sys.prefix}",
+                           "-e", f"fedkafka_state_dir={tmp_path}",
+                           "-e", f"@{extra}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    extra.unlink()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert UPSTREAM_PASSWORD not in out
+    assert out.count("--upstream-config") >= 2, out[-4000:]  # the controller's command and the proxy's

@@ -10,7 +10,14 @@ import uuid
 
 import pytest
 
-from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, cluster_uuid, free_port, port_in_use
+from fedkafka.kafka.cluster import (
+    ClusterError,
+    LocalKafkaCluster,
+    SaslSslListener,
+    cluster_uuid,
+    free_port,
+    port_in_use,
+)
 from fedkafka.kafka.dist import KafkaDistError, ensure_kafka
 from fedkafka.kafka.tools import UnknownTool, tool_command
 
@@ -45,6 +52,26 @@ def test_config_is_single_node_kraft_on_loopback(tmp_path):
 def test_extra_config_overrides_defaults(tmp_path):
     c = LocalKafkaCluster(name="cx", data_dir=tmp_path, extra_config={"auto.create.topics.enable": "true"})
     assert c.config()["auto.create.topics.enable"] == "true"
+
+
+def test_a_sasl_ssl_cluster_serves_clients_on_sasl_ssl_and_itself_on_an_internal_listener(tmp_path):
+    pem = tmp_path / "server.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nAAAA\nBBBB\n-----END CERTIFICATE-----\n")
+    key = tmp_path / "server.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nCCCC\n-----END PRIVATE KEY-----\n")
+    c = LocalKafkaCluster(name="cx", data_dir=tmp_path / "cx", port=1234, controller_port=1235,
+                          sasl_ssl=SaslSslListener(pem, key, {"admin": "not-in-any-file"}))
+    c.brokers[0].internal_port = 1236
+    cfg = c.config()
+    assert cfg["listeners"] == "SASL_SSL://127.0.0.1:1234,CONTROLLER://127.0.0.1:1235,INTERNAL://127.0.0.1:1236"
+    assert cfg["advertised.listeners"] == "SASL_SSL://127.0.0.1:1234,INTERNAL://127.0.0.1:1236"
+    assert cfg["inter.broker.listener.name"] == "INTERNAL"
+    assert c.internal_bootstrap == "127.0.0.1:1236" and c.bootstrap == "127.0.0.1:1234"
+    props = c.brokers[0]._write_files()
+    text = props.read_text()
+    # the PEM stays one properties line: Java reads "\n" back as the line breaks
+    assert "ssl.keystore.key=-----BEGIN PRIVATE KEY-----\\nCCCC\\n-----END PRIVATE KEY-----\n" in text
+    assert oct(props.stat().st_mode & 0o777) == "0o600" and "not-in-any-file" not in text
 
 
 @needs_java

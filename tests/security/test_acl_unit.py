@@ -168,6 +168,9 @@ def test_describe_cluster_is_open_as_in_kafka_and_describe_acls_needs_describe_o
                                            "pattern_type_filter": 1, "principal_filter": None, "host_filter": None,
                                            "operation": 1, "permission_type": 1})
     assert acls.handle(_with(c), None, describe).error_code == ErrorCode.cluster_authorization_failed
+    # authorization off: SECURITY_DISABLED, as a broker without an authorizer, and the view's ACLs stay unlisted
+    off = acls.handle(c, None, describe)
+    assert (off.error_code, off.resources) == (ErrorCode.security_disabled, ())
     answer = acls.handle(_with(c, *view_acls, principal="User:ops"), None, describe)
     assert answer.error_code == ErrorCode.none
     assert sorted((r.resource_name, a.principal) for r in answer.resources for a in r.acls) == [

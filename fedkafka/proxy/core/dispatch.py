@@ -277,7 +277,8 @@ class Dispatcher:
     async def _send_to(self, host: str, port: int, call: Call, slot: int):
         if call.dedicated:
             return await self._send_dedicated(host, port, call, slot)
-        conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key)
+        conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key,
+                                   call.target.cluster)
         return conn.send(call.request, call.expect_response, call.client_id)
 
     async def _ask_controller(self, call: Call) -> ControllerAnswer | UpstreamError:
@@ -310,7 +311,7 @@ class Dispatcher:
         mine = self._dedicated_by_slot.setdefault(slot, asyncio.Semaphore(self.max_dedicated_per_connection))
         await mine.acquire()
         try:
-            conn = await self.pool.dedicated(host, port)
+            conn = await self.pool.dedicated(host, port, call.target.cluster)
         except BaseException:
             mine.release()
             raise

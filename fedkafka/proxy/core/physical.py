@@ -16,6 +16,7 @@ from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.metadata.v12.request import MetadataRequest
 
 from fedkafka.proxy.core.upstream import UpstreamConnection
+from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class ClusterInfo:
 
 
 class PhysicalClusters:
-    def __init__(self) -> None:
+    def __init__(self, upstream: UpstreamConfig = PLAINTEXT) -> None:
+        self.upstream = upstream
         self.clusters: dict[str, ClusterInfo] = {}
         self._wanted: set[str] = set()
         self._wake = asyncio.Event()
@@ -118,7 +120,7 @@ class PhysicalClusters:
         errors = []
         for host, port in self.candidates(cluster):  # a dead bootstrap broker does not hide the live ones
             addr = f"{host}:{port}"
-            conn = UpstreamConnection(host, port, f"{cluster}/metadata")
+            conn = UpstreamConnection(host, port, f"{cluster}/metadata", self.upstream.for_cluster(cluster), cluster)
             try:
                 await conn.connect()
                 versions_f = conn.send(ApiVersionsRequest(client_software_name="fedkafka",

@@ -37,6 +37,7 @@ from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
 from fedkafka.security.listeners import Listener, TlsFiles, certificate_principal
 from fedkafka.security.oauth import JwtValidator, OAuthSettings
 from fedkafka.security.session import SASL_MECHANISMS, Session
+from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
 from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ProxyConfig:
     oauth: OAuthSettings | None = None  # OAUTHBEARER: JWTs checked against this JWKS file
     authorization: bool = False  # on: the view's ACLs are enforced, anything they do not allow is denied
     super_users: frozenset[str] = frozenset()  # principals ACLs do not restrict (User:admin)
+    upstream: UpstreamConfig = PLAINTEXT  # TLS and SASL towards the physical clusters' brokers
 
     def all_listeners(self) -> tuple[Listener, ...]:
         return self.listeners or (Listener("PLAINTEXT", self.host, self.port),)
@@ -116,9 +118,9 @@ class ProxyServer:
         me = ProxyInfo(node_id=0, host=config.advertised_host, port=listeners[0].port, role=config.role,
                        pool=config.pool, listeners=endpoints if config.listeners else ())
         self.state = ProxyState(view=View(version=0), me=me)
-        self.physical = PhysicalClusters()
+        self.physical = PhysicalClusters(config.upstream)
         self.pool = UpstreamPool(max_dedicated=config.limits.max_dedicated_per_broker,
-                                 dedicated_wait_s=config.limits.dedicated_wait_s)
+                                 dedicated_wait_s=config.limits.dedicated_wait_s, upstream=config.upstream)
         self.counts = ConnectionCounts(config.limits.max_connections, config.limits.max_connections_per_ip)
         self.budget = ByteBudget(config.limits.max_buffered_bytes)
         self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))

@@ -1,4 +1,9 @@
-"""Connections to physical brokers: pipelined requests, responses matched in order (aiokafka's conn.py model)."""
+"""Connections to physical brokers: pipelined requests, responses matched in order (aiokafka's conn.py model).
+
+With an upstream config (`--upstream-config`, docs/DESIGN.md §11) a connection opens TLS and logs in with SASL
+before anything else is sent on it; a connection whose broker gave a session lifetime (KIP-368) is replaced
+before it runs out.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from kio.static.protocol import ResponsePayload
 from fedkafka.fencing import UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.protocol import codec
 from fedkafka.protocol.framing import FrameError
+from fedkafka.security.scram import AuthenticationFailed
+from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig, UpstreamSecurity, sasl_exchange
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +30,8 @@ REQUEST_TIMEOUT_S = UPSTREAM_REQUEST_TIMEOUT_S
 MAX_RESPONSE_BYTES = 1 << 30
 PRODUCE_API_KEY = 0
 MAX_IDLE_DEDICATED = 64  # per broker; more are closed on release
+SESSION_USE = 0.8  # of a SASL session's lifetime a connection is used for new requests; then it is replaced
+_last_auth_failure: dict[str, str] = {}  # cluster -> the failure logged last (a wrong password: one line)
 
 
 class PoolBusy(Exception):
@@ -129,21 +138,61 @@ _SIZE = struct.Struct(">i")
 class UpstreamConnection:
     """One TCP connection to one broker. `send` writes at once (order = call order) and returns a future."""
 
-    def __init__(self, host: str, port: int, label: str):
+    def __init__(self, host: str, port: int, label: str, security: UpstreamSecurity | None = None,
+                 cluster: str = ""):
         self.host, self.port, self.label = host, port, label
+        self.security, self.cluster = security or PLAINTEXT.default, cluster
         self._transport: asyncio.Transport | None = None
         self._pending: collections.deque[tuple[int, type[ResponsePayload], asyncio.Future]] = collections.deque()
         self._ids = itertools.count(1)
         self.closed = False
+        self.use_until: float | None = None  # loop time after which new requests go to a new connection
+        self.retired = False  # replaced: closes once its pending requests are answered
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
+        ctx = self.security.ssl_context()
         transport, _ = await asyncio.wait_for(loop.create_connection(
-            lambda: FrameProtocol(self._on_frame, self._on_lost), self.host, self.port), CONNECT_TIMEOUT_S)
+            lambda: FrameProtocol(self._on_frame, self._on_lost), self.host, self.port, ssl=ctx,
+            server_hostname=self.host if ctx else None), CONNECT_TIMEOUT_S)
         self._transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:  # small produce requests must not wait for Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.security.sasl:
+            await self._log_in()
+
+    async def _log_in(self) -> None:
+        """SASL before any other request (a broker closes a connection that sends one first). A refusal is
+        logged once per cluster and reason and raised as a ConnectionError: to clients the cluster is down."""
+        exchange = sasl_exchange(self.security)
+        try:
+            request = next(exchange)
+            while True:
+                answer = await asyncio.wait_for(self.send(request), CONNECT_TIMEOUT_S)
+                request = exchange.send(answer)
+        except StopIteration as done:
+            lifetime_ms = done.value
+        except AuthenticationFailed as e:
+            self.close()
+            if _last_auth_failure.get(self.cluster) != str(e):  # once, not at every retry
+                _last_auth_failure[self.cluster] = str(e)
+                log.error("cluster %s (%s:%d): SASL authentication as %s failed: %s", self.cluster, self.host,
+                          self.port, self.security.describe(), e)
+            raise ConnectionError(f"SASL {self.security.mechanism} authentication refused") from None
+        _last_auth_failure.pop(self.cluster, None)
+        if lifetime_ms > 0:
+            self.use_until = asyncio.get_running_loop().time() + lifetime_ms / 1000 * SESSION_USE
+
+    def expiring(self) -> bool:
+        """Its SASL session is near its end: no new requests (the broker would close it mid-way)."""
+        return self.use_until is not None and asyncio.get_running_loop().time() >= self.use_until
+
+    def retire(self) -> None:
+        """No new requests; closed once the ones sent are answered."""
+        self.retired = True
+        if not self._pending:
+            self.close()
 
     @overload
     def send(self, request: Any, expect_response: Literal[True] = ..., client_id: str | None = ...
@@ -181,6 +230,8 @@ class UpstreamConnection:
         if not self._pending or self._pending[0][0] != corr:
             raise ConnectionError(f"unexpected correlation id {corr}")
         _, resp_t, fut = self._pending.popleft()
+        if self.retired and not self._pending:
+            self.close()
         if fut.done():
             return
         try:
@@ -207,8 +258,11 @@ class UpstreamConnection:
 class UpstreamPool:
     """A few connections per broker; a client connection sticks to one slot so its requests keep their order."""
 
-    def __init__(self, slots: int = 4, max_dedicated: int = 256, dedicated_wait_s: float = 5.0):
+    def __init__(self, slots: int = 4, max_dedicated: int = 256, dedicated_wait_s: float = 5.0,
+                 upstream: UpstreamConfig = PLAINTEXT):
         self.slots = slots
+        self.upstream = upstream
+        self._retiring: set[UpstreamConnection] = set()  # replaced before their SASL session ends
         self.max_dedicated, self.dedicated_wait_s = max_dedicated, dedicated_wait_s
         self._conns: dict[tuple[str, int, int], UpstreamConnection] = {}
         self._locks: dict[tuple[str, int, int], asyncio.Lock] = {}
@@ -216,21 +270,31 @@ class UpstreamPool:
         self._dedicated_slots: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._lent: set[UpstreamConnection] = set()  # dedicated connections in use
 
-    async def get(self, host: str, port: int, slot: int) -> UpstreamConnection:
+    def _new(self, host: str, port: int, label: str, cluster: str) -> UpstreamConnection:
+        return UpstreamConnection(host, port, label, self.upstream.for_cluster(cluster), cluster)
+
+    async def get(self, host: str, port: int, slot: int, cluster: str = "") -> UpstreamConnection:
         key = (host, port, slot % self.slots)
         conn = self._conns.get(key)
-        if conn is not None and not conn.closed:
+        if conn is not None and not conn.closed and not conn.expiring():
             return conn
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             conn = self._conns.get(key)
-            if conn is None or conn.closed:
-                conn = UpstreamConnection(host, port, f"{host}:{port}#{key[2]}")
+            if conn is not None and not conn.closed and conn.expiring():
+                self._retire(conn)
+            if conn is None or conn.closed or conn.retired:
+                conn = self._new(host, port, f"{host}:{port}#{key[2]}", cluster)
                 await conn.connect()
                 self._conns[key] = conn
         return conn
 
-    async def dedicated(self, host: str, port: int) -> UpstreamConnection:
+    def _retire(self, conn: UpstreamConnection) -> None:
+        self._retiring = {c for c in self._retiring if not c.closed}
+        self._retiring.add(conn)
+        conn.retire()
+
+    async def dedicated(self, host: str, port: int, cluster: str = "") -> UpstreamConnection:
         """An idle connection used by nobody else until `release` (for calls that block at the broker).
 
         At most `max_dedicated` per broker: further callers queue, and raise PoolBusy after `dedicated_wait_s`.
@@ -243,20 +307,21 @@ class UpstreamPool:
             raise PoolBusy(f"all {self.max_dedicated} dedicated connections to {host}:{port} busy for "
                            f"{self.dedicated_wait_s:g} s") from None
         try:
-            conn = await self._idle_or_new(host, port)
+            conn = await self._idle_or_new(host, port, cluster)
         except BaseException:
             slots.release()
             raise
         self._lent.add(conn)
         return conn
 
-    async def _idle_or_new(self, host: str, port: int) -> UpstreamConnection:
+    async def _idle_or_new(self, host: str, port: int, cluster: str) -> UpstreamConnection:
         idle = self._idle.setdefault((host, port), [])
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            if not conn.closed and not conn.expiring():
                 return conn
-        conn = UpstreamConnection(host, port, f"{host}:{port}#dedicated")
+            conn.close()
+        conn = self._new(host, port, f"{host}:{port}#dedicated", cluster)
         await conn.connect()
         return conn
 
@@ -266,7 +331,7 @@ class UpstreamPool:
         self._lent.discard(conn)
         self._dedicated_slots[(conn.host, conn.port)].release()
         idle = self._idle.setdefault((conn.host, conn.port), [])
-        if conn.closed or conn._pending or len(idle) >= MAX_IDLE_DEDICATED:  # pending: timed out, unusable
+        if conn.closed or conn._pending or conn.expiring() or len(idle) >= MAX_IDLE_DEDICATED:  # pending: timed out
             conn.close()
         else:
             idle.append(conn)
@@ -295,23 +360,25 @@ class UpstreamPool:
             if conn.owns(future):
                 conn.close()
                 self.release(conn)
-        for conn in list(self._conns.values()):
+        for conn in [*self._conns.values(), *self._retiring]:
             if conn.owns(future):
                 log.warning("closing upstream %s: a request timed out", conn.label)
                 conn.close()
 
     def close_pending(self, api_key: int) -> int:
         """Close every connection with a request of `api_key` unanswered (its requests fail); returns how many."""
-        busy = [c for c in self._conns.values() if not c.closed and c.has_pending(api_key)]  # produce: pooled only
+        busy = [c for c in (*self._conns.values(), *self._retiring)  # produce: pooled only
+                if not c.closed and c.has_pending(api_key)]
         for conn in busy:
             log.warning("closing upstream %s: api %d requests still unanswered", conn.label, api_key)
             conn.close()
         return len(busy)
 
     def close(self) -> None:
-        for conn in self._conns.values():
+        for conn in [*self._conns.values(), *self._retiring]:
             conn.close()
         self._conns.clear()
+        self._retiring.clear()
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()

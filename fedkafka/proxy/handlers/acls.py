@@ -1,5 +1,9 @@
 """DescribeAcls from the view's ACLs (`kafka-acls --list` through the proxy); needs DESCRIBE on the cluster.
 
+A proxy without `--authorization` answers SECURITY_DISABLED, as a Kafka broker without an authorizer does: it
+enforces no ACL, so listing the view's would tell its clients about rules that do not apply to them
+(docs/DESIGN.md §11).
+
 CreateAcls and DeleteAcls change the config database, which only the controller writes: `acl_admin.py` forwards
 them to the controller (docs/DESIGN.md §11).
 """
@@ -17,9 +21,14 @@ API_KEYS = {29: (1, 3)}
 ROLE = "any"
 AUTHORIZES = True
 
+NO_AUTHORIZER = "authorization is off on this proxy (--authorization): it enforces no ACL"
+
 
 def handle(ctx: Context, header, request):
     resp_t = response_schema(29, type(request).__version__)
+    if ctx.authorizer is None:
+        return build(resp_t, {"error_code": ErrorCode.security_disabled, "error_message": NO_AUTHORIZER,
+                              "resources": []})
     if not authorized(ctx, Operation.DESCRIBE, ResourceType.CLUSTER):
         return build(resp_t, {"error_code": ErrorCode.cluster_authorization_failed, "error_message": None,
                               "resources": []})
