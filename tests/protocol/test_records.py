@@ -7,6 +7,9 @@ from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBat
 
 from fedkafka.protocol import records as rec
 
+# every test here runs against the pure-Python code and the compiled twin (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("records_implementation")
+
 
 def batch(n: int = 3, producer_id: int = -1, epoch: int = -1, seq: int = -1, compression: int = 0) -> bytes:
     builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=False,
