@@ -7,7 +7,11 @@ burst of load from elsewhere on the machine hits every side alike; read the rati
 and runs a second proxy from it. `--profile` samples the new proxy with py-spy during its produce and its
 consume runs and writes top-N tables and a text flame graph to bench/profiles/.
 
-    .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--profile]
+`--compare-pure` runs a third proxy, of this tree with FEDKAFKA_PURE_PYTHON=1 (records.py without its compiled
+twin).
+
+    .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--compare-pure]
+        [--profile [--native]]
 """
 
 from __future__ import annotations
@@ -67,9 +71,11 @@ def export_tree(ref: str, into: Path) -> Path:
     return into / "tree"
 
 
-def start_proxy(tree: Path, view_file: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_proxy(tree: Path, view_file: Path, log: Path, pure_python: bool = False) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(tree))
+    if pure_python:  # records.py without its compiled twin (fedkafka_speedups)
+        env["FEDKAFKA_PURE_PYTHON"] = "1"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
                                  f"127.0.0.1:{port}", "--view-file", str(view_file)],
@@ -133,11 +139,13 @@ def consume(bootstrap: str, topic: str, starts: list[int], records: int) -> floa
 class Sampler:
     """py-spy attached to a process for one run: raw collapsed stacks (one `stack count` line each)."""
 
-    def __init__(self, pid: int, out: Path):
+    def __init__(self, pid: int, out: Path, native: bool = False):
         self.out = out
         spy = str(Path(sys.executable).parent / "py-spy")
+        # --native shows the C frames under a Python one (a writev, a crc32c); it must stop the process to unwind
+        mode = ["--native"] if native else ["--nonblocking"]
         self.proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250", "--gil", "--format", "raw",
-                                      "--output", str(out), "--nonblocking"],
+                                      "--output", str(out), *mode],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
 
@@ -206,7 +214,10 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compare-ref", help="also run a proxy of this git ref (e.g. main)")
+    ap.add_argument("--compare-pure", action="store_true",
+                    help="also run this tree's proxy with FEDKAFKA_PURE_PYTHON=1 (no fedkafka_speedups)")
     ap.add_argument("--profile", action="store_true", help="py-spy the new proxy; tables into bench/profiles/")
+    ap.add_argument("--native", action="store_true", help="with --profile: C frames too (py-spy --native)")
     args = ap.parse_args()
     n = args.records
     with scratch_dir("data-path-") as tmp:
@@ -214,7 +225,7 @@ def main() -> None:
         procs: dict[str, subprocess.Popen] = {}
         try:
             admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-            sides = ["new"] + (["ref"] if args.compare_ref else [])
+            sides = ["new"] + (["pure"] if args.compare_pure else []) + (["ref"] if args.compare_ref else [])
             names = [f"p-{s}-{r}" for s in ["direct", *sides] for r in range(args.rounds + 1)]
             names += ["c-identity", "c-moved", shadow_topic("identity"), shadow_topic("moved")]
             for fut in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
@@ -251,11 +262,14 @@ def main() -> None:
             view_file = tmp / "view.json"
             view_file.write_text(json.dumps(view.to_dict()))
             trees = {"new": ROOT}
+            if args.compare_pure:
+                trees["pure"] = ROOT
             if args.compare_ref:
                 trees["ref"] = export_tree(args.compare_ref, tmp)
             addrs = {"direct": cluster.bootstrap}
             for side, tree in trees.items():
-                procs[side], addrs[side] = start_proxy(tree, view_file, tmp / f"proxy-{side}.log")
+                procs[side], addrs[side] = start_proxy(tree, view_file, tmp / f"proxy-{side}.log",
+                                                       pure_python=side == "pure")
             results = run_rounds(args, cluster, procs, addrs)
         finally:
             for proc in procs.values():
@@ -265,7 +279,7 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             cluster.stop()
-    results.update(records=n, record_bytes=RECORD, compare_ref=args.compare_ref)
+    results.update(records=n, record_bytes=RECORD, compare_ref=args.compare_ref, compare_pure=args.compare_pure)
     print_results(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"data-path-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -292,7 +306,7 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                 sampler = None
                 if args.profile and side == "new" and r == 1:
                     PROFILES.mkdir(exist_ok=True)
-                    sampler = Sampler(pid, PROFILES / f"{kind}.raw")
+                    sampler = Sampler(pid, PROFILES / f"{kind}.raw", args.native)
                 c0 = cpu_seconds(pid) if pid else 0.0
                 b0 = cpu_seconds(cluster.pid)
                 if kind == "produce":
