@@ -64,6 +64,7 @@ def free_port() -> int:
 
 def export_tree(ref: str, into: Path) -> Path:
     """The files of `ref` (a commit, branch or tag) as a plain directory."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = into / "ref.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), ref, "fedkafka"], check=True)
     with tarfile.open(archive) as tar:
@@ -214,6 +215,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compare-ref", help="also run a proxy of this git ref (e.g. main)")
+    ap.add_argument("--new-ref", help="run the new proxy from this git ref, exported like --compare-ref's, "
+                                      "instead of from the working tree")
     ap.add_argument("--compare-pure", action="store_true",
                     help="also run this tree's proxy with FEDKAFKA_PURE_PYTHON=1 (no fedkafka_speedups)")
     ap.add_argument("--profile", action="store_true", help="py-spy the new proxy; tables into bench/profiles/")
@@ -261,9 +264,9 @@ def main() -> None:
                         topics=topics)
             view_file = tmp / "view.json"
             view_file.write_text(json.dumps(view.to_dict()))
-            trees = {"new": ROOT}
+            trees = {"new": export_tree(args.new_ref, tmp / "new") if args.new_ref else ROOT}
             if args.compare_pure:
-                trees["pure"] = ROOT
+                trees["pure"] = trees["new"]
             if args.compare_ref:
                 trees["ref"] = export_tree(args.compare_ref, tmp)
             addrs = {"direct": cluster.bootstrap}
@@ -301,7 +304,9 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
             consume(addrs[side], *((topic, starts) if side == "direct" else (kind, logical_starts[kind])), n)
     for r in range(1, args.rounds + 1):
         for kind in ("produce", "identity", "moved"):
-            for side in sides:
+            proxies = sides[1:]
+            shift = (r - 1) % len(proxies)  # each proxy goes first in turn: the order showed in the figures
+            for side in ["direct", *proxies[shift:], *proxies[:shift]]:
                 pid = procs[side].pid if side in procs else None
                 sampler = None
                 if args.profile and side == "new" and r == 1:
