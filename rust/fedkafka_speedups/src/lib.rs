@@ -220,7 +220,7 @@ fn rewrite_producer(
 }
 
 /// Where the kept batches end and whether anything changes (`records.fit_to_segment`'s first pass).
-fn fit_extent(b: &[u8], phys_end: Option<i64>, delta: i64, max_epoch: i64) -> Result<(usize, bool), String> {
+fn fit_extent(b: &[u8], phys_end: Option<i64>, delta: i64, max_epoch: i32) -> Result<(usize, bool), String> {
     let mut keep_end = 0usize;
     let mut changed = delta != 0;
     for item in walk(b, true) {
@@ -228,7 +228,7 @@ fn fit_extent(b: &[u8], phys_end: Option<i64>, delta: i64, max_epoch: i64) -> Re
         if phys_end.is_some_and(|end| h.1 >= end) {
             return Ok((keep_end, true));
         }
-        if i32_at(b, h.0 as usize + EPOCH_AT) as i64 > max_epoch {
+        if i32_at(b, h.0 as usize + EPOCH_AT) > max_epoch {
             changed = true;
         }
         keep_end = (h.0 + h.2) as usize;
@@ -244,7 +244,7 @@ fn fit_to_segment<'py>(
     records: &Bound<'py, PyAny>,
     phys_end: Option<i64>,
     delta: i64,
-    max_epoch: i64,
+    max_epoch: i32,
 ) -> PyResult<(Option<Bound<'py, PyByteArray>>, Option<String>)> {
     let bytes = Bytes::get(records)?;
     let b = bytes.slice();
@@ -255,21 +255,34 @@ fn fit_to_segment<'py>(
     if !changed {
         return Ok((None, None));
     }
-    let mut out = b[..keep_end].to_vec();
+    let mut error = None;
+    // one copy, straight into the bytearray Python gets
+    let out = PyByteArray::new_with(py, keep_end, |out| {
+        out.copy_from_slice(&b[..keep_end]);
+        error = patch_kept(out, delta, max_epoch);
+        Ok(())
+    })?;
+    Ok(match error {
+        None => (Some(out), None),
+        Some(e) => (None, Some(e)),
+    })
+}
+
+/// baseOffset + delta and the leader epoch capped at `max_epoch` in each (whole, walked before) batch of `out`.
+fn patch_kept(out: &mut [u8], delta: i64, max_epoch: i32) -> Option<String> {
     let mut pos = 0usize;
-    while pos < keep_end {
-        let base = i64_at(&out, pos);
+    while pos < out.len() {
+        let base = i64_at(out, pos);
         let Some(moved) = base.checked_add(delta) else {
-            return Ok((None, Some(format!("baseOffset {base} + {delta} outside int64 at byte {pos}"))));
+            return Some(format!("baseOffset {base} + {delta} outside int64 at byte {pos}"));
         };
         out[pos..pos + 8].copy_from_slice(&moved.to_be_bytes());
-        if i32_at(&out, pos + EPOCH_AT) as i64 > max_epoch {
-            let capped = i32::try_from(max_epoch).map_err(|_| PyValueError::new_err("max_epoch outside int32"))?;
-            out[pos + EPOCH_AT..pos + EPOCH_AT + 4].copy_from_slice(&capped.to_be_bytes());
+        if i32_at(out, pos + EPOCH_AT) > max_epoch {
+            out[pos + EPOCH_AT..pos + EPOCH_AT + 4].copy_from_slice(&max_epoch.to_be_bytes());
         }
-        pos += (i32_at(&out, pos + 8) as i64 + LOG_OVERHEAD) as usize;
+        pos += (i32_at(out, pos + 8) as i64 + LOG_OVERHEAD) as usize;
     }
-    Ok((Some(PyByteArray::new(py, &out)), None))
+    None
 }
 
 /// `records.gap_batches` (docs/DESIGN.md §9): empty v2 batches covering logical offsets [first, end).
