@@ -68,11 +68,15 @@ Implementation = Literal["python", "compiled"]
 _compiled: ModuleType | None = None
 
 
+_INTERFACE = 1  # fedkafka_speedups.INTERFACE this module calls; another (a stale build) is not used
+
+
 def _load_compiled() -> ModuleType | None:
     try:
-        return importlib.import_module("fedkafka_speedups")
+        module = importlib.import_module("fedkafka_speedups")
     except ImportError:
         return None
+    return module if getattr(module, "INTERFACE", None) == _INTERFACE else None
 
 
 def compiled_available() -> bool:

@@ -100,3 +100,16 @@ def test_produce_batch_follows_kafkas_produce_rules():
     rec.rewrite_producer(off, h, h.producer_id, h.producer_epoch)
     with pytest.raises(rec.InvalidRecords, match="lastOffsetDelta"):
         rec.produce_batch(off)
+
+
+def test_a_compiled_module_of_another_interface_is_not_used(monkeypatch):
+    """A stale build of fedkafka_speedups (another INTERFACE) leaves records.py on its pure-Python code."""
+    import sys
+    import types
+
+    stale = types.ModuleType("fedkafka_speedups")
+    stale.INTERFACE = 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fedkafka_speedups", stale)
+    assert not rec.compiled_available()
+    with pytest.raises(ImportError):
+        rec.use("compiled")

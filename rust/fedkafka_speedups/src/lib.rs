@@ -313,8 +313,12 @@ fn gap_batches<'py>(py: Python<'py>, first: i64, end: i64, leader_epoch: i32) ->
     Ok(PyByteArray::new(py, &out))
 }
 
+/// The interface records.py was written against: it falls back to pure Python on any other (a stale build).
+const INTERFACE: u32 = 1;
+
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("INTERFACE", INTERFACE)?;
     m.add_function(wrap_pyfunction!(batch_headers, m)?)?;
     m.add_function(wrap_pyfunction!(checked_headers, m)?)?;
     m.add_function(wrap_pyfunction!(self::crc32c, m)?)?;
