@@ -56,6 +56,13 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (/proc/<pid>/stat field 10): a buffer malloc serves from fresh
+    mmap pages faults on each of its pages, one it serves from the heap does not."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[7])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -313,6 +320,7 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                     PROFILES.mkdir(exist_ok=True)
                     sampler = Sampler(pid, PROFILES / f"{kind}.raw", args.native)
                 c0 = cpu_seconds(pid) if pid else 0.0
+                f0 = minor_faults(pid) if pid else 0
                 b0 = cpu_seconds(cluster.pid)
                 if kind == "produce":
                     rate = produce(addrs[side], f"p-{side}-{r}", n)
@@ -320,14 +328,16 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                     topic, starts = (physical[kind] if side == "direct" else (kind, logical_starts[kind]))
                     rate = consume(addrs[side], topic, starts, n)
                 proxy_cpu = (cpu_seconds(pid) - c0) / gb if pid else None
+                faults = (minor_faults(pid) - f0) / gb if pid else None
                 broker_cpu = (cpu_seconds(cluster.pid) - b0) / gb
                 if sampler is not None:
                     sampler.stop()
                 runs[kind][side].append({"records_per_s": rate, "proxy_cpu_s_per_gb": proxy_cpu,
-                                         "broker_cpu_s_per_gb": broker_cpu})
+                                         "broker_cpu_s_per_gb": broker_cpu, "proxy_minor_faults_per_gb": faults})
                 loads.append(os.getloadavg()[0])
                 print(f"round {r} {kind:8} {side:6} {rate:9.0f} rec/s  proxy CPU "
-                      f"{'-' if proxy_cpu is None else f'{proxy_cpu:.2f}'} s/GB  broker CPU {broker_cpu:.2f} s/GB  "
+                      f"{'-' if proxy_cpu is None else f'{proxy_cpu:.2f}'} s/GB  "
+                      f"{'-' if faults is None else f'{faults:.0f}'} faults/GB  broker CPU {broker_cpu:.2f} s/GB  "
                       f"load {loads[-1]:.2f}", flush=True)
     if args.profile:
         for kind in runs:
