@@ -15,8 +15,20 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# The compiled twin of fedkafka/protocol/records.py (pyo3): built from source into the virtualenv when cargo 1.85+
+# is present (a build that fails stops the install); without it fedkafka runs the same code in pure Python.
+SPEEDUPS := rust/fedkafka_speedups
+SPEEDUPS_WHEELS := $(SPEEDUPS)/target/wheels
+
+$(STAMP): pyproject.toml constraints.txt $(SPEEDUPS)/Cargo.toml $(SPEEDUPS)/Cargo.lock $(wildcard $(SPEEDUPS)/src/*.rs)
 	@scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
+	@if command -v cargo >/dev/null 2>&1 && \
+	    cargo --version | awk '{split($$2, v, "."); exit !(v[1] > 1 || v[2] >= 85)}'; then \
+	  rm -rf $(SPEEDUPS_WHEELS) && \
+	  $(BIN)/maturin build --release --locked --interpreter $(BIN)/python \
+	    --manifest-path $(SPEEDUPS)/Cargo.toml --out $(SPEEDUPS_WHEELS) && \
+	  $(BIN)/python -m pip install -q --no-deps --force-reinstall $(SPEEDUPS_WHEELS)/*.whl; \
+	else echo "no cargo 1.85+: fedkafka_speedups not built, records.py runs pure Python"; fi
 	@touch $@
 
 # The bundle itself provisions the local federation: playbooks/site.yml on inventory/local (ansible.cfg's

@@ -7,7 +7,11 @@ burst of load from elsewhere on the machine hits every side alike; read the rati
 and runs a second proxy from it. `--profile` samples the new proxy with py-spy during its produce and its
 consume runs and writes top-N tables and a text flame graph to bench/profiles/.
 
-    .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--profile]
+`--compare-pure` runs a third proxy, of this tree with FEDKAFKA_PURE_PYTHON=1 (records.py without its compiled
+twin).
+
+    .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--compare-pure]
+        [--profile [--native]]
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (/proc/<pid>/stat field 10): a buffer malloc serves from fresh
+    mmap pages faults on each of its pages, one it serves from the heap does not."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[7])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,6 +71,7 @@ def free_port() -> int:
 
 def export_tree(ref: str, into: Path) -> Path:
     """The files of `ref` (a commit, branch or tag) as a plain directory."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = into / "ref.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), ref, "fedkafka"], check=True)
     with tarfile.open(archive) as tar:
@@ -67,9 +79,11 @@ def export_tree(ref: str, into: Path) -> Path:
     return into / "tree"
 
 
-def start_proxy(tree: Path, view_file: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_proxy(tree: Path, view_file: Path, log: Path, pure_python: bool = False) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(tree))
+    if pure_python:  # records.py without its compiled twin (fedkafka_speedups)
+        env["FEDKAFKA_PURE_PYTHON"] = "1"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
                                  f"127.0.0.1:{port}", "--view-file", str(view_file)],
@@ -133,11 +147,13 @@ def consume(bootstrap: str, topic: str, starts: list[int], records: int) -> floa
 class Sampler:
     """py-spy attached to a process for one run: raw collapsed stacks (one `stack count` line each)."""
 
-    def __init__(self, pid: int, out: Path):
+    def __init__(self, pid: int, out: Path, native: bool = False):
         self.out = out
         spy = str(Path(sys.executable).parent / "py-spy")
+        # --native shows the C frames under a Python one (a writev, a crc32c); it must stop the process to unwind
+        mode = ["--native"] if native else ["--nonblocking"]
         self.proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250", "--gil", "--format", "raw",
-                                      "--output", str(out), "--nonblocking"],
+                                      "--output", str(out), *mode],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
 
@@ -206,7 +222,12 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compare-ref", help="also run a proxy of this git ref (e.g. main)")
+    ap.add_argument("--new-ref", help="run the new proxy from this git ref, exported like --compare-ref's, "
+                                      "instead of from the working tree")
+    ap.add_argument("--compare-pure", action="store_true",
+                    help="also run this tree's proxy with FEDKAFKA_PURE_PYTHON=1 (no fedkafka_speedups)")
     ap.add_argument("--profile", action="store_true", help="py-spy the new proxy; tables into bench/profiles/")
+    ap.add_argument("--native", action="store_true", help="with --profile: C frames too (py-spy --native)")
     args = ap.parse_args()
     n = args.records
     with scratch_dir("data-path-") as tmp:
@@ -214,7 +235,7 @@ def main() -> None:
         procs: dict[str, subprocess.Popen] = {}
         try:
             admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-            sides = ["new"] + (["ref"] if args.compare_ref else [])
+            sides = ["new"] + (["pure"] if args.compare_pure else []) + (["ref"] if args.compare_ref else [])
             names = [f"p-{s}-{r}" for s in ["direct", *sides] for r in range(args.rounds + 1)]
             names += ["c-identity", "c-moved", shadow_topic("identity"), shadow_topic("moved")]
             for fut in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
@@ -250,12 +271,15 @@ def main() -> None:
                         topics=topics)
             view_file = tmp / "view.json"
             view_file.write_text(json.dumps(view.to_dict()))
-            trees = {"new": ROOT}
+            trees = {"new": export_tree(args.new_ref, tmp / "new") if args.new_ref else ROOT}
+            if args.compare_pure:
+                trees["pure"] = trees["new"]
             if args.compare_ref:
                 trees["ref"] = export_tree(args.compare_ref, tmp)
             addrs = {"direct": cluster.bootstrap}
             for side, tree in trees.items():
-                procs[side], addrs[side] = start_proxy(tree, view_file, tmp / f"proxy-{side}.log")
+                procs[side], addrs[side] = start_proxy(tree, view_file, tmp / f"proxy-{side}.log",
+                                                       pure_python=side == "pure")
             results = run_rounds(args, cluster, procs, addrs)
         finally:
             for proc in procs.values():
@@ -265,7 +289,7 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             cluster.stop()
-    results.update(records=n, record_bytes=RECORD, compare_ref=args.compare_ref)
+    results.update(records=n, record_bytes=RECORD, compare_ref=args.compare_ref, compare_pure=args.compare_pure)
     print_results(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"data-path-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -287,13 +311,16 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
             consume(addrs[side], *((topic, starts) if side == "direct" else (kind, logical_starts[kind])), n)
     for r in range(1, args.rounds + 1):
         for kind in ("produce", "identity", "moved"):
-            for side in sides:
+            proxies = sides[1:]
+            shift = (r - 1) % len(proxies)  # each proxy goes first in turn: the order showed in the figures
+            for side in ["direct", *proxies[shift:], *proxies[:shift]]:
                 pid = procs[side].pid if side in procs else None
                 sampler = None
                 if args.profile and side == "new" and r == 1:
                     PROFILES.mkdir(exist_ok=True)
-                    sampler = Sampler(pid, PROFILES / f"{kind}.raw")
+                    sampler = Sampler(pid, PROFILES / f"{kind}.raw", args.native)
                 c0 = cpu_seconds(pid) if pid else 0.0
+                f0 = minor_faults(pid) if pid else 0
                 b0 = cpu_seconds(cluster.pid)
                 if kind == "produce":
                     rate = produce(addrs[side], f"p-{side}-{r}", n)
@@ -301,14 +328,16 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                     topic, starts = (physical[kind] if side == "direct" else (kind, logical_starts[kind]))
                     rate = consume(addrs[side], topic, starts, n)
                 proxy_cpu = (cpu_seconds(pid) - c0) / gb if pid else None
+                faults = (minor_faults(pid) - f0) / gb if pid else None
                 broker_cpu = (cpu_seconds(cluster.pid) - b0) / gb
                 if sampler is not None:
                     sampler.stop()
                 runs[kind][side].append({"records_per_s": rate, "proxy_cpu_s_per_gb": proxy_cpu,
-                                         "broker_cpu_s_per_gb": broker_cpu})
+                                         "broker_cpu_s_per_gb": broker_cpu, "proxy_minor_faults_per_gb": faults})
                 loads.append(os.getloadavg()[0])
                 print(f"round {r} {kind:8} {side:6} {rate:9.0f} rec/s  proxy CPU "
-                      f"{'-' if proxy_cpu is None else f'{proxy_cpu:.2f}'} s/GB  broker CPU {broker_cpu:.2f} s/GB  "
+                      f"{'-' if proxy_cpu is None else f'{proxy_cpu:.2f}'} s/GB  "
+                      f"{'-' if faults is None else f'{faults:.0f}'} faults/GB  broker CPU {broker_cpu:.2f} s/GB  "
                       f"load {loads[-1]:.2f}", flush=True)
     if args.profile:
         for kind in runs:

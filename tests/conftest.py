@@ -22,6 +22,20 @@ settings.register_profile("fedkafka", deadline=None)
 settings.load_profile("fedkafka")
 
 
+@pytest.fixture(scope="module", params=["python", "compiled"])
+def records_implementation(request):
+    """Runs a module's tests against records.py's pure-Python code and against its compiled twin
+    (fedkafka_speedups, rust/fedkafka_speedups); the compiled run is skipped where it was not built (no cargo)."""
+    from fedkafka.protocol import records
+
+    if request.param == "compiled" and not records.compiled_available():
+        pytest.skip("fedkafka_speedups is not built (rust/fedkafka_speedups needs cargo)")
+    before = records.implementation()
+    records.use(request.param)
+    yield request.param
+    records.use(before)
+
+
 @pytest.fixture(scope="session")
 def kafka_base_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("kafka")

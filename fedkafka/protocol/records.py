@@ -5,13 +5,22 @@ partitionLeaderEpoch int32 @12, magic int8 @16, crc uint32 @17, attributes int16
 lastOffsetDelta int32 @23, baseTimestamp int64 @27, maxTimestamp int64 @35, producerId int64 @43,
 producerEpoch int16 @51, baseSequence int32 @53, recordCount int32 @57, records @61.
 The CRC-32C covers attributes..end of batch, so baseOffset (and the leader epoch) can be patched freely.
+
+The walks, checks and patches have a compiled twin, `fedkafka_speedups` (rust/fedkafka_speedups, built by the
+Makefile's install step when cargo is present): used when it is importable, unless FEDKAFKA_PURE_PYTHON=1. The
+two give identical bytes and identical RecordsError messages (tests/protocol/test_records_twins.py); `use()`
+switches between them (tests run every records test against both).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Literal
 
 import crc32c
 
@@ -55,9 +64,59 @@ class BatchHeader:
         return bool(self.attributes & 0x20)
 
 
+Implementation = Literal["python", "compiled"]
+_compiled: ModuleType | None = None
+
+
+_INTERFACE = 1  # fedkafka_speedups.INTERFACE this module calls; another (a stale build) is not used
+
+
+def _load_compiled() -> ModuleType | None:
+    try:
+        module = importlib.import_module("fedkafka_speedups")
+    except ImportError:
+        return None
+    return module if getattr(module, "INTERFACE", None) == _INTERFACE else None
+
+
+def compiled_available() -> bool:
+    return _load_compiled() is not None
+
+
+def use(implementation: Implementation) -> None:
+    """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
+    global _compiled
+    if implementation == "python":
+        _compiled = None
+        return
+    module = _load_compiled()
+    if module is None:
+        raise ImportError("fedkafka_speedups is not installed (rust/fedkafka_speedups)")
+    _compiled = module
+
+
+def implementation() -> Implementation:
+    return "python" if _compiled is None else "compiled"
+
+
 def iter_batches(buf: bytes | bytearray | memoryview, *, allow_partial_tail: bool = False) -> Iterator[BatchHeader]:
     """Headers of the batches in `buf`, in order. A truncated last batch is an error unless
     `allow_partial_tail` (fetch responses may end with a partial batch)."""
+    if _compiled is not None:
+        return _compiled_iter(_compiled, buf, allow_partial_tail)
+    return _iter_batches(buf, allow_partial_tail)
+
+
+def _compiled_iter(module: ModuleType, buf: bytes | bytearray | memoryview,
+                   allow_partial_tail: bool) -> Iterator[BatchHeader]:
+    headers, error = module.batch_headers(buf, allow_partial_tail)
+    for fields in headers:
+        yield BatchHeader(*fields)
+    if error is not None:  # after the good headers, as the Python walk raises
+        raise RecordsError(error)
+
+
+def _iter_batches(buf: bytes | bytearray | memoryview, allow_partial_tail: bool) -> Iterator[BatchHeader]:
     view = memoryview(buf)
     pos, end = 0, len(view)
     while pos < end:
@@ -88,6 +147,11 @@ _COMPRESSION = 0x07
 def check_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
     """Headers of the batches in `buf`, each checked as a broker checks it before appending: magic 2, length
     fields inside the buffer, CRC-32C, and a record count the bytes can hold. RecordsError otherwise."""
+    if _compiled is not None:
+        fields, error = _compiled.checked_headers(buf)
+        if error is not None:
+            raise RecordsError(error)
+        return [BatchHeader(*f) for f in fields]
     headers = list(iter_batches(buf))
     for h in headers:
         if h.record_count < 0:
@@ -114,7 +178,8 @@ def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader
 
 def crc_ok(buf: bytes | bytearray | memoryview, header: BatchHeader) -> bool:
     view = memoryview(buf)
-    return crc32c.crc32c(view[header.position + _CRC_START: header.position + header.length]) == header.crc
+    crc = crc32c.crc32c if _compiled is None else _compiled.crc32c
+    return crc(view[header.position + _CRC_START: header.position + header.length]) == header.crc
 
 
 def patch_base_offset(buf: bytearray | memoryview, header: BatchHeader, base_offset: int) -> None:
@@ -126,6 +191,9 @@ def rewrite_producer(buf: bytearray, header: BatchHeader, producer_id: int, prod
                      base_sequence: int | None = None) -> None:
     """Overwrite producer id/epoch (and optionally the base sequence) in place and recompute the CRC-32C."""
     seq = header.base_sequence if base_sequence is None else base_sequence
+    if _compiled is not None:
+        _compiled.rewrite_producer(buf, header.position, header.length, producer_id, producer_epoch, seq)
+        return
     _PRODUCER.pack_into(buf, header.position + 43, producer_id, producer_epoch, seq)
     start = header.position + _CRC_START
     crc = crc32c.crc32c(memoryview(buf)[start: header.position + header.length])
@@ -152,6 +220,11 @@ def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoc
     never exceed the logical one. Returns `records` itself when nothing changes (the zero-copy path of an
     identity active segment); otherwise a copy without the partial tail a broker may append.
     """
+    if _compiled is not None:
+        out, error = _compiled.fit_to_segment(records, phys_end, delta, max_epoch)
+        if error is not None:
+            raise RecordsError(error)
+        return records if out is None else out
     view = memoryview(records)
     keep_end = 0  # end of the last complete batch we keep
     changed = delta != 0
@@ -166,7 +239,10 @@ def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoc
         return records
     out = bytearray(view[:keep_end])
     for h in iter_batches(out):
-        _I64.pack_into(out, h.position, h.base_offset + delta)
+        moved = h.base_offset + delta
+        if not -(1 << 63) <= moved < 1 << 63:  # a corrupt or hostile answer: refuse it, never wrap
+            raise RecordsError(f"baseOffset {h.base_offset} + {delta} outside int64 at byte {h.position}")
+        _I64.pack_into(out, h.position, moved)
         if _I32.unpack_from(out, h.position + _EPOCH_AT)[0] > max_epoch:
             _I32.pack_into(out, h.position + _EPOCH_AT, max_epoch)
     return out  # kio writes any bytes-like: no extra copy
@@ -184,6 +260,9 @@ def gap_batches(first: int, end: int, leader_epoch: int) -> bytearray:
     producer state, so every client advances its position to a batch's last offset + 1 whether or not it held
     a record (the Java consumer, librdkafka and aiokafka all do). lastOffsetDelta is an int32, so a gap of 2^40
     offsets takes 512 batches of 61 bytes."""
+    if _compiled is not None:
+        gap: bytearray = _compiled.gap_batches(first, end, leader_epoch)
+        return gap
     out = bytearray()
     base = first
     while base < end:
@@ -195,3 +274,7 @@ def gap_batches(first: int, end: int, leader_epoch: int) -> bytearray:
         _U32.pack_into(out, start + 17, crc)
         base += delta + 1
     return out
+
+
+if os.environ.get("FEDKAFKA_PURE_PYTHON") != "1":
+    _compiled = _load_compiled()

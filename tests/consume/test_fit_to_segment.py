@@ -9,6 +9,9 @@ import pytest
 
 from fedkafka.protocol import records as rec
 
+# every test here runs against the pure-Python code and the compiled twin (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("records_implementation")
+
 
 def batch(base_offset: int, count: int, epoch: int = 0, payload: bytes = b"x" * 10) -> bytes:
     """A well-formed v2 batch header followed by opaque record bytes (records are never decoded)."""

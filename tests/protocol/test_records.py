@@ -7,6 +7,9 @@ from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBat
 
 from fedkafka.protocol import records as rec
 
+# every test here runs against the pure-Python code and the compiled twin (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("records_implementation")
+
 
 def batch(n: int = 3, producer_id: int = -1, epoch: int = -1, seq: int = -1, compression: int = 0) -> bytes:
     builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=False,
@@ -97,3 +100,16 @@ def test_produce_batch_follows_kafkas_produce_rules():
     rec.rewrite_producer(off, h, h.producer_id, h.producer_epoch)
     with pytest.raises(rec.InvalidRecords, match="lastOffsetDelta"):
         rec.produce_batch(off)
+
+
+def test_a_compiled_module_of_another_interface_is_not_used(monkeypatch):
+    """A stale build of fedkafka_speedups (another INTERFACE) leaves records.py on its pure-Python code."""
+    import sys
+    import types
+
+    stale = types.ModuleType("fedkafka_speedups")
+    stale.INTERFACE = 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fedkafka_speedups", stale)
+    assert not rec.compiled_available()
+    with pytest.raises(ImportError):
+        rec.use("compiled")

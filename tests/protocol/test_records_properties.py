@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedkafka.protocol import records as rec
+
+# every test here runs against the pure-Python code and the compiled twin (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("records_implementation")
 
 values = st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=20)), st.binary(max_size=60)),
                   min_size=1, max_size=6)

@@ -143,6 +143,7 @@ class UpstreamConnection:
         self.host, self.port, self.label = host, port, label
         self.security, self.cluster = security or PLAINTEXT.default, cluster
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by connect: send needs no get_running_loop()
         self._pending: collections.deque[tuple[int, type[ResponsePayload], asyncio.Future]] = collections.deque()
         self._ids = itertools.count(1)
         self.closed = False
@@ -155,7 +156,7 @@ class UpstreamConnection:
         transport, _ = await asyncio.wait_for(loop.create_connection(
             lambda: FrameProtocol(self._on_frame, self._on_lost), self.host, self.port, ssl=ctx,
             server_hostname=self.host if ctx else None), CONNECT_TIMEOUT_S)
-        self._transport = transport
+        self._transport, self._loop = transport, loop
         sock = transport.get_extra_info("socket")
         if sock is not None:  # small produce requests must not wait for Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -201,7 +202,7 @@ class UpstreamConnection:
     def send(self, request: Any, expect_response: bool, client_id: str | None = ...) -> asyncio.Future | None: ...
 
     def send(self, request: Any, expect_response: bool = True, client_id: str | None = None) -> asyncio.Future | None:
-        if self.closed or self._transport is None:
+        if self.closed or self._transport is None or self._loop is None:
             raise ConnectionError(f"{self.label}: connection closed")
         corr = next(self._ids) & 0x7FFFFFFF
         if client_id is None:
@@ -214,7 +215,7 @@ class UpstreamConnection:
             self._transport.write(frame)
         if not expect_response:
             return None
-        fut = asyncio.get_running_loop().create_future()
+        fut = self._loop.create_future()  # Python 3.11's get_running_loop() is a getpid() system call
         resp_t = codec.response_schema(request.__api_key__, request.__version__)
         self._pending.append((corr, resp_t, fut))
         return fut

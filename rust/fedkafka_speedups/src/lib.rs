@@ -1,0 +1,329 @@
+//! The byte-level twin of `fedkafka/protocol/records.py` (record-batch headers, magic v2): the same walks,
+//! checks and patches, compiled. `records.py` calls it when it is importable and keeps the pure-Python code as
+//! the fallback; the two must give identical bytes and identical error messages (tests/protocol/
+//! test_records_twins.py). Errors cross as strings, never as exceptions: records.py raises its own
+//! `RecordsError` with them, so the exception types stay Python's.
+//!
+//! Layout of a v2 batch header (offsets in bytes): baseOffset int64 @0, batchLength int32 @8,
+//! partitionLeaderEpoch int32 @12, magic int8 @16, crc uint32 @17, attributes int16 @21,
+//! lastOffsetDelta int32 @23, baseTimestamp int64 @27, maxTimestamp int64 @35, producerId int64 @43,
+//! producerEpoch int16 @51, baseSequence int32 @53, recordCount int32 @57, records @61.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyByteArray;
+
+const HEADER_SIZE: i64 = 61;
+const LOG_OVERHEAD: i64 = 12;
+const CRC_START: usize = 21;
+const CRC_AT: usize = 17;
+const EPOCH_AT: usize = 12;
+const PRODUCER_AT: usize = 43;
+const MIN_RECORD: i64 = 7;
+const COMPRESSION: i16 = 0x07;
+const MAX_DELTA: i64 = (1 << 31) - 1;
+
+/// The fields of one batch header, in `records.BatchHeader`'s order.
+type Header = (i64, i64, i64, i8, u32, i16, i32, i64, i16, i32, i32);
+
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(b[at..at + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Walks the batches of a buffer as `records.iter_batches` does: yields headers in order, stops quietly at a
+/// partial tail when it is allowed, and ends with the same message the Python walk raises.
+struct Walk<'a> {
+    buf: &'a [u8],
+    pos: i64,
+    allow_partial_tail: bool,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = Result<Header, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (b, pos, end) = (self.buf, self.pos, self.buf.len() as i64);
+        if pos >= end {
+            return None;
+        }
+        if end - pos < HEADER_SIZE {
+            self.pos = end;
+            return if self.allow_partial_tail {
+                None
+            } else {
+                Some(Err(format!("truncated batch header at byte {pos}")))
+            };
+        }
+        let p = pos as usize;
+        let magic = b[p + 16] as i8;
+        if magic != 2 {
+            self.pos = end;
+            return Some(Err(format!("unsupported record batch magic {magic} at byte {pos}")));
+        }
+        let batch_length = i32_at(b, p + 8) as i64;
+        let total = batch_length + LOG_OVERHEAD;
+        if batch_length < HEADER_SIZE - LOG_OVERHEAD {
+            self.pos = end;
+            return Some(Err(format!("batch length {batch_length} too small at byte {pos}")));
+        }
+        if pos + total > end {
+            self.pos = end;
+            return if self.allow_partial_tail {
+                None
+            } else {
+                Some(Err(format!("truncated batch at byte {pos}: needs {total}, has {}", end - pos)))
+            };
+        }
+        self.pos = pos + total;
+        Some(Ok((
+            pos,
+            i64_at(b, p),
+            total,
+            magic,
+            u32_at(b, p + CRC_AT),
+            i16_at(b, p + 21),
+            i32_at(b, p + 23),
+            i64_at(b, p + PRODUCER_AT),
+            i16_at(b, p + 51),
+            i32_at(b, p + 53),
+            i32_at(b, p + 57),
+        )))
+    }
+}
+
+fn walk(buf: &[u8], allow_partial_tail: bool) -> Walk<'_> {
+    Walk { buf, pos: 0, allow_partial_tail }
+}
+
+/// A C-contiguous byte buffer (bytes, bytearray, memoryview) held for the length of one call.
+struct Bytes {
+    buffer: PyBuffer<u8>,
+}
+
+impl Bytes {
+    fn get(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let buffer = PyBuffer::<u8>::get(obj)?;
+        if !buffer.is_c_contiguous() {
+            return Err(PyBufferError::new_err("records must be a contiguous buffer"));
+        }
+        Ok(Bytes { buffer })
+    }
+
+    fn slice(&self) -> &[u8] {
+        let len = self.buffer.len_bytes();
+        if len == 0 {
+            return &[];
+        }
+        // Safety: a contiguous buffer of `len` bytes the exporter keeps alive while `self.buffer` is held; the
+        // GIL is held for the whole call, so no Python code can resize or write it meanwhile.
+        unsafe { std::slice::from_raw_parts(self.buffer.buf_ptr() as *const u8, len) }
+    }
+
+    fn slice_mut(&mut self) -> PyResult<&mut [u8]> {
+        if self.buffer.readonly() {
+            return Err(PyBufferError::new_err("records buffer is read-only"));
+        }
+        let len = self.buffer.len_bytes();
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        // Safety: as in `slice`, and the exporter said the buffer is writable.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.buffer.buf_ptr() as *mut u8, len) })
+    }
+}
+
+/// `records.iter_batches`: the headers before the first error, and that error's message (or None).
+#[pyfunction]
+#[pyo3(signature = (buf, allow_partial_tail = false))]
+fn batch_headers(buf: &Bound<'_, PyAny>, allow_partial_tail: bool) -> PyResult<(Vec<Header>, Option<String>)> {
+    let bytes = Bytes::get(buf)?;
+    let mut headers = Vec::new();
+    for item in walk(bytes.slice(), allow_partial_tail) {
+        match item {
+            Ok(h) => headers.push(h),
+            Err(e) => return Ok((headers, Some(e))),
+        }
+    }
+    Ok((headers, None))
+}
+
+fn check(b: &[u8]) -> Result<Vec<Header>, String> {
+    let headers = walk(b, false).collect::<Result<Vec<_>, _>>()?;
+    for h in &headers {
+        let (position, length, crc, attributes, count) = (h.0, h.2, h.4, h.5, h.10 as i64);
+        if count < 0 {
+            return Err(format!("negative record count {count} at byte {position}"));
+        }
+        let room = length - HEADER_SIZE;
+        if attributes & COMPRESSION == 0 && count * MIN_RECORD > room {
+            return Err(format!("{count} records cannot fit in {room} bytes at byte {position}"));
+        }
+        let (start, stop) = (position as usize, (position + length) as usize);
+        if ::crc32c::crc32c(&b[start + CRC_START..stop]) != crc {
+            return Err(format!("CRC-32C mismatch in the batch at byte {position}"));
+        }
+    }
+    Ok(headers)
+}
+
+/// `records.check_batches`: every header checked as a broker checks it (walk, count, room, CRC-32C), or the
+/// message of the first failure.
+#[pyfunction]
+fn checked_headers(buf: &Bound<'_, PyAny>) -> PyResult<(Vec<Header>, Option<String>)> {
+    let bytes = Bytes::get(buf)?;
+    Ok(match check(bytes.slice()) {
+        Ok(headers) => (headers, None),
+        Err(e) => (Vec::new(), Some(e)),
+    })
+}
+
+/// CRC-32C (Castagnoli) of a buffer.
+#[pyfunction]
+fn crc32c(buf: &Bound<'_, PyAny>) -> PyResult<u32> {
+    Ok(::crc32c::crc32c(Bytes::get(buf)?.slice()))
+}
+
+/// `records.rewrite_producer`: producer id, epoch and base sequence of the batch at `position` (of `length`
+/// bytes) overwritten in place, and its CRC-32C recomputed.
+#[pyfunction]
+fn rewrite_producer(
+    buf: &Bound<'_, PyAny>,
+    position: usize,
+    length: usize,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> PyResult<()> {
+    let mut bytes = Bytes::get(buf)?;
+    let b = bytes.slice_mut()?;
+    let stop = position.checked_add(length).filter(|&s| s <= b.len() && length >= HEADER_SIZE as usize);
+    let Some(stop) = stop else {
+        return Err(PyValueError::new_err(format!("no batch of {length} bytes at byte {position}")));
+    };
+    let at = position + PRODUCER_AT;
+    b[at..at + 8].copy_from_slice(&producer_id.to_be_bytes());
+    b[at + 8..at + 10].copy_from_slice(&producer_epoch.to_be_bytes());
+    b[at + 10..at + 14].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = ::crc32c::crc32c(&b[position + CRC_START..stop]);
+    b[position + CRC_AT..position + CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// Where the kept batches end and whether anything changes (`records.fit_to_segment`'s first pass).
+fn fit_extent(b: &[u8], phys_end: Option<i64>, delta: i64, max_epoch: i32) -> Result<(usize, bool), String> {
+    let mut keep_end = 0usize;
+    let mut changed = delta != 0;
+    for item in walk(b, true) {
+        let h = item?;
+        if phys_end.is_some_and(|end| h.1 >= end) {
+            return Ok((keep_end, true));
+        }
+        if i32_at(b, h.0 as usize + EPOCH_AT) > max_epoch {
+            changed = true;
+        }
+        keep_end = (h.0 + h.2) as usize;
+    }
+    Ok((keep_end, changed))
+}
+
+/// `records.fit_to_segment` (docs/DESIGN.md §5.5): None when nothing changes (the caller answers the records
+/// themselves), else the kept batches with baseOffset + delta and the leader epoch capped; or an error message.
+#[pyfunction]
+fn fit_to_segment<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+    phys_end: Option<i64>,
+    delta: i64,
+    max_epoch: i32,
+) -> PyResult<(Option<Bound<'py, PyByteArray>>, Option<String>)> {
+    let bytes = Bytes::get(records)?;
+    let b = bytes.slice();
+    let (keep_end, changed) = match fit_extent(b, phys_end, delta, max_epoch) {
+        Ok(extent) => extent,
+        Err(e) => return Ok((None, Some(e))),
+    };
+    if !changed {
+        return Ok((None, None));
+    }
+    let mut error = None;
+    // one copy, straight into the bytearray Python gets
+    let out = PyByteArray::new_with(py, keep_end, |out| {
+        out.copy_from_slice(&b[..keep_end]);
+        error = patch_kept(out, delta, max_epoch);
+        Ok(())
+    })?;
+    Ok(match error {
+        None => (Some(out), None),
+        Some(e) => (None, Some(e)),
+    })
+}
+
+/// baseOffset + delta and the leader epoch capped at `max_epoch` in each (whole, walked before) batch of `out`.
+fn patch_kept(out: &mut [u8], delta: i64, max_epoch: i32) -> Option<String> {
+    let mut pos = 0usize;
+    while pos < out.len() {
+        let base = i64_at(out, pos);
+        let Some(moved) = base.checked_add(delta) else {
+            return Some(format!("baseOffset {base} + {delta} outside int64 at byte {pos}"));
+        };
+        out[pos..pos + 8].copy_from_slice(&moved.to_be_bytes());
+        if i32_at(out, pos + EPOCH_AT) > max_epoch {
+            out[pos + EPOCH_AT..pos + EPOCH_AT + 4].copy_from_slice(&max_epoch.to_be_bytes());
+        }
+        pos += (i32_at(out, pos + 8) as i64 + LOG_OVERHEAD) as usize;
+    }
+    None
+}
+
+/// `records.gap_batches` (docs/DESIGN.md §9): empty v2 batches covering logical offsets [first, end).
+#[pyfunction]
+fn gap_batches<'py>(py: Python<'py>, first: i64, end: i64, leader_epoch: i32) -> PyResult<Bound<'py, PyByteArray>> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut base = first;
+    while base < end {
+        let delta = end.saturating_sub(base).min(MAX_DELTA + 1) - 1;
+        let start = out.len();
+        out.extend_from_slice(&base.to_be_bytes());
+        out.extend_from_slice(&((HEADER_SIZE - LOG_OVERHEAD) as i32).to_be_bytes());
+        out.extend_from_slice(&leader_epoch.to_be_bytes());
+        out.push(2); // magic
+        out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+        out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+        out.extend_from_slice(&(delta as i32).to_be_bytes());
+        out.extend_from_slice(&(-1i64).to_be_bytes()); // baseTimestamp: none
+        out.extend_from_slice(&(-1i64).to_be_bytes()); // maxTimestamp: none
+        out.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
+        out.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+        out.extend_from_slice(&0i32.to_be_bytes()); // recordCount
+        let crc = ::crc32c::crc32c(&out[start + CRC_START..]);
+        out[start + CRC_AT..start + CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        base += delta + 1;
+    }
+    Ok(PyByteArray::new(py, &out))
+}
+
+/// The interface records.py was written against: it falls back to pure Python on any other (a stale build).
+const INTERFACE: u32 = 1;
+
+#[pymodule]
+fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("INTERFACE", INTERFACE)?;
+    m.add_function(wrap_pyfunction!(batch_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(checked_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(self::crc32c, m)?)?;
+    m.add_function(wrap_pyfunction!(rewrite_producer, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_to_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(gap_batches, m)?)?;
+    Ok(())
+}

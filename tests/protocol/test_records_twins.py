@@ -1,0 +1,202 @@
+"""records.py's pure-Python code and its compiled twin (fedkafka_speedups) give identical bytes, headers and
+RecordsError messages, over batches built by aiokafka and over those batches damaged: bytes flipped, cut short,
+header fields overwritten, garbage appended."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedkafka.protocol import records as rec
+
+pytestmark = pytest.mark.skipif(not rec.compiled_available(),
+                                reason="fedkafka_speedups is not built (rust/fedkafka_speedups needs cargo)")
+
+i64s = st.integers(-(2**63), 2**63 - 1)
+i32s = st.integers(-(2**31), 2**31 - 1)
+
+
+@st.composite
+def batch(draw) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=draw(st.sampled_from([0, 1])), is_transactional=draw(st.booleans()),
+        producer_id=draw(st.integers(-1, 2**63 - 1)), producer_epoch=draw(st.integers(-1, 2**15 - 1)),
+        base_sequence=draw(st.integers(-1, 2**31 - 1)), batch_size=1 << 20)
+    for i in range(draw(st.integers(1, 5))):
+        builder.append(i, timestamp=1_700_000_000_000 + i, key=draw(st.none() | st.binary(max_size=10)),
+                       value=draw(st.binary(max_size=40)), headers=[])
+    out = bytearray(builder.build())
+    struct.pack_into(">q", out, 0, draw(st.integers(0, 2**40)))
+    struct.pack_into(">i", out, 12, draw(st.integers(-1, 50)))
+    return bytes(out)
+
+
+# where a damage lands: header fields the walks read, a CRC-covered byte, anywhere
+FIELDS = {"base_offset": (0, ">q"), "batch_length": (8, ">i"), "leader_epoch": (12, ">i"), "magic": (16, ">b"),
+          "attributes": (21, ">h"), "last_offset_delta": (23, ">i"), "record_count": (57, ">i")}
+
+
+@st.composite
+def damaged(draw, buf: bytes) -> bytes:
+    out = bytearray(buf)
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["field", "flip", "cut", "append"]))
+        if kind == "field" and len(out) >= rec.HEADER_SIZE:
+            at, fmt = FIELDS[draw(st.sampled_from(sorted(FIELDS)))]
+            size = struct.calcsize(fmt)
+            value = draw(st.integers(-(2 ** (8 * size - 1)), 2 ** (8 * size - 1) - 1)
+                         | st.integers(-2, 100))
+            struct.pack_into(fmt, out, at, value)
+        elif kind == "flip" and out:
+            out[draw(st.integers(0, len(out) - 1))] ^= draw(st.integers(1, 255))
+        elif kind == "cut":
+            del out[draw(st.integers(0, len(out))):]
+        elif kind == "append":
+            out += draw(st.binary(max_size=80))
+    return bytes(out)
+
+
+@st.composite
+def buffers(draw) -> bytes:
+    """Zero or more batches, maybe damaged."""
+    buf = b"".join(draw(st.lists(batch(), max_size=3)))
+    return draw(damaged(buf)) if draw(st.booleans()) else buf
+
+
+@contextlib.contextmanager
+def using(implementation: rec.Implementation):
+    before = rec.implementation()
+    rec.use(implementation)
+    try:
+        yield
+    finally:
+        rec.use(before)
+
+
+def both(run):
+    """`run()` under the pure-Python code, then under the compiled twin."""
+    with using("python"):
+        python = run()
+    with using("compiled"):
+        compiled = run()
+    return python, compiled
+
+
+def outcome(fn):
+    """What `fn()` gave: its value, or the RecordsError subclass and message it raised."""
+    try:
+        return ("ok", fn())
+    except rec.RecordsError as e:
+        return (type(e).__name__, str(e))
+
+
+def walked(buf: bytes, allow_partial_tail: bool):
+    """Headers yielded before a walk ended, and how it ended."""
+    seen: list[rec.BatchHeader] = []
+
+    def run():
+        for h in rec.iter_batches(buf, allow_partial_tail=allow_partial_tail):
+            seen.append(h)
+        return None
+    result = outcome(run)
+    return list(seen), result
+
+
+@settings(max_examples=300)
+@given(buffers(), st.booleans())
+def test_walks_give_the_same_headers_and_the_same_error(buf, allow_partial_tail):
+    python, compiled = both(lambda: walked(buf, allow_partial_tail))
+    assert python == compiled
+
+
+@settings(max_examples=300)
+@given(buffers())
+def test_checks_give_the_same_headers_and_the_same_error(buf):
+    python, compiled = both(lambda: (outcome(lambda: rec.check_batches(buf)), outcome(lambda: rec.produce_batch(buf))))
+    assert python == compiled
+
+
+@settings(max_examples=300)
+@given(buffers(), st.none() | st.integers(0, 2**41), st.integers(-(2**41), 2**41) | i64s, st.integers(-1, 60))
+def test_fit_to_segment_gives_the_same_bytes_and_the_same_error(buf, phys_end, delta, max_epoch):
+    records = bytes(buf)
+
+    def run():
+        out = outcome(lambda: rec.fit_to_segment(records, phys_end=phys_end, delta=delta, max_epoch=max_epoch))
+        if out[0] != "ok":
+            return out
+        return ("ok", out[1] is records, type(out[1]), bytes(out[1]))
+    python, compiled = both(run)
+    assert python == compiled
+
+
+@settings(max_examples=200)
+@given(st.lists(batch(), min_size=1, max_size=3), st.data(), st.integers(0, 2**63 - 1), st.integers(0, 2**15 - 1),
+       st.none() | st.integers(0, 2**31 - 1))
+def test_producer_rewrites_give_the_same_bytes(batches, data, producer_id, producer_epoch, base_sequence):
+    buf = b"".join(batches)
+    headers = list(rec.iter_batches(buf))
+    header = data.draw(st.sampled_from(headers))
+
+    def run():
+        out = bytearray(buf)
+        rec.rewrite_producer(out, header, producer_id, producer_epoch, base_sequence)
+        copied = rec.with_producer(buf, header, producer_id, producer_epoch)
+        return bytes(out), type(copied), bytes(copied), [rec.crc_ok(out, h) for h in rec.iter_batches(out)]
+    python, compiled = both(run)
+    assert python == compiled
+    assert all(python[3])  # and the CRC-32C of every batch is right
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 2**62), st.integers(0, 2**33), st.integers(-1, 2**31 - 1))
+def test_gap_batches_give_the_same_bytes(first, length, leader_epoch):
+    python, compiled = both(lambda: bytes(rec.gap_batches(first, first + length, leader_epoch)))
+    assert python == compiled
+
+
+@settings(max_examples=100)
+@given(buffers())
+def test_crc_checks_agree(buf):
+    headers = list(rec.iter_batches(buf, allow_partial_tail=True)) if _walks(buf) else []
+    python, compiled = both(lambda: [rec.crc_ok(buf, h) for h in headers])
+    assert python == compiled
+
+
+def _walks(buf: bytes) -> bool:
+    try:
+        list(rec.iter_batches(buf, allow_partial_tail=True))
+    except rec.RecordsError:
+        return False
+    return True
+
+
+def test_an_offset_moved_past_int64_is_refused_alike():
+    """A corrupt answer whose baseOffset + delta leaves int64 is refused (it once raised struct.error in Python)."""
+    buf = bytearray(b"".join([_plain_batch()]))
+    struct.pack_into(">q", buf, 0, 2**63 - 10)
+    python, compiled = both(lambda: outcome(lambda: rec.fit_to_segment(bytes(buf), phys_end=None, delta=100,
+                                                                     max_epoch=10)))
+    assert python == compiled == ("RecordsError", f"baseOffset {2**63 - 10} + 100 outside int64 at byte 0")
+
+
+def test_non_contiguous_and_read_only_buffers():
+    buf = _plain_batch()
+    view = memoryview(buf * 2)[::2]  # not contiguous: the compiled walk refuses it rather than copy it
+    (header,) = rec.iter_batches(buf)
+    with using("compiled"), pytest.raises(BufferError):
+        list(rec.iter_batches(view))
+    with using("compiled"), pytest.raises(BufferError):
+        rec.rewrite_producer(memoryview(bytearray(buf)).toreadonly(), header, 1, 1)  # type: ignore[arg-type]
+
+
+def _plain_batch() -> bytes:
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    builder.append(0, timestamp=1, key=None, value=b"v", headers=[])
+    return bytes(builder.build())
