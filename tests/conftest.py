@@ -194,9 +194,42 @@ def pytest_report_header(config):
 FAILOVER_SCENARIOS = "FEDKAFKA_FAILOVER_SCENARIOS"
 
 
+# Fixtures that start Kafka JVMs, a `fedkafka local` federation or PostgreSQL: a test asking for one is `integration`.
+SERVICE_FIXTURES = frozenset({"kafka_clusters", "replicated_clusters", "make_clusters", "local_federation",
+                              "postgres_server", "private_postgres"})
+
+
+def is_unit(item) -> bool:
+    """In `make test-unit` (-m "not integration and not ansible"): it must run on a machine without Java."""
+    return not item.get_closest_marker("integration") and not item.get_closest_marker("ansible")
+
+
+def _refuse_unmarked_services(items) -> None:
+    wrong = [f"{item.nodeid} ({', '.join(sorted(SERVICE_FIXTURES & set(item.fixturenames)))})"
+             for item in items if is_unit(item) and SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if wrong:
+        raise pytest.UsageError("tests that start Kafka or PostgreSQL must be marked integration:\n  "
+                                + "\n  ".join(wrong))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_need_no_java(request, monkeypatch):
+    """A unit test that reaches for Java (a broker, a Kafka tool) fails here, not only on a machine without it."""
+    if not is_unit(request.node):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} needs Java: mark it integration")
+
+    monkeypatch.setattr("fedkafka.kafka.dist.find_java", refuse)
+    monkeypatch.setattr("fedkafka.kafka.apps.find_java", refuse)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Failover and coordination scenarios take minutes each (`failover_scenario`): `make test-failover` runs them
+    """Tests that start services must be marked integration (`_refuse_unmarked_services`). Failover and
+    coordination scenarios take minutes each (`failover_scenario`): `make test-failover` runs them
     (FEDKAFKA_FAILOVER_SCENARIOS=1); `make test` skips them and keeps their fast cover (tests/controller)."""
+    _refuse_unmarked_services(items)
     if os.environ.get(FAILOVER_SCENARIOS) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow scenario: runs with {FAILOVER_SCENARIOS}=1 (make test-failover)")
