@@ -88,6 +88,29 @@ def fedkafka_cli():
     return run_fedkafka
 
 
+@pytest.fixture
+def refused_cli(monkeypatch):
+    """`refused_cli(*args)`: the `fedkafka` command run in this process (typer's CliRunner, no interpreter to
+    start) with arguments it must refuse before serving; returns (exit code, stdout and stderr). A proxy that
+    would start serving fails the test instead."""
+    from typer.testing import CliRunner
+
+    from fedkafka.cli import app
+
+    def serve(*args, **kwargs):
+        raise AssertionError("the command started serving instead of refusing its arguments")
+
+    monkeypatch.setattr("fedkafka.proxy.core.server.run", serve)
+
+    def invoke(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, list(args))
+        if isinstance(result.exception, AssertionError):
+            raise result.exception
+        return result.exit_code, result.output
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def local_federation(tmp_path_factory):
     """One `fedkafka local up --clusters 2 --proxies 2` for the session: (state dir, `local status --json`).
