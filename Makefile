@@ -110,10 +110,11 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The tests that need no JVM, Kafka broker, PostgreSQL or Ansible run (well under a minute): markers in pyproject.toml.
+# The tests that need no JVM, Kafka broker, PostgreSQL, service process or Ansible run, on every core (pytest-xdist):
+# markers in pyproject.toml, README's test section.
 .PHONY: test-unit
 test-unit: $(STAMP)
-	$(BIN)/pytest -m "not integration and not ansible" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not integration and not ansible" -n auto $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check fedkafka tests bench library module_utils doc_fragments

@@ -47,13 +47,7 @@ options:
     default: false
   wait:
     description: Wait until the controller reports the target state (for O(state=absent)).
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait.
-    type: int
-    default: 600
-extends_documentation_fragment: [fedkafka_api]
+extends_documentation_fragment: [fedkafka_api, fedkafka_wait]
 attributes:
   check_mode:
     support: full
@@ -104,6 +98,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.fedkafka_api import (  # noqa: E402
     API_ARGUMENT_SPEC,
+    WAIT_ARGUMENT_SPEC,
     ApiError,
     FedkafkaApi,
     move_lines,
@@ -231,8 +226,7 @@ def main() -> None:
             "coordination": {"type": "bool"},
             "state": {"type": "str", "default": "present", "choices": ["present", "read_only", "absent"]},
             "drain": {"type": "bool", "default": False},
-            "wait": {"type": "bool", "default": True},
-            "timeout": {"type": "int", "default": 600},
+            **WAIT_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )

@@ -27,15 +27,7 @@ options:
     description: The coordination cluster is dead; restore the controller's last copy of the offsets.
     type: bool
     default: false
-  wait:
-    description: Wait until the workflow finished.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait.
-    type: int
-    default: 600
-extends_documentation_fragment: [fedkafka_api]
+extends_documentation_fragment: [fedkafka_api, fedkafka_wait]
 attributes:
   check_mode:
     support: full
@@ -78,6 +70,7 @@ workflow:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.fedkafka_api import (  # noqa: E402
     API_ARGUMENT_SPEC,
+    WAIT_ARGUMENT_SPEC,
     ApiError,
     FedkafkaApi,
     RunFailed,
@@ -101,8 +94,7 @@ def main() -> None:
             **API_ARGUMENT_SPEC,
             "to": {"type": "str", "required": True, "aliases": ["cluster"]},
             "unclean": {"type": "bool", "default": False},
-            "wait": {"type": "bool", "default": True},
-            "timeout": {"type": "int", "default": 600},
+            **WAIT_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )

@@ -25,15 +25,7 @@ options:
     description: Id of the dead cluster.
     type: str
     required: true
-  wait:
-    description: Wait until the workflow finished.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait.
-    type: int
-    default: 600
-extends_documentation_fragment: [fedkafka_api]
+extends_documentation_fragment: [fedkafka_api, fedkafka_wait]
 attributes:
   check_mode:
     support: full
@@ -79,6 +71,7 @@ workflow:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.fedkafka_api import (  # noqa: E402
     API_ARGUMENT_SPEC,
+    WAIT_ARGUMENT_SPEC,
     ApiError,
     FedkafkaApi,
     RunFailed,
@@ -107,8 +100,7 @@ def main() -> None:
         argument_spec={
             **API_ARGUMENT_SPEC,
             "cluster": {"type": "str", "required": True},
-            "wait": {"type": "bool", "default": True},
-            "timeout": {"type": "int", "default": 600},
+            **WAIT_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )

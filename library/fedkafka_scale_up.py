@@ -34,15 +34,7 @@ options:
     type: str
     choices: [rebalance, expand]
     default: rebalance
-  wait:
-    description: Wait until the workflow finished.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait.
-    type: int
-    default: 600
-extends_documentation_fragment: [fedkafka_api]
+extends_documentation_fragment: [fedkafka_api, fedkafka_wait]
 attributes:
   check_mode:
     support: full
@@ -94,6 +86,7 @@ workflow:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.fedkafka_api import (  # noqa: E402
     API_ARGUMENT_SPEC,
+    WAIT_ARGUMENT_SPEC,
     ApiError,
     FedkafkaApi,
     move_lines,
@@ -173,8 +166,7 @@ def main() -> None:
             "cluster": {"type": "str", "required": True},
             "bootstrap": {"type": "str"},
             "strategy": {"type": "str", "default": "rebalance", "choices": ["rebalance", "expand"]},
-            "wait": {"type": "bool", "default": True},
-            "timeout": {"type": "int", "default": 600},
+            **WAIT_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )

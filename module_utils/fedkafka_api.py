@@ -21,6 +21,12 @@ API_ARGUMENT_SPEC = {
     "request_timeout": {"type": "float", "default": 30.0},
 }
 
+# Options of the modules that start a workflow (doc fragment fedkafka_wait): follow it to its end, for so long.
+WAIT_ARGUMENT_SPEC = {
+    "wait": {"type": "bool", "default": True},
+    "timeout": {"type": "int", "default": 600},
+}
+
 # What a standby answers every /v1/ request with: 503 and this header naming the active controller
 # (docs/DESIGN.md §3.6; the same rule as fedkafka/controllers.py, which modules cannot import).
 ACTIVE_HEADER = "x-fedkafka-active"

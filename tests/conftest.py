@@ -102,6 +102,29 @@ def fedkafka_cli():
     return run_fedkafka
 
 
+@pytest.fixture
+def refused_cli(monkeypatch):
+    """`refused_cli(*args)`: the `fedkafka` command run in this process (typer's CliRunner, no interpreter to
+    start) with arguments it must refuse before serving; returns (exit code, stdout and stderr). A proxy that
+    would start serving fails the test instead."""
+    from typer.testing import CliRunner
+
+    from fedkafka.cli import app
+
+    def serve(*args, **kwargs):
+        raise AssertionError("the command started serving instead of refusing its arguments")
+
+    monkeypatch.setattr("fedkafka.proxy.core.server.run", serve)
+
+    def invoke(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, list(args))
+        if isinstance(result.exception, AssertionError):
+            raise result.exception
+        return result.exit_code, result.output
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def local_federation(tmp_path_factory):
     """One `fedkafka local up --clusters 2 --proxies 2` for the session: (state dir, `local status --json`).
@@ -208,9 +231,42 @@ def pytest_report_header(config):
 FAILOVER_SCENARIOS = "FEDKAFKA_FAILOVER_SCENARIOS"
 
 
+# Fixtures that start Kafka JVMs, a `fedkafka local` federation or PostgreSQL: a test asking for one is `integration`.
+SERVICE_FIXTURES = frozenset({"kafka_clusters", "replicated_clusters", "make_clusters", "local_federation",
+                              "postgres_server", "private_postgres"})
+
+
+def is_unit(item) -> bool:
+    """In `make test-unit` (-m "not integration and not ansible"): it must run on a machine without Java."""
+    return not item.get_closest_marker("integration") and not item.get_closest_marker("ansible")
+
+
+def _refuse_unmarked_services(items) -> None:
+    wrong = [f"{item.nodeid} ({', '.join(sorted(SERVICE_FIXTURES & set(item.fixturenames)))})"
+             for item in items if is_unit(item) and SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if wrong:
+        raise pytest.UsageError("tests that start Kafka or PostgreSQL must be marked integration:\n  "
+                                + "\n  ".join(wrong))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_need_no_java(request, monkeypatch):
+    """A unit test that reaches for Java (a broker, a Kafka tool) fails here, not only on a machine without it."""
+    if not is_unit(request.node):
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} needs Java: mark it integration")
+
+    monkeypatch.setattr("fedkafka.kafka.dist.find_java", refuse)
+    monkeypatch.setattr("fedkafka.kafka.apps.find_java", refuse)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Failover and coordination scenarios take minutes each (`failover_scenario`): `make test-failover` runs them
+    """Tests that start services must be marked integration (`_refuse_unmarked_services`). Failover and
+    coordination scenarios take minutes each (`failover_scenario`): `make test-failover` runs them
     (FEDKAFKA_FAILOVER_SCENARIOS=1); `make test` skips them and keeps their fast cover (tests/controller)."""
+    _refuse_unmarked_services(items)
     if os.environ.get(FAILOVER_SCENARIOS) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow scenario: runs with {FAILOVER_SCENARIOS}=1 (make test-failover)")

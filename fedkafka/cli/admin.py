@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -31,7 +31,7 @@ TOKEN = typer.Option(None, "--token-file", help="file holding the controller tok
 JSON = typer.Option(False, "--json", help="machine-readable output")
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     print(f"fedkafka: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
@@ -93,28 +93,12 @@ def controller(
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
-    try:
-        token = token_file.read_text().strip()
-    except OSError as e:
-        _fail(f"cannot read --token-file: {e}", 2)
-    if not token:
-        _fail(f"--token-file {token_file} is empty", 2)
-    if scan_interval <= 0 or lease_ms < 100 or max_body_bytes < 1024:
-        _fail("--scan-interval must be > 0, --lease-ms >= 100 and --max-body-bytes >= 1024", 2)
-    if auto_failover_after is not None and auto_failover_after < 0:
-        _fail("--auto-failover-after must be >= 0 seconds", 2)
-    if offsets_copy_interval < 0:
-        _fail("--offsets-copy-interval must be >= 0 seconds", 2)
-    if fence_ms < lease_ms:
-        _fail(f"--fence-ms ({fence_ms}) must be at least --lease-ms ({lease_ms})", 2)
-    if leader_lease_ms < 300:
-        _fail("--leader-lease-ms must be at least 300", 2)
-    from fedkafka.security.upstream import PLAINTEXT, UpstreamConfigError, load_upstream_config
+    token = _read_token(token_file)
+    _check_controller_numbers(scan_interval, lease_ms, fence_ms, max_body_bytes, offsets_copy_interval,
+                              auto_failover_after, leader_lease_ms)
+    from fedkafka.cli.services import load_upstream
 
-    try:
-        upstream = load_upstream_config(upstream_config) if upstream_config else PLAINTEXT
-    except UpstreamConfigError as e:
-        _fail(str(e), 2)
+    upstream = load_upstream(upstream_config)
     logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
@@ -124,12 +108,7 @@ def controller(
     from fedkafka.controller.service import Controller, Settings
 
     # Bind first: holding the port proves a leader row naming our URL was left by a process that is gone.
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host or "0.0.0.0", int(port)))
-    except OSError as e:
-        _fail(f"cannot listen on {listen}: {e}", 2)
+    sock = _bound_socket(host, int(port), listen)
     url = advertise_url or f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     settings = Settings(db_url=db, lease_ms=lease_ms, fence_ms=fence_ms, scan_interval=scan_interval,
                         auto_failover_after=auto_failover_after, offsets_copy_interval=offsets_copy_interval,
@@ -141,6 +120,41 @@ def controller(
     uvicorn.run(create_app(ctl, token, max_body=max_body_bytes, leadership=leadership), fd=sock.fileno(),
                 log_level="warning", access_log=False)
     logging.getLogger(__name__).info("controller stopped")
+
+
+def _read_token(token_file: Path) -> str:
+    try:
+        token = token_file.read_text().strip()
+    except OSError as e:
+        _fail(f"cannot read --token-file: {e}", 2)
+    if not token:
+        _fail(f"--token-file {token_file} is empty", 2)
+    return token
+
+
+def _check_controller_numbers(scan_interval: float, lease_ms: int, fence_ms: int, max_body_bytes: int,
+                              offsets_copy_interval: float, auto_failover_after: float | None,
+                              leader_lease_ms: int) -> None:
+    if scan_interval <= 0 or lease_ms < 100 or max_body_bytes < 1024:
+        _fail("--scan-interval must be > 0, --lease-ms >= 100 and --max-body-bytes >= 1024", 2)
+    if auto_failover_after is not None and auto_failover_after < 0:
+        _fail("--auto-failover-after must be >= 0 seconds", 2)
+    if offsets_copy_interval < 0:
+        _fail("--offsets-copy-interval must be >= 0 seconds", 2)
+    if fence_ms < lease_ms:
+        _fail(f"--fence-ms ({fence_ms}) must be at least --lease-ms ({lease_ms})", 2)
+    if leader_lease_ms < 300:
+        _fail("--leader-lease-ms must be at least 300", 2)
+
+
+def _bound_socket(host: str, port: int, listen: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host or "0.0.0.0", port))
+    except OSError as e:
+        _fail(f"cannot listen on {listen}: {e}", 2)
+    return sock
 
 
 def _url_host(host: str) -> str:

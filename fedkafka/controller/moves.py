@@ -30,12 +30,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow, WorkflowRow
 from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s, live_ack_timeout_s
+from fedkafka.view.rebalance import Move
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,6 @@ FINISHED = ("done", "rolled_back")
 PRODUCE_ROLES = ("pproxy", "both")
 FAULT_PAUSE = "FEDKAFKA_FAULT_PAUSE_AFTER"  # tests: stall after committing this move state (then kill -9)
 FAULT_RAISE = "FEDKAFKA_FAULT_RAISE_AFTER"  # tests: raise after committing this move state
-
-
-@dataclass(frozen=True, slots=True)
-class MovePlan:
-    topic: str
-    partition: int
-    from_cluster: str
-    to_cluster: str
-    to_topic: str
-    to_partition: int
-    gap: int = 0  # UNCLEAN_GAP for a failover: sealed at the last known end, the new segment after the gap
 
 
 class MoveFailed(RuntimeError):
@@ -73,7 +62,7 @@ class Mover:
         self.seal_timeout = seal_timeout
 
     # -- planning ------------------------------------------------------------------------------
-    def plan(self, workflow_id: int | None, plans: Iterable[MovePlan]) -> list[int]:
+    def plan(self, workflow_id: int | None, plans: Iterable[Move]) -> list[int]:
         """Record planned moves (one transaction); partitions with an unfinished move are left out."""
         now = time.time()
         with self.ctl.session() as s:

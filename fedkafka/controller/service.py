@@ -364,41 +364,51 @@ class Controller:
                 raise Conflict("no active, reachable cluster: register a cluster first")
             have = existing[0] if existing else 0
             slots = place(partitions - have, [c.id for c in targets], placement, first=have, existing=used)
-            bootstrap = {c.id: c.bootstrap for c in clusters}
-            # Kafka first, database second: a failure here leaves nothing half-written in the view.
-            try:
-                needed = physical_partition_counts([*used, *slots])
-                for cluster_id in physical_partition_counts(slots):
-                    self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
-                self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)
-                if existing and existing[1] != config:
-                    dropped = [k for k in existing[1] if k not in config]
-                    for cluster_id in needed:
-                        self.kafka.alter_topic_config(cluster_id, bootstrap[cluster_id], name, config, dropped)
-            except KafkaRefused as e:
-                raise Invalid(str(e), kafka_error=e.code) from None
-            except KafkaUnavailable as e:
-                raise Unavailable(f"{e}; nothing was changed, retry when it is back") from None
-            with self.session() as s:
-                if row is None:
-                    s.add(TopicRow(name=name, topic_id=uuid.uuid4().hex, partitions=partitions, placement=placement,
-                                   config_json=json.dumps(config, sort_keys=True)))
-                    s.flush()
-                else:
-                    s.execute(update(TopicRow).where(TopicRow.name == name).values(
-                        partitions=partitions, config_json=json.dumps(config, sort_keys=True)))
-                for i, chain in enumerate(identity_chains(name, slots)):
-                    p = have + i
-                    s.add(ChainRow(topic=name, partition=p, leader_epoch=chain.leader_epoch, frozen=False))
-                    seg = chain.active
-                    s.add(SegmentRow(topic=name, partition=p, seq=0, cluster=seg.cluster, physical_topic=seg.topic,
-                                     physical_partition=seg.partition, phys_start=0, phys_end=None, logical_base=0))
-                try:
-                    s.commit()
-                except IntegrityError:
-                    raise Conflict(f"topic {name} was changed concurrently; retry") from None
+            self._ensure_physical_topics(name, partitions, config, existing, {c.id: c.bootstrap for c in clusters},
+                                         coord, used, slots)
+            self._write_topic_rows(name, partitions, placement, config, row is None, have, slots)
             self.compose()
             return self.get_topic(name), True
+
+    def _ensure_physical_topics(self, name: str, partitions: int, config: dict[str, str],
+                                existing: tuple[int, dict] | None, bootstrap: dict[str, str], coord: str,
+                                used: list[Slot], slots: list[Slot]) -> None:
+        """Kafka first, database second: a failure here leaves nothing half-written in the view."""
+        try:
+            needed = physical_partition_counts([*used, *slots])
+            for cluster_id in physical_partition_counts(slots):
+                self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
+            self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)
+            if existing and existing[1] != config:
+                dropped = [k for k in existing[1] if k not in config]
+                for cluster_id in needed:
+                    self.kafka.alter_topic_config(cluster_id, bootstrap[cluster_id], name, config, dropped)
+        except KafkaRefused as e:
+            raise Invalid(str(e), kafka_error=e.code) from None
+        except KafkaUnavailable as e:
+            raise Unavailable(f"{e}; nothing was changed, retry when it is back") from None
+
+    def _write_topic_rows(self, name: str, partitions: int, placement: str, config: dict[str, str], new: bool,
+                          have: int, slots: list[Slot]) -> None:
+        """The topic row and a chain of one segment for each added partition `have`, `have + 1`, ..."""
+        with self.session() as s:
+            if new:
+                s.add(TopicRow(name=name, topic_id=uuid.uuid4().hex, partitions=partitions, placement=placement,
+                               config_json=json.dumps(config, sort_keys=True)))
+                s.flush()
+            else:
+                s.execute(update(TopicRow).where(TopicRow.name == name).values(
+                    partitions=partitions, config_json=json.dumps(config, sort_keys=True)))
+            for i, chain in enumerate(identity_chains(name, slots)):
+                p = have + i
+                s.add(ChainRow(topic=name, partition=p, leader_epoch=chain.leader_epoch, frozen=False))
+                seg = chain.active
+                s.add(SegmentRow(topic=name, partition=p, seq=0, cluster=seg.cluster, physical_topic=seg.topic,
+                                 physical_partition=seg.partition, phys_start=0, phys_end=None, logical_base=0))
+            try:
+                s.commit()
+            except IntegrityError:
+                raise Conflict(f"topic {name} was changed concurrently; retry") from None
 
     def delete_topic(self, name: str) -> bool:
         with self._write_lock:

@@ -9,6 +9,7 @@ each unfinished run again from the top and the finished phases change nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -26,10 +27,10 @@ from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
-from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
+from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, shadow_topic
-from fedkafka.view.rebalance import droppable_prefix, evacuate, rebalance
+from fedkafka.view.rebalance import Move, droppable_prefix, evacuate, rebalance
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class WorkflowEngine:
         states = [f"{a.value} -> {b.value}" for a, b in itertools.pairwise(order[order.index(state):])]
         moves = []
         if state in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
-            moves = [_planned(m) for m in self._evacuation(cluster)]
+            moves = [_planned(m) for m in self._evacuate_plan(cluster)]
         return states, moves
 
     def _failover_dry_plan(self, cluster: str) -> tuple[list[str], list[dict[str, Any]]]:
@@ -481,7 +482,7 @@ class WorkflowEngine:
         rec["changed"] = rec["changed"] or bool(rows)
         self._save(run_id)
 
-    def _ensure_targets(self, plans: list[MovePlan]) -> None:
+    def _ensure_targets(self, plans: list[Move]) -> None:
         """Physical partitions the moves write to exist before any move row points at them (Kafka first)."""
         needed: dict[tuple[str, str], int] = {}
         for m in plans:
@@ -511,8 +512,8 @@ class WorkflowEngine:
     def _active(self) -> list[str]:
         return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
 
-    def _rebalance_plan(self, target: str) -> list[MovePlan]:
-        return [MovePlan(**vars_of(m)) for m in rebalance(self._chains(), self._active(), target)]
+    def _rebalance_plan(self, target: str) -> list[Move]:
+        return rebalance(self._chains(), self._active(), target)
 
     # -- expand ------------------------------------------------------------------------------------
     def _expand(self, run_id: int) -> None:
@@ -595,9 +596,8 @@ class WorkflowEngine:
             if ph["state"] != "done":
                 self._phase(run_id, phase, ph["total"], ph["total"])
 
-    def _failover_plan(self, dead: str) -> list[MovePlan]:
-        plans = self._evacuate_plan(dead)
-        return [MovePlan(**{**vars_of(m), "gap": UNCLEAN_GAP}) for m in plans]
+    def _failover_plan(self, dead: str) -> list[Move]:
+        return [dataclasses.replace(m, gap=UNCLEAN_GAP) for m in self._evacuate_plan(dead)]
 
     def _busy(self) -> set[tuple[str, int]]:
         with self.ctl.session() as s:
@@ -628,10 +628,7 @@ class WorkflowEngine:
         self.ctl.set_cluster_state(cluster, "removed")
         self._phase(run_id, "removed", 1, 1)
 
-    def _evacuate_plan(self, leaving: str) -> list[MovePlan]:
-        return [MovePlan(**vars_of(m)) for m in self._evacuation(leaving)]
-
-    def _evacuation(self, leaving: str):
+    def _evacuate_plan(self, leaving: str) -> list[Move]:
         active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
         return evacuate(self._chains(), [c.id for c in active if c.id != leaving] + [leaving], leaving)
 
@@ -797,6 +794,3 @@ def _request(kind: str, strategy: str | None, drain: str | bool | None, bootstra
 def _planned(move) -> dict[str, Any]:
     return {"topic": move.topic, "partition": move.partition, "from": move.from_cluster, "to": move.to_cluster}
 
-
-def vars_of(move) -> dict[str, Any]:
-    return {f: getattr(move, f) for f in move.__slots__}

@@ -17,12 +17,14 @@ from fedkafka.view.model import Segment
 
 @dataclass(frozen=True, slots=True)
 class Move:
+    """One active segment to move: what the planners here return and what the controller's mover records."""
     topic: str
     partition: int
     from_cluster: str
     to_cluster: str
     to_topic: str
     to_partition: int
+    gap: int = 0  # UNCLEAN_GAP for a failover: sealed at the last known end, the new segment after the gap
 
 
 Chains = Mapping[str, Sequence[Sequence[Segment]]]  # logical topic -> per partition, its segments

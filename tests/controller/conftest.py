@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -82,6 +84,29 @@ def db_url(request, tmp_path) -> str:
     with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')
     return f"{server}/{name}"
+
+
+class FakeClock:
+    """The wall clock the controller's leases and fences read, moved by the test: a lease runs out because the
+    test says so, not because the machine happened to be slow or fast enough."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """Every controller in the test (all share `fedkafka.controller.service`) reads this clock."""
+    fake = FakeClock(time.time())
+    durations = {name: getattr(time, name) for name in ("perf_counter", "monotonic", "sleep")}  # still real
+    monkeypatch.setattr("fedkafka.controller.service.time", SimpleNamespace(time=fake.time, **durations))
+    return fake
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,7 @@ def test_cluster_states_and_unknown_cluster(make_api):
     assert {c["id"]: c["state"] for c in view["clusters"]} == {"c1": "active", "c2": "active"}
 
 
-def test_proxies_register_heartbeat_and_lose_their_lease(make_api):
+def test_proxies_register_heartbeat_and_lose_their_lease(make_api, clock):
     api = make_api(lease_ms=400, fence_ms=400)
     body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
     first = api.post("/v1/proxies", json=body).json()
@@ -125,13 +125,13 @@ def test_proxies_register_heartbeat_and_lose_their_lease(make_api):
     hb = api.post(f"/v1/proxies/{first['node_id']}/heartbeat", json={"applied_version": view["version"], "load": {}})
     assert hb.json()["view_version"] == view["version"]
     assert api.get("/v1/status").json()["proxies"][0]["applied_version"] == view["version"]
-    time.sleep(0.5)
+    clock.advance(0.5)
     api.controller.expire_leases()
     assert api.get("/v1/view").json()["proxies"] == []
     assert api.post(f"/v1/proxies/{first['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404
 
 
-def test_a_proxy_silent_longer_than_its_lease_renews_while_its_fence_holds(make_api):
+def test_a_proxy_silent_longer_than_its_lease_renews_while_its_fence_holds(make_api, clock):
     """docs/DESIGN.md §4.9: the lease decides view membership, the fence whether the proxy may go on writing with
     the view it has. A proxy cut off for longer than a lease (or a restarted controller) renews without
     registering again, and is listed again at once; one whose fence ran out must register again (404)."""
@@ -139,7 +139,7 @@ def test_a_proxy_silent_longer_than_its_lease_renews_while_its_fence_holds(make_
     body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
     node = api.post("/v1/proxies", json=body).json()
     assert node["fence_ms"] == 1500
-    time.sleep(0.5)
+    clock.advance(0.5)
     api.controller.expire_leases()
     assert api.get("/v1/view").json()["proxies"] == []
     hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1})
@@ -147,7 +147,7 @@ def test_a_proxy_silent_longer_than_its_lease_renews_while_its_fence_holds(make_
     assert [p["node_id"] for p in api.get("/v1/view").json()["proxies"]] == [node["node_id"]]
     restarted = make_api(lease_ms=400, fence_ms=1500)  # a second controller (or a restart) on the database
     assert restarted.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 200
-    time.sleep(1.6)
+    clock.advance(1.6)
     assert restarted.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404
     assert api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404
 
@@ -185,19 +185,19 @@ def test_a_fence_shorter_than_the_lease_is_refused(db_url):
         Settings(db_url=db_url, lease_ms=10_000, fence_ms=5_000)
 
 
-def test_a_restarted_controller_lists_the_proxies_it_inherits_for_one_lease(make_api):
+def test_a_restarted_controller_lists_the_proxies_it_inherits_for_one_lease(make_api, clock):
     """Leases run out while no controller runs; the next one keeps those proxies in the view for one lease
     (dropping and re-adding them one by one would move partition leaders between proxies), but they are
     still fenced: a heartbeat on the lapsed lease is refused until the proxy registers again."""
     first = make_api(lease_ms=400, fence_ms=400)
     body = {"instance_id": "p-a", "host": "127.0.0.1", "port": 9101, "role": "both", "pool": "default"}
     node = first.post("/v1/proxies", json=body).json()["node_id"]
-    time.sleep(0.5)  # the controller is gone (never asked again); the lease and the fence run out
+    clock.advance(0.5)  # the controller is gone (never asked again); the lease and the fence run out
     restarted = make_api(lease_ms=400, fence_ms=400)
     restarted.controller.expire_leases()
     assert [p["node_id"] for p in restarted.get("/v1/view").json()["proxies"]] == [node]
     assert restarted.post(f"/v1/proxies/{node}/heartbeat", json={"applied_version": 1}).status_code == 404
-    time.sleep(0.5)  # the grace is one lease: a proxy that did not come back is dropped
+    clock.advance(0.5)  # the grace is one lease: a proxy that did not come back is dropped
     restarted.controller.expire_leases()
     assert restarted.get("/v1/view").json()["proxies"] == []
     assert restarted.post("/v1/proxies", json=body).json()["node_id"] == node  # registering again: same id
@@ -406,7 +406,7 @@ def test_a_failed_batch_keeps_its_renewals_and_the_newest_wins(make_api):
     assert ctl._pending == {}
 
 
-def test_a_renewal_whose_write_failed_does_not_count_later(make_api):
+def test_a_renewal_whose_write_failed_does_not_count_later(make_api, clock):
     """docs/DESIGN.md §4.9, rule F3: a renewal answered 503 (its write failed) was remembered in memory as if it
     had been written; once the fence in the database had run out (a move stopped counting the proxy), the next
     heartbeat passed the in-memory check and the proxy went on producing with its old view. Now memory
@@ -414,12 +414,12 @@ def test_a_renewal_whose_write_failed_does_not_count_later(make_api):
     api = make_api(lease_ms=400, fence_ms=4000)
     ctl = api.controller
     node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
-    time.sleep(2.0)
+    clock.advance(2.0)
     db = _FailingCommits(ctl)
     db.failing = True
     assert api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 503
     with ctl._hb_lock:
         ctl._pending.clear()  # the write never happened (the batch was lost with the database)
     db.failing = False
-    time.sleep(2.5)  # the fence the database holds ran out; the one the failed renewal asked for did not
+    clock.advance(2.5)  # the fence the database holds ran out; the one the failed renewal asked for did not
     assert api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": 1}).status_code == 404

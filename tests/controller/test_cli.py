@@ -53,6 +53,7 @@ def test_locate_prefers_options_then_env_then_the_local_state_file(tmp_path, mon
     assert locate("http://opt:3", token, state_root=tmp_path) == ("http://opt:3", "from-file")
 
 
+@pytest.mark.integration  # a controller process
 def test_controller_process_streams_views_and_stops_cleanly_on_sigterm(tmp_path):
     token = tmp_path / "t"
     token.write_text("tok")

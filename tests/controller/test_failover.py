@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from fedkafka.controller.moves import MovePlan, Mover
+from fedkafka.controller.moves import Mover
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
+from fedkafka.view.rebalance import Move
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_a_sealed_failover_move_keeps_its_gap_when_the_sweeper_publishes_it(setu
     ctl.log_offsets[("c1", "t", p)] = (0, 55)
     kill(api, kafka, "c1")
     mover = Mover(ctl, ack_timeout=1)
-    ids = mover.plan(None, [MovePlan("t", p, "c1", "c2", "t", 5, gap=UNCLEAN_GAP)])
+    ids = mover.plan(None, [Move("t", p, "c1", "c2", "t", 5, gap=UNCLEAN_GAP)])
     mover._freeze(ids)
     mover._await_acks(ids, lambda *_: None)
     mover._seal(ids, lambda *_: None)

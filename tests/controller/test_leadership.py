@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from fedkafka.controller import db
 from fedkafka.controller.app import create_app
 from fedkafka.controller.leadership import Leadership, NotLeader
-from fedkafka.controller.moves import MovePlan, Mover
+from fedkafka.controller.moves import Mover
 from fedkafka.controllers import ControllerList, active_hint
+from fedkafka.view.rebalance import Move
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_a_controller_that_lost_the_row_commits_no_move_step(make_api, db_url, r
     api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
     ctl.leadership = _active(Leadership(ctl.session, "http://old:1", lease_s=0.3))
     mover = Mover(ctl, ack_timeout=1)
-    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
     time.sleep(0.4)
     assert Leadership(ctl.session, "http://new:1", lease_s=30).try_acquire()
     with pytest.raises(NotLeader, match="another controller took over"):

@@ -10,7 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedkafka.controller.models import WorkflowRow
-from fedkafka.controller.moves import MovePlan, Mover
+from fedkafka.controller.moves import Mover
+from fedkafka.view.rebalance import Move
 
 
 def scrape(api) -> dict[tuple[str, frozenset], float]:
@@ -39,9 +40,9 @@ def api(make_api, recording_kafka_class):
 def test_moves_by_state_and_time_in_each_state(api):
     ctl = api.controller
     mover = Mover(ctl, ack_timeout=1)
-    done = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    done = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
     mover.run(done)
-    stuck = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    stuck = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     mover._freeze(stuck)  # frozen, waiting for acks: what a stuck move looks like
     time.sleep(0.05)
     m = scrape(api)

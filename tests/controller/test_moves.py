@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
+from fedkafka.controller.moves import MoveFailed, Mover
+from fedkafka.view.rebalance import Move
 
 
 @pytest.fixture
@@ -33,8 +34,8 @@ def test_a_restarted_controller_publishes_the_recorded_seal(setup):
     ctl = api.controller
     kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 7})
     first = Mover(ctl, ack_timeout=1)
-    ids = first.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
-    assert first.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)]) == []  # one unfinished move per partition
+    ids = first.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
+    assert first.plan(None, [Move("t", 0, "c1", "c2", "t", 1)]) == []  # one unfinished move per partition
     first._freeze(ids)
     assert ctl.view.chain("t", 0).frozen
     first._await_acks(ids, lambda *_: None)
@@ -57,7 +58,7 @@ def test_a_live_proxy_that_never_acks_rolls_the_move_back(setup):
     ctl = api.controller
     api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).raise_for_status()
     mover = Mover(ctl, ack_timeout=0.3)
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     with pytest.raises(MoveFailed, match="did not apply view"):
         mover.run(ids)
     chain = ctl.view.chain("t", 1)
@@ -139,12 +140,12 @@ def test_a_proxy_is_fenced_only_once_its_last_upstream_write_is_over(setup):
     node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
     _lease_ran_out(ctl, node["node_id"], seconds_ago=1)
     mover = Mover(ctl, ack_timeout=0.3)
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     with pytest.raises(MoveFailed, match="did not apply view"):
         mover.run(ids)
     assert mover.counts(ids) == {"rolled_back": 1}
     _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1)
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     assert mover.run(ids) == {"done": 1}
     assert FENCE_GRACE_S >= UPSTREAM_REQUEST_TIMEOUT_S
 
@@ -171,12 +172,12 @@ def test_a_proxy_cut_off_from_the_controller_is_waited_for_until_its_fence(setup
     node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
     _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=60)
     mover = Mover(ctl, ack_timeout=0.5)
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     with pytest.raises(MoveFailed, match="did not apply view"):
         mover.run(ids)
     assert mover.counts(ids) == {"rolled_back": 1}
     _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=-(FENCE_GRACE_S + 1))
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     assert mover.run(ids) == {"done": 1}
 
 
@@ -190,7 +191,7 @@ def test_a_cut_off_proxy_that_comes_back_and_acks_lets_the_move_finish(setup):
     node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
     _lease_ran_out(ctl, node["node_id"], seconds_ago=5, fence_in=60)
     mover = Mover(ctl, ack_timeout=30)
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
 
     def frozen_view() -> int | None:
         view = api.get("/v1/view").json()
@@ -229,7 +230,7 @@ def test_a_proxy_that_renews_but_never_acks_fails_the_move_after_its_drain(setup
     helper.start()
     started = time.monotonic()
     try:
-        ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+        ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
         with pytest.raises(MoveFailed, match="while renewing their leases"):
             mover.run(ids)
     finally:
@@ -253,7 +254,7 @@ def test_an_error_at_any_phase_leaves_no_partition_frozen(setup, monkeypatch, ph
     ctl = api.controller
     kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 7})
     mover = Mover(ctl, ack_timeout=1)
-    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
     if phase == "planned":  # the freeze's transaction fails
         monkeypatch.setattr(Mover, "_freeze", lambda self, ids: (_ for _ in ()).throw(_DatabaseGone("commit")))
     else:
@@ -271,7 +272,7 @@ def test_an_error_at_any_phase_leaves_no_partition_frozen(setup, monkeypatch, ph
     else:
         assert mover.counts(ids) == {"rolled_back": 1}
         assert [(g.cluster, g.phys_end) for g in chain.segments] == [("c1", None)]
-        assert mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)]) != []  # the partition can move again
+        assert mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)]) != []  # the partition can move again
 
 
 def test_a_starting_controller_settles_moves_no_running_workflow_owns(setup):
@@ -297,9 +298,9 @@ def test_a_starting_controller_settles_moves_no_running_workflow_owns(setup):
             s.commit()
             runs[state] = row.id
     mover = Mover(ctl, ack_timeout=1)
-    frozen = mover.plan(runs["failed"], [MovePlan("t", 0, "c1", "c2", "t", 1)])
-    sealed = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
-    owned = mover.plan(runs["running"], [MovePlan("u", 0, "c1", "c2", "u", 1)])
+    frozen = mover.plan(runs["failed"], [Move("t", 0, "c1", "c2", "t", 1)])
+    sealed = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    owned = mover.plan(runs["running"], [Move("u", 0, "c1", "c2", "u", 1)])
     mover._freeze(frozen + sealed + owned)
     mover._await_acks(sealed, lambda *_: None)
     mover._seal(sealed, lambda *_: None)
@@ -329,7 +330,7 @@ def test_the_seal_waits_until_no_write_sits_above_the_high_watermark(setup):
 
     kafka.log_end_offsets = log_end_offsets
     mover = Mover(ctl, ack_timeout=1)
-    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
     assert mover.run(ids) == {"done": 1}
     old, new = ctl.view.chain("t", 0).segments
     assert old.phys_end == 42 and new.logical_base == 42
@@ -342,7 +343,7 @@ def test_a_seal_whose_writes_never_replicate_is_rolled_back(setup):
     kafka.ends.update({("c1", "t", 0): 40, ("c2", "t", 1): 7})
     kafka.log_end_offsets = lambda cluster, bootstrap, parts: {(t, p): 42 for t, p in parts}
     mover = Mover(ctl, ack_timeout=1, seal_timeout=0.3)
-    ids = mover.plan(None, [MovePlan("t", 0, "c1", "c2", "t", 1)])
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
     with pytest.raises(MoveFailed, match="above the high watermark"):
         mover.run(ids)
     assert mover.counts(ids) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from fedkafka.controller.moves import MoveFailed, MovePlan, Mover
+from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.controller.service import MAX_WORKER
 from fedkafka.fencing import FENCE_GRACE_S
+from fedkafka.view.rebalance import Move
 
 PROXY = {"instance_id": "h:9092", "host": "h", "port": 9092, "role": "pproxy"}
 
@@ -122,7 +123,7 @@ def test_a_node_with_two_workers_is_not_acked_until_both_applied(api):
     ctl = api.controller
     w0, w1 = _register(api, 0), _register(api, 1)
     mover = Mover(ctl, ack_timeout=1.0)
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     helper = _ack_when_frozen(api, [w0])
     with pytest.raises(MoveFailed, match=rf"proxies {w1['node_id']}/w1 did not apply view"):
         mover.run(ids)
@@ -130,7 +131,7 @@ def test_a_node_with_two_workers_is_not_acked_until_both_applied(api):
     assert mover.counts(ids) == {"rolled_back": 1}
     assert api.get("/v1/status").json()["proxies"][0]["applied_version"] < ctl.view.version  # the node: its lowest
 
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     helper = _ack_when_frozen(api, [w0, w1])
     assert mover.run(ids) == {"done": 1}
     helper.join()
@@ -149,7 +150,7 @@ def test_a_dead_workers_own_fence_governs_not_its_siblings(api):
     assert [p["node_id"] for p in api.get("/v1/view").json()["proxies"]] == [w0["node_id"]]  # still listed
 
     mover = Mover(ctl, ack_timeout=1.0)
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     helper = _ack_when_frozen(api, [w0])
     with pytest.raises(MoveFailed, match=rf"proxies {w1['node_id']}/w1 did not apply view"):
         mover.run(ids)  # the dead worker may still be writing until its fence (plus the grace)
@@ -157,7 +158,7 @@ def test_a_dead_workers_own_fence_governs_not_its_siblings(api):
     assert mover.counts(ids) == {"rolled_back": 1}
 
     _went_silent(ctl, w1["member_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=-(FENCE_GRACE_S + 1))
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     helper = _ack_when_frozen(api, [w0])
     assert mover.run(ids) == {"done": 1}  # fenced for good: only the live worker's ack is needed
     helper.join()
@@ -172,7 +173,7 @@ def test_a_live_workers_own_fence_is_not_stretched_by_a_dead_sibling(api):
     ctl.expire_leases()
     assert [p["node_id"] for p in api.get("/v1/view").json()["proxies"]] == [w0["node_id"]]
     mover = Mover(ctl, ack_timeout=1.0)
-    ids = mover.plan(None, [MovePlan("t", 1, "c2", "c1", "t", 1)])
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     helper = _ack_when_frozen(api, [w1])
     with pytest.raises(MoveFailed, match=rf"proxies {w0['node_id']} did not apply view"):
         mover.run(ids)

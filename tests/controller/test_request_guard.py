@@ -18,6 +18,8 @@ import pytest
 
 from fedkafka.kafka.cluster import free_port
 
+pytestmark = pytest.mark.integration  # a controller process
+
 TOKEN = "tok"
 CAP = 4096
 

@@ -18,6 +18,8 @@ from three_brokers import started_three_brokers
 from fedkafka.controller.kafka_admin import KafkaAdmin
 from fedkafka.controller.moves import Mover
 
+pytestmark = pytest.mark.integration  # real brokers
+
 
 def test_log_end_and_high_watermark_of_a_real_partition(make_clusters):
     (s,) = make_clusters("s")

@@ -15,7 +15,7 @@ from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.view.model import ProxyRole
 from observe.support import TOKEN
 
-pytestmark = pytest.mark.slow  # a controller process and CLI processes
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a controller process and CLI processes
 
 
 async def fedkafka_status(url: str, token_file, *args: str) -> tuple[int, dict]:

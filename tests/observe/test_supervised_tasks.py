@@ -72,6 +72,7 @@ async def _proxy_with_a_faulty_listener(url: str, **config) -> tuple[ProxyServer
     return server, sock, failed
 
 
+@pytest.mark.integration  # a controller process
 @pytest.mark.slow
 def test_a_view_stream_that_dies_is_restarted_and_acks_the_view_it_was_taking(controller):
     async def scenario():

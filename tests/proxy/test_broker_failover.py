@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.errors import ErrorCode
 
@@ -48,6 +49,7 @@ def test_candidates_rotate_over_the_brokers_then_the_bootstrap():
     assert physical.candidates("x")[3:] == [("b", 1)]  # bootstrap addresses that are no known broker
 
 
+@pytest.mark.integration
 def test_a_call_for_any_broker_goes_to_a_live_one_when_the_first_is_down(make_clusters):
     """Old code sent every such call (InitProducerId, DescribeConfigs, FindCoordinator) to the first broker
     of the metadata: with that broker down they all failed although the others answered."""
@@ -68,6 +70,7 @@ def test_a_call_for_any_broker_goes_to_a_live_one_when_the_first_is_down(make_cl
     asyncio.run(scenario())
 
 
+@pytest.mark.integration
 def test_a_metadata_refresh_reaches_a_known_broker_when_the_bootstrap_one_is_down(make_clusters):
     (x,) = make_clusters("x")
 
@@ -80,6 +83,7 @@ def test_a_metadata_refresh_reaches_a_known_broker_when_the_bootstrap_one_is_dow
     asyncio.run(scenario())
 
 
+@pytest.mark.integration
 def test_a_dead_leader_asks_for_a_refresh_without_fencing_the_whole_cluster(make_clusters):
     """One broker down: the partitions it led get new leaders, the others keep working. Old code marked the
     whole cluster unreachable, refusing produce to every partition of it until the next refresh."""

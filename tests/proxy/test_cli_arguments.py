@@ -1,4 +1,5 @@
-"""`fedkafka proxy` refuses bad arguments with a one-line reason and a non-zero exit, before serving anything."""
+"""`fedkafka proxy` refuses bad arguments with a one-line reason and a non-zero exit, before serving anything
+(in this process through `refused_cli`; one case as a real process)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,15 @@ def _proxy(*args: str) -> subprocess.CompletedProcess[str]:
     (["--workers", "2", "--admin-listen", "127.0.0.1:0"], "--admin-listen with --workers > 1 needs a fixed port"),
     (["--admin-listen", "nowhere"], "--admin-listen must be HOST:PORT"),
 ])
-def test_bad_worker_counts(tmp_path, args, message):
+def test_bad_worker_counts(tmp_path, refused_cli, args, message):
     view = tmp_path / "view.json"
     view.write_text('{"version": 1}')
     base = ["--role", "pproxy", "--view-file", str(view)]
     if "--listen" not in args:
         base += ["--listen", "127.0.0.1:39998"]
-    proc = _proxy(*base, *args)
-    assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout
+    code, output = refused_cli("proxy", *base, *args)
+    assert code == 2
+    assert message in output
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -36,12 +37,13 @@ def test_bad_worker_counts(tmp_path, args, message):
     (["--max-connections-per-ip", "0"], "--max-connections-per-ip must be at least 1"),
     (["--idle-timeout", "0"], "--idle-timeout must be positive"),
 ])
-def test_inconsistent_limits_are_refused(tmp_path, args, message):
+def test_inconsistent_limits_are_refused(tmp_path, refused_cli, args, message):
     view = tmp_path / "view.json"
     view.write_text('{"version": 1}')
-    proc = _proxy("--role", "pproxy", "--view-file", str(view), "--listen", "127.0.0.1:39998", *args)
-    assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout
+    code, output = refused_cli("proxy", "--role", "pproxy", "--view-file", str(view), "--listen", "127.0.0.1:39998",
+                               *args)
+    assert code == 2
+    assert message in output
 
 
 def test_the_ansible_roles_default_to_the_services_own_limits():
@@ -60,9 +62,10 @@ def test_the_ansible_roles_default_to_the_services_own_limits():
 
 
 def test_a_view_cache_without_a_controller_is_refused(tmp_path):
+    """As a real process: the exit status and the one line on stderr."""
     view = tmp_path / "view.json"
     view.write_text('{"version": 1}')
     proc = _proxy("--role", "pproxy", "--listen", "127.0.0.1:39997", "--view-file", str(view),
                   "--view-cache", str(tmp_path / "cache.json"))
-    assert proc.returncode != 0
-    assert "--view-cache needs --controller" in proc.stderr + proc.stdout
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "fedkafka: --view-cache needs --controller (a --view-file is its own cache)"

@@ -85,13 +85,17 @@ def test_a_produce_whose_client_timeout_passed_is_answered_without_being_sent():
 
 
 def test_the_deadline_is_the_request_timeout_less_a_margin_and_only_for_produce():
+    requests = {ms: _produce(ms) for ms in (30_000, 500, 0, -1)}
+
     async def scenario():
-        now = asyncio.get_running_loop().time()
-        deadline = _send_deadline(_produce(30_000))
-        assert now + 28.9 <= deadline <= now + 29.1  # 30 s less 1 s for the way here
-        short = _send_deadline(_produce(500))
-        assert now + 0.44 <= short <= now + 0.46  # a short timeout keeps 90% of it
-        assert _send_deadline(_produce(0)) is None  # timeout 0: no replication wait, not a deadline
-        assert _send_deadline(_produce(-1)) is None
+        loop = asyncio.get_running_loop()
+        loop.time = lambda: 1000.0  # the deadline is read off the loop's clock: held still, it is exact
+        try:
+            assert _send_deadline(requests[30_000]) == 1000.0 + 29.0  # 30 s less 1 s for the way here
+            assert _send_deadline(requests[500]) == 1000.0 + 0.45  # a short timeout keeps 90% of it
+            assert _send_deadline(requests[0]) is None  # timeout 0: no replication wait, not a deadline
+            assert _send_deadline(requests[-1]) is None
+        finally:
+            del loop.time
 
     asyncio.run(scenario())

@@ -18,7 +18,7 @@ import pytest
 from proxy.support import ROOT, free_port
 from proxy.workers import kill, worker_pids
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # a controller process and proxy workers
 
 
 def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):

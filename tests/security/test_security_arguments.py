@@ -28,22 +28,22 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     (["--listen", "127.0.0.1:39991", "--super-user", "admin"], "--super-user must be Type:name"),
     (["--role", "pproxy"], "give --listen HOST:PORT or at least one --listener"),
 ])
-def test_bad_proxy_security_flags(tmp_path, args, message):
+def test_bad_proxy_security_flags(tmp_path, refused_cli, args, message):
     view = tmp_path / "view.json"
     view.write_text('{"version": 1}')
     role = [] if "--role" in args else ["--role", "pproxy"]
-    proc = _run("proxy", *role, "--view-file", str(view), *args)
-    assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout
+    code, output = refused_cli("proxy", *role, "--view-file", str(view), *args)
+    assert code == 2
+    assert message in output
 
 
-def test_a_bad_jwks_file_is_refused(tmp_path):
+def test_a_bad_jwks_file_is_refused(tmp_path, refused_cli):
     view, jwks = tmp_path / "view.json", tmp_path / "jwks.json"
     view.write_text('{"version": 1}')
     jwks.write_text("{not json")
-    proc = _run("proxy", "--role", "pproxy", "--view-file", str(view), "--listener",
-                "SASL_PLAINTEXT://127.0.0.1:39991", "--oauth-jwks-file", str(jwks))
-    assert proc.returncode != 0 and "--oauth-jwks-file" in proc.stderr
+    code, output = refused_cli("proxy", "--role", "pproxy", "--view-file", str(view), "--listener",
+                               "SASL_PLAINTEXT://127.0.0.1:39991", "--oauth-jwks-file", str(jwks))
+    assert code == 2 and "--oauth-jwks-file" in output
 
 
 def test_the_name_service_needs_a_certificate_for_a_tls_listener(tmp_path):

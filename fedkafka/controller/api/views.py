@@ -11,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from fedkafka.controller.api.common import After, RowId, Version
+from fedkafka.controller.publish import Publisher
 from fedkafka.controller.service import Controller
 
 MAX_WAIT_MS = 60_000
@@ -33,8 +34,12 @@ class HeartbeatBody(BaseModel):
 
 def router(controller: Controller, api: Any) -> APIRouter:
     router = APIRouter(dependencies=[api])
-    pub = controller.publisher
+    _view_routes(router, controller.publisher)
+    _proxy_routes(router, controller)
+    return router
 
+
+def _view_routes(router: APIRouter, pub: Publisher) -> None:
     @router.get("/v1/view")
     async def get_view(after: After | None = None, wait_ms: int = Query(0, ge=0, le=MAX_WAIT_MS),
                        delta: bool = False):
@@ -70,6 +75,8 @@ def router(controller: Controller, api: Any) -> APIRouter:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
+
+def _proxy_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/v1/proxies")
     def register_proxy(body: ProxyBody):
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
@@ -96,5 +103,3 @@ def router(controller: Controller, api: Any) -> APIRouter:
     @router.post("/v1/producer-id-blocks")
     def producer_ids():
         return controller.producer_ids.allocate().to_dict()
-
-    return router

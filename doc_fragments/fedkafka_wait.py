@@ -1,0 +1,18 @@
+"""Documentation of the options of the fedkafka modules that start a controller workflow and may follow it to
+its end (WAIT_ARGUMENT_SPEC in module_utils/fedkafka_api.py). Modules name it with
+`extends_documentation_fragment: [fedkafka_api, fedkafka_wait]`; a module may restate an option's description
+(its own text wins, the type and default stay these)."""
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  wait:
+    description: Wait until the workflow finished.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds to wait.
+    type: int
+    default: 600
+"""
