@@ -75,8 +75,9 @@ test-failover: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_FAILOVER_SCENARIOS=1 $(BIN)/pytest -m failover_scenario tests $(PYTEST_ARGS)
 
-# A secured federation (SASL_SSL, SCRAM, OAUTHBEARER, mTLS, ACLs) with confluent-kafka, aiokafka, kafka-python
-# and the Java tools through the name service (tests/security/test_sasl_integration.py, ~4-11 minutes).
+# A secured federation (SASL_SSL, SCRAM, OAUTHBEARER, mTLS, ACLs; brokers that require SASL_SSL too) with
+# confluent-kafka, aiokafka, kafka-python and the Java tools through the name service
+# (tests/security/test_sasl_integration.py, ~4-11 minutes).
 test-security: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py tests/security/test_acl_admin_integration.py $(PYTEST_ARGS)

@@ -1,10 +1,18 @@
-"""SASL_SSL (SCRAM-SHA-512) next to PLAINTEXT on the same proxy, side by side in one run.
+"""PLAINTEXT next to SASL_SSL (SCRAM-SHA-512) on both hops, side by side in one run.
 
-One Kafka cluster, one proxy (role both, static view with a SCRAM user) with a PLAINTEXT and a SASL_SSL
-listener. For each listener, alternating so both see the same machine: a confluent-kafka producer (1 KB,
-acks=all; throughput and per-message delivery latency), an assigned confluent-kafka consumer reading the same
-records back (MB/s), and the connection setup time (connect + TLS + SASL until Metadata answered). Prints
-ratios SASL_SSL/PLAINTEXT and the proxy's CPU-seconds per GB for each, and writes JSON under bench/results/.
+One Kafka node whose client listener requires SASL_SSL with SCRAM-SHA-512 (the service user `fedkafka`) and whose
+internal listener is PLAINTEXT on loopback, one topic, and one proxy (role both, static view) per path, all on
+the same broker and the same records:
+
+- `plaintext`: client -> proxy PLAINTEXT, proxy -> broker PLAINTEXT (the internal listener);
+- `sasl_ssl-client`: client -> proxy SASL_SSL SCRAM-SHA-512, proxy -> broker PLAINTEXT (the cost of the first hop);
+- `sasl_ssl`: client -> proxy SASL_SSL SCRAM-SHA-512, proxy -> broker SASL_SSL SCRAM-SHA-512 (--upstream-config).
+
+For each path, in an order that rotates each round so all see the same machine: a confluent-kafka producer
+(1 KB, acks=all; throughput and per-message delivery latency), an assigned confluent-kafka consumer reading as
+many records back (MB/s), and the connection setup time (connect + TLS + SASL until Metadata answered). Prints
+each path's figures and its ratio to `plaintext`, the proxy's and the broker's CPU-seconds per GB during produce
+and during consume (from /proc/<pid>/stat), and writes JSON under bench/results/.
 
     .venv/bin/python bench/security_bench.py [--records 100000] [--rounds 2]
 """
@@ -20,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -28,13 +37,26 @@ from produce_bench import cpu_seconds, free_port
 from scratch import scratch_dir
 
 from fedkafka.demo import ensure_topic
-from fedkafka.kafka.cluster import start_clusters
+from fedkafka.kafka.cluster import LocalKafkaCluster, SaslSslListener, start_clusters
 from fedkafka.security import scram
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View
 
 RESULTS = Path(__file__).parent / "results"
 PASSWORD = "bench-" + uuid.uuid4().hex
+UPSTREAM_USER = "fedkafka"
+UPSTREAM_PASSWORD = "upstream-" + uuid.uuid4().hex
 PARTITIONS = 4
+
+
+@dataclass(frozen=True)
+class BenchPath:
+    name: str
+    client_protocol: str  # client -> proxy
+    secured_brokers: bool  # proxy -> broker SASL_SSL (else the broker's PLAINTEXT internal listener)
+
+
+PATHS = (BenchPath("plaintext", "PLAINTEXT", False), BenchPath("sasl_ssl-client", "SASL_SSL", False),
+         BenchPath("sasl_ssl", "SASL_SSL", True))
 
 
 def make_certs(tmp: Path) -> dict[str, Path]:
@@ -76,12 +98,18 @@ def produce(conf: dict, topic: str, records: int) -> dict:
     latencies: list[float] = []
     payload = os.urandom(1024)
     start = time.perf_counter()
+
+    def acked_since(sent: float):
+        def on_delivery(err, _msg) -> None:
+            if err is None:
+                latencies.append(time.perf_counter() - sent)
+        return on_delivery
+
     for _ in range(records):
-        sent = time.perf_counter()
+        callback = acked_since(time.perf_counter())
         while True:
             try:
-                producer.produce(topic, payload, on_delivery=lambda e, _m, s=sent: e is None and latencies.append(
-                    time.perf_counter() - s))
+                producer.produce(topic, payload, on_delivery=callback)
                 break
             except BufferError:
                 producer.poll(0.01)
@@ -103,7 +131,7 @@ def consume(conf: dict, topic: str, records: int) -> dict:
         for m in c.consume(1000, 5.0):
             if m.error() is None:
                 got += 1
-                size += len(m.value())
+                size += len(m.value() or b"")
     elapsed = time.perf_counter() - start
     c.close()
     return {"mb_per_s": size / elapsed / 1e6, "records": got}
@@ -118,64 +146,104 @@ def connect_ms(conf: dict, n: int = 20) -> float:
     return statistics.median(times)
 
 
+def start_proxy(tmp: Path, path: BenchPath, cluster: LocalKafkaCluster, certs: dict[str, Path],
+                upstream: Path) -> tuple[subprocess.Popen, int]:
+    bootstrap = cluster.bootstrap if path.secured_brokers else cluster.internal_bootstrap
+    chains = tuple(PartitionChain(segments=(Segment("b1", "phys", p, 0, None, 0),)) for p in range(PARTITIONS))
+    view = View(version=1, clusters={"b1": Cluster("b1", bootstrap)},
+                topics={"bench": LogicalTopic("bench", uuid.uuid4().hex, chains)},
+                credentials=(scram.make_credential("bench", "SCRAM-SHA-512", PASSWORD),))
+    view_file = tmp / f"view-{path.name}.json"
+    view_file.write_text(json.dumps(view.to_dict()))
+    port = free_port()
+    if path.client_protocol == "PLAINTEXT":
+        listen = ["--listen", f"127.0.0.1:{port}"]
+    else:
+        listen = ["--listener", f"SASL_SSL://127.0.0.1:{port}", "--ssl-cert", str(certs["server.pem"]),
+                  "--ssl-key", str(certs["server.key"])]
+    secured = ["--upstream-config", str(upstream)] if path.secured_brokers else []
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", *listen, *secured,
+         "--view-file", str(view_file)],
+        stdout=open(tmp / f"proxy-{path.name}.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    wait_listening(proxy, [port])
+    return proxy, port
+
+
+def write_upstream_config(path: Path, ca: Path) -> Path:
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"security.protocol": "SASL_SSL", "ssl.ca.location": str(ca),
+                                "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": UPSTREAM_USER,
+                                "sasl.password": UPSTREAM_PASSWORD}))
+    return path
+
+
+def run_path(conf: dict, records: int, proxy_pid: int, broker_pid: int) -> dict:
+    """One produce and one consume of `records` 1 KB records, with the CPU each took in the proxy and the broker."""
+    gb = records * 1024 / 1e9
+    pids = {"proxy": proxy_pid, "broker": broker_pid}
+    before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    prod = produce(conf, "bench", records)
+    middle = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    cons = consume(conf, "bench", records)
+    after = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    cpu = {f"{k}_cpu_s_per_gb_{phase}": (end[k] - start[k]) / gb for k in pids
+           for phase, start, end in (("produce", before, middle), ("consume", middle, after))}
+    return {**{f"produce_{k}": v for k, v in prod.items()}, "consume_mb_per_s": cons["mb_per_s"],
+            "consume_records": cons["records"], "connect_ms": connect_ms(conf), **cpu}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    load = [os.getloadavg()[0]]
     with scratch_dir("security-bench-") as tmp:
         certs = make_certs(tmp)
-        cluster = start_clusters(["b1"], tmp / "kafka")[0]
-        proxy = None
+        upstream = write_upstream_config(tmp / "upstream.json", certs["ca.pem"])
+        cluster = start_clusters(["b1"], tmp / "kafka", sasl_ssl=SaslSslListener(
+            certs["server.pem"], certs["server.key"], {UPSTREAM_USER: UPSTREAM_PASSWORD}))[0]
+        assert cluster.pid is not None
+        proxies: dict[str, tuple[subprocess.Popen, int]] = {}
         try:
-            ensure_topic(cluster.bootstrap, "phys", PARTITIONS)
-            chains = tuple(PartitionChain(segments=(Segment("b1", "phys", p, 0, None, 0),)) for p in range(PARTITIONS))
-            view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)},
-                        topics={"bench": LogicalTopic("bench", uuid.uuid4().hex, chains)},
-                        credentials=(scram.make_credential("bench", "SCRAM-SHA-512", PASSWORD),))
-            (tmp / "view.json").write_text(json.dumps(view.to_dict()))
-            ports = {"PLAINTEXT": free_port(), "SASL_SSL": free_port()}
-            proxy = subprocess.Popen(
-                [sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
-                 f"127.0.0.1:{ports['PLAINTEXT']}", "--listener", f"SASL_SSL://127.0.0.1:{ports['SASL_SSL']}",
-                 "--ssl-cert", str(certs["server.pem"]), "--ssl-key", str(certs["server.key"]),
-                 "--view-file", str(tmp / "view.json")],
-                stdout=open(tmp / "proxy.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-            wait_listening(proxy, ports.values())
-            confs = {p: client_conf(port, p, certs["ca.pem"]) for p, port in ports.items()}
+            ensure_topic(cluster.internal_bootstrap, "phys", PARTITIONS)
+            for path in PATHS:
+                proxies[path.name] = start_proxy(tmp, path, cluster, certs, upstream)
+            confs = {p.name: client_conf(proxies[p.name][1], p.client_protocol, certs["ca.pem"]) for p in PATHS}
             for conf in confs.values():  # warm up: connections, metadata, JIT of the broker
                 AdminClient(conf).list_topics(timeout=60)
                 produce(conf, "bench", 2000)
-            results: dict[str, list[dict]] = {p: [] for p in confs}
+            results: dict[str, list[dict]] = {p.name: [] for p in PATHS}
             for r in range(args.rounds):
-                for protocol in (list(confs) if r % 2 == 0 else list(confs)[::-1]):
-                    cpu0 = cpu_seconds(proxy.pid)
-                    prod = produce(confs[protocol], "bench", args.records)
-                    cons = consume(confs[protocol], "bench", args.records)
-                    gb = 2 * args.records * 1024 / 1e9  # in once, out once
-                    results[protocol].append({**{f"produce_{k}": v for k, v in prod.items()},
-                                              "consume_mb_per_s": cons["mb_per_s"],
-                                              "connect_ms": connect_ms(confs[protocol]),
-                                              "proxy_cpu_s_per_gb": (cpu_seconds(proxy.pid) - cpu0) / gb})
+                names = [p.name for p in PATHS]
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    results[name].append(run_path(confs[name], args.records, proxies[name][0].pid, cluster.pid))
+                    load.append(os.getloadavg()[0])
         finally:
-            if proxy is not None:
+            for proxy, _port in proxies.values():
                 proxy.terminate()
                 proxy.wait(30)
             cluster.stop(timeout=10)
-    report(results, args)
+    report(results, args, load)
 
 
-def report(results: dict[str, list[dict]], args) -> None:
+def report(results: dict[str, list[dict]], args, load: list[float]) -> None:
     med = {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for p, rs in results.items()}
-    plain, secure = med["PLAINTEXT"], med["SASL_SSL"]
-    print(f"{args.records} x 1 KB records, {args.rounds} rounds (medians), SASL_SSL SCRAM-SHA-512 vs PLAINTEXT")
+    base = med["plaintext"]
+    print(f"{args.records} x 1 KB records per path, {args.rounds} rounds (medians), load average (1 min) "
+          f"{min(load):.1f}-{max(load):.1f}; ratio: the path / plaintext")
+    print(f"  {'':28}" + "".join(f"{name:>26}" for name in med))
     for key in ("produce_records_per_s", "produce_p50_ms", "produce_p99_ms", "consume_mb_per_s", "connect_ms",
-                "proxy_cpu_s_per_gb"):
-        print(f"  {key:24} PLAINTEXT {plain[key]:10.2f}  SASL_SSL {secure[key]:10.2f}  "
-              f"ratio {secure[key] / plain[key]:.2f}")
+                "proxy_cpu_s_per_gb_produce", "proxy_cpu_s_per_gb_consume", "broker_cpu_s_per_gb_produce",
+                "broker_cpu_s_per_gb_consume"):
+        cells = "".join(f"{m[key]:>16.2f} ({m[key] / base[key]:5.2f})" if base[key] else f"{m[key]:>26.2f}"
+                        for m in med.values())
+        print(f"  {key:28}{cells}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"security-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps({"args": vars(args), "rounds": results, "medians": med}, indent=2))
+    out.write_text(json.dumps({"args": vars(args), "load_average": load, "rounds": results, "medians": med},
+                              indent=2))
     print(f"wrote {out}")
 
 

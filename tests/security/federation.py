@@ -1,8 +1,11 @@
-"""A secured federation as real processes: one Kafka cluster, a controller, a proxy with four listeners
-(PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) and a name service with PLAINTEXT and SASL_SSL listeners."""
+"""A secured federation as real processes: one Kafka cluster whose client listener requires SASL_SSL with
+SCRAM-SHA-512, a controller, a proxy with four listeners (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) and a name
+service with PLAINTEXT and SASL_SSL listeners. The controller and the proxy log in to the brokers as the service
+user `fedkafka` with an --upstream-config file (mode 0600)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -14,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
-from fedkafka.kafka.cluster import free_port, start_clusters
+from fedkafka.kafka.cluster import SaslSslListener, free_port, start_clusters
 
 from .jwks import AUDIENCE, ISSUER, Issuer
 from .pki import Pki, make_pki
@@ -28,6 +34,10 @@ USER = "alice"
 PASSWORDS = {USER: PASSWORD, "admin": "Admin-" + secrets.token_hex(12), "bob": "Bob-" + secrets.token_hex(12),
              "mallory": "Mallory-" + secrets.token_hex(12)}
 MTLS_PRINCIPAL = "User:CN=client-app,O=fedkafka-test"
+# The federation's own user on the brokers; its password is only in the brokers (as SCRAM hashes) and in the
+# upstream config file.
+UPSTREAM_USER = "fedkafka"
+UPSTREAM_PASSWORD = "Upstream-" + secrets.token_hex(12)
 
 
 @dataclass
@@ -35,6 +45,7 @@ class SecuredFederation:
     tmp: Path
     pki: Pki
     token_file: Path
+    upstream_config: Path
     controller_url: str
     proxy: dict[str, int]  # protocol -> port
     nameservice: dict[str, int]
@@ -93,16 +104,18 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
     token_file = tmp / "controller.token"
     token_file.write_text(secrets.token_hex(16))
     token_file.chmod(0o600)
+    upstream = write_upstream_config(tmp / "upstream.json", pki.ca, UPSTREAM_USER, UPSTREAM_PASSWORD)
     cport, *ports = _distinct_free_ports(8)
-    fed = SecuredFederation(tmp, pki, token_file, f"http://127.0.0.1:{cport}",
+    fed = SecuredFederation(tmp, pki, token_file, upstream, f"http://127.0.0.1:{cport}",
                             proxy=dict(zip(("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), ports[:4], strict=True)),
                             nameservice=dict(zip(("PLAINTEXT", "SASL_SSL", "HTTP"), ports[4:], strict=True)),
                             issuer=Issuer(tmp / "jwks.json"))
     try:
-        fed.cluster = start_clusters(["s1"], tmp / "kafka")[0]
+        fed.cluster = start_clusters(["s1"], tmp / "kafka", sasl_ssl=SaslSslListener(
+            pki.server_cert, pki.server_key, {UPSTREAM_USER: UPSTREAM_PASSWORD}))[0]
         _start(fed, "controller", ["controller", "--db", f"sqlite:///{tmp / 'controller.db'}", "--listen",
-                                   f"127.0.0.1:{cport}", "--token-file", str(token_file), "--scan-interval", "2"],
-               cport)
+                                   f"127.0.0.1:{cport}", "--token-file", str(token_file), "--scan-interval", "2",
+                                   "--upstream-config", str(upstream)], cport)
         for args in (("cluster", "add", "s1", "--bootstrap", fed.cluster.bootstrap),
                      ("topic", "create", topic, "--partitions", str(partitions))):
             res = fed.cli(*args)
@@ -127,7 +140,8 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
                               "--ssl-client-auth", "requested", "--authorization", "--super-user", "User:admin",
                               "--oauth-jwks-file", str(fed.issuer.jwks_file), "--oauth-issuer", ISSUER,
                               "--oauth-audience", AUDIENCE,
-                              "--controller", fed.controller_url, "--token-file", str(token_file)], p["SASL_SSL"])
+                              "--controller", fed.controller_url, "--token-file", str(token_file),
+                              "--upstream-config", str(upstream)], p["SASL_SSL"])
         n = fed.nameservice
         _start(fed, "nameservice", ["nameservice", "--listen", f"127.0.0.1:{n['PLAINTEXT']}",
                                     "--listener", f"SASL_SSL://127.0.0.1:{n['SASL_SSL']}",
@@ -139,6 +153,27 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
         fed.stop()
         raise
     return fed
+
+
+def write_upstream_config(path: Path, ca: Path, user: str, password: str) -> Path:
+    """The proxies' and the controller's settings for the brokers, created 0600 before the password is written."""
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"security.protocol": "SASL_SSL", "ssl.ca.location": str(ca),
+                                "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
+                                "sasl.password": password}))
+    return path
+
+
+# A client that does not log in: without TLS, and with TLS but no SASL.
+ANONYMOUS_CLIENTS = ({"security.protocol": "PLAINTEXT"}, {"security.protocol": "SSL"})
+
+
+def assert_broker_refuses(bootstrap: str, ca: Path, conf: dict) -> None:
+    """A metadata request to the broker's client listener with `conf` gets no answer."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **conf}
+                        | ({"ssl.ca.location": str(ca)} if conf["security.protocol"].endswith("SSL") else {}))
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=5)
 
 
 def _distinct_free_ports(n: int) -> list[int]:

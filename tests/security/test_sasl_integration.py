@@ -1,5 +1,6 @@
 """SASL_SSL with SCRAM-SHA-512 through the name service, with real clients, against a secured federation of real
-processes; a wrong password; each listener hands out its own protocol's addresses; no password leaks anywhere."""
+processes whose brokers also require SASL_SSL; a wrong password; each listener hands out its own protocol's
+addresses; the brokers refuse an anonymous client; no password leaks anywhere."""
 
 from __future__ import annotations
 
@@ -24,10 +25,19 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from fedkafka.kafka.tools import run_tool
 
-from .federation import PASSWORD, PASSWORDS, USER, start_secured_federation
+from .federation import (
+    ANONYMOUS_CLIENTS,
+    PASSWORD,
+    PASSWORDS,
+    UPSTREAM_PASSWORD,
+    UPSTREAM_USER,
+    USER,
+    assert_broker_refuses,
+    start_secured_federation,
+)
 
-# One Kafka node, a controller, a proxy and a name service for 23 scenarios: about 4 minutes on an idle 2-core
-# machine, 11 on a loaded one, so it has its own target (make test-security) rather than joining make test.
+# One Kafka node (SASL_SSL), a controller, a proxy and a name service for 24 scenarios: about 4 minutes on an idle
+# 2-core machine, 11 on a loaded one, so it has its own target (make test-security) rather than joining make test.
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(os.environ.get("FEDKAFKA_SECURITY_E2E") != "1",
                                  reason="heavy: runs with FEDKAFKA_SECURITY_E2E=1 (make test-security)")]
@@ -146,6 +156,16 @@ def test_java_console_tools_and_consumer_groups_over_sasl_ssl_through_the_name_s
         assert described.returncode == 0 and "sec-java" in described.stdout, described.stderr[-3000:]
     finally:
         (tmp_path / "client.properties").unlink()
+
+
+def test_the_brokers_serve_the_federations_user_and_refuse_an_anonymous_client(fed):
+    # the hop proxy -> broker is secured too: a client that goes round the proxies without logging in gets nothing
+    bootstrap = fed.cluster.bootstrap
+    service = {"bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL", "ssl.ca.location": str(fed.pki.ca),
+               "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": UPSTREAM_USER, "sasl.password": UPSTREAM_PASSWORD}
+    assert AdminClient(service).list_topics(timeout=30).brokers  # the same address answers the federation's user
+    for conf in ANONYMOUS_CLIENTS:
+        assert_broker_refuses(bootstrap, fed.pki.ca, conf)
 
 
 def test_a_wrong_password_gets_kafkas_error_and_one_log_line_without_the_password(fed, caplog):
@@ -347,12 +367,15 @@ def test_an_expired_jwt_gets_kafkas_error_and_one_log_line_without_the_token(fed
 def test_no_password_in_ps_logs_database_or_view(fed):
     assert fed.cli("user", "list").returncode == 0
     ps = subprocess.run(["ps", "auxww"], capture_output=True, text=True).stdout
+    assert "--upstream-config" in ps
     view = fed.cli("view", "show", "--json")
     assert view.returncode == 0 and '"credentials"' in view.stdout
-    for password in PASSWORDS.values():
+    # the upstream password may be in one file: the upstream config, readable by its owner only
+    assert fed.upstream_config.stat().st_mode & 0o077 == 0
+    for password in (*PASSWORDS.values(), UPSTREAM_PASSWORD):
         assert password not in ps and password not in view.stdout
         for name, text in fed.logs().items():
             assert password not in text, name
         for path in fed.tmp.rglob("*"):
-            if path.is_file() and path.stat().st_size < 50_000_000:
+            if path.is_file() and path != fed.upstream_config and path.stat().st_size < 50_000_000:
                 assert password.encode() not in path.read_bytes(), path
