@@ -30,11 +30,13 @@ class SaslBroker:
     def __init__(self, lifetime_ms: int = 0, hold_api_versions: bool = False):
         self.lifetime_ms, self.hold = lifetime_ms, hold_api_versions
         self.seen: list[list[int]] = []  # api keys per connection
+        self.events: list[str] = []  # connections accepted and ApiVersions answered, in order
         self.release = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         keys: list[int] = []
         self.seen.append(keys)
+        self.events.append("connected")
         try:
             while True:
                 (size,) = struct.unpack(">i", await reader.readexactly(4))
@@ -45,6 +47,8 @@ class SaslBroker:
                     await self.release.wait()
                 writer.write(codec.encode_response(answer, header.correlation_id))
                 await writer.drain()
+                if request.__api_key__ == 18:
+                    self.events.append("answered")
                 if close:
                     break
         except asyncio.IncompleteReadError:
@@ -110,7 +114,9 @@ def test_a_refused_login_is_a_lost_connection_logged_once_without_the_password(c
     assert "wrong-password" not in lines[0]
 
 
-def test_a_connection_near_its_session_end_is_replaced_and_closed_once_answered():
+def test_a_connection_near_its_session_end_is_replaced_once_its_requests_are_answered():
+    """The slot's next request goes out on the new connection only after the old one's are answered: a broker
+    orders nothing across connections, so an earlier batch still out could be appended after a later one."""
     broker = SaslBroker(lifetime_ms=3_600_000, hold_api_versions=True)
 
     async def test(port):
@@ -119,10 +125,37 @@ def test_a_connection_near_its_session_end_is_replaced_and_closed_once_answered(
         assert old.use_until is not None  # 80% of the hour the broker gave
         pending = old.send(ApiVersionsRequest(client_software_name="t", client_software_version="1"))
         old.use_until = 0.0  # the session is near its end
-        new = await pool.get("127.0.0.1", port, 0, "c1")
-        assert new is not old and old.retired and not old.closed  # its request is still out
+        replacing = asyncio.ensure_future(pool.get("127.0.0.1", port, 0, "c1"))
+        while not old.retired:
+            await asyncio.sleep(0.01)
+        assert not old.closed and not replacing.done()  # its request is still out
         broker.release.set()
-        await pending
-        assert old.closed and not new.closed
+        new = await replacing
+        assert pending.done() and new is not old and old.closed and not new.closed
+        assert broker.events == ["connected", "answered", "connected"], broker.events
         pool.close()
     asyncio.run(_with_broker(broker, test))
+
+
+def test_a_login_that_times_out_closes_its_socket(monkeypatch):
+    """A broker that stalls in SASL: each attempt's socket is closed, not left open until the broker gives up."""
+    monkeypatch.setattr(upstream, "CONNECT_TIMEOUT_S", 0.2)
+    closed_by_proxy = asyncio.Event()
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)  # the SaslHandshake arrives; it is never answered
+        await reader.read()  # b"" once the proxy closed its side
+        closed_by_proxy.set()
+        writer.close()
+
+    async def test():
+        server = await asyncio.start_server(stalls, "127.0.0.1", 0)
+        pool = UpstreamPool(upstream=_config())
+        try:
+            with pytest.raises(TimeoutError):
+                await pool.get("127.0.0.1", server.sockets[0].getsockname()[1], 0, "c1")
+            await asyncio.wait_for(closed_by_proxy.wait(), 30)
+        finally:
+            pool.close()
+            server.close()
+    asyncio.run(test())

@@ -151,6 +151,13 @@ class UpstreamConnection:
         self.retired = False  # replaced: closes once its pending requests are answered
 
     async def connect(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            self.close()  # a login that timed out or lost its connection must not leave the socket open
+            raise
+
+    async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         ctx = self.security.ssl_context()
         transport, _ = await asyncio.wait_for(loop.create_connection(
@@ -188,6 +195,16 @@ class UpstreamConnection:
     def expiring(self) -> bool:
         """Its SASL session is near its end: no new requests (the broker would close it mid-way)."""
         return self.use_until is not None and asyncio.get_running_loop().time() >= self.use_until
+
+    async def answered(self, timeout: float) -> None:
+        """Until every request sent is answered or failed; past `timeout` the rest fail. A replacement must not
+        carry a client's next request while an earlier one may still be appended here: a broker orders nothing
+        across connections (an idempotent producer would see OUT_OF_ORDER_SEQUENCE_NUMBER)."""
+        pending = [fut for _, _, fut in self._pending]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            if late:
+                self.close()
 
     def retire(self) -> None:
         """No new requests; closed once the ones sent are answered."""
@@ -284,6 +301,7 @@ class UpstreamPool:
             conn = self._conns.get(key)
             if conn is not None and not conn.closed and conn.expiring():
                 self._retire(conn)
+                await conn.answered(REQUEST_TIMEOUT_S)  # order: the slot's next request waits for these
             if conn is None or conn.closed or conn.retired:
                 conn = self._new(host, port, f"{host}:{port}#{key[2]}", cluster)
                 await conn.connect()
