@@ -99,3 +99,39 @@ def test_the_deadline_is_the_request_timeout_less_a_margin_and_only_for_produce(
             del loop.time
 
     asyncio.run(scenario())
+
+
+class _LeaseRunsOutWhileConnecting:
+    """A pool whose connection takes a login to open (TLS and SASL: seconds), during which the lease runs out."""
+
+    def __init__(self, state, real: UpstreamPool):
+        self.state, self.real = state, real
+
+    async def get(self, host, port, slot, cluster=""):
+        conn = await self.real.get(host, port, slot, cluster)
+        self.state.valid = False
+        return conn
+
+    def close(self):
+        self.real.close()
+
+
+def test_a_produce_whose_lease_ran_out_while_its_connection_opened_is_not_sent():
+    async def scenario():
+        server, port, received = await _listening_broker()
+        d = _dispatcher(port)
+        d.state = _State()
+        d.state.valid = True
+        d.state.lease_valid = lambda: d.state.valid
+        d.pool = _LeaseRunsOutWhileConnecting(d.state, d.pool)
+        try:
+            in_time = asyncio.get_running_loop().time() + 30
+            (result,) = await d._send([Call(Broker("c1", 1), _produce(30_000))], slot=0, deadline=in_time)
+            assert isinstance(result, UpstreamError) and "lease expired" in result.reason, result
+            await asyncio.sleep(0.2)
+            assert received == b""  # checked before the connection was found, and again once it was
+        finally:
+            d.pool.close()
+            server.close()
+
+    asyncio.run(scenario())

@@ -54,6 +54,14 @@ VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve
 Answer = bytes | codec.Chunks | None  # an answer frame (Chunks: record sets by reference); None: no answer
 
 
+
+class _NotSent(Exception):
+    """A produce kept from going upstream (lease run out, client deadline passed): reason and message."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
 class ControllerLink(Protocol):
     """The proxy's HTTP link to its controller (`view_source.ControllerViewSource`)."""
 
@@ -234,17 +242,18 @@ class Dispatcher:
             if isinstance(call.target, ControllerApi):
                 sent.append(asyncio.ensure_future(self._ask_controller(call)))
                 continue
-            if call.request.__api_key__ == PRODUCE_API_KEY and (refusal := self._not_to_send(deadline)):
-                reason, message = refusal
-                self.observer.refused(reason, cluster, -1, message, None)
-                sent.append(UpstreamError(cluster, message))
-                continue
+            produce = call.request.__api_key__ == PRODUCE_API_KEY
             try:
+                if produce:
+                    self._check_sendable(deadline)
                 if isinstance(call.target, AnyBroker):
-                    sent.append(await self._send_to_any(call, slot))
+                    sent.append(await self._send_to_any(call, slot, deadline if produce else None))
                 else:
                     host, port = self.physical.address(cluster, call.target.node_id)
-                    sent.append(await self._send_to(host, port, call, slot))
+                    sent.append(await self._send_to(host, port, call, slot, deadline if produce else None))
+            except _NotSent as e:
+                self.observer.refused(e.reason, cluster, -1, e.message, None)
+                sent.append(UpstreamError(cluster, e.message))
             except PoolBusy as e:  # the proxy's own cap, not the cluster's health
                 log.warning("%s", e)
                 sent.append(UpstreamError(cluster, str(e)))
@@ -252,6 +261,12 @@ class Dispatcher:
                 self._lost(call.target, str(e) or type(e).__name__, sending=True)
                 sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
         return sent
+
+    def _check_sendable(self, deadline: float | None) -> None:
+        """Raises _NotSent for a produce that must not go upstream now: checked before the connection is
+        found and again once it is (a new connection's TLS and SASL login can take seconds)."""
+        if refusal := self._not_to_send(deadline):
+            raise _NotSent(*refusal)
 
     def _not_to_send(self, deadline: float | None) -> tuple[str, str] | None:
         """(reason, message) when a produce routed earlier (a barrier or a retry waited meanwhile) must not go
@@ -264,21 +279,25 @@ class Dispatcher:
             return "deadline", "the client's request timeout passed: not sent"
         return None
 
-    async def _send_to_any(self, call: Call, slot: int):
+    async def _send_to_any(self, call: Call, slot: int, produce_deadline: float | None = None):
         """Any broker of the cluster will do: the next one in rotation, the one after on a connection error."""
         errors = []
         for host, port in self.physical.candidates(call.target.cluster):
             try:
-                return await self._send_to(host, port, call, slot)
+                return await self._send_to(host, port, call, slot, produce_deadline)
             except (OSError, ConnectionError, TimeoutError) as e:
                 errors.append(f"{host}:{port}: {e or type(e).__name__}")
         raise ConnectionError("; ".join(errors) or "no broker known")
 
-    async def _send_to(self, host: str, port: int, call: Call, slot: int):
+    async def _send_to(self, host: str, port: int, call: Call, slot: int, produce_deadline: float | None = None):
+        """`produce_deadline` (a produce only): the lease and the client's deadline are checked again once the
+        connection is there."""
         if call.dedicated:
             return await self._send_dedicated(host, port, call, slot)
         conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key,
                                    call.target.cluster)
+        if call.request.__api_key__ == PRODUCE_API_KEY:
+            self._check_sendable(produce_deadline)
         return conn.send(call.request, call.expect_response, call.client_id)
 
     async def _ask_controller(self, call: Call) -> ControllerAnswer | UpstreamError:
