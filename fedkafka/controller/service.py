@@ -492,7 +492,7 @@ class Controller:
 
     def _renewed(self, member_id: int) -> dict[str, Any]:
         node_id = self._node_of.get(member_id, member_id)
-        if all(p.node_id != node_id for p in self.view.proxies):
+        if node_id not in self.view.draining and all(p.node_id != node_id for p in self.view.proxies):
             self.compose()  # its lease had run out (dropped from the view) but not its fence: list it again
         return {"lease_ms": self.settings.lease_ms, "fence_ms": self.settings.fence_ms,
                 "view_version": self.view.version}
@@ -596,7 +596,7 @@ class Controller:
                 raise NotFound(f"proxy {node_id} is not registered")
             changed = node.draining != draining
             if changed and draining:
-                self._check_others_serve(node)
+                self._check_others_serve(s, node)
             node.draining = draining
             s.commit()
             node_id, instance_id = node.node_id, node.instance_id
@@ -605,9 +605,11 @@ class Controller:
         return {"node_id": node_id, "instance_id": instance_id, "draining": draining, "changed": changed,
                 "view_version": view.version}
 
-    def _check_others_serve(self, node: ProxyRow) -> None:
+    def _check_others_serve(self, s: Session, node: ProxyRow) -> None:
+        # the rows, not only the view: a drain committed just before ours may not be composed yet
+        drained = set(s.scalars(select(ProxyRow.node_id).where(ProxyRow.draining)))
         others = [p for p in self.view.proxies if p.node_id != node.node_id and p.pool == node.pool
-                  and p.role.value == node.role]
+                  and p.role.value == node.role and p.node_id not in drained]
         if not others:
             raise Conflict(f"proxy {node.node_id} ({node.instance_id}) is the last live {node.role} of pool "
                            f"{node.pool!r}: draining it would leave its partitions without a leader")

@@ -105,3 +105,26 @@ def test_the_last_proxy_of_a_pool_and_role_is_not_drained(api):
 
 def test_draining_an_unknown_proxy_is_404(api):
     assert api.post("/v1/proxies/77/drain").status_code == 404
+
+
+def test_two_drains_of_a_pools_last_two_proxies_leave_one_of_them_leading(api, monkeypatch):
+    """The second drain counts the first one's committed row, not the view (composed after the lock is let go):
+    two drains at once must not both see the other as the pool's remaining leader."""
+    a, b = (_register(api, port)["node_id"] for port in (9001, 9002))
+    monkeypatch.setattr(api.controller, "compose", lambda: api.controller.view)  # the first drain's view not out
+    assert api.post(f"/v1/proxies/{a}/drain").status_code == 200
+    refused = api.post(f"/v1/proxies/{b}/drain")
+    assert refused.status_code == 409 and "last live pproxy" in refused.text, refused.text
+
+
+def test_a_drained_proxys_heartbeats_do_not_recompose_the_view(api, monkeypatch):
+    a, b = (_register(api, port)["node_id"] for port in (9001, 9002))
+    assert api.post(f"/v1/proxies/{b}/drain").status_code == 200
+    version = _view(api).version
+    composed = []
+    real_compose = api.controller.compose
+    monkeypatch.setattr(api.controller, "compose", lambda: composed.append(1) or real_compose())
+    for _ in range(3):
+        answer = api.post(f"/v1/proxies/{b}/heartbeat", json={"applied_version": version})
+        assert answer.status_code == 200, answer.text
+    assert composed == [] and _view(api).version == version
