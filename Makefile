@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml constraints.txt $(SPEEDUPS)/Cargo.toml $(SPEEDUPS)/Carg
 	  $(BIN)/maturin build --release --locked --interpreter $(BIN)/python \
 	    --manifest-path $(SPEEDUPS)/Cargo.toml --out $(SPEEDUPS_WHEELS) && \
 	  $(BIN)/python -m pip install -q --no-deps --force-reinstall $(SPEEDUPS_WHEELS)/*.whl; \
-	else echo "no cargo 1.85+: fedkafka_speedups not built, records.py runs pure Python"; fi
+	else $(BIN)/python -m pip uninstall -q -y fedkafka-speedups >/dev/null 2>&1; \
+	  echo "no cargo 1.85+: fedkafka_speedups not built (an earlier build removed), records.py runs pure Python"; fi
 	@touch $@
 
 # The bundle itself provisions the local federation: playbooks/site.yml on inventory/local (ansible.cfg's

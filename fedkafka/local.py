@@ -52,8 +52,8 @@ class LocalState:
     def load(cls, root: Path | None = None) -> LocalState:
         root = root or state_dir()
         state = cls(root=root)
-        # Our own entries first: a cluster `local add-cluster` started keeps its entry (and `save` keeps it) even
-        # when the playbooks describe a cluster of the same name (an inventory's spare c3 nothing runs yet).
+        # Our own clusters first: one `local add-cluster` started keeps its entry (and `save` keeps it) even when
+        # the playbooks describe a cluster of the same name (an inventory's spare c3 nothing runs yet).
         for path, managed_by in ((state.path, None), (state.provisioned_path, "ansible")):
             if not path.exists():
                 continue
@@ -64,10 +64,11 @@ class LocalState:
                 if cluster.name not in names:
                     state.clusters.append(cluster)
             for name, svc in data.get("services", {}).items():
-                if managed_by:
-                    svc = [{**s, "managed_by": managed_by} for s in svc] if isinstance(svc, list) \
+                if managed_by:  # the provisioned services win, as before: a stale own entry must not be signalled
+                    state.services[name] = [{**s, "managed_by": managed_by} for s in svc] if isinstance(svc, list) \
                         else {**svc, "managed_by": managed_by}
-                state.services.setdefault(name, svc)
+                else:
+                    state.services.setdefault(name, svc)
         return state
 
     def save(self) -> None:

@@ -17,6 +17,7 @@ from fedkafka.view.model import ScramCredential
 
 MECHANISMS = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MIN_ITERATIONS = 4096  # Kafka's minimum
+MAX_ITERATIONS = 16384  # Kafka's maximum: a broker asking for more is broken or hostile (PBKDF2 would stall the loop)
 DEFAULT_ITERATIONS = 8192
 
 
@@ -190,8 +191,11 @@ class ScramClient:
             salt, iterations, nonce = base64.b64decode(attrs["s"], validate=True), int(attrs["i"]), attrs["r"]
         except (UnicodeDecodeError, KeyError, ValueError):
             raise MalformedMessage("invalid SCRAM server-first message") from None
-        if not nonce.startswith(self._nonce) or iterations < MIN_ITERATIONS:
-            raise AuthenticationFailed("SCRAM server-first message with a foreign nonce or too few iterations")
+        if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce):
+            raise AuthenticationFailed("SCRAM server-first message with a foreign nonce (RFC 5802: ours + the server's)")
+        if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
+            raise AuthenticationFailed(f"SCRAM server-first message asks for {iterations} iterations (Kafka allows "
+                                       f"{MIN_ITERATIONS}-{MAX_ITERATIONS})")
         salted = salted_password(self.digest, self._password, salt, iterations)
         client_key = _hmac(self.digest, salted, b"Client Key")
         without_proof = f"c=biws,r={nonce}"

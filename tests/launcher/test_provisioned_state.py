@@ -82,3 +82,12 @@ def test_a_cluster_the_cli_added_keeps_its_entry_beside_a_provisioned_one_of_the
     assert c3 is not None and (c3.bootstrap, c3.managed_by) == ("127.0.0.1:48415", None)
     state.save()
     assert [c["bootstrap"] for c in json.loads((root / "state.json").read_text())["clusters"]] == ["127.0.0.1:48415"]
+
+
+def test_a_provisioned_service_wins_over_a_stale_own_entry_of_the_same_name(tmp_path):
+    root = tmp_path / "state"
+    write_provisioned(root, 4242, tmp_path / "token")
+    stale = {"controller": {"pid": 999_999, "port": 1, "url": "http://127.0.0.1:1"}}  # an earlier `local up`'s
+    (root / "state.json").write_text(json.dumps({"clusters": [], "services": stale}))
+    controller = local.LocalState.load(root).services["controller"]
+    assert controller["port"] == 4242 and controller["managed_by"] == "ansible" and "pid" not in controller

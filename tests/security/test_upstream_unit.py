@@ -108,6 +108,10 @@ def test_scram_client_refuses_a_server_that_changed_the_nonce_or_weakened_iterat
         client.final(b"r=xyz123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
     with pytest.raises(AuthenticationFailed):
         client.final(b"r=abc123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1")
+    with pytest.raises(AuthenticationFailed, match="2147483647 iterations"):  # would stall the event loop
+        client.final(b"r=abc123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=2147483647")
+    with pytest.raises(AuthenticationFailed, match="foreign nonce"):  # the server added nothing of its own
+        client.final(b"r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
 
 
 def _security(tmp_path, mechanism="SCRAM-SHA-512", password=SECRET):
