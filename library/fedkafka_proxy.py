@@ -160,7 +160,12 @@ def main() -> None:
         if module.check_mode:
             module.exit_json(changed=changed, node_id=node_id, draining=want, view_version=version, diff=diff)
         if changed:
-            answer = api.request("POST", f"/v1/proxies/{node_id}/{'drain' if want else 'undrain'}") or {}
+            try:
+                answer = api.request("POST", f"/v1/proxies/{node_id}/{'drain' if want else 'undrain'}") or {}
+            except ApiError as exc:  # the controller's own count (another drain may have won since the status)
+                if exc.status == 409 and want and p["last_in_pool"] == "skip":
+                    module.exit_json(changed=False, node_id=node_id, draining=False, msg=str(exc), view_version=version)
+                raise
             changed, version = bool(answer.get("changed", True)), int(answer.get("view_version") or version)
         if p["wait"]:
             def applied():

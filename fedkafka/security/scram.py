@@ -192,7 +192,7 @@ class ScramClient:
         except (UnicodeDecodeError, KeyError, ValueError):
             raise MalformedMessage("invalid SCRAM server-first message") from None
         if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce):
-            raise AuthenticationFailed("SCRAM server-first message with a foreign nonce (RFC 5802: ours + the server's)")
+            raise AuthenticationFailed("SCRAM server-first message with a foreign nonce (RFC 5802: ours + its own)")
         if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
             raise AuthenticationFailed(f"SCRAM server-first message asks for {iterations} iterations (Kafka allows "
                                        f"{MIN_ITERATIONS}-{MAX_ITERATIONS})")

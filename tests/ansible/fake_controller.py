@@ -14,7 +14,7 @@ from ansible_harness import ApiError
 
 class FakeController:
     def __init__(self, clusters=None, topics=None, proxies=None, view_version=1, workflows=True, runs=None,
-                 dry_run=True):
+                 dry_run=True, drain_refusals=()):
         self.clusters = {c["id"]: copy.deepcopy(c) for c in clusters or []}
         self.topics = {t["name"]: copy.deepcopy(t) for t in topics or []}
         self.proxies = copy.deepcopy(list(proxies or []))
@@ -23,6 +23,7 @@ class FakeController:
         self.dry_run_supported = dry_run  # listed in GET /v1/status api_features
         self.runs = {r["id"]: copy.deepcopy(r) for r in runs or []}  # runs a controller is already doing
         self.calls: list[tuple[str, str, object]] = []
+        self.drain_refusals = set(drain_refusals)  # node ids the controller refuses to drain (another drain won)
 
     @property
     def writes(self):
@@ -72,6 +73,9 @@ class FakeController:
     def _drain(self, node_id, draining):
         """Like the controller: a new view when the drain state changes, every proxy applies it at once."""
         proxy = next(p for p in self.proxies if p["node_id"] == node_id)
+        if draining and node_id in self.drain_refusals:
+            raise refused(409, f"proxy {node_id} ({proxy['instance_id']}) is the last live {proxy['role']} of pool "
+                               f"{proxy['pool']!r}: draining it would leave its partitions without a leader")
         changed = bool(proxy.get("draining")) != draining
         if changed:
             proxy["draining"] = draining

@@ -57,6 +57,12 @@ CASES = [
      {"instance_id": "h:9001"}, False, {"failed": True, "msg": "last live pproxy of pool 'produce'", "writes": []}),
     ("fedkafka_proxy", "the last one, skipped: no change", {"proxies": [PP1, {**PP2, "draining": True}]},
      {"instance_id": "h:9001", "last_in_pool": "skip"}, False, {"changed": False, "writes": []}),
+    ("fedkafka_proxy", "refused by the controller after the prediction (another drain won), skipped",
+     {"proxies": [PP1, PP2], "drain_refusals": [2]}, {"instance_id": "h:9002", "last_in_pool": "skip"}, False,
+     {"changed": False, "writes": DRAIN_2, "msg": "last live pproxy"}),
+    ("fedkafka_proxy", "refused by the controller after the prediction, not skipped: failed",
+     {"proxies": [PP1, PP2], "drain_refusals": [2]}, {"instance_id": "h:9002"}, False,
+     {"failed": True, "writes": DRAIN_2, "msg": "last live pproxy"}),
     ("fedkafka_proxy", "a proxy that is not live", {"proxies": [PP1]}, {"instance_id": "h:9"}, False,
      {"failed": True, "msg": "no live proxy h:9", "writes": []}),
     # module, id, controller state, args, check mode, expect

@@ -118,7 +118,7 @@ def test_two_drains_of_a_pools_last_two_proxies_leave_one_of_them_leading(api, m
 
 
 def test_a_drained_proxys_heartbeats_do_not_recompose_the_view(api, monkeypatch):
-    a, b = (_register(api, port)["node_id"] for port in (9001, 9002))
+    _, b = (_register(api, port)["node_id"] for port in (9001, 9002))
     assert api.post(f"/v1/proxies/{b}/drain").status_code == 200
     version = _view(api).version
     composed = []
