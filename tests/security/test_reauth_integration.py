@@ -149,3 +149,26 @@ def test_librdkafka_re_authenticates_and_keeps_producing_and_consuming(make_clus
     # away (it is Kafka's behaviour); what must hold is no error, no loss, and re-authentication on a connection.
     assert "authentication failed" not in output
     assert PASSWORD not in output
+
+
+def test_kafka_python_re_authenticates_on_its_own(tmp_path):
+    """kafka-python (3.0.12 here) also implements KIP-368; Metadata alone needs no Kafka behind the proxy."""
+    from kafka.admin import KafkaAdminClient
+
+    proxy, port = _sasl_proxy(tmp_path, View(version=1), max_reauth_ms=2000)
+    with proxy:
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
+                                 sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="alice",
+                                 sasl_plain_password=PASSWORD, request_timeout_ms=20000)
+        try:
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                assert admin.list_topics() == []
+                time.sleep(0.1)
+        finally:
+            admin.close()
+        output = proxy.output()
+    counts = [int(n) for n in re.findall(r"re-authenticated as User:alice .*\((\d+) times on this connection\)",
+                                         output)]
+    assert counts and max(counts) >= 2, output[-3000:]
+    assert "authentication failed" not in output and PASSWORD not in output
