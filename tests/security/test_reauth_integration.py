@@ -172,3 +172,42 @@ def test_kafka_python_re_authenticates_on_its_own(tmp_path):
                                          output)]
     assert counts and max(counts) >= 2, output[-3000:]
     assert "authentication failed" not in output and PASSWORD not in output
+
+
+def test_aiokafka_without_kip_368_is_disconnected_at_the_end_of_its_session_and_reconnects(tmp_path):
+    """aiokafka (0.14 here) never re-authenticates: the request that finds its session ended closes the
+    connection (a retriable KafkaConnectionError, raised as is by a direct admin call, as against a Kafka
+    broker), and the next call connects and logs in again."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaConnectionError
+
+    async def list_topics_for(seconds: float) -> tuple[int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
+                                    sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="alice",
+                                    sasl_plain_password=PASSWORD, request_timeout_ms=20000)
+        await admin.start()
+        answered = closed = 0
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    assert await admin.list_topics() == []
+                    answered += 1
+                except KafkaConnectionError:
+                    closed += 1
+                await asyncio.sleep(0.1)
+            assert await admin.list_topics() == []  # after the last close: connected and logged in again
+        finally:
+            await admin.close()
+        return answered, closed
+
+    proxy, port = _sasl_proxy(tmp_path, View(version=1), max_reauth_ms=2000)
+    with proxy:
+        answered, closed = asyncio.run(list_topics_for(7))
+        output = proxy.output()
+    expired = [line for line in output.splitlines() if "without re-authentication" in line]
+    # each close is one expired session (a background request of the client's may find one too)
+    assert 1 <= closed <= len(expired) and answered > closed, (answered, closed, output[-3000:])
+    assert "re-authenticated" not in output and PASSWORD not in output
