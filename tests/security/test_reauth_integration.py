@@ -60,9 +60,9 @@ class RawClient:
         frame = self._read(struct.unpack(">i", size)[0])
         return codec.decode_response(response_t, frame)[1]
 
-    def authenticate_plain(self) -> SaslAuthenticateResponse:
+    def authenticate_plain(self, password: str = PASSWORD) -> SaslAuthenticateResponse:
         assert self.ask(SaslHandshakeRequest(mechanism="PLAIN"), SaslHandshakeResponse).error_code == ErrorCode.none
-        return self.ask(SaslAuthenticateRequest(auth_bytes=f"\0alice\0{PASSWORD}".encode()),
+        return self.ask(SaslAuthenticateRequest(auth_bytes=f"\0alice\0{password}".encode()),
                         SaslAuthenticateResponse)
 
     def metadata(self) -> MetadataResponse | None:
@@ -101,6 +101,24 @@ def test_an_expired_session_gets_the_connection_closed_on_its_next_request(tmp_p
         lines = [line for line in proxy.output().splitlines() if "expired" in line]
     assert len(lines) == 1 and "User:alice" in lines[0] and "without re-authentication" in lines[0], lines
     assert PASSWORD not in proxy.output()
+
+
+def test_a_re_authentication_with_a_wrong_password_closes_the_connection(tmp_path):
+    proxy, port = _sasl_proxy(tmp_path, View(version=1), max_reauth_ms=60_000)
+    with proxy:
+        client = RawClient(port)
+        try:
+            assert client.authenticate_plain().error_code == ErrorCode.none
+            assert client.metadata() is not None
+            answer = client.authenticate_plain("guess-123")
+            assert answer.error_code == ErrorCode.sasl_authentication_failed
+            assert client.metadata() is None  # closed after the answer
+        finally:
+            client.close()
+        output = proxy.output()
+    lines = [line for line in output.splitlines() if "authentication failed" in line]
+    assert len(lines) == 1 and "re-authentication: PLAIN, user 'alice'" in lines[0], lines
+    assert "guess-123" not in output and PASSWORD not in output
 
 
 def _produce_and_consume(proxy_port: int, topic: str, seconds: float) -> tuple[list[str], list, list[str]]:
