@@ -47,6 +47,9 @@ _OAUTH_JWKS_FILE = typer.Option(None, "--oauth-jwks-file", help="JWKS (JSON) the
                                 "are checked against; re-read when it changes")
 _OAUTH_ISSUER = typer.Option(None, "--oauth-issuer", help="required `iss` of OAUTHBEARER tokens")
 _OAUTH_AUDIENCE = typer.Option(None, "--oauth-audience", help="required `aud` of OAUTHBEARER tokens")
+_CONNECTIONS_MAX_REAUTH_MS = typer.Option(0, "--connections-max-reauth-ms",
+                                          help="KIP-368: SASL sessions last at most this long (ms), then the "
+                                          "client must re-authenticate or is disconnected; 0: no limit")
 _AUTHORIZATION = typer.Option(False, "--authorization/--no-authorization",
                               help="enforce the view's ACLs: what they do not allow is denied")
 _SUPER_USER = typer.Option([], "--super-user", help="principal ACLs do not restrict (User:admin), repeatable")
@@ -97,7 +100,8 @@ def proxy(
     ssl_cert: Path | None = _SSL_CERT, ssl_key: Path | None = _SSL_KEY, ssl_ca: Path | None = _SSL_CA,
     ssl_client_auth: str = _SSL_CLIENT_AUTH, sasl_mechanisms: str | None = _SASL_MECHANISMS,
     oauth_jwks_file: Path | None = _OAUTH_JWKS_FILE, oauth_issuer: str | None = _OAUTH_ISSUER,
-    oauth_audience: str | None = _OAUTH_AUDIENCE, authorization: bool = _AUTHORIZATION,
+    oauth_audience: str | None = _OAUTH_AUDIENCE, connections_max_reauth_ms: int = _CONNECTIONS_MAX_REAUTH_MS,
+    authorization: bool = _AUTHORIZATION,
     super_user: list[str] = _SUPER_USER, advertised_host: str | None = _ADVERTISED_HOST,
     controller: str | None = _CONTROLLER, token_file: Path | None = _TOKEN_FILE, view_file: Path | None = _VIEW_FILE,
     view_cache: Path | None = _VIEW_CACHE, workers: int = _WORKERS, pool: str = _POOL,
@@ -122,6 +126,8 @@ def proxy(
     listeners, tls, mechanisms = _security(listen, listener, ssl_cert, ssl_key, ssl_ca, ssl_client_auth,
                                            sasl_mechanisms)
     _check_oauth(oauth, mechanisms)
+    if connections_max_reauth_ms < 0:
+        _fail(f"--connections-max-reauth-ms must be 0 (off) or more, got {connections_max_reauth_ms}")
     host, port = listeners[0].host, listeners[0].port
     token = _view_source(controller, token_file, view_file, view_cache)
     _check_workers(workers, port)
@@ -140,7 +146,8 @@ def proxy(
                     view_file=view_file, controller=controller, token=token, view_cache=view_cache, workers=workers,
                     limits=limits, admin_listen=admin, listeners=tuple(listeners) if listener else (), tls=tls,
                     sasl_mechanisms=mechanisms, oauth=oauth, authorization=authorization,
-                    super_users=frozenset(_principals(super_user)), upstream=upstream))
+                    super_users=frozenset(_principals(super_user)), upstream=upstream,
+                    connections_max_reauth_ms=connections_max_reauth_ms))
 
 
 def _oauth(jwks_file: Path | None, issuer: str | None, audience: str | None) -> OAuthSettings | None:

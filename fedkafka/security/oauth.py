@@ -42,6 +42,11 @@ class JwtValidator:
 
     def principal(self, token: str) -> str:
         """`User:<sub>` of a valid token; AuthenticationFailed with the reason otherwise."""
+        return self.validate(token)[0]
+
+    def validate(self, token: str) -> tuple[str, float]:
+        """`User:<sub>` of a valid token and its `exp` (seconds since the epoch); AuthenticationFailed with the
+        reason otherwise."""
         s = self.settings
         try:
             kid = jwt.get_unverified_header(token).get("kid")
@@ -54,7 +59,7 @@ class JwtValidator:
         subject = claims[s.principal_claim]
         if not isinstance(subject, str) or not subject:
             raise AuthenticationFailed(f"invalid OAUTHBEARER token: claim {s.principal_claim!r} is not a name")
-        return f"User:{subject}"
+        return f"User:{subject}", float(claims["exp"])
 
     def _key(self, kid: str | None) -> jwt.PyJWK:
         self._reload()

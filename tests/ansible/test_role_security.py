@@ -83,6 +83,7 @@ def test_proxy_listeners_tls_sasl_oauth_and_authorization_become_its_arguments(t
         "fedkafka_proxy_ssl_key_content": KEY, "fedkafka_proxy_ssl_ca_content": "ca", "fedkafka_proxy_ssl_client_auth":
         "requested", "fedkafka_proxy_sasl_mechanisms": ["SCRAM-SHA-512", "OAUTHBEARER"],
         "fedkafka_proxy_oauth_jwks_file": str(jwks), "fedkafka_proxy_oauth_issuer": "https://idp",
+        "fedkafka_proxy_connections_max_reauth_ms": 3600000,
         "fedkafka_proxy_authorization": True, "fedkafka_proxy_super_users": ["User:admin", "User:ops"]})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     etc = tmp_path / "etc" / "tls"
@@ -90,8 +91,8 @@ def test_proxy_listeners_tls_sasl_oauth_and_authorization_become_its_arguments(t
                     "--ssl-cert", str(etc / "proxy.pem"), "--ssl-key", str(etc / "proxy.key"),
                     "--ssl-ca", str(etc / "proxy-ca.pem"), "--ssl-client-auth", "requested",
                     "--sasl-mechanisms", "SCRAM-SHA-512,OAUTHBEARER", "--oauth-jwks-file", str(jwks),
-                    "--oauth-issuer", "https://idp", "--authorization", "--super-user=User:admin",
-                    "--super-user=User:ops"]
+                    "--oauth-issuer", "https://idp", "--connections-max-reauth-ms", "3600000", "--authorization",
+                    "--super-user=User:admin", "--super-user=User:ops"]
     assert (etc / "proxy.key").read_text() == KEY
     assert stat.S_IMODE((etc / "proxy.key").stat().st_mode) == 0o600
 
@@ -195,7 +196,7 @@ def test_the_documented_defaults_are_the_roles_defaults(role):
     options = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())[
         "argument_specs"]["main"]["options"]
     security = [k for k in defaults if any(w in k for w in ("listeners", "ssl_", "sasl", "oauth", "authorization",
-                                                            "super_users"))]
+                                                            "super_users", "reauth"))]
     assert security
     for name in security:
         assert options[name].get("default") == defaults[name], name

@@ -40,7 +40,7 @@ from fedkafka.proxy.plan import (
     UpstreamError,
 )
 from fedkafka.security.acl import Authorizer
-from fedkafka.security.session import PRE_AUTH_API_KEYS, Session
+from fedkafka.security.session import Session
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,11 @@ class Dispatcher:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
         client's order); returns an awaitable of the response frame (None: no response)."""
         api_key, version, correlation_id = codec.peek_header(frame)
-        if session is not None and not session.authenticated and api_key not in PRE_AUTH_API_KEYS:
-            # a broker closes a SASL connection that sends anything else before authenticating
-            raise ProtocolViolation(f"api_key={api_key} before SASL authentication on {session.protocol}")
+        if session is not None and (not session.authenticated or session.expires_at is not None) and \
+                (refusal := session.refusal(api_key)) is not None:
+            # a broker closes a SASL connection that sends anything else before authenticating, or after its
+            # session expired (KIP-368); the connection logs the reason in one line
+            raise ProtocolViolation(refusal)
         if not versions.accepts(self.advertised, api_key, version):
             self.observer.unsupported(api_key, version)
             return _done(self._unsupported(api_key, version, correlation_id))

@@ -76,6 +76,8 @@ class ProxyConfig:
     authorization: bool = False  # on: the view's ACLs are enforced, anything they do not allow is denied
     super_users: frozenset[str] = frozenset()  # principals ACLs do not restrict (User:admin)
     upstream: UpstreamConfig = PLAINTEXT  # TLS and SASL towards the physical clusters' brokers
+    # KIP-368: the longest a SASL session lasts before the client must re-authenticate (0: no limit)
+    connections_max_reauth_ms: int = 0
 
     def all_listeners(self) -> tuple[Listener, ...]:
         return self.listeners or (Listener("PLAINTEXT", self.host, self.port),)
@@ -224,7 +226,8 @@ class ProxyServer:
         """A connection's security state; on an SSL listener a client certificate names the principal."""
         host = peer[0] if isinstance(peer, tuple) else str(peer)
         session = Session.for_listener(listener.protocol, self.config.sasl_mechanisms, str(peer), host=host,
-                                       oauth=self.jwt_validator)
+                                       oauth=self.jwt_validator,
+                                       max_reauth_ms=self.config.connections_max_reauth_ms)
         if listener.protocol == "SSL":
             ssl_object = writer.get_extra_info("ssl_object")
             principal = certificate_principal(ssl_object.getpeercert() if ssl_object is not None else None)

@@ -5,9 +5,17 @@ UNSUPPORTED_SASL_MECHANISM for a mechanism the listener does not enable; SASL_AU
 credentials. Every failure marks the session failed: the core answers, logs one line (no secret in it) and
 closes the connection, as a broker does. SaslHandshake v0 (raw SASL tokens without Kafka framing, before
 Kafka 1.0) is not implemented: clients use v1 whenever it is advertised.
+
+Re-authentication (KIP-368, docs/DESIGN.md §11): with --connections-max-reauth-ms a session gets a lifetime,
+answered as session_lifetime_ms; a new SaslHandshake on an authenticated session starts the exchange over on the
+live connection. It must keep the mechanism and the principal, as Kafka's SaslServerAuthenticator requires
+(ReauthInfo.saslMechanismUnchanged, ensurePrincipalUnchanged); any failure closes the connection.
 """
 
 from __future__ import annotations
+
+import datetime
+import logging
 
 from kio.schema.errors import ErrorCode
 
@@ -20,6 +28,8 @@ API_KEYS = {17: (1, 1), 36: (0, 2)}
 ROLE = "any"
 AUTHORIZES = True
 
+log = logging.getLogger(__name__)
+
 
 def handle(ctx: Context, header, request):
     if request.__api_key__ == 17:
@@ -30,7 +40,9 @@ def handle(ctx: Context, header, request):
 def _handshake(ctx: Context, request):
     session = ctx.session
     answer = response_schema(17, type(request).__version__)
-    if not session.sasl or session.authenticated or session.mechanism is not None:
+    if session.may_reauthenticate():
+        session.begin_reauthentication()
+    elif not session.sasl or session.authenticated or session.mechanism is not None:
         session.fail(f"SaslHandshake in an illegal state (listener {session.protocol})")
         return build(answer, {"error_code": ErrorCode.illegal_sasl_state, "mechanisms": []})
     if request.mechanism not in session.mechanisms:
@@ -48,36 +60,60 @@ def _authenticate(ctx: Context, request):
         session.fail(f"SaslAuthenticate in an illegal state (listener {session.protocol})")
         return _answer(version, ErrorCode.illegal_sasl_state, "SaslAuthenticate is not expected now")
     try:
+        _same_mechanism(session)
         if session.mechanism == "PLAIN":
-            return _answer(version, ErrorCode.none, None, _plain(ctx, request.auth_bytes))
-        if session.mechanism == "OAUTHBEARER":
-            return _answer(version, ErrorCode.none, None, _oauthbearer(ctx, request.auth_bytes))
-        return _answer(version, ErrorCode.none, None, _scram_step(ctx, request.auth_bytes))
+            token, lifetime_ms = _plain(ctx, request.auth_bytes)
+        elif session.mechanism == "OAUTHBEARER":
+            token, lifetime_ms = _oauthbearer(ctx, request.auth_bytes)
+        else:
+            token, lifetime_ms = _scram_step(ctx, request.auth_bytes)
     except scram.AuthenticationFailed as e:
         who = f", user {session.claimed_user[:256]!r}" if session.claimed_user is not None else ""
-        session.fail(f"{session.mechanism}{who}: {e}")
+        again = "re-authentication: " if session.reauthenticating is not None else ""
+        session.fail(f"{again}{session.mechanism}{who}: {e}")
         return _answer(version, ErrorCode.sasl_authentication_failed, str(e))
+    return _answer(version, ErrorCode.none, None, token, lifetime_ms)
 
 
-def _plain(ctx: Context, message: bytes) -> bytes:
+def _same_mechanism(session) -> None:
+    """Kafka's message for a re-authentication with another mechanism (it accepts the handshake and fails the
+    exchange: the REAUTH_BAD_MECHANISM state of its SaslServerAuthenticator)."""
+    if session.reauthenticating is not None and session.mechanism != session.reauthenticating[0]:
+        raise scram.AuthenticationFailed(f"SASL mechanism '{session.mechanism}' requested by client is not "
+                                         f"supported for re-authentication of mechanism "
+                                         f"'{session.reauthenticating[0]}'")
+
+
+def _succeed(ctx: Context, principal: str, credential_expires_at: float | None = None) -> int:
+    """The session authenticated (again); returns its lifetime in ms (0: it does not expire)."""
+    session = ctx.session
+    again = session.reauthenticating is not None
+    lifetime_ms = session.succeed(principal, credential_expires_at)
+    if again:
+        log.info("client %s re-authenticated as %s on %s listener (%d times on this connection); session "
+                 "lifetime %d ms", session.peer, principal, session.protocol, session.reauthentications, lifetime_ms)
+    return lifetime_ms
+
+
+def _plain(ctx: Context, message: bytes) -> tuple[bytes, int]:
     user, password = scram.parse_plain(message)
     ctx.session.claimed_user = user
     creds = [c for c in ctx.view.credentials if c.user == user]
     if not creds or not scram.password_matches(creds[0], password):
         raise scram.AuthenticationFailed("Authentication failed: Invalid username or password")
-    ctx.session.succeed(f"User:{user}")
-    return b""
+    return b"", _succeed(ctx, f"User:{user}")
 
 
-def _oauthbearer(ctx: Context, message: bytes) -> bytes:
+def _oauthbearer(ctx: Context, message: bytes) -> tuple[bytes, int]:
     """One round: a valid token names the principal; an invalid one fails at once (Kafka's server would first
-    send an error document and wait for the client's empty reply: the client's outcome is the same)."""
+    send an error document and wait for the client's empty reply: the client's outcome is the same). The
+    session lasts no longer than the token (its exp), as Kafka's does."""
     token = oauth.parse_client_message(message)
-    ctx.session.succeed(ctx.session.oauth.principal(token))
-    return b""
+    principal, expires_at = ctx.session.oauth.validate(token)
+    return b"", _succeed(ctx, principal, expires_at)
 
 
-def _scram_step(ctx: Context, message: bytes) -> bytes:
+def _scram_step(ctx: Context, message: bytes) -> tuple[bytes, int]:
     session = ctx.session
     if session.exchange is None:
         mechanism = session.chosen_mechanism()
@@ -85,13 +121,14 @@ def _scram_step(ctx: Context, message: bytes) -> bytes:
                                                session.secret)
         first = session.exchange.first(message)
         session.claimed_user = session.exchange.user
-        return first
+        return first, 0
     exchange = session.exchange
     final = exchange.final(message)
-    session.succeed(f"User:{exchange.user}")
-    return final
+    return final, _succeed(ctx, f"User:{exchange.user}")
 
 
-def _answer(version: int, code: ErrorCode, message: str | None, auth_bytes: bytes = b""):
+def _answer(version: int, code: ErrorCode, message: str | None, auth_bytes: bytes = b"", lifetime_ms: int = 0):
+    """session_lifetime_ms exists from v1 (KIP-368); a v0 client is not told, its session ends all the same."""
     return build(response_schema(36, version), {"error_code": code, "error_message": message,
-                                              "auth_bytes": auth_bytes})
+                                              "auth_bytes": auth_bytes,
+                                              "session_lifetime": datetime.timedelta(milliseconds=lifetime_ms)})
