@@ -74,7 +74,6 @@ _SERVICE_PATTERNS = [(method, _pattern(template)) for (method, template), scope 
 
 def service_may(method: str, path: str) -> bool:
     """May the service token call `method path` (the request's decoded path, no query)?"""
-    method = "GET" if method == "HEAD" else method
     return any(m == method and pattern.match(path) for m, pattern in _SERVICE_PATTERNS)
 
 
