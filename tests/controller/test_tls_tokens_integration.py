@@ -4,6 +4,7 @@ plain HTTP on the TLS port gets nowhere, and the CLI reaches it through $FEDKAFK
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import subprocess
@@ -15,6 +16,8 @@ import pytest
 from security.pki import make_pki
 
 from fedkafka.kafka.cluster import free_port
+from fedkafka.nameservice.resolver import ControllerResolver
+from fedkafka.proxy.view_source import ControllerViewSource
 
 pytestmark = pytest.mark.integration  # a controller process
 
@@ -82,6 +85,26 @@ def test_the_cli_trusts_the_controller_through_its_ca_file(tls_controller):
     assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
     as_service = _cli("cluster", "list", env={**env, "FEDKAFKA_TOKEN": SERVICE, "FEDKAFKA_CA_FILE": str(pki.ca)})
     assert as_service.returncode == 1 and "HTTP 403" in as_service.stderr
+
+
+def test_a_proxy_and_the_name_service_reach_it_with_the_service_token(tls_controller, monkeypatch):
+    url, _port, pki, _https = tls_controller
+    monkeypatch.setenv("FEDKAFKA_CA_FILE", str(pki.ca))
+
+    async def calls() -> tuple[tuple[int, int], str]:
+        source = ControllerViewSource(url, SERVICE, "i1", on_block=lambda start, size: None)
+        resolver = ControllerResolver(url, SERVICE)
+        try:
+            return await source.fetch_block(), (await resolver.resolve("app")).pool
+        finally:
+            await source.client.aclose()
+            await resolver.aclose()
+
+    (_start, size), pool = asyncio.run(calls())
+    assert size > 0 and pool
+    monkeypatch.setenv("FEDKAFKA_CA_FILE", str(pki.other_ca))
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        asyncio.run(calls())
 
 
 def test_bad_tls_or_token_arguments_exit_with_one_line(tmp_path):
