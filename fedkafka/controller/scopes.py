@@ -2,9 +2,9 @@
 
 The controller takes an operator token (`--token-file`: every route) and optionally a service token
 (`--service-token-file`): what proxies and name services need to run (register, heartbeat, read the view and
-the pools, allocate producer-id blocks) and the admin requests a proxy forwards for Kafka clients, which it
-authorizes with the clients' own ACLs first (CreateTopics, DeletesTopics, CreatePartitions, AlterConfigs,
-CreateAcls, DeleteAcls). A leaked service token cannot register clusters, change topics' placement, users,
+the pools, allocate producer-id blocks) and the admin requests a proxy forwards for Kafka clients (CreateTopics,
+DeleteTopics, CreatePartitions, AlterConfigs, CreateAcls, DeleteAcls; a proxy run with --authorization checks
+the client's ACLs before forwarding). A leaked service token cannot register clusters, change topics' placement, users,
 client rules or start workflows.
 
 ROUTE_SCOPES lists every route; tests/controller/test_api_routes.py fails when a route is added without an
