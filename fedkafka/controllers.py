@@ -3,11 +3,23 @@
 Several controllers may share one database; one is active, the others answer 503 naming it in the
 `x-fedkafka-active` header (docs/DESIGN.md §3.6). A client is given the list (`--controller URL,URL,...`),
 talks to one, and when that one fails or stands by moves to the active one it names, else the next in the list.
+A controller serving HTTPS (`--ssl-cert`) is trusted through the CA file in $FEDKAFKA_CA_FILE, else the system's.
 """
 
 from __future__ import annotations
 
+import os
+import ssl
+
 ACTIVE_HEADER = "x-fedkafka-active"
+CA_FILE_ENV = "FEDKAFKA_CA_FILE"
+
+
+def tls_verify() -> ssl.SSLContext | bool:
+    """httpx's `verify` for the controller's URL: the CA in $FEDKAFKA_CA_FILE, else the system's CAs. A missing or
+    unreadable file raises OSError (or ssl.SSLError) at once, not at the first request."""
+    ca_file = os.environ.get(CA_FILE_ENV, "").strip()
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
 
 
 def split_urls(value: str) -> list[str]:

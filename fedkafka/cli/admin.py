@@ -87,49 +87,97 @@ def controller(
     upstream_config: Path | None = typer.Option(None, "--upstream-config", help="JSON file (mode 0600) of "
                                                 "librdkafka security settings for the physical clusters' brokers: "
                                                 "security.protocol, ssl.*, sasl.* (docs/OPERATIONS.md)"),
+    service_token_file: Path | None = typer.Option(None, "--service-token-file", help="file holding a second "
+                                                   "token, for proxies and name services: it may only register, "
+                                                   "heartbeat, read the view and pools, allocate producer ids and "
+                                                   "forward clients' topic/ACL admin requests (docs/OPERATIONS.md)"),
+    metrics_token_required: bool = typer.Option(False, "--metrics-token-required", help="/metrics answers only "
+                                                "with a bearer token (either one); default: open, like /healthz"),
+    ssl_cert: Path | None = typer.Option(None, "--ssl-cert", help="PEM certificate chain: serve the API over "
+                                         "HTTPS (clients trust its CA with FEDKAFKA_CA_FILE)"),
+    ssl_key: Path | None = typer.Option(None, "--ssl-key", help="PEM private key of --ssl-cert (0600)"),
 ) -> None:
     """Run the controller: config database, cluster scans, view distribution, admin API. Several controllers on
     one database elect one active; the others stand by."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
-    token = _read_token(token_file)
+    tokens = _read_tokens(token_file, service_token_file)
+    tls = _tls_files(ssl_cert, ssl_key)
     _check_controller_numbers(scan_interval, lease_ms, fence_ms, max_body_bytes, offsets_copy_interval,
                               auto_failover_after, leader_lease_ms)
     from fedkafka.cli.services import load_upstream
+    from fedkafka.controller.service import Settings
 
-    upstream = load_upstream(upstream_config)
+    settings = Settings(db_url=db, lease_ms=lease_ms, fence_ms=fence_ms, scan_interval=scan_interval,
+                        auto_failover_after=auto_failover_after, offsets_copy_interval=offsets_copy_interval,
+                        upstream=load_upstream(upstream_config))
+    _serve(settings, (host, int(port), listen), advertise_url, leader_lease_ms / 1000, tls,
+           {"tokens": tokens, "max_body": max_body_bytes, "metrics_token_required": metrics_token_required})
+
+
+def _serve(settings, address: tuple[str, int, str], advertise_url: str | None, leader_lease_s: float,
+           tls: tuple[str, str] | None, app_options: dict[str, Any]) -> None:
     logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration run is noise
     import uvicorn
 
     from fedkafka.controller.app import create_app
     from fedkafka.controller.leadership import Leadership
-    from fedkafka.controller.service import Controller, Settings
+    from fedkafka.controller.service import Controller
 
     # Bind first: holding the port proves a leader row naming our URL was left by a process that is gone.
-    sock = _bound_socket(host, int(port), listen)
-    url = advertise_url or f"http://{_url_host(host)}:{sock.getsockname()[1]}"
-    settings = Settings(db_url=db, lease_ms=lease_ms, fence_ms=fence_ms, scan_interval=scan_interval,
-                        auto_failover_after=auto_failover_after, offsets_copy_interval=offsets_copy_interval,
-                        upstream=upstream)
-    ctl = _open_controller(Controller, settings, db, wait=bool(os.environ.get("FEDKAFKA_CONTROLLER_RESTARTED")))
-    leadership = Leadership(ctl.session, url, leader_lease_ms / 1000, owns_url=True)
+    host, port, listen = address
+    sock = _bound_socket(host, port, listen)
+    url = advertise_url or f"{'https' if tls else 'http'}://{_url_host(host)}:{sock.getsockname()[1]}"
+    ctl = _open_controller(Controller, settings, settings.db_url,
+                           wait=bool(os.environ.get("FEDKAFKA_CONTROLLER_RESTARTED")))
+    leadership = Leadership(ctl.session, url, leader_lease_s, owns_url=True)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found at start: exit 0 there.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(create_app(ctl, token, max_body=max_body_bytes, leadership=leadership), fd=sock.fileno(),
-                log_level="warning", access_log=False)
+    tokens = app_options.pop("tokens")
+    app = create_app(ctl, tokens, leadership=leadership, **app_options)
+    cert, key = tls or (None, None)
+    uvicorn.run(app, fd=sock.fileno(), log_level="warning", access_log=False, ssl_certfile=cert, ssl_keyfile=key)
     logging.getLogger(__name__).info("controller stopped")
 
 
-def _read_token(token_file: Path) -> str:
+def _read_token(token_file: Path, option: str = "--token-file") -> str:
     try:
         token = token_file.read_text().strip()
     except OSError as e:
-        _fail(f"cannot read --token-file: {e}", 2)
+        _fail(f"cannot read {option}: {e}", 2)
     if not token:
-        _fail(f"--token-file {token_file} is empty", 2)
+        _fail(f"{option} {token_file} is empty", 2)
     return token
+
+
+def _read_tokens(token_file: Path, service_token_file: Path | None):
+    from fedkafka.controller.scopes import Tokens
+
+    operator = _read_token(token_file)
+    if service_token_file is None:
+        return Tokens(operator)
+    service = _read_token(service_token_file, "--service-token-file")
+    if service == operator:  # the service token would be the operator's: every proxy host could do everything
+        _fail("--service-token-file holds the same token as --token-file; give proxies a token of their own", 2)
+    return Tokens(operator, service)
+
+
+def _tls_files(ssl_cert: Path | None, ssl_key: Path | None) -> tuple[str, str] | None:
+    """uvicorn's ssl_certfile/ssl_keyfile (it wraps the pre-bound socket it is given as fd), checked here so a
+    bad pair fails at start with one line, not in uvicorn's startup."""
+    if ssl_cert is None and ssl_key is None:
+        return None
+    if ssl_cert is None or ssl_key is None:
+        _fail("--ssl-cert and --ssl-key go together", 2)
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(ssl_cert, ssl_key)
+    except (OSError, ssl.SSLError) as e:
+        _fail(f"cannot load --ssl-cert/--ssl-key: {e}", 2)
+    return str(ssl_cert), str(ssl_key)
 
 
 def _check_controller_numbers(scan_interval: float, lease_ms: int, fence_ms: int, max_body_bytes: int,

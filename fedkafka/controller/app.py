@@ -1,4 +1,5 @@
-"""Admin REST API and view distribution (FastAPI). Every route but /metrics and /healthz needs the token.
+"""Admin REST API and view distribution (FastAPI). Every route but /metrics and /healthz needs a token; the
+service token only the routes controller.scopes gives it.
 
 `guard.RequestGuard` runs first, as plain ASGI: it checks the token before a body is read and caps bodies;
 the routers' token dependency (api.common) stays as a second check and marks the protected routes in the
@@ -23,21 +24,25 @@ from fedkafka.controller.api.common import token_dependency
 from fedkafka.controller.errors import ControllerError
 from fedkafka.controller.guard import DEFAULT_MAX_BODY, RequestGuard
 from fedkafka.controller.leadership import Leadership, StandbyGate, restart_as_standby
+from fedkafka.controller.scopes import Tokens
 from fedkafka.controller.service import Controller
 from fedkafka.controller.workflows import WorkflowEngine
 
 
-def create_app(controller: Controller, token: str, background: bool = True,
-               max_body: int = DEFAULT_MAX_BODY, leadership: Leadership | None = None) -> FastAPI:
-    """`leadership`: compete for the database's leader row and act only while holding it (docs/DESIGN.md §3.6);
-    without it this controller acts at once (one controller, or tests)."""
+def create_app(controller: Controller, token: str | Tokens, background: bool = True,
+               max_body: int = DEFAULT_MAX_BODY, leadership: Leadership | None = None,
+               metrics_token_required: bool = False) -> FastAPI:
+    """`token`: the operator token, or Tokens with a service token too (controller.scopes). `leadership`: compete
+    for the database's leader row and act only while holding it (docs/DESIGN.md §3.6); without it this
+    controller acts at once (one controller, or tests)."""
+    tokens = token if isinstance(token, Tokens) else Tokens(operator=token)
     workflows = WorkflowEngine(controller)
     app = FastAPI(title="fedkafka controller", version="1",
                   lifespan=_lifespan(controller, workflows, background, leadership))
     app.add_middleware(StandbyGate, leadership=leadership)
-    app.add_middleware(RequestGuard, token=token, max_body=max_body)
+    app.add_middleware(RequestGuard, tokens=tokens, max_body=max_body, metrics_token_required=metrics_token_required)
     _add_error_handlers(app)
-    api = token_dependency(token)
+    api = token_dependency(tokens)
     app.include_router(status.open_router(controller, leadership))
     app.include_router(views.router(controller, api))
     app.include_router(topology.router(controller, api))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from fedkafka.controllers import ACTIVE_HEADER, ControllerList
+from fedkafka.controllers import ACTIVE_HEADER, CA_FILE_ENV, ControllerList, tls_verify
 
 
 class AdminError(RuntimeError):
@@ -70,7 +71,11 @@ class AdminClient:
 
     def __init__(self, url: str, token: str, timeout: float = 30.0):
         self.controllers = ControllerList(url)
-        self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"})
+        try:
+            verify = tls_verify()
+        except (OSError, ssl.SSLError) as e:
+            raise AdminError(f"cannot read ${CA_FILE_ENV}: {e}") from None
+        self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"}, verify=verify)
 
     @property
     def url(self) -> str:

@@ -1,17 +1,19 @@
-"""Pure ASGI guard in front of the controller's API: token first, then a capped body.
+"""Pure ASGI guard in front of the controller's API: token and its scope first, then a capped body.
 
 FastAPI reads and parses a request body before any dependency (the token check) runs, and reads it
 whole: an anonymous multi-GB PUT would hold the event loop that renews every proxy lease. This guard
-answers 401 to an API request without the token before reading a byte of its body, and 413 to any body
-larger than `max_body` (declared in Content-Length, or counted while it streams in).
+answers 401 to an API request without a token, and 403 to the service token on an operator's route
+(controller.scopes), before reading a byte of its body; and 413 to any body larger than `max_body` (declared
+in Content-Length, or counted while it streams in).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from fedkafka.controller.scopes import SERVICE, Tokens, service_may
 
 DEFAULT_MAX_BODY = 1 << 20  # the largest legitimate body (a topic's config) is a few KiB
 
@@ -21,21 +23,32 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def token_ok(authorization: str | None, token: str) -> bool:
-    scheme, _, given = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and secrets.compare_digest(given.encode(), token.encode())
+def service_refusal(method: str, path: str) -> str:
+    return (f"the service token may not {method} {path}: it may only do what proxies and name services do "
+            "(docs/DESIGN.md §11); use the operator token")
 
 
 class RequestGuard:
-    def __init__(self, app, *, token: str, max_body: int = DEFAULT_MAX_BODY, protected_prefix: str = "/v1/"):
-        self.app, self.token, self.max_body, self.protected_prefix = app, token, max_body, protected_prefix
+    """`metrics_token_required`: /metrics answers only with a token (either one), like /v1/."""
+
+    def __init__(self, app, *, tokens: Tokens, max_body: int = DEFAULT_MAX_BODY, protected_prefix: str = "/v1/",
+                 metrics_token_required: bool = False):
+        self.app, self.tokens, self.max_body, self.protected_prefix = app, tokens, max_body, protected_prefix
+        self.metrics_token_required = metrics_token_required
+
+    def _protected(self, path: str) -> bool:
+        return path.startswith(self.protected_prefix) or (self.metrics_token_required and path == "/metrics")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["path"].startswith(self.protected_prefix) and not token_ok(headers.get("authorization"), self.token):
-            return await _respond(send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"})
+        if self._protected(scope["path"]):
+            role = self.tokens.role(headers.get("authorization"))
+            if role is None:
+                return await _respond(send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"})
+            if role == SERVICE and not service_may(scope["method"], scope["path"]):
+                return await _respond(send, 403, service_refusal(scope["method"], scope["path"]))
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             return await _respond(send, 413, f"request body over {self.max_body} bytes")

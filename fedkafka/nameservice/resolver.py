@@ -19,7 +19,7 @@ from typing import Protocol
 
 import httpx
 
-from fedkafka.controllers import ControllerList, active_hint
+from fedkafka.controllers import ControllerList, active_hint, tls_verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,8 @@ class ControllerResolver:
     def __init__(self, controller_url: str, token: str, ttl: float = 5.0, timeout: float = 2.0,
                  max_entries: int = 10_000, max_concurrent_lookups: int = 16) -> None:
         self._controllers = ControllerList(controller_url)  # several on one database: follow the active one
-        self._client = httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"Bearer {token}"})
+        self._client = httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"Bearer {token}"},
+                                         verify=tls_verify())  # an https controller: $FEDKAFKA_CA_FILE
         self._ttl = ttl
         self._max_entries = max_entries
         self._cache: collections.OrderedDict[str, tuple[float, PoolAnswer]] = collections.OrderedDict()

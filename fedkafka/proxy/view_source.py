@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from fedkafka.controllers import ACTIVE_HEADER, ControllerList, active_hint
+from fedkafka.controllers import ACTIVE_HEADER, ControllerList, active_hint, tls_verify
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.view.model import View
@@ -94,7 +94,7 @@ class ControllerViewSource:
         self.cache = cache
         self.lease_ms = 10_000
         self.fence_ms = 10_000  # a controller that names no fence: produce stops with the lease, as before
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), verify=tls_verify())  # an https controller
         self._drain: Callable[[int], Awaitable[None]] | None = None
         self._registered = False
         self._registering = asyncio.Lock()

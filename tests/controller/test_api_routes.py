@@ -1,5 +1,6 @@
-"""The controller's REST routes against the checked-in list docs/api-routes.txt: a route cannot vanish, appear
-or lose its bearer-token check without that file changing in the same commit.
+"""The controller's REST routes against the checked-in list docs/api-routes.txt: a route cannot vanish, appear,
+lose its bearer-token check or change its token scope (controller.scopes) without that file changing in the
+same commit; and every route has a scope.
 
 After an intended change: `python tests/controller/test_api_routes.py > docs/api-routes.txt`."""
 
@@ -13,20 +14,29 @@ from fastapi import FastAPI
 
 from fedkafka.controller.app import create_app
 from fedkafka.controller.kafka_admin import KafkaAdmin
+from fedkafka.controller.scopes import OPEN, ROUTE_SCOPES, SERVICE, service_may
 from fedkafka.controller.service import Controller, Settings
 
 ROUTES_FILE = Path(__file__).resolve().parents[2] / "docs" / "api-routes.txt"
-HEADER = ("# The controller's REST routes (OpenAPI paths): method, path, and whether the bearer token is needed.\n"
+HEADER = ("# The controller's REST routes (OpenAPI paths): method, path, whether a bearer token is needed, and\n"
+          "# which token may call it (fedkafka/controller/scopes.py): operator only, or the service token too.\n"
           "# Checked by tests/controller/test_api_routes.py; regenerate with\n"
           "# `python tests/controller/test_api_routes.py > docs/api-routes.txt` after an intended change.\n")
 
 
-def route_lines(app: FastAPI) -> list[str]:
-    lines = []
+def app_routes(app: FastAPI) -> dict[tuple[str, str], bool]:
+    """(method, path) -> whether the route asks for the bearer token."""
+    routes = {}
     for path, operations in app.openapi()["paths"].items():
         for method, op in operations.items():
             headers = {p["name"].lower() for p in op.get("parameters", []) if p["in"] == "header"}
-            lines.append(f"{method.upper():6} {path}  {'token' if 'authorization' in headers else 'open'}")
+            routes[(method.upper(), path)] = "authorization" in headers
+    return routes
+
+
+def route_lines(app: FastAPI) -> list[str]:
+    lines = [f"{method:6} {path}  {'token' if needs_token else 'open'}  {ROUTE_SCOPES.get((method, path), '?')}"
+             for (method, path), needs_token in app_routes(app).items()]
     return sorted(lines, key=lambda line: (line.split()[1], line.split()[0]))
 
 
@@ -38,6 +48,26 @@ def current_app(db_dir: Path) -> FastAPI:
 def test_the_routes_are_the_checked_in_list(tmp_path):
     listed = [line for line in ROUTES_FILE.read_text().splitlines() if line and not line.startswith("#")]
     assert route_lines(current_app(tmp_path)) == listed, f"regenerate {ROUTES_FILE} if the change is intended"
+
+
+def test_every_route_has_a_scope_and_every_scope_a_route(tmp_path):
+    routes = app_routes(current_app(tmp_path))
+    unclassified = sorted(set(routes) - set(ROUTE_SCOPES))
+    assert not unclassified, f"add these routes to fedkafka/controller/scopes.py ROUTE_SCOPES: {unclassified}"
+    assert sorted(set(ROUTE_SCOPES) - set(routes)) == [], "ROUTE_SCOPES names a route the app no longer has"
+    assert all((ROUTE_SCOPES[key] == OPEN) == (not needs_token) for key, needs_token in routes.items())
+
+
+def test_the_service_scope_matches_concrete_paths_and_nothing_else():
+    for (method, template), scope in ROUTE_SCOPES.items():
+        path = template.replace("{node_id}", "7").replace("{name}", "t-1").replace("{cluster_id}", "c1") \
+            .replace("{run_id}", "3")
+        assert service_may(method, path) == (scope in (OPEN, SERVICE)), (method, path)
+    assert not service_may("POST", "/v1/view")  # the method counts
+    assert not service_may("POST", "/v1/proxies/7/drain")
+    assert not service_may("POST", "/v1/proxies/7/heartbeat/x")  # whole path, one segment per parameter
+    assert not service_may("GET", "/v1/view/../topics")  # (the path arrives decoded and unnormalised)
+    assert not service_may("GET", "/v1/nonexistent")  # an unknown route: operator only
 
 
 def test_only_health_and_metrics_are_open(tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Query
+from fastapi import Depends, Header, Path, Query, Request
 from pydantic import Field
 
 from fedkafka.controller.errors import ControllerError
-from fedkafka.controller.guard import token_ok
+from fedkafka.controller.guard import service_refusal
+from fedkafka.controller.scopes import OPERATOR, ROUTE_SCOPES, SERVICE, Tokens
 
 # Numbers the config database stores as BIGINT: a larger one is refused (422) before it reaches a query, where
 # it raised OverflowError (a 500), or worse, sat in a batch of lease renewals and failed the whole batch's write.
@@ -18,12 +19,18 @@ RowId = Annotated[int, Path(ge=0, le=BIGINT_MAX)]
 After = Annotated[int, Query(ge=-1, le=BIGINT_MAX)]
 
 
-def token_dependency(token: str) -> Any:
-    """The `Depends` a protected router carries: the request's bearer token must be `token` (guard.RequestGuard
-    checked it already, before any body was read; this second check also marks the routes in the OpenAPI)."""
+def token_dependency(tokens: Tokens) -> Any:
+    """The `Depends` a protected router carries: the request's bearer token must be one of `tokens`, and the
+    service token only on a route whose scope allows it (guard.RequestGuard checked both already, before any
+    body was read, on the raw path; this second check reads the matched route's own scope and also marks the
+    routes in the OpenAPI)."""
 
-    async def auth(authorization: str | None = Header(default=None)) -> None:  # async: no threadpool hop
-        if not token_ok(authorization, token):
+    async def auth(request: Request, authorization: str | None = Header(default=None)) -> None:  # async: no hop
+        role = tokens.role(authorization)
+        if role is None:
             raise ControllerError("missing or wrong bearer token", status=401)
+        route = getattr(request.scope.get("route"), "path", "")
+        if role == SERVICE and ROUTE_SCOPES.get((request.method, route), OPERATOR) != SERVICE:
+            raise ControllerError(service_refusal(request.method, request.url.path), status=403)
 
     return Depends(auth)

@@ -1,0 +1,94 @@
+"""Who may call which admin-API route: the operator token, the service token, or anyone (docs/DESIGN.md §11).
+
+The controller takes an operator token (`--token-file`: every route) and optionally a service token
+(`--service-token-file`): what proxies and name services need to run (register, heartbeat, read the view and
+the pools, allocate producer-id blocks) and the admin requests a proxy forwards for Kafka clients (CreateTopics,
+DeleteTopics, CreatePartitions, AlterConfigs, CreateAcls, DeleteAcls; a proxy run with --authorization checks
+the client's ACLs before forwarding). A leaked service token cannot register clusters, change topics' placement, users,
+client rules or start workflows.
+
+ROUTE_SCOPES lists every route; tests/controller/test_api_routes.py fails when a route is added without an
+entry. A route missing from the table is operator-only (fail closed).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+OPEN, SERVICE, OPERATOR = "open", "service", "operator"
+
+ROUTE_SCOPES: dict[tuple[str, str], str] = {
+    ("GET", "/healthz"): OPEN,
+    ("GET", "/metrics"): OPEN,  # unless --metrics-token-required: then either token
+    # proxies (fedkafka/proxy/view_source.py)
+    ("GET", "/v1/view"): SERVICE,
+    ("GET", "/v1/view/stream"): SERVICE,
+    ("POST", "/v1/proxies"): SERVICE,
+    ("POST", "/v1/proxies/{node_id}/heartbeat"): SERVICE,
+    ("POST", "/v1/producer-id-blocks"): SERVICE,
+    # the name service (fedkafka/nameservice/resolver.py): a client.id's pool
+    ("GET", "/v1/proxies"): SERVICE,
+    # admin requests a proxy forwards for Kafka clients (fedkafka/proxy/handlers/*_admin.py, alter_configs.py)
+    ("POST", "/v1/admin/topics"): SERVICE,
+    ("DELETE", "/v1/admin/topics/{name}"): SERVICE,
+    ("POST", "/v1/admin/topics/{name}/config"): SERVICE,
+    ("POST", "/v1/admin/topics/{name}/partitions"): SERVICE,
+    ("POST", "/v1/acls"): SERVICE,
+    ("POST", "/v1/acls/delete"): SERVICE,
+    # the operator's: the CLI, the Ansible modules, dashboards
+    ("GET", "/v1/acls"): OPERATOR,
+    ("GET", "/v1/client-rules"): OPERATOR,
+    ("PUT", "/v1/client-rules/{name}"): OPERATOR,
+    ("GET", "/v1/clusters"): OPERATOR,
+    ("GET", "/v1/clusters/{cluster_id}"): OPERATOR,
+    ("PUT", "/v1/clusters/{cluster_id}"): OPERATOR,
+    ("POST", "/v1/clusters/{cluster_id}/state"): OPERATOR,
+    ("POST", "/v1/proxies/{node_id}/drain"): OPERATOR,
+    ("POST", "/v1/proxies/{node_id}/undrain"): OPERATOR,
+    ("GET", "/v1/status"): OPERATOR,
+    ("GET", "/v1/topics"): OPERATOR,
+    ("DELETE", "/v1/topics/{name}"): OPERATOR,
+    ("GET", "/v1/topics/{name}"): OPERATOR,
+    ("PUT", "/v1/topics/{name}"): OPERATOR,
+    ("GET", "/v1/users"): OPERATOR,
+    ("DELETE", "/v1/users/{name}"): OPERATOR,
+    ("GET", "/v1/users/{name}"): OPERATOR,
+    ("PUT", "/v1/users/{name}"): OPERATOR,
+    ("GET", "/v1/workflows"): OPERATOR,
+    ("POST", "/v1/workflows"): OPERATOR,
+    ("GET", "/v1/workflows/{run_id}"): OPERATOR,
+}
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    # `{x}` matches what Starlette's default path convertor matches: one segment of the decoded path
+    return re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part)
+                              for part in re.split(r"(\{[^}]+\})", template)) + "$")
+
+
+_SERVICE_PATTERNS = [(method, _pattern(template)) for (method, template), scope in ROUTE_SCOPES.items()
+                     if scope in (OPEN, SERVICE)]
+
+
+def service_may(method: str, path: str) -> bool:
+    """May the service token call `method path` (the request's decoded path, no query)?"""
+    return any(m == method and pattern.match(path) for m, pattern in _SERVICE_PATTERNS)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    operator: str
+    service: str | None = None
+
+    def role(self, authorization: str | None) -> str | None:
+        """OPERATOR, SERVICE, or None (no or a wrong bearer token). Both comparisons run every time, each
+        constant-time: the answer's timing tells nothing about either token."""
+        scheme, _, given = (authorization or "").partition(" ")
+        given_bytes = given.encode()
+        is_operator = secrets.compare_digest(given_bytes, self.operator.encode())
+        is_service = self.service is not None and secrets.compare_digest(given_bytes, self.service.encode())
+        if scheme.lower() != "bearer":
+            return None
+        return OPERATOR if is_operator else SERVICE if is_service else None

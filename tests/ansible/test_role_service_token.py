@@ -1,0 +1,80 @@
+"""fedkafka_controller_service_token: the common role writes it 0600 and refuses a weak one or the operator's;
+site.yml gives the controller `--service-token-file` and a proxy the service token's file as its `--token-file`
+(the name service role does the same); the token itself never reaches Ansible's output."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ansible
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+API_TOKEN = "api-" + secrets.token_hex(12)
+SERVICE_TOKEN = "svc-" + secrets.token_hex(12)
+
+
+def _token_tasks(tmp_path: Path, service_token: str) -> subprocess.CompletedProcess:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    book = tmp_path / "token.yml"
+    book.write_text(f"""
+- hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {ROOT}/roles/fedkafka_common/defaults/main.yml
+  tasks:
+    - name: The common role's token tasks
+      ansible.builtin.include_tasks: {ROOT}/roles/fedkafka_common/tasks/token.yml
+""")
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({"fedkafka_config_dir": str(tmp_path / "etc"), "fedkafka_api_token": API_TOKEN,
+                                 "fedkafka_controller_service_token": service_token}))
+    extra.chmod(0o600)
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    proc = subprocess.run([PLAYBOOK, str(book), "-e", f"@{extra}", "-v", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    extra.unlink()
+    assert API_TOKEN not in proc.stdout + proc.stderr and SERVICE_TOKEN not in proc.stdout + proc.stderr
+    return proc
+
+
+def test_the_service_token_is_written_0600_and_checked(tmp_path):
+    proc = _token_tasks(tmp_path, SERVICE_TOKEN)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    written = tmp_path / "etc" / "service-token"
+    assert written.read_text().strip() == SERVICE_TOKEN and stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert (tmp_path / "etc" / "api-token").read_text().strip() == API_TOKEN
+    for bad in (API_TOKEN, "short"):
+        refused = _token_tasks(tmp_path / bad[:5], bad)
+        assert refused.returncode != 0 and "differs from fedkafka_api_token" in refused.stdout, refused.stdout[-3000:]
+
+
+def test_without_a_service_token_no_file_is_written(tmp_path):
+    assert _token_tasks(tmp_path, "").returncode == 0
+    assert not (tmp_path / "etc" / "service-token").exists()
+
+
+def test_site_yml_gives_the_service_token_to_proxies_and_name_service_only(tmp_path):
+    extra = tmp_path / "tokens.json"
+    extra.write_text(json.dumps({"fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": SERVICE_TOKEN}))
+    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1,controller", "--check",
+                           "--diff", "-e", "ansible_connection=local", "-e", "ansible_become=false",
+                           "-e", f"ansible_python_interpreter={sys.executable}",
+                           "-e", "fedkafka_install_source=present", "-e", f"fedkafka_venv={sys.prefix}",
+                           "-e", f"fedkafka_state_dir={tmp_path}",
+                           "-e", f"@{extra}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    extra.unlink()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert API_TOKEN not in out and SERVICE_TOKEN not in out
+    flat, etc = " ".join(out.split()), tmp_path / "etc"
+    assert f"--token-file {etc}/api-token --scan-interval" in flat, out[-4000:]  # the controller: both tokens
+    assert f"--service-token-file {etc}/service-token" in flat
+    assert f"--token-file {etc}/service-token --view-cache" in flat  # the proxy: the service token only

@@ -1,0 +1,125 @@
+"""Scoped tokens (fedkafka/controller/scopes.py): the operator token may do everything, the service token only
+what proxies and name services do (403 elsewhere, before a body is read), no token 401; /metrics behind a token
+only with metrics_token_required. Without a service token nothing changes."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+
+from controller.conftest import RecordingKafka
+from fedkafka.controller.api.common import token_dependency
+from fedkafka.controller.app import create_app
+from fedkafka.controller.errors import ControllerError
+from fedkafka.controller.scopes import OPERATOR, ROUTE_SCOPES, SERVICE, Tokens
+from fedkafka.controller.service import Controller, Settings
+
+OPERATOR_TOKEN, SERVICE_TOKEN = "op-token-1", "svc-token-2"
+AS_OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+AS_SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+PROXY = {"instance_id": "i1", "host": "127.0.0.1", "port": 9092, "role": "both", "pool": "p1"}
+
+
+@pytest.fixture
+def make_client(tmp_path):
+    clients = []
+
+    def _make(tokens: Tokens | str = Tokens(OPERATOR_TOKEN, SERVICE_TOKEN), **kwargs) -> TestClient:
+        ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / f'c{len(clients)}.db'}"), kafka=RecordingKafka())
+        client = TestClient(create_app(ctl, tokens, background=False, **kwargs))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield _make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+def _concrete(template: str) -> str:
+    return (template.replace("{node_id}", "1").replace("{name}", "t1").replace("{cluster_id}", "c1")
+            .replace("{run_id}", "1"))
+
+
+def test_the_service_token_does_what_proxies_and_name_services_do(make_client):
+    api = make_client()
+    registered = api.post("/v1/proxies", json=PROXY, headers=AS_SERVICE)
+    assert registered.status_code == 200, registered.text
+    member = registered.json()["member_id"]
+    heartbeat = api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": 0, "load": {}},
+                         headers=AS_SERVICE)
+    assert heartbeat.status_code == 200
+    assert api.get("/v1/view", headers=AS_SERVICE).json()["proxies"][0]["pool"] == "p1"
+    assert api.post("/v1/producer-id-blocks", headers=AS_SERVICE).json()["size"] > 0
+    assert api.get("/v1/proxies", params={"client_id": "app"}, headers=AS_SERVICE).status_code == 200
+
+
+@pytest.mark.parametrize("method,template", sorted(k for k, v in ROUTE_SCOPES.items() if v == OPERATOR))
+def test_the_service_token_is_refused_every_operator_route_with_403(make_client, method, template):
+    api = make_client()
+    resp = api.request(method, _concrete(template), json={"bootstrap": "x:1"}, headers=AS_SERVICE)
+    assert resp.status_code == 403
+    assert "service token may not" in resp.json()["detail"] and "operator token" in resp.json()["detail"]
+
+
+def test_a_refused_service_request_writes_nothing_and_the_operator_token_still_can(make_client):
+    api = make_client()
+    assert api.put("/v1/clusters/c1", json={"bootstrap": "b:9092"}, headers=AS_SERVICE).status_code == 403
+    assert api.get("/v1/clusters", headers=AS_OPERATOR).json() == []
+    assert api.put("/v1/clusters/c1", json={"bootstrap": "b:9092"}, headers=AS_OPERATOR).status_code == 200
+    assert [c["id"] for c in api.get("/v1/clusters", headers=AS_OPERATOR).json()] == ["c1"]
+
+
+def test_the_service_token_is_refused_before_its_body_is_read(make_client):
+    api = make_client(max_body=1024)
+    # an over-cap body on an operator route: the scope refusal (403) comes first, not the cap (413)
+    assert api.put("/v1/topics/t1", content=b"x" * 5000, headers=AS_SERVICE).status_code == 403
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {SERVICE_TOKEN}"},
+                                     {"Authorization": SERVICE_TOKEN}])
+def test_no_or_a_wrong_token_is_401(make_client, headers):
+    resp = make_client().get("/v1/view", headers=headers)
+    assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
+
+
+def test_without_a_service_token_only_the_operator_token_opens_the_api(make_client):
+    api = make_client(OPERATOR_TOKEN)
+    assert api.get("/v1/view", headers=AS_SERVICE).status_code == 401
+    assert api.get("/v1/status", headers=AS_OPERATOR).status_code == 200
+
+
+def test_metrics_are_open_by_default_and_behind_either_token_when_required(make_client):
+    assert make_client().get("/metrics").status_code == 200
+    api = make_client(metrics_token_required=True)
+    assert api.get("/metrics").status_code == 401
+    assert api.get("/metrics", headers=AS_SERVICE).status_code == 200
+    assert api.get("/metrics", headers=AS_OPERATOR).status_code == 200
+    assert api.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_the_route_dependency_alone_refuses_the_service_token():
+    """The second check (without the ASGI guard) reads the matched route's scope."""
+    tokens = Tokens(OPERATOR_TOKEN, SERVICE_TOKEN)
+    router = APIRouter(dependencies=[token_dependency(tokens)])
+    router.add_api_route("/v1/view", lambda: {"ok": 1}, methods=["GET"])
+    router.add_api_route("/v1/topics/{name}", lambda name: {"ok": name}, methods=["PUT"])
+    app = FastAPI()
+    app.include_router(router)
+    app.add_exception_handler(ControllerError, lambda _req, exc: JSONResponse({"detail": str(exc)}, exc.status))
+    with TestClient(app) as api:
+        assert api.get("/v1/view", headers=AS_SERVICE).status_code == 200
+        assert api.put("/v1/topics/t1", headers=AS_SERVICE).status_code == 403
+        assert api.put("/v1/topics/t1", headers=AS_OPERATOR).status_code == 200
+        assert api.put("/v1/topics/t1").status_code == 401
+
+
+def test_roles():
+    tokens = Tokens(OPERATOR_TOKEN, SERVICE_TOKEN)
+    assert tokens.role(f"Bearer {OPERATOR_TOKEN}") == OPERATOR
+    assert tokens.role(f"bearer {SERVICE_TOKEN}") == SERVICE
+    assert tokens.role(f"Bearer {SERVICE_TOKEN}x") is None
+    assert tokens.role(None) is None and tokens.role("Bearer ") is None
+    assert Tokens(OPERATOR_TOKEN).role(f"Bearer {SERVICE_TOKEN}") is None
