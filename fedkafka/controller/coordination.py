@@ -18,11 +18,11 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from sqlalchemy import select, update
 
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
+from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.models import ClusterRow, TopicRow
 from fedkafka.view.model import ClusterState, shadow_topic
 
@@ -114,31 +114,28 @@ class CoordinationMove:
             s.commit()
         self.ctl.compose()
 
-    def _admin(self, cluster: str):
+    def _bootstrap(self, cluster: str) -> str:
         with self.ctl.session() as s:
-            return self.ctl.kafka.client(cluster, s.get(ClusterRow, cluster).bootstrap)
+            return s.get(ClusterRow, cluster).bootstrap
 
     def read(self, cluster: str, groups: list[str] | None = None) -> Offsets:
         """Every group's (or `groups`') committed offsets of shadow topics on `cluster`."""
-        admin, timeout = self._admin(cluster), self.ctl.kafka.timeout
+        kafka, bootstrap = self.ctl.kafka, self._bootstrap(cluster)
         ours = self._shadow_partitions()
         try:
             if groups is None:
-                groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=timeout)
-                          .result(timeout=timeout + 2).valid]
-            found: Offsets = {}
-            for group in groups:
-                parts = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                                          request_timeout=timeout)[group].result(timeout=timeout + 2)
-                # only this federation's shadow partitions: a deleted topic's offsets, or another federation's
-                # on a shared cluster, have no shadow topic on the new cluster and mean nothing to a group here
-                kept = [(tp.topic, tp.partition, tp.offset, tp.leader_epoch, tp.metadata)
-                        for tp in parts.topic_partitions if tp.partition < ours.get(tp.topic, 0) and tp.offset >= 0]
-                if kept:
-                    found[group] = kept
-            return found
-        except (KafkaException, TimeoutError) as e:
+                groups = kafka.consumer_groups(cluster, bootstrap)
+            committed = kafka.committed_offsets(cluster, bootstrap, groups)
+        except (KafkaUnavailable, KafkaRefused) as e:
             raise Unavailable(f"committed offsets of {cluster} not read: {e}") from None
+        # only this federation's shadow partitions: a deleted topic's offsets, or another federation's on a
+        # shared cluster, have no shadow topic on the new cluster and mean nothing to a group here
+        found: Offsets = {}
+        for group, parts in committed.items():
+            kept = [(t, p, o, e, m) for t, p, o, e, m in parts if p < ours.get(t, 0) and o >= 0]
+            if kept:
+                found[group] = kept
+        return found
 
     def _shadow_partitions(self) -> dict[str, int]:
         """Shadow topic -> partitions, of every logical topic of the federation."""
@@ -148,20 +145,17 @@ class CoordinationMove:
     def write(self, cluster: str, offsets: Offsets, patience_s: float = 30.0) -> None:
         """Each group's offsets on `cluster`; a partition answering an error (a shadow topic created a moment ago
         has no leader yet) is written again until `patience_s` ran out."""
-        admin, timeout = self._admin(cluster), self.ctl.kafka.timeout
+        kafka, bootstrap = self.ctl.kafka, self._bootstrap(cluster)
         deadline = time.monotonic() + patience_s
         for group, parts in offsets.items():
-            todo = [_partition(t, p, o, e, m) for t, p, o, e, m in parts]
+            todo = list(parts)
             while todo:
                 try:
-                    futures = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, todo)],
-                                                                 request_timeout=timeout)
-                    done = futures[group].result(timeout=timeout + 2)
-                    failed = {(tp.topic, tp.partition) for tp in done.topic_partitions if tp.error is not None}
+                    failed = set(kafka.commit_offsets(cluster, bootstrap, group, todo))
                     error = f"{len(failed)} partitions refused"
-                except (KafkaException, TimeoutError) as e:
-                    failed, error = {(tp.topic, tp.partition) for tp in todo}, str(e)
-                todo = [tp for tp in todo if (tp.topic, tp.partition) in failed]
+                except (KafkaUnavailable, KafkaRefused) as e:
+                    failed, error = {(t, p) for t, p, _o, _e, _m in todo}, str(e)
+                todo = [part for part in todo if (part[0], part[1]) in failed]
                 if todo and time.monotonic() > deadline:
                     raise Unavailable(f"offsets of group {group} not written to {cluster}: {error}")
                 if todo:
@@ -196,12 +190,3 @@ class CoordinationMove:
                            "--offsets-copy-interval): an unclean move has nothing to restore. Nothing was changed")
         return copy["offsets"]
 
-
-def _partition(topic: str, partition: int, offset: int, epoch: int | None, metadata: str | None) -> TopicPartition:
-    """A committed offset as AlterConsumerGroupOffsets takes it (confluent-kafka refuses None for either)."""
-    kwargs: dict[str, Any] = {}
-    if epoch is not None and epoch >= 0:
-        kwargs["leader_epoch"] = epoch
-    if metadata is not None:
-        kwargs["metadata"] = metadata
-    return TopicPartition(topic, partition, offset, **kwargs)

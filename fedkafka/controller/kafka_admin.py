@@ -31,6 +31,10 @@ from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig, UpstreamSecuri
 log = logging.getLogger(__name__)
 
 
+# (topic, partition, offset, leader epoch, metadata): a group's committed offset
+Committed = tuple[str, int, int, int | None, str | None]
+
+
 class KafkaUnavailable(RuntimeError):
     """A cluster did not answer in time."""
 
@@ -168,6 +172,34 @@ class KafkaAdmin:
             except (OSError, ValueError, AuthenticationFailed) as e:
                 log.info("%s broker %s: log ends not read: %s", cluster, leader, e)
         return found
+
+    def consumer_groups(self, cluster: str, bootstrap: str) -> list[str]:
+        """Every consumer group's id (ListGroups goes to every broker: not a coordinator-targeted call)."""
+        try:
+            listed = self.client(cluster, bootstrap).list_consumer_groups(request_timeout=self.timeout)
+            return [g.group_id for g in listed.result(timeout=self.timeout + 2).valid]
+        except KafkaException as e:
+            raise _classify(cluster, e.args[0]) from None
+        except TimeoutError:
+            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not list its groups in time") from None
+
+    def committed_offsets(self, cluster: str, bootstrap: str, groups: list[str]) -> dict[str, list[Committed]]:
+        """Each group's committed offsets, read on fedkafka's own connections, never with librdkafka's
+        coordinator calls (see group_offsets). KafkaUnavailable or KafkaRefused when any group's are not read."""
+        from fedkafka.controller import group_offsets
+
+        if not groups:
+            return {}
+        return group_offsets.committed_offsets(bootstrap, groups, self.timeout, self.upstream.for_cluster(cluster))
+
+    def commit_offsets(self, cluster: str, bootstrap: str, group: str,
+                       offsets: list[Committed]) -> dict[tuple[str, int], str]:
+        """Commit `group`'s offsets as an admin (see group_offsets): the partitions refused, by Kafka's error
+        name; KafkaUnavailable when the coordinator did not take the commit at all."""
+        from fedkafka.controller import group_offsets
+
+        return group_offsets.commit_offsets(bootstrap, group, offsets, self.timeout,
+                                            self.upstream.for_cluster(cluster))
 
     def alter_topic_config(self, cluster: str, bootstrap: str, name: str, set_: dict[str, str],
                            delete: list[str], validate_only: bool = False) -> None:

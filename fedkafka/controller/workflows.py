@@ -18,7 +18,7 @@ import time
 from math import ceil
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+from confluent_kafka import KafkaException
 from sqlalchemy import func, select
 
 from fedkafka.controller.compose import coordination_cluster
@@ -726,33 +726,24 @@ class WorkflowEngine:
         (topic, "groups"): how many such groups there are. Read from the coordination cluster's shadow topics."""
         clusters = self._clusters()
         coord = _coordination(clusters)
-        admin = self.ctl.kafka.client(coord, clusters[coord].bootstrap)
-        timeout = self.ctl.kafka.timeout
+        kafka, bootstrap = self.ctl.kafka, clusters[coord].bootstrap
         try:
-            groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=timeout)
-                      .result(timeout=timeout + 2).valid]
-        except (KafkaException, TimeoutError) as e:
-            log.warning("consumer groups of %s not listed: %s", coord, e)
+            committed = kafka.committed_offsets(coord, bootstrap, kafka.consumer_groups(coord, bootstrap))
+        except (KafkaUnavailable, KafkaRefused) as e:
+            log.warning("committed offsets of the groups on %s not read: %s", coord, e)
             return {(t, "groups"): 1 for t in topics}  # unknown: wait
         shadows = {shadow_topic(t): t for t in topics}
         lowest: dict = {}
-        for group in groups:
-            try:
-                fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                                        request_timeout=timeout)[group]
-                parts = fut.result(timeout=timeout + 2).topic_partitions
-            except (KafkaException, TimeoutError) as e:
-                log.warning("offsets of group %s not read: %s", group, e)
-                return {(t, "groups"): 1 for t in topics}
+        for group, parts in committed.items():
             seen = set()
-            for tp in parts:
-                topic = shadows.get(tp.topic)
-                if topic is None or tp.offset < 0:
+            for shadow, partition, offset, _epoch, _metadata in parts:
+                topic = shadows.get(shadow)
+                if topic is None or offset < 0:
                     continue
                 seen.add(topic)
-                key = (topic, tp.partition)
-                if tp.offset < lowest.get(key, 1 << 62):
-                    lowest[key], lowest[(topic, tp.partition, "group")] = tp.offset, group
+                key = (topic, partition)
+                if offset < lowest.get(key, 1 << 62):
+                    lowest[key], lowest[(topic, partition, "group")] = offset, group
             for topic in seen:
                 lowest[(topic, "groups")] = lowest.get((topic, "groups"), 0) + 1
         return lowest

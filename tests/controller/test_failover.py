@@ -238,29 +238,17 @@ def test_a_coordination_move_copies_only_the_offsets_of_this_federations_topics(
     """A coordination cluster may hold groups' offsets on shadow topics the federation no longer has (a deleted
     topic) or never had (another federation sharing the cluster): they cannot be written on the new cluster (no
     such shadow topic there) and must not fail the move. Found by the suite, where clusters outlive federations."""
-    from types import SimpleNamespace
-
-    from confluent_kafka import TopicPartition
-
     from fedkafka.controller.coordination import CoordinationMove
     from fedkafka.view.model import shadow_topic
 
-    api, _kafka = setup  # topic t, 6 partitions
-
-    def done(value):
-        return SimpleNamespace(result=lambda timeout=None: value)
-
+    api, kafka = setup  # topic t, 6 partitions
     committed = {
-        "ours": [TopicPartition(shadow_topic("t"), 0, 5), TopicPartition(shadow_topic("t"), 5, 7),
-                 TopicPartition(shadow_topic("t"), 6, 9),  # past the topic's partitions: not ours either
-                 TopicPartition(shadow_topic("gone"), 0, 3), TopicPartition("plain", 0, 1)],
-        "strangers": [TopicPartition(shadow_topic("other-federation"), 0, 4)],
+        "ours": [(shadow_topic("t"), 0, 5, None, None), (shadow_topic("t"), 5, 7, None, None),
+                 (shadow_topic("t"), 6, 9, None, None),  # past the topic's partitions: not ours either
+                 (shadow_topic("gone"), 0, 3, None, None), ("plain", 0, 1, None, None)],
+        "strangers": [(shadow_topic("other-federation"), 0, 4, None, None)],
     }
-    admin = SimpleNamespace(
-        list_consumer_groups=lambda **_: done(SimpleNamespace(valid=[SimpleNamespace(group_id=g)
-                                                                     for g in committed])),
-        list_consumer_group_offsets=lambda requests, **_: {
-            r.group_id: done(SimpleNamespace(topic_partitions=committed[r.group_id])) for r in requests})
+    kafka.consumer_groups = lambda cluster, bootstrap: list(committed)
+    kafka.committed_offsets = lambda cluster, bootstrap, groups: {g: committed[g] for g in groups}
     move = CoordinationMove(api.controller, mover=None)
-    move._admin = lambda cluster: admin
     assert move.read("c3") == {"ours": [(shadow_topic("t"), 0, 5, None, None), (shadow_topic("t"), 5, 7, None, None)]}
