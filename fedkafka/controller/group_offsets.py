@@ -10,6 +10,8 @@ with timeouts (TLS and SASL as the cluster is configured): every failure is an e
 
 from __future__ import annotations
 
+import time
+
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 from kio.schema.offset_commit.v8.request import (
@@ -25,6 +27,7 @@ from fedkafka.controller.kafka_admin import Committed, KafkaRefused, KafkaUnavai
 from fedkafka.security.upstream import UpstreamSecurity
 
 GROUP_KEY_TYPE = 0
+RETRY_BACKOFF_S = 0.1
 # what a coordinator answers while it moves or loads: ask again (a new FindCoordinator) later
 COORDINATOR_ERRORS = frozenset({ErrorCode.coordinator_not_available, ErrorCode.coordinator_load_in_progress,
                                 ErrorCode.not_coordinator})
@@ -33,10 +36,7 @@ COORDINATOR_ERRORS = frozenset({ErrorCode.coordinator_not_available, ErrorCode.c
 def committed_offsets(bootstrap: str, groups: list[str], timeout: float,
                       security: UpstreamSecurity) -> dict[str, list[Committed]]:
     """Every committed offset of each of `groups` (a group without any: an empty list)."""
-    found: dict[str, list[Committed]] = {}
-    for (host, port), members in _coordinators(bootstrap, groups, timeout, security).items():
-        found.update(committed_of(_exchange(host, port, offset_fetch_request(members), timeout, security)))
-    return found
+    return _patiently(lambda: _committed_once(bootstrap, groups, timeout, security), timeout)
 
 
 def commit_offsets(bootstrap: str, group: str, offsets: list[Committed], timeout: float,
@@ -45,6 +45,33 @@ def commit_offsets(bootstrap: str, group: str, offsets: list[Committed], timeout
     member); returns the partitions the coordinator refused, with Kafka's error name."""
     if not offsets:
         return {}
+    return _patiently(lambda: _commit_once(bootstrap, group, offsets, timeout, security), timeout)
+
+
+def _patiently(attempt, timeout: float):
+    """`attempt()`, again after a KafkaUnavailable until `timeout` ran out, as librdkafka retries within its
+    request timeout: a coordinator loading, moving or not created yet (a cluster's first FindCoordinator
+    creates __consumer_offsets) answers in a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return attempt()
+        except KafkaUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(RETRY_BACKOFF_S)
+
+
+def _committed_once(bootstrap: str, groups: list[str], timeout: float,
+                    security: UpstreamSecurity) -> dict[str, list[Committed]]:
+    found: dict[str, list[Committed]] = {}
+    for (host, port), members in _coordinators(bootstrap, groups, timeout, security).items():
+        found.update(committed_of(_exchange(host, port, offset_fetch_request(members), timeout, security)))
+    return found
+
+
+def _commit_once(bootstrap: str, group: str, offsets: list[Committed], timeout: float,
+                 security: UpstreamSecurity) -> dict[tuple[str, int], str]:
     coordinator = next(iter(_coordinators(bootstrap, [group], timeout, security)), None)
     if coordinator is None:
         raise KafkaUnavailable(f"no coordinator of group {group!r} in the answer")
