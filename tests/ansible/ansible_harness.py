@@ -29,7 +29,7 @@ if str(ROOT / "library") not in sys.path:
 
 from ansible.module_utils.fedkafka_api import ApiError, FedkafkaApi  # noqa: E402  (needs the path above)
 
-__all__ = ["ApiError", "FedkafkaApi", "run_module", "running_controller"]
+__all__ = ["ApiError", "FedkafkaApi", "run_module", "running_controller", "site_check"]
 TOKEN = "integration-token-0123456789"
 
 
@@ -92,3 +92,22 @@ def running_controller(root: Path):
     yield {"controller_url": url, "token": TOKEN}
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def site_check(tmp_path: Path, limit: str, extra_vars: dict) -> str:
+    """`site.yml --check --diff` of the local inventory's `limit` hosts, run here through the real roles, with
+    `extra_vars` from a file removed after the run (secrets never on a command line); the run's whole output. The
+    test fails when the run did."""
+    extra = tmp_path / "extra-vars.json"
+    extra.write_text(json.dumps(extra_vars))
+    playbook = str(Path(sys.executable).with_name("ansible-playbook"))
+    proc = subprocess.run([playbook, "playbooks/site.yml", "--limit", limit, "--check", "--diff",
+                           "-e", "ansible_connection=local", "-e", "ansible_become=false",
+                           "-e", f"ansible_python_interpreter={sys.executable}",
+                           "-e", "fedkafka_install_source=present", "-e", f"fedkafka_venv={sys.prefix}",
+                           "-e", f"fedkafka_state_dir={tmp_path}",
+                           "-e", f"@{extra}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    extra.unlink()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out

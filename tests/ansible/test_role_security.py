@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_harness import site_check
 
 pytestmark = pytest.mark.ansible
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,19 +160,10 @@ def test_name_service_listeners_and_tls_files(tmp_path):
 
 def test_the_proxy_role_runs_the_secured_proxy_in_check_mode_without_showing_the_key(tmp_path):
     """Through site.yml and the real role: the unit's command line carries the listener and files, not the key."""
-    extra = tmp_path / "secure.json"
-    extra.write_text(json.dumps({"fedkafka_proxy_listeners": [{"protocol": "SASL_SSL", "port": 9394}],
-                                 "fedkafka_proxy_ssl_cert_content": "cert", "fedkafka_proxy_ssl_key_content": KEY,
-                                 "fedkafka_proxy_authorization": True, "fedkafka_proxy_super_users": ["User:admin"]}))
-    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1", "--check", "--diff",
-                           "-e", "ansible_connection=local", "-e", "ansible_become=false",
-                           "-e", f"ansible_python_interpreter={sys.executable}",
-                           "-e", "fedkafka_install_source=present", "-e", f"fedkafka_venv={sys.prefix}",
-                           "-e", f"fedkafka_state_dir={tmp_path}",
-                           "-e", f"@{extra}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    extra.unlink()
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    out = site_check(tmp_path, "localhost,proxy1", {
+        "fedkafka_proxy_listeners": [{"protocol": "SASL_SSL", "port": 9394}],
+        "fedkafka_proxy_ssl_cert_content": "cert", "fedkafka_proxy_ssl_key_content": KEY,
+        "fedkafka_proxy_authorization": True, "fedkafka_proxy_super_users": ["User:admin"]})
     assert KEY.strip().splitlines()[1] not in out
     assert "--listener=SASL_SSL://" in out and ":9394" in out and "--authorization" in out, out[-4000:]
     assert "--super-user=User:admin" in out and "--ssl-key" in out
@@ -244,16 +236,6 @@ def test_the_upstream_config_is_written_0600_and_only_its_path_reaches_the_comma
 
 
 def test_site_yml_gives_proxy_and_controller_the_upstream_config_without_showing_the_password(tmp_path):
-    extra = tmp_path / "upstream.json"
-    extra.write_text(json.dumps({"fedkafka_upstream_config": UPSTREAM}))
-    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1,controller", "--check",
-                           "--diff", "-e", "ansible_connection=local", "-e", "ansible_become=false",
-                           "-e", f"ansible_python_interpreter={sys.executable}",
-                           "-e", "fedkafka_install_source=present", "-e", f"fedkafka_venv={sys.prefix}",
-                           "-e", f"fedkafka_state_dir={tmp_path}",
-                           "-e", f"@{extra}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    extra.unlink()
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    out = site_check(tmp_path, "localhost,proxy1,controller", {"fedkafka_upstream_config": UPSTREAM})
     assert UPSTREAM_PASSWORD not in out
     assert out.count("--upstream-config") >= 2, out[-4000:]  # the controller's command and the proxy's

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible_harness import site_check
 
 pytestmark = pytest.mark.ansible
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,17 +63,8 @@ def test_without_a_service_token_no_file_is_written(tmp_path):
 
 
 def test_site_yml_gives_the_service_token_to_proxies_and_name_service_only(tmp_path):
-    extra = tmp_path / "tokens.json"
-    extra.write_text(json.dumps({"fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": SERVICE_TOKEN}))
-    proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1,controller", "--check",
-                           "--diff", "-e", "ansible_connection=local", "-e", "ansible_become=false",
-                           "-e", f"ansible_python_interpreter={sys.executable}",
-                           "-e", "fedkafka_install_source=present", "-e", f"fedkafka_venv={sys.prefix}",
-                           "-e", f"fedkafka_state_dir={tmp_path}",
-                           "-e", f"@{extra}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    extra.unlink()
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    out = site_check(tmp_path, "localhost,proxy1,controller",
+                     {"fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": SERVICE_TOKEN})
     assert API_TOKEN not in out and SERVICE_TOKEN not in out
     flat, etc = " ".join(out.split()), tmp_path / "etc"
     assert f"--token-file {etc}/api-token --scan-interval" in flat, out[-4000:]  # the controller: both tokens
