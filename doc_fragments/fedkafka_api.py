@@ -25,6 +25,11 @@ options:
     description: Verify the controller's TLS certificate.
     type: bool
     default: true
+  ca_path:
+    description:
+      - PEM file of the CA the controller's HTTPS certificate chains to (the controller's C(--ssl-cert)).
+      - Unset, the system's CAs. The playbooks give C(fedkafka_controller_ca_file).
+    type: path
   request_timeout:
     description: Seconds for one HTTP request.
     type: float

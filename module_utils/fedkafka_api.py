@@ -18,6 +18,7 @@ API_ARGUMENT_SPEC = {
     "controller_url": {"type": "list", "elements": "str", "required": True, "aliases": ["url"]},
     "token": {"type": "str", "required": True, "no_log": True},
     "validate_certs": {"type": "bool", "default": True},
+    "ca_path": {"type": "path"},
     "request_timeout": {"type": "float", "default": 30.0},
 }
 
@@ -69,11 +70,13 @@ class FedkafkaApi:
     active one) sends it to the one it names, an unreachable one to the next in the list, each tried at most once
     per request. `base` is the controller that answered last (the next request starts there)."""
 
-    def __init__(self, controller_url, token: str, validate_certs: bool = True, timeout: float = 30.0):
+    def __init__(self, controller_url, token: str, validate_certs: bool = True, timeout: float = 30.0,
+                 ca_path: str | None = None):
         self.urls = controller_urls(controller_url)
         self.base = self.urls[0]
         self.token = token
         self.validate_certs = validate_certs
+        self.ca_path = ca_path
         self.timeout = timeout
 
     @classmethod
@@ -81,7 +84,7 @@ class FedkafkaApi:
         """The client of the module's controller_url; a bad URL list fails the module with a clear message."""
         p = module.params
         try:
-            return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"])
+            return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"], p.get("ca_path"))
         except BadControllerUrl as exc:
             module.fail_json(msg=str(exc))
 
@@ -107,7 +110,7 @@ class FedkafkaApi:
     def _send(self, method: str, path: str, data, headers: dict, ok_missing: bool):
         try:
             resp = open_url(self.base + path, method=method, data=data, headers=headers,
-                            validate_certs=self.validate_certs, timeout=self.timeout)
+                            validate_certs=self.validate_certs, ca_path=self.ca_path, timeout=self.timeout)
             raw = resp.read()
             if getattr(resp, "status", 200) == 204 or not raw:
                 return None
