@@ -94,7 +94,7 @@ test-apps: $(STAMP)
 # load scale_up.yml (c3), decommission.yml (c1), rolling_restart.yml and upgrade.yml; hosts down (even on failure).
 # About 66 minutes on the shared 2-core machine (site 20, scale-up 11, decommission 4, rolling restart 14, upgrade 17).
 test-multihost: $(STAMP)
-	FEDKAFKA_MULTIHOST=1 $(BIN)/pytest -m multihost tests/ansible/test_multihost.py $(PYTEST_ARGS)
+	FEDKAFKA_MULTIHOST=1 $(BIN)/pytest -m multihost tests/ansible/test_multihost.py -rP $(PYTEST_ARGS)
 
 # The same federation without Ansible: `fedkafka local up` runs each service as a plain daemon.
 up-local: $(STAMP)

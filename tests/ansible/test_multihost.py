@@ -146,6 +146,7 @@ def forget_checker_groups() -> None:
 def assert_nothing_lost(report: dict) -> None:
     summary = {k: report[k] for k in ("acked", "consumed", "lost", "order_violations", "produce_errors",
                                       "error_kinds", "client_failures")}
+    print("checker:", json.dumps(summary))  # the run's figures (`make test-multihost` shows them: -rP)
     assert (report["lost"], report["order_violations"], report["client_failures"]) == (0, 0, []), summary
 
 
