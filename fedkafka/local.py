@@ -113,6 +113,7 @@ class LocalState:
             "clusters": [{"id": c.name, "bootstrap": c.bootstrap, "running": c.running, "pid": c.pid,
                           "start_seconds": c.start_seconds, "managed_by": c.managed_by,
                           "brokers": [{"node_id": b.node_id, "bootstrap": b.bootstrap, "port": b.port, "pid": b.pid,
+                                       "internal_port": b.internal_port, "controller_port": b.controller_port,
                                        "controller": b.is_controller, "running": b.running} for b in c.brokers]}
                          for c in self.clusters],
         }
