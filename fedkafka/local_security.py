@@ -175,6 +175,7 @@ def usage_hint(files: dict[str, Path], cwd: Path | None = None) -> str:
     bootstrap = json.loads(files["librdkafka.json"].read_text())["bootstrap.servers"]
     return "\n".join([
         f"client settings for user {DEMO_USER} (SASL_SSL, {MECHANISM}) in {shown(files['ca.pem'].parent)}/:",
+        "  fedkafka topic create demo --partitions 4",
         f"  kafka-console-producer --bootstrap-server {bootstrap} --topic demo --producer.config {props}",
         f"  kafka-console-consumer --bootstrap-server {bootstrap} --topic demo --group demo-group "
         f"--from-beginning --consumer.config {props}",

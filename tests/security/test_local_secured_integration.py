@@ -20,8 +20,8 @@ from fedkafka.kafka.cluster import pid_alive
 from fedkafka.kafka.tools import run_tool
 from security.federation import ANONYMOUS_CLIENTS, assert_broker_refuses
 
-# About 2.5 minutes on the shared 2-core machine (up ~55 s, a Java tool ~25 s, down ~20 s): with the other
-# secured-federation tests in make test-security.
+# About 3 minutes on the shared 2-core machine (up ~60 s, a Java tool ~20 s, add-cluster ~30 s, down ~15 s):
+# with the other secured-federation tests in make test-security.
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(os.environ.get("FEDKAFKA_SECURITY_E2E") != "1",
                                  reason="heavy: runs with FEDKAFKA_SECURITY_E2E=1 (make test-security)")]
@@ -131,6 +131,16 @@ def test_anonymous_clients_of_the_plaintext_listener_are_refused_by_the_acls(sec
     producer.produce(TOPIC, b"anonymous", on_delivery=lambda err, msg: errors.append(err))
     producer.flush(20)
     assert errors and errors[0] is not None
+
+
+def test_a_cluster_added_later_is_secured_the_same_way(secured):
+    state_dir, _output, _status, _conf = secured
+    added = json.loads(fedkafka(state_dir, "local", "add-cluster").stdout)
+    ca = state_dir / "client" / "ca.pem"
+    for anonymous in ANONYMOUS_CLIENTS:
+        assert_broker_refuses(added["bootstrap"], ca, anonymous)
+    upstream = json.loads((state_dir / "security" / "upstream.json").read_text())
+    assert AdminClient({**upstream, "bootstrap.servers": added["bootstrap"], "log_level": 0}).list_topics(timeout=30)
 
 
 def test_no_password_in_ps_or_in_a_file_others_may_read(secured):

@@ -146,6 +146,7 @@ def test_the_hint_shows_the_java_and_python_lines(tmp_path):
     ca.write_text("ca")
     files = write_client_files(tmp_path / ".fedkafka" / "client", "127.0.0.1:9094", "demo", "Pw-1", ca)
     hint = usage_hint(files, cwd=tmp_path)
+    assert "fedkafka topic create demo" in hint  # the lines below need the topic
     assert ("kafka-console-producer --bootstrap-server 127.0.0.1:9094 --topic demo "
             "--producer.config .fedkafka/client/client.properties") in hint
     assert 'confluent_kafka.Producer(json.load(open(".fedkafka/client/librdkafka.json")))' in hint
