@@ -28,7 +28,7 @@ from typing import Any
 
 from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open, stop_clusters
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
-from fedkafka.local_security import PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings
+from fedkafka.local_security import DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings
 
 
 def state_dir() -> Path:
@@ -441,8 +441,6 @@ def _upstream_args(state: LocalState) -> list[str]:
 
 def _ensure_demo_user(state: LocalState, api) -> None:
     """The demo user's SCRAM credentials (hashes only) and its ACLs in the config database."""
-    from fedkafka.local_security import DEMO_USER
-
     api.put(f"/v1/users/{DEMO_USER}", json={"credentials": state.local_security.demo_credentials()}
             ).raise_for_status()
     have = api.get("/v1/acls", params={"principal": f"User:{DEMO_USER}"})
