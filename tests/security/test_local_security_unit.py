@@ -151,3 +151,19 @@ def test_the_hint_shows_the_java_and_python_lines(tmp_path):
             "--producer.config .fedkafka/client/client.properties") in hint
     assert 'confluent_kafka.Producer(json.load(open(".fedkafka/client/librdkafka.json")))' in hint
     assert "Pw-1" not in hint
+
+
+def test_local_up_refuses_an_unknown_security_mode_and_a_change_of_mode(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from fedkafka.cli import app
+
+    monkeypatch.setenv("FEDKAFKA_STATE_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["local", "up", "--security", "tls"])
+    assert result.exit_code == 2 and "'tls' is not one of" in result.output
+    state = LocalState.load(tmp_path)
+    choose_security(state, "sasl_ssl")
+    state.clusters.append(LocalKafkaCluster("c1", tmp_path / "kafka" / "c1", port=1, controller_port=2))
+    state.save()
+    result = CliRunner().invoke(app, ["local", "up", "--clusters-only", "--security", "plaintext"])
+    assert result.exit_code == 1 and "`fedkafka local down --purge` first" in " ".join(result.output.split())
