@@ -13,8 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fedkafka.local import LocalState
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def ensure_topic(bootstrap: str, topic: str, partitions: int, conf: dict[str, str] | None = None) -> None:
+    admin = AdminClient({**(conf or {}), "bootstrap.servers": bootstrap})
     # -1: the cluster's default.replication.factor (3 on a local cluster of 3 brokers or more)
     futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)],
                                   operation_timeout=10)
@@ -27,14 +27,15 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 def produce_consume(bootstrap: str, topic: str, messages: int, *, timeout: float = 60.0,
-                    client_id: str = "fedkafka-demo") -> dict[str, Any]:
+                    client_id: str = "fedkafka-demo", conf: dict[str, str] | None = None) -> dict[str, Any]:
     """Produce `messages` keyed records, then read them back with a fresh consumer group (no commits).
 
-    Returns counts; raises RuntimeError when not every acked record came back.
+    `conf`: more client settings (a secured federation's login). Returns counts; raises RuntimeError when not
+    every acked record came back.
     """
     run = uuid.uuid4().hex[:8]
-    producer = Producer({"bootstrap.servers": bootstrap, "client.id": client_id, "enable.idempotence": True,
-                         "linger.ms": 5})
+    conf = {**(conf or {}), "bootstrap.servers": bootstrap}
+    producer = Producer({**conf, "client.id": client_id, "enable.idempotence": True, "linger.ms": 5})
     acked: list[tuple[bytes, int, int]] = []
     errors: list[str] = []
 
@@ -55,7 +56,7 @@ def produce_consume(bootstrap: str, topic: str, messages: int, *, timeout: float
 
     # No commits: a one-off group that left offsets behind would hold `decommission --drain groups`
     # (which waits for every group that committed on a partition) until someone deletes it.
-    consumer = Consumer({"bootstrap.servers": bootstrap, "client.id": client_id, "group.id": f"demo-{run}",
+    consumer = Consumer({**conf, "client.id": client_id, "group.id": f"demo-{run}",
                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     seen: set[str] = set()
@@ -80,11 +81,13 @@ _NOT_READY_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVA
                   KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
 
 
-def physical_end_offsets(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    """High watermarks of a physical topic, read directly from its cluster (not through fedkafka)."""
+def physical_end_offsets(bootstrap: str, topic: str, partitions: list[int],
+                         conf: dict[str, str] | None = None) -> dict[int, int]:
+    """High watermarks of a physical topic, read directly from its cluster (not through fedkafka); `conf`: the
+    login secured brokers require (the service user's)."""
     from confluent_kafka import TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "fedkafka-demo-watermarks"})
+    consumer = Consumer({**(conf or {}), "bootstrap.servers": bootstrap, "group.id": "fedkafka-demo-watermarks"})
     deadline = time.monotonic() + 20
     try:
         while True:
@@ -116,13 +119,17 @@ def run_demo(state: LocalState, messages: int, topic: str, log: Callable[[str], 
     for seg in actives:
         by_cluster.setdefault(seg["cluster"], []).append(seg)
     bootstraps = {c.name: c.bootstrap for c in state.clusters}
-    before = {cid: physical_end_offsets(bootstraps[cid], segs[0]["topic"], [s["partition"] for s in segs])
+    # A secured federation: the demo user's client settings through the name service's SASL_SSL listener, the
+    # service user's straight to the brokers (no one else may read them).
+    client, broker = (state.local_security.client_config(), state.local_security.upstream_client_config()) \
+        if state.secured else ({}, {})
+    before = {cid: physical_end_offsets(bootstraps[cid], segs[0]["topic"], [s["partition"] for s in segs], broker)
               for cid, segs in by_cluster.items()}
-    bootstrap = state.services["nameservice"]["bootstrap"]
-    result = produce_consume(bootstrap, topic, messages)
+    bootstrap = client.get("bootstrap.servers") or state.services["nameservice"]["bootstrap"]
+    result = produce_consume(bootstrap, topic, messages, conf=client)
     landed = {}
     for cid, segs in by_cluster.items():
-        after = physical_end_offsets(bootstraps[cid], segs[0]["topic"], [s["partition"] for s in segs])
+        after = physical_end_offsets(bootstraps[cid], segs[0]["topic"], [s["partition"] for s in segs], broker)
         landed[cid] = sum(after[p] - before[cid][p] for p in after)
     if sum(landed.values()) != result["produced"]:
         raise RuntimeError(f"the physical clusters hold {landed} new records, {result['produced']} were acked")
@@ -138,9 +145,10 @@ def _run_clusters_demo(state: LocalState, messages: int, topic: str, log: Callab
     if not running:
         raise RuntimeError("no local cluster is running: run `fedkafka local up` first")
     results = []
+    conf = state.local_security.upstream_client_config() if state.secured else {}  # the brokers' only user
     for cluster in running:
-        ensure_topic(cluster.bootstrap, topic, partitions=4)
-        result = produce_consume(cluster.bootstrap, topic, messages)
+        ensure_topic(cluster.bootstrap, topic, partitions=4, conf=conf)
+        result = produce_consume(cluster.bootstrap, topic, messages, conf=conf)
         log(f"{cluster.name}: produced {result['produced']}, consumed {result['consumed']} "
             f"on {cluster.bootstrap} in {result['seconds']}s")
         results.append({"cluster": cluster.name, **result})

@@ -8,6 +8,11 @@ A federation provisioned by the Ansible bundle (`make up`: playbooks/site.yml on
 described in `<state dir>/ansible.json`, written by the playbooks. Its clusters and services are read
 like our own (status, demo, the CLI's controller discovery) but never started, stopped or rewritten
 here: supervisord runs them and `make down` (playbooks/teardown.yml) stops them.
+
+`local up --security sasl_ssl` (remembered in the state as `security`) secures every hop: the brokers require
+SASL_SSL and authorize only the federation's service user, the controller and the proxies log in to them with
+an upstream config file, and the proxies and the name service add a SASL_SSL listener with authorization on
+(fedkafka.local_security holds the certificates, passwords and client files).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open, stop_clusters
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
+from fedkafka.local_security import DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings
 
 
 def state_dir() -> Path:
@@ -34,6 +40,15 @@ class LocalState:
     root: Path
     clusters: list[LocalKafkaCluster] = field(default_factory=list)
     services: dict[str, Any] = field(default_factory=dict)  # name -> {pid, ...addresses}; "proxies" -> a list
+    security: str = PLAINTEXT  # or SASL_SSL: how `local up` first brought this federation up
+
+    @property
+    def secured(self) -> bool:
+        return self.security == SASL_SSL
+
+    @property
+    def local_security(self) -> LocalSecurity:
+        return LocalSecurity(self.root)
 
     @property
     def path(self) -> Path:
@@ -58,6 +73,8 @@ class LocalState:
             if not path.exists():
                 continue
             data = json.loads(path.read_text())
+            if not managed_by:
+                state.security = data.get("security", PLAINTEXT)
             names = {c.name for c in state.clusters}
             for doc in data.get("clusters", []):
                 cluster = LocalKafkaCluster.from_dict({**doc, "managed_by": managed_by or doc.get("managed_by")})
@@ -69,6 +86,11 @@ class LocalState:
                         else {**svc, "managed_by": managed_by}
                 else:
                     state.services.setdefault(name, svc)
+        if state.secured:  # our brokers are restarted, and checked, with their listener's settings
+            listener = state.local_security.broker_listener()
+            for cluster in state.clusters:
+                if not cluster.managed_by:
+                    cluster.sasl_ssl = listener
         return state
 
     def save(self) -> None:
@@ -76,7 +98,8 @@ class LocalState:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         own = {name: svc for name, svc in self.services.items() if not _managed(svc)}
-        tmp.write_text(json.dumps({"clusters": [c.to_dict() for c in self.clusters if not c.managed_by],
+        tmp.write_text(json.dumps({"security": self.security,
+                                   "clusters": [c.to_dict() for c in self.clusters if not c.managed_by],
                                    "services": own}, indent=2))
         tmp.replace(self.path)
 
@@ -86,9 +109,11 @@ class LocalState:
     def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "state_dir": str(self.root),
+            "security": self.security,
             "clusters": [{"id": c.name, "bootstrap": c.bootstrap, "running": c.running, "pid": c.pid,
                           "start_seconds": c.start_seconds, "managed_by": c.managed_by,
                           "brokers": [{"node_id": b.node_id, "bootstrap": b.bootstrap, "port": b.port, "pid": b.pid,
+                                       "internal_port": b.internal_port, "controller_port": b.controller_port,
                                        "controller": b.is_controller, "running": b.running} for b in c.brokers]}
                          for c in self.clusters],
         }
@@ -114,6 +139,19 @@ def _service_running(svc: dict[str, Any]) -> bool:
     if svc.get("managed_by"):  # supervisord restarts it under new pids: ask its port
         return bool(svc.get("port")) and port_open("127.0.0.1", int(svc["port"]))
     return pid_alive(svc.get("pid"))
+
+
+def choose_security(state: LocalState, requested: str | None) -> str:
+    """`local up --security`: none given keeps the federation's mode (plaintext for a new one); another mode than
+    the one it was brought up with is refused (its brokers, users and clients would not match)."""
+    if requested is not None and requested != state.security:
+        if any(not c.managed_by for c in state.clusters) or any(not _managed(s) for s in state.services.values()):
+            raise RuntimeError(f"this federation runs with --security {state.security}; `fedkafka local down "
+                               f"--purge` first to start over with --security {requested}")
+        state.security = requested
+    if state.secured:
+        state.local_security.ensure()
+    return state.security
 
 
 def up_clusters(state: LocalState, count: int, brokers: int | None = None) -> list[LocalKafkaCluster]:
@@ -161,7 +199,8 @@ def add_cluster(state: LocalState, name: str | None = None, brokers: int | None 
 def _launch(state: LocalState, name: str, dist: KafkaDist, brokers: int | None) -> LocalKafkaCluster:
     cluster = state.cluster(name)
     if cluster is None:
-        cluster = LocalKafkaCluster(name=name, data_dir=state.root / "kafka" / name, broker_count=brokers or 1)
+        cluster = LocalKafkaCluster(name=name, data_dir=state.root / "kafka" / name, broker_count=brokers or 1,
+                                    sasl_ssl=state.local_security.broker_listener() if state.secured else None)
         state.clusters.append(cluster)
     elif brokers is not None and brokers != cluster.broker_count:
         # A formatted quorum does not grow or shrink here: that would be a reassignment, not a restart.
@@ -390,7 +429,26 @@ def up_controller(state: LocalState, count: int = 1) -> list[dict[str, Any]]:
             resp = api.put(f"/v1/clusters/{cluster.name}",
                            json={"bootstrap": cluster.bootstrap, "coordination": cluster.name == coordination})
             resp.raise_for_status()
+        if state.secured:
+            _ensure_demo_user(state, api)
     return ctls
+
+
+def _upstream_args(state: LocalState) -> list[str]:
+    """How the controller and the proxies log in to secured brokers: a 0600 file, never the password itself."""
+    return ["--upstream-config", str(state.local_security.upstream_config)] if state.secured else []
+
+
+def _ensure_demo_user(state: LocalState, api) -> None:
+    """The demo user's SCRAM credentials (hashes only) and its ACLs in the config database."""
+    api.put(f"/v1/users/{DEMO_USER}", json={"credentials": state.local_security.demo_credentials()}
+            ).raise_for_status()
+    have = api.get("/v1/acls", params={"principal": f"User:{DEMO_USER}"})
+    have.raise_for_status()
+    existing = {(b["resource_type"], b["name"], b["operation"]) for b in have.json()}
+    missing = [b for b in demo_acl_bindings() if (b["resource_type"], b["name"], b["operation"]) not in existing]
+    if missing:
+        api.post("/v1/acls", json={"acls": missing}).raise_for_status()
 
 
 def _up_controllers(state: LocalState, count: int) -> list[dict[str, Any]]:
@@ -410,7 +468,8 @@ def _up_controllers(state: LocalState, count: int) -> list[dict[str, Any]]:
         port, url = old["port"], f"http://127.0.0.1:{old['port']}"
         ctls[i] = start_service(state, f"controller-{i + 1}", [
             "controller", "--db", db, "--listen", f"127.0.0.1:{port}", "--advertise-url", url, "--token-file",
-            str(token_file), "--scan-interval", "2"], port=port, url=url, token_file=str(token_file), db=db)
+            str(token_file), "--scan-interval", "2", *_upstream_args(state)],
+            port=port, url=url, token_file=str(token_file), db=db)
     state.services["controllers"] = ctls[:count]
     state.save()
     for svc in ctls[:count]:
@@ -425,7 +484,8 @@ def _up_single_controller(state: LocalState) -> dict[str, Any]:
         token_file = _controller_token(state)
         db = f"sqlite:///{state.root / 'controller.db'}"
         svc = start_service(state, "controller", ["controller", "--db", db, "--listen", f"127.0.0.1:{port}",
-                                                  "--token-file", str(token_file), "--scan-interval", "2"],
+                                                  "--token-file", str(token_file), "--scan-interval", "2",
+                                                  *_upstream_args(state)],
                             port=port, url=f"http://127.0.0.1:{port}", token_file=str(token_file), db=db)
         state.services["controller"] = svc
         state.save()
@@ -443,11 +503,12 @@ def up_proxies(state: LocalState, count: int, role: str = "both") -> list[dict[s
         if pid_alive(old.get("pid")):
             continue
         port = old["port"]
+        secured = _secured_listener(state, old, authorization=True) if state.secured else {}
         proxies[i] = start_service(state, f"proxy-{i + 1}", [
             "proxy", "--role", role, "--listen", f"127.0.0.1:{port}", "--controller", controller["url"],
             "--token-file", controller["token_file"],
-            "--view-cache", str(state.root / "proxies" / f"proxy-{i + 1}.view.json")],
-            port=port, bootstrap=f"127.0.0.1:{port}", role=role)
+            "--view-cache", str(state.root / "proxies" / f"proxy-{i + 1}.view.json"), *secured.pop("args", [])],
+            port=port, bootstrap=f"127.0.0.1:{port}", role=role, **secured)
     state.services["proxies"] = proxies[:count]
     state.save()
     with controller_api(state) as api:
@@ -464,13 +525,33 @@ def up_nameservice(state: LocalState) -> dict[str, Any]:
         port = _service_port(state, "nameservice")
         http_port = _service_port(state, "nameservice", "http_port")
         controller = {"url": controller_urls(state), "token_file": controllers(state)[0]["token_file"]}
+        secured = _secured_listener(state, svc or {}, authorization=False) if state.secured else {}
         svc = start_service(state, "nameservice", [
             "nameservice", "--listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}",
-            "--controller", controller["url"], "--token-file", controller["token_file"]],
-            port=port, http_port=http_port, bootstrap=f"127.0.0.1:{port}", http=f"http://127.0.0.1:{http_port}")
+            "--controller", controller["url"], "--token-file", controller["token_file"], *secured.pop("args", [])],
+            port=port, http_port=http_port, bootstrap=f"127.0.0.1:{port}", http=f"http://127.0.0.1:{http_port}",
+            **secured)
         state.services["nameservice"] = svc
         state.save()
     import httpx
 
     wait_until(lambda: httpx.get(svc["http"] + "/healthz", timeout=1).status_code == 200, "name service", svc=svc)
     return svc
+
+
+def _secured_listener(state: LocalState, old: dict[str, Any], authorization: bool) -> dict[str, Any]:
+    """A SASL_SSL listener beside the PLAINTEXT one (on the port it had before, so client files stay valid):
+    its flags under "args", its port and bootstrap for the state. The proxies also log in to the brokers and
+    enforce the ACLs; the name service only hands out the proxies' SASL_SSL listeners to SASL_SSL clients."""
+    from fedkafka.kafka.cluster import free_port
+
+    sasl_port = old.get("sasl_port") or free_port()
+    args = ["--listener", f"SASL_SSL://127.0.0.1:{sasl_port}", *state.local_security.tls_args()]
+    if authorization:
+        args += ["--authorization", *_upstream_args(state)]
+    return {"args": args, "sasl_port": sasl_port, "sasl_ssl_bootstrap": f"127.0.0.1:{sasl_port}"}
+
+
+def write_client_files(state: LocalState) -> dict[str, Path]:
+    """The demo user's client settings, pointing at the name service's SASL_SSL listener."""
+    return state.local_security.write_client_files(state.services["nameservice"]["sasl_ssl_bootstrap"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from enum import StrEnum
 
 import typer
 from rich.console import Console
@@ -15,6 +16,11 @@ from fedkafka.kafka.dist import KafkaDistError
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
+
+
+class Security(StrEnum):
+    plaintext = "plaintext"
+    sasl_ssl = "sasl_ssl"
 
 
 def _fail(message: str) -> None:
@@ -31,7 +37,11 @@ def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="P
        controllers: int = typer.Option(1, "--controllers", min=1, max=5,
                                        help="Controllers: 1 on SQLite, or several on a local PostgreSQL (one active, "
                                             "the others standing by)."),
-       clusters_only: bool = typer.Option(False, help="Only the physical clusters, no fedkafka services.")) -> None:
+       clusters_only: bool = typer.Option(False, help="Only the physical clusters, no fedkafka services."),
+       security: Security = typer.Option(None, "--security", show_default="plaintext, or what the federation runs",
+                                         help="sasl_ssl: brokers that only the federation may use, proxies and "
+                                              "the name service with a SASL_SSL listener, ACLs, and client "
+                                              "settings for a demo user in <state dir>/client/.")) -> None:
     """Start (or resume) the local federation: N Kafka clusters, controller, proxies, name service."""
     state = local.LocalState.load()
     if state.provisioned:
@@ -39,6 +49,7 @@ def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="P
               "stop it with `make down` (ansible-playbook playbooks/teardown.yml) before `fedkafka local up`")
     started = time.monotonic()
     try:
+        local.choose_security(state, security.value if security else None)
         with console.status(f"starting {clusters} Kafka cluster(s)…"):
             running = local.up_clusters(state, clusters, brokers)
         for c in running:
@@ -55,9 +66,20 @@ def up(clusters: int = typer.Option(2, "--clusters", "-n", min=1, max=9, help="P
             with console.status("starting the name service…"):
                 ns = local.up_nameservice(state)
             console.print(f"name service: Kafka bootstrap [bold]{ns['bootstrap']}[/bold], HTTP {ns['http']}")
+            if state.secured:
+                _print_client_files(state, ns)
     except (KafkaDistError, ClusterError, RuntimeError) as exc:
         _fail(str(exc))
     console.print(f"federation up in {time.monotonic() - started:.1f}s; state in {state.root}")
+
+
+def _print_client_files(state: local.LocalState, ns: dict) -> None:
+    from fedkafka.local_security import usage_hint
+
+    files = local.write_client_files(state)
+    console.print(f"name service SASL_SSL: [bold]{ns['sasl_ssl_bootstrap']}[/bold] (the PLAINTEXT one serves "
+                  "User:ANONYMOUS, whom no ACL allows anything)")
+    console.print(usage_hint(files), markup=False, highlight=False, soft_wrap=True)  # lines to copy whole
 
 
 @app.command("add-cluster")
@@ -114,8 +136,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     for name in ("proxies", "nameservice"):
         svc = doc.get(name)
         for s in svc if isinstance(svc, list) else [svc] if svc else []:
-            table.add_row("proxy" if name == "proxies" else name,
-                          s.get("url") or s.get("bootstrap") or "", _yes(s["running"]), _run_by(s))
+            address = s.get("url") or s.get("bootstrap") or ""
+            if s.get("sasl_ssl_bootstrap"):
+                address += f", SASL_SSL {s['sasl_ssl_bootstrap']}"
+            table.add_row("proxy" if name == "proxies" else name, address, _yes(s["running"]), _run_by(s))
     Console().print(table)
 
 

@@ -53,23 +53,60 @@ class SaslSslListener:
 
     PEM certificate and unencrypted PKCS#8 key of the brokers; `users` (name -> password) get SCRAM-SHA-512 and
     SCRAM-SHA-256 credentials, written through the internal listener once the cluster runs (no password on a
-    command line). Inter-broker and controller traffic stays PLAINTEXT on loopback (the INTERNAL listener,
-    which the launcher's own readiness checks use). Not kept in the state file: for tests."""
+    command line). Not kept in the state file: its owner (`fedkafka local`, a test) gives it again on a restart.
+
+    Without `service_user`, inter-broker and controller traffic stays PLAINTEXT on loopback (the INTERNAL
+    listener, which the launcher's own readiness checks use) and nothing is authorized. With it (one of
+    `users`), the brokers cannot be bypassed: the INTERNAL and CONTROLLER listeners require SASL PLAIN as that
+    user (its password only in the 0600 server.properties; KRaft controllers cannot check SCRAM, whose
+    credentials live in the metadata they serve), the StandardAuthorizer is on and that user is the only super
+    user, so with no ACL on the brokers every other principal is refused everything."""
 
     cert: Path
     key: Path
     users: dict[str, str] = field(default_factory=dict, repr=False)
+    service_user: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.service_user is not None and self.service_user not in self.users:
+            raise ValueError(f"the service user {self.service_user!r} needs a password in users")
+
+    @property
+    def internal_protocol(self) -> str:
+        return "SASL_PLAINTEXT" if self.service_user else "PLAINTEXT"
 
     def broker_config(self) -> dict[str, str]:
         jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        return {"sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
-                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
-                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": jaas,
-                "ssl.keystore.type": "PEM",
-                # inline PEM: a PEM keystore file would need an encrypted key and its password
-                "ssl.keystore.certificate.chain": self.cert.read_text().strip(),
-                "ssl.keystore.key": self.key.read_text().strip(),
-                "ssl.client.auth": "none"}
+        cfg = {"listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+               "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+               "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+               "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": jaas,
+               "ssl.keystore.type": "PEM",
+               # inline PEM: a PEM keystore file would need an encrypted key and its password
+               "ssl.keystore.certificate.chain": self.cert.read_text().strip(),
+               "ssl.keystore.key": self.key.read_text().strip(),
+               "ssl.client.auth": "none"}
+        return cfg | self._hardening() if self.service_user else cfg
+
+    def _hardening(self) -> dict[str, str]:
+        assert self.service_user is not None
+        user, password = self.service_user, self.users[self.service_user]
+        plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+                 f'username="{user}" password="{password}" user_{user}="{password}";')
+        return {"sasl.mechanism.inter.broker.protocol": "PLAIN", "sasl.mechanism.controller.protocol": "PLAIN",
+                "listener.name.internal.sasl.enabled.mechanisms": "PLAIN",
+                "listener.name.internal.plain.sasl.jaas.config": plain,
+                "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+                "listener.name.controller.plain.sasl.jaas.config": plain,
+                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users": f"User:{user}"}
+
+    def internal_client_config(self) -> dict[str, str]:
+        """librdkafka settings of the launcher's own clients on the INTERNAL listener."""
+        if not self.service_user:
+            return {}
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                "sasl.username": self.service_user, "sasl.password": self.users[self.service_user]}
 
 
 class ClusterError(RuntimeError):
@@ -168,7 +205,7 @@ class LocalBroker:
     node_id: int
     port: int = 0
     controller_port: int = 0  # 0 on a broker-only node
-    internal_port: int = 0  # the PLAINTEXT inter-broker listener of a SASL_SSL cluster (else 0: none)
+    internal_port: int = 0  # the inter-broker listener of a SASL_SSL cluster (else 0: none)
     pid: int | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -224,10 +261,11 @@ class LocalBroker:
         }
         if self.cluster.sasl_ssl is not None:
             internal = f"INTERNAL://{self.host}:{self.internal_port}"
+            inner = self.cluster.sasl_ssl.internal_protocol
             cfg |= {"listeners": listeners.replace("PLAINTEXT://", "SASL_SSL://", 1) + "," + internal,
                     "advertised.listeners": f"SASL_SSL://{self.host}:{self.port},{internal}",
                     "inter.broker.listener.name": "INTERNAL",
-                    "listener.security.protocol.map": "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "listener.security.protocol.map": f"SASL_SSL:SASL_SSL,INTERNAL:{inner},CONTROLLER:{inner}",
                     **self.cluster.sasl_ssl.broker_config()}
         cfg.update(self.cluster.extra_config)
         return cfg
@@ -286,7 +324,7 @@ class LocalBroker:
         deadline = time.monotonic() + timeout
         # Bootstrapped at this node alone, the client has no other broker to ask until this one answered.
         admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "socket.timeout.ms": 2000,
-                             "reconnect.backoff.max.ms": 200, "log_level": 0})
+                             "reconnect.backoff.max.ms": 200, "log_level": 0, **self.cluster.internal_client_config()})
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if not self.running:
@@ -354,7 +392,7 @@ class LocalBroker:
 
     def to_dict(self) -> dict:
         return {"node_id": self.node_id, "bootstrap": self.bootstrap, "port": self.port,
-                "controller_port": self.controller_port, "pid": self.pid}
+                "controller_port": self.controller_port, "internal_port": self.internal_port, "pid": self.pid}
 
 
 class LocalKafkaCluster:
@@ -437,7 +475,7 @@ class LocalKafkaCluster:
         for broker in self.brokers:
             if broker.running:
                 continue
-            for value in (broker.port, broker.controller_port):
+            for value in (broker.port, broker.controller_port, broker.internal_port):
                 if value and port_in_use(value, self.host):
                     raise ClusterError(f"cluster {self.name}: port {value} on {self.host} is already in use; "
                                        "pick another port or leave it to fedkafka (0 = a free port)")
@@ -485,6 +523,10 @@ class LocalKafkaCluster:
     def internal_bootstrap(self) -> str:
         return ",".join(b.internal_bootstrap for b in self.brokers)
 
+    def internal_client_config(self) -> dict[str, str]:
+        """The login the launcher's own clients need on internal_bootstrap (none unless hardened)."""
+        return self.sasl_ssl.internal_client_config() if self.sasl_ssl is not None else {}
+
     def _add_scram_users(self) -> None:
         from confluent_kafka.admin import (
             AdminClient,
@@ -495,7 +537,8 @@ class LocalKafkaCluster:
         )
 
         assert self.sasl_ssl is not None
-        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "log_level": 0,
+                             **self.internal_client_config()})
         for mechanism in (ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256):  # one per user and request
             upserts: list[UserScramCredentialAlteration] = [
                 UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, 8192), password.encode())
@@ -506,7 +549,8 @@ class LocalKafkaCluster:
     def _wait_all_registered(self, deadline: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "socket.timeout.ms": 2000, "log_level": 0,
+                             **self.internal_client_config()})
         wanted = {b.node_id for b in self.brokers}
         listed: set[int] = set()
         while time.monotonic() < deadline:
@@ -522,7 +566,8 @@ class LocalKafkaCluster:
         """The node leading `topic`/`partition` now (for tests that kill a leader)."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.internal_bootstrap, "log_level": 0,
+                             **self.internal_client_config()})
         leader = admin.list_topics(topic=topic, timeout=timeout).topics[topic].partitions[partition].leader
         if leader < 0:
             raise ClusterError(f"cluster {self.name}: {topic}/{partition} has no leader")
@@ -565,6 +610,7 @@ class LocalKafkaCluster:
         for broker, doc in zip(cluster.brokers, nodes, strict=False):
             broker.node_id = doc.get("node_id", broker.node_id)
             broker.port, broker.controller_port, broker.pid = doc["port"], doc.get("controller_port", 0), doc.get("pid")
+            broker.internal_port = doc.get("internal_port", 0)
         return cluster
 
 

@@ -5,7 +5,6 @@ user `fedkafka` with an --upstream-config file (mode 0600)."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -22,6 +21,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from fedkafka.kafka.cluster import SaslSslListener, free_port, start_clusters
+from fedkafka.local_security import write_upstream_config
 
 from .jwks import AUDIENCE, ISSUER, Issuer
 from .pki import Pki, make_pki
@@ -153,15 +153,6 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
         fed.stop()
         raise
     return fed
-
-
-def write_upstream_config(path: Path, ca: Path, user: str, password: str) -> Path:
-    """The proxies' and the controller's settings for the brokers, created 0600 before the password is written."""
-    path.touch(mode=0o600)
-    path.write_text(json.dumps({"security.protocol": "SASL_SSL", "ssl.ca.location": str(ca),
-                                "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
-                                "sasl.password": password}))
-    return path
 
 
 # A client that does not log in: without TLS, and with TLS but no SASL.
