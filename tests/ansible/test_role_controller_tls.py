@@ -4,6 +4,7 @@ trusts the CA through $FEDKAFKA_CA_FILE and the modules through ca_path, against
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import subprocess
 import sys
@@ -37,15 +38,19 @@ def test_site_yml_serves_the_controller_over_https_and_every_service_trusts_its_
     flat, etc = " ".join(out.split()), tmp_path / "etc"
     assert f"--ssl-cert {etc}/tls/controller.pem --ssl-key {etc}/tls/controller.key --metrics-token-required" in flat
     ca_env = f'FEDKAFKA_CA_FILE="{etc}/tls/controller-ca.pem"'
-    programs = [chunk for chunk in out.split("command=") if ca_env in chunk]
+    ca_sum = f'FEDKAFKA_CA_SHA1="{hashlib.sha1(CERT.encode()).hexdigest()}"'  # a new CA: each program restarts
+    programs = [chunk for chunk in out.split("command=") if ca_env in chunk and ca_sum in chunk]
     assert len(programs) == 3, out[-6000:]  # the controller, the proxy and the name service programs
 
 
 @pytest.mark.ansible
-def test_https_and_http_urls_must_agree_with_fedkafka_controller_tls(tmp_path):
-    out = site_check(tmp_path, "localhost,controller", {**_tls_vars(tmp_path, "http://127.0.0.1:39001")},
-                     succeeds=False)
-    assert "every controller URL is https://" in " ".join(out.split()) and KEY_MARK not in out
+@pytest.mark.parametrize("given", [{"fedkafka_controller_url": "http://127.0.0.1:39001"},
+                                   {"fedkafka_controller_advertise_url": "http://10.0.0.5:39001"},
+                                   {"fedkafka_controller_tls": "false"}],  # a string from -e: still false
+                         ids=["http-url", "http-advertised", "tls-false-string"])
+def test_https_and_http_urls_must_agree_with_fedkafka_controller_tls(tmp_path, given):
+    out = site_check(tmp_path, "localhost,controller", {**_tls_vars(tmp_path), **given}, succeeds=False)
+    assert "every controller URL is https://, without it http://" in " ".join(out.split()) and KEY_MARK not in out
 
 
 @pytest.fixture
