@@ -26,12 +26,17 @@ class Publisher:
 
     @property
     def view(self) -> View:
-        return self._view
+        return self._current[0]
 
     @property
     def body(self) -> bytes:
         """The current view as JSON bytes (built once per version, shared by every subscriber)."""
-        return self._body
+        return self._current[1]
+
+    def current(self) -> tuple[View, bytes]:
+        """The current view and its JSON bytes, of one version: `publish` runs on another thread, and reading
+        `view` then `body` could pair a new version with the old body (a stream would then skip that view)."""
+        return self._current
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -40,7 +45,7 @@ class Publisher:
     def publish(self, view: View) -> bool:
         """Make `view` current if it is newer (views are monotonic); wake the waiters. Thread-safe."""
         with self._lock:
-            if view.version <= self._view.version:
+            if view.version <= self.view.version:
                 return False
             self._set(view)
         if self._loop is not None and not self._loop.is_closed():
@@ -50,7 +55,7 @@ class Publisher:
     def delta_body(self, after: int) -> bytes | None:
         """The delta from `after` to the current view (None when `after` left the history), computed once
         per (after, current) pair however many subscribers ask."""
-        view = self._view
+        view = self.view
         key = (after, view.version)
         cached = self._deltas.get(key)
         if cached is None:
@@ -66,14 +71,14 @@ class Publisher:
         """True as soon as the current version is above `after`; False after `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._view.version <= after:
+        while self.view.version <= after:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._event is None:
                 return False
             try:
                 await asyncio.wait_for(self._event.wait(), remaining)
             except TimeoutError:
-                return self._view.version > after
+                return self.view.version > after
         return True
 
     def follow(self, before: int | None, now: int | None) -> None:
@@ -86,8 +91,8 @@ class Publisher:
             self.subscribers[now] += 1
 
     def _set(self, view: View) -> None:
-        self._view = view
-        self._body = json.dumps(view.to_dict(), separators=(",", ":")).encode()
+        body = json.dumps(view.to_dict(), separators=(",", ":")).encode()
+        self._current = (view, body)  # one assignment: a reader sees the old pair or the new one, never a mix
         self._history[view.version] = view
         while len(self._history) > HISTORY:
             self._history.popitem(last=False)

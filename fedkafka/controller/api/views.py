@@ -64,7 +64,7 @@ def _view_routes(router: APIRouter, pub: Publisher) -> None:
             try:
                 while True:
                     if await pub.wait_newer(sent, keepalive_ms / 1000):
-                        view, body = pub.view, pub.body
+                        view, body = pub.current()
                         pub.follow(sent, view.version)
                         sent = view.version
                         yield body + b"\n"
