@@ -97,8 +97,9 @@ def start_proxy(tree: Path, view_file: Path, log: Path, pure_python: bool = Fals
     raise SystemExit(f"proxy from {tree} did not start: {log.read_text()[-2000:]}")
 
 
-def produce(bootstrap: str, topic: str, records: int) -> float:
-    """Records per second of a confluent-kafka producer, acks=all, every record acknowledged."""
+def produce(bootstrap: str, topic: str, records: int, partition: int = -1) -> float:
+    """Records per second of a confluent-kafka producer, acks=all, every record acknowledged (to `partition`, or
+    where the default partitioner puts them)."""
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 65536,
                   "queue.buffering.max.messages": 200000})
     payload = os.urandom(RECORD)
@@ -111,7 +112,7 @@ def produce(bootstrap: str, topic: str, records: int) -> float:
     for _ in range(records):
         while True:
             try:
-                p.produce(topic, payload, on_delivery=done)
+                p.produce(topic, payload, partition=partition, on_delivery=done)
                 break
             except BufferError:
                 p.poll(0.01)
@@ -124,11 +125,13 @@ def produce(bootstrap: str, topic: str, records: int) -> float:
     return records / elapsed
 
 
-def consume(bootstrap: str, topic: str, starts: list[int], records: int) -> float:
-    """Records per second of an assigned confluent-kafka consumer reading `records` records."""
+def consume(bootstrap: str, topic: str, starts: list[int] | dict[int, int], records: int) -> float:
+    """Records per second of an assigned confluent-kafka consumer reading `records` records from `starts` (a start
+    offset per partition: a list for all partitions, a dict for some)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"b-{uuid.uuid4().hex[:6]}",
                   "enable.auto.commit": False, "fetch.max.bytes": 52428800})
-    c.assign([TopicPartition(topic, p, s) for p, s in enumerate(starts)])
+    pairs = starts.items() if isinstance(starts, dict) else enumerate(starts)
+    c.assign([TopicPartition(topic, p, s) for p, s in pairs])
     n, t0 = 0, None
     deadline = time.time() + 300
     while n < records and time.time() < deadline:

@@ -411,6 +411,37 @@ def test_a_timeout_the_client_chose_does_not_mark_the_cluster_unreachable():
     asyncio.run(scenario())
 
 
+def test_a_single_call_that_times_out_closes_its_connection_and_a_cancelled_one_cancels_its_answer():
+    """One call is awaited without a Task of its own (`_answer_within`, not wait_for): past its timeout it is
+    an UpstreamError and its connection is closed (later answers would match the wrong requests); a request
+    cancelled while it waits (its client went away) cancels the answer's future, as wait_for did."""
+    async def scenario():
+        server, port = await _silent_broker()
+        d = _dispatcher_to(port, UpstreamPool(), per_connection=4)
+        try:
+            (result,) = await d._execute([Call(Broker("c1", 1), _versions(), timeout_s=0.05)], 0)
+            assert isinstance(result, UpstreamError) and result.reason == "request timed out"
+            (conn,) = d.pool._conns.values()
+            assert conn.closed
+            call = Call(Broker("c1", 1), _versions(), timeout_s=30)
+            (answer,) = await d._send([call], 1)
+            waiting = asyncio.ensure_future(d._collect([call], [answer]))
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert answer.cancelled()
+        finally:
+            d.pool.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def _versions() -> ApiVersionsRequest:
+    return ApiVersionsRequest(client_software_name="fedkafka-test", client_software_version="0")
+
+
 # -- dedicated upstream connections ----------------------------------------------------------------
 
 async def _silent_broker():

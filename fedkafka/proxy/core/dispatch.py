@@ -89,6 +89,7 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES, with_controller: boo
 
 class Dispatcher:
     observer = NULL_OBSERVER  # metrics and refusal log lines (proxy/core/observe.py)
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
@@ -111,6 +112,14 @@ class Dispatcher:
         self._answers_view: View | None = None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop it serves on, saved at first use: Python 3.11's get_running_loop() is a getpid() system call,
+        and a produce would make five of them."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     @property
     def advertised(self) -> dict[int, tuple[int, int]]:
@@ -146,7 +155,7 @@ class Dispatcher:
             raise ProtocolViolation(refusal)
         if not versions.accepts(self.advertised, api_key, version):
             self.observer.unsupported(api_key, version)
-            return _done(self._unsupported(api_key, version, correlation_id))
+            return self._done(self._unsupported(api_key, version, correlation_id))
         try:
             header, request = codec.decode_request(frame)
         except codec.DecodeError as e:
@@ -158,35 +167,35 @@ class Dispatcher:
             self.observer.refused("auth", "*", -1, f"api_key={api_key} has no ACL checks: super users only",
                                   header.client_id)
             resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
-            return _done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
-                                               correlation_id))
-        deadline = _send_deadline(request)
+            return self._done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
+                                                    correlation_id))
+        deadline = _send_deadline(request, self.loop)
         seen = self.observer.request(api_key, version, request, ctx.view)
         key = self._answer_key(module, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
             self._answers.move_to_end(key)
             self.observer.answered(seen, None)
-            return _done(_with_correlation_id(cached, correlation_id))
+            return self._done(_with_correlation_id(cached, correlation_id))
         reply = module.handle(ctx, header, request)
         if key is not None and not isinstance(reply, Plan):
             answer = self._encode_whole(reply, correlation_id, seen)
             if answer is not None:
                 self._remember(key, answer)
-            return _done(answer)
+            return self._done(answer)
         while isinstance(reply, Plan) and reply.barrier:
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         if isinstance(reply, Plan):
             sent = await self._send(reply.calls, slot, deadline)
-            return asyncio.ensure_future(self._complete(reply, sent, slot, correlation_id, deadline, seen))
-        return _done(self._encode(reply, correlation_id, seen))
+            return self.loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
+        return self._done(self._encode(reply, correlation_id, seen))
 
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
                         deadline: float | None, seen=None) -> Answer:
-        started = asyncio.get_running_loop().time()
+        started = self.loop.time()
         results = await self._collect(plan.calls, sent, plan.return_early)
-        elapsed = asyncio.get_running_loop().time() - started
+        elapsed = self.loop.time() - started
         if elapsed > SLOW_REQUEST_S:  # a stalled broker or connection shows up here first
             log.warning("slow upstream: %.1f s for %s", elapsed,
                         [(c.target, type(c.request).__name__, type(r).__name__) for c, r in zip(plan.calls, results,
@@ -197,6 +206,11 @@ class Dispatcher:
                 await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         return self._encode(reply, correlation_id, seen)
+
+    def _done(self, value: Answer) -> asyncio.Future[Answer]:
+        fut: asyncio.Future[Answer] = self.loop.create_future()
+        fut.set_result(value)
+        return fut
 
     def _answer_key(self, module, ctx: Context, request) -> Any:
         cache_key = getattr(module, "cache_key", None)
@@ -275,7 +289,7 @@ class Dispatcher:
         upstream now."""
         if not self.state.lease_valid():
             return "lease", "proxy lease expired: not sent"  # the controller may be sealing (docs/DESIGN.md §4.3)
-        if deadline is not None and asyncio.get_running_loop().time() > deadline:
+        if deadline is not None and self.loop.time() > deadline:
             # The client has given up on this request and sends its next ones (or a retry, maybe through
             # another proxy): written now, it would land after them (docs/DESIGN.md §4.2).
             return "deadline", "the client's request timeout passed: not sent"
@@ -363,7 +377,7 @@ class Dispatcher:
             if isinstance(call.target, ControllerApi):  # a task that bounds its own wait
                 return await item
             try:
-                return await asyncio.wait_for(item, call.timeout_s or REQUEST_TIMEOUT_S)
+                return await _answer_within(item, call.timeout_s or REQUEST_TIMEOUT_S)
             except TimeoutError:
                 # responses come in order: a connection whose broker stopped answering is useless
                 self.pool.close_for(item)
@@ -373,6 +387,10 @@ class Dispatcher:
             except (ConnectionError, OSError, codec.DecodeError) as e:
                 self._lost(call.target, str(e) or type(e).__name__)
                 return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
+        if len(calls) == 1:  # most requests: awaited here, without gather's Task per call
+            results = [await one(calls[0], sent[0])]
+            self.observer.upstream(calls, results)
+            return results
         if return_early is None or len(calls) < 2:
             results = list(await asyncio.gather(*(one(c, s) for c, s in zip(calls, sent, strict=True))))
             self.observer.upstream(calls, results)
@@ -390,7 +408,23 @@ class Dispatcher:
         return results
 
 
-def _send_deadline(request) -> float | None:
+async def _answer_within(answer: asyncio.Future, timeout: float) -> Any:
+    """`asyncio.wait_for` for an upstream connection's answer future, without its Task and waiter: a timer
+    fails the future itself with TimeoutError (the connection then drops the late answer, as it drops one
+    for a cancelled future). Cancelled while waiting, the future is cancelled too, as by wait_for."""
+    timer = answer.get_loop().call_later(timeout, _time_out, answer)
+    try:
+        return await answer
+    finally:
+        timer.cancel()
+
+
+def _time_out(answer: asyncio.Future) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
+
+
+def _send_deadline(request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:
     """The loop time after which a produce is no longer sent upstream: its own timeout field, less a margin
     for the way here (the client's timer started when it sent the request). None: other requests."""
     if request.__api_key__ != PRODUCE_API_KEY:
@@ -398,7 +432,7 @@ def _send_deadline(request) -> float | None:
     timeout_s = request.timeout.total_seconds()
     if timeout_s <= 0:
         return None  # "do not wait for replication", not a deadline
-    return asyncio.get_running_loop().time() + timeout_s - min(1.0, timeout_s / 10)
+    return (loop or asyncio.get_running_loop()).time() + timeout_s - min(1.0, timeout_s / 10)
 
 
 def _with_correlation_id(frame: bytes, correlation_id: int) -> bytes:
@@ -406,10 +440,6 @@ def _with_correlation_id(frame: bytes, correlation_id: int) -> bytes:
     return frame[:4] + struct.pack(">i", correlation_id) + frame[8:]
 
 
-def _done(value: Answer) -> asyncio.Future[Answer]:
-    fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-    fut.set_result(value)
-    return fut
 
 
 Starter = Callable[[bytes, int], Awaitable[asyncio.Future[Answer]]]
