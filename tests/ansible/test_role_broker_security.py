@@ -1,0 +1,162 @@
+"""The kafka_broker role's security variables without starting Kafka: the PLAINTEXT server.properties is byte for byte
+what the role rendered before SASL_SSL existed (golden files rendered by the old template), the SASL_SSL one names
+secret files rather than holding secrets, bad variables are refused with a message, and `--check --diff` on a
+fresh host predicts changes and writes nothing. The role run against a real broker is
+test_broker_sasl_integration.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from broker_render import render_server_properties
+
+pytestmark = pytest.mark.ansible
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+DATA = Path(__file__).with_name("data")
+SERVICE_PASSWORD = "Svc-" + secrets.token_hex(12)
+BROKER_PASSWORD = "Broker-" + secrets.token_hex(12)
+KEY = f"-----BEGIN PRIVATE KEY-----\n{secrets.token_hex(24)}\n-----END PRIVATE KEY-----\n"
+SASL = {"kafka_broker_security_protocol": "SASL_SSL",
+        "kafka_broker_sasl_users": [{"name": "fedkafka", "password": SERVICE_PASSWORD}],
+        "kafka_broker_principal_password": BROKER_PASSWORD}
+
+
+@pytest.mark.parametrize(("name", "given"), [
+    ("single", {}),
+    ("replicated", {"kafka_broker_quorum_hosts": ["localhost"] * 3,
+                    "kafka_broker_config": {"log.retention.hours": "1"}}),
+])
+def test_the_plaintext_render_is_unchanged(tmp_path, name, given):
+    proc, text = render_server_properties(tmp_path, given)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert text == (DATA / f"server.properties.plaintext-{name}").read_text()
+
+
+def test_the_sasl_ssl_render_names_the_secret_files_not_the_secrets(tmp_path):
+    proc, text = render_server_properties(tmp_path, {**SASL, "kafka_broker_super_users": ["User:ops"]})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert text is not None and SERVICE_PASSWORD not in text and BROKER_PASSWORD not in text
+    props = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    data = "/var/lib/fedkafka/kafka/c1-1"
+    assert props["listeners"] == "SASL_SSL://10.0.0.5:9092,CONTROLLER://10.0.0.5:9093"
+    assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:fedkafka;User:kafka-broker;User:ops"
+    assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert props["ssl.keystore.key"] == f"${{dir:{data}/tls:broker.key}}"
+    assert f'password="${{dir:{data}/secrets:broker-password}}"' in props[
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+
+
+VALIDATE = """
+- hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {root}/roles/fedkafka_common/defaults/main.yml
+    - {root}/roles/kafka_broker/defaults/main.yml
+  tasks:
+    - name: Check the given variables against the role's argument spec
+      ansible.builtin.validate_argument_spec:
+        argument_spec: "{{{{ (lookup('ansible.builtin.file', '{root}/roles/kafka_broker/meta/argument_specs.yml')
+                             | from_yaml).argument_specs.main.options }}}}"
+        provided_arguments: "{{{{ given }}}}"
+    - name: The role's checks
+      ansible.builtin.include_tasks: {root}/roles/kafka_broker/tasks/validate.yml
+"""
+
+
+def validate(tmp_path: Path, given: dict) -> subprocess.CompletedProcess:
+    book = tmp_path / "validate.yml"
+    book.write_text(VALIDATE.format(root=ROOT))
+    extra = tmp_path / "vars.json"
+    extra.touch(mode=0o600)
+    given = {"kafka_broker_cluster": "c1", "kafka_broker_quorum_hosts": ["localhost"], **given}
+    extra.write_text(json.dumps({**given, "given": given}))
+    proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    extra.unlink()
+    return proc
+
+
+def test_good_sasl_ssl_variables_pass(tmp_path):
+    proc = validate(tmp_path, {**SASL, "kafka_broker_ssl_cert": "/etc/kafka/b.pem", "kafka_broker_ssl_key": "/k",
+                               "kafka_broker_ssl_ca_content": "ca"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert SERVICE_PASSWORD not in proc.stdout and BROKER_PASSWORD not in proc.stdout
+
+
+BAD = [
+    ({"kafka_broker_security_protocol": "SSL"}, "value of kafka_broker_security_protocol must be one of"),
+    ({**SASL, "kafka_broker_sasl_users": []}, "needs kafka_broker_sasl_users"),
+    ({**SASL, "kafka_broker_principal_password": "short"}, "kafka_broker_principal_password (16+ characters)"),
+    ({**SASL, "kafka_broker_sasl_users": [{"name": "fedkafka", "password": "has,comma-" + SERVICE_PASSWORD}]},
+     "needs kafka_broker_sasl_users"),
+    ({**SASL, "kafka_broker_sasl_users": [{"name": "kafka-broker", "password": SERVICE_PASSWORD}]},
+     "other than kafka_broker_principal"),
+    ({**SASL, "kafka_broker_sasl_users": [{"name": "fedkafka"}]}, "missing required arguments: password"),
+    ({**SASL, "kafka_broker_super_users": ["ops"]}, "Type:name principals"),
+    ({**SASL, "kafka_broker_ssl_cert": "/etc/kafka/b.pem"}, "give the certificate, its key and the CA all three"),
+    ({**SASL, "kafka_broker_ssl_cert": "/b.pem", "kafka_broker_ssl_cert_content": "x", "kafka_broker_ssl_key": "/k",
+      "kafka_broker_ssl_ca": "/ca"}, "not both"),
+]
+
+
+@pytest.mark.parametrize(("given", "message"), BAD, ids=[m[:40] + str(i) for i, (_, m) in enumerate(BAD)])
+def test_bad_security_variables_are_refused_with_a_message(tmp_path, given, message):
+    proc = validate(tmp_path, given)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert message in out, out[-3000:]
+    assert SERVICE_PASSWORD not in out and BROKER_PASSWORD not in out
+
+
+PLAY = """
+- hosts: localhost
+  gather_facts: true
+  gather_subset: [min]
+  roles:
+    - role: kafka_broker
+"""
+
+
+def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path):
+    """The whole role in check mode, given its certificate as PEM text: it reports the files and the format it would
+    make, shows no secret, and leaves no TLS file, password or PKI behind."""
+    book = tmp_path / "broker.yml"
+    book.write_text(PLAY)
+    extra = tmp_path / "vars.json"
+    extra.touch(mode=0o600)
+    state = tmp_path / "state"
+    extra.write_text(json.dumps({
+        **SASL, "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "fedkafka_install_source": "present", "fedkafka_venv": sys.prefix, "fedkafka_state_dir": str(state),
+        "fedkafka_service_manager": "supervisord", "kafka_broker_cluster": "chk",
+        "kafka_broker_quorum_hosts": ["localhost"], "kafka_broker_pki_dir": str(tmp_path / "pki"),
+        "kafka_broker_ssl_cert_content": "cert", "kafka_broker_ssl_key_content": KEY,
+        "kafka_broker_ssl_ca_content": "ca"}))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_LIBRARY": str(ROOT / "library"),
+           "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run([PLAYBOOK, str(book), "-v", "--check", "--diff", "-e", f"@{extra}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    extra.unlink()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert int(re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", out).group(1)) > 0
+    for leak in (SERVICE_PASSWORD, BROKER_PASSWORD, KEY.splitlines()[1]):
+        assert leak not in out
+    assert "SASL_SSL://127.0.0.1:9092" in out  # the server.properties diff
+    for task in ("Install the broker's private key", "Write the broker principal's password",
+                 "Write the storage tool's arguments (they hold the passwords)", "Format the KRaft storage"):
+        assert re.search(rf"TASK \[kafka_broker : {re.escape(task)}\][^\n]*\nchanged: ", out), task
+    assert not state.exists() and not (tmp_path / "pki").exists()
