@@ -160,3 +160,41 @@ def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path
                  "Write the storage tool's arguments (they hold the passwords)", "Format the KRaft storage"):
         assert re.search(rf"TASK \[kafka_broker : {re.escape(task)}\][^\n]*\nchanged: ", out), task
     assert not state.exists() and not (tmp_path / "pki").exists()
+
+
+CLIENT_CONFIG = """
+- hosts: localhost
+  gather_facts: false
+  vars_files: [{root}/playbooks/vars/federation.yml]
+  tasks:
+    - name: Keep the settings the playbooks reach this broker's cluster with
+      ansible.builtin.copy:
+        content: "{{{{ fedkafka_broker_client_config | to_json }}}}"
+        dest: {out}
+        mode: "0600"
+      no_log: true
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({}, {}),
+    ({**SASL, "fedkafka_state_dir": "/srv/fk", "kafka_broker_cluster": "c2", "kafka_broker_node_id": 3},
+     {"security.protocol": "SASL_SSL", "ssl.ca.location": "/srv/fk/kafka/c2-3/tls/ca.pem",
+      "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "kafka-broker", "sasl.password": BROKER_PASSWORD}),
+    ({**SASL, "kafka_broker_data_dir": "/data/kafka", "kafka_broker_principal": "b"},
+     {"security.protocol": "SASL_SSL", "ssl.ca.location": "/data/kafka/tls/ca.pem",
+      "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "b", "sasl.password": BROKER_PASSWORD}),
+])
+def test_the_playbooks_log_in_to_sasl_ssl_brokers_as_the_broker_principal(tmp_path, given, expected):
+    """rolling_restart.yml, upgrade.yml and status.yml ask the brokers for Metadata with these settings."""
+    out = tmp_path / "config.json"
+    book = tmp_path / "config.yml"
+    book.write_text(CLIENT_CONFIG.format(root=ROOT, out=out))
+    extra = tmp_path / "vars.json"
+    extra.touch(mode=0o600)
+    extra.write_text(json.dumps(given))
+    proc = subprocess.run([PLAYBOOK, str(book), "-e", f"@{extra}", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert json.loads(out.read_text()) == expected
