@@ -109,10 +109,20 @@ class Broker:
         if conf.exists():
             subprocess.run([str(Path(sys.executable).with_name("supervisorctl")), "-c", str(conf), "shutdown"],
                            capture_output=True, timeout=120)
-        for _ in range(120):  # supervisord stops its programs after it answered
-            if not port_open("127.0.0.1", self.port):
+        for _ in range(240):  # supervisord stops its programs after it answered; the JVM writes until it exits
+            if not port_open("127.0.0.1", self.port) and not self.jvm_running():
                 return
             time.sleep(0.5)
+
+    def jvm_running(self) -> bool:
+        props = str(self.data_dir / "server.properties").encode()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if props in cmdline.read_bytes():
+                    return True
+            except OSError:  # the process ended meanwhile
+                continue
+        return False
 
     def conf(self, user: str = SERVICE_USER, password: str = SERVICE_PASSWORD, **extra) -> dict:
         return {"bootstrap.servers": f"127.0.0.1:{self.port}", "security.protocol": "SASL_SSL",
