@@ -198,3 +198,77 @@ def test_the_playbooks_log_in_to_sasl_ssl_brokers_as_the_broker_principal(tmp_pa
                           text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert json.loads(out.read_text()) == expected
+
+
+SECURITY = """
+- hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {root}/roles/fedkafka_common/defaults/main.yml
+    - {root}/roles/kafka_broker/defaults/main.yml
+    - {root}/roles/kafka_broker/vars/main.yml
+  tasks:
+    - name: The role's TLS files and password
+      ansible.builtin.include_tasks: {root}/roles/kafka_broker/tasks/security.yml
+"""
+
+
+def install_security_files(tmp_path: Path, given: dict) -> str:
+    """security.yml alone (the TLS files and the password, no Kafka) into tmp_path/data; the run's output."""
+    book = tmp_path / "security.yml"
+    book.write_text(SECURITY.format(root=ROOT))
+    extra = tmp_path / "vars.json"
+    extra.touch(mode=0o600)
+    extra.write_text(json.dumps({**SASL, "kafka_broker_cluster": "c1", "kafka_broker_data_dir": str(tmp_path / "data"),
+                                 "kafka_broker_pki_dir": str(tmp_path / "pki"), **given}))
+    proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    extra.unlink()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    for leak in (BROKER_PASSWORD, KEY.splitlines()[1]):
+        assert leak not in out
+    return out
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_tls_files_given_as_paths_or_pem_text_are_installed_with_their_modes(tmp_path):
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "b.pem").write_text("cert\n")
+    (given / "b.key").write_text(KEY)
+    (given / "ca.pem").write_text("ca\n")
+    install_security_files(tmp_path, {"kafka_broker_ssl_cert": str(given / "b.pem"),
+                                      "kafka_broker_ssl_key": str(given / "b.key"),
+                                      "kafka_broker_ssl_ca_content": "ca-text\n"})
+    tls, secrets_dir = tmp_path / "data" / "tls", tmp_path / "data" / "secrets"
+    assert (tls / "broker.pem").read_text() == "cert\n" and (tls / "broker.key").read_text() == KEY
+    assert (tls / "ca.pem").read_text() == "ca-text\n"
+    assert (secrets_dir / "broker-password").read_text() == BROKER_PASSWORD  # no newline: the whole file is it
+    assert (mode(tls), mode(secrets_dir), mode(tls / "broker.key"), mode(secrets_dir / "broker-password"),
+            mode(tls / "broker.pem")) == (0o700, 0o700, 0o600, 0o600, 0o640)
+    assert not (tmp_path / "pki").exists()
+
+
+def test_without_certificates_the_role_makes_a_ca_and_a_host_certificate_once(tmp_path):
+    first = install_security_files(tmp_path, {"kafka_broker_listen_host": "127.0.0.1",
+                                              "kafka_broker_advertised_host": "broker1.example"})
+    tls, pki = tmp_path / "data" / "tls", tmp_path / "pki"
+    assert "changed: [localhost]" in first
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(tls / "ca.pem"), str(tls / "broker.pem")],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    text = subprocess.run(["openssl", "x509", "-in", str(tls / "broker.pem"), "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "IP Address:127.0.0.1" in text and "DNS:broker1.example" in text and "DNS:localhost" in text
+    assert "TLS Web Server Authentication, TLS Web Client Authentication" in text
+    assert mode(pki) == 0o700 and mode(tls / "broker.key") == 0o600
+    before = {p.name: p.read_bytes() for p in pki.iterdir()}
+    second = install_security_files(tmp_path, {"kafka_broker_listen_host": "127.0.0.1",
+                                               "kafka_broker_advertised_host": "broker1.example"})
+    assert re.search(r"localhost\s*:\s*ok=\d+\s+changed=0", second), second[-3000:]
+    assert {p.name: p.read_bytes() for p in pki.iterdir()} == before
