@@ -78,12 +78,13 @@ test-failover: $(STAMP)
 
 # A secured federation (SASL_SSL, SCRAM, OAUTHBEARER, mTLS, ACLs; brokers that require SASL_SSL too) with
 # confluent-kafka, aiokafka, kafka-python and the Java tools through the name service
-# (tests/security/test_sasl_integration.py, ~4-11 minutes), and `fedkafka local up --security sasl_ssl` with its
-# client files (tests/security/test_local_secured_integration.py, ~2.5 minutes).
+# (tests/security/test_sasl_integration.py, ~4-11 minutes), `fedkafka local up --security sasl_ssl` with its
+# client files (tests/security/test_local_secured_integration.py, ~2.5 minutes), and the kafka_broker role with
+# SASL_SSL on this machine (tests/ansible/test_broker_sasl_integration.py, ~4-7 minutes).
 test-security: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py tests/security/test_acl_admin_integration.py \
-		tests/security/test_local_secured_integration.py $(PYTEST_ARGS)
+		tests/security/test_local_secured_integration.py tests/ansible/test_broker_sasl_integration.py $(PYTEST_ARGS)
 
 # Kafka Streams word count kept counting exactly, and a Kafka Connect worker copying exactly once per offset, through
 # a scale-up (tests/apps; the plain word count and Connect copy through a local federation run in `make test` too).

@@ -31,6 +31,13 @@ options:
     description: Number of brokers the Metadata answer must list to count as ready.
     type: int
     default: 1
+  config:
+    description:
+      - More librdkafka settings for the connection, e.g. C(security.protocol), C(ssl.ca.location),
+        C(sasl.mechanism), C(sasl.username) and C(sasl.password) for brokers that require SASL_SSL
+        (roles/kafka_broker with C(kafka_broker_security_protocol=SASL_SSL)). Never logged.
+    type: dict
+    default: {}
   replicated:
     description:
       - Also require every partition to have all its replicas in sync (RV(under_replicated) is 0), as a rolling
@@ -107,9 +114,9 @@ except ImportError:  # reported by fail_json below
     HAS_CONFLUENT = False
 
 
-def read_metadata(bootstrap: str, attempt_timeout: float) -> dict:
+def read_metadata(bootstrap: str, attempt_timeout: float, config: dict | None = None) -> dict:
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000,
-                         "reconnect.backoff.max.ms": 500, "log_level": 0})
+                         "reconnect.backoff.max.ms": 500, "log_level": 0, **(config or {})})
     md = admin.list_topics(timeout=attempt_timeout)
     return {
         "cluster_id": md.cluster_id,
@@ -130,6 +137,7 @@ def main() -> None:
             "timeout": {"type": "int", "default": 60},
             "min_brokers": {"type": "int", "default": 1},
             "replicated": {"type": "bool", "default": False},
+            "config": {"type": "dict", "default": {}, "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -144,7 +152,8 @@ def main() -> None:
     while True:
         info = None
         try:
-            info = read_metadata(p["bootstrap"], min(5.0, max(1.0, deadline - time.monotonic())))
+            info = read_metadata(p["bootstrap"], min(5.0, max(1.0, deadline - time.monotonic())),
+                                 {k: str(v) for k, v in p["config"].items()})
         except Exception as exc:  # KafkaException while a broker boots or is unreachable
             last_error = str(exc)
         if info is not None:

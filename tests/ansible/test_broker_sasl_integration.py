@@ -1,0 +1,269 @@
+"""The kafka_broker role with kafka_broker_security_protocol=SASL_SSL, run by the real ansible-playbook on this
+machine (a one-node cluster under the role's supervisord, free ports, its own state dir), then probed with
+confluent-kafka: the federation's service principal logs in with SCRAM and produces and consumes; anonymous
+clients, a SASL user without ACLs and a wrong password get Kafka's errors and nothing in; the KRaft controller
+listener refuses them too; a second run and `--check --diff` change nothing; no password reaches `ps`, a
+world-readable file or Ansible's output.
+
+About 3-5 minutes on the shared 2-core machine (three playbook runs, one broker): `make test-security`
+(FEDKAFKA_SECURITY_E2E=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+from security.federation import ANONYMOUS_CLIENTS, assert_broker_refuses
+
+from fedkafka.kafka.cluster import free_port, port_open
+from fedkafka.kafka.dist import ensure_kafka
+
+pytestmark = [pytest.mark.integration, pytest.mark.ansible, pytest.mark.slow,
+              pytest.mark.skipif(os.environ.get("FEDKAFKA_SECURITY_E2E") != "1",
+                                 reason="minutes: runs with FEDKAFKA_SECURITY_E2E=1 (make test-security)")]
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+# Passwords that appear nowhere else, so a search for them finds only leaks. The service's holds characters the
+# storage tool's --add-scram value and Java argument files treat specially when unquoted.
+SERVICE_USER, SERVICE_PASSWORD = "fedkafka", "Svc#;'(=)%!~|^`-" + secrets.token_hex(10)
+BROKER_PASSWORD = "Broker-" + secrets.token_hex(12)
+MALLORY_PASSWORD = "Mallory-" + secrets.token_hex(12)
+SECRETS = (SERVICE_PASSWORD, BROKER_PASSWORD, MALLORY_PASSWORD)
+
+PLAY = """
+- hosts: localhost
+  gather_facts: true
+  gather_subset: [min]
+  roles:
+    - role: kafka_broker
+"""
+
+
+class Broker:
+    def __init__(self, root: Path):
+        self.root = root
+        self.state = root / "state"
+        self.pki = root / "pki"
+        self.port, self.controller_port = free_port(), free_port()
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
+        self.outputs: list[str] = []
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state / "kafka" / "sec1-1"
+
+    @property
+    def ca(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
+
+    def play(self, *flags: str) -> str:
+        """One run of the role; the whole output (also kept for the leak check). Secrets reach it in a 0600 file."""
+        book = self.root / "broker.yml"
+        book.write_text(PLAY)
+        extra = self.root / "vars.json"
+        extra.touch(mode=0o600)
+        extra.write_text(json.dumps({
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "fedkafka_install_source": "present", "fedkafka_venv": sys.prefix, "fedkafka_state_dir": str(self.state),
+            "fedkafka_service_manager": "supervisord", "kafka_broker_cluster": "sec1",
+            "kafka_broker_listen_host": "127.0.0.1", "kafka_broker_port": self.port,
+            "kafka_broker_quorum_hosts": ["localhost"],
+            "kafka_broker_controller_port": self.controller_port, "kafka_broker_heap": "384m",
+            "kafka_broker_security_protocol": "SASL_SSL", "kafka_broker_pki_dir": str(self.pki),
+            "kafka_broker_sasl_users": [{"name": SERVICE_USER, "password": SERVICE_PASSWORD}],
+            "kafka_broker_principal_password": BROKER_PASSWORD}))
+        env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_LIBRARY": str(ROOT / "library"),
+               "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_NOCOLOR": "1"}
+        try:
+            proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", *flags], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=900)
+        finally:
+            extra.unlink()
+        out = proc.stdout + proc.stderr
+        self.outputs.append(out)
+        assert proc.returncode == 0, out[-5000:]
+        return out
+
+    def stop(self) -> None:
+        conf = self.state / "supervisor" / "supervisord.conf"
+        if conf.exists():
+            subprocess.run([str(Path(sys.executable).with_name("supervisorctl")), "-c", str(conf), "shutdown"],
+                           capture_output=True, timeout=120)
+        for _ in range(240):  # supervisord stops its programs after it answered; the JVM writes until it exits
+            if not port_open("127.0.0.1", self.port) and not self.jvm_running():
+                return
+            time.sleep(0.5)
+
+    def jvm_running(self) -> bool:
+        props = str(self.data_dir / "server.properties").encode()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if props in cmdline.read_bytes():
+                    return True
+            except OSError:  # the process ended meanwhile
+                continue
+        return False
+
+    def conf(self, user: str = SERVICE_USER, password: str = SERVICE_PASSWORD, **extra) -> dict:
+        return {"bootstrap.servers": f"127.0.0.1:{self.port}", "security.protocol": "SASL_SSL",
+                "ssl.ca.location": str(self.ca), "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user,
+                "sasl.password": password, "log_level": 0, **extra}
+
+
+def recap_changed(out: str) -> int:
+    match = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", out)
+    assert match, out[-3000:]
+    return int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def broker():
+    ensure_kafka()
+    b = Broker(Path(tempfile.mkdtemp(prefix="fk-bsec-", dir="/tmp")))  # short: supervisord's socket lives there
+    try:
+        b.play()
+        yield b
+    finally:
+        b.stop()
+        shutil.rmtree(b.root, ignore_errors=True)
+    assert not port_open("127.0.0.1", b.port)
+
+
+def produce(conf: dict, topic: str, values: list[bytes]) -> tuple[list, list]:
+    """(delivery errors, client errors)."""
+    errors: list = []
+    delivered: list = []
+    producer = Producer({**conf, "message.timeout.ms": 8000, "error_cb": errors.append})
+    for value in values:
+        producer.produce(topic, value, on_delivery=lambda err, _msg: delivered.append(err))
+    producer.flush(20)
+    return delivered, errors
+
+
+def consume_all(conf: dict, topic: str, expected: int) -> list[bytes]:
+    consumer = Consumer({**conf, "group.id": f"g-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got: list[bytes] = []
+    try:
+        for _ in range(60):
+            msg = consumer.poll(1.0)
+            if msg is not None and not msg.error():
+                got.append(msg.value())
+            elif len(got) >= expected and msg is None:
+                break
+    finally:
+        consumer.close()
+    return got
+
+
+def create_topic(conf: dict, name: str) -> None:
+    admin = AdminClient(conf)
+    for fut in admin.create_topics([NewTopic(name, 1, 1)]).values():
+        fut.result(30)
+
+
+def test_the_service_principal_produces_and_consumes(broker):
+    create_topic(broker.conf(), "svc")
+    delivered, errors = produce(broker.conf(), "svc", [b"a", b"b", b"c"])
+    assert delivered == [None, None, None], (delivered, errors)
+    assert consume_all(broker.conf(), "svc", 3) == [b"a", b"b", b"c"]
+    # SCRAM-SHA-256 too
+    assert produce(broker.conf(**{"sasl.mechanism": "SCRAM-SHA-256"}), "svc", [b"d"])[0] == [None]
+
+
+def test_anonymous_clients_get_no_data_in_and_see_an_error(broker):
+    create_topic(broker.conf(), "anon")
+    for conf in ANONYMOUS_CLIENTS:
+        assert_broker_refuses(f"127.0.0.1:{broker.port}", broker.ca, conf)
+        anonymous = {"bootstrap.servers": f"127.0.0.1:{broker.port}", "log_level": 0, **conf} | (
+            {"ssl.ca.location": str(broker.ca)} if conf["security.protocol"] == "SSL" else {})
+        delivered, errors = produce(anonymous, "anon", [b"sneaked"])
+        assert delivered and delivered[0] is not None, conf
+        assert errors, conf  # the client saw the broker refuse or drop it
+    assert consume_all(broker.conf(), "anon", 0) == []
+
+
+def test_the_controller_listener_refuses_anonymous_clients_and_the_service_principal(broker):
+    bootstrap = f"127.0.0.1:{broker.controller_port}"
+    for conf in (*ANONYMOUS_CLIENTS, {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                                      "sasl.username": SERVICE_USER, "sasl.password": SERVICE_PASSWORD},
+                 {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": SERVICE_USER,
+                  "sasl.password": SERVICE_PASSWORD}):
+        assert_broker_refuses(bootstrap, broker.ca, conf)
+
+
+def test_a_sasl_user_without_acl_gets_topic_authorization_failed(broker):
+    create_topic(broker.conf(), "guarded")
+    admin = AdminClient(broker.conf())
+    upsert = UserScramCredentialUpsertion("mallory", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                          MALLORY_PASSWORD.encode())
+    for fut in admin.alter_user_scram_credentials([upsert]).values():
+        fut.result(30)
+    mallory = broker.conf("mallory", MALLORY_PASSWORD)
+    delivered, errors = [], []
+    for _ in range(10):  # the credential reaches the broker through the metadata log
+        delivered, errors = produce(mallory, "guarded", [b"x"])
+        if not any(e.code() == KafkaError._AUTHENTICATION for e in errors):
+            break
+    assert [e.code() for e in delivered] == [KafkaError.TOPIC_AUTHORIZATION_FAILED], (delivered, errors)
+    assert consume_all(broker.conf(), "guarded", 0) == []
+
+
+def test_a_wrong_password_gets_sasl_authentication_failed(broker):
+    errors: list = []
+    admin = AdminClient(broker.conf(password="Wrong-" + secrets.token_hex(8), error_cb=errors.append))
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=8)
+    admin.poll(2)  # serves the error callback
+    assert any(e.code() == KafkaError._AUTHENTICATION and "Authentication failed" in e.str() for e in errors), errors
+
+
+def test_a_second_run_and_check_diff_change_nothing(broker):
+    assert recap_changed(broker.play()) == 0
+    out = broker.play("--check", "--diff")
+    assert recap_changed(out) == 0, out[-4000:]
+
+
+def test_no_secret_in_ps_world_readable_files_or_ansible_output(broker):
+    ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
+    assert "kafka.Kafka" in ps and str(broker.data_dir / "server.properties") in ps
+    key = (broker.data_dir / "tls" / "broker.key").read_text().strip().splitlines()[1]
+    leaks = [s for s in (*SECRETS, key) if s in ps]
+    assert leaks == [], "a secret is on a process's command line"
+    for out in broker.outputs:
+        assert [s for s in (*SECRETS, key) if s in out] == [], "a secret is in Ansible's output"
+    assert not (broker.data_dir / "secrets" / "format.args").exists()
+    for path in (broker.data_dir / "tls" / "broker.key", broker.data_dir / "secrets" / "broker-password",
+                 broker.pki / "ca.key"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    for directory in (broker.state, broker.pki):
+        for path in directory.rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            text = path.read_bytes()
+            # the service's and mallory's passwords are nowhere on disk (the broker keeps SCRAM hashes)
+            assert SERVICE_PASSWORD.encode() not in text and MALLORY_PASSWORD.encode() not in text, path
+            if stat.S_IMODE(path.stat().st_mode) & 0o004:
+                assert BROKER_PASSWORD.encode() not in text and key.encode() not in text, path
+    written = [p for p in broker.state.rglob("*") if p.is_file() and BROKER_PASSWORD.encode() in p.read_bytes()]
+    assert written == [broker.data_dir / "secrets" / "broker-password"]
