@@ -79,10 +79,13 @@ class LocalSecurity:
         """Make the CA, certificates and passwords once; later calls reuse them (a restart keeps its clients)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        if not self.pki.server_key.exists():
+        new = not self.pki.server_key.exists()
+        if new:
             _pki.make_pki(self.dir / "pki", org="fedkafka-local", days=CERT_DAYS)
         self.check_certificates()
-        if not self.secrets_path.exists():
+        # Passwords only with new certificates: made again for a running federation, the demo user's would not
+        # match the hashes the controller keeps (secrets() then says how to start over).
+        if new and not self.secrets_path.exists():
             write_secret_file(self.secrets_path, json.dumps({
                 "service_user": SERVICE_USER, "service_password": secrets.token_urlsafe(24),
                 "demo_user": DEMO_USER, "demo_password": secrets.token_urlsafe(18)}))

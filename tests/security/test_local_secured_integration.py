@@ -174,7 +174,8 @@ def test_a_logged_in_broker_user_without_acls_is_refused_by_the_authorizer(secur
     producer.produce(physical[0], b"sneaked", on_delivery=lambda err, msg: errors.append(err))
     producer.flush(30)
     assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
-    created = AdminClient(intruder).create_topics([NewTopic("intruder-topic", 1, 1)])["intruder-topic"]
+    intruder_admin = AdminClient(intruder)  # kept: a collected client cancels its futures
+    created = intruder_admin.create_topics([NewTopic("intruder-topic", 1, 1)])["intruder-topic"]
     with pytest.raises(KafkaException) as refused:
         created.result(30)
     assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED

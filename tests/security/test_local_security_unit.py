@@ -152,6 +152,8 @@ def test_status_and_down_need_no_secret_and_up_says_what_is_missing(tmp_path):
     assert again.status()["clusters"][0]["running"] is False
     with pytest.raises(RuntimeError, match=r"secrets\.json is missing.*local down --purge"):
         again.local_security.broker_listener()
+    with pytest.raises(RuntimeError, match=r"secrets\.json is missing"):  # `up`: no new passwords the controller
+        choose_security(again, None)                                   # and the brokers' metadata do not know
     down(again)
     down(LocalState.load(tmp_path), purge=True)
     assert not (tmp_path / "state.json").exists()
