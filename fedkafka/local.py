@@ -86,11 +86,8 @@ class LocalState:
                         else {**svc, "managed_by": managed_by}
                 else:
                     state.services.setdefault(name, svc)
-        if state.secured:  # our brokers are restarted, and checked, with their listener's settings
-            listener = state.local_security.broker_listener()
-            for cluster in state.clusters:
-                if not cluster.managed_by:
-                    cluster.sasl_ssl = listener
+        # A secured state's brokers get their listener (its passwords) only when started or checked (`_launch`):
+        # status and down need no secret, and must still stop everything if security/secrets.json is gone.
         return state
 
     def save(self) -> None:
@@ -199,13 +196,14 @@ def add_cluster(state: LocalState, name: str | None = None, brokers: int | None 
 def _launch(state: LocalState, name: str, dist: KafkaDist, brokers: int | None) -> LocalKafkaCluster:
     cluster = state.cluster(name)
     if cluster is None:
-        cluster = LocalKafkaCluster(name=name, data_dir=state.root / "kafka" / name, broker_count=brokers or 1,
-                                    sasl_ssl=state.local_security.broker_listener() if state.secured else None)
+        cluster = LocalKafkaCluster(name=name, data_dir=state.root / "kafka" / name, broker_count=brokers or 1)
         state.clusters.append(cluster)
     elif brokers is not None and brokers != cluster.broker_count:
         # A formatted quorum does not grow or shrink here: that would be a reassignment, not a restart.
         raise ClusterError(f"cluster {name} was created with {cluster.broker_count} broker(s), not {brokers}; "
                            "`fedkafka local down --purge` first to start over with another number")
+    if state.secured and cluster.sasl_ssl is None and not cluster.managed_by:  # started and checked with it
+        cluster.sasl_ssl = state.local_security.broker_listener()
     if not cluster.running:
         cluster.start(dist, owned=False)
         state.save()  # record the pid at once: a failed wait must still be cleaned up by `down`
@@ -440,15 +438,15 @@ def _upstream_args(state: LocalState) -> list[str]:
 
 
 def _ensure_demo_user(state: LocalState, api) -> None:
-    """The demo user's SCRAM credentials (hashes only) and its ACLs in the config database."""
+    """The demo user's SCRAM credentials (hashes only) and its ACLs in the config database, once: a later `up`
+    leaves a user that exists alone (a password its owner changed, ACLs they deleted, the view's version)."""
+    have = api.get(f"/v1/users/{DEMO_USER}")
+    if have.status_code != 404:
+        have.raise_for_status()
+        return
     api.put(f"/v1/users/{DEMO_USER}", json={"credentials": state.local_security.demo_credentials()}
             ).raise_for_status()
-    have = api.get("/v1/acls", params={"principal": f"User:{DEMO_USER}"})
-    have.raise_for_status()
-    existing = {(b["resource_type"], b["name"], b["operation"]) for b in have.json()}
-    missing = [b for b in demo_acl_bindings() if (b["resource_type"], b["name"], b["operation"]) not in existing]
-    if missing:
-        api.post("/v1/acls", json={"acls": missing}).raise_for_status()
+    api.post("/v1/acls", json={"acls": demo_acl_bindings()}).raise_for_status()
 
 
 def _up_controllers(state: LocalState, count: int) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ over their authenticated internal listener, the controller gets the demo user's 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import secrets
@@ -29,6 +30,7 @@ SERVICE_USER = "fedkafka"  # the federation's principal on the brokers, their on
 DEMO_USER = "demo"
 MECHANISM = "SCRAM-SHA-512"
 CERT_DAYS = 825  # a local federation lives for weeks; nothing renews these
+CERT_MARGIN_DAYS = 7  # `local up` refuses certificates that expire sooner: brokers would stop serving mid-week
 # What the demo user may do through the proxies: everything on every topic and group, and describe the cluster
 # (admin tools ask it first). Idempotent producers need no more: a WRITE right on a topic is enough.
 DEMO_ACLS = (("TOPIC", "*", "ALL"), ("GROUP", "*", "ALL"), ("CLUSTER", "kafka-cluster", "DESCRIBE"))
@@ -77,9 +79,13 @@ class LocalSecurity:
         """Make the CA, certificates and passwords once; later calls reuse them (a restart keeps its clients)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        if not self.pki.server_key.exists():
+        new = not self.pki.server_key.exists()
+        if new:
             _pki.make_pki(self.dir / "pki", org="fedkafka-local", days=CERT_DAYS)
-        if not self.secrets_path.exists():
+        self.check_certificates()
+        # Passwords only with new certificates: made again for a running federation, the demo user's would not
+        # match the hashes the controller keeps (secrets() then says how to start over).
+        if new and not self.secrets_path.exists():
             write_secret_file(self.secrets_path, json.dumps({
                 "service_user": SERVICE_USER, "service_password": secrets.token_urlsafe(24),
                 "demo_user": DEMO_USER, "demo_password": secrets.token_urlsafe(18)}))
@@ -87,7 +93,21 @@ class LocalSecurity:
         write_upstream_config(self.upstream_config, self.pki.ca, secret["service_user"], secret["service_password"])
         return self
 
+    def check_certificates(self, margin_days: int = CERT_MARGIN_DAYS) -> None:
+        """Refuse a server certificate that expired or expires within `margin_days`: nothing renews it (the CA's
+        key is not kept), and brokers and proxies with an expired one refuse every client."""
+        expires = _pki.expiry(self.pki.server_cert)
+        if expires - datetime.datetime.now(datetime.UTC) < datetime.timedelta(days=margin_days):
+            raise RuntimeError(f"the local certificate {self.pki.server_cert} expires {expires:%Y-%m-%d %H:%M} UTC; "
+                               "`fedkafka local down --purge` then `fedkafka local up --security sasl_ssl` to make "
+                               "new ones (and new client files)")
+
     def secrets(self) -> dict[str, str]:
+        """The passwords; only starting brokers and writing client or upstream files needs them."""
+        if not self.secrets_path.exists():
+            raise RuntimeError(f"{self.secrets_path} is missing: the brokers' and the demo user's passwords are "
+                               "gone; `fedkafka local down --purge` then `fedkafka local up --security sasl_ssl` "
+                               "to start over")
         return json.loads(self.secrets_path.read_text())
 
     def broker_listener(self) -> SaslSslListener:
@@ -95,7 +115,7 @@ class LocalSecurity:
         secret = self.secrets()
         return SaslSslListener(self.pki.server_cert, self.pki.server_key,
                                {secret["service_user"]: secret["service_password"]},
-                               service_user=secret["service_user"])
+                               service_user=secret["service_user"], ca=self.pki.ca)
 
     def tls_args(self) -> list[str]:
         """The proxies' and the name service's TLS flags (paths only)."""

@@ -57,23 +57,27 @@ class SaslSslListener:
 
     Without `service_user`, inter-broker and controller traffic stays PLAINTEXT on loopback (the INTERNAL
     listener, which the launcher's own readiness checks use) and nothing is authorized. With it (one of
-    `users`), the brokers cannot be bypassed: the INTERNAL and CONTROLLER listeners require SASL PLAIN as that
-    user (its password only in the 0600 server.properties; KRaft controllers cannot check SCRAM, whose
-    credentials live in the metadata they serve), the StandardAuthorizer is on and that user is the only super
-    user, so with no ACL on the brokers every other principal is refused everything."""
+    `users`, and `ca`, the CA that signed `cert`), the brokers cannot be bypassed: the INTERNAL and CONTROLLER
+    listeners require SASL_SSL with PLAIN as that user (PLAIN over TLS: its password never crosses loopback in
+    clear; it is only in the 0600 server.properties; KRaft controllers cannot check SCRAM, whose credentials live
+    in the metadata they serve), the StandardAuthorizer is on and that user is the only super user, so with no
+    ACL on the brokers every other principal is refused everything."""
 
     cert: Path
     key: Path
     users: dict[str, str] = field(default_factory=dict, repr=False)
     service_user: str | None = None
+    ca: Path | None = None
 
     def __post_init__(self) -> None:
         if self.service_user is not None and self.service_user not in self.users:
             raise ValueError(f"the service user {self.service_user!r} needs a password in users")
+        if self.service_user is not None and self.ca is None:
+            raise ValueError("a hardened listener needs the CA: its internal and controller listeners use TLS")
 
     @property
     def internal_protocol(self) -> str:
-        return "SASL_PLAINTEXT" if self.service_user else "PLAINTEXT"
+        return "SASL_SSL" if self.service_user else "PLAINTEXT"
 
     def broker_config(self) -> dict[str, str]:
         jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -89,7 +93,7 @@ class SaslSslListener:
         return cfg | self._hardening() if self.service_user else cfg
 
     def _hardening(self) -> dict[str, str]:
-        assert self.service_user is not None
+        assert self.service_user is not None and self.ca is not None
         user, password = self.service_user, self.users[self.service_user]
         plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
                  f'username="{user}" password="{password}" user_{user}="{password}";')
@@ -99,13 +103,15 @@ class SaslSslListener:
                 "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
                 "listener.name.controller.plain.sasl.jaas.config": plain,
                 "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                "super.users": f"User:{user}"}
+                "super.users": f"User:{user}",
+                # the brokers' and controllers' own connections to each other check the peer's certificate
+                "ssl.truststore.type": "PEM", "ssl.truststore.certificates": self.ca.read_text().strip()}
 
     def internal_client_config(self) -> dict[str, str]:
         """librdkafka settings of the launcher's own clients on the INTERNAL listener."""
         if not self.service_user:
             return {}
-        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+        return {"security.protocol": "SASL_SSL", "ssl.ca.location": str(self.ca), "sasl.mechanism": "PLAIN",
                 "sasl.username": self.service_user, "sasl.password": self.users[self.service_user]}
 
 
@@ -273,8 +279,7 @@ class LocalBroker:
     def _write_files(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.touch(mode=0o600)  # a secured node's holds its private key
-        props.write_text("".join(f"{k}={_escaped(v)}\n" for k, v in self.config().items()))
+        _write_private(props, "".join(f"{k}={_escaped(v)}\n" for k, v in self.config().items()))
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
         return props
 
@@ -612,6 +617,15 @@ class LocalKafkaCluster:
             broker.port, broker.controller_port, broker.pid = doc["port"], doc.get("controller_port", 0), doc.get("pid")
             broker.internal_port = doc.get("internal_port", 0)
         return cluster
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` 0600, also when it exists with a wider mode (a secured node's holds its key and a password):
+    the mode is tightened before a byte is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def _escaped(value: str) -> str:

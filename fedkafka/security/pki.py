@@ -81,6 +81,11 @@ def make_leaf(ca_key, ca_cert, cn: str, usage, sans=(), org: str = "fedkafka-tes
 LOOPBACK_SANS = (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
 
 
+def expiry(cert_path: Path) -> datetime.datetime:
+    """When the PEM certificate at `cert_path` stops being valid (UTC)."""
+    return x509.load_pem_x509_certificate(cert_path.read_bytes()).not_valid_after_utc
+
+
 def make_pki(directory: Path, org: str = "fedkafka-test", days: int = 1) -> Pki:
     """A CA (valid one day longer than its certificates), a server certificate for 127.0.0.1/localhost and a
     client certificate (CN client-app), in `directory`."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -13,8 +15,14 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
 from fedkafka.kafka.cluster import pid_alive
 from fedkafka.kafka.tools import run_tool
@@ -113,12 +121,65 @@ def test_no_one_but_the_federation_gets_into_the_brokers(secured):
     assert_broker_refuses(client_port, ca, {k: v for k, v in conf.items() if k != "bootstrap.servers"})  # demo user
     for port in (broker["internal_port"], broker["controller_port"]):  # the inter-broker and KRaft listeners
         assert_broker_refuses(f"127.0.0.1:{port}", ca, {"security.protocol": "PLAINTEXT"})
-    # and an anonymous producer on the client listener gets no record in
-    producer = Producer({"bootstrap.servers": client_port, "message.timeout.ms": 5000, "log_level": 0})
+
+
+def test_the_service_password_crosses_loopback_only_inside_tls(secured):
+    """The internal and KRaft controller listeners, where the service user logs in with PLAIN, speak TLS with the
+    local CA's certificate, and refuse that login in clear."""
+    state_dir, _output, status, _conf = secured
+    broker = status["clusters"][0]["brokers"][0]
+    ca = state_dir / "security" / "pki" / "ca.pem"
+    upstream = json.loads((state_dir / "security" / "upstream.json").read_text())
+    plain = {"sasl.mechanism": "PLAIN", "sasl.username": upstream["sasl.username"],
+             "sasl.password": upstream["sasl.password"]}
+    context = ssl.create_default_context(cafile=str(ca))
+    for port in (broker["internal_port"], broker["controller_port"]):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        assert_broker_refuses(f"127.0.0.1:{port}", ca, {"security.protocol": "SASL_PLAINTEXT", **plain})
+    internal = AdminClient({"bootstrap.servers": f"127.0.0.1:{broker['internal_port']}", "log_level": 0,
+                            "security.protocol": "SASL_SSL", "ssl.ca.location": str(ca), **plain})
+    assert internal.list_topics(timeout=30).brokers
+
+
+def test_a_logged_in_broker_user_without_acls_is_refused_by_the_authorizer(secured):
+    """A second SCRAM user on the brokers (made by the service user, their super user) logs in, and the
+    StandardAuthorizer refuses it: TOPIC_AUTHORIZATION_FAILED on produce and on create, no topic in Metadata."""
+    state_dir, _output, status, _conf = secured
+    client_port = status["clusters"][0]["bootstrap"]
+    upstream = {k: v for k, v in json.loads((state_dir / "security" / "upstream.json").read_text()).items()
+                if k != "clusters"}
+    service = AdminClient({**upstream, "bootstrap.servers": client_port, "log_level": 0})
+    password = uuid.uuid4().hex
+    upsert = UserScramCredentialUpsertion("intruder", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                          password.encode())
+    for fut in service.alter_user_scram_credentials([upsert]).values():
+        fut.result(30)
+    physical = [t for t in service.list_topics(timeout=30).topics if not t.startswith("__")]
+    assert physical  # the federation's topics, which the intruder must not reach
+    intruder = {**upstream, "bootstrap.servers": client_port, "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "intruder", "sasl.password": password, "log_level": 0}
+    deadline = time.monotonic() + 60
+    while True:  # the credential reaches the broker through its metadata log: log in once it is there
+        try:
+            seen = AdminClient(intruder).list_topics(timeout=5).topics
+            break
+        except KafkaException:
+            assert time.monotonic() < deadline, "the intruder's SCRAM credential never let it log in"
+            time.sleep(1)
+    assert not [t for t in seen if t in physical]  # logged in, and Metadata shows it nothing
+    producer = Producer({**intruder, "message.timeout.ms": 15000})
     errors: list = []
-    producer.produce(TOPIC, b"sneaked", on_delivery=lambda err, msg: errors.append(err))
-    producer.flush(15)
-    assert errors and errors[0] is not None
+    producer.produce(physical[0], b"sneaked", on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(30)
+    assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    intruder_admin = AdminClient(intruder)  # kept: a collected client cancels its futures
+    created = intruder_admin.create_topics([NewTopic("intruder-topic", 1, 1)])["intruder-topic"]
+    with pytest.raises(KafkaException) as refused:
+        created.result(30)
+    assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert "intruder-topic" not in service.list_topics(timeout=30).topics
 
 
 def test_anonymous_clients_of_the_plaintext_listener_are_refused_by_the_acls(secured):
@@ -130,7 +191,7 @@ def test_anonymous_clients_of_the_plaintext_listener_are_refused_by_the_acls(sec
     errors: list = []
     producer.produce(TOPIC, b"anonymous", on_delivery=lambda err, msg: errors.append(err))
     producer.flush(20)
-    assert errors and errors[0] is not None
+    assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]  # as docs/OPERATIONS.md says
 
 
 def test_a_cluster_added_later_is_secured_the_same_way(secured):

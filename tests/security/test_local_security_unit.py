@@ -8,8 +8,8 @@ import stat
 import pytest
 from cryptography import x509
 
-from fedkafka.kafka.cluster import LocalKafkaCluster
-from fedkafka.local import LocalState, choose_security
+from fedkafka.kafka.cluster import LocalKafkaCluster, SaslSslListener
+from fedkafka.local import LocalState, choose_security, down
 from fedkafka.local_security import (
     DEMO_USER,
     SERVICE_USER,
@@ -19,7 +19,7 @@ from fedkafka.local_security import (
     write_client_files,
     write_upstream_config,
 )
-from fedkafka.security import scram
+from fedkafka.security import pki, scram
 from fedkafka.security.upstream import load_upstream_config
 from fedkafka.view.model import ScramCredential
 
@@ -110,15 +110,90 @@ def test_hardened_brokers_authorize_only_the_service_user_and_keep_its_password_
                                 sasl_ssl=sec.broker_listener())
     cluster.brokers[0].internal_port = 1236
     cfg = cluster.config()
-    assert cfg["listener.security.protocol.map"] == \
-        "SASL_SSL:SASL_SSL,INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    # every listener that carries the service user's password runs TLS: it never crosses loopback in clear
+    assert cfg["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,INTERNAL:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert cfg["ssl.truststore.type"] == "PEM" and cfg["ssl.truststore.certificates"] == sec.pki.ca.read_text().strip()
     assert cfg["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
     assert cfg["super.users"] == "User:fedkafka" and "allow.everyone.if.no.acl.found" not in cfg
     assert cfg["sasl.mechanism.inter.broker.protocol"] == cfg["sasl.mechanism.controller.protocol"] == "PLAIN"
-    assert cluster.internal_client_config() == {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
-                                                "sasl.username": "fedkafka", "sasl.password": password}
+    assert cluster.internal_client_config() == {"security.protocol": "SASL_SSL", "ssl.ca.location": str(sec.pki.ca),
+                                                "sasl.mechanism": "PLAIN", "sasl.username": "fedkafka",
+                                                "sasl.password": password}
     props = cluster.brokers[0]._write_files()
     assert password in props.read_text() and mode(props) == 0o600
+
+
+def test_an_existing_world_readable_server_properties_is_tightened_before_the_key_goes_in(tmp_path):
+    sec = LocalSecurity(tmp_path).ensure()
+    cluster = LocalKafkaCluster("c1", tmp_path / "kafka" / "c1", port=1234, controller_port=1235,
+                                sasl_ssl=sec.broker_listener())
+    cluster.brokers[0].internal_port = 1236
+    props = tmp_path / "kafka" / "c1" / "server.properties"
+    props.parent.mkdir(parents=True)
+    props.write_text("node.id=1\n")
+    props.chmod(0o644)
+    cluster.brokers[0]._write_files()
+    assert mode(props) == 0o600 and sec.secrets()["service_password"] in props.read_text()
+
+
+def test_a_hardened_listener_needs_the_ca_of_its_internal_tls(tmp_path):
+    with pytest.raises(ValueError, match="needs the CA"):
+        SaslSslListener(tmp_path / "c.pem", tmp_path / "k.pem", {"fedkafka": "pw"}, service_user="fedkafka")
+
+
+def test_status_and_down_need_no_secret_and_up_says_what_is_missing(tmp_path):
+    """A secured state whose secrets.json is gone can still be listed and stopped (down --purge too)."""
+    state = LocalState.load(tmp_path)
+    choose_security(state, "sasl_ssl")
+    state.clusters.append(LocalKafkaCluster("c1", tmp_path / "kafka" / "c1", port=1, controller_port=2))
+    state.save()
+    (tmp_path / "security" / "secrets.json").unlink()
+    again = LocalState.load(tmp_path)
+    assert again.status()["clusters"][0]["running"] is False
+    with pytest.raises(RuntimeError, match=r"secrets\.json is missing.*local down --purge"):
+        again.local_security.broker_listener()
+    with pytest.raises(RuntimeError, match=r"secrets\.json is missing"):  # `up`: no new passwords the controller
+        choose_security(again, None)                                   # and the brokers' metadata do not know
+    down(again)
+    down(LocalState.load(tmp_path), purge=True)
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_up_refuses_a_server_certificate_about_to_expire(tmp_path):
+    sec = LocalSecurity(tmp_path).ensure()
+    pki.make_pki(sec.dir / "pki", org="fedkafka-local", days=3)  # as if made 822 days ago
+    with pytest.raises(RuntimeError, match=r"expires .* UTC; `fedkafka local down --purge` then"):
+        sec.ensure()
+    sec.check_certificates(margin_days=1)  # still valid for 3 days
+
+
+def test_up_leaves_an_existing_demo_user_and_its_acls_alone(tmp_path):
+    """A second `local up` neither resets a password the user changed nor re-adds ACLs they deleted, and does not
+    bump the view's version (a real controller app, in process, on SQLite)."""
+    from fastapi.testclient import TestClient
+
+    from fedkafka.controller.app import create_app
+    from fedkafka.controller.kafka_admin import KafkaAdmin
+    from fedkafka.controller.service import Controller, Settings
+    from fedkafka.local import _ensure_demo_user
+
+    state = LocalState.load(tmp_path)
+    choose_security(state, "sasl_ssl")
+    ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / 'ctl.db'}"), kafka=KafkaAdmin())
+    with TestClient(create_app(ctl, "tok", background=False), headers={"Authorization": "Bearer tok"}) as api:
+        _ensure_demo_user(state, api)
+        assert len(api.get("/v1/acls", params={"principal": "User:demo"}).json()) == 3
+        changed = [{k: v for k, v in scram.make_credential(DEMO_USER, m, "changed-pw").to_dict().items() if k != "user"}
+                   for m in scram.MECHANISMS]
+        api.put(f"/v1/users/{DEMO_USER}", json={"credentials": changed}).raise_for_status()
+        api.post("/v1/acls/delete", json={"principal": "User:demo", "resource_type": "GROUP"}).raise_for_status()
+        version = api.get("/v1/view").json()["version"]
+        _ensure_demo_user(state, api)
+        assert api.get("/v1/view").json()["version"] == version
+        assert {b["resource_type"] for b in api.get("/v1/acls", params={"principal": "User:demo"}).json()} == \
+            {"TOPIC", "CLUSTER"}
+        stored = [c for c in ctl.view.credentials if c.user == DEMO_USER]
+        assert stored and all(scram.password_matches(c, "changed-pw") for c in stored)
 
 
 def test_the_security_mode_is_kept_in_the_state_and_cannot_change_under_a_running_federation(tmp_path):
@@ -129,7 +204,8 @@ def test_the_security_mode_is_kept_in_the_state_and_cannot_change_under_a_runnin
                                             sasl_ssl=state.local_security.broker_listener()))
     state.save()
     again = LocalState.load(tmp_path)
-    assert again.security == "sasl_ssl" and again.cluster("c1").sasl_ssl.service_user == SERVICE_USER
+    assert again.security == "sasl_ssl" and again.local_security.broker_listener().service_user == SERVICE_USER
+    assert again.cluster("c1").sasl_ssl is None  # given when its brokers start: status and down need no secret
     assert json.loads((tmp_path / "state.json").read_text())["security"] == "sasl_ssl"
     assert choose_security(again, None) == "sasl_ssl"  # `local up` without --security keeps it
     with pytest.raises(RuntimeError, match="--security sasl_ssl; `fedkafka local down --purge` first"):
