@@ -11,7 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 
-RENDER = """
+# A play on localhost with the role's defaults and vars (and fedkafka_common's), without running the role: the
+# tests add the role's task files or templates they exercise under its `tasks:`.
+ROLE_VARS_PLAY = """
 - hosts: localhost
   gather_facts: false
   vars_files:
@@ -19,7 +21,18 @@ RENDER = """
     - {root}/roles/kafka_broker/defaults/main.yml
     - {root}/roles/kafka_broker/vars/main.yml
   tasks:
-    - name: Render server.properties as the role does
+"""
+
+# The whole role on localhost.
+ROLE_PLAY = """
+- hosts: localhost
+  gather_facts: true
+  gather_subset: [min]
+  roles:
+    - role: kafka_broker
+"""
+
+RENDER = ROLE_VARS_PLAY + """    - name: Render server.properties as the role does
       ansible.builtin.template:
         src: {root}/roles/kafka_broker/templates/server.properties.j2
         dest: {out}

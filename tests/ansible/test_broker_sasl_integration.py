@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from broker_render import ROLE_PLAY
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (
     AdminClient,
@@ -49,13 +50,6 @@ BROKER_PASSWORD = "Broker-" + secrets.token_hex(12)
 MALLORY_PASSWORD = "Mallory-" + secrets.token_hex(12)
 SECRETS = (SERVICE_PASSWORD, BROKER_PASSWORD, MALLORY_PASSWORD)
 
-PLAY = """
-- hosts: localhost
-  gather_facts: true
-  gather_subset: [min]
-  roles:
-    - role: kafka_broker
-"""
 
 
 class Broker:
@@ -79,7 +73,7 @@ class Broker:
     def play(self, *flags: str) -> str:
         """One run of the role; the whole output (also kept for the leak check). Secrets reach it in a 0600 file."""
         book = self.root / "broker.yml"
-        book.write_text(PLAY)
+        book.write_text(ROLE_PLAY)
         extra = self.root / "vars.json"
         extra.touch(mode=0o600)
         extra.write_text(json.dumps({

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from broker_render import render_server_properties
+from broker_render import ROLE_PLAY, ROLE_VARS_PLAY, render_server_properties
 
 pytestmark = pytest.mark.ansible
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,20 +121,13 @@ def test_bad_security_variables_are_refused_with_a_message(tmp_path, given, mess
     assert SERVICE_PASSWORD not in out and BROKER_PASSWORD not in out
 
 
-PLAY = """
-- hosts: localhost
-  gather_facts: true
-  gather_subset: [min]
-  roles:
-    - role: kafka_broker
-"""
 
 
 def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path):
     """The whole role in check mode, given its certificate as PEM text: it reports the files and the format it would
     make, shows no secret, and leaves no TLS file, password or PKI behind."""
     book = tmp_path / "broker.yml"
-    book.write_text(PLAY)
+    book.write_text(ROLE_PLAY)
     extra = tmp_path / "vars.json"
     extra.touch(mode=0o600)
     state = tmp_path / "state"
@@ -200,15 +193,7 @@ def test_the_playbooks_log_in_to_sasl_ssl_brokers_as_the_broker_principal(tmp_pa
     assert json.loads(out.read_text()) == expected
 
 
-SECURITY = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {root}/roles/fedkafka_common/defaults/main.yml
-    - {root}/roles/kafka_broker/defaults/main.yml
-    - {root}/roles/kafka_broker/vars/main.yml
-  tasks:
-    - name: The role's TLS files and password
+SECURITY = ROLE_VARS_PLAY + """    - name: The role's TLS files and password
       ansible.builtin.include_tasks: {root}/roles/kafka_broker/tasks/security.yml
 """
 
