@@ -18,7 +18,10 @@ from hypothesis import settings
 from fedkafka.kafka.cluster import LocalKafkaCluster, free_port, pid_alive, start_clusters, stop_clusters
 
 # No per-example deadline: CI and developers share 2 cores with Kafka JVMs, and a slow example is not a bug.
-settings.register_profile("fedkafka", deadline=None)
+# `fedkafka` (make test, CI) draws each property test's full count; `fedkafka-unit` (make test-unit passes
+# --hypothesis-profile=fedkafka-unit) a quarter of it, scaled by tests/example_counts.py.
+settings.register_profile("fedkafka", deadline=None, max_examples=100)
+settings.register_profile("fedkafka-unit", deadline=None, max_examples=25)
 settings.load_profile("fedkafka")
 
 
