@@ -108,8 +108,8 @@ def fedkafka_cli():
 @pytest.fixture
 def refused_cli(monkeypatch):
     """`refused_cli(*args)`: the `fedkafka` command run in this process (typer's CliRunner, no interpreter to
-    start) with arguments it must refuse before serving; returns (exit code, stdout and stderr). A proxy that
-    would start serving fails the test instead."""
+    start) with arguments it must refuse before serving; returns (exit code, stdout and stderr). A proxy or a
+    controller that would start serving fails the test instead."""
     from typer.testing import CliRunner
 
     from fedkafka.cli import app
@@ -118,6 +118,7 @@ def refused_cli(monkeypatch):
         raise AssertionError("the command started serving instead of refusing its arguments")
 
     monkeypatch.setattr("fedkafka.proxy.core.server.run", serve)
+    monkeypatch.setattr("fedkafka.cli.admin._serve", serve)
 
     def invoke(*args: str) -> tuple[int, str]:
         result = CliRunner().invoke(app, list(args))
