@@ -44,6 +44,7 @@ for name, kind, frame in json.load(sys.stdin):
     print(name, outcome(kind, bytes.fromhex(frame)), flush=True)
 """
 
+
 def uvarint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -93,7 +94,7 @@ def decode_in_children(names: list[str]) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     outcomes: dict[str, str] = {}
     while names:
-        frames = json.dumps([(name, *FRAMES[name][:1], FRAMES[name][1].hex()) for name in names])
+        frames = json.dumps([(name, FRAMES[name][0], FRAMES[name][1].hex()) for name in names])
         child = subprocess.run([sys.executable, "-c", CHILD], input=frames, capture_output=True, text=True,
                                env=env, check=False)
         reported = dict(line.split(" ", 1) for line in child.stdout.splitlines())
