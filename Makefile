@@ -118,9 +118,10 @@ test: $(STAMP)
 
 # The tests that need no JVM, Kafka broker, PostgreSQL, service process or Ansible run, on every core (pytest-xdist):
 # markers in pyproject.toml, README's test section.
+# Hypothesis draws a quarter of each property test's examples there (the fedkafka-unit profile, tests/conftest.py).
 .PHONY: test-unit
 test-unit: $(STAMP)
-	$(BIN)/pytest -m "not integration and not ansible" -n auto $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not integration and not ansible" -n auto --hypothesis-profile=fedkafka-unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check fedkafka tests bench library module_utils doc_fragments

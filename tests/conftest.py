@@ -18,7 +18,10 @@ from hypothesis import settings
 from fedkafka.kafka.cluster import LocalKafkaCluster, free_port, pid_alive, start_clusters, stop_clusters
 
 # No per-example deadline: CI and developers share 2 cores with Kafka JVMs, and a slow example is not a bug.
-settings.register_profile("fedkafka", deadline=None)
+# `fedkafka` (make test, CI) draws each property test's full count; `fedkafka-unit` (make test-unit passes
+# --hypothesis-profile=fedkafka-unit) a quarter of it, scaled by tests/example_counts.py.
+settings.register_profile("fedkafka", deadline=None, max_examples=100)
+settings.register_profile("fedkafka-unit", deadline=None, max_examples=25)
 settings.load_profile("fedkafka")
 
 
@@ -105,8 +108,8 @@ def fedkafka_cli():
 @pytest.fixture
 def refused_cli(monkeypatch):
     """`refused_cli(*args)`: the `fedkafka` command run in this process (typer's CliRunner, no interpreter to
-    start) with arguments it must refuse before serving; returns (exit code, stdout and stderr). A proxy that
-    would start serving fails the test instead."""
+    start) with arguments it must refuse before serving; returns (exit code, stdout and stderr). A proxy or a
+    controller that would start serving fails the test instead."""
     from typer.testing import CliRunner
 
     from fedkafka.cli import app
@@ -115,6 +118,7 @@ def refused_cli(monkeypatch):
         raise AssertionError("the command started serving instead of refusing its arguments")
 
     monkeypatch.setattr("fedkafka.proxy.core.server.run", serve)
+    monkeypatch.setattr("fedkafka.cli.admin._serve", serve)
 
     def invoke(*args: str) -> tuple[int, str]:
         result = CliRunner().invoke(app, list(args))

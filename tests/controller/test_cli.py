@@ -21,20 +21,31 @@ def run_cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.Complet
                           timeout=60, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["--listen", "nowhere"], "--listen must be HOST:PORT"),
-    (["--token-file", "/nonexistent/token"], "cannot read --token-file"),
-    (["--db", "mysql+nodriver://x/y"], "cannot open database"),
-    (["--auto-failover-after", "-1"], "--auto-failover-after must be >= 0"),
-])
-def test_bad_arguments_exit_non_zero_with_one_line(tmp_path, args, words):
+def _controller_args(tmp_path, args: list[str]) -> list[str]:
     token = tmp_path / "t"
     token.write_text("tok")
     base = {"--db": f"sqlite:///{tmp_path / 'c.db'}", "--listen": "127.0.0.1:0", "--token-file": str(token)}
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
-    res = run_cli("controller", *[x for kv in base.items() for x in kv])
+    return ["controller", *[x for kv in base.items() for x in kv]]
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--listen", "nowhere"], "--listen must be HOST:PORT"),
+    (["--token-file", "/nonexistent/token"], "cannot read --token-file"),
+    (["--auto-failover-after", "-1"], "--auto-failover-after must be >= 0"),
+])
+def test_bad_arguments_exit_non_zero_with_one_line(tmp_path, refused_cli, args, words):
+    """In this process (`refused_cli`): refused before the controller would serve."""
+    code, output = refused_cli(*_controller_args(tmp_path, args))
+    assert code == 2
+    assert words in output and len(output.strip().splitlines()) == 1
+
+
+def test_a_database_it_cannot_open_exits_non_zero_with_one_line(tmp_path):
+    """As a real process: found on the way to serving (the port already bound, logging configured)."""
+    res = run_cli(*_controller_args(tmp_path, ["--db", "mysql+nodriver://x/y"]))
     assert res.returncode == 2
-    assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "cannot open database" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_locate_prefers_options_then_env_then_the_local_state_file(tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ from fedkafka.controller import db
 from fedkafka.controller.models import Base
 
 
-def test_migrations_match_the_models_and_run_twice(db_url):
-    engine = db.make_engine(db_url)
+def test_migrations_match_the_models_and_run_twice(empty_db_url):
+    engine = db.make_engine(empty_db_url)
     db.migrate(engine)
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
@@ -22,10 +22,10 @@ def test_migrations_match_the_models_and_run_twice(db_url):
     engine.dispose()
 
 
-def test_controllers_starting_together_on_a_fresh_database_migrate_once(db_url):
+def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db_url):
     """Two controllers started together (`local up --controllers 2`, an HA deployment) both migrate a fresh
     database: the second must wait for the first, not race it into a duplicate CREATE TABLE."""
-    engines = [db.make_engine(db_url) for _ in range(4)]
+    engines = [db.make_engine(empty_db_url) for _ in range(4)]
     start = threading.Barrier(len(engines))
     errors: list[BaseException] = []
 

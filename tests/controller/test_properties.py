@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
+from example_counts import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,10 +24,11 @@ operations = st.lists(st.one_of(
 ), min_size=1, max_size=12)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
-def test_any_operation_sequence_keeps_the_view_invariants(recording_kafka_class, ops):
+def test_any_operation_sequence_keeps_the_view_invariants(recording_kafka_class, migrated_sqlite, ops):
     with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(migrated_sqlite, Path(tmp) / "p.db")  # a fresh database per example
         ctl = Controller(Settings(db_url=f"sqlite:///{Path(tmp) / 'p.db'}"), kafka=recording_kafka_class())
         versions = [ctl.view.version]
         for op in ops:

@@ -4,6 +4,9 @@ only with metrics_token_required. Without a service token nothing changes."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -22,20 +25,37 @@ AS_SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
 PROXY = {"instance_id": "i1", "host": "127.0.0.1", "port": 9092, "role": "both", "pool": "p1"}
 
 
+def _started_client(database: Path, tokens: Tokens | str, **kwargs) -> TestClient:
+    ctl = Controller(Settings(db_url=f"sqlite:///{database}"), kafka=RecordingKafka())
+    client = TestClient(create_app(ctl, tokens, background=False, **kwargs))
+    client.__enter__()
+    return client
+
+
 @pytest.fixture
-def make_client(tmp_path):
+def make_client(tmp_path, migrated_sqlite):
     clients = []
 
     def _make(tokens: Tokens | str = Tokens(OPERATOR_TOKEN, SERVICE_TOKEN), **kwargs) -> TestClient:
-        ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / f'c{len(clients)}.db'}"), kafka=RecordingKafka())
-        client = TestClient(create_app(ctl, tokens, background=False, **kwargs))
-        client.__enter__()
-        clients.append(client)
-        return client
+        database = tmp_path / f"c{len(clients)}.db"
+        shutil.copyfile(migrated_sqlite, database)
+        clients.append(_started_client(database, tokens, **kwargs))
+        return clients[-1]
 
     yield _make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def refusing_client(tmp_path_factory, migrated_sqlite):
+    """One controller for a module's requests it must refuse: a refusal writes nothing (checked below by
+    test_a_refused_service_request_writes_nothing_and_the_operator_token_still_can)."""
+    database = tmp_path_factory.mktemp("refusing") / "c.db"
+    shutil.copyfile(migrated_sqlite, database)
+    client = _started_client(database, Tokens(OPERATOR_TOKEN, SERVICE_TOKEN))
+    yield client
+    client.__exit__(None, None, None)
 
 
 def _concrete(template: str) -> str:
@@ -57,9 +77,8 @@ def test_the_service_token_does_what_proxies_and_name_services_do(make_client):
 
 
 @pytest.mark.parametrize("method,template", sorted(k for k, v in ROUTE_SCOPES.items() if v == OPERATOR))
-def test_the_service_token_is_refused_every_operator_route_with_403(make_client, method, template):
-    api = make_client()
-    resp = api.request(method, _concrete(template), json={"bootstrap": "x:1"}, headers=AS_SERVICE)
+def test_the_service_token_is_refused_every_operator_route_with_403(refusing_client, method, template):
+    resp = refusing_client.request(method, _concrete(template), json={"bootstrap": "x:1"}, headers=AS_SERVICE)
     assert resp.status_code == 403
     assert "service token may not" in resp.json()["detail"] and "operator token" in resp.json()["detail"]
 

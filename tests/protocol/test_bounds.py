@@ -7,6 +7,7 @@ import io
 import struct
 
 import pytest
+from example_counts import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kio.serial import entity_reader, entity_writer
@@ -33,7 +34,7 @@ def encoded(tp: type, value) -> bytes:
 
 @pytest.mark.parametrize("tp", SCHEMAS, ids=lambda t: f"{t.__module__.removeprefix('kio.schema.')}")
 def test_the_walk_ends_where_kio_ends(tp):
-    @settings(max_examples=5, suppress_health_check=list(HealthCheck), deadline=None, database=None)
+    @settings(max_examples=examples(5), suppress_health_check=list(HealthCheck), deadline=None, database=None)
     @given(st.from_type(tp), st.data())
     def walk_matches(value, data):
         frame = encoded(tp, value)
@@ -73,7 +74,7 @@ interesting = st.one_of(st.sampled_from([0x00, 0x01, 0x02, 0x7F, 0x80, 0xFF]), s
 
 @pytest.mark.parametrize("tp", MUTATED, ids=lambda t: f"{t.__module__.removeprefix('kio.schema.')}")
 def test_walk_and_kio_agree_on_mutated_frames(tp):
-    @settings(max_examples=30, suppress_health_check=list(HealthCheck), deadline=None, database=None)
+    @settings(max_examples=examples(30), suppress_health_check=list(HealthCheck), deadline=None, database=None)
     @given(st.from_type(tp), st.lists(st.tuples(st.floats(0, 1, exclude_max=True), interesting), min_size=1,
                                       max_size=4))
     def agree(value, changes):

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from example_counts import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,7 +45,7 @@ def kvs(batch: DefaultRecordBatch):
     return [(r.key, r.value) for r in batch]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(values, ids, epochs, sequences, ids, epochs, st.sampled_from([0, 1]))
 def test_a_producer_rewrite_keeps_the_crc_valid_and_the_records_intact(records, pid, epoch, seq, new_pid,
                                                                         new_epoch, compression):
@@ -57,7 +58,7 @@ def test_a_producer_rewrite_keeps_the_crc_valid_and_the_records_intact(records, 
     assert batch.validate_crc() and batch.producer_id == new_pid and kvs(batch) == records
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(values, st.integers(0, 2**62), st.integers(0, 2**31 - 1))
 def test_base_offset_and_leader_epoch_sit_outside_the_crc(records, base_offset, leader_epoch):
     out = bytearray(build(records))
@@ -67,7 +68,7 @@ def test_base_offset_and_leader_epoch_sit_outside_the_crc(records, base_offset, 
     assert h.base_offset == base_offset and parsed(out).validate_crc()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(values, st.sampled_from([0, 1]), st.data())
 def test_a_changed_byte_the_crc_covers_is_caught(records, compression, data):
     buf = bytearray(build(records, 5, 1, 0, compression))
@@ -80,7 +81,7 @@ def test_a_changed_byte_the_crc_covers_is_caught(records, compression, data):
     raise AssertionError(f"a change at byte {at} went unnoticed")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.tuples(values, st.integers(0, 5)), min_size=1, max_size=5), st.integers(0, 40),
        st.booleans(), st.integers(-1000, 10**6), st.integers(0, 5), st.integers(0, 30))
 def test_fit_to_segment_keeps_the_batches_below_the_seal_shifted_and_capped(batches, seal, sealed, delta,

@@ -9,6 +9,7 @@ import struct
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from example_counts import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,21 +108,21 @@ def walked(buf: bytes, allow_partial_tail: bool):
     return list(seen), result
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(buffers(), st.booleans())
 def test_walks_give_the_same_headers_and_the_same_error(buf, allow_partial_tail):
     python, compiled = both(lambda: walked(buf, allow_partial_tail))
     assert python == compiled
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(buffers())
 def test_checks_give_the_same_headers_and_the_same_error(buf):
     python, compiled = both(lambda: (outcome(lambda: rec.check_batches(buf)), outcome(lambda: rec.produce_batch(buf))))
     assert python == compiled
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(buffers(), st.none() | st.integers(0, 2**41), st.integers(-(2**41), 2**41) | i64s, st.integers(-1, 60))
 def test_fit_to_segment_gives_the_same_bytes_and_the_same_error(buf, phys_end, delta, max_epoch):
     records = bytes(buf)
@@ -135,7 +136,7 @@ def test_fit_to_segment_gives_the_same_bytes_and_the_same_error(buf, phys_end, d
     assert python == compiled
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(batch(), min_size=1, max_size=3), st.data(), st.integers(0, 2**63 - 1), st.integers(0, 2**15 - 1),
        st.none() | st.integers(0, 2**31 - 1))
 def test_producer_rewrites_give_the_same_bytes(batches, data, producer_id, producer_epoch, base_sequence):
@@ -153,14 +154,14 @@ def test_producer_rewrites_give_the_same_bytes(batches, data, producer_id, produ
     assert all(python[3])  # and the CRC-32C of every batch is right
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.integers(0, 2**62), st.integers(0, 2**33), st.integers(-1, 2**31 - 1))
 def test_gap_batches_give_the_same_bytes(first, length, leader_epoch):
     python, compiled = both(lambda: bytes(rec.gap_batches(first, first + length, leader_epoch)))
     assert python == compiled
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(buffers())
 def test_crc_checks_agree(buf):
     headers = list(rec.iter_batches(buf, allow_partial_tail=True)) if _walks(buf) else []

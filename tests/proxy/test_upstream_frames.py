@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
+from example_counts import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,7 +53,7 @@ def _framed(payloads: list[bytes]) -> bytes:
     return b"".join(struct.pack(">i", len(p)) + p for p in payloads)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(payloads=st.lists(st.binary(min_size=4, max_size=300), max_size=12),
        cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=20))
 def test_every_frame_arrives_whole_and_in_order_however_the_bytes_are_split(payloads, cuts):

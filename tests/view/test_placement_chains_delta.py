@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from example_counts import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -114,7 +115,7 @@ def views(draw, version=st.integers(1, 10**6)):
     return _view(draw(version), topics, proxies, states)
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(views(), views())
 def test_delta_round_trips_and_is_json(old, new):
     import json
