@@ -53,7 +53,10 @@ class RawClient:
 
     def ask(self, request, response_t):
         self.correlation_id += 1
-        self.sock.sendall(codec.encode_request(request, self.correlation_id, "raw-test"))
+        try:
+            self.sock.sendall(codec.encode_request(request, self.correlation_id, "raw-test"))
+        except (BrokenPipeError, ConnectionResetError):
+            return None  # closed by the proxy before this request
         size = self._read(4)
         if size is None:
             return None
@@ -71,7 +74,10 @@ class RawClient:
     def _read(self, n: int) -> bytes | None:
         data = b""
         while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
+            try:
+                chunk = self.sock.recv(n - len(data))
+            except ConnectionResetError:  # closed by the proxy while our request was on its way: a reset, not EOF
+                return None
             if not chunk:
                 return None  # closed by the proxy
             data += chunk

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from fedkafka.view.model import shadow_topic
@@ -33,9 +33,18 @@ def partitions_of(bootstrap: str, topic: str) -> dict:
 
 
 def min_insync(bootstrap: str, topic: str) -> str:
+    """The topic's min.insync.replicas. A topic just created may not be in the metadata of the broker asked yet
+    (UNKNOWN_TOPIC_OR_PART from one of three brokers): asked again until it is, for up to 30 s."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    return admin.describe_configs([res])[res].result(timeout=10)["min.insync.replicas"].value
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return admin.describe_configs([res])[res].result(timeout=10)["min.insync.replicas"].value
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def physical_segments(fed: Federation, topic: str) -> list[tuple[str, str, int]]:
