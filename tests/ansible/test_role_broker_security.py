@@ -198,22 +198,28 @@ SECURITY = ROLE_VARS_PLAY + """    - name: The role's TLS files and password
 """
 
 
-def install_security_files(tmp_path: Path, given: dict) -> str:
-    """security.yml alone (the TLS files and the password, no Kafka) into tmp_path/data; the run's output."""
+def run_security(tmp_path: Path, given: dict, *flags: str) -> tuple[int, str]:
+    """security.yml alone (the TLS files and the password, no Kafka) into tmp_path/data: (exit code, output)."""
     book = tmp_path / "security.yml"
     book.write_text(SECURITY.format(root=ROOT))
     extra = tmp_path / "vars.json"
     extra.touch(mode=0o600)
     extra.write_text(json.dumps({**SASL, "kafka_broker_cluster": "c1", "kafka_broker_data_dir": str(tmp_path / "data"),
                                  "kafka_broker_pki_dir": str(tmp_path / "pki"), **given}))
-    proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", "-e", "ansible_connection=local",
+    proc = subprocess.run([PLAYBOOK, str(book), "-v", *flags, "-e", f"@{extra}", "-e", "ansible_connection=local",
                            "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=180)
     extra.unlink()
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
     for leak in (BROKER_PASSWORD, KEY.splitlines()[1]):
         assert leak not in out
+    return proc.returncode, out
+
+
+def install_security_files(tmp_path: Path, given: dict) -> str:
+    """run_security, which must succeed; its output."""
+    code, out = run_security(tmp_path, given)
+    assert code == 0, out[-4000:]
     return out
 
 
@@ -257,3 +263,14 @@ def test_without_certificates_the_role_makes_a_ca_and_a_host_certificate_once(tm
                                                "kafka_broker_advertised_host": "broker1.example"})
     assert re.search(r"localhost\s*:\s*ok=\d+\s+changed=0", second), second[-3000:]
     assert {p.name: p.read_bytes() for p in pki.iterdir()} == before
+
+
+def test_check_mode_without_certificates_on_a_fresh_controller_predicts_the_pki_and_writes_nothing(tmp_path):
+    """`--check --diff` on a first run that would make the CA: the openssl tasks report their change, nothing is
+    written (it failed with "Unable to change directory before execution" when the tasks ran in the PKI dir)."""
+    code, out = run_security(tmp_path, {}, "--check", "--diff")
+    assert code == 0, out[-4000:]
+    for task in ("Make the brokers' CA", "Make this broker's key and certificate request",
+                 "Sign this broker's certificate with the CA"):
+        assert re.search(rf"TASK \[{re.escape(task)}\][^\n]*\nchanged: ", out), task
+    assert not (tmp_path / "pki").exists() and not (tmp_path / "data").exists()
