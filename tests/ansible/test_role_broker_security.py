@@ -274,3 +274,19 @@ def test_check_mode_without_certificates_on_a_fresh_controller_predicts_the_pki_
                  "Sign this broker's certificate with the CA"):
         assert re.search(rf"TASK \[{re.escape(task)}\][^\n]*\nchanged: ", out), task
     assert not (tmp_path / "pki").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_lost_ca_is_not_remade_for_brokers_that_trust_the_old_one(tmp_path):
+    """The PKI dir is gone (a fresh checkout, a purge) while the broker holds the role's CA: the role fails with a
+    message and makes nothing, unless kafka_broker_pki_renew asks for a new CA."""
+    install_security_files(tmp_path, {})
+    installed_ca = (tmp_path / "data" / "tls" / "ca.pem").read_bytes()
+    lost = {"kafka_broker_pki_dir": str(tmp_path / "pki-after-loss")}
+    code, out = run_security(tmp_path, lost)
+    assert code != 0
+    assert "ca.pem is missing, but localhost already holds a CA" in " ".join(out.split()), out[-3000:]
+    assert not (tmp_path / "pki-after-loss").exists()
+    assert (tmp_path / "data" / "tls" / "ca.pem").read_bytes() == installed_ca
+    install_security_files(tmp_path, {**lost, "kafka_broker_pki_renew": True})
+    assert (tmp_path / "pki-after-loss" / "ca.pem").exists()
+    assert (tmp_path / "data" / "tls" / "ca.pem").read_bytes() != installed_ca
