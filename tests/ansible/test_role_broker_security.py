@@ -290,3 +290,36 @@ def test_a_lost_ca_is_not_remade_for_brokers_that_trust_the_old_one(tmp_path):
     install_security_files(tmp_path, {**lost, "kafka_broker_pki_renew": True})
     assert (tmp_path / "pki-after-loss" / "ca.pem").exists()
     assert (tmp_path / "data" / "tls" / "ca.pem").read_bytes() != installed_ca
+
+
+FORMAT = ROLE_VARS_PLAY + """    - name: The role's SASL format
+      ansible.builtin.include_tasks: {root}/roles/kafka_broker/tasks/format_sasl.yml
+"""
+
+
+def test_argument_files_an_interrupted_format_left_are_removed_on_formatted_storage(tmp_path):
+    """A run killed between the format and the removal of its argument file (which holds the passwords) left it:
+    the next run, which finds the storage formatted and formats nothing, removes it."""
+    data = tmp_path / "data"
+    (data / "logs").mkdir(parents=True)
+    (data / "logs" / "meta.properties").write_text("cluster.id=x\n")
+    (data / "sasl-formatted").write_text("")
+    leftovers = [data / "secrets" / "format.args", data / "format-args" / "format.args"]
+    for leftover in leftovers:
+        leftover.parent.mkdir(mode=0o700)
+        leftover.write_text(f'"--add-scram"\n"SCRAM-SHA-512=[name=fedkafka,password=\\"{SERVICE_PASSWORD}\\"]"\n')
+    book = tmp_path / "format.yml"
+    book.write_text(FORMAT.format(root=ROOT))
+    extra = tmp_path / "vars.json"
+    extra.touch(mode=0o600)
+    extra.write_text(json.dumps({**SASL, "kafka_broker_cluster": "c1", "kafka_broker_data_dir": str(data)}))
+    proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert SERVICE_PASSWORD not in out
+    assert "TASK [Format the KRaft storage]" in out and not re.search(r"TASK \[Format the KRaft storage\][^\n]*\n"
+                                                                       r"(changed|ok): ", out)
+    assert [p for p in leftovers if p.exists()] == [] and not (data / "format-args").exists()
+    assert re.search(r"localhost\s*:\s*ok=\d+\s+changed=1\b", out), out[-2000:]
