@@ -89,6 +89,26 @@ def validate(tmp_path: Path, given: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.parametrize(("marks", "refused"), [
+    ([], False),
+    (["logs/meta.properties", "sasl-formatted"], False),
+    (["logs/meta.properties"], True),
+])
+def test_sasl_ssl_is_refused_on_storage_formatted_without_the_scram_credentials(tmp_path, marks, refused):
+    """A PLAINTEXT host switched to SASL_SSL: its storage is formatted (so never again), without the SCRAM
+    credentials format_sasl.yml adds and marks; the role stops before rendering SASL_SSL."""
+    data = tmp_path / "data"
+    for mark in marks:
+        (data / mark).parent.mkdir(parents=True, exist_ok=True)
+        (data / mark).write_text("")
+    proc = validate(tmp_path, {**SASL, "kafka_broker_ssl_cert_content": "c", "kafka_broker_ssl_key_content": "k",
+                               "kafka_broker_ssl_ca_content": "ca", "kafka_broker_data_dir": str(data)})
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert (proc.returncode != 0) == refused, out[-3000:]
+    assert ("was formatted without SASL_SSL" in out) == refused
+    assert SERVICE_PASSWORD not in out and BROKER_PASSWORD not in out
+
+
 def test_good_sasl_ssl_variables_pass(tmp_path):
     proc = validate(tmp_path, {**SASL, "kafka_broker_ssl_cert": "/etc/kafka/b.pem", "kafka_broker_ssl_key": "/k",
                                "kafka_broker_ssl_ca_content": "ca"})
