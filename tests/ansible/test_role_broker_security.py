@@ -150,9 +150,18 @@ def test_bad_security_variables_are_refused_with_a_message(tmp_path, given, mess
 
 
 
-def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path):
-    """The whole role in check mode, given its certificate as PEM text: it reports the files and the format it would
-    make, shows no secret, and leaves no TLS file, password or PKI behind."""
+GIVEN_TLS = {"kafka_broker_ssl_cert_content": "cert", "kafka_broker_ssl_key_content": KEY,
+             "kafka_broker_ssl_ca_content": "ca"}
+
+
+@pytest.mark.parametrize(("tls", "tasks"), [
+    (GIVEN_TLS, ["Install the broker's private key"]),
+    ({}, ["Make the brokers' CA", "Sign this broker's certificate with the CA"]),
+], ids=["given", "generated"])
+def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path, tls, tasks):
+    """The whole role in check mode, given its certificate as PEM text or making it: it reports the files and the
+    format it would make, shows no secret, and leaves no TLS file, password or PKI behind (with generated
+    certificates it failed: the openssl tasks entered the PKI dir check mode had not made)."""
     book = tmp_path / "broker.yml"
     book.write_text(ROLE_PLAY)
     extra = tmp_path / "vars.json"
@@ -162,9 +171,7 @@ def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path
         **SASL, "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
         "fedkafka_install_source": "present", "fedkafka_venv": sys.prefix, "fedkafka_state_dir": str(state),
         "fedkafka_service_manager": "supervisord", "kafka_broker_cluster": "chk",
-        "kafka_broker_quorum_hosts": ["localhost"], "kafka_broker_pki_dir": str(tmp_path / "pki"),
-        "kafka_broker_ssl_cert_content": "cert", "kafka_broker_ssl_key_content": KEY,
-        "kafka_broker_ssl_ca_content": "ca"}))
+        "kafka_broker_quorum_hosts": ["localhost"], "kafka_broker_pki_dir": str(tmp_path / "pki"), **tls}))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_LIBRARY": str(ROOT / "library"),
            "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run([PLAYBOOK, str(book), "-v", "--check", "--diff", "-e", f"@{extra}"], cwd=ROOT, env=env,
@@ -176,7 +183,7 @@ def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path
     for leak in (SERVICE_PASSWORD, BROKER_PASSWORD, KEY.splitlines()[1]):
         assert leak not in out
     assert "SASL_SSL://127.0.0.1:9092" in out  # the server.properties diff
-    for task in ("Install the broker's private key", "Write the broker principal's password",
+    for task in (*tasks, "Write the broker principal's password",
                  "Write the storage tool's arguments (they hold the passwords)", "Format the KRaft storage"):
         assert re.search(rf"TASK \[kafka_broker : {re.escape(task)}\][^\n]*\nchanged: ", out), task
     assert not state.exists() and not (tmp_path / "pki").exists()
