@@ -247,6 +247,7 @@ def test_no_secret_in_ps_world_readable_files_or_ansible_output(broker):
     for out in broker.outputs:
         assert [s for s in (*SECRETS, key) if s in out] == [], "a secret is in Ansible's output"
     assert not (broker.data_dir / "secrets" / "format.args").exists()
+    assert not (broker.data_dir / "format-args").exists() and (broker.data_dir / "sasl-formatted").exists()
     for path in (broker.data_dir / "tls" / "broker.key", broker.data_dir / "secrets" / "broker-password",
                  broker.pki / "ca.key"):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path

@@ -89,6 +89,26 @@ def validate(tmp_path: Path, given: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.parametrize(("marks", "refused"), [
+    ([], False),
+    (["logs/meta.properties", "sasl-formatted"], False),
+    (["logs/meta.properties"], True),
+])
+def test_sasl_ssl_is_refused_on_storage_formatted_without_the_scram_credentials(tmp_path, marks, refused):
+    """A PLAINTEXT host switched to SASL_SSL: its storage is formatted (so never again), without the SCRAM
+    credentials format_sasl.yml adds and marks; the role stops before rendering SASL_SSL."""
+    data = tmp_path / "data"
+    for mark in marks:
+        (data / mark).parent.mkdir(parents=True, exist_ok=True)
+        (data / mark).write_text("")
+    proc = validate(tmp_path, {**SASL, "kafka_broker_ssl_cert_content": "c", "kafka_broker_ssl_key_content": "k",
+                               "kafka_broker_ssl_ca_content": "ca", "kafka_broker_data_dir": str(data)})
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert (proc.returncode != 0) == refused, out[-3000:]
+    assert ("was formatted without SASL_SSL" in out) == refused
+    assert SERVICE_PASSWORD not in out and BROKER_PASSWORD not in out
+
+
 def test_good_sasl_ssl_variables_pass(tmp_path):
     proc = validate(tmp_path, {**SASL, "kafka_broker_ssl_cert": "/etc/kafka/b.pem", "kafka_broker_ssl_key": "/k",
                                "kafka_broker_ssl_ca_content": "ca"})
@@ -106,6 +126,13 @@ BAD = [
      "other than kafka_broker_principal"),
     ({**SASL, "kafka_broker_sasl_users": [{"name": "fedkafka"}]}, "missing required arguments: password"),
     ({**SASL, "kafka_broker_super_users": ["ops"]}, "Type:name principals"),
+    ({**SASL, "kafka_broker_sasl_users": [{"name": "fedkafka", "password": SERVICE_PASSWORD + "\n"}]},
+     "nor a vault value's trailing newline"),
+    ({**SASL, "kafka_broker_principal_password": BROKER_PASSWORD + "\n"}, "nor a vault value's trailing newline"),
+    ({**SASL, "kafka_broker_sasl_users": [{"name": "fedkafka\n", "password": SERVICE_PASSWORD}]},
+     "distinct names of letters, digits"),
+    ({**SASL, "kafka_broker_super_users": ["User:ops\n"]}, "Type:name principals"),
+    ({"kafka_broker_cluster": "c1\n"}, "kafka_broker_cluster is required"),
     ({**SASL, "kafka_broker_ssl_cert": "/etc/kafka/b.pem"}, "give the certificate, its key and the CA all three"),
     ({**SASL, "kafka_broker_ssl_cert": "/b.pem", "kafka_broker_ssl_cert_content": "x", "kafka_broker_ssl_key": "/k",
       "kafka_broker_ssl_ca": "/ca"}, "not both"),
@@ -123,9 +150,18 @@ def test_bad_security_variables_are_refused_with_a_message(tmp_path, given, mess
 
 
 
-def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path):
-    """The whole role in check mode, given its certificate as PEM text: it reports the files and the format it would
-    make, shows no secret, and leaves no TLS file, password or PKI behind."""
+GIVEN_TLS = {"kafka_broker_ssl_cert_content": "cert", "kafka_broker_ssl_key_content": KEY,
+             "kafka_broker_ssl_ca_content": "ca"}
+
+
+@pytest.mark.parametrize(("tls", "tasks"), [
+    (GIVEN_TLS, ["Install the broker's private key"]),
+    ({}, ["Make the brokers' CA", "Sign this broker's certificate with the CA"]),
+], ids=["given", "generated"])
+def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path, tls, tasks):
+    """The whole role in check mode, given its certificate as PEM text or making it: it reports the files and the
+    format it would make, shows no secret, and leaves no TLS file, password or PKI behind (with generated
+    certificates it failed: the openssl tasks entered the PKI dir check mode had not made)."""
     book = tmp_path / "broker.yml"
     book.write_text(ROLE_PLAY)
     extra = tmp_path / "vars.json"
@@ -135,9 +171,7 @@ def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path
         **SASL, "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
         "fedkafka_install_source": "present", "fedkafka_venv": sys.prefix, "fedkafka_state_dir": str(state),
         "fedkafka_service_manager": "supervisord", "kafka_broker_cluster": "chk",
-        "kafka_broker_quorum_hosts": ["localhost"], "kafka_broker_pki_dir": str(tmp_path / "pki"),
-        "kafka_broker_ssl_cert_content": "cert", "kafka_broker_ssl_key_content": KEY,
-        "kafka_broker_ssl_ca_content": "ca"}))
+        "kafka_broker_quorum_hosts": ["localhost"], "kafka_broker_pki_dir": str(tmp_path / "pki"), **tls}))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_LIBRARY": str(ROOT / "library"),
            "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run([PLAYBOOK, str(book), "-v", "--check", "--diff", "-e", f"@{extra}"], cwd=ROOT, env=env,
@@ -149,7 +183,7 @@ def test_check_diff_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path
     for leak in (SERVICE_PASSWORD, BROKER_PASSWORD, KEY.splitlines()[1]):
         assert leak not in out
     assert "SASL_SSL://127.0.0.1:9092" in out  # the server.properties diff
-    for task in ("Install the broker's private key", "Write the broker principal's password",
+    for task in (*tasks, "Write the broker principal's password",
                  "Write the storage tool's arguments (they hold the passwords)", "Format the KRaft storage"):
         assert re.search(rf"TASK \[kafka_broker : {re.escape(task)}\][^\n]*\nchanged: ", out), task
     assert not state.exists() and not (tmp_path / "pki").exists()
@@ -198,22 +232,28 @@ SECURITY = ROLE_VARS_PLAY + """    - name: The role's TLS files and password
 """
 
 
-def install_security_files(tmp_path: Path, given: dict) -> str:
-    """security.yml alone (the TLS files and the password, no Kafka) into tmp_path/data; the run's output."""
+def run_security(tmp_path: Path, given: dict, *flags: str) -> tuple[int, str]:
+    """security.yml alone (the TLS files and the password, no Kafka) into tmp_path/data: (exit code, output)."""
     book = tmp_path / "security.yml"
     book.write_text(SECURITY.format(root=ROOT))
     extra = tmp_path / "vars.json"
     extra.touch(mode=0o600)
     extra.write_text(json.dumps({**SASL, "kafka_broker_cluster": "c1", "kafka_broker_data_dir": str(tmp_path / "data"),
                                  "kafka_broker_pki_dir": str(tmp_path / "pki"), **given}))
-    proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", "-e", "ansible_connection=local",
+    proc = subprocess.run([PLAYBOOK, str(book), "-v", *flags, "-e", f"@{extra}", "-e", "ansible_connection=local",
                            "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=180)
     extra.unlink()
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
     for leak in (BROKER_PASSWORD, KEY.splitlines()[1]):
         assert leak not in out
+    return proc.returncode, out
+
+
+def install_security_files(tmp_path: Path, given: dict) -> str:
+    """run_security, which must succeed; its output."""
+    code, out = run_security(tmp_path, given)
+    assert code == 0, out[-4000:]
     return out
 
 
@@ -257,3 +297,63 @@ def test_without_certificates_the_role_makes_a_ca_and_a_host_certificate_once(tm
                                                "kafka_broker_advertised_host": "broker1.example"})
     assert re.search(r"localhost\s*:\s*ok=\d+\s+changed=0", second), second[-3000:]
     assert {p.name: p.read_bytes() for p in pki.iterdir()} == before
+
+
+def test_check_mode_without_certificates_on_a_fresh_controller_predicts_the_pki_and_writes_nothing(tmp_path):
+    """`--check --diff` on a first run that would make the CA: the openssl tasks report their change, nothing is
+    written (it failed with "Unable to change directory before execution" when the tasks ran in the PKI dir)."""
+    code, out = run_security(tmp_path, {}, "--check", "--diff")
+    assert code == 0, out[-4000:]
+    for task in ("Make the brokers' CA", "Make this broker's key and certificate request",
+                 "Sign this broker's certificate with the CA"):
+        assert re.search(rf"TASK \[{re.escape(task)}\][^\n]*\nchanged: ", out), task
+    assert not (tmp_path / "pki").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_lost_ca_is_not_remade_for_brokers_that_trust_the_old_one(tmp_path):
+    """The PKI dir is gone (a fresh checkout, a purge) while the broker holds the role's CA: the role fails with a
+    message and makes nothing, unless kafka_broker_pki_renew asks for a new CA."""
+    install_security_files(tmp_path, {})
+    installed_ca = (tmp_path / "data" / "tls" / "ca.pem").read_bytes()
+    lost = {"kafka_broker_pki_dir": str(tmp_path / "pki-after-loss")}
+    code, out = run_security(tmp_path, lost)
+    assert code != 0
+    assert "ca.pem is missing, but localhost already holds a CA" in " ".join(out.split()), out[-3000:]
+    assert not (tmp_path / "pki-after-loss").exists()
+    assert (tmp_path / "data" / "tls" / "ca.pem").read_bytes() == installed_ca
+    install_security_files(tmp_path, {**lost, "kafka_broker_pki_renew": True})
+    assert (tmp_path / "pki-after-loss" / "ca.pem").exists()
+    assert (tmp_path / "data" / "tls" / "ca.pem").read_bytes() != installed_ca
+
+
+FORMAT = ROLE_VARS_PLAY + """    - name: The role's SASL format
+      ansible.builtin.include_tasks: {root}/roles/kafka_broker/tasks/format_sasl.yml
+"""
+
+
+def test_argument_files_an_interrupted_format_left_are_removed_on_formatted_storage(tmp_path):
+    """A run killed between the format and the removal of its argument file (which holds the passwords) left it:
+    the next run, which finds the storage formatted and formats nothing, removes it."""
+    data = tmp_path / "data"
+    (data / "logs").mkdir(parents=True)
+    (data / "logs" / "meta.properties").write_text("cluster.id=x\n")
+    (data / "sasl-formatted").write_text("")
+    leftovers = [data / "secrets" / "format.args", data / "format-args" / "format.args"]
+    for leftover in leftovers:
+        leftover.parent.mkdir(mode=0o700)
+        leftover.write_text(f'"--add-scram"\n"SCRAM-SHA-512=[name=fedkafka,password=\\"{SERVICE_PASSWORD}\\"]"\n')
+    book = tmp_path / "format.yml"
+    book.write_text(FORMAT.format(root=ROOT))
+    extra = tmp_path / "vars.json"
+    extra.touch(mode=0o600)
+    extra.write_text(json.dumps({**SASL, "kafka_broker_cluster": "c1", "kafka_broker_data_dir": str(data)}))
+    proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert SERVICE_PASSWORD not in out
+    assert "TASK [Format the KRaft storage]" in out and not re.search(r"TASK \[Format the KRaft storage\][^\n]*\n"
+                                                                       r"(changed|ok): ", out)
+    assert [p for p in leftovers if p.exists()] == [] and not (data / "format-args").exists()
+    assert re.search(r"localhost\s*:\s*ok=\d+\s+changed=1\b", out), out[-2000:]
