@@ -177,12 +177,22 @@ class _ChunkWriter:
 
 def encode_response_chunks(body: Any, correlation_id: int) -> bytes | Chunks:
     """`encode_response`, with the record sets of a Fetch answer left where they are: Chunks when a field was
-    at least BY_REFERENCE_BYTES long, else plain bytes."""
+    at least BY_REFERENCE_BYTES long, else plain bytes. A body with `response_frame(correlation_id)` writes
+    its own frame (records.py's Produce answer)."""
+    own = getattr(body, "response_frame", None)
+    if own is not None:
+        frame: bytes = own(correlation_id)
+        return frame
     return _encode_chunks(type(body).__header_schema__(correlation_id=i32(correlation_id)), body)
 
 
 def encode_request_chunks(body: Any, correlation_id: int, client_id: str | None = "fedkafka-proxy") -> bytes | Chunks:
-    """`encode_request`, with the record sets of a Produce request left where they are (see Chunks)."""
+    """`encode_request`, with the record sets of a Produce request left where they are (see Chunks). A body with
+    `frame_parts(correlation_id, client_id)` writes its own frame as parts (records.py's Produce request)."""
+    own = getattr(body, "frame_parts", None)
+    if own is not None:
+        parts = own(correlation_id, client_id)
+        return Chunks(parts, sum(map(len, parts)))
     return _encode_chunks(_request_header(body, correlation_id, client_id), body)
 
 

@@ -13,7 +13,7 @@ from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.view.model import ProxyInfo, ProxyRole
 
-from .test_handlers import batch, produce_req, view
+from .test_handlers import batch, produce_kio, view
 
 
 class SilentBroker:
@@ -50,7 +50,7 @@ def _proxy(port: int) -> tuple[ProxyServer, Dispatcher]:
 
 
 def _frame(acks: int = -1) -> bytes:
-    return codec.encode_request(produce_req({0: batch()}, acks=acks), 11)[4:]
+    return codec.encode_request(produce_kio({0: batch()}, acks=acks), 11)[4:]
 
 
 def _error(response: bytes) -> ErrorCode:

@@ -15,7 +15,8 @@ from kio.static.primitive import i32Timedelta
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
+from fedkafka.protocol.codec import encode_request, response_type
+from fedkafka.protocol.records import ProduceRequestFrame
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.handlers import init_producer_id, metadata, produce
 from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Context, Plan, UpstreamError
@@ -69,10 +70,16 @@ def batch(producer_id=-1, epoch=-1, seq=-1) -> bytes:
     return bytes(b.build())
 
 
-def produce_req(parts: dict[int, bytes], topic="t", acks=-1, txn=None) -> ProduceRequest:
+def produce_kio(parts: dict[int, bytes], topic="t", acks=-1, txn=None) -> ProduceRequest:
     return ProduceRequest(transactional_id=txn, acks=acks, timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
                           topic_data=(TopicProduceData(name=topic, partition_data=tuple(
                               PartitionProduceData(index=p, records=r) for p, r in parts.items())),))
+
+
+def produce_req(parts: dict[int, bytes], topic="t", acks=-1, txn=None) -> ProduceRequestFrame:
+    """A Produce v9 request as the core hands it to the handler: written by kio, read by the handler's own
+    frame walk (`produce.read_request`)."""
+    return produce.read_request(encode_request(produce_kio(parts, topic, acks, txn), 1, "test")[4:])
 
 
 def upstream_ok(plan: Plan, base_offsets: dict[tuple[str, str, int], int]) -> list:
@@ -182,7 +189,7 @@ def test_every_write_goes_upstream_with_acks_all():
         req = replace(req, timeout=i32Timedelta.parse(datetime.timedelta(minutes=10)))
         plan = produce.handle(ctx(), None, req)
         assert [call.request.acks for call in plan.calls] == [-1, -1]
-        assert {call.request.timeout for call in plan.calls} == {datetime.timedelta(seconds=MAX_PRODUCE_WAIT_S)}
+        assert {call.request.timeout_ms for call in plan.calls} == {MAX_PRODUCE_WAIT_S * 1000}
     acked = produce.handle(ctx(), None, produce_req({0: batch()}, acks=1))
     assert by_partition(acked.finish(upstream_ok(acked, {("c1", "phys", 0): 9}))) == {0: (ErrorCode.none, 9)}
 

@@ -13,8 +13,10 @@ import datetime
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 from kio.static.primitive import i32Timedelta
 
+from fedkafka.protocol import codec
 from fedkafka.proxy.core.dispatch import Dispatcher, _send_deadline
 from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.proxy.handlers import produce
 from fedkafka.proxy.plan import Broker, Call, UpstreamError
 
 
@@ -85,16 +87,17 @@ def test_a_produce_whose_client_timeout_passed_is_answered_without_being_sent():
 
 
 def test_the_deadline_is_the_request_timeout_less_a_margin_and_only_for_produce():
-    requests = {ms: _produce(ms) for ms in (30_000, 500, 0, -1)}
+    requests = {ms: produce.read_request(codec.encode_request(_produce(ms), 1)[4:]) for ms in (30_000, 500, 0, -1)}
 
     async def scenario():
         loop = asyncio.get_running_loop()
         loop.time = lambda: 1000.0  # the deadline is read off the loop's clock: held still, it is exact
         try:
-            assert _send_deadline(requests[30_000]) == 1000.0 + 29.0  # 30 s less 1 s for the way here
-            assert _send_deadline(requests[500]) == 1000.0 + 0.45  # a short timeout keeps 90% of it
-            assert _send_deadline(requests[0]) is None  # timeout 0: no replication wait, not a deadline
-            assert _send_deadline(requests[-1]) is None
+            assert _send_deadline(0, requests[30_000]) == 1000.0 + 29.0  # 30 s less 1 s for the way here
+            assert _send_deadline(0, requests[500]) == 1000.0 + 0.45  # a short timeout keeps 90% of it
+            assert _send_deadline(0, requests[0]) is None  # timeout 0: no replication wait, not a deadline
+            assert _send_deadline(0, requests[-1]) is None
+            assert _send_deadline(1, requests[30_000]) is None  # not a produce: no deadline
         finally:
             del loop.time
 

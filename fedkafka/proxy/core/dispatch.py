@@ -156,11 +156,11 @@ class Dispatcher:
         if not versions.accepts(self.advertised, api_key, version):
             self.observer.unsupported(api_key, version)
             return self._done(self._unsupported(api_key, version, correlation_id))
+        module = self.registry[api_key]
         try:
-            header, request = codec.decode_request(frame)
+            header, request = _decode(module, frame)
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
-        module = self.registry[api_key]
         ctx = self.context(header.client_id, session)
         if ctx.authorizer is not None and not getattr(module, "AUTHORIZES", False) and \
                 ctx.session.principal not in ctx.authorizer.super_users:  # deny by default (docs/DESIGN.md §11)
@@ -169,7 +169,7 @@ class Dispatcher:
             resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
             return self._done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
                                                     correlation_id))
-        deadline = _send_deadline(request, self.loop)
+        deadline = _send_deadline(api_key, request, self.loop)
         seen = self.observer.request(api_key, version, request, ctx.view)
         key = self._answer_key(module, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
@@ -424,12 +424,22 @@ def _time_out(answer: asyncio.Future) -> None:
         answer.set_exception(TimeoutError())
 
 
-def _send_deadline(request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:
+def _decode(module, frame: bytes) -> tuple[Any, Any]:
+    """(header, request). A handler module with `read_request` reads its own frames (Produce: a header walk
+    that leaves the record sets in the frame); that one object is both header and request."""
+    read = getattr(module, "read_request", None)
+    if read is None:
+        return codec.decode_request(frame)
+    request = read(frame)
+    return request, request
+
+
+def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:
     """The loop time after which a produce is no longer sent upstream: its own timeout field, less a margin
     for the way here (the client's timer started when it sent the request). None: other requests."""
-    if request.__api_key__ != PRODUCE_API_KEY:
+    if api_key != PRODUCE_API_KEY:
         return None
-    timeout_s = request.timeout.total_seconds()
+    timeout_s = request.timeout_ms / 1000
     if timeout_s <= 0:
         return None  # "do not wait for replication", not a deadline
     return (loop or asyncio.get_running_loop()).time() + timeout_s - min(1.0, timeout_s / 10)

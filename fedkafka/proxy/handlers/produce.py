@@ -1,5 +1,7 @@
 """Produce: split by logical partition, route each part to its active segment, merge, translate offsets.
 
+The request is never decoded into kio entities: records.py walks its frame (`read_request`), writes each
+broker's request around the client's record sets (by reference) and writes the answer (`ProduceAnswer`).
 Records are never decoded: a part's one batch is checked (records.produce_batch: CRC, lengths, counts; a bad
 one is answered for its partition alone) and forwarded as one buffer; only idempotent batches get their
 producer id/epoch rewritten to the cluster's physical id (records.py recomputes the CRC).
@@ -11,10 +13,10 @@ active segment's.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
 from kio.schema.errors import ErrorCode
@@ -24,8 +26,7 @@ from kio.static.primitive import i16, i32, i32Timedelta
 
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
-from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_schema
+from fedkafka.protocol.codec import DecodeError
 from fedkafka.proxy.plan import (
     NO_RESPONSE,
     UNASKED,
@@ -94,7 +95,16 @@ class _Routing:
     producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
 
 
-def handle(ctx: Context, header, request):
+def read_request(frame: bytes | memoryview) -> rec.ProduceRequestFrame:
+    """The core reads Produce frames with this instead of kio: a header walk, the record sets left in the frame
+    (the returned frame is also the request's header: it carries client_id and correlation_id)."""
+    try:
+        return rec.read_produce_request(frame)
+    except rec.MalformedFrame as e:
+        raise DecodeError(f"malformed ProduceRequest: {e}") from None
+
+
+def handle(ctx: Context, header, request: rec.ProduceRequestFrame):
     return _route(ctx, header, request, _Attempt())
 
 
@@ -230,24 +240,24 @@ def _checked_against_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, seq
     return False
 
 
-def _forward(ctx: Context, request, routing: _Routing):
-    """Always acks=all upstream, always awaited (see _upstream_request): the drain then sees every write in flight."""
-    version = type(request).__version__
+def _forward(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing):
+    """Always acks=all upstream, always awaited (see UpstreamProduce): the drain then sees every write in flight."""
     order = [(t.name, [p.index for p in t.partition_data]) for t in request.topic_data]
-    calls = [Call(Broker(cluster, node), _upstream_request(request, parts), ordering_key=routing.producer_key)
+    timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
+    calls = [Call(Broker(cluster, node), UpstreamProduce.of(request.version, timeout_ms, parts),
+                  ordering_key=routing.producer_key)
              for (cluster, node), parts in routing.groups.items()]
     parts_per_call = list(routing.groups.values())
 
     def finish(results: list):
-        answers: dict[tuple[str, int], dict] = {k: {"error_code": code, "base_offset": -1, "error_message": msg}
-                                                for k, (code, msg) in routing.errors.items()}
+        answers = {k: rec.ProducePartitionAnswer(k[1], code, error_message=msg)
+                   for k, (code, msg) in routing.errors.items()}
         for parts, result in zip(parts_per_call, results, strict=True):
             answers.update(_translate(ctx, parts, result))
         if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
             return NO_RESPONSE
-        return build(response_schema(0, version), {"responses": [
-            {"name": name, "partition_responses": [{"index": p, **answers[(name, p)]} for p in parts]}
-            for name, parts in order]})
+        return ProduceAnswer(request.version, tuple(
+            ProduceTopicAnswer(name, tuple(answers[(name, p)] for p in parts)) for name, parts in order))
 
     if not calls:
         return finish([])
@@ -276,7 +286,7 @@ def _sequences(batch: rec.BatchHeader) -> tuple[int, int] | None:
     return batch.base_sequence, batch.base_sequence + batch.last_offset_delta + 1
 
 
-def _refusal(ctx: Context, request, topic, index: int) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
+def _refusal(ctx: Context, request: rec.ProduceRequestFrame, topic, index: int) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
     """(reason, (error, message)) when the proxy refuses the partition's batch; reason None: the client's error."""
     if request.transactional_id is not None:
         return "transactions", (ErrorCode.transactional_id_authorization_failed,
@@ -412,24 +422,66 @@ UPSTREAM_ACKS = -1
 # A broker keeps an acks=all write waiting for its followers up to the request's timeout; capped, so that
 # every produce is answered within the core's upstream wait (the controller's fencing bound counts on it).
 MAX_UPSTREAM_PRODUCE_TIMEOUT_MS = int(MAX_PRODUCE_WAIT_S * 1000)
-_MAX_UPSTREAM_TIMEOUT = i32Timedelta.parse(datetime.timedelta(milliseconds=MAX_UPSTREAM_PRODUCE_TIMEOUT_MS))
 
 
-def _upstream_request(request, parts: list[_Part]):
-    """The client's request narrowed to `parts`, in physical names: built from the decoded request's own
-    entity types (the same version), without `build()`'s per-field type work on the hottest path."""
-    topic_t = type(request.topic_data[0])
-    partition_t = type(next(pd for t in request.topic_data for pd in t.partition_data))  # parts come from one
-    by_topic: dict[str, list] = {}
-    for part in parts:  # plain ints and strings, as build() passes them: kio's phantom-type checks cost more here
-        by_topic.setdefault(part.seg.topic, []).append(partition_t(index=part.seg.partition, records=part.records))
-    timeout = min(request.timeout, _MAX_UPSTREAM_TIMEOUT)
-    return dataclasses.replace(request, transactional_id=None, acks=UPSTREAM_ACKS, timeout=timeout,
-                               topic_data=tuple(topic_t(name=n, partition_data=tuple(pd))
-                                                for n, pd in by_topic.items()))
+@dataclass(frozen=True, slots=True)
+class UpstreamProduce:
+    """The client's request narrowed to one broker's parts, in physical names, with acks=all and the capped
+    timeout: written by records.py around the record sets (by reference), not by kio. The core sends it as it
+    sends a kio request (`frame_parts`) and reads the broker's answer with kio's ProduceResponse of `version`."""
+
+    __api_key__: ClassVar[int] = 0
+    version: int
+    timeout_ms: int
+    topic_data: tuple[rec.ProduceTopicData, ...]
+
+    @property
+    def __version__(self) -> int:
+        return self.version
+
+    @classmethod
+    def of(cls, version: int, timeout_ms: int, parts: list[_Part]) -> UpstreamProduce:
+        by_topic: dict[str, list[rec.ProducePartitionData]] = {}
+        for part in parts:
+            by_topic.setdefault(part.seg.topic, []).append(rec.ProducePartitionData(part.seg.partition, part.records))
+        return cls(version, timeout_ms, tuple(rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()))
+
+    @property
+    def acks(self) -> int:
+        return UPSTREAM_ACKS
+
+    def frame_parts(self, correlation_id: int, client_id: str | None) -> list[bytes | bytearray | memoryview]:
+        return rec.produce_request_parts(self.version, correlation_id, client_id, UPSTREAM_ACKS, self.timeout_ms,
+                                         [(t.name, [(p.index, p.records) for p in t.partition_data])
+                                          for t in self.topic_data])
 
 
-def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int], dict]:
+@dataclass(frozen=True, slots=True)
+class ProduceTopicAnswer:
+    name: str
+    partition_responses: tuple[rec.ProducePartitionAnswer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceAnswer:
+    """The client's answer, written by records.py (`response_frame`); `count_errors` feeds the core's metrics."""
+
+    __api_key__: ClassVar[int] = 0
+    version: int
+    responses: tuple[ProduceTopicAnswer, ...]
+
+    def response_frame(self, correlation_id: int) -> bytes:
+        return rec.produce_response_frame(self.version, correlation_id,
+                                          [(t.name, t.partition_responses) for t in self.responses])
+
+    def count_errors(self, counts: dict) -> None:
+        for t in self.responses:
+            for p in t.partition_responses:
+                if p.error_code:
+                    counts[p.error_code] = counts.get(p.error_code, 0) + 1
+
+
+def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int], rec.ProducePartitionAnswer]:
     if isinstance(result, UpstreamError):
         ctx.physical.request_refresh(result.cluster)
         for p in parts:
@@ -438,40 +490,56 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
             log.debug("producer %s/%s %s/%s: sequence %s lost its answer: %s", *p.seq_key, p.first_seq, result.reason)
             if not p.confirmed:  # no broker state yet: only the client's resend can tell
                 ctx.producer_ids.note_refused(p.seq_key, p.first_seq)
-        return {(p.topic, p.partition): {"error_code": ErrorCode.request_timed_out, "base_offset": -1,
-                                         "error_message": result.reason} for p in parts}
+        return {(p.topic, p.partition): rec.ProducePartitionAnswer(p.partition, ErrorCode.request_timed_out,
+                                                                   error_message=result.reason) for p in parts}
     physical = {(t.name, pr.index): pr for t in result.responses for pr in t.partition_responses}
     out = {}
     for part in parts:
         pr = physical.get((part.seg.topic, part.seg.partition))
         if pr is None:
-            out[(part.topic, part.partition)] = {"error_code": ErrorCode.unknown_server_error, "base_offset": -1,
-                                                 "error_message": "cluster left the partition out of its answer"}
+            out[(part.topic, part.partition)] = rec.ProducePartitionAnswer(
+                part.partition, ErrorCode.unknown_server_error,
+                error_message="cluster left the partition out of its answer")
             continue
         if pr.error_code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
             ctx.physical.request_refresh(part.seg.cluster)
         if part.seq_key:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("producer %s/%s %s/%s: sequence %s answered %s at %s", *part.seq_key, part.first_seq,
-                          pr.error_code.name, pr.base_offset)
-            if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
-                ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
-                assert part.physical is not None  # a part with a seq_key is idempotent: it has its physical id
-                ctx.producer_ids.confirm(part.physical)
-            elif pr.error_code not in _MAYBE_WRITTEN or not part.confirmed:
-                ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
-                if pr.error_code == ErrorCode.out_of_order_sequence_number:
-                    log.info("producer %s/%s %s/%s: %s answered OUT_OF_ORDER_SEQUENCE_NUMBER for sequence %s",
-                             *part.seq_key, part.seg.cluster, part.first_seq)
-        out[(part.topic, part.partition)] = {
-            "error_code": pr.error_code,
-            "base_offset": part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
-            # fields absent from older versions are simply left out (build() drops what a version lacks)
-            "log_append_time": getattr(pr, "log_append_time", None),
-            "log_start_offset": _logical_start(part, getattr(pr, "log_start_offset", -1)),
-            "record_errors": getattr(pr, "record_errors", ()), "error_message": getattr(pr, "error_message", None),
-        }
+            _note_sequences(ctx, part, pr)
+        out[(part.topic, part.partition)] = _logical_answer(part, pr)
     return out
+
+
+def _note_sequences(ctx: Context, part: _Part, pr) -> None:
+    assert part.seq_key is not None
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("producer %s/%s %s/%s: sequence %s answered %s at %s", *part.seq_key, part.first_seq,
+                  pr.error_code.name, pr.base_offset)
+    if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
+        ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
+        assert part.physical is not None  # a part with a seq_key is idempotent: it has its physical id
+        ctx.producer_ids.confirm(part.physical)
+    elif pr.error_code not in _MAYBE_WRITTEN or not part.confirmed:
+        ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
+        if pr.error_code == ErrorCode.out_of_order_sequence_number:
+            log.info("producer %s/%s %s/%s: %s answered OUT_OF_ORDER_SEQUENCE_NUMBER for sequence %s",
+                     *part.seq_key, part.seg.cluster, part.first_seq)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MS = datetime.timedelta(milliseconds=1)
+
+
+def _logical_answer(part: _Part, pr) -> rec.ProducePartitionAnswer:
+    """The broker's answer for a part in logical offsets (fields an older version lacks keep their defaults)."""
+    append_time = getattr(pr, "log_append_time", None)  # kio: a datetime, None for -1 (CreateTime topics)
+    return rec.ProducePartitionAnswer(
+        part.partition, pr.error_code,
+        base_offset=part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
+        log_append_time_ms=-1 if append_time is None else (append_time - _EPOCH) // _MS,
+        log_start_offset=_logical_start(part, getattr(pr, "log_start_offset", -1)),
+        record_errors=tuple((e.batch_index, e.batch_index_error_message)
+                            for e in getattr(pr, "record_errors", ())),
+        error_message=getattr(pr, "error_message", None))
 
 
 # Broker errors after which the leader may hold the batch (acks=all replication timed out): not a gap once
