@@ -553,13 +553,13 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
     if version not in PRODUCE_VERSIONS:
         raise ValueError(f"Produce version {version} outside 3..12")
     flexible = version >= _FIRST_FLEXIBLE
-    small = bytearray(_REQUEST_PREFIX.pack(0, 0, version, correlation_id))
+    small = head = bytearray(_REQUEST_PREFIX.pack(0, 0, version, correlation_id))  # the size is filled in last
     small += _string_bytes(client_id, False)  # a legacy string in header v2 too
     small += b"\x00\x00" if flexible else _NULL_LEGACY_STRING  # (header tags,) null transactional_id
     small += _ACKS_TIMEOUT.pack(acks, timeout_ms)
     small += _varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     parts: list[Buffer] = [small]
-    size = 0  # of the records referenced
+    size = 0  # of the parts before `small`
     for name, partitions in topics:
         small += _string_bytes(name, flexible)
         small += _varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
@@ -572,10 +572,10 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
                 small += _INDEX_LENGTH.pack(index, length)
             if length > 0:
                 assert records is not None
+                size += len(small) + length
                 parts.append(records)
                 small = bytearray()
                 parts.append(small)
-                size += length
             if flexible:
                 small += _NO_TAGS
         if flexible:
@@ -584,8 +584,8 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
         small += _NO_TAGS
     if not small:
         parts.pop()
-    size += sum(len(p) for p in parts if isinstance(p, bytearray))
-    _I32.pack_into(parts[0], 0, size - 4)
+    size += len(small)
+    _I32.pack_into(head, 0, size - 4)
     return parts
 
 
