@@ -149,7 +149,9 @@ def test_a_response_frame_is_kio_s_byte_for_byte(version, correlation_id, topics
 
 
 def test_the_common_answer_is_kio_s_in_every_version():
-    topics = [("orders", [rec.ProducePartitionAnswer(0, 0, 41, -1, 0)]), ("ü", [rec.ProducePartitionAnswer(7, 6)])]
+    """The answer the proxy gives most (one partition, no record errors), error codes passed as kio's IntEnum."""
+    topics = [("orders", [rec.ProducePartitionAnswer(0, ErrorCode.none, 41, -1, 0)]),
+              ("ü", [rec.ProducePartitionAnswer(7, ErrorCode.not_leader_or_follower)])]
     for version in VERSIONS:
         assert rec.produce_response_frame(version, 9, topics) == codec.encode_response(kio_response(version, topics, 0),
                                                                                        9)
