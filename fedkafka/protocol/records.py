@@ -515,6 +515,7 @@ def _flexible_body(view: memoryview, pos: int, end: int) -> tuple[str | None, in
 
 
 def _flexible_partitions(view: memoryview, pos: int, end: int) -> tuple[tuple[ProducePartitionData, ...], int]:
+    """A v9..12 topic's partition_data at `pos`: (partitions, position after them)."""
     count = view[pos]
     if count < 0x80:
         pos += 1
