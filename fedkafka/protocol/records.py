@@ -10,6 +10,9 @@ The walks, checks and patches have a compiled twin, `fedkafka_speedups` (rust/fe
 Makefile's install step when cargo is present): used when it is importable, unless FEDKAFKA_PURE_PYTHON=1. The
 two give identical bytes and identical RecordsError messages (tests/protocol/test_records_twins.py); `use()`
 switches between them (tests run every records test against both).
+
+The Produce frame walks and writers at the end (`read_produce_request`, `produce_request_parts`,
+`produce_response_frame`) are Python only: no compiled twin yet.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
@@ -274,6 +277,393 @@ def gap_batches(first: int, end: int, leader_epoch: int) -> bytearray:
         _U32.pack_into(out, start + 17, crc)
         base += delta + 1
     return out
+
+
+# -- Produce frames ---------------------------------------------------------------------------------------------
+# Produce requests (v3..12) and responses read and written byte by byte, without kio entities: the produce path
+# runs once per request, and kio's generic walk of every small field cost a third of the proxy's CPU there.
+# Python only: no compiled twin yet (`use()` does not switch these). Every frame they read or write is the one
+# kio reads or writes (tests/protocol/test_produce_frames.py compares the two over random frames).
+#
+# Layouts. Request header v1 (v3..8) / v2 (v9..12): api_key int16, api_version int16, correlation_id int32,
+# client_id NULLABLE_STRING (int16 length even in v2), then in v2 tagged fields. Body: transactional_id nullable
+# string, acks int16, timeout_ms int32, topic_data[name string, partition_data[index int32, records nullable
+# bytes]]. Response header v0 / v1: correlation_id int32 (v1: tagged fields). Body: responses[name,
+# partition_responses[index int32, error_code int16, base_offset int64, log_append_time_ms int64,
+# log_start_offset int64 (v5+), record_errors[batch_index int32, message nullable string] (v8+), error_message
+# nullable string (v8+)]], throttle_time_ms int32. v9+ are flexible: strings, bytes and arrays carry an unsigned
+# varint length + 1 (0: null), and every struct ends with a tagged-fields section.
+
+PRODUCE_VERSIONS = range(3, 13)
+_FIRST_FLEXIBLE = 9
+_REQUEST_HEAD = struct.Struct(">hhih")  # api_key, api_version, correlation_id, client_id length
+_REQUEST_PREFIX = struct.Struct(">ihhi")  # size, api_key, api_version, correlation_id
+_ACKS_TIMEOUT = struct.Struct(">hi")
+_ACKS_TIMEOUT_COUNT = struct.Struct(">hii")  # v3..8: acks, timeout_ms, topic count
+_INDEX_LENGTH = struct.Struct(">ii")  # v3..8: partition index, records length
+_SIZE_CORRELATION = struct.Struct(">ii")  # a response's size prefix and correlation_id
+_I16 = struct.Struct(">h")
+_NULL_LEGACY_STRING = b"\xff\xff"
+_NO_TAGS = b"\x00"
+_ONE_BYTE_VARINT = [bytes((n,)) for n in range(0x80)]
+_TRUNCATED = (struct.error, IndexError)  # a fixed-size field or a varint byte past the end of the frame
+
+
+class MalformedFrame(RecordsError):
+    """A Produce frame that does not parse (the dispatcher closes the connection, as for any undecodable request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProducePartitionData:
+    index: int
+    records: memoryview | None  # a slice of the frame: never copied
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceTopicData:
+    name: str
+    partition_data: tuple[ProducePartitionData, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceRequestFrame:
+    version: int  # 3..12
+    correlation_id: int
+    client_id: str | None
+    transactional_id: str | None
+    acks: int
+    timeout_ms: int
+    topic_data: tuple[ProduceTopicData, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProducePartitionAnswer:
+    index: int
+    error_code: int
+    base_offset: int = -1
+    log_append_time_ms: int = -1
+    log_start_offset: int = -1
+    record_errors: tuple[tuple[int, str | None], ...] = ()  # (batch_index, batch_index_error_message)
+    error_message: str | None = None
+
+
+Buffer = bytes | bytearray | memoryview
+
+
+def read_produce_request(frame: Buffer) -> ProduceRequestFrame:
+    """The Produce request in `frame` (the request after its 4-byte size prefix: header and body), read as kio
+    reads it: unknown tagged fields are skipped, bytes after the last field ignored, and each partition's records
+    are a memoryview into `frame`. MalformedFrame for anything that does not parse; no allocation is sized from
+    a declared length (an array's count is checked against the bytes left before its first element is read)."""
+    view = memoryview(frame)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    end = len(view)
+    if end < _REQUEST_HEAD.size:
+        raise MalformedFrame(f"a Produce request of {end} bytes is shorter than its header")
+    api_key, version, correlation_id, length = _REQUEST_HEAD.unpack_from(view, 0)
+    if api_key != 0:
+        raise MalformedFrame(f"api_key {api_key} is not Produce (0)")
+    if version not in PRODUCE_VERSIONS:
+        raise MalformedFrame(f"Produce version {version} outside 3..12")
+    try:
+        client_id, pos = _legacy_string(view, _REQUEST_HEAD.size, length, end, "client_id")
+        if version < _FIRST_FLEXIBLE:
+            transactional_id, acks, timeout_ms, topics = _legacy_body(view, pos, end)
+        else:
+            pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)  # the header's
+            transactional_id, acks, timeout_ms, topics = _flexible_body(view, pos, end)
+    except _TRUNCATED:
+        raise MalformedFrame(f"Produce v{version} request truncated: a field runs past its end ({end} bytes)") from None
+    except UnicodeDecodeError as e:
+        raise MalformedFrame(f"Produce v{version} request: a string that is not UTF-8 ({e.reason})") from None
+    return ProduceRequestFrame(version, correlation_id, client_id, transactional_id, acks, timeout_ms, topics)
+
+
+def _legacy_string(view: memoryview, pos: int, length: int, end: int, what: str) -> tuple[str | None, int]:
+    """A NULLABLE_STRING whose int16 `length` was read just before `pos`: (value, position after it)."""
+    if length < 0:
+        if length == -1:
+            return None, pos
+        raise MalformedFrame(f"negative length {length} of {what} at byte {pos - 2}")
+    stop = pos + length
+    if stop > end:
+        raise MalformedFrame(f"{what} of {length} bytes at byte {pos}, only {end - pos} left")
+    return str(view[pos:stop], "utf-8"), stop
+
+
+def _compact_string(view: memoryview, pos: int, end: int, what: str) -> tuple[str | None, int]:
+    """A COMPACT_NULLABLE_STRING at `pos`: (value, position after it)."""
+    length = view[pos]
+    if length < 0x80:
+        pos += 1
+    else:
+        length, pos = _uvarint(view, pos, end)
+    if length == 0:
+        return None, pos
+    stop = pos + length - 1
+    if stop > end:
+        raise MalformedFrame(f"{what} of {length - 1} bytes at byte {pos}, only {end - pos} left")
+    return str(view[pos:stop], "utf-8"), stop
+
+
+def _uvarint(view: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it) of an unsigned varint of at most 5 bytes, as Kafka and kio read them.
+    Unrolled: a 64 KiB records length takes 3 bytes, and a loop costs several times as much."""
+    try:
+        byte = view[pos]
+        value = byte & 0x7F
+        if byte < 0x80:
+            return value, pos + 1
+        byte = view[pos + 1]
+        value |= (byte & 0x7F) << 7
+        if byte < 0x80:
+            return value, pos + 2
+        byte = view[pos + 2]
+        value |= (byte & 0x7F) << 14
+        if byte < 0x80:
+            return value, pos + 3
+        byte = view[pos + 3]
+        value |= (byte & 0x7F) << 21
+        if byte < 0x80:
+            return value, pos + 4
+        byte = view[pos + 4]
+        if byte < 0x80:
+            return value | byte << 28, pos + 5
+    except IndexError:  # `end` is the view's length
+        raise MalformedFrame(f"a varint cut by the end of the frame at byte {pos}") from None
+    raise MalformedFrame(f"a varint longer than 5 bytes at byte {pos}")
+
+
+def _skip_tags(view: memoryview, pos: int, end: int) -> int:
+    """The position after a tagged-fields section: no tag of Produce's request is known, so all are skipped by
+    their size, as Kafka's readers skip unknown tags (KIP-482)."""
+    count, pos = _uvarint(view, pos, end)
+    if count * 2 > end - pos:  # each field takes at least a tag and a size byte
+        raise MalformedFrame(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
+    for _ in range(count):
+        tag, pos = _uvarint(view, pos, end)
+        size, pos = _uvarint(view, pos, end)
+        if size > end - pos:
+            raise MalformedFrame(f"tagged field {tag} of {size} bytes at byte {pos}, only {end - pos} left")
+        pos += size
+    return pos
+
+
+def _bad_count(count: int, min_size: int, pos: int, end: int, what: str) -> MalformedFrame:
+    """The error for an array count that is null or more than the bytes left can hold (callers check inline)."""
+    if count < 0:
+        return MalformedFrame(f"null {what} array at byte {pos}")
+    return MalformedFrame(f"{count} {what} at byte {pos}, only {end - pos} bytes left (at least {min_size} each)")
+
+
+def _legacy_body(view: memoryview, pos: int, end: int) -> tuple[str | None, int, int, tuple[ProduceTopicData, ...]]:
+    """transactional_id, acks, timeout_ms and topic_data of a v3..8 body at `pos`."""
+    (length,) = _I16.unpack_from(view, pos)
+    transactional_id, pos = _legacy_string(view, pos + 2, length, end, "transactional_id")
+    acks, timeout_ms, count = _ACKS_TIMEOUT_COUNT.unpack_from(view, pos)
+    pos += _ACKS_TIMEOUT_COUNT.size
+    if count < 0 or count * 6 > end - pos:  # a topic: name length, partition count
+        raise _bad_count(count, 6, pos, end, "topics")
+    topics = []
+    for _ in range(count):
+        (length,) = _I16.unpack_from(view, pos)
+        if length == -1:
+            raise MalformedFrame(f"null topic name at byte {pos}")
+        name, pos = _legacy_string(view, pos + 2, length, end, "topic name")
+        assert name is not None  # -1 refused above, other negatives by _legacy_string
+        (partitions_count,) = _I32.unpack_from(view, pos)
+        pos += 4
+        if partitions_count < 0 or partitions_count * 8 > end - pos:  # index, records length
+            raise _bad_count(partitions_count, 8, pos, end, "partitions")
+        partitions = []
+        for _ in range(partitions_count):
+            index, length = _INDEX_LENGTH.unpack_from(view, pos)
+            pos += 8
+            if length < 0:
+                if length != -1:
+                    raise MalformedFrame(f"negative records length {length} at byte {pos - 4}")
+                partitions.append(ProducePartitionData(index, None))
+                continue
+            if length > end - pos:
+                raise MalformedFrame(f"records of {length} bytes at byte {pos}, only {end - pos} left")
+            partitions.append(ProducePartitionData(index, view[pos:pos + length]))
+            pos += length
+        topics.append(ProduceTopicData(name, tuple(partitions)))
+    return transactional_id, acks, timeout_ms, tuple(topics)
+
+
+def _flexible_body(view: memoryview, pos: int, end: int) -> tuple[str | None, int, int, tuple[ProduceTopicData, ...]]:
+    """transactional_id, acks, timeout_ms and topic_data of a v9..12 body at `pos` (its tagged fields skipped)."""
+    transactional_id, pos = _compact_string(view, pos, end, "transactional_id")
+    acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(view, pos)
+    count, pos = _uvarint(view, pos + _ACKS_TIMEOUT.size, end)
+    count -= 1
+    if count < 0 or count * 3 > end - pos:  # a topic: name length, partition count, tags
+        raise _bad_count(count, 3, pos, end, "topics")
+    topics = []
+    for _ in range(count):
+        at = pos
+        name, pos = _compact_string(view, pos, end, "topic name")
+        if name is None:
+            raise MalformedFrame(f"null topic name at byte {at}")
+        partitions, pos = _flexible_partitions(view, pos, end)
+        pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
+        topics.append(ProduceTopicData(name, partitions))
+    pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
+    return transactional_id, acks, timeout_ms, tuple(topics)
+
+
+def _flexible_partitions(view: memoryview, pos: int, end: int) -> tuple[tuple[ProducePartitionData, ...], int]:
+    """A v9..12 topic's partition_data at `pos`: (partitions, position after them)."""
+    count = view[pos]
+    if count < 0x80:
+        pos += 1
+    else:
+        count, pos = _uvarint(view, pos, end)
+    count -= 1
+    if count < 0 or count * 6 > end - pos:  # index, records length, tags
+        raise _bad_count(count, 6, pos, end, "partitions")
+    partitions = []
+    for _ in range(count):
+        (index,) = _I32.unpack_from(view, pos)
+        length = view[pos + 4]
+        if length < 0x80:
+            pos += 5
+        else:
+            length, pos = _uvarint(view, pos + 4, end)
+        if length == 0:
+            records = None
+        elif length - 1 > end - pos:
+            raise MalformedFrame(f"records of {length - 1} bytes at byte {pos}, only {end - pos} left")
+        else:
+            records = view[pos:pos + length - 1]
+            pos += length - 1
+        pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
+        partitions.append(ProducePartitionData(index, records))
+    return tuple(partitions), pos
+
+
+def _varint_bytes(value: int) -> bytes:
+    """An unsigned varint (value < 2^35)."""
+    if value < 0x80:
+        return _ONE_BYTE_VARINT[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string_bytes(value: str | None, flexible: bool) -> bytes:
+    """A (nullable) string as written in a v3..8 (int16 length) or a flexible (compact) Produce frame."""
+    if value is None:
+        return b"\x00" if flexible else _NULL_LEGACY_STRING
+    data = value.encode()
+    return (_varint_bytes(len(data) + 1) if flexible else _I16.pack(len(data))) + data
+
+
+def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
+                          topics: Sequence[tuple[str, Sequence[tuple[int, Buffer | None]]]]) -> list[Buffer]:
+    """The whole size-prefixed Produce request (transactional_id null, no tagged fields) as pieces for
+    `transport.writelines`: the small fields gathered into as few buffers as possible, each records buffer
+    (bytes-like, one byte per item) passed by reference, never copied. Joined, exactly what
+    `codec.encode_request` writes for the kio ProduceRequest of the same fields."""
+    if version not in PRODUCE_VERSIONS:
+        raise ValueError(f"Produce version {version} outside 3..12")
+    flexible = version >= _FIRST_FLEXIBLE
+    small = head = bytearray(_REQUEST_PREFIX.pack(0, 0, version, correlation_id))  # the size is filled in last
+    small += _string_bytes(client_id, False)  # a legacy string in header v2 too
+    small += b"\x00\x00" if flexible else _NULL_LEGACY_STRING  # (header tags,) null transactional_id
+    small += _ACKS_TIMEOUT.pack(acks, timeout_ms)
+    small += _varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
+    parts: list[Buffer] = [small]
+    size = 0  # of the parts before `small`
+    for name, partitions in topics:
+        small += _string_bytes(name, flexible)
+        small += _varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
+        for index, records in partitions:
+            length = -1 if records is None else len(records)
+            if flexible:
+                small += _I32.pack(index)
+                small += _varint_bytes(length + 1)
+            else:
+                small += _INDEX_LENGTH.pack(index, length)
+            if length > 0:
+                assert records is not None
+                size += len(small) + length
+                parts.append(records)
+                small = bytearray()
+                parts.append(small)
+            if flexible:
+                small += _NO_TAGS
+        if flexible:
+            small += _NO_TAGS
+    if flexible:
+        small += _NO_TAGS
+    if not small:
+        parts.pop()
+    size += len(small)
+    _I32.pack_into(head, 0, size - 4)
+    return parts
+
+
+_ANSWER_V3 = struct.Struct(">ihqq")  # index, error_code, base_offset, log_append_time_ms
+_ANSWER_V5 = struct.Struct(">ihqqq")  # + log_start_offset
+# what follows log_start_offset in an answer without record errors or message: an empty array and a null string
+_PLAIN_TAIL = {False: _I32.pack(0) + _NULL_LEGACY_STRING, True: b"\x01\x00" + _NO_TAGS}
+
+
+def produce_response_frame(version: int, correlation_id: int,
+                           topics: Sequence[tuple[str, Sequence[ProducePartitionAnswer]]],
+                           throttle_time_ms: int = 0) -> bytes:
+    """The whole size-prefixed ProduceResponse frame: byte for byte what `codec.encode_response` writes for the
+    kio ProduceResponse of that version with the same values (fields a version lacks left out, no tagged
+    fields)."""
+    if version not in PRODUCE_VERSIONS:
+        raise ValueError(f"Produce version {version} outside 3..12")
+    flexible = version >= _FIRST_FLEXIBLE
+    out = bytearray(_SIZE_CORRELATION.pack(0, correlation_id))  # the size is filled in at the end
+    if flexible:
+        out += _NO_TAGS  # response header v1
+    out += _varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
+    for name, answers in topics:
+        out += _string_bytes(name, flexible)
+        out += _varint_bytes(len(answers) + 1) if flexible else _I32.pack(len(answers))
+        for a in answers:
+            if version < 5:
+                out += _ANSWER_V3.pack(a.index, a.error_code, a.base_offset, a.log_append_time_ms)
+                continue
+            out += _ANSWER_V5.pack(a.index, a.error_code, a.base_offset, a.log_append_time_ms, a.log_start_offset)
+            if version < 8:
+                continue
+            if a.record_errors or a.error_message is not None:
+                out += _answer_errors(a, flexible)
+            else:
+                out += _PLAIN_TAIL[flexible]
+        if flexible:
+            out += _NO_TAGS
+    out += _I32.pack(throttle_time_ms)
+    if flexible:
+        out += _NO_TAGS
+    _I32.pack_into(out, 0, len(out) - 4)
+    return bytes(out)
+
+
+def _answer_errors(answer: ProducePartitionAnswer, flexible: bool) -> bytes:
+    """record_errors and error_message of a v8+ answer (and its tagged fields when flexible)."""
+    errors = answer.record_errors
+    out = bytearray(_varint_bytes(len(errors) + 1) if flexible else _I32.pack(len(errors)))
+    for batch_index, message in errors:
+        out += _I32.pack(batch_index)
+        out += _string_bytes(message, flexible)
+        if flexible:
+            out += _NO_TAGS
+    out += _string_bytes(answer.error_message, flexible)
+    if flexible:
+        out += _NO_TAGS
+    return bytes(out)
 
 
 if os.environ.get("FEDKAFKA_PURE_PYTHON") != "1":
