@@ -16,6 +16,13 @@ Authorization (docs/DESIGN.md §11): a module that checks what the principal may
 asks `plan.authorized(ctx, operation, resource_type, name)` before building any upstream call. With
 authorization on, the core serves a module without it to super users only (deny by default).
 
+Optional: `def read_request(frame: bytes) -> request`: the module reads its own request frames (after the size
+prefix) instead of kio, raising `codec.DecodeError` for a malformed one; the object it returns is passed as both
+`header` and `request` (Produce: records.py's frame walk, the record sets left in the frame). Its `Call.request`s
+and its answer may then be objects that write their own frames (`frame_parts(correlation_id, client_id)`,
+`response_frame(correlation_id)`, with `__api_key__`/`__version__`), and an answer with `count_errors(counts)`
+feeds the error metrics.
+
 Optional: `def cache_key(ctx, request) -> Hashable | None`. When a module's answer depends only on the view,
 this proxy's identity and that key, the core reuses the encoded answer for the same view and key (Metadata:
 a flood of all-topics requests then costs a dictionary lookup and a copy instead of a rebuild).
