@@ -121,7 +121,7 @@ class ClientConnection:
         Bytes are taken from the budgets as they arrive, a chunk at a time, not all at once after the size
         prefix: a client announcing 16 MiB and sending one byte a second holds one chunk, not 16 MiB."""
         what = f"frame of {size} bytes"
-        if size <= READ_CHUNK_BYTES:
+        if size <= READ_CHUNK_BYTES or self._here_and_free(size):
             waited = await self._hold(size)
             try:
                 return await self._within(self.reader.readexactly(size), started + waited, what, size)
@@ -135,8 +135,8 @@ class ClientConnection:
                 want = min(size - len(body), READ_CHUNK_BYTES)
                 waited += await self._hold(want)
                 chunk = b""
-                try:
-                    chunk = await self._within(self.reader.read(want), started + waited, what)
+                try:  # (read() returns at once when a byte is buffered: no clock then)
+                    chunk = await self._within(self.reader.read(want), started + waited, what, 1)
                 finally:
                     self._unhold(want - len(chunk))
                 if not chunk:
@@ -146,6 +146,12 @@ class ClientConnection:
             self._unhold(len(body))
             raise
         return bytes(body)
+
+    def _here_and_free(self, size: int) -> bool:
+        """Whether a frame's bytes all arrived already and both budgets have room for them now: then they are
+        taken in one piece (a chunk at a time, a 64 KiB produce batch just over READ_CHUNK_BYTES cost two holds,
+        two frame clocks and two more copies)."""
+        return self._buffered() >= size and self.held.free_now(size) and self.budget.free_now(size)
 
     async def _first_byte(self) -> bytes | None:
         """Wait for the next frame to start; the idle clock runs only while nothing is in flight."""
@@ -204,30 +210,59 @@ class ClientConnection:
     # -- writing -------------------------------------------------------------------------------
     async def _write_loop(self) -> None:
         broken = False
-        while True:
-            item = await self._responses.get()
-            if item is None:
-                return
+        item = await self._responses.get()
+        while item is not None:  # None: the reader ended
+            batch, item = await self._ready_batch(item)
             try:
-                broken = await self._answer(item.pending, broken)
+                broken = await self._answer(batch, broken)
             finally:
-                self._unhold(item.done())
-                self._in_flight -= 1
+                for done in batch:
+                    self._unhold(done.done())
+                    self._in_flight -= 1
+                    self._requests.release()
                 self._last_active = self._loop.time()
-                self._requests.release()
+            if item is _QUEUE_EMPTY:
+                item = await self._responses.get()
 
-    async def _answer(self, pending: asyncio.Future, broken: bool) -> bool:
-        """Write one answer; returns whether the connection is broken (then later answers are dropped)."""
-        try:
-            frame = await pending
-        except Exception:
-            log.exception("request from %s failed; closing", self.peer)
+    async def _ready_batch(self, first: _InFlight) -> tuple[list[_InFlight], _InFlight | object | None]:
+        """`first` once its answer exists, with the queued requests behind it whose answers exist too (their
+        upstream answers came in one read): written with one send instead of one each. Returns the batch and the
+        item taken from the queue after it (a request not answered yet, None: the reader ended, or
+        `_QUEUE_EMPTY`)."""
+        with contextlib.suppress(Exception):  # a failed answer is _answer's to report
+            await first.pending
+        batch = [first]
+        while not self._responses.empty():
+            following = self._responses.get_nowait()
+            if following is None or not following.pending.done():
+                return batch, following
+            batch.append(following)
+        return batch, _QUEUE_EMPTY
+
+    async def _answer(self, batch: list[_InFlight], broken: bool) -> bool:
+        """Write the batch's answers (in order, with one send); returns whether the connection is broken (then
+        later answers are dropped)."""
+        frames: list[bytes | codec.Chunks] = []
+        failed = False
+        for item in batch:
+            if (error := item.pending.exception()) is not None:
+                log.error("request from %s failed; closing", self.peer, exc_info=error)
+                failed = True
+                break
+            frame = item.pending.result()
+            if frame is not None:
+                frames.append(frame)
+        if frames and not broken:
+            broken = await self._send(frames)
+        if failed:
             self.stop_reading()
             return True
-        if frame is None or broken:
-            return broken
+        return broken
+
+    async def _send(self, frames: list[bytes | codec.Chunks]) -> bool:
+        """Write answer frames; returns whether the connection broke."""
         try:
-            self._write(frame)
+            self._write(frames)
             if self.writer.transport.get_write_buffer_size():  # else written already: no clock, no wait
                 async with asyncio.timeout(self.limits.frame_timeout_s):
                     await self.writer.drain()
@@ -236,19 +271,28 @@ class ClientConnection:
             return True
         except TimeoutError:
             log.warning("closing client %s: it did not take a %d-byte answer within %g s (--frame-timeout)",
-                        self.peer, len(frame), self.limits.frame_timeout_s)
+                        self.peer, sum(map(len, frames)), self.limits.frame_timeout_s)
             self.writer.transport.abort()
             self.stop_reading()
             return True
         return False
 
-    def _write(self, frame: bytes | codec.Chunks) -> None:
+    def _write(self, frames: list[bytes | codec.Chunks]) -> None:
         if self.writer.transport.is_closing():  # the client went away: drain() would say so, write() would not
             raise ConnectionResetError("client connection closed")
-        if isinstance(frame, codec.Chunks):
-            self.writer.writelines(frame.parts)  # one writev, the record sets never copied into one frame
-        else:
-            self.writer.write(frame)
+        if len(frames) == 1 and not isinstance(frames[0], codec.Chunks):
+            self.writer.write(frames[0])
+            return
+        parts: list = []  # one writev: the record sets never copied into one frame, the frames not joined
+        for frame in frames:
+            if isinstance(frame, codec.Chunks):
+                parts += frame.parts
+            else:
+                parts.append(frame)
+        self.writer.writelines(parts)
+
+
+_QUEUE_EMPTY = object()  # the write loop took nothing from the queue after a batch
 
 
 class _InFlight:
