@@ -27,18 +27,26 @@ READ_CHUNK_BYTES = 64 * 1024  # a larger frame's bytes are taken from the budget
 
 
 class FrameReader(asyncio.StreamReader):
-    """asyncio's StreamReader, less one copy of each frame: Python 3.11's readexactly copies the bytes out of its
-    buffer twice (a bytearray slice, then bytes of it); this copies them once, through a memoryview, when the
-    buffer holds more than the frame (all of it and nothing more: the base class' own single copy)."""
+    """asyncio's StreamReader, less one copy of each frame: Python 3.11's `readexactly` and `read` copy the bytes
+    out of its buffer twice (a bytearray slice, then bytes of it); these copy them once, through a memoryview,
+    when the buffer has what they return (else, or when they return all of it, the base class does)."""
 
     async def readexactly(self, n: int) -> bytes:
-        buffer = self._buffer  # type: ignore[attr-defined]
-        if 0 < n < len(buffer) and self._exception is None:  # type: ignore[attr-defined]
-            data = bytes(memoryview(buffer)[:n])  # the views are gone once bytes() returns: del may resize
-            del buffer[:n]
-            self._maybe_resume_transport()  # type: ignore[attr-defined]
-            return data
+        if 0 < n < len(self._buffer) and self._exception is None:  # type: ignore[attr-defined]
+            return self._take(n)
         return await super().readexactly(n)
+
+    async def read(self, n: int = -1) -> bytes:
+        if 0 < n < len(self._buffer) and self._exception is None:  # type: ignore[attr-defined]
+            return self._take(n)
+        return await super().read(n)
+
+    def _take(self, n: int) -> bytes:
+        buffer = self._buffer  # type: ignore[attr-defined]
+        data = bytes(memoryview(buffer)[:n])  # the views are gone once bytes() returns: del may resize
+        del buffer[:n]
+        self._maybe_resume_transport()  # type: ignore[attr-defined]
+        return data
 
 
 async def start_server(on_client, host: str | None = None, port: int | None = None, *, limit: int,
@@ -154,11 +162,12 @@ class ClientConnection:
             except BaseException:
                 self._unhold(size)
                 raise
-        body = bytearray()
+        chunks: list[bytes] = []  # joined once at the end (a growing bytearray copied each byte twice)
+        got = 0
         waited = 0.0
         try:
-            while len(body) < size:
-                want = min(size - len(body), READ_CHUNK_BYTES)
+            while got < size:
+                want = min(size - got, READ_CHUNK_BYTES)
                 waited += await self._hold(want)
                 chunk = b""
                 try:  # (read() returns at once when a byte is buffered: no clock then)
@@ -166,12 +175,13 @@ class ClientConnection:
                 finally:
                     self._unhold(want - len(chunk))
                 if not chunk:
-                    raise FrameError(f"truncated {what} ({len(body)} bytes)")
-                body += chunk
+                    raise FrameError(f"truncated {what} ({got} bytes)")
+                chunks.append(chunk)
+                got += len(chunk)
         except BaseException:
-            self._unhold(len(body))
+            self._unhold(got)
             raise
-        return bytes(body)
+        return b"".join(chunks)
 
     def _here_and_free(self, size: int) -> bool:
         """Whether a frame's bytes all arrived already and both budgets have room for them now: then they are
