@@ -185,8 +185,7 @@ class ClientConnection:
 
     def _here_and_free(self, size: int) -> bool:
         """Whether a frame's bytes all arrived already and both budgets have room for them now: then they are
-        taken in one piece (a chunk at a time, a 64 KiB produce batch just over READ_CHUNK_BYTES cost two holds,
-        two frame clocks and two more copies)."""
+        taken in one piece, with one hold and one copy, instead of chunk by chunk."""
         return self._buffered() >= size and self.held.free_now(size) and self.budget.free_now(size)
 
     async def _first_byte(self) -> bytes | None:
