@@ -1,6 +1,7 @@
 """Limits against hostile clients, over real sockets to an in-process proxy (no Kafka needed): connection caps,
-frame and idle deadlines, backpressure on request slots and bytes, the answer-write deadline, the Fetch
-max_wait clamp, client-chosen timeouts, and the cap on dedicated upstream connections.
+frame and idle deadlines, backpressure on request slots and bytes, answers ready together written in order
+with one send, the answer-write deadline, the Fetch max_wait clamp, client-chosen timeouts, and the cap on
+dedicated upstream connections.
 
 No test depends on how fast the machine is: deadlines are short, and the guards around reads are only there
 so a regression fails instead of hanging."""
@@ -166,12 +167,14 @@ class _HeldDispatcher:
 
     def __init__(self):
         self.started: list[int] = []
+        self.frames: dict[int, bytes] = {}
         self.answers: dict[int, asyncio.Future] = {}
         self.answer_bytes = 0
 
     async def start(self, frame: bytes, slot: int, session=None):
         _key, _version, corr = codec.peek_header(frame)
         self.started.append(corr)
+        self.frames[corr] = frame
         fut = asyncio.get_running_loop().create_future()
         self.answers[corr] = fut
         return fut
@@ -329,6 +332,129 @@ def test_a_client_that_never_reads_its_answers_is_cut_and_its_bytes_come_back():
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_large_frame_that_arrived_whole_is_read_in_one_piece_and_held_until_answered():
+    """A frame over one chunk (64 KiB) whose bytes are all buffered is taken in one hold: the same bytes reach
+    the dispatcher, and the budgets hold them until the answer is written."""
+    async def scenario():
+        d = _HeldDispatcher()
+        limits = Limits(max_inflight_requests=1)
+        budget = ByteBudget(limits.max_buffered_bytes)
+        server, port, conns = await _serve_with(d, limits, budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        large = frame_of(2, 100 * 1024)
+        large = large[:16] + bytes(range(256)) * 400  # not all zeros: a misplaced byte would show
+        large = struct.pack(">i", len(large) - 4) + large[4:]
+        w.write(frame_of(1, 64) + large)
+        await _settle()
+        assert d.started == [1]  # the only request slot is taken: the large frame waits in the reader's buffer
+        assert conns[0]._buffered() == len(large)
+        d.answer(1)
+        await _settle()
+        assert d.started == [1, 2] and d.frames[2] == large[4:]
+        assert conns[0].held.used == budget.used == len(large) - 4
+        d.answer(2)
+        async with asyncio.timeout(GUARD_S):
+            got = [struct.unpack(">ii", await r.readexactly(8))[1] for _ in range(2)]
+        assert got == [1, 2]
+        await _settle()
+        assert budget.used == conns[0].held.used == 0
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def _answers_written(conn: ClientConnection) -> list[int]:
+    """Spies on the connection's writer: how many answer frames each write to the client carried."""
+    counts: list[int] = []
+    write, writelines = conn.writer.write, conn.writer.writelines
+
+    def frames_in(data: bytes) -> int:
+        n = at = 0
+        while at < len(data):
+            at += 4 + struct.unpack_from(">i", data, at)[0]
+            n += 1
+        return n
+
+    def one(data):
+        counts.append(frames_in(bytes(data)))
+        write(data)
+
+    def several(parts):
+        parts = list(parts)
+        counts.append(frames_in(b"".join(parts)))
+        writelines(parts)
+
+    conn.writer.write, conn.writer.writelines = one, several  # type: ignore[method-assign]
+    return counts
+
+
+def test_answers_ready_together_go_out_in_one_write_in_request_order_with_their_correlation_ids():
+    """Answers finished out of order in one loop step (their upstream answers came in one read) are written in
+    the clients' order with one writelines: a plain frame, a frame of chunks (record sets by reference) and a
+    request without an answer (acks=0) among them."""
+    async def scenario():
+        d = _HeldDispatcher()
+        limits = Limits()
+        budget = ByteBudget(limits.max_buffered_bytes)
+        server, port, conns = await _serve_with(d, limits, budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(frame_of(c, 32) for c in range(1, 7)))
+        await _settle()
+        assert d.started == [1, 2, 3, 4, 5, 6]
+        written = _answers_written(conns[0])
+        d.answer(1)
+        await _settle()
+        d.answer(5)  # 2 to 5 become ready in one step, last first
+        d.answers[4].set_result(None)  # no answer: acks=0
+        body = bytes(range(200)) * 100
+        d.answers[3].set_result(codec.Chunks([struct.pack(">ii", 4 + len(body), 3), body], 8 + len(body)))
+        d.answer(2, 40)
+        await _settle()
+        d.answer(6)
+        async with asyncio.timeout(GUARD_S):
+            got = []
+            for _ in range(5):
+                size, corr = struct.unpack(">ii", await r.readexactly(8))
+                rest = await r.readexactly(size - 4)
+                got.append((corr, len(rest)))
+                if corr == 3:
+                    assert rest == body
+        assert got == [(1, 0), (2, 32), (3, len(body)), (5, 0), (6, 0)]
+        assert written == [1, 3, 1]  # 2, 3 and 5 in one write
+        await _settle()
+        assert budget.used == conns[0].held.used == 0 and conns[0].in_flight == 0
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_answer_among_ready_ones_closes_the_connection_after_the_answers_before_it(caplog):
+    """As when each answer was written alone: those before the failed one go out, those after it never do."""
+    async def scenario():
+        d = _HeldDispatcher()
+        limits = Limits()
+        budget = ByteBudget(limits.max_buffered_bytes)
+        server, port, conns = await _serve_with(d, limits, budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(frame_of(c, 32) for c in range(1, 5)))
+        await _settle()
+        d.answer(4)
+        d.answers[3].set_exception(RuntimeError("a handler bug"))
+        d.answer(2)
+        d.answer(1)
+        async with asyncio.timeout(GUARD_S):
+            got = [struct.unpack(">ii", await r.readexactly(8))[1] for _ in range(2)]
+        assert got == [1, 2]
+        assert await closed_by_peer(r)  # 4 is never written
+        await _settle()
+        assert budget.used == 0 and conns[0].in_flight == 0
+        server.close()
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(scenario())
+    assert "request from" in caplog.text and "a handler bug" in caplog.text
 
 
 def test_the_default_frame_cap_is_16_mib_and_a_larger_frame_closes_the_connection(tmp_path):

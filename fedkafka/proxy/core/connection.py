@@ -26,6 +26,40 @@ _slots = itertools.count()
 READ_CHUNK_BYTES = 64 * 1024  # a larger frame's bytes are taken from the budgets this much at a time
 
 
+class FrameReader(asyncio.StreamReader):
+    """asyncio's StreamReader, less one copy of each frame: Python 3.11's `readexactly` and `read` copy the bytes
+    out of its buffer twice (a bytearray slice, then bytes of it); these copy them once, through a memoryview,
+    when the buffer has what they return (else, or when they return all of it, the base class does)."""
+
+    async def readexactly(self, n: int) -> bytes:
+        if 0 < n < len(self._buffer) and self._exception is None:  # type: ignore[attr-defined]
+            return self._take(n)
+        return await super().readexactly(n)
+
+    async def read(self, n: int = -1) -> bytes:
+        if 0 < n < len(self._buffer) and self._exception is None:  # type: ignore[attr-defined]
+            return self._take(n)
+        return await super().read(n)
+
+    def _take(self, n: int) -> bytes:
+        buffer = self._buffer  # type: ignore[attr-defined]
+        data = bytes(memoryview(buffer)[:n])  # the views are gone once bytes() returns: del may resize
+        del buffer[:n]
+        self._maybe_resume_transport()  # type: ignore[attr-defined]
+        return data
+
+
+async def start_server(on_client, host: str | None = None, port: int | None = None, *, limit: int,
+                       **kwargs) -> asyncio.Server:
+    """`asyncio.start_server` with a FrameReader for each connection."""
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> asyncio.StreamReaderProtocol:
+        return asyncio.StreamReaderProtocol(FrameReader(limit=limit, loop=loop), on_client, loop=loop)
+
+    return await loop.create_server(protocol, host, port, **kwargs)
+
+
 class FrameTimeout(FrameError):
     """A frame (or an answer to the client) did not pass within the frame timeout: a slow or stalled peer."""
 
@@ -121,31 +155,38 @@ class ClientConnection:
         Bytes are taken from the budgets as they arrive, a chunk at a time, not all at once after the size
         prefix: a client announcing 16 MiB and sending one byte a second holds one chunk, not 16 MiB."""
         what = f"frame of {size} bytes"
-        if size <= READ_CHUNK_BYTES:
+        if size <= READ_CHUNK_BYTES or self._here_and_free(size):
             waited = await self._hold(size)
             try:
                 return await self._within(self.reader.readexactly(size), started + waited, what, size)
             except BaseException:
                 self._unhold(size)
                 raise
-        body = bytearray()
+        chunks: list[bytes] = []  # joined once at the end (a growing bytearray copied each byte twice)
+        got = 0
         waited = 0.0
         try:
-            while len(body) < size:
-                want = min(size - len(body), READ_CHUNK_BYTES)
+            while got < size:
+                want = min(size - got, READ_CHUNK_BYTES)
                 waited += await self._hold(want)
                 chunk = b""
-                try:
-                    chunk = await self._within(self.reader.read(want), started + waited, what)
+                try:  # (read() returns at once when a byte is buffered: no clock then)
+                    chunk = await self._within(self.reader.read(want), started + waited, what, 1)
                 finally:
                     self._unhold(want - len(chunk))
                 if not chunk:
-                    raise FrameError(f"truncated {what} ({len(body)} bytes)")
-                body += chunk
+                    raise FrameError(f"truncated {what} ({got} bytes)")
+                chunks.append(chunk)
+                got += len(chunk)
         except BaseException:
-            self._unhold(len(body))
+            self._unhold(got)
             raise
-        return bytes(body)
+        return b"".join(chunks)
+
+    def _here_and_free(self, size: int) -> bool:
+        """Whether a frame's bytes all arrived already and both budgets have room for them now: then they are
+        taken in one piece, with one hold and one copy, instead of chunk by chunk."""
+        return self._buffered() >= size and self.held.free_now(size) and self.budget.free_now(size)
 
     async def _first_byte(self) -> bytes | None:
         """Wait for the next frame to start; the idle clock runs only while nothing is in flight."""
@@ -204,30 +245,59 @@ class ClientConnection:
     # -- writing -------------------------------------------------------------------------------
     async def _write_loop(self) -> None:
         broken = False
-        while True:
-            item = await self._responses.get()
-            if item is None:
-                return
+        item = await self._responses.get()
+        while item is not None:  # None: the reader ended
+            batch, item = await self._ready_batch(item)
             try:
-                broken = await self._answer(item.pending, broken)
+                broken = await self._answer(batch, broken)
             finally:
-                self._unhold(item.done())
-                self._in_flight -= 1
+                for done in batch:
+                    self._unhold(done.done())
+                    self._in_flight -= 1
+                    self._requests.release()
                 self._last_active = self._loop.time()
-                self._requests.release()
+            if item is _QUEUE_EMPTY:
+                item = await self._responses.get()
 
-    async def _answer(self, pending: asyncio.Future, broken: bool) -> bool:
-        """Write one answer; returns whether the connection is broken (then later answers are dropped)."""
-        try:
-            frame = await pending
-        except Exception:
-            log.exception("request from %s failed; closing", self.peer)
+    async def _ready_batch(self, first: _InFlight) -> tuple[list[_InFlight], _InFlight | object | None]:
+        """`first` once its answer exists, with the queued requests behind it whose answers exist too (their
+        upstream answers came in one read): written with one send instead of one each. Returns the batch and the
+        item taken from the queue after it (a request not answered yet, None: the reader ended, or
+        `_QUEUE_EMPTY`)."""
+        with contextlib.suppress(Exception):  # a failed answer is _answer's to report
+            await first.pending
+        batch = [first]
+        while not self._responses.empty():
+            following = self._responses.get_nowait()
+            if following is None or not following.pending.done():
+                return batch, following
+            batch.append(following)
+        return batch, _QUEUE_EMPTY
+
+    async def _answer(self, batch: list[_InFlight], broken: bool) -> bool:
+        """Write the batch's answers (in order, with one send); returns whether the connection is broken (then
+        later answers are dropped)."""
+        frames: list[bytes | codec.Chunks] = []
+        failed = False
+        for item in batch:
+            if (error := item.pending.exception()) is not None:
+                log.error("request from %s failed; closing", self.peer, exc_info=error)
+                failed = True
+                break
+            frame = item.pending.result()
+            if frame is not None:
+                frames.append(frame)
+        if frames and not broken:
+            broken = await self._send(frames)
+        if failed:
             self.stop_reading()
             return True
-        if frame is None or broken:
-            return broken
+        return broken
+
+    async def _send(self, frames: list[bytes | codec.Chunks]) -> bool:
+        """Write answer frames; returns whether the connection broke."""
         try:
-            self._write(frame)
+            self._write(frames)
             if self.writer.transport.get_write_buffer_size():  # else written already: no clock, no wait
                 async with asyncio.timeout(self.limits.frame_timeout_s):
                     await self.writer.drain()
@@ -236,19 +306,28 @@ class ClientConnection:
             return True
         except TimeoutError:
             log.warning("closing client %s: it did not take a %d-byte answer within %g s (--frame-timeout)",
-                        self.peer, len(frame), self.limits.frame_timeout_s)
+                        self.peer, sum(map(len, frames)), self.limits.frame_timeout_s)
             self.writer.transport.abort()
             self.stop_reading()
             return True
         return False
 
-    def _write(self, frame: bytes | codec.Chunks) -> None:
+    def _write(self, frames: list[bytes | codec.Chunks]) -> None:
         if self.writer.transport.is_closing():  # the client went away: drain() would say so, write() would not
             raise ConnectionResetError("client connection closed")
-        if isinstance(frame, codec.Chunks):
-            self.writer.writelines(frame.parts)  # one writev, the record sets never copied into one frame
-        else:
-            self.writer.write(frame)
+        if len(frames) == 1 and not isinstance(frames[0], codec.Chunks):
+            self.writer.write(frames[0])
+            return
+        parts: list = []  # one writev: the record sets never copied into one frame, the frames not joined
+        for frame in frames:
+            if isinstance(frame, codec.Chunks):
+                parts += frame.parts
+            else:
+                parts.append(frame)
+        self.writer.writelines(parts)
+
+
+_QUEUE_EMPTY = object()  # the write loop took nothing from the queue after a batch
 
 
 class _InFlight:

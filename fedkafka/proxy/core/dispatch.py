@@ -110,6 +110,7 @@ class Dispatcher:
         self._advertised: dict[int, tuple[int, int]] | None = None
         self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
         self._answers_view: View | None = None
+        self._cache_keys: dict[Any, Any] = {}  # handler module -> its cache_key or None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
 
@@ -213,7 +214,10 @@ class Dispatcher:
         return fut
 
     def _answer_key(self, module, ctx: Context, request) -> Any:
-        cache_key = getattr(module, "cache_key", None)
+        try:  # looked up once per module: getattr of a missing module attribute formats an AttributeError
+            cache_key = self._cache_keys[module]
+        except KeyError:
+            cache_key = self._cache_keys[module] = getattr(module, "cache_key", None)
         if cache_key is None:
             return None
         if ctx.view is not self._answers_view:  # a new view: every cached answer is stale

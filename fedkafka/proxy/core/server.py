@@ -24,7 +24,7 @@ from fedkafka.fencing import DRAIN_PATIENCE_S
 from fedkafka.observe import logs
 from fedkafka.observe.admin import AdminListener, admin_app, start_admin
 from fedkafka.observe.supervise import Supervisor
-from fedkafka.proxy.core.connection import ClientConnection
+from fedkafka.proxy.core.connection import ClientConnection, start_server
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.limits import ByteBudget, ConnectionCounts, Limits
 from fedkafka.proxy.core.metrics import ProxyMetrics
@@ -192,11 +192,11 @@ class ProxyServer:
             on_client = functools.partial(self._on_client, listener)
             ssl_ctx = tls if listener.tls else None
             if sock is not None and i == 0:
-                server = await asyncio.start_server(on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
-                                                    backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
+                server = await start_server(on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
+                                            backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
             else:
-                server = await asyncio.start_server(on_client, listener.host, listener.port, reuse_port=True,
-                                                    limit=STREAM_BUFFER_BYTES, backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
+                server = await start_server(on_client, listener.host, listener.port, reuse_port=True,
+                                            limit=STREAM_BUFFER_BYTES, backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
             self.servers.append(server)
         self.server = self.servers[0]
 
