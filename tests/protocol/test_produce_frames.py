@@ -119,14 +119,16 @@ def test_a_request_kio_writes_is_read_with_the_same_fields_and_records_inside_th
 
 @settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(VERSIONS), int32s, st.one_of(st.none(), names), int16s, int32s, topic_lists,
-       st.sampled_from([bytes, bytearray, memoryview]))
-def test_request_parts_join_to_kio_s_frame_and_reference_each_records_buffer(version, correlation_id, client_id, acks,
-                                                                              timeout_ms, topics, buffer_type):
+       st.sampled_from([bytes, bytearray, memoryview]), st.sampled_from([1, 8, rec.BY_REFERENCE_BYTES]))
+def test_request_parts_join_to_kio_s_frame_and_reference_each_large_records_buffer(
+        version, correlation_id, client_id, acks, timeout_ms, topics, buffer_type, by_reference):
     topics = [(n, [(i, None if r is None else buffer_type(r)) for i, r in parts]) for n, parts in topics]
-    parts = rec.produce_request_parts(version, correlation_id, client_id, acks, timeout_ms, topics)
+    parts = rec.produce_request_parts(version, correlation_id, client_id, acks, timeout_ms, topics,
+                                      by_reference=by_reference)
     assert b"".join(parts) == codec.encode_request(kio_request(version, None, acks, timeout_ms, topics),
                                                    correlation_id, client_id)
-    referenced = [r for _, partitions in topics for _, r in partitions if r is not None and len(r)]
+    # a records buffer below the threshold is copied among the small fields (one TLS record, not one per part)
+    referenced = [r for _, partitions in topics for _, r in partitions if r is not None and len(r) >= by_reference]
     by_reference = [any(p is r for r in referenced) for p in parts]
     assert [p for p, ref in zip(parts, by_reference, strict=True) if ref] == referenced  # in order, never copied
     # the fields between two records buffers are gathered into one buffer: never two in a row, none empty

@@ -172,3 +172,21 @@ def test_an_offset_commit_counts_as_in_flight_until_answered():
             assert server.inflight.older_than(5) == 0
 
     asyncio.run(scenario())
+
+
+def test_a_consume_only_proxy_refuses_produce_without_closing_the_connection():
+    """A cproxy answers Produce with kio's decode (consume_side_produce has no frame walk of its own): the core's
+    produce deadline must read that request too. Broken once: the deadline read only the walked frame's
+    `timeout_ms`, and every Produce to a cproxy closed the client's connection as an internal error."""
+    async def scenario():
+        server = ProxyServer(ProxyConfig(role=ProxyRole.CPROXY, host="127.0.0.1", port=9, advertised_host="p8",
+                                         view_file=Path("unused.json")))
+        server.state.me = ProxyInfo(8, "p8", 9092, ProxyRole.CPROXY)
+        server.state.view = view()
+        dispatcher = Dispatcher(state=server.state, physical=server.physical, producer_ids=None, pool=server.pool)
+        dispatcher._advertised = {0: (3, 12)}  # what the clusters' ApiVersions would give
+        pending = await dispatcher.start(_frame(), 0)
+        assert _error(await pending) == ErrorCode.not_leader_or_follower
+        server.pool.close()
+
+    asyncio.run(scenario())

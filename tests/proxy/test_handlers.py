@@ -15,7 +15,7 @@ from kio.static.primitive import i32Timedelta
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import encode_request, response_type
+from fedkafka.protocol.codec import encode_request, encode_request_chunks, response_type
 from fedkafka.protocol.records import ProduceRequestFrame
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.handlers import init_producer_id, metadata, produce
@@ -188,8 +188,9 @@ def test_every_write_goes_upstream_with_acks_all():
         req = produce_req({0: batch(), 2: batch()}, acks=acks)
         req = replace(req, timeout_ms=600_000)
         plan = produce.handle(ctx(), None, req)
-        assert [call.request.acks for call in plan.calls] == [-1, -1]
-        assert {call.request.timeout_ms for call in plan.calls} == {MAX_PRODUCE_WAIT_S * 1000}
+        sent = [rec.read_produce_request(bytes(encode_request_chunks(call.request, 1))[4:]) for call in plan.calls]
+        assert [r.acks for r in sent] == [-1, -1]  # read back from the bytes the broker gets
+        assert {r.timeout_ms for r in sent} == {MAX_PRODUCE_WAIT_S * 1000}
     acked = produce.handle(ctx(), None, produce_req({0: batch()}, acks=1))
     assert by_partition(acked.finish(upstream_ok(acked, {("c1", "phys", 0): 9}))) == {0: (ErrorCode.none, 9)}
 

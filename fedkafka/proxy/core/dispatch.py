@@ -443,7 +443,9 @@ def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None
     for the way here (the client's timer started when it sent the request). None: other requests."""
     if api_key != PRODUCE_API_KEY:
         return None
-    timeout_s = request.timeout_ms / 1000
+    timeout_ms = getattr(request, "timeout_ms", None)  # the produce handler's frame walk
+    # else kio's ProduceRequest: a cproxy's consume_side_produce (which refuses it) has no frame walk
+    timeout_s = request.timeout.total_seconds() if timeout_ms is None else timeout_ms / 1000
     if timeout_s <= 0:
         return None  # "do not wait for replication", not a deadline
     return (loop or asyncio.get_running_loop()).time() + timeout_s - min(1.0, timeout_s / 10)

@@ -241,7 +241,7 @@ def error_counts(reply) -> dict[int, int]:
 def _walker_for(t: object) -> _Walker | None:
     """A function adding every non-zero error_code in an entity of type t to a dict; None when it has none."""
     if callable(getattr(t, "count_errors", None)):  # an answer written without kio (handlers/produce.py)
-        return lambda reply, counts: reply.count_errors(counts)
+        return lambda reply, counts: typing.cast(typing.Any, reply).count_errors(counts)
     if not dataclasses.is_dataclass(t):
         return None
     direct = False

@@ -58,7 +58,7 @@ class _Part:
     partition: int
     chain: PartitionChain
     seg: Segment
-    records: bytes | bytearray  # as received, or rewritten to a physical producer id
+    records: rec.Buffer  # as received (a view of the client's frame), or rewritten to a physical producer id
     seq_key: tuple[int, int, str, int] | None = None  # idempotent batches: (logical id, epoch, topic, partition)
     first_seq: int = -1
     end_seq: int = -1  # the sequence after the batch's last record
@@ -286,7 +286,8 @@ def _sequences(batch: rec.BatchHeader) -> tuple[int, int] | None:
     return batch.base_sequence, batch.base_sequence + batch.last_offset_delta + 1
 
 
-def _refusal(ctx: Context, request: rec.ProduceRequestFrame, topic, index: int) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
+def _refusal(ctx: Context, request: rec.ProduceRequestFrame, topic,
+             index: int) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
     """(reason, (error, message)) when the proxy refuses the partition's batch; reason None: the client's error."""
     if request.transactional_id is not None:
         return "transactions", (ErrorCode.transactional_id_authorization_failed,
