@@ -719,15 +719,16 @@ def _legacy_answers(view: memoryview, pos: int, end: int,
             raise _bad_count(partitions_count, min_size, pos, end, "partition answers")
         answers = []
         for _ in range(partitions_count):
-            values = fields.unpack_from(view, pos)
-            pos += fields.size
             if version < 8:
-                answers.append(ProducePartitionAnswer(*values))
+                answers.append(ProducePartitionAnswer(*fields.unpack_from(view, pos)))
+                pos += fields.size
                 continue
-            record_errors, pos = _legacy_record_errors(view, pos, end)
+            index, error_code, base_offset, append_ms, start_offset = _ANSWER_V5.unpack_from(view, pos)
+            record_errors, pos = _legacy_record_errors(view, pos + _ANSWER_V5.size, end)
             (length,) = _I16.unpack_from(view, pos)
             error_message, pos = _legacy_string(view, pos + 2, length, end, "error_message")
-            answers.append(ProducePartitionAnswer(*values, record_errors, error_message))
+            answers.append(ProducePartitionAnswer(index, error_code, base_offset, append_ms, start_offset,
+                                                  record_errors, error_message))
         topics.append((name, tuple(answers)))
     _I32.unpack_from(view, pos)  # throttle_time_ms: kio refuses a body without it
     return tuple(topics)
