@@ -337,8 +337,8 @@ class ProduceRequestFrame:
     topic_data: tuple[ProduceTopicData, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ProducePartitionAnswer:
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ with 7 fields costs 1.4 µs, this one 0.2
+class ProducePartitionAnswer:  # (two are made per partition of every request: the broker's and the client's)
     index: int
     error_code: int
     base_offset: int = -1
@@ -689,7 +689,7 @@ def read_produce_response(frame: Buffer, version: int) -> tuple[tuple[str, tuple
     try:
         if version < _FIRST_FLEXIBLE:
             return _legacy_answers(view, 4, end, version)
-        return _flexible_answers(view, _skip_tags(view, 4, end), end, version)
+        return _flexible_answers(view, 5 if view[4] == 0 else _skip_tags(view, 4, end), end, version)
     except _TRUNCATED:
         raise MalformedFrame(f"Produce v{version} response truncated: a field runs past its end ({end} bytes)"
                              ) from None
@@ -756,7 +756,11 @@ _INDEX_STRING = struct.Struct(">ih")  # v8 record error: batch_index, message le
 def _flexible_answers(view: memoryview, pos: int, end: int,
                       version: int) -> tuple[tuple[str, tuple[ProducePartitionAnswer, ...]], ...]:
     """The responses of a v9..12 body at `pos` (throttle_time_ms checked, the body's tags walked)."""
-    count, pos = _uvarint(view, pos, end)
+    count = view[pos]
+    if count < 0x80:
+        pos += 1
+    else:
+        count, pos = _uvarint(view, pos, end)
     count -= 1
     if count < 0 or count * 3 > end - pos:  # a topic: name length, partition count, tags
         raise _bad_count(count, 3, pos, end, "topics")
@@ -780,7 +784,11 @@ def _flexible_answers(view: memoryview, pos: int, end: int,
 def _flexible_partition_answers(view: memoryview, pos: int, end: int,
                                 hint: TagWalk | None) -> tuple[tuple[ProducePartitionAnswer, ...], int]:
     """A v9..12 topic's partition_responses at `pos`: (answers, position after them)."""
-    count, pos = _uvarint(view, pos, end)
+    count = view[pos]
+    if count < 0x80:
+        pos += 1
+    else:
+        count, pos = _uvarint(view, pos, end)
     count -= 1
     if count < 0 or count * 33 > end - pos:  # the v5 fields, record_errors, error_message, tags
         raise _bad_count(count, 33, pos, end, "partition answers")
