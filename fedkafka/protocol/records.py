@@ -203,7 +203,7 @@ def rewrite_producer(buf: bytearray, header: BatchHeader, producer_id: int, prod
     _U32.pack_into(buf, header.position + 17, crc)
 
 
-def with_producer(records: bytes | bytearray, header: BatchHeader, producer_id: int, producer_epoch: int) -> bytearray:
+def with_producer(records: Buffer, header: BatchHeader, producer_id: int, producer_epoch: int) -> bytearray:
     """A copy of `records` whose batch `header` (checked before: its CRC is recomputed, so a corrupt batch
     would become a valid one) carries another producer id/epoch."""
     out = bytearray(records)
@@ -317,7 +317,7 @@ class MalformedFrame(RecordsError):
 @dataclass(frozen=True, slots=True)
 class ProducePartitionData:
     index: int
-    records: memoryview | None  # a slice of the frame: never copied
+    records: memoryview | bytearray | None  # read: a slice of the frame, never copied (upstream: maybe rewritten)
 
 
 @dataclass(frozen=True, slots=True)

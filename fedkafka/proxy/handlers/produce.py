@@ -59,7 +59,7 @@ class _Part:
     partition: int
     chain: PartitionChain
     seg: Segment
-    records: bytes | bytearray  # as received, or rewritten to a physical producer id
+    records: memoryview | bytearray  # as received (a view of the client's frame), or rewritten to a physical id
     seq_key: tuple[int, int, str, int] | None = None  # idempotent batches: (logical id, epoch, topic, partition)
     first_seq: int = -1
     end_seq: int = -1  # the sequence after the batch's last record
