@@ -89,6 +89,7 @@ def test_the_broker_s_answer_is_read_by_the_request_s_own_reader_and_a_malformed
         request = produce.UpstreamProduce(version, 1000, (rec.ProduceTopicData("orders-phys", (
             rec.ProducePartitionData(7, memoryview(b"r" * 70)),)),))
         first, second = conn.send(request), conn.send(request)
+        assert conn.has_pending(0)  # a Produce in flight, as the drain asks (UpstreamPool.close_pending)
         results = await asyncio.gather(first, second, return_exceptions=True)
         assert conn.has_pending(0) is False and not conn.closed
         conn.close()
