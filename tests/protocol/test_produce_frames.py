@@ -4,6 +4,7 @@ exception), the same bytes written, and the records never copied."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import struct
@@ -354,3 +355,256 @@ def test_a_frame_in_a_bytearray_or_a_view_of_a_larger_buffer_is_read_in_place(bu
     assert our_fields(given_frame) == kio_fields(frame)
     owner = whole if buffer_type is memoryview else given_frame
     assert all(p.records.obj is owner for t in read.topic_data for p in t.partition_data if p.records is not None)
+
+
+# -- responses: a broker's answer read as kio reads it --------------------------------------------------------------
+
+
+def kio_answers(frame: bytes, version: int) -> tuple[Any, ...] | None:
+    """The answers kio reads from a response frame (no size prefix) in read_produce_response's shape, or None."""
+    try:
+        _, body = codec.decode_response(codec.response_schema(0, version), frame)
+    except codec.DecodeError:
+        return None
+
+    def answer(p: Any) -> rec.ProducePartitionAnswer:
+        appended, epoch = p.log_append_time, datetime(1970, 1, 1, tzinfo=UTC)
+        return rec.ProducePartitionAnswer(
+            p.index, int(p.error_code), p.base_offset,
+            # kio goes through a float of seconds: its datetime may be a microsecond off the broker's milliseconds
+            -1 if appended is None else round((appended - epoch) / timedelta(milliseconds=1)),
+            getattr(p, "log_start_offset", -1),
+            tuple((e.batch_index, e.batch_index_error_message) for e in getattr(p, "record_errors", ())),
+            getattr(p, "error_message", None))
+
+    return tuple((t.name, tuple(answer(p) for p in t.partition_responses)) for t in body.responses)
+
+
+def our_answers(frame: bytes | bytearray | memoryview, version: int) -> tuple[Any, ...] | None:
+    """The same from read_produce_response; None for MalformedFrame (any other exception fails the test)."""
+    try:
+        return rec.read_produce_response(frame, version)
+    except rec.MalformedFrame:
+        return None
+
+
+def kio_holds(answer: rec.ProducePartitionAnswer) -> bool:
+    """Whether kio can hold the answer's error code and append time: it refuses a code it does not know and a time
+    a datetime cannot hold (before 1970 but -1, after 9999), both of which Kafka's readers take as plain ints."""
+    frame = struct.pack(">iih1sii hqqi", 1, 1, 1, b"t", 1, 0, answer.error_code, 0, answer.log_append_time_ms, 0)
+    return kio_answers(frame.replace(b" ", b""), 3) is not None
+
+
+def answers_as_kio_does(frame: bytes, version: int) -> None:
+    """records.py reads the answers kio reads, and refuses what kio refuses, but for the values kio cannot hold."""
+    ours, theirs = our_answers(frame, version), kio_answers(frame, version)
+    if theirs is not None:
+        assert ours == theirs
+    elif ours is not None:
+        assert not all(kio_holds(a) for _, answers in ours for a in answers)
+
+
+leaders = st.one_of(st.none(), st.tuples(int32s, int32s))
+endpoints = st.lists(st.tuples(int32s, names, int32s, st.one_of(st.none(), names)), max_size=3)
+
+
+def kio_response_with_hints(version: int, topics, throttle_time_ms: int, leader, node_endpoints) -> Any:
+    """kio_response, with v10+'s tagged hints set as a broker sets them on NOT_LEADER_OR_FOLLOWER."""
+    response = kio_response(version, topics, throttle_time_ms)
+    if version < 10:
+        return response
+    schema = sys.modules[type(response).__module__]
+    if leader is not None:
+        current = schema.LeaderIdAndEpoch(leader_id=leader[0], leader_epoch=leader[1])
+        response = dataclasses.replace(response, responses=tuple(
+            dataclasses.replace(t, partition_responses=tuple(dataclasses.replace(p, current_leader=current)
+                                                             for p in t.partition_responses))
+            for t in response.responses))
+    return dataclasses.replace(response, node_endpoints=tuple(
+        schema.NodeEndpoint(node_id=n, host=h, port=p, rack=r) for n, h, p, r in node_endpoints))
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from(VERSIONS), int32s, st.lists(st.tuples(names, st.lists(answers, max_size=4)), max_size=4),
+       st.integers(0, 2**31 - 1), leaders, endpoints)
+def test_a_response_kio_writes_is_read_with_kio_s_values(version, correlation_id, topics, throttle_time_ms, leader,
+                                                         node_endpoints):
+    response = kio_response_with_hints(version, topics, throttle_time_ms, leader, node_endpoints)
+    frame = codec.encode_response(response, correlation_id)[4:]
+    read = rec.read_produce_response(frame, version)
+    assert read == kio_answers(frame, version)
+    assert all(type(a.error_code) is int for _, answers in read for a in answers)  # plain ints, not kio's IntEnum
+
+
+def test_a_response_written_by_records_py_is_read_back():
+    topics = (("orders", (rec.ProducePartitionAnswer(0, 0, 41, 1_700_000_000_000, 3),
+                          rec.ProducePartitionAnswer(1, 18, record_errors=((0, "bad"), (2, None)),
+                                                     error_message="no"))),)
+    for version in VERSIONS:
+        read = rec.read_produce_response(rec.produce_response_frame(version, 9, topics)[4:], version)
+        expected = [(n, [a if version >= 8 else dataclasses.replace(a, record_errors=(), error_message=None)
+                         for a in answers]) for n, answers in topics]
+        if version < 5:
+            expected = [(n, [dataclasses.replace(a, log_start_offset=-1) for a in answers]) for n, answers in expected]
+        assert read == tuple((n, tuple(answers)) for n, answers in expected)
+
+
+def test_codes_and_times_kio_cannot_hold_are_read_as_kafka_reads_them():
+    """A broker newer than kio may send an error code kio does not know; it stays an int for the proxy to pass on."""
+    topics = [("t", [rec.ProducePartitionAnswer(0, 9999, 5, -2, 0), rec.ProducePartitionAnswer(1, 0, 6, 2**62, 0)])]
+    for version in VERSIONS:
+        frame = rec.produce_response_frame(version, 1, topics)[4:]
+        assert kio_answers(frame, version) is None
+        answers = rec.read_produce_response(frame, version)[0][1]
+        assert [(a.error_code, a.log_append_time_ms) for a in answers] == [(9999, -2), (0, 2**62)]
+
+
+def flexible_response(version: int, tags=lambda where: b"\x00", message: bytes | None = b"m") -> bytes:
+    """A v9..12 response (no size prefix): one topic, one answer with one record error, `tags(where)` as each
+    tagged-fields section."""
+    out = struct.pack(">i", 7) + tags("header") + uvarint(2) + compact(b"orders") + uvarint(2)
+    out += struct.pack(">ihqqq", 3, 0, 10, -1, 0) + uvarint(2) + struct.pack(">i", 0) + compact(b"e") + tags("error")
+    out += compact(message) + tags("partition") + tags("topic") + struct.pack(">i", 0)
+    return out + tags("body")
+
+
+def test_the_hand_written_response_is_kio_s_when_it_carries_no_tags():
+    topics = [("orders", [rec.ProducePartitionAnswer(3, 0, 10, -1, 0, ((0, "e"),), "m")])]
+    for version in FLEXIBLE:
+        assert flexible_response(version) == codec.encode_response(kio_response(version, topics, 0), 7)[4:]
+
+
+unknown_tag_fields = st.lists(st.tuples(st.integers(1, 2**32 - 1), st.binary(max_size=140)), max_size=3)
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(st.sampled_from(FLEXIBLE), st.data())
+def test_unknown_tagged_fields_of_a_response_are_skipped_as_kio_skips_them(version, data):
+    where_all = ("header", "error", "partition", "topic", "body")
+    fields = unknown_tag_fields if version >= 10 else tag_fields  # tag 0 is known in a v10+ answer and body
+    sections = {where: data.draw(fields, label=where) for where in where_all}
+    frame = flexible_response(version, lambda where: tag_section(sections[where]))
+    assert our_answers(frame, version) == kio_answers(frame, version) == our_answers(flexible_response(version),
+                                                                                     version)
+
+
+def sample_responses() -> dict[str, tuple[bytes, int]]:
+    """Valid responses of v3, v8, v9 and v12: record errors and messages, v12 with both hints and unknown tags."""
+    topics = [("orders", [rec.ProducePartitionAnswer(0, 6, 41, 1_700_000_000_000, 0, ((1, "bad"), (2, None)), "m"),
+                          rec.ProducePartitionAnswer(1, 0, 7)]), ("é", [rec.ProducePartitionAnswer(5, 0)])]
+    frames = {f"v{v}": (codec.encode_response(kio_response(v, topics, 3), 11)[4:], v) for v in (3, 8, 9)}
+    hinted = kio_response_with_hints(12, topics, 3, (4, 9), [(1, "broker-1", 9092, "r1"), (2, "b2", 9093, None)])
+    frame = codec.encode_response(hinted, 11)[4:]
+    frames["v12"] = (frame[:4] + tag_section([(5, b"hh")]) + frame[5:], 12)  # an unknown tag in the header
+    return frames
+
+
+@pytest.mark.parametrize("name", ["v3", "v8", "v9", "v12"])
+def test_every_truncation_of_a_response_is_read_as_kio_reads_it_or_refused_as_kio_refuses_it(name):
+    frame, version = sample_responses()[name]
+    assert our_answers(frame, version) is not None
+    for cut in range(len(frame)):
+        answers_as_kio_does(frame[:cut], version)
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(st.sampled_from(["v3", "v8", "v9", "v12"]), st.data())
+def test_mutated_response_bytes_are_read_as_kio_reads_them_or_refused_as_kio_refuses_them(name, data):
+    sample, version = sample_responses()[name]
+    frame = bytearray(sample)
+    for _ in range(data.draw(st.integers(1, 4), label="changes")):
+        at = data.draw(st.integers(0, len(frame) - 1), label="at")
+        change = data.draw(st.sampled_from(["xor", "insert", "delete", "set"]), label="change")
+        value = data.draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFF]) | st.integers(0, 255), label="value")
+        if change == "xor":
+            frame[at] ^= value or 1
+        elif change == "insert":
+            frame.insert(at, value)
+        elif change == "delete" and len(frame) > 1:
+            del frame[at]
+        else:
+            frame[at] = value
+    answers_as_kio_does(bytes(frame), version)
+
+
+def test_bytes_after_the_last_field_of_a_response_are_ignored_as_kio_ignores_them():
+    for frame, version in sample_responses().values():
+        extended = frame + b"\x01\x02\x03"
+        assert our_answers(extended, version) == kio_answers(extended, version) == our_answers(frame, version)
+
+
+def legacy_response(*, topics_count=struct.pack(">i", 1), name=struct.pack(">h", 1) + b"t",
+                    partitions_count=struct.pack(">i", 1), record_errors=struct.pack(">i", 0),
+                    message=struct.pack(">h", -1), throttle=struct.pack(">i", 0)) -> bytes:
+    """A v8 response with one topic and one answer, any field replaced by raw bytes."""
+    return (struct.pack(">i", 3) + topics_count + name + partitions_count + struct.pack(">ihqqq", 0, 0, 1, -1, 0)
+            + record_errors + message + throttle)
+
+
+def hinted(leader: bytes, endpoints: bytes) -> bytes:
+    """A v12 response whose answer carries `leader` as tag 0 and whose body carries `endpoints` as tag 0."""
+    return flexible_response(12, lambda where: {"partition": tag_section([(0, leader)]),
+                                                "body": tag_section([(0, endpoints)])}.get(where, b"\x00"))
+
+
+ENDPOINT = struct.pack(">i", 1) + compact(b"h") + struct.pack(">i", 9092) + compact(None) + b"\x00"
+HOSTILE_RESPONSES = {
+    "2147483647 topics": (legacy_response(topics_count=struct.pack(">i", 2**31 - 1)), 8),
+    "null topics array": (legacy_response(topics_count=struct.pack(">i", -1)), 8),
+    "null topic name": (legacy_response(name=struct.pack(">h", -1)), 8),
+    "2147483647 partition answers": (legacy_response(partitions_count=struct.pack(">i", 2**31 - 1)), 8),
+    "null record errors array": (legacy_response(record_errors=struct.pack(">i", -1)), 8),
+    "2147483647 record errors": (legacy_response(record_errors=struct.pack(">i", 2**31 - 1)), 8),
+    "error_message of 300 bytes": (legacy_response(message=struct.pack(">h", 300) + b"m"), 8),
+    "a string that is not UTF-8": (legacy_response(name=struct.pack(">h", 2) + b"\xc3\x28"), 8),
+    "v8 response truncated: a field runs past its end": (legacy_response(throttle=b"\x00\x00"), 8),
+    "v12 response truncated: a field runs past its end": (flexible_response(12)[:-1], 12),
+    "34359738366 topics": (struct.pack(">i", 1) + b"\x00\xff\xff\xff\xff\x7f", 12),
+    "null partition answers array": (struct.pack(">i", 1) + b"\x00\x02" + compact(b"t") + b"\x00" * 8, 12),
+    "null topic name at byte": (struct.pack(">i", 1) + b"\x00\x02\x00\x01\x00" + b"\x00" * 8, 12),
+    "34359738366 record errors": (flexible_response(12).replace(b"\x02\x00\x00\x00\x00\x02e", b"\xff\xff\xff\xff\x7f"),
+                                  12),
+    "tagged field 0 of 200 bytes": (flexible_response(12, lambda where: uvarint(1) + uvarint(0) + uvarint(200)
+                                                      + struct.pack(">ii", 4, 9) if where == "partition" else b"\x00"),
+                                    12),
+    "v12 response truncated": (hinted(struct.pack(">ii", 4, 9), ENDPOINT), 12),  # current_leader without its tags
+    "null host": (hinted(struct.pack(">ii", 4, 9) + b"\x00", uvarint(2) + ENDPOINT.replace(compact(b"h"), b"\x00")),
+                  12),
+    "1000 node endpoints": (hinted(struct.pack(">ii", 4, 9) + b"\x00", uvarint(1001) + ENDPOINT), 12),
+}
+
+
+@pytest.mark.parametrize("message", HOSTILE_RESPONSES)
+def test_a_hostile_response_is_refused_with_a_clear_message_as_kio_refuses_it(message):
+    frame, version = HOSTILE_RESPONSES[message]
+    with pytest.raises(rec.MalformedFrame, match=re.escape(message)):
+        rec.read_produce_response(frame, version)
+    assert kio_answers(frame, version) is None
+
+
+def test_no_allocation_is_sized_from_a_declared_length_in_a_response():
+    frames = [HOSTILE_RESPONSES[m] for m in ("2147483647 topics", "2147483647 partition answers",
+                                             "2147483647 record errors", "34359738366 topics",
+                                             "34359738366 record errors", "1000 node endpoints")]
+    tracemalloc.start()
+    try:
+        for frame, version in frames:
+            tracemalloc.reset_peak()
+            with pytest.raises(rec.MalformedFrame):
+                rec.read_produce_response(frame, version)
+            assert tracemalloc.get_traced_memory()[1] < 16_384
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_response_reader_refuses_a_version_outside_3_to_12():
+    for version in (2, 13):
+        with pytest.raises(ValueError, match=r"outside 3\.\.12"):
+            rec.read_produce_response(b"\x00" * 16, version)
+
+
+@pytest.mark.parametrize("buffer_type", [bytearray, memoryview])
+def test_a_response_in_a_bytearray_or_a_read_only_view_is_read(buffer_type):
+    frame, version = sample_responses()["v12"]
+    given_frame = memoryview(b"\x00" * 4 + frame)[4:] if buffer_type is memoryview else bytearray(frame)
+    assert our_answers(given_frame, version) == kio_answers(frame, version) is not None

@@ -11,8 +11,6 @@ from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
-from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_type
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.physical import ClusterInfo, PhysicalClusters
 from fedkafka.proxy.core.upstream import UpstreamPool
@@ -22,7 +20,7 @@ from fedkafka.proxy.state import ProxyState
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 from .support import free_port
-from .test_handlers import FakePhysical, _through, batch, by_partition, ctx, produce_req
+from .test_handlers import FakePhysical, _through, batch, broker_answer, by_partition, ctx, produce_req
 
 DEAD = ("127.0.0.1", free_port())  # nothing listens there
 
@@ -111,8 +109,8 @@ class _MovingLeader(FakePhysical):
 
 
 def _answer(plan: Plan, code: ErrorCode) -> list:
-    return [build(response_type(0, 9), {"responses": [{"name": "phys", "partition_responses": [
-        {"index": 0, "error_code": code, "base_offset": -1}]}]}) for _ in plan.calls]
+    return [broker_answer([{"name": "phys", "partition_responses": [
+        {"index": 0, "error_code": code, "base_offset": -1}]}]) for _ in plan.calls]
 
 
 def _physical_id(plan: Plan) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import replace
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -15,7 +16,7 @@ from kio.static.primitive import i32Timedelta
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import encode_request, encode_request_chunks, response_type
+from fedkafka.protocol.codec import encode_request, encode_request_chunks, encode_response, response_type
 from fedkafka.protocol.records import ProduceRequestFrame
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.handlers import init_producer_id, metadata, produce
@@ -82,15 +83,22 @@ def produce_req(parts: dict[int, bytes], topic="t", acks=-1, txn=None) -> Produc
     return produce.read_request(encode_request(produce_kio(parts, topic, acks, txn), 1, "test")[4:])
 
 
+def broker_answer(responses: list[dict]) -> tuple:
+    """A broker's ProduceResponse v9 as the core hands it to the handler: written by kio, read by the handler's
+    own reader (`UpstreamProduce.read_response`)."""
+    written = encode_response(build(response_type(0, 9), {"responses": responses}), 1)
+    return produce.UpstreamProduce(9, 1000, ()).read_response(written[4:])
+
+
 def upstream_ok(plan: Plan, base_offsets: dict[tuple[str, str, int], int]) -> list:
     """Answer each call as its broker would, with a base offset per physical (cluster, topic, partition)."""
     out = []
     for call in plan.calls:
         c = call.target.cluster
-        out.append(build(response_type(0, 9), {"responses": [
+        out.append(broker_answer([
             {"name": t.name, "partition_responses": [
                 {"index": pd.index, "error_code": ErrorCode.none, "base_offset": base_offsets[(c, t.name, pd.index)],
-                 "log_start_offset": 0} for pd in t.partition_data]} for t in call.request.topic_data]}))
+                 "log_start_offset": 0} for pd in t.partition_data]} for t in call.request.topic_data]))
     return out
 
 
@@ -300,8 +308,8 @@ def test_broker_errors_open_a_gap_but_an_ambiguous_timeout_does_not():
     c = ctx()
     _through(c, produce_req({0: batch(1000, 0, 0)}))
     plan = produce.handle(c, None, produce_req({0: batch(1000, 0, 1)}))
-    refused = build(response_type(0, 9), {"responses": [{"name": "phys", "partition_responses": [
-        {"index": 0, "error_code": ErrorCode.not_leader_or_follower, "base_offset": -1}]}]})
+    refused = broker_answer([{"name": "phys", "partition_responses": [
+        {"index": 0, "error_code": ErrorCode.not_leader_or_follower, "base_offset": -1}]}])
     assert by_partition(plan.finish([refused]))[0][0] == ErrorCode.not_leader_or_follower
     got, sent = _through(c, produce_req({0: batch(1000, 0, 2)}))
     assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []
@@ -402,8 +410,8 @@ def test_a_lost_answer_to_a_first_batch_is_a_gap_until_the_client_resends_it():
     timed_out = ctx()  # the broker's own "maybe written" (acks=all timeout) on a first batch: the same
     plan = produce.handle(timed_out, None, produce_req({0: batch(1000, 0, 0)}))
     plan = plan.finish([_answer(plan.calls[0], (555, 0), {})])
-    answer = build(response_type(0, 9), {"responses": [{"name": "phys", "partition_responses": [
-        {"index": 0, "error_code": ErrorCode.request_timed_out, "base_offset": -1}]}]})
+    answer = broker_answer([{"name": "phys", "partition_responses": [
+        {"index": 0, "error_code": ErrorCode.request_timed_out, "base_offset": -1}]}])
     assert by_partition(plan.finish([answer]))[0][0] == ErrorCode.request_timed_out
     got, sent = _through(timed_out, produce_req({0: batch(1000, 0, 1)}))
     assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []
@@ -466,3 +474,21 @@ def test_a_corrupt_plain_batch_is_not_forwarded():
     assert [[pd.index for t in call.request.topic_data for pd in t.partition_data] for call in plan.calls] == [[1]]
     got = by_partition(plan.finish(upstream_ok(plan, {("c1", "phys", 1): 4})))
     assert got == {0: (ErrorCode.corrupt_message, -1), 1: (ErrorCode.none, 4)}
+
+
+def test_the_broker_s_answer_reaches_the_client_field_for_field_and_an_unknown_code_is_logged_by_number(caplog):
+    """The broker's answer as records.py reads it (plain ints, milliseconds): its append time, record errors and
+    message reach the client, its offsets in logical space; a code kio does not know (a newer broker's) is
+    passed on and named by its number in the sequence log."""
+    c = ctx()
+    _through(c, produce_req({0: batch(1000, 0, 0)}))  # the physical id is known and confirmed
+    plan = produce.handle(c, None, produce_req({0: batch(1000, 0, 1), 1: batch()}))
+    frame = rec.produce_response_frame(9, 1, [("phys", [
+        rec.ProducePartitionAnswer(0, 9999, -1, -1, 0),
+        rec.ProducePartitionAnswer(1, 0, 3, 1_700_000_000_123, 1, ((0, "bad"),), "partly")])])
+    with caplog.at_level(logging.DEBUG, logger="fedkafka.proxy.handlers.produce"):
+        answer = plan.finish([produce.UpstreamProduce(9, 1000, ()).read_response(frame[4:])])
+    unknown, appended = answer.responses[0].partition_responses
+    assert (unknown.index, unknown.error_code, unknown.base_offset) == (0, 9999, -1)
+    assert "answered 9999 at -1" in caplog.text
+    assert appended == rec.ProducePartitionAnswer(1, 0, 3, 1_700_000_000_123, 1, ((0, "bad"),), "partly")  # identity

@@ -4,13 +4,17 @@ and the capped timeout, and the record sets must go out by reference."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import struct
 
 import pytest
 from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol import codec
+from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
+from fedkafka.proxy.core.upstream import UpstreamConnection
 from fedkafka.proxy.handlers import produce
 from fedkafka.view.model import PartitionChain, Segment
 
@@ -56,3 +60,43 @@ def test_the_upstream_request_is_the_frame_kio_writes(version, timeout_ms):
     assert upstream.acks == -1 and upstream.timeout_ms <= produce.MAX_UPSTREAM_PRODUCE_TIMEOUT_MS
     assert [(t.name, [p.index for p in t.partition_data]) for t in upstream.topic_data] == [
         ("orders-phys", [7, 2]), ("audit", [1])]
+
+
+def test_the_broker_s_answer_is_read_by_the_request_s_own_reader_and_a_malformed_one_fails_only_its_call():
+    """Over a real socket: UpstreamConnection hands a Produce answer to UpstreamProduce.read_response (records.py,
+    no kio entity); a malformed answer fails its call with codec.DecodeError, as a kio decode error does (the
+    core answers REQUEST_TIMED_OUT), and the connection stays in step for the next request."""
+    version = 9
+    good = rec.produce_response_frame(version, 0, [("orders-phys", [rec.ProducePartitionAnswer(7, 0, 41, -1, 3)]),
+                                                   ("audit", [rec.ProducePartitionAnswer(1, 9999)])])  # a newer code
+    malformed = good[:4 + 4 + 1] + b"\x00"  # correlation id, header tags, then a null responses array
+
+    async def main():
+        answers = [malformed, good]
+
+        async def broker(reader, writer):
+            while answers:
+                size = struct.unpack(">i", await reader.readexactly(4))[0]
+                request = await reader.readexactly(size)
+                answer = bytearray(answers.pop(0))
+                struct.pack_into(">ii", answer, 0, len(answer) - 4, struct.unpack_from(">i", request, 4)[0])
+                writer.write(answer)
+            await writer.drain()
+
+        server = await asyncio.start_server(broker, "127.0.0.1", 0)
+        conn = UpstreamConnection("127.0.0.1", server.sockets[0].getsockname()[1], "broker")
+        await conn.connect()
+        request = produce.UpstreamProduce(version, 1000, (rec.ProduceTopicData("orders-phys", (
+            rec.ProducePartitionData(7, memoryview(b"r" * 70)),)),))
+        first, second = conn.send(request), conn.send(request)
+        assert conn.has_pending(0)  # a Produce in flight, as the drain asks (UpstreamPool.close_pending)
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert conn.has_pending(0) is False and not conn.closed
+        conn.close()
+        server.close()
+        return results
+
+    refused, read = asyncio.run(main())
+    assert isinstance(refused, codec.DecodeError) and "null topics array" in str(refused)
+    assert read == (("orders-phys", (rec.ProducePartitionAnswer(7, 0, 41, -1, 3),)),
+                    ("audit", (rec.ProducePartitionAnswer(1, 9999),)))

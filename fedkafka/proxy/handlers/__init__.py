@@ -21,7 +21,9 @@ prefix) instead of kio, raising `codec.DecodeError` for a malformed one; the obj
 `header` and `request` (Produce: records.py's frame walk, the record sets left in the frame). Its `Call.request`s
 and its answer may then be objects that write their own frames (`frame_parts(correlation_id, client_id)`,
 `response_frame(correlation_id)`, with `__api_key__`/`__version__`), and an answer with `count_errors(counts)`
-feeds the error metrics.
+feeds the error metrics. A `Call.request` with `read_response(frame)` reads its broker's answer itself (the
+frame after its size prefix; `codec.DecodeError` for a malformed one, which fails the call as kio's would):
+`finish` gets what it returns instead of a kio entity.
 
 Optional: `def cache_key(ctx, request) -> Hashable | None`. When a module's answer depends only on the view,
 this proxy's identity and that key, the core reuses the encoded answer for the same view and key (Metadata:

@@ -1,7 +1,8 @@
 """Produce: split by logical partition, route each part to its active segment, merge, translate offsets.
 
 The request is never decoded into kio entities: records.py walks its frame (`read_request`), writes each
-broker's request around the client's record sets (by reference) and writes the answer (`ProduceAnswer`).
+broker's request around the client's record sets (by reference), reads each broker's answer
+(`UpstreamProduce.read_response`) and writes the client's (`ProduceAnswer`).
 Records are never decoded: a part's one batch is checked (records.produce_batch: CRC, lengths, counts; a bad
 one is answered for its partition alone) and forwarded as one buffer; only idempotent batches get their
 producer id/epoch rewritten to the cluster's physical id (records.py recomputes the CRC).
@@ -425,11 +426,15 @@ UPSTREAM_ACKS = -1
 MAX_UPSTREAM_PRODUCE_TIMEOUT_MS = int(MAX_PRODUCE_WAIT_S * 1000)
 
 
+BrokerAnswer = tuple[tuple[str, tuple[rec.ProducePartitionAnswer, ...]], ...]  # (physical topic, its answers)
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamProduce:
     """The client's request narrowed to one broker's parts, in physical names, with acks=all and the capped
     timeout: written by records.py around the record sets (by reference), not by kio. The core sends it as it
-    sends a kio request (`frame_parts`) and reads the broker's answer with kio's ProduceResponse of `version`."""
+    sends a kio request (`frame_parts`) and reads the broker's answer with `read_response`: (physical topic,
+    records.ProducePartitionAnswer values) pairs."""
 
     __api_key__: ClassVar[int] = 0
     version: int
@@ -455,6 +460,14 @@ class UpstreamProduce:
         return rec.produce_request_parts(self.version, correlation_id, client_id, UPSTREAM_ACKS, self.timeout_ms,
                                          [(t.name, [(p.index, p.records) for p in t.partition_data])
                                           for t in self.topic_data])
+
+    def read_response(self, frame: bytes | memoryview) -> BrokerAnswer:
+        """The broker's ProduceResponse (after its size prefix), read by records.py; a malformed one fails the call
+        as a kio DecodeError does (the core answers its partitions REQUEST_TIMED_OUT)."""
+        try:
+            return rec.read_produce_response(frame, self.version)
+        except rec.MalformedFrame as e:
+            raise DecodeError(f"malformed ProduceResponse: {e}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,7 +506,7 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
                 ctx.producer_ids.note_refused(p.seq_key, p.first_seq)
         return {(p.topic, p.partition): rec.ProducePartitionAnswer(p.partition, ErrorCode.request_timed_out,
                                                                    error_message=result.reason) for p in parts}
-    physical = {(t.name, pr.index): pr for t in result.responses for pr in t.partition_responses}
+    physical = {(name, pr.index): pr for name, answers in result for pr in answers}
     out = {}
     for part in parts:
         pr = physical.get((part.seg.topic, part.seg.partition))
@@ -510,11 +523,11 @@ def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int]
     return out
 
 
-def _note_sequences(ctx: Context, part: _Part, pr) -> None:
+def _note_sequences(ctx: Context, part: _Part, pr: rec.ProducePartitionAnswer) -> None:
     assert part.seq_key is not None
     if log.isEnabledFor(logging.DEBUG):
         log.debug("producer %s/%s %s/%s: sequence %s answered %s at %s", *part.seq_key, part.first_seq,
-                  pr.error_code.name, pr.base_offset)
+                  _error_name(pr.error_code), pr.base_offset)
     if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
         ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
         assert part.physical is not None  # a part with a seq_key is idempotent: it has its physical id
@@ -526,21 +539,20 @@ def _note_sequences(ctx: Context, part: _Part, pr) -> None:
                      *part.seq_key, part.seg.cluster, part.first_seq)
 
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_MS = datetime.timedelta(milliseconds=1)
+def _error_name(code: int) -> str:
+    """An error code's name for the log; a code kio does not know (a newer broker's) by its number."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
 
 
-def _logical_answer(part: _Part, pr) -> rec.ProducePartitionAnswer:
+def _logical_answer(part: _Part, pr: rec.ProducePartitionAnswer) -> rec.ProducePartitionAnswer:
     """The broker's answer for a part in logical offsets (fields an older version lacks keep their defaults)."""
-    append_time = getattr(pr, "log_append_time", None)  # kio: a datetime, None for -1 (CreateTime topics)
     return rec.ProducePartitionAnswer(
         part.partition, pr.error_code,
-        base_offset=part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
-        log_append_time_ms=-1 if append_time is None else (append_time - _EPOCH) // _MS,
-        log_start_offset=_logical_start(part, getattr(pr, "log_start_offset", -1)),
-        record_errors=tuple((e.batch_index, e.batch_index_error_message)
-                            for e in getattr(pr, "record_errors", ())),
-        error_message=getattr(pr, "error_message", None))
+        part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
+        pr.log_append_time_ms, _logical_start(part, pr.log_start_offset), pr.record_errors, pr.error_message)
 
 
 # Broker errors after which the leader may hold the batch (acks=all replication timed out): not a gap once
