@@ -34,6 +34,8 @@ from kio.serial._introspect import (
 )
 from kio.static.protocol import Entity
 
+from fedkafka.protocol.records import varint_bytes
+
 Buf = bytes | memoryview
 Check = Callable[[Buf, int, int], int]
 
@@ -332,15 +334,8 @@ def _tagged_fields(known: dict[int, _Walker]) -> Check:
             if _edits.spans is not None:
                 _edits.spans.append((field_at, stop, b""))
         if unknown and _edits.spans is not None:
-            _edits.spans.append((count_at, count_end, _uvarint_bytes(count - unknown)))
+            _edits.spans.append((count_at, count_end, varint_bytes(count - unknown)))
         return pos
     return walk
 
 
-def _uvarint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

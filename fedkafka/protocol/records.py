@@ -463,6 +463,21 @@ def _bad_count(count: int, min_size: int, pos: int, end: int, what: str) -> Malf
     return MalformedFrame(f"{count} {what} at byte {pos}, only {end - pos} bytes left (at least {min_size} each)")
 
 
+def _legacy_topic_head(view: memoryview, pos: int, end: int, min_size: int, what: str) -> tuple[str, int, int]:
+    """(name, partition count, position after them) of a v3..8 topic, request or answer: the name must not be
+    null, and the count must fit in the bytes left at `min_size` each."""
+    (length,) = _I16.unpack_from(view, pos)
+    if length == -1:
+        raise MalformedFrame(f"null topic name at byte {pos}")
+    name, pos = _legacy_string(view, pos + 2, length, end, "topic name")
+    assert name is not None  # -1 refused above, other negatives by _legacy_string
+    (count,) = _I32.unpack_from(view, pos)
+    pos += 4
+    if count < 0 or count * min_size > end - pos:
+        raise _bad_count(count, min_size, pos, end, what)
+    return name, count, pos
+
+
 def _legacy_body(view: memoryview, pos: int, end: int) -> tuple[str | None, int, int, tuple[ProduceTopicData, ...]]:
     """transactional_id, acks, timeout_ms and topic_data of a v3..8 body at `pos`."""
     (length,) = _I16.unpack_from(view, pos)
@@ -473,15 +488,7 @@ def _legacy_body(view: memoryview, pos: int, end: int) -> tuple[str | None, int,
         raise _bad_count(count, 6, pos, end, "topics")
     topics = []
     for _ in range(count):
-        (length,) = _I16.unpack_from(view, pos)
-        if length == -1:
-            raise MalformedFrame(f"null topic name at byte {pos}")
-        name, pos = _legacy_string(view, pos + 2, length, end, "topic name")
-        assert name is not None  # -1 refused above, other negatives by _legacy_string
-        (partitions_count,) = _I32.unpack_from(view, pos)
-        pos += 4
-        if partitions_count < 0 or partitions_count * 8 > end - pos:  # index, records length
-            raise _bad_count(partitions_count, 8, pos, end, "partitions")
+        name, partitions_count, pos = _legacy_topic_head(view, pos, end, 8, "partitions")  # index, records length
         partitions = []
         for _ in range(partitions_count):
             index, length = _INDEX_LENGTH.unpack_from(view, pos)
@@ -550,8 +557,8 @@ def _flexible_partitions(view: memoryview, pos: int, end: int) -> tuple[tuple[Pr
     return tuple(partitions), pos
 
 
-def _varint_bytes(value: int) -> bytes:
-    """An unsigned varint (value < 2^35)."""
+def varint_bytes(value: int) -> bytes:
+    """An unsigned varint (Kafka's: 7 bits a byte, low bits first), for lengths and counts."""
     if value < 0x80:
         return _ONE_BYTE_VARINT[value]
     out = bytearray()
@@ -567,7 +574,7 @@ def _string_bytes(value: str | None, flexible: bool) -> bytes:
     if value is None:
         return b"\x00" if flexible else _NULL_LEGACY_STRING
     data = value.encode()
-    return (_varint_bytes(len(data) + 1) if flexible else _I16.pack(len(data))) + data
+    return (varint_bytes(len(data) + 1) if flexible else _I16.pack(len(data))) + data
 
 
 # A records buffer this large goes out by reference; a smaller one is copied among the small fields. Over TLS
@@ -589,17 +596,17 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
     small += _string_bytes(client_id, False)  # a legacy string in header v2 too
     small += b"\x00\x00" if flexible else _NULL_LEGACY_STRING  # (header tags,) null transactional_id
     small += _ACKS_TIMEOUT.pack(acks, timeout_ms)
-    small += _varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
+    small += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     parts: list[Buffer] = [small]
     size = 0  # of the parts before `small`
     for name, partitions in topics:
         small += _string_bytes(name, flexible)
-        small += _varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
+        small += varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
         for index, records in partitions:
             length = -1 if records is None else len(records)
             if flexible:
                 small += _I32.pack(index)
-                small += _varint_bytes(length + 1)
+                small += varint_bytes(length + 1)
             else:
                 small += _INDEX_LENGTH.pack(index, length)
             if length >= by_reference:
@@ -642,10 +649,10 @@ def produce_response_frame(version: int, correlation_id: int,
     out = bytearray(_SIZE_CORRELATION.pack(0, correlation_id))  # the size is filled in at the end
     if flexible:
         out += _NO_TAGS  # response header v1
-    out += _varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
+    out += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for name, answers in topics:
         out += _string_bytes(name, flexible)
-        out += _varint_bytes(len(answers) + 1) if flexible else _I32.pack(len(answers))
+        out += varint_bytes(len(answers) + 1) if flexible else _I32.pack(len(answers))
         for a in answers:
             if version < 5:
                 out += _ANSWER_V3.pack(a.index, a.error_code, a.base_offset, a.log_append_time_ms)
@@ -669,7 +676,7 @@ def produce_response_frame(version: int, correlation_id: int,
 def _answer_errors(answer: ProducePartitionAnswer, flexible: bool) -> bytes:
     """record_errors and error_message of a v8+ answer (and its tagged fields when flexible)."""
     errors = answer.record_errors
-    out = bytearray(_varint_bytes(len(errors) + 1) if flexible else _I32.pack(len(errors)))
+    out = bytearray(varint_bytes(len(errors) + 1) if flexible else _I32.pack(len(errors)))
     for batch_index, message in errors:
         out += _I32.pack(batch_index)
         out += _string_bytes(message, flexible)
@@ -719,15 +726,7 @@ def _legacy_answers(view: memoryview, pos: int, end: int,
         raise _bad_count(count, 6, pos, end, "topics")
     topics = []
     for _ in range(count):
-        (length,) = _I16.unpack_from(view, pos)
-        if length == -1:
-            raise MalformedFrame(f"null topic name at byte {pos}")
-        name, pos = _legacy_string(view, pos + 2, length, end, "topic name")
-        assert name is not None  # -1 refused above, other negatives by _legacy_string
-        (partitions_count,) = _I32.unpack_from(view, pos)
-        pos += 4
-        if partitions_count < 0 or partitions_count * min_size > end - pos:
-            raise _bad_count(partitions_count, min_size, pos, end, "partition answers")
+        name, partitions_count, pos = _legacy_topic_head(view, pos, end, min_size, "partition answers")
         answers = []
         for _ in range(partitions_count):
             if version < 8:
