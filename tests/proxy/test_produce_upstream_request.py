@@ -18,6 +18,8 @@ from fedkafka.proxy.core.upstream import UpstreamConnection
 from fedkafka.proxy.handlers import produce
 from fedkafka.view.model import PartitionChain, Segment
 
+GUARD_S = 20.0  # only against a hang
+
 
 def _client_frame(version: int, timeout_ms: int) -> bytes:
     request = build(codec.request_schema(0, version), {
@@ -100,3 +102,33 @@ def test_the_broker_s_answer_is_read_by_the_request_s_own_reader_and_a_malformed
     assert isinstance(refused, codec.DecodeError) and "null topics array" in str(refused)
     assert read == (("orders-phys", (rec.ProducePartitionAnswer(7, 0, 41, -1, 3),)),
                     ("audit", (rec.ProducePartitionAnswer(1, 9999),)))
+
+
+class _BuggyReader(produce.UpstreamProduce):
+    def read_response(self, frame):
+        raise RuntimeError("a reader's bug")
+
+
+def test_a_reader_that_raises_fails_its_call_at_once_not_at_the_request_timeout():
+    """The answer has left the pending list when its reader runs: any exception must fail the call then (the core
+    answers REQUEST_TIMED_OUT), or the call would wait out its whole timeout with nothing left to answer it."""
+    async def main():
+        async def broker(reader, writer):
+            size = struct.unpack(">i", await reader.readexactly(4))[0]
+            request = await reader.readexactly(size)
+            answer = bytearray(rec.produce_response_frame(9, 0, []))
+            struct.pack_into(">i", answer, 4, struct.unpack_from(">i", request, 4)[0])
+            writer.write(answer)
+            await writer.drain()
+
+        server = await asyncio.start_server(broker, "127.0.0.1", 0)
+        conn = UpstreamConnection("127.0.0.1", server.sockets[0].getsockname()[1], "broker")
+        await conn.connect()
+        future = conn.send(_BuggyReader(9, 1000, ()))
+        done, _ = await asyncio.wait([future], timeout=GUARD_S)  # only against a hang
+        conn.close()
+        server.close()
+        return done and future.exception()
+
+    error = asyncio.run(main())
+    assert isinstance(error, codec.DecodeError) and "a reader's bug" in str(error)

@@ -37,8 +37,10 @@ class FrameReader(asyncio.StreamReader):
         return await super().readexactly(n)
 
     async def read(self, n: int = -1) -> bytes:
-        if 0 < n < len(self._buffer) and self._exception is None:  # type: ignore[attr-defined]
-            return self._take(n)
+        if n > 0 and self._exception is None and not self._buffer and not self._eof:  # type: ignore[attr-defined]
+            await self._wait_for_data("read")  # type: ignore[attr-defined]
+        if n > 0 and self._buffer and self._exception is None:  # type: ignore[attr-defined]
+            return self._take(min(n, len(self._buffer)))  # type: ignore[attr-defined]
         return await super().read(n)
 
     def _take(self, n: int) -> bytes:
@@ -247,8 +249,9 @@ class ClientConnection:
         broken = False
         item = await self._responses.get()
         while item is not None:  # None: the reader ended
-            batch, item = await self._ready_batch(item)
+            batch = [item]  # released below even if waiting for its answer raises
             try:
+                batch, item = await self._ready_batch(item)
                 broken = await self._answer(batch, broken)
             finally:
                 for done in batch:
@@ -264,8 +267,7 @@ class ClientConnection:
         upstream answers came in one read): written with one send instead of one each. Returns the batch and the
         item taken from the queue after it (a request not answered yet, None: the reader ended, or
         `_QUEUE_EMPTY`)."""
-        with contextlib.suppress(Exception):  # a failed answer is _answer's to report
-            await first.pending
+        await asyncio.wait([first.pending])  # failed or cancelled: _answer's to report
         batch = [first]
         while not self._responses.empty():
             following = self._responses.get_nowait()
@@ -280,7 +282,8 @@ class ClientConnection:
         frames: list[bytes | codec.Chunks] = []
         failed = False
         for item in batch:
-            if (error := item.pending.exception()) is not None:
+            error = asyncio.CancelledError() if item.pending.cancelled() else item.pending.exception()
+            if error is not None:
                 log.error("request from %s failed; closing", self.peer, exc_info=error)
                 failed = True
                 break
@@ -299,15 +302,15 @@ class ClientConnection:
         try:
             self._write(frames)
             if self.writer.transport.get_write_buffer_size():  # else written already: no clock, no wait
-                async with asyncio.timeout(self.limits.frame_timeout_s):
+                async with asyncio.timeout(self.limits.frame_timeout_s * len(frames)):  # each answer its own allowance
                     await self.writer.drain()
-        except (ConnectionError, OSError):
-            self.stop_reading()
-            return True
-        except TimeoutError:
+        except TimeoutError:  # before OSError: TimeoutError is an OSError
             log.warning("closing client %s: it did not take a %d-byte answer within %g s (--frame-timeout)",
                         self.peer, sum(map(len, frames)), self.limits.frame_timeout_s)
             self.writer.transport.abort()
+            self.stop_reading()
+            return True
+        except (ConnectionError, OSError):
             self.stop_reading()
             return True
         return False
@@ -318,7 +321,7 @@ class ClientConnection:
         if len(frames) == 1 and not isinstance(frames[0], codec.Chunks):
             self.writer.write(frames[0])
             return
-        parts: list = []  # one writev: the record sets never copied into one frame, the frames not joined
+        parts: list = []  # uvloop: one writev, the record sets never copied into one frame, the frames not joined
         for frame in frames:
             if isinstance(frame, codec.Chunks):
                 parts += frame.parts

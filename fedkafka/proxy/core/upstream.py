@@ -15,8 +15,6 @@ import socket
 import struct
 from typing import Any, Literal, overload
 
-from kio.static.protocol import ResponsePayload
-
 from fedkafka.fencing import UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.protocol import codec
 from fedkafka.protocol.framing import FrameError
@@ -144,7 +142,9 @@ class UpstreamConnection:
         self.security, self.cluster = security or PLAINTEXT.default, cluster
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by connect: send needs no get_running_loop()
-        self._pending: collections.deque[tuple[int, type[ResponsePayload], asyncio.Future]] = collections.deque()
+        # (correlation id, what reads the answer: kio's response type, or the request itself when it has
+        # `read_response`, future)
+        self._pending: collections.deque[tuple[int, Any, asyncio.Future]] = collections.deque()
         self._ids = itertools.count(1)
         self.closed = False
         self.use_until: float | None = None  # loop time after which new requests go to a new connection
@@ -227,7 +227,7 @@ class UpstreamConnection:
         else:
             frame = codec.encode_request_chunks(request, corr, client_id)
         if isinstance(frame, codec.Chunks):
-            self._transport.writelines(frame.parts)  # one writev: the record sets are not copied into a frame
+            self._transport.writelines(frame.parts)  # uvloop: one writev, the record sets not copied into a frame
         else:
             self._transport.write(frame)
         if not expect_response:
@@ -260,6 +260,9 @@ class UpstreamConnection:
             fut.set_result(codec.decode_response(resp_t, frame)[1] if read is None else read(frame))
         except codec.DecodeError as e:
             fut.set_exception(e)
+        except Exception as e:  # a reader's bug: this call fails now, not at its timeout (it left _pending)
+            log.exception("reading an answer from %s", self.label)
+            fut.set_exception(codec.DecodeError(f"unreadable answer: {e}"))
 
     def _on_lost(self, reason: BaseException) -> None:
         self._fail_all(ConnectionError(f"{self.label}: {reason}"))
