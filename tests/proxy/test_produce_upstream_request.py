@@ -59,7 +59,8 @@ def test_the_upstream_request_is_the_frame_kio_writes(version, timeout_ms):
     frame = codec.encode_request_chunks(upstream, 5, "p")
     assert bytes(frame) == codec.encode_request(_as_kio_writes_it(version, timeout_ms, parts), 5, "p")
     assert any(p is orders[1].records for p in frame.parts)  # the 20 KB record set is sent from the client's frame
-    assert upstream.acks == -1 and upstream.timeout_ms <= produce.MAX_UPSTREAM_PRODUCE_TIMEOUT_MS
+    sent = rec.read_produce_request(bytes(frame)[4:])  # what the broker reads
+    assert sent.acks == -1 and sent.timeout_ms <= produce.MAX_UPSTREAM_PRODUCE_TIMEOUT_MS
     assert [(t.name, [p.index for p in t.partition_data]) for t in upstream.topic_data] == [
         ("orders-phys", [7, 2]), ("audit", [1])]
 

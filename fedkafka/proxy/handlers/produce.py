@@ -452,10 +452,6 @@ class UpstreamProduce:
             by_topic.setdefault(part.seg.topic, []).append(rec.ProducePartitionData(part.seg.partition, part.records))
         return cls(version, timeout_ms, tuple(rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()))
 
-    @property
-    def acks(self) -> int:
-        return UPSTREAM_ACKS
-
     def frame_parts(self, correlation_id: int, client_id: str | None) -> list[bytes | bytearray | memoryview]:
         return rec.produce_request_parts(self.version, correlation_id, client_id, UPSTREAM_ACKS, self.timeout_ms,
                                          [(t.name, [(p.index, p.records) for p in t.partition_data])
