@@ -542,7 +542,7 @@ def test_a_timeout_the_client_chose_does_not_mark_the_cluster_unreachable():
 
 
 def test_a_single_call_that_times_out_closes_its_connection_and_a_cancelled_one_cancels_its_answer():
-    """One call is awaited without a Task of its own (`_answer_within`, not wait_for): past its timeout it is
+    """One call is awaited without a Task of its own (`Dispatcher._one`, not wait_for): past its timeout it is
     an UpstreamError and its connection is closed (later answers would match the wrong requests); a request
     cancelled while it waits (its client went away) cancels the answer's future, as wait_for did."""
     async def scenario():

@@ -110,6 +110,9 @@ class _LeaseRunsOutWhileConnecting:
     def __init__(self, state, real: UpstreamPool):
         self.state, self.real = state, real
 
+    def ready(self, host, port, slot):
+        return None  # no connection open yet: get() opens one
+
     async def get(self, host, port, slot, cluster=""):
         conn = await self.real.get(host, port, slot, cluster)
         self.state.valid = False

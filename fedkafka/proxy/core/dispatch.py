@@ -111,6 +111,7 @@ class Dispatcher:
         self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
         self._answers_view: View | None = None
         self._cache_keys: dict[Any, Any] = {}  # handler module -> its cache_key or None
+        self._readers: dict[Any, Any] = {}  # handler module -> its read_request or None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
 
@@ -129,10 +130,12 @@ class Dispatcher:
             self._advertised = versions.intersect(self.implemented, self.physical.api_tables())
         return self._advertised
 
-    def context(self, client_id: str | None, session: Session | None = None) -> Context:
+    def context(self, client_id: str | None, session: Session | None = None,
+                advertised: dict[int, tuple[int, int]] | None = None) -> Context:
         view: View = self.state.view
         me: ProxyInfo = self.state.me
-        return Context(view=view, me=me, advertised=self.advertised, physical=self.physical,
+        return Context(view=view, me=me, advertised=self.advertised if advertised is None else advertised,
+                       physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
                        max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused,
                        session=session or Session(), authorizer=self.authorizer(view))
@@ -148,21 +151,23 @@ class Dispatcher:
     async def start(self, frame: bytes, slot: int, session: Session | None = None) -> asyncio.Future[Answer]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
         client's order); returns an awaitable of the response frame (None: no response)."""
+        loop = self._loop or self.loop  # saved once: the property is a call, and start used it six times
         api_key, version, correlation_id = codec.peek_header(frame)
         if session is not None and (not session.authenticated or session.expires_at is not None) and \
                 (refusal := session.refusal(api_key)) is not None:
             # a broker closes a SASL connection that sends anything else before authenticating, or after its
             # session expired (KIP-368); the connection logs the reason in one line
             raise ProtocolViolation(refusal)
-        if not versions.accepts(self.advertised, api_key, version):
+        advertised = self.advertised
+        if not versions.accepts(advertised, api_key, version):
             self.observer.unsupported(api_key, version)
             return self._done(self._unsupported(api_key, version, correlation_id))
         module = self.registry[api_key]
         try:
-            header, request = _decode(module, frame)
+            header, request = self._decode(module, frame)
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
-        ctx = self.context(header.client_id, session)
+        ctx = self.context(header.client_id, session, advertised)
         if ctx.authorizer is not None and not getattr(module, "AUTHORIZES", False) and \
                 ctx.session.principal not in ctx.authorizer.super_users:  # deny by default (docs/DESIGN.md §11)
             self.observer.refused("auth", "*", -1, f"api_key={api_key} has no ACL checks: super users only",
@@ -170,7 +175,7 @@ class Dispatcher:
             resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
             return self._done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
                                                     correlation_id))
-        deadline = _send_deadline(api_key, request, self.loop)
+        deadline = _send_deadline(api_key, request, loop)
         seen = self.observer.request(api_key, version, request, ctx.view)
         key = self._answer_key(module, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
@@ -189,7 +194,7 @@ class Dispatcher:
             reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         if isinstance(reply, Plan):
             sent = await self._send(reply.calls, slot, deadline)
-            return self.loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
+            return loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
         return self._done(self._encode(reply, correlation_id, seen))
 
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
@@ -212,6 +217,16 @@ class Dispatcher:
         fut: asyncio.Future[Answer] = self.loop.create_future()
         fut.set_result(value)
         return fut
+
+    def _decode(self, module, frame: bytes) -> tuple[Any, Any]:
+        """(header, request). A handler module with `read_request` reads its own frames (Produce: a header walk
+        that leaves the record sets in the frame); that one object is both header and request. The reader is
+        looked up once per module (a getattr of a missing attribute formats an AttributeError)."""
+        try:
+            read = self._readers[module]
+        except KeyError:
+            read = self._readers[module] = getattr(module, "read_request", None)
+        return _decode_with(read, frame)
 
     def _answer_key(self, module, ctx: Context, request) -> Any:
         try:  # looked up once per module: getattr of a missing module attribute formats an AttributeError
@@ -293,7 +308,7 @@ class Dispatcher:
         upstream now."""
         if not self.state.lease_valid():
             return "lease", "proxy lease expired: not sent"  # the controller may be sealing (docs/DESIGN.md §4.3)
-        if deadline is not None and self.loop.time() > deadline:
+        if deadline is not None and (self._loop or self.loop).time() > deadline:
             # The client has given up on this request and sends its next ones (or a retry, maybe through
             # another proxy): written now, it would land after them (docs/DESIGN.md §4.2).
             return "deadline", "the client's request timeout passed: not sent"
@@ -314,10 +329,12 @@ class Dispatcher:
         connection is there."""
         if call.dedicated:
             return await self._send_dedicated(host, port, call, slot)
-        conn = await self.pool.get(host, port, slot if call.ordering_key is None else call.ordering_key,
-                                   call.target.cluster)
-        if call.request.__api_key__ == PRODUCE_API_KEY:
-            self._check_sendable(produce_deadline)
+        key = slot if call.ordering_key is None else call.ordering_key
+        conn = self.pool.ready(host, port, key)
+        if conn is None:  # a new connection: its TLS and SASL login can take seconds (none: checked just now)
+            conn = await self.pool.get(host, port, key, call.target.cluster)
+            if call.request.__api_key__ == PRODUCE_API_KEY:
+                self._check_sendable(produce_deadline)
         return conn.send(call.request, call.expect_response, call.client_id)
 
     async def _ask_controller(self, call: Call) -> ControllerAnswer | UpstreamError:
@@ -374,23 +391,32 @@ class Dispatcher:
         """A client connection closed (calls of it still running release into a dropped semaphore)."""
         self._dedicated_by_slot.pop(slot, None)
 
+    async def _one(self, call: Call, item):
+        """One call's result: its answer, or an UpstreamError (None: no answer expected)."""
+        if item is None or isinstance(item, UpstreamError):
+            return item
+        if isinstance(call.target, ControllerApi):  # a task that bounds its own wait
+            return await item
+        # wait_for without its Task and waiter: a timer fails the future itself with TimeoutError (the connection
+        # then drops the late answer, as it drops one for a cancelled future). Cancelled while waiting, the
+        # future is cancelled too, as by wait_for.
+        timer = item.get_loop().call_later(call.timeout_s or REQUEST_TIMEOUT_S, _time_out, item)
+        try:
+            return await item
+        except TimeoutError:
+            # responses come in order: a connection whose broker stopped answering is useless
+            self.pool.close_for(item)
+            if not call.client_timeout:  # running past a wait the client chose says nothing of the cluster
+                self._lost(call.target, "request timed out")
+            return UpstreamError(call.target.cluster, "request timed out")
+        except (ConnectionError, OSError, codec.DecodeError) as e:
+            self._lost(call.target, str(e) or type(e).__name__)
+            return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
+        finally:
+            timer.cancel()
+
     async def _collect(self, calls, sent: list, return_early=None) -> list:
-        async def one(call: Call, item):
-            if item is None or isinstance(item, UpstreamError):
-                return item
-            if isinstance(call.target, ControllerApi):  # a task that bounds its own wait
-                return await item
-            try:
-                return await _answer_within(item, call.timeout_s or REQUEST_TIMEOUT_S)
-            except TimeoutError:
-                # responses come in order: a connection whose broker stopped answering is useless
-                self.pool.close_for(item)
-                if not call.client_timeout:  # running past a wait the client chose says nothing of the cluster
-                    self._lost(call.target, "request timed out")
-                return UpstreamError(call.target.cluster, "request timed out")
-            except (ConnectionError, OSError, codec.DecodeError) as e:
-                self._lost(call.target, str(e) or type(e).__name__)
-                return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
+        one = self._one
         if len(calls) == 1:  # most requests: awaited here, without gather's Task per call
             results = [await one(calls[0], sent[0])]
             self.observer.upstream(calls, results)
@@ -412,26 +438,12 @@ class Dispatcher:
         return results
 
 
-async def _answer_within(answer: asyncio.Future, timeout: float) -> Any:
-    """`asyncio.wait_for` for an upstream connection's answer future, without its Task and waiter: a timer
-    fails the future itself with TimeoutError (the connection then drops the late answer, as it drops one
-    for a cancelled future). Cancelled while waiting, the future is cancelled too, as by wait_for."""
-    timer = answer.get_loop().call_later(timeout, _time_out, answer)
-    try:
-        return await answer
-    finally:
-        timer.cancel()
-
-
 def _time_out(answer: asyncio.Future) -> None:
     if not answer.done():
         answer.set_exception(TimeoutError())
 
 
-def _decode(module, frame: bytes) -> tuple[Any, Any]:
-    """(header, request). A handler module with `read_request` reads its own frames (Produce: a header walk
-    that leaves the record sets in the frame); that one object is both header and request."""
-    read = getattr(module, "read_request", None)
+def _decode_with(read: Callable[[bytes], Any] | None, frame: bytes) -> tuple[Any, Any]:
     if read is None:
         return codec.decode_request(frame)
     request = read(frame)

@@ -298,6 +298,13 @@ class UpstreamPool:
     def _new(self, host: str, port: int, label: str, cluster: str) -> UpstreamConnection:
         return UpstreamConnection(host, port, label, self.upstream.for_cluster(cluster), cluster)
 
+    def ready(self, host: str, port: int, slot: int) -> UpstreamConnection | None:
+        """`get`'s connection when it is open and usable now (None: `get` must connect or replace it)."""
+        conn = self._conns.get((host, port, slot % self.slots))
+        if conn is not None and not conn.closed and not conn.expiring():
+            return conn
+        return None
+
     async def get(self, host: str, port: int, slot: int, cluster: str = "") -> UpstreamConnection:
         key = (host, port, slot % self.slots)
         conn = self._conns.get(key)
