@@ -153,3 +153,62 @@ def test_a_client_connection_over_it_gets_large_and_small_frames_whole_with_thei
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_pipelined_frames_buffered_whole_are_taken_one_copy_each_in_order_and_held_within_the_budget():
+    """Frames already buffered whole are taken by the connection in one piece each (`_take(size, 4)`: the prefix
+    dropped, one copy, no clock), in order and whole; their bytes are held from the connection's budget, and a
+    frame the budget has no room for waits (on the waiting path) until answers give bytes back."""
+    from proxy.test_limits_unit import _HeldDispatcher, frame_of
+
+    rng = random.Random(5)
+    sizes = [rng.choice([12, 300, 2000, 9000]) for _ in range(24)]
+    frames = [frame_of(c, size) for c, size in enumerate(sizes, 1)]
+    frames = [f[:16] + rng.randbytes(len(f) - 16) for f in frames]
+    total = sum(len(f) for f in frames)
+    room = sum(sizes[:10])  # the connection's budget: the first ten frames, not the eleventh
+
+    async def scenario():
+        d = _HeldDispatcher()
+        takes: list[tuple[int, int]] = []
+        conns: list[ClientConnection] = []
+        buffered = asyncio.Event()
+
+        async def on_client(reader, writer):
+            take = reader._take
+            reader._take = lambda n, skip=0: takes.append((n, skip)) or take(n, skip)
+            async with asyncio.timeout(GUARD_S):
+                while len(reader._buffer) < total:  # every frame here before the connection reads one
+                    await asyncio.sleep(0.005)
+            buffered.set()
+            conns.append(conn := ClientConnection(reader, writer, d, Limits(max_inflight_bytes=room)))
+            await conn.run()
+
+        server = await start_server(on_client, "127.0.0.1", 0, limit=256 * 1024)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(frames))
+        async with asyncio.timeout(GUARD_S):
+            await buffered.wait()
+            while len(d.started) < 10:
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        assert d.started == list(range(1, 11))  # the eleventh does not fit beside them
+        assert conns[0].held.used == room
+        assert takes[:10] == [(size, 4) for size in sizes[:10]]
+        assert takes[10:] == [(1, 0), (3, 0)]  # the eleventh's prefix, on the waiting path; its body waits
+        answered = 0
+        async with asyncio.timeout(GUARD_S):
+            while answered < len(frames):
+                for c in d.started[answered:]:
+                    d.answer(c)
+                answered = len(d.started)
+                assert conns[0].held.used <= room + 8 * answered  # answers' bytes count until written
+                await asyncio.sleep(0.01)
+            got = [struct.unpack(">ii", await r.readexactly(8))[1] for _ in frames]
+        assert got == list(range(1, len(frames) + 1))
+        assert [d.frames[c] for c in d.started] == [f[4:] for f in frames]
+        w.close()
+        server.close()
+
+    asyncio.run(scenario())

@@ -9,6 +9,7 @@ the answer was written; an answer's own bytes count from the moment it exists un
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -43,12 +44,26 @@ class FrameReader(asyncio.StreamReader):
             return self._take(min(n, len(self._buffer)))  # type: ignore[attr-defined]
         return await super().read(n)
 
-    def _take(self, n: int) -> bytes:
+    def _take(self, n: int, skip: int = 0) -> bytes:
+        """The next n bytes after `skip` bytes (dropped), which the buffer must hold."""
         buffer = self._buffer  # type: ignore[attr-defined]
-        data = bytes(memoryview(buffer)[:n])  # the views are gone once bytes() returns: del may resize
-        del buffer[:n]
+        data = bytes(memoryview(buffer)[skip:skip + n])  # the views are gone once bytes() returns: del may resize
+        del buffer[:skip + n]
         self._maybe_resume_transport()  # type: ignore[attr-defined]
         return data
+
+    def buffered_frame(self, max_bytes: int) -> int:
+        """The size of the next frame when its size prefix and all its bytes are buffered (then `_take(size, 4)`
+        returns it without waiting); -1 when they are not, or when the size is outside 0..max_bytes or the
+        reader failed (the waiting reads report those)."""
+        buffer = self._buffer  # type: ignore[attr-defined]
+        if len(buffer) < 4 or self._exception is not None:  # type: ignore[attr-defined]
+            return -1
+        (size,) = _SIZE.unpack_from(buffer, 0)
+        return size if 0 <= size <= max_bytes and len(buffer) - 4 >= size else -1
+
+
+_SIZE = struct.Struct(">i")
 
 
 async def start_server(on_client, host: str | None = None, port: int | None = None, *, limit: int,
@@ -81,19 +96,20 @@ class ClientConnection:
         self.slot = next(_slots)
         self.peer = writer.get_extra_info("peername")
         self._requests = asyncio.Semaphore(self.limits.max_inflight_requests)
-        self._responses: asyncio.Queue = asyncio.Queue()  # bounded by _requests
         self._in_flight = 0
         self._loop = asyncio.get_running_loop()
+        self._responses = _Queue(self._loop)  # bounded by _requests
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
         self._closing = False  # set after a failed authentication: answer it, then close
+        self._frames = reader if isinstance(reader, FrameReader) else None  # one that can hand over whole frames
 
     async def run(self) -> None:
         write_task = asyncio.create_task(self._write_loop())
         self._read_task = asyncio.create_task(self._read_loop())
         with contextlib.suppress(asyncio.CancelledError):  # stop_reading(): still answer what was read
             await self._read_task
-        await self._responses.put(None)
+        self._responses.put_nowait(None)
         await write_task
         self.dispatcher.forget(self.slot)
         self.writer.close()
@@ -130,14 +146,18 @@ class ClientConnection:
 
     async def _read_one(self) -> bool:
         """Read and dispatch one frame (False: the client closed cleanly)."""
-        first = await self._first_byte()
-        if first is None:
-            return False
-        started = self._loop.time()
-        (size,) = struct.unpack(">i", first + await self._within(self.reader.readexactly(3), started, "size", 3))
-        if size < 0 or size > self.limits.max_frame_bytes:
-            raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
-        frame = await self._read_body(size, started)
+        frame = self._buffered_frame()
+        if frame is not None:
+            size = len(frame)
+        else:
+            first = await self._first_byte()
+            if first is None:
+                return False
+            started = self._loop.time()
+            (size,) = struct.unpack(">i", first + await self._within(self.reader.readexactly(3), started, "size", 3))
+            if size < 0 or size > self.limits.max_frame_bytes:
+                raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
+            frame = await self._read_body(size, started)
         try:
             pending = await self.dispatcher.start(frame, self.slot, self.session)
         except BaseException:
@@ -150,6 +170,19 @@ class ClientConnection:
                         self.session.protocol, self.session.failed)
             self._closing = True
         return True
+
+    def _buffered_frame(self) -> bytes | None:
+        """The next frame when it is buffered whole and both budgets have room for it now, held and taken with
+        one copy, no clock and no wait (pipelined requests usually are here whole: their size, body and holds were
+        three reads, two timers' checks and a hold); None: read it by the waiting path."""
+        if self._frames is None:
+            return None
+        size = self._frames.buffered_frame(self.limits.max_frame_bytes)
+        if size < 0 or not (self.held.free_now(size) and self.budget.free_now(size)):
+            return None
+        self.held.acquire_now(size)
+        self.budget.acquire_now(size)
+        return self._frames._take(size, 4)
 
     async def _read_body(self, size: int, started: float) -> bytes:
         """The frame's body, its bytes held in the budgets (nothing held if this raises).
@@ -267,7 +300,7 @@ class ClientConnection:
         upstream answers came in one read): written with one send instead of one each. Returns the batch and the
         item taken from the queue after it (a request not answered yet, None: the reader ended, or
         `_QUEUE_EMPTY`)."""
-        await asyncio.wait([first.pending])  # failed or cancelled: _answer's to report
+        await _settled(first.pending)
         batch = [first]
         while not self._responses.empty():
             following = self._responses.get_nowait()
@@ -331,6 +364,55 @@ class ClientConnection:
 
 
 _QUEUE_EMPTY = object()  # the write loop took nothing from the queue after a batch
+
+
+class _Queue:
+    """The part of asyncio.Queue the connection uses, for its one reader and one writer: a deque and the
+    writer's waiter (asyncio.Queue's counters, Event, waiter deques and loop check were ~100 bytecodes a
+    request)."""
+
+    __slots__ = ("_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._items: collections.deque = collections.deque()
+        self._loop = loop
+        self._waiter: asyncio.Future | None = None
+
+    def put_nowait(self, item) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def get_nowait(self):
+        return self._items.popleft()
+
+    async def get(self):
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
+async def _settled(pending: asyncio.Future) -> None:
+    """Until `pending` is done; its failure or cancellation is not raised (_answer reports it). Awaited directly:
+    `asyncio.wait` cost a waiter future, a set, a closure, a getpid() and one more loop step per answer. A
+    cancellation of the waiting task itself is raised (and, as with any await of a task, cancels `pending`: only
+    at the loop's teardown)."""
+    if pending.done():
+        return
+    try:
+        await pending
+    except BaseException:
+        task = asyncio.current_task()
+        if not pending.done() or (task is not None and task.cancelling()):
+            raise
 
 
 class _InFlight:
