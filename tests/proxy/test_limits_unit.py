@@ -704,3 +704,21 @@ def test_a_cancelled_answer_closes_the_connection_and_gives_its_bytes_back():
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_byte_budget_takes_now_only_what_fits_and_never_ahead_of_a_waiter():
+    """`take_now` (the reader's path without a wait): it takes bytes that fit, refuses more than the limit, and
+    refuses even bytes that fit while a larger reader waits (first come first served: a stream of small frames
+    must not starve a large one)."""
+    async def scenario():
+        budget = ByteBudget(100)
+        assert budget.take_now(60) and budget.used == 60
+        assert not budget.take_now(41) and budget.used == 60
+        waiting = asyncio.ensure_future(budget.acquire(50))
+        await asyncio.sleep(0)
+        assert not budget.take_now(10) and budget.used == 60  # 10 fit, but the 50 asked first
+        budget.release(60)
+        await waiting
+        assert budget.used == 50 and budget.take_now(50) and budget.used == 100
+
+    asyncio.run(scenario())

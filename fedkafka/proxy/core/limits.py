@@ -71,9 +71,12 @@ class ByteBudget:
     def free_now(self, n: int) -> bool:
         return not self._waiters and self.used + n <= self.limit
 
-    def acquire_now(self, n: int) -> None:
-        """Take n bytes that `free_now(n)` just said are free."""
+    def take_now(self, n: int) -> bool:
+        """`free_now(n)`, and then take them: whether it did."""
+        if self._waiters or self.used + n > self.limit:
+            return False
         self.used += n
+        return True
 
     async def acquire(self, n: int) -> None:
         if self.free_now(n):
