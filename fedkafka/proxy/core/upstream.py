@@ -133,6 +133,19 @@ class FrameProtocol(asyncio.BufferedProtocol):
 _SIZE = struct.Struct(">i")
 
 
+_READS_OWN: dict[type, bool] = {}
+
+
+def _reads_own_answer(request_type: type) -> bool:
+    """Whether requests of this type read their broker's answer themselves (`read_response`, handlers/produce.py),
+    looked up once per type."""
+    try:
+        return _READS_OWN[request_type]
+    except KeyError:
+        own = _READS_OWN[request_type] = hasattr(request_type, "read_response")
+        return own
+
+
 class UpstreamConnection:
     """One TCP connection to one broker. `send` writes at once (order = call order) and returns a future."""
 
@@ -235,8 +248,8 @@ class UpstreamConnection:
         fut = self._loop.create_future()  # Python 3.11's get_running_loop() is a getpid() system call
         # A request that reads its own answer (`read_response`, handlers/produce.py) is kept in place of kio's
         # response type: it carries __api_key__ as well (has_pending).
-        own = hasattr(request, "read_response")
-        resp_t = request if own else codec.response_schema(request.__api_key__, request.__version__)
+        resp_t = request if _reads_own_answer(type(request)) else \
+            codec.response_schema(request.__api_key__, request.__version__)
         self._pending.append((corr, resp_t, fut))
         return fut
 
@@ -247,7 +260,7 @@ class UpstreamConnection:
         return any(f is future for _, _, f in self._pending)
 
     def _on_frame(self, frame: bytes | memoryview) -> None:
-        corr = codec.response_correlation_id(frame)
+        (corr,) = _SIZE.unpack_from(frame, 0)  # the correlation id: an int32 as the size prefix is
         if not self._pending or self._pending[0][0] != corr:
             raise ConnectionError(f"unexpected correlation id {corr}")
         _, resp_t, fut = self._pending.popleft()
@@ -255,9 +268,11 @@ class UpstreamConnection:
             self.close()
         if fut.done():
             return
-        read = getattr(resp_t, "read_response", None)
         try:
-            fut.set_result(codec.decode_response(resp_t, frame)[1] if read is None else read(frame))
+            if isinstance(resp_t, type):  # kio's response type
+                fut.set_result(codec.decode_response(resp_t, frame)[1])
+            else:  # the request itself, which reads its own answer
+                fut.set_result(resp_t.read_response(frame))
         except codec.DecodeError as e:
             fut.set_exception(e)
         except Exception as e:  # a reader's bug: this call fails now, not at its timeout (it left _pending)
