@@ -83,6 +83,9 @@ class _Attempt:
         return _Attempt(clusters, self.leader_waits)
 
 
+_FIRST_ATTEMPT = _Attempt()  # frozen: one for every request's first pass
+
+
 @dataclass(slots=True)
 class _Routing:
     """One pass: per partition an answer now (`errors`) or a part to forward, and what must happen first."""
@@ -106,7 +109,7 @@ def read_request(frame: bytes | memoryview) -> rec.ProduceRequestFrame:
 
 
 def handle(ctx: Context, header, request: rec.ProduceRequestFrame):
-    return _route(ctx, header, request, _Attempt())
+    return _route(ctx, header, request, _FIRST_ATTEMPT)
 
 
 def _route(ctx: Context, header, request, attempt: _Attempt):
