@@ -199,9 +199,10 @@ class Dispatcher:
 
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
                         deadline: float | None, seen=None) -> Answer:
-        started = self.loop.time()
+        loop = self._loop or self.loop
+        started = loop.time()
         results = await self._collect(plan.calls, sent, plan.return_early)
-        elapsed = self.loop.time() - started
+        elapsed = loop.time() - started
         if elapsed > SLOW_REQUEST_S:  # a stalled broker or connection shows up here first
             log.warning("slow upstream: %.1f s for %s", elapsed,
                         [(c.target, type(c.request).__name__, type(r).__name__) for c, r in zip(plan.calls, results,
