@@ -722,3 +722,26 @@ def test_a_byte_budget_takes_now_only_what_fits_and_never_ahead_of_a_waiter():
         assert budget.used == 50 and budget.take_now(50) and budget.used == 100
 
     asyncio.run(scenario())
+
+
+def test_the_writer_waits_out_a_failed_or_cancelled_answer_but_not_its_own_cancellation():
+    """The writer awaits each answer directly (`connection._settled`): an answer that failed or was cancelled is
+    waited out without raising (the writer reports it and closes the connection), but a cancellation of the
+    writer itself still ends it."""
+    from fedkafka.proxy.core.connection import _settled
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        failed, cancelled, never = loop.create_future(), loop.create_future(), loop.create_future()
+        waiting = [asyncio.ensure_future(_settled(f)) for f in (failed, cancelled)]
+        await asyncio.sleep(0)
+        failed.set_exception(ConnectionError("broker gone"))
+        cancelled.cancel()
+        await asyncio.gather(*waiting)  # neither raises
+        writer = asyncio.ensure_future(_settled(never))
+        await asyncio.sleep(0)
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+
+    asyncio.run(scenario())
