@@ -36,6 +36,10 @@ _PRODUCER = struct.Struct(">qhi")
 _I64 = struct.Struct(">q")
 _U32 = struct.Struct(">I")
 
+# A records buffer this large goes out by reference; a smaller one is copied among the small fields. Over TLS
+# each writelines part is its own SSL_write and TLS record: ten 1 KiB parts cost 6x one 10 KiB part.
+BY_REFERENCE_BYTES = 16 * 1024
+
 
 class RecordsError(ValueError):
     """A records buffer that is not a well-formed sequence of v2 batches (Kafka: CORRUPT_MESSAGE)."""
@@ -216,7 +220,7 @@ _I32 = struct.Struct(">i")
 _EPOCH_AT = 12
 
 
-def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoch: int) -> bytes | bytearray:
+def fit_to_segment(records: Buffer, *, phys_end: int | None, delta: int, max_epoch: int) -> Buffer:
     """A fetch answer's batches as a reader of the logical partition must see them (docs/DESIGN.md §5.5).
 
     Drops batches starting at or beyond `phys_end` (the seal; batches never straddle it), adds `delta`
@@ -251,6 +255,64 @@ def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoc
             _I32.pack_into(out, h.position + _EPOCH_AT, max_epoch)
     return out  # kio writes any bytes-like: no extra copy
 
+
+
+class RecordParts:
+    """A record set as the pieces it is written from, in order: rewritten batch heads (and whole small batches) in
+    buffers of their own, the bodies of large batches as views of the broker's frame. `len()` is its size in
+    bytes, `bytes()` joins it. A moved segment's answer, rewritten without copying its records."""
+
+    __slots__ = ("nbytes", "parts")
+
+    def __init__(self, parts: list[Buffer], nbytes: int):
+        self.parts, self.nbytes = parts, nbytes
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+_REWRITTEN_HEAD = 16  # baseOffset, batchLength, partitionLeaderEpoch: all a fit to a segment changes
+
+
+def fit_to_segment_parts(records: Buffer, *, phys_end: int | None, delta: int, max_epoch: int,
+                         by_reference: int = BY_REFERENCE_BYTES) -> Buffer | RecordParts:
+    """`fit_to_segment`, whose batches of `by_reference` bytes or more are not copied: each one's first 16 bytes are
+    rewritten in a buffer of their own and the rest is left in `records` (RecordParts). Joined, the same bytes as
+    `fit_to_segment`, and a RecordsError where it raises one (the first found may differ). Only for a moved segment
+    (delta != 0: every batch changes) whose first batch is that large (a partition's batches come from the same
+    producers, so mostly alike); otherwise `fit_to_segment` itself, whose compiled twin returns an unchanged
+    buffer in no time and copies small batches faster than this walk would list them."""
+    view = memoryview(records)
+    if delta == 0 or len(view) < HEADER_SIZE or _I32.unpack_from(view, 8)[0] + LOG_OVERHEAD < by_reference:
+        return fit_to_segment(records, phys_end=phys_end, delta=delta, max_epoch=max_epoch)
+    parts: list[Buffer] = []
+    small = bytearray()
+    size = 0
+    for h in iter_batches(view, allow_partial_tail=True):
+        if phys_end is not None and h.base_offset >= phys_end:
+            break
+        moved = h.base_offset + delta
+        if not -(1 << 63) <= moved < 1 << 63:  # a corrupt or hostile answer: refuse it, never wrap
+            raise RecordsError(f"baseOffset {h.base_offset} + {delta} outside int64 at byte {h.position}")
+        at = len(small)
+        copied = _REWRITTEN_HEAD if h.length >= by_reference else h.length
+        small += view[h.position:h.position + copied]
+        _I64.pack_into(small, at, moved)
+        if _I32.unpack_from(small, at + _EPOCH_AT)[0] > max_epoch:
+            _I32.pack_into(small, at + _EPOCH_AT, max_epoch)
+        if copied < h.length:
+            parts.append(small)
+            parts.append(view[h.position + copied:h.position + h.length])
+            small = bytearray()
+        size += h.length
+    if not size:
+        return bytearray()  # as fit_to_segment: nothing before the seal
+    if small:
+        parts.append(small)
+    return RecordParts(parts, size)
 
 _MAX_DELTA = (1 << 31) - 1  # lastOffsetDelta is an int32
 _NO_TIMESTAMP = -1
@@ -578,9 +640,6 @@ def _string_bytes(value: str | None, flexible: bool) -> bytes:
     return (varint_bytes(len(data) + 1) if flexible else _I16.pack(len(data))) + data
 
 
-# A records buffer this large goes out by reference; a smaller one is copied among the small fields. Over TLS
-# each writelines part is its own SSL_write and TLS record: ten 1 KiB parts cost 6x one 10 KiB part.
-BY_REFERENCE_BYTES = 16 * 1024
 
 
 def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
@@ -905,7 +964,7 @@ class FetchPartitionData:
     log_start_offset: int = -1
     aborted_transactions: tuple[AbortedTransaction, ...] | None = None
     preferred_read_replica: int = -1
-    records: Buffer | None = None  # read: a slice of the broker's frame, never copied
+    records: Buffer | RecordParts | None = None  # read: a slice of the broker's frame, never copied
 
 
 @dataclass(frozen=True, slots=True)
@@ -1173,15 +1232,16 @@ def fetch_response_parts(version: int, correlation_id: int, error_code: int, ses
             records = p.records
             length = -1 if records is None else len(records)
             small += varint_bytes(length + 1) if flexible else _I32.pack(length)
-            if length >= by_reference:
-                assert records is not None
-                size += len(small) + length
-                parts.append(records)
-                small = bytearray()
-                parts.append(small)
-            elif length > 0:
-                assert records is not None
-                small += records
+            pieces: Sequence[Buffer] = (records.parts if isinstance(records, RecordParts)
+                                        else (records,) if records is not None and length > 0 else ())
+            for piece in pieces:
+                if len(piece) >= by_reference:
+                    size += len(small) + len(piece)
+                    parts.append(piece)
+                    small = bytearray()
+                    parts.append(small)
+                else:
+                    small += piece
             if flexible:
                 small += _NO_TAGS
         if flexible:

@@ -81,6 +81,27 @@ def test_a_moved_segment_s_record_set_is_rewritten_to_logical_offsets():
     assert bytes(frame) == bytes(broker_frame("t", 0, records, hw=48))  # the broker's frame is left as it came
 
 
+def test_a_moved_segment_s_large_batches_reach_the_client_s_parts_uncopied_but_for_their_heads():
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 40)))
+    (call,) = plan.calls
+    records = b"".join(batch(15 + 10 * i, 10, 256 * 1024) for i in range(3)) + batch(45, 3, 100)  # 768 KiB kept
+    frame = broker_frame("t", 0, records, hw=48)
+    tracemalloc.start()
+    try:
+        answer = plan.finish([call.request.read_response(frame)])
+        parts = answer.response_frame(3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024  # not one copy of the 768 KiB
+    in_frame = sum(len(p) for p in parts if isinstance(p, memoryview) and p.obj is frame.obj)
+    assert in_frame == 3 * (len(batch(0, 10, 256 * 1024)) - 16)  # each large batch but for its rewritten head
+    ((_, _, error, hw, client_records),) = client_view(parts)
+    assert (error, hw) == (ErrorCode.none, 70)
+    assert [h.base_offset for h in rec.iter_batches(client_records)] == [40, 50, 60]
+    assert client_records == bytes(rec.fit_to_segment(records, phys_end=45, delta=25, max_epoch=2))
+
+
 def test_the_answer_is_kio_s_frame_and_counts_its_errors_as_kio_s_entity_would():
     plan = fetch.handle(ctx(), None, fetch_request(("log", 1, 0), ("nope", 0, 0)))
     (call,) = plan.calls

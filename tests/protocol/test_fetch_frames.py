@@ -156,6 +156,17 @@ def test_answer_parts_join_to_kio_s_frame_and_reference_each_large_record_set(ve
     assert [id(r) for r in large] == [id(part) for part in parts if any(part is r for r in large)]
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_record_set_in_parts_is_written_as_its_joined_bytes_its_large_pieces_by_reference(version):
+    large = memoryview(b"L" * 20_000)
+    pieces = rec.RecordParts([bytearray(b"head"), large, bytearray(b"tail"), memoryview(b"s" * 10)], 20_018)
+    parts = rec.fetch_response_parts(version, 4, 0, 0, [("t", [rec.FetchPartitionData(0, 0, 5, 5, 0, None, -1,
+                                                                                       pieces)])])
+    joined = rec.FetchPartitionData(0, 0, 5, 5, 0, None, -1, bytes(pieces))
+    assert b"".join(parts) == b"".join(rec.fetch_response_parts(version, 4, 0, 0, [("t", [joined])]))
+    assert any(p is large for p in parts) and len(parts) == 3
+
+
 def test_the_writer_and_the_reader_refuse_a_version_outside_4_to_12():
     for version in (3, 13):
         with pytest.raises(ValueError, match=r"outside 4\.\.12"):

@@ -10,7 +10,8 @@ A fetch over several clusters finishes as soon as one of them has data (`Plan.re
 runs on a dedicated upstream connection because a long-poll fetch holds its broker connection.
 The broker's answer is read by records.py (`UpstreamFetch.read_response`), its record sets left in the broker's
 frame, and the client's is written by records.py around them (`FetchAnswer`): an unchanged record set (an
-identity segment) goes from the broker's frame to the client's socket without a copy.
+identity segment) goes from the broker's frame to the client's socket without a copy, and a moved segment's
+large batches too, but for their rewritten first 16 bytes (`records.fit_to_segment_parts`).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ class _Budget:
         self.left = max_bytes
         self.used = False
 
-    def take(self, data: rec.Buffer) -> rec.Buffer:
+    def take(self, data: rec.Buffer | rec.RecordParts) -> rec.Buffer | rec.RecordParts:
         if not data:
             return data
         if self.used and len(data) > self.left:
@@ -249,8 +250,8 @@ def _partition_answer(route: _Route, pd, budget: _Budget) -> dict:
     chain, seg = route.chain, route.target.segment
     delta = seg.logical_base - seg.phys_start
     try:
-        data = rec.fit_to_segment(pd.records or b"", phys_end=route.target.stop_before, delta=delta,
-                                  max_epoch=chain.leader_epoch)
+        data = rec.fit_to_segment_parts(pd.records or b"", phys_end=route.target.stop_before, delta=delta,
+                                        max_epoch=chain.leader_epoch)
     except rec.RecordsError:
         return _error(ErrorCode.corrupt_message)
     if route.target.in_gap and not data and _tail_ended(route.target, pd):
