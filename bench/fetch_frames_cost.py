@@ -4,8 +4,9 @@ One Fetch v12 of 1 or 4 partitions of 1 MiB each (64 KiB batches), identity (not
 (every baseOffset shifted). "kio" is what fetch.py did before: `build()` + kio's writer for the upstream request,
 `codec.decode_response` for the broker's answer (records copied out of the frame), `build()` +
 `codec.encode_response_chunks` for the client's answer. "records.py" is what it does now: `fetch_request_frame`,
-`read_fetch_response` (records as views of the frame), `fetch_response_parts` (records by reference). Both
-columns include `fit_to_segment` (the compiled twin when built). `timeit`, best of 7 rounds, with glibc's malloc
+`read_fetch_response` (records as views of the frame), `fit_to_segment_parts` (a moved segment's large batches
+left in the frame but for their first 16 bytes), `fetch_response_parts` (records by reference). The kio column
+includes `fit_to_segment` (the compiled twin when built). `timeit`, best of 7 rounds, with glibc's malloc
 thresholds pinned as the proxy pins them.
 
     .venv/bin/python bench/fetch_frames_cost.py
@@ -65,7 +66,7 @@ def records_path(partitions: int, delta: int, frame: bytes) -> None:
     out = []
     for t in answer.responses:
         for p in t.partitions:
-            data = rec.fit_to_segment(p.records, phys_end=None, delta=delta, max_epoch=0)
+            data = rec.fit_to_segment_parts(p.records, phys_end=None, delta=delta, max_epoch=0)
             out.append(rec.FetchPartitionData(p.partition_index, 0, p.high_watermark, p.last_stable_offset, 0, None,
                                               -1, data))
     rec.fetch_response_parts(12, 1, 0, 0, [("log", out)])

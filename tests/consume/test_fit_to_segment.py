@@ -90,14 +90,14 @@ def test_parts_join_to_fit_to_segment_s_bytes_or_are_refused_alike(buf, phys_end
 
 
 def test_a_moved_segment_s_large_batches_are_left_in_the_frame_but_for_their_first_16_bytes():
-    data = batch(100, 3, epoch=9, payload=b"p" * 20_000) + batch(103, 2, payload=b"q" * 20_000) + batch(105, 1)
+    data = batch(100, 3, epoch=9, payload=b"p" * 40_000) + batch(103, 2, payload=b"q" * 40_000) + batch(105, 1)
     frame = memoryview(data + batch(106, 1, payload=b"x" * 30_000)[:-5]).toreadonly()  # a partial tail batch
     out = rec.fit_to_segment_parts(frame, phys_end=106, delta=1000, max_epoch=4)
     assert isinstance(out, rec.RecordParts) and len(out) == len(data)
     assert bytes(out) == bytes(rec.fit_to_segment(bytes(frame), phys_end=106, delta=1000, max_epoch=4))
     referenced = [p for p in out.parts if isinstance(p, memoryview)]
-    assert [len(p) for p in referenced] == [len(data[:len(batch(100, 3, payload=b"p" * 20_000))]) - 16,
-                                            len(batch(103, 2, payload=b"q" * 20_000)) - 16]
+    assert [len(p) for p in referenced] == [len(data[:len(batch(100, 3, payload=b"p" * 40_000))]) - 16,
+                                            len(batch(103, 2, payload=b"q" * 40_000)) - 16]
     assert all(p.obj is frame.obj for p in referenced)  # views of the frame, not copies
     assert bases(bytes(out)) == [1100, 1103, 1105]
 
@@ -106,6 +106,6 @@ def test_identity_and_small_batches_take_fit_to_segment_s_way():
     small = batch(0, 3) + batch(3, 2)
     assert rec.fit_to_segment_parts(small, phys_end=None, delta=0, max_epoch=0) is small
     assert isinstance(rec.fit_to_segment_parts(small, phys_end=None, delta=5, max_epoch=0), bytearray)
-    large = batch(0, 3, payload=b"p" * 20_000)
+    large = batch(0, 3, payload=b"p" * 40_000)
     assert rec.fit_to_segment_parts(large, phys_end=None, delta=0, max_epoch=0) is large  # identity: untouched
     assert rec.fit_to_segment_parts(large, phys_end=0, delta=7, max_epoch=0) == bytearray()  # all past the seal
