@@ -13,7 +13,9 @@ switches between them (tests run every records test against both).
 
 The Produce and Fetch frame walks and writers at the end (`read_produce_request`, `produce_request_parts`,
 `produce_response_frame`, `read_produce_response`, `read_fetch_response`, `fetch_response_parts`,
-`fetch_request_frame`) are Python only: no compiled twin yet.
+`fetch_request_frame`) are Python only: no compiled twin yet. So is `fit_to_segment_parts`, which lists batches
+with the compiled walk when it is there (tests/consume/test_fit_to_segment.py holds it to `fit_to_segment`'s bytes
+under both).
 """
 
 from __future__ import annotations
