@@ -178,11 +178,11 @@ class _ChunkWriter:
 def encode_response_chunks(body: Any, correlation_id: int) -> bytes | Chunks:
     """`encode_response`, with the record sets of a Fetch answer left where they are: Chunks when a field was
     at least BY_REFERENCE_BYTES long, else plain bytes. A body with `response_frame(correlation_id)` writes
-    its own frame (records.py's Produce answer)."""
+    its own frame (records.py's Produce answer), or its parts as a list (records.py's Fetch answer)."""
     own = getattr(body, "response_frame", None)
     if own is not None:
-        frame: bytes = own(correlation_id)
-        return frame
+        frame: bytes | list[bytes | bytearray | memoryview] = own(correlation_id)
+        return Chunks(frame, sum(map(len, frame))) if isinstance(frame, list) else frame
     return _encode_chunks(type(body).__header_schema__(correlation_id=i32(correlation_id)), body)
 
 

@@ -11,8 +11,11 @@ Makefile's install step when cargo is present): used when it is importable, unle
 two give identical bytes and identical RecordsError messages (tests/protocol/test_records_twins.py); `use()`
 switches between them (tests run every records test against both).
 
-The Produce frame walks and writers at the end (`read_produce_request`, `produce_request_parts`,
-`produce_response_frame`, `read_produce_response`) are Python only: no compiled twin yet.
+The Produce and Fetch frame walks and writers at the end (`read_produce_request`, `produce_request_parts`,
+`produce_response_frame`, `read_produce_response`, `read_fetch_response`, `fetch_response_parts`,
+`fetch_request_frame`) are Python only: no compiled twin yet. So is `fit_to_segment_parts`, which lists batches
+with the compiled walk when it is there (tests/consume/test_fit_to_segment.py holds it to `fit_to_segment`'s bytes
+under both).
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ _HEAD = struct.Struct(">qiibIhiqqqhii")
 _PRODUCER = struct.Struct(">qhi")
 _I64 = struct.Struct(">q")
 _U32 = struct.Struct(">I")
+
+# A records buffer this large goes out by reference; a smaller one is copied among the small fields. Over TLS
+# each writelines part is its own SSL_write and TLS record: ten 1 KiB parts cost 6x one 10 KiB part.
+BY_REFERENCE_BYTES = 16 * 1024
 
 
 class RecordsError(ValueError):
@@ -215,7 +222,7 @@ _I32 = struct.Struct(">i")
 _EPOCH_AT = 12
 
 
-def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoch: int) -> bytes | bytearray:
+def fit_to_segment(records: Buffer, *, phys_end: int | None, delta: int, max_epoch: int) -> Buffer:
     """A fetch answer's batches as a reader of the logical partition must see them (docs/DESIGN.md §5.5).
 
     Drops batches starting at or beyond `phys_end` (the seal; batches never straddle it), adds `delta`
@@ -250,6 +257,84 @@ def fit_to_segment(records: bytes, *, phys_end: int | None, delta: int, max_epoc
             _I32.pack_into(out, h.position + _EPOCH_AT, max_epoch)
     return out  # kio writes any bytes-like: no extra copy
 
+
+
+class RecordParts:
+    """A record set as the pieces it is written from, in order: rewritten batch heads (and whole small batches) in
+    buffers of their own, the bodies of large batches as views of the broker's frame. `len()` is its size in
+    bytes, `bytes()` joins it. A moved segment's answer, rewritten without copying its records."""
+
+    __slots__ = ("nbytes", "parts")
+
+    def __init__(self, parts: list[Buffer], nbytes: int):
+        self.parts, self.nbytes = parts, nbytes
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+_REWRITTEN_HEAD = 16  # baseOffset, batchLength, partitionLeaderEpoch: all a fit to a segment changes
+
+
+def _batch_spans(view: memoryview) -> Iterator[tuple[int, int, int]]:
+    """(position, baseOffset, whole length) of each complete batch, as `iter_batches(allow_partial_tail=True)` walks
+    them (the same RecordsError after the same batches), without a BatchHeader each: 2 us of an 11-field frozen
+    dataclass per batch would cost more than copying a 16 KiB one."""
+    if _compiled is None:
+        for h in _iter_batches(view, True):
+            yield h.position, h.base_offset, h.length
+        return
+    headers, error = _compiled.batch_headers(view, True)
+    for fields in headers:
+        yield fields[0], fields[1], fields[2]
+    if error is not None:
+        raise RecordsError(error)
+
+
+# A batch at least this large is left in the frame by fit_to_segment_parts. Listing a batch costs about 0.7 us
+# (compiled walk): at 16 KiB that is what the compiled twin takes to copy it, at 64 KiB a quarter.
+PARTS_FROM_BYTES = 2 * BY_REFERENCE_BYTES
+
+
+def fit_to_segment_parts(records: Buffer, *, phys_end: int | None, delta: int, max_epoch: int,
+                         by_reference: int = PARTS_FROM_BYTES) -> Buffer | RecordParts:
+    """`fit_to_segment`, whose batches of `by_reference` bytes or more are not copied: each one's first 16 bytes are
+    rewritten in a buffer of their own and the rest is left in `records` (RecordParts). Joined, the same bytes as
+    `fit_to_segment`, and a RecordsError where it raises one (the first found may differ). Only for a moved segment
+    (delta != 0: every batch changes) whose first batch is that large (a partition's batches come from the same
+    producers, so mostly alike); otherwise `fit_to_segment` itself, whose compiled twin returns an unchanged
+    buffer in no time and copies small batches faster than this walk would list them."""
+    view = memoryview(records)
+    if delta == 0 or len(view) < HEADER_SIZE or _I32.unpack_from(view, 8)[0] + LOG_OVERHEAD < by_reference:
+        return fit_to_segment(records, phys_end=phys_end, delta=delta, max_epoch=max_epoch)
+    parts: list[Buffer] = []
+    small = bytearray()
+    size = 0
+    for position, base_offset, length in _batch_spans(view):
+        if phys_end is not None and base_offset >= phys_end:
+            break
+        moved = base_offset + delta
+        if not -(1 << 63) <= moved < 1 << 63:  # a corrupt or hostile answer: refuse it, never wrap
+            raise RecordsError(f"baseOffset {base_offset} + {delta} outside int64 at byte {position}")
+        at = len(small)
+        copied = _REWRITTEN_HEAD if length >= by_reference else length
+        small += view[position:position + copied]
+        _I64.pack_into(small, at, moved)
+        if _I32.unpack_from(small, at + _EPOCH_AT)[0] > max_epoch:
+            _I32.pack_into(small, at + _EPOCH_AT, max_epoch)
+        if copied < length:
+            parts.append(small)
+            parts.append(view[position + copied:position + length])
+            small = bytearray()
+        size += length
+    if not size:
+        return bytearray()  # as fit_to_segment: nothing before the seal
+    if small:
+        parts.append(small)
+    return RecordParts(parts, size)
 
 _MAX_DELTA = (1 << 31) - 1  # lastOffsetDelta is an int32
 _NO_TIMESTAMP = -1
@@ -577,9 +662,6 @@ def _string_bytes(value: str | None, flexible: bool) -> bytes:
     return (varint_bytes(len(data) + 1) if flexible else _I16.pack(len(data))) + data
 
 
-# A records buffer this large goes out by reference; a smaller one is copied among the small fields. Over TLS
-# each writelines part is its own SSL_write and TLS record: ten 1 KiB parts cost 6x one 10 KiB part.
-BY_REFERENCE_BYTES = 16 * 1024
 
 
 def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
@@ -860,6 +942,362 @@ def _skip_node_endpoints(view: memoryview, pos: int) -> int:
         _rack, pos = _compact_string(view, pos + 4, end, "rack")
         pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
     return pos
+
+
+# -- Fetch answers ---------------------------------------------------------------------------------------------
+# A broker's FetchResponse (v4..12) read and the client's written byte by byte, without kio entities: kio copied
+# every record set out of the broker's frame, and its generic walk and writer cost more than the rest of a fetch.
+# The reader leaves each record set in the frame (a memoryview); the writer passes a large one by reference. Python
+# only, like the Produce frames; tests/protocol/test_fetch_frames.py compares both with kio over random answers.
+#
+# Layout. Response header v0 (v4..11) / v1 (v12): correlation_id int32 (v1: tagged fields). Body: throttle_time_ms
+# int32, error_code int16 and session_id int32 (v7+), responses[topic string, partitions[partition_index int32,
+# error_code int16, high_watermark int64, last_stable_offset int64, log_start_offset int64 (v5+),
+# aborted_transactions nullable [producer_id int64, first_offset int64], preferred_read_replica int32 (v11+),
+# records nullable bytes]]. v12 is flexible (as Produce v9+); a partition's tags 0 (diverging_epoch: epoch int32,
+# end_offset int64), 1 (current_leader: leader_id int32, leader_epoch int32) and 2 (snapshot_id: end_offset
+# int64, epoch int32) are known, each a struct ending with its own tagged fields: checked and skipped (the proxy
+# passes none of them on).
+
+FETCH_VERSIONS = range(4, 13)
+_FETCH_FLEXIBLE = 12
+_ERROR_SESSION = struct.Struct(">hi")
+_FETCH_HEAD_V4 = struct.Struct(">ihqqi")  # index, error_code, high_watermark, last_stable_offset, aborted count
+_FETCH_HEAD_V5 = struct.Struct(">ihqqqi")  # + log_start_offset before the aborted count
+_FETCH_HEAD_FLEXIBLE = struct.Struct(">ihqqq")  # v12: the v5 fields; the aborted count is a varint
+_ABORTED = struct.Struct(">qq")  # producer_id, first_offset
+
+
+@dataclass(slots=True)
+class AbortedTransaction:
+    producer_id: int
+    first_offset: int
+
+
+@dataclass(slots=True)  # not frozen, as ProducePartitionAnswer: one or two are made per partition of every fetch
+class FetchPartitionData:
+    """A partition of a FetchResponse, the broker's or the client's: kio's field names, so code reading either
+    reads both. Fields a version lacks keep their defaults."""
+
+    partition_index: int
+    error_code: int
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    aborted_transactions: tuple[AbortedTransaction, ...] | None = None
+    preferred_read_replica: int = -1
+    records: Buffer | RecordParts | None = None  # read: a slice of the broker's frame, never copied
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTopicData:
+    topic: str
+    partitions: tuple[FetchPartitionData, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResponseFrame:
+    throttle_time_ms: int
+    error_code: int  # 0 before v7
+    session_id: int  # 0 before v7
+    responses: tuple[FetchTopicData, ...]
+
+
+def read_fetch_response(frame: Buffer, version: int) -> FetchResponseFrame:
+    """The FetchResponse of `version` in `frame` (after its size prefix: correlation_id, header, body), read as kio
+    reads it: error codes stay plain ints, the known tags of a v12 partition are checked and skipped, unknown tags
+    skipped by their size, bytes after the last field ignored, and each record set is a memoryview into `frame`.
+    A broker's bytes are untrusted: MalformedFrame for anything that does not parse, no allocation sized from a
+    declared length."""
+    if version not in FETCH_VERSIONS:
+        raise ValueError(f"Fetch version {version} outside 4..12")
+    view = memoryview(frame)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    end = len(view)
+    flexible = version >= _FETCH_FLEXIBLE
+    try:
+        pos = 4 if not flexible else 5 if view[4] == 0 else _skip_tags(view, 4, end)
+        (throttle_time_ms,) = _I32.unpack_from(view, pos)
+        pos += 4
+        error_code = session_id = 0
+        if version >= 7:
+            error_code, session_id = _ERROR_SESSION.unpack_from(view, pos)
+            pos += _ERROR_SESSION.size
+        if flexible:
+            topics, pos = _flexible_fetch_topics(view, pos, end)
+            if view[pos] != 0:
+                _skip_tags(view, pos, end)
+        else:
+            topics = _legacy_fetch_topics(view, pos, end, version)
+    except _TRUNCATED:
+        raise MalformedFrame(f"Fetch v{version} response truncated: a field runs past its end ({end} bytes)") from None
+    except UnicodeDecodeError as e:
+        raise MalformedFrame(f"Fetch v{version} response: a string that is not UTF-8 ({e.reason})") from None
+    return FetchResponseFrame(throttle_time_ms, error_code, session_id, topics)
+
+
+def _legacy_fetch_topics(view: memoryview, pos: int, end: int, version: int) -> tuple[FetchTopicData, ...]:
+    """The responses of a v4..11 body at `pos`."""
+    head = _FETCH_HEAD_V4 if version < 5 else _FETCH_HEAD_V5
+    tail = 4 + (4 if version >= 11 else 0)  # records length, preferred_read_replica
+    (count,) = _I32.unpack_from(view, pos)
+    pos += 4
+    if count < 0 or count * 6 > end - pos:  # a topic: name length, partition count
+        raise _bad_count(count, 6, pos, end, "topics")
+    topics = []
+    for _ in range(count):
+        name, partitions_count, pos = _legacy_topic_head(view, pos, end, head.size + tail, "partition answers")
+        partitions = []
+        for _ in range(partitions_count):
+            fields = head.unpack_from(view, pos)
+            pos += head.size
+            aborted, pos = _legacy_aborted(view, pos, end, fields[-1])
+            p = FetchPartitionData(*fields[:-1]) if version >= 5 else FetchPartitionData(*fields[:4])
+            p.aborted_transactions = aborted
+            if version >= 11:
+                (p.preferred_read_replica,) = _I32.unpack_from(view, pos)
+                pos += 4
+            (length,) = _I32.unpack_from(view, pos)
+            pos += 4
+            if length >= 0:
+                if length > end - pos:
+                    raise MalformedFrame(f"records of {length} bytes at byte {pos}, only {end - pos} left")
+                p.records = view[pos:pos + length]
+                pos += length
+            elif length != -1:
+                raise MalformedFrame(f"negative records length {length} at byte {pos - 4}")
+            partitions.append(p)
+        topics.append(FetchTopicData(name, tuple(partitions)))
+    return tuple(topics)
+
+
+def _legacy_aborted(view: memoryview, pos: int, end: int, count: int) -> tuple[tuple[AbortedTransaction, ...] | None,
+                                                                               int]:
+    """A v4..11 partition's aborted_transactions whose int32 `count` was read just before `pos`."""
+    if count < 0:
+        if count == -1:
+            return None, pos
+        raise MalformedFrame(f"negative aborted transactions count {count} at byte {pos - 4}")
+    if count * 16 > end - pos:
+        raise _bad_count(count, 16, pos, end, "aborted transactions")
+    out = []
+    for _ in range(count):
+        out.append(AbortedTransaction(*_ABORTED.unpack_from(view, pos)))
+        pos += 16
+    return tuple(out), pos
+
+
+def _flexible_fetch_topics(view: memoryview, pos: int, end: int) -> tuple[tuple[FetchTopicData, ...], int]:
+    """The responses of a v12 body at `pos`: (topics, position after them)."""
+    count, pos = _uvarint(view, pos, end)
+    count -= 1
+    if count < 0 or count * 3 > end - pos:  # a topic: name length, partition count, tags
+        raise _bad_count(count, 3, pos, end, "topics")
+    topics = []
+    for _ in range(count):
+        at = pos
+        name, pos = _compact_string(view, pos, end, "topic name")
+        if name is None:
+            raise MalformedFrame(f"null topic name at byte {at}")
+        count, pos = _uvarint(view, pos, end)
+        count -= 1
+        if count < 0 or count * 37 > end - pos:  # the v5 fields, aborted count, replica, records length, tags
+            raise _bad_count(count, 37, pos, end, "partition answers")
+        partitions = []
+        for _ in range(count):
+            p = FetchPartitionData(*_FETCH_HEAD_FLEXIBLE.unpack_from(view, pos))
+            p.aborted_transactions, pos = _flexible_aborted(view, pos + _FETCH_HEAD_FLEXIBLE.size, end)
+            (p.preferred_read_replica,) = _I32.unpack_from(view, pos)
+            length, pos = _uvarint(view, pos + 4, end)
+            if length:
+                if length - 1 > end - pos:
+                    raise MalformedFrame(f"records of {length - 1} bytes at byte {pos}, only {end - pos} left")
+                p.records = view[pos:pos + length - 1]
+                pos += length - 1
+            pos = pos + 1 if view[pos] == 0 else _skip_fetch_partition_tags(view, pos, end)
+            partitions.append(p)
+        pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
+        topics.append(FetchTopicData(name, tuple(partitions)))
+    return tuple(topics), pos
+
+
+def _flexible_aborted(view: memoryview, pos: int, end: int) -> tuple[tuple[AbortedTransaction, ...] | None, int]:
+    """A v12 partition's aborted_transactions at `pos`: (transactions or None, position after them)."""
+    count, pos = _uvarint(view, pos, end)
+    if count == 0:
+        return None, pos
+    count -= 1
+    if count * 17 > end - pos:  # producer_id, first_offset, tags
+        raise _bad_count(count, 17, pos, end, "aborted transactions")
+    out = []
+    for _ in range(count):
+        out.append(AbortedTransaction(*_ABORTED.unpack_from(view, pos)))
+        pos += 16
+        pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
+    return tuple(out), pos
+
+
+def _skip_fetch_partition_tags(view: memoryview, pos: int, end: int) -> int:
+    """A v12 partition's tagged fields: tags 0..2 walked as kio reads them (see _skip_tags), others skipped."""
+    count, pos = _uvarint(view, pos, end)
+    if count * 2 > end - pos:
+        raise MalformedFrame(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
+    for _ in range(count):
+        tag, pos = _uvarint(view, pos, end)
+        size, pos = _uvarint(view, pos, end)
+        if size > end - pos:
+            raise MalformedFrame(f"tagged field {tag} of {size} bytes at byte {pos}, only {end - pos} left")
+        walk = _FETCH_PARTITION_TAGS.get(tag)
+        pos = pos + size if walk is None else _tag_struct(view[:pos + size], pos + walk)
+    return pos
+
+
+def _tag_struct(view: memoryview, pos: int) -> int:
+    """The position after a tagged struct whose fixed fields end at `pos`: its own tagged fields, in a view that
+    ends where the tag's declared size does."""
+    return pos + 1 if view[pos] == 0 else _skip_tags(view, pos, len(view))
+
+
+_FETCH_PARTITION_TAGS = {0: 12, 1: 8, 2: 12}  # the fixed bytes of diverging_epoch, current_leader, snapshot_id
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPartitionRequest:
+    """A partition of the FetchRequest the proxy sends: no leader epoch, no last fetched epoch, no log start (the
+    proxy never knows a physical partition's, and -1 asks the broker for no check)."""
+
+    partition: int
+    fetch_offset: int
+    partition_max_bytes: int
+    current_leader_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTopicRequest:
+    topic: str
+    partitions: tuple[FetchPartitionRequest, ...]
+
+
+_FETCH_REQUEST_HEAD = struct.Struct(">iiiib")  # replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
+_SESSIONLESS = struct.Struct(">ii").pack(0, -1)  # session_id, session_epoch: no fetch session
+
+
+def fetch_request_frame(version: int, correlation_id: int, client_id: str | None, max_wait_ms: int, min_bytes: int,
+                        max_bytes: int, isolation_level: int, topics: Sequence[FetchTopicRequest]) -> bytes:
+    """The whole size-prefixed FetchRequest of a consumer (replica_id -1) without a fetch session, forgotten
+    topics, rack or cluster id: byte for byte what `codec.encode_request` writes for kio's FetchRequest of that
+    version with the same values. A few small fields: written here only because kio's generic writer cost more
+    than the rest of the request's way through the proxy."""
+    if version not in FETCH_VERSIONS:
+        raise ValueError(f"Fetch version {version} outside 4..12")
+    flexible = version >= _FETCH_FLEXIBLE
+    out = bytearray(_REQUEST_PREFIX.pack(0, 1, version, correlation_id))  # the size is filled in at the end
+    out += _string_bytes(client_id, False)  # a legacy string in header v2 too
+    if flexible:
+        out += _NO_TAGS
+    out += _FETCH_REQUEST_HEAD.pack(-1, max_wait_ms, min_bytes, max_bytes, isolation_level)
+    if version >= 7:
+        out += _SESSIONLESS
+    out += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
+    for t in topics:
+        out += _string_bytes(t.topic, flexible)
+        out += varint_bytes(len(t.partitions) + 1) if flexible else _I32.pack(len(t.partitions))
+        for p in t.partitions:
+            out += _I32.pack(p.partition)
+            if version >= 9:
+                out += _I32.pack(p.current_leader_epoch)
+            out += _I64.pack(p.fetch_offset)
+            if version >= 12:
+                out += _I32.pack(-1)  # last_fetched_epoch
+            if version >= 5:
+                out += _I64.pack(-1)  # log_start_offset: a consumer's is -1
+            out += _I32.pack(p.partition_max_bytes)
+            if flexible:
+                out += _NO_TAGS
+        if flexible:
+            out += _NO_TAGS
+    if version >= 7:
+        out += b"\x01" if flexible else _I32.pack(0)  # no forgotten topics
+    if version >= 11:
+        out += b"\x01" if flexible else _I16.pack(0)  # rack_id ""
+    if flexible:
+        out += _NO_TAGS
+    _I32.pack_into(out, 0, len(out) - 4)
+    return bytes(out)
+
+
+def fetch_response_parts(version: int, correlation_id: int, error_code: int, session_id: int,
+                         topics: Sequence[tuple[str, Sequence[FetchPartitionData]]], throttle_time_ms: int = 0, *,
+                         by_reference: int = BY_REFERENCE_BYTES) -> list[Buffer]:
+    """The whole size-prefixed FetchResponse as pieces for `transport.writelines`: the small fields gathered, each
+    record set (bytes-like, one byte per item) of `by_reference` bytes or more passed by reference, never copied.
+    Joined, byte for byte what `codec.encode_response` writes for the kio FetchResponse of that version with the
+    same values (fields a version lacks left out, no tagged fields)."""
+    if version not in FETCH_VERSIONS:
+        raise ValueError(f"Fetch version {version} outside 4..12")
+    flexible = version >= _FETCH_FLEXIBLE
+    small = head = bytearray(_SIZE_CORRELATION.pack(0, correlation_id))  # the size is filled in last
+    if flexible:
+        small += _NO_TAGS  # response header v1
+    small += _I32.pack(throttle_time_ms)
+    if version >= 7:
+        small += _ERROR_SESSION.pack(error_code, session_id)
+    small += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
+    parts: list[Buffer] = [small]
+    size = 0  # of the parts before `small`
+    for name, partitions in topics:
+        small += _string_bytes(name, flexible)
+        small += varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
+        for p in partitions:
+            small += _fetch_partition_head(p, version, flexible)
+            records = p.records
+            length = -1 if records is None else len(records)
+            small += varint_bytes(length + 1) if flexible else _I32.pack(length)
+            pieces: Sequence[Buffer] = (records.parts if isinstance(records, RecordParts)
+                                        else (records,) if records is not None and length > 0 else ())
+            for piece in pieces:
+                if len(piece) >= by_reference:
+                    size += len(small) + len(piece)
+                    parts.append(piece)
+                    small = bytearray()
+                    parts.append(small)
+                else:
+                    small += piece
+            if flexible:
+                small += _NO_TAGS
+        if flexible:
+            small += _NO_TAGS
+    if flexible:
+        small += _NO_TAGS
+    if not small:
+        parts.pop()
+    size += len(small)
+    _I32.pack_into(head, 0, size - 4)
+    return parts
+
+
+def _fetch_partition_head(p: FetchPartitionData, version: int, flexible: bool) -> bytes:
+    """A partition answer's fields before its records length."""
+    if version < 5:
+        out = bytearray(_FETCH_HEAD_V4.pack(p.partition_index, p.error_code, p.high_watermark, p.last_stable_offset,
+                                            -1 if p.aborted_transactions is None else len(p.aborted_transactions)))
+    else:
+        out = bytearray(_FETCH_HEAD_FLEXIBLE.pack(p.partition_index, p.error_code, p.high_watermark,
+                                                  p.last_stable_offset, p.log_start_offset))
+        aborted = p.aborted_transactions
+        if flexible:
+            out += _ONE_BYTE_VARINT[0] if aborted is None else varint_bytes(len(aborted) + 1)
+        else:
+            out += _I32.pack(-1 if aborted is None else len(aborted))
+    for a in p.aborted_transactions or ():
+        out += _ABORTED.pack(a.producer_id, a.first_offset)
+        if flexible:
+            out += _NO_TAGS
+    if version >= 11:
+        out += _I32.pack(p.preferred_read_replica)
+    return bytes(out)
+
 
 if os.environ.get("FEDKAFKA_PURE_PYTHON") != "1":
     _compiled = _load_compiled()

@@ -131,3 +131,28 @@ def test_read_committed_reads_the_whole_chain(chain):
     got = read(c, 70)
     c.close()
     assert [(m.offset(), m.value().decode()) for m in got] == [(i, f"r{i}") for i in range(25, 95)]
+
+
+def test_a_moved_segment_of_large_batches_is_read_whole_and_crc_checked(kafka_clusters, unique_name, tmp_path):
+    """Batches of 32 KiB or more in a moved segment reach the client from the broker's frame but for their
+    rewritten first 16 bytes (records.fit_to_segment_parts): confluent-kafka with check.crcs reads every record,
+    value and logical offset, and none past the seal."""
+    _, c2, _ = kafka_clusters
+    physical = f"big-{unique_name}"
+    create_topic(c2.bootstrap, physical, 1)
+    create_topic(c2.bootstrap, f"{physical}-next", 1)  # the active segment after the seal: empty
+    lay_down(c2.bootstrap, physical, 0, [f"junk-{i}" for i in range(5)], TS1)
+    values = [f"{i:04d}" + "v" * 9000 for i in range(40)]  # about 8 batches of 45 KiB (linger 5 ms, 1 MB cap)
+    lay_down(c2.bootstrap, physical, 0, values, TS2)
+    lay_down(c2.bootstrap, physical, 0, [f"late-{i}" for i in range(3)], TS_LATE)
+    chain = PartitionChain(segments=(Segment("c2", physical, 0, 5, 45, 1000),
+                                     Segment("c2", f"{physical}-next", 0, 0, None, 1040)), leader_epoch=1)
+    view = View(version=1, clusters={c2.name: Cluster(c2.name, c2.bootstrap)},
+                topics={unique_name: LogicalTopic(unique_name, uuid.uuid4().hex, (chain,))})
+    with ProxyProcess(tmp_path, with_coordination(view, "c2", c2.bootstrap), role=ProxyRole.CPROXY) as proxy:
+        c = consumer(proxy.bootstrap, **{"check.crcs": True})
+        c.assign([TopicPartition(unique_name, 0, 1000)])
+        got = read(c, 40)
+        c.close()
+        assert proxy.alive(), proxy.output()[-3000:]
+    assert [(m.offset(), m.value().decode()) for m in got] == [(1000 + i, v) for i, v in enumerate(values)]

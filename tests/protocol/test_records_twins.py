@@ -123,9 +123,14 @@ def test_checks_give_the_same_headers_and_the_same_error(buf):
 
 
 @settings(max_examples=examples(300))
-@given(buffers(), st.none() | st.integers(0, 2**41), st.integers(-(2**41), 2**41) | i64s, st.integers(-1, 60))
-def test_fit_to_segment_gives_the_same_bytes_and_the_same_error(buf, phys_end, delta, max_epoch):
-    records = bytes(buf)
+@given(buffers(), st.none() | st.integers(0, 2**41), st.integers(-(2**41), 2**41) | i64s, st.integers(-1, 60),
+       st.booleans())
+def test_fit_to_segment_gives_the_same_bytes_and_the_same_error(buf, phys_end, delta, max_epoch, in_a_frame):
+    """`in_a_frame`: the records are a read-only view into a larger buffer, as records.read_fetch_response gives
+    them; unchanged, both twins return that view itself (the identity fetch path writes it by reference)."""
+    records: bytes | memoryview = bytes(buf)
+    if in_a_frame:
+        records = memoryview(b"head" + bytes(buf) + b"tail").toreadonly()[4:-4]
 
     def run():
         out = outcome(lambda: rec.fit_to_segment(records, phys_end=phys_end, delta=delta, max_epoch=max_epoch))

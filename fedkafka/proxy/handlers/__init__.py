@@ -23,7 +23,8 @@ and its answer may then be objects that write their own frames (`frame_parts(cor
 `response_frame(correlation_id)`, with `__api_key__`/`__version__`), and an answer with `count_errors(counts)`
 feeds the error metrics. A `Call.request` with `read_response(frame)` reads its broker's answer itself (the
 frame after its size prefix; `codec.DecodeError` for a malformed one, which fails the call as kio's would):
-`finish` gets what it returns instead of a kio entity.
+`finish` gets what it returns instead of a kio entity. A module without `read_request` may use these too (Fetch:
+`UpstreamFetch` and `FetchAnswer`; `response_frame` may return a list of parts, sent by reference).
 
 Optional: `def cache_key(ctx, request) -> Hashable | None`. When a module's answer depends only on the view,
 this proxy's identity and that key, the core reuses the encoded answer for the same view and key (Metadata:

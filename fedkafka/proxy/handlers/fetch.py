@@ -8,19 +8,22 @@ A position inside an unclean gap (docs/DESIGN.md §9) reads the tail its dead cl
 there is none, is answered with empty batches that move the reader to the gap's end.
 A fetch over several clusters finishes as soon as one of them has data (`Plan.return_early`); each call
 runs on a dedicated upstream connection because a long-poll fetch holds its broker connection.
+The broker's answer is read by records.py (`UpstreamFetch.read_response`), its record sets left in the broker's
+frame, and the client's is written by records.py around them (`FetchAnswer`): an unchanged record set (an
+identity segment) goes from the broker's frame to the client's socket without a copy, and a moved segment's
+large batches too, but for their rewritten first 16 bytes (`records.fit_to_segment_parts`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import ClassVar
 
 from kio.schema.errors import ErrorCode
-from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol import records as rec
-from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_schema, response_schema
+from fedkafka.protocol.codec import DecodeError
 from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError, authorized
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
@@ -49,10 +52,9 @@ class _Route:
 
 def handle(ctx: Context, header, request):
     version = type(request).__version__
-    resp_t = response_schema(1, version)
     if getattr(request, "session_id", 0) != 0:
         # we never hand out a session id, so a client asking for one is confused: make it start over
-        return build(resp_t, {"error_code": ErrorCode.fetch_session_id_not_found, "session_id": 0, "responses": []})
+        return FetchAnswer(version, ErrorCode.fetch_session_id_not_found, ())
     order = [(t.topic, [p.partition for p in t.partitions]) for t in request.topics]
     answers: dict[tuple[str, int], dict] = {}
     groups: dict[tuple[str, int], list[_Route]] = {}
@@ -88,9 +90,9 @@ def handle(ctx: Context, header, request):
         budget = _Budget(request.max_bytes)
         for routes, result in zip(routes_per_call, results, strict=True):
             answers.update(_translate(ctx, routes, result, budget))
-        return build(resp_t, {"error_code": ErrorCode.none, "session_id": 0, "responses": [
-            {"topic": name, "partitions": [{"partition_index": p, **answers[(name, p)]} for p in parts]}
-            for name, parts in order]})
+        return FetchAnswer(version, ErrorCode.none, tuple(
+            rec.FetchTopicData(name, tuple(rec.FetchPartitionData(p, **answers[(name, p)]) for p in parts))
+            for name, parts in order))
 
     if not calls:
         return finish([])
@@ -119,19 +121,79 @@ def _tail_out_of_reach(ctx: Context, seg: Segment) -> bool:
     return not ctx.physical.reachable(seg.cluster) or ctx.physical.topic_id(seg.cluster, seg.topic) is None
 
 
-def _upstream_request(request, routes: list[_Route], max_wait_ms: int):
-    by_topic: dict[str, list[dict]] = {}
+def _upstream_request(request, routes: list[_Route], max_wait_ms: int) -> UpstreamFetch:
+    by_topic: dict[str, list[rec.FetchPartitionRequest]] = {}
     for r in routes:
         seg = r.target.segment
-        by_topic.setdefault(seg.topic, []).append({
-            "partition": seg.partition, "current_leader_epoch": -1, "fetch_offset": r.target.physical_offset,
-            "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": r.partition_max_bytes})
-    max_wait = i32Timedelta.parse(timedelta(milliseconds=max_wait_ms))
-    return build(request_schema(1, type(request).__version__), {
-        "cluster_id": None, "replica_id": -1, "max_wait": max_wait, "min_bytes": request.min_bytes,
-        "max_bytes": request.max_bytes, "isolation_level": request.isolation_level, "session_id": 0,
-        "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
-        "topics": [{"topic": name, "partitions": parts} for name, parts in by_topic.items()]})
+        by_topic.setdefault(seg.topic, []).append(
+            rec.FetchPartitionRequest(seg.partition, r.target.physical_offset, r.partition_max_bytes))
+    return UpstreamFetch(int(type(request).__version__), max_wait_ms, request.min_bytes, request.max_bytes,
+                         request.isolation_level,
+                         tuple(rec.FetchTopicRequest(name, tuple(parts)) for name, parts in by_topic.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFetch:
+    """The FetchRequest to one broker, in physical names, sessionless, written by records.py
+    (`frame_parts`), whose answer records.py reads (`read_response`) with the record sets left in the broker's
+    frame. kio's field names, as the client's request."""
+
+    __api_key__: ClassVar[int] = 1
+    version: int
+    max_wait_ms: int
+    min_bytes: int
+    max_bytes: int
+    isolation_level: int
+    topics: tuple[rec.FetchTopicRequest, ...]
+
+    @property
+    def __version__(self) -> int:
+        return self.version
+
+    @property
+    def max_wait(self) -> timedelta:
+        return timedelta(milliseconds=self.max_wait_ms)
+
+    def frame_parts(self, correlation_id: int, client_id: str | None) -> list[bytes]:
+        return [rec.fetch_request_frame(self.version, correlation_id, client_id, self.max_wait_ms, self.min_bytes,
+                                        self.max_bytes, self.isolation_level, self.topics)]
+
+    def read_response(self, frame: bytes | memoryview) -> rec.FetchResponseFrame:
+        """The broker's FetchResponse (after its size prefix); a malformed one fails the call as a kio DecodeError
+        does (its partitions are answered NOT_LEADER_OR_FOLLOWER)."""
+        try:
+            return rec.read_fetch_response(frame, self.__version__)
+        except rec.MalformedFrame as e:
+            raise DecodeError(f"malformed FetchResponse: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAnswer:
+    """The client's answer, written by records.py around the record sets (`response_frame`: parts, the large record
+    sets by reference); `count_errors` feeds the core's metrics. kio's field names, as the broker's answer."""
+
+    __api_key__: ClassVar[int] = 1
+    version: int
+    error_code: int
+    responses: tuple[rec.FetchTopicData, ...]
+    session_id: int = 0  # sessionless: every answer has session_id 0
+
+    @property
+    def __version__(self) -> int:
+        return self.version
+
+    def response_frame(self, correlation_id: int) -> bytes | list[rec.Buffer]:
+        parts = rec.fetch_response_parts(self.version, correlation_id, self.error_code, self.session_id,
+                                         [(t.topic, t.partitions) for t in self.responses])
+        return bytes(parts[0]) if len(parts) == 1 else parts
+
+    def count_errors(self, counts: dict) -> None:
+        if self.error_code:
+            counts[self.error_code] = counts.get(self.error_code, 0) + 1
+        for t in self.responses:
+            for p in t.partitions:
+                if p.error_code:
+                    counts[p.error_code] = counts.get(p.error_code, 0) + 1
 
 
 def _has_data(result) -> bool:
@@ -148,7 +210,7 @@ class _Budget:
         self.left = max_bytes
         self.used = False
 
-    def take(self, data: bytes | bytearray) -> bytes | bytearray:
+    def take(self, data: rec.Buffer | rec.RecordParts) -> rec.Buffer | rec.RecordParts:
         if not data:
             return data
         if self.used and len(data) > self.left:
@@ -188,8 +250,8 @@ def _partition_answer(route: _Route, pd, budget: _Budget) -> dict:
     chain, seg = route.chain, route.target.segment
     delta = seg.logical_base - seg.phys_start
     try:
-        data = rec.fit_to_segment(pd.records or b"", phys_end=route.target.stop_before, delta=delta,
-                                  max_epoch=chain.leader_epoch)
+        data = rec.fit_to_segment_parts(pd.records or b"", phys_end=route.target.stop_before, delta=delta,
+                                        max_epoch=chain.leader_epoch)
     except rec.RecordsError:
         return _error(ErrorCode.corrupt_message)
     if route.target.in_gap and not data and _tail_ended(route.target, pd):
@@ -202,8 +264,8 @@ def _partition_answer(route: _Route, pd, budget: _Budget) -> dict:
         "last_stable_offset": logical_high_watermark(chain, seg, lso) if lso >= 0 else lso,
         # Fetch v4 answers carry no log start (v5 added it): unknown, as the broker would say
         "log_start_offset": _logical_log_start(chain, seg, getattr(pd, "log_start_offset", -1)),
-        "aborted_transactions": None if aborted is None else [
-            {"producer_id": a.producer_id, "first_offset": seg.to_logical(a.first_offset)} for a in aborted],
+        "aborted_transactions": None if aborted is None else tuple(
+            rec.AbortedTransaction(a.producer_id, seg.to_logical(a.first_offset)) for a in aborted),
         "preferred_read_replica": -1,
         "records": budget.take(data),
     }
