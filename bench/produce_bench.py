@@ -6,7 +6,14 @@ Runs: the Java `kafka-producer-perf-test` (1 KB records, acks=all) flat out ("pe
 Prints throughput ratio (proxy/direct), p50/p99 latency of both, and proxy CPU-seconds per GB next to
 the broker's CPU-seconds per GB (from /proc/<pid>/stat).
 
-    .venv/bin/python bench/produce_bench.py [--records 200000] [--workers 1]
+"paced pair": two confluent-kafka producers at the same time, one direct and one through the proxy, each at
+`--paced-rate` records/s (1 KB, acks=all), each record's latency from produce() to its delivery report
+(perf_counter, polled at 0.2 ms granularity). Running both sides in the same seconds puts the machine's noise
+(GC elsewhere, other processes) into both, so the difference of their percentiles is the proxy's added latency;
+the Java tool's paced run reports whole milliseconds and its p99 swings by 10-20 ms between runs.
+
+    .venv/bin/python bench/produce_bench.py [--records 200000] [--workers 1] [--paced-rate 2000]
+        [--paced-seconds 20]
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -113,6 +121,49 @@ def confluent_run(bootstrap: str, topic: str, records: int) -> dict:
             "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)], "acked": len(latencies)}
 
 
+def paced_pair(sides: dict[str, tuple[str, str]], rate: int, seconds: float) -> dict[str, dict]:
+    """Each side (name -> bootstrap, topic) produces `rate` records/s for `seconds` in its own thread, all at
+    once; per-record latency percentiles per side (the first second, connection set-up, is left out)."""
+    latencies: dict[str, list[float]] = {name: [] for name in sides}
+    errors: dict[str, int] = dict.fromkeys(sides, 0)
+    start = time.perf_counter() + 2.0  # both threads connected and waiting before the first record
+
+    def run(name: str, bootstrap: str, topic: str) -> None:
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        producer.list_topics(topic, timeout=30)  # metadata and connections before the clock starts
+        payload = os.urandom(1024)
+
+        def on_delivery(err, _msg, sent: float) -> None:
+            if err is not None:
+                errors[name] += 1
+            elif sent >= start + 1.0:
+                latencies[name].append(time.perf_counter() - sent)
+
+        for i in range(int(rate * seconds)):
+            due = start + i / rate
+            while (now := time.perf_counter()) < due:
+                producer.poll(min(due - now, 0.0002))
+            sent = time.perf_counter()  # not `due`: a late send is the bench's own stall, not the path's
+            producer.produce(topic, payload, on_delivery=lambda e, m, s=sent: on_delivery(e, m, s))
+            producer.poll(0)
+        producer.flush(60)
+
+    threads = [threading.Thread(target=run, args=(name, *side)) for name, side in sides.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out = {}
+    for name, values in latencies.items():
+        values.sort()
+        pct = {q: 1000 * values[min(int(len(values) * q), len(values) - 1)] for q in (0.5, 0.99, 0.999)}
+        out[name] = {"acked": len(values), "errors": errors[name], "p50_ms": pct[0.5], "p99_ms": pct[0.99],
+                     "p999_ms": pct[0.999]}
+        print(f"  {name}: {len(values)} records, p50 {pct[0.5]:.2f} ms, p99 {pct[0.99]:.2f} ms, "
+              f"p99.9 {pct[0.999]:.2f} ms, errors {errors[name]}", flush=True)
+    return out
+
+
 def measure(label: str, fn, bootstrap: str, topic: str, records: int, broker_pid: int, proxy_pid: int | None):
     b0, p0 = cpu_seconds(broker_pid), cpu_seconds(proxy_pid) if proxy_pid else 0.0
     result = fn(bootstrap, topic, records)
@@ -129,6 +180,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--paced-rate", type=int, default=2000)
+    ap.add_argument("--paced-seconds", type=float, default=20.0)
+    ap.add_argument("--runs", default="perf,paced,confluent,paced-pair",
+                    help="which runs, comma-separated (the table shows those done)")
     args = ap.parse_args()
     with scratch_dir("produce-bench-") as tmp:
         (cluster,) = start_clusters(["b1"], tmp / "kafka")
@@ -136,7 +191,7 @@ def main() -> None:
         try:
             topics = {}
             admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-            for run in ("warmup", "perf", "paced", "confluent"):
+            for run in ("warmup", "perf", "paced", "confluent", "paced-pair"):
                 for target in ("direct", "proxy"):
                     name = f"bench-{run}-{target}-{uuid.uuid4().hex[:6]}"
                     fut = admin.create_topics([NewTopic(name, 4, 1)])
@@ -156,7 +211,10 @@ def main() -> None:
                 # latency at a rate both sides sustain: the added latency, not queueing at saturation
                 return perf_test(bootstrap, topic, records, throughput=2000)
 
+            runs = args.runs.split(",")
             for run, fn in (("perf", perf_test), ("paced", paced), ("confluent", confluent_run)):
+                if run not in runs:
+                    continue
                 print(f"{run}:", flush=True)
                 records = args.records if run != "paced" else min(args.records, 20000)
                 results[run] = {
@@ -165,6 +223,12 @@ def main() -> None:
                     "proxy": measure("proxy ", fn, proxy_bootstrap, topics[(run, "proxy")], records,
                                      cluster.pid, proxy.pid),
                 }
+            if "paced-pair" in runs:
+                print("paced pair:", flush=True)
+                results["paced-pair"] = paced_pair(
+                    {"direct": (cluster.bootstrap, topics[("paced-pair", "direct")]),
+                     "proxy": (proxy_bootstrap, topics[("paced-pair", "proxy")])}, args.paced_rate,
+                    args.paced_seconds)
             print_table(results)
             RESULTS.mkdir(exist_ok=True)
             out = RESULTS / f"produce-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -182,11 +246,19 @@ def print_table(results: dict) -> None:
     print(f"{'producer':<10} {'direct rec/s':>12} {'proxy rec/s':>12} {'ratio':>6} {'p50 d/p ms':>13} "
           f"{'p99 d/p ms':>13} {'proxy CPU s/GB':>15} {'broker CPU s/GB':>16}")
     for run in ("perf", "paced", "confluent"):
+        if run not in results:
+            continue
         d, p = results[run]["direct"], results[run]["proxy"]
         print(f"{run:<10} {d['records_per_s']:>12.0f} {p['records_per_s']:>12.0f} "
               f"{p['records_per_s'] / d['records_per_s']:>6.2f} {d['p50_ms']:>6.1f}/{p['p50_ms']:<6.1f} "
               f"{d['p99_ms']:>6.1f}/{p['p99_ms']:<6.1f} {p['proxy_cpu_s_per_gb']:>15.2f} "
               f"{p['broker_cpu_s_per_gb']:>16.2f}")
+    if "paced-pair" not in results:
+        return
+    d, p = results["paced-pair"]["direct"], results["paced-pair"]["proxy"]
+    print(f"paced pair (confluent, both at once): p50 {d['p50_ms']:.2f}/{p['p50_ms']:.2f} ms, "
+          f"p99 {d['p99_ms']:.2f}/{p['p99_ms']:.2f} ms (added {p['p99_ms'] - d['p99_ms']:+.2f}), "
+          f"p99.9 {d['p999_ms']:.2f}/{p['p999_ms']:.2f} ms")
 
 
 if __name__ == "__main__":
