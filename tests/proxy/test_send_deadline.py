@@ -17,7 +17,7 @@ from fedkafka.protocol import codec
 from fedkafka.proxy.core.dispatch import Dispatcher, _send_deadline
 from fedkafka.proxy.core.upstream import UpstreamPool
 from fedkafka.proxy.handlers import produce
-from fedkafka.proxy.plan import Broker, Call, UpstreamError
+from fedkafka.proxy.plan import AnyBroker, Broker, Call, UpstreamError
 
 
 def _produce(timeout_ms: int) -> ProduceRequest:
@@ -136,6 +136,49 @@ def test_a_produce_whose_lease_ran_out_while_its_connection_opened_is_not_sent()
             assert isinstance(result, UpstreamError) and "lease expired" in result.reason, result
             await asyncio.sleep(0.2)
             assert received == b""  # checked before the connection was found, and again once it was
+        finally:
+            d.pool.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+class _FirstBrokerFailsSlowly:
+    """Any-broker rotation: the first broker's connect fails after the lease ran out (a login that timed out),
+    the second broker's connection is already open."""
+
+    def __init__(self, state, real: UpstreamPool, dead_port: int):
+        self.state, self.real, self.dead_port = state, real, dead_port
+
+    def ready(self, host, port, slot):
+        return None if port == self.dead_port else self.real.ready(host, port, slot)
+
+    async def get(self, host, port, slot, cluster=""):
+        if port == self.dead_port:
+            self.state.valid = False
+            raise ConnectionRefusedError("login timed out")
+        return await self.real.get(host, port, slot, cluster)
+
+    def close(self):
+        self.real.close()
+
+
+def test_a_produce_to_any_broker_is_checked_again_after_a_broker_that_failed():
+    async def scenario():
+        server, port, received = await _listening_broker()
+        d = _dispatcher(port)
+        await d.pool.get("127.0.0.1", port, 0)  # the second broker's connection is open before the produce
+        d.state = _State()
+        d.state.valid = True
+        d.state.lease_valid = lambda: d.state.valid
+        d.physical.candidates = lambda cluster: [("127.0.0.1", 1), ("127.0.0.1", port)]
+        d.pool = _FirstBrokerFailsSlowly(d.state, d.pool, dead_port=1)
+        try:
+            in_time = asyncio.get_running_loop().time() + 30
+            (result,) = await d._send([Call(AnyBroker("c1"), _produce(30_000))], slot=0, deadline=in_time)
+            assert isinstance(result, UpstreamError) and "lease expired" in result.reason, result
+            await asyncio.sleep(0.2)
+            assert received == b""  # the open connection of the next broker was not used without a new check
         finally:
             d.pool.close()
             server.close()

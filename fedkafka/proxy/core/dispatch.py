@@ -319,6 +319,9 @@ class Dispatcher:
         """Any broker of the cluster will do: the next one in rotation, the one after on a connection error."""
         errors = []
         for host, port in self.physical.candidates(call.target.cluster):
+            if errors and call.request.__api_key__ == PRODUCE_API_KEY:
+                # a failed connect can take seconds, and the next broker's open connection is used unchecked
+                self._check_sendable(produce_deadline)
             try:
                 return await self._send_to(host, port, call, slot, produce_deadline)
             except (OSError, ConnectionError, TimeoutError) as e:
