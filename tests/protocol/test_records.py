@@ -16,7 +16,8 @@ def batch(n: int = 3, producer_id: int = -1, epoch: int = -1, seq: int = -1, com
                                         producer_id=producer_id, producer_epoch=epoch, base_sequence=seq,
                                         batch_size=1 << 20)
     for i in range(n):
-        builder.append(i, timestamp=None, key=b"k%d" % i, value=b"v" * 50, headers=[])
+        # a fixed timestamp: two calls build equal bytes (the clock's millisecond could tick between them)
+        builder.append(i, timestamp=1_700_000_000_000 + i, key=b"k%d" % i, value=b"v" * 50, headers=[])
     return bytes(builder.build())
 
 
@@ -43,10 +44,11 @@ def test_rewrite_producer_keeps_a_valid_crc():
 
 def test_with_producer_and_patch_base_offset():
     records = batch(2, 1, 0, 0)
+    before = bytearray(records)
     h = rec.produce_batch(records)
     out = rec.with_producer(records, h, 77, 5)
     assert [(x.producer_id, x.producer_epoch) for x in rec.check_batches(out)] == [(77, 5)]
-    assert records == batch(2, 1, 0, 0)  # a copy: the client's buffer is untouched
+    assert records == before  # a copy: the client's buffer is untouched
     rec.patch_base_offset(out, h, 123456)
     assert DefaultRecordBatch(bytes(out)).base_offset == 123456
     assert rec.check_batches(out)  # baseOffset is outside the CRC
