@@ -674,13 +674,12 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
     if version not in PRODUCE_VERSIONS:
         raise ValueError(f"Produce version {version} outside 3..12")
     flexible = version >= _FIRST_FLEXIBLE
-    small = head = bytearray(_REQUEST_PREFIX.pack(0, 0, version, correlation_id))  # the size is filled in last
+    out = _FrameParts(bytearray(_REQUEST_PREFIX.pack(0, 0, version, correlation_id)), by_reference)
+    small = out.small
     small += _string_bytes(client_id, False)  # a legacy string in header v2 too
     small += b"\x00\x00" if flexible else _NULL_LEGACY_STRING  # (header tags,) null transactional_id
     small += _ACKS_TIMEOUT.pack(acks, timeout_ms)
     small += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
-    parts: list[Buffer] = [small]
-    size = 0  # of the parts before `small`
     for name, partitions in topics:
         small += _string_bytes(name, flexible)
         small += varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
@@ -691,26 +690,47 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
                 small += varint_bytes(length + 1)
             else:
                 small += _INDEX_LENGTH.pack(index, length)
-            if length >= by_reference:
+            if length > 0:
                 assert records is not None
-                size += len(small) + length
-                parts.append(records)
-                small = bytearray()
-                parts.append(small)
-            elif length > 0:
-                assert records is not None
-                small += records
+                small = out.add(records)
             if flexible:
                 small += _NO_TAGS
         if flexible:
             small += _NO_TAGS
     if flexible:
         small += _NO_TAGS
-    if not small:
-        parts.pop()
-    size += len(small)
-    _I32.pack_into(head, 0, size - 4)
-    return parts
+    return out.done()
+
+
+class _FrameParts:
+    """A size-prefixed frame as `writelines` parts: small fields gathered into bytearrays (`small`, the one being
+    filled), each buffer of `by_reference` bytes or more passed as it is, never copied. `head` starts with the
+    4-byte size, written by `done`."""
+
+    __slots__ = ("by_reference", "head", "parts", "size", "small")
+
+    def __init__(self, head: bytearray, by_reference: int):
+        self.head = self.small = head
+        self.parts: list[Buffer] = [head]
+        self.size = 0  # of the parts before `small`
+        self.by_reference = by_reference
+
+    def add(self, piece: Buffer) -> bytearray:
+        """Adds a buffer; returns the bytearray to go on filling (callers keep it in a local: faster)."""
+        if len(piece) >= self.by_reference:
+            self.size += len(self.small) + len(piece)
+            self.parts.append(piece)
+            self.small = bytearray()
+            self.parts.append(self.small)
+        else:
+            self.small += piece
+        return self.small
+
+    def done(self) -> list[Buffer]:
+        if not self.small:
+            self.parts.pop()
+        _I32.pack_into(self.head, 0, self.size + len(self.small) - 4)
+        return self.parts
 
 
 _ANSWER_V3 = struct.Struct(">ihqq")  # index, error_code, base_offset, log_append_time_ms
@@ -1237,15 +1257,14 @@ def fetch_response_parts(version: int, correlation_id: int, error_code: int, ses
     if version not in FETCH_VERSIONS:
         raise ValueError(f"Fetch version {version} outside 4..12")
     flexible = version >= _FETCH_FLEXIBLE
-    small = head = bytearray(_SIZE_CORRELATION.pack(0, correlation_id))  # the size is filled in last
+    out = _FrameParts(bytearray(_SIZE_CORRELATION.pack(0, correlation_id)), by_reference)
+    small = out.small
     if flexible:
         small += _NO_TAGS  # response header v1
     small += _I32.pack(throttle_time_ms)
     if version >= 7:
         small += _ERROR_SESSION.pack(error_code, session_id)
     small += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
-    parts: list[Buffer] = [small]
-    size = 0  # of the parts before `small`
     for name, partitions in topics:
         small += _string_bytes(name, flexible)
         small += varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
@@ -1254,27 +1273,18 @@ def fetch_response_parts(version: int, correlation_id: int, error_code: int, ses
             records = p.records
             length = -1 if records is None else len(records)
             small += varint_bytes(length + 1) if flexible else _I32.pack(length)
-            pieces: Sequence[Buffer] = (records.parts if isinstance(records, RecordParts)
-                                        else (records,) if records is not None and length > 0 else ())
-            for piece in pieces:
-                if len(piece) >= by_reference:
-                    size += len(small) + len(piece)
-                    parts.append(piece)
-                    small = bytearray()
-                    parts.append(small)
-                else:
-                    small += piece
+            if isinstance(records, RecordParts):
+                for piece in records.parts:
+                    small = out.add(piece)
+            elif records is not None and length > 0:
+                small = out.add(records)
             if flexible:
                 small += _NO_TAGS
         if flexible:
             small += _NO_TAGS
     if flexible:
         small += _NO_TAGS
-    if not small:
-        parts.pop()
-    size += len(small)
-    _I32.pack_into(head, 0, size - 4)
-    return parts
+    return out.done()
 
 
 def _fetch_partition_head(p: FetchPartitionData, version: int, flexible: bool) -> bytes:

@@ -317,7 +317,7 @@ class Dispatcher:
 
     async def _send_to_any(self, call: Call, slot: int, produce_deadline: float | None = None):
         """Any broker of the cluster will do: the next one in rotation, the one after on a connection error."""
-        errors = []
+        errors: list[str] = []
         for host, port in self.physical.candidates(call.target.cluster):
             if errors and call.request.__api_key__ == PRODUCE_API_KEY:
                 # a failed connect can take seconds, and the next broker's open connection is used unchecked
