@@ -110,8 +110,7 @@ class Dispatcher:
         self._advertised: dict[int, tuple[int, int]] | None = None
         self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
         self._answers_view: View | None = None
-        self._cache_keys: dict[Any, Any] = {}  # handler module -> its cache_key or None
-        self._readers: dict[Any, Any] = {}  # handler module -> its read_request or None
+        self._hooks: dict[tuple[Any, str], Any] = {}  # (handler module, name) -> its optional function or None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
 
@@ -222,18 +221,20 @@ class Dispatcher:
     def _decode(self, module, frame: bytes) -> tuple[Any, Any]:
         """(header, request). A handler module with `read_request` reads its own frames (Produce: a header walk
         that leaves the record sets in the frame); that one object is both header and request. The reader is
-        looked up once per module (a getattr of a missing attribute formats an AttributeError)."""
+        looked up once per module."""
+        return _decode_with(self._hook(module, "read_request"), frame)
+
+    def _hook(self, module, name: str) -> Any:
+        """A handler module's optional function (None: it has none), looked up once per module: a getattr of a
+        missing module attribute formats an AttributeError, per request otherwise."""
         try:
-            read = self._readers[module]
+            return self._hooks[module, name]
         except KeyError:
-            read = self._readers[module] = getattr(module, "read_request", None)
-        return _decode_with(read, frame)
+            hook = self._hooks[module, name] = getattr(module, name, None)
+            return hook
 
     def _answer_key(self, module, ctx: Context, request) -> Any:
-        try:  # looked up once per module: getattr of a missing module attribute formats an AttributeError
-            cache_key = self._cache_keys[module]
-        except KeyError:
-            cache_key = self._cache_keys[module] = getattr(module, "cache_key", None)
+        cache_key = self._hook(module, "cache_key")
         if cache_key is None:
             return None
         if ctx.view is not self._answers_view:  # a new view: every cached answer is stale
