@@ -25,6 +25,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(name, partitions, 1)]).values():
@@ -66,6 +71,15 @@ class ProxyProcess:
                     "--workers", str(workers), *extra]
         self.proc: subprocess.Popen | None = None
 
+    def ports(self) -> list[int]:
+        """Every port the command listens on: --listen, each --listener and --admin-listen. The proxy opens them
+        one after another, so a test that waited for --listen alone could connect to a --listener too early."""
+        ports = [self.port]
+        for flag, value in zip(self.cmd, self.cmd[1:], strict=False):
+            if flag in ("--listener", "--admin-listen"):
+                ports.append(int(value.rsplit(":", 1)[1]))
+        return ports
+
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -82,9 +96,8 @@ class ProxyProcess:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"proxy exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
+            if all(_accepts(port) for port in self.ports()):
+                return self
             time.sleep(0.05)
         self.__exit__(None, None, None)  # not left running once the test gave up on it
         raise AssertionError("proxy did not start listening")
