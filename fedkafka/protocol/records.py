@@ -7,7 +7,8 @@ producerEpoch int16 @51, baseSequence int32 @53, recordCount int32 @57, records 
 The CRC-32C covers attributes..end of batch, so baseOffset (and the leader epoch) can be patched freely.
 
 The walks, checks and patches have a compiled twin, `fedkafka_speedups` (rust/fedkafka_speedups, built by the
-Makefile's install step when cargo is present): used when it is importable, unless FEDKAFKA_PURE_PYTHON=1. The
+Makefile's install step when cargo is present), as does `frame_buffer` (a bytearray not zero-filled): used when
+it is importable (of this INTERFACE, at least this REVISION), unless FEDKAFKA_PURE_PYTHON=1. The
 two give identical bytes and identical RecordsError messages (tests/protocol/test_records_twins.py); `use()`
 switches between them (tests run every records test against both).
 
@@ -78,7 +79,11 @@ Implementation = Literal["python", "compiled"]
 _compiled: ModuleType | None = None
 
 
-_INTERFACE = 1  # fedkafka_speedups.INTERFACE this module calls; another (a stale build) is not used
+# The fedkafka_speedups this module calls: its INTERFACE exactly (another is a stale build, not used), and at
+# least its REVISION (functions added without changing the others): a newer build also serves an older commit's
+# records.py, so `bench/data_path.py --compare-ref` runs both sides with the same twin.
+_INTERFACE = 1
+_REVISION = 1  # frame_buffer
 
 
 def _load_compiled() -> ModuleType | None:
@@ -86,7 +91,9 @@ def _load_compiled() -> ModuleType | None:
         module = importlib.import_module("fedkafka_speedups")
     except ImportError:
         return None
-    return module if getattr(module, "INTERFACE", None) == _INTERFACE else None
+    if getattr(module, "INTERFACE", None) != _INTERFACE or getattr(module, "REVISION", 0) < _REVISION:
+        return None
+    return module
 
 
 def compiled_available() -> bool:
@@ -362,6 +369,17 @@ def gap_batches(first: int, end: int, leader_epoch: int) -> bytearray:
         _U32.pack_into(out, start + 17, crc)
         base += delta + 1
     return out
+
+
+def frame_buffer(size: int) -> bytearray:
+    """A bytearray of `size` bytes for a reader that writes every one of them before anything reads it
+    (`upstream.FrameProtocol`, a large broker answer). The compiled twin leaves its contents uninitialised:
+    `bytearray(size)`'s zero fill was ~5% of a consume's CPU (bench/README.md, "Fetch frames without kio
+    entities"). Same errors as `bytearray(size)` for a negative size."""
+    if _compiled is not None:
+        buffer: bytearray = _compiled.frame_buffer(size)
+        return buffer
+    return bytearray(size)
 
 
 # -- Produce frames ---------------------------------------------------------------------------------------------

@@ -104,14 +104,47 @@ def test_produce_batch_follows_kafkas_produce_rules():
         rec.produce_batch(off)
 
 
-def test_a_compiled_module_of_another_interface_is_not_used(monkeypatch):
-    """A stale build of fedkafka_speedups (another INTERFACE) leaves records.py on its pure-Python code."""
+@pytest.mark.parametrize("interface, revision", [(0, 1), (2, 1), (1, 0), (1, None)])
+def test_a_compiled_module_of_another_interface_or_an_older_revision_is_not_used(monkeypatch, interface, revision):
+    """A stale build of fedkafka_speedups (another INTERFACE, or one without a function records.py calls: an older
+    REVISION, or none) leaves records.py on its pure-Python code."""
     import sys
     import types
 
     stale = types.ModuleType("fedkafka_speedups")
-    stale.INTERFACE = 0  # type: ignore[attr-defined]
+    stale.INTERFACE = interface  # type: ignore[attr-defined]
+    if revision is not None:
+        stale.REVISION = revision  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fedkafka_speedups", stale)
     assert not rec.compiled_available()
     with pytest.raises(ImportError):
         rec.use("compiled")
+
+
+def test_a_compiled_module_of_a_newer_revision_is_used(monkeypatch):
+    """Functions added to the twin (REVISION up, INTERFACE kept) leave it usable by an older records.py: a bench
+    against an older commit (`data_path.py --compare-ref`) runs both sides with one build."""
+    import sys
+    import types
+
+    newer = types.ModuleType("fedkafka_speedups")
+    newer.INTERFACE, newer.REVISION = rec._INTERFACE, rec._REVISION + 1  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fedkafka_speedups", newer)
+    assert rec.compiled_available()
+
+
+@pytest.mark.parametrize("size", [0, 1, 61, 256 * 1024 + 1, 3 << 20])
+def test_frame_buffer_is_a_writable_bytearray_of_exactly_the_size_asked(size):
+    buf = rec.frame_buffer(size)
+    assert type(buf) is bytearray and len(buf) == size
+    payload = bytes(i % 251 for i in range(size))
+    memoryview(buf)[:] = payload  # as a socket reads into it
+    assert buf == payload
+    assert rec.frame_buffer(size) is not buf
+
+
+def test_frame_buffer_refuses_a_negative_size_as_bytearray_does():
+    with pytest.raises(ValueError, match=r"^negative count$"):
+        bytearray(-1)
+    with pytest.raises(ValueError, match=r"^negative count$"):
+        rec.frame_buffer(-1)

@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import struct
 
+import pytest
 from example_counts import examples
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from fedkafka.protocol import records
 from fedkafka.protocol.framing import FrameError
 from fedkafka.proxy.core.upstream import FrameProtocol
+
+# a large frame's buffer comes from records.frame_buffer: every test here runs with its pure-Python code
+# (zero-filled) and its compiled twin (uninitialised) (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("records_implementation")
 
 
 class _SmallStaging(FrameProtocol):
@@ -129,3 +135,40 @@ def test_frames_reach_a_real_socket_reader_through_the_event_loop():
 
     got, reason = asyncio.run(main())
     assert got == payloads and isinstance(reason, ConnectionError)
+
+
+# frames above _SmallStaging's 60 bytes drawn as often as those below (st.binary alone seldom draws one that long)
+_small_or_large = st.one_of(st.binary(min_size=4, max_size=60),
+                            st.integers(61, 400).flatmap(lambda n: st.binary(min_size=n, max_size=n)))
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(payloads=st.lists(_small_or_large, min_size=1, max_size=8),
+       cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=20),
+       keep=st.integers(min_value=0, max_value=3500))
+@example(payloads=[b"x" * 100], cuts=[64], keep=103)  # a large frame's last byte never arrives
+def test_bytes_a_large_frame_buffer_held_before_never_reach_a_frame_or_a_reason(payloads, cuts, keep):
+    """records.frame_buffer may hand out memory holding an earlier answer's bytes: with every such buffer full of
+    0xA5 first, the frames delivered are exactly the bytes received, and a connection cut inside a large frame
+    delivers nothing of it."""
+    def poisoned(size: int) -> bytearray:
+        assert size > _SmallStaging.STAGING_BYTES - 4  # small frames never get their own buffer
+        return bytearray(b"\xa5" * size)
+
+    data = _framed(payloads)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(records, "frame_buffer", poisoned)
+        proto, frames, lost = _reader()
+        _arrive(proto, data[:keep], cuts)
+        proto.connection_lost(None)
+    whole = [p for p, end in zip(payloads, _frame_ends(payloads), strict=True) if end <= keep]
+    assert frames == whole
+    assert len(lost) == 1 and b"\xa5" not in str(lost[0]).encode()
+
+
+def _frame_ends(payloads: list[bytes]) -> list[int]:
+    ends, at = [], 0
+    for p in payloads:
+        at += 4 + len(p)
+        ends.append(at)
+    return ends

@@ -11,6 +11,7 @@
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
@@ -313,17 +314,39 @@ fn gap_batches<'py>(py: Python<'py>, first: i64, end: i64, leader_epoch: i32) ->
     Ok(PyByteArray::new(py, &out))
 }
 
+/// `records.frame_buffer`: a bytearray of `size` bytes left as the allocator hands them out, for a reader that
+/// writes every byte before anything reads one (`upstream.FrameProtocol`; `bytearray(size)` zero-fills it first,
+/// one more pass over each large broker answer). CPython's `PyByteArray_FromStringAndSize(NULL, n)` allocates
+/// n + 1 bytes and sets only the trailing NUL (n = 0: no allocation); a failed allocation is a MemoryError.
+#[pyfunction]
+fn frame_buffer(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyByteArray>> {
+    if size < 0 {
+        return Err(PyValueError::new_err("negative count")); // bytearray(-1)'s error
+    }
+    // Safety: the call returns a new reference to a bytearray, or NULL with an exception set.
+    unsafe {
+        let any = Bound::from_owned_ptr_or_err(py, ffi::PyByteArray_FromStringAndSize(std::ptr::null(), size))?;
+        Ok(any.cast_into_unchecked())
+    }
+}
+
 /// The interface records.py was written against: it falls back to pure Python on any other (a stale build).
+/// A function added without changing the others raises REVISION only, so a records.py of an older revision
+/// (an older commit, `bench/data_path.py --compare-ref`) still uses this build; records.py asks for at least
+/// the revision it calls (revision 1: `frame_buffer`).
 const INTERFACE: u32 = 1;
+const REVISION: u32 = 1;
 
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("INTERFACE", INTERFACE)?;
+    m.add("REVISION", REVISION)?;
     m.add_function(wrap_pyfunction!(batch_headers, m)?)?;
     m.add_function(wrap_pyfunction!(checked_headers, m)?)?;
     m.add_function(wrap_pyfunction!(self::crc32c, m)?)?;
     m.add_function(wrap_pyfunction!(rewrite_producer, m)?)?;
     m.add_function(wrap_pyfunction!(fit_to_segment, m)?)?;
     m.add_function(wrap_pyfunction!(gap_batches, m)?)?;
+    m.add_function(wrap_pyfunction!(frame_buffer, m)?)?;
     Ok(())
 }
