@@ -149,6 +149,19 @@ class Chunks:
     def __bytes__(self) -> bytes:
         return b"".join(self.parts)
 
+    def held_bytes(self) -> int:
+        """The bytes this frame keeps alive until it was written: its own parts, and the whole of each buffer a
+        part is a view of, once (a 100 KiB record set cut from a broker's 4 MiB answer keeps all 4 MiB)."""
+        own = 0
+        viewed: dict[int, int] = {}
+        for part in self.parts:
+            base = part.obj if isinstance(part, memoryview) else None
+            if base is not None:
+                viewed[id(base)] = memoryview(base).nbytes
+            else:
+                own += len(part)
+        return own + sum(viewed.values())
+
 
 BY_REFERENCE_BYTES = 16 * 1024  # a written buffer this large is kept by reference, not copied
 

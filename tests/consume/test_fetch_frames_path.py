@@ -18,6 +18,8 @@ from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.proxy.core import observe
+from fedkafka.proxy.core.connection import _InFlight
+from fedkafka.proxy.core.limits import ByteBudget
 from fedkafka.proxy.core.upstream import UpstreamConnection
 from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.plan import UpstreamError
@@ -173,3 +175,51 @@ def test_the_request_goes_out_as_records_py_writes_it_and_a_lying_answer_fails_o
     assert bytes(read.responses[0].partitions[0].records) == records
     failed = plan.finish([UpstreamError("c1", str(refused))])
     assert failed.responses[0].partitions[0].error_code == ErrorCode.not_leader_or_follower
+
+
+def charged(answer) -> int:
+    """The bytes a client connection holds in its budgets for this answer until it was written."""
+    loop = asyncio.new_event_loop()
+    try:
+        written = loop.create_future()
+        written.set_result(codec.encode_response_chunks(answer, 9))
+        conn = type("Conn", (), {"held": ByteBudget(1 << 40), "budget": ByteBudget(1 << 40)})()
+        _InFlight(conn, written, 0)
+        assert conn.held.used == conn.budget.used
+        return int(conn.budget.used)
+    finally:
+        loop.close()
+
+
+def test_an_answer_that_forwards_all_of_a_broker_frame_is_charged_that_frame_once():
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 1, 0)))  # identity: the record set is the frame's
+    (call,) = plan.calls
+    frame = broker_frame("t", 1, RECORDS, hw=1024)
+    assert len(frame) <= charged(plan.finish([call.request.read_response(frame)])) < len(frame) + 1024
+
+
+def test_an_answer_that_forwards_a_little_of_a_large_broker_frame_is_charged_the_whole_frame():
+    """A moved segment's answer cut at the seal: one 64 KiB batch forwarded, its body a view of a broker frame of
+    4 MiB more (past the seal). The view keeps all of the frame alive until the client took the answer: all of it
+    is charged, or slow clients could hold many such frames beyond --max-buffered-bytes."""
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 40)))  # c2/t/0, sealed at physical 45
+    (call,) = plan.calls
+    records = batch(15, 30, 64 * 1024) + b"".join(batch(45 + 10 * i, 10, 64 * 1024) for i in range(64))
+    frame = broker_frame("t", 0, records, hw=48)
+    answer = plan.finish([call.request.read_response(frame)])
+    parts = answer.response_frame(9)
+    forwarded = len(batch(15, 30, 64 * 1024))
+    assert sum(len(p) for p in parts if isinstance(p, memoryview) and p.obj is frame.obj) == forwarded - 16
+    assert charged(answer) >= len(frame) > 60 * forwarded
+
+
+def test_a_cut_identity_record_set_is_copied_and_its_frame_not_charged():
+    """An identity segment cut at its seal is copied out (`fit_to_segment`): the frame can go, and only the
+    answer's own bytes are charged."""
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 10)))  # c1/t/0 up to its seal at logical 30
+    (call,) = plan.calls
+    records = batch(0, 30, 64 * 1024) + b"".join(batch(30 + 10 * i, 10, 64 * 1024) for i in range(64))
+    frame = broker_frame("t", 0, records, hw=48)
+    answer = plan.finish([call.request.read_response(frame)])
+    assert not any(isinstance(p, memoryview) and p.obj is frame.obj for p in answer.response_frame(9))
+    assert len(batch(0, 30, 64 * 1024)) <= charged(answer) < len(batch(0, 30, 64 * 1024)) + 1024

@@ -458,6 +458,8 @@ class _InFlight:
     def _charge(self, pending: asyncio.Future) -> None:
         if self.finished or pending.cancelled() or pending.exception() is not None or pending.result() is None:
             return
-        self.answer_bytes = len(pending.result())
+        answer = pending.result()
+        # a frame of chunks keeps whole broker answers alive, not only the record sets it forwards from them
+        self.answer_bytes = answer.held_bytes() if isinstance(answer, codec.Chunks) else len(answer)
         self.conn.held.charge(self.answer_bytes)
         self.conn.budget.charge(self.answer_bytes)
