@@ -13,7 +13,9 @@ import dataclasses
 import datetime
 import json
 import logging
+import socket
 import struct
+import weakref
 from unittest import mock
 
 import pytest
@@ -745,3 +747,57 @@ def test_the_writer_waits_out_a_failed_or_cancelled_answer_but_not_its_own_cance
             await writer
 
     asyncio.run(scenario())
+
+
+FORWARDED = 48 * 1024  # under uvloop's high-water mark (64 KiB): drain() would not wait for it
+
+
+class _BrokerFrame(bytearray):
+    """A broker's answer buffer that a test can watch die (a plain bytearray has no weak references)."""
+
+
+def test_a_broker_frame_an_answer_views_is_charged_until_nothing_holds_it_any_more():
+    """An answer forwarding 256 KiB of a broker's 1 MiB frame by reference is charged the whole frame
+    (`Chunks.held_bytes`), and the charge ends only once nothing holds the frame: not the transport, which
+    keeps the views of what the client has not read yet (uvloop: up to the low-water mark after drain()
+    returned), nor the writer, after the answer went out. Run on uvloop, as the proxy; small socket buffers
+    make the transport hold the answer while the client reads it slowly."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario():
+        d = _HeldDispatcher()
+        conns: list[ClientConnection] = []
+
+        async def on_client(reader, writer):
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            conns.append(conn := ClientConnection(reader, writer, d, Limits(), ByteBudget(1 << 30)))
+            await conn.run()
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", server.sockets[0].getsockname()[1]))
+        r, w = await asyncio.open_connection(sock=client, limit=1024)
+        w.write(frame_of(1, 64))
+        await _settle()
+        frame = _BrokerFrame(1 << 20)
+        records = memoryview(frame).toreadonly()[:FORWARDED]
+        d.answers.pop(1).set_result(codec.Chunks([struct.pack(">ii", 4 + len(records), 1), records],
+                                                 8 + len(records)))
+        alive = weakref.ref(frame)
+        del frame, records
+        await _settle()
+        conn = conns[0]
+        assert conn.writer.transport.get_write_buffer_size() > 0  # the client has not taken it all yet
+        assert conn.held.used >= 1 << 20  # alive, the whole frame is charged (not the 48 KiB forwarded)
+        got = 0
+        async with asyncio.timeout(GUARD_S):
+            while got < 8 + FORWARDED:
+                got += len(await r.read(1024))
+                await asyncio.sleep(0)
+                assert alive() is None or conn.held.used >= 1 << 20, got
+        await _settle()
+        assert conn.held.used == 0 and alive() is None
+        server.close()
+
+    uvloop.run(scenario())

@@ -106,6 +106,10 @@ class ClientConnection:
         self._read_task: asyncio.Task | None = None
         self._closing = False  # set after a failed authentication: answer it, then close
         self._frames = reader if isinstance(reader, FrameReader) else None  # one that can hand over whole frames
+        # drain() returns only once the transport holds nothing: an answer's bytes are given back when they are
+        # written, and with the default marks (64/16 KiB) a transport still held views of broker frames then,
+        # uncharged, for as long as the client did not read (uvloop keeps parts by reference)
+        writer.transport.set_write_buffer_limits(high=0)
 
     async def run(self) -> None:
         write_task = asyncio.create_task(self._write_loop())
@@ -309,13 +313,19 @@ class ClientConnection:
                 batch, item = await self._ready_batch(item)
                 broken = await self._answer(batch, broken)
             finally:
-                for done in batch:
-                    self._unhold(done.done())
-                    self._in_flight -= 1
-                    self._give_slot()
-                self._last_active = self._loop.time()
+                self._finish(batch)
             if item is _QUEUE_EMPTY:
                 item = await self._responses.get()
+
+    def _finish(self, batch: list[_InFlight]) -> None:
+        """Give back the batch's bytes and slots, and let go of its answers: uncharged now, they (and the broker
+        frames they view) must not stay alive in a local while the connection waits for its next request."""
+        for done in batch:
+            self._unhold(done.done())
+            self._in_flight -= 1
+            self._give_slot()
+        batch.clear()
+        self._last_active = self._loop.time()
 
     async def _ready_batch(self, first: _InFlight) -> tuple[list[_InFlight], _InFlight | object | None]:
         """`first` once its answer exists, with the queued requests behind it whose answers exist too (their
