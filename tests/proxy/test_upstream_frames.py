@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fedkafka.protocol import records
 from fedkafka.protocol.framing import FrameError
+from fedkafka.proxy.core.limits import ByteBudget
 from fedkafka.proxy.core.upstream import FrameProtocol
 
 # a large frame's buffer comes from records.frame_buffer: every test here runs with its pure-Python code
@@ -172,3 +173,21 @@ def _frame_ends(payloads: list[bytes]) -> list[int]:
         at += 4 + len(p)
         ends.append(at)
     return ends
+
+
+def test_a_large_answer_is_charged_to_the_process_budget_while_it_arrives_and_given_back_when_delivered_or_lost():
+    """From its size prefix (its buffer is allocated then) until it was handed on, or dropped with its connection,
+    a large broker answer is held by nothing a client connection charges: the process' budget holds it."""
+    budget = ByteBudget(1 << 20)
+    sizes: list[int] = []
+    proto = _SmallStaging(lambda f: sizes.append(budget.used), lambda _reason: None, 1 << 20, budget)
+    proto.connection_made(_Transport())
+    frame = _framed([b"x" * 1000])
+    _arrive(proto, frame[:500], [])
+    assert budget.used == 1000  # the whole buffer, allocated at once
+    _arrive(proto, frame[500:] + _framed([b"small"]), [])
+    assert sizes == [1000, 0] and budget.used == 0  # charged while handed on, then not (the answer is)
+    _arrive(proto, frame[:500], [])
+    assert budget.used == 1000
+    proto.connection_lost(None)
+    assert budget.used == 0

@@ -124,10 +124,11 @@ class ProxyServer:
                        pool=config.pool, listeners=endpoints if config.listeners else ())
         self.state = ProxyState(view=View(version=0), me=me)
         self.physical = PhysicalClusters(config.upstream)
-        self.pool = UpstreamPool(max_dedicated=config.limits.max_dedicated_per_broker,
-                                 dedicated_wait_s=config.limits.dedicated_wait_s, upstream=config.upstream)
-        self.counts = ConnectionCounts(config.limits.max_connections, config.limits.max_connections_per_ip)
         self.budget = ByteBudget(config.limits.max_buffered_bytes)
+        self.pool = UpstreamPool(max_dedicated=config.limits.max_dedicated_per_broker,
+                                 dedicated_wait_s=config.limits.dedicated_wait_s, upstream=config.upstream,
+                                 budget=self.budget)
+        self.counts = ConnectionCounts(config.limits.max_connections, config.limits.max_connections_per_ip)
         self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))
         if config.controller:
             instance = f"{config.advertised_host}:{listeners[0].port}"

@@ -18,6 +18,7 @@ from typing import Any, Literal, overload
 from fedkafka.fencing import UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.protocol import codec, records
 from fedkafka.protocol.framing import FrameError
+from fedkafka.proxy.core.limits import ByteBudget
 from fedkafka.security.scram import AuthenticationFailed
 from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig, UpstreamSecurity, sasl_exchange
 
@@ -52,12 +53,16 @@ class FrameProtocol(asyncio.BufferedProtocol):
     the transport wrote at the front of get_buffer's view, which starts at _filled); the frame goes to on_frame
     only once _filled is its size, every byte received; a connection lost, aborted or refused inside the frame
     drops the buffer unread (the reason carries none of it), and no buffer serves two frames.
+
+    A large frame's buffer is charged to `budget` (the process' memory budget) from its allocation until it was
+    delivered or dropped: it may overdraw, and then clients' requests are not read until bytes come back. Once
+    delivered, the client answer that views it is charged instead (`codec.Chunks.held_bytes`).
     """
 
     STAGING_BYTES = 256 * 1024
 
-    def __init__(self, on_frame, on_lost, max_bytes: int = MAX_RESPONSE_BYTES):
-        self.on_frame, self.on_lost, self.max_bytes = on_frame, on_lost, max_bytes
+    def __init__(self, on_frame, on_lost, max_bytes: int = MAX_RESPONSE_BYTES, budget: ByteBudget | None = None):
+        self.on_frame, self.on_lost, self.max_bytes, self.budget = on_frame, on_lost, max_bytes, budget
         self.transport: asyncio.Transport | None = None
         self._staging = bytearray(self.STAGING_BYTES)
         self._start = self._end = 0  # unread bytes of the staging buffer
@@ -82,7 +87,10 @@ class FrameProtocol(asyncio.BufferedProtocol):
             self._filled += nbytes
             if self._filled == len(self._large):
                 frame, self._large = self._large, None
-                self._deliver(memoryview(frame).toreadonly())  # kio reads read-only buffers only
+                try:
+                    self._deliver(memoryview(frame).toreadonly())  # kio reads read-only buffers only
+                finally:
+                    self._uncharge(len(frame))
             return
         self._end += nbytes
         self._cut_frames()
@@ -101,6 +109,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
                 self._deliver(bytes(memoryview(buf)[begin:self._start]))  # one copy (a slice would be two)
             elif size + 4 > len(buf):  # never fits: read the rest straight into its own buffer
                 self._large = records.frame_buffer(size)  # not zero-filled: see above
+                if self.budget is not None:
+                    self.budget.charge(size)
                 self._large[:have] = memoryview(buf)[self._start + 4:self._end]
                 self._filled = have
                 self._start = self._end = 0
@@ -119,7 +129,18 @@ class FrameProtocol(asyncio.BufferedProtocol):
             log.exception("upstream frame handler failed")
             self._refuse(ConnectionError(f"reader failed: {e!r}"))
 
+    def _uncharge(self, size: int) -> None:
+        if self.budget is not None:
+            self.budget.release(size)
+
+    def _drop_large(self) -> None:
+        """A frame lost half read: its buffer goes unread, and its charge with it."""
+        if self._large is not None:
+            large, self._large = self._large, None
+            self._uncharge(len(large))
+
     def _refuse(self, reason: BaseException) -> None:
+        self._drop_large()
         self._notify_lost(reason)
         if self.transport is not None:
             self.transport.abort()
@@ -135,6 +156,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._large is not None or self._end > self._start:
             exc = exc or FrameError("connection closed inside a frame")
+        self._drop_large()
         self._notify_lost(exc or ConnectionError("connection closed by broker"))
 
 
@@ -158,8 +180,9 @@ class UpstreamConnection:
     """One TCP connection to one broker. `send` writes at once (order = call order) and returns a future."""
 
     def __init__(self, host: str, port: int, label: str, security: UpstreamSecurity | None = None,
-                 cluster: str = ""):
+                 cluster: str = "", budget: ByteBudget | None = None):
         self.host, self.port, self.label = host, port, label
+        self.budget = budget  # charged with each large answer while it arrives (FrameProtocol)
         self.security, self.cluster = security or PLAINTEXT.default, cluster
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by connect: send needs no get_running_loop()
@@ -182,7 +205,7 @@ class UpstreamConnection:
         loop = asyncio.get_running_loop()
         ctx = self.security.ssl_context()
         transport, _ = await asyncio.wait_for(loop.create_connection(
-            lambda: FrameProtocol(self._on_frame, self._on_lost), self.host, self.port, ssl=ctx,
+            lambda: FrameProtocol(self._on_frame, self._on_lost, budget=self.budget), self.host, self.port, ssl=ctx,
             server_hostname=self.host if ctx else None), CONNECT_TIMEOUT_S)
         self._transport, self._loop = transport, loop
         sock = transport.get_extra_info("socket")
@@ -307,8 +330,9 @@ class UpstreamPool:
     """A few connections per broker; a client connection sticks to one slot so its requests keep their order."""
 
     def __init__(self, slots: int = 4, max_dedicated: int = 256, dedicated_wait_s: float = 5.0,
-                 upstream: UpstreamConfig = PLAINTEXT):
+                 upstream: UpstreamConfig = PLAINTEXT, budget: ByteBudget | None = None):
         self.slots = slots
+        self.budget = budget  # the process' memory budget: large answers are charged to it while they arrive
         self.upstream = upstream
         self._retiring: set[UpstreamConnection] = set()  # replaced before their SASL session ends
         self.max_dedicated, self.dedicated_wait_s = max_dedicated, dedicated_wait_s
@@ -319,7 +343,7 @@ class UpstreamPool:
         self._lent: set[UpstreamConnection] = set()  # dedicated connections in use
 
     def _new(self, host: str, port: int, label: str, cluster: str) -> UpstreamConnection:
-        return UpstreamConnection(host, port, label, self.upstream.for_cluster(cluster), cluster)
+        return UpstreamConnection(host, port, label, self.upstream.for_cluster(cluster), cluster, self.budget)
 
     def ready(self, host: str, port: int, slot: int) -> UpstreamConnection | None:
         """`get`'s connection when it is open and usable now (None: `get` must connect or replace it)."""
