@@ -3,7 +3,8 @@
 Backpressure (docs/ARCHITECTURE.md): the reader takes a request slot before it reads a frame, and takes the
 frame's bytes from the connection's budget and from the process' budget as they arrive (64 KiB at a time);
 while either is short it simply stops reading, so TCP pushes back on the client. Bytes are given back when
-the answer was written; an answer's own bytes count from the moment it exists until it was written.
+the answer was written; an answer's own bytes count from the moment it exists until it was written, and with them
+the whole of each broker answer its record sets view (docs/DESIGN.md §4.12).
 """
 
 from __future__ import annotations
