@@ -4,6 +4,7 @@ arrive; an oversize frame or a connection cut inside a frame ends the connection
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from fedkafka.protocol import records
 from fedkafka.protocol.framing import FrameError
 from fedkafka.proxy.core.limits import ByteBudget
-from fedkafka.proxy.core.upstream import FrameProtocol
+from fedkafka.proxy.core.upstream import FrameProtocol, UpstreamConnection
 
 # a large frame's buffer comes from records.frame_buffer: every test here runs with its pure-Python code
 # (zero-filled) and its compiled twin (uninitialised) (tests/conftest.py)
@@ -191,3 +192,51 @@ def test_a_large_answer_is_charged_to_the_process_budget_while_it_arrives_and_gi
     assert budget.used == 1000
     proto.connection_lost(None)
     assert budget.used == 0
+
+
+ANSWER_BYTES = 4 << 20
+UNSENT_BYTES = 64 << 20  # far more than both sockets' buffers hold: most of it stays in the transport
+
+
+async def _closed_while_the_broker_stops_reading() -> tuple[int, bool, int]:
+    """A broker that started a large answer, then stopped reading its socket; the proxy's connection to it has
+    requests it could not write yet and is closed (a request timed out, a drain, shutdown). Returns what stays
+    charged, whether the connection was reported lost, and how many bytes the broker got once it read again."""
+    loop = asyncio.get_running_loop()
+    broker_side = loop.create_future()
+
+    async def broker(reader, writer):
+        writer.write(struct.pack(">i", ANSWER_BYTES) + b"\0" * (300 * 1024))  # the answer's start, no more
+        await writer.drain()
+        broker_side.set_result((reader, writer))
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    budget = ByteBudget(1 << 30)
+    conn = UpstreamConnection("127.0.0.1", server.sockets[0].getsockname()[1], "broker", budget=budget)
+    await conn.connect()
+    reader, writer = await broker_side
+    while not budget.used:  # the large answer arrives: charged from its buffer's allocation
+        await asyncio.sleep(0.01)
+    conn._transport.write(b"r" * UNSENT_BYTES)  # requests the broker does not read (yet)
+    conn.close()
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    charged, lost = budget.used, conn.closed and conn._transport.is_closing()
+    received = 0
+    with contextlib.suppress(ConnectionError):  # the broker reads again: what reaches it after the close
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), 5):
+            received += len(chunk)
+    writer.transport.abort()
+    server.close()
+    return charged, lost, received
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_closed_connection_gives_back_its_half_read_answer_and_sends_none_of_its_failed_requests(loop):
+    """close() used to stop reading and call connection_lost only once the write buffer was written: with a broker
+    that does not read, the half-read answer stayed charged (and allocated) for good, and the requests whose calls
+    had already failed would still reach the broker whenever it read again, after a retry elsewhere."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    charged, lost, received = run(_closed_while_the_broker_stops_reading())
+    assert charged == 0 and lost
+    assert received < UNSENT_BYTES // 2  # what the kernel had taken before the close, at most

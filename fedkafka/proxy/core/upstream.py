@@ -320,7 +320,10 @@ class UpstreamConnection:
             if not fut.done():
                 fut.set_exception(reason)
         if self._transport is not None:
-            self._transport.close()
+            # abort, not close: close() writes out what is buffered first and reports the loss only then, so with
+            # a broker that stopped reading a half-read answer stayed allocated and charged, and requests whose
+            # calls failed just now (perhaps retried elsewhere) would still reach the broker when it read again
+            self._transport.abort()
 
     def close(self) -> None:
         self._fail_all(ConnectionError(f"{self.label}: closed"))
