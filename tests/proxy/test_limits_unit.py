@@ -801,3 +801,59 @@ def test_a_broker_frame_an_answer_views_is_charged_until_nothing_holds_it_any_mo
         server.close()
 
     uvloop.run(scenario())
+
+
+TLS_ANSWER_BYTES = 4 << 20
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_tls_answer_stays_charged_while_its_ciphertext_waits_for_a_client_that_does_not_read(tmp_path, loop):
+    """The TLS layer encrypts what it is given into TCP's transport at once and reports an empty buffer: an answer
+    written in one piece was uncharged at once while its ciphertext (4 MiB here) still waited in the process for a
+    client that did not read. Written a slice at a time, the charge lasts until the client took nearly all of it,
+    and the bytes it reads are the answer's."""
+    import ssl
+
+    from security.pki import make_pki
+
+    pki = make_pki(tmp_path)
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+
+    async def scenario():
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        d = _HeldDispatcher()
+        conns: list[ClientConnection] = []
+
+        async def on_client(reader, writer):
+            conns.append(conn := ClientConnection(reader, writer, d, Limits(), ByteBudget(1 << 30)))
+            await conn.run()
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=server_ctx)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", server.sockets[0].getsockname()[1]))
+        r, w = await asyncio.open_connection(sock=client, ssl=ssl.create_default_context(cafile=pki.ca),
+                                             server_hostname="localhost", limit=1024)
+        w.write(frame_of(1, 64))
+        async with asyncio.timeout(GUARD_S):
+            while 1 not in d.answers:
+                await asyncio.sleep(0.005)
+        frame = bytearray(range(256)) * (TLS_ANSWER_BYTES // 256)
+        records = memoryview(frame).toreadonly()
+        d.answers.pop(1).set_result(codec.Chunks([struct.pack(">ii", 4 + len(records), 1), records],
+                                                 8 + len(records)))
+        for _ in range(10):  # the client reads nothing meanwhile
+            await _settle()
+        conn = conns[0]
+        assert conn.held.used >= TLS_ANSWER_BYTES
+        got = bytearray()
+        async with asyncio.timeout(GUARD_S):
+            while len(got) < 8 + TLS_ANSWER_BYTES:
+                got += await r.read(1 << 16)
+        await _settle()
+        assert got[8:] == frame and conn.held.used == 0
+        w.close()
+        server.close()
+
+    run(scenario())

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import struct
+from collections.abc import Iterator
 
 from fedkafka.protocol import codec
 from fedkafka.protocol.framing import FrameError
@@ -111,6 +112,7 @@ class ClientConnection:
         # written, and with the default marks (64/16 KiB) a transport still held views of broker frames then,
         # uncharged, for as long as the client did not read (uvloop keeps parts by reference)
         writer.transport.set_write_buffer_limits(high=0)
+        self._tls = writer.get_extra_info("ssl_object") is not None  # answers written in slices (_send_in_slices)
 
     async def run(self) -> None:
         write_task = asyncio.create_task(self._write_loop())
@@ -366,10 +368,14 @@ class ClientConnection:
     async def _send(self, frames: list[bytes | codec.Chunks]) -> bool:
         """Write answer frames; returns whether the connection broke."""
         try:
-            self._write(frames)
-            if self.writer.transport.get_write_buffer_size():  # else written already: no clock, no wait
-                async with asyncio.timeout(self.limits.frame_timeout_s * len(frames)):  # each answer its own allowance
-                    await self.writer.drain()
+            if self._tls:
+                async with asyncio.timeout(self.limits.frame_timeout_s * len(frames)):
+                    await self._send_in_slices(frames)
+            else:
+                self._write(frames)
+                if self.writer.transport.get_write_buffer_size():  # else written already: no clock, no wait
+                    async with asyncio.timeout(self.limits.frame_timeout_s * len(frames)):  # each answer its own
+                        await self.writer.drain()
         except TimeoutError:  # before OSError: TimeoutError is an OSError
             log.warning("closing client %s: it did not take a %d-byte answer within %g s (--frame-timeout)",
                         self.peer, sum(map(len, frames)), self.limits.frame_timeout_s)
@@ -380,6 +386,16 @@ class ClientConnection:
             self.stop_reading()
             return True
         return False
+
+    async def _send_in_slices(self, frames: list[bytes | codec.Chunks]) -> None:
+        """TLS: the TLS layer encrypts all it is given into the TCP transport below at once and then reports an
+        empty buffer, so one write and drain() would end the answer's charge with its ciphertext still here. A
+        slice at a time, waiting whenever the TLS layer holds bytes back (it does once TCP's buffer is full), the
+        process holds at most about a slice and TCP's buffer beyond what is charged (docs/DESIGN.md §4.12)."""
+        for piece in _slices(frames, TLS_SLICE_BYTES):
+            self._write(piece)
+            if self.writer.transport.get_write_buffer_size():
+                await self.writer.drain()
 
     def _write(self, frames: list[bytes | codec.Chunks]) -> None:
         if self.writer.transport.is_closing():  # the client went away: drain() would say so, write() would not
@@ -394,6 +410,27 @@ class ClientConnection:
             else:
                 parts.append(frame)
         self.writer.writelines(parts)
+
+
+TLS_SLICE_BYTES = 64 * 1024
+
+
+def _slices(frames: list[bytes | codec.Chunks], size: int) -> Iterator[list[bytes | codec.Chunks]]:
+    """The frames' bytes in lists of views of at most `size` bytes together, in order (nothing copied)."""
+    piece: list[bytes | codec.Chunks] = []
+    filled = 0
+    for frame in frames:
+        for part in frame.parts if isinstance(frame, codec.Chunks) else (frame,):
+            view, at = memoryview(part), 0
+            while at < len(view):
+                take = min(size - filled, len(view) - at)
+                piece.append(view[at:at + take])  # type: ignore[arg-type]  # written like bytes
+                filled, at = filled + take, at + take
+                if filled == size:
+                    yield piece
+                    piece, filled = [], 0
+    if piece:
+        yield piece
 
 
 _QUEUE_EMPTY = object()  # the write loop took nothing from the queue after a batch
