@@ -66,9 +66,9 @@ def run_module(name: str, args: dict, check_mode: bool = False) -> tuple[bool, d
     raise AssertionError(f"{name} returned without exit_json/fail_json")
 
 
-def running_controller(root: Path):
-    """A `fedkafka controller` on a SQLite file under root (a generator for fixtures): yields the modules' API
-    arguments, stops it after."""
+def running_controller(root: Path, *extra_args: str):
+    """A `fedkafka controller` on a SQLite file under root (a generator for fixtures), with `extra_args` on its
+    command line: yields the modules' API arguments, stops it after."""
     token_file = root / "token"
     token_file.write_text(TOKEN + "\n")
     port = free_port()
@@ -76,7 +76,7 @@ def running_controller(root: Path):
     with open(root / "controller.log", "wb") as log:
         proc = subprocess.Popen([str(fedkafka), "controller", "--db", f"sqlite:///{root / 'db.sqlite'}",
                                  "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
-                                 "--scan-interval", "1"], stdout=subprocess.DEVNULL, stderr=log)
+                                 "--scan-interval", "1", *extra_args], stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

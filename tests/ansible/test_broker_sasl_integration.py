@@ -3,9 +3,11 @@ machine (a one-node cluster under the role's supervisord, free ports, its own st
 confluent-kafka: the federation's service principal logs in with SCRAM and produces and consumes; anonymous
 clients, a SASL user without ACLs and a wrong password get Kafka's errors and nothing in; the KRaft controller
 listener refuses them too; a second run and `--check --diff` change nothing; no password reaches `ps`, a
-world-readable file or Ansible's output.
+world-readable file or Ansible's output. Then scale_up.yml adds that cluster to a real controller: it waits for
+every broker logged in as the broker principal (or, outside the inventory, with the controller's login), and a
+broker host it cannot reach stops the run before the cluster is registered.
 
-About 3-5 minutes on the shared 2-core machine (three playbook runs, one broker): `make test-security`
+About 6-9 minutes on the shared 2-core machine (six playbook runs, one broker): `make test-security`
 (FEDKAFKA_SECURITY_E2E=1)."""
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from ansible_harness import TOKEN, FedkafkaApi, running_controller
 from broker_render import ROLE_PLAY
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (
@@ -49,6 +52,8 @@ SERVICE_USER, SERVICE_PASSWORD = "fedkafka", "Svc#;'(=)%!~|^`-" + secrets.token_
 BROKER_PASSWORD = "Broker-" + secrets.token_hex(12)
 MALLORY_PASSWORD = "Mallory-" + secrets.token_hex(12)
 SECRETS = (SERVICE_PASSWORD, BROKER_PASSWORD, MALLORY_PASSWORD)
+ANSIBLE_ENV = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_LIBRARY": str(ROOT / "library"),
+               "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_NOCOLOR": "1"}
 
 
 
@@ -70,13 +75,9 @@ class Broker:
     def ca(self) -> Path:
         return self.data_dir / "tls" / "ca.pem"
 
-    def play(self, *flags: str) -> str:
-        """One run of the role; the whole output (also kept for the leak check). Secrets reach it in a 0600 file."""
-        book = self.root / "broker.yml"
-        book.write_text(ROLE_PLAY)
-        extra = self.root / "vars.json"
-        extra.touch(mode=0o600)
-        extra.write_text(json.dumps({
+    def host_vars(self) -> dict:
+        """The broker host's variables (the inventory host `localhost`), its passwords among them."""
+        return {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
             "fedkafka_install_source": "present", "fedkafka_venv": sys.prefix, "fedkafka_state_dir": str(self.state),
             "fedkafka_service_manager": "supervisord", "kafka_broker_cluster": "sec1",
@@ -85,11 +86,17 @@ class Broker:
             "kafka_broker_controller_port": self.controller_port, "kafka_broker_heap": "384m",
             "kafka_broker_security_protocol": "SASL_SSL", "kafka_broker_pki_dir": str(self.pki),
             "kafka_broker_sasl_users": [{"name": SERVICE_USER, "password": SERVICE_PASSWORD}],
-            "kafka_broker_principal_password": BROKER_PASSWORD}))
-        env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_LIBRARY": str(ROOT / "library"),
-               "ANSIBLE_MODULE_UTILS": str(ROOT / "module_utils"), "ANSIBLE_NOCOLOR": "1"}
+            "kafka_broker_principal_password": BROKER_PASSWORD}
+
+    def play(self, *flags: str) -> str:
+        """One run of the role; the whole output (also kept for the leak check). Secrets reach it in a 0600 file."""
+        book = self.root / "broker.yml"
+        book.write_text(ROLE_PLAY)
+        extra = self.root / "vars.json"
+        extra.touch(mode=0o600)
+        extra.write_text(json.dumps(self.host_vars()))
         try:
-            proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", *flags], cwd=ROOT, env=env,
+            proc = subprocess.run([PLAYBOOK, str(book), "-v", "-e", f"@{extra}", *flags], cwd=ROOT, env=ANSIBLE_ENV,
                                   capture_output=True, text=True, timeout=900)
         finally:
             extra.unlink()
@@ -262,3 +269,94 @@ def test_no_secret_in_ps_world_readable_files_or_ansible_output(broker):
                 assert BROKER_PASSWORD.encode() not in text and key.encode() not in text, path
     written = [p for p in broker.state.rglob("*") if p.is_file() and BROKER_PASSWORD.encode() in p.read_bytes()]
     assert written == [broker.data_dir / "secrets" / "broker-password"]
+
+
+# --- scale_up.yml onto this SASL_SSL cluster ------------------------------------------------------------------------
+
+def service_login(broker: Broker) -> dict:
+    """The librdkafka settings the federation logs in to the brokers with (fedkafka_upstream_config)."""
+    return {"security.protocol": "SASL_SSL", "ssl.ca.location": str(broker.ca), "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": SERVICE_USER, "sasl.password": SERVICE_PASSWORD}
+
+
+@pytest.fixture
+def controller(broker, tmp_path):
+    """A real controller logging in to the brokers as the service principal; yields the modules' API arguments."""
+    upstream = tmp_path / "upstream.json"
+    upstream.touch(mode=0o600)
+    upstream.write_text(json.dumps(service_login(broker)))
+    yield from running_controller(tmp_path, "--upstream-config", str(upstream))
+
+
+def scale_up(broker: Broker, api: dict, tmp_path: Path, sec1_hosts: dict, *args: str) -> tuple[int, str]:
+    """scale_up.yml on an inventory of this machine: sec1 (the broker, as kafka_spare) with `sec1_hosts`, c1 (never
+    touched: site.yml's cluster) and a controller host; (exit code, whole output). The inventory holds the passwords:
+    a 0600 file removed after the run."""
+    inventory = tmp_path / "inventory.json"
+    inventory.touch(mode=0o600)
+    inventory.write_text(json.dumps({"all": {
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                 "fedkafka_venv": sys.prefix, "fedkafka_api_token": TOKEN,
+                 "fedkafka_controller_url": api["controller_url"], "fedkafka_coordination_cluster": "c1"},
+        "children": {
+            "kafka_brokers": {"children": {"kafka_c1": {"hosts": {"c1-untouched": {"kafka_broker_cluster": "c1"}}}}},
+            "kafka_spare": {"children": {"kafka_sec1": {"vars": {"kafka_broker_cluster": "sec1"},
+                                                        "hosts": sec1_hosts}}} if sec1_hosts else {},
+            "fedkafka_controller": {"hosts": {"controller": {"fedkafka_upstream_config": service_login(broker)}}},
+        }}}))
+    try:
+        proc = subprocess.run([PLAYBOOK, "-i", str(inventory), "playbooks/scale_up.yml", "-v", *args], cwd=ROOT,
+                              env=ANSIBLE_ENV, capture_output=True, text=True, timeout=900)
+    finally:
+        inventory.unlink()
+    out = proc.stdout + proc.stderr
+    assert [s for s in SECRETS if s in out] == [], "a secret is in Ansible's output"
+    return proc.returncode, out
+
+
+def task_result(out: str, task: str) -> str:
+    """The first line naming a host after `TASK [task]` (e.g. "ok: [localhost]"); '' when the task did not run."""
+    match = re.search(rf"^TASK \[{re.escape(task)}\].*?^((?:ok|changed|skipping|fatal): \[[^\]]+\])", out, re.M | re.S)
+    return match.group(1) if match else ""
+
+
+def registered(api: dict) -> dict[str, str]:
+    clusters = FedkafkaApi(api["controller_url"], api["token"]).request("GET", "/v1/clusters")
+    return {c["id"]: c["bootstrap"] for c in clusters}
+
+
+def test_scale_up_waits_for_the_sasl_ssl_cluster_as_the_broker_principal_then_registers_it(broker, controller,
+                                                                                            tmp_path):
+    """The wait used to ask the secured listener with no login and gave up after 120 s: no registration."""
+    code, out = scale_up(broker, controller, tmp_path, {"localhost": broker.host_vars()}, "-e", "cluster=sec1")
+    assert code == 0, out[-5000:]
+    assert task_result(out, "Wait until the cluster has every broker") == "ok: [localhost]", out[-5000:]
+    assert task_result(out, "Wait until the new cluster answers") == "skipping: [controller]"
+    assert recap_changed(out) == 0  # the role found the broker as the fixture left it: no restart
+    assert registered(controller) == {"sec1": f"127.0.0.1:{broker.port}"}
+
+
+def test_scale_up_does_not_register_a_cluster_whose_other_broker_is_down(broker, controller, tmp_path):
+    """sec1 listed with a second broker host that cannot be reached: the play goes on without that host, and the
+    wait, which wants both brokers in Metadata, stops the run before the cluster is registered."""
+    down = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": free_port(),
+            "kafka_broker_node_id": 2, "kafka_broker_port": free_port()}
+    hosts = {"localhost": {**broker.host_vars(), "kafka_broker_wait_timeout": 10}, "sec1-down": down}
+    code, out = scale_up(broker, controller, tmp_path, hosts, "-e", "cluster=sec1")
+    assert code != 0
+    assert re.search(r"^sec1-down\s*:.*unreachable=1", out, re.M), out[-5000:]
+    assert task_result(out, "Wait until the cluster has every broker") == "fatal: [localhost]", out[-5000:]
+    assert "1 broker(s) in Metadata, 2 wanted" in out
+    assert task_result(out, "Check that every broker of the new cluster answered") == "fatal: [controller]"
+    assert task_result(out, "Register the cluster") == ""
+    assert registered(controller) == {}
+
+
+def test_scale_up_of_a_cluster_outside_the_inventory_waits_with_the_controllers_login(broker, controller, tmp_path):
+    """-e bootstrap= for a cluster the inventory has no group for: the controller host asks it with
+    fedkafka_upstream_config (it used to ask with no login, and gave up after 120 s)."""
+    bootstrap = f"127.0.0.1:{broker.port}"
+    code, out = scale_up(broker, controller, tmp_path, {}, "-e", "cluster=ext", "-e", f"bootstrap={bootstrap}")
+    assert code == 0, out[-5000:]
+    assert task_result(out, "Wait until the new cluster answers") == "ok: [controller]", out[-5000:]
+    assert registered(controller) == {"ext": bootstrap}
