@@ -80,7 +80,7 @@ test-failover: $(STAMP)
 # confluent-kafka, aiokafka, kafka-python and the Java tools through the name service
 # (tests/security/test_sasl_integration.py, ~4-11 minutes), `fedkafka local up --security sasl_ssl` with its
 # client files (tests/security/test_local_secured_integration.py, ~2.5 minutes), and the kafka_broker role with
-# SASL_SSL on this machine, then scale_up.yml onto it (tests/ansible/test_broker_sasl_integration.py, ~6-9 minutes).
+# SASL_SSL on this machine, then scale_up.yml onto it (tests/ansible/test_broker_sasl_integration.py, ~3-7 minutes).
 test-security: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py tests/security/test_acl_admin_integration.py \
