@@ -1,0 +1,103 @@
+"""site.yml waits, on one host of each cluster, until Metadata lists every broker of its group, and registers no
+cluster while one did not: a broker host that failed (here: unreachable) leaves the run while the other hosts
+carry on, and its cluster used to be registered half up. The roles are stand-ins (a tmp roles path): what is
+tested is the playbook's order, against a real Kafka broker (the session's c1) and a real controller. About 40 s."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ansible_harness import TOKEN, FedkafkaApi, running_controller
+
+from fedkafka.kafka.cluster import free_port
+
+pytestmark = [pytest.mark.ansible, pytest.mark.integration]
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+ROLES = ("kafka_broker", "fedkafka_controller", "fedkafka_nameservice", "fedkafka_proxy")
+
+
+@pytest.fixture
+def controller(tmp_path):
+    yield from running_controller(tmp_path)
+
+
+def site(tmp_path: Path, api: dict, clusters: dict[str, dict], *flags: str) -> tuple[int, str]:
+    """site.yml with stand-in roles on an inventory of this machine: `clusters` maps a cluster to its hosts (and
+    their variables) and c1 coordinates; (exit code, whole output)."""
+    roles = tmp_path / "roles"
+    for role in ROLES:
+        (roles / role / "tasks").mkdir(parents=True, exist_ok=True)
+        (roles / role / "tasks" / "main.yml").write_text(f"- name: Stand in for {role}\n  ansible.builtin.meta: noop\n")
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                 "fedkafka_venv": sys.prefix, "fedkafka_api_token": TOKEN,
+                 "fedkafka_controller_url": api["controller_url"], "fedkafka_coordination_cluster": "c1"},
+        "children": {
+            "kafka_brokers": {"children": {f"kafka_{name}": {"vars": {"kafka_broker_cluster": name}, "hosts": hosts}
+                                           for name, hosts in clusters.items()}},
+            "fedkafka_controller": {"hosts": {"controller": {}}},
+        }}}))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(roles), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run([PLAYBOOK, "-i", str(inventory), "playbooks/site.yml", *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def registered(api: dict) -> dict[str, str]:
+    clusters = FedkafkaApi(api["controller_url"], api["token"]).request("GET", "/v1/clusters")
+    return {c["id"]: c["bootstrap"] for c in clusters}
+
+
+def broker_host(kafka, **extra) -> dict:
+    return {"kafka_broker_port": kafka.brokers[0].port, "kafka_broker_wait_timeout": 10, **extra}
+
+
+def test_site_registers_clusters_once_every_broker_answered_and_check_mode_predicts_no_change(
+        kafka_clusters, controller, tmp_path):
+    c1 = kafka_clusters[0]
+    clusters = {"c1": {"c1-a": broker_host(c1)}, "c2": {"c2-a": broker_host(c1)}}
+    code, out = site(tmp_path, controller, clusters)
+    assert code == 0, out[-5000:]
+    assert len(re.findall(r"^ok: \[c\d-a\]", out.split("TASK [Wait until the cluster has every broker]")[1],
+                          re.M)) >= 2
+    assert registered(controller) == {"c1": c1.bootstrap, "c2": c1.bootstrap}
+    code, out = site(tmp_path, controller, clusters, "--check", "--diff")
+    assert code == 0, out[-5000:]
+    assert re.findall(r"changed=(\d+)", out) == ["0"] * len(re.findall(r"changed=", out)), out[-3000:]
+
+
+def test_site_registers_no_cluster_while_a_broker_host_of_one_is_unreachable(kafka_clusters, controller, tmp_path):
+    """c2 lists a second broker host that cannot be reached: the other hosts carry on, c2-a's wait wants both
+    brokers in Metadata and gives up, and the controller play stops before registering any cluster."""
+    c1 = kafka_clusters[0]
+    down = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": free_port(),
+            "kafka_broker_node_id": 2, "kafka_broker_port": free_port()}
+    clusters = {"c1": {"c1-a": broker_host(c1)}, "c2": {"c2-a": broker_host(c1), "c2-down": down}}
+    code, out = site(tmp_path, controller, clusters)
+    assert code != 0
+    assert re.search(r"^c2-down\s*:.*unreachable=1", out, re.M), out[-5000:]
+    assert registered(controller) == {}  # c2 and c1 used to be registered
+    assert "1 broker(s) in Metadata, 2 wanted" in out, out[-5000:]
+    flat = " ".join(out.split())
+    assert "the brokers of c2 (c2-a, c2-down) did not all answer Metadata" in flat, out[-5000:]
+    assert "the brokers of c1" not in flat
+    assert "TASK [Register each cluster]" not in out
+
+
+def test_site_limited_to_other_hosts_leaves_a_cluster_outside_the_limit_unchecked(kafka_clusters, controller,
+                                                                                 tmp_path):
+    """--limit without any host of c2: this run provisions nothing of c2, so it is registered as before, unchecked."""
+    c1 = kafka_clusters[0]
+    down = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": free_port()}
+    clusters = {"c1": {"c1-a": broker_host(c1)}, "c2": {"c2-a": broker_host(c1), "c2-down": down}}
+    code, out = site(tmp_path, controller, clusters, "--limit", "localhost,controller,c1-a")
+    assert code == 0, out[-5000:]
+    assert registered(controller) == {"c1": c1.bootstrap, "c2": f"{c1.bootstrap},127.0.0.1:9092"}
