@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from fedkafka.protocol import records
 from fedkafka.proxy.core import client_frames
-from fedkafka.proxy.core.client_frames import STAGING_BYTES, ClientFrames, IncompleteFrame, start_server
+from fedkafka.proxy.core.client_frames import (
+    SMALL_FRAME_BYTES,
+    STAGING_BYTES,
+    ClientFrames,
+    IncompleteFrame,
+    start_server,
+)
 from fedkafka.proxy.core.connection import HELD_WHOLE_BYTES, ClientConnection
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from proxy.test_limits_unit import GUARD_S, _HeldDispatcher, _settle, closed_by_peer, frame_of
@@ -176,9 +182,10 @@ async def _answer_all(d, frames: list[bytes], r) -> list[int]:
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_a_connection_gets_frames_written_in_small_pieces_whole_and_large_ones_in_buffers_of_their_own(loop):
-    """Over a socket, each frame written in pieces of a few hundred bytes: every frame reaches the dispatcher
-    whole; one over the staging buffer and up to HELD_WHOLE_BYTES is the very buffer the socket read it into,
-    of its size; a larger one (read chunk by chunk) arrives whole too; every byte held comes back."""
+    """Over a socket, each frame written in pieces of up to 3000 bytes: every frame reaches the dispatcher
+    whole; one over SMALL_FRAME_BYTES and up to HELD_WHOLE_BYTES, not staged whole when the connection reads it,
+    is the very buffer the socket read it into, of its size; a larger one (read chunk by chunk) arrives whole
+    too; every byte held comes back."""
     run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
     sizes = [40, 70_000, 12, HELD_WHOLE_BYTES, 300 * 1024, STAGING_BYTES - 4, 5000]
     frames = _frames(sizes, 11)
@@ -189,19 +196,19 @@ def test_a_connection_gets_frames_written_in_small_pieces_whole_and_large_ones_i
         budget = ByteBudget(Limits().max_buffered_bytes)
         server, port, conns = await _connection_server(d, Limits(), budget)
         r, w = await asyncio.open_connection("127.0.0.1", port)
-        data = b"".join(frames)
         rng = random.Random(2)
-        at = 0
-        while at < len(data):
-            step = rng.randint(1, 3000)
-            w.write(data[at:at + step])
-            await w.drain()
-            at += step
-            if rng.random() < 0.05:
-                await asyncio.sleep(0.001)
+        for frame in frames:  # its first bytes, then (once the connection waits for the rest) the rest in pieces
+            w.write(frame[:1000])
+            await _settle()
+            at = 1000
+            while at < len(frame):
+                step = rng.randint(1, 3000)
+                w.write(frame[at:at + step])
+                await w.drain()
+                at += step
         assert await _answer_all(d, frames, r) == list(range(1, len(frames) + 1))
         assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
-        own = [d.frames[c] for c in d.started if STAGING_BYTES < len(d.frames[c]) <= HELD_WHOLE_BYTES]
+        own = [d.frames[c] for c in d.started if SMALL_FRAME_BYTES < len(d.frames[c]) <= HELD_WHOLE_BYTES]
         assert len(own) == 2 and all(type(f.obj) is bytearray and len(f.obj) == len(f) for f in own)
         assert all(any(f.obj is a for a in allocated) for f in own)
         for _ in range(100):
@@ -249,6 +256,8 @@ def test_while_no_request_slot_is_free_the_socket_is_not_read_and_nothing_is_los
                 got.append(struct.unpack(">ii", await r.readexactly(8))[1])
         assert got == list(range(1, len(frames) + 1))
         assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        await _settle()
+        assert len(conns[0].reader._staging) == 0  # waiting for its next request, it holds no buffer
         w.close()
         server.close()
 

@@ -3,11 +3,19 @@
 `ClientFrames` is the connection's protocol: a BufferedProtocol for reading, and the protocol of the connection's
 StreamWriter, whose `drain()` waits on it (`_drain_helper`, as asyncio's FlowControlMixin: that one is an
 asyncio.Protocol, and uvloop feeds an asyncio.Protocol through `data_received` even when it has `get_buffer`). Bytes the
-connection has not asked for yet land in a small staging buffer (`STAGING_BYTES`); small frames are taken out
-of it with one copy. A larger frame is given a buffer of its own size by the connection (`receive_into`): what of
-it the staging buffer holds is copied there, and the socket reads the rest straight into it, so a 64 KiB
-Produce frame is not copied into a reader's buffer and out again (issue #20; `upstream.FrameProtocol` does
-the same for broker answers).
+connection has not asked for yet land in a staging buffer (`STAGING_BYTES`); a frame found there whole is taken
+out of it with one copy (pipelined requests usually are). A frame over SMALL_FRAME_BYTES that is not is given a
+buffer of its own size (`read_frame`): what of it the staging buffer holds is copied there, and the socket reads
+the rest straight into it. A StreamReader copied every byte into its buffer and out again (and uvloop into a
+bytes object before that), and paused and resumed the socket as its buffer filled (issue #20;
+`upstream.FrameProtocol` does the same for broker answers).
+
+The staging buffer is large (256 KiB, like the upstream reader's): with a small one, a socket holding several
+pipelined 64 KiB frames filled it at every frame, and each pause and resume cost a loop round trip (twice the
+reader's CPU per frame in a microbenchmark). It exists only while it holds bytes or the connection is reading a
+frame: the connection lets it go when it waits for a new frame with nothing staged (`release_staging`), so an
+idle connection holds none. It is not zero-filled (`records.frame_buffer`): only the bytes the socket wrote,
+[_start, _end), are ever read.
 
 Backpressure: the staging buffer is never grown. Once it is full and the connection asks for nothing (its
 request slots or byte budgets are taken), reading is paused and the kernel's buffers fill, so TCP slows the
@@ -24,7 +32,9 @@ from fedkafka.protocol import records
 
 log = logging.getLogger(__name__)
 
-STAGING_BYTES = 16 * 1024  # per connection, outside the budgets (docs/DESIGN.md §4.12)
+STAGING_BYTES = 256 * 1024  # per connection reading, outside the budgets (docs/DESIGN.md §4.12)
+SMALL_FRAME_BYTES = 16 * 1024  # a frame up to this size waits in the staging buffer; a larger one gets its own
+_NO_STAGING = bytearray()
 _SIZE = struct.Struct(">i")
 
 
@@ -44,7 +54,8 @@ class ClientFrames(asyncio.BufferedProtocol):
     def __init__(self, on_client, staging_bytes: int = STAGING_BYTES, loop: asyncio.AbstractEventLoop | None = None):
         self._loop = loop or asyncio.get_running_loop()
         self._on_client = on_client
-        self._staging = bytearray(staging_bytes)
+        self._staging_bytes = staging_bytes
+        self._staging = _NO_STAGING  # allocated when the socket has bytes for it
         self._start = self._end = 0  # unread bytes of the staging buffer
         self._target: bytearray | None = None  # a buffer the socket reads into directly, and how much it has
         self._filled = 0
@@ -71,7 +82,9 @@ class ClientFrames(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._target is not None:
             return memoryview(self._target)[self._filled:]
-        if self._end == len(self._staging):  # at its end: keep the unread tail, at the front
+        if not self._staging:
+            self._staging = records.frame_buffer(self._staging_bytes)
+        elif self._end == len(self._staging):  # at its end: keep the unread tail, at the front
             tail = self._end - self._start
             self._staging[:tail] = self._staging[self._start:self._end]
             self._start, self._end = 0, tail
@@ -141,6 +154,12 @@ class ClientFrames(asyncio.BufferedProtocol):
         """Bytes in the staging buffer not taken yet."""
         return self._end - self._start
 
+    def release_staging(self) -> None:
+        """Let the staging buffer go if it holds nothing (the next bytes get a new one)."""
+        if self._start == self._end:
+            self._staging = _NO_STAGING
+            self._start = self._end = 0
+
     def whole_frame(self, max_bytes: int) -> int:
         """The size of the next frame when its size prefix and all its bytes are staged (then `take(size, 4)`
         returns it without waiting); -1 when they are not, or when the size is outside 0..max_bytes (the waiting
@@ -165,7 +184,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         already), else received into a buffer of their own, returned as a read-only view of it (kio reads
         read-only buffers only). That buffer is not zero-filled (`records.frame_buffer`): `receive_into` writes
         every byte of it before it is returned, and drops it unreturned otherwise."""
-        if size <= len(self._staging) or self._end - self._start >= size:
+        if size <= SMALL_FRAME_BYTES or self._end - self._start >= size:
             await self.until_buffered(size)
             return self.take(size)
         buffer = records.frame_buffer(size)

@@ -207,6 +207,7 @@ class ClientConnection:
         while True:
             if self.reader.buffered():  # a pipelined request: no idle clock to start
                 return True
+            self.reader.release_staging()  # a connection waiting for its next request holds no buffer
             try:
                 async with asyncio.timeout(self.limits.idle_timeout_s):
                     await self.reader.until_buffered(1)
