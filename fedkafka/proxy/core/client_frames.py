@@ -180,8 +180,8 @@ class ClientFrames(asyncio.BufferedProtocol):
         return data
 
     async def read_frame(self, size: int) -> bytes | memoryview:
-        """A frame's next `size` bytes: out of the staging buffer with one copy when they fit it (or are staged
-        already), else received into a buffer of their own, returned as a read-only view of it (kio reads
+        """A frame's next `size` bytes: out of the staging buffer with one copy when they are few (SMALL_FRAME_BYTES)
+        or staged already, else received into a buffer of their own, returned as a read-only view of it (kio reads
         read-only buffers only). That buffer is not zero-filled (`records.frame_buffer`): `receive_into` writes
         every byte of it before it is returned, and drops it unreturned otherwise."""
         if size <= SMALL_FRAME_BYTES or self._end - self._start >= size:
