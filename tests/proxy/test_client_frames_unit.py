@@ -132,22 +132,29 @@ def test_a_frame_larger_than_the_staging_buffer_lands_in_a_buffer_of_its_own_siz
     assert asyncio.run(scenario()) == small
 
 
-def test_reading_pauses_once_the_staging_buffer_is_full_and_resumes_when_bytes_are_taken():
+def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_resumes_when_bytes_are_taken():
     async def scenario():
         transport = _Transport()
         frames = ClientFrames(lambda r, w: None)
         frames.transport = transport  # type: ignore[assignment]
         data = bytes(range(256)) * (STAGING_BYTES // 256 + 10)
-        view = frames.get_buffer(-1)
-        view[:] = data[:len(view)]
-        del view
-        frames.buffer_updated(STAGING_BYTES)
-        assert not transport.reading and frames.buffered() == STAGING_BYTES
+        sizes = []
+        while transport.reading:
+            view = frames.get_buffer(-1)
+            sizes.append(len(view))
+            view[:] = data[frames.buffered():frames.buffered() + len(view)]
+            del view
+            frames.buffer_updated(sizes[-1])
+        assert sizes == [SMALL_FRAME_BYTES, STAGING_BYTES - SMALL_FRAME_BYTES]  # 16 KiB first: a trickle keeps it
+        assert frames.buffered() == STAGING_BYTES
         assert frames.take(100) == data[:100]
         assert transport.reading
         view = frames.get_buffer(-1)
         assert len(view) == 100  # the unread tail moved to the front: room for what was taken
         del view
+        assert frames.take(STAGING_BYTES - 100) == data[100:STAGING_BYTES]
+        frames.release_staging()
+        assert len(frames.get_buffer(-1)) == SMALL_FRAME_BYTES  # let go when empty; a new one starts small
 
     asyncio.run(scenario())
 

@@ -10,11 +10,11 @@ the rest straight into it. A StreamReader copied every byte into its buffer and 
 bytes object before that), and paused and resumed the socket as its buffer filled (issue #20;
 `upstream.FrameProtocol` does the same for broker answers).
 
-The staging buffer is large (256 KiB, like the upstream reader's): with a small one, a socket holding several
-pipelined 64 KiB frames filled it at every frame, and each pause and resume cost a loop round trip (twice the
-reader's CPU per frame in a microbenchmark). It exists only while it holds bytes or the connection is reading a
-frame: the connection lets it go when it waits for a new frame with nothing staged (`release_staging`), so an
-idle connection holds none. It is not zero-filled (`records.frame_buffer`): only the bytes the socket wrote,
+The staging buffer grows to 256 KiB (like the upstream reader's) once 16 KiB fill it: with 16 KiB only, a socket
+holding several pipelined 64 KiB frames filled it at every frame, and each pause and resume cost a loop round trip
+(twice the reader's CPU per frame in a microbenchmark); a client that trickles keeps it at 16 KiB. The connection
+lets it go when it waits for a new frame with nothing staged (`release_staging`), so an idle connection holds
+none. It is not zero-filled (`records.frame_buffer`): only the bytes the socket wrote,
 [_start, _end), are ever read.
 
 Backpressure: the staging buffer is never grown. Once it is full and the connection asks for nothing (its
@@ -32,7 +32,7 @@ from fedkafka.protocol import records
 
 log = logging.getLogger(__name__)
 
-STAGING_BYTES = 256 * 1024  # per connection reading, outside the budgets (docs/DESIGN.md §4.12)
+STAGING_BYTES = 256 * 1024  # at most, per connection reading, outside the budgets (docs/DESIGN.md §4.12)
 SMALL_FRAME_BYTES = 16 * 1024  # a frame up to this size waits in the staging buffer; a larger one gets its own
 _NO_STAGING = bytearray()
 _SIZE = struct.Struct(">i")
@@ -83,7 +83,11 @@ class ClientFrames(asyncio.BufferedProtocol):
         if self._target is not None:
             return memoryview(self._target)[self._filled:]
         if not self._staging:
-            self._staging = records.frame_buffer(self._staging_bytes)
+            self._staging = records.frame_buffer(min(SMALL_FRAME_BYTES, self._staging_bytes))
+        elif self._end - self._start == len(self._staging) < self._staging_bytes:  # full: grow it, once
+            staging = records.frame_buffer(self._staging_bytes)
+            staging[:self._end - self._start] = memoryview(self._staging)[self._start:self._end]
+            self._staging, self._start, self._end = staging, 0, self._end - self._start
         elif self._end == len(self._staging):  # at its end: keep the unread tail, at the front
             tail = self._end - self._start
             self._staging[:tail] = self._staging[self._start:self._end]
@@ -98,7 +102,7 @@ class ClientFrames(asyncio.BufferedProtocol):
                 self._wake()
             return
         self._end += nbytes
-        if self._end - self._start == len(self._staging):
+        if self._end - self._start == self._staging_bytes:
             self._pause()
         if self._end - self._start >= self._need:
             self._wake()
