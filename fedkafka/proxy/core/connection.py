@@ -156,7 +156,7 @@ class ClientConnection:
 
     def _buffered_frame(self) -> bytes | None:
         """The next frame when it is staged whole and both budgets have room for it now, held and taken with
-        one copy, no clock and no wait (pipelined small requests usually are here whole: their size, body and
+        one copy, no clock and no wait (pipelined requests usually are here whole: their size, body and
         holds were three reads, two timers' checks and a hold); None: read it by the waiting path."""
         size = self.reader.whole_frame(self.limits.max_frame_bytes)
         if size < 0 or not self.held.take_now(size):
