@@ -23,7 +23,7 @@ from fedkafka.proxy.core.client_frames import (
     IncompleteFrame,
     start_server,
 )
-from fedkafka.proxy.core.connection import HELD_WHOLE_BYTES, ClientConnection
+from fedkafka.proxy.core.connection import HELD_WHOLE_BYTES, READ_CHUNK_BYTES, ClientConnection
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from proxy.test_limits_unit import GUARD_S, _HeldDispatcher, _settle, closed_by_peer, frame_of
 
@@ -324,3 +324,80 @@ def test_frames_over_tls_arrive_whole(tmp_path, loop):
         server.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_whose_task_fails_is_closed_not_left_open(loop):
+    """An exception escaping the connection's task (an internal error) closes the socket, as asyncio's
+    start_server does: the client reads end-of-file instead of waiting for answers that never come."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    errors: list[dict] = []
+
+    async def scenario():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+
+        async def on_client(reader, writer):
+            raise RuntimeError("an internal error")
+
+        server = await start_server(on_client, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        assert await closed_by_peer(r)
+        w.close()
+        server.close()
+
+    run(scenario())
+    assert [type(c.get("exception")) for c in errors] == [RuntimeError]
+
+
+def test_a_broken_connection_hands_out_none_of_its_staged_requests():
+    """A connection reset while frames are staged: none of them is handed out any more (their answers could not
+    be delivered, and a client retrying elsewhere would write them twice); the read reports the reset."""
+    frame = frame_of(1, 10)
+
+    async def scenario():
+        frames = ClientFrames(lambda reader, writer: asyncio.sleep(0))
+        frames.transport = _Transport()  # type: ignore[assignment]
+        view = frames.get_buffer(-1)
+        view[:len(frame)] = frame
+        frames.buffer_updated(len(frame))
+        assert frames.whole_frame(1 << 20) == len(frame) - 4
+        frames.connection_lost(ConnectionResetError("reset by peer"))
+        assert frames.whole_frame(1 << 20) == -1
+        with pytest.raises(ConnectionResetError):
+            await frames.until_buffered(len(frame))
+
+    asyncio.run(scenario())
+
+
+def test_a_chunk_that_cannot_be_allocated_gives_its_bytes_back_to_the_budgets():
+    """A frame read chunk by chunk whose next buffer cannot be allocated (MemoryError): the connection ends and
+    every byte taken from the budgets for it comes back, the chunk not allocated included."""
+    frame = _frames([300 * 1024], 5)[0]
+    frame_buffer = records.frame_buffer
+
+    def no_second_chunk(n: int) -> bytearray:
+        no_second_chunk.calls += 1  # type: ignore[attr-defined]
+        if n == READ_CHUNK_BYTES and no_second_chunk.calls > 3:  # type: ignore[attr-defined]
+            raise MemoryError()
+        return frame_buffer(n)
+
+    async def scenario():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(frame)
+        await w.drain()
+        assert await closed_by_peer(r)
+        await _settle()
+        assert d.started == [] and budget.used == 0 and conns[0].held.used == 0
+        w.close()
+        server.close()
+
+    no_second_chunk.calls = 0  # type: ignore[attr-defined]
+    records.frame_buffer = no_second_chunk  # type: ignore[assignment]
+    try:
+        asyncio.run(scenario())
+    finally:
+        records.frame_buffer = frame_buffer  # type: ignore[assignment]

@@ -356,7 +356,7 @@ def test_a_large_frame_that_arrived_whole_is_read_in_one_piece_and_held_until_an
         w.write(frame_of(1, 64) + large)
         await _settle()
         assert d.started == [1]  # the only request slot is taken: the large frame waits in the reader's buffer
-        assert conns[0]._buffered() == len(large)
+        assert conns[0].reader.buffered() == len(large)
         d.answer(1)
         await _settle()
         assert d.started == [1, 2] and d.frames[2] == large[4:]

@@ -78,6 +78,19 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._over_ssl = transport.get_extra_info("sslcontext") is not None
         writer = asyncio.StreamWriter(transport, self, None, self._loop)
         self._task = self._loop.create_task(self._on_client(self, writer))
+        self._task.add_done_callback(self._client_done)
+
+    def _client_done(self, task: asyncio.Task) -> None:
+        """As asyncio's StreamReaderProtocol: a connection whose task ended with an exception it did not handle is
+        reported and closed, not left open unread (its client would hang, its socket stay in CLOSE_WAIT)."""
+        exc = None if task.cancelled() else task.exception()
+        if not task.cancelled() and exc is None:
+            return
+        if exc is not None:
+            self._loop.call_exception_handler({"message": "Unhandled exception in a client connection",
+                                               "exception": exc, "transport": self.transport})
+        if self.transport is not None:
+            self.transport.close()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._target is not None:
@@ -120,6 +133,8 @@ class ClientFrames(asyncio.BufferedProtocol):
                 self._drained.set_exception(exc)
         self._eof = self._lost = True
         self._error = exc
+        if exc is not None:  # a broken connection: requests staged but not taken are not dispatched (as a
+            self._start = self._end = 0  # StreamReader's readexactly raised before returning buffered bytes)
         self._target = None  # a frame lost half read is dropped unread
         self._wake()
         if self._closed is not None and not self._closed.done():

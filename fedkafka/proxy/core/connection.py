@@ -188,8 +188,8 @@ class ClientConnection:
             while got < size:
                 want = min(size - got, READ_CHUNK_BYTES)
                 waited += await self._hold(want)
-                chunk = records.frame_buffer(want)  # every byte received before it is read
                 try:
+                    chunk = records.frame_buffer(want)  # every byte received before it is read
                     await self._within(self.reader.receive_into(chunk), started + waited, what, want, got)
                 except BaseException:
                     self._unhold(want)
@@ -232,10 +232,6 @@ class ClientConnection:
                                f"byte (--frame-timeout)") from None
         except IncompleteFrame as e:
             raise FrameError(f"truncated {what} ({before + e.got} bytes)") from None
-
-    def _buffered(self) -> int:
-        """Bytes received and not read yet (the staging buffer's)."""
-        return self.reader.buffered()
 
     async def _hold(self, n: int) -> float:
         """Take n bytes from this connection's and the process' budgets; returns the seconds waited (the
