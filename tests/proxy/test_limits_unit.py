@@ -25,6 +25,7 @@ from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol import codec
 from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
+from fedkafka.proxy.core.client_frames import start_server
 from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.limits import ByteBudget, Limits
@@ -198,7 +199,7 @@ async def _serve_with(dispatcher, limits: Limits, budget: ByteBudget | None = No
         conns.append(conn)
         await conn.run()
 
-    server = await asyncio.start_server(on_client, "127.0.0.1", 0, limit=64 * 1024)
+    server = await start_server(on_client, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1], conns
 
 
@@ -355,7 +356,7 @@ def test_a_large_frame_that_arrived_whole_is_read_in_one_piece_and_held_until_an
         w.write(frame_of(1, 64) + large)
         await _settle()
         assert d.started == [1]  # the only request slot is taken: the large frame waits in the reader's buffer
-        assert conns[0]._buffered() == len(large)
+        assert conns[0].reader.buffered() == len(large)
         d.answer(1)
         await _settle()
         assert d.started == [1, 2] and d.frames[2] == large[4:]
@@ -773,7 +774,7 @@ def test_a_broker_frame_an_answer_views_is_charged_until_nothing_holds_it_any_mo
             conns.append(conn := ClientConnection(reader, writer, d, Limits(), ByteBudget(1 << 30)))
             await conn.run()
 
-        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        server = await start_server(on_client, "127.0.0.1", 0)
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         client.connect(("127.0.0.1", server.sockets[0].getsockname()[1]))
@@ -829,7 +830,7 @@ def test_a_tls_answer_stays_charged_while_its_ciphertext_waits_for_a_client_that
             conns.append(conn := ClientConnection(reader, writer, d, Limits(), ByteBudget(1 << 30)))
             await conn.run()
 
-        server = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=server_ctx)
+        server = await start_server(on_client, "127.0.0.1", 0, ssl=server_ctx)
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         client.connect(("127.0.0.1", server.sockets[0].getsockname()[1]))

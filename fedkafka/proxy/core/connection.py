@@ -1,10 +1,11 @@
 """One task pair per client connection: a reader that dispatches in order, a writer that answers in order.
 
 Backpressure (docs/ARCHITECTURE.md): the reader takes a request slot before it reads a frame, and takes the
-frame's bytes from the connection's budget and from the process' budget as they arrive (64 KiB at a time);
-while either is short it simply stops reading, so TCP pushes back on the client. Bytes are given back when
-the answer was written; an answer's own bytes count from the moment it exists until it was written, and with them
-the whole of each broker answer its record sets view (docs/DESIGN.md §4.12).
+frame's bytes from the connection's budget and from the process' budget before they are received (a frame over
+128 KiB 64 KiB at a time, as it arrives); while either is short it simply stops reading
+(`client_frames.ClientFrames` pauses the socket once its staging buffer is full), so TCP pushes back on the
+client. Bytes are given back when the answer was written; an answer's own bytes count from the moment it exists
+until it was written, and with them the whole of each broker answer its record sets view (docs/DESIGN.md §4.12).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import logging
 import struct
 from collections.abc import Iterator
 
-from fedkafka.protocol import codec
+from fedkafka.protocol import codec, records
 from fedkafka.protocol.framing import FrameError
+from fedkafka.proxy.core.client_frames import ClientFrames, IncompleteFrame
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from fedkafka.security.session import Session
@@ -26,57 +28,11 @@ from fedkafka.security.session import Session
 log = logging.getLogger(__name__)
 
 _slots = itertools.count()
+HELD_WHOLE_BYTES = 128 * 1024  # a frame up to this size is taken from the budgets whole, before it is read
 READ_CHUNK_BYTES = 64 * 1024  # a larger frame's bytes are taken from the budgets this much at a time
 
 
-class FrameReader(asyncio.StreamReader):
-    """asyncio's StreamReader, less one copy of each frame: Python 3.11's `readexactly` and `read` copy the bytes
-    out of its buffer twice (a bytearray slice, then bytes of it); these copy them once, through a memoryview,
-    when the buffer has what they return (else, or when they return all of it, the base class does)."""
-
-    async def readexactly(self, n: int) -> bytes:
-        if 0 < n < len(self._buffer) and self._exception is None:  # type: ignore[attr-defined]
-            return self._take(n)
-        return await super().readexactly(n)
-
-    async def read(self, n: int = -1) -> bytes:
-        if n > 0 and self._exception is None and not self._buffer and not self._eof:  # type: ignore[attr-defined]
-            await self._wait_for_data("read")  # type: ignore[attr-defined]
-        if n > 0 and self._buffer and self._exception is None:  # type: ignore[attr-defined]
-            return self._take(min(n, len(self._buffer)))  # type: ignore[attr-defined]
-        return await super().read(n)
-
-    def _take(self, n: int, skip: int = 0) -> bytes:
-        """The next n bytes after `skip` bytes (dropped), which the buffer must hold."""
-        buffer = self._buffer  # type: ignore[attr-defined]
-        data = bytes(memoryview(buffer)[skip:skip + n])  # the views are gone once bytes() returns: del may resize
-        del buffer[:skip + n]
-        self._maybe_resume_transport()  # type: ignore[attr-defined]
-        return data
-
-    def buffered_frame(self, max_bytes: int) -> int:
-        """The size of the next frame when its size prefix and all its bytes are buffered (then `_take(size, 4)`
-        returns it without waiting); -1 when they are not, or when the size is outside 0..max_bytes or the
-        reader failed (the waiting reads report those)."""
-        buffer = self._buffer  # type: ignore[attr-defined]
-        if len(buffer) < 4 or self._exception is not None:  # type: ignore[attr-defined]
-            return -1
-        (size,) = _SIZE.unpack_from(buffer, 0)
-        return size if 0 <= size <= max_bytes and len(buffer) - 4 >= size else -1
-
-
 _SIZE = struct.Struct(">i")
-
-
-async def start_server(on_client, host: str | None = None, port: int | None = None, *, limit: int,
-                       **kwargs) -> asyncio.Server:
-    """`asyncio.start_server` with a FrameReader for each connection."""
-    loop = asyncio.get_running_loop()
-
-    def protocol() -> asyncio.StreamReaderProtocol:
-        return asyncio.StreamReaderProtocol(FrameReader(limit=limit, loop=loop), on_client, loop=loop)
-
-    return await loop.create_server(protocol, host, port, **kwargs)
 
 
 class FrameTimeout(FrameError):
@@ -88,7 +44,7 @@ class IdleTimeout(Exception):
 
 
 class ClientConnection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dispatcher: Dispatcher,
+    def __init__(self, reader: ClientFrames, writer: asyncio.StreamWriter, dispatcher: Dispatcher,
                  limits: Limits | None = None, budget: ByteBudget | None = None, session: Session | None = None):
         self.reader, self.writer, self.dispatcher = reader, writer, dispatcher
         self.session = session or Session()
@@ -107,7 +63,6 @@ class ClientConnection:
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
         self._closing = False  # set after a failed authentication: answer it, then close
-        self._frames = reader if isinstance(reader, FrameReader) else None  # one that can hand over whole frames
         # drain() returns only once the transport holds nothing: an answer's bytes are given back when they are
         # written, and with the default marks (64/16 KiB) a transport still held views of broker frames then,
         # uncharged, for as long as the client did not read (uvloop keeps parts by reference)
@@ -174,15 +129,15 @@ class ClientConnection:
 
     async def _read_one(self) -> bool:
         """Read and dispatch one frame (False: the client closed cleanly)."""
-        frame = self._buffered_frame()
+        frame: bytes | memoryview | None = self._buffered_frame()
         if frame is not None:
             size = len(frame)
         else:
-            first = await self._first_byte()
-            if first is None:
+            if not await self._first_byte():
                 return False
             started = self._loop.time()
-            (size,) = struct.unpack(">i", first + await self._within(self.reader.readexactly(3), started, "size", 3))
+            await self._within(self.reader.until_buffered(4), started, "size", 4)
+            (size,) = _SIZE.unpack(self.reader.take(4))
             if size < 0 or size > self.limits.max_frame_bytes:
                 raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
             frame = await self._read_body(size, started)
@@ -200,77 +155,74 @@ class ClientConnection:
         return True
 
     def _buffered_frame(self) -> bytes | None:
-        """The next frame when it is buffered whole and both budgets have room for it now, held and taken with
-        one copy, no clock and no wait (pipelined requests usually are here whole: their size, body and holds were
-        three reads, two timers' checks and a hold); None: read it by the waiting path."""
-        if self._frames is None:
-            return None
-        size = self._frames.buffered_frame(self.limits.max_frame_bytes)
+        """The next frame when it is staged whole and both budgets have room for it now, held and taken with
+        one copy, no clock and no wait (pipelined requests usually are here whole: their size, body and
+        holds were three reads, two timers' checks and a hold); None: read it by the waiting path."""
+        size = self.reader.whole_frame(self.limits.max_frame_bytes)
         if size < 0 or not self.held.take_now(size):
             return None
         if not self.budget.take_now(size):
             self.held.release(size)
             return None
-        return self._frames._take(size, 4)
+        return self.reader.take(size, 4)
 
-    async def _read_body(self, size: int, started: float) -> bytes:
+    async def _read_body(self, size: int, started: float) -> bytes | memoryview:
         """The frame's body, its bytes held in the budgets (nothing held if this raises).
 
-        Bytes are taken from the budgets as they arrive, a chunk at a time, not all at once after the size
-        prefix: a client announcing 16 MiB and sending one byte a second holds one chunk, not 16 MiB."""
+        A frame up to HELD_WHOLE_BYTES is held whole, then read (a large one into a buffer of its own size, which
+        the socket reads into). A larger one is held a chunk at a time, each chunk's buffer held before it is
+        allocated and received into, then joined: a client announcing 16 MiB and sending one byte a second holds
+        one chunk, not 16 MiB."""
         what = f"frame of {size} bytes"
-        if size <= READ_CHUNK_BYTES or self._here_and_free(size):
+        if size <= HELD_WHOLE_BYTES:
             waited = await self._hold(size)
             try:
-                return await self._within(self.reader.readexactly(size), started + waited, what, size)
+                return await self._within(self.reader.read_frame(size), started + waited, what, size)
             except BaseException:
                 self._unhold(size)
                 raise
-        chunks: list[bytes] = []  # joined once at the end (a growing bytearray copied each byte twice)
+        chunks: list[bytearray] = []
         got = 0
         waited = 0.0
         try:
             while got < size:
                 want = min(size - got, READ_CHUNK_BYTES)
                 waited += await self._hold(want)
-                chunk = b""
-                try:  # (read() returns at once when a byte is buffered: no clock then)
-                    chunk = await self._within(self.reader.read(want), started + waited, what, 1)
-                finally:
-                    self._unhold(want - len(chunk))
-                if not chunk:
-                    raise FrameError(f"truncated {what} ({got} bytes)")
+                try:
+                    chunk = records.frame_buffer(want)  # every byte received before it is read
+                    await self._within(self.reader.receive_into(chunk), started + waited, what, want, got)
+                except BaseException:
+                    self._unhold(want)
+                    raise
                 chunks.append(chunk)
-                got += len(chunk)
+                got += want
         except BaseException:
             self._unhold(got)
             raise
         return b"".join(chunks)
 
-    def _here_and_free(self, size: int) -> bool:
-        """Whether a frame's bytes all arrived already and both budgets have room for them now: then they are
-        taken in one piece, with one hold and one copy, instead of chunk by chunk."""
-        return self._buffered() >= size and self.held.free_now(size) and self.budget.free_now(size)
-
-    async def _first_byte(self) -> bytes | None:
-        """Wait for the next frame to start; the idle clock runs only while nothing is in flight."""
+    async def _first_byte(self) -> bool:
+        """Wait for the next frame to start (False: the client closed); the idle clock runs only while nothing is
+        in flight."""
         while True:
-            if self._buffered() >= 1:  # a pipelined request: no idle clock to start
-                return await self.reader.readexactly(1)
+            if self.reader.buffered():  # a pipelined request: no idle clock to start
+                return True
+            self.reader.release_staging()  # a connection waiting for its next request holds no buffer
             try:
                 async with asyncio.timeout(self.limits.idle_timeout_s):
-                    return await self.reader.readexactly(1)
-            except asyncio.IncompleteReadError:
-                return None
+                    await self.reader.until_buffered(1)
+                return True
+            except IncompleteFrame:
+                return False
             except TimeoutError:
                 idle = self._loop.time() - self._last_active
                 if self._in_flight == 0 and idle >= self.limits.idle_timeout_s:
                     raise IdleTimeout() from None
 
-    async def _within(self, read, started: float, what: str, size: int = 0) -> bytes:
+    async def _within(self, read, started: float, what: str, size: int = 0, before: int = 0):
         """`read` must finish within the frame timeout counted from the frame's first byte (no clock when its
-        `size` bytes are here already: it cannot wait)."""
-        if size and self._buffered() >= size:
+        `size` bytes are staged already: it cannot wait). `before`: bytes of the frame read by earlier reads."""
+        if size and self.reader.buffered() >= size:
             return await read
         try:
             async with asyncio.timeout_at(started + self.limits.frame_timeout_s):
@@ -278,13 +230,8 @@ class ClientConnection:
         except TimeoutError:
             raise FrameTimeout(f"{what} not received within {self.limits.frame_timeout_s:g} s of its first "
                                f"byte (--frame-timeout)") from None
-        except asyncio.IncompleteReadError as e:
-            raise FrameError(f"truncated {what} ({len(e.partial)} bytes)") from None
-
-    def _buffered(self) -> int:
-        """Bytes the StreamReader holds unread (it has no public count; 0 if that ever changes). Pipelined
-        requests are usually here whole: three timers per request were a twentieth of the produce path."""
-        return len(getattr(self.reader, "_buffer", b""))
+        except IncompleteFrame as e:
+            raise FrameError(f"truncated {what} ({before + e.got} bytes)") from None
 
     async def _hold(self, n: int) -> float:
         """Take n bytes from this connection's and the process' budgets; returns the seconds waited (the

@@ -147,7 +147,8 @@ class Dispatcher:
             self._authorizer = (view, Authorizer(view.acls, self.super_users))
         return self._authorizer[1]
 
-    async def start(self, frame: bytes, slot: int, session: Session | None = None) -> asyncio.Future[Answer]:
+    async def start(self, frame: bytes | memoryview, slot: int,
+                    session: Session | None = None) -> asyncio.Future[Answer]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
         client's order); returns an awaitable of the response frame (None: no response)."""
         loop = self._loop or self.loop  # saved once: the property is a call, and start used it six times
@@ -218,7 +219,7 @@ class Dispatcher:
         fut.set_result(value)
         return fut
 
-    def _decode(self, module, frame: bytes) -> tuple[Any, Any]:
+    def _decode(self, module, frame: bytes | memoryview) -> tuple[Any, Any]:
         """(header, request). A handler module with `read_request` reads its own frames (Produce: a header walk
         that leaves the record sets in the frame); that one object is both header and request. The reader is
         looked up once per module."""
@@ -448,7 +449,7 @@ def _time_out(answer: asyncio.Future) -> None:
         answer.set_exception(TimeoutError())
 
 
-def _decode_with(read: Callable[[bytes], Any] | None, frame: bytes) -> tuple[Any, Any]:
+def _decode_with(read: Callable[[bytes | memoryview], Any] | None, frame: bytes | memoryview) -> tuple[Any, Any]:
     if read is None:
         return codec.decode_request(frame)
     request = read(frame)

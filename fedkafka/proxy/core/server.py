@@ -24,7 +24,8 @@ from fedkafka.fencing import DRAIN_PATIENCE_S
 from fedkafka.observe import logs
 from fedkafka.observe.admin import AdminListener, admin_app, start_admin
 from fedkafka.observe.supervise import Supervisor
-from fedkafka.proxy.core.connection import ClientConnection, start_server
+from fedkafka.proxy.core.client_frames import ClientFrames, start_server
+from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.limits import ByteBudget, ConnectionCounts, Limits
 from fedkafka.proxy.core.metrics import ProxyMetrics
@@ -43,8 +44,6 @@ from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 30.0
-# asyncio stops reading a socket once this much (x2) waits unread: what a connection holds outside its budget
-STREAM_BUFFER_BYTES = 64 * 1024
 PR_SET_PDEATHSIG = 1
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's own ceiling for the dynamic threshold
@@ -193,11 +192,10 @@ class ProxyServer:
             on_client = functools.partial(self._on_client, listener)
             ssl_ctx = tls if listener.tls else None
             if sock is not None and i == 0:
-                server = await start_server(on_client, sock=sock, limit=STREAM_BUFFER_BYTES,
-                                            backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
+                server = await start_server(on_client, sock=sock, backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
             else:
                 server = await start_server(on_client, listener.host, listener.port, reuse_port=True,
-                                            limit=STREAM_BUFFER_BYTES, backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
+                                            backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
             self.servers.append(server)
         self.server = self.servers[0]
 
@@ -236,7 +234,7 @@ class ProxyServer:
                 session.principal = principal
         return session
 
-    async def _on_client(self, listener: Listener, reader: asyncio.StreamReader,
+    async def _on_client(self, listener: Listener, reader: ClientFrames,
                          writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else str(peer)

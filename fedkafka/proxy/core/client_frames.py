@@ -1,0 +1,279 @@
+"""A client connection's bytes, received by the kernel into the buffers its frames end up in (no StreamReader).
+
+`ClientFrames` is the connection's protocol: a BufferedProtocol for reading, and the protocol of the connection's
+StreamWriter, whose `drain()` waits on it (`_drain_helper`, as asyncio's FlowControlMixin: that one is an
+asyncio.Protocol, and uvloop feeds an asyncio.Protocol through `data_received` even when it has `get_buffer`). Bytes the
+connection has not asked for yet land in a staging buffer (`STAGING_BYTES`); a frame found there whole is taken
+out of it with one copy (pipelined requests usually are). A frame over SMALL_FRAME_BYTES that is not is given a
+buffer of its own size (`read_frame`): what of it the staging buffer holds is copied there, and the socket reads
+the rest straight into it. A StreamReader copied every byte into its buffer and out again (and uvloop into a
+bytes object before that), and paused and resumed the socket as its buffer filled (issue #20;
+`upstream.FrameProtocol` does the same for broker answers).
+
+The staging buffer grows to 256 KiB (like the upstream reader's) once 16 KiB fill it: with 16 KiB only, a socket
+holding several pipelined 64 KiB frames filled it at every frame, and each pause and resume cost a loop round trip
+(twice the reader's CPU per frame in a microbenchmark); a client that trickles keeps it at 16 KiB. The connection
+lets it go when it waits for a new frame with nothing staged (`release_staging`), so an idle connection holds
+none. It is not zero-filled (`records.frame_buffer`): only the bytes the socket wrote,
+[_start, _end), are ever read.
+
+Backpressure: the staging buffer is never grown. Once it is full and the connection asks for nothing (its
+request slots or byte budgets are taken), reading is paused and the kernel's buffers fill, so TCP slows the
+client; it resumes when the connection takes bytes out or gives the socket a buffer to read into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+
+from fedkafka.protocol import records
+
+log = logging.getLogger(__name__)
+
+STAGING_BYTES = 256 * 1024  # at most, per connection reading, outside the budgets (docs/DESIGN.md §4.12)
+SMALL_FRAME_BYTES = 16 * 1024  # a frame up to this size waits in the staging buffer; a larger one gets its own
+_NO_STAGING = bytearray()
+_SIZE = struct.Struct(">i")
+
+
+class IncompleteFrame(EOFError):
+    """The client closed its side after `got` bytes of what the connection waited for."""
+
+    def __init__(self, got: int):
+        super().__init__(f"connection closed after {got} bytes")
+        self.got = got
+
+
+class ClientFrames(asyncio.BufferedProtocol):
+    """A client connection's reader: the connection waits for bytes in the staging buffer (`until_buffered`),
+    takes them (`take`), or has the socket fill a buffer of its own (`receive_into`). One waiter at a time (the
+    connection's read loop)."""
+
+    def __init__(self, on_client, staging_bytes: int = STAGING_BYTES, loop: asyncio.AbstractEventLoop | None = None):
+        self._loop = loop or asyncio.get_running_loop()
+        self._on_client = on_client
+        self._staging_bytes = staging_bytes
+        self._staging = _NO_STAGING  # allocated when the socket has bytes for it
+        self._start = self._end = 0  # unread bytes of the staging buffer
+        self._target: bytearray | None = None  # a buffer the socket reads into directly, and how much it has
+        self._filled = 0
+        self._need = 0  # staged bytes the waiter waits for (0: it waits for `_target` to fill)
+        self._waiter: asyncio.Future | None = None
+        self._eof = False
+        self._error: BaseException | None = None
+        self._paused = False  # reading
+        self._writing_paused = False
+        self._drained: asyncio.Future | None = None  # the writer's, in drain()
+        self._over_ssl = False
+        self._closed: asyncio.Future | None = None  # StreamWriter.wait_closed()'s
+        self._lost = False
+        self._task: asyncio.Task | None = None
+        self.transport: asyncio.Transport | None = None
+
+    # -- asyncio's side ---------------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._over_ssl = transport.get_extra_info("sslcontext") is not None
+        writer = asyncio.StreamWriter(transport, self, None, self._loop)
+        self._task = self._loop.create_task(self._on_client(self, writer))
+        self._task.add_done_callback(self._client_done)
+
+    def _client_done(self, task: asyncio.Task) -> None:
+        """As asyncio's StreamReaderProtocol: a connection whose task ended with an exception it did not handle is
+        reported and closed, not left open unread (its client would hang, its socket stay in CLOSE_WAIT)."""
+        exc = None if task.cancelled() else task.exception()
+        if not task.cancelled() and exc is None:
+            return
+        if exc is not None:
+            self._loop.call_exception_handler({"message": "Unhandled exception in a client connection",
+                                               "exception": exc, "transport": self.transport})
+        if self.transport is not None:
+            self.transport.close()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._target is not None:
+            return memoryview(self._target)[self._filled:]
+        if not self._staging:
+            self._staging = records.frame_buffer(min(SMALL_FRAME_BYTES, self._staging_bytes))
+        elif self._end - self._start == len(self._staging) < self._staging_bytes:  # full: grow it, once
+            staging = records.frame_buffer(self._staging_bytes)
+            staging[:self._end - self._start] = memoryview(self._staging)[self._start:self._end]
+            self._staging, self._start, self._end = staging, 0, self._end - self._start
+        elif self._end == len(self._staging):  # at its end: keep the unread tail, at the front
+            tail = self._end - self._start
+            self._staging[:tail] = self._staging[self._start:self._end]
+            self._start, self._end = 0, tail
+        return memoryview(self._staging)[self._end:]  # never empty: reading is paused while it is full
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._target is not None:
+            self._filled += nbytes
+            if self._filled == len(self._target):
+                self._target = None
+                self._wake()
+            return
+        self._end += nbytes
+        if self._end - self._start == self._staging_bytes:
+            self._pause()
+        if self._end - self._start >= self._need:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return not self._over_ssl  # plain TCP: keep the write side open for the answers to what was read
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._drained is not None and not self._drained.done():
+            if exc is None:
+                self._drained.set_result(None)
+            else:
+                self._drained.set_exception(exc)
+        self._eof = self._lost = True
+        self._error = exc
+        if exc is not None:  # a broken connection: requests staged but not taken are not dispatched (as a
+            self._start = self._end = 0  # StreamReader's readexactly raised before returning buffered bytes)
+        self._target = None  # a frame lost half read is dropped unread
+        self._wake()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def _drain_helper(self) -> None:
+        """StreamWriter.drain(): until the transport's write buffer is below its high-water mark."""
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+        if not self._writing_paused:
+            return
+        self._drained = self._loop.create_future()
+        try:
+            await self._drained
+        finally:
+            self._drained = None
+
+    def _get_close_waiter(self, stream) -> asyncio.Future:
+        """StreamWriter.wait_closed()."""
+        if self._closed is None:
+            self._closed = self._loop.create_future()
+            if self._lost:
+                self._closed.set_result(None)
+        return self._closed
+
+    # -- the connection's side --------------------------------------------------------------------------
+    def buffered(self) -> int:
+        """Bytes in the staging buffer not taken yet."""
+        return self._end - self._start
+
+    def release_staging(self) -> None:
+        """Let the staging buffer go if it holds nothing (the next bytes get a new one)."""
+        if self._start == self._end:
+            self._staging = _NO_STAGING
+            self._start = self._end = 0
+
+    def whole_frame(self, max_bytes: int) -> int:
+        """The size of the next frame when its size prefix and all its bytes are staged (then `take(size, 4)`
+        returns it without waiting); -1 when they are not, or when the size is outside 0..max_bytes (the waiting
+        path reports that)."""
+        if self._end - self._start < 4:
+            return -1
+        (size,) = _SIZE.unpack_from(self._staging, self._start)
+        return size if 0 <= size <= max_bytes and self._end - self._start - 4 >= size else -1
+
+    def take(self, n: int, skip: int = 0) -> bytes:
+        """The next n staged bytes after `skip` (dropped), with one copy; the staging buffer must hold them."""
+        begin = self._start + skip
+        self._start = begin + n
+        data = bytes(memoryview(self._staging)[begin:self._start])
+        if self._start == self._end:
+            self._start = self._end = 0
+        self._resume()
+        return data
+
+    async def read_frame(self, size: int) -> bytes | memoryview:
+        """A frame's next `size` bytes: out of the staging buffer with one copy when they are few (SMALL_FRAME_BYTES)
+        or staged already, else received into a buffer of their own, returned as a read-only view of it (kio reads
+        read-only buffers only). That buffer is not zero-filled (`records.frame_buffer`): `receive_into` writes
+        every byte of it before it is returned, and drops it unreturned otherwise."""
+        if size <= SMALL_FRAME_BYTES or self._end - self._start >= size:
+            await self.until_buffered(size)
+            return self.take(size)
+        buffer = records.frame_buffer(size)
+        await self.receive_into(buffer)
+        return memoryview(buffer).toreadonly()
+
+    async def until_buffered(self, n: int) -> None:
+        """Until the staging buffer holds n bytes (n at most its size). IncompleteFrame if the client closed
+        first; the connection's error if it broke."""
+        while self._end - self._start < n:
+            self._check_open(self._end - self._start)
+            self._need = n
+            self._resume()
+            await self._wait()
+
+    async def receive_into(self, buffer: bytearray) -> None:
+        """Fill `buffer`: with what is staged, then straight from the socket. Nothing else receives into it, and a
+        buffer left half filled (the client closed, or the wait was cancelled) is not received into any more."""
+        have = min(len(buffer), self._end - self._start)
+        buffer[:have] = memoryview(self._staging)[self._start:self._start + have]
+        self._start += have
+        if self._start == self._end:
+            self._start = self._end = 0
+        if have == len(buffer):
+            self._resume()
+            return
+        self._target, self._filled = buffer, have
+        try:
+            while self._target is buffer:
+                self._check_open(self._filled)
+                self._need = 0
+                self._resume()
+                await self._wait()
+        finally:
+            if self._target is buffer:
+                self._target = None
+        if self._filled < len(buffer):
+            self._check_open(self._filled)
+
+    def _check_open(self, got: int) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            raise IncompleteFrame(got)
+
+    async def _wait(self) -> None:
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and self.transport is not None and not self.transport.is_closing():
+            self._paused = False
+            self.transport.resume_reading()
+
+
+async def start_server(on_client, host: str | None = None, port: int | None = None, *,
+                       staging_bytes: int = STAGING_BYTES, **kwargs) -> asyncio.Server:
+    """`asyncio.start_server` with a ClientFrames reader for each connection: `on_client(reader, writer)`."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: ClientFrames(on_client, staging_bytes, loop), host, port, **kwargs)

@@ -1,0 +1,403 @@
+"""The client connections' reader (`client_frames.ClientFrames`, a BufferedProtocol): frames arrive whole however
+their bytes are cut, a large frame is received into a buffer of its own size, and reading pauses while the
+connection takes nothing (backpressure)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+
+import pytest
+from example_counts import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedkafka.protocol import records
+from fedkafka.proxy.core import client_frames
+from fedkafka.proxy.core.client_frames import (
+    SMALL_FRAME_BYTES,
+    STAGING_BYTES,
+    ClientFrames,
+    IncompleteFrame,
+    start_server,
+)
+from fedkafka.proxy.core.connection import HELD_WHOLE_BYTES, READ_CHUNK_BYTES, ClientConnection
+from fedkafka.proxy.core.limits import ByteBudget, Limits
+from proxy.test_limits_unit import GUARD_S, _HeldDispatcher, _settle, closed_by_peer, frame_of
+
+
+class _Transport:
+    """Just enough of a transport for ClientFrames without a socket: it records pause and resume."""
+
+    def __init__(self):
+        self.reading = True
+        self.pauses = 0
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        assert self.reading
+        self.reading, self.pauses = False, self.pauses + 1
+
+    def resume_reading(self) -> None:
+        assert not self.reading
+        self.reading = True
+
+
+async def _feed(frames: ClientFrames, transport: _Transport, data: bytes, cuts: list[int]) -> None:
+    """The bytes as the socket would give them: each piece into get_buffer's view (at most its length), never
+    while reading is paused, the connection's reads running in between."""
+    at = 0
+    piece_ends = iter([*cuts, len(data)])
+    end = next(piece_ends)
+    while at < len(data):
+        while not transport.reading:
+            await asyncio.sleep(0)
+        view = frames.get_buffer(-1)
+        assert len(view) > 0  # an empty buffer is a fatal error for asyncio's and uvloop's transports
+        n = min(len(view), end - at)
+        view[:n] = data[at:at + n]
+        del view
+        frames.buffer_updated(n)
+        at += n
+        if at == end and at < len(data):
+            end = next(piece_ends)
+        await asyncio.sleep(0)
+    frames.eof_received()
+
+
+async def _read_frames(frames: ClientFrames) -> list[bytes]:
+    """Frames as the connection reads them: size prefix from staging, then the body."""
+    out = []
+    while True:
+        try:
+            await frames.until_buffered(4)
+        except IncompleteFrame as e:
+            assert e.got == 0
+            return out
+        (size,) = struct.unpack(">i", frames.take(4))
+        out.append(bytes(await frames.read_frame(size)))
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(sizes=st.lists(st.sampled_from([0, 1, 7, 300, STAGING_BYTES - 4, STAGING_BYTES, 40_000, 70_000]),
+                      max_size=6),
+       cuts=st.lists(st.integers(1, 200_000), max_size=12), seed=st.integers(0, 1000))
+def test_frames_arrive_whole_and_in_order_however_their_bytes_are_cut(sizes, cuts, seed):
+    rng = random.Random(seed)
+    bodies = [rng.randbytes(size) for size in sizes]
+    data = b"".join(struct.pack(">i", len(b)) + b for b in bodies)
+    cuts = sorted({c for c in cuts if c < len(data)})
+
+    async def scenario():
+        transport = _Transport()
+        frames = ClientFrames(lambda r, w: None)
+        frames.transport = transport  # type: ignore[assignment]
+        feeder = asyncio.create_task(_feed(frames, transport, data, cuts))
+        got = await _read_frames(frames)
+        await feeder
+        return got
+
+    assert asyncio.run(scenario()) == bodies
+
+
+def test_a_frame_larger_than_the_staging_buffer_lands_in_a_buffer_of_its_own_size_and_bytes_after_it_do_not():
+    """Most of a 70 000-byte frame is received straight into its own buffer (the view the connection gets is of
+    that buffer, which has exactly the frame's size); the next frame's bytes go to the staging buffer."""
+    rng = random.Random(3)
+    large, small = rng.randbytes(70_000), rng.randbytes(100)
+    data = struct.pack(">i", len(large)) + large + struct.pack(">i", len(small)) + small
+
+    async def scenario():
+        transport = _Transport()
+        frames = ClientFrames(lambda r, w: None)
+        frames.transport = transport  # type: ignore[assignment]
+        feeder = asyncio.create_task(_feed(frames, transport, data, [1000, 30_000, 70_004]))
+        await frames.until_buffered(4)
+        size = struct.unpack(">i", frames.take(4))[0]
+        first = await frames.read_frame(size)
+        assert isinstance(first, memoryview) and first.readonly
+        assert type(first.obj) is bytearray and len(first.obj) == size and first == large
+        await frames.until_buffered(4)
+        second = await frames.read_frame(struct.unpack(">i", frames.take(4))[0])
+        await feeder
+        return second
+
+    assert asyncio.run(scenario()) == small
+
+
+def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_resumes_when_bytes_are_taken():
+    async def scenario():
+        transport = _Transport()
+        frames = ClientFrames(lambda r, w: None)
+        frames.transport = transport  # type: ignore[assignment]
+        data = bytes(range(256)) * (STAGING_BYTES // 256 + 10)
+        sizes = []
+        while transport.reading:
+            view = frames.get_buffer(-1)
+            sizes.append(len(view))
+            view[:] = data[frames.buffered():frames.buffered() + len(view)]
+            del view
+            frames.buffer_updated(sizes[-1])
+        assert sizes == [SMALL_FRAME_BYTES, STAGING_BYTES - SMALL_FRAME_BYTES]  # 16 KiB first: a trickle keeps it
+        assert frames.buffered() == STAGING_BYTES
+        assert frames.take(100) == data[:100]
+        assert transport.reading
+        view = frames.get_buffer(-1)
+        assert len(view) == 100  # the unread tail moved to the front: room for what was taken
+        del view
+        assert frames.take(STAGING_BYTES - 100) == data[100:STAGING_BYTES]
+        frames.release_staging()
+        assert len(frames.get_buffer(-1)) == SMALL_FRAME_BYTES  # let go when empty; a new one starts small
+
+    asyncio.run(scenario())
+
+
+def _frames(sizes: list[int], seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = [frame_of(c, size) for c, size in enumerate(sizes, 1)]
+    return [f[:16] + rng.randbytes(len(f) - 16) for f in out]  # not zeros: a misplaced byte would show
+
+
+async def _connection_server(d, limits: Limits, budget: ByteBudget, **kwargs):
+    conns: list[ClientConnection] = []
+
+    async def on_client(reader, writer):
+        assert isinstance(reader, ClientFrames)
+        conns.append(conn := ClientConnection(reader, writer, d, limits, budget))
+        await conn.run()
+
+    server = await start_server(on_client, "127.0.0.1", 0, **kwargs)
+    return server, server.sockets[0].getsockname()[1], conns
+
+
+async def _answer_all(d, frames: list[bytes], r) -> list[int]:
+    async with asyncio.timeout(GUARD_S):
+        while len(d.started) < len(frames):
+            await asyncio.sleep(0.01)
+    for c in d.started:
+        d.answer(c)
+    async with asyncio.timeout(GUARD_S):
+        return [struct.unpack(">ii", await r.readexactly(8))[1] for _ in frames]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_gets_frames_written_in_small_pieces_whole_and_large_ones_in_buffers_of_their_own(loop):
+    """Over a socket, each frame written in pieces of up to 3000 bytes: every frame reaches the dispatcher
+    whole; one over SMALL_FRAME_BYTES and up to HELD_WHOLE_BYTES, not staged whole when the connection reads it,
+    is the very buffer the socket read it into, of its size; a larger one (read chunk by chunk) arrives whole
+    too; every byte held comes back."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    sizes = [40, 70_000, 12, HELD_WHOLE_BYTES, 300 * 1024, STAGING_BYTES - 4, 5000]
+    frames = _frames(sizes, 11)
+    allocated: list[bytearray] = []
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        rng = random.Random(2)
+        for frame in frames:  # its first bytes, then (once the connection waits for the rest) the rest in pieces
+            w.write(frame[:1000])
+            await _settle()
+            at = 1000
+            while at < len(frame):
+                step = rng.randint(1, 3000)
+                w.write(frame[at:at + step])
+                await w.drain()
+                at += step
+        assert await _answer_all(d, frames, r) == list(range(1, len(frames) + 1))
+        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        own = [d.frames[c] for c in d.started if SMALL_FRAME_BYTES < len(d.frames[c]) <= HELD_WHOLE_BYTES]
+        assert len(own) == 2 and all(type(f.obj) is bytearray and len(f.obj) == len(f) for f in own)
+        assert all(any(f.obj is a for a in allocated) for f in own)
+        for _ in range(100):
+            if budget.used == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert budget.used == 0 and conns[0].held.used == 0
+        w.close()
+        server.close()
+
+    frame_buffer = records.frame_buffer
+    client_frames.records.frame_buffer = lambda n: allocated.append(b := frame_buffer(n)) or b  # type: ignore
+    try:
+        run(scenario())
+    finally:
+        client_frames.records.frame_buffer = frame_buffer
+
+
+def test_while_no_request_slot_is_free_the_socket_is_not_read_and_nothing_is_lost():
+    """Backpressure: with its one request slot taken the connection reads nothing more; the staging buffer fills,
+    the transport stops reading (the rest waits in the kernel, slowing the client), and once the answer is
+    written every frame still arrives whole and in order."""
+    sizes = [64] + [9000, 70_000, 30] * 5
+    frames = _frames(sizes, 4)
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(frames))
+        async with asyncio.timeout(GUARD_S):
+            while not conns or conns[0].reader.buffered() < STAGING_BYTES:
+                await asyncio.sleep(0.005)
+        await _settle()
+        assert d.started == [1]
+        assert conns[0].reader.buffered() == STAGING_BYTES and not conns[0].writer.transport.is_reading()
+        assert budget.used == 64  # what is staged is not charged: only the frame read
+        got = []
+        async with asyncio.timeout(GUARD_S):
+            for c in range(1, len(frames) + 1):
+                while c not in d.answers:
+                    await asyncio.sleep(0.002)
+                d.answer(c)
+                got.append(struct.unpack(">ii", await r.readexactly(8))[1])
+        assert got == list(range(1, len(frames) + 1))
+        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        await _settle()
+        assert len(conns[0].reader._staging) == 0  # waiting for its next request, it holds no buffer
+        w.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("cut", [2, 4 + 100, 4 + 50_000, 4 + 200_000])
+def test_a_client_that_closes_inside_a_frame_is_closed_and_its_bytes_come_back(cut, caplog):
+    """EOF inside the size prefix, a small frame's body, a frame read into its own buffer, and a frame read
+    chunk by chunk: the connection closes with "truncated", nothing is dispatched and nothing stays held."""
+    frame = _frames([300 * 1024], 9)[0]
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(frame[:cut])
+        await w.drain()
+        w.write_eof()
+        assert await closed_by_peer(r)
+        await _settle()
+        assert d.started == [] and budget.used == 0 and conns[0].held.used == 0
+        server.close()
+
+    asyncio.run(scenario())
+    assert "truncated" in caplog.text
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_frames_over_tls_arrive_whole(tmp_path, loop):
+    """On a TLS listener the TLS layer hands the decrypted bytes to the same protocol (asyncio's and uvloop's SSL
+    transports support BufferedProtocol): small, own-buffer and chunked frames arrive whole."""
+    import ssl
+
+    from security.pki import make_pki
+
+    pki = make_pki(tmp_path)
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    frames = _frames([50, 70_000, 300 * 1024, 20, STAGING_BYTES], 6)
+
+    async def scenario():
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, _ = await _connection_server(d, Limits(), budget, ssl=server_ctx)
+        client = socket.create_connection(("127.0.0.1", port))
+        r, w = await asyncio.open_connection(sock=client, ssl=ssl.create_default_context(cafile=pki.ca),
+                                             server_hostname="localhost")
+        w.write(b"".join(frames))
+        assert await _answer_all(d, frames, r) == list(range(1, len(frames) + 1))
+        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        await _settle()
+        assert budget.used == 0
+        w.close()
+        server.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_whose_task_fails_is_closed_not_left_open(loop):
+    """An exception escaping the connection's task (an internal error) closes the socket, as asyncio's
+    start_server does: the client reads end-of-file instead of waiting for answers that never come."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    errors: list[dict] = []
+
+    async def scenario():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+
+        async def on_client(reader, writer):
+            raise RuntimeError("an internal error")
+
+        server = await start_server(on_client, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        assert await closed_by_peer(r)
+        w.close()
+        server.close()
+
+    run(scenario())
+    assert [type(c.get("exception")) for c in errors] == [RuntimeError]
+
+
+def test_a_broken_connection_hands_out_none_of_its_staged_requests():
+    """A connection reset while frames are staged: none of them is handed out any more (their answers could not
+    be delivered, and a client retrying elsewhere would write them twice); the read reports the reset."""
+    frame = frame_of(1, 10)
+
+    async def scenario():
+        frames = ClientFrames(lambda reader, writer: asyncio.sleep(0))
+        frames.transport = _Transport()  # type: ignore[assignment]
+        view = frames.get_buffer(-1)
+        view[:len(frame)] = frame
+        frames.buffer_updated(len(frame))
+        assert frames.whole_frame(1 << 20) == len(frame) - 4
+        frames.connection_lost(ConnectionResetError("reset by peer"))
+        assert frames.whole_frame(1 << 20) == -1
+        with pytest.raises(ConnectionResetError):
+            await frames.until_buffered(len(frame))
+
+    asyncio.run(scenario())
+
+
+def test_a_chunk_that_cannot_be_allocated_gives_its_bytes_back_to_the_budgets():
+    """A frame read chunk by chunk whose next buffer cannot be allocated (MemoryError): the connection ends and
+    every byte taken from the budgets for it comes back, the chunk not allocated included."""
+    frame = _frames([300 * 1024], 5)[0]
+    frame_buffer = records.frame_buffer
+
+    def no_second_chunk(n: int) -> bytearray:
+        no_second_chunk.calls += 1  # type: ignore[attr-defined]
+        if n == READ_CHUNK_BYTES and no_second_chunk.calls > 3:  # type: ignore[attr-defined]
+            raise MemoryError()
+        return frame_buffer(n)
+
+    async def scenario():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(frame)
+        await w.drain()
+        assert await closed_by_peer(r)
+        await _settle()
+        assert d.started == [] and budget.used == 0 and conns[0].held.used == 0
+        w.close()
+        server.close()
+
+    no_second_chunk.calls = 0  # type: ignore[attr-defined]
+    records.frame_buffer = no_second_chunk  # type: ignore[assignment]
+    try:
+        asyncio.run(scenario())
+    finally:
+        records.frame_buffer = frame_buffer  # type: ignore[assignment]
