@@ -7,7 +7,7 @@ world-readable file or Ansible's output. Then scale_up.yml adds that cluster to 
 every broker logged in as the broker principal (or, outside the inventory, with the controller's login), and a
 broker host it cannot reach stops the run before the cluster is registered.
 
-About 3-7 minutes on the shared 2-core machine (six playbook runs, one broker): `make test-security`
+About 3-8 minutes on the shared 2-core machine (seven playbook runs, one broker): `make test-security`
 (FEDKAFKA_SECURITY_E2E=1)."""
 
 from __future__ import annotations
