@@ -83,10 +83,9 @@ class ClientFrames(asyncio.BufferedProtocol):
     def _client_done(self, task: asyncio.Task) -> None:
         """As asyncio's StreamReaderProtocol: a connection whose task ended with an exception it did not handle is
         reported and closed, not left open unread (its client would hang, its socket stay in CLOSE_WAIT)."""
-        exc = None if task.cancelled() else task.exception()
-        if not task.cancelled() and exc is None:
-            return
-        if exc is not None:
+        if not task.cancelled():
+            if (exc := task.exception()) is None:
+                return
             self._loop.call_exception_handler({"message": "Unhandled exception in a client connection",
                                                "exception": exc, "transport": self.transport})
         if self.transport is not None:
