@@ -146,7 +146,7 @@ def measure(pid: int, bootstrap: str, records: int, tmp: Path, profile: Path | N
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
         if profile is not None:  # where the CPU goes, the kernel's functions included
-            sampler = subprocess.Popen(["perf", "record", "-q", "-F", "499", "-g", "-p", str(pid), "-o",
+            sampler = subprocess.Popen(["perf", "record", "-q", "-F", "2999", "-g", "-p", str(pid), "-o",
                                         str(profile / f"{kind}.perf")], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
             time.sleep(0.5)
