@@ -244,17 +244,29 @@ def test_a_closed_connection_gives_back_its_half_read_answer_and_sends_none_of_i
 
 
 class _Socket:
-    """The socket's SO_RCVLOWAT as the protocol sets it, each setting in order."""
+    """The socket's SO_RCVLOWAT as the protocol sets it, each setting in order (and whether each socket object
+    made for a setting let go of the descriptor without closing it)."""
+
+    family, type, proto = socket.AF_INET, socket.SOCK_STREAM, 0
 
     def __init__(self):
         self.low_waters: list[int] = []
+        self.detached = 0
+
+    def fileno(self) -> int:
+        return 1000
+
+    def __call__(self, family, type_, proto, fileno) -> _Socket:
+        assert (family, type_, proto, fileno) == (self.family, self.type, self.proto, 1000)
+        return self
 
     def setsockopt(self, level: int, option: int, value: int) -> None:
         assert (level, option) == (socket.SOL_SOCKET, socket.SO_RCVLOWAT)
         self.low_waters.append(value)
 
     def detach(self) -> int:
-        return -1
+        self.detached += 1
+        return 1000
 
 
 class _LowWater(_SmallStaging):
@@ -269,7 +281,8 @@ def test_a_large_frame_is_read_whole_with_the_kernel_waking_the_loop_only_for_it
     proto = _LowWater(lambda f: frames.append(bytes(f)), lambda r: None)
     proto.connection_made(_Transport())
     sock = _Socket()
-    proto.wake_for_whole_reads(sock)  # type: ignore[arg-type]  # setsockopt is all it uses
+    proto._socket_of = sock  # type: ignore[assignment]  # records each setting
+    proto.wake_for_whole_reads(sock)
     large = bytes(range(256)) * 2
     data = _framed([b"tiny", large, b"next"])
     reads = [20, 120, 180, 180, 24]  # the first: the tiny frame, the large one's size and 8 of its 512 bytes
@@ -285,6 +298,7 @@ def test_a_large_frame_is_read_whole_with_the_kernel_waking_the_loop_only_for_it
     _arrive(proto, data, [])
     assert frames == [b"tiny", large, b"next"]
     assert sock.low_waters == [100, 24, 1]  # small frames: no setsockopt
+    assert sock.detached == 3  # each setting's socket object let go of the descriptor: none closes it
 
 
 def test_a_large_frame_read_with_a_low_water_mark_over_a_real_socket_arrives_whole_and_the_next_one_too():
@@ -319,7 +333,7 @@ def test_a_large_frame_read_with_a_low_water_mark_over_a_real_socket_arrives_who
         proto = FrameProtocol(on_frame, lambda r: None)
         transport, _ = await loop.create_connection(lambda: proto, "127.0.0.1", port)
         sock = transport.get_extra_info("socket")
-        proto.wake_for_whole_reads(socket.socket(sock.family, sock.type, sock.proto, sock.fileno()))
+        proto.wake_for_whole_reads(sock)
         await asyncio.wait_for(both, 30)  # a mark left above what is coming would leave the frame unread
         low_water = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
         await served

@@ -68,6 +68,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     STAGING_BYTES = 256 * 1024
     LOW_WATER_BYTES = 1024 * 1024
+    _socket_of = socket.socket  # a test's stand-in records the settings
 
     def __init__(self, on_frame, on_lost, max_bytes: int = MAX_RESPONSE_BYTES, budget: ByteBudget | None = None):
         self.on_frame, self.on_lost, self.max_bytes, self.budget = on_frame, on_lost, max_bytes, budget
@@ -77,29 +78,31 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._large: bytearray | None = None  # the frame being read into a buffer of its own
         self._filled = 0  # bytes of `_large` read so far
         self._lost = False
-        self._socket: socket.socket | None = None  # wake_for_whole_reads's
+        self._socket_args: tuple[int, int, int, int] | None = None  # wake_for_whole_reads's
         self._low_water = 1  # the socket's SO_RCVLOWAT
 
-    def wake_for_whole_reads(self, sock: socket.socket) -> None:
-        """Set SO_RCVLOWAT while a large frame arrives (see above). `sock`: a socket object of the transport's
-        descriptor, made once (uvloop's transport socket makes one, and a getsockname, per setsockopt), used only
-        while the transport reads, and detached, never closed, when the connection ends."""
-        self._socket = sock
+    def wake_for_whole_reads(self, sock) -> None:
+        """Set SO_RCVLOWAT while a large frame arrives (see above) on `sock`, the transport's socket. Each change
+        goes through a socket object of its descriptor made for that call and detached right after (uvloop's
+        transport socket costs a getsockname per setsockopt): one kept would close the descriptor, by then
+        perhaps another connection's, if it were collected without connection_lost."""
+        self._socket_args = (sock.family, sock.type, sock.proto, sock.fileno())
 
     def _set_low_water(self, nbytes: int) -> None:
-        if self._socket is None or nbytes == self._low_water:
+        if self._socket_args is None or nbytes == self._low_water:
             return
+        sock = self._socket_of(*self._socket_args)  # family, type and proto given: no system call
         try:
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
         except OSError:  # reads as before: woken for every piece
-            self._forget_socket()
+            self._socket_args = None
             return
+        finally:
+            sock.detach()
         self._low_water = nbytes
 
     def _forget_socket(self) -> None:
-        if self._socket is not None:
-            self._socket.detach()
-            self._socket = None
+        self._socket_args = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -249,7 +252,7 @@ class UpstreamConnection:
         if sock is not None:  # small produce requests must not wait for Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if ctx is None:  # under TLS the socket's bytes are not the frame's
-                protocol.wake_for_whole_reads(socket.socket(sock.family, sock.type, sock.proto, sock.fileno()))
+                protocol.wake_for_whole_reads(sock)
         if self.security.sasl:
             await self._log_in()
 
