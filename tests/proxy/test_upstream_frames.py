@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 
 import pytest
@@ -240,3 +241,105 @@ def test_a_closed_connection_gives_back_its_half_read_answer_and_sends_none_of_i
     charged, lost, received = run(_closed_while_the_broker_stops_reading())
     assert charged == 0 and lost
     assert received < UNSENT_BYTES // 2  # what the kernel had taken before the close, at most
+
+
+class _Socket:
+    """The socket's SO_RCVLOWAT as the protocol sets it, each setting in order (and whether each socket object
+    made for a setting let go of the descriptor without closing it)."""
+
+    family, type, proto = socket.AF_INET, socket.SOCK_STREAM, 0
+
+    def __init__(self):
+        self.low_waters: list[int] = []
+        self.detached = 0
+
+    def fileno(self) -> int:
+        return 1000
+
+    def __call__(self, family, type_, proto, fileno) -> _Socket:
+        assert (family, type_, proto, fileno) == (self.family, self.type, self.proto, 1000)
+        return self
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        assert (level, option) == (socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+        self.low_waters.append(value)
+
+    def detach(self) -> int:
+        self.detached += 1
+        return 1000
+
+
+class _LowWater(_SmallStaging):
+    LOW_WATER_BYTES = 100
+
+
+def test_a_large_frame_is_read_whole_with_the_kernel_waking_the_loop_only_for_its_rest_or_a_low_water_mark():
+    """SO_RCVLOWAT while a large frame arrives: min(rest, LOW_WATER_BYTES), lowered to the rest as it shrinks, back
+    to 1 before the frame is delivered (the small frame behind it must wake the loop); every read takes all the
+    frame's buffer offers, and the bytes delivered are exact."""
+    frames: list[bytes] = []
+    proto = _LowWater(lambda f: frames.append(bytes(f)), lambda r: None)
+    proto.connection_made(_Transport())
+    sock = _Socket()
+    proto._socket_of = sock  # type: ignore[assignment]  # records each setting
+    proto.wake_for_whole_reads(sock)
+    large = bytes(range(256)) * 2
+    data = _framed([b"tiny", large, b"next"])
+    reads = [20, 120, 180, 180, 24]  # the first: the tiny frame, the large one's size and 8 of its 512 bytes
+    offered = []
+    for n in reads:
+        buf = proto.get_buffer(-1)
+        offered.append(len(buf))
+        buf[:n] = data[:n]
+        data = data[n:]
+        proto.buffer_updated(n)
+    assert offered[1:] == [504, 384, 204, 24]  # the whole rest of the frame, each time
+    assert sock.low_waters == [100, 24, 1]  # rest 504 -> 100; 384, 204: kept; 24 -> 24; 0 -> 1
+    _arrive(proto, data, [])
+    assert frames == [b"tiny", large, b"next"]
+    assert sock.low_waters == [100, 24, 1]  # small frames: no setsockopt
+    assert sock.detached == 3  # each setting's socket object let go of the descriptor: none closes it
+
+
+def test_a_large_frame_read_with_a_low_water_mark_over_a_real_socket_arrives_whole_and_the_next_one_too():
+    """The kernel honours the mark and the loop is still woken for the frame's last bytes (fewer than the mark)
+    and for the small frame after it (the mark back at 1): both arrive, in pieces sent one at a time."""
+    large = bytes(range(256)) * 12_000  # 3 MB: above the staging buffer and the 1 MiB mark
+    payloads = [large, b"after"]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got: list[bytes] = []
+        both, served = loop.create_future(), loop.create_future()
+        data = _framed(payloads)
+
+        async def serve(_reader, writer):
+            for at in range(0, len(data), 700_000):  # the last piece of the large frame: under the mark
+                writer.write(data[at:at + 700_000])
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            await both
+            writer.close()
+            await writer.wait_closed()
+            served.set_result(None)
+
+        def on_frame(frame):
+            got.append(bytes(frame))
+            if len(got) == 2:
+                both.set_result(None)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proto = FrameProtocol(on_frame, lambda r: None)
+        transport, _ = await loop.create_connection(lambda: proto, "127.0.0.1", port)
+        sock = transport.get_extra_info("socket")
+        proto.wake_for_whole_reads(sock)
+        await asyncio.wait_for(both, 30)  # a mark left above what is coming would leave the frame unread
+        low_water = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+        await served
+        transport.close()
+        server.close()
+        return got, low_water
+
+    got, low_water = asyncio.run(main())
+    assert got == payloads and low_water == 1
