@@ -690,6 +690,19 @@ def _string_bytes(value: str | None, flexible: bool) -> bytes:
     return (varint_bytes(len(data) + 1) if flexible else _I16.pack(len(data))) + data
 
 
+_NAMES: dict[tuple[str | None, bool], bytes] = {}
+_MAX_NAMES = 4096  # topic names and client ids; beyond this many (a client inventing names) none is kept
+
+
+def _name_bytes(value: str | None, flexible: bool) -> bytes:
+    """_string_bytes of a topic name or client id, kept: the same few are written in every request and answer."""
+    written = _NAMES.get((value, flexible))
+    if written is None:
+        written = _string_bytes(value, flexible)
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[(value, flexible)] = written
+    return written
+
 
 
 def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
@@ -704,12 +717,12 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
     flexible = version >= _FIRST_FLEXIBLE
     out = _FrameParts(bytearray(_REQUEST_PREFIX.pack(0, 0, version, correlation_id)), by_reference)
     small = out.small
-    small += _string_bytes(client_id, False)  # a legacy string in header v2 too
+    small += _name_bytes(client_id, False)  # a legacy string in header v2 too
     small += b"\x00\x00" if flexible else _NULL_LEGACY_STRING  # (header tags,) null transactional_id
     small += _ACKS_TIMEOUT.pack(acks, timeout_ms)
     small += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for name, partitions in topics:
-        small += _string_bytes(name, flexible)
+        small += _name_bytes(name, flexible)
         small += varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
         for index, records in partitions:
             length = -1 if records is None else len(records)
@@ -781,7 +794,7 @@ def produce_response_frame(version: int, correlation_id: int,
         out += _NO_TAGS  # response header v1
     out += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for name, answers in topics:
-        out += _string_bytes(name, flexible)
+        out += _name_bytes(name, flexible)
         out += varint_bytes(len(answers) + 1) if flexible else _I32.pack(len(answers))
         for a in answers:
             if version < 5:
@@ -1241,7 +1254,7 @@ def fetch_request_frame(version: int, correlation_id: int, client_id: str | None
         raise ValueError(f"Fetch version {version} outside 4..12")
     flexible = version >= _FETCH_FLEXIBLE
     out = bytearray(_REQUEST_PREFIX.pack(0, 1, version, correlation_id))  # the size is filled in at the end
-    out += _string_bytes(client_id, False)  # a legacy string in header v2 too
+    out += _name_bytes(client_id, False)  # a legacy string in header v2 too
     if flexible:
         out += _NO_TAGS
     out += _FETCH_REQUEST_HEAD.pack(-1, max_wait_ms, min_bytes, max_bytes, isolation_level)
@@ -1249,7 +1262,7 @@ def fetch_request_frame(version: int, correlation_id: int, client_id: str | None
         out += _SESSIONLESS
     out += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for t in topics:
-        out += _string_bytes(t.topic, flexible)
+        out += _name_bytes(t.topic, flexible)
         out += varint_bytes(len(t.partitions) + 1) if flexible else _I32.pack(len(t.partitions))
         for p in t.partitions:
             out += _I32.pack(p.partition)
@@ -1294,7 +1307,7 @@ def fetch_response_parts(version: int, correlation_id: int, error_code: int, ses
         small += _ERROR_SESSION.pack(error_code, session_id)
     small += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for name, partitions in topics:
-        small += _string_bytes(name, flexible)
+        small += _name_bytes(name, flexible)
         small += varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
         for p in partitions:
             small += _fetch_partition_head(p, version, flexible)
