@@ -18,7 +18,7 @@ import datetime
 import functools
 import logging
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
 from kio.schema.errors import ErrorCode
@@ -472,6 +472,10 @@ class UpstreamProduce:
 
     @classmethod
     def of(cls, version: int, timeout_ms: int, parts: list[_Part]) -> UpstreamProduce:
+        if len(parts) == 1:  # the usual: one partition of the request on this broker
+            seg = parts[0].seg
+            return cls(version, timeout_ms, (rec.ProduceTopicData(
+                seg.topic, (rec.ProducePartitionData(seg.partition, parts[0].records),)),))
         by_topic: dict[str, list[rec.ProducePartitionData]] = {}
         for part in parts:
             seg = part.seg
@@ -497,8 +501,7 @@ class UpstreamProduce:
             raise DecodeError(f"malformed ProduceResponse: {e}") from None
 
 
-@dataclass(slots=True)  # not frozen: cheaper to make (see records.BatchHeader)
-class ProduceTopicAnswer:
+class ProduceTopicAnswer(NamedTuple):  # the (name, answers) pair produce_response_frame takes, as it is
     name: str
     partition_responses: tuple[rec.ProducePartitionAnswer, ...]
 
@@ -512,8 +515,7 @@ class ProduceAnswer:
     responses: tuple[ProduceTopicAnswer, ...]
 
     def response_frame(self, correlation_id: int) -> bytes:
-        return rec.produce_response_frame(self.version, correlation_id,
-                                          [(t.name, t.partition_responses) for t in self.responses])
+        return rec.produce_response_frame(self.version, correlation_id, self.responses)
 
     def count_errors(self, counts: dict) -> None:
         for t in self.responses:
@@ -602,7 +604,7 @@ def _logical_start(part: _Part, physical_start: int) -> int:
     """Log start in logical space: inside the active segment when older data expired, else the chain's start."""
     if physical_start < 0:
         return physical_start
-    seg, segments = part.seg, part.chain.segments
-    if physical_start > seg.phys_start or len(segments) == 1:
-        return seg.logical_base + (max(physical_start, seg.phys_start) - seg.phys_start)  # seg.to_logical
-    return segments[0].logical_base
+    first = part.chain.segments[0]
+    if len(part.chain.segments) == 1 or physical_start > part.seg.phys_start:
+        return part.seg.to_logical(max(physical_start, part.seg.phys_start))
+    return first.logical_base
