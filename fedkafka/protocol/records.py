@@ -27,7 +27,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import crc32c
 
@@ -52,7 +52,9 @@ class InvalidRecords(RecordsError):
     """Well-formed batches that break a produce rule (Kafka: INVALID_RECORD)."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like the Produce frames' classes below: a frozen dataclass' __init__ sets each field through
+# object.__setattr__ (90 bytecodes for these 11 fields, 35 plain), and one is made per partition of every request.
+@dataclass(slots=True)
 class BatchHeader:
     position: int  # where the batch starts in the buffer
     base_offset: int
@@ -184,10 +186,18 @@ def check_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
 def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader:
     """The one batch a partition of a Produce request (v3+) must carry, checked (`check_batches`). Kafka's
     produce rules on top: exactly one batch, and its offset range matches its record count (InvalidRecords)."""
-    headers = check_batches(records or b"")
-    if len(headers) != 1:
-        raise InvalidRecords(f"produce requests carry exactly one record batch per partition, not {len(headers)}")
-    (h,) = headers
+    if _compiled is not None:  # check_batches' compiled half inline (once per partition of every request)
+        fields, error = _compiled.checked_headers(records or b"")
+        if error is not None:
+            raise RecordsError(error)
+        count = len(fields)
+        h = BatchHeader(*fields[0]) if count == 1 else None
+    else:
+        headers = check_batches(records or b"")
+        count = len(headers)
+        h = headers[0] if count == 1 else None
+    if h is None:
+        raise InvalidRecords(f"produce requests carry exactly one record batch per partition, not {count}")
     if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
         raise InvalidRecords(f"lastOffsetDelta {h.last_offset_delta} does not match {h.record_count} records")
     return h
@@ -420,19 +430,19 @@ class MalformedFrame(RecordsError):
     """A Produce frame that does not parse (the dispatcher closes the connection, as for any undecodable request)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ProducePartitionData:
-    index: int
+# Named tuples: the (name, [(index, records)]) shape `produce_request_parts` writes, passed to it as they are, and
+# cheaper to make than a dataclass (one of each per partition of every request, read and written).
+class ProducePartitionData(NamedTuple):
+    index: int  # type: ignore[assignment]  # the field, as Kafka names it, hides tuple.index (never called)
     records: Buffer | None  # read: a slice of the frame, never copied; written: also a rewritten copy
 
 
-@dataclass(frozen=True, slots=True)
-class ProduceTopicData:
+class ProduceTopicData(NamedTuple):
     name: str
     partition_data: tuple[ProducePartitionData, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProduceRequestFrame:
     version: int  # 3..12
     correlation_id: int
@@ -680,6 +690,19 @@ def _string_bytes(value: str | None, flexible: bool) -> bytes:
     return (varint_bytes(len(data) + 1) if flexible else _I16.pack(len(data))) + data
 
 
+_NAMES: dict[tuple[str | None, bool], bytes] = {}
+_MAX_NAMES = 4096  # topic names and client ids; beyond this many (a client inventing names) none is kept
+
+
+def _name_bytes(value: str | None, flexible: bool) -> bytes:
+    """_string_bytes of a topic name or client id, kept: the same few are written in every request and answer."""
+    written = _NAMES.get((value, flexible))
+    if written is None:
+        written = _string_bytes(value, flexible)
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[(value, flexible)] = written
+    return written
+
 
 
 def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
@@ -694,12 +717,12 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
     flexible = version >= _FIRST_FLEXIBLE
     out = _FrameParts(bytearray(_REQUEST_PREFIX.pack(0, 0, version, correlation_id)), by_reference)
     small = out.small
-    small += _string_bytes(client_id, False)  # a legacy string in header v2 too
+    small += _name_bytes(client_id, False)  # a legacy string in header v2 too
     small += b"\x00\x00" if flexible else _NULL_LEGACY_STRING  # (header tags,) null transactional_id
     small += _ACKS_TIMEOUT.pack(acks, timeout_ms)
     small += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for name, partitions in topics:
-        small += _string_bytes(name, flexible)
+        small += _name_bytes(name, flexible)
         small += varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
         for index, records in partitions:
             length = -1 if records is None else len(records)
@@ -771,7 +794,7 @@ def produce_response_frame(version: int, correlation_id: int,
         out += _NO_TAGS  # response header v1
     out += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for name, answers in topics:
-        out += _string_bytes(name, flexible)
+        out += _name_bytes(name, flexible)
         out += varint_bytes(len(answers) + 1) if flexible else _I32.pack(len(answers))
         for a in answers:
             if version < 5:
@@ -1231,7 +1254,7 @@ def fetch_request_frame(version: int, correlation_id: int, client_id: str | None
         raise ValueError(f"Fetch version {version} outside 4..12")
     flexible = version >= _FETCH_FLEXIBLE
     out = bytearray(_REQUEST_PREFIX.pack(0, 1, version, correlation_id))  # the size is filled in at the end
-    out += _string_bytes(client_id, False)  # a legacy string in header v2 too
+    out += _name_bytes(client_id, False)  # a legacy string in header v2 too
     if flexible:
         out += _NO_TAGS
     out += _FETCH_REQUEST_HEAD.pack(-1, max_wait_ms, min_bytes, max_bytes, isolation_level)
@@ -1239,7 +1262,7 @@ def fetch_request_frame(version: int, correlation_id: int, client_id: str | None
         out += _SESSIONLESS
     out += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for t in topics:
-        out += _string_bytes(t.topic, flexible)
+        out += _name_bytes(t.topic, flexible)
         out += varint_bytes(len(t.partitions) + 1) if flexible else _I32.pack(len(t.partitions))
         for p in t.partitions:
             out += _I32.pack(p.partition)
@@ -1284,7 +1307,7 @@ def fetch_response_parts(version: int, correlation_id: int, error_code: int, ses
         small += _ERROR_SESSION.pack(error_code, session_id)
     small += varint_bytes(len(topics) + 1) if flexible else _I32.pack(len(topics))
     for name, partitions in topics:
-        small += _string_bytes(name, flexible)
+        small += _name_bytes(name, flexible)
         small += varint_bytes(len(partitions) + 1) if flexible else _I32.pack(len(partitions))
         for p in partitions:
             small += _fetch_partition_head(p, version, flexible)

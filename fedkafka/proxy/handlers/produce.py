@@ -15,9 +15,10 @@ active segment's.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
 from kio.schema.errors import ErrorCode
@@ -86,17 +87,21 @@ class _Attempt:
 _FIRST_ATTEMPT = _Attempt()  # frozen: one for every request's first pass
 
 
-@dataclass(slots=True)
 class _Routing:
-    """One pass: per partition an answer now (`errors`) or a part to forward, and what must happen first."""
+    """One pass: per partition an answer now (`errors`) or a part to forward, and what must happen first.
+    (A plain class: a dataclass' __init__ with four default factories cost twice as much, once per request.)"""
 
-    errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = field(default_factory=dict)
-    groups: dict[tuple[str, int], list[_Part]] = field(default_factory=dict)  # (cluster, leader) -> parts
-    missing_pids: set[tuple[int, int, str]] = field(default_factory=set)
-    missing_floors: list[tuple[SeqKey, SegmentId]] = field(default_factory=list)
-    unknown_leader: bool = False
-    unconfirmed: bool = False  # some idempotent batch is the first of its physical id on its partition
-    producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
+    __slots__ = ("errors", "groups", "missing_floors", "missing_pids", "producer_key", "unconfirmed",
+                 "unknown_leader")
+
+    def __init__(self) -> None:
+        self.errors: dict[tuple[str, int], tuple[ErrorCode, str | None]] = {}
+        self.groups: dict[tuple[str, int], list[_Part]] = {}  # (cluster, leader) -> parts
+        self.missing_pids: set[tuple[int, int, str]] = set()
+        self.missing_floors: list[tuple[SeqKey, SegmentId]] = []
+        self.unknown_leader = False
+        self.unconfirmed = False  # some idempotent batch is the first of its physical id on its partition
+        self.producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
 
 
 def read_request(frame: bytes | memoryview) -> rec.ProduceRequestFrame:
@@ -116,6 +121,7 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
     """Classify every partition, then do what must come first (a leader, a sealed floor, a physical id) behind
     a barrier and route again, or forward the parts and translate the answers."""
     routing = _Routing()
+    refused = _request_refusal(ctx, request)  # the same for every partition: asked once
     for t in request.topic_data:
         topic = ctx.view.topics.get(t.name)
         may_write = authorized(ctx, Operation.WRITE, ResourceType.TOPIC, t.name)
@@ -124,7 +130,7 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
                 routing.errors[(t.name, pd.index)] = (ErrorCode.topic_authorization_failed, None)
                 ctx.refused("auth", t.name, pd.index, "no WRITE on the topic")
                 continue
-            _classify(ctx, request, topic, t.name, pd, attempt, routing)
+            _classify(ctx, topic, t.name, pd, refused, attempt, routing)
     if routing.unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
         waited = _Attempt(attempt.pid_failures, attempt.leader_waits + 1)
         return Plan([], lambda _: _route(ctx, header, request, waited), barrier=True,
@@ -136,29 +142,35 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
     return _forward(ctx, request, routing)
 
 
-def _classify(ctx: Context, request, topic, name: str, pd, attempt: _Attempt, routing: _Routing) -> None:
-    """One partition's batch: refused, waiting for something, or a part to forward to its active segment."""
-    key = (name, pd.index)
+Refusal = tuple[str | None, tuple[ErrorCode, str | None] | None]  # (reason, (error, message)); see _refusal
+
+
+def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, attempt: _Attempt, routing: _Routing) -> None:
+    """One partition's batch: refused, waiting for something, or a part to forward to its active segment.
+    `refused`: the request's own refusal (_request_refusal), if any."""
     checked = _checked_batch(topic, pd)  # the partition's one walk over its bytes, after the topic check
     if not isinstance(checked, rec.BatchHeader):
-        routing.errors[key] = checked
+        routing.errors[(name, pd.index)] = checked
         return
-    sequences = _sequences(checked) if checked.producer_id >= 0 else None
-    seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
-    reason, failure = _refusal(ctx, request, topic, pd.index)  # reason: the proxy's own refusals
-    if failure is None:
-        reason, failure = _producer_refusal(ctx, checked, seq_key, sequences)
+    chain = topic.partitions[pd.index]
+    reason, failure = refused if refused[1] is not None else _refusal(ctx, chain)
+    sequences = seq_key = None
+    if checked.producer_id >= 0:  # sequence bookkeeping: idempotent batches only
+        sequences = _sequences(checked)
+        seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
+        if failure is None:
+            reason, failure = _producer_refusal(ctx, checked, seq_key, sequences)
+    seg = chain.active
     leader = None
     if failure is None:
-        chain = topic.partitions[pd.index]
-        seg = chain.active
         leader = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
-        reason, failure = _leader_refusal(ctx, seg, leader, attempt)
-        if failure is _WAIT:
-            routing.unknown_leader = True
-            return
+        if leader is None or attempt.pid_failures:
+            reason, failure = _leader_refusal(ctx, seg, leader, attempt)
+            if failure is _WAIT:
+                routing.unknown_leader = True
+                return
     if failure is not None:
-        routing.errors[key] = failure
+        routing.errors[(name, pd.index)] = failure
         if reason:
             ctx.refused(reason, name, pd.index, failure[1])
         if seq_key and sequences:
@@ -246,28 +258,33 @@ def _checked_against_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, seq
 
 def _forward(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing):
     """Always acks=all upstream, always awaited (see UpstreamProduce): the drain then sees every write in flight."""
-    order = [(t.name, [p.index for p in t.partition_data]) for t in request.topic_data]
     timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
-    calls = [Call(Broker(cluster, node), UpstreamProduce.of(request.version, timeout_ms, parts),
-                  ordering_key=routing.producer_key)
-             for (cluster, node), parts in routing.groups.items()]
-    parts_per_call = list(routing.groups.values())
-
-    def finish(results: list):
-        answers = {k: rec.ProducePartitionAnswer(k[1], code, error_message=msg)
-                   for k, (code, msg) in routing.errors.items()}
-        for parts, result in zip(parts_per_call, results, strict=True):
-            answers.update(_translate(ctx, parts, result))
-        if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
-            return NO_RESPONSE
-        return ProduceAnswer(request.version, tuple(
-            ProduceTopicAnswer(name, tuple(answers[(name, p)] for p in parts)) for name, parts in order))
-
+    calls = []
+    for (cluster, node), parts in routing.groups.items():
+        calls.append(Call(Broker(cluster, node), UpstreamProduce.of(request.version, timeout_ms, parts),
+                          ordering_key=routing.producer_key))
     if not calls:
-        return finish([])
+        return _answer(ctx, request, routing, [])
     # The first batch of a physical id on a partition goes alone: the broker takes any first sequence from
     # an id it does not know, so a later batch must not reach it before this one's answer (see _translate).
-    return Plan(calls, finish, barrier=routing.unconfirmed)
+    return Plan(calls, functools.partial(_answer, ctx, request, routing), barrier=routing.unconfirmed)
+
+
+def _answer(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing, results: list):
+    """The client's answer: the refusals of `routing` and the brokers' answers (`results`, one per group of
+    parts), in the request's order."""
+    answers: dict[tuple[str, int], rec.ProducePartitionAnswer] = {}
+    for (name, index), (code, message) in routing.errors.items():
+        answers[(name, index)] = rec.ProducePartitionAnswer(index, code, error_message=message)
+    for parts, result in zip(routing.groups.values(), results, strict=True):
+        _translate(ctx, parts, result, answers)
+    if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
+        return NO_RESPONSE
+    topics = []
+    for t in request.topic_data:
+        name = t.name
+        topics.append(ProduceTopicAnswer(name, tuple([answers[(name, p.index)] for p in t.partition_data])))
+    return ProduceAnswer(request.version, tuple(topics))
 
 
 def _checked_batch(topic, pd) -> rec.BatchHeader | tuple[ErrorCode, str | None]:
@@ -290,25 +307,30 @@ def _sequences(batch: rec.BatchHeader) -> tuple[int, int] | None:
     return batch.base_sequence, batch.base_sequence + batch.last_offset_delta + 1
 
 
-def _refusal(ctx: Context, request: rec.ProduceRequestFrame, topic,
-             index: int) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
-    """(reason, (error, message)) when the proxy refuses the partition's batch; reason None: the client's error."""
+_NO_REFUSAL: Refusal = (None, None)
+
+
+def _request_refusal(ctx: Context, request: rec.ProduceRequestFrame) -> Refusal:
+    """What the proxy refuses every partition of the request for (a partition's batch and topic are checked
+    first); reason None: the client's error."""
     if request.transactional_id is not None:
         return "transactions", (ErrorCode.transactional_id_authorization_failed,
                                 "transactions are not supported by fedkafka yet")
-    if topic is None or not 0 <= index < topic.partition_count:
-        return None, (ErrorCode.unknown_topic_or_partition, None)
     if not ctx.lease_valid:
         return "lease", (ErrorCode.not_leader_or_follower, "proxy lease expired")
     if ctx.me.node_id in ctx.view.draining:  # it leads nothing now: the client refreshes and goes to the leader
         return "draining", (ErrorCode.not_leader_or_follower, "proxy draining")
-    chain = topic.partitions[index]
+    return _NO_REFUSAL
+
+
+def _refusal(ctx: Context, chain: PartitionChain) -> Refusal:
+    """(reason, (error, message)) when the proxy refuses a partition's batch for the partition's sake."""
     if chain.frozen:
         return "frozen", (ErrorCode.not_leader_or_follower, "partition frozen for a segment move")
     cluster = ctx.view.clusters.get(chain.active.cluster)
     if cluster is None or cluster.state != ClusterState.ACTIVE or not ctx.physical.reachable(cluster.id):
         return "cluster", (ErrorCode.not_leader_or_follower, f"cluster {chain.active.cluster} not writable")
-    return None, None
+    return _NO_REFUSAL
 
 
 _ASK_FLOOR = object()
@@ -432,7 +454,7 @@ MAX_UPSTREAM_PRODUCE_TIMEOUT_MS = int(MAX_PRODUCE_WAIT_S * 1000)
 BrokerAnswer = tuple[tuple[str, tuple[rec.ProducePartitionAnswer, ...]], ...]  # (physical topic, its answers)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to make (see records.BatchHeader)
 class UpstreamProduce:
     """The client's request narrowed to one broker's parts, in physical names, with acks=all and the capped
     timeout: written by records.py around the record sets (by reference), not by kio. The core sends it as it
@@ -450,15 +472,25 @@ class UpstreamProduce:
 
     @classmethod
     def of(cls, version: int, timeout_ms: int, parts: list[_Part]) -> UpstreamProduce:
+        if len(parts) == 1:  # the usual: one partition of the request on this broker
+            seg = parts[0].seg
+            return cls(version, timeout_ms, (rec.ProduceTopicData(
+                seg.topic, (rec.ProducePartitionData(seg.partition, parts[0].records),)),))
         by_topic: dict[str, list[rec.ProducePartitionData]] = {}
         for part in parts:
-            by_topic.setdefault(part.seg.topic, []).append(rec.ProducePartitionData(part.seg.partition, part.records))
-        return cls(version, timeout_ms, tuple(rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()))
+            seg = part.seg
+            data = rec.ProducePartitionData(seg.partition, part.records)
+            same_topic = by_topic.get(seg.topic)
+            if same_topic is None:
+                by_topic[seg.topic] = [data]
+            else:
+                same_topic.append(data)
+        return cls(version, timeout_ms, tuple([rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()]))
 
     def frame_parts(self, correlation_id: int, client_id: str | None) -> list[bytes | bytearray | memoryview]:
+        # topic_data's named tuples are the (name, [(index, records)]) pairs produce_request_parts takes
         return rec.produce_request_parts(self.version, correlation_id, client_id, UPSTREAM_ACKS, self.timeout_ms,
-                                         [(t.name, [(p.index, p.records) for p in t.partition_data])
-                                          for t in self.topic_data])
+                                         self.topic_data)
 
     def read_response(self, frame: bytes | memoryview) -> BrokerAnswer:
         """The broker's ProduceResponse (after its size prefix), read by records.py; a malformed one fails the call
@@ -469,13 +501,12 @@ class UpstreamProduce:
             raise DecodeError(f"malformed ProduceResponse: {e}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class ProduceTopicAnswer:
+class ProduceTopicAnswer(NamedTuple):  # the (name, answers) pair produce_response_frame takes, as it is
     name: str
     partition_responses: tuple[rec.ProducePartitionAnswer, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to make (see records.BatchHeader)
 class ProduceAnswer:
     """The client's answer, written by records.py (`response_frame`); `count_errors` feeds the core's metrics."""
 
@@ -484,8 +515,7 @@ class ProduceAnswer:
     responses: tuple[ProduceTopicAnswer, ...]
 
     def response_frame(self, correlation_id: int) -> bytes:
-        return rec.produce_response_frame(self.version, correlation_id,
-                                          [(t.name, t.partition_responses) for t in self.responses])
+        return rec.produce_response_frame(self.version, correlation_id, self.responses)
 
     def count_errors(self, counts: dict) -> None:
         for t in self.responses:
@@ -494,32 +524,41 @@ class ProduceAnswer:
                     counts[p.error_code] = counts.get(p.error_code, 0) + 1
 
 
-def _translate(ctx: Context, parts: list[_Part], result) -> dict[tuple[str, int], rec.ProducePartitionAnswer]:
+def _translate(ctx: Context, parts: list[_Part], result, answers: dict) -> None:
+    """Into `answers`: each part's answer from its broker's (`result`), or the error that took its place."""
     if isinstance(result, UpstreamError):
-        ctx.physical.request_refresh(result.cluster)
-        for p in parts:
-            if not p.seq_key:
-                continue
-            log.debug("producer %s/%s %s/%s: sequence %s lost its answer: %s", *p.seq_key, p.first_seq, result.reason)
-            if not p.confirmed:  # no broker state yet: only the client's resend can tell
-                ctx.producer_ids.note_refused(p.seq_key, p.first_seq)
-        return {(p.topic, p.partition): rec.ProducePartitionAnswer(p.partition, ErrorCode.request_timed_out,
-                                                                   error_message=result.reason) for p in parts}
-    physical = {(name, pr.index): pr for name, answers in result for pr in answers}
-    out = {}
+        _lost(ctx, parts, result, answers)
+        return
+    physical = {}
+    for name, broker_answers in result:
+        for pr in broker_answers:
+            physical[(name, pr.index)] = pr
     for part in parts:
-        pr = physical.get((part.seg.topic, part.seg.partition))
+        seg = part.seg
+        pr = physical.get((seg.topic, seg.partition))
         if pr is None:
-            out[(part.topic, part.partition)] = rec.ProducePartitionAnswer(
+            answers[(part.topic, part.partition)] = rec.ProducePartitionAnswer(
                 part.partition, ErrorCode.unknown_server_error,
                 error_message="cluster left the partition out of its answer")
             continue
         if pr.error_code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
-            ctx.physical.request_refresh(part.seg.cluster)
+            ctx.physical.request_refresh(seg.cluster)
         if part.seq_key:
             _note_sequences(ctx, part, pr)
-        out[(part.topic, part.partition)] = _logical_answer(part, pr)
-    return out
+        answers[(part.topic, part.partition)] = _logical_answer(part, pr)
+
+
+def _lost(ctx: Context, parts: list[_Part], result: UpstreamError, answers: dict) -> None:
+    """The parts of a call that got no answer: REQUEST_TIMED_OUT (retriable)."""
+    ctx.physical.request_refresh(result.cluster)
+    for p in parts:
+        answers[(p.topic, p.partition)] = rec.ProducePartitionAnswer(p.partition, ErrorCode.request_timed_out,
+                                                                     error_message=result.reason)
+        if not p.seq_key:
+            continue
+        log.debug("producer %s/%s %s/%s: sequence %s lost its answer: %s", *p.seq_key, p.first_seq, result.reason)
+        if not p.confirmed:  # no broker state yet: only the client's resend can tell
+            ctx.producer_ids.note_refused(p.seq_key, p.first_seq)
 
 
 def _note_sequences(ctx: Context, part: _Part, pr: rec.ProducePartitionAnswer) -> None:
@@ -548,9 +587,9 @@ def _error_name(code: int) -> str:
 
 def _logical_answer(part: _Part, pr: rec.ProducePartitionAnswer) -> rec.ProducePartitionAnswer:
     """The broker's answer for a part in logical offsets (fields an older version lacks keep their defaults)."""
+    base_offset = pr.base_offset
     return rec.ProducePartitionAnswer(
-        part.partition, pr.error_code,
-        part.seg.to_logical(pr.base_offset) if pr.base_offset >= 0 else pr.base_offset,
+        part.partition, pr.error_code, part.seg.to_logical(base_offset) if base_offset >= 0 else base_offset,
         pr.log_append_time_ms, _logical_start(part, pr.log_start_offset), pr.record_errors, pr.error_message)
 
 

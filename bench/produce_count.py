@@ -1,0 +1,191 @@
+"""The proxy's Python per Produce request, counted: bytecodes, Python calls and C calls by function.
+
+CPU time on this shared machine is too noisy to see a few µs per request; a count is exact and the same every
+run. One broker, one proxy of this tree (or of `--ref`, exported as data_path.py does) run under a tracer
+(`sys.settrace` with opcode events, `sys.setprofile` for C calls) that SIGUSR1 switches on and SIGUSR2 off
+and dumps, inside the proxy's event loop thread (the main thread). A confluent-kafka producer sends
+`--records` 1 KB records (64 KiB batches, acks=all) to 4 partitions while it counts; the counts are divided by
+the Produce requests the handler saw.
+
+    .venv/bin/python bench/produce_count.py [--records 30000] [--ref main] [--top 40] [--json out.json]
+        [--before earlier.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+from data_path import export_tree, free_port, produce
+from scratch import scratch_dir
+
+from fedkafka.kafka.cluster import start_clusters
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPIC = "counted"
+PARTITIONS = 4
+
+# Runs inside the proxy: python -c TRACER <dump file> <proxy arguments...>
+TRACER = r'''
+import collections, json, os, runpy, signal, sys
+dump = sys.argv.pop(1)
+ops, calls, c_calls = collections.Counter(), collections.Counter(), collections.Counter()
+
+def where(frame):
+    code = frame.f_code
+    name = code.co_qualname
+    if code.co_filename == "<string>" and "self" in frame.f_locals:  # a dataclass' generated __init__
+        name = f"{type(frame.f_locals['self']).__name__}.{code.co_name}"
+    return f"{os.path.basename(code.co_filename)}:{name}"
+
+def tracer(frame, event, arg):
+    if event == "call":
+        key = where(frame)
+        calls[key] += 1
+        frame.f_trace_opcodes = True
+        def local(frame, event, arg):
+            if event == "opcode":
+                ops[key] += 1
+            return local
+        return local
+    return None
+
+def profiler(frame, event, arg):
+    if event == "c_call":
+        c_calls[f"{where(frame)} -> {getattr(arg, '__qualname__', repr(arg))}"] += 1
+
+def on(*_):
+    sys.settrace(tracer)
+    sys.setprofile(profiler)
+
+def off(*_):
+    sys.settrace(None)
+    sys.setprofile(None)
+    with open(dump, "w") as out:
+        json.dump({"ops": ops, "calls": calls, "c_calls": c_calls}, out)
+
+signal.signal(signal.SIGUSR1, on)
+signal.signal(signal.SIGUSR2, off)
+sys.argv[0] = "fedkafka.cli"
+runpy.run_module("fedkafka.cli", run_name="__main__", alter_sys=True)
+'''
+
+
+def start_traced_proxy(tree: Path, view_file: Path, dump: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", TRACER, str(dump), "proxy", "--role", "both", "--listen",
+                                 f"127.0.0.1:{port}", "--view-file", str(view_file)],
+                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(tree)),
+                                cwd=tree)
+    for _ in range(600):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"127.0.0.1:{port}"
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"proxy did not start: {log.read_text()[-2000:]}")
+
+
+def count(tree: Path, records: int, tmp: Path) -> dict:
+    (cluster,) = start_clusters(["b1"], tmp / "k")
+    proc = None
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        for fut in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)]).values():
+            fut.result(30)
+        time.sleep(1)
+        chains = tuple(PartitionChain(segments=(Segment("b1", TOPIC, p, 0, None, 0),)) for p in range(PARTITIONS))
+        view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
+                    topics={TOPIC: LogicalTopic(TOPIC, uuid.uuid4().hex, chains)})
+        (tmp / "view.json").write_text(json.dumps(view.to_dict()))
+        dump = tmp / "counts.json"
+        proc, addr = start_traced_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log")
+        produce(addr, TOPIC, 2000)  # warm: connections, metadata, caches
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        produce(addr, TOPIC, records)
+        proc.send_signal(signal.SIGUSR2)
+        for _ in range(200):
+            if dump.exists() and dump.stat().st_size:
+                time.sleep(0.2)
+                return json.loads(dump.read_text())
+            time.sleep(0.1)
+        raise SystemExit("the proxy wrote no counts")
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        cluster.stop()
+
+
+HANDLER_FILES = ("produce.py", "records.py", "plan.py", "<string>")  # <string>: dataclass __init__s
+
+
+def per_request(counts: dict) -> tuple[int, dict[str, float], dict[str, float]]:
+    """(requests, bytecodes per request by function, Python calls per request by function)."""
+    requests = counts["calls"].get("produce.py:handle", 0)
+    if not requests:
+        raise SystemExit("no Produce request was counted")
+    return (requests, {k: n / requests for k, n in counts["ops"].items()},
+            {k: n / requests for k, n in counts["calls"].items()})
+
+
+def by_file(ops: dict[str, float]) -> collections.Counter:
+    files: collections.Counter = collections.Counter()
+    for key, n in ops.items():
+        files["dataclass __init__" if key.startswith("<string>:") else key.split(":", 1)[0]] += n
+    return files
+
+
+def report(counts: dict, before: dict | None, top: int) -> None:
+    """Per request: totals, bytecodes by file, and by function of the handler's files (with `before`'s beside)."""
+    requests, ops, calls = per_request(counts)
+    old_ops = per_request(before)[1] if before else {}
+    print(f"{requests} Produce requests; per request: {sum(ops.values()):.0f} bytecodes"
+          + (f" (before: {sum(old_ops.values()):.0f})" if before else "")
+          + f", {sum(calls.values()):.0f} Python calls (resumptions included), "
+          f"{sum(counts['c_calls'].values()) / requests:.0f} C calls")
+    files, old_files = by_file(ops), by_file(old_ops)
+    print("\nbytecodes per request by file" + (" (before, now)" if before else ""))
+    for file in sorted(files.keys() | old_files.keys(), key=lambda f: -max(files[f], old_files[f]))[:25]:
+        print((f"{old_files[file]:8.0f}" if before else "") + f"{files[file]:8.0f}  {file}")
+    print("\nbytecodes per request by function of " + ", ".join(HANDLER_FILES) + " (calls per request)")
+    keys = [k for k in ops.keys() | old_ops.keys() if k.split(":", 1)[0] in HANDLER_FILES]
+    for key in sorted(keys, key=lambda k: -max(ops.get(k, 0), old_ops.get(k, 0)))[:top]:
+        print((f"{old_ops.get(key, 0):8.0f}" if before else "")
+              + f"{ops.get(key, 0):8.0f}  ({calls.get(key, 0):4.1f})  {key}")
+    handler = sum(n for k, n in ops.items() if k.split(":", 1)[0] in HANDLER_FILES)
+    old_handler = sum(n for k, n in old_ops.items() if k.split(":", 1)[0] in HANDLER_FILES)
+    print((f"{old_handler:8.0f}" if before else "") + f"{handler:8.0f}  handler, records.py, plan.py, dataclasses")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=30_000)
+    ap.add_argument("--ref", help="count a proxy of this git ref instead of the working tree")
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--json", type=Path, help="also write the raw counts here")
+    ap.add_argument("--before", type=Path, help="raw counts of an earlier run (--json) to show beside")
+    args = ap.parse_args()
+    with scratch_dir("produce-count-") as tmp:
+        tree = export_tree(args.ref, tmp / "ref") if args.ref else ROOT
+        counts = count(tree, args.records, tmp)
+    if args.json:
+        args.json.write_text(json.dumps(counts))
+    report(counts, json.loads(args.before.read_text()) if args.before else None, args.top)
+
+
+if __name__ == "__main__":
+    main()
