@@ -311,13 +311,14 @@ def test_frames_over_tls_arrive_whole(tmp_path, loop):
         server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
         d = _HeldDispatcher()
         budget = ByteBudget(Limits().max_buffered_bytes)
-        server, port, _ = await _connection_server(d, Limits(), budget, ssl=server_ctx)
+        server, port, conns = await _connection_server(d, Limits(), budget, ssl=server_ctx)
         client = socket.create_connection(("127.0.0.1", port))
         r, w = await asyncio.open_connection(sock=client, ssl=ssl.create_default_context(cafile=pki.ca),
                                              server_hostname="localhost")
         w.write(b"".join(frames))
         assert await _answer_all(d, frames, r) == list(range(1, len(frames) + 1))
         assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        assert conns[0].reader.over_tls and conns[0]._tls  # one answer to "TLS?", from the reader
         await _settle()
         assert budget.used == 0
         w.close()

@@ -66,7 +66,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._paused = False  # reading
         self._writing_paused = False
         self._drained: asyncio.Future | None = None  # the writer's, in drain()
-        self._over_ssl = False
+        self.over_tls = False  # whether the connection is TLS: decided here once, asked by the connection too
         self._closed: asyncio.Future | None = None  # StreamWriter.wait_closed()'s
         self._lost = False
         self._task: asyncio.Task | None = None
@@ -75,7 +75,7 @@ class ClientFrames(asyncio.BufferedProtocol):
     # -- asyncio's side ---------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self._over_ssl = transport.get_extra_info("sslcontext") is not None
+        self.over_tls = transport.get_extra_info("sslcontext") is not None
         writer = asyncio.StreamWriter(transport, self, None, self._loop)
         self._task = self._loop.create_task(self._on_client(self, writer))
         self._task.add_done_callback(self._client_done)
@@ -122,7 +122,7 @@ class ClientFrames(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
-        return not self._over_ssl  # plain TCP: keep the write side open for the answers to what was read
+        return not self.over_tls  # plain TCP: keep the write side open for the answers to what was read
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._drained is not None and not self._drained.done():

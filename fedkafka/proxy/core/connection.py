@@ -67,7 +67,7 @@ class ClientConnection:
         # written, and with the default marks (64/16 KiB) a transport still held views of broker frames then,
         # uncharged, for as long as the client did not read (uvloop keeps parts by reference)
         writer.transport.set_write_buffer_limits(high=0)
-        self._tls = writer.get_extra_info("ssl_object") is not None  # answers written in slices (_send_in_slices)
+        self._tls = reader.over_tls  # answers written in slices (_send_in_slices)
 
     async def run(self) -> None:
         write_task = asyncio.create_task(self._write_loop())
