@@ -25,9 +25,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _accepts(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def _accepts(host: str, port: int) -> bool:
+    """Whether a listener bound to host:port accepts (one bound to every address is asked on loopback)."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        return s.connect_ex((host, port)) == 0
+
+
+_LISTEN_FLAGS = ("--listen", "--listener", "--admin-listen")
+
+
+def listen_addresses(cmd: list[str]) -> list[tuple[str, int]]:
+    """(host, port) of every listener a proxy command line names: --listen, each --listener and --admin-listen,
+    as `--flag value` or `--flag=value`, `[PROTOCOL://]HOST:PORT` with an IPv6 host in brackets (`[::1]:9092`).
+    A port 0 is left out: the kernel picks that port when the proxy binds, and the command line cannot tell
+    which, so nothing can wait for it (a test that needs it must learn the port another way)."""
+    values = []
+    for i, arg in enumerate(cmd):
+        flag, eq, value = arg.partition("=")
+        if flag in _LISTEN_FLAGS:
+            if eq:
+                values.append(value)
+            elif i + 1 < len(cmd):
+                values.append(cmd[i + 1])
+    out = []
+    for value in values:
+        address = value.split("://", 1)[-1]
+        if address.startswith("["):
+            host, _, port = address[1:].partition("]:")
+        else:
+            host, _, port = address.rpartition(":")
+        if int(port) != 0:
+            out.append((host, int(port)))
+    return out
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -72,13 +102,10 @@ class ProxyProcess:
         self.proc: subprocess.Popen | None = None
 
     def ports(self) -> list[int]:
-        """Every port the command listens on: --listen, each --listener and --admin-listen. The proxy opens them
-        one after another, so a test that waited for --listen alone could connect to a --listener too early."""
-        ports = [self.port]
-        for flag, value in zip(self.cmd, self.cmd[1:], strict=False):
-            if flag in ("--listener", "--admin-listen"):
-                ports.append(int(value.rsplit(":", 1)[1]))
-        return ports
+        """Every port the command listens on that can be waited for: --listen, each --listener and --admin-listen
+        (`listen_addresses`: not a port 0). The proxy opens them one after another, so a test that waited for
+        --listen alone could connect to a --listener too early."""
+        return [port for _host, port in listen_addresses(self.cmd)]
 
     @property
     def bootstrap(self) -> str:
@@ -96,7 +123,7 @@ class ProxyProcess:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"proxy exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            if all(_accepts(port) for port in self.ports()):
+            if all(_accepts(host, port) for host, port in listen_addresses(self.cmd)):
                 return self
             time.sleep(0.05)
         self.__exit__(None, None, None)  # not left running once the test gave up on it
