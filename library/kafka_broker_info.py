@@ -10,8 +10,9 @@ short_description: Check that a physical Kafka cluster answers Metadata, optiona
 description:
   - Connects to a physical Apache Kafka cluster with confluent-kafka and reads its Metadata
     (brokers, controller, cluster id, topic count).
-  - With O(wait=true) it retries until the cluster answers with at least O(min_brokers) brokers or
-    O(timeout) seconds pass; use it after starting brokers and before registering a cluster.
+  - With O(wait=true) it retries until the cluster answers with at least O(min_brokers) brokers, among them
+    every one of O(node_ids), or O(timeout) seconds pass; use it after starting brokers and before registering
+    a cluster.
   - Read-only; never reports a change.
 version_added: "0.1.0"
 options:
@@ -31,6 +32,14 @@ options:
     description: Number of brokers the Metadata answer must list to count as ready.
     type: int
     default: 1
+  node_ids:
+    description:
+      - Node ids (C(node.id)) of brokers the Metadata answer must list to count as ready, e.g. every broker of the
+        inventory group. A count alone is met by a stale registration of a removed node while one is missing.
+      - The failure message names the ones missing.
+    type: list
+    elements: int
+    default: []
   config:
     description:
       - More librdkafka settings for the connection, e.g. C(security.protocol), C(ssl.ca.location),
@@ -62,11 +71,12 @@ EXAMPLES = r"""
     wait: true
     timeout: 120
     min_brokers: 3
+    node_ids: [1, 2, 3]
 """
 
 RETURN = r"""
 ready:
-  description: The cluster answered Metadata with at least O(min_brokers) brokers.
+  description: The cluster answered Metadata with at least O(min_brokers) brokers, every one of O(node_ids) among them.
   type: bool
   returned: always
   sample: true
@@ -129,6 +139,19 @@ def read_metadata(bootstrap: str, attempt_timeout: float, config: dict | None = 
     }
 
 
+def not_ready_reason(info: dict, min_brokers: int, node_ids: list[int], replicated: bool) -> str:
+    """Why a Metadata answer does not count as ready; '' when it does."""
+    listed = [b["id"] for b in info["brokers"]]
+    missing = sorted(set(node_ids) - set(listed))
+    if len(listed) < min_brokers or missing:
+        reason = f"{len(listed)} broker(s) in Metadata, {min_brokers} wanted"
+        return reason + (f"; node id(s) {', '.join(map(str, missing))} missing (listed: "
+                         f"{', '.join(map(str, listed)) or 'none'})" if missing else "")
+    if replicated and info["under_replicated"]:
+        return f"{info['under_replicated']} partition(s) under-replicated"
+    return ""
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -136,6 +159,7 @@ def main() -> None:
             "wait": {"type": "bool", "default": False},
             "timeout": {"type": "int", "default": 60},
             "min_brokers": {"type": "int", "default": 1},
+            "node_ids": {"type": "list", "elements": "int", "default": []},
             "replicated": {"type": "bool", "default": False},
             "config": {"type": "dict", "default": {}, "no_log": True},
         },
@@ -157,11 +181,9 @@ def main() -> None:
         except Exception as exc:  # KafkaException while a broker boots or is unreachable
             last_error = str(exc)
         if info is not None:
-            enough = len(info["brokers"]) >= p["min_brokers"]
-            if enough and not (p["replicated"] and info["under_replicated"]):
+            last_error = not_ready_reason(info, p["min_brokers"], p["node_ids"], p["replicated"])
+            if not last_error:
                 module.exit_json(changed=False, ready=True, elapsed=round(time.monotonic() - started, 2), **info)
-            last_error = (f"{info['under_replicated']} partition(s) under-replicated" if enough else
-                          f"{len(info['brokers'])} broker(s) in Metadata, {p['min_brokers']} wanted")
         if not p["wait"] or time.monotonic() >= deadline:
             break
         time.sleep(0.5)

@@ -243,6 +243,36 @@ def test_kafka_broker_info_unreachable_cluster_fails_fast():
     assert result["ready"] is False
 
 
+def metadata(*node_ids: int, under_replicated: int = 0) -> dict:
+    """What kafka_broker_info's read_metadata returns for a cluster listing these brokers."""
+    return {"cluster_id": "k", "controller_id": node_ids[0] if node_ids else -1, "topic_count": 1,
+            "brokers": [{"id": n, "host": "h", "port": 9000 + n} for n in node_ids],
+            "under_replicated": under_replicated}
+
+
+@pytest.mark.parametrize(("answers", "args", "msg"), [
+    # a stale registration of removed node 4 makes the count while node 3 is missing
+    ([metadata(1, 2, 4)], {"min_brokers": 3, "node_ids": [1, 2, 3]},
+     "3 broker(s) in Metadata, 3 wanted; node id(s) 3 missing (listed: 1, 2, 4)"),
+    ([metadata()], {"node_ids": [2, 1]}, "0 broker(s) in Metadata, 1 wanted; node id(s) 1, 2 missing (listed: none)"),
+    ([metadata(1, 2, 3, under_replicated=2)], {"min_brokers": 3, "node_ids": [1, 2, 3], "replicated": True},
+     "2 partition(s) under-replicated"),
+    ([metadata(1, 2, 4), metadata(1, 2, 3, 4)], {"min_brokers": 3, "node_ids": [1, 2, 3], "wait": True}, None),
+    ([metadata(1, 2, 4)], {"min_brokers": 3}, None),  # no node ids given: the count alone
+])
+def test_kafka_broker_info_waits_for_every_node_id_named(answers, args, msg):
+    import kafka_broker_info
+    with mock.patch.object(kafka_broker_info, "read_metadata", side_effect=answers) as read, \
+            mock.patch("time.sleep"):
+        failed, result = run("kafka_broker_info", {"bootstrap": "h:9001", "timeout": 30, **args})
+    assert failed == (msg is not None), result
+    if msg is None:
+        assert result["ready"] and [b["id"] for b in result["brokers"]] == [b["id"] for b in answers[-1]["brokers"]]
+    else:
+        assert result["msg"] == f"Kafka cluster at h:9001 is not ready: {msg}" and result["ready"] is False
+    assert read.call_count == len(answers)
+
+
 @pytest.mark.parametrize(("check", "failed"), [(True, False), (False, True)])
 def test_unreachable_controller_predicts_in_check_mode_only(check, failed):
     def unreachable(*_a, **_k):

@@ -273,6 +273,9 @@ def test_no_secret_in_ps_world_readable_files_or_ansible_output(broker):
 
 # --- scale_up.yml onto this SASL_SSL cluster ------------------------------------------------------------------------
 
+WAIT_TASK = "fedkafka_common : Wait until the cluster has every broker"  # roles/fedkafka_common, shared
+
+
 def service_login(broker: Broker) -> dict:
     """The librdkafka settings the federation logs in to the brokers with (fedkafka_upstream_config)."""
     return {"security.protocol": "SASL_SSL", "ssl.ca.location": str(broker.ca), "sasl.mechanism": "SCRAM-SHA-512",
@@ -333,7 +336,7 @@ def test_scale_up_waits_for_the_sasl_ssl_cluster_as_the_broker_principal_then_re
     """The wait used to ask the secured listener with no login and gave up after 120 s: no registration."""
     code, out = scale_up(broker, controller, tmp_path, {"localhost": broker.host_vars()}, "-e", "cluster=sec1")
     assert code == 0, out[-5000:]
-    assert task_result(out, "Wait until the cluster has every broker") == "ok: [localhost]", out[-5000:]
+    assert task_result(out, WAIT_TASK) == "ok: [localhost]", out[-5000:]
     assert task_result(out, "Wait until the new cluster answers") == "skipping: [controller]"
     assert recap_changed(out) == 0  # the role found the broker as the fixture left it: no restart
     assert registered(controller) == {"sec1": f"127.0.0.1:{broker.port}"}
@@ -348,7 +351,7 @@ def test_scale_up_does_not_register_a_cluster_whose_other_broker_is_down(broker,
     code, out = scale_up(broker, controller, tmp_path, hosts, "-e", "cluster=sec1")
     assert code != 0
     assert re.search(r"^sec1-down\s*:.*unreachable=1", out, re.M), out[-5000:]
-    assert task_result(out, "Wait until the cluster has every broker") == "fatal: [localhost]", out[-5000:]
+    assert task_result(out, WAIT_TASK) == "fatal: [localhost]", out[-5000:]
     assert "1 broker(s) in Metadata, 2 wanted" in out
     assert task_result(out, "Check that every broker of the new cluster answered") == "fatal: [controller]"
     assert task_result(out, "Register the cluster") == ""
