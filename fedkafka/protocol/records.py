@@ -691,7 +691,11 @@ def _string_bytes(value: str | None, flexible: bool) -> bytes:
 
 
 _NAMES: dict[tuple[str | None, bool], bytes] = {}
-_MAX_NAMES = 4096  # topic names and client ids; beyond this many (a client inventing names) none is kept
+# Topic names and client ids. Clients choose them (an answer echoes names of topics that do not exist), so only
+# names a topic can have are kept (Kafka allows 249 characters), and the cache starts over once this many are
+# kept: a client inventing names costs at most ~2 MB here, and cannot keep real names out for the process' life.
+_MAX_NAMES = 4096
+_MAX_NAME_CHARS = 249
 
 
 def _name_bytes(value: str | None, flexible: bool) -> bytes:
@@ -699,10 +703,11 @@ def _name_bytes(value: str | None, flexible: bool) -> bytes:
     written = _NAMES.get((value, flexible))
     if written is None:
         written = _string_bytes(value, flexible)
-        if len(_NAMES) < _MAX_NAMES:
+        if value is None or len(value) <= _MAX_NAME_CHARS:
+            if len(_NAMES) >= _MAX_NAMES:
+                _NAMES.clear()
             _NAMES[(value, flexible)] = written
     return written
-
 
 
 def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,

@@ -65,7 +65,7 @@ class ControllerAnswer:
 
 
 # Not frozen: a frozen dataclass' __init__ sets each field through object.__setattr__ (66 bytecodes for these
-# eight, 30 plain), and the core never keeps a Call past its request (no Call is hashed or shared).
+# eight, 26 plain), and the core never keeps a Call past its request (no Call is hashed or shared).
 @dataclass(slots=True)
 class Call:
     target: Target
