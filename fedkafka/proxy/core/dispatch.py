@@ -72,6 +72,31 @@ class ProtocolViolation(Exception):
     """The client sent something we cannot answer: close its connection."""
 
 
+# A handler's chain of plans ends by the handler's own bounds; the longest, a produce, waits for a leader up to
+# LEADER_WAITS (8) times, reads a sealed floor, asks InitProducerId up to PID_ATTEMPTS (12) times and sends a
+# first batch alone: 22 rounds. A chain longer than this is a handler looping (a bug, or a request it did not
+# foresee): the request is given up and the client's connection closed, as for any other handler failure, rather
+# than calling clusters without end. The client reconnects and retries (an idempotent producer with the same
+# sequences): a produce given up behind a barrier forwarded none of its batches.
+MAX_PLAN_ROUNDS = 32
+
+
+class HandlerLooping(ProtocolViolation):
+    """A handler returned plan after plan past MAX_PLAN_ROUNDS."""
+
+
+def _next_round(rounds: int, plan: Plan, what: str) -> int:
+    """`rounds` + 1, or HandlerLooping (with one warning) when `plan` would be one round past the cap."""
+    if rounds < MAX_PLAN_ROUNDS:
+        return rounds + 1
+    finish = getattr(plan.finish, "__qualname__", None) or repr(plan.finish)
+    calls = sorted({type(c.request).__name__ for c in plan.calls})
+    message = (f"{what}: the handler still had plans after {MAX_PLAN_ROUNDS} rounds "
+               f"(next: {finish} after {calls or 'no calls'}); request given up")
+    log.warning("%s", message)
+    raise HandlerLooping(message)
+
+
 def registry_for(role: ProxyRole, modules=handlers.MODULES, with_controller: bool = True) -> dict[int, Any]:
     """api_key -> handler module, for the keys this role serves (and, without a controller, that need none)."""
     out: dict[int, Any] = {}
@@ -188,7 +213,9 @@ class Dispatcher:
             if answer is not None:
                 self._remember(key, answer)
             return self._done(answer)
+        rounds = 0
         while isinstance(reply, Plan) and reply.barrier:
+            rounds = _next_round(rounds, reply, f"api_key={api_key}")
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot, deadline))
@@ -208,7 +235,9 @@ class Dispatcher:
                         [(c.target, type(c.request).__name__, type(r).__name__) for c, r in zip(plan.calls, results,
                                                                                               strict=True)])
         reply = plan.finish(results)
+        rounds = 0
         while isinstance(reply, Plan):
+            rounds = _next_round(rounds, reply, "after the answers")
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
             reply = reply.finish(await self._execute(reply.calls, slot, deadline))

@@ -122,6 +122,7 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
     a barrier and route again, or forward the parts and translate the answers."""
     routing = _Routing()
     refused = _request_refusal(ctx, request)  # the same for every partition: asked once
+    duplicated = _duplicated_partitions(request)
     for t in request.topic_data:
         topic = ctx.view.topics.get(t.name)
         may_write = authorized(ctx, Operation.WRITE, ResourceType.TOPIC, t.name)
@@ -129,6 +130,10 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
             if not may_write:  # before the batch is even read (docs/DESIGN.md §11)
                 routing.errors[(t.name, pd.index)] = (ErrorCode.topic_authorization_failed, None)
                 ctx.refused("auth", t.name, pd.index, "no WRITE on the topic")
+                continue
+            if duplicated and (t.name, pd.index) in duplicated:
+                routing.errors[(t.name, pd.index)] = _DUPLICATE
+                ctx.refused("duplicate", t.name, pd.index, _DUPLICATE[1])
                 continue
             _classify(ctx, topic, t.name, pd, refused, attempt, routing)
     if routing.unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
@@ -140,6 +145,29 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
     if routing.missing_pids:
         return _obtain_physical_ids(ctx, header, request, sorted(routing.missing_pids), attempt)
     return _forward(ctx, request, routing)
+
+
+# A partition named more than once in one request: every entry is refused, none forwarded. A broker keeps the
+# last entry and drops the others unanswered (KafkaApis.handleProduceRequest collects them in a map by
+# partition); no client sends that, and forwarding one batch of an idempotent producer while its others vanish
+# would break the sequence bookkeeping: the proxy then asked for a new physical id over and over. INVALID_REQUEST
+# is what a broker answers for a partition named twice in a ListOffsets request.
+_DUPLICATE = (ErrorCode.invalid_request, "partition named more than once in the request")
+_NOTHING_DUPLICATED: frozenset[tuple[str, int]] = frozenset()
+
+
+def _duplicated_partitions(request: rec.ProduceRequestFrame) -> frozenset[tuple[str, int]] | set[tuple[str, int]]:
+    """The (topic, partition) pairs the request names more than once (in one topic entry or in two)."""
+    topic_data = request.topic_data
+    if len(topic_data) == 1 and len(topic_data[0].partition_data) == 1:  # the usual: nothing to look for
+        return _NOTHING_DUPLICATED
+    seen: set[tuple[str, int]] = set()
+    twice: set[tuple[str, int]] = set()
+    for t in topic_data:
+        for pd in t.partition_data:
+            key = (t.name, pd.index)
+            (twice if key in seen else seen).add(key)
+    return twice
 
 
 Refusal = tuple[str | None, tuple[ErrorCode, str | None] | None]  # (reason, (error, message)); see _refusal
