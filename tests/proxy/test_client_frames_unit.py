@@ -41,6 +41,9 @@ class _Transport:
     def is_closing(self) -> bool:
         return False
 
+    def close(self) -> None:
+        pass
+
     def pause_reading(self) -> None:
         assert self.reading
         self.reading, self.pauses = False, self.pauses + 1
@@ -135,7 +138,8 @@ def test_a_frame_larger_than_the_staging_buffer_lands_in_a_buffer_of_its_own_siz
 def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_resumes_when_bytes_are_taken():
     async def scenario():
         transport = _Transport()
-        frames = ClientFrames(lambda r, w: None)
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        frames = ClientFrames(lambda r, w: None, budget=budget)
         frames.transport = transport  # type: ignore[assignment]
         data = bytes(range(256)) * (STAGING_BYTES // 256 + 10)
         sizes = []
@@ -147,6 +151,7 @@ def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_r
             frames.buffer_updated(sizes[-1])
         assert sizes == [SMALL_FRAME_BYTES, STAGING_BYTES - SMALL_FRAME_BYTES]  # 16 KiB first: a trickle keeps it
         assert frames.buffered() == STAGING_BYTES
+        assert budget.used == STAGING_BYTES - SMALL_FRAME_BYTES  # the growth is charged; the first 16 KiB are not
         assert frames.take(100) == data[:100]
         assert transport.reading
         view = frames.get_buffer(-1)
@@ -154,9 +159,121 @@ def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_r
         del view
         assert frames.take(STAGING_BYTES - 100) == data[100:STAGING_BYTES]
         frames.release_staging()
+        assert budget.used == 0
         assert len(frames.get_buffer(-1)) == SMALL_FRAME_BYTES  # let go when empty; a new one starts small
 
     asyncio.run(scenario())
+
+
+def test_a_staging_buffer_the_budget_cannot_spare_stays_small_and_every_frame_still_arrives():
+    """With less than half the process budget free for it the staging buffer does not grow (nor is anything
+    charged for it): it fills at 16 KiB, reading pauses, and the frames all arrive whole once they are answered."""
+    frames = _frames([64] + [9000, 70_000, 30] * 3, 5)
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(2 * (STAGING_BYTES - SMALL_FRAME_BYTES) - 1)  # its half: one byte short of the growth
+        server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"".join(frames))
+        async with asyncio.timeout(GUARD_S):
+            while not conns or conns[0].reader.buffered() < SMALL_FRAME_BYTES:
+                await asyncio.sleep(0.005)
+        await _settle()
+        assert d.started == [1] and budget.used == 64
+        reader = conns[0].reader
+        assert len(reader._staging) == reader.buffered() == SMALL_FRAME_BYTES
+        assert not conns[0].writer.transport.is_reading()
+        got = []
+        async with asyncio.timeout(GUARD_S):
+            for c in range(1, len(frames) + 1):
+                while c not in d.answers:
+                    await asyncio.sleep(0.002)
+                d.answer(c)
+                got.append(struct.unpack(">ii", await r.readexactly(8))[1])
+        assert got == list(range(1, len(frames) + 1))
+        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        await _settle()
+        assert budget.used == 0
+        w.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_staging_buffers_many_connections_grew_are_charged_until_they_are_let_go():
+    """12 connections, each with its one request slot taken and 300 KiB more sent: each staging buffer grows to
+    256 KiB and the budget counts every growth (the previous reader held them all uncharged). Once everything
+    is answered and the connections wait idle for a next request, every charge has come back."""
+    n, growth = 12, STAGING_BYTES - SMALL_FRAME_BYTES
+    sent = {k: [frame_of(100 * k + c, size) for c, size in enumerate([64] + [9000, 70_000, 30] * 4, 1)]
+            for k in range(n)}
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
+        clients = []
+        for k in range(n):  # one after the other: each fills its staging buffer before the next connects
+            clients.append(client := await asyncio.open_connection("127.0.0.1", port))
+            client[1].write(b"".join(sent[k]))
+            async with asyncio.timeout(GUARD_S):
+                while len(conns) <= k or conns[k].reader.buffered() < STAGING_BYTES:
+                    await asyncio.sleep(0.005)
+        await _settle()
+        assert sorted(d.started) == [100 * k + 1 for k in range(n)]
+        assert budget.used == n * (64 + growth)
+        async with asyncio.timeout(GUARD_S):
+            for k in range(n):
+                for frame in sent[k]:
+                    corr = struct.unpack_from(">i", frame, 8)[0]
+                    while corr not in d.answers:
+                        await asyncio.sleep(0.002)
+                    d.answer(corr)
+                    assert struct.unpack(">ii", await clients[k][0].readexactly(8))[1] == corr
+        await _settle()
+        assert budget.used == 0
+        assert all(len(c.reader._staging) == 0 for c in conns)
+        for _, w in clients:
+            w.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("end", ["reset", "task ended"])
+def test_a_grown_staging_buffer_gives_its_charge_back_when_its_connection_ends_with_bytes_staged(end):
+    """A connection reset, or its task ended, with bytes still staged in a grown buffer: the buffer goes and the
+    budget gets its growth back (nothing reads those bytes any more)."""
+    async def scenario():
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        frames = ClientFrames(_end_when_told, budget=budget)
+        frames.connection_made(_Transport())
+        await asyncio.sleep(0)  # the connection's task starts
+        for _ in range(2):  # 16 KiB, then the grown buffer's first bytes
+            view = frames.get_buffer(-1)
+            view[:SMALL_FRAME_BYTES] = b"x" * SMALL_FRAME_BYTES
+            del view
+            frames.buffer_updated(SMALL_FRAME_BYTES)
+        assert frames.buffered() == 2 * SMALL_FRAME_BYTES
+        assert budget.used == STAGING_BYTES - SMALL_FRAME_BYTES
+        if end == "reset":
+            frames.connection_lost(ConnectionResetError())
+        else:
+            _TOLD[-1].set_result(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert budget.used == 0 and frames.buffered() == 0
+
+    asyncio.run(scenario())
+
+
+_TOLD: list[asyncio.Future] = []
+
+
+async def _end_when_told(reader, writer) -> None:
+    _TOLD.append(told := asyncio.get_running_loop().create_future())
+    await told
 
 
 def _frames(sizes: list[int], seed: int) -> list[bytes]:
@@ -173,7 +290,7 @@ async def _connection_server(d, limits: Limits, budget: ByteBudget, **kwargs):
         conns.append(conn := ClientConnection(reader, writer, d, limits, budget))
         await conn.run()
 
-    server = await start_server(on_client, "127.0.0.1", 0, **kwargs)
+    server = await start_server(on_client, "127.0.0.1", 0, budget=budget, **kwargs)  # as server.py: one budget
     return server, server.sockets[0].getsockname()[1], conns
 
 
@@ -253,7 +370,7 @@ def test_while_no_request_slot_is_free_the_socket_is_not_read_and_nothing_is_los
         await _settle()
         assert d.started == [1]
         assert conns[0].reader.buffered() == STAGING_BYTES and not conns[0].writer.transport.is_reading()
-        assert budget.used == 64  # what is staged is not charged: only the frame read
+        assert budget.used == 64 + STAGING_BYTES - SMALL_FRAME_BYTES  # the frame read, and the staging's growth
         got = []
         async with asyncio.timeout(GUARD_S):
             for c in range(1, len(frames) + 1):

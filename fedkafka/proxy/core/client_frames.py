@@ -12,14 +12,18 @@ bytes object before that), and paused and resumed the socket as its buffer fille
 
 The staging buffer grows to 256 KiB (like the upstream reader's) once 16 KiB fill it: with 16 KiB only, a socket
 holding several pipelined 64 KiB frames filled it at every frame, and each pause and resume cost a loop round trip
-(twice the reader's CPU per frame in a microbenchmark); a client that trickles keeps it at 16 KiB. The connection
-lets it go when it waits for a new frame with nothing staged (`release_staging`), so an idle connection holds
-none. It is not zero-filled (`records.frame_buffer`): only the bytes the socket wrote,
-[_start, _end), are ever read.
+(twice the reader's CPU per frame in a microbenchmark); a client that trickles keeps it at 16 KiB. The growth is
+charged to the process budget (`ByteBudget.take_spare`: only while half the budget stays free, so staging never
+keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
+nothing staged (`release_staging`), and when it ends. Refused, the buffer stays at 16 KiB, which holds every
+frame the connection waits for in it (at most SMALL_FRAME_BYTES), and fills and pauses more often. So a
+connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
+(`records.frame_buffer`): only the bytes the socket wrote, [_start, _end), are ever read.
 
-Backpressure: the staging buffer is never grown. Once it is full and the connection asks for nothing (its
-request slots or byte budgets are taken), reading is paused and the kernel's buffers fill, so TCP slows the
-client; it resumes when the connection takes bytes out or gives the socket a buffer to read into.
+Backpressure: once the staging buffer is full (at 256 KiB, or at 16 KiB when the budget refused the growth) and
+the connection asks for nothing (its request slots or byte budgets are taken), reading is paused and the kernel's
+buffers fill, so TCP slows the client; it resumes when the connection takes bytes out or gives the socket a
+buffer to read into.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ import logging
 import struct
 
 from fedkafka.protocol import records
+from fedkafka.proxy.core.limits import ByteBudget
 
 log = logging.getLogger(__name__)
 
-STAGING_BYTES = 256 * 1024  # at most, per connection reading, outside the budgets (docs/DESIGN.md §4.12)
+STAGING_BYTES = 256 * 1024  # at most, per connection; beyond SMALL_FRAME_BYTES charged (docs/DESIGN.md §4.12)
 SMALL_FRAME_BYTES = 16 * 1024  # a frame up to this size waits in the staging buffer; a larger one gets its own
 _NO_STAGING = bytearray()
 _SIZE = struct.Struct(">i")
@@ -51,11 +56,14 @@ class ClientFrames(asyncio.BufferedProtocol):
     takes them (`take`), or has the socket fill a buffer of its own (`receive_into`). One waiter at a time (the
     connection's read loop)."""
 
-    def __init__(self, on_client, staging_bytes: int = STAGING_BYTES, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, on_client, staging_bytes: int = STAGING_BYTES, loop: asyncio.AbstractEventLoop | None = None,
+                 budget: ByteBudget | None = None):
         self._loop = loop or asyncio.get_running_loop()
         self._on_client = on_client
         self._staging_bytes = staging_bytes
+        self._budget = budget  # the process': charged with the staging buffer's growth (None: not charged)
         self._staging = _NO_STAGING  # allocated when the socket has bytes for it
+        self._charged = 0  # of the staging buffer's bytes, to the budget
         self._start = self._end = 0  # unread bytes of the staging buffer
         self._target: bytearray | None = None  # a buffer the socket reads into directly, and how much it has
         self._filled = 0
@@ -82,7 +90,10 @@ class ClientFrames(asyncio.BufferedProtocol):
 
     def _client_done(self, task: asyncio.Task) -> None:
         """As asyncio's StreamReaderProtocol: a connection whose task ended with an exception it did not handle is
-        reported and closed, not left open unread (its client would hang, its socket stay in CLOSE_WAIT)."""
+        reported and closed, not left open unread (its client would hang, its socket stay in CLOSE_WAIT). Nothing
+        reads the staging buffer any more: it goes, and its charge with it."""
+        self._start = self._end = 0
+        self.release_staging()
         if not task.cancelled():
             if (exc := task.exception()) is None:
                 return
@@ -96,15 +107,25 @@ class ClientFrames(asyncio.BufferedProtocol):
             return memoryview(self._target)[self._filled:]
         if not self._staging:
             self._staging = records.frame_buffer(min(SMALL_FRAME_BYTES, self._staging_bytes))
-        elif self._end - self._start == len(self._staging) < self._staging_bytes:  # full: grow it, once
-            staging = records.frame_buffer(self._staging_bytes)
-            staging[:self._end - self._start] = memoryview(self._staging)[self._start:self._end]
-            self._staging, self._start, self._end = staging, 0, self._end - self._start
         elif self._end == len(self._staging):  # at its end: keep the unread tail, at the front
             tail = self._end - self._start
             self._staging[:tail] = self._staging[self._start:self._end]
             self._start, self._end = 0, tail
-        return memoryview(self._staging)[self._end:]  # never empty: reading is paused while it is full
+        return memoryview(self._staging)[self._end:]  # never empty: full, it grew or reading was paused
+
+    def _grow(self) -> bool:
+        """The full staging buffer, grown once to `staging_bytes`, the growth charged first; whether it grew."""
+        growth = self._staging_bytes - len(self._staging)
+        if growth <= 0:
+            return False
+        if self._budget is not None:
+            if not self._budget.take_spare(growth):
+                return False
+            self._charged = growth
+        staging = records.frame_buffer(self._staging_bytes)
+        staging[:self._end - self._start] = memoryview(self._staging)[self._start:self._end]
+        self._staging, self._start, self._end = staging, 0, self._end - self._start
+        return True
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._target is not None:
@@ -114,7 +135,7 @@ class ClientFrames(asyncio.BufferedProtocol):
                 self._wake()
             return
         self._end += nbytes
-        if self._end - self._start == self._staging_bytes:
+        if self._end - self._start == len(self._staging) and not self._grow():
             self._pause()
         if self._end - self._start >= self._need:
             self._wake()
@@ -134,6 +155,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._error = exc
         if exc is not None:  # a broken connection: requests staged but not taken are not dispatched (as a
             self._start = self._end = 0  # StreamReader's readexactly raised before returning buffered bytes)
+            self.release_staging()
         self._target = None  # a frame lost half read is dropped unread
         self._wake()
         if self._closed is not None and not self._closed.done():
@@ -173,10 +195,13 @@ class ClientFrames(asyncio.BufferedProtocol):
         return self._end - self._start
 
     def release_staging(self) -> None:
-        """Let the staging buffer go if it holds nothing (the next bytes get a new one)."""
+        """Let the staging buffer go if it holds nothing (the next bytes get a new one, small), and its charge."""
         if self._start == self._end:
             self._staging = _NO_STAGING
             self._start = self._end = 0
+            if self._charged and self._budget is not None:
+                charged, self._charged = self._charged, 0
+                self._budget.release(charged)
 
     def whole_frame(self, max_bytes: int) -> int:
         """The size of the next frame when its size prefix and all its bytes are staged (then `take(size, 4)`
@@ -272,7 +297,10 @@ class ClientFrames(asyncio.BufferedProtocol):
 
 
 async def start_server(on_client, host: str | None = None, port: int | None = None, *,
-                       staging_bytes: int = STAGING_BYTES, **kwargs) -> asyncio.Server:
-    """`asyncio.start_server` with a ClientFrames reader for each connection: `on_client(reader, writer)`."""
+                       staging_bytes: int = STAGING_BYTES, budget: ByteBudget | None = None,
+                       **kwargs) -> asyncio.Server:
+    """`asyncio.start_server` with a ClientFrames reader for each connection: `on_client(reader, writer)`; `budget`
+    (the process') is charged with their staging buffers' growth."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: ClientFrames(on_client, staging_bytes, loop), host, port, **kwargs)
+    return await loop.create_server(lambda: ClientFrames(on_client, staging_bytes, loop, budget), host, port,
+                                    **kwargs)

@@ -78,6 +78,16 @@ class ByteBudget:
         self.used += n
         return True
 
+    def take_spare(self, n: int) -> bool:
+        """Take n bytes for something a reader can do without (a larger staging buffer), only while nobody waits
+        and half the limit stays free after it: what such buffers take together never exceeds half the budget,
+        so they never keep a waiting request (at most HELD_WHOLE_BYTES) from the other half (docs/DESIGN.md
+        §4.12). Whether it did."""
+        if self._waiters or self.used + n > self.limit // 2:
+            return False
+        self.used += n
+        return True
+
     async def acquire(self, n: int) -> None:
         if self.free_now(n):
             self.used += n

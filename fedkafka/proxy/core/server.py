@@ -192,10 +192,11 @@ class ProxyServer:
             on_client = functools.partial(self._on_client, listener)
             ssl_ctx = tls if listener.tls else None
             if sock is not None and i == 0:
-                server = await start_server(on_client, sock=sock, backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
+                server = await start_server(on_client, sock=sock, backlog=LISTEN_BACKLOG, ssl=ssl_ctx,
+                                            budget=self.budget)
             else:
                 server = await start_server(on_client, listener.host, listener.port, reuse_port=True,
-                                            backlog=LISTEN_BACKLOG, ssl=ssl_ctx)
+                                            backlog=LISTEN_BACKLOG, ssl=ssl_ctx, budget=self.budget)
             self.servers.append(server)
         self.server = self.servers[0]
 
