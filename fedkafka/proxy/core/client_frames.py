@@ -91,9 +91,11 @@ class ClientFrames(asyncio.BufferedProtocol):
     def _client_done(self, task: asyncio.Task) -> None:
         """As asyncio's StreamReaderProtocol: a connection whose task ended with an exception it did not handle is
         reported and closed, not left open unread (its client would hang, its socket stay in CLOSE_WAIT). Nothing
-        reads the staging buffer any more: it goes, and its charge with it."""
+        reads the staging buffer any more: it goes, and its charge with it (and bytes read after this, before the
+        transport closes, charge nothing)."""
         self._start = self._end = 0
         self.release_staging()
+        self._budget = None
         if not task.cancelled():
             if (exc := task.exception()) is None:
                 return
