@@ -165,6 +165,32 @@ def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_r
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("grows", [True, False])
+def test_reading_is_not_resumed_while_the_staging_buffer_is_full_even_when_a_read_takes_nothing(grows):
+    """A zero-size frame's body (`read_frame(0)`) or an empty buffer (`receive_into`) takes no byte: with the
+    staging buffer full (at 256 KiB, or at 16 KiB when the budget refused the growth) reading stays paused. Resumed,
+    the socket's next read would be given an empty buffer, a fatal error for asyncio's and uvloop's transports
+    (the connection is aborted). Reachable: a zero-size frame's body is read after its hold, which waits while
+    other connections wait for the process budget, and meanwhile the socket refills the 4 bytes its size took."""
+    async def scenario():
+        transport = _Transport()
+        frames = ClientFrames(lambda r, w: None, budget=ByteBudget(4 * STAGING_BYTES if grows else 0))
+        frames.transport = transport  # type: ignore[assignment]
+        while transport.reading:
+            view = frames.get_buffer(-1)
+            n = len(view)
+            del view
+            frames.buffer_updated(n)
+        assert frames.buffered() == (STAGING_BYTES if grows else SMALL_FRAME_BYTES)
+        assert await frames.read_frame(0) == b""
+        assert not transport.reading
+        await frames.receive_into(bytearray())
+        assert not transport.reading
+        assert len(frames.take(1)) == 1 and transport.reading and len(frames.get_buffer(-1)) == 1
+
+    asyncio.run(scenario())
+
+
 def test_a_staging_buffer_the_budget_cannot_spare_stays_small_and_every_frame_still_arrives():
     """With less than half the process budget free for it the staging buffer does not grow (nor is anything
     charged for it): it fills at 16 KiB, reading pauses, and the frames all arrive whole once they are answered."""

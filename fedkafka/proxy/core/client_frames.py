@@ -293,7 +293,10 @@ class ClientFrames(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def _resume(self) -> None:
-        if self._paused and self.transport is not None and not self.transport.is_closing():
+        """Resume reading unless the staging buffer is still full (a read that took nothing: a zero-size frame,
+        an empty buffer): get_buffer would hand the socket an empty buffer, a fatal error for the transport."""
+        full = self._target is None and len(self._staging) and self._end - self._start == len(self._staging)
+        if self._paused and not full and self.transport is not None and not self.transport.is_closing():
             self._paused = False
             self.transport.resume_reading()
 
