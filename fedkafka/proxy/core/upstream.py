@@ -57,18 +57,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
     A large frame's buffer is charged to `budget` (the process' memory budget) from its allocation until it was
     delivered or dropped: it may overdraw, and then clients' requests are not read until bytes come back. Once
     delivered, the client answer that views it is charged instead (`codec.Chunks.held_bytes`).
-
-    While a large frame arrives on a plain TCP socket (`wake_for_whole_reads`), the kernel wakes the loop only once
-    the rest of it, or LOW_WATER_BYTES of it, is there (SO_RCVLOWAT): the loop woke for each ~200 KB the broker's
-    writes left in the socket, one epoll_wait and one read (and a get_buffer and buffer_updated) each, ~20 per
-    4 MB fetch answer, when nothing could be done with the frame before its last byte. The kernel still wakes
-    early when its receive window is nearly closed or the connection ends, and the low-water mark is back at 1
-    byte before the frame is delivered (the next frames are small ones).
     """
 
     STAGING_BYTES = 256 * 1024
-    LOW_WATER_BYTES = 1024 * 1024
-    _socket_of = socket.socket  # a test's stand-in records the settings
 
     def __init__(self, on_frame, on_lost, max_bytes: int = MAX_RESPONSE_BYTES, budget: ByteBudget | None = None):
         self.on_frame, self.on_lost, self.max_bytes, self.budget = on_frame, on_lost, max_bytes, budget
@@ -78,31 +69,6 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._large: bytearray | None = None  # the frame being read into a buffer of its own
         self._filled = 0  # bytes of `_large` read so far
         self._lost = False
-        self._socket_args: tuple[int, int, int, int] | None = None  # wake_for_whole_reads's
-        self._low_water = 1  # the socket's SO_RCVLOWAT
-
-    def wake_for_whole_reads(self, sock) -> None:
-        """Set SO_RCVLOWAT while a large frame arrives (see above) on `sock`, the transport's socket. Each change
-        goes through a socket object of its descriptor made for that call and detached right after (uvloop's
-        transport socket costs a getsockname per setsockopt): one kept would close the descriptor, by then
-        perhaps another connection's, if it were collected without connection_lost."""
-        self._socket_args = (sock.family, sock.type, sock.proto, sock.fileno())
-
-    def _set_low_water(self, nbytes: int) -> None:
-        if self._socket_args is None or nbytes == self._low_water:
-            return
-        sock = self._socket_of(*self._socket_args)  # family, type and proto given: no system call
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
-        except OSError:  # reads as before: woken for every piece
-            self._socket_args = None
-            return
-        finally:
-            sock.detach()
-        self._low_water = nbytes
-
-    def _forget_socket(self) -> None:
-        self._socket_args = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -119,10 +85,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self._large is not None:
             self._filled += nbytes
-            rest = len(self._large) - self._filled
-            if rest < self._low_water:
-                self._set_low_water(max(rest, 1))
-            if not rest:
+            if self._filled == len(self._large):
                 frame, self._large = self._large, None
                 try:
                     self._deliver(memoryview(frame).toreadonly())  # kio reads read-only buffers only
@@ -151,7 +114,6 @@ class FrameProtocol(asyncio.BufferedProtocol):
                 self._large[:have] = memoryview(buf)[self._start + 4:self._end]
                 self._filled = have
                 self._start = self._end = 0
-                self._set_low_water(min(size - have, self.LOW_WATER_BYTES))
                 return
             else:
                 return
@@ -192,7 +154,6 @@ class FrameProtocol(asyncio.BufferedProtocol):
         return False  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._forget_socket()
         if self._large is not None or self._end > self._start:
             exc = exc or FrameError("connection closed inside a frame")
         self._drop_large()
@@ -243,16 +204,13 @@ class UpstreamConnection:
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         ctx = self.security.ssl_context()
-        protocol = FrameProtocol(self._on_frame, self._on_lost, budget=self.budget)
         transport, _ = await asyncio.wait_for(loop.create_connection(
-            lambda: protocol, self.host, self.port, ssl=ctx, server_hostname=self.host if ctx else None),
-            CONNECT_TIMEOUT_S)
+            lambda: FrameProtocol(self._on_frame, self._on_lost, budget=self.budget), self.host, self.port, ssl=ctx,
+            server_hostname=self.host if ctx else None), CONNECT_TIMEOUT_S)
         self._transport, self._loop = transport, loop
         sock = transport.get_extra_info("socket")
         if sock is not None:  # small produce requests must not wait for Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if ctx is None:  # under TLS the socket's bytes are not the frame's
-                protocol.wake_for_whole_reads(sock)
         if self.security.sasl:
             await self._log_in()
 
