@@ -210,14 +210,7 @@ def test_a_staging_buffer_the_budget_cannot_spare_stays_small_and_every_frame_st
         reader = conns[0].reader
         assert len(reader._staging) == reader.buffered() == SMALL_FRAME_BYTES
         assert not conns[0].writer.transport.is_reading()
-        got = []
-        async with asyncio.timeout(GUARD_S):
-            for c in range(1, len(frames) + 1):
-                while c not in d.answers:
-                    await asyncio.sleep(0.002)
-                d.answer(c)
-                got.append(struct.unpack(">ii", await r.readexactly(8))[1])
-        assert got == list(range(1, len(frames) + 1))
+        assert await _answer_in_turn(d, frames, r) == list(range(1, len(frames) + 1))
         assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
         await _settle()
         assert budget.used == 0
@@ -335,6 +328,18 @@ async def _connection_server(d, limits: Limits, budget: ByteBudget, **kwargs):
     return server, server.sockets[0].getsockname()[1], conns
 
 
+async def _answer_in_turn(d, frames: list[bytes], r) -> list[int]:
+    """One request at a time (one request slot): each answered once it was read, its answer's correlation id read."""
+    got = []
+    async with asyncio.timeout(GUARD_S):
+        for c in range(1, len(frames) + 1):
+            while c not in d.answers:
+                await asyncio.sleep(0.002)
+            d.answer(c)
+            got.append(struct.unpack(">ii", await r.readexactly(8))[1])
+    return got
+
+
 async def _answer_all(d, frames: list[bytes], r) -> list[int]:
     async with asyncio.timeout(GUARD_S):
         while len(d.started) < len(frames):
@@ -412,14 +417,7 @@ def test_while_no_request_slot_is_free_the_socket_is_not_read_and_nothing_is_los
         assert d.started == [1]
         assert conns[0].reader.buffered() == STAGING_BYTES and not conns[0].writer.transport.is_reading()
         assert budget.used == 64 + STAGING_BYTES - SMALL_FRAME_BYTES  # the frame read, and the staging's growth
-        got = []
-        async with asyncio.timeout(GUARD_S):
-            for c in range(1, len(frames) + 1):
-                while c not in d.answers:
-                    await asyncio.sleep(0.002)
-                d.answer(c)
-                got.append(struct.unpack(">ii", await r.readexactly(8))[1])
-        assert got == list(range(1, len(frames) + 1))
+        assert await _answer_in_turn(d, frames, r) == list(range(1, len(frames) + 1))
         assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
         await _settle()
         assert len(conns[0].reader._staging) == 0  # waiting for its next request, it holds no buffer
