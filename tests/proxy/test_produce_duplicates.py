@@ -15,7 +15,7 @@ from kio.static.primitive import i32Timedelta
 from fedkafka.protocol.codec import encode_request
 from fedkafka.proxy.handlers import produce
 from fedkafka.proxy.plan import Plan
-from tests.proxy.test_handlers import batch, ctx, upstream_ok
+from proxy.test_handlers import batch, ctx, upstream_ok
 
 ROUNDS_ALLOWED = 50  # far more than any legitimate produce takes; the old code never ended
 
