@@ -186,18 +186,10 @@ def check_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
 def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader:
     """The one batch a partition of a Produce request (v3+) must carry, checked (`check_batches`). Kafka's
     produce rules on top: exactly one batch, and its offset range matches its record count (InvalidRecords)."""
-    if _compiled is not None:  # check_batches' compiled half inline (once per partition of every request)
-        fields, error = _compiled.checked_headers(records or b"")
-        if error is not None:
-            raise RecordsError(error)
-        count = len(fields)
-        h = BatchHeader(*fields[0]) if count == 1 else None
-    else:
-        headers = check_batches(records or b"")
-        count = len(headers)
-        h = headers[0] if count == 1 else None
-    if h is None:
-        raise InvalidRecords(f"produce requests carry exactly one record batch per partition, not {count}")
+    headers = check_batches(records or b"")
+    if len(headers) != 1:
+        raise InvalidRecords(f"produce requests carry exactly one record batch per partition, not {len(headers)}")
+    (h,) = headers
     if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
         raise InvalidRecords(f"lastOffsetDelta {h.last_offset_delta} does not match {h.record_count} records")
     return h

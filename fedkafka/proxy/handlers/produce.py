@@ -506,13 +506,7 @@ class UpstreamProduce:
                 seg.topic, (rec.ProducePartitionData(seg.partition, parts[0].records),)),))
         by_topic: dict[str, list[rec.ProducePartitionData]] = {}
         for part in parts:
-            seg = part.seg
-            data = rec.ProducePartitionData(seg.partition, part.records)
-            same_topic = by_topic.get(seg.topic)
-            if same_topic is None:
-                by_topic[seg.topic] = [data]
-            else:
-                same_topic.append(data)
+            by_topic.setdefault(part.seg.topic, []).append(rec.ProducePartitionData(part.seg.partition, part.records))
         return cls(version, timeout_ms, tuple([rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()]))
 
     def frame_parts(self, correlation_id: int, client_id: str | None) -> list[bytes | bytearray | memoryview]:
