@@ -7,6 +7,7 @@ failure does: HandlerLooping (a ProtocolViolation: the connection closes) and on
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
@@ -96,3 +97,30 @@ def test_a_handler_that_answers_within_the_cap_is_answered():
 def test_the_cap_leaves_room_for_the_longest_legitimate_produce():
     """Leader waits, a sealed floor, InitProducerId retries and a first batch sent alone: each a round."""
     assert MAX_PLAN_ROUNDS > produce.LEADER_WAITS + 1 + produce.PID_ATTEMPTS + 1
+
+
+class _Secret:
+    def __repr__(self) -> str:
+        return "SECRET-" + "x" * 100_000  # a Context's repr holds the whole view and the session's secret
+
+
+def test_the_warning_names_a_partial_s_function_without_the_repr_of_its_arguments(caplog):
+    """produce's forward plan finishes with functools.partial(_answer, ctx, request, routing): the warning named
+    it by repr, which printed the Context (the whole view, the session with the process' secret) in one line."""
+    module = _Looping(barrier=True)
+
+    def looping(secret, results):
+        return module.finish(results) and Plan([], functools.partial(looping, secret), barrier=True)
+
+    module.handle = lambda ctx, header, request: Plan([], functools.partial(looping, _Secret()), barrier=True)
+
+    async def scenario():
+        with pytest.raises(HandlerLooping) as failed:
+            await _dispatcher(module).start(METADATA, 0)
+        return failed.value
+
+    with caplog.at_level(logging.WARNING, logger=dispatch.__name__):
+        error = asyncio.run(scenario())
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "SECRET" not in warning and "SECRET" not in str(error) and len(warning) < 1000
+    assert "looping" in warning  # the function the partial wraps

@@ -89,7 +89,10 @@ def _next_round(rounds: int, plan: Plan, what: str) -> int:
     """`rounds` + 1, or HandlerLooping (with one warning) when `plan` would be one round past the cap."""
     if rounds < MAX_PLAN_ROUNDS:
         return rounds + 1
-    finish = getattr(plan.finish, "__qualname__", None) or repr(plan.finish)
+    # a partial (produce's forward) by the function it wraps: its repr held its arguments, a Context among them
+    # (the whole view, the session's secret)
+    function = getattr(plan.finish, "func", plan.finish)
+    finish = getattr(function, "__qualname__", None) or type(function).__qualname__
     calls = sorted({type(c.request).__name__ for c in plan.calls})
     message = (f"{what}: the handler still had plans after {MAX_PLAN_ROUNDS} rounds "
                f"(next: {finish} after {calls or 'no calls'}); request given up")
