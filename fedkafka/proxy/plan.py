@@ -1,8 +1,9 @@
 """The contract between handlers (pure) and the core (I/O); see `fedkafka.proxy.handlers` for the rules.
 
-A handler returns a `Reply`: a kio response entity (answered at once), `NO_RESPONSE` (acks=0), or a
-`Plan`: upstream calls the core sends, and a `finish` function that turns their results into the next
-`Reply`. Results are, per call and in order, the decoded response entity or an `UpstreamError`.
+A handler returns a `Reply`: a kio response entity (answered at once), `NO_RESPONSE` (acks=0), a
+`CloseConnection` (acks=0 with an error: no answer, the connection is closed), or a `Plan`: upstream calls the
+core sends, and a `finish` function that turns their results into the next `Reply`. Results are, per call and
+in order, the decoded response entity or an `UpstreamError`.
 """
 
 from __future__ import annotations
@@ -114,6 +115,19 @@ class _NoResponse:
 NO_RESPONSE: Any = _NoResponse()
 
 
+@dataclass(frozen=True, slots=True)
+class CloseConnection:
+    """No answer, and the client's connection closed once every answer due before this request's is written.
+
+    What a Kafka broker does when an acks=0 produce had any partition error (KafkaApis.handleProduceRequest):
+    the client gets no answer to read an error from, so the closed connection is its sign to refresh metadata
+    at once (else it keeps writing to a proxy that drops its records until its periodic refresh). `reason` is
+    the core's one log line; `answer`, the answer the client would have had, feeds the error metrics."""
+
+    reason: str
+    answer: Any = None
+
+
 class _Unanswered:
     def __repr__(self) -> str:
         return "UNANSWERED"
@@ -121,7 +135,7 @@ class _Unanswered:
 
 UNANSWERED: Any = _Unanswered()
 
-Reply = Any  # kio response entity | NO_RESPONSE | Plan
+Reply = Any  # kio response entity | NO_RESPONSE | CloseConnection | Plan
 
 
 class PhysicalState(Protocol):

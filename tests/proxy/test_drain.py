@@ -9,7 +9,7 @@ from pathlib import Path
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import codec
-from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.dispatch import Close, Dispatcher
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.view.model import ProxyInfo, ProxyRole
 
@@ -82,7 +82,9 @@ def test_an_acks_zero_write_counts_as_in_flight_until_the_broker_answered():
             pending = await dispatcher.start(_frame(acks=0), 0)
             assert server.inflight.older_than(5) == 1
             await server.inflight.drain_before(5, 0.05)
-            assert pending.done() and pending.result() is None  # still no answer to the client
+            # still no answer to the client; its write got none either (REQUEST_TIMED_OUT), so its connection is
+            # closed, as a broker closes it after an acks=0 produce with an error
+            assert pending.done() and isinstance(pending.result(), Close)
             server.pool.close()
 
     asyncio.run(scenario())
@@ -187,6 +189,29 @@ def test_a_consume_only_proxy_refuses_produce_without_closing_the_connection():
         dispatcher._advertised = {0: (3, 12)}  # what the clusters' ApiVersions would give
         pending = await dispatcher.start(_frame(), 0)
         assert _error(await pending) == ErrorCode.not_leader_or_follower
+        server.pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_acks_zero_produce_to_a_consume_only_proxy_closes_and_counts_its_errors():
+    """The core turns a handler's CloseConnection into a Close in the answer's place (the connection writes the
+    answers before it, then closes) and counts the errors of the answer the client did not get, as a broker
+    records them when it closes the connection. Old code: no answer, nothing counted, the connection kept."""
+    from fedkafka.proxy.core.observe import RequestMetrics
+
+    async def scenario():
+        server = ProxyServer(ProxyConfig(role=ProxyRole.CPROXY, host="127.0.0.1", port=9, advertised_host="p8",
+                                         view_file=Path("unused.json")))
+        server.state.me = ProxyInfo(8, "p8", 9092, ProxyRole.CPROXY)
+        server.state.view = view()
+        metrics = RequestMetrics()
+        dispatcher = Dispatcher(state=server.state, physical=server.physical, producer_ids=None, pool=server.pool,
+                                observer=metrics)
+        dispatcher._advertised = {0: (3, 12)}
+        closed = await (await dispatcher.start(_frame(acks=0), 0))
+        assert isinstance(closed, Close) and "consume-only" in closed.reason
+        assert metrics._series[(0, 9)].errors == {ErrorCode.not_leader_or_follower: 1}
         server.pool.close()
 
     asyncio.run(scenario())

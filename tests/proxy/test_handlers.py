@@ -19,8 +19,8 @@ from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import encode_request, encode_request_chunks, encode_response, response_type
 from fedkafka.protocol.records import ProduceRequestFrame
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
-from fedkafka.proxy.handlers import init_producer_id, metadata, produce
-from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, Context, Plan, UpstreamError
+from fedkafka.proxy.handlers import consume_side_produce, init_producer_id, metadata, produce
+from fedkafka.proxy.plan import NO_RESPONSE, AnyBroker, Broker, CloseConnection, Context, Plan, UpstreamError
 from fedkafka.view.model import (
     Cluster,
     LogicalTopic,
@@ -187,6 +187,47 @@ def test_acks_zero_has_no_response_but_the_broker_answer_is_awaited():
     assert [(call.expect_response, rec.read_produce_request(bytes(encode_request_chunks(call.request, 1))[4:]).acks)
             for call in plan.calls] == [(True, -1)]  # acks as the broker reads it
     assert plan.finish(upstream_ok(plan, {("c1", "phys", 0): 4})) is NO_RESPONSE
+
+
+def test_acks_zero_with_a_refused_partition_closes_the_connection():
+    """A broker closes the connection after an acks=0 produce with any partition error (KafkaApis
+    .handleProduceRequest): the client reads no answer, so that is its sign to refresh metadata. Old code answered
+    NO_RESPONSE and kept the connection: during a drain the producer's records were dropped until its periodic
+    refresh. The good parts of a mixed request are forwarded first, then the connection is closed."""
+    draining = produce.handle(ctx(replace(view(), draining=(7,))), None, produce_req({0: batch()}, acks=0))
+    assert isinstance(draining, CloseConnection) and "t/0 not_leader_or_follower (proxy draining)" in draining.reason
+    assert by_partition(draining.answer)[0][0] == ErrorCode.not_leader_or_follower  # counted by the metrics
+
+    mixed = produce.handle(ctx(view(frozen_p=1)), None, produce_req({0: batch(), 1: batch(), 9: batch()}, acks=0))
+    assert [call.target for call in mixed.calls] == [Broker("c1", 1)]  # p0 is forwarded all the same
+    assert [pd.index for t in mixed.calls[0].request.topic_data for pd in t.partition_data] == [0]
+    closed = mixed.finish(upstream_ok(mixed, {("c1", "phys", 0): 4}))
+    assert isinstance(closed, CloseConnection)
+    assert "t/1 not_leader_or_follower" in closed.reason and "t/9 unknown_topic_or_partition" in closed.reason
+    assert "t/0" not in closed.reason
+    assert by_partition(closed.answer)[0] == (ErrorCode.none, 4)
+
+    lost = produce.handle(ctx(), None, produce_req({0: batch()}, acks=0))  # an error the broker side gave
+    assert isinstance(lost.finish([UpstreamError("c1", "gone")]), CloseConnection)
+    clean = produce.handle(ctx(), None, produce_req({0: batch()}, acks=0))
+    assert clean.finish(upstream_ok(clean, {("c1", "phys", 0): 4})) is NO_RESPONSE  # nothing to close for
+
+
+def test_acks_zero_error_log_line_names_a_bounded_number_of_partitions():
+    many = {p: batch() for p in range(10, 10 + produce.SHOWN_ERRORS + 3)}  # none of them exist
+    closed = produce.handle(ctx(), None, produce_req(many, acks=0))
+    assert isinstance(closed, CloseConnection) and closed.reason.endswith(" and 3 more")
+    assert closed.reason.count("unknown_topic_or_partition") == produce.SHOWN_ERRORS
+
+
+def test_a_consume_only_proxy_closes_the_connection_of_an_acks_zero_producer():
+    """Every partition is refused (NOT_LEADER_OR_FOLLOWER: go to a pproxy); an acks=0 producer would never read
+    that, so its connection is closed. Old code: NO_RESPONSE, and its records went nowhere."""
+    closed = consume_side_produce.handle(ctx(), None, produce_kio({0: batch()}, acks=0))
+    assert isinstance(closed, CloseConnection)
+    assert by_partition(closed.answer)[0][0] == ErrorCode.not_leader_or_follower
+    answered = consume_side_produce.handle(ctx(), None, produce_kio({0: batch()}, acks=1))
+    assert by_partition(answered)[0][0] == ErrorCode.not_leader_or_follower
 
 
 def test_every_write_goes_upstream_with_acks_all():

@@ -215,3 +215,118 @@ def test_several_workers_share_the_port(kafka_clusters, unique_name, tmp_path):
         assert proxy.output().count("listening on") == 2
     assert proxy.proc.returncode == 0
     assert sum(len(read_partition(c1.bootstrap, unique_name, p)) for p in (0, 1)) == 120
+
+
+# -- acks=0 with a refused partition: the connection is closed, as a broker closes it ---------------------------
+
+
+def _batch(value: bytes) -> bytes:
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                                  producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    b.append(0, timestamp=None, key=b"k", value=value, headers=[])
+    return bytes(b.build())
+
+
+def _acks_zero_produce(topics: dict[str, dict[int, bytes]], correlation_id: int) -> bytes:
+    """A size-prefixed Produce v9 frame with acks=0: {topic: {partition: record value}}."""
+    import datetime
+
+    from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
+    from kio.static.primitive import i32Timedelta
+
+    from fedkafka.protocol import codec
+
+    request = ProduceRequest(transactional_id=None, acks=0, timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+                             topic_data=tuple(TopicProduceData(name=name, partition_data=tuple(
+                                 PartitionProduceData(index=p, records=_batch(v)) for p, v in parts.items()))
+                                 for name, parts in topics.items()))
+    return codec.encode_request(request, correlation_id, "acks0-test")
+
+
+def _api_versions(correlation_id: int) -> bytes:
+    from fedkafka.protocol import codec
+    from fedkafka.protocol.build import build
+
+    return codec.encode_request(build(codec.request_type(18, 3), {"client_software_name": "t",
+                                                                 "client_software_version": "1"}), correlation_id)
+
+
+def _next_answer(sock) -> int | None:
+    """The correlation id of the next answer on `sock`, or None: the proxy closed the connection."""
+    import struct
+
+    def read(n: int) -> bytes | None:
+        got = b""
+        while len(got) < n:
+            chunk = sock.recv(n - len(got))
+            if not chunk:
+                return None
+            got += chunk
+        return got
+
+    size = read(4)
+    frame = None if size is None else read(struct.unpack(">i", size)[0])
+    return None if frame is None else struct.unpack(">i", frame[:4])[0]
+
+
+def _connect(proxy):
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+    sock.sendall(_api_versions(1))
+    assert _next_answer(sock) == 1, proxy.output()[-3000:]
+    return sock
+
+
+def _read_back(where, p: int, value: bytes) -> bool:
+    bootstrap, ptopic, pp = where[p]
+    deadline = time.time() + 20
+    while time.time() < deadline:  # acks=0: the proxy forwards after the client moved on
+        if any(v == value for _, _, v in read_partition(bootstrap, ptopic, pp)):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_acks_zero_with_a_refused_partition_closes_the_connection_after_the_good_parts(federation, unique_name):
+    """A broker closes the connection after an acks=0 produce with any partition error (the client's sign to
+    refresh metadata). Old code kept it open and dropped the refused records silently. The good parts of the
+    mixed request are written all the same, and an answer due before it is written before the close."""
+    proxy, topic, where = federation
+    with _connect(proxy) as sock:
+        sock.sendall(_acks_zero_produce({topic: {0: b"clean"}}, 2) + _api_versions(3))
+        assert _next_answer(sock) == 3  # a clean acks=0 produce: no answer, the connection stays
+        mixed = _acks_zero_produce({topic: {1: b"kept", 99: b"no such partition"},
+                                    f"nope-{unique_name}": {0: b"no such topic"}}, 5)
+        sock.sendall(_api_versions(4) + mixed + _api_versions(6))
+        assert _next_answer(sock) == 4  # due before the produce: written
+        assert _next_answer(sock) is None  # then closed: the request after it is not answered
+    assert _read_back(where, 0, b"clean")
+    assert _read_back(where, 1, b"kept")
+    log = proxy.output()
+    assert "closing client" in log and "unknown_topic_or_partition" in log
+    assert "Traceback" not in log and "ERROR" not in log
+
+
+def test_acks_zero_to_a_draining_proxy_closes_the_connection(federation):
+    """The drain case the fix is for: the proxy refuses every partition (NOT_LEADER_OR_FOLLOWER, "proxy
+    draining"); an acks=0 producer learns it from the closed connection instead of writing into the void."""
+    import dataclasses
+    import json
+
+    from fedkafka.view.model import View
+
+    proxy, topic, _where = federation
+    served = View.from_dict(json.loads(proxy.view_file.read_text()))
+    proxy.write_view(dataclasses.replace(served, version=served.version + 1, draining=(0,)))  # static: node 0
+    deadline = time.time() + 30
+    closed = False
+    while not closed and time.time() < deadline:  # until the proxy serves the new view
+        with _connect(proxy) as sock:
+            sock.sendall(_acks_zero_produce({topic: {0: b"dropped"}}, 2) + _api_versions(3))
+            closed = _next_answer(sock) is None
+        time.sleep(0.2)
+    assert closed
+    assert "proxy draining" in proxy.output()

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from fedkafka.protocol import codec, records
 from fedkafka.protocol.framing import FrameError
 from fedkafka.proxy.core.client_frames import ClientFrames, IncompleteFrame
-from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
+from fedkafka.proxy.core.dispatch import Close, Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from fedkafka.security.session import Session
 
@@ -62,7 +62,9 @@ class ClientConnection:
         self._responses = _Queue(self._loop)  # bounded by the request slots
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
-        self._closing = False  # set after a failed authentication: answer it, then close
+        # set after a failed authentication (answer it, then close) or a request answered with a Close: no
+        # request after it is read
+        self._closing = False
         # drain() returns only once the transport holds nothing: an answer's bytes are given back when they are
         # written, and with the default marks (64/16 KiB) a transport still held views of broker frames then,
         # uncharged, for as long as the client did not read (uvloop keeps parts by reference)
@@ -148,6 +150,9 @@ class ClientConnection:
             raise
         self._in_flight += 1
         self._responses.put_nowait(_InFlight(self, pending, size))
+        if pending.done() and not pending.cancelled() and pending.exception() is None and \
+                type(pending.result()) is Close:  # the connection closes once the answers before it are written
+            self._closing = True
         if self.session.failed is not None:  # one line, no secret: the reason names the mechanism and user only
             log.warning("authentication failed for client %s on %s listener: %s; closing", self.peer,
                         self.session.protocol, self.session.failed)
@@ -296,6 +301,7 @@ class ClientConnection:
         later answers are dropped)."""
         frames: list[bytes | codec.Chunks] = []
         failed = False
+        close: Close | None = None
         for item in batch:
             error = asyncio.CancelledError() if item.pending.cancelled() else item.pending.exception()
             if error is not None:
@@ -303,14 +309,28 @@ class ClientConnection:
                 failed = True
                 break
             frame = item.pending.result()
+            if type(frame) is Close:
+                close = frame
+                break
             if frame is not None:
                 frames.append(frame)
         if frames and not broken:
             broken = await self._send(frames)
+        if close is not None:
+            self._close_after(close, broken)
+            return True
         if failed:
             self.stop_reading()
             return True
         return broken
+
+    def _close_after(self, close: Close, broken: bool) -> None:
+        """A handler's close (plan.CloseConnection): the answers before it are written (the transport sends what
+        it still holds before it closes); the answers of requests read after it are dropped."""
+        if not broken:
+            log.info("closing client %s: %s", self.peer, close.reason)
+        self.stop_reading()
+        self.writer.close()
 
     async def _send(self, frames: list[bytes | codec.Chunks]) -> bool:
         """Write answer frames; returns whether the connection broke."""
@@ -451,9 +471,11 @@ class _InFlight:
         return self.size + self.answer_bytes
 
     def _charge(self, pending: asyncio.Future) -> None:
-        if self.finished or pending.cancelled() or pending.exception() is not None or pending.result() is None:
+        if self.finished or pending.cancelled() or pending.exception() is not None:
             return
         answer = pending.result()
+        if answer is None or type(answer) is Close:
+            return
         # a frame of chunks keeps whole broker answers alive, not only the record sets it forwards from them
         self.answer_bytes = answer.held_bytes() if isinstance(answer, codec.Chunks) else len(answer)
         self.conn.held.charge(self.answer_bytes)

@@ -33,6 +33,7 @@ from fedkafka.proxy.plan import (
     UNANSWERED,
     AnyBroker,
     Call,
+    CloseConnection,
     Context,
     ControllerAnswer,
     ControllerApi,
@@ -51,7 +52,21 @@ CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster
 VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve the view it made
 
 
-Answer = bytes | codec.Chunks | None  # an answer frame (Chunks: record sets by reference); None: no answer
+class Close:
+    """In an answer's place: no frame; the connection writes the answers before it, then closes (a handler's
+    `plan.CloseConnection`: an acks=0 produce with errors, as a broker does)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Close({self.reason!r})"
+
+
+# an answer frame (Chunks: record sets by reference); None: no answer; Close: none, and close the connection
+Answer = bytes | codec.Chunks | Close | None
 
 
 
@@ -213,7 +228,7 @@ class Dispatcher:
         reply = module.handle(ctx, header, request)
         if key is not None and not isinstance(reply, Plan):
             answer = self._encode_whole(reply, correlation_id, seen)
-            if answer is not None:
+            if isinstance(answer, bytes):
                 self._remember(key, answer)
             return self._done(answer)
         rounds = 0
@@ -283,13 +298,23 @@ class Dispatcher:
 
     def _encode(self, reply: Any, correlation_id: int, seen=None) -> Answer:
         """The answer frame, its record sets by reference (`codec.Chunks`)."""
+        if type(reply) is CloseConnection:
+            return self._close(reply, seen)
         self.observer.answered(seen, reply)
         return None if reply is NO_RESPONSE else codec.encode_response_chunks(reply, correlation_id)
 
-    def _encode_whole(self, reply: Any, correlation_id: int, seen=None) -> bytes | None:
+    def _encode_whole(self, reply: Any, correlation_id: int, seen=None) -> bytes | Close | None:
         """The answer frame in one piece (a cached answer gets another correlation id by slicing)."""
+        if type(reply) is CloseConnection:
+            return self._close(reply, seen)
         self.observer.answered(seen, reply)
         return None if reply is NO_RESPONSE else codec.encode_response(reply, correlation_id)
+
+    def _close(self, reply: CloseConnection, seen) -> Close:
+        """No answer, the connection closed: the errors of the answer the client would have had are counted
+        (as a broker records an acks=0 produce's errors when it closes the connection)."""
+        self.observer.answered(seen, reply.answer)
+        return Close(reply.reason)
 
     def _unsupported(self, api_key: int, version: int, correlation_id: int) -> bytes:
         if api_key == 18:

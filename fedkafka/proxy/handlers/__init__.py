@@ -8,7 +8,8 @@ Interface (what a new module, e.g. `fetch.py` for the consume path, must provide
     def handle(ctx: plan.Context, header, request) -> plan.Reply   # checked by mypy: plan.Handler
 
 `handle` gets the decoded kio request (its version is `type(request).__version__`) and returns a kio
-response entity, `plan.NO_RESPONSE`, or a `plan.Plan` whose `calls` the core sends upstream and whose
+response entity, `plan.NO_RESPONSE`, a `plan.CloseConnection` (no answer; the core writes the answers due before
+it, then closes the client's connection), or a `plan.Plan` whose `calls` the core sends upstream and whose
 `finish(results)` returns the next Reply (it may chain further Plans). No sockets, no awaits, no globals:
 every handler is unit-testable by calling `handle` and `finish` with hand-made results.
 

@@ -8,8 +8,9 @@ one is answered for its partition alone) and forwarded as one buffer; only idemp
 producer id/epoch rewritten to the cluster's physical id (records.py recomputes the CRC).
 Errors drive client refresh: frozen partition, expired lease or unreachable cluster -> retriable
 NOT_LEADER_OR_FOLLOWER before anything is sent; a lost upstream request -> REQUEST_TIMED_OUT (retriable,
-idempotent producers retry with the same sequence). Nothing is ever sent to a cluster other than the
-active segment's.
+idempotent producers retry with the same sequence). An acks=0 client reads no answer: any error closes its
+connection instead (`plan.CloseConnection`, after the good parts were forwarded), as a broker does.
+Nothing is ever sent to a cluster other than the active segment's.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from fedkafka.proxy.plan import (
     AnyBroker,
     Broker,
     Call,
+    CloseConnection,
     Context,
     PhysicalPartition,
     Plan,
@@ -306,13 +308,35 @@ def _answer(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing, r
         answers[(name, index)] = rec.ProducePartitionAnswer(index, code, error_message=message)
     for parts, result in zip(routing.groups.values(), results, strict=True):
         _translate(ctx, parts, result, answers)
-    if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
-        return NO_RESPONSE
     topics = []
     for t in request.topic_data:
         name = t.name
         topics.append(ProduceTopicAnswer(name, tuple([answers[(name, p.index)] for p in t.partition_data])))
-    return ProduceAnswer(request.version, tuple(topics))
+    answer = ProduceAnswer(request.version, tuple(topics))
+    if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
+        return _unanswered(request, answer)
+    return answer
+
+
+SHOWN_ERRORS = 5  # partitions named in the log line of a connection closed after an acks=0 produce
+
+
+def _unanswered(request: rec.ProduceRequestFrame, answer: ProduceAnswer):
+    """acks=0: no answer. With any partition refused or failed, the client's connection is closed after the
+    parts that were forwarded (every group's answer is in), as a broker does (KafkaApis.handleProduceRequest):
+    without an answer, a closed connection is the client's only sign to refresh its metadata at once."""
+    failed = [f"{t.name}/{p.index} {_error_name(p.error_code)}" + (f" ({p.error_message})" if p.error_message else "")
+              for t in answer.responses for p in t.partition_responses if p.error_code not in _NOT_FAILED]
+    if not failed:
+        return NO_RESPONSE
+    more = len(failed) - SHOWN_ERRORS
+    shown = ", ".join(failed[:SHOWN_ERRORS]) + (f" and {more} more" if more > 0 else "")
+    return CloseConnection(f"acks=0 produce (correlation id {request.correlation_id}, client id {request.client_id})"
+                           f" with errors: {shown}", answer)
+
+
+# DUPLICATE_SEQUENCE_NUMBER: written before (clients count it as success; no idempotent client uses acks=0)
+_NOT_FAILED = frozenset({ErrorCode.none, ErrorCode.duplicate_sequence_number})
 
 
 def _checked_batch(topic, pd) -> rec.BatchHeader | tuple[ErrorCode, str | None]:
