@@ -53,6 +53,7 @@ def _rtt_p99(stats_json: str) -> float | None:
 def paced_side(conn: Connection, bootstrap: str, topic: str, rate: int, seconds: float, warmup: float) -> None:
     """One side, in its own process: tell the parent when connected, wait for the start time, send, report."""
     latencies: list[float] = []
+    seconds_in: list[int] = []  # the measured second each latency's record was sent in
     rtt: list[float] = []
     counted_from = [float("inf")]
     errors = late = 0
@@ -75,6 +76,7 @@ def paced_side(conn: Connection, bootstrap: str, topic: str, rate: int, seconds:
             errors += 1
         elif sent >= counted_from[0]:
             latencies.append(time.perf_counter() - sent)
+            seconds_in.append(int(sent - counted_from[0]))
 
     done = threading.Event()
 
@@ -97,7 +99,8 @@ def paced_side(conn: Connection, bootstrap: str, topic: str, rate: int, seconds:
     done.set()
     poller.join()
     cpu = (_own_cpu() - cpu0) / (time.perf_counter() - start)
-    conn.send({"latencies": latencies, "errors": errors, "late": late, "rtt_p99": rtt, "cpu_s_per_s": cpu})
+    conn.send({"latencies": latencies, "seconds_in": seconds_in, "errors": errors, "late": late, "rtt_p99": rtt,
+               "cpu_s_per_s": cpu})
 
 
 class MachineWatch:
@@ -211,7 +214,34 @@ def run_pair(sides: dict[str, tuple[str, str]], rate: int, seconds: float, warmu
                 proc.kill()
     if any(value is None for value in raw.values()):
         raise RuntimeError("a paced side did not report")
-    return {"sides": {name: summarize(value) for name, value in raw.items()}, "machine": machine}
+    out = {"sides": {name: summarize(value) for name, value in raw.items()}, "machine": machine}
+    if {"direct", "proxy"} <= raw.keys():
+        out["machine"] |= added_p99_by_second(raw["direct"], raw["proxy"])
+    return out
+
+
+def _p99_by_second(raw: dict) -> dict[int, float]:
+    by_second: dict[int, list[float]] = {}
+    for second, latency in zip(raw["seconds_in"], raw["latencies"], strict=True):
+        by_second.setdefault(second, []).append(latency)
+    return {second: 1000 * sorted(values)[int(len(values) * 0.99)] for second, values in by_second.items()
+            if len(values) >= 100}
+
+
+def added_p99_by_second(direct: dict, proxy: dict) -> dict:
+    """Each measured second's p99 of the proxy side less the direct side's (records sent in that second): their
+    median and quartiles over the seconds. A machine stall falls in a few seconds, in both sides' p99 of those
+    seconds; the run's p99 is made of those seconds, the median second is not."""
+    d, p = _p99_by_second(direct), _p99_by_second(proxy)
+    seconds = sorted(d.keys() & p.keys())
+    if len(seconds) < 4:
+        return {}
+    added = [p[s] - d[s] for s in seconds]
+    quartiles = statistics.quantiles(added, n=4)
+    return {"seconds": len(seconds), "added_p99_per_second_median_ms": statistics.median(added),
+            "added_p99_per_second_quartiles_ms": [quartiles[0], quartiles[2]],
+            "direct_p99_per_second_median_ms": statistics.median(d[s] for s in seconds),
+            "proxy_p99_per_second_median_ms": statistics.median(p[s] for s in seconds)}
 
 
 def summarize(raw: dict) -> dict:

@@ -137,6 +137,11 @@ def paced_pair(sides: dict[str, tuple[str, str]], rate: int, seconds: float, war
           f"wait s/s " + ", ".join(f"{k} {v:.2f}" for k, v in m["run_queue_wait_s_per_s"].items())
           + f", watcher CPU {m['watch_cpu_s_per_s']:.2f} s/s; broker GC pauses {m['broker_gc_pauses']} "
           f"(max {m['broker_gc_pause_max_ms']:.1f} ms, total {m['broker_gc_pause_total_ms']:.1f} ms)", flush=True)
+    if "added_p99_per_second_median_ms" in m:
+        q1, q3 = m["added_p99_per_second_quartiles_ms"]
+        print(f"  per second ({m['seconds']} s): p99 direct / proxy median {m['direct_p99_per_second_median_ms']:.2f}"
+              f" / {m['proxy_p99_per_second_median_ms']:.2f} ms, added p99 median "
+              f"{m['added_p99_per_second_median_ms']:+.2f} ms (quartiles {q1:+.2f}, {q3:+.2f})", flush=True)
     return {**run["sides"], "machine": m}
 
 
