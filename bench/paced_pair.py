@@ -6,21 +6,25 @@ record does not shift the ones after it) and takes perf_counter() right before p
 poll(), which a delivery report wakes at once, and takes perf_counter() in the callback. The first `warmup`
 seconds of sending (connections, the broker's and the proxy's first requests of the run) are not counted.
 
-Why: the earlier version ran both producers as threads of the bench and paced them by spinning on poll(0).
-The two spinning threads used most of a core of this 2-core machine, and the broker's threads then waited on the
-run queue for 2-4 s per second (schedstat): the direct side's 60-120 ms p99 (seconds, on a loaded machine) was
-the bench taking the CPU from the broker (bench/README.md, "Paced pair: where the stalls came from").
+Why: the earlier version ran both producers as threads of the bench and paced them with poll(0.0002), which
+confluent-kafka truncates to poll(0) (whole milliseconds): the two threads busy-waited, used 0.5-0.9 of a core of
+this 2-core machine, and the broker's threads then waited on the run queue for 0.8-4.2 s per second (schedstat).
+The direct side's 60-120 ms p99 (seconds, on a loaded machine) was the bench taking the CPU from the broker
+(bench/README.md, "Paced pair: where the stalls came from").
 
-Beside the latencies the run records what says how quiet the machine was in the measured seconds: the load
-average, the CPU pressure (/proc/pressure/cpu "some": the share of time something waited for a CPU), the longest
-oversleep of a thread that sleeps 1 ms in a loop (a stall of the machine, with no Kafka in it), how long the
-broker's and the proxy's threads waited on the run queue per second, the bench's own CPU, and, per side,
-librdkafka's produce request round trip (`rtt` from its statistics: median of the per-second p99s). Given the
-broker's GC log (`gc_log_option`), also its GC pauses in those seconds.
+Beside the latencies the run records how quiet the machine was in the measured seconds: the load average, the
+CPU pressure (/proc/pressure/cpu "some": the share of time something waited for a CPU), the oversleep of a thread
+that sleeps 1 ms in a loop (a stall of the machine, with no Kafka in it), how long the broker's and the proxy's
+threads waited on the run queue per second, the CPU of each side's process, per side librdkafka's produce request
+round trip (`rtt` from its statistics: median of the per-second p99s), and, given the broker's GC log
+(`gc_log_option`), its GC pauses in those seconds. With both sides, also the added p99 per second (the proxy's
+p99 less the direct one's over the records sent in each measured second): a stall of the machine falls into a
+few seconds of both sides, which make the run's p99 but not the median second.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -94,7 +98,7 @@ def paced_side(conn: Connection, bootstrap: str, topic: str, rate: int, seconds:
         elif wait < -0.002:
             late += 1
         sent = time.perf_counter()
-        producer.produce(topic, payload, on_delivery=lambda e, m, s=sent: on_delivery(e, m, s))
+        producer.produce(topic, payload, on_delivery=functools.partial(on_delivery, sent=sent))
     producer.flush(60)
     done.set()
     poller.join()
@@ -205,15 +209,17 @@ def run_pair(sides: dict[str, tuple[str, str]], rate: int, seconds: float, warmu
         time.sleep(max(0.0, start + warmup - time.perf_counter()))
         watch = MachineWatch(pids, gc_log)
         watch.start()
-        raw = {name: pipe.recv() if pipe.poll(seconds + 120) else None for name, pipe in pipes.items()}
+        raw: dict[str, dict] = {}
+        for name, pipe in pipes.items():
+            if not pipe.poll(seconds + 120):
+                raise RuntimeError(f"the {name} side did not report")
+            raw[name] = pipe.recv()
         machine = watch.stop()
     finally:
         for proc in procs:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
-    if any(value is None for value in raw.values()):
-        raise RuntimeError("a paced side did not report")
     out = {"sides": {name: summarize(value) for name, value in raw.items()}, "machine": machine}
     if {"direct", "proxy"} <= raw.keys():
         out["machine"] |= added_p99_by_second(raw["direct"], raw["proxy"])
