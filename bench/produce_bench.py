@@ -6,14 +6,15 @@ Runs: the Java `kafka-producer-perf-test` (1 KB records, acks=all) flat out ("pe
 Prints throughput ratio (proxy/direct), p50/p99 latency of both, and proxy CPU-seconds per GB next to
 the broker's CPU-seconds per GB (from /proc/<pid>/stat).
 
-"paced pair": two confluent-kafka producers at the same time, one direct and one through the proxy, each at
-`--paced-rate` records/s (1 KB, acks=all), each record's latency from produce() to its delivery report
-(perf_counter, polled at 0.2 ms granularity). Running both sides in the same seconds puts the machine's noise
-(GC elsewhere, other processes) into both, so the difference of their percentiles is the proxy's added latency;
-the Java tool's paced run reports whole milliseconds and its p99 swings by 10-20 ms between runs.
+"paced pair": two confluent-kafka producers at the same time, one direct and one through the proxy, each in its
+own process at `--paced-rate` records/s (1 KB, acks=all, linger.ms=5), each record's latency from produce() to its
+delivery report, after `--paced-warmup` seconds of the same; with it, how quiet the machine was (paced_pair.py).
+Running both sides in the same seconds puts the machine's noise (GC elsewhere, other processes) into both, so the
+difference of their percentiles is the proxy's added latency; the Java tool's paced run reports whole
+milliseconds and its p99 swings by 10-20 ms between runs.
 
     .venv/bin/python bench/produce_bench.py [--records 200000] [--workers 1] [--paced-rate 2000]
-        [--paced-seconds 20]
+        [--paced-seconds 20] [--paced-warmup 5]
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from paced_pair import gc_log_option, run_pair
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
@@ -121,47 +122,58 @@ def confluent_run(bootstrap: str, topic: str, records: int) -> dict:
             "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)], "acked": len(latencies)}
 
 
-def paced_pair(sides: dict[str, tuple[str, str]], rate: int, seconds: float) -> dict[str, dict]:
-    """Each side (name -> bootstrap, topic) produces `rate` records/s for `seconds` in its own thread, all at
-    once; per-record latency percentiles per side (the first second, connection set-up, is left out)."""
-    latencies: dict[str, list[float]] = {name: [] for name in sides}
-    errors: dict[str, int] = dict.fromkeys(sides, 0)
-    start = time.perf_counter() + 2.0  # both threads connected and waiting before the first record
+def paced_pair(sides: dict[str, tuple[str, str]], rate: int, seconds: float, warmup: float,
+               pids: dict[str, int], gc_log: Path) -> dict:
+    """Both sides at `rate` records/s for `seconds` (after `warmup`), each in its own process (paced_pair.py)."""
+    run = run_pair(sides, rate, seconds, warmup, pids, gc_log)
+    for name, side in run["sides"].items():
+        print(f"  {name}: {side['acked']} records, p50 {side['p50_ms']:.2f} ms, p99 {side['p99_ms']:.2f} ms, "
+              f"p99.9 {side['p999_ms']:.2f} ms, max {side['max_ms']:.1f} ms, request rtt p99 "
+              f"{side['rtt_p99_ms'] or float('nan'):.2f} ms, late sends {side['late_sends']}, "
+              f"errors {side['errors']}, its CPU {side['cpu_s_per_s']:.2f} s/s", flush=True)
+    m = run["machine"]
+    print(f"  machine: load {m['load_average']}, CPU pressure {m['cpu_pressure'] or float('nan'):.2f}, 1 ms sleep "
+          f"over by p99 {m['sleep_1ms_over_p99_ms']:.1f} / max {m['sleep_1ms_over_max_ms']:.1f} ms, run-queue "
+          f"wait s/s " + ", ".join(f"{k} {v:.2f}" for k, v in m["run_queue_wait_s_per_s"].items())
+          + f", watcher CPU {m['watch_cpu_s_per_s']:.2f} s/s; broker GC pauses {m['broker_gc_pauses']} "
+          f"(max {m['broker_gc_pause_max_ms']:.1f} ms, total {m['broker_gc_pause_total_ms']:.1f} ms)", flush=True)
+    if "added_p99_per_second_median_ms" in m:
+        q1, q3 = m["added_p99_per_second_quartiles_ms"]
+        print(f"  per second ({m['seconds']} s): p99 direct / proxy median {m['direct_p99_per_second_median_ms']:.2f}"
+              f" / {m['proxy_p99_per_second_median_ms']:.2f} ms, added p99 median "
+              f"{m['added_p99_per_second_median_ms']:+.2f} ms (quartiles {q1:+.2f}, {q3:+.2f})", flush=True)
+    return {**run["sides"], "machine": m}
 
-    def run(name: str, bootstrap: str, topic: str) -> None:
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-        producer.list_topics(topic, timeout=30)  # metadata and connections before the clock starts
-        payload = os.urandom(1024)
 
-        def on_delivery(err, _msg, sent: float) -> None:
-            if err is not None:
-                errors[name] += 1
-            elif sent >= start + 1.0:
-                latencies[name].append(time.perf_counter() - sent)
+def start_broker(tmp: Path):
+    """The one-node cluster, its JVM logging GC pauses to tmp/gc-<pid>.log (only it: the tools run later)."""
+    tool_options = os.environ.get("JAVA_TOOL_OPTIONS")
+    os.environ["JAVA_TOOL_OPTIONS"] = f"{tool_options or ''} {gc_log_option(tmp)}".strip()
+    try:
+        (cluster,) = start_clusters(["b1"], tmp / "kafka")
+    finally:
+        if tool_options is None:
+            del os.environ["JAVA_TOOL_OPTIONS"]
+        else:
+            os.environ["JAVA_TOOL_OPTIONS"] = tool_options
+    return cluster
 
-        for i in range(int(rate * seconds)):
-            due = start + i / rate
-            while (now := time.perf_counter()) < due:
-                producer.poll(min(due - now, 0.0002))
-            sent = time.perf_counter()  # not `due`: a late send is the bench's own stall, not the path's
-            producer.produce(topic, payload, on_delivery=lambda e, m, s=sent: on_delivery(e, m, s))
-            producer.poll(0)
-        producer.flush(60)
 
-    threads = [threading.Thread(target=run, args=(name, *side)) for name, side in sides.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out = {}
-    for name, values in latencies.items():
-        values.sort()
-        pct = {q: 1000 * values[min(int(len(values) * q), len(values) - 1)] for q in (0.5, 0.99, 0.999)}
-        out[name] = {"acked": len(values), "errors": errors[name], "p50_ms": pct[0.5], "p99_ms": pct[0.99],
-                     "p999_ms": pct[0.999]}
-        print(f"  {name}: {len(values)} records, p50 {pct[0.5]:.2f} ms, p99 {pct[0.99]:.2f} ms, "
-              f"p99.9 {pct[0.999]:.2f} ms, errors {errors[name]}", flush=True)
-    return out
+def make_topics(bootstrap: str) -> tuple[dict[tuple[str, str], str], View]:
+    """A 4-partition topic per run and side, and the proxy's view of them (each its own logical topic)."""
+    topics = {}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for run in ("warmup", "perf", "paced", "confluent", "paced-pair"):
+        for target in ("direct", "proxy"):
+            name = f"bench-{run}-{target}-{uuid.uuid4().hex[:6]}"
+            fut = admin.create_topics([NewTopic(name, 4, 1)])
+            fut[name].result(30)
+            topics[(run, target)] = name
+    view = View(version=1, clusters={"b1": Cluster("b1", bootstrap)}, topics={
+        name: LogicalTopic(name, uuid.uuid4().hex, tuple(
+            PartitionChain(segments=(Segment("b1", name, p, 0, None, 0),)) for p in range(4)))
+        for name in topics.values()})
+    return topics, view
 
 
 def measure(label: str, fn, bootstrap: str, topic: str, records: int, broker_pid: int, proxy_pid: int | None):
@@ -182,25 +194,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--paced-rate", type=int, default=2000)
     ap.add_argument("--paced-seconds", type=float, default=20.0)
+    ap.add_argument("--paced-warmup", type=float, default=5.0,
+                    help="seconds the paced pair sends before it counts (both sides)")
     ap.add_argument("--runs", default="perf,paced,confluent,paced-pair",
                     help="which runs, comma-separated (the table shows those done)")
     args = ap.parse_args()
     with scratch_dir("produce-bench-") as tmp:
-        (cluster,) = start_clusters(["b1"], tmp / "kafka")
+        cluster = start_broker(tmp)
         proxy = None
         try:
-            topics = {}
-            admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-            for run in ("warmup", "perf", "paced", "confluent", "paced-pair"):
-                for target in ("direct", "proxy"):
-                    name = f"bench-{run}-{target}-{uuid.uuid4().hex[:6]}"
-                    fut = admin.create_topics([NewTopic(name, 4, 1)])
-                    fut[name].result(30)
-                    topics[(run, target)] = name
-            view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, topics={
-                name: LogicalTopic(name, uuid.uuid4().hex, tuple(
-                    PartitionChain(segments=(Segment("b1", name, p, 0, None, 0),)) for p in range(4)))
-                for name in topics.values()})
+            topics, view = make_topics(cluster.bootstrap)
             proxy, proxy_bootstrap = start_proxy(tmp, view, args.workers)
             time.sleep(1.0)
             results: dict = {"records": args.records, "record_bytes": 1024, "workers": args.workers}
@@ -228,7 +231,8 @@ def main() -> None:
                 results["paced-pair"] = paced_pair(
                     {"direct": (cluster.bootstrap, topics[("paced-pair", "direct")]),
                      "proxy": (proxy_bootstrap, topics[("paced-pair", "proxy")])}, args.paced_rate,
-                    args.paced_seconds)
+                    args.paced_seconds, args.paced_warmup, {"broker": cluster.pid, "proxy": proxy.pid},
+                    tmp / f"gc-{cluster.pid}.log")
             print_table(results)
             RESULTS.mkdir(exist_ok=True)
             out = RESULTS / f"produce-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -244,21 +248,22 @@ def main() -> None:
 def print_table(results: dict) -> None:
     print()
     print(f"{'producer':<10} {'direct rec/s':>12} {'proxy rec/s':>12} {'ratio':>6} {'p50 d/p ms':>13} "
-          f"{'p99 d/p ms':>13} {'proxy CPU s/GB':>15} {'broker CPU s/GB':>16}")
+          f"{'p99 d/p ms':>13} {'p99 p÷d':>7} {'proxy CPU s/GB':>15} {'broker CPU s/GB':>16}")
     for run in ("perf", "paced", "confluent"):
         if run not in results:
             continue
         d, p = results[run]["direct"], results[run]["proxy"]
+        p99_ratio = p["p99_ms"] / d["p99_ms"] if d["p99_ms"] else float("nan")
         print(f"{run:<10} {d['records_per_s']:>12.0f} {p['records_per_s']:>12.0f} "
               f"{p['records_per_s'] / d['records_per_s']:>6.2f} {d['p50_ms']:>6.1f}/{p['p50_ms']:<6.1f} "
-              f"{d['p99_ms']:>6.1f}/{p['p99_ms']:<6.1f} {p['proxy_cpu_s_per_gb']:>15.2f} "
-              f"{p['broker_cpu_s_per_gb']:>16.2f}")
+              f"{d['p99_ms']:>6.1f}/{p['p99_ms']:<6.1f} {p99_ratio:>7.2f} "
+              f"{p['proxy_cpu_s_per_gb']:>15.2f} {p['broker_cpu_s_per_gb']:>16.2f}")
     if "paced-pair" not in results:
         return
     d, p = results["paced-pair"]["direct"], results["paced-pair"]["proxy"]
     print(f"paced pair (confluent, both at once): p50 {d['p50_ms']:.2f}/{p['p50_ms']:.2f} ms, "
           f"p99 {d['p99_ms']:.2f}/{p['p99_ms']:.2f} ms (added {p['p99_ms'] - d['p99_ms']:+.2f}), "
-          f"p99.9 {d['p999_ms']:.2f}/{p['p999_ms']:.2f} ms")
+          f"p99.9 {d['p999_ms']:.2f}/{p['p999_ms']:.2f} ms, load {results['paced-pair']['machine']['load_average']}")
 
 
 if __name__ == "__main__":
