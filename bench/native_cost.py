@@ -2,12 +2,15 @@
 
 One broker, one proxy of this tree (or of `--ref`, exported as data_path.py does) started through a small wrapper
 that counts the collector's runs per generation (`gc.callbacks`, with the main thread's CPU time of each run)
-between SIGUSR1 and SIGUSR2. While confluent-kafka produces `--records` 1 KB records through it (64 KiB batches,
-acks=all, syscalls.py's producer, which counts its Produce requests from librdkafka's statistics),
-`perf record -g -p <proxy>` samples it; the samples are grouped by C symbol into the collector, malloc and
-pymalloc, memcpy, the eval loop, the rest of libpython, uvloop, the kernel and the rest.
+between SIGUSR1 and SIGUSR2, and then times one full collection. While confluent-kafka produces `--records` 1 KB
+records through it (64 KiB batches, acks=all, syscalls.py's producer, which counts its Produce requests from
+librdkafka's statistics), `perf record -g -p <proxy>` samples it; the samples are grouped by C symbol into the
+collector, malloc and pymalloc, memcpy, the eval loop, the rest of libpython, uvloop, the kernel and the rest.
+`--call-graph dwarf` unwinds through libpython (built without frame pointers) to show who calls a symbol
+(`perf report -i DIR/produce.perf -S SYMBOL -G` with `--keep DIR`).
 
     .venv/bin/python bench/native_cost.py [--records 100000] [--ref main] [--keep DIR] [--top 40]
+        [--call-graph dwarf] [--json out.json]
 """
 
 from __future__ import annotations
@@ -59,9 +62,13 @@ def on(*_):
 
 def off(*_):
     state["on"] = False
+    tracked = [len(gc.get_objects(g)) for g in range(3)]
+    t0 = time.thread_time()
+    gc.collect()  # what a full collection costs this process now (after the counted run)
+    full = time.thread_time() - t0
     with open(dump, "w") as out:
         json.dump({"runs": runs, "seconds": seconds, "collected": collected, "threshold": gc.get_threshold(),
-                   "frozen": gc.get_freeze_count(), "tracked": [len(gc.get_objects(g)) for g in range(3)]}, out)
+                   "frozen": gc.get_freeze_count(), "tracked": tracked, "full_collection_s": full}, out)
 
 gc.callbacks.append(callback)
 signal.signal(signal.SIGUSR1, on)
@@ -127,6 +134,21 @@ def perf_symbols(data: Path) -> list[tuple[float, str, str]]:
     return rows
 
 
+def copies_by_caller(data: Path, depth: int = 4) -> list[tuple[float, str]]:
+    """Share of all samples that are a memcpy/memmove, by the C functions that called it (`--call-graph dwarf`)."""
+    out = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True, text=True).stdout
+    callers: collections.Counter[str] = collections.Counter()
+    total = 0
+    for sample in out.split("\n\n"):
+        frames = [m.group(1) for m in re.finditer(r"^\s+[0-9a-f]+ (\S+?)\+0x", sample, re.M)]
+        if not frames:
+            continue
+        total += 1
+        if GROUPS[2][1].match(frames[0]):
+            callers[" < ".join(frames[1:1 + depth])] += 1
+    return [(100 * n / total, chain) for chain, n in callers.most_common(8)]
+
+
 def measure(tree: Path, records: int, tmp: Path, keep: Path | None, call_graph: str = "fp") -> dict:
     (cluster,) = start_clusters(["b1"], tmp / "k")
     proc = None
@@ -160,7 +182,8 @@ def measure(tree: Path, records: int, tmp: Path, keep: Path | None, call_graph: 
             time.sleep(0.1)
         time.sleep(0.2)
         return {"requests": requests, "cpu_s": cpu, "gc": json.loads(dump.read_text()),
-                "symbols": perf_symbols(data), "load": os.getloadavg()[0]}
+                "symbols": perf_symbols(data), "load": os.getloadavg()[0],
+                "copies": copies_by_caller(data) if call_graph == "dwarf" else []}
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -171,7 +194,8 @@ def measure(tree: Path, records: int, tmp: Path, keep: Path | None, call_graph: 
 def report(result: dict, top: int) -> None:
     requests, gc = result["requests"], result["gc"]
     print(f"{requests} Produce requests, proxy CPU {result['cpu_s']:.2f} s, load average {result['load']:.1f}")
-    print(f"gc threshold {gc['threshold']}, frozen {gc['frozen']}, tracked by generation {gc['tracked']}")
+    print(f"gc threshold {gc['threshold']}, frozen {gc['frozen']}, tracked by generation {gc['tracked']}; "
+          f"a full collection afterwards took {gc['full_collection_s'] * 1e3:.1f} ms")
     for g in range(3):
         n = gc["runs"][g]
         print(f"  gen{g}: {n} collections ({n / max(1, requests):.3f} per request), "
@@ -183,6 +207,10 @@ def report(result: dict, top: int) -> None:
     print("\nperf self time by group")
     for name, share in groups.most_common():
         print(f"{share:6.1f}%  {name}")
+    if result["copies"]:
+        print("\nmemcpy/memmove by caller (% of all samples)")
+        for share, chain in result["copies"]:
+            print(f"{share:6.2f}%  {chain}")
     print(f"\ntop {top} symbols by self time")
     for share, symbol, dso in result["symbols"][:top]:
         print(f"{share:6.2f}%  {symbol:45} {dso:28} {group_of(symbol, dso)}")
