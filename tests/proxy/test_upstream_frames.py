@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import tracemalloc
 
 import pytest
 from example_counts import examples
@@ -76,6 +77,48 @@ def test_a_frame_larger_than_the_staging_buffer_is_read_into_its_own_buffer_betw
     payloads = [b"a" * 10, bytes(range(256)) * 40, b"b" * 5, b"c" * 61, b"d" * 4]
     _arrive(proto, _framed(payloads), [3, 17, 100, 9000, 10260])
     assert frames == payloads and lost == []
+
+
+def test_staged_bytes_are_moved_without_a_copy_of_them_on_the_side():
+    """A partial frame at the end of the full staging buffer moved to its front, and a large frame's staged head
+    moved into its own buffer, are each one move: no buffer of their size is allocated on the way (a bytearray
+    slice assignment copies a value that is not a bytearray first, bench/README.md "Native costs"). Counted with
+    tracemalloc, not timed."""
+    frames: list[bytes] = []
+    proto = FrameProtocol(frames.append, lambda e: None)
+    proto.connection_made(_Transport())
+    staging = FrameProtocol.STAGING_BYTES
+    first, partial, large = b"a" * 150_000, b"b" * 120_000, b"c" * (2 * staging)
+    data = _framed([first, partial, large])
+    _arrive(proto, data[:staging], [])  # `first` delivered, `partial` cut at the staging buffer's end
+    rest = len(first) + 4 + len(partial) + 4 - staging
+    _, end = _traced(proto, [])  # full: the unread tail (~106 000 bytes) moves to the front
+    assert end < 4096
+    _arrive(proto, data[staging:staging + rest], [])  # `partial` delivered: nothing staged
+    head = data[staging + rest:staging + rest + 4 + 100_000]  # `large`'s size and first 100 000 bytes
+    got, end = _traced(proto, [head])
+    own = len(large)
+    assert got == len(head)
+    assert end < own + 4096  # its own buffer (when traced), and no copy of the head
+    _arrive(proto, data[staging + rest + len(head):], [])
+    assert frames == [first, partial, large]
+
+
+def _traced(proto: FrameProtocol, pieces: list[bytes]) -> tuple[int, int]:
+    """Bytes read into the protocol's buffers, each piece in one read, and the peak bytes allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        got = 0
+        buf = proto.get_buffer(-1)
+        for piece in pieces:
+            buf[:len(piece)] = piece  # a view's slice assignment: one copy, nothing allocated
+            proto.buffer_updated(len(piece))
+            got += len(piece)
+            buf = proto.get_buffer(-1)
+        del buf
+        return got, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def test_an_oversize_frame_ends_the_connection_before_its_body_is_read():

@@ -111,7 +111,8 @@ class ClientFrames(asyncio.BufferedProtocol):
             self._staging = records.frame_buffer(min(SMALL_FRAME_BYTES, self._staging_bytes))
         elif self._end == len(self._staging):  # at its end: keep the unread tail, at the front
             tail = self._end - self._start
-            self._staging[:tail] = self._staging[self._start:self._end]
+            view = memoryview(self._staging)  # one memmove (a bytearray slice would be copied, then copied in)
+            view[:tail] = view[self._start:self._end]
             self._start, self._end = 0, tail
         return memoryview(self._staging)[self._end:]  # never empty: full, it grew or reading was paused
 
@@ -125,7 +126,7 @@ class ClientFrames(asyncio.BufferedProtocol):
                 return False
             self._charged = growth
         staging = records.frame_buffer(self._staging_bytes)
-        staging[:self._end - self._start] = memoryview(self._staging)[self._start:self._end]
+        memoryview(staging)[:self._end - self._start] = memoryview(self._staging)[self._start:self._end]
         self._staging, self._start, self._end = staging, 0, self._end - self._start
         return True
 
@@ -249,7 +250,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         """Fill `buffer`: with what is staged, then straight from the socket. Nothing else receives into it, and a
         buffer left half filled (the client closed, or the wait was cancelled) is not received into any more."""
         have = min(len(buffer), self._end - self._start)
-        buffer[:have] = memoryview(self._staging)[self._start:self._start + have]
+        memoryview(buffer)[:have] = memoryview(self._staging)[self._start:self._start + have]
         self._start += have
         if self._start == self._end:
             self._start = self._end = 0

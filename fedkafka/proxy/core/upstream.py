@@ -78,7 +78,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
             return memoryview(self._large)[self._filled:]
         if self._end == len(self._staging):  # full: keep the unread tail, at the front
             tail = self._end - self._start
-            self._staging[:tail] = self._staging[self._start:self._end]
+            view = memoryview(self._staging)  # one memmove (a bytearray slice would be copied, then copied in)
+            view[:tail] = view[self._start:self._end]
             self._start, self._end = 0, tail
         return memoryview(self._staging)[self._end:]
 
@@ -111,7 +112,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
                 self._large = records.frame_buffer(size)  # not zero-filled: see above
                 if self.budget is not None:
                     self.budget.charge(size)
-                self._large[:have] = memoryview(buf)[self._start + 4:self._end]
+                memoryview(self._large)[:have] = memoryview(buf)[self._start + 4:self._end]  # one copy
                 self._filled = have
                 self._start = self._end = 0
                 return
