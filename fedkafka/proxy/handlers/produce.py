@@ -256,6 +256,9 @@ def _as_physical_producer(ctx: Context, checked: rec.BatchHeader, part: _Part, r
         return False
     if seq_key:
         ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0])
+        if part.end_seq > LAST_SEQUENCE:  # the producer's next batch starts at 0, at or below any sealed floor,
+            # and it may be routed before this one's answer is in (pipelined): no floor from now on
+            ctx.producer_ids.set_floor(seq_key, seg_id, None)
     part.records = rec.with_producer(part.records, checked, mapped[0], mapped[1])
     routing.producer_key = logical
     part.physical = (seg.cluster, seg.topic, seg.partition, mapped[0])
@@ -388,7 +391,7 @@ def _refusal(ctx: Context, chain: PartitionChain) -> Refusal:
 _ASK_FLOOR = object()
 # A producer's sequences wrap: the batch after one ending at this sequence starts at 0 (Kafka's
 # DefaultRecordBatch.incrementSequence, librdkafka's rd_kafka_seq_wrap). A sealed floor compares sequences as
-# plain numbers, so it holds only until the producer reaches this (see _note_sequences, _sequence_after).
+# plain numbers, so it holds only until the producer reaches this (see _as_physical_producer, _sequence_after).
 LAST_SEQUENCE = 2**31 - 1
 # A batch past a sequence that was not written gets the retriable error a real leader would give a whole
 # pipeline it refused: the client drains, refreshes and resends from its oldest unacked batch.
@@ -621,9 +624,6 @@ def _note_sequences(ctx: Context, part: _Part, pr: rec.ProducePartitionAnswer) -
         ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
         assert part.physical is not None  # a part with a seq_key is idempotent: it has its physical id
         ctx.producer_ids.confirm(part.physical)
-        if part.end_seq > LAST_SEQUENCE:  # the producer's sequences start over at 0 after this batch: every one
-            seg = part.seg  # of them would be at or below a sealed segment's floor, none a duplicate
-            ctx.producer_ids.set_floor(part.seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), None)
     elif pr.error_code not in _MAYBE_WRITTEN or not part.confirmed:
         ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
         if pr.error_code == ErrorCode.out_of_order_sequence_number:
