@@ -74,6 +74,27 @@ CHECK_ONE_PROXY = ["--check", "-e", "ansible_connection=local", "-e", "ansible_b
                    "-e", f"fedkafka_venv={sys.prefix}"]
 
 
+# include_role runs the argument spec of the entry point named exactly as tasks_from: `stop.yml` matched none.
+# Each playbook below exited 0 with these values when its includes named `X.yml`.
+@pytest.mark.parametrize("playbook, host, bad_value, entry_point, refusal", [
+    ("teardown.yml", "controller", "fedkafka_service_manager=bogus", "stop",
+     "value of fedkafka_service_manager must be one of: auto, systemd, supervisord, got: bogus"),
+    ("site.yml", "proxy1", "fedkafka_service_stop_timeout=soon", "service",
+     "argument 'fedkafka_service_stop_timeout' is of type str and we were unable to convert to int"),
+    ("rolling_restart.yml", "c1-broker1", "fedkafka_service_wait_timeout=soon", "restart",
+     "argument 'fedkafka_service_wait_timeout' is of type str and we were unable to convert to int"),
+])
+def test_an_entry_point_refuses_what_its_argument_spec_does_not_allow(tmp_path, playbook, host, bad_value,
+                                                                      entry_point, refusal):
+    proc = subprocess.run([PLAYBOOK, f"playbooks/{playbook}", "--limit", f"localhost,{host}", *CHECK_ONE_PROXY,
+                           "-e", f"fedkafka_state_dir={tmp_path}", "-e", bad_value],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out
+    assert f"arg spec '{entry_point}'" in out, out
+    assert refusal in out, out
+
+
 def test_proxy_workers_with_a_controller_pass_validation(tmp_path):
     """`fedkafka proxy --workers N` works with a controller (docs/DESIGN.md §4.10); the role used to refuse it."""
     proc = subprocess.run([PLAYBOOK, "playbooks/site.yml", "--limit", "localhost,proxy1", *CHECK_ONE_PROXY,
