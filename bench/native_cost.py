@@ -21,20 +21,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
-from data_path import PARTITIONS, ROOT, cpu_seconds, export_tree, free_port
+from data_path import ROOT, cpu_seconds, export_tree
+from produce_count import start_traced_proxy, write_one_topic_view
 from scratch import scratch_dir
 from syscalls import produce
 
 from fedkafka.kafka.cluster import start_clusters
-from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View
 
 TOPIC = "native"
 
@@ -93,22 +89,6 @@ GROUPS = [
 ]
 
 
-def start_counted_proxy(tree: Path, view_file: Path, dump: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", GC_COUNTER, str(dump), "proxy", "--role", "both", "--listen",
-                                 f"127.0.0.1:{port}", "--view-file", str(view_file)],
-                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(tree)),
-                                cwd=tree)
-    for _ in range(600):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"127.0.0.1:{port}"
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"proxy did not start: {log.read_text()[-2000:]}")
-
-
 def group_of(symbol: str, dso: str) -> str:
     if dso.startswith("[kernel"):
         return "kernel"
@@ -153,16 +133,9 @@ def measure(tree: Path, records: int, tmp: Path, keep: Path | None, call_graph: 
     (cluster,) = start_clusters(["b1"], tmp / "k")
     proc = None
     try:
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-        for fut in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)]).values():
-            fut.result(30)
-        time.sleep(1)
-        chains = tuple(PartitionChain(segments=(Segment("b1", TOPIC, p, 0, None, 0),)) for p in range(PARTITIONS))
-        view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
-                    topics={TOPIC: LogicalTopic(TOPIC, uuid.uuid4().hex, chains)})
-        (tmp / "view.json").write_text(json.dumps(view.to_dict()))
+        write_one_topic_view(cluster, TOPIC, tmp / "view.json")
         dump = tmp / "gc.json"
-        proc, addr = start_counted_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log")
+        proc, addr = start_traced_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log", GC_COUNTER)
         produce(addr, TOPIC, 20000)  # warm: connections, metadata, caches, the broker's JIT
         data = (keep or tmp) / "produce.perf"
         proc.send_signal(signal.SIGUSR1)

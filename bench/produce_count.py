@@ -82,10 +82,12 @@ runpy.run_module("fedkafka.cli", run_name="__main__", alter_sys=True)
 '''
 
 
-def start_traced_proxy(tree: Path, view_file: Path, dump: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_traced_proxy(tree: Path, view_file: Path, dump: Path, log: Path,
+                       wrapper: str = TRACER) -> tuple[subprocess.Popen, str]:
+    """A proxy of `tree` run inside `wrapper` (a script that takes the dump file, then the CLI's arguments)."""
     port = free_port()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", TRACER, str(dump), "proxy", "--role", "both", "--listen",
+        proc = subprocess.Popen([sys.executable, "-c", wrapper, str(dump), "proxy", "--role", "both", "--listen",
                                  f"127.0.0.1:{port}", "--view-file", str(view_file)],
                                 stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(tree)),
                                 cwd=tree)
@@ -98,18 +100,24 @@ def start_traced_proxy(tree: Path, view_file: Path, dump: Path, log: Path) -> tu
     raise SystemExit(f"proxy did not start: {log.read_text()[-2000:]}")
 
 
+def write_one_topic_view(cluster, topic: str, path: Path) -> None:
+    """Create `topic` (PARTITIONS partitions) on the one-broker `cluster` "b1" and write a view of it, each
+    logical partition its physical one, to `path`."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
+        fut.result(30)
+    time.sleep(1)
+    chains = tuple(PartitionChain(segments=(Segment("b1", topic, p, 0, None, 0),)) for p in range(PARTITIONS))
+    view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
+                topics={topic: LogicalTopic(topic, uuid.uuid4().hex, chains)})
+    path.write_text(json.dumps(view.to_dict()))
+
+
 def count(tree: Path, records: int, tmp: Path) -> dict:
     (cluster,) = start_clusters(["b1"], tmp / "k")
     proc = None
     try:
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-        for fut in admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)]).values():
-            fut.result(30)
-        time.sleep(1)
-        chains = tuple(PartitionChain(segments=(Segment("b1", TOPIC, p, 0, None, 0),)) for p in range(PARTITIONS))
-        view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
-                    topics={TOPIC: LogicalTopic(TOPIC, uuid.uuid4().hex, chains)})
-        (tmp / "view.json").write_text(json.dumps(view.to_dict()))
+        write_one_topic_view(cluster, TOPIC, tmp / "view.json")
         dump = tmp / "counts.json"
         proc, addr = start_traced_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log")
         produce(addr, TOPIC, 2000)  # warm: connections, metadata, caches

@@ -7,8 +7,7 @@ import asyncio
 import struct
 
 from fedkafka.proxy.core.dispatch import Close
-from fedkafka.proxy.core.limits import ByteBudget, Limits
-from proxy.test_limits_unit import GUARD_S, _HeldDispatcher, _serve_with, _settle, closed_by_peer, frame_of
+from proxy.test_limits_unit import GUARD_S, _connected, _HeldDispatcher, _settle, closed_by_peer, frame_of
 
 
 class _ClosingAt(_HeldDispatcher):
@@ -28,12 +27,7 @@ class _ClosingAt(_HeldDispatcher):
 def test_a_close_that_came_later_writes_the_answers_before_it_and_gives_every_byte_back():
     async def scenario():
         d = _HeldDispatcher()
-        limits = Limits()
-        budget = ByteBudget(limits.max_buffered_bytes)
-        server, port, conns = await _serve_with(d, limits, budget)
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"".join(frame_of(c, 32) for c in range(1, 6)))
-        await _settle()
+        budget, server, conns, r, w = await _connected(d, *(frame_of(c, 32) for c in range(1, 6)))
         assert d.started == [1, 2, 3, 4, 5]
         d.answer(4)
         d.answers[3].set_result(Close("acks=0 produce with errors"))
@@ -59,12 +53,7 @@ def test_a_close_that_came_later_writes_the_answers_before_it_and_gives_every_by
 def test_a_close_at_once_stops_reading_and_ends_the_connection():
     async def scenario():
         d = _ClosingAt(2)
-        limits = Limits()
-        budget = ByteBudget(limits.max_buffered_bytes)
-        server, port, conns = await _serve_with(d, limits, budget)
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"".join(frame_of(c, 32) for c in range(1, 5)))
-        await _settle()
+        budget, server, conns, r, w = await _connected(d, *(frame_of(c, 32) for c in range(1, 5)))
         assert d.started == [1, 2]  # nothing read after the Close
         d.answer(1)
         async with asyncio.timeout(GUARD_S):

@@ -203,6 +203,18 @@ async def _serve_with(dispatcher, limits: Limits, budget: ByteBudget | None = No
     return server, server.sockets[0].getsockname()[1], conns
 
 
+async def _connected(dispatcher, *frames: bytes):
+    """A listener over `dispatcher` with the default limits, one client connected that sent `frames`, settled;
+    returns (budget, server, conns, reader, writer)."""
+    limits = Limits()
+    budget = ByteBudget(limits.max_buffered_bytes)
+    server, port, conns = await _serve_with(dispatcher, limits, budget)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"".join(frames))
+    await _settle()
+    return budget, server, conns, r, w
+
+
 async def _settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0.005)
@@ -403,12 +415,7 @@ def test_answers_ready_together_go_out_in_one_write_in_request_order_with_their_
     request without an answer (acks=0) among them."""
     async def scenario():
         d = _HeldDispatcher()
-        limits = Limits()
-        budget = ByteBudget(limits.max_buffered_bytes)
-        server, port, conns = await _serve_with(d, limits, budget)
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"".join(frame_of(c, 32) for c in range(1, 7)))
-        await _settle()
+        budget, server, conns, r, _w = await _connected(d, *(frame_of(c, 32) for c in range(1, 7)))
         assert d.started == [1, 2, 3, 4, 5, 6]
         written = _answers_written(conns[0])
         d.answer(1)
@@ -441,12 +448,7 @@ def test_a_failed_answer_among_ready_ones_closes_the_connection_after_the_answer
     """As when each answer was written alone: those before the failed one go out, those after it never do."""
     async def scenario():
         d = _HeldDispatcher()
-        limits = Limits()
-        budget = ByteBudget(limits.max_buffered_bytes)
-        server, port, conns = await _serve_with(d, limits, budget)
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"".join(frame_of(c, 32) for c in range(1, 5)))
-        await _settle()
+        budget, server, conns, r, _w = await _connected(d, *(frame_of(c, 32) for c in range(1, 5)))
         d.answer(4)
         d.answers[3].set_exception(RuntimeError("a handler bug"))
         d.answer(2)
@@ -691,12 +693,7 @@ def test_a_cancelled_answer_closes_the_connection_and_gives_its_bytes_back():
     bytes held (broken once: the writer task died of the CancelledError)."""
     async def scenario():
         d = _HeldDispatcher()
-        limits = Limits()
-        budget = ByteBudget(limits.max_buffered_bytes)
-        server, port, conns = await _serve_with(d, limits, budget)
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(frame_of(1, 1000) + frame_of(2, 1000))
-        await _settle()
+        budget, server, conns, r, _w = await _connected(d, frame_of(1, 1000), frame_of(2, 1000))
         d.answers[1].cancel()
         d.answer(2)
         async with asyncio.timeout(GUARD_S):

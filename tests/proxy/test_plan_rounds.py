@@ -55,16 +55,21 @@ def _dispatcher(module) -> Dispatcher:
                       modules=[module])
 
 
-def test_a_handler_that_keeps_returning_barrier_plans_is_cut_off_after_the_cap(caplog):
-    module = _Looping(barrier=True)
-
+def _given_up(module, caplog) -> HandlerLooping:
+    """The error a Metadata request to `module` ends with (warnings captured in `caplog`)."""
     async def scenario():
         with pytest.raises(HandlerLooping) as failed:
             await _dispatcher(module).start(METADATA, 0)
         return failed.value
 
     with caplog.at_level(logging.WARNING, logger=dispatch.__name__):
-        error = asyncio.run(scenario())
+        return asyncio.run(scenario())
+
+
+def test_a_handler_that_keeps_returning_barrier_plans_is_cut_off_after_the_cap(caplog):
+    module = _Looping(barrier=True)
+
+    error = _given_up(module, caplog)
     assert module.rounds == MAX_PLAN_ROUNDS  # the cap's worth of rounds run, not one more
     assert isinstance(error, ProtocolViolation)  # the connection closes, as for a malformed request
     assert "api_key=3" in str(error) and f"after {MAX_PLAN_ROUNDS} rounds" in str(error)
@@ -114,13 +119,7 @@ def test_the_warning_names_a_partial_s_function_without_the_repr_of_its_argument
 
     module.handle = lambda ctx, header, request: Plan([], functools.partial(looping, _Secret()), barrier=True)
 
-    async def scenario():
-        with pytest.raises(HandlerLooping) as failed:
-            await _dispatcher(module).start(METADATA, 0)
-        return failed.value
-
-    with caplog.at_level(logging.WARNING, logger=dispatch.__name__):
-        error = asyncio.run(scenario())
+    error = _given_up(module, caplog)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "SECRET" not in warning and "SECRET" not in str(error) and len(warning) < 1000
     assert "looping" in warning  # the function the partial wraps
