@@ -329,7 +329,7 @@ def _unanswered(request: rec.ProduceRequestFrame, answer: ProduceAnswer):
     parts that were forwarded (every group's answer is in), as a broker does (KafkaApis.handleProduceRequest):
     without an answer, a closed connection is the client's only sign to refresh its metadata at once."""
     failed = [f"{t.name}/{p.index} {_error_name(p.error_code)}" + (f" ({p.error_message})" if p.error_message else "")
-              for t in answer.responses for p in t.partition_responses if p.error_code not in _NOT_FAILED]
+              for t in answer.responses for p in t.partition_responses if p.error_code not in _WRITTEN]
     if not failed:
         return NO_RESPONSE
     more = len(failed) - SHOWN_ERRORS
@@ -338,8 +338,8 @@ def _unanswered(request: rec.ProduceRequestFrame, answer: ProduceAnswer):
                            f" with errors: {shown}", answer)
 
 
-# DUPLICATE_SEQUENCE_NUMBER: written before (clients count it as success; no idempotent client uses acks=0)
-_NOT_FAILED = frozenset({ErrorCode.none, ErrorCode.duplicate_sequence_number})
+# a partition answered with these was written (DUPLICATE_SEQUENCE_NUMBER: before; clients count it as success)
+_WRITTEN = frozenset({ErrorCode.none, ErrorCode.duplicate_sequence_number})
 
 
 def _checked_batch(topic, pd) -> rec.BatchHeader | tuple[ErrorCode, str | None]:
@@ -620,7 +620,7 @@ def _note_sequences(ctx: Context, part: _Part, pr: rec.ProducePartitionAnswer) -
     if log.isEnabledFor(logging.DEBUG):
         log.debug("producer %s/%s %s/%s: sequence %s answered %s at %s", *part.seq_key, part.first_seq,
                   _error_name(pr.error_code), pr.base_offset)
-    if pr.error_code in (ErrorCode.none, ErrorCode.duplicate_sequence_number):
+    if pr.error_code in _WRITTEN:
         ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
         assert part.physical is not None  # a part with a seq_key is idempotent: it has its physical id
         ctx.producer_ids.confirm(part.physical)
