@@ -9,8 +9,9 @@ from pathlib import Path
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import codec
-from fedkafka.proxy.core.dispatch import Close, Dispatcher
+from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
+from fedkafka.proxy.plan import CloseConnection
 from fedkafka.view.model import ProxyInfo, ProxyRole
 
 from .test_handlers import batch, produce_kio, view
@@ -84,7 +85,7 @@ def test_an_acks_zero_write_counts_as_in_flight_until_the_broker_answered():
             await server.inflight.drain_before(5, 0.05)
             # still no answer to the client; its write got none either (REQUEST_TIMED_OUT), so its connection is
             # closed, as a broker closes it after an acks=0 produce with an error
-            assert pending.done() and isinstance(pending.result(), Close)
+            assert pending.done() and isinstance(pending.result(), CloseConnection)
             server.pool.close()
 
     asyncio.run(scenario())
@@ -210,7 +211,7 @@ def test_an_acks_zero_produce_to_a_consume_only_proxy_closes_and_counts_its_erro
                                 observer=metrics)
         dispatcher._advertised = {0: (3, 12)}
         closed = await (await dispatcher.start(_frame(acks=0), 0))
-        assert isinstance(closed, Close) and "consume-only" in closed.reason
+        assert isinstance(closed, CloseConnection) and "consume-only" in closed.reason
         assert metrics._series[(0, 9)].errors == {ErrorCode.not_leader_or_follower: 1}
         server.pool.close()
 

@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from fedkafka.protocol import codec, records
 from fedkafka.protocol.framing import FrameError
 from fedkafka.proxy.core.client_frames import ClientFrames, IncompleteFrame
-from fedkafka.proxy.core.dispatch import Close, Dispatcher, ProtocolViolation
+from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import ByteBudget, Limits
+from fedkafka.proxy.plan import CloseConnection
 from fedkafka.security.session import Session
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class ClientConnection:
         self._responses = _Queue(self._loop)  # bounded by the request slots
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
-        # set after a failed authentication (answer it, then close) or a request answered with a Close: no
+        # set after a failed authentication (answer it, then close) or a request answered with a CloseConnection: no
         # request after it is read
         self._closing = False
         # drain() returns only once the transport holds nothing: an answer's bytes are given back when they are
@@ -150,8 +151,9 @@ class ClientConnection:
             raise
         self._in_flight += 1
         self._responses.put_nowait(_InFlight(self, pending, size))
+        # the connection closes once the answers before it are written
         if pending.done() and not pending.cancelled() and pending.exception() is None and \
-                type(pending.result()) is Close:  # the connection closes once the answers before it are written
+                type(pending.result()) is CloseConnection:
             self._closing = True
         if self.session.failed is not None:  # one line, no secret: the reason names the mechanism and user only
             log.warning("authentication failed for client %s on %s listener: %s; closing", self.peer,
@@ -301,7 +303,7 @@ class ClientConnection:
         later answers are dropped)."""
         frames: list[bytes | codec.Chunks] = []
         failed = False
-        close: Close | None = None
+        close: CloseConnection | None = None
         for item in batch:
             error = asyncio.CancelledError() if item.pending.cancelled() else item.pending.exception()
             if error is not None:
@@ -309,7 +311,7 @@ class ClientConnection:
                 failed = True
                 break
             frame = item.pending.result()
-            if type(frame) is Close:
+            if type(frame) is CloseConnection:
                 close = frame
                 break
             if frame is not None:
@@ -324,7 +326,7 @@ class ClientConnection:
             return True
         return broken
 
-    def _close_after(self, close: Close, broken: bool) -> None:
+    def _close_after(self, close: CloseConnection, broken: bool) -> None:
         """A handler's close (plan.CloseConnection): the answers before it are written (the transport sends what
         it still holds before it closes); the answers of requests read after it are dropped."""
         if not broken:
@@ -474,7 +476,7 @@ class _InFlight:
         if self.finished or pending.cancelled() or pending.exception() is not None:
             return
         answer = pending.result()
-        if answer is None or type(answer) is Close:
+        if answer is None or type(answer) is CloseConnection:
             return
         # a frame of chunks keeps whole broker answers alive, not only the record sets it forwards from them
         self.answer_bytes = answer.held_bytes() if isinstance(answer, codec.Chunks) else len(answer)

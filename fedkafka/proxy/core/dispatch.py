@@ -52,21 +52,9 @@ CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster
 VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve the view it made
 
 
-class Close:
-    """In an answer's place: no frame; the connection writes the answers before it, then closes (a handler's
-    `plan.CloseConnection`: an acks=0 produce with errors, as a broker does)."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"Close({self.reason!r})"
-
-
-# an answer frame (Chunks: record sets by reference); None: no answer; Close: none, and close the connection
-Answer = bytes | codec.Chunks | Close | None
+# an answer frame (Chunks: record sets by reference); None: no answer; a handler's CloseConnection: none, and the
+# connection writes the answers before it, then closes
+Answer = bytes | codec.Chunks | CloseConnection | None
 
 
 
@@ -303,18 +291,18 @@ class Dispatcher:
         self.observer.answered(seen, reply)
         return None if reply is NO_RESPONSE else codec.encode_response_chunks(reply, correlation_id)
 
-    def _encode_whole(self, reply: Any, correlation_id: int, seen=None) -> bytes | Close | None:
+    def _encode_whole(self, reply: Any, correlation_id: int, seen=None) -> bytes | CloseConnection | None:
         """The answer frame in one piece (a cached answer gets another correlation id by slicing)."""
         if type(reply) is CloseConnection:
             return self._close(reply, seen)
         self.observer.answered(seen, reply)
         return None if reply is NO_RESPONSE else codec.encode_response(reply, correlation_id)
 
-    def _close(self, reply: CloseConnection, seen) -> Close:
+    def _close(self, reply: CloseConnection, seen) -> CloseConnection:
         """No answer, the connection closed: the errors of the answer the client would have had are counted
         (as a broker records an acks=0 produce's errors when it closes the connection)."""
         self.observer.answered(seen, reply.answer)
-        return Close(reply.reason)
+        return reply
 
     def _unsupported(self, api_key: int, version: int, correlation_id: int) -> bytes:
         if api_key == 18:
