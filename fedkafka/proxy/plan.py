@@ -117,7 +117,9 @@ NO_RESPONSE: Any = _NoResponse()
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    """No answer, and the client's connection closed once every answer due before this request's is written.
+    """No answer, and the client's connection closed: nothing more is read, the answers of the requests read
+    before the close was known (some after this one: they may have been forwarded) are written in order, then it
+    closes (docs/DESIGN.md §5.4).
 
     What a Kafka broker does when an acks=0 produce had any partition error (KafkaApis.handleProduceRequest):
     the client gets no answer to read an error from, so the closed connection is its sign to refresh metadata

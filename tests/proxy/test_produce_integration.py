@@ -229,8 +229,8 @@ def _batch(value: bytes) -> bytes:
     return bytes(b.build())
 
 
-def _acks_zero_produce(topics: dict[str, dict[int, bytes]], correlation_id: int) -> bytes:
-    """A size-prefixed Produce v9 frame with acks=0: {topic: {partition: record value}}."""
+def _acks_zero_produce(topics: dict[str, dict[int, bytes]], correlation_id: int, acks: int = 0) -> bytes:
+    """A size-prefixed Produce v9 frame with acks=0 (or `acks`): {topic: {partition: record value}}."""
     import datetime
 
     from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
@@ -238,7 +238,8 @@ def _acks_zero_produce(topics: dict[str, dict[int, bytes]], correlation_id: int)
 
     from fedkafka.protocol import codec
 
-    request = ProduceRequest(transactional_id=None, acks=0, timeout=i32Timedelta.parse(datetime.timedelta(seconds=5)),
+    timeout = i32Timedelta.parse(datetime.timedelta(seconds=5))
+    request = ProduceRequest(transactional_id=None, acks=acks, timeout=timeout,
                              topic_data=tuple(TopicProduceData(name=name, partition_data=tuple(
                                  PartitionProduceData(index=p, records=_batch(v)) for p, v in parts.items()))
                                  for name, parts in topics.items()))
@@ -257,6 +258,14 @@ def _next_answer(sock) -> int | None:
     """The correlation id of the next answer on `sock`, or None: the proxy closed the connection."""
     import struct
 
+    frame = _next_frame(sock)
+    return None if frame is None else struct.unpack(">i", frame[:4])[0]
+
+
+def _next_frame(sock) -> bytes | None:
+    """The next answer frame on `sock` (without its size), or None: the proxy closed the connection."""
+    import struct
+
     def read(n: int) -> bytes | None:
         got = b""
         while len(got) < n:
@@ -267,8 +276,7 @@ def _next_answer(sock) -> int | None:
         return got
 
     size = read(4)
-    frame = None if size is None else read(struct.unpack(">i", size)[0])
-    return None if frame is None else struct.unpack(">i", frame[:4])[0]
+    return None if size is None else read(struct.unpack(">i", size)[0])
 
 
 def _connect(proxy):
@@ -302,12 +310,39 @@ def test_acks_zero_with_a_refused_partition_closes_the_connection_after_the_good
                                     f"nope-{unique_name}": {0: b"no such topic"}}, 5)
         sock.sendall(_api_versions(4) + mixed + _api_versions(6))
         assert _next_answer(sock) == 4  # due before the produce: written
-        assert _next_answer(sock) is None  # then closed: the request after it is not answered
+        assert _next_answer(sock) == 6  # read before the close was known (the produce's answers were awaited)
+        assert _next_answer(sock) is None  # then closed
     assert _read_back(where, 0, b"clean")
     assert _read_back(where, 1, b"kept")
     log = proxy.output()
     assert "closing client" in log and "unknown_topic_or_partition" in log
     assert "Traceback" not in log and "ERROR" not in log
+
+
+def test_a_produce_pipelined_behind_a_closing_acks_zero_produce_is_answered_before_the_close(federation, unique_name):
+    """The acks=0 produce's close is known only once its good part's upstream answer is in; the acks=1 produce
+    behind it was read and written to its broker meanwhile. Old code closed the connection without its answer: a
+    producer resends a request it has no answer to, and a non-idempotent one writes it twice. Its answer is
+    written, then the connection closes; the record is on its partition once."""
+    from kio.schema.produce.v9.response import ProduceResponse
+
+    from fedkafka.protocol import codec
+
+    proxy, topic, where = federation
+    with _connect(proxy) as sock:
+        mixed = _acks_zero_produce({topic: {1: b"kept", 99: b"no such partition"}}, 2)
+        sock.sendall(mixed + _acks_zero_produce({topic: {2: b"after"}}, 3, acks=1))
+        frame = _next_frame(sock)
+        assert frame is not None, "closed without the answer to the acks=1 produce written upstream"
+        header, answer = codec.decode_response(ProduceResponse, frame)
+        assert header.correlation_id == 3
+        assert [(p.index, p.error_code) for t in answer.responses for p in t.partition_responses] == [(2, 0)]
+        assert _next_answer(sock) is None  # then closed
+    assert _read_back(where, 1, b"kept") and _read_back(where, 2, b"after")
+    bootstrap, ptopic, pp = where[2]
+    assert [v for _, _, v in read_partition(bootstrap, ptopic, pp)].count(b"after") == 1
+    log = proxy.output()
+    assert "closing client" in log and "Traceback" not in log and "ERROR" not in log
 
 
 def test_acks_zero_to_a_draining_proxy_closes_the_connection(federation):

@@ -63,9 +63,10 @@ class ClientConnection:
         self._responses = _Queue(self._loop)  # bounded by the request slots
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
-        # set after a failed authentication (answer it, then close) or a request answered with a CloseConnection: no
-        # request after it is read
+        # set after a failed authentication (answer it, then close) or once a request's answer is a CloseConnection:
+        # nothing more is read
         self._closing = False
+        self._dispatching = False  # the reader is in dispatcher.start: a close lets it finish (_close_after)
         # drain() returns only once the transport holds nothing: an answer's bytes are given back when they are
         # written, and with the default marks (64/16 KiB) a transport still held views of broker frames then,
         # uncharged, for as long as the client did not read (uvloop keeps parts by reference)
@@ -144,14 +145,17 @@ class ClientConnection:
             if size < 0 or size > self.limits.max_frame_bytes:
                 raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
             frame = await self._read_body(size, started)
+        self._dispatching = True
         try:
             pending = await self.dispatcher.start(frame, self.slot, self.session)
         except BaseException:
             self._unhold(size)
             raise
+        finally:
+            self._dispatching = False
         self._in_flight += 1
         self._responses.put_nowait(_InFlight(self, pending, size))
-        # the connection closes once the answers before it are written
+        # known at once: nothing after it is read, the connection closes once the answers before it are written
         if pending.done() and not pending.cancelled() and pending.exception() is None and \
                 type(pending.result()) is CloseConnection:
             self._closing = True
@@ -303,7 +307,6 @@ class ClientConnection:
         later answers are dropped)."""
         frames: list[bytes | codec.Chunks] = []
         failed = False
-        close: CloseConnection | None = None
         for item in batch:
             error = asyncio.CancelledError() if item.pending.cancelled() else item.pending.exception()
             if error is not None:
@@ -312,27 +315,27 @@ class ClientConnection:
                 break
             frame = item.pending.result()
             if type(frame) is CloseConnection:
-                close = frame
-                break
-            if frame is not None:
+                self._close_after(frame, broken)  # the answers after it are still written
+            elif frame is not None:
                 frames.append(frame)
         if frames and not broken:
             broken = await self._send(frames)
-        if close is not None:
-            self._close_after(close, broken)
-            return True
         if failed:
             self.stop_reading()
             return True
         return broken
 
     def _close_after(self, close: CloseConnection, broken: bool) -> None:
-        """A handler's close (plan.CloseConnection): the answers before it are written (the transport sends what
-        it still holds before it closes); the answers of requests read after it are dropped."""
+        """A handler's close (plan.CloseConnection): no request is read any more; the requests read before now are
+        answered in order, then run() closes the connection. Those read after the closing request were forwarded
+        already (the reader does not wait for an acks=0 produce's outcome, a broker processes one request of a
+        connection at a time): a dropped answer would make the client send the request again (docs/DESIGN.md
+        §5.4). A dispatch under way is let finish (it may have written upstream): the reader stops after it."""
         if not broken:
             log.info("closing client %s: %s", self.peer, close.reason)
-        self.stop_reading()
-        self.writer.close()
+        self._closing = True
+        if not self._dispatching:
+            self.stop_reading()
 
     async def _send(self, frames: list[bytes | codec.Chunks]) -> bool:
         """Write answer frames; returns whether the connection broke."""

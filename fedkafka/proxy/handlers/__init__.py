@@ -7,10 +7,10 @@ Interface (what a new module, e.g. `fetch.py` for the consume path, must provide
     NEEDS_CONTROLLER: bool  # optional: served only by a proxy with a controller (the admin writes)
     def handle(ctx: plan.Context, header, request) -> plan.Reply   # checked by mypy: plan.Handler
 
-`handle` gets the decoded kio request (its version is `type(request).__version__`) and returns a kio
-response entity, `plan.NO_RESPONSE`, a `plan.CloseConnection` (no answer; the core writes the answers due before
-it, then closes the client's connection), or a `plan.Plan` whose `calls` the core sends upstream and whose
-`finish(results)` returns the next Reply (it may chain further Plans). No sockets, no awaits, no globals:
+`handle` gets the decoded kio request (its version is `type(request).__version__`) and returns a kio response
+entity, `plan.NO_RESPONSE`, a `plan.CloseConnection` (no answer; the core reads no more, writes the answers of the
+requests it read, then closes the client's connection), or a `plan.Plan` whose `calls` the core sends upstream and
+whose `finish(results)` returns the next Reply (it may chain further Plans). No sockets, no awaits, no globals:
 every handler is unit-testable by calling `handle` and `finish` with hand-made results.
 
 Authorization (docs/DESIGN.md §11): a module that checks what the principal may do sets `AUTHORIZES = True` and
