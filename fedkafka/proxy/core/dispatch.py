@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import struct
 from collections.abc import Awaitable, Callable
@@ -227,6 +228,9 @@ class Dispatcher:
             reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         if isinstance(reply, Plan):
             sent = await self._send(reply.calls, slot, deadline)
+            if len(sent) == 1 and isinstance(sent[0], asyncio.Future) and \
+                    not isinstance(reply.calls[0].target, ControllerApi):
+                return self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen)
             return loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
         return self._done(self._encode(reply, correlation_id, seen))
 
@@ -236,11 +240,52 @@ class Dispatcher:
         started = loop.time()
         results = await self._collect(plan.calls, sent, plan.return_early)
         elapsed = loop.time() - started
-        if elapsed > SLOW_REQUEST_S:  # a stalled broker or connection shows up here first
-            log.warning("slow upstream: %.1f s for %s", elapsed,
-                        [(c.target, type(c.request).__name__, type(r).__name__) for c, r in zip(plan.calls, results,
-                                                                                              strict=True)])
-        reply = plan.finish(results)
+        if elapsed > SLOW_REQUEST_S:
+            _warn_slow(elapsed, plan.calls, results)
+        return await self._finish_rounds(plan.finish(results), slot, correlation_id, deadline, seen)
+
+    def _one_call(self, loop: asyncio.AbstractEventLoop, plan: Plan, item: asyncio.Future, slot: int,
+                  correlation_id: int, deadline: float | None, seen) -> _Answer:
+        """`_complete` for a plan of one upstream call, done by a callback instead of a Task (for speed: per
+        Produce that Task cost ~180 bytecodes, in its coroutines `_complete`, `_collect` and `_one` and in
+        asyncio's WeakSet of tasks, and two more loop steps). The same steps, in the same order: the call's timer
+        (`_one`), then in `_one_answered` its result, observer.upstream, the slow-request warning, plan.finish and
+        the encoded answer."""
+        answer = _Answer(loop=loop)
+        answer.awaits = item
+        timer = loop.call_later(plan.calls[0].timeout_s or REQUEST_TIMEOUT_S, _time_out, item)
+        # a partial, not an object with attributes: its arguments reach the callback as locals
+        item.add_done_callback(functools.partial(self._one_answered, answer, loop.time(), timer, plan, slot,
+                                                 correlation_id, deadline, seen))
+        return answer
+
+    def _one_answered(self, answer: _Answer, started: float, timer: asyncio.TimerHandle, plan: Plan, slot: int,
+                      correlation_id: int, deadline: float | None, seen, item: asyncio.Future) -> None:
+        timer.cancel()
+        if answer.done():  # cancelled: so was the call
+            return
+        answer.awaits = None
+        try:
+            results = [self._outcome(plan.calls[0], item)]
+            self.observer.upstream(plan.calls, results)
+            elapsed = self._loop.time() - started  # type: ignore[union-attr]  # set by start
+            if elapsed > SLOW_REQUEST_S:
+                _warn_slow(elapsed, plan.calls, results)
+            reply = plan.finish(results)
+            if isinstance(reply, Plan):  # more rounds: in a Task, as `_complete` runs them
+                rounds = answer.awaits = self.loop.create_task(
+                    self._finish_rounds(reply, slot, correlation_id, deadline, seen))
+                rounds.add_done_callback(functools.partial(_pass_on, answer))
+                return
+            answer.set_result(self._encode(reply, correlation_id, seen))
+        except BaseException as e:  # as a Task would: the connection reports it and closes
+            answer.set_exception(e)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+
+    async def _finish_rounds(self, reply: Any, slot: int, correlation_id: int, deadline: float | None,
+                             seen=None) -> Answer:
+        """A handler's reply after its first answers: the plans it still returns run in turn, then the answer."""
         rounds = 0
         while isinstance(reply, Plan):
             rounds = _next_round(rounds, reply, "after the answers")
@@ -453,7 +498,18 @@ class Dispatcher:
         # future is cancelled too, as by wait_for.
         timer = item.get_loop().call_later(call.timeout_s or REQUEST_TIMEOUT_S, _time_out, item)
         try:
-            return await item
+            await item
+        except (ConnectionError, OSError, codec.DecodeError):  # TimeoutError is an OSError
+            pass  # _outcome turns them into an UpstreamError
+        finally:
+            timer.cancel()
+        return self._outcome(call, item)
+
+    def _outcome(self, call: Call, item: asyncio.Future):
+        """A call's done future as its result: the answer, or an UpstreamError for a timeout or a lost connection
+        (any other failure is raised)."""
+        try:
+            return item.result()
         except TimeoutError:
             # responses come in order: a connection whose broker stopped answering is useless
             self.pool.close_for(item)
@@ -463,8 +519,6 @@ class Dispatcher:
         except (ConnectionError, OSError, codec.DecodeError) as e:
             self._lost(call.target, str(e) or type(e).__name__)
             return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
-        finally:
-            timer.cancel()
 
     async def _collect(self, calls, sent: list, return_early=None) -> list:
         one = self._one
@@ -492,6 +546,39 @@ class Dispatcher:
 def _time_out(answer: asyncio.Future) -> None:
     if not answer.done():
         answer.set_exception(TimeoutError())
+
+
+def _warn_slow(elapsed: float, calls, results: list) -> None:
+    """Past SLOW_REQUEST_S: a stalled broker or connection shows up here first."""
+    log.warning("slow upstream: %.1f s for %s", elapsed,
+                [(c.target, type(c.request).__name__, type(r).__name__) for c, r in zip(calls, results, strict=True)])
+
+
+class _Answer(asyncio.Future):
+    """The answer future of a plan of one call (`Dispatcher._one_call`). Cancelled (only the loop's teardown
+    cancels the connection's writer while it awaits an answer), it cancels what it waits for, as cancelling
+    `_complete`'s Task did."""
+
+    __slots__ = ("awaits",)
+
+    def cancel(self, msg=None) -> bool:
+        awaits, self.awaits = self.awaits, None
+        if awaits is not None:
+            awaits.cancel()
+        return super().cancel(msg)
+
+
+def _pass_on(answer: _Answer, rounds: asyncio.Task) -> None:
+    """A `_one_call` answer whose handler returned more plans: the Task that ran them gives it its outcome."""
+    if answer.done():
+        return
+    answer.awaits = None
+    if rounds.cancelled():
+        answer.cancel()
+    elif (error := rounds.exception()) is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(rounds.result())
 
 
 def _decode_with(read: Callable[[bytes | memoryview], Any] | None, frame: bytes | memoryview) -> tuple[Any, Any]:
