@@ -48,6 +48,7 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 SLOW_REQUEST_S = 5.0
+DRAINED_API_KEYS = (PRODUCE_API_KEY, 8)  # Produce and OffsetCommit: counted in writes_in_flight
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster's own timeout
 VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve the view it made
@@ -122,6 +123,7 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES, with_controller: boo
 class Dispatcher:
     observer = NULL_OBSERVER  # metrics and refusal log lines (proxy/core/observe.py)
     _loop: asyncio.AbstractEventLoop | None = None
+    writes_in_flight: collections.Counter[int] | None = None
 
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
@@ -143,6 +145,11 @@ class Dispatcher:
         self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
         self._answers_view: View | None = None
         self._hooks: dict[tuple[Any, str], Any] = {}  # (handler module, name) -> its optional function or None
+        self._routes: dict[tuple[int, int], tuple] = {}  # (api_key, version) -> _route's answer, for _routes_of
+        self._routes_of: dict[int, tuple[int, int]] | None = None  # the advertised table they were made for
+        # produce and offset-commit requests in flight by the view version they were routed with
+        # (server.InflightProduce: a new view is acked only once the older ones are answered); None: not counted
+        self.writes_in_flight: collections.Counter[int] | None = None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
 
@@ -185,55 +192,105 @@ class Dispatcher:
         client's order); returns an awaitable of the response frame (None: no response)."""
         loop = self._loop or self.loop  # saved once: the property is a call, and start used it six times
         api_key, version, correlation_id = codec.peek_header(frame)
+        counts = self.writes_in_flight if api_key in DRAINED_API_KEYS else None
+        if counts is not None:  # by the view version it is routed with (the handler reads it before any wait)
+            view_version = self.state.view.version
+            counts[view_version] += 1
+        try:
+            handled = self._handle(frame, session, api_key, version, correlation_id, loop)
+            if type(handled) is not tuple:  # answered without an upstream call
+                answer = self._done(handled)
+            else:
+                reply, deadline, seen = handled
+                rounds = 0
+                while isinstance(reply, Plan) and reply.barrier:
+                    rounds = _next_round(rounds, reply, f"api_key={api_key}")
+                    if reply.delay_s:
+                        await asyncio.sleep(reply.delay_s)
+                    reply = reply.finish(await self._execute(reply.calls, slot, deadline))
+                if isinstance(reply, Plan):
+                    answer = self._first_calls(loop, reply, await self._send(reply.calls, slot, deadline), slot,
+                                               correlation_id, deadline, seen)
+                else:
+                    answer = self._done(self._encode(reply, correlation_id, seen))
+        except BaseException:
+            if counts is not None:
+                counts[view_version] -= 1
+            raise
+        if counts is not None:
+            answer.add_done_callback(functools.partial(_uncount, counts, view_version))
+        return answer
+
+    def _handle(self, frame: bytes | memoryview, session: Session | None, api_key: int, version: int,
+                correlation_id: int, loop: asyncio.AbstractEventLoop) -> tuple[Any, float | None, Any] | Answer:
+        """Check, decode and hand the request to its handler: (its reply, the produce deadline, the observer's
+        token), or the answer when no upstream call is needed (version not served, denied, cached)."""
         if session is not None and (not session.authenticated or session.expires_at is not None) and \
                 (refusal := session.refusal(api_key)) is not None:
             # a broker closes a SASL connection that sends anything else before authenticating, or after its
             # session expired (KIP-368); the connection logs the reason in one line
             raise ProtocolViolation(refusal)
-        advertised = self.advertised
-        if not versions.accepts(advertised, api_key, version):
+        route = self._route(api_key, version)
+        if route is None:
             self.observer.unsupported(api_key, version)
-            return self._done(self._unsupported(api_key, version, correlation_id))
-        module = self.registry[api_key]
+            return self._unsupported(api_key, version, correlation_id)
+        module, read_request, cache_key = route
         try:
-            header, request = self._decode(module, frame)
+            header, request = _decode_with(read_request, frame)
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
-        ctx = self.context(header.client_id, session, advertised)
-        if ctx.authorizer is not None and not getattr(module, "AUTHORIZES", False) and \
-                ctx.session.principal not in ctx.authorizer.super_users:  # deny by default (docs/DESIGN.md §11)
-            self.observer.refused("auth", "*", -1, f"api_key={api_key} has no ACL checks: super users only",
-                                  header.client_id)
-            resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
-            return self._done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
-                                                    correlation_id))
+        ctx = self.context(header.client_id, session, self._routes_of)
+        if ctx.authorizer is not None and \
+                (denied := self._denied(module, ctx, api_key, version, header.client_id, correlation_id)) is not None:
+            return denied
         deadline = _send_deadline(api_key, request, loop)
         seen = self.observer.request(api_key, version, request, ctx.view)
-        key = self._answer_key(module, ctx, request)
+        key = None if cache_key is None else self._answer_key(cache_key, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
             self._answers.move_to_end(key)
             self.observer.answered(seen, None)
-            return self._done(_with_correlation_id(cached, correlation_id))
+            return _with_correlation_id(cached, correlation_id)
         reply = module.handle(ctx, header, request)
         if key is not None and not isinstance(reply, Plan):
             answer = self._encode_whole(reply, correlation_id, seen)
             if isinstance(answer, bytes):
                 self._remember(key, answer)
-            return self._done(answer)
-        rounds = 0
-        while isinstance(reply, Plan) and reply.barrier:
-            rounds = _next_round(rounds, reply, f"api_key={api_key}")
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
-            reply = reply.finish(await self._execute(reply.calls, slot, deadline))
-        if isinstance(reply, Plan):
-            sent = await self._send(reply.calls, slot, deadline)
-            if len(sent) == 1 and isinstance(sent[0], asyncio.Future) and \
-                    not isinstance(reply.calls[0].target, ControllerApi):
-                return self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen)
-            return loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
-        return self._done(self._encode(reply, correlation_id, seen))
+            return answer
+        return reply, deadline, seen
 
+    def _first_calls(self, loop: asyncio.AbstractEventLoop, plan: Plan, sent: list, slot: int, correlation_id: int,
+                     deadline: float | None, seen) -> asyncio.Future[Answer]:
+        """The answer to a plan whose calls were sent: awaited by a callback for one call, else by a Task."""
+        if len(sent) == 1 and isinstance(sent[0], asyncio.Future) and \
+                not isinstance(plan.calls[0].target, ControllerApi):
+            return self._one_call(loop, plan, sent[0], slot, correlation_id, deadline, seen)
+        return loop.create_task(self._complete(plan, sent, slot, correlation_id, deadline, seen))
+
+    def _route(self, api_key: int, version: int) -> tuple[Any, Any, Any] | None:
+        """(handler module, its `read_request`, its `cache_key`) for a request version this proxy serves (a hook
+        a module does not have: None); None: not served. Worked out once per (api_key, version) and advertised
+        table, for speed: the version check and the module lookups were five calls a request."""
+        advertised = self.advertised
+        if advertised is not self._routes_of:
+            self._routes, self._routes_of = {}, advertised
+        route = self._routes.get((api_key, version))
+        if route is None:
+            route = ()  # not served
+            if versions.accepts(advertised, api_key, version):
+                module = self.registry[api_key]
+                route = (module, self._hook(module, "read_request"), self._hook(module, "cache_key"))
+            self._routes[(api_key, version)] = route
+        return route or None
+
+    def _denied(self, module, ctx: Context, api_key: int, version: int, client_id: str | None,
+                correlation_id: int) -> bytes | None:
+        """The refusal of a request to a handler without ACL checks of its own when its principal is no super user
+        (deny by default, docs/DESIGN.md §11); None: allowed."""
+        if getattr(module, "AUTHORIZES", False) or ctx.session.principal in ctx.authorizer.super_users:  # type: ignore[union-attr]
+            return None
+        self.observer.refused("auth", "*", -1, f"api_key={api_key} has no ACL checks: super users only", client_id)
+        resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
+        return codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed), correlation_id)
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
                         deadline: float | None, seen=None) -> Answer:
         loop = self._loop or self.loop
@@ -299,12 +356,6 @@ class Dispatcher:
         fut.set_result(value)
         return fut
 
-    def _decode(self, module, frame: bytes | memoryview) -> tuple[Any, Any]:
-        """(header, request). A handler module with `read_request` reads its own frames (Produce: a header walk
-        that leaves the record sets in the frame); that one object is both header and request. The reader is
-        looked up once per module."""
-        return _decode_with(self._hook(module, "read_request"), frame)
-
     def _hook(self, module, name: str) -> Any:
         """A handler module's optional function (None: it has none), looked up once per module: a getattr of a
         missing module attribute formats an AttributeError, per request otherwise."""
@@ -314,10 +365,8 @@ class Dispatcher:
             hook = self._hooks[module, name] = getattr(module, name, None)
             return hook
 
-    def _answer_key(self, module, ctx: Context, request) -> Any:
-        cache_key = self._hook(module, "cache_key")
-        if cache_key is None:
-            return None
+    def _answer_key(self, cache_key: Callable[[Context, Any], Any], ctx: Context, request) -> Any:
+        """The key of the cached answer (the module's `cache_key` of the request; None: not cached)."""
         if ctx.view is not self._answers_view:  # a new view: every cached answer is stale
             self._answers.clear()
             self._answers_view = ctx.view
@@ -579,6 +628,10 @@ def _pass_on(answer: _Answer, rounds: asyncio.Task) -> None:
         answer.set_exception(error)
     else:
         answer.set_result(rounds.result())
+
+
+def _uncount(counts: collections.Counter[int], view_version: int, _answer: asyncio.Future) -> None:
+    counts[view_version] -= 1
 
 
 def _decode_with(read: Callable[[bytes | memoryview], Any] | None, frame: bytes | memoryview) -> tuple[Any, Any]:
