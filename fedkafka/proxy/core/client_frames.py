@@ -296,8 +296,10 @@ class ClientFrames(asyncio.BufferedProtocol):
     def _resume(self) -> None:
         """Resume reading unless the staging buffer is still full (a read that took nothing: a zero-size frame,
         an empty buffer): get_buffer would hand the socket an empty buffer, a fatal error for the transport."""
+        if not self._paused:  # first: the common case, and the check below is ~20 bytecodes
+            return
         full = self._target is None and len(self._staging) and self._end - self._start == len(self._staging)
-        if self._paused and not full and self.transport is not None and not self.transport.is_closing():
+        if not full and self.transport is not None and not self.transport.is_closing():
             self._paused = False
             self.transport.resume_reading()
 

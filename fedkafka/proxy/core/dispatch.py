@@ -176,7 +176,7 @@ class Dispatcher:
                        physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
                        max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused,
-                       session=session or Session(), authorizer=self.authorizer(view))
+                       session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None)
 
     def authorizer(self, view: View) -> Authorizer | None:
         """None with authorization off; else the view's ACLs, indexed once per view."""
@@ -209,8 +209,12 @@ class Dispatcher:
                         await asyncio.sleep(reply.delay_s)
                     reply = reply.finish(await self._execute(reply.calls, slot, deadline))
                 if isinstance(reply, Plan):
-                    answer = self._first_calls(loop, reply, await self._send(reply.calls, slot, deadline), slot,
-                                               correlation_id, deadline, seen)
+                    sent = await self._send(reply.calls, slot, deadline)
+                    # one call to a broker (a controller call is a Task, type() is not Future): a callback awaits it
+                    if len(sent) == 1 and type(sent[0]) is asyncio.Future:
+                        answer = self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen)
+                    else:
+                        answer = loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
                 else:
                     answer = self._done(self._encode(reply, correlation_id, seen))
         except BaseException:
@@ -257,14 +261,6 @@ class Dispatcher:
                 self._remember(key, answer)
             return answer
         return reply, deadline, seen
-
-    def _first_calls(self, loop: asyncio.AbstractEventLoop, plan: Plan, sent: list, slot: int, correlation_id: int,
-                     deadline: float | None, seen) -> asyncio.Future[Answer]:
-        """The answer to a plan whose calls were sent: awaited by a callback for one call, else by a Task."""
-        if len(sent) == 1 and isinstance(sent[0], asyncio.Future) and \
-                not isinstance(plan.calls[0].target, ControllerApi):
-            return self._one_call(loop, plan, sent[0], slot, correlation_id, deadline, seen)
-        return loop.create_task(self._complete(plan, sent, slot, correlation_id, deadline, seen))
 
     def _route(self, api_key: int, version: int) -> tuple[Any, Any, Any] | None:
         """(handler module, its `read_request`, its `cache_key`) for a request version this proxy serves (a hook
@@ -415,18 +411,25 @@ class Dispatcher:
         """Write every call now; per call a future, None (no response expected) or an UpstreamError."""
         sent: list = []
         for call in calls:
-            cluster = call.target.cluster
-            if isinstance(call.target, ControllerApi):
+            target = call.target
+            cluster = target.cluster
+            if isinstance(target, ControllerApi):
                 sent.append(asyncio.ensure_future(self._ask_controller(call)))
                 continue
             produce = call.request.__api_key__ == PRODUCE_API_KEY
             try:
-                if produce:
-                    self._check_sendable(deadline)
-                if isinstance(call.target, AnyBroker):
+                if produce and (refusal := self._not_to_send(deadline)):  # _check_sendable, one call less
+                    raise _NotSent(*refusal)
+                if isinstance(target, AnyBroker):
                     sent.append(await self._send_to_any(call, slot, deadline if produce else None))
+                    continue
+                host, port = self.physical.address(cluster, target.node_id)
+                # an open pooled connection is written to here, without _send_to's coroutine (for speed)
+                conn = None if call.dedicated else \
+                    self.pool.ready(host, port, slot if call.ordering_key is None else call.ordering_key)
+                if conn is not None:
+                    sent.append(conn.send(call.request, call.expect_response, call.client_id))
                 else:
-                    host, port = self.physical.address(cluster, call.target.node_id)
                     sent.append(await self._send_to(host, port, call, slot, deadline if produce else None))
             except _NotSent as e:
                 self.observer.refused(e.reason, cluster, -1, e.message, None)

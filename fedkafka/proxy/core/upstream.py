@@ -264,7 +264,7 @@ class UpstreamConnection:
     def send(self, request: Any, expect_response: bool, client_id: str | None = ...) -> asyncio.Future | None: ...
 
     def send(self, request: Any, expect_response: bool = True, client_id: str | None = None) -> asyncio.Future | None:
-        if self.closed or self._transport is None or self._loop is None:
+        if self.closed or self._transport is None:  # _open sets _transport and _loop together
             raise ConnectionError(f"{self.label}: connection closed")
         corr = next(self._ids) & 0x7FFFFFFF
         if client_id is None:
@@ -277,11 +277,13 @@ class UpstreamConnection:
             self._transport.write(frame)
         if not expect_response:
             return None
-        fut = self._loop.create_future()  # Python 3.11's get_running_loop() is a getpid() system call
+        fut = self._loop.create_future()  # type: ignore[union-attr]  # no get_running_loop(): a getpid() in 3.11
         # A request that reads its own answer (`read_response`, handlers/produce.py) is kept in place of kio's
         # response type: it carries __api_key__ as well (has_pending).
-        resp_t = request if _reads_own_answer(type(request)) else \
-            codec.response_schema(request.__api_key__, request.__version__)
+        reads_own = _READS_OWN.get(type(request))  # the dict first: one call less a request
+        if reads_own is None:
+            reads_own = _reads_own_answer(type(request))
+        resp_t = request if reads_own else codec.response_schema(request.__api_key__, request.__version__)
         self._pending.append((corr, resp_t, fut))
         return fut
 
