@@ -116,3 +116,16 @@ def test_a_finish_that_returns_another_plan_goes_on_in_rounds():
         assert first.results == [["broker answer"]] and second.results == [[]]
 
     asyncio.run(scenario())
+
+
+def test_a_call_cancelled_by_another_cancels_the_answer():
+    """As for the Task that awaited it: its coroutine saw CancelledError, and the Task ended cancelled."""
+    async def scenario():
+        finish = _Finish()
+        d, answer, item = await _one(finish)
+        item.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answer
+        assert answer.cancelled() and finish.results == []
+
+    asyncio.run(scenario())

@@ -331,6 +331,8 @@ class Dispatcher:
                 rounds.add_done_callback(functools.partial(_pass_on, answer))
                 return
             answer.set_result(self._encode(reply, correlation_id, seen))
+        except asyncio.CancelledError:  # the call was cancelled by another: so is the answer, as the Task was
+            answer.cancel()
         except BaseException as e:  # as a Task would: the connection reports it and closes
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):

@@ -107,7 +107,11 @@ class FrameProtocol(asyncio.BufferedProtocol):
             if have >= size:
                 begin = self._start + 4
                 self._start = begin + size
-                self._deliver(bytes(memoryview(buf)[begin:self._start]))  # one copy (a slice would be two)
+                frame = bytes(memoryview(buf)[begin:self._start])  # one copy (a slice would be two)
+                try:  # _deliver, without the call (once per answer)
+                    self.on_frame(frame)
+                except Exception as e:
+                    self._failed(e)
             elif size + 4 > len(buf):  # never fits: read the rest straight into its own buffer
                 self._large = records.frame_buffer(size)  # not zero-filled: see above
                 if self.budget is not None:
@@ -124,11 +128,16 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def _deliver(self, frame: bytes | memoryview) -> None:
         try:
             self.on_frame(frame)
-        except ConnectionError as e:  # the handler's own verdict: this connection is out of step
-            self._refuse(e)
-        except Exception as e:  # never leave a half-dead connection in the pool: its futures would hang
-            log.exception("upstream frame handler failed")
-            self._refuse(ConnectionError(f"reader failed: {e!r}"))
+        except Exception as e:
+            self._failed(e)
+
+    def _failed(self, error: Exception) -> None:
+        """`on_frame` raised: the connection is refused."""
+        if isinstance(error, ConnectionError):  # the handler's own verdict: this connection is out of step
+            self._refuse(error)
+        else:  # never leave a half-dead connection in the pool: its futures would hang
+            log.exception("upstream frame handler failed")  # called in the except clause
+            self._refuse(ConnectionError(f"reader failed: {error!r}"))
 
     def _uncharge(self, size: int) -> None:
         if self.budget is not None:
