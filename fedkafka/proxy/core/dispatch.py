@@ -239,8 +239,12 @@ class Dispatcher:
             self.observer.unsupported(api_key, version)
             return self._unsupported(api_key, version, correlation_id)
         module, read_request, cache_key = route
-        try:
-            header, request = _decode_with(read_request, frame)
+        try:  # a module with `read_request` reads its own frames (Produce: a header walk that leaves the record
+            # sets in the frame); that one object is both header and request
+            if read_request is None:
+                header, request = codec.decode_request(frame)
+            else:
+                header = request = read_request(frame)
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
         ctx = self.context(header.client_id, session, self._routes_of)
@@ -266,7 +270,9 @@ class Dispatcher:
         """(handler module, its `read_request`, its `cache_key`) for a request version this proxy serves (a hook
         a module does not have: None); None: not served. Worked out once per (api_key, version) and advertised
         table, for speed: the version check and the module lookups were five calls a request."""
-        advertised = self.advertised
+        advertised = self._advertised
+        if advertised is None or self.physical.changed.is_set():  # the property's check, without its call
+            advertised = self.advertised
         if advertised is not self._routes_of:
             self._routes, self._routes_of = {}, advertised
         route = self._routes.get((api_key, version))
@@ -637,13 +643,6 @@ def _pass_on(answer: _Answer, rounds: asyncio.Task) -> None:
 
 def _uncount(counts: collections.Counter[int], view_version: int, _answer: asyncio.Future) -> None:
     counts[view_version] -= 1
-
-
-def _decode_with(read: Callable[[bytes | memoryview], Any] | None, frame: bytes | memoryview) -> tuple[Any, Any]:
-    if read is None:
-        return codec.decode_request(frame)
-    request = read(frame)
-    return request, request
 
 
 def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:
