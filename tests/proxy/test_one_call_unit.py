@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from proxy.test_limits_unit import _Physical, _Pool
 
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.plan import NO_RESPONSE, Broker, Call, Plan, UpstreamError
+from proxy.test_limits_unit import _Physical, _Pool
 
 
 class _Finish:
@@ -44,7 +44,7 @@ def test_one_call_is_answered_by_its_finish_without_a_task():
     async def scenario():
         finish = _Finish(lambda results: NO_RESPONSE)
         tasks = len(asyncio.all_tasks())
-        d, answer, item = await _one(finish)
+        _, answer, item = await _one(finish)
         assert len(asyncio.all_tasks()) == tasks  # old code: a Task per request ran _complete
         item.set_result("broker answer")
         assert await answer is None  # NO_RESPONSE: nothing to write
@@ -56,7 +56,7 @@ def test_one_call_is_answered_by_its_finish_without_a_task():
 def test_one_call_past_its_timeout_is_an_upstream_error_and_the_broker_is_refreshed():
     async def scenario():
         finish = _Finish()
-        d, answer, item = await _one(finish, timeout_s=0.01)
+        d, answer, _ = await _one(finish, timeout_s=0.01)
         assert await answer is None
         (result,) = finish.results[0]
         assert isinstance(result, UpstreamError) and result.reason == "request timed out"
@@ -68,7 +68,7 @@ def test_one_call_past_its_timeout_is_an_upstream_error_and_the_broker_is_refres
 def test_one_call_whose_connection_broke_is_an_upstream_error():
     async def scenario():
         finish = _Finish()
-        d, answer, item = await _one(finish)
+        _, answer, item = await _one(finish)
         item.set_exception(ConnectionError("c1:1: closed"))
         assert await answer is None
         (result,) = finish.results[0]
@@ -80,7 +80,7 @@ def test_one_call_whose_connection_broke_is_an_upstream_error():
 def test_a_cancelled_answer_cancels_its_upstream_call():
     async def scenario():
         finish = _Finish()
-        d, answer, item = await _one(finish)
+        _, answer, item = await _one(finish)
         waiting = asyncio.ensure_future(answer)
         await asyncio.sleep(0)
         waiting.cancel()  # the connection's writer, cancelled at the loop's teardown
@@ -98,7 +98,7 @@ def test_a_failing_finish_fails_the_answer():
         def boom(results):
             raise RuntimeError("handler bug")
 
-        d, answer, item = await _one(_Finish(boom))
+        _, answer, item = await _one(_Finish(boom))
         item.set_result("broker answer")
         with pytest.raises(RuntimeError, match="handler bug"):
             await answer
@@ -110,7 +110,7 @@ def test_a_finish_that_returns_another_plan_goes_on_in_rounds():
     async def scenario():
         second = _Finish()
         first = _Finish(lambda results: Plan([], second))
-        d, answer, item = await _one(first)
+        _, answer, item = await _one(first)
         item.set_result("broker answer")
         assert await answer is None
         assert first.results == [["broker answer"]] and second.results == [[]]
@@ -122,7 +122,7 @@ def test_a_call_cancelled_by_another_cancels_the_answer():
     """As for the Task that awaited it: its coroutine saw CancelledError, and the Task ended cancelled."""
     async def scenario():
         finish = _Finish()
-        d, answer, item = await _one(finish)
+        _, answer, item = await _one(finish)
         item.cancel()
         with pytest.raises(asyncio.CancelledError):
             await answer

@@ -198,7 +198,7 @@ class Dispatcher:
             counts[view_version] += 1
         try:
             handled = self._handle(frame, session, api_key, version, correlation_id, loop)
-            if type(handled) is not tuple:  # answered without an upstream call
+            if not isinstance(handled, tuple):  # answered without an upstream call
                 answer = self._done(handled)
             else:
                 reply, deadline, seen = handled
@@ -620,6 +620,7 @@ class _Answer(asyncio.Future):
     `_complete`'s Task did."""
 
     __slots__ = ("awaits",)
+    awaits: asyncio.Future | None  # the call's future, then the Task of further rounds (None: nothing)
 
     def cancel(self, msg=None) -> bool:
         awaits, self.awaits = self.awaits, None
