@@ -210,10 +210,12 @@ class ClientFrames(asyncio.BufferedProtocol):
         """The size of the next frame when its size prefix and all its bytes are staged (then `take(size, 4)`
         returns it without waiting); -1 when they are not, or when the size is outside 0..max_bytes (the waiting
         path reports that)."""
-        if self._end - self._start < 4:
+        start = self._start
+        staged = self._end - start
+        if staged < 4:
             return -1
-        (size,) = _SIZE.unpack_from(self._staging, self._start)
-        return size if 0 <= size <= max_bytes and self._end - self._start - 4 >= size else -1
+        (size,) = _SIZE.unpack_from(self._staging, start)
+        return size if 0 <= size <= max_bytes and staged - 4 >= size else -1
 
     def take(self, n: int, skip: int = 0) -> bytes:
         """The next n staged bytes after `skip` (dropped), with one copy; the staging buffer must hold them."""
@@ -222,7 +224,8 @@ class ClientFrames(asyncio.BufferedProtocol):
         data = bytes(memoryview(self._staging)[begin:self._start])
         if self._start == self._end:
             self._start = self._end = 0
-        self._resume()
+        if self._paused:  # _resume's own first check, without the call
+            self._resume()
         return data
 
     async def read_frame(self, size: int) -> bytes | memoryview:
@@ -296,8 +299,10 @@ class ClientFrames(asyncio.BufferedProtocol):
     def _resume(self) -> None:
         """Resume reading unless the staging buffer is still full (a read that took nothing: a zero-size frame,
         an empty buffer): get_buffer would hand the socket an empty buffer, a fatal error for the transport."""
+        if not self._paused:  # first: the common case, and the check below is ~20 bytecodes
+            return
         full = self._target is None and len(self._staging) and self._end - self._start == len(self._staging)
-        if self._paused and not full and self.transport is not None and not self.transport.is_closing():
+        if not full and self.transport is not None and not self.transport.is_closing():
             self._paused = False
             self.transport.resume_reading()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import struct
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,7 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 SLOW_REQUEST_S = 5.0
+DRAINED_API_KEYS = (PRODUCE_API_KEY, 8)  # Produce and OffsetCommit: counted in writes_in_flight
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster's own timeout
 VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve the view it made
@@ -121,6 +123,7 @@ def registry_for(role: ProxyRole, modules=handlers.MODULES, with_controller: boo
 class Dispatcher:
     observer = NULL_OBSERVER  # metrics and refusal log lines (proxy/core/observe.py)
     _loop: asyncio.AbstractEventLoop | None = None
+    writes_in_flight: collections.Counter[int] | None = None
 
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
@@ -142,6 +145,11 @@ class Dispatcher:
         self._answers: collections.OrderedDict[Any, bytes] = collections.OrderedDict()  # LRU
         self._answers_view: View | None = None
         self._hooks: dict[tuple[Any, str], Any] = {}  # (handler module, name) -> its optional function or None
+        self._routes: dict[tuple[int, int], tuple] = {}  # (api_key, version) -> _route's answer, for _routes_of
+        self._routes_of: dict[int, tuple[int, int]] | None = None  # the advertised table they were made for
+        # produce and offset-commit requests in flight by the view version they were routed with
+        # (server.InflightProduce: a new view is acked only once the older ones are answered); None: not counted
+        self.writes_in_flight: collections.Counter[int] | None = None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
 
@@ -168,7 +176,7 @@ class Dispatcher:
                        physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
                        max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused,
-                       session=session or Session(), authorizer=self.authorizer(view))
+                       session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None)
 
     def authorizer(self, view: View) -> Authorizer | None:
         """None with authorization off; else the view's ACLs, indexed once per view."""
@@ -184,63 +192,161 @@ class Dispatcher:
         client's order); returns an awaitable of the response frame (None: no response)."""
         loop = self._loop or self.loop  # saved once: the property is a call, and start used it six times
         api_key, version, correlation_id = codec.peek_header(frame)
+        counts = self.writes_in_flight if api_key in DRAINED_API_KEYS else None
+        if counts is not None:  # by the view version it is routed with (the handler reads it before any wait)
+            view_version = self.state.view.version
+            counts[view_version] += 1
+        try:
+            handled = self._handle(frame, session, api_key, version, correlation_id, loop)
+            if not isinstance(handled, tuple):  # answered without an upstream call
+                answer = self._done(handled)
+            else:
+                reply, deadline, seen = handled
+                rounds = 0
+                while isinstance(reply, Plan) and reply.barrier:
+                    rounds = _next_round(rounds, reply, f"api_key={api_key}")
+                    if reply.delay_s:
+                        await asyncio.sleep(reply.delay_s)
+                    reply = reply.finish(await self._execute(reply.calls, slot, deadline))
+                if isinstance(reply, Plan):
+                    sent = await self._send(reply.calls, slot, deadline)
+                    # one call to a broker (a controller call is a Task, type() is not Future): a callback awaits it
+                    if len(sent) == 1 and type(sent[0]) is asyncio.Future:
+                        answer = self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen)
+                    else:
+                        answer = loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
+                else:
+                    answer = self._done(self._encode(reply, correlation_id, seen))
+        except BaseException:
+            if counts is not None:
+                counts[view_version] -= 1
+            raise
+        if counts is not None:
+            answer.add_done_callback(functools.partial(_uncount, counts, view_version))
+        return answer
+
+    def _handle(self, frame: bytes | memoryview, session: Session | None, api_key: int, version: int,
+                correlation_id: int, loop: asyncio.AbstractEventLoop) -> tuple[Any, float | None, Any] | Answer:
+        """Check, decode and hand the request to its handler: (its reply, the produce deadline, the observer's
+        token), or the answer when no upstream call is needed (version not served, denied, cached)."""
         if session is not None and (not session.authenticated or session.expires_at is not None) and \
                 (refusal := session.refusal(api_key)) is not None:
             # a broker closes a SASL connection that sends anything else before authenticating, or after its
             # session expired (KIP-368); the connection logs the reason in one line
             raise ProtocolViolation(refusal)
-        advertised = self.advertised
-        if not versions.accepts(advertised, api_key, version):
+        route = self._route(api_key, version)
+        if route is None:
             self.observer.unsupported(api_key, version)
-            return self._done(self._unsupported(api_key, version, correlation_id))
-        module = self.registry[api_key]
-        try:
-            header, request = self._decode(module, frame)
+            return self._unsupported(api_key, version, correlation_id)
+        module, read_request, cache_key = route
+        try:  # a module with `read_request` reads its own frames (Produce: a header walk that leaves the record
+            # sets in the frame); that one object is both header and request
+            if read_request is None:
+                header, request = codec.decode_request(frame)
+            else:
+                header = request = read_request(frame)
         except codec.DecodeError as e:
             raise ProtocolViolation(str(e)) from None
-        ctx = self.context(header.client_id, session, advertised)
-        if ctx.authorizer is not None and not getattr(module, "AUTHORIZES", False) and \
-                ctx.session.principal not in ctx.authorizer.super_users:  # deny by default (docs/DESIGN.md §11)
-            self.observer.refused("auth", "*", -1, f"api_key={api_key} has no ACL checks: super users only",
-                                  header.client_id)
-            resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
-            return self._done(codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed),
-                                                    correlation_id))
+        ctx = self.context(header.client_id, session, self._routes_of)
+        if ctx.authorizer is not None and \
+                (denied := self._denied(module, ctx, api_key, version, header.client_id, correlation_id)) is not None:
+            return denied
         deadline = _send_deadline(api_key, request, loop)
         seen = self.observer.request(api_key, version, request, ctx.view)
-        key = self._answer_key(module, ctx, request)
+        key = None if cache_key is None else self._answer_key(cache_key, ctx, request)
         if key is not None and (cached := self._answers.get(key)) is not None:
             self._answers.move_to_end(key)
             self.observer.answered(seen, None)
-            return self._done(_with_correlation_id(cached, correlation_id))
+            return _with_correlation_id(cached, correlation_id)
         reply = module.handle(ctx, header, request)
         if key is not None and not isinstance(reply, Plan):
             answer = self._encode_whole(reply, correlation_id, seen)
             if isinstance(answer, bytes):
                 self._remember(key, answer)
-            return self._done(answer)
-        rounds = 0
-        while isinstance(reply, Plan) and reply.barrier:
-            rounds = _next_round(rounds, reply, f"api_key={api_key}")
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
-            reply = reply.finish(await self._execute(reply.calls, slot, deadline))
-        if isinstance(reply, Plan):
-            sent = await self._send(reply.calls, slot, deadline)
-            return loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
-        return self._done(self._encode(reply, correlation_id, seen))
+            return answer
+        return reply, deadline, seen
 
+    def _route(self, api_key: int, version: int) -> tuple[Any, Any, Any] | None:
+        """(handler module, its `read_request`, its `cache_key`) for a request version this proxy serves (a hook
+        a module does not have: None); None: not served. Worked out once per (api_key, version) and advertised
+        table, for speed: the version check and the module lookups were five calls a request."""
+        advertised = self._advertised
+        if advertised is None or self.physical.changed.is_set():  # the property's check, without its call
+            advertised = self.advertised
+        if advertised is not self._routes_of:
+            self._routes, self._routes_of = {}, advertised
+        route = self._routes.get((api_key, version))
+        if route is None:
+            route = ()  # not served
+            if versions.accepts(advertised, api_key, version):
+                module = self.registry[api_key]
+                route = (module, self._hook(module, "read_request"), self._hook(module, "cache_key"))
+            self._routes[(api_key, version)] = route
+        return route or None
+
+    def _denied(self, module, ctx: Context, api_key: int, version: int, client_id: str | None,
+                correlation_id: int) -> bytes | None:
+        """The refusal of a request to a handler without ACL checks of its own when its principal is no super user
+        (deny by default, docs/DESIGN.md §11); None: allowed."""
+        if getattr(module, "AUTHORIZES", False) or ctx.session.principal in ctx.authorizer.super_users:  # type: ignore[union-attr]
+            return None
+        self.observer.refused("auth", "*", -1, f"api_key={api_key} has no ACL checks: super users only", client_id)
+        resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
+        return codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed), correlation_id)
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
                         deadline: float | None, seen=None) -> Answer:
         loop = self._loop or self.loop
         started = loop.time()
         results = await self._collect(plan.calls, sent, plan.return_early)
         elapsed = loop.time() - started
-        if elapsed > SLOW_REQUEST_S:  # a stalled broker or connection shows up here first
-            log.warning("slow upstream: %.1f s for %s", elapsed,
-                        [(c.target, type(c.request).__name__, type(r).__name__) for c, r in zip(plan.calls, results,
-                                                                                              strict=True)])
-        reply = plan.finish(results)
+        if elapsed > SLOW_REQUEST_S:
+            _warn_slow(elapsed, plan.calls, results)
+        return await self._finish_rounds(plan.finish(results), slot, correlation_id, deadline, seen)
+
+    def _one_call(self, loop: asyncio.AbstractEventLoop, plan: Plan, item: asyncio.Future, slot: int,
+                  correlation_id: int, deadline: float | None, seen) -> _Answer:
+        """`_complete` for a plan of one upstream call, done by a callback instead of a Task (for speed: per
+        Produce that Task cost ~180 bytecodes, in its coroutines `_complete`, `_collect` and `_one` and in
+        asyncio's WeakSet of tasks, and two more loop steps). The same steps, in the same order: the call's timer
+        (`_one`), then in `_one_answered` its result, observer.upstream, the slow-request warning, plan.finish and
+        the encoded answer."""
+        answer = _Answer(loop=loop)
+        answer.awaits = item
+        timer = loop.call_later(plan.calls[0].timeout_s or REQUEST_TIMEOUT_S, _time_out, item)
+        # a partial, not an object with attributes: its arguments reach the callback as locals
+        item.add_done_callback(functools.partial(self._one_answered, answer, loop.time(), timer, plan, slot,
+                                                 correlation_id, deadline, seen))
+        return answer
+
+    def _one_answered(self, answer: _Answer, started: float, timer: asyncio.TimerHandle, plan: Plan, slot: int,
+                      correlation_id: int, deadline: float | None, seen, item: asyncio.Future) -> None:
+        timer.cancel()
+        if answer.done():  # cancelled: so was the call
+            return
+        answer.awaits = None
+        try:
+            results = [self._outcome(plan.calls[0], item)]
+            self.observer.upstream(plan.calls, results)
+            elapsed = self._loop.time() - started  # type: ignore[union-attr]  # set by start
+            if elapsed > SLOW_REQUEST_S:
+                _warn_slow(elapsed, plan.calls, results)
+            reply = plan.finish(results)
+            if isinstance(reply, Plan):  # more rounds: in a Task, as `_complete` runs them
+                rounds = answer.awaits = self.loop.create_task(
+                    self._finish_rounds(reply, slot, correlation_id, deadline, seen))
+                rounds.add_done_callback(functools.partial(_pass_on, answer))
+                return
+            answer.set_result(self._encode(reply, correlation_id, seen))
+        except asyncio.CancelledError:  # the call was cancelled by another: so is the answer, as the Task was
+            answer.cancel()
+        except BaseException as e:  # as a Task would: the connection reports it and closes
+            answer.set_exception(e)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+
+    async def _finish_rounds(self, reply: Any, slot: int, correlation_id: int, deadline: float | None,
+                             seen=None) -> Answer:
+        """A handler's reply after its first answers: the plans it still returns run in turn, then the answer."""
         rounds = 0
         while isinstance(reply, Plan):
             rounds = _next_round(rounds, reply, "after the answers")
@@ -254,12 +360,6 @@ class Dispatcher:
         fut.set_result(value)
         return fut
 
-    def _decode(self, module, frame: bytes | memoryview) -> tuple[Any, Any]:
-        """(header, request). A handler module with `read_request` reads its own frames (Produce: a header walk
-        that leaves the record sets in the frame); that one object is both header and request. The reader is
-        looked up once per module."""
-        return _decode_with(self._hook(module, "read_request"), frame)
-
     def _hook(self, module, name: str) -> Any:
         """A handler module's optional function (None: it has none), looked up once per module: a getattr of a
         missing module attribute formats an AttributeError, per request otherwise."""
@@ -269,10 +369,8 @@ class Dispatcher:
             hook = self._hooks[module, name] = getattr(module, name, None)
             return hook
 
-    def _answer_key(self, module, ctx: Context, request) -> Any:
-        cache_key = self._hook(module, "cache_key")
-        if cache_key is None:
-            return None
+    def _answer_key(self, cache_key: Callable[[Context, Any], Any], ctx: Context, request) -> Any:
+        """The key of the cached answer (the module's `cache_key` of the request; None: not cached)."""
         if ctx.view is not self._answers_view:  # a new view: every cached answer is stale
             self._answers.clear()
             self._answers_view = ctx.view
@@ -321,18 +419,25 @@ class Dispatcher:
         """Write every call now; per call a future, None (no response expected) or an UpstreamError."""
         sent: list = []
         for call in calls:
-            cluster = call.target.cluster
-            if isinstance(call.target, ControllerApi):
+            target = call.target
+            cluster = target.cluster
+            if isinstance(target, ControllerApi):
                 sent.append(asyncio.ensure_future(self._ask_controller(call)))
                 continue
             produce = call.request.__api_key__ == PRODUCE_API_KEY
             try:
-                if produce:
-                    self._check_sendable(deadline)
-                if isinstance(call.target, AnyBroker):
+                if produce and (refusal := self._not_to_send(deadline)):  # _check_sendable, one call less
+                    raise _NotSent(*refusal)
+                if isinstance(target, AnyBroker):
                     sent.append(await self._send_to_any(call, slot, deadline if produce else None))
+                    continue
+                host, port = self.physical.address(cluster, target.node_id)
+                # an open pooled connection is written to here, without _send_to's coroutine (for speed)
+                conn = None if call.dedicated else \
+                    self.pool.ready(host, port, slot if call.ordering_key is None else call.ordering_key)
+                if conn is not None:
+                    sent.append(conn.send(call.request, call.expect_response, call.client_id))
                 else:
-                    host, port = self.physical.address(cluster, call.target.node_id)
                     sent.append(await self._send_to(host, port, call, slot, deadline if produce else None))
             except _NotSent as e:
                 self.observer.refused(e.reason, cluster, -1, e.message, None)
@@ -453,7 +558,18 @@ class Dispatcher:
         # future is cancelled too, as by wait_for.
         timer = item.get_loop().call_later(call.timeout_s or REQUEST_TIMEOUT_S, _time_out, item)
         try:
-            return await item
+            await item
+        except (ConnectionError, OSError, codec.DecodeError):  # TimeoutError is an OSError
+            pass  # _outcome turns them into an UpstreamError
+        finally:
+            timer.cancel()
+        return self._outcome(call, item)
+
+    def _outcome(self, call: Call, item: asyncio.Future):
+        """A call's done future as its result: the answer, or an UpstreamError for a timeout or a lost connection
+        (any other failure is raised)."""
+        try:
+            return item.result()
         except TimeoutError:
             # responses come in order: a connection whose broker stopped answering is useless
             self.pool.close_for(item)
@@ -463,8 +579,6 @@ class Dispatcher:
         except (ConnectionError, OSError, codec.DecodeError) as e:
             self._lost(call.target, str(e) or type(e).__name__)
             return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
-        finally:
-            timer.cancel()
 
     async def _collect(self, calls, sent: list, return_early=None) -> list:
         one = self._one
@@ -494,11 +608,42 @@ def _time_out(answer: asyncio.Future) -> None:
         answer.set_exception(TimeoutError())
 
 
-def _decode_with(read: Callable[[bytes | memoryview], Any] | None, frame: bytes | memoryview) -> tuple[Any, Any]:
-    if read is None:
-        return codec.decode_request(frame)
-    request = read(frame)
-    return request, request
+def _warn_slow(elapsed: float, calls, results: list) -> None:
+    """Past SLOW_REQUEST_S: a stalled broker or connection shows up here first."""
+    log.warning("slow upstream: %.1f s for %s", elapsed,
+                [(c.target, type(c.request).__name__, type(r).__name__) for c, r in zip(calls, results, strict=True)])
+
+
+class _Answer(asyncio.Future):
+    """The answer future of a plan of one call (`Dispatcher._one_call`). Cancelled (only the loop's teardown
+    cancels the connection's writer while it awaits an answer), it cancels what it waits for, as cancelling
+    `_complete`'s Task did."""
+
+    __slots__ = ("awaits",)
+    awaits: asyncio.Future | None  # the call's future, then the Task of further rounds (None: nothing)
+
+    def cancel(self, msg=None) -> bool:
+        awaits, self.awaits = self.awaits, None
+        if awaits is not None:
+            awaits.cancel()
+        return super().cancel(msg)
+
+
+def _pass_on(answer: _Answer, rounds: asyncio.Task) -> None:
+    """A `_one_call` answer whose handler returned more plans: the Task that ran them gives it its outcome."""
+    if answer.done():
+        return
+    answer.awaits = None
+    if rounds.cancelled():
+        answer.cancel()
+    elif (error := rounds.exception()) is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(rounds.result())
+
+
+def _uncount(counts: collections.Counter[int], view_version: int, _answer: asyncio.Future) -> None:
+    counts[view_version] -= 1
 
 
 def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:

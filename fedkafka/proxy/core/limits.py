@@ -110,7 +110,8 @@ class ByteBudget:
 
     def release(self, n: int) -> None:
         self.used -= n
-        self._grant()
+        if self._waiters:  # else nobody to grant to: no call (twice a request)
+            self._grant()
 
     def _grant(self) -> None:
         while self._waiters and self.used + self._waiters[0][0] <= self.limit:

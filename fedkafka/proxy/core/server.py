@@ -83,9 +83,6 @@ class ProxyConfig:
         return self.listeners or (Listener("PLAINTEXT", self.host, self.port),)
 
 
-_DRAINED_KEYS = (b"\0\0", b"\0\x08")  # api_key 0 = Produce, 8 = OffsetCommit
-
-
 class InflightProduce:
     """Counts produce requests per view version, so a new view is acked only after older ones finished.
 
@@ -204,24 +201,9 @@ class ProxyServer:
     def _wrap_for_inflight(self, dispatcher: Dispatcher) -> None:
         """Count produce and offset-commit requests by the view version they were routed with: a new view is
         acked only once they are answered (a coordination move copies the offsets after that, docs/DESIGN.md
-        §10, so no commit forwarded under an older view can land on the old coordinator after the copy)."""
-        start = dispatcher.start
-        counter = self.inflight.by_version
-
-        async def counted(frame: bytes, slot: int, *session):
-            if frame[:2] not in _DRAINED_KEYS:
-                return await start(frame, slot, *session)
-            version = self.state.view.version
-            counter[version] += 1
-            try:
-                pending = await start(frame, slot, *session)
-            except BaseException:
-                counter[version] -= 1
-                raise
-            pending.add_done_callback(lambda _f: counter.__setitem__(version, counter[version] - 1))
-            return pending
-
-        dispatcher.start = counted  # type: ignore[method-assign,assignment]  # no dispatcher hook for this yet
+        §10, so no commit forwarded under an older view can land on the old coordinator after the copy). The
+        dispatcher counts them (`writes_in_flight`): a coroutine wrapping its `start` cost one more per request."""
+        dispatcher.writes_in_flight = self.inflight.by_version
 
     def _session(self, listener: Listener, writer: asyncio.StreamWriter, peer) -> Session:
         """A connection's security state; on an SSL listener a client certificate names the principal."""
