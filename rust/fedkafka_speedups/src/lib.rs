@@ -15,6 +15,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
+mod produce;
+
 const HEADER_SIZE: i64 = 61;
 const LOG_OVERHEAD: i64 = 12;
 const CRC_START: usize = 21;
@@ -333,9 +335,9 @@ fn frame_buffer(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyByteArray>>
 /// The interface records.py was written against: it falls back to pure Python on any other (a stale build).
 /// A function added without changing the others raises REVISION only, so a records.py of an older revision
 /// (an older commit, `bench/data_path.py --compare-ref`) still uses this build; records.py asks for at least
-/// the revision it calls (revision 1: `frame_buffer`).
+/// the revision it calls (revision 1: `frame_buffer`; 2: the Produce frames of produce.rs).
 const INTERFACE: u32 = 1;
-const REVISION: u32 = 1;
+const REVISION: u32 = 2;
 
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -348,5 +350,9 @@ fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit_to_segment, m)?)?;
     m.add_function(wrap_pyfunction!(gap_batches, m)?)?;
     m.add_function(wrap_pyfunction!(frame_buffer, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::read_produce_request, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::produce_request_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::produce_response_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::read_produce_response, m)?)?;
     Ok(())
 }
