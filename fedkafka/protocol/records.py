@@ -29,6 +29,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from types import ModuleType
 from typing import Literal, NamedTuple
 
@@ -79,6 +80,8 @@ class BatchHeader:
     def is_control(self) -> bool:
         return bool(self.attributes & 0x20)
 
+
+_HEADER_FIELDS = tuple(f.name for f in dataclass_fields(BatchHeader))  # the compiled produce_batch sets these
 
 Implementation = Literal["python", "compiled"]
 _compiled: ModuleType | None = None
@@ -192,6 +195,11 @@ def check_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
 def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader:
     """The one batch a partition of a Produce request (v3+) must carry, checked (`check_batches`). Kafka's
     produce rules on top: exactly one batch, and its offset range matches its record count (InvalidRecords)."""
+    if _frames is not None:  # one call, the header made without a Python frame
+        header, error, invalid = _frames.produce_batch(records, BatchHeader, _HEADER_FIELDS)
+        if header is not None:
+            return header  # type: ignore[no-any-return]
+        raise (InvalidRecords if invalid else RecordsError)(error)
     headers = check_batches(records or b"")
     if len(headers) != 1:
         raise InvalidRecords(f"produce requests carry exactly one record batch per partition, not {len(headers)}")
@@ -463,6 +471,10 @@ class ProducePartitionAnswer:  # (two are made per partition of every request: t
     error_message: str | None = None
 
 
+# The fields the compiled readers set on the two classes above, through their slots (no __init__ frame)
+_REQUEST_FIELDS = tuple(f.name for f in dataclass_fields(ProduceRequestFrame))
+_ANSWER_FIELDS = tuple(f.name for f in dataclass_fields(ProducePartitionAnswer))
+
 TagWalk = Callable[[memoryview, int], int]  # (view ending where the tag's size does, position) -> position after
 
 
@@ -472,8 +484,8 @@ def read_produce_request(frame: Buffer) -> ProduceRequestFrame:
     are a memoryview into `frame`. MalformedFrame for anything that does not parse; no allocation is sized from
     a declared length (an array's count is checked against the bytes left before its first element is read)."""
     if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
-        read: ProduceRequestFrame | None = _frames.read_produce_request(frame, ProduceRequestFrame, ProduceTopicData,
-                                                                        ProducePartitionData)
+        read: ProduceRequestFrame | None = _frames.read_produce_request(
+            frame, ProduceRequestFrame, _REQUEST_FIELDS, ProduceTopicData, ProducePartitionData)
         if read is not None:
             return read
     view = memoryview(frame)
@@ -861,7 +873,7 @@ def read_produce_response(frame: Buffer, version: int) -> tuple[tuple[str, tuple
     that does not parse, and no allocation sized from a declared length."""
     if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
         answers: tuple[tuple[str, tuple[ProducePartitionAnswer, ...]], ...] | None = _frames.read_produce_response(
-            frame, version, ProducePartitionAnswer)
+            frame, version, ProducePartitionAnswer, _ANSWER_FIELDS)
         if answers is not None:
             return answers
     if version not in PRODUCE_VERSIONS:

@@ -6,14 +6,17 @@ in a flexible answer), so that it is used at all."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from example_counts import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedkafka.protocol import records as rec
+from fedkafka.protocol.records import BatchHeader, ProducePartitionAnswer, ProduceRequestFrame
 
 speedups = pytest.importorskip("fedkafka_speedups", reason="fedkafka_speedups is not built (needs cargo)")
 pytestmark = pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 2, reason="fedkafka_speedups built before its "
@@ -46,7 +49,7 @@ def python_request(frame):
 
 
 def compiled_request(frame):
-    return speedups.read_produce_request(frame, rec.ProduceRequestFrame, rec.ProduceTopicData,
+    return speedups.read_produce_request(frame, rec.ProduceRequestFrame, rec._REQUEST_FIELDS, rec.ProduceTopicData,
                                          rec.ProducePartitionData)
 
 
@@ -153,7 +156,7 @@ def test_values_a_field_cannot_hold_are_left_to_python():
     assert speedups.produce_request_parts(9, 1, None, 1, 1, [["t", []]], 10) is None  # not a tuple
     assert speedups.produce_response_frame(13, 1, [], 0) is None
     assert speedups.produce_response_frame(9, 1, [("t", [rec.ProducePartitionAnswer(0, 2**15)])], 0) is None
-    assert speedups.read_produce_response(b"\x00" * 20, 2, rec.ProducePartitionAnswer) is None
+    assert speedups.read_produce_response(b"\x00" * 20, 2, rec.ProducePartitionAnswer, rec._ANSWER_FIELDS) is None
 
 
 record_errors = st.lists(st.tuples(int32s, st.none() | names), max_size=3).map(tuple)
@@ -178,7 +181,7 @@ def python_answers(frame, version):
 
 
 def compiled_answers(frame, version):
-    return speedups.read_produce_response(frame, version, rec.ProducePartitionAnswer)
+    return speedups.read_produce_response(frame, version, rec.ProducePartitionAnswer, rec._ANSWER_FIELDS)
 
 
 @settings(max_examples=examples(300), deadline=None)
@@ -206,3 +209,48 @@ def test_a_damaged_response_is_read_as_python_reads_it_or_left_to_python(version
     compiled = compiled_answers(frame, version)
     if compiled is not None:
         assert compiled == python_answers(frame, version)
+
+
+@pytest.mark.parametrize("cls", [BatchHeader, ProduceRequestFrame, ProducePartitionAnswer])
+def test_the_classes_the_compiled_code_makes_without_init_need_nothing_but_their_fields(cls):
+    """The compiled code makes these through their slots, skipping __init__: that is the same object only while
+    __init__ does nothing but set the fields (no __post_init__, no field left to a default factory)."""
+    assert not hasattr(cls, "__post_init__")
+    assert cls.__slots__ == tuple(f.name for f in dataclasses.fields(cls))
+    assert all(f.default_factory is dataclasses.MISSING and f.init for f in dataclasses.fields(cls))
+
+
+def python_batch(records):
+    try:
+        return rec.produce_batch(records)
+    except rec.RecordsError as e:
+        return type(e), str(e)
+
+
+def compiled_batch(records):
+    header, error, invalid = speedups.produce_batch(records, BatchHeader, rec._HEADER_FIELDS)
+    return header if header is not None else (rec.InvalidRecords if invalid else rec.RecordsError, error)
+
+
+@st.composite
+def batches(draw) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=draw(st.sampled_from([0, 1])), is_transactional=draw(st.booleans()),
+        producer_id=draw(st.integers(-1, 2**63 - 1)), producer_epoch=draw(st.integers(-1, 2**15 - 1)),
+        base_sequence=draw(st.integers(-1, 2**31 - 1)), batch_size=1 << 20)
+    for i in range(draw(st.integers(1, 5))):
+        builder.append(i, timestamp=1_700_000_000_000 + i, key=None, value=draw(st.binary(max_size=40)), headers=[])
+    return bytes(builder.build())
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(st.lists(batches(), max_size=2).map(b"".join), st.data())
+def test_produce_batch_is_python_s_header_or_error(records, data):
+    if records and data.draw(st.booleans(), label="damaged"):
+        records = mutated(records, data)
+    compiled = compiled_batch(records)
+    assert compiled == python_batch(records)
+    if isinstance(compiled, BatchHeader):
+        assert type(compiled) is BatchHeader
+    for empty in (None, b"", memoryview(b"")):
+        assert compiled_batch(empty) == python_batch(empty)

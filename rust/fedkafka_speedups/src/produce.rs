@@ -119,6 +119,7 @@ type RequestHead<'a> = (i16, i32, Option<&'a str>, Option<&'a str>, i16, i32);
 pub fn read_produce_request<'py>(
     frame: &Bound<'py, PyAny>,
     frame_cls: &Bound<'py, PyAny>,
+    frame_names: &Bound<'py, PyAny>,
     topic_cls: &Bound<'py, PyAny>,
     partition_cls: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -131,7 +132,8 @@ pub fn read_produce_request<'py>(
         return Ok(None);
     };
     let (version, correlation_id, client_id, transactional_id, acks, timeout_ms) = head;
-    Ok(Some(frame_cls.call1((version, correlation_id, client_id, transactional_id, acks, timeout_ms, topics))?))
+    let fields = (version, correlation_id, client_id, transactional_id, acks, timeout_ms, topics).into_pyobject(py)?;
+    Ok(Some(crate::instance(frame_cls, frame_names, fields)?))
 }
 
 fn request_head<'a>(r: &mut Reader<'a>) -> Option<(RequestHead<'a>, bool)> {
@@ -448,6 +450,7 @@ pub fn read_produce_response<'py>(
     frame: &Bound<'py, PyAny>,
     version: &Bound<'py, PyAny>,
     answer_cls: &Bound<'py, PyAny>,
+    answer_names: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyTuple>>> {
     let Some(version) = int::<i16>(version) else { return Ok(None) };
     if !(3..=12).contains(&version) {
@@ -474,7 +477,7 @@ pub fn read_produce_response<'py>(
         let mut read = Vec::with_capacity(answers);
         for _ in 0..answers {
             let Some(fields) = partition_answer(py, &mut r, version)? else { return Ok(None) };
-            read.push(answer_cls.call1(fields)?);
+            read.push(crate::instance(answer_cls, answer_names, fields.into_pyobject(py)?)?);
         }
         if flexible && r.no_tags().is_none() {
             return Ok(None);
