@@ -139,6 +139,8 @@ def python_parts(*args, **kwargs):
 def test_request_parts_are_python_s_part_for_part(version, correlation_id, client_id, acks, timeout_ms, topics,
                                                   by_reference, buffer_type):
     topics = [(n, [(i, None if r is None else buffer_type(r)) for i, r in ps]) for n, ps in topics]
+    if by_reference == 40:  # lists of pairs, as a caller may pass them
+        topics = [[n, [[i, r] for i, r in ps]] for n, ps in topics]
     python = python_parts(version, correlation_id, client_id, acks, timeout_ms, topics, by_reference=by_reference)
     compiled = speedups.produce_request_parts(version, correlation_id, client_id, acks, timeout_ms, topics,
                                               by_reference)
@@ -153,7 +155,8 @@ def test_values_a_field_cannot_hold_are_left_to_python():
     assert speedups.produce_request_parts(2, 1, None, 1, 1, [], 10) is None
     assert speedups.produce_request_parts(9, 2**31, None, 1, 1, [], 10) is None
     assert speedups.produce_request_parts(9, 1, "\ud800", 1, 1, [], 10) is None  # not encodable
-    assert speedups.produce_request_parts(9, 1, None, 1, 1, [["t", []]], 10) is None  # not a tuple
+    assert speedups.produce_request_parts(9, 1, None, 1, 1, [("t",)], 10) is None  # not a pair
+    assert speedups.produce_request_parts(9, 1, None, 1, 1, [{"t", ()}], 10) is None
     assert speedups.produce_response_frame(13, 1, [], 0) is None
     assert speedups.produce_response_frame(9, 1, [("t", [rec.ProducePartitionAnswer(0, 2**15)])], 0) is None
     assert speedups.read_produce_response(b"\x00" * 20, 2, rec.ProducePartitionAnswer, rec._ANSWER_FIELDS) is None

@@ -7,8 +7,8 @@
 //! The readers leave to Python: a malformed frame (any error), a non-empty tagged-fields section, a string that
 //! is not UTF-8, a frame that is not a one-dimensional buffer of bytes, and (responses) record errors in a
 //! flexible answer. The writers leave to Python: a version outside 3..12, a value that does not fit its field,
-//! a string that cannot be encoded, a records buffer that is not bytes, a topic or record error that is not a
-//! tuple.
+//! a string that cannot be encoded, a records buffer that is not bytes, a topic, partition or record error that
+//! is not a tuple or list of two.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::intern;
@@ -267,9 +267,13 @@ fn optional<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyAny>
     (!obj.is_none()).then_some(obj)
 }
 
+/// A (name, items) or (index, records) pair: a tuple (named or not) or a list of two.
 fn pair<'py>(obj: &Bound<'py, PyAny>) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let t = obj.cast::<PyTuple>().ok()?;
-    (t.len() == 2).then(|| (t.get_item(0).ok(), t.get_item(1).ok())).and_then(|(a, b)| Some((a?, b?)))
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return (t.len() == 2).then(|| Some((t.get_item(0).ok()?, t.get_item(1).ok()?)))?;
+    }
+    let l = obj.cast::<PyList>().ok()?;
+    (l.len() == 2).then(|| Some((l.get_item(0).ok()?, l.get_item(1).ok()?)))?
 }
 
 /// `records.produce_request_parts`, or None (see the module's doc).
