@@ -79,9 +79,15 @@ def export_tree(ref: str, into: Path) -> Path:
     return into / "tree"
 
 
+def tree_path(tree: Path) -> str:
+    """The proxy's PYTHONPATH: the tree, then the caller's (a fedkafka_speedups built outside the virtualenv, as
+    `maturin build` into a worktree, serves both sides of a comparison)."""
+    return os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def start_proxy(tree: Path, view_file: Path, log: Path, pure_python: bool = False) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = dict(os.environ, PYTHONPATH=tree_path(tree))
     if pure_python:  # records.py without its compiled twin (fedkafka_speedups)
         env["FEDKAFKA_PURE_PYTHON"] = "1"
     with open(log, "wb") as out:

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
-from data_path import export_tree, free_port, produce
+from data_path import export_tree, free_port, produce, tree_path
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
@@ -89,7 +89,7 @@ def start_traced_proxy(tree: Path, view_file: Path, dump: Path, log: Path,
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", wrapper, str(dump), "proxy", "--role", "both", "--listen",
                                  f"127.0.0.1:{port}", "--view-file", str(view_file)],
-                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(tree)),
+                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=tree_path(tree)),
                                 cwd=tree)
     for _ in range(600):
         with socket.socket() as s:

@@ -12,11 +12,14 @@ it is importable (of this INTERFACE, at least this REVISION), unless FEDKAFKA_PU
 two give identical bytes and identical RecordsError messages (tests/protocol/test_records_twins.py); `use()`
 switches between them (tests run every records test against both).
 
-The Produce and Fetch frame walks and writers at the end (`read_produce_request`, `produce_request_parts`,
-`produce_response_frame`, `read_produce_response`, `read_fetch_response`, `fetch_response_parts`,
-`fetch_request_frame`) are Python only: no compiled twin yet. So is `fit_to_segment_parts`, which lists batches
-with the compiled walk when it is there (tests/consume/test_fit_to_segment.py holds it to `fit_to_segment`'s bytes
-under both).
+The Produce frame walks and writers at the end (`read_produce_request`, `produce_request_parts`,
+`produce_response_frame`, `read_produce_response`) have a compiled fast path (revision 2 of the twin): it takes
+the frames the produce path sees every request and answers None for any other (a malformed frame, tagged
+fields, ...), which the Python code then reads, writes or refuses as before; where it answers, it answers what
+the Python code does (tests/protocol/test_produce_frames_twins.py). The Fetch frames (`read_fetch_response`,
+`fetch_response_parts`, `fetch_request_frame`) are Python only: no compiled twin yet. So is
+`fit_to_segment_parts`, which lists batches with the compiled walk when it is there
+(tests/consume/test_fit_to_segment.py holds it to `fit_to_segment`'s bytes under both).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from types import ModuleType
 from typing import Literal, NamedTuple
 
@@ -77,6 +81,8 @@ class BatchHeader:
         return bool(self.attributes & 0x20)
 
 
+_HEADER_FIELDS = tuple(f.name for f in dataclass_fields(BatchHeader))  # the compiled produce_batch sets these
+
 Implementation = Literal["python", "compiled"]
 _compiled: ModuleType | None = None
 
@@ -86,6 +92,8 @@ _compiled: ModuleType | None = None
 # records.py, so `bench/data_path.py --compare-ref` runs both sides with the same twin.
 _INTERFACE = 1
 _REVISION = 1  # frame_buffer
+_FRAMES_REVISION = 2  # the Produce frames (an older build serves the rest; these then run in Python)
+_frames: ModuleType | None = None  # _compiled when it has them
 
 
 def _load_compiled() -> ModuleType | None:
@@ -104,14 +112,15 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled
+    global _compiled, _frames
     if implementation == "python":
-        _compiled = None
+        _compiled = _frames = None
         return
     module = _load_compiled()
     if module is None:
         raise ImportError("fedkafka_speedups is not installed (rust/fedkafka_speedups)")
     _compiled = module
+    _frames = module if module.REVISION >= _FRAMES_REVISION else None
 
 
 def implementation() -> Implementation:
@@ -186,6 +195,11 @@ def check_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
 def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader:
     """The one batch a partition of a Produce request (v3+) must carry, checked (`check_batches`). Kafka's
     produce rules on top: exactly one batch, and its offset range matches its record count (InvalidRecords)."""
+    if _frames is not None:  # one call, the header made without a Python frame
+        header, error, invalid = _frames.produce_batch(records, BatchHeader, _HEADER_FIELDS)
+        if header is not None:
+            return header  # type: ignore[no-any-return]
+        raise (InvalidRecords if invalid else RecordsError)(error)
     headers = check_batches(records or b"")
     if len(headers) != 1:
         raise InvalidRecords(f"produce requests carry exactly one record batch per partition, not {len(headers)}")
@@ -387,8 +401,9 @@ def frame_buffer(size: int) -> bytearray:
 # -- Produce frames ---------------------------------------------------------------------------------------------
 # Produce requests (v3..12) and responses read and written byte by byte, without kio entities: the produce path
 # runs once per request, and kio's generic walk of every small field cost a third of the proxy's CPU there.
-# Python only: no compiled twin yet (`use()` does not switch these). Every frame they read or write is the one
-# kio reads or writes (tests/protocol/test_produce_frames.py compares the two over random frames).
+# A compiled fast path for the frames the produce path sees (see the module's doc); `use()` switches it with the
+# rest. Every frame they read or write is the one kio reads or writes (tests/protocol/test_produce_frames.py
+# compares the two over random frames, under both implementations).
 #
 # Layouts. Request header v1 (v3..8) / v2 (v9..12): api_key int16, api_version int16, correlation_id int32,
 # client_id NULLABLE_STRING (int16 length even in v2), then in v2 tagged fields. Body: transactional_id nullable
@@ -456,6 +471,10 @@ class ProducePartitionAnswer:  # (two are made per partition of every request: t
     error_message: str | None = None
 
 
+# The fields the compiled readers set on the two classes above, through their slots (no __init__ frame)
+_REQUEST_FIELDS = tuple(f.name for f in dataclass_fields(ProduceRequestFrame))
+_ANSWER_FIELDS = tuple(f.name for f in dataclass_fields(ProducePartitionAnswer))
+
 TagWalk = Callable[[memoryview, int], int]  # (view ending where the tag's size does, position) -> position after
 
 
@@ -464,6 +483,11 @@ def read_produce_request(frame: Buffer) -> ProduceRequestFrame:
     reads it: unknown tagged fields are skipped, bytes after the last field ignored, and each partition's records
     are a memoryview into `frame`. MalformedFrame for anything that does not parse; no allocation is sized from
     a declared length (an array's count is checked against the bytes left before its first element is read)."""
+    if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
+        read: ProduceRequestFrame | None = _frames.read_produce_request(
+            frame, ProduceRequestFrame, _REQUEST_FIELDS, ProduceTopicData, ProducePartitionData)
+        if read is not None:
+            return read
     view = memoryview(frame)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
@@ -709,6 +733,11 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
     `transport.writelines`: the small fields gathered into as few buffers as possible, each records buffer
     (bytes-like, one byte per item) of `by_reference` bytes or more passed by reference, never copied. Joined,
     exactly what `codec.encode_request` writes for the kio ProduceRequest of the same fields."""
+    if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
+        parts: list[Buffer] | None = _frames.produce_request_parts(version, correlation_id, client_id, acks,
+                                                                   timeout_ms, topics, by_reference)
+        if parts is not None:
+            return parts
     if version not in PRODUCE_VERSIONS:
         raise ValueError(f"Produce version {version} outside 3..12")
     flexible = version >= _FIRST_FLEXIBLE
@@ -783,6 +812,10 @@ def produce_response_frame(version: int, correlation_id: int,
     """The whole size-prefixed ProduceResponse frame: byte for byte what `codec.encode_response` writes for the
     kio ProduceResponse of that version with the same values (fields a version lacks left out, no tagged
     fields)."""
+    if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
+        frame: bytes | None = _frames.produce_response_frame(version, correlation_id, topics, throttle_time_ms)
+        if frame is not None:
+            return frame
     if version not in PRODUCE_VERSIONS:
         raise ValueError(f"Produce version {version} outside 3..12")
     flexible = version >= _FIRST_FLEXIBLE
@@ -838,6 +871,11 @@ def read_produce_response(frame: Buffer, version: int) -> tuple[tuple[str, tuple
     leader and endpoint hints of v10+ are checked and skipped, other tagged fields skipped by their size, bytes
     after the last field ignored. A broker's bytes are untrusted like a client's: MalformedFrame for anything
     that does not parse, and no allocation sized from a declared length."""
+    if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
+        answers: tuple[tuple[str, tuple[ProducePartitionAnswer, ...]], ...] | None = _frames.read_produce_response(
+            frame, version, ProducePartitionAnswer, _ANSWER_FIELDS)
+        if answers is not None:
+            return answers
     if version not in PRODUCE_VERSIONS:
         raise ValueError(f"Produce version {version} outside 3..12")
     view = memoryview(frame)
@@ -1347,5 +1385,5 @@ def _fetch_partition_head(p: FetchPartitionData, version: int, flexible: bool) -
     return bytes(out)
 
 
-if os.environ.get("FEDKAFKA_PURE_PYTHON") != "1":
-    _compiled = _load_compiled()
+if os.environ.get("FEDKAFKA_PURE_PYTHON") != "1" and compiled_available():
+    use("compiled")

@@ -1,6 +1,7 @@
 """records.py's Produce frame walk and writers against kio, which the rest of the proxy reads and writes with:
 the same fields read from every frame kio reads, MalformedFrame for every frame kio refuses (never another
-exception), the same bytes written, and the records never copied."""
+exception), the same bytes written, and the records never copied; under the pure-Python code and under its
+compiled fast path (fedkafka_speedups, where built)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
+
+pytestmark = pytest.mark.usefixtures("records_implementation")
 
 VERSIONS = range(3, 13)
 FLEXIBLE = range(9, 13)

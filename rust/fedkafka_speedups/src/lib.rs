@@ -15,6 +15,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
+mod produce;
+
 const HEADER_SIZE: i64 = 61;
 const LOG_OVERHEAD: i64 = 12;
 const CRC_START: usize = 21;
@@ -188,6 +190,49 @@ fn checked_headers(buf: &Bound<'_, PyAny>) -> PyResult<(Vec<Header>, Option<Stri
     })
 }
 
+/// A slotted dataclass made as `cls(*values)` makes it, without running its generated `__init__` (a Python frame
+/// per object): `object.__new__(cls)`, then each field set through its slot. For the classes records.py passes
+/// (BatchHeader, ProduceRequestFrame, ProducePartitionAnswer: no `__post_init__`, no defaults left unset);
+/// tests/protocol/test_produce_frames_twins.py holds them to that.
+pub(crate) fn instance<'py>(
+    cls: &Bound<'py, PyAny>,
+    names: &Bound<'py, PyAny>,
+    values: Bound<'py, pyo3::types::PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let obj = cls.call_method1(pyo3::intern!(py, "__new__"), (cls,))?;
+    for (name, value) in names.try_iter()?.zip(values.iter()) {
+        obj.setattr(name?.cast_into::<pyo3::types::PyString>()?, value)?;
+    }
+    Ok(obj)
+}
+
+/// `records.produce_batch`: (the one batch's header as a `header_cls`, None, False), or (None, the message, whether
+/// it is InvalidRecords rather than RecordsError). `names`: the header class' fields, in `Header`'s order.
+#[pyfunction]
+fn produce_batch<'py>(
+    records: &Bound<'py, PyAny>,
+    header_cls: &Bound<'py, PyAny>,
+    names: &Bound<'py, PyAny>,
+) -> PyResult<(Option<Bound<'py, PyAny>>, Option<String>, bool)> {
+    let headers = if records.is_none() { Ok(Vec::new()) } else { check(Bytes::get(records)?.slice()) };
+    let headers = match headers {
+        Ok(headers) => headers,
+        Err(e) => return Ok((None, Some(e), false)),
+    };
+    if headers.len() != 1 {
+        let n = headers.len();
+        return Ok((None, Some(format!("produce requests carry exactly one record batch per partition, not {n}")), true));
+    }
+    let h = headers[0];
+    let (delta, count) = (h.6, h.10);
+    if count < 1 || delta as i64 != count as i64 - 1 {
+        return Ok((None, Some(format!("lastOffsetDelta {delta} does not match {count} records")), true));
+    }
+    let values = h.into_pyobject(records.py())?;
+    Ok((Some(instance(header_cls, names, values)?), None, false))
+}
+
 /// CRC-32C (Castagnoli) of a buffer.
 #[pyfunction]
 fn crc32c(buf: &Bound<'_, PyAny>) -> PyResult<u32> {
@@ -333,9 +378,9 @@ fn frame_buffer(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyByteArray>>
 /// The interface records.py was written against: it falls back to pure Python on any other (a stale build).
 /// A function added without changing the others raises REVISION only, so a records.py of an older revision
 /// (an older commit, `bench/data_path.py --compare-ref`) still uses this build; records.py asks for at least
-/// the revision it calls (revision 1: `frame_buffer`).
+/// the revision it calls (revision 1: `frame_buffer`; 2: `produce_batch` and the Produce frames of produce.rs).
 const INTERFACE: u32 = 1;
-const REVISION: u32 = 1;
+const REVISION: u32 = 2;
 
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -348,5 +393,10 @@ fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit_to_segment, m)?)?;
     m.add_function(wrap_pyfunction!(gap_batches, m)?)?;
     m.add_function(wrap_pyfunction!(frame_buffer, m)?)?;
+    m.add_function(wrap_pyfunction!(produce_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::read_produce_request, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::produce_request_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::produce_response_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::read_produce_response, m)?)?;
     Ok(())
 }

@@ -1,0 +1,528 @@
+//! The Produce frames of `records.py` (`read_produce_request`, `produce_request_parts`, `produce_response_frame`,
+//! `read_produce_response`), compiled for the frames the produce path sees every request. Each is a fast path
+//! only: on anything it does not take, it returns None and records.py runs its Python code on the same arguments,
+//! which then reads, writes or refuses it (with the same MalformedFrame message as ever). What it does return
+//! equals what the Python code returns (tests/protocol/test_produce_frames_twins.py).
+//!
+//! The readers leave to Python: a malformed frame (any error), a non-empty tagged-fields section, a string that
+//! is not UTF-8, a frame that is not a one-dimensional buffer of bytes, and (responses) record errors in a
+//! flexible answer. The writers leave to Python: a version outside 3..12, a value that does not fit its field,
+//! a string that cannot be encoded, a records buffer that is not bytes, a topic, partition or record error that
+//! is not a tuple or list of two.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PySlice, PyString, PyTuple};
+
+const FIRST_FLEXIBLE: i16 = 9;
+
+/// A one-dimensional buffer of bytes ("B"), contiguous, or None.
+fn byte_buffer(obj: &Bound<'_, PyAny>) -> Option<PyBuffer<u8>> {
+    let buffer = PyBuffer::<u8>::get(obj).ok()?;
+    let format_ok = buffer.format().to_bytes() == b"B";
+    (format_ok && buffer.dimensions() == 1 && buffer.is_c_contiguous()).then_some(buffer)
+}
+
+fn bytes_of(buffer: &PyBuffer<u8>) -> &[u8] {
+    let len = buffer.len_bytes();
+    if len == 0 {
+        return &[];
+    }
+    // Safety: a contiguous buffer of `len` bytes its exporter keeps alive while `buffer` is held; the GIL is held
+    // for the whole call, so no Python code can resize or write it meanwhile.
+    unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, len) }
+}
+
+/// Reads big-endian fields and Kafka's varints at a position; None past the end (records.py's "truncated").
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn left(&self) -> i64 {
+        self.b.len() as i64 - self.pos as i64
+    }
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let stop = self.pos.checked_add(n).filter(|&s| s <= self.b.len())?;
+        let out = &self.b[self.pos..stop];
+        self.pos = stop;
+        Some(out)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    /// records.py's `_uvarint`: at most 5 bytes, the fifth's 7 bits shifted by 28.
+    fn uvarint(&mut self) -> Option<i64> {
+        let mut value: i64 = 0;
+        for shift in [0, 7, 14, 21] {
+            let byte = self.u8()?;
+            value |= ((byte & 0x7F) as i64) << shift;
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        let byte = self.u8()?;
+        (byte < 0x80).then_some(value | (byte as i64) << 28)
+    }
+    /// An empty tagged-fields section; None for any other (records.py walks those).
+    fn no_tags(&mut self) -> Option<()> {
+        (self.u8()? == 0).then_some(())
+    }
+    fn utf8(&mut self, length: i64) -> Option<&'a str> {
+        if length > self.left() {
+            return None;
+        }
+        std::str::from_utf8(self.take(length as usize)?).ok()
+    }
+    /// A NULLABLE_STRING (int16 length): Some(None) for null.
+    fn legacy_string(&mut self) -> Option<Option<&'a str>> {
+        match self.i16()? {
+            -1 => Some(None),
+            n if n < 0 => None,
+            n => Some(Some(self.utf8(n as i64)?)),
+        }
+    }
+    /// A COMPACT_NULLABLE_STRING: Some(None) for null.
+    fn compact_string(&mut self) -> Option<Option<&'a str>> {
+        match self.uvarint()? {
+            0 => Some(None),
+            n => Some(Some(self.utf8(n - 1)?)),
+        }
+    }
+    /// An array count that the bytes left can hold at `min_size` each (records.py's `_bad_count` otherwise).
+    fn count(&mut self, flexible: bool, min_size: i64) -> Option<usize> {
+        let count = if flexible { self.uvarint()? - 1 } else { self.i32()? as i64 };
+        (count >= 0 && count * min_size <= self.left()).then_some(count as usize)
+    }
+}
+
+/// tuple.__new__: makes a NamedTuple as its generated __new__ does (`tuple_new(cls, fields)`), without its frame.
+fn tuple_new(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))
+}
+
+type RequestHead<'a> = (i16, i32, Option<&'a str>, Option<&'a str>, i16, i32);
+
+/// `records.read_produce_request`, or None (see the module's doc).
+#[pyfunction]
+pub fn read_produce_request<'py>(
+    frame: &Bound<'py, PyAny>,
+    frame_cls: &Bound<'py, PyAny>,
+    frame_names: &Bound<'py, PyAny>,
+    topic_cls: &Bound<'py, PyAny>,
+    partition_cls: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Some(buffer) = byte_buffer(frame) else { return Ok(None) };
+    let view = PyMemoryView::from(frame)?;
+    let mut r = Reader { b: bytes_of(&buffer), pos: 0 };
+    let Some((head, flexible)) = request_head(&mut r) else { return Ok(None) };
+    let py = frame.py();
+    let Some(topics) = request_topics(py, &mut r, flexible, &view, topic_cls, partition_cls)? else {
+        return Ok(None);
+    };
+    let (version, correlation_id, client_id, transactional_id, acks, timeout_ms) = head;
+    let fields = (version, correlation_id, client_id, transactional_id, acks, timeout_ms, topics).into_pyobject(py)?;
+    Ok(Some(crate::instance(frame_cls, frame_names, fields)?))
+}
+
+fn request_head<'a>(r: &mut Reader<'a>) -> Option<(RequestHead<'a>, bool)> {
+    let (api_key, version, correlation_id) = (r.i16()?, r.i16()?, r.i32()?);
+    if api_key != 0 || !(3..=12).contains(&version) {
+        return None;
+    }
+    let client_id = r.legacy_string()?;
+    let flexible = version >= FIRST_FLEXIBLE;
+    let transactional_id = if flexible {
+        r.no_tags()?; // the header's
+        r.compact_string()?
+    } else {
+        r.legacy_string()?
+    };
+    let (acks, timeout_ms) = (r.i16()?, r.i32()?);
+    Some(((version, correlation_id, client_id, transactional_id, acks, timeout_ms), flexible))
+}
+
+fn request_topics<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    flexible: bool,
+    view: &Bound<'py, PyMemoryView>,
+    topic_cls: &Bound<'py, PyAny>,
+    partition_cls: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let Some(count) = r.count(flexible, if flexible { 3 } else { 6 }) else { return Ok(None) };
+    let new = tuple_new(py)?;
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = if flexible { r.compact_string() } else { r.legacy_string() };
+        let (Some(Some(name)), Some(partitions)) = (name, r.count(flexible, if flexible { 6 } else { 8 })) else {
+            return Ok(None);
+        };
+        let mut parts = Vec::with_capacity(partitions);
+        for _ in 0..partitions {
+            let Some((index, span)) = partition(r, flexible) else { return Ok(None) };
+            let records = match span {
+                None => py.None().into_bound(py),
+                Some((start, stop)) => view.get_item(PySlice::new(py, start as isize, stop as isize, 1))?,
+            };
+            let fields = PyTuple::new(py, [index.into_pyobject(py)?.into_any(), records])?;
+            parts.push(new.call1((partition_cls, fields))?);
+        }
+        if flexible && r.no_tags().is_none() {
+            return Ok(None);
+        }
+        let fields = PyTuple::new(py, [PyString::new(py, name).into_any(), PyTuple::new(py, parts)?.into_any()])?;
+        topics.push(new.call1((topic_cls, fields))?);
+    }
+    if flexible && r.no_tags().is_none() {
+        return Ok(None);
+    }
+    Ok(Some(PyTuple::new(py, topics)?))
+}
+
+/// A partition's index and where its records are in the frame (None: null records).
+fn partition(r: &mut Reader<'_>, flexible: bool) -> Option<(i32, Option<(usize, usize)>)> {
+    let index = r.i32()?;
+    let length = if flexible { r.uvarint()? - 1 } else { r.i32()? as i64 };
+    let span = if length < 0 {
+        if length != -1 {
+            return None;
+        }
+        None
+    } else {
+        let start = r.pos;
+        r.take(if length > r.left() { return None } else { length as usize })?;
+        Some((start, r.pos))
+    };
+    if flexible {
+        r.no_tags()?;
+    }
+    Some((index, span))
+}
+
+/// Buffers of a size-prefixed frame for `writelines`: small fields gathered, each large buffer by reference.
+struct Parts<'py> {
+    done: Vec<Bound<'py, PyAny>>,
+    small: Vec<u8>,
+    size: usize,
+}
+
+impl<'py> Parts<'py> {
+    fn flush(&mut self, py: Python<'py>) {
+        self.size += self.small.len();
+        self.done.push(PyByteArray::new(py, &self.small).into_any());
+        self.small.clear();
+    }
+}
+
+fn string_bytes(out: &mut Vec<u8>, value: Option<&Bound<'_, PyAny>>, flexible: bool) -> Option<()> {
+    let Some(value) = value else {
+        out.extend_from_slice(if flexible { b"\x00" } else { b"\xff\xff" });
+        return Some(());
+    };
+    let data = value.cast::<PyString>().ok()?.to_str().ok()?.as_bytes();
+    if flexible {
+        varint(out, data.len() as u64 + 1);
+    } else {
+        out.extend_from_slice(&i16::try_from(data.len()).ok()?.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    Some(())
+}
+
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value & 0x7F) as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn count(out: &mut Vec<u8>, n: usize, flexible: bool) -> Option<()> {
+    if flexible {
+        varint(out, n as u64 + 1);
+    } else {
+        out.extend_from_slice(&i32::try_from(n).ok()?.to_be_bytes());
+    }
+    Some(())
+}
+
+/// An int argument that fits `T`, or None (records.py then raises what struct or its own check raises).
+fn int<'py, T: for<'a> FromPyObject<'a, 'py>>(obj: &Bound<'py, PyAny>) -> Option<T> {
+    obj.extract::<T>().ok()
+}
+
+fn optional<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyAny>> {
+    (!obj.is_none()).then_some(obj)
+}
+
+/// A (name, items) or (index, records) pair: a tuple (named or not) or a list of two.
+fn pair<'py>(obj: &Bound<'py, PyAny>) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return (t.len() == 2).then(|| Some((t.get_item(0).ok()?, t.get_item(1).ok()?)))?;
+    }
+    let l = obj.cast::<PyList>().ok()?;
+    (l.len() == 2).then(|| Some((l.get_item(0).ok()?, l.get_item(1).ok()?)))?
+}
+
+/// `records.produce_request_parts`, or None (see the module's doc).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn produce_request_parts<'py>(
+    py: Python<'py>,
+    version: &Bound<'py, PyAny>,
+    correlation_id: &Bound<'py, PyAny>,
+    client_id: &Bound<'py, PyAny>,
+    acks: &Bound<'py, PyAny>,
+    timeout_ms: &Bound<'py, PyAny>,
+    topics: &Bound<'py, PyAny>,
+    by_reference: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let ints = (|| Some((int::<i16>(version)?, int::<i32>(correlation_id)?, int::<i16>(acks)?, int::<i32>(timeout_ms)?,
+                         int::<i64>(by_reference)?)))();
+    let Some((version, correlation_id, acks, timeout_ms, by_reference)) = ints else { return Ok(None) };
+    if !(3..=12).contains(&version) {
+        return Ok(None);
+    }
+    let flexible = version >= FIRST_FLEXIBLE;
+    let mut out = Parts { done: Vec::new(), small: Vec::with_capacity(256), size: 0 };
+    out.small.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // size (below), api_key
+    out.small.extend_from_slice(&version.to_be_bytes());
+    out.small.extend_from_slice(&correlation_id.to_be_bytes());
+    if string_bytes(&mut out.small, optional(client_id), false).is_none() {
+        return Ok(None);
+    }
+    out.small.extend_from_slice(if flexible { b"\x00\x00" } else { b"\xff\xff" }); // (header tags,) transactional_id
+    out.small.extend_from_slice(&acks.to_be_bytes());
+    out.small.extend_from_slice(&timeout_ms.to_be_bytes());
+    if request_body(py, &mut out, topics, flexible, by_reference).is_none() {
+        return Ok(None);
+    }
+    if !out.small.is_empty() || out.done.is_empty() {
+        out.flush(py);
+    }
+    let head = out.done[0].cast::<PyByteArray>().map_err(PyErr::from)?;
+    // Safety: a bytearray made above, of at least 4 bytes, not shared with any Python code yet.
+    unsafe { head.as_bytes_mut()[..4].copy_from_slice(&(out.size as i32 - 4).to_be_bytes()) };
+    Ok(Some(PyList::new(py, out.done)?))
+}
+
+fn request_body<'py>(
+    py: Python<'py>,
+    out: &mut Parts<'py>,
+    topics: &Bound<'py, PyAny>,
+    flexible: bool,
+    by_reference: i64,
+) -> Option<()> {
+    count(&mut out.small, topics.len().ok()?, flexible)?;
+    for topic in topics.try_iter().ok()? {
+        let (name, partitions) = pair(&topic.ok()?)?;
+        string_bytes(&mut out.small, Some(&name), flexible)?;
+        count(&mut out.small, partitions.len().ok()?, flexible)?;
+        for p in partitions.try_iter().ok()? {
+            let (index, records) = pair(&p.ok()?)?;
+            out.small.extend_from_slice(&index.extract::<i32>().ok()?.to_be_bytes());
+            let buffer = if records.is_none() { None } else { Some(byte_buffer(&records)?) };
+            let length = buffer.as_ref().map_or(-1, |b| b.len_bytes() as i64);
+            if flexible {
+                varint(&mut out.small, (length + 1) as u64);
+            } else {
+                out.small.extend_from_slice(&i32::try_from(length).ok()?.to_be_bytes());
+            }
+            if let Some(buffer) = buffer.filter(|_| length > 0) {
+                if length >= by_reference {
+                    out.flush(py);
+                    out.size += length as usize;
+                    out.done.push(records);
+                } else {
+                    out.small.extend_from_slice(bytes_of(&buffer));
+                }
+            }
+            if flexible {
+                out.small.push(0);
+            }
+        }
+        if flexible {
+            out.small.push(0);
+        }
+    }
+    if flexible {
+        out.small.push(0);
+    }
+    Some(())
+}
+
+/// `records.produce_response_frame`, or None (see the module's doc).
+#[pyfunction]
+pub fn produce_response_frame<'py>(
+    py: Python<'py>,
+    version: &Bound<'py, PyAny>,
+    correlation_id: &Bound<'py, PyAny>,
+    topics: &Bound<'py, PyAny>,
+    throttle_time_ms: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let ints = (|| Some((int::<i16>(version)?, int::<i32>(correlation_id)?, int::<i32>(throttle_time_ms)?)))();
+    let Some((version, correlation_id, throttle_time_ms)) = ints else { return Ok(None) };
+    if !(3..=12).contains(&version) {
+        return Ok(None);
+    }
+    let flexible = version >= FIRST_FLEXIBLE;
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&correlation_id.to_be_bytes());
+    if flexible {
+        out.push(0);
+    }
+    if response_body(py, &mut out, topics, version, flexible).is_none() {
+        return Ok(None);
+    }
+    out.extend_from_slice(&throttle_time_ms.to_be_bytes());
+    if flexible {
+        out.push(0);
+    }
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(Some(PyBytes::new(py, &out)))
+}
+
+fn response_body(py: Python<'_>, out: &mut Vec<u8>, topics: &Bound<'_, PyAny>, version: i16, flexible: bool) -> Option<()> {
+    count(out, topics.len().ok()?, flexible)?;
+    for topic in topics.try_iter().ok()? {
+        let (name, answers) = pair(&topic.ok()?)?;
+        string_bytes(out, Some(&name), flexible)?;
+        count(out, answers.len().ok()?, flexible)?;
+        for a in answers.try_iter().ok()? {
+            answer(py, out, &a.ok()?, version, flexible)?;
+        }
+        if flexible {
+            out.push(0);
+        }
+    }
+    Some(())
+}
+
+fn field<'py>(a: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
+    a.getattr(name).ok()
+}
+
+fn answer(py: Python<'_>, out: &mut Vec<u8>, a: &Bound<'_, PyAny>, version: i16, flexible: bool) -> Option<()> {
+    out.extend_from_slice(&field(a, intern!(py, "index"))?.extract::<i32>().ok()?.to_be_bytes());
+    out.extend_from_slice(&field(a, intern!(py, "error_code"))?.extract::<i16>().ok()?.to_be_bytes());
+    out.extend_from_slice(&field(a, intern!(py, "base_offset"))?.extract::<i64>().ok()?.to_be_bytes());
+    out.extend_from_slice(&field(a, intern!(py, "log_append_time_ms"))?.extract::<i64>().ok()?.to_be_bytes());
+    if version < 5 {
+        return Some(());
+    }
+    out.extend_from_slice(&field(a, intern!(py, "log_start_offset"))?.extract::<i64>().ok()?.to_be_bytes());
+    if version < 8 {
+        return Some(());
+    }
+    let errors = field(a, intern!(py, "record_errors"))?;
+    let message = field(a, intern!(py, "error_message"))?;
+    count(out, if errors.is_truthy().ok()? { errors.len().ok()? } else { 0 }, flexible)?;
+    if errors.is_truthy().ok()? {
+        for e in errors.try_iter().ok()? {
+            let (batch_index, text) = pair(&e.ok()?)?;
+            out.extend_from_slice(&batch_index.extract::<i32>().ok()?.to_be_bytes());
+            string_bytes(out, optional(&text), flexible)?;
+            if flexible {
+                out.push(0);
+            }
+        }
+    }
+    string_bytes(out, optional(&message), flexible)?;
+    if flexible {
+        out.push(0);
+    }
+    Some(())
+}
+
+/// `records.read_produce_response`, or None (see the module's doc).
+#[pyfunction]
+pub fn read_produce_response<'py>(
+    frame: &Bound<'py, PyAny>,
+    version: &Bound<'py, PyAny>,
+    answer_cls: &Bound<'py, PyAny>,
+    answer_names: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let Some(version) = int::<i16>(version) else { return Ok(None) };
+    if !(3..=12).contains(&version) {
+        return Ok(None);
+    }
+    let Some(buffer) = byte_buffer(frame) else { return Ok(None) };
+    let mut r = Reader { b: bytes_of(&buffer), pos: 4 };
+    let flexible = version >= FIRST_FLEXIBLE;
+    if flexible && r.no_tags().is_none() {
+        return Ok(None);
+    }
+    let py = frame.py();
+    let Some(count) = r.count(flexible, if flexible { 3 } else { 6 }) else { return Ok(None) };
+    let min_size = match version {
+        3 | 4 => 22,
+        5..=7 => 30,
+        8 => 36,
+        _ => 33,
+    };
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = if flexible { r.compact_string() } else { r.legacy_string() };
+        let (Some(Some(name)), Some(answers)) = (name, r.count(flexible, min_size)) else { return Ok(None) };
+        let mut read = Vec::with_capacity(answers);
+        for _ in 0..answers {
+            let Some(fields) = partition_answer(py, &mut r, version)? else { return Ok(None) };
+            read.push(crate::instance(answer_cls, answer_names, fields.into_pyobject(py)?)?);
+        }
+        if flexible && r.no_tags().is_none() {
+            return Ok(None);
+        }
+        topics.push(PyTuple::new(py, [PyString::new(py, name).into_any(), PyTuple::new(py, read)?.into_any()])?);
+    }
+    if r.i32().is_none() || (flexible && r.no_tags().is_none()) {
+        return Ok(None); // throttle_time_ms, then (flexible) the body's tags
+    }
+    Ok(Some(PyTuple::new(py, topics)?))
+}
+
+type Answer<'py> = (i32, i16, i64, i64, i64, Bound<'py, PyTuple>, Option<String>);
+
+fn partition_answer<'py>(py: Python<'py>, r: &mut Reader<'_>, version: i16) -> PyResult<Option<Answer<'py>>> {
+    let mut read = || -> Option<(i32, i16, i64, i64, i64)> {
+        let head = (r.i32()?, r.i16()?, r.i64()?, r.i64()?);
+        let start = if version >= 5 { r.i64()? } else { -1 };
+        Some((head.0, head.1, head.2, head.3, start))
+    };
+    let Some((index, code, base, append, start)) = read() else { return Ok(None) };
+    if version < 8 {
+        return Ok(Some((index, code, base, append, start, PyTuple::empty(py), None)));
+    }
+    let flexible = version >= FIRST_FLEXIBLE;
+    let mut errors = Vec::new();
+    if flexible {
+        if r.u8() != Some(1) {
+            return Ok(None); // record errors in a flexible answer: records.py reads them
+        }
+    } else {
+        let Some(n) = r.count(false, 6) else { return Ok(None) };
+        for _ in 0..n {
+            let (Some(batch_index), Some(text)) = (r.i32(), r.legacy_string()) else { return Ok(None) };
+            errors.push((batch_index, text.map(str::to_owned)).into_pyobject(py)?.into_any());
+        }
+    }
+    let message = if flexible { r.compact_string() } else { r.legacy_string() };
+    let Some(message) = message else { return Ok(None) };
+    if flexible && r.no_tags().is_none() {
+        return Ok(None);
+    }
+    Ok(Some((index, code, base, append, start, PyTuple::new(py, errors)?, message.map(str::to_owned))))
+}

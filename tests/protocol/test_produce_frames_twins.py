@@ -1,0 +1,259 @@
+"""The compiled fast path of records.py's Produce frames (fedkafka_speedups, rust/fedkafka_speedups/src/produce.rs)
+against the pure-Python code, over Hypothesis-drawn frames: where it answers, it answers exactly what the Python
+code does (the same fields and records views, the same parts and bytes); where it does not (None), the Python
+code takes the frame; and it answers for every frame the produce path sees (no tagged fields, no record errors
+in a flexible answer), so that it is used at all."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from example_counts import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedkafka.protocol import records as rec
+from fedkafka.protocol.records import BatchHeader, ProducePartitionAnswer, ProduceRequestFrame
+
+speedups = pytest.importorskip("fedkafka_speedups", reason="fedkafka_speedups is not built (needs cargo)")
+pytestmark = pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 2, reason="fedkafka_speedups built before its "
+                                "Produce frames (revision 2)")
+
+VERSIONS = range(3, 13)
+int16s = st.integers(-2**15, 2**15 - 1)
+int32s = st.integers(-2**31, 2**31 - 1)
+int64s = st.integers(-2**63, 2**63 - 1)
+names = st.text(max_size=12)
+records_values = st.one_of(st.none(), st.just(b""), st.binary(min_size=1, max_size=300))
+topic_lists = st.lists(st.tuples(names, st.lists(st.tuples(int32s, records_values), max_size=4)), max_size=4)
+
+
+@pytest.fixture(autouse=True)
+def pure_python():
+    """The module's calls of records.py run its Python code; the compiled function is called by name."""
+    before = rec.implementation()
+    rec.use("python")
+    yield
+    if before == "compiled":
+        rec.use("compiled")
+
+
+def python_request(frame):
+    try:
+        return rec.read_produce_request(frame)
+    except rec.MalformedFrame as e:
+        return e
+
+
+def compiled_request(frame):
+    return speedups.read_produce_request(frame, rec.ProduceRequestFrame, rec._REQUEST_FIELDS, rec.ProduceTopicData,
+                                         rec.ProducePartitionData)
+
+
+def same_request(compiled: rec.ProduceRequestFrame, python: rec.ProduceRequestFrame, frame) -> None:
+    assert type(compiled) is rec.ProduceRequestFrame
+    assert compiled == python  # the fields, and every records view by its bytes
+    for ct, pt in zip(compiled.topic_data, python.topic_data, strict=True):
+        assert type(ct) is rec.ProduceTopicData and type(ct.partition_data) is tuple
+        for cp, pp in zip(ct.partition_data, pt.partition_data, strict=True):
+            assert type(cp) is rec.ProducePartitionData
+            assert type(cp.records) is type(pp.records)
+            if cp.records is not None:  # a view into the frame itself, never a copy
+                assert cp.records.obj is memoryview(frame).obj and cp.records.readonly == pp.records.readonly
+
+
+def request_frame(version, correlation_id, client_id, acks, timeout_ms, topics) -> bytes:
+    return b"".join(rec.produce_request_parts(version, correlation_id, client_id, acks, timeout_ms, topics))[4:]
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from(VERSIONS), int32s, st.none() | names, int16s, int32s, topic_lists,
+       st.sampled_from([bytes, bytearray, memoryview]))
+def test_every_request_the_proxy_writes_is_read_by_the_compiled_path_as_python_reads_it(
+        version, correlation_id, client_id, acks, timeout_ms, topics, buffer_type):
+    frame = buffer_type(request_frame(version, correlation_id, client_id, acks, timeout_ms, topics))
+    compiled = compiled_request(frame)
+    assert compiled is not None
+    same_request(compiled, python_request(frame), frame)
+
+
+def mutated(sample: bytes, data) -> bytes:
+    frame = bytearray(sample)
+    for _ in range(data.draw(st.integers(1, 4), label="changes")):
+        at = data.draw(st.integers(0, len(frame) - 1), label="at")
+        change = data.draw(st.sampled_from(["xor", "insert", "delete", "set", "cut"]), label="change")
+        value = data.draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFF]) | st.integers(0, 255), label="value")
+        if change == "xor":
+            frame[at] ^= value or 1
+        elif change == "insert":
+            frame.insert(at, value)
+        elif change == "delete" and len(frame) > 1:
+            del frame[at]
+        elif change == "cut":
+            del frame[at:]
+            if not frame:
+                break
+        else:
+            frame[at] = value
+    return bytes(frame)
+
+
+SAMPLE_TOPICS = [("orders", [(0, b"x" * 40), (3, None), (-1, b"")]), ("é", [(7, b"\x80" * 200)])]
+
+
+@settings(max_examples=examples(600), deadline=None)
+@given(st.sampled_from(VERSIONS), st.data())
+def test_a_damaged_request_is_read_as_python_reads_it_or_left_to_python(version, data):
+    frame = mutated(request_frame(version, 5, "app", -1, 30_000, SAMPLE_TOPICS), data)
+    compiled, python = compiled_request(frame), python_request(frame)
+    if compiled is not None:  # None: the Python code reads or refuses it
+        same_request(compiled, python, frame)
+
+
+def tagged(frame: bytes) -> bytes:
+    """A v9+ request frame with a tag in its header's tagged fields (after the client id)."""
+    (length,) = struct.unpack_from(">h", frame, 8)
+    at = 10 + max(length, 0)
+    return frame[:at] + b"\x01\x03\x01h" + frame[at + 1:]
+
+
+def test_tagged_fields_and_other_buffers_are_left_to_python():
+    frame = request_frame(12, 5, "app", -1, 30_000, SAMPLE_TOPICS)
+    assert compiled_request(tagged(frame)) is None
+    assert python_request(tagged(frame)).client_id == "app"  # read by the Python code
+    assert compiled_request(memoryview(frame).cast("c")) is None
+    assert compiled_request(frame[:-1]) is None  # malformed: the Python code raises its MalformedFrame
+    assert isinstance(python_request(frame[:-1]), rec.MalformedFrame)
+
+
+def python_parts(*args, **kwargs):
+    return rec.produce_request_parts(*args, **kwargs)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from(VERSIONS), int32s, st.none() | names, int16s, int32s, topic_lists,
+       st.sampled_from([1, 40, 200, rec.BY_REFERENCE_BYTES]), st.sampled_from([bytes, bytearray, memoryview]))
+def test_request_parts_are_python_s_part_for_part(version, correlation_id, client_id, acks, timeout_ms, topics,
+                                                  by_reference, buffer_type):
+    topics = [(n, [(i, None if r is None else buffer_type(r)) for i, r in ps]) for n, ps in topics]
+    if by_reference == 40:  # lists of pairs, as a caller may pass them
+        topics = [[n, [[i, r] for i, r in ps]] for n, ps in topics]
+    python = python_parts(version, correlation_id, client_id, acks, timeout_ms, topics, by_reference=by_reference)
+    compiled = speedups.produce_request_parts(version, correlation_id, client_id, acks, timeout_ms, topics,
+                                              by_reference)
+    assert compiled is not None
+    assert [type(p) for p in compiled] == [type(p) for p in python]
+    assert [bytes(p) for p in compiled] == [bytes(p) for p in python]
+    referenced = [p for p in python if not isinstance(p, bytearray) or any(p is r for _, ps in topics for _, r in ps)]
+    assert [id(p) for p in compiled if any(p is q for q in referenced)] == [id(p) for p in referenced]
+
+
+def test_values_a_field_cannot_hold_are_left_to_python():
+    assert speedups.produce_request_parts(2, 1, None, 1, 1, [], 10) is None
+    assert speedups.produce_request_parts(9, 2**31, None, 1, 1, [], 10) is None
+    assert speedups.produce_request_parts(9, 1, "\ud800", 1, 1, [], 10) is None  # not encodable
+    assert speedups.produce_request_parts(9, 1, None, 1, 1, [("t",)], 10) is None  # not a pair
+    assert speedups.produce_request_parts(9, 1, None, 1, 1, [{"t", ()}], 10) is None
+    assert speedups.produce_response_frame(13, 1, [], 0) is None
+    assert speedups.produce_response_frame(9, 1, [("t", [rec.ProducePartitionAnswer(0, 2**15)])], 0) is None
+    assert speedups.read_produce_response(b"\x00" * 20, 2, rec.ProducePartitionAnswer, rec._ANSWER_FIELDS) is None
+
+
+record_errors = st.lists(st.tuples(int32s, st.none() | names), max_size=3).map(tuple)
+answers = st.builds(rec.ProducePartitionAnswer, int32s, int16s, int64s, int64s, int64s,
+                    st.just(()) | record_errors, st.none() | names)
+answer_lists = st.lists(st.tuples(names, st.lists(answers, max_size=4)), max_size=4)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from(VERSIONS), int32s, answer_lists, int32s)
+def test_response_frames_are_python_s_byte_for_byte(version, correlation_id, topics, throttle_time_ms):
+    compiled = speedups.produce_response_frame(version, correlation_id, topics, throttle_time_ms)
+    assert type(compiled) is bytes
+    assert compiled == rec.produce_response_frame(version, correlation_id, topics, throttle_time_ms)
+
+
+def python_answers(frame, version):
+    try:
+        return rec.read_produce_response(frame, version)
+    except rec.MalformedFrame as e:
+        return e
+
+
+def compiled_answers(frame, version):
+    return speedups.read_produce_response(frame, version, rec.ProducePartitionAnswer, rec._ANSWER_FIELDS)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from(VERSIONS), int32s, answer_lists, int32s, st.sampled_from([bytes, bytearray, memoryview]))
+def test_every_response_is_read_by_the_compiled_path_as_python_reads_it(version, correlation_id, topics,
+                                                                        throttle_time_ms, buffer_type):
+    frame = buffer_type(rec.produce_response_frame(version, correlation_id, topics, throttle_time_ms)[4:])
+    compiled, python = compiled_answers(frame, version), python_answers(frame, version)
+    if version >= 9 and any(a.record_errors for _, answers in topics for a in answers):
+        assert compiled is None  # record errors in a flexible answer: left to the Python code
+        return
+    assert compiled is not None
+    assert compiled == python
+    assert all(type(a) is rec.ProducePartitionAnswer for _, answers in compiled for a in answers)
+
+
+SAMPLE_ANSWERS = [("orders", [rec.ProducePartitionAnswer(0, 6, 41, 1_700_000_000_000, 0, (), "m"),
+                              rec.ProducePartitionAnswer(1, 0, 7)]), ("é", [rec.ProducePartitionAnswer(5, 0)])]
+
+
+@settings(max_examples=examples(600), deadline=None)
+@given(st.sampled_from(VERSIONS), st.data())
+def test_a_damaged_response_is_read_as_python_reads_it_or_left_to_python(version, data):
+    frame = mutated(rec.produce_response_frame(version, 3, SAMPLE_ANSWERS)[4:], data)
+    compiled = compiled_answers(frame, version)
+    if compiled is not None:
+        assert compiled == python_answers(frame, version)
+
+
+@pytest.mark.parametrize("cls", [BatchHeader, ProduceRequestFrame, ProducePartitionAnswer])
+def test_the_classes_the_compiled_code_makes_without_init_need_nothing_but_their_fields(cls):
+    """The compiled code makes these through their slots, skipping __init__: that is the same object only while
+    __init__ does nothing but set the fields (no __post_init__, no field left to a default factory)."""
+    assert not hasattr(cls, "__post_init__")
+    assert cls.__slots__ == tuple(f.name for f in dataclasses.fields(cls))
+    assert all(f.default_factory is dataclasses.MISSING and f.init for f in dataclasses.fields(cls))
+
+
+def python_batch(records):
+    try:
+        return rec.produce_batch(records)
+    except rec.RecordsError as e:
+        return type(e), str(e)
+
+
+def compiled_batch(records):
+    header, error, invalid = speedups.produce_batch(records, BatchHeader, rec._HEADER_FIELDS)
+    return header if header is not None else (rec.InvalidRecords if invalid else rec.RecordsError, error)
+
+
+@st.composite
+def batches(draw) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=draw(st.sampled_from([0, 1])), is_transactional=draw(st.booleans()),
+        producer_id=draw(st.integers(-1, 2**63 - 1)), producer_epoch=draw(st.integers(-1, 2**15 - 1)),
+        base_sequence=draw(st.integers(-1, 2**31 - 1)), batch_size=1 << 20)
+    for i in range(draw(st.integers(1, 5))):
+        builder.append(i, timestamp=1_700_000_000_000 + i, key=None, value=draw(st.binary(max_size=40)), headers=[])
+    return bytes(builder.build())
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(st.lists(batches(), max_size=2).map(b"".join), st.data())
+def test_produce_batch_is_python_s_header_or_error(records, data):
+    if records and data.draw(st.booleans(), label="damaged"):
+        records = mutated(records, data)
+    compiled = compiled_batch(records)
+    assert compiled == python_batch(records)
+    if isinstance(compiled, BatchHeader):
+        assert type(compiled) is BatchHeader
+    for empty in (None, b"", memoryview(b"")):
+        assert compiled_batch(empty) == python_batch(empty)
