@@ -22,6 +22,9 @@ Across a seal it also keeps, per logical producer and partition, the segment thi
 old segment's broker (DescribeProducers) for that id's last sequence: the sealed segment's floor. A retried
 batch wholly below it is answered DUPLICATE_SEQUENCE_NUMBER (clients count it as written) instead of being
 written a second time; a batch above it on the first write there is a gap, refused as above.
+
+Sequences wrap (after 2**31 - 1 comes 0): every comparison here is modulo 2**31, in the window a resend can be
+behind (fedkafka/protocol/sequences.py), so the checks above go on working after a producer's sequences wrapped.
 """
 
 from __future__ import annotations
