@@ -216,3 +216,14 @@ def test_a_producer_going_on_past_its_floor_here_drops_it_before_coming_round_to
     assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 999_990)}), pid_answer=(779, 0))
     assert sent == [(Broker("c2", 2), 0)], f"answered {ErrorCode(by_partition(got)[0][0]).name}, not written"
+
+
+def test_sequence_comparisons_across_the_wrap_and_at_the_window_s_edge():
+    from fedkafka.protocol import sequences as seqs
+    assert seqs.behind(INT32_MAX, 0) and seqs.after(0, INT32_MAX)  # 0 follows INT32_MAX
+    assert seqs.wrapped(INT32_MAX + 3) == 2 and seqs.within(1, INT32_MAX - 2, INT32_MAX + 3)
+    assert not seqs.within(2, INT32_MAX - 2, INT32_MAX + 3) and not seqs.within(INT32_MAX - 3, INT32_MAX - 2, 2**31)
+    assert seqs.behind(5 - RETRY_WINDOW, 5) and not seqs.behind(4 - RETRY_WINDOW, 5)
+    assert seqs.after(4 - RETRY_WINDOW, 5)  # further back than any resend: a batch sent later, a lap on
+    assert not seqs.after(7, 7) and not seqs.behind(7, 7 + 2**31)  # the same sequence
+    assert seqs.after(1_000_000, 0) and seqs.after(2**31 - 2, 1_000_001)  # plain numbers far apart: as before
