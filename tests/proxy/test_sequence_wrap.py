@@ -187,19 +187,27 @@ def test_a_producer_back_from_another_proxy_past_the_wrap_is_not_answered_from_a
     assert by_partition(got)[0][0] == ErrorCode.none
 
 
-def test_a_floor_unused_for_a_minute_is_forgotten():
+def test_a_floor_unused_for_five_minutes_is_forgotten():
     """The producer left for another proxy after its first batch on the new segment and came back a lap of the
     sequence space later, just below the floor: answered DUPLICATE_SEQUENCE_NUMBER, never written. A resend from
-    before the seal comes every few seconds while it waits, so a floor unused for a minute is dropped."""
+    before the seal comes within the clients' delivery timeout, and every few seconds until it is answered (here,
+    or refused for another reason), so a floor unused for five minutes is dropped."""
     now = [0.0]
     c = _clocked_ctx(now)
     _through(c, produce_req({0: batch(1000, 0, 999_999)}))
     moved = replace(c, view=_moved_p0(c.view))
     _through(moved, produce_req({0: batch(1000, 0, 1_000_000)}), pid_answer=(777, 0), sealed={555: 999_999})
-    now[0] += 50
+    now[0] += 250
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 999_999)}))  # a late resend: still a duplicate
     assert sent == [] and by_partition(got)[0][0] == ErrorCode.duplicate_sequence_number
-    now[0] += 61  # a minute since that resend: the producer is back (at 999,990 a lap later)
+    now[0] += 250
+    frozen = replace(c, view=view(frozen_p=0))  # not the moved view, but the same key: refused, still here
+    got, sent = _through(frozen, produce_req({0: batch(1000, 0, 999_999)}))
+    assert sent == [] and by_partition(got)[0][0] == ErrorCode.not_leader_or_follower
+    now[0] += 250
+    got, sent = _through(moved, produce_req({0: batch(1000, 0, 999_999)}))
+    assert sent == [] and by_partition(got)[0][0] == ErrorCode.duplicate_sequence_number
+    now[0] += 301  # five minutes since that resend: the producer is back (at 999,990 a lap later)
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 999_990)}))
     assert sent == [(Broker("c2", 2), 0)], f"answered {ErrorCode(by_partition(got)[0][0]).name}, not written"
 

@@ -47,11 +47,14 @@ MAX_MAPPINGS = 100_000
 # A refusal older than this is forgotten: by then the client resent the batch here or, if the logical leader
 # moved to another proxy, wrote it there; remembering it longer would fail a later head-of-line batch.
 REFUSAL_MEMORY_S = 30.0
-# A sealed segment's floor not looked at for this long is forgotten: a resend of a batch from before the seal keeps
-# coming here every few seconds until it is answered; a producer away for this long may have written on through
-# another proxy, round the wrap, back to just below the floor (2**31 records a minute: far more than one partition
-# takes), and then its new batches would be answered as duplicates without being written.
-FLOOR_MEMORY_S = 60.0
+# A sealed segment's floor is forgotten when none of the producer's batches for the partition came here for this
+# long: a producer away that long may have written on through another proxy, round the wrap, to just below the
+# floor (2**31 records in 5 minutes: over 7 million a second on one partition), and its new batches would be
+# answered as duplicates without being written. A resend from before the seal comes no later than this after
+# the floor was read with the clients' default timeouts (librdkafka's message.timeout.ms, Java's
+# delivery.timeout.ms is 2 minutes), and comes every few seconds until answered; one later still is written
+# again (a duplicate).
+FLOOR_MEMORY_S = 300.0
 
 __all__ = ["UNASKED", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite", "SeqKey"]
 
@@ -149,6 +152,9 @@ class ProducerIdTable:
         self._refused.move_to_end(key)
         while len(self._refused) > MAX_MAPPINGS:
             self._refused.popitem(last=False)
+        floor = self._floors.get(key)
+        if floor is not None and floor[1] is not None:  # the producer is still here: its floor with it
+            self._floors[key] = (floor[0], floor[1], now)
 
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already). When that was the oldest refused
@@ -197,7 +203,8 @@ class ProducerIdTable:
 
     def floor(self, key: SeqKey, segment: SegmentId) -> int | Literal[Unasked.UNASKED] | None:
         """The sequence the producer's batches on `segment` start at (None: not known), or UNASKED.
-        Each look renews it; one not looked at for FLOOR_MEMORY_S is forgotten (None)."""
+        Each look, and each refusal of the producer's batches here, renews it; forgotten (None) after
+        FLOOR_MEMORY_S without either."""
         known = self._floors.get(key)
         if known is None or known[0] != segment:
             return UNASKED
