@@ -201,8 +201,8 @@ class ProducerIds(Protocol):
         """The broker answered a batch of this physical id on this partition."""
 
     # -- across a seal: the segment last written to, and how far the producer got there
-    def note_forwarded(self, key: SeqKey, segment: SegmentId, producer_id: int) -> None:
-        """A batch of `key` went to `segment` as `producer_id`."""
+    def note_forwarded(self, key: SeqKey, segment: SegmentId, producer_id: int, end_seq: int) -> None:
+        """A batch of `key` ending before `end_seq` went to `segment` as `producer_id`."""
     def earlier_write(self, key: SeqKey, segment: SegmentId) -> SegmentWrite | None:
         """This proxy's last write for `key` when it went to another segment than `segment`."""
     def floor(self, key: SeqKey, segment: SegmentId) -> int | Literal[Unasked.UNASKED] | None:

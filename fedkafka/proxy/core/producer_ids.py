@@ -22,6 +22,9 @@ Across a seal it also keeps, per logical producer and partition, the segment thi
 old segment's broker (DescribeProducers) for that id's last sequence: the sealed segment's floor. A retried
 batch wholly below it is answered DUPLICATE_SEQUENCE_NUMBER (clients count it as written) instead of being
 written a second time; a batch above it on the first write there is a gap, refused as above.
+
+Sequences wrap (after 2**31 - 1 comes 0): every comparison here is modulo 2**31, in the window a resend can be
+behind (fedkafka/protocol/sequences.py), so the checks above go on working after a producer's sequences wrapped.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+from fedkafka.protocol import sequences as seqs
+
 # The types are the handler contract's (fedkafka/proxy/plan.py): handlers see this table as `ProducerIds`.
 from fedkafka.proxy.plan import UNASKED, PhysicalPartition, SegmentId, SegmentWrite, SeqKey, Unasked
 
@@ -42,6 +47,14 @@ MAX_MAPPINGS = 100_000
 # A refusal older than this is forgotten: by then the client resent the batch here or, if the logical leader
 # moved to another proxy, wrote it there; remembering it longer would fail a later head-of-line batch.
 REFUSAL_MEMORY_S = 30.0
+# A sealed segment's floor is forgotten when none of the producer's batches for the partition came here for this
+# long: a producer away that long may have written on through another proxy, round the wrap, to just below the
+# floor (2**31 records in 5 minutes: over 7 million a second on one partition), and its new batches would be
+# answered as duplicates without being written. A resend from before the seal comes no later than this after
+# the floor was read with the clients' default timeouts (librdkafka's message.timeout.ms, Java's
+# delivery.timeout.ms is 2 minutes), and comes every few seconds until answered; one later still is written
+# again (a duplicate).
+FLOOR_MEMORY_S = 300.0
 
 __all__ = ["UNASKED", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite", "SeqKey"]
 
@@ -53,7 +66,8 @@ class ProducerIdTable:
         # per producer and partition: (oldest refused first sequence, newest refused first sequence, when)
         self._refused: collections.OrderedDict[SeqKey, tuple[int, int, float]] = collections.OrderedDict()
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
-        self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None]] = collections.OrderedDict()
+        # per producer and partition: (segment, its floor, when a batch was last checked against it)
+        self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None, float]] = collections.OrderedDict()
         self._confirmed: collections.OrderedDict[PhysicalPartition, None] = collections.OrderedDict()
         self._next = 0
         self._end = 0
@@ -91,7 +105,8 @@ class ProducerIdTable:
         `sequences` = (first, end) of the batches to forward. A first sequence beyond what this proxy
         forwarded means another proxy wrote the gap under its own physical id (the logical leader moved
         between proxies and back): the broker would answer OUT_OF_ORDER_SEQUENCE_NUMBER for good, so a
-        fresh physical id (no broker state anywhere) is used instead."""
+        fresh physical id (no broker state anywhere) is used instead. Compared across the wrap (`seqs.after`):
+        a resend is at most seqs.RETRY_WINDOW behind the newest end."""
         key = (logical_id, epoch, cluster)
         entry = self._map.get(key)
         if entry is None:
@@ -103,10 +118,11 @@ class ProducerIdTable:
             return None
         if sequences is not None:
             first, end = sequences
-            if previous[1] is not None and first > previous[1]:
+            if previous[1] is not None and seqs.after(first, previous[1]):
                 del self._map[key]
                 return None
-            previous[1] = end if previous[1] is None else max(previous[1], end)
+            if previous[1] is None or seqs.after(end, previous[1]):
+                previous[1] = seqs.wrapped(end)
         self._map.move_to_end(key)
         return entry[0], entry[1]
 
@@ -130,23 +146,27 @@ class ProducerIdTable:
         else:
             # only the oldest batch's own refusal renews its memory: refusing the batches after it (as a gap)
             # must not, or a batch the client wrote through another proxy would be awaited here for good
-            when = now if first_seq <= known[0] else known[2]
-            self._refused[key] = (min(known[0], first_seq), max(known[1], first_seq), when)
+            when = known[2] if seqs.after(first_seq, known[0]) else now
+            oldest = first_seq if seqs.behind(first_seq, known[0]) else known[0]
+            self._refused[key] = (oldest, first_seq if seqs.after(first_seq, known[1]) else known[1], when)
         self._refused.move_to_end(key)
         while len(self._refused) > MAX_MAPPINGS:
             self._refused.popitem(last=False)
+        floor = self._floors.get(key)
+        if floor is not None and floor[1] is not None:  # the producer is still here: its floor with it
+            self._floors[key] = (floor[0], floor[1], now)
 
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already). When that was the oldest refused
         batch, the next one to resend starts at end_seq, as long as a batch from there on was refused too:
         forgetting those would let a batch past them through (and librdkafka ack them implicitly)."""
         known = self._refused.get(key)
-        if known is None or not first_seq <= known[0] < end_seq:
+        if known is None or not seqs.within(known[0], first_seq, end_seq):
             return
-        if end_seq > known[1]:
+        if seqs.within(known[1], first_seq, end_seq):
             del self._refused[key]
         else:
-            self._refused[key] = (end_seq, known[1], known[2])
+            self._refused[key] = (seqs.wrapped(end_seq), known[1], known[2])
 
     def refused_before(self, key: SeqKey, first_seq: int) -> int | None:
         """The first sequence of the oldest refused batch that `first_seq` would skip, or None."""
@@ -156,7 +176,7 @@ class ProducerIdTable:
         if self._clock() - known[2] > REFUSAL_MEMORY_S:
             del self._refused[key]
             return None
-        return known[0] if first_seq > known[0] else None
+        return known[0] if seqs.after(first_seq, known[0]) else None
 
     def confirmed(self, where: PhysicalPartition) -> bool:
         """Whether the broker answered a batch of this physical id on this partition (so it checks sequences)."""
@@ -165,8 +185,16 @@ class ProducerIdTable:
     def confirm(self, where: PhysicalPartition) -> None:
         _put(self._confirmed, where, None)
 
-    def note_forwarded(self, key: SeqKey, segment: SegmentId, producer_id: int) -> None:
+    def note_forwarded(self, key: SeqKey, segment: SegmentId, producer_id: int, end_seq: int) -> None:
+        """A batch of `key` ending before `end_seq` went to `segment` as `producer_id`. Past the floor by more than
+        a resend can be behind, the floor is dropped: no resend can come from before the seal any more, and a
+        producer that goes on round the wrap would come back below it (answered as duplicates, not written).
+        Dropped when the batch is forwarded, not when its answer comes in: the next may be routed before that."""
         _put(self._writes, key, SegmentWrite(segment, producer_id))
+        known = self._floors.get(key)
+        if known is not None and known[0] == segment and known[1] is not None \
+                and seqs.distance(known[1], end_seq - 1) > seqs.RETRY_WINDOW:
+            self._floors[key] = (segment, None, known[2])
 
     def earlier_write(self, key: SeqKey, segment: SegmentId) -> SegmentWrite | None:
         """This proxy's last write for `key` when it went to another segment than `segment`."""
@@ -174,12 +202,25 @@ class ProducerIdTable:
         return write if write is not None and write.segment != segment else None
 
     def floor(self, key: SeqKey, segment: SegmentId) -> int | Literal[Unasked.UNASKED] | None:
-        """The sequence the producer's batches on `segment` start at (None: not known), or UNASKED."""
+        """The sequence the producer's batches on `segment` start at (None: not known), or UNASKED.
+        Each look, and each refusal of the producer's batches here, renews it; forgotten (None) after
+        FLOOR_MEMORY_S without either."""
         known = self._floors.get(key)
-        return known[1] if known is not None and known[0] == segment else UNASKED
+        if known is None or known[0] != segment:
+            return UNASKED
+        if known[1] is None:
+            return None
+        now = self._clock()
+        if now - known[2] > FLOOR_MEMORY_S:
+            log.info("producer %s/%s %s/%s: floor %s on %s forgotten (unused for %.0f s)", *key, known[1], segment,
+                     now - known[2])
+            self._floors[key] = (segment, None, known[2])
+            return None
+        self._floors[key] = (segment, known[1], now)
+        return known[1]
 
     def set_floor(self, key: SeqKey, segment: SegmentId, floor: int | None) -> None:
-        _put(self._floors, key, (segment, floor))
+        _put(self._floors, key, (segment, floor, self._clock()))
 
     def _schedule_refill(self) -> None:
         fetch_block = self._fetch_block

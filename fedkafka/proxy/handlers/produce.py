@@ -29,6 +29,7 @@ from kio.static.primitive import i16, i32, i32Timedelta
 
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
+from fedkafka.protocol import sequences as seqs
 from fedkafka.protocol.codec import DecodeError
 from fedkafka.proxy.plan import (
     NO_RESPONSE,
@@ -255,10 +256,7 @@ def _as_physical_producer(ctx: Context, checked: rec.BatchHeader, part: _Part, r
         routing.missing_pids.add((logical, epoch, seg.cluster))
         return False
     if seq_key:
-        ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0])
-        if part.end_seq > LAST_SEQUENCE:  # the producer's next batch starts at 0, at or below any sealed floor,
-            # and it may be routed before this one's answer is in (pipelined): no floor from now on
-            ctx.producer_ids.set_floor(seq_key, seg_id, None)
+        ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0], part.end_seq)
     part.records = rec.with_producer(part.records, checked, mapped[0], mapped[1])
     routing.producer_key = logical
     part.physical = (seg.cluster, seg.topic, seg.partition, mapped[0])
@@ -389,10 +387,6 @@ def _refusal(ctx: Context, chain: PartitionChain) -> Refusal:
 
 
 _ASK_FLOOR = object()
-# A producer's sequences wrap: the batch after one ending at this sequence starts at 0 (Kafka's
-# DefaultRecordBatch.incrementSequence, librdkafka's rd_kafka_seq_wrap). A sealed floor compares sequences as
-# plain numbers, so it holds only until the producer reaches this (see _as_physical_producer, _sequence_after).
-LAST_SEQUENCE = 2**31 - 1
 # A batch past a sequence that was not written gets the retriable error a real leader would give a whole
 # pipeline it refused: the client drains, refreshes and resends from its oldest unacked batch.
 # OUT_OF_ORDER_SEQUENCE_NUMBER (what a broker says once a gap reaches its log) makes librdkafka bump the
@@ -411,10 +405,10 @@ def _against_sealed_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, sequ
         return _ASK_FLOOR if first_write_here else None
     if floor is None:
         return None
-    first, end = sequences
-    if end <= floor:
+    first, end = sequences  # compared across the wrap (fedkafka/protocol/sequences.py)
+    if seqs.behind(end - 1, floor):
         return ErrorCode.duplicate_sequence_number, f"sequences {first}..{end - 1} were written before the seal"
-    if first > floor and first_write_here:
+    if first_write_here and seqs.after(first, floor):
         return _GAP, f"sequence {first} skips {floor}: resend from {floor}"
     return None
 
@@ -458,9 +452,8 @@ def _sequence_after(result, write: SegmentWrite) -> int | None:
             if p.error_code != ErrorCode.none:
                 return None
             for state in p.active_producers:
-                if state.producer_id == write.producer_id and 0 <= state.last_sequence < LAST_SEQUENCE:
-                    return state.last_sequence + 1
-    # at LAST_SEQUENCE the producer's next batch starts at 0, which every floor would call a duplicate: no floor
+                if state.producer_id == write.producer_id and state.last_sequence >= 0:
+                    return seqs.wrapped(state.last_sequence + 1)  # after 2**31 - 1: 0
     return None
 
 
