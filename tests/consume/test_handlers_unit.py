@@ -382,3 +382,26 @@ def test_offset_commit_is_refused_retriably_while_a_coordination_move_copies_the
     assert [(t.name, p.error_code) for t in out.topics for p in t.partitions] == [
         ("log", ErrorCode.coordinator_load_in_progress)]  # nothing sent to the old coordinator
     assert isinstance(groups.handle(ctx(), None, req), Plan)  # unfrozen: forwarded as before
+
+
+def test_fetch_translates_the_last_stable_offset_apart_from_the_high_watermark():
+    """An open transaction keeps the last stable offset below the high watermark: each is translated from its own
+    physical value (the handler translates once when they are equal); unknown (-1) stays -1. Active segment c3:
+    physical 3 is logical 70."""
+    for physical_lso, logical_lso in ((8, 75), (10, 77), (-1, -1), (3, 70)):
+        plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 75)))
+        answer = build(response_type(1, 12), {"responses": [{"topic": "t", "partitions": [
+            {"partition_index": 1, "error_code": ErrorCode.none, "high_watermark": 10,
+             "last_stable_offset": physical_lso, "log_start_offset": 0, "aborted_transactions": None,
+             "preferred_read_replica": -1, "records": batch(8, 2)}]}]})
+        p = partitions(plan.finish([answer]))[("log", 0)]
+        assert (p.partition_index, p.high_watermark, p.last_stable_offset) == (0, 77, logical_lso), physical_lso
+
+
+def test_fetch_answers_each_partition_with_its_own_index_errors_and_data_alike():
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 1, 0), ("log", 0, 75), ("nope", 3, 0)))
+    out = plan.finish([fetch_answer("t", 1, batch(0, 3), hw=3) if c.target.cluster == "c1"
+                       else fetch_answer("t", 1, b"", hw=3) for c in plan.calls])
+    got = [(t.topic, p.partition_index, p.error_code) for t in out.responses for p in t.partitions]
+    assert got == [("log", 1, ErrorCode.none), ("log", 0, ErrorCode.none),
+                   ("nope", 3, ErrorCode.unknown_topic_or_partition)]

@@ -41,7 +41,7 @@ _REFRESH_ON = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_part
                ErrorCode.leader_not_available)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per partition of every Fetch (a frozen __init__ sets each field slowly)
 class _Route:
     topic: str
     partition: int
@@ -56,13 +56,13 @@ def handle(ctx: Context, header, request):
         # we never hand out a session id, so a client asking for one is confused: make it start over
         return FetchAnswer(version, ErrorCode.fetch_session_id_not_found, ())
     order = [(t.topic, [p.partition for p in t.partitions]) for t in request.topics]
-    answers: dict[tuple[str, int], dict] = {}
+    answers: dict[tuple[str, int], rec.FetchPartitionData] = {}
     groups: dict[tuple[str, int], list[_Route]] = {}
     for t in request.topics:
         may_read = authorized(ctx, Operation.READ, ResourceType.TOPIC, t.topic)
         for p in t.partitions:
             route = _route(ctx, t.topic, p) if may_read else _error(ErrorCode.topic_authorization_failed)
-            if isinstance(route, dict):
+            if isinstance(route, rec.FetchPartitionData):
                 answers[(t.topic, p.partition)] = route
                 continue
             seg = route.target.segment
@@ -80,7 +80,7 @@ def handle(ctx: Context, header, request):
 
     routes_per_call = list(groups.values())
     max_wait_ms = min(max(request.max_wait // timedelta(milliseconds=1), 0), ctx.max_fetch_wait_ms)
-    if any(a["records"] for a in answers.values()):
+    if any(a.records for a in answers.values()):
         max_wait_ms = 0  # a gap skip is an answer with data: do not hold it back for a long poll
     calls = [Call(Broker(cluster, node), _upstream_request(request, routes, max_wait_ms), dedicated=True,
                   timeout_s=max_wait_ms / 1000 + WAIT_MARGIN_S, client_timeout=True)
@@ -91,15 +91,20 @@ def handle(ctx: Context, header, request):
         for routes, result in zip(routes_per_call, results, strict=True):
             answers.update(_translate(ctx, routes, result, budget))
         return FetchAnswer(version, ErrorCode.none, tuple(
-            rec.FetchTopicData(name, tuple(rec.FetchPartitionData(p, **answers[(name, p)]) for p in parts))
-            for name, parts in order))
+            rec.FetchTopicData(name, tuple(_numbered(answers[(name, p)], p) for p in parts)) for name, parts in order))
 
     if not calls:
         return finish([])
     return Plan(calls, finish, return_early=_has_data)
 
 
-def _route(ctx: Context, topic: str, p) -> _Route | dict:
+def _numbered(answer: rec.FetchPartitionData, partition: int) -> rec.FetchPartitionData:
+    """A partition's answer, made without its index (`_error`, `_skip_gap`, `_partition_answer`), given it."""
+    answer.partition_index = partition
+    return answer
+
+
+def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
     """Where to read a logical partition, or the error answer for it."""
     chain = ctx.view.chain(topic, p.partition)
     if chain is None:
@@ -220,7 +225,8 @@ class _Budget:
         return data
 
 
-def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget) -> dict[tuple[str, int], dict]:
+def _translate(ctx: Context, routes: list[_Route], result,
+               budget: _Budget) -> dict[tuple[str, int], rec.FetchPartitionData]:
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
@@ -246,7 +252,7 @@ def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget) -> d
     return out
 
 
-def _partition_answer(route: _Route, pd, budget: _Budget) -> dict:
+def _partition_answer(route: _Route, pd, budget: _Budget) -> rec.FetchPartitionData:
     chain, seg = route.chain, route.target.segment
     delta = seg.logical_base - seg.phys_start
     try:
@@ -256,19 +262,18 @@ def _partition_answer(route: _Route, pd, budget: _Budget) -> dict:
         return _error(ErrorCode.corrupt_message)
     if route.target.in_gap and not data and _tail_ended(route.target, pd):
         return _skip_gap(route)  # move the reader past the gap
-    lso = pd.last_stable_offset
+    hw, lso = pd.high_watermark, pd.last_stable_offset
+    logical_hw = logical_high_watermark(chain, seg, hw)
+    if lso >= 0:  # most often the high watermark itself: translated once
+        lso = logical_hw if lso == hw else logical_high_watermark(chain, seg, lso)
     aborted = pd.aborted_transactions
-    return {
-        "error_code": ErrorCode.none,
-        "high_watermark": logical_high_watermark(chain, seg, pd.high_watermark),
-        "last_stable_offset": logical_high_watermark(chain, seg, lso) if lso >= 0 else lso,
+    return rec.FetchPartitionData(
+        -1, ErrorCode.none, logical_hw, lso,
         # Fetch v4 answers carry no log start (v5 added it): unknown, as the broker would say
-        "log_start_offset": _logical_log_start(chain, seg, getattr(pd, "log_start_offset", -1)),
-        "aborted_transactions": None if aborted is None else tuple(
+        _logical_log_start(chain, seg, getattr(pd, "log_start_offset", -1)),
+        None if aborted is None else tuple(
             rec.AbortedTransaction(a.producer_id, seg.to_logical(a.first_offset)) for a in aborted),
-        "preferred_read_replica": -1,
-        "records": budget.take(data),
-    }
+        -1, budget.take(data))
 
 
 def _nothing_left(target: FetchTarget) -> bool:
@@ -285,14 +290,13 @@ def _tail_ended(target: FetchTarget, pd) -> bool:
     return any(h.base_offset >= limit for h in rec.iter_batches(pd.records or b"", allow_partial_tail=True))
 
 
-def _skip_gap(route: _Route) -> dict:
+def _skip_gap(route: _Route) -> rec.FetchPartitionData:
     """The answer that moves a reader from its position to the end of the unclean gap: empty batches covering
     the rest of it (docs/DESIGN.md §9). High watermark = the gap's end, where the reader lands."""
     end = route.target.gap_end_offset()
     first = route.target.segment.to_logical(route.target.physical_offset)
-    return {"error_code": ErrorCode.none, "high_watermark": end, "last_stable_offset": end,
-            "log_start_offset": route.chain.segments[0].logical_base, "aborted_transactions": None,
-            "preferred_read_replica": -1, "records": rec.gap_batches(first, end, route.chain.leader_epoch)}
+    return rec.FetchPartitionData(-1, ErrorCode.none, end, end, route.chain.segments[0].logical_base, None, -1,
+                                  rec.gap_batches(first, end, route.chain.leader_epoch))
 
 
 def _logical_log_start(chain: PartitionChain, seg: Segment, physical_start: int) -> int:
@@ -305,6 +309,5 @@ def _logical_log_start(chain: PartitionChain, seg: Segment, physical_start: int)
     return chain.segments[0].logical_base
 
 
-def _error(code: ErrorCode) -> dict:
-    return {"error_code": code, "high_watermark": -1, "last_stable_offset": -1, "log_start_offset": -1,
-            "aborted_transactions": None, "preferred_read_replica": -1, "records": b""}
+def _error(code: ErrorCode) -> rec.FetchPartitionData:
+    return rec.FetchPartitionData(-1, code, -1, -1, -1, None, -1, b"")
