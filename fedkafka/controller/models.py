@@ -57,6 +57,19 @@ class SegmentRow(Base):
     logical_base: Mapped[int] = mapped_column(BigInteger)
 
 
+class PhysicalPartitionRow(Base):
+    """Which logical partition owns a physical partition: claimed with the segment or the move that first targets
+    it, in the same transaction, and never released while the topic exists, so a physical partition serves one
+    logical partition only, forever (docs/DESIGN.md §2 rule 4, §4.13). The primary key refuses a second claim."""
+
+    __tablename__ = "physical_partitions"
+    cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
+    physical_topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    physical_partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    topic: Mapped[str] = mapped_column(ForeignKey("topics.name", ondelete="CASCADE"), index=True)
+    partition: Mapped[int] = mapped_column(Integer)
+
+
 class ProxyRow(Base):
     __tablename__ = "proxies"
     node_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy import func, or_, select
 
+from fedkafka.controller import claims
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow, WorkflowRow
 from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s, live_ack_timeout_s
 from fedkafka.view.rebalance import Move
@@ -63,15 +64,19 @@ class Mover:
 
     # -- planning ------------------------------------------------------------------------------
     def plan(self, workflow_id: int | None, plans: Iterable[Move]) -> list[int]:
-        """Record planned moves (one transaction); partitions with an unfinished move are left out."""
+        """Record planned moves (one transaction); partitions with an unfinished move are left out. Each target
+        is claimed for its logical partition in the same transaction: ClaimTaken (nothing recorded) when another
+        logical partition owns one, e.g. claimed by a run that planned from the same view (docs/DESIGN.md §4.13)."""
         now = time.time()
         with self.ctl.session() as s:
             busy = {(t, p) for t, p in s.execute(select(MoveRow.topic, MoveRow.partition)
                                                  .where(MoveRow.state.not_in(FINISHED)))}
+            todo = [m for m in plans if (m.topic, m.partition) not in busy]
+            for m in todo:
+                claims.claim(s, m.to_cluster, m.to_topic, m.to_partition, m.topic, m.partition)
             rows = [MoveRow(workflow_id=workflow_id, topic=m.topic, partition=m.partition, from_cluster=m.from_cluster,
                             to_cluster=m.to_cluster, to_topic=m.to_topic, to_partition=m.to_partition,
-                            gap=m.gap, state="planned", updated_at=now)
-                    for m in plans if (m.topic, m.partition) not in busy]
+                            gap=m.gap, state="planned", updated_at=now) for m in todo]
             s.add_all(rows)
             self.ctl.check_leader(s)
             s.commit()

@@ -28,7 +28,8 @@ from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fedkafka.controller import acls, db
+from fedkafka.controller import acls, claims, db
+from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
@@ -38,6 +39,7 @@ from fedkafka.controller.models import (
     ChainRow,
     ClientRuleRow,
     ClusterRow,
+    PhysicalPartitionRow,
     ProxyRow,
     ScramCredentialRow,
     SegmentRow,
@@ -348,8 +350,8 @@ class Controller:
                 row = s.get(TopicRow, name)
                 existing = None if row is None else (row.partitions, json.loads(row.config_json))
                 clusters = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
-                used = [Slot(g.cluster, g.physical_partition) for g in
-                        s.scalars(select(SegmentRow).where(SegmentRow.topic == name))]
+                # every physical partition ever claimed: dropped segments' records stay, moves' targets come
+                used = [Slot(cluster, i) for (cluster, _), owners in claims.load(s, name).items() for i in owners]
             if create_only and existing is not None:
                 raise Conflict(f"Topic '{name}' already exists.", kafka_error="TOPIC_ALREADY_EXISTS")
             if existing is not None and partitions < existing[0]:
@@ -401,8 +403,12 @@ class Controller:
                     partitions=partitions, config_json=json.dumps(config, sort_keys=True)))
             for i, chain in enumerate(identity_chains(name, slots)):
                 p = have + i
-                s.add(ChainRow(topic=name, partition=p, leader_epoch=chain.leader_epoch, frozen=False))
                 seg = chain.active
+                try:
+                    claims.claim(s, seg.cluster, seg.topic, seg.partition, name, p)
+                except ClaimTaken:  # a move claimed it since it was read
+                    raise Conflict(f"topic {name} was changed concurrently; retry") from None
+                s.add(ChainRow(topic=name, partition=p, leader_epoch=chain.leader_epoch, frozen=False))
                 s.add(SegmentRow(topic=name, partition=p, seq=0, cluster=seg.cluster, physical_topic=seg.topic,
                                  physical_partition=seg.partition, phys_start=0, phys_end=None, logical_base=0))
             try:
@@ -416,10 +422,14 @@ class Controller:
                 row = s.get(TopicRow, name)
                 if row is None:
                     raise NotFound(f"unknown topic {name!r}")
+                clusters = list(s.scalars(select(ClusterRow)))
+                # every physical topic it ever claimed: a drained cluster's holds records no segment names (a
+                # removed cluster may be switched off)
+                removed = {c.id for c in clusters if c.state == ClusterState.REMOVED}
                 physical = {(g.cluster, g.physical_topic) for g in
                             s.scalars(select(SegmentRow).where(SegmentRow.topic == name))}
-                clusters = list(s.scalars(select(ClusterRow)))
-                for table in (SegmentRow, ChainRow):
+                physical |= {(c, t) for c, t in claims.load(s, name) if c not in removed}
+                for table in (SegmentRow, ChainRow, PhysicalPartitionRow):
                     s.execute(delete(table).where(table.topic == name))
                 s.delete(row)
                 s.commit()

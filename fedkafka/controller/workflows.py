@@ -21,6 +21,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 from sqlalchemy import func, select
 
+from fedkafka.controller import claims
+from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.coordination import CoordinationMove
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
@@ -50,6 +52,7 @@ PHASES = {
 }
 # A failover retries partitions another run was moving (their moves settle within the ack and seal timeouts).
 FAILOVER_BUSY_WAIT_S = 120.0
+PLAN_ATTEMPTS = 5  # a run plans again when another claimed one of its targets meanwhile (docs/DESIGN.md §4.13)
 
 
 def _coordination(clusters: dict[str, ClusterRow]) -> str:
@@ -149,7 +152,7 @@ class WorkflowEngine:
         if strategy == "expand":
             return [{"topic": name, "partitions_added": ceil(partitions / max(1, len(active) - 1)), "to": target}
                     for name, partitions in self._expand_todo(target)]
-        return [_planned(m) for m in rebalance(self._chains(), active, target)]
+        return [_planned(m) for m in rebalance(self._chains(), active, target, self._claims())]
 
     def _decommission_plan(self, cluster: str) -> tuple[list[str], list[dict[str, Any]]]:
         """The state changes and moves of a decommission; like _decommission, it leaves out what is done."""
@@ -452,9 +455,7 @@ class WorkflowEngine:
         with self.ctl.session() as s:
             planned = s.scalar(select(func.count()).select_from(MoveRow).where(MoveRow.workflow_id == run_id))
         if not planned:
-            plans = planner()
-            self._ensure_targets(plans)
-            self.mover.plan(run_id, plans)
+            self._plan_once(run_id, planner)
         ids = self.mover.unfinished(run_id)
         self._phase(run_id, "plan", 1, 1)
         self._run_moves(run_id, ids)
@@ -462,6 +463,23 @@ class WorkflowEngine:
             ph = next(p for p in self._records[run_id]["phases"] if p["name"] == phase)
             if ph["state"] != "done":
                 self._phase(run_id, phase, ph["total"], ph["total"])
+
+    def _plan_once(self, run_id: int, planner) -> None:
+        for _ in range(PLAN_ATTEMPTS):
+            plans = planner()
+            self._ensure_targets(plans)
+            if self._plan_moves(run_id, plans) is not None:
+                return
+        raise MoveFailed(f"targets claimed by other runs {PLAN_ATTEMPTS} times in a row; nothing was moved")
+
+    def _plan_moves(self, run_id: int, plans: list[Move]) -> list[int] | None:
+        """Record the moves, or None (nothing recorded) when another run claimed one of their targets meanwhile,
+        e.g. a failover that planned from the same view (docs/DESIGN.md §4.13): plan again then."""
+        try:
+            return self.mover.plan(run_id, plans)
+        except ClaimTaken as e:
+            log.info("workflow %d plans again: %s", run_id, e)
+            return None
 
     def _run_moves(self, run_id: int, ids: list[int]) -> None:
         try:
@@ -509,11 +527,17 @@ class WorkflowEngine:
         view = self.ctl.view
         return {name: [c.segments for c in t.partitions] for name, t in view.topics.items()}
 
+    def _claims(self):
+        """Every physical partition claimed (segments, dropped ones included, and moves' targets): a planner's new
+        targets are past them (docs/DESIGN.md §4.13)."""
+        with self.ctl.session() as s:
+            return claims.load(s)
+
     def _active(self) -> list[str]:
         return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
 
     def _rebalance_plan(self, target: str) -> list[Move]:
-        return rebalance(self._chains(), self._active(), target)
+        return rebalance(self._chains(), self._active(), target, self._claims())
 
     # -- expand ------------------------------------------------------------------------------------
     def _expand(self, run_id: int) -> None:
@@ -543,10 +567,9 @@ class WorkflowEngine:
         coord = _coordination(clusters)
         with self.ctl.session() as s:
             topic = s.get(TopicRow, name)
-            used = s.scalar(select(func.max(SegmentRow.physical_partition)).where(
-                SegmentRow.topic == name, SegmentRow.cluster == target, SegmentRow.physical_topic == name))
+            used = claims.load(s, name).get((target, name), {})  # dropped segments' partitions hold records still
             config = json.loads(topic.config_json)
-        first = 0 if used is None else used + 1
+        first = max(used, default=-1) + 1
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
         with self.ctl.topology_change() as s:
@@ -555,6 +578,10 @@ class WorkflowEngine:
                 raise Conflict(f"topic {name} changed during the expansion; run it again")
             topic.partitions = have + extra
             for i in range(extra):
+                try:
+                    claims.claim(s, target, name, first + i, name, have + i)
+                except ClaimTaken:
+                    raise Conflict(f"topic {name} changed during the expansion; run it again") from None
                 s.add(ChainRow(topic=name, partition=have + i, leader_epoch=0, frozen=False))
                 s.add(SegmentRow(topic=name, partition=have + i, seq=0, cluster=target, physical_topic=name,
                                  physical_partition=first + i, phys_start=0, phys_end=None, logical_base=0))
@@ -581,9 +608,10 @@ class WorkflowEngine:
             plans = [p for p in self._failover_plan(cluster) if (p.topic, p.partition) not in self._busy()]
             if plans:
                 self._ensure_targets(plans)
-                ids = self.mover.plan(run_id, plans)
-                self._phase(run_id, "plan", 1, 1)
-                self._run_moves(run_id, ids)
+                ids = self._plan_moves(run_id, plans)  # None: a target was claimed meanwhile, the next round
+                if ids is not None:                    # plans past it
+                    self._phase(run_id, "plan", 1, 1)
+                    self._run_moves(run_id, ids)
             elif time.monotonic() > deadline:
                 raise MoveFailed(f"{self._active_on(cluster)} partitions still write to {cluster}: other moves of "
                                  f"them did not settle within {FAILOVER_BUSY_WAIT_S:.0f} s; run the failover again")
@@ -630,7 +658,8 @@ class WorkflowEngine:
 
     def _evacuate_plan(self, leaving: str) -> list[Move]:
         active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
-        return evacuate(self._chains(), [c.id for c in active if c.id != leaving] + [leaving], leaving)
+        return evacuate(self._chains(), [c.id for c in active if c.id != leaving] + [leaving], leaving,
+                        self._claims())
 
     def _active_on(self, cluster: str) -> int:
         with self.ctl.session() as s:

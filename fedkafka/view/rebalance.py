@@ -1,9 +1,10 @@
 """Which active segments move where (pure planning for scale-up and decommission; no I/O).
 
 A chain is described by its segments (oldest first); its active segment is the last one. Moves keep
-one rule that placement also keeps: a physical partition belongs to one logical partition only. A
-partition returning to a cluster it lived on reuses its own old physical partition there; otherwise it
-takes the next free index of that cluster's physical topic.
+one rule that placement also keeps: a physical partition belongs to one logical partition only, forever
+(docs/DESIGN.md §4.13). A partition returning to a cluster it lived on reuses its own old physical partition
+there; otherwise it takes the next index of that cluster's physical topic past every one in use or ever
+claimed (`claims`: the controller's record, which also holds dropped segments and unfinished moves' targets).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ class Move:
 
 
 Chains = Mapping[str, Sequence[Sequence[Segment]]]  # logical topic -> per partition, its segments
+# (cluster, physical topic) -> physical partition -> the logical (topic, partition) that claimed it
+Claims = Mapping[tuple[str, str], Mapping[int, tuple[str, int]]]
 
 
-def rebalance(chains: Chains, active: Sequence[str], target: str) -> list[Move]:
+def rebalance(chains: Chains, active: Sequence[str], target: str, claims: Claims | None = None) -> list[Move]:
     """Moves that give `target` a fair share (floor(P / clusters)) of every topic's active segments,
     taken from the clusters holding the most. Idempotent: nothing when `target` has its share."""
     if target not in active:
@@ -41,7 +44,7 @@ def rebalance(chains: Chains, active: Sequence[str], target: str) -> list[Move]:
         counts = Counter({c: 0 for c in active}) + Counter(c for c in owner.values() if c in active)
         counts.setdefault(target, 0)
         want = len(parts) // len(active)
-        planned = _Slots(topic, parts)
+        planned = _Slots(topic, parts, claims or {})
         while counts[target] < want:
             donor = max((c for c in active if c != target), key=lambda c: (counts[c], -active.index(c)))
             if counts[donor] <= want:
@@ -54,7 +57,7 @@ def rebalance(chains: Chains, active: Sequence[str], target: str) -> list[Move]:
     return moves
 
 
-def evacuate(chains: Chains, active: Sequence[str], leaving: str) -> list[Move]:
+def evacuate(chains: Chains, active: Sequence[str], leaving: str, claims: Claims | None = None) -> list[Move]:
     """Moves that take every active segment off `leaving`, each to the active cluster holding the fewest
     of that topic's partitions (ties: registration order)."""
     targets = [c for c in active if c != leaving]
@@ -63,7 +66,7 @@ def evacuate(chains: Chains, active: Sequence[str], leaving: str) -> list[Move]:
     moves: list[Move] = []
     for topic, parts in sorted(chains.items()):
         counts = Counter({c: 0 for c in targets}) + Counter(segs[-1].cluster for segs in parts)
-        planned = _Slots(topic, parts)
+        planned = _Slots(topic, parts, claims or {})
         for p, segs in enumerate(parts):
             if segs[-1].cluster != leaving:
                 continue
@@ -93,12 +96,16 @@ def droppable_prefix(segments: Sequence[Segment], leaving: str, expired: Callabl
 
 
 class _Slots:
-    """Physical partitions already used by a topic on each cluster, plus the ones planned here."""
+    """Physical partitions already used or claimed by a topic on each cluster, plus the ones planned here."""
 
-    def __init__(self, topic: str, parts: Sequence[Sequence[Segment]]):
+    def __init__(self, topic: str, parts: Sequence[Sequence[Segment]], claims: Claims):
         self.topic = topic
         self.parts = parts
+        self.claims = claims
         self.next_free: dict[tuple[str, str], int] = {}
+        for key, owners in claims.items():
+            if owners:
+                self.next_free[key] = max(owners) + 1
         for segs in parts:
             for s in segs:
                 key = (s.cluster, s.topic)
@@ -109,6 +116,9 @@ class _Slots:
         if own:  # back where it lived: its own physical partition
             return Move(self.topic, p, from_cluster, to_cluster, own[-1].topic, own[-1].partition)
         key = (to_cluster, self.topic)
+        claimed = [i for i, owner in self.claims.get(key, {}).items() if owner == (self.topic, p)]
+        if claimed:  # claimed by an earlier move of p that did not finish (or a segment of p dropped since)
+            return Move(self.topic, p, from_cluster, to_cluster, self.topic, max(claimed))
         index = self.next_free.get(key, 0)
         self.next_free[key] = index + 1
         return Move(self.topic, p, from_cluster, to_cluster, self.topic, index)

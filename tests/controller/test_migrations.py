@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from fedkafka.controller import db
 from fedkafka.controller.models import Base
@@ -17,7 +20,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0009"
+        assert ctx.get_current_revision() == "0010"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -43,6 +46,34 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0009"
+        assert MigrationContext.configure(conn).get_current_revision() == "0010"
     for engine in engines:
         engine.dispose()
+
+
+def test_revision_0010_claims_the_physical_partitions_in_use(empty_db_url):
+    """An upgraded database claims what its segments and unfinished moves use (docs/DESIGN.md §4.13); a physical
+    partition two logical partitions already share (possible before it) goes to the first, without failing."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0009")
+        conn.execute(text("INSERT INTO topics (name, topic_id, partitions, placement, config_json) "
+                          "VALUES ('t', 'x', 3, 'blocks', '{}')"))
+        segment = ("INSERT INTO segments (topic, \"partition\", seq, cluster, physical_topic, physical_partition, "
+                   "phys_start, phys_end, logical_base) VALUES ('t', :p, :seq, :c, 't', :pp, 0, :end, 0)")
+        for p, seq, c, pp, end in [(0, 0, "c1", 0, None), (1, 0, "c1", 1, 5), (1, 1, "c2", 0, None),
+                                   (2, 0, "c2", 0, None)]:  # p2 shares c2/t/0 with p1: the bug this revision ends
+            conn.execute(text(segment), {"p": p, "seq": seq, "c": c, "pp": pp, "end": end})
+        move = ("INSERT INTO moves (topic, \"partition\", from_cluster, to_cluster, to_topic, to_partition, state, "
+                "updated_at, gap) VALUES ('t', :p, 'c1', 'c3', 't', :pp, :state, 0, 0)")
+        conn.execute(text(move), {"p": 0, "pp": 0, "state": "frozen"})
+        conn.execute(text(move), {"p": 0, "pp": 1, "state": "rolled_back"})
+    db.migrate(engine)
+    with engine.connect() as conn:
+        claims = set(conn.execute(text('SELECT cluster, physical_topic, physical_partition, topic, "partition" '
+                                       "FROM physical_partitions")))
+    assert claims == {("c1", "t", 0, "t", 0), ("c1", "t", 1, "t", 1), ("c2", "t", 0, "t", 1), ("c3", "t", 0, "t", 0)}
+    engine.dispose()

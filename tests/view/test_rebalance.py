@@ -80,3 +80,13 @@ def test_droppable_prefix_by_retention_and_by_commits():
     assert droppable_prefix([mid, old, tail], "c1", lambda s: s is old, None) == 0  # the prefix goes whole
     assert droppable_prefix(chain, "c9", lambda s: True, None) == 0
     assert droppable_prefix([Segment("c1", "t", 0, 0, None, 0)], "c1", lambda s: True, 10**9) == 0  # active
+
+
+def test_new_targets_are_past_every_claimed_partition_and_a_partition_returns_to_its_own_claim():
+    chains = {"t": blocks("t", 4, ["c1", "c2"])}  # c1/t/0-1, c2/t/0-1
+    # c3/t/0 held a dropped segment of p1, c3/t/2 the target of a move of p2 rolled back, c3/t/4 a segment of p0
+    claims = {("c3", "t"): {0: ("t", 1), 2: ("t", 2), 4: ("t", 0)}}
+    moves = evacuate(chains, ["c3", "c1", "c2"], "c2", claims)
+    assert [(m.partition, m.to_cluster, m.to_partition) for m in moves] == [(2, "c3", 2), (3, "c3", 5)]
+    moves = rebalance(chains, ["c1", "c2", "c3"], "c3", claims)
+    assert [(m.partition, m.to_partition) for m in moves] == [(1, 0)]  # its own: it is read from its new start
