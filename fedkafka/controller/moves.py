@@ -260,7 +260,8 @@ class Mover:
         error (acks=all timed out) or whose answer the proxy gave up on may sit in the leader's log above the
         high watermark, not replicated yet. Sealed below it, it would be served by no one, yet the leader's
         producer state counts it (a retry would be answered as a duplicate: lost). Frozen, nothing new comes:
-        the followers catch up (or leave the ISR) and the high watermark reaches the log end; then read."""
+        the followers catch up (or leave the ISR) and the high watermark reaches the log end; then read. A log
+        end that cannot be read is no proof of that: waited for too."""
         deadline = time.monotonic() + self.seal_timeout
         while True:
             ends = self.read_ends(wanted, bootstrap)
@@ -268,24 +269,27 @@ class Mover:
             if not above:
                 return ends
             if time.monotonic() > deadline:
-                raise MoveFailed(f"writes above the high watermark not replicated within {self.seal_timeout:.0f} s: "
-                                 f"{above[:5]}")
+                raise MoveFailed(f"writes above the high watermark not replicated (or log end not read: None) "
+                                 f"within {self.seal_timeout:.0f} s: {above[:5]}")
             log.info("waiting for replication before the seal: %s", above[:5])
             time.sleep(0.2)
 
     def _above_high_watermark(self, ends: dict, bootstrap: dict[str, str], sealing: set[tuple[str, str, int]]):
-        """(cluster, topic, partition, high watermark, log end) of each partition whose log end is above; a log
-        end that cannot be read is not waited for (the seal is then the high watermark alone, as before)."""
+        """(cluster, topic, partition, high watermark, log end) of each partition whose log end is above, or
+        could not be read (log end None): a leader too loaded to answer may hold exactly the unreplicated write
+        the wait is for, so an unread log end is waited for like one above (then the move is rolled back)."""
         above = []
         for cluster in sorted({c for c, _, _ in sealing}):
             parts = sorted((t, p) for c, t, p in sealing if c == cluster)
             try:
                 log_ends = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
             except Exception as e:
-                log.warning("log end offsets of %s not read (sealing at the high watermark): %s", cluster, e)
-                continue
-            above += [(cluster, t, p, ends[(cluster, t, p)], log_ends[(t, p)]) for t, p in parts
-                      if log_ends.get((t, p), -1) > ends[(cluster, t, p)]]
+                log.warning("log end offsets of %s not read (read again before the seal): %s", cluster, e)
+                log_ends = {}
+            for t, p in parts:
+                high_watermark, log_end = ends[(cluster, t, p)], log_ends.get((t, p))
+                if log_end is None or log_end > high_watermark:
+                    above.append((cluster, t, p, high_watermark, log_end))
         return above
 
     def read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str]) -> dict:

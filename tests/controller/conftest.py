@@ -69,7 +69,8 @@ class RecordingKafka(KafkaAdmin):
         return {}
 
     def log_end_offsets(self, cluster, bootstrap, partitions):
-        return {}  # not known: the seal is the high watermark
+        # settled: every write replicated (the log end is the high watermark)
+        return {tp: end for tp, (_start, end) in self.log_offsets(cluster, bootstrap, partitions).items()}
 
     def delete_topic(self, cluster, bootstrap, name):
         self.created.pop((cluster, name), None)

@@ -114,6 +114,45 @@ def test_the_seal_read_retries_a_new_leader_without_a_high_watermark_yet():
     assert answers.reads == 3
 
 
+def test_the_seal_waits_for_a_log_end_it_could_not_read(setup):
+    """An unread log end (the leader too loaded to answer, or no leader) is no proof that nothing sits above the
+    high watermark: sealed at the high watermark, a write that replicates later would be served by no one while
+    a retry is answered as a duplicate. The seal waits until the log end is read."""
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 40, ("c2", "t", 1): 7})
+    log_end_reads = []
+
+    def log_end_offsets(cluster, bootstrap, partitions):
+        log_end_reads.append(partitions)
+        if len(log_end_reads) == 1:
+            raise OSError("timed out")  # the first read fails; the leader held 2 unreplicated records
+        if len(log_end_reads) == 2:
+            return {}  # left out: no leader known
+        kafka.ends[("c1", "t", 0)] = 42
+        return {(t, p): 42 for t, p in partitions}
+
+    kafka.log_end_offsets = log_end_offsets
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
+    assert mover.run(ids) == {"done": 1}
+    old, new = ctl.view.chain("t", 0).segments
+    assert old.phys_end == 42 and new.logical_base == 42
+    assert len(log_end_reads) == 4  # the third read 42 above the high watermark 40; the fourth, both at 42
+
+
+def test_a_seal_whose_log_end_is_never_read_is_rolled_back(setup):
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 40, ("c2", "t", 1): 7})
+    kafka.log_end_offsets = lambda cluster, bootstrap, parts: {}
+    mover = Mover(ctl, ack_timeout=1, seal_timeout=0.3)
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
+    with pytest.raises(MoveFailed, match="log end not read"):
+        mover.run(ids)
+    assert mover.counts(ids) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen
+
+
 def _lease_ran_out(ctl, node_id: int, seconds_ago: float, fence_in: float | None = None) -> None:
     """The proxy went silent: its lease ran out `seconds_ago`, its fence then too, or only in `fence_in` s."""
     import time
