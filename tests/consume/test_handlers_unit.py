@@ -382,3 +382,32 @@ def test_offset_commit_is_refused_retriably_while_a_coordination_move_copies_the
     assert [(t.name, p.error_code) for t in out.topics for p in t.partitions] == [
         ("log", ErrorCode.coordinator_load_in_progress)]  # nothing sent to the old coordinator
     assert isinstance(groups.handle(ctx(), None, req), Plan)  # unfrozen: forwarded as before
+
+
+# -- a compacted partition that went c1 -> c2 -> c1: its first and last segments share c1's physical partition ------
+BACK = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 5, 45, 30),
+                                Segment("c1", "t", 0, 30, None, 70)), leader_epoch=2)
+BACK_VIEW = dataclasses.replace(VIEW, topics={"log": LogicalTopic("log", uuid.uuid4().hex, (BACK,))})
+
+
+def test_fetch_at_a_compacted_hole_before_a_seal_moves_the_reader_to_the_seal():
+    """The cleaner removed physical 10..29 (their keys were written again in the last segment): from 10 the broker
+    answers the last segment's batches only. The reader used to get no records and no error, and fetched 10 again,
+    forever."""
+    back = Context(view=BACK_VIEW, me=BACK_VIEW.proxies[0], advertised={}, physical=Physical(), producer_ids=None)
+    plan = fetch.handle(back, None, fetch_request(("log", 0, 8)))
+    (call,) = plan.calls
+    assert call.target == Broker("c1", 7) and call.request.topics[0].partitions[0].fetch_offset == 8
+    p = partitions(plan.finish([fetch_answer("t", 0, batch(8, 2) + batch(30, 5), hw=35)]))[("log", 0)]
+    from fedkafka.protocol.records import iter_batches
+    assert [h.base_offset for h in iter_batches(p.records)] == [8] and p.high_watermark == 30  # the records left
+    plan = fetch.handle(back, None, fetch_request(("log", 0, 10)))
+    p = partitions(plan.finish([fetch_answer("t", 0, batch(30, 5), hw=35)]))[("log", 0)]
+    assert p.error_code == ErrorCode.none and p.high_watermark == 30
+    assert partitions_first_offset(p) == 10 and skipped_to(p) == 30
+    plan = fetch.handle(back, None, fetch_request(("log", 0, 30)))  # from the seal on: the next segment, on c2
+    assert plan.calls[0].target == Broker("c2", 7) and plan.calls[0].request.topics[0].partitions[0].fetch_offset == 5
+    # no batch at all proves nothing (read_committed holds the answer at the last stable offset): no skip
+    plan = fetch.handle(back, None, fetch_request(("log", 0, 10)))
+    p = partitions(plan.finish([fetch_answer("t", 0, b"", hw=35)]))[("log", 0)]
+    assert p.error_code == ErrorCode.none and not p.records and p.high_watermark == 30
