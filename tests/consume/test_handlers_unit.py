@@ -154,6 +154,31 @@ def test_list_offsets_by_timestamp_clamps_to_the_segment_start():
     assert (p.offset, p.timestamp) == (30, 1500)
 
 
+def test_list_offsets_by_timestamp_waits_for_an_older_segment_whose_cluster_does_not_answer():
+    """c1 (segment 0, logical 0..29) in a leader election: its records may be the first as late as asked, so a
+    later segment's offset would make an offsetsForTimes reader skip them. It used to be answered (35)."""
+    values = {("c2", 0, 1500): (10, 1600), ("c3", 1, 1500): (3, 1700), ("c2", 0, -3): (40, 1650),
+              ("c3", 1, -3): (20, 1800)}
+    for ts in (1500, -3):  # MAX_TIMESTAMP: the latest record may be c1's too
+        phys = Physical(down={"c1"})
+        plan = list_offsets.handle(ctx(phys), None, list_request((0, ts)))
+        (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+        assert (p.error_code, p.offset) == (ErrorCode.not_leader_or_follower, -1) and "c1" in phys.refreshed
+    # a segment that answers an error after the first match does not matter
+    plan = list_offsets.handle(ctx(Physical(down={"c3"})), None, list_request((0, 1500)))
+    (p,) = plan.finish(list_answers(plan.calls, {("c1", 0, 1500): (12, 1501), ("c2", 0, 1500): (10, 1600)})
+                       ).topics[0].partitions
+    assert (p.error_code, p.offset, p.timestamp) == (ErrorCode.none, 12, 1501)
+    # an error of the broker itself is answered as it is
+    plan = list_offsets.handle(ctx(), None, list_request((0, 1500)))
+    (call_c1,) = [c for c in plan.calls if c.target.cluster == "c1"]
+    answers = list_answers([c for c in plan.calls if c is not call_c1], values)
+    answers.insert(plan.calls.index(call_c1), build(response_type(2, 7), {"topics": [{"name": "t", "partitions": [
+        {"partition_index": 0, "error_code": ErrorCode.offset_not_available, "offset": -1, "timestamp": -1}]}]}))
+    (p,) = plan.finish(answers).topics[0].partitions
+    assert p.error_code == ErrorCode.offset_not_available
+
+
 def test_offset_for_leader_epoch_answers_the_logical_log_end():
     req = build(request_type(23, 4), {"replica_id": -1, "topics": [{"topic": "log", "partitions": [
         {"partition": 0, "current_leader_epoch": 2, "leader_epoch": 1},
@@ -369,6 +394,33 @@ def test_list_offsets_and_epochs_of_a_failed_over_partition():
     plan = offset_for_leader_epoch.handle(gap_ctx(Physical(down={"c1"})), None, req)
     (p,) = plan.finish(list_answers(plan.calls, {("c2", 0, -1): (10, -1)})).topics[0].partitions
     assert (p.leader_epoch, p.end_offset) == (0, 36 + GAP)
+
+
+def test_list_offsets_by_timestamp_waits_for_a_failed_over_cluster_that_came_back_without_a_leader():
+    """As Fetch (docs/DESIGN.md §9.2): a dead cluster's segment is left out, one that answers but names no leader
+    yet is waited for, one back without the physical topic is left out. So are the dead cluster's older segments."""
+    values = {("c2", 0, 1500): (4, 1502), ("c2", 0, -3): (6, 1504)}
+    for physical, ts, want in ((Restarting(), 1500, (ErrorCode.not_leader_or_follower, -1)),
+                               (Restarting(), -3, (ErrorCode.not_leader_or_follower, -1)),
+                               (Restarting(knows_topic=False), 1500, (ErrorCode.none, 30 + GAP)),
+                               (Physical(down={"c1"}), -3, (ErrorCode.none, 32 + GAP))):
+        plan = list_offsets.handle(gap_ctx(physical), None, list_request((0, ts)))
+        (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+        assert (p.error_code, p.offset) == want, (physical, ts)
+    # c1 -> c2 -> c1, then c1 died: its older segment is left out with the failed-over one, c2's is waited for
+    back = PartitionChain(segments=(Segment("c1", "t", 0, 0, 10, 0), Segment("c2", "t", 0, 0, 10, 10),
+                                    Segment("c1", "t", 0, 10, 30, 20), Segment("c3", "t", 0, 4, None, 40 + GAP)),
+                          leader_epoch=3)
+    view = dataclasses.replace(FAILED_VIEW, clusters={c: Cluster(c, f"{c}:9092") for c in ("c1", "c2", "c3")},
+                               topics={"log": LogicalTopic("log", uuid.uuid4().hex, (back,))})
+    values = {("c2", 0, 1500): (-1, -1), ("c3", 0, 1500): (4, 1502)}
+    for down, want in (({"c1"}, (ErrorCode.none, 40 + GAP)), ({"c2"}, (ErrorCode.not_leader_or_follower, -1))):
+        physical = Physical(down=down)
+        got = {**values, ("c1", 0, 1500): (-1, -1)}
+        plan = list_offsets.handle(Context(view=view, me=view.proxies[0], advertised={}, physical=physical,
+                                           producer_ids=None), None, list_request((0, 1500)))
+        (p,) = plan.finish(list_answers(plan.calls, got)).topics[0].partitions
+        assert (p.error_code, p.offset) == want, down
 
 
 def test_offset_commit_is_refused_retriably_while_a_coordination_move_copies_the_offsets():
