@@ -154,6 +154,31 @@ def test_list_offsets_by_timestamp_clamps_to_the_segment_start():
     assert (p.offset, p.timestamp) == (30, 1500)
 
 
+def test_list_offsets_by_timestamp_waits_for_an_older_segment_whose_cluster_does_not_answer():
+    """c1 (segment 0, logical 0..29) in a leader election: its records may be the first as late as asked, so a
+    later segment's offset would make an offsetsForTimes reader skip them. It used to be answered (35)."""
+    values = {("c2", 0, 1500): (10, 1600), ("c3", 1, 1500): (3, 1700), ("c2", 0, -3): (40, 1650),
+              ("c3", 1, -3): (20, 1800)}
+    for ts in (1500, -3):  # MAX_TIMESTAMP: the latest record may be c1's too
+        phys = Physical(down={"c1"})
+        plan = list_offsets.handle(ctx(phys), None, list_request((0, ts)))
+        (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+        assert (p.error_code, p.offset) == (ErrorCode.not_leader_or_follower, -1) and "c1" in phys.refreshed
+    # a segment that answers an error after the first match does not matter
+    plan = list_offsets.handle(ctx(Physical(down={"c3"})), None, list_request((0, 1500)))
+    (p,) = plan.finish(list_answers(plan.calls, {("c1", 0, 1500): (12, 1501), ("c2", 0, 1500): (10, 1600)})
+                       ).topics[0].partitions
+    assert (p.error_code, p.offset, p.timestamp) == (ErrorCode.none, 12, 1501)
+    # an error of the broker itself is answered as it is
+    plan = list_offsets.handle(ctx(), None, list_request((0, 1500)))
+    (call_c1,) = [c for c in plan.calls if c.target.cluster == "c1"]
+    answers = list_answers([c for c in plan.calls if c is not call_c1], values)
+    answers.insert(plan.calls.index(call_c1), build(response_type(2, 7), {"topics": [{"name": "t", "partitions": [
+        {"partition_index": 0, "error_code": ErrorCode.offset_not_available, "offset": -1, "timestamp": -1}]}]}))
+    (p,) = plan.finish(answers).topics[0].partitions
+    assert p.error_code == ErrorCode.offset_not_available
+
+
 def test_offset_for_leader_epoch_answers_the_logical_log_end():
     req = build(request_type(23, 4), {"replica_id": -1, "topics": [{"topic": "log", "partitions": [
         {"partition": 0, "current_leader_epoch": 2, "leader_epoch": 1},
@@ -371,6 +396,33 @@ def test_list_offsets_and_epochs_of_a_failed_over_partition():
     assert (p.leader_epoch, p.end_offset) == (0, 36 + GAP)
 
 
+def test_list_offsets_by_timestamp_waits_for_a_failed_over_cluster_that_came_back_without_a_leader():
+    """As Fetch (docs/DESIGN.md §9.2): a dead cluster's segment is left out, one that answers but names no leader
+    yet is waited for, one back without the physical topic is left out. So are the dead cluster's older segments."""
+    values = {("c2", 0, 1500): (4, 1502), ("c2", 0, -3): (6, 1504)}
+    for physical, ts, want in ((Restarting(), 1500, (ErrorCode.not_leader_or_follower, -1)),
+                               (Restarting(), -3, (ErrorCode.not_leader_or_follower, -1)),
+                               (Restarting(knows_topic=False), 1500, (ErrorCode.none, 30 + GAP)),
+                               (Physical(down={"c1"}), -3, (ErrorCode.none, 32 + GAP))):
+        plan = list_offsets.handle(gap_ctx(physical), None, list_request((0, ts)))
+        (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+        assert (p.error_code, p.offset) == want, (physical, ts)
+    # c1 -> c2 -> c1, then c1 died: its older segment is left out with the failed-over one, c2's is waited for
+    back = PartitionChain(segments=(Segment("c1", "t", 0, 0, 10, 0), Segment("c2", "t", 0, 0, 10, 10),
+                                    Segment("c1", "t", 0, 10, 30, 20), Segment("c3", "t", 0, 4, None, 40 + GAP)),
+                          leader_epoch=3)
+    view = dataclasses.replace(FAILED_VIEW, clusters={c: Cluster(c, f"{c}:9092") for c in ("c1", "c2", "c3")},
+                               topics={"log": LogicalTopic("log", uuid.uuid4().hex, (back,))})
+    values = {("c2", 0, 1500): (-1, -1), ("c3", 0, 1500): (4, 1502)}
+    for down, want in (({"c1"}, (ErrorCode.none, 40 + GAP)), ({"c2"}, (ErrorCode.not_leader_or_follower, -1))):
+        physical = Physical(down=down)
+        got = {**values, ("c1", 0, 1500): (-1, -1)}
+        plan = list_offsets.handle(Context(view=view, me=view.proxies[0], advertised={}, physical=physical,
+                                           producer_ids=None), None, list_request((0, 1500)))
+        (p,) = plan.finish(list_answers(plan.calls, got)).topics[0].partitions
+        assert (p.error_code, p.offset) == want, down
+
+
 def test_offset_commit_is_refused_retriably_while_a_coordination_move_copies_the_offsets():
     frozen = dataclasses.replace(VIEW, commits_frozen=True)
     req = build(request_type(8, 8), {"group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m",
@@ -405,3 +457,32 @@ def test_fetch_answers_each_partition_with_its_own_index_errors_and_data_alike()
     got = [(t.topic, p.partition_index, p.error_code) for t in out.responses for p in t.partitions]
     assert got == [("log", 1, ErrorCode.none), ("log", 0, ErrorCode.none),
                    ("nope", 3, ErrorCode.unknown_topic_or_partition)]
+
+
+# -- a compacted partition that went c1 -> c2 -> c1: its first and last segments share c1's physical partition ------
+BACK = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 5, 45, 30),
+                                Segment("c1", "t", 0, 30, None, 70)), leader_epoch=2)
+BACK_VIEW = dataclasses.replace(VIEW, topics={"log": LogicalTopic("log", uuid.uuid4().hex, (BACK,))})
+
+
+def test_fetch_at_a_compacted_hole_before_a_seal_moves_the_reader_to_the_seal():
+    """The cleaner removed physical 10..29 (their keys were written again in the last segment): from 10 the broker
+    answers the last segment's batches only. The reader used to get no records and no error, and fetched 10 again,
+    forever."""
+    back = Context(view=BACK_VIEW, me=BACK_VIEW.proxies[0], advertised={}, physical=Physical(), producer_ids=None)
+    plan = fetch.handle(back, None, fetch_request(("log", 0, 8)))
+    (call,) = plan.calls
+    assert call.target == Broker("c1", 7) and call.request.topics[0].partitions[0].fetch_offset == 8
+    p = partitions(plan.finish([fetch_answer("t", 0, batch(8, 2) + batch(30, 5), hw=35)]))[("log", 0)]
+    from fedkafka.protocol.records import iter_batches
+    assert [h.base_offset for h in iter_batches(p.records)] == [8] and p.high_watermark == 30  # the records left
+    plan = fetch.handle(back, None, fetch_request(("log", 0, 10)))
+    p = partitions(plan.finish([fetch_answer("t", 0, batch(30, 5), hw=35)]))[("log", 0)]
+    assert p.error_code == ErrorCode.none and p.high_watermark == 30
+    assert partitions_first_offset(p) == 10 and skipped_to(p) == 30
+    plan = fetch.handle(back, None, fetch_request(("log", 0, 30)))  # from the seal on: the next segment, on c2
+    assert plan.calls[0].target == Broker("c2", 7) and plan.calls[0].request.topics[0].partitions[0].fetch_offset == 5
+    # no batch at all proves nothing (read_committed holds the answer at the last stable offset): no skip
+    plan = fetch.handle(back, None, fetch_request(("log", 0, 10)))
+    p = partitions(plan.finish([fetch_answer("t", 0, b"", hw=35)]))[("log", 0)]
+    assert p.error_code == ErrorCode.none and not p.records and p.high_watermark == 30

@@ -262,6 +262,8 @@ def _partition_answer(route: _Route, pd, budget: _Budget) -> rec.FetchPartitionD
         return _error(ErrorCode.corrupt_message)
     if route.target.in_gap and not data and _tail_ended(route.target, pd):
         return _skip_gap(route)  # move the reader past the gap
+    if not data and _compacted_to_seal(route.target, pd):
+        return _skip_gap(route, route.target.segment.sealed_end())  # move the reader to the seal
     hw, lso = pd.high_watermark, pd.last_stable_offset
     logical_hw = logical_high_watermark(chain, seg, hw)
     if lso >= 0:  # most often the high watermark itself: translated once
@@ -290,10 +292,22 @@ def _tail_ended(target: FetchTarget, pd) -> bool:
     return any(h.base_offset >= limit for h in rec.iter_batches(pd.records or b"", allow_partial_tail=True))
 
 
-def _skip_gap(route: _Route) -> rec.FetchPartitionData:
-    """The answer that moves a reader from its position to the end of the unclean gap: empty batches covering
-    the rest of it (docs/DESIGN.md §9). High watermark = the gap's end, where the reader lands."""
-    end = route.target.gap_end_offset()
+def _compacted_to_seal(target: FetchTarget, pd) -> bool:
+    """Nothing of a sealed segment left at or after the position, though its seal is still ahead: the broker's first
+    complete batch is at or past it, a later segment's of the same physical partition (A -> B -> A on a compacted
+    topic, whose cleaner removed the old segment's last records once their keys were written again later). Only
+    that batch proves the hole: an empty answer may be a read_committed one held at the last stable offset."""
+    stop = target.stop_before
+    if stop is None or not pd.records:
+        return False
+    first = next(rec.iter_batches(pd.records, allow_partial_tail=True), None)
+    return first is not None and first.base_offset >= stop
+
+
+def _skip_gap(route: _Route, end: int | None = None) -> rec.FetchPartitionData:
+    """The answer that moves a reader from its position to `end` (by default the end of the unclean gap): empty
+    batches covering the offsets between (docs/DESIGN.md §5.5, §9). High watermark = `end`, where the reader lands."""
+    end = route.target.gap_end_offset() if end is None else end
     first = route.target.segment.to_logical(route.target.physical_offset)
     return rec.FetchPartitionData(-1, ErrorCode.none, end, end, route.chain.segments[0].logical_base, None, -1,
                                   rec.gap_batches(first, end, route.chain.leader_epoch))

@@ -57,7 +57,7 @@ def handle(ctx: Context, header, request):
 
     def respond(physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode]):
         for q in questions:
-            answers[(q.topic, q.partition)] = _answer(q, physical)
+            answers[(q.topic, q.partition)] = _answer(ctx, q, physical)
         return build(response_schema(2, version), {"topics": [
             {"name": name, "partitions": [{"partition_index": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
@@ -84,7 +84,7 @@ def _question(ctx: Context, topic: str, p) -> _Question | dict:
     return q
 
 
-def _answer(q: _Question, physical: dict) -> dict:
+def _answer(ctx: Context, q: _Question, physical: dict) -> dict:
     chain, epoch = q.chain, q.chain.leader_epoch
     got = [physical.get(a) for a in q.asks]
     if q.timestamp == LATEST:
@@ -96,13 +96,15 @@ def _answer(q: _Question, physical: dict) -> dict:
         starts = {s: (g[0] if isinstance(g, tuple) else None) for s, g in zip(chain.segments, got, strict=True)}
         return {"error_code": ErrorCode.none, "timestamp": -1,
                 "offset": earliest_offset(chain, lambda s: starts[s]), "leader_epoch": epoch}
+    # a segment that could not be asked may hold the answer: only the segments before it can give one
+    blocked = _first_unanswered(ctx, chain, got)
     if q.timestamp == MAX_TIMESTAMP:
-        return _max_timestamp(chain, got)
-    offsets = [g[0] if isinstance(g, tuple) else None for g in got]
-    if all(not isinstance(g, tuple) for g in got):
-        return _error(next((g for g in got if g), ErrorCode.not_leader_or_follower))
+        return _max_timestamp(chain, got) if blocked is None else _unanswered(got[blocked])
+    offsets = [g[0] if isinstance(g, tuple) and (blocked is None or i < blocked) else None for i, g in enumerate(got)]
     logical = offset_for_timestamp(chain, offsets)
     if logical is None:
+        if blocked is not None:
+            return _unanswered(got[blocked])
         return {"error_code": ErrorCode.none, "timestamp": -1, "offset": -1, "leader_epoch": -1}
     seg = chain.covering(logical)  # inside a gap: the tail of the segment before it
     phys = seg.to_physical(logical) if seg else -1
@@ -111,6 +113,26 @@ def _answer(q: _Question, physical: dict) -> dict:
     ts = next((g[1] for s, g in zip(chain.segments, got, strict=True)
                if s == seg and isinstance(g, tuple) and g[0] == phys), q.timestamp)
     return {"error_code": ErrorCode.none, "timestamp": ts, "offset": logical, "leader_epoch": epoch}
+
+
+def _first_unanswered(ctx: Context, chain: PartitionChain, got: list) -> int | None:
+    """The index of the first segment whose cluster answered an error (or could not be asked), unless it is left out
+    (`_failed_over_and_gone`). Its records are there, not yet readable: a later segment's answer would skip them,
+    so the question is answered with its (retriable) error and asked again (docs/DESIGN.md §5.5)."""
+    return next((i for i, (s, g) in enumerate(zip(chain.segments, got, strict=True))
+                 if not isinstance(g, tuple) and not _failed_over_and_gone(ctx, chain, s)), None)
+
+
+def _unanswered(code: ErrorCode | None) -> dict:
+    return _error(code or ErrorCode.not_leader_or_follower)
+
+
+def _failed_over_and_gone(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
+    """A segment of a cluster this chain failed over from (one of its segments there is followed by an unclean gap)
+    that is dead, or back without the physical topic: left out (docs/DESIGN.md §9.2). Any other is waited for."""
+    failed_over = any(chain.gap_after(s) is not None for s in chain.segments if s.cluster == seg.cluster)
+    return failed_over and (not ctx.physical.reachable(seg.cluster)
+                            or ctx.physical.topic_id(seg.cluster, seg.topic) is None)
 
 
 def _max_timestamp(chain: PartitionChain, got: list) -> dict:
