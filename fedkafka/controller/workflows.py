@@ -714,6 +714,7 @@ class WorkflowEngine:
         was judged (another controller dropped or changed it meanwhile) is left for the next round."""
         dropped = {}
         with self.ctl.topology_change() as s:
+            self.ctl.check_leader(s)
             for (name, p), judged in drops.items():
                 rows = list(s.scalars(select(SegmentRow).where(SegmentRow.topic == name, SegmentRow.partition == p)
                                       .order_by(SegmentRow.seq)))
