@@ -23,7 +23,7 @@ from fedkafka.controller.api import workflows as workflow_routes
 from fedkafka.controller.api.common import token_dependency
 from fedkafka.controller.errors import ControllerError
 from fedkafka.controller.guard import DEFAULT_MAX_BODY, RequestGuard
-from fedkafka.controller.leadership import Leadership, StandbyGate, restart_as_standby
+from fedkafka.controller.leadership import Leadership, NotLeader, StandbyGate, restart_as_standby
 from fedkafka.controller.scopes import Tokens
 from fedkafka.controller.service import Controller
 from fedkafka.controller.workflows import WorkflowEngine
@@ -82,6 +82,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         body = {"detail": str(exc)} if exc.kafka_error is None else {"detail": str(exc), "kafka_error": exc.kafka_error}
         return JSONResponse(body, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(NotLeader)
+    async def _not_leader(_req: Request, exc: NotLeader):  # lost the row during the request: nothing was written
+        return JSONResponse({"detail": f"not the active controller any more: {exc}"}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):

@@ -100,15 +100,19 @@ class CoordinationMove:
             self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
 
     def _freeze(self, cluster: str, frozen: bool) -> int:
+        """Freeze or unfreeze commits on `cluster`; only while this controller is the active one (docs/DESIGN.md
+        §3.6): a controller that lost its row must not unfreeze, or freeze, what the active one is moving."""
         with self.ctl.topology_change() as s:
+            self.ctl.check_leader(s)
             s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(commits_frozen=frozen))
             s.commit()
         return self.ctl.compose().version
 
     def _switch(self, old: str, target: str) -> None:
         """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
-        it may hold them again one day)."""
+        it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6)."""
         with self.ctl.topology_change() as s:
+            self.ctl.check_leader(s)
             s.execute(update(ClusterRow).values(coordination=False, commits_frozen=False))
             s.execute(update(ClusterRow).where(ClusterRow.id == target).values(coordination=True))
             s.commit()

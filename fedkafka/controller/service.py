@@ -303,6 +303,7 @@ class Controller:
                         s.scalar(select(func.count()).select_from(TopicRow)):
                     raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
             row.state = new.value
+            self.check_leader(s)  # a workflow of a controller that lost its row changes no state (§3.6)
             s.commit()
         self.compose()
         return self.get_cluster(cluster_id), True

@@ -31,8 +31,8 @@ from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.view.chains import UNCLEAN_GAP
-from fedkafka.view.model import ClusterState, shadow_topic
-from fedkafka.view.rebalance import Move, droppable_prefix, evacuate, rebalance
+from fedkafka.view.model import ClusterState, PartitionChain, Segment, shadow_topic
+from fedkafka.view.rebalance import LogRange, Move, droppable_prefix, evacuate, rebalance
 
 log = logging.getLogger(__name__)
 
@@ -696,58 +696,92 @@ class WorkflowEngine:
 
     def _drop_drained(self, cluster: str, mode: str) -> list[str]:
         """Drop what drained; returns what the rest waits for (at most 10 lines)."""
-        chains = {(name, p): segs for name, parts in self._chains().items() for p, segs in enumerate(parts)
-                  if any(s.cluster == cluster for s in segs)}
+        chains = self._chains_on(cluster)
         if not chains:
             return []
+        drops, blockers = self._judge_drained(cluster, mode, chains)
+        if drops:
+            self._drop_judged(drops)
+        return sorted(blockers)[:10]
+
+    def _chains_on(self, cluster: str) -> dict[tuple[str, int], list[tuple[int, Segment]]]:
+        """Every chain with a segment on `cluster`, read from the database (not from this controller's view, which
+        may be older): per (topic, partition), its segments oldest first, each with its row's `seq`."""
+        with self.ctl.session() as s:
+            keys = set(s.execute(select(SegmentRow.topic, SegmentRow.partition).where(SegmentRow.cluster == cluster)))
+            rows = s.scalars(select(SegmentRow).where(SegmentRow.topic.in_({t for t, _ in keys}))
+                             .order_by(SegmentRow.topic, SegmentRow.partition, SegmentRow.seq))
+            chains: dict[tuple[str, int], list[tuple[int, Segment]]] = {}
+            for row in rows:
+                if (row.topic, row.partition) in keys:
+                    chains.setdefault((row.topic, row.partition), []).append((row.seq, _segment(row)))
+        return chains
+
+    def _judge_drained(self, cluster: str, mode: str, chains: dict[tuple[str, int], list[tuple[int, Segment]]]
+                       ) -> tuple[dict[tuple[str, int], list[tuple[int, Segment]]], list[str]]:
+        """Per chain, the head segments that drained (docs/DESIGN.md §7.5), and what the others wait for."""
         committed = self._committed({name for name, _ in chains}) if mode == "groups" else {}
-        starts = self._log_starts({s for segs in chains.values() for s in segs}) if mode == "retention" else {}
-
-        def expired(seg) -> bool:
-            start = starts.get((seg.cluster, seg.topic, seg.partition))
-            return start is not None and start >= seg.phys_end
-
-        drops = {}
-        blockers = []
-        for (name, p), segs in chains.items():
+        held = self._log_ranges([[seg for _, seg in rows] for rows in chains.values()]) if mode == "retention" else {}
+        drops, blockers = {}, []
+        for (name, p), rows in chains.items():
+            segs = [seg for _, seg in rows]
             floor = committed.get((name, p), -1) if mode == "groups" else None
             if mode == "groups" and (name, p) not in committed and committed.get((name, "groups")):
                 floor = -1  # some group consumes the topic but never committed this partition: wait
             elif mode == "groups" and not committed.get((name, "groups")):
                 floor = 1 << 62  # no group reads the topic: nothing to wait for
-            n = droppable_prefix(segs, cluster, expired, floor)
+            n = droppable_prefix(segs, cluster, lambda seg: held.get((seg.cluster, seg.topic, seg.partition)), floor)
             if n:
-                drops[(name, p)] = n
+                drops[(name, p)] = rows[:n]
             elif not any(s.active for s in segs if s.cluster == cluster):
                 blockers.append(_blocker(name, p, segs, cluster, floor, committed.get((name, p, "group"))))
-        blockers = sorted(blockers)[:10]
-        if not drops:
-            return blockers
+        return drops, blockers
+
+    def _drop_judged(self, drops: dict[tuple[str, int], list[tuple[int, Segment]]]) -> None:
+        """Delete exactly the segments judged drained, by identity (`seq` and content), in a transaction that commits
+        only while this controller is the active one (docs/DESIGN.md §3.6, §7.5). A chain whose head is no longer what
+        was judged (another controller dropped or changed it meanwhile) is left for the next round."""
+        dropped = {}
         with self.ctl.topology_change() as s:
-            for (name, p), n in drops.items():
+            self.ctl.check_leader(s)
+            for (name, p), judged in drops.items():
                 rows = list(s.scalars(select(SegmentRow).where(SegmentRow.topic == name, SegmentRow.partition == p)
                                       .order_by(SegmentRow.seq)))
-                if len(rows) > n and rows[n - 1].phys_end is not None:
-                    for row in rows[:n]:
+                head = rows[: len(judged)]
+                if len(rows) > len(judged) and [(r.seq, _segment(r)) for r in head] == judged:
+                    for row in head:
                         s.delete(row)
+                    dropped[(name, p)] = len(head)
+                else:
+                    log.warning("%s/%d: head segments changed since judged drained; judged again next round", name, p)
             s.commit()
         self.ctl.compose()
-        log.info("dropped drained segments of %s: %s", cluster, drops)
-        return blockers
+        log.info("dropped drained segments: %s", dropped)
 
-    def _log_starts(self, segments) -> dict[tuple[str, str, int], int]:
+    def _log_ranges(self, chains: list[list[Segment]]) -> dict[tuple[str, str, int], LogRange]:
+        """What each physical partition of these chains holds: log start, and for a segment followed by an unclean
+        gap the leader's log end too (its tail may run past its seal, docs/DESIGN.md §9.2). Partitions of a cluster
+        that does not answer are left out: their segments do not count as drained."""
         clusters = self._clusters()
-        wanted: dict[str, list[tuple[str, int]]] = {}
-        for seg in segments:
-            wanted.setdefault(seg.cluster, []).append((seg.topic, seg.partition))
-        found = {}
+        wanted: dict[str, set[tuple[str, int]]] = {}
+        tails: dict[str, set[tuple[str, int]]] = {}
+        for segs in chains:
+            chain = PartitionChain(tuple(segs))
+            for seg in segs[:-1]:
+                wanted.setdefault(seg.cluster, set()).add((seg.topic, seg.partition))
+                if chain.gap_after(seg) is not None:
+                    tails.setdefault(seg.cluster, set()).add((seg.topic, seg.partition))
+        found: dict[tuple[str, str, int], LogRange] = {}
         for cluster, parts in wanted.items():
+            kafka, bootstrap = self.ctl.kafka, clusters[cluster].bootstrap
             try:
-                got = self.ctl.kafka.log_offsets(cluster, clusters[cluster].bootstrap, sorted(set(parts)))
-            except Exception as e:  # unreachable: its segments simply do not count as expired yet
-                log.warning("log start offsets of %s not read: %s", cluster, e)
+                starts = kafka.log_offsets(cluster, bootstrap, sorted(parts))
+                ends = kafka.log_end_offsets(cluster, bootstrap, sorted(tails.get(cluster, ())))
+            except Exception as e:  # unreachable: its segments simply do not count as drained yet
+                log.warning("log offsets of %s not read: %s", cluster, e)
                 continue
-            found.update({(cluster, t, p): start for (t, p), (start, _end) in got.items()})
+            found.update({(cluster, t, p): LogRange(start, ends.get((t, p)))
+                          for (t, p), (start, _hw) in starts.items()})
         return found
 
     def _committed(self, topics: set[str]) -> dict:
@@ -778,13 +812,20 @@ class WorkflowEngine:
         return lowest
 
 
+def _segment(row: SegmentRow) -> Segment:
+    return Segment(row.cluster, row.physical_topic, row.physical_partition, row.phys_start, row.phys_end,
+                   row.logical_base)
+
+
 def _blocker(topic: str, p: int, segs, cluster: str, floor: int | None, group: str | None) -> str:
-    end = max(s.logical_end for s in segs if s.cluster == cluster)
+    last = max(i for i, s in enumerate(segs) if s.cluster == cluster)
+    end, after = segs[last].sealed_end(), segs[last + 1].logical_base
+    ends = f"ends at {end}" if after == end else f"ends at {end} or, in its unclean tail, before {after}"
     if floor is None:
-        return f"{topic}/{p}: records up to offset {end} on {cluster} not expired by retention yet"
+        return f"{topic}/{p}: {cluster}'s data {ends} not expired by retention yet (or {cluster} not read)"
     if floor < 0:
         return f"{topic}/{p}: a group consuming {topic} has not committed this partition yet"
-    return f"{topic}/{p}: group {group} committed {floor}, {cluster}'s data ends at {end}"
+    return f"{topic}/{p}: group {group} committed {floor}, {cluster}'s data {ends}"
 
 
 class _Stopping(Exception):

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from fedkafka.view.model import Segment
+from fedkafka.view.model import PartitionChain, Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,23 +77,45 @@ def evacuate(chains: Chains, active: Sequence[str], leaving: str, claims: Claims
     return moves
 
 
-def droppable_prefix(segments: Sequence[Segment], leaving: str, expired: Callable[[Segment], bool],
+class LogRange(NamedTuple):
+    """What a physical partition holds: its log start and its leader's log end (None: not read). The end is the
+    leader's own log end, not the high watermark, which may trail it on a leader that just restarted."""
+    start: int
+    end: int | None
+
+
+def droppable_prefix(segments: Sequence[Segment], leaving: str, log_range: Callable[[Segment], LogRange | None],
                      committed: int | None) -> int:
     """How many of a chain's oldest segments can go so no segment references `leaving` (0: not yet).
 
-    `expired(segment)` says whether retention removed all of a sealed segment's records; `committed`
-    is the lowest logical offset every consumer group committed for the partition (None: use retention).
-    The prefix goes as a whole, up to and including the chain's last segment on `leaving`.
+    `segments` is the whole chain, oldest first. `log_range(segment)` is what the segment's physical partition
+    holds now (None: its cluster did not answer); `committed` is the lowest logical offset every consumer group
+    committed for the partition (None: drain by retention). The prefix goes as a whole, up to and including the
+    chain's last segment on `leaving`, and only once no reader can find a record in it (docs/DESIGN.md §7.5):
+    by retention, when each of its segments holds no record any more, its unclean tail included; by groups,
+    when the commit is at or past the first offset after the prefix (the end of a gap that follows it).
     """
     last = max((i for i, s in enumerate(segments) if s.cluster == leaving), default=-1)
-    if last < 0:
+    if last < 0 or any(s.active for s in segments[: last + 1]):
         return 0
-    prefix = segments[: last + 1]
-    if any(s.active for s in prefix):
-        return 0
+    chain = PartitionChain(tuple(segments))
     if committed is not None:
-        return last + 1 if committed >= prefix[-1].sealed_end() else 0
-    return last + 1 if all(s.phys_end == s.phys_start or expired(s) for s in prefix) else 0
+        return last + 1 if committed >= segments[last + 1].logical_base else 0
+    return last + 1 if all(_emptied(chain, s, log_range(s)) for s in segments[: last + 1]) else 0
+
+
+def _emptied(chain: PartitionChain, seg: Segment, held: LogRange | None) -> bool:
+    """No reader can find a record of sealed `seg` any more. Without a gap after it: it was empty, or its physical
+    log starts at or past its seal. With one: its records run to where its physical partition ends, up to the
+    gap's end (`readable_end`), and a seal at its own start says nothing of them; the log start must have
+    reached what the leader holds of that range (a read log end is needed, from a cluster that answers)."""
+    if chain.gap_after(seg) is None:
+        return seg.phys_end == seg.phys_start or (held is not None and held.start >= seg.sealed_phys_end())
+    if held is None or held.end is None:
+        return False
+    limit = chain.readable_end(seg)  # (None only for the active segment, which is never asked)
+    end = held.end if limit is None else min(held.end, limit)
+    return max(held.start, seg.phys_start) >= end
 
 
 class _Slots:

@@ -22,13 +22,20 @@ def setup(make_api, recording_kafka_class):
         def __init__(self):
             super().__init__()
             self.ends: dict[tuple[str, str, int], int] = {}
+            self.starts: dict[tuple[str, str, int], int] = {}  # log starts (retention), 0 unless set
             self.asked: list[str] = []
 
         def log_offsets(self, cluster, bootstrap, partitions):
             self.asked.append(cluster)
             if cluster in self.down:
                 raise OSError(f"{cluster} is down")
-            return {(t, p): (0, self.ends.get((cluster, t, p), 0)) for t, p in partitions}
+            return {(t, p): (self.starts.get((cluster, t, p), 0), self.ends.get((cluster, t, p), 0))
+                    for t, p in partitions}
+
+        def log_end_offsets(self, cluster, bootstrap, partitions):  # the leaders' log ends: the high watermarks here
+            if cluster in self.down:
+                raise OSError(f"{cluster} is down")
+            return {(t, p): self.ends.get((cluster, t, p), 0) for t, p in partitions}
 
     kafka = Clusters()
     api = make_api(kafka=kafka)
@@ -252,3 +259,50 @@ def test_a_coordination_move_copies_only_the_offsets_of_this_federations_topics(
     kafka.committed_offsets = lambda cluster, bootstrap, groups: {g: committed[g] for g in groups}
     move = CoordinationMove(api.controller, mover=None)
     assert move.read("c3") == {"ours": [(shadow_topic("t"), 0, 5, None, None), (shadow_topic("t"), 5, 7, None, None)]}
+
+
+
+def until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.05)
+
+
+def test_decommission_after_a_failover_waits_for_the_tail_in_the_gap(setup):
+    """c1's segments were sealed at their own start (no scan read c1 before it died): every record c1 holds of them
+    is in the gap (docs/DESIGN.md §9.3). Decommissioning c1 by retention waits while c1 does not answer and while
+    its tail is there; it used to drop those segments at once as empty."""
+    api, kafka = setup
+    ctl = api.controller
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    kill(api, kafka, "c1")
+    failover = api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json()
+    assert finished(api, failover)["state"] == "done"
+    run = api.post("/v1/workflows", json={"kind": "decommission", "cluster": "c1"}).json()
+
+    def waiting() -> list[str]:
+        got = api.get(f"/v1/workflows/{run['id']}").json()
+        assert got["state"] == "running", got  # not done: nothing dropped
+        return got.get("waiting_for", []) if got["step"] == "drain" else []
+
+    def c1_read(times: int):  # the drain asked c1 `times` more times, the run running all along
+        asked = kafka.asked.count("c1") + times
+        until(lambda: waiting() is not None and kafka.asked.count("c1") >= asked)
+
+    c1_read(3)  # drain rounds while c1 is down: nothing of it is known, nothing drained
+    assert len(waiting()) == len(on_c1) and "c1 not read" in waiting()[0]
+    for p in on_c1:  # c1 is back, with 5 records of each of those segments past their seal, in the gap
+        kafka.ends[("c1", "t", p)] = 5
+    kafka.down.discard("c1")
+    c1_read(3)
+    assert len(waiting()) == len(on_c1)
+    assert sum(s.cluster == "c1" for c in ctl.view.topics["t"].partitions for s in c.segments) == len(on_c1)
+    for p in on_c1:  # retention removed all but the last
+        kafka.starts[("c1", "t", p)] = 4
+    c1_read(3)
+    assert len(waiting()) == len(on_c1)
+    for p in on_c1:  # and that one
+        kafka.starts[("c1", "t", p)] = 5
+    assert finished(api, run)["state"] == "done"
+    assert {s.cluster for c in ctl.view.topics["t"].partitions for s in c.segments} == {"c2", "c3"}

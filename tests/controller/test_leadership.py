@@ -7,11 +7,14 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete, select
 
 from fedkafka.controller import db
 from fedkafka.controller.app import create_app
 from fedkafka.controller.leadership import Leadership, NotLeader
+from fedkafka.controller.models import ClusterRow, SegmentRow
 from fedkafka.controller.moves import Mover
+from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.controllers import ControllerList, active_hint
 from fedkafka.view.rebalance import Move
 
@@ -68,6 +71,79 @@ def test_a_controller_that_lost_the_row_commits_no_move_step(make_api, db_url, r
         mover.run(ids)
     assert mover.counts(ids) == {"planned": 1}  # not frozen, not rolled back: left to the new active one
     assert not api.get("/v1/topics/t").json()["chains"][0]["frozen"]
+
+
+def _drained_chain(make_api, recording_kafka_class):
+    """p0 of topic t: c1 [0, 10) -> c2 [0, 5) -> c3 active; every physical log emptied by retention."""
+
+    class Emptied(recording_kafka_class):
+        def log_offsets(self, cluster, bootstrap, partitions):
+            return {(t, p): (10, 10) for t, p in partitions}
+
+    api = make_api(kafka=Emptied())
+    ctl = api.controller
+    for cid in ("c1", "c2", "c3"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092", "coordination": cid == "c3"}
+                ).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    with ctl.session() as s:
+        (first,) = s.scalars(select(SegmentRow).where(SegmentRow.topic == "t"))
+        assert first.cluster == "c1"
+        first.phys_end = 10
+        s.add(SegmentRow(topic="t", partition=0, seq=1, cluster="c2", physical_topic="t", physical_partition=0,
+                         phys_start=0, phys_end=5, logical_base=10))
+        s.add(SegmentRow(topic="t", partition=0, seq=2, cluster="c3", physical_topic="t", physical_partition=0,
+                         phys_start=0, phys_end=None, logical_base=15))
+        s.commit()
+    ctl.compose()
+    return api, ctl
+
+
+def _segments(ctl) -> list[tuple[int, str, int | None]]:
+    with ctl.session() as s:
+        return [(r.seq, r.cluster, r.phys_end) for r in s.scalars(select(SegmentRow).order_by(SegmentRow.seq))]
+
+
+def test_a_controller_that_lost_the_row_drops_no_segment_and_changes_no_cluster(make_api, recording_kafka_class):
+    """Split brain: the old active controller wakes up in a decommission's drain, or between two of its state changes,
+    or in a coordination move. None of its writes commits: the new active controller owns those runs now."""
+    api, ctl = _drained_chain(make_api, recording_kafka_class)
+    engine = WorkflowEngine(ctl)
+    before = _segments(ctl)
+    ctl.leadership = _active(Leadership(ctl.session, "http://old:1", lease_s=0.3))
+    time.sleep(0.4)
+    assert Leadership(ctl.session, "http://new:1", lease_s=30).try_acquire()
+    with pytest.raises(NotLeader, match="another controller took over"):
+        engine._drop_drained("c1", "retention")
+    assert _segments(ctl) == before
+    with pytest.raises(NotLeader, match="another controller took over"):
+        ctl.set_cluster_state("c1", "read_only")
+    resp = api.post("/v1/clusters/c1/state", json={"state": "read_only"})  # lost during a request: 503, unchanged
+    assert resp.status_code == 503 and "not the active controller" in resp.json()["detail"], resp.text
+    with pytest.raises(NotLeader, match="another controller took over"):
+        engine.coordination._freeze("c3", True)
+    with pytest.raises(NotLeader, match="another controller took over"):
+        engine.coordination._switch("c3", "c2")
+    ctl.leadership = None  # read what is committed
+    clusters = {c["id"]: c for c in api.get("/v1/clusters").json()}
+    assert clusters["c1"]["state"] == "active"
+    with ctl.session() as s:
+        rows = {r.id: (r.coordination, r.commits_frozen) for r in s.scalars(select(ClusterRow))}
+    assert rows == {"c1": (False, False), "c2": (False, False), "c3": (True, False)}
+
+
+def test_a_drain_deletes_the_segments_it_judged_drained_not_the_ones_now_at_their_place(make_api,
+                                                                                         recording_kafka_class):
+    """The view this controller serves still shows c1's segment, which another controller (the active one, before
+    this one took the row back) already dropped: the drain must not delete what is now the head (c2's segment,
+    whose records are still read) in its place."""
+    _api, ctl = _drained_chain(make_api, recording_kafka_class)
+    with ctl.session() as s:  # the other controller's drop; this one's view is not composed again
+        s.execute(delete(SegmentRow).where(SegmentRow.cluster == "c1"))
+        s.commit()
+    assert [s.cluster for s in ctl.view.topics["t"].partitions[0].segments] == ["c1", "c2", "c3"]
+    WorkflowEngine(ctl)._drop_drained("c1", "retention")
+    assert _segments(ctl) == [(1, "c2", 5), (2, "c3", None)]
 
 
 def test_a_standby_answers_503_naming_the_active_one_and_healthz_says_which_it_is(db_url, recording_kafka_class):

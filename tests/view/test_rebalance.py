@@ -6,8 +6,10 @@ from collections import Counter
 
 import pytest
 
-from fedkafka.view.model import Segment
-from fedkafka.view.rebalance import droppable_prefix, evacuate, rebalance
+from fedkafka.view.chains import UNCLEAN_GAP
+from fedkafka.view.model import PartitionChain, Segment
+from fedkafka.view.offsets import FetchTarget, resolve_fetch
+from fedkafka.view.rebalance import LogRange, droppable_prefix, evacuate, rebalance
 
 
 def blocks(topic: str, partitions: int, clusters: list[str]):
@@ -72,14 +74,71 @@ def test_droppable_prefix_by_retention_and_by_commits():
     mid = Segment("c2", "t", 0, 0, 50, 100)
     tail = Segment("c3", "t", 0, 0, None, 150)
     chain = [old, mid, tail]
-    assert droppable_prefix(chain, "c1", lambda s: True, None) == 1
-    assert droppable_prefix(chain, "c1", lambda s: False, None) == 0
-    assert droppable_prefix([Segment("c1", "t", 0, 7, 7, 0), tail], "c1", lambda s: False, None) == 1  # empty
-    assert droppable_prefix(chain, "c1", lambda s: False, 99) == 0
-    assert droppable_prefix(chain, "c1", lambda s: False, 100) == 1
-    assert droppable_prefix([mid, old, tail], "c1", lambda s: s is old, None) == 0  # the prefix goes whole
-    assert droppable_prefix(chain, "c9", lambda s: True, None) == 0
-    assert droppable_prefix([Segment("c1", "t", 0, 0, None, 0)], "c1", lambda s: True, 10**9) == 0  # active
+
+    def emptied(s):
+        return LogRange(s.phys_end, s.phys_end)
+
+    assert droppable_prefix(chain, "c1", emptied, None) == 1
+    assert droppable_prefix(chain, "c1", lambda s: LogRange(0, 100), None) == 0
+    assert droppable_prefix(chain, "c1", lambda s: None, None) == 0  # c1 not read
+    empty = [Segment("c1", "t", 0, 7, 7, 0), Segment("c3", "t", 0, 0, None, 0)]
+    assert droppable_prefix(empty, "c1", lambda s: None, None) == 1  # empty, no gap after it: nothing to read
+    assert droppable_prefix(chain, "c1", lambda s: None, 99) == 0
+    assert droppable_prefix(chain, "c1", lambda s: None, 100) == 1
+    assert droppable_prefix(chain, "c2", lambda s: emptied(s) if s is old else None, None) == 0  # the prefix goes whole
+    assert droppable_prefix(chain, "c2", emptied, None) == 2
+    assert droppable_prefix(chain, "c9", emptied, None) == 0
+    assert droppable_prefix([Segment("c1", "t", 0, 0, None, 0)], "c1", emptied, 10**9) == 0  # active
+
+
+def test_a_segment_sealed_at_its_own_start_by_a_failover_waits_for_its_tail():
+    """Failover of c1 by a controller that never scanned it: sealed at its own start, so every record c1 holds of
+    the segment is in the unclean gap (docs/DESIGN.md §9.3). The drain used to drop it at once as "empty"."""
+    s = Segment("c1", "t", 0, 0, 0, 0)
+    t = Segment("c2", "t", 0, 0, None, UNCLEAN_GAP)
+    target = resolve_fetch(PartitionChain((s, t), leader_epoch=1), 5)
+    assert isinstance(target, FetchTarget) and target.segment is s  # logical 5 is read on c1 (the tail)
+    assert droppable_prefix([s, t], "c1", lambda seg: None, None) == 0  # c1 not answering: not drained
+    assert droppable_prefix([s, t], "c1", lambda seg: LogRange(0, None), None) == 0  # its log end not read
+    assert droppable_prefix([s, t], "c1", lambda seg: LogRange(0, 5), None) == 0  # 5 records in the tail
+    assert droppable_prefix([s, t], "c1", lambda seg: LogRange(3, 5), None) == 0  # 2 of them still there
+    assert droppable_prefix([s, t], "c1", lambda seg: LogRange(5, 5), None) == 1  # retention removed them all
+    assert droppable_prefix([s, t], "c1", lambda seg: LogRange(0, 0), None) == 1  # c1 never held any
+
+
+def test_retention_counts_the_tail_past_a_real_seal():
+    """Sealed at 100 (the last high watermark a scan read), c1 holds records up to 120: a log start at the seal
+    is not enough, the tail must be gone too."""
+    s = Segment("c1", "t", 0, 0, 100, 0)
+    t = Segment("c2", "t", 0, 0, None, 100 + UNCLEAN_GAP)
+    assert droppable_prefix([s, t], "c1", lambda seg: LogRange(100, 120), None) == 0
+    assert droppable_prefix([s, t], "c1", lambda seg: LogRange(119, 120), None) == 0
+    assert droppable_prefix([s, t], "c1", lambda seg: LogRange(120, 120), None) == 1
+
+
+def test_a_tail_ends_where_a_later_segment_of_its_physical_partition_starts():
+    """c1 -> c2 -> c1 -> c3 after a failover of c1: the first segment's tail on c1's partition ends where the
+    second c1 segment starts (30); what follows belongs to that one (docs/DESIGN.md §2 rule 4)."""
+    first = Segment("c1", "t", 0, 0, 10, 0)
+    on_c2 = Segment("c2", "t", 0, 0, 5, 10 + UNCLEAN_GAP)
+    again = Segment("c1", "t", 0, 30, 50, 15 + UNCLEAN_GAP)
+    tail = Segment("c3", "t", 0, 0, None, 35 + UNCLEAN_GAP)
+    chain = [first, on_c2, again, tail]
+    ranges = {"c1": LogRange(30, 50), "c2": LogRange(5, 5)}
+    assert droppable_prefix(chain, "c1", lambda seg: ranges[seg.cluster], None) == 0  # 30..50 is `again`'s
+    ranges["c1"] = LogRange(50, 50)
+    assert droppable_prefix(chain, "c1", lambda seg: ranges[seg.cluster], None) == 3
+    ranges["c1"] = LogRange(29, 50)
+    assert droppable_prefix(chain, "c1", lambda seg: ranges[seg.cluster], None) == 0  # 29 is in `first`'s tail
+
+
+def test_a_group_reading_a_tail_holds_the_drain_until_it_committed_past_the_gap():
+    s = Segment("c1", "t", 0, 0, 100, 0)
+    t = Segment("c2", "t", 0, 0, None, 100 + UNCLEAN_GAP)
+    # committed 105: inside the gap, reading c1's tail (records 100..) that came back with c1
+    assert droppable_prefix([s, t], "c1", lambda seg: None, 100) == 0
+    assert droppable_prefix([s, t], "c1", lambda seg: None, 105) == 0
+    assert droppable_prefix([s, t], "c1", lambda seg: None, 100 + UNCLEAN_GAP) == 1
 
 
 def test_new_targets_are_past_every_claimed_partition_and_a_partition_returns_to_its_own_claim():
