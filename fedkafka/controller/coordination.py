@@ -24,11 +24,11 @@ from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.models import ClusterRow, TopicRow
+from fedkafka.controller.moves import CONSUME_ROLES
 from fedkafka.view.model import ClusterState, shadow_topic
 
 log = logging.getLogger(__name__)
 
-CONSUME_ROLES = ("cproxy", "both")
 # {group: [(shadow topic, partition, offset, leader epoch, metadata)]}
 Offsets = dict[str, list[tuple[str, int, int, int | None, str | None]]]
 

@@ -7,8 +7,10 @@ before it takes effect:
 
 - frozen: the chain's frozen flag and the move state are one transaction; the view that carries
   the flag is composed right after (a restart composes again).
-- acks: every produce-capable proxy applied that view, or its fence ran out at least FENCE_GRACE_S ago (it
-  stops taking produce on its own; what it still had upstream is over by then). A proxy that went silent is
+- acks: every proxy, of every role, applied that view, or its fence ran out at least FENCE_GRACE_S ago (it
+  stops taking produce, and serving reads, on its own; what it still had upstream is over by then). Consume-only
+  proxies are waited for too: one that skipped a move would map the offsets above the seal into the old
+  segment's partition, which a later move back reuses (docs/DESIGN.md §4.9). A proxy that went silent is
   waited for until then (it may still be serving clients, cut off from the controller only: docs/DESIGN.md
   §4.9); one that keeps renewing but does not ack fails the move after its drain. Nothing is written; a
   restart simply waits again.
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 
 FINISHED = ("done", "rolled_back")
 PRODUCE_ROLES = ("pproxy", "both")
+CONSUME_ROLES = ("cproxy", "both")
+# A move changes where the offsets above its seal map: the writers and the readers of the partition apply it.
+MOVE_ROLES = ("pproxy", "cproxy", "both")
 FAULT_PAUSE = "FEDKAFKA_FAULT_PAUSE_AFTER"  # tests: stall after committing this move state (then kill -9)
 FAULT_RAISE = "FEDKAFKA_FAULT_RAISE_AFTER"  # tests: raise after committing this move state
 
@@ -177,10 +182,11 @@ class Mover:
         with self.ctl.session() as s:
             versions = [r.frozen_version or 0 for r in self._rows(s, ids, "frozen")]
         if versions:
-            self.await_version(max(versions), progress)
+            self.await_version(max(versions), progress, roles=MOVE_ROLES)
 
-    def await_version(self, needed: int, progress, roles: tuple[str, ...] = PRODUCE_ROLES) -> None:
-        """Until every proxy of `roles` that may still write applied view `needed` (or is surely fenced);
+    def await_version(self, needed: int, progress, roles: tuple[str, ...] = MOVE_ROLES) -> None:
+        """Until every proxy of `roles` that may still write or serve reads applied view `needed` (or is surely
+        fenced: past its fence a proxy refuses produce, Fetch, ListOffsets and OffsetForLeaderEpoch);
         MoveFailed after the ack timeout, or sooner for a proxy that renews its lease without acking."""
         started = time.monotonic()
         renewing_since: dict[str, float] = {}  # behind while renewing its lease: alive, so it should ack soon

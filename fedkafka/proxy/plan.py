@@ -281,3 +281,14 @@ def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, 
     before building any upstream call, so a denied request never reaches a broker."""
     az = ctx.authorizer
     return az is None or az.allowed(ctx.session.principal, ctx.session.host, operation, resource_type, name)
+
+
+def past_fence(ctx: Context, topic: str, partition: int) -> bool:
+    """Whether this proxy's fence ran out (counted as a `lease` refusal for the partition). Past it the proxy
+    serves no read from its view (Fetch, ListOffsets, OffsetForLeaderEpoch), as it takes no produce: the
+    controller no longer waits for its acks, so its view may be moves behind and map offsets to the wrong
+    segment (docs/DESIGN.md §4.9). The client gets retriable NOT_LEADER_OR_FOLLOWER and refreshes metadata."""
+    if ctx.lease_valid:
+        return False
+    ctx.refused("lease", topic, partition, "proxy fence ran out: reads refused until a controller renews it")
+    return True

@@ -486,3 +486,31 @@ def test_fetch_at_a_compacted_hole_before_a_seal_moves_the_reader_to_the_seal():
     plan = fetch.handle(back, None, fetch_request(("log", 0, 10)))
     p = partitions(plan.finish([fetch_answer("t", 0, b"", hw=35)]))[("log", 0)]
     assert p.error_code == ErrorCode.none and not p.records and p.high_watermark == 30
+
+
+def test_past_its_fence_a_proxy_serves_no_read_from_its_view():
+    """docs/DESIGN.md §4.9: past its fence the controller no longer waits for this proxy's acks, so its view may
+    be moves behind (a position above a seal read from a partition a later move reused: wrong records). Fetch,
+    ListOffsets and OffsetForLeaderEpoch are refused retriably, as produce is, and nothing goes upstream. The
+    old code served all three from the stale view."""
+    refusals: list[tuple] = []
+    fenced = dataclasses.replace(ctx(), lease_valid=False, on_refusal=lambda *a: refusals.append(a[:3]))
+    answer = fetch.handle(fenced, None, fetch_request(("log", 0, 40), ("log", 1, 3)))
+    assert not isinstance(answer, Plan), "read upstream through a view the controller no longer waits for"
+    out = partitions(answer)
+    assert {k: p.error_code for k, p in out.items()} == {("log", 0): ErrorCode.not_leader_or_follower,
+                                                         ("log", 1): ErrorCode.not_leader_or_follower}
+    answer = list_offsets.handle(fenced, None, list_request((0, -1), (1, -2)))
+    assert not isinstance(answer, Plan)
+    assert [p.error_code for p in answer.topics[0].partitions] == [ErrorCode.not_leader_or_follower] * 2
+    req = build(request_type(23, 4), {"replica_id": -1, "topics": [{"topic": "log", "partitions": [
+        {"partition": 0, "current_leader_epoch": -1, "leader_epoch": 1}]}]})
+    answer = offset_for_leader_epoch.handle(fenced, None, req)
+    assert not isinstance(answer, Plan)
+    assert [p.error_code for p in answer.topics[0].partitions] == [ErrorCode.not_leader_or_follower]
+    assert refusals == [("lease", "log", 0), ("lease", "log", 1)] * 2 + [("lease", "log", 0)]
+
+
+def test_within_its_fence_a_proxy_serves_reads():
+    plan = fetch.handle(dataclasses.replace(ctx(), lease_valid=True), None, fetch_request(("log", 1, 3)))
+    assert [c.target.cluster for c in plan.calls] == ["c1"]

@@ -66,6 +66,63 @@ def test_a_live_proxy_that_never_acks_rolls_the_move_back(setup):
     assert mover.counts(ids) == {"rolled_back": 1}
 
 
+def test_a_consume_only_proxy_that_never_acks_rolls_the_move_back(setup):
+    """A cproxy serves Fetch from its view: one that skipped a move maps the offsets above the seal into the old
+    segment's physical partition, which a move back later reuses (wrong records served at those offsets); after
+    one move its consumers stall at the seal with no error. The move waits for its ack as for a pproxy's. The
+    old code waited for produce-capable proxies only and sealed past it."""
+    api, _ = setup
+    ctl = api.controller
+    api.post("/v1/proxies", json={"instance_id": "c1", "host": "h", "port": 9, "role": "cproxy"}).raise_for_status()
+    mover = Mover(ctl, ack_timeout=0.3)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    with pytest.raises(MoveFailed, match="did not apply view"):
+        mover.run(ids)
+    chain = ctl.view.chain("t", 1)
+    assert not chain.frozen and len(chain.segments) == 1 and chain.active.cluster == "c2"
+    assert mover.counts(ids) == {"rolled_back": 1}
+
+
+def test_a_consume_only_proxy_that_acks_lets_the_move_finish(setup):
+    """The cproxy applies the frozen view and acks: the move seals and publishes."""
+    import threading
+
+    api, _ = setup
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "c1", "host": "h", "port": 9, "role": "cproxy"}).json()
+    mover = Mover(ctl, ack_timeout=30)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+
+    def acks() -> None:
+        while not ctl.view.chain("t", 1).frozen:
+            time.sleep(0.02)
+        hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": ctl.view.version})
+        assert hb.status_code == 200, hb.text
+
+    helper = threading.Thread(target=acks)
+    helper.start()
+    assert mover.run(ids) == {"done": 1}
+    helper.join()
+
+
+def test_a_cut_off_consume_only_proxy_is_waited_for_until_its_fence(setup):
+    """A cproxy cut off from the controller serves Fetch until its fence (then refuses it, as produce): the move
+    waits for it until its fence and the grace ran out, then seals without it."""
+    from fedkafka.fencing import FENCE_GRACE_S
+
+    api, _ = setup
+    ctl = api.controller
+    node = api.post("/v1/proxies", json={"instance_id": "c1", "host": "h", "port": 9, "role": "cproxy"}).json()
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=60)
+    mover = Mover(ctl, ack_timeout=0.5)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    with pytest.raises(MoveFailed, match="did not apply view"):
+        mover.run(ids)
+    _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=-(FENCE_GRACE_S + 1))
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    assert mover.run(ids) == {"done": 1}
+
+
 class _ListOffsetsAnswers:
     """An AdminClient stand-in that answers ListOffsets from a script: per call, per spec, an offset or an
     error code (what librdkafka's futures carry); every call is recorded."""

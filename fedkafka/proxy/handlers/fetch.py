@@ -1,6 +1,7 @@
 """Fetch (consume side): each logical partition is read from the segment holding the requested offset.
 
-Per partition: check the client's logical leader epoch (never forwarded), resolve the logical offset to a
+Per partition: refuse it past the proxy's fence (its view may be moves behind: docs/DESIGN.md §4.9), check
+the client's logical leader epoch (never forwarded), resolve the logical offset to a
 segment and physical offset (`view.offsets.resolve_fetch`), ask that segment's cluster, then answer in
 logical space: batches beyond a seal dropped, base offsets shifted, watermarks and aborted transactions
 translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer has session_id 0.
@@ -24,7 +25,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.codec import DecodeError
-from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import FetchTarget, logical_high_watermark, resolve_fetch
@@ -106,6 +107,8 @@ def _numbered(answer: rec.FetchPartitionData, partition: int) -> rec.FetchPartit
 
 def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
     """Where to read a logical partition, or the error answer for it."""
+    if past_fence(ctx, topic, p.partition):
+        return _error(ErrorCode.not_leader_or_follower)
     chain = ctx.view.chain(topic, p.partition)
     if chain is None:
         return _error(ErrorCode.unknown_topic_or_partition)

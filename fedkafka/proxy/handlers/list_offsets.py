@@ -15,7 +15,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
@@ -67,6 +67,8 @@ def handle(ctx: Context, header, request):
 
 
 def _question(ctx: Context, topic: str, p) -> _Question | dict:
+    if past_fence(ctx, topic, p.partition_index):  # its view may be moves behind (docs/DESIGN.md §4.9)
+        return _error(ErrorCode.not_leader_or_follower)
     chain = ctx.view.chain(topic, p.partition_index)
     if chain is None:
         return _error(ErrorCode.unknown_topic_or_partition)

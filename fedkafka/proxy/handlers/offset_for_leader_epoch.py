@@ -11,7 +11,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain
 from fedkafka.view.offsets import end_offset_for_epoch, latest_offset
@@ -35,6 +35,9 @@ def handle(ctx: Context, header, request):
             chain = ctx.view.chain(t.topic, p.partition)
             if not may_describe:
                 answers[key] = _error(ErrorCode.topic_authorization_failed)
+                continue
+            if past_fence(ctx, t.topic, p.partition):  # its view may be moves behind (docs/DESIGN.md §4.9)
+                answers[key] = _error(ErrorCode.not_leader_or_follower)
                 continue
             if chain is None:
                 answers[key] = _error(ErrorCode.unknown_topic_or_partition)
