@@ -253,12 +253,14 @@ def test_every_truncation_of_a_frame_is_read_as_kio_reads_it_or_refused_as_kio_r
         read_as_kio_does(frame[:cut])
 
 
-def mutated(sample: bytes, data) -> bytes:
-    """`sample` with 1 to 4 bytes flipped, inserted, deleted or set, as Hypothesis draws them."""
+def mutated(sample: bytes, data, cuts: bool = False) -> bytes:
+    """`sample` with 1 to 4 bytes flipped, inserted, deleted or set (with `cuts`, or the rest cut off from one), as
+    Hypothesis draws them."""
     frame = bytearray(sample)
+    changes = ["xor", "insert", "delete", "set"] + (["cut"] if cuts else [])
     for _ in range(data.draw(st.integers(1, 4), label="changes")):
         at = data.draw(st.integers(0, len(frame) - 1), label="at")
-        change = data.draw(st.sampled_from(["xor", "insert", "delete", "set"]), label="change")
+        change = data.draw(st.sampled_from(changes), label="change")
         value = data.draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFF]) | st.integers(0, 255), label="value")
         if change == "xor":
             frame[at] ^= value or 1
@@ -266,6 +268,10 @@ def mutated(sample: bytes, data) -> bytes:
             frame.insert(at, value)
         elif change == "delete" and len(frame) > 1:
             del frame[at]
+        elif change == "cut":
+            del frame[at:]
+            if not frame:
+                break
         else:
             frame[at] = value
     return bytes(frame)
