@@ -10,7 +10,6 @@ import dataclasses
 import struct
 
 import pytest
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from example_counts import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +18,7 @@ from fedkafka.protocol import records as rec
 from fedkafka.protocol.records import BatchHeader, ProducePartitionAnswer, ProduceRequestFrame
 
 from .test_produce_frames import mutated
+from .test_records_twins import batch
 
 speedups = pytest.importorskip("fedkafka_speedups", reason="fedkafka_speedups is not built (needs cargo)")
 pytestmark = pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 2, reason="fedkafka_speedups built before its "
@@ -216,19 +216,8 @@ def compiled_batch(records):
     return header if header is not None else (rec.InvalidRecords if invalid else rec.RecordsError, error)
 
 
-@st.composite
-def batches(draw) -> bytes:
-    builder = DefaultRecordBatchBuilder(
-        magic=2, compression_type=draw(st.sampled_from([0, 1])), is_transactional=draw(st.booleans()),
-        producer_id=draw(st.integers(-1, 2**63 - 1)), producer_epoch=draw(st.integers(-1, 2**15 - 1)),
-        base_sequence=draw(st.integers(-1, 2**31 - 1)), batch_size=1 << 20)
-    for i in range(draw(st.integers(1, 5))):
-        builder.append(i, timestamp=1_700_000_000_000 + i, key=None, value=draw(st.binary(max_size=40)), headers=[])
-    return bytes(builder.build())
-
-
 @settings(max_examples=examples(400), deadline=None)
-@given(st.lists(batches(), max_size=2).map(b"".join), st.data())
+@given(st.lists(batch(), max_size=2).map(b"".join), st.data())
 def test_produce_batch_is_python_s_header_or_error(records, data):
     if records and data.draw(st.booleans(), label="damaged"):
         records = mutated(records, data, cuts=True)
