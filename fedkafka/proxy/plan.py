@@ -168,6 +168,7 @@ class SegmentWrite:
 
     segment: SegmentId
     producer_id: int  # the physical id it wrote with
+    end: int  # the newest end (last sequence + 1, modulo 2**31) of the batches it forwarded there
 
 
 class ProducerIds(Protocol):
@@ -209,6 +210,8 @@ class ProducerIds(Protocol):
         """The sequence the producer's batches on `segment` start at (None: not known), or UNASKED."""
     def set_floor(self, key: SeqKey, segment: SegmentId, floor: int | None) -> None:
         """Record the floor read from the sealed segment's broker (None: it could not tell)."""
+    def gap_at_floor(self, key: SeqKey, segment: SegmentId) -> bool:
+        """Whether a batch past the floor may still be refused as a gap (not REFUSAL_MEMORY_S after the first)."""
 
 
 @dataclass(slots=True)

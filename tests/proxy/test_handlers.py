@@ -375,8 +375,8 @@ def test_a_retry_of_a_batch_the_sealed_segment_holds_is_not_written_twice():
     moved = replace(c, view=_moved_p0(c.view))
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 1)}), pid_answer=(777, 0), sealed={555: 1, 9: 40})
     assert by_partition(got)[0][0] == ErrorCode.duplicate_sequence_number and sent == []  # success, not rewritten
-    got, sent = _through(moved, produce_req({0: batch(1000, 0, 3)}))
-    assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []  # 2 is missing
+    # (a batch 3 here now is written: this proxy's batches there all landed, so 2 went through another process;
+    # test_sealed_floor_elsewhere.py)
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 2)}))
     assert by_partition(got)[0][0] == ErrorCode.none and sent == [(Broker("c2", 2), 0)]
     got, sent = _through(moved, produce_req({0: batch(1000, 0, 3)}))  # past the first write: the broker checks

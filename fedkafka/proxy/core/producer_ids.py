@@ -21,7 +21,9 @@ Across a seal it also keeps, per logical producer and partition, the segment thi
 (and the physical id it wrote with). On the first batch for a newer segment the produce handler asks the
 old segment's broker (DescribeProducers) for that id's last sequence: the sealed segment's floor. A retried
 batch wholly below it is answered DUPLICATE_SEQUENCE_NUMBER (clients count it as written) instead of being
-written a second time; a batch above it on the first write there is a gap, refused as above.
+written a second time; a batch above it on the first write there is a gap, refused as above, while the floor is
+behind the end this proxy forwarded there (at that end, the producer went on through another process: the floor is
+only this process's own id's) and for REFUSAL_MEMORY_S at most (`gap_at_floor`).
 
 Sequences wrap (after 2**31 - 1 comes 0): every comparison here is modulo 2**31, in the window a resend can be
 behind (fedkafka/protocol/sequences.py), so the checks above go on working after a producer's sequences wrapped.
@@ -69,6 +71,8 @@ class ProducerIdTable:
         # per producer and partition: (segment, its floor, when a batch was last checked against it)
         self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None, float]] = collections.OrderedDict()
         self._confirmed: collections.OrderedDict[PhysicalPartition, None] = collections.OrderedDict()
+        # per producer and partition: (segment, when a batch past its sealed floor was first refused as a gap)
+        self._floor_gaps: collections.OrderedDict[SeqKey, tuple[SegmentId, float]] = collections.OrderedDict()
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -190,7 +194,11 @@ class ProducerIdTable:
         a resend can be behind, the floor is dropped: no resend can come from before the seal any more, and a
         producer that goes on round the wrap would come back below it (answered as duplicates, not written).
         Dropped when the batch is forwarded, not when its answer comes in: the next may be routed before that."""
-        _put(self._writes, key, SegmentWrite(segment, producer_id))
+        end = seqs.wrapped(end_seq)
+        earlier = self._writes.get(key)
+        if earlier is not None and earlier.segment == segment and not seqs.after(end, earlier.end):
+            end = earlier.end  # a resend: the newest end stays
+        _put(self._writes, key, SegmentWrite(segment, producer_id, end))
         known = self._floors.get(key)
         if known is not None and known[0] == segment and known[1] is not None \
                 and seqs.distance(known[1], end_seq - 1) > seqs.RETRY_WINDOW:
@@ -221,6 +229,18 @@ class ProducerIdTable:
 
     def set_floor(self, key: SeqKey, segment: SegmentId, floor: int | None) -> None:
         _put(self._floors, key, (segment, floor, self._clock()))
+
+    def gap_at_floor(self, key: SeqKey, segment: SegmentId) -> bool:
+        """Whether a batch past the sealed segment's floor may still be refused as a gap: for REFUSAL_MEMORY_S after
+        the first such refusal, as a refused batch is remembered (rule 2). A client that keeps its pipeline here
+        resends the batch at the floor first, and once it is forwarded there is no gap to refuse; one that has not
+        in that time wrote it through another process, and refusing on would refuse the producer here for good."""
+        known = self._floor_gaps.get(key)
+        now = self._clock()
+        if known is None or known[0] != segment:
+            _put(self._floor_gaps, key, (segment, now))
+            return True
+        return now - known[1] <= REFUSAL_MEMORY_S
 
     def _schedule_refill(self) -> None:
         fetch_block = self._fetch_block

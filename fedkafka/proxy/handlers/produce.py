@@ -400,15 +400,18 @@ def _against_sealed_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, sequ
     None: forward it. An (error, message) answer: already written there (DUPLICATE_SEQUENCE_NUMBER,
     which clients count as success) or a gap (see _GAP). _ASK_FLOOR: read it first."""
     floor = ctx.producer_ids.floor(seq_key, seg_id)
-    first_write_here = ctx.producer_ids.earlier_write(seq_key, seg_id) is not None
+    earlier = ctx.producer_ids.earlier_write(seq_key, seg_id)
     if floor is UNASKED:
-        return _ASK_FLOOR if first_write_here else None
+        return _ASK_FLOOR if earlier is not None else None
     if floor is None:
         return None
     first, end = sequences  # compared across the wrap (fedkafka/protocol/sequences.py)
     if seqs.behind(end - 1, floor):
         return ErrorCode.duplicate_sequence_number, f"sequences {first}..{end - 1} were written before the seal"
-    if first_write_here and seqs.after(first, floor):
+    # A gap only when this process's own batches there did not all land (the floor is behind the end it forwarded):
+    # at its end, the producer went on through another process or proxy (§5.3 rule 4)
+    if earlier is not None and seqs.after(first, floor) and seqs.behind(floor, earlier.end) \
+            and ctx.producer_ids.gap_at_floor(seq_key, seg_id):
         return _GAP, f"sequence {first} skips {floor}: resend from {floor}"
     return None
 
