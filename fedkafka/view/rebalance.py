@@ -135,7 +135,7 @@ class _Slots:
                 self.next_free[key] = max(self.next_free.get(key, 0), s.partition + 1)
 
     def move(self, p: int, from_cluster: str, to_cluster: str) -> Move:
-        own = [s for s in self.parts[p] if s.cluster == to_cluster]
+        own = [s for s in self.parts[p] if s.cluster == to_cluster and self._mine(s, p)]
         if own:  # back where it lived: its own physical partition
             return Move(self.topic, p, from_cluster, to_cluster, own[-1].topic, own[-1].partition)
         key = (to_cluster, self.topic)
@@ -145,3 +145,9 @@ class _Slots:
         index = self.next_free.get(key, 0)
         self.next_free[key] = index + 1
         return Move(self.topic, p, from_cluster, to_cluster, self.topic, index)
+
+    def _mine(self, seg: Segment, p: int) -> bool:
+        """`seg`'s physical partition is claimed by p, or by no one: a database from before claims may hold two
+        logical partitions' segments on one, claimed by one of them (docs/DESIGN.md §4.13); the other goes elsewhere."""
+        owner = self.claims.get((seg.cluster, seg.topic), {}).get(seg.partition)
+        return owner is None or owner == (self.topic, p)

@@ -149,3 +149,17 @@ def test_new_targets_are_past_every_claimed_partition_and_a_partition_returns_to
     assert [(m.partition, m.to_cluster, m.to_partition) for m in moves] == [(2, "c3", 2), (3, "c3", 5)]
     moves = rebalance(chains, ["c1", "c2", "c3"], "c3", claims)
     assert [(m.partition, m.to_partition) for m in moves] == [(1, 0)]  # its own: it is read from its new start
+
+
+def test_a_partition_does_not_go_back_to_its_old_physical_partition_when_another_owns_it():
+    """A database from before claims (revision 0010) may hold segments of two logical partitions on one physical
+    partition; the migration gave it to one of them. Evacuating the other must not plan a move back onto it: the
+    claim would be refused on every round (a failover used to plan it again and again)."""
+    p0 = [Segment("x", "t", 0, 0, 10, 0), Segment("dead", "t", 0, 0, None, 10)]
+    p1 = [Segment("x", "t", 0, 10, None, 0)]
+    claims = {("x", "t"): {0: ("t", 1)}, ("dead", "t"): {0: ("t", 0)}}
+    (move,) = evacuate({"t": [p0, p1]}, ["x", "dead"], "dead", claims)
+    assert (move.partition, move.to_cluster, move.to_topic, move.to_partition) == (0, "x", "t", 1)
+    claims[("x", "t")][0] = ("t", 0)  # its own: it goes back there
+    (move,) = evacuate({"t": [p0, p1]}, ["x", "dead"], "dead", claims)
+    assert (move.to_cluster, move.to_partition) == ("x", 0)
