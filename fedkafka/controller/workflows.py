@@ -604,14 +604,19 @@ class WorkflowEngine:
         if own:
             self._run_moves(run_id, own)
         deadline = time.monotonic() + FAILOVER_BUSY_WAIT_S
+        lost_claims = 0
         while self._active_on(cluster):
             plans = [p for p in self._failover_plan(cluster) if (p.topic, p.partition) not in self._busy()]
             if plans:
                 self._ensure_targets(plans)
                 ids = self._plan_moves(run_id, plans)  # None: a target was claimed meanwhile, the next round
                 if ids is not None:                    # plans past it
+                    lost_claims = 0
                     self._phase(run_id, "plan", 1, 1)
                     self._run_moves(run_id, ids)
+                elif (lost_claims := lost_claims + 1) >= PLAN_ATTEMPTS:  # the same plan lost every time: no spin
+                    raise MoveFailed(f"targets claimed by other runs {PLAN_ATTEMPTS} times in a row; run the "
+                                     f"failover again")
             elif time.monotonic() > deadline:
                 raise MoveFailed(f"{self._active_on(cluster)} partitions still write to {cluster}: other moves of "
                                  f"them did not settle within {FAILOVER_BUSY_WAIT_S:.0f} s; run the failover again")

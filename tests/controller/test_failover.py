@@ -306,3 +306,26 @@ def test_decommission_after_a_failover_waits_for_the_tail_in_the_gap(setup):
         kafka.starts[("c1", "t", p)] = 5
     assert finished(api, run)["state"] == "done"
     assert {s.cluster for c in ctl.view.topics["t"].partitions for s in c.segments} == {"c2", "c3"}
+
+
+def test_a_failover_whose_targets_are_always_claimed_fails_instead_of_planning_forever(setup, monkeypatch):
+    """Another owner's claim that every plan runs into (a database from before claims could make one) used to make
+    the failover plan, lose the claim and plan the same again, with no pause and no end; now it stops after
+    PLAN_ATTEMPTS rounds in a row and says so (a race lost once plans past the claim on the next round)."""
+    from fedkafka.controller.claims import ClaimTaken
+    from fedkafka.controller.workflows import PLAN_ATTEMPTS
+
+    api, kafka = setup
+    ctl = api.controller
+    plans = []
+
+    def always_claimed(self, run_id, moves):
+        plans.append(moves)
+        raise ClaimTaken("c2/t/3 is claimed by t/1")
+
+    monkeypatch.setattr(Mover, "plan", always_claimed)
+    kill(api, kafka, "c1")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "failed" and "claimed by other runs" in run["error"], run
+    assert len(plans) == PLAN_ATTEMPTS
+    assert all(len(chain.segments) == 1 and not chain.frozen for chain in ctl.view.topics["t"].partitions)
