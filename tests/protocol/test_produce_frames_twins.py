@@ -141,6 +141,10 @@ def test_values_a_field_cannot_hold_are_left_to_python():
     assert speedups.produce_response_frame(13, 1, [], 0) is None
     assert speedups.produce_response_frame(9, 1, [("t", [rec.ProducePartitionAnswer(0, 2**15)])], 0) is None
     assert speedups.read_produce_response(b"\x00" * 20, 2, rec.ProducePartitionAnswer, rec._ANSWER_FIELDS) is None
+    # record errors that are no tuple or list (None): Python refuses them (len(None)); the compiled code used to
+    # take them as no errors and write a frame
+    assert speedups.produce_response_frame(9, 1, [("t", [rec.ProducePartitionAnswer(0, 0, 5, -1, 0, None, "x")])],
+                                           0) is None
 
 
 record_errors = st.lists(st.tuples(int32s, st.none() | names), max_size=3).map(tuple)

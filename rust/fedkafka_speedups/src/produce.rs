@@ -430,15 +430,16 @@ fn answer(py: Python<'_>, out: &mut Vec<u8>, a: &Bound<'_, PyAny>, version: i16,
     }
     let errors = field(a, intern!(py, "record_errors"))?;
     let message = field(a, intern!(py, "error_message"))?;
-    count(out, if errors.is_truthy().ok()? { errors.len().ok()? } else { 0 }, flexible)?;
-    if errors.is_truthy().ok()? {
-        for e in errors.try_iter().ok()? {
-            let (batch_index, text) = pair(&e.ok()?)?;
-            out.extend_from_slice(&batch_index.extract::<i32>().ok()?.to_be_bytes());
-            string_bytes(out, optional(&text), flexible)?;
-            if flexible {
-                out.push(0);
-            }
+    if !(errors.is_instance_of::<PyTuple>() || errors.is_instance_of::<PyList>()) {
+        return None; // anything else (None included) is Python's to take or refuse
+    }
+    count(out, errors.len().ok()?, flexible)?;
+    for e in errors.try_iter().ok()? {
+        let (batch_index, text) = pair(&e.ok()?)?;
+        out.extend_from_slice(&batch_index.extract::<i32>().ok()?.to_be_bytes());
+        string_bytes(out, optional(&text), flexible)?;
+        if flexible {
+            out.push(0);
         }
     }
     string_bytes(out, optional(&message), flexible)?;
