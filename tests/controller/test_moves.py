@@ -73,42 +73,35 @@ def test_a_live_proxy_that_never_acks_rolls_the_move_back(setup, role):
 
 def test_a_consume_only_proxy_that_acks_lets_the_move_finish(setup):
     """The cproxy applies the frozen view and acks: the move seals and publishes."""
-    import threading
 
     api, _ = setup
     ctl = api.controller
     node = api.post("/v1/proxies", json={"instance_id": "c1", "host": "h", "port": 9, "role": "cproxy"}).json()
     mover = Mover(ctl, ack_timeout=30)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-
-    def acks() -> None:
-        while not ctl.view.chain("t", 1).frozen:
-            time.sleep(0.02)
-        hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": ctl.view.version})
-        assert hb.status_code == 200, hb.text
-
-    helper = threading.Thread(target=acks)
-    helper.start()
+    helper = _acking_the_frozen_view(api, node["node_id"])
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
 
-def test_a_cut_off_consume_only_proxy_is_waited_for_until_its_fence(setup):
-    """A cproxy cut off from the controller serves Fetch until its fence (then refuses it, as produce): the move
-    waits for it until its fence and the grace ran out, then seals without it."""
-    from fedkafka.fencing import FENCE_GRACE_S
+def _acking_the_frozen_view(api, node_id: int):
+    """A started thread that acks, for proxy `node_id`, the first view the API serves with t/1 frozen."""
+    import threading
 
-    api, _ = setup
-    ctl = api.controller
-    node = api.post("/v1/proxies", json={"instance_id": "c1", "host": "h", "port": 9, "role": "cproxy"}).json()
-    _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=60)
-    mover = Mover(ctl, ack_timeout=0.5)
-    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    with pytest.raises(MoveFailed, match="did not apply view"):
-        mover.run(ids)
-    _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=-(FENCE_GRACE_S + 1))
-    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    assert mover.run(ids) == {"done": 1}
+    def frozen_view() -> int | None:
+        view = api.get("/v1/view").json()
+        topic = next(t for t in view["topics"] if t["name"] == "t")
+        return view["version"] if topic["partitions"][1]["frozen"] else None
+
+    def ack() -> None:
+        while (version := frozen_view()) is None:
+            time.sleep(0.02)
+        hb = api.post(f"/v1/proxies/{node_id}/heartbeat", json={"applied_version": version})
+        assert hb.status_code == 200, hb.text
+
+    helper = threading.Thread(target=ack)
+    helper.start()
+    return helper
 
 
 class _ListOffsetsAnswers:
@@ -245,15 +238,17 @@ def test_the_ack_wait_outlasts_a_live_proxys_drain_and_a_silent_ones_fencing(set
     assert fence >= 600  # minutes without a controller before traffic stops
 
 
-def test_a_proxy_cut_off_from_the_controller_is_waited_for_until_its_fence(setup):
+@pytest.mark.parametrize("role", ["pproxy", "cproxy"])
+def test_a_proxy_cut_off_from_the_controller_is_waited_for_until_its_fence(setup, role):
     """docs/DESIGN.md §4.9, case 2: a proxy whose lease ran out long ago may still serve clients (only the
     controller is cut off) and produces until its fence: the move must not seal meanwhile. The old code sealed
-    once the lease was FENCE_GRACE_S old (it then fenced produce at its lease; now it goes on until the fence)."""
+    once the lease was FENCE_GRACE_S old (it then fenced produce at its lease; now it goes on until the fence).
+    A cproxy serves Fetch from its view until its fence (then refuses it, as produce): waited for the same way."""
     from fedkafka.fencing import FENCE_GRACE_S
 
     api, _ = setup
     ctl = api.controller
-    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
+    node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": role}).json()
     _lease_ran_out(ctl, node["node_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=60)
     mover = Mover(ctl, ack_timeout=0.5)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
@@ -268,7 +263,6 @@ def test_a_proxy_cut_off_from_the_controller_is_waited_for_until_its_fence(setup
 def test_a_cut_off_proxy_that_comes_back_and_acks_lets_the_move_finish(setup):
     """docs/DESIGN.md §4.9, case 3: the link comes back within the fence; the proxy renews without registering
     again (it was counted all along), applies the frozen view, acks; the move goes on."""
-    import threading
 
     api, _ = setup
     ctl = api.controller
@@ -276,20 +270,7 @@ def test_a_cut_off_proxy_that_comes_back_and_acks_lets_the_move_finish(setup):
     _lease_ran_out(ctl, node["node_id"], seconds_ago=5, fence_in=60)
     mover = Mover(ctl, ack_timeout=30)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-
-    def frozen_view() -> int | None:
-        view = api.get("/v1/view").json()
-        topic = next(t for t in view["topics"] if t["name"] == "t")
-        return view["version"] if topic["partitions"][1]["frozen"] else None
-
-    def back_online() -> None:
-        while (version := frozen_view()) is None:
-            time.sleep(0.02)
-        hb = api.post(f"/v1/proxies/{node['node_id']}/heartbeat", json={"applied_version": version})
-        assert hb.status_code == 200, hb.text
-
-    helper = threading.Thread(target=back_online)
-    helper.start()
+    helper = _acking_the_frozen_view(api, node["node_id"])  # back online
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
