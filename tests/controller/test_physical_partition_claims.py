@@ -92,16 +92,7 @@ def test_a_drained_physical_partition_is_never_given_to_a_new_partition(make_api
 
 
 def test_an_expand_skips_a_drained_physical_partition(make_api, kafka):
-    api = make_api(kafka=kafka)
-    ctl = api.controller
-    register(api, "c1", "c2")
-    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()  # c1/t/0, c2/t/0
-    mover = Mover(ctl, ack_timeout=1)
-    assert mover.run(mover.plan(None, WorkflowEngine(ctl)._evacuate_plan("c2"))) == {"done": 1}  # p1 -> c1/t/1
-    with ctl.topology_change() as s:  # drained: no segment names c2/t/0 any more
-        s.execute(delete(SegmentRow).where(SegmentRow.topic == "t", SegmentRow.partition == 1, SegmentRow.seq == 0))
-        s.commit()
-    ctl.compose()
+    _, ctl = _p1_drained_off_c2(make_api, kafka)
     engine = WorkflowEngine(ctl)
     engine._add_partitions("t", 2, 1, "c2")
     p2 = ctl.view.chain("t", 2).active
@@ -149,16 +140,23 @@ def test_a_partition_returns_to_the_target_its_rolled_back_move_claimed(make_api
 
 
 def test_deleting_a_topic_deletes_the_physical_topic_a_drain_left_behind(make_api, kafka):
+    api, _ = _p1_drained_off_c2(make_api, kafka)
+    assert api.delete("/v1/admin/topics/t").status_code == 200
+    assert ("c2", "t") not in kafka.created  # a topic created again as t must not find p1's records on c2/t/0
+    assert ("c1", "t") not in kafka.created
+
+
+def _p1_drained_off_c2(make_api, kafka):
+    """Topic t on c1/t/0 and c2/t/0, p1 evacuated from c2 to c1/t/1, then its c2 segment dropped as a drain does
+    (c2/t/0 keeps p1's old records, no segment names it): (api, controller)."""
     api = make_api(kafka=kafka)
     ctl = api.controller
     register(api, "c1", "c2")
     api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()  # c1/t/0, c2/t/0
     mover = Mover(ctl, ack_timeout=1)
-    assert mover.run(mover.plan(None, WorkflowEngine(ctl)._evacuate_plan("c2"))) == {"done": 1}
-    with ctl.topology_change() as s:  # drained: c2/t keeps p1's old records, no segment names it
+    assert mover.run(mover.plan(None, WorkflowEngine(ctl)._evacuate_plan("c2"))) == {"done": 1}  # p1 -> c1/t/1
+    with ctl.topology_change() as s:
         s.execute(delete(SegmentRow).where(SegmentRow.topic == "t", SegmentRow.partition == 1, SegmentRow.seq == 0))
         s.commit()
     ctl.compose()
-    assert api.delete("/v1/admin/topics/t").status_code == 200
-    assert ("c2", "t") not in kafka.created  # a topic created again as t must not find p1's records on c2/t/0
-    assert ("c1", "t") not in kafka.created
+    return api, ctl
