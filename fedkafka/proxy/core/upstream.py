@@ -179,12 +179,9 @@ _READS_OWN: dict[type, bool] = {}
 
 def _reads_own_answer(request_type: type) -> bool:
     """Whether requests of this type read their broker's answer themselves (`read_response`, handlers/produce.py),
-    looked up once per type."""
-    try:
-        return _READS_OWN[request_type]
-    except KeyError:
-        own = _READS_OWN[request_type] = hasattr(request_type, "read_response")
-        return own
+    worked out once per type: `send` looks in _READS_OWN first and calls this only for a type not there yet."""
+    own = _READS_OWN[request_type] = hasattr(request_type, "read_response")
+    return own
 
 
 class UpstreamConnection:
