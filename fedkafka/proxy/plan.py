@@ -9,7 +9,7 @@ in order, the decoded response entity or an `UpstreamError`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal, Protocol
 
@@ -214,6 +214,15 @@ class ProducerIds(Protocol):
         """Whether a batch past the floor may still be refused as a gap (not REFUSAL_MEMORY_S after the first)."""
 
 
+class LiveState(Protocol):
+    """The proxy's state as it is now (`proxy.state.ProxyState`): what a read's upstream answer is checked against
+    when it arrives, since the view may have changed while the call was out (`as_now`)."""
+
+    @property
+    def view(self) -> View: ...
+    def lease_valid(self) -> bool: ...
+
+
 @dataclass(slots=True)
 class Context:
     """Everything a handler may read. Built by the core per request; handlers never mutate the view."""
@@ -231,6 +240,9 @@ class Context:
     authorizer: Authorizer | None = None  # None: authorization off, everything allowed
     extra: dict[str, Any] = field(default_factory=dict)
     on_refusal: Callable[..., None] | None = None  # the core's refusal counter and log line
+    # The proxy's state now, read when an upstream answer of a read arrives (`as_now`); None: `view` and
+    # `lease_valid` stay what they were (a context made by hand)
+    live: LiveState | None = None
 
     def refused(self, reason: str, topic: str, partition: int, detail: str | None = None) -> None:
         """A part of the request refused by the proxy's own rules (reason: lease, frozen, gap, cluster,
@@ -284,6 +296,21 @@ def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, 
     before building any upstream call, so a denied request never reaches a broker."""
     az = ctx.authorizer
     return az is None or az.allowed(ctx.session.principal, ctx.session.host, operation, resource_type, name)
+
+
+def as_now(ctx: Context) -> Context | None:
+    """The context as the proxy stands when a read's upstream answer arrives: its view and fence now, or None when
+    neither changed since the read was routed. A Fetch may wait at the broker for up to --max-fetch-wait-ms, and a
+    proxy acks a new view without waiting for its reads (it drains produce only): meanwhile the partition may have
+    moved on, even back to the physical partition asked (A -> B -> A). Reads translate their answer with the
+    routes the proxy makes now, never the stale ones (docs/DESIGN.md §4.9)."""
+    live = ctx.live
+    if live is None:
+        return None
+    view, valid = live.view, live.lease_valid()
+    if view is ctx.view and valid == ctx.lease_valid:
+        return None
+    return replace(ctx, view=view, lease_valid=valid)
 
 
 def past_fence(ctx: Context, topic: str, partition: int) -> bool:

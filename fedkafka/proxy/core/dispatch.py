@@ -176,7 +176,8 @@ class Dispatcher:
                        physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
                        max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused,
-                       session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None)
+                       session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None,
+                       live=self.state)
 
     def authorizer(self, view: View) -> Authorizer | None:
         """None with authorization off; else the view's ACLs, indexed once per view."""

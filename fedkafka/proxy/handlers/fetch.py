@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.codec import DecodeError
-from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
+from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError, as_now, authorized, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import FetchTarget, logical_high_watermark, resolve_fetch
@@ -49,6 +49,7 @@ class _Route:
     chain: PartitionChain
     target: FetchTarget
     partition_max_bytes: int
+    asked: Any  # the client's partition request, routed again if the view changed before the answer (`_still_routed`)
 
 
 def handle(ctx: Context, header, request):
@@ -89,8 +90,9 @@ def handle(ctx: Context, header, request):
 
     def finish(results: list):
         budget = _Budget(request.max_bytes)
+        now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
         for routes, result in zip(routes_per_call, results, strict=True):
-            answers.update(_translate(ctx, routes, result, budget))
+            answers.update(_translate(ctx, routes, result, budget, now))
         return FetchAnswer(version, ErrorCode.none, tuple(
             rec.FetchTopicData(name, tuple(_numbered(answers[(name, p)], p) for p in parts)) for name, parts in order))
 
@@ -118,7 +120,7 @@ def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
     target = resolve_fetch(chain, p.fetch_offset)
     if not isinstance(target, FetchTarget) or not 0 <= target.physical_offset <= MAX_OFFSET:
         return _error(ErrorCode.offset_out_of_range)
-    return _Route(topic, p.partition, chain, target, p.partition_max_bytes)
+    return _Route(topic, p.partition, chain, target, p.partition_max_bytes, p)
 
 
 def _tail_out_of_reach(ctx: Context, seg: Segment) -> bool:
@@ -228,8 +230,10 @@ class _Budget:
         return data
 
 
-def _translate(ctx: Context, routes: list[_Route], result,
-               budget: _Budget) -> dict[tuple[str, int], rec.FetchPartitionData]:
+def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget,
+               now: Context | None = None) -> dict[tuple[str, int], rec.FetchPartitionData]:
+    """The client's answers for one call's partitions; `now`: the proxy's view and fence when the answer arrived, if
+    either changed since the routes were made (`_still_routed`)."""
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
@@ -237,7 +241,11 @@ def _translate(ctx: Context, routes: list[_Route], result,
         return {(r.topic, r.partition): _error(ErrorCode.not_leader_or_follower) for r in routes}
     physical = {(t.topic, p.partition_index): p for t in result.responses for p in t.partitions}
     out = {}
-    for r in routes:
+    for routed in routes:
+        r = routed if now is None else _still_routed(now, routed)
+        if r is None:  # the proxy would no longer ask this: no records, and the client fetches again
+            out[(routed.topic, routed.partition)] = _error(ErrorCode.none)
+            continue
         seg = r.target.segment
         pd = physical.get((seg.topic, seg.partition))
         if pd is None:
@@ -253,6 +261,21 @@ def _translate(ctx: Context, routes: list[_Route], result,
         else:
             out[(r.topic, r.partition)] = _partition_answer(r, pd, budget)
     return out
+
+
+def _still_routed(now: Context, routed: _Route) -> _Route | None:
+    """The route the proxy makes now for a partition whose answer arrives after its view or fence changed, when it
+    asks the broker exactly what was asked (the same physical partition and offset): the answer is then the one
+    this route would get, translated with the chain as it is now (records only up to a seal the old route did not
+    know of). None when it would not ask that: nothing of the answer is translated (docs/DESIGN.md §4.9)."""
+    r = _route(now, routed.topic, routed.asked)
+    if not isinstance(r, _Route):
+        return None
+    seg, old = r.target.segment, routed.target.segment
+    if (seg.cluster, seg.topic, seg.partition, r.target.physical_offset) != \
+            (old.cluster, old.topic, old.partition, routed.target.physical_offset):
+        return None
+    return r
 
 
 def _partition_answer(route: _Route, pd, budget: _Budget) -> rec.FetchPartitionData:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, as_now, authorized, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
@@ -38,6 +39,7 @@ class _Question:
     partition: int
     chain: PartitionChain
     timestamp: int
+    asked: Any  # the client's partition request, asked again if the view changed before the answers (`_still_asked`)
     asks: list[tuple[PhysKey, int]] = field(default_factory=list)
 
 
@@ -56,8 +58,10 @@ def handle(ctx: Context, header, request):
     order = [(t.name, [p.partition_index for p in t.partitions]) for t in request.topics]
 
     def respond(physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode]):
+        now = as_now(ctx) if questions else None  # the view or fence changed while the calls were out
         for q in questions:
-            answers[(q.topic, q.partition)] = _answer(ctx, q, physical)
+            live = q if now is None else _still_asked(now, q)
+            answers[(q.topic, q.partition)] = live if isinstance(live, dict) else _answer(ctx, live, physical)
         return build(response_schema(2, version), {"topics": [
             {"name": name, "partitions": [{"partition_index": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
@@ -78,12 +82,24 @@ def _question(ctx: Context, topic: str, p) -> _Question | dict:
     ts = EARLIEST if p.timestamp == EARLIEST_LOCAL else p.timestamp
     if ts < MAX_TIMESTAMP:
         return _error(ErrorCode.invalid_request)  # tiered-storage specs: no such thing here
-    q = _Question(topic, p.partition_index, chain, ts)
+    q = _Question(topic, p.partition_index, chain, ts, p)
     if ts == LATEST:
         q.asks.append((_key(chain.active), LATEST))
     else:
         q.asks.extend((_key(s), ts) for s in chain.segments)
     return q
+
+
+def _still_asked(now: Context, q: _Question) -> _Question | dict:
+    """The question the proxy asks now for a partition whose answers arrive after its view or fence changed, when it
+    is the same physical questions: the answers are then translated with the chain as it is now. Otherwise the
+    answer the proxy gives now without asking (a refusal), or a retriable NOT_LEADER_OR_FOLLOWER, and the client
+    asks again: the old chain may map a physical offset of a later segment of the same partition to a wrong
+    logical one (A -> B -> A, docs/DESIGN.md §4.9)."""
+    live = _question(now, q.topic, q.asked)
+    if isinstance(live, dict) or live.asks == q.asks:
+        return live
+    return _error(ErrorCode.not_leader_or_follower)
 
 
 def _answer(ctx: Context, q: _Question, physical: dict) -> dict:

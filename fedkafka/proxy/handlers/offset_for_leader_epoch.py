@@ -7,11 +7,13 @@ append), so every epoch up to the logical leader epoch ends at the logical log e
 
 from __future__ import annotations
 
+from typing import Any
+
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, as_now, authorized, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain
 from fedkafka.view.offsets import end_offset_for_epoch, latest_offset
@@ -26,25 +28,15 @@ _LIST_OFFSETS_VERSION = 7
 def handle(ctx: Context, header, request):
     version = type(request).__version__
     answers: dict[tuple[str, int], dict] = {}
-    wanted: dict[tuple[str, int], tuple[PartitionChain, int]] = {}  # logical partition -> (chain, epoch asked)
+    wanted: dict[tuple[str, int], tuple[PartitionChain, Any]] = {}  # logical partition -> (chain, its request)
     by_node: dict[tuple[str, int], list[tuple[str, int]]] = {}
     for t in request.topics:
         may_describe = authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, t.topic)
         for p in t.partitions:
             key = (t.topic, p.partition)
-            chain = ctx.view.chain(t.topic, p.partition)
-            if not may_describe:
-                answers[key] = _error(ErrorCode.topic_authorization_failed)
-                continue
-            if past_fence(ctx, t.topic, p.partition):  # its view may be moves behind (docs/DESIGN.md §4.9)
-                answers[key] = _error(ErrorCode.not_leader_or_follower)
-                continue
-            if chain is None:
-                answers[key] = _error(ErrorCode.unknown_topic_or_partition)
-                continue
-            if p.current_leader_epoch >= 0 and p.current_leader_epoch != chain.leader_epoch:
-                answers[key] = _error(ErrorCode.fenced_leader_epoch if p.current_leader_epoch < chain.leader_epoch
-                                      else ErrorCode.unknown_leader_epoch)
+            chain = _chain(ctx, t.topic, p) if may_describe else _error(ErrorCode.topic_authorization_failed)
+            if isinstance(chain, dict):
+                answers[key] = chain
                 continue
             seg = chain.active
             node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
@@ -52,13 +44,14 @@ def handle(ctx: Context, header, request):
                 ctx.physical.request_refresh(seg.cluster)
                 answers[key] = _error(ErrorCode.not_leader_or_follower)
                 continue
-            wanted[key] = (chain, p.leader_epoch)
+            wanted[key] = (chain, p)
             by_node.setdefault((seg.cluster, node), []).append(key)
     order = [(t.topic, [p.partition for p in t.partitions]) for t in request.topics]
     nodes = list(by_node.items())
     calls = [Call(Broker(cluster, node), _log_end_request(ctx, keys)) for (cluster, node), keys in nodes]
 
     def finish(results: list):
+        now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
         for ((cluster, _), keys), result in zip(nodes, results, strict=True):
             got = {} if isinstance(result, UpstreamError) else {
                 (t.name, p.partition_index): p for t in result.topics for p in t.partitions}
@@ -70,13 +63,44 @@ def handle(ctx: Context, header, request):
                     ctx.physical.request_refresh(cluster)
                     answers[key] = _error(ErrorCode.not_leader_or_follower)
                     continue
-                epoch, end = end_offset_for_epoch(chain, asked, latest_offset(chain, p.offset))
+                live = chain if now is None else _still_wanted(now, key, chain, asked)
+                if isinstance(live, dict):
+                    answers[key] = live
+                    continue
+                epoch, end = end_offset_for_epoch(live, asked.leader_epoch, latest_offset(live, p.offset))
                 answers[key] = {"error_code": ErrorCode.none, "leader_epoch": epoch, "end_offset": end}
         return build(response_schema(23, version), {"topics": [
             {"topic": name, "partitions": [{"partition": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
 
     return Plan(calls, finish) if calls else finish([])
+
+
+def _chain(ctx: Context, topic: str, p) -> PartitionChain | dict:
+    """The chain whose active segment answers for a logical partition, or the error answer for it."""
+    if past_fence(ctx, topic, p.partition):  # its view may be moves behind (docs/DESIGN.md §4.9)
+        return _error(ErrorCode.not_leader_or_follower)
+    chain = ctx.view.chain(topic, p.partition)
+    if chain is None:
+        return _error(ErrorCode.unknown_topic_or_partition)
+    if p.current_leader_epoch >= 0 and p.current_leader_epoch != chain.leader_epoch:
+        return _error(ErrorCode.fenced_leader_epoch if p.current_leader_epoch < chain.leader_epoch
+                      else ErrorCode.unknown_leader_epoch)
+    return chain
+
+
+def _still_wanted(now: Context, key: tuple[str, int], routed: PartitionChain, p) -> PartitionChain | dict:
+    """The chain as it is now, for a log end that arrived after the view or fence changed, when the proxy would ask
+    the same physical partition for it now; else the answer it gives now without asking, or a retriable
+    NOT_LEADER_OR_FOLLOWER (the old chain may read a later segment's log end of a reused partition as its own, too
+    low: a consumer past it would see a truncation that did not happen, docs/DESIGN.md §4.9)."""
+    live = _chain(now, key[0], p)
+    if isinstance(live, dict):
+        return live
+    a, b = live.active, routed.active
+    if (a.cluster, a.topic, a.partition) != (b.cluster, b.topic, b.partition):
+        return _error(ErrorCode.not_leader_or_follower)
+    return live
 
 
 def _log_end_request(ctx: Context, keys: list[tuple[str, int]]):
