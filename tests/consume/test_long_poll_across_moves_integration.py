@@ -70,7 +70,7 @@ def test_a_long_poll_held_across_a_move_and_the_move_back_serves_no_record_at_a_
     coordinated = {"coordination_cluster": "c1"}
     with ProxyProcess(tmp_path, first, role=ProxyRole.CPROXY) as proxy:
         answered: list = []
-        poller = threading.Thread(target=long_poll, args=(proxy.port, unique_name, 10, 25_000, answered))
+        poller = threading.Thread(target=long_poll, args=(proxy.port, unique_name, 10, 30_000, answered))
         poller.start()
         time.sleep(2.0)  # routed under view 1 and waiting at c1 (a fetch routed later would wait at c2: no harm)
         # move M: c1 sealed at 10, c2 active from its phys 0 at logical 10; 5 records written there
