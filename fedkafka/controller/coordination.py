@@ -152,6 +152,7 @@ class CoordinationMove:
         kafka, bootstrap = self.ctl.kafka, self._bootstrap(cluster)
         deadline = time.monotonic() + patience_s
         for group, parts in offsets.items():
+            self._still_moving_to(cluster)
             todo = list(parts)
             while todo:
                 try:
@@ -164,6 +165,15 @@ class CoordinationMove:
                     raise Unavailable(f"offsets of group {group} not written to {cluster}: {error}")
                 if todo:
                     time.sleep(0.5)
+
+    def _still_moving_to(self, target: str) -> None:
+        """Before each group's write: this controller is still the active one and `target` does not hold the groups
+        yet. A controller paused in `write` while another took over, resumed the move and switched would otherwise
+        write its older copy over commits made on `target` since, and rewind the groups (docs/DESIGN.md §3.6)."""
+        with self.ctl.session() as s:
+            self.ctl.check_leader(s)
+            if s.get(ClusterRow, target).coordination:
+                raise Conflict(f"{target} holds the consumer groups already: another run finished this move")
 
     def _verify(self, cluster: str, offsets: Offsets) -> None:
         """Read back: every copied offset is there (a group that committed meanwhile on the new cluster is

@@ -11,11 +11,13 @@ from sqlalchemy import delete, select
 
 from fedkafka.controller import db
 from fedkafka.controller.app import create_app
+from fedkafka.controller.errors import Conflict
 from fedkafka.controller.leadership import Leadership, NotLeader
 from fedkafka.controller.models import ClusterRow, SegmentRow
 from fedkafka.controller.moves import Mover
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.controllers import ControllerList, active_hint
+from fedkafka.view.model import shadow_topic
 from fedkafka.view.rebalance import Move
 
 
@@ -124,12 +126,31 @@ def test_a_controller_that_lost_the_row_drops_no_segment_and_changes_no_cluster(
         engine.coordination._freeze("c3", True)
     with pytest.raises(NotLeader, match="another controller took over"):
         engine.coordination._switch("c3", "c2")
+    written = []
+    ctl.kafka.commit_offsets = lambda *args: written.append(args) or []
+    with pytest.raises(NotLeader, match="another controller took over"):
+        engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]})
+    assert written == []  # its older copy of the offsets is not written over the new coordinator's commits
     ctl.leadership = None  # read what is committed
     clusters = {c["id"]: c for c in api.get("/v1/clusters").json()}
     assert clusters["c1"]["state"] == "active"
     with ctl.session() as s:
         rows = {r.id: (r.coordination, r.commits_frozen) for r in s.scalars(select(ClusterRow))}
     assert rows == {"c1": (False, False), "c2": (False, False), "c3": (True, False)}
+
+
+def test_a_coordination_write_stops_once_the_target_holds_the_groups(make_api, recording_kafka_class):
+    """A controller that is still the active one but whose run of a coordination move was finished by another run
+    (a resume after it paused) writes no older copy over the commits made on the new coordinator since."""
+    _api, ctl = _drained_chain(make_api, recording_kafka_class)  # c3 holds the groups
+    engine = WorkflowEngine(ctl)
+    written = []
+    ctl.kafka.commit_offsets = lambda *args: written.append(args) or []
+    with pytest.raises(Conflict, match="c3 holds the consumer groups already"):
+        engine.coordination.write("c3", {"g": [(shadow_topic("t"), 0, 5, -1, "")]})
+    assert written == []
+    engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]})
+    assert [args[2:] for args in written] == [("g", [(shadow_topic("t"), 0, 5, -1, "")])]
 
 
 def test_a_drain_deletes_the_segments_it_judged_drained_not_the_ones_now_at_their_place(make_api,
