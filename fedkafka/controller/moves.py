@@ -120,19 +120,24 @@ class Mover:
                 raise
         return self.counts(ids)
 
-    def settle(self, ids: list[int], reason: str) -> None:
+    def settle(self, ids: list[int], reason: str, strict: bool = False) -> None:
         """Unfinished moves out of the way: not sealed yet -> rolled back (writes continue where they were),
-        sealed -> published (the seal is recorded and nothing was written since). Never raises."""
+        sealed -> published (the seal is recorded and nothing was written since). Never raises unless `strict`:
+        a run ending retries until its moves are settled (the database may be down a moment), else the sweeper."""
         try:
             self._roll_back(ids, reason)
             self._publish(ids)
         except Exception:
-            log.exception("moves %s could not be settled (%s); the sweeper retries", ids, reason)
+            if strict:
+                raise
+            log.exception("moves %s could not be settled (%s); retried when the run ends, else by the sweeper",
+                          ids, reason)
 
     def sweep(self) -> list[int]:
         """Settle the unfinished moves no running workflow owns (its controller died in a direct move, or the
         run failed and could not settle them). One statement: a run another controller starts meanwhile is
-        either seen running or has no moves yet. Returns their ids."""
+        either seen running or has no moves yet. No thread drives such a move: a run commits its end only once
+        its moves are settled, or gave up on them (workflows `_end`). Returns their ids."""
         with self.ctl.session() as s:
             orphans = list(s.scalars(
                 select(MoveRow.id).outerjoin(WorkflowRow, MoveRow.workflow_id == WorkflowRow.id)

@@ -8,7 +8,6 @@ each unfinished run again from the top and the finished phases change nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -20,6 +19,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from fedkafka.controller import claims
 from fedkafka.controller.claims import ClaimTaken
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 KINDS = ("scale_up", "decommission", "failover", "coordination_move")
 SWEEP_INTERVAL_S = 30.0
+# A run's end (its moves settled, its record) is committed again after a database error, waiting this long at first,
+# twice as long each time up to the last: a database restart shorter than the leader lease stops no controller.
+END_RETRY_S = (0.5, 10.0)
 STRATEGIES = ("rebalance", "expand")
 DRAINS = ("retention", "groups")
 _DRAIN_ALIASES: dict[str | bool | None, str | bool | None] = {True: "groups", False: "retention", None: "retention"}
@@ -182,12 +185,13 @@ class WorkflowEngine:
                  "state": r.state} for r in rows]
 
     def get(self, run_id: int) -> dict[str, Any]:
-        """The run's record as last saved (the worker thread saves it on every change)."""
+        """The run's record as last saved (the worker thread saves it on every change). With its id even when the
+        database went away right after start() recorded it, before the record with the id was saved."""
         with self.ctl.session() as s:
             row = s.get(WorkflowRow, run_id)
             if row is None:
                 raise NotFound(f"unknown workflow run {run_id}")
-            return json.loads(row.record_json)
+            return {**json.loads(row.record_json), "id": run_id}
 
     def runs(self) -> list[dict[str, Any]]:
         with self.ctl.session() as s:
@@ -197,34 +201,56 @@ class WorkflowEngine:
     def resume(self) -> list[int]:
         """Start a thread for every run a previous controller left unfinished; settle the moves no running
         run owns (a run that failed and could not roll back, a controller that died in a direct move), and
-        keep doing so in the background."""
-        with self.ctl.session() as s:
-            rows = list(s.scalars(select(WorkflowRow).where(WorkflowRow.state == "running")))
+        keep doing both in the background (`sweep_round`)."""
         self.mover.sweep()
+        resumed = self._respawn()
         threading.Thread(target=self._sweep_loop, name="workflow-sweeper", daemon=True).start()
         if self.ctl.settings.offsets_copy_interval > 0:
             threading.Thread(target=self._offsets_copy_loop, name="offsets-copy", daemon=True).start()
         if self.ctl.settings.auto_failover_after is not None:
             threading.Thread(target=self._auto_failover_loop, name="auto-failover", daemon=True).start()
-        for row in rows:
-            self._records[row.id] = json.loads(row.record_json)
-            self._records[row.id]["id"] = row.id
-            log.info("resuming workflow %d (%s %s) at %s", row.id, row.kind, row.cluster, row.step)
-            self._spawn(row.id)
-        return [r.id for r in rows]
+        return resumed
 
     def _sweep_loop(self) -> None:
-        """Moves a failed run could not settle (the database was down too) are settled once it is back.
-        Only while this controller runs no workflow; runs of other controllers are 'running' in the database."""
         while not self.ctl.wait_stopping(SWEEP_INTERVAL_S):
-            if not self._run_lock.acquire(blocking=False):
-                continue
-            try:
-                self.mover.sweep()
-            except Exception:
-                log.exception("sweep failed")
-            finally:
-                self._run_lock.release()
+            self.sweep_round()
+
+    def sweep_round(self) -> list[int]:
+        """What the sweeper does every SWEEP_INTERVAL_S: resume every run the database says is running that has no
+        thread here (one whose thread died, e.g. on a database error it could not commit its end through), and
+        settle the moves no running run owns (docs/DESIGN.md §7). Returns the runs resumed.
+
+        Settling needs no run lock: a run commits a state other than `running` only once its moves are settled
+        (`_end`), so no thread drives a move whose run is not running; a running run's moves are its own."""
+        resumed = []
+        try:
+            resumed = self._respawn()
+            self.mover.sweep()
+        except Exception:
+            log.exception("sweep failed")
+        return resumed
+
+    def _respawn(self) -> list[int]:
+        """A thread for every running run that has none, while this controller holds the leader row (one that lost
+        it leaves them to the active one). Under the start lock: start() records a run and spawns it in one go."""
+        with self._start_lock:
+            with self.ctl.session() as s:
+                try:
+                    self.ctl.check_leader(s)
+                except NotLeader:
+                    return []
+                rows = list(s.scalars(select(WorkflowRow).where(WorkflowRow.state == "running")
+                                      .order_by(WorkflowRow.id)))
+            rows = [row for row in rows if not self._alive(row.id)]
+            for row in rows:
+                self._records[row.id] = {**json.loads(row.record_json), "id": row.id}
+                log.info("resuming workflow %d (%s %s) at %s", row.id, row.kind, row.cluster, row.step)
+                self._spawn(row.id)
+        return [r.id for r in rows]
+
+    def _alive(self, run_id: int) -> bool:
+        thread = self._threads.get(run_id)
+        return thread is not None and thread.is_alive()
 
     def _offsets_copy_loop(self) -> None:
         """Every `offsets_copy_interval` seconds, a copy of every group's committed offsets: what an unclean
@@ -402,8 +428,42 @@ class WorkflowEngine:
             log.exception("workflow %d failed", run_id)
             rec["state"], rec["error"] = "failed", str(e)
         rec["finished_at"] = time.time()
-        with contextlib.suppress(NotLeader):
+        self._until_committed(run_id, lambda: self._end(run_id))
+
+    def _end(self, run_id: int) -> None:
+        """Commit the run's end: its unfinished moves settled first (a move that failed while the database was down
+        too is still frozen: docs/DESIGN.md §4.1), then its record. Raises what the database raised."""
+        rec = self._records[run_id]
+        ids = self.mover.unfinished(run_id)
+        if ids:
+            try:
+                self.mover.settle(ids, rec["error"] or "the run ended", strict=True)
+            except (SQLAlchemyError, NotLeader):
+                raise
+            except Exception:  # not the database: saved failed, the sweeper settles them (and says why in the log)
+                log.exception("workflow %d: moves %s not settled; the sweeper retries", run_id, ids)
+        if any(ph["name"] == "plan" for ph in rec["phases"]):
+            self._record_moves(run_id)  # saves the record with the moves as they ended
+        else:
             self._save(run_id)
+
+    def _until_committed(self, run_id: int, write) -> bool:
+        """`write()` again, with backoff, while the database does not answer (a restart shorter than the leader
+        lease stops no controller, and a run must not stay `running` with no thread). False when this controller
+        lost its row or stops: the run stays `running`, the active controller (or the next) resumes it."""
+        delay, longest = END_RETRY_S
+        while True:
+            try:
+                write()
+                return True
+            except NotLeader as e:
+                log.warning("workflow %d left to the active controller: %s", run_id, e)
+                return False
+            except SQLAlchemyError as e:
+                log.warning("workflow %d: its end not committed (%s); again in %.1f s", run_id, e, delay)
+            if self.ctl.wait_stopping(delay):
+                return False
+            delay = min(2 * delay, longest)
 
     def _run_locked(self, run_id: int) -> None:
         rec = self._records[run_id]
