@@ -106,6 +106,7 @@ class WorkflowEngine:
                                   params_json=json.dumps(params), created_at=now, record_json=json.dumps(record),
                                   updated_at=now)
                 s.add(row)
+                self.ctl.check_leader(s)  # a controller that lost its row records no run the active one never sees
                 s.commit()
                 record["id"] = row.id
             self._records[row.id] = record
@@ -645,6 +646,7 @@ class WorkflowEngine:
                 s.add(ChainRow(topic=name, partition=have + i, leader_epoch=0, frozen=False))
                 s.add(SegmentRow(topic=name, partition=have + i, seq=0, cluster=target, physical_topic=name,
                                  physical_partition=first + i, phys_start=0, phys_end=None, logical_base=0))
+            self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
 

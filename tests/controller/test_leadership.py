@@ -153,6 +153,56 @@ def test_a_coordination_write_stops_once_the_target_holds_the_groups(make_api, r
     assert [args[2:] for args in written] == [("g", [(shadow_topic("t"), 0, 5, -1, "")])]
 
 
+def _lost_row(ctl) -> tuple[Leadership, Leadership]:
+    """(old, new): `old` held the row, then `new` took it over once it expired; `old` does not know yet."""
+    old = _active(Leadership(ctl.session, "http://old:1", lease_s=0.3))
+    time.sleep(0.4)
+    return old, _active(Leadership(ctl.session, "http://new:1", lease_s=30))
+
+
+def test_a_controller_that_lost_the_row_records_no_run(make_api, recording_kafka_class):
+    """Split brain at a run's start: the new active controller took over and resumed what was running (nothing);
+    the old one, not aware yet, starts a failover (its auto-failover loop, or a request it let through). Before, its
+    transaction recorded the run, then the run's first save failed: a run `running` that no controller drives,
+    returned to every failover of that cluster while auto-failover skipped the cluster for good."""
+
+    class Kafka(recording_kafka_class):
+        def log_offsets(self, cluster, bootstrap, partitions):
+            return {tp: (0, 0) for tp in partitions}
+
+    api = make_api(kafka=Kafka())
+    ctl = api.controller
+    for cid in ("c1", "c2", "c3"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092", "coordination": cid == "c3"}
+                ).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 3, "placement": "blocks"}).raise_for_status()
+    api.kafka.down.add("c2")
+    ctl.scan_once()
+    old, new = _lost_row(ctl)
+    ctl.leadership = old
+    with pytest.raises(NotLeader, match="another controller took over"):
+        WorkflowEngine(ctl).start("failover", "c2")
+    ctl.leadership = new
+    engine = WorkflowEngine(ctl)
+    assert engine.runs() == []  # nothing recorded
+    run = engine.wait(engine.start("failover", "c2")["id"], timeout=60)  # the active one fails c2 over
+    assert run["state"] == "done" and run["moved"] >= 1, run["error"]
+    assert api.get("/v1/clusters/c2").json()["state"] == "read_only"
+
+
+def test_a_controller_that_lost_the_row_adds_no_partition(make_api):
+    """An expanding scale-up's partitions are a workflow write like the others (docs/DESIGN.md §3.6)."""
+    api = make_api()
+    ctl = api.controller
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    ctl.leadership, _new = _lost_row(ctl)
+    with pytest.raises(NotLeader, match="another controller took over"):
+        WorkflowEngine(ctl)._add_partitions("t", 2, 1, "c2")
+    assert api.get("/v1/topics/t").json()["partitions"] == 2
+
+
 def test_a_drain_deletes_the_segments_it_judged_drained_not_the_ones_now_at_their_place(make_api,
                                                                                          recording_kafka_class):
     """The view this controller serves still shows c1's segment, which another controller (the active one, before
