@@ -23,7 +23,8 @@ Every transition commits only while this controller holds the leader row (`check
 
 A move that cannot finish (a proxy never acks, a cluster does not answer, any error) is rolled back
 before its seal is committed (the chain is unfrozen and writes continue where they were) and finished
-after it. Moves a stopped run left unfinished are settled the same way by `sweep` at controller start.
+after it. Moves a stopped run left unfinished are settled the same way by `sweep`, at controller start and by the
+sweeper (docs/DESIGN.md §7).
 """
 
 from __future__ import annotations
