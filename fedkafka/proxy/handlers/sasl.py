@@ -4,7 +4,7 @@ Kafka's answers: ILLEGAL_SASL_STATE on a listener without SASL, after authentica
 UNSUPPORTED_SASL_MECHANISM for a mechanism the listener does not enable; SASL_AUTHENTICATION_FAILED for wrong
 credentials. Every failure marks the session failed: the core answers, logs one line (no secret in it) and
 closes the connection, as a broker does; a failed SaslAuthenticate is answered only after Kafka's
-connection.failed.authentication.delay.ms (`Session.failed_authentication_delay_ms`). PLAIN's PBKDF2 runs on the
+connection.failed.authentication.delay.ms (--failed-authentication-delay-ms). PLAIN's PBKDF2 runs on the
 password pool's threads, never on the event loop, and the same for a user that does not exist (docs/DESIGN.md
 §11). SaslHandshake v0 (raw SASL tokens without Kafka framing, before Kafka 1.0) is not implemented: clients use
 v1 whenever it is advertised.
