@@ -373,7 +373,7 @@ def _refused_topics(request, partitions: dict[str, list[int]]) -> tuple:
         return build(response_schema(key, version), {"error_code": ErrorCode.none, "topics": [
             {"name": name, "partitions": [{"partition_index": p, "error_code": code} for p in ps]}
             for name, ps in partitions.items()]}).topics
-    topics = _fetch_topics(partitions, code)
+    topics = _fetch_topics(partitions.items(), code)
     if version >= 8:
         return build(response_schema(key, version), {"groups": [{"group_id": "", "topics": topics}]}).groups[0].topics
     return build(response_schema(key, version), {"topics": topics}).topics
@@ -387,10 +387,11 @@ def _commit_errors(request, partitions: dict[str, list[int]], code: ErrorCode):
         for name, ps in partitions.items()]})
 
 
-def _fetch_topics(partitions: dict, code: ErrorCode) -> list[dict]:
+def _fetch_topics(partitions, code: ErrorCode) -> list[dict]:
+    """OffsetFetch response topics of (name, partition indexes) pairs, every partition answered `code`."""
     return [{"name": name, "partitions": [
         {"partition_index": p, "committed_offset": -1, "committed_leader_epoch": -1, "metadata": None,
-         "error_code": code} for p in ps]} for name, ps in partitions.items()]
+         "error_code": code} for p in ps]} for name, ps in partitions]
 
 
 def failure(request, code: ErrorCode):
@@ -402,7 +403,7 @@ def failure(request, code: ErrorCode):
                               code)
     if key == OFFSET_FETCH:
         def topics(ts):
-            return _fetch_topics({t.name: t.partition_indexes for t in ts or ()}, code)
+            return _fetch_topics([(t.name, t.partition_indexes) for t in ts or ()], code)
         if version >= 8:
             return build(resp_t, {"groups": [{"group_id": g.group_id, "topics": topics(g.topics), "error_code": code}
                                              for g in request.groups]})
