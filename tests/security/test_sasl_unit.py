@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from concurrent.futures import Future
 
 import pytest
 from kio.schema.errors import ErrorCode
@@ -16,7 +17,7 @@ from fedkafka.security import password_checks, scram
 from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, Session
 from fedkafka.view.model import ProxyInfo, View
 
-from .sasl_plans import answered
+from .sasl_plans import answered, no_sleep
 
 # RFC 7677 section 3: user "user", password "pencil"
 RFC_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
@@ -189,3 +190,38 @@ def test_the_chosen_mechanism_exists_only_after_the_handshake():
         session.chosen_mechanism()
     session.mechanism = "SCRAM-SHA-256"
     assert session.chosen_mechanism() == "SCRAM-SHA-256"
+
+
+def test_a_flood_of_checks_queues_on_the_pools_few_threads(monkeypatch):
+    pool = password_checks.PasswordChecks(workers=2)
+    assert pool._pool is None  # made at the first check (in the worker process, after it forked)
+    credential = scram.make_credential("alice", "SCRAM-SHA-512", "pw-a", iterations=4096)
+    threads: set[str] = set()
+    password_matches = scram.password_matches
+
+    def recorded(cred, password):
+        threads.add(threading.current_thread().name)
+        return password_matches(cred, password)
+
+    monkeypatch.setattr(scram, "password_matches", recorded)
+    checks = [pool.submit(credential, f"guess-{i}") for i in range(24)] + [pool.submit(credential, "pw-a")]
+    assert [c.result(60) for c in checks] == [False] * 24 + [True]
+    assert 1 <= len(threads) <= 2 and threading.current_thread().name not in threads
+
+
+def test_a_check_still_queued_after_the_last_look_fails_the_login_and_is_dropped():
+    class Stuck:
+        def __init__(self):
+            self.future: Future[bool] = Future()
+
+        def submit(self, credential, password):
+            return self.future
+
+    ctx = _ctx(Session.for_listener("SASL_SSL"), ("alice", "pw-a"))
+    stuck = ctx.session.password_checks = Stuck()
+    _handshake(ctx, "PLAIN")
+    delays: list[float] = []
+    answer = answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a")), no_sleep, delays)
+    assert answer.error_code == ErrorCode.sasl_authentication_failed and "waited too long" in answer.error_message
+    assert stuck.future.cancelled() and ctx.session.failed and not ctx.session.authenticated
+    assert len(delays) == sasl.PLAIN_LOOKS + 1 and max(delays) == 0.1  # every look, then the failure's delay
