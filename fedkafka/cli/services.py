@@ -10,7 +10,7 @@ import typer
 
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.security.listeners import Listener, TlsFiles, parse_listener
-from fedkafka.security.session import ALL_SASL_MECHANISMS, SASL_MECHANISMS
+from fedkafka.security.session import ALL_SASL_MECHANISMS, FAILED_AUTHENTICATION_DELAY_MS, SASL_MECHANISMS
 from fedkafka.view.model import ProxyRole
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ _OAUTH_AUDIENCE = typer.Option(None, "--oauth-audience", help="required `aud` of
 _CONNECTIONS_MAX_REAUTH_MS = typer.Option(0, "--connections-max-reauth-ms",
                                           help="KIP-368: SASL sessions last at most this long (ms), then the "
                                           "client must re-authenticate or is disconnected; 0: no limit")
+_FAILED_AUTHENTICATION_DELAY_MS = typer.Option(
+    FAILED_AUTHENTICATION_DELAY_MS, "--failed-authentication-delay-ms",
+    help="Kafka's connection.failed.authentication.delay.ms: a failed SASL login is answered, and its connection "
+    "closed, this long after the failure (ms); 0: at once")
 _AUTHORIZATION = typer.Option(False, "--authorization/--no-authorization",
                               help="enforce the view's ACLs: what they do not allow is denied")
 _SUPER_USER = typer.Option([], "--super-user", help="principal ACLs do not restrict (User:admin), repeatable")
@@ -101,7 +105,7 @@ def proxy(
     ssl_client_auth: str = _SSL_CLIENT_AUTH, sasl_mechanisms: str | None = _SASL_MECHANISMS,
     oauth_jwks_file: Path | None = _OAUTH_JWKS_FILE, oauth_issuer: str | None = _OAUTH_ISSUER,
     oauth_audience: str | None = _OAUTH_AUDIENCE, connections_max_reauth_ms: int = _CONNECTIONS_MAX_REAUTH_MS,
-    authorization: bool = _AUTHORIZATION,
+    failed_authentication_delay_ms: int = _FAILED_AUTHENTICATION_DELAY_MS, authorization: bool = _AUTHORIZATION,
     super_user: list[str] = _SUPER_USER, advertised_host: str | None = _ADVERTISED_HOST,
     controller: str | None = _CONTROLLER, token_file: Path | None = _TOKEN_FILE, view_file: Path | None = _VIEW_FILE,
     view_cache: Path | None = _VIEW_CACHE, workers: int = _WORKERS, pool: str = _POOL,
@@ -128,6 +132,8 @@ def proxy(
     _check_oauth(oauth, mechanisms)
     if connections_max_reauth_ms < 0:
         _fail(f"--connections-max-reauth-ms must be 0 (off) or more, got {connections_max_reauth_ms}")
+    if failed_authentication_delay_ms < 0:
+        _fail(f"--failed-authentication-delay-ms must be 0 or more, got {failed_authentication_delay_ms}")
     host, port = listeners[0].host, listeners[0].port
     token = _view_source(controller, token_file, view_file, view_cache)
     _check_workers(workers, port)
@@ -147,7 +153,8 @@ def proxy(
                     limits=limits, admin_listen=admin, listeners=tuple(listeners) if listener else (), tls=tls,
                     sasl_mechanisms=mechanisms, oauth=oauth, authorization=authorization,
                     super_users=frozenset(_principals(super_user)), upstream=upstream,
-                    connections_max_reauth_ms=connections_max_reauth_ms))
+                    connections_max_reauth_ms=connections_max_reauth_ms,
+                    failed_authentication_delay_ms=failed_authentication_delay_ms))
 
 
 def _oauth(jwks_file: Path | None, issuer: str | None, audience: str | None) -> OAuthSettings | None:

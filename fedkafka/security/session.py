@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedkafka.security import password_checks
 from fedkafka.security.scram import AuthenticationFailed
 
 ANONYMOUS = "User:ANONYMOUS"
@@ -30,6 +31,9 @@ SASL_API_KEYS = frozenset({17, 36})  # what an expired session may still send: a
 # Kafka's KafkaChannel.maybeBeginServerReauthentication: at most one re-authentication a second; an earlier
 # SaslHandshake is handled as on a session without re-authentication (ILLEGAL_SASL_STATE).
 MIN_REAUTH_INTERVAL_S = 1.0
+# Kafka's connection.failed.authentication.delay.ms (default 100): a failed SaslAuthenticate is answered, and its
+# connection closed, this long after the failure was known, which slows a client guessing passwords
+FAILED_AUTHENTICATION_DELAY_MS = 100
 _PROCESS_SECRET = secrets.token_bytes(32)  # made-up salts of unknown users stay stable within a process
 
 
@@ -54,15 +58,18 @@ class Session:
     reauthenticating: tuple[str, str] | None = None  # (mechanism, principal) a running re-authentication keeps
     reauth_started_at: float | None = None
     reauthentications: int = 0  # successful ones on this connection
+    failed_authentication_delay_ms: int = FAILED_AUTHENTICATION_DELAY_MS
+    password_checks: Any = field(default_factory=lambda: password_checks.SHARED)  # PLAIN's PBKDF2, off the loop
 
     @classmethod
     def for_listener(cls, protocol: str, mechanisms: tuple[str, ...] = SASL_MECHANISMS, peer: str = "",
                      principal: str = ANONYMOUS, host: str = "", oauth: Any = None, max_reauth_ms: int = 0,
-                     clock: Callable[[], float] = time.monotonic) -> Session:
+                     clock: Callable[[], float] = time.monotonic,
+                     failed_authentication_delay_ms: int = FAILED_AUTHENTICATION_DELAY_MS) -> Session:
         sasl = protocol.startswith("SASL_")
         return cls(protocol=protocol, mechanisms=mechanisms if sasl else (), peer=peer, principal=principal,
                    authenticated=not sasl, host=host, oauth=oauth, max_reauth_ms=max_reauth_ms if sasl else 0,
-                   clock=clock)
+                   clock=clock, failed_authentication_delay_ms=failed_authentication_delay_ms)
 
     @property
     def sasl(self) -> bool:

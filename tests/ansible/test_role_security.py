@@ -84,7 +84,7 @@ def test_proxy_listeners_tls_sasl_oauth_and_authorization_become_its_arguments(t
         "fedkafka_proxy_ssl_key_content": KEY, "fedkafka_proxy_ssl_ca_content": "ca", "fedkafka_proxy_ssl_client_auth":
         "requested", "fedkafka_proxy_sasl_mechanisms": ["SCRAM-SHA-512", "OAUTHBEARER"],
         "fedkafka_proxy_oauth_jwks_file": str(jwks), "fedkafka_proxy_oauth_issuer": "https://idp",
-        "fedkafka_proxy_connections_max_reauth_ms": 3600000,
+        "fedkafka_proxy_connections_max_reauth_ms": 3600000, "fedkafka_proxy_failed_authentication_delay_ms": 250,
         "fedkafka_proxy_authorization": True, "fedkafka_proxy_super_users": ["User:admin", "User:ops"]})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     etc = tmp_path / "etc" / "tls"
@@ -92,7 +92,8 @@ def test_proxy_listeners_tls_sasl_oauth_and_authorization_become_its_arguments(t
                     "--ssl-cert", str(etc / "proxy.pem"), "--ssl-key", str(etc / "proxy.key"),
                     "--ssl-ca", str(etc / "proxy-ca.pem"), "--ssl-client-auth", "requested",
                     "--sasl-mechanisms", "SCRAM-SHA-512,OAUTHBEARER", "--oauth-jwks-file", str(jwks),
-                    "--oauth-issuer", "https://idp", "--connections-max-reauth-ms", "3600000", "--authorization",
+                    "--oauth-issuer", "https://idp", "--connections-max-reauth-ms", "3600000",
+                    "--failed-authentication-delay-ms", "250", "--authorization",
                     "--super-user=User:admin", "--super-user=User:ops"]
     assert (etc / "proxy.key").read_text() == KEY
     assert stat.S_IMODE((etc / "proxy.key").stat().st_mode) == 0o600

@@ -25,6 +25,9 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
+from kafka import KafkaAdminClient
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka import errors as kafka_errors
 
 from fedkafka.kafka.tools import run_tool
 
@@ -172,3 +175,44 @@ def test_a_kip848_consumer_needs_read_on_the_group_and_describe_on_the_topic(fed
     assert no_group is not None and "ConsumerGroupHeartbeat" in no_group and "Group authorization failed" in no_group
     no_topic = _first_consumer_error(mallory, "mallory-subscriber")
     assert no_topic is not None and "Topic authorization failed" in no_topic, no_topic
+
+
+def _offset_error(conf: dict, group: str) -> tuple[int | None, int]:
+    """(error code, offset) of the group's committed offset of partition 0, as OffsetFetch answers it."""
+    consumer = Consumer(conf | {"group.id": group, "enable.auto.commit": False})
+    try:
+        (seen,) = consumer.committed([TopicPartition(TOPIC, 0)], timeout=30)
+        return (seen.error.code() if seen.error is not None else None), seen.offset
+    except KafkaException as e:
+        return e.args[0].code(), -1
+    finally:
+        consumer.close()
+
+
+def test_a_group_right_alone_neither_reads_nor_deletes_a_topics_committed_offsets(fed):
+    """OffsetFetch needs DESCRIBE and OffsetDelete READ on each topic besides the group right, as in Kafka: mallory,
+    with only DELETE (so DESCRIBE) on the group, gets TOPIC_AUTHORIZATION_FAILED instead of the offset, and deletes
+    nothing."""
+    group = "peek"
+    admin_conf = fed.client_conf(user="admin")
+    committer = Consumer(admin_conf | {"group.id": group, "enable.auto.commit": False})
+    try:
+        committer.commit(offsets=[TopicPartition(TOPIC, 0, 5)], asynchronous=False)
+    finally:
+        committer.close()
+    binding = AclBinding(ResourceType.GROUP, group, ResourcePatternType.LITERAL, "User:mallory", "*",
+                         AclOperation.DELETE, AclPermissionType.ALLOW)
+    admin = AdminClient(admin_conf)  # kept: a client dropped before its futures are done fails them
+    admin.create_acls([binding])[binding].result(60)  # answered once the proxy serves the new view
+    mallory = fed.client_conf(user="mallory")
+    assert _offset_error(mallory, group)[0] == RdKafkaError.TOPIC_AUTHORIZATION_FAILED
+    # confluent-kafka has no DeleteConsumerGroupOffsets: kafka-python's admin client sends OffsetDelete
+    deleter = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{fed.proxy['SASL_PLAINTEXT']}",
+                               security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                               sasl_plain_username="mallory", sasl_plain_password=PASSWORDS["mallory"])
+    try:
+        deleted = deleter.delete_group_offsets(group, [KafkaTopicPartition(TOPIC, 0)])
+    finally:
+        deleter.close()
+    assert deleted == {KafkaTopicPartition(TOPIC, 0): kafka_errors.TopicAuthorizationFailedError}
+    assert _offset_error(admin_conf, group) == (None, 5)  # still there

@@ -14,7 +14,7 @@ from proxy.test_handlers import batch, produce_req
 from proxy.test_handlers import ctx as produce_ctx
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type
+from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.handlers import (
     acls,
     describe_cluster,
@@ -180,3 +180,90 @@ def test_describe_cluster_is_open_as_in_kafka_and_describe_acls_needs_describe_o
 @pytest.mark.parametrize("operation", [Operation.ANY, Operation.ALL])
 def test_a_filter_with_any_or_all_is_read_literally(operation):
     assert AclFilter(operation=operation).matches(acl(T, "t", Operation.ALL)) is True
+
+
+# -- OffsetFetch / OffsetDelete: the group right is not enough, each topic is checked as Kafka does ----------
+FOUND = {"coordinators": [{"key": "g", "node_id": 4, "host": "h", "port": 1, "error_code": ErrorCode.none}]}
+
+
+def _forwarded(c, request):
+    """The call the handler sends to the group's coordinator once the lookup found it."""
+    lookup = groups.handle(c, None, request)
+    assert isinstance(lookup, Plan)
+    forward = lookup.finish([build(response_type(10, 4), FOUND)])
+    assert isinstance(forward, Plan)
+    (call,) = forward.calls
+    return call.request, forward
+
+
+def _offset_fetch(version: int, topics: dict[str, list[int]] | None):
+    wanted = None if topics is None else [{"name": n, "partition_indexes": ps} for n, ps in topics.items()]
+    if version >= 8:
+        return build(request_type(9, version), {"groups": [{"group_id": "g", "topics": wanted}],
+                                                "require_stable": False})
+    return build(request_type(9, version), {"group_id": "g", "topics": wanted, "require_stable": False})
+
+
+def _fetched(version: int, offsets: dict[str, int], error=ErrorCode.none):
+    topics = [{"name": n, "partitions": [{"partition_index": 0, "committed_offset": o, "committed_leader_epoch": -1,
+                                          "metadata": "", "error_code": ErrorCode.none}]} for n, o in offsets.items()]
+    if version >= 8:
+        return build(response_type(9, version), {"groups": [{"group_id": "g", "topics": topics, "error_code": error}]})
+    return build(response_type(9, version), {"topics": topics, "error_code": error})
+
+
+def _answer_topics(response) -> dict[str, list[tuple[int, int, ErrorCode]]]:
+    entry = response.groups[0] if type(response).__version__ >= 8 else response
+    return {t.name: [(p.partition_index, p.committed_offset, p.error_code) for p in t.partitions]
+            for t in entry.topics}
+
+
+def _request_topics(request) -> list[str]:
+    entry = request.groups[0] if type(request).__version__ >= 8 else request
+    return [t.name for t in entry.topics]
+
+
+# group DESCRIBE for mallory, DESCRIBE on the topic "pay", nothing on "log"
+FETCHER = (acl(G, "g", Operation.DESCRIBE, "User:mallory"), acl(T, "pay", Operation.DESCRIBE, "User:mallory"))
+
+
+@pytest.mark.parametrize("version", range(1, 10))
+def test_offset_fetch_asks_only_for_topics_the_principal_may_describe(version):
+    upstream, forward = _forwarded(_with(consume_ctx(), *FETCHER), _offset_fetch(version, {"log": [0, 1],
+                                                                                            "pay": [0]}))
+    assert _request_topics(upstream) == ["__fedkafka-shadow-pay"]
+    out = forward.finish([_fetched(version, {"__fedkafka-shadow-pay": 7})])
+    assert _answer_topics(out) == {"pay": [(0, 7, ErrorCode.none)],
+                                   "log": [(0, -1, ErrorCode.topic_authorization_failed),
+                                           (1, -1, ErrorCode.topic_authorization_failed)]}
+
+
+@pytest.mark.parametrize("version", range(2, 10))
+def test_offset_fetch_of_all_topics_leaves_out_those_the_principal_may_not_describe(version):
+    upstream, forward = _forwarded(_with(consume_ctx(), *FETCHER), _offset_fetch(version, None))
+    assert (upstream.groups[0] if version >= 8 else upstream).topics is None
+    out = forward.finish([_fetched(version, {"__fedkafka-shadow-log": 3, "__fedkafka-shadow-pay": 7})])
+    assert _answer_topics(out) == {"pay": [(0, 7, ErrorCode.none)]}
+
+
+def test_offset_fetch_answered_with_a_group_error_gets_that_answer_alone():
+    _, forward = _forwarded(_with(consume_ctx(), *FETCHER), _offset_fetch(7, {"log": [0]}))
+    out = forward.finish([_fetched(7, {}, ErrorCode.coordinator_load_in_progress)])
+    assert (out.error_code, out.topics) == (ErrorCode.coordinator_load_in_progress, ())
+
+
+def test_offset_delete_deletes_only_offsets_of_topics_the_principal_may_read():
+    deleter = (acl(G, "g", Operation.DELETE, "User:mallory"), acl(T, "pay", Operation.READ, "User:mallory"),
+               acl(T, "log", Operation.DESCRIBE, "User:mallory"))
+    request = build(request_type(47, 0), {"group_id": "g", "topics": [
+        {"name": n, "partitions": [{"partition_index": 0}, {"partition_index": 2}]} for n in ("log", "pay")]})
+    upstream, forward = _forwarded(_with(consume_ctx(), *deleter), request)
+    assert [t.name for t in upstream.topics] == ["__fedkafka-shadow-pay"]
+    answer = build(response_type(47, 0), {"error_code": ErrorCode.none, "topics": [
+        {"name": "__fedkafka-shadow-pay", "partitions": [{"partition_index": p, "error_code": ErrorCode.none}
+                                                         for p in (0, 2)]}]})
+    out = forward.finish([answer])
+    assert out.error_code == ErrorCode.none
+    assert {t.name: [(p.partition_index, p.error_code) for p in t.partitions] for t in out.topics} == {
+        "pay": [(0, ErrorCode.none), (2, ErrorCode.none)],
+        "log": [(0, ErrorCode.topic_authorization_failed), (2, ErrorCode.topic_authorization_failed)]}

@@ -18,6 +18,7 @@ from fedkafka.security.session import Session
 from fedkafka.view.model import ProxyInfo, View
 
 from .jwks import AUDIENCE, ISSUER, Issuer, client_message
+from .sasl_plans import answered, no_sleep
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_the_handler_authenticates_with_a_token_and_refuses_an_expired_one(issue
         ctx = Context(view=View(version=1), me=ProxyInfo(1, "h", 1), advertised={}, physical=None,
                       producer_ids=None, session=session)
         assert sasl.handle(ctx, None, SaslHandshakeRequest(mechanism="OAUTHBEARER")).error_code == ErrorCode.none
-        answer = sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=client_message(token)))
+        answer = answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=client_message(token))), no_sleep)
         return answer, session
 
     answer, session = attempt(issuer.token("bob"))

@@ -20,6 +20,7 @@ from fedkafka.security.session import Session
 from fedkafka.view.model import ProxyInfo, View
 
 from .jwks import AUDIENCE, ISSUER, Issuer, client_message
+from .sasl_plans import InlineChecks, answered, no_sleep
 
 PRODUCE, METADATA, API_VERSIONS, HANDSHAKE, AUTHENTICATE = 0, 3, 18, 17, 36
 USERS = (("alice", "pw-a"), ("bob", "pw-b"))
@@ -38,6 +39,7 @@ def _ctx(max_reauth_ms: int = 3000, clock: Clock | None = None, oauth=None) -> C
                   for m in ("SCRAM-SHA-256", "SCRAM-SHA-512"))
     session = Session.for_listener("SASL_SSL", ("SCRAM-SHA-512", "PLAIN", "OAUTHBEARER"), peer="10.0.0.9:5000",
                                    max_reauth_ms=max_reauth_ms, clock=clock or Clock(), oauth=oauth)
+    session.password_checks = InlineChecks()
     return Context(view=View(version=1, credentials=creds), me=ProxyInfo(1, "h", 1), advertised={}, physical=None,
                    producer_ids=None, session=session)
 
@@ -46,9 +48,14 @@ def _handshake(ctx, mechanism: str):
     return sasl.handle(ctx, None, SaslHandshakeRequest(mechanism=mechanism))
 
 
+def _authenticate(ctx, request):
+    """SaslAuthenticate's answer: PLAIN's check and a failure's delay are plans, run here without sleeping."""
+    return answered(sasl.handle(ctx, None, request), no_sleep)
+
+
 def _plain(ctx, user: str = "alice", password: str = "pw-a", request=SaslAuthenticateRequest):
     assert _handshake(ctx, "PLAIN").error_code == ErrorCode.none
-    return sasl.handle(ctx, None, request(auth_bytes=f"\0{user}\0{password}".encode()))
+    return _authenticate(ctx, request(auth_bytes=f"\0{user}\0{password}".encode()))
 
 
 def _scram(ctx, user: str = "alice", password: str = "pw-a"):
@@ -56,7 +63,7 @@ def _scram(ctx, user: str = "alice", password: str = "pw-a"):
     client = scram.ScramClient("SCRAM-SHA-512", user, password)
     first = sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=client.first()))
     assert first.error_code == ErrorCode.none and first.session_lifetime.total_seconds() == 0
-    final = sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=client.final(first.auth_bytes)))
+    final = _authenticate(ctx, SaslAuthenticateRequest(auth_bytes=client.final(first.auth_bytes)))
     if final.error_code == ErrorCode.none:
         client.verify(final.auth_bytes)
     return final
@@ -195,7 +202,7 @@ def _oauth_ctx(issuer: Issuer, max_reauth_ms: int) -> Context:
 
 def _oauthbearer(ctx, token: str):
     assert _handshake(ctx, "OAUTHBEARER").error_code == ErrorCode.none
-    return sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=client_message(token)))
+    return _authenticate(ctx, SaslAuthenticateRequest(auth_bytes=client_message(token)))
 
 
 @pytest.mark.parametrize(("max_reauth_ms", "token_s", "expected_ms"), [(3000, 300, 3000), (600_000, 60, 60_000)])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import threading
+from concurrent.futures import Future
 
 import pytest
 from kio.schema.errors import ErrorCode
@@ -10,10 +12,12 @@ from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
 from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
 
 from fedkafka.proxy.handlers import sasl
-from fedkafka.proxy.plan import Context
-from fedkafka.security import scram
-from fedkafka.security.session import Session
+from fedkafka.proxy.plan import Context, Plan
+from fedkafka.security import password_checks, scram
+from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, Session
 from fedkafka.view.model import ProxyInfo, View
+
+from .sasl_plans import answered, no_sleep
 
 # RFC 7677 section 3: user "user", password "pencil"
 RFC_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
@@ -92,8 +96,9 @@ def _handshake(ctx, mechanism):
     return sasl.handle(ctx, None, SaslHandshakeRequest(mechanism=mechanism))
 
 
-def _authenticate(ctx, data: bytes):
-    return sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=data))
+def _authenticate(ctx, data: bytes, delays: list[float] | None = None):
+    """The answer, once PLAIN's check (on the pool's threads) and a failure's delay are over."""
+    return answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=data)), delays=delays)
 
 
 def test_plain_accepts_the_right_password_and_names_the_principal():
@@ -104,13 +109,56 @@ def test_plain_accepts_the_right_password_and_names_the_principal():
     assert ctx.session.authenticated and ctx.session.principal == "User:alice" and ctx.session.failed is None
 
 
-def test_plain_with_a_wrong_password_fails_and_the_reason_holds_no_password():
+def test_plain_with_a_wrong_password_fails_after_kafkas_delay_and_the_reason_holds_no_password():
     ctx = _ctx(Session.for_listener("SASL_PLAINTEXT"), ("alice", "pw-a"))
     _handshake(ctx, "PLAIN")
-    answer = _authenticate(ctx, b"\0alice\0guess-123")
+    delays: list[float] = []
+    answer = _authenticate(ctx, b"\0alice\0guess-123", delays)
     assert answer.error_code == ErrorCode.sasl_authentication_failed
-    assert not ctx.session.authenticated and "alice" in ctx.session.failed
+    assert not ctx.session.authenticated and "alice" in ctx.session.failed  # failed: the core closes the connection
     assert "guess-123" not in ctx.session.failed and "guess-123" not in answer.error_message
+    # connection.failed.authentication.delay.ms: the answer (and the close) waits 100 ms once the check failed
+    assert delays[-1] == FAILED_AUTHENTICATION_DELAY_MS / 1000 == 0.1
+
+
+@pytest.mark.parametrize("data", [b"\0mallory\0guess-123", b"\0alice\0guess-123", b"\0alice\0pw-a"])
+def test_plain_runs_one_pbkdf2_off_the_loop_thread_whether_the_user_exists_or_not(monkeypatch, data):
+    """The check runs on the password pool's threads, never on the thread that called the handler (the event
+    loop's); a user that does not exist gets the same PBKDF2 (digest, iterations) as one that does."""
+    kdf_calls: list[tuple[str, int, str]] = []
+    salted_password = scram.salted_password
+
+    def counted(digest, password, salt, iterations):
+        kdf_calls.append((digest, iterations, threading.current_thread().name))
+        return salted_password(digest, password, salt, iterations)
+
+    ctx = _ctx(Session.for_listener("SASL_SSL"), ("alice", "pw-a"))
+    monkeypatch.setattr(scram, "salted_password", counted)
+    ctx.session.password_checks = password_checks.PasswordChecks()
+    _handshake(ctx, "PLAIN")
+    reply = sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=data))
+    answer = answered(reply)
+    assert answer.error_code == (ErrorCode.none if data.endswith(b"pw-a") else ErrorCode.sasl_authentication_failed)
+    ((digest, iterations, thread),) = kdf_calls
+    assert (digest, iterations) == ("sha512", 4096)  # alice's SCRAM-SHA-512 credential, or one made up alike
+    assert thread.startswith("fedkafka-password-check") and thread != threading.current_thread().name
+    assert isinstance(reply, Plan)  # the handler returned at once, the loop then waits for the check
+
+
+def test_a_scram_failure_waits_kafkas_delay_too():
+    ctx = _ctx(Session.for_listener("SASL_SSL"), ("alice", "pw-a"))
+    _handshake(ctx, "SCRAM-SHA-512")
+    client = scram.ScramClient("SCRAM-SHA-512", "alice", "guess-123")
+    first = _authenticate(ctx, client.first())
+    final = sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=client.final(first.auth_bytes)))
+    assert isinstance(final, Plan) and final.barrier and final.delay_s == 0.1 and not final.calls
+    assert final.finish([]).error_code == ErrorCode.sasl_authentication_failed and ctx.session.failed
+
+
+def test_the_password_checks_keep_clear_of_the_cores_round_cap():
+    from fedkafka.proxy.core.dispatch import MAX_PLAN_ROUNDS
+
+    assert sasl.PLAIN_LOOKS + 1 < MAX_PLAN_ROUNDS  # every look a round, and one for the failure's delay
 
 
 def test_an_unknown_mechanism_is_answered_with_the_enabled_ones():
@@ -142,3 +190,38 @@ def test_the_chosen_mechanism_exists_only_after_the_handshake():
         session.chosen_mechanism()
     session.mechanism = "SCRAM-SHA-256"
     assert session.chosen_mechanism() == "SCRAM-SHA-256"
+
+
+def test_a_flood_of_checks_queues_on_the_pools_few_threads(monkeypatch):
+    pool = password_checks.PasswordChecks(workers=2)
+    assert pool._pool is None  # made at the first check (in the worker process, after it forked)
+    credential = scram.make_credential("alice", "SCRAM-SHA-512", "pw-a", iterations=4096)
+    threads: set[str] = set()
+    password_matches = scram.password_matches
+
+    def recorded(cred, password):
+        threads.add(threading.current_thread().name)
+        return password_matches(cred, password)
+
+    monkeypatch.setattr(scram, "password_matches", recorded)
+    checks = [pool.submit(credential, f"guess-{i}") for i in range(24)] + [pool.submit(credential, "pw-a")]
+    assert [c.result(60) for c in checks] == [False] * 24 + [True]
+    assert 1 <= len(threads) <= 2 and threading.current_thread().name not in threads
+
+
+def test_a_check_still_queued_after_the_last_look_fails_the_login_and_is_dropped():
+    class Stuck:
+        def __init__(self):
+            self.future: Future[bool] = Future()
+
+        def submit(self, credential, password):
+            return self.future
+
+    ctx = _ctx(Session.for_listener("SASL_SSL"), ("alice", "pw-a"))
+    stuck = ctx.session.password_checks = Stuck()
+    _handshake(ctx, "PLAIN")
+    delays: list[float] = []
+    answer = answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a")), no_sleep, delays)
+    assert answer.error_code == ErrorCode.sasl_authentication_failed and "waited too long" in answer.error_message
+    assert stuck.future.cancelled() and ctx.session.failed and not ctx.session.authenticated
+    assert len(delays) == sasl.PLAIN_LOOKS + 1 and max(delays) == 0.1  # every look, then the failure's delay

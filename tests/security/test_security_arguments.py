@@ -28,6 +28,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     (["--listen", "127.0.0.1:39991", "--super-user", "admin"], "--super-user must be Type:name"),
     (["--role", "pproxy"], "give --listen HOST:PORT or at least one --listener"),
     (["--listen", "127.0.0.1:39991", "--connections-max-reauth-ms", "-1"], "--connections-max-reauth-ms must be"),
+    (["--listen", "127.0.0.1:39991", "--failed-authentication-delay-ms", "-1"],
+     "--failed-authentication-delay-ms must be"),
 ])
 def test_bad_proxy_security_flags(tmp_path, refused_cli, args, message):
     view = tmp_path / "view.json"

@@ -38,7 +38,7 @@ from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
 from fedkafka.security.listeners import Listener, TlsFiles, certificate_principal
 from fedkafka.security.oauth import JwtValidator, OAuthSettings
-from fedkafka.security.session import SASL_MECHANISMS, Session
+from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, SASL_MECHANISMS, Session
 from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
 from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 
@@ -78,6 +78,8 @@ class ProxyConfig:
     upstream: UpstreamConfig = PLAINTEXT  # TLS and SASL towards the physical clusters' brokers
     # KIP-368: the longest a SASL session lasts before the client must re-authenticate (0: no limit)
     connections_max_reauth_ms: int = 0
+    # Kafka's connection.failed.authentication.delay.ms: a failed SASL login is answered this much later
+    failed_authentication_delay_ms: int = FAILED_AUTHENTICATION_DELAY_MS
 
     def all_listeners(self) -> tuple[Listener, ...]:
         return self.listeners or (Listener("PLAINTEXT", self.host, self.port),)
@@ -210,7 +212,8 @@ class ProxyServer:
         host = peer[0] if isinstance(peer, tuple) else str(peer)
         session = Session.for_listener(listener.protocol, self.config.sasl_mechanisms, str(peer), host=host,
                                        oauth=self.jwt_validator,
-                                       max_reauth_ms=self.config.connections_max_reauth_ms)
+                                       max_reauth_ms=self.config.connections_max_reauth_ms,
+                                       failed_authentication_delay_ms=self.config.failed_authentication_delay_ms)
         if listener.protocol == "SSL":
             ssl_object = writer.get_extra_info("ssl_object")
             principal = certificate_principal(ssl_object.getpeercert() if ssl_object is not None else None)

@@ -33,6 +33,8 @@ ROLE = "consume"
 AUTHORIZES = True
 
 GROUP_KEY, TXN_KEY = 0, 1
+# What the offsets APIs need on each topic besides the group right (Kafka's KafkaApis)
+TOPIC_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, OFFSET_DELETE: Operation.READ}
 # What each group API needs on the group (docs/DESIGN.md §11, as Kafka's authorizer asks)
 GROUP_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, JOIN: Operation.READ,
                    HEARTBEAT: Operation.READ, LEAVE: Operation.READ, SYNC: Operation.READ,
@@ -58,10 +60,10 @@ def handle(ctx: Context, header, request):
         return failure(request, ErrorCode.coordinator_load_in_progress)
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)
-    upstream, back = request, (lambda resp: resp)
     if key in (OFFSET_FETCH, OFFSET_DELETE):
-        upstream, back = to_shadow(request), from_shadow
-    elif key in (JOIN, SYNC, DESCRIBE):
+        return _offsets_of_topics(ctx, coordination, request)
+    upstream, back = request, (lambda resp: resp)
+    if key in (JOIN, SYNC, DESCRIBE):
         upstream, back = protocol_to_shadow(request), protocol_from_shadow
     return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
 
@@ -286,7 +288,7 @@ def _offset_commit(ctx: Context, coordination: str, request):
     kept = []
     for t in request.topics:
         topic = ctx.view.topics.get(t.name)
-        if not authorized(ctx, Operation.READ, ResourceType.TOPIC, t.name):
+        if not authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
             refused.setdefault(ErrorCode.topic_authorization_failed, {})[t.name] = [p.partition_index
                                                                                     for p in t.partitions]
             continue
@@ -310,12 +312,86 @@ def _offset_commit(ctx: Context, coordination: str, request):
                             ctx.client_id)
 
 
+def _offsets_of_topics(ctx: Context, coordination: str, request):
+    """OffsetFetch and OffsetDelete ask the coordinator only about topics the principal may describe (fetch) or
+    read (delete); each refused partition is answered TOPIC_AUTHORIZATION_FAILED, and an all-topics fetch
+    (topics null) leaves the topics it may not describe out of the answer, as Kafka's KafkaApis does. A group
+    the coordinator answers with an error gets that answer alone (Kafka adds the refused topics only to a
+    group answered without one)."""
+    key, version = request.__api_key__, type(request).__version__
+    operation = TOPIC_OPERATION[key]
+
+    def allowed(name: str) -> bool:
+        return authorized(ctx, operation, ResourceType.TOPIC, name)
+
+    refused: dict[str, dict[str, list[int]]] = {}  # group id -> refused topic -> its partitions
+
+    def split(entry):
+        if entry.topics is None:  # OffsetFetch of all the group's topics: filtered on the way back
+            return entry
+        mine = refused.setdefault(entry.group_id, {})
+        kept = []
+        for t in entry.topics:
+            if allowed(t.name):
+                kept.append(t)
+            else:
+                mine.setdefault(t.name, []).extend(_partition_ids(t))
+                ctx.refused("auth", t.name, -1, f"no {operation.name} on the topic")
+        return dataclasses.replace(entry, topics=tuple(kept))
+
+    nested = key == OFFSET_FETCH and version >= 8
+    kept = dataclasses.replace(request, groups=tuple(split(g) for g in request.groups)) if nested else split(request)
+
+    def answer(entry):  # a response group (OffsetFetch v8+) or the whole response
+        if getattr(entry, "error_code", ErrorCode.none) != ErrorCode.none:
+            return entry
+        extra = _refused_topics(request, refused.get(entry.group_id if nested else request.group_id, {}))
+        return dataclasses.replace(entry, topics=tuple(t for t in entry.topics if allowed(t.name)) + extra)
+
+    def back(response):
+        answered = from_shadow(response)
+        if nested:
+            return dataclasses.replace(answered, groups=tuple(answer(g) for g in answered.groups))
+        return answer(answered)
+
+    return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id)
+
+
+def _partition_ids(topic) -> list[int]:
+    """A request topic's partitions: OffsetFetch lists indexes, OffsetDelete entities."""
+    indexes = getattr(topic, "partition_indexes", None)
+    return list(indexes) if indexes is not None else [p.partition_index for p in topic.partitions]
+
+
+def _refused_topics(request, partitions: dict[str, list[int]]) -> tuple:
+    """Response topics of the request's API and version, each partition TOPIC_AUTHORIZATION_FAILED."""
+    if not partitions:
+        return ()
+    key, version = request.__api_key__, type(request).__version__
+    code = ErrorCode.topic_authorization_failed
+    if key == OFFSET_DELETE:
+        return build(response_schema(key, version), {"error_code": ErrorCode.none, "topics": [
+            {"name": name, "partitions": [{"partition_index": p, "error_code": code} for p in ps]}
+            for name, ps in partitions.items()]}).topics
+    topics = _fetch_topics(partitions.items(), code)
+    if version >= 8:
+        return build(response_schema(key, version), {"groups": [{"group_id": "", "topics": topics}]}).groups[0].topics
+    return build(response_schema(key, version), {"topics": topics}).topics
+
+
 # -- error answers shaped like each API's response ------------------------------------------------------
 
 def _commit_errors(request, partitions: dict[str, list[int]], code: ErrorCode):
     return build(response_schema(OFFSET_COMMIT, type(request).__version__), {"topics": [
         {"name": name, "partitions": [{"partition_index": p, "error_code": code} for p in ps]}
         for name, ps in partitions.items()]})
+
+
+def _fetch_topics(partitions, code: ErrorCode) -> list[dict]:
+    """OffsetFetch response topics of (name, partition indexes) pairs, every partition answered `code`."""
+    return [{"name": name, "partitions": [
+        {"partition_index": p, "committed_offset": -1, "committed_leader_epoch": -1, "metadata": None,
+         "error_code": code} for p in ps]} for name, ps in partitions]
 
 
 def failure(request, code: ErrorCode):
@@ -327,9 +403,7 @@ def failure(request, code: ErrorCode):
                               code)
     if key == OFFSET_FETCH:
         def topics(ts):
-            return [{"name": t.name, "partitions": [
-                {"partition_index": p, "committed_offset": -1, "committed_leader_epoch": -1, "metadata": None,
-                 "error_code": code} for p in t.partition_indexes]} for t in ts or ()]
+            return _fetch_topics([(t.name, t.partition_indexes) for t in ts or ()], code)
         if version >= 8:
             return build(resp_t, {"groups": [{"group_id": g.group_id, "topics": topics(g.topics), "error_code": code}
                                              for g in request.groups]})

@@ -3,8 +3,11 @@
 Kafka's answers: ILLEGAL_SASL_STATE on a listener without SASL, after authentication or before a handshake;
 UNSUPPORTED_SASL_MECHANISM for a mechanism the listener does not enable; SASL_AUTHENTICATION_FAILED for wrong
 credentials. Every failure marks the session failed: the core answers, logs one line (no secret in it) and
-closes the connection, as a broker does. SaslHandshake v0 (raw SASL tokens without Kafka framing, before
-Kafka 1.0) is not implemented: clients use v1 whenever it is advertised.
+closes the connection, as a broker does; a failed SaslAuthenticate is answered only after Kafka's
+connection.failed.authentication.delay.ms (--failed-authentication-delay-ms). PLAIN's PBKDF2 runs on the
+password pool's threads, never on the event loop, and the same for a user that does not exist (docs/DESIGN.md
+§11). SaslHandshake v0 (raw SASL tokens without Kafka framing, before Kafka 1.0) is not implemented: clients use
+v1 whenever it is advertised.
 
 Re-authentication (KIP-368, docs/DESIGN.md §11): with --connections-max-reauth-ms a session gets a lifetime,
 answered as session_lifetime_ms; a new SaslHandshake on an authenticated session starts the exchange over on the
@@ -16,12 +19,13 @@ from __future__ import annotations
 
 import datetime
 import logging
+from concurrent.futures import Future
 
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import Context
+from fedkafka.proxy.plan import Context, Plan
 from fedkafka.security import oauth, scram
 
 API_KEYS = {17: (1, 1), 36: (0, 2)}
@@ -62,17 +66,28 @@ def _authenticate(ctx: Context, request):
     try:
         _same_mechanism(session)
         if session.mechanism == "PLAIN":
-            token, lifetime_ms = _plain(ctx, request.auth_bytes)
-        elif session.mechanism == "OAUTHBEARER":
+            return _plain(ctx, request.auth_bytes, version)
+        if session.mechanism == "OAUTHBEARER":
             token, lifetime_ms = _oauthbearer(ctx, request.auth_bytes)
         else:
             token, lifetime_ms = _scram_step(ctx, request.auth_bytes)
     except scram.AuthenticationFailed as e:
-        who = f", user {session.claimed_user[:256]!r}" if session.claimed_user is not None else ""
-        again = "re-authentication: " if session.reauthenticating is not None else ""
-        session.fail(f"{again}{session.mechanism}{who}: {e}")
-        return _answer(version, ErrorCode.sasl_authentication_failed, str(e))
+        return _failed(ctx, version, e)
     return _answer(version, ErrorCode.none, None, token, lifetime_ms)
+
+
+def _failed(ctx: Context, version: int, error: scram.AuthenticationFailed):
+    """SASL_AUTHENTICATION_FAILED, answered (and the connection closed) only after Kafka's
+    connection.failed.authentication.delay.ms: a client guessing passwords gets one answer per delay. The wait
+    is a barrier, so the connection's next request is not read meanwhile."""
+    session = ctx.session
+    who = f", user {session.claimed_user[:256]!r}" if session.claimed_user is not None else ""
+    again = "re-authentication: " if session.reauthenticating is not None else ""
+    session.fail(f"{again}{session.mechanism}{who}: {error}")
+    answer = _answer(version, ErrorCode.sasl_authentication_failed, str(error))
+    if session.failed_authentication_delay_ms <= 0:
+        return answer
+    return Plan((), lambda _results: answer, barrier=True, delay_s=session.failed_authentication_delay_ms / 1000)
 
 
 def _same_mechanism(session) -> None:
@@ -95,13 +110,49 @@ def _succeed(ctx: Context, principal: str, credential_expires_at: float | None =
     return lifetime_ms
 
 
-def _plain(ctx: Context, message: bytes) -> tuple[bytes, int]:
+def _plain(ctx: Context, message: bytes, version: int) -> Plan:
+    """The password is checked off the event loop (security/password_checks.py). A user that does not exist gets
+    the same PBKDF2, against a made-up credential at the iterations of the view's SCRAM-SHA-512 credentials, so
+    the time an answer takes does not tell which user names exist (security/scram.py made_up_credential)."""
+    session = ctx.session
     user, password = scram.parse_plain(message)
-    ctx.session.claimed_user = user
-    creds = [c for c in ctx.view.credentials if c.user == user]
-    if not creds or not scram.password_matches(creds[0], password):
-        raise scram.AuthenticationFailed("Authentication failed: Invalid username or password")
-    return b"", _succeed(ctx, f"User:{user}")
+    session.claimed_user = user
+    known = sorted((c for c in ctx.view.credentials if c.user == user), key=lambda c: c.mechanism != "SCRAM-SHA-512")
+    if known:
+        credential = known[0]
+    else:
+        iterations = next((c.iterations for c in ctx.view.credentials if c.mechanism == "SCRAM-SHA-512"),
+                          scram.DEFAULT_ITERATIONS)
+        credential = scram.made_up_credential(user, session.secret, iterations)
+    check = session.password_checks.submit(credential, password)
+    return _when_checked(ctx, version, user if known else None, check, 0)
+
+
+# While a password check runs the handler looks again after PLAIN_WAIT_S, doubling up to PLAIN_WAIT_MAX_S, at most
+# PLAIN_LOOKS times (~2.3 s: under the core's MAX_PLAN_ROUNDS, with a round to spare for the failure's delay); a
+# check still queued then (a flood of logins) is dropped and the login fails.
+PLAIN_WAIT_S, PLAIN_WAIT_MAX_S, PLAIN_LOOKS = 0.002, 0.1, 28
+
+
+def _when_checked(ctx: Context, version: int, user: str | None, check: Future[bool], looks: int) -> Plan:
+    """`user`: None for a user that does not exist (its made-up credential fits no password all the same)."""
+
+    def finish(_results: list):
+        if not check.done():
+            if looks + 1 < PLAIN_LOOKS:
+                return _when_checked(ctx, version, user, check, looks + 1)
+            check.cancel()
+            return _failed(ctx, version, scram.AuthenticationFailed(
+                "Authentication failed: the password check waited too long (too many logins at once)"))
+        try:
+            if not check.result() or user is None:
+                raise scram.AuthenticationFailed("Authentication failed: Invalid username or password")
+            lifetime_ms = _succeed(ctx, f"User:{user}")
+        except scram.AuthenticationFailed as e:
+            return _failed(ctx, version, e)
+        return _answer(version, ErrorCode.none, None, b"", lifetime_ms)
+
+    return Plan((), finish, barrier=True, delay_s=min(PLAIN_WAIT_S * 2 ** looks, PLAIN_WAIT_MAX_S))
 
 
 def _oauthbearer(ctx: Context, message: bytes) -> tuple[bytes, int]:

@@ -1,0 +1,36 @@
+"""The SASL handler's plans in unit tests: PLAIN's password check (on a pool thread) and a failed authentication's
+delay are barrier plans of no upstream calls, which the core runs after their delay_s."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+
+from fedkafka.proxy.plan import Plan
+from fedkafka.security import scram
+
+
+def answered(reply, sleep=time.sleep, delays: list[float] | None = None):
+    """The answer a handler's reply ends in, its plans run as the core runs them (`sleep` waits each delay_s;
+    `delays` collects them)."""
+    while isinstance(reply, Plan):
+        assert reply.barrier and not reply.calls
+        if delays is not None:
+            delays.append(reply.delay_s)
+        sleep(reply.delay_s)
+        reply = reply.finish([])
+    return reply
+
+
+class InlineChecks:
+    """Password checks done in the caller's thread, finished when submitted: the handler's first look finds the
+    answer, so tests with injected clocks need not sleep."""
+
+    def submit(self, credential, password: str) -> Future[bool]:
+        done: Future[bool] = Future()
+        done.set_result(scram.password_matches(credential, password))
+        return done
+
+
+def no_sleep(_seconds: float) -> None:
+    pass
