@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -141,14 +153,26 @@ class WorkflowRow(Base):
     updated_at: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+UNFINISHED_MOVE = "state NOT IN ('done', 'rolled_back')"  # moves.FINISHED, as SQL (the index below)
+
+
 class MoveRow(Base):
     """One active-segment move (docs/DESIGN.md §6): planned -> frozen -> sealed -> done, or rolled_back.
-    Each state is committed before it takes effect, so a restarted controller resumes from it."""
+    Each state is committed before it takes effect, so a restarted controller resumes from it.
+
+    At most one unfinished move per logical partition: the partial unique index refuses the second of two
+    transactions that record one (two runs planning from one view, a failover beside a scale-up), on SQLite and
+    PostgreSQL alike (docs/DESIGN.md §4.1, "A move seals only the segment it froze")."""
 
     __tablename__ = "moves"
+    __table_args__ = (Index("ux_moves_unfinished_partition", "topic", "partition", unique=True,
+                            sqlite_where=text(UNFINISHED_MOVE), postgresql_where=text(UNFINISHED_MOVE)),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     workflow_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     topic: Mapped[str] = mapped_column(String(249))
+    # the incarnation of the topic the move was planned for (TopicRow.topic_id): a topic deleted and created again
+    # under its name is another topic, whose chains this move never froze (None: recorded before revision 0011)
+    topic_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     partition: Mapped[int] = mapped_column(Integer)
     from_cluster: Mapped[str] = mapped_column(String(64))
     to_cluster: Mapped[str] = mapped_column(String(64))

@@ -35,9 +35,10 @@ import time
 from collections.abc import Callable, Iterable
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from fedkafka.controller import claims
-from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow, WorkflowRow
+from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s, live_ack_timeout_s
 from fedkafka.view.rebalance import Move
 
@@ -50,6 +51,7 @@ CONSUME_ROLES = ("cproxy", "both")
 MOVE_ROLES = ("pproxy", "cproxy", "both")
 FAULT_PAUSE = "FEDKAFKA_FAULT_PAUSE_AFTER"  # tests: stall after committing this move state (then kill -9)
 FAULT_RAISE = "FEDKAFKA_FAULT_RAISE_AFTER"  # tests: raise after committing this move state
+PLAN_ATTEMPTS = 3  # a plan that lost the race for a partition to another run's is recorded again, without it
 
 
 class MoveFailed(RuntimeError):
@@ -70,23 +72,45 @@ class Mover:
 
     # -- planning ------------------------------------------------------------------------------
     def plan(self, workflow_id: int | None, plans: Iterable[Move]) -> list[int]:
-        """Record planned moves (one transaction); partitions with an unfinished move are left out. Each target
-        is claimed for its logical partition in the same transaction: ClaimTaken (nothing recorded) when another
-        logical partition owns one, e.g. claimed by a run that planned from the same view (docs/DESIGN.md §4.13)."""
+        """Record planned moves (one transaction); partitions with an unfinished move, and topics deleted since the
+        plan was made, are left out. Each move names the incarnation of its topic (`topic_id`), and its target is
+        claimed for its logical partition in the same transaction: ClaimTaken (nothing recorded) when another
+        logical partition owns one, e.g. claimed by a run that planned from the same view (docs/DESIGN.md §4.13).
+
+        At most one unfinished move per partition: under this process's write lock, and the database's unique index
+        refuses a move another controller recorded meanwhile (docs/DESIGN.md §4.1): then recorded again without
+        that partition."""
+        plans = list(plans)
+        for _ in range(PLAN_ATTEMPTS):
+            with self.ctl.topology_change() as s:
+                ids = self._record(s, workflow_id, plans)
+            if ids is not None:
+                return ids
+        raise claims.ClaimTaken(f"partitions planned by other runs {PLAN_ATTEMPTS} times in a row; plan again")
+
+    def _record(self, s, workflow_id: int | None, plans: list[Move]) -> list[int] | None:
+        """One attempt of `plan`: the ids recorded, or None (nothing recorded) when the unique index refused one."""
         now = time.time()
-        with self.ctl.session() as s:
-            busy = {(t, p) for t, p in s.execute(select(MoveRow.topic, MoveRow.partition)
-                                                 .where(MoveRow.state.not_in(FINISHED)))}
-            todo = [m for m in plans if (m.topic, m.partition) not in busy]
-            for m in todo:
-                claims.claim(s, m.to_cluster, m.to_topic, m.to_partition, m.topic, m.partition)
-            rows = [MoveRow(workflow_id=workflow_id, topic=m.topic, partition=m.partition, from_cluster=m.from_cluster,
-                            to_cluster=m.to_cluster, to_topic=m.to_topic, to_partition=m.to_partition,
-                            gap=m.gap, state="planned", updated_at=now) for m in todo]
-            s.add_all(rows)
-            self.ctl.check_leader(s)
-            s.commit()
-            return [r.id for r in rows]
+        busy = {(t, p) for t, p in s.execute(select(MoveRow.topic, MoveRow.partition)
+                                             .where(MoveRow.state.not_in(FINISHED)))}
+        incarnation = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)
+                                     .where(TopicRow.name.in_({m.topic for m in plans}))).all())
+        todo = [m for m in plans if (m.topic, m.partition) not in busy and m.topic in incarnation]
+        for m in todo:
+            claims.claim(s, m.to_cluster, m.to_topic, m.to_partition, m.topic, m.partition)
+        rows = [MoveRow(workflow_id=workflow_id, topic=m.topic, topic_id=incarnation[m.topic], partition=m.partition,
+                        from_cluster=m.from_cluster, to_cluster=m.to_cluster, to_topic=m.to_topic,
+                        to_partition=m.to_partition, gap=m.gap, state="planned", updated_at=now) for m in todo]
+        s.add_all(rows)
+        try:
+            s.flush()  # the unique index refuses a partition another transaction recorded a move of meanwhile
+        except IntegrityError as e:
+            s.rollback()
+            log.info("a partition was planned by another run meanwhile; planning again without it: %s", e.orig)
+            return None
+        self.ctl.check_leader(s)
+        s.commit()
+        return [r.id for r in rows]
 
     def unfinished(self, workflow_id: int | None = None) -> list[int]:
         with self.ctl.session() as s:
@@ -167,8 +191,10 @@ class Mover:
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "planned"):
                 active = _active_segment(s, row.topic, row.partition)
-                if active is None or active.cluster != row.from_cluster:
-                    # the topic is gone or the segment moved meanwhile: nothing to do for this one
+                if _incarnation(s, row.topic) != row.topic_id:  # the topic is gone, or another of its name
+                    row.state, row.error = "rolled_back", "topic deleted since the move was planned"
+                    continue
+                if active is None or active.cluster != row.from_cluster:  # the segment moved meanwhile
                     row.state, row.error = "rolled_back", "active segment no longer on " + row.from_cluster
                     continue
                 chain = s.get(ChainRow, (row.topic, row.partition))
@@ -227,25 +253,24 @@ class Mover:
 
     def _seal(self, ids: list[int], progress) -> None:
         """Record each move's seal and new phys_start. An unclean move (a failover: `gap` > 0) does not read its
-        seal from the dead cluster: it is the last log end this controller knew (docs/DESIGN.md §9)."""
+        seal from the dead cluster: it is the last log end this controller knew (docs/DESIGN.md §9).
+
+        Only the segment the move froze is sealed (`_frozen_segment`), checked again in the transaction that records
+        the seal: a move whose partition is not as it froze it is rolled back alone (docs/DESIGN.md §4.1)."""
         with self.ctl.session() as s:
             rows = self._rows(s, ids, "frozen")
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-            olds = {row.id: _frozen_segment(s, row.topic, row.partition) for row in rows}
-            wanted: dict[str, set[tuple[str, int]]] = {}
-            sealing: set[tuple[str, str, int]] = set()
-            for row in rows:
-                old = olds[row.id]
-                if not row.gap:
-                    wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
-                    sealing.add((old.cluster, old.physical_topic, old.physical_partition))
-                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+            olds = {row.id: old for row in rows if isinstance(old := _frozen_segment(s, row), SegmentRow)}
         if not rows:
             return
-        offsets = self.read_settled_ends(wanted, bootstrap, sealing)
-        with self.ctl.session() as s:
+        wanted, sealing = _seal_reads([row for row in rows if row.id in olds], olds)
+        offsets = self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {}
+        with self.ctl.topology_change() as s:  # one at a time with a deletion of the topic
             for row in self._rows(s, ids, "frozen"):
-                old = olds[row.id]
+                old = _frozen_segment(s, row)
+                if isinstance(old, str) or row.id not in olds or old.id != olds[row.id].id:
+                    self._drop(s, row, old if isinstance(old, str) else "the frozen segment changed during the seal")
+                    continue
                 row.seal = (self.known_end(old) if row.gap
                             else offsets[(old.cluster, old.physical_topic, old.physical_partition)])
                 row.phys_start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
@@ -328,13 +353,15 @@ class Mover:
             time.sleep(0.2)
 
     def _publish(self, ids: list[int]) -> None:
+        """Seal the segment each move froze where its seal says, and append the new active segment. A move whose
+        partition is not as it froze it (`_frozen_segment`: the topic deleted, or created again) is rolled back."""
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "sealed"):
-                old = _active_segment(s, row.topic, row.partition)
-                chain = s.get(ChainRow, (row.topic, row.partition))
-                if old is None or chain is None:  # topic deleted mid-move
-                    row.state, row.error = "rolled_back", "topic deleted during the move"
+                old = _frozen_segment(s, row)
+                if isinstance(old, str):
+                    self._drop(s, row, old)
                     continue
+                chain = s.get_one(ChainRow, (row.topic, row.partition))
                 assert row.seal is not None  # a sealed move has its seal
                 old.phys_end = row.seal
                 s.add(SegmentRow(topic=row.topic, partition=row.partition, seq=old.seq + 1, cluster=row.to_cluster,
@@ -347,6 +374,16 @@ class Mover:
             self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
+
+    def _drop(self, s, row: MoveRow, reason: str) -> None:
+        """Roll back one move whose partition is not as it froze it; its chain is unfrozen only if it is of the
+        incarnation the move froze (one of a topic created again was never frozen by it)."""
+        chain = s.get(ChainRow, (row.topic, row.partition))
+        if chain is not None and _incarnation(s, row.topic) == row.topic_id:
+            chain.frozen = False
+        log.warning("move %d of %s/%s rolled back: %s", row.id, row.topic, row.partition, reason)
+        row.error = reason
+        self._enter(row, "rolled_back")
 
     def _roll_back(self, ids: list[int], reason: str) -> None:
         log.warning("rolling back moves %s: %s", ids, reason)
@@ -372,12 +409,44 @@ def _active_segment(s, topic: str, partition: int) -> SegmentRow | None:
                                              SegmentRow.phys_end.is_(None)))
 
 
-def _frozen_segment(s, topic: str, partition: int) -> SegmentRow:
-    """The active segment of a frozen partition (MoveFailed when the topic went away: the move rolls back)."""
-    segment = _active_segment(s, topic, partition)
-    if segment is None:
-        raise MoveFailed(f"{topic}/{partition}: the topic was deleted during the move")
-    return segment
+def _incarnation(s, topic: str) -> str | None:
+    """The topic id of the topic named `topic` now (None: no such topic): a name deleted and created again is
+    another topic, with another id."""
+    return s.scalar(select(TopicRow.topic_id).where(TopicRow.name == topic))
+
+
+def _frozen_segment(s, row: MoveRow) -> SegmentRow | str:
+    """The segment move `row` froze, or why the partition is not as the move froze it. It is the active segment
+    of the move's partition, on its from_cluster, of the topic incarnation it was planned for, with the chain still
+    frozen: a chain is frozen only by a move, one unfinished move per partition at a time (the unique index), and
+    a topic deleted during a move takes its chains with it, so nothing else changed that segment since."""
+    topic_id = _incarnation(s, row.topic)
+    if topic_id is None:
+        return "topic deleted during the move"
+    if topic_id != row.topic_id:
+        return f"topic deleted and created again during the move (topic id {row.topic_id} is now {topic_id})"
+    chain = s.get(ChainRow, (row.topic, row.partition))
+    active = _active_segment(s, row.topic, row.partition)
+    if chain is None or active is None:
+        return "partition gone during the move"
+    if not chain.frozen:
+        return "partition no longer frozen"
+    if active.cluster != row.from_cluster:
+        return "active segment no longer on " + row.from_cluster
+    return active
+
+
+def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow]):
+    """(cluster -> physical partitions whose log ends the seal reads, partitions being sealed) for `rows`."""
+    wanted: dict[str, set[tuple[str, int]]] = {}
+    sealing: set[tuple[str, str, int]] = set()
+    for row in rows:
+        old = olds[row.id]
+        if not row.gap:
+            wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
+            sealing.add((old.cluster, old.physical_topic, old.physical_partition))
+        wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+    return wanted, sealing
 
 
 class InjectedFault(RuntimeError):

@@ -39,6 +39,7 @@ from fedkafka.controller.models import (
     ChainRow,
     ClientRuleRow,
     ClusterRow,
+    MoveRow,
     PhysicalPartitionRow,
     ProxyRow,
     ScramCredentialRow,
@@ -46,6 +47,7 @@ from fedkafka.controller.models import (
     TopicRow,
     ViewRow,
 )
+from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
@@ -418,11 +420,15 @@ class Controller:
                 raise Conflict(f"topic {name} was changed concurrently; retry") from None
 
     def delete_topic(self, name: str) -> bool:
+        """Delete the topic, its chains and claims, and roll back its unfinished moves in the same transaction (a
+        frozen chain goes with the topic; a move's seal, even one recorded, is of a topic no longer there): a move
+        never goes on into a topic created again under the name (docs/DESIGN.md §4.1). Then its physical topics."""
         with self._write_lock:
             with self.session() as s:
                 row = s.get(TopicRow, name)
                 if row is None:
                     raise NotFound(f"unknown topic {name!r}")
+                self._roll_back_moves(s, name)
                 clusters = list(s.scalars(select(ClusterRow)))
                 # every physical topic it ever claimed: a drained cluster's holds records no segment names (a
                 # removed cluster may be switched off)
@@ -445,6 +451,13 @@ class Controller:
                 log.warning("topic %s deleted from the federation; physical %s on %s left behind: %s",
                             name, topic, cluster_id, e)
         return True
+
+    def _roll_back_moves(self, s: Session, name: str) -> None:
+        now = time.time()
+        for move in s.scalars(select(MoveRow).where(MoveRow.topic == name, MoveRow.state.not_in(MOVE_FINISHED))):
+            log.warning("move %d of %s/%s (%s) rolled back: topic deleted", move.id, name, move.partition, move.state)
+            self.metrics.move_left(move.state, move.updated_at)
+            move.state, move.error, move.updated_at = "rolled_back", "topic deleted during the move", now
 
     # -- proxies and name service ------------------------------------------------------------------
     def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -20,7 +21,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0010"
+        assert ctx.get_current_revision() == "0011"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -46,7 +47,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0010"
+        assert MigrationContext.configure(conn).get_current_revision() == "0011"
     for engine in engines:
         engine.dispose()
 
@@ -76,4 +77,35 @@ def test_revision_0010_claims_the_physical_partitions_in_use(empty_db_url):
         claims = set(conn.execute(text('SELECT cluster, physical_topic, physical_partition, topic, "partition" '
                                        "FROM physical_partitions")))
     assert claims == {("c1", "t", 0, "t", 0), ("c1", "t", 1, "t", 1), ("c2", "t", 0, "t", 1), ("c3", "t", 0, "t", 0)}
+    engine.dispose()
+
+
+def test_revision_0011_names_each_unfinished_moves_topic_and_keeps_one_per_partition(empty_db_url):
+    """An upgraded database records the topic id of every unfinished move (the incarnation its seal and publish
+    check, docs/DESIGN.md §4.1), and of two unfinished moves of one partition (possible before it: two plans
+    racing) keeps the furthest along, so the unique index over unfinished moves can be made."""
+    from sqlalchemy.exc import IntegrityError
+
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    move = ("INSERT INTO moves (topic, \"partition\", from_cluster, to_cluster, to_topic, to_partition, state, "
+            "updated_at, gap) VALUES (:t, :p, 'c1', 'c2', :t, :pp, :state, 0, 0)")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0010")
+        conn.execute(text("INSERT INTO topics (name, topic_id, partitions, placement, config_json) "
+                          "VALUES ('t', 'x', 2, 'blocks', '{}')"))
+        for t, p, pp, state in [("t", 0, 1, "frozen"), ("t", 0, 2, "sealed"), ("t", 0, 3, "planned"),
+                                ("t", 1, 4, "frozen"), ("t", 1, 5, "done"), ("gone", 0, 1, "frozen")]:
+            conn.execute(text(move), {"t": t, "p": p, "pp": pp, "state": state})
+    db.migrate(engine)
+    with engine.connect() as conn:
+        rows = list(conn.execute(text('SELECT topic, "partition", state, topic_id, error FROM moves ORDER BY id')))
+    dropped = "rolled back by the upgrade to revision 0011: another unfinished move of the partition was kept"
+    assert [tuple(r) for r in rows] == [("t", 0, "rolled_back", "x", dropped), ("t", 0, "sealed", "x", None),
+                                        ("t", 0, "rolled_back", "x", dropped), ("t", 1, "frozen", "x", None),
+                                        ("t", 1, "done", None, None), ("gone", 0, "frozen", None, None)]
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text(move), {"t": "t", "p": 1, "pp": 6, "state": "planned"})
     engine.dispose()

@@ -379,3 +379,135 @@ def test_a_seal_whose_writes_never_replicate_is_rolled_back(setup, log_ends):
     with pytest.raises(MoveFailed, match="above the high watermark"):
         mover.run(ids)
     assert mover.counts(ids) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen
+
+
+# -- a move seals only the segment it froze (docs/DESIGN.md §4.1, "A move seals only the segment it froze") ------
+
+def _move_states(ctl) -> list[tuple[str, str | None]]:
+    from sqlalchemy import select
+
+    from fedkafka.controller.models import MoveRow
+
+    with ctl.session() as s:
+        return [(m.state, m.error) for m in s.scalars(select(MoveRow).order_by(MoveRow.id))]
+
+
+def _created_again_and_written(api, kafka) -> None:
+    """The topic created again under its name: its partition 0 is c1/t/0 again, not frozen, and written to."""
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    chain = api.controller.view.chain("t", 0)
+    assert not chain.frozen and chain.active.cluster == "c1" and chain.active.partition == 0
+    kafka.ends[("c1", "t", 0)] = 7  # producers write to it meanwhile
+
+
+def _untouched(chain) -> bool:
+    return (not chain.frozen and chain.leader_epoch == 0
+            and [(g.cluster, g.partition, g.phys_end) for g in chain.segments] == [("c1", 0, None)])
+
+
+@pytest.mark.parametrize("route", ["/v1/topics/t", "/v1/admin/topics/t"], ids=["api", "kafka-delete-topics"])
+def test_deleting_a_topic_rolls_its_moves_back_so_its_successor_is_not_sealed(setup, route):
+    """A move of t/0 was frozen, waiting for a proxy's ack (up to fence + 45 s for a silent one), when an operator
+    deleted t (`fedkafka topic delete`, or a Kafka client's DeleteTopics through a proxy) and created it again.
+    The old code carried the move on into the new topic: it read the new, unfrozen partition's end while it was
+    written, sealed it there and appended a segment on a target the new topic never claimed, so writes acked
+    after the seal read were lost or served at wrong offsets. Now the deletion rolls the move back in its own
+    transaction, as Kafka deletes a topic under reassignment, and the run finds nothing left to do."""
+    api, kafka = setup
+    ctl = api.controller
+    kafka.ends.update({("c1", "t", 0): 5, ("c2", "t", 1): 3})
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
+    mover._freeze(ids)
+    assert api.delete(route).status_code in (200, 204)
+    assert _move_states(ctl) == [("rolled_back", "topic deleted during the move")]
+    _created_again_and_written(api, kafka)
+    assert mover.run(ids) == {"rolled_back": 1}  # the run goes on where it was: acks, seal, publish
+    assert _untouched(ctl.view.chain("t", 0))
+    assert mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)]) != []  # the new topic's partition can move
+
+
+@pytest.mark.parametrize("created_again_when", ["frozen", "sealed"])
+def test_a_move_seals_and_publishes_only_the_topic_incarnation_it_froze(setup, monkeypatch, created_again_when):
+    """The seal and the publish check on their own that the partition is as the move froze it: the topic it was
+    planned for (its topic id), the chain frozen, the active segment on the move's from_cluster. Here the deletion
+    leaves the move unfinished (as a controller before this check did); the move is rolled back, not carried into
+    the topic created again, whether that happened before its seal was read or before it was published."""
+    api, kafka = setup
+    ctl = api.controller
+    monkeypatch.setattr(ctl, "_roll_back_moves", lambda s, name: None, raising=False)
+    kafka.ends.update({("c1", "t", 0): 5, ("c2", "t", 1): 3})
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
+    mover._freeze(ids)
+    mover._await_acks(ids, lambda *_: None)
+    if created_again_when == "sealed":
+        mover._seal(ids, lambda *_: None)
+    api.delete("/v1/topics/t").raise_for_status()
+    assert _move_states(ctl)[0][0] == created_again_when
+    _created_again_and_written(api, kafka)
+    assert mover.run(ids) == {"rolled_back": 1}
+    assert "topic deleted and created again during the move" in _move_states(ctl)[0][1]
+    assert _untouched(ctl.view.chain("t", 0))
+
+
+def test_the_database_refuses_a_second_unfinished_move_of_a_partition(setup):
+    """Whatever plans them (two controllers, a failover beside a scale-up run), one logical partition has at most
+    one unfinished move: the unique index over unfinished moves (revision 0011). Finished ones do not count."""
+    import time
+
+    from sqlalchemy.exc import IntegrityError
+
+    from fedkafka.controller.models import MoveRow
+
+    api, _ = setup
+    ctl = api.controller
+
+    def move(state: str, to_cluster: str = "c2") -> MoveRow:
+        return MoveRow(topic="t", partition=0, from_cluster="c1", to_cluster=to_cluster, to_topic="t",
+                       to_partition=1, state=state, updated_at=time.time())
+
+    with ctl.session() as s:
+        s.add_all([move("done"), move("rolled_back"), move("rolled_back"), move("frozen")])
+        s.commit()
+        for state in ("planned", "frozen", "sealed"):
+            s.add(move(state, to_cluster="c3"))
+            with pytest.raises(IntegrityError):
+                s.commit()
+            s.rollback()
+
+
+def test_two_controllers_planning_one_partition_at_once_record_one_move(make_api, recording_kafka_class):
+    """Two plans of one partition (a failover's and a scale-up's, another target each), the second read
+    `busy` while the first's transaction was still open: the old code recorded both, and the first to roll back
+    unfroze the chain the other froze, or one move's seal was published on the other's segment. Two controllers
+    on one database, so no lock of a process orders them: the database's index refuses the second, which plans
+    again without that partition."""
+    import threading
+
+    from sqlalchemy import event
+
+    first, second = make_api(), make_api()
+    for cid in ("c1", "c2", "c3"):
+        first.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    first.put("/v1/topics/t", json={"partitions": 3, "placement": "blocks"}).raise_for_status()
+    second_writes = threading.Event()
+
+    def slow_commit(s):  # the first plan's transaction stays open until the second one writes
+        if threading.current_thread().name == "first":
+            second_writes.wait(30)
+
+    def writing(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("INSERT"):
+            second_writes.set()
+
+    first.controller.check_leader = slow_commit
+    event.listen(second.controller.engine, "before_cursor_execute", writing)
+    planned = {}
+    t = threading.Thread(name="first", target=lambda: planned.update(
+        first=Mover(first.controller).plan(1, [Move("t", 0, "c1", "c2", "t", 7)])))
+    t.start()
+    planned["second"] = Mover(second.controller).plan(2, [Move("t", 0, "c1", "c3", "t", 7, gap=1 << 40)])
+    t.join()
+    assert len(planned["first"]) == 1 and planned["second"] == []
+    assert _move_states(first.controller) == [("planned", None)]
