@@ -33,6 +33,7 @@ from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.proxy.core.upstream import PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, UpstreamError
+from fedkafka.security.session import Session
 from fedkafka.view.model import ProxyRole, View
 
 GUARD_S = 20.0  # only against a hang: every wait below ends long before when the code is right
@@ -327,6 +328,85 @@ def test_a_client_announcing_a_large_frame_holds_only_what_it_sent_and_large_fra
         server.close()
 
     asyncio.run(scenario())
+
+
+async def _until(condition) -> bool:
+    """Whether `condition()` became true before the guard ran out."""
+    try:
+        async with asyncio.timeout(GUARD_S):
+            while not condition():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_size_prefixes_alone_hold_nothing_and_an_honest_request_is_read():
+    """A size prefix and nothing else (4 bytes) took its whole frame from the budgets, up to 128 KiB, and a frame
+    read in chunks its first chunk (64 KiB): eight of them took a 1 MiB process budget, and an honest 1 KiB
+    request was not read until the frame timeout. A frame over SMALL_FRAME_BYTES now holds nothing until that
+    many of its bytes arrived."""
+    async def scenario():
+        d = _HeldDispatcher()
+        mib = 1024 * 1024
+        limits = Limits(max_frame_bytes=mib, max_inflight_bytes=mib, max_buffered_bytes=mib, frame_timeout_s=600)
+        budget = ByteBudget(limits.max_buffered_bytes)
+        server, port, conns = await _serve_with(d, limits, budget)
+        liars = []
+        for announced in [128 * 1024] * 8 + [mib] * 8:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(struct.pack(">i", announced))
+            liars.append((r, w))
+        assert await _until(lambda: len(conns) == 16)
+        await _settle()
+        assert budget.used == 0
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(frame_of(9, 1024))
+        assert await _until(lambda: d.started == [9])
+        _lr, lw = liars[0]  # the rest of a liar's frame still arrives, whole
+        lw.write(frame_of(1, 128 * 1024)[4:])
+        assert await _until(lambda: d.started == [9, 1])
+        assert len(d.frames[1]) == 128 * 1024
+        server.close()
+
+    asyncio.run(scenario())
+
+
+async def _serve_sasl(dispatcher, limits: Limits, protocol: str):
+    """A listener whose connections have the session of a `protocol` listener (SASL_*: unauthenticated)."""
+    async def on_client(reader, writer):
+        await ClientConnection(reader, writer, dispatcher, limits, None, Session.for_listener(protocol)).run()
+
+    server = await start_server(on_client, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("cap", [Limits().max_pre_auth_frame_bytes, 4096])
+def test_before_sasl_authentication_a_frame_over_the_pre_auth_cap_closes_the_connection_unread(cap, caplog):
+    """As Kafka's sasl.server.max.receive.size (512 KiB): an unauthenticated client on a SASL listener may not
+    make the proxy read (and hold) a frame up to --max-frame-bytes (16 MiB). One over the cap closes the
+    connection, unread, with one log line; one at the cap is read; after authentication (or on a listener without
+    SASL) the frame cap is --max-frame-bytes. A small cap is checked on frames staged whole too."""
+    async def scenario():
+        d = _HeldDispatcher()
+        limits = Limits(max_pre_auth_frame_bytes=cap)
+        sasl, sasl_port = await _serve_sasl(d, limits, "SASL_PLAINTEXT")
+        plain, plain_port = await _serve_sasl(d, limits, "PLAINTEXT")
+        over_r, over_w = await asyncio.open_connection("127.0.0.1", sasl_port)
+        over_w.write(frame_of(1, cap + 1))
+        assert await closed_by_peer(over_r)
+        _at_r, at_w = await asyncio.open_connection("127.0.0.1", sasl_port)
+        at_w.write(frame_of(2, cap))
+        _ok_r, ok_w = await asyncio.open_connection("127.0.0.1", plain_port)
+        ok_w.write(frame_of(3, cap + 1))
+        assert await _until(lambda: sorted(d.started) == [2, 3])
+        sasl.close()
+        plain.close()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if "before SASL authentication" in r.getMessage()]
+    assert len(lines) == 1 and f"frame size {cap + 1} larger than {cap}" in lines[0]
 
 
 def test_a_client_that_never_reads_its_answers_is_cut_and_its_bytes_come_back():
@@ -650,6 +730,7 @@ def test_one_client_connection_cannot_take_a_brokers_whole_pool():
 
 @pytest.mark.parametrize("limits, message", [
     (Limits(max_frame_bytes=100), "--max-frame-bytes"),
+    (Limits(max_pre_auth_frame_bytes=100), "--max-pre-auth-frame-bytes"),
     (Limits(max_inflight_bytes=1024 * 1024), "--max-inflight-bytes"),
     (Limits(max_buffered_bytes=1024 * 1024), "--max-buffered-bytes"),
     (Limits(frame_timeout_s=0), "--frame-timeout"),

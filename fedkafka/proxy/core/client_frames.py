@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
+from collections.abc import Callable
 
 from fedkafka.protocol import records
 from fedkafka.proxy.core.limits import ByteBudget
@@ -41,6 +43,8 @@ STAGING_BYTES = 256 * 1024  # at most, per connection; beyond SMALL_FRAME_BYTES 
 SMALL_FRAME_BYTES = 16 * 1024  # a frame up to this size waits in the staging buffer; a larger one gets its own
 _NO_STAGING = bytearray()
 _SIZE = struct.Struct(">i")
+# a connection's admission: given its peer address when it is accepted, None (refused) or what lets it go
+Admit = Callable[[object], Callable[[], None] | None]
 
 
 class IncompleteFrame(EOFError):
@@ -57,9 +61,14 @@ class ClientFrames(asyncio.BufferedProtocol):
     connection's read loop)."""
 
     def __init__(self, on_client, staging_bytes: int = STAGING_BYTES, loop: asyncio.AbstractEventLoop | None = None,
-                 budget: ByteBudget | None = None):
+                 budget: ByteBudget | None = None, admit: Admit | None = None, tls: ssl.SSLContext | None = None,
+                 handshake_timeout: float | None = None):
         self._loop = loop or asyncio.get_running_loop()
         self._on_client = on_client
+        self._admit = admit  # asked when the connection is accepted (None: every connection is served)
+        self._leave: Callable[[], None] | None = None  # what `admit` returned: called once the connection ends
+        self._tls = tls  # server side: the handshake runs after `admit`, within `handshake_timeout` seconds
+        self._handshake_timeout = handshake_timeout
         self._staging_bytes = staging_bytes
         self._budget = budget  # the process': charged with the staging buffer's growth (None: not charged)
         self._staging = _NO_STAGING  # allocated when the socket has bytes for it
@@ -82,7 +91,62 @@ class ClientFrames(asyncio.BufferedProtocol):
 
     # -- asyncio's side ---------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
+        """Accepted: counted (`admit`) before anything else, on a TLS listener before the handshake too (asyncio
+        calls a TLS server's protocol only after it: a client that never sent a ClientHello held a socket for 60 s
+        uncounted, docs/DESIGN.md §4.12); refused, aborted at once."""
+        if self._admit is not None:
+            self._leave = self._admit(transport.get_extra_info("peername"))
+            if self._leave is None:
+                transport.abort()
+                return
+        if self._tls is None:
+            self._connected(transport)
+            return
+        self._handshake_step(self._loop.start_tls(transport, self, self._tls, server_side=True,
+                                                  ssl_handshake_timeout=self._handshake_timeout), transport)
+
+    def _handshake_step(self, start_tls, transport) -> None:
+        """Run `loop.start_tls` a step: the first one now, in connection_made (uvloop starts reading the socket as
+        connection_made returns: the ClientHello must find the TLS layer there, not this protocol, and a task's
+        first step would run after that read), the next once the future it waits for is done. Done, the
+        connection is served; failed (or not within the handshake timeout), it is closed and its admission let
+        go."""
+        try:
+            waiting = start_tls.send(None)
+        except StopIteration as done:
+            if done.value is None:  # lost as the handshake ended
+                self._handshake_failed(transport, ConnectionResetError("connection lost"))
+            else:
+                self._connected(done.value)
+            return
+        except BaseException as e:
+            self._handshake_failed(transport, e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        if asyncio.isfuture(waiting):
+            waiting._asyncio_future_blocking = False  # what a Task does with a future it was handed
+            waiting.add_done_callback(lambda _: self._handshake_step(start_tls, transport))
+        else:  # a bare yield (none in asyncio's or uvloop's start_tls)
+            self._loop.call_soon(self._handshake_step, start_tls, transport)
+
+    def _handshake_failed(self, transport, error: BaseException) -> None:
+        transport.abort()
+        self._left()
+        log.debug("TLS handshake with %s failed: %r", transport.get_extra_info("peername"), error)
+
+    def _left(self) -> None:
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
+
+    def _connected(self, transport) -> None:
+        """Serve the connection: its task (`on_client`) starts. Over TLS the first bytes after the handshake may
+        have been handed over before (get_buffer and buffer_updated run without a transport to pause): a
+        staging buffer they filled pauses reading now."""
         self.transport = transport
+        if self._staging and self._end - self._start == len(self._staging):
+            self._pause()
         self.over_tls = transport.get_extra_info("sslcontext") is not None
         writer = asyncio.StreamWriter(transport, self, None, self._loop)
         self._task = self._loop.create_task(self._on_client(self, writer))
@@ -96,6 +160,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._start = self._end = 0
         self.release_staging()
         self._budget = None
+        self._left()
         if not task.cancelled():
             if (exc := task.exception()) is None:
                 return
@@ -309,9 +374,17 @@ class ClientFrames(asyncio.BufferedProtocol):
 
 async def start_server(on_client, host: str | None = None, port: int | None = None, *,
                        staging_bytes: int = STAGING_BYTES, budget: ByteBudget | None = None,
-                       **kwargs) -> asyncio.Server:
+                       admit: Admit | None = None, ssl: ssl.SSLContext | None = None,
+                       ssl_handshake_timeout: float | None = None, **kwargs) -> asyncio.Server:
     """`asyncio.start_server` with a ClientFrames reader for each connection: `on_client(reader, writer)`; `budget`
-    (the process') is charged with their staging buffers' growth."""
+    (the process') is charged with their staging buffers' growth. `admit(peername)` is asked as each connection is
+    accepted, before a TLS handshake: None refuses it (aborted at once), else a callable run once it ended. With
+    `ssl` the listener accepts TCP and each connection starts TLS itself (`loop.start_tls`) after `admit`, within
+    `ssl_handshake_timeout` seconds (None: asyncio's 60)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: ClientFrames(on_client, staging_bytes, loop, budget), host, port,
-                                    **kwargs)
+    tls = ssl
+
+    def protocol() -> ClientFrames:
+        return ClientFrames(on_client, staging_bytes, loop, budget, admit, tls, ssl_handshake_timeout)
+
+    return await loop.create_server(protocol, host, port, **kwargs)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 from fedkafka.protocol import codec, records
 from fedkafka.protocol.framing import FrameError
-from fedkafka.proxy.core.client_frames import ClientFrames, IncompleteFrame
+from fedkafka.proxy.core.client_frames import SMALL_FRAME_BYTES, ClientFrames, IncompleteFrame
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from fedkafka.proxy.plan import CloseConnection
@@ -29,8 +29,11 @@ from fedkafka.security.session import Session
 log = logging.getLogger(__name__)
 
 _slots = itertools.count()
-HELD_WHOLE_BYTES = 128 * 1024  # a frame up to this size is taken from the budgets whole, before it is read
+HELD_WHOLE_BYTES = 128 * 1024  # a frame up to this size is taken from the budgets whole, once its first bytes came
 READ_CHUNK_BYTES = 64 * 1024  # a larger frame's bytes are taken from the budgets this much at a time
+# a frame over SMALL_FRAME_BYTES holds nothing until this many of its bytes arrived: what a new staging buffer holds
+# after its size (so a frame the socket had whole is still read into a buffer of its own past them, not staged)
+ARRIVED_BEFORE_HELD = SMALL_FRAME_BYTES - 4
 
 
 _SIZE = struct.Struct(">i")
@@ -144,6 +147,10 @@ class ClientConnection:
             (size,) = _SIZE.unpack(self.reader.take(4))
             if size < 0 or size > self.limits.max_frame_bytes:
                 raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
+            # before SASL authentication (Kafka's sasl.server.max.receive.size): closed, one line
+            if size > self.limits.max_pre_auth_frame_bytes and not self.session.authenticated:
+                raise FrameError(f"frame size {size} larger than {self.limits.max_pre_auth_frame_bytes} before "
+                                 f"SASL authentication (--max-pre-auth-frame-bytes)")
             frame = await self._read_body(size, started)
         self._dispatching = True
         try:
@@ -169,7 +176,9 @@ class ClientConnection:
         """The next frame when it is staged whole and both budgets have room for it now, held and taken with
         one copy, no clock and no wait (pipelined requests usually are here whole: their size, body and
         holds were three reads, two timers' checks and a hold); None: read it by the waiting path."""
-        size = self.reader.whole_frame(self.limits.max_frame_bytes)
+        limits = self.limits
+        size = self.reader.whole_frame(limits.max_frame_bytes if self.session.authenticated else
+                                       min(limits.max_frame_bytes, limits.max_pre_auth_frame_bytes))
         if size < 0 or not self.held.take_now(size):
             return None
         if not self.budget.take_now(size):
@@ -180,11 +189,16 @@ class ClientConnection:
     async def _read_body(self, size: int, started: float) -> bytes | memoryview:
         """The frame's body, its bytes held in the budgets (nothing held if this raises).
 
-        A frame up to HELD_WHOLE_BYTES is held whole, then read (a large one into a buffer of its own size, which
-        the socket reads into). A larger one is held a chunk at a time, each chunk's buffer held before it is
-        allocated and received into, then joined: a client announcing 16 MiB and sending one byte a second holds
-        one chunk, not 16 MiB."""
+        A frame over SMALL_FRAME_BYTES holds nothing until ARRIVED_BEFORE_HELD of its bytes arrived (they wait in
+        the staging buffer, which every connection has uncharged): a size prefix alone, or a few bytes, hold
+        nothing (they held up to 128 KiB: eight such prefixes took a 1 MiB budget, docs/DESIGN.md §4.12). A frame up to
+        HELD_WHOLE_BYTES is then held whole and read (a large one into a buffer of its own size, which the socket
+        reads into). A larger one is held a chunk at a time, each chunk's buffer held before it is allocated and
+        received into, then joined: a client announcing 16 MiB and sending one byte a second holds one chunk,
+        not 16 MiB."""
         what = f"frame of {size} bytes"
+        if size > SMALL_FRAME_BYTES:
+            await self._within(self.reader.until_buffered(ARRIVED_BEFORE_HELD), started, what, ARRIVED_BEFORE_HELD)
         if size <= HELD_WHOLE_BYTES:
             waited = await self._hold(size)
             try:

@@ -22,6 +22,8 @@ MiB = 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES  # 16 MiB: see framing.py
+    # on a SASL listener before authentication (Kafka's sasl.server.max.receive.size): a larger frame closes it
+    max_pre_auth_frame_bytes: int = 512 * 1024
     max_connections: int = 10_000  # per process; over it a connection is accepted and closed at once
     max_connections_per_ip: int = 1_000
     max_inflight_requests: int = 64  # per connection (librdkafka's max.in.flight default is 1,000,000)
@@ -42,6 +44,8 @@ class Limits:
         out = []
         if self.max_frame_bytes < 1024:
             out.append("--max-frame-bytes must be at least 1024")
+        if self.max_pre_auth_frame_bytes < 1024:
+            out.append("--max-pre-auth-frame-bytes must be at least 1024")
         if self.max_inflight_bytes < self.max_frame_bytes:
             out.append("--max-inflight-bytes must be at least --max-frame-bytes")
         if self.max_buffered_bytes < self.max_inflight_bytes:

@@ -191,12 +191,13 @@ class ProxyServer:
                 tls = self.config.tls.server_context()
             on_client = functools.partial(self._on_client, listener)
             ssl_ctx = tls if listener.tls else None
+            # counted when accepted, before a TLS handshake, which gets the frame timeout (docs/DESIGN.md §4.12)
+            serve = functools.partial(start_server, on_client, backlog=LISTEN_BACKLOG, ssl=ssl_ctx, budget=self.budget,
+                                      admit=self._admit, ssl_handshake_timeout=self.config.limits.frame_timeout_s)
             if sock is not None and i == 0:
-                server = await start_server(on_client, sock=sock, backlog=LISTEN_BACKLOG, ssl=ssl_ctx,
-                                            budget=self.budget)
+                server = await serve(sock=sock)
             else:
-                server = await start_server(on_client, listener.host, listener.port, reuse_port=True,
-                                            backlog=LISTEN_BACKLOG, ssl=ssl_ctx, budget=self.budget)
+                server = await serve(listener.host, listener.port, reuse_port=True)
             self.servers.append(server)
         self.server = self.servers[0]
 
@@ -221,27 +222,29 @@ class ProxyServer:
                 session.principal = principal
         return session
 
+    def _admit(self, peer) -> Callable[[], None] | None:
+        """A connection as it is accepted (before any TLS handshake), against the connection caps: what lets it go
+        once it ended, or None: refused (closed at once, the client sees a closed connection)."""
+        ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        if not self.counts.admit(ip):
+            return None
+        return functools.partial(self.counts.leave, ip)
+
     async def _on_client(self, listener: Listener, reader: ClientFrames,
                          writer: asyncio.StreamWriter) -> None:
+        """An admitted connection (`_admit`; its TLS handshake done): served until it ends."""
         peer = writer.get_extra_info("peername")
-        ip = peer[0] if isinstance(peer, tuple) else str(peer)
         assert self.dispatcher is not None  # start() makes it before the listener accepts anyone
-        if not self.counts.admit(ip):  # accepted, then closed at once: the client sees a closed connection
-            writer.transport.abort()
-            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = ClientConnection(reader, writer, self.dispatcher, self.config.limits, self.budget,
+                                self._session(listener, writer, peer))
+        self.connections.add(conn)
         try:
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = ClientConnection(reader, writer, self.dispatcher, self.config.limits, self.budget,
-                                    self._session(listener, writer, peer))
-            self.connections.add(conn)
-            try:
-                await conn.run()
-            finally:
-                self.connections.discard(conn)
+            await conn.run()
         finally:
-            self.counts.leave(ip)
+            self.connections.discard(conn)
 
     async def stop(self) -> None:
         """Stop accepting, stop reading new requests, answer the ones in flight, then close."""
