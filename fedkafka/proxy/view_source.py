@@ -4,8 +4,9 @@ Controller mode: register (node id, lease, fence, producer id block), then follo
 heartbeat with the applied version. Each successful heartbeat renews the lease (membership of the view) and
 the fence (how long this proxy may produce without another renewal, minutes: docs/DESIGN.md §4.9). While the
 controller is unreachable the proxy keeps serving its last view, produce included, until the fence runs out;
-then it refuses produce and the reads that map offsets with its view (Fetch, ListOffsets, OffsetForLeaderEpoch:
-ProxyState.lease_valid) and keeps serving the rest (static stability).
+then it refuses produce and the requests that map offsets with its view (Fetch, ListOffsets, OffsetForLeaderEpoch,
+DeleteRecords, DescribeProducers: ProxyState.lease_valid) and keeps serving the rest (static stability). A view is
+acked only once saved (docs/DESIGN.md §4.9, F5).
 """
 
 from __future__ import annotations
