@@ -216,7 +216,7 @@ class Controller:
                     candidate = build_view(s, now, keep_listed=listed if now < until else frozenset())
                     nxt = next_version(current, candidate)
                     floor = max(self._version_floor, acked)
-                    if floor >= nxt.version:  # proxies hold views numbered up to floor that the database lost
+                    if floor > current.version:  # proxies hold views numbered up to floor that the database lost
                         nxt = candidate.with_version(floor + 1)
                     if nxt is current:
                         return current
@@ -511,7 +511,7 @@ class Controller:
 
     def _renewed(self, member_id: int) -> dict[str, Any]:
         node_id = self._node_of.get(member_id, member_id)
-        if self._version_floor >= self.view.version:
+        if self._version_floor > self.view.version:
             self.compose()  # it holds a view the database lost: number the next one past it
         if node_id not in self.view.draining and all(p.node_id != node_id for p in self.view.proxies):
             self.compose()  # its lease had run out (dropped from the view) but not its fence: list it again
