@@ -112,6 +112,9 @@ class Controller:
         self._compose_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one topology change at a time in this process
         self._committed_at: dict[int, float] = {}
+        # the newest view a proxy reported applied that the database does not hold (it lost its last commits):
+        # the next view is numbered past it, never a version a proxy holds with other content (§3 durability)
+        self._version_floor = 0
         self._hb_lock = threading.Lock()
         # member id (a proxy's row: its node id, or a worker's own row) -> (lease, fence expiry, applied version)
         self._leases: dict[int, tuple[float, float, int]] = {}
@@ -204,6 +207,8 @@ class Controller:
             started = time.perf_counter()
             for _ in range(20):
                 with self.session() as s:
+                    # read first: a row never acks more than the view read after it, unless the database lost it
+                    acked = s.scalar(select(func.max(ProxyRow.applied_version))) or 0
                     stored_version = s.scalar(select(ViewRow.version).where(ViewRow.id == 1))
                     current = self.publisher.view
                     if stored_version != current.version:  # another controller wrote it
@@ -212,6 +217,9 @@ class Controller:
                     listed, until = self._inherited
                     candidate = build_view(s, now, keep_listed=listed if now < until else frozenset())
                     nxt = next_version(current, candidate)
+                    floor = max(self._version_floor, acked)
+                    if floor > current.version:  # proxies hold views numbered up to floor that the database lost
+                        nxt = candidate.with_version(floor + 1)
                     if nxt is current:
                         return current
                     now = time.time()
@@ -516,10 +524,30 @@ class Controller:
 
     def _renewed(self, member_id: int) -> dict[str, Any]:
         node_id = self._node_of.get(member_id, member_id)
+        if self._version_floor > self.view.version:
+            self.compose()  # it holds a view the database lost: number the next one past it
         if node_id not in self.view.draining and all(p.node_id != node_id for p in self.view.proxies):
             self.compose()  # its lease had run out (dropped from the view) but not its fence: list it again
         return {"lease_ms": self.settings.lease_ms, "fence_ms": self.settings.fence_ms,
                 "view_version": self.view.version}
+
+    def _countable(self, reported: int) -> int:
+        """The applied version a heartbeat may record: at most the newest view in the database. A proxy that
+        reports a newer one holds views the database lost (SQLite or a PostgreSQL replica that dropped its
+        last commits, docs/DESIGN.md §3): counted, a move frozen at a reused version would take it as acked.
+        Not counted (0: the row keeps what it has), and the next view is composed past it."""
+        if reported <= self.view.version:
+            return reported
+        with self.session() as s:  # another controller on the database may have composed it
+            stored = s.scalar(select(ViewRow.version).where(ViewRow.id == 1)) or 0
+        if reported <= stored:
+            return reported
+        if reported > self._version_floor:
+            log.error("a proxy applied view %d but the database holds only view %d: it lost commits; the next "
+                      "view is numbered %d", reported, stored, reported + 1)
+            with self._hb_lock:
+                self._version_floor = max(self._version_floor, reported)
+        return 0
 
     def renew_lease(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any] | None:
         """Heartbeat of a proxy this controller knows is alive. None: ask `heartbeat` (the database).
@@ -530,6 +558,7 @@ class Controller:
 
         Renewed only while the proxy's fence has not passed: until then every move counted it as writing, so
         it may go on with the view it has (docs/DESIGN.md §4.9); after it, it must register again."""
+        applied_version = self._countable(applied_version)
         now = time.time()
         with self._hb_lock:
             known = self._leases.get(node_id)
@@ -565,6 +594,7 @@ class Controller:
         fast = self.renew_lease(node_id, applied_version, load)
         if fast is not None:
             return fast
+        applied_version = self._countable(applied_version)
         now = time.time()
         with self.session() as s:
             row = s.get(ProxyRow, node_id)

@@ -4,8 +4,9 @@ Controller mode: register (node id, lease, fence, producer id block), then follo
 heartbeat with the applied version. Each successful heartbeat renews the lease (membership of the view) and
 the fence (how long this proxy may produce without another renewal, minutes: docs/DESIGN.md §4.9). While the
 controller is unreachable the proxy keeps serving its last view, produce included, until the fence runs out;
-then it refuses produce and the reads that map offsets with its view (Fetch, ListOffsets, OffsetForLeaderEpoch:
-ProxyState.lease_valid) and keeps serving the rest (static stability).
+then it refuses produce and the requests that map offsets with its view (Fetch, ListOffsets, OffsetForLeaderEpoch,
+DeleteRecords, DescribeProducers: ProxyState.lease_valid) and keeps serving the rest (static stability). A view is
+acked only once saved (docs/DESIGN.md §4.9, F5).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class ControllerViewSource:
         self._registered = False
         self._registering = asyncio.Lock()
         self._saving = asyncio.Lock()
+        self._unsaved: int | None = None  # a drained view whose save failed: acked once a save succeeds
 
     async def start(self, state: ProxyState) -> None:
         """Register and fetch the first view; retried until the controller answers. With a view cache, a
@@ -112,8 +114,7 @@ class ControllerViewSource:
                 resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
                 resp.raise_for_status()
                 state.apply(View.from_dict(resp.json()))
-                state.applied_version = state.view.version
-                await self._save_view(state)
+                await self._ack_view(state, state.view.version)
                 await self._save_fence(state)  # only now: a deadline on disk always goes with the view it covers
                 self._registered = True
                 return
@@ -165,8 +166,7 @@ class ControllerViewSource:
             if state.apply(view):
                 if self._drain is not None:  # an ack like any other: nothing routed under an older view is out
                     await self._drain(view.version)
-                state.applied_version = view.version
-                await self._save_view(state)
+                await self._ack_view(state, view.version)
         state.lease_deadline = sent + self.fence_ms / 1000
         if refresh_view:
             await self._save_fence(state)
@@ -230,18 +230,37 @@ class ControllerViewSource:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
 
-    async def _save_view(self, state: ProxyState) -> None:
-        """Persist the applied view before it is acked (the saved version covers every acked one)."""
+    async def _ack_view(self, state: ProxyState, version: int) -> None:
+        """The drained view `version` counts as applied (the heartbeats ack it) only once saved: the saved
+        version covers every acked one. A view that could not be saved (disk full) is not acked, so no move
+        seals on it while a restart of this proxy would serve the older saved view until its saved deadline
+        (docs/DESIGN.md §4.9, F5); every heartbeat tries the save again."""
+        self._unsaved = version
+        saved = await self._save_view(state)
+        if saved is not None and saved >= version:
+            state.applied_version = max(state.applied_version, version)
+            if self._unsaved == version:
+                self._unsaved = None
+
+    async def _save_view(self, state: ProxyState) -> int | None:
+        """Persist the view this proxy serves: its version, None if the write failed."""
+        view = state.view
         if self.cache is None:
-            return
+            return view.version
         async with self._saving:
             try:
-                await asyncio.to_thread(self.cache.save_view, state.view, state.me.node_id)
+                await asyncio.to_thread(self.cache.save_view, view, state.me.node_id)
             except OSError as e:
-                log.warning("view %s not saved to %s: %s", state.view.version, self.cache.path, e)
+                log.warning("view %s not saved to %s (not acked until it is): %s", view.version, self.cache.path, e)
+                return None
+        return view.version
 
     async def _save_fence(self, state: ProxyState) -> None:
-        if self.cache is None or state.lease_deadline is None:
+        """The deadline on disk goes with the saved view: while the view served is not saved, the saved deadline
+        stays where it was (one granted while the saved view was the one acked). Moved forward beside an older
+        view, it would let a restart without a controller write under that view after a move this proxy's
+        lapsed lease let seal (docs/DESIGN.md §4.9, F5)."""
+        if self.cache is None or state.lease_deadline is None or self._unsaved is not None:
             return
         until = time.time() + (state.lease_deadline - time.monotonic())
         try:
@@ -258,7 +277,7 @@ class ControllerViewSource:
             # or the controller would wait for this ack until its move times out.
             state.notify()
             await drain(state.view.version)
-            state.applied_version = state.view.version
+            await self._ack_view(state, state.view.version)
             await self._heartbeat_once(state)
         while True:
             url = self.controllers.current
@@ -271,17 +290,20 @@ class ControllerViewSource:
                     async for line in resp.aiter_lines():
                         if not line.strip():
                             continue  # keepalive: the stream is alive
-                        view = View.from_dict(json.loads(line))
-                        if state.apply(view):
-                            await drain(view.version)  # older views' produce finishes first (docs/DESIGN.md §6.1)
-                            state.applied_version = view.version
-                            await self._save_view(state)
-                            await self._heartbeat_once(state)  # ack promptly: the controller waits for it
+                        await self._take_view(state, View.from_dict(json.loads(line)), drain)
                 raise httpx.RemoteProtocolError("view stream ended")
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 log.warning("view stream from %s failed (serving view %s): %s", url, state.view.version, e)
                 self._failed(url, e)
                 await asyncio.sleep(1.0)
+
+    async def _take_view(self, state: ProxyState, view: View, drain: Callable[[int], Awaitable[None]]) -> None:
+        """A view from the stream: apply it if newer, drain the older views' produce (docs/DESIGN.md §6.1),
+        save it, ack it promptly (the controller waits for it)."""
+        if state.apply(view):
+            await drain(view.version)
+            await self._ack_view(state, view.version)
+            await self._heartbeat_once(state)
 
     async def _heartbeat(self, state: ProxyState) -> None:
         await self._register_from_cache(state)
@@ -303,6 +325,8 @@ class ControllerViewSource:
             log.info("following controller %s", following)
 
     async def _heartbeat_once(self, state: ProxyState) -> None:
+        if self._unsaved is not None and self._unsaved == state.view.version:
+            await self._ack_view(state, self._unsaved)  # its save failed: try again before acking anything
         sent = time.monotonic()
         member = self.member_id if self.member_id is not None else state.me.node_id
         resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat",

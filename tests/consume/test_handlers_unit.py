@@ -14,7 +14,14 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
-from fedkafka.proxy.handlers import fetch, groups, list_offsets, offset_for_leader_epoch
+from fedkafka.proxy.handlers import (
+    delete_records,
+    describe_producers,
+    fetch,
+    groups,
+    list_offsets,
+    offset_for_leader_epoch,
+)
 from fedkafka.proxy.plan import UNANSWERED, Broker, Context, Plan, UpstreamError
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
@@ -509,6 +516,38 @@ def test_past_its_fence_a_proxy_serves_no_read_from_its_view():
     assert not isinstance(answer, Plan)
     assert [p.error_code for p in answer.topics[0].partitions] == [ErrorCode.not_leader_or_follower]
     assert refusals == [("lease", "log", 0), ("lease", "log", 1)] * 2 + [("lease", "log", 0)]
+
+
+def test_past_its_fence_a_proxy_deletes_no_records_through_its_view():
+    """DeleteRecords maps a logical offset to a segment as the reads do: through a view moves behind, L of a
+    partition moved A->B->A lands in A's partition at seal + (L - B's base), records of the return segment the
+    client never meant to delete. Refused retriably, nothing upstream; the old code deleted through the stale
+    chain (ROLE "any", no fence check)."""
+    refusals: list[tuple] = []
+    fenced = dataclasses.replace(ctx(), lease_valid=False, on_refusal=lambda *a: refusals.append(a[:3]))
+    req = build(request_type(21, 2), {"topics": [{"name": "log", "partitions": [
+        {"partition_index": 0, "offset": 40}, {"partition_index": 1, "offset": -1}]}],
+        "timeout": datetime.timedelta(seconds=30)})
+    answer = delete_records.handle(fenced, None, req)
+    assert not isinstance(answer, Plan), "deleted upstream through a view the controller no longer waits for"
+    assert [(p.partition_index, p.error_code, p.low_watermark) for p in answer.topics[0].partitions] == [
+        (0, ErrorCode.not_leader_or_follower, -1), (1, ErrorCode.not_leader_or_follower, -1)]
+    assert refusals == [("lease", "log", 0), ("lease", "log", 1)]
+    within = delete_records.handle(dataclasses.replace(ctx(), lease_valid=True), None, req)
+    assert isinstance(within, Plan) and within.calls  # within its fence the same request goes upstream
+
+
+def test_past_its_fence_a_proxy_describes_no_producers_from_its_view():
+    """DescribeProducers reads the view's active segment and answers its transaction start offsets as logical
+    ones: moves behind, both may be wrong. Refused retriably like the reads; the old code answered them."""
+    refusals: list[tuple] = []
+    fenced = dataclasses.replace(ctx(), lease_valid=False, on_refusal=lambda *a: refusals.append(a[:3]))
+    req = build(request_type(61, 0), {"topics": [{"name": "log", "partition_indexes": [0, 1]}]})
+    answer = describe_producers.handle(fenced, None, req)
+    assert not isinstance(answer, Plan)
+    assert [p.error_code for p in answer.topics[0].partitions] == [ErrorCode.not_leader_or_follower] * 2
+    assert refusals == [("lease", "log", 0), ("lease", "log", 1)]
+    assert isinstance(describe_producers.handle(dataclasses.replace(ctx(), lease_valid=True), None, req), Plan)
 
 
 def test_within_its_fence_a_proxy_serves_reads():

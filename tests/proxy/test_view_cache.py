@@ -3,6 +3,8 @@ runs serving produce and consume from it (docs/DESIGN.md §4.7, §4.9)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import os
 import signal
@@ -15,8 +17,13 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
+from fedkafka.controller.app import create_app
+from fedkafka.controller.kafka_admin import KafkaAdmin
+from fedkafka.controller.service import Controller, Settings
+from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
-from fedkafka.view.model import View
+from fedkafka.proxy.view_source import ControllerViewSource
+from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 from .support import ROOT, free_port, read_partition
 
@@ -53,6 +60,62 @@ def test_a_fence_of_another_instance_counts_as_none(tmp_path):
     ViewCache(path, "a:1").save_view(View(version=2), node_id=1)
     ViewCache(path, "b:1").save_fence(time.time() + 60)
     assert ViewCache(path, "a:1").load().produce_until == 0.0
+
+
+class FullDisk(ViewCache):
+    """A cache whose view writes fail while `full` (ENOSPC), as on a full disk; the fence file still writes."""
+
+    full = False
+
+    def save_view(self, view: View, node_id: int) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().save_view(view, node_id)
+
+
+def test_a_view_the_proxy_could_not_save_is_not_acked_nor_its_deadline_moved(tmp_path):
+    """docs/DESIGN.md §4.9 F5: the saved view covers every acked one. A view whose save failed is not acked (a
+    move would seal on it while a restart of this proxy serves the older saved view, its partition unfrozen on
+    the old cluster, until the saved deadline) and the saved deadline stays beside the view it went with. Once
+    a save succeeds, the next heartbeat acks it. The old code acked the unsaved view and moved the deadline on."""
+    ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / 'ctl.db'}"), kafka=KafkaAdmin(2.0))
+    app = create_app(ctl, TOKEN, background=False)
+    cache = FullDisk(tmp_path / "p.view.json", "127.0.0.1:9092")
+
+    def acked() -> int:
+        return next(p["applied_version"] for p in ctl.status()["proxies"] if p["instance_id"] == "127.0.0.1:9092")
+
+    async def drained(_version: int) -> None:
+        pass
+
+    async def run() -> None:
+        ctl.publisher.bind(asyncio.get_running_loop())
+        source = ControllerViewSource("http://controller", TOKEN, "127.0.0.1:9092", lambda s, n: None, cache=cache)
+        source.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=10)
+        state = ProxyState(view=View(version=0), me=ProxyInfo(0, "127.0.0.1", 9092, ProxyRole.PPROXY, "default"))
+        await source.start(state)
+        await source._heartbeat_once(state)
+        first, deadline = state.view.version, cache.load().produce_until
+        assert acked() == first and cache.load().view.version == first
+        cache.full = True
+        await source.client.post("http://controller/v1/proxies", headers={"Authorization": f"Bearer {TOKEN}"}, json={
+            "instance_id": "other:1", "host": "other", "port": 1, "role": "pproxy", "pool": "default"})
+        time.sleep(0.01)  # a later deadline, were it written
+        await source._take_view(state, ctl.view, drained)  # applied and drained, its save fails
+        assert state.view.version > first
+        await source._heartbeat_once(state)
+        assert acked() == first, "acked a view a restart would not serve"
+        assert (cache.load().view.version, cache.load().produce_until) == (first, deadline)
+        cache.full = False
+        await source._heartbeat_once(state)  # the save succeeds now: acked
+        assert acked() == state.view.version == cache.load().view.version
+        assert cache.load().produce_until > deadline
+        await source.client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        ctl.stop()
 
 
 # -- real processes ------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ is deleted anywhere), and only then are the older segments emptied. A sealed seg
 skipped by ListOffsets EARLIEST and Fetch as if retention had removed it (`view.offsets.earliest_offset`).
 L = -1 means the high watermark, as in Kafka. The answer's low watermark is logical. A partition of a topic the
 principal may not DELETE is TOPIC_AUTHORIZATION_FAILED, judged before whether it exists (docs/DESIGN.md §11).
+Past its fence the proxy maps no offset with its view (it may be moves behind: L would land in a partition a later
+move reused, deleting records it never meant): NOT_LEADER_OR_FOLLOWER, nothing sent upstream (docs/DESIGN.md §4.9).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 
@@ -74,6 +76,8 @@ def handle(ctx: Context, header, request):
                 answers[(t.name, p.partition_index)] = _error(ErrorCode.unknown_topic_or_partition)
             elif p.offset < HIGH_WATERMARK:
                 answers[(t.name, p.partition_index)] = _error(ErrorCode.offset_out_of_range)
+            elif past_fence(ctx, t.name, p.partition_index):  # its view may be moves behind (docs/DESIGN.md §4.9)
+                answers[(t.name, p.partition_index)] = _error(ErrorCode.not_leader_or_follower)
             else:
                 deletions.append(plan_deletion(t.name, p.partition_index, chain, p.offset))
     order = [(t.name, [p.partition_index for p in t.partitions]) for t in request.topics]

@@ -5,7 +5,9 @@ leader and answers under the logical topic name and partition. A physical produc
 obtained for a client's logical id (docs/DESIGN.md §5.3) is answered as the logical id and epoch the client
 knows; any other id (written through another proxy, or by a client of the physical cluster itself) is
 answered as the physical id, since this proxy cannot map it. Producers that wrote only to sealed segments
-are not listed: their state lives on the sealed segments' brokers and no longer guards any write.
+are not listed: their state lives on the sealed segments' brokers and no longer guards any write. Past its fence
+the proxy does not answer from its view (its active segment may be moves old: wrong producers, wrong logical
+transaction start offsets): NOT_LEADER_OR_FOLLOWER, nothing sent upstream (docs/DESIGN.md §4.9).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import Segment
 
@@ -38,6 +40,8 @@ def handle(ctx: Context, header, request):
                 answers[(t.name, p)] = _error(ErrorCode.topic_authorization_failed)
             elif chain is None:
                 answers[(t.name, p)] = _error(ErrorCode.unknown_topic_or_partition)
+            elif past_fence(ctx, t.name, p):
+                answers[(t.name, p)] = _error(ErrorCode.not_leader_or_follower)
             else:
                 asks[(t.name, p)] = chain.active
     order = [(t.name, list(t.partition_indexes)) for t in request.topics]
