@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         max_connections: int = typer.Option(10_000, min=1, help="Open client connections; more are closed."),
         max_connections_per_ip: int = typer.Option(1_000, min=1, help="Open client connections per address."),
         header_timeout: float = typer.Option(10.0, min=0.001,
-                                             help="Seconds a new connection has to send its first request."),
+                                             help="Seconds a new connection has to send its first request "
+                                                  "(its TLS handshake included)."),
     ) -> None:
         """Run the name service."""
         for value, flag in ((listen, "--listen"), (http_listen, "--http-listen")):

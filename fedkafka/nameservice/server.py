@@ -12,7 +12,9 @@ its frames are relayed, and the proxy authenticates the client.
 
 Limits (docs/OPERATIONS.md): open connections in total and per client address (over the cap a connection is
 accepted and closed at once), and the first request must arrive within a deadline from the moment the
-connection opened (a silent or trickling connection costs a socket for that long, not forever).
+connection opened (a silent or trickling connection costs a socket for that long, not forever). On a TLS
+listener a connection is counted as it is accepted, before its handshake, and the handshake is part of that
+deadline (`security.tls_accept`, docs/DESIGN.md §11).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fedkafka.nameservice.resolver import ProxyAddress, Resolver, ResolverError
 from fedkafka.protocol.framing import FrameError, read_frame, with_size_prefix
 from fedkafka.proxy.core.limits import ConnectionCounts
 from fedkafka.security.listeners import Listener, TlsFiles
+from fedkafka.security.tls_accept import Accepting
 
 # The first frame only needs to carry a request header (ApiVersions or Metadata in practice).
 FIRST_FRAME_MAX_BYTES = 1024 * 1024
@@ -71,6 +74,29 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, coun
             writer.close()
 
 
+class _ClientProtocol(asyncio.StreamReaderProtocol):
+    """A client connection: counted as it is accepted, its TLS handshake (on a TLS listener) after that
+    (`Accepting`), then served as a stream pair by `on_client(reader, writer, accepted_at)`; its count is let go
+    when that ends."""
+
+    def __init__(self, on_client, accepting: Accepting, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(asyncio.StreamReader(limit=64 * 1024, loop=loop), self._served, loop=loop)
+        self._on_client = on_client
+        self._accepting = accepting
+        self._clock = loop.time
+        self._accepted_at = 0.0
+
+    def connection_made(self, transport) -> None:
+        self._accepted_at = self._clock()
+        self._accepting.accepted(transport, self, super().connection_made)
+
+    async def _served(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._on_client(reader, writer, self._accepted_at)
+        finally:
+            self._accepting.left()
+
+
 class NameServiceServer:
     def __init__(self, resolver: Resolver, max_frame_bytes: int = FIRST_FRAME_MAX_BYTES,
                  connect_timeout: float = 3.0, header_timeout: float = 10.0, max_connections: int = 10_000,
@@ -89,11 +115,18 @@ class NameServiceServer:
         self._servers: list[asyncio.Server] = []
 
     async def start(self, host: str, port: int, protocol: str = "PLAINTEXT") -> tuple[str, int]:
-        """Listen for clients using `protocol`; returns the bound address (port 0: a free one)."""
+        """Listen for clients using `protocol`; returns the bound address (port 0: a free one). A TLS listener
+        accepts TCP: each connection is counted, then starts TLS within the header deadline (`_ClientProtocol`)."""
         listener = Listener(protocol, host, port)
         ssl_ctx = self.tls.server_context() if listener.tls else None
-        server = await asyncio.start_server(functools.partial(self._admit, listener), host, port, limit=64 * 1024,
-                                            backlog=1024, ssl=ssl_ctx)
+        loop = asyncio.get_running_loop()
+        on_client = functools.partial(self._handle, listener)
+
+        def client() -> _ClientProtocol:
+            return _ClientProtocol(on_client, Accepting(loop, self.counts.admission, ssl_ctx, self.header_timeout),
+                                   loop)
+
+        server = await loop.create_server(client, host, port, backlog=1024)
         self._servers.append(server)
         sock = server.sockets[0].getsockname()
         return sock[0], sock[1]
@@ -135,29 +168,21 @@ class NameServiceServer:
             self._to_proxies = self.tls.client_context()
         return await asyncio.open_connection(host, port, ssl=self._to_proxies, server_hostname=host)
 
-    async def _admit(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        ip = peer[0] if isinstance(peer, tuple) else str(peer)
-        if not self.counts.admit(ip):
-            writer.transport.abort()
-            return
+    async def _first_frame(self, reader: asyncio.StreamReader, accepted_at: float) -> bytes | None:
         try:
-            await self._handle(reader, writer, peer, listener)
-        finally:
-            self.counts.leave(ip)
-
-    async def _first_frame(self, reader: asyncio.StreamReader) -> bytes | None:
-        try:
-            async with asyncio.timeout(self.header_timeout):
+            async with asyncio.timeout_at(accepted_at + self.header_timeout):
                 return await read_frame(reader, self.max_frame_bytes)
         except TimeoutError:
             raise FrameError(f"no complete first request within {self.header_timeout:g} s "
                              f"(--header-timeout)") from None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer,
-                      listener: Listener) -> None:
+    async def _handle(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      accepted_at: float) -> None:
+        """An admitted connection (its TLS handshake done), accepted at `accepted_at` (loop time): relayed to a
+        proxy once its first request names its client.id."""
+        peer = writer.get_extra_info("peername")
         try:
-            frame = await self._first_frame(reader)
+            frame = await self._first_frame(reader, accepted_at)
             if frame is None:
                 writer.close()
                 return

@@ -31,7 +31,7 @@ def _run(loop: str, scenario) -> None:
     (asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run)(scenario())
 
 
-class _TlsProxy:
+class TlsProxy:
     """A real ProxyServer in this event loop with one SSL listener on a free port (client certificates
     requested), an empty view file."""
 
@@ -85,7 +85,7 @@ def test_tls_connections_count_against_the_caps_before_their_handshake(tmp_path,
     pki = make_pki(tmp_path / "pki")
 
     async def scenario():
-        async with _TlsProxy(tmp_path, pki, Limits(max_connections_per_ip=3)) as px:
+        async with TlsProxy(tmp_path, pki, Limits(max_connections_per_ip=3)) as px:
             silent = [await px.silent() for _ in range(3)]
             assert await px.until_counted("127.0.0.1", 3)
             assert px.server.connections == set()  # none was handed to a ClientConnection: no handshake yet
@@ -115,7 +115,7 @@ def test_a_tls_handshake_that_never_comes_is_cut_at_the_frame_timeout_and_its_co
     pki = make_pki(tmp_path / "pki")
 
     async def scenario():
-        async with _TlsProxy(tmp_path, pki, Limits(frame_timeout_s=0.5)) as px:
+        async with TlsProxy(tmp_path, pki, Limits(frame_timeout_s=0.5)) as px:
             silent_r, _silent_w = await px.silent()
             half_r, half_w = await px.silent()
             half_w.write(b"\x16\x03\x01")  # the start of a TLS record, then nothing
@@ -137,7 +137,7 @@ def test_frames_pipelined_right_after_the_handshake_arrive_whole_and_in_order(tm
     pki = make_pki(tmp_path / "pki")
 
     async def scenario():
-        async with _TlsProxy(tmp_path, pki, Limits()) as px:
+        async with TlsProxy(tmp_path, pki, Limits()) as px:
             client = socket.socket()
             client.connect(("127.0.0.1", px.port))
             ctx = ssl.create_default_context(cafile=pki.ca)

@@ -32,10 +32,10 @@ import asyncio
 import logging
 import ssl
 import struct
-from collections.abc import Callable
 
 from fedkafka.protocol import records
 from fedkafka.proxy.core.limits import ByteBudget
+from fedkafka.security.tls_accept import Accepting, Admit
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ STAGING_BYTES = 256 * 1024  # at most, per connection; beyond SMALL_FRAME_BYTES 
 SMALL_FRAME_BYTES = 16 * 1024  # a frame up to this size waits in the staging buffer; a larger one gets its own
 _NO_STAGING = bytearray()
 _SIZE = struct.Struct(">i")
-# a connection's admission: given its peer address when it is accepted, None (refused) or what lets it go
-Admit = Callable[[object], Callable[[], None] | None]
 
 
 class IncompleteFrame(EOFError):
@@ -65,10 +63,9 @@ class ClientFrames(asyncio.BufferedProtocol):
                  handshake_timeout: float | None = None):
         self._loop = loop or asyncio.get_running_loop()
         self._on_client = on_client
-        self._admit = admit  # asked when the connection is accepted (None: every connection is served)
-        self._leave: Callable[[], None] | None = None  # what `admit` returned: called once the connection ends
-        self._tls = tls  # server side: the handshake runs after `admit`, within `handshake_timeout` seconds
-        self._handshake_timeout = handshake_timeout
+        # `admit` is asked when the connection is accepted (None: every connection is served); with `tls` (server
+        # side) the handshake runs after it, within `handshake_timeout` seconds; let go once the connection ends
+        self._accepting = Accepting(self._loop, admit, tls, handshake_timeout)
         self._staging_bytes = staging_bytes
         self._budget = budget  # the process': charged with the staging buffer's growth (None: not charged)
         self._staging = _NO_STAGING  # allocated when the socket has bytes for it
@@ -91,54 +88,9 @@ class ClientFrames(asyncio.BufferedProtocol):
 
     # -- asyncio's side ---------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
-        """Accepted: counted (`admit`) before anything else, on a TLS listener before the handshake too (asyncio
-        calls a TLS server's protocol only after it: a client that never sent a ClientHello held a socket for 60 s
-        uncounted, docs/DESIGN.md §4.12); refused, aborted at once."""
-        if self._admit is not None:
-            self._leave = self._admit(transport.get_extra_info("peername"))
-            if self._leave is None:
-                transport.abort()
-                return
-        if self._tls is None:
-            self._connected(transport)
-            return
-        self._handshake_step(self._loop.start_tls(transport, self, self._tls, server_side=True,
-                                                  ssl_handshake_timeout=self._handshake_timeout), transport)
-
-    def _handshake_step(self, start_tls, transport) -> None:
-        """Run `loop.start_tls` a step: the first one now, in connection_made (uvloop starts reading the socket as
-        connection_made returns: the ClientHello must find the TLS layer there, not this protocol, and a task's
-        first step would run after that read), the next once the future it waits for is done. Done, the
-        connection is served; failed (or not within the handshake timeout), it is closed and its admission let
-        go."""
-        try:
-            waiting = start_tls.send(None)
-        except StopIteration as done:
-            if done.value is None:  # lost as the handshake ended
-                self._handshake_failed(transport, ConnectionResetError("connection lost"))
-            else:
-                self._connected(done.value)
-            return
-        except BaseException as e:
-            self._handshake_failed(transport, e)
-            if not isinstance(e, Exception):
-                raise
-            return
-        if asyncio.isfuture(waiting):
-            waiting._asyncio_future_blocking = False  # what a Task does with a future it was handed
-            waiting.add_done_callback(lambda _: self._handshake_step(start_tls, transport))
-        else:  # a bare yield (none in asyncio's or uvloop's start_tls)
-            self._loop.call_soon(self._handshake_step, start_tls, transport)
-
-    def _handshake_failed(self, transport, error: BaseException) -> None:
-        transport.abort()
-        self._left()
-        log.debug("TLS handshake with %s failed: %r", transport.get_extra_info("peername"), error)
-
-    def _left(self) -> None:
-        leave, self._leave = self._leave, None
-        if leave is not None:
-            leave()
+        """Accepted: counted (`admit`) before anything else, on a TLS listener before the handshake too, which then
+        runs within the handshake timeout (`tls_accept.Accepting`, docs/DESIGN.md §11); refused, aborted at once."""
+        self._accepting.accepted(transport, self, self._connected)
 
     def _connected(self, transport) -> None:
         """Serve the connection: its task (`on_client`) starts. Over TLS the first bytes after the handshake may
@@ -160,7 +112,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._start = self._end = 0
         self.release_staging()
         self._budget = None
-        self._left()
+        self._accepting.left()
         if not task.cancelled():
             if (exc := task.exception()) is None:
                 return

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
@@ -148,6 +150,14 @@ class ConnectionCounts:
         self.total += 1
         self.by_ip[ip] += 1
         return True
+
+    def admission(self, peer) -> Callable[[], None] | None:
+        """A connection as it is accepted (before any TLS handshake; `tls_accept.Admit`), by its peer address: what
+        lets it go once it ended, or None: refused (closed at once, the client sees a closed connection)."""
+        ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        if not self.admit(ip):
+            return None
+        return functools.partial(self.leave, ip)
 
     def leave(self, ip: str) -> None:
         self.total -= 1

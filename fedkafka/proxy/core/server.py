@@ -193,7 +193,8 @@ class ProxyServer:
             ssl_ctx = tls if listener.tls else None
             # counted when accepted, before a TLS handshake, which gets the frame timeout (docs/DESIGN.md §4.12)
             serve = functools.partial(start_server, on_client, backlog=LISTEN_BACKLOG, ssl=ssl_ctx, budget=self.budget,
-                                      admit=self._admit, ssl_handshake_timeout=self.config.limits.frame_timeout_s)
+                                      admit=self.counts.admission,
+                                      ssl_handshake_timeout=self.config.limits.frame_timeout_s)
             if sock is not None and i == 0:
                 server = await serve(sock=sock)
             else:
@@ -222,17 +223,9 @@ class ProxyServer:
                 session.principal = principal
         return session
 
-    def _admit(self, peer) -> Callable[[], None] | None:
-        """A connection as it is accepted (before any TLS handshake), against the connection caps: what lets it go
-        once it ended, or None: refused (closed at once, the client sees a closed connection)."""
-        ip = peer[0] if isinstance(peer, tuple) else str(peer)
-        if not self.counts.admit(ip):
-            return None
-        return functools.partial(self.counts.leave, ip)
-
     async def _on_client(self, listener: Listener, reader: ClientFrames,
                          writer: asyncio.StreamWriter) -> None:
-        """An admitted connection (`_admit`; its TLS handshake done): served until it ends."""
+        """An admitted connection (`counts.admission`; its TLS handshake done): served until it ends."""
         peer = writer.get_extra_info("peername")
         assert self.dispatcher is not None  # start() makes it before the listener accepts anyone
         sock = writer.get_extra_info("socket")

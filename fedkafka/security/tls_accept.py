@@ -1,0 +1,89 @@
+"""Accepting a client connection, TLS or not: counted against the connection caps as it is accepted, then its TLS
+handshake within a timeout (docs/DESIGN.md §11, "TLS after admission").
+
+asyncio and uvloop call a TLS server's protocol only once the handshake is done (`create_server(ssl=...)`, within
+60 s by default): a server that counted its connections there let TCP connections that never sent a ClientHello
+hold a socket each, uncounted, for a minute. So a TLS listener accepts TCP, and its protocol's connection_made
+hands the connection to `Accepting`: counted (`admit`), then TLS started on it (`loop.start_tls`) within the
+handshake timeout. Used by the proxy (`proxy.core.client_frames.ClientFrames`) and the name service
+(`nameservice.server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# a connection's admission: given its peer address when it is accepted, None (refused) or what lets it go
+Admit = Callable[[object], Callable[[], None] | None]
+
+
+class Accepting:
+    """One accepted connection's admission and TLS handshake, run by its protocol's connection_made (`accepted`).
+    `admit(peername)` (None: every connection is served) is asked first; None refuses the connection (aborted at
+    once). With `tls` (a server context) the connection then starts TLS itself within `handshake_timeout` seconds
+    (None: asyncio's 60); a failed or late handshake closes it and lets its admission go. `left()` lets the
+    admission go (once; the protocol calls it when the connection it served ends)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, admit: Admit | None = None,
+                 tls: ssl.SSLContext | None = None, handshake_timeout: float | None = None):
+        self._loop = loop
+        self._admit = admit
+        self._leave: Callable[[], None] | None = None  # what `admit` returned
+        self._tls = tls
+        self._handshake_timeout = handshake_timeout
+
+    def accepted(self, transport: Any, protocol: asyncio.BaseProtocol, serve: Callable[[Any], None]) -> None:
+        """From `protocol`'s connection_made: `serve(transport)` once the connection is admitted and (over TLS) its
+        handshake is done, with the transport to serve it over (TLS: start_tls's)."""
+        if self._admit is not None:
+            self._leave = self._admit(transport.get_extra_info("peername"))
+            if self._leave is None:
+                transport.abort()
+                return
+        if self._tls is None:
+            serve(transport)
+            return
+        start_tls = self._loop.start_tls(transport, protocol, self._tls, server_side=True,
+                                         ssl_handshake_timeout=self._handshake_timeout)
+        self._handshake_step(start_tls, transport, serve)
+
+    def _handshake_step(self, start_tls, transport, serve: Callable[[Any], None]) -> None:
+        """Run `loop.start_tls` a step: the first one now, in connection_made (uvloop starts reading the socket as
+        connection_made returns: the ClientHello must find the TLS layer there, not the protocol, and a task's
+        first step would run after that read), the next once the future it waits for is done. Done, the
+        connection is served; failed (or not within the handshake timeout), it is closed and its admission let
+        go."""
+        try:
+            waiting = start_tls.send(None)
+        except StopIteration as done:
+            if done.value is None:  # lost as the handshake ended
+                self._handshake_failed(transport, ConnectionResetError("connection lost"))
+            else:
+                serve(done.value)
+            return
+        except BaseException as e:
+            self._handshake_failed(transport, e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        if asyncio.isfuture(waiting):
+            waiting._asyncio_future_blocking = False  # what a Task does with a future it was handed
+            waiting.add_done_callback(lambda _: self._handshake_step(start_tls, transport, serve))
+        else:  # a bare yield (none in asyncio's or uvloop's start_tls)
+            self._loop.call_soon(self._handshake_step, start_tls, transport, serve)
+
+    def _handshake_failed(self, transport, error: BaseException) -> None:
+        transport.abort()
+        self.left()
+        log.debug("TLS handshake with %s failed: %r", transport.get_extra_info("peername"), error)
+
+    def left(self) -> None:
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
