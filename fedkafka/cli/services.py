@@ -71,6 +71,9 @@ _ADMIN_LISTEN = typer.Option(None, "--admin-listen", help="HOST:PORT of the HTTP
 # Limits (their defaults are Limits()'s, documented in docs/OPERATIONS.md)
 _MAX_FRAME_BYTES = typer.Option(_LIMITS.max_frame_bytes, "--max-frame-bytes",
                                 help="largest request frame (Kafka's socket.request.max.bytes)")
+_MAX_REQUEST_ELEMENTS = typer.Option(_LIMITS.max_request_elements, "--max-request-elements",
+                                     help="array elements in one request, all its arrays together (a Metadata "
+                                     "request's topics, a Produce request's partitions, ...)")
 _MAX_CONNECTIONS = typer.Option(_LIMITS.max_connections, "--max-connections",
                                 help="open client connections per process; more are closed at once")
 _MAX_CONNECTIONS_PER_IP = typer.Option(_LIMITS.max_connections_per_ip, "--max-connections-per-ip",
@@ -105,7 +108,8 @@ def proxy(
     super_user: list[str] = _SUPER_USER, advertised_host: str | None = _ADVERTISED_HOST,
     controller: str | None = _CONTROLLER, token_file: Path | None = _TOKEN_FILE, view_file: Path | None = _VIEW_FILE,
     view_cache: Path | None = _VIEW_CACHE, workers: int = _WORKERS, pool: str = _POOL,
-    max_frame_bytes: int = _MAX_FRAME_BYTES, max_connections: int = _MAX_CONNECTIONS,
+    max_frame_bytes: int = _MAX_FRAME_BYTES, max_request_elements: int = _MAX_REQUEST_ELEMENTS,
+    max_connections: int = _MAX_CONNECTIONS,
     max_connections_per_ip: int = _MAX_CONNECTIONS_PER_IP, max_inflight_requests: int = _MAX_INFLIGHT_REQUESTS,
     max_inflight_bytes: int = _MAX_INFLIGHT_BYTES, max_buffered_bytes: int = _MAX_BUFFERED_BYTES,
     frame_timeout: float = _FRAME_TIMEOUT, idle_timeout: float = _IDLE_TIMEOUT,
@@ -131,7 +135,8 @@ def proxy(
     host, port = listeners[0].host, listeners[0].port
     token = _view_source(controller, token_file, view_file, view_cache)
     _check_workers(workers, port)
-    limits = Limits(max_frame_bytes=max_frame_bytes, max_connections=max_connections,
+    limits = Limits(max_frame_bytes=max_frame_bytes, max_request_elements=max_request_elements,
+                    max_connections=max_connections,
                     max_connections_per_ip=max_connections_per_ip, max_inflight_requests=max_inflight_requests,
                     max_inflight_bytes=max_inflight_bytes, max_buffered_bytes=max_buffered_bytes,
                     frame_timeout_s=frame_timeout, idle_timeout_s=idle_timeout, max_fetch_wait_ms=max_fetch_wait_ms,

@@ -11,15 +11,23 @@ non-nullable array is OutOfBounds (kio would hand the handler None; Kafka refuse
 fields the schema does not know are skipped by their size (Kafka skips them, KIP-482; kio refuses them, so
 `without_unknown_tags` gives the entity's bytes without them for kio to read).
 
+The walk also counts the elements of every array and tagged-fields section it crosses: within `limited(n)`
+(codec.decode_request: one client request) past n of them is TooManyElements. A count only checked against
+the bytes left lets a 16 MiB frame declare ~5 million 3-byte elements, each of which kio decodes into an object
+and a handler may answer with one entry (a Metadata request naming "x" a million times: ~12 s of the loop and
+~400 MiB). Outside `limited` the count is unbounded (answers of the brokers, tools).
+
 `check(entity_type)(buf, pos, end) -> pos after the entity`; OutOfBounds on any length past `end`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import struct
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
@@ -50,6 +58,55 @@ class OutOfBounds(ValueError):
     """A declared length larger than the bytes left (or malformed), found before anything was allocated."""
 
 
+class TooManyElements(OutOfBounds):
+    """More array elements (and tagged fields) in one request than `limited` allows."""
+
+
+class _Budget(threading.local):
+    """Elements a walk may still cross (`limited`); unbounded outside it."""
+
+    left: int = sys.maxsize
+    limit: int | None = None
+
+
+_budget = _Budget()
+
+
+def set_budget(max_elements: int | None) -> tuple[int, int | None]:
+    """From now on walks cross at most `max_elements` array elements and tagged fields together (None: any);
+    returns the budget before, for `restore_budget` (`limited` does both)."""
+    saved = _budget.left, _budget.limit
+    _budget.left = sys.maxsize if max_elements is None else max_elements
+    _budget.limit = max_elements
+    return saved
+
+
+def restore_budget(saved: tuple[int, int | None]) -> None:
+    _budget.left, _budget.limit = saved
+
+
+@contextlib.contextmanager
+def limited(max_elements: int | None) -> Iterator[None]:
+    """Walks inside it cross at most `max_elements` array elements and tagged fields together (None: any)."""
+    saved = set_budget(max_elements)
+    try:
+        yield
+    finally:
+        restore_budget(saved)
+
+
+def _spend(count: int, pos: int) -> None:
+    """Take `count` elements from the budget: TooManyElements once it is spent."""
+    _budget.left -= count
+    if _budget.left < 0:
+        _too_many(pos)
+
+
+def _too_many(pos: int) -> None:
+    raise TooManyElements(f"more than {_budget.limit} array elements and tagged fields in one request "
+                          f"(--max-request-elements), at byte {pos}")
+
+
 class _Edits(threading.local):
     """While `without_unknown_tags` walks: (start, end, replacement) byte spans that drop unknown tags."""
 
@@ -71,7 +128,8 @@ def without_unknown_tags(entity_type: type[Entity], buf: Buf, pos: int, end: int
     spans: list[tuple[int, int, bytes]] = []
     _edits.spans = spans
     try:
-        stop = check(entity_type)(buf, pos, end)
+        with limited(None):  # the second walk of bytes the first one already counted
+            stop = check(entity_type)(buf, pos, end)
     finally:
         _edits.spans = None
     out = bytearray()
@@ -149,6 +207,7 @@ def _array(item: _Walker, flexible: bool, nullable: bool) -> _Walker:
     def items(buf: Buf, pos: int, end: int, count: int) -> int:
         if count * per_item > end - pos:  # the check that keeps kio from allocating for a lie
             raise OutOfBounds(f"array of {count} elements at byte {pos}, only {end - pos} bytes left")
+        _spend(count, pos)
         if fixed is not None:
             return pos + count * fixed
         for _ in range(count):
@@ -242,6 +301,9 @@ _ITEMS = """\
 if n > 0:
     if n * {per_item} > end - pos:
         _lie(n, pos, end)
+    _budget.left -= n
+    if _budget.left < 0:
+        _too_many(pos)
     {advance}"""
 
 
@@ -267,6 +329,7 @@ def _compile(entity_type: type[Entity], plain: list[tuple[dataclasses.Field[Any]
              tags: Check | None) -> Check:
     flexible = entity_type.__flexible__
     env: dict[str, Any] = {"_uvarint": _uvarint, "_short": _short, "_lie": _lie, "_null": _null,
+                           "_budget": _budget, "_too_many": _too_many,
                            "_i16": _I16.unpack_from, "_i32": _I32.unpack_from, "_tags": tags}
     body: list[str] = []
     fixed_run = 0  # consecutive fixed-size fields: one bounds check for the run
@@ -320,6 +383,7 @@ def _tagged_fields(known: dict[int, _Walker]) -> Check:
         count, pos = _uvarint(buf, pos, end)
         if count * 2 > end - pos:
             raise OutOfBounds(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
+        _spend(count, pos)
         count_end, unknown = pos, 0
         for _ in range(count):
             field_at = pos

@@ -27,6 +27,11 @@ from fedkafka.protocol.framing import size_prefix
 
 _PEEK = struct.Struct(">hhi")
 
+# Array elements (and tagged fields) one client request may have, all its arrays together (bounds.py): the
+# proxy's --max-request-elements. Kafka's largest legitimate requests stay far below it (a Fetch or
+# OffsetCommit of every partition a consumer is assigned, a Produce to every partition a batch goes to).
+MAX_REQUEST_ELEMENTS = 100_000
+
 
 class DecodeError(ValueError):
     """A frame that does not decode as the schema its header names."""
@@ -92,17 +97,21 @@ def response_schema(api_key: int, version: int) -> type[ResponsePayload]:
     return resp_t
 
 
-def decode_request(frame: bytes | memoryview) -> tuple[Any, Any]:
-    """(header, body) of a request frame. DecodeError for unknown (key, version) or malformed bytes."""
+def decode_request(frame: bytes | memoryview, max_elements: int | None = MAX_REQUEST_ELEMENTS) -> tuple[Any, Any]:
+    """(header, body) of a request frame. DecodeError for unknown (key, version) or malformed bytes, or more
+    than `max_elements` array elements and tagged fields in header and body together (None: any number)."""
     api_key, version, _ = peek_header(frame)
     req_t = request_type(api_key, version)
     if req_t is None:
         raise DecodeError(f"no schema for api_key={api_key} version={version}")
+    saved = bounds.set_budget(max_elements)
     try:
         header, n = read_entity(req_t.__header_schema__, frame)
         body, _ = read_entity(req_t, frame, n)
     except DecodeError as e:
         raise DecodeError(f"{e} (v{version})") from None
+    finally:
+        bounds.restore_budget(saved)
     # Bytes after the last known field are ignored, as Kafka's own request parser does: librdkafka's
     # all-topics Metadata v12/v13 carries 3 such bytes, and brokers answer it normally.
     return header, body

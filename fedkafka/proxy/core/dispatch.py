@@ -128,8 +128,10 @@ class Dispatcher:
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
                  controller: ControllerLink | None = None, observer=NULL_OBSERVER,
-                 authorization: bool = False, super_users: frozenset[str] = frozenset()):
+                 authorization: bool = False, super_users: frozenset[str] = frozenset(),
+                 max_request_elements: int = codec.MAX_REQUEST_ELEMENTS):
         self.state = state  # has .view, .me, .lease_valid()
+        self.max_request_elements = max_request_elements  # array elements in one request (bounds.py)
         self.controller = controller
         self.observer = observer
         self.max_fetch_wait_ms = max_fetch_wait_ms
@@ -242,7 +244,7 @@ class Dispatcher:
         try:  # a module with `read_request` reads its own frames (Produce: a header walk that leaves the record
             # sets in the frame); that one object is both header and request
             if read_request is None:
-                header, request = codec.decode_request(frame)
+                header, request = codec.decode_request(frame, self.max_request_elements)
             else:
                 header = request = read_request(frame)
         except codec.DecodeError as e:
@@ -280,7 +282,10 @@ class Dispatcher:
             route = ()  # not served
             if versions.accepts(advertised, api_key, version):
                 module = self.registry[api_key]
-                route = (module, self._hook(module, "read_request"), self._hook(module, "cache_key"))
+                read_request = self._hook(module, "read_request")
+                if read_request is not None:  # Produce's own frame walk, held to the same element limit
+                    read_request = functools.partial(read_request, max_elements=self.max_request_elements)
+                route = (module, read_request, self._hook(module, "cache_key"))
             self._routes[(api_key, version)] = route
         return route or None
 

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS
 from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ MiB = 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES  # 16 MiB: see framing.py
+    # array elements (and tagged fields) in one request, all arrays together: see codec.py and bounds.py
+    max_request_elements: int = MAX_REQUEST_ELEMENTS
     max_connections: int = 10_000  # per process; over it a connection is accepted and closed at once
     max_connections_per_ip: int = 1_000
     max_inflight_requests: int = 64  # per connection (librdkafka's max.in.flight default is 1,000,000)
@@ -46,6 +49,8 @@ class Limits:
             out.append("--max-inflight-bytes must be at least --max-frame-bytes")
         if self.max_buffered_bytes < self.max_inflight_bytes:
             out.append("--max-buffered-bytes must be at least --max-inflight-bytes")
+        if self.max_request_elements < 1000:
+            out.append("--max-request-elements must be at least 1000")
         for name in ("max_connections", "max_connections_per_ip", "max_inflight_requests",
                      "max_dedicated_per_broker", "max_dedicated_per_connection"):
             if getattr(self, name) < 1:
