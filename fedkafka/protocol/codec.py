@@ -17,6 +17,7 @@ from functools import cache
 from typing import IO, Any, cast
 
 from kio.index import KioIndexError, load_request_schema, load_response_schema
+from kio.schema.index import api_key_map, schema_name_map
 from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
 from kio.static.primitive import i16, i32
@@ -64,9 +65,29 @@ def peek_header(frame: bytes | bytearray | memoryview) -> tuple[int, int, int]:
     return api_key, version, correlation_id
 
 
-@cache
+# Every (api_key, version) kio has schemas for: a pair outside it is None without a cache entry, so a client
+# naming many pairs (any int16 key and version) leaves nothing behind.
+KNOWN_VERSIONS: frozenset[tuple[int, int]] = frozenset(
+    (key, version) for key, name in api_key_map.items() for version in schema_name_map.get(name, ()))
+
+
+def known_versions(api_key: int) -> list[int]:
+    """The versions of `api_key` kio knows, in order (empty: an unknown key)."""
+    return sorted(v for k, v in KNOWN_VERSIONS if k == api_key)
+
+
 def request_type(api_key: int, version: int) -> type[RequestPayload] | None:
     """kio's request type for (key, version), or None when kio does not know it."""
+    return _request_type(api_key, version) if (api_key, version) in KNOWN_VERSIONS else None
+
+
+def response_type(api_key: int, version: int) -> type[ResponsePayload] | None:
+    """kio's response type for (key, version), or None when kio does not know it."""
+    return _response_type(api_key, version) if (api_key, version) in KNOWN_VERSIONS else None
+
+
+@cache
+def _request_type(api_key: int, version: int) -> type[RequestPayload] | None:
     try:
         return load_request_schema(api_key, version)
     except (KioIndexError, ImportError, ValueError, AttributeError):
@@ -74,7 +95,7 @@ def request_type(api_key: int, version: int) -> type[RequestPayload] | None:
 
 
 @cache
-def response_type(api_key: int, version: int) -> type[ResponsePayload] | None:
+def _response_type(api_key: int, version: int) -> type[ResponsePayload] | None:
     try:
         return load_response_schema(api_key, version)
     except (KioIndexError, ImportError, ValueError, AttributeError):
