@@ -41,12 +41,13 @@ class DecodeError(ValueError):
 _READ_ERRORS = (SerialError, ValueError, TypeError, LookupError, OverflowError)
 
 
-def read_entity(entity_type: type[Entity], buf: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
+def read_entity(entity_type: type[Entity], buf: bytes | memoryview, offset: int = 0,
+                counted: bool = False) -> tuple[Any, int]:
     """(entity, bytes read) of one kio entity at `offset`: lengths bounds-checked, then kio's native reader.
     Tagged fields the schema does not know are skipped, as Kafka's readers do. DecodeError for anything
-    malformed."""
+    malformed. `counted`: its elements are taken from the budget `bounds.set_budget` gave (client requests)."""
     try:
-        end = bounds.check(entity_type)(buf, offset, len(buf))
+        end = bounds.check(entity_type, counted)(buf, offset, len(buf))
         try:
             return entity_reader(entity_type)(buf, offset)
         except KeyError:  # kio refuses an unknown tag: read the entity again without them
@@ -127,8 +128,8 @@ def decode_request(frame: bytes | memoryview, max_elements: int | None = MAX_REQ
         raise DecodeError(f"no schema for api_key={api_key} version={version}")
     saved = bounds.set_budget(max_elements)
     try:
-        header, n = read_entity(req_t.__header_schema__, frame)
-        body, _ = read_entity(req_t, frame, n)
+        header, n = read_entity(req_t.__header_schema__, frame, counted=True)
+        body, _ = read_entity(req_t, frame, n, counted=True)
     except DecodeError as e:
         raise DecodeError(f"{e} (v{version})") from None
     finally:
