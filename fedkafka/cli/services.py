@@ -78,6 +78,9 @@ _MAX_FRAME_BYTES = typer.Option(_LIMITS.max_frame_bytes, "--max-frame-bytes",
 _MAX_PRE_AUTH_FRAME_BYTES = typer.Option(_LIMITS.max_pre_auth_frame_bytes, "--max-pre-auth-frame-bytes",
                                          help="largest frame before SASL authentication, on SASL listeners "
                                          "(Kafka's sasl.server.max.receive.size)")
+_MAX_REQUEST_ELEMENTS = typer.Option(_LIMITS.max_request_elements, "--max-request-elements",
+                                     help="array elements in one request, all its arrays together (a Metadata "
+                                     "request's topics, a Produce request's partitions, ...)")
 _MAX_CONNECTIONS = typer.Option(_LIMITS.max_connections, "--max-connections",
                                 help="open client connections per process; more are closed at once")
 _MAX_CONNECTIONS_PER_IP = typer.Option(_LIMITS.max_connections_per_ip, "--max-connections-per-ip",
@@ -113,6 +116,7 @@ def proxy(
     controller: str | None = _CONTROLLER, token_file: Path | None = _TOKEN_FILE, view_file: Path | None = _VIEW_FILE,
     view_cache: Path | None = _VIEW_CACHE, workers: int = _WORKERS, pool: str = _POOL,
     max_frame_bytes: int = _MAX_FRAME_BYTES, max_pre_auth_frame_bytes: int = _MAX_PRE_AUTH_FRAME_BYTES,
+    max_request_elements: int = _MAX_REQUEST_ELEMENTS,
     max_connections: int = _MAX_CONNECTIONS,
     max_connections_per_ip: int = _MAX_CONNECTIONS_PER_IP, max_inflight_requests: int = _MAX_INFLIGHT_REQUESTS,
     max_inflight_bytes: int = _MAX_INFLIGHT_BYTES, max_buffered_bytes: int = _MAX_BUFFERED_BYTES,
@@ -142,6 +146,7 @@ def proxy(
     token = _view_source(controller, token_file, view_file, view_cache)
     _check_workers(workers, port)
     limits = Limits(max_frame_bytes=max_frame_bytes, max_pre_auth_frame_bytes=max_pre_auth_frame_bytes,
+                    max_request_elements=max_request_elements,
                     max_connections=max_connections,
                     max_connections_per_ip=max_connections_per_ip, max_inflight_requests=max_inflight_requests,
                     max_inflight_bytes=max_inflight_bytes, max_buffered_bytes=max_buffered_bytes,

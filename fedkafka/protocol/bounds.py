@@ -11,6 +11,13 @@ non-nullable array is OutOfBounds (kio would hand the handler None; Kafka refuse
 fields the schema does not know are skipped by their size (Kafka skips them, KIP-482; kio refuses them, so
 `without_unknown_tags` gives the entity's bytes without them for kio to read).
 
+The counted walk (`check(entity_type, counted=True)`: codec.decode_request, one client request) also counts the
+elements of every array and tagged-fields section it crosses, against the budget `set_budget` gave: past it,
+TooManyElements. A count only checked against the bytes left lets a 16 MiB frame declare ~5 million 3-byte
+elements, each of which kio decodes into an object and a handler may answer with one entry (a Metadata request
+naming "x" a million times: ~12 s of the loop and ~400 MiB). The plain walk (answers of the brokers, everything
+else) does not count: an answer of 1,600 partitions has ~5,000 arrays, and counting them doubled its walk.
+
 `check(entity_type)(buf, pos, end) -> pos after the entity`; OutOfBounds on any length past `end`.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from functools import cache
@@ -50,6 +58,45 @@ class OutOfBounds(ValueError):
     """A declared length larger than the bytes left (or malformed), found before anything was allocated."""
 
 
+class TooManyElements(OutOfBounds):
+    """More array elements (and tagged fields) in one request than `set_budget` allows."""
+
+
+class _Budget(threading.local):
+    """Elements the counted walks may still cross (`set_budget`)."""
+
+    left: int = sys.maxsize
+    limit: int | None = None
+
+
+_budget = _Budget()
+
+
+def set_budget(max_elements: int | None) -> tuple[int, int | None]:
+    """From now on counted walks cross at most `max_elements` array elements and tagged fields together (None:
+    any); returns the budget before, for `restore_budget`."""
+    saved = _budget.left, _budget.limit
+    _budget.left = sys.maxsize if max_elements is None else max_elements
+    _budget.limit = max_elements
+    return saved
+
+
+def restore_budget(saved: tuple[int, int | None]) -> None:
+    _budget.left, _budget.limit = saved
+
+
+def _spend(count: int, pos: int) -> None:
+    """Take `count` elements from the budget: TooManyElements once it is spent."""
+    _budget.left -= count
+    if _budget.left < 0:
+        _too_many(pos)
+
+
+def _too_many(pos: int) -> None:
+    raise TooManyElements(f"more than {_budget.limit} array elements and tagged fields in one request "
+                          f"(--max-request-elements), at byte {pos}")
+
+
 class _Edits(threading.local):
     """While `without_unknown_tags` walks: (start, end, replacement) byte spans that drop unknown tags."""
 
@@ -59,9 +106,9 @@ class _Edits(threading.local):
 _edits = _Edits()
 
 
-def check(entity_type: type[Entity]) -> Check:
-    """The walker for one kio entity type (cached)."""
-    return _entity(entity_type).walk
+def check(entity_type: type[Entity], counted: bool = False) -> Check:
+    """The walker for one kio entity type (cached); `counted`: one that spends the budget (`set_budget`)."""
+    return _entity(entity_type, counted).walk
 
 
 def without_unknown_tags(entity_type: type[Entity], buf: Buf, pos: int, end: int) -> bytes:
@@ -71,7 +118,7 @@ def without_unknown_tags(entity_type: type[Entity], buf: Buf, pos: int, end: int
     spans: list[tuple[int, int, bytes]] = []
     _edits.spans = spans
     try:
-        stop = check(entity_type)(buf, pos, end)
+        stop = check(entity_type)(buf, pos, end)  # not counted: the first walk did
     finally:
         _edits.spans = None
     out = bytearray()
@@ -142,13 +189,15 @@ def _primitive(kafka_type: str, flexible: bool) -> _Walker:
 
 
 # -- arrays ---------------------------------------------------------------------------------------------
-def _array(item: _Walker, flexible: bool, nullable: bool) -> _Walker:
+def _array(item: _Walker, flexible: bool, nullable: bool, counted: bool) -> _Walker:
     per_item = max(item.min_size, 1)
     item_walk, fixed = item.walk, item.fixed_size
 
     def items(buf: Buf, pos: int, end: int, count: int) -> int:
         if count * per_item > end - pos:  # the check that keeps kio from allocating for a lie
             raise OutOfBounds(f"array of {count} elements at byte {pos}, only {end - pos} bytes left")
+        if counted:
+            _spend(count, pos)
         if fixed is not None:
             return pos + count * fixed
         for _ in range(count):
@@ -180,7 +229,7 @@ def _nullable(inner: _Walker) -> _Walker:
     return _Walker(walk, 1, None)
 
 
-def _field(entity_type: type[Entity], field: dataclasses.Field[Any], is_tag: bool) -> _Walker:
+def _field(entity_type: type[Entity], field: dataclasses.Field[Any], is_tag: bool, counted: bool) -> _Walker:
     flexible = entity_type.__flexible__
     if entity_type.__name__ == "RequestHeader" and field.name == "client_id":
         return _Walker(_legacy_string, 2, None)  # Kafka's special case: always a legacy string
@@ -188,28 +237,28 @@ def _field(entity_type: type[Entity], field: dataclasses.Field[Any], is_tag: boo
     kind = classify_field(field)
     match kind:
         case EntityField(tp):
-            walker = _nullable(_entity(tp)) if optional else _entity(tp)
+            walker = _nullable(_entity(tp, counted)) if optional else _entity(tp, counted)
         case EntityTupleField(tp):
-            walker = _entity(tp)
+            walker = _entity(tp, counted)
         case _:
             walker = _primitive(get_schema_field_type(field), flexible)
     if isinstance(kind, EntityTupleField | PrimitiveTupleField):
-        walker = _array(walker, flexible, nullable=is_tag or is_optional(field))
+        walker = _array(walker, flexible, nullable=is_tag or is_optional(field), counted=counted)
     return walker
 
 
 @cache
-def _entity(entity_type: type[Entity]) -> _Walker:
+def _entity(entity_type: type[Entity], counted: bool) -> _Walker:
     plain: list[tuple[dataclasses.Field[Any], _Walker]] = []
     tagged: dict[int, _Walker] = {}
     for field in dataclasses.fields(entity_type):
         tag = get_field_tag(field)
         if tag is None:
-            plain.append((field, _field(entity_type, field, is_tag=False)))
+            plain.append((field, _field(entity_type, field, is_tag=False, counted=counted)))
         else:
-            tagged[tag] = _field(entity_type, field, is_tag=True)
+            tagged[tag] = _field(entity_type, field, is_tag=True, counted=counted)
     flexible = entity_type.__flexible__
-    walk = _compile(entity_type, plain, _tagged_fields(tagged) if flexible else None)
+    walk = _compile(entity_type, plain, _tagged_fields(tagged, counted) if flexible else None, counted)
     min_size = sum(w.min_size for _, w in plain) + (1 if flexible else 0)
     fixed = None if flexible or any(w.fixed_size is None for _, w in plain) else min_size
     return _Walker(walk, min_size, fixed)
@@ -242,10 +291,14 @@ _ITEMS = """\
 if n > 0:
     if n * {per_item} > end - pos:
         _lie(n, pos, end)
-    {advance}"""
+    {count}{advance}"""
+_SPEND = """_budget.left -= n
+    if _budget.left < 0:
+        _too_many(pos)
+    """
 
 
-def _field_code(field: dataclasses.Field[Any], walker: _Walker, flexible: bool, name: str) -> str:
+def _field_code(field: dataclasses.Field[Any], walker: _Walker, flexible: bool, name: str, counted: bool) -> str:
     """Inline code for one variable-size field, or a call of its walker."""
     if isinstance(classify_field(field), EntityTupleField | PrimitiveTupleField):
         item = walker.item
@@ -254,7 +307,8 @@ def _field_code(field: dataclasses.Field[Any], walker: _Walker, flexible: bool, 
                    f"for _ in range(n):\n        pos = {name}_item(buf, pos, end)")
         count = _COUNT_COMPACT if flexible else _COUNT_LEGACY.format(width=4, bits=32)
         null = "" if walker.nullable else _NOT_NULL + "\n"
-        return count + "\n" + null + _ITEMS.format(per_item=max(item.min_size, 1), advance=advance)
+        return count + "\n" + null + _ITEMS.format(per_item=max(item.min_size, 1), count=_SPEND if counted else "",
+                                                    advance=advance)
     if walker.walk is _compact_bytes:
         return _COUNT_COMPACT + "\n" + _SKIP
     if walker.walk in (_legacy_string, _legacy_bytes):
@@ -264,9 +318,10 @@ def _field_code(field: dataclasses.Field[Any], walker: _Walker, flexible: bool, 
 
 
 def _compile(entity_type: type[Entity], plain: list[tuple[dataclasses.Field[Any], _Walker]],
-             tags: Check | None) -> Check:
+             tags: Check | None, counted: bool) -> Check:
     flexible = entity_type.__flexible__
     env: dict[str, Any] = {"_uvarint": _uvarint, "_short": _short, "_lie": _lie, "_null": _null,
+                           "_budget": _budget, "_too_many": _too_many,
                            "_i16": _I16.unpack_from, "_i32": _I32.unpack_from, "_tags": tags}
     body: list[str] = []
     fixed_run = 0  # consecutive fixed-size fields: one bounds check for the run
@@ -283,7 +338,7 @@ def _compile(entity_type: type[Entity], plain: list[tuple[dataclasses.Field[Any]
             continue
         flush()
         env[f"w{i}"], env[f"w{i}_item"] = walker.walk, getattr(walker.item, "walk", None)
-        body.append(_field_code(field, walker, flexible, f"w{i}"))
+        body.append(_field_code(field, walker, flexible, f"w{i}", counted))
     flush()
     if tags is not None:
         body.append("if pos < end and buf[pos] == 0:\n    pos += 1\nelse:\n    pos = _tags(buf, pos, end)")
@@ -307,7 +362,7 @@ def _null(pos: int) -> None:
     raise OutOfBounds(f"null where the schema has a non-nullable array, near byte {pos}")
 
 
-def _tagged_fields(known: dict[int, _Walker]) -> Check:
+def _tagged_fields(known: dict[int, _Walker], counted: bool) -> Check:
     """uvarint count, then per field uvarint tag, uvarint size, value. A known tag's value must fit its size;
     an unknown one is skipped by its size, as Kafka's readers do (noted for `without_unknown_tags`).
 
@@ -320,6 +375,8 @@ def _tagged_fields(known: dict[int, _Walker]) -> Check:
         count, pos = _uvarint(buf, pos, end)
         if count * 2 > end - pos:
             raise OutOfBounds(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
+        if counted:
+            _spend(count, pos)
         count_end, unknown = pos, 0
         for _ in range(count):
             field_at = pos

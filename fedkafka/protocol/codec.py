@@ -17,6 +17,7 @@ from functools import cache
 from typing import IO, Any, cast
 
 from kio.index import KioIndexError, load_request_schema, load_response_schema
+from kio.schema.index import api_key_map, schema_name_map
 from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
 from kio.static.primitive import i16, i32
@@ -27,6 +28,11 @@ from fedkafka.protocol.framing import size_prefix
 
 _PEEK = struct.Struct(">hhi")
 
+# Array elements (and tagged fields) one client request may have, all its arrays together (bounds.py): the
+# proxy's --max-request-elements. Kafka's largest legitimate requests stay far below it (a Fetch or
+# OffsetCommit of every partition a consumer is assigned, a Produce to every partition a batch goes to).
+MAX_REQUEST_ELEMENTS = 100_000
+
 
 class DecodeError(ValueError):
     """A frame that does not decode as the schema its header names."""
@@ -35,12 +41,13 @@ class DecodeError(ValueError):
 _READ_ERRORS = (SerialError, ValueError, TypeError, LookupError, OverflowError)
 
 
-def read_entity(entity_type: type[Entity], buf: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
+def read_entity(entity_type: type[Entity], buf: bytes | memoryview, offset: int = 0,
+                counted: bool = False) -> tuple[Any, int]:
     """(entity, bytes read) of one kio entity at `offset`: lengths bounds-checked, then kio's native reader.
     Tagged fields the schema does not know are skipped, as Kafka's readers do. DecodeError for anything
-    malformed."""
+    malformed. `counted`: its elements are taken from the budget `bounds.set_budget` gave (client requests)."""
     try:
-        end = bounds.check(entity_type)(buf, offset, len(buf))
+        end = bounds.check(entity_type, counted)(buf, offset, len(buf))
         try:
             return entity_reader(entity_type)(buf, offset)
         except KeyError:  # kio refuses an unknown tag: read the entity again without them
@@ -59,9 +66,29 @@ def peek_header(frame: bytes | bytearray | memoryview) -> tuple[int, int, int]:
     return api_key, version, correlation_id
 
 
-@cache
+# Every (api_key, version) kio has schemas for: a pair outside it is None without a cache entry, so a client
+# naming many pairs (any int16 key and version) leaves nothing behind.
+KNOWN_VERSIONS: frozenset[tuple[int, int]] = frozenset(
+    (key, version) for key, name in api_key_map.items() for version in schema_name_map.get(name, ()))
+
+
+def known_versions(api_key: int) -> list[int]:
+    """The versions of `api_key` kio knows, in order (empty: an unknown key)."""
+    return sorted(v for k, v in KNOWN_VERSIONS if k == api_key)
+
+
 def request_type(api_key: int, version: int) -> type[RequestPayload] | None:
     """kio's request type for (key, version), or None when kio does not know it."""
+    return _request_type(api_key, version) if (api_key, version) in KNOWN_VERSIONS else None
+
+
+def response_type(api_key: int, version: int) -> type[ResponsePayload] | None:
+    """kio's response type for (key, version), or None when kio does not know it."""
+    return _response_type(api_key, version) if (api_key, version) in KNOWN_VERSIONS else None
+
+
+@cache
+def _request_type(api_key: int, version: int) -> type[RequestPayload] | None:
     try:
         return load_request_schema(api_key, version)
     except (KioIndexError, ImportError, ValueError, AttributeError):
@@ -69,7 +96,7 @@ def request_type(api_key: int, version: int) -> type[RequestPayload] | None:
 
 
 @cache
-def response_type(api_key: int, version: int) -> type[ResponsePayload] | None:
+def _response_type(api_key: int, version: int) -> type[ResponsePayload] | None:
     try:
         return load_response_schema(api_key, version)
     except (KioIndexError, ImportError, ValueError, AttributeError):
@@ -92,17 +119,21 @@ def response_schema(api_key: int, version: int) -> type[ResponsePayload]:
     return resp_t
 
 
-def decode_request(frame: bytes | memoryview) -> tuple[Any, Any]:
-    """(header, body) of a request frame. DecodeError for unknown (key, version) or malformed bytes."""
+def decode_request(frame: bytes | memoryview, max_elements: int | None = MAX_REQUEST_ELEMENTS) -> tuple[Any, Any]:
+    """(header, body) of a request frame. DecodeError for unknown (key, version) or malformed bytes, or more
+    than `max_elements` array elements and tagged fields in header and body together (None: any number)."""
     api_key, version, _ = peek_header(frame)
     req_t = request_type(api_key, version)
     if req_t is None:
         raise DecodeError(f"no schema for api_key={api_key} version={version}")
+    saved = bounds.set_budget(max_elements)
     try:
-        header, n = read_entity(req_t.__header_schema__, frame)
-        body, _ = read_entity(req_t, frame, n)
+        header, n = read_entity(req_t.__header_schema__, frame, counted=True)
+        body, _ = read_entity(req_t, frame, n, counted=True)
     except DecodeError as e:
         raise DecodeError(f"{e} (v{version})") from None
+    finally:
+        bounds.restore_budget(saved)
     # Bytes after the last known field are ignored, as Kafka's own request parser does: librdkafka's
     # all-topics Metadata v12/v13 carries 3 such bytes, and brokers answer it normally.
     return header, body

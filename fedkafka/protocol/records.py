@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import os
 import struct
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
@@ -478,12 +479,19 @@ _ANSWER_FIELDS = tuple(f.name for f in dataclass_fields(ProducePartitionAnswer))
 TagWalk = Callable[[memoryview, int], int]  # (view ending where the tag's size does, position) -> position after
 
 
-def read_produce_request(frame: Buffer) -> ProduceRequestFrame:
+# Fewest bytes one element of a Produce request takes: a v9+ topic (empty name, partition count, tags); every other
+# element (a partition, a legacy topic, a tagged field) takes more. A frame of n bytes has at most n / 3 elements.
+_MIN_ELEMENT_BYTES = 3
+
+
+def read_produce_request(frame: Buffer, max_elements: int | None = None) -> ProduceRequestFrame:
     """The Produce request in `frame` (the request after its 4-byte size prefix: header and body), read as kio
     reads it: unknown tagged fields are skipped, bytes after the last field ignored, and each partition's records
     are a memoryview into `frame`. MalformedFrame for anything that does not parse; no allocation is sized from
-    a declared length (an array's count is checked against the bytes left before its first element is read)."""
-    if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
+    a declared length (an array's count is checked against the bytes left before its first element is read),
+    and past `max_elements` topics, partitions and tagged fields together (None: any number) the walk stops.
+    The compiled walk does not count: it reads only frames too small to hold more (`_MIN_ELEMENT_BYTES`)."""
+    if _frames is not None and (max_elements is None or len(frame) <= max_elements * _MIN_ELEMENT_BYTES):
         read: ProduceRequestFrame | None = _frames.read_produce_request(
             frame, ProduceRequestFrame, _REQUEST_FIELDS, ProduceTopicData, ProducePartitionData)
         if read is not None:
@@ -499,18 +507,35 @@ def read_produce_request(frame: Buffer) -> ProduceRequestFrame:
         raise MalformedFrame(f"api_key {api_key} is not Produce (0)")
     if version not in PRODUCE_VERSIONS:
         raise MalformedFrame(f"Produce version {version} outside 3..12")
+    elements = _Elements(max_elements)
     try:
         client_id, pos = _legacy_string(view, _REQUEST_HEAD.size, length, end, "client_id")
         if version < _FIRST_FLEXIBLE:
-            transactional_id, acks, timeout_ms, topics = _legacy_body(view, pos, end)
+            transactional_id, acks, timeout_ms, topics = _legacy_body(view, pos, end, elements)
         else:
-            pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)  # the header's
-            transactional_id, acks, timeout_ms, topics = _flexible_body(view, pos, end)
+            pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end, None, elements)  # the header's
+            transactional_id, acks, timeout_ms, topics = _flexible_body(view, pos, end, elements)
     except _TRUNCATED:
         raise MalformedFrame(f"Produce v{version} request truncated: a field runs past its end ({end} bytes)") from None
     except UnicodeDecodeError as e:
         raise MalformedFrame(f"Produce v{version} request: a string that is not UTF-8 ({e.reason})") from None
     return ProduceRequestFrame(version, correlation_id, client_id, transactional_id, acks, timeout_ms, topics)
+
+
+class _Elements:
+    """The topics, partitions and tagged fields a request walk may still cross."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, max_elements: int | None):
+        self.left = sys.maxsize if max_elements is None else max_elements
+        self.limit = max_elements
+
+    def spend(self, count: int, pos: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise MalformedFrame(f"more than {self.limit} topics, partitions and tagged fields in one request "
+                                 f"(--max-request-elements), at byte {pos}")
 
 
 def _legacy_string(view: memoryview, pos: int, length: int, end: int, what: str) -> tuple[str | None, int]:
@@ -568,7 +593,8 @@ def _uvarint(view: memoryview, pos: int, end: int) -> tuple[int, int]:
     raise MalformedFrame(f"a varint longer than 5 bytes at byte {pos}")
 
 
-def _skip_tags(view: memoryview, pos: int, end: int, tag_zero: TagWalk | None = None) -> int:
+def _skip_tags(view: memoryview, pos: int, end: int, tag_zero: TagWalk | None = None,
+               elements: _Elements | None = None) -> int:
     """The position after a tagged-fields section: no tag of Produce's request is known, so all are skipped by
     their size, as Kafka's readers skip unknown tags (KIP-482). `tag_zero` walks the value of a known tag 0 (a
     response's) in a view that ends where its declared size does; the section goes on from where the value
@@ -576,6 +602,8 @@ def _skip_tags(view: memoryview, pos: int, end: int, tag_zero: TagWalk | None = 
     count, pos = _uvarint(view, pos, end)
     if count * 2 > end - pos:  # each field takes at least a tag and a size byte
         raise MalformedFrame(f"{count} tagged fields at byte {pos}, only {end - pos} bytes left")
+    if elements is not None:
+        elements.spend(count, pos)
     for _ in range(count):
         tag, pos = _uvarint(view, pos, end)
         size, pos = _uvarint(view, pos, end)
@@ -607,7 +635,8 @@ def _legacy_topic_head(view: memoryview, pos: int, end: int, min_size: int, what
     return name, count, pos
 
 
-def _legacy_body(view: memoryview, pos: int, end: int) -> tuple[str | None, int, int, tuple[ProduceTopicData, ...]]:
+def _legacy_body(view: memoryview, pos: int, end: int,
+                 elements: _Elements) -> tuple[str | None, int, int, tuple[ProduceTopicData, ...]]:
     """transactional_id, acks, timeout_ms and topic_data of a v3..8 body at `pos`."""
     (length,) = _I16.unpack_from(view, pos)
     transactional_id, pos = _legacy_string(view, pos + 2, length, end, "transactional_id")
@@ -615,9 +644,11 @@ def _legacy_body(view: memoryview, pos: int, end: int) -> tuple[str | None, int,
     pos += _ACKS_TIMEOUT_COUNT.size
     if count < 0 or count * 6 > end - pos:  # a topic: name length, partition count
         raise _bad_count(count, 6, pos, end, "topics")
+    elements.spend(count, pos)
     topics = []
     for _ in range(count):
         name, partitions_count, pos = _legacy_topic_head(view, pos, end, 8, "partitions")  # index, records length
+        elements.spend(partitions_count, pos)
         partitions = []
         for _ in range(partitions_count):
             index, length = _INDEX_LENGTH.unpack_from(view, pos)
@@ -635,7 +666,8 @@ def _legacy_body(view: memoryview, pos: int, end: int) -> tuple[str | None, int,
     return transactional_id, acks, timeout_ms, tuple(topics)
 
 
-def _flexible_body(view: memoryview, pos: int, end: int) -> tuple[str | None, int, int, tuple[ProduceTopicData, ...]]:
+def _flexible_body(view: memoryview, pos: int, end: int,
+                   elements: _Elements) -> tuple[str | None, int, int, tuple[ProduceTopicData, ...]]:
     """transactional_id, acks, timeout_ms and topic_data of a v9..12 body at `pos` (its tagged fields skipped)."""
     transactional_id, pos = _compact_string(view, pos, end, "transactional_id")
     acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(view, pos)
@@ -643,20 +675,22 @@ def _flexible_body(view: memoryview, pos: int, end: int) -> tuple[str | None, in
     count -= 1
     if count < 0 or count * 3 > end - pos:  # a topic: name length, partition count, tags
         raise _bad_count(count, 3, pos, end, "topics")
+    elements.spend(count, pos)
     topics = []
     for _ in range(count):
         at = pos
         name, pos = _compact_string(view, pos, end, "topic name")
         if name is None:
             raise MalformedFrame(f"null topic name at byte {at}")
-        partitions, pos = _flexible_partitions(view, pos, end)
-        pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
+        partitions, pos = _flexible_partitions(view, pos, end, elements)
+        pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end, None, elements)
         topics.append(ProduceTopicData(name, partitions))
-    pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
+    pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end, None, elements)
     return transactional_id, acks, timeout_ms, tuple(topics)
 
 
-def _flexible_partitions(view: memoryview, pos: int, end: int) -> tuple[tuple[ProducePartitionData, ...], int]:
+def _flexible_partitions(view: memoryview, pos: int, end: int,
+                         elements: _Elements) -> tuple[tuple[ProducePartitionData, ...], int]:
     """A v9..12 topic's partition_data at `pos`: (partitions, position after them)."""
     count = view[pos]
     if count < 0x80:
@@ -666,6 +700,7 @@ def _flexible_partitions(view: memoryview, pos: int, end: int) -> tuple[tuple[Pr
     count -= 1
     if count < 0 or count * 6 > end - pos:  # index, records length, tags
         raise _bad_count(count, 6, pos, end, "partitions")
+    elements.spend(count, pos)
     partitions = []
     for _ in range(count):
         (index,) = _I32.unpack_from(view, pos)
@@ -681,7 +716,7 @@ def _flexible_partitions(view: memoryview, pos: int, end: int) -> tuple[tuple[Pr
         else:
             records = view[pos:pos + length - 1]
             pos += length - 1
-        pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
+        pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end, None, elements)
         partitions.append(ProducePartitionData(index, records))
     return tuple(partitions), pos
 

@@ -61,13 +61,16 @@ def test_requests_errors_latency_and_topic_bytes():
     assert sample(registry, "fedkafka_proxy_topic_bytes_total", topic="_other", direction="in") == 5
 
 
-def test_unsupported_versions_count_as_errors():
+def test_unsupported_versions_count_as_errors_in_one_series():
+    """Whatever (api_key, version) the client names: one series each would let it add series without end."""
     registry = CollectorRegistry()
     m = RequestMetrics(registry)
     m.unsupported(0, 2)
-    m.unsupported(9999, 0)  # no schema: labelled by its number
-    assert sample(registry, "fedkafka_proxy_errors_total", api="Produce", error="unsupported_version") == 1
-    assert sample(registry, "fedkafka_proxy_requests_total", api="9999", version="0") == 1
+    m.unsupported(9999, 0)  # no schema
+    m.unsupported(18, 30000)
+    assert sample(registry, "fedkafka_proxy_errors_total", api="other", error="unsupported_version") == 3
+    assert sample(registry, "fedkafka_proxy_requests_total", api="other", version="other") == 3
+    assert sample(registry, "fedkafka_proxy_requests_total", api="Produce", version="2") is None
 
 
 def test_cluster_bytes_and_upstream_errors():

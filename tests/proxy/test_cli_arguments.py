@@ -34,6 +34,7 @@ def test_bad_worker_counts(tmp_path, refused_cli, args, message):
 @pytest.mark.parametrize(("args", "message"), [
     (["--max-frame-bytes", "100"], "--max-frame-bytes must be at least 1024"),
     (["--max-pre-auth-frame-bytes", "100"], "--max-pre-auth-frame-bytes must be at least 1024"),
+    (["--max-request-elements", "999"], "--max-request-elements must be at least 1000"),
     (["--max-inflight-bytes", "1048576"], "--max-inflight-bytes must be at least --max-frame-bytes"),
     (["--max-connections-per-ip", "0"], "--max-connections-per-ip must be at least 1"),
     (["--idle-timeout", "0"], "--idle-timeout must be positive"),

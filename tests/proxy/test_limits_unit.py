@@ -731,6 +731,7 @@ def test_one_client_connection_cannot_take_a_brokers_whole_pool():
 @pytest.mark.parametrize("limits, message", [
     (Limits(max_frame_bytes=100), "--max-frame-bytes"),
     (Limits(max_pre_auth_frame_bytes=100), "--max-pre-auth-frame-bytes"),
+    (Limits(max_request_elements=999), "--max-request-elements"),
     (Limits(max_inflight_bytes=1024 * 1024), "--max-inflight-bytes"),
     (Limits(max_buffered_bytes=1024 * 1024), "--max-buffered-bytes"),
     (Limits(frame_timeout_s=0), "--frame-timeout"),

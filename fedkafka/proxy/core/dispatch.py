@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 SLOW_REQUEST_S = 5.0
 DRAINED_API_KEYS = (PRODUCE_API_KEY, 8)  # Produce and OffsetCommit: counted in writes_in_flight
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
+ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-topics answer of ~600,000 partitions)
 CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster's own timeout
 VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve the view it made
 
@@ -128,8 +129,10 @@ class Dispatcher:
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
                  controller: ControllerLink | None = None, observer=NULL_OBSERVER,
-                 authorization: bool = False, super_users: frozenset[str] = frozenset()):
+                 authorization: bool = False, super_users: frozenset[str] = frozenset(),
+                 max_request_elements: int = codec.MAX_REQUEST_ELEMENTS):
         self.state = state  # has .view, .me, .lease_valid()
+        self.max_request_elements = max_request_elements  # array elements in one request (bounds.py)
         self.controller = controller
         self.observer = observer
         self.max_fetch_wait_ms = max_fetch_wait_ms
@@ -243,7 +246,7 @@ class Dispatcher:
         try:  # a module with `read_request` reads its own frames (Produce: a header walk that leaves the record
             # sets in the frame); that one object is both header and request
             if read_request is None:
-                header, request = codec.decode_request(frame)
+                header, request = codec.decode_request(frame, self.max_request_elements)
             else:
                 header = request = read_request(frame)
         except codec.DecodeError as e:
@@ -269,8 +272,8 @@ class Dispatcher:
 
     def _route(self, api_key: int, version: int) -> tuple[Any, Any, Any] | None:
         """(handler module, its `read_request`, its `cache_key`) for a request version this proxy serves (a hook
-        a module does not have: None); None: not served. Worked out once per (api_key, version) and advertised
-        table, for speed: the version check and the module lookups were five calls a request."""
+        a module does not have: None); None: not served. Worked out once per served (api_key, version) and
+        advertised table, for speed: the version check and the module lookups were five calls a request."""
         advertised = self._advertised
         if advertised is None or self.physical.changed.is_set():  # the property's check, without its call
             advertised = self.advertised
@@ -278,12 +281,14 @@ class Dispatcher:
             self._routes, self._routes_of = {}, advertised
         route = self._routes.get((api_key, version))
         if route is None:
-            route = ()  # not served
-            if versions.accepts(advertised, api_key, version):
-                module = self.registry[api_key]
-                route = (module, self._hook(module, "read_request"), self._hook(module, "cache_key"))
-            self._routes[(api_key, version)] = route
-        return route or None
+            if not versions.accepts(advertised, api_key, version):
+                return None  # not remembered: a client can name any of 2^32 pairs
+            module = self.registry[api_key]
+            read_request = self._hook(module, "read_request")
+            if read_request is not None:  # Produce's own frame walk, held to the same element limit
+                read_request = functools.partial(read_request, max_elements=self.max_request_elements)
+            route = self._routes[(api_key, version)] = (module, read_request, self._hook(module, "cache_key"))
+        return route
 
     def _denied(self, module, ctx: Context, api_key: int, version: int, client_id: str | None,
                 correlation_id: int) -> bytes | None:
@@ -379,8 +384,13 @@ class Dispatcher:
         return None if key is None else (request.__api_key__, key)
 
     def _remember(self, key: Any, frame: bytes) -> None:
+        """Keep an answer for its key; the least recently used go past ANSWER_CACHE_ENTRIES answers or
+        ANSWER_CACHE_BYTES together, and a larger answer is not kept (the cache is outside the budgets)."""
+        if len(frame) > ANSWER_CACHE_BYTES:
+            return
         self._answers[key] = frame
-        if len(self._answers) > ANSWER_CACHE_ENTRIES:
+        while len(self._answers) > ANSWER_CACHE_ENTRIES or \
+                sum(map(len, self._answers.values())) > ANSWER_CACHE_BYTES:
             self._answers.popitem(last=False)
 
     def _encode(self, reply: Any, correlation_id: int, seen=None) -> Answer:

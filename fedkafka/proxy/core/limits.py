@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS
 from fedkafka.protocol.framing import DEFAULT_MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ class Limits:
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES  # 16 MiB: see framing.py
     # on a SASL listener before authentication (Kafka's sasl.server.max.receive.size): a larger frame closes it
     max_pre_auth_frame_bytes: int = 512 * 1024
+    # array elements (and tagged fields) in one request, all arrays together: see codec.py and bounds.py
+    max_request_elements: int = MAX_REQUEST_ELEMENTS
     max_connections: int = 10_000  # per process; over it a connection is accepted and closed at once
     max_connections_per_ip: int = 1_000
     max_inflight_requests: int = 64  # per connection (librdkafka's max.in.flight default is 1,000,000)
@@ -52,6 +55,8 @@ class Limits:
             out.append("--max-inflight-bytes must be at least --max-frame-bytes")
         if self.max_buffered_bytes < self.max_inflight_bytes:
             out.append("--max-buffered-bytes must be at least --max-inflight-bytes")
+        if self.max_request_elements < 1000:
+            out.append("--max-request-elements must be at least 1000")
         for name in ("max_connections", "max_connections_per_ip", "max_inflight_requests",
                      "max_dedicated_per_broker", "max_dedicated_per_connection"):
             if getattr(self, name) < 1:

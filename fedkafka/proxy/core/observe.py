@@ -29,6 +29,7 @@ log = logging.getLogger("fedkafka.refusals")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PRODUCE, FETCH = 0, 1
 OTHER_TOPIC = "_other"  # a topic name not in the view: client-chosen, so never a label of its own
+UNSUPPORTED = (-1, -1)  # the series key of every request version not served (labels api="other", version="other")
 
 
 class NullObserver:
@@ -63,7 +64,7 @@ class _ApiSeries:
 
     __slots__ = ("api", "buckets", "count", "errors", "requests", "seconds", "version")
 
-    def __init__(self, api: str, version: int):
+    def __init__(self, api: str, version: int | str):
         self.api, self.version = api, str(version)
         self.requests = self.count = 0
         self.seconds = 0.0
@@ -124,7 +125,9 @@ class RequestMetrics(NullObserver, Collector):
                 _add(self.topic_bytes, (t.topic if t.topic in topics else OTHER_TOPIC, "out"), n)
 
     def unsupported(self, api_key: int, version: int) -> None:
-        series = self._series.get((api_key, version)) or self._new_series(api_key, version)
+        """A request version this proxy does not serve: every such (api_key, version) in one series, api and
+        version "other" (a client picks any of 2^32 pairs; one series each would grow without end)."""
+        series = self._series.get(UNSUPPORTED) or self._new_series(*UNSUPPORTED)
         series.requests += 1
         _add(series.errors, ErrorCode.unsupported_version, 1)
 
@@ -155,7 +158,10 @@ class RequestMetrics(NullObserver, Collector):
         super().refused(reason, topic, partition, detail, client_id)
 
     def _new_series(self, api_key: int, version: int) -> _ApiSeries:
-        series = self._series[(api_key, version)] = _ApiSeries(_api_name(api_key), version)
+        if (api_key, version) == UNSUPPORTED:
+            series = self._series[UNSUPPORTED] = _ApiSeries("other", "other")
+        else:
+            series = self._series[(api_key, version)] = _ApiSeries(_api_name(api_key), version)
         return series
 
     # -- scrape ----------------------------------------------------------------------------------
@@ -209,9 +215,8 @@ def _counter(name: str, doc: str, labels: list[str], counts: dict) -> CounterMet
 
 def _api_name(api_key: int) -> str:
     """"Produce", "Fetch", ... from any version kio knows of the key; its number when it knows none."""
-    for version in range(32):
-        if codec.response_type(api_key, version) is not None:
-            return codec.request_schema(api_key, version).__name__.removesuffix("Request")
+    for version in codec.known_versions(api_key):
+        return codec.request_schema(api_key, version).__name__.removesuffix("Request")
     return str(api_key)
 
 

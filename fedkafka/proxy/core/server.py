@@ -166,6 +166,7 @@ class ProxyServer:
         await asyncio.gather(*(self.physical.refresh(c) for c in list(self.physical.clusters)))
         self.dispatcher = Dispatcher(state=self.state, physical=self.physical, producer_ids=self.producer_ids,
                                      pool=self.pool, max_fetch_wait_ms=self.config.limits.max_fetch_wait_ms,
+                                     max_request_elements=self.config.limits.max_request_elements,
                                      max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection,
                                      controller=self.source if isinstance(self.source, ControllerViewSource) else None,
                                      authorization=self.config.authorization, super_users=self.config.super_users,

@@ -30,7 +30,7 @@ from kio.static.primitive import i16, i32, i32Timedelta
 from fedkafka.fencing import MAX_PRODUCE_WAIT_S
 from fedkafka.protocol import records as rec
 from fedkafka.protocol import sequences as seqs
-from fedkafka.protocol.codec import DecodeError
+from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, DecodeError
 from fedkafka.proxy.plan import (
     NO_RESPONSE,
     UNASKED,
@@ -107,11 +107,12 @@ class _Routing:
         self.producer_key: int | None = None  # idempotent producers: one upstream connection per logical id
 
 
-def read_request(frame: bytes | memoryview) -> rec.ProduceRequestFrame:
+def read_request(frame: bytes | memoryview, max_elements: int | None = MAX_REQUEST_ELEMENTS) -> rec.ProduceRequestFrame:
     """The core reads Produce frames with this instead of kio: a header walk, the record sets left in the frame
-    (the returned frame is also the request's header: it carries client_id and correlation_id)."""
+    (the returned frame is also the request's header: it carries client_id and correlation_id). At most
+    `max_elements` topics, partitions and tagged fields together, as codec.decode_request."""
     try:
-        return rec.read_produce_request(frame)
+        return rec.read_produce_request(frame, max_elements)
     except rec.MalformedFrame as e:
         raise DecodeError(f"malformed ProduceRequest: {e}") from None
 

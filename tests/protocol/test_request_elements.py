@@ -1,0 +1,120 @@
+"""One client request has at most `max_elements` array elements and tagged fields, all its arrays together
+(--max-request-elements, 100,000 by default): a count is otherwise only checked against the bytes left, and one
+element can take 1-3 bytes, so a 16 MiB frame could declare millions, each decoded into an object (and, for
+Metadata, answered with one entry). Refused as a malformed frame: codec.DecodeError, records.MalformedFrame.
+Answers of the brokers are not counted."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from kio.schema.errors import ErrorCode
+from kio.schema.list_offsets.v7.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
+
+from fedkafka.protocol import codec
+from fedkafka.protocol import records as rec
+from fedkafka.protocol.build import build
+from fedkafka.proxy.handlers import produce
+
+
+def uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def metadata_v9(names: list[bytes], body_tags: bytes = b"\x00") -> bytes:
+    """Metadata v9 (flexible): header v2 (null client id, no tags), then the topics by name."""
+    head = struct.pack(">hhih", 3, 9, 7, -1) + b"\x00"
+    topics = uvarint(len(names) + 1) + b"".join(uvarint(len(n) + 1) + n + b"\x00" for n in names)
+    return head + topics + b"\x00\x00\x00" + body_tags  # allow auto-create, two authorized-operations flags
+
+
+def unknown_tags(count: int) -> bytes:
+    """A tagged-fields section of `count` empty fields with tags no schema knows (Kafka skips them)."""
+    return uvarint(count) + b"".join(uvarint(1000 + i) + b"\x00" for i in range(count))
+
+
+def produce_v3(partitions: int, topics: int = 1) -> bytes:
+    """Produce v3: null transactional id, acks 1, `topics` topics of `partitions` partitions with null records."""
+    frame = struct.pack(">hhih", 0, 3, 7, -1) + struct.pack(">h", -1) + struct.pack(">hii", 1, 1000, topics)
+    for t in range(topics):
+        frame += struct.pack(">h", 2) + b"t%d" % t + struct.pack(">i", partitions)
+        frame += b"".join(struct.pack(">ii", i, -1) for i in range(partitions))
+    return frame
+
+
+def produce_v9(partitions: int, partition_tags: int = 0) -> bytes:
+    """Produce v9 (flexible): one topic of `partitions` partitions with null records, each partition with
+    `partition_tags` unknown tagged fields."""
+    frame = struct.pack(">hhih", 0, 9, 7, -1) + b"\x00" + b"\x00" + struct.pack(">hi", 1, 1000)
+    frame += uvarint(2) + uvarint(2) + b"t" + uvarint(partitions + 1)
+    frame += b"".join(struct.pack(">i", i) + b"\x00" + unknown_tags(partition_tags) for i in range(partitions))
+    return frame + b"\x00" + b"\x00"  # the topic's and the body's tags
+
+
+def test_a_metadata_request_naming_more_topics_than_the_default_limit_is_refused():
+    """The reviewer's frame: N copies of "x", 3 bytes each."""
+    assert codec.MAX_REQUEST_ELEMENTS == 100_000
+    _, body = codec.decode_request(metadata_v9([b"x"] * 100_000))
+    assert len(body.topics) == 100_000
+    with pytest.raises(codec.DecodeError, match=r"more than 100000 array elements .*--max-request-elements"):
+        codec.decode_request(metadata_v9([b"x"] * 100_001))
+
+
+def test_the_limit_counts_the_elements_of_every_array_of_a_request_together():
+    request = ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=tuple(
+        ListOffsetsTopic(name=f"t{t}", partitions=tuple(
+            ListOffsetsPartition(partition_index=p, current_leader_epoch=-1, timestamp=-1) for p in range(6)))
+        for t in range(2)))
+    frame = codec.encode_request(request, 7)[4:]  # 2 topics + 12 partitions: 14 elements
+    assert len(codec.decode_request(frame, max_elements=14)[1].topics) == 2
+    with pytest.raises(codec.DecodeError, match="more than 13 array elements"):
+        codec.decode_request(frame, max_elements=13)
+    assert len(codec.decode_request(frame, max_elements=None)[1].topics) == 2
+
+
+def test_tagged_fields_count_and_a_request_at_the_limit_with_unknown_tags_still_decodes():
+    """Unknown tags are skipped as Kafka skips them (read_entity walks such a frame twice: the second walk
+    does not count what the first one did)."""
+    frame = metadata_v9([b"a", b"b"], body_tags=unknown_tags(3))  # 2 topics + 3 tagged fields
+    assert [t.name for t in codec.decode_request(frame, max_elements=5)[1].topics] == ["a", "b"]
+    with pytest.raises(codec.DecodeError, match="more than 4 array elements"):
+        codec.decode_request(frame, max_elements=4)
+
+
+def test_each_request_gets_the_whole_limit_and_answers_are_not_counted():
+    frame = metadata_v9([b"x"] * 8)
+    for _ in range(5):  # nothing is carried over from one request to the next
+        assert len(codec.decode_request(frame, max_elements=8)[1].topics) == 8
+    response_t = codec.response_schema(3, 9)
+    unknown = ErrorCode.unknown_topic_or_partition
+    topics = [{"error_code": unknown, "name": f"t{i}", "partitions": []} for i in range(20)]
+    answer = codec.encode_response(build(response_t, {"brokers": [], "controller_id": 1, "topics": topics}), 7)
+    assert len(codec.decode_response(response_t, answer[4:])[1].topics) == 20
+
+
+@pytest.mark.usefixtures("records_implementation")
+@pytest.mark.parametrize(("frame", "elements"), [
+    (produce_v3(9), 10), (produce_v3(4, topics=2), 10), (produce_v9(9), 10), (produce_v9(3, partition_tags=2), 10),
+], ids=["v3", "v3-two-topics", "v9", "v9-tagged-fields"])
+def test_a_produce_request_is_held_to_the_limit_under_both_walks(frame, elements):
+    """Topics, partitions and tagged fields together; the compiled walk only reads frames too small to hold
+    more than the limit, the Python walk counts."""
+    assert len(rec.read_produce_request(frame, elements).topic_data) >= 1
+    assert len(rec.read_produce_request(frame).topic_data) >= 1  # no limit
+    with pytest.raises(rec.MalformedFrame, match=f"more than {elements - 1} topics, partitions and tagged fields"):
+        rec.read_produce_request(frame, elements - 1)
+
+
+@pytest.mark.usefixtures("records_implementation")
+def test_the_produce_handler_reads_at_most_the_default_limit_of_partitions():
+    """The reviewer's other frame: one topic of a million partitions of null records, 8 bytes each (here just
+    past the limit)."""
+    assert sum(len(t.partition_data) for t in produce.read_request(produce_v3(99_999)).topic_data) == 99_999
+    with pytest.raises(codec.DecodeError, match="more than 100000 topics, partitions"):
+        produce.read_request(produce_v3(100_000))
