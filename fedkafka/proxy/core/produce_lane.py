@@ -1,0 +1,188 @@
+"""The Produce lane: the common Produce request forwarded and answered without the generic machinery.
+
+Per request the generic path builds a Context, runs the handler's routing (a _Routing, a _Part per partition,
+a Plan, a Call), and completes the call through `Dispatcher._one_call`. The lane takes the common request
+(`produce.lane_takes`: no transaction, acks 1 or -1; batches of no producer id; every partition's topic there
+and WRITE-authorized, its chain not frozen, its active cluster ACTIVE and reachable, its leader known, all on
+one broker with an open pooled connection; the lease valid, the proxy not draining; no partition named twice)
+and does the same in one pass: a route from a per-view cache, the frame written around the client's record
+sets, the answer read and written in logical offsets in the upstream call's done-callback. Anything else
+returns None from `start` and goes the generic way (`Dispatcher.start`), which stays the reference.
+
+What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
+version it was routed with until answered; it goes upstream with acks=all and the capped timeout at once (the
+client's deadline cannot have passed: it is sent while it is read); a call without an answer within
+REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT; the observer sees the request, the upstream call and the answer.
+Answers stay in request order: the connection queues the answer future as it queues any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from fedkafka.protocol import codec
+from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _uncount, _warn_slow
+from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
+from fedkafka.proxy.handlers import produce
+from fedkafka.proxy.plan import Broker, Call
+from fedkafka.security.acl import Authorizer, Operation, ResourceType
+from fedkafka.security.session import Session
+
+log = logging.getLogger(__name__)
+
+ROUTE_CACHE_ENTRIES = 16_384  # (topic, partition[, principal, host]) routes of one view; past it, started over
+_NOT_TAKEN = object()  # a cached "the lane does not take this partition under this view and session"
+
+
+class ProduceLane:
+    """One per dispatcher. `start` returns the answer future of a request it took, None for one it leaves."""
+
+    def __init__(self, dispatcher: Dispatcher):
+        self.dispatcher = dispatcher
+        self.taken = 0  # requests the lane answered (tests and bench read it)
+        self._view = None  # the view the cached routes were made from: another one, and they are dropped
+        self._routes: dict[tuple, object] = {}
+        self._authorizer: Authorizer | None = None
+        self._draining = False
+        self._targets: dict[tuple[str, int], Broker] = {}
+
+    def start(self, frame: bytes | memoryview, version: int, correlation_id: int, slot: int,
+              session: Session | None, loop: asyncio.AbstractEventLoop) -> asyncio.Future | None:
+        d = self.dispatcher
+        # a session still to authenticate or with a lifetime has its requests checked first: not the lane's
+        if session is not None and (not session.authenticated or session.expires_at is not None):
+            return None
+        route = d._route(PRODUCE_API_KEY, version)
+        if route is None or route[0] is not produce:  # not served, or a cproxy's consume_side_produce
+            return None
+        try:
+            request = produce.read_request(frame)
+        except codec.DecodeError:
+            return None  # the generic path reads it again and closes the connection
+        state = d.state
+        view = state.view
+        if not produce.lane_takes(request) or not state.lease_valid():
+            return None
+        routes = self._routes_for(view, state.me, request, session)
+        if routes is None:
+            return None
+        sent = self._send(request, routes, slot)
+        if sent is None:
+            return None
+        call, item = sent
+        self.taken += 1
+        return self._answer_later(loop, view, request, routes, call, item, correlation_id)
+
+    def _routes_for(self, view, me, request, session: Session | None) -> list[produce.LaneRoute] | None:
+        """The request's routes in its order, when every partition's is cached or made as the lane's and its batch
+        is one the lane forwards (None: leave the request)."""
+        if view is not self._view:  # a new view: new topics, chains, clusters, ACLs, draining set
+            self._view, self._routes = view, {}
+            self._authorizer = self.dispatcher.authorizer(view)
+            self._draining = me.node_id in view.draining
+        if self._draining:
+            return None
+        authorizer = self._authorizer
+        who: tuple[str, ...] = ()  # with authorization, the routes are the principal's (and host's): their WRITE right
+        if authorizer is not None:
+            if session is None:
+                return None
+            who = (session.principal, session.host)
+        cache = self._routes
+        routes: list = []
+        for t in request.topic_data:
+            name = t.name
+            for pd in t.partition_data:
+                key = (name, pd.index, *who) if who else (name, pd.index)
+                route = cache.get(key)
+                if route is None:
+                    route = self._made(view, authorizer, who, name, pd.index)
+                    if len(cache) >= ROUTE_CACHE_ENTRIES:
+                        cache.clear()
+                    cache[key] = route
+                if route is _NOT_TAKEN or not produce.lane_batch(pd.records):
+                    return None
+                routes.append(route)
+        if len(routes) > 1 and len({(r.seg.topic, r.seg.partition) for r in routes}) < len(routes):
+            return None  # a partition named twice: `handle` refuses every entry of it
+        return routes
+
+    @staticmethod
+    def _made(view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
+        may_write = authorizer is None or authorizer.allowed(who[0], who[1], Operation.WRITE, ResourceType.TOPIC, name)
+        return produce.lane_route(view, may_write, name, index) or _NOT_TAKEN
+
+    def _send(self, request, routes: list[produce.LaneRoute], slot: int) -> tuple[Call, asyncio.Future] | None:
+        """Write the broker's request on the slot's open pooled connection to the one leader of every partition
+        (None: nothing written; the physical state is read here, per request, never cached)."""
+        d = self.dispatcher
+        clusters = d.physical.clusters
+        target = None
+        for route in routes:
+            seg = route.seg
+            info = clusters.get(seg.cluster)
+            if info is None or not info.reachable:
+                return None
+            leader = info.leaders.get((seg.topic, seg.partition))
+            if leader is None or (target is not None and (target[0] != seg.cluster or target[1] != leader)):
+                return None
+            target = (seg.cluster, leader)
+        assert target is not None and info is not None  # a request names at least one partition here
+        address = info.brokers.get(target[1])
+        conn = None if address is None else d.pool.ready(address[0], address[1], slot)
+        if conn is None:  # the generic path connects (or finds the broker by another address)
+            return None
+        upstream = produce.lane_upstream(request, routes)
+        try:
+            item = conn.send(upstream)
+        except ConnectionError:
+            return None  # nothing written
+        broker = self._targets.get(target)
+        if broker is None:
+            broker = self._targets[target] = Broker(*target)
+        return Call(broker, upstream), item
+
+    def _answer_later(self, loop: asyncio.AbstractEventLoop, view, request, routes: list[produce.LaneRoute],
+                      call: Call, item: asyncio.Future, correlation_id: int) -> asyncio.Future:
+        """The answer future, counted in writes_in_flight by `view`'s version until it is done; the call's timer
+        and the done-callback that answers (`_answered`)."""
+        d = self.dispatcher
+        counts = d.writes_in_flight
+        if counts is not None:
+            counts[view.version] += 1
+        seen = d.observer.request(PRODUCE_API_KEY, request.version, request, view)
+        answer = _Answer(loop=loop)
+        answer.awaits = item
+        timer = loop.call_later(REQUEST_TIMEOUT_S, _time_out, item)
+        item.add_done_callback(functools.partial(self._answered, answer, loop.time(), timer, request, routes, call,
+                                                 correlation_id, seen))
+        if counts is not None:
+            answer.add_done_callback(functools.partial(_uncount, counts, view.version))
+        return answer
+
+    def _answered(self, answer: asyncio.Future, started: float, timer: asyncio.TimerHandle, request,
+                  routes: list[produce.LaneRoute], call: Call, correlation_id: int, seen, item: asyncio.Future) -> None:
+        """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer."""
+        timer.cancel()
+        if answer.done():  # cancelled: so was the call
+            return
+        answer.awaits = None  # type: ignore[attr-defined]
+        d = self.dispatcher
+        try:
+            results = [d._outcome(call, item)]
+            d.observer.upstream((call,), results)
+            elapsed = d.loop.time() - started
+            if elapsed > SLOW_REQUEST_S:
+                _warn_slow(elapsed, (call,), results)
+            reply, refresh = produce.lane_answer(request, routes, results[0])
+            if refresh:
+                d.physical.request_refresh(call.target.cluster)
+            answer.set_result(d._encode(reply, correlation_id, seen))
+        except asyncio.CancelledError:
+            answer.cancel()
+        except BaseException as e:  # as `_one_answered`: the connection reports it and closes
+            answer.set_exception(e)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
