@@ -474,3 +474,16 @@ def test_a_lane_request_is_measured_as_the_generic_path_measures_it():
         assert observed[0] == observed[1]
         assert observed[0][2] == {NOT_LEADER: 1, ErrorCode.unknown_server_error: 1} and observed[0][6] == ["c1"]
     run(scenario)
+
+
+def test_a_cancelled_lane_answer_cancels_its_call_and_is_no_longer_counted():
+    async def scenario():
+        broker = await Broker(lambda request: None).start()
+        d = await proxy(view(), broker)
+        answer = await d.start(frame({0: batch()}), 0, None)
+        assert d.lane.taken == 1 and d.writes_in_flight[4] == 1
+        answer.cancel()  # the connection's writer, cancelled at the loop's teardown
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert answer.cancelled() and d.writes_in_flight[4] == 0
+    run(scenario)

@@ -19,14 +19,15 @@ Answers stay in request order: the connection queues the answer future as it que
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 
 from fedkafka.protocol import codec
-from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _uncount, _warn_slow
+from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _warn_slow
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
-from fedkafka.proxy.plan import Broker, Call
+from fedkafka.proxy.plan import Broker
 from fedkafka.security.acl import Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 
@@ -34,6 +35,18 @@ log = logging.getLogger(__name__)
 
 ROUTE_CACHE_ENTRIES = 16_384  # (topic, partition[, principal, host]) routes of one view; past it, started over
 _NOT_TAKEN = object()  # a cached "the lane does not take this partition under this view and session"
+
+
+class _LaneCall:
+    """What `Dispatcher._outcome`, the observer and the slow-request warning read of a call (a `plan.Call` has
+    eight fields to set, once per request)."""
+
+    __slots__ = ("request", "target")
+    client_timeout = False
+    timeout_s = None
+
+    def __init__(self, target: Broker, request: produce.UpstreamProduce):
+        self.target, self.request = target, request
 
 
 class ProduceLane:
@@ -114,7 +127,7 @@ class ProduceLane:
         may_write = authorizer is None or authorizer.allowed(who[0], who[1], Operation.WRITE, ResourceType.TOPIC, name)
         return produce.lane_route(view, may_write, name, index) or _NOT_TAKEN
 
-    def _send(self, request, routes: list[produce.LaneRoute], slot: int) -> tuple[Call, asyncio.Future] | None:
+    def _send(self, request, routes: list[produce.LaneRoute], slot: int) -> tuple[_LaneCall, asyncio.Future] | None:
         """Write the broker's request on the slot's open pooled connection to the one leader of every partition
         (None: nothing written; the physical state is read here, per request, never cached)."""
         d = self.dispatcher
@@ -142,10 +155,10 @@ class ProduceLane:
         broker = self._targets.get(target)
         if broker is None:
             broker = self._targets[target] = Broker(*target)
-        return Call(broker, upstream), item
+        return _LaneCall(broker, upstream), item
 
     def _answer_later(self, loop: asyncio.AbstractEventLoop, view, request, routes: list[produce.LaneRoute],
-                      call: Call, item: asyncio.Future, correlation_id: int) -> asyncio.Future:
+                      call: _LaneCall, item: asyncio.Future, correlation_id: int) -> asyncio.Future:
         """The answer future, counted in writes_in_flight by `view`'s version until it is done; the call's timer
         and the done-callback that answers (`_answered`)."""
         d = self.dispatcher
@@ -156,22 +169,25 @@ class ProduceLane:
         answer = _Answer(loop=loop)
         answer.awaits = item
         timer = loop.call_later(REQUEST_TIMEOUT_S, _time_out, item)
+        # the count is given back in `_answered`, which runs once whatever ends the call (its answer, the timer,
+        # a lost connection, a cancellation): one done-callback less than `start`'s
         item.add_done_callback(functools.partial(self._answered, answer, loop.time(), timer, request, routes, call,
-                                                 correlation_id, seen))
-        if counts is not None:
-            answer.add_done_callback(functools.partial(_uncount, counts, view.version))
+                                                 correlation_id, seen, counts, view.version))
         return answer
 
     def _answered(self, answer: asyncio.Future, started: float, timer: asyncio.TimerHandle, request,
-                  routes: list[produce.LaneRoute], call: Call, correlation_id: int, seen, item: asyncio.Future) -> None:
+                  routes: list[produce.LaneRoute], call: _LaneCall, correlation_id: int, seen,
+                  counts: collections.Counter[int] | None, view_version: int, item: asyncio.Future) -> None:
         """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer."""
         timer.cancel()
+        d = self.dispatcher
+        if counts is not None:
+            counts[view_version] -= 1
         if answer.done():  # cancelled: so was the call
             return
         answer.awaits = None  # type: ignore[attr-defined]
-        d = self.dispatcher
         try:
-            results = [d._outcome(call, item)]
+            results = [d._outcome(call, item)]  # type: ignore[arg-type]  # it reads target and client_timeout
             d.observer.upstream((call,), results)
             elapsed = d.loop.time() - started
             if elapsed > SLOW_REQUEST_S:
@@ -179,7 +195,8 @@ class ProduceLane:
             reply, refresh = produce.lane_answer(request, routes, results[0])
             if refresh:
                 d.physical.request_refresh(call.target.cluster)
-            answer.set_result(d._encode(reply, correlation_id, seen))
+            d.observer.answered(seen, reply)  # `Dispatcher._encode`, for the one reply a lane request has
+            answer.set_result(reply.response_frame(correlation_id))
         except asyncio.CancelledError:
             answer.cancel()
         except BaseException as e:  # as `_one_answered`: the connection reports it and closes

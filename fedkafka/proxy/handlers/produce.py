@@ -738,6 +738,14 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], resul
     """The client's answer from the broker's (`result`: its answer or an UpstreamError), as `_answer` gives it,
     and whether the cluster's metadata must be refreshed (a lost call, NOT_LEADER or UNKNOWN_TOPIC answers)."""
     lost = isinstance(result, UpstreamError)
+    if not lost and len(routes) == 1 and len(result) == 1 and len(result[0][1]) == 1:  # the usual: one partition
+        chain, seg = routes[0]
+        pr = result[0][1][0]
+        if result[0][0] == seg.topic and pr.index == seg.partition:
+            t = request.topic_data[0]
+            answer = _in_logical_offsets(t.partition_data[0].index, chain, seg, pr)
+            return ProduceAnswer(request.version, (ProduceTopicAnswer(t.name, (answer,)),)), \
+                pr.error_code in _REFRESHING
     physical = {}
     if not lost:
         for name, broker_answers in result:
