@@ -487,3 +487,15 @@ def test_a_cancelled_lane_answer_cancels_its_call_and_is_no_longer_counted():
         await asyncio.sleep(0)
         assert answer.cancelled() and d.writes_in_flight[4] == 0
     run(scenario)
+
+
+@pytest.mark.parametrize("topics", [[], [("t", [])]])
+def test_a_request_of_no_partition_is_answered_by_the_generic_path(topics):
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        request = codec.encode_request(kio_request(9, None, -1, 5000, topics), 1, "app")[4:]
+        answer = await generic(d, request)  # the lane asserted on its target and closed the connection
+        assert [(n, list(ps)) for n, ps in rec.read_produce_response(answer[4:], 9)] == \
+            [(n, []) for n, _ in topics] and broker.frames == []
+    run(scenario)

@@ -118,8 +118,8 @@ class ProduceLane:
                 if route is _NOT_TAKEN or not produce.lane_batch(pd.records):
                     return None
                 routes.append(route)
-        if len(routes) > 1 and len({(r.seg.topic, r.seg.partition) for r in routes}) < len(routes):
-            return None  # a partition named twice: `handle` refuses every entry of it
+        if len(routes) != 1 and (not routes or len({(r.seg.topic, r.seg.partition) for r in routes}) < len(routes)):
+            return None  # no partition (`handle` answers it empty), or one named twice (`handle` refuses each entry)
         return routes
 
     @staticmethod
@@ -131,19 +131,22 @@ class ProduceLane:
         """Write the broker's request on the slot's open pooled connection to the one leader of every partition
         (None: nothing written; the physical state is read here, per request, never cached)."""
         d = self.dispatcher
-        clusters = d.physical.clusters
-        target = None
-        for route in routes:
-            seg = route.seg
-            info = clusters.get(seg.cluster)
-            if info is None or not info.reachable:
-                return None
-            leader = info.leaders.get((seg.topic, seg.partition))
-            if leader is None or (target is not None and (target[0] != seg.cluster or target[1] != leader)):
-                return None
-            target = (seg.cluster, leader)
-        assert target is not None and info is not None  # a request names at least one partition here
-        address = info.brokers.get(target[1])
+        seg = routes[0].seg
+        cluster = seg.cluster
+        info = d.physical.clusters.get(cluster)
+        if info is None or not info.reachable:
+            return None
+        leaders = info.leaders
+        leader = leaders.get((seg.topic, seg.partition))
+        if leader is None:
+            return None
+        if len(routes) > 1:  # every other partition on the same leader
+            for route in routes:
+                seg = route.seg
+                if seg.cluster != cluster or leaders.get((seg.topic, seg.partition)) != leader:
+                    return None
+        target = (cluster, leader)
+        address = info.brokers.get(leader)
         conn = None if address is None else d.pool.ready(address[0], address[1], slot)
         if conn is None:  # the generic path connects (or finds the broker by another address)
             return None
@@ -189,7 +192,7 @@ class ProduceLane:
         try:
             results = [d._outcome(call, item)]  # type: ignore[arg-type]  # it reads target and client_timeout
             d.observer.upstream((call,), results)
-            elapsed = d.loop.time() - started
+            elapsed = d._loop.time() - started  # type: ignore[union-attr]  # set by Dispatcher.start
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, (call,), results)
             reply, refresh = produce.lane_answer(request, routes, results[0])
