@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from example_counts import examples
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
 from protocol.test_produce_frames import kio_request
@@ -182,7 +182,7 @@ async def through(lane: bool, request: bytes, answers: dict) -> tuple[list[bytes
         broker.close()
 
 
-@settings(max_examples=examples(60), deadline=None)
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])  # sockets, loaded
 @given(st.integers(3, 12), st.sampled_from([-1, 1]), st.integers(-2, 200_000),
        st.lists(st.sampled_from([0, 1]), min_size=1, max_size=2, unique=True), st.integers(1, 4), broker_answers(),
        st.sampled_from(["python", "compiled"]))

@@ -678,10 +678,12 @@ def _logical_start(chain: PartitionChain, seg: Segment, physical_start: int) -> 
 
 
 class LaneRoute(NamedTuple):
-    """A logical partition the lane writes to `seg`, the active segment of its `chain`."""
+    """A logical partition the lane writes to `seg`, the active segment of its `chain`; `shift`: what
+    records.translated_produce_answer moves the broker's offsets by (`_in_logical_offsets`, as numbers)."""
 
     chain: PartitionChain
     seg: Segment
+    shift: tuple[int, int, int | None]
 
 
 def lane_takes(request: rec.ProduceRequestFrame) -> bool:
@@ -703,7 +705,9 @@ def lane_route(view, may_write: bool, name: str, index: int) -> LaneRoute | None
     cluster = view.clusters.get(seg.cluster)
     if cluster is None or cluster.state != ClusterState.ACTIVE:
         return None
-    return LaneRoute(chain, seg)
+    # seg.to_logical(x) is x + delta; _logical_start's chain start only for a chain of more than one segment
+    chain_base = None if len(chain.segments) == 1 else chain.segments[0].logical_base
+    return LaneRoute(chain, seg, (seg.logical_base - seg.phys_start, seg.phys_start, chain_base))
 
 
 def lane_batch(records: rec.Buffer | None) -> bool:
@@ -721,8 +725,11 @@ def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute]) -> 
     timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
     if len(routes) == 1:
         seg = routes[0].seg
-        return UpstreamProduce(request.version, timeout_ms, (rec.ProduceTopicData(
-            seg.topic, (rec.ProducePartitionData(seg.partition, request.topic_data[0].partition_data[0].records),)),))
+        t = request.topic_data[0]
+        pd = t.partition_data[0]
+        return LaneProduce(request.version, timeout_ms, (rec.ProduceTopicData(
+            seg.topic, (rec.ProducePartitionData(seg.partition, pd.records),)),), request.correlation_id, t.name,
+            pd.index, routes[0].shift)
     by_topic: dict[str, list[rec.ProducePartitionData]] = {}
     at = 0
     for t in request.topic_data:
@@ -734,12 +741,15 @@ def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute]) -> 
                            tuple([rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()]))
 
 
-def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], result) -> tuple[ProduceAnswer, bool]:
+def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
+                result) -> tuple[ProduceAnswer | Written, bool]:
     """The client's answer from the broker's (`result`: its answer or an UpstreamError), as `_answer` gives it,
     and whether the cluster's metadata must be refreshed (a lost call, NOT_LEADER or UNKNOWN_TOPIC answers)."""
+    if type(result) is Written:  # the usual: written as the broker's answer was read (LaneProduce)
+        return result, result.error_code in _REFRESHING
     lost = isinstance(result, UpstreamError)
     if not lost and len(routes) == 1 and len(result) == 1 and len(result[0][1]) == 1:  # the usual: one partition
-        chain, seg = routes[0]
+        chain, seg, _ = routes[0]
         pr = result[0][1][0]
         if result[0][0] == seg.topic and pr.index == seg.partition:
             t = request.topic_data[0]
@@ -757,7 +767,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], resul
     for t in request.topic_data:
         answers = []
         for pd in t.partition_data:
-            chain, seg = routes[at]
+            chain, seg, _ = routes[at]
             at += 1
             if lost:
                 answers.append(rec.ProducePartitionAnswer(pd.index, ErrorCode.request_timed_out,
@@ -773,3 +783,42 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], resul
 
 
 _REFRESHING = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)  # as `_translate`
+
+
+@dataclass(slots=True)
+class LaneProduce(UpstreamProduce):
+    """The lane's broker request for a request of one partition: its broker's answer is read and the client's
+    written in one call (`records.translated_produce_answer`) as it arrives; an answer of another shape is read as
+    UpstreamProduce reads it, and `lane_answer` translates it."""
+
+    correlation_id: int = 0  # the client's
+    name: str = ""  # the client's topic and partition
+    index: int = 0
+    shift: tuple[int, int, int | None] = (0, 0, None)
+
+    def read_response(self, frame: bytes | memoryview) -> Written | BrokerAnswer:  # type: ignore[override]
+        (topic, (partition,)), = self.topic_data
+        try:
+            written = rec.translated_produce_answer(frame, self.version, self.correlation_id, self.name, self.index,
+                                                    topic, partition.index, self.shift)
+        except rec.MalformedFrame as e:
+            raise DecodeError(f"malformed ProduceResponse: {e}") from None
+        return UpstreamProduce.read_response(self, frame) if written is None else Written(*written)
+
+
+class Written:
+    """A client's answer frame, written as its broker's answer was read: what the lane sends (`response_frame`), and
+    its one error code for the metrics (`count_errors`, as ProduceAnswer's)."""
+
+    __slots__ = ("error_code", "frame")
+    __api_key__: ClassVar[int] = 0
+
+    def __init__(self, frame: bytes, error_code: int):
+        self.frame, self.error_code = frame, error_code
+
+    def response_frame(self, correlation_id: int) -> bytes:
+        return self.frame  # written with the client's correlation id (LaneProduce.correlation_id)
+
+    def count_errors(self, counts: dict) -> None:
+        if self.error_code:
+            counts[self.error_code] = counts.get(self.error_code, 0) + 1
