@@ -499,3 +499,26 @@ def test_a_request_of_no_partition_is_answered_by_the_generic_path(topics):
         assert [(n, list(ps)) for n, ps in rec.read_produce_response(answer[4:], 9)] == \
             [(n, []) for n, _ in topics] and broker.frames == []
     run(scenario)
+
+
+def test_a_consume_only_proxy_s_produce_goes_to_its_own_handler():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        cproxy = dataclasses.replace(ME, role=ProxyRole.CPROXY)
+        d2 = Dispatcher(state=ProxyState(view=view(), me=cproxy), physical=d.physical, producer_ids=ProducerIdTable(),
+                        pool=d.pool)
+        assert answers_of(await generic(d2, frame({0: batch()})))[0][0] == NOT_LEADER and broker.frames == []
+    run(scenario)
+
+
+def test_two_topic_entries_on_one_leader_are_taken_and_answered_in_request_order():
+    async def scenario():
+        broker = await Broker(lambda request: list(reversed(ok(request)))).start()  # the broker's own order
+        d = await proxy(view(), broker)
+        request = kio_request(9, None, -1, 5000, [("t", [(1, batch())]), ("t", [(0, batch(2))])])
+        answer = await ask(d, codec.encode_request(request, 1, "app")[4:])
+        assert d.lane.taken == 1 and len(broker.frames) == 1
+        assert [(n, [(p.index, p.base_offset) for p in ps]) for n, ps in rec.read_produce_response(answer[4:], 9)] \
+            == [("t", [(1, 101)]), ("t", [(0, 100)])]
+    run(scenario)
