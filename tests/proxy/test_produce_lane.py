@@ -522,3 +522,21 @@ def test_two_topic_entries_on_one_leader_are_taken_and_answered_in_request_order
         assert [(n, [(p.index, p.base_offset) for p in ps]) for n, ps in rec.read_produce_response(answer[4:], 9)] \
             == [("t", [(1, 101)]), ("t", [(0, 100)])]
     run(scenario)
+
+
+def test_lane_calls_share_one_deadline_timer_per_connection(monkeypatch):
+    monkeypatch.setattr(produce_lane, "REQUEST_TIMEOUT_S", 0.2)
+
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        answers = [await ask(d, frame({p % 2: batch()})) for p in range(3)]
+        assert [answers_of(a)[p % 2][0] for p, a in enumerate(answers)] == [0, 0, 0] and d.lane.taken == 3
+        (waits,) = d.lane._deadlines.values()
+        assert not waits.calls and waits.timer is not None  # answered: gone from the head; one timer, still set
+        broker.answers = lambda request: None  # the broker stops answering
+        stuck = [await d.start(frame({p: batch()}), 0, None) for p in (0, 1)]
+        assert [answers_of(await s)[p][0] for p, s in enumerate(stuck)] == [ErrorCode.request_timed_out] * 2
+        await asyncio.sleep(0.3)  # the timer fired once more and found nothing out
+        assert d.lane._deadlines == {} and d.writes_in_flight[4] == 0
+    run(scenario)
