@@ -10,10 +10,10 @@ sets, the answer read and written in logical offsets in the upstream call's done
 returns None from `start` and goes the generic way (`Dispatcher.start`), which stays the reference.
 
 What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
-version it was routed with until answered; it goes upstream with acks=all and the capped timeout at once (the
-client's deadline cannot have passed: it is sent while it is read); a call without an answer within
-REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream call and
-the answer.
+version it was routed with until answered; it goes upstream with acks=all and the capped timeout at once, unless
+the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an answer
+within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream call
+and the answer.
 Answers stay in request order: the connection queues the answer future as it queues any other.
 """
 
@@ -28,7 +28,7 @@ from fedkafka.protocol import codec
 from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _warn_slow
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
-from fedkafka.proxy.plan import Broker
+from fedkafka.proxy.plan import Broker, UpstreamError
 from fedkafka.security.acl import Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 
@@ -46,7 +46,7 @@ class _LaneCall:
     client_timeout = False
     timeout_s = None
 
-    def __init__(self, target: Broker, request: produce.UpstreamProduce, waits: _Deadlines):
+    def __init__(self, target: Broker, request: produce.UpstreamProduce | None, waits: _Deadlines | None):
         self.target, self.request, self.waits = target, request, waits  # waits: its connection's deadlines
 
 
@@ -116,15 +116,16 @@ class ProduceLane:
         view = state.view
         if not produce.lane_takes(request) or not state.lease_valid():
             return None
+        read_at = loop.time()  # the client's deadline counts from here (`_send_deadline`)
         routes = self._routes_for(view, state.me, request, session)
         if routes is None:
             return None
-        sent = self._send(request, routes, slot)
+        sent = self._send(request, routes, slot, read_at)
         if sent is None:
             return None
         call, item = sent
         self.taken += 1
-        return self._answer_later(loop, view, request, routes, call, item, correlation_id)
+        return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at)
 
     def _routes_for(self, view, me, request, session: Session | None) -> list[produce.LaneRoute] | None:
         """The request's routes in its order, when every partition's is cached or made as the lane's and its batch
@@ -165,7 +166,8 @@ class ProduceLane:
         may_write = authorizer is None or authorizer.allowed(who[0], who[1], Operation.WRITE, ResourceType.TOPIC, name)
         return produce.lane_route(view, may_write, name, index) or _NOT_TAKEN
 
-    def _send(self, request, routes: list[produce.LaneRoute], slot: int) -> tuple[_LaneCall, asyncio.Future] | None:
+    def _send(self, request, routes: list[produce.LaneRoute], slot: int,
+              read_at: float) -> tuple[_LaneCall, asyncio.Future] | None:
         """Write the broker's request on the slot's open pooled connection to the one leader of every partition
         (None: nothing written; the physical state is read here, per request, never cached)."""
         d = self.dispatcher
@@ -184,6 +186,8 @@ class ProduceLane:
                 if seg.cluster != cluster or leaders.get((seg.topic, seg.partition)) != leader:
                     return None
         target = (cluster, leader)
+        if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
+            return self._not_sent(target)
         address = info.brokers.get(leader)
         conn = None if address is None else d.pool.ready(address[0], address[1], slot)
         if conn is None:  # the generic path connects (or finds the broker by another address)
@@ -202,8 +206,18 @@ class ProduceLane:
         waits.add(item)
         return _LaneCall(broker, upstream, waits), item
 
+    def _not_sent(self, target: tuple[str, int]) -> tuple[_LaneCall, asyncio.Future]:
+        """A request whose client's timeout passed before it could be sent (a loaded process, a tiny timeout):
+        not sent, answered REQUEST_TIMED_OUT, as the generic path's `_send` does (`_NotSent`)."""
+        d = self.dispatcher
+        message = "the client's request timeout passed: not sent"
+        d.observer.refused("deadline", target[0], -1, message, None)
+        item = (d._loop or d.loop).create_future()
+        item.set_result(UpstreamError(target[0], message))
+        return _LaneCall(Broker(*target), None, None), item
+
     def _answer_later(self, loop: asyncio.AbstractEventLoop, view, request, routes: list[produce.LaneRoute],
-                      call: _LaneCall, item: asyncio.Future, correlation_id: int) -> asyncio.Future:
+                      call: _LaneCall, item: asyncio.Future, correlation_id: int, read_at: float) -> asyncio.Future:
         """The answer future, counted in writes_in_flight by `view`'s version until the call ended; the
         done-callback that answers (`_answered`)."""
         d = self.dispatcher
@@ -215,7 +229,7 @@ class ProduceLane:
         answer.awaits = item
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
         # (`_Deadlines`), a lost connection, a cancellation): one done-callback less than `start`'s
-        item.add_done_callback(functools.partial(self._answered, answer, loop.time(), request, routes, call,
+        item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
                                                  correlation_id, seen, counts, view.version))
         return answer
 
@@ -223,7 +237,8 @@ class ProduceLane:
                   call: _LaneCall, correlation_id: int, seen, counts: collections.Counter[int] | None,
                   view_version: int, item: asyncio.Future) -> None:
         """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer."""
-        call.waits.answered()
+        if call.waits is not None:  # None: not sent
+            call.waits.answered()
         d = self.dispatcher
         if counts is not None:
             counts[view_version] -= 1
@@ -247,3 +262,12 @@ class ProduceLane:
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
+
+
+def _past_deadline(timeout_ms: int, read_at: float, loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the client's deadline (`dispatch._send_deadline` from `read_at`) passed: a produce is never sent after
+    it (`Dispatcher._not_to_send`). A timeout of 0 or less sets none."""
+    if timeout_ms <= 0:
+        return False
+    timeout_s = timeout_ms / 1000
+    return loop.time() > read_at + timeout_s - min(1.0, timeout_s / 10)
