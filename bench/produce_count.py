@@ -5,7 +5,7 @@ run. One broker, one proxy of this tree (or of `--ref`, exported as data_path.py
 (`sys.settrace` with opcode events, `sys.setprofile` for C calls) that SIGUSR1 switches on and SIGUSR2 off
 and dumps, inside the proxy's event loop thread (the main thread). A confluent-kafka producer sends
 `--records` 1 KB records (64 KiB batches, acks=all) to 4 partitions while it counts; the counts are divided by
-the Produce requests the handler saw.
+the Produce requests the handler or the Produce lane (core/produce_lane.py) answered.
 
     .venv/bin/python bench/produce_count.py [--records 30000] [--ref main] [--top 40] [--json out.json]
         [--before earlier.json]
