@@ -95,6 +95,8 @@ _INTERFACE = 1
 _REVISION = 1  # frame_buffer
 _FRAMES_REVISION = 2  # the Produce frames (an older build serves the rest; these then run in Python)
 _frames: ModuleType | None = None  # _compiled when it has them
+_LANE_REVISION = 3  # translated_produce_answer
+_lane: ModuleType | None = None  # _compiled when it has it
 
 
 def _load_compiled() -> ModuleType | None:
@@ -113,15 +115,16 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames
+    global _compiled, _frames, _lane
     if implementation == "python":
-        _compiled = _frames = None
+        _compiled = _frames = _lane = None
         return
     module = _load_compiled()
     if module is None:
         raise ImportError("fedkafka_speedups is not installed (rust/fedkafka_speedups)")
     _compiled = module
     _frames = module if module.REVISION >= _FRAMES_REVISION else None
+    _lane = module if module.REVISION >= _LANE_REVISION else None
 
 
 def implementation() -> Implementation:
@@ -926,6 +929,35 @@ def read_produce_response(frame: Buffer, version: int) -> tuple[tuple[str, tuple
                              ) from None
     except UnicodeDecodeError as e:
         raise MalformedFrame(f"Produce v{version} response: a string that is not UTF-8 ({e.reason})") from None
+
+
+def translated_produce_answer(frame: Buffer, version: int, correlation_id: int, name: str, index: int,
+                              phys_topic: str, phys_partition: int,
+                              shift: tuple[int, int, int | None]) -> tuple[bytes, int] | None:
+    """The client's answer frame to a Produce of one partition (`name`, `index`) and its error code, written from
+    the broker's answer `frame` (after its size prefix) for physical partition (`phys_topic`, `phys_partition`);
+    None when that answer is anything but one topic with the one partition's answer (the caller reads it then).
+    `shift` (delta, phys_start, chain_base) moves its offsets into the client's space: the base offset by delta
+    unless below 0; the log start stays below 0, becomes max(start, phys_start) + delta when chain_base is None or
+    start > phys_start, else chain_base. Malformed frames raise as `read_produce_response` raises."""
+    if _lane is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
+        written: tuple[bytes, int] | None = _lane.translated_produce_answer(
+            frame, version, correlation_id, name, index, phys_topic, phys_partition, shift)
+        if written is not None:
+            return written
+    answers = read_produce_response(frame, version)
+    if len(answers) != 1 or answers[0][0] != phys_topic or len(answers[0][1]) != 1:
+        return None
+    pr = answers[0][1][0]
+    if pr.index != phys_partition:
+        return None
+    delta, phys_start, chain_base = shift
+    base, start = pr.base_offset, pr.log_start_offset
+    if start >= 0:
+        start = max(start, phys_start) + delta if chain_base is None or start > phys_start else chain_base
+    answer = ProducePartitionAnswer(index, pr.error_code, base + delta if base >= 0 else base, pr.log_append_time_ms,
+                                    start, pr.record_errors, pr.error_message)
+    return produce_response_frame(version, correlation_id, ((name, (answer,)),)), pr.error_code
 
 
 def _legacy_answers(view: memoryview, pos: int, end: int,

@@ -231,3 +231,57 @@ def test_produce_batch_is_python_s_header_or_error(records, data):
         assert type(compiled) is BatchHeader
     for empty in (None, b"", memoryview(b"")):
         assert compiled_batch(empty) == python_batch(empty)
+
+
+# -- translated_produce_answer (revision 3): the Produce lane's answer, read and written in one call ---------------
+
+def python_translated(*args):
+    try:
+        return rec.translated_produce_answer(*args)  # the module's calls run Python (the fixture above)
+    except rec.MalformedFrame as e:
+        return e
+
+
+lane_shifts = st.tuples(st.integers(-2**40, 2**40), st.integers(0, 2**40), st.none() | st.integers(0, 2**40))
+one_answer = st.builds(rec.ProducePartitionAnswer, int32s, int16s, st.integers(-3, 2**50), int64s,
+                       st.integers(-3, 2**50), st.just(()) | record_errors, st.none() | names)
+
+
+@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 3, reason="built before translated_produce_answer (3)")
+@settings(max_examples=examples(400), deadline=None)
+@given(st.sampled_from(VERSIONS), int32s, st.data(), one_answer, lane_shifts, st.none() | names, int32s,
+       st.booleans())
+def test_the_lane_s_answer_is_python_s_byte_for_byte(version, correlation_id, data, answer, shift, name, index, usual):
+    """One topic with one answer (the usual, `usual`), or any answer list (then None, or Python's reading)."""
+    topics = [("phys", [answer])] if usual else data.draw(answer_lists)
+    frame = rec.produce_response_frame(version, 99, topics)[4:]
+    if data.draw(st.booleans()):
+        frame = data.draw(st.sampled_from([bytearray, memoryview]))(frame)
+    args = (frame, version, correlation_id, name, index, "phys", answer.index, shift)
+    compiled = speedups.translated_produce_answer(*args)
+    python = python_translated(*args)
+    if compiled is not None:
+        assert type(compiled) is tuple and type(compiled[0]) is bytes and compiled == python
+    elif usual and not (version >= 9 and answer.record_errors):  # what the lane sees: taken
+        pytest.fail(f"left to Python: {answer} {shift}")
+
+
+@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 3, reason="built before translated_produce_answer (3)")
+@settings(max_examples=examples(400), deadline=None)
+@given(st.sampled_from(VERSIONS), st.data())
+def test_a_damaged_answer_is_translated_as_python_translates_it_or_left_to_python(version, data):
+    frame = mutated(rec.produce_response_frame(version, 3, [("orders", [rec.ProducePartitionAnswer(1, 6, 41, 5, 0)])]
+                                               )[4:], data, cuts=True)
+    args = (frame, version, 7, "t", 0, "orders", 1, (10, 5, None))
+    compiled = speedups.translated_produce_answer(*args)
+    if compiled is not None:
+        assert compiled == python_translated(*args)
+
+
+def test_the_lane_s_answer_moves_offsets_into_the_logical_space():
+    frame = rec.produce_response_frame(9, 1, [("phys", [rec.ProducePartitionAnswer(0, 0, 100, -1, 12)])])[4:]
+    for shift, base, start in [((40, 10, None), 140, 52), ((40, 10, 0), 140, 52), ((40, 12, 0), 140, 0),
+                               ((40, 20, None), 140, 60)]:
+        written, code = rec.translated_produce_answer(frame, 9, 5, "t", 3, "phys", 0, shift)
+        assert code == 0 and [(n, [(a.index, a.base_offset, a.log_start_offset) for a in ps])
+                              for n, ps in rec.read_produce_response(written[4:], 9)] == [("t", [(3, base, start)])]

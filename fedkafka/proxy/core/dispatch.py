@@ -125,6 +125,7 @@ class Dispatcher:
     observer = NULL_OBSERVER  # metrics and refusal log lines (proxy/core/observe.py)
     _loop: asyncio.AbstractEventLoop | None = None
     writes_in_flight: collections.Counter[int] | None = None
+    lane: Any = None  # the Produce lane (core/produce_lane.py); None: every Produce goes the generic way
 
     def __init__(self, *, state, physical: PhysicalClusters, producer_ids, pool: UpstreamPool,
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
@@ -155,6 +156,10 @@ class Dispatcher:
         self.writes_in_flight: collections.Counter[int] | None = None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
+        if isinstance(physical, PhysicalClusters):  # the lane reads its leaders and addresses directly
+            from fedkafka.proxy.core.produce_lane import ProduceLane  # it builds on this module
+
+            self.lane = ProduceLane(self)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -196,6 +201,9 @@ class Dispatcher:
         client's order); returns an awaitable of the response frame (None: no response)."""
         loop = self._loop or self.loop  # saved once: the property is a call, and start used it six times
         api_key, version, correlation_id = codec.peek_header(frame)
+        if api_key == PRODUCE_API_KEY and self.lane is not None and \
+                (taken := self.lane.start(frame, version, correlation_id, slot, session, loop)) is not None:
+            return taken  # the common Produce, answered by the lane; anything else goes on below, as before
         counts = self.writes_in_flight if api_key in DRAINED_API_KEYS else None
         if counts is not None:  # by the view version it is routed with (the handler reads it before any wait)
             view_version = self.state.view.version

@@ -589,14 +589,16 @@ def _translate(ctx: Context, parts: list[_Part], result, answers: dict) -> None:
         pr = physical.get((seg.topic, seg.partition))
         if pr is None:
             answers[(part.topic, part.partition)] = rec.ProducePartitionAnswer(
-                part.partition, ErrorCode.unknown_server_error,
-                error_message="cluster left the partition out of its answer")
+                part.partition, ErrorCode.unknown_server_error, error_message=_LEFT_OUT)
             continue
         if pr.error_code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
             ctx.physical.request_refresh(seg.cluster)
         if part.seq_key:
             _note_sequences(ctx, part, pr)
         answers[(part.topic, part.partition)] = _logical_answer(part, pr)
+
+
+_LEFT_OUT = "cluster left the partition out of its answer"
 
 
 def _lost(ctx: Context, parts: list[_Part], result: UpstreamError, answers: dict) -> None:
@@ -637,11 +639,17 @@ def _error_name(code: int) -> str:
 
 
 def _logical_answer(part: _Part, pr: rec.ProducePartitionAnswer) -> rec.ProducePartitionAnswer:
-    """The broker's answer for a part in logical offsets (fields an older version lacks keep their defaults)."""
+    return _in_logical_offsets(part.partition, part.chain, part.seg, pr)
+
+
+def _in_logical_offsets(index: int, chain: PartitionChain, seg: Segment,
+                        pr: rec.ProducePartitionAnswer) -> rec.ProducePartitionAnswer:
+    """The broker's answer for logical partition `index` (written to `seg`, the active segment of `chain`) in
+    logical offsets (fields an older version lacks keep their defaults)."""
     base_offset = pr.base_offset
     return rec.ProducePartitionAnswer(
-        part.partition, pr.error_code, part.seg.to_logical(base_offset) if base_offset >= 0 else base_offset,
-        pr.log_append_time_ms, _logical_start(part, pr.log_start_offset), pr.record_errors, pr.error_message)
+        index, pr.error_code, seg.to_logical(base_offset) if base_offset >= 0 else base_offset,
+        pr.log_append_time_ms, _logical_start(chain, seg, pr.log_start_offset), pr.record_errors, pr.error_message)
 
 
 # Broker errors after which the leader may hold the batch (acks=all replication timed out): not a gap once
@@ -651,11 +659,167 @@ def _logical_answer(part: _Part, pr: rec.ProducePartitionAnswer) -> rec.ProduceP
 _MAYBE_WRITTEN = frozenset({ErrorCode.request_timed_out, ErrorCode.not_enough_replicas_after_append})
 
 
-def _logical_start(part: _Part, physical_start: int) -> int:
+def _logical_start(chain: PartitionChain, seg: Segment, physical_start: int) -> int:
     """Log start in logical space: inside the active segment when older data expired, else the chain's start."""
     if physical_start < 0:
         return physical_start
-    first = part.chain.segments[0]
-    if len(part.chain.segments) == 1 or physical_start > part.seg.phys_start:
-        return part.seg.to_logical(max(physical_start, part.seg.phys_start))
+    first = chain.segments[0]
+    if len(chain.segments) == 1 or physical_start > seg.phys_start:
+        return seg.to_logical(max(physical_start, seg.phys_start))
     return first.logical_base
+
+
+# -- the Produce lane (core/produce_lane.py) --------------------------------------------------------------------
+# The common request (no transaction, acks 1 or -1, batches of no producer id, every partition writable now, all
+# on one broker) is routed by the core from a per-view cache of `lane_route`'s answers, then forwarded and
+# answered with these functions: no Context, Plan, _Routing or _Part, no refusal to count. They decide only what
+# the view and the session decide; the core checks the lease and the physical state per request. Whatever they do
+# not take goes through `handle`, which stays the reference: the lane's frames are its frames, byte for byte
+# (tests/proxy/test_produce_lane.py).
+
+
+class LaneRoute(NamedTuple):
+    """A logical partition the lane writes to `seg`, the active segment of its `chain`; `shift`: what
+    records.translated_produce_answer moves the broker's offsets by (`_in_logical_offsets`, as numbers)."""
+
+    chain: PartitionChain
+    seg: Segment
+    shift: tuple[int, int, int | None]
+
+
+def lane_takes(request: rec.ProduceRequestFrame) -> bool:
+    """Whether the request as a whole is one the lane may take: `handle` refuses a transactional one, and an
+    acks=0 one answers nothing or closes the connection."""
+    return request.transactional_id is None and request.acks != 0
+
+
+def lane_route(view, may_write: bool, name: str, index: int) -> LaneRoute | None:
+    """The partition's route when `handle` would forward its (valid) batch as it is, as far as the view and the
+    session's WRITE right decide (None: the lane leaves the request to `handle`). Cached per view and session."""
+    topic = view.topics.get(name)
+    if not may_write or topic is None or not 0 <= index < topic.partition_count:
+        return None
+    chain = topic.partitions[index]
+    if chain.frozen:
+        return None
+    seg = chain.active
+    cluster = view.clusters.get(seg.cluster)
+    if cluster is None or cluster.state != ClusterState.ACTIVE:
+        return None
+    # seg.to_logical(x) is x + delta; _logical_start's chain start only for a chain of more than one segment
+    chain_base = None if len(chain.segments) == 1 else chain.segments[0].logical_base
+    return LaneRoute(chain, seg, (seg.logical_base - seg.phys_start, seg.phys_start, chain_base))
+
+
+def lane_batch(records: rec.Buffer | None) -> bool:
+    """Whether `handle` would forward the batch as it is: it passes `produce_batch`'s check and has no producer
+    id (an idempotent batch is rewritten to a physical id and its sequences kept: not the lane's)."""
+    try:
+        return rec.produce_batch(records).producer_id < 0
+    except rec.RecordsError:
+        return False
+
+
+def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute]) -> UpstreamProduce:
+    """The broker's request: `UpstreamProduce.of` for the request's partitions (`routes` in the request's order,
+    all on one broker), the record sets by reference."""
+    timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
+    if len(routes) == 1:
+        seg = routes[0].seg
+        t = request.topic_data[0]
+        pd = t.partition_data[0]
+        return LaneProduce(request.version, timeout_ms, (rec.ProduceTopicData(
+            seg.topic, (rec.ProducePartitionData(seg.partition, pd.records),)),), request.correlation_id, t.name,
+            pd.index, routes[0].shift)
+    by_topic: dict[str, list[rec.ProducePartitionData]] = {}
+    at = 0
+    for t in request.topic_data:
+        for pd in t.partition_data:
+            seg = routes[at].seg
+            at += 1
+            by_topic.setdefault(seg.topic, []).append(rec.ProducePartitionData(seg.partition, pd.records))
+    return UpstreamProduce(request.version, timeout_ms,
+                           tuple([rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()]))
+
+
+def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
+                result) -> tuple[ProduceAnswer | Written, bool]:
+    """The client's answer from the broker's (`result`: its answer or an UpstreamError), as `_answer` gives it,
+    and whether the cluster's metadata must be refreshed (a lost call, NOT_LEADER or UNKNOWN_TOPIC answers)."""
+    if type(result) is Written:  # the usual: written as the broker's answer was read (LaneProduce)
+        return result, result.error_code in _REFRESHING
+    lost = isinstance(result, UpstreamError)
+    if not lost and len(routes) == 1 and len(result) == 1 and len(result[0][1]) == 1:  # the usual: one partition
+        chain, seg, _ = routes[0]
+        pr = result[0][1][0]
+        if result[0][0] == seg.topic and pr.index == seg.partition:
+            t = request.topic_data[0]
+            answer = _in_logical_offsets(t.partition_data[0].index, chain, seg, pr)
+            return ProduceAnswer(request.version, (ProduceTopicAnswer(t.name, (answer,)),)), \
+                pr.error_code in _REFRESHING
+    physical = {}
+    if not lost:
+        for name, broker_answers in result:
+            for pr in broker_answers:
+                physical[(name, pr.index)] = pr
+    refresh = lost
+    topics = []
+    at = 0
+    for t in request.topic_data:
+        answers = []
+        for pd in t.partition_data:
+            chain, seg, _ = routes[at]
+            at += 1
+            if lost:
+                answers.append(rec.ProducePartitionAnswer(pd.index, ErrorCode.request_timed_out,
+                                                          error_message=result.reason))
+            elif (pr := physical.get((seg.topic, seg.partition))) is None:
+                answers.append(rec.ProducePartitionAnswer(pd.index, ErrorCode.unknown_server_error,
+                                                          error_message=_LEFT_OUT))
+            else:
+                refresh |= pr.error_code in _REFRESHING
+                answers.append(_in_logical_offsets(pd.index, chain, seg, pr))
+        topics.append(ProduceTopicAnswer(t.name, tuple(answers)))
+    return ProduceAnswer(request.version, tuple(topics)), refresh
+
+
+_REFRESHING = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)  # as `_translate`
+
+
+@dataclass(slots=True)
+class LaneProduce(UpstreamProduce):
+    """The lane's broker request for a request of one partition: its broker's answer is read and the client's
+    written in one call (`records.translated_produce_answer`) as it arrives; an answer of another shape is read as
+    UpstreamProduce reads it, and `lane_answer` translates it."""
+
+    correlation_id: int = 0  # the client's
+    name: str = ""  # the client's topic and partition
+    index: int = 0
+    shift: tuple[int, int, int | None] = (0, 0, None)
+
+    def read_response(self, frame: bytes | memoryview) -> Written | BrokerAnswer:  # type: ignore[override]
+        (topic, (partition,)), = self.topic_data
+        try:
+            written = rec.translated_produce_answer(frame, self.version, self.correlation_id, self.name, self.index,
+                                                    topic, partition.index, self.shift)
+        except rec.MalformedFrame as e:
+            raise DecodeError(f"malformed ProduceResponse: {e}") from None
+        return UpstreamProduce.read_response(self, frame) if written is None else Written(*written)
+
+
+class Written:
+    """A client's answer frame, written as its broker's answer was read: what the lane sends (`response_frame`), and
+    its one error code for the metrics (`count_errors`, as ProduceAnswer's)."""
+
+    __slots__ = ("error_code", "frame")
+    __api_key__: ClassVar[int] = 0
+
+    def __init__(self, frame: bytes, error_code: int):
+        self.frame, self.error_code = frame, error_code
+
+    def response_frame(self, correlation_id: int) -> bytes:
+        return self.frame  # written with the client's correlation id (LaneProduce.correlation_id)
+
+    def count_errors(self, counts: dict) -> None:
+        if self.error_code:
+            counts[self.error_code] = counts.get(self.error_code, 0) + 1

@@ -378,9 +378,10 @@ fn frame_buffer(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyByteArray>>
 /// The interface records.py was written against: it falls back to pure Python on any other (a stale build).
 /// A function added without changing the others raises REVISION only, so a records.py of an older revision
 /// (an older commit, `bench/data_path.py --compare-ref`) still uses this build; records.py asks for at least
-/// the revision it calls (revision 1: `frame_buffer`; 2: `produce_batch` and the Produce frames of produce.rs).
+/// the revision it calls (revision 1: `frame_buffer`; 2: `produce_batch` and the Produce frames of produce.rs;
+/// 3: `translated_produce_answer`, the Produce lane's answer).
 const INTERFACE: u32 = 1;
-const REVISION: u32 = 2;
+const REVISION: u32 = 3;
 
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -398,5 +399,6 @@ fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(produce::produce_request_parts, m)?)?;
     m.add_function(wrap_pyfunction!(produce::produce_response_frame, m)?)?;
     m.add_function(wrap_pyfunction!(produce::read_produce_response, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::translated_produce_answer, m)?)?;
     Ok(())
 }

@@ -527,3 +527,126 @@ fn partition_answer<'py>(py: Python<'py>, r: &mut Reader<'_>, version: i16) -> P
     }
     Ok(Some((index, code, base, append, start, PyTuple::new(py, errors)?, message.map(str::to_owned))))
 }
+
+/// `records.translated_produce_answer`: the client's answer to a Produce of one partition, written straight from
+/// the broker's answer (`frame`, after its size prefix) with the partition's offsets moved by `delta` into the
+/// client's space, and the error code; None for anything but one topic `phys_topic` with the one answer for
+/// `phys_partition` that `read_produce_response` above takes, or a value that does not fit (records.py then reads
+/// it in Python). Log start: as is below 0, else max(start, phys_start) + delta when `chain_base` is None or
+/// start > phys_start, else `chain_base`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn translated_produce_answer<'py>(
+    py: Python<'py>,
+    frame: &Bound<'py, PyAny>,
+    version: &Bound<'py, PyAny>,
+    correlation_id: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+    index: &Bound<'py, PyAny>,
+    phys_topic: &Bound<'py, PyAny>,
+    phys_partition: &Bound<'py, PyAny>,
+    shift: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyBytes>, i16)>> {
+    let ints = (|| {
+        Some((int::<i16>(version)?, int::<i32>(correlation_id)?, int::<i32>(index)?, int::<i32>(phys_partition)?,
+              int::<(i64, i64, Option<i64>)>(shift)?))
+    })();
+    let Some((version, correlation_id, index, phys_partition, (delta, phys_start, chain_base))) = ints else {
+        return Ok(None);
+    };
+    let Ok(phys_topic) = phys_topic.cast::<PyString>() else { return Ok(None) };
+    let Ok(phys_topic) = phys_topic.to_str() else { return Ok(None) };
+    if !(3..=12).contains(&version) {
+        return Ok(None);
+    }
+    let Some(buffer) = byte_buffer(frame) else { return Ok(None) };
+    let mut r = Reader { b: bytes_of(&buffer), pos: 4 };
+    let flexible = version >= FIRST_FLEXIBLE;
+    let Some(fields) = one_answer(py, &mut r, version, phys_topic, phys_partition)? else { return Ok(None) };
+    let (_, code, base, append, start, errors, message) = fields;
+    let base = if base >= 0 { base.checked_add(delta) } else { Some(base) };
+    let start = if start < 0 {
+        Some(start)
+    } else {
+        match chain_base {
+            Some(chain_base) if start <= phys_start => Some(chain_base),
+            _ => start.max(phys_start).checked_add(delta),
+        }
+    };
+    let (Some(base), Some(start)) = (base, start) else { return Ok(None) };
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&correlation_id.to_be_bytes());
+    if flexible {
+        out.push(0);
+    }
+    let message = message.map(|m| PyString::new(py, &m).into_any());
+    let written = (|| {
+        count(&mut out, 1, flexible)?;
+        string_bytes(&mut out, optional(name), flexible)?;
+        count(&mut out, 1, flexible)?;
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&code.to_be_bytes());
+        out.extend_from_slice(&base.to_be_bytes());
+        out.extend_from_slice(&append.to_be_bytes());
+        if version >= 5 {
+            out.extend_from_slice(&start.to_be_bytes());
+        }
+        if version >= 8 {
+            count(&mut out, errors.len(), flexible)?;
+            for e in errors.iter() {
+                let (batch_index, text) = pair(&e)?;
+                out.extend_from_slice(&batch_index.extract::<i32>().ok()?.to_be_bytes());
+                string_bytes(&mut out, optional(&text), flexible)?;
+                if flexible {
+                    out.push(0);
+                }
+            }
+            string_bytes(&mut out, message.as_ref(), flexible)?;
+        }
+        if flexible {
+            out.extend_from_slice(&[0, 0]); // the partition's tags, the topic's
+        }
+        Some(())
+    })();
+    if written.is_none() {
+        return Ok(None);
+    }
+    out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
+    if flexible {
+        out.push(0);
+    }
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(Some((PyBytes::new(py, &out), code)))
+}
+
+/// The one partition answer of a ProduceResponse of one topic `topic` whose answer is for `partition`, read as
+/// `read_produce_response` reads it; None for any other.
+fn one_answer<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    version: i16,
+    topic: &str,
+    partition: i32,
+) -> PyResult<Option<Answer<'py>>> {
+    let flexible = version >= FIRST_FLEXIBLE;
+    if flexible && r.no_tags().is_none() {
+        return Ok(None);
+    }
+    if r.count(flexible, if flexible { 3 } else { 6 }) != Some(1) {
+        return Ok(None);
+    }
+    let name = if flexible { r.compact_string() } else { r.legacy_string() };
+    if name != Some(Some(topic)) || r.count(flexible, 1) != Some(1) {
+        return Ok(None);
+    }
+    let Some(fields) = partition_answer(py, r, version)? else { return Ok(None) };
+    if fields.0 != partition || (flexible && r.no_tags().is_none()) {
+        return Ok(None);
+    }
+    if r.i32().is_none() || (flexible && r.no_tags().is_none()) {
+        return Ok(None); // throttle_time_ms, then (flexible) the body's tags
+    }
+    Ok(Some(fields))
+}

@@ -1,0 +1,273 @@
+"""The Produce lane: the common Produce request forwarded and answered without the generic machinery.
+
+Per request the generic path builds a Context, runs the handler's routing (a _Routing, a _Part per partition,
+a Plan, a Call), and completes the call through `Dispatcher._one_call`. The lane takes the common request
+(`produce.lane_takes`: no transaction, acks 1 or -1; batches of no producer id; every partition's topic there
+and WRITE-authorized, its chain not frozen, its active cluster ACTIVE and reachable, its leader known, all on
+one broker with an open pooled connection; the lease valid, the proxy not draining; no partition named twice)
+and does the same in one pass: a route from a per-view cache, the frame written around the client's record
+sets, the answer read and written in logical offsets in the upstream call's done-callback. Anything else
+returns None from `start` and goes the generic way (`Dispatcher.start`), which stays the reference.
+
+What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
+version it was routed with until answered; it goes upstream with acks=all and the capped timeout at once, unless
+the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an answer
+within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream call
+and the answer.
+Answers stay in request order: the connection queues the answer future as it queues any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+
+from fedkafka.protocol import codec
+from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _warn_slow
+from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
+from fedkafka.proxy.handlers import produce
+from fedkafka.proxy.plan import Broker, UpstreamError
+from fedkafka.security.acl import Authorizer, Operation, ResourceType
+from fedkafka.security.session import Session
+
+log = logging.getLogger(__name__)
+
+ROUTE_CACHE_ENTRIES = 16_384  # (topic, partition[, principal, host]) routes of one view; past it, started over
+_NOT_TAKEN = object()  # a cached "the lane does not take this partition under this view and session"
+
+
+class _LaneCall:
+    """What `Dispatcher._outcome`, the observer and the slow-request warning read of a call (a `plan.Call` has
+    eight fields to set, once per request)."""
+
+    __slots__ = ("request", "target", "waits")
+    client_timeout = False
+    timeout_s = None
+
+    def __init__(self, target: Broker, request: produce.UpstreamProduce | None, waits: _Deadlines | None):
+        self.target, self.request, self.waits = target, request, waits  # waits: its connection's deadlines
+
+
+class _Deadlines:
+    """The lane's calls on one upstream connection in the order they were sent, each failed with TimeoutError
+    (`_time_out`) REQUEST_TIMEOUT_S after it was sent if still unanswered, as `Dispatcher._one_call`'s timer per
+    call does, but with one timer for them all: uvloop's call_later and cancel cost 4-7 µs, once per request. A
+    broker answers a connection's requests in order, so answered calls leave from the head (`answered`) and the
+    timer, set for the oldest unanswered call, fires about once per REQUEST_TIMEOUT_S while calls flow."""
+
+    __slots__ = ("calls", "conn", "lane", "loop", "timer")
+
+    def __init__(self, lane: ProduceLane, conn: object, loop: asyncio.AbstractEventLoop):
+        self.lane, self.conn, self.loop = lane, conn, loop
+        self.calls: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, item: asyncio.Future) -> None:
+        deadline = self.loop.time() + REQUEST_TIMEOUT_S
+        self.calls.append((deadline, item))
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._expire)
+
+    def answered(self) -> None:
+        calls = self.calls
+        while calls and calls[0][1].done():
+            calls.popleft()
+
+    def _expire(self) -> None:
+        self.timer = None
+        calls, now = self.calls, self.loop.time()
+        while calls and (calls[0][1].done() or calls[0][0] <= now):
+            _time_out(calls.popleft()[1])  # nothing for a call answered meanwhile
+        if calls:
+            self.timer = self.loop.call_at(calls[0][0], self._expire)
+        elif self.lane._deadlines.get(self.conn) is self:  # a connection with nothing out: forgotten
+            del self.lane._deadlines[self.conn]
+
+
+class ProduceLane:
+    """One per dispatcher. `start` returns the answer future of a request it took, None for one it leaves."""
+
+    def __init__(self, dispatcher: Dispatcher):
+        self.dispatcher = dispatcher
+        self.taken = 0  # requests the lane answered (tests and bench read it)
+        self._view = None  # the view the cached routes were made from: another one, and they are dropped
+        self._routes: dict[tuple, object] = {}
+        self._authorizer: Authorizer | None = None
+        self._draining = False
+        self._targets: dict[tuple[str, int], Broker] = {}
+        self._deadlines: dict[object, _Deadlines] = {}  # by upstream connection
+
+    def start(self, frame: bytes | memoryview, version: int, correlation_id: int, slot: int,
+              session: Session | None, loop: asyncio.AbstractEventLoop) -> asyncio.Future | None:
+        d = self.dispatcher
+        # a session still to authenticate or with a lifetime has its requests checked first: not the lane's
+        if session is not None and (not session.authenticated or session.expires_at is not None):
+            return None
+        route = d._route(PRODUCE_API_KEY, version)
+        if route is None or route[0] is not produce:  # not served, or a cproxy's consume_side_produce
+            return None
+        try:
+            request = produce.read_request(frame)
+        except codec.DecodeError:
+            return None  # the generic path reads it again and closes the connection
+        state = d.state
+        view = state.view
+        if not produce.lane_takes(request) or not state.lease_valid():
+            return None
+        read_at = loop.time()  # the client's deadline counts from here (`_send_deadline`)
+        routes = self._routes_for(view, state.me, request, session)
+        if routes is None:
+            return None
+        sent = self._send(request, routes, slot, read_at)
+        if sent is None:
+            return None
+        call, item = sent
+        self.taken += 1
+        return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at)
+
+    def _routes_for(self, view, me, request, session: Session | None) -> list[produce.LaneRoute] | None:
+        """The request's routes in its order, when every partition's is cached or made as the lane's and its batch
+        is one the lane forwards (None: leave the request)."""
+        if view is not self._view:  # a new view: new topics, chains, clusters, ACLs, draining set
+            self._view, self._routes = view, {}
+            self._authorizer = self.dispatcher.authorizer(view)
+            self._draining = me.node_id in view.draining
+        if self._draining:
+            return None
+        authorizer = self._authorizer
+        who: tuple[str, ...] = ()  # with authorization, the routes are the principal's (and host's): their WRITE right
+        if authorizer is not None:
+            if session is None:
+                return None
+            who = (session.principal, session.host)
+        cache = self._routes
+        routes: list = []
+        for t in request.topic_data:
+            name = t.name
+            for pd in t.partition_data:
+                key = (name, pd.index, *who) if who else (name, pd.index)
+                route = cache.get(key)
+                if route is None:
+                    route = self._made(view, authorizer, who, name, pd.index)
+                    if len(cache) >= ROUTE_CACHE_ENTRIES:
+                        cache.clear()
+                    cache[key] = route
+                if route is _NOT_TAKEN or not produce.lane_batch(pd.records):
+                    return None
+                routes.append(route)
+        if len(routes) != 1 and (not routes or len({(r.seg.topic, r.seg.partition) for r in routes}) < len(routes)):
+            return None  # no partition (`handle` answers it empty), or one named twice (`handle` refuses each entry)
+        return routes
+
+    @staticmethod
+    def _made(view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
+        may_write = authorizer is None or authorizer.allowed(who[0], who[1], Operation.WRITE, ResourceType.TOPIC, name)
+        return produce.lane_route(view, may_write, name, index) or _NOT_TAKEN
+
+    def _send(self, request, routes: list[produce.LaneRoute], slot: int,
+              read_at: float) -> tuple[_LaneCall, asyncio.Future] | None:
+        """Write the broker's request on the slot's open pooled connection to the one leader of every partition
+        (None: nothing written; the physical state is read here, per request, never cached)."""
+        d = self.dispatcher
+        seg = routes[0].seg
+        cluster = seg.cluster
+        info = d.physical.clusters.get(cluster)
+        if info is None or not info.reachable:
+            return None
+        leaders = info.leaders
+        leader = leaders.get((seg.topic, seg.partition))
+        if leader is None:
+            return None
+        if len(routes) > 1:  # every other partition on the same leader
+            for route in routes:
+                seg = route.seg
+                if seg.cluster != cluster or leaders.get((seg.topic, seg.partition)) != leader:
+                    return None
+        target = (cluster, leader)
+        if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
+            return self._not_sent(target)
+        address = info.brokers.get(leader)
+        conn = None if address is None else d.pool.ready(address[0], address[1], slot)
+        if conn is None:  # the generic path connects (or finds the broker by another address)
+            return None
+        upstream = produce.lane_upstream(request, routes)
+        try:
+            item = conn.send(upstream)
+        except ConnectionError:
+            return None  # nothing written
+        broker = self._targets.get(target)
+        if broker is None:
+            broker = self._targets[target] = Broker(*target)
+        waits = self._deadlines.get(conn)
+        if waits is None:
+            waits = self._deadlines[conn] = _Deadlines(self, conn, d._loop or d.loop)
+        waits.add(item)
+        return _LaneCall(broker, upstream, waits), item
+
+    def _not_sent(self, target: tuple[str, int]) -> tuple[_LaneCall, asyncio.Future]:
+        """A request whose client's timeout passed before it could be sent (a loaded process, a tiny timeout):
+        not sent, answered REQUEST_TIMED_OUT, as the generic path's `_send` does (`_NotSent`)."""
+        d = self.dispatcher
+        message = "the client's request timeout passed: not sent"
+        d.observer.refused("deadline", target[0], -1, message, None)
+        item = (d._loop or d.loop).create_future()
+        item.set_result(UpstreamError(target[0], message))
+        return _LaneCall(Broker(*target), None, None), item
+
+    def _answer_later(self, loop: asyncio.AbstractEventLoop, view, request, routes: list[produce.LaneRoute],
+                      call: _LaneCall, item: asyncio.Future, correlation_id: int, read_at: float) -> asyncio.Future:
+        """The answer future, counted in writes_in_flight by `view`'s version until the call ended; the
+        done-callback that answers (`_answered`)."""
+        d = self.dispatcher
+        counts = d.writes_in_flight
+        if counts is not None:
+            counts[view.version] += 1
+        seen = d.observer.request(PRODUCE_API_KEY, request.version, request, view)
+        answer = _Answer(loop=loop)
+        answer.awaits = item
+        # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
+        # (`_Deadlines`), a lost connection, a cancellation): one done-callback less than `start`'s
+        item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
+                                                 correlation_id, seen, counts, view.version))
+        return answer
+
+    def _answered(self, answer: asyncio.Future, started: float, request, routes: list[produce.LaneRoute],
+                  call: _LaneCall, correlation_id: int, seen, counts: collections.Counter[int] | None,
+                  view_version: int, item: asyncio.Future) -> None:
+        """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer."""
+        if call.waits is not None:  # None: not sent
+            call.waits.answered()
+        d = self.dispatcher
+        if counts is not None:
+            counts[view_version] -= 1
+        if answer.done():  # cancelled: so was the call
+            return
+        answer.awaits = None  # type: ignore[attr-defined]
+        try:
+            results = [d._outcome(call, item)]  # type: ignore[arg-type]  # it reads target and client_timeout
+            d.observer.upstream((call,), results)
+            elapsed = d._loop.time() - started  # type: ignore[union-attr]  # set by Dispatcher.start
+            if elapsed > SLOW_REQUEST_S:
+                _warn_slow(elapsed, (call,), results)
+            reply, refresh = produce.lane_answer(request, routes, results[0])
+            if refresh:
+                d.physical.request_refresh(call.target.cluster)
+            d.observer.answered(seen, reply)  # `Dispatcher._encode`, for the one reply a lane request has
+            answer.set_result(reply.response_frame(correlation_id))
+        except asyncio.CancelledError:
+            answer.cancel()
+        except BaseException as e:  # as `_one_answered`: the connection reports it and closes
+            answer.set_exception(e)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+
+
+def _past_deadline(timeout_ms: int, read_at: float, loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the client's deadline (`dispatch._send_deadline` from `read_at`) passed: a produce is never sent after
+    it (`Dispatcher._not_to_send`). A timeout of 0 or less sets none."""
+    if timeout_ms <= 0:
+        return False
+    timeout_s = timeout_ms / 1000
+    return loop.time() > read_at + timeout_s - min(1.0, timeout_s / 10)

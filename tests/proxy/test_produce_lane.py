@@ -1,0 +1,562 @@
+"""The Produce lane (core/produce_lane.py) against the generic path it short-cuts: the same bytes to the broker and
+to the client, every request it must not take left to the generic path, its route cache dropped with what decides
+a route, and the core's bookkeeping (writes in flight, timeouts, metrics) kept.
+
+A real Dispatcher, upstream pool and PhysicalClusters, against a broker stand-in on loopback that answers Produce
+frames as it is told (written by records.py, which the protocol tests check against kio byte for byte)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import struct
+import time
+from collections.abc import Callable
+
+import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from example_counts import examples
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kio.schema.errors import ErrorCode
+from protocol.test_produce_frames import kio_request
+from protocol.test_records_twins import using
+
+from fedkafka.protocol import codec
+from fedkafka.protocol import records as rec
+from fedkafka.proxy.core import produce_lane
+from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.limits import Limits
+from fedkafka.proxy.core.metrics import RequestMetrics
+from fedkafka.proxy.core.physical import PhysicalClusters
+from fedkafka.proxy.core.producer_ids import ProducerIdTable
+from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.proxy.state import ProxyState
+from fedkafka.security.acl import AclBinding, Operation, PatternType, Permission, ResourceType
+from fedkafka.security.session import Session
+from fedkafka.view.model import Cluster, ClusterState, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
+from proxy.test_limits_unit import _serve_with
+
+ME = ProxyInfo(7, "p7", 9092, ProxyRole.PPROXY)
+Answers = Callable[[rec.ProduceRequestFrame], list | None]  # the broker's (topic, answers) pairs; None: no answer
+
+
+def ok(request: rec.ProduceRequestFrame) -> list:
+    """Every partition written, at a base offset of 100 + its index."""
+    return [(t.name, [rec.ProducePartitionAnswer(p.index, 0, 100 + p.index, -1, 0) for p in t.partition_data])
+            for t in request.topic_data]
+
+
+class Broker:
+    """A broker's Produce side: records each request frame (correlation id zeroed) and answers as `answers` says."""
+
+    def __init__(self, answers: Answers = ok):
+        self.answers = answers
+        self.frames: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.gate: asyncio.Event | None = None  # set: answers wait until it is
+
+    async def start(self) -> Broker:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                (size,) = struct.unpack(">i", await reader.readexactly(4))
+                body = await reader.readexactly(size)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            _, version, correlation_id = struct.unpack_from(">hhi", body)
+            self.frames.append(body[:4] + bytes(4) + body[8:])
+            topics = self.answers(rec.read_produce_request(body))
+            if self.gate is not None:
+                await self.gate.wait()
+            if topics is not None:
+                writer.write(rec.produce_response_frame(version, correlation_id, topics))
+
+    def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def view(version: int = 4, *, frozen: int | None = None, acls=(), c1_state=ClusterState.ACTIVE,
+         draining=()) -> View:
+    """Topic t: p0 and p1 on c1 (phys), p2 moved from c1 (old) to c2 (phys, its offsets 10.. logical 50..)."""
+    chains = [PartitionChain(segments=(Segment("c1", "phys", p, 0, None, 0),), leader_epoch=3, frozen=p == frozen)
+              for p in range(2)]
+    chains.append(PartitionChain(segments=(Segment("c1", "old", 0, 0, 50, 0), Segment("c2", "phys", 0, 10, None, 50))))
+    return View(version=version, clusters={"c1": Cluster("c1", "h1:1", state=c1_state), "c2": Cluster("c2", "h2:2")},
+                topics={"t": LogicalTopic("t", "0" * 31 + "1", tuple(chains))}, proxies=(ME,), acls=tuple(acls),
+                draining=tuple(draining))
+
+
+async def proxy(v: View, broker: Broker, *, lane: bool = True, authorization: bool = False,
+                warm: bool = True) -> Dispatcher:
+    """A dispatcher whose clusters c1 and c2 both have their leaders (node 1) at `broker`; slot 0's pooled connection
+    open (`warm`): the lane writes only on an open one."""
+    physical = PhysicalClusters()
+    physical.set_clusters({c: f"127.0.0.1:{broker.port}" for c in v.clusters})
+    for cluster, info in physical.clusters.items():
+        info.brokers = {1: ("127.0.0.1", broker.port)}
+        info.leaders = {(s.topic, s.partition): 1 for t in v.topics.values() for ch in t.partitions
+                        for s in ch.segments if s.cluster == cluster}
+    d = Dispatcher(state=ProxyState(view=v, me=ME), physical=physical, producer_ids=ProducerIdTable(),
+                   pool=UpstreamPool(), observer=RequestMetrics(), authorization=authorization)
+    d.writes_in_flight = collections.Counter()
+    if not lane:
+        d.lane = None
+    if warm:
+        await d.pool.get("127.0.0.1", broker.port, 0, "c1")
+    return d
+
+
+def batch(n: int = 1, producer_id: int = -1, epoch: int = -1, seq: int = -1) -> bytes:
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=producer_id,
+                                  producer_epoch=epoch, base_sequence=seq, batch_size=1 << 20)
+    for i in range(n):
+        b.append(i, timestamp=1_700_000_000_000 + i, key=b"k%d" % i, value=b"v" * (i + 1), headers=[])
+    return bytes(b.build())
+
+
+def frame(parts: dict[int, bytes], *, version: int = 9, acks: int = -1, txn: str | None = None,
+          timeout_ms: int = 5000, topic: str = "t", correlation_id: int = 11) -> bytes:
+    """A client's Produce frame (after its size prefix), written by kio."""
+    request = kio_request(version, txn, acks, timeout_ms, [(topic, list(parts.items()))])
+    return codec.encode_request(request, correlation_id, "app")[4:]
+
+
+async def ask(d: Dispatcher, request: bytes, session: Session | None = None) -> bytes | None:
+    answer = await (await d.start(request, 0, session))
+    return None if answer is None else bytes(answer)
+
+
+def answers_of(answer: bytes, version: int = 9) -> dict[int, tuple]:
+    """(error, base offset, log start, message) by partition of a client's answer frame."""
+    topics = rec.read_produce_response(answer[4:], version)
+    return {p.index: (p.error_code, p.base_offset, p.log_start_offset, p.error_message) for _, ps in topics for p in ps}
+
+
+def run(scenario):
+    return asyncio.run(scenario())
+
+
+# -- (a) the lane's bytes are the generic path's -----------------------------------------------------------------
+
+ERRORS = [0, 0, 0, ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition,
+          ErrorCode.request_timed_out, ErrorCode.not_enough_replicas, ErrorCode.invalid_record]
+
+
+@st.composite
+def broker_answers(draw) -> dict[tuple[str, int], rec.ProducePartitionAnswer | None]:
+    """Per physical partition the broker's answer (None: left out of it)."""
+    out = {}
+    for key in [("phys", 0), ("phys", 1)]:
+        if draw(st.integers(0, 9)) == 0:
+            out[key] = None
+            continue
+        out[key] = rec.ProducePartitionAnswer(
+            key[1], draw(st.sampled_from(ERRORS)), draw(st.integers(-1, 2**40)), draw(st.integers(-1, 2**41)),
+            draw(st.integers(-1, 2**40)), tuple(draw(st.lists(st.tuples(st.integers(0, 5), st.none() | st.text(
+                max_size=8)), max_size=2))), draw(st.none() | st.text(max_size=10)))
+    return out
+
+
+def scripted(answers: dict) -> Answers:
+    def answer(request: rec.ProduceRequestFrame) -> list:
+        return [(t.name, [a for p in t.partition_data if (a := answers[(t.name, p.index)]) is not None])
+                for t in request.topic_data]
+    return answer
+
+
+async def through(lane: bool, request: bytes, answers: dict) -> tuple[list[bytes], bytes | None, int]:
+    broker = await Broker(scripted(answers)).start()
+    d = await proxy(view(), broker, lane=lane)
+    try:
+        answer = await ask(d, request)
+        return broker.frames, answer, d.lane.taken if lane else 0
+    finally:
+        broker.close()
+
+
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])  # sockets, loaded
+@given(st.integers(3, 12), st.sampled_from([-1, 1]), st.integers(-2, 0) | st.integers(2_000, 200_000),
+       st.lists(st.sampled_from([0, 1]), min_size=1, max_size=2, unique=True), st.integers(1, 4), broker_answers(),
+       st.sampled_from(["python", "compiled"]))
+def test_the_lane_writes_the_generic_path_s_upstream_frame_and_client_answer(version, acks, timeout_ms, partitions,
+                                                                              records, answers, implementation):
+    """(A timeout of a few ms may run out between reading and sending on a loaded machine, on either path, at its own
+    moment: test_a_lane_request_past_its_client_s_deadline_is_not_sent covers that.)"""
+    request = frame({p: batch(records + p) for p in partitions}, version=version, acks=acks, timeout_ms=timeout_ms)
+    with using(implementation):  # type: ignore[arg-type]
+        generic = run(lambda: through(False, request, answers))
+        lane = run(lambda: through(True, request, answers))
+    assert lane[2] == 1  # taken by the lane
+    assert lane[:2] == generic[:2]
+
+
+def test_the_compiled_and_the_python_lane_write_the_same_bytes():
+    answers = {("phys", 0): rec.ProducePartitionAnswer(0, 0, 7, 123, 0), ("phys", 1): None}
+    request = frame({0: batch(3), 1: batch(2)}, version=12)
+    with using("python"):
+        python = run(lambda: through(True, request, answers))
+    with using("compiled"):
+        compiled = run(lambda: through(True, request, answers))
+    assert python == compiled and python[2] == 1
+
+
+# -- (b) what the lane does not take goes the generic way, answered as before -------------------------------------
+
+async def generic(d: Dispatcher, request: bytes, session: Session | None = None) -> bytes | None:
+    """The answer to `request`, which the lane must have left to the generic path."""
+    taken = d.lane.taken
+    answer = await ask(d, request, session)
+    assert d.lane.taken == taken, "the lane took a request it must leave"
+    return answer
+
+
+NOT_LEADER = ErrorCode.not_leader_or_follower
+
+
+def test_a_transactional_request_is_refused_by_the_generic_path():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        answer = await generic(d, frame({0: batch()}, txn="tx"))
+        assert answers_of(answer)[0][0] == ErrorCode.transactional_id_authorization_failed
+        assert broker.frames == []
+    run(scenario)
+
+
+def test_an_acks_zero_request_goes_the_generic_way_and_gets_no_answer():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        assert await generic(d, frame({0: batch()}, acks=0)) is None
+        assert len(broker.frames) == 1  # forwarded all the same, with acks=all
+    run(scenario)
+
+
+@pytest.mark.parametrize("parts, topic, error", [
+    ({7: batch()}, "t", ErrorCode.unknown_topic_or_partition),
+    ({0: batch()}, "nope", ErrorCode.unknown_topic_or_partition),
+    ({0: b"\x00" * 70}, "t", ErrorCode.corrupt_message),
+])
+def test_an_unknown_partition_or_a_bad_batch_is_answered_by_the_generic_path(parts, topic, error):
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        assert answers_of(await generic(d, frame(parts, topic=topic)))[next(iter(parts))][0] == error
+        assert broker.frames == []
+    run(scenario)
+
+
+def test_a_partition_named_twice_is_refused_by_the_generic_path():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        request = kio_request(9, None, -1, 5000, [("t", [(0, batch()), (0, batch())])])
+        answer = await generic(d, codec.encode_request(request, 1, "app")[4:])
+        (_, parts), = rec.read_produce_response(answer[4:], 9)
+        assert [p.error_code for p in parts] == [ErrorCode.invalid_request] * 2 and broker.frames == []
+    run(scenario)
+
+
+@pytest.mark.parametrize("change", ["frozen", "cluster_not_active", "unreachable", "lease", "draining"])
+def test_a_partition_the_proxy_refuses_is_refused_by_the_generic_path(change):
+    async def scenario():
+        broker = await Broker().start()
+        v = view(frozen=0 if change == "frozen" else None, draining=(7,) if change == "draining" else (),
+                 c1_state=ClusterState.DRAINING if change == "cluster_not_active" else ClusterState.ACTIVE)
+        d = await proxy(v, broker)
+        if change == "unreachable":
+            d.physical.clusters["c1"].reachable = False
+        if change == "lease":
+            d.state.lease_deadline = time.monotonic() - 1
+        assert answers_of(await generic(d, frame({0: batch()})))[0][0] == NOT_LEADER
+        assert broker.frames == []
+    run(scenario)
+
+
+def test_an_idempotent_batch_is_rewritten_to_its_physical_id_by_the_generic_path():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        d.producer_ids.store_physical(1000, 0, "c1", 555, 2)
+        assert answers_of(await generic(d, frame({0: batch(producer_id=1000, epoch=0, seq=0)})))[0][:2] == (0, 100)
+        (sent,) = broker.frames
+        assert rec.produce_batch(rec.read_produce_request(sent).topic_data[0].partition_data[0].records) \
+            .producer_id == 555
+    run(scenario)
+
+
+def test_partitions_on_two_clusters_go_the_generic_way():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        answer = answers_of(await generic(d, frame({0: batch(), 2: batch()})))
+        assert answer[0][:2] == (0, 100) and answer[2][:2] == (0, 100 - 10 + 50)  # p2: c2's segment, logical
+        assert len(broker.frames) == 2
+    run(scenario)
+
+
+def test_a_closed_pooled_connection_goes_the_generic_way_which_opens_it():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker, warm=False)
+        assert answers_of(await generic(d, frame({0: batch()})))[0][:2] == (0, 100)  # it connects
+        assert answers_of(await ask(d, frame({0: batch()})))[0][:2] == (0, 100) and d.lane.taken == 1
+    run(scenario)
+
+
+def test_an_unknown_leader_is_waited_for_by_the_generic_path():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        leaders = d.physical.clusters["c1"].leaders
+        del leaders[("phys", 1)]
+        waiting = asyncio.ensure_future(ask(d, frame({1: batch()})))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and broker.frames == []  # behind the generic path's leader wait
+        leaders[("phys", 1)] = 1  # the refresh came in
+        assert answers_of(await waiting)[1][:2] == (0, 101) and d.lane.taken == 0
+    run(scenario)
+
+
+def test_a_session_that_must_still_authenticate_or_expires_goes_the_generic_way():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        expiring = Session(expires_at=time.monotonic() + 600)
+        assert answers_of(await generic(d, frame({0: batch()}), expiring))[0][:2] == (0, 100)
+        with pytest.raises(Exception, match=r"SASL|authenticat"):
+            await generic(d, frame({0: batch()}), Session(protocol="SASL_PLAINTEXT", authenticated=False))
+    run(scenario)
+
+
+# -- (c) the route cache is dropped with what decides a route ------------------------------------------------------
+
+def moved_p0(v: View) -> View:
+    """p0 moved on: its active segment c1 moved/0 from offset 0, logical 40 (phys/0 sealed at 40)."""
+    topic = v.topics["t"]
+    chain = PartitionChain(segments=(Segment("c1", "phys", 0, 0, 40, 0), Segment("c1", "moved", 0, 0, None, 40)))
+    topic = dataclasses.replace(topic, partitions=(chain, *topic.partitions[1:]))
+    return dataclasses.replace(v, version=v.version + 1, topics={"t": topic})
+
+
+def sent_to(frame_bytes: bytes) -> list[tuple[str, int]]:
+    return [(t.name, p.index) for t in rec.read_produce_request(frame_bytes).topic_data for p in t.partition_data]
+
+
+def test_a_new_view_drops_the_cached_routes():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        assert answers_of(await ask(d, frame({0: batch()})))[0][:2] == (0, 100)
+        d.physical.clusters["c1"].leaders[("moved", 0)] = 1
+        d.state.view = moved_p0(d.state.view)
+        assert answers_of(await ask(d, frame({0: batch()})))[0][:2] == (0, 140)  # moved/0 at 100: logical 140
+        assert [sent_to(f) for f in broker.frames] == [[("phys", 0)], [("moved", 0)]]
+        assert d.lane.taken == 2
+        d.state.view = view(6, frozen=0)  # frozen for the next move: refused, not forwarded
+        assert answers_of(await generic(d, frame({0: batch()})))[0][0] == NOT_LEADER and len(broker.frames) == 2
+    run(scenario)
+
+
+def test_a_new_leader_is_written_to_at_once():
+    async def scenario():
+        first, second = await Broker().start(), await Broker().start()
+        d = await proxy(view(), first)
+        assert answers_of(await ask(d, frame({0: batch()})))[0][:2] == (0, 100)
+        info = d.physical.clusters["c1"]
+        info.brokers = {**info.brokers, 2: ("127.0.0.1", second.port)}
+        info.leaders[("phys", 0)] = 2
+        await d.pool.get("127.0.0.1", second.port, 0, "c1")
+        assert answers_of(await ask(d, frame({0: batch()})))[0][:2] == (0, 100)
+        assert (len(first.frames), len(second.frames), d.lane.taken) == (1, 1, 2)
+    run(scenario)
+
+
+def test_a_lost_lease_and_an_unreachable_cluster_are_seen_by_the_next_request():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        assert answers_of(await ask(d, frame({0: batch()})))[0][0] == 0
+        d.state.lease_deadline = time.monotonic() - 1
+        assert answers_of(await generic(d, frame({0: batch()})))[0][0] == NOT_LEADER
+        d.state.lease_deadline = None
+        d.physical.clusters["c1"].reachable = False
+        assert answers_of(await generic(d, frame({0: batch()})))[0][0] == NOT_LEADER
+        assert len(broker.frames) == 1
+    run(scenario)
+
+
+def writers(*principals: str) -> list[AclBinding]:
+    return [AclBinding(ResourceType.TOPIC, "t", PatternType.LITERAL, p, "*", Operation.WRITE, Permission.ALLOW)
+            for p in principals]
+
+
+def test_acls_and_the_principal_decide_each_route():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(acls=writers("User:alice")), broker, authorization=True)
+        alice, bob = Session(principal="User:alice", host="10.0.0.1"), Session(principal="User:bob", host="10.0.0.1")
+        assert answers_of(await ask(d, frame({0: batch()}), alice))[0][0] == 0 and d.lane.taken == 1
+        denied = ErrorCode.topic_authorization_failed
+        assert answers_of(await generic(d, frame({0: batch()}), bob))[0][0] == denied  # same view, same partition
+        d.state.view = view(5, acls=writers("User:bob"))  # alice's right revoked, bob's granted
+        assert answers_of(await generic(d, frame({0: batch()}), alice))[0][0] == denied
+        assert answers_of(await ask(d, frame({0: batch()}), bob))[0][0] == 0 and d.lane.taken == 2
+        assert len(broker.frames) == 2
+    run(scenario)
+
+
+# -- (d) writes in flight, request order, timeouts, metrics ---------------------------------------------------------
+
+def test_a_lane_request_is_counted_by_its_view_until_answered_and_answered_in_order(monkeypatch):
+    async def scenario():
+        broker = await Broker().start()
+        broker.gate = asyncio.Event()
+        d = await proxy(view(), broker)
+        server, port, _ = await _serve_with(d, Limits())
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        sizes = [struct.pack(">i", len(f)) + f for f in (
+            frame({0: batch()}, correlation_id=1), frame({0: batch()}, topic="nope", correlation_id=2),
+            frame({1: batch()}, correlation_id=3))]
+        w.write(b"".join(sizes))
+        for _ in range(200):
+            if d.lane.taken == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert d.lane.taken == 2 and d.writes_in_flight[4] == 2  # 1 and 3: held by the broker; 2 answered
+        d.state.view = view(5)  # a newer view: the two stay counted under the one they were routed with
+        broker.gate.set()
+        got = []
+        for _ in range(3):
+            (size,) = struct.unpack(">i", await r.readexactly(4))
+            got.append(struct.pack(">i", size) + await r.readexactly(size))
+        assert [struct.unpack_from(">i", g, 4)[0] for g in got] == [1, 2, 3]  # in request order
+        assert answers_of(got[0])[0][:2] == (0, 100) and answers_of(got[2])[1][:2] == (0, 101)
+        assert answers_of(got[1])[0][0] == ErrorCode.unknown_topic_or_partition
+        assert d.writes_in_flight[4] == 0 and d.writes_in_flight[5] == 0
+        w.close()
+        server.close()
+    run(scenario)
+
+
+def test_a_lane_request_without_an_answer_times_out_counted_and_refreshing(monkeypatch):
+    monkeypatch.setattr(produce_lane, "REQUEST_TIMEOUT_S", 0.05)
+
+    async def scenario():
+        broker = await Broker(lambda request: None).start()
+        d = await proxy(view(), broker)
+        answer = answers_of(await ask(d, frame({0: batch()})))
+        assert answer[0][0] == ErrorCode.request_timed_out and "timed out" in answer[0][3]
+        assert d.lane.taken == 1 and d.writes_in_flight[4] == 0
+        assert d.observer.upstream_errors == {"c1": 1}
+        assert "c1" in d.physical._wanted  # refreshed: the leader may have moved
+    run(scenario)
+
+
+def test_a_lane_request_is_measured_as_the_generic_path_measures_it():
+    async def scenario():
+        observed = []
+        for lane in (True, False):
+            broker = await Broker(scripted({("phys", 0): rec.ProducePartitionAnswer(0, NOT_LEADER), ("phys", 1): None})
+                                  ).start()
+            d = await proxy(view(), broker, lane=lane)
+            await ask(d, frame({0: batch(3), 1: batch(2)}))
+            m = d.observer
+            (series,) = m._series.values()
+            observed.append((series.requests, series.count, series.errors, m.topic_bytes, m.cluster_bytes,
+                             m.upstream_errors, sorted(d.physical._wanted)))
+        assert observed[0] == observed[1]
+        assert observed[0][2] == {NOT_LEADER: 1, ErrorCode.unknown_server_error: 1} and observed[0][6] == ["c1"]
+    run(scenario)
+
+
+def test_a_cancelled_lane_answer_cancels_its_call_and_is_no_longer_counted():
+    async def scenario():
+        broker = await Broker(lambda request: None).start()
+        d = await proxy(view(), broker)
+        answer = await d.start(frame({0: batch()}), 0, None)
+        assert d.lane.taken == 1 and d.writes_in_flight[4] == 1
+        answer.cancel()  # the connection's writer, cancelled at the loop's teardown
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert answer.cancelled() and d.writes_in_flight[4] == 0
+    run(scenario)
+
+
+@pytest.mark.parametrize("topics", [[], [("t", [])]])
+def test_a_request_of_no_partition_is_answered_by_the_generic_path(topics):
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        request = codec.encode_request(kio_request(9, None, -1, 5000, topics), 1, "app")[4:]
+        answer = await generic(d, request)  # the lane asserted on its target and closed the connection
+        assert [(n, list(ps)) for n, ps in rec.read_produce_response(answer[4:], 9)] == \
+            [(n, []) for n, _ in topics] and broker.frames == []
+    run(scenario)
+
+
+def test_a_consume_only_proxy_s_produce_goes_to_its_own_handler():
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        cproxy = dataclasses.replace(ME, role=ProxyRole.CPROXY)
+        d2 = Dispatcher(state=ProxyState(view=view(), me=cproxy), physical=d.physical, producer_ids=ProducerIdTable(),
+                        pool=d.pool)
+        assert answers_of(await generic(d2, frame({0: batch()})))[0][0] == NOT_LEADER and broker.frames == []
+    run(scenario)
+
+
+def test_two_topic_entries_on_one_leader_are_taken_and_answered_in_request_order():
+    async def scenario():
+        broker = await Broker(lambda request: list(reversed(ok(request)))).start()  # the broker's own order
+        d = await proxy(view(), broker)
+        request = kio_request(9, None, -1, 5000, [("t", [(1, batch())]), ("t", [(0, batch(2))])])
+        answer = await ask(d, codec.encode_request(request, 1, "app")[4:])
+        assert d.lane.taken == 1 and len(broker.frames) == 1
+        assert [(n, [(p.index, p.base_offset) for p in ps]) for n, ps in rec.read_produce_response(answer[4:], 9)] \
+            == [("t", [(1, 101)]), ("t", [(0, 100)])]
+    run(scenario)
+
+
+def test_lane_calls_share_one_deadline_timer_per_connection(monkeypatch):
+    monkeypatch.setattr(produce_lane, "REQUEST_TIMEOUT_S", 0.2)
+
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        answers = [await ask(d, frame({p % 2: batch()})) for p in range(3)]
+        assert [answers_of(a)[p % 2][0] for p, a in enumerate(answers)] == [0, 0, 0] and d.lane.taken == 3
+        (waits,) = d.lane._deadlines.values()
+        assert not waits.calls and waits.timer is not None  # answered: gone from the head; one timer, still set
+        broker.answers = lambda request: None  # the broker stops answering
+        stuck = [await d.start(frame({p: batch()}), 0, None) for p in (0, 1)]
+        assert [answers_of(await s)[p][0] for p, s in enumerate(stuck)] == [ErrorCode.request_timed_out] * 2
+        await asyncio.sleep(0.3)  # the timer fired once more and found nothing out
+        assert d.lane._deadlines == {} and d.writes_in_flight[4] == 0
+    run(scenario)
+
+
+def test_a_lane_request_past_its_client_s_deadline_is_not_sent(monkeypatch):
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        loop = asyncio.get_running_loop()
+        real = loop.time
+        ticks = iter(range(1000))
+        monkeypatch.setattr(loop, "time", lambda: real() + next(ticks))  # a second passes between any two looks
+        answer = await (await d.start(frame({0: batch()}, timeout_ms=100), 0, None))
+        monkeypatch.setattr(loop, "time", real)
+        code, _, _, message = answers_of(bytes(answer))[0]
+        assert code == ErrorCode.request_timed_out and message == "the client's request timeout passed: not sent"
+        assert broker.frames == [] and d.lane.taken == 1 and d.writes_in_flight[4] == 0
+        assert d.observer.refusals == {"deadline": 1} and d.observer.upstream_errors == {"c1": 1}
+        assert "c1" in d.physical._wanted
+    run(scenario)
