@@ -26,7 +26,7 @@ from protocol.test_records_twins import using
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
 from fedkafka.proxy.core import produce_lane
-from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.proxy.core.metrics import RequestMetrics
 from fedkafka.proxy.core.physical import PhysicalClusters
@@ -559,4 +559,17 @@ def test_a_lane_request_past_its_client_s_deadline_is_not_sent(monkeypatch):
         assert broker.frames == [] and d.lane.taken == 1 and d.writes_in_flight[4] == 0
         assert d.observer.refusals == {"deadline": 1} and d.observer.upstream_errors == {"c1": 1}
         assert "c1" in d.physical._wanted
+    run(scenario)
+
+
+def test_a_request_past_the_dispatcher_s_element_limit_is_refused_not_taken():
+    """The lane reads a frame with the dispatcher's own reader, held to --max-request-elements: a request past a
+    configured limit closes the connection as on the generic path, and nothing reaches the broker."""
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        d.max_request_elements = 2  # the topic and its two partitions are three elements
+        with pytest.raises(ProtocolViolation, match="more than 2 topics, partitions"):
+            await ask(d, frame({0: batch(), 1: batch()}))
+        assert broker.frames == [] and d.lane.taken == 0
     run(scenario)

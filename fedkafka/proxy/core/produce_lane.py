@@ -108,8 +108,8 @@ class ProduceLane:
         route = d._route(PRODUCE_API_KEY, version)
         if route is None or route[0] is not produce:  # not served, or a cproxy's consume_side_produce
             return None
-        try:
-            request = produce.read_request(frame)
+        try:  # the route's reader: the handler's, held to the dispatcher's element limit
+            request = route[1](frame)
         except codec.DecodeError:
             return None  # the generic path reads it again and closes the connection
         state = d.state
