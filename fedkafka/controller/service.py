@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import KafkaException
-from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -126,6 +126,7 @@ class Controller:
         self._stop = threading.Event()
         self.leadership: Leadership | None = None  # set by the app when several controllers may share the database
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
+        self._stored_ends: dict[tuple[str, str, int], int] = {}  # the log ends this controller wrote to the database
         self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
         self.compose()
@@ -806,6 +807,8 @@ class Controller:
         for scan in scans:
             if scan.reachable:
                 self._scan_offsets(scan.cluster, bootstrap[scan.cluster])
+        self._store_ends()
+        for scan in scans:
             for topic, (partitions, config) in needed.get(scan.cluster, {}).items():
                 if scan.reachable and scan.topics.get(topic, 0) < partitions:
                     try:
@@ -828,6 +831,32 @@ class Controller:
             return
         for (topic, partition), offsets in found.items():
             self.log_offsets[(cluster, topic, partition)] = offsets
+
+    def _store_ends(self) -> None:
+        """Write the log ends the scans read that moved since this controller last wrote them, in one transaction
+        per scan: the seal a failover takes when its controller has not scanned the dead cluster itself (a
+        takeover, a restart: `Mover.known_end`, docs/DESIGN.md §9.1). Unchanged ends are not written again, so
+        a scan writes one row per physical partition that took writes since the last one. A failed write is
+        logged and tried again by the next scan (the scan goes on: the in-memory ends serve this controller)."""
+        read_at = time.time()
+        changed = {key: end for key, (_start, end) in list(self.log_offsets.items())
+                   if self._stored_ends.get(key) != end}
+        if not changed:
+            return
+        table = cast(Table, PhysicalPartitionRow.__table__)
+        stmt = (update(table).where(table.c.cluster == bindparam("k_cluster"),
+                                    table.c.physical_topic == bindparam("k_topic"),
+                                    table.c.physical_partition == bindparam("k_partition"))
+                .values(scanned_end=bindparam("k_end"), scanned_at=read_at))
+        rows = [{"k_cluster": c, "k_topic": t, "k_partition": p, "k_end": end} for (c, t, p), end in changed.items()]
+        try:
+            with self.session() as s:
+                s.execute(stmt, rows)  # a partition whose claim is gone (its topic deleted) matches no row
+                s.commit()
+        except SQLAlchemyError as e:
+            log.warning("log ends of %d partitions not stored: %s", len(rows), e)
+            return
+        self._stored_ends.update(changed)
 
     def _needed_topics(self, s, clusters) -> dict[str, dict[str, tuple[int, dict]]]:
         needed: dict[str, dict[str, tuple[int, dict]]] = {}

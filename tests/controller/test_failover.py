@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import select
 
+from fedkafka.controller.models import PhysicalPartitionRow
 from fedkafka.controller.moves import Mover
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
@@ -101,6 +103,54 @@ def test_a_segment_whose_end_was_never_read_is_sealed_at_its_start(setup):
         if len(chain.segments) == 2:
             old, new = chain.segments
             assert old.phys_end == old.phys_start and new.logical_base == old.logical_base + UNCLEAN_GAP
+
+
+def stored_ends(ctl) -> dict[tuple[str, str, int], tuple[int | None, float | None]]:
+    with ctl.session() as s:
+        return {(c.cluster, c.physical_topic, c.physical_partition): (c.scanned_end, c.scanned_at)
+                for c in s.scalars(select(PhysicalPartitionRow))}
+
+
+def test_the_scans_store_the_log_ends_they_read_and_write_only_those_that_moved(setup):
+    api, kafka = setup
+    ctl = api.controller
+    active = {(c.active.cluster, c.active.topic, c.active.partition) for c in ctl.view.topics["t"].partitions}
+    assert stored_ends(ctl).keys() == active and {e for e, _ in stored_ends(ctl).values()} == {None}
+    for n, key in enumerate(sorted(active)):
+        kafka.ends[key] = 10 + n
+    before = time.time()
+    ctl.scan_once()
+    first = stored_ends(ctl)
+    assert {k: e for k, (e, _) in first.items()} == {key: 10 + n for n, key in enumerate(sorted(active))}
+    assert all(at is not None and at >= before for _, at in first.values())
+    moved = sorted(active)[0]
+    kafka.ends[moved] += 7
+    ctl.scan_once()
+    second = stored_ends(ctl)
+    assert second[moved][0] == 17 and second[moved][1] > first[moved][1]
+    assert {k: v for k, v in second.items() if k != moved} == {k: v for k, v in first.items() if k != moved}
+    kill(api, kafka, "c1")  # a scan that cannot read a cluster keeps what was stored of it
+    assert stored_ends(ctl) == second
+
+
+def test_a_failover_by_a_controller_without_scans_seals_at_the_ends_the_scans_stored(setup, make_api):
+    """A new active controller (a takeover, a restart, the re-exec after a database outage) has read no log end
+    and cannot scan the dead cluster: it seals at the ends its predecessor's scans stored, not at the segments'
+    starts (which moved group consumers past every unread record of them, docs/DESIGN.md §9.3)."""
+    api, kafka = setup
+    on_c1 = [p for p, c in enumerate(api.controller.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    for p in on_c1:
+        kafka.ends[("c1", "t", p)] = 100 + p
+    api.controller.scan_once()  # the old controller's scans read and stored them
+    kill(api, kafka, "c1")
+    fresh = make_api(kafka=kafka)  # the same database, nothing in memory
+    assert not any(key[0] == "c1" for key in fresh.controller.log_offsets)
+    run = finished(fresh, fresh.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done" and run["moved"] == len(on_c1), run["error"]
+    for p in on_c1:
+        old, new = fresh.controller.view.chain("t", p).segments
+        assert (old.cluster, old.phys_start, old.phys_end) == ("c1", 0, 100 + p)
+        assert new.logical_base == 100 + p + UNCLEAN_GAP
 
 
 def test_bad_failover_requests_are_refused_and_change_nothing(setup):
