@@ -305,7 +305,7 @@ class Mover:
         claim = s.get(PhysicalPartitionRow, key)
         if claim is None or claim.scanned_end is None:
             return segment.phys_start
-        log.info("%s/%s/%s: sealed at the log end %d a scan stored %.0f s ago (this controller read none)", *key,
+        log.info("%s/%s/%s: sealed at the log end %d a scan read %.0f s ago (this controller read none)", *key,
                  claim.scanned_end, time.time() - (claim.scanned_at or 0.0))
         return max(segment.phys_start, claim.scanned_end)
 

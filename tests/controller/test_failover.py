@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from fedkafka.controller.models import PhysicalPartitionRow
 from fedkafka.controller.moves import Mover
+from fedkafka.controller.service import STORED_END_REFRESH_S
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
 from fedkafka.view.rebalance import Move
@@ -111,26 +112,34 @@ def stored_ends(ctl) -> dict[tuple[str, str, int], tuple[int | None, float | Non
                 for c in s.scalars(select(PhysicalPartitionRow))}
 
 
-def test_the_scans_store_the_log_ends_they_read_and_write_only_those_that_moved(setup):
+def test_the_scans_store_the_log_ends_they_read_and_write_only_those_that_moved(clock, setup):
+    """Each scan writes the ends it read that moved, and an unchanged one again once STORED_END_REFRESH_S passed
+    (so its `scanned_at` is at most that old); what a scan cannot read stays as stored."""
     api, kafka = setup
     ctl = api.controller
-    active = {(c.active.cluster, c.active.topic, c.active.partition) for c in ctl.view.topics["t"].partitions}
-    assert stored_ends(ctl).keys() == active and {e for e, _ in stored_ends(ctl).values()} == {None}
-    for n, key in enumerate(sorted(active)):
+    active = sorted((c.active.cluster, c.active.topic, c.active.partition) for c in ctl.view.topics["t"].partitions)
+    assert sorted(stored_ends(ctl)) == active and {e for e, _ in stored_ends(ctl).values()} == {None}
+    assert "c1" in {c for c, _, _ in active} and len({c for c, _, _ in active}) > 1
+    for n, key in enumerate(active):
         kafka.ends[key] = 10 + n
-    before = time.time()
     ctl.scan_once()
     first = stored_ends(ctl)
-    assert {k: e for k, (e, _) in first.items()} == {key: 10 + n for n, key in enumerate(sorted(active))}
-    assert all(at is not None and at >= before for _, at in first.values())
-    moved = sorted(active)[0]
+    assert first == {key: (10 + n, clock.now) for n, key in enumerate(active)}
+    moved = active[0]
     kafka.ends[moved] += 7
+    clock.advance(1)
     ctl.scan_once()
-    second = stored_ends(ctl)
-    assert second[moved][0] == 17 and second[moved][1] > first[moved][1]
-    assert {k: v for k, v in second.items() if k != moved} == {k: v for k, v in first.items() if k != moved}
+    assert stored_ends(ctl) == {**first, moved: (17, clock.now)}  # the others were not written again
+    clock.advance(STORED_END_REFRESH_S)
+    ctl.scan_once()
+    refreshed = stored_ends(ctl)
+    assert refreshed == {key: (17 if key == moved else 10 + n, clock.now) for n, key in enumerate(active)}
+    clock.advance(STORED_END_REFRESH_S)
+    kafka.ends[moved] += 5
     kill(api, kafka, "c1")  # a scan that cannot read a cluster keeps what was stored of it
-    assert stored_ends(ctl) == second
+    after = stored_ends(ctl)
+    assert all(after[key] == refreshed[key] for key in active if key[0] == "c1")
+    assert all(after[key][1] == clock.now for key in active if key[0] != "c1")
 
 
 def test_a_failover_by_a_controller_without_scans_seals_at_the_ends_the_scans_stored(setup, make_api):
