@@ -80,6 +80,10 @@ class PhysicalPartitionRow(Base):
     physical_partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     topic: Mapped[str] = mapped_column(ForeignKey("topics.name", ondelete="CASCADE"), index=True)
     partition: Mapped[int] = mapped_column(Integer)
+    # the last high watermark a scan read of it while it held an active segment, and when (wall-clock seconds):
+    # the seal of a failover run by a controller that has not scanned it itself (docs/DESIGN.md §9.1)
+    scanned_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    scanned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ProxyRow(Base):

@@ -38,7 +38,16 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from fedkafka.controller import claims
-from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, ProxyRow, SegmentRow, TopicRow, WorkflowRow
+from fedkafka.controller.models import (
+    ChainRow,
+    ClusterRow,
+    MoveRow,
+    PhysicalPartitionRow,
+    ProxyRow,
+    SegmentRow,
+    TopicRow,
+    WorkflowRow,
+)
 from fedkafka.fencing import FENCE_GRACE_S, ack_timeout_s, live_ack_timeout_s
 from fedkafka.view.rebalance import Move
 
@@ -271,7 +280,7 @@ class Mover:
                 if isinstance(old, str) or row.id not in olds or old.id != olds[row.id].id:
                     self._drop(s, row, old if isinstance(old, str) else "the frozen segment changed during the seal")
                     continue
-                row.seal = (self.known_end(old) if row.gap
+                row.seal = (self.known_end(s, old) if row.gap
                             else offsets[(old.cluster, old.physical_topic, old.physical_partition)])
                 row.phys_start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
                 if row.seal < old.phys_start:
@@ -283,11 +292,22 @@ class Mover:
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
 
-    def known_end(self, segment) -> int:
-        """The last high watermark this controller's scans read for an active segment's physical partition (every
-        record below it was replicated), or the segment's start when none was read since it became active."""
-        found = self.ctl.log_offsets.get((segment.cluster, segment.physical_topic, segment.physical_partition))
-        return max(segment.phys_start, found[1]) if found else segment.phys_start
+    def known_end(self, s, segment) -> int:
+        """The last high watermark the scans read of an active segment's physical partition (every record below it
+        was replicated), or the segment's start when none was read since it became active (never below the start).
+        This controller's own scans are the newest; a controller that has none for it (a takeover, a restart, the
+        re-exec after a database outage: it cannot scan a dead cluster) takes the end the scans stored in the
+        database (`Controller._store_ends`), which may be older than the last one read, never newer."""
+        key = (segment.cluster, segment.physical_topic, segment.physical_partition)
+        found = self.ctl.log_offsets.get(key)
+        if found is not None:
+            return max(segment.phys_start, found[1])
+        claim = s.get(PhysicalPartitionRow, key)
+        if claim is None or claim.scanned_end is None:
+            return segment.phys_start
+        log.info("%s/%s/%s: sealed at the log end %d a scan read %.0f s ago (this controller read none)", *key,
+                 claim.scanned_end, time.time() - (claim.scanned_at or 0.0))
+        return max(segment.phys_start, claim.scanned_end)
 
     def read_settled_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str],
                           sealing: set[tuple[str, str, int]]) -> dict:

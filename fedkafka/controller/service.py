@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import KafkaException
-from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -70,6 +70,7 @@ MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.m
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
 LATE_RENEWAL_S = FENCE_GRACE_S / 4
+STORED_END_REFRESH_S = 60.0  # an unchanged scanned log end is written again this often (its `scanned_at`)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Controller:
         self._stop = threading.Event()
         self.leadership: Leadership | None = None  # set by the app when several controllers may share the database
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
+        self._stored_ends: dict[tuple[str, str, int], tuple[int, float]] = {}  # ends written by this one, and when
         self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
         self.compose()
@@ -803,9 +805,12 @@ class Controller:
         with self.topology_change() as s:  # read after the scans, so a topic deleted meanwhile is not revived
             needed = self._needed_topics(s, clusters)
         bootstrap = {c.id: c.bootstrap for c in clusters}
+        ends: dict[tuple[str, str, int], int] = {}
         for scan in scans:
             if scan.reachable:
-                self._scan_offsets(scan.cluster, bootstrap[scan.cluster])
+                ends.update(self._scan_offsets(scan.cluster, bootstrap[scan.cluster]))
+        self._store_ends(ends)
+        for scan in scans:
             for topic, (partitions, config) in needed.get(scan.cluster, {}).items():
                 if scan.reachable and scan.topics.get(topic, 0) < partitions:
                     try:
@@ -816,8 +821,9 @@ class Controller:
         self.compose()
         return scans
 
-    def _scan_offsets(self, cluster: str, bootstrap: str) -> None:
-        """Log start/end of the physical partitions holding active segments (what a seal and a describe need)."""
+    def _scan_offsets(self, cluster: str, bootstrap: str) -> dict[tuple[str, str, int], int]:
+        """Log start/end of the physical partitions holding active segments (what a seal and a describe need);
+        returns the ends read."""
         with self.session() as s:
             parts = list(s.execute(select(SegmentRow.physical_topic, SegmentRow.physical_partition)
                                    .where(SegmentRow.cluster == cluster, SegmentRow.phys_end.is_(None))))
@@ -825,9 +831,37 @@ class Controller:
             found = self.kafka.log_offsets(cluster, bootstrap, [(t, p) for t, p in parts])
         except KafkaException as e:
             log.warning("offsets of %s not read: %s", cluster, e)
-            return
+            return {}
         for (topic, partition), offsets in found.items():
             self.log_offsets[(cluster, topic, partition)] = offsets
+        return {(cluster, topic, partition): end for (topic, partition), (_start, end) in found.items()}
+
+    def _store_ends(self, ends: dict[tuple[str, str, int], int]) -> None:
+        """Write the log ends a scan read, in one transaction: the seal a failover takes when its controller has
+        not scanned the dead cluster itself (a takeover, a restart: `Mover.known_end`, docs/DESIGN.md §9.1).
+        Only those that moved since this controller last wrote them, or that it wrote `STORED_END_REFRESH_S` ago
+        or more (so `scanned_at` says the end was still that a minute ago at most): a scan writes one row per
+        physical partition that took writes since the last scan, plus each idle one once a minute. A failed
+        write is logged and tried again by the next scan (the scan goes on: the in-memory ends serve this one)."""
+        read_at = time.time()
+        changed = {key: end for key, end in ends.items() if (stored := self._stored_ends.get(key)) is None
+                   or stored[0] != end or read_at - stored[1] >= STORED_END_REFRESH_S}
+        if not changed:
+            return
+        table = cast(Table, PhysicalPartitionRow.__table__)
+        stmt = (update(table).where(table.c.cluster == bindparam("k_cluster"),
+                                    table.c.physical_topic == bindparam("k_topic"),
+                                    table.c.physical_partition == bindparam("k_partition"))
+                .values(scanned_end=bindparam("k_end"), scanned_at=read_at))
+        rows = [{"k_cluster": c, "k_topic": t, "k_partition": p, "k_end": end} for (c, t, p), end in changed.items()]
+        try:
+            with self.session() as s:
+                s.execute(stmt, rows)  # a partition whose claim is gone (its topic deleted) matches no row
+                s.commit()
+        except SQLAlchemyError as e:
+            log.warning("log ends of %d partitions not stored: %s", len(rows), e)
+            return
+        self._stored_ends.update({key: (end, read_at) for key, end in changed.items()})
 
     def _needed_topics(self, s, clusters) -> dict[str, dict[str, tuple[int, dict]]]:
         needed: dict[str, dict[str, tuple[int, dict]]] = {}

@@ -7,8 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import select
 
+from fedkafka.controller.models import PhysicalPartitionRow
 from fedkafka.controller.moves import Mover
+from fedkafka.controller.service import STORED_END_REFRESH_S
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
 from fedkafka.view.rebalance import Move
@@ -101,6 +104,62 @@ def test_a_segment_whose_end_was_never_read_is_sealed_at_its_start(setup):
         if len(chain.segments) == 2:
             old, new = chain.segments
             assert old.phys_end == old.phys_start and new.logical_base == old.logical_base + UNCLEAN_GAP
+
+
+def stored_ends(ctl) -> dict[tuple[str, str, int], tuple[int | None, float | None]]:
+    with ctl.session() as s:
+        return {(c.cluster, c.physical_topic, c.physical_partition): (c.scanned_end, c.scanned_at)
+                for c in s.scalars(select(PhysicalPartitionRow))}
+
+
+def test_the_scans_store_the_log_ends_they_read_and_write_only_those_that_moved(clock, setup):
+    """Each scan writes the ends it read that moved, and an unchanged one again once STORED_END_REFRESH_S passed
+    (so its `scanned_at` is at most that old); what a scan cannot read stays as stored."""
+    api, kafka = setup
+    ctl = api.controller
+    active = sorted((c.active.cluster, c.active.topic, c.active.partition) for c in ctl.view.topics["t"].partitions)
+    assert sorted(stored_ends(ctl)) == active and {e for e, _ in stored_ends(ctl).values()} == {None}
+    assert "c1" in {c for c, _, _ in active} and len({c for c, _, _ in active}) > 1
+    for n, key in enumerate(active):
+        kafka.ends[key] = 10 + n
+    ctl.scan_once()
+    first = stored_ends(ctl)
+    assert first == {key: (10 + n, clock.now) for n, key in enumerate(active)}
+    moved = active[0]
+    kafka.ends[moved] += 7
+    clock.advance(1)
+    ctl.scan_once()
+    assert stored_ends(ctl) == {**first, moved: (17, clock.now)}  # the others were not written again
+    clock.advance(STORED_END_REFRESH_S)
+    ctl.scan_once()
+    refreshed = stored_ends(ctl)
+    assert refreshed == {key: (17 if key == moved else 10 + n, clock.now) for n, key in enumerate(active)}
+    clock.advance(STORED_END_REFRESH_S)
+    kafka.ends[moved] += 5
+    kill(api, kafka, "c1")  # a scan that cannot read a cluster keeps what was stored of it
+    after = stored_ends(ctl)
+    assert all(after[key] == refreshed[key] for key in active if key[0] == "c1")
+    assert all(after[key][1] == clock.now for key in active if key[0] != "c1")
+
+
+def test_a_failover_by_a_controller_without_scans_seals_at_the_ends_the_scans_stored(setup, make_api):
+    """A new active controller (a takeover, a restart, the re-exec after a database outage) has read no log end
+    and cannot scan the dead cluster: it seals at the ends its predecessor's scans stored, not at the segments'
+    starts (which moved group consumers past every unread record of them, docs/DESIGN.md §9.3)."""
+    api, kafka = setup
+    on_c1 = [p for p, c in enumerate(api.controller.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    for p in on_c1:
+        kafka.ends[("c1", "t", p)] = 100 + p
+    api.controller.scan_once()  # the old controller's scans read and stored them
+    kill(api, kafka, "c1")
+    fresh = make_api(kafka=kafka)  # the same database, nothing in memory
+    assert not any(key[0] == "c1" for key in fresh.controller.log_offsets)
+    run = finished(fresh, fresh.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done" and run["moved"] == len(on_c1), run["error"]
+    for p in on_c1:
+        old, new = fresh.controller.view.chain("t", p).segments
+        assert (old.cluster, old.phys_start, old.phys_end) == ("c1", 0, 100 + p)
+        assert new.logical_base == 100 + p + UNCLEAN_GAP
 
 
 def test_bad_failover_requests_are_refused_and_change_nothing(setup):

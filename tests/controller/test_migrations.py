@@ -21,7 +21,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0011"
+        assert ctx.get_current_revision() == "0012"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -47,7 +47,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0011"
+        assert MigrationContext.configure(conn).get_current_revision() == "0012"
     for engine in engines:
         engine.dispose()
 
@@ -108,4 +108,37 @@ def test_revision_0011_names_each_unfinished_moves_topic_and_keeps_one_per_parti
                                         ("t", 1, "done", None, None), ("gone", 0, "frozen", None, None)]
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(text(move), {"t": "t", "p": 1, "pp": 6, "state": "planned"})
+    engine.dispose()
+
+
+def test_revision_0012_adds_the_scanned_ends_empty_and_its_downgrade_keeps_the_claims(empty_db_url):
+    """An upgraded database has no stored log end yet (the first scan writes them: until then a failover seals
+    as before, at what its own scans read or the segment's start, docs/DESIGN.md §9.1); the claims survive the
+    upgrade and the downgrade (SQLite rebuilds the table for each)."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    claim = ('INSERT INTO physical_partitions (cluster, physical_topic, physical_partition, topic, "partition") '
+             "VALUES ('c1', 't', :pp, 't', :p)")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0011")
+        conn.execute(text("INSERT INTO topics (name, topic_id, partitions, placement, config_json) "
+                          "VALUES ('t', 'x', 2, 'blocks', '{}')"))
+        for p in (0, 1):
+            conn.execute(text(claim), {"pp": p + 3, "p": p})
+    db.migrate(engine)
+    select_claims = 'SELECT cluster, physical_topic, physical_partition, topic, "partition" FROM physical_partitions'
+    with engine.begin() as conn:
+        rows = set(conn.execute(text("SELECT physical_partition, scanned_end, scanned_at FROM physical_partitions")))
+        assert rows == {(3, None, None), (4, None, None)}
+        conn.execute(text("UPDATE physical_partitions SET scanned_end = 12345678901, scanned_at = 1.5 "
+                          "WHERE physical_partition = 3"))  # above 2^32: a log end is a 64-bit offset
+        assert conn.execute(text("SELECT scanned_end FROM physical_partitions WHERE physical_partition = 3")
+                            ).scalar_one() == 12345678901
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0011")
+        assert MigrationContext.configure(conn).get_current_revision() == "0011"
+        assert set(conn.execute(text(select_claims))) == {("c1", "t", 3, "t", 0), ("c1", "t", 4, "t", 1)}
     engine.dispose()
