@@ -15,11 +15,13 @@ switches between them (tests run every records test against both).
 The Produce frame walks and writers at the end (`read_produce_request`, `produce_request_parts`,
 `produce_response_frame`, `read_produce_response`) have a compiled fast path (revision 2 of the twin): it takes
 the frames the produce path sees every request and answers None for any other (a malformed frame, tagged
-fields, ...), which the Python code then reads, writes or refuses as before; where it answers, it answers what
-the Python code does (tests/protocol/test_produce_frames_twins.py). The Fetch frames (`read_fetch_response`,
-`fetch_response_parts`, `fetch_request_frame`) are Python only: no compiled twin yet. So is
-`fit_to_segment_parts`, which lists batches with the compiled walk when it is there
-(tests/consume/test_fit_to_segment.py holds it to `fit_to_segment`'s bytes under both).
+fields, a request past its `max_elements`, ...), which the Python code then reads, writes or refuses as before
+(a twin older than revision 4 does not count elements: it is given only frames too small to hold more than
+`max_elements`); where it answers, it answers what the Python code does (tests/protocol/
+test_produce_frames_twins.py). The Fetch frames (`read_fetch_response`, `fetch_response_parts`,
+`fetch_request_frame`) are Python only: no compiled twin yet. So is `fit_to_segment_parts`, which lists
+batches with the compiled walk when it is there (tests/consume/test_fit_to_segment.py holds it to
+`fit_to_segment`'s bytes under both).
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ _FRAMES_REVISION = 2  # the Produce frames (an older build serves the rest; thes
 _frames: ModuleType | None = None  # _compiled when it has them
 _LANE_REVISION = 3  # translated_produce_answer
 _lane: ModuleType | None = None  # _compiled when it has it
+_COUNTED_REVISION = 4  # read_produce_request counts elements (`max_elements`) as the Python walk does
+_counted: ModuleType | None = None  # _compiled when it has it
 
 
 def _load_compiled() -> ModuleType | None:
@@ -115,9 +119,9 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames, _lane
+    global _compiled, _frames, _lane, _counted
     if implementation == "python":
-        _compiled = _frames = _lane = None
+        _compiled = _frames = _lane = _counted = None
         return
     module = _load_compiled()
     if module is None:
@@ -125,6 +129,7 @@ def use(implementation: Implementation) -> None:
     _compiled = module
     _frames = module if module.REVISION >= _FRAMES_REVISION else None
     _lane = module if module.REVISION >= _LANE_REVISION else None
+    _counted = module if module.REVISION >= _COUNTED_REVISION else None
 
 
 def implementation() -> Implementation:
@@ -483,7 +488,8 @@ TagWalk = Callable[[memoryview, int], int]  # (view ending where the tag's size 
 
 
 # Fewest bytes one element of a Produce request takes: a v9+ topic (empty name, partition count, tags); every other
-# element (a partition, a legacy topic, a tagged field) takes more. A frame of n bytes has at most n / 3 elements.
+# element (a partition, a legacy topic, a tagged field) takes more. A frame of n bytes has at most n / 3 elements:
+# a compiled walk older than _COUNTED_REVISION, which does not count, reads only frames too small to hold more.
 _MIN_ELEMENT_BYTES = 3
 
 
@@ -493,12 +499,17 @@ def read_produce_request(frame: Buffer, max_elements: int | None = None) -> Prod
     are a memoryview into `frame`. MalformedFrame for anything that does not parse; no allocation is sized from
     a declared length (an array's count is checked against the bytes left before its first element is read),
     and past `max_elements` topics, partitions and tagged fields together (None: any number) the walk stops.
-    The compiled walk does not count: it reads only frames too small to hold more (`_MIN_ELEMENT_BYTES`)."""
-    if _frames is not None and (max_elements is None or len(frame) <= max_elements * _MIN_ELEMENT_BYTES):
-        read: ProduceRequestFrame | None = _frames.read_produce_request(
+    The compiled walk counts them as this one does and answers None past the limit, so this one refuses the
+    frame (an older build, which does not count, reads only frames too small to hold more: `_MIN_ELEMENT_BYTES`)."""
+    read: ProduceRequestFrame | None = None
+    if _counted is not None:
+        read = _counted.read_produce_request(
+            frame, ProduceRequestFrame, _REQUEST_FIELDS, ProduceTopicData, ProducePartitionData, max_elements)
+    elif _frames is not None and (max_elements is None or len(frame) <= max_elements * _MIN_ELEMENT_BYTES):
+        read = _frames.read_produce_request(
             frame, ProduceRequestFrame, _REQUEST_FIELDS, ProduceTopicData, ProducePartitionData)
-        if read is not None:
-            return read
+    if read is not None:
+        return read
     view = memoryview(frame)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")

@@ -110,6 +110,61 @@ def test_tagged_fields_and_other_buffers_are_left_to_python():
     assert isinstance(python_request(frame[:-1]), rec.MalformedFrame)
 
 
+counting = pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 4, reason="built before the compiled request walk "
+                              "counted elements (revision 4)")
+
+
+def python_limited(frame, max_elements):
+    try:
+        return rec.read_produce_request(frame, max_elements)
+    except rec.MalformedFrame as e:
+        return e
+
+
+def compiled_limited(frame, max_elements):
+    return speedups.read_produce_request(frame, rec.ProduceRequestFrame, rec._REQUEST_FIELDS, rec.ProduceTopicData,
+                                         rec.ProducePartitionData, max_elements)
+
+
+@counting
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from(VERSIONS), topic_lists, st.data())
+def test_the_compiled_walk_counts_topics_and_partitions_as_python_does(version, topics, data):
+    """At the limit both read the request; one past it the compiled walk leaves it to Python, which refuses it
+    with its own message (tagged fields, which it also counts, the compiled walk never reads)."""
+    frame = request_frame(version, 5, "app", -1, 30_000, topics)
+    elements = len(topics) + sum(len(partitions) for _, partitions in topics)
+    max_elements = data.draw(st.none() | st.integers(elements - 2, elements + 2), "max_elements")
+    compiled, python = compiled_limited(frame, max_elements), python_limited(frame, max_elements)
+    if max_elements is not None and max_elements < elements:
+        assert compiled is None
+        assert isinstance(python, rec.MalformedFrame)
+        assert f"more than {max_elements} topics, partitions and tagged fields in one request" in str(python)
+    else:
+        assert compiled is not None
+        same_request(compiled, python, frame)
+
+
+@counting
+@settings(max_examples=examples(400), deadline=None)
+@given(st.sampled_from(VERSIONS), st.data())
+def test_a_damaged_request_under_a_limit_is_read_as_python_reads_it_or_left_to_python(version, data):
+    frame = mutated(request_frame(version, 5, "app", -1, 30_000, SAMPLE_TOPICS), data, cuts=True)
+    max_elements = data.draw(st.none() | st.integers(-1, 8), "max_elements")  # SAMPLE_TOPICS: 2 + 4 elements
+    compiled = compiled_limited(frame, max_elements)
+    if compiled is not None:
+        same_request(compiled, python_limited(frame, max_elements), frame)
+
+
+@counting
+def test_a_limit_the_compiled_walk_cannot_hold_is_left_to_python():
+    frame = request_frame(12, 5, "app", -1, 30_000, SAMPLE_TOPICS)
+    assert compiled_limited(frame, 2**63) is None  # more than an int64: the Python walk reads it
+    assert python_limited(frame, 2**63).client_id == "app"
+    assert compiled_limited(frame, 0) is None and compiled_limited(frame, -1) is None
+    assert compiled_request(frame) == compiled_limited(frame, None) == compiled_limited(frame, 6)
+
+
 def python_parts(*args, **kwargs):
     return rec.produce_request_parts(*args, **kwargs)
 

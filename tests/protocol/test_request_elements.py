@@ -103,12 +103,47 @@ def test_each_request_gets_the_whole_limit_and_answers_are_not_counted():
     (produce_v3(9), 10), (produce_v3(4, topics=2), 10), (produce_v9(9), 10), (produce_v9(3, partition_tags=2), 10),
 ], ids=["v3", "v3-two-topics", "v9", "v9-tagged-fields"])
 def test_a_produce_request_is_held_to_the_limit_under_both_walks(frame, elements):
-    """Topics, partitions and tagged fields together; the compiled walk only reads frames too small to hold
-    more than the limit, the Python walk counts."""
+    """Topics, partitions and tagged fields together: the compiled walk counts as the Python walk does and
+    leaves a request past the limit to it (an older build, which does not count, gets only frames too small to
+    hold more than the limit)."""
     assert len(rec.read_produce_request(frame, elements).topic_data) >= 1
     assert len(rec.read_produce_request(frame).topic_data) >= 1  # no limit
     with pytest.raises(rec.MalformedFrame, match=f"more than {elements - 1} topics, partitions and tagged fields"):
         rec.read_produce_request(frame, elements - 1)
+
+
+class CountedCalls:
+    """Stands in for the compiled module records.py calls: counts read_produce_request's calls and answers."""
+
+    def __init__(self, module):
+        self.module, self.answers = module, []
+
+    def read_produce_request(self, *args):
+        answer = self.module.read_produce_request(*args)
+        self.answers.append(answer is not None)
+        return answer
+
+
+@pytest.mark.parametrize("elements", [3, 4, 100_000])
+def test_a_large_produce_frame_of_few_partitions_is_read_by_the_compiled_walk(records_implementation, monkeypatch,
+                                                                           elements):
+    """A 1 MiB request (librdkafka's and Java's max.request.size) of three partitions: far larger than
+    `max_elements * _MIN_ELEMENT_BYTES`, yet the compiled walk reads it, counting (an older build, which does
+    not, is given only frames too small to hold more: this one runs in Python there)."""
+    topics = [("orders", [(0, b"x" * 500_000), (1, b"y" * 500_000)]), ("audit", [(0, b"z" * 48_000)])]
+    frame = b"".join(rec.produce_request_parts(9, 7, "app", -1, 30_000, topics))[4:]  # 2 topics + 3 partitions
+    assert len(frame) > 1_000_000 > elements * rec._MIN_ELEMENT_BYTES
+    attribute = "_counted" if getattr(rec, "_counted", None) is not None else "_frames"
+    spy = CountedCalls(getattr(rec, attribute)) if getattr(rec, attribute) is not None else None
+    monkeypatch.setattr(rec, attribute, spy)
+    counted = records_implementation == "compiled" and getattr(rec._compiled, "REVISION", 0) >= 4
+    if elements < 5:
+        with pytest.raises(rec.MalformedFrame, match=f"more than {elements} topics, partitions and tagged fields"):
+            rec.read_produce_request(frame, elements)
+    else:
+        read = rec.read_produce_request(frame, elements)
+        assert [(t.name, [(p.index, bytes(p.records)) for p in t.partition_data]) for t in read.topic_data] == topics
+    assert (spy.answers if spy is not None else []) == ([elements >= 5] if counted else [])
 
 
 @pytest.mark.usefixtures("records_implementation")

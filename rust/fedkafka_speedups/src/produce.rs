@@ -5,7 +5,8 @@
 //! equals what the Python code returns (tests/protocol/test_produce_frames_twins.py).
 //!
 //! The readers leave to Python: a malformed frame (any error), a non-empty tagged-fields section, a string that
-//! is not UTF-8, a frame that is not a one-dimensional buffer of bytes, and (responses) record errors in a
+//! is not UTF-8, a frame that is not a one-dimensional buffer of bytes, a request of more topics and partitions
+//! than its `max_elements` (records.py's walk refuses it, with its message), and (responses) record errors in a
 //! flexible answer. The writers leave to Python: a version outside 3..12, a value that does not fit its field,
 //! a string that cannot be encoded, a records buffer that is not bytes, a topic, partition or record error that
 //! is not a tuple or list of two.
@@ -114,21 +115,48 @@ fn tuple_new(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 
 type RequestHead<'a> = (i16, i32, Option<&'a str>, Option<&'a str>, i16, i32);
 
-/// `records.read_produce_request`, or None (see the module's doc).
+/// The topics, partitions and tagged fields a request walk may still cross: records.py's `_Elements`, which
+/// spends each array's count once it has been checked against the bytes left and refuses once fewer than none
+/// are left. Only empty tagged-fields sections are read here (any other is left to Python), so they spend 0.
+struct Elements {
+    left: i64,
+}
+
+impl Elements {
+    /// None: past the limit (records.py's walk then raises its MalformedFrame, with its message).
+    fn spend(&mut self, count: usize) -> Option<()> {
+        self.left = self.left.checked_sub(i64::try_from(count).ok()?)?;
+        (self.left >= 0).then_some(())
+    }
+}
+
+/// `records.read_produce_request`, or None (see the module's doc). `max_elements` as records.py's: None for any
+/// number, else at most that many topics and partitions together (a request with more is left to Python, which
+/// refuses it); an int that does not fit an int64 is left to Python too.
 #[pyfunction]
+#[pyo3(signature = (frame, frame_cls, frame_names, topic_cls, partition_cls, max_elements = None))]
 pub fn read_produce_request<'py>(
     frame: &Bound<'py, PyAny>,
     frame_cls: &Bound<'py, PyAny>,
     frame_names: &Bound<'py, PyAny>,
     topic_cls: &Bound<'py, PyAny>,
     partition_cls: &Bound<'py, PyAny>,
+    max_elements: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let left = match max_elements.filter(|m| !m.is_none()) {
+        None => i64::MAX,
+        Some(m) => match m.extract::<i64>() {
+            Ok(left) => left,
+            Err(_) => return Ok(None),
+        },
+    };
+    let mut elements = Elements { left };
     let Some(buffer) = byte_buffer(frame) else { return Ok(None) };
     let view = PyMemoryView::from(frame)?;
     let mut r = Reader { b: bytes_of(&buffer), pos: 0 };
     let Some((head, flexible)) = request_head(&mut r) else { return Ok(None) };
     let py = frame.py();
-    let Some(topics) = request_topics(py, &mut r, flexible, &view, topic_cls, partition_cls)? else {
+    let Some(topics) = request_topics(py, &mut r, flexible, &view, topic_cls, partition_cls, &mut elements)? else {
         return Ok(None);
     };
     let (version, correlation_id, client_id, transactional_id, acks, timeout_ms) = head;
@@ -160,8 +188,12 @@ fn request_topics<'py>(
     view: &Bound<'py, PyMemoryView>,
     topic_cls: &Bound<'py, PyAny>,
     partition_cls: &Bound<'py, PyAny>,
+    elements: &mut Elements,
 ) -> PyResult<Option<Bound<'py, PyTuple>>> {
     let Some(count) = r.count(flexible, if flexible { 3 } else { 6 }) else { return Ok(None) };
+    if elements.spend(count).is_none() {
+        return Ok(None);
+    }
     let new = tuple_new(py)?;
     let mut topics = Vec::with_capacity(count);
     for _ in 0..count {
@@ -169,6 +201,9 @@ fn request_topics<'py>(
         let (Some(Some(name)), Some(partitions)) = (name, r.count(flexible, if flexible { 6 } else { 8 })) else {
             return Ok(None);
         };
+        if elements.spend(partitions).is_none() {
+            return Ok(None);
+        }
         let mut parts = Vec::with_capacity(partitions);
         for _ in 0..partitions {
             let Some((index, span)) = partition(r, flexible) else { return Ok(None) };
