@@ -491,10 +491,11 @@ def test_two_controllers_planning_one_partition_at_once_record_one_move(make_api
     for cid in ("c1", "c2", "c3"):
         first.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
     first.put("/v1/topics/t", json={"partitions": 3, "placement": "blocks"}).raise_for_status()
-    second_writes = threading.Event()
+    second_writes, first_inside = threading.Event(), threading.Event()
 
     def slow_commit(s):  # the first plan's transaction stays open until the second one writes
         if threading.current_thread().name == "first":
+            first_inside.set()
             second_writes.wait(30)
 
     def writing(conn, cursor, statement, *args):
@@ -507,6 +508,7 @@ def test_two_controllers_planning_one_partition_at_once_record_one_move(make_api
     t = threading.Thread(name="first", target=lambda: planned.update(
         first=Mover(first.controller).plan(1, [Move("t", 0, "c1", "c2", "t", 7)])))
     t.start()
+    assert first_inside.wait(30)  # a thread started late on a loaded machine must not let the second plan go first
     planned["second"] = Mover(second.controller).plan(2, [Move("t", 0, "c1", "c3", "t", 7, gap=1 << 40)])
     t.join()
     assert len(planned["first"]) == 1 and planned["second"] == []
