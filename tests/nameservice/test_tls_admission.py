@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 
 import pytest
 from proxy.test_limits_unit import GUARD_S, ask_api_versions, closed_by_peer
-from proxy.test_tls_admission_unit import LOOPS, TlsProxy
+from proxy.test_tls_admission_unit import LOOPS, TlsClients, TlsProxy
 from security.pki import Pki, make_pki
 
 from fedkafka.nameservice.resolver import ProxyAddress, StaticResolver
@@ -27,7 +26,7 @@ def _run(loop: str, scenario) -> None:
     (asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run)(scenario())
 
 
-class _TlsNameService:
+class _TlsNameService(TlsClients):
     """A NameServiceServer in this event loop with one SSL listener on a free port, relaying every client to the
     SSL listener of the proxy on `proxy_port`."""
 
@@ -43,24 +42,6 @@ class _TlsNameService:
 
     async def __aexit__(self, *exc):
         await self.server.close()
-
-    async def silent(self, host: str = "127.0.0.1"):
-        """A TCP connection that never sends a ClientHello."""
-        return await asyncio.open_connection("127.0.0.1", self.port, local_addr=(host, 0))
-
-    async def tls(self, host: str = "127.0.0.1"):
-        ctx = ssl.create_default_context(cafile=self.pki.ca)
-        return await asyncio.open_connection("127.0.0.1", self.port, local_addr=(host, 0), ssl=ctx,
-                                             server_hostname="localhost")
-
-    async def until_counted(self, ip: str, n: int) -> bool:
-        try:
-            async with asyncio.timeout(GUARD_S):
-                while self.server.counts.by_ip[ip] != n:
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            return False
-        return True
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -68,11 +68,12 @@ async def ask_api_versions(reader, writer, correlation_id: int = 1) -> int:
 class _Proxy:
     """A real ProxyServer in this event loop, on a free port, with an empty view file."""
 
-    def __init__(self, tmp_path, limits: Limits):
+    def __init__(self, tmp_path, limits: Limits, **config):
         view_file = tmp_path / "view.json"
         view_file.write_text(json.dumps(View(version=1).to_dict()))
         self.server = ProxyServer(ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0,
-                                              advertised_host="127.0.0.1", view_file=view_file, limits=limits))
+                                              advertised_host="127.0.0.1", view_file=view_file, limits=limits,
+                                              **config))
 
     async def __aenter__(self):
         await self.server.start()

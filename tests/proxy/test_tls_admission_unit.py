@@ -8,7 +8,6 @@ hanging."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import ssl
 import struct
@@ -19,10 +18,8 @@ from security.pki import Pki, make_pki
 
 from fedkafka.protocol import codec
 from fedkafka.proxy.core.limits import Limits
-from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.security.listeners import Listener, TlsFiles
-from fedkafka.view.model import ProxyRole, View
-from proxy.test_limits_unit import GUARD_S, api_versions_frame, ask_api_versions, closed_by_peer
+from proxy.test_limits_unit import GUARD_S, _Proxy, api_versions_frame, ask_api_versions, closed_by_peer
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -31,30 +28,8 @@ def _run(loop: str, scenario) -> None:
     (asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run)(scenario())
 
 
-class TlsProxy:
-    """A real ProxyServer in this event loop with one SSL listener on a free port (client certificates
-    requested), an empty view file."""
-
-    def __init__(self, tmp_path, pki: Pki, limits: Limits):
-        view_file = tmp_path / "view.json"
-        view_file.write_text(json.dumps(View(version=1).to_dict()))
-        self.pki = pki
-        self.server = ProxyServer(ProxyConfig(
-            role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1", view_file=view_file,
-            limits=limits, listeners=(Listener("SSL", "127.0.0.1", 0),),
-            tls=TlsFiles(cert=pki.server_cert, key=pki.server_key, ca=pki.ca, client_auth="requested")))
-
-    async def __aenter__(self):
-        await self.server.start()
-        self.port = self.server.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.server.close()
-        for conn in list(self.server.connections):
-            conn.stop_reading()
-        await self.server.supervisor.stop()
-        self.server.pool.close()
+class TlsClients:
+    """The clients of a TLS listener on `self.port` (`self.pki`'s CA), and its server's connection counts."""
 
     async def silent(self, host: str = "127.0.0.1"):
         """A TCP connection that never sends a ClientHello."""
@@ -75,6 +50,16 @@ class TlsProxy:
         except TimeoutError:
             return False
         return True
+
+
+class TlsProxy(TlsClients, _Proxy):
+    """A real ProxyServer in this event loop with one SSL listener on a free port (client certificates
+    requested), an empty view file."""
+
+    def __init__(self, tmp_path, pki: Pki, limits: Limits):
+        self.pki = pki
+        super().__init__(tmp_path, limits, listeners=(Listener("SSL", "127.0.0.1", 0),),
+                         tls=TlsFiles(cert=pki.server_cert, key=pki.server_key, ca=pki.ca, client_auth="requested"))
 
 
 @pytest.mark.parametrize("loop", LOOPS)
