@@ -13,9 +13,11 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal, Protocol
 
+from kio.schema.errors import ErrorCode
+
 from fedkafka.security.acl import CLUSTER_NAME, Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
-from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
+from fedkafka.view.model import Endpoint, PartitionChain, ProxyInfo, ProxyRole, View
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,10 +317,28 @@ def as_now(ctx: Context) -> Context | None:
 
 def past_fence(ctx: Context, topic: str, partition: int) -> bool:
     """Whether this proxy's fence ran out (counted as a `lease` refusal for the partition). Past it the proxy
-    serves no read from its view (Fetch, ListOffsets, OffsetForLeaderEpoch), as it takes no produce: the
-    controller no longer waits for its acks, so its view may be moves behind and map offsets to the wrong
-    segment (docs/DESIGN.md §4.9). The client gets retriable NOT_LEADER_OR_FOLLOWER and refreshes metadata."""
+    serves no read from its view (Fetch, ListOffsets, OffsetForLeaderEpoch) and maps no offset with it
+    (DeleteRecords, DescribeProducers), as it takes no produce: the controller no longer waits for its acks, so
+    its view may be moves behind and map offsets to the wrong segment (docs/DESIGN.md §4.9). The client gets
+    retriable NOT_LEADER_OR_FOLLOWER and refreshes metadata."""
     if ctx.lease_valid:
         return False
     ctx.refused("lease", topic, partition, "proxy fence ran out: reads refused until a controller renews it")
     return True
+
+
+def readable_chain(ctx: Context, topic: str, partition: int,
+                   current_leader_epoch: int = -1) -> PartitionChain | ErrorCode:
+    """The chain a read of a logical partition maps its offsets with (Fetch, ListOffsets, OffsetForLeaderEpoch), or
+    the error to answer instead: NOT_LEADER_OR_FOLLOWER past the fence (`past_fence`), UNKNOWN_TOPIC_OR_PARTITION,
+    or, for a leader epoch the client holds that is not the chain's, FENCED_LEADER_EPOCH (older) or
+    UNKNOWN_LEADER_EPOCH (newer), as a broker answers."""
+    if past_fence(ctx, topic, partition):
+        return ErrorCode.not_leader_or_follower
+    chain = ctx.view.chain(topic, partition)
+    if chain is None:
+        return ErrorCode.unknown_topic_or_partition
+    if 0 <= current_leader_epoch != chain.leader_epoch:
+        return ErrorCode.fenced_leader_epoch if current_leader_epoch < chain.leader_epoch \
+            else ErrorCode.unknown_leader_epoch
+    return chain

@@ -25,7 +25,17 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.codec import DecodeError
-from fedkafka.proxy.plan import UNANSWERED, Broker, Call, Context, Plan, UpstreamError, as_now, authorized, past_fence
+from fedkafka.proxy.plan import (
+    UNANSWERED,
+    Broker,
+    Call,
+    Context,
+    Plan,
+    UpstreamError,
+    as_now,
+    authorized,
+    readable_chain,
+)
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import FetchTarget, logical_high_watermark, resolve_fetch
@@ -109,14 +119,9 @@ def _numbered(answer: rec.FetchPartitionData, partition: int) -> rec.FetchPartit
 
 def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
     """Where to read a logical partition, or the error answer for it."""
-    if past_fence(ctx, topic, p.partition):
-        return _error(ErrorCode.not_leader_or_follower)
-    chain = ctx.view.chain(topic, p.partition)
-    if chain is None:
-        return _error(ErrorCode.unknown_topic_or_partition)
-    epoch = getattr(p, "current_leader_epoch", -1)
-    if epoch >= 0 and epoch != chain.leader_epoch:
-        return _error(ErrorCode.fenced_leader_epoch if epoch < chain.leader_epoch else ErrorCode.unknown_leader_epoch)
+    chain = readable_chain(ctx, topic, p.partition, getattr(p, "current_leader_epoch", -1))
+    if not isinstance(chain, PartitionChain):
+        return _error(chain)
     target = resolve_fetch(chain, p.fetch_offset)
     if not isinstance(target, FetchTarget) or not 0 <= target.physical_offset <= MAX_OFFSET:
         return _error(ErrorCode.offset_out_of_range)

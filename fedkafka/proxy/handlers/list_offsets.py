@@ -16,7 +16,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, as_now, authorized, past_fence
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, as_now, authorized, readable_chain
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
@@ -71,14 +71,9 @@ def handle(ctx: Context, header, request):
 
 
 def _question(ctx: Context, topic: str, p) -> _Question | dict:
-    if past_fence(ctx, topic, p.partition_index):  # its view may be moves behind (docs/DESIGN.md §4.9)
-        return _error(ErrorCode.not_leader_or_follower)
-    chain = ctx.view.chain(topic, p.partition_index)
-    if chain is None:
-        return _error(ErrorCode.unknown_topic_or_partition)
-    epoch = getattr(p, "current_leader_epoch", -1)
-    if epoch >= 0 and epoch != chain.leader_epoch:
-        return _error(ErrorCode.fenced_leader_epoch if epoch < chain.leader_epoch else ErrorCode.unknown_leader_epoch)
+    chain = readable_chain(ctx, topic, p.partition_index, getattr(p, "current_leader_epoch", -1))
+    if not isinstance(chain, PartitionChain):
+        return _error(chain)
     ts = EARLIEST if p.timestamp == EARLIEST_LOCAL else p.timestamp
     if ts < MAX_TIMESTAMP:
         return _error(ErrorCode.invalid_request)  # tiered-storage specs: no such thing here

@@ -13,7 +13,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, as_now, authorized, past_fence
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, as_now, authorized, readable_chain
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain
 from fedkafka.view.offsets import end_offset_for_epoch, latest_offset
@@ -78,15 +78,8 @@ def handle(ctx: Context, header, request):
 
 def _chain(ctx: Context, topic: str, p) -> PartitionChain | dict:
     """The chain whose active segment answers for a logical partition, or the error answer for it."""
-    if past_fence(ctx, topic, p.partition):  # its view may be moves behind (docs/DESIGN.md §4.9)
-        return _error(ErrorCode.not_leader_or_follower)
-    chain = ctx.view.chain(topic, p.partition)
-    if chain is None:
-        return _error(ErrorCode.unknown_topic_or_partition)
-    if p.current_leader_epoch >= 0 and p.current_leader_epoch != chain.leader_epoch:
-        return _error(ErrorCode.fenced_leader_epoch if p.current_leader_epoch < chain.leader_epoch
-                      else ErrorCode.unknown_leader_epoch)
-    return chain
+    chain = readable_chain(ctx, topic, p.partition, p.current_leader_epoch)
+    return chain if isinstance(chain, PartitionChain) else _error(chain)
 
 
 def _still_wanted(now: Context, key: tuple[str, int], routed: PartitionChain, p) -> PartitionChain | dict:
