@@ -172,7 +172,10 @@ class CoordinationMove:
         write its older copy over commits made on `target` since, and rewind the groups (docs/DESIGN.md §3.6)."""
         with self.ctl.session() as s:
             self.ctl.check_leader(s)
-            if s.get(ClusterRow, target).coordination:
+            row = s.get(ClusterRow, target)
+            if row is None:
+                raise NotFound(f"cluster {target} was removed while its offsets were copied")
+            if row.coordination:
                 raise Conflict(f"{target} holds the consumer groups already: another run finished this move")
 
     def _verify(self, cluster: str, offsets: Offsets) -> None:

@@ -503,6 +503,35 @@ def test_a_request_of_no_partition_is_answered_by_the_generic_path(topics):
     run(scenario)
 
 
+@pytest.mark.parametrize("topics", [[("t", []), ("t", [(0, None)])], [("t", [(0, None)]), ("nope", [])]])
+def test_a_topic_entry_of_no_partition_beside_one_partition_is_answered_by_the_generic_path(topics):
+    """The lane's one-route answer is the request's first topic entry's first partition: a request whose other
+    entry names no partition raised IndexError there (the connection closed with a traceback) or lost that entry
+    from the answer."""
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        parts = [(n, [(i, batch()) for i, _ in ps]) for n, ps in topics]
+        request = codec.encode_request(kio_request(9, None, -1, 5000, parts), 1, "app")[4:]
+        answer = await generic(d, request)
+        got = [(n, [(p.index, p.error_code, p.base_offset) for p in ps])
+               for n, ps in rec.read_produce_response(answer[4:], 9)]
+        assert got == [(n, [(i, 0, 100) for i, _ in ps]) for n, ps in topics] and len(broker.frames) == 1
+    run(scenario)
+
+
+@pytest.mark.parametrize("acks", [2, -2, 100])
+def test_acks_other_than_minus_one_zero_or_one_are_refused_as_a_broker_refuses_them(acks):
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        answer = answers_of(await generic(d, frame({0: batch(), 1: batch()}, acks=acks)))
+        assert {p: a[0] for p, a in answer.items()} == {0: ErrorCode.invalid_required_acks,
+                                                        1: ErrorCode.invalid_required_acks}
+        assert broker.frames == []
+    run(scenario)
+
+
 def test_a_consume_only_proxy_s_produce_goes_to_its_own_handler():
     async def scenario():
         broker = await Broker().start()

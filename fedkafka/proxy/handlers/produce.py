@@ -362,11 +362,14 @@ def _sequences(batch: rec.BatchHeader) -> tuple[int, int] | None:
 
 
 _NO_REFUSAL: Refusal = (None, None)
+_VALID_ACKS = frozenset({-1, 0, 1})
 
 
 def _request_refusal(ctx: Context, request: rec.ProduceRequestFrame) -> Refusal:
     """What the proxy refuses every partition of the request for (a partition's batch and topic are checked
     first); reason None: the client's error."""
+    if request.acks not in _VALID_ACKS:  # as a broker answers (ReplicaManager.appendRecords), before anything else
+        return None, (ErrorCode.invalid_required_acks, f"acks must be -1, 0 or 1, not {request.acks}")
     if request.transactional_id is not None:
         return "transactions", (ErrorCode.transactional_id_authorization_failed,
                                 "transactions are not supported by fedkafka yet")
@@ -688,9 +691,11 @@ class LaneRoute(NamedTuple):
 
 
 def lane_takes(request: rec.ProduceRequestFrame) -> bool:
-    """Whether the request as a whole is one the lane may take: `handle` refuses a transactional one, and an
-    acks=0 one answers nothing or closes the connection."""
-    return request.transactional_id is None and request.acks != 0
+    """Whether the request as a whole is one the lane may take: `handle` refuses a transactional one or one of acks
+    other than 1 and -1 (acks=0 answers nothing or closes the connection), and answers a topic entry of no
+    partition with an empty entry (the lane writes answers for the partitions it routed)."""
+    return request.transactional_id is None and (request.acks == -1 or request.acks == 1) and \
+        all(t.partition_data for t in request.topic_data)
 
 
 def lane_route(view, may_write: bool, name: str, index: int) -> LaneRoute | None:
