@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
 import struct
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from protocol.test_records_twins import using
 
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
-from fedkafka.proxy.core import produce_lane
+from fedkafka.proxy.core import connection, produce_lane
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.proxy.core.metrics import RequestMetrics
@@ -421,6 +422,9 @@ def test_a_lane_request_is_counted_by_its_view_until_answered_and_answered_in_or
         broker = await Broker().start()
         broker.gate = asyncio.Event()
         d = await proxy(view(), broker)
+        # the client connection gets slot 0, whose pooled connection `proxy` opened: slots count per process, and
+        # after other tests' connections this one's slot had none, so its first request went the generic way
+        monkeypatch.setattr(connection, "_slots", itertools.count())
         server, port, _ = await _serve_with(d, Limits())
         r, w = await asyncio.open_connection("127.0.0.1", port)
         sizes = [struct.pack(">i", len(f)) + f for f in (
