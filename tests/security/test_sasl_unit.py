@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import threading
 
 import pytest
@@ -12,7 +13,10 @@ from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
 from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
 
 from fedkafka.protocol import codec
+from fedkafka.proxy.core.client_frames import start_server
+from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.limits import Limits
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.handlers import sasl
 from fedkafka.proxy.plan import CloseConnection, Context, Plan
@@ -320,22 +324,35 @@ def test_an_unknown_user_costs_the_views_costliest_credential_whatever_order_it_
     assert _kdf_of_login(monkeypatch, [], b"\0nobody\0x") == ("sha512", scram.DEFAULT_ITERATIONS)
 
 
-def test_the_core_closes_a_login_whose_check_stays_queued_without_an_answer(gate, monkeypatch):
-    """Through the core's dispatcher (its round cap, its barrier waits): the last look's CloseConnection is the
-    request's outcome, no SASL_AUTHENTICATION_FAILED frame, and the session is not marked failed."""
+def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gate, monkeypatch, caplog):
+    """Over loopback, through the core (dispatcher rounds, barrier waits, the client connection): the handshake is
+    answered, the login behind a full queue gets no answer at all, the connection closes, one log line names the
+    queue, and no "authentication failed" line is written (the session is not marked failed)."""
     monkeypatch.setattr(sasl, "PLAIN_WAIT_S", 0.0)  # every look at once: the rounds, not the wait, are tested
     session = Session.for_listener("SASL_PLAINTEXT", host="10.0.0.1")
     session.password_checks = gate.pool
-    me = ProxyInfo(1, "127.0.0.1", 9092)
-    state = ProxyState(view=_ctx(session, ("alice", "pw-a")).view, me=me)
+    state = ProxyState(view=_ctx(session, ("alice", "pw-a")).view, me=ProxyInfo(1, "127.0.0.1", 9092))
 
-    async def scenario():
+    async def scenario() -> tuple[bytes, bytes]:
         d = Dispatcher(state=state, physical=PhysicalClusters(), producer_ids=None, pool=None)
-        handshake = codec.encode_request(SaslHandshakeRequest(mechanism="PLAIN"), 1)[4:]
-        assert await (await d.start(handshake, 0, session)) is not None
-        login = codec.encode_request(SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a"), 2)[4:]
-        return await (await d.start(login, 0, session))
 
-    outcome = asyncio.run(scenario())
-    assert isinstance(outcome, CloseConnection) and "password check queue" in outcome.reason
+        async def on_client(reader, writer):
+            await ClientConnection(reader, writer, d, Limits(), None, session).run()
+
+        server = await start_server(on_client, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(codec.encode_request(SaslHandshakeRequest(mechanism="PLAIN"), 1))
+        size = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 20), "big")
+        handshake = await asyncio.wait_for(reader.readexactly(size), 20)
+        writer.write(codec.encode_request(SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a"), 2))
+        rest = await asyncio.wait_for(reader.read(), 20)  # b"": closed by the proxy, no answer
+        writer.close()
+        server.close()
+        return handshake, rest
+
+    with caplog.at_level(logging.INFO):
+        handshake, rest = asyncio.run(scenario())
+    assert codec.response_correlation_id(handshake) == 1 and rest == b""
+    lines = [r.getMessage() for r in caplog.records if "10.0.0.1" in r.getMessage() or "alice" in r.getMessage()]
+    assert len(lines) == 1 and "password check queue" in lines[0] and "authentication failed" not in lines[0]
     assert session.failed is None and not session.authenticated and gate.pool.held("10.0.0.1") == 0
