@@ -59,13 +59,14 @@ def password_matches(credential: ScramCredential, password: str) -> bool:
     return hmac.compare_digest(stored, credential.stored_key)
 
 
-def made_up_credential(user: str, secret: bytes, iterations: int = DEFAULT_ITERATIONS) -> ScramCredential:
-    """What PLAIN checks an unknown user's password against: a SCRAM-SHA-512 credential made up from `secret` (as
-    SCRAM's first answer makes up a salt) that no password fits. The PBKDF2 is the same as for a user who exists,
-    so the work done, and the time taken, does not tell which user names exist."""
+def made_up_credential(user: str, secret: bytes, iterations: int = DEFAULT_ITERATIONS,
+                       mechanism: str = "SCRAM-SHA-512") -> ScramCredential:
+    """What PLAIN checks an unknown user's password against: a credential made up from `secret` (as SCRAM's first
+    answer makes up a salt) that no password fits. At a real user's mechanism and iterations, the PBKDF2 is the
+    same as for that user, so the work done, and the time taken, does not tell which user names exist."""
     salt, key = (_hmac(digest, secret, f"PLAIN {what}\0{user}".encode()) for digest, what in
                  (("sha256", "salt"), ("sha512", "key")))
-    return ScramCredential(user=user, mechanism="SCRAM-SHA-512", salt=salt, iterations=iterations,
+    return ScramCredential(user=user, mechanism=mechanism, salt=salt, iterations=iterations,
                            stored_key=key, server_key=key)
 
 

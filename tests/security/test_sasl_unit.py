@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import threading
-from concurrent.futures import Future
 
 import pytest
 from kio.schema.errors import ErrorCode
 from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
 from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
 
+from fedkafka.protocol import codec
+from fedkafka.proxy.core.client_frames import start_server
+from fedkafka.proxy.core.connection import ClientConnection
+from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.limits import Limits
+from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.handlers import sasl
-from fedkafka.proxy.plan import Context, Plan
+from fedkafka.proxy.plan import CloseConnection, Context, Plan
+from fedkafka.proxy.state import ProxyState
 from fedkafka.security import password_checks, scram
 from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, Session
 from fedkafka.view.model import ProxyInfo, View
 
-from .sasl_plans import answered, no_sleep
+from .sasl_plans import InlineChecks, answered, no_sleep
 
 # RFC 7677 section 3: user "user", password "pencil"
 RFC_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
@@ -204,24 +212,147 @@ def test_a_flood_of_checks_queues_on_the_pools_few_threads(monkeypatch):
         return password_matches(cred, password)
 
     monkeypatch.setattr(scram, "password_matches", recorded)
-    checks = [pool.submit(credential, f"guess-{i}") for i in range(24)] + [pool.submit(credential, "pw-a")]
-    assert [c.result(60) for c in checks] == [False] * 24 + [True]
+    checks = [pool.submit(credential, f"guess-{i}", f"10.0.0.{i}") for i in range(24)]
+    checks.append(pool.submit(credential, "pw-a", "10.0.1.1"))
+    assert [c.result(60) for c in checks if c is not None] == [False] * 24 + [True]
     assert 1 <= len(threads) <= 2 and threading.current_thread().name not in threads
+    assert pool.held("10.0.1.1") == 0  # a check done is no longer counted against its address
 
 
-def test_a_check_still_queued_after_the_last_look_fails_the_login_and_is_dropped():
-    class Stuck:
-        def __init__(self):
-            self.future: Future[bool] = Future()
+class _Gate:
+    """A pool of one thread whose checks are held until `open`: a queue still full when the handler's wait ends."""
 
-        def submit(self, credential, password):
-            return self.future
+    def __init__(self, per_client: int):
+        self.pool = password_checks.PasswordChecks(workers=1, per_client=per_client)
+        self.gate = threading.Event()
+        self.pool.submit(None, "", "blocker")  # type: ignore[arg-type]  # holds the one thread till open
 
-    ctx = _ctx(Session.for_listener("SASL_SSL"), ("alice", "pw-a"))
-    stuck = ctx.session.password_checks = Stuck()
+    def open(self):
+        self.gate.set()
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    password_matches = scram.password_matches
+    gates: list[_Gate] = []
+
+    def held_back(cred, password):
+        gates[0].gate.wait(60)
+        return False if cred is None else password_matches(cred, password)
+
+    monkeypatch.setattr(scram, "password_matches", held_back)
+    gates.append(_Gate(per_client=3))
+    yield gates[0]
+    gates[0].open()
+
+
+def _plain_session(gate: _Gate, host: str) -> Context:
+    ctx = _ctx(Session.for_listener("SASL_SSL", host=host), ("alice", "pw-a"))
+    ctx.session.password_checks = gate.pool
     _handshake(ctx, "PLAIN")
+    return ctx
+
+
+def test_a_login_behind_a_flood_is_closed_for_a_retry_not_failed(gate):
+    """Checks queued past the handler's wait (a flood of junk logins, a restart with thousands of clients): the
+    valid login is not answered SASL_AUTHENTICATION_FAILED (final for a client) but closed unanswered, which a
+    client retries; its check is dropped from the queue. Once the queue drains, the same login succeeds."""
+    flood = [sasl.handle(_plain_session(gate, "10.0.0.9"), None, SaslAuthenticateRequest(auth_bytes=b"\0x\0junk"))
+             for _ in range(2)]
+    ctx = _plain_session(gate, "10.0.0.1")
     delays: list[float] = []
-    answer = answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a")), no_sleep, delays)
-    assert answer.error_code == ErrorCode.sasl_authentication_failed and "waited too long" in answer.error_message
-    assert stuck.future.cancelled() and ctx.session.failed and not ctx.session.authenticated
-    assert len(delays) == sasl.PLAIN_LOOKS + 1 and max(delays) == 0.1  # every look, then the failure's delay
+    reply = answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a")), no_sleep, delays)
+    assert isinstance(reply, CloseConnection) and "password check queue" in reply.reason and "alice" in reply.reason
+    assert ctx.session.failed is None and not ctx.session.authenticated  # no "authentication failed", no answer
+    assert len(delays) == sasl.PLAIN_LOOKS and gate.pool.held("10.0.0.1") == 0  # every look; the check dropped
+    gate.open()
+    assert [answered(f).error_code for f in flood] == [ErrorCode.sasl_authentication_failed] * 2
+    again = _plain_session(gate, "10.0.0.1")  # the client's retry
+    assert _authenticate(again, b"\0alice\0pw-a").error_code == ErrorCode.none and again.session.authenticated
+
+
+def test_one_address_cannot_fill_the_password_check_queue(gate):
+    """Past per_client checks of one address queued, its further logins are closed for a retry at once (no check
+    queued); another address's login still gets its check and its answer."""
+    flooding = [sasl.handle(_plain_session(gate, "10.0.0.9"), None,
+                            SaslAuthenticateRequest(auth_bytes=f"\0junk-{i}\0x".encode())) for i in range(5)]
+    assert [isinstance(r, Plan) for r in flooding] == [True] * 3 + [False] * 2
+    assert all(isinstance(r, CloseConnection) and "10.0.0.9 has 3 password checks queued" in r.reason
+               for r in flooding[3:])
+    assert gate.pool.held("10.0.0.9") == 3
+    ctx = _plain_session(gate, "10.0.0.1")
+    reply = sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a"))
+    assert isinstance(reply, Plan)
+    gate.open()
+    assert answered(reply).error_code == ErrorCode.none and ctx.session.principal == "User:alice"
+    assert [answered(r).error_code for r in flooding[:3]] == [ErrorCode.sasl_authentication_failed] * 3
+
+
+def _kdf_of_login(monkeypatch, credentials, data: bytes) -> tuple[str, int]:
+    """(hash, iterations) of the one PBKDF2 a PLAIN login runs."""
+    kdf_calls: list[tuple[str, int]] = []
+    salted_password = scram.salted_password
+
+    def counted(digest, password, salt, iterations):
+        kdf_calls.append((digest, iterations))
+        return salted_password(digest, password, salt, iterations)
+
+    monkeypatch.setattr(scram, "salted_password", counted)
+    ctx = Context(view=View(version=1, credentials=tuple(credentials)), me=ProxyInfo(1, "h", 1), advertised={},
+                  physical=None, producer_ids=None, session=Session.for_listener("SASL_SSL"))
+    ctx.session.password_checks = InlineChecks()
+    _handshake(ctx, "PLAIN")
+    answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=data)), no_sleep)
+    (kdf,) = kdf_calls
+    return kdf
+
+
+def test_an_unknown_user_costs_the_views_costliest_credential_whatever_order_it_comes_in(monkeypatch):
+    """The made-up credential is not the first SCRAM-SHA-512 one the view lists but the costliest: SHA-512 before
+    SHA-256, then the most iterations; a user who exists is checked against their own costliest the same way."""
+    made = [scram.make_credential("bob", "SCRAM-SHA-256", "pw-b", iterations=16384),  # bob: SHA-256 only
+            scram.make_credential("carol", "SCRAM-SHA-512", "pw-c", iterations=4096),
+            scram.make_credential("dave", "SCRAM-SHA-256", "pw-d", iterations=8192),
+            scram.make_credential("dave", "SCRAM-SHA-512", "pw-d", iterations=8192),
+            scram.make_credential("dave", "SCRAM-SHA-512", "pw-d", iterations=12288)]
+    for order in (made, made[::-1]):
+        assert _kdf_of_login(monkeypatch, order, b"\0nobody\0x") == ("sha512", 12288)
+        assert _kdf_of_login(monkeypatch, order, b"\0dave\0x") == ("sha512", 12288)
+        assert _kdf_of_login(monkeypatch, order, b"\0bob\0x") == ("sha256", 16384)
+    only_sha256 = [made[0], made[2]]
+    assert _kdf_of_login(monkeypatch, only_sha256, b"\0nobody\0x") == ("sha256", 16384)
+    assert _kdf_of_login(monkeypatch, [], b"\0nobody\0x") == ("sha512", scram.DEFAULT_ITERATIONS)
+
+
+def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gate, monkeypatch, caplog):
+    """Over loopback, through the core (dispatcher rounds, barrier waits, the client connection): the handshake is
+    answered, the login behind a full queue gets no answer at all, the connection closes, one log line names the
+    queue, and no "authentication failed" line is written (the session is not marked failed)."""
+    monkeypatch.setattr(sasl, "PLAIN_WAIT_S", 0.0)  # every look at once: the rounds, not the wait, are tested
+    session = Session.for_listener("SASL_PLAINTEXT", host="10.0.0.1")
+    session.password_checks = gate.pool
+    state = ProxyState(view=_ctx(session, ("alice", "pw-a")).view, me=ProxyInfo(1, "127.0.0.1", 9092))
+
+    async def scenario() -> tuple[bytes, bytes]:
+        d = Dispatcher(state=state, physical=PhysicalClusters(), producer_ids=None, pool=None)
+
+        async def on_client(reader, writer):
+            await ClientConnection(reader, writer, d, Limits(), None, session).run()
+
+        server = await start_server(on_client, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(codec.encode_request(SaslHandshakeRequest(mechanism="PLAIN"), 1))
+        size = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 20), "big")
+        handshake = await asyncio.wait_for(reader.readexactly(size), 20)
+        writer.write(codec.encode_request(SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a"), 2))
+        rest = await asyncio.wait_for(reader.read(), 20)  # b"": closed by the proxy, no answer
+        writer.close()
+        server.close()
+        return handshake, rest
+
+    with caplog.at_level(logging.INFO):
+        handshake, rest = asyncio.run(scenario())
+    assert codec.response_correlation_id(handshake) == 1 and rest == b""
+    lines = [r.getMessage() for r in caplog.records if "10.0.0.1" in r.getMessage() or "alice" in r.getMessage()]
+    assert len(lines) == 1 and "password check queue" in lines[0] and "authentication failed" not in lines[0]
+    assert session.failed is None and not session.authenticated and gate.pool.held("10.0.0.1") == 0

@@ -25,7 +25,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import Context, Plan
+from fedkafka.proxy.plan import CloseConnection, Context, Plan
 from fedkafka.security import oauth, scram
 
 API_KEYS = {17: (1, 1), 36: (0, 2)}
@@ -110,28 +110,48 @@ def _succeed(ctx: Context, principal: str, credential_expires_at: float | None =
     return lifetime_ms
 
 
-def _plain(ctx: Context, message: bytes, version: int) -> Plan:
-    """The password is checked off the event loop (security/password_checks.py). A user that does not exist gets
-    the same PBKDF2, against a made-up credential at the iterations of the view's SCRAM-SHA-512 credentials, so
-    the time an answer takes does not tell which user names exist (security/scram.py made_up_credential)."""
+def _plain(ctx: Context, message: bytes, version: int) -> Plan | CloseConnection:
+    """The password is checked off the event loop (security/password_checks.py), against the user's costliest
+    credential (`_plain_cost`); a user that does not exist gets the PBKDF2 of the view's costliest, against a
+    made-up credential (security/scram.py made_up_credential), so the time an answer takes does not tell which
+    user names exist while users have credentials alike (docs/DESIGN.md §11)."""
     session = ctx.session
     user, password = scram.parse_plain(message)
     session.claimed_user = user
-    known = sorted((c for c in ctx.view.credentials if c.user == user), key=lambda c: c.mechanism != "SCRAM-SHA-512")
-    if known:
-        credential = known[0]
+    own = [c for c in ctx.view.credentials if c.user == user]
+    if own:
+        credential = max(own, key=_plain_cost)
     else:
-        iterations = next((c.iterations for c in ctx.view.credentials if c.mechanism == "SCRAM-SHA-512"),
-                          scram.DEFAULT_ITERATIONS)
-        credential = scram.made_up_credential(user, session.secret, iterations)
-    check = session.password_checks.submit(credential, password)
-    return _when_checked(ctx, version, user if known else None, check, 0)
+        costliest = max(ctx.view.credentials, key=_plain_cost, default=None)
+        credential = scram.made_up_credential(
+            user, session.secret, costliest.iterations if costliest else scram.DEFAULT_ITERATIONS,
+            costliest.mechanism if costliest else "SCRAM-SHA-512")
+    check = session.password_checks.submit(credential, password, session.host)
+    if check is None:
+        return _retry(session, f"client address {session.host} has {session.password_checks.per_client} "
+                               f"password checks queued already")
+    return _when_checked(ctx, version, user if own else None, check, 0)
+
+
+def _plain_cost(credential) -> tuple[bool, int]:
+    """PLAIN's pick among credentials: SCRAM-SHA-512 before SCRAM-SHA-256 (a costlier hash), then the most
+    iterations."""
+    return credential.mechanism == "SCRAM-SHA-512", credential.iterations
+
+
+def _retry(session, why: str) -> CloseConnection:
+    """The login is not answered: the connection closes, which a client takes for a network error and retries
+    after its backoff (an answered SASL_AUTHENTICATION_FAILED is final: Java clients raise it to the
+    application). Kafka under such a flood of logins is slow, not refusing. One log line (the core's)."""
+    who = f" of user {session.claimed_user[:256]!r}" if session.claimed_user is not None else ""
+    return CloseConnection(f"PLAIN login{who} not checked, closed for the client to retry: {why}")
 
 
 # While a password check runs the handler looks again after PLAIN_WAIT_S, doubling up to PLAIN_WAIT_MAX_S, at most
-# PLAIN_LOOKS times (~2.3 s: under the core's MAX_PLAN_ROUNDS, with a round to spare for the failure's delay); a
-# check still queued then (a flood of logins) is dropped and the login fails.
-PLAIN_WAIT_S, PLAIN_WAIT_MAX_S, PLAIN_LOOKS = 0.002, 0.1, 28
+# PLAIN_LOOKS times (~5.5 s: under the core's MAX_PLAN_ROUNDS, with a round to spare for a failure's delay; a client
+# waits for a slow broker's login as long); a check still queued then (a flood of logins) is dropped and the
+# connection closed unanswered, for the client to retry.
+PLAIN_WAIT_S, PLAIN_WAIT_MAX_S, PLAIN_LOOKS = 0.002, 0.25, 28
 
 
 def _when_checked(ctx: Context, version: int, user: str | None, check: Future[bool], looks: int) -> Plan:
@@ -142,8 +162,7 @@ def _when_checked(ctx: Context, version: int, user: str | None, check: Future[bo
             if looks + 1 < PLAIN_LOOKS:
                 return _when_checked(ctx, version, user, check, looks + 1)
             check.cancel()
-            return _failed(ctx, version, scram.AuthenticationFailed(
-                "Authentication failed: the password check waited too long (too many logins at once)"))
+            return _retry(ctx.session, "the password check queue was too long (too many logins at once)")
         try:
             if not check.result() or user is None:
                 raise scram.AuthenticationFailed("Authentication failed: Invalid username or password")
