@@ -41,8 +41,8 @@ KINDS = ("scale_up", "decommission", "failover", "coordination_move")
 SWEEP_INTERVAL_S = 30.0
 # A run's end (its moves settled, its record) is committed again after a database error that a reconnect clears
 # (`_clears`), waiting this long at first, twice as long each time up to the last: a database restart shorter than
-# the leader lease stops no controller. The settling is tried this many times; then the run records `failed` and
-# leaves its moves to the sweeper (an error that looks like an outage may be a bug: SQLite reports both alike).
+# the leader lease stops no controller. The settling is tried END_SETTLE_TRIES times; then the run records `failed`,
+# its moves left to the sweeper (an error that looks like an outage may be a bug: SQLite reports both alike).
 END_RETRY_S = (0.5, 10.0)
 END_SETTLE_TRIES = 16  # 15 waits: 0.5 s + 1 + 2 + 4 + 8 + 10 x 10 s, about two minutes
 STRATEGIES = ("rebalance", "expand")
