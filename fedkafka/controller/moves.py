@@ -157,7 +157,7 @@ class Mover:
     def settle(self, ids: list[int], reason: str, strict: bool = False) -> None:
         """Unfinished moves out of the way: not sealed yet -> rolled back (writes continue where they were),
         sealed -> published (the seal is recorded and nothing was written since). Never raises unless `strict`:
-        a run ending retries until its moves are settled (the database may be down a moment), else the sweeper."""
+        a run ending retries while the database is down a moment (workflows `_end`), else leaves them to the sweeper."""
         try:
             self._roll_back(ids, reason)
             self._publish(ids)

@@ -19,7 +19,8 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from fedkafka.controller import claims
 from fedkafka.controller.claims import ClaimTaken
@@ -38,9 +39,12 @@ log = logging.getLogger(__name__)
 
 KINDS = ("scale_up", "decommission", "failover", "coordination_move")
 SWEEP_INTERVAL_S = 30.0
-# A run's end (its moves settled, its record) is committed again after a database error, waiting this long at first,
-# twice as long each time up to the last: a database restart shorter than the leader lease stops no controller.
+# A run's end (its moves settled, its record) is committed again after a database error that a reconnect clears
+# (`_clears`), waiting this long at first, twice as long each time up to the last: a database restart shorter than
+# the leader lease stops no controller. The settling is tried END_SETTLE_TRIES times; then the run records `failed`,
+# its moves left to the sweeper (an error that looks like an outage may be a bug: SQLite reports both alike).
 END_RETRY_S = (0.5, 10.0)
+END_SETTLE_TRIES = 16  # 15 waits: 0.5 s + 1 + 2 + 4 + 8 + 10 x 10 s, about two minutes
 STRATEGIES = ("rebalance", "expand")
 DRAINS = ("retention", "groups")
 _DRAIN_ALIASES: dict[str | bool | None, str | bool | None] = {True: "groups", False: "retention", None: "retention"}
@@ -221,8 +225,9 @@ class WorkflowEngine:
         thread here (one whose thread died, e.g. on a database error it could not commit its end through), and
         settle the moves no running run owns (docs/DESIGN.md §7). Returns the runs resumed.
 
-        Settling needs no run lock: a run commits a state other than `running` only once its moves are settled
-        (`_end`), so no thread drives a move whose run is not running; a running run's moves are its own."""
+        Settling needs no run lock: a run commits a state other than `running` only once its moves are settled or
+        it gave up on them (`_end`), so no thread drives a move whose run is not running; a running run's moves are
+        its own."""
         resumed = []
         try:
             resumed = self._respawn()
@@ -429,42 +434,58 @@ class WorkflowEngine:
             log.exception("workflow %d failed", run_id)
             rec["state"], rec["error"] = "failed", str(e)
         rec["finished_at"] = time.time()
-        self._until_committed(run_id, lambda: self._end(run_id))
+        self._end(run_id)
 
     def _end(self, run_id: int) -> None:
         """Commit the run's end: its unfinished moves settled first (a move that failed while the database was down
-        too is still frozen: docs/DESIGN.md §4.1), then its record. Raises what the database raised."""
+        too is still frozen: docs/DESIGN.md §4.1), then its record, each retried while the database does not answer.
+        Moves that cannot be settled (an error no reconnect clears, or END_SETTLE_TRIES outages in a row) are left
+        to the sweeper, which settles the moves of runs not `running`: the run then records `failed`."""
         rec = self._records[run_id]
+        try:
+            if not self._until_committed(run_id, lambda: self._settle_own(run_id), END_SETTLE_TRIES):
+                return  # left `running` to the active or the next controller
+        except Exception as e:
+            log.exception("workflow %d: its moves not settled; the sweeper settles them", run_id)
+            why = f"its moves were left to the sweeper: {e}"
+            rec["state"], rec["error"] = "failed", f"{rec['error']}; {why}" if rec["error"] else why
+        try:
+            self._until_committed(run_id, lambda: self._record_end(run_id))
+        except Exception:  # no thread, `running`: the sweeper runs it again
+            log.exception("workflow %d: its end not recorded", run_id)
+
+    def _settle_own(self, run_id: int) -> None:
         ids = self.mover.unfinished(run_id)
         if ids:
-            try:
-                self.mover.settle(ids, rec["error"] or "the run ended", strict=True)
-            except (SQLAlchemyError, NotLeader):
-                raise
-            except Exception:  # not the database: saved failed, the sweeper settles them (and says why in the log)
-                log.exception("workflow %d: moves %s not settled; the sweeper retries", run_id, ids)
-        if any(ph["name"] == "plan" for ph in rec["phases"]):
+            self.mover.settle(ids, self._records[run_id]["error"] or "the run ended", strict=True)
+
+    def _record_end(self, run_id: int) -> None:
+        if any(ph["name"] == "plan" for ph in self._records[run_id]["phases"]):
             self._record_moves(run_id)  # saves the record with the moves as they ended
         else:
             self._save(run_id)
 
-    def _until_committed(self, run_id: int, write) -> bool:
+    def _until_committed(self, run_id: int, write, tries: int | None = None) -> bool:
         """`write()` again, with backoff, while the database does not answer (a restart shorter than the leader
         lease stops no controller, and a run must not stay `running` with no thread). False when this controller
-        lost its row or stops: the run stays `running`, the active controller (or the next) resumes it."""
+        lost its row or stops: the run stays `running`, the active controller (or the next) resumes it. Raises an
+        error no reconnect clears (`_clears`) at once, and the last one after `tries` tries."""
         delay, longest = END_RETRY_S
-        while True:
+        for attempt in itertools.count(1):
             try:
                 write()
                 return True
             except NotLeader as e:
                 log.warning("workflow %d left to the active controller: %s", run_id, e)
                 return False
-            except SQLAlchemyError as e:
+            except Exception as e:
+                if not _clears(e) or attempt == tries:
+                    raise
                 log.warning("workflow %d: its end not committed (%s); again in %.1f s", run_id, e, delay)
             if self.ctl.wait_stopping(delay):
                 return False
             delay = min(2 * delay, longest)
+        raise AssertionError("unreachable")
 
     def _run_locked(self, run_id: int) -> None:
         rec = self._records[run_id]
@@ -877,6 +898,17 @@ class WorkflowEngine:
             for topic in seen:
                 lowest[(topic, "groups")] = lowest.get((topic, "groups"), 0) + 1
         return lowest
+
+
+def _clears(e: BaseException) -> bool:
+    """An error a reconnect (or a moment) clears: the server restarting or away (psycopg raises OperationalError for
+    a refused connection, a shutdown, a server starting up), a connection closed under us (InterfaceError, or any
+    error SQLAlchemy found the connection dead on), SQLite locked or unable to open its file (OperationalError),
+    no pooled connection free in time. Not one a statement raises the same way every time (IntegrityError,
+    DataError, ProgrammingError: a bug or bad data)."""
+    if isinstance(e, DBAPIError):
+        return isinstance(e, (OperationalError, InterfaceError)) or e.connection_invalidated
+    return isinstance(e, PoolTimeout)
 
 
 def _segment(row: SegmentRow) -> Segment:

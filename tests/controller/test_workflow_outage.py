@@ -5,11 +5,12 @@ statement of the workflow threads, or of the request, from a given point on) as 
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
 from sqlalchemy import event, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from fedkafka.controller import workflows
 from fedkafka.controller.models import ChainRow, MoveRow, WorkflowRow
@@ -135,3 +136,53 @@ def test_the_sweeper_settles_a_stopped_runs_moves_while_another_run_holds_the_ru
     with engine._run_lock:  # a decommission draining
         engine.sweep_round()
         assert _move_states(ctl) == ["rolled_back"] and _frozen(ctl) == []
+
+
+def test_a_run_whose_moves_cannot_be_settled_for_an_error_no_reconnect_clears_ends_failed_and_the_sweeper_settles(
+        scale_up):
+    """Publishing the sealed move fails with an error a reconnect does not clear (an IntegrityError: a bug or bad
+    data), in the run and in its end. Before, the end was retried on every database error: forever here, the run
+    `running` with its thread busy retrying, so neither the sweeper settled its moves nor resumed it, and the
+    partition stayed frozen. Now the run records `failed` and leaves the move to the sweeper."""
+    api, engine, _outages, _outage = scale_up
+    ctl = api.controller
+
+    def bad_row(_conn, _cursor, statement, *_args) -> None:
+        in_the_run = threading.current_thread().name.startswith("workflow-")
+        if in_the_run and statement.lstrip().upper().startswith("INSERT INTO SEGMENTS"):
+            raise IntegrityError(statement, None, sqlite3.IntegrityError("UNIQUE constraint failed: segments.seq"))
+
+    event.listen(ctl.engine, "before_cursor_execute", bad_row)
+    run_id = engine.start("scale_up", "c2")["id"]
+    run = engine.wait(run_id, timeout=60)  # bounded: the old code never ended the run
+    assert run["state"] == "failed", run
+    assert "UNIQUE constraint failed" in run["error"] and "left to the sweeper" in run["error"]
+    assert _move_states(ctl) == ["sealed"] and len(_frozen(ctl)) == 1  # not published, not rolled back
+    assert engine.sweep_round() == []  # failed: not resumed, but its move settled (published: it was sealed)
+    assert _move_states(ctl) == ["done"] and _frozen(ctl) == []
+    assert not any(chain["frozen"] for chain in api.get("/v1/topics/t").json()["chains"])
+
+
+def test_a_run_whose_moves_fail_to_settle_with_what_looks_like_an_outage_gives_up_after_its_tries(scale_up,
+                                                                                                 monkeypatch):
+    """SQLite raises OperationalError for a bug too ("no such column"), the class an outage raises: the settling is
+    retried, but END_SETTLE_TRIES times only; then the run records `failed` (the database answers that) and the
+    sweeper settles the move. Before, the settling was retried forever and the partition stayed frozen."""
+    api, engine, _outages, _outage = scale_up
+    ctl = api.controller
+    monkeypatch.setattr(workflows, "END_SETTLE_TRIES", 3, raising=False)
+    refused = []
+
+    def no_such_column(_conn, _cursor, statement, *_args) -> None:
+        in_the_run = threading.current_thread().name.startswith("workflow-")
+        if in_the_run and statement.lstrip().upper().startswith("UPDATE CHAINS SET LEADER_EPOCH"):  # publishing
+            refused.append(statement)
+            raise OperationalError(statement, None, sqlite3.OperationalError("no such column: chains.frozen"))
+
+    event.listen(ctl.engine, "before_cursor_execute", no_such_column)
+    run = engine.wait(engine.start("scale_up", "c2")["id"], timeout=60)
+    assert run["state"] == "failed" and "left to the sweeper" in run["error"], run
+    assert len(refused) == 2 + 3  # the run's publish and its settling's, then its end's three tries
+    assert _move_states(ctl) == ["sealed"] and len(_frozen(ctl)) == 1
+    assert engine.sweep_round() == []
+    assert _move_states(ctl) == ["done"] and _frozen(ctl) == []
