@@ -531,7 +531,8 @@ class UpstreamProduce:
         return self.version
 
     @classmethod
-    def of(cls, version: int, timeout_ms: int, parts: list[_Part]) -> UpstreamProduce:
+    def of(cls, version: int, timeout_ms: int, parts: list[_Part] | list[_Forwarded]) -> UpstreamProduce:
+        """Around each part's `records`, to its segment `seg`: grouped by physical topic, in the parts' order."""
         if len(parts) == 1:  # the usual: one partition of the request on this broker
             seg = parts[0].seg
             return cls(version, timeout_ms, (rec.ProduceTopicData(
@@ -594,7 +595,7 @@ def _translate(ctx: Context, parts: list[_Part], result, answers: dict) -> None:
             answers[(part.topic, part.partition)] = rec.ProducePartitionAnswer(
                 part.partition, ErrorCode.unknown_server_error, error_message=_LEFT_OUT)
             continue
-        if pr.error_code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
+        if pr.error_code in _REFRESHING:
             ctx.physical.request_refresh(seg.cluster)
         if part.seq_key:
             _note_sequences(ctx, part, pr)
@@ -736,15 +737,14 @@ def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute]) -> 
         return LaneProduce(request.version, timeout_ms, (rec.ProduceTopicData(
             seg.topic, (rec.ProducePartitionData(seg.partition, pd.records),)),), request.correlation_id, t.name,
             pd.index, routes[0].shift)
-    by_topic: dict[str, list[rec.ProducePartitionData]] = {}
-    at = 0
-    for t in request.topic_data:
-        for pd in t.partition_data:
-            seg = routes[at].seg
-            at += 1
-            by_topic.setdefault(seg.topic, []).append(rec.ProducePartitionData(seg.partition, pd.records))
-    return UpstreamProduce(request.version, timeout_ms,
-                           tuple([rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()]))
+    records = [pd.records for t in request.topic_data for pd in t.partition_data]
+    return UpstreamProduce.of(request.version, timeout_ms,
+                              [_Forwarded(r.seg, rs) for r, rs in zip(routes, records, strict=True)])
+
+
+class _Forwarded(NamedTuple):  # what UpstreamProduce.of reads of a _Part
+    seg: Segment
+    records: rec.Buffer | None
 
 
 def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
@@ -788,7 +788,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
     return ProduceAnswer(request.version, tuple(topics)), refresh
 
 
-_REFRESHING = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)  # as `_translate`
+_REFRESHING = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)  # `_translate`'s too
 
 
 @dataclass(slots=True)
