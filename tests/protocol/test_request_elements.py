@@ -16,15 +16,7 @@ from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.proxy.handlers import produce
-
-
-def uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+from protocol.test_hostile_decode import uvarint
 
 
 def metadata_v9(names: list[bytes], body_tags: bytes = b"\x00") -> bytes:
