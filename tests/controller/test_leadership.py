@@ -211,6 +211,20 @@ def test_a_refused_coordination_write_is_not_retried_by_a_controller_that_lost_t
     assert written == []
 
 
+def test_a_refused_coordination_write_is_written_again(make_api, recording_kafka_class, monkeypatch):
+    """The ordinary case: refused once (a shadow partition without a leader yet), checked again, written."""
+    _api, ctl = _drained_chain(make_api, recording_kafka_class)
+    engine = WorkflowEngine(ctl)
+    checks = []
+    real = engine.coordination._still_moving_to
+    monkeypatch.setattr(engine.coordination, "_still_moving_to", lambda target: checks.append(target) or real(target))
+    monkeypatch.setattr(coordination, "time", SimpleNamespace(monotonic=time.monotonic, sleep=lambda _s: None,
+                                                              time=time.time))
+    written = _refused_once(ctl, lambda: None)
+    engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]})
+    assert written == [("c2", "g", [(shadow_topic("t"), 0, 5, -1, "")])] and checks == ["c2", "c2"]
+
+
 def test_a_coordination_write_paused_past_its_patience_is_not_retried(make_api, recording_kafka_class, monkeypatch):
     """A refused write, then the controller pauses (while it waits to retry) for longer than the write's patience.
     Before, it still tried once more after the pause and only then looked at the deadline."""
