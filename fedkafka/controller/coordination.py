@@ -29,8 +29,9 @@ from fedkafka.view.model import ClusterState, shadow_topic
 
 log = logging.getLogger(__name__)
 
-# {group: [(shadow topic, partition, offset, leader epoch, metadata)]}
-Offsets = dict[str, list[tuple[str, int, int, int | None, str | None]]]
+# [(shadow topic, partition, offset, leader epoch, metadata)]
+Parts = list[tuple[str, int, int, int | None, str | None]]
+Offsets = dict[str, Parts]  # {group: its parts}
 
 
 class CoordinationMove:
@@ -148,28 +149,38 @@ class CoordinationMove:
 
     def write(self, cluster: str, offsets: Offsets, patience_s: float = 30.0) -> None:
         """Each group's offsets on `cluster`; a partition answering an error (a shadow topic created a moment ago
-        has no leader yet) is written again until `patience_s` ran out."""
-        kafka, bootstrap = self.ctl.kafka, self._bootstrap(cluster)
+        has no leader yet) is written again until `patience_s` ran out. Every attempt, a retry too, is preceded by
+        `_still_moving_to`, and no retry starts past the deadline: a controller that paused between two attempts
+        (past its lease: another took over, resumed the move and switched) writes nothing more."""
+        bootstrap = self._bootstrap(cluster)
         deadline = time.monotonic() + patience_s
         for group, parts in offsets.items():
-            self._still_moving_to(cluster)
             todo = list(parts)
-            while todo:
-                try:
-                    failed = set(kafka.commit_offsets(cluster, bootstrap, group, todo))
-                    error = f"{len(failed)} partitions refused"
-                except (KafkaUnavailable, KafkaRefused) as e:
-                    failed, error = {(t, p) for t, p, _o, _e, _m in todo}, str(e)
-                todo = [part for part in todo if (part[0], part[1]) in failed]
-                if todo and time.monotonic() > deadline:
-                    raise Unavailable(f"offsets of group {group} not written to {cluster}: {error}")
-                if todo:
+            while True:
+                self._still_moving_to(cluster)
+                todo, error = self._commit(cluster, bootstrap, group, todo)
+                if not todo:
+                    break
+                if time.monotonic() <= deadline:
                     time.sleep(0.5)
+                if time.monotonic() > deadline:  # also after the sleep: a pause there ends the retries
+                    raise Unavailable(f"offsets of group {group} not written to {cluster}: {error}")
+
+    def _commit(self, cluster: str, bootstrap: str, group: str, parts: Parts) -> tuple[Parts, str]:
+        """One OffsetCommit of `parts`: the parts refused, and why."""
+        try:
+            failed = set(self.ctl.kafka.commit_offsets(cluster, bootstrap, group, parts))
+            error = f"{len(failed)} partitions refused"
+        except (KafkaUnavailable, KafkaRefused) as e:
+            failed, error = {(t, p) for t, p, _o, _e, _m in parts}, str(e)
+        return [part for part in parts if (part[0], part[1]) in failed], error
 
     def _still_moving_to(self, target: str) -> None:
-        """Before each group's write: this controller is still the active one and `target` does not hold the groups
-        yet. A controller paused in `write` while another took over, resumed the move and switched would otherwise
-        write its older copy over commits made on `target` since, and rewind the groups (docs/DESIGN.md §3.6)."""
+        """Before each attempt of a group's write (each retry too): this controller is still the active one and
+        `target` does not hold the groups yet. A controller paused in `write` while another took over, resumed the
+        move and switched would otherwise write its older copy over commits made on `target` since, and rewind the
+        groups (docs/DESIGN.md §3.6). A pause between this check and the OffsetCommit's arrival is not covered: only
+        Kafka could fence that write (docs/DESIGN.md §10.1)."""
         with self.ctl.session() as s:
             self.ctl.check_leader(s)
             row = s.get(ClusterRow, target)

@@ -494,7 +494,11 @@ class WorkflowEngine:
                 self._expand(run_id)
             elif rec["kind"] == "scale_up":
                 self._phase(run_id, "register", 1, 1)
-                self._moves(run_id, lambda: self._rebalance_plan(rec["cluster"]))
+                rolled_back = self._moves(run_id, lambda: self._rebalance_plan(rec["cluster"]))
+                if rolled_back:  # the failure of an earlier thread of this run, whose `failed` was not recorded
+                    raise MoveFailed(f"moves rolled back, writes continue where they were: {'; '.join(rolled_back)} "
+                                     "(found when the run was resumed); run the scale-up again")
+                self._moves_done(run_id)
             else:
                 self._decommission(run_id)
 
@@ -532,15 +536,23 @@ class WorkflowEngine:
             s.commit()
 
     # -- moves (both workflows) ----------------------------------------------------------------------
-    def _moves(self, run_id: int, planner) -> None:
-        """Plan (once: planned moves are rows) and run this run's moves; a restart picks them up again."""
+    def _moves(self, run_id: int, planner) -> list[str]:
+        """Plan (once: planned moves are rows) and run this run's moves; a restart picks them up again. Returns why
+        the moves a resumed run found rolled back were (none for a run that plans now): an earlier thread of the
+        run failed them and could not record its `failed` (it lost the leader row, stopped, or the database went
+        away in `_end`). Resumed, the run neither plans again nor moves them: its caller decides what that means
+        (a scale-up fails, as its lost record said; a decommission finds partitions still on the cluster)."""
         with self.ctl.session() as s:
-            planned = s.scalar(select(func.count()).select_from(MoveRow).where(MoveRow.workflow_id == run_id))
-        if not planned:
+            found = list(s.execute(select(MoveRow.state, MoveRow.error).where(MoveRow.workflow_id == run_id)))
+        if not found:
             self._plan_once(run_id, planner)
         ids = self.mover.unfinished(run_id)
         self._phase(run_id, "plan", 1, 1)
         self._run_moves(run_id, ids)
+        return sorted({error or "no reason recorded" for state, error in found if state == "rolled_back"})
+
+    def _moves_done(self, run_id: int) -> None:
+        """Every move phase marked finished: a run resumed with its moves already finished never went through them."""
         for phase in MOVE_PHASES:
             ph = next(p for p in self._records[run_id]["phases"] if p["name"] == phase)
             if ph["state"] != "done":
@@ -707,10 +719,7 @@ class WorkflowEngine:
                 time.sleep(0.5)
             if self._stop_requested():
                 raise _Stopping()
-        for phase in MOVE_PHASES:
-            ph = next(p for p in rec["phases"] if p["name"] == phase)
-            if ph["state"] != "done":
-                self._phase(run_id, phase, ph["total"], ph["total"])
+        self._moves_done(run_id)
 
     def _failover_plan(self, dead: str) -> list[Move]:
         return [dataclasses.replace(m, gap=UNCLEAN_GAP) for m in self._evacuate_plan(dead)]
@@ -734,7 +743,8 @@ class WorkflowEngine:
             self.ctl.set_cluster_state(cluster, "read_only")  # new writes never land on it again
         self._phase(run_id, "read_only", 1, 1)
         if state in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
-            self._moves(run_id, lambda: self._evacuate_plan(cluster))
+            self._moves(run_id, lambda: self._evacuate_plan(cluster))  # moves rolled back: `left` says so
+            self._moves_done(run_id)
             left = self._active_on(cluster)
             if left:
                 raise MoveFailed(f"{left} partitions still write to {cluster}; run the decommission again")

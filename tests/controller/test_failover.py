@@ -9,8 +9,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from fedkafka.controller.models import PhysicalPartitionRow
-from fedkafka.controller.moves import Mover
+from fedkafka.controller.leadership import NotLeader
+from fedkafka.controller.models import MoveRow, PhysicalPartitionRow
+from fedkafka.controller.moves import FAULT_RAISE, Mover
 from fedkafka.controller.service import STORED_END_REFRESH_S
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
@@ -196,6 +197,37 @@ def test_a_sealed_failover_move_keeps_its_gap_when_the_sweeper_publishes_it(setu
     assert Mover(ctl, ack_timeout=1).sweep() == ids
     old, new = ctl.view.chain("t", p).segments
     assert old.phys_end == 55 and new.logical_base == 55 + UNCLEAN_GAP and (new.cluster, new.partition) == ("c2", 5)
+
+
+def test_a_failover_whose_failure_was_not_recorded_plans_again_when_resumed(setup, monkeypatch):
+    """The failover's moves fail (rolled back) and its `failed` is not recorded (its controller lost the leader row
+    in `_end`): resumed from the top, it plans the partitions still on the dead cluster again, as each of its rounds
+    does, and moves them; it does not report `done` having moved nothing."""
+    api, kafka = setup
+    ctl = api.controller
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    kill(api, kafka, "c1")
+    monkeypatch.setenv(FAULT_RAISE, "frozen")
+    real, lost = WorkflowEngine._record_end, []
+
+    def lost_row_once(self, run_id):
+        if not lost:
+            lost.append(run_id)
+            raise NotLeader("another controller took over")
+        return real(self, run_id)
+
+    monkeypatch.setattr(WorkflowEngine, "_record_end", lost_row_once)
+    engine = WorkflowEngine(ctl)
+    run = engine.wait(engine.start("failover", "c1")["id"], timeout=60)
+    assert run["state"] == "running" and lost == [run["id"]]
+    monkeypatch.delenv(FAULT_RAISE)
+    assert engine.sweep_round() == [run["id"]]
+    run = engine.wait(run["id"], timeout=60)
+    assert run["state"] == "done" and run["moved"] == len(on_c1), run
+    with ctl.session() as s:
+        states = sorted(m.state for m in s.scalars(select(MoveRow)))
+    assert states == ["done"] * len(on_c1) + ["rolled_back"] * len(on_c1)
+    assert all(ctl.view.topics["t"].partitions[p].active.cluster != "c1" for p in on_c1)
 
 
 def test_auto_failover_starts_once_a_cluster_was_unreachable_long_enough(setup):

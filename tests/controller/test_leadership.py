@@ -4,14 +4,15 @@ its takeover, the fencing of a controller that lost it, the standby's answers, a
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
-from fedkafka.controller import db
+from fedkafka.controller import coordination, db
 from fedkafka.controller.app import create_app
-from fedkafka.controller.errors import Conflict
+from fedkafka.controller.errors import Conflict, Unavailable
 from fedkafka.controller.leadership import Leadership, NotLeader
 from fedkafka.controller.models import ClusterRow, SegmentRow
 from fedkafka.controller.moves import Mover
@@ -151,6 +152,94 @@ def test_a_coordination_write_stops_once_the_target_holds_the_groups(make_api, r
     assert written == []
     engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]})
     assert [args[2:] for args in written] == [("g", [(shadow_topic("t"), 0, 5, -1, "")])]
+
+
+def _refused_once(ctl, meanwhile) -> list[tuple]:
+    """Kafka refuses the first OffsetCommit (a shadow partition without a leader yet) and `meanwhile()` happens
+    during it; every later one is written. Returns the writes."""
+    written: list[tuple] = []
+    calls = []
+
+    def commit(cluster, bootstrap, group, parts):
+        calls.append(group)
+        if len(calls) == 1:
+            meanwhile()
+            return [(t, p) for t, p, *_ in parts]
+        written.append((cluster, group, parts))
+        return []
+
+    ctl.kafka.commit_offsets = commit
+    return written
+
+
+def _switch_to(ctl, target: str) -> None:
+    """Another run (the one that resumed the move) switched: `target` holds the groups."""
+    with ctl.session() as s:
+        s.execute(update(ClusterRow).values(coordination=False))
+        s.execute(update(ClusterRow).where(ClusterRow.id == target).values(coordination=True))
+        s.commit()
+
+
+def test_a_refused_coordination_write_is_not_retried_once_the_target_holds_the_groups(make_api,
+                                                                                      recording_kafka_class):
+    """The first write of a group is refused; while the controller waits to retry, another run resumed the move,
+    switched to the target and consumers committed there. Before, only a group's first attempt was checked: the
+    retry wrote the older copy over those commits and the groups went back."""
+    _api, ctl = _drained_chain(make_api, recording_kafka_class)  # c3 holds the groups; the copy goes to c2
+    engine = WorkflowEngine(ctl)
+    written = _refused_once(ctl, lambda: _switch_to(ctl, "c2"))
+    with pytest.raises(Conflict, match="c2 holds the consumer groups already"):
+        engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]})
+    assert written == []
+
+
+def test_a_refused_coordination_write_is_not_retried_by_a_controller_that_lost_the_row(make_api,
+                                                                                      recording_kafka_class):
+    """The first write of a group is refused; while the controller waits to retry, it loses the leader row (paused
+    past its lease, another took over). Its retry writes nothing: the new active controller owns the move."""
+    _api, ctl = _drained_chain(make_api, recording_kafka_class)
+    engine = WorkflowEngine(ctl)
+    ctl.leadership = _active(Leadership(ctl.session, "http://old:1", lease_s=0.3))
+
+    def taken_over() -> None:
+        time.sleep(0.4)
+        assert Leadership(ctl.session, "http://new:1", lease_s=30).try_acquire()
+
+    written = _refused_once(ctl, taken_over)
+    with pytest.raises(NotLeader, match="another controller took over"):
+        engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]})
+    assert written == []
+
+
+def test_a_refused_coordination_write_is_written_again(make_api, recording_kafka_class, monkeypatch):
+    """The ordinary case: refused once (a shadow partition without a leader yet), checked again, written."""
+    _api, ctl = _drained_chain(make_api, recording_kafka_class)
+    engine = WorkflowEngine(ctl)
+    checks = []
+    real = engine.coordination._still_moving_to
+    monkeypatch.setattr(engine.coordination, "_still_moving_to", lambda target: checks.append(target) or real(target))
+    monkeypatch.setattr(coordination, "time", SimpleNamespace(monotonic=time.monotonic, sleep=lambda _s: None,
+                                                              time=time.time))
+    written = _refused_once(ctl, lambda: None)
+    engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]})
+    assert written == [("c2", "g", [(shadow_topic("t"), 0, 5, -1, "")])] and checks == ["c2", "c2"]
+
+
+def test_a_coordination_write_paused_past_its_patience_is_not_retried(make_api, recording_kafka_class, monkeypatch):
+    """A refused write, then the controller pauses (while it waits to retry) for longer than the write's patience.
+    Before, it still tried once more after the pause and only then looked at the deadline."""
+    _api, ctl = _drained_chain(make_api, recording_kafka_class)
+    engine = WorkflowEngine(ctl)
+    now = [0.0]
+
+    def pause(seconds: float) -> None:
+        now[0] += seconds + 60  # the wait to retry, and a pause of a minute
+
+    monkeypatch.setattr(coordination, "time", SimpleNamespace(monotonic=lambda: now[0], sleep=pause, time=time.time))
+    written = _refused_once(ctl, lambda: None)
+    with pytest.raises(Unavailable, match="offsets of group g not written to c2: 1 partitions refused"):
+        engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]}, patience_s=30)
+    assert written == []
 
 
 def _lost_row(ctl) -> tuple[Leadership, Leadership]:

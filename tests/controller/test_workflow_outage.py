@@ -13,7 +13,9 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from fedkafka.controller import workflows
+from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import ChainRow, MoveRow, WorkflowRow
+from fedkafka.controller.moves import FAULT_RAISE
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.rebalance import Move
 
@@ -186,3 +188,63 @@ def test_a_run_whose_moves_fail_to_settle_with_what_looks_like_an_outage_gives_u
     assert _move_states(ctl) == ["sealed"] and len(_frozen(ctl)) == 1
     assert engine.sweep_round() == []
     assert _move_states(ctl) == ["done"] and _frozen(ctl) == []
+
+
+def _first_end_lost(monkeypatch) -> list[int]:
+    """The first run's `failed` (or `done`) is not recorded: its controller lost the leader row in `_end`."""
+    real, lost = WorkflowEngine._record_end, []
+
+    def lost_row_once(self, run_id):
+        if not lost:
+            lost.append(run_id)
+            raise NotLeader("another controller took over")
+        return real(self, run_id)
+
+    monkeypatch.setattr(WorkflowEngine, "_record_end", lost_row_once)
+    return lost
+
+
+def test_a_scale_up_whose_failure_was_not_recorded_ends_failed_when_resumed(scale_up, monkeypatch):
+    """The move fails (rolled back), and the run's `failed` is not recorded: its controller lost the leader row in
+    `_end` (or stopped, or `_record_end` raised). The run stays `running` and is resumed from the top, here by the
+    sweeper (the next controller does the same). Before, it found its move rolled back, planned nothing and moved
+    nothing, and recorded `done` with no error, which automation (the `fedkafka_scale_up` module) reads as success.
+    It ends `failed` with the reason its lost record had; a new request runs the scale-up again."""
+    api, engine, _outages, _outage = scale_up
+    ctl = api.controller
+    monkeypatch.setenv(FAULT_RAISE, "frozen")  # the move fails once frozen: rolled back, the run fails
+    lost = _first_end_lost(monkeypatch)
+    run = engine.wait(engine.start("scale_up", "c2")["id"], timeout=60)
+    assert run["state"] == "running" and lost == [run["id"]]  # no thread, `running`: its `failed` was lost
+    assert _move_states(ctl) == ["rolled_back"] and _frozen(ctl) == []
+    monkeypatch.delenv(FAULT_RAISE)
+    assert engine.sweep_round() == [run["id"]]
+    run = engine.wait(run["id"], timeout=60)
+    assert run["state"] == "failed" and run["moved"] == 0, run
+    assert run["error"] == ("moves rolled back, writes continue where they were: fault injection: error after move "
+                            "state frozen (found when the run was resumed); run the scale-up again")
+    assert {ph["name"]: ph["state"] for ph in run["phases"]}["publish"] != "done"
+    assert _move_states(ctl) == ["rolled_back"]
+    assert all(c.segments[-1].cluster == "c1" for c in ctl.view.topics["t"].partitions)  # nothing moved
+    again = engine.wait(engine.start("scale_up", "c2")["id"], timeout=60)
+    assert again["id"] != run["id"] and again["state"] == "done" and again["moved"] == 1, again
+    assert _move_states(ctl) == ["rolled_back", "done"] and _frozen(ctl) == []
+
+
+def test_a_decommission_whose_failure_was_not_recorded_ends_failed_when_resumed(scale_up, monkeypatch):
+    """The same loss in a decommission: resumed, it finds its move rolled back and, checking what is left on the
+    cluster, fails (it did so before too: this guards it)."""
+    api, engine, _outages, _outage = scale_up
+    ctl = api.controller
+    assert engine.wait(engine.start("scale_up", "c2")["id"], timeout=60)["moved"] == 1  # c2 holds one partition
+    monkeypatch.setenv(FAULT_RAISE, "frozen")
+    lost = _first_end_lost(monkeypatch)
+    run = engine.wait(engine.start("decommission", "c2", drain="retention")["id"], timeout=60)
+    assert run["state"] == "running" and lost == [run["id"]]
+    monkeypatch.delenv(FAULT_RAISE)
+    assert engine.sweep_round() == [run["id"]]
+    run = engine.wait(run["id"], timeout=60)
+    assert run["state"] == "failed" and run["moved"] == 0, run
+    assert run["error"] == "1 partitions still write to c2; run the decommission again"
+    assert _move_states(ctl) == ["done", "rolled_back"] and _frozen(ctl) == []
+    assert api.get("/v1/clusters/c2").json()["state"] == "read_only"
