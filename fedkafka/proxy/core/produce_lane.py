@@ -36,6 +36,7 @@ from fedkafka.security.session import Session
 log = logging.getLogger(__name__)
 
 ROUTE_CACHE_ENTRIES = 16_384  # (topic, partition[, principal, host]) routes of one view; past it, started over
+ROUTE_KEY_CHARS = 512  # a session's principal and host longer together: its routes are made per request, not cached
 _NOT_TAKEN = object()  # a cached "the lane does not take this partition under this view and session"
 
 
@@ -151,16 +152,31 @@ class ProduceLane:
                 key = (name, pd.index, *who) if who else (name, pd.index)
                 route = cache.get(key)
                 if route is None:
-                    route = self._made(view, authorizer, who, name, pd.index)
-                    if len(cache) >= ROUTE_CACHE_ENTRIES:
-                        cache.clear()
-                    cache[key] = route
+                    route = self._missed(view, authorizer, who, name, pd.index)
                 if route is _NOT_TAKEN or not produce.lane_batch(pd.records):
                     return None
                 routes.append(route)
         if len(routes) != 1 and (not routes or len({(r.seg.topic, r.seg.partition) for r in routes}) < len(routes)):
             return None  # no partition (`handle` answers it empty), or one named twice (`handle` refuses each entry)
         return routes
+
+    def _missed(self, view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
+        """The route of a partition not in the cache, cached under a key of bounded size: a partition the view's
+        topic has, keyed by the view's own name object (the client's names are as long as its frame: one of no
+        topic or partition of the view is not cached, the generic path answers it), with a principal and host of
+        at most ROUTE_KEY_CHARS together. So the cache holds at most ROUTE_CACHE_ENTRIES keys of the view's
+        (topic, partition)s and sessions' bounded names."""
+        topic = view.topics.get(name)
+        if topic is None or not 0 <= index < topic.partition_count:
+            return _NOT_TAKEN
+        route = self._made(view, authorizer, who, name, index)
+        if who and len(who[0]) + len(who[1]) > ROUTE_KEY_CHARS:
+            return route
+        cache = self._routes
+        if len(cache) >= ROUTE_CACHE_ENTRIES:
+            cache.clear()
+        cache[(topic.name, index, *who)] = route
+        return route
 
     @staticmethod
     def _made(view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
