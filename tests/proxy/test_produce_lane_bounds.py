@@ -108,3 +108,20 @@ def test_a_long_principal_with_the_right_to_write_is_still_taken_uncached():
         finally:
             broker.close()
     run(scenario)
+
+
+def test_a_node_id_given_again_that_the_view_drains_is_refused_by_the_generic_path():
+    """`ProxyState.set_node_id` (registered again) changes the proxy's id without a new view: the lane kept the
+    draining flag of its old id and went on writing while the generic path refused."""
+    async def scenario(lane: bool):
+        broker = await Broker().start()
+        d = await proxy(view(draining=(9,)), broker, lane=lane)
+        try:
+            first = answers_of(await ask(d, frame({0: batch()})))[0][:2]
+            d.state.set_node_id(9)  # the view lists id 9 as draining
+            second = answers_of(await ask(d, frame({0: batch()})))[0][0]
+            return first, second, len(broker.frames), d.lane.taken if lane else 1
+        finally:
+            broker.close()
+    assert run(lambda: scenario(False)) == run(lambda: scenario(True)) == \
+        ((0, 100), ErrorCode.not_leader_or_follower, 1, 1)

@@ -95,6 +95,7 @@ class ProduceLane:
         self.dispatcher = dispatcher
         self.taken = 0  # requests the lane answered (tests and bench read it)
         self._view = None  # the view the cached routes were made from: another one, and they are dropped
+        self._node_id: int | None = None  # and the proxy's node id then (`ProxyState.set_node_id`): the draining set
         self._routes: dict[tuple, object] = {}
         self._authorizer: Authorizer | None = None
         self._draining = False
@@ -132,8 +133,9 @@ class ProduceLane:
     def _routes_for(self, view, me, request, session: Session | None) -> list[produce.LaneRoute] | None:
         """The request's routes in its order, when every partition's is cached or made as the lane's and its batch
         is one the lane forwards (None: leave the request)."""
-        if view is not self._view:  # a new view: new topics, chains, clusters, ACLs, draining set
-            self._view, self._routes = view, {}
+        if view is not self._view or me.node_id != self._node_id:  # a new view: new topics, chains, clusters,
+            # ACLs, draining set; a new node id (registered again): another entry of the draining set
+            self._view, self._node_id, self._routes = view, me.node_id, {}
             self._authorizer = self.dispatcher.authorizer(view)
             self._draining = me.node_id in view.draining
         if self._draining:
