@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
+import logging
+import struct
 import tracemalloc
 
+import pytest
 from kio.schema.errors import ErrorCode
+from protocol.test_records_twins import using
 
+from fedkafka.protocol import records as rec
+from fedkafka.proxy.core import connection
+from fedkafka.proxy.core.limits import Limits
 from fedkafka.security.session import Session
+from proxy.test_limits_unit import _serve_with
 from proxy.test_produce_lane import Broker, answers_of, ask, batch, frame, proxy, run, view, writers
 
 NAME = 256 * 1024  # characters of a client's topic name (compact strings run up to the frame size)
@@ -125,3 +134,48 @@ def test_a_node_id_given_again_that_the_view_drains_is_refused_by_the_generic_pa
             broker.close()
     assert run(lambda: scenario(False)) == run(lambda: scenario(True)) == \
         ((0, 100), ErrorCode.not_leader_or_follower, 1, 1)
+
+
+# -- a broker's answer that does not fit in logical offsets ----------------------------------------------------------
+
+def near_int64_max(request: rec.ProduceRequestFrame) -> list:
+    """A base offset and log start near 2^63: p2's shift of 40 moves them past an int64."""
+    return [(t.name, [rec.ProducePartitionAnswer(p.index, 0, 2**63 - 10, -1, 2**63 - 10) for p in t.partition_data])
+            for t in request.topic_data]
+
+
+async def over_a_socket(lane: bool, monkeypatch) -> tuple[bytes, int, int, dict]:
+    """p2's request with an answer moved past 2^63 - 1, over a client connection: what the client read before the
+    connection closed, the lane's count, the broker's frames, the writes in flight."""
+    broker = await Broker(near_int64_max).start()
+    d = await proxy(view(), broker, lane=lane)
+    monkeypatch.setattr(connection, "_slots", itertools.count())  # slot 0: the pooled connection `proxy` opened
+    server, port, _ = await _serve_with(d, Limits())
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        request = frame({2: batch()})
+        w.write(struct.pack(">i", len(request)) + request)
+        read = await asyncio.wait_for(r.read(), 30)  # up to the close; a wait on a loaded machine, not a limit
+        return read, d.lane.taken if lane else 1, len(broker.frames), dict(d.writes_in_flight)
+    finally:
+        w.close()
+        server.close()
+        broker.close()
+
+
+@pytest.mark.parametrize("implementation", ["python", "compiled"])
+def test_an_answer_past_int64_in_logical_offsets_closes_the_connection_as_the_generic_path_does(
+        implementation, monkeypatch, caplog):
+    """The Python twin of translated_produce_answer raised struct.error inside the upstream connection's reader: a
+    traceback per answer, and the client answered REQUEST_TIMED_OUT on an open connection."""
+    with using(implementation):  # type: ignore[arg-type]
+        generic = asyncio.run(over_a_socket(False, monkeypatch))
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            lane = asyncio.run(over_a_socket(True, monkeypatch))
+    assert lane == generic == (b"", 1, 1, {4: 0})  # closed unanswered; taken by the lane
+    ours = [r for r in caplog.records if r.name.startswith("fedkafka")]  # not the broker stand-in's teardown
+    assert not [r for r in ours if r.exc_info], "a traceback was logged"
+    (warning,) = [r.getMessage() for r in ours if r.levelno >= logging.WARNING]
+    assert "does not fit in logical offsets" in warning and "c2's broker 1" in warning
+

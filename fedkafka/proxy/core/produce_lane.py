@@ -24,12 +24,13 @@ import asyncio
 import collections
 import functools
 import logging
+import struct
 
 from fedkafka.protocol import codec
 from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _warn_slow
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
-from fedkafka.proxy.plan import Broker, UpstreamError
+from fedkafka.proxy.plan import Broker, CloseConnection, UpstreamError
 from fedkafka.security.acl import Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 
@@ -274,13 +275,26 @@ class ProduceLane:
             if refresh:
                 d.physical.request_refresh(call.target.cluster)
             d.observer.answered(seen, reply)  # `Dispatcher._encode`, for the one reply a lane request has
-            answer.set_result(reply.response_frame(correlation_id))
+            try:
+                frame = reply.response_frame(correlation_id)
+            except struct.error as e:  # an offset moved past 2^63 - 1 (a broker's answer near it): not answered
+                answer.set_result(_unanswerable(call.target, e))
+                return
+            answer.set_result(frame)
         except asyncio.CancelledError:
             answer.cancel()
         except BaseException as e:  # as `_one_answered`: the connection reports it and closes
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
+
+
+def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:
+    """The generic path fails writing such an answer, and the connection closes: so does the lane's, without the
+    error's traceback, with one line naming the broker."""
+    message = f"the answer of {target.cluster}'s broker {target.node_id} does not fit in logical offsets ({e})"
+    log.warning("%s: closing the client's connection unanswered", message)
+    return CloseConnection(message)
 
 
 def _past_deadline(timeout_ms: int, read_at: float, loop: asyncio.AbstractEventLoop) -> bool:
