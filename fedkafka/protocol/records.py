@@ -942,12 +942,16 @@ def read_produce_response(frame: Buffer, version: int) -> tuple[tuple[str, tuple
         raise MalformedFrame(f"Produce v{version} response: a string that is not UTF-8 ({e.reason})") from None
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def translated_produce_answer(frame: Buffer, version: int, correlation_id: int, name: str, index: int,
                               phys_topic: str, phys_partition: int,
                               shift: tuple[int, int, int | None]) -> tuple[bytes, int] | None:
     """The client's answer frame to a Produce of one partition (`name`, `index`) and its error code, written from
     the broker's answer `frame` (after its size prefix) for physical partition (`phys_topic`, `phys_partition`);
-    None when that answer is anything but one topic with the one partition's answer (the caller reads it then).
+    None when that answer is anything but one topic with the one partition's answer, or an offset moved out of an
+    int64 (the caller reads it then).
     `shift` (delta, phys_start, chain_base) moves its offsets into the client's space: the base offset by delta
     unless below 0; the log start stays below 0, becomes max(start, phys_start) + delta when chain_base is None or
     start > phys_start, else chain_base. Malformed frames raise as `read_produce_response` raises."""
@@ -966,8 +970,12 @@ def translated_produce_answer(frame: Buffer, version: int, correlation_id: int, 
     base, start = pr.base_offset, pr.log_start_offset
     if start >= 0:
         start = max(start, phys_start) + delta if chain_base is None or start > phys_start else chain_base
-    answer = ProducePartitionAnswer(index, pr.error_code, base + delta if base >= 0 else base, pr.log_append_time_ms,
-                                    start, pr.record_errors, pr.error_message)
+    if base >= 0:
+        base += delta
+    if not (_INT64_MIN <= base <= _INT64_MAX and _INT64_MIN <= start <= _INT64_MAX):
+        return None  # moved past an int64, as the compiled twin's checked_add: the caller reads the answer
+    answer = ProducePartitionAnswer(index, pr.error_code, base, pr.log_append_time_ms, start, pr.record_errors,
+                                    pr.error_message)
     return produce_response_frame(version, correlation_id, ((name, (answer,)),)), pr.error_code
 
 

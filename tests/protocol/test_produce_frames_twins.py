@@ -333,6 +333,19 @@ def test_a_damaged_answer_is_translated_as_python_translates_it_or_left_to_pytho
         assert compiled == python_translated(*args)
 
 
+@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 3, reason="built before translated_produce_answer (3)")
+@pytest.mark.parametrize("answer, shift", [((2**63 - 10, 5), (40, 0, None)), ((7, 2**63 - 10), (40, 0, None)),
+                                           ((2**63 - 10, 2**63 - 10), (10, 0, None))])
+def test_an_answer_moved_past_an_int64_is_left_to_the_caller_by_both(answer, shift):
+    """The compiled twin's checked_add gives None; the Python twin raised struct.error writing the answer."""
+    frame = rec.produce_response_frame(9, 1, [("phys", [rec.ProducePartitionAnswer(0, 0, answer[0], -1, answer[1])])]
+                                       )[4:]
+    args = (frame, 9, 5, "t", 3, "phys", 0, shift)
+    assert speedups.translated_produce_answer(*args) is None and python_translated(*args) is None
+    fits = (frame, 9, 5, "t", 3, "phys", 0, (9, 0, None))  # to 2**63 - 1: still an int64
+    assert speedups.translated_produce_answer(*fits) == python_translated(*fits) is not None
+
+
 def test_the_lane_s_answer_moves_offsets_into_the_logical_space():
     frame = rec.produce_response_frame(9, 1, [("phys", [rec.ProducePartitionAnswer(0, 0, 100, -1, 12)])])[4:]
     for shift, base, start in [((40, 10, None), 140, 52), ((40, 10, 0), 140, 52), ((40, 12, 0), 140, 0),

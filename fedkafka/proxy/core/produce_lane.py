@@ -24,18 +24,20 @@ import asyncio
 import collections
 import functools
 import logging
+import struct
 
 from fedkafka.protocol import codec
 from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _warn_slow
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
-from fedkafka.proxy.plan import Broker, UpstreamError
+from fedkafka.proxy.plan import Broker, CloseConnection, UpstreamError
 from fedkafka.security.acl import Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 
 log = logging.getLogger(__name__)
 
 ROUTE_CACHE_ENTRIES = 16_384  # (topic, partition[, principal, host]) routes of one view; past it, started over
+ROUTE_KEY_CHARS = 512  # a session's principal and host longer together: its routes are made per request, not cached
 _NOT_TAKEN = object()  # a cached "the lane does not take this partition under this view and session"
 
 
@@ -94,6 +96,7 @@ class ProduceLane:
         self.dispatcher = dispatcher
         self.taken = 0  # requests the lane answered (tests and bench read it)
         self._view = None  # the view the cached routes were made from: another one, and they are dropped
+        self._node_id: int | None = None  # and the proxy's node id then (`ProxyState.set_node_id`): the draining set
         self._routes: dict[tuple, object] = {}
         self._authorizer: Authorizer | None = None
         self._draining = False
@@ -131,8 +134,9 @@ class ProduceLane:
     def _routes_for(self, view, me, request, session: Session | None) -> list[produce.LaneRoute] | None:
         """The request's routes in its order, when every partition's is cached or made as the lane's and its batch
         is one the lane forwards (None: leave the request)."""
-        if view is not self._view:  # a new view: new topics, chains, clusters, ACLs, draining set
-            self._view, self._routes = view, {}
+        if view is not self._view or me.node_id != self._node_id:  # a new view: new topics, chains, clusters,
+            # ACLs, draining set; a new node id (registered again): another entry of the draining set
+            self._view, self._node_id, self._routes = view, me.node_id, {}
             self._authorizer = self.dispatcher.authorizer(view)
             self._draining = me.node_id in view.draining
         if self._draining:
@@ -151,16 +155,31 @@ class ProduceLane:
                 key = (name, pd.index, *who) if who else (name, pd.index)
                 route = cache.get(key)
                 if route is None:
-                    route = self._made(view, authorizer, who, name, pd.index)
-                    if len(cache) >= ROUTE_CACHE_ENTRIES:
-                        cache.clear()
-                    cache[key] = route
+                    route = self._missed(view, authorizer, who, name, pd.index)
                 if route is _NOT_TAKEN or not produce.lane_batch(pd.records):
                     return None
                 routes.append(route)
         if len(routes) != 1 and (not routes or len({(r.seg.topic, r.seg.partition) for r in routes}) < len(routes)):
             return None  # no partition (`handle` answers it empty), or one named twice (`handle` refuses each entry)
         return routes
+
+    def _missed(self, view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
+        """The route of a partition not in the cache, cached under a key of bounded size: a partition the view's
+        topic has, keyed by the view's own name object (the client's names are as long as its frame: one of no
+        topic or partition of the view is not cached, the generic path answers it), with a principal and host of
+        at most ROUTE_KEY_CHARS together. So the cache holds at most ROUTE_CACHE_ENTRIES keys of the view's
+        (topic, partition)s and sessions' bounded names."""
+        topic = view.topics.get(name)
+        if topic is None or not 0 <= index < topic.partition_count:
+            return _NOT_TAKEN
+        route = self._made(view, authorizer, who, name, index)
+        if who and len(who[0]) + len(who[1]) > ROUTE_KEY_CHARS:
+            return route
+        cache = self._routes
+        if len(cache) >= ROUTE_CACHE_ENTRIES:
+            cache.clear()
+        cache[(topic.name, index, *who)] = route
+        return route
 
     @staticmethod
     def _made(view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
@@ -256,13 +275,26 @@ class ProduceLane:
             if refresh:
                 d.physical.request_refresh(call.target.cluster)
             d.observer.answered(seen, reply)  # `Dispatcher._encode`, for the one reply a lane request has
-            answer.set_result(reply.response_frame(correlation_id))
+            try:
+                frame = reply.response_frame(correlation_id)
+            except struct.error as e:  # an offset moved past 2^63 - 1 (a broker's answer near it): not answered
+                answer.set_result(_unanswerable(call.target, e))
+                return
+            answer.set_result(frame)
         except asyncio.CancelledError:
             answer.cancel()
         except BaseException as e:  # as `_one_answered`: the connection reports it and closes
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
+
+
+def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:
+    """The generic path fails writing such an answer, and the connection closes: so does the lane's, without the
+    error's traceback, with one line naming the broker."""
+    message = f"the answer of {target.cluster}'s broker {target.node_id} does not fit in logical offsets ({e})"
+    log.warning("%s: closing the client's connection unanswered", message)
+    return CloseConnection(message)
 
 
 def _past_deadline(timeout_ms: int, read_at: float, loop: asyncio.AbstractEventLoop) -> bool:
