@@ -2,10 +2,12 @@
 
 Per request the generic path builds a Context, runs the handler's routing (a _Routing, a _Part per partition,
 a Plan, a Call), and completes the call through `Dispatcher._one_call`. The lane takes the common request
-(`produce.lane_takes`: no transaction, acks 1 or -1, no topic entry of no partition; batches of no producer id;
-every partition's topic there and WRITE-authorized, its chain not frozen, its active cluster ACTIVE and reachable,
-its leader known, all on one broker with an open pooled connection; the lease valid, the proxy not draining; no
-partition named twice)
+(`produce.lane_takes`: no transaction, acks 1 or -1, no topic entry of no partition; batches of no producer id, or
+all of one idempotent producer in its steady state (`produce.lane_producer`: rewritten to the physical id, its
+sequences noted as the handler notes them); every partition's topic there and WRITE-authorized, its chain not
+frozen, its active cluster ACTIVE and reachable, its leader known, all on one broker with an open pooled
+connection (an idempotent producer's own, as the generic path orders its calls); the lease valid, the proxy not
+draining; no partition named twice)
 and does the same in one pass: a route from a per-view cache, the frame written around the client's record
 sets, the answer read and written in logical offsets in the upstream call's done-callback. Anything else
 returns None from `start` and goes the generic way (`Dispatcher.start`), which stays the reference.

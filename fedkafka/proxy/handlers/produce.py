@@ -680,9 +680,11 @@ def _logical_start(chain: PartitionChain, seg: Segment, physical_start: int) -> 
 
 
 # -- the Produce lane (core/produce_lane.py) --------------------------------------------------------------------
-# The common request (no transaction, acks 1 or -1, batches of no producer id, every partition writable now, all
-# on one broker) is routed by the core from a per-view cache of `lane_route`'s answers, then forwarded and
-# answered with these functions: no Context, Plan, _Routing or _Part, no refusal to count. They decide only what
+# The common request (no transaction, acks 1 or -1, batches of no producer id or of one idempotent producer in its
+# steady state, every partition writable now, all on one broker) is routed by the core from a per-view cache of
+# `lane_route`'s answers, then forwarded and answered with these functions: no Context, Plan, _Routing or _Part, no
+# refusal to count. An idempotent producer's batches get `_as_physical_producer`'s rewrite and bookkeeping
+# (`lane_forwarded`) and `_translate`'s (`lane_noted`, `_note_answer`). They decide only what
 # the view and the session decide; the core checks the lease and the physical state per request. Whatever they do
 # not take goes through `handle`, which stays the reference: the lane's frames are its frames, byte for byte
 # (tests/proxy/test_produce_lane.py).
