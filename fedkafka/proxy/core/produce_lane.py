@@ -209,7 +209,7 @@ class ProduceLane:
             d.pool.ready(address[0], address[1], slot if producer is None else producer.key)
         if conn is None:  # the generic path connects (or finds the broker by another address)
             return None
-        records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer, request)
+        records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer)
         if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
             return self._not_sent(target)
         upstream = produce.lane_upstream(request, routes, records)

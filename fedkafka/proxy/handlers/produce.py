@@ -697,6 +697,7 @@ class LaneRoute(NamedTuple):
     chain: PartitionChain
     seg: Segment
     shift: tuple[int, int, int | None]
+    seg_id: SegmentId  # (cluster, topic, partition, phys_start): the producer id table's name for `seg`
 
 
 def lane_takes(request: rec.ProduceRequestFrame) -> bool:
@@ -722,7 +723,8 @@ def lane_route(view, may_write: bool, name: str, index: int) -> LaneRoute | None
         return None
     # seg.to_logical(x) is x + delta; _logical_start's chain start only for a chain of more than one segment
     chain_base = None if len(chain.segments) == 1 else chain.segments[0].logical_base
-    return LaneRoute(chain, seg, (seg.logical_base - seg.phys_start, seg.phys_start, chain_base))
+    return LaneRoute(chain, seg, (seg.logical_base - seg.phys_start, seg.phys_start, chain_base),
+                     (seg.cluster, seg.topic, seg.partition, seg.phys_start))
 
 
 def lane_batch(records: rec.Buffer | None) -> rec.BatchHeader | None:
@@ -751,11 +753,11 @@ class LaneSequences(NamedTuple):
 
 class LaneProducer(NamedTuple):
     """The idempotent batches of a lane request, all of one logical producer: `key` orders its upstream connection
-    (`_Routing.producer_key`); per partition in the request's order its sequences and batch header."""
+    (`_Routing.producer_key`); per partition in the request's order its sequences, route, batch header and records."""
 
     key: int
     physical: tuple[int, int]  # the physical (id, epoch): one cluster, one id
-    parts: tuple[tuple[LaneSequences, rec.BatchHeader], ...]
+    parts: list[tuple[LaneSequences, LaneRoute, rec.BatchHeader, rec.Buffer | None]]  # records: a checked batch
 
 
 def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[LaneRoute],
@@ -770,36 +772,36 @@ def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[L
     at = 0
     for t in request.topic_data:
         for pd in t.partition_data:
-            header, seg = headers[at], routes[at].seg
+            header, route = headers[at], routes[at]
             at += 1
             if header.producer_id != logical or header.producer_epoch != epoch:
                 return None  # a batch of no id or of another: `handle` orders by the last one's id
             seq_key = (logical, epoch, t.name, pd.index)
-            mapped = producer_ids.steady(seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start),
-                                         header.base_sequence)
+            first_seq = header.base_sequence
+            mapped = producer_ids.steady(seq_key, route.seg_id, first_seq)
             if mapped is None or (physical is not None and mapped != physical):
                 return None
             physical = mapped
-            first_seq = header.base_sequence
+            cluster, topic, partition, _ = route.seg_id
             parts.append((LaneSequences(seq_key, first_seq, first_seq + header.last_offset_delta + 1,
-                                        (seg.cluster, seg.topic, seg.partition, mapped[0]), True, seg), header))
+                                        (cluster, topic, partition, mapped[0]), True, route.seg),
+                          route, header, pd.records))
     assert physical is not None
-    return LaneProducer(logical, physical, tuple(parts))
+    return LaneProducer(logical, physical, parts)
 
 
-def lane_forwarded(producer_ids, producer: LaneProducer, request: rec.ProduceRequestFrame) -> list[rec.Buffer]:
+def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.Buffer]:
     """The record sets to forward, rewritten to the physical id, and the bookkeeping `_as_physical_producer` does on
     the way (`physical`, `note_forwarded`), in the request's order: once the lane is sure to send or answer."""
-    records = [pd.records for t in request.topic_data for pd in t.partition_data]
     out: list[rec.Buffer] = []
-    for (seq, header), batch in zip(producer.parts, records, strict=True):
-        seg = seq.seg
-        mapped = producer_ids.physical(seq.seq_key[0], seq.seq_key[1], seg.cluster, seg.topic, seg.partition,
-                                       seg.phys_start, (seq.first_seq, seq.end_seq))
+    for seq, route, header, batch in producer.parts:
+        seq_key = seq.seq_key
+        cluster, topic, partition, phys_start = seg_id = route.seg_id
+        mapped = producer_ids.physical(seq_key[0], seq_key[1], cluster, topic, partition, phys_start,
+                                       (seq.first_seq, seq.end_seq))
         assert mapped == producer.physical  # `steady` said so, and nothing ran in between
-        producer_ids.note_forwarded(seq.seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start),
-                                    mapped[0], seq.end_seq)
-        out.append(rec.with_producer(batch, header, mapped[0], mapped[1]))  # type: ignore[arg-type]  # checked: a batch
+        producer_ids.note_forwarded(seq_key, seg_id, mapped[0], seq.end_seq)
+        out.append(rec.with_producer(batch, header, mapped[0], mapped[1]))  # type: ignore[arg-type]
     return out
 
 
@@ -812,7 +814,7 @@ def lane_noted(producer_ids, producer: LaneProducer, result) -> None:
     if isinstance(result, UpstreamError):
         return
     physical = {(name, pr.index): pr for name, broker_answers in result for pr in broker_answers}
-    for seq, _ in producer.parts:
+    for seq, *_ in producer.parts:
         pr = physical.get((seq.seg.topic, seq.seg.partition))
         if pr is not None:
             _note_answer(producer_ids, seq, pr.error_code)
@@ -849,7 +851,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
         return result, result.error_code in _REFRESHING
     lost = isinstance(result, UpstreamError)
     if not lost and len(routes) == 1 and len(result) == 1 and len(result[0][1]) == 1:  # the usual: one partition
-        chain, seg, _ = routes[0]
+        chain, seg = routes[0][:2]
         pr = result[0][1][0]
         if result[0][0] == seg.topic and pr.index == seg.partition:
             t = request.topic_data[0]
@@ -867,7 +869,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
     for t in request.topic_data:
         answers = []
         for pd in t.partition_data:
-            chain, seg, _ = routes[at]
+            chain, seg = routes[at][:2]
             at += 1
             if lost:
                 answers.append(rec.ProducePartitionAnswer(pd.index, ErrorCode.request_timed_out,
