@@ -28,7 +28,7 @@ from protocol.test_records_twins import using
 
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
-from fedkafka.proxy.core import connection, produce_lane
+from fedkafka.proxy.core import connection, dispatch, produce_lane
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.proxy.core.metrics import RequestMetrics
@@ -868,3 +868,22 @@ def test_a_real_idempotent_producer_goes_the_lane_and_every_record_lands_once_in
     stored = read_partition(c1.bootstrap, physical, 0)
     assert [value for _, _, value in stored] == [b"v%06d" % i for i in range(n)]  # each once, in order
     assert sorted(offset for _, offset, _ in reports) == [offset for offset, _, _ in stored]
+
+
+def test_an_idempotent_lane_request_without_an_answer_is_noted_as_the_generic_path_notes_it(monkeypatch):
+    """A steady producer's batch the broker never answers: REQUEST_TIMED_OUT on both paths, the same table after
+    (forwarded, nothing refused: its partition is confirmed, so a resend is the broker's to deduplicate)."""
+    monkeypatch.setattr(produce_lane, "REQUEST_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(dispatch, "REQUEST_TIMEOUT_S", 0.05)
+    states = []
+    for lane in (False, True):
+        async def scenario(lane: bool = lane):
+            broker = await Broker(lambda request: None).start()
+            table = seeded({0: "steady", 1: "steady"}, {0: 5, 1: 9}, {})
+            d = await proxy(view(), broker, lane=lane, producer_ids=table)
+            answer = answers_of(await ask(d, frame({0: batch(2, PID, 0, 5), 1: batch(1, PID, 0, 9)})))
+            assert [answer[p][0] for p in (0, 1)] == [ErrorCode.request_timed_out] * 2
+            states.append((broker.frames, table_state(table), d.lane.taken if lane else None))
+        run(scenario)
+    assert states[1][:2] == states[0][:2] and states[1][2] == 1
+    assert [w.end for _, w in states[0][1]["_writes"]] == [7, 10] and states[0][1]["_refused"] == []
