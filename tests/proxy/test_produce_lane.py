@@ -887,3 +887,24 @@ def test_an_idempotent_lane_request_without_an_answer_is_noted_as_the_generic_pa
         run(scenario)
     assert states[1][:2] == states[0][:2] and states[1][2] == 1
     assert [w.end for _, w in states[0][1]["_writes"]] == [7, 10] and states[0][1]["_refused"] == []
+
+
+@pytest.mark.parametrize("end", [5, 2**31 - 1])
+def test_the_lane_s_bookkeeping_done_twice_is_done_once(end):
+    """A lane request whose write fails (ConnectionError: nothing written) goes the generic way after the lane noted
+    it forwarded: `handle` noting the same batch again must change nothing more, not even an LRU order."""
+    request = rec.read_produce_request(frame({0: batch(3, PID, 0, end), 1: batch(1, PID, 0, 9)}))
+    headers = [rec.produce_batch(p.records) for t in request.topic_data for p in t.partition_data]
+    v = view()
+    routes = [produce_handler.lane_route(v, True, "t", p) for p in (0, 1)]
+    states = []
+    for times in (1, 2):
+        table = seeded({0: "steady", 1: "steady"}, {0: end, 1: 9}, {})
+        table.store_physical(PID + 1, 0, "c1", 777, 0)  # another producer's entries: the orders have something to show
+        table.note_forwarded((PID + 1, 0, "t", 0), seg_of(0), 777, 3)
+        producer = produce_handler.lane_producer(table, request, routes, headers)  # type: ignore[arg-type]
+        assert producer is not None
+        for _ in range(times):
+            produce_handler.lane_forwarded(table, producer)
+        states.append(table_state(table))
+    assert states[0] == states[1]

@@ -215,8 +215,8 @@ class ProduceLane:
         upstream = produce.lane_upstream(request, routes, records)
         try:
             item = conn.send(upstream)
-        except ConnectionError:
-            return None  # nothing written
+        except ConnectionError:  # nothing written; `handle` then does an idempotent producer's bookkeeping again, to
+            return None  # no further effect (`physical` and `note_forwarded` of the same batch change nothing more)
         broker = self._targets.get(target)
         if broker is None:
             broker = self._targets[target] = Broker(*target)
