@@ -11,7 +11,7 @@ consume runs and writes top-N tables and a text flame graph to bench/profiles/.
 twin).
 
     .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--compare-pure]
-        [--profile [--native]]
+        [--profile [--native]] [--idempotent]
 """
 
 from __future__ import annotations
@@ -103,11 +103,12 @@ def start_proxy(tree: Path, view_file: Path, log: Path, pure_python: bool = Fals
     raise SystemExit(f"proxy from {tree} did not start: {log.read_text()[-2000:]}")
 
 
-def produce(bootstrap: str, topic: str, records: int, partition: int = -1) -> float:
+def produce(bootstrap: str, topic: str, records: int, partition: int = -1, idempotent: bool = False) -> float:
     """Records per second of a confluent-kafka producer, acks=all, every record acknowledged (to `partition`, or
-    where the default partitioner puts them)."""
+    where the default partitioner puts them); `idempotent`: with enable.idempotence=true (as the Java producer's
+    default since Kafka 3.0)."""
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 65536,
-                  "queue.buffering.max.messages": 200000})
+                  "queue.buffering.max.messages": 200000, "enable.idempotence": idempotent})
     payload = os.urandom(RECORD)
     acked = [0]
 
@@ -237,6 +238,7 @@ def main() -> None:
                     help="also run this tree's proxy with FEDKAFKA_PURE_PYTHON=1 (no fedkafka_speedups)")
     ap.add_argument("--profile", action="store_true", help="py-spy the new proxy; tables into bench/profiles/")
     ap.add_argument("--native", action="store_true", help="with --profile: C frames too (py-spy --native)")
+    ap.add_argument("--idempotent", action="store_true", help="produce with enable.idempotence=true")
     args = ap.parse_args()
     n = args.records
     with scratch_dir("data-path-") as tmp:
@@ -298,7 +300,8 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
             cluster.stop()
-    results.update(records=n, record_bytes=RECORD, compare_ref=args.compare_ref, compare_pure=args.compare_pure)
+    results.update(records=n, record_bytes=RECORD, compare_ref=args.compare_ref, compare_pure=args.compare_pure,
+                   idempotent=args.idempotent)
     print_results(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"data-path-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -315,7 +318,7 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
     physical = {"identity": ("c-identity", [0] * PARTITIONS), "moved": ("c-moved", [JUNK] * PARTITIONS)}
     loads = []
     for side in sides:  # warm-up: connections, caches, the JIT of the broker, the page cache
-        produce(addrs[side], f"p-{side}-0", min(n, 20000))
+        produce(addrs[side], f"p-{side}-0", min(n, 20000), idempotent=args.idempotent)
         for kind, (topic, starts) in physical.items():
             consume(addrs[side], *((topic, starts) if side == "direct" else (kind, logical_starts[kind])), n)
     for r in range(1, args.rounds + 1):
@@ -332,7 +335,7 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                 f0 = minor_faults(pid) if pid else 0
                 b0 = cpu_seconds(cluster.pid)
                 if kind == "produce":
-                    rate = produce(addrs[side], f"p-{side}-{r}", n)
+                    rate = produce(addrs[side], f"p-{side}-{r}", n, idempotent=args.idempotent)
                 else:
                     topic, starts = (physical[kind] if side == "direct" else (kind, logical_starts[kind]))
                     rate = consume(addrs[side], topic, starts, n)
@@ -364,7 +367,8 @@ def _median(values: list[float]) -> float:
 
 def print_results(results: dict) -> None:
     runs = results["runs"]
-    print(f"\n{results['records']} records x {RECORD} B, {PARTITIONS} partitions, 1 broker, confluent-kafka; "
+    print(f"\n{results['records']} records x {RECORD} B, {PARTITIONS} partitions, 1 broker, confluent-kafka"
+          f"{' (idempotent producer)' if results.get('idempotent') else ''}; "
           f"medians over rounds; load average {results['load_average']['min']:.1f}-"
           f"{results['load_average']['max']:.1f}\n")
     sides = list(runs["produce"])

@@ -8,7 +8,9 @@ and dumps, inside the proxy's event loop thread (the main thread). A confluent-k
 the Produce requests the handler or the Produce lane (core/produce_lane.py) answered.
 
     .venv/bin/python bench/produce_count.py [--records 30000] [--ref main] [--top 40] [--json out.json]
-        [--before earlier.json]
+        [--before earlier.json] [--idempotent]
+
+`--idempotent`: the producer has enable.idempotence=true (the Java producer's default since Kafka 3.0).
 """
 
 from __future__ import annotations
@@ -113,17 +115,17 @@ def write_one_topic_view(cluster, topic: str, path: Path) -> None:
     path.write_text(json.dumps(view.to_dict()))
 
 
-def count(tree: Path, records: int, tmp: Path) -> dict:
+def count(tree: Path, records: int, tmp: Path, idempotent: bool = False) -> dict:
     (cluster,) = start_clusters(["b1"], tmp / "k")
     proc = None
     try:
         write_one_topic_view(cluster, TOPIC, tmp / "view.json")
         dump = tmp / "counts.json"
         proc, addr = start_traced_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log")
-        produce(addr, TOPIC, 2000)  # warm: connections, metadata, caches
+        produce(addr, TOPIC, 2000, idempotent=idempotent)  # warm: connections, metadata, caches
         proc.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
-        produce(addr, TOPIC, records)
+        produce(addr, TOPIC, records, idempotent=idempotent)
         proc.send_signal(signal.SIGUSR2)
         for _ in range(200):
             if dump.exists() and dump.stat().st_size:
@@ -188,10 +190,11 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--json", type=Path, help="also write the raw counts here")
     ap.add_argument("--before", type=Path, help="raw counts of an earlier run (--json) to show beside")
+    ap.add_argument("--idempotent", action="store_true", help="produce with enable.idempotence=true")
     args = ap.parse_args()
     with scratch_dir("produce-count-") as tmp:
         tree = export_tree(args.ref, tmp / "ref") if args.ref else ROOT
-        counts = count(tree, args.records, tmp)
+        counts = count(tree, args.records, tmp, args.idempotent)
     if args.json:
         args.json.write_text(json.dumps(counts))
     report(counts, json.loads(args.before.read_text()) if args.before else None, args.top)

@@ -11,6 +11,8 @@ import asyncio
 import collections
 import dataclasses
 import itertools
+import json
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -26,17 +28,20 @@ from protocol.test_records_twins import using
 
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
-from fedkafka.proxy.core import connection, produce_lane
+from fedkafka.proxy.core import connection, dispatch, produce_lane
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.proxy.core.metrics import RequestMetrics
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
+from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.proxy.handlers import produce as produce_handler
 from fedkafka.proxy.state import ProxyState
 from fedkafka.security.acl import AclBinding, Operation, PatternType, Permission, ResourceType
 from fedkafka.security.session import Session
 from fedkafka.view.model import Cluster, ClusterState, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
+from proxy.support import create_topic, read_partition, split_view
 from proxy.test_limits_unit import _serve_with
 
 ME = ProxyInfo(7, "p7", 9092, ProxyRole.PPROXY)
@@ -96,23 +101,29 @@ def view(version: int = 4, *, frozen: int | None = None, acls=(), c1_state=Clust
 
 
 async def proxy(v: View, broker: Broker, *, lane: bool = True, authorization: bool = False,
-                warm: bool = True) -> Dispatcher:
+                warm: bool = True, producer_ids: ProducerIdTable | None = None) -> Dispatcher:
     """A dispatcher whose clusters c1 and c2 both have their leaders (node 1) at `broker`; slot 0's pooled connection
-    open (`warm`): the lane writes only on an open one."""
+    open (`warm`), and producer PID's (its own, as `handle` orders an idempotent producer's calls): the lane writes
+    only on an open one."""
     physical = PhysicalClusters()
     physical.set_clusters({c: f"127.0.0.1:{broker.port}" for c in v.clusters})
     for cluster, info in physical.clusters.items():
         info.brokers = {1: ("127.0.0.1", broker.port)}
         info.leaders = {(s.topic, s.partition): 1 for t in v.topics.values() for ch in t.partitions
                         for s in ch.segments if s.cluster == cluster}
-    d = Dispatcher(state=ProxyState(view=v, me=ME), physical=physical, producer_ids=ProducerIdTable(),
+    d = Dispatcher(state=ProxyState(view=v, me=ME), physical=physical,
+                   producer_ids=ProducerIdTable() if producer_ids is None else producer_ids,
                    pool=UpstreamPool(), observer=RequestMetrics(), authorization=authorization)
     d.writes_in_flight = collections.Counter()
     if not lane:
         d.lane = None
     if warm:
         await d.pool.get("127.0.0.1", broker.port, 0, "c1")
+        await d.pool.get("127.0.0.1", broker.port, PID, "c1")
     return d
+
+
+PID = 1001  # the idempotent tests' logical producer id (its pooled connection: slot 1 of 4); physical 555/2 on c1
 
 
 def batch(n: int = 1, producer_id: int = -1, epoch: int = -1, seq: int = -1) -> bytes:
@@ -606,3 +617,294 @@ def test_a_request_past_the_dispatcher_s_element_limit_is_refused_not_taken():
             await ask(d, frame({0: batch(), 1: batch()}))
         assert broker.frames == [] and d.lane.taken == 0
     run(scenario)
+
+
+# -- (e) idempotent batches: the lane takes its producer's steady state, with the generic path's bookkeeping --------
+
+PHYSICAL = (555, 2)
+SEQ_ERRORS = [0, 0, ErrorCode.out_of_order_sequence_number, ErrorCode.duplicate_sequence_number,
+              ErrorCode.unknown_producer_id, ErrorCode.invalid_producer_epoch, ErrorCode.producer_fenced,
+              ErrorCode.not_leader_or_follower, ErrorCode.request_timed_out,
+              ErrorCode.not_enough_replicas_after_append, ErrorCode.invalid_record, None]  # None: left out
+STEADY = ("steady", "floor_passed")  # the states the lane takes; any other it leaves
+STATES = (*STEADY, "unconfirmed", "refused_here", "refused_before", "floor", "unseen")
+
+
+def seg_of(p: int) -> tuple[str, str, int, int]:
+    return ("c1", "phys", p, 0)
+
+
+def seeded(states: dict[int, str], ends: dict[int, int], floors: dict[int, int]) -> ProducerIdTable:
+    """A table in which producer PID (epoch 0) forwarded up to `ends[p]` on p (a partition of c1) as physical 555,
+    in the state `states[p]` (STATES) there; its clock stands still."""
+    table = ProducerIdTable(clock=lambda: 1000.0)
+    table.store_physical(PID, 0, "c1", *PHYSICAL)
+    for p, state in states.items():
+        key, end = (PID, 0, "t", p), ends[p]
+        if state != "unseen":
+            table.physical(PID, 0, "c1", "phys", p, 0, (end - 1, end))
+        if state != "unconfirmed":
+            table.confirm(("c1", "phys", p, PHYSICAL[0]))
+        if state == "floor_passed":  # written on p's old segment, the floor read there, and passed long since
+            table.note_forwarded(key, ("c1", "old", p, 0), 444, 7)
+            table.set_floor(key, seg_of(p), None)
+        table.note_forwarded(key, seg_of(p), PHYSICAL[0], end)
+        if state == "floor":  # a sealed segment's floor, still checked
+            table.set_floor(key, seg_of(p), floors[p])
+        if state in ("refused_here", "refused_before"):
+            table.note_refused(key, end - 1 if state == "refused_here" else end - 3)
+    return table
+
+
+def table_state(table: ProducerIdTable) -> dict:
+    """Everything the table holds, in its (LRU) orders."""
+    out = {name: list(getattr(table, name).items())
+           for name in ("_refused", "_writes", "_floors", "_confirmed", "_floor_gaps", "_logical")}
+    out["_map"] = [(k, (v[0], v[1], {p: list(e) for p, e in v[2].items()})) for k, v in table._map.items()]
+    return out
+
+
+@st.composite
+def producer_scenario(draw):
+    partitions = draw(st.lists(st.sampled_from([0, 1]), min_size=1, max_size=2, unique=True))
+    states = {p: draw(st.sampled_from(STATES)) for p in partitions}
+    ends = {p: draw(st.integers(4, 60) | st.integers(2**31 - 40, 2**31 - 1)) for p in partitions}
+    firsts = {p: ends[p] - draw(st.sampled_from([0, 0, 0, 1, 2, 3])) for p in partitions}  # the next, or a resend
+    records = {p: draw(st.integers(1, 4)) for p in partitions}
+    floors = {p: firsts[p] + draw(st.sampled_from([-1, 0, 1, records[p], records[p] + 2])) for p in partitions}
+    answers = {("phys", p): (None if (code := draw(st.sampled_from(SEQ_ERRORS))) is None else
+                             rec.ProducePartitionAnswer(p, code, draw(st.integers(-1, 2**40)), -1,
+                                                        draw(st.integers(-1, 2**40)), (), None))
+               for p in (0, 1)}
+    return partitions, states, ends, firsts, records, floors, answers
+
+
+async def through_producer(lane: bool, request: bytes, answers: dict, table: ProducerIdTable):
+    broker = await Broker(scripted(answers)).start()
+    d = await proxy(view(), broker, lane=lane, producer_ids=table)
+    try:
+        answer = await ask(d, request)
+        return broker.frames, answer, table_state(table), d.lane.taken if lane else 0
+    finally:
+        broker.close()
+
+
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])  # sockets, loaded
+@given(st.integers(3, 12), st.sampled_from([-1, 1]), producer_scenario(), st.sampled_from(["python", "compiled"]))
+def test_the_lane_does_the_generic_path_s_producer_bookkeeping(version, acks, scenario, implementation):
+    """An idempotent producer's batches in every state the generic path forwards or refuses without asking a broker
+    first, answered with any error: the same upstream frames (rewritten to the physical id), client answers and
+    producer id table afterwards; taken by the lane only in the steady state."""
+    partitions, states, ends, firsts, records, floors, answers = scenario
+    request = frame({p: batch(records[p], PID, 0, firsts[p]) for p in partitions}, version=version, acks=acks)
+    with using(implementation):  # type: ignore[arg-type]
+        generic = run(lambda: through_producer(False, request, answers, seeded(states, ends, floors)))
+        lane = run(lambda: through_producer(True, request, answers, seeded(states, ends, floors)))
+    assert lane[:3] == generic[:3]
+    assert lane[3] == all(state in STEADY for state in states.values())
+
+
+def sent_producer(frame_bytes: bytes) -> list[tuple[int, int, int]]:
+    return [(h.producer_id, h.producer_epoch, h.base_sequence) for t in rec.read_produce_request(frame_bytes).topic_data
+            for p in t.partition_data for h in [rec.produce_batch(p.records)]]
+
+
+def test_a_steady_idempotent_producer_goes_the_lane_rewritten_and_noted():
+    async def scenario():
+        broker = await Broker().start()
+        table = seeded({0: "steady", 1: "steady"}, {0: 5, 1: 9}, {})
+        d = await proxy(view(), broker, producer_ids=table)
+        answer = answers_of(await ask(d, frame({0: batch(2, PID, 0, 5), 1: batch(1, PID, 0, 9)})))
+        assert d.lane.taken == 1 and answer[0][:2] == (0, 100) and answer[1][:2] == (0, 101)
+        assert sent_producer(broker.frames[0]) == [(555, 2, 5), (555, 2, 9)]
+        assert table._writes[(PID, 0, "t", 0)].end == 7 and table._map[(PID, 0, "c1")][2][("phys", 1)] == [0, 10]
+        broker.answers = scripted({("phys", 0): rec.ProducePartitionAnswer(0, ErrorCode.out_of_order_sequence_number),
+                                   ("phys", 1): None})
+        answers_of(await ask(d, frame({0: batch(1, PID, 0, 7)})))
+        assert d.lane.taken == 2 and table._refused[(PID, 0, "t", 0)][:2] == (7, 7)  # noted refused
+        # the next batch is a gap now: the generic path refuses it, the lane does not take it
+        assert answers_of(await generic(d, frame({0: batch(1, PID, 0, 8)})))[0][0] == NOT_LEADER
+    run(scenario)
+
+
+def fallback_cases() -> dict[str, tuple[Callable[[ProducerIdTable], None], dict[int, bytes]]]:
+    """Per condition the lane leaves an idempotent request for: what is done to a steady table, and the request."""
+    key = (PID, 0, "t", 0)
+    next_batch = {0: batch(1, PID, 0, 5)}
+    return {
+        "no physical id": (lambda t: t._map.clear(), next_batch),
+        "another epoch": (lambda t: None, {0: batch(1, PID, 1, 5)}),
+        "unconfirmed": (lambda t: t._confirmed.clear(), next_batch),
+        "refusal remembered": (lambda t: t.note_refused(key, 5), next_batch),
+        "sealed floor": (lambda t: t.set_floor(key, seg_of(0), 3), next_batch),
+        "floor to read": (lambda t: t.note_forwarded(key, ("c1", "old", 0, 0), 444, 9), next_batch),
+        "past the forwarded end": (lambda t: None, {0: batch(1, PID, 0, 6)}),
+        "another segment": (lambda t: t._map[(PID, 0, "c1")][2][("phys", 0)].__setitem__(0, 99), next_batch),
+        "no sequences": (lambda t: None, {0: batch(1, PID, 0, -1)}),
+        "a plain batch beside": (lambda t: None, {0: batch(1, PID, 0, 5), 1: batch()}),
+        "another producer beside": (lambda t: None, {0: batch(1, PID, 0, 5), 1: batch(1, PID + 1, 0, 9)}),
+        "transactional batch": (lambda t: None, {0: transactional(batch(1, PID, 0, 5))}),
+    }
+
+
+def transactional(records: bytes) -> bytes:
+    """The batch with its transactional bit set (the CRC recomputed, so only that bit differs)."""
+    out = bytearray(records)
+    out[22] |= 0x10  # attributes: int16 at byte 21
+    h = rec.produce_batch(records)
+    rec.rewrite_producer(out, h, h.producer_id, h.producer_epoch)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("case", sorted(fallback_cases()))
+def test_an_idempotent_request_out_of_its_steady_state_is_left_untouched(case):
+    """Left to the generic path (which may ask a broker first: InitProducerId, DescribeProducers) with nothing sent
+    and not one entry of the producer id table changed, not even its LRU order."""
+    change, parts = fallback_cases()[case]
+
+    async def scenario():
+        broker = await Broker().start()
+        table = seeded({0: "steady", 1: "steady"}, {0: 5, 1: 9}, {})
+        d = await proxy(view(), broker, producer_ids=table)
+        change(table)
+        before = table_state(table)
+        request = frame(parts)
+        loop = asyncio.get_running_loop()
+        assert d.lane.start(request, 9, 11, 0, None, loop) is None
+        assert table_state(table) == before and broker.frames == [] and d.lane.taken == 0
+    run(scenario)
+
+
+def test_an_idempotent_producer_without_its_own_open_connection_is_left_to_the_generic_path():
+    """The generic path writes an idempotent producer's calls on its own pooled connection (`Call.ordering_key`),
+    not on the client connection's slot: the lane only when that one is open."""
+    async def scenario():
+        broker = await Broker().start()
+        table = seeded({0: "steady"}, {0: 5}, {})
+        d = await proxy(view(), broker, producer_ids=table, warm=False)
+        await d.pool.get("127.0.0.1", broker.port, 0, "c1")  # the slot's, not the producer's
+        before = table_state(table)
+        assert d.lane.start(frame({0: batch(1, PID, 0, 5)}), 9, 11, 0, None, asyncio.get_running_loop()) is None
+        assert table_state(table) == before and broker.frames == []
+        assert answers_of(await generic(d, frame({0: batch(1, PID, 0, 5)})))[0][:2] == (0, 100)  # it connects
+        assert answers_of(await ask(d, frame({0: batch(1, PID, 0, 6)})))[0][:2] == (0, 100) and d.lane.taken == 1
+    run(scenario)
+
+
+def test_an_idempotent_lane_request_past_its_deadline_is_noted_forwarded_as_the_generic_path_notes_it(monkeypatch):
+    """Not sent, answered REQUEST_TIMED_OUT; its sequences count as forwarded (as `handle` routes before the send
+    looks at the deadline), and nothing is noted refused (its partition is confirmed)."""
+    states = []
+    for lane in (False, True):
+        async def scenario(lane: bool = lane):
+            broker = await Broker().start()
+            table = seeded({0: "steady"}, {0: 5}, {})
+            d = await proxy(view(), broker, lane=lane, producer_ids=table)
+            loop = asyncio.get_running_loop()
+            real = loop.time
+            ticks = iter(range(1000))
+            monkeypatch.setattr(loop, "time", lambda: real() + next(ticks))
+            answer = await (await d.start(frame({0: batch(2, PID, 0, 5)}, timeout_ms=100), 0, None))
+            monkeypatch.setattr(loop, "time", real)
+            assert answers_of(bytes(answer))[0][0] == ErrorCode.request_timed_out and broker.frames == []
+            states.append((table_state(table), d.lane.taken if lane else None))
+        run(scenario)
+    assert states[1][0] == states[0][0] and states[1][1] == 1
+    assert states[0][0]["_writes"][-1][1].end == 7
+
+
+def produce_idempotently(bootstrap: str, topic: str, n: int) -> list:
+    """n records to partition 0 by a librdkafka producer with enable.idempotence=true (small batches: many
+    requests, several in flight); its delivery reports (error, offset, value)."""
+    from confluent_kafka import Producer
+
+    reports: list = []
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 1,
+                         "batch.num.messages": 20})
+    for i in range(n):
+        producer.produce(topic, value=b"v%06d" % i, partition=0,
+                         on_delivery=lambda err, msg: reports.append((err, msg.offset(), msg.value())))
+        if i % 50 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    return reports
+
+
+@pytest.mark.integration
+def test_a_real_idempotent_producer_goes_the_lane_and_every_record_lands_once_in_order(kafka_clusters, unique_name,
+                                                                                       tmp_path, monkeypatch):
+    """confluent-kafka with enable.idempotence=true through a real proxy (in this process: the lane's count is read)
+    into a real broker: after its first batch (a physical id obtained, the batch sent alone by the generic path) the
+    lane takes its requests, and the partition holds every record once, in the order produced."""
+    c1 = kafka_clusters[0]
+    physical = f"phys-{unique_name}"
+    create_topic(c1.bootstrap, physical, 1)
+    view_file = tmp_path / "view.json"
+    view_file.write_text(json.dumps(split_view({"c1": c1.bootstrap}, unique_name, [("c1", physical, 0)]).to_dict()))
+    n = 3000
+    handled = []  # the Produce requests the generic path routed
+    generic_handle = produce_handler.handle
+    monkeypatch.setattr(produce_handler, "handle", lambda *a: handled.append(1) or generic_handle(*a))
+
+    async def scenario():
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        server = ProxyServer(ProxyConfig(role=ProxyRole.PPROXY, host="127.0.0.1", port=port,
+                                         advertised_host="127.0.0.1", view_file=view_file))
+        await server.start(sock)
+        try:
+            reports = await asyncio.to_thread(produce_idempotently, f"127.0.0.1:{port}", unique_name, n)
+            return reports, server.dispatcher.lane.taken
+        finally:
+            await server.stop()
+            sock.close()
+
+    reports, taken = asyncio.run(scenario())
+    assert [err for err, _, _ in reports if err is not None] == []
+    print(f"lane: {taken}, generic: {len(handled)}")
+    assert taken > 10 * len(handled), f"the lane took {taken} requests, the generic path {len(handled)}"
+    stored = read_partition(c1.bootstrap, physical, 0)
+    assert [value for _, _, value in stored] == [b"v%06d" % i for i in range(n)]  # each once, in order
+    assert sorted(offset for _, offset, _ in reports) == [offset for offset, _, _ in stored]
+
+
+def test_an_idempotent_lane_request_without_an_answer_is_noted_as_the_generic_path_notes_it(monkeypatch):
+    """A steady producer's batch the broker never answers: REQUEST_TIMED_OUT on both paths, the same table after
+    (forwarded, nothing refused: its partition is confirmed, so a resend is the broker's to deduplicate)."""
+    monkeypatch.setattr(produce_lane, "REQUEST_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(dispatch, "REQUEST_TIMEOUT_S", 0.05)
+    states = []
+    for lane in (False, True):
+        async def scenario(lane: bool = lane):
+            broker = await Broker(lambda request: None).start()
+            table = seeded({0: "steady", 1: "steady"}, {0: 5, 1: 9}, {})
+            d = await proxy(view(), broker, lane=lane, producer_ids=table)
+            answer = answers_of(await ask(d, frame({0: batch(2, PID, 0, 5), 1: batch(1, PID, 0, 9)})))
+            assert [answer[p][0] for p in (0, 1)] == [ErrorCode.request_timed_out] * 2
+            states.append((broker.frames, table_state(table), d.lane.taken if lane else None))
+        run(scenario)
+    assert states[1][:2] == states[0][:2] and states[1][2] == 1
+    assert [w.end for _, w in states[0][1]["_writes"]] == [7, 10] and states[0][1]["_refused"] == []
+
+
+@pytest.mark.parametrize("end", [5, 2**31 - 1])
+def test_the_lane_s_bookkeeping_done_twice_is_done_once(end):
+    """A lane request whose write fails (ConnectionError: nothing written) goes the generic way after the lane noted
+    it forwarded: `handle` noting the same batch again must change nothing more, not even an LRU order."""
+    request = rec.read_produce_request(frame({0: batch(3, PID, 0, end), 1: batch(1, PID, 0, 9)}))
+    headers = [rec.produce_batch(p.records) for t in request.topic_data for p in t.partition_data]
+    v = view()
+    routes = [produce_handler.lane_route(v, True, "t", p) for p in (0, 1)]
+    states = []
+    for times in (1, 2):
+        table = seeded({0: "steady", 1: "steady"}, {0: end, 1: 9}, {})
+        table.store_physical(PID + 1, 0, "c1", 777, 0)  # another producer's entries: the orders have something to show
+        table.note_forwarded((PID + 1, 0, "t", 0), seg_of(0), 777, 3)
+        producer = produce_handler.lane_producer(table, request, routes, headers)  # type: ignore[arg-type]
+        assert producer is not None
+        for _ in range(times):
+            produce_handler.lane_forwarded(table, producer)
+        states.append(table_state(table))
+    assert states[0] == states[1]

@@ -2,10 +2,12 @@
 
 Per request the generic path builds a Context, runs the handler's routing (a _Routing, a _Part per partition,
 a Plan, a Call), and completes the call through `Dispatcher._one_call`. The lane takes the common request
-(`produce.lane_takes`: no transaction, acks 1 or -1, no topic entry of no partition; batches of no producer id;
-every partition's topic there and WRITE-authorized, its chain not frozen, its active cluster ACTIVE and reachable,
-its leader known, all on one broker with an open pooled connection; the lease valid, the proxy not draining; no
-partition named twice)
+(`produce.lane_takes`: no transaction, acks 1 or -1, no topic entry of no partition; batches of no producer id, or
+all of one idempotent producer in its steady state (`produce.lane_producer`: rewritten to the physical id, its
+sequences noted as the handler notes them); every partition's topic there and WRITE-authorized, its chain not
+frozen, its active cluster ACTIVE and reachable, its leader known, all on one broker with an open pooled
+connection (an idempotent producer's own, as the generic path orders its calls); the lease valid, the proxy not
+draining; no partition named twice)
 and does the same in one pass: a route from a per-view cache, the frame written around the client's record
 sets, the answer read and written in logical offsets in the upstream call's done-callback. Anything else
 returns None from `start` and goes the generic way (`Dispatcher.start`), which stays the reference.
@@ -45,12 +47,14 @@ class _LaneCall:
     """What `Dispatcher._outcome`, the observer and the slow-request warning read of a call (a `plan.Call` has
     eight fields to set, once per request)."""
 
-    __slots__ = ("request", "target", "waits")
+    __slots__ = ("producer", "request", "target", "waits")
     client_timeout = False
     timeout_s = None
 
-    def __init__(self, target: Broker, request: produce.UpstreamProduce | None, waits: _Deadlines | None):
+    def __init__(self, target: Broker, request: produce.UpstreamProduce | None, waits: _Deadlines | None,
+                 producer: produce.LaneProducer | None = None):
         self.target, self.request, self.waits = target, request, waits  # waits: its connection's deadlines
+        self.producer = producer  # idempotent batches: their sequences, noted on the answer
 
 
 class _Deadlines:
@@ -121,19 +125,22 @@ class ProduceLane:
         if not produce.lane_takes(request) or not state.lease_valid():
             return None
         read_at = loop.time()  # the client's deadline counts from here (`_send_deadline`)
-        routes = self._routes_for(view, state.me, request, session)
-        if routes is None:
+        routed = self._routes_for(view, state.me, request, session)
+        if routed is None:
             return None
-        sent = self._send(request, routes, slot, read_at)
+        routes, producer = routed
+        sent = self._send(request, routes, producer, slot, read_at)
         if sent is None:
             return None
         call, item = sent
         self.taken += 1
         return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at)
 
-    def _routes_for(self, view, me, request, session: Session | None) -> list[produce.LaneRoute] | None:
+    def _routes_for(self, view, me, request, session: Session | None
+                    ) -> tuple[list[produce.LaneRoute], produce.LaneProducer | None] | None:
         """The request's routes in its order, when every partition's is cached or made as the lane's and its batch
-        is one the lane forwards (None: leave the request)."""
+        is one the lane forwards, and its idempotent batches' producer when they are all of one in its steady state
+        (`produce.lane_producer`) (None: leave the request)."""
         if view is not self._view or me.node_id != self._node_id:  # a new view: new topics, chains, clusters,
             # ACLs, draining set; a new node id (registered again): another entry of the draining set
             self._view, self._node_id, self._routes = view, me.node_id, {}
@@ -149,6 +156,8 @@ class ProduceLane:
             who = (session.principal, session.host)
         cache = self._routes
         routes: list = []
+        headers: list = []
+        idempotent = False
         for t in request.topic_data:
             name = t.name
             for pd in t.partition_data:
@@ -156,12 +165,17 @@ class ProduceLane:
                 route = cache.get(key)
                 if route is None:
                     route = self._missed(view, authorizer, who, name, pd.index)
-                if route is _NOT_TAKEN or not produce.lane_batch(pd.records):
+                if route is _NOT_TAKEN or (header := produce.lane_batch(pd.records)) is None:
                     return None
                 routes.append(route)
+                headers.append(header)
+                idempotent |= header.producer_id >= 0
         if len(routes) != 1 and (not routes or len({(r.seg.topic, r.seg.partition) for r in routes}) < len(routes)):
             return None  # no partition (`handle` answers it empty), or one named twice (`handle` refuses each entry)
-        return routes
+        if not idempotent:
+            return routes, None
+        producer = produce.lane_producer(self.dispatcher.producer_ids, request, routes, headers)
+        return None if producer is None else (routes, producer)
 
     def _missed(self, view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
         """The route of a partition not in the cache, cached under a key of bounded size: a partition the view's
@@ -186,10 +200,13 @@ class ProduceLane:
         may_write = authorizer is None or authorizer.allowed(who[0], who[1], Operation.WRITE, ResourceType.TOPIC, name)
         return produce.lane_route(view, may_write, name, index) or _NOT_TAKEN
 
-    def _send(self, request, routes: list[produce.LaneRoute], slot: int,
+    def _send(self, request, routes: list[produce.LaneRoute], producer: produce.LaneProducer | None, slot: int,
               read_at: float) -> tuple[_LaneCall, asyncio.Future] | None:
-        """Write the broker's request on the slot's open pooled connection to the one leader of every partition
-        (None: nothing written; the physical state is read here, per request, never cached)."""
+        """Write the broker's request to the one leader of every partition on its open pooled connection: the
+        slot's, or an idempotent producer's own as on the generic path (`Call.ordering_key`). None: nothing written
+        (the physical state is read here, per request, never cached). An idempotent producer's batches are
+        rewritten and its sequences noted as forwarded before the client's deadline is looked at, as `handle` does
+        them before `Dispatcher._send` looks."""
         d = self.dispatcher
         seg = routes[0].seg
         cluster = seg.cluster
@@ -206,17 +223,19 @@ class ProduceLane:
                 if seg.cluster != cluster or leaders.get((seg.topic, seg.partition)) != leader:
                     return None
         target = (cluster, leader)
-        if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
-            return self._not_sent(target)
         address = info.brokers.get(leader)
-        conn = None if address is None else d.pool.ready(address[0], address[1], slot)
+        conn = None if address is None else \
+            d.pool.ready(address[0], address[1], slot if producer is None else producer.key)
         if conn is None:  # the generic path connects (or finds the broker by another address)
             return None
-        upstream = produce.lane_upstream(request, routes)
+        records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer)
+        if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
+            return self._not_sent(target)
+        upstream = produce.lane_upstream(request, routes, records)
         try:
             item = conn.send(upstream)
-        except ConnectionError:
-            return None  # nothing written
+        except ConnectionError:  # nothing written; `handle` then does an idempotent producer's bookkeeping again, to
+            return None  # no further effect (`physical` and `note_forwarded` of the same batch change nothing more)
         broker = self._targets.get(target)
         if broker is None:
             broker = self._targets[target] = Broker(*target)
@@ -224,7 +243,7 @@ class ProduceLane:
         if waits is None:
             waits = self._deadlines[conn] = _Deadlines(self, conn, d._loop or d.loop)
         waits.add(item)
-        return _LaneCall(broker, upstream, waits), item
+        return _LaneCall(broker, upstream, waits, producer), item
 
     def _not_sent(self, target: tuple[str, int]) -> tuple[_LaneCall, asyncio.Future]:
         """A request whose client's timeout passed before it could be sent (a loaded process, a tiny timeout):
@@ -272,6 +291,8 @@ class ProduceLane:
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, (call,), results)
             reply, refresh = produce.lane_answer(request, routes, results[0])
+            if call.producer is not None:
+                produce.lane_noted(d.producer_ids, call.producer, results[0])
             if refresh:
                 d.physical.request_refresh(call.target.cluster)
             d.observer.answered(seen, reply)  # `Dispatcher._encode`, for the one reply a lane request has

@@ -130,6 +130,31 @@ class ProducerIdTable:
         self._map.move_to_end(key)
         return entry[0], entry[1]
 
+    def steady(self, key: SeqKey, segment: SegmentId, first_seq: int) -> tuple[int, int] | None:
+        """The physical (id, epoch) a batch of `key` from `first_seq` goes to `segment` with, when the produce handler
+        would forward it as it is with nothing to learn first and no state read but what `physical` and
+        `note_forwarded` then change (the Produce lane's test; None: leave it to the handler). That is: the id is
+        mapped for this segment and has forwarded up to or past `first_seq` there (`physical` keeps it), the broker
+        answered one of its batches there (`confirmed`: no barrier), no refusal remembered for `key` (no gap to
+        check, none to forget), and no sealed floor to read or check (`_against_sealed_floor` forwards without
+        looking). Reads only: nothing changes, not even an LRU order."""
+        cluster, topic, partition, phys_start = segment
+        entry = self._map.get((key[0], key[1], cluster))
+        if entry is None or key in self._refused:
+            return None
+        previous = entry[2].get((topic, partition))
+        if previous is None or previous[0] != phys_start or previous[1] is None or seqs.after(first_seq, previous[1]):
+            return None
+        floor = self._floors.get(key)
+        if floor is not None and floor[0] == segment:
+            if floor[1] is not None:  # `floor` would renew or forget it, and the batch is checked against it
+                return None
+        elif (write := self._writes.get(key)) is not None and write.segment != segment:
+            return None  # a floor to read first (DescribeProducers)
+        if (cluster, topic, partition, entry[0]) not in self._confirmed:
+            return None
+        return entry[0], entry[1]
+
     def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
         log.info("producer %s epoch %s -> physical %s epoch %s on %s", logical_id, epoch, producer_id, epoch_, cluster)
         self._map[(logical_id, epoch, cluster)] = (producer_id, epoch_, {})

@@ -623,13 +623,19 @@ def _note_sequences(ctx: Context, part: _Part, pr: rec.ProducePartitionAnswer) -
     if log.isEnabledFor(logging.DEBUG):
         log.debug("producer %s/%s %s/%s: sequence %s answered %s at %s", *part.seq_key, part.first_seq,
                   _error_name(pr.error_code), pr.base_offset)
-    if pr.error_code in _WRITTEN:
-        ctx.producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
+    _note_answer(ctx.producer_ids, part, pr.error_code)
+
+
+def _note_answer(producer_ids, part: _Part | LaneSequences, error_code: int) -> None:
+    """The broker answered an idempotent part (`_translate`, `lane_noted`): its sequences written, or refused."""
+    assert part.seq_key is not None
+    if error_code in _WRITTEN:
+        producer_ids.note_written(part.seq_key, part.first_seq, part.end_seq)
         assert part.physical is not None  # a part with a seq_key is idempotent: it has its physical id
-        ctx.producer_ids.confirm(part.physical)
-    elif pr.error_code not in _MAYBE_WRITTEN or not part.confirmed:
-        ctx.producer_ids.note_refused(part.seq_key, part.first_seq)
-        if pr.error_code == ErrorCode.out_of_order_sequence_number:
+        producer_ids.confirm(part.physical)
+    elif error_code not in _MAYBE_WRITTEN or not part.confirmed:
+        producer_ids.note_refused(part.seq_key, part.first_seq)
+        if error_code == ErrorCode.out_of_order_sequence_number:
             log.info("producer %s/%s %s/%s: %s answered OUT_OF_ORDER_SEQUENCE_NUMBER for sequence %s",
                      *part.seq_key, part.seg.cluster, part.first_seq)
 
@@ -674,9 +680,11 @@ def _logical_start(chain: PartitionChain, seg: Segment, physical_start: int) -> 
 
 
 # -- the Produce lane (core/produce_lane.py) --------------------------------------------------------------------
-# The common request (no transaction, acks 1 or -1, batches of no producer id, every partition writable now, all
-# on one broker) is routed by the core from a per-view cache of `lane_route`'s answers, then forwarded and
-# answered with these functions: no Context, Plan, _Routing or _Part, no refusal to count. They decide only what
+# The common request (no transaction, acks 1 or -1, batches of no producer id or of one idempotent producer in its
+# steady state, every partition writable now, all on one broker) is routed by the core from a per-view cache of
+# `lane_route`'s answers, then forwarded and answered with these functions: no Context, Plan, _Routing or _Part, no
+# refusal to count. An idempotent producer's batches get `_as_physical_producer`'s rewrite and bookkeeping
+# (`lane_forwarded`) and `_translate`'s (`lane_noted`, `_note_answer`). They decide only what
 # the view and the session decide; the core checks the lease and the physical state per request. Whatever they do
 # not take goes through `handle`, which stays the reference: the lane's frames are its frames, byte for byte
 # (tests/proxy/test_produce_lane.py).
@@ -689,6 +697,7 @@ class LaneRoute(NamedTuple):
     chain: PartitionChain
     seg: Segment
     shift: tuple[int, int, int | None]
+    seg_id: SegmentId  # (cluster, topic, partition, phys_start): the producer id table's name for `seg`
 
 
 def lane_takes(request: rec.ProduceRequestFrame) -> bool:
@@ -714,30 +723,117 @@ def lane_route(view, may_write: bool, name: str, index: int) -> LaneRoute | None
         return None
     # seg.to_logical(x) is x + delta; _logical_start's chain start only for a chain of more than one segment
     chain_base = None if len(chain.segments) == 1 else chain.segments[0].logical_base
-    return LaneRoute(chain, seg, (seg.logical_base - seg.phys_start, seg.phys_start, chain_base))
+    return LaneRoute(chain, seg, (seg.logical_base - seg.phys_start, seg.phys_start, chain_base),
+                     (seg.cluster, seg.topic, seg.partition, seg.phys_start))
 
 
-def lane_batch(records: rec.Buffer | None) -> bool:
-    """Whether `handle` would forward the batch as it is: it passes `produce_batch`'s check and has no producer
-    id (an idempotent batch is rewritten to a physical id and its sequences kept: not the lane's)."""
+def lane_batch(records: rec.Buffer | None) -> rec.BatchHeader | None:
+    """The batch's header when `handle` would forward it without a refusal of its own: it passes `produce_batch`'s
+    check and, of a producer id, is not transactional and has sequences (None: not the lane's). An idempotent batch
+    is the lane's only in its producer's steady state (`lane_producer`)."""
     try:
-        return rec.produce_batch(records).producer_id < 0
+        header = rec.produce_batch(records)
     except rec.RecordsError:
-        return False
+        return None
+    if header.producer_id >= 0 and (header.attributes & 0x10 or header.base_sequence < 0):
+        return None  # transactional (`_producer_refusal`), or no sequences to keep
+    return header
 
 
-def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute]) -> UpstreamProduce:
+class LaneSequences(NamedTuple):
+    """An idempotent partition the lane forwards: what `_note_answer` reads of a `_Part` (confirmed: always)."""
+
+    seq_key: SeqKey
+    first_seq: int
+    end_seq: int
+    physical: PhysicalPartition
+    confirmed: bool
+    seg: Segment
+
+
+class LaneProducer(NamedTuple):
+    """The idempotent batches of a lane request, all of one logical producer: `key` orders its upstream connection
+    (`_Routing.producer_key`); per partition in the request's order its sequences, route, batch header and records."""
+
+    key: int
+    physical: tuple[int, int]  # the physical (id, epoch): one cluster, one id
+    parts: list[tuple[LaneSequences, LaneRoute, rec.BatchHeader, rec.Buffer | None]]  # records: a checked batch
+
+
+def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[LaneRoute],
+                  headers: list[rec.BatchHeader]) -> LaneProducer | None:
+    """The request's idempotent batches when `handle` would forward each as it is, rewritten to its physical id,
+    with no refusal, barrier, floor or physical id to obtain first (`ProducerIdTable.steady`, read only); every batch
+    of the request of one producer id and epoch. None: the lane leaves the request."""
+    first = headers[0]
+    logical, epoch = first.producer_id, first.producer_epoch
+    parts = []
+    physical = None
+    at = 0
+    for t in request.topic_data:
+        for pd in t.partition_data:
+            header, route = headers[at], routes[at]
+            at += 1
+            if header.producer_id != logical or header.producer_epoch != epoch:
+                return None  # a batch of no id or of another: `handle` orders by the last one's id
+            seq_key = (logical, epoch, t.name, pd.index)
+            first_seq = header.base_sequence
+            mapped = producer_ids.steady(seq_key, route.seg_id, first_seq)
+            if mapped is None or (physical is not None and mapped != physical):
+                return None
+            physical = mapped
+            cluster, topic, partition, _ = route.seg_id
+            parts.append((LaneSequences(seq_key, first_seq, first_seq + header.last_offset_delta + 1,
+                                        (cluster, topic, partition, mapped[0]), True, route.seg),
+                          route, header, pd.records))
+    assert physical is not None
+    return LaneProducer(logical, physical, parts)
+
+
+def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.Buffer]:
+    """The record sets to forward, rewritten to the physical id, and the bookkeeping `_as_physical_producer` does on
+    the way (`physical`, `note_forwarded`), in the request's order: once the lane is sure to send or answer."""
+    out: list[rec.Buffer] = []
+    for seq, route, header, batch in producer.parts:
+        seq_key = seq.seq_key
+        cluster, topic, partition, phys_start = seg_id = route.seg_id
+        mapped = producer_ids.physical(seq_key[0], seq_key[1], cluster, topic, partition, phys_start,
+                                       (seq.first_seq, seq.end_seq))
+        assert mapped == producer.physical  # `steady` said so, and nothing ran in between
+        producer_ids.note_forwarded(seq_key, seg_id, mapped[0], seq.end_seq)
+        out.append(rec.with_producer(batch, header, mapped[0], mapped[1]))  # type: ignore[arg-type]
+    return out
+
+
+def lane_noted(producer_ids, producer: LaneProducer, result) -> None:
+    """The bookkeeping `_translate` does for idempotent parts on the broker's answer (`result`, as `lane_answer`
+    reads it): none for a lost call (every part confirmed, `_lost`) or a partition left out of the answer."""
+    if type(result) is Written:  # one partition
+        _note_answer(producer_ids, producer.parts[0][0], result.error_code)
+        return
+    if isinstance(result, UpstreamError):
+        return
+    physical = {(name, pr.index): pr for name, broker_answers in result for pr in broker_answers}
+    for seq, *_ in producer.parts:
+        pr = physical.get((seq.seg.topic, seq.seg.partition))
+        if pr is not None:
+            _note_answer(producer_ids, seq, pr.error_code)
+
+
+def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
+                  records: list[rec.Buffer] | list[rec.Buffer | None] | None = None) -> UpstreamProduce:
     """The broker's request: `UpstreamProduce.of` for the request's partitions (`routes` in the request's order,
-    all on one broker), the record sets by reference."""
+    all on one broker), the record sets by reference (or `records`, rewritten to a physical producer id)."""
     timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
     if len(routes) == 1:
         seg = routes[0].seg
         t = request.topic_data[0]
         pd = t.partition_data[0]
         return LaneProduce(request.version, timeout_ms, (rec.ProduceTopicData(
-            seg.topic, (rec.ProducePartitionData(seg.partition, pd.records),)),), request.correlation_id, t.name,
-            pd.index, routes[0].shift)
-    records = [pd.records for t in request.topic_data for pd in t.partition_data]
+            seg.topic, (rec.ProducePartitionData(seg.partition, pd.records if records is None else records[0]),)),),
+            request.correlation_id, t.name, pd.index, routes[0].shift)
+    if records is None:
+        records = [pd.records for t in request.topic_data for pd in t.partition_data]
     return UpstreamProduce.of(request.version, timeout_ms,
                               [_Forwarded(r.seg, rs) for r, rs in zip(routes, records, strict=True)])
 
@@ -755,7 +851,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
         return result, result.error_code in _REFRESHING
     lost = isinstance(result, UpstreamError)
     if not lost and len(routes) == 1 and len(result) == 1 and len(result[0][1]) == 1:  # the usual: one partition
-        chain, seg, _ = routes[0]
+        chain, seg = routes[0][:2]
         pr = result[0][1][0]
         if result[0][0] == seg.topic and pr.index == seg.partition:
             t = request.topic_data[0]
@@ -773,7 +869,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
     for t in request.topic_data:
         answers = []
         for pd in t.partition_data:
-            chain, seg, _ = routes[at]
+            chain, seg = routes[at][:2]
             at += 1
             if lost:
                 answers.append(rec.ProducePartitionAnswer(pd.index, ErrorCode.request_timed_out,
