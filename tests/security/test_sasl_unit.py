@@ -329,11 +329,18 @@ def test_an_unknown_user_costs_the_views_costliest_credential_whatever_order_it_
     assert _kdf_of_login(monkeypatch, [], b"\0nobody\0x") == ("sha512", scram.DEFAULT_ITERATIONS)
 
 
-def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gate, monkeypatch, caplog):
+@pytest.mark.parametrize("refused", [False, True])
+def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gate, monkeypatch, caplog, refused):
     """Over loopback, through the core (dispatcher rounds, barrier waits, the client connection): the handshake is
     answered, the login behind a full queue gets no answer at all, the connection closes, one log line names the
-    queue, and no "authentication failed" line is written (the session is not marked failed)."""
+    queue, and no "authentication failed" line is written (the session is not marked failed). The check is either
+    queued and dropped when the handler's wait ends, or (`refused`: three networks' checks wait ahead, too many
+    for the pool's patience) not queued at all, the connection closed after the failed-authentication delay."""
     monkeypatch.setattr(sasl, "PLAIN_WAIT_S", 0.0)  # every look at once: the rounds, not the wait, are tested
+    if refused:
+        gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.25
+        for i in range(3):
+            sasl.handle(_plain_session(gate, f"10.0.1.{i}"), None, SaslAuthenticateRequest(auth_bytes=b"\0x\0junk"))
     session = Session.for_listener("SASL_PLAINTEXT", host="10.0.0.1")
     session.password_checks = gate.pool
     state = ProxyState(view=_ctx(session, ("alice", "pw-a")).view, me=ProxyInfo(1, "127.0.0.1", 9092))
@@ -359,7 +366,8 @@ def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gat
         handshake, rest = asyncio.run(scenario())
     assert codec.response_correlation_id(handshake) == 1 and rest == b""
     lines = [r.getMessage() for r in caplog.records if "10.0.0.1" in r.getMessage() or "alice" in r.getMessage()]
-    assert len(lines) == 1 and "password check queue" in lines[0] and "authentication failed" not in lines[0]
+    reason = "3 password checks of 3 client networks wait ahead" if refused else "password check queue was too long"
+    assert len(lines) == 1 and reason in lines[0] and "authentication failed" not in lines[0]
     assert session.failed is None and not session.authenticated and gate.pool.held("10.0.0.1") == 0
 
 
