@@ -19,10 +19,12 @@ class Recorded:
 
     def __init__(self):
         self.gate = threading.Event()
+        self.holding = threading.Event()
         self.ran: list[str] = []
 
     def __call__(self, credential, password: str) -> bool:
         if credential is None:
+            self.holding.set()
             return self.gate.wait(60)
         self.ran.append(password)
         return False
@@ -30,6 +32,7 @@ class Recorded:
     def hold(self, pool: PasswordChecks) -> None:
         """The pool's one thread busy (until `release`): what is submitted meanwhile waits in its queues."""
         pool.submit(None, "blocker", "198.51.100.1")  # type: ignore[arg-type]
+        assert self.holding.wait(60)  # taken from the queue: ahead of nothing
 
     def release(self) -> None:
         self.gate.set()

@@ -225,9 +225,11 @@ class _Gate:
     def __init__(self, per_client: int):
         self.pool = password_checks.PasswordChecks(workers=1, per_client=per_client)
         self.gate = threading.Event()
+        self.holding = threading.Event()
 
     def hold(self):
         self.pool.submit(None, "", "blocker")  # type: ignore[arg-type]  # holds the one thread till open
+        assert self.holding.wait(60)  # taken from the queue: ahead of nothing
 
     def open(self):
         self.gate.set()
@@ -239,6 +241,8 @@ def gate(monkeypatch):
     gates: list[_Gate] = []
 
     def held_back(cred, password):
+        if cred is None:
+            gates[0].holding.set()
         gates[0].gate.wait(60)
         return False if cred is None else password_matches(cred, password)
 
