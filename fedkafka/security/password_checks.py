@@ -34,7 +34,7 @@ from fedkafka.security import scram
 from fedkafka.view.model import ScramCredential
 
 WORKERS = 2  # checks running at once, per process
-# checks one client network may have queued or running at once (~0.1-1.5 s of the pool's work): room for many
+# checks one client network may have queued or running at once (~0.1-0.8 s of the pool's work): room for many
 # clients behind one NAT address logging in at once; the others are served in turn with it all the same
 PER_CLIENT = 64
 # a check expected to end later than this is refused when it comes: under the SASL handler's wait for it (~5.5 s,
