@@ -1,61 +1,201 @@
-"""PLAIN's password checks, off the event loop (docs/DESIGN.md §11).
+"""PLAIN's password checks, off the event loop, served fairly between clients (docs/DESIGN.md §11).
 
-A check is one PBKDF2 (SCRAM-SHA-512 at 8192 iterations: 2-5 ms of CPU). Run on the event loop, ~200 attempts
+A check is one PBKDF2 (SCRAM-SHA-512 at 8192 iterations: 2-25 ms of CPU). Run on the event loop, ~200 attempts
 a second from one client would stall every connection of the process, before any of them is authenticated.
 Checks run on a few threads of their own instead (hashlib.pbkdf2_hmac releases the GIL while it hashes): at
-most `workers` at once, the others wait in the pool's queue, so a flood of logins queues rather than spawns
-threads. The queue holds at most one check per client connection (the SASL handler waits for its check behind
-a barrier: the connection's next request is not read meanwhile), connections are capped (--max-connections),
-and one client address holds at most `per_client` checks queued or running: the rest of its logins are refused
-(the handler closes their connections for a retry), so one address cannot fill the queue ahead of the others.
+most `workers` at once, the others wait, so a flood of logins queues rather than spawns threads. One check at
+most per client connection waits (the SASL handler waits for its check behind a barrier: the connection's next
+request is not read meanwhile), and connections are capped (--max-connections).
+
+Who waits behind whom is what keeps a login possible during a flood:
+- checks are counted and served by client network (`client_group`): an IPv4 address, an IPv6 address's /64 (a
+  host picks any address of its /64 at will), so one host cannot count as many clients;
+- the threads take the networks in turn, one check each (round robin between per-network queues, each in
+  arrival order): a login waits for about one check per network with checks waiting, not for every check
+  queued, so a few flooding addresses hold up a login by a few checks, not by `per_client` each;
+- one network has at most `per_client` checks queued or running;
+- a check that would not end within `patience_s` (under the SASL handler's wait, which would drop it) is not
+  queued: the checks ahead of it (`ahead`), at the measured cost of a check, are counted when it comes. A
+  network's only check is behind one check per network, so a new client is refused only when more networks
+  wait than the pool serves in that time; a network's further checks are counted behind every check waiting,
+  which bounds the queue at about twice that.
+`submit` raises `Refused` for the last two, with the reason (no secret in it).
 """
 
 from __future__ import annotations
 
 import collections
+import ipaddress
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import Future
 
 from fedkafka.security import scram
 from fedkafka.view.model import ScramCredential
 
 WORKERS = 2  # checks running at once, per process
-# checks one client address may have queued or running at once (~0.1-0.3 s of the pool's work): room for many
-# clients behind one NAT address logging in at once, too little for one address to hold up everyone else
+# checks one client network may have queued or running at once (~0.1-0.8 s of the pool's work): room for many
+# clients behind one NAT address logging in at once; the others are served in turn with it all the same
 PER_CLIENT = 64
+# a check expected to end later than this is refused when it comes: under the SASL handler's wait for it (~5.5 s,
+# proxy/handlers/sasl.py PLAIN_LOOKS), after which a check still queued would be dropped
+PATIENCE_S = 4.5
+# the cost of one check until one is measured (then a moving average of measured ones): SCRAM-SHA-512 at 8192
+# iterations on a loaded core
+CHECK_COST_S = 0.025
+_COST_WEIGHT = 0.1  # of each measured check in the moving average
+IDLE_S = 60.0  # a pool thread with nothing to do for this long ends (the next check starts one again)
+
+
+class Refused(Exception):
+    """A check not queued; the message says why (a client network, counts: no secret)."""
+
+
+def client_group(host: str) -> str:
+    """The client network checks are counted and served by: an IPv4 address (also when IPv4-mapped in IPv6), an
+    IPv6 address's /64; anything else (a Unix socket's name, "") as it is."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+_Check = tuple[Future[bool], ScramCredential, str]
 
 
 class PasswordChecks:
-    def __init__(self, workers: int = WORKERS, per_client: int = PER_CLIENT):
+    def __init__(self, workers: int = WORKERS, per_client: int = PER_CLIENT, patience_s: float = PATIENCE_S,
+                 cost_s: float = CHECK_COST_S):
         self.workers = workers
         self.per_client = per_client
-        self._pool: ThreadPoolExecutor | None = None  # made at the first check: after a worker process forked
-        self._held: collections.Counter[str] = collections.Counter()  # client address -> checks not done yet
-        self._lock = threading.Lock()  # a check's end is counted on the pool's thread
+        self.patience_s = patience_s
+        self.cost_s = cost_s  # one check's duration: a moving average of the measured ones
+        self._queues: dict[str, collections.deque[_Check]] = {}  # client network -> its checks waiting, in order
+        self._turns: collections.deque[str] = collections.deque()  # networks with checks waiting, next served first
+        self._held: collections.Counter[str] = collections.Counter()  # client network -> checks not done yet
+        self._threads = 0  # started at the first checks (after a worker process forked); each ends when idle
+        self._busy = 0  # threads running a check (the others wait for one, or are starting)
+        self._queued = 0  # checks waiting
+        self._lock = threading.Lock()  # a check's end is counted on a pool thread
+        self._waiting = threading.Condition(self._lock)  # a check queued, for an idle thread
 
-    def submit(self, credential: ScramCredential, password: str, client: str = "") -> Future[bool] | None:
-        """`scram.password_matches` on a pool thread; None: `client` (its address) already has `per_client`
-        checks queued or running, this one is not queued."""
+    def submit(self, credential: ScramCredential, password: str, client: str = "") -> Future[bool]:
+        """`scram.password_matches` on a pool thread, in `client`'s (its address's) network's turn. Raises
+        Refused, queuing nothing, when the network has `per_client` checks queued or running already, or when
+        the check would not end within `patience_s`."""
+        group = client_group(client)
+        check: Future[bool] = Future()
         with self._lock:
-            if self._held[client] >= self.per_client:
-                return None
-            self._held[client] += 1
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fedkafka-password-check")
-        check = self._pool.submit(scram.password_matches, credential, password)
-        check.add_done_callback(lambda _check: self._done(client))  # run, failed or cancelled (dropped)
+            self._admit(group)
+            self._held[group] += 1
+            queue = self._queues.setdefault(group, collections.deque())
+            queue.append((check, credential, password))
+            if len(queue) == 1:
+                self._turns.append(group)
+            self._queued += 1
+            start = self._threads < self.workers and self._queued > self._threads - self._busy  # none idle for it
+            if start:
+                self._threads += 1
+                name = f"fedkafka-password-check_{self._threads}"
+            self._waiting.notify()
+        check.add_done_callback(lambda done: self._done(group, done))  # run, failed or cancelled (dropped)
+        if start:
+            threading.Thread(target=self._work, name=name, daemon=True).start()
         return check
 
     def held(self, client: str) -> int:
-        """Checks of `client` queued or running."""
+        """Checks of `client`'s network queued or running."""
         with self._lock:
-            return self._held[client]
+            return self._held[client_group(client)]
 
-    def _done(self, client: str) -> None:
+    def ahead(self, client: str) -> int:
+        """Checks waiting counted ahead of a new one of `client`'s network: for the network's only one, one of each
+        network with checks waiting (its place in the turns); behind checks of its own, every check waiting (its
+        place moves back as networks come, one round at a time: counting them all bounds the checks waiting at
+        about twice what the pool runs in `patience_s`)."""
         with self._lock:
-            self._held[client] -= 1
-            if self._held[client] <= 0:
-                del self._held[client]
+            return self._ahead(client_group(client))
+
+    def _ahead(self, group: str) -> int:
+        return self._queued if group in self._queues else len(self._turns)
+
+    def _admit(self, group: str) -> None:
+        held = self._held[group]
+        if held >= self.per_client:
+            raise Refused(f"client {group} has {held} password checks queued or running")
+        ahead = self._ahead(group)
+        ends_s = (ahead // self.workers + 2) * self.cost_s  # the running ones, those ahead, then its own
+        if ends_s > self.patience_s:
+            raise Refused(f"{ahead} password checks of {len(self._queues)} client networks wait ahead (~{ends_s:.1f} "
+                          f"s of work, over {self.patience_s:g} s)")
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                check = self._take()
+            if check is None:
+                return
+            future, credential, password = check
+            took = None  # cancelled after it was taken from its queue: not run
+            if future.set_running_or_notify_cancel():
+                began = time.perf_counter()
+                try:
+                    future.set_result(scram.password_matches(credential, password))
+                except Exception as e:
+                    future.set_exception(e)
+                took = time.perf_counter() - began
+            with self._lock:
+                self._busy -= 1
+                if took is not None:
+                    self.cost_s += (took - self.cost_s) * _COST_WEIGHT
+
+    def _take(self) -> _Check | None:
+        """The next check, waiting up to IDLE_S for one; None: none came, the thread ends. Under the lock."""
+        check = self._next()
+        if check is None:
+            self._waiting.wait(IDLE_S)
+            check = self._next()
+        if check is None:
+            self._threads -= 1
+        else:
+            self._busy += 1
+        return check
+
+    def _next(self) -> _Check | None:
+        """The first check of the network whose turn it is; the network goes to the back of the turns."""
+        if not self._turns:
+            return None
+        group = self._turns.popleft()
+        queue = self._queues[group]
+        check = queue.popleft()
+        self._queued -= 1
+        if queue:
+            self._turns.append(group)
+        else:
+            del self._queues[group]
+        return check
+
+    def _done(self, group: str, check: Future[bool]) -> None:
+        with self._lock:
+            self._held[group] -= 1
+            if self._held[group] <= 0:
+                del self._held[group]
+            queue = self._queues.get(group)
+            if not check.cancelled() or queue is None:
+                return
+            for i, (waiting, _credential, _password) in enumerate(queue):
+                if waiting is check:
+                    del queue[i]
+                    self._queued -= 1
+                    break
+            if not queue:
+                del self._queues[group]
+                self._turns.remove(group)
 
 
 SHARED = PasswordChecks()  # the process's pool, which every session uses unless given another

@@ -202,7 +202,7 @@ def test_the_chosen_mechanism_exists_only_after_the_handshake():
 
 def test_a_flood_of_checks_queues_on_the_pools_few_threads(monkeypatch):
     pool = password_checks.PasswordChecks(workers=2)
-    assert pool._pool is None  # made at the first check (in the worker process, after it forked)
+    assert pool._threads == 0  # started at the first check (in the worker process, after it forked)
     credential = scram.make_credential("alice", "SCRAM-SHA-512", "pw-a", iterations=4096)
     threads: set[str] = set()
     password_matches = scram.password_matches
@@ -225,7 +225,11 @@ class _Gate:
     def __init__(self, per_client: int):
         self.pool = password_checks.PasswordChecks(workers=1, per_client=per_client)
         self.gate = threading.Event()
+        self.holding = threading.Event()
+
+    def hold(self):
         self.pool.submit(None, "", "blocker")  # type: ignore[arg-type]  # holds the one thread till open
+        assert self.holding.wait(60)  # taken from the queue: ahead of nothing
 
     def open(self):
         self.gate.set()
@@ -237,11 +241,14 @@ def gate(monkeypatch):
     gates: list[_Gate] = []
 
     def held_back(cred, password):
+        if cred is None:
+            gates[0].holding.set()
         gates[0].gate.wait(60)
         return False if cred is None else password_matches(cred, password)
 
     monkeypatch.setattr(scram, "password_matches", held_back)
     gates.append(_Gate(per_client=3))
+    gates[0].hold()  # once held_back finds the gate
     yield gates[0]
     gates[0].open()
 
@@ -276,9 +283,11 @@ def test_one_address_cannot_fill_the_password_check_queue(gate):
     queued); another address's login still gets its check and its answer."""
     flooding = [sasl.handle(_plain_session(gate, "10.0.0.9"), None,
                             SaslAuthenticateRequest(auth_bytes=f"\0junk-{i}\0x".encode())) for i in range(5)]
-    assert [isinstance(r, Plan) for r in flooding] == [True] * 3 + [False] * 2
+    delays: list[float] = []
+    refused = [answered(r, no_sleep, delays) for r in flooding[3:]]
+    assert delays == [FAILED_AUTHENTICATION_DELAY_MS / 1000] * 2  # closed after the failed-authentication delay
     assert all(isinstance(r, CloseConnection) and "10.0.0.9 has 3 password checks queued" in r.reason
-               for r in flooding[3:])
+               for r in refused)
     assert gate.pool.held("10.0.0.9") == 3
     ctx = _plain_session(gate, "10.0.0.1")
     reply = sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a"))
@@ -324,11 +333,18 @@ def test_an_unknown_user_costs_the_views_costliest_credential_whatever_order_it_
     assert _kdf_of_login(monkeypatch, [], b"\0nobody\0x") == ("sha512", scram.DEFAULT_ITERATIONS)
 
 
-def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gate, monkeypatch, caplog):
+@pytest.mark.parametrize("refused", [False, True])
+def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gate, monkeypatch, caplog, refused):
     """Over loopback, through the core (dispatcher rounds, barrier waits, the client connection): the handshake is
     answered, the login behind a full queue gets no answer at all, the connection closes, one log line names the
-    queue, and no "authentication failed" line is written (the session is not marked failed)."""
+    queue, and no "authentication failed" line is written (the session is not marked failed). The check is either
+    queued and dropped when the handler's wait ends, or (`refused`: three networks' checks wait ahead, too many
+    for the pool's patience) not queued at all, the connection closed after the failed-authentication delay."""
     monkeypatch.setattr(sasl, "PLAIN_WAIT_S", 0.0)  # every look at once: the rounds, not the wait, are tested
+    if refused:
+        gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.25
+        for i in range(3):
+            sasl.handle(_plain_session(gate, f"10.0.1.{i}"), None, SaslAuthenticateRequest(auth_bytes=b"\0x\0junk"))
     session = Session.for_listener("SASL_PLAINTEXT", host="10.0.0.1")
     session.password_checks = gate.pool
     state = ProxyState(view=_ctx(session, ("alice", "pw-a")).view, me=ProxyInfo(1, "127.0.0.1", 9092))
@@ -354,5 +370,97 @@ def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gat
         handshake, rest = asyncio.run(scenario())
     assert codec.response_correlation_id(handshake) == 1 and rest == b""
     lines = [r.getMessage() for r in caplog.records if "10.0.0.1" in r.getMessage() or "alice" in r.getMessage()]
-    assert len(lines) == 1 and "password check queue" in lines[0] and "authentication failed" not in lines[0]
+    reason = "3 password checks of 3 client networks wait ahead" if refused else "password check queue was too long"
+    assert len(lines) == 1 and reason in lines[0] and "authentication failed" not in lines[0]
     assert session.failed is None and not session.authenticated and gate.pool.held("10.0.0.1") == 0
+
+
+def test_the_pools_patience_is_under_the_handlers_wait():
+    """A check the pool admits ends before the handler stops waiting for it (or it would be dropped after all)."""
+    waits = sum(min(sasl.PLAIN_WAIT_S * 2 ** look, sasl.PLAIN_WAIT_MAX_S) for look in range(sasl.PLAIN_LOOKS))
+    assert waits > password_checks.PATIENCE_S + 0.5
+
+
+@pytest.mark.parametrize("delay_ms", [250, 0])
+def test_a_login_whose_check_would_wait_too_long_is_refused_at_once_after_the_failed_authentication_delay(
+        gate, delay_ms):
+    """Three networks' checks waiting, one thread, 0.25 s a check and 1 s of patience: a fourth network's login is
+    not queued (no check to drop 5.5 s later). It is closed unanswered for a retry as a login dropped from the
+    queue is (not SASL_AUTHENTICATION_FAILED: nothing was wrong with its password), after the configured
+    failed-authentication delay, with one reason naming the queue; no check of it runs."""
+    gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.25
+    waiting = [sasl.handle(_plain_session(gate, f"10.0.0.{i}"), None,
+                           SaslAuthenticateRequest(auth_bytes=b"\0x\0junk")) for i in range(3)]
+    ctx = _ctx(Session.for_listener("SASL_SSL", host="2001:db8::1", failed_authentication_delay_ms=delay_ms),
+               ("alice", "pw-a"))
+    ctx.session.password_checks = gate.pool
+    _handshake(ctx, "PLAIN")
+    delays: list[float] = []
+    reply = answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a")), no_sleep, delays)
+    assert delays == ([delay_ms / 1000] if delay_ms else [])
+    assert isinstance(reply, CloseConnection) and "alice" in reply.reason
+    assert "3 password checks of 3 client networks wait ahead" in reply.reason and "pw-a" not in reply.reason
+    assert ctx.session.failed is None and not ctx.session.authenticated and gate.pool.held("2001:db8::1") == 0
+    gate.open()
+    assert [answered(w).error_code for w in waiting] == [ErrorCode.sasl_authentication_failed] * 3
+
+
+def _recorded_checks(monkeypatch, gate: threading.Event, ran: list[str]) -> None:
+    """scram.password_matches replaced: a check of credential None holds the pool's thread until `gate`; a junk
+    check (password "junk ...") is recorded and fails; any other is recorded as "login" and really checked."""
+    password_matches = scram.password_matches
+
+    def recorded(credential, password):
+        if credential is None:
+            return gate.wait(60)
+        ran.append(password if password.startswith("junk") else "login")
+        return False if password.startswith("junk") else password_matches(credential, password)
+
+    monkeypatch.setattr(scram, "password_matches", recorded)
+
+
+def test_a_plain_login_through_the_proxy_is_served_in_its_turn_during_a_flood(monkeypatch):
+    """Over loopback, through the core: 8 addresses have their 64 junk checks each queued when a client logs in
+    with PLAIN; its check runs after one check of each address (first come first served, after all 512, ~11 s of
+    PBKDF2 at 22 ms a check: past the handler's wait), and the login succeeds."""
+    gate, ran = threading.Event(), []
+    _recorded_checks(monkeypatch, gate, ran)
+    pool = password_checks.PasswordChecks(workers=1)
+    pool.cost_s = 0.0  # the order is tested, not the bound on the wait
+    pool.submit(None, "blocker", "198.51.100.1")  # type: ignore[arg-type]
+    credential = scram.make_credential("junk", "SCRAM-SHA-512", "x", iterations=4096)
+    flood = [pool.submit(credential, f"junk {a} {i}", f"10.0.0.{a}") for a in range(8) for i in range(64)]
+    session = Session.for_listener("SASL_PLAINTEXT", host="192.0.2.1")
+    session.password_checks = pool
+    state = ProxyState(view=_ctx(session, ("alice", "pw-a")).view, me=ProxyInfo(1, "127.0.0.1", 9092))
+
+    async def scenario() -> bytes:
+        d = Dispatcher(state=state, physical=PhysicalClusters(), producer_ids=None, pool=None)
+
+        async def on_client(reader, writer):
+            await ClientConnection(reader, writer, d, Limits(), None, session).run()
+
+        server = await start_server(on_client, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(codec.encode_request(SaslHandshakeRequest(mechanism="PLAIN"), 1))
+        await asyncio.wait_for(reader.readexactly(int.from_bytes(await reader.readexactly(4), "big")), 20)
+        writer.write(codec.encode_request(SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a"), 2))
+        for _ in range(2000):  # until the handler has queued the login's check behind the flood's
+            if pool.held("192.0.2.1"):
+                break
+            await asyncio.sleep(0.01)
+        gate.set()
+        size = int.from_bytes(await asyncio.wait_for(reader.readexactly(4), 60), "big")
+        answer = await asyncio.wait_for(reader.readexactly(size), 20)
+        writer.close()
+        server.close()
+        return answer
+
+    try:
+        frame = asyncio.run(scenario())
+    finally:
+        gate.set()
+    _header, answer = codec.decode_response(codec.response_schema(36, 2), frame)
+    assert answer.error_code == ErrorCode.none and session.authenticated and session.principal == "User:alice"
+    assert ran.index("login") == 8  # one check of each flooding address ran before it, not 512
+    assert all(f.result(60) is False for f in flood)

@@ -26,7 +26,7 @@ from kio.schema.errors import ErrorCode
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import CloseConnection, Context, Plan
-from fedkafka.security import oauth, scram
+from fedkafka.security import oauth, password_checks, scram
 
 API_KEYS = {17: (1, 1), 36: (0, 2)}
 ROLE = "any"
@@ -114,7 +114,8 @@ def _plain(ctx: Context, message: bytes, version: int) -> Plan | CloseConnection
     """The password is checked off the event loop (security/password_checks.py), against the user's costliest
     credential (`_plain_cost`); a user that does not exist gets the PBKDF2 of the view's costliest, against a
     made-up credential (security/scram.py made_up_credential), so the time an answer takes does not tell which
-    user names exist while users have credentials alike (docs/DESIGN.md §11)."""
+    user names exist while users have credentials alike (docs/DESIGN.md §11). The pool serves client networks in
+    turn; a check it refuses (the network's share is full, or it would wait too long) is `_refused`."""
     session = ctx.session
     user, password = scram.parse_plain(message)
     session.claimed_user = user
@@ -126,10 +127,10 @@ def _plain(ctx: Context, message: bytes, version: int) -> Plan | CloseConnection
         credential = scram.made_up_credential(
             user, session.secret, costliest.iterations if costliest else scram.DEFAULT_ITERATIONS,
             costliest.mechanism if costliest else "SCRAM-SHA-512")
-    check = session.password_checks.submit(credential, password, session.host)
-    if check is None:
-        return _retry(session, f"client address {session.host} has {session.password_checks.per_client} "
-                               f"password checks queued already")
+    try:
+        check = session.password_checks.submit(credential, password, session.host)
+    except password_checks.Refused as e:
+        return _refused(session, str(e))
     return _when_checked(ctx, version, user if own else None, check, 0)
 
 
@@ -147,10 +148,23 @@ def _retry(session, why: str) -> CloseConnection:
     return CloseConnection(f"PLAIN login{who} not checked, closed for the client to retry: {why}")
 
 
+def _refused(session, why: str) -> Plan | CloseConnection:
+    """A login whose check the pool would not queue (its client network's share is full, or the check would not
+    end within the handler's wait): closed for a retry as `_retry`, after the failed-authentication delay as a
+    failure is answered, so a flooding client's refused connections cost it as much time as its failed ones.
+    No check runs: a refusal costs no PBKDF2."""
+    closing = _retry(session, why)
+    if session.failed_authentication_delay_ms <= 0:
+        return closing
+    return Plan((), lambda _results: closing, barrier=True, delay_s=session.failed_authentication_delay_ms / 1000)
+
+
 # While a password check runs the handler looks again after PLAIN_WAIT_S, doubling up to PLAIN_WAIT_MAX_S, at most
 # PLAIN_LOOKS times (~5.5 s: under the core's MAX_PLAN_ROUNDS, with a round to spare for a failure's delay; a client
 # waits for a slow broker's login as long); a check still queued then (a flood of logins) is dropped and the
-# connection closed unanswered, for the client to retry.
+# connection closed unanswered, for the client to retry. The pool refuses at once a check it expects to end later
+# than its patience (password_checks.PATIENCE_S, under this wait), so a dropped check is the exception: a network's
+# further check pushed back by networks that came after it, or checks slower than measured so far.
 PLAIN_WAIT_S, PLAIN_WAIT_MAX_S, PLAIN_LOOKS = 0.002, 0.25, 28
 
 

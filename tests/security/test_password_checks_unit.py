@@ -1,0 +1,160 @@
+"""The password check pool's order and bounds (security/password_checks.py): a login during a flood of junk logins
+from a few client networks waits for one check of each, not for all their checks; an IPv6 host is one network
+(its /64); a check that would wait past the SASL handler's patience is refused when it comes, queuing nothing.
+The checks are held back and recorded, not timed: the order they ran in is what is asserted."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fedkafka.security import password_checks, scram
+from fedkafka.security.password_checks import PasswordChecks, client_group
+
+
+class Recorded:
+    """scram.password_matches replaced: a check of credential None holds the pool's thread until `release`, the
+    others record their password (the order they ran in) and fail."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.holding = threading.Event()
+        self.ran: list[str] = []
+
+    def __call__(self, credential, password: str) -> bool:
+        if credential is None:
+            self.holding.set()
+            return self.gate.wait(60)
+        self.ran.append(password)
+        return False
+
+    def hold(self, pool: PasswordChecks) -> None:
+        """The pool's one thread busy (until `release`): what is submitted meanwhile waits in its queues."""
+        pool.submit(None, "blocker", "198.51.100.1")  # type: ignore[arg-type]
+        assert self.holding.wait(60)  # taken from the queue: ahead of nothing
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    checks = Recorded()
+    monkeypatch.setattr(scram, "password_matches", checks)
+    yield checks
+    checks.release()
+
+
+def _one_thread_pool() -> PasswordChecks:
+    pool = PasswordChecks(workers=1)
+    pool.cost_s = 0.0  # the order is tested here, not the bound on the wait (test_a_check_that_would_wait_...)
+    return pool
+
+
+def _flood(pool: PasswordChecks, addresses: list[str], per_address: int) -> list:
+    return [pool.submit(object(), f"junk {address} {i}", address)  # type: ignore[arg-type]
+            for address in addresses for i in range(per_address)]
+
+
+def test_a_login_waits_for_one_check_per_flooding_address_not_for_all_their_checks(recorded):
+    """The review's scenario: 8 addresses with their 64 checks each queued (the most one address may have), then
+    one login from another address. Served first come first served it waited for all 512; in turns it waits for
+    one check of each of the 8."""
+    pool = _one_thread_pool()
+    recorded.hold(pool)
+    flood = _flood(pool, [f"10.0.0.{a}" for a in range(8)], pool.per_client)
+    login = pool.submit(object(), "login", "192.0.2.1")  # type: ignore[arg-type]
+    recorded.release()
+    assert login.result(60) is False
+    assert all(f.result(60) is False for f in flood)
+    assert recorded.ran.index("login") == 8  # one check of each flooding address ran before it
+    assert len(recorded.ran) == 8 * 64 + 1
+
+
+def test_the_addresses_take_turns_one_check_each(recorded):
+    pool = _one_thread_pool()
+    recorded.hold(pool)
+    checks = _flood(pool, ["10.0.0.1"], 3) + _flood(pool, ["10.0.0.2"], 1) + _flood(pool, ["10.0.0.3"], 2)
+    recorded.release()
+    assert all(c.result(60) is False for c in checks)
+    assert recorded.ran == ["junk 10.0.0.1 0", "junk 10.0.0.2 0", "junk 10.0.0.3 0", "junk 10.0.0.1 1",
+                            "junk 10.0.0.3 1", "junk 10.0.0.1 2"]
+
+
+@pytest.mark.parametrize(("host", "group"), [
+    ("10.0.0.1", "10.0.0.1"),
+    ("::ffff:10.0.0.1", "10.0.0.1"),  # IPv4 on a dual-stack listener
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("/run/fedkafka.sock", "/run/fedkafka.sock"),
+    ("", ""),
+])
+def test_checks_are_counted_by_ipv4_address_and_ipv6_slash_64(host, group):
+    assert client_group(host) == group
+
+
+def test_one_ipv6_host_cannot_count_as_many_clients(recorded):
+    """64 checks from 64 addresses of one /64 fill that network's share: a 65th address of it is refused; they
+    all take one turn between them, so a login from elsewhere waits for one of their checks, not 64."""
+    pool = _one_thread_pool()
+    recorded.hold(pool)
+    flood = _flood(pool, [f"2001:db8:1:2::{a:x}" for a in range(1, pool.per_client + 1)], 1)
+    with pytest.raises(password_checks.Refused, match=r"client 2001:db8:1:2::/64 has 64 password checks"):
+        pool.submit(object(), "one more", "2001:db8:1:2:ffff::1")  # type: ignore[arg-type]
+    assert pool.held("2001:db8:1:2::abcd") == 64
+    login = pool.submit(object(), "login", "2001:db8:1:3::1")  # type: ignore[arg-type]  # another /64
+    recorded.release()
+    assert login.result(60) is False and all(f.result(60) is False for f in flood)
+    assert recorded.ran.index("login") == 1 and "one more" not in recorded.ran
+
+
+def test_a_check_that_would_wait_past_the_patience_is_refused_at_once(recorded):
+    """One thread, 0.25 s a check, 1 s of patience: a check with 3 checks ahead (0.25 s for the one running, 0.75
+    s for those ahead, 0.25 s its own) would end too late. A new address is behind one check per address; an
+    address's further check is behind every check waiting. A refused check is not queued (nothing to drop later,
+    nothing counted); once the queue drains the same address is served."""
+    pool = PasswordChecks(workers=1, patience_s=1.0, cost_s=0.25)
+    recorded.hold(pool)
+    queued = _flood(pool, ["10.0.0.1", "10.0.0.2", "10.0.0.3"], 1)
+    assert pool.ahead("10.0.0.4") == 3 and pool.ahead("10.0.0.1") == 3
+    with pytest.raises(password_checks.Refused, match=r"3 password checks of 3 client networks wait ahead"):
+        pool.submit(object(), "too late", "10.0.0.4")  # type: ignore[arg-type]
+    with pytest.raises(password_checks.Refused, match=r"3 password checks of 3 client networks wait ahead"):
+        pool.submit(object(), "too late", "10.0.0.1")  # type: ignore[arg-type]
+    assert pool.held("10.0.0.4") == 0 and pool.held("10.0.0.1") == 1
+    recorded.release()
+    assert all(c.result(60) is False for c in queued)
+    assert pool.submit(object(), "retried", "10.0.0.4").result(60) is False  # type: ignore[arg-type]
+    assert "too late" not in recorded.ran
+
+
+def test_the_checks_ahead_of_a_new_address_are_its_turn_not_the_whole_queue(recorded):
+    """Three addresses with 20 checks each waiting: a new address is 3 checks from its turn, and admitted with a
+    patience that 60 checks would exceed; a further check of a flooding address is behind all 60 and refused."""
+    pool = PasswordChecks(workers=1, patience_s=60.0, cost_s=0.1)
+    recorded.hold(pool)
+    flood = [pool.submit(object(), f"junk {i}", f"10.0.0.{i % 3}") for i in range(60)]  # type: ignore[arg-type]
+    pool.patience_s = 1.0
+    assert pool.ahead("192.0.2.1") == 3 and pool.ahead("10.0.0.1") == 60
+    login = pool.submit(object(), "login", "192.0.2.1")  # type: ignore[arg-type]
+    with pytest.raises(password_checks.Refused):
+        pool.submit(object(), "junk more", "10.0.0.1")  # type: ignore[arg-type]
+    recorded.release()
+    assert login.result(60) is False and all(f.result(60) is False for f in flood)
+    assert recorded.ran.index("login") == 3
+
+
+def test_a_cancelled_check_leaves_its_queue_and_its_count(recorded):
+    """The SASL handler cancels a check it gave up on: it is no longer counted against its address, no longer
+    ahead of anyone, and never runs."""
+    pool = _one_thread_pool()
+    recorded.hold(pool)
+    dropped = _flood(pool, ["10.0.0.1"], 2)
+    kept = pool.submit(object(), "kept", "10.0.0.2")  # type: ignore[arg-type]
+    assert pool.ahead("192.0.2.1") == 2
+    assert all(c.cancel() for c in dropped)
+    assert pool.held("10.0.0.1") == 0 and pool.ahead("192.0.2.1") == 1 and pool.ahead("10.0.0.2") == 1
+    recorded.release()
+    assert kept.result(60) is False and recorded.ran == ["kept"]
