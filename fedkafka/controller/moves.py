@@ -306,18 +306,13 @@ class Mover:
             return
         wanted, sealing = _seal_reads([row for row in rows if row.id in olds], olds)
         offsets = self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {}
+        self._hold(ids, {row.id: offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                         for row in rows if row.id in olds})  # committed alone: a failed seal rolls back the rest
         with self.ctl.topology_change() as s:  # one at a time with a deletion of the topic
             for row in self._rows(s, ids, "frozen"):
                 old = _frozen_segment(s, row)
                 if isinstance(old, str) or row.id not in olds or old.id != olds[row.id].id:
                     self._drop(s, row, old if isinstance(old, str) else "the frozen segment changed during the seal")
-                    continue
-                held = self._lost_publish(row, offsets[(row.to_cluster, row.to_topic, row.to_partition)])
-                if held is not None:
-                    log.error("move %d of %s/%s held, its partition frozen: %s", row.id, row.topic, row.partition,
-                              held)
-                    row.error = held
-                    self._enter(row, "held")
                     continue
                 row.seal = (self.known_end(s, old) if row.gap
                             else offsets[(old.cluster, old.physical_topic, old.physical_partition)])
@@ -331,22 +326,56 @@ class Mover:
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
 
-    def _lost_publish(self, row: MoveRow, end: int) -> str | None:
-        """Why move `row` must not be sealed with its target's log end `end`, or None. Nothing writes to a target
+    def _hold(self, ids: list[int], ends: dict[int, int | None]) -> None:
+        """Hold each frozen move of `ids` whose target's log end (`ends`: move id -> end, None when unread) shows
+        it took writes under a publish the database lost (`_lost_publish`): neither sealed nor rolled back."""
+        with self.ctl.topology_change() as s:
+            for row in self._rows(s, ids, "frozen"):
+                reason = self._lost_publish(row, ends.get(row.id))
+                if reason is not None:
+                    log.error("move %d of %s/%s held, its partition frozen: %s", row.id, row.topic, row.partition,
+                              reason)
+                    row.error = reason
+                    self._enter(row, "held")
+            self.ctl.check_leader(s)
+            s.commit()
+
+    def _current_target_ends(self, ids: list[int]) -> dict[int, int | None]:
+        """The log end of each frozen move's target, read once (None: not read, e.g. its cluster is down)."""
+        with self.ctl.session() as s:
+            targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in self._rows(s, ids, "frozen")}
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        found: dict[tuple[str, str, int], int] = {}
+        for cluster in sorted({c for c, _, _ in targets.values()}):
+            parts = sorted({(t, p) for c, t, p in targets.values() if c == cluster})
+            try:
+                got = self.ctl.kafka.log_offsets(cluster, bootstrap[cluster], parts)
+            except Exception as e:  # a rollback must not wait for a cluster that does not answer
+                log.warning("log ends of %s not read before a rollback: %s", cluster, e)
+                got = {}
+            found.update({(cluster, t, p): end for (t, p), (_start, end) in got.items()})
+        return {move: found.get(target) for move, target in targets.items()}
+
+    def _lost_publish(self, row: MoveRow, end: int | None) -> str | None:
+        """Why frozen move `row` must be held, neither sealed at its target's log end `end` nor rolled back, or None
+        (`end` None: not read; held then only once this controller saw the database lose commits). Rolled back,
+        writes would go on at the source's log end: the logical offsets the lost publish handed out. Nothing writes
+        to a target
         between the freeze and the publish, so a target whose end grew past the one read before the freeze
         (`target_end`) holds records of a publish the database lost (a failover to an asynchronous replica): sealed
         now, the new segment would start above them, leaving them unreachable and their logical offsets handed out
         again. A move frozen before revision 0013 has no `target_end`: it is not sealed either once this controller
         saw the database lose commits (docs/DESIGN.md §3.3, "Lost commits")."""
         target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
-        if row.target_end is not None and end > row.target_end:
+        if row.target_end is not None and end is not None and end > row.target_end:
             return (f"the log end of its target {target} is {end}, {row.target_end} when it froze: the target holds "
                     f"records of a publish the config database lost (it lost commits); sealed now, they would be "
                     f"unreachable and their offsets handed out again. Restore the lost commits (docs/DESIGN.md §3.3)")
         regression = self.ctl.db_regression
-        if row.target_end is None and regression is not None:
-            return (f"frozen before its target's log end was recorded, and the config database lost commits "
-                    f"({regression['message']}): its target {target} (log end {end}) cannot be checked")
+        if (row.target_end is None or end is None) and regression is not None:
+            why = "its target's log end was not read" if end is None else "it froze before its target's end was kept"
+            return (f"{why}, and the config database lost commits ({regression['message']}): whether its target "
+                    f"{target} took writes under a lost publish cannot be checked")
         return None
 
     def known_end(self, s, segment) -> int:
@@ -463,6 +492,12 @@ class Mover:
         self._enter(row, "rolled_back")
 
     def _roll_back(self, ids: list[int], reason: str) -> None:
+        """Unfreeze the moves of `ids` not sealed yet; a frozen one whose target took writes under a publish the
+        database lost is held instead: rolled back, writes would go on at the source's log end, logical offsets
+        the lost publish handed out already (docs/DESIGN.md §3.3, "Lost commits")."""
+        ends = self._current_target_ends(ids)
+        if ends:  # frozen moves
+            self._hold(ids, ends)
         log.warning("rolling back moves %s: %s", ids, reason)
         with self.ctl.topology_change() as s:
             for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "planned")))):

@@ -55,6 +55,8 @@ def frozen_move(make_api, recording_kafka_class, db_url):
 
     class Kafka(recording_kafka_class):
         def log_offsets(self, cluster, bootstrap, partitions):
+            if cluster in self.down:
+                return {}
             return {(t, p): (0, ends.get((cluster, t, p), 0)) for t, p in partitions}
 
     api = make_api(kafka=Kafka())
@@ -134,6 +136,28 @@ def test_a_move_whose_publish_the_database_lost_is_held_not_sealed_above_the_rec
     with pytest.raises(Conflict, match="no workflow starts: the config database holds view") as refused:
         WorkflowEngine(ctl).start("scale_up", "c2")
     assert refused.value.status == 503
+
+
+@pytest.mark.parametrize("target", ["grew", "unread-db-regressed", "unread"])
+def test_a_frozen_move_is_rolled_back_only_when_its_target_shows_no_lost_publish(frozen_move, target):
+    """The sweeper (at the start of the controller, and every round) rolls back the moves no run drives, and a run
+    that fails before its seal rolls back its own: a frozen move whose lost publish took writes on its target, rolled
+    back, had writes go on at c1's log end 100, the logical offset the lost publish gave c2 phys 0. Held instead;
+    and when the target's end cannot be read, held once the controller saw the database lose commits."""
+    api, mover, ids, member, ends, keep_replica, fail_over = frozen_move
+    keep_replica()
+    mover.run(ids)
+    v_high = api.controller.view.version
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    ends[("c2", "t", 0)] = 50
+    ctl = fail_over()
+    if target != "grew":
+        ctl.kafka.down.add("c2")
+    if target == "unread-db-regressed":
+        ctl.heartbeat(member, v_high, {})
+    assert Mover(ctl).sweep() == ids
+    state = _move(ctl, ids[0]).state
+    assert (state, _frozen(ctl)) == (("rolled_back", False) if target == "unread" else ("held", True))
 
 
 def test_a_move_whose_seal_the_database_lost_before_anything_was_written_to_its_target_seals_as_before(frozen_move):
