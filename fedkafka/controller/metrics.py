@@ -41,6 +41,9 @@ class Metrics:
         self.apply_seconds = Histogram("fedkafka_view_push_seconds",
                                        "View commit to a proxy's heartbeat acking it (push latency)",
                                        buckets=_FAST, registry=r)
+        self.db_regressed = Gauge("fedkafka_controller_db_regressed", "1 once this controller saw the config "
+                                  "database hold an older view than a proxy or itself held: it lost commits "
+                                  "(docs/DESIGN.md §3.3); until restarted", registry=r)
         self.move_state_seconds = Histogram("fedkafka_move_state_seconds", "Time a move spent in a state before it "
                                             "left it (planned, frozen: waiting for acks, sealed)", ["state"],
                                             buckets=_SLOW, registry=r)

@@ -161,7 +161,8 @@ UNFINISHED_MOVE = "state NOT IN ('done', 'rolled_back')"  # moves.FINISHED, as S
 
 
 class MoveRow(Base):
-    """One active-segment move (docs/DESIGN.md §6): planned -> frozen -> sealed -> done, or rolled_back.
+    """One active-segment move (docs/DESIGN.md §6): planned -> frozen -> sealed -> done, or rolled_back; or
+    held (frozen for good, never sealed nor rolled back: the database lost commits, docs/DESIGN.md §3.3).
     Each state is committed before it takes effect, so a restarted controller resumes from it.
 
     At most one unfinished move per logical partition: the partial unique index refuses the second of two
@@ -186,6 +187,10 @@ class MoveRow(Base):
     frozen_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     seal: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     phys_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # the target physical partition's log end read before the freeze committed: nothing writes there until the
+    # move publishes, so a seal that finds it grew meets records of a publish the database lost (held, never sealed
+    # at the grown end; None: recorded before revision 0013; docs/DESIGN.md §3.3, "Lost commits")
+    target_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # logical offsets left between the seal and the new segment: 0, or UNCLEAN_GAP for a failover, whose seal is
     # the last log end the controller knew of a dead cluster (docs/DESIGN.md §9)
     gap: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -1,6 +1,7 @@
 """Moving active segments (docs/DESIGN.md §6): the resumable state machine behind scale-up and decommission.
 
-Per move row: planned -> frozen -> sealed -> done (or rolled_back). Moves run in batches (one
+Per move row: planned -> frozen -> sealed -> done (or rolled_back; or held: frozen until an operator repairs it,
+when its target took records of a publish the config database lost, docs/DESIGN.md §3.3). Moves run in batches (one
 view freezes every partition of the batch, one wait for the proxies' acks, one publish), so a
 scale-up costs a handful of view versions, not a few per partition. Every state is committed
 before it takes effect:
@@ -14,8 +15,10 @@ before it takes effect:
   waited for until then (it may still be serving clients, cut off from the controller only: docs/DESIGN.md
   §4.9); one that keeps renewing but does not ack fails the move after its drain. Nothing is written; a
   restart simply waits again.
+- frozen also records the target partition's log end (`target_end`), read before the freeze commits.
 - sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
-  are recorded while the chain is still frozen, so they cannot move any more.
+  are recorded while the chain is still frozen, so they cannot move any more; a target whose end grew past
+  `target_end` took writes under a publish the database lost: the move is held instead.
 - done: old segment sealed, new active segment, leader epoch + 1, unfrozen: one transaction.
 
 Every transition commits only while this controller holds the leader row (`check_leader`, docs/DESIGN.md
@@ -65,6 +68,11 @@ PLAN_ATTEMPTS = 3  # a plan that lost the race for a partition to another run's 
 
 class MoveFailed(RuntimeError):
     pass
+
+
+class MoveHeld(RuntimeError):
+    """A move was held (state `held`): its target took records the database does not know about, so it lost
+    commits (docs/DESIGN.md §3.3, "Lost commits"). The partition stays frozen until an operator repairs it."""
 
 
 class Mover:
@@ -149,6 +157,9 @@ class Mover:
                 progress("publish", 0, n)
                 self._publish(ids)
                 progress("publish", n, n)
+                self._raise_held(ids)
+            except MoveHeld:
+                raise  # the others are settled (published), the held ones stay as they are
             except Exception as e:
                 self.settle(ids, str(e) or type(e).__name__)
                 raise
@@ -175,7 +186,7 @@ class Mover:
         with self.ctl.session() as s:
             orphans = list(s.scalars(
                 select(MoveRow.id).outerjoin(WorkflowRow, MoveRow.workflow_id == WorkflowRow.id)
-                .where(MoveRow.state.not_in(FINISHED),
+                .where(MoveRow.state.not_in((*FINISHED, "held")),  # a held move waits for an operator
                        or_(WorkflowRow.id.is_(None), WorkflowRow.state != "running")).order_by(MoveRow.id)))
         if orphans:
             log.warning("settling moves %s that no running workflow owns", orphans)
@@ -197,6 +208,9 @@ class Mover:
         row.state, row.updated_at = state, time.time()
 
     def _freeze(self, ids: list[int]) -> None:
+        """Freeze the planned moves `ids`, each recording its target's log end (`target_end`, read first: nothing
+        writes to a target before its move publishes) in the transaction that freezes it."""
+        targets = self._target_ends(ids)
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "planned"):
                 active = _active_segment(s, row.topic, row.partition)
@@ -208,6 +222,7 @@ class Mover:
                     continue
                 chain = s.get(ChainRow, (row.topic, row.partition))
                 chain.frozen = True
+                row.target_end = targets[(row.to_cluster, row.to_topic, row.to_partition)]
                 self._enter(row, "frozen")
             self.ctl.check_leader(s)
             s.commit()
@@ -218,6 +233,23 @@ class Mover:
                     row.frozen_version = version
             self.ctl.check_leader(s)
             s.commit()
+
+    def _target_ends(self, ids: list[int]) -> dict[tuple[str, str, int], int]:
+        """The log end of each planned move's target physical partition (MoveFailed if one cannot be read)."""
+        with self.ctl.session() as s:
+            wanted: dict[str, set[tuple[str, int]]] = {}
+            for row in self._rows(s, ids, "planned"):
+                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        return self.read_ends(wanted, bootstrap) if wanted else {}
+
+    def _raise_held(self, ids: list[int]) -> None:
+        """MoveHeld naming the moves of `ids` that are held (and why), if any."""
+        with self.ctl.session() as s:
+            held = self._rows(s, ids, "held")
+        if held:
+            raise MoveHeld("; ".join(f"move {r.id} of {r.topic}/{r.partition} held, its partition frozen: {r.error}"
+                                     for r in held))
 
     def _await_acks(self, ids: list[int], progress) -> None:
         with self.ctl.session() as s:
@@ -274,6 +306,8 @@ class Mover:
             return
         wanted, sealing = _seal_reads([row for row in rows if row.id in olds], olds)
         offsets = self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {}
+        self._hold(ids, {row.id: offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                         for row in rows if row.id in olds})  # committed alone: a failed seal rolls back the rest
         with self.ctl.topology_change() as s:  # one at a time with a deletion of the topic
             for row in self._rows(s, ids, "frozen"):
                 old = _frozen_segment(s, row)
@@ -291,6 +325,58 @@ class Mover:
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
+
+    def _hold(self, ids: list[int], ends: dict[int, int | None]) -> None:
+        """Hold each frozen move of `ids` whose target's log end (`ends`: move id -> end, None when unread) shows
+        it took writes under a publish the database lost (`_lost_publish`): neither sealed nor rolled back."""
+        with self.ctl.topology_change() as s:
+            for row in self._rows(s, ids, "frozen"):
+                reason = self._lost_publish(row, ends.get(row.id))
+                if reason is not None:
+                    log.error("move %d of %s/%s held, its partition frozen: %s", row.id, row.topic, row.partition,
+                              reason)
+                    row.error = reason
+                    self._enter(row, "held")
+            self.ctl.check_leader(s)
+            s.commit()
+
+    def _current_target_ends(self, ids: list[int]) -> dict[int, int | None]:
+        """The log end of each frozen move's target, read once (None: not read, e.g. its cluster is down)."""
+        with self.ctl.session() as s:
+            targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in self._rows(s, ids, "frozen")}
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        found: dict[tuple[str, str, int], int] = {}
+        for cluster in sorted({c for c, _, _ in targets.values()}):
+            parts = sorted({(t, p) for c, t, p in targets.values() if c == cluster})
+            try:
+                got = self.ctl.kafka.log_offsets(cluster, bootstrap[cluster], parts)
+            except Exception as e:  # a rollback must not wait for a cluster that does not answer
+                log.warning("log ends of %s not read before a rollback: %s", cluster, e)
+                got = {}
+            found.update({(cluster, t, p): end for (t, p), (_start, end) in got.items()})
+        return {move: found.get(target) for move, target in targets.items()}
+
+    def _lost_publish(self, row: MoveRow, end: int | None) -> str | None:
+        """Why frozen move `row` must be held, neither sealed at its target's log end `end` nor rolled back, or None
+        (`end` None: not read; held then only once this controller saw the database lose commits). Rolled back,
+        writes would go on at the source's log end: the logical offsets the lost publish handed out. Nothing writes
+        to a target
+        between the freeze and the publish, so a target whose end grew past the one read before the freeze
+        (`target_end`) holds records of a publish the database lost (a failover to an asynchronous replica): sealed
+        now, the new segment would start above them, leaving them unreachable and their logical offsets handed out
+        again. A move frozen before revision 0013 has no `target_end`: it is not sealed either once this controller
+        saw the database lose commits (docs/DESIGN.md §3.3, "Lost commits")."""
+        target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
+        if row.target_end is not None and end is not None and end > row.target_end:
+            return (f"the log end of its target {target} is {end}, {row.target_end} when it froze: the target holds "
+                    f"records of a publish the config database lost (it lost commits); sealed now, they would be "
+                    f"unreachable and their offsets handed out again. Restore the lost commits (docs/DESIGN.md §3.3)")
+        regression = self.ctl.db_regression
+        if (row.target_end is None or end is None) and regression is not None:
+            why = "its target's log end was not read" if end is None else "it froze before its target's end was kept"
+            return (f"{why}, and the config database lost commits ({regression['message']}): whether its target "
+                    f"{target} took writes under a lost publish cannot be checked")
+        return None
 
     def known_end(self, s, segment) -> int:
         """The last high watermark the scans read of an active segment's physical partition (every record below it
@@ -406,6 +492,12 @@ class Mover:
         self._enter(row, "rolled_back")
 
     def _roll_back(self, ids: list[int], reason: str) -> None:
+        """Unfreeze the moves of `ids` not sealed yet; a frozen one whose target took writes under a publish the
+        database lost is held instead: rolled back, writes would go on at the source's log end, logical offsets
+        the lost publish handed out already (docs/DESIGN.md §3.3, "Lost commits")."""
+        ends = self._current_target_ends(ids)
+        if ends:  # frozen moves
+            self._hold(ids, ends)
         log.warning("rolling back moves %s: %s", ids, reason)
         with self.ctl.topology_change() as s:
             for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "planned")))):

@@ -70,6 +70,11 @@ MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.m
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
 LATE_RENEWAL_S = FENCE_GRACE_S / 4
+# How far above the newest view this controller knows (the database's, its own, one a proxy reported before) a
+# proxy's applied version may be: a database that lost commits lost at most this many views (a few a second for
+# days). A report beyond it is refused (422), never taken as the floor of the next version (docs/DESIGN.md §3.3).
+MAX_LOST_VIEWS = 1_000_000
+BIGINT_MAX = 2**63 - 1  # the version column's bound: no version, reported or composed, comes near it
 STORED_END_REFRESH_S = 60.0  # an unchanged scanned log end is written again this often (its `scanned_at`)
 
 
@@ -116,6 +121,9 @@ class Controller:
         # the newest view a proxy reported applied that the database does not hold (it lost its last commits):
         # the next view is numbered past it, never a version a proxy holds with other content (§3 durability)
         self._version_floor = 0
+        # set once this controller saw the database hold an older view than a proxy or itself did (it lost
+        # commits): {"db_version", "seen_version", "message", "at"}; new workflow runs are refused until restart
+        self.db_regression: dict[str, Any] | None = None
         self._hb_lock = threading.Lock()
         # member id (a proxy's row: its node id, or a worker's own row) -> (lease, fence expiry, applied version)
         self._leases: dict[int, tuple[float, float, int]] = {}
@@ -211,23 +219,27 @@ class Controller:
                 with self.session() as s:
                     # read first: a row never acks more than the view read after it, unless the database lost it
                     acked = s.scalar(select(func.max(ProxyRow.applied_version))) or 0
-                    stored_version = s.scalar(select(ViewRow.version).where(ViewRow.id == 1))
+                    stored_version = s.scalars(select(ViewRow.version).where(ViewRow.id == 1)).one()
                     current = self.publisher.view
-                    if stored_version != current.version:  # another controller wrote it
+                    if stored_version != current.version:  # another controller wrote it (or the database lost it)
                         current = self._refresh_from_db()
+                    if stored_version < current.version:  # this controller holds a view the database does not
+                        if self._peek_version() >= current.version:
+                            continue  # another controller committed it since `stored_version` was read: read again
+                        self._regressed(stored_version, current.version, "this controller holds")
                     now = time.time()
                     listed, until = self._inherited
                     candidate = build_view(s, now, keep_listed=listed if now < until else frozenset())
                     nxt = next_version(current, candidate)
-                    floor = max(self._version_floor, acked)
-                    if floor > current.version:  # proxies hold views numbered up to floor that the database lost
-                        nxt = candidate.with_version(floor + 1)
+                    top = max(self._version_floor, acked, current.version)
+                    if top > stored_version:  # proxies (or this controller) hold views up to `top` the database lost
+                        nxt = candidate.with_version(top + 1)
                     if nxt is current:
                         return current
                     now = time.time()
                     body = json.dumps(nxt.to_dict(), separators=(",", ":"))
                     res = cast(CursorResult[Any], s.execute(  # an UPDATE's result: it has a rowcount
-                        update(ViewRow).where(ViewRow.id == 1, ViewRow.version == current.version)
+                        update(ViewRow).where(ViewRow.id == 1, ViewRow.version == stored_version)
                         .values(version=nxt.version, body=body, committed_at=now)))
                     if res.rowcount != 1:
                         s.rollback()
@@ -241,6 +253,20 @@ class Controller:
                 log.info("view %d committed", nxt.version)
                 return nxt
             raise Conflict("could not commit the view: too many concurrent writers", status=503)
+
+    def _regressed(self, db_version: int, seen: int, who: str) -> None:
+        """The database holds view `db_version` while `who` holds view `seen` (newer): it lost commits. Said loudly
+        (an ERROR line, `fedkafka_controller_db_regressed`, /healthz and /v1/status), and no new workflow run
+        starts in this process from now on (docs/DESIGN.md §3.3, "Lost commits")."""
+        message = (f"the config database holds view {db_version} but {who} view {seen}: it lost its last commits "
+                   f"(a failover to an asynchronous replica?)")
+        before = self.db_regression
+        if before is None or seen > before["seen_version"]:
+            log.error("%s; the next view is numbered %d, moves whose targets took writes it does not know are "
+                      "held, and no new workflow starts until this controller is restarted", message, seen + 1)
+            self.db_regression = {"db_version": db_version, "seen_version": seen, "message": message,
+                                  "at": time.time()}
+            self.metrics.db_regressed.set(1)
 
     def _refresh_from_db(self) -> View:
         view, committed_at = self._stored_view()
@@ -544,9 +570,14 @@ class Controller:
             stored = s.scalar(select(ViewRow.version).where(ViewRow.id == 1)) or 0
         if reported <= stored:
             return reported
+        known = max(stored, self.view.version, self._version_floor)
+        if reported > min(known + MAX_LOST_VIEWS, BIGINT_MAX // 2):
+            log.error("a proxy reported applied view %d, more than %d above the newest this controller knows (%d): "
+                      "refused", reported, MAX_LOST_VIEWS, known)
+            raise Invalid(f"applied_version {reported} is more than {MAX_LOST_VIEWS} above the newest view the "
+                          f"controller knows ({known}): no controller composed it")
         if reported > self._version_floor:
-            log.error("a proxy applied view %d but the database holds only view %d: it lost commits; the next "
-                      "view is numbered %d", reported, stored, reported + 1)
+            self._regressed(stored, reported, "a proxy applied")
             with self._hb_lock:
                 self._version_floor = max(self._version_floor, reported)
         return 0
@@ -775,7 +806,8 @@ class Controller:
                 .order_by(ProxyRow.node_id)))
             topics = s.scalar(select(func.count()).select_from(TopicRow))
         clusters = self.list_clusters()
-        return {"view_version": self.view.version, "clusters": len(clusters), "topics": topics,
+        return {"view_version": self.view.version, "db_regression": self.db_regression,
+                "clusters": len(clusters), "topics": topics,
                 "proxies": _proxy_status(counted, now), "coordination_cluster": self.view.coordination_cluster,
                 "unreachable": [c["id"] for c in clusters if not c["reachable"] and c["state"] != "removed"]}
 
@@ -904,11 +936,18 @@ class Controller:
     def _lease_loop(self) -> None:
         while not self._stop.wait(min(0.2, self.settings.lease_ms / 4000)):
             try:
-                self.expire_leases()
-                if self.publisher.view.version != self._peek_version():
-                    self._refresh_from_db()  # a second controller committed: serve its view
+                self.lease_round()
             except Exception:
                 log.exception("lease check failed")
+
+    def lease_round(self) -> None:
+        """One round of the lease loop: drop the proxies whose lease ran out, and serve the database's view."""
+        self.expire_leases()
+        stored = self._peek_version()
+        if self.publisher.view.version < stored:
+            self._refresh_from_db()  # a second controller committed: serve its view
+        elif self.publisher.view.version > stored:
+            self.compose()  # the database lost views this controller holds: number the next past them (§3.3)
 
     def _peek_version(self) -> int:
         with self.session() as s:

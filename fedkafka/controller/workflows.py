@@ -86,6 +86,9 @@ class WorkflowEngine:
         """Validate (a clear error and nothing changed when the input is wrong), record the run, start it.
         An unfinished run of the same kind and cluster is returned instead of starting a second one."""
         params, phases = _request(kind, strategy, drain, bootstrap, unclean)
+        if self.ctl.db_regression is not None:  # docs/DESIGN.md §3.3, "Lost commits"
+            raise Conflict(f"no workflow starts: {self.ctl.db_regression['message']}; check the held moves and the "
+                           f"proxies' views, then restart the controller", status=503)
         with self._start_lock:
             running = self._unfinished(kind, cluster)
             if running is not None:

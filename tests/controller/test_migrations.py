@@ -21,7 +21,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0012"
+        assert ctx.get_current_revision() == "0013"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -47,7 +47,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0012"
+        assert MigrationContext.configure(conn).get_current_revision() == "0013"
     for engine in engines:
         engine.dispose()
 
@@ -141,4 +141,28 @@ def test_revision_0012_adds_the_scanned_ends_empty_and_its_downgrade_keeps_the_c
         command.downgrade(cfg, "0011")
         assert MigrationContext.configure(conn).get_current_revision() == "0011"
         assert set(conn.execute(text(select_claims))) == {("c1", "t", 3, "t", 0), ("c1", "t", 4, "t", 1)}
+    engine.dispose()
+
+
+def test_revision_0013_leaves_the_target_end_of_moves_frozen_before_it_unknown_and_its_downgrade_keeps_them(
+        empty_db_url):
+    """A move frozen before the upgrade has no recorded target end (NULL: it seals as before unless the controller saw
+    the database lose commits, docs/DESIGN.md §3.3 "Lost commits"); the moves survive the downgrade."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0012")
+        conn.execute(text("INSERT INTO moves (topic, \"partition\", from_cluster, to_cluster, to_topic, to_partition, "
+                          "state, updated_at, gap) VALUES ('t', 0, 'c1', 'c2', 't', 0, 'frozen', 0, 0)"))
+    db.migrate(engine)
+    with engine.begin() as conn:
+        assert list(conn.execute(text("SELECT state, target_end FROM moves"))) == [("frozen", None)]
+        conn.execute(text("UPDATE moves SET target_end = 12345678901"))  # a 64-bit log end
+        assert conn.execute(text("SELECT target_end FROM moves")).scalar_one() == 12345678901
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0012")
+        assert list(conn.execute(text("SELECT topic, state FROM moves"))) == [("t", "frozen")]
     engine.dispose()

@@ -19,7 +19,10 @@ def open_router(controller: Controller, leadership: Leadership | None) -> APIRou
     @router.get("/healthz")
     def healthz():
         lead = leadership.status() if leadership is not None else {"active": True}
-        return {"ok": True, "view_version": controller.view.version, **lead}
+        # db_regression: set once the config database lost commits (docs/DESIGN.md §3.3); ok stays true (the
+        # controller serves on), the alert is the metric fedkafka_controller_db_regressed
+        return {"ok": True, "view_version": controller.view.version, "db_regression": controller.db_regression,
+                **lead}
 
     @router.get("/metrics")
     def metrics():
