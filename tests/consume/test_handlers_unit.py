@@ -553,3 +553,22 @@ def test_past_its_fence_a_proxy_describes_no_producers_from_its_view():
 def test_within_its_fence_a_proxy_serves_reads():
     plan = fetch.handle(dataclasses.replace(ctx(), lease_valid=True), None, fetch_request(("log", 1, 3)))
     assert [c.target.cluster for c in plan.calls] == ["c1"]
+
+
+def test_offset_commit_splits_its_partitions_in_one_pass(monkeypatch):
+    """A commit of 400 partitions, half beyond P: none is compared with another (the split was one `p not in ok`
+    list scan per partition, ~n^2/2 comparisons: 20,000 partitions blocked the loop for 50 s)."""
+    n = 200
+    parts = [{"partition_index": i, "committed_offset": i, "committed_leader_epoch": -1, "committed_metadata": None}
+             for i in (1, 8) for _ in range(n)]
+    req = build(request_type(8, 8), {"group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m",
+                                     "group_instance_id": None, "topics": [{"name": "log", "partitions": parts}]})
+    compared = []
+    partition_t = type(req.topics[0].partitions[0])
+    equal = partition_t.__eq__
+    monkeypatch.setattr(partition_t, "__eq__", lambda a, b: compared.append(1) or equal(a, b))
+    found = build(response_type(10, 4), {"coordinators": [{"key": "g", "node_id": 4, "host": "h", "port": 1,
+                                                            "error_code": ErrorCode.none}]})
+    (call,) = groups.handle(ctx(), None, req).finish([found]).calls
+    assert len(compared) <= 2 * n  # linear (none, in fact)
+    assert [p.partition_index for p in call.request.topics[0].partitions] == [1] * n

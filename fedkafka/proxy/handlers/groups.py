@@ -292,8 +292,13 @@ def _offset_commit(ctx: Context, coordination: str, request):
             refused.setdefault(ErrorCode.topic_authorization_failed, {})[t.name] = [p.partition_index
                                                                                     for p in t.partitions]
             continue
-        ok = [p for p in t.partitions if topic is not None and 0 <= p.partition_index < topic.partition_count]
-        bad = [p.partition_index for p in t.partitions if p not in ok]
+        count = 0 if topic is None else topic.partition_count
+        ok, bad = [], []
+        for p in t.partitions:  # one pass: a request may name tens of thousands of partitions
+            if 0 <= p.partition_index < count:
+                ok.append(p)
+            else:
+                bad.append(p.partition_index)
         if bad:
             refused.setdefault(ErrorCode.unknown_topic_or_partition, {})[t.name] = bad
         if ok:
