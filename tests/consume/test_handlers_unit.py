@@ -10,10 +10,11 @@ import struct
 import uuid
 
 import crc32c
+import pytest
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.protocol.codec import TooManyElements, request_type, response_type
 from fedkafka.proxy.handlers import (
     delete_records,
     describe_producers,
@@ -22,7 +23,7 @@ from fedkafka.proxy.handlers import (
     list_offsets,
     offset_for_leader_epoch,
 )
-from fedkafka.proxy.plan import UNANSWERED, Broker, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import UNANSWERED, Broker, CloseConnection, Context, Plan, UpstreamError
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
 CHAIN = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 5, 45, 30),
@@ -572,3 +573,71 @@ def test_offset_commit_splits_its_partitions_in_one_pass(monkeypatch):
     (call,) = groups.handle(ctx(), None, req).finish([found]).calls
     assert len(compared) <= 2 * n  # linear (none, in fact)
     assert [p.partition_index for p in call.request.topics[0].partitions] == [1] * n
+
+
+def subscription_of(n: int) -> bytes:
+    """ConsumerProtocolSubscription v0 naming topic "a" `n` times (3 bytes a name)."""
+    return struct.pack(">hi", 0, n) + b"\x00\x01a" * n + struct.pack(">i", -1)
+
+
+def join_group(*subscriptions: bytes):
+    return build(request_type(11, 9), {
+        "group_id": "g", "session_timeout": datetime.timedelta(seconds=10),
+        "rebalance_timeout": datetime.timedelta(seconds=60), "member_id": "", "group_instance_id": None,
+        "protocol_type": "consumer", "reason": None,
+        "protocols": [{"name": f"p{i}", "metadata": s} for i, s in enumerate(subscriptions)]})
+
+
+COORDINATOR = build(response_type(10, 4), {"coordinators": [{"key": "g", "node_id": 4, "host": "h", "port": 1,
+                                                             "error_code": ErrorCode.none}]})
+
+
+def test_join_group_subscriptions_count_against_the_request_element_limit():
+    """A JoinGroup's subscriptions, all its protocols together, hold at most --max-request-elements topic names:
+    past it the request is refused (a DecodeError: the core closes the connection, as for any request past the
+    limit) before kio decodes them. A 16 MiB JoinGroup named ~5 million topics, renamed outside any budget."""
+    (call,) = groups.handle(ctx(), None, join_group(subscription_of(100_000))).finish([COORDINATOR]).calls
+    assert call.request.protocols[0].metadata.count(b"__fedkafka-shadow-a") == 100_000
+    with pytest.raises(TooManyElements, match=r"JoinGroup subscriptions of group 'g'.*more than 100000 array"):
+        groups.handle(ctx(), None, join_group(subscription_of(100_001)))
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    groups.handle(small, None, join_group(subscription_of(500), subscription_of(500)))
+    with pytest.raises(TooManyElements, match="--max-request-elements"):  # the protocols' names together
+        groups.handle(small, None, join_group(subscription_of(500), subscription_of(501)))
+
+
+def test_sync_group_assignments_count_against_the_request_element_limit():
+    assignment = struct.pack(">hi", 0, 1) + b"\x00\x01a" + struct.pack(">i", 600) + bytes(2400) + \
+        struct.pack(">i", -1)  # one topic of 600 partitions: 601 elements
+    sync = build(request_type(14, 5), {"group_id": "g", "generation_id": 1, "member_id": "m",
+                                       "group_instance_id": None, "protocol_type": "consumer",
+                                       "protocol_name": "range", "assignments": [
+                                           {"member_id": f"m{i}", "assignment": assignment} for i in range(2)]})
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    with pytest.raises(TooManyElements, match=r"SyncGroup assignments of group 'g'.*more than 1000 array"):
+        groups.handle(small, None, sync)
+    (call,) = groups.handle(dataclasses.replace(ctx(), max_request_elements=1202), None, sync).finish(
+        [COORDINATOR]).calls
+    assert all(b"__fedkafka-shadow-a" in a.assignment for a in call.request.assignments)
+
+
+def test_a_coordinator_answer_with_a_member_subscription_past_the_limit_closes_the_connection():
+    """Each member's subscription came in one JoinGroup, held to the limit: one past it (a member that joined
+    around the proxy) is not decoded; the leader's connection is closed with the reason."""
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    forward = groups.handle(small, None, join_group(subscription_of(10))).finish([COORDINATOR])
+    shadow = struct.pack(">hi", 0, 1000) + (struct.pack(">h", 19) + b"__fedkafka-shadow-a") * 1000 + \
+        struct.pack(">i", -1)
+
+    def answer(*members: bytes):
+        return build(response_type(11, 9), {
+            "error_code": ErrorCode.none, "generation_id": 1, "protocol_type": "consumer", "protocol_name": "range",
+            "leader": "m0", "skip_assignment": False, "member_id": "m0", "members": [
+                {"member_id": f"m{i}", "group_instance_id": None, "metadata": m} for i, m in enumerate(members)]})
+
+    out = forward.finish([answer(shadow, shadow)])  # each member within the limit: both renamed
+    assert [m.metadata for m in out.members] == [subscription_of(1000)] * 2
+    bigger = struct.pack(">hi", 0, 1001) + (struct.pack(">h", 19) + b"__fedkafka-shadow-a") * 1001 + \
+        struct.pack(">i", -1)
+    closed = forward.finish([answer(shadow, bigger)])
+    assert isinstance(closed, CloseConnection) and "more than 1000 array elements" in closed.reason
