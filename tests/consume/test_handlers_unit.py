@@ -641,3 +641,16 @@ def test_a_coordinator_answer_with_a_member_subscription_past_the_limit_closes_t
         struct.pack(">i", -1)
     closed = forward.finish([answer(shadow, bigger)])
     assert isinstance(closed, CloseConnection) and "more than 1000 array elements" in closed.reason
+
+
+def test_find_coordinator_works_out_the_candidates_once_and_each_distinct_key_once(monkeypatch):
+    """A FindCoordinator of 300 keys (100 distinct) lists the pool's proxies once and hashes each distinct key
+    once, not both per key; every key still gets its answer, in order."""
+    listed, hashed = [], []
+    in_pool, leader_for = View.proxies_in_pool, View.leader_for
+    monkeypatch.setattr(View, "proxies_in_pool", lambda v, *a, **kw: listed.append(1) or in_pool(v, *a, **kw))
+    monkeypatch.setattr(View, "leader_for", lambda v, t, p, c: hashed.append(t) or leader_for(v, t, p, c))
+    keys = [f"g{i % 100}" for i in range(300)]
+    answers = groups.handle(ctx(), None, build(request_type(10, 4), {"key_type": 0, "coordinator_keys": keys}))
+    assert [a.key for a in answers.coordinators] == keys
+    assert len(listed) == 1 and len(hashed) == 100

@@ -81,7 +81,9 @@ def find_coordinator(ctx: Context, request):
     version = type(request).__version__
     keys = list(request.coordinator_keys) if version >= 4 else [request.key]
     key_type = getattr(request, "key_type", GROUP_KEY)
-    answers = [_coordinator_for(ctx, k, key_type, version) for k in keys]
+    candidates = _consume_proxies(ctx)  # once a request, not once a key; and each distinct key worked out once
+    found = {k: _coordinator_for(ctx, k, key_type, version, candidates) for k in dict.fromkeys(keys)}
+    answers = [found[k] for k in keys]
     if version >= 4:
         return build(response_schema(FIND_COORDINATOR, version), {"coordinators": answers})
     return build(response_schema(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
@@ -91,7 +93,8 @@ NO_TRANSACTIONS = ("transactions are not available in this fedkafka federation (
                    "physical clusters; see fedkafka's docs/ARCHITECTURE.md): use an idempotent producer instead")
 
 
-def _coordinator_for(ctx: Context, key: str, key_type: int, version: int) -> dict:
+def _coordinator_for(ctx: Context, key: str, key_type: int, version: int,
+                     candidates: tuple[ProxyInfo, *tuple[ProxyInfo, ...]]) -> dict:
     if key_type == TXN_KEY:
         return _no_coordinator(key, _no_transactions_code(version), NO_TRANSACTIONS)
     if key_type != GROUP_KEY:
@@ -100,7 +103,7 @@ def _coordinator_for(ctx: Context, key: str, key_type: int, version: int) -> dic
         return _no_coordinator(key, ErrorCode.group_authorization_failed, None)
     if ctx.view.coordination_cluster is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
-    proxy = ctx.view.leader_for(f"group\0{key}", 0, _consume_proxies(ctx))
+    proxy = ctx.view.leader_for(f"group\0{key}", 0, candidates)
     endpoint = proxy.endpoint(ctx.session.protocol)
     if endpoint is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available,
