@@ -654,3 +654,21 @@ def test_find_coordinator_works_out_the_candidates_once_and_each_distinct_key_on
     answers = groups.handle(ctx(), None, build(request_type(10, 4), {"key_type": 0, "coordinator_keys": keys}))
     assert [a.key for a in answers.coordinators] == keys
     assert len(listed) == 1 and len(hashed) == 100
+
+
+def test_a_group_named_many_times_is_authorized_once():
+    """DeleteGroups naming 3 groups 100 times each asks the authorizer (a scan of the view's group ACLs) 3 times."""
+    class Counting:
+        def __init__(self):
+            self.asked: list[str] = []
+
+        def allowed(self, principal, host, operation, resource_type, name):
+            self.asked.append(name)
+            return True
+
+    authorizer = Counting()
+    names = [f"g{i % 3}" for i in range(300)]
+    plan = groups.handle(dataclasses.replace(ctx(), authorizer=authorizer), None,
+                         build(request_type(42, 2), {"groups_names": names}))
+    assert sorted(authorizer.asked) == ["g0", "g1", "g2"]
+    assert list(plan.calls[0].request.coordinator_keys) == ["g0", "g1", "g2"]

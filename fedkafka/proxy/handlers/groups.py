@@ -57,7 +57,7 @@ def handle(ctx: Context, header, request):
         return failure(request, ErrorCode.coordinator_not_available)
     if key == LIST:
         return list_groups(coordination, request, lambda g: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g))
-    if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in group_ids(request)):
+    if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))):
         return failure(request, ErrorCode.group_authorization_failed)  # nothing of it reaches the coordinator
     if key == OFFSET_COMMIT and ctx.view.commits_frozen:
         # a coordination move copies the committed offsets now: a commit landing on the old coordinator after
