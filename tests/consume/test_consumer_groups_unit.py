@@ -165,3 +165,20 @@ def test_heartbeats_parse_the_topic_ids_once_per_view(monkeypatch):
     forward = coordinator_found(consumer_groups.handle(second, Header(), heartbeat(
         subscribed_topic_names=["new"], topic_partitions=[{"topic_id": new_id, "partitions": [0]}])))
     assert [tp.topic_id for tp in forward.calls[0].request.topic_partitions] == [uuid.UUID(int=0xBEEF)]
+
+
+def test_a_subscribed_topic_named_many_times_is_authorized_once():
+    class Counting:
+        def __init__(self):
+            self.asked: list[str] = []
+
+        def allowed(self, principal, host, operation, resource_type, name):
+            self.asked.append(name)
+            return True
+
+    authorizer = Counting()
+    request = heartbeat(subscribed_topic_names=["log"] * 300, topic_partitions=None)
+    forward = coordinator_found(consumer_groups.handle(dataclasses.replace(ctx(), authorizer=authorizer), Header(),
+                                                       request))
+    assert authorizer.asked == ["g", "log"]  # READ on the group, DESCRIBE on the topic
+    assert forward.calls[0].request.subscribed_topic_names == ("__fedkafka-shadow-log",) * 300

@@ -56,10 +56,10 @@ def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
     if not authorized(ctx, Operation.READ, ResourceType.GROUP, request.group_id):
         ctx.refused("auth", request.group_id, -1, "no READ on the group")
         return _failure(request, ErrorCode.group_authorization_failed, None)
-    hidden = [n for n in request.subscribed_topic_names or () if not authorized(ctx, Operation.DESCRIBE,
-                                                                                  ResourceType.TOPIC, n)]
-    if hidden:
-        ctx.refused("auth", hidden[0], -1, "no DESCRIBE on a subscribed topic")
+    hidden = next((n for n in dict.fromkeys(request.subscribed_topic_names or ())  # each name checked once
+                   if not authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, n)), None)
+    if hidden is not None:
+        ctx.refused("auth", hidden, -1, "no DESCRIBE on a subscribed topic")
         return _failure(request, ErrorCode.topic_authorization_failed, None)
     if getattr(request, "subscribed_topic_regex", None):
         return _failure(request, ErrorCode.invalid_request, NO_REGEX)
