@@ -14,6 +14,7 @@ from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.handlers import consumer_groups
 from fedkafka.proxy.plan import AnyBroker, Broker, Context, Plan
+from fedkafka.view import model
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
 LOGICAL_ID = uuid.UUID(int=0xAB)
@@ -146,7 +147,8 @@ def test_heartbeats_parse_the_topic_ids_once_per_view(monkeypatch):
         parsed.append(kw.get("hex"))
         return uuid.UUID(*args, **kw)
 
-    monkeypatch.setattr(consumer_groups, "uuid", SimpleNamespace(UUID=counting_uuid))
+    for module in (model, consumer_groups):  # wherever the ids are parsed
+        monkeypatch.setattr(module, "uuid", SimpleNamespace(UUID=counting_uuid), raising=False)
     base = ctx()
     chain = base.view.topics["log"].partitions[0]
     topics = {f"t{i}": LogicalTopic(f"t{i}", uuid.UUID(int=i + 1).hex, (chain,)) for i in range(49)}

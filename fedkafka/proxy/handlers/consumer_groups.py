@@ -29,7 +29,7 @@ from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import View, logical_from_shadow, shadow_topic
+from fedkafka.view.model import logical_from_shadow, shadow_topic
 
 HEARTBEAT, DESCRIBE = 68, 69
 API_KEYS = {HEARTBEAT: (0, 1), DESCRIBE: (0, 1)}
@@ -63,7 +63,7 @@ def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
         return _failure(request, ErrorCode.topic_authorization_failed, None)
     if getattr(request, "subscribed_topic_regex", None):
         return _failure(request, ErrorCode.invalid_request, NO_REGEX)
-    by_id = _topic_ids(ctx.view).by_id
+    by_id = ctx.view.topics_by_id()  # parsed once per view object
     names = list(request.subscribed_topic_names or ())
     owned = []
     missing = [n for n in names if n in ctx.view.topics and _shadow_id(ctx, coordination, n) is None]
@@ -101,7 +101,7 @@ def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
 # -- ConsumerGroupDescribe -------------------------------------------------------------------------------
 
 def describe(ctx: Context, coordination: str, request, client_id: str | None):
-    ids = _topic_ids(ctx.view).by_name
+    ids = ctx.view.topic_ids()
 
     def topic_partitions(tps):
         out = []
@@ -213,30 +213,7 @@ def _shadow_id(ctx: Context, coordination: str, logical: str) -> uuid.UUID | Non
 def _logical_id(ctx: Context, coordination: str, shadow_id: uuid.UUID) -> uuid.UUID | None:
     name = ctx.physical.topic_name(coordination, shadow_id)
     logical = None if name is None else logical_from_shadow(name)
-    return None if logical is None else _topic_ids(ctx.view).by_name.get(logical)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _TopicIds:
-    """The logical topics' ids of one view, parsed once (`_topic_ids`)."""
-
-    view: View
-    by_name: dict[str, uuid.UUID]
-    by_id: dict[uuid.UUID, str]
-
-
-_last_ids: _TopicIds | None = None  # the ids of the view last asked about: one view's worth, replaced with it
-
-
-def _topic_ids(view: View) -> _TopicIds:
-    """Every logical topic's id parsed, for this view object: worked out again only when the view object changes
-    (a heartbeat parsed every topic's id: 10,000 topics cost ~14 ms a heartbeat)."""
-    global _last_ids
-    ids = _last_ids
-    if ids is None or ids.view is not view:
-        by_name = {name: uuid.UUID(hex=t.topic_id) for name, t in view.topics.items()}
-        ids = _last_ids = _TopicIds(view, by_name, {i: name for name, i in by_name.items()})
-    return ids
+    return None if logical is None else ctx.view.topic_ids().get(logical)
 
 
 def _failure(request, code: ErrorCode, message: str | None):
