@@ -807,27 +807,19 @@ def test_a_byte_budget_takes_now_only_what_fits_and_never_ahead_of_a_waiter():
     asyncio.run(scenario())
 
 
-def test_the_writer_waits_out_a_failed_or_cancelled_answer_but_not_its_own_cancellation():
-    """The writer awaits each answer directly (`connection._settled`): an answer that failed or was cancelled is
-    waited out without raising (the writer reports it and closes the connection), but a cancellation of the
-    writer itself still ends it."""
-    from fedkafka.proxy.core.connection import _settled
+def test_the_loops_teardown_ends_the_writer_and_cancels_the_answer_it_waits_for():
+    """The writer task waits for the answer at the head of the queue; cancelled (only the loop's teardown does that)
+    it ends, and cancels that answer (a lane or one-call answer then cancels its upstream call,
+    `dispatch._Answer`), as awaiting the answer itself did."""
+    d = _HeldDispatcher()
 
     async def scenario():
-        loop = asyncio.get_running_loop()
-        failed, cancelled, never = loop.create_future(), loop.create_future(), loop.create_future()
-        waiting = [asyncio.ensure_future(_settled(f)) for f in (failed, cancelled)]
-        await asyncio.sleep(0)
-        failed.set_exception(ConnectionError("broker gone"))
-        cancelled.cancel()
-        await asyncio.gather(*waiting)  # neither raises
-        writer = asyncio.ensure_future(_settled(never))
-        await asyncio.sleep(0)
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
+        await _connected(d, frame_of(1, 32), frame_of(2, 32))
+        d.answer(2)
+        await _settle()
 
-    asyncio.run(scenario())
+    asyncio.run(scenario())  # ends: the writer does not outlive its cancellation
+    assert d.answers[1].cancelled() and not d.answers[2].cancelled()
 
 
 FORWARDED = 48 * 1024  # under uvloop's high-water mark (64 KiB): drain() would not wait for it
