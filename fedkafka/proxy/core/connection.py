@@ -204,8 +204,12 @@ class ClientConnection:
     def _queued(self, pending: asyncio.Future, size: int) -> None:
         """A dispatched request's answer, queued for the writer in request order."""
         self._in_flight += 1
-        self._responses.append(_InFlight(self, pending, size))
-        if pending.done():  # answered at once (no upstream call): the writer task writes it
+        item = _InFlight(self, pending, size)
+        self._responses.append(item)
+        if not pending.done():
+            pending.add_done_callback(item._answered)
+        else:  # answered at once (no upstream call): the writer task writes it
+            item.charge()
             self._wake_writer()
             # known at once: nothing after it is read, the connection closes once the answers before it are written
             if not pending.cancelled() and pending.exception() is None and type(pending.result()) is CloseConnection:
@@ -220,14 +224,9 @@ class ClientConnection:
         one copy, no clock and no wait (pipelined requests usually are here whole: their size, body and
         holds were three reads, two timers' checks and a hold); None: read it by the waiting path."""
         limits = self.limits
-        size = self.reader.whole_frame(limits.max_frame_bytes if self.session.authenticated else
-                                       min(limits.max_frame_bytes, limits.max_pre_auth_frame_bytes))
-        if size < 0 or not self.held.take_now(size):
-            return None
-        if not self.budget.take_now(size):
-            self.held.release(size)
-            return None
-        return self.reader.take(size, 4)
+        return self.reader.take_whole(limits.max_frame_bytes if self.session.authenticated else
+                                      min(limits.max_frame_bytes, limits.max_pre_auth_frame_bytes),
+                                      self.held, self.budget)
 
     async def _read_body(self, size: int, started: float) -> bytes | memoryview:
         """The frame's body, its bytes held in the budgets (nothing held if this raises).
@@ -551,12 +550,12 @@ class _InFlight:
     __slots__ = ("answer_bytes", "conn", "finished", "pending", "size")
 
     def __init__(self, conn: ClientConnection, pending: asyncio.Future, size: int):
-        self.conn, self.pending, self.size, self.answer_bytes = conn, pending, size, 0
+        """Queued by `ClientConnection._queued`: `_answered` is its answer's done-callback, or it is charged at once."""
+        self.conn = conn
+        self.pending = pending
+        self.size = size
+        self.answer_bytes = 0
         self.finished = False
-        if pending.done():
-            self.charge()
-        else:
-            pending.add_done_callback(self._answered)
 
     def done(self) -> int:
         """The bytes to give back once the answer was written (or dropped)."""

@@ -47,6 +47,7 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
 
+_HEADER = struct.Struct(">hhi")  # a request's api_key, api_version, correlation_id
 SLOW_REQUEST_S = 5.0
 DRAINED_API_KEYS = (PRODUCE_API_KEY, 8)  # Produce and OffsetCommit: counted in writes_in_flight
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
@@ -199,9 +200,9 @@ class Dispatcher:
         """The answer future of a request the Produce lane takes, taken synchronously (no coroutine, as `start`
         is); None: the lane leaves it (then `start(..., lane=False)`: it is not asked twice)."""
         lane = self.lane
-        if lane is None:
+        if lane is None or len(frame) < _HEADER.size:  # too short: `start` reports it
             return None
-        api_key, version, correlation_id = codec.peek_header(frame)
+        api_key, version, correlation_id = _HEADER.unpack_from(frame)  # codec.peek_header, without the call
         if api_key != PRODUCE_API_KEY:
             return None
         return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
