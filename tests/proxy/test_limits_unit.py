@@ -466,9 +466,9 @@ def test_a_large_frame_that_arrived_whole_is_read_in_one_piece_and_held_until_an
 
 
 def _answers_written(conn: ClientConnection) -> list[int]:
-    """Spies on the connection's writer: how many answer frames each write to the client carried."""
+    """Spies on the connection's transport: how many answer frames each write to the client carried."""
     counts: list[int] = []
-    write, writelines = conn.writer.write, conn.writer.writelines
+    write, writelines = conn._transport.write, conn._transport.writelines
 
     def frames_in(data: bytes) -> int:
         n = at = 0
@@ -486,7 +486,7 @@ def _answers_written(conn: ClientConnection) -> list[int]:
         counts.append(frames_in(b"".join(parts)))
         writelines(parts)
 
-    conn.writer.write, conn.writer.writelines = one, several  # type: ignore[method-assign]
+    conn._transport.write, conn._transport.writelines = one, several  # type: ignore[method-assign]
     return counts
 
 
@@ -803,6 +803,26 @@ def test_a_byte_budget_takes_now_only_what_fits_and_never_ahead_of_a_waiter():
         budget.release(60)
         await waiting
         assert budget.used == 50 and budget.take_now(50) and budget.used == 100
+
+    asyncio.run(scenario())
+
+
+def test_two_byte_budgets_take_now_together_both_or_neither():
+    """`take_with` (a staged frame, held by its connection's budget and the process'): both take, or neither does,
+    when either has no room or a waiter."""
+    async def scenario():
+        held, process = ByteBudget(100), ByteBudget(200)
+        assert held.take_with(process, 60) and (held.used, process.used) == (60, 60)
+        assert not held.take_with(process, 41) and (held.used, process.used) == (60, 60)  # not in `held`
+        process.used = 190
+        assert not held.take_with(process, 20) and (held.used, process.used) == (60, 190)  # not in `process`
+        process.used = 60
+        waiting = asyncio.ensure_future(process.acquire(150))
+        await asyncio.sleep(0)
+        assert not held.take_with(process, 10) and (held.used, process.used) == (60, 60)  # `process` has a waiter
+        waiting.cancel()
+        await asyncio.sleep(0)
+        assert held.take_with(process, 40) and (held.used, process.used) == (100, 100)
 
     asyncio.run(scenario())
 

@@ -233,10 +233,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         if end - start < 4:
             return None
         (size,) = _SIZE.unpack_from(self._staging, start)
-        if size < 0 or size > max_bytes or end - start - 4 < size or not held.take_now(size):
-            return None
-        if not budget.take_now(size):
-            held.release(size)
+        if size < 0 or size > max_bytes or end - start - 4 < size or not held.take_with(budget, size):
             return None
         begin = start + 4
         self._start = start = begin + size

@@ -82,7 +82,8 @@ class ClientConnection:
         # drain() returns only once the transport holds nothing: an answer's bytes are given back when they are
         # written, and with the default marks (64/16 KiB) a transport still held views of broker frames then,
         # uncharged, for as long as the client did not read (uvloop keeps parts by reference)
-        writer.transport.set_write_buffer_limits(high=0)
+        self._transport = writer.transport  # written to directly (StreamWriter.write only passes the bytes on)
+        self._transport.set_write_buffer_limits(high=0)
         self._tls = reader.over_tls  # answers written in slices (_send_in_slices)
 
     async def run(self) -> None:
@@ -146,8 +147,8 @@ class ClientConnection:
             freed.set_result(None)
 
     async def _read_one(self, frame: bytes | memoryview | None) -> bool:
-        """Dispatch one frame: `frame`, staged whole and left by the lane, or the next one read by the waiting
-        path (False: the client closed cleanly)."""
+        """Dispatch one frame: `frame`, staged whole and left by the lane (`_read_loop` offered it), or the next
+        one read by the waiting path (False: the client closed cleanly)."""
         if frame is None:
             frame = await self._read_frame()
             if frame is None:
@@ -384,7 +385,7 @@ class ClientConnection:
         answers behind it now, in one send, and give back their bytes and slots (from its done-callback). Over
         TLS, or with bytes still in the transport, it is charged and left to the task; an answer the client does
         not take at once is charged and its drain left to the task (`_stalled`)."""
-        transport = self.writer.transport
+        transport = self._transport
         if self._tls or transport.get_write_buffer_size():
             head.charge()
             self._wake_writer()
@@ -484,13 +485,13 @@ class ClientConnection:
             else:
                 if not written:
                     self._write(frames)
-                if self.writer.transport.get_write_buffer_size():  # else written already: no clock, no wait
+                if self._transport.get_write_buffer_size():  # else written already: no clock, no wait
                     async with asyncio.timeout(self.limits.frame_timeout_s * len(frames)):  # each answer its own
                         await self.writer.drain()
         except TimeoutError:  # before OSError: TimeoutError is an OSError
             log.warning("closing client %s: it did not take a %d-byte answer within %g s (--frame-timeout)",
                         self.peer, sum(map(len, frames)), self.limits.frame_timeout_s)
-            self.writer.transport.abort()
+            self._transport.abort()
             self.stop_reading()
             return True
         except (ConnectionError, OSError):
@@ -505,14 +506,15 @@ class ClientConnection:
         process holds at most about a slice and TCP's buffer beyond what is charged (docs/DESIGN.md §4.12)."""
         for piece in _slices(frames, TLS_SLICE_BYTES):
             self._write(piece)
-            if self.writer.transport.get_write_buffer_size():
+            if self._transport.get_write_buffer_size():
                 await self.writer.drain()
 
     def _write(self, frames: list[bytes | codec.Chunks]) -> None:
-        if self.writer.transport.is_closing():  # the client went away: drain() would say so, write() would not
+        transport = self._transport
+        if transport.is_closing():  # the client went away: drain() would say so, write() would not
             raise ConnectionResetError("client connection closed")
         if len(frames) == 1 and not isinstance(frames[0], codec.Chunks):
-            self.writer.write(frames[0])
+            transport.write(frames[0])
             return
         parts: list = []  # uvloop: one writev, the record sets never copied into one frame, the frames not joined
         for frame in frames:
@@ -520,7 +522,7 @@ class ClientConnection:
                 parts += frame.parts
             else:
                 parts.append(frame)
-        self.writer.writelines(parts)
+        transport.writelines(parts)
 
 
 TLS_SLICE_BYTES = 64 * 1024
