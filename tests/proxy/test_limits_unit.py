@@ -477,14 +477,21 @@ def _answers_written(conn: ClientConnection) -> list[int]:
             n += 1
         return n
 
+    inside: list[bool] = []  # asyncio's writelines calls the transport's write: counted once
+
     def one(data):
-        counts.append(frames_in(bytes(data)))
+        if not inside:
+            counts.append(frames_in(bytes(data)))
         write(data)
 
     def several(parts):
         parts = list(parts)
         counts.append(frames_in(b"".join(parts)))
-        writelines(parts)
+        inside.append(True)
+        try:
+            writelines(parts)
+        finally:
+            inside.pop()
 
     conn._transport.write, conn._transport.writelines = one, several  # type: ignore[method-assign]
     return counts
