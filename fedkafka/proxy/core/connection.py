@@ -451,12 +451,11 @@ class ClientConnection:
         answers due (`_close_after`)."""
         frames: list[bytes | codec.Chunks] = []
         for item in batch:
-            pending = item.pending
-            error = asyncio.CancelledError() if pending.cancelled() else pending.exception()
-            if error is not None:
+            try:
+                frame = item.pending.result()
+            except BaseException as error:  # its failure or cancellation (one call, not three, per answer)
                 log.error("request from %s failed; closing", self.peer, exc_info=error)
                 return frames, True
-            frame = pending.result()
             if type(frame) is CloseConnection:
                 self._close_after(frame, self._broken)  # the answers after it are still written
             elif frame is not None:
@@ -577,10 +576,12 @@ class _InFlight:
 
     def charge(self) -> None:
         """Charge the answer's bytes to the budgets until it was written (once; none for no answer)."""
-        pending = self.pending
-        if self.finished or self.answer_bytes or pending.cancelled() or pending.exception() is not None:
+        if self.finished or self.answer_bytes:
             return
-        answer = pending.result()
+        try:
+            answer = self.pending.result()
+        except BaseException:  # failed or cancelled: no answer
+            return
         if answer is None or type(answer) is CloseConnection:
             return
         # a frame of chunks keeps whole broker answers alive, not only the record sets it forwards from them
