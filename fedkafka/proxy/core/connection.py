@@ -1,4 +1,6 @@
-"""One task pair per client connection: a reader that dispatches in order, a writer that answers in order.
+"""One task pair per client connection: a reader that dispatches in order, a writer that answers in order (an answer
+that heads the queue when it completes is written by its done-callback, without waking the writer task; see
+"writing" below and docs/DESIGN.md §5.4).
 
 Backpressure (docs/ARCHITECTURE.md): the reader takes a request slot before it reads a frame, and takes the
 frame's bytes from the connection's budget and from the process' budget before they are received (a frame over
