@@ -278,3 +278,28 @@ def test_a_close_in_the_middle_of_answers_ready_together_writes_the_others_then_
     with caplog.at_level(logging.INFO):
         run(loop, scenario)
     assert "acks=0 produce with errors" in caplog.text
+
+
+def test_start_now_takes_what_the_lane_takes_and_start_without_the_lane_leaves_it_to_the_handler():
+    """`Dispatcher.start_now` (what the connection calls first, synchronously): the lane's answer future for a
+    Produce it takes, None for another request or a frame too short for a header (`start` answers or refuses
+    those); `start(..., lane=False)` does not offer the request to the lane again, and its generic answer is the
+    lane's, byte for byte."""
+    from proxy.test_produce_lane import Broker, batch, frame, proxy, view
+
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        request = frame({0: batch()}, correlation_id=5)
+        assert d.start_now(request[:7], 0) is None
+        assert d.start_now(frame_of(1, 32)[4:], 0) is None  # ApiVersions
+        assert d.start_now(frame({0: batch()}, acks=0), 0) is None and d.lane.taken == 0  # the lane leaves it
+        taken = d.start_now(request, 0)
+        assert taken is not None and d.lane.taken == 1
+        by_lane = bytes(await taken)
+        by_handler = await (await d.start(request, 0, None, lane=False))
+        assert d.lane.taken == 1 and bytes(by_handler) == by_lane
+        assert await (await d.start(request, 0)) == by_lane and d.lane.taken == 2  # `start` alone: the lane first
+        broker.close()
+
+    asyncio.run(scenario())
