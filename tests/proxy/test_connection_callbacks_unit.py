@@ -10,6 +10,7 @@ Both loops: asyncio's and uvloop's (the proxy's) transports buffer differently."
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
@@ -177,17 +178,25 @@ def test_a_client_that_stops_reading_holds_its_answers_in_its_byte_budget_and_re
         budget = ByteBudget(1 << 30)
         server, port, conns = await serve(d, Limits(max_inflight_bytes=HELD_LIMIT), budget, sndbuf=4096)
         r, w = await client(port, rcvbuf=4096)
+        await until(lambda: conns)
+        conn = conns[0]
+
+        def answered_or_full(corr: int) -> bool:
+            return corr in d.answers or conn.held.used + 32 > HELD_LIMIT
+
+        def settled() -> bool:  # every request read has its answer written out, or charged with it
+            return conn.held.used == conn.in_flight * (32 + ANSWER_BYTES)
+
         for corr in range(1, n + 1):
             w.write(frame_of(corr, 32))
-            await _settle()
+            await until(functools.partial(answered_or_full, corr))
             if corr not in d.answers:
                 break
             d.answers[corr].set_result(answer_frame(corr, ANSWER_BYTES))
-            await _settle()
-        conn = conns[0]
-        assert corr < n and corr not in d.started  # reading stopped: at the budget, below
+            await until(settled)
+        await _settle()
+        assert corr < n and corr not in d.started  # reading stopped at the full budget
         held = conn.held.used
-        assert held + 32 > HELD_LIMIT  # the budget is full
         # every request not written out yet is charged with its answer: those the transport holds too
         assert held == budget.used == conn.in_flight * (32 + ANSWER_BYTES)
         assert 0 < conn.writer.transport.get_write_buffer_size() <= held
