@@ -47,6 +47,7 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
 
+_HEADER = struct.Struct(">hhi")  # a request's api_key, api_version, correlation_id
 SLOW_REQUEST_S = 5.0
 DRAINED_API_KEYS = (PRODUCE_API_KEY, 8)  # Produce and OffsetCommit: counted in writes_in_flight
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
@@ -195,13 +196,25 @@ class Dispatcher:
             self._authorizer = (view, Authorizer(view.acls, self.super_users))
         return self._authorizer[1]
 
-    async def start(self, frame: bytes | memoryview, slot: int,
-                    session: Session | None = None) -> asyncio.Future[Answer]:
+    def start_now(self, frame: bytes | memoryview, slot: int, session: Session | None = None) -> asyncio.Future | None:
+        """The answer future of a request the Produce lane takes, taken synchronously (no coroutine, as `start`
+        is); None: the lane leaves it (then `start(..., lane=False)`: it is not asked twice)."""
+        lane = self.lane
+        if lane is None or len(frame) < _HEADER.size:  # too short: `start` reports it
+            return None
+        api_key, version, correlation_id = _HEADER.unpack_from(frame)  # codec.peek_header, without the call
+        if api_key != PRODUCE_API_KEY:
+            return None
+        return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
+
+    async def start(self, frame: bytes | memoryview, slot: int, session: Session | None = None,
+                    lane: bool = True) -> asyncio.Future[Answer]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
-        client's order); returns an awaitable of the response frame (None: no response)."""
+        client's order); returns an awaitable of the response frame (None: no response). `lane`: a Produce is
+        offered to the Produce lane first (False: `start_now` did already)."""
         loop = self._loop or self.loop  # saved once: the property is a call, and start used it six times
         api_key, version, correlation_id = codec.peek_header(frame)
-        if api_key == PRODUCE_API_KEY and self.lane is not None and \
+        if lane and api_key == PRODUCE_API_KEY and self.lane is not None and \
                 (taken := self.lane.start(frame, version, correlation_id, slot, session, loop)) is not None:
             return taken  # the common Produce, answered by the lane; anything else goes on below, as before
         counts = self.writes_in_flight if api_key in DRAINED_API_KEYS else None
