@@ -393,7 +393,7 @@ def test_run_forgets_and_closes_the_connection_when_it_is_cancelled(loop):
         r, w = await client(server.sockets[0].getsockname()[1])
         w.write(frame_of(1, 32))
         w.write_eof()
-        await until(lambda: conns and conns[0]._read_task is not None and conns[0]._read_task.done())
+        await until(lambda: conns and conns[0]._reader_done)  # run() waits for the writer task
         assert d.started == [1] and not d.forgotten
         runs[0].cancel()
         await until(runs[0].done)
