@@ -289,6 +289,123 @@ def test_a_close_in_the_middle_of_answers_ready_together_writes_the_others_then_
     assert "acks=0 produce with errors" in caplog.text
 
 
+class _AnsweredDispatcher(_HeldDispatcher):
+    """Every request answered when it is started (the writer task writes it: no done-callback), with what
+    `answers_with` gives (None: left for the test); the connections forgotten are recorded."""
+
+    def __init__(self, answers_with):
+        super().__init__()
+        self.answers_with = answers_with
+        self.forgotten: list[int] = []
+
+    async def start(self, frame: bytes, slot: int, session=None, lane: bool = True):
+        fut = await super().start(frame, slot, session)
+        answer = self.answers_with(codec.peek_header(frame)[2])
+        if answer is not None:
+            fut.set_result(answer)
+        return fut
+
+    def forget(self, slot: int) -> None:
+        self.forgotten.append(slot)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_answer_the_writer_task_cannot_write_closes_the_connection_and_gives_everything_back(loop, caplog):
+    """A handler's bug: 2's answer is not bytes, and it exists when it is queued (the writer task writes it, not a
+    callback). Logged once with its traceback; the connection closes at once (3, answered, is not written; 4 is
+    still due), nothing more is read; when 4's answer comes it is dropped, every byte and slot comes back, the
+    dispatcher forgets the connection and run() ends. The writer task died: the reader went on reading requests
+    nobody answered, and run() raised, skipping forget() and the close."""
+    async def scenario():
+        d = _AnsweredDispatcher(lambda corr: {2: "not bytes", 4: None}.get(corr, answer_frame(corr, 100)))
+        budget = ByteBudget(1 << 30)
+        server, port, conns = await serve(d, Limits(), budget)
+        r, w = await client(port)
+        w.write(frame_of(1, 32))
+        assert await read_answer(r) == (1, 100)
+        w.write(b"".join(frame_of(c, 32) for c in (2, 3, 4)))
+        assert await rest_until_closed(r) == b""  # closed before 4 was answered: not 3's answer either
+        conn = conns[0]
+        await until(lambda: conn._read_task is not None and conn._read_task.done())
+        assert d.started == [1, 2, 3, 4] and conn.in_flight == 1 and not d.forgotten
+        d.answers[4].set_result(answer_frame(4, 100))
+        await until(lambda: d.forgotten)
+        assert d.forgotten == [conn.slot] and conn.in_flight == 0 and conn.held.used == budget.used == 0
+        assert conn.writer.is_closing()
+        w.close()
+        server.close()
+
+    with caplog.at_level(logging.ERROR):
+        run(loop, scenario)
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "internal error writing its answers" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is TypeError
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_answer_a_callback_cannot_write_closes_the_connection_at_once_too(loop, caplog):
+    """The same bug, the answer coming while nothing is written (its done-callback writes it): logged once with
+    its traceback (by the loop: the callback re-raises), the connection closes at once, not once 4's answer came
+    (no answer would be written), and everything comes back when it does."""
+    async def scenario():
+        d = _MixedDispatcher()
+        budget = ByteBudget(1 << 30)
+        server, port, conns = await serve(d, Limits(), budget)
+        r, w = await client(port)
+        w.write(b"".join(frame_of(c, 32) for c in range(1, 5)))
+        await until(lambda: len(d.started) == 4)
+        d.answers[1].set_result(answer_frame(1, 100))
+        assert await read_answer(r) == (1, 100)
+        d.answers[2].set_result("not bytes")
+        d.answers[3].set_result(answer_frame(3, 100))
+        assert await rest_until_closed(r) == b""
+        conn = conns[0]
+        assert conn.in_flight == 1
+        d.answers[4].set_result(answer_frame(4, 100))
+        await until(lambda: conn.in_flight == 0)
+        assert conn.held.used == budget.used == 0 and conn.writer.is_closing()
+        w.close()
+        server.close()
+
+    with caplog.at_level(logging.ERROR):
+        run(loop, scenario)
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None and record.exc_info[0] is TypeError
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_run_forgets_and_closes_the_connection_when_it_is_cancelled(loop):
+    """The client sent its request and closed its side; run() waits for the answer (the reader ended) and is
+    cancelled (the loop's teardown, a server that stops): the connection is still forgotten and closed."""
+    async def scenario():
+        d = _AnsweredDispatcher(lambda corr: None)
+        runs: list[asyncio.Task] = []
+        conns: list[ClientConnection] = []
+
+        async def on_client(reader, writer):
+            task = asyncio.current_task()
+            assert task is not None
+            runs.append(task)
+            conns.append(conn := ClientConnection(reader, writer, d, Limits(), ByteBudget(1 << 30)))
+            await conn.run()
+
+        server = await start_server(on_client, "127.0.0.1", 0)
+        r, w = await client(server.sockets[0].getsockname()[1])
+        w.write(frame_of(1, 32))
+        w.write_eof()
+        await until(lambda: conns and conns[0]._reader_done)  # run() waits for the writer task
+        assert d.started == [1] and not d.forgotten
+        runs[0].cancel()
+        await until(runs[0].done)
+        assert runs[0].cancelled() and d.answers[1].cancelled()
+        assert d.forgotten == [conns[0].slot] and conns[0].writer.is_closing()
+        assert await rest_until_closed(r) == b""
+        w.close()
+        server.close()
+
+    run(loop, scenario)
+
+
 def test_start_now_takes_what_the_lane_takes_and_start_without_the_lane_leaves_it_to_the_handler():
     """`Dispatcher.start_now` (what the connection calls first, synchronously): the lane's answer future for a
     Produce it takes, None for another request or a frame too short for a header (`start` answers or refuses

@@ -89,15 +89,19 @@ class ClientConnection:
         self._tls = reader.over_tls  # answers written in slices (_send_in_slices)
 
     async def run(self) -> None:
+        """Read and answer until the client or the proxy closes; then the dispatcher forgets the connection and it
+        closes, however run() ends (cancelled with the loop, or a bug in the writer task: never skipped)."""
         write_task = asyncio.create_task(self._write_loop())
         self._read_task = asyncio.create_task(self._read_loop())
-        with contextlib.suppress(asyncio.CancelledError):  # stop_reading(): still answer what was read
-            await self._read_task
-        self._reader_done = True
-        self._wake_writer()
-        await write_task
-        self.dispatcher.forget(self.slot)
-        self.writer.close()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):  # stop_reading(): still answer what was read
+                await self._read_task
+            self._reader_done = True
+            self._wake_writer()
+            await write_task
+        finally:
+            self.dispatcher.forget(self.slot)
+            self.writer.close()
 
     @property
     def in_flight(self) -> int:
@@ -378,6 +382,9 @@ class ClientConnection:
             if failed:
                 self.stop_reading()
                 self._broken = True
+        except Exception:  # a bug (an answer `_write` cannot write): the answers still due are dropped, not queued
+            log.exception("closing client %s after an internal error writing its answers", self.peer)
+            self._break_off()  # and the task goes on, giving back the bytes and slots of the answers still due
         finally:
             self._writing = False
             self._finish(batch)
@@ -414,14 +421,22 @@ class ClientConnection:
                 self.stop_reading()
                 self._broken = True
         except BaseException:  # a bug: the connection closes rather than keep answers nobody writes
-            self.stop_reading()
-            self._broken = True
-            raise
+            self._break_off()
+            raise  # logged by the loop, with its traceback
         finally:
             if not stalled:
                 self._finish(batch)
                 if not self._responses and self._reader_done:
                     self._wake_writer()  # to end
+
+    def _break_off(self) -> None:
+        """After a bug while writing answers: nothing more is read or written, and the client's connection closes
+        now, not once every answer still due came (none would be written; they are dropped, their bytes and slots
+        given back, as they come). Aborted: the transport holds at most part of the batch that failed (answers
+        are written into an empty transport), and a client that does not read would keep a closing one open."""
+        self.stop_reading()
+        self._broken = True
+        self._transport.abort()
 
     def _take_ready(self) -> list[_InFlight]:
         """The queue's head (its answer exists) and the requests behind it whose answers exist too (their upstream
