@@ -17,7 +17,7 @@ large batches too, but for their rewritten first 16 bytes (`records.fit_to_segme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -168,6 +168,11 @@ class UpstreamFetch:
     @property
     def max_wait(self) -> timedelta:
         return timedelta(milliseconds=self.max_wait_ms)
+
+    def waiting_at_most(self, max_wait_ms: int) -> UpstreamFetch:
+        """This request with a shorter wait: a call the core sent only after an earlier poll of its client
+        connection to the same broker ended, given what is left of the client's max_wait (core/dispatch.py)."""
+        return replace(self, max_wait_ms=max(0, min(self.max_wait_ms, max_wait_ms)))
 
     def frame_parts(self, correlation_id: int, client_id: str | None) -> list[bytes]:
         return [rec.fetch_request_frame(self.version, correlation_id, client_id, self.max_wait_ms, self.min_bytes,
