@@ -8,7 +8,9 @@ translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer
 A position inside an unclean gap (docs/DESIGN.md §9) reads the tail its dead cluster may hold and, where
 there is none, is answered with empty batches that move the reader to the gap's end.
 A fetch over several clusters finishes as soon as one of them has data (`Plan.return_early`); each call
-runs on a dedicated upstream connection because a long-poll fetch holds its broker connection.
+runs on a dedicated upstream connection because a long-poll fetch holds its broker connection; the core sends a
+client connection's calls to one broker one at a time, so a poll left running by an early finish delays the next
+call there rather than piling up beside it (`UpstreamFetch.waiting_at_most`, docs/DESIGN.md §3.1).
 The broker's answer is read by records.py (`UpstreamFetch.read_response`), its record sets left in the broker's
 frame, and the client's is written by records.py around them (`FetchAnswer`): an unchanged record set (an
 identity segment) goes from the broker's frame to the client's socket without a copy, and a moved segment's
