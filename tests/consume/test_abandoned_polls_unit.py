@@ -38,6 +38,7 @@ class _Broker:
         self.auto = auto  # answer every request at once with these records
         self.requests: list[tuple[asyncio.Future, int]] = []  # (its answer's records, its max_wait_ms)
         self.out = self.most_out = 0
+        self.serving: set[asyncio.Task] = set()
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -48,6 +49,7 @@ class _Broker:
         self.requests[n][0].set_result(records)
 
     async def _serve(self, reader, writer) -> None:
+        self.serving.add(asyncio.current_task())  # type: ignore[arg-type]
         while True:
             try:
                 frame = await reader.readexactly(struct.unpack(">i", await reader.readexactly(4))[0])
@@ -99,6 +101,7 @@ async def _setup(busy: _Broker, quiet: _Broker):
 
     d.physical = Physical()
     d._dedicated_by_slot[SLOT] = _CountingSemaphore(16)
+    _CountingSemaphore.waited = 0
     return d, pool, quiet_port
 
 
@@ -113,13 +116,16 @@ async def _until(condition) -> None:
             await asyncio.sleep(0.001)
 
 
-def _close(pool, *brokers) -> None:
-    pool.close()
+async def _close(pool, *brokers) -> None:
     for b in brokers:
         for records, _ in b.requests:
             if not records.done():
                 records.set_result(b"")
+    await _until(lambda: not any(pool.usage()[a]["dedicated_in_use"] for a in pool.usage()))
+    pool.close()
+    for b in brokers:
         b.server.close()
+        await asyncio.wait(b.serving, timeout=GUARD_S)  # each sees its connection closed
 
 
 def test_sequential_fetches_hold_one_poll_per_broker_and_never_wait_for_a_dedicated_connection():
@@ -129,7 +135,6 @@ def test_sequential_fetches_hold_one_poll_per_broker_and_never_wait_for_a_dedica
     async def main():
         busy, quiet = _Broker(auto=_batch(0)), _Broker()
         d, pool, quiet_port = await _setup(busy, quiet)
-        _CountingSemaphore.waited = 0
         in_use: list[int] = []
         for _ in range(40):
             results = await _fetch(d, _calls())
@@ -146,7 +151,7 @@ def test_sequential_fetches_hold_one_poll_per_broker_and_never_wait_for_a_dedica
         await _fetch(d, _calls())
         await _until(lambda: len(quiet.requests) == 2)
         assert quiet.most_out == 1 and pool.usage()[f"127.0.0.1:{quiet_port}"]["dedicated_in_use"] == 1
-        _close(pool, busy, quiet)
+        await _close(pool, busy, quiet)
 
     asyncio.run(main())
 
@@ -177,7 +182,7 @@ def test_an_abandoned_poll_s_answer_is_never_used_the_next_fetch_asks_again_afte
         offsets = [struct.unpack_from(">q", bytes(p.records))[0] for t in results[0].responses for p in t.partitions]
         assert offsets == [222]
         assert _CountingSemaphore.waited == 0
-        _close(pool, busy, quiet)
+        await _close(pool, busy, quiet)
 
     asyncio.run(main())
 
@@ -195,6 +200,35 @@ def test_a_queued_call_whose_fetch_finished_early_is_never_sent():
         await _until(lambda: pool.dedicated_in_use("127.0.0.1", quiet_port) == 0)
         await _until(lambda: not d._poll_tasks)
         assert len(quiet.requests) == 1  # nothing was sent after it
-        _close(pool, busy, quiet)
+        await _close(pool, busy, quiet)
+
+    asyncio.run(main())
+
+
+def test_a_queued_call_sent_then_given_up_by_its_client_closes_its_connection_and_frees_the_turn():
+    """Fetch 2 (the quiet broker only) goes out after the abandoned poll; its client goes away (the Fetch is
+    cancelled): its upstream call is cancelled and its dedicated connection closed (a request is pending there),
+    not lent on, and the connection's next Fetch to the broker goes out at once, answered with its own records."""
+
+    async def main():
+        busy, quiet = _Broker(auto=_batch(0)), _Broker()
+        d, pool, quiet_port = await _setup(busy, quiet)
+        assert (await _fetch(d, _calls()))[0] is UNANSWERED
+        await _until(lambda: len(quiet.requests) == 1)
+        second = asyncio.ensure_future(_fetch(d, _calls()[:1]))
+        await asyncio.sleep(0.05)
+        assert len(quiet.requests) == 1 and not second.done()
+        quiet.answer(0, _batch(111))
+        await _until(lambda: len(quiet.requests) == 2)
+        second.cancel()
+        await _until(lambda: pool.dedicated_in_use("127.0.0.1", quiet_port) == 0)
+        assert pool.usage()[f"127.0.0.1:{quiet_port}"]["dedicated_idle"] == 0  # closed, not kept
+        third = asyncio.ensure_future(_fetch(d, _calls()[:1]))
+        await _until(lambda: len(quiet.requests) == 3)
+        quiet.answer(2, _batch(333))
+        (result,) = await third
+        assert [struct.unpack_from(">q", bytes(p.records))[0] for t in result.responses for p in t.partitions] == [333]
+        assert _CountingSemaphore.waited == 0
+        await _close(pool, busy, quiet)
 
     asyncio.run(main())
