@@ -615,6 +615,7 @@ def _dispatcher_to(port: int, pool: UpstreamPool, per_connection: int) -> Dispat
     d = Dispatcher.__new__(Dispatcher)
     d.physical, d.pool = Physical(), pool
     d.max_dedicated_per_connection, d._dedicated_by_slot = per_connection, {}
+    d._polls_by_slot, d._poll_tasks = {}, set()
     return d
 
 
@@ -714,12 +715,14 @@ def test_one_client_connection_cannot_take_a_brokers_whole_pool():
     async def scenario():
         server, port = await _silent_broker()
         d = _dispatcher_to(port, UpstreamPool(max_dedicated=10, dedicated_wait_s=5), per_connection=2)
-        fetch_call = Call(Broker("c1", 1), fetch_request(("log", 1, 0)), dedicated=True)
-        greedy = [(await d._send([fetch_call], slot=1))[0] for _ in range(2)]
-        third = asyncio.create_task(d._send([fetch_call], slot=1))
+        # a blocking call other than a Fetch (JoinGroup, SyncGroup): a connection's Fetches to one broker go one
+        # at a time (tests/consume/test_abandoned_polls_unit.py) and never come near the cap
+        blocking = Call(Broker("c1", 1), _versions(), dedicated=True)
+        greedy = [(await d._send([blocking], slot=1))[0] for _ in range(2)]
+        third = asyncio.create_task(d._send([blocking], slot=1))
         await asyncio.sleep(0.05)
         assert not third.done()  # the greedy connection waits for its own calls ...
-        (other,) = await d._send([fetch_call], slot=2)  # ... while another connection is served at once
+        (other,) = await d._send([blocking], slot=2)  # ... while another connection is served at once
         assert isinstance(other, asyncio.Future)
         d.pool.close_for(greedy[0])  # one of its calls ends (here: its upstream connection closes)
         async with asyncio.timeout(GUARD_S):
