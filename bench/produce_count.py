@@ -8,7 +8,7 @@ and dumps, inside the proxy's event loop thread (the main thread). A confluent-k
 the Produce requests the handler or the Produce lane (core/produce_lane.py) answered.
 
     .venv/bin/python bench/produce_count.py [--records 30000] [--ref main] [--top 40] [--json out.json]
-        [--before earlier.json] [--idempotent]
+        [--before earlier.json] [--idempotent] [--functions-of connection.py,upstream.py] [--counts earlier.json]
 
 `--idempotent`: the producer has enable.idempotence=true (the Java producer's default since Kafka 3.0).
 """
@@ -161,8 +161,9 @@ def by_file(ops: dict[str, float]) -> collections.Counter:
     return files
 
 
-def report(counts: dict, before: dict | None, top: int) -> None:
-    """Per request: totals, bytecodes by file, and by function of the handler's files (with `before`'s beside)."""
+def report(counts: dict, before: dict | None, top: int, functions_of: tuple[str, ...] = HANDLER_FILES) -> None:
+    """Per request: totals, bytecodes by file, and by function of `functions_of`'s files (the handler's unless
+    --functions-of names others), with `before`'s beside."""
     requests, ops, calls = per_request(counts)
     old_ops = per_request(before)[1] if before else {}
     print(f"{requests} Produce requests; per request: {sum(ops.values()):.0f} bytecodes"
@@ -173,8 +174,8 @@ def report(counts: dict, before: dict | None, top: int) -> None:
     print("\nbytecodes per request by file" + (" (before, now)" if before else ""))
     for file in sorted(files.keys() | old_files.keys(), key=lambda f: -max(files[f], old_files[f]))[:25]:
         print((f"{old_files[file]:8.0f}" if before else "") + f"{files[file]:8.0f}  {file}")
-    print("\nbytecodes per request by function of " + ", ".join(HANDLER_FILES) + " (calls per request)")
-    keys = [k for k in ops.keys() | old_ops.keys() if k.split(":", 1)[0] in HANDLER_FILES]
+    print("\nbytecodes per request by function of " + ", ".join(functions_of) + " (calls per request)")
+    keys = [k for k in ops.keys() | old_ops.keys() if k.split(":", 1)[0] in functions_of]
     for key in sorted(keys, key=lambda k: -max(ops.get(k, 0), old_ops.get(k, 0)))[:top]:
         print((f"{old_ops.get(key, 0):8.0f}" if before else "")
               + f"{ops.get(key, 0):8.0f}  ({calls.get(key, 0):4.1f})  {key}")
@@ -191,13 +192,21 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the raw counts here")
     ap.add_argument("--before", type=Path, help="raw counts of an earlier run (--json) to show beside")
     ap.add_argument("--idempotent", action="store_true", help="produce with enable.idempotence=true")
+    ap.add_argument("--functions-of", help="list by function these files (comma-separated, e.g. connection.py,"
+                    "upstream.py) instead of the handler's")
+    ap.add_argument("--counts", type=Path, help="report these raw counts (--json of an earlier run): no run")
     args = ap.parse_args()
+    files = tuple(args.functions_of.split(",")) if args.functions_of else HANDLER_FILES
+    before = json.loads(args.before.read_text()) if args.before else None
+    if args.counts:
+        report(json.loads(args.counts.read_text()), before, args.top, files)
+        return
     with scratch_dir("produce-count-") as tmp:
         tree = export_tree(args.ref, tmp / "ref") if args.ref else ROOT
         counts = count(tree, args.records, tmp, args.idempotent)
     if args.json:
         args.json.write_text(json.dumps(counts))
-    report(counts, json.loads(args.before.read_text()) if args.before else None, args.top)
+    report(counts, before, args.top, files)
 
 
 if __name__ == "__main__":

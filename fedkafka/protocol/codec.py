@@ -64,6 +64,9 @@ def read_entity(entity_type: type[Entity], buf: bytes | memoryview, offset: int 
         raise DecodeError(f"malformed {entity_type.__name__}: {e}") from None
 
 
+PROXY_CLIENT_ID = "fedkafka-proxy"  # the client id of the proxy's own requests to brokers
+
+
 def peek_header(frame: bytes | bytearray | memoryview) -> tuple[int, int, int]:
     """(api_key, api_version, correlation_id) of a request frame; DecodeError when too short."""
     if len(frame) < _PEEK.size:
@@ -145,7 +148,7 @@ def decode_request(frame: bytes | memoryview, max_elements: int | None = MAX_REQ
     return header, body
 
 
-def encode_request(body: Any, correlation_id: int, client_id: str | None = "fedkafka-proxy") -> bytes:
+def encode_request(body: Any, correlation_id: int, client_id: str | None = PROXY_CLIENT_ID) -> bytes:
     """A size-prefixed request frame for `body` (a kio request entity)."""
     return _encode(_request_header(body, correlation_id, client_id), body)
 
@@ -236,7 +239,7 @@ def encode_response_chunks(body: Any, correlation_id: int) -> bytes | Chunks:
     return _encode_chunks(type(body).__header_schema__(correlation_id=i32(correlation_id)), body)
 
 
-def encode_request_chunks(body: Any, correlation_id: int, client_id: str | None = "fedkafka-proxy") -> bytes | Chunks:
+def encode_request_chunks(body: Any, correlation_id: int, client_id: str | None = PROXY_CLIENT_ID) -> bytes | Chunks:
     """`encode_request`, with the record sets of a Produce request left where they are (see Chunks). A body with
     `frame_parts(correlation_id, client_id)` writes its own frame as parts (records.py's Produce request)."""
     own = getattr(body, "frame_parts", None)

@@ -19,7 +19,8 @@ Who waits behind whom is what keeps a login possible during a flood:
   network's only check is behind one check per network, so a new client is refused only when more networks
   wait than the pool serves in that time; a network's further checks are counted behind every check waiting,
   which bounds the queue at about twice that.
-`submit` raises `Refused` for the last two, with the reason (no secret in it).
+`submit` raises `Refused` for the last two, with the reason (no secret in it), and when the pool needs a thread
+for the check and none can start (a limit on threads or memory): nothing of the check stays queued or counted.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class PasswordChecks:
 
     def submit(self, credential: ScramCredential, password: str, client: str = "") -> Future[bool]:
         """`scram.password_matches` on a pool thread, in `client`'s (its address's) network's turn. Raises
-        Refused, queuing nothing, when the network has `per_client` checks queued or running already, or when
-        the check would not end within `patience_s`."""
+        Refused, queuing nothing, when the network has `per_client` checks queued or running already, when the
+        check would not end within `patience_s`, or when the thread it needs cannot start."""
         group = client_group(client)
         check: Future[bool] = Future()
         with self._lock:
@@ -98,15 +99,27 @@ class PasswordChecks:
             if len(queue) == 1:
                 self._turns.append(group)
             self._queued += 1
-            start = self._threads < self.workers and self._queued > self._threads - self._busy  # none idle for it
-            if start:
-                self._threads += 1
-                name = f"fedkafka-password-check_{self._threads}"
+            if self._threads < self.workers and self._queued > self._threads - self._busy:  # none idle for it
+                self._start_thread(group, check)
             self._waiting.notify()
         check.add_done_callback(lambda done: self._done(group, done))  # run, failed or cancelled (dropped)
-        if start:
-            threading.Thread(target=self._work, name=name, daemon=True).start()
         return check
+
+    def _start_thread(self, group: str, check: Future[bool]) -> None:
+        """One more pool thread for `check`, just queued. Under the lock, so that no thread takes the check before
+        the start is known to have failed: started, the thread waits for the lock before it looks for a check.
+        A thread that cannot start ("can't start new thread": a limit on threads or memory) is not counted, and
+        the check is unqueued and uncounted and Refused (its login closed for a retry); the next check tries to
+        start a thread again. Counted as started while still failing, every later check would wait for a thread
+        that never comes."""
+        self._threads += 1
+        try:
+            threading.Thread(target=self._work, name=f"fedkafka-password-check_{self._threads}", daemon=True).start()
+        except Exception as e:  # RuntimeError ("can't start new thread"), MemoryError
+            self._threads -= 1
+            self._unqueue(group, check)
+            self._uncount(group)
+            raise Refused(f"no thread for the password check: {e}") from e
 
     def held(self, client: str) -> int:
         """Checks of `client`'s network queued or running."""
@@ -182,20 +195,29 @@ class PasswordChecks:
 
     def _done(self, group: str, check: Future[bool]) -> None:
         with self._lock:
-            self._held[group] -= 1
-            if self._held[group] <= 0:
-                del self._held[group]
-            queue = self._queues.get(group)
-            if not check.cancelled() or queue is None:
-                return
-            for i, (waiting, _credential, _password) in enumerate(queue):
-                if waiting is check:
-                    del queue[i]
-                    self._queued -= 1
-                    break
-            if not queue:
-                del self._queues[group]
-                self._turns.remove(group)
+            self._uncount(group)
+            if check.cancelled():
+                self._unqueue(group, check)
+
+    def _uncount(self, group: str) -> None:
+        """One check of `group` no longer queued or running. Under the lock."""
+        self._held[group] -= 1
+        if self._held[group] <= 0:
+            del self._held[group]
+
+    def _unqueue(self, group: str, check: Future[bool]) -> None:
+        """`check` out of its network's queue if it still waits there (not taken by a thread). Under the lock."""
+        queue = self._queues.get(group)
+        if queue is None:
+            return
+        for i, (waiting, _credential, _password) in enumerate(queue):
+            if waiting is check:
+                del queue[i]
+                self._queued -= 1
+                break
+        if not queue:
+            del self._queues[group]
+            self._turns.remove(group)
 
 
 SHARED = PasswordChecks()  # the process's pool, which every session uses unless given another

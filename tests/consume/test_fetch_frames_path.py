@@ -184,7 +184,7 @@ def charged(answer) -> int:
         written = loop.create_future()
         written.set_result(codec.encode_response_chunks(answer, 9))
         conn = type("Conn", (), {"held": ByteBudget(1 << 40), "budget": ByteBudget(1 << 40)})()
-        _InFlight(conn, written, 0)
+        _InFlight(conn, written, 0).charge()  # as the connection charges an answer that exists
         assert conn.held.used == conn.budget.used
         return int(conn.budget.used)
     finally:

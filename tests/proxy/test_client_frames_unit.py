@@ -557,11 +557,38 @@ def test_a_broken_connection_hands_out_none_of_its_staged_requests():
         view = frames.get_buffer(-1)
         view[:len(frame)] = frame
         frames.buffer_updated(len(frame))
-        assert frames.whole_frame(1 << 20) == len(frame) - 4
+        assert frames.buffered() == len(frame)
         frames.connection_lost(ConnectionResetError("reset by peer"))
-        assert frames.whole_frame(1 << 20) == -1
+        held, budget = ByteBudget(1 << 20), ByteBudget(1 << 20)
+        assert frames.take_whole(1 << 20, held, budget) is None and held.used == budget.used == 0
         with pytest.raises(ConnectionResetError):
             await frames.until_buffered(len(frame))
+
+    asyncio.run(scenario())
+
+
+def test_a_frame_is_taken_whole_only_when_staged_whole_and_both_budgets_have_room_and_else_nothing_is_taken():
+    """`take_whole`: the frame staged whole comes out (without its prefix) with its bytes taken from the connection's
+    and the process' budgets; a frame not staged whole, over the size cap, or one a budget has no room for now
+    takes nothing from either budget nor from the staging buffer (the waiting path reads it)."""
+    first, second = frame_of(1, 100), frame_of(2, 100)
+
+    async def scenario():
+        frames = ClientFrames(lambda reader, writer: asyncio.sleep(0))
+        frames.transport = _Transport()  # type: ignore[assignment]
+        data = first + second[:50]
+        frames.get_buffer(-1)[:len(data)] = data
+        frames.buffer_updated(len(data))
+        held, budget = ByteBudget(1000), ByteBudget(1000)
+        assert frames.take_whole(99, held, budget) is None  # over the cap
+        held.used = 901  # 100 more do not fit the connection's budget
+        assert frames.take_whole(1 << 20, held, budget) is None and (held.used, budget.used) == (901, 0)
+        held.used, budget.used = 0, 901  # ... nor the process'
+        assert frames.take_whole(1 << 20, held, budget) is None and (held.used, budget.used) == (0, 901)
+        budget.used = 0
+        assert frames.take_whole(1 << 20, held, budget) == first[4:] and held.used == budget.used == 100
+        assert frames.take_whole(1 << 20, held, budget) is None  # half staged
+        assert (held.used, budget.used, frames.buffered()) == (100, 100, 50)
 
     asyncio.run(scenario())
 

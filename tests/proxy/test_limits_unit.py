@@ -466,9 +466,9 @@ def test_a_large_frame_that_arrived_whole_is_read_in_one_piece_and_held_until_an
 
 
 def _answers_written(conn: ClientConnection) -> list[int]:
-    """Spies on the connection's writer: how many answer frames each write to the client carried."""
+    """Spies on the connection's transport: how many answer frames each write to the client carried."""
     counts: list[int] = []
-    write, writelines = conn.writer.write, conn.writer.writelines
+    write, writelines = conn._transport.write, conn._transport.writelines
 
     def frames_in(data: bytes) -> int:
         n = at = 0
@@ -477,16 +477,23 @@ def _answers_written(conn: ClientConnection) -> list[int]:
             n += 1
         return n
 
+    inside: list[bool] = []  # asyncio's writelines calls the transport's write: counted once
+
     def one(data):
-        counts.append(frames_in(bytes(data)))
+        if not inside:
+            counts.append(frames_in(bytes(data)))
         write(data)
 
     def several(parts):
         parts = list(parts)
         counts.append(frames_in(b"".join(parts)))
-        writelines(parts)
+        inside.append(True)
+        try:
+            writelines(parts)
+        finally:
+            inside.pop()
 
-    conn.writer.write, conn.writer.writelines = one, several  # type: ignore[method-assign]
+    conn._transport.write, conn._transport.writelines = one, several  # type: ignore[method-assign]
     return counts
 
 
@@ -608,6 +615,7 @@ def _dispatcher_to(port: int, pool: UpstreamPool, per_connection: int) -> Dispat
     d = Dispatcher.__new__(Dispatcher)
     d.physical, d.pool = Physical(), pool
     d.max_dedicated_per_connection, d._dedicated_by_slot = per_connection, {}
+    d._polls_by_slot, d._poll_tasks = {}, set()
     return d
 
 
@@ -707,12 +715,14 @@ def test_one_client_connection_cannot_take_a_brokers_whole_pool():
     async def scenario():
         server, port = await _silent_broker()
         d = _dispatcher_to(port, UpstreamPool(max_dedicated=10, dedicated_wait_s=5), per_connection=2)
-        fetch_call = Call(Broker("c1", 1), fetch_request(("log", 1, 0)), dedicated=True)
-        greedy = [(await d._send([fetch_call], slot=1))[0] for _ in range(2)]
-        third = asyncio.create_task(d._send([fetch_call], slot=1))
+        # a blocking call other than a Fetch (JoinGroup, SyncGroup): a connection's Fetches to one broker go one
+        # at a time (tests/consume/test_abandoned_polls_unit.py) and never come near the cap
+        blocking = Call(Broker("c1", 1), _versions(), dedicated=True)
+        greedy = [(await d._send([blocking], slot=1))[0] for _ in range(2)]
+        third = asyncio.create_task(d._send([blocking], slot=1))
         await asyncio.sleep(0.05)
         assert not third.done()  # the greedy connection waits for its own calls ...
-        (other,) = await d._send([fetch_call], slot=2)  # ... while another connection is served at once
+        (other,) = await d._send([blocking], slot=2)  # ... while another connection is served at once
         assert isinstance(other, asyncio.Future)
         d.pool.close_for(greedy[0])  # one of its calls ends (here: its upstream connection closes)
         async with asyncio.timeout(GUARD_S):
@@ -807,27 +817,39 @@ def test_a_byte_budget_takes_now_only_what_fits_and_never_ahead_of_a_waiter():
     asyncio.run(scenario())
 
 
-def test_the_writer_waits_out_a_failed_or_cancelled_answer_but_not_its_own_cancellation():
-    """The writer awaits each answer directly (`connection._settled`): an answer that failed or was cancelled is
-    waited out without raising (the writer reports it and closes the connection), but a cancellation of the
-    writer itself still ends it."""
-    from fedkafka.proxy.core.connection import _settled
-
+def test_two_byte_budgets_take_now_together_both_or_neither():
+    """`take_with` (a staged frame, held by its connection's budget and the process'): both take, or neither does,
+    when either has no room or a waiter."""
     async def scenario():
-        loop = asyncio.get_running_loop()
-        failed, cancelled, never = loop.create_future(), loop.create_future(), loop.create_future()
-        waiting = [asyncio.ensure_future(_settled(f)) for f in (failed, cancelled)]
+        held, process = ByteBudget(100), ByteBudget(200)
+        assert held.take_with(process, 60) and (held.used, process.used) == (60, 60)
+        assert not held.take_with(process, 41) and (held.used, process.used) == (60, 60)  # not in `held`
+        process.used = 190
+        assert not held.take_with(process, 20) and (held.used, process.used) == (60, 190)  # not in `process`
+        process.used = 60
+        waiting = asyncio.ensure_future(process.acquire(150))
         await asyncio.sleep(0)
-        failed.set_exception(ConnectionError("broker gone"))
-        cancelled.cancel()
-        await asyncio.gather(*waiting)  # neither raises
-        writer = asyncio.ensure_future(_settled(never))
+        assert not held.take_with(process, 10) and (held.used, process.used) == (60, 60)  # `process` has a waiter
+        waiting.cancel()
         await asyncio.sleep(0)
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
+        assert held.take_with(process, 40) and (held.used, process.used) == (100, 100)
 
     asyncio.run(scenario())
+
+
+def test_the_loops_teardown_ends_the_writer_and_cancels_the_answer_it_waits_for():
+    """The writer task waits for the answer at the head of the queue; cancelled (only the loop's teardown does that)
+    it ends, and cancels that answer (a lane or one-call answer then cancels its upstream call,
+    `dispatch._Answer`), as awaiting the answer itself did."""
+    d = _HeldDispatcher()
+
+    async def scenario():
+        await _connected(d, frame_of(1, 32), frame_of(2, 32))
+        d.answer(2)
+        await _settle()
+
+    asyncio.run(scenario())  # ends: the writer does not outlive its cancellation
+    assert d.answers[1].cancelled() and not d.answers[2].cancelled()
 
 
 FORWARDED = 48 * 1024  # under uvloop's high-water mark (64 KiB): drain() would not wait for it

@@ -3,6 +3,7 @@ delay are barrier plans of no upstream calls, which the core runs after their de
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future
 
@@ -36,3 +37,18 @@ class InlineChecks:
 
 def no_sleep(_seconds: float) -> None:
     pass
+
+
+def failing_starts(monkeypatch, failures: int) -> None:
+    """threading.Thread.start replaced: the pool's first `failures` thread starts raise as CPython's does under a
+    limit on threads or memory; the others, and every other thread's, start."""
+    start = threading.Thread.start
+    left = [failures]
+
+    def failing(thread: threading.Thread) -> None:
+        if left[0] and thread.name.startswith("fedkafka-password-check"):
+            left[0] -= 1
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing)

@@ -12,6 +12,8 @@ import pytest
 from fedkafka.security import password_checks, scram
 from fedkafka.security.password_checks import PasswordChecks, client_group
 
+from .sasl_plans import failing_starts
+
 
 class Recorded:
     """scram.password_matches replaced: a check of credential None holds the pool's thread until `release`, the
@@ -158,3 +160,35 @@ def test_a_cancelled_check_leaves_its_queue_and_its_count(recorded):
     assert pool.held("10.0.0.1") == 0 and pool.ahead("192.0.2.1") == 1 and pool.ahead("10.0.0.2") == 1
     recorded.release()
     assert kept.result(60) is False and recorded.ran == ["kept"]
+
+
+def test_a_thread_that_cannot_start_refuses_its_check_and_the_next_check_starts_one(recorded, monkeypatch):
+    """The pool needs a thread for a check and none can start: the check is Refused (the login closed for a retry),
+    nothing of it stays queued or counted, and the pool does not count the thread it has not got. Counted, every
+    later check of a one-thread pool waited for a thread that never came."""
+    failing_starts(monkeypatch, 1)
+    pool = _one_thread_pool()
+    with pytest.raises(password_checks.Refused, match=r"no thread for the password check: can't start new thread"):
+        pool.submit(object(), "refused", "10.0.0.1")  # type: ignore[arg-type]
+    assert pool.held("10.0.0.1") == 0 and pool.ahead("10.0.0.2") == 0 and pool.ahead("10.0.0.1") == 0
+    assert pool.submit(object(), "later", "10.0.0.2").result(60) is False  # type: ignore[arg-type]
+    assert pool.submit(object(), "retried", "10.0.0.1").result(60) is False  # type: ignore[arg-type]
+    assert recorded.ran == ["later", "retried"] and pool.held("10.0.0.1") == pool.held("10.0.0.2") == 0
+
+
+def test_a_second_thread_that_cannot_start_refuses_only_its_check(recorded, monkeypatch):
+    """Two threads at most, one busy, checks of other networks waiting: the check that needed the second thread is
+    refused and leaves the queue as it was; the busy thread serves the others, and a later check starts the
+    second thread."""
+    pool = PasswordChecks(workers=2)
+    pool.cost_s = 0.0
+    recorded.hold(pool)
+    failing_starts(monkeypatch, 1)
+    with pytest.raises(password_checks.Refused, match=r"no thread for the password check"):
+        pool.submit(object(), "refused", "10.0.0.1")  # type: ignore[arg-type]
+    assert pool.held("10.0.0.1") == 0 and pool.ahead("10.0.0.2") == 0
+    waiting = pool.submit(object(), "waiting", "10.0.0.2")  # type: ignore[arg-type]  # starts the second thread
+    assert waiting.result(60) is False and recorded.ran == ["waiting"]
+    recorded.release()
+    assert pool.submit(object(), "after", "10.0.0.1").result(60) is False  # type: ignore[arg-type]
+    assert recorded.ran == ["waiting", "after"]

@@ -25,7 +25,7 @@ from fedkafka.security import password_checks, scram
 from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, Session
 from fedkafka.view.model import ProxyInfo, View
 
-from .sasl_plans import InlineChecks, answered, no_sleep
+from .sasl_plans import InlineChecks, answered, failing_starts, no_sleep
 
 # RFC 7677 section 3: user "user", password "pencil"
 RFC_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
@@ -403,6 +403,30 @@ def test_a_login_whose_check_would_wait_too_long_is_refused_at_once_after_the_fa
     assert ctx.session.failed is None and not ctx.session.authenticated and gate.pool.held("2001:db8::1") == 0
     gate.open()
     assert [answered(w).error_code for w in waiting] == [ErrorCode.sasl_authentication_failed] * 3
+
+
+def test_a_login_whose_check_gets_no_thread_is_closed_for_a_retry_and_the_retry_is_checked(monkeypatch):
+    """The pool's thread cannot start (a limit on threads or memory): the login is closed unanswered for a retry,
+    after the failed-authentication delay, with the reason (not SASL_AUTHENTICATION_FAILED, not an exception out
+    of the handler); the client's retry starts the thread and its login succeeds. Before, the pool counted the
+    thread it had not got and every later PLAIN login waited for it (~5.5 s), then was closed."""
+    failing_starts(monkeypatch, 1)
+    pool = password_checks.PasswordChecks(workers=1)
+    ctx = _ctx(Session.for_listener("SASL_SSL", host="10.0.0.1"), ("alice", "pw-a"))
+    ctx.session.password_checks = pool
+    _handshake(ctx, "PLAIN")
+    delays: list[float] = []
+    reply = answered(sasl.handle(ctx, None, SaslAuthenticateRequest(auth_bytes=b"\0alice\0pw-a")), no_sleep, delays)
+    assert isinstance(reply, CloseConnection) and "alice" in reply.reason and "pw-a" not in reply.reason
+    assert "no thread for the password check: can't start new thread" in reply.reason
+    assert delays == [FAILED_AUTHENTICATION_DELAY_MS / 1000]
+    assert ctx.session.failed is None and not ctx.session.authenticated and pool.held("10.0.0.1") == 0
+    again = _ctx(Session.for_listener("SASL_SSL", host="10.0.0.1"), ("alice", "pw-a"))
+    again.session.password_checks = pool
+    _handshake(again, "PLAIN")
+    looks: list[float] = []
+    assert _authenticate(again, b"\0alice\0pw-a", looks).error_code == ErrorCode.none
+    assert again.session.principal == "User:alice" and len(looks) < sasl.PLAIN_LOOKS  # checked, not given up on
 
 
 def _recorded_checks(monkeypatch, gate: threading.Event, ran: list[str]) -> None:

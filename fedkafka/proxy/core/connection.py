@@ -1,4 +1,6 @@
-"""One task pair per client connection: a reader that dispatches in order, a writer that answers in order.
+"""One task pair per client connection: a reader that dispatches in order, a writer that answers in order (an answer
+that heads the queue when it completes is written by its done-callback, without waking the writer task; see
+"writing" below and docs/DESIGN.md §5.4).
 
 Backpressure (docs/ARCHITECTURE.md): the reader takes a request slot before it reads a frame, and takes the
 frame's bytes from the connection's budget and from the process' budget before they are received (a frame over
@@ -63,7 +65,16 @@ class ClientConnection:
         self._slot_freed: asyncio.Future | None = None
         self._in_flight = 0
         self._loop = asyncio.get_running_loop()
-        self._responses = _Queue(self._loop)  # bounded by the request slots
+        # the requests read and not answered yet, in order (bounded by the request slots); an answer at its head is
+        # written by its done-callback (`_InFlight._answered`) unless the writer task writes or TLS slices it
+        self._responses: collections.deque[_InFlight] = collections.deque()
+        self._wake: asyncio.Future | None = None  # the writer task's, while it waits with nothing to write
+        self._writing = False  # the writer task writes a batch or waits for its drain: callbacks write nothing
+        self._stalled: tuple[list[_InFlight], list[bytes | codec.Chunks], bool] | None = None  # for the task
+        self._broken = False  # writing failed: the answers still due are dropped
+        self._reader_done = False  # run(): the reader ended, the writer ends once every answer is out
+        # a dispatcher with a Produce lane takes its requests without a coroutine (`Dispatcher.start_now`)
+        self._start_now = getattr(dispatcher, "start_now", None)
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
         # set after a failed authentication (answer it, then close) or once a request's answer is a CloseConnection:
@@ -73,18 +84,24 @@ class ClientConnection:
         # drain() returns only once the transport holds nothing: an answer's bytes are given back when they are
         # written, and with the default marks (64/16 KiB) a transport still held views of broker frames then,
         # uncharged, for as long as the client did not read (uvloop keeps parts by reference)
-        writer.transport.set_write_buffer_limits(high=0)
+        self._transport = writer.transport  # written to directly (StreamWriter.write only passes the bytes on)
+        self._transport.set_write_buffer_limits(high=0)
         self._tls = reader.over_tls  # answers written in slices (_send_in_slices)
 
     async def run(self) -> None:
+        """Read and answer until the client or the proxy closes; then the dispatcher forgets the connection and it
+        closes, however run() ends (cancelled with the loop, or a bug in the writer task: never skipped)."""
         write_task = asyncio.create_task(self._write_loop())
         self._read_task = asyncio.create_task(self._read_loop())
-        with contextlib.suppress(asyncio.CancelledError):  # stop_reading(): still answer what was read
-            await self._read_task
-        self._responses.put_nowait(None)
-        await write_task
-        self.dispatcher.forget(self.slot)
-        self.writer.close()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):  # stop_reading(): still answer what was read
+                await self._read_task
+            self._reader_done = True
+            self._wake_writer()
+            await write_task
+        finally:
+            self.dispatcher.forget(self.slot)
+            self.writer.close()
 
     @property
     def in_flight(self) -> int:
@@ -103,8 +120,9 @@ class ClientConnection:
                     self._free_slots -= 1
                 else:
                     await self._take_slot()
-                try:
-                    if not await self._read_one():
+                try:  # a frame staged whole that the lane takes: no coroutine (the usual Produce)
+                    frame = self._buffered_frame()
+                    if (frame is None or not self._started_now(frame)) and not await self._read_one(frame):
                         self._give_slot()
                         return
                 except BaseException:
@@ -134,57 +152,88 @@ class ClientConnection:
         if freed is not None and not freed.done():
             freed.set_result(None)
 
-    async def _read_one(self) -> bool:
-        """Read and dispatch one frame (False: the client closed cleanly)."""
-        frame: bytes | memoryview | None = self._buffered_frame()
-        if frame is not None:
-            size = len(frame)
-        else:
-            if not await self._first_byte():
+    async def _read_one(self, frame: bytes | memoryview | None) -> bool:
+        """Dispatch one frame: `frame`, staged whole and left by the lane (`_read_loop` offered it), or the next
+        one read by the waiting path (False: the client closed cleanly)."""
+        if frame is None:
+            frame = await self._read_frame()
+            if frame is None:
                 return False
-            started = self._loop.time()
-            await self._within(self.reader.until_buffered(4), started, "size", 4)
-            (size,) = _SIZE.unpack(self.reader.take(4))
-            if size < 0 or size > self.limits.max_frame_bytes:
-                raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
-            # before SASL authentication (Kafka's sasl.server.max.receive.size): closed, one line
-            if size > self.limits.max_pre_auth_frame_bytes and not self.session.authenticated:
-                raise FrameError(f"frame size {size} larger than {self.limits.max_pre_auth_frame_bytes} before "
-                                 f"SASL authentication (--max-pre-auth-frame-bytes)")
-            frame = await self._read_body(size, started)
+            if self._started_now(frame):
+                return True
+        size = len(frame)
         self._dispatching = True
         try:
-            pending = await self.dispatcher.start(frame, self.slot, self.session)
+            if self._start_now is None:
+                pending = await self.dispatcher.start(frame, self.slot, self.session)
+            else:  # the lane left it already
+                pending = await self.dispatcher.start(frame, self.slot, self.session, lane=False)
         except BaseException:
             self._unhold(size)
             raise
         finally:
             self._dispatching = False
+        self._queued(pending, size)
+        return True
+
+    async def _read_frame(self) -> bytes | memoryview | None:
+        """The next frame by the waiting path: its first byte, size and body, held in the budgets (None: the
+        client closed cleanly)."""
+        if not await self._first_byte():
+            return None
+        started = self._loop.time()
+        await self._within(self.reader.until_buffered(4), started, "size", 4)
+        (size,) = _SIZE.unpack(self.reader.take(4))
+        if size < 0 or size > self.limits.max_frame_bytes:
+            raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
+        # before SASL authentication (Kafka's sasl.server.max.receive.size): closed, one line
+        if size > self.limits.max_pre_auth_frame_bytes and not self.session.authenticated:
+            raise FrameError(f"frame size {size} larger than {self.limits.max_pre_auth_frame_bytes} before "
+                             f"SASL authentication (--max-pre-auth-frame-bytes)")
+        return await self._read_body(size, started)
+
+    def _started_now(self, frame: bytes | memoryview) -> bool:
+        """Whether the dispatcher's Produce lane took the frame (synchronously: `Dispatcher.start_now`); then its
+        answer is queued."""
+        start_now = self._start_now
+        if start_now is None:
+            return False
+        try:
+            pending = start_now(frame, self.slot, self.session)
+        except BaseException:
+            self._unhold(len(frame))
+            raise
+        if pending is None:
+            return False
+        self._queued(pending, len(frame))
+        return True
+
+    def _queued(self, pending: asyncio.Future, size: int) -> None:
+        """A dispatched request's answer, queued for the writer in request order."""
         self._in_flight += 1
-        self._responses.put_nowait(_InFlight(self, pending, size))
-        # known at once: nothing after it is read, the connection closes once the answers before it are written
-        if pending.done() and not pending.cancelled() and pending.exception() is None and \
-                type(pending.result()) is CloseConnection:
-            self._closing = True
+        item = _InFlight(self, pending, size)
+        self._responses.append(item)
+        if not pending.done():
+            pending.add_done_callback(item._answered)
+        else:  # answered at once (no upstream call): the writer task writes it
+            item.charge()
+            self._wake_writer()
+            # known at once: nothing after it is read, the connection closes once the answers before it are written
+            if not pending.cancelled() and pending.exception() is None and type(pending.result()) is CloseConnection:
+                self._closing = True
         if self.session.failed is not None:  # one line, no secret: the reason names the mechanism and user only
             log.warning("authentication failed for client %s on %s listener: %s; closing", self.peer,
                         self.session.protocol, self.session.failed)
             self._closing = True
-        return True
 
     def _buffered_frame(self) -> bytes | None:
         """The next frame when it is staged whole and both budgets have room for it now, held and taken with
         one copy, no clock and no wait (pipelined requests usually are here whole: their size, body and
         holds were three reads, two timers' checks and a hold); None: read it by the waiting path."""
         limits = self.limits
-        size = self.reader.whole_frame(limits.max_frame_bytes if self.session.authenticated else
-                                       min(limits.max_frame_bytes, limits.max_pre_auth_frame_bytes))
-        if size < 0 or not self.held.take_now(size):
-            return None
-        if not self.budget.take_now(size):
-            self.held.release(size)
-            return None
-        return self.reader.take(size, 4)
+        return self.reader.take_whole(limits.max_frame_bytes if self.session.authenticated else
+                                      min(limits.max_frame_bytes, limits.max_pre_auth_frame_bytes),
+                                      self.held, self.budget)
 
     async def _read_body(self, size: int, started: float) -> bytes | memoryview:
         """The frame's body, its bytes held in the budgets (nothing held if this raises).
@@ -279,65 +328,156 @@ class ClientConnection:
         self.budget.release(n)
 
     # -- writing -------------------------------------------------------------------------------
+    # Answers leave in request order, from the head of `_responses`. When the head's answer comes (its
+    # done-callback, `_InFlight._answered`) and nothing is being written, the callback writes it and the answers
+    # ready behind it (`_write_now`): no task wakes up for the usual answer. The writer task does what waits: the
+    # drain of an answer the client did not take at once, TLS (written in slices), and answers that exist when
+    # they are queued; while it writes (`_writing`), callbacks leave every answer to it.
+
     async def _write_loop(self) -> None:
-        broken = False
-        item = await self._responses.get()
-        while item is not None:  # None: the reader ended
-            batch = [item]  # released below even if waiting for its answer raises
-            try:
-                batch, item = await self._ready_batch(item)
-                broken = await self._answer(batch, broken)
-            finally:
+        queue = self._responses
+        while True:
+            stalled = self._stalled
+            if stalled is not None:  # written by a callback; the client has not taken all of it yet
+                self._stalled = None
+                await self._write_batch(stalled[0], stalled[1:])
+            elif queue and queue[0].pending.done():
+                self._writing = True
+                await self._write_batch(self._take_ready())
+            elif not queue and self._reader_done:
+                return
+            else:
+                await self._parked()
+
+    async def _parked(self) -> None:
+        """Until a callback or the reader has something for the writer task (`_wake_writer`)."""
+        self._wake = waiter = self._loop.create_future()
+        try:
+            await waiter
+        except asyncio.CancelledError:  # the loop's teardown: the answer awaited is cancelled, as it always was
+            if self._responses and not self._responses[0].pending.done():
+                self._responses[0].pending.cancel()
+            raise
+        finally:
+            self._wake = None
+
+    def _wake_writer(self) -> None:
+        waiter = self._wake
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _write_batch(self, batch: list[_InFlight],
+                           written: tuple[list[bytes | codec.Chunks], bool] | None = None) -> None:
+        """Write a batch of ready answers (`written`: a callback wrote them already, its frames and whether one
+        failed: wait for the drain), then give back its bytes and slots."""
+        self._writing = True
+        try:
+            if written is None:
+                frames, failed = self._frames_of(batch)
+                if frames and not self._broken:
+                    self._broken = await self._send(frames)
+            else:
+                frames, failed = written
+                self._broken = await self._send(frames, written=True)
+            if failed:
+                self.stop_reading()
+                self._broken = True
+        except Exception:  # a bug (an answer `_write` cannot write): the answers still due are dropped, not queued
+            log.exception("closing client %s after an internal error writing its answers", self.peer)
+            self._break_off()  # and the task goes on, giving back the bytes and slots of the answers still due
+        finally:
+            self._writing = False
+            self._finish(batch)
+
+    def _write_now(self, head: _InFlight) -> None:
+        """`head`'s answer came, it heads the queue and the writer task writes nothing: write it and the ready
+        answers behind it now, in one send, and give back their bytes and slots (from its done-callback). Over
+        TLS, or with bytes still in the transport, it is charged and left to the task; an answer the client does
+        not take at once is charged and its drain left to the task (`_stalled`)."""
+        transport = self._transport
+        if self._tls or transport.get_write_buffer_size():
+            head.charge()
+            self._wake_writer()
+            return
+        batch = self._take_ready()
+        stalled = False
+        try:
+            frames, failed = self._frames_of(batch)
+            if frames and not self._broken:
+                try:
+                    self._write(frames)
+                except (ConnectionError, OSError):
+                    self.stop_reading()
+                    self._broken = True
+                else:
+                    if transport.get_write_buffer_size():  # held by the transport: charged until drained
+                        for item in batch:
+                            item.charge()
+                        stalled = self._writing = True
+                        self._stalled = (batch, frames, failed)
+                        self._wake_writer()
+                        return
+            if failed:
+                self.stop_reading()
+                self._broken = True
+        except BaseException:  # a bug: the connection closes rather than keep answers nobody writes
+            self._break_off()
+            raise  # logged by the loop, with its traceback
+        finally:
+            if not stalled:
                 self._finish(batch)
-            if item is _QUEUE_EMPTY:
-                item = await self._responses.get()
+                if not self._responses and self._reader_done:
+                    self._wake_writer()  # to end
+
+    def _break_off(self) -> None:
+        """After a bug while writing answers: nothing more is read or written, and the client's connection closes
+        now, not once every answer still due came (none would be written; they are dropped, their bytes and slots
+        given back, as they come). Aborted: the transport holds at most part of the batch that failed (answers
+        are written into an empty transport), and a client that does not read would keep a closing one open."""
+        self.stop_reading()
+        self._broken = True
+        self._transport.abort()
+
+    def _take_ready(self) -> list[_InFlight]:
+        """The queue's head (its answer exists) and the requests behind it whose answers exist too (their upstream
+        answers came in one read): written with one send instead of one each."""
+        queue = self._responses
+        batch = [queue.popleft()]
+        while queue and queue[0].pending.done():
+            batch.append(queue.popleft())
+        return batch
 
     def _finish(self, batch: list[_InFlight]) -> None:
         """Give back the batch's bytes and slots, and let go of its answers: uncharged now, they (and the broker
         frames they view) must not stay alive in a local while the connection waits for its next request."""
+        n = 0
         for done in batch:
-            self._unhold(done.done())
-            self._in_flight -= 1
-            self._give_slot()
+            n += done.done()
+        self._unhold(n)
+        self._in_flight -= len(batch)
+        self._free_slots += len(batch)
+        freed = self._slot_freed
+        if freed is not None and not freed.done():
+            freed.set_result(None)
         batch.clear()
         self._last_active = self._loop.time()
 
-    async def _ready_batch(self, first: _InFlight) -> tuple[list[_InFlight], _InFlight | object | None]:
-        """`first` once its answer exists, with the queued requests behind it whose answers exist too (their
-        upstream answers came in one read): written with one send instead of one each. Returns the batch and the
-        item taken from the queue after it (a request not answered yet, None: the reader ended, or
-        `_QUEUE_EMPTY`)."""
-        await _settled(first.pending)
-        batch = [first]
-        while not self._responses.empty():
-            following = self._responses.get_nowait()
-            if following is None or not following.pending.done():
-                return batch, following
-            batch.append(following)
-        return batch, _QUEUE_EMPTY
-
-    async def _answer(self, batch: list[_InFlight], broken: bool) -> bool:
-        """Write the batch's answers (in order, with one send); returns whether the connection is broken (then
-        later answers are dropped)."""
+    def _frames_of(self, batch: list[_InFlight]) -> tuple[list[bytes | codec.Chunks], bool]:
+        """The batch's answer frames to write, in order, and whether a request failed (logged; the answers from it
+        on are not written, the connection closes). A CloseConnection writes nothing and closes after the
+        answers due (`_close_after`)."""
         frames: list[bytes | codec.Chunks] = []
-        failed = False
         for item in batch:
-            error = asyncio.CancelledError() if item.pending.cancelled() else item.pending.exception()
-            if error is not None:
+            try:
+                frame = item.pending.result()
+            except BaseException as error:  # its failure or cancellation (one call, not three, per answer)
                 log.error("request from %s failed; closing", self.peer, exc_info=error)
-                failed = True
-                break
-            frame = item.pending.result()
+                return frames, True
             if type(frame) is CloseConnection:
-                self._close_after(frame, broken)  # the answers after it are still written
+                self._close_after(frame, self._broken)  # the answers after it are still written
             elif frame is not None:
                 frames.append(frame)
-        if frames and not broken:
-            broken = await self._send(frames)
-        if failed:
-            self.stop_reading()
-            return True
-        return broken
+        return frames, False
 
     def _close_after(self, close: CloseConnection, broken: bool) -> None:
         """A handler's close (plan.CloseConnection): no request is read any more; the requests read before now are
@@ -351,21 +491,23 @@ class ClientConnection:
         if not self._dispatching:
             self.stop_reading()
 
-    async def _send(self, frames: list[bytes | codec.Chunks]) -> bool:
-        """Write answer frames; returns whether the connection broke."""
+    async def _send(self, frames: list[bytes | codec.Chunks], written: bool = False) -> bool:
+        """Write answer frames (`written`: a callback wrote them, wait for their drain); returns whether the
+        connection broke."""
         try:
             if self._tls:
                 async with asyncio.timeout(self.limits.frame_timeout_s * len(frames)):
                     await self._send_in_slices(frames)
             else:
-                self._write(frames)
-                if self.writer.transport.get_write_buffer_size():  # else written already: no clock, no wait
+                if not written:
+                    self._write(frames)
+                if self._transport.get_write_buffer_size():  # else written already: no clock, no wait
                     async with asyncio.timeout(self.limits.frame_timeout_s * len(frames)):  # each answer its own
                         await self.writer.drain()
         except TimeoutError:  # before OSError: TimeoutError is an OSError
             log.warning("closing client %s: it did not take a %d-byte answer within %g s (--frame-timeout)",
                         self.peer, sum(map(len, frames)), self.limits.frame_timeout_s)
-            self.writer.transport.abort()
+            self._transport.abort()
             self.stop_reading()
             return True
         except (ConnectionError, OSError):
@@ -380,14 +522,15 @@ class ClientConnection:
         process holds at most about a slice and TCP's buffer beyond what is charged (docs/DESIGN.md §4.12)."""
         for piece in _slices(frames, TLS_SLICE_BYTES):
             self._write(piece)
-            if self.writer.transport.get_write_buffer_size():
+            if self._transport.get_write_buffer_size():
                 await self.writer.drain()
 
     def _write(self, frames: list[bytes | codec.Chunks]) -> None:
-        if self.writer.transport.is_closing():  # the client went away: drain() would say so, write() would not
+        transport = self._transport
+        if transport.is_closing():  # the client went away: drain() would say so, write() would not
             raise ConnectionResetError("client connection closed")
         if len(frames) == 1 and not isinstance(frames[0], codec.Chunks):
-            self.writer.write(frames[0])
+            transport.write(frames[0])
             return
         parts: list = []  # uvloop: one writev, the record sets never copied into one frame, the frames not joined
         for frame in frames:
@@ -395,7 +538,7 @@ class ClientConnection:
                 parts += frame.parts
             else:
                 parts.append(frame)
-        self.writer.writelines(parts)
+        transport.writelines(parts)
 
 
 TLS_SLICE_BYTES = 64 * 1024
@@ -419,80 +562,43 @@ def _slices(frames: list[bytes | codec.Chunks], size: int) -> Iterator[list[byte
         yield piece
 
 
-_QUEUE_EMPTY = object()  # the write loop took nothing from the queue after a batch
-
-
-class _Queue:
-    """The part of asyncio.Queue the connection uses, for its one reader and one writer: a deque and the
-    writer's waiter (asyncio.Queue's counters, Event, waiter deques and loop check were ~100 bytecodes a
-    request)."""
-
-    __slots__ = ("_items", "_loop", "_waiter")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._items: collections.deque = collections.deque()
-        self._loop = loop
-        self._waiter: asyncio.Future | None = None
-
-    def put_nowait(self, item) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def get_nowait(self):
-        return self._items.popleft()
-
-    async def get(self):
-        while not self._items:
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.popleft()
-
-
-async def _settled(pending: asyncio.Future) -> None:
-    """Until `pending` is done; its failure or cancellation is not raised (_answer reports it). Awaited directly:
-    `asyncio.wait` cost a waiter future, a set, a closure, a getpid() and one more loop step per answer. A
-    cancellation of the waiting task itself is raised (and, as with any await of a task, cancels `pending`: only
-    at the loop's teardown)."""
-    if pending.done():
-        return
-    try:
-        await pending
-    except BaseException:
-        task = asyncio.current_task()
-        if not pending.done() or (task is not None and task.cancelling()):
-            raise
-
-
 class _InFlight:
-    """A request read and not yet answered: its bytes, and its answer's bytes once the answer exists."""
+    """A request read and not yet answered: its bytes, and its answer's bytes once the answer exists and waits."""
 
     __slots__ = ("answer_bytes", "conn", "finished", "pending", "size")
 
     def __init__(self, conn: ClientConnection, pending: asyncio.Future, size: int):
-        self.conn, self.pending, self.size, self.answer_bytes = conn, pending, size, 0
+        """Queued by `ClientConnection._queued`: `_answered` is its answer's done-callback, or it is charged at once."""
+        self.conn = conn
+        self.pending = pending
+        self.size = size
+        self.answer_bytes = 0
         self.finished = False
-        if pending.done():
-            self._charge(pending)
-        else:
-            pending.add_done_callback(self._charge)
 
     def done(self) -> int:
         """The bytes to give back once the answer was written (or dropped)."""
         self.finished = True  # a done-callback scheduled but not yet run must not charge any more
         return self.size + self.answer_bytes
 
-    def _charge(self, pending: asyncio.Future) -> None:
-        if self.finished or pending.cancelled() or pending.exception() is not None:
+    def _answered(self, _pending: asyncio.Future) -> None:
+        """The answer exists: written now when it heads the queue and nothing is being written
+        (`ClientConnection._write_now`), else charged until the answers before it are written."""
+        if self.finished:  # written (or dropped) with an answer before it already
             return
-        answer = pending.result()
+        conn = self.conn
+        if not conn._writing and conn._responses and conn._responses[0] is self:
+            conn._write_now(self)
+        else:
+            self.charge()
+
+    def charge(self) -> None:
+        """Charge the answer's bytes to the budgets until it was written (once; none for no answer)."""
+        if self.finished or self.answer_bytes:
+            return
+        try:
+            answer = self.pending.result()
+        except BaseException:  # failed or cancelled: no answer
+            return
         if answer is None or type(answer) is CloseConnection:
             return
         # a frame of chunks keeps whole broker answers alive, not only the record sets it forwards from them

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import struct
@@ -47,7 +48,9 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
 
+_HEADER = struct.Struct(">hhi")  # a request's api_key, api_version, correlation_id
 SLOW_REQUEST_S = 5.0
+FETCH_API_KEY = 1
 DRAINED_API_KEYS = (PRODUCE_API_KEY, 8)  # Produce and OffsetCommit: counted in writes_in_flight
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-topics answer of ~600,000 partitions)
@@ -139,6 +142,9 @@ class Dispatcher:
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.max_dedicated_per_connection = max_dedicated_per_connection
         self._dedicated_by_slot: dict[int, asyncio.Semaphore] = {}  # client connection -> its dedicated calls
+        # client connection -> per broker address, held while a Fetch of it is out there (`_send_poll`)
+        self._polls_by_slot: dict[int, dict[tuple[str, int], _Turns]] = {}
+        self._poll_tasks: set[asyncio.Task] = set()  # Fetch calls waiting for their turn (`_poll_later`)
         self.physical = physical
         self.producer_ids = producer_ids
         self.pool = pool
@@ -196,13 +202,25 @@ class Dispatcher:
             self._authorizer = (view, Authorizer(view.acls, self.super_users))
         return self._authorizer[1]
 
-    async def start(self, frame: bytes | memoryview, slot: int,
-                    session: Session | None = None) -> asyncio.Future[Answer]:
+    def start_now(self, frame: bytes | memoryview, slot: int, session: Session | None = None) -> asyncio.Future | None:
+        """The answer future of a request the Produce lane takes, taken synchronously (no coroutine, as `start`
+        is); None: the lane leaves it (then `start(..., lane=False)`: it is not asked twice)."""
+        lane = self.lane
+        if lane is None or len(frame) < _HEADER.size:  # too short: `start` reports it
+            return None
+        api_key, version, correlation_id = _HEADER.unpack_from(frame)  # codec.peek_header, without the call
+        if api_key != PRODUCE_API_KEY:
+            return None
+        return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
+
+    async def start(self, frame: bytes | memoryview, slot: int, session: Session | None = None,
+                    lane: bool = True) -> asyncio.Future[Answer]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
-        client's order); returns an awaitable of the response frame (None: no response)."""
+        client's order); returns an awaitable of the response frame (None: no response). `lane`: a Produce is
+        offered to the Produce lane first (False: `start_now` did already)."""
         loop = self._loop or self.loop  # saved once: the property is a call, and start used it six times
         api_key, version, correlation_id = codec.peek_header(frame)
-        if api_key == PRODUCE_API_KEY and self.lane is not None and \
+        if lane and api_key == PRODUCE_API_KEY and self.lane is not None and \
                 (taken := self.lane.start(frame, version, correlation_id, slot, session, loop)) is not None:
             return taken  # the common Produce, answered by the lane; anything else goes on below, as before
         counts = self.writes_in_flight if api_key in DRAINED_API_KEYS else None
@@ -508,6 +526,8 @@ class Dispatcher:
         """`produce_deadline` (a produce only): the lease and the client's deadline are checked again once the
         connection is there."""
         if call.dedicated:
+            if call.request.__api_key__ == FETCH_API_KEY:
+                return await self._send_poll(host, port, call, slot)
             return await self._send_dedicated(host, port, call, slot)
         key = slot if call.ordering_key is None else call.ordering_key
         conn = self.pool.ready(host, port, key)
@@ -568,8 +588,68 @@ class Dispatcher:
         return fut
 
     def forget(self, slot: int) -> None:
-        """A client connection closed (calls of it still running release into a dropped semaphore)."""
+        """A client connection closed (calls of it still running release into a dropped semaphore and locks)."""
         self._dedicated_by_slot.pop(slot, None)
+        self._polls_by_slot.pop(slot, None)
+
+    async def _send_poll(self, host: str, port: int, call: Call, slot: int) -> asyncio.Future:
+        """A Fetch call: one at a time per client connection and broker, as a Kafka client keeps one Fetch per
+        broker in flight and a broker serves a connection's requests one after the other (docs/DESIGN.md §3.1,
+        "Abandoned polls"). With none of this connection's out to the broker it is sent now; else it waits for that
+        one (a poll an early-finished Fetch left running, or a pipelined Fetch's) to end, holding no dedicated
+        connection meanwhile, and goes out then with what is left of its max_wait (`_Polled`). Its Fetch finishing
+        early first, it is never sent. So a client connection holds at most one dedicated connection per broker
+        for its Fetches, however many of them finished early."""
+        turns = self._polls_by_slot.setdefault(slot, {}).get((host, port))
+        if turns is None:
+            turns = self._polls_by_slot[slot][(host, port)] = _Turns()
+        if turns.take_now():
+            try:
+                fut = await self._send_dedicated(host, port, call, slot)
+            except BaseException:
+                turns.give_back()
+                raise
+            fut.add_done_callback(turns.give_back)
+            return fut
+        loop = self._loop or self.loop
+        polled = _Polled(loop=loop)
+        polled.add_done_callback(functools.partial(_polled_done, self.pool))
+        task = polled.queued = loop.create_task(self._poll_later(turns, polled, host, port, call, slot, loop.time()))
+        self._poll_tasks.add(task)
+        task.add_done_callback(self._poll_tasks.discard)
+        return polled
+
+    async def _poll_later(self, turns: _Turns, polled: _Polled, host: str, port: int, call: Call, slot: int,
+                          queued_at: float) -> None:
+        """`_send_poll`'s queued call: sent once the broker's earlier poll of this connection ended, unless its
+        answer is no longer wanted (its Fetch finished early, the client went away, it timed out)."""
+        await turns.take(polled.get_loop())
+        if polled.done():
+            turns.give_back()
+            return
+        request = call.request
+        waited_ms = int(((self._loop or self.loop).time() - queued_at) * 1000)
+        if (shorten := getattr(request, "waiting_at_most", None)) is not None:  # the client's max_wait holds
+            call = dataclasses.replace(call, request=shorten(request.max_wait_ms - waited_ms))
+        cluster = call.target.cluster
+        try:
+            fut = await self._send_dedicated(host, port, call, slot)
+        except PoolBusy as e:  # as `_send` answers them
+            turns.give_back()
+            log.warning("%s", e)
+            _settle(polled, UpstreamError(cluster, str(e)))
+            return
+        except (OSError, ConnectionError, TimeoutError, KeyError) as e:
+            turns.give_back()
+            self._lost(call.target, str(e) or type(e).__name__, sending=True)
+            _settle(polled, UpstreamError(cluster, f"cannot reach cluster {cluster}"))
+            return
+        except BaseException:
+            turns.give_back()
+            raise
+        fut.add_done_callback(turns.give_back)
+        polled.sent = fut
+        fut.add_done_callback(functools.partial(_pass_polled, polled))
 
     async def _one(self, call: Call, item):
         """One call's result: its answer, or an UpstreamError (None: no answer expected)."""
@@ -622,6 +702,9 @@ class Dispatcher:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if any(return_early(t.result()) for t in done):
                 break
+        for item in sent:  # a Fetch call still waiting for its turn (`_send_poll`): never sent now
+            if type(item) is _Polled and item.sent is None:
+                item.cancel()
         results = [t.result() if t.done() else UNANSWERED for t in tasks]
         self.observer.upstream(calls, results)
         return results
@@ -651,6 +734,94 @@ class _Answer(asyncio.Future):
         if awaits is not None:
             awaits.cancel()
         return super().cancel(msg)
+
+
+class _Polled(asyncio.Future):
+    """The future of a Fetch call that waits for its turn (`Dispatcher._send_poll`): `sent`, the upstream call's
+    future once it is sent (None: not yet), whose outcome it takes. Cancelled before it is sent, it is never sent;
+    cancelled or timed out after, the upstream call is cancelled or its connection closed, as a call's would be."""
+
+    __slots__ = ("queued", "sent")
+    queued: asyncio.Task | None  # `Dispatcher._poll_later`, which sends it
+    sent: asyncio.Future | None
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop):
+        super().__init__(loop=loop)
+        self.queued = self.sent = None
+
+
+class _Turns:
+    """One Fetch call at a time per client connection and broker (`Dispatcher._send_poll`): `busy` while one is
+    out; the queued calls' wake-up futures in order, each handed the turn in place of the one ending."""
+
+    __slots__ = ("busy", "queue")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: collections.deque[asyncio.Future] = collections.deque()
+
+    def take_now(self) -> bool:
+        """The turn if nobody has it (nobody queues then either)."""
+        if self.busy:
+            return False
+        self.busy = True
+        return True
+
+    async def take(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.take_now():
+            return
+        woken = loop.create_future()
+        self.queue.append(woken)
+        try:
+            await woken
+        except asyncio.CancelledError:
+            if woken.done() and not woken.cancelled():  # handed the turn as it was cancelled: pass it on
+                self.give_back()
+            elif woken in self.queue:  # no longer waiting: out of the queue (a Fetch answered early leaves nothing)
+                self.queue.remove(woken)
+            raise
+
+    def give_back(self, _fut: asyncio.Future | None = None) -> None:
+        while self.queue:
+            woken = self.queue.popleft()
+            if not woken.done():
+                woken.set_result(None)  # busy stays: the turn is that caller's now
+                return
+        self.busy = False
+
+
+def _settle(polled: _Polled, result: UpstreamError) -> None:
+    if not polled.done():  # (it may have timed out while its connection was being made)
+        polled.set_result(result)
+
+
+def _pass_polled(polled: _Polled, fut: asyncio.Future) -> None:
+    if polled.done():
+        return
+    if fut.cancelled():
+        polled.cancel()
+    elif (error := fut.exception()) is not None:
+        polled.set_exception(error)
+    else:
+        polled.set_result(fut.result())
+
+
+def _polled_done(pool: UpstreamPool, polled: _Polled) -> None:
+    """A queued Fetch call's future ended before its upstream call did. Not sent yet: it never is (its task leaves
+    the queue). Sent: cancelled (the client's connection went away), the call is too (its dedicated connection is
+    closed as it comes back with a request pending); timed out, its connection is closed (`Dispatcher._outcome`
+    closes the one owning a call's own future)."""
+    fut = polled.sent
+    if fut is None:
+        if polled.queued is not None:
+            polled.queued.cancel()
+        return
+    if fut.done():
+        return
+    if polled.cancelled():
+        fut.cancel()
+    else:
+        pool.close_for(fut)
 
 
 def _pass_on(answer: _Answer, rounds: asyncio.Task) -> None:

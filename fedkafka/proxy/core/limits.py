@@ -89,6 +89,15 @@ class ByteBudget:
         self.used += n
         return True
 
+    def take_with(self, other: ByteBudget, n: int) -> bool:
+        """`take_now(n)` here and in `other` (a connection's budget and the process'), both or neither: whether it
+        did (one call where two were made a request)."""
+        if self._waiters or self.used + n > self.limit or other._waiters or other.used + n > other.limit:
+            return False
+        self.used += n
+        other.used += n
+        return True
+
     def take_spare(self, n: int) -> bool:
         """Take n bytes for something a reader can do without (a larger staging buffer), only while nobody waits
         and half the limit stays free after it: what such buffers take together never exceeds half the budget,

@@ -174,14 +174,15 @@ class FrameProtocol(asyncio.BufferedProtocol):
 _SIZE = struct.Struct(">i")
 
 
-_READS_OWN: dict[type, bool] = {}
+_KINDS: dict[type, tuple[bool, bool]] = {}  # request type -> (writes its own frame, reads its own answer)
 
 
-def _reads_own_answer(request_type: type) -> bool:
-    """Whether requests of this type read their broker's answer themselves (`read_response`, handlers/produce.py),
-    worked out once per type: `send` looks in _READS_OWN first and calls this only for a type not there yet."""
-    own = _READS_OWN[request_type] = hasattr(request_type, "read_response")
-    return own
+def _kind(request_type: type) -> tuple[bool, bool]:
+    """Whether requests of this type write their own frame (`frame_parts`: records.py's Produce and Fetch requests)
+    and read their broker's answer themselves (`read_response`, handlers/produce.py), worked out once per type:
+    `send` looks in _KINDS first and calls this only for a type not there yet."""
+    kind = _KINDS[request_type] = (hasattr(request_type, "frame_parts"), hasattr(request_type, "read_response"))
+    return kind
 
 
 class UpstreamConnection:
@@ -271,25 +272,29 @@ class UpstreamConnection:
     def send(self, request: Any, expect_response: bool, client_id: str | None = ...) -> asyncio.Future | None: ...
 
     def send(self, request: Any, expect_response: bool = True, client_id: str | None = None) -> asyncio.Future | None:
-        if self.closed or self._transport is None:  # _open sets _transport and _loop together
+        transport = self._transport
+        if self.closed or transport is None:  # _open sets _transport and _loop together
             raise ConnectionError(f"{self.label}: connection closed")
         corr = next(self._ids) & 0x7FFFFFFF
+        kind = _KINDS.get(type(request))  # the dict first: one call less a request
+        if kind is None:
+            kind = _kind(type(request))
+        writes_own, reads_own = kind
         if client_id is None:
-            frame = codec.encode_request_chunks(request, corr)
+            client_id = codec.PROXY_CLIENT_ID
+        if writes_own:  # its parts as `codec.encode_request_chunks` would give them, without a Chunks around them
+            transport.writelines(request.frame_parts(corr, client_id))
         else:
             frame = codec.encode_request_chunks(request, corr, client_id)
-        if isinstance(frame, codec.Chunks):
-            self._transport.writelines(frame.parts)  # uvloop: one writev, the record sets not copied into a frame
-        else:
-            self._transport.write(frame)
+            if isinstance(frame, codec.Chunks):
+                transport.writelines(frame.parts)  # uvloop: one writev, the record sets not copied into a frame
+            else:
+                transport.write(frame)
         if not expect_response:
             return None
         fut = self._loop.create_future()  # type: ignore[union-attr]  # no get_running_loop(): a getpid() in 3.11
         # A request that reads its own answer (`read_response`, handlers/produce.py) is kept in place of kio's
         # response type: it carries __api_key__ as well (has_pending).
-        reads_own = _READS_OWN.get(type(request))  # the dict first: one call less a request
-        if reads_own is None:
-            reads_own = _reads_own_answer(type(request))
         resp_t = request if reads_own else codec.response_schema(request.__api_key__, request.__version__)
         self._pending.append((corr, resp_t, fut))
         return fut

@@ -8,7 +8,9 @@ translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer
 A position inside an unclean gap (docs/DESIGN.md §9) reads the tail its dead cluster may hold and, where
 there is none, is answered with empty batches that move the reader to the gap's end.
 A fetch over several clusters finishes as soon as one of them has data (`Plan.return_early`); each call
-runs on a dedicated upstream connection because a long-poll fetch holds its broker connection.
+runs on a dedicated upstream connection because a long-poll fetch holds its broker connection; the core sends a
+client connection's calls to one broker one at a time, so a poll left running by an early finish delays the next
+call there rather than piling up beside it (`UpstreamFetch.waiting_at_most`, docs/DESIGN.md §3.1).
 The broker's answer is read by records.py (`UpstreamFetch.read_response`), its record sets left in the broker's
 frame, and the client's is written by records.py around them (`FetchAnswer`): an unchanged record set (an
 identity segment) goes from the broker's frame to the client's socket without a copy, and a moved segment's
@@ -17,7 +19,7 @@ large batches too, but for their rewritten first 16 bytes (`records.fit_to_segme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -168,6 +170,11 @@ class UpstreamFetch:
     @property
     def max_wait(self) -> timedelta:
         return timedelta(milliseconds=self.max_wait_ms)
+
+    def waiting_at_most(self, max_wait_ms: int) -> UpstreamFetch:
+        """This request with a shorter wait: a call the core sent only after an earlier poll of its client
+        connection to the same broker ended, given what is left of the client's max_wait (core/dispatch.py)."""
+        return replace(self, max_wait_ms=max(0, min(self.max_wait_ms, max_wait_ms)))
 
     def frame_parts(self, correlation_id: int, client_id: str | None) -> list[bytes]:
         return [rec.fetch_request_frame(self.version, correlation_id, client_id, self.max_wait_ms, self.min_bytes,
