@@ -672,3 +672,19 @@ def test_a_group_named_many_times_is_authorized_once():
                          build(request_type(42, 2), {"groups_names": names}))
     assert sorted(authorizer.asked) == ["g0", "g1", "g2"]
     assert list(plan.calls[0].request.coordinator_keys) == ["g0", "g1", "g2"]
+
+
+def test_offset_commit_naming_a_topic_twice_answers_every_refused_partition():
+    def entry(*indexes):
+        return {"name": "log", "partitions": [{"partition_index": i, "committed_offset": 5,
+                                               "committed_leader_epoch": -1, "committed_metadata": None}
+                                              for i in indexes]}
+
+    req = build(request_type(8, 8), {"group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m",
+                                     "group_instance_id": None, "topics": [entry(1, 8), entry(9)]})
+    forward = groups.handle(ctx(), None, req).finish([COORDINATOR])
+    answer = build(response_type(8, 8), {"topics": [{"name": "__fedkafka-shadow-log", "partitions": [
+        {"partition_index": 1, "error_code": ErrorCode.none}]}]})
+    out = forward.finish([answer])
+    assert sorted((p.partition_index, p.error_code) for t in out.topics for p in t.partitions) == [
+        (1, ErrorCode.none), (8, ErrorCode.unknown_topic_or_partition), (9, ErrorCode.unknown_topic_or_partition)]

@@ -334,8 +334,8 @@ def _offset_commit(ctx: Context, coordination: str, request):
     for t in request.topics:
         topic = ctx.view.topics.get(t.name)
         if not authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
-            refused.setdefault(ErrorCode.topic_authorization_failed, {})[t.name] = [p.partition_index
-                                                                                    for p in t.partitions]
+            refused.setdefault(ErrorCode.topic_authorization_failed, {}).setdefault(t.name, []).extend(
+                p.partition_index for p in t.partitions)
             continue
         count = 0 if topic is None else topic.partition_count
         ok, bad = [], []
@@ -345,7 +345,8 @@ def _offset_commit(ctx: Context, coordination: str, request):
             else:
                 bad.append(p.partition_index)
         if bad:
-            refused.setdefault(ErrorCode.unknown_topic_or_partition, {})[t.name] = bad
+            # a topic named twice: both entries' refusals answered (the second replaced the first's)
+            refused.setdefault(ErrorCode.unknown_topic_or_partition, {}).setdefault(t.name, []).extend(bad)
         if ok:
             kept.append(dataclasses.replace(t, name=shadow_topic(t.name), partitions=tuple(ok)))
 
