@@ -38,6 +38,10 @@ class DecodeError(ValueError):
     """A frame that does not decode as the schema its header names."""
 
 
+class TooManyElements(DecodeError):
+    """A counted decode (`read_entity(..., counted=True)`) past the element budget (--max-request-elements)."""
+
+
 _READ_ERRORS = (SerialError, ValueError, TypeError, LookupError, OverflowError)
 
 
@@ -54,6 +58,8 @@ def read_entity(entity_type: type[Entity], buf: bytes | memoryview, offset: int 
             stripped = bounds.without_unknown_tags(entity_type, buf, offset, len(buf))
             entity, _ = entity_reader(entity_type)(stripped, 0)
             return entity, end - offset
+    except bounds.TooManyElements as e:
+        raise TooManyElements(f"malformed {entity_type.__name__}: {e}") from None
     except _READ_ERRORS as e:
         raise DecodeError(f"malformed {entity_type.__name__}: {e}") from None
 
@@ -134,7 +140,7 @@ def decode_request(frame: bytes | memoryview, max_elements: int | None = MAX_REQ
         header, n = read_entity(req_t.__header_schema__, frame, counted=True)
         body, _ = read_entity(req_t, frame, n, counted=True)
     except DecodeError as e:
-        raise DecodeError(f"{e} (v{version})") from None
+        raise type(e)(f"{e} (v{version})") from None
     finally:
         bounds.restore_budget(saved)
     # Bytes after the last known field are ignored, as Kafka's own request parser does: librdkafka's

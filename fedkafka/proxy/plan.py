@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from kio.schema.errors import ErrorCode
 
+from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS
 from fedkafka.security.acl import CLUSTER_NAME, Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 from fedkafka.view.model import Endpoint, PartitionChain, ProxyInfo, ProxyRole, View
@@ -237,6 +238,9 @@ class Context:
     lease_valid: bool = True
     client_id: str | None = None
     max_fetch_wait_ms: int = 30_000  # a Fetch's max_wait is clamped to this (the proxy's --max-fetch-wait-ms)
+    # Array elements one request may hold (the proxy's --max-request-elements; None: any): the decode of bytes a
+    # request carries opaquely (a JoinGroup's subscriptions) counts against it too
+    max_request_elements: int | None = MAX_REQUEST_ELEMENTS
     # The client connection's security state (listener protocol, principal); the SASL handler advances it.
     session: Session = field(default_factory=Session)
     authorizer: Authorizer | None = None  # None: authorization off, everything allowed

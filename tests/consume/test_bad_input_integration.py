@@ -16,6 +16,7 @@ import pytest
 from kio.schema.errors import ErrorCode
 from proxy.support import ProxyProcess, create_topic
 
+from fedkafka.protocol import codec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type
 from fedkafka.proxy.core.upstream import UpstreamConnection
@@ -144,3 +145,31 @@ def test_lengths_that_lie_from_a_client_or_a_group_member_do_not_kill_the_proxy(
     assert joined.error_code == ErrorCode.member_id_required  # forwarded as it came: the broker's answer
     assert first_partition(after).error_code == ErrorCode.none and first_partition(after).records
     assert proxy.alive(), proxy.output()[-3000:]
+
+
+def test_a_join_group_whose_subscription_is_past_the_element_limit_closes_only_its_connection(federation):
+    """A subscription naming 100,001 topics (a 16 MiB one: ~5 million) is decoded against --max-request-elements
+    (default 100,000), as the request's own arrays are: past it the connection is closed with one log line; one of
+    100,000 names is forwarded, and the proxy serves on."""
+    proxy, topic = federation
+    host, port = proxy.bootstrap.rsplit(":", 1)
+
+    def join(names: int):
+        subscription = struct.pack(">hi", 0, names) + b"\x00\x01a" * names + struct.pack(">i", -1)
+        return build(request_type(11, 5), {
+            "group_id": f"g-{topic}", "session_timeout": datetime.timedelta(seconds=10),
+            "rebalance_timeout": datetime.timedelta(seconds=10), "member_id": "", "group_instance_id": None,
+            "protocol_type": "consumer", "protocols": [{"name": "range", "metadata": subscription}]})
+
+    frame = codec.encode_request(join(100_001), 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(frame)
+        assert s.recv(4) == b""  # closed, no answer
+    for _ in range(40):  # a fresh cluster's coordinator needs a moment, as any client finds out
+        joined, after = asyncio.run(exchange(proxy.bootstrap, [join(100_000), fetch(topic, 0, 0)]))
+        if not joined.error_code.retriable:
+            break
+        time.sleep(0.5)
+    assert joined.error_code == ErrorCode.member_id_required  # forwarded: the broker's answer
+    assert first_partition(after).error_code == ErrorCode.none and first_partition(after).records
+    assert "JoinGroup subscriptions of group" in proxy.output() and "--max-request-elements" in proxy.output()

@@ -8,6 +8,8 @@ import struct
 import pytest
 from kio.serial import entity_writer
 
+from fedkafka.protocol import bounds
+from fedkafka.protocol.codec import TooManyElements
 from fedkafka.protocol.consumer_protocol import _schema, rename_assignment, rename_subscription
 from fedkafka.view.model import logical_from_shadow, shadow_topic
 
@@ -51,3 +53,40 @@ def test_assignment_round_trip(version):
 def test_other_bytes_pass_through(data):
     assert rename_subscription(data, shadow_topic) == data
     assert rename_assignment(data, shadow_topic) == data
+
+
+def names(n: int, topic: bytes = b"a") -> bytes:
+    """A v0 subscription of `n` topic names, all `topic`: 3 bytes a name, ~5 million in a 16 MiB JoinGroup."""
+    return struct.pack(">hi", 0, n) + (struct.pack(">h", len(topic)) + topic) * n + struct.pack(">i", -1)
+
+
+def test_a_counted_rename_is_refused_past_the_element_budget_before_anything_is_decoded():
+    saved = bounds.set_budget(1000)
+    try:
+        assert rename_subscription(names(1000), shadow_topic, counted=True) == names(1000, shadow_topic("a").encode())
+        bounds.set_budget(1000)
+        with pytest.raises(TooManyElements, match="more than 1000 array elements"):
+            rename_subscription(names(1001), shadow_topic, counted=True)
+        bounds.set_budget(1000)
+        module = __import__(_schema("assignment", 0).__module__, fromlist=["x"])
+        one_topic = (module.TopicPartition(topic="t", partitions=tuple(range(1000))),)
+        with pytest.raises(TooManyElements):  # 1 assigned topic of 1000 partitions: 1001 elements
+            rename_assignment(encoded("assignment", 0, assigned_partitions=one_topic, user_data=None), shadow_topic,
+                              counted=True)
+    finally:
+        bounds.restore_budget(saved)
+    assert rename_subscription(names(1001), shadow_topic) == names(1001, shadow_topic("a").encode())  # uncounted
+
+
+def test_each_distinct_name_is_renamed_once():
+    asked = []
+
+    def rename(topic):
+        asked.append(topic)
+        return shadow_topic(topic)
+
+    data = encoded("subscription", 1, topics=("a", "b") * 500, user_data=None,
+                   owned_partitions=owned(1, "a") * 100)
+    out = rename_subscription(data, rename)
+    assert sorted(asked) == ["a", "b"]
+    assert rename_subscription(out, logical_from_shadow) == data

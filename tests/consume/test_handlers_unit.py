@@ -10,10 +10,11 @@ import struct
 import uuid
 
 import crc32c
+import pytest
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.protocol.codec import TooManyElements, request_type, response_type
 from fedkafka.proxy.handlers import (
     delete_records,
     describe_producers,
@@ -22,7 +23,7 @@ from fedkafka.proxy.handlers import (
     list_offsets,
     offset_for_leader_epoch,
 )
-from fedkafka.proxy.plan import UNANSWERED, Broker, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import UNANSWERED, Broker, CloseConnection, Context, Plan, UpstreamError
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
 CHAIN = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 5, 45, 30),
@@ -553,3 +554,137 @@ def test_past_its_fence_a_proxy_describes_no_producers_from_its_view():
 def test_within_its_fence_a_proxy_serves_reads():
     plan = fetch.handle(dataclasses.replace(ctx(), lease_valid=True), None, fetch_request(("log", 1, 3)))
     assert [c.target.cluster for c in plan.calls] == ["c1"]
+
+
+def test_offset_commit_splits_its_partitions_in_one_pass(monkeypatch):
+    """A commit of 400 partitions, half beyond P: none is compared with another (the split was one `p not in ok`
+    list scan per partition, ~n^2/2 comparisons: 20,000 partitions blocked the loop for 50 s)."""
+    n = 200
+    parts = [{"partition_index": i, "committed_offset": i, "committed_leader_epoch": -1, "committed_metadata": None}
+             for i in (1, 8) for _ in range(n)]
+    req = build(request_type(8, 8), {"group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m",
+                                     "group_instance_id": None, "topics": [{"name": "log", "partitions": parts}]})
+    compared = []
+    partition_t = type(req.topics[0].partitions[0])
+    equal = partition_t.__eq__
+    monkeypatch.setattr(partition_t, "__eq__", lambda a, b: compared.append(1) or equal(a, b))
+    found = build(response_type(10, 4), {"coordinators": [{"key": "g", "node_id": 4, "host": "h", "port": 1,
+                                                            "error_code": ErrorCode.none}]})
+    (call,) = groups.handle(ctx(), None, req).finish([found]).calls
+    assert len(compared) <= 2 * n  # linear (none, in fact)
+    assert [p.partition_index for p in call.request.topics[0].partitions] == [1] * n
+
+
+def subscription_of(n: int) -> bytes:
+    """ConsumerProtocolSubscription v0 naming topic "a" `n` times (3 bytes a name)."""
+    return struct.pack(">hi", 0, n) + b"\x00\x01a" * n + struct.pack(">i", -1)
+
+
+def join_group(*subscriptions: bytes):
+    return build(request_type(11, 9), {
+        "group_id": "g", "session_timeout": datetime.timedelta(seconds=10),
+        "rebalance_timeout": datetime.timedelta(seconds=60), "member_id": "", "group_instance_id": None,
+        "protocol_type": "consumer", "reason": None,
+        "protocols": [{"name": f"p{i}", "metadata": s} for i, s in enumerate(subscriptions)]})
+
+
+COORDINATOR = build(response_type(10, 4), {"coordinators": [{"key": "g", "node_id": 4, "host": "h", "port": 1,
+                                                             "error_code": ErrorCode.none}]})
+
+
+def test_join_group_subscriptions_count_against_the_request_element_limit():
+    """A JoinGroup's subscriptions, all its protocols together, hold at most --max-request-elements topic names:
+    past it the request is refused (a DecodeError: the core closes the connection, as for any request past the
+    limit) before kio decodes them. A 16 MiB JoinGroup named ~5 million topics, renamed outside any budget."""
+    (call,) = groups.handle(ctx(), None, join_group(subscription_of(100_000))).finish([COORDINATOR]).calls
+    assert call.request.protocols[0].metadata.count(b"__fedkafka-shadow-a") == 100_000
+    with pytest.raises(TooManyElements, match=r"JoinGroup subscriptions of group 'g'.*more than 100000 array"):
+        groups.handle(ctx(), None, join_group(subscription_of(100_001)))
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    groups.handle(small, None, join_group(subscription_of(500), subscription_of(500)))
+    with pytest.raises(TooManyElements, match="--max-request-elements"):  # the protocols' names together
+        groups.handle(small, None, join_group(subscription_of(500), subscription_of(501)))
+
+
+def test_sync_group_assignments_count_against_the_request_element_limit():
+    assignment = struct.pack(">hi", 0, 1) + b"\x00\x01a" + struct.pack(">i", 600) + bytes(2400) + \
+        struct.pack(">i", -1)  # one topic of 600 partitions: 601 elements
+    sync = build(request_type(14, 5), {"group_id": "g", "generation_id": 1, "member_id": "m",
+                                       "group_instance_id": None, "protocol_type": "consumer",
+                                       "protocol_name": "range", "assignments": [
+                                           {"member_id": f"m{i}", "assignment": assignment} for i in range(2)]})
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    with pytest.raises(TooManyElements, match=r"SyncGroup assignments of group 'g'.*more than 1000 array"):
+        groups.handle(small, None, sync)
+    (call,) = groups.handle(dataclasses.replace(ctx(), max_request_elements=1202), None, sync).finish(
+        [COORDINATOR]).calls
+    assert all(b"__fedkafka-shadow-a" in a.assignment for a in call.request.assignments)
+
+
+def test_a_coordinator_answer_with_a_member_subscription_past_the_limit_closes_the_connection():
+    """Each member's subscription came in one JoinGroup, held to the limit: one past it (a member that joined
+    around the proxy) is not decoded; the leader's connection is closed with the reason."""
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    forward = groups.handle(small, None, join_group(subscription_of(10))).finish([COORDINATOR])
+    shadow = struct.pack(">hi", 0, 1000) + (struct.pack(">h", 19) + b"__fedkafka-shadow-a") * 1000 + \
+        struct.pack(">i", -1)
+
+    def answer(*members: bytes):
+        return build(response_type(11, 9), {
+            "error_code": ErrorCode.none, "generation_id": 1, "protocol_type": "consumer", "protocol_name": "range",
+            "leader": "m0", "skip_assignment": False, "member_id": "m0", "members": [
+                {"member_id": f"m{i}", "group_instance_id": None, "metadata": m} for i, m in enumerate(members)]})
+
+    out = forward.finish([answer(shadow, shadow)])  # each member within the limit: both renamed
+    assert [m.metadata for m in out.members] == [subscription_of(1000)] * 2
+    bigger = struct.pack(">hi", 0, 1001) + (struct.pack(">h", 19) + b"__fedkafka-shadow-a") * 1001 + \
+        struct.pack(">i", -1)
+    closed = forward.finish([answer(shadow, bigger)])
+    assert isinstance(closed, CloseConnection) and "more than 1000 array elements" in closed.reason
+
+
+def test_find_coordinator_works_out_the_candidates_once_and_each_distinct_key_once(monkeypatch):
+    """A FindCoordinator of 300 keys (100 distinct) lists the pool's proxies once and hashes each distinct key
+    once, not both per key; every key still gets its answer, in order."""
+    listed, hashed = [], []
+    in_pool, leader_for = View.proxies_in_pool, View.leader_for
+    monkeypatch.setattr(View, "proxies_in_pool", lambda v, *a, **kw: listed.append(1) or in_pool(v, *a, **kw))
+    monkeypatch.setattr(View, "leader_for", lambda v, t, p, c: hashed.append(t) or leader_for(v, t, p, c))
+    keys = [f"g{i % 100}" for i in range(300)]
+    answers = groups.handle(ctx(), None, build(request_type(10, 4), {"key_type": 0, "coordinator_keys": keys}))
+    assert [a.key for a in answers.coordinators] == keys
+    assert len(listed) == 1 and len(hashed) == 100
+
+
+def test_a_group_named_many_times_is_authorized_once():
+    """DeleteGroups naming 3 groups 100 times each asks the authorizer (a scan of the view's group ACLs) 3 times."""
+    class Counting:
+        def __init__(self):
+            self.asked: list[str] = []
+
+        def allowed(self, principal, host, operation, resource_type, name):
+            self.asked.append(name)
+            return True
+
+    authorizer = Counting()
+    names = [f"g{i % 3}" for i in range(300)]
+    plan = groups.handle(dataclasses.replace(ctx(), authorizer=authorizer), None,
+                         build(request_type(42, 2), {"groups_names": names}))
+    assert sorted(authorizer.asked) == ["g0", "g1", "g2"]
+    assert list(plan.calls[0].request.coordinator_keys) == ["g0", "g1", "g2"]
+
+
+def test_offset_commit_naming_a_topic_twice_answers_every_refused_partition():
+    def entry(*indexes):
+        return {"name": "log", "partitions": [{"partition_index": i, "committed_offset": 5,
+                                               "committed_leader_epoch": -1, "committed_metadata": None}
+                                              for i in indexes]}
+
+    req = build(request_type(8, 8), {"group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m",
+                                     "group_instance_id": None, "topics": [entry(1, 8), entry(9)]})
+    forward = groups.handle(ctx(), None, req).finish([COORDINATOR])
+    answer = build(response_type(8, 8), {"topics": [{"name": "__fedkafka-shadow-log", "partitions": [
+        {"partition_index": 1, "error_code": ErrorCode.none}]}]})
+    out = forward.finish([answer])
+    assert sorted((p.partition_index, p.error_code) for t in out.topics for p in t.partitions) == [
+        (1, ErrorCode.none), (8, ErrorCode.unknown_topic_or_partition), (9, ErrorCode.unknown_topic_or_partition)]

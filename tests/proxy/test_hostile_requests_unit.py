@@ -6,6 +6,8 @@ proxy does not serve leave no entry in any table (routes, metric series, kio's s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import struct
 import uuid
 
@@ -13,6 +15,8 @@ import pytest
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 
 from fedkafka.protocol import codec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type
 from fedkafka.proxy.core import dispatch
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.observe import RequestMetrics
@@ -129,5 +133,29 @@ def test_versions_the_proxy_does_not_serve_leave_no_entry_behind():
         assert codec._response_type.cache_info().currsize == schemas
         await (await d.start(metadata_frame(["t"]), 0))  # a served version is routed (and counted) as ever
         assert list(d._routes) == [(3, 12)]
+
+    asyncio.run(scenario())
+
+
+def test_a_join_group_whose_subscription_is_past_the_element_limit_closes_the_connection():
+    """The subscription bytes a JoinGroup carries count against the same limit (a 16 MiB JoinGroup named ~5
+    million topics): refused as a request past it is, before anything is sent upstream."""
+    consume = ProxyInfo(7, "127.0.0.1", 9092, ProxyRole.CPROXY)
+    coordinated = dataclasses.replace(view(), proxies=(consume,), coordination_cluster="c1")
+
+    def join(n: int) -> bytes:
+        body = build(request_type(11, 9), {
+            "group_id": "g", "session_timeout": datetime.timedelta(seconds=10),
+            "rebalance_timeout": datetime.timedelta(seconds=60), "member_id": "", "group_instance_id": None,
+            "protocol_type": "consumer", "reason": None, "protocols": [{"name": "range", "metadata": struct.pack(
+                ">hi", 0, n) + b"\x00\x01a" * n + struct.pack(">i", -1)}]})
+        return codec.encode_request(body, 1)[4:]
+
+    async def scenario():
+        d = Dispatcher(state=ProxyState(view=coordinated, me=consume), physical=PhysicalClusters(), producer_ids=None,
+                       pool=UpstreamPool(), max_request_elements=1000)
+        with pytest.raises(ProtocolViolation, match=r"JoinGroup subscriptions of group 'g'.*more than 1000 array"):
+            await d.start(join(1001), 0)
+        assert not d.pool._conns and not d.pool._locks  # nothing was sent upstream, nor a connection begun
 
     asyncio.run(scenario())

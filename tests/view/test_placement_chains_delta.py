@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+
 import pytest
 from example_counts import examples
 from hypothesis import given, settings
@@ -9,7 +12,7 @@ from hypothesis import strategies as st
 
 from fedkafka.view.chains import UNCLEAN_GAP, freeze, is_contiguous, move_active, next_version
 from fedkafka.view.delta import DeltaMismatch, apply_delta, view_delta
-from fedkafka.view.model import Cluster, ClusterState, LogicalTopic, PartitionChain, ProxyInfo, View
+from fedkafka.view.model import Cluster, ClusterState, LogicalTopic, PartitionChain, ProxyInfo, Segment, View
 from fedkafka.view.placement import Placement, Slot, identity_chains, physical_partition_counts, place
 
 
@@ -149,3 +152,16 @@ def test_versions_only_grow_and_only_on_change(current, candidate):
     else:
         assert nxt.version == current.version + 1
     assert next_version(nxt, nxt.with_version(0)) is nxt
+
+
+def test_topic_ids_are_parsed_once_per_view_object_and_are_not_part_of_its_value():
+    chain = PartitionChain(segments=(Segment("c1", "t", 0, 0, None, 0),))
+    view = View(version=1, topics={"a": LogicalTopic("a", uuid.UUID(int=1).hex, (chain,))})
+    ids = view.topic_ids()
+    assert ids == {"a": uuid.UUID(int=1)} and view.topic_ids() is ids
+    assert view.topics_by_id() == {uuid.UUID(int=1): "a"}
+    grown = dataclasses.replace(view, topics={**view.topics, "b": LogicalTopic("b", uuid.UUID(int=2).hex, (chain,))})
+    assert grown.topic_ids() == {"a": uuid.UUID(int=1), "b": uuid.UUID(int=2)}  # its own, not the old view's
+    assert view.topic_ids() == {"a": uuid.UUID(int=1)}
+    assert view == View.from_dict(view.to_dict()) and "_derived" not in repr(view)
+    assert apply_delta(view, view_delta(view, grown)) == grown

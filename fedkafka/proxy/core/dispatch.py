@@ -189,7 +189,8 @@ class Dispatcher:
         return Context(view=view, me=me, advertised=self.advertised if advertised is None else advertised,
                        physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
-                       max_fetch_wait_ms=self.max_fetch_wait_ms, on_refusal=self.observer.refused,
+                       max_fetch_wait_ms=self.max_fetch_wait_ms, max_request_elements=self.max_request_elements,
+                       on_refusal=self.observer.refused,
                        session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None,
                        live=self.state)
 
@@ -288,7 +289,11 @@ class Dispatcher:
             self._answers.move_to_end(key)
             self.observer.answered(seen, None)
             return _with_correlation_id(cached, correlation_id)
-        reply = module.handle(ctx, header, request)
+        try:
+            reply = module.handle(ctx, header, request)
+        except codec.DecodeError as e:  # bytes the request carries opaquely, which the handler decodes (a
+            # JoinGroup's subscriptions, held to the same element limit): refused as the request's own bytes are
+            raise ProtocolViolation(str(e)) from None
         if key is not None and not isinstance(reply, Plan):
             answer = self._encode_whole(reply, correlation_id, seen)
             if isinstance(answer, bytes):

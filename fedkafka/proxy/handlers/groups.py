@@ -11,16 +11,20 @@ bytes (subscriptions, assignments) name shadow topics at the coordinator and log
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 from kio.schema.metadata.v12.request import MetadataRequest
 from kio.static.primitive import i8
 
+from fedkafka.protocol import bounds
 from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
+from fedkafka.proxy.plan import AnyBroker, Broker, Call, CloseConnection, Context, Plan, UpstreamError, authorized
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import ProxyInfo, logical_from_shadow, shadow_topic
 
@@ -41,6 +45,7 @@ GROUP_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRI
                    DESCRIBE: Operation.DESCRIBE, DELETE: Operation.DELETE, OFFSET_DELETE: Operation.DELETE}
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
+T = TypeVar("T")
 
 
 def handle(ctx: Context, header, request):
@@ -52,7 +57,7 @@ def handle(ctx: Context, header, request):
         return failure(request, ErrorCode.coordinator_not_available)
     if key == LIST:
         return list_groups(coordination, request, lambda g: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g))
-    if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in group_ids(request)):
+    if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))):
         return failure(request, ErrorCode.group_authorization_failed)  # nothing of it reaches the coordinator
     if key == OFFSET_COMMIT and ctx.view.commits_frozen:
         # a coordination move copies the committed offsets now: a commit landing on the old coordinator after
@@ -64,7 +69,9 @@ def handle(ctx: Context, header, request):
         return _offsets_of_topics(ctx, coordination, request)
     upstream, back = request, (lambda resp: resp)
     if key in (JOIN, SYNC, DESCRIBE):
-        upstream, back = protocol_to_shadow(request), protocol_from_shadow
+        limit = ctx.max_request_elements
+        upstream, back = protocol_to_shadow(request, limit), functools.partial(protocol_from_shadow,
+                                                                                max_elements=limit)
     return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
 
 
@@ -74,7 +81,9 @@ def find_coordinator(ctx: Context, request):
     version = type(request).__version__
     keys = list(request.coordinator_keys) if version >= 4 else [request.key]
     key_type = getattr(request, "key_type", GROUP_KEY)
-    answers = [_coordinator_for(ctx, k, key_type, version) for k in keys]
+    candidates = _consume_proxies(ctx)  # once a request, not once a key; and each distinct key worked out once
+    found = {k: _coordinator_for(ctx, k, key_type, version, candidates) for k in dict.fromkeys(keys)}
+    answers = [found[k] for k in keys]
     if version >= 4:
         return build(response_schema(FIND_COORDINATOR, version), {"coordinators": answers})
     return build(response_schema(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
@@ -84,7 +93,8 @@ NO_TRANSACTIONS = ("transactions are not available in this fedkafka federation (
                    "physical clusters; see fedkafka's docs/ARCHITECTURE.md): use an idempotent producer instead")
 
 
-def _coordinator_for(ctx: Context, key: str, key_type: int, version: int) -> dict:
+def _coordinator_for(ctx: Context, key: str, key_type: int, version: int,
+                     candidates: tuple[ProxyInfo, *tuple[ProxyInfo, ...]]) -> dict:
     if key_type == TXN_KEY:
         return _no_coordinator(key, _no_transactions_code(version), NO_TRANSACTIONS)
     if key_type != GROUP_KEY:
@@ -93,7 +103,7 @@ def _coordinator_for(ctx: Context, key: str, key_type: int, version: int) -> dic
         return _no_coordinator(key, ErrorCode.group_authorization_failed, None)
     if ctx.view.coordination_cluster is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
-    proxy = ctx.view.leader_for(f"group\0{key}", 0, _consume_proxies(ctx))
+    proxy = ctx.view.leader_for(f"group\0{key}", 0, candidates)
     endpoint = proxy.endpoint(ctx.session.protocol)
     if endpoint is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available,
@@ -244,41 +254,76 @@ def _is_consumer(entity) -> bool:
     return getattr(entity, "protocol_type", "consumer") in ("consumer", None)
 
 
-def protocol_to_shadow(request):
+def protocol_to_shadow(request, max_elements: int | None = MAX_REQUEST_ELEMENTS):
     """Subscriptions (JoinGroup) and assignments (SyncGroup) name shadow topics for the coordinator, which
-    keeps a Stable group's committed offsets of subscribed topics from expiring."""
-    if not _is_consumer(request):
+    keeps a Stable group's committed offsets of subscribed topics from expiring. A request's group-protocol bytes
+    together may hold `max_elements` array elements, as the request itself (--max-request-elements): past it,
+    TooManyElements, and the client's connection is closed as for any request over the limit."""
+    if not _is_consumer(request) or request.__api_key__ not in (JOIN, SYNC):
         return request
+    try:
+        return _within(max_elements, lambda: _renamed_request(request))
+    except TooManyElements as e:
+        what = "JoinGroup subscriptions" if request.__api_key__ == JOIN else "SyncGroup assignments"
+        raise TooManyElements(f"{what} of group {request.group_id!r} (v{type(request).__version__}) over the "
+                              f"element limit: {e}") from None
+
+
+def _renamed_request(request):
     if request.__api_key__ == JOIN:
         return dataclasses.replace(request, protocols=tuple(
-            dataclasses.replace(p, metadata=cp.rename_subscription(p.metadata, shadow_topic))
+            dataclasses.replace(p, metadata=cp.rename_subscription(p.metadata, shadow_topic, counted=True))
             for p in request.protocols))
-    if request.__api_key__ == SYNC:
-        return dataclasses.replace(request, assignments=tuple(
-            dataclasses.replace(a, assignment=cp.rename_assignment(a.assignment, shadow_topic))
-            for a in request.assignments))
-    return request
+    return dataclasses.replace(request, assignments=tuple(
+        dataclasses.replace(a, assignment=cp.rename_assignment(a.assignment, shadow_topic, counted=True))
+        for a in request.assignments))
 
 
-def protocol_from_shadow(response):
+def _within(max_elements: int | None, rewrite: Callable[[], T]) -> T:
+    """`rewrite()`, its counted decodes taking their elements from one budget of `max_elements` (None: any)."""
+    saved = bounds.set_budget(max_elements)
+    try:
+        return rewrite()
+    finally:
+        bounds.restore_budget(saved)
+
+
+def protocol_from_shadow(response, max_elements: int | None = MAX_REQUEST_ELEMENTS):
+    """The coordinator's answer with logical names in its group-protocol bytes. Each member's subscription and
+    assignment came in one request, held to `max_elements`: one past it (a member that joined around the proxy) is
+    not decoded, and the client's connection is closed."""
+    try:
+        return _renamed_response(response, max_elements)
+    except TooManyElements as e:
+        return CloseConnection(f"the coordinator's answer (api_key={response.__api_key__}) holds a member's "
+                               f"group-protocol bytes over the element limit: {e}")
+
+
+def _renamed_response(response, max_elements: int | None):
+    def subscription(data):
+        return _within(max_elements, lambda: cp.rename_subscription(data, logical_from_shadow, counted=True))
+
+    def assignment(data):
+        return _within(max_elements, lambda: cp.rename_assignment(data, logical_from_shadow, counted=True))
+
     key = response.__api_key__
     if key == JOIN and _is_consumer(response):
         return dataclasses.replace(response, members=tuple(
-            dataclasses.replace(m, metadata=cp.rename_subscription(m.metadata, logical_from_shadow))
-            for m in response.members))
+            dataclasses.replace(m, metadata=subscription(m.metadata)) for m in response.members))
     if key == SYNC and _is_consumer(response):
-        return dataclasses.replace(response, assignment=cp.rename_assignment(response.assignment, logical_from_shadow))
+        return dataclasses.replace(response, assignment=assignment(response.assignment))
     if key == DESCRIBE:
-        return dataclasses.replace(response, groups=tuple(_describe_from_shadow(g) for g in response.groups))
+        return dataclasses.replace(response, groups=tuple(_describe_from_shadow(g, subscription, assignment)
+                                                          for g in response.groups))
     return response
 
 
-def _describe_from_shadow(group):
+def _describe_from_shadow(group, subscription: Callable[[Any], Any], assignment: Callable[[Any], Any]):
     if group.protocol_type != "consumer":
         return group
     return dataclasses.replace(group, members=tuple(dataclasses.replace(
-        m, member_metadata=cp.rename_subscription(m.member_metadata, logical_from_shadow),
-        member_assignment=cp.rename_assignment(m.member_assignment, logical_from_shadow)) for m in group.members))
+        m, member_metadata=subscription(m.member_metadata), member_assignment=assignment(m.member_assignment))
+        for m in group.members))
 
 
 def _offset_commit(ctx: Context, coordination: str, request):
@@ -289,13 +334,19 @@ def _offset_commit(ctx: Context, coordination: str, request):
     for t in request.topics:
         topic = ctx.view.topics.get(t.name)
         if not authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
-            refused.setdefault(ErrorCode.topic_authorization_failed, {})[t.name] = [p.partition_index
-                                                                                    for p in t.partitions]
+            refused.setdefault(ErrorCode.topic_authorization_failed, {}).setdefault(t.name, []).extend(
+                p.partition_index for p in t.partitions)
             continue
-        ok = [p for p in t.partitions if topic is not None and 0 <= p.partition_index < topic.partition_count]
-        bad = [p.partition_index for p in t.partitions if p not in ok]
+        count = 0 if topic is None else topic.partition_count
+        ok, bad = [], []
+        for p in t.partitions:  # one pass: a request may name tens of thousands of partitions
+            if 0 <= p.partition_index < count:
+                ok.append(p)
+            else:
+                bad.append(p.partition_index)
         if bad:
-            refused.setdefault(ErrorCode.unknown_topic_or_partition, {})[t.name] = bad
+            # a topic named twice: both entries' refusals answered (the second replaced the first's)
+            refused.setdefault(ErrorCode.unknown_topic_or_partition, {}).setdefault(t.name, []).extend(bad)
         if ok:
             kept.append(dataclasses.replace(t, name=shadow_topic(t.name), partitions=tuple(ok)))
 
