@@ -47,10 +47,16 @@ def handle(ctx: Context, header, request):
     version = type(request).__version__
     answers: dict[tuple[str, int], dict] = {}
     questions: list[_Question] = []
+    duplicated = _duplicated(request)
     for t in request.topics:
         may_describe = authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, t.name)
         for p in t.partitions:
-            q = _question(ctx, t.name, p) if may_describe else _error(ErrorCode.topic_authorization_failed)
+            if not may_describe:
+                q: _Question | dict = _error(ErrorCode.topic_authorization_failed)
+            elif (t.name, p.partition_index) in duplicated:
+                q = _error(ErrorCode.invalid_request)
+            else:
+                q = _question(ctx, t.name, p)
             if isinstance(q, dict):
                 answers[(t.name, p.partition_index)] = q
             else:
@@ -68,6 +74,19 @@ def handle(ctx: Context, header, request):
 
     asks = {a for q in questions for a in q.asks}
     return ask_physical(ctx, asks, getattr(request, "isolation_level", 0), respond) if asks else respond({})
+
+
+def _duplicated(request) -> set[tuple[str, int]]:
+    """The partitions the request names more than once: Kafka's broker answers every entry of each with
+    INVALID_REQUEST (`ListOffsetsRequest.duplicatePartitions`) and asks nothing for them. Asked, n timestamps of one
+    partition would take n rounds, each its own upstream call (`ask_physical`)."""
+    seen: set[tuple[str, int]] = set()
+    duplicated: set[tuple[str, int]] = set()
+    for t in request.topics:
+        for p in t.partitions:
+            key = (t.name, p.partition_index)
+            (duplicated if key in seen else seen).add(key)
+    return duplicated
 
 
 def _question(ctx: Context, topic: str, p) -> _Question | dict:
@@ -163,16 +182,18 @@ def _max_timestamp(chain: PartitionChain, got: list) -> dict:
 
 def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_level: int, respond):
     """A Plan asking every (physical partition, timestamp) once; `respond` gets {ask: (offset, timestamp) |
-    ErrorCode}. Unreachable clusters answer NOT_LEADER_OR_FOLLOWER (and ask for a refresh)."""
+    ErrorCode}. Unreachable clusters answer NOT_LEADER_OR_FOLLOWER (and ask for a refresh). A partition asked with
+    k timestamps takes k rounds (one call per broker each): with a client's duplicates refused (`_duplicated`) and
+    a physical partition read by one logical partition (docs/DESIGN.md §4.13), one round."""
     physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode] = {}
-    rounds: list[dict[PhysKey, int]] = []
+    rounds: list[dict[PhysKey, int]] = []  # a partition asked with k timestamps is in the first k rounds
+    depth: dict[PhysKey, int] = {}
     for key, ts in sorted(asks):
-        for r in rounds:
-            if key not in r:
-                r[key] = ts
-                break
-        else:
-            rounds.append({key: ts})
+        i = depth.get(key, 0)
+        depth[key] = i + 1
+        if i == len(rounds):
+            rounds.append({})
+        rounds[i][key] = ts
     calls: list[Call] = []
     call_asks: list[list[tuple[PhysKey, int]]] = []
     for r in rounds:
