@@ -3,10 +3,25 @@ ListOffsets and Fetch naming a partition more than once, offsets moved past an i
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from kio.schema.errors import ErrorCode
 
-from consume.test_handlers_unit import Physical, ctx, list_answers, list_request
-from fedkafka.proxy.handlers import list_offsets
+from consume.test_handlers_unit import (
+    Physical,
+    batch,
+    ctx,
+    fetch_answer,
+    fetch_request,
+    list_answers,
+    list_request,
+    partitions,
+)
+from fedkafka.protocol import codec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.handlers import fetch, list_offsets
 
 # -- ListOffsets: a partition named more than once -------------------------------------------------------------------
 
@@ -51,8 +66,63 @@ def test_asking_one_physical_partition_with_many_timestamps_looks_each_ask_up_a_
     n = 2000
     key = _CountedKey(("c1", "t", 0))
     _CountedKey.hashes = 0
-    plan = list_offsets.ask_physical(ctx(Physical()), [(key, 1000 + i) for i in range(n)], 0, lambda physical: None)
+    plan = list_offsets.ask_physical(ctx(Physical()), [(key, 1000 + i) for i in range(n)], 0, lambda *answers: None)
     assert len(plan.calls) == n
     assert [p.timestamp for c in plan.calls for t in c.request.topics for p in t.partitions] == \
         [1000 + i for i in range(n)]
     assert _CountedKey.hashes <= 4 * n
+
+
+# -- offsets moved past an int64 -------------------------------------------------------------------------------------
+
+INT64_MAX = (1 << 63) - 1
+
+
+def fetch_answer_near_int64(hw: int, aborted_first: int | None = None):
+    """c3/t/1's answer (log/0's active segment, moved by +67) with a high watermark `hw`."""
+    return build(response_type(1, 12), {"responses": [{"topic": "t", "partitions": [
+        {"partition_index": 1, "error_code": ErrorCode.none, "high_watermark": hw, "last_stable_offset": hw,
+         "log_start_offset": 0, "preferred_read_replica": -1, "records": batch(3, 2),
+         "aborted_transactions": None if aborted_first is None else [{"producer_id": 1, "first_offset": aborted_first}],
+         }]}]})
+
+
+@pytest.mark.parametrize("hw, aborted_first", [(INT64_MAX - 10, None), (20, INT64_MAX)])
+def test_a_fetch_answer_moved_past_an_int64_answers_its_partition_an_error_in_one_line(hw, aborted_first, caplog):
+    """The logical high watermark (or an aborted transaction's first offset) past 2^63 - 1 made the client's answer
+    fail to encode: struct.error, logged with its traceback by the connection on every request, which closed."""
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 75), ("log", 1, 0)))
+    answers = {"c3": fetch_answer_near_int64(hw, aborted_first), "c1": fetch_answer("t", 1, batch(0, 3), hw=3)}
+    with caplog.at_level(logging.INFO):
+        reply = plan.finish([answers[c.target.cluster] for c in plan.calls])
+        frame = reply.response_frame(7)  # raised struct.error
+    assert frame
+    out = partitions(reply)
+    assert (out[("log", 0)].error_code, out[("log", 0)].records) == (ErrorCode.unknown_server_error, b"")
+    assert out[("log", 1)].error_code == ErrorCode.none and out[("log", 1)].records  # the others as usual
+    (warning,) = [r for r in caplog.records if r.name.startswith("fedkafka")]
+    assert warning.levelno == logging.WARNING and not warning.exc_info
+    assert "c3's broker 7" in warning.getMessage() and "does not fit in logical offsets" in warning.getMessage()
+
+
+def test_a_fetch_answer_up_to_int64_max_is_answered():
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 75)))
+    reply = plan.finish([fetch_answer_near_int64(INT64_MAX - 67)])
+    assert partitions(reply)[("log", 0)].high_watermark == INT64_MAX and reply.response_frame(7)
+
+
+@pytest.mark.parametrize("timestamp, values", [
+    (-1, {("c3", 1, -1): (INT64_MAX - 10, -1)}),
+    (-3, {("c1", 0, -3): (-1, -1), ("c2", 0, -3): (-1, -1), ("c3", 1, -3): (INT64_MAX - 10, 99)})])
+def test_a_list_offsets_answer_moved_past_an_int64_answers_its_partition_an_error_in_one_line(timestamp, values,
+                                                                                             caplog):
+    plan = list_offsets.handle(ctx(), None, list_request((0, timestamp), (1, -1)))
+    values = {**values, ("c1", 1, -1): (12, -1)}
+    with caplog.at_level(logging.INFO):
+        reply = plan.finish(list_answers(plan.calls, values))
+        assert codec.encode_response_chunks(reply, 7)  # raised struct.error
+    p0, p1 = reply.topics[0].partitions
+    assert (p0.error_code, p0.offset) == (ErrorCode.unknown_server_error, -1)
+    assert (p1.error_code, p1.offset) == (ErrorCode.none, 12)
+    (warning,) = [r for r in caplog.records if r.name.startswith("fedkafka")]
+    assert warning.levelno == logging.WARNING and not warning.exc_info and "c3's broker 7" in warning.getMessage()

@@ -17,6 +17,7 @@ large batches too, but for their rewritten first 16 bytes (`records.fit_to_segme
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -45,11 +46,14 @@ ROLE = "consume"
 AUTHORIZES = True
 
 MAX_OFFSET = (1 << 63) - 1
+MIN_OFFSET = -(1 << 63)
 # The upstream call may run this much longer than the (clamped) max_wait: the broker answers at max_wait,
 # plus its own time to read and send up to max_bytes (the old fixed timeout for every call was 40 s).
 WAIT_MARGIN_S = 20.0
 _REFRESH_ON = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition,
                ErrorCode.leader_not_available)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)  # not frozen: one per partition of every Fetch (a frozen __init__ sets each field slowly)
@@ -94,15 +98,16 @@ def handle(ctx: Context, header, request):
     max_wait_ms = min(max(request.max_wait // timedelta(milliseconds=1), 0), ctx.max_fetch_wait_ms)
     if any(a.records for a in answers.values()):
         max_wait_ms = 0  # a gap skip is an answer with data: do not hold it back for a long poll
-    calls = [Call(Broker(cluster, node), _upstream_request(request, routes, max_wait_ms), dedicated=True,
+    brokers = [Broker(cluster, node) for cluster, node in groups]
+    calls = [Call(broker, _upstream_request(request, routes, max_wait_ms), dedicated=True,
                   timeout_s=max_wait_ms / 1000 + WAIT_MARGIN_S, client_timeout=True)
-             for (cluster, node), routes in groups.items()]
+             for broker, routes in zip(brokers, routes_per_call, strict=True)]
 
     def finish(results: list):
         budget = _Budget(request.max_bytes)
         now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
-        for routes, result in zip(routes_per_call, results, strict=True):
-            answers.update(_translate(ctx, routes, result, budget, now))
+        for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
+            answers.update(_translate(ctx, routes, result, budget, now, broker))
         return FetchAnswer(version, ErrorCode.none, tuple(
             rec.FetchTopicData(name, tuple(_numbered(answers[(name, p)], p) for p in parts)) for name, parts in order))
 
@@ -235,10 +240,11 @@ class _Budget:
         return data
 
 
-def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget,
-               now: Context | None = None) -> dict[tuple[str, int], rec.FetchPartitionData]:
+def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget, now: Context | None = None,
+               broker: Broker | None = None) -> dict[tuple[str, int], rec.FetchPartitionData]:
     """The client's answers for one call's partitions; `now`: the proxy's view and fence when the answer arrived, if
-    either changed since the routes were made (`_still_routed`)."""
+    either changed since the routes were made (`_still_routed`); `broker`: the one that answered (named in a log
+    line when its offsets do not fit in the logical space)."""
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
@@ -264,7 +270,7 @@ def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget,
             else:
                 out[(r.topic, r.partition)] = _error(pd.error_code)
         else:
-            out[(r.topic, r.partition)] = _partition_answer(r, pd, budget)
+            out[(r.topic, r.partition)] = _partition_answer(r, pd, budget, broker)
     return out
 
 
@@ -283,7 +289,7 @@ def _still_routed(now: Context, routed: _Route) -> _Route | None:
     return r
 
 
-def _partition_answer(route: _Route, pd, budget: _Budget) -> rec.FetchPartitionData:
+def _partition_answer(route: _Route, pd, budget: _Budget, broker: Broker | None = None) -> rec.FetchPartitionData:
     chain, seg = route.chain, route.target.segment
     delta = seg.logical_base - seg.phys_start
     try:
@@ -299,14 +305,30 @@ def _partition_answer(route: _Route, pd, budget: _Budget) -> rec.FetchPartitionD
     logical_hw = logical_high_watermark(chain, seg, hw)
     if lso >= 0:  # most often the high watermark itself: translated once
         lso = logical_hw if lso == hw else logical_high_watermark(chain, seg, lso)
-    aborted = pd.aborted_transactions
-    return rec.FetchPartitionData(
-        -1, ErrorCode.none, logical_hw, lso,
-        # Fetch v4 answers carry no log start (v5 added it): unknown, as the broker would say
-        _logical_log_start(chain, seg, getattr(pd, "log_start_offset", -1)),
-        None if aborted is None else tuple(
-            rec.AbortedTransaction(a.producer_id, seg.to_logical(a.first_offset)) for a in aborted),
-        -1, budget.take(data))
+    aborted = None if pd.aborted_transactions is None else tuple(
+        rec.AbortedTransaction(a.producer_id, seg.to_logical(a.first_offset)) for a in pd.aborted_transactions)
+    # Fetch v4 answers carry no log start (v5 added it): unknown, as the broker would say
+    log_start = _logical_log_start(chain, seg, getattr(pd, "log_start_offset", -1))
+    outside = _outside_int64(logical_hw, lso, log_start, *(a.first_offset for a in aborted or ()))
+    if outside is not None:
+        return _unanswerable(route, broker, outside)
+    return rec.FetchPartitionData(-1, ErrorCode.none, logical_hw, lso, log_start, aborted, -1, budget.take(data))
+
+
+def _outside_int64(*offsets: int) -> int | None:
+    return next((o for o in offsets if not MIN_OFFSET <= o <= MAX_OFFSET), None)
+
+
+def _unanswerable(route: _Route, broker: Broker | None, offset: int) -> rec.FetchPartitionData:
+    """A broker's answer whose offsets, moved into the logical space, leave an int64 (a broken or hostile broker:
+    Kafka's offsets stay far below 2^63): it cannot be written. The partition is answered UNKNOWN_SERVER_ERROR (a
+    client logs it and fetches again) with one warning line, and the request's other partitions as usual; it used to
+    fail the whole answer's encoding, a traceback per request and the client's connection closed."""
+    seg = route.target.segment
+    who = f"{seg.cluster}'s broker" if broker is None else f"{broker.cluster}'s broker {broker.node_id}"
+    log.warning("%s answered %s/%d of %s/%d with an offset that does not fit in logical offsets (%d): "
+                "answered UNKNOWN_SERVER_ERROR", who, seg.topic, seg.partition, route.topic, route.partition, offset)
+    return _error(ErrorCode.unknown_server_error)
 
 
 def _nothing_left(target: FetchTarget) -> bool:
