@@ -3,25 +3,34 @@ ListOffsets and Fetch naming a partition more than once, offsets moved past an i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import uuid
 
 import pytest
 from kio.schema.errors import ErrorCode
 
 from consume.test_handlers_unit import (
+    FAILED,
+    FAILED_VIEW,
+    GAP,
     Physical,
     batch,
     ctx,
     fetch_answer,
     fetch_request,
+    gap_ctx,
     list_answers,
     list_request,
     partitions,
+    skipped_to,
 )
 from fedkafka.protocol import codec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
 from fedkafka.proxy.handlers import fetch, list_offsets
+from fedkafka.proxy.plan import Context
+from fedkafka.view.model import LogicalTopic, PartitionChain, Segment
 
 # -- ListOffsets: a partition named more than once -------------------------------------------------------------------
 
@@ -126,3 +135,62 @@ def test_a_list_offsets_answer_moved_past_an_int64_answers_its_partition_an_erro
     assert (p1.error_code, p1.offset) == (ErrorCode.none, 12)
     (warning,) = [r for r in caplog.records if r.name.startswith("fedkafka")]
     assert warning.levelno == logging.WARNING and not warning.exc_info and "c3's broker 7" in warning.getMessage()
+
+
+# -- Fetch: gap skips within max_bytes, a partition named more than once ----------------------------------------------
+
+def answer_bytes(reply) -> int:
+    parts = reply.response_frame(1)
+    return len(parts) if isinstance(parts, bytes) else sum(memoryview(p).nbytes for p in parts)
+
+
+def test_a_fetch_naming_a_gap_partition_many_times_answers_it_once_with_one_skip():
+    """As Kafka's broker reads a Fetch (its partitions a LinkedHashMap): one answer per partition, at its first entry.
+    Each entry was answered with the whole gap skip (~31 KB for a 2^40 gap), past max_bytes: 33 000 entries (a
+    1.29 MB request) with max_bytes 1024 gave a 1.03 GB answer."""
+    one = fetch.handle(gap_ctx(Physical(down={"c1"})), None, fetch_request(("log", 0, 35), max_bytes=1024))
+    skip = len(one.responses[0].partitions[0].records)
+    assert skip > 30_000  # 512 empty batches: the first answer with records always fits, as in Kafka
+    reply = fetch.handle(gap_ctx(Physical(down={"c1"})), None, fetch_request(*[("log", 0, 35)] * 200, max_bytes=1024))
+    (topic,) = reply.responses
+    (p,) = topic.partitions
+    assert (topic.topic, p.partition_index, len(p.records), skipped_to(p)) == ("log", 0, skip, 30 + GAP)
+    assert answer_bytes(reply) < skip + 200
+
+
+def test_a_fetch_naming_a_partition_twice_asks_it_once_at_its_last_entry_s_offset():
+    """Kafka keeps the last entry's request for a partition named twice, answered where its first entry was."""
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 1, 0), ("log", 0, 75), ("log", 1, 5)))
+    by_cluster = {c.target.cluster: c.request.topics for c in plan.calls}
+    assert [(t.topic, [(p.partition, p.fetch_offset) for p in t.partitions]) for t in by_cluster["c1"]] == \
+        [("t", [(1, 5)])]  # once, at the last entry's offset
+    out = plan.finish([fetch_answer("t", 1, batch(5, 3), hw=8) for _ in plan.calls])
+    assert [(t.topic, [p.partition_index for p in t.partitions]) for t in out.responses] == [("log", [1, 0])]
+
+
+TWO_GAPS_VIEW = dataclasses.replace(FAILED_VIEW, topics={"log": LogicalTopic("log", uuid.uuid4().hex, (
+    FAILED, PartitionChain(segments=(Segment("c1", "t", 1, 0, 30, 0), Segment("c2", "t", 1, 4, None, 30 + GAP)),
+                           leader_epoch=1)))})
+
+
+def test_gap_skips_take_their_bytes_from_max_bytes_as_records_do():
+    """Only the first answer with records goes past max_bytes (Kafka's rule, so a large batch makes progress); the
+    second partition's skip used to be added whatever max_bytes said."""
+    two = Context(view=TWO_GAPS_VIEW, me=TWO_GAPS_VIEW.proxies[0], advertised={}, physical=Physical(down={"c1"}),
+                  producer_ids=None)
+    small = fetch.handle(two, None, fetch_request(("log", 0, 35), ("log", 1, 35), max_bytes=1024))
+    (p0, p1) = small.responses[0].partitions
+    assert skipped_to(p0) == 30 + GAP and p1.records == b"" and p1.error_code == ErrorCode.none
+    large = fetch.handle(two, None, fetch_request(("log", 0, 35), ("log", 1, 35), max_bytes=1 << 20))
+    assert [skipped_to(p) for p in large.responses[0].partitions] == [30 + GAP] * 2
+
+
+def test_a_gap_skip_after_an_upstream_answer_fits_in_what_the_answer_left():
+    """The budget runs over the answers in the request's order, upstream answers and gap skips alike."""
+    two = Context(view=TWO_GAPS_VIEW, me=TWO_GAPS_VIEW.proxies[0], advertised={}, physical=Physical(down={"c1"}),
+                  producer_ids=None)
+    plan = fetch.handle(two, None, fetch_request(("log", 1, 60 + GAP), ("log", 0, 35), max_bytes=1024))
+    (call,) = plan.calls  # log/1 past the gap: c2's t/1
+    assert call.target.cluster == "c2"
+    out = partitions(plan.finish([fetch_answer("t", 1, batch(34, 3), hw=40)]))
+    assert out[("log", 1)].records and out[("log", 0)].records == b""
