@@ -370,7 +370,7 @@ def _tail_ended(target: FetchTarget, pd) -> bool:
     if pd.high_watermark <= target.physical_offset:
         return True
     limit = target.sealed_stop_before()
-    return any(h.base_offset >= limit for h in rec.iter_batches(pd.records or b"", allow_partial_tail=True))
+    return any(h.base_offset >= limit for h in rec.walk_batches(pd.records or b"", allow_partial_tail=True))
 
 
 def _compacted_to_seal(target: FetchTarget, pd) -> bool:
@@ -381,7 +381,7 @@ def _compacted_to_seal(target: FetchTarget, pd) -> bool:
     stop = target.stop_before
     if stop is None or not pd.records:
         return False
-    first = next(rec.iter_batches(pd.records, allow_partial_tail=True), None)
+    first = next(rec.walk_batches(pd.records, allow_partial_tail=True), None)
     return first is not None and first.base_offset >= stop
 
 
