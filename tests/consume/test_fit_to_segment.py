@@ -9,7 +9,7 @@ import pytest
 from example_counts import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol.test_records_twins import buffers
+from protocol.test_records_twins import buffers, walk_window
 
 from fedkafka.protocol import records as rec
 
@@ -86,6 +86,20 @@ def test_parts_join_to_fit_to_segment_s_bytes_or_are_refused_alike(buf, phys_end
     theirs = outcome(lambda: rec.fit_to_segment(bytes(buf), phys_end=phys_end, delta=delta, max_epoch=max_epoch))
     ours = outcome(lambda: rec.fit_to_segment_parts(frame, phys_end=phys_end, delta=delta, max_epoch=max_epoch,
                                                     by_reference=by_reference))
+    assert ours == theirs
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(buffers(), st.none() | st.integers(0, 2**41), st.integers(-(2**41), 2**41).filter(bool),
+       st.integers(-1, 60), st.integers(rec.HEADER_SIZE, 250), st.sampled_from([1, 61, 100, 300]))
+def test_parts_listed_in_small_slices_are_the_same(buf, phys_end, delta, max_epoch, by_reference, window):
+    """The compiled walk lists the batches a slice at a time (`records._slices`, the caller stops at the seal):
+    slices as small as a batch give the same parts, or the same refusal."""
+    frame = memoryview(b"head" + buf + b"tail").toreadonly()[4:-4]
+    theirs = outcome(lambda: rec.fit_to_segment(bytes(buf), phys_end=phys_end, delta=delta, max_epoch=max_epoch))
+    with walk_window(window):
+        ours = outcome(lambda: rec.fit_to_segment_parts(frame, phys_end=phys_end, delta=delta, max_epoch=max_epoch,
+                                                        by_reference=by_reference))
     assert ours == theirs
 
 

@@ -115,6 +115,47 @@ def test_walks_give_the_same_headers_and_the_same_error(buf, allow_partial_tail)
     assert python == compiled
 
 
+@contextlib.contextmanager
+def walk_window(size: int):
+    """The compiled lazy walks' first slice (`records._slices`) this many bytes."""
+    before = rec.WALK_WINDOW, rec.PARTS_WINDOW
+    rec.WALK_WINDOW = rec.PARTS_WINDOW = size
+    try:
+        yield
+    finally:
+        rec.WALK_WINDOW, rec.PARTS_WINDOW = before
+
+
+def walked_lazily(buf: bytes, allow_partial_tail: bool, stop_after: int | None):
+    """As `walked`, with `walk_batches`, stopped after `stop_after` headers (None: to the end)."""
+    seen: list[rec.BatchHeader] = []
+
+    def run():
+        for h in rec.walk_batches(buf, allow_partial_tail=allow_partial_tail):
+            if len(seen) == stop_after:
+                break
+            seen.append(h)
+        return None
+    result = outcome(run)
+    return list(seen), result
+
+
+@settings(max_examples=examples(300))
+@given(buffers(), st.booleans(), st.sampled_from([1, 61, 100, 300, rec.WALK_WINDOW]), st.none() | st.integers(0, 3))
+def test_lazy_walks_give_the_walk_s_headers_and_error_whatever_their_slices(buf, allow_partial_tail, window,
+                                                                           stop_after):
+    """The compiled lazy walk lists its buffer in slices (as small as one byte here: at least a batch each); it
+    gives what the Python walk gives, and what `iter_batches` gives, up to where the caller stops."""
+    with walk_window(window):
+        python, compiled = both(lambda: walked_lazily(buf, allow_partial_tail, stop_after))
+    whole = walked(buf, allow_partial_tail)
+    assert python == compiled
+    if stop_after is None:
+        assert compiled == whole
+    else:
+        assert compiled[0] == whole[0][:stop_after]
+
+
 @settings(max_examples=examples(300))
 @given(buffers())
 def test_checks_give_the_same_headers_and_the_same_error(buf):

@@ -19,6 +19,7 @@ large batches too, but for their rewritten first 16 bytes (`records.fit_to_segme
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -47,11 +48,14 @@ ROLE = "consume"
 AUTHORIZES = True
 
 MAX_OFFSET = (1 << 63) - 1
+MIN_OFFSET = -(1 << 63)
 # The upstream call may run this much longer than the (clamped) max_wait: the broker answers at max_wait,
 # plus its own time to read and send up to max_bytes (the old fixed timeout for every call was 40 s).
 WAIT_MARGIN_S = 20.0
 _REFRESH_ON = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition,
                ErrorCode.leader_not_available)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)  # not frozen: one per partition of every Fetch (a frozen __init__ sets each field slowly)
@@ -69,54 +73,75 @@ def handle(ctx: Context, header, request):
     if getattr(request, "session_id", 0) != 0:
         # we never hand out a session id, so a client asking for one is confused: make it start over
         return FetchAnswer(version, ErrorCode.fetch_session_id_not_found, ())
-    order = [(t.topic, [p.partition for p in t.partitions]) for t in request.topics]
+    asked = _asked(request)
     answers: dict[tuple[str, int], rec.FetchPartitionData] = {}
     groups: dict[tuple[str, int], list[_Route]] = {}
-    for t in request.topics:
-        may_read = authorized(ctx, Operation.READ, ResourceType.TOPIC, t.topic)
-        for p in t.partitions:
-            route = _route(ctx, t.topic, p) if may_read else _error(ErrorCode.topic_authorization_failed)
-            if isinstance(route, rec.FetchPartitionData):
-                answers[(t.topic, p.partition)] = route
-                continue
-            seg = route.target.segment
-            if _nothing_left(route.target):
-                answers[(t.topic, p.partition)] = _skip_gap(route)
-                continue
-            node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
-            if node is None or not ctx.physical.reachable(seg.cluster):
-                ctx.physical.request_refresh(seg.cluster)
-                answers[(t.topic, p.partition)] = (_skip_gap(route) if route.target.in_gap
-                                                   and _tail_out_of_reach(ctx, seg)
-                                                   else _error(ErrorCode.not_leader_or_follower))
-                continue
-            groups.setdefault((seg.cluster, node), []).append(route)
+    may_read: dict[str, bool] = {}
+    for (topic, partition), p in asked.items():
+        if topic not in may_read:
+            may_read[topic] = authorized(ctx, Operation.READ, ResourceType.TOPIC, topic)
+        route = _route(ctx, topic, p) if may_read[topic] else _error(ErrorCode.topic_authorization_failed)
+        placed = route if isinstance(route, rec.FetchPartitionData) else _placed(ctx, route)
+        if isinstance(placed, rec.FetchPartitionData):
+            answers[(topic, partition)] = placed
+        elif isinstance(route, _Route):
+            groups.setdefault(placed, []).append(route)
 
     routes_per_call = list(groups.values())
     max_wait_ms = min(max(request.max_wait // timedelta(milliseconds=1), 0), ctx.max_fetch_wait_ms)
     if any(a.records for a in answers.values()):
         max_wait_ms = 0  # a gap skip is an answer with data: do not hold it back for a long poll
-    calls = [Call(Broker(cluster, node), _upstream_request(request, routes, max_wait_ms), dedicated=True,
+    brokers = [Broker(cluster, node) for cluster, node in groups]
+    calls = [Call(broker, _upstream_request(request, routes, max_wait_ms), dedicated=True,
                   timeout_s=max_wait_ms / 1000 + WAIT_MARGIN_S, client_timeout=True)
-             for (cluster, node), routes in groups.items()]
+             for broker, routes in zip(brokers, routes_per_call, strict=True)]
 
     def finish(results: list):
-        budget = _Budget(request.max_bytes)
         now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
-        for routes, result in zip(routes_per_call, results, strict=True):
-            answers.update(_translate(ctx, routes, result, budget, now))
+        for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
+            answers.update(_translate(ctx, routes, result, now, broker))
+        budget = _Budget(request.max_bytes)  # over every answer with records, gap skips too, in the request's order
         return FetchAnswer(version, ErrorCode.none, tuple(
-            rec.FetchTopicData(name, tuple(_numbered(answers[(name, p)], p) for p in parts)) for name, parts in order))
+            rec.FetchTopicData(name, tuple(budget.fit(answers[(name, p)], p) for p in parts))
+            for name, parts in _in_topics(asked)))
 
     if not calls:
         return finish([])
     return Plan(calls, finish, return_early=_has_data)
 
 
-def _numbered(answer: rec.FetchPartitionData, partition: int) -> rec.FetchPartitionData:
-    """A partition's answer, made without its index (`_error`, `_skip_gap`, `_partition_answer`), given it."""
-    answer.partition_index = partition
-    return answer
+def _asked(request) -> dict[tuple[str, int], Any]:
+    """The client's partition requests, each (topic, partition) once, as Kafka's broker reads a Fetch (a
+    LinkedHashMap): where the first entry of it was, with the last entry's request. Its answer names each once."""
+    asked: dict[tuple[str, int], Any] = {}
+    for t in request.topics:
+        for p in t.partitions:
+            asked[(t.topic, p.partition)] = p  # a dict keeps the first position, as a LinkedHashMap's put
+    return asked
+
+
+def _in_topics(asked: dict[tuple[str, int], Any]) -> list[tuple[str, list[int]]]:
+    """The answer's topics: the partitions in request order, consecutive ones of a topic in one entry (as Kafka's
+    FetchResponse groups them)."""
+    topics: list[tuple[str, list[int]]] = []
+    for topic, partition in asked:
+        if not topics or topics[-1][0] != topic:
+            topics.append((topic, []))
+        topics[-1][1].append(partition)
+    return topics
+
+
+def _placed(ctx: Context, route: _Route) -> tuple[str, int] | rec.FetchPartitionData:
+    """The (cluster, leader) to ask for a routed partition, or the answer the proxy gives without asking."""
+    seg = route.target.segment
+    if _nothing_left(route.target):
+        return _skip_gap(route)
+    node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
+    if node is None or not ctx.physical.reachable(seg.cluster):
+        ctx.physical.request_refresh(seg.cluster)
+        return (_skip_gap(route) if route.target.in_gap and _tail_out_of_reach(ctx, seg)
+                else _error(ErrorCode.not_leader_or_follower))
+    return seg.cluster, node
 
 
 def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
@@ -225,27 +250,33 @@ def _has_data(result) -> bool:
 
 
 class _Budget:
-    """The client's max_bytes over all clusters' answers; the first non-empty partition always fits (as in
-    Kafka, so a batch larger than max_bytes still makes progress)."""
+    """The client's max_bytes over all the answer's records, in the request's order; the first non-empty partition
+    always fits (as in Kafka, so a batch larger than max_bytes still makes progress)."""
 
     def __init__(self, max_bytes: int):
         self.left = max_bytes
         self.used = False
 
-    def take(self, data: rec.Buffer | rec.RecordParts) -> rec.Buffer | rec.RecordParts:
-        if not data:
-            return data
-        if self.used and len(data) > self.left:
-            return b""
-        self.used = True
-        self.left -= len(data)
-        return data
+    def fit(self, answer: rec.FetchPartitionData, partition: int) -> rec.FetchPartitionData:
+        """The answer, given its partition's index (`_error`, `_skip_gap`, `_partition_answer` make it without),
+        its records dropped when they do not fit (the client fetches them again)."""
+        answer.partition_index = partition
+        data = answer.records
+        if data:
+            size = len(data)
+            if self.used and size > self.left:
+                answer.records = b""
+            else:
+                self.used = True
+                self.left -= size
+        return answer
 
 
-def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget,
-               now: Context | None = None) -> dict[tuple[str, int], rec.FetchPartitionData]:
+def _translate(ctx: Context, routes: list[_Route], result, now: Context | None = None,
+               broker: Broker | None = None) -> dict[tuple[str, int], rec.FetchPartitionData]:
     """The client's answers for one call's partitions; `now`: the proxy's view and fence when the answer arrived, if
-    either changed since the routes were made (`_still_routed`)."""
+    either changed since the routes were made (`_still_routed`); `broker`: the one that answered (named in a log
+    line when its offsets do not fit in the logical space)."""
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
@@ -271,7 +302,7 @@ def _translate(ctx: Context, routes: list[_Route], result, budget: _Budget,
             else:
                 out[(r.topic, r.partition)] = _error(pd.error_code)
         else:
-            out[(r.topic, r.partition)] = _partition_answer(r, pd, budget)
+            out[(r.topic, r.partition)] = _partition_answer(r, pd, broker)
     return out
 
 
@@ -290,7 +321,7 @@ def _still_routed(now: Context, routed: _Route) -> _Route | None:
     return r
 
 
-def _partition_answer(route: _Route, pd, budget: _Budget) -> rec.FetchPartitionData:
+def _partition_answer(route: _Route, pd, broker: Broker | None = None) -> rec.FetchPartitionData:
     chain, seg = route.chain, route.target.segment
     delta = seg.logical_base - seg.phys_start
     try:
@@ -306,14 +337,33 @@ def _partition_answer(route: _Route, pd, budget: _Budget) -> rec.FetchPartitionD
     logical_hw = logical_high_watermark(chain, seg, hw)
     if lso >= 0:  # most often the high watermark itself: translated once
         lso = logical_hw if lso == hw else logical_high_watermark(chain, seg, lso)
-    aborted = pd.aborted_transactions
-    return rec.FetchPartitionData(
-        -1, ErrorCode.none, logical_hw, lso,
-        # Fetch v4 answers carry no log start (v5 added it): unknown, as the broker would say
-        _logical_log_start(chain, seg, getattr(pd, "log_start_offset", -1)),
-        None if aborted is None else tuple(
-            rec.AbortedTransaction(a.producer_id, seg.to_logical(a.first_offset)) for a in aborted),
-        -1, budget.take(data))
+    aborted = None if pd.aborted_transactions is None else tuple(
+        rec.AbortedTransaction(a.producer_id, seg.to_logical(a.first_offset)) for a in pd.aborted_transactions)
+    # Fetch v4 answers carry no log start (v5 added it): unknown, as the broker would say
+    log_start = _logical_log_start(chain, seg, getattr(pd, "log_start_offset", -1))
+    # hw, lso and log start are never below -1 (at least the segment's logical base, or unknown): an answer past
+    # MAX_OFFSET, or any aborted transaction, is checked (checking every answer cost 0.35 us a partition)
+    if logical_hw > MAX_OFFSET or lso > MAX_OFFSET or log_start > MAX_OFFSET or aborted:
+        outside = _outside_int64(logical_hw, lso, log_start, *(a.first_offset for a in aborted or ()))
+        if outside is not None:
+            return _unanswerable(route, broker, outside)
+    return rec.FetchPartitionData(-1, ErrorCode.none, logical_hw, lso, log_start, aborted, -1, data)
+
+
+def _outside_int64(*offsets: int) -> int | None:
+    return next((o for o in offsets if not MIN_OFFSET <= o <= MAX_OFFSET), None)
+
+
+def _unanswerable(route: _Route, broker: Broker | None, offset: int) -> rec.FetchPartitionData:
+    """A broker's answer whose offsets, moved into the logical space, leave an int64 (a broken or hostile broker:
+    Kafka's offsets stay far below 2^63): it cannot be written. The partition is answered UNKNOWN_SERVER_ERROR (a
+    client logs it and fetches again) with one warning line, and the request's other partitions as usual; it used to
+    fail the whole answer's encoding, a traceback per request and the client's connection closed."""
+    seg = route.target.segment
+    who = f"{seg.cluster}'s broker" if broker is None else f"{broker.cluster}'s broker {broker.node_id}"
+    log.warning("%s answered %s/%d of %s/%d with an offset that does not fit in logical offsets (%d): "
+                "answered UNKNOWN_SERVER_ERROR", who, seg.topic, seg.partition, route.topic, route.partition, offset)
+    return _error(ErrorCode.unknown_server_error)
 
 
 def _nothing_left(target: FetchTarget) -> bool:
@@ -327,7 +377,7 @@ def _tail_ended(target: FetchTarget, pd) -> bool:
     if pd.high_watermark <= target.physical_offset:
         return True
     limit = target.sealed_stop_before()
-    return any(h.base_offset >= limit for h in rec.iter_batches(pd.records or b"", allow_partial_tail=True))
+    return any(h.base_offset >= limit for h in rec.walk_batches(pd.records or b"", allow_partial_tail=True))
 
 
 def _compacted_to_seal(target: FetchTarget, pd) -> bool:
@@ -338,7 +388,7 @@ def _compacted_to_seal(target: FetchTarget, pd) -> bool:
     stop = target.stop_before
     if stop is None or not pd.records:
         return False
-    first = next(rec.iter_batches(pd.records, allow_partial_tail=True), None)
+    first = next(rec.walk_batches(pd.records, allow_partial_tail=True), None)
     return first is not None and first.base_offset >= stop
 
 

@@ -8,6 +8,7 @@ question is asked once per (physical partition, timestamp), in rounds when one p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,9 @@ LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -1, -2, -3, -4
 UPSTREAM_VERSION = 7  # the first with MAX_TIMESTAMP; every Kafka 4 broker serves it
 
 PhysKey = tuple[str, str, int]  # cluster, topic, partition
+_INT64 = range(-(1 << 63), 1 << 63)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -47,27 +51,48 @@ def handle(ctx: Context, header, request):
     version = type(request).__version__
     answers: dict[tuple[str, int], dict] = {}
     questions: list[_Question] = []
+    duplicated = _duplicated(request)
     for t in request.topics:
         may_describe = authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, t.name)
         for p in t.partitions:
-            q = _question(ctx, t.name, p) if may_describe else _error(ErrorCode.topic_authorization_failed)
+            if not may_describe:
+                q: _Question | dict = _error(ErrorCode.topic_authorization_failed)
+            elif (t.name, p.partition_index) in duplicated:
+                q = _error(ErrorCode.invalid_request)
+            else:
+                q = _question(ctx, t.name, p)
             if isinstance(q, dict):
                 answers[(t.name, p.partition_index)] = q
             else:
                 questions.append(q)
     order = [(t.name, [p.partition_index for p in t.partitions]) for t in request.topics]
 
-    def respond(physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode]):
+    def respond(physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode],
+                brokers: dict[tuple[PhysKey, int], Broker]):
         now = as_now(ctx) if questions else None  # the view or fence changed while the calls were out
         for q in questions:
             live = q if now is None else _still_asked(now, q)
-            answers[(q.topic, q.partition)] = live if isinstance(live, dict) else _answer(ctx, live, physical)
+            answers[(q.topic, q.partition)] = live if isinstance(live, dict) else \
+                _fitting(live, _answer(ctx, live, physical), brokers)
         return build(response_schema(2, version), {"topics": [
             {"name": name, "partitions": [{"partition_index": p, **answers[(name, p)]} for p in parts]}
             for name, parts in order]})
 
     asks = {a for q in questions for a in q.asks}
-    return ask_physical(ctx, asks, getattr(request, "isolation_level", 0), respond) if asks else respond({})
+    return ask_physical(ctx, asks, getattr(request, "isolation_level", 0), respond) if asks else respond({}, {})
+
+
+def _duplicated(request) -> set[tuple[str, int]]:
+    """The partitions the request names more than once: Kafka's broker answers every entry of each with
+    INVALID_REQUEST (`ListOffsetsRequest.duplicatePartitions`) and asks nothing for them. Asked, n timestamps of one
+    partition would take n rounds, each its own upstream call (`ask_physical`)."""
+    seen: set[tuple[str, int]] = set()
+    duplicated: set[tuple[str, int]] = set()
+    for t in request.topics:
+        for p in t.partitions:
+            key = (t.name, p.partition_index)
+            (duplicated if key in seen else seen).add(key)
+    return duplicated
 
 
 def _question(ctx: Context, topic: str, p) -> _Question | dict:
@@ -128,6 +153,19 @@ def _answer(ctx: Context, q: _Question, physical: dict) -> dict:
     return {"error_code": ErrorCode.none, "timestamp": ts, "offset": logical, "leader_epoch": epoch}
 
 
+def _fitting(q: _Question, answer: dict, brokers: dict[tuple[PhysKey, int], Broker]) -> dict:
+    """The answer, unless its offset, moved into the logical space, leaves an int64 (a broken or hostile broker's
+    offset near 2^63: Kafka's stay far below): then UNKNOWN_SERVER_ERROR (a client logs it and asks again) with one
+    warning line naming the brokers asked, the request's other partitions answered as usual. It used to fail the
+    whole answer's encoding, a traceback per request and the client's connection closed."""
+    if answer["offset"] in _INT64:
+        return answer
+    asked = sorted({f"{b.cluster}'s broker {b.node_id}" for a in q.asks if (b := brokers.get(a)) is not None})
+    log.warning("%s answered %s/%d with an offset that does not fit in logical offsets (%d): answered "
+                "UNKNOWN_SERVER_ERROR", ", ".join(asked) or "a broker", q.topic, q.partition, answer["offset"])
+    return _error(ErrorCode.unknown_server_error)
+
+
 def _first_unanswered(ctx: Context, chain: PartitionChain, got: list) -> int | None:
     """The index of the first segment whose cluster answered an error (or could not be asked), unless it is left out
     (`_failed_over_and_gone`). Its records are there, not yet readable: a later segment's answer would skip them,
@@ -163,18 +201,22 @@ def _max_timestamp(chain: PartitionChain, got: list) -> dict:
 
 def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_level: int, respond):
     """A Plan asking every (physical partition, timestamp) once; `respond` gets {ask: (offset, timestamp) |
-    ErrorCode}. Unreachable clusters answer NOT_LEADER_OR_FOLLOWER (and ask for a refresh)."""
+    ErrorCode} and {ask: the broker asked}. Unreachable clusters answer NOT_LEADER_OR_FOLLOWER (and ask for a
+    refresh). A partition asked with k timestamps takes k rounds (one call per broker each): with a client's
+    duplicates refused (`_duplicated`) and a physical partition read by one logical partition (docs/DESIGN.md
+    §4.13), one round."""
     physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode] = {}
-    rounds: list[dict[PhysKey, int]] = []
+    rounds: list[dict[PhysKey, int]] = []  # a partition asked with k timestamps is in the first k rounds
+    depth: dict[PhysKey, int] = {}
     for key, ts in sorted(asks):
-        for r in rounds:
-            if key not in r:
-                r[key] = ts
-                break
-        else:
-            rounds.append({key: ts})
+        i = depth.get(key, 0)
+        depth[key] = i + 1
+        if i == len(rounds):
+            rounds.append({})
+        rounds[i][key] = ts
     calls: list[Call] = []
     call_asks: list[list[tuple[PhysKey, int]]] = []
+    brokers: dict[tuple[PhysKey, int], Broker] = {}
     for r in rounds:
         by_node: dict[tuple[str, int], list[tuple[PhysKey, int]]] = {}
         for key, ts in r.items():
@@ -186,8 +228,10 @@ def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_le
                 continue
             by_node.setdefault((cluster, node), []).append((key, ts))
         for (cluster, node), items in by_node.items():
-            calls.append(Call(Broker(cluster, node), _upstream_request(items, isolation_level)))
+            broker = Broker(cluster, node)
+            calls.append(Call(broker, _upstream_request(items, isolation_level)))
             call_asks.append(items)
+            brokers.update(dict.fromkeys(items, broker))
 
     def finish(results: list):
         for items, result in zip(call_asks, results, strict=True):
@@ -206,7 +250,7 @@ def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_le
                     physical[((cluster, topic, partition), ts)] = code
                 else:
                     physical[((cluster, topic, partition), ts)] = (p.offset, p.timestamp)
-        return respond(physical)
+        return respond(physical, brokers)
 
     return Plan(calls, finish) if calls else finish([])
 
