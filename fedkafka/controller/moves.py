@@ -15,7 +15,9 @@ before it takes effect:
   waited for until then (it may still be serving clients, cut off from the controller only: docs/DESIGN.md
   §4.9); one that keeps renewing but does not ack fails the move after its drain. Nothing is written; a
   restart simply waits again.
-- frozen also records the target partition's log end (`target_end`), read before the freeze commits.
+- planned records the target partition's log end (`planned_target_end`), read before the plan commits; frozen
+  records it again (`target_end`), read before the freeze commits: a target that grew since the plan took writes
+  under a publish the database lost with the freeze, and the move is held instead of frozen.
 - sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
   are recorded while the chain is still frozen, so they cannot move any more; a target whose end grew past
   `target_end` took writes under a publish the database lost: the move is held instead.
@@ -200,7 +202,8 @@ class Mover:
         """Settle the unfinished moves no running workflow owns (its controller died in a direct move, or the
         run failed and could not settle them). One statement: a run another controller starts meanwhile is
         either seen running or has no moves yet. No thread drives such a move: a run commits its end only once
-        its moves are settled, or gave up on them (workflows `_end`). Returns their ids."""
+        its moves are settled, or gave up on them (workflows `_end`). Returns their ids. Then the held moves whose
+        target could not be read have it read again (`recheck_held`)."""
         with self.ctl.session() as s:
             orphans = list(s.scalars(
                 select(MoveRow.id).outerjoin(WorkflowRow, MoveRow.workflow_id == WorkflowRow.id)
