@@ -569,9 +569,11 @@ class WorkflowEngine:
                 return
         raise MoveFailed(f"targets claimed by other runs {PLAN_ATTEMPTS} times in a row; nothing was moved")
 
-    def _plan_moves(self, run_id: int, plans: list[Move], ends: dict[tuple[str, str, int], int]) -> list[int] | None:
-        """Record the moves, or None (nothing recorded) when another run claimed one of their targets meanwhile,
-        e.g. a failover that planned from the same view (docs/DESIGN.md §4.13): plan again then."""
+    def _plan_moves(self, run_id: int, plans: list[Move],
+                    ends: dict[tuple[str, str, int], int] | None = None) -> list[int] | None:
+        """Record the moves, each with its target's log end `ends` (read by the mover when None), or None (nothing
+        recorded) when another run claimed one of their targets meanwhile, e.g. a failover that planned from the same
+        view (docs/DESIGN.md §4.13): plan again then."""
         try:
             return self.mover.plan(run_id, plans, ends)
         except ClaimTaken as e:
