@@ -191,6 +191,12 @@ class MoveRow(Base):
     # move publishes, so a seal that finds it grew meets records of a publish the database lost (held, never sealed
     # at the grown end; None: recorded before revision 0013; docs/DESIGN.md §3.3, "Lost commits")
     target_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # the same log end read when the move was planned (before the plan committed): a freeze that finds it grew meets
+    # records of a publish the database lost with the freeze (held; None: planned before revision 0014 or without it)
+    planned_target_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # why a held move is held (HELD_* in moves.py): "target_grew", "target_unread" (the sweeper reads its target
+    # again and rolls it back if its end is still `target_end`), "no_target_end" (None: held before revision 0014)
+    held_for: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # logical offsets left between the seal and the new segment: 0, or UNCLEAN_GAP for a failover, whose seal is
     # the last log end the controller knew of a dead cluster (docs/DESIGN.md §9)
     gap: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

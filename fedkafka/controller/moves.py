@@ -15,7 +15,9 @@ before it takes effect:
   waited for until then (it may still be serving clients, cut off from the controller only: docs/DESIGN.md
   §4.9); one that keeps renewing but does not ack fails the move after its drain. Nothing is written; a
   restart simply waits again.
-- frozen also records the target partition's log end (`target_end`), read before the freeze commits.
+- planned records the target partition's log end (`planned_target_end`), read before the plan commits; frozen
+  records it again (`target_end`), read before the freeze commits: a target that grew since the plan took writes
+  under a publish the database lost with the freeze, and the move is held instead of frozen.
 - sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
   are recorded while the chain is still frozen, so they cannot move any more; a target whose end grew past
   `target_end` took writes under a publish the database lost: the move is held instead.
@@ -64,6 +66,10 @@ MOVE_ROLES = ("pproxy", "cproxy", "both")
 FAULT_PAUSE = "FEDKAFKA_FAULT_PAUSE_AFTER"  # tests: stall after committing this move state (then kill -9)
 FAULT_RAISE = "FEDKAFKA_FAULT_RAISE_AFTER"  # tests: raise after committing this move state
 PLAN_ATTEMPTS = 3  # a plan that lost the race for a partition to another run's is recorded again, without it
+# why a move is held (`moves.held_for`, docs/DESIGN.md §3.3, "Lost commits"): its target grew since its end was
+# recorded (at the plan or the freeze); its target could not be read (the sweeper reads it again); it froze before
+# revision 0013 recorded target ends
+HELD_GREW, HELD_UNREAD, HELD_NO_END = "target_grew", "target_unread", "no_target_end"
 
 
 class MoveFailed(RuntimeError):
@@ -88,24 +94,36 @@ class Mover:
         self.seal_timeout = seal_timeout
 
     # -- planning ------------------------------------------------------------------------------
-    def plan(self, workflow_id: int | None, plans: Iterable[Move]) -> list[int]:
+    def plan(self, workflow_id: int | None, plans: Iterable[Move],
+             target_ends: dict[tuple[str, str, int], int] | None = None) -> list[int]:
         """Record planned moves (one transaction); partitions with an unfinished move, and topics deleted since the
-        plan was made, are left out. Each move names the incarnation of its topic (`topic_id`), and its target is
-        claimed for its logical partition in the same transaction: ClaimTaken (nothing recorded) when another
-        logical partition owns one, e.g. claimed by a run that planned from the same view (docs/DESIGN.md §4.13).
+        plan was made, are left out. Each records its target's log end (`planned_target_end`: from `target_ends`,
+        read before the plan, else read here once; None when unread): a freeze that finds it grew holds the move.
+        Each move names the incarnation of its topic (`topic_id`), and its target is claimed for its logical
+        partition in the same transaction: ClaimTaken (nothing recorded) when another logical partition owns one,
+        e.g. claimed by a run that planned from the same view (docs/DESIGN.md §4.13).
 
         At most one unfinished move per partition: under this process's write lock, and the database's unique index
         refuses a move another controller recorded meanwhile (docs/DESIGN.md §4.1): then recorded again without
         that partition."""
         plans = list(plans)
+        if target_ends is None:
+            target_ends = self._plan_target_ends(plans)
         for _ in range(PLAN_ATTEMPTS):
             with self.ctl.topology_change() as s:
-                ids = self._record(s, workflow_id, plans)
+                ids = self._record(s, workflow_id, plans, target_ends)
             if ids is not None:
                 return ids
         raise claims.ClaimTaken(f"partitions planned by other runs {PLAN_ATTEMPTS} times in a row; plan again")
 
-    def _record(self, s, workflow_id: int | None, plans: list[Move]) -> list[int] | None:
+    def _plan_target_ends(self, plans: list[Move]) -> dict[tuple[str, str, int], int]:
+        """The log end of each planned move's target, read once (one that cannot be read is left out)."""
+        with self.ctl.session() as s:
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        return self._read_once({(m.to_cluster, m.to_topic, m.to_partition) for m in plans}, bootstrap)
+
+    def _record(self, s, workflow_id: int | None, plans: list[Move],
+                target_ends: dict[tuple[str, str, int], int]) -> list[int] | None:
         """One attempt of `plan`: the ids recorded, or None (nothing recorded) when the unique index refused one."""
         now = time.time()
         busy = {(t, p) for t, p in s.execute(select(MoveRow.topic, MoveRow.partition)
@@ -117,7 +135,9 @@ class Mover:
             claims.claim(s, m.to_cluster, m.to_topic, m.to_partition, m.topic, m.partition)
         rows = [MoveRow(workflow_id=workflow_id, topic=m.topic, topic_id=incarnation[m.topic], partition=m.partition,
                         from_cluster=m.from_cluster, to_cluster=m.to_cluster, to_topic=m.to_topic,
-                        to_partition=m.to_partition, gap=m.gap, state="planned", updated_at=now) for m in todo]
+                        to_partition=m.to_partition, gap=m.gap, state="planned", updated_at=now,
+                        planned_target_end=target_ends.get((m.to_cluster, m.to_topic, m.to_partition)))
+                for m in todo]
         s.add_all(rows)
         try:
             s.flush()  # the unique index refuses a partition another transaction recorded a move of meanwhile
@@ -182,7 +202,8 @@ class Mover:
         """Settle the unfinished moves no running workflow owns (its controller died in a direct move, or the
         run failed and could not settle them). One statement: a run another controller starts meanwhile is
         either seen running or has no moves yet. No thread drives such a move: a run commits its end only once
-        its moves are settled, or gave up on them (workflows `_end`). Returns their ids."""
+        its moves are settled, or gave up on them (workflows `_end`). Returns their ids. Then the held moves whose
+        target could not be read have it read again (`recheck_held`)."""
         with self.ctl.session() as s:
             orphans = list(s.scalars(
                 select(MoveRow.id).outerjoin(WorkflowRow, MoveRow.workflow_id == WorkflowRow.id)
@@ -191,7 +212,41 @@ class Mover:
         if orphans:
             log.warning("settling moves %s that no running workflow owns", orphans)
             self.settle(orphans, "left unfinished by a workflow that stopped; settled by the sweeper")
+        self.recheck_held()
         return orphans
+
+    def recheck_held(self) -> list[int]:
+        """Read again the target of each move held because its target could not be read (`HELD_UNREAD`): one whose
+        end is still `target_end` took no writes under a lost publish and is rolled back as a rollback would have
+        (writes go on at the source's log end); one that grew stays held, now for that. Returns the rolled back."""
+        with self.ctl.session() as s:
+            ids = list(s.scalars(select(MoveRow.id).where(MoveRow.state == "held", MoveRow.held_for == HELD_UNREAD)
+                                 .order_by(MoveRow.id)))
+        if not ids:
+            return []
+        ends = self._current_target_ends(ids, ("held",))
+        done = []
+        with self.ctl.topology_change() as s:
+            for row in self._rows(s, ids, "held"):
+                end = ends.get(row.id)
+                if row.held_for != HELD_UNREAD or end is None or row.target_end is None:
+                    continue
+                if end > row.target_end:
+                    self._held(row, HELD_GREW, self._grew(row, end, row.target_end))
+                    continue
+                chain = s.get(ChainRow, (row.topic, row.partition))
+                if chain is not None:
+                    chain.frozen = False
+                log.warning("move %d of %s/%s rolled back: its target's log end is %d again, as when it froze",
+                            row.id, row.topic, row.partition, end)
+                row.error = f"held while its target could not be read; its log end read again is {end}, unchanged"
+                self._enter(row, "rolled_back")
+                done.append(row.id)
+            self.ctl.check_leader(s)
+            s.commit()
+        if done:
+            self.ctl.compose()
+        return done
 
     def counts(self, ids: list[int]) -> dict[str, int]:
         with self.ctl.session() as s:
@@ -220,10 +275,8 @@ class Mover:
                 if active is None or active.cluster != row.from_cluster:  # the segment moved meanwhile
                     row.state, row.error = "rolled_back", "active segment no longer on " + row.from_cluster
                     continue
-                chain = s.get(ChainRow, (row.topic, row.partition))
-                chain.frozen = True
-                row.target_end = targets[(row.to_cluster, row.to_topic, row.to_partition)]
-                self._enter(row, "frozen")
+                s.get_one(ChainRow, (row.topic, row.partition)).frozen = True
+                self._freeze_one(row, targets[(row.to_cluster, row.to_topic, row.to_partition)])
             self.ctl.check_leader(s)
             s.commit()
         version = self.ctl.compose().version  # the view that carries the frozen flags
@@ -233,6 +286,16 @@ class Mover:
                     row.frozen_version = version
             self.ctl.check_leader(s)
             s.commit()
+
+    def _freeze_one(self, row: MoveRow, end: int) -> None:
+        """Planned move `row`, its chain frozen, to `frozen` with its target's end `end` read now; or held when the
+        target grew since the plan: records of a publish the database lost with the freeze (docs/DESIGN.md §3.3)."""
+        if row.planned_target_end is not None and end > row.planned_target_end:
+            row.target_end = row.planned_target_end  # what the target held before the lost publish's writes
+            self._held(row, HELD_GREW, self._grew(row, end, row.planned_target_end, "was planned"))
+            return
+        row.target_end = end
+        self._enter(row, "frozen")
 
     def _target_ends(self, ids: list[int]) -> dict[tuple[str, str, int], int]:
         """The log end of each planned move's target physical partition (MoveFailed if one cannot be read)."""
@@ -327,55 +390,81 @@ class Mover:
         _fault_point("sealed")
 
     def _hold(self, ids: list[int], ends: dict[int, int | None]) -> None:
-        """Hold each frozen move of `ids` whose target's log end (`ends`: move id -> end, None when unread) shows
-        it took writes under a publish the database lost (`_lost_publish`): neither sealed nor rolled back."""
+        """Hold each frozen (or planned) move of `ids` whose target's log end (`ends`: move id -> end, None when
+        unread) shows it took writes under a publish the database lost (`_lost_publish`): neither sealed nor rolled
+        back. A planned one held freezes its chain: the database lost its freeze too (docs/DESIGN.md §3.3)."""
         with self.ctl.topology_change() as s:
-            for row in self._rows(s, ids, "frozen"):
-                reason = self._lost_publish(row, ends.get(row.id))
-                if reason is not None:
-                    log.error("move %d of %s/%s held, its partition frozen: %s", row.id, row.topic, row.partition,
-                              reason)
-                    row.error = reason
-                    self._enter(row, "held")
+            for row in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(("frozen", "planned")))
+                                 .order_by(MoveRow.id)):
+                held = self._lost_publish(row, ends.get(row.id))
+                if held is not None:
+                    if row.state == "planned":
+                        s.get_one(ChainRow, (row.topic, row.partition)).frozen = True
+                        row.target_end = row.planned_target_end
+                    self._held(row, *held)
             self.ctl.check_leader(s)
             s.commit()
 
-    def _current_target_ends(self, ids: list[int]) -> dict[int, int | None]:
-        """The log end of each frozen move's target, read once (None: not read, e.g. its cluster is down)."""
+    def _held(self, row: MoveRow, why: str, reason: str) -> None:
+        """Move `row` to `held` (`why`: HELD_*), saying so."""
+        log.error("move %d of %s/%s held, its partition frozen: %s", row.id, row.topic, row.partition, reason)
+        row.error, row.held_for = reason, why
+        self._enter(row, "held")
+
+    def _current_target_ends(self, ids: list[int], states: tuple[str, ...] = ("frozen",)) -> dict[int, int | None]:
+        """The log end of the target of each move of `ids` in `states`, read once (None: not read, e.g. its cluster
+        is down)."""
         with self.ctl.session() as s:
-            targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in self._rows(s, ids, "frozen")}
+            targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in s.scalars(
+                select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states)))}
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        found = self._read_once(set(targets.values()), bootstrap)
+        return {move: found.get(target) for move, target in targets.items()}
+
+    def _read_once(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str]) -> dict[tuple[str, str, int],
+                                                                                                int]:
+        """The log end of each of `targets`, one read per cluster; one that cannot be read is left out."""
         found: dict[tuple[str, str, int], int] = {}
-        for cluster in sorted({c for c, _, _ in targets.values()}):
-            parts = sorted({(t, p) for c, t, p in targets.values() if c == cluster})
+        for cluster in sorted({c for c, _, _ in targets}):
+            parts = sorted({(t, p) for c, t, p in targets if c == cluster})
             try:
                 got = self.ctl.kafka.log_offsets(cluster, bootstrap[cluster], parts)
             except Exception as e:  # a rollback must not wait for a cluster that does not answer
-                log.warning("log ends of %s not read before a rollback: %s", cluster, e)
+                log.warning("log ends of %s not read: %s", cluster, e)
                 got = {}
             found.update({(cluster, t, p): end for (t, p), (_start, end) in got.items()})
-        return {move: found.get(target) for move, target in targets.items()}
+        return found
 
-    def _lost_publish(self, row: MoveRow, end: int | None) -> str | None:
-        """Why frozen move `row` must be held, neither sealed at its target's log end `end` nor rolled back, or None
-        (`end` None: not read; held then only once this controller saw the database lose commits). Rolled back,
-        writes would go on at the source's log end: the logical offsets the lost publish handed out. Nothing writes
-        to a target
-        between the freeze and the publish, so a target whose end grew past the one read before the freeze
-        (`target_end`) holds records of a publish the database lost (a failover to an asynchronous replica): sealed
-        now, the new segment would start above them, leaving them unreachable and their logical offsets handed out
-        again. A move frozen before revision 0013 has no `target_end`: it is not sealed either once this controller
-        saw the database lose commits (docs/DESIGN.md §3.3, "Lost commits")."""
+    @staticmethod
+    def _grew(row: MoveRow, end: int, recorded: int, when: str = "froze") -> str:
         target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
-        if row.target_end is not None and end is not None and end > row.target_end:
-            return (f"the log end of its target {target} is {end}, {row.target_end} when it froze: the target holds "
-                    f"records of a publish the config database lost (it lost commits); sealed now, they would be "
-                    f"unreachable and their offsets handed out again. Restore the lost commits (docs/DESIGN.md §3.3)")
+        return (f"the log end of its target {target} is {end}, {recorded} when it {when}: the target holds records of "
+                f"a publish the config database lost (it lost commits); sealed now, they would be unreachable and "
+                f"their offsets handed out again. Restore the lost commits (docs/DESIGN.md §3.3)")
+
+    def _lost_publish(self, row: MoveRow, end: int | None) -> tuple[str, str] | None:
+        """Why move `row` (frozen, or planned) must be held, neither sealed at its target's log end `end` nor rolled
+        back: (HELD_*, the reason), or None (`end` None: not read). Rolled back, writes would go on at the source's
+        log end: the logical offsets the lost publish handed out. Nothing writes to a target between the plan and
+        the publish, so a target whose end grew past the one read before the freeze (`target_end`; before the plan,
+        `planned_target_end`, for a move still planned) holds records of a publish the database lost (a failover to
+        an asynchronous replica): sealed now, the new segment would start above them, leaving them unreachable and
+        their logical offsets handed out again. Once this controller saw the database lose commits, a frozen move is
+        not rolled back either when its target cannot be read and it may have frozen before the loss
+        (`_froze_before_loss`), nor when it froze before revision 0013 (no `target_end`): docs/DESIGN.md §3.3."""
+        recorded = row.target_end if row.state == "frozen" else row.planned_target_end
+        if recorded is not None and end is not None and end > recorded:
+            return HELD_GREW, self._grew(row, end, recorded, "froze" if row.state == "frozen" else "was planned")
         regression = self.ctl.db_regression
-        if (row.target_end is None or end is None) and regression is not None:
-            why = "its target's log end was not read" if end is None else "it froze before its target's end was kept"
-            return (f"{why}, and the config database lost commits ({regression['message']}): whether its target "
-                    f"{target} took writes under a lost publish cannot be checked")
+        if regression is None or row.state != "frozen":
+            return None
+        target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
+        cannot = (f"and the config database lost commits ({regression['message']}): whether its target {target} took "
+                  f"writes under a lost publish cannot be checked")
+        if row.target_end is None:
+            return HELD_NO_END, f"it froze before its target's end was kept, {cannot}"
+        if end is None and _froze_before_loss(row, regression):
+            return HELD_UNREAD, f"its target's log end was not read, {cannot} (read again by the sweeper)"
         return None
 
     def known_end(self, s, segment) -> int:
@@ -492,11 +581,11 @@ class Mover:
         self._enter(row, "rolled_back")
 
     def _roll_back(self, ids: list[int], reason: str) -> None:
-        """Unfreeze the moves of `ids` not sealed yet; a frozen one whose target took writes under a publish the
-        database lost is held instead: rolled back, writes would go on at the source's log end, logical offsets
-        the lost publish handed out already (docs/DESIGN.md §3.3, "Lost commits")."""
-        ends = self._current_target_ends(ids)
-        if ends:  # frozen moves
+        """Unfreeze the moves of `ids` not sealed yet; a frozen (or planned) one whose target took writes under a
+        publish the database lost is held instead (`_lost_publish`): rolled back, writes would go on at the source's
+        log end, logical offsets the lost publish handed out already (docs/DESIGN.md §3.3, "Lost commits")."""
+        ends = self._current_target_ends(ids, ("frozen", "planned"))
+        if ends:
             self._hold(ids, ends)
         log.warning("rolling back moves %s: %s", ids, reason)
         with self.ctl.topology_change() as s:
@@ -514,6 +603,14 @@ class Mover:
 def _member_name(row) -> str:
     """A proxy as operators know it: its node id, and which worker for a proxy run with --workers N."""
     return f"{row.worker_of}/w{row.worker}" if row.worker_of is not None else str(row.node_id)
+
+
+def _froze_before_loss(row: MoveRow, regression: dict) -> bool:
+    """Whether frozen move `row` may have frozen before the database lost the commits `regression` describes. Its
+    `frozen_version` is committed after that view: a freeze the database kept from before the loss names a view it
+    holds, at most `db_version`; a move frozen since names a view composed past it. None (the view's compose or its
+    commit failed): it may have."""
+    return row.frozen_version is None or row.frozen_version <= regression["db_version"]
 
 
 def _active_segment(s, topic: str, partition: int) -> SegmentRow | None:

@@ -70,11 +70,11 @@ MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.m
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
 LATE_RENEWAL_S = FENCE_GRACE_S / 4
-# How far above the newest view this controller knows (the database's, its own, one a proxy reported before) a
-# proxy's applied version may be: a database that lost commits lost at most this many views (a few a second for
-# days). A report beyond it is refused (422), never taken as the floor of the next version (docs/DESIGN.md §3.3).
-MAX_LOST_VIEWS = 1_000_000
 BIGINT_MAX = 2**63 - 1  # the version column's bound: no version, reported or composed, comes near it
+# The highest applied version a heartbeat may report: above it, it is refused (422), never taken as the floor of the
+# next version, so composing past a floor never overflows the version column (docs/DESIGN.md §3.3). Any number of
+# lost views below it is composed past, however old the database restored.
+MAX_REPORTED_VERSION = BIGINT_MAX // 2
 STORED_END_REFRESH_S = 60.0  # an unchanged scanned log end is written again this often (its `scanned_at`)
 
 
@@ -570,12 +570,10 @@ class Controller:
             stored = s.scalar(select(ViewRow.version).where(ViewRow.id == 1)) or 0
         if reported <= stored:
             return reported
-        known = max(stored, self.view.version, self._version_floor)
-        if reported > min(known + MAX_LOST_VIEWS, BIGINT_MAX // 2):
-            log.error("a proxy reported applied view %d, more than %d above the newest this controller knows (%d): "
-                      "refused", reported, MAX_LOST_VIEWS, known)
-            raise Invalid(f"applied_version {reported} is more than {MAX_LOST_VIEWS} above the newest view the "
-                          f"controller knows ({known}): no controller composed it")
+        if reported > MAX_REPORTED_VERSION:
+            log.error("a proxy reported applied view %d, above %d (half the version column's bound): refused",
+                      reported, MAX_REPORTED_VERSION)
+            raise Invalid(f"applied_version {reported} is above {MAX_REPORTED_VERSION}: no controller composed it")
         if reported > self._version_floor:
             self._regressed(stored, reported, "a proxy applied")
             with self._hb_lock:

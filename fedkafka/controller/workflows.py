@@ -86,7 +86,7 @@ class WorkflowEngine:
         """Validate (a clear error and nothing changed when the input is wrong), record the run, start it.
         An unfinished run of the same kind and cluster is returned instead of starting a second one."""
         params, phases = _request(kind, strategy, drain, bootstrap, unclean)
-        if self.ctl.db_regression is not None:  # docs/DESIGN.md §3.3, "Lost commits"
+        if self.ctl.db_regression is not None and kind != "failover":  # docs/DESIGN.md §3.3, "Lost commits"
             raise Conflict(f"no workflow starts: {self.ctl.db_regression['message']}; check the held moves and the "
                            f"proxies' views, then restart the controller", status=503)
         with self._start_lock:
@@ -564,16 +564,18 @@ class WorkflowEngine:
     def _plan_once(self, run_id: int, planner) -> None:
         for _ in range(PLAN_ATTEMPTS):
             plans = planner()
-            self._ensure_targets(plans)
-            if self._plan_moves(run_id, plans) is not None:
+            ends = self._ensure_targets(plans)
+            if self._plan_moves(run_id, plans, ends) is not None:
                 return
         raise MoveFailed(f"targets claimed by other runs {PLAN_ATTEMPTS} times in a row; nothing was moved")
 
-    def _plan_moves(self, run_id: int, plans: list[Move]) -> list[int] | None:
-        """Record the moves, or None (nothing recorded) when another run claimed one of their targets meanwhile,
-        e.g. a failover that planned from the same view (docs/DESIGN.md §4.13): plan again then."""
+    def _plan_moves(self, run_id: int, plans: list[Move],
+                    ends: dict[tuple[str, str, int], int] | None = None) -> list[int] | None:
+        """Record the moves, each with its target's log end `ends` (read by the mover when None), or None (nothing
+        recorded) when another run claimed one of their targets meanwhile, e.g. a failover that planned from the same
+        view (docs/DESIGN.md §4.13): plan again then."""
         try:
-            return self.mover.plan(run_id, plans)
+            return self.mover.plan(run_id, plans, ends)
         except ClaimTaken as e:
             log.info("workflow %d plans again: %s", run_id, e)
             return None
@@ -597,8 +599,9 @@ class WorkflowEngine:
         rec["changed"] = rec["changed"] or bool(rows)
         self._save(run_id)
 
-    def _ensure_targets(self, plans: list[Move]) -> None:
-        """Physical partitions the moves write to exist before any move row points at them (Kafka first)."""
+    def _ensure_targets(self, plans: list[Move]) -> dict[tuple[str, str, int], int]:
+        """Physical partitions the moves write to exist before any move row points at them (Kafka first). Returns
+        their log ends, which the moves record (`planned_target_end`, docs/DESIGN.md §3.3)."""
         needed: dict[tuple[str, str], int] = {}
         for m in plans:
             needed[(m.to_cluster, m.to_topic)] = max(needed.get((m.to_cluster, m.to_topic), 0), m.to_partition + 1)
@@ -616,7 +619,7 @@ class WorkflowEngine:
         for m in plans:
             wanted.setdefault(m.to_cluster, set()).add((m.to_topic, m.to_partition))
         try:
-            self.mover.read_ends(wanted, {c: clusters[c].bootstrap for c in wanted})
+            return self.mover.read_ends(wanted, {c: clusters[c].bootstrap for c in wanted})
         except MoveFailed as e:
             raise MoveFailed(f"new partitions not ready: {e}; nothing was moved") from None
 
@@ -706,8 +709,8 @@ class WorkflowEngine:
         while self._active_on(cluster):
             plans = [p for p in self._failover_plan(cluster) if (p.topic, p.partition) not in self._busy()]
             if plans:
-                self._ensure_targets(plans)
-                ids = self._plan_moves(run_id, plans)  # None: a target was claimed meanwhile, the next round
+                ends = self._ensure_targets(plans)
+                ids = self._plan_moves(run_id, plans, ends)  # None: a target was claimed meanwhile, the next round
                 if ids is not None:                    # plans past it
                     lost_claims = 0
                     self._phase(run_id, "plan", 1, 1)

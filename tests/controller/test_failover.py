@@ -410,7 +410,7 @@ def test_a_failover_whose_targets_are_always_claimed_fails_instead_of_planning_f
     ctl = api.controller
     plans = []
 
-    def always_claimed(self, run_id, moves):
+    def always_claimed(self, run_id, moves, target_ends=None):
         plans.append(moves)
         raise ClaimTaken("c2/t/3 is claimed by t/1")
 

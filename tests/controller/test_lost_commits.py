@@ -14,10 +14,10 @@ import sqlite3
 import pytest
 from sqlalchemy import select, update
 
-from fedkafka.controller.errors import Conflict
+from fedkafka.controller.errors import Conflict, Invalid, NotFound
 from fedkafka.controller.models import ChainRow, MoveRow, ProxyRow, SegmentRow, ViewRow
-from fedkafka.controller.moves import MoveHeld, Mover
-from fedkafka.controller.service import MAX_LOST_VIEWS, Controller
+from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
+from fedkafka.controller.service import MAX_REPORTED_VERSION, Controller
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.rebalance import Move
 
@@ -45,11 +45,11 @@ def _frozen(ctl, topic="t", partition=0) -> bool:
 
 
 @pytest.fixture
-def frozen_move(make_api, recording_kafka_class, db_url):
-    """t/0 (100 records on c1) frozen for a move to c2 (empty), a proxy acked the frozen view. `keep_replica()` keeps
-    the SQLite file as it is (what an asynchronous replica had received; skips the test on PostgreSQL), and
-    `fail_over()` stops the controller and brings the database back as that copy: returns a controller restarted
-    on it."""
+def lossy(make_api, recording_kafka_class, db_url):
+    """t/0 (100 records on c1; c2 empty), a proxy registered. `keep_replica()` keeps the SQLite file as it is (what
+    an asynchronous replica had received; skips the test on PostgreSQL), and `fail_over()` stops the controller and
+    brings the database back as that copy: returns a controller restarted on it. `ends` are the log ends Kafka
+    answers; a cluster in `api.kafka.down` answers nothing."""
     path = db_url.removeprefix("sqlite:///")
     ends = {("c1", "t", 0): 100, ("c2", "t", 0): 0}
 
@@ -65,12 +65,6 @@ def frozen_move(make_api, recording_kafka_class, db_url):
         api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
     api.put("/v1/topics/t", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
     member = api.post("/v1/proxies", json=PROXY).json()["member_id"]
-    mover = Mover(ctl, ack_timeout=1)
-    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
-    mover._freeze(ids)
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": ctl.view.version, "load": {}}
-             ).raise_for_status()
-    ctl.flush_heartbeats()
     replica = path + ".replica"
 
     def keep_replica() -> None:
@@ -91,9 +85,23 @@ def frozen_move(make_api, recording_kafka_class, db_url):
         return restarted
 
     started: list[Controller] = []
-    yield api, mover, ids, member, ends, keep_replica, fail_over
+    yield api, member, ends, keep_replica, fail_over
     for c in started:
         c.stop()
+
+
+@pytest.fixture
+def frozen_move(lossy):
+    """`lossy`, with t/0 frozen for a move to c2 and the proxy's ack of the frozen view."""
+    api, member, ends, keep_replica, fail_over = lossy
+    ctl = api.controller
+    mover = Mover(ctl, ack_timeout=1)
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
+    mover._freeze(ids)
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": ctl.view.version, "load": {}}
+             ).raise_for_status()
+    ctl.flush_heartbeats()
+    return api, mover, ids, member, ends, keep_replica, fail_over
 
 
 @pytest.mark.parametrize("reported", [True, False], ids=["proxy-reported", "before-any-heartbeat"])
@@ -202,6 +210,15 @@ def test_a_move_records_its_targets_log_end_when_it_freezes(frozen_move):
     assert _move(api.controller, ids[0]).target_end == 0
 
 
+def _set_view_version(ctl, version: int) -> None:
+    with ctl.session() as s:
+        row = s.get_one(ViewRow, 1)
+        body = json.loads(row.body)
+        body["version"] = version
+        row.version, row.body = version, json.dumps(body)
+        s.commit()
+
+
 def _lose_last_views(ctl, version: int) -> None:
     """The database as one that lost its last commits comes back: the view row at `version`, no ack above it."""
     with ctl.session() as s:
@@ -267,7 +284,8 @@ def _status(call) -> int:
 def test_an_applied_version_no_controller_composed_is_refused_and_jams_nothing(make_api, caplog):
     """One heartbeat reporting BIGINT_MAX (the API's bound) went into the version floor; every compose then wrote
     floor+1: OverflowError (SQLite), bigint out of range (PostgreSQL), every heartbeat a 500, every admin write too.
-    Now a report more than MAX_LOST_VIEWS above the newest version known is refused (422) and changes nothing."""
+    Now a report above MAX_REPORTED_VERSION (half the bound) is refused (422) and changes nothing; below it, however
+    far above the views known, it is a database that lost that many views, composed past."""
     api = make_api()
     ctl = api.controller
     api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092"}).raise_for_status()
@@ -275,16 +293,219 @@ def test_an_applied_version_no_controller_composed_is_refused_and_jams_nothing(m
     b = api.post("/v1/proxies", json={**PROXY, "instance_id": "h:2", "port": 2}).json()["member_id"]
     v = ctl.view.version
     caplog.set_level(logging.ERROR)
-    for bogus in (BIGINT_MAX, v + MAX_LOST_VIEWS + 1):
+    for bogus in (BIGINT_MAX, MAX_REPORTED_VERSION + 1):
         assert _status(lambda: api.post(f"/v1/proxies/{a}/heartbeat",
                                         json={"applied_version": bogus, "load": {}})) == 422  # noqa: B023
-    assert f"more than {MAX_LOST_VIEWS} above the newest this controller knows ({v})" in caplog.text
+    assert f"a proxy reported applied view {MAX_REPORTED_VERSION + 1}, above {MAX_REPORTED_VERSION}" in caplog.text
     assert ctl.db_regression is None and ctl.view.version == v
     for _ in range(3):
         assert _status(lambda: api.post(f"/v1/proxies/{b}/heartbeat", json={"applied_version": v, "load": {}})) == 200
     assert _status(lambda: api.put("/v1/topics/t", json={"partitions": 1, "placement": "blocks"})) < 300
     assert ctl.view.version == v + 1
-    # within the bound: a database that lost that many views; the next view is numbered past it
-    lost = ctl.view.version + MAX_LOST_VIEWS
-    assert _status(lambda: api.post(f"/v1/proxies/{a}/heartbeat", json={"applied_version": lost, "load": {}})) == 200
-    assert ctl.view.version == lost + 1 and ctl.db_regression is not None
+    # at the bound: a database that lost that many views; the next view is numbered past it, and more still fit
+    assert _status(lambda: api.post(f"/v1/proxies/{a}/heartbeat",
+                                    json={"applied_version": MAX_REPORTED_VERSION, "load": {}})) == 200
+    assert ctl.view.version == MAX_REPORTED_VERSION + 1 and ctl.db_regression is not None
+    assert _status(lambda: api.put("/v1/topics/u", json={"partitions": 1, "placement": "blocks"})) < 300
+    assert ctl.view.version == MAX_REPORTED_VERSION + 2
+
+
+def test_a_database_restored_from_a_backup_millions_of_views_old_is_composed_past(make_api, clock):
+    """SQLite restored from an old backup while the proxies hold a view 1.5M versions past it (weeks of churn).
+    With a bound of 1M lost views every heartbeat was answered 422 for good (never 404: the proxy never registered
+    again, and refused produce once its fence ran out). Now the next view is numbered past the proxy's."""
+    api = make_api()
+    ctl = api.controller
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092"}).raise_for_status()
+    member = api.post("/v1/proxies", json=PROXY).json()["member_id"]
+    old = ctl.view.version
+    _set_view_version(ctl, old + 1_500_000)  # weeks of views since the backup, as one jump
+    ctl.lease_round()
+    high = ctl.view.version
+    assert high == old + 1_500_000
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": high, "load": {}}).raise_for_status()
+    ctl.flush_heartbeats()
+    ctl.stop()
+    _set_view_version(ctl, old)  # the backup comes back
+    with ctl.session() as s:
+        s.execute(update(ProxyRow).values(applied_version=old))
+        s.commit()
+    restarted = Controller(ctl.settings, kafka=api.kafka)
+    try:
+        for _ in range(3):
+            try:
+                restarted.heartbeat(member, high, {})
+            except NotFound:  # its fence ran out: it registers again
+                restarted.register_proxy(PROXY["instance_id"], "h", 1, "pproxy", "default")
+            except Invalid as e:
+                raise AssertionError(f"a heartbeat refused: {e}") from None
+            clock.advance(3600)  # lease and fence long gone
+        assert restarted.view.version > high and restarted.db_regression is not None
+    finally:
+        restarted.stop()
+
+
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_move_whose_freeze_the_database_lost_too_is_held_when_its_target_grew_since_the_plan(lossy, settled_by):
+    """The replica kept the plan only: the freeze, the seal (c1 at 100, c2 phys 0) and the publish were lost, and the
+    proxy acked 50 records at logical 100..149 on c2 phys 0..49. Before, the resumed run froze the planned move
+    again, took c2's end now (50) as its target end and sealed there: c2 phys 50 at logical 100, the 50 records
+    unreachable and their offsets handed out again. Now the plan records the target's end (0): the freeze finds it
+    grew and holds the move, its target end the planned one (what a repair starts the new segment at). The sweeper,
+    rolling back a planned move no run drives, holds it alike."""
+    api, member, ends, keep_replica, fail_over = lossy
+    mover = Mover(api.controller, ack_timeout=1)
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
+    assert _move(api.controller, ids[0]).planned_target_end == 0
+    keep_replica()
+    mover._freeze(ids)
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": api.controller.view.version, "load": {}}
+             ).raise_for_status()
+    mover.run(ids)
+    v_high = api.controller.view.version
+    assert _segments(api.controller)[-1] == ("c2", 0, None, 100)
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    ends[("c2", "t", 0)] = 50
+    ctl = fail_over()
+    ctl.heartbeat(member, v_high, {})
+    again = Mover(ctl, ack_timeout=1)
+    assert _move(ctl, ids[0]).state == "planned" and not _frozen(ctl)
+    if settled_by == "resumed-run":
+        with pytest.raises(MoveHeld, match="c2/t/0 is 50, 0 when it was planned"):
+            again.run(again.unfinished())
+    else:
+        assert again.sweep() == ids
+    row = _move(ctl, ids[0])
+    assert (row.state, row.held_for, row.target_end) == ("held", "target_grew", 0)
+    assert _segments(ctl) == [("c1", 0, None, 0)] and _frozen(ctl)  # produce refused, nothing renumbered
+    assert ctl.view.topics["t"].partitions[0].frozen
+
+
+def test_a_planned_move_whose_target_did_not_grow_moves_as_before(lossy):
+    """The plan's recorded end is the target's end at the freeze when nothing was lost: the move finishes."""
+    api, member, _ends, _keep, _fail_over = lossy
+    mover = Mover(api.controller, ack_timeout=1)
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)], {("c2", "t", 0): 0})
+    mover._freeze(ids)
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": api.controller.view.version, "load": {}}
+             ).raise_for_status()
+    assert mover.run(ids) == {"done": 1}
+    assert _segments(api.controller) == [("c1", 0, 100, 0), ("c2", 0, None, 100)]
+
+
+def test_a_move_frozen_after_the_loss_was_detected_is_rolled_back_when_its_target_cannot_be_read(lossy):
+    """The regression is detected (a proxy holds 3 views the database lost); a move frozen after that recorded its
+    target's end on the new history. Its target does not answer during the seal: the run fails and rolls it back.
+    Before, the rollback could not read the target either and held the move for good (its partition frozen, no
+    produce), though nothing could have written to its target under a lost publish."""
+    api, member, _ends, _keep, _fail_over = lossy
+    ctl = api.controller
+    ctl.heartbeat(member, ctl.view.version + 3, {})
+    assert ctl.db_regression is not None
+    mover = Mover(ctl, ack_timeout=2, seal_timeout=0.5)
+    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
+    mover._freeze(ids)
+    assert _move(ctl, ids[0]).frozen_version > ctl.db_regression["db_version"]
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": ctl.view.version, "load": {}}
+             ).raise_for_status()
+    api.kafka.down.add("c2")
+    with pytest.raises(MoveFailed, match="not readable"):
+        mover.run(ids)
+    assert _move(ctl, ids[0]).state == "rolled_back" and not _frozen(ctl)
+
+
+@pytest.mark.parametrize("target", ["unchanged", "grew"])
+def test_a_move_held_because_its_target_could_not_be_read_is_read_again_by_the_sweeper(frozen_move, target):
+    """A move frozen before the loss, its seal and publish lost; its target is down when the sweeper rolls it back
+    after the loss was detected: held (its target may hold records of the lost publish). Once the target answers,
+    the sweeper reads it again: still at the end recorded at the freeze, nothing was written under the lost publish
+    and the move is rolled back as a rollback would have; grown, it stays held, now for that."""
+    api, mover, ids, member, ends, keep_replica, fail_over = frozen_move
+    keep_replica()
+    mover.run(ids)
+    v_high = api.controller.view.version
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    ctl = fail_over()
+    ctl.heartbeat(member, v_high, {})
+    ctl.kafka.down.add("c2")
+    sweeper = Mover(ctl)
+    assert sweeper.sweep() == ids
+    assert (_move(ctl, ids[0]).state, _move(ctl, ids[0]).held_for, _frozen(ctl)) == ("held", "target_unread", True)
+    assert sweeper.sweep() == [] and _move(ctl, ids[0]).state == "held"  # still unread: left as it is
+    ctl.kafka.down.discard("c2")
+    if target == "grew":
+        ends[("c2", "t", 0)] = 50
+    sweeper.sweep()
+    row = _move(ctl, ids[0])
+    if target == "unchanged":
+        assert (row.state, _frozen(ctl)) == ("rolled_back", False)
+        assert not ctl.view.topics["t"].partitions[0].frozen
+    else:
+        assert (row.state, row.held_for, _frozen(ctl)) == ("held", "target_grew", True)
+        assert "c2/t/0 is 50, 0 when it froze" in row.error
+
+
+def test_failover_starts_while_the_database_is_known_to_have_lost_commits(make_api, recording_kafka_class):
+    """A data-centre outage takes the PostgreSQL primary (the database fails over to an asynchronous replica: the
+    regression is detected) and a Kafka cluster with it. The automatic failover went through start() and was
+    refused with every other run until a restart; a failover starts now (its seals are checked like any move's),
+    by hand too, while a scale-up is still refused."""
+    class Kafka(recording_kafka_class):
+        def log_offsets(self, cluster, bootstrap, partitions):
+            if cluster in self.down:
+                raise OSError(f"{cluster} is down")
+            return {(t, p): (0, 0) for t, p in partitions}
+
+    api = make_api(kafka=Kafka())
+    ctl = api.controller
+    for cid in ("c1", "c2", "c3"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092", "coordination": cid == "c3"}
+                ).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 6, "placement": "blocks"}).raise_for_status()
+    _lose_last_views(ctl, ctl.view.version - 2)
+    ctl.lease_round()
+    assert ctl.db_regression is not None
+    api.kafka.down.add("c1")
+    ctl.scan_once()
+    engine = WorkflowEngine(ctl)
+    with pytest.raises(Conflict, match="no workflow starts"):
+        engine.start("scale_up", "c2")
+    down_since: dict[str, float] = {}
+    refused: set[str] = set()
+    started = engine.auto_failover_round(down_since, refused, after=0.0)
+    assert len(started) == 1 and refused == set()
+    run = engine.wait(started[0], timeout=60)
+    assert run["state"] == "done", run["error"]
+    assert all(c.active.cluster != "c1" for c in ctl.view.topics["t"].partitions)
+    manual = api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"})
+    assert manual.status_code < 300, manual.text
+
+
+def test_the_documented_repair_of_a_held_move(frozen_move):
+    """docs/OPERATIONS.md, "A held move": the move sealed and published as c2 phys 0 = logical 100, then lost; held
+    after the restart. The operator sets it `sealed` with `seal` = the source's log end and `phys_start` =
+    `target_end` (the lost segment as a proxy's view.json holds it says the same), and the sweeper publishes it:
+    the records written under the lost publish are readable at the offsets the proxies acked them at."""
+    api, mover, ids, member, ends, keep_replica, fail_over = frozen_move
+    keep_replica()
+    mover.run(ids)
+    v_high = api.controller.view.version
+    lost = api.controller.view.topics["t"].partitions[0].segments  # what every proxy's view.json holds
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    ends[("c2", "t", 0)] = 50
+    ctl = fail_over()
+    ctl.heartbeat(member, v_high, {})
+    again = Mover(ctl, ack_timeout=1)
+    with pytest.raises(MoveHeld):
+        again.run(again.unfinished())
+    row = _move(ctl, ids[0])
+    source_end = ends[(row.from_cluster, "t", 0)]
+    assert (lost[-1].phys_start, lost[0].phys_end) == (row.target_end, source_end)  # the two sources agree
+    with ctl.session() as s:  # the operator's UPDATE
+        s.execute(update(MoveRow).where(MoveRow.id == ids[0], MoveRow.state == "held")
+                  .values(state="sealed", seal=source_end, phys_start=row.target_end))
+        s.commit()
+    assert again.sweep() == ids
+    assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)
+    assert [(g.cluster, g.phys_start, g.logical_base) for g in ctl.view.topics["t"].partitions[0].segments] == [
+        (g.cluster, g.phys_start, g.logical_base) for g in lost]

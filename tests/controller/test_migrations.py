@@ -21,7 +21,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0013"
+        assert ctx.get_current_revision() == "0014"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -47,7 +47,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0013"
+        assert MigrationContext.configure(conn).get_current_revision() == "0014"
     for engine in engines:
         engine.dispose()
 
@@ -165,4 +165,31 @@ def test_revision_0013_leaves_the_target_end_of_moves_frozen_before_it_unknown_a
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0012")
         assert list(conn.execute(text("SELECT topic, state FROM moves"))) == [("t", "frozen")]
+    engine.dispose()
+
+
+def test_revision_0014_leaves_moves_planned_and_held_before_it_without_planned_end_or_reason_and_downgrades(
+        empty_db_url):
+    """A move planned before the upgrade has no planned target end (NULL: its freeze does not check it), one held
+    before it no reason (NULL: the sweeper does not read its target again); the moves survive the downgrade."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    insert = ("INSERT INTO moves (topic, \"partition\", from_cluster, to_cluster, to_topic, to_partition, state, "
+              "updated_at, gap) VALUES ('t', {p}, 'c1', 'c2', 't', {p}, '{state}', 0, 0)")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0013")
+        conn.execute(text(insert.format(p=0, state="planned")))
+        conn.execute(text(insert.format(p=1, state="held")))
+    db.migrate(engine)
+    with engine.begin() as conn:
+        assert list(conn.execute(text("SELECT state, planned_target_end, held_for FROM moves ORDER BY id"))) == [
+            ("planned", None, None), ("held", None, None)]
+        conn.execute(text("UPDATE moves SET planned_target_end = 12345678901, held_for = 'target_unread'"))
+        assert conn.execute(text("SELECT max(planned_target_end) FROM moves")).scalar_one() == 12345678901
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0013")
+        assert list(conn.execute(text("SELECT state FROM moves ORDER BY id"))) == [("planned",), ("held",)]
     engine.dispose()
