@@ -256,27 +256,37 @@ def _is_consumer(entity) -> bool:
 
 def protocol_to_shadow(request, max_elements: int | None = MAX_REQUEST_ELEMENTS):
     """Subscriptions (JoinGroup) and assignments (SyncGroup) name shadow topics for the coordinator, which
-    keeps a Stable group's committed offsets of subscribed topics from expiring. A request's group-protocol bytes
-    together may hold `max_elements` array elements, as the request itself (--max-request-elements): past it,
-    TooManyElements, and the client's connection is closed as for any request over the limit."""
+    keeps a Stable group's committed offsets of subscribed topics from expiring. Each protocol's subscription of a
+    JoinGroup (each member's assignment of a SyncGroup) may hold `max_elements` array elements, as a request itself
+    (--max-request-elements) and as each member's bytes in the coordinator's answers: past it, TooManyElements,
+    and the client's connection is closed as for any request over the limit. The entries together are bounded by
+    the frame (--max-frame-bytes), as the request's other arrays are."""
     if not _is_consumer(request) or request.__api_key__ not in (JOIN, SYNC):
         return request
     try:
-        return _within(max_elements, lambda: _renamed_request(request))
+        return _renamed_request(request, max_elements)
     except TooManyElements as e:
         what = "JoinGroup subscriptions" if request.__api_key__ == JOIN else "SyncGroup assignments"
         raise TooManyElements(f"{what} of group {request.group_id!r} (v{type(request).__version__}) over the "
                               f"element limit: {e}") from None
 
 
-def _renamed_request(request):
+def _renamed_request(request, max_elements: int | None):
+    """Each entry renamed within its own budget of `max_elements`: the Java consumer lists its subscription once
+    per assignor (range and cooperative-sticky by default), and a leader's SyncGroup holds every member's
+    assignment; one budget for all of them refused a consumer owning half the limit's partitions, whose Fetch of
+    all of them is accepted."""
+    def subscription(data):
+        return _within(max_elements, lambda: cp.rename_subscription(data, shadow_topic, counted=True))
+
+    def assignment(data):
+        return _within(max_elements, lambda: cp.rename_assignment(data, shadow_topic, counted=True))
+
     if request.__api_key__ == JOIN:
         return dataclasses.replace(request, protocols=tuple(
-            dataclasses.replace(p, metadata=cp.rename_subscription(p.metadata, shadow_topic, counted=True))
-            for p in request.protocols))
+            dataclasses.replace(p, metadata=subscription(p.metadata)) for p in request.protocols))
     return dataclasses.replace(request, assignments=tuple(
-        dataclasses.replace(a, assignment=cp.rename_assignment(a.assignment, shadow_topic, counted=True))
-        for a in request.assignments))
+        dataclasses.replace(a, assignment=assignment(a.assignment)) for a in request.assignments))
 
 
 def _within(max_elements: int | None, rewrite: Callable[[], T]) -> T:
