@@ -620,6 +620,21 @@ def test_each_protocol_of_a_join_group_has_its_own_element_budget():
     assert [p.metadata.count(b"__fedkafka-shadow-orders") for p in call.request.protocols] == [2, 2]
 
 
+def test_a_group_request_s_entries_together_hold_at_most_four_times_the_limit():
+    """Each entry has the limit, but not the frame: a 16 MiB JoinGroup of 53 subscriptions at the limit held the
+    loop ~7 s. All entries together may cross ENTRIES_BUDGET_FACTOR (4) times the limit: a Java consumer's two
+    subscriptions and any group Kafka can store pass, a frame of many entries at the limit is refused."""
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    (call,) = groups.handle(small, None, join_group(*[subscription_of(999)] * 4)).finish([COORDINATOR]).calls
+    assert len(call.request.protocols) == 4
+    with pytest.raises(TooManyElements, match="JoinGroup subscriptions of group 'g'"):
+        groups.handle(small, None, join_group(*[subscription_of(999)] * 5))
+    (call,) = groups.handle(small, None, sync_group(*[assignment_of(499)] * 8)).finish([COORDINATOR]).calls
+    assert len(call.request.assignments) == 8  # 8 x 500 elements: 4 000
+    with pytest.raises(TooManyElements, match="SyncGroup assignments of group 'g'"):
+        groups.handle(small, None, sync_group(*[assignment_of(499)] * 9))
+
+
 def java_subscription(partitions: int) -> bytes:
     """A Java consumer's ConsumerProtocolSubscription v3: subscribed to "orders", owning `partitions` of it."""
     module = __import__(_schema("subscription", 3).__module__, fromlist=["x"])
