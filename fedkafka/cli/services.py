@@ -80,8 +80,9 @@ _MAX_PRE_AUTH_FRAME_BYTES = typer.Option(_LIMITS.max_pre_auth_frame_bytes, "--ma
                                          "(Kafka's sasl.server.max.receive.size)")
 _MAX_REQUEST_ELEMENTS = typer.Option(_LIMITS.max_request_elements, "--max-request-elements",
                                      help="array elements in one request, all its arrays together (a Metadata "
-                                     "request's topics, a Produce request's partitions, ...); a JoinGroup's "
-                                     "subscriptions (SyncGroup's assignments) may hold as many again")
+                                     "request's topics, a Produce request's partitions, ...); each subscription "
+                                     "of a JoinGroup (member's assignment of a SyncGroup) may hold as many, "
+                                     "all of them together four times as many")
 _MAX_CONNECTIONS = typer.Option(_LIMITS.max_connections, "--max-connections",
                                 help="open client connections per process; more are closed at once")
 _MAX_CONNECTIONS_PER_IP = typer.Option(_LIMITS.max_connections_per_ip, "--max-connections-per-ip",

@@ -85,6 +85,11 @@ def restore_budget(saved: tuple[int, int | None]) -> None:
     _budget.left, _budget.limit = saved
 
 
+def budget_left() -> int:
+    """Elements the counted walks may still cross under the budget now set."""
+    return _budget.left
+
+
 def _spend(count: int, pos: int) -> None:
     """Take `count` elements from the budget: TooManyElements once it is spent."""
     _budget.left -= count

@@ -232,3 +232,35 @@ def test_a_queued_call_sent_then_given_up_by_its_client_closes_its_connection_an
         await _close(pool, busy, quiet)
 
     asyncio.run(main())
+
+
+def test_a_zero_wait_call_is_sent_at_once_beside_an_abandoned_poll_and_takes_no_turn():
+    """Review (h-late): a call whose max_wait is 0 (fetch.handle's, when a gap skip already answered a partition;
+    or a client's max_wait 0) was queued behind the connection's abandoned poll and its answer held for that
+    poll's whole wait (up to 30 s; here past the test's guard). It goes out at once, reaching the quiet broker
+    while the abandoned poll is still out there, and leaves the turn to the poll: a later long poll still waits."""
+
+    async def main():
+        busy, quiet = _Broker(auto=_batch(0)), _Broker()
+        d, pool, _ = await _setup(busy, quiet)
+        assert (await _fetch(d, _calls()))[0] is UNANSWERED  # the quiet poll (25 s) abandoned
+        await _until(lambda: len(quiet.requests) == 1)
+        zero_wait = _calls()[:1]
+        zero_wait[0] = Call(Broker("quiet", 1), zero_wait[0].request.waiting_at_most(0), dedicated=True,
+                            timeout_s=20, client_timeout=True)
+        (result,) = await _fetch(d, zero_wait)
+        assert result is not UNANSWERED and [w for _, w in quiet.requests] == [QUIET_WAIT_MS, 0]
+        assert quiet.most_out == 2  # it reached the broker while the abandoned poll was out (main: after it ended)
+        assert not quiet.requests[0][0].done()  # (the abandoned poll is still out: nothing answered it)
+        long_poll = asyncio.ensure_future(_fetch(d, _calls()[:1]))
+        await _until(lambda: bool(d._poll_tasks))  # queued behind the abandoned poll, not sent
+        assert len(quiet.requests) == 2 and not long_poll.done()
+        quiet.answer(0, b"")
+        await _until(lambda: len(quiet.requests) == 3)  # the abandoned poll ended: the queued one goes out
+        assert quiet.most_out == 2
+        quiet.answer(2, _batch(333))
+        (result,) = await long_poll
+        assert [struct.unpack_from(">q", bytes(p.records))[0] for t in result.responses for p in t.partitions] == [333]
+        await _close(pool, busy, quiet)
+
+    asyncio.run(main())

@@ -13,8 +13,10 @@ import crc32c
 import pytest
 from kio.schema.errors import ErrorCode
 
+from consume.test_consumer_protocol_unit import encoded
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import TooManyElements, request_type, response_type
+from fedkafka.protocol.consumer_protocol import _schema
 from fedkafka.proxy.handlers import (
     delete_records,
     describe_producers,
@@ -593,32 +595,79 @@ COORDINATOR = build(response_type(10, 4), {"coordinators": [{"key": "g", "node_i
 
 
 def test_join_group_subscriptions_count_against_the_request_element_limit():
-    """A JoinGroup's subscriptions, all its protocols together, hold at most --max-request-elements topic names:
-    past it the request is refused (a DecodeError: the core closes the connection, as for any request past the
-    limit) before kio decodes them. A 16 MiB JoinGroup named ~5 million topics, renamed outside any budget."""
+    """Each protocol's subscription of a JoinGroup holds at most --max-request-elements topic names: past it the
+    request is refused (a DecodeError: the core closes the connection, as for any request past the limit) before
+    kio decodes it. A 16 MiB JoinGroup named ~5 million topics, renamed outside any budget."""
     (call,) = groups.handle(ctx(), None, join_group(subscription_of(100_000))).finish([COORDINATOR]).calls
     assert call.request.protocols[0].metadata.count(b"__fedkafka-shadow-a") == 100_000
     with pytest.raises(TooManyElements, match=r"JoinGroup subscriptions of group 'g'.*more than 100000 array"):
         groups.handle(ctx(), None, join_group(subscription_of(100_001)))
     small = dataclasses.replace(ctx(), max_request_elements=1000)
-    groups.handle(small, None, join_group(subscription_of(500), subscription_of(500)))
-    with pytest.raises(TooManyElements, match="--max-request-elements"):  # the protocols' names together
-        groups.handle(small, None, join_group(subscription_of(500), subscription_of(501)))
+    with pytest.raises(TooManyElements, match="--max-request-elements"):  # the second protocol's names
+        groups.handle(small, None, join_group(subscription_of(1000), subscription_of(1001)))
+
+
+def test_each_protocol_of_a_join_group_has_its_own_element_budget():
+    """Review (h-late): one budget for all of a JoinGroup's protocols refused, forever, a Java consumer (range and
+    cooperative-sticky: its subscription twice) owning more than half the limit's partitions, whose Fetch of all
+    of them is accepted. Each protocol's subscription now has the limit, as each member's in the answer."""
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    (call,) = groups.handle(small, None, join_group(subscription_of(1000), subscription_of(1000))).finish(
+        [COORDINATOR]).calls
+    assert [p.metadata.count(b"__fedkafka-shadow-a") for p in call.request.protocols] == [1000, 1000]
+    owning = java_subscription(60_000)  # topics + 60,000 owned partitions of "orders": ~60,005 elements
+    (call,) = groups.handle(ctx(), None, join_group(owning, owning)).finish([COORDINATOR]).calls
+    assert [p.metadata.count(b"__fedkafka-shadow-orders") for p in call.request.protocols] == [2, 2]
+
+
+def test_a_group_request_s_entries_together_hold_at_most_four_times_the_limit():
+    """Each entry has the limit, but not the frame: a 16 MiB JoinGroup of 53 subscriptions at the limit held the
+    loop ~7 s. All entries together may cross ENTRIES_BUDGET_FACTOR (4) times the limit: a Java consumer's two
+    subscriptions and any group Kafka can store pass, a frame of many entries at the limit is refused."""
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    (call,) = groups.handle(small, None, join_group(*[subscription_of(999)] * 4)).finish([COORDINATOR]).calls
+    assert len(call.request.protocols) == 4
+    with pytest.raises(TooManyElements, match="JoinGroup subscriptions of group 'g'"):
+        groups.handle(small, None, join_group(*[subscription_of(999)] * 5))
+    (call,) = groups.handle(small, None, sync_group(*[assignment_of(499)] * 8)).finish([COORDINATOR]).calls
+    assert len(call.request.assignments) == 8  # 8 x 500 elements: 4 000
+    with pytest.raises(TooManyElements, match="SyncGroup assignments of group 'g'"):
+        groups.handle(small, None, sync_group(*[assignment_of(499)] * 9))
+
+
+def java_subscription(partitions: int) -> bytes:
+    """A Java consumer's ConsumerProtocolSubscription v3: subscribed to "orders", owning `partitions` of it."""
+    module = __import__(_schema("subscription", 3).__module__, fromlist=["x"])
+    return encoded("subscription", 3, topics=("orders",), user_data=None, generation_id=5, rack_id=None,
+                   owned_partitions=(module.TopicPartition(topic="orders", partitions=tuple(range(partitions))),))
+
+
+def sync_group(*assignments: bytes):
+    return build(request_type(14, 5), {"group_id": "g", "generation_id": 1, "member_id": "m",
+                                       "group_instance_id": None, "protocol_type": "consumer",
+                                       "protocol_name": "range", "assignments": [
+                                           {"member_id": f"m{i}", "assignment": a}
+                                           for i, a in enumerate(assignments)]})
+
+
+def assignment_of(partitions: int, first: int = 0) -> bytes:
+    """ConsumerProtocolAssignment v0: topic "a", `partitions` of it (1 + `partitions` elements)."""
+    return struct.pack(">hi", 0, 1) + b"\x00\x01a" + struct.pack(">i", partitions) + \
+        b"".join(struct.pack(">i", first + p) for p in range(partitions)) + struct.pack(">i", -1)
 
 
 def test_sync_group_assignments_count_against_the_request_element_limit():
-    assignment = struct.pack(">hi", 0, 1) + b"\x00\x01a" + struct.pack(">i", 600) + bytes(2400) + \
-        struct.pack(">i", -1)  # one topic of 600 partitions: 601 elements
-    sync = build(request_type(14, 5), {"group_id": "g", "generation_id": 1, "member_id": "m",
-                                       "group_instance_id": None, "protocol_type": "consumer",
-                                       "protocol_name": "range", "assignments": [
-                                           {"member_id": f"m{i}", "assignment": assignment} for i in range(2)]})
+    """Each member's assignment has its own budget, as in the coordinator's answer to that member: a leader's
+    SyncGroup for 20 members x 5,001 partitions (100,020 in the group) was refused on one budget for all."""
     small = dataclasses.replace(ctx(), max_request_elements=1000)
     with pytest.raises(TooManyElements, match=r"SyncGroup assignments of group 'g'.*more than 1000 array"):
-        groups.handle(small, None, sync)
-    (call,) = groups.handle(dataclasses.replace(ctx(), max_request_elements=1202), None, sync).finish(
+        groups.handle(small, None, sync_group(assignment_of(10), assignment_of(1000)))  # 1001 elements
+    (call,) = groups.handle(small, None, sync_group(assignment_of(999), assignment_of(999))).finish(
         [COORDINATOR]).calls
     assert all(b"__fedkafka-shadow-a" in a.assignment for a in call.request.assignments)
+    (call,) = groups.handle(ctx(), None, sync_group(*(assignment_of(5001, i * 5001) for i in range(20)))).finish(
+        [COORDINATOR]).calls
+    assert sum(a.assignment.count(b"__fedkafka-shadow-a") for a in call.request.assignments) == 20
 
 
 def test_a_coordinator_answer_with_a_member_subscription_past_the_limit_closes_the_connection():

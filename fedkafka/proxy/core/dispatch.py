@@ -598,8 +598,12 @@ class Dispatcher:
         "Abandoned polls"). With none of this connection's out to the broker it is sent now; else it waits for that
         one (a poll an early-finished Fetch left running, or a pipelined Fetch's) to end, holding no dedicated
         connection meanwhile, and goes out then with what is left of its max_wait (`_Polled`). Its Fetch finishing
-        early first, it is never sent. So a client connection holds at most one dedicated connection per broker
-        for its Fetches, however many of them finished early."""
+        early first, it is never sent. So a client connection holds at most one long poll per broker for its
+        Fetches, however many of them finished early. A call whose max_wait is 0 (a Fetch already holding a gap
+        skip's records, or a client's max_wait 0) does not wait for its turn: the broker answers it at once, so it
+        cannot pile up, and queued it would be held for the abandoned poll's whole wait."""
+        if getattr(call.request, "max_wait_ms", None) == 0:
+            return await self._send_dedicated(host, port, call, slot)
         turns = self._polls_by_slot.setdefault(slot, {}).get((host, port))
         if turns is None:
             turns = self._polls_by_slot[slot][(host, port)] = _Turns()

@@ -37,6 +37,8 @@ ROLE = "consume"
 AUTHORIZES = True
 
 GROUP_KEY, TXN_KEY = 0, 1
+# A JoinGroup's subscriptions (a SyncGroup's assignments) together: at most this many times --max-request-elements
+ENTRIES_BUDGET_FACTOR = 4
 # What the offsets APIs need on each topic besides the group right (Kafka's KafkaApis)
 TOPIC_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, OFFSET_DELETE: Operation.READ}
 # What each group API needs on the group (docs/DESIGN.md §11, as Kafka's authorizer asks)
@@ -256,27 +258,56 @@ def _is_consumer(entity) -> bool:
 
 def protocol_to_shadow(request, max_elements: int | None = MAX_REQUEST_ELEMENTS):
     """Subscriptions (JoinGroup) and assignments (SyncGroup) name shadow topics for the coordinator, which
-    keeps a Stable group's committed offsets of subscribed topics from expiring. A request's group-protocol bytes
-    together may hold `max_elements` array elements, as the request itself (--max-request-elements): past it,
-    TooManyElements, and the client's connection is closed as for any request over the limit."""
+    keeps a Stable group's committed offsets of subscribed topics from expiring. Each protocol's subscription of a
+    JoinGroup (each member's assignment of a SyncGroup) may hold `max_elements` array elements, as a request itself
+    (--max-request-elements) and as each member's bytes in the coordinator's answers: past it, TooManyElements,
+    and the client's connection is closed as for any request over the limit. The entries together are bounded by
+    the frame (--max-frame-bytes), as the request's other arrays are."""
     if not _is_consumer(request) or request.__api_key__ not in (JOIN, SYNC):
         return request
     try:
-        return _within(max_elements, lambda: _renamed_request(request))
+        return _renamed_request(request, max_elements)
     except TooManyElements as e:
         what = "JoinGroup subscriptions" if request.__api_key__ == JOIN else "SyncGroup assignments"
         raise TooManyElements(f"{what} of group {request.group_id!r} (v{type(request).__version__}) over the "
                               f"element limit: {e}") from None
 
 
-def _renamed_request(request):
+def _renamed_request(request, max_elements: int | None):
+    """Each entry renamed within its own budget of `max_elements`: the Java consumer lists its subscription once
+    per assignor (range and cooperative-sticky by default), and a leader's SyncGroup holds every member's
+    assignment; one budget for all of them refused a consumer owning half the limit's partitions, whose Fetch of
+    all of them is accepted. The entries together may hold ENTRIES_BUDGET_FACTOR times `max_elements`: a frame of
+    many entries each at the limit held the loop for seconds (a group that large exceeds what Kafka stores of a
+    group's metadata in one record anyway)."""
+    total = _Entries(max_elements)
     if request.__api_key__ == JOIN:
         return dataclasses.replace(request, protocols=tuple(
-            dataclasses.replace(p, metadata=cp.rename_subscription(p.metadata, shadow_topic, counted=True))
+            dataclasses.replace(p, metadata=total.renamed(cp.rename_subscription, p.metadata))
             for p in request.protocols))
     return dataclasses.replace(request, assignments=tuple(
-        dataclasses.replace(a, assignment=cp.rename_assignment(a.assignment, shadow_topic, counted=True))
+        dataclasses.replace(a, assignment=total.renamed(cp.rename_assignment, a.assignment))
         for a in request.assignments))
+
+
+class _Entries:
+    """The element budgets of one request's group-protocol entries: each at most `max_elements`, all together at
+    most ENTRIES_BUDGET_FACTOR times it."""
+
+    def __init__(self, max_elements: int | None):
+        self.max_elements = max_elements
+        self.left = None if max_elements is None else ENTRIES_BUDGET_FACTOR * max_elements
+
+    def renamed(self, rename, data):
+        if self.max_elements is None or self.left is None:
+            return _within(None, lambda: rename(data, shadow_topic, counted=True))
+        budget = min(self.max_elements, self.left)
+        saved = bounds.set_budget(budget)
+        try:
+            return rename(data, shadow_topic, counted=True)
+        finally:
+            self.left -= budget - bounds.budget_left()
+            bounds.restore_budget(saved)
 
 
 def _within(max_elements: int | None, rewrite: Callable[[], T]) -> T:
