@@ -99,3 +99,14 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class CountingAuthorizer:
+    """Allows everything and keeps the resource names it was asked about, in order."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def allowed(self, principal, host, operation, resource_type, name) -> bool:
+        self.asked.append(name)
+        return True

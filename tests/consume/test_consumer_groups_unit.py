@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32Timedelta
 
+from consume.support import CountingAuthorizer
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.handlers import consumer_groups
@@ -170,15 +171,7 @@ def test_heartbeats_parse_the_topic_ids_once_per_view(monkeypatch):
 
 
 def test_a_subscribed_topic_named_many_times_is_authorized_once():
-    class Counting:
-        def __init__(self):
-            self.asked: list[str] = []
-
-        def allowed(self, principal, host, operation, resource_type, name):
-            self.asked.append(name)
-            return True
-
-    authorizer = Counting()
+    authorizer = CountingAuthorizer()
     request = heartbeat(subscribed_topic_names=["log"] * 300, topic_partitions=None)
     forward = coordinator_found(consumer_groups.handle(dataclasses.replace(ctx(), authorizer=authorizer), Header(),
                                                        request))

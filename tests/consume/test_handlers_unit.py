@@ -13,6 +13,7 @@ import crc32c
 import pytest
 from kio.schema.errors import ErrorCode
 
+from consume.support import CountingAuthorizer
 from consume.test_consumer_protocol_unit import encoded
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import TooManyElements, request_type, response_type
@@ -707,15 +708,7 @@ def test_find_coordinator_works_out_the_candidates_once_and_each_distinct_key_on
 
 def test_a_group_named_many_times_is_authorized_once():
     """DeleteGroups naming 3 groups 100 times each asks the authorizer (a scan of the view's group ACLs) 3 times."""
-    class Counting:
-        def __init__(self):
-            self.asked: list[str] = []
-
-        def allowed(self, principal, host, operation, resource_type, name):
-            self.asked.append(name)
-            return True
-
-    authorizer = Counting()
+    authorizer = CountingAuthorizer()
     names = [f"g{i % 3}" for i in range(300)]
     plan = groups.handle(dataclasses.replace(ctx(), authorizer=authorizer), None,
                          build(request_type(42, 2), {"groups_names": names}))

@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from fedkafka.controller.app import create_app
 from fedkafka.controller.db import make_engine, migrate
 from fedkafka.controller.kafka_admin import KafkaAdmin, Scan
+from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.service import Controller, Settings
+from fedkafka.controller.workflows import WorkflowEngine
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -160,3 +162,18 @@ def make_api(db_url):
     yield _make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+def first_end_lost(monkeypatch) -> list[int]:
+    """The first run's `failed` (or `done`) is not recorded: its controller lost the leader row in `_end` (the ids
+    of the runs whose end was lost)."""
+    real, lost = WorkflowEngine._record_end, []
+
+    def lost_row_once(self, run_id):
+        if not lost:
+            lost.append(run_id)
+            raise NotLeader("another controller took over")
+        return real(self, run_id)
+
+    monkeypatch.setattr(WorkflowEngine, "_record_end", lost_row_once)
+    return lost

@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from fedkafka.controller.leadership import NotLeader
+from controller.conftest import first_end_lost
 from fedkafka.controller.models import MoveRow, PhysicalPartitionRow
 from fedkafka.controller.moves import FAULT_RAISE, Mover
 from fedkafka.controller.service import STORED_END_REFRESH_S
@@ -208,15 +208,7 @@ def test_a_failover_whose_failure_was_not_recorded_plans_again_when_resumed(setu
     on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
     kill(api, kafka, "c1")
     monkeypatch.setenv(FAULT_RAISE, "frozen")
-    real, lost = WorkflowEngine._record_end, []
-
-    def lost_row_once(self, run_id):
-        if not lost:
-            lost.append(run_id)
-            raise NotLeader("another controller took over")
-        return real(self, run_id)
-
-    monkeypatch.setattr(WorkflowEngine, "_record_end", lost_row_once)
+    lost = first_end_lost(monkeypatch)
     engine = WorkflowEngine(ctl)
     run = engine.wait(engine.start("failover", "c1")["id"], timeout=60)
     assert run["state"] == "running" and lost == [run["id"]]

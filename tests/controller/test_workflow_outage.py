@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from controller.conftest import first_end_lost
 from fedkafka.controller import workflows
-from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import ChainRow, MoveRow, WorkflowRow
 from fedkafka.controller.moves import FAULT_RAISE
 from fedkafka.controller.workflows import WorkflowEngine
@@ -190,20 +190,6 @@ def test_a_run_whose_moves_fail_to_settle_with_what_looks_like_an_outage_gives_u
     assert _move_states(ctl) == ["done"] and _frozen(ctl) == []
 
 
-def _first_end_lost(monkeypatch) -> list[int]:
-    """The first run's `failed` (or `done`) is not recorded: its controller lost the leader row in `_end`."""
-    real, lost = WorkflowEngine._record_end, []
-
-    def lost_row_once(self, run_id):
-        if not lost:
-            lost.append(run_id)
-            raise NotLeader("another controller took over")
-        return real(self, run_id)
-
-    monkeypatch.setattr(WorkflowEngine, "_record_end", lost_row_once)
-    return lost
-
-
 def test_a_scale_up_whose_failure_was_not_recorded_ends_failed_when_resumed(scale_up, monkeypatch):
     """The move fails (rolled back), and the run's `failed` is not recorded: its controller lost the leader row in
     `_end` (or stopped, or `_record_end` raised). The run stays `running` and is resumed from the top, here by the
@@ -213,7 +199,7 @@ def test_a_scale_up_whose_failure_was_not_recorded_ends_failed_when_resumed(scal
     api, engine, _outages, _outage = scale_up
     ctl = api.controller
     monkeypatch.setenv(FAULT_RAISE, "frozen")  # the move fails once frozen: rolled back, the run fails
-    lost = _first_end_lost(monkeypatch)
+    lost = first_end_lost(monkeypatch)
     run = engine.wait(engine.start("scale_up", "c2")["id"], timeout=60)
     assert run["state"] == "running" and lost == [run["id"]]  # no thread, `running`: its `failed` was lost
     assert _move_states(ctl) == ["rolled_back"] and _frozen(ctl) == []
@@ -238,7 +224,7 @@ def test_a_decommission_whose_failure_was_not_recorded_ends_failed_when_resumed(
     ctl = api.controller
     assert engine.wait(engine.start("scale_up", "c2")["id"], timeout=60)["moved"] == 1  # c2 holds one partition
     monkeypatch.setenv(FAULT_RAISE, "frozen")
-    lost = _first_end_lost(monkeypatch)
+    lost = first_end_lost(monkeypatch)
     run = engine.wait(engine.start("decommission", "c2", drain="retention")["id"], timeout=60)
     assert run["state"] == "running" and lost == [run["id"]]
     monkeypatch.delenv(FAULT_RAISE)
