@@ -90,6 +90,11 @@ def lossy(make_api, recording_kafka_class, db_url):
         c.stop()
 
 
+def _report(api, member: int, version: int) -> None:
+    """The proxy `member` heartbeats holding view `version`."""
+    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": version, "load": {}}).raise_for_status()
+
+
 @pytest.fixture
 def frozen_move(lossy):
     """`lossy`, with t/0 frozen for a move to c2 and the proxy's ack of the frozen view."""
@@ -98,8 +103,7 @@ def frozen_move(lossy):
     mover = Mover(ctl, ack_timeout=1)
     ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
     mover._freeze(ids)
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": ctl.view.version, "load": {}}
-             ).raise_for_status()
+    _report(api, member, ctl.view.version)
     ctl.flush_heartbeats()
     return api, mover, ids, member, ends, keep_replica, fail_over
 
@@ -118,7 +122,7 @@ def test_a_move_whose_publish_the_database_lost_is_held_not_sealed_above_the_rec
     mover.run(ids)
     v_high = api.controller.view.version
     assert _segments(api.controller)[-1] == ("c2", 0, None, 100)
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    _report(api, member, v_high)
     ends[("c2", "t", 0)] = 50  # the proxy wrote logical 100..149 at c2 phys 0..49
     ctl = fail_over()
     v_low = ctl.view.version
@@ -156,7 +160,7 @@ def test_a_frozen_move_is_rolled_back_only_when_its_target_shows_no_lost_publish
     keep_replica()
     mover.run(ids)
     v_high = api.controller.view.version
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    _report(api, member, v_high)
     ends[("c2", "t", 0)] = 50
     ctl = fail_over()
     if target != "grew":
@@ -175,7 +179,7 @@ def test_a_move_whose_seal_the_database_lost_before_anything_was_written_to_its_
     keep_replica()
     mover.run(ids)
     v_high = api.controller.view.version
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    _report(api, member, v_high)
     ctl = fail_over()
     ctl.heartbeat(member, v_high, {})
     assert ctl.db_regression is not None
@@ -242,7 +246,7 @@ def test_a_controller_running_through_a_database_that_lost_views_composes_again(
     api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
     member = api.post("/v1/proxies", json=PROXY).json()["member_id"]
     v_high = ctl.view.version
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    _report(api, member, v_high)
     ctl.flush_heartbeats()
     _lose_last_views(ctl, v_high - 3)
     caplog.set_level(logging.ERROR)
@@ -364,7 +368,7 @@ def test_a_move_whose_freeze_the_database_lost_too_is_held_when_its_target_grew_
     mover.run(ids)
     v_high = api.controller.view.version
     assert _segments(api.controller)[-1] == ("c2", 0, None, 100)
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    _report(api, member, v_high)
     ends[("c2", "t", 0)] = 50
     ctl = fail_over()
     ctl.heartbeat(member, v_high, {})
@@ -406,8 +410,7 @@ def test_a_move_frozen_after_the_loss_was_detected_is_rolled_back_when_its_targe
     ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
     mover._freeze(ids)
     assert _move(ctl, ids[0]).frozen_version > ctl.db_regression["db_version"]
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": ctl.view.version, "load": {}}
-             ).raise_for_status()
+    _report(api, member, ctl.view.version)
     api.kafka.down.add("c2")
     with pytest.raises(MoveFailed, match="not readable"):
         mover.run(ids)
@@ -424,7 +427,7 @@ def test_a_move_held_because_its_target_could_not_be_read_is_read_again_by_the_s
     keep_replica()
     mover.run(ids)
     v_high = api.controller.view.version
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    _report(api, member, v_high)
     ctl = fail_over()
     ctl.heartbeat(member, v_high, {})
     ctl.kafka.down.add("c2")
@@ -491,7 +494,7 @@ def test_the_documented_repair_of_a_held_move(frozen_move):
     mover.run(ids)
     v_high = api.controller.view.version
     lost = api.controller.view.topics["t"].partitions[0].segments  # what every proxy's view.json holds
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}}).raise_for_status()
+    _report(api, member, v_high)
     ends[("c2", "t", 0)] = 50
     ctl = fail_over()
     ctl.heartbeat(member, v_high, {})
