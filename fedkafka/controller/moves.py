@@ -528,18 +528,9 @@ class Mover:
         """Log end offset of every wanted physical partition; retried (a new partition needs a leader first)."""
         deadline = time.monotonic() + self.seal_timeout
         found: dict[tuple[str, str, int], int] = {}
-        while True:
-            for cluster, parts in wanted.items():
-                unread = [tp for tp in parts if (cluster, *tp) not in found]
-                if not unread:
-                    continue
-                try:
-                    got = self.ctl.kafka.log_offsets(cluster, bootstrap[cluster], sorted(unread))
-                except Exception as e:  # an unreachable cluster: retried until the deadline
-                    log.warning("log end offsets of %s not read: %s", cluster, e)
-                    got = {}
-                for (topic, partition), (_start, end) in got.items():
-                    found[(cluster, topic, partition)] = end
+        targets = {(cluster, *tp) for cluster, parts in wanted.items() for tp in parts}
+        while True:  # an unreachable cluster, or a partition without a leader yet: read again until the deadline
+            found.update(self._read_once(targets - found.keys(), bootstrap))
             missing = [(c, tp) for c, parts in wanted.items() for tp in parts if (c, *tp) not in found]
             if not missing:
                 return found
