@@ -372,6 +372,17 @@ def plan_kept(lossy):
     return ctl, ids, ends, member, v_high
 
 
+def _settle(ctl, ids: list[int], settled_by: str) -> None:
+    """The unfinished moves `ids` settled by the sweeper, or by their resumed run failing at the freeze: its target
+    cannot be read (c2 down), so the run rolls them back."""
+    if settled_by == "sweeper":
+        assert Mover(ctl).sweep() == ids
+        return
+    again = Mover(ctl, ack_timeout=1, seal_timeout=0.3)
+    with pytest.raises(MoveFailed, match="not readable"):
+        again.run(again.unfinished())
+
+
 @pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
 def test_a_move_whose_freeze_the_database_lost_too_is_held_when_its_target_grew_since_the_plan(plan_kept, settled_by):
     """The replica kept the plan only and the proxy acked 50 records at logical 100..149 on c2 phys 0..49. Before,
@@ -414,6 +425,57 @@ def test_a_move_whose_freeze_the_database_lost_too_moves_or_rolls_back_as_before
         assert again.sweep() == ids
         assert (_move(ctl, ids[0]).state, _frozen(ctl)) == ("rolled_back", False)
         assert _segments(ctl) == [("c1", 0, None, 0)]
+
+
+@pytest.mark.parametrize("target", ["unchanged", "grew"])
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_move_whose_freeze_the_database_lost_too_is_held_while_its_target_cannot_be_read(
+        plan_kept, settled_by, target):
+    """The loss is detected and the planned move's target does not answer when it is settled. Before, it was rolled
+    back (a planned move has no `frozen_version` to show it froze after the loss): writes went on at c1's end 100,
+    logical 100, the offset the lost publish gave c2 phys 0, where the proxy may have acked records. Now it is held,
+    its partition frozen and its target end the planned one; once the target answers, the sweeper rolls it back if
+    its end is still that one, and keeps it held, now because it grew, if the proxy wrote to it."""
+    ctl, ids, ends, member, v_high = plan_kept
+    if target == "grew":
+        ends[("c2", "t", 0)] = 50  # 50 records acked at logical 100..149 on c2 phys 0..49
+    ctl.heartbeat(member, v_high, {})
+    assert ctl.db_regression is not None
+    ctl.kafka.down.add("c2")
+    _settle(ctl, ids, settled_by)
+    row = _move(ctl, ids[0])
+    assert (row.state, row.held_for, row.target_end, _frozen(ctl)) == ("held", "target_unread", 0, True), row.error
+    assert _segments(ctl) == [("c1", 0, None, 0)] and ctl.view.topics["t"].partitions[0].frozen
+    sweeper = Mover(ctl)
+    assert sweeper.sweep() == [] and _move(ctl, ids[0]).state == "held"  # still unread: left as it is
+    ctl.kafka.down.discard("c2")
+    sweeper.sweep()
+    row = _move(ctl, ids[0])
+    if target == "unchanged":
+        assert (row.state, _frozen(ctl), ctl.view.topics["t"].partitions[0].frozen) == ("rolled_back", False, False)
+    else:
+        assert (row.state, row.held_for, _frozen(ctl)) == ("held", "target_grew", True)
+        assert "c2/t/0 is 50, 0 when it froze" in row.error
+
+
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_move_planned_before_its_target_end_was_recorded_is_held_once_the_database_lost_commits(
+        plan_kept, settled_by):
+    """A move planned by a controller before revision 0014 has no recorded plan end; the database kept its plan only,
+    the loss is detected, its target is down: nothing can tell whether its target took writes under a lost publish,
+    nor ever will. Held (`no_target_end`), its partition frozen, for an operator; before, it was rolled back."""
+    ctl, ids, _ends, member, v_high = plan_kept
+    with ctl.session() as s:
+        s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(planned_target_end=None))
+        s.commit()
+    ctl.heartbeat(member, v_high, {})
+    ctl.kafka.down.add("c2")
+    _settle(ctl, ids, settled_by)
+    row = _move(ctl, ids[0])
+    assert (row.state, row.held_for, _frozen(ctl)) == ("held", "no_target_end", True), row.error
+    assert "was planned before its target's end was kept" in row.error
+    ctl.kafka.down.discard("c2")
+    assert Mover(ctl).sweep() == [] and _move(ctl, ids[0]).state == "held"  # the sweeper leaves it to an operator
 
 
 def test_a_planned_move_whose_target_did_not_grow_moves_as_before(lossy):
