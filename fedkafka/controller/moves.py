@@ -449,21 +449,24 @@ class Mover:
         the publish, so a target whose end grew past the one read before the freeze (`target_end`; before the plan,
         `planned_target_end`, for a move still planned) holds records of a publish the database lost (a failover to
         an asynchronous replica): sealed now, the new segment would start above them, leaving them unreachable and
-        their logical offsets handed out again. Once this controller saw the database lose commits, a frozen move is
-        not rolled back either when its target cannot be read and it may have frozen before the loss
-        (`_froze_before_loss`), nor when it froze before revision 0013 (no `target_end`): docs/DESIGN.md §3.3."""
-        recorded = row.target_end if row.state == "frozen" else row.planned_target_end
+        their logical offsets handed out again. Once this controller saw the database lose commits, a move is not
+        rolled back either when its target cannot be read and it may have frozen before the loss (a planned one: the
+        database may have lost its freeze; a frozen one: `_froze_before_loss`), nor when it has no end to check
+        against (frozen before revision 0013: no `target_end`; planned before 0014: no `planned_target_end`):
+        docs/DESIGN.md §3.3."""
+        planned = row.state == "planned"
+        recorded = row.planned_target_end if planned else row.target_end
         if recorded is not None and end is not None and end > recorded:
-            return HELD_GREW, self._grew(row, end, recorded, "froze" if row.state == "frozen" else "was planned")
+            return HELD_GREW, self._grew(row, end, recorded, "was planned" if planned else "froze")
         regression = self.ctl.db_regression
-        if regression is None or row.state != "frozen":
+        if regression is None:
             return None
         target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
         cannot = (f"and the config database lost commits ({regression['message']}): whether its target {target} took "
                   f"writes under a lost publish cannot be checked")
-        if row.target_end is None:
-            return HELD_NO_END, f"it froze before its target's end was kept, {cannot}"
-        if end is None and _froze_before_loss(row, regression):
+        if recorded is None:
+            return HELD_NO_END, f"it {'was planned' if planned else 'froze'} before its target's end was kept, {cannot}"
+        if end is None and (planned or _froze_before_loss(row, regression)):
             return HELD_UNREAD, f"its target's log end was not read, {cannot} (read again by the sweeper)"
         return None
 

@@ -349,31 +349,51 @@ def test_a_database_restored_from_a_backup_millions_of_views_old_is_composed_pas
         restarted.stop()
 
 
-@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
-def test_a_move_whose_freeze_the_database_lost_too_is_held_when_its_target_grew_since_the_plan(lossy, settled_by):
-    """The replica kept the plan only: the freeze, the seal (c1 at 100, c2 phys 0) and the publish were lost, and the
-    proxy acked 50 records at logical 100..149 on c2 phys 0..49. Before, the resumed run froze the planned move
-    again, took c2's end now (50) as its target end and sealed there: c2 phys 50 at logical 100, the 50 records
-    unreachable and their offsets handed out again. Now the plan records the target's end (0): the freeze finds it
-    grew and holds the move, its target end the planned one (what a repair starts the new segment at). The sweeper,
-    rolling back a planned move no run drives, holds it alike."""
+@pytest.fixture
+def plan_kept(lossy):
+    """`lossy`, with a move of t/0 to c2 planned (its target's end, 0, recorded), frozen, sealed (c1 at 100, c2 phys
+    0) and published (view v_high: c2 phys 0 = logical 100), the proxy holding v_high; then the database came back
+    with the plan only, the freeze, the seal and the publish lost. Set `ends[("c2", "t", 0)]` to 50 for the records
+    the proxy acked at logical 100..149 under the lost publish. Returns (the controller restarted on that database,
+    the move ids, `ends`, the proxy's member id, v_high); the loss is not detected yet."""
     api, member, ends, keep_replica, fail_over = lossy
     mover = Mover(api.controller, ack_timeout=1)
     ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
     assert _move(api.controller, ids[0]).planned_target_end == 0
-    keep_replica()
+    keep_replica()  # the replica keeps the plan only
     mover._freeze(ids)
-    api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": api.controller.view.version, "load": {}}
-             ).raise_for_status()
+    _report(api, member, api.controller.view.version)
     mover.run(ids)
     v_high = api.controller.view.version
     assert _segments(api.controller)[-1] == ("c2", 0, None, 100)
     _report(api, member, v_high)
-    ends[("c2", "t", 0)] = 50
     ctl = fail_over()
+    assert _move(ctl, ids[0]).state == "planned" and not _frozen(ctl)
+    return ctl, ids, ends, member, v_high
+
+
+def _settle(ctl, ids: list[int], settled_by: str) -> None:
+    """The unfinished moves `ids` settled by the sweeper, or by their resumed run failing at the freeze: its target
+    cannot be read (c2 down), so the run rolls them back."""
+    if settled_by == "sweeper":
+        assert Mover(ctl).sweep() == ids
+        return
+    again = Mover(ctl, ack_timeout=1, seal_timeout=0.3)
+    with pytest.raises(MoveFailed, match="not readable"):
+        again.run(again.unfinished())
+
+
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_move_whose_freeze_the_database_lost_too_is_held_when_its_target_grew_since_the_plan(plan_kept, settled_by):
+    """The replica kept the plan only and the proxy acked 50 records at logical 100..149 on c2 phys 0..49. Before,
+    the resumed run froze the planned move again, took c2's end now (50) as its target end and sealed there: c2 phys
+    50 at logical 100, the 50 records unreachable and their offsets handed out again. Now the plan records the
+    target's end (0): the freeze finds it grew and holds the move, its target end the planned one (what a repair
+    starts the new segment at). The sweeper, rolling back a planned move no run drives, holds it alike."""
+    ctl, ids, ends, member, v_high = plan_kept
+    ends[("c2", "t", 0)] = 50
     ctl.heartbeat(member, v_high, {})
     again = Mover(ctl, ack_timeout=1)
-    assert _move(ctl, ids[0]).state == "planned" and not _frozen(ctl)
     if settled_by == "resumed-run":
         with pytest.raises(MoveHeld, match="c2/t/0 is 50, 0 when it was planned"):
             again.run(again.unfinished())
@@ -383,6 +403,79 @@ def test_a_move_whose_freeze_the_database_lost_too_is_held_when_its_target_grew_
     assert (row.state, row.held_for, row.target_end) == ("held", "target_grew", 0)
     assert _segments(ctl) == [("c1", 0, None, 0)] and _frozen(ctl)  # produce refused, nothing renumbered
     assert ctl.view.topics["t"].partitions[0].frozen
+
+
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_move_whose_freeze_the_database_lost_too_moves_or_rolls_back_as_before_when_its_target_did_not_grow(
+        plan_kept, settled_by):
+    """The database lost the planned move's freeze and publish, the loss detected, but no proxy wrote to the target
+    under the lost publish (its end is still the planned one): the resumed run moves it again, the same segment the
+    lost publish gave; the sweeper rolls it back (writes go on at c1's end 100, logical 100, which nothing took)."""
+    ctl, ids, _ends, member, v_high = plan_kept
+    ctl.heartbeat(member, v_high, {})
+    assert ctl.db_regression is not None
+    again = Mover(ctl, ack_timeout=1)
+    if settled_by == "resumed-run":
+        again._freeze(ids)
+        assert _move(ctl, ids[0]).state == "frozen"
+        ctl.heartbeat(member, ctl.view.version, {})  # the proxy acks the view that freezes t/0 again
+        assert again.run(ids) == {"done": 1}
+        assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)
+    else:
+        assert again.sweep() == ids
+        assert (_move(ctl, ids[0]).state, _frozen(ctl)) == ("rolled_back", False)
+        assert _segments(ctl) == [("c1", 0, None, 0)]
+
+
+@pytest.mark.parametrize("target", ["unchanged", "grew"])
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_move_whose_freeze_the_database_lost_too_is_held_while_its_target_cannot_be_read(
+        plan_kept, settled_by, target):
+    """The loss is detected and the planned move's target does not answer when it is settled. Before, it was rolled
+    back (a planned move has no `frozen_version` to show it froze after the loss): writes went on at c1's end 100,
+    logical 100, the offset the lost publish gave c2 phys 0, where the proxy may have acked records. Now it is held,
+    its partition frozen and its target end the planned one; once the target answers, the sweeper rolls it back if
+    its end is still that one, and keeps it held, now because it grew, if the proxy wrote to it."""
+    ctl, ids, ends, member, v_high = plan_kept
+    if target == "grew":
+        ends[("c2", "t", 0)] = 50  # 50 records acked at logical 100..149 on c2 phys 0..49
+    ctl.heartbeat(member, v_high, {})
+    assert ctl.db_regression is not None
+    ctl.kafka.down.add("c2")
+    _settle(ctl, ids, settled_by)
+    row = _move(ctl, ids[0])
+    assert (row.state, row.held_for, row.target_end, _frozen(ctl)) == ("held", "target_unread", 0, True), row.error
+    assert _segments(ctl) == [("c1", 0, None, 0)] and ctl.view.topics["t"].partitions[0].frozen
+    sweeper = Mover(ctl)
+    assert sweeper.sweep() == [] and _move(ctl, ids[0]).state == "held"  # still unread: left as it is
+    ctl.kafka.down.discard("c2")
+    sweeper.sweep()
+    row = _move(ctl, ids[0])
+    if target == "unchanged":
+        assert (row.state, _frozen(ctl), ctl.view.topics["t"].partitions[0].frozen) == ("rolled_back", False, False)
+    else:
+        assert (row.state, row.held_for, _frozen(ctl)) == ("held", "target_grew", True)
+        assert "c2/t/0 is 50, 0 when it froze" in row.error
+
+
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_move_planned_before_its_target_end_was_recorded_is_held_once_the_database_lost_commits(
+        plan_kept, settled_by):
+    """A move planned by a controller before revision 0014 has no recorded plan end; the database kept its plan only,
+    the loss is detected, its target is down: nothing can tell whether its target took writes under a lost publish,
+    nor ever will. Held (`no_target_end`), its partition frozen, for an operator; before, it was rolled back."""
+    ctl, ids, _ends, member, v_high = plan_kept
+    with ctl.session() as s:
+        s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(planned_target_end=None))
+        s.commit()
+    ctl.heartbeat(member, v_high, {})
+    ctl.kafka.down.add("c2")
+    _settle(ctl, ids, settled_by)
+    row = _move(ctl, ids[0])
+    assert (row.state, row.held_for, _frozen(ctl)) == ("held", "no_target_end", True), row.error
+    assert "was planned before its target's end was kept" in row.error
+    ctl.kafka.down.discard("c2")
+    assert Mover(ctl).sweep() == [] and _move(ctl, ids[0]).state == "held"  # the sweeper leaves it to an operator
 
 
 def test_a_planned_move_whose_target_did_not_grow_moves_as_before(lossy):
