@@ -287,23 +287,24 @@ def test_sighup_renews_the_name_service_certificate_and_sigterm_still_stops_it(t
 
 
 @pytest.mark.integration
-def test_sighup_reaches_every_proxy_worker_and_sigterm_still_stops_them(tmp_path):
-    """`fedkafka proxy --workers 2` passes SIGHUP on to its workers: each loads the files again (one log line
-    each), every new connection, whichever worker takes it, gets the new certificate, and SIGTERM stops the
-    workers and the parent cleanly."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reaches_every_proxy_worker_and_sigterm_still_stops_them(tmp_path, workers):
+    """`fedkafka proxy` loads its files again on SIGHUP, and with `--workers 2` passes it on to its workers: each
+    loads the files again (one log line each), every new connection, whichever worker takes it, gets the new
+    certificate, and SIGTERM stops the workers and the parent cleanly."""
     files = Files(tmp_path / "pki")
     port = free_port()
-    proxy = ProxyProcess(tmp_path, View(version=1), role=ProxyRole.BOTH, workers=2,
+    proxy = ProxyProcess(tmp_path, View(version=1), role=ProxyRole.BOTH, workers=workers,
                          extra=("--listener", f"SSL://127.0.0.1:{port}", "--advertised-host", "127.0.0.1",
                                 "--ssl-cert", str(files.cert), "--ssl-key", str(files.key)))
     with proxy:
         # each worker takes SIGHUP from when it listens (before, it ignores it: it reads the files after that)
-        wait_for(lambda: not proxy.alive() or proxy.output().count(" listening on ") == 2, what="both workers")
+        wait_for(lambda: not proxy.alive() or proxy.output().count(" listening on ") == workers, what="the workers")
         assert serial_at(port, files) == files.serial
         renewed = files.renew()
         proxy.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: not proxy.alive() or proxy.output().count("renewed (SIGHUP)") == 2,
-                 what="both workers' SIGHUP renewal")
+        wait_for(lambda: not proxy.alive() or proxy.output().count("renewed (SIGHUP)") == workers,
+                 what="each worker's SIGHUP renewal")
         assert proxy.alive(), proxy.output()
         assert {serial_at(port, files) for _ in range(8)} == {renewed}
     assert proxy.proc.returncode == 0, proxy.output()
