@@ -38,6 +38,7 @@ from fedkafka.proxy.core.limits import Limits
 from fedkafka.proxy.core.metrics import ProxyMetrics
 from fedkafka.security import pki
 from fedkafka.security.listeners import Listener, TlsFiles
+from fedkafka.security.server_tls import ServerTls
 from fedkafka.view.model import ProxyRole, View
 
 LOOPS = ["asyncio", "uvloop"]
@@ -189,6 +190,22 @@ def test_a_broken_renewal_keeps_the_old_certificate_serving_and_the_next_change_
     line = warnings[0].getMessage()
     assert f"{files.cert} not renewed" in line and f"serial {files.serial:x}" in line, line
     assert key_pem.splitlines()[1] not in caplog.text
+
+
+def test_the_files_are_looked_at_at_most_every_recheck_s(tmp_path):
+    """On the listener's clock (here a given one): a change is not seen before `recheck_s` passed since the last
+    look, and is seen by the first handshake after that; unchanged files make no new context."""
+    files = Files(tmp_path / "pki")
+    now = [100.0]
+    tls = ServerTls(files.tls_files(recheck_s=5.0), clock=lambda: now[0])
+    first = tls.current()
+    now[0] = 105.0
+    assert tls.current() is first  # looked, nothing changed
+    renewed = files.renew()
+    now[0] = 109.9
+    assert tls.current() is first and tls.serial == files.serial
+    now[0] = 110.0
+    assert tls.current() is not first and tls.serial == renewed and tls.renewals == 1
 
 
 class RenewingNameService:
