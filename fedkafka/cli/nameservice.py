@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import typer
@@ -54,6 +55,8 @@ def register(app: typer.Typer) -> None:
         if problems:
             raise typer.BadParameter("; ".join(problems), param_hint="--ssl-cert")
         logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
+        # a SIGHUP before serve() takes it (renew the certificate) must not end the process: the files are read after
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds,
                                       max_entries=cache_entries)
         asyncio.run(serve(resolver, listen, http_listen, listeners=listeners, header_timeout=header_timeout,

@@ -73,7 +73,8 @@ def split_hostport(value: str) -> tuple[str, int]:
 
 async def serve(resolver: Resolver, listen: str | None, http_listen: str, stop: asyncio.Event | None = None,
                 listeners: tuple[Listener, ...] = (), **limits) -> None:
-    """Serve until SIGTERM/SIGINT, or until `stop` is set when the caller owns it (tests, embedding).
+    """Serve until SIGTERM/SIGINT, or until `stop` is set when the caller owns it (tests, embedding); SIGHUP
+    loads the TLS listeners' certificate again (when the caller does not own the signals).
     `listen` is a PLAINTEXT listener, `listeners` any others; `limits` go to NameServiceServer (header_timeout,
     max_connections, max_connections_per_ip, tls)."""
     http_host, http_port = split_hostport(http_listen)
@@ -90,6 +91,8 @@ async def serve(resolver: Resolver, listen: str | None, http_listen: str, stop: 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # SIGHUP: load the TLS files again now
+        loop.add_signal_handler(signal.SIGHUP, lambda: server.server_tls is not None and server.server_tls.reload())
     log.info("name service: kafka %s, http %s:%s", ", ".join(f"{p}://{h}:{n}" for p, h, n in bound), http_host,
              http_port)
     supervisor.spawn("kafka-endpoint", server.serve_forever)

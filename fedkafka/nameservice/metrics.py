@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fedkafka.observe.metrics import SupervisorCollector
+from fedkafka.observe.metrics import SupervisorCollector, TlsCollector
 from fedkafka.observe.supervise import Supervisor
 
 
@@ -14,6 +14,8 @@ class NameServiceMetrics:
     def __init__(self, server, resolver, supervisor: Supervisor) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(SupervisorCollector(supervisor))
+        self.registry.register(TlsCollector(lambda: [(str(lsn), server.server_tls) for lsn in server.tls_listeners
+                                                     if server.server_tls is not None]))
         self.registry.register(_Collector(server, resolver))
 
     def render(self) -> bytes:

@@ -14,7 +14,8 @@ Limits (docs/OPERATIONS.md): open connections in total and per client address (o
 accepted and closed at once), and the first request must arrive within a deadline from the moment the
 connection opened (a silent or trickling connection costs a socket for that long, not forever). On a TLS
 listener a connection is counted as it is accepted, before its handshake, and the handshake is part of that
-deadline (`security.tls_accept`, docs/DESIGN.md §11).
+deadline (`security.tls_accept`, docs/DESIGN.md §11). A renewed certificate serves the handshakes after it
+(`security.server_tls`: the files are looked at every few seconds, and on SIGHUP).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fedkafka.nameservice.resolver import ProxyAddress, Resolver, ResolverError
 from fedkafka.protocol.framing import FrameError, read_frame, with_size_prefix
 from fedkafka.proxy.core.limits import ConnectionCounts
 from fedkafka.security.listeners import Listener, TlsFiles
+from fedkafka.security.server_tls import ServerTls
 from fedkafka.security.tls_accept import Accepting
 
 # The first frame only needs to carry a request header (ApiVersions or Metadata in practice).
@@ -103,7 +105,7 @@ class NameServiceServer:
                  max_connections_per_ip: int = 1_000, tls: TlsFiles | None = None) -> None:
         self.resolver = resolver
         self.tls = tls or TlsFiles()
-        self._to_proxies: ssl.SSLContext | None = None  # made on the first TLS relay
+        self._to_proxies: tuple[int, ssl.SSLContext] | None = None  # made on the first TLS relay (and renewal)
         self.max_frame_bytes = max_frame_bytes
         self.connect_timeout = connect_timeout
         self.header_timeout = header_timeout
@@ -113,12 +115,16 @@ class NameServiceServer:
         self.unrelayed: collections.Counter[str] = collections.Counter()
         self.relayed_bytes: collections.Counter[str] = collections.Counter({"in": 0, "out": 0})
         self._servers: list[asyncio.Server] = []
+        self.server_tls: ServerTls | None = None  # the TLS listeners' certificate, renewed when its files change
+        self.tls_listeners: list[Listener] = []
 
     async def start(self, host: str, port: int, protocol: str = "PLAINTEXT") -> tuple[str, int]:
         """Listen for clients using `protocol`; returns the bound address (port 0: a free one). A TLS listener
         accepts TCP: each connection is counted, then starts TLS within the header deadline (`_ClientProtocol`)."""
         listener = Listener(protocol, host, port)
-        ssl_ctx = self.tls.server_context() if listener.tls else None
+        if listener.tls and self.server_tls is None:
+            self.server_tls = ServerTls(self.tls)
+        ssl_ctx = self.server_tls if listener.tls else None
         loop = asyncio.get_running_loop()
         on_client = functools.partial(self._handle, listener)
 
@@ -129,6 +135,8 @@ class NameServiceServer:
         server = await loop.create_server(client, host, port, backlog=1024)
         self._servers.append(server)
         sock = server.sockets[0].getsockname()
+        if listener.tls:
+            self.tls_listeners.append(Listener(protocol, host, sock[1]))
         return sock[0], sock[1]
 
     def serving(self) -> bool:
@@ -164,9 +172,11 @@ class NameServiceServer:
     async def _open(self, host: str, port: int, listener: Listener):
         if not listener.tls:
             return await asyncio.open_connection(host, port)
-        if self._to_proxies is None:
-            self._to_proxies = self.tls.client_context()
-        return await asyncio.open_connection(host, port, ssl=self._to_proxies, server_hostname=host)
+        # made again after the TLS files were renewed: a new CA verifies the proxies from then on
+        renewals = self.server_tls.renewals if self.server_tls is not None else 0
+        if self._to_proxies is None or self._to_proxies[0] != renewals:
+            self._to_proxies = renewals, self.tls.client_context()
+        return await asyncio.open_connection(host, port, ssl=self._to_proxies[1], server_hostname=host)
 
     async def _first_frame(self, reader: asyncio.StreamReader, accepted_at: float) -> bytes | None:
         try:

@@ -44,12 +44,15 @@ def parse_listener(value: str) -> Listener:
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
     """PEM files: this service's certificate chain and key, and the CA that client (or proxy) certificates
-    must chain to. `client_auth` asks clients for a certificate (mTLS): none, requested or required."""
+    must chain to. `client_auth` asks clients for a certificate (mTLS): none, requested or required. A listener
+    looks at the files at most every `recheck_s` seconds and serves them again when they changed
+    (`security.server_tls`)."""
 
     cert: Path | None = None
     key: Path | None = None
     ca: Path | None = None
     client_auth: str = "none"
+    recheck_s: float = 5.0
 
     def problems(self, listeners: tuple[Listener, ...]) -> list[str]:
         out = []
@@ -65,7 +68,7 @@ class TlsFiles:
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(str(self.cert), str(self.key))
+        ctx.load_cert_chain(str(self.cert), str(self.key), password=_encrypted_key)
         if self.ca is not None:
             ctx.load_verify_locations(cafile=str(self.ca))
         ctx.verify_mode = CLIENT_AUTH[self.client_auth]
@@ -76,6 +79,16 @@ class TlsFiles:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca) if self.ca else None)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         return ctx
+
+
+class EncryptedKey(ValueError):
+    """The private key asks for a password (the services take unencrypted keys only)."""
+
+
+def _encrypted_key() -> bytes:
+    """OpenSSL asks for an encrypted key's password on the terminal, which would hold the event loop of a service
+    reloading its certificate (security.server_tls): refused instead."""
+    raise EncryptedKey("the private key is encrypted: --ssl-key must be an unencrypted PEM key")
 
 
 def certificate_principal(peercert: dict | None) -> str | None:

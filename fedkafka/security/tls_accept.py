@@ -6,7 +6,8 @@ asyncio and uvloop call a TLS server's protocol only once the handshake is done 
 hold a socket each, uncounted, for a minute. So a TLS listener accepts TCP, and its protocol's connection_made
 hands the connection to `Accepting`: counted (`admit`), then TLS started on it (`loop.start_tls`) within the
 handshake timeout. Used by the proxy (`proxy.core.client_frames.ClientFrames`) and the name service
-(`nameservice.server`).
+(`nameservice.server`). Their handshakes take the listener's `ServerTls.current()` context, so a renewed
+certificate serves the connections accepted after it (`security.server_tls`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from fedkafka.security.server_tls import ServerTls
+
 log = logging.getLogger(__name__)
 
 # a connection's admission: given its peer address when it is accepted, None (refused) or what lets it go
@@ -26,12 +29,13 @@ Admit = Callable[[object], Callable[[], None] | None]
 class Accepting:
     """One accepted connection's admission and TLS handshake, run by its protocol's connection_made (`accepted`).
     `admit(peername)` (None: every connection is served) is asked first; None refuses the connection (aborted at
-    once). With `tls` (a server context) the connection then starts TLS itself within `handshake_timeout` seconds
-    (None: asyncio's 60); a failed or late handshake closes it and lets its admission go. `left()` lets the
-    admission go (once; the protocol calls it when the connection it served ends)."""
+    once). With `tls` (a server context, or a listener's `ServerTls`: its current one) the connection then starts
+    TLS itself within `handshake_timeout` seconds (None: asyncio's 60); a failed or late handshake closes it and
+    lets its admission go. `left()` lets the admission go (once; the protocol calls it when the connection it
+    served ends)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, admit: Admit | None = None,
-                 tls: ssl.SSLContext | None = None, handshake_timeout: float | None = None):
+                 tls: ssl.SSLContext | ServerTls | None = None, handshake_timeout: float | None = None):
         self._loop = loop
         self._admit = admit
         self._leave: Callable[[], None] | None = None  # what `admit` returned
@@ -49,7 +53,8 @@ class Accepting:
         if self._tls is None:
             serve(transport)
             return
-        start_tls = self._loop.start_tls(transport, protocol, self._tls, server_side=True,
+        context = self._tls if isinstance(self._tls, ssl.SSLContext) else self._tls.current()
+        start_tls = self._loop.start_tls(transport, protocol, context, server_side=True,
                                          ssl_handshake_timeout=self._handshake_timeout)
         self._handshake_step(start_tls, transport, serve)
 

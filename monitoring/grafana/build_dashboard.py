@@ -70,6 +70,9 @@ ROWS = [
          "none"),
         ("Background tasks restarted (10m)", "timeseries", [(
             "increase(fedkafka_task_restarts_total[10m])", "{{job}} {{instance}} {{task}}")], "none"),
+        ("TLS certificate time left (proxies and name service)", "timeseries", [(
+            "fedkafka_tls_certificate_expiry_timestamp_seconds - time()", "{{job}} {{instance}} {{listener}}")],
+         "s"),
     ]),
     ("Name service", [
         ("Connections relayed by pool", "timeseries", [(

@@ -35,6 +35,7 @@ import struct
 
 from fedkafka.protocol import records
 from fedkafka.proxy.core.limits import ByteBudget
+from fedkafka.security.server_tls import ServerTls
 from fedkafka.security.tls_accept import Accepting, Admit
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class ClientFrames(asyncio.BufferedProtocol):
     connection's read loop)."""
 
     def __init__(self, on_client, staging_bytes: int = STAGING_BYTES, loop: asyncio.AbstractEventLoop | None = None,
-                 budget: ByteBudget | None = None, admit: Admit | None = None, tls: ssl.SSLContext | None = None,
+                 budget: ByteBudget | None = None, admit: Admit | None = None,
+                 tls: ssl.SSLContext | ServerTls | None = None,
                  handshake_timeout: float | None = None):
         self._loop = loop or asyncio.get_running_loop()
         self._on_client = on_client
@@ -336,7 +338,7 @@ class ClientFrames(asyncio.BufferedProtocol):
 
 async def start_server(on_client, host: str | None = None, port: int | None = None, *,
                        staging_bytes: int = STAGING_BYTES, budget: ByteBudget | None = None,
-                       admit: Admit | None = None, ssl: ssl.SSLContext | None = None,
+                       admit: Admit | None = None, ssl: ssl.SSLContext | ServerTls | None = None,
                        ssl_handshake_timeout: float | None = None, **kwargs) -> asyncio.Server:
     """`asyncio.start_server` with a ClientFrames reader for each connection: `on_client(reader, writer)`; `budget`
     (the process') is charged with their staging buffers' growth. `admit(peername)` is asked as each connection is

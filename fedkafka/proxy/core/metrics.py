@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fedkafka.observe.metrics import SupervisorCollector
+from fedkafka.observe.metrics import SupervisorCollector, TlsCollector
 from fedkafka.proxy.core.observe import RequestMetrics
 
 
@@ -21,6 +21,8 @@ class ProxyMetrics:
         self.registry = CollectorRegistry()
         self.requests = RequestMetrics(self.registry)
         self.registry.register(SupervisorCollector(server.supervisor))
+        self.registry.register(TlsCollector(lambda: [(str(lsn), server.tls) for lsn in server.config.all_listeners()
+                                                     if lsn.tls and server.tls is not None]))
         self.registry.register(_StateCollector(server))
 
     def render(self) -> bytes:

@@ -38,6 +38,7 @@ from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
 from fedkafka.security.listeners import Listener, TlsFiles, certificate_principal
 from fedkafka.security.oauth import JwtValidator, OAuthSettings
+from fedkafka.security.server_tls import ServerTls
 from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, SASL_MECHANISMS, Session
 from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
 from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
@@ -144,6 +145,7 @@ class ProxyServer:
         self.jwt_validator = JwtValidator(config.oauth) if config.oauth is not None else None
         self.server: asyncio.Server | None = None  # the first listener's
         self.servers: list[asyncio.Server] = []
+        self.tls: ServerTls | None = None  # the TLS listeners' certificate (none without one)
         self.dispatcher: Dispatcher | None = None
         self.supervisor = Supervisor()
         self.metrics = ProxyMetrics(self) if config.admin_listen else None  # no listener: no per-request cost
@@ -186,12 +188,11 @@ class ProxyServer:
 
     async def _listen(self, sock: socket.socket | None) -> None:
         """One server per listener; `sock` (an inherited socket, workers) serves the first."""
-        tls = None
         for i, listener in enumerate(self.config.all_listeners()):
-            if listener.tls and tls is None:
-                tls = self.config.tls.server_context()
+            if listener.tls and self.tls is None:  # one for every TLS listener, renewed when its files change
+                self.tls = ServerTls(self.config.tls)
             on_client = functools.partial(self._on_client, listener)
-            ssl_ctx = tls if listener.tls else None
+            ssl_ctx = self.tls if listener.tls else None
             # counted when accepted, before a TLS handshake, which gets the frame timeout (docs/DESIGN.md §4.12)
             serve = functools.partial(start_server, on_client, backlog=LISTEN_BACKLOG, ssl=ssl_ctx, budget=self.budget,
                                       admit=self.counts.admission,
@@ -273,10 +274,12 @@ class ProxyServer:
 async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    server = ProxyServer(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server = ProxyServer(config)
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGHUP: load the TLS files again now
+        loop.add_signal_handler(signal.SIGHUP, lambda: server.tls is not None and server.tls.reload())
     await server.start()
     freeze_startup_objects()
     await stop.wait()
@@ -296,7 +299,8 @@ def run(config: ProxyConfig) -> None:
 class WorkerSupervisor:
     """The parent of `--workers N`: starts each worker and starts it again when it exits, so a host keeps all its
     workers. A restarted worker registers as the same member (its index), takes the current view and acks it, so a
-    move waits for it seconds, not its fence (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every worker gracefully."""
+    move waits for it seconds, not its fence (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every worker gracefully;
+    SIGHUP is passed on to each (its TLS files loaded again)."""
 
     def __init__(self, config: ProxyConfig):
         self.config = config
@@ -310,6 +314,7 @@ class WorkerSupervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._forward)
         for index in range(self.config.workers):
             self._start(index)
         while not self.stopping:
@@ -323,7 +328,13 @@ class WorkerSupervisor:
     def _start(self, index: int) -> None:
         child = self.ctx.Process(target=_run_worker, args=(_worker_config(self.config, index), os.getpid()),
                                  daemon=False, name=f"fedkafka-proxy-worker-{index}")
-        child.start()
+        # the worker starts with SIGHUP ignored (inherited) until its loop handles it: one forwarded while it
+        # starts does not end it (it reads the TLS files after that anyway)
+        forward = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            child.start()
+        finally:
+            signal.signal(signal.SIGHUP, forward)
         self.children[index], self.started[index] = child, time.monotonic()
         self.due.pop(index, None)
 
@@ -341,6 +352,13 @@ class WorkerSupervisor:
                             child.exitcode, self.backoff[index])
             elif now >= self.due[index]:
                 self._start(index)
+
+    def _forward(self, signum, _frame) -> None:
+        """SIGHUP to every worker (each loads the TLS files again)."""
+        for child in self.children.values():
+            if child.is_alive() and child.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signum)
 
     def _stop(self, _signum, _frame) -> None:
         self.stopping = True
@@ -413,6 +431,8 @@ def _run_one(config: ProxyConfig) -> None:
     # FEDKAFKA_LOG_LEVEL=DEBUG shows each refused, deduplicated or re-routed produce batch;
     # FEDKAFKA_LOG_FORMAT=json writes one JSON object per line
     logs.configure()
+    # a SIGHUP before serve() takes it (renew the certificate) must not end the process: the files are read after
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     pin_malloc_thresholds()
     try:
         import uvloop

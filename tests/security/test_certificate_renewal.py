@@ -1,0 +1,327 @@
+"""A TLS listener's certificate renewed without a restart (security/server_tls.py), over real sockets and real
+certificates: the proxy's and the name service's listeners serve the new certificate to the connections that
+handshake after the files changed, the connections already open keep working, and a renewal that cannot be loaded
+(a key of another certificate, a half-written file, a missing or encrypted key) keeps the old certificate serving
+with one WARNING line, then the next change is tried again. SIGHUP loads the files at once, in the name service
+and in each worker of `fedkafka proxy --workers 2`, whose SIGTERM still stops it cleanly.
+
+In process, the listeners look at their files on every new connection (`recheck_s=0`), so no test waits for a
+clock; the processes' tests wait for their log lines (`workflows.support.wait_for`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from proxy.support import ROOT, ProxyProcess, free_port
+from proxy.test_limits_unit import GUARD_S, _Proxy, ask_api_versions
+from workflows.support import wait_for
+
+from fedkafka.nameservice.metrics import NameServiceMetrics
+from fedkafka.nameservice.resolver import ProxyAddress, StaticResolver
+from fedkafka.nameservice.server import NameServiceServer
+from fedkafka.observe.supervise import Supervisor
+from fedkafka.proxy.core.limits import Limits
+from fedkafka.proxy.core.metrics import ProxyMetrics
+from fedkafka.security import pki
+from fedkafka.security.listeners import Listener, TlsFiles
+from fedkafka.security.server_tls import ServerTls
+from fedkafka.view.model import ProxyRole, View
+
+LOOPS = ["asyncio", "uvloop"]
+BROKEN = ["key-of-another-certificate", "half-written-certificate", "key-missing", "key-encrypted"]
+
+
+def _run(loop: str, scenario) -> None:
+    (asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run)(scenario())
+
+
+@dataclass
+class Files:
+    """A CA and the server certificate and key a listener serves, issued again by `renew`."""
+
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ca_key, ca_cert = pki.make_ca("renewal-ca")
+        self.ca_cert = ca_cert
+        self.ca, self.cert, self.key = (self.directory / n for n in ("ca.pem", "server.pem", "server.key"))
+        pki.write_cert(ca_cert, self.ca)
+        self.serial = self.renew()
+
+    def issue(self) -> tuple[object, x509.Certificate]:
+        return pki.make_leaf(self.ca_key, self.ca_cert, "localhost", ExtendedKeyUsageOID.SERVER_AUTH,
+                             pki.LOOPBACK_SANS)
+
+    def renew(self) -> int:
+        """A new certificate and key, each written to a new file renamed over the old one (as ansible's copy,
+        certbot's links or `mv` do); the new certificate's serial."""
+        key, cert = self.issue()
+        self.replace(self.cert, lambda p: pki.write_cert(cert, p))
+        self.replace(self.key, lambda p: pki.write_private_key(key, p))
+        self.expires = cert.not_valid_after_utc.timestamp()
+        return cert.serial_number
+
+    @staticmethod
+    def replace(path: Path, write) -> None:
+        tmp = path.with_name(path.name + ".new")
+        write(tmp)
+        os.replace(tmp, path)
+
+    def tls_files(self, **kwargs) -> TlsFiles:
+        return TlsFiles(cert=self.cert, key=self.key, ca=self.ca, **kwargs)
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
+
+
+def break_renewal(files: Files, how: str) -> None:
+    """A renewal that cannot be loaded: the old certificate must keep serving."""
+    if how == "key-of-another-certificate":
+        _key, cert = files.issue()
+        files.replace(files.cert, lambda p: pki.write_cert(cert, p))  # its key never arrives
+    elif how == "half-written-certificate":
+        _key, cert = files.issue()
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        files.cert.write_bytes(pem[: len(pem) // 2])  # in place: the writer is not done yet
+    elif how == "key-missing":
+        files.key.unlink()
+    else:  # OpenSSL would ask for its password on the terminal, holding the event loop
+        key, cert = files.issue()
+        files.replace(files.cert, lambda p: pki.write_cert(cert, p))
+        files.replace(files.key, lambda p: p.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"))))
+
+
+def served_serial(writer: asyncio.StreamWriter) -> int:
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def expiry_metric(text: bytes) -> dict[str, float]:
+    return {m[0].decode(): float(m[1]) for m in re.findall(rb'fedkafka_tls_certificate_expiry_timestamp_seconds'
+                                                  rb'\{listener="([^"]+)"\} (\S+)', text)}
+
+
+class RenewingProxy(_Proxy):
+    """A real ProxyServer in this event loop with one SSL listener on a free port, looking at its certificate
+    files on every new connection."""
+
+    def __init__(self, tmp_path: Path, files: Files):
+        self.files = files
+        super().__init__(tmp_path, Limits(), listeners=(Listener("SSL", "127.0.0.1", 0),),
+                         tls=files.tls_files(recheck_s=0))
+
+    async def tls(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with asyncio.timeout(GUARD_S):
+            return await asyncio.open_connection("127.0.0.1", self.port, ssl=self.files.client_context(),
+                                                 server_hostname="localhost")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_proxy_serves_a_renewed_certificate_to_new_connections_and_keeps_the_open_ones(tmp_path, loop):
+    """Renewed twice: each new connection gets the certificate the files held when it came, the ones already
+    open keep answering on theirs, and the expiry metric follows the certificate served."""
+    files = Files(tmp_path / "pki")
+
+    async def scenario():
+        async with RenewingProxy(tmp_path, files) as px:
+            metrics = ProxyMetrics(px.server)
+            first_r, first_w = await px.tls()
+            assert served_serial(first_w) == files.serial
+            assert await ask_api_versions(first_r, first_w, 1) == 1
+            assert expiry_metric(metrics.render()) == {"SSL://127.0.0.1:0": files.expires}
+            serials = []
+            for _ in range(2):
+                serials.append(files.renew())
+                r, w = await px.tls()
+                assert served_serial(w) == serials[-1]
+                assert await ask_api_versions(r, w, 7) == 7
+                assert await ask_api_versions(first_r, first_w, 2) == 2  # the first connection goes on
+                assert expiry_metric(metrics.render()) == {"SSL://127.0.0.1:0": files.expires}
+                w.close()
+            assert len({files.serial, *serials}) == 3 and px.server.tls.renewals == 2
+            first_w.close()
+
+    _run(loop, scenario)
+
+
+@pytest.mark.parametrize("how", BROKEN)
+def test_a_broken_renewal_keeps_the_old_certificate_serving_and_the_next_change_is_tried(tmp_path, how, caplog):
+    """A renewal that cannot be loaded changes nothing but one WARNING line (no key in it); connections after it
+    still get the old certificate and do not log it again; the next change of the files is loaded."""
+    files = Files(tmp_path / "pki")
+    key_pem = files.key.read_text()
+
+    async def scenario():
+        async with RenewingProxy(tmp_path, files) as px:
+            break_renewal(files, how)
+            for i in range(3):
+                r, w = await px.tls()
+                assert served_serial(w) == files.serial
+                assert await ask_api_versions(r, w, i) == i
+                w.close()
+            assert px.server.tls.failures == 1
+            renewed = files.renew()
+            r, w = await px.tls()
+            assert served_serial(w) == renewed
+            assert await ask_api_versions(r, w) == 1
+            w.close()
+
+    with caplog.at_level(logging.INFO, logger="fedkafka.security.server_tls"):
+        _run("asyncio", scenario)
+    warnings = [r for r in caplog.records if r.name == "fedkafka.security.server_tls" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    line = warnings[0].getMessage()
+    assert f"{files.cert} not renewed" in line and f"serial {files.serial:x}" in line, line
+    assert key_pem.splitlines()[1] not in caplog.text
+
+
+def test_the_files_are_looked_at_at_most_every_recheck_s(tmp_path):
+    """On the listener's clock (here a given one): a change is not seen before `recheck_s` passed since the last
+    look, and is seen by the first handshake after that; unchanged files make no new context."""
+    files = Files(tmp_path / "pki")
+    now = [100.0]
+    tls = ServerTls(files.tls_files(recheck_s=5.0), clock=lambda: now[0])
+    first = tls.current()
+    now[0] = 105.0
+    assert tls.current() is first  # looked, nothing changed
+    renewed = files.renew()
+    now[0] = 109.9
+    assert tls.current() is first and tls.serial == files.serial
+    now[0] = 110.0
+    assert tls.current() is not first and tls.serial == renewed and tls.renewals == 1
+
+
+class RenewingNameService:
+    """A NameServiceServer in this event loop with one SSL listener on a free port, relaying every client to the
+    SSL listener of a real in-process proxy, both looking at the same files on every new connection."""
+
+    def __init__(self, tmp_path: Path, files: Files):
+        self.files = files
+        self.proxy = RenewingProxy(tmp_path, files)
+
+    async def __aenter__(self):
+        await self.proxy.__aenter__()
+        address = ProxyAddress(1, "127.0.0.1", self.proxy.port, listeners=(("SSL", "127.0.0.1", self.proxy.port),))
+        self.server = NameServiceServer(StaticResolver([address]), tls=self.files.tls_files(recheck_s=0))
+        _host, self.port = await self.server.start("127.0.0.1", 0, "SSL")
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.server.close()
+        await self.proxy.__aexit__(*exc)
+
+    async def tls(self):
+        async with asyncio.timeout(GUARD_S):
+            return await asyncio.open_connection("127.0.0.1", self.port, ssl=self.files.client_context(),
+                                                 server_hostname="localhost")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_name_service_serves_a_renewed_certificate_and_relays_on_both_sides(tmp_path, loop):
+    """The name service's listener renews as the proxy's: a client relayed before the renewal is still answered
+    by the proxy through it, one after it gets the new certificate (and is relayed to the proxy, which renewed
+    too), a broken renewal keeps the new one serving, and the metric names the listener."""
+    files = Files(tmp_path / "pki")
+
+    async def scenario():
+        async with RenewingNameService(tmp_path, files) as ns:
+            metrics = NameServiceMetrics(ns.server, ns.server.resolver, Supervisor())
+            old_r, old_w = await ns.tls()
+            assert served_serial(old_w) == files.serial and await ask_api_versions(old_r, old_w, 1) == 1
+            renewed = files.renew()
+            r, w = await ns.tls()
+            assert served_serial(w) == renewed and await ask_api_versions(r, w, 5) == 5
+            assert await ask_api_versions(old_r, old_w, 2) == 2
+            assert expiry_metric(metrics.render()) == {f"SSL://127.0.0.1:{ns.port}": files.expires}
+            break_renewal(files, "key-of-another-certificate")
+            r2, w2 = await ns.tls()
+            assert served_serial(w2) == renewed and await ask_api_versions(r2, w2, 6) == 6
+            assert b"fedkafka_tls_certificate_renewal_failures_total{listener=" in metrics.render()
+            for writer in (old_w, w, w2):
+                writer.close()
+
+    _run(loop, scenario)
+
+
+# -- SIGHUP, in real processes ---------------------------------------------------------------------
+
+def serial_at(port: int, files: Files) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD_S) as raw, \
+            files.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.integration
+def test_sighup_renews_the_name_service_certificate_and_sigterm_still_stops_it(tmp_path):
+    """`fedkafka nameservice` loads its files again on SIGHUP (before, SIGHUP ended it) and serves the new
+    certificate; SIGTERM then stops it cleanly (exit 0)."""
+    files = Files(tmp_path / "pki")
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    port, http = free_port(), free_port()
+    log = tmp_path / "nameservice.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "nameservice", "--listener",
+                                 f"SSL://127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http}", "--ssl-cert",
+                                 str(files.cert), "--ssl-key", str(files.key), "--controller", "http://127.0.0.1:9",
+                                 "--token-file", str(token)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: proc.poll() is not None or accepts(port), what="the name service listening")
+        assert serial_at(port, files) == files.serial
+        renewed = files.renew()
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: proc.poll() is not None or "renewed (SIGHUP)" in log.read_text(), what="the SIGHUP renewal")
+        assert proc.poll() is None, log.read_text()
+        assert serial_at(port, files) == renewed
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(GUARD_S) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reaches_every_proxy_worker_and_sigterm_still_stops_them(tmp_path, workers):
+    """`fedkafka proxy` loads its files again on SIGHUP, and with `--workers 2` passes it on to its workers: each
+    loads the files again (one log line each), every new connection, whichever worker takes it, gets the new
+    certificate, and SIGTERM stops the workers and the parent cleanly."""
+    files = Files(tmp_path / "pki")
+    port = free_port()
+    proxy = ProxyProcess(tmp_path, View(version=1), role=ProxyRole.BOTH, workers=workers,
+                         extra=("--listener", f"SSL://127.0.0.1:{port}", "--advertised-host", "127.0.0.1",
+                                "--ssl-cert", str(files.cert), "--ssl-key", str(files.key)))
+    with proxy:
+        # each worker takes SIGHUP from when it listens (before, it ignores it: it reads the files after that)
+        wait_for(lambda: not proxy.alive() or proxy.output().count(" listening on ") == workers, what="the workers")
+        assert serial_at(port, files) == files.serial
+        renewed = files.renew()
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: not proxy.alive() or proxy.output().count("renewed (SIGHUP)") == workers,
+                 what="each worker's SIGHUP renewal")
+        assert proxy.alive(), proxy.output()
+        assert {serial_at(port, files) for _ in range(8)} == {renewed}
+    assert proxy.proc.returncode == 0, proxy.output()
