@@ -12,11 +12,11 @@ import pytest
 from fedkafka.security import password_checks, scram
 from fedkafka.security.password_checks import PasswordChecks, client_group
 
-from .sasl_plans import failing_starts
+from .sasl_plans import BLOCKER, JUNK, failing_starts
 
 
 class Recorded:
-    """scram.password_matches replaced: a check of credential None holds the pool's thread until `release`, the
+    """scram.password_matches replaced: a check of BLOCKER holds the pool's thread until `release`, the
     others record their password (the order they ran in) and fail."""
 
     def __init__(self):
@@ -25,7 +25,7 @@ class Recorded:
         self.ran: list[str] = []
 
     def __call__(self, credential, password: str) -> bool:
-        if credential is None:
+        if credential is BLOCKER:
             self.holding.set()
             return self.gate.wait(60)
         self.ran.append(password)
@@ -33,7 +33,7 @@ class Recorded:
 
     def hold(self, pool: PasswordChecks) -> None:
         """The pool's one thread busy (until `release`): what is submitted meanwhile waits in its queues."""
-        pool.submit(None, "blocker", "198.51.100.1")  # type: ignore[arg-type]
+        pool.submit(BLOCKER, "blocker", "198.51.100.1")
         assert self.holding.wait(60)  # taken from the queue: ahead of nothing
 
     def release(self) -> None:
@@ -55,7 +55,7 @@ def _one_thread_pool() -> PasswordChecks:
 
 
 def _flood(pool: PasswordChecks, addresses: list[str], per_address: int) -> list:
-    return [pool.submit(object(), f"junk {address} {i}", address)  # type: ignore[arg-type]
+    return [pool.submit(JUNK, f"junk {address} {i}", address)
             for address in addresses for i in range(per_address)]
 
 
@@ -66,7 +66,7 @@ def test_a_login_waits_for_one_check_per_flooding_address_not_for_all_their_chec
     pool = _one_thread_pool()
     recorded.hold(pool)
     flood = _flood(pool, [f"10.0.0.{a}" for a in range(8)], pool.per_client)
-    login = pool.submit(object(), "login", "192.0.2.1")  # type: ignore[arg-type]
+    login = pool.submit(JUNK, "login", "192.0.2.1")
     recorded.release()
     assert login.result(60) is False
     assert all(f.result(60) is False for f in flood)
@@ -104,9 +104,9 @@ def test_one_ipv6_host_cannot_count_as_many_clients(recorded):
     recorded.hold(pool)
     flood = _flood(pool, [f"2001:db8:1:2::{a:x}" for a in range(1, pool.per_client + 1)], 1)
     with pytest.raises(password_checks.Refused, match=r"client 2001:db8:1:2::/64 has 64 password checks"):
-        pool.submit(object(), "one more", "2001:db8:1:2:ffff::1")  # type: ignore[arg-type]
+        pool.submit(JUNK, "one more", "2001:db8:1:2:ffff::1")
     assert pool.held("2001:db8:1:2::abcd") == 64
-    login = pool.submit(object(), "login", "2001:db8:1:3::1")  # type: ignore[arg-type]  # another /64
+    login = pool.submit(JUNK, "login", "2001:db8:1:3::1")  # another /64
     recorded.release()
     assert login.result(60) is False and all(f.result(60) is False for f in flood)
     assert recorded.ran.index("login") == 1 and "one more" not in recorded.ran
@@ -122,13 +122,13 @@ def test_a_check_that_would_wait_past_the_patience_is_refused_at_once(recorded):
     queued = _flood(pool, ["10.0.0.1", "10.0.0.2", "10.0.0.3"], 1)
     assert pool.ahead("10.0.0.4") == 3 and pool.ahead("10.0.0.1") == 3
     with pytest.raises(password_checks.Refused, match=r"3 password checks of 3 client networks wait ahead"):
-        pool.submit(object(), "too late", "10.0.0.4")  # type: ignore[arg-type]
+        pool.submit(JUNK, "too late", "10.0.0.4")
     with pytest.raises(password_checks.Refused, match=r"3 password checks of 3 client networks wait ahead"):
-        pool.submit(object(), "too late", "10.0.0.1")  # type: ignore[arg-type]
+        pool.submit(JUNK, "too late", "10.0.0.1")
     assert pool.held("10.0.0.4") == 0 and pool.held("10.0.0.1") == 1
     recorded.release()
     assert all(c.result(60) is False for c in queued)
-    assert pool.submit(object(), "retried", "10.0.0.4").result(60) is False  # type: ignore[arg-type]
+    assert pool.submit(JUNK, "retried", "10.0.0.4").result(60) is False
     assert "too late" not in recorded.ran
 
 
@@ -137,12 +137,12 @@ def test_the_checks_ahead_of_a_new_address_are_its_turn_not_the_whole_queue(reco
     patience that 60 checks would exceed; a further check of a flooding address is behind all 60 and refused."""
     pool = PasswordChecks(workers=1, patience_s=60.0, cost_s=0.1)
     recorded.hold(pool)
-    flood = [pool.submit(object(), f"junk {i}", f"10.0.0.{i % 3}") for i in range(60)]  # type: ignore[arg-type]
+    flood = [pool.submit(JUNK, f"junk {i}", f"10.0.0.{i % 3}") for i in range(60)]
     pool.patience_s = 1.0
     assert pool.ahead("192.0.2.1") == 3 and pool.ahead("10.0.0.1") == 60
-    login = pool.submit(object(), "login", "192.0.2.1")  # type: ignore[arg-type]
+    login = pool.submit(JUNK, "login", "192.0.2.1")
     with pytest.raises(password_checks.Refused):
-        pool.submit(object(), "junk more", "10.0.0.1")  # type: ignore[arg-type]
+        pool.submit(JUNK, "junk more", "10.0.0.1")
     recorded.release()
     assert login.result(60) is False and all(f.result(60) is False for f in flood)
     assert recorded.ran.index("login") == 3
@@ -154,7 +154,7 @@ def test_a_cancelled_check_leaves_its_queue_and_its_count(recorded):
     pool = _one_thread_pool()
     recorded.hold(pool)
     dropped = _flood(pool, ["10.0.0.1"], 2)
-    kept = pool.submit(object(), "kept", "10.0.0.2")  # type: ignore[arg-type]
+    kept = pool.submit(JUNK, "kept", "10.0.0.2")
     assert pool.ahead("192.0.2.1") == 2
     assert all(c.cancel() for c in dropped)
     assert pool.held("10.0.0.1") == 0 and pool.ahead("192.0.2.1") == 1 and pool.ahead("10.0.0.2") == 1
@@ -169,10 +169,10 @@ def test_a_thread_that_cannot_start_refuses_its_check_and_the_next_check_starts_
     failing_starts(monkeypatch, 1)
     pool = _one_thread_pool()
     with pytest.raises(password_checks.Refused, match=r"no thread for the password check: can't start new thread"):
-        pool.submit(object(), "refused", "10.0.0.1")  # type: ignore[arg-type]
+        pool.submit(JUNK, "refused", "10.0.0.1")
     assert pool.held("10.0.0.1") == 0 and pool.ahead("10.0.0.2") == 0 and pool.ahead("10.0.0.1") == 0
-    assert pool.submit(object(), "later", "10.0.0.2").result(60) is False  # type: ignore[arg-type]
-    assert pool.submit(object(), "retried", "10.0.0.1").result(60) is False  # type: ignore[arg-type]
+    assert pool.submit(JUNK, "later", "10.0.0.2").result(60) is False
+    assert pool.submit(JUNK, "retried", "10.0.0.1").result(60) is False
     assert recorded.ran == ["later", "retried"] and pool.held("10.0.0.1") == pool.held("10.0.0.2") == 0
 
 
@@ -185,10 +185,10 @@ def test_a_second_thread_that_cannot_start_refuses_only_its_check(recorded, monk
     recorded.hold(pool)
     failing_starts(monkeypatch, 1)
     with pytest.raises(password_checks.Refused, match=r"no thread for the password check"):
-        pool.submit(object(), "refused", "10.0.0.1")  # type: ignore[arg-type]
+        pool.submit(JUNK, "refused", "10.0.0.1")
     assert pool.held("10.0.0.1") == 0 and pool.ahead("10.0.0.2") == 0
-    waiting = pool.submit(object(), "waiting", "10.0.0.2")  # type: ignore[arg-type]  # starts the second thread
+    waiting = pool.submit(JUNK, "waiting", "10.0.0.2")  # starts the second thread
     assert waiting.result(60) is False and recorded.ran == ["waiting"]
     recorded.release()
-    assert pool.submit(object(), "after", "10.0.0.1").result(60) is False  # type: ignore[arg-type]
+    assert pool.submit(JUNK, "after", "10.0.0.1").result(60) is False
     assert recorded.ran == ["waiting", "after"]
