@@ -342,7 +342,7 @@ def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gat
     for the pool's patience) not queued at all, the connection closed after the failed-authentication delay."""
     monkeypatch.setattr(sasl, "PLAIN_WAIT_S", 0.0)  # every look at once: the rounds, not the wait, are tested
     if refused:
-        gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.25
+        gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.5  # 0.25 s a check of 4096 iterations
         for i in range(3):
             sasl.handle(_plain_session(gate, f"10.0.1.{i}"), None, SaslAuthenticateRequest(auth_bytes=b"\0x\0junk"))
     session = Session.for_listener("SASL_PLAINTEXT", host="10.0.0.1")
@@ -388,7 +388,7 @@ def test_a_login_whose_check_would_wait_too_long_is_refused_at_once_after_the_fa
     not queued (no check to drop 5.5 s later). It is closed unanswered for a retry as a login dropped from the
     queue is (not SASL_AUTHENTICATION_FAILED: nothing was wrong with its password), after the configured
     failed-authentication delay, with one reason naming the queue; no check of it runs."""
-    gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.25
+    gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.5  # 0.25 s a check of 4096 iterations
     waiting = [sasl.handle(_plain_session(gate, f"10.0.0.{i}"), None,
                            SaslAuthenticateRequest(auth_bytes=b"\0x\0junk")) for i in range(3)]
     ctx = _ctx(Session.for_listener("SASL_SSL", host="2001:db8::1", failed_authentication_delay_ms=delay_ms),
