@@ -10,6 +10,12 @@ from concurrent.futures import Future
 from fedkafka.proxy.plan import Plan
 from fedkafka.security import scram
 
+# credentials for checks whose scram.password_matches a test replaces: made up (no PBKDF2 to make them), priced by
+# the pool as a real one of 4096 iterations (the tests' views' credentials; half a check of the pool's `cost_s`, which
+# is of scram.DEFAULT_ITERATIONS); BLOCKER's check is the one a test holds the pool's thread with
+BLOCKER = scram.made_up_credential("blocker", b"tests", scram.MIN_ITERATIONS)
+JUNK = scram.made_up_credential("junk", b"tests", scram.MIN_ITERATIONS)
+
 
 def answered(reply, sleep=time.sleep, delays: list[float] | None = None):
     """The answer a handler's reply ends in, its plans run as the core runs them (`sleep` waits each delay_s;

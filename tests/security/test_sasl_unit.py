@@ -25,7 +25,7 @@ from fedkafka.security import password_checks, scram
 from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, Session
 from fedkafka.view.model import ProxyInfo, View
 
-from .sasl_plans import InlineChecks, answered, failing_starts, no_sleep
+from .sasl_plans import BLOCKER, InlineChecks, answered, failing_starts, no_sleep
 
 # RFC 7677 section 3: user "user", password "pencil"
 RFC_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
@@ -228,7 +228,7 @@ class _Gate:
         self.holding = threading.Event()
 
     def hold(self):
-        self.pool.submit(None, "", "blocker")  # type: ignore[arg-type]  # holds the one thread till open
+        self.pool.submit(BLOCKER, "", "blocker")  # holds the one thread till open
         assert self.holding.wait(60)  # taken from the queue: ahead of nothing
 
     def open(self):
@@ -241,10 +241,10 @@ def gate(monkeypatch):
     gates: list[_Gate] = []
 
     def held_back(cred, password):
-        if cred is None:
+        if cred is BLOCKER:
             gates[0].holding.set()
         gates[0].gate.wait(60)
-        return False if cred is None else password_matches(cred, password)
+        return False if cred is BLOCKER else password_matches(cred, password)
 
     monkeypatch.setattr(scram, "password_matches", held_back)
     gates.append(_Gate(per_client=3))
@@ -342,7 +342,7 @@ def test_the_proxy_closes_a_login_whose_check_stays_queued_without_an_answer(gat
     for the pool's patience) not queued at all, the connection closed after the failed-authentication delay."""
     monkeypatch.setattr(sasl, "PLAIN_WAIT_S", 0.0)  # every look at once: the rounds, not the wait, are tested
     if refused:
-        gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.25
+        gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.5  # 0.25 s a check of 4096 iterations
         for i in range(3):
             sasl.handle(_plain_session(gate, f"10.0.1.{i}"), None, SaslAuthenticateRequest(auth_bytes=b"\0x\0junk"))
     session = Session.for_listener("SASL_PLAINTEXT", host="10.0.0.1")
@@ -388,7 +388,7 @@ def test_a_login_whose_check_would_wait_too_long_is_refused_at_once_after_the_fa
     not queued (no check to drop 5.5 s later). It is closed unanswered for a retry as a login dropped from the
     queue is (not SASL_AUTHENTICATION_FAILED: nothing was wrong with its password), after the configured
     failed-authentication delay, with one reason naming the queue; no check of it runs."""
-    gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.25
+    gate.pool.patience_s, gate.pool.cost_s = 1.0, 0.5  # 0.25 s a check of 4096 iterations
     waiting = [sasl.handle(_plain_session(gate, f"10.0.0.{i}"), None,
                            SaslAuthenticateRequest(auth_bytes=b"\0x\0junk")) for i in range(3)]
     ctx = _ctx(Session.for_listener("SASL_SSL", host="2001:db8::1", failed_authentication_delay_ms=delay_ms),
@@ -430,12 +430,12 @@ def test_a_login_whose_check_gets_no_thread_is_closed_for_a_retry_and_the_retry_
 
 
 def _recorded_checks(monkeypatch, gate: threading.Event, ran: list[str]) -> None:
-    """scram.password_matches replaced: a check of credential None holds the pool's thread until `gate`; a junk
+    """scram.password_matches replaced: a check of BLOCKER holds the pool's thread until `gate`; a junk
     check (password "junk ...") is recorded and fails; any other is recorded as "login" and really checked."""
     password_matches = scram.password_matches
 
     def recorded(credential, password):
-        if credential is None:
+        if credential is BLOCKER:
             return gate.wait(60)
         ran.append(password if password.startswith("junk") else "login")
         return False if password.startswith("junk") else password_matches(credential, password)
@@ -451,7 +451,7 @@ def test_a_plain_login_through_the_proxy_is_served_in_its_turn_during_a_flood(mo
     _recorded_checks(monkeypatch, gate, ran)
     pool = password_checks.PasswordChecks(workers=1)
     pool.cost_s = 0.0  # the order is tested, not the bound on the wait
-    pool.submit(None, "blocker", "198.51.100.1")  # type: ignore[arg-type]
+    pool.submit(BLOCKER, "blocker", "198.51.100.1")
     credential = scram.make_credential("junk", "SCRAM-SHA-512", "x", iterations=4096)
     flood = [pool.submit(credential, f"junk {a} {i}", f"10.0.0.{a}") for a in range(8) for i in range(64)]
     session = Session.for_listener("SASL_PLAINTEXT", host="192.0.2.1")

@@ -164,7 +164,8 @@ def _refused(session, why: str) -> Plan | CloseConnection:
 # waits for a slow broker's login as long); a check still queued then (a flood of logins) is dropped and the
 # connection closed unanswered, for the client to retry. The pool refuses at once a check it expects to end later
 # than its patience (password_checks.PATIENCE_S, under this wait), so a dropped check is the exception: a network's
-# further check pushed back by networks that came after it, or checks slower than measured so far.
+# further check pushed back by networks that came after it, checks slower than measured so far, or a check that
+# alone outlasts the wait (the pool runs a check with nothing ahead of it whatever its estimate).
 PLAIN_WAIT_S, PLAIN_WAIT_MAX_S, PLAIN_LOOKS = 0.002, 0.25, 28
 
 
