@@ -774,3 +774,21 @@ def test_a_no_target_end_move_is_rolled_back_only_with_nothing_was_published(pla
         code, out = _cli(monkeypatch, client, "moves", "roll-back", str(ids[0]), "--nothing-was-published")
         assert code == 0, out
     assert (_move(ctl, ids[0]).state, _frozen(ctl)) == ("rolled_back", False)
+
+
+def test_a_held_move_is_published_by_the_command_on_either_database(frozen_move):
+    """The publish's transaction (the held row read under a row lock) on PostgreSQL too: a move held as a seal holds
+    one (its target grew past the end recorded at the freeze), published as the documented repair does."""
+    api, _mover, ids, _member, ends, _keep, _fail_over = frozen_move
+    ctl = api.controller
+    with ctl.session() as s:
+        s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(state="held", held_for="target_grew"))
+        s.commit()
+    ends[("c2", "t", 0)] = 50
+    assert [m["id"] for m in api.get("/v1/moves", params={"state": "held"}).json()] == ids
+    refused = api.post(f"/v1/moves/{ids[0]}/roll-back", json={"nothing_was_published": True})
+    assert refused.status_code == 409 and "is 50, 0 when it was held" in refused.json()["detail"]
+    answer = api.post(f"/v1/moves/{ids[0]}/publish", json={"seal": 100, "target_start": 0})
+    assert answer.status_code == 200 and answer.json()["state"] == "sealed", answer.text
+    assert Mover(ctl).sweep() == ids
+    assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)
