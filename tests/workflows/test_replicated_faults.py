@@ -64,14 +64,17 @@ def leadership_moves(fed: Federation) -> list[str]:
 
 
 def assert_every_kind_clean(report: dict, fed: Federation) -> None:
-    """Nothing lost, no idempotent producer's duplicate or reorder; a plain producer's records out of order only
-    if partition leadership moved between proxies during the run (§4.2's known gap: a batch still in flight on the
-    old leader can land after the next one, sent to the new leader), and then reported."""
+    """Nothing lost; no idempotent producer's duplicate or reorder. A plain producer's order is reported, not
+    asserted: librdkafka reorders a non-idempotent producer's records on a retry even at max.in.flight=1 (its
+    `message.send.max.retries` note): it builds the next ProduceRequest while one is in flight, and when that one
+    fails retriably (a proxy's lease ran out: NOT_LEADER) the next, newer one still goes out first. Seen here on
+    one connection to one proxy as its lease came back between the two; a leadership move between proxies can do
+    it too (docs/DESIGN.md §4.2). Both are printed."""
     moves = leadership_moves(fed)
     plain = {name: p["order_violations"] for name, p in report["producers"].items() if not p["idempotent"]}
-    print("leadership moves:", moves, "plain producers' order violations:", plain)
+    print("leadership moves:", moves, "plain producers' order violations:", plain, report["order_sample"])
     assert report["order_violations_idempotent"] == 0, report["order_sample"]
-    assert_clean({**report, "order_violations": 0} if moves else report)
+    assert_clean({**report, "order_violations": 0})
     kinds = {(p["idempotent"], p["acks"]) for p in report["producers"].values()}
     assert kinds == {(True, "all"), (False, "all"), (False, "1")}, report["producers"]
 
