@@ -250,7 +250,8 @@ class Controller:
                 self.metrics.view_version.set(nxt.version)
                 self.metrics.proxies.set(len(nxt.proxies))
                 self.metrics.compose_seconds.observe(time.perf_counter() - started)
-                log.info("view %d committed", nxt.version)
+                # the listed proxies decide partition leadership (rendezvous): a change moves leaders (§4.2)
+                log.info("view %d committed (proxies %s)", nxt.version, [p.node_id for p in nxt.proxies])
                 return nxt
             raise Conflict("could not commit the view: too many concurrent writers", status=503)
 
