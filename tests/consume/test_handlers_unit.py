@@ -24,6 +24,7 @@ from fedkafka.proxy.handlers import (
     delete_records,
     describe_producers,
     fetch,
+    find_coordinator,
     groups,
     list_offsets,
     offset_for_leader_epoch,
@@ -206,13 +207,24 @@ def test_offset_for_leader_epoch_answers_the_logical_log_end():
 
 def test_find_coordinator_answers_a_consume_proxy_stable_per_group():
     req = build(request_type(10, 4), {"key_type": 0, "coordinator_keys": [f"g{i}" for i in range(20)]})
-    answers = groups.handle(ctx(), None, req).coordinators
+    answers = find_coordinator.handle(ctx(), None, req).coordinators
     assert {a.node_id for a in answers} == {1, 2}  # never the produce-only proxy 3
-    again = groups.handle(ctx(me=VIEW.proxies[1]), None, req).coordinators
+    again = find_coordinator.handle(ctx(me=VIEW.proxies[1]), None, req).coordinators
     assert [a.node_id for a in answers] == [a.node_id for a in again]
-    txn = groups.handle(ctx(), None, build(request_type(10, 4), {"key_type": 1, "coordinator_keys": ["tx"]}))
+    txn = find_coordinator.handle(ctx(), None, build(request_type(10, 4), {"key_type": 1, "coordinator_keys": ["tx"]}))
     assert txn.coordinators[0].error_code == ErrorCode.invalid_request  # Java prints our message (not an ACL one)
     assert "transactions are not available" in txn.coordinators[0].error_message
+
+
+def test_a_produce_only_proxy_refuses_a_group_lookup_for_good_and_says_why():
+    """A pproxy serves FindCoordinator (for transactional producers) but coordinates no group: a consumer pointed at a
+    produce pool gets a non-retriable refusal naming the role (Java's consumer fails, as when the key was not
+    advertised; librdkafka's reports the message), never a coordinator or a retriable code to wait on."""
+    for version, keys in ((4, {"key_type": 0, "coordinator_keys": ["g"]}), (2, {"key_type": 0, "key": "g"})):
+        answer = find_coordinator.handle(ctx(me=VIEW.proxies[2]), None, build(request_type(10, version), keys))
+        answer = answer.coordinators[0] if version >= 4 else answer
+        assert (answer.error_code, answer.node_id) == (ErrorCode.invalid_request, -1)
+        assert "serves producers only" in answer.error_message
 
 
 def test_offset_commit_goes_to_the_shadow_topic_and_refuses_partitions_beyond_p():
@@ -786,7 +798,8 @@ def test_find_coordinator_works_out_the_candidates_once_and_each_distinct_key_on
     monkeypatch.setattr(View, "proxies_in_pool", lambda v, *a, **kw: listed.append(1) or in_pool(v, *a, **kw))
     monkeypatch.setattr(View, "leader_for", lambda v, t, p, c: hashed.append(t) or leader_for(v, t, p, c))
     keys = [f"g{i % 100}" for i in range(300)]
-    answers = groups.handle(ctx(), None, build(request_type(10, 4), {"key_type": 0, "coordinator_keys": keys}))
+    answers = find_coordinator.handle(ctx(), None, build(request_type(10, 4), {"key_type": 0,
+                                                                              "coordinator_keys": keys}))
     assert [a.key for a in answers.coordinators] == keys
     assert len(listed) == 1 and len(hashed) == 100
 

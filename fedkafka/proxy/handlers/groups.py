@@ -1,7 +1,7 @@
 """Consumer groups (classic protocol) on the coordination cluster (docs/DESIGN.md §5.6).
 
-FindCoordinator answers a consume proxy of the caller's pool, chosen by rendezvous on the group id, so
-a group's requests gather on one proxy. Every other group API is forwarded to the coordination cluster's
+FindCoordinator (`find_coordinator.py`) answers a consume proxy of the caller's pool, chosen by rendezvous on
+the group id, so a group's requests gather on one proxy. Every group API here is forwarded to the coordination cluster's
 own coordinator for the group (looked up with FindCoordinator first, in client order), with topic names
 rewritten logical -> shadow on the way in and back on the way out. Committed offsets are logical offsets;
 the shadow topic has P partitions, so the broker validates and fences commits natively. Group protocol
@@ -27,17 +27,17 @@ from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, CloseConnection, Context, Plan, UpstreamError, authorized
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import ProxyInfo, logical_from_shadow, shadow_topic
+from fedkafka.view.model import logical_from_shadow, shadow_topic
 
-FIND_COORDINATOR, OFFSET_COMMIT, OFFSET_FETCH, JOIN, HEARTBEAT, LEAVE, SYNC = 10, 8, 9, 11, 12, 13, 14
+OFFSET_COMMIT, OFFSET_FETCH, JOIN, HEARTBEAT, LEAVE, SYNC = 8, 9, 11, 12, 13, 14
 DESCRIBE, LIST, DELETE, OFFSET_DELETE = 15, 16, 42, 47
 
-API_KEYS = {FIND_COORDINATOR: (0, 6), OFFSET_COMMIT: (2, 9), OFFSET_FETCH: (1, 9), JOIN: (0, 9), HEARTBEAT: (0, 4),
-            LEAVE: (0, 5), SYNC: (0, 5), DESCRIBE: (0, 6), LIST: (0, 5), DELETE: (0, 2), OFFSET_DELETE: (0, 0)}
+API_KEYS = {OFFSET_COMMIT: (2, 9), OFFSET_FETCH: (1, 9), JOIN: (0, 9), HEARTBEAT: (0, 4), LEAVE: (0, 5), SYNC: (0, 5),
+            DESCRIBE: (0, 6), LIST: (0, 5), DELETE: (0, 2), OFFSET_DELETE: (0, 0)}
 ROLE = "consume"
 AUTHORIZES = True
 
-GROUP_KEY, TXN_KEY = 0, 1
+GROUP_KEY = 0  # FindCoordinator's key type of the lookups sent to the coordination cluster
 # A JoinGroup's subscriptions (a SyncGroup's assignments) together, and all members' subscriptions and assignments
 # in one coordinator answer (the leader's JoinGroup, a DescribeGroups): at most this many times --max-request-elements
 ENTRIES_BUDGET_FACTOR = 4
@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 
 def handle(ctx: Context, header, request):
     key = request.__api_key__
-    if key == FIND_COORDINATOR:
-        return find_coordinator(ctx, request)
     coordination = ctx.view.coordination_cluster
     if coordination is None:
         return failure(request, ErrorCode.coordinator_not_available)
@@ -79,65 +77,6 @@ def handle(ctx: Context, header, request):
         upstream = protocol_to_shadow(request, limit)
         back = functools.partial(protocol_from_shadow, max_elements=limit, group_id=group)
     return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
-
-
-# -- FindCoordinator: a proxy is the coordinator ---------------------------------------------------------
-
-def find_coordinator(ctx: Context, request):
-    version = type(request).__version__
-    keys = list(request.coordinator_keys) if version >= 4 else [request.key]
-    key_type = getattr(request, "key_type", GROUP_KEY)
-    candidates = _consume_proxies(ctx)  # once a request, not once a key; and each distinct key worked out once
-    found = {k: _coordinator_for(ctx, k, key_type, version, candidates) for k in dict.fromkeys(keys)}
-    answers = [found[k] for k in keys]
-    if version >= 4:
-        return build(response_schema(FIND_COORDINATOR, version), {"coordinators": answers})
-    return build(response_schema(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
-
-
-NO_TRANSACTIONS = ("transactions are not available in this fedkafka federation (a transaction would span "
-                   "physical clusters; see fedkafka's docs/ARCHITECTURE.md): use an idempotent producer instead")
-
-
-def _coordinator_for(ctx: Context, key: str, key_type: int, version: int,
-                     candidates: tuple[ProxyInfo, *tuple[ProxyInfo, ...]]) -> dict:
-    if key_type == TXN_KEY:
-        return _no_coordinator(key, _no_transactions_code(version), NO_TRANSACTIONS)
-    if key_type != GROUP_KEY:
-        return _no_coordinator(key, ErrorCode.invalid_request, f"key type {key_type} is not supported")
-    if not authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, key):
-        return _no_coordinator(key, ErrorCode.group_authorization_failed, None)
-    if ctx.view.coordination_cluster is None:
-        return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
-    proxy = ctx.view.leader_for(f"group\0{key}", 0, candidates)
-    endpoint = proxy.endpoint(ctx.session.protocol)
-    if endpoint is None:
-        return _no_coordinator(key, ErrorCode.coordinator_not_available,
-                               f"the group's proxy has no {ctx.session.protocol} listener")
-    return {"key": key, "node_id": proxy.node_id, "host": endpoint.host, "port": endpoint.port,
-            "error_code": ErrorCode.none, "error_message": None}
-
-
-def _no_transactions_code(version: int) -> ErrorCode:
-    """The error that makes the asking client fail at once and print NO_TRANSACTIONS.
-
-    The Java client (batched lookups, v4+) fails fatally on any unexpected code and prints our message, but
-    answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED with its own "Transactional Id authorization failed." and
-    drops ours, which sends users looking for an ACL. librdkafka (v0-2) fails only on that code and retries
-    every other one until its timeout; it prints our message next to it."""
-    return ErrorCode.invalid_request if version >= 4 else ErrorCode.transactional_id_authorization_failed
-
-
-def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, *tuple[ProxyInfo, ...]]:  # never empty
-    others = [p for p in ctx.view.proxies_in_pool(ctx.me.pool)
-              if p.node_id != ctx.me.node_id and p.role.consumes()]
-    if ctx.me.node_id in ctx.view.draining and others:  # a draining proxy coordinates no group (§4.11)
-        return (others[0], *others[1:])
-    return (ctx.me, *others)
-
-
-def _no_coordinator(key: str, code: ErrorCode, message: str | None) -> dict:
-    return {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": code, "error_message": message}
 
 
 # -- forwarding to the coordination cluster --------------------------------------------------------------
