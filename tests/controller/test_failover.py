@@ -15,6 +15,7 @@ from fedkafka.controller.moves import FAULT_RAISE, Mover
 from fedkafka.controller.service import STORED_END_REFRESH_S
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
+from fedkafka.view.offsets import resolve_fetch
 from fedkafka.view.rebalance import Move
 
 
@@ -211,6 +212,31 @@ def test_a_scan_that_read_a_topic_deleted_meanwhile_keeps_none_of_its_ends(setup
     assert kafka.log_offsets == read  # the deletion happened during the scan
     assert not any(key[:2] == ("c1", "t") for key in ctl.log_offsets)
     assert all(end is None for (c, _, _), (end, _) in stored_ends(ctl).items() if c == "c1")
+
+
+def test_a_failover_does_not_send_a_partition_back_onto_its_old_physical_partition_that_lost_its_records(setup):
+    """t/p lived on c1/t/p (100 records), then moved to c2; c1 lost its data since (its disk: the physical topic is
+    there again, empty). A failover of c2 sending t/p back to c1 takes a new physical partition there: its old one,
+    at log end 0, would start the new segment inside the older segment's 0..100 (logical 50 and a logical offset of
+    the new segment both naming c1/t/p offset 50), which the mover refuses, so the run would fail every round."""
+    api, kafka = setup
+    ctl = api.controller
+    p = next(p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1")
+    kafka.ends[("c1", "t", p)] = 100
+    mover = Mover(ctl, ack_timeout=1)
+    mover.run(mover.plan(None, [Move("t", p, "c1", "c2", "t", 40)]))
+    kafka.ends[("c2", "t", 40)] = 30
+    ctl.scan_once()
+    kafka.ends[("c1", "t", p)] = 0  # c1 lost its data
+    kill(api, kafka, "c2")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c2"}).json())
+    assert run["state"] == "done", run["error"]
+    chain = ctl.view.chain("t", p)
+    old, moved, back = chain.segments
+    assert (old.cluster, old.partition, old.phys_end, moved.cluster, moved.phys_end) == ("c1", p, 100, "c2", 30)
+    assert (back.cluster, back.partition, back.phys_start) == ("c1", 2, 0)  # past c1/t/0 and c1/t/1
+    first, second = resolve_fetch(chain, 50), resolve_fetch(chain, back.logical_base + 50)
+    assert (first.segment.partition, first.physical_offset) != (second.segment.partition, second.physical_offset)
 
 
 def test_bad_failover_requests_are_refused_and_change_nothing(setup):
