@@ -65,12 +65,14 @@ async def scenario(view_file, names: dict[str, str], records: int, handled: list
     server = ProxyServer(ProxyConfig(role=ProxyRole.PPROXY, host="127.0.0.1", port=port,
                                      advertised_host="127.0.0.1", view_file=view_file))
     await server.start(sock)
+    lane = server.dispatcher.lane if server.dispatcher is not None else None
+    assert lane is not None  # a pproxy's dispatcher has a Produce lane
     try:
         for idem, topic in names.items():
-            taken0, handled0 = server.dispatcher.lane.taken, handled[0]
+            taken0, handled0 = lane.taken, handled[0]
             out = await asyncio.to_thread(perf_test, f"127.0.0.1:{port}", topic, records,
                                           extra=[f"enable.idempotence={idem}"])
-            taken, generic = server.dispatcher.lane.taken - taken0, handled[0] - handled0
+            taken, generic = lane.taken - taken0, handled[0] - handled0
             print(f"kafka-producer-perf-test enable.idempotence={idem}, {records} records: lane took {taken} "
                   f"Produce requests, the generic path {generic} ({100 * taken / max(1, taken + generic):.1f}% "
                   f"in the lane); {out['line']}", flush=True)
