@@ -6,9 +6,15 @@ batch's baseOffset is patched). For each: the Java `kafka-consumer-perf-test` (f
 excluded) and a confluent-kafka consumer (assigned, 1 KB records) read the same records directly and
 through the proxy; then end-to-end latency (confluent producer -> consumer, 1 record every 2 ms) direct vs
 produce-through-proxy/consume-through-proxy. Prints ratios (proxy/direct), p50/p99, and the proxy's
-CPU-seconds per GB next to the broker's (from /proc/<pid>/stat).
+CPU-seconds per GB next to the broker's (schedstat, `produce_bench.cpu_seconds`), for the Java tool and
+confluent-kafka apart.
 
-    .venv/bin/python bench/consume_bench.py [--records 200000] [--workers 1]
+`--compare-ref REF` runs a second proxy, of an older commit (exported with `git archive` as data_path.py does it;
+nothing in the repository changes), and `--rounds N` repeats the throughput runs N times; each round reads direct
+first, then through the proxies, their order rotating by round. The table shows medians over the rounds; the
+latency runs are of this tree's proxy only.
+
+    .venv/bin/python bench/consume_bench.py [--records 200000] [--workers 1] [--compare-ref REF] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from data_path import export_tree, tree_path
+from produce_bench import cpu_seconds, medians
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
@@ -35,29 +43,12 @@ from fedkafka.kafka.tools import run_tool
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View, shadow_topic
 
 RESULTS = Path(__file__).parent / "results"
-TICKS = os.sysconf("SC_CLK_TCK")
 RECORD = 1024
 PARTITIONS = 2
 JUNK = 1000
 MOVED_BASE = 10**9
 LATENCY_ROUNDS = 4
 LATENCY_PROBES = 500
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime (+ reaped children) of a process and its live children."""
-    total = 0.0
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        kids = []
-    for p in [pid, *map(int, kids)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15]) / TICKS
-        except (OSError, IndexError):
-            pass
-    return total
 
 
 def free_port() -> int:
@@ -81,15 +72,17 @@ def fill(bootstrap: str, topic: str, records: int) -> None:
         raise SystemExit(f"producer-perf-test failed: {out.stderr[-2000:]}")
 
 
-def start_proxy(view: View, tmp: Path, workers: int) -> tuple[subprocess.Popen, str]:
+def start_proxy(view: View, tmp: Path, workers: int, tree: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A proxy of this tree, or of `tree` (an exported commit: `data_path.export_tree`)."""
     port = free_port()
     view_file = tmp / "view.json"
     view_file.write_text(json.dumps(view.to_dict()))
-    with open(tmp / "proxy.log", "wb") as log:  # the child keeps its own descriptor
+    env = None if tree is None else dict(os.environ, PYTHONPATH=tree_path(tree))
+    with open(tmp / f"proxy{'' if tree is None else '-ref'}.log", "wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
                                  f"127.0.0.1:{port}", "--view-file", str(view_file), "--workers", str(workers)],
-                                stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree)
+    deadline = time.time() + 60
     while time.time() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -164,11 +157,13 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
+    ap.add_argument("--compare-ref", help="also read through a proxy of this git ref (e.g. main), alternating")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of the throughput runs (the table: medians)")
     args = ap.parse_args()
     n = args.records
     with scratch_dir("consume-bench-") as tmp:
         (cluster,) = start_clusters(["b1"], tmp / "k")
-        proxy = None
+        proxies: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
             phys_id, phys_mv = "bench-id-phys", "bench-moved-phys"
             create_topics(cluster.bootstrap, [phys_id, phys_mv], PARTITIONS)
@@ -187,50 +182,68 @@ def main() -> None:
                 for p in range(PARTITIONS)))
             view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
                         topics={"identity": identity, "moved": moved})
-            proxy, proxy_addr = start_proxy(view, tmp, args.workers)
-            results = run_all(cluster, proxy, proxy_addr, n, moved, phys_id, phys_mv, args.latency_only)
+            proxies["proxy"] = start_proxy(view, tmp, args.workers)
+            if args.compare_ref:
+                proxies["ref"] = start_proxy(view, tmp, args.workers, export_tree(args.compare_ref, tmp / "ref"))
+            results = run_all(cluster, proxies, n, moved, phys_id, phys_mv, args)
             print_results(results, n)
             RESULTS.mkdir(exist_ok=True)
             out = RESULTS / f"consume-{time.strftime('%Y%m%dT%H%M%S')}.json"
             out.write_text(json.dumps(results, indent=2))
             print(f"\nwritten {out}")
         finally:
-            if proxy is not None:
-                proxy.send_signal(signal.SIGTERM)
+            for proc, _ in proxies.values():
+                proc.send_signal(signal.SIGTERM)
                 try:
-                    proxy.wait(20)
+                    proc.wait(20)
                 except subprocess.TimeoutExpired:
-                    proxy.kill()
+                    proc.kill()
             cluster.stop()
 
 
-def run_all(cluster, proxy, proxy_addr: str, n: int, moved: LogicalTopic, phys_id: str, phys_mv: str,
-            latency_only: bool = False) -> dict:
-    moved_starts = [c.segments[0].phys_start for c in moved.partitions]
-    r: dict = {"records": n, "record_bytes": RECORD}
-    gb = n * RECORD / 1e9
-    if latency_only:
-        r["latency_ms"] = latency(cluster, proxy_addr, phys_id)
-        return r
-    perf_test(cluster.bootstrap, phys_id, min(n, 20000))  # warm-up: JIT, page cache, proxy connections
-    perf_test(proxy_addr, "identity", min(n, 20000))
-    for name, phys, starts, logical_starts in (("identity", phys_id, [0] * PARTITIONS, [0] * PARTITIONS),
-                                               ("moved", phys_mv, moved_starts, [MOVED_BASE] * PARTITIONS)):
-        b0 = cpu_seconds(cluster.pid)
-        direct = perf_test(cluster.bootstrap, phys, n)
-        direct_cf = confluent_read(cluster.bootstrap, phys, starts, n)
-        broker_cpu = (cpu_seconds(cluster.pid) - b0) / (2 * gb)
-        p0, b1 = cpu_seconds(proxy.pid), cpu_seconds(cluster.pid)
-        via = perf_test(proxy_addr, name, n)
-        via_cf = confluent_read(proxy_addr, name, logical_starts, n)
-        proxy_cpu = (cpu_seconds(proxy.pid) - p0) / (2 * gb)
-        broker_cpu_via = (cpu_seconds(cluster.pid) - b1) / (2 * gb)
-        r[name] = {"perf_direct_mb_s": direct, "perf_proxy_mb_s": via, "perf_ratio": via / direct,
-                   "confluent_direct_mb_s": direct_cf, "confluent_proxy_mb_s": via_cf,
-                   "confluent_ratio": via_cf / direct_cf, "proxy_cpu_s_per_gb": proxy_cpu,
-                   "broker_cpu_s_per_gb_direct": broker_cpu, "broker_cpu_s_per_gb_via_proxy": broker_cpu_via}
+def run_all(cluster, proxies: dict[str, tuple[subprocess.Popen, str]], n: int, moved: LogicalTopic, phys_id: str,
+            phys_mv: str, args) -> dict:
+    r: dict = {"records": n, "record_bytes": RECORD, "compare_ref": args.compare_ref, "rounds": args.rounds}
+    proxy_addr = proxies["proxy"][1]
+    if not args.latency_only:
+        perf_test(cluster.bootstrap, phys_id, min(n, 20000))  # warm-up: JIT, page cache, proxy connections
+        for _, addr in proxies.values():
+            perf_test(addr, "identity", min(n, 20000))
+        moved_starts = [c.segments[0].phys_start for c in moved.partitions]
+        topics = {"identity": ((phys_id, [0] * PARTITIONS), [0] * PARTITIONS),
+                  "moved": ((phys_mv, moved_starts), [MOVED_BASE] * PARTITIONS)}
+        sides = {"direct": (None, cluster.bootstrap), **{s: (proc.pid, addr) for s, (proc, addr) in proxies.items()}}
+        rounds: dict[str, dict[str, list]] = {name: {s: [] for s in sides} for name in topics}
+        names = [s for s in sides if s != "direct"]
+        for i in range(args.rounds):
+            order = ["direct", *names[i % len(names):], *names[:i % len(names)]]
+            for name, ((phys, starts), logical_starts) in topics.items():
+                for side in order:
+                    pid, addr = sides[side]
+                    topic, offsets = (phys, starts) if side == "direct" else (name, logical_starts)
+                    rounds[name][side].append(read_both(cluster.pid, pid, addr, topic, offsets, n))
+                    print(f"round {i + 1} {name:8} {side:6} " + ", ".join(
+                        f"{k} {v:.2f}" for k, v in rounds[name][side][-1].items()), flush=True)
+        for name, by_side in rounds.items():
+            r[name] = {side: medians(values) for side, values in by_side.items()}
     r["latency_ms"] = latency(cluster, proxy_addr, phys_id)
     return r
+
+
+def read_both(broker_pid: int, proxy_pid: int | None, addr: str, topic: str, starts: list[int], n: int) -> dict:
+    """The Java tool's and then confluent-kafka's MB/s reading `n` records, each with the broker's and the proxy's
+    CPU-seconds per GB, and the load average after them."""
+    gb = n * RECORD / 1e9
+    out: dict = {}
+    for tool, read in (("perf", lambda: perf_test(addr, topic, n)),
+                       ("confluent", lambda: confluent_read(addr, topic, starts, n))):
+        b0, p0 = cpu_seconds(broker_pid), cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        out[f"{tool}_mb_s"] = read()
+        out[f"{tool}_broker_cpu_s_per_gb"] = (cpu_seconds(broker_pid) - b0) / gb
+        if proxy_pid:
+            out[f"{tool}_proxy_cpu_s_per_gb"] = (cpu_seconds(proxy_pid) - p0) / gb
+    out["load"] = os.getloadavg()[0]
+    return out
 
 
 def latency(cluster, proxy_addr: str, phys_id: str) -> dict:
@@ -253,19 +266,19 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def print_results(r: dict, n: int) -> None:
-    print(f"\nconsume bench: {n} records x {RECORD} B, {PARTITIONS} partitions, 1 broker\n")
-    print(f"{'':28}{'direct':>12}{'proxy':>12}{'ratio':>8}")
-    for name in ("identity", "moved") if "identity" in r else ():
-        x = r[name]
-        print(f"{name + ' perf-test MB/s':28}{x['perf_direct_mb_s']:12.1f}{x['perf_proxy_mb_s']:12.1f}"
-              f"{x['perf_ratio']:8.2f}")
-        print(f"{name + ' confluent MB/s':28}{x['confluent_direct_mb_s']:12.1f}{x['confluent_proxy_mb_s']:12.1f}"
-              f"{x['confluent_ratio']:8.2f}")
-        print(f"{name + ' CPU s/GB':28}{x['broker_cpu_s_per_gb_direct']:12.2f}{x['proxy_cpu_s_per_gb']:12.2f}"
-              f"   (broker {x['broker_cpu_s_per_gb_via_proxy']:.2f} s/GB while serving the proxy)")
+    print(f"\nconsume bench: {n} records x {RECORD} B, {PARTITIONS} partitions, 1 broker; medians over "
+          f"{r['rounds']} round(s); ref: {r['compare_ref'] or '-'}\n")
     if "identity" in r:
-        m = r["moved"]["perf_proxy_mb_s"] / r["identity"]["perf_proxy_mb_s"]
-        print(f"{'moved / identity (proxy)':28}{m:32.2f}")
+        print(f"{'':10}{'side':7}{'perf MB/s':>10}{'÷ direct':>9}{'confl MB/s':>11}{'÷ direct':>9}"
+              f"{'perf proxy/broker CPU s/GB':>28}{'confl proxy/broker CPU s/GB':>29}")
+    for name in ("identity", "moved") if "identity" in r else ():
+        d = r[name]["direct"]
+        for side, x in r[name].items():
+            proxy_cpu = [x.get(f"{t}_proxy_cpu_s_per_gb", float("nan")) for t in ("perf", "confluent")]
+            print(f"{name:10}{side:7}{x['perf_mb_s']:10.1f}{x['perf_mb_s'] / d['perf_mb_s']:9.2f}"
+                  f"{x['confluent_mb_s']:11.1f}{x['confluent_mb_s'] / d['confluent_mb_s']:9.2f}"
+                  f"{proxy_cpu[0]:20.2f}/{x['perf_broker_cpu_s_per_gb']:<7.2f}"
+                  f"{proxy_cpu[1]:21.2f}/{x['confluent_broker_cpu_s_per_gb']:<7.2f}")
     lat = r["latency_ms"]
     for k in ("direct", "proxy_identity", "proxy_moved", "consume_only_identity"):
         print(f"{'e2e latency ' + k:28}  p50 {lat[k][0]:7.2f} ms   p99 {lat[k][1]:7.2f} ms")

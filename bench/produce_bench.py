@@ -13,8 +13,13 @@ Running both sides in the same seconds puts the machine's noise (GC elsewhere, o
 difference of their percentiles is the proxy's added latency; the Java tool's paced run reports whole
 milliseconds and its p99 swings by 10-20 ms between runs.
 
+`--compare-ref REF` runs a second proxy, of an older commit (exported with `git archive` as data_path.py does it;
+nothing in the repository changes), and `--rounds N` repeats every run N times; each round runs direct first, then
+the proxies, their order rotating by round, and the paced pair once per proxy (each beside its own direct side).
+The table shows medians over the rounds.
+
     .venv/bin/python bench/produce_bench.py [--records 200000] [--workers 1] [--paced-rate 2000]
-        [--paced-seconds 20] [--paced-warmup 5]
+        [--paced-seconds 20] [--paced-warmup 5] [--compare-ref REF] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +39,8 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from data_path import cpu_seconds as threads_cpu_seconds
+from data_path import export_tree, tree_path
 from paced_pair import gc_log_option, run_pair
 from scratch import scratch_dir
 
@@ -45,13 +53,15 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime+stime of a process and its reaped children plus live children (workers)."""
+    """CPU time of a process and its live children (workers), each from its threads' schedstat (nanoseconds: a
+    200 MB run of a proxy at 0.5 CPU-s/GB is 10 ticks of /proc/<pid>/stat), plus its reaped children's (ticks)."""
     total = 0.0
-    pids = [pid] + [int(p) for p in _children(pid)]
-    for p in pids:
+    for p in [pid] + [int(c) for c in _children(pid)]:
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15]) / TICKS  # utime stime cutime cstime
+            total += threads_cpu_seconds(p)
+            if p == pid:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                total += sum(int(x) for x in fields[13:15]) / TICKS  # cutime cstime
         except (OSError, IndexError):
             pass
     return total
@@ -70,13 +80,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_proxy(tmp: Path, view: View, workers: int) -> tuple[subprocess.Popen, str]:
+def start_proxy(tmp: Path, view: View, workers: int, tree: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A proxy of this tree, or of `tree` (an exported commit: `data_path.export_tree`)."""
     port = free_port()
     view_file = tmp / "view.json"
     view_file.write_text(json.dumps(view.to_dict()))
+    env = None if tree is None else dict(os.environ, PYTHONPATH=tree_path(tree))
     proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "pproxy", "--listen",
                              f"127.0.0.1:{port}", "--view-file", str(view_file), "--workers", str(workers)],
-                            stdout=open(tmp / "proxy.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+                            stdout=open(tmp / f"proxy{'' if tree is None else '-ref'}.log", "wb"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT, env=env, cwd=tree)
     for _ in range(1200):  # a loaded machine takes a while to import everything
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -86,10 +99,11 @@ def start_proxy(tmp: Path, view: View, workers: int) -> tuple[subprocess.Popen, 
     raise RuntimeError("proxy did not start")
 
 
-def perf_test(bootstrap: str, topic: str, records: int, throughput: int = -1) -> dict:
+def perf_test(bootstrap: str, topic: str, records: int, throughput: int = -1, extra: list[str] | None = None) -> dict:
+    """`kafka-producer-perf-test` (idempotent, its default since Kafka 3.0); `extra`: more producer properties."""
     out = run_tool("kafka-producer-perf-test", "--topic", topic, "--num-records", str(records), "--record-size",
                    "1024", "--throughput", str(throughput), "--producer-props", f"bootstrap.servers={bootstrap}",
-                   "acks=all", "linger.ms=5", "batch.size=65536", timeout=900).stdout
+                   "acks=all", "linger.ms=5", "batch.size=65536", *(extra or []), timeout=900).stdout
     last = [line for line in out.splitlines() if "records sent" in line][-1]
     num = [float(x) for x in re.findall(r"([\d.]+) (?:records/sec|ms avg|ms 50th|ms 99th)", last)]
     return {"records_per_s": num[0], "avg_ms": num[1], "p50_ms": num[2], "p99_ms": num[3], "line": last}
@@ -159,12 +173,12 @@ def start_broker(tmp: Path):
     return cluster
 
 
-def make_topics(bootstrap: str) -> tuple[dict[tuple[str, str], str], View]:
-    """A 4-partition topic per run and side, and the proxy's view of them (each its own logical topic)."""
+def make_topics(bootstrap: str, targets: list[str]) -> tuple[dict[tuple[str, str], str], View]:
+    """A 4-partition topic per run and side, and the proxies' view of them (each its own logical topic)."""
     topics = {}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for run in ("warmup", "perf", "paced", "confluent", "paced-pair"):
-        for target in ("direct", "proxy"):
+        for target in targets:
             name = f"bench-{run}-{target}-{uuid.uuid4().hex[:6]}"
             fut = admin.create_topics([NewTopic(name, 4, 1)])
             fut[name].result(30)
@@ -183,9 +197,18 @@ def measure(label: str, fn, bootstrap: str, topic: str, records: int, broker_pid
     result["broker_cpu_s_per_gb"] = (cpu_seconds(broker_pid) - b0) / gb
     if proxy_pid:
         result["proxy_cpu_s_per_gb"] = (cpu_seconds(proxy_pid) - p0) / gb
+    result["load"] = os.getloadavg()[0]
+    cpu = f", proxy CPU {result['proxy_cpu_s_per_gb']:.2f} s/GB" if proxy_pid else ""
     print(f"  {label}: {result['records_per_s']:.0f} rec/s, p50 {result['p50_ms']:.1f} ms, "
-          f"p99 {result['p99_ms']:.1f} ms", flush=True)
+          f"p99 {result['p99_ms']:.1f} ms{cpu}, broker CPU {result['broker_cpu_s_per_gb']:.2f} s/GB, "
+          f"load {result['load']:.2f}", flush=True)
     return result
+
+
+def medians(rounds: list[dict]) -> dict:
+    """Each number's median over the rounds, with the rounds themselves."""
+    keys = [k for k, v in rounds[0].items() if isinstance(v, int | float)]
+    return {**{k: statistics.median(r[k] for r in rounds) for k in keys}, "rounds": rounds}
 
 
 def main() -> None:
@@ -198,72 +221,98 @@ def main() -> None:
                     help="seconds the paced pair sends before it counts (both sides)")
     ap.add_argument("--runs", default="perf,paced,confluent,paced-pair",
                     help="which runs, comma-separated (the table shows those done)")
+    ap.add_argument("--compare-ref", help="also run a proxy of this git ref (e.g. main), alternating with this tree's")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of every run (the table shows medians)")
     args = ap.parse_args()
     with scratch_dir("produce-bench-") as tmp:
         cluster = start_broker(tmp)
-        proxy = None
+        proxies: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
-            topics, view = make_topics(cluster.bootstrap)
-            proxy, proxy_bootstrap = start_proxy(tmp, view, args.workers)
+            sides = ["proxy"] + (["ref"] if args.compare_ref else [])
+            topics, view = make_topics(cluster.bootstrap, ["direct", *sides])
+            proxies["proxy"] = start_proxy(tmp, view, args.workers)
+            if args.compare_ref:
+                proxies["ref"] = start_proxy(tmp, view, args.workers, export_tree(args.compare_ref, tmp / "ref"))
             time.sleep(1.0)
-            results: dict = {"records": args.records, "record_bytes": 1024, "workers": args.workers}
-            for target, bootstrap in (("direct", cluster.bootstrap), ("proxy", proxy_bootstrap)):
-                perf_test(bootstrap, topics[("warmup", target)], 20000)  # JIT and connections warm for both sides
-
-            def paced(bootstrap: str, topic: str, records: int) -> dict:
-                # latency at a rate both sides sustain: the added latency, not queueing at saturation
-                return perf_test(bootstrap, topic, records, throughput=2000)
-
-            runs = args.runs.split(",")
-            for run, fn in (("perf", perf_test), ("paced", paced), ("confluent", confluent_run)):
-                if run not in runs:
-                    continue
-                print(f"{run}:", flush=True)
-                records = args.records if run != "paced" else min(args.records, 20000)
-                results[run] = {
-                    "direct": measure("direct", fn, cluster.bootstrap, topics[(run, "direct")], records,
-                                      cluster.pid, None),
-                    "proxy": measure("proxy ", fn, proxy_bootstrap, topics[(run, "proxy")], records,
-                                     cluster.pid, proxy.pid),
-                }
-            if "paced-pair" in runs:
-                print("paced pair:", flush=True)
-                results["paced-pair"] = paced_pair(
-                    {"direct": (cluster.bootstrap, topics[("paced-pair", "direct")]),
-                     "proxy": (proxy_bootstrap, topics[("paced-pair", "proxy")])}, args.paced_rate,
-                    args.paced_seconds, args.paced_warmup, {"broker": cluster.pid, "proxy": proxy.pid},
-                    tmp / f"gc-{cluster.pid}.log")
+            results: dict = {"records": args.records, "record_bytes": 1024, "workers": args.workers,
+                             "compare_ref": args.compare_ref, "rounds": args.rounds}
+            addrs = {"direct": cluster.bootstrap, **{s: addr for s, (_, addr) in proxies.items()}}
+            pids = {s: proc.pid for s, (proc, _) in proxies.items()}
+            for target, bootstrap in addrs.items():
+                perf_test(bootstrap, topics[("warmup", target)], 20000)  # JIT and connections warm for every side
+            results |= run_rounds(args, cluster, topics, addrs, pids, tmp)
             print_table(results)
             RESULTS.mkdir(exist_ok=True)
             out = RESULTS / f"produce-{time.strftime('%Y%m%dT%H%M%S')}.json"
             out.write_text(json.dumps(results, indent=2))
             print(f"wrote {out}")
         finally:
-            if proxy is not None:
-                proxy.send_signal(signal.SIGTERM)
-                proxy.wait(30)
+            for proc, _ in proxies.values():
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             cluster.stop()
 
 
+def run_rounds(args, cluster, topics: dict, addrs: dict[str, str], pids: dict[str, int], tmp: Path) -> dict:
+    """Every run of `--runs`, `--rounds` times: direct, then the proxies in an order rotating by round."""
+    def paced(bootstrap: str, topic: str, records: int) -> dict:
+        # latency at a rate both sides sustain: the added latency, not queueing at saturation
+        return perf_test(bootstrap, topic, records, throughput=2000)
+
+    runs = args.runs.split(",")
+    proxies = [s for s in addrs if s != "direct"]
+    done: dict = {}
+    for r in range(args.rounds):
+        order = proxies[r % len(proxies):] + proxies[:r % len(proxies)]
+        for run, fn in (("perf", perf_test), ("paced", paced), ("confluent", confluent_run)):
+            if run not in runs:
+                continue
+            print(f"round {r + 1} {run}:", flush=True)
+            records = args.records if run != "paced" else min(args.records, 20000)
+            for side in ["direct", *order]:
+                done.setdefault(run, {}).setdefault(side, []).append(
+                    measure(f"{side:6}", fn, addrs[side], topics[(run, side)], records, cluster.pid, pids.get(side)))
+        if "paced-pair" in runs:
+            for side in order:
+                print(f"round {r + 1} paced pair, direct and {side}:", flush=True)
+                done.setdefault("paced-pair", {}).setdefault(side, []).append(paced_pair(
+                    {"direct": (cluster.bootstrap, topics[("paced-pair", "direct")]),
+                     "proxy": (addrs[side], topics[("paced-pair", side)])}, args.paced_rate,
+                    args.paced_seconds, args.paced_warmup, {"broker": cluster.pid, "proxy": pids[side]},
+                    tmp / f"gc-{cluster.pid}.log"))
+    out = {run: {side: medians(rounds) for side, rounds in by_side.items()}
+           for run, by_side in done.items() if run != "paced-pair"}
+    if "paced-pair" in done:
+        out["paced-pair"] = done["paced-pair"]
+    return out
+
+
 def print_table(results: dict) -> None:
-    print()
-    print(f"{'producer':<10} {'direct rec/s':>12} {'proxy rec/s':>12} {'ratio':>6} {'p50 d/p ms':>13} "
+    print(f"\nmedians over {results['rounds']} round(s); ref: {results['compare_ref'] or '-'}")
+    print(f"{'producer':<10} {'side':<6} {'direct rec/s':>12} {'proxy rec/s':>12} {'ratio':>6} {'p50 d/p ms':>13} "
           f"{'p99 d/p ms':>13} {'p99 p÷d':>7} {'proxy CPU s/GB':>15} {'broker CPU s/GB':>16}")
     for run in ("perf", "paced", "confluent"):
         if run not in results:
             continue
-        d, p = results[run]["direct"], results[run]["proxy"]
-        p99_ratio = p["p99_ms"] / d["p99_ms"] if d["p99_ms"] else float("nan")
-        print(f"{run:<10} {d['records_per_s']:>12.0f} {p['records_per_s']:>12.0f} "
-              f"{p['records_per_s'] / d['records_per_s']:>6.2f} {d['p50_ms']:>6.1f}/{p['p50_ms']:<6.1f} "
-              f"{d['p99_ms']:>6.1f}/{p['p99_ms']:<6.1f} {p99_ratio:>7.2f} "
-              f"{p['proxy_cpu_s_per_gb']:>15.2f} {p['broker_cpu_s_per_gb']:>16.2f}")
-    if "paced-pair" not in results:
-        return
-    d, p = results["paced-pair"]["direct"], results["paced-pair"]["proxy"]
-    print(f"paced pair (confluent, both at once): p50 {d['p50_ms']:.2f}/{p['p50_ms']:.2f} ms, "
-          f"p99 {d['p99_ms']:.2f}/{p['p99_ms']:.2f} ms (added {p['p99_ms'] - d['p99_ms']:+.2f}), "
-          f"p99.9 {d['p999_ms']:.2f}/{p['p999_ms']:.2f} ms, load {results['paced-pair']['machine']['load_average']}")
+        d = results[run]["direct"]
+        for side, p in results[run].items():
+            if side == "direct":
+                continue
+            p99_ratio = p["p99_ms"] / d["p99_ms"] if d["p99_ms"] else float("nan")
+            print(f"{run:<10} {side:<6} {d['records_per_s']:>12.0f} {p['records_per_s']:>12.0f} "
+                  f"{p['records_per_s'] / d['records_per_s']:>6.2f} {d['p50_ms']:>6.1f}/{p['p50_ms']:<6.1f} "
+                  f"{d['p99_ms']:>6.1f}/{p['p99_ms']:<6.1f} {p99_ratio:>7.2f} "
+                  f"{p['proxy_cpu_s_per_gb']:>15.2f} {p['broker_cpu_s_per_gb']:>16.2f}")
+    for side, pairs in results.get("paced-pair", {}).items():
+        for pair in pairs:
+            d, p = pair["direct"], pair["proxy"]
+            print(f"paced pair with {side} (confluent, both at once): p50 {d['p50_ms']:.2f}/{p['p50_ms']:.2f} ms, "
+                  f"p99 {d['p99_ms']:.2f}/{p['p99_ms']:.2f} ms (added {p['p99_ms'] - d['p99_ms']:+.2f}, per-second "
+                  f"median {pair['machine'].get('added_p99_per_second_median_ms', float('nan')):+.2f}), "
+                  f"p99.9 {d['p999_ms']:.2f}/{p['p999_ms']:.2f} ms, load {pair['machine']['load_average']}")
 
 
 if __name__ == "__main__":
