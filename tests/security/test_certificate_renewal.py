@@ -20,6 +20,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from fedkafka.nameservice.metrics import NameServiceMetrics
 from fedkafka.nameservice.resolver import ProxyAddress, StaticResolver
 from fedkafka.nameservice.server import NameServiceServer
 from fedkafka.observe.supervise import Supervisor
+from fedkafka.proxy.core import server as proxy_server
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.proxy.core.metrics import ProxyMetrics
 from fedkafka.security import pki
@@ -355,6 +357,76 @@ def test_the_name_service_serves_a_renewed_certificate_and_relays_on_both_sides(
                 writer.close()
 
     _run(loop, scenario)
+
+
+# -- SIGHUP that arrives while a listener is being made ----------------------------------------------
+
+def test_a_sighup_while_the_workers_parent_starts_a_worker_is_still_passed_on(monkeypatch):
+    """The `--workers` parent: a SIGHUP that lands while `_start` starts a worker (a crashed one started again) is
+    passed on to the workers once it is started, as one outside that window is (it was ignored)."""
+    forwarded = []
+
+    class Recording(proxy_server.WorkerSupervisor):
+        def _forward(self, signum, frame):
+            forwarded.append(signum)
+
+    class Starting:  # the SIGHUP lands while the child process is being started
+        pid = None
+
+        def start(self):
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    monkeypatch.setattr(proxy_server, "_worker_config", lambda config, index: config)
+    ws = Recording.__new__(Recording)
+    ws.config, ws.children, ws.started, ws.due = None, {}, {}, {}
+    ws.ctx = types.SimpleNamespace(Process=lambda **kw: Starting())
+    old = signal.signal(signal.SIGHUP, ws._forward)
+    try:
+        ws._start(1)
+        os.kill(os.getpid(), signal.SIGHUP)  # a control: one outside the window is passed on
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert forwarded == [signal.SIGHUP, signal.SIGHUP], forwarded
+    assert signal.SIGHUP not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # unblocked again
+
+
+# What `fedkafka nameservice` does (cli/nameservice.py), with a SIGHUP (the files renewed) sent after it blocked
+# SIGHUP and before `serve` handles it; in a process of its own: one with other threads (this one) would take the
+# signal in a thread that does not block it
+EARLY_SIGHUP = """
+import asyncio, logging, os, signal, sys
+from pathlib import Path
+from fedkafka.nameservice import app
+from fedkafka.nameservice.resolver import StaticResolver
+from fedkafka.security.listeners import Listener, TlsFiles
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+os.kill(os.getpid(), signal.SIGHUP)
+asyncio.run(app.serve(StaticResolver([]), None, sys.argv[1], listeners=(Listener("SSL", "127.0.0.1", 0),),
+                      tls=TlsFiles(cert=Path(sys.argv[2]), key=Path(sys.argv[3]))))
+"""
+
+
+@pytest.mark.integration
+def test_a_sighup_before_the_name_service_handles_it_renews_once_it_does(tmp_path):
+    """`fedkafka nameservice` blocks SIGHUP before it makes its listeners: one sent meanwhile is handled when
+    `serve` takes SIGHUP (it was ignored), and SIGTERM then stops it cleanly."""
+    files = Files(tmp_path / "pki")
+    log = tmp_path / "out.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", EARLY_SIGHUP, f"127.0.0.1:{free_port()}", str(files.cert),
+                                 str(files.key)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: proc.poll() is not None or "renewed (SIGHUP)" in log.read_text(),
+                 what="the early SIGHUP's renewal")
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(GUARD_S) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # -- SIGHUP, in real processes ---------------------------------------------------------------------
