@@ -55,8 +55,9 @@ def register(app: typer.Typer) -> None:
         if problems:
             raise typer.BadParameter("; ".join(problems), param_hint="--ssl-cert")
         logs.configure()  # FEDKAFKA_LOG_LEVEL, FEDKAFKA_LOG_FORMAT=json
-        # a SIGHUP before serve() takes it (renew the certificate) must not end the process: the files are read after
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # a SIGHUP before serve() takes it (renew the certificate) must not end the process, nor be lost: blocked
+        # (pending) until serve() handles it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds,
                                       max_entries=cache_entries)
         asyncio.run(serve(resolver, listen, http_listen, listeners=listeners, header_timeout=header_timeout,

@@ -93,6 +93,8 @@ async def serve(resolver: Resolver, listen: str | None, http_listen: str, stop: 
             loop.add_signal_handler(sig, stop.set)
         # SIGHUP: load the TLS files again now
         loop.add_signal_handler(signal.SIGHUP, lambda: server.server_tls is not None and server.server_tls.reload())
+        # blocked until here (cli/nameservice.py): one sent while the listeners were made is handled now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     log.info("name service: kafka %s, http %s:%s", ", ".join(f"{p}://{h}:{n}" for p, h, n in bound), http_host,
              http_port)
     supervisor.spawn("kafka-endpoint", server.serve_forever)

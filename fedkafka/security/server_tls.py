@@ -8,9 +8,12 @@ one changed (its inode, size or mtime), a new context is made from them and serv
 services' SIGHUP calls `reload()`, which does the same at once. Connections already open keep the context (and
 certificate) of their own handshake.
 
-A renewal that fails (a file missing or unreadable, a key that does not match the certificate, a file half written)
-changes nothing: the old context keeps serving, one WARNING line says why, and the next change of the files (the
-rest of the write, the key written after the certificate) is tried again.
+A renewal that fails (a file missing or unreadable, a key that does not match the certificate, a file half written,
+a certificate outside its validity period: a stale backup, as Kafka's dynamic keystore update refuses one) changes
+nothing: the old context keeps serving, one WARNING line says why, and the next change of the files (the rest of
+the write, the key written after the certificate) is tried again; a certificate not valid yet is also tried again
+once it is. At start a certificate outside its validity period is served, as before this module (one WARNING line):
+a listener that cannot start would not serve the clients that do not verify it either.
 """
 
 from __future__ import annotations
@@ -39,12 +42,19 @@ class ServerTls:
     `expires`: seconds since the epoch). Made from `files` at once: a certificate that cannot be loaded at start
     raises, as before."""
 
-    def __init__(self, files: TlsFiles, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, files: TlsFiles, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.files = files
         self._clock = clock
+        self._wall = wall  # what certificates' validity periods are compared with
         self._seen = self._stamp()  # the files as they were when last loaded (or tried)
+        self._retry_at: float | None = None  # when a certificate refused as not valid yet becomes valid
         self.context, leaf = self._load()
         self.serial, self.expires = leaf.serial_number, leaf.not_valid_after_utc.timestamp()
+        try:
+            _check_validity(leaf, wall())
+        except NotValidNow as e:  # served all the same, as before renewals: only verifying clients refuse it
+            log.warning("TLS certificate %s: %s; it serves all the same (verifying clients refuse it)", files.cert, e)
         self._next_check = clock() + files.recheck_s
         self.renewals = 0  # certificates loaded since start (not counting the first)
         self.failures = 0  # renewals that kept the old certificate
@@ -61,7 +71,11 @@ class ServerTls:
         """Load the files again if they changed since they were last loaded or tried; whether a new certificate
         now serves."""
         stamp = self._stamp()
-        return stamp != self._seen and self._renew(stamp, "its files changed")
+        if stamp != self._seen:
+            return self._renew(stamp, "its files changed")
+        if self._retry_at is not None and self._wall() >= self._retry_at:
+            return self._renew(stamp, "its certificate became valid")
+        return False
 
     def reload(self) -> bool:
         """Load the files again now, changed or not (SIGHUP); whether that worked."""
@@ -69,13 +83,18 @@ class ServerTls:
 
     def _renew(self, stamp: Stamp, why: str) -> bool:
         self._seen = stamp  # taken before reading: a write that goes on after it is another change, tried again
+        self._retry_at = None
         try:
             context, leaf = self._load()
+            _check_validity(leaf, self._wall())
         except Exception as e:  # whatever it is, the listener goes on with the certificate it has
             self.failures += 1
+            if isinstance(e, NotValidNow) and e.starts is not None:
+                self._retry_at = e.starts
             log.warning("TLS certificate %s not renewed (%s): %s; certificate serial %x (valid until %s) still "
-                        "serves, tried again when the files change", self.files.cert, why, _reason(e),
-                        self.serial, _utc(self.expires))
+                        "serves, tried again when the files change%s", self.files.cert, why, _reason(e),
+                        self.serial, _utc(self.expires),
+                        f" or at {_utc(self._retry_at)}" if self._retry_at is not None else "")
             return False
         was = self.serial
         self.context, self.serial, self.expires = context, leaf.serial_number, leaf.not_valid_after_utc.timestamp()
@@ -97,6 +116,23 @@ class ServerTls:
         return tuple(_stat(p) for p in (self.files.cert, self.files.key, self.files.ca))
 
 
+class NotValidNow(Exception):
+    """The certificate's validity period does not hold the present: no verifying client would take it."""
+
+    def __init__(self, message: str, starts: float | None):
+        super().__init__(message)
+        self.starts = starts  # when it becomes valid; None for one that expired
+
+
+def _check_validity(leaf: x509.Certificate, now: float) -> None:
+    starts, ends = leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
+    if now > ends:
+        raise NotValidNow(f"the certificate (serial {leaf.serial_number:x}) expired at {_utc(ends)}", None)
+    if now < starts:
+        raise NotValidNow(f"the certificate (serial {leaf.serial_number:x}) is not valid before {_utc(starts)}",
+                          starts)
+
+
 def _stat(path: Path | None) -> tuple[int, int, int, int] | None:
     if path is None:
         return None
@@ -114,7 +150,7 @@ def _reason(error: Exception) -> str:
         return KNOWN_REASONS.get(reason, f"{reason} ({error.library or 'ssl'})")
     if isinstance(error, OSError):
         return f"{error.strerror or type(error).__name__}: {error.filename}"
-    if isinstance(error, EncryptedKey):
+    if isinstance(error, (EncryptedKey, NotValidNow)):
         return str(error)
     if isinstance(error, ValueError):
         return "the certificate file holds no complete PEM certificate (half written?)"

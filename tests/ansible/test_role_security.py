@@ -168,6 +168,8 @@ def test_the_proxy_role_runs_the_secured_proxy_in_check_mode_without_showing_the
     assert KEY.strip().splitlines()[1] not in out
     assert "--listener=SASL_SSL://" in out and ":9394" in out and "--authorization" in out, out[-4000:]
     assert "--super-user=User:admin" in out and "--ssl-key" in out
+    # the certificate is new: the run checks the listener serves it (restarting a proxy too old to load it)
+    assert "the run checks that 127.0.0.1:9394 serves the certificate written to" in " ".join(out.split()), out[-4000:]
 
 
 @pytest.mark.parametrize(("role", "command"), [("fedkafka_proxy", "proxy"), ("fedkafka_nameservice", "nameservice")])

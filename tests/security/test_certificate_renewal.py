@@ -11,6 +11,7 @@ clock; the processes' tests wait for their log lines (`workflows.support.wait_fo
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
 import re
@@ -19,13 +20,15 @@ import socket
 import ssl
 import subprocess
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from proxy.support import ROOT, ProxyProcess, free_port
 from proxy.test_limits_unit import GUARD_S, _Proxy, ask_api_versions
 from workflows.support import wait_for
@@ -34,6 +37,7 @@ from fedkafka.nameservice.metrics import NameServiceMetrics
 from fedkafka.nameservice.resolver import ProxyAddress, StaticResolver
 from fedkafka.nameservice.server import NameServiceServer
 from fedkafka.observe.supervise import Supervisor
+from fedkafka.proxy.core import server as proxy_server
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.proxy.core.metrics import ProxyMetrics
 from fedkafka.security import pki
@@ -43,6 +47,9 @@ from fedkafka.view.model import ProxyRole, View
 
 LOOPS = ["asyncio", "uvloop"]
 BROKEN = ["key-of-another-certificate", "half-written-certificate", "key-missing", "key-encrypted"]
+# (not valid before, not valid after), from now
+OUTSIDE_VALIDITY = {"expired": (datetime.timedelta(days=-30), datetime.timedelta(days=-1)),
+                    "not-yet-valid": (datetime.timedelta(days=1), datetime.timedelta(days=30))}
 
 
 def _run(loop: str, scenario) -> None:
@@ -67,10 +74,27 @@ class Files:
         return pki.make_leaf(self.ca_key, self.ca_cert, "localhost", ExtendedKeyUsageOID.SERVER_AUTH,
                              pki.LOOPBACK_SANS)
 
-    def renew(self) -> int:
-        """A new certificate and key, each written to a new file renamed over the old one (as ansible's copy,
-        certbot's links or `mv` do); the new certificate's serial."""
-        key, cert = self.issue()
+    def issue_outside_validity(self, how: str) -> tuple[object, x509.Certificate]:
+        """A certificate for the listener that matches its key but no verifying client takes now: `expired` (a
+        stale backup) or `not-yet-valid` (from a day on)."""
+        before, after = OUTSIDE_VALIDITY[how]
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                                                    "localhost")]))
+                .issuer_name(self.ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now + before)
+                .not_valid_after(now + after)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .add_extension(x509.SubjectAlternativeName(list(pki.LOOPBACK_SANS)), critical=False)
+                .sign(self.ca_key, hashes.SHA256()))
+        return key, cert
+
+    def renew(self, issued: tuple[object, x509.Certificate] | None = None) -> int:
+        """A new certificate and key (`issued`, or a valid pair), each written to a new file renamed over the old
+        one (as ansible's copy, certbot's links or `mv` do); the new certificate's serial."""
+        key, cert = issued or self.issue()
         self.replace(self.cert, lambda p: pki.write_cert(cert, p))
         self.replace(self.key, lambda p: pki.write_private_key(key, p))
         self.expires = cert.not_valid_after_utc.timestamp()
@@ -208,6 +232,81 @@ def test_the_files_are_looked_at_at_most_every_recheck_s(tmp_path):
     assert tls.current() is not first and tls.serial == renewed and tls.renewals == 1
 
 
+def server_tls_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "fedkafka.security.server_tls" and r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("how", OUTSIDE_VALIDITY)
+def test_a_certificate_outside_its_validity_period_does_not_replace_the_valid_one(tmp_path, how, caplog):
+    """A renewal whose certificate matches its key but is expired or not valid yet (a stale backup, the wrong
+    host's files) is refused as Kafka's dynamic keystore update refuses one: the valid certificate keeps serving,
+    one WARNING line says why, one failure is counted, nothing is logged as renewed."""
+    files = Files(tmp_path / "pki")
+    tls = ServerTls(files.tls_files(recheck_s=0))
+    with caplog.at_level(logging.INFO, logger="fedkafka.security.server_tls"):
+        stale = files.renew(files.issue_outside_validity(how))
+        for _ in range(3):
+            tls.current()
+    assert (tls.serial, tls.failures, tls.renewals) == (files.serial, 1, 0), caplog.text
+    warnings = server_tls_warnings(caplog)
+    assert len(warnings) == 1 and not [r for r in caplog.records if r.levelno == logging.INFO], caplog.text
+    reason = "expired at" if how == "expired" else "is not valid before"
+    assert f"{files.cert} not renewed (its files changed)" in warnings[0], warnings[0]
+    assert f"serial {stale:x}) {reason}" in warnings[0] and f"serial {files.serial:x} (valid" in warnings[0]
+
+
+@pytest.mark.parametrize("how", OUTSIDE_VALIDITY)
+def test_after_a_renewal_outside_its_validity_period_verifying_clients_still_connect(tmp_path, how):
+    files = Files(tmp_path / "pki")
+
+    async def scenario():
+        async with RenewingProxy(tmp_path, files) as px:
+            _r, w = await px.tls()
+            assert served_serial(w) == files.serial
+            w.close()
+            files.renew(files.issue_outside_validity(how))
+            try:
+                _r, w = await px.tls()
+            except ssl.SSLCertVerificationError as e:
+                pytest.fail(f"after a {how} renewal no verifying client can connect: {e}")
+            assert served_serial(w) == files.serial
+            w.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_certificate_refused_as_not_valid_yet_serves_once_it_is_valid(tmp_path):
+    """Issued by a CA whose clock runs ahead, a certificate may arrive before it is valid here: it is tried again
+    when its validity begins (on the wall clock), without another change of the files."""
+    files = Files(tmp_path / "pki")
+    wall = [datetime.datetime.now(datetime.UTC).timestamp()]
+    tls = ServerTls(files.tls_files(recheck_s=0), wall=lambda: wall[0])
+    key, cert = files.issue_outside_validity("not-yet-valid")
+    valid = files.serial
+    files.renew((key, cert))
+    tls.current()
+    wall[0] = cert.not_valid_before_utc.timestamp() - 1
+    tls.current()
+    assert tls.serial == valid and tls.failures == 1
+    wall[0] = cert.not_valid_before_utc.timestamp()
+    tls.current()
+    assert tls.serial == cert.serial_number and tls.renewals == 1 and tls.failures == 1
+
+
+def test_at_start_a_certificate_outside_its_validity_period_serves_with_a_warning(tmp_path, caplog):
+    """As before renewals: a listener starts with the certificate it has (clients that verify nothing still
+    connect), and says once that it is not valid."""
+    files = Files(tmp_path / "pki")
+    expired = files.renew(files.issue_outside_validity("expired"))
+    with caplog.at_level(logging.INFO, logger="fedkafka.security.server_tls"):
+        tls = ServerTls(files.tls_files(recheck_s=0))
+        tls.current()
+    assert tls.serial == expired and tls.failures == 0
+    warnings = server_tls_warnings(caplog)
+    assert len(warnings) == 1 and "expired at" in warnings[0] and "serves all the same" in warnings[0], warnings
+
+
 class RenewingNameService:
     """A NameServiceServer in this event loop with one SSL listener on a free port, relaying every client to the
     SSL listener of a real in-process proxy, both looking at the same files on every new connection."""
@@ -258,6 +357,76 @@ def test_the_name_service_serves_a_renewed_certificate_and_relays_on_both_sides(
                 writer.close()
 
     _run(loop, scenario)
+
+
+# -- SIGHUP that arrives while a listener is being made ----------------------------------------------
+
+def test_a_sighup_while_the_workers_parent_starts_a_worker_is_still_passed_on(monkeypatch):
+    """The `--workers` parent: a SIGHUP that lands while `_start` starts a worker (a crashed one started again) is
+    passed on to the workers once it is started, as one outside that window is (it was ignored)."""
+    forwarded = []
+
+    class Recording(proxy_server.WorkerSupervisor):
+        def _forward(self, signum, frame):
+            forwarded.append(signum)
+
+    class Starting:  # the SIGHUP lands while the child process is being started
+        pid = None
+
+        def start(self):
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    monkeypatch.setattr(proxy_server, "_worker_config", lambda config, index: config)
+    ws = Recording.__new__(Recording)
+    ws.config, ws.children, ws.started, ws.due = None, {}, {}, {}
+    ws.ctx = types.SimpleNamespace(Process=lambda **kw: Starting())
+    old = signal.signal(signal.SIGHUP, ws._forward)
+    try:
+        ws._start(1)
+        os.kill(os.getpid(), signal.SIGHUP)  # a control: one outside the window is passed on
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert forwarded == [signal.SIGHUP, signal.SIGHUP], forwarded
+    assert signal.SIGHUP not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # unblocked again
+
+
+# What `fedkafka nameservice` does (cli/nameservice.py), with a SIGHUP (the files renewed) sent after it blocked
+# SIGHUP and before `serve` handles it; in a process of its own: one with other threads (this one) would take the
+# signal in a thread that does not block it
+EARLY_SIGHUP = """
+import asyncio, logging, os, signal, sys
+from pathlib import Path
+from fedkafka.nameservice import app
+from fedkafka.nameservice.resolver import StaticResolver
+from fedkafka.security.listeners import Listener, TlsFiles
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+os.kill(os.getpid(), signal.SIGHUP)
+asyncio.run(app.serve(StaticResolver([]), None, sys.argv[1], listeners=(Listener("SSL", "127.0.0.1", 0),),
+                      tls=TlsFiles(cert=Path(sys.argv[2]), key=Path(sys.argv[3]))))
+"""
+
+
+@pytest.mark.integration
+def test_a_sighup_before_the_name_service_handles_it_renews_once_it_does(tmp_path):
+    """`fedkafka nameservice` blocks SIGHUP before it makes its listeners: one sent meanwhile is handled when
+    `serve` takes SIGHUP (it was ignored), and SIGTERM then stops it cleanly."""
+    files = Files(tmp_path / "pki")
+    log = tmp_path / "out.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", EARLY_SIGHUP, f"127.0.0.1:{free_port()}", str(files.cert),
+                                 str(files.key)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: proc.poll() is not None or "renewed (SIGHUP)" in log.read_text(),
+                 what="the early SIGHUP's renewal")
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(GUARD_S) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # -- SIGHUP, in real processes ---------------------------------------------------------------------

@@ -280,6 +280,8 @@ async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGHUP: load the TLS files again now
         loop.add_signal_handler(signal.SIGHUP, lambda: server.tls is not None and server.tls.reload())
+        # blocked until here (_run_one, the parent's _start): one sent before is handled now, not lost
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     await server.start()
     freeze_startup_objects()
     await stop.wait()
@@ -328,14 +330,15 @@ class WorkerSupervisor:
     def _start(self, index: int) -> None:
         child = self.ctx.Process(target=_run_worker, args=(_worker_config(self.config, index), os.getpid()),
                                  daemon=False, name=f"fedkafka-proxy-worker-{index}")
-        # the worker starts with SIGHUP ignored (inherited) until its loop handles it: one forwarded while it
-        # starts does not end it (it reads the TLS files after that anyway)
-        forward = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # SIGHUP is blocked while the worker starts: the worker inherits the mask (through fork and exec) and
+        # unblocks it once its loop handles SIGHUP (serve()), so one forwarded meanwhile neither ends it nor is
+        # lost; one sent to this parent meanwhile is passed on (to the new worker too) when it unblocks here
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
             child.start()
+            self.children[index], self.started[index] = child, time.monotonic()
         finally:
-            signal.signal(signal.SIGHUP, forward)
-        self.children[index], self.started[index] = child, time.monotonic()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.due.pop(index, None)
 
     def _restart_exited(self) -> None:
@@ -431,8 +434,9 @@ def _run_one(config: ProxyConfig) -> None:
     # FEDKAFKA_LOG_LEVEL=DEBUG shows each refused, deduplicated or re-routed produce batch;
     # FEDKAFKA_LOG_FORMAT=json writes one JSON object per line
     logs.configure()
-    # a SIGHUP before serve() takes it (renew the certificate) must not end the process: the files are read after
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # a SIGHUP before serve() takes it (renew the certificate) must not end the process, nor be lost: blocked
+    # (pending) until serve() handles it
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     pin_malloc_thresholds()
     try:
         import uvloop
