@@ -462,3 +462,25 @@ def test_a_physical_topic_that_held_data_is_not_created_again_when_its_cluster_l
     caplog.clear()
     ctl.scan_once()  # still missing: not created, not logged again
     assert not lost & set(kafka.created) and not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_move_into_a_physical_topic_lost_with_its_data_fails_and_moves_nothing(setup):
+    """A move's target that the scans found lost with its data (A -> B -> A: the physical topic held an older
+    segment) is not created again by the move either."""
+    api, kafka = setup
+    ctl = api.controller
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    for key in [k for k in kafka.created if k[0] in ("c2", "c3") and k[1] == "t"]:
+        kafka.ends.update({(key[0], "t", p): 5 for p in range(kafka.created[key])})
+    ctl.scan_once()
+    for key in [k for k in kafka.created if k[0] in ("c2", "c3") and k[1] == "t"]:
+        del kafka.created[key]
+        kafka.gone.add(key)
+    ctl.scan_once()
+    assert ctl.lost_topics == {"c1": [], "c2": ["t"], "c3": ["t"]}
+    before = ctl.view.topics["t"]
+    kill(api, kafka, "c1")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "failed" and "lost the data it held" in run["error"], run
+    assert not {("c2", "t"), ("c3", "t")} & set(kafka.created)
+    assert ctl.view.topics["t"].partitions == before.partitions and on_c1
