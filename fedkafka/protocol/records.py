@@ -1037,7 +1037,8 @@ def translated_base_offset(written: bytes, version: int, name: str | None) -> in
     flexible = version >= _FIRST_FLEXIBLE
     counts = 2 if flexible else 8  # two counts of one: a varint each, or an int32 each
     pos = 8 + (len(_NO_TAGS) if flexible else 0) + counts + len(_name_bytes(name, flexible)) + 6
-    return _I64.unpack_from(written, pos)[0]
+    base: int = _I64.unpack_from(written, pos)[0]
+    return base
 
 
 def _legacy_answers(view: memoryview, pos: int, end: int,
