@@ -675,6 +675,8 @@ class WorkflowEngine:
             used = claims.load(s, name).get((target, name), {})  # dropped segments' partitions hold records still
             config = json.loads(topic.config_json)
         first = max(used, default=-1) + 1
+        if name in self.ctl.lost_topics.get(target, ()):  # created again it would be empty (DESIGN §9.3)
+            raise MoveFailed(f"physical topic {name} on {target} lost the data it held: not created again")
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
         with self.ctl.topology_change() as s:

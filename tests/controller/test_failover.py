@@ -484,3 +484,16 @@ def test_a_move_into_a_physical_topic_lost_with_its_data_fails_and_moves_nothing
     assert run["state"] == "failed" and "lost the data it held" in run["error"], run
     assert not {("c2", "t"), ("c3", "t")} & set(kafka.created)
     assert ctl.view.topics["t"].partitions == before.partitions and on_c1
+
+
+def test_an_expansion_onto_a_physical_topic_lost_with_its_data_fails_and_creates_nothing(setup):
+    """`expand` adds partitions on the new cluster's physical topic of the name; one the scans found lost with its
+    data there (a cluster that held the topic before, rebuilt empty) is not created again by it either."""
+    api, kafka = setup
+    ctl = api.controller
+    api.put("/v1/clusters/c4", json={"bootstrap": "c4:9092"}).raise_for_status()
+    ctl.lost_topics["c4"] = ["t"]  # what a scan found (test_a_physical_topic_that_held_data_is_not_created_again...)
+    run = finished(api, api.post("/v1/workflows", json={"kind": "scale_up", "cluster": "c4",
+                                                        "strategy": "expand"}).json())
+    assert run["state"] == "failed" and "lost the data it held" in run["error"], run
+    assert ("c4", "t") not in kafka.created and len(ctl.view.topics["t"].partitions) == 6
