@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fedkafka.cli import admin, check, local, nameservice, security, services, workflows
+from fedkafka.cli import admin, check, local, moves, nameservice, security, services, workflows
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="fedkafka: many physical Kafka clusters behind one logical cluster.")
@@ -13,6 +13,7 @@ admin.register(app)
 services.register(app)
 nameservice.register(app)
 workflows.register(app)
+moves.register(app)
 check.register(app)
 security.register(app)
 

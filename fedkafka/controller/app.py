@@ -18,11 +18,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fedkafka.controller.api import admin_topics, security, status, topology, views
+from fedkafka.controller.api import admin_topics, moves, security, status, topology, views
 from fedkafka.controller.api import workflows as workflow_routes
 from fedkafka.controller.api.common import token_dependency
 from fedkafka.controller.errors import ControllerError
 from fedkafka.controller.guard import DEFAULT_MAX_BODY, RequestGuard
+from fedkafka.controller.held import HeldMoves
 from fedkafka.controller.leadership import Leadership, NotLeader, StandbyGate, restart_as_standby
 from fedkafka.controller.scopes import Tokens
 from fedkafka.controller.service import Controller
@@ -48,6 +49,7 @@ def create_app(controller: Controller, token: str | Tokens, background: bool = T
     app.include_router(topology.router(controller, api))
     app.include_router(security.router(controller, api))
     app.include_router(workflow_routes.router(workflows, api))
+    app.include_router(moves.router(HeldMoves(controller, workflows.mover), api))
     app.include_router(admin_topics.router(controller, api))
     app.include_router(status.router(controller, api))
     return app

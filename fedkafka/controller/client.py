@@ -172,3 +172,13 @@ class AdminClient:
 
     def delete_user(self, name: str) -> None:
         self.request("DELETE", f"/v1/users/{name}")
+
+    def moves(self, state: str | None = None) -> list[dict]:
+        return self.request("GET", "/v1/moves", params={"state": state} if state else None)
+
+    def publish_move(self, move_id: int, seal: int, target_start: int, force: bool = False) -> dict:
+        return self.request("POST", f"/v1/moves/{move_id}/publish",
+                            {"seal": seal, "target_start": target_start, "force": force})
+
+    def roll_back_move(self, move_id: int, nothing_was_published: bool = False) -> dict:
+        return self.request("POST", f"/v1/moves/{move_id}/roll-back", {"nothing_was_published": nothing_was_published})

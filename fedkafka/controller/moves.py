@@ -118,9 +118,14 @@ class Mover:
 
     def _plan_target_ends(self, plans: list[Move]) -> dict[tuple[str, str, int], int]:
         """The log end of each planned move's target, read once (one that cannot be read is left out)."""
+        return self.log_ends({(m.to_cluster, m.to_topic, m.to_partition) for m in plans})
+
+    def log_ends(self, partitions: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
+        """The log end of each (cluster, physical topic, partition), read once (one that cannot be read is left
+        out), the clusters' bootstraps from the database."""
         with self.ctl.session() as s:
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        return self._read_once({(m.to_cluster, m.to_topic, m.to_partition) for m in plans}, bootstrap)
+        return self._read_once(partitions, bootstrap)
 
     def _record(self, s, workflow_id: int | None, plans: list[Move],
                 target_ends: dict[tuple[str, str, int], int]) -> list[int] | None:
@@ -224,7 +229,7 @@ class Mover:
                                  .order_by(MoveRow.id)))
         if not ids:
             return []
-        ends = self._current_target_ends(ids, ("held",))
+        ends = self.current_target_ends(ids, ("held",))
         done = []
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "held"):
@@ -234,13 +239,8 @@ class Mover:
                 if end > row.target_end:
                     self._held(row, HELD_GREW, self._grew(row, end, row.target_end))
                     continue
-                chain = s.get(ChainRow, (row.topic, row.partition))
-                if chain is not None:
-                    chain.frozen = False
-                log.warning("move %d of %s/%s rolled back: its target's log end is %d again, as when it froze",
-                            row.id, row.topic, row.partition, end)
-                row.error = f"held while its target could not be read; its log end read again is {end}, unchanged"
-                self._enter(row, "rolled_back")
+                self.roll_back_one(s, row, f"held while its target could not be read; its log end read again is "
+                                           f"{end}, unchanged")
                 done.append(row.id)
             self.ctl.check_leader(s)
             s.commit()
@@ -359,12 +359,12 @@ class Mover:
         """Record each move's seal and new phys_start. An unclean move (a failover: `gap` > 0) does not read its
         seal from the dead cluster: it is the last log end this controller knew (docs/DESIGN.md §9).
 
-        Only the segment the move froze is sealed (`_frozen_segment`), checked again in the transaction that records
+        Only the segment the move froze is sealed (`frozen_segment`), checked again in the transaction that records
         the seal: a move whose partition is not as it froze it is rolled back alone (docs/DESIGN.md §4.1)."""
         with self.ctl.session() as s:
             rows = self._rows(s, ids, "frozen")
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-            olds = {row.id: old for row in rows if isinstance(old := _frozen_segment(s, row), SegmentRow)}
+            olds = {row.id: old for row in rows if isinstance(old := frozen_segment(s, row), SegmentRow)}
         if not rows:
             return
         wanted, sealing = _seal_reads([row for row in rows if row.id in olds], olds)
@@ -373,9 +373,10 @@ class Mover:
                          for row in rows if row.id in olds})  # committed alone: a failed seal rolls back the rest
         with self.ctl.topology_change() as s:  # one at a time with a deletion of the topic
             for row in self._rows(s, ids, "frozen"):
-                old = _frozen_segment(s, row)
+                old = frozen_segment(s, row)
                 if isinstance(old, str) or row.id not in olds or old.id != olds[row.id].id:
-                    self._drop(s, row, old if isinstance(old, str) else "the frozen segment changed during the seal")
+                    why = old if isinstance(old, str) else "the frozen segment changed during the seal"
+                    self.roll_back_one(s, row, why)
                     continue
                 row.seal = (self.known_end(s, old) if row.gap
                             else offsets[(old.cluster, old.physical_topic, old.physical_partition)])
@@ -383,6 +384,7 @@ class Mover:
                 if row.seal < old.phys_start:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
                                      f"segment start {old.phys_start} (was the physical topic re-created?)")
+                _check_start_past_older_segments(s, row)
                 self._enter(row, "sealed")
             self.ctl.check_leader(s)
             s.commit()
@@ -405,20 +407,25 @@ class Mover:
             self.ctl.check_leader(s)
             s.commit()
 
+    def seal_held(self, row: MoveRow, seal: int, phys_start: int) -> None:
+        """Held move `row` to `sealed` at `seal`, its new segment starting at `phys_start`: an operator's repair
+        (`held.HeldMoves.publish`, docs/OPERATIONS.md "A held move"); published like any sealed move, by the sweeper."""
+        row.seal, row.phys_start = seal, phys_start
+        self._enter(row, "sealed")
+
     def _held(self, row: MoveRow, why: str, reason: str) -> None:
         """Move `row` to `held` (`why`: HELD_*), saying so."""
         log.error("move %d of %s/%s held, its partition frozen: %s", row.id, row.topic, row.partition, reason)
         row.error, row.held_for = reason, why
         self._enter(row, "held")
 
-    def _current_target_ends(self, ids: list[int], states: tuple[str, ...] = ("frozen",)) -> dict[int, int | None]:
+    def current_target_ends(self, ids: list[int], states: tuple[str, ...] = ("frozen",)) -> dict[int, int | None]:
         """The log end of the target of each move of `ids` in `states`, read once (None: not read, e.g. its cluster
         is down)."""
         with self.ctl.session() as s:
             targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in s.scalars(
                 select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states)))}
-            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        found = self._read_once(set(targets.values()), bootstrap)
+        found = self.log_ends(set(targets.values()))
         return {move: found.get(target) for move, target in targets.items()}
 
     def _read_once(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str]) -> dict[tuple[str, str, int],
@@ -543,12 +550,12 @@ class Mover:
 
     def _publish(self, ids: list[int]) -> None:
         """Seal the segment each move froze where its seal says, and append the new active segment. A move whose
-        partition is not as it froze it (`_frozen_segment`: the topic deleted, or created again) is rolled back."""
+        partition is not as it froze it (`frozen_segment`: the topic deleted, or created again) is rolled back."""
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "sealed"):
-                old = _frozen_segment(s, row)
+                old = frozen_segment(s, row)
                 if isinstance(old, str):
-                    self._drop(s, row, old)
+                    self.roll_back_one(s, row, old)
                     continue
                 chain = s.get_one(ChainRow, (row.topic, row.partition))
                 assert row.seal is not None  # a sealed move has its seal
@@ -564,9 +571,10 @@ class Mover:
             s.commit()
         self.ctl.compose()
 
-    def _drop(self, s, row: MoveRow, reason: str) -> None:
-        """Roll back one move whose partition is not as it froze it; its chain is unfrozen only if it is of the
-        incarnation the move froze (one of a topic created again was never frozen by it)."""
+    def roll_back_one(self, s, row: MoveRow, reason: str) -> None:
+        """Roll back one move (a move whose partition is not as it froze it, a held one whose target took nothing
+        under a lost publish: `recheck_held`, an operator's `held.HeldMoves.roll_back`); its chain is unfrozen only if
+        it is of the incarnation the move froze (one of a topic created again was never frozen by it)."""
         chain = s.get(ChainRow, (row.topic, row.partition))
         if chain is not None and _incarnation(s, row.topic) == row.topic_id:
             chain.frozen = False
@@ -578,7 +586,7 @@ class Mover:
         """Unfreeze the moves of `ids` not sealed yet; a frozen (or planned) one whose target took writes under a
         publish the database lost is held instead (`_lost_publish`): rolled back, writes would go on at the source's
         log end, logical offsets the lost publish handed out already (docs/DESIGN.md §3.3, "Lost commits")."""
-        ends = self._current_target_ends(ids, ("frozen", "planned"))
+        ends = self.current_target_ends(ids, ("frozen", "planned"))
         if ends:
             self._hold(ids, ends)
         log.warning("rolling back moves %s: %s", ids, reason)
@@ -618,7 +626,7 @@ def _incarnation(s, topic: str) -> str | None:
     return s.scalar(select(TopicRow.topic_id).where(TopicRow.name == topic))
 
 
-def _frozen_segment(s, row: MoveRow) -> SegmentRow | str:
+def frozen_segment(s, row: MoveRow) -> SegmentRow | str:
     """The segment move `row` froze, or why the partition is not as the move froze it. It is the active segment
     of the move's partition, on its from_cluster, of the topic incarnation it was planned for, with the chain still
     frozen: a chain is frozen only by a move, one unfinished move per partition at a time (the unique index), and
@@ -637,6 +645,24 @@ def _frozen_segment(s, row: MoveRow) -> SegmentRow | str:
     if active.cluster != row.from_cluster:
         return "active segment no longer on " + row.from_cluster
     return active
+
+
+def _check_start_past_older_segments(s, row: MoveRow) -> None:
+    """MoveFailed when move `row`'s new segment would start (`row.phys_start`, its target's log end) below the seal
+    of an older segment of its chain on the same physical partition (A -> B -> A onto a partition whose log end went
+    back: its cluster lost its data and the physical topic was created again, or it was deleted behind the
+    federation's back). The new segment's offsets from there on would be the older one's too: one record at two
+    logical offsets, and offsets handed out for the older segment naming records written after the move
+    (docs/DESIGN.md §4.5). A partition moving back onto an intact one starts at its log end, at or past that seal."""
+    older = s.scalar(select(func.max(SegmentRow.phys_end)).where(
+        SegmentRow.topic == row.topic, SegmentRow.partition == row.partition, SegmentRow.cluster == row.to_cluster,
+        SegmentRow.physical_topic == row.to_topic, SegmentRow.physical_partition == row.to_partition))
+    if older is not None and row.phys_start < older:
+        target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
+        raise MoveFailed(f"{row.topic}/{row.partition}: the log end {row.phys_start} of {target} is below the seal "
+                         f"{older} of an older segment of the partition there (did {row.to_cluster} lose its data, "
+                         f"or was the physical topic re-created?): a new segment from there would give its records "
+                         f"a second logical offset; plan the move again (it takes another physical partition)")
 
 
 def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow]):

@@ -252,7 +252,8 @@ class Controller:
                 self.metrics.view_version.set(nxt.version)
                 self.metrics.proxies.set(len(nxt.proxies))
                 self.metrics.compose_seconds.observe(time.perf_counter() - started)
-                log.info("view %d committed", nxt.version)
+                # the listed proxies decide partition leadership (rendezvous): a change moves leaders (§4.2)
+                log.info("view %d committed (proxies %s)", nxt.version, [p.node_id for p in nxt.proxies])
                 return nxt
             raise Conflict("could not commit the view: too many concurrent writers", status=503)
 
@@ -478,6 +479,7 @@ class Controller:
                     s.execute(delete(table).where(table.topic == name))
                 s.delete(row)
                 s.commit()
+            self._forget_ends(name)
             self.compose()
         coord = coordination_cluster(clusters)
         bootstrap = {c.id: c.bootstrap for c in clusters}
@@ -489,6 +491,16 @@ class Controller:
                 log.warning("topic %s deleted from the federation; physical %s on %s left behind: %s",
                             name, topic, cluster_id, e)
         return True
+
+    def _forget_ends(self, topic: str) -> None:
+        """Forget the log ends the scans read of the physical partitions of `topic` (deleted): a topic created again
+        under the name has physical partitions of the same names, and a failover before a scan read them would seal
+        them at the deleted topic's ends (`Mover.known_end`), far above their own (docs/DESIGN.md §9.1). The
+        physical topics carry the logical topic's name. Called under the write lock, which `_scan_offsets` takes to
+        record what it read, so a scan that read before the deletion records nothing after it."""
+        for ends in (self.log_offsets, self._stored_ends):
+            for key in [key for key in ends if key[1] == topic]:
+                del ends[key]
 
     def _roll_back_moves(self, s: Session, name: str) -> None:
         now = time.time()
@@ -897,6 +909,7 @@ class Controller:
         """Log start/end of the physical partitions holding active segments (what a seal and a describe need);
         returns the ends read."""
         with self.session() as s:
+            incarnations = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)).all())
             parts = list(s.execute(select(SegmentRow.physical_topic, SegmentRow.physical_partition)
                                    .where(SegmentRow.cluster == cluster, SegmentRow.phys_end.is_(None))))
         try:
@@ -904,8 +917,13 @@ class Controller:
         except KafkaException as e:
             log.warning("offsets of %s not read: %s", cluster, e)
             return {}
-        for (topic, partition), offsets in found.items():
-            self.log_offsets[(cluster, topic, partition)] = offsets
+        with self.topology_change() as s:  # one at a time with a deletion, which forgets its topic's ends
+            now = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)).all())
+            # read of a topic deleted (perhaps created again) since: the ends of another incarnation, not kept
+            found = {tp: offsets for tp, offsets in found.items()
+                     if tp[0] in now and now[tp[0]] == incarnations.get(tp[0])}
+            for (topic, partition), offsets in found.items():
+                self.log_offsets[(cluster, topic, partition)] = offsets
         return {(cluster, topic, partition): end for (topic, partition), (_start, end) in found.items()}
 
     def _store_ends(self, ends: dict[tuple[str, str, int], int]) -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Set as AbstractSet
 from math import ceil
 from typing import Any
 
@@ -33,7 +34,7 @@ from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow
 from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, PartitionChain, Segment, shadow_topic
-from fedkafka.view.rebalance import LogRange, Move, droppable_prefix, evacuate, rebalance
+from fedkafka.view.rebalance import LogRange, Move, droppable_prefix, evacuate, rebalance, reused_below_seal
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +498,7 @@ class WorkflowEngine:
                 self._expand(run_id)
             elif rec["kind"] == "scale_up":
                 self._phase(run_id, "register", 1, 1)
-                rolled_back = self._moves(run_id, lambda: self._rebalance_plan(rec["cluster"]))
+                rolled_back = self._moves(run_id, lambda avoid: self._rebalance_plan(rec["cluster"], avoid))
                 if rolled_back:  # the failure of an earlier thread of this run, whose `failed` was not recorded
                     raise MoveFailed(f"moves rolled back, writes continue where they were: {'; '.join(rolled_back)} "
                                      "(found when the run was resumed); run the scale-up again")
@@ -563,11 +564,26 @@ class WorkflowEngine:
 
     def _plan_once(self, run_id: int, planner) -> None:
         for _ in range(PLAN_ATTEMPTS):
-            plans = planner()
-            ends = self._ensure_targets(plans)
+            plans, ends = self._ready_plans(planner)
             if self._plan_moves(run_id, plans, ends) is not None:
                 return
         raise MoveFailed(f"targets claimed by other runs {PLAN_ATTEMPTS} times in a row; nothing was moved")
+
+    def _ready_plans(self, planner) -> tuple[list[Move], dict[tuple[str, str, int], int]]:
+        """`planner(avoid)`'s moves with their targets created, and the targets' log ends (`_ensure_targets`). A move
+        back onto an old physical partition of its chain whose log end is below an older segment's seal there (its
+        cluster lost its data: `reused_below_seal`) would be refused at its seal (docs/DESIGN.md §4.5): planned again
+        with that partition avoided, it takes a new one. Each round avoids at least one more, so it ends."""
+        avoid: set[tuple[str, str, int]] = set()
+        while True:
+            plans = planner(avoid)
+            ends = self._ensure_targets(plans) if plans else {}
+            below = reused_below_seal(self._chains(), plans, ends)
+            if not below:
+                return plans, ends
+            log.warning("physical partitions %s hold less than older segments of their partitions sealed there "
+                        "(their cluster lost data?): planned again onto new ones", sorted(below))
+            avoid |= below
 
     def _plan_moves(self, run_id: int, plans: list[Move],
                     ends: dict[tuple[str, str, int], int] | None = None) -> list[int] | None:
@@ -641,8 +657,8 @@ class WorkflowEngine:
     def _active(self) -> list[str]:
         return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
 
-    def _rebalance_plan(self, target: str) -> list[Move]:
-        return rebalance(self._chains(), self._active(), target, self._claims())
+    def _rebalance_plan(self, target: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
+        return rebalance(self._chains(), self._active(), target, self._claims(), avoid)
 
     # -- expand ------------------------------------------------------------------------------------
     def _expand(self, run_id: int) -> None:
@@ -714,9 +730,10 @@ class WorkflowEngine:
         deadline = time.monotonic() + FAILOVER_BUSY_WAIT_S
         lost_claims = 0
         while self._active_on(cluster):
-            plans = [p for p in self._failover_plan(cluster) if (p.topic, p.partition) not in self._busy()]
+            busy = self._busy()
+            plans, ends = self._ready_plans(lambda avoid, busy=busy: [p for p in self._failover_plan(cluster, avoid)
+                                                                      if (p.topic, p.partition) not in busy])
             if plans:
-                ends = self._ensure_targets(plans)
                 ids = self._plan_moves(run_id, plans, ends)  # None: a target was claimed meanwhile, the next round
                 if ids is not None:                    # plans past it
                     lost_claims = 0
@@ -734,8 +751,8 @@ class WorkflowEngine:
                 raise _Stopping()
         self._moves_done(run_id)
 
-    def _failover_plan(self, dead: str) -> list[Move]:
-        return [dataclasses.replace(m, gap=UNCLEAN_GAP) for m in self._evacuate_plan(dead)]
+    def _failover_plan(self, dead: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
+        return [dataclasses.replace(m, gap=UNCLEAN_GAP) for m in self._evacuate_plan(dead, avoid)]
 
     def _busy(self) -> set[tuple[str, int]]:
         with self.ctl.session() as s:
@@ -756,7 +773,7 @@ class WorkflowEngine:
             self.ctl.set_cluster_state(cluster, "read_only")  # new writes never land on it again
         self._phase(run_id, "read_only", 1, 1)
         if state in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
-            self._moves(run_id, lambda: self._evacuate_plan(cluster))  # moves rolled back: `left` says so
+            self._moves(run_id, lambda avoid: self._evacuate_plan(cluster, avoid))  # moves rolled back: `left` says so
             self._moves_done(run_id)
             left = self._active_on(cluster)
             if left:
@@ -767,10 +784,10 @@ class WorkflowEngine:
         self.ctl.set_cluster_state(cluster, "removed")
         self._phase(run_id, "removed", 1, 1)
 
-    def _evacuate_plan(self, leaving: str) -> list[Move]:
+    def _evacuate_plan(self, leaving: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
         active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
         return evacuate(self._chains(), [c.id for c in active if c.id != leaving] + [leaving], leaving,
-                        self._claims())
+                        self._claims(), avoid)
 
     def _active_on(self, cluster: str) -> int:
         with self.ctl.session() as s:

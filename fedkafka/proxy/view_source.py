@@ -324,7 +324,11 @@ class ControllerViewSource:
         if following != url:
             log.info("following controller %s", following)
 
-    async def _heartbeat_once(self, state: ProxyState) -> None:
+    async def _heartbeat_once(self, state: ProxyState, renew_after_registering: bool = True) -> None:
+        """Renew lease and fence, ack the applied view. Dropped (404: the fence ran out), register again and then
+        renew at once: the new lease counts from the controller's registration, and the registration's view, drain
+        and save can take most of it on a loaded machine; renewed only a third of a lease later, it could run out
+        again, and the views would drop and list this proxy again, moving partition leaders twice (§4.2)."""
         if self._unsaved is not None and self._unsaved == state.view.version:
             await self._ack_view(state, self._unsaved)  # its save failed: try again before acking anything
         sent = time.monotonic()
@@ -335,6 +339,8 @@ class ControllerViewSource:
         if resp.status_code == 404:  # the controller dropped us (lease ran out): register again
             state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce meanwhile
             await self._register(state, refresh_view=True)
+            if renew_after_registering:  # once: a 404 again registers again, and the next round renews
+                await self._heartbeat_once(state, renew_after_registering=False)
             return
         resp.raise_for_status()
         self._take_times(resp.json())

@@ -3,7 +3,8 @@
 A chain is described by its segments (oldest first); its active segment is the last one. Moves keep
 one rule that placement also keeps: a physical partition belongs to one logical partition only, forever
 (docs/DESIGN.md §4.13). A partition returning to a cluster it lived on reuses its own old physical partition
-there; otherwise it takes the next index of that cluster's physical topic past every one in use or ever
+there, unless the caller found its log end below an older segment's seal there (`avoid`, `reused_below_seal`);
+otherwise it takes the next index of that cluster's physical topic past every one in use or ever
 claimed (`claims`: the controller's record, which also holds dropped segments and unfinished moves' targets).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -32,11 +34,14 @@ class Move:
 Chains = Mapping[str, Sequence[Sequence[Segment]]]  # logical topic -> per partition, its segments
 # (cluster, physical topic) -> physical partition -> the logical (topic, partition) that claimed it
 Claims = Mapping[tuple[str, str], Mapping[int, tuple[str, int]]]
+Physical = tuple[str, str, int]  # (cluster, physical topic, physical partition)
 
 
-def rebalance(chains: Chains, active: Sequence[str], target: str, claims: Claims | None = None) -> list[Move]:
+def rebalance(chains: Chains, active: Sequence[str], target: str, claims: Claims | None = None,
+              avoid: AbstractSet[Physical] = frozenset()) -> list[Move]:
     """Moves that give `target` a fair share (floor(P / clusters)) of every topic's active segments,
-    taken from the clusters holding the most. Idempotent: nothing when `target` has its share."""
+    taken from the clusters holding the most. Idempotent: nothing when `target` has its share. A partition is never
+    sent back to one of its old physical partitions in `avoid` (`reused_below_seal`): it takes a new one."""
     if target not in active:
         raise ValueError(f"{target} is not an active cluster")
     moves: list[Move] = []
@@ -45,7 +50,7 @@ def rebalance(chains: Chains, active: Sequence[str], target: str, claims: Claims
         counts = Counter({c: 0 for c in active}) + Counter(c for c in owner.values() if c in active)
         counts.setdefault(target, 0)
         want = len(parts) // len(active)
-        planned = _Slots(topic, parts, claims or {})
+        planned = _Slots(topic, parts, claims or {}, avoid)
         while counts[target] < want:
             donor = max((c for c in active if c != target), key=lambda c: (counts[c], -active.index(c)))
             if counts[donor] <= want:
@@ -58,16 +63,17 @@ def rebalance(chains: Chains, active: Sequence[str], target: str, claims: Claims
     return moves
 
 
-def evacuate(chains: Chains, active: Sequence[str], leaving: str, claims: Claims | None = None) -> list[Move]:
+def evacuate(chains: Chains, active: Sequence[str], leaving: str, claims: Claims | None = None,
+             avoid: AbstractSet[Physical] = frozenset()) -> list[Move]:
     """Moves that take every active segment off `leaving`, each to the active cluster holding the fewest
-    of that topic's partitions (ties: registration order)."""
+    of that topic's partitions (ties: registration order); `avoid` as in `rebalance`."""
     targets = [c for c in active if c != leaving]
     if not targets:
         raise ValueError(f"{leaving} is the last active cluster: there is nowhere to move its writes")
     moves: list[Move] = []
     for topic, parts in sorted(chains.items()):
         counts = Counter({c: 0 for c in targets}) + Counter(segs[-1].cluster for segs in parts)
-        planned = _Slots(topic, parts, claims or {})
+        planned = _Slots(topic, parts, claims or {}, avoid)
         for p, segs in enumerate(parts):
             if segs[-1].cluster != leaving:
                 continue
@@ -75,6 +81,23 @@ def evacuate(chains: Chains, active: Sequence[str], leaving: str, claims: Claims
             moves.append(planned.move(p, leaving, to))
             counts[to] += 1
     return moves
+
+
+def reused_below_seal(chains: Chains, moves: Sequence[Move], ends: Mapping[Physical, int]) -> set[Physical]:
+    """The targets of `moves` that send a partition back onto a physical partition of its chain whose log end
+    (`ends`) is below the seal of an older segment there: its cluster lost its data and the physical topic was created
+    again, empty (or it was deleted behind the federation's back). A new segment from that end would give records a
+    second logical offset (docs/DESIGN.md §4.5); the mover refuses it, so the planners are asked again with these in
+    `avoid`, and take a new physical partition."""
+    found = set()
+    for m in moves:
+        target = (m.to_cluster, m.to_topic, m.to_partition)
+        seals = [s.phys_end for s in chains[m.topic][m.partition]
+                 if (s.cluster, s.topic, s.partition) == target and s.phys_end is not None]
+        end = ends.get(target)
+        if seals and end is not None and end < max(seals):
+            found.add(target)
+    return found
 
 
 class LogRange(NamedTuple):
@@ -121,10 +144,12 @@ def _emptied(chain: PartitionChain, seg: Segment, held: LogRange | None) -> bool
 class _Slots:
     """Physical partitions already used or claimed by a topic on each cluster, plus the ones planned here."""
 
-    def __init__(self, topic: str, parts: Sequence[Sequence[Segment]], claims: Claims):
+    def __init__(self, topic: str, parts: Sequence[Sequence[Segment]], claims: Claims,
+                 avoid: AbstractSet[Physical] = frozenset()):
         self.topic = topic
         self.parts = parts
         self.claims = claims
+        self.avoid = avoid  # old physical partitions not to go back to (`reused_below_seal`)
         self.next_free: dict[tuple[str, str], int] = {}
         for key, owners in claims.items():
             if owners:
@@ -135,11 +160,13 @@ class _Slots:
                 self.next_free[key] = max(self.next_free.get(key, 0), s.partition + 1)
 
     def move(self, p: int, from_cluster: str, to_cluster: str) -> Move:
-        own = [s for s in self.parts[p] if s.cluster == to_cluster and self._mine(s, p)]
+        own = [s for s in self.parts[p] if s.cluster == to_cluster and self._mine(s, p)
+               and (s.cluster, s.topic, s.partition) not in self.avoid]
         if own:  # back where it lived: its own physical partition
             return Move(self.topic, p, from_cluster, to_cluster, own[-1].topic, own[-1].partition)
         key = (to_cluster, self.topic)
-        claimed = [i for i, owner in self.claims.get(key, {}).items() if owner == (self.topic, p)]
+        claimed = [i for i, owner in self.claims.get(key, {}).items()
+                   if owner == (self.topic, p) and (to_cluster, self.topic, i) not in self.avoid]
         if claimed:  # claimed by an earlier move of p that did not finish (or a segment of p dropped since)
             return Move(self.topic, p, from_cluster, to_cluster, self.topic, max(claimed))
         index = self.next_free.get(key, 0)

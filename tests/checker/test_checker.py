@@ -45,6 +45,17 @@ def test_report_counts_order_violations_and_split_keys():
     assert swapped["order_violations_unacked"] == 0
 
 
+def test_order_violations_are_counted_per_producer_and_the_idempotent_ones_apart():
+    # run "r": p0 idempotent (two swapped records), p1 plain (one swapped record), as CheckerConfig's defaults cycle
+    swapped = {("r-p0-k0", 0): (0, 1), ("r-p0-k0", 1): (0, 0), ("r-p0-k1", 0): (0, 3), ("r-p0-k1", 1): (0, 2),
+               ("r-p1-k0", 0): (1, 1), ("r-p1-k0", 1): (1, 0)}
+    report = _checker_with(swapped, {k: [v] for k, v in swapped.items()}, idempotent={"r-p0-k0", "r-p0-k1"})
+    assert report["order_violations"] == 3 and report["order_violations_idempotent"] == 2
+    assert report["producers"]["p0"]["order_violations"] == 2 and report["producers"]["p1"]["order_violations"] == 1
+    plain = _checker_with(swapped, {k: [v] for k, v in swapped.items() if "-p1-" in k[0]})
+    assert plain["order_violations"] == 1 and plain["order_violations_idempotent"] == 0
+
+
 def test_an_out_of_order_record_the_producer_was_told_failed_is_counted_apart():
     # a#0 timed out at the client (not acked) but was written after a#1: still a violation, told apart
     late = _checker_with({("a", 1): (0, 0)}, {("a", 0): [(0, 1)], ("a", 1): [(0, 0)]})
@@ -127,8 +138,8 @@ def test_acks_cycle_over_the_plain_producers_and_idempotent_ones_keep_acks_all()
     profiles = [(c["enable.idempotence"], c["acks"]) for c in map(checker.producer_config, range(4))]
     assert profiles == [(True, "all"), (False, "all"), (True, "all"), (False, "1")]
     report = _checker_with({}, {})
-    assert report["producers"] == {"p0": {"idempotent": True, "acks": "all", "lost": 0},
-                                   "p1": {"idempotent": False, "acks": "all", "lost": 0}}
+    assert report["producers"] == {"p0": {"idempotent": True, "acks": "all", "lost": 0, "order_violations": 0},
+                                   "p1": {"idempotent": False, "acks": "all", "lost": 0, "order_violations": 0}}
 
 
 def test_the_report_names_the_producer_that_lost_records():

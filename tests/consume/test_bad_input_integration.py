@@ -13,7 +13,11 @@ import time
 import uuid
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 from kio.schema.errors import ErrorCode
+from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
+from kio.static.primitive import i8
 from proxy.support import ProxyProcess, create_topic
 
 from fedkafka.protocol import codec
@@ -173,3 +177,74 @@ def test_a_join_group_whose_subscription_is_past_the_element_limit_closes_only_i
     assert joined.error_code == ErrorCode.member_id_required  # forwarded: the broker's answer
     assert first_partition(after).error_code == ErrorCode.none and first_partition(after).records
     assert "JoinGroup subscriptions of group" in proxy.output() and "--max-request-elements" in proxy.output()
+
+
+def group_join(group: str, member_id: str, names: int = 1000):
+    """JoinGroup v3 (no MEMBER_ID_REQUIRED round): a subscription naming topic "a" `names` times."""
+    subscription = struct.pack(">hi", 0, names) + b"\x00\x01a" * names + struct.pack(">i", -1)
+    return build(request_type(11, 3), {
+        "group_id": group, "session_timeout": datetime.timedelta(seconds=60),
+        "rebalance_timeout": datetime.timedelta(seconds=60), "member_id": member_id, "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": subscription}]})
+
+
+async def oversized_group(bootstrap: str, coordination: str, group: str, members: int):
+    """`members` members join through the proxy, each with a subscription at the limit; the first one, alone at
+    first and so the leader, joins again once the coordinator holds them all: (its answer, the followers')."""
+    host, port = bootstrap.rsplit(":", 1)
+    conns = [UpstreamConnection(host, int(port), f"member-{i}") for i in range(members)]
+    for conn in conns:
+        await conn.connect()
+    try:
+        for _ in range(40):  # a fresh cluster's coordinator needs a moment, as any client finds out
+            first = await asyncio.wait_for(conns[0].send(group_join(group, "")), 60)
+            if not first.error_code.retriable:
+                break
+            await asyncio.sleep(0.5)
+        assert (first.error_code, len(first.members)) == (ErrorCode.none, 1)  # alone: renamed, answered
+        pending = [asyncio.ensure_future(c.send(group_join(group, ""))) for c in conns[1:]]
+        describe = build(request_type(15, 5), {"groups": [group], "include_authorized_operations": False})
+        for _ in range(120):  # each follower's JoinGroup is held until the leader joins again
+            (described,) = (await asyncio.wait_for(conns[0].send(describe), 30)).groups
+            if len(described.members) == members:  # no member bytes before the group is Stable
+                break
+            await asyncio.sleep(0.5)
+        leader = await asyncio.wait_for(conns[0].send(group_join(group, first.member_id)), 60)
+        followers = await asyncio.wait_for(asyncio.gather(*pending), 60)
+        # the leader syncs at the coordinator itself, around the proxy: the group becomes Stable
+        (found,) = (await exchange(coordination, [FindCoordinatorRequest(
+            key_type=i8(0), coordinator_keys=(group,))]))[0].coordinators
+        (synced,) = await exchange(f"{found.host}:{found.port}", [build(request_type(14, 3), {
+            "group_id": group, "generation_id": followers[0].generation_id, "member_id": first.member_id,
+            "group_instance_id": None, "assignments": []})])
+        assert synced.error_code == ErrorCode.none
+        return leader, followers
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_a_group_whose_members_together_pass_the_answer_budget_is_answered_group_max_size_reached(
+        kafka_clusters, unique_name, tmp_path):
+    """Review (rev2): each member's subscription is held to --max-request-elements in its own JoinGroup, but only
+    the coordinator's answers hold them together (53 x 100,000 names held the loop ~30 s, for the leader's
+    JoinGroup answer and for each DescribeGroups). With a limit of 1,000, six members of 1,000 names each are
+    accepted; the leader's JoinGroup answer (6,000 > 4 x 1,000) is answered GROUP_MAX_SIZE_REACHED, the followers'
+    answers pass, and once the group is Stable a real AdminClient's describe of it fails that group with
+    GROUP_MAX_SIZE_REACHED. One WARNING each names the group and the flag; the proxy serves on."""
+    c1 = kafka_clusters[0]
+    view = with_coordination(View(version=1, clusters={"c1": Cluster("c1", c1.bootstrap)}, topics={}), "c1",
+                             c1.bootstrap)
+    group = f"big-{unique_name}"
+    with ProxyProcess(tmp_path, view, role=ProxyRole.CPROXY, extra=("--max-request-elements", "1000")) as proxy:
+        leader, followers = asyncio.run(oversized_group(proxy.bootstrap, c1.bootstrap, group, 6))
+        assert (leader.error_code, leader.members) == (ErrorCode.group_max_size_reached, ())
+        assert [(f.error_code, f.members) for f in followers] == [(ErrorCode.none, ())] * 5
+        admin = AdminClient({"bootstrap.servers": proxy.bootstrap})
+        with pytest.raises(KafkaException) as refused:
+            admin.describe_consumer_groups([group], request_timeout=30)[group].result()
+        assert refused.value.args[0].code() == KafkaError.GROUP_MAX_SIZE_REACHED
+        warnings = [line for line in proxy.output().splitlines() if "answered GROUP_MAX_SIZE_REACHED" in line]
+        assert len(warnings) == 2 and all(repr(group) in w and "--max-request-elements" in w for w in warnings)
+        assert "JoinGroup answer" in warnings[0] and "DescribeGroups answer" in warnings[1]
+        assert proxy.alive(), proxy.output()[-3000:]

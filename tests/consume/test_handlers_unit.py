@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
+import logging
 import struct
 import uuid
 
@@ -15,6 +16,7 @@ from kio.schema.errors import ErrorCode
 
 from consume.support import CountingAuthorizer
 from consume.test_consumer_protocol_unit import encoded
+from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import TooManyElements, request_type, response_type
 from fedkafka.protocol.consumer_protocol import _schema
@@ -22,11 +24,12 @@ from fedkafka.proxy.handlers import (
     delete_records,
     describe_producers,
     fetch,
+    find_coordinator,
     groups,
     list_offsets,
     offset_for_leader_epoch,
 )
-from fedkafka.proxy.plan import UNANSWERED, Broker, CloseConnection, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import UNANSWERED, Broker, Context, Plan, UpstreamError
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
 CHAIN = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 5, 45, 30),
@@ -212,13 +215,24 @@ def test_offset_for_leader_epoch_answers_the_logical_log_end():
 
 def test_find_coordinator_answers_a_consume_proxy_stable_per_group():
     req = build(request_type(10, 4), {"key_type": 0, "coordinator_keys": [f"g{i}" for i in range(20)]})
-    answers = groups.handle(ctx(), None, req).coordinators
+    answers = find_coordinator.handle(ctx(), None, req).coordinators
     assert {a.node_id for a in answers} == {1, 2}  # never the produce-only proxy 3
-    again = groups.handle(ctx(me=VIEW.proxies[1]), None, req).coordinators
+    again = find_coordinator.handle(ctx(me=VIEW.proxies[1]), None, req).coordinators
     assert [a.node_id for a in answers] == [a.node_id for a in again]
-    txn = groups.handle(ctx(), None, build(request_type(10, 4), {"key_type": 1, "coordinator_keys": ["tx"]}))
+    txn = find_coordinator.handle(ctx(), None, build(request_type(10, 4), {"key_type": 1, "coordinator_keys": ["tx"]}))
     assert txn.coordinators[0].error_code == ErrorCode.invalid_request  # Java prints our message (not an ACL one)
     assert "transactions are not available" in txn.coordinators[0].error_message
+
+
+def test_a_produce_only_proxy_refuses_a_group_lookup_for_good_and_says_why():
+    """A pproxy serves FindCoordinator (for transactional producers) but coordinates no group: a consumer pointed at a
+    produce pool gets a non-retriable refusal naming the role (Java's consumer fails, as when the key was not
+    advertised; librdkafka's reports the message), never a coordinator or a retriable code to wait on."""
+    for version, keys in ((4, {"key_type": 0, "coordinator_keys": ["g"]}), (2, {"key_type": 0, "key": "g"})):
+        answer = find_coordinator.handle(ctx(me=VIEW.proxies[2]), None, build(request_type(10, version), keys))
+        answer = answer.coordinators[0] if version >= 4 else answer
+        assert (answer.error_code, answer.node_id) == (ErrorCode.invalid_request, -1)
+        assert "serves producers only" in answer.error_message
 
 
 def test_offset_commit_goes_to_the_shadow_topic_and_refuses_partitions_beyond_p():
@@ -722,26 +736,109 @@ def test_sync_group_assignments_count_against_the_request_element_limit():
     assert sum(a.assignment.count(b"__fedkafka-shadow-a") for a in call.request.assignments) == 20
 
 
-def test_a_coordinator_answer_with_a_member_subscription_past_the_limit_closes_the_connection():
+def shadow_subscription_of(n: int) -> bytes:
+    """`subscription_of(n)` as the coordinator holds it: topic "a" `n` times by its shadow name."""
+    return struct.pack(">hi", 0, n) + (struct.pack(">h", 19) + b"__fedkafka-shadow-a") * n + struct.pack(">i", -1)
+
+
+def join_answer(*members: bytes):
+    """The coordinator's JoinGroup v9 answer to the leader m0: each member's subscription."""
+    return build(response_type(11, 9), {
+        "error_code": ErrorCode.none, "generation_id": 1, "protocol_type": "consumer", "protocol_name": "range",
+        "leader": "m0", "skip_assignment": False, "member_id": "m0", "members": [
+            {"member_id": f"m{i}", "group_instance_id": None, "metadata": m} for i, m in enumerate(members)]})
+
+
+def describe_groups(*group_ids: str):
+    return build(request_type(15, 6), {"groups": list(group_ids), "include_authorized_operations": False})
+
+
+def described_group(group_id: str, *members: tuple[bytes, bytes]) -> dict:
+    """A DescribeGroups v6 answer's group: each member's (subscription, assignment)."""
+    return {"error_code": ErrorCode.none, "error_message": None, "group_id": group_id, "group_state": "Stable",
+            "protocol_type": "consumer", "protocol_data": "range", "authorized_operations": -2147483648,
+            "members": [{"member_id": f"m{i}", "group_instance_id": None, "client_id": "c", "client_host": "h",
+                         "member_metadata": s, "member_assignment": a} for i, (s, a) in enumerate(members)]}
+
+
+def counting_renames(monkeypatch) -> list[str]:
+    """Each consumer-protocol rename from now on, by kind (their cost is the loop's)."""
+    done: list[str] = []
+    for kind in ("subscription", "assignment"):
+        rename = getattr(cp, f"rename_{kind}")
+        monkeypatch.setattr(cp, f"rename_{kind}", lambda *a, _r=rename, _k=kind, **kw: done.append(_k) or _r(*a, **kw))
+    return done
+
+
+def group_max_size_warning(caplog, group: str) -> logging.LogRecord:
+    (warning,) = [r for r in caplog.records if r.name.startswith("fedkafka") and r.levelno >= logging.WARNING]
+    assert warning.levelno == logging.WARNING
+    assert repr(group) in warning.getMessage() and "--max-request-elements" in warning.getMessage()
+    return warning
+
+
+def test_a_coordinator_answer_with_a_member_subscription_past_the_limit_is_refused_as_group_max_size_reached(
+        caplog):
     """Each member's subscription came in one JoinGroup, held to the limit: one past it (a member that joined
-    around the proxy) is not decoded; the leader's connection is closed with the reason."""
+    around the proxy) is not decoded. The leader is answered GROUP_MAX_SIZE_REACHED, fatal to its client's
+    poll, rather than with a closed connection: its client reconnected, joined again as the same member and got
+    the same answer again, the group wedged for as long as that member stayed."""
     small = dataclasses.replace(ctx(), max_request_elements=1000)
     forward = groups.handle(small, None, join_group(subscription_of(10))).finish([COORDINATOR])
-    shadow = struct.pack(">hi", 0, 1000) + (struct.pack(">h", 19) + b"__fedkafka-shadow-a") * 1000 + \
-        struct.pack(">i", -1)
-
-    def answer(*members: bytes):
-        return build(response_type(11, 9), {
-            "error_code": ErrorCode.none, "generation_id": 1, "protocol_type": "consumer", "protocol_name": "range",
-            "leader": "m0", "skip_assignment": False, "member_id": "m0", "members": [
-                {"member_id": f"m{i}", "group_instance_id": None, "metadata": m} for i, m in enumerate(members)]})
-
-    out = forward.finish([answer(shadow, shadow)])  # each member within the limit: both renamed
+    out = forward.finish([join_answer(*[shadow_subscription_of(1000)] * 2)])  # each within the limit: renamed
     assert [m.metadata for m in out.members] == [subscription_of(1000)] * 2
-    bigger = struct.pack(">hi", 0, 1001) + (struct.pack(">h", 19) + b"__fedkafka-shadow-a") * 1001 + \
-        struct.pack(">i", -1)
-    closed = forward.finish([answer(shadow, bigger)])
-    assert isinstance(closed, CloseConnection) and "more than 1000 array elements" in closed.reason
+    with caplog.at_level(logging.INFO):
+        refused = forward.finish([join_answer(shadow_subscription_of(1000), shadow_subscription_of(1001))])
+    assert (refused.error_code, refused.generation_id, refused.member_id, refused.members) == (
+        ErrorCode.group_max_size_reached, -1, "m0", ())
+    group_max_size_warning(caplog, "g")
+
+
+def test_the_leader_s_join_answer_holds_at_most_four_times_the_limit_of_all_members_subscriptions(
+        monkeypatch, caplog):
+    """Review (rev2): each member's subscription held to the limit but not all of them together, 53 members
+    x 100,000 topic names (13 times what one JoinGroup may carry, each member sending its own) were decoded and
+    renamed in the leader's JoinGroup answer: 33.7 s of the worker's loop. All members' subscriptions together
+    may hold ENTRIES_BUDGET_FACTOR (4) times the limit, as a request's entries; past it the leader is answered
+    GROUP_MAX_SIZE_REACHED (one WARNING naming the group and the flag) and no member past the budget is decoded."""
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    forward = groups.handle(small, None, join_group(subscription_of(10))).finish([COORDINATOR])
+    out = forward.finish([join_answer(*[shadow_subscription_of(1000)] * 4)])  # 4 000: all renamed
+    assert [m.metadata for m in out.members] == [subscription_of(1000)] * 4
+    renames = counting_renames(monkeypatch)
+    with caplog.at_level(logging.INFO):
+        refused = forward.finish([join_answer(*[shadow_subscription_of(1000)] * 20)])  # 20 000 in all
+    assert (refused.error_code, refused.members) == (ErrorCode.group_max_size_reached, ())
+    assert len(renames) == 5  # four members within the budget, the fifth past it: the other 15 not looked at
+    assert "4000" in group_max_size_warning(caplog, "g").getMessage()
+
+
+def test_a_describe_groups_answer_holds_at_most_four_times_the_limit_and_refuses_the_groups_past_it(
+        monkeypatch, caplog):
+    """Review (rev2): a DescribeGroups (~30 bytes, repeatable by any principal that may describe the group) of
+    a group of 53 members x 100,000 topic names held the loop 29.9 s renaming them. All the answer's
+    subscriptions and assignments together may hold four times the limit (a DescribeGroups may name as many
+    groups as the limit); a group past it, and each after it, is answered GROUP_MAX_SIZE_REACHED with a message
+    (AdminClient fails that group only, no retry), the groups before it are answered in full, nothing past the
+    budget is decoded, and one WARNING names the first refused group and the flag."""
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    names = ("ok", "big", "after")
+    found = build(response_type(10, 4), {"coordinators": [
+        {"key": g, "node_id": 4, "host": "h", "port": 1, "error_code": ErrorCode.none} for g in names]})
+    forward = groups.handle(small, None, describe_groups(*names)).finish([found])
+    member = (shadow_subscription_of(999), struct.pack(">hi", 0, 0) + struct.pack(">i", -1))  # 999 + 0 elements
+    renames = counting_renames(monkeypatch)
+    with caplog.at_level(logging.INFO):
+        out = forward.finish([build(response_type(15, 6), {"throttle_time": 0, "groups": [
+            described_group("ok", *[member] * 2), described_group("big", *[member] * 20),
+            described_group("after", member)]})])
+    ok, *refused = out.groups
+    assert ok.error_code == ErrorCode.none and [m.member_metadata for m in ok.members] == [subscription_of(999)] * 2
+    assert [(g.group_id, g.error_code, g.members) for g in refused] == [
+        ("big", ErrorCode.group_max_size_reached, ()), ("after", ErrorCode.group_max_size_reached, ())]
+    assert all("4000 in all" in g.error_message and "--max-request-elements" in g.error_message for g in refused)
+    assert renames.count("subscription") == 6  # 4 x 999 within 4 000, the fifth past it, 17 untouched; "after"
+    assert "and 1 more" in group_max_size_warning(caplog, "big").getMessage()
 
 
 def test_find_coordinator_works_out_the_candidates_once_and_each_distinct_key_once(monkeypatch):
@@ -752,7 +849,8 @@ def test_find_coordinator_works_out_the_candidates_once_and_each_distinct_key_on
     monkeypatch.setattr(View, "proxies_in_pool", lambda v, *a, **kw: listed.append(1) or in_pool(v, *a, **kw))
     monkeypatch.setattr(View, "leader_for", lambda v, t, p, c: hashed.append(t) or leader_for(v, t, p, c))
     keys = [f"g{i % 100}" for i in range(300)]
-    answers = groups.handle(ctx(), None, build(request_type(10, 4), {"key_type": 0, "coordinator_keys": keys}))
+    answers = find_coordinator.handle(ctx(), None, build(request_type(10, 4), {"key_type": 0,
+                                                                              "coordinator_keys": keys}))
     assert [a.key for a in answers.coordinators] == keys
     assert len(listed) == 1 and len(hashed) == 100
 

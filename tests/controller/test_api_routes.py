@@ -61,7 +61,7 @@ def test_every_route_has_a_scope_and_every_scope_a_route(tmp_path):
 def test_the_service_scope_matches_concrete_paths_and_nothing_else():
     for (method, template), scope in ROUTE_SCOPES.items():
         path = template.replace("{node_id}", "7").replace("{name}", "t-1").replace("{cluster_id}", "c1") \
-            .replace("{run_id}", "3")
+            .replace("{run_id}", "3").replace("{move_id}", "4")
         assert service_may(method, path) == (scope in (OPEN, SERVICE)), (method, path)
     assert not service_may("POST", "/v1/view")  # the method counts
     assert not service_may("POST", "/v1/proxies/7/drain")

@@ -15,6 +15,7 @@ from fedkafka.controller.moves import FAULT_RAISE, Mover
 from fedkafka.controller.service import STORED_END_REFRESH_S
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP, is_contiguous
+from fedkafka.view.offsets import resolve_fetch
 from fedkafka.view.rebalance import Move
 
 
@@ -162,6 +163,81 @@ def test_a_failover_by_a_controller_without_scans_seals_at_the_ends_the_scans_st
         old, new = fresh.controller.view.chain("t", p).segments
         assert (old.cluster, old.phys_start, old.phys_end) == ("c1", 0, 100 + p)
         assert new.logical_base == 100 + p + UNCLEAN_GAP
+
+
+def test_a_failover_after_a_topic_was_created_again_does_not_seal_at_the_old_topics_end(setup):
+    """The controller's in-memory log ends of a deleted topic are forgotten with it: the topic created again under its
+    name, its cluster dead before a scan read the new physical partitions, is sealed at their starts, not at the
+    deleted topic's ends (far above their real ends: readers there would wait on the dead cluster, and once it is
+    back get nothing below a high watermark at the stale seal, for good)."""
+    api, kafka = setup
+    ctl = api.controller
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    for p in on_c1:
+        kafka.ends[("c1", "t", p)] = 1000
+    ctl.scan_once()  # the old incarnation: 1000 records each
+    assert all(ctl.log_offsets[("c1", "t", p)][1] == 1000 for p in on_c1)
+    api.delete("/v1/topics/t").raise_for_status()
+    assert not any(key[1] == "t" for key in ctl.log_offsets)
+    api.put("/v1/topics/t", json={"partitions": 6, "placement": "blocks"}).raise_for_status()
+    for p in on_c1:
+        kafka.ends[("c1", "t", p)] = 10  # the new incarnation took 10 records each
+    kill(api, kafka, "c1")  # before a scan read them
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done", run["error"]
+    for p in on_c1:
+        old = ctl.view.chain("t", p).segments[0]
+        assert old.phys_end <= 10, f"partition {p} sealed at {old.phys_end}, the deleted topic's end"
+
+
+def test_a_scan_that_read_a_topic_deleted_meanwhile_keeps_none_of_its_ends(setup):
+    """A scan whose read of the log ends overlaps the topic's deletion and creation again keeps none of what it read:
+    those are the deleted topic's ends, neither in memory nor stored for the topic created again."""
+    api, kafka = setup
+    ctl = api.controller
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    read = kafka.log_offsets
+
+    def read_then_recreate(cluster, bootstrap, partitions):
+        found = read(cluster, bootstrap, partitions)
+        if cluster == "c1":  # deleted and created again while the scan's answer is on its way
+            kafka.log_offsets = read
+            api.delete("/v1/topics/t").raise_for_status()
+            api.put("/v1/topics/t", json={"partitions": 6, "placement": "blocks"}).raise_for_status()
+        return found
+
+    for p in on_c1:
+        kafka.ends[("c1", "t", p)] = 1000
+    kafka.log_offsets = read_then_recreate
+    ctl.scan_once()
+    assert kafka.log_offsets == read  # the deletion happened during the scan
+    assert not any(key[:2] == ("c1", "t") for key in ctl.log_offsets)
+    assert all(end is None for (c, _, _), (end, _) in stored_ends(ctl).items() if c == "c1")
+
+
+def test_a_failover_does_not_send_a_partition_back_onto_its_old_physical_partition_that_lost_its_records(setup):
+    """t/p lived on c1/t/p (100 records), then moved to c2; c1 lost its data since (its disk: the physical topic is
+    there again, empty). A failover of c2 sending t/p back to c1 takes a new physical partition there: its old one,
+    at log end 0, would start the new segment inside the older segment's 0..100 (logical 50 and a logical offset of
+    the new segment both naming c1/t/p offset 50), which the mover refuses, so the run would fail every round."""
+    api, kafka = setup
+    ctl = api.controller
+    p = next(p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1")
+    kafka.ends[("c1", "t", p)] = 100
+    mover = Mover(ctl, ack_timeout=1)
+    mover.run(mover.plan(None, [Move("t", p, "c1", "c2", "t", 40)]))
+    kafka.ends[("c2", "t", 40)] = 30
+    ctl.scan_once()
+    kafka.ends[("c1", "t", p)] = 0  # c1 lost its data
+    kill(api, kafka, "c2")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c2"}).json())
+    assert run["state"] == "done", run["error"]
+    chain = ctl.view.chain("t", p)
+    old, moved, back = chain.segments
+    assert (old.cluster, old.partition, old.phys_end, moved.cluster, moved.phys_end) == ("c1", p, 100, "c2", 30)
+    assert (back.cluster, back.partition, back.phys_start) == ("c1", 2, 0)  # past c1/t/0 and c1/t/1
+    first, second = resolve_fetch(chain, 50), resolve_fetch(chain, back.logical_base + 50)
+    assert (first.segment.partition, first.physical_offset) != (second.segment.partition, second.physical_offset)
 
 
 def test_bad_failover_requests_are_refused_and_change_nothing(setup):

@@ -10,10 +10,17 @@ import logging
 import os
 import shutil
 import sqlite3
+from types import SimpleNamespace
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from typer.testing import CliRunner
 
+from controller.conftest import AUTH, TOKEN
+from fedkafka.cli import app as cli_app
+from fedkafka.controller.app import create_app
 from fedkafka.controller.errors import Conflict, Invalid, NotFound
 from fedkafka.controller.models import ChainRow, MoveRow, ProxyRow, SegmentRow, ViewRow
 from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
@@ -577,16 +584,17 @@ def test_failover_starts_while_the_database_is_known_to_have_lost_commits(make_a
     assert manual.status_code < 300, manual.text
 
 
-def test_the_documented_repair_of_a_held_move(frozen_move):
-    """docs/OPERATIONS.md, "A held move": the move sealed and published as c2 phys 0 = logical 100, then lost; held
-    after the restart. The operator sets it `sealed` with `seal` = the source's log end and `phys_start` =
-    `target_end` (the lost segment as a proxy's view.json holds it says the same), and the sweeper publishes it:
-    the records written under the lost publish are readable at the offsets the proxies acked them at."""
+@pytest.fixture
+def held(frozen_move):
+    """`frozen_move`: the move sealed and published as c2 phys 0 = logical 100 (`lost`: the segments every proxy's
+    view.json holds), the proxy acked 50 records at logical 100..149 on c2 phys 0..49, then the database lost the
+    seal and the publish; the restarted controller saw a proxy hold the lost view and held the resumed move. Returns
+    (that controller, its API as a TestClient, the move's id, `lost`, `ends`)."""
     api, mover, ids, member, ends, keep_replica, fail_over = frozen_move
     keep_replica()
     mover.run(ids)
     v_high = api.controller.view.version
-    lost = api.controller.view.topics["t"].partitions[0].segments  # what every proxy's view.json holds
+    lost = api.controller.view.topics["t"].partitions[0].segments
     _report(api, member, v_high)
     ends[("c2", "t", 0)] = 50
     ctl = fail_over()
@@ -594,14 +602,193 @@ def test_the_documented_repair_of_a_held_move(frozen_move):
     again = Mover(ctl, ack_timeout=1)
     with pytest.raises(MoveHeld):
         again.run(again.unfinished())
-    row = _move(ctl, ids[0])
-    source_end = ends[(row.from_cluster, "t", 0)]
-    assert (lost[-1].phys_start, lost[0].phys_end) == (row.target_end, source_end)  # the two sources agree
-    with ctl.session() as s:  # the operator's UPDATE
-        s.execute(update(MoveRow).where(MoveRow.id == ids[0], MoveRow.state == "held")
-                  .values(state="sealed", seal=source_end, phys_start=row.target_end))
-        s.commit()
-    assert again.sweep() == ids
+    with TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH) as client:
+        yield ctl, client, ids[0], lost, ends
+
+
+def _cli(monkeypatch, client: TestClient, *args: str, token: str = TOKEN) -> tuple[int, str]:
+    """`fedkafka *args` run in this process against the controller behind `client` (its ASGI app: the CLI's own
+    AdminClient and HTTP requests, no socket). Returns (exit code, stdout and stderr)."""
+    def connect(timeout, headers, verify):
+        return TestClient(client.app, headers=headers)
+
+    monkeypatch.setattr("fedkafka.controller.client.httpx", SimpleNamespace(Client=connect, HTTPError=httpx.HTTPError))
+    result = CliRunner().invoke(cli_app, list(args), env={"FEDKAFKA_CONTROLLER_URL": "http://controller",
+                                                          "FEDKAFKA_TOKEN": token})
+    return result.exit_code, result.output
+
+
+def test_the_documented_repair_of_a_held_move(held, monkeypatch):
+    """docs/OPERATIONS.md, "A held move": the operator lists the held moves, and publishes the one held with `seal` =
+    the source's log end and `target_start` = its `target_end` (the lost segment as a proxy's view.json holds it
+    says the same); the sweeper publishes it: the records written under the lost publish are read at the offsets the
+    proxies acked them at, and the partition takes writes again."""
+    ctl, client, move_id, lost, ends = held
+    code, out = _cli(monkeypatch, client, "moves", "list", "--held", "--json")
+    assert code == 0, out
+    [row] = json.loads(out)
+    assert {k: row[k] for k in ("id", "topic", "partition", "from_cluster", "to_cluster", "to_topic", "to_partition",
+                                "gap", "target_end", "planned_target_end", "held_for")} == {
+        "id": move_id, "topic": "t", "partition": 0, "from_cluster": "c1", "to_cluster": "c2", "to_topic": "t",
+        "to_partition": 0, "gap": 0, "target_end": 0, "planned_target_end": 0, "held_for": "target_grew"}
+    assert "c2/t/0 is 50, 0 when it froze" in row["error"]
+    code, out = _cli(monkeypatch, client, "moves", "list", "--held")
+    assert code == 0 and "target_grew" in out, out
+    source_end = ends[("c1", "t", 0)]
+    assert (lost[-1].phys_start, lost[0].phys_end) == (row["target_end"], source_end)  # the two sources agree
+    code, out = _cli(monkeypatch, client, "moves", "publish", str(move_id), "--seal", str(source_end),
+                     "--target-start", str(row["target_end"]))
+    assert code == 0, out
+    assert f"move {move_id} of t/0 sealed at 100" in out and "checked: source c1/t/0 log end 100" in out
+    assert (_move(ctl, move_id).state, _move(ctl, move_id).seal, _move(ctl, move_id).phys_start) == ("sealed", 100, 0)
+    assert Mover(ctl).sweep() == [move_id]  # the sweeper's round
     assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)
     assert [(g.cluster, g.phys_start, g.logical_base) for g in ctl.view.topics["t"].partitions[0].segments] == [
         (g.cluster, g.phys_start, g.logical_base) for g in lost]
+    assert client.get("/v1/moves", params={"state": "held"}).json() == []
+
+
+def test_the_sql_repair_of_a_held_move_still_works_without_the_command(held):
+    """The fallback docs/OPERATIONS.md keeps for a controller that cannot run: the operator's UPDATE."""
+    ctl, _client, move_id, _lost, _ends = held
+    with ctl.session() as s:
+        s.execute(update(MoveRow).where(MoveRow.id == move_id, MoveRow.state == "held")
+                  .values(state="sealed", seal=100, phys_start=0))
+        s.commit()
+    assert Mover(ctl).sweep() == [move_id]
+    assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    ({"seal": 100, "target_start": 50}, 422, "target_start 50 is not the move's target_end 0"),
+    ({"seal": 90, "target_start": 0}, 422, "the log end of the source c1/t/0 is 100, not the seal 90"),
+    ({"seal": 120, "target_start": 0}, 422, "the log end of the source c1/t/0 is 100, not the seal 120"),
+    ({"seal": -1, "target_start": 0}, 422, "seal: Input should be greater than or equal to 0"),
+    ({"seal": 100}, 422, "target_start: Field required"),
+])
+def test_publishing_a_held_move_with_what_kafka_or_its_row_contradicts_is_refused(held, body, status, words):
+    """A refusal names what is wrong and changes nothing: the move stays held, its partition frozen."""
+    ctl, client, move_id, _lost, _ends = held
+    answer = client.post(f"/v1/moves/{move_id}/publish", json=body)
+    assert (answer.status_code, words in answer.json()["detail"]) == (status, True), answer.text
+    assert _move(ctl, move_id).state == "held" and _frozen(ctl)
+    assert _segments(ctl) == [("c1", 0, None, 0)]
+
+
+def test_a_publish_forced_past_a_check_is_recorded_and_says_what_it_overrode(held):
+    ctl, client, move_id, _lost, _ends = held
+    answer = client.post(f"/v1/moves/{move_id}/publish", json={"seal": 100, "target_start": 50, "force": True})
+    assert answer.status_code == 200, answer.text
+    assert any(c.startswith("forced: target_start 50 is not") for c in answer.json()["checks"])
+    assert (_move(ctl, move_id).state, _move(ctl, move_id).phys_start) == ("sealed", 50)
+
+
+def test_a_publish_with_the_source_unreadable_is_checked_against_the_row_only(held):
+    ctl, client, move_id, _lost, _ends = held
+    ctl.kafka.down.add("c1")
+    answer = client.post(f"/v1/moves/{move_id}/publish", json={"seal": 100, "target_start": 0})
+    assert answer.status_code == 200, answer.text
+    assert "source c1/t/0 not read: the seal is not checked against its log end" in answer.json()["checks"]
+
+
+def test_a_move_that_is_not_held_an_unknown_one_and_a_caller_without_the_token_are_refused(held, monkeypatch):
+    ctl, client, move_id, _lost, _ends = held
+    body = {"seal": 100, "target_start": 0}
+    assert client.post("/v1/moves/999/publish", json=body).status_code == 404
+    assert client.post("/v1/moves/999/roll-back", json={}).status_code == 404
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}):
+        assert client.post(f"/v1/moves/{move_id}/publish", json=body, headers=headers).status_code == 401
+        assert client.get("/v1/moves", headers=headers).status_code == 401
+    code, out = _cli(monkeypatch, client, "moves", "publish", str(move_id), "--seal", "100", "--target-start", "0",
+                     token="wrong")
+    assert code == 1 and "HTTP 401" in out
+    assert client.post(f"/v1/moves/{move_id}/publish", json=body).status_code == 200
+    again = client.post(f"/v1/moves/{move_id}/publish", json=body)
+    assert again.status_code == 409 and f"move {move_id} of t/0 is sealed, not held" in again.json()["detail"]
+    code, out = _cli(monkeypatch, client, "moves", "roll-back", str(move_id))
+    assert code == 1 and "is sealed, not held" in out
+    assert client.get("/v1/moves", params={"state": "nope"}).status_code == 422
+    assert [m["id"] for m in client.get("/v1/moves").json()] == [move_id]  # unfinished: sealed
+    assert _move(ctl, move_id).state == "sealed"
+
+
+def test_a_held_move_whose_target_took_records_under_the_lost_publish_is_not_rolled_back(held, monkeypatch):
+    """Rolled back, writes would go on at c1's end 100: logical 100, which the lost publish gave c2 phys 0 and the
+    proxy acked records at. Refused, with or without the flag."""
+    ctl, client, move_id, _lost, _ends = held
+    for flag in ((), ("--nothing-was-published",)):
+        code, out = _cli(monkeypatch, client, "moves", "roll-back", str(move_id), *flag)
+        assert code == 1 and "HTTP 409" in out and "the log end of its target c2/t/0 is 50, 0 when" in out, out
+    assert _move(ctl, move_id).state == "held" and _frozen(ctl)
+
+
+@pytest.fixture
+def held_unread(plan_kept):
+    """`plan_kept`, the loss detected and its target down when the sweeper settled it: held (`target_unread`),
+    `target_end` 0; then the target answers again at 0 (nothing written under the lost publish). Returns (the
+    controller, its API, the move id)."""
+    ctl, ids, _ends, member, v_high = plan_kept
+    ctl.heartbeat(member, v_high, {})
+    ctl.kafka.down.add("c2")
+    assert Mover(ctl).sweep() == ids
+    assert (_move(ctl, ids[0]).state, _move(ctl, ids[0]).held_for) == ("held", "target_unread")
+    ctl.kafka.down.discard("c2")
+    with TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH) as client:
+        yield ctl, client, ids[0]
+
+
+def test_a_held_move_whose_target_is_at_its_recorded_end_is_rolled_back_by_the_command(held_unread, monkeypatch):
+    """The mover's rollback: the partition unfrozen, writes go on at c1's end; the view says so."""
+    ctl, client, move_id = held_unread
+    code, out = _cli(monkeypatch, client, "moves", "roll-back", str(move_id))
+    assert code == 0 and f"move {move_id} of t/0 rolled_back: rolled back by an operator" in out, out
+    assert (_move(ctl, move_id).state, _frozen(ctl)) == ("rolled_back", False)
+    assert not ctl.view.topics["t"].partitions[0].frozen and _segments(ctl) == [("c1", 0, None, 0)]
+
+
+def test_a_held_move_whose_target_cannot_be_read_is_rolled_back_only_with_nothing_was_published(held_unread):
+    ctl, client, move_id = held_unread
+    ctl.kafka.down.add("c2")
+    refused = client.post(f"/v1/moves/{move_id}/roll-back", json={})
+    assert refused.status_code == 409 and "its target c2/t/0 cannot be read" in refused.json()["detail"]
+    assert _move(ctl, move_id).state == "held" and _frozen(ctl)
+    answer = client.post(f"/v1/moves/{move_id}/roll-back", json={"nothing_was_published": True})
+    assert answer.status_code == 200 and answer.json()["state"] == "rolled_back", answer.text
+    assert not _frozen(ctl)
+
+
+def test_a_no_target_end_move_is_rolled_back_only_with_nothing_was_published(plan_kept, monkeypatch):
+    """A move planned before revision 0014, the loss detected: nothing on its row tells whether its target took
+    writes under a lost publish. The operator checked every proxy's view.json: no segment on c2/t/0."""
+    ctl, ids, _ends, member, v_high = plan_kept
+    with ctl.session() as s:
+        s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(planned_target_end=None))
+        s.commit()
+    ctl.heartbeat(member, v_high, {})
+    assert Mover(ctl).sweep() == ids
+    assert (_move(ctl, ids[0]).state, _move(ctl, ids[0]).held_for) == ("held", "no_target_end")
+    with TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH) as client:
+        code, out = _cli(monkeypatch, client, "moves", "roll-back", str(ids[0]))
+        assert code == 1 and "it has no recorded target end (no_target_end)" in out, out
+        assert _move(ctl, ids[0]).state == "held" and _frozen(ctl)
+        code, out = _cli(monkeypatch, client, "moves", "roll-back", str(ids[0]), "--nothing-was-published")
+        assert code == 0, out
+    assert (_move(ctl, ids[0]).state, _frozen(ctl)) == ("rolled_back", False)
+
+
+def test_a_held_move_is_published_by_the_command_on_either_database(frozen_move):
+    """The publish's transaction (the held row read under a row lock) on PostgreSQL too: a move held as a seal holds
+    one (its target grew past the end recorded at the freeze), published as the documented repair does."""
+    api, _mover, ids, _member, ends, _keep, _fail_over = frozen_move
+    ctl = api.controller
+    with ctl.session() as s:
+        s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(state="held", held_for="target_grew"))
+        s.commit()
+    ends[("c2", "t", 0)] = 50
+    assert [m["id"] for m in api.get("/v1/moves", params={"state": "held"}).json()] == ids
+    refused = api.post(f"/v1/moves/{ids[0]}/roll-back", json={"nothing_was_published": True})
+    assert refused.status_code == 409 and "is 50, 0 when it was held" in refused.json()["detail"]
+    answer = api.post(f"/v1/moves/{ids[0]}/publish", json={"seal": 100, "target_start": 0})
+    assert answer.status_code == 200 and answer.json()["state"] == "sealed", answer.text
+    assert Mover(ctl).sweep() == ids
+    assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)

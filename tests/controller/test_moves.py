@@ -8,6 +8,7 @@ import time
 import pytest
 
 from fedkafka.controller.moves import MoveFailed, Mover
+from fedkafka.view.offsets import resolve_fetch
 from fedkafka.view.rebalance import Move
 
 
@@ -379,6 +380,51 @@ def test_a_seal_whose_writes_never_replicate_is_rolled_back(setup, log_ends):
     with pytest.raises(MoveFailed, match="above the high watermark"):
         mover.run(ids)
     assert mover.counts(ids) == {"rolled_back": 1} and not ctl.view.chain("t", 0).frozen
+
+
+# -- a move back onto a physical partition of its chain (A -> B -> A, docs/DESIGN.md §4.5) ------------------------
+
+def _physical(chain, logical: int) -> tuple:
+    """The physical record (cluster, topic, partition, offset) logical offset `logical` of `chain` names."""
+    target = resolve_fetch(chain, logical)
+    seg = target.segment
+    return seg.cluster, seg.topic, seg.partition, target.physical_offset
+
+
+def _there_and_back(api, kafka, back_end: int) -> tuple[Mover, list[int]]:
+    """t/0 (100 records on c1/t/0) moved to c2/t/1 (30 records), then planned back onto c1/t/0, whose log end is
+    `back_end` by then."""
+    mover = Mover(api.controller, ack_timeout=1)
+    kafka.ends[("c1", "t", 0)] = 100
+    mover.run(mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)]))
+    kafka.ends.update({("c2", "t", 1): 30, ("c1", "t", 0): back_end})
+    return mover, mover.plan(None, [Move("t", 0, "c2", "c1", "t", 0)])
+
+
+def test_a_move_back_onto_its_intact_old_physical_partition_starts_at_its_log_end(setup):
+    api, kafka = setup
+    mover, ids = _there_and_back(api, kafka, back_end=100)
+    assert mover.run(ids) == {"done": 1}
+    chain = api.controller.view.chain("t", 0)
+    assert [(g.cluster, g.partition, g.phys_start, g.phys_end, g.logical_base) for g in chain.segments] == \
+        [("c1", 0, 0, 100, 0), ("c2", 1, 0, 30, 100), ("c1", 0, 100, None, 130)]
+    assert _physical(chain, 50) == ("c1", "t", 0, 50) and _physical(chain, 180) == ("c1", "t", 0, 150)
+
+
+def test_a_move_back_onto_an_old_physical_partition_whose_log_end_went_back_is_rolled_back(setup):
+    """c1 lost its data (a lost disk; the physical topic was created again, empty) while t/0 lived on c2. The old
+    code started the new segment at c1/t/0's log end, 0, inside the older segment's 0..100 there: logical 50, acked
+    before, and logical 180 both named c1/t/0 offset 50, a record written after the move. Now the seal refuses it,
+    and the partition goes on writing on c2."""
+    api, kafka = setup
+    mover, ids = _there_and_back(api, kafka, back_end=0)
+    with pytest.raises(MoveFailed, match=r"log end 0 of c1/t/0 is below the seal 100 of an older segment"):
+        mover.run(ids)
+    assert mover.counts(ids) == {"rolled_back": 1}
+    chain = api.controller.view.chain("t", 0)
+    assert not chain.frozen and chain.leader_epoch == 1
+    assert [(g.cluster, g.partition, g.phys_end) for g in chain.segments] == [("c1", 0, 100), ("c2", 1, None)]
+    assert _physical(chain, 50) == ("c1", "t", 0, 50) and _physical(chain, 110) == ("c2", "t", 1, 10)
 
 
 # -- a move seals only the segment it froze (docs/DESIGN.md §4.1, "A move seals only the segment it froze") ------

@@ -128,3 +128,14 @@ def test_a_drained_proxys_heartbeats_do_not_recompose_the_view(api, monkeypatch)
         answer = api.post(f"/v1/proxies/{b}/heartbeat", json={"applied_version": version})
         assert answer.status_code == 200, answer.text
     assert composed == [] and _view(api).version == version
+
+
+def test_each_committed_views_log_line_names_its_proxies(api, caplog):
+    """Leadership follows the listed proxies: the log shows when it moved (tests/workflows/test_replicated_faults.py
+    reads it to tell §4.2's window)."""
+    caplog.set_level("INFO", logger="fedkafka.controller.service")
+    a, b = (_register(api, port)["node_id"] for port in (9001, 9002))
+    api.post(f"/v1/proxies/{b}/drain").raise_for_status()
+    lines = [r.getMessage() for r in caplog.records if " committed (proxies " in r.getMessage()]
+    assert lines[-2:] == [f"view {_view(api).version - 1} committed (proxies {[a, b]})",
+                          f"view {_view(api).version} committed (proxies {[a]})"]

@@ -365,3 +365,31 @@ def test_acks_zero_to_a_draining_proxy_closes_the_connection(federation):
         time.sleep(0.2)
     assert closed
     assert "proxy draining" in proxy.output()
+
+
+def test_a_consumer_pointed_at_a_pproxy_fails_and_librdkafka_says_why(federation):
+    """A pproxy serves FindCoordinator (transactional producers ask it first) but coordinates no group: the lookup
+    is refused for good, naming the role. Java's consumer fails as when the key was not advertised (an exception
+    from poll: then UnsupportedVersionException, now InvalidRequestException); librdkafka's reports our message
+    (old code: no error at all, it waited for a coordinator and consumed nothing)."""
+    from confluent_kafka import Consumer
+
+    proxy, topic, _where = federation
+    consumer = Consumer({"bootstrap.servers": proxy.bootstrap, "group.id": f"g-{topic}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    errors: list[str] = []
+    try:
+        for _ in range(20):
+            msg = consumer.poll(1)
+            if msg is not None and msg.error() is not None:
+                errors.append(msg.error().str())
+            if any("serves producers only" in e for e in errors):
+                break
+    finally:
+        consumer.close()
+    out = run_tool("kafka-console-consumer", "--bootstrap-server", proxy.bootstrap, "--topic", topic, "--group",
+                   f"j-{topic}", "--timeout-ms", "30000", check=False, timeout=180)
+    said = out.stdout + out.stderr
+    assert any("serves producers only" in e for e in errors), errors
+    assert "Exception" in said, said[-3000:]  # thrown from poll(); the console consumer then exits 0

@@ -1,6 +1,7 @@
 """Transactions are refused so that each client says plainly that they are not available here (not an ACL
 problem): FindCoordinator for a transactional id answers with the code each client fails on at once, carrying
-a message both print. Unit: the codes per version; integration: librdkafka and the Java producer."""
+a message both print, on every proxy role (a produce-only one too: producers reach pproxy pools). Unit: the codes
+per version and role; integration: librdkafka and the Java producer on a both-roles proxy and on a pproxy."""
 
 from __future__ import annotations
 
@@ -14,25 +15,45 @@ from kio.schema.find_coordinator.v2.request import FindCoordinatorRequest as Fin
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest as FindCoordinatorV4
 
 from fedkafka.kafka.tools import run_tool
-from fedkafka.proxy.handlers import groups
-from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyRole, Segment, View
+from fedkafka.proxy.core.dispatch import registry_for
+from fedkafka.proxy.handlers import find_coordinator
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 from proxy.test_handlers import ctx
 
 TXN = 1
+FIND_COORDINATOR, INIT_PRODUCER_ID = 10, 22
 
 
-def test_find_coordinator_for_a_transactional_id_says_transactions_are_not_available():
-    batched = groups.handle(ctx(), None, FindCoordinatorV4(key_type=TXN, coordinator_keys=("tx",)))
+def _find_coordinator_as(role: ProxyRole, request):
+    """`request` answered by the FindCoordinator handler a proxy of `role` serves (KeyError: not served)."""
+    return registry_for(role)[FIND_COORDINATOR].handle(ctx(me=ProxyInfo(7, "p7", 9092, role)), None, request)
+
+
+@pytest.mark.parametrize("role", list(ProxyRole))
+def test_find_coordinator_for_a_transactional_id_says_transactions_are_not_available(role):
+    """Every role, a produce-only proxy too: a transactional producer's first request is this lookup, and
+    producers reach pproxy pools (old code: not served there, so the clients failed without our message)."""
+    batched = _find_coordinator_as(role, FindCoordinatorV4(key_type=TXN, coordinator_keys=("tx",)))
     (answer,) = batched.coordinators
     assert answer.error_code == ErrorCode.invalid_request  # Java prints our message for it
-    assert "transactions are not available" in answer.error_message
-    single = groups.handle(ctx(), None, FindCoordinatorV2(key_type=TXN, key="tx"))
+    assert answer.error_message == find_coordinator.NO_TRANSACTIONS
+    single = _find_coordinator_as(role, FindCoordinatorV2(key_type=TXN, key="tx"))
     assert single.error_code == ErrorCode.transactional_id_authorization_failed  # librdkafka's only fatal one
-    assert "transactions are not available" in single.error_message
+    assert single.error_message == find_coordinator.NO_TRANSACTIONS
 
 
-@pytest.fixture
-def proxy(kafka_clusters, unique_name, tmp_path):
+@pytest.mark.parametrize("role", list(ProxyRole))
+def test_every_role_advertises_find_coordinator_and_init_producer_id(role):
+    """What a transactional producer asks first is advertised wherever it is answered: ApiVersions is the
+    registry's ranges intersected with the brokers', so a key outside the registry would be refused as
+    unsupported instead (librdkafka: _UNSUPPORTED_FEATURE; Java: "The node does not support FIND_COORDINATOR")."""
+    registry = registry_for(role)
+    assert registry[FIND_COORDINATOR] is find_coordinator
+    assert INIT_PRODUCER_ID in registry if role.produces() else INIT_PRODUCER_ID not in registry
+
+
+@pytest.fixture(params=[ProxyRole.BOTH, ProxyRole.PPROXY])  # a pproxy: where producers normally are (§3.1)
+def proxy(request, kafka_clusters, unique_name, tmp_path):
     from consume.support import with_coordination
 
     from proxy.support import ProxyProcess, create_topic
@@ -41,7 +62,7 @@ def proxy(kafka_clusters, unique_name, tmp_path):
     create_topic(c1.bootstrap, unique_name, 1)
     view = View(version=1, clusters={"c1": Cluster("c1", c1.bootstrap)}, topics={unique_name: LogicalTopic(
         unique_name, uuid.uuid4().hex, (PartitionChain(segments=(Segment("c1", unique_name, 0, 0, None, 0),)),))})
-    with ProxyProcess(tmp_path, with_coordination(view, "c1", c1.bootstrap), role=ProxyRole.BOTH) as p:
+    with ProxyProcess(tmp_path, with_coordination(view, "c1", c1.bootstrap), role=request.param) as p:
         yield p, unique_name
 
 

@@ -19,6 +19,7 @@ from fedkafka.proxy.handlers import (
     acls,
     describe_cluster,
     fetch,
+    find_coordinator,
     groups,
     init_producer_id,
     list_offsets,
@@ -152,7 +153,7 @@ def test_commit_needs_read_on_the_group_and_on_the_topic():
 
 def test_find_coordinator_and_describe_groups_need_describe_on_the_group():
     find = build(request_type(10, 4), {"key_type": 0, "coordinator_keys": ["g"]})
-    assert groups.handle(_with(consume_ctx()), None, find).coordinators[0].error_code == \
+    assert find_coordinator.handle(_with(consume_ctx()), None, find).coordinators[0].error_code == \
         ErrorCode.group_authorization_failed
     describe = build(request_type(15, 5), {"groups": ["g"], "include_authorized_operations": False})
     assert groups.handle(_with(consume_ctx()), None, describe).groups[0].error_code == \

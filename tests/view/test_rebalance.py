@@ -9,7 +9,7 @@ import pytest
 from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import FetchTarget, resolve_fetch
-from fedkafka.view.rebalance import LogRange, droppable_prefix, evacuate, rebalance
+from fedkafka.view.rebalance import LogRange, droppable_prefix, evacuate, rebalance, reused_below_seal
 
 
 def blocks(topic: str, partitions: int, clusters: list[str]):
@@ -163,3 +163,29 @@ def test_a_partition_does_not_go_back_to_its_old_physical_partition_when_another
     claims[("x", "t")][0] = ("t", 0)  # its own: it goes back there
     (move,) = evacuate({"t": [p0, p1]}, ["x", "dead"], "dead", claims)
     assert (move.to_cluster, move.to_partition) == ("x", 0)
+
+
+def test_a_partition_goes_back_to_its_old_physical_partition_only_if_its_log_end_is_past_the_seals_there():
+    """t/0 lived on c1/t/0 (sealed at 100), then on c2. Back to c1, it reuses c1/t/0 while its log end is at or past
+    100; one whose end went back (c1 lost its data, the physical topic created again) is a target the mover refuses
+    (one record at two logical offsets), so it is found (`reused_below_seal`) and, avoided, the partition takes a new
+    physical partition, past every claim, whether its planner is a scale-up's or an evacuation's."""
+    p0 = [Segment("c1", "t", 0, 0, 100, 0), Segment("c2", "t", 2, 0, None, 100)]
+    p1 = [Segment("c2", "t", 0, 0, None, 0)]
+    p2 = [Segment("c2", "t", 1, 0, None, 0)]
+    chains = {"t": [p0, p1, p2]}
+    claims = {("c1", "t"): {0: ("t", 0), 1: ("t", 9)}, ("c2", "t"): {0: ("t", 1), 1: ("t", 2), 2: ("t", 0)}}
+    (move,) = evacuate(chains, ["c1", "c2"], "c2", claims)[:1]
+    assert (move.partition, move.to_cluster, move.to_partition) == (0, "c1", 0)  # its own old one
+    assert reused_below_seal(chains, [move], {("c1", "t", 0): 100}) == set()  # intact: starts at 100
+    assert reused_below_seal(chains, [move], {("c1", "t", 0): 0}) == {("c1", "t", 0)}
+    assert reused_below_seal(chains, [move], {}) == set()  # not read: the mover's seal checks it
+    avoid = {("c1", "t", 0)}
+    (again,) = evacuate(chains, ["c1", "c2"], "c2", claims, avoid)[:1]
+    assert (again.partition, again.to_cluster, again.to_partition) == (0, "c1", 2)  # past every claim
+    # a scale-up onto c1 takes the highest partition on c2: the same chain as t/1 here
+    claims = {("c1", "t"): {0: ("t", 1), 1: ("t", 9)}, ("c2", "t"): {0: ("t", 0), 2: ("t", 1)}}
+    (up,) = rebalance({"t": [p1, p0]}, ["c1", "c2"], "c1", claims)
+    assert (up.partition, up.to_partition) == (1, 0)
+    (up,) = rebalance({"t": [p1, p0]}, ["c1", "c2"], "c1", claims, avoid)
+    assert (up.partition, up.to_partition) == (1, 2)

@@ -109,7 +109,10 @@ class Federation:
         return wait_for(lambda: self._finished(run["id"]), timeout, what=f"workflow {run['id']}")
 
     def _finished(self, run_id: int) -> dict | None:
-        run = self.api.get(f"/v1/workflows/{run_id}").json()
+        resp = self.api.get(f"/v1/workflows/{run_id}")
+        if resp.status_code != 200:  # e.g. a standby's 503 before any controller is active again: wait on
+            return None
+        run = resp.json()
         return run if run["state"] in ("done", "failed") else None
 
     def chains(self, topic: str) -> list[dict]:

@@ -9,6 +9,7 @@ checker with producers of every kind: idempotent, acks=all and acks=1 (docs/DESI
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -45,8 +46,35 @@ def mixed_checker(fed: Federation, topic: str, **overrides) -> Checker:
     return Checker(CheckerConfig(bootstrap=fed.bootstrap, topic=topic, **config)).start()
 
 
-def assert_every_kind_clean(report: dict) -> None:
-    assert_clean(report)
+def leadership_moves(fed: Federation) -> list[str]:
+    """The committed views (the controller's log) that listed other proxies than the view before, once every proxy
+    had registered: the listed proxies decide partition leadership, so each such view moved leaders between
+    proxies. A proxy whose lease ran out is dropped, and listed again once it registers (docs/DESIGN.md §4.2)."""
+    listed = [(m[1], m[2]) for m in re.finditer(r"view (\d+) committed \(proxies \[([\d, ]*)\]\)",
+                                                 (fed.tmp / "services.log").read_text(errors="replace"))]
+    everyone = len(fed.proxies)
+    moves, before = [], None
+    for version, proxies in listed:
+        if before is None and len([n for n in proxies.split(",") if n.strip()]) < everyone:
+            continue  # the proxies are still registering one by one
+        if before is not None and proxies != before:
+            moves.append(f"view {version}: proxies [{proxies}]")
+        before = proxies
+    return moves
+
+
+def assert_every_kind_clean(report: dict, fed: Federation) -> None:
+    """Nothing lost; no idempotent producer's duplicate or reorder. A plain producer's order is reported, not
+    asserted: librdkafka reorders a non-idempotent producer's records on a retry even at max.in.flight=1 (its
+    `message.send.max.retries` note): it builds the next ProduceRequest while one is in flight, and when that one
+    fails retriably (a proxy's lease ran out: NOT_LEADER) the next, newer one still goes out first. Seen here on
+    one connection to one proxy as its lease came back between the two; a leadership move between proxies can do
+    it too (docs/DESIGN.md §4.2). Both are printed."""
+    moves = leadership_moves(fed)
+    plain = {name: p["order_violations"] for name, p in report["producers"].items() if not p["idempotent"]}
+    print("leadership moves:", moves, "plain producers' order violations:", plain, report["order_sample"])
+    assert report["order_violations_idempotent"] == 0, report["order_sample"]
+    assert_clean({**report, "order_violations": 0})
     kinds = {(p["idempotent"], p["acks"]) for p in report["producers"].values()}
     assert kinds == {(True, "all"), (False, "all"), (False, "1")}, report["producers"]
 
@@ -101,7 +129,7 @@ def test_scale_up_and_decommission_with_the_moving_leader_killed(replicated_clus
     assert run["state"] == "done", run["error"]
     restart(killed, r2)
     time.sleep(3)
-    assert_every_kind_clean(checker.stop(drain_timeout=120))
+    assert_every_kind_clean(checker.stop(drain_timeout=120), fed)
     no_frozen_chain(fed, unique_name)
     assert {c["segments"][-1]["cluster"] for c in fed.chains(unique_name)} == {"r1"}
 
@@ -118,7 +146,7 @@ def test_rolling_restart_of_every_broker_under_load(replicated_clusters, federat
     rolling_restart(r2, checker.mark)
     checker.mark("rolling restart done")
     time.sleep(5)
-    assert_every_kind_clean(checker.stop(drain_timeout=120))
+    assert_every_kind_clean(checker.stop(drain_timeout=120), fed)
 
 
 @pytest.mark.timeout(600)
@@ -143,6 +171,6 @@ def test_database_unreachable_longer_than_a_lease_while_a_move_is_pending(replic
         wait_for(lambda: not [c for c in fed.chains(unique_name) if c["frozen"]], 30, what="no chain frozen")
         assert any(c["segments"][-1]["cluster"] == "r2" for c in fed.chains(unique_name))
         time.sleep(3)
-        assert_every_kind_clean(checker.stop(drain_timeout=120))
+        assert_every_kind_clean(checker.stop(drain_timeout=120), fed)
     finally:
         fed.stop()

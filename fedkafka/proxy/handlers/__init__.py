@@ -51,6 +51,7 @@ from fedkafka.proxy.handlers import (
     describe_configs,
     describe_producers,
     fetch,
+    find_coordinator,
     groups,
     init_producer_id,
     list_offsets,
@@ -64,6 +65,6 @@ from fedkafka.proxy.handlers import (
 from fedkafka.proxy.plan import Handler
 
 MODULES: tuple[Handler, ...] = (api_versions, metadata, produce, init_producer_id, describe_cluster, describe_configs,
-                                produce_side_fetch, fetch, list_offsets, offset_for_leader_epoch, groups,
-                                consume_side_produce, topic_admin, alter_configs, delete_records, cluster_ops,
+                                produce_side_fetch, fetch, list_offsets, offset_for_leader_epoch, find_coordinator,
+                                groups, consume_side_produce, topic_admin, alter_configs, delete_records, cluster_ops,
                                 consumer_groups, sasl, acls, acl_admin, describe_producers)

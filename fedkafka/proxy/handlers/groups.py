@@ -1,7 +1,7 @@
 """Consumer groups (classic protocol) on the coordination cluster (docs/DESIGN.md §5.6).
 
-FindCoordinator answers a consume proxy of the caller's pool, chosen by rendezvous on the group id, so
-a group's requests gather on one proxy. Every other group API is forwarded to the coordination cluster's
+FindCoordinator (`find_coordinator.py`) answers a consume proxy of the caller's pool, chosen by rendezvous on
+the group id, so a group's requests gather on one proxy. Every group API here is forwarded to the coordination cluster's
 own coordinator for the group (looked up with FindCoordinator first, in client order), with topic names
 rewritten logical -> shadow on the way in and back on the way out. Committed offsets are logical offsets;
 the shadow topic has P partitions, so the broker validates and fences commits natively. Group protocol
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
@@ -26,18 +27,19 @@ from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, CloseConnection, Context, Plan, UpstreamError, authorized
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import ProxyInfo, logical_from_shadow, shadow_topic
+from fedkafka.view.model import logical_from_shadow, shadow_topic
 
-FIND_COORDINATOR, OFFSET_COMMIT, OFFSET_FETCH, JOIN, HEARTBEAT, LEAVE, SYNC = 10, 8, 9, 11, 12, 13, 14
+OFFSET_COMMIT, OFFSET_FETCH, JOIN, HEARTBEAT, LEAVE, SYNC = 8, 9, 11, 12, 13, 14
 DESCRIBE, LIST, DELETE, OFFSET_DELETE = 15, 16, 42, 47
 
-API_KEYS = {FIND_COORDINATOR: (0, 6), OFFSET_COMMIT: (2, 9), OFFSET_FETCH: (1, 9), JOIN: (0, 9), HEARTBEAT: (0, 4),
-            LEAVE: (0, 5), SYNC: (0, 5), DESCRIBE: (0, 6), LIST: (0, 5), DELETE: (0, 2), OFFSET_DELETE: (0, 0)}
+API_KEYS = {OFFSET_COMMIT: (2, 9), OFFSET_FETCH: (1, 9), JOIN: (0, 9), HEARTBEAT: (0, 4), LEAVE: (0, 5), SYNC: (0, 5),
+            DESCRIBE: (0, 6), LIST: (0, 5), DELETE: (0, 2), OFFSET_DELETE: (0, 0)}
 ROLE = "consume"
 AUTHORIZES = True
 
-GROUP_KEY, TXN_KEY = 0, 1
-# A JoinGroup's subscriptions (a SyncGroup's assignments) together: at most this many times --max-request-elements
+GROUP_KEY = 0  # FindCoordinator's key type of the lookups sent to the coordination cluster
+# A JoinGroup's subscriptions (a SyncGroup's assignments) together, and all members' subscriptions and assignments
+# in one coordinator answer (the leader's JoinGroup, a DescribeGroups): at most this many times --max-request-elements
 ENTRIES_BUDGET_FACTOR = 4
 # What the offsets APIs need on each topic besides the group right (Kafka's KafkaApis)
 TOPIC_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, OFFSET_DELETE: Operation.READ}
@@ -49,11 +51,11 @@ BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 
 def handle(ctx: Context, header, request):
     key = request.__api_key__
-    if key == FIND_COORDINATOR:
-        return find_coordinator(ctx, request)
     coordination = ctx.view.coordination_cluster
     if coordination is None:
         return failure(request, ErrorCode.coordinator_not_available)
@@ -71,69 +73,10 @@ def handle(ctx: Context, header, request):
         return _offsets_of_topics(ctx, coordination, request)
     upstream, back = request, (lambda resp: resp)
     if key in (JOIN, SYNC, DESCRIBE):
-        limit = ctx.max_request_elements
-        upstream, back = protocol_to_shadow(request, limit), functools.partial(protocol_from_shadow,
-                                                                                max_elements=limit)
+        limit, group = ctx.max_request_elements, None if key == DESCRIBE else request.group_id
+        upstream = protocol_to_shadow(request, limit)
+        back = functools.partial(protocol_from_shadow, max_elements=limit, group_id=group)
     return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
-
-
-# -- FindCoordinator: a proxy is the coordinator ---------------------------------------------------------
-
-def find_coordinator(ctx: Context, request):
-    version = type(request).__version__
-    keys = list(request.coordinator_keys) if version >= 4 else [request.key]
-    key_type = getattr(request, "key_type", GROUP_KEY)
-    candidates = _consume_proxies(ctx)  # once a request, not once a key; and each distinct key worked out once
-    found = {k: _coordinator_for(ctx, k, key_type, version, candidates) for k in dict.fromkeys(keys)}
-    answers = [found[k] for k in keys]
-    if version >= 4:
-        return build(response_schema(FIND_COORDINATOR, version), {"coordinators": answers})
-    return build(response_schema(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
-
-
-NO_TRANSACTIONS = ("transactions are not available in this fedkafka federation (a transaction would span "
-                   "physical clusters; see fedkafka's docs/ARCHITECTURE.md): use an idempotent producer instead")
-
-
-def _coordinator_for(ctx: Context, key: str, key_type: int, version: int,
-                     candidates: tuple[ProxyInfo, *tuple[ProxyInfo, ...]]) -> dict:
-    if key_type == TXN_KEY:
-        return _no_coordinator(key, _no_transactions_code(version), NO_TRANSACTIONS)
-    if key_type != GROUP_KEY:
-        return _no_coordinator(key, ErrorCode.invalid_request, f"key type {key_type} is not supported")
-    if not authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, key):
-        return _no_coordinator(key, ErrorCode.group_authorization_failed, None)
-    if ctx.view.coordination_cluster is None:
-        return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
-    proxy = ctx.view.leader_for(f"group\0{key}", 0, candidates)
-    endpoint = proxy.endpoint(ctx.session.protocol)
-    if endpoint is None:
-        return _no_coordinator(key, ErrorCode.coordinator_not_available,
-                               f"the group's proxy has no {ctx.session.protocol} listener")
-    return {"key": key, "node_id": proxy.node_id, "host": endpoint.host, "port": endpoint.port,
-            "error_code": ErrorCode.none, "error_message": None}
-
-
-def _no_transactions_code(version: int) -> ErrorCode:
-    """The error that makes the asking client fail at once and print NO_TRANSACTIONS.
-
-    The Java client (batched lookups, v4+) fails fatally on any unexpected code and prints our message, but
-    answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED with its own "Transactional Id authorization failed." and
-    drops ours, which sends users looking for an ACL. librdkafka (v0-2) fails only on that code and retries
-    every other one until its timeout; it prints our message next to it."""
-    return ErrorCode.invalid_request if version >= 4 else ErrorCode.transactional_id_authorization_failed
-
-
-def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, *tuple[ProxyInfo, ...]]:  # never empty
-    others = [p for p in ctx.view.proxies_in_pool(ctx.me.pool)
-              if p.node_id != ctx.me.node_id and p.role.consumes()]
-    if ctx.me.node_id in ctx.view.draining and others:  # a draining proxy coordinates no group (§4.11)
-        return (others[0], *others[1:])
-    return (ctx.me, *others)
-
-
-def _no_coordinator(key: str, code: ErrorCode, message: str | None) -> dict:
-    return {"key": key, "node_id": -1, "host": "", "port": -1, "error_code": code, "error_message": message}
 
 
 # -- forwarding to the coordination cluster --------------------------------------------------------------
@@ -260,9 +203,9 @@ def protocol_to_shadow(request, max_elements: int | None = MAX_REQUEST_ELEMENTS)
     """Subscriptions (JoinGroup) and assignments (SyncGroup) name shadow topics for the coordinator, which
     keeps a Stable group's committed offsets of subscribed topics from expiring. Each protocol's subscription of a
     JoinGroup (each member's assignment of a SyncGroup) may hold `max_elements` array elements, as a request itself
-    (--max-request-elements) and as each member's bytes in the coordinator's answers: past it, TooManyElements,
-    and the client's connection is closed as for any request over the limit. The entries together are bounded by
-    the frame (--max-frame-bytes), as the request's other arrays are."""
+    (--max-request-elements), and all of them together ENTRIES_BUDGET_FACTOR times it (`_renamed_request`): past
+    it, TooManyElements, and the client's connection is closed as for any request over the limit. The
+    coordinator's answers are held to the same budgets (`protocol_from_shadow`)."""
     if not _is_consumer(request) or request.__api_key__ not in (JOIN, SYNC):
         return request
     try:
@@ -291,20 +234,20 @@ def _renamed_request(request, max_elements: int | None):
 
 
 class _Entries:
-    """The element budgets of one request's group-protocol entries: each at most `max_elements`, all together at
-    most ENTRIES_BUDGET_FACTOR times it."""
+    """The element budgets of one request's (one answer's) group-protocol entries: each at most `max_elements`,
+    all together at most ENTRIES_BUDGET_FACTOR times it. `names`: how their topics are renamed."""
 
-    def __init__(self, max_elements: int | None):
-        self.max_elements = max_elements
+    def __init__(self, max_elements: int | None, names: Callable[[str], str | None] = shadow_topic):
+        self.max_elements, self.names = max_elements, names
         self.left = None if max_elements is None else ENTRIES_BUDGET_FACTOR * max_elements
 
     def renamed(self, rename, data):
         if self.max_elements is None or self.left is None:
-            return _within(None, lambda: rename(data, shadow_topic, counted=True))
+            return _within(None, lambda: rename(data, self.names, counted=True))
         budget = min(self.max_elements, self.left)
         saved = bounds.set_budget(budget)
         try:
-            return rename(data, shadow_topic, counted=True)
+            return rename(data, self.names, counted=True)
         finally:
             self.left -= budget - bounds.budget_left()
             bounds.restore_budget(saved)
@@ -319,42 +262,80 @@ def _within(max_elements: int | None, rewrite: Callable[[], T]) -> T:
         bounds.restore_budget(saved)
 
 
-def protocol_from_shadow(response, max_elements: int | None = MAX_REQUEST_ELEMENTS):
-    """The coordinator's answer with logical names in its group-protocol bytes. Each member's subscription and
-    assignment came in one request, held to `max_elements`: one past it (a member that joined around the proxy) is
-    not decoded, and the client's connection is closed."""
-    try:
-        return _renamed_response(response, max_elements)
-    except TooManyElements as e:
-        return CloseConnection(f"the coordinator's answer (api_key={response.__api_key__}) holds a member's "
-                               f"group-protocol bytes over the element limit: {e}")
-
-
-def _renamed_response(response, max_elements: int | None):
-    def subscription(data):
-        return _within(max_elements, lambda: cp.rename_subscription(data, logical_from_shadow, counted=True))
-
-    def assignment(data):
-        return _within(max_elements, lambda: cp.rename_assignment(data, logical_from_shadow, counted=True))
-
+def protocol_from_shadow(response, max_elements: int | None = MAX_REQUEST_ELEMENTS, group_id: str | None = None):
+    """The coordinator's answer with logical names in its group-protocol bytes, held to the budgets of a request's
+    entries (`_Entries`): each member's subscription and assignment came in one request, held to `max_elements`,
+    and all of them together to ENTRIES_BUDGET_FACTOR times it. Each member sent its own JoinGroup, so only the
+    answer sees them together: 53 members x 100,000 topic names held the loop ~30 s in the leader's JoinGroup
+    answer and in each DescribeGroups answer. Past a budget nothing more is decoded and the group is answered
+    GROUP_MAX_SIZE_REACHED (`_too_large`): the leader's JoinGroup (`group_id`, which its answer does not name) or
+    the DescribeGroups answer's group and those after it. A SyncGroup answer holds one member's assignment: past
+    the limit (a leader that synced around the proxy) the client's connection is closed."""
+    total = _Entries(max_elements, logical_from_shadow)
     key = response.__api_key__
     if key == JOIN and _is_consumer(response):
-        return dataclasses.replace(response, members=tuple(
-            dataclasses.replace(m, metadata=subscription(m.metadata)) for m in response.members))
+        try:
+            return dataclasses.replace(response, members=tuple(
+                dataclasses.replace(m, metadata=total.renamed(cp.rename_subscription, m.metadata))
+                for m in response.members))
+        except TooManyElements:
+            _too_large([group_id], "JoinGroup", max_elements)
+            return build(response_schema(JOIN, type(response).__version__), {
+                "error_code": ErrorCode.group_max_size_reached, "generation_id": -1, "member_id": response.member_id})
     if key == SYNC and _is_consumer(response):
-        return dataclasses.replace(response, assignment=assignment(response.assignment))
+        try:
+            return dataclasses.replace(response, assignment=total.renamed(cp.rename_assignment, response.assignment))
+        except TooManyElements as e:
+            return CloseConnection(f"the coordinator's SyncGroup answer holds a member's assignment over the "
+                                   f"element limit: {e}")
     if key == DESCRIBE:
-        return dataclasses.replace(response, groups=tuple(_describe_from_shadow(g, subscription, assignment)
-                                                          for g in response.groups))
+        return _described_from_shadow(response, total)
     return response
 
 
-def _describe_from_shadow(group, subscription: Callable[[Any], Any], assignment: Callable[[Any], Any]):
+def _described_from_shadow(response, total: _Entries):
+    """A DescribeGroups answer, its groups' members renamed in order on one budget; each group past it refused."""
+    version, groups, refused = type(response).__version__, [], []
+    for group in response.groups:
+        try:
+            groups.append(_describe_from_shadow(group, total))
+        except TooManyElements:
+            refused.append(group.group_id)
+            message = _too_large_message("DescribeGroups", total.max_elements)
+            entry = {"group_id": group.group_id, "error_code": ErrorCode.group_max_size_reached, "members": []}
+            if version >= 6:
+                entry["error_message"] = f"fedkafka proxy: {message}"
+            groups.append(build(response_schema(DESCRIBE, version), {"groups": [entry]}).groups[0])
+    if refused:
+        _too_large(refused, "DescribeGroups", total.max_elements)
+    return dataclasses.replace(response, groups=tuple(groups))
+
+
+def _describe_from_shadow(group, total: _Entries):
     if group.protocol_type != "consumer":
         return group
     return dataclasses.replace(group, members=tuple(dataclasses.replace(
-        m, member_metadata=subscription(m.member_metadata), member_assignment=assignment(m.member_assignment))
-        for m in group.members))
+        m, member_metadata=total.renamed(cp.rename_subscription, m.member_metadata),
+        member_assignment=total.renamed(cp.rename_assignment, m.member_assignment)) for m in group.members))
+
+
+def _too_large_message(api: str, max_elements: int | None) -> str:
+    total = None if max_elements is None else ENTRIES_BUDGET_FACTOR * max_elements
+    return (f"the members' subscriptions and assignments hold more than the proxy renames in one {api} answer "
+            f"({max_elements} array elements a member, {total} in all: {ENTRIES_BUDGET_FACTOR} x "
+            f"--max-request-elements)")
+
+
+def _too_large(group_ids: list[str | None], api: str, max_elements: int | None) -> None:
+    """One WARNING for the groups of one answer refused GROUP_MAX_SIZE_REACHED: as Kafka's group.max.size, fatal
+    to the Java consumer's poll and kafka-python's (an application that stops there closes its consumer, which
+    leaves the group; a leader that never syncs is dropped by the coordinator after its rebalance or session
+    timeout: the group shrinks and rebalances), joined again on librdkafka's join interval, a failed group (not
+    retried) to AdminClient.describeConsumerGroups. A closed connection instead made the leader's client
+    reconnect and join again at once as the same member, to the same answer, for as long as it stayed."""
+    more = f" and {len(group_ids) - 1} more" if len(group_ids) > 1 else ""
+    log.warning("group %r%s: %s; answered GROUP_MAX_SIZE_REACHED", group_ids[0], more,
+                _too_large_message(api, max_elements))
 
 
 def _offset_commit(ctx: Context, coordination: str, request):

@@ -1,0 +1,161 @@
+"""An operator's repair of a held move (docs/OPERATIONS.md, "A held move"; docs/DESIGN.md §3.3, "Lost commits").
+
+A move is held when its target may hold records written under a publish the config database lost: its partition
+stays frozen, and nothing but an operator settles it. `HeldMoves` lists moves (`GET /v1/moves?state=held`), publishes
+a held one as the lost publish had (`POST /v1/moves/{id}/publish`: sealed at `seal`, its new segment at
+`target_start`, in one transaction; the sweeper then publishes it like any sealed move) or rolls one back when
+nothing was written under a lost publish (`POST /v1/moves/{id}/roll-back`, the mover's own rollback). What Kafka can
+tell is checked first; a refusal says what is wrong and changes nothing. `fedkafka moves` is the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+
+from fedkafka.controller.errors import Conflict, Invalid, NotFound
+from fedkafka.controller.models import MoveRow, SegmentRow
+from fedkafka.controller.moves import FINISHED, HELD_NO_END, Mover, frozen_segment
+
+log = logging.getLogger(__name__)
+
+STATES = ("planned", "frozen", "sealed", "held", "done", "rolled_back")
+FIELDS = ("id", "workflow_id", "topic", "partition", "from_cluster", "to_cluster", "to_topic", "to_partition", "state",
+          "gap", "seal", "phys_start", "target_end", "planned_target_end", "held_for", "error", "updated_at")
+
+
+def move_dict(row: MoveRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in FIELDS}
+
+
+class HeldMoves:
+    def __init__(self, controller, mover: Mover | None = None):
+        self.ctl = controller
+        self.mover = mover if mover is not None else Mover(controller)
+
+    def listed(self, state: str | None = None) -> list[dict[str, Any]]:
+        """The moves in `state`, or every unfinished one (planned, frozen, sealed, held) without it."""
+        if state is not None and state not in STATES:
+            raise Invalid(f"state must be one of {', '.join(STATES)}, got {state!r}")
+        query = select(MoveRow).where(MoveRow.state == state if state else MoveRow.state.not_in(FINISHED))
+        with self.ctl.session() as s:
+            return [move_dict(r) for r in s.scalars(query.order_by(MoveRow.id))]
+
+    def get(self, move_id: int) -> dict[str, Any]:
+        with self.ctl.session() as s:
+            row = s.get(MoveRow, move_id)
+            if row is None:
+                raise NotFound(f"unknown move {move_id}")
+            return move_dict(row)
+
+    def publish(self, move_id: int, seal: int, target_start: int, force: bool = False) -> dict[str, Any]:
+        """Held move `move_id` to `sealed` at `seal` (the source's log end), its new segment on the target starting at
+        `target_start` (its `target_end`): what the documented `UPDATE moves SET state = 'sealed' ...` did, in one
+        transaction, for a held row only. Checked first: `seal` not below the source segment's start, and unless
+        `force`, `target_start` equal to the move's `target_end` (when it has one), the source's log end (when it can
+        be read) equal to `seal` (at least `seal` for a failover's move, `gap` > 0: the dead cluster's end is not what
+        it sealed at), and the target's log end (when read) at least `target_start`. Returns the move and what was
+        checked; the sweeper publishes it (the partition unfrozen) within its next round."""
+        with self.ctl.session() as s:
+            row, source = self._held(s, move_id)
+            s.expunge_all()
+        checks = self._check_publish(row, source, seal, target_start, force)
+        with self.ctl.topology_change() as s:
+            row, now = self._held(s, move_id, lock=True)
+            if now.id != source.id:
+                raise Conflict(f"move {move_id}: its partition's active segment changed since it was checked; again")
+            self.mover.seal_held(row, seal, target_start)
+            self.ctl.check_leader(s)
+            s.commit()
+        log.warning("move %d of %s/%s published by an operator: sealed at %d, its segment on %s/%s/%d from %d (%s)",
+                    move_id, row.topic, row.partition, seal, row.to_cluster, row.to_topic, row.to_partition,
+                    target_start, "; ".join(checks))
+        return {**self.get(move_id), "checks": checks}
+
+    def roll_back(self, move_id: int, nothing_was_published: bool = False) -> dict[str, Any]:
+        """Roll held move `move_id` back (the mover's rollback: its partition unfrozen, writes go on at the source's
+        log end) when nothing was written to its target under a lost publish: the target's log end read now is the
+        move's `target_end`. A move without one (`no_target_end`) or whose target cannot be read only with
+        `nothing_was_published`: the operator checked that no proxy's view.json has a segment on its target. A target
+        that grew is refused whatever the flag: it holds records of the lost publish (publish the move instead)."""
+        with self.ctl.session() as s:
+            row, _source = self._held(s, move_id, need_segment=False)
+            s.expunge_all()
+        reason = self._check_roll_back(row, nothing_was_published)
+        with self.ctl.topology_change() as s:
+            row, _ = self._held(s, move_id, lock=True, need_segment=False)
+            self.mover.roll_back_one(s, row, reason)
+            self.ctl.check_leader(s)
+            s.commit()
+        self.ctl.compose()
+        return self.get(move_id)
+
+    def _held(self, s, move_id: int, lock: bool = False, need_segment: bool = True) -> tuple[MoveRow, Any]:
+        """Held move `move_id` and the segment it froze (None unless `need_segment`): NotFound, or Conflict when the
+        move is not held, or its partition is not as it froze it (the topic deleted, another active segment)."""
+        query = select(MoveRow).where(MoveRow.id == move_id)
+        row = s.scalar(query.with_for_update() if lock else query)
+        if row is None:
+            raise NotFound(f"unknown move {move_id}")
+        if row.state != "held":
+            raise Conflict(f"move {move_id} of {row.topic}/{row.partition} is {row.state}, not held: only a held move "
+                           f"is repaired by hand")
+        if not need_segment:
+            return row, None
+        old = frozen_segment(s, row)
+        if isinstance(old, str):
+            raise Conflict(f"move {move_id} of {row.topic}/{row.partition}: {old}; it cannot be published")
+        return row, old
+
+    def _check_publish(self, row: MoveRow, source: SegmentRow, seal: int, target_start: int, force: bool) -> list[str]:
+        """What `publish` checks before it writes (Invalid naming the first thing wrong); returns what it checked."""
+        src = (source.cluster, source.physical_topic, source.physical_partition)
+        dst = (row.to_cluster, row.to_topic, row.to_partition)
+        if seal < source.phys_start:
+            raise Invalid(f"seal {seal} is below the start {source.phys_start} of the source segment {_name(src)}")
+        refused: list[str] = []
+        if row.target_end is not None and target_start != row.target_end:
+            refused.append(f"target_start {target_start} is not the move's target_end {row.target_end} (its target's "
+                           f"end before the records written under the lost publish)")
+        ends = self.mover.log_ends({src, dst})
+        checks = []
+        if (end := ends.get(src)) is None:
+            checks.append(f"source {_name(src)} not read: the seal is not checked against its log end")
+        elif end < seal or (end != seal and not row.gap):
+            refused.append(f"the log end of the source {_name(src)} is {end}, not the seal {seal}"
+                           + ("" if row.gap else " (frozen since the lost seal, its log end is that seal)"))
+        else:
+            checks.append(f"source {_name(src)} log end {end}")
+        if (end := ends.get(dst)) is None:
+            checks.append(f"target {_name(dst)} not read: target_start is not checked against its log end")
+        elif end < target_start:
+            refused.append(f"the log end of the target {_name(dst)} is {end}, below target_start {target_start}")
+        else:
+            checks.append(f"target {_name(dst)} log end {end}")
+        if refused and not force:
+            raise Invalid(f"move {row.id}: " + "; ".join(refused) + " (force: publish it anyway)")
+        return checks + [f"forced: {why}" for why in refused]
+
+    def _check_roll_back(self, row: MoveRow, nothing_was_published: bool) -> str:
+        """Why held move `row` may be rolled back (the reason it records), or Conflict saying why not."""
+        dst = (row.to_cluster, row.to_topic, row.to_partition)
+        end = self.mover.log_ends({dst}).get(dst)
+        if end is not None and row.target_end is not None:
+            if end != row.target_end:
+                raise Conflict(f"move {row.id}: the log end of its target {_name(dst)} is {end}, {row.target_end} when "
+                               f"it was held: it holds records written under a publish the config database lost; "
+                               f"rolled back, their offsets would be handed out again. Publish the move instead")
+            return f"rolled back by an operator: its target's log end is {end}, as when it was held"
+        why = (f"it has no recorded target end ({HELD_NO_END})" if row.target_end is None
+               else f"its target {_name(dst)} cannot be read")
+        if not nothing_was_published:
+            raise Conflict(f"move {row.id}: {why}, so nothing shows that its target took no records under a publish "
+                           f"the config database lost. Check that no proxy's view.json has a segment on "
+                           f"{_name(dst)} for {row.topic}/{row.partition}, then pass nothing_was_published")
+        return f"rolled back by an operator who found no publish of it in the proxies' views: {why}"
+
+
+def _name(partition: tuple[str, str, int]) -> str:
+    return "/".join(str(x) for x in partition)
