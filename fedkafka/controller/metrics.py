@@ -44,6 +44,10 @@ class Metrics:
         self.db_regressed = Gauge("fedkafka_controller_db_regressed", "1 once this controller saw the config "
                                   "database hold an older view than a proxy or itself held: it lost commits "
                                   "(docs/DESIGN.md §3.3); until restarted", registry=r)
+        self.physical_topics_lost = Gauge("fedkafka_physical_topics_lost", "Physical topics that held data and that "
+                                          "the cluster no longer has (a lost disk, a cluster rebuilt empty): not "
+                                          "re-created, their partitions refuse produce (docs/OPERATIONS.md)",
+                                          ["cluster"], registry=r)
         self.move_state_seconds = Histogram("fedkafka_move_state_seconds", "Time a move spent in a state before it "
                                             "left it (planned, frozen: waiting for acks, sealed)", ["state"],
                                             buckets=_SLOW, registry=r)

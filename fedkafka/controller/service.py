@@ -136,6 +136,8 @@ class Controller:
         self.leadership: Leadership | None = None  # set by the app when several controllers may share the database
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self._stored_ends: dict[tuple[str, str, int], tuple[int, float]] = {}  # ends written by this one, and when
+        # per cluster, the physical topics it lacks that held data (never re-created: `_create_missing`)
+        self.lost_topics: dict[str, list[str]] = {}
         self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
         self.compose()
@@ -819,7 +821,8 @@ class Controller:
         return {"view_version": self.view.version, "db_regression": self.db_regression,
                 "clusters": len(clusters), "topics": topics,
                 "proxies": _proxy_status(counted, now), "coordination_cluster": self.view.coordination_cluster,
-                "unreachable": [c["id"] for c in clusters if not c["reachable"] and c["state"] != "removed"]}
+                "unreachable": [c["id"] for c in clusters if not c["reachable"] and c["state"] != "removed"],
+                "lost_topics": {c: topics for c, topics in sorted(self.lost_topics.items()) if topics}}
 
     # -- background loops ------------------------------------------------------------------------
     def scan_once(self) -> list[Scan]:
@@ -852,16 +855,55 @@ class Controller:
             if scan.reachable:
                 ends.update(self._scan_offsets(scan.cluster, bootstrap[scan.cluster]))
         self._store_ends(ends)
-        for scan in scans:
-            for topic, (partitions, config) in needed.get(scan.cluster, {}).items():
-                if scan.reachable and scan.topics.get(topic, 0) < partitions:
-                    try:
-                        self.kafka.ensure_topic(scan.cluster, bootstrap[scan.cluster], topic, partitions, config)
-                        log.info("re-created physical topic %s on %s", topic, scan.cluster)
-                    except (KafkaUnavailable, KafkaRefused) as e:
-                        log.warning("cannot create %s on %s: %s", topic, scan.cluster, e)
+        self._create_missing(scans, needed, bootstrap)
         self.compose()
         return scans
+
+    def _create_missing(self, scans: list[Scan], needed: dict[str, dict[str, tuple[int, dict]]],
+                        bootstrap: dict[str, str]) -> None:
+        """Create the physical and shadow topics (or partitions) a reachable cluster lacks, but never one that held
+        data: created again it would be empty, and written from offset 0, below the offsets the chains map to it
+        (an acked record at an older segment's logical offset, docs/DESIGN.md §4.5, §9.3). Those are left missing
+        (their partitions unwritable: the proxies find no leader), logged, counted and listed (`lost_topics`)."""
+        held: set[tuple[str, str, int]] | None = None  # read only when something is missing
+        for scan in scans:
+            if not scan.reachable:
+                continue
+            lost: list[str] = []
+            for topic, (partitions, config) in needed.get(scan.cluster, {}).items():
+                have = scan.topics.get(topic, 0)
+                if have >= partitions:
+                    continue
+                if held is None:
+                    with self.session() as s:
+                        held = self._held_data(s)
+                if any((scan.cluster, topic, p) in held for p in range(have, partitions)):
+                    lost.append(topic)
+                    continue
+                try:
+                    self.kafka.ensure_topic(scan.cluster, bootstrap[scan.cluster], topic, partitions, config)
+                    log.info("re-created physical topic %s on %s", topic, scan.cluster)
+                except (KafkaUnavailable, KafkaRefused) as e:
+                    log.warning("cannot create %s on %s: %s", topic, scan.cluster, e)
+            for topic in sorted(set(lost) - set(self.lost_topics.get(scan.cluster, ()))):
+                log.error("cluster %s lost physical topic %s, which held data: NOT re-created (it would take writes "
+                          "at offsets already handed out); its partitions refuse produce until the data is restored "
+                          "or the operator gives it up (docs/OPERATIONS.md, \"A cluster lost a topic's data\")",
+                          scan.cluster, topic)
+            self.lost_topics[scan.cluster] = sorted(lost)
+            self.metrics.physical_topics_lost.labels(scan.cluster).set(len(lost))
+
+    def _held_data(self, s) -> set[tuple[str, str, int]]:
+        """The physical partitions known to have held records: a sealed segment with records, a segment that
+        started past 0, or a log end above 0 read by a scan (this controller's, or stored by any)."""
+        held = {(c, t, p) for c, t, p, start, end in s.execute(select(
+            SegmentRow.cluster, SegmentRow.physical_topic, SegmentRow.physical_partition, SegmentRow.phys_start,
+            SegmentRow.phys_end)) if start > 0 or (end is not None and end > start)}
+        held.update((c, t, p) for c, t, p in s.execute(
+            select(PhysicalPartitionRow.cluster, PhysicalPartitionRow.physical_topic,
+                   PhysicalPartitionRow.physical_partition).where(PhysicalPartitionRow.scanned_end > 0)))
+        held.update(key for key, (_start, end) in self.log_offsets.items() if end > 0)
+        return held
 
     def _scan_offsets(self, cluster: str, bootstrap: str) -> dict[tuple[str, str, int], int]:
         """Log start/end of the physical partitions holding active segments (what a seal and a describe need);

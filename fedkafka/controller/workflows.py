@@ -624,6 +624,11 @@ class WorkflowEngine:
         clusters = self._clusters()
         with self.ctl.session() as s:
             configs = {t.name: json.loads(t.config_json) for t in s.scalars(select(TopicRow))}
+        lost = sorted(f"{topic} on {cluster}" for cluster, topic in needed
+                      if topic in self.ctl.lost_topics.get(cluster, ()))
+        if lost:  # created again it would be empty, below the offsets its older segments map to (DESIGN §9.3)
+            raise MoveFailed(f"physical topic {', '.join(lost)} lost the data it held: not created again; "
+                             "nothing was moved")
         for (cluster, topic), partitions in sorted(needed.items()):
             try:
                 self.ctl.kafka.ensure_topic(cluster, clusters[cluster].bootstrap, topic, partitions,
@@ -686,6 +691,8 @@ class WorkflowEngine:
             used = claims.load(s, name).get((target, name), {})  # dropped segments' partitions hold records still
             config = json.loads(topic.config_json)
         first = max(used, default=-1) + 1
+        if name in self.ctl.lost_topics.get(target, ()):  # created again it would be empty (DESIGN §9.3)
+            raise MoveFailed(f"physical topic {name} on {target} lost the data it held: not created again")
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
         with self.ctl.topology_change() as s:

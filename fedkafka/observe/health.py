@@ -78,6 +78,10 @@ def _controller(h: Health, status: dict, m: Samples) -> None:
     unreachable = sorted(labels["cluster"] for labels, v in m.get("fedkafka_cluster_reachable", []) if v == 0)
     h.signals["unreachable_clusters"] = unreachable
     h.issues += [f"cluster {c} is unreachable" for c in unreachable]
+    lost = {labels["cluster"]: int(v) for labels, v in m.get("fedkafka_physical_topics_lost", []) if v > 0}
+    h.signals["physical_topics_lost"] = lost
+    h.issues += [f"cluster {c} lost {n} physical topic(s) that held data: not re-created, their partitions refuse "
+                 "produce (docs/OPERATIONS.md, \"A cluster lost a topic's data\")" for c, n in sorted(lost.items())]
     stuck = one(m, "fedkafka_move_oldest_unfinished_seconds", 0.0)
     h.signals["oldest_unfinished_move_s"] = stuck
     if stuck > MOVE_STUCK_S:

@@ -1030,6 +1030,17 @@ def translated_produce_answer(frame: Buffer, version: int, correlation_id: int, 
     return produce_response_frame(version, correlation_id, ((name, (answer,)),)), pr.error_code
 
 
+def translated_base_offset(written: bytes, version: int, name: str | None) -> int:
+    """The base offset in an answer `translated_produce_answer` wrote (either twin: the same bytes) for `name`:
+    where `produce_response_frame` puts the one partition's answer of one topic (size, correlation id, header
+    tags, topic count, name, partition count, index, error code)."""
+    flexible = version >= _FIRST_FLEXIBLE
+    counts = 2 if flexible else 8  # two counts of one: a varint each, or an int32 each
+    pos = 8 + (len(_NO_TAGS) if flexible else 0) + counts + len(_name_bytes(name, flexible)) + 6
+    base: int = _I64.unpack_from(written, pos)[0]
+    return base
+
+
 def _legacy_answers(view: memoryview, pos: int, end: int,
                     version: int) -> tuple[tuple[str, tuple[ProducePartitionAnswer, ...]], ...]:
     """The responses of a v3..8 body at `pos` (throttle_time_ms checked, not returned)."""

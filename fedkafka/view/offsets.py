@@ -86,7 +86,8 @@ def logical_high_watermark(chain: PartitionChain, segment: Segment, physical_hw:
     return segment.to_logical(min(max(physical_hw, segment.phys_end), limit))
 
 
-def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment], int | None]) -> int:
+def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment], int | None],
+                    physical_log_end: Callable[[Segment], int | None] = lambda _: None) -> int:
     """Logical log start: the first offset still readable, walking the chain oldest first.
 
     `physical_log_start(segment)` gives the physical partition's log start offset, or None when the
@@ -94,6 +95,9 @@ def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment
     A sealed segment whose data retention has removed entirely is skipped. A segment followed by an unclean gap
     ends where its tail may end (`readable_end`), not at its seal: sealed at its own start (no high watermark above
     it known before its cluster died), every record it has is in the gap, read there (docs/DESIGN.md §9.2).
+    A sealed segment whose physical partition's log end (`physical_log_end`, None: not known) is at or below its
+    start is skipped too: its data is gone (its cluster came back without it, §9.3), and a reader put there would
+    find nothing and no error, for good.
     """
     for segment in chain.segments:
         start = physical_log_start(segment)
@@ -101,6 +105,9 @@ def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment
             return segment.logical_base
         end = chain.readable_end(segment)
         if end is not None and start >= end:
+            continue
+        log_end = physical_log_end(segment) if segment.phys_end is not None else None
+        if log_end is not None and log_end <= segment.phys_start:
             continue
         return segment.to_logical(max(start, segment.phys_start))
     return chain.active.logical_base  # unreachable: the active segment always answers

@@ -139,15 +139,23 @@ def list_request(*parts: tuple[int, int]):
 
 
 def list_answers(calls, values: dict) -> list:
-    """values[(cluster, partition, timestamp)] = (offset, timestamp)."""
+    """values[(cluster, partition, timestamp)] = (offset, timestamp); a log end (-1) not given is answered with an
+    error (EARLIEST asks the sealed segments' ends too: not known, they change nothing)."""
     out = []
     for call in calls:
         out.append(build(response_type(2, 7), {"topics": [{"name": t.name, "partitions": [
-            {"partition_index": p.partition_index, "error_code": ErrorCode.none,
-             "offset": values[(call.target.cluster, p.partition_index, p.timestamp)][0],
-             "timestamp": values[(call.target.cluster, p.partition_index, p.timestamp)][1]}
+            _list_answer(values.get((call.target.cluster, p.partition_index, p.timestamp)), p)
             for p in t.partitions]} for t in call.request.topics]}))
     return out
+
+
+def _list_answer(value: tuple[int, int] | None, p) -> dict:
+    if value is None and p.timestamp == -1:
+        return {"partition_index": p.partition_index, "error_code": ErrorCode.unknown_server_error, "offset": -1,
+                "timestamp": -1}
+    assert value is not None, f"no answer given for partition {p.partition_index} at {p.timestamp}"
+    return {"partition_index": p.partition_index, "error_code": ErrorCode.none, "offset": value[0],
+            "timestamp": value[1]}
 
 
 def test_list_offsets_earliest_skips_an_expired_segment_and_latest_reads_the_active_one():
@@ -345,6 +353,49 @@ def test_fetch_below_the_last_known_end_of_a_dead_cluster_waits_for_it():
     plan = fetch.handle(gap_ctx(Physical(down={"c1"})), None, fetch_request(("log", 0, 20)))
     (p,) = plan.responses[0].partitions
     assert p.error_code == ErrorCode.not_leader_or_follower and not p.records  # acked records: never skipped
+
+
+class Recreated(Physical):
+    """c1 answers again; its physical topic exists (created again, empty: by an operator, or by the controller's scan
+    before it refused to re-create a topic that held data), with none of its records."""
+
+    def topic_id(self, cluster, topic):
+        return uuid.UUID(int=1)
+
+
+def test_a_reader_reset_to_earliest_after_a_lost_disk_reaches_the_live_segment():
+    """c1 came back without its data (a lost disk, docs/DESIGN.md §9.3): a reader below the seal is told
+    OFFSET_OUT_OF_RANGE and resets; from earliest (auto.offset.reset=earliest, any new reader) it must land past the
+    dead segment, not at its base, where the empty partition answers no records and no error, for good (rev3)."""
+    from fedkafka.protocol.records import iter_batches
+    assert FAILED_VIEW.topics["log"].partitions[0].segments[0].phys_end == 30
+    plan = fetch.handle(gap_ctx(Recreated()), None, fetch_request(("log", 0, 20)))
+    oor = build(response_type(1, 12), {"responses": [{"topic": "t", "partitions": [
+        {"partition_index": 0, "error_code": ErrorCode.offset_out_of_range, "high_watermark": 0,
+         "last_stable_offset": 0, "log_start_offset": 0, "aborted_transactions": None,
+         "preferred_read_replica": -1, "records": b""}]}]})
+    assert partitions(plan.finish([oor]))[("log", 0)].error_code == ErrorCode.offset_out_of_range
+    # ListOffsets earliest: c1's partition starts and ends at 0; c2's segment starts at physical 4
+    plan = list_offsets.handle(gap_ctx(Recreated()), None, list_request((0, -2)))
+    values = {("c1", 0, -2): (0, -1), ("c1", 0, -1): (0, -1), ("c2", 0, -2): (4, -1)}
+    (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+    position = p.offset
+    for _ in range(3):  # the reader fetches from there
+        plan = fetch.handle(gap_ctx(Recreated()), None, fetch_request(("log", 0, position)))
+        if not hasattr(plan, "calls"):
+            got = plan.responses[0].partitions[0]
+        else:
+            (call,) = plan.calls
+            answer = fetch_answer("t", 0, b"", hw=0 if call.target.cluster == "c1" else 10)
+            got = partitions(plan.finish([answer]))[("log", 0)]
+        heads = list(iter_batches(got.records)) if got.records else []
+        if heads:
+            position = heads[-1].base_offset + heads[-1].last_offset_delta + 1
+    assert position >= 30 + GAP, f"stuck at {position}: no records, no error, high watermark 30, forever"
+    # c1 back with its data (log end 30): earliest is still its first record
+    plan = list_offsets.handle(gap_ctx(Recreated()), None, list_request((0, -2)))
+    values = {("c1", 0, -2): (0, -1), ("c1", 0, -1): (30, -1), ("c2", 0, -2): (4, -1)}
+    assert plan.finish(list_answers(plan.calls, values)).topics[0].partitions[0].offset == 0
 
 
 def test_fetch_inside_the_gap_reads_the_tail_the_cluster_came_back_with_then_skips():

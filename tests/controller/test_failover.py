@@ -29,13 +29,14 @@ def setup(make_api, recording_kafka_class):
             self.ends: dict[tuple[str, str, int], int] = {}
             self.starts: dict[tuple[str, str, int], int] = {}  # log starts (retention), 0 unless set
             self.asked: list[str] = []
+            self.gone: set[tuple[str, str]] = set()  # (cluster, physical topic) lost with its data
 
         def log_offsets(self, cluster, bootstrap, partitions):
             self.asked.append(cluster)
             if cluster in self.down:
                 raise OSError(f"{cluster} is down")
             return {(t, p): (self.starts.get((cluster, t, p), 0), self.ends.get((cluster, t, p), 0))
-                    for t, p in partitions}
+                    for t, p in partitions if (cluster, t) not in self.gone}  # a missing one: left out
 
         def log_end_offsets(self, cluster, bootstrap, partitions):  # the leaders' log ends: the high watermarks here
             if cluster in self.down:
@@ -488,3 +489,87 @@ def test_a_failover_whose_targets_are_always_claimed_fails_instead_of_planning_f
     assert run["state"] == "failed" and "claimed by other runs" in run["error"], run
     assert len(plans) == PLAN_ATTEMPTS
     assert all(len(chain.segments) == 1 and not chain.frozen for chain in ctl.view.topics["t"].partitions)
+
+
+def test_a_physical_topic_that_held_data_is_not_created_again_when_its_cluster_lost_it(setup, caplog):
+    """A cluster back without its data (a lost disk, a cluster rebuilt empty): a physical topic that held records
+    (a sealed segment's, an active segment's with a log end read) is left missing, logged, counted and listed,
+    never created again empty (writes there would take offsets already handed out, docs/DESIGN.md §9.3); one that
+    never held a record (a crash between the topic's commit and its creation) is still created."""
+    api, kafka = setup
+    ctl = api.controller
+    api.put("/v1/topics/fresh", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    for p in on_c1:
+        kafka.ends[("c1", "t", p)] = 100 + p
+    ctl.scan_once()
+    kill(api, kafka, "c1")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done", run["error"]
+    moved = {ctl.view.topics["t"].partitions[p].active for p in on_c1}
+    on_c2 = {(s.topic, s.partition) for s in moved if s.cluster == "c2"}
+    assert on_c2
+    for topic, partition in on_c2:  # the moved segments took writes
+        kafka.ends[("c2", topic, partition)] = 3
+    ctl.scan_once()
+    fresh_on = {c.active.cluster for c in ctl.view.topics["fresh"].partitions}
+    # c1 comes back empty; c2 loses its disk; every physical topic of "fresh" (never written) is gone too
+    kafka.down.discard("c1")
+    kafka.ends.clear()
+    ctl.log_offsets.clear()
+    lost = {("c1", "t")} | {("c2", topic) for topic, _ in on_c2}
+    fresh = {(c, t) for (c, t) in kafka.created if t.startswith("fresh") and c in fresh_on}
+    assert fresh
+    for key in lost | fresh:
+        del kafka.created[key]
+    kafka.gone |= lost
+    with caplog.at_level("ERROR", logger="fedkafka.controller.service"):
+        ctl.scan_once()
+    assert not lost & set(kafka.created)
+    assert fresh <= set(kafka.created)
+    assert api.get("/v1/status").json()["lost_topics"] == {c: sorted(t for cc, t in lost if cc == c)
+                                                          for c in sorted({c for c, _ in lost})}
+    metrics = api.get("/metrics").text
+    assert 'fedkafka_physical_topics_lost{cluster="c1"} 1.0' in metrics
+    assert f'fedkafka_physical_topics_lost{{cluster="c2"}} {float(len({t for _, t in on_c2}))}' in metrics
+    assert 'fedkafka_physical_topics_lost{cluster="c3"} 0.0' in metrics
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("c1 lost physical topic t," in m for m in errors), errors
+    caplog.clear()
+    ctl.scan_once()  # still missing: not created, not logged again
+    assert not lost & set(kafka.created) and not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_move_into_a_physical_topic_lost_with_its_data_fails_and_moves_nothing(setup):
+    """A move's target that the scans found lost with its data (A -> B -> A: the physical topic held an older
+    segment) is not created again by the move either."""
+    api, kafka = setup
+    ctl = api.controller
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    for key in [k for k in kafka.created if k[0] in ("c2", "c3") and k[1] == "t"]:
+        kafka.ends.update({(key[0], "t", p): 5 for p in range(kafka.created[key])})
+    ctl.scan_once()
+    for key in [k for k in kafka.created if k[0] in ("c2", "c3") and k[1] == "t"]:
+        del kafka.created[key]
+        kafka.gone.add(key)
+    ctl.scan_once()
+    assert ctl.lost_topics == {"c1": [], "c2": ["t"], "c3": ["t"]}
+    before = ctl.view.topics["t"]
+    kill(api, kafka, "c1")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "failed" and "lost the data it held" in run["error"], run
+    assert not {("c2", "t"), ("c3", "t")} & set(kafka.created)
+    assert ctl.view.topics["t"].partitions == before.partitions and on_c1
+
+
+def test_an_expansion_onto_a_physical_topic_lost_with_its_data_fails_and_creates_nothing(setup):
+    """`expand` adds partitions on the new cluster's physical topic of the name; one the scans found lost with its
+    data there (a cluster that held the topic before, rebuilt empty) is not created again by it either."""
+    api, kafka = setup
+    ctl = api.controller
+    api.put("/v1/clusters/c4", json={"bootstrap": "c4:9092"}).raise_for_status()
+    ctl.lost_topics["c4"] = ["t"]  # what a scan found (test_a_physical_topic_that_held_data_is_not_created_again...)
+    run = finished(api, api.post("/v1/workflows", json={"kind": "scale_up", "cluster": "c4",
+                                                        "strategy": "expand"}).json())
+    assert run["state"] == "failed" and "lost the data it held" in run["error"], run
+    assert ("c4", "t") not in kafka.created and len(ctl.view.topics["t"].partitions) == 6

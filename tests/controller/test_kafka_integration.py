@@ -125,6 +125,44 @@ def test_topic_create_through_the_cli_makes_real_physical_and_shadow_topics(kafk
     assert ctl.stop() == 0  # SIGTERM: clean exit
 
 
+def until(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def test_a_physical_topic_deleted_with_its_records_is_not_created_again(kafka_clusters, controller, unique_name):
+    """Real brokers: c2's physical topic took records (the scan read its end), then is deleted behind the federation's
+    back (as a lost disk leaves it): the scans leave it missing and report it; c1's, never written, is created again
+    (docs/DESIGN.md §9.3)."""
+    c1, c2, _ = kafka_clusters
+    ctl = controller()
+    for c in (c1, c2):
+        assert ctl.cli("cluster", "add", c.name, "--bootstrap", c.bootstrap).returncode == 0
+    assert ctl.cli("topic", "create", unique_name, "--partitions", "4").returncode == 0
+    producer = Producer({"bootstrap.servers": c2.bootstrap})
+    for i in range(3):
+        producer.produce(unique_name, value=b"x%d" % i, partition=0)
+    assert producer.flush(10) == 0
+
+    def end_read() -> bool:
+        chains = json.loads(ctl.cli("topic", "describe", unique_name, "--json").stdout)["chains"]
+        return chains[2]["segments"][0].get("physical_log_end") == 3
+    until(end_read, "the scan did not read c2's log end")
+    for c in (c1, c2):
+        admin = AdminClient({"bootstrap.servers": c.bootstrap})  # kept: the future needs its handle
+        admin.delete_topics([unique_name])[unique_name].result(30)
+    until(lambda: physical_topics(c1.bootstrap).get(unique_name) == 2, "c1's empty topic not created again", 60)
+    with ctl.api() as api:
+        until(lambda: api.get("/v1/status").json()["lost_topics"].get("c2") == [unique_name], "c2's not reported")
+        assert 'fedkafka_physical_topics_lost{cluster="c2"} 1.0' in api.get("/metrics").text
+    time.sleep(3)  # three more scans
+    assert unique_name not in physical_topics(c2.bootstrap)
+    log = (ctl.tmp / ctl.log.name).read_text()
+    assert f"cluster c2 lost physical topic {unique_name}, which held data: NOT re-created" in log
+
+
 def test_a_dead_cluster_is_marked_unreachable_within_seconds(make_clusters, kafka_clusters, controller):
     (dead,) = make_clusters("d1")
     ctl = controller(scan_interval=1.0)

@@ -18,6 +18,8 @@ fedkafka_controller_active 1
 fedkafka_controller_db_ok 1
 fedkafka_cluster_reachable{cluster="c1"} 1
 fedkafka_cluster_reachable{cluster="c2"} 0
+fedkafka_physical_topics_lost{cluster="c1"} 2
+fedkafka_physical_topics_lost{cluster="c2"} 0
 fedkafka_move_oldest_unfinished_seconds 900
 fedkafka_moves{state="frozen"} 1
 fedkafka_moves{state="done"} 4
@@ -49,6 +51,8 @@ def test_each_signal_becomes_an_issue():
     assert h.issues == [
         "proxy 2 (p2:9092) acked view 8, not the current 9",
         "cluster c2 is unreachable",
+        "cluster c1 lost 2 physical topic(s) that held data: not re-created, their partitions refuse produce "
+        "(docs/OPERATIONS.md, \"A cluster lost a topic's data\")",
         "a move has been in one state for 900 s (stuck: over 600 s)",
         "proxy p1:9300 is not ready (lease_valid false)",
         "proxy p1:9300: background task view-stream restarted 2 time(s)",
@@ -56,6 +60,7 @@ def test_each_signal_becomes_an_issue():
         "proxy p9:9300 did not answer: ConnectError: refused",
     ]
     assert h.signals["moves"] == {"frozen": 1, "done": 4}
+    assert h.signals["physical_topics_lost"] == {"c1": 2}
     assert h.signals["workflows_running"] == 1
     assert h.signals["proxies"]["p1:9300"]["refusals"] == {"frozen": 20}
 

@@ -353,3 +353,16 @@ def test_the_lane_s_answer_moves_offsets_into_the_logical_space():
         written, code = rec.translated_produce_answer(frame, 9, 5, "t", 3, "phys", 0, shift)
         assert code == 0 and [(n, [(a.index, a.base_offset, a.log_start_offset) for a in ps])
                               for n, ps in rec.read_produce_response(written[4:], 9)] == [("t", [(3, base, start)])]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", ["t", "a" * 200, None])
+def test_the_base_offset_of_a_translated_answer_is_read_where_both_twins_write_it(version, name):
+    """The Produce lane reads the translated base offset back (`LaneProduce.read_response`: a write below its
+    segment's start is left to the generic answer, which refuses it)."""
+    frame = rec.produce_response_frame(version, 1, [("phys", [rec.ProducePartitionAnswer(0, 0, 100, -1, 12,
+                                                                                         (), "m")])])[4:]
+    args = (frame, version, 5, name, 3, "phys", 0, (-40, 60, None))
+    for written in (speedups.translated_produce_answer(*args), python_translated(*args)):
+        if written is not None:
+            assert rec.translated_base_offset(written[0], version, name) == 60

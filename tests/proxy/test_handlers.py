@@ -30,6 +30,7 @@ from fedkafka.view.model import (
     Segment,
     View,
 )
+from fedkafka.view.offsets import resolve_fetch
 
 
 class FakePhysical:
@@ -148,6 +149,25 @@ def test_produce_splits_routes_and_translates():
     # logical p2 lives on c2/phys/0 whose segment starts at physical 10 = logical 50
     resp = plan.finish(upstream_ok(plan, {("c1", "phys", 0): 5, ("c1", "phys", 1): 0, ("c2", "phys", 0): 12}))
     assert by_partition(resp) == {0: (ErrorCode.none, 5), 1: (ErrorCode.none, 0), 2: (ErrorCode.none, 52)}
+
+
+def test_a_write_below_the_active_segment_s_start_is_refused_not_acked_at_an_older_segment_s_offset():
+    """p2: c1/old/0 sealed at logical 0..49, then c2/phys/0 from physical 10. Its physical topic created again empty
+    (a lost disk) takes a write at 3: acked, that is logical 43, the sealed segment's on c1, where a reader looks for
+    it (DESIGN §4.5, §9.3). It is refused (retriable) and counted; the other partitions are answered as usual."""
+    v = view()
+    chain = v.topics["t"].partitions[2]
+    refusals: list[tuple] = []
+    c = ctx(v, on_refusal=lambda *a: refusals.append(a))
+    plan = produce.handle(c, None, produce_req({0: batch(), 2: batch()}))
+    resp = plan.finish(upstream_ok(plan, {("c1", "phys", 0): 4, ("c2", "phys", 0): 3}))
+    code, offset = by_partition(resp)[2]
+    assert resolve_fetch(chain, 43).segment == chain.segments[0]  # where logical 43 is read
+    assert (code, offset) == (ErrorCode.not_leader_or_follower, -1)
+    assert by_partition(resp)[0] == (0, 4)
+    assert [(r[0], r[1], r[2]) for r in refusals] == [(produce.BELOW_SEGMENT, "t", 2)]
+    plan = produce.handle(c, None, produce_req({2: batch()}))
+    assert by_partition(plan.finish(upstream_ok(plan, {("c2", "phys", 0): 10})))[2] == (0, 50)  # its start: acked
 
 
 def test_produce_refusals_are_retriable_and_per_partition():

@@ -152,6 +152,9 @@ def answers_of(answer: bytes, version: int = 9) -> dict[int, tuple]:
     return {p.index: (p.error_code, p.base_offset, p.log_start_offset, p.error_message) for _, ps in topics for p in ps}
 
 
+NOT_LEADER = ErrorCode.not_leader_or_follower
+
+
 def run(scenario):
     return asyncio.run(scenario())
 
@@ -220,6 +223,34 @@ def test_the_compiled_and_the_python_lane_write_the_same_bytes():
     assert python == compiled and python[2] == 1
 
 
+@pytest.mark.parametrize("implementation", ["python", "compiled"])
+@pytest.mark.parametrize("version", [8, 12])
+def test_a_write_below_the_active_segment_s_start_is_refused_on_the_lane_as_on_the_generic_path(version,
+                                                                                                 implementation):
+    """p2's active segment is c2/phys/0 from physical 10 (logical 50). Its physical topic created again empty (a lost
+    disk) takes a write at 3: acked, that would be logical 43, an offset of the sealed segment on c1 (rev3 finding 1).
+    The lane's one-call translation leaves it to the generic answer, which refuses it, retriable, and counts it."""
+    request = frame({2: batch(2)}, version=version)
+
+    async def through_counting(lane: bool, base: int) -> tuple[bytes | None, int, dict]:
+        broker = await Broker(scripted({("phys", 0): rec.ProducePartitionAnswer(0, 0, base, -1, 0)})).start()
+        d = await proxy(view(), broker, lane=lane)
+        try:
+            answer = await ask(d, request)
+            return answer, d.lane.taken if lane else 0, dict(d.observer.refusals)
+        finally:
+            broker.close()
+
+    with using(implementation):  # type: ignore[arg-type]
+        lane = run(lambda: through_counting(True, 3))
+        generic = run(lambda: through_counting(False, 3))
+        written = run(lambda: through_counting(True, 12))
+    assert lane[1] == 1 and lane[0] == generic[0]
+    assert answers_of(lane[0], version)[2][:2] == (NOT_LEADER, -1)
+    assert lane[2] == generic[2] == {produce_handler.BELOW_SEGMENT: 1}
+    assert answers_of(written[0], version)[2][:2] == (0, 52) and written[2] == {}  # at or past its start: acked
+
+
 # -- (b) what the lane does not take goes the generic way, answered as before -------------------------------------
 
 async def generic(d: Dispatcher, request: bytes, session: Session | None = None) -> bytes | None:
@@ -229,8 +260,6 @@ async def generic(d: Dispatcher, request: bytes, session: Session | None = None)
     assert d.lane.taken == taken, "the lane took a request it must leave"
     return answer
 
-
-NOT_LEADER = ErrorCode.not_leader_or_follower
 
 
 def test_a_transactional_request_is_refused_by_the_generic_path():

@@ -127,6 +127,22 @@ def test_earliest_keeps_a_failed_over_segment_whose_records_are_all_in_the_gap()
         back.segments[1].logical_base
 
 
+def test_earliest_skips_a_sealed_segment_whose_partition_lost_its_data():
+    """Its cluster came back without its data (docs/DESIGN.md §9.3): the partition's log end is at or below the
+    segment's start; a log end not known (None) skips nothing, nor does one of the active segment."""
+    chain = move_active(PartitionChain((Segment("c1", "t", 0, 0, None, 0),)), 30, "c2", "t", 0, 4, unclean=True)
+    old, new = chain.segments
+    starts = {old: 0, new: 4}
+    assert earliest_offset(chain, starts.get, {old: 0}.get) == new.logical_base
+    assert earliest_offset(chain, starts.get, {old: 30}.get) == 0
+    assert earliest_offset(chain, starts.get, {old: 1}.get) == 0  # the tail holds a record
+    assert earliest_offset(chain, starts.get) == 0
+    moved = move_active(PartitionChain((Segment("c1", "t", 0, 10, None, 0),)), 50, "c2", "t", 0, 0)
+    assert earliest_offset(moved, {moved.segments[0]: 0, moved.segments[1]: 0}.get, {moved.segments[0]: 10}.get) \
+        == 40
+    assert earliest_offset(moved, {moved.segments[0]: 0, moved.segments[1]: 0}.get, lambda s: 0) == 40
+
+
 def test_earliest_skips_segments_that_retention_removed():
     s1 = Segment("c1", "t", 0, 0, 40, 0)
     s2 = Segment("c2", "t", 0, 10, 30, 40)

@@ -290,7 +290,7 @@ class ProduceLane:
             elapsed = d._loop.time() - started  # type: ignore[union-attr]  # set by Dispatcher.start
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, (call,), results)
-            reply, refresh = produce.lane_answer(request, routes, results[0])
+            reply, refresh = produce.lane_answer(request, routes, results[0], d.observer.refused)
             if call.producer is not None:
                 produce.lane_noted(d.producer_ids, call.producer, results[0])
             if refresh:

@@ -107,6 +107,8 @@ def _question(ctx: Context, topic: str, p) -> _Question | dict:
         q.asks.append((_key(chain.active), LATEST))
     else:
         q.asks.extend((_key(s), ts) for s in chain.segments)
+    if ts == EARLIEST:  # and the sealed segments' log ends: one at or below its segment's start lost its data
+        q.asks.extend((_key(s), LATEST) for s in chain.segments if s.phys_end is not None)
     return q
 
 
@@ -131,9 +133,12 @@ def _answer(ctx: Context, q: _Question, physical: dict) -> dict:
         return {"error_code": ErrorCode.none, "timestamp": -1, "offset": latest_offset(chain, got[0][0]),
                 "leader_epoch": epoch}
     if q.timestamp == EARLIEST:
-        starts = {s: (g[0] if isinstance(g, tuple) else None) for s, g in zip(chain.segments, got, strict=True)}
+        n = len(chain.segments)
+        starts = {s: (g[0] if isinstance(g, tuple) else None) for s, g in zip(chain.segments, got[:n], strict=True)}
+        ends = {s: (g[0] if isinstance(g, tuple) else None)
+                for s, g in zip([s for s in chain.segments if s.phys_end is not None], got[n:], strict=True)}
         return {"error_code": ErrorCode.none, "timestamp": -1,
-                "offset": earliest_offset(chain, lambda s: starts[s]), "leader_epoch": epoch}
+                "offset": earliest_offset(chain, lambda s: starts[s], ends.get), "leader_epoch": epoch}
     # a segment that could not be asked may hold the answer: only the segments before it can give one
     blocked = _first_unanswered(ctx, chain, got)
     if q.timestamp == MAX_TIMESTAMP:

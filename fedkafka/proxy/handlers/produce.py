@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -599,7 +601,7 @@ def _translate(ctx: Context, parts: list[_Part], result, answers: dict) -> None:
             ctx.physical.request_refresh(seg.cluster)
         if part.seq_key:
             _note_sequences(ctx, part, pr)
-        answers[(part.topic, part.partition)] = _logical_answer(part, pr)
+        answers[(part.topic, part.partition)] = _logical_answer(ctx, part, pr)
 
 
 _LEFT_OUT = "cluster left the partition out of its answer"
@@ -648,15 +650,48 @@ def _error_name(code: int) -> str:
         return str(code)
 
 
-def _logical_answer(part: _Part, pr: rec.ProducePartitionAnswer) -> rec.ProducePartitionAnswer:
-    return _in_logical_offsets(part.partition, part.chain, part.seg, pr)
+def _logical_answer(ctx: Context, part: _Part, pr: rec.ProducePartitionAnswer) -> rec.ProducePartitionAnswer:
+    return _in_logical_offsets(part.partition, part.chain, part.seg, pr,
+                               functools.partial(ctx.refused, BELOW_SEGMENT, part.topic, part.partition))
 
 
-def _in_logical_offsets(index: int, chain: PartitionChain, seg: Segment,
-                        pr: rec.ProducePartitionAnswer) -> rec.ProducePartitionAnswer:
+# A broker's answer placing a write below the active segment's phys_start: the physical partition lost the
+# offsets the segment starts at (its topic created again, empty: a lost disk, a cluster rebuilt empty; the
+# controller no longer re-creates such a topic, but an operator or another tool may). Mapped to logical offsets
+# it would land in an older segment's range, which readers resolve to that segment: the record would be acked at
+# an offset already handed out and never be read (docs/DESIGN.md §4.5, §9.3). It is not acked: NOT_LEADER_OR_FOLLOWER
+# is what the proxy answers for any partition not writable now (`_refusal`), and every client retries it after a
+# metadata refresh, with no producer epoch bump. KAFKA_STORAGE_ERROR would say more but some clients treat it as
+# possibly persisted; nothing is gained, the write stays refused until the partition is moved or repaired.
+BELOW_SEGMENT = "below_segment"
+_BELOW_SEGMENT_LOG_S = 60.0
+_below_logged: dict[tuple[str, str, int], float] = {}
+
+
+def _below_segment(seg: Segment, pr: rec.ProducePartitionAnswer, index: int,
+                   refused: Callable[[str], None] | None) -> rec.ProducePartitionAnswer:
+    """The retriable refusal of a broker's answer at physical offset `pr.base_offset` < `seg.phys_start`; logged at
+    most once a minute per physical partition, and counted as a refusal (`refused`, when there is a Context)."""
+    detail = (f"{seg.cluster} wrote {seg.topic}/{seg.partition} at offset {pr.base_offset}, below the active "
+              f"segment's start {seg.phys_start}: the physical partition lost its data")
+    now = time.monotonic()
+    key = (seg.cluster, seg.topic, seg.partition)
+    if now - _below_logged.get(key, -_BELOW_SEGMENT_LOG_S) >= _BELOW_SEGMENT_LOG_S:
+        _below_logged[key] = now
+        log.error("%s: not acked (NOT_LEADER_OR_FOLLOWER) until the partition is moved or its data restored", detail)
+    if refused is not None:
+        refused(detail)
+    return rec.ProducePartitionAnswer(index, ErrorCode.not_leader_or_follower, error_message="partition lost its data")
+
+
+def _in_logical_offsets(index: int, chain: PartitionChain, seg: Segment, pr: rec.ProducePartitionAnswer,
+                        refused: Callable[[str], None] | None = None) -> rec.ProducePartitionAnswer:
     """The broker's answer for logical partition `index` (written to `seg`, the active segment of `chain`) in
-    logical offsets (fields an older version lacks keep their defaults)."""
+    logical offsets (fields an older version lacks keep their defaults); a write placed below the segment's start
+    is refused instead (`_below_segment`)."""
     base_offset = pr.base_offset
+    if 0 <= base_offset < seg.phys_start:
+        return _below_segment(seg, pr, index, refused)
     return rec.ProducePartitionAnswer(
         index, pr.error_code, seg.to_logical(base_offset) if base_offset >= 0 else base_offset,
         pr.log_append_time_ms, _logical_start(chain, seg, pr.log_start_offset), pr.record_errors, pr.error_message)
@@ -843,10 +878,12 @@ class _Forwarded(NamedTuple):  # what UpstreamProduce.of reads of a _Part
     records: rec.Buffer | None
 
 
-def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
-                result) -> tuple[ProduceAnswer | Written, bool]:
+def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], result,
+                refused: Callable[..., None] | None = None) -> tuple[ProduceAnswer | Written, bool]:
     """The client's answer from the broker's (`result`: its answer or an UpstreamError), as `_answer` gives it,
-    and whether the cluster's metadata must be refreshed (a lost call, NOT_LEADER or UNKNOWN_TOPIC answers)."""
+    and whether the cluster's metadata must be refreshed (a lost call, NOT_LEADER or UNKNOWN_TOPIC answers).
+    `refused` (the observer's: reason, topic, partition, detail, client id) counts a write refused for landing below
+    its segment (`_below_segment`)."""
     if type(result) is Written:  # the usual: written as the broker's answer was read (LaneProduce)
         return result, result.error_code in _REFRESHING
     lost = isinstance(result, UpstreamError)
@@ -855,7 +892,8 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
         pr = result[0][1][0]
         if result[0][0] == seg.topic and pr.index == seg.partition:
             t = request.topic_data[0]
-            answer = _in_logical_offsets(t.partition_data[0].index, chain, seg, pr)
+            index = t.partition_data[0].index
+            answer = _in_logical_offsets(index, chain, seg, pr, _refusal_of(refused, t.name, index))
             return ProduceAnswer(request.version, (ProduceTopicAnswer(t.name, (answer,)),)), \
                 pr.error_code in _REFRESHING
     physical = {}
@@ -879,9 +917,13 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
                                                           error_message=_LEFT_OUT))
             else:
                 refresh |= pr.error_code in _REFRESHING
-                answers.append(_in_logical_offsets(pd.index, chain, seg, pr))
+                answers.append(_in_logical_offsets(pd.index, chain, seg, pr, _refusal_of(refused, t.name, pd.index)))
         topics.append(ProduceTopicAnswer(t.name, tuple(answers)))
     return ProduceAnswer(request.version, tuple(topics)), refresh
+
+
+def _refusal_of(refused: Callable[..., None] | None, name: str, index: int) -> Callable[[str], None] | None:
+    return None if refused is None else functools.partial(refused, BELOW_SEGMENT, name, index, client_id=None)
 
 
 _REFRESHING = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)  # `_translate`'s too
@@ -905,7 +947,14 @@ class LaneProduce(UpstreamProduce):
                                                     topic, partition.index, self.shift)
         except rec.MalformedFrame as e:
             raise DecodeError(f"malformed ProduceResponse: {e}") from None
-        return UpstreamProduce.read_response(self, frame) if written is None else Written(*written)
+        if written is None:
+            return UpstreamProduce.read_response(self, frame)
+        delta, phys_start, _ = self.shift
+        if phys_start > 0 and rec.translated_base_offset(written[0], self.version, self.name) < phys_start + delta:
+            # below the segment's logical base: an error's -1, or a write below phys_start, which `lane_answer`
+            # refuses (`_below_segment`): never acked at an older segment's offset
+            return UpstreamProduce.read_response(self, frame)
+        return Written(*written)
 
 
 class Written:
