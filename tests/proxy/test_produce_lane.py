@@ -750,7 +750,7 @@ def test_a_steady_idempotent_producer_goes_the_lane_rewritten_and_noted():
         broker.answers = scripted({("phys", 0): rec.ProducePartitionAnswer(0, ErrorCode.out_of_order_sequence_number),
                                    ("phys", 1): None})
         answers_of(await ask(d, frame({0: batch(1, PID, 0, 7)})))
-        assert d.lane.taken == 2 and table._refused[(PID, 0, "t", 0)][:2] == (7, 7)  # noted refused
+        assert d.lane.taken == 2 and list(table._refused[(PID, 0, "t", 0)]) == [7]  # noted refused
         # the next batch is a gap now: the generic path refuses it, the lane does not take it
         assert answers_of(await generic(d, frame({0: batch(1, PID, 0, 8)})))[0][0] == NOT_LEADER
     run(scenario)

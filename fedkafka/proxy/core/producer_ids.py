@@ -5,11 +5,13 @@ A physical id is keyed by (logical id, epoch, cluster) and remembers, per physic
 physical id (with no broker state anywhere) is used: a physical id never crosses a segment boundary.
 
 A fresh physical id accepts any first sequence, so the broker's gap check is lost at a segment boundary.
-The table keeps the one fact that check needs: per logical producer and partition, the lowest sequence
-this proxy answered with an error that surely wrote nothing (a refusal or a broker error). A later batch
-past it is a gap; forwarding it would let the client count the refused batch as written (librdkafka acks
-earlier retries implicitly when a later sequence succeeds), so it is refused too (NOT_LEADER_OR_FOLLOWER, as
-a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
+The table keeps what that check needs: per logical producer and partition, the first sequence of each batch
+this proxy answered with an error that surely wrote nothing (a refusal or a broker error), each until
+REFUSAL_MEMORY_S after its own last refusal. A later batch past any of them is a gap; forwarding it would let
+the client count the refused batch as written (librdkafka acks earlier retries implicitly when a later sequence
+succeeds), so it is refused too (NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client
+resends from its oldest unacked batch. One time for all of them lost a batch (run 13): the oldest refused batch
+had gone through another proxy, the memory of it ran out, and the batch refused 0.2 s before went with it.
 
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
@@ -46,8 +48,9 @@ from fedkafka.proxy.plan import UNASKED, PhysicalPartition, SegmentId, SegmentWr
 log = logging.getLogger(__name__)
 
 MAX_MAPPINGS = 100_000
-# A refusal older than this is forgotten: by then the client resent the batch here or, if the logical leader
-# moved to another proxy, wrote it there; remembering it longer would fail a later head-of-line batch.
+# A refused batch is forgotten this long after it was last refused itself: by then the client resent it here or,
+# if the logical leader moved to another proxy, wrote it there; remembering it longer would fail a later
+# head-of-line batch.
 REFUSAL_MEMORY_S = 30.0
 # A sealed segment's floor is forgotten when none of the producer's batches for the partition came here for this
 # long: a producer away that long may have written on through another proxy, round the wrap, to just below the
@@ -57,6 +60,10 @@ REFUSAL_MEMORY_S = 30.0
 # delivery.timeout.ms is 2 minutes), and comes every few seconds until answered; one later still is written
 # again (a duplicate).
 FLOOR_MEMORY_S = 300.0
+# Refused batches remembered per producer and partition (a client has at most 5 in flight on a partition; a few
+# more from batches it wrote through another proxy meanwhile); past it they are folded, refusing more (`_cap`).
+# At most ~1.5 KB per producer and partition, outside the byte budget (DESIGN §4.12), as the rest of this table.
+REFUSED_BATCHES = 16
 
 __all__ = ["UNASKED", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite", "SeqKey"]
 
@@ -65,8 +72,8 @@ class ProducerIdTable:
     def __init__(self, fetch_block: Callable[[], Awaitable[tuple[int, int]]] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        # per producer and partition: (oldest refused first sequence, newest refused first sequence, when)
-        self._refused: collections.OrderedDict[SeqKey, tuple[int, int, float]] = collections.OrderedDict()
+        # per producer and partition: the first sequence of each batch refused here -> when it was last refused itself
+        self._refused: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
         # per producer and partition: (segment, its floor, when a batch was last checked against it)
         self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None, float]] = collections.OrderedDict()
@@ -167,45 +174,51 @@ class ProducerIdTable:
         return self._logical.get((cluster, producer_id))
 
     def note_refused(self, key: SeqKey, first_seq: int) -> None:
-        """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
-        known = self._refused.get(key)
+        """A batch starting at `first_seq` was answered with an error and nothing of it was written. Each refused batch
+        is remembered until REFUSAL_MEMORY_S after its own last refusal: refusing a batch (as a gap, or again) renews
+        that batch's memory, never an older one's, so a batch the client wrote through another proxy is forgotten
+        30 s after it was last refused here while the batches refused after it still hold back the ones past them."""
         now = self._clock()
-        if known is None or now - known[2] > REFUSAL_MEMORY_S:
-            self._refused[key] = (first_seq, first_seq, now)
-        else:
-            # only the oldest batch's own refusal renews its memory: refusing the batches after it (as a gap)
-            # must not, or a batch the client wrote through another proxy would be awaited here for good
-            when = known[2] if seqs.after(first_seq, known[0]) else now
-            oldest = first_seq if seqs.behind(first_seq, known[0]) else known[0]
-            self._refused[key] = (oldest, first_seq if seqs.after(first_seq, known[1]) else known[1], when)
-        self._refused.move_to_end(key)
-        while len(self._refused) > MAX_MAPPINGS:
-            self._refused.popitem(last=False)
+        batches = self._refused.get(key)
+        if batches is None:
+            batches = {}
+        _expire(batches, now)
+        batches[seqs.wrapped(first_seq)] = now
+        _cap(batches)
+        _put(self._refused, key, batches)
         floor = self._floors.get(key)
         if floor is not None and floor[1] is not None:  # the producer is still here: its floor with it
             self._floors[key] = (floor[0], floor[1], now)
 
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
-        """Sequences first_seq..end_seq-1 were written (or were already). When that was the oldest refused
-        batch, the next one to resend starts at end_seq, as long as a batch from there on was refused too:
-        forgetting those would let a batch past them through (and librdkafka ack them implicitly)."""
-        known = self._refused.get(key)
-        if known is None or not seqs.within(known[0], first_seq, end_seq):
+        """Sequences first_seq..end_seq-1 were written (or were already): the refused batches among them are
+        forgotten. If refused batches remain, the next one to resend starts at end_seq and is remembered as
+        refused too (when the written ones were), so a batch past it waits for it: forgetting it would let a batch
+        past it through (and librdkafka ack it implicitly)."""
+        batches = self._refused.get(key)
+        if batches is None:
             return
-        if seqs.within(known[1], first_seq, end_seq):
+        written = [s for s in batches if seqs.within(s, first_seq, end_seq)]
+        if not written:
+            return
+        when = max(batches.pop(s) for s in written)
+        if not batches:
             del self._refused[key]
-        else:
-            self._refused[key] = (seqs.wrapped(end_seq), known[1], known[2])
+            return
+        batches.setdefault(seqs.wrapped(end_seq), when)
+        _cap(batches)
 
     def refused_before(self, key: SeqKey, first_seq: int) -> int | None:
-        """The first sequence of the oldest refused batch that `first_seq` would skip, or None."""
-        known = self._refused.get(key)
-        if known is None:
+        """The first sequence of the oldest remembered refused batch that `first_seq` would skip, or None."""
+        batches = self._refused.get(key)
+        if batches is None:
             return None
-        if self._clock() - known[2] > REFUSAL_MEMORY_S:
+        _expire(batches, self._clock())
+        if not batches:
             del self._refused[key]
             return None
-        return known[0] if seqs.after(first_seq, known[0]) else None
+        skipped = [s for s in batches if seqs.after(first_seq, s)]
+        return _oldest(skipped) if skipped else None
 
     def confirmed(self, where: PhysicalPartition) -> bool:
         """Whether the broker answered a batch of this physical id on this partition (so it checks sequences)."""
@@ -289,3 +302,42 @@ def _put(table: collections.OrderedDict, key, value) -> None:
     table.move_to_end(key)
     while len(table) > MAX_MAPPINGS:
         table.popitem(last=False)
+
+
+def _expire(batches: dict[int, float], now: float) -> None:
+    for seq in [s for s, when in batches.items() if now - when > REFUSAL_MEMORY_S]:
+        del batches[seq]
+
+
+def _cap(batches: dict[int, float]) -> None:
+    """At most REFUSED_BATCHES: past that the newest refused batch is folded into the one before it, which takes the
+    later of their two refusal times. That one holds back everything the newest did (a batch past the newest is past
+    it too) for at least as long: nothing is forgotten early, only more refused (the batches between the two). The
+    one renewed so may be a batch written through another proxy (the client's only batch refused here folded into
+    it); only a refusal that finds the memory full renews it, and the others expire unrenewed within 30 s, so the
+    producer is held back here a minute at most, not for good."""
+    while len(batches) > REFUSED_BATCHES:
+        newest = _newest(batches)
+        when = batches.pop(newest)
+        before = _newest(batches)
+        batches[before] = max(batches[before], when)
+
+
+def _oldest(batches: list[int] | dict[int, float]) -> int:
+    """The sequence none of the others is behind (compared across the wrap)."""
+    found = iter(batches)
+    oldest = next(found)
+    for seq in found:
+        if seqs.behind(seq, oldest):
+            oldest = seq
+    return oldest
+
+
+def _newest(batches: dict[int, float]) -> int:
+    """The sequence none of the others is after (compared across the wrap)."""
+    found = iter(batches)
+    newest = next(found)
+    for seq in found:
+        if seqs.after(seq, newest):
+            newest = seq
+    return newest
