@@ -11,6 +11,7 @@ clock; the processes' tests wait for their log lines (`workflows.support.wait_fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import os
@@ -414,15 +415,22 @@ def test_a_sighup_before_the_name_service_handles_it_renews_once_it_does(tmp_pat
     `serve` takes SIGHUP (it was ignored), and SIGTERM then stops it cleanly."""
     files = Files(tmp_path / "pki")
     log = tmp_path / "out.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", EARLY_SIGHUP, f"127.0.0.1:{free_port()}", str(files.cert),
-                                 str(files.key)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
+    with _process([sys.executable, "-c", EARLY_SIGHUP, f"127.0.0.1:{free_port()}", str(files.cert),
+                   str(files.key)], log) as proc:
         wait_for(lambda: proc.poll() is not None or "renewed (SIGHUP)" in log.read_text(),
                  what="the early SIGHUP's renewal")
         assert proc.poll() is None, log.read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(GUARD_S) == 0, log.read_text()
+
+
+@contextlib.contextmanager
+def _process(args: list[str], log: Path):
+    """A process started with its output in `log`, killed on the way out if it still runs."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -451,12 +459,9 @@ def test_sighup_renews_the_name_service_certificate_and_sigterm_still_stops_it(t
     token.write_text("t\n")
     port, http = free_port(), free_port()
     log = tmp_path / "nameservice.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "nameservice", "--listener",
-                                 f"SSL://127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http}", "--ssl-cert",
-                                 str(files.cert), "--ssl-key", str(files.key), "--controller", "http://127.0.0.1:9",
-                                 "--token-file", str(token)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
+    with _process([sys.executable, "-m", "fedkafka.cli", "nameservice", "--listener", f"SSL://127.0.0.1:{port}",
+                   "--http-listen", f"127.0.0.1:{http}", "--ssl-cert", str(files.cert), "--ssl-key", str(files.key),
+                   "--controller", "http://127.0.0.1:9", "--token-file", str(token)], log) as proc:
         wait_for(lambda: proc.poll() is not None or accepts(port), what="the name service listening")
         assert serial_at(port, files) == files.serial
         renewed = files.renew()
@@ -466,10 +471,6 @@ def test_sighup_renews_the_name_service_certificate_and_sigterm_still_stops_it(t
         assert serial_at(port, files) == renewed
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(GUARD_S) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.integration

@@ -325,19 +325,18 @@ def _cap(batches: dict[int, float]) -> None:
 
 def _oldest(batches: list[int] | dict[int, float]) -> int:
     """The sequence none of the others is behind (compared across the wrap)."""
-    found = iter(batches)
-    oldest = next(found)
-    for seq in found:
-        if seqs.behind(seq, oldest):
-            oldest = seq
-    return oldest
+    return _first_by(batches, seqs.behind)
 
 
 def _newest(batches: dict[int, float]) -> int:
     """The sequence none of the others is after (compared across the wrap)."""
+    return _first_by(batches, seqs.after)
+
+
+def _first_by(batches: list[int] | dict[int, float], beats) -> int:
     found = iter(batches)
-    newest = next(found)
+    first = next(found)
     for seq in found:
-        if seqs.after(seq, newest):
-            newest = seq
-    return newest
+        if beats(seq, first):
+            first = seq
+    return first
