@@ -813,32 +813,106 @@ def test_the_leader_s_join_answer_holds_at_most_four_times_the_limit_of_all_memb
     assert "4000" in group_max_size_warning(caplog, "g").getMessage()
 
 
-def test_a_describe_groups_answer_holds_at_most_four_times_the_limit_and_refuses_the_groups_past_it(
-        monkeypatch, caplog):
+def test_a_described_group_past_four_times_the_limit_is_refused_alone(monkeypatch, caplog):
     """Review (rev2): a DescribeGroups (~30 bytes, repeatable by any principal that may describe the group) of
-    a group of 53 members x 100,000 topic names held the loop 29.9 s renaming them. All the answer's
-    subscriptions and assignments together may hold four times the limit (a DescribeGroups may name as many
-    groups as the limit); a group past it, and each after it, is answered GROUP_MAX_SIZE_REACHED with a message
-    (AdminClient fails that group only, no retry), the groups before it are answered in full, nothing past the
-    budget is decoded, and one WARNING names the first refused group and the flag."""
+    a group of 53 members x 100,000 topic names held the loop 29.9 s renaming them. A group's subscriptions and
+    assignments together may hold four times the limit, as the leader's JoinGroup answer: a group past it is
+    answered GROUP_MAX_SIZE_REACHED with a message (AdminClient fails that group only, no retry), nothing of it
+    past the budget is decoded, one WARNING names it and the flag, and the groups before and after it are
+    answered in full (review rev6: they are not refused with it)."""
     small = dataclasses.replace(ctx(), max_request_elements=1000)
     names = ("ok", "big", "after")
-    found = build(response_type(10, 4), {"coordinators": [
-        {"key": g, "node_id": 4, "host": "h", "port": 1, "error_code": ErrorCode.none} for g in names]})
-    forward = groups.handle(small, None, describe_groups(*names)).finish([found])
+    forward = groups.handle(small, None, describe_groups(*names)).finish([coordinators_of(*names)])
     member = (shadow_subscription_of(999), struct.pack(">hi", 0, 0) + struct.pack(">i", -1))  # 999 + 0 elements
     renames = counting_renames(monkeypatch)
     with caplog.at_level(logging.INFO):
         out = forward.finish([build(response_type(15, 6), {"throttle_time": 0, "groups": [
             described_group("ok", *[member] * 2), described_group("big", *[member] * 20),
-            described_group("after", member)]})])
-    ok, *refused = out.groups
-    assert ok.error_code == ErrorCode.none and [m.member_metadata for m in ok.members] == [subscription_of(999)] * 2
-    assert [(g.group_id, g.error_code, g.members) for g in refused] == [
-        ("big", ErrorCode.group_max_size_reached, ()), ("after", ErrorCode.group_max_size_reached, ())]
-    assert all("4000 in all" in g.error_message and "--max-request-elements" in g.error_message for g in refused)
-    assert renames.count("subscription") == 6  # 4 x 999 within 4 000, the fifth past it, 17 untouched; "after"
-    assert "and 1 more" in group_max_size_warning(caplog, "big").getMessage()
+            described_group("after", *[member] * 2)]})])
+    ok, big, after = out.groups
+    for g in (ok, after):
+        assert g.error_code == ErrorCode.none and [m.member_metadata for m in g.members] == [subscription_of(999)] * 2
+    assert (big.group_id, big.error_code, big.members) == ("big", ErrorCode.group_max_size_reached, ())
+    assert "4000 in all" in big.error_message and "--max-request-elements" in big.error_message
+    assert renames.count("subscription") == 2 + 5 + 2  # "big": 4 x 999 within 4 000, the fifth past it, 15 not
+    assert "and 1 more" not in group_max_size_warning(caplog, "big").getMessage()
+
+
+def test_a_group_named_many_times_in_a_describe_groups_is_asked_and_answered_once():
+    """Kafka answers a group named n times n times, each a copy of its members' bytes: the proxy forwarding the
+    request as it came made the coordinator build (and the proxy rename) a large group's description once a
+    name, up to --max-request-elements names in ~3 bytes each. The coordinator is asked about each group once,
+    in the order first named, and the client gets one entry a group (Java's AdminClient names each group once)."""
+    forward = groups.handle(ctx(), None, describe_groups("g", "h", "g", "g", "h"))
+    assert list(forward.calls[0].request.coordinator_keys) == ["g", "h"]
+    (call,) = forward.finish([coordinators_of("g", "h")]).calls
+    assert list(call.request.groups) == ["g", "h"]
+    out = forward.finish([coordinators_of("g", "h")]).finish([build(response_type(15, 6), {
+        "throttle_time": 0, "groups": [described_group(g, described_java_member(3)) for g in ("g", "h")]})])
+    assert [(g.group_id, g.error_code) for g in out.groups] == [("g", ErrorCode.none), ("h", ErrorCode.none)]
+
+
+def test_groups_past_the_answer_budget_are_answered_retriably_and_described_when_asked_again(monkeypatch, caplog):
+    """All the groups of one DescribeGroups answer together may hold ANSWER_BUDGET_FACTOR (10) times the limit,
+    each group its own four times: a request may name as many groups as the limit, each of them up to that size.
+    Once the answer's budget is spent, the group that crossed it and every group after it (not decoded) are
+    answered COORDINATOR_LOAD_IN_PROGRESS with a message: AdminClient asks again about those alone, and so each
+    answer describes at least its first group in full until all are."""
+    small = dataclasses.replace(ctx(), max_request_elements=1000)
+    names = [f"g{i}" for i in range(5)]
+    member = (shadow_subscription_of(999), struct.pack(">hi", 0, 0) + struct.pack(">i", -1))
+
+    def describe(*asked: str):
+        forward = groups.handle(small, None, describe_groups(*asked)).finish([coordinators_of(*asked)])
+        return forward.finish([build(response_type(15, 6), {"throttle_time": 0, "groups": [
+            described_group(g, *[member] * 4) for g in asked]})])  # 3 996 elements a group
+
+    renames = counting_renames(monkeypatch)
+    with caplog.at_level(logging.INFO):
+        first = describe(*names)
+    assert [g.error_code for g in first.groups] == [ErrorCode.none] * 2 + [ErrorCode.coordinator_load_in_progress] * 3
+    assert all("10000 array elements in all" in g.error_message for g in first.groups[2:])
+    assert renames.count("subscription") == 4 + 4 + 3  # g2 crosses 10 000 at its third member; g3, g4 untouched
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # nothing is wrong with those groups
+    again = [g.group_id for g in first.groups if g.error_code == ErrorCode.coordinator_load_in_progress]
+    second = describe(*again)
+    assert [(g.group_id, g.error_code) for g in second.groups] == [
+        ("g2", ErrorCode.none), ("g3", ErrorCode.none), ("g4", ErrorCode.coordinator_load_in_progress)]
+    assert describe("g4").groups[0].members[0].member_metadata == subscription_of(999)
+
+
+def described_java_member(partitions: int) -> tuple[bytes, bytes]:
+    """A Java cooperative-sticky consumer as the coordinator describes it: subscribed to "orders", owning and
+    assigned `partitions` of it, by its shadow name (2 x `partitions` + 3 elements)."""
+    shadow = "__fedkafka-shadow-orders"
+    sub = __import__(_schema("subscription", 3).__module__, fromlist=["x"])
+    asg = __import__(_schema("assignment", 3).__module__, fromlist=["x"])
+    subscription = encoded("subscription", 3, topics=(shadow,), user_data=None, generation_id=5, rack_id=None,
+                           owned_partitions=(sub.TopicPartition(topic=shadow, partitions=tuple(range(partitions))),))
+    assignment = encoded("assignment", 3, user_data=None, assigned_partitions=(
+        asg.TopicPartition(topic=shadow, partitions=tuple(range(partitions))),))
+    return subscription, assignment
+
+
+def coordinators_of(*group_ids: str):
+    return build(response_type(10, 4), {"coordinators": [
+        {"key": g, "node_id": 4, "host": "h", "port": 1, "error_code": ErrorCode.none} for g in group_ids]})
+
+
+def test_many_small_groups_described_in_one_request_are_each_answered():
+    """Review (rev6): the Java AdminClient (describeConsumerGroups, kafka-consumer-groups --describe --all-groups,
+    lag exporters) sends one DescribeGroups per coordinator naming every group it holds. With one budget for the
+    whole answer, 1,100 groups of one cooperative-sticky member each (~403 elements) had 108 refused
+    GROUP_MAX_SIZE_REACHED at the default limit: a hard failure of those groups to AdminClient."""
+    names = [f"g{i}" for i in range(1100)]
+    forward = groups.handle(ctx(), None, describe_groups(*names)).finish([coordinators_of(*names)])
+    member = described_java_member(200)
+    out = forward.finish([build(response_type(15, 6), {"throttle_time": 0, "groups": [
+        described_group(g, member) for g in names]})])
+    refused = [g.group_id for g in out.groups if g.error_code != ErrorCode.none]
+    assert refused == [], f"{len(refused)} of {len(names)} small groups refused, first {refused[:1]}"
+    assert [g.group_id for g in out.groups] == names
+    assert all(b"shadow" not in g.members[0].member_assignment for g in out.groups)
 
 
 def test_find_coordinator_works_out_the_candidates_once_and_each_distinct_key_once(monkeypatch):

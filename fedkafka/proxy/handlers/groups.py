@@ -39,8 +39,11 @@ AUTHORIZES = True
 
 GROUP_KEY = 0  # FindCoordinator's key type of the lookups sent to the coordination cluster
 # A JoinGroup's subscriptions (a SyncGroup's assignments) together, and all members' subscriptions and assignments
-# in one coordinator answer (the leader's JoinGroup, a DescribeGroups): at most this many times --max-request-elements
+# of one group in a coordinator answer (the leader's JoinGroup, each group of a DescribeGroups): at most this many
+# times --max-request-elements
 ENTRIES_BUDGET_FACTOR = 4
+# All the groups of one DescribeGroups answer together: at most this many times --max-request-elements
+ANSWER_BUDGET_FACTOR = 10
 # What the offsets APIs need on each topic besides the group right (Kafka's KafkaApis)
 TOPIC_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, OFFSET_DELETE: Operation.READ}
 # What each group API needs on the group (docs/DESIGN.md §11, as Kafka's authorizer asks)
@@ -72,6 +75,8 @@ def handle(ctx: Context, header, request):
     if key in (OFFSET_FETCH, OFFSET_DELETE):
         return _offsets_of_topics(ctx, coordination, request)
     upstream, back = request, (lambda resp: resp)
+    if key == DESCRIBE:  # each group asked once (`_described_from_shadow`)
+        request = dataclasses.replace(request, groups=tuple(dict.fromkeys(request.groups)))
     if key in (JOIN, SYNC, DESCRIBE):
         limit, group = ctx.max_request_elements, None if key == DESCRIBE else request.group_id
         upstream = protocol_to_shadow(request, limit)
@@ -234,12 +239,20 @@ def _renamed_request(request, max_elements: int | None):
 
 
 class _Entries:
-    """The element budgets of one request's (one answer's) group-protocol entries: each at most `max_elements`,
-    all together at most ENTRIES_BUDGET_FACTOR times it. `names`: how their topics are renamed."""
+    """The element budgets of one request's (one answer's, one described group's) group-protocol entries: each at
+    most `max_elements`, all together at most ENTRIES_BUDGET_FACTOR times it, or `total` if that is less (what is
+    left of a DescribeGroups answer's budget: then `short`). `names`: how their topics are renamed."""
 
-    def __init__(self, max_elements: int | None, names: Callable[[str], str | None] = shadow_topic):
+    def __init__(self, max_elements: int | None, names: Callable[[str], str | None] = shadow_topic,
+                 total: int | None = None):
         self.max_elements, self.names = max_elements, names
-        self.left = None if max_elements is None else ENTRIES_BUDGET_FACTOR * max_elements
+        own = None if max_elements is None else ENTRIES_BUDGET_FACTOR * max_elements
+        self.left = own if own is None or total is None else min(own, total)
+        self.start = self.left
+        self.short = self.left != own  # `total` (what is left of a whole answer's budget) is below its own
+
+    def used(self) -> int:
+        return 0 if self.start is None or self.left is None else self.start - self.left
 
     def renamed(self, rename, data):
         if self.max_elements is None or self.left is None:
@@ -263,14 +276,15 @@ def _within(max_elements: int | None, rewrite: Callable[[], T]) -> T:
 
 
 def protocol_from_shadow(response, max_elements: int | None = MAX_REQUEST_ELEMENTS, group_id: str | None = None):
-    """The coordinator's answer with logical names in its group-protocol bytes, held to the budgets of a request's
-    entries (`_Entries`): each member's subscription and assignment came in one request, held to `max_elements`,
-    and all of them together to ENTRIES_BUDGET_FACTOR times it. Each member sent its own JoinGroup, so only the
-    answer sees them together: 53 members x 100,000 topic names held the loop ~30 s in the leader's JoinGroup
-    answer and in each DescribeGroups answer. Past a budget nothing more is decoded and the group is answered
-    GROUP_MAX_SIZE_REACHED (`_too_large`): the leader's JoinGroup (`group_id`, which its answer does not name) or
-    the DescribeGroups answer's group and those after it. A SyncGroup answer holds one member's assignment: past
-    the limit (a leader that synced around the proxy) the client's connection is closed."""
+    """The coordinator's answer with logical names in its group-protocol bytes, each group held to the budgets of a
+    request's entries (`_Entries`): each member's subscription and assignment came in one request, held to
+    `max_elements`, and all of a group's members together to ENTRIES_BUDGET_FACTOR times it. Each member sent its
+    own JoinGroup, so only the answer sees them together: 53 members x 100,000 topic names held the loop ~30 s in
+    the leader's JoinGroup answer and in each DescribeGroups answer. Past a group's budget nothing more of it is
+    decoded and it is answered GROUP_MAX_SIZE_REACHED (`_too_large`): the leader's JoinGroup (`group_id`, which its
+    answer does not name) or that group of a DescribeGroups answer (`_described_from_shadow`, which also holds all
+    the answer's groups to one larger budget). A SyncGroup answer holds one member's assignment: past the limit (a
+    leader that synced around the proxy) the client's connection is closed."""
     total = _Entries(max_elements, logical_from_shadow)
     key = response.__api_key__
     if key == JOIN and _is_consumer(response):
@@ -289,26 +303,61 @@ def protocol_from_shadow(response, max_elements: int | None = MAX_REQUEST_ELEMEN
             return CloseConnection(f"the coordinator's SyncGroup answer holds a member's assignment over the "
                                    f"element limit: {e}")
     if key == DESCRIBE:
-        return _described_from_shadow(response, total)
+        return _described_from_shadow(response, max_elements)
     return response
 
 
-def _described_from_shadow(response, total: _Entries):
-    """A DescribeGroups answer, its groups' members renamed in order on one budget; each group past it refused."""
-    version, groups, refused = type(response).__version__, [], []
-    for group in response.groups:
+def _described_from_shadow(response, max_elements: int | None):
+    """A DescribeGroups answer, each group's members renamed on a budget of the group's own (`_Entries`), all the
+    groups on one of ANSWER_BUDGET_FACTOR times `max_elements`. The Java AdminClient asks a coordinator about all
+    its groups in one request (kafka-consumer-groups --describe --all-groups, lag exporters): one budget of a
+    group's size for them all refused the 993rd of 1,100 one-member groups, a hard failure to AdminClient. A group
+    past its own budget is answered GROUP_MAX_SIZE_REACHED. Once the answer's budget is spent, the group that
+    crossed it and those after it are not decoded (further) and are answered COORDINATOR_LOAD_IN_PROGRESS, which
+    AdminClient retries in a request of those groups alone: each answer serves at least its first group in full.
+    The request names each group once (`handle`)."""
+    groups: list = []
+    refused: dict[int, str] = {}  # index in the answer -> the group answered GROUP_MAX_SIZE_REACHED
+    later: dict[int, str] = {}  # ... COORDINATOR_LOAD_IN_PROGRESS
+    left = None if max_elements is None else ANSWER_BUDGET_FACTOR * max_elements
+    for i, group in enumerate(response.groups):
+        groups.append(group)
+        if later or left == 0:
+            later[i] = group.group_id
+            continue
+        entries = _Entries(max_elements, logical_from_shadow, total=left)
         try:
-            groups.append(_describe_from_shadow(group, total))
+            groups[i] = _describe_from_shadow(group, entries)
         except TooManyElements:
-            refused.append(group.group_id)
-            message = _too_large_message("DescribeGroups", total.max_elements)
-            entry = {"group_id": group.group_id, "error_code": ErrorCode.group_max_size_reached, "members": []}
-            if version >= 6:
-                entry["error_message"] = f"fedkafka proxy: {message}"
-            groups.append(build(response_schema(DESCRIBE, version), {"groups": [entry]}).groups[0])
+            (later if entries.short else refused)[i] = group.group_id
+        finally:
+            left = None if left is None else left - entries.used()
+    version = type(response).__version__
     if refused:
-        _too_large(refused, "DescribeGroups", total.max_elements)
+        _too_large(list(refused.values()), "DescribeGroups", max_elements)
+        _answer_errors(groups, refused, version, ErrorCode.group_max_size_reached,
+                       _too_large_message("DescribeGroups", max_elements))
+    if later:
+        log.info("DescribeGroups: %s; %d groups answered COORDINATOR_LOAD_IN_PROGRESS (the client asks again), "
+                 "first %r", _later_message(max_elements), len(later), next(iter(later.values())))
+        _answer_errors(groups, later, version, ErrorCode.coordinator_load_in_progress, _later_message(max_elements))
     return dataclasses.replace(response, groups=tuple(groups))
+
+
+def _answer_errors(groups: list, which: dict[int, str], version: int, code: ErrorCode, message: str) -> None:
+    """The groups at `which`'s indexes answered `code`, with `message` from v6 (one build for all of them)."""
+    entry = {"error_code": code, "members": [], **({"error_message": f"fedkafka proxy: {message}"}
+                                                  if version >= 6 else {})}
+    built = build(response_schema(DESCRIBE, version), {"groups": [
+        {**entry, "group_id": group_id} for group_id in which.values()]}).groups
+    for i, answer in zip(which, built, strict=True):
+        groups[i] = answer
+
+
+def _later_message(max_elements: int | None) -> str:
+    total = None if max_elements is None else ANSWER_BUDGET_FACTOR * max_elements
+    return (f"the groups before this one filled what the proxy renames in one DescribeGroups answer ({total} "
+            f"array elements in all: {ANSWER_BUDGET_FACTOR} x --max-request-elements); ask again for this group")
 
 
 def _describe_from_shadow(group, total: _Entries):
@@ -321,8 +370,8 @@ def _describe_from_shadow(group, total: _Entries):
 
 def _too_large_message(api: str, max_elements: int | None) -> str:
     total = None if max_elements is None else ENTRIES_BUDGET_FACTOR * max_elements
-    return (f"the members' subscriptions and assignments hold more than the proxy renames in one {api} answer "
-            f"({max_elements} array elements a member, {total} in all: {ENTRIES_BUDGET_FACTOR} x "
+    return (f"the group's members' subscriptions and assignments hold more than the proxy renames of one group in "
+            f"one {api} answer ({max_elements} array elements a member, {total} in all: {ENTRIES_BUDGET_FACTOR} x "
             f"--max-request-elements)")
 
 
