@@ -128,12 +128,13 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
     a barrier and route again, or forward the parts and translate the answers."""
     routing = _Routing()
     refused = _request_refusal(ctx, request)  # the same for every partition: asked once
+    remember = refused[1] is None or refused[1][0] not in _UNREMEMBERED
     duplicated = _duplicated_partitions(request)
     for t in request.topic_data:
         topic = ctx.view.topics.get(t.name)
         may_write = authorized(ctx, Operation.WRITE, ResourceType.TOPIC, t.name)
         for pd in t.partition_data:
-            if not may_write:  # before the batch is even read (docs/DESIGN.md §11)
+            if not may_write:  # before the batch is even read (docs/DESIGN.md §11); nothing remembered either
                 routing.errors[(t.name, pd.index)] = (ErrorCode.topic_authorization_failed, None)
                 ctx.refused("auth", t.name, pd.index, "no WRITE on the topic")
                 continue
@@ -141,7 +142,7 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
                 routing.errors[(t.name, pd.index)] = _DUPLICATE
                 ctx.refused("duplicate", t.name, pd.index, _DUPLICATE[1])
                 continue
-            _classify(ctx, topic, t.name, pd, refused, attempt, routing)
+            _classify(ctx, topic, t.name, pd, refused, remember, attempt, routing)
     if routing.unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
         waited = _Attempt(attempt.pid_failures, attempt.leader_waits + 1)
         return Plan([], lambda _: _route(ctx, header, request, waited), barrier=True,
@@ -179,9 +180,19 @@ def _duplicated_partitions(request: rec.ProduceRequestFrame) -> frozenset[tuple[
 Refusal = tuple[str | None, tuple[ErrorCode, str | None] | None]  # (reason, (error, message)); see _refusal
 
 
-def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, attempt: _Attempt, routing: _Routing) -> None:
+# The client's own errors: the request refused as a whole (acks), or a transactional batch. Answered whatever the
+# producer's state, retried by no client (the batch fails: nothing queued for a later success to ack implicitly),
+# and anyone may send them claiming any producer's id: never remembered as refused (rule 2). They were: a client with
+# WRITE sent acks=2 batches of another producer's id at sequences 0 and 2**30 every < 30 s, and every batch of that
+# producer was refused as a gap for as long as it went on.
+_UNREMEMBERED = frozenset({ErrorCode.invalid_required_acks, ErrorCode.transactional_id_authorization_failed})
+
+
+def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bool, attempt: _Attempt,
+              routing: _Routing) -> None:
     """One partition's batch: refused, waiting for something, or a part to forward to its active segment.
-    `refused`: the request's own refusal (_request_refusal), if any."""
+    `refused`: the request's own refusal (_request_refusal), if any; `remember`: whether a refusal of an idempotent
+    batch is remembered (rule 2: not for a request refused for the client's own error)."""
     checked = _checked_batch(topic, pd)  # the partition's one walk over its bytes, after the topic check
     if not isinstance(checked, rec.BatchHeader):
         routing.errors[(name, pd.index)] = checked
@@ -207,7 +218,7 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, attempt: _At
         routing.errors[(name, pd.index)] = failure
         if reason:
             ctx.refused(reason, name, pd.index, failure[1])
-        if seq_key and sequences:
+        if seq_key and sequences and remember and failure[0] not in _UNREMEMBERED:
             ctx.producer_ids.note_refused(seq_key, sequences[0])
         return
     assert leader is not None  # _leader_refusal refuses a partition whose leader is unknown
