@@ -6,8 +6,8 @@ its memory ran out between the two requests of one round: 180 had just been refu
 physical id (which takes any first sequence) and written, and librdkafka acked 180..182 implicitly
 (rd_kafka_dr_implicit_ack: a later sequence succeeded). The refusal of 180 a moment before was forgotten with 0's.
 
-Then what the memory never takes in: a request refused as a whole for the client's own error (another client could
-claim any producer's id)."""
+Then what the memory takes in: every per-partition error of a batch that wrote nothing (an unknown partition too),
+never a request refused as a whole for the client's own error (another client could claim any producer's id)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from kio.schema.errors import ErrorCode
 
 import fedkafka.proxy.core.producer_ids as producer_ids
+from fedkafka.protocol.codec import encode_request
 from fedkafka.proxy.core.producer_ids import REFUSAL_MEMORY_S, ProducerIdTable
-from proxy.test_handlers import _through, by_partition, ctx, produce_req
+from fedkafka.proxy.handlers.produce import read_request
+from proxy.test_handlers import _through, by_partition, ctx, produce_kio, produce_req
 from proxy.test_handlers import batch as one_record
 
 SIZES = {0: 58, 180: 3, 183: 201}  # the batches of run 13 (first sequence: records)
@@ -95,6 +97,25 @@ def test_a_refused_batch_is_not_forgotten_because_other_clients_sent_invalid_req
         f"batch 1 answered {ErrorCode(by_partition(got)[0][0]).name} and sent to {sent} while 0 was never written"
 
 
+def test_a_batch_answered_unknown_partition_holds_back_the_batch_after_it():
+    """A partition added (expand) or a topic just created: the client learned it from a proxy whose view has it, its
+    pipeline here is batch 0 then batch 1 (max.in.flight 5). Batch 0 is answered UNKNOWN_TOPIC_OR_PARTITION (this
+    proxy's view lags, retriable: librdkafka keeps it queued) and was not remembered as refused; the view arrives;
+    batch 1 went out on a fresh physical id and was written, and librdkafka acked batch 0 implicitly: lost."""
+    ids = _table()
+    new = ctx(producer_ids=ids)
+    t = new.view.topics["t"]
+    old = replace(new, view=replace(new.view, topics={"t": replace(t, partitions=t.partitions[:1])}))
+    got, sent = _through(old, produce_req({1: one_record(1000, 0, 0)}))
+    assert by_partition(got)[1][0] == ErrorCode.unknown_topic_or_partition and sent == []
+    got, sent = _through(new, produce_req({1: one_record(1000, 0, 1)}))
+    assert (by_partition(got)[1][0], sent) == (ErrorCode.not_leader_or_follower, []), \
+        f"batch 1 answered {ErrorCode(by_partition(got)[1][0]).name} and sent to {sent} while 0 was never written"
+    assert _through(new, produce_req({1: one_record(1000, 0, 0)}))[0].responses[0].partition_responses[0] \
+        .error_code == ErrorCode.none  # the client's resend, oldest first, then the next
+    assert by_partition(_through(new, produce_req({1: one_record(1000, 0, 1)}))[0])[1][0] == ErrorCode.none
+
+
 def _flipped(records: bytes) -> bytes:
     out = bytearray(records)
     out[-1] ^= 0x01  # a record byte: the CRC no longer matches, the header still reads
@@ -105,6 +126,46 @@ def _code(c, parts: dict[int, bytes], **kw) -> tuple[ErrorCode, list]:
     got, sent = _through(c, produce_req(parts, **kw))
     (index,) = parts
     return ErrorCode(by_partition(got)[index][0]), sent
+
+
+def test_a_corrupt_batch_of_a_steady_producer_holds_back_the_batch_after_it_on_the_lane_too():
+    """Batch 1 answered CORRUPT_MESSAGE (retriable) and not written: batch 2 would take a fresh physical id (its
+    sequence jumps past what was forwarded) and be written. The Produce lane leaves the producer to `handle`
+    (`steady`), which refuses 2 until 1 is written."""
+    c = ctx(producer_ids=_table())
+    assert _code(c, {0: one_record(1000, 0, 0)})[0] == ErrorCode.none
+    key, seg = (1000, 0, "t", 0), ("c1", "phys", 0, 0)
+    assert c.producer_ids.steady(key, seg, 1) is not None  # the lane's state before
+    assert _code(c, {0: _flipped(one_record(1000, 0, 1))}) == (ErrorCode.corrupt_message, [])
+    assert c.producer_ids.steady(key, seg, 2) is None
+    assert _code(c, {0: one_record(1000, 0, 2)}) == (ErrorCode.not_leader_or_follower, [])
+    assert _code(c, {0: one_record(1000, 0, 1)})[0] == ErrorCode.none
+    assert _code(c, {0: one_record(1000, 0, 2)})[0] == ErrorCode.none
+
+
+def test_a_partition_named_twice_is_remembered_as_refused():
+    c = ctx(producer_ids=_table())
+    twice = produce_kio({0: one_record(1000, 0, 0)})
+    twice = replace(twice, topic_data=twice.topic_data * 2)
+    got, sent = _through(c, read_request(encode_request(twice, 1, "test")[4:]))
+    assert [p.error_code for t in got.responses for p in t.partition_responses] == [ErrorCode.invalid_request] * 2
+    assert sent == []
+    assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])
+
+
+def test_an_unknown_partition_refusal_runs_out_as_any_other():
+    """Not refused for good: 30 s after its last refusal the batch is forgotten (it went through another proxy)."""
+    now = [0.0]
+    ids = ProducerIdTable(clock=lambda: now[0])
+    ids.add_block(1000, 10)
+    new = ctx(producer_ids=ids)
+    t = new.view.topics["t"]
+    old = replace(new, view=replace(new.view, topics={"t": replace(t, partitions=t.partitions[:1])}))
+    assert _code(old, {1: one_record(1000, 0, 0)})[0] == ErrorCode.unknown_topic_or_partition
+    now[0] = REFUSAL_MEMORY_S - 1
+    assert _code(new, {1: one_record(1000, 0, 9)})[0] == ErrorCode.not_leader_or_follower
+    now[0] = REFUSAL_MEMORY_S + 1
+    assert _code(new, {1: one_record(1000, 0, 9)})[0] == ErrorCode.none
 
 
 def _transactional(seq: int) -> bytes:

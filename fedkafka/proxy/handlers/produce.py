@@ -141,6 +141,8 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
             if duplicated and (t.name, pd.index) in duplicated:
                 routing.errors[(t.name, pd.index)] = _DUPLICATE
                 ctx.refused("duplicate", t.name, pd.index, _DUPLICATE[1])
+                if remember:
+                    _note_unchecked(ctx, t.name, pd)
                 continue
             _classify(ctx, topic, t.name, pd, refused, remember, attempt, routing)
     if routing.unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
@@ -196,6 +198,8 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bo
     checked = _checked_batch(topic, pd)  # the partition's one walk over its bytes, after the topic check
     if not isinstance(checked, rec.BatchHeader):
         routing.errors[(name, pd.index)] = checked
+        if remember:
+            _note_unchecked(ctx, name, pd)
         return
     chain = topic.partitions[pd.index]
     reason, failure = refused if refused[1] is not None else _refusal(ctx, chain)
@@ -226,6 +230,17 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bo
     if checked.producer_id >= 0 and not _as_physical_producer(ctx, checked, part, routing):
         return
     routing.groups.setdefault((seg.cluster, leader), []).append(part)
+
+
+def _note_unchecked(ctx: Context, name: str, pd) -> None:
+    """A batch answered with an error before it was checked, or because its check failed (an unknown topic or
+    partition, a corrupt or invalid batch, a partition named twice): nothing of it was written. An idempotent one
+    (as its header claims) is remembered as refused (rule 2), as any other refusal: UNKNOWN_TOPIC_OR_PARTITION is
+    retriable, and a proxy whose view lags a topic's creation or expansion answered batch 0 with it while batch 1,
+    sent once the view arrived, went out on a fresh physical id and was written; librdkafka acked 0 implicitly."""
+    claimed = rec.claimed_sequence(pd.records)
+    if claimed is not None:
+        ctx.producer_ids.note_refused((claimed[0], claimed[1], name, pd.index), claimed[2])
 
 
 def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None,
