@@ -86,7 +86,7 @@ def test_a_refused_batch_is_not_forgotten_because_other_clients_sent_invalid_req
     acks=2 batches of made-up producer ids. Remembered, they evicted the producer's live refusal, and its next batch
     past the refused one went out on a fresh physical id (any first sequence accepted) and was written: librdkafka
     acks the refused batch implicitly."""
-    monkeypatch.setattr(producer_ids, "MAX_MAPPINGS", 50)
+    monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
     c = ctx(producer_ids=_table())
     got, sent = _through(replace(c, lease_valid=False), produce_req({0: one_record(1000, 0, 0)}))
     assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []  # batch 0 refused
@@ -191,3 +191,48 @@ def test_what_the_client_itself_got_wrong_or_may_not_do_is_never_remembered():
     assert not new.producer_ids._refused
     for p in (0, 1):
         assert _code(new, {p: one_record(1000, 0, 7)})[0] == ErrorCode.none
+
+
+def test_a_live_refusal_pushed_out_of_a_full_memory_still_holds_back_the_batch_after_it(monkeypatch, caplog):
+    """The memory keeps MAX_REFUSED_KEYS producer partitions (lowered here to 50). A client with WRITE fills it within
+    a second with made-up producer ids in an unknown partition and in corrupt batches; producer 1000's live refusal of
+    batch 0 is pushed out. Until that refusal would have run out (the memory overflowing, logged), every batch the
+    broker would not check itself is refused: 1000's batch 1 (a fresh physical id would take it) and its resends; a
+    producer the broker checks (1001, confirmed on p1) goes on. Then 0 is remembered from its resends: 1 waits."""
+    monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
+    now = [0.0]
+    ids = ProducerIdTable(clock=lambda: now[0])
+    ids.add_block(1000, 10)
+    c = ctx(producer_ids=ids)
+    assert _code(c, {1: one_record(1001, 0, 0)})[0] == ErrorCode.none
+    assert _code(replace(c, lease_valid=False), {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
+    for fake in range(30):
+        assert _code(c, {5: one_record(50_000 + fake, 0, 0)})[0] == ErrorCode.unknown_topic_or_partition
+        assert _code(c, {0: _flipped(one_record(60_000 + fake, 0, 0))})[0] == ErrorCode.corrupt_message
+    assert (1000, 0, "t", 0) not in ids._refused and ids.overflowing()
+    assert "dropped from the refusal memory" in caplog.text
+    now[0] = 1.0
+    for seq in (1, 0):  # the client's pipeline, refused while the memory overflows
+        assert _code(c, {0: one_record(1000, 0, seq)}) == (ErrorCode.not_leader_or_follower, [])
+    assert _code(c, {1: one_record(1001, 0, 1)})[0] == ErrorCode.none
+    now[0] = REFUSAL_MEMORY_S + 0.5
+    assert not ids.overflowing()
+    assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])
+    assert _code(c, {0: one_record(1000, 0, 0)})[0] == ErrorCode.none
+    assert _code(c, {0: one_record(1000, 0, 1)})[0] == ErrorCode.none
+
+
+def test_keys_whose_refusals_ran_out_leave_the_full_memory_first_and_nothing_overflows(monkeypatch):
+    monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
+    now = [0.0]
+    ids = ProducerIdTable(clock=lambda: now[0])
+    ids.add_block(1000, 10)
+    c = ctx(producer_ids=ids)
+    for fake in range(49):
+        _code(c, {5: one_record(50_000 + fake, 0, 0)})
+    now[0] = REFUSAL_MEMORY_S + 1
+    assert _code(replace(c, lease_valid=False), {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
+    for fake in range(49):
+        _code(c, {5: one_record(70_000 + fake, 0, 0)})
+    assert len(ids._refused) == 50 and (1000, 0, "t", 0) in ids._refused and not ids.overflowing()
+    assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])  # a gap behind 0

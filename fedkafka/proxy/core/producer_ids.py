@@ -62,8 +62,16 @@ REFUSAL_MEMORY_S = 30.0
 FLOOR_MEMORY_S = 300.0
 # Refused batches remembered per producer and partition (a client has at most 5 in flight on a partition; a few
 # more from batches it wrote through another proxy meanwhile); past it they are folded, refusing more (`_cap`).
-# At most ~1.5 KB per producer and partition, outside the byte budget (DESIGN §4.12), as the rest of this table.
 REFUSED_BATCHES = 16
+# (producer, partition) keys with refused batches remembered, a cap of their own: keys of the other maps never push
+# them out. Measured (tracemalloc, CPython 3.12): ~0.45 KB a key with one refused batch, ~1.3 KB with 16, so at most
+# ~130 MB per worker process, outside the byte budget (DESIGN §4.12), as the rest of this table. The least recently
+# refused key goes first, which is one whose refusals all ran out unless every key was refused within
+# REFUSAL_MEMORY_S; a key dropped with a live refusal puts the table in overflow for as long as it would have been
+# remembered (`overflowing`): honest traffic never does (100,000 producer partitions refused within 30 s), a client
+# with WRITE claiming made-up producer ids in unknown partitions or corrupt batches can.
+MAX_REFUSED_KEYS = 100_000
+_OVERFLOW_LOG_S = 60.0
 
 __all__ = ["UNASKED", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite", "SeqKey"]
 
@@ -74,6 +82,8 @@ class ProducerIdTable:
         self._clock = clock
         # per producer and partition: the first sequence of each batch refused here -> when it was last refused itself
         self._refused: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
+        self._overflow_until = -float("inf")  # a live refusal was dropped (MAX_REFUSED_KEYS): its memory ran out then
+        self._overflow_logged = -float("inf")
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
         # per producer and partition: (segment, its floor, when a batch was last checked against it)
         self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None, float]] = collections.OrderedDict()
@@ -145,12 +155,7 @@ class ProducerIdTable:
         answered one of its batches there (`confirmed`: no barrier), no refusal remembered for `key` (no gap to
         check, none to forget), and no sealed floor to read or check (`_against_sealed_floor` forwards without
         looking). Reads only: nothing changes, not even an LRU order."""
-        cluster, topic, partition, phys_start = segment
-        entry = self._map.get((key[0], key[1], cluster))
-        if entry is None or key in self._refused:
-            return None
-        previous = entry[2].get((topic, partition))
-        if previous is None or previous[0] != phys_start or previous[1] is None or seqs.after(first_seq, previous[1]):
+        if key in self._refused:
             return None
         floor = self._floors.get(key)
         if floor is not None and floor[0] == segment:
@@ -158,9 +163,29 @@ class ProducerIdTable:
                 return None
         elif (write := self._writes.get(key)) is not None and write.segment != segment:
             return None  # a floor to read first (DescribeProducers)
+        return self.broker_checked(key, segment, first_seq)
+
+    def broker_checked(self, key: SeqKey, segment: SegmentId, first_seq: int) -> tuple[int, int] | None:
+        """The physical (id, epoch) `physical` keeps for a batch of `key` from `first_seq` to `segment` when the broker
+        checks its sequence itself: mapped for this segment, no forward jump (no fresh id), and confirmed there (the
+        broker holds the id's state: a batch past an unwritten one is OUT_OF_ORDER_SEQUENCE_NUMBER). Reads only."""
+        cluster, topic, partition, phys_start = segment
+        entry = self._map.get((key[0], key[1], cluster))
+        if entry is None:
+            return None
+        previous = entry[2].get((topic, partition))
+        if previous is None or previous[0] != phys_start or previous[1] is None or seqs.after(first_seq, previous[1]):
+            return None
         if (cluster, topic, partition, entry[0]) not in self._confirmed:
             return None
         return entry[0], entry[1]
+
+    def overflowing(self) -> bool:
+        """Whether a refusal dropped from the memory (past MAX_REFUSED_KEYS) would still be remembered. Meanwhile the
+        produce handler refuses, as a gap, every idempotent batch the broker would not check itself
+        (`broker_checked`): a fresh physical id, or the first batch of one on its partition. Nothing is written past a
+        forgotten refusal; new producers, sequence jumps and segment moves wait (retriable) until it ends."""
+        return self._clock() <= self._overflow_until
 
     def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
         log.info("producer %s epoch %s -> physical %s epoch %s on %s", logical_id, epoch, producer_id, epoch_, cluster)
@@ -185,10 +210,27 @@ class ProducerIdTable:
         _expire(batches, now)
         batches[seqs.wrapped(first_seq)] = now
         _cap(batches)
-        _put(self._refused, key, batches)
+        self._keep_refused(key, batches, now)
         floor = self._floors.get(key)
         if floor is not None and floor[1] is not None:  # the producer is still here: its floor with it
             self._floors[key] = (floor[0], floor[1], now)
+
+    def _keep_refused(self, key: SeqKey, batches: dict[int, float], now: float) -> None:
+        """Into the memory, most recently refused last; past MAX_REFUSED_KEYS the least recently refused key goes (its
+        newest refusal is the oldest of all); one whose refusals still hold puts the table in overflow for as long."""
+        self._refused[key] = batches
+        self._refused.move_to_end(key)
+        while len(self._refused) > MAX_REFUSED_KEYS:
+            dropped, held = self._refused.popitem(last=False)
+            until = max(held.values(), default=-float("inf")) + REFUSAL_MEMORY_S
+            if now > until:
+                continue
+            self._overflow_until = max(self._overflow_until, until)
+            if now - self._overflow_logged >= _OVERFLOW_LOG_S:
+                self._overflow_logged = now
+                log.warning("more than %s producer partitions refused within %.0f s: producer %s/%s %s/%s dropped "
+                            "from the refusal memory; batches the brokers do not check are refused until %.0f s "
+                            "from now", MAX_REFUSED_KEYS, REFUSAL_MEMORY_S, *dropped, until - now)
 
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already): the refused batches among them are

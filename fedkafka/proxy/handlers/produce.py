@@ -208,7 +208,7 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bo
         sequences = _sequences(checked)
         seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
         if failure is None:
-            reason, failure = _producer_refusal(ctx, checked, seq_key, sequences)
+            reason, failure = _producer_refusal(ctx, checked, seq_key, sequences, chain.active)
     seg = chain.active
     leader = None
     if failure is None:
@@ -243,14 +243,18 @@ def _note_unchecked(ctx: Context, name: str, pd) -> None:
         ctx.producer_ids.note_refused((claimed[0], claimed[1], name, pd.index), claimed[2])
 
 
-def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None,
-                      sequences: tuple[int, int] | None) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
+def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None, sequences: tuple[int, int] | None,
+                      seg: Segment) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
     if checked.producer_id >= 0 and checked.is_transactional:
         return "transactions", (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
     if seq_key is None or sequences is None:
         return None, None
-    skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
+    ids = ctx.producer_ids
+    skipped = ids.refused_before(seq_key, sequences[0])
     if skipped is None:
+        if ids.overflowing() and ids.broker_checked(
+                seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
+            return "gap", (_GAP, "refusal memory full: only batches the broker checks are forwarded")
         return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
     log.debug("producer %s/%s %s/%s: %s", *seq_key, message)
