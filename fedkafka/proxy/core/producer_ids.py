@@ -6,12 +6,14 @@ physical id (with no broker state anywhere) is used: a physical id never crosses
 
 A fresh physical id accepts any first sequence, so the broker's gap check is lost at a segment boundary.
 The table keeps what that check needs: per logical producer and partition, the first sequence of each batch
-this proxy answered with an error that surely wrote nothing (a refusal or a broker error), each until
-REFUSAL_MEMORY_S after its own last refusal. A later batch past any of them is a gap; forwarding it would let
-the client count the refused batch as written (librdkafka acks earlier retries implicitly when a later sequence
-succeeds), so it is refused too (NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client
-resends from its oldest unacked batch. One time for all of them lost a batch (run 13): the oldest refused batch
-had gone through another proxy, the memory of it ran out, and the batch refused 0.2 s before went with it.
+this proxy answered with an error that surely wrote nothing (a refusal, an unknown partition, a bad batch, a broker
+error; never the client's own request error, which anyone may send under any id), each until REFUSAL_MEMORY_S after
+its own last refusal; past MAX_REFUSED_KEYS keys, a live one dropped makes the table overflow (`overflowing`).
+A later batch past any of them is a gap; forwarding it would let the client count the refused batch as written
+(librdkafka acks earlier retries implicitly when a later sequence succeeds), so it is refused too
+(NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
+One time for all of them lost a batch (run 13): the oldest refused batch had gone through another proxy, the memory
+of it ran out, and the batch refused 0.2 s before went with it.
 
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
@@ -72,6 +74,7 @@ REFUSED_BATCHES = 16
 # with WRITE claiming made-up producer ids in unknown partitions or corrupt batches can.
 MAX_REFUSED_KEYS = 100_000
 _OVERFLOW_LOG_S = 60.0
+_NEVER = -float("inf")
 
 __all__ = ["UNASKED", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite", "SeqKey"]
 
@@ -82,8 +85,8 @@ class ProducerIdTable:
         self._clock = clock
         # per producer and partition: the first sequence of each batch refused here -> when it was last refused itself
         self._refused: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
-        self._overflow_until = -float("inf")  # a live refusal was dropped (MAX_REFUSED_KEYS): its memory ran out then
-        self._overflow_logged = -float("inf")
+        self._overflow_until = _NEVER  # a live refusal was dropped (MAX_REFUSED_KEYS): its memory ran out then
+        self._overflow_logged = _NEVER
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
         # per producer and partition: (segment, its floor, when a batch was last checked against it)
         self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None, float]] = collections.OrderedDict()
@@ -185,7 +188,7 @@ class ProducerIdTable:
         produce handler refuses, as a gap, every idempotent batch the broker would not check itself
         (`broker_checked`): a fresh physical id, or the first batch of one on its partition. Nothing is written past a
         forgotten refusal; new producers, sequence jumps and segment moves wait (retriable) until it ends."""
-        return self._clock() <= self._overflow_until
+        return self._overflow_until != _NEVER and self._clock() <= self._overflow_until  # no clock read before one
 
     def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
         log.info("producer %s epoch %s -> physical %s epoch %s on %s", logical_id, epoch, producer_id, epoch_, cluster)
@@ -222,7 +225,7 @@ class ProducerIdTable:
         self._refused.move_to_end(key)
         while len(self._refused) > MAX_REFUSED_KEYS:
             dropped, held = self._refused.popitem(last=False)
-            until = max(held.values(), default=-float("inf")) + REFUSAL_MEMORY_S
+            until = max(held.values(), default=_NEVER) + REFUSAL_MEMORY_S
             if now > until:
                 continue
             self._overflow_until = max(self._overflow_until, until)
