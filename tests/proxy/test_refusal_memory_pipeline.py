@@ -236,3 +236,12 @@ def test_keys_whose_refusals_ran_out_leave_the_full_memory_first_and_nothing_ove
         _code(c, {5: one_record(70_000 + fake, 0, 0)})
     assert len(ids._refused) == 50 and (1000, 0, "t", 0) in ids._refused and not ids.overflowing()
     assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])  # a gap behind 0
+
+
+def test_a_topic_name_no_topic_can_have_is_not_remembered():
+    """Each key holds its topic name: an unknown topic's name longer than Kafka allows (249) would let a client hold
+    32 KiB a key; no producer writes to it, so nothing is remembered for it."""
+    c = ctx(producer_ids=_table())
+    for name in ("n" * 249, "n" * 250):
+        assert _code(c, {0: one_record(1000, 0, 0)}, topic=name)[0] == ErrorCode.unknown_topic_or_partition
+    assert list(c.producer_ids._refused) == [(1000, 0, "n" * 249, 0)]
