@@ -267,6 +267,26 @@ def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader
     return h
 
 
+_MAGIC_AT = 16
+_ATTRIBUTES_AT = 21
+_PRODUCER_AT = 43
+
+
+def claimed_sequence(records: bytes | bytearray | memoryview | None) -> tuple[int, int, int] | None:
+    """(producer id, producer epoch, base sequence) the first batch's header claims, read without any check (a batch
+    answered with an error before or instead of `produce_batch`'s): None when the bytes hold no v2 header, or the
+    header no idempotent, non-transactional batch."""
+    if records is None or len(records) < HEADER_SIZE:
+        return None
+    view = memoryview(records)
+    if view[_MAGIC_AT] != 2 or view[_ATTRIBUTES_AT + 1] & 0x10:  # attributes: int16, the flags in its low byte
+        return None
+    producer_id, epoch, base_sequence = _PRODUCER.unpack_from(view, _PRODUCER_AT)
+    if producer_id < 0 or base_sequence < 0:
+        return None
+    return producer_id, epoch, base_sequence
+
+
 def crc_ok(buf: bytes | bytearray | memoryview, header: BatchHeader) -> bool:
     view = memoryview(buf)
     crc = crc32c.crc32c if _compiled is None else _compiled.crc32c

@@ -104,6 +104,24 @@ def test_produce_batch_follows_kafkas_produce_rules():
         rec.produce_batch(off)
 
 
+def test_claimed_sequence_reads_the_first_header_without_checking_it():
+    """What an idempotent batch answered with an error claims (producer id, epoch, base sequence), corrupt or not;
+    nothing for a plain or transactional batch, a short buffer or another magic."""
+    good = batch(3, 42, 1, 2**31 - 2)
+    assert rec.claimed_sequence(good) == (42, 1, 2**31 - 2)
+    flipped = bytearray(good + batch(2, 43, 0, 9))
+    flipped[-1] ^= 1  # a corrupt second batch: the first header is read all the same
+    assert rec.claimed_sequence(memoryview(flipped)) == (42, 1, 2**31 - 2)
+    old_magic = bytearray(good)
+    old_magic[16] = 1
+    txn = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True, producer_id=42,
+                                    producer_epoch=1, base_sequence=0, batch_size=1 << 20)
+    txn.append(0, timestamp=1, key=b"k", value=b"v", headers=[])
+    for nothing in (None, b"", good[:60], batch(3), batch(3, 42, 1, -1), bytes(old_magic), bytes(txn.build())):
+        assert rec.claimed_sequence(nothing) is None
+
+
+
 @pytest.mark.parametrize("interface, revision", [(0, 1), (2, 1), (1, 0), (1, None)])
 def test_a_compiled_module_of_another_interface_or_an_older_revision_is_not_used(monkeypatch, interface, revision):
     """A stale build of fedkafka_speedups (another INTERFACE, or one without a function records.py calls: an older

@@ -4,17 +4,25 @@ then wrote 0.. through the other proxy). When the logical leader came back, the 
 requests, batch 180 and batch 183, both refused as a gap behind 0 on every round. 30 s after batch 0's last refusal
 its memory ran out between the two requests of one round: 180 had just been refused, 183 was forwarded on a fresh
 physical id (which takes any first sequence) and written, and librdkafka acked 180..182 implicitly
-(rd_kafka_dr_implicit_ack: a later sequence succeeded). The refusal of 180 a moment before was forgotten with 0's."""
+(rd_kafka_dr_implicit_ack: a later sequence succeeded). The refusal of 180 a moment before was forgotten with 0's.
+
+Then what the memory takes in: every per-partition error of a batch that wrote nothing (an unknown partition too),
+never a request refused as a whole for the client's own error (another client could claim any producer's id)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from kio.schema.errors import ErrorCode
 
+import fedkafka.proxy.core.producer_ids as producer_ids
+from fedkafka.protocol.codec import encode_request
 from fedkafka.proxy.core.producer_ids import REFUSAL_MEMORY_S, ProducerIdTable
-from proxy.test_handlers import _through, by_partition, ctx, produce_req
+from fedkafka.proxy.handlers.produce import read_request
+from proxy.test_handlers import _through, by_partition, ctx, produce_kio, produce_req
+from proxy.test_handlers import batch as one_record
 
 SIZES = {0: 58, 180: 3, 183: 201}  # the batches of run 13 (first sequence: records)
 
@@ -51,3 +59,189 @@ def test_a_batch_refused_just_before_an_older_refusal_is_forgotten_still_holds_b
         f"183 answered {code.name} and sent to {sent}: written while 180 (refused 0.2 s ago) was not"
     assert produce(c, 180)[0] == ErrorCode.none  # the client's resend, oldest first
     assert produce(c, 183)[0] == ErrorCode.none
+
+
+def _table() -> ProducerIdTable:
+    ids = ProducerIdTable()
+    ids.add_block(1000, 10)
+    return ids
+
+
+def test_another_client_s_invalid_request_does_not_refuse_a_producer():
+    """A client with WRITE on topic t sends acks=2 batches claiming the victim's logical id (1000, epoch 0: ids come
+    from controller blocks in order) at sequences 0 and 2**30. Every later batch of the victim is 'after' one of
+    them (window 2**19): remembered, each would be refused NOT_LEADER_OR_FOLLOWER as a gap; re-sent every < 30 s,
+    for good."""
+    c = ctx(producer_ids=_table())
+    for seq in (0, 2**30):
+        got, sent = _through(c, produce_req({0: one_record(1000, 0, seq)}, acks=2))
+        assert by_partition(got)[0][0] == ErrorCode.invalid_required_acks and sent == []
+    got, sent = _through(c, produce_req({0: one_record(1000, 0, 7)}))  # the victim's own, valid request
+    assert by_partition(got)[0][0] == ErrorCode.none, \
+        f"victim's batch at 7 answered {ErrorCode(by_partition(got)[0][0]).name}, sent {sent}"
+
+
+def test_a_refused_batch_is_not_forgotten_because_other_clients_sent_invalid_requests(monkeypatch):
+    """The table keeps 100,000 (producer, partition) keys (lowered here to 50 to run fast); a client sends as many
+    acks=2 batches of made-up producer ids. Remembered, they evicted the producer's live refusal, and its next batch
+    past the refused one went out on a fresh physical id (any first sequence accepted) and was written: librdkafka
+    acks the refused batch implicitly."""
+    monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
+    c = ctx(producer_ids=_table())
+    got, sent = _through(replace(c, lease_valid=False), produce_req({0: one_record(1000, 0, 0)}))
+    assert by_partition(got)[0][0] == ErrorCode.not_leader_or_follower and sent == []  # batch 0 refused
+    for fake in range(60):  # another client: one request each, nothing forwarded
+        _through(c, produce_req({0: one_record(50_000 + fake, 0, 0)}, acks=2))
+    got, sent = _through(c, produce_req({0: one_record(1000, 0, 1)}))  # the producer's batch after 0, 1 s later
+    assert (by_partition(got)[0][0], sent) == (ErrorCode.not_leader_or_follower, []), \
+        f"batch 1 answered {ErrorCode(by_partition(got)[0][0]).name} and sent to {sent} while 0 was never written"
+
+
+def test_a_batch_answered_unknown_partition_holds_back_the_batch_after_it():
+    """A partition added (expand) or a topic just created: the client learned it from a proxy whose view has it, its
+    pipeline here is batch 0 then batch 1 (max.in.flight 5). Batch 0 is answered UNKNOWN_TOPIC_OR_PARTITION (this
+    proxy's view lags, retriable: librdkafka keeps it queued) and was not remembered as refused; the view arrives;
+    batch 1 went out on a fresh physical id and was written, and librdkafka acked batch 0 implicitly: lost."""
+    ids = _table()
+    new = ctx(producer_ids=ids)
+    t = new.view.topics["t"]
+    old = replace(new, view=replace(new.view, topics={"t": replace(t, partitions=t.partitions[:1])}))
+    got, sent = _through(old, produce_req({1: one_record(1000, 0, 0)}))
+    assert by_partition(got)[1][0] == ErrorCode.unknown_topic_or_partition and sent == []
+    got, sent = _through(new, produce_req({1: one_record(1000, 0, 1)}))
+    assert (by_partition(got)[1][0], sent) == (ErrorCode.not_leader_or_follower, []), \
+        f"batch 1 answered {ErrorCode(by_partition(got)[1][0]).name} and sent to {sent} while 0 was never written"
+    assert _through(new, produce_req({1: one_record(1000, 0, 0)}))[0].responses[0].partition_responses[0] \
+        .error_code == ErrorCode.none  # the client's resend, oldest first, then the next
+    assert by_partition(_through(new, produce_req({1: one_record(1000, 0, 1)}))[0])[1][0] == ErrorCode.none
+
+
+def _flipped(records: bytes) -> bytes:
+    out = bytearray(records)
+    out[-1] ^= 0x01  # a record byte: the CRC no longer matches, the header still reads
+    return bytes(out)
+
+
+def _code(c, parts: dict[int, bytes], **kw) -> tuple[ErrorCode, list]:
+    got, sent = _through(c, produce_req(parts, **kw))
+    (index,) = parts
+    return ErrorCode(by_partition(got)[index][0]), sent
+
+
+def test_a_corrupt_batch_of_a_steady_producer_holds_back_the_batch_after_it_on_the_lane_too():
+    """Batch 1 answered CORRUPT_MESSAGE (retriable) and not written: batch 2 would take a fresh physical id (its
+    sequence jumps past what was forwarded) and be written. The Produce lane leaves the producer to `handle`
+    (`steady`), which refuses 2 until 1 is written."""
+    c = ctx(producer_ids=_table())
+    assert _code(c, {0: one_record(1000, 0, 0)})[0] == ErrorCode.none
+    key, seg = (1000, 0, "t", 0), ("c1", "phys", 0, 0)
+    assert c.producer_ids.steady(key, seg, 1) is not None  # the lane's state before
+    assert _code(c, {0: _flipped(one_record(1000, 0, 1))}) == (ErrorCode.corrupt_message, [])
+    assert c.producer_ids.steady(key, seg, 2) is None
+    assert _code(c, {0: one_record(1000, 0, 2)}) == (ErrorCode.not_leader_or_follower, [])
+    assert _code(c, {0: one_record(1000, 0, 1)})[0] == ErrorCode.none
+    assert _code(c, {0: one_record(1000, 0, 2)})[0] == ErrorCode.none
+
+
+def test_a_partition_named_twice_is_remembered_as_refused():
+    c = ctx(producer_ids=_table())
+    twice = produce_kio({0: one_record(1000, 0, 0)})
+    twice = replace(twice, topic_data=twice.topic_data * 2)
+    got, sent = _through(c, read_request(encode_request(twice, 1, "test")[4:]))
+    assert [p.error_code for t in got.responses for p in t.partition_responses] == [ErrorCode.invalid_request] * 2
+    assert sent == []
+    assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])
+
+
+def test_an_unknown_partition_refusal_runs_out_as_any_other():
+    """Not refused for good: 30 s after its last refusal the batch is forgotten (it went through another proxy)."""
+    now = [0.0]
+    ids = ProducerIdTable(clock=lambda: now[0])
+    ids.add_block(1000, 10)
+    new = ctx(producer_ids=ids)
+    t = new.view.topics["t"]
+    old = replace(new, view=replace(new.view, topics={"t": replace(t, partitions=t.partitions[:1])}))
+    assert _code(old, {1: one_record(1000, 0, 0)})[0] == ErrorCode.unknown_topic_or_partition
+    now[0] = REFUSAL_MEMORY_S - 1
+    assert _code(new, {1: one_record(1000, 0, 9)})[0] == ErrorCode.not_leader_or_follower
+    now[0] = REFUSAL_MEMORY_S + 1
+    assert _code(new, {1: one_record(1000, 0, 9)})[0] == ErrorCode.none
+
+
+def _transactional(seq: int) -> bytes:
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True, producer_id=1000,
+                                  producer_epoch=0, base_sequence=seq, batch_size=1 << 20)
+    b.append(0, timestamp=None, key=b"k", value=b"v", headers=[])
+    return bytes(b.build())
+
+
+def test_what_the_client_itself_got_wrong_or_may_not_do_is_never_remembered():
+    """Another client's requests claiming producer 1000's id: refused as a whole for its own error (acks=2, a
+    transactional id), a transactional batch, or no WRITE on the topic, each also with a corrupt batch or an
+    unknown partition. None of it is remembered: producer 1000's batch at 7 is written."""
+    new = ctx(producer_ids=_table())
+    t = new.view.topics["t"]
+    old = replace(new, view=replace(new.view, topics={"t": replace(t, partitions=t.partitions[:1])}))
+    denied = replace(new, authorizer=SimpleNamespace(allowed=lambda *_: False))
+    for c, kw in ((new, {"acks": 2}), (old, {"acks": 2}), (new, {"txn": "x"}), (old, {"txn": "x"}), (denied, {})):
+        for p, records in ((0, one_record(1000, 0, 0)), (0, _flipped(one_record(1000, 0, 2**30))),
+                           (1, one_record(1000, 0, 3))):
+            assert _code(c, {p: records}, **kw)[0] != ErrorCode.none
+    assert _code(new, {0: _transactional(0)})[0] == ErrorCode.transactional_id_authorization_failed
+    assert not new.producer_ids._refused
+    for p in (0, 1):
+        assert _code(new, {p: one_record(1000, 0, 7)})[0] == ErrorCode.none
+
+
+def test_a_live_refusal_pushed_out_of_a_full_memory_still_holds_back_the_batch_after_it(monkeypatch, caplog):
+    """The memory keeps MAX_REFUSED_KEYS producer partitions (lowered here to 50). A client with WRITE fills it within
+    a second with made-up producer ids in an unknown partition and in corrupt batches; producer 1000's live refusal of
+    batch 0 is pushed out. Until that refusal would have run out (the memory overflowing, logged), every batch the
+    broker would not check itself is refused: 1000's batch 1 (a fresh physical id would take it) and its resends; a
+    producer the broker checks (1001, confirmed on p1) goes on. Then 0 is remembered from its resends: 1 waits."""
+    monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
+    now = [0.0]
+    ids = ProducerIdTable(clock=lambda: now[0])
+    ids.add_block(1000, 10)
+    c = ctx(producer_ids=ids)
+    assert _code(c, {1: one_record(1001, 0, 0)})[0] == ErrorCode.none
+    assert _code(replace(c, lease_valid=False), {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
+    for fake in range(30):
+        assert _code(c, {5: one_record(50_000 + fake, 0, 0)})[0] == ErrorCode.unknown_topic_or_partition
+        assert _code(c, {0: _flipped(one_record(60_000 + fake, 0, 0))})[0] == ErrorCode.corrupt_message
+    assert (1000, 0, "t", 0) not in ids._refused and ids.overflowing()
+    assert "dropped from the refusal memory" in caplog.text
+    now[0] = 1.0
+    for seq in (1, 0):  # the client's pipeline, refused while the memory overflows
+        assert _code(c, {0: one_record(1000, 0, seq)}) == (ErrorCode.not_leader_or_follower, [])
+    assert _code(c, {1: one_record(1001, 0, 1)})[0] == ErrorCode.none
+    now[0] = REFUSAL_MEMORY_S + 0.5
+    assert not ids.overflowing()
+    assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])
+    assert _code(c, {0: one_record(1000, 0, 0)})[0] == ErrorCode.none
+    assert _code(c, {0: one_record(1000, 0, 1)})[0] == ErrorCode.none
+
+
+def test_keys_whose_refusals_ran_out_leave_the_full_memory_first_and_nothing_overflows(monkeypatch):
+    monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
+    now = [0.0]
+    ids = ProducerIdTable(clock=lambda: now[0])
+    ids.add_block(1000, 10)
+    c = ctx(producer_ids=ids)
+    for fake in range(49):
+        _code(c, {5: one_record(50_000 + fake, 0, 0)})
+    now[0] = REFUSAL_MEMORY_S + 1
+    assert _code(replace(c, lease_valid=False), {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
+    for fake in range(49):
+        _code(c, {5: one_record(70_000 + fake, 0, 0)})
+    assert len(ids._refused) == 50 and (1000, 0, "t", 0) in ids._refused and not ids.overflowing()
+    assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])  # a gap behind 0
+
+
+def test_a_topic_name_no_topic_can_have_is_not_remembered():
+    """Each key holds its topic name: an unknown topic's name longer than Kafka allows (249) would let a client hold
+    32 KiB a key; no producer writes to it, so nothing is remembered for it."""
+    c = ctx(producer_ids=_table())
+    for name in ("n" * 249, "n" * 250):
+        assert _code(c, {0: one_record(1000, 0, 0)}, topic=name)[0] == ErrorCode.unknown_topic_or_partition
+    assert list(c.producer_ids._refused) == [(1000, 0, "n" * 249, 0)]

@@ -6,12 +6,14 @@ physical id (with no broker state anywhere) is used: a physical id never crosses
 
 A fresh physical id accepts any first sequence, so the broker's gap check is lost at a segment boundary.
 The table keeps what that check needs: per logical producer and partition, the first sequence of each batch
-this proxy answered with an error that surely wrote nothing (a refusal or a broker error), each until
-REFUSAL_MEMORY_S after its own last refusal. A later batch past any of them is a gap; forwarding it would let
-the client count the refused batch as written (librdkafka acks earlier retries implicitly when a later sequence
-succeeds), so it is refused too (NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client
-resends from its oldest unacked batch. One time for all of them lost a batch (run 13): the oldest refused batch
-had gone through another proxy, the memory of it ran out, and the batch refused 0.2 s before went with it.
+this proxy answered with an error that surely wrote nothing (a refusal, an unknown partition, a bad batch, a broker
+error; never the client's own request error, which anyone may send under any id), each until REFUSAL_MEMORY_S after
+its own last refusal; past MAX_REFUSED_KEYS keys, a live one dropped makes the table overflow (`overflowing`).
+A later batch past any of them is a gap; forwarding it would let the client count the refused batch as written
+(librdkafka acks earlier retries implicitly when a later sequence succeeds), so it is refused too
+(NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
+One time for all of them lost a batch (run 13): the oldest refused batch had gone through another proxy, the memory
+of it ran out, and the batch refused 0.2 s before went with it.
 
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
@@ -62,8 +64,19 @@ REFUSAL_MEMORY_S = 30.0
 FLOOR_MEMORY_S = 300.0
 # Refused batches remembered per producer and partition (a client has at most 5 in flight on a partition; a few
 # more from batches it wrote through another proxy meanwhile); past it they are folded, refusing more (`_cap`).
-# At most ~1.5 KB per producer and partition, outside the byte budget (DESIGN §4.12), as the rest of this table.
 REFUSED_BATCHES = 16
+# (producer, partition) keys with refused batches remembered, a cap of their own: keys of the other maps never push
+# them out. Measured (tracemalloc, CPython 3.12, each key holding its own topic name, as each request's are): ~0.5 KB
+# a key with one refused batch, ~1.4 KB with 16, ~1.6 KB with 16 and a 249-character name (the longest the produce
+# handler notes), so at most ~160 MB per worker process, outside the byte budget (DESIGN §4.12), as the rest of this
+# table. The least recently
+# refused key goes first, which is one whose refusals all ran out unless every key was refused within
+# REFUSAL_MEMORY_S; a key dropped with a live refusal puts the table in overflow for as long as it would have been
+# remembered (`overflowing`): honest traffic never does (100,000 producer partitions refused within 30 s), a client
+# with WRITE claiming made-up producer ids in unknown partitions or corrupt batches can.
+MAX_REFUSED_KEYS = 100_000
+_OVERFLOW_LOG_S = 60.0
+_NEVER = -float("inf")
 
 __all__ = ["UNASKED", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite", "SeqKey"]
 
@@ -74,6 +87,8 @@ class ProducerIdTable:
         self._clock = clock
         # per producer and partition: the first sequence of each batch refused here -> when it was last refused itself
         self._refused: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
+        self._overflow_until = _NEVER  # a live refusal was dropped (MAX_REFUSED_KEYS): its memory ran out then
+        self._overflow_logged = _NEVER
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
         # per producer and partition: (segment, its floor, when a batch was last checked against it)
         self._floors: collections.OrderedDict[SeqKey, tuple[SegmentId, int | None, float]] = collections.OrderedDict()
@@ -145,12 +160,7 @@ class ProducerIdTable:
         answered one of its batches there (`confirmed`: no barrier), no refusal remembered for `key` (no gap to
         check, none to forget), and no sealed floor to read or check (`_against_sealed_floor` forwards without
         looking). Reads only: nothing changes, not even an LRU order."""
-        cluster, topic, partition, phys_start = segment
-        entry = self._map.get((key[0], key[1], cluster))
-        if entry is None or key in self._refused:
-            return None
-        previous = entry[2].get((topic, partition))
-        if previous is None or previous[0] != phys_start or previous[1] is None or seqs.after(first_seq, previous[1]):
+        if key in self._refused:
             return None
         floor = self._floors.get(key)
         if floor is not None and floor[0] == segment:
@@ -158,9 +168,29 @@ class ProducerIdTable:
                 return None
         elif (write := self._writes.get(key)) is not None and write.segment != segment:
             return None  # a floor to read first (DescribeProducers)
+        return self.broker_checked(key, segment, first_seq)
+
+    def broker_checked(self, key: SeqKey, segment: SegmentId, first_seq: int) -> tuple[int, int] | None:
+        """The physical (id, epoch) `physical` keeps for a batch of `key` from `first_seq` to `segment` when the broker
+        checks its sequence itself: mapped for this segment, no forward jump (no fresh id), and confirmed there (the
+        broker holds the id's state: a batch past an unwritten one is OUT_OF_ORDER_SEQUENCE_NUMBER). Reads only."""
+        cluster, topic, partition, phys_start = segment
+        entry = self._map.get((key[0], key[1], cluster))
+        if entry is None:
+            return None
+        previous = entry[2].get((topic, partition))
+        if previous is None or previous[0] != phys_start or previous[1] is None or seqs.after(first_seq, previous[1]):
+            return None
         if (cluster, topic, partition, entry[0]) not in self._confirmed:
             return None
         return entry[0], entry[1]
+
+    def overflowing(self) -> bool:
+        """Whether a refusal dropped from the memory (past MAX_REFUSED_KEYS) would still be remembered. Meanwhile the
+        produce handler refuses, as a gap, every idempotent batch the broker would not check itself
+        (`broker_checked`): a fresh physical id, or the first batch of one on its partition. Nothing is written past a
+        forgotten refusal; new producers, sequence jumps and segment moves wait (retriable) until it ends."""
+        return self._overflow_until != _NEVER and self._clock() <= self._overflow_until  # no clock read before one
 
     def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
         log.info("producer %s epoch %s -> physical %s epoch %s on %s", logical_id, epoch, producer_id, epoch_, cluster)
@@ -185,10 +215,27 @@ class ProducerIdTable:
         _expire(batches, now)
         batches[seqs.wrapped(first_seq)] = now
         _cap(batches)
-        _put(self._refused, key, batches)
+        self._keep_refused(key, batches, now)
         floor = self._floors.get(key)
         if floor is not None and floor[1] is not None:  # the producer is still here: its floor with it
             self._floors[key] = (floor[0], floor[1], now)
+
+    def _keep_refused(self, key: SeqKey, batches: dict[int, float], now: float) -> None:
+        """Into the memory, most recently refused last; past MAX_REFUSED_KEYS the least recently refused key goes (its
+        newest refusal is the oldest of all); one whose refusals still hold puts the table in overflow for as long."""
+        self._refused[key] = batches
+        self._refused.move_to_end(key)
+        while len(self._refused) > MAX_REFUSED_KEYS:
+            dropped, held = self._refused.popitem(last=False)
+            until = max(held.values(), default=_NEVER) + REFUSAL_MEMORY_S
+            if now > until:
+                continue
+            self._overflow_until = max(self._overflow_until, until)
+            if now - self._overflow_logged >= _OVERFLOW_LOG_S:
+                self._overflow_logged = now
+                log.warning("more than %s producer partitions refused within %.0f s: producer %s/%s %s/%s dropped "
+                            "from the refusal memory; batches the brokers do not check are refused until %.0f s "
+                            "from now", MAX_REFUSED_KEYS, REFUSAL_MEMORY_S, *dropped, until - now)
 
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already): the refused batches among them are

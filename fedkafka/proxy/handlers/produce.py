@@ -128,20 +128,23 @@ def _route(ctx: Context, header, request, attempt: _Attempt):
     a barrier and route again, or forward the parts and translate the answers."""
     routing = _Routing()
     refused = _request_refusal(ctx, request)  # the same for every partition: asked once
+    remember = refused[1] is None or refused[1][0] not in _UNREMEMBERED
     duplicated = _duplicated_partitions(request)
     for t in request.topic_data:
         topic = ctx.view.topics.get(t.name)
         may_write = authorized(ctx, Operation.WRITE, ResourceType.TOPIC, t.name)
         for pd in t.partition_data:
-            if not may_write:  # before the batch is even read (docs/DESIGN.md §11)
+            if not may_write:  # before the batch is even read (docs/DESIGN.md §11); nothing remembered either
                 routing.errors[(t.name, pd.index)] = (ErrorCode.topic_authorization_failed, None)
                 ctx.refused("auth", t.name, pd.index, "no WRITE on the topic")
                 continue
             if duplicated and (t.name, pd.index) in duplicated:
                 routing.errors[(t.name, pd.index)] = _DUPLICATE
                 ctx.refused("duplicate", t.name, pd.index, _DUPLICATE[1])
+                if remember:
+                    _note_unchecked(ctx, t.name, pd)
                 continue
-            _classify(ctx, topic, t.name, pd, refused, attempt, routing)
+            _classify(ctx, topic, t.name, pd, refused, remember, attempt, routing)
     if routing.unknown_leader:  # wait for the refresh behind a barrier rather than fail the batch (a gap)
         waited = _Attempt(attempt.pid_failures, attempt.leader_waits + 1)
         return Plan([], lambda _: _route(ctx, header, request, waited), barrier=True,
@@ -179,12 +182,24 @@ def _duplicated_partitions(request: rec.ProduceRequestFrame) -> frozenset[tuple[
 Refusal = tuple[str | None, tuple[ErrorCode, str | None] | None]  # (reason, (error, message)); see _refusal
 
 
-def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, attempt: _Attempt, routing: _Routing) -> None:
+# The client's own errors: the request refused as a whole (acks), or a transactional batch. Answered whatever the
+# producer's state, retried by no client (the batch fails: nothing queued for a later success to ack implicitly),
+# and anyone may send them claiming any producer's id: never remembered as refused (rule 2). They were: a client with
+# WRITE sent acks=2 batches of another producer's id at sequences 0 and 2**30 every < 30 s, and every batch of that
+# producer was refused as a gap for as long as it went on.
+_UNREMEMBERED = frozenset({ErrorCode.invalid_required_acks, ErrorCode.transactional_id_authorization_failed})
+
+
+def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bool, attempt: _Attempt,
+              routing: _Routing) -> None:
     """One partition's batch: refused, waiting for something, or a part to forward to its active segment.
-    `refused`: the request's own refusal (_request_refusal), if any."""
+    `refused`: the request's own refusal (_request_refusal), if any; `remember`: whether a refusal of an idempotent
+    batch is remembered (rule 2: not for a request refused for the client's own error)."""
     checked = _checked_batch(topic, pd)  # the partition's one walk over its bytes, after the topic check
     if not isinstance(checked, rec.BatchHeader):
         routing.errors[(name, pd.index)] = checked
+        if remember:
+            _note_unchecked(ctx, name, pd)
         return
     chain = topic.partitions[pd.index]
     reason, failure = refused if refused[1] is not None else _refusal(ctx, chain)
@@ -193,7 +208,7 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, attempt: _At
         sequences = _sequences(checked)
         seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
         if failure is None:
-            reason, failure = _producer_refusal(ctx, checked, seq_key, sequences)
+            reason, failure = _producer_refusal(ctx, checked, seq_key, sequences, chain.active)
     seg = chain.active
     leader = None
     if failure is None:
@@ -207,7 +222,7 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, attempt: _At
         routing.errors[(name, pd.index)] = failure
         if reason:
             ctx.refused(reason, name, pd.index, failure[1])
-        if seq_key and sequences:
+        if seq_key and sequences and remember and failure[0] not in _UNREMEMBERED:
             ctx.producer_ids.note_refused(seq_key, sequences[0])
         return
     assert leader is not None  # _leader_refusal refuses a partition whose leader is unknown
@@ -217,14 +232,33 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, attempt: _At
     routing.groups.setdefault((seg.cluster, leader), []).append(part)
 
 
-def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None,
-                      sequences: tuple[int, int] | None) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
+MAX_TOPIC_NAME_CHARS = 249  # Kafka's limit
+
+
+def _note_unchecked(ctx: Context, name: str, pd) -> None:
+    """A batch answered with an error before it was checked, or because its check failed (an unknown topic or
+    partition, a corrupt or invalid batch, a partition named twice): nothing of it was written. An idempotent one
+    (as its header claims) is remembered as refused (rule 2), as any other refusal: UNKNOWN_TOPIC_OR_PARTITION is
+    retriable, and a proxy whose view lags a topic's creation or expansion answered batch 0 with it while batch 1,
+    sent once the view arrived, went out on a fresh physical id and was written; librdkafka acked 0 implicitly."""
+    if len(name) > MAX_TOPIC_NAME_CHARS:  # no topic is named so; a key holds its name (the memory's bound, §5.3)
+        return
+    claimed = rec.claimed_sequence(pd.records)
+    if claimed is not None:
+        ctx.producer_ids.note_refused((claimed[0], claimed[1], name, pd.index), claimed[2])
+
+def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None, sequences: tuple[int, int] | None,
+                      seg: Segment) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
     if checked.producer_id >= 0 and checked.is_transactional:
         return "transactions", (ErrorCode.transactional_id_authorization_failed, "transactions are not supported")
     if seq_key is None or sequences is None:
         return None, None
-    skipped = ctx.producer_ids.refused_before(seq_key, sequences[0])
+    ids = ctx.producer_ids
+    skipped = ids.refused_before(seq_key, sequences[0])
     if skipped is None:
+        if ids.overflowing() and ids.broker_checked(
+                seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
+            return "gap", (_GAP, "refusal memory full: only batches the broker checks are forwarded")
         return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
     log.debug("producer %s/%s %s/%s: %s", *seq_key, message)
