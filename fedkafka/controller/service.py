@@ -76,6 +76,12 @@ BIGINT_MAX = 2**63 - 1  # the version column's bound: no version, reported or co
 # lost views below it is composed past, however old the database restored.
 MAX_REPORTED_VERSION = BIGINT_MAX // 2
 STORED_END_REFRESH_S = 60.0  # an unchanged scanned log end is written again this often (its `scanned_at`)
+_CLAIMS = cast(Table, PhysicalPartitionRow.__table__)
+# a scanned log end stored on its physical partition's claim (a partition whose claim is gone matches no row)
+_STORE_END = (update(_CLAIMS).where(_CLAIMS.c.cluster == bindparam("k_cluster"),
+                                    _CLAIMS.c.physical_topic == bindparam("k_topic"),
+                                    _CLAIMS.c.physical_partition == bindparam("k_partition"))
+              .values(scanned_end=bindparam("k_end"), scanned_at=bindparam("k_at")))
 
 
 @dataclass
@@ -850,7 +856,7 @@ class Controller:
         with self.topology_change() as s:  # read after the scans, so a topic deleted meanwhile is not revived
             needed = self._needed_topics(s, clusters)
         bootstrap = {c.id: c.bootstrap for c in clusters}
-        ends: dict[tuple[str, str, int], int] = {}
+        ends: dict[tuple[str, str, int], tuple[int, str]] = {}
         for scan in scans:
             if scan.reachable:
                 ends.update(self._scan_offsets(scan.cluster, bootstrap[scan.cluster]))
@@ -905,9 +911,9 @@ class Controller:
         held.update(key for key, (_start, end) in self.log_offsets.items() if end > 0)
         return held
 
-    def _scan_offsets(self, cluster: str, bootstrap: str) -> dict[tuple[str, str, int], int]:
+    def _scan_offsets(self, cluster: str, bootstrap: str) -> dict[tuple[str, str, int], tuple[int, str]]:
         """Log start/end of the physical partitions holding active segments (what a seal and a describe need);
-        returns the ends read."""
+        returns the ends read, each with the id of the topic it was read for (`_store_ends` checks it again)."""
         with self.session() as s:
             incarnations = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)).all())
             parts = list(s.execute(select(SegmentRow.physical_topic, SegmentRow.physical_partition)
@@ -924,34 +930,35 @@ class Controller:
                      if tp[0] in now and now[tp[0]] == incarnations.get(tp[0])}
             for (topic, partition), offsets in found.items():
                 self.log_offsets[(cluster, topic, partition)] = offsets
-        return {(cluster, topic, partition): end for (topic, partition), (_start, end) in found.items()}
+        return {(cluster, topic, partition): (end, now[topic]) for (topic, partition), (_start, end) in found.items()}
 
-    def _store_ends(self, ends: dict[tuple[str, str, int], int]) -> None:
+    def _store_ends(self, ends: dict[tuple[str, str, int], tuple[int, str]]) -> None:
         """Write the log ends a scan read, in one transaction: the seal a failover takes when its controller has
         not scanned the dead cluster itself (a takeover, a restart: `Mover.known_end`, docs/DESIGN.md §9.1).
         Only those that moved since this controller last wrote them, or that it wrote `STORED_END_REFRESH_S` ago
         or more (so `scanned_at` says the end was still that a minute ago at most): a scan writes one row per
         physical partition that took writes since the last scan, plus each idle one once a minute. A failed
-        write is logged and tried again by the next scan (the scan goes on: the in-memory ends serve this one)."""
+        write is logged and tried again by the next scan (the scan goes on: the in-memory ends serve this one).
+
+        Each end comes with the id of the topic it was read for (`ends`: key -> (end, topic id)); one whose topic was
+        deleted since (perhaps created again under its name: same physical partitions, another topic) is dropped.
+        Checked, written and remembered under the write lock a deletion takes to forget its topic's ends
+        (`_forget_ends`), so neither the claim rows of a topic created again nor `_stored_ends` get the old one's."""
         read_at = time.time()
-        changed = {key: end for key, end in ends.items() if (stored := self._stored_ends.get(key)) is None
-                   or stored[0] != end or read_at - stored[1] >= STORED_END_REFRESH_S}
-        if not changed:
-            return
-        table = cast(Table, PhysicalPartitionRow.__table__)
-        stmt = (update(table).where(table.c.cluster == bindparam("k_cluster"),
-                                    table.c.physical_topic == bindparam("k_topic"),
-                                    table.c.physical_partition == bindparam("k_partition"))
-                .values(scanned_end=bindparam("k_end"), scanned_at=read_at))
-        rows = [{"k_cluster": c, "k_topic": t, "k_partition": p, "k_end": end} for (c, t, p), end in changed.items()]
         try:
-            with self.session() as s:
-                s.execute(stmt, rows)  # a partition whose claim is gone (its topic deleted) matches no row
+            with self.topology_change() as s:
+                now = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)).all())
+                changed = {key: end for key, (end, topic_id) in ends.items() if now.get(key[1]) == topic_id and (
+                    (stored := self._stored_ends.get(key)) is None or stored[0] != end
+                    or read_at - stored[1] >= STORED_END_REFRESH_S)}
+                if not changed:
+                    return
+                s.execute(_STORE_END, [{"k_cluster": c, "k_topic": t, "k_partition": p, "k_end": end,
+                                        "k_at": read_at} for (c, t, p), end in changed.items()])
                 s.commit()
+                self._stored_ends.update({key: (end, read_at) for key, end in changed.items()})
         except SQLAlchemyError as e:
-            log.warning("log ends of %d partitions not stored: %s", len(rows), e)
-            return
-        self._stored_ends.update({key: (end, read_at) for key, end in changed.items()})
+            log.warning("log ends of %d partitions not stored: %s", len(ends), e)
 
     def _needed_topics(self, s, clusters) -> dict[str, dict[str, tuple[int, dict]]]:
         needed: dict[str, dict[str, tuple[int, dict]]] = {}
