@@ -59,7 +59,8 @@ def publish(move_id: int = typer.Argument(..., help="the held move's id (`fedkaf
                                              "the move's target_end (a proxy's view.json: the target segment's "
                                              "phys_start)"),
             force: bool = typer.Option(False, "--force", help="publish though a check disagrees (target_start not "
-                                       "target_end, the source's or target's log end not as expected)"),
+                                       "target_end, the source's or target's log end not as expected; never "
+                                       "a target_start below an older segment's seal on the target)"),
             as_json: bool = JSON, url: str | None = URL, token_file: Path | None = TOKEN) -> None:
     """Publish a held move as the publish the config database lost had: its source sealed at --seal, its new
     segment on the target from --target-start. The sweeper publishes it within 30 s; then its partition takes

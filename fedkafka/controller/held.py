@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from fedkafka.controller.errors import Conflict, Invalid, NotFound
 from fedkafka.controller.models import MoveRow, SegmentRow
-from fedkafka.controller.moves import FINISHED, HELD_NO_END, Mover, frozen_segment
+from fedkafka.controller.moves import FINISHED, HELD_NO_END, Mover, frozen_segment, older_seal_above
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,10 @@ class HeldMoves:
         transaction, for a held row only. Checked first: `seal` not below the source segment's start, and unless
         `force`, `target_start` equal to the move's `target_end` (when it has one), the source's log end (when it can
         be read) equal to `seal` (at least `seal` for a failover's move, `gap` > 0: the dead cluster's end is not what
-        it sealed at), and the target's log end (when read) at least `target_start`. Returns the move and what was
-        checked; the sweeper publishes it (the partition unfrozen) within its next round."""
+        it sealed at), and the target's log end (when read) at least `target_start`. Whatever `force`, under the lock
+        that publishes: `target_start` not below the seal of an older segment of the partition on the target physical
+        partition (the seal's invariant, docs/DESIGN.md §4.5). Returns the move and what was checked; the sweeper
+        publishes it (the partition unfrozen) within its next round."""
         with self.ctl.session() as s:
             row, source = self._held(s, move_id)
             s.expunge_all()
@@ -66,6 +68,7 @@ class HeldMoves:
             row, now = self._held(s, move_id, lock=True)
             if now.id != source.id:
                 raise Conflict(f"move {move_id}: its partition's active segment changed since it was checked; again")
+            _check_past_older_segments(s, row, target_start)
             self.mover.seal_held(row, seal, target_start)
             self.ctl.check_leader(s)
             s.commit()
@@ -155,6 +158,19 @@ class HeldMoves:
                            f"the config database lost. Check that no proxy's view.json has a segment on "
                            f"{_name(dst)} for {row.topic}/{row.partition}, then pass nothing_was_published")
         return f"rolled back by an operator who found no publish of it in the proxies' views: {why}"
+
+
+def _check_past_older_segments(s, row: MoveRow, target_start: int) -> None:
+    """Invalid when held move `row`'s new segment would start at `target_start` below the seal of an older segment of
+    its chain on its target physical partition: the invariant the seal keeps (`moves.check_start_past_older_segments`,
+    docs/DESIGN.md §4.5), which `force` does not override. A lost publish could not have started there (its seal
+    checked the same), and a segment from there gives the records from `target_start` a second logical offset."""
+    if (older := older_seal_above(s, row, target_start)) is not None:
+        dst = _name((row.to_cluster, row.to_topic, row.to_partition))
+        raise Invalid(f"move {row.id}: target_start {target_start} on {dst} is below the seal {older} of an older "
+                      f"segment of {row.topic}/{row.partition} there: the new segment's records would have a second "
+                      f"logical offset (force does not override this). Did {row.to_cluster} lose its data? Find "
+                      f"where the lost publish started, at or past {older}, or roll the move back")
 
 
 def _name(partition: tuple[str, str, int]) -> str:

@@ -384,7 +384,7 @@ class Mover:
                 if row.seal < old.phys_start:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
                                      f"segment start {old.phys_start} (was the physical topic re-created?)")
-                _check_start_past_older_segments(s, row)
+                check_start_past_older_segments(s, row)
                 self._enter(row, "sealed")
             self.ctl.check_leader(s)
             s.commit()
@@ -647,22 +647,29 @@ def frozen_segment(s, row: MoveRow) -> SegmentRow | str:
     return active
 
 
-def _check_start_past_older_segments(s, row: MoveRow) -> None:
+def check_start_past_older_segments(s, row: MoveRow) -> None:
     """MoveFailed when move `row`'s new segment would start (`row.phys_start`, its target's log end) below the seal
-    of an older segment of its chain on the same physical partition (A -> B -> A onto a partition whose log end went
-    back: its cluster lost its data and the physical topic was created again, or it was deleted behind the
-    federation's back). The new segment's offsets from there on would be the older one's too: one record at two
-    logical offsets, and offsets handed out for the older segment naming records written after the move
-    (docs/DESIGN.md §4.5). A partition moving back onto an intact one starts at its log end, at or past that seal."""
-    older = s.scalar(select(func.max(SegmentRow.phys_end)).where(
-        SegmentRow.topic == row.topic, SegmentRow.partition == row.partition, SegmentRow.cluster == row.to_cluster,
-        SegmentRow.physical_topic == row.to_topic, SegmentRow.physical_partition == row.to_partition))
-    if older is not None and row.phys_start < older:
+    of an older segment of its chain on the same physical partition (`older_seal_above`)."""
+    if row.phys_start is not None and (older := older_seal_above(s, row, row.phys_start)) is not None:
         target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
         raise MoveFailed(f"{row.topic}/{row.partition}: the log end {row.phys_start} of {target} is below the seal "
                          f"{older} of an older segment of the partition there (did {row.to_cluster} lose its data, "
                          f"or was the physical topic re-created?): a new segment from there would give its records "
                          f"a second logical offset; plan the move again (it takes another physical partition)")
+
+
+def older_seal_above(s, row: MoveRow, start: int) -> int | None:
+    """The highest seal of an older segment of move `row`'s chain on its target physical partition when it is above
+    `start`, where the move's new segment would start (the target's log end at the seal; an operator's
+    `target_start` for a held move, `held.HeldMoves.publish`), else None. A partition moving back onto its old
+    physical partition whose log end went back (A -> B -> A; its cluster lost its data and the physical topic was
+    created again, or it was deleted behind the federation's back) would start inside that older segment: one record
+    at two logical offsets, and offsets handed out for the older segment naming records written after the move
+    (docs/DESIGN.md §4.5). A partition moving back onto an intact one starts at its log end, at or past that seal."""
+    older = s.scalar(select(func.max(SegmentRow.phys_end)).where(
+        SegmentRow.topic == row.topic, SegmentRow.partition == row.partition, SegmentRow.cluster == row.to_cluster,
+        SegmentRow.physical_topic == row.to_topic, SegmentRow.physical_partition == row.to_partition))
+    return older if older is not None and start < older else None
 
 
 def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow]):

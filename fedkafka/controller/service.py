@@ -48,6 +48,7 @@ from fedkafka.controller.models import (
     ViewRow,
 )
 from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
+from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
@@ -76,6 +77,13 @@ BIGINT_MAX = 2**63 - 1  # the version column's bound: no version, reported or co
 # lost views below it is composed past, however old the database restored.
 MAX_REPORTED_VERSION = BIGINT_MAX // 2
 STORED_END_REFRESH_S = 60.0  # an unchanged scanned log end is written again this often (its `scanned_at`)
+NEW_SEGMENT_READ_S = 10.0  # a new partition's log end (where its segment starts) read again this long at most
+_CLAIMS = cast(Table, PhysicalPartitionRow.__table__)
+# a scanned log end stored on its physical partition's claim (a partition whose claim is gone matches no row)
+_STORE_END = (update(_CLAIMS).where(_CLAIMS.c.cluster == bindparam("k_cluster"),
+                                    _CLAIMS.c.physical_topic == bindparam("k_topic"),
+                                    _CLAIMS.c.physical_partition == bindparam("k_partition"))
+              .values(scanned_end=bindparam("k_end"), scanned_at=bindparam("k_at")))
 
 
 @dataclass
@@ -408,9 +416,10 @@ class Controller:
                 raise Conflict("no active, reachable cluster: register a cluster first")
             have = existing[0] if existing else 0
             slots = place(partitions - have, [c.id for c in targets], placement, first=have, existing=used)
-            self._ensure_physical_topics(name, partitions, config, existing, {c.id: c.bootstrap for c in clusters},
-                                         coord, used, slots)
-            self._write_topic_rows(name, partitions, placement, config, row is None, have, slots)
+            bootstrap = {c.id: c.bootstrap for c in clusters}
+            self._ensure_physical_topics(name, partitions, config, existing, bootstrap, coord, used, slots)
+            starts = self.new_segment_starts(name, {(slot.cluster, slot.partition) for slot in slots}, bootstrap)
+            self._write_topic_rows(name, partitions, placement, config, row is None, have, slots, starts)
             self.compose()
             return self.get_topic(name), True
 
@@ -432,9 +441,30 @@ class Controller:
         except KafkaUnavailable as e:
             raise Unavailable(f"{e}; nothing was changed, retry when it is back") from None
 
+    def new_segment_starts(self, topic: str, partitions: set[tuple[str, int]],
+                           bootstrap: dict[str, str]) -> dict[tuple[str, int], int]:
+        """Where the first segment of a new logical partition on each of `partitions` ((cluster, index) of physical
+        topic `topic`, which exists) starts: its log end, as a move's new segment does (docs/DESIGN.md §4.5). A
+        physical topic just created is empty (0); one a deletion left behind (its cluster did not answer) holds the
+        deleted topic's records, which would otherwise be the new topic's first offsets. Unavailable (nothing
+        changed in the federation) when one cannot be read; retried meanwhile (a new partition needs a leader)."""
+        wanted: dict[str, set[tuple[str, int]]] = {}
+        for cluster, partition in partitions:
+            wanted.setdefault(cluster, set()).add((topic, partition))
+        try:
+            ends = Mover(self, seal_timeout=NEW_SEGMENT_READ_S).read_ends(wanted, bootstrap) if wanted else {}
+        except MoveFailed as e:
+            raise Unavailable(f"where the new partitions start is unknown: {e}; nothing was changed, retry") from None
+        left = {(c, p): end for (c, _t, p), end in ends.items() if end > 0}
+        if left:
+            log.warning("new partitions of %s start past records a deleted topic of the name left behind: %s",
+                        topic, ", ".join(f"{c}/{topic}/{p} at {end}" for (c, p), end in sorted(left.items())))
+        return {(c, p): end for (c, _t, p), end in ends.items()}
+
     def _write_topic_rows(self, name: str, partitions: int, placement: str, config: dict[str, str], new: bool,
-                          have: int, slots: list[Slot]) -> None:
-        """The topic row and a chain of one segment for each added partition `have`, `have + 1`, ..."""
+                          have: int, slots: list[Slot], starts: dict[tuple[str, int], int]) -> None:
+        """The topic row and a chain of one segment for each added partition `have`, `have + 1`, ..., each starting
+        at `starts` ((cluster, physical partition) -> the log end, `new_segment_starts`)."""
         with self.session() as s:
             if new:
                 s.add(TopicRow(name=name, topic_id=uuid.uuid4().hex, partitions=partitions, placement=placement,
@@ -452,7 +482,8 @@ class Controller:
                     raise Conflict(f"topic {name} was changed concurrently; retry") from None
                 s.add(ChainRow(topic=name, partition=p, leader_epoch=chain.leader_epoch, frozen=False))
                 s.add(SegmentRow(topic=name, partition=p, seq=0, cluster=seg.cluster, physical_topic=seg.topic,
-                                 physical_partition=seg.partition, phys_start=0, phys_end=None, logical_base=0))
+                                 physical_partition=seg.partition, phys_start=starts[(seg.cluster, seg.partition)],
+                                 phys_end=None, logical_base=0))
             try:
                 s.commit()
             except IntegrityError:
@@ -850,7 +881,7 @@ class Controller:
         with self.topology_change() as s:  # read after the scans, so a topic deleted meanwhile is not revived
             needed = self._needed_topics(s, clusters)
         bootstrap = {c.id: c.bootstrap for c in clusters}
-        ends: dict[tuple[str, str, int], int] = {}
+        ends: dict[tuple[str, str, int], tuple[int, str]] = {}
         for scan in scans:
             if scan.reachable:
                 ends.update(self._scan_offsets(scan.cluster, bootstrap[scan.cluster]))
@@ -905,9 +936,9 @@ class Controller:
         held.update(key for key, (_start, end) in self.log_offsets.items() if end > 0)
         return held
 
-    def _scan_offsets(self, cluster: str, bootstrap: str) -> dict[tuple[str, str, int], int]:
+    def _scan_offsets(self, cluster: str, bootstrap: str) -> dict[tuple[str, str, int], tuple[int, str]]:
         """Log start/end of the physical partitions holding active segments (what a seal and a describe need);
-        returns the ends read."""
+        returns the ends read, each with the id of the topic it was read for (`_store_ends` checks it again)."""
         with self.session() as s:
             incarnations = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)).all())
             parts = list(s.execute(select(SegmentRow.physical_topic, SegmentRow.physical_partition)
@@ -924,34 +955,35 @@ class Controller:
                      if tp[0] in now and now[tp[0]] == incarnations.get(tp[0])}
             for (topic, partition), offsets in found.items():
                 self.log_offsets[(cluster, topic, partition)] = offsets
-        return {(cluster, topic, partition): end for (topic, partition), (_start, end) in found.items()}
+        return {(cluster, topic, partition): (end, now[topic]) for (topic, partition), (_start, end) in found.items()}
 
-    def _store_ends(self, ends: dict[tuple[str, str, int], int]) -> None:
+    def _store_ends(self, ends: dict[tuple[str, str, int], tuple[int, str]]) -> None:
         """Write the log ends a scan read, in one transaction: the seal a failover takes when its controller has
         not scanned the dead cluster itself (a takeover, a restart: `Mover.known_end`, docs/DESIGN.md §9.1).
         Only those that moved since this controller last wrote them, or that it wrote `STORED_END_REFRESH_S` ago
         or more (so `scanned_at` says the end was still that a minute ago at most): a scan writes one row per
         physical partition that took writes since the last scan, plus each idle one once a minute. A failed
-        write is logged and tried again by the next scan (the scan goes on: the in-memory ends serve this one)."""
+        write is logged and tried again by the next scan (the scan goes on: the in-memory ends serve this one).
+
+        Each end comes with the id of the topic it was read for (`ends`: key -> (end, topic id)); one whose topic was
+        deleted since (perhaps created again under its name: same physical partitions, another topic) is dropped.
+        Checked, written and remembered under the write lock a deletion takes to forget its topic's ends
+        (`_forget_ends`), so neither the claim rows of a topic created again nor `_stored_ends` get the old one's."""
         read_at = time.time()
-        changed = {key: end for key, end in ends.items() if (stored := self._stored_ends.get(key)) is None
-                   or stored[0] != end or read_at - stored[1] >= STORED_END_REFRESH_S}
-        if not changed:
-            return
-        table = cast(Table, PhysicalPartitionRow.__table__)
-        stmt = (update(table).where(table.c.cluster == bindparam("k_cluster"),
-                                    table.c.physical_topic == bindparam("k_topic"),
-                                    table.c.physical_partition == bindparam("k_partition"))
-                .values(scanned_end=bindparam("k_end"), scanned_at=read_at))
-        rows = [{"k_cluster": c, "k_topic": t, "k_partition": p, "k_end": end} for (c, t, p), end in changed.items()]
         try:
-            with self.session() as s:
-                s.execute(stmt, rows)  # a partition whose claim is gone (its topic deleted) matches no row
+            with self.topology_change() as s:
+                now = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)).all())
+                changed = {key: end for key, (end, topic_id) in ends.items() if now.get(key[1]) == topic_id and (
+                    (stored := self._stored_ends.get(key)) is None or stored[0] != end
+                    or read_at - stored[1] >= STORED_END_REFRESH_S)}
+                if not changed:
+                    return
+                s.execute(_STORE_END, [{"k_cluster": c, "k_topic": t, "k_partition": p, "k_end": end,
+                                        "k_at": read_at} for (c, t, p), end in changed.items()])
                 s.commit()
+                self._stored_ends.update({key: (end, read_at) for key, end in changed.items()})
         except SQLAlchemyError as e:
-            log.warning("log ends of %d partitions not stored: %s", len(rows), e)
-            return
-        self._stored_ends.update({key: (end, read_at) for key, end in changed.items()})
+            log.warning("log ends of %d partitions not stored: %s", len(ends), e)
 
     def _needed_topics(self, s, clusters) -> dict[str, dict[str, tuple[int, dict]]]:
         needed: dict[str, dict[str, tuple[int, dict]]] = {}

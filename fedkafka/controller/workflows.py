@@ -695,6 +695,8 @@ class WorkflowEngine:
             raise MoveFailed(f"physical topic {name} on {target} lost the data it held: not created again")
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
+        starts = self.ctl.new_segment_starts(name, {(target, first + i) for i in range(extra)},
+                                             {target: clusters[target].bootstrap})
         with self.ctl.topology_change() as s:
             topic = s.get(TopicRow, name)
             if topic.partitions != have:
@@ -707,7 +709,8 @@ class WorkflowEngine:
                     raise Conflict(f"topic {name} changed during the expansion; run it again") from None
                 s.add(ChainRow(topic=name, partition=have + i, leader_epoch=0, frozen=False))
                 s.add(SegmentRow(topic=name, partition=have + i, seq=0, cluster=target, physical_topic=name,
-                                 physical_partition=first + i, phys_start=0, phys_end=None, logical_base=0))
+                                 physical_partition=first + i, phys_start=starts[(target, first + i)],
+                                 phys_end=None, logical_base=0))
             self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()

@@ -43,6 +43,11 @@ def setup(make_api, recording_kafka_class):
                 raise OSError(f"{cluster} is down")
             return {(t, p): self.ends.get((cluster, t, p), 0) for t, p in partitions}
 
+        def delete_topic(self, cluster, bootstrap, name):  # its records go with it: created again, it is empty
+            super().delete_topic(cluster, bootstrap, name)
+            for key in [key for key in self.ends if key[:2] == (cluster, name)]:
+                del self.ends[key]
+
     kafka = Clusters()
     api = make_api(kafka=kafka)
     for cid in ("c1", "c2", "c3"):
@@ -213,6 +218,36 @@ def test_a_scan_that_read_a_topic_deleted_meanwhile_keeps_none_of_its_ends(setup
     assert kafka.log_offsets == read  # the deletion happened during the scan
     assert not any(key[:2] == ("c1", "t") for key in ctl.log_offsets)
     assert all(end is None for (c, _, _), (end, _) in stored_ends(ctl).items() if c == "c1")
+
+
+def test_a_scan_does_not_store_a_deleted_topics_ends_into_the_topic_created_again_under_its_name(setup, make_api):
+    """The scan drops the ends of a topic deleted while it read them (above), under the write lock; but it stored
+    what it kept after that lock: a deletion and creation again in between (another cluster's ends are read in
+    between) wrote the old topic's ends (1000) into the new topic's claim rows and `_stored_ends`, where a failover by
+    a controller without its own scan of the dead cluster (`Mover.known_end`) seals at them. Reviewer's test (rev5)."""
+    api, kafka = setup
+    ctl = api.controller
+    for c in ctl.view.topics["t"].partitions:
+        kafka.ends[(c.active.cluster, "t", c.active.partition)] = 1000
+    original = ctl._store_ends
+
+    def racing(ends):
+        api.delete("/v1/topics/t").raise_for_status()
+        api.put("/v1/topics/t", json={"partitions": 6, "placement": "blocks"}).raise_for_status()
+        kafka.ends.clear()
+        original(ends)
+    ctl._store_ends = racing
+    ctl.scan_once()
+    ctl._store_ends = original
+    stored = {key: end for key, (end, _at) in stored_ends(ctl).items() if key[1] == "t"}
+    assert stored and all(end in (None, 0) for end in stored.values()), f"the new t's rows hold the old t's: {stored}"
+    assert not any(end == 1000 for key, (end, _at) in ctl._stored_ends.items() if key[1] == "t")
+    kill(api, kafka, "c1")
+    fresh = make_api(kafka=kafka)  # a controller on the database that has not scanned c1 itself
+    run = finished(fresh, fresh.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done", run["error"]
+    assert all(c.segments[0].phys_end == 0 for c in fresh.controller.view.topics["t"].partitions
+               if c.segments[0].cluster == "c1")
 
 
 def test_a_failover_does_not_send_a_partition_back_onto_its_old_physical_partition_that_lost_its_records(setup):

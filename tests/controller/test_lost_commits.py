@@ -58,7 +58,7 @@ def lossy(make_api, recording_kafka_class, db_url):
     brings the database back as that copy: returns a controller restarted on it. `ends` are the log ends Kafka
     answers; a cluster in `api.kafka.down` answers nothing."""
     path = db_url.removeprefix("sqlite:///")
-    ends = {("c1", "t", 0): 100, ("c2", "t", 0): 0}
+    ends: dict[tuple[str, str, int], int] = {}
 
     class Kafka(recording_kafka_class):
         def log_offsets(self, cluster, bootstrap, partitions):
@@ -71,6 +71,7 @@ def lossy(make_api, recording_kafka_class, db_url):
     for cid in ("c1", "c2"):
         api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
     api.put("/v1/topics/t", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    ends.update({("c1", "t", 0): 100, ("c2", "t", 0): 0})  # written since it was created
     member = api.post("/v1/proxies", json=PROXY).json()["member_id"]
     replica = path + ".replica"
 
@@ -681,6 +682,65 @@ def test_a_publish_forced_past_a_check_is_recorded_and_says_what_it_overrode(hel
     assert answer.status_code == 200, answer.text
     assert any(c.startswith("forced: target_start 50 is not") for c in answer.json()["checks"])
     assert (_move(ctl, move_id).state, _move(ctl, move_id).phys_start) == ("sealed", 50)
+
+
+@pytest.fixture
+def held_back_onto_a_lost_partition(lossy):
+    """t/0 moved c1 -> c2/t/0 (c1 sealed at 100, c2 from 0 at logical 100), 30 records written on c2, moved back
+    (c2 sealed at 30, c1 from 100 at logical 130), 20 more records on c1; then c2 lost its data (c2/t/0's log end
+    went back to 0) and a move of t/0 to c2/t/0 froze (its target end 0) and was held. Returns (its API, the move's
+    id, `ends`)."""
+    api, member, ends, _keep_replica, _fail_over = lossy
+    ctl = api.controller
+    mover = Mover(ctl, ack_timeout=1)
+    for source, target, end in (("c1", "c2", 30), ("c2", "c1", 120)):
+        ids = mover.plan(None, [Move("t", 0, source, target, "t", 0)])
+        mover._freeze(ids)
+        _report(api, member, ctl.view.version)
+        assert mover.run(ids) == {"done": 1}
+        _report(api, member, ctl.view.version)
+        ends[(target, "t", 0)] = end
+    assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, 30, 100), ("c1", 100, None, 130)]
+    ends[("c2", "t", 0)] = 0
+    [move_id] = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
+    mover._freeze([move_id])
+    assert (_move(ctl, move_id).state, _move(ctl, move_id).target_end) == ("frozen", 0)
+    with ctl.session() as s:
+        s.execute(update(MoveRow).where(MoveRow.id == move_id).values(state="held", held_for="target_grew"))
+        s.commit()
+    return api, move_id, ends
+
+
+@pytest.mark.parametrize("case", ["target_end", "no_target_end", "no_target_end-target_unread", "forced"])
+def test_a_held_move_is_not_published_with_its_new_segment_below_an_older_seal_on_its_target(
+        held_back_onto_a_lost_partition, case):
+    """c2/t/0 holds an older segment of t/0 (phys 0..30 at logical 100..129) and lost its data. Publishing the held
+    move at target_start 0 (its recorded target end; or any start at or below the target's log end for a move
+    without one, or whose target cannot be read; or anything, forced) started the new segment at logical 150 on
+    c2 phys 0: the records written there had logical offsets 100.. and 150.. both, and offsets handed out for the
+    older segment named records written after the publish. The seal refuses that (docs/DESIGN.md §4.5); the
+    operator's publish now does too, forced or not."""
+    api, move_id, ends = held_back_onto_a_lost_partition
+    ctl = api.controller
+    if case.startswith("no_target_end"):
+        with ctl.session() as s:
+            s.execute(update(MoveRow).where(MoveRow.id == move_id).values(target_end=None, held_for="no_target_end"))
+            s.commit()
+    if case.endswith("target_unread"):
+        ctl.kafka.down.add("c2")
+    body = {"seal": 120, "target_start": 0, "force": case == "forced"}
+    answer = api.post(f"/v1/moves/{move_id}/publish", json=body)
+    assert answer.status_code == 422, answer.text
+    assert "target_start 0 on c2/t/0 is below the seal 30 of an older segment of t/0" in answer.json()["detail"]
+    assert _move(ctl, move_id).state == "held" and _frozen(ctl)
+    assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, 30, 100), ("c1", 100, None, 130)]
+    ends[("c2", "t", 0)] = 30  # c2 kept its data after all: a publish from its log end is what the seal would do
+    ctl.kafka.down.discard("c2")
+    with ctl.session() as s:
+        s.execute(update(MoveRow).where(MoveRow.id == move_id).values(target_end=30))
+        s.commit()
+    answer = api.post(f"/v1/moves/{move_id}/publish", json={"seal": 120, "target_start": 30})
+    assert answer.status_code == 200 and answer.json()["state"] == "sealed", answer.text
 
 
 def test_a_publish_with_the_source_unreadable_is_checked_against_the_row_only(held):

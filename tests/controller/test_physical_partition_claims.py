@@ -160,3 +160,67 @@ def _p1_drained_off_c2(make_api, kafka):
         s.commit()
     ctl.compose()
     return api, ctl
+
+
+def _deleted_with_one_down(api, kafka, down: str, ends: int) -> None:
+    """t deleted while cluster `down` was down: the federation forgot it, but `down`/t (its partitions at log end
+    `ends`, the deleted topic's records) stayed behind; the cluster is back."""
+    from fedkafka.controller.kafka_admin import KafkaUnavailable
+
+    original_delete = kafka.delete_topic
+
+    def delete(cluster, bootstrap, name):
+        if cluster in kafka.down:
+            raise KafkaUnavailable(f"{cluster} down")
+        original_delete(cluster, bootstrap, name)
+    kafka.delete_topic = delete
+    for p in range(kafka.created[(down, "t")]):
+        kafka.ends[(down, "t", p)] = ends
+    kafka.down.add(down)
+    api.delete("/v1/topics/t").raise_for_status()
+    kafka.down.discard(down)
+    api.controller.scan_once()
+    assert (down, "t") in kafka.created  # left behind, with its records
+
+
+@pytest.mark.parametrize("route", ["/v1/topics/t", "/v1/admin/topics"], ids=["api", "kafka-create-topics"])
+def test_a_topic_created_again_over_a_physical_topic_its_deletion_left_behind_does_not_start_at_its_records(
+        make_api, kafka, route):
+    """delete_topic deletes the physical topics best effort: c1 was down, so c1/t kept the deleted t's 100 records
+    a partition. Created again under the name, t found c1/t there (CreateTopics: TOPIC_ALREADY_EXISTS) and started
+    its segments at phys 0: the deleted topic's records were the new topic's logical 0..99, served to its consumers
+    (and a move's seal counted them). A new segment starts at its physical partition's log end, as a move's does
+    (docs/DESIGN.md §4.5). Reviewer's test (rev5)."""
+    api = make_api(kafka=kafka)
+    register(api, "c1", "c2", "c3")
+    api.put("/v1/topics/t", json={"partitions": 3, "placement": "balanced"}).raise_for_status()
+    _deleted_with_one_down(api, kafka, "c1", 100)
+    if route == "/v1/topics/t":
+        api.put(route, json={"partitions": 3, "placement": "balanced"}).raise_for_status()
+    else:
+        api.post(route, json={"name": "t", "partitions": 3}).raise_for_status()
+    on_c1 = [c.active for c in api.controller.view.topics["t"].partitions if c.active.cluster == "c1"]
+    assert on_c1 and all((s.phys_start, s.logical_base) == (100, 0) for s in on_c1), \
+        f"new t starts at c1 phys {[s.phys_start for s in on_c1]}: the old t's records"
+    fresh = [c.active for c in api.controller.view.topics["t"].partitions if c.active.cluster != "c1"]
+    assert fresh and all(s.phys_start == 0 for s in fresh)  # created now, empty
+
+
+def test_a_topic_expanded_onto_a_physical_topic_its_deletion_left_behind_does_not_start_at_its_records(
+        make_api, kafka):
+    """The same through an expand: t created again on c1 and c2 only (c3 unreachable then), then expanded onto c3,
+    whose c3/t the old t left behind: the new partition starts at its log end."""
+    api = make_api(kafka=kafka)
+    ctl = api.controller
+    register(api, "c1", "c2", "c3")
+    api.put("/v1/topics/t", json={"partitions": 3, "placement": "balanced"}).raise_for_status()
+    _deleted_with_one_down(api, kafka, "c3", 100)
+    kafka.down.add("c3")
+    ctl.scan_once()  # c3 unreachable: the new t is placed on c1 and c2
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "balanced"}).raise_for_status()
+    kafka.down.discard("c3")
+    ctl.scan_once()
+    assert all(c.active.cluster != "c3" for c in ctl.view.topics["t"].partitions)
+    WorkflowEngine(ctl)._add_partitions("t", 2, 1, "c3")
+    added = ctl.view.chain("t", 2).active
+    assert (added.cluster, added.partition, added.phys_start, added.logical_base) == ("c3", 0, 100, 0)
