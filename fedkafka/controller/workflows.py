@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from math import ceil
 from typing import Any
@@ -27,7 +28,7 @@ from fedkafka.controller import claims
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.coordination import CoordinationMove
-from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
+from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
@@ -624,11 +625,7 @@ class WorkflowEngine:
         clusters = self._clusters()
         with self.ctl.session() as s:
             configs = {t.name: json.loads(t.config_json) for t in s.scalars(select(TopicRow))}
-        lost = sorted(f"{topic} on {cluster}" for cluster, topic in needed
-                      if topic in self.ctl.lost_topics.get(cluster, ()))
-        if lost:  # created again it would be empty, below the offsets its older segments map to (DESIGN §9.3)
-            raise MoveFailed(f"physical topic {', '.join(lost)} lost the data it held: not created again; "
-                             "nothing was moved")
+        self._refuse_lost(needed, clusters)  # created again it would be empty (DESIGN §9.3)
         for (cluster, topic), partitions in sorted(needed.items()):
             try:
                 self.ctl.kafka.ensure_topic(cluster, clusters[cluster].bootstrap, topic, partitions,
@@ -643,6 +640,14 @@ class WorkflowEngine:
             return self.mover.read_ends(wanted, {c: clusters[c].bootstrap for c in wanted})
         except MoveFailed as e:
             raise MoveFailed(f"new partitions not ready: {e}; nothing was moved") from None
+
+    def _refuse_lost(self, pairs: Iterable[tuple[str, str]], clusters: dict) -> None:
+        """MoveFailed when a (cluster, physical topic) of `pairs` lost the data it held (`Controller.refuse_lost`:
+        decided from the database, before this controller's first scan too), or its cluster cannot tell."""
+        try:
+            self.ctl.refuse_lost(pairs, {c: r.bootstrap for c, r in clusters.items()})
+        except (PhysicalTopicLost, KafkaUnavailable) as e:
+            raise MoveFailed(f"{e}; nothing was moved") from None
 
     def _chains(self):
         view = self.ctl.view
@@ -691,8 +696,7 @@ class WorkflowEngine:
             used = claims.load(s, name).get((target, name), {})  # dropped segments' partitions hold records still
             config = json.loads(topic.config_json)
         first = max(used, default=-1) + 1
-        if name in self.ctl.lost_topics.get(target, ()):  # created again it would be empty (DESIGN §9.3)
-            raise MoveFailed(f"physical topic {name} on {target} lost the data it held: not created again")
+        self._refuse_lost([(target, name)], clusters)  # created again it would be empty (DESIGN §9.3)
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
         with self.ctl.topology_change() as s:

@@ -563,13 +563,61 @@ def test_a_move_into_a_physical_topic_lost_with_its_data_fails_and_moves_nothing
 
 
 def test_an_expansion_onto_a_physical_topic_lost_with_its_data_fails_and_creates_nothing(setup):
-    """`expand` adds partitions on the new cluster's physical topic of the name; one the scans found lost with its
-    data there (a cluster that held the topic before, rebuilt empty) is not created again by it either."""
+    """`expand` adds partitions on the new cluster's physical topic of the name; one that held data there (a cluster
+    that held the topic before, rebuilt empty) is not created again by it either, scanned or not."""
     api, kafka = setup
     ctl = api.controller
     api.put("/v1/clusters/c4", json={"bootstrap": "c4:9092"}).raise_for_status()
-    ctl.lost_topics["c4"] = ["t"]  # what a scan found (test_a_physical_topic_that_held_data_is_not_created_again...)
+    with ctl.session() as s:  # t/0 lived on c4's t/0 once: its claim stays, with the end the scans stored
+        s.add(PhysicalPartitionRow(cluster="c4", physical_topic="t", physical_partition=0, topic="t", partition=0,
+                                   scanned_end=7))
+        s.commit()
     run = finished(api, api.post("/v1/workflows", json={"kind": "scale_up", "cluster": "c4",
                                                         "strategy": "expand"}).json())
     assert run["state"] == "failed" and "lost the data it held" in run["error"], run
     assert ("c4", "t") not in kafka.created and len(ctl.view.topics["t"].partitions) == 6
+
+
+def lose(api, kafka, cluster: str, topic: str, end: int = 100) -> None:
+    """`cluster` held records of physical topic `topic` (its active segments' log ends, read by a scan), then lost
+    it with its data: the next scan lists it lost and does not create it again."""
+    ctl = api.controller
+    for c in ctl.view.topics[topic].partitions:
+        if c.active.cluster == cluster:
+            kafka.ends[(cluster, topic, c.active.partition)] = end
+    ctl.scan_once()
+    del kafka.created[(cluster, topic)]
+    kafka.gone.add((cluster, topic))
+    ctl.scan_once()
+    assert topic in ctl.lost_topics[cluster] and (cluster, topic) not in kafka.created
+
+
+def test_growing_a_topic_does_not_create_again_a_physical_topic_lost_with_its_data(setup):
+    """Growing a topic creates its new partitions' physical ones (`put_topic`): not on a cluster that lost the
+    physical topic with its data, where the old active segments (phys_start 0) would then take writes at logical
+    offsets already handed out. Refused, naming it; nothing changes."""
+    api, kafka = setup
+    ctl = api.controller
+    lose(api, kafka, "c1", "t")
+    res = api.put("/v1/topics/t", json={"partitions": 9, "placement": "blocks"})
+    assert res.status_code == 409 and "t on c1 lost the data it held" in res.text, res.text
+    assert ("c1", "t") not in kafka.created and len(ctl.view.topics["t"].partitions) == 6
+
+
+def test_a_failover_run_before_the_first_scan_does_not_create_again_a_physical_topic_lost_with_its_data(setup):
+    """A controller that just started (or took over) resumes runs and starts failovers before its first scan, with
+    no `lost_topics` in memory: the database decides (the ends the scans stored)."""
+    api, kafka = setup
+    ctl = api.controller
+    for c in ctl.view.topics["t"].partitions:
+        kafka.ends[(c.active.cluster, "t", c.active.partition)] = 100
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    lose(api, kafka, "c2", "t")
+    kill(api, kafka, "c1")
+    ctl.lost_topics.clear()  # a controller restarted on this database, before its first scan
+    ctl.log_offsets.clear()
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert ("c2", "t") not in kafka.created, "the failover created the lost physical topic again"
+    assert run["state"] == "failed" and "t on c2 lost the data it held" in run["error"], run
+    assert all(ctl.view.topics["t"].partitions[p].active.cluster == "c1" for p in on_c1)
+
