@@ -649,6 +649,16 @@ class WorkflowEngine:
         except (PhysicalTopicLost, KafkaUnavailable) as e:
             raise MoveFailed(f"{e}; nothing was moved") from None
 
+    def _lost_targets(self, targets: Iterable[str]) -> set[tuple[str, str]]:
+        """(cluster, physical topic) pairs among `targets` x the topics whose cluster lost the data they held: the
+        planners send no partition there (one lost topic would otherwise fail every move of a run)."""
+        clusters = self._clusters()
+        try:
+            return self.ctl.lost_physical_topics({(c, t) for c in targets for t in self.ctl.view.topics},
+                                                 {c: r.bootstrap for c, r in clusters.items()})
+        except KafkaUnavailable as e:
+            raise MoveFailed(f"{e}; nothing was moved") from None
+
     def _chains(self):
         view = self.ctl.view
         return {name: [c.segments for c in t.partitions] for name, t in view.topics.items()}
@@ -663,7 +673,7 @@ class WorkflowEngine:
         return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
 
     def _rebalance_plan(self, target: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
-        return rebalance(self._chains(), self._active(), target, self._claims(), avoid)
+        return rebalance(self._chains(), self._active(), target, self._claims(), avoid, self._lost_targets([target]))
 
     # -- expand ------------------------------------------------------------------------------------
     def _expand(self, run_id: int) -> None:
@@ -746,6 +756,11 @@ class WorkflowEngine:
                 elif (lost_claims := lost_claims + 1) >= PLAN_ATTEMPTS:  # the same plan lost every time: no spin
                     raise MoveFailed(f"targets claimed by other runs {PLAN_ATTEMPTS} times in a row; run the "
                                      f"failover again")
+            elif (left := self._writing_to(cluster)) and not any(key in busy for key in left):
+                raise MoveFailed(f"{len(left)} partitions still write to {cluster}: their physical topic lost the "
+                                 f"data it held on every live cluster ({', '.join(f'{t}/{p}' for t, p in left[:10])}); "
+                                 "repair one and run the failover again (docs/OPERATIONS.md, \"A cluster lost a "
+                                 "topic's data\")")
             elif time.monotonic() > deadline:
                 raise MoveFailed(f"{self._active_on(cluster)} partitions still write to {cluster}: other moves of "
                                  f"them did not settle within {FAILOVER_BUSY_WAIT_S:.0f} s; run the failover again")
@@ -757,6 +772,10 @@ class WorkflowEngine:
 
     def _failover_plan(self, dead: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
         return [dataclasses.replace(m, gap=UNCLEAN_GAP) for m in self._evacuate_plan(dead, avoid)]
+
+    def _writing_to(self, cluster: str) -> list[tuple[str, int]]:
+        return [(t, p) for t, parts in sorted(self._chains().items()) for p, segs in enumerate(parts)
+                if segs[-1].cluster == cluster]
 
     def _busy(self) -> set[tuple[str, int]]:
         with self.ctl.session() as s:
@@ -790,8 +809,9 @@ class WorkflowEngine:
 
     def _evacuate_plan(self, leaving: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
         active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
-        return evacuate(self._chains(), [c.id for c in active if c.id != leaving] + [leaving], leaving,
-                        self._claims(), avoid)
+        targets = [c.id for c in active if c.id != leaving]
+        return evacuate(self._chains(), [*targets, leaving], leaving, self._claims(), avoid,
+                        self._lost_targets(targets))
 
     def _active_on(self, cluster: str) -> int:
         with self.ctl.session() as s:
