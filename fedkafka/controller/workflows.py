@@ -165,7 +165,8 @@ class WorkflowEngine:
         if strategy == "expand":
             return [{"topic": name, "partitions_added": ceil(partitions / max(1, len(active) - 1)), "to": target}
                     for name, partitions in self._expand_todo(target)]
-        return [_planned(m) for m in rebalance(self._chains(), active, target, self._claims())]
+        lost = self._lost_targets([target]) if target in self._clusters() else frozenset()
+        return [_planned(m) for m in rebalance(self._chains(), active, target, self._claims(), lost=lost)]
 
     def _decommission_plan(self, cluster: str) -> tuple[list[str], list[dict[str, Any]]]:
         """The state changes and moves of a decommission; like _decommission, it leaves out what is done."""
@@ -656,8 +657,8 @@ class WorkflowEngine:
         try:
             return self.ctl.lost_physical_topics({(c, t) for c in targets for t in self.ctl.view.topics},
                                                  {c: r.bootstrap for c, r in clusters.items()})
-        except KafkaUnavailable as e:
-            raise MoveFailed(f"{e}; nothing was moved") from None
+        except KafkaUnavailable as e:  # (a dry run answers 503, a run fails)
+            raise Unavailable(f"{e}; nothing was moved") from None
 
     def _chains(self):
         view = self.ctl.view

@@ -635,8 +635,30 @@ def test_a_topic_lost_on_one_live_cluster_does_not_block_the_failover_of_every_o
     u_on_c1 = [p for p, c in enumerate(ctl.view.topics["u"].partitions) if c.active.cluster == "c1"]
     assert t_on_c1 and u_on_c1
     kill(api, kafka, "c1")
+    plan = api.post(DRY, json={"kind": "failover", "cluster": "c1"}).json()
     run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
     assert run["state"] == "done", run["error"]
+    assert moves_of(run["partitions_moved"]) == moves_of(plan["partitions_moved"])  # the dry run plans alike
     assert all(ctl.view.topics["t"].partitions[p].active.cluster != "c1" for p in t_on_c1)
     assert {ctl.view.topics["u"].partitions[p].active.cluster for p in u_on_c1} == {"c3"}
     assert ("c2", "u") not in kafka.created
+
+
+def test_a_scale_up_moves_no_partition_onto_a_physical_topic_its_new_cluster_lost_with_its_data(setup):
+    """c4 held t once (its claim stays, with the end the scans stored) and comes back rebuilt empty: a rebalance onto
+    it moves the other topics' partitions and none of t's, in the dry run and in the run alike."""
+    api, kafka = setup
+    ctl = api.controller
+    api.put("/v1/topics/u", json={"partitions": 6, "placement": "blocks"}).raise_for_status()
+    api.put("/v1/clusters/c4", json={"bootstrap": "c4:9092"}).raise_for_status()
+    with ctl.session() as s:
+        s.add(PhysicalPartitionRow(cluster="c4", physical_topic="t", physical_partition=0, topic="t", partition=0,
+                                   scanned_end=7))
+        s.commit()
+    request = {"kind": "scale_up", "cluster": "c4", "strategy": "rebalance"}
+    plan = api.post(DRY, json=request).json()
+    run = finished(api, api.post("/v1/workflows", json=request).json())
+    assert run["state"] == "done", run["error"]
+    assert moves_of(run["partitions_moved"]) == moves_of(plan["partitions_moved"])
+    assert {m["topic"] for m in run["partitions_moved"]} == {"u"}
+    assert ("c4", "t") not in kafka.created and ("c4", "u") in kafka.created
