@@ -662,3 +662,18 @@ def test_a_scale_up_moves_no_partition_onto_a_physical_topic_its_new_cluster_los
     assert moves_of(run["partitions_moved"]) == moves_of(plan["partitions_moved"])
     assert {m["topic"] for m in run["partitions_moved"]} == {"u"}
     assert ("c4", "t") not in kafka.created and ("c4", "u") in kafka.created
+
+
+def test_a_topic_deleted_and_created_again_is_not_taken_for_one_lost_with_its_data(setup):
+    """The old topic's records went with it (its claims, stored and scanned ends are forgotten): creating the name
+    again is not refused by the lost-topic check."""
+    api, kafka = setup
+    ctl = api.controller
+    lose(api, kafka, "c1", "t")
+    api.delete("/v1/topics/t").raise_for_status()
+    kafka.gone.clear()
+    res = api.put("/v1/topics/t", json={"partitions": 6, "placement": "blocks"})
+    assert res.status_code == 200, res.text
+    assert ("c1", "t") in kafka.created
+    ctl.scan_once()
+    assert ctl.lost_topics["c1"] == []
