@@ -30,3 +30,12 @@ class Unavailable(ControllerError):
     """A physical cluster needed for the change did not answer: nothing was written to the database."""
 
     status = 503
+
+
+class PhysicalTopicLost(Conflict):
+    """A physical topic a change would create or grow held data that its cluster lost: created again it would be
+    empty and take writes at offsets already handed out (docs/DESIGN.md §9.3). Nothing was changed."""
+
+    def __init__(self, which: str):
+        super().__init__(f"physical topic {which} lost the data it held: not created again, nothing was changed "
+                         "(docs/OPERATIONS.md, \"A cluster lost a topic's data\")", kafka_error="POLICY_VIOLATION")

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from fedkafka.controller import acls, claims, db
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
-from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
+from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
 from fedkafka.controller.leadership import Leadership
 from fedkafka.controller.metrics import Metrics
@@ -429,6 +429,7 @@ class Controller:
         """Kafka first, database second: a failure here leaves nothing half-written in the view."""
         try:
             needed = physical_partition_counts([*used, *slots])
+            self.refuse_lost([(cluster_id, name) for cluster_id in physical_partition_counts(slots)], bootstrap)
             for cluster_id in physical_partition_counts(slots):
                 self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
             self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)
@@ -896,20 +897,15 @@ class Controller:
         data: created again it would be empty, and written from offset 0, below the offsets the chains map to it
         (an acked record at an older segment's logical offset, docs/DESIGN.md §4.5, §9.3). Those are left missing
         (their partitions unwritable: the proxies find no leader), logged, counted and listed (`lost_topics`)."""
-        held: set[tuple[str, str, int]] | None = None  # read only when something is missing
         for scan in scans:
             if not scan.reachable:
                 continue
-            lost: list[str] = []
-            for topic, (partitions, config) in needed.get(scan.cluster, {}).items():
-                have = scan.topics.get(topic, 0)
-                if have >= partitions:
-                    continue
-                if held is None:
-                    with self.session() as s:
-                        held = self._held_data(s)
-                if any((scan.cluster, topic, p) in held for p in range(have, partitions)):
-                    lost.append(topic)
+            missing = {topic: want for topic, want in needed.get(scan.cluster, {}).items()
+                       if scan.topics.get(topic, 0) < want[0]}
+            lost = sorted(t for _, t in self.lost_physical_topics(
+                [(scan.cluster, t) for t in missing], bootstrap, {scan.cluster: scan.topics}))
+            for topic, (partitions, config) in missing.items():
+                if topic in lost:
                     continue
                 try:
                     self.kafka.ensure_topic(scan.cluster, bootstrap[scan.cluster], topic, partitions, config)
@@ -923,6 +919,44 @@ class Controller:
                           scan.cluster, topic)
             self.lost_topics[scan.cluster] = sorted(lost)
             self.metrics.physical_topics_lost.labels(scan.cluster).set(len(lost))
+
+    def lost_physical_topics(self, wanted: Iterable[tuple[str, str]], bootstrap: Mapping[str, str],
+                             have: Mapping[str, Mapping[str, int]] | None = None) -> set[tuple[str, str]]:
+        """The (cluster, physical topic) pairs of `wanted` whose cluster lacks a physical partition that held data
+        (`_held_data`: the database's segments and stored ends): created, or grown, again it would be empty and written
+        from offset 0, below the offsets the chains map to it (docs/DESIGN.md §4.5, §9.3). Decided from the database
+        and the cluster, never from what a scan of this controller remembers, so a controller that has not scanned
+        yet (just started, just took over) decides alike. `have`: each cluster's partition count per topic when a
+        scan just read them; otherwise a cluster is asked, only when a partition of a wanted pair held data
+        (KafkaUnavailable when it does not answer). Every creation of a data topic asks this first
+        (`refuse_lost`, the scans' `_create_missing`, the planners)."""
+        pairs = set(wanted)
+        if not pairs:
+            return set()
+        with self.session() as s:
+            held = self._held_data(s)
+        last: dict[tuple[str, str], int] = {}  # the highest partition of each wanted pair that held data
+        for c, t, p in held:
+            if (c, t) in pairs:
+                last[(c, t)] = max(last.get((c, t), -1), p)
+        counts: dict[str, Mapping[str, int]] = dict(have or {})
+        lost = set()
+        for (cluster, topic), highest in sorted(last.items()):
+            if cluster not in counts:
+                scan = self.kafka.scan(cluster, bootstrap[cluster])
+                if not scan.reachable:
+                    raise KafkaUnavailable(f"cluster {cluster} ({bootstrap[cluster]}) did not answer: {scan.error}")
+                counts[cluster] = scan.topics
+            if counts[cluster].get(topic, 0) <= highest:
+                lost.add((cluster, topic))
+        return lost
+
+    def refuse_lost(self, wanted: Iterable[tuple[str, str]], bootstrap: Mapping[str, str]) -> None:
+        """PhysicalTopicLost naming every (cluster, physical topic) of `wanted` that `lost_physical_topics` finds:
+        called before a data topic is created or grown (`put_topic`, a move's targets, `expand`)."""
+        lost = self.lost_physical_topics(wanted, bootstrap)
+        if lost:
+            raise PhysicalTopicLost(", ".join(f"{t} on {c}" for c, t in sorted(lost)))
 
     def _held_data(self, s) -> set[tuple[str, str, int]]:
         """The physical partitions known to have held records: a sealed segment with records, a segment that

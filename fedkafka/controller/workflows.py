@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from math import ceil
 from typing import Any
@@ -27,7 +28,7 @@ from fedkafka.controller import claims
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.coordination import CoordinationMove
-from fedkafka.controller.errors import Conflict, Invalid, NotFound, Unavailable
+from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
@@ -164,7 +165,8 @@ class WorkflowEngine:
         if strategy == "expand":
             return [{"topic": name, "partitions_added": ceil(partitions / max(1, len(active) - 1)), "to": target}
                     for name, partitions in self._expand_todo(target)]
-        return [_planned(m) for m in rebalance(self._chains(), active, target, self._claims())]
+        lost = self._lost_targets([target]) if target in self._clusters() else frozenset()
+        return [_planned(m) for m in rebalance(self._chains(), active, target, self._claims(), lost=lost)]
 
     def _decommission_plan(self, cluster: str) -> tuple[list[str], list[dict[str, Any]]]:
         """The state changes and moves of a decommission; like _decommission, it leaves out what is done."""
@@ -624,11 +626,7 @@ class WorkflowEngine:
         clusters = self._clusters()
         with self.ctl.session() as s:
             configs = {t.name: json.loads(t.config_json) for t in s.scalars(select(TopicRow))}
-        lost = sorted(f"{topic} on {cluster}" for cluster, topic in needed
-                      if topic in self.ctl.lost_topics.get(cluster, ()))
-        if lost:  # created again it would be empty, below the offsets its older segments map to (DESIGN §9.3)
-            raise MoveFailed(f"physical topic {', '.join(lost)} lost the data it held: not created again; "
-                             "nothing was moved")
+        self._refuse_lost(needed, clusters)  # created again it would be empty (DESIGN §9.3)
         for (cluster, topic), partitions in sorted(needed.items()):
             try:
                 self.ctl.kafka.ensure_topic(cluster, clusters[cluster].bootstrap, topic, partitions,
@@ -644,6 +642,24 @@ class WorkflowEngine:
         except MoveFailed as e:
             raise MoveFailed(f"new partitions not ready: {e}; nothing was moved") from None
 
+    def _refuse_lost(self, pairs: Iterable[tuple[str, str]], clusters: dict) -> None:
+        """MoveFailed when a (cluster, physical topic) of `pairs` lost the data it held (`Controller.refuse_lost`:
+        decided from the database, before this controller's first scan too), or its cluster cannot tell."""
+        try:
+            self.ctl.refuse_lost(pairs, {c: r.bootstrap for c, r in clusters.items()})
+        except (PhysicalTopicLost, KafkaUnavailable) as e:
+            raise MoveFailed(f"{e}; nothing was moved") from None
+
+    def _lost_targets(self, targets: Iterable[str]) -> set[tuple[str, str]]:
+        """(cluster, physical topic) pairs among `targets` x the topics whose cluster lost the data they held: the
+        planners send no partition there (one lost topic would otherwise fail every move of a run)."""
+        clusters = self._clusters()
+        try:
+            return self.ctl.lost_physical_topics({(c, t) for c in targets for t in self.ctl.view.topics},
+                                                 {c: r.bootstrap for c, r in clusters.items()})
+        except KafkaUnavailable as e:  # (a dry run answers 503, a run fails)
+            raise Unavailable(f"{e}; nothing was moved") from None
+
     def _chains(self):
         view = self.ctl.view
         return {name: [c.segments for c in t.partitions] for name, t in view.topics.items()}
@@ -658,7 +674,7 @@ class WorkflowEngine:
         return [c.id for c in self._clusters().values() if c.state == ClusterState.ACTIVE and c.reachable]
 
     def _rebalance_plan(self, target: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
-        return rebalance(self._chains(), self._active(), target, self._claims(), avoid)
+        return rebalance(self._chains(), self._active(), target, self._claims(), avoid, self._lost_targets([target]))
 
     # -- expand ------------------------------------------------------------------------------------
     def _expand(self, run_id: int) -> None:
@@ -691,8 +707,7 @@ class WorkflowEngine:
             used = claims.load(s, name).get((target, name), {})  # dropped segments' partitions hold records still
             config = json.loads(topic.config_json)
         first = max(used, default=-1) + 1
-        if name in self.ctl.lost_topics.get(target, ()):  # created again it would be empty (DESIGN §9.3)
-            raise MoveFailed(f"physical topic {name} on {target} lost the data it held: not created again")
+        self._refuse_lost([(target, name)], clusters)  # created again it would be empty (DESIGN §9.3)
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
         starts = self.ctl.new_segment_starts(name, {(target, first + i) for i in range(extra)},
@@ -745,6 +760,11 @@ class WorkflowEngine:
                 elif (lost_claims := lost_claims + 1) >= PLAN_ATTEMPTS:  # the same plan lost every time: no spin
                     raise MoveFailed(f"targets claimed by other runs {PLAN_ATTEMPTS} times in a row; run the "
                                      f"failover again")
+            elif (left := self._writing_to(cluster)) and not any(key in busy for key in left):
+                raise MoveFailed(f"{len(left)} partitions still write to {cluster}: their physical topic lost the "
+                                 f"data it held on every live cluster ({', '.join(f'{t}/{p}' for t, p in left[:10])}); "
+                                 "repair one and run the failover again (docs/OPERATIONS.md, \"A cluster lost a "
+                                 "topic's data\")")
             elif time.monotonic() > deadline:
                 raise MoveFailed(f"{self._active_on(cluster)} partitions still write to {cluster}: other moves of "
                                  f"them did not settle within {FAILOVER_BUSY_WAIT_S:.0f} s; run the failover again")
@@ -756,6 +776,10 @@ class WorkflowEngine:
 
     def _failover_plan(self, dead: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
         return [dataclasses.replace(m, gap=UNCLEAN_GAP) for m in self._evacuate_plan(dead, avoid)]
+
+    def _writing_to(self, cluster: str) -> list[tuple[str, int]]:
+        return [(t, p) for t, parts in sorted(self._chains().items()) for p, segs in enumerate(parts)
+                if segs[-1].cluster == cluster]
 
     def _busy(self) -> set[tuple[str, int]]:
         with self.ctl.session() as s:
@@ -789,8 +813,9 @@ class WorkflowEngine:
 
     def _evacuate_plan(self, leaving: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
         active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
-        return evacuate(self._chains(), [c.id for c in active if c.id != leaving] + [leaving], leaving,
-                        self._claims(), avoid)
+        targets = [c.id for c in active if c.id != leaving]
+        return evacuate(self._chains(), [*targets, leaving], leaving, self._claims(), avoid,
+                        self._lost_targets(targets))
 
     def _active_on(self, cluster: str) -> int:
         with self.ctl.session() as s:

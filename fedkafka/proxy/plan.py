@@ -18,7 +18,7 @@ from kio.schema.errors import ErrorCode
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS
 from fedkafka.security.acl import CLUSTER_NAME, Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
-from fedkafka.view.model import Endpoint, PartitionChain, ProxyInfo, ProxyRole, View
+from fedkafka.view.model import ClusterState, Endpoint, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,3 +350,18 @@ def readable_chain(ctx: Context, topic: str, partition: int,
         return ErrorCode.fenced_leader_epoch if current_leader_epoch < chain.leader_epoch \
             else ErrorCode.unknown_leader_epoch
     return chain
+
+
+def lost_for_good(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
+    """A sealed segment whose records are gone for good: its cluster answers without the physical topic (a lost
+    disk, a cluster rebuilt empty; the controller never creates such a topic again, docs/DESIGN.md §9.3) and the
+    operator gave the cluster up: this chain failed over from it (an unclean gap follows one of its segments there)
+    or the cluster is no longer active (a failover leaves it read_only). A reader there is moved past it and earliest
+    skips it; before that it is waited for, as a dead cluster is: its data may yet be restored."""
+    physical = ctx.physical
+    if seg.active or not physical.reachable(seg.cluster) or physical.topic_id(seg.cluster, seg.topic) is not None:
+        return False
+    cluster = ctx.view.clusters.get(seg.cluster)
+    if cluster is None or cluster.state != ClusterState.ACTIVE:
+        return True
+    return any(chain.gap_after(s) is not None for s in chain.segments if s.cluster == seg.cluster)

@@ -38,14 +38,18 @@ Physical = tuple[str, str, int]  # (cluster, physical topic, physical partition)
 
 
 def rebalance(chains: Chains, active: Sequence[str], target: str, claims: Claims | None = None,
-              avoid: AbstractSet[Physical] = frozenset()) -> list[Move]:
+              avoid: AbstractSet[Physical] = frozenset(), lost: AbstractSet[tuple[str, str]] = frozenset()
+              ) -> list[Move]:
     """Moves that give `target` a fair share (floor(P / clusters)) of every topic's active segments,
     taken from the clusters holding the most. Idempotent: nothing when `target` has its share. A partition is never
-    sent back to one of its old physical partitions in `avoid` (`reused_below_seal`): it takes a new one."""
+    sent back to one of its old physical partitions in `avoid` (`reused_below_seal`): it takes a new one. A topic
+    whose physical topic `target` lost with its data (`lost`: (cluster, physical topic)) is left where it is."""
     if target not in active:
         raise ValueError(f"{target} is not an active cluster")
     moves: list[Move] = []
     for topic, parts in sorted(chains.items()):
+        if (target, topic) in lost:
+            continue
         owner = {p: segs[-1].cluster for p, segs in enumerate(parts)}
         counts = Counter({c: 0 for c in active}) + Counter(c for c in owner.values() if c in active)
         counts.setdefault(target, 0)
@@ -64,9 +68,11 @@ def rebalance(chains: Chains, active: Sequence[str], target: str, claims: Claims
 
 
 def evacuate(chains: Chains, active: Sequence[str], leaving: str, claims: Claims | None = None,
-             avoid: AbstractSet[Physical] = frozenset()) -> list[Move]:
+             avoid: AbstractSet[Physical] = frozenset(), lost: AbstractSet[tuple[str, str]] = frozenset()
+             ) -> list[Move]:
     """Moves that take every active segment off `leaving`, each to the active cluster holding the fewest
-    of that topic's partitions (ties: registration order); `avoid` as in `rebalance`."""
+    of that topic's partitions (ties: registration order); `avoid` and `lost` as in `rebalance`: a topic lost on
+    every other active cluster stays on `leaving`."""
     targets = [c for c in active if c != leaving]
     if not targets:
         raise ValueError(f"{leaving} is the last active cluster: there is nowhere to move its writes")
@@ -74,10 +80,11 @@ def evacuate(chains: Chains, active: Sequence[str], leaving: str, claims: Claims
     for topic, parts in sorted(chains.items()):
         counts = Counter({c: 0 for c in targets}) + Counter(segs[-1].cluster for segs in parts)
         planned = _Slots(topic, parts, claims or {}, avoid)
+        to_topic = [c for c in targets if (c, topic) not in lost]
         for p, segs in enumerate(parts):
-            if segs[-1].cluster != leaving:
+            if segs[-1].cluster != leaving or not to_topic:
                 continue
-            to = min(targets, key=lambda c: (counts[c], targets.index(c)))
+            to = min(to_topic, key=lambda c: (counts[c], to_topic.index(c)))
             moves.append(planned.move(p, leaving, to))
             counts[to] += 1
     return moves

@@ -30,7 +30,16 @@ from fedkafka.proxy.handlers import (
     offset_for_leader_epoch,
 )
 from fedkafka.proxy.plan import UNANSWERED, Broker, Context, Plan, UpstreamError
-from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
+from fedkafka.view.model import (
+    Cluster,
+    ClusterState,
+    LogicalTopic,
+    PartitionChain,
+    ProxyInfo,
+    ProxyRole,
+    Segment,
+    View,
+)
 
 CHAIN = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 5, 45, 30),
                                  Segment("c3", "t", 1, 3, None, 70)), leader_epoch=2)
@@ -953,3 +962,44 @@ def test_offset_commit_naming_a_topic_twice_answers_every_refused_partition():
     out = forward.finish([answer])
     assert sorted((p.partition_index, p.error_code) for t in out.topics for p in t.partitions) == [
         (1, ErrorCode.none), (8, ErrorCode.unknown_topic_or_partition), (9, ErrorCode.unknown_topic_or_partition)]
+
+
+class Missing(Physical):
+    """c1 answers again but without the physical topic, which the controller does not create again (it held data,
+    docs/DESIGN.md §9.3): the state docs/OPERATIONS.md "A cluster lost a topic's data" leaves after a failover."""
+
+    def leader(self, cluster, topic, partition):
+        return None if cluster == "c1" else 7
+
+    def topic_id(self, cluster, topic):
+        return None if cluster == "c1" else uuid.UUID(int=2)
+
+
+def test_earliest_skips_a_sealed_segment_whose_cluster_answers_without_its_topic():
+    """Give the data up (failover), reset the groups to earliest: earliest lands past the lost segment, not at its
+    base, where no fetch would ever answer (its cluster names no leader for a topic it does not have)."""
+    plan = list_offsets.handle(gap_ctx(Missing()), None, list_request((0, -2)))
+    (p,) = plan.finish(list_answers(plan.calls, {("c2", 0, -2): (4, -1)})).topics[0].partitions
+    assert p.error_code == ErrorCode.none and p.offset == 30 + GAP
+    # a dead c1 (it may come back with its records) is still waited for: earliest stays at its segment
+    plan = list_offsets.handle(gap_ctx(Physical(down={"c1"})), None, list_request((0, -2)))
+    assert plan.finish(list_answers(plan.calls, {("c2", 0, -2): (4, -1)})).topics[0].partitions[0].offset == 0
+
+
+def test_a_reader_at_the_lost_segment_base_is_moved_past_it():
+    """A reader below the seal of a segment lost for good is moved to the next segment (it used to get
+    NOT_LEADER_OR_FOLLOWER for ever); one on a cluster still active and not failed over from waits (the operator
+    may restore the data: docs/OPERATIONS.md)."""
+    plan = fetch.handle(gap_ctx(Missing()), None, fetch_request(("log", 0, 0)))
+    (p,) = plan.responses[0].partitions  # answered at once: nothing to ask
+    assert p.error_code == ErrorCode.none and partitions_first_offset(p) == 0 and skipped_to(p) == 30 + GAP
+    chain = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 4, None, 30)))
+    moved = dataclasses.replace(FAILED_VIEW, topics={"log": LogicalTopic("log", uuid.uuid4().hex, (chain,))})
+    context = Context(view=moved, me=moved.proxies[0], advertised={}, physical=Missing(), producer_ids=None)
+    (p,) = fetch.handle(context, None, fetch_request(("log", 0, 0))).responses[0].partitions
+    assert p.error_code == ErrorCode.not_leader_or_follower and not p.records
+    given_up = dataclasses.replace(moved, clusters={**moved.clusters, "c1": Cluster("c1", "c1:9092",
+                                                                                    ClusterState.READ_ONLY)})
+    context = Context(view=given_up, me=moved.proxies[0], advertised={}, physical=Missing(), producer_ids=None)
+    (p,) = fetch.handle(context, None, fetch_request(("log", 0, 0))).responses[0].partitions
+    assert p.error_code == ErrorCode.none and skipped_to(p) == 30

@@ -576,8 +576,9 @@ def test_a_physical_topic_that_held_data_is_not_created_again_when_its_cluster_l
 
 
 def test_a_move_into_a_physical_topic_lost_with_its_data_fails_and_moves_nothing(setup):
-    """A move's target that the scans found lost with its data (A -> B -> A: the physical topic held an older
-    segment) is not created again by the move either."""
+    """A move's target that lost the data it held (A -> B -> A: the physical topic held an older segment) is not
+    created again by the move either: with the topic lost on every live cluster the failover plans nothing and
+    fails, naming the partitions left."""
     api, kafka = setup
     ctl = api.controller
     on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
@@ -598,13 +599,116 @@ def test_a_move_into_a_physical_topic_lost_with_its_data_fails_and_moves_nothing
 
 
 def test_an_expansion_onto_a_physical_topic_lost_with_its_data_fails_and_creates_nothing(setup):
-    """`expand` adds partitions on the new cluster's physical topic of the name; one the scans found lost with its
-    data there (a cluster that held the topic before, rebuilt empty) is not created again by it either."""
+    """`expand` adds partitions on the new cluster's physical topic of the name; one that held data there (a cluster
+    that held the topic before, rebuilt empty) is not created again by it either, scanned or not."""
     api, kafka = setup
     ctl = api.controller
     api.put("/v1/clusters/c4", json={"bootstrap": "c4:9092"}).raise_for_status()
-    ctl.lost_topics["c4"] = ["t"]  # what a scan found (test_a_physical_topic_that_held_data_is_not_created_again...)
+    with ctl.session() as s:  # t/0 lived on c4's t/0 once: its claim stays, with the end the scans stored
+        s.add(PhysicalPartitionRow(cluster="c4", physical_topic="t", physical_partition=0, topic="t", partition=0,
+                                   scanned_end=7))
+        s.commit()
     run = finished(api, api.post("/v1/workflows", json={"kind": "scale_up", "cluster": "c4",
                                                         "strategy": "expand"}).json())
     assert run["state"] == "failed" and "lost the data it held" in run["error"], run
     assert ("c4", "t") not in kafka.created and len(ctl.view.topics["t"].partitions) == 6
+
+
+def lose(api, kafka, cluster: str, topic: str, end: int = 100) -> None:
+    """`cluster` held records of physical topic `topic` (its active segments' log ends, read by a scan), then lost
+    it with its data: the next scan lists it lost and does not create it again."""
+    ctl = api.controller
+    for c in ctl.view.topics[topic].partitions:
+        if c.active.cluster == cluster:
+            kafka.ends[(cluster, topic, c.active.partition)] = end
+    ctl.scan_once()
+    del kafka.created[(cluster, topic)]
+    kafka.gone.add((cluster, topic))
+    ctl.scan_once()
+    assert topic in ctl.lost_topics[cluster] and (cluster, topic) not in kafka.created
+
+
+def test_growing_a_topic_does_not_create_again_a_physical_topic_lost_with_its_data(setup):
+    """Growing a topic creates its new partitions' physical ones (`put_topic`): not on a cluster that lost the
+    physical topic with its data, where the old active segments (phys_start 0) would then take writes at logical
+    offsets already handed out. Refused, naming it; nothing changes."""
+    api, kafka = setup
+    ctl = api.controller
+    lose(api, kafka, "c1", "t")
+    res = api.put("/v1/topics/t", json={"partitions": 9, "placement": "blocks"})
+    assert res.status_code == 409 and "t on c1 lost the data it held" in res.text, res.text
+    assert ("c1", "t") not in kafka.created and len(ctl.view.topics["t"].partitions) == 6
+
+
+def test_a_failover_run_before_the_first_scan_does_not_create_again_a_physical_topic_lost_with_its_data(setup):
+    """A controller that just started (or took over) resumes runs and starts failovers before its first scan, with
+    no `lost_topics` in memory: the database decides (the ends the scans stored), and the failover goes around the
+    lost physical topic."""
+    api, kafka = setup
+    ctl = api.controller
+    for c in ctl.view.topics["t"].partitions:
+        kafka.ends[(c.active.cluster, "t", c.active.partition)] = 100
+    on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    lose(api, kafka, "c2", "t")
+    kill(api, kafka, "c1")
+    ctl.lost_topics.clear()  # a controller restarted on this database, before its first scan
+    ctl.log_offsets.clear()
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert ("c2", "t") not in kafka.created, "the failover created the lost physical topic again"
+    assert run["state"] == "done", run["error"]
+    assert {ctl.view.topics["t"].partitions[p].active.cluster for p in on_c1} == {"c3"}
+
+
+def test_a_topic_lost_on_one_live_cluster_does_not_block_the_failover_of_every_other_topic(setup):
+    """c2 lost physical topic u with its data; c1 dies. Its failover moves t's partitions as usual and u's to c3,
+    never to c2: one lost physical topic on one live cluster used to fail the whole failover, every round."""
+    api, kafka = setup
+    ctl = api.controller
+    api.put("/v1/topics/u", json={"partitions": 3, "placement": "balanced"}).raise_for_status()
+    lose(api, kafka, "c2", "u", end=50)
+    t_on_c1 = [p for p, c in enumerate(ctl.view.topics["t"].partitions) if c.active.cluster == "c1"]
+    u_on_c1 = [p for p, c in enumerate(ctl.view.topics["u"].partitions) if c.active.cluster == "c1"]
+    assert t_on_c1 and u_on_c1
+    kill(api, kafka, "c1")
+    plan = api.post(DRY, json={"kind": "failover", "cluster": "c1"}).json()
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done", run["error"]
+    assert moves_of(run["partitions_moved"]) == moves_of(plan["partitions_moved"])  # the dry run plans alike
+    assert all(ctl.view.topics["t"].partitions[p].active.cluster != "c1" for p in t_on_c1)
+    assert {ctl.view.topics["u"].partitions[p].active.cluster for p in u_on_c1} == {"c3"}
+    assert ("c2", "u") not in kafka.created
+
+
+def test_a_scale_up_moves_no_partition_onto_a_physical_topic_its_new_cluster_lost_with_its_data(setup):
+    """c4 held t once (its claim stays, with the end the scans stored) and comes back rebuilt empty: a rebalance onto
+    it moves the other topics' partitions and none of t's, in the dry run and in the run alike."""
+    api, kafka = setup
+    ctl = api.controller
+    api.put("/v1/topics/u", json={"partitions": 6, "placement": "blocks"}).raise_for_status()
+    api.put("/v1/clusters/c4", json={"bootstrap": "c4:9092"}).raise_for_status()
+    with ctl.session() as s:
+        s.add(PhysicalPartitionRow(cluster="c4", physical_topic="t", physical_partition=0, topic="t", partition=0,
+                                   scanned_end=7))
+        s.commit()
+    request = {"kind": "scale_up", "cluster": "c4", "strategy": "rebalance"}
+    plan = api.post(DRY, json=request).json()
+    run = finished(api, api.post("/v1/workflows", json=request).json())
+    assert run["state"] == "done", run["error"]
+    assert moves_of(run["partitions_moved"]) == moves_of(plan["partitions_moved"])
+    assert {m["topic"] for m in run["partitions_moved"]} == {"u"}
+    assert ("c4", "t") not in kafka.created and ("c4", "u") in kafka.created
+
+
+def test_a_topic_deleted_and_created_again_is_not_taken_for_one_lost_with_its_data(setup):
+    """The old topic's records went with it (its claims, stored and scanned ends are forgotten): creating the name
+    again is not refused by the lost-topic check."""
+    api, kafka = setup
+    ctl = api.controller
+    lose(api, kafka, "c1", "t")
+    api.delete("/v1/topics/t").raise_for_status()
+    kafka.gone.clear()
+    res = api.put("/v1/topics/t", json={"partitions": 6, "placement": "blocks"})
+    assert res.status_code == 200, res.text
+    assert ("c1", "t") in kafka.created
+    ctl.scan_once()
+    assert ctl.lost_topics["c1"] == []

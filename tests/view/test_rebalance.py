@@ -27,6 +27,20 @@ def apply(chains, moves):
     return out
 
 
+
+def test_the_planners_send_no_partition_to_a_physical_topic_its_cluster_lost_with_its_data():
+    """`lost` (cluster, physical topic): created again there it would be empty (docs/DESIGN.md §9.3). Every other
+    topic moves as usual; a topic lost on every other cluster stays where it is (the caller says why)."""
+    chains = {"t": blocks("t", 6, ["c1", "c2", "c3"]), "u": blocks("u", 3, ["c1", "c2", "c3"])}
+    moves = evacuate(chains, ["c2", "c3", "c1"], "c1", lost={("c2", "u")})
+    assert {(m.topic, m.partition) for m in moves} == {("t", 0), ("t", 1), ("u", 0)}
+    assert {m.to_cluster for m in moves if m.topic == "u"} == {"c3"}
+    assert {m.to_cluster for m in moves if m.topic == "t"} == {"c2", "c3"}
+    moves = evacuate(chains, ["c2", "c3", "c1"], "c1", lost={("c2", "u"), ("c3", "u")})
+    assert {m.topic for m in moves} == {"t"}
+    chains = {"t": blocks("t", 8, ["c1", "c2"]), "u": blocks("u", 8, ["c1", "c2"])}
+    assert {m.topic for m in rebalance(chains, ["c1", "c2", "c3"], "c3", lost={("c3", "t")})} == {"u"}
+
 def test_rebalance_gives_the_new_cluster_a_fair_share_and_is_idempotent():
     chains = {"t": blocks("t", 8, ["c1", "c2"]), "u": blocks("u", 3, ["c1", "c2"])}
     moves = rebalance(chains, ["c1", "c2", "c3"], "c3")

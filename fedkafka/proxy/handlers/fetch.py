@@ -37,6 +37,7 @@ from fedkafka.proxy.plan import (
     UpstreamError,
     as_now,
     authorized,
+    lost_for_good,
     readable_chain,
 )
 from fedkafka.security.acl import Operation, ResourceType
@@ -139,8 +140,12 @@ def _placed(ctx: Context, route: _Route) -> tuple[str, int] | rec.FetchPartition
     node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
     if node is None or not ctx.physical.reachable(seg.cluster):
         ctx.physical.request_refresh(seg.cluster)
-        return (_skip_gap(route) if route.target.in_gap and _tail_out_of_reach(ctx, seg)
-                else _error(ErrorCode.not_leader_or_follower))
+        if route.target.in_gap and _tail_out_of_reach(ctx, seg):
+            return _skip_gap(route)
+        if lost_for_good(ctx, route.chain, seg):  # below its seal: to the next segment, nothing will answer here
+            nxt = route.chain.next_segment(seg)  # (a sealed segment has one)
+            return _skip_gap(route, nxt.logical_base if nxt is not None else seg.to_logical(seg.sealed_phys_end()))
+        return _error(ErrorCode.not_leader_or_follower)
     return seg.cluster, node
 
 

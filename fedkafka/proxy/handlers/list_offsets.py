@@ -17,7 +17,17 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, as_now, authorized, readable_chain
+from fedkafka.proxy.plan import (
+    Broker,
+    Call,
+    Context,
+    Plan,
+    UpstreamError,
+    as_now,
+    authorized,
+    lost_for_good,
+    readable_chain,
+)
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
@@ -137,6 +147,9 @@ def _answer(ctx: Context, q: _Question, physical: dict) -> dict:
         starts = {s: (g[0] if isinstance(g, tuple) else None) for s, g in zip(chain.segments, got[:n], strict=True)}
         ends = {s: (g[0] if isinstance(g, tuple) else None)
                 for s, g in zip([s for s in chain.segments if s.phys_end is not None], got[n:], strict=True)}
+        for s in chain.segments:  # no answer from one lost for good, ever: skipped, as if its log ended at its start
+            if starts[s] is None and lost_for_good(ctx, chain, s):
+                starts[s] = ends[s] = s.phys_start
         return {"error_code": ErrorCode.none, "timestamp": -1,
                 "offset": earliest_offset(chain, lambda s: starts[s], ends.get), "leader_epoch": epoch}
     # a segment that could not be asked may hold the answer: only the segments before it can give one

@@ -696,7 +696,10 @@ def _logical_answer(ctx: Context, part: _Part, pr: rec.ProducePartitionAnswer) -
 # an offset already handed out and never be read (docs/DESIGN.md §4.5, §9.3). It is not acked: NOT_LEADER_OR_FOLLOWER
 # is what the proxy answers for any partition not writable now (`_refusal`), and every client retries it after a
 # metadata refresh, with no producer epoch bump. KAFKA_STORAGE_ERROR would say more but some clients treat it as
-# possibly persisted; nothing is gained, the write stays refused until the partition is moved or repaired.
+# possibly persisted; nothing is gained. The refusal does not last: the broker appended the batch all the same, each
+# retry appends it again, and once they have filled the partition up to phys_start the next write is at or above it
+# and acked at an offset already handed out. An alarm, not a protection: only the controller never creating such a
+# topic again covers this (docs/DESIGN.md §4.5).
 BELOW_SEGMENT = "below_segment"
 _BELOW_SEGMENT_LOG_S = 60.0
 _below_logged: dict[tuple[str, str, int], float] = {}
@@ -712,7 +715,9 @@ def _below_segment(seg: Segment, pr: rec.ProducePartitionAnswer, index: int,
     key = (seg.cluster, seg.topic, seg.partition)
     if now - _below_logged.get(key, -_BELOW_SEGMENT_LOG_S) >= _BELOW_SEGMENT_LOG_S:
         _below_logged[key] = now
-        log.error("%s: not acked (NOT_LEADER_OR_FOLLOWER) until the partition is moved or its data restored", detail)
+        log.error("%s: not acked (NOT_LEADER_OR_FOLLOWER); the broker kept it, and retries fill the partition up to "
+                  "the segment's start, past which writes take offsets already handed out: stop its producers "
+                  "(docs/OPERATIONS.md, \"A cluster lost a topic's data\")", detail)
     if refused is not None:
         refused(detail)
     return rec.ProducePartitionAnswer(index, ErrorCode.not_leader_or_follower, error_message="partition lost its data")
