@@ -239,9 +239,11 @@ def test_keys_whose_refusals_ran_out_leave_the_full_memory_first_and_nothing_ove
 
 
 def test_a_topic_name_no_topic_can_have_is_not_remembered():
-    """Each key holds its topic name: an unknown topic's name longer than Kafka allows (249) would let a client hold
-    32 KiB a key; no producer writes to it, so nothing is remembered for it."""
+    """Each key holds its topic name: an unknown topic's name no logical topic can have (the controller's TOPIC_NAME:
+    at most 231 of Kafka's characters) would let a client hold more than the memory's bound (§5.3: 249 emoji are
+    ~1 KB of UTF-8, 2.3 KB a key; 32 KiB with a longer one); no producer writes to it, so nothing is remembered for it.
+    """
     c = ctx(producer_ids=_table())
-    for name in ("n" * 249, "n" * 250):
+    for name in ("n" * 231, "n" * 232, "\U0001F600" * 10, "é", "n\n", "n n"):
         assert _code(c, {0: one_record(1000, 0, 0)}, topic=name)[0] == ErrorCode.unknown_topic_or_partition
-    assert list(c.producer_ids._refused) == [(1000, 0, "n" * 249, 0)]
+    assert list(c.producer_ids._refused) == [(1000, 0, "n" * 231, 0)]

@@ -67,9 +67,9 @@ FLOOR_MEMORY_S = 300.0
 REFUSED_BATCHES = 16
 # (producer, partition) keys with refused batches remembered, a cap of their own: keys of the other maps never push
 # them out. Measured (tracemalloc, CPython 3.12, each key holding its own topic name, as each request's are): ~0.5 KB
-# a key with one refused batch, ~1.4 KB with 16, ~1.6 KB with 16 and a 249-character name (the longest the produce
-# handler notes), so at most ~160 MB per worker process, outside the byte budget (DESIGN §4.12), as the rest of this
-# table. The least recently
+# a key with one refused batch, ~1.4 KB with 16, ~1.6 KB with 16 and a 249-character ASCII name (the produce handler
+# notes only names a logical topic can have, `TOPIC_NAME`: at most 231 ASCII characters, one byte each), so at most
+# ~160 MB per worker process, outside the byte budget (DESIGN §4.12), as the rest of this table. The least recently
 # refused key goes first, which is one whose refusals all ran out unless every key was refused within
 # REFUSAL_MEMORY_S; a key dropped with a live refusal puts the table in overflow for as long as it would have been
 # remembered (`overflowing`): honest traffic never does (100,000 producer partitions refused within 30 s), a client
