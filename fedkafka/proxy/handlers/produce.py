@@ -254,7 +254,7 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
     ids = ctx.producer_ids
     skipped = ids.refused_before(seq_key, sequences[0])
     if skipped is None:
-        if ids.overflowing() and ids.broker_checked(
+        if ids.overflowing(seq_key) and ids.broker_checked(
                 seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
             return "gap", (_GAP, "refusal memory full: only batches the broker checks are forwarded")
         return None, None
