@@ -263,30 +263,32 @@ def test_a_topic_name_no_topic_can_have_is_not_remembered():
     assert list(c.producer_ids._refused) == [(1000, 0, "n" * 231, 0)]
 
 
-PAST_THE_CAP = range(2000, 2060)  # 60 honest producers, one partition each: more keys than a cap of 50
-
-
-@pytest.mark.parametrize("buckets", [producer_ids.OVERFLOW_BUCKETS, 1])  # 1: every key's bucket overflows
-def test_honest_producers_refused_past_the_key_cap_are_all_written_once_their_refusals_run_out(monkeypatch, buckets):
+# (honest producers, one partition each, with a cap of 50 keys; overflow buckets): 1 bucket, as when far more keys than
+# buckets were not kept; 250 producers, more left out than the memory holds
+@pytest.mark.parametrize(("producers", "buckets"), [(60, producer_ids.OVERFLOW_BUCKETS), (60, 1), (250, 1)])
+def test_honest_producers_refused_past_the_key_cap_are_all_written_once_their_refusals_run_out(monkeypatch, producers,
+                                                                                               buckets):
     """More producer partitions than MAX_REFUSED_KEYS (lowered to 50) are refused within 30 s for an honest reason (a
     lapsed lease; a frozen partition during a move or failover alike): a live refusal has to be dropped. Each needs a
     fresh physical id (no batch of it written yet), which the memory refuses while a dropped refusal could still
     matter. They resend every 2 s. The memory overflowed for good (reviewer's rev7): each resend re-entered the memory
     and pushed out another live key, renewing the overflow; nothing was written. Now all are written: the keys the
-    memory keeps are exact, written when resent, and leave; the rest follow once their refusals run out. Also when
-    every key shares the one overflowing bucket (as when far more keys than buckets were not kept)."""
+    memory keeps are exact, written when resent, and leave; the rest follow once their refusals run out, as many at a
+    time as the memory holds. Also when every key shares the one overflowing bucket: a key taken in is held back only
+    as long as its bucket overflowed then, not by the refusals left out later."""
     monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
     monkeypatch.setattr(producer_ids, "OVERFLOW_BUCKETS", buckets)
     now = [0.0]
     ids = ProducerIdTable(clock=lambda: now[0])
     ids.add_block(1000, 10)
     c = ctx(producer_ids=ids)
-    for p in PAST_THE_CAP:  # the proxy's lease lapsed for a moment: every producer's batch 0 refused
+    past_the_cap = range(2000, 2000 + producers)
+    for p in past_the_cap:  # the proxy's lease lapsed for a moment: every producer's batch 0 refused
         assert _code(replace(c, lease_valid=False), {0: one_record(p, 0, 0)})[0] == ErrorCode.not_leader_or_follower
     written = set()
-    while now[0] < 10 * REFUSAL_MEMORY_S and written != set(PAST_THE_CAP):
+    while now[0] < 20 * REFUSAL_MEMORY_S and written != set(past_the_cap):
         now[0] += 2.0  # the clients resend batch 0 every 2 s (retry.backoff, metadata refresh)
-        for p in PAST_THE_CAP:
+        for p in past_the_cap:
             if p not in written and _code(c, {0: one_record(p, 0, 0)})[0] == ErrorCode.none:
                 written.add(p)
-    assert written == set(PAST_THE_CAP), f"{len(PAST_THE_CAP) - len(written)} never written in {now[0]:.0f} s"
+    assert written == set(past_the_cap), f"{producers - len(written)} never written in {now[0]:.0f} s"

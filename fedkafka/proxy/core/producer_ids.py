@@ -75,8 +75,10 @@ REFUSED_BATCHES = 16
 # recently refused key goes if its refusals all ran out; if they did not (every key refused within REFUSAL_MEMORY_S:
 # a failover of that many producer partitions on one worker, or a client with WRITE claiming made-up producer ids in
 # unknown partitions or corrupt batches), the new refusal is not kept but its key's bucket overflows for as long as it
-# would have been remembered (`overflowing`). The keys kept stay exact: they are written when resent and leave, so the
-# overflow ends (pushing out a live key instead renewed it for good: every resend pushed out another one).
+# would have been remembered (`overflowing`). The keys kept stay exact: they are written when resent and leave; a key
+# taken in while its bucket overflows waits only for the refusals not kept before (`_inexact`), then is written and
+# leaves, so the keys left out get in, as many at a time as the memory holds (about MAX_REFUSED_KEYS every 30 s), and
+# the overflow ends. Pushing out a live key instead renewed the overflow for good (every resend pushed out another).
 MAX_REFUSED_KEYS = 100_000
 # Buckets of keys whose live refusals were not kept (a key's hash picks one; str hashes are salted per process): a
 # collision only refuses a batch more (retriable), and keys the memory holds exactly are never refused by it.
@@ -95,8 +97,9 @@ class ProducerIdTable:
         self._refused: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
         # per bucket of keys (`_bucket`): until when a live refusal not kept (MAX_REFUSED_KEYS) would be remembered
         self._overflow_until = array.array("d", [_NEVER]) * OVERFLOW_BUCKETS
-        # keys taken into the memory while their bucket overflowed: a refusal of theirs may be missing from it
-        self._inexact: set[SeqKey] = set()
+        # keys taken into the memory while their bucket overflowed (a refusal of theirs may be missing from it) -> until
+        # when the bucket overflowed then: their refusals not kept ran out by that time, later ones are all kept
+        self._inexact: dict[SeqKey, float] = {}
         self._overflow_logged = _NEVER
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
         # per producer and partition: (segment, its floor, when a batch was last checked against it)
@@ -196,15 +199,14 @@ class ProducerIdTable:
 
     def overflowing(self, key: SeqKey) -> bool:
         """Whether a refusal of `key` not kept in the memory (past MAX_REFUSED_KEYS) could still be remembered: one of
-        its bucket's would be, and the memory does not hold the key exactly (it holds it only if taken in before that
-        bucket overflowed). Meanwhile the produce handler refuses, as a gap, every batch of `key` the broker would not
-        check itself (`broker_checked`): a fresh physical id, or the first batch of one on its partition. Nothing is
-        written past a forgotten refusal; `key`'s new physical ids wait (retriable) until it ends. `steady` never takes
-        such a batch (it takes only `broker_checked` ones)."""
-        until = self._overflow_until[self._bucket(key)]
-        if until == _NEVER or (key in self._refused and key not in self._inexact):
-            return False
-        return self._clock() <= until  # no clock read before a bucket ever overflowed
+        its bucket's would be, and the memory does not hold the key; or the memory took it in while its bucket
+        overflowed, and the bucket's refusals then would be (the key's later ones are all kept). Meanwhile the produce
+        handler refuses, as a gap, every batch of `key` the broker would not check itself (`broker_checked`): a fresh
+        physical id, or the first batch of one on its partition. Nothing is written past a forgotten refusal; `key`'s
+        new physical ids wait (retriable) until it ends. `steady` never takes such a batch (only `broker_checked`
+        ones)."""
+        until = self._inexact.get(key, _NEVER) if key in self._refused else self._overflow_until[self._bucket(key)]
+        return until != _NEVER and self._clock() <= until  # no clock read before a bucket ever overflowed
 
     def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
         log.info("producer %s epoch %s -> physical %s epoch %s on %s", logical_id, epoch, producer_id, epoch_, cluster)
@@ -245,8 +247,8 @@ class ProducerIdTable:
                     self._overflow(key, max(batches.values()) + REFUSAL_MEMORY_S, now)
                     return
                 self._forget(oldest)
-            if self._overflow_until[self._bucket(key)] >= now:
-                self._inexact.add(key)
+            if (until := self._overflow_until[self._bucket(key)]) >= now:
+                self._inexact[key] = until
         self._refused[key] = batches
         self._refused.move_to_end(key)
 
@@ -266,7 +268,7 @@ class ProducerIdTable:
 
     def _forget(self, key: SeqKey) -> None:
         del self._refused[key]
-        self._inexact.discard(key)
+        self._inexact.pop(key, None)
 
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already): the refused batches among them are
