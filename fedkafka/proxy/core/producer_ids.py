@@ -71,7 +71,8 @@ REFUSED_BATCHES = 16
 # them out. Measured (tracemalloc, CPython 3.12, each key holding its own topic name, as each request's are): ~0.5 KB
 # a key with one refused batch, ~1.4 KB with 16, ~1.6 KB with 16 and a 249-character ASCII name (the produce handler
 # notes only names a logical topic can have, `TOPIC_NAME`: at most 231 ASCII characters, one byte each), so at most
-# ~160 MB per worker process, outside the byte budget (DESIGN §4.12), as the rest of this table. Full, the least
+# ~160 MB per worker process, ~170 MB with 76 bytes more for a key taken in during an overflow (`_inexact`) and the
+# buckets' 32 KB, outside the byte budget (DESIGN §4.12), as the rest of this table. Full, the least
 # recently refused key goes if its refusals all ran out; if they did not (every key refused within REFUSAL_MEMORY_S:
 # a failover of that many producer partitions on one worker, or a client with WRITE claiming made-up producer ids in
 # unknown partitions or corrupt batches), the new refusal is not kept but its key's bucket overflows for as long as it
