@@ -56,14 +56,13 @@ from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
 from fedkafka.security.scram import MIN_ITERATIONS
 from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
 from fedkafka.view.chains import next_version
-from fedkafka.view.model import SECURITY_PROTOCOLS, ClusterState, ProxyRole, View, shadow_topic
+from fedkafka.view.model import SECURITY_PROTOCOLS, TOPIC_NAME, ClusterState, ProxyRole, View, shadow_topic
 from fedkafka.view.placement import Placement, Slot, identity_chains, physical_partition_counts, place
 
 log = logging.getLogger(__name__)
 
 USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,231}$")  # 249 minus the shadow topic prefix
 BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000

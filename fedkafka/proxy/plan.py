@@ -197,8 +197,8 @@ class ProducerIds(Protocol):
         """Sequences first_seq..end_seq-1 were written (or were already)."""
     def refused_before(self, key: SeqKey, first_seq: int) -> int | None:
         """The first sequence of the oldest refused batch that `first_seq` would skip, or None."""
-    def overflowing(self) -> bool:
-        """Whether a refusal dropped from the full memory would still be remembered (`broker_checked` batches only)."""
+    def overflowing(self, key: SeqKey) -> bool:
+        """Whether a refusal of `key` the full memory did not keep could matter (`broker_checked` batches only)."""
     def broker_checked(self, key: SeqKey, segment: SegmentId, first_seq: int) -> tuple[int, int] | None:
         """The physical (id, epoch) a batch goes to `segment` with when the broker checks its sequence, or None."""
 

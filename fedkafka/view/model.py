@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import bisect
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -332,6 +333,9 @@ class View:
 
 
 SHADOW_PREFIX = "__fedkafka-shadow-"
+# A logical topic's name: Kafka's characters, and at most 249 (Kafka's limit) with SHADOW_PREFIX before it. The
+# controller creates no other; the proxy remembers no other (docs/DESIGN.md §5.3 rule 2: the refusal memory's bound).
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,231}$")
 
 
 def shadow_topic(logical_topic: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from types import SimpleNamespace
 
+import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from kio.schema.errors import ErrorCode
 
@@ -193,33 +194,45 @@ def test_what_the_client_itself_got_wrong_or_may_not_do_is_never_remembered():
         assert _code(new, {p: one_record(1000, 0, 7)})[0] == ErrorCode.none
 
 
-def test_a_live_refusal_pushed_out_of_a_full_memory_still_holds_back_the_batch_after_it(monkeypatch, caplog):
+def test_a_live_refusal_a_full_memory_cannot_keep_still_holds_back_the_batch_after_it(monkeypatch, caplog):
     """The memory keeps MAX_REFUSED_KEYS producer partitions (lowered here to 50). A client with WRITE fills it within
     a second with made-up producer ids in an unknown partition and in corrupt batches; producer 1000's live refusal of
-    batch 0 is pushed out. Until that refusal would have run out (the memory overflowing, logged), every batch the
-    broker would not check itself is refused: 1000's batch 1 (a fresh physical id would take it) and its resends; a
-    producer the broker checks (1001, confirmed on p1) goes on. Then 0 is remembered from its resends: 1 waits."""
+    batch 0 comes next and is not kept. Until it would have run out (its bucket overflowing, logged), every batch of
+    1000 the broker would not check itself is refused: batch 1 (a fresh physical id would take it) and the resends,
+    remembered once there is room. A producer the broker checks (1001, confirmed on p1) goes on, and one the memory
+    holds (1002, refused before the fill) is written when it resends. Once there is room, 1000's key is remembered
+    again, but not exactly (0 is missing): its bucket still holds back 1. Then 1 waits for 0."""
     monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
     now = [0.0]
     ids = ProducerIdTable(clock=lambda: now[0])
     ids.add_block(1000, 10)
     c = ctx(producer_ids=ids)
+    lapsed = replace(c, lease_valid=False)
     assert _code(c, {1: one_record(1001, 0, 0)})[0] == ErrorCode.none
-    assert _code(replace(c, lease_valid=False), {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
-    for fake in range(30):
-        assert _code(c, {5: one_record(50_000 + fake, 0, 0)})[0] == ErrorCode.unknown_topic_or_partition
-        assert _code(c, {0: _flipped(one_record(60_000 + fake, 0, 0))})[0] == ErrorCode.corrupt_message
-    assert (1000, 0, "t", 0) not in ids._refused and ids.overflowing()
-    assert "dropped from the refusal memory" in caplog.text
+    assert _code(lapsed, {0: one_record(1002, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
+    for fake in range(49):
+        if fake % 2:
+            assert _code(c, {5: one_record(50_000 + fake, 0, 0)})[0] == ErrorCode.unknown_topic_or_partition
+        else:
+            assert _code(c, {0: _flipped(one_record(60_000 + fake, 0, 0))})[0] == ErrorCode.corrupt_message
+    assert _code(lapsed, {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
+    key = (1000, 0, "t", 0)
+    assert key not in ids._refused and len(ids._refused) == 50 and ids.overflowing(key)
+    assert "not kept in the refusal memory" in caplog.text
     now[0] = 1.0
-    for seq in (1, 0):  # the client's pipeline, refused while the memory overflows
+    for seq in (1, 0):  # the client's pipeline, refused while its bucket overflows
         assert _code(c, {0: one_record(1000, 0, seq)}) == (ErrorCode.not_leader_or_follower, [])
     assert _code(c, {1: one_record(1001, 0, 1)})[0] == ErrorCode.none
-    now[0] = REFUSAL_MEMORY_S + 0.5
-    assert not ids.overflowing()
+    assert _code(c, {0: one_record(1002, 0, 0)})[0] == ErrorCode.none
+    now[0] = 2.0
+    for seq in (2, 1, 0):  # room again: remembered, but 0 is not; 1 is refused though only 2 is remembered before it
+        assert _code(c, {0: one_record(1000, 0, seq)}) == (ErrorCode.not_leader_or_follower, [])
+    assert key in ids._refused
+    now[0] = REFUSAL_MEMORY_S + 1.5  # the refusal not kept (renewed at 1 s) ran out
+    assert not ids.overflowing(key)
     assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])
-    assert _code(c, {0: one_record(1000, 0, 0)})[0] == ErrorCode.none
-    assert _code(c, {0: one_record(1000, 0, 1)})[0] == ErrorCode.none
+    for seq in (0, 1, 2):
+        assert _code(c, {0: one_record(1000, 0, seq)})[0] == ErrorCode.none
 
 
 def test_keys_whose_refusals_ran_out_leave_the_full_memory_first_and_nothing_overflows(monkeypatch):
@@ -234,14 +247,48 @@ def test_keys_whose_refusals_ran_out_leave_the_full_memory_first_and_nothing_ove
     assert _code(replace(c, lease_valid=False), {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
     for fake in range(49):
         _code(c, {5: one_record(70_000 + fake, 0, 0)})
-    assert len(ids._refused) == 50 and (1000, 0, "t", 0) in ids._refused and not ids.overflowing()
+    assert len(ids._refused) == 50 and (1000, 0, "t", 0) in ids._refused
+    assert not ids.overflowing((1000, 0, "t", 0)) and set(ids._overflow_until) == {-float("inf")}
     assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])  # a gap behind 0
 
 
 def test_a_topic_name_no_topic_can_have_is_not_remembered():
-    """Each key holds its topic name: an unknown topic's name longer than Kafka allows (249) would let a client hold
-    32 KiB a key; no producer writes to it, so nothing is remembered for it."""
+    """Each key holds its topic name: an unknown topic's name no logical topic can have (the controller's TOPIC_NAME:
+    at most 231 of Kafka's characters) would let a client hold more than the memory's bound (§5.3: 249 emoji are
+    ~1 KB of UTF-8, 2.3 KB a key; 32 KiB with a longer one); no producer writes to it, so nothing is remembered for it.
+    """
     c = ctx(producer_ids=_table())
-    for name in ("n" * 249, "n" * 250):
+    for name in ("n" * 231, "n" * 232, "\U0001F600" * 10, "é", "n\n", "n n"):
         assert _code(c, {0: one_record(1000, 0, 0)}, topic=name)[0] == ErrorCode.unknown_topic_or_partition
-    assert list(c.producer_ids._refused) == [(1000, 0, "n" * 249, 0)]
+    assert list(c.producer_ids._refused) == [(1000, 0, "n" * 231, 0)]
+
+
+# (honest producers, one partition each, with a cap of 50 keys; overflow buckets): 1 bucket, as when far more keys than
+# buckets were not kept; 250 producers, more left out than the memory holds
+@pytest.mark.parametrize(("producers", "buckets"), [(60, producer_ids.OVERFLOW_BUCKETS), (60, 1), (250, 1)])
+def test_honest_producers_refused_past_the_key_cap_are_all_written_once_their_refusals_run_out(monkeypatch, producers,
+                                                                                               buckets):
+    """More producer partitions than MAX_REFUSED_KEYS (lowered to 50) are refused within 30 s for an honest reason (a
+    lapsed lease; a frozen partition during a move or failover alike): a live refusal has to be dropped. Each needs a
+    fresh physical id (no batch of it written yet), which the memory refuses while a dropped refusal could still
+    matter. They resend every 2 s. The memory overflowed for good (reviewer's rev7): each resend re-entered the memory
+    and pushed out another live key, renewing the overflow; nothing was written. Now all are written: the keys the
+    memory keeps are exact, written when resent, and leave; the rest follow once their refusals run out, as many at a
+    time as the memory holds. Also when every key shares the one overflowing bucket: a key taken in is held back only
+    as long as its bucket overflowed then, not by the refusals left out later."""
+    monkeypatch.setattr(producer_ids, "MAX_REFUSED_KEYS", 50)
+    monkeypatch.setattr(producer_ids, "OVERFLOW_BUCKETS", buckets)
+    now = [0.0]
+    ids = ProducerIdTable(clock=lambda: now[0])
+    ids.add_block(1000, 10)
+    c = ctx(producer_ids=ids)
+    past_the_cap = range(2000, 2000 + producers)
+    for p in past_the_cap:  # the proxy's lease lapsed for a moment: every producer's batch 0 refused
+        assert _code(replace(c, lease_valid=False), {0: one_record(p, 0, 0)})[0] == ErrorCode.not_leader_or_follower
+    written = set()
+    while now[0] < 20 * REFUSAL_MEMORY_S and written != set(past_the_cap):
+        now[0] += 2.0  # the clients resend batch 0 every 2 s (retry.backoff, metadata refresh)
+        for p in past_the_cap:
+            if p not in written and _code(c, {0: one_record(p, 0, 0)})[0] == ErrorCode.none:
+                written.add(p)
+    assert written == set(past_the_cap), f"{producers - len(written)} never written in {now[0]:.0f} s"

@@ -8,7 +8,8 @@ A fresh physical id accepts any first sequence, so the broker's gap check is los
 The table keeps what that check needs: per logical producer and partition, the first sequence of each batch
 this proxy answered with an error that surely wrote nothing (a refusal, an unknown partition, a bad batch, a broker
 error; never the client's own request error, which anyone may send under any id), each until REFUSAL_MEMORY_S after
-its own last refusal; past MAX_REFUSED_KEYS keys, a live one dropped makes the table overflow (`overflowing`).
+its own last refusal; past MAX_REFUSED_KEYS keys, a live refusal that cannot be kept makes the keys that hash to its
+bucket overflow (`overflowing`).
 A later batch past any of them is a gap; forwarding it would let the client count the refused batch as written
 (librdkafka acks earlier retries implicitly when a later sequence succeeds), so it is refused too
 (NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
@@ -35,6 +36,7 @@ behind (fedkafka/protocol/sequences.py), so the checks above go on working after
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import logging
@@ -67,14 +69,21 @@ FLOOR_MEMORY_S = 300.0
 REFUSED_BATCHES = 16
 # (producer, partition) keys with refused batches remembered, a cap of their own: keys of the other maps never push
 # them out. Measured (tracemalloc, CPython 3.12, each key holding its own topic name, as each request's are): ~0.5 KB
-# a key with one refused batch, ~1.4 KB with 16, ~1.6 KB with 16 and a 249-character name (the longest the produce
-# handler notes), so at most ~160 MB per worker process, outside the byte budget (DESIGN §4.12), as the rest of this
-# table. The least recently
-# refused key goes first, which is one whose refusals all ran out unless every key was refused within
-# REFUSAL_MEMORY_S; a key dropped with a live refusal puts the table in overflow for as long as it would have been
-# remembered (`overflowing`): honest traffic never does (100,000 producer partitions refused within 30 s), a client
-# with WRITE claiming made-up producer ids in unknown partitions or corrupt batches can.
+# a key with one refused batch, ~1.4 KB with 16, ~1.6 KB with 16 and a 249-character ASCII name (the produce handler
+# notes only names a logical topic can have, `TOPIC_NAME`: at most 231 ASCII characters, one byte each), so at most
+# ~160 MB per worker process, ~170 MB with 76 bytes more for a key taken in during an overflow (`_inexact`) and the
+# buckets' 32 KB, outside the byte budget (DESIGN §4.12), as the rest of this table. Full, the least
+# recently refused key goes if its refusals all ran out; if they did not (every key refused within REFUSAL_MEMORY_S:
+# a failover of that many producer partitions on one worker, or a client with WRITE claiming made-up producer ids in
+# unknown partitions or corrupt batches), the new refusal is not kept but its key's bucket overflows for as long as it
+# would have been remembered (`overflowing`). The keys kept stay exact: they are written when resent and leave; a key
+# taken in while its bucket overflows waits only for the refusals not kept before (`_inexact`), then is written and
+# leaves, so the keys left out get in, as many at a time as the memory holds (about MAX_REFUSED_KEYS every 30 s), and
+# the overflow ends. Pushing out a live key instead renewed the overflow for good (every resend pushed out another).
 MAX_REFUSED_KEYS = 100_000
+# Buckets of keys whose live refusals were not kept (a key's hash picks one; str hashes are salted per process): a
+# collision only refuses a batch more (retriable), and keys the memory holds exactly are never refused by it.
+OVERFLOW_BUCKETS = 4096
 _OVERFLOW_LOG_S = 60.0
 _NEVER = -float("inf")
 
@@ -87,7 +96,11 @@ class ProducerIdTable:
         self._clock = clock
         # per producer and partition: the first sequence of each batch refused here -> when it was last refused itself
         self._refused: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
-        self._overflow_until = _NEVER  # a live refusal was dropped (MAX_REFUSED_KEYS): its memory ran out then
+        # per bucket of keys (`_bucket`): until when a live refusal not kept (MAX_REFUSED_KEYS) would be remembered
+        self._overflow_until = array.array("d", [_NEVER]) * OVERFLOW_BUCKETS
+        # keys taken into the memory while their bucket overflowed (a refusal of theirs may be missing from it) -> until
+        # when the bucket overflowed then: their refusals not kept ran out by that time, later ones are all kept
+        self._inexact: dict[SeqKey, float] = {}
         self._overflow_logged = _NEVER
         self._writes: collections.OrderedDict[SeqKey, SegmentWrite] = collections.OrderedDict()
         # per producer and partition: (segment, its floor, when a batch was last checked against it)
@@ -185,12 +198,16 @@ class ProducerIdTable:
             return None
         return entry[0], entry[1]
 
-    def overflowing(self) -> bool:
-        """Whether a refusal dropped from the memory (past MAX_REFUSED_KEYS) would still be remembered. Meanwhile the
-        produce handler refuses, as a gap, every idempotent batch the broker would not check itself
-        (`broker_checked`): a fresh physical id, or the first batch of one on its partition. Nothing is written past a
-        forgotten refusal; new producers, sequence jumps and segment moves wait (retriable) until it ends."""
-        return self._overflow_until != _NEVER and self._clock() <= self._overflow_until  # no clock read before one
+    def overflowing(self, key: SeqKey) -> bool:
+        """Whether a refusal of `key` not kept in the memory (past MAX_REFUSED_KEYS) could still be remembered: one of
+        its bucket's would be, and the memory does not hold the key; or the memory took it in while its bucket
+        overflowed, and the bucket's refusals then would be (the key's later ones are all kept). Meanwhile the produce
+        handler refuses, as a gap, every batch of `key` the broker would not check itself (`broker_checked`): a fresh
+        physical id, or the first batch of one on its partition. Nothing is written past a forgotten refusal; `key`'s
+        new physical ids wait (retriable) until it ends. `steady` never takes such a batch (only `broker_checked`
+        ones)."""
+        until = self._inexact.get(key, _NEVER) if key in self._refused else self._overflow_until[self._bucket(key)]
+        return until != _NEVER and self._clock() <= until  # no clock read before a bucket ever overflowed
 
     def store_physical(self, logical_id: int, epoch: int, cluster: str, producer_id: int, epoch_: int) -> None:
         log.info("producer %s epoch %s -> physical %s epoch %s on %s", logical_id, epoch, producer_id, epoch_, cluster)
@@ -221,21 +238,38 @@ class ProducerIdTable:
             self._floors[key] = (floor[0], floor[1], now)
 
     def _keep_refused(self, key: SeqKey, batches: dict[int, float], now: float) -> None:
-        """Into the memory, most recently refused last; past MAX_REFUSED_KEYS the least recently refused key goes (its
-        newest refusal is the oldest of all); one whose refusals still hold puts the table in overflow for as long."""
+        """Into the memory, most recently refused last. Past MAX_REFUSED_KEYS the least recently refused key goes if its
+        refusals all ran out; if they did not, `key` is not kept and its bucket overflows for as long as it would have
+        been remembered. A key taken in while its bucket overflows is inexact (`overflowing`)."""
+        if key not in self._refused:
+            while len(self._refused) >= MAX_REFUSED_KEYS:
+                oldest, held = next(iter(self._refused.items()))
+                if now <= max(held.values(), default=_NEVER) + REFUSAL_MEMORY_S:
+                    self._overflow(key, max(batches.values()) + REFUSAL_MEMORY_S, now)
+                    return
+                self._forget(oldest)
+            if (until := self._overflow_until[self._bucket(key)]) >= now:
+                self._inexact[key] = until
         self._refused[key] = batches
         self._refused.move_to_end(key)
-        while len(self._refused) > MAX_REFUSED_KEYS:
-            dropped, held = self._refused.popitem(last=False)
-            until = max(held.values(), default=_NEVER) + REFUSAL_MEMORY_S
-            if now > until:
-                continue
-            self._overflow_until = max(self._overflow_until, until)
-            if now - self._overflow_logged >= _OVERFLOW_LOG_S:
-                self._overflow_logged = now
-                log.warning("more than %s producer partitions refused within %.0f s: producer %s/%s %s/%s dropped "
-                            "from the refusal memory; batches the brokers do not check are refused until %.0f s "
-                            "from now", MAX_REFUSED_KEYS, REFUSAL_MEMORY_S, *dropped, until - now)
+
+    def _overflow(self, key: SeqKey, until: float, now: float) -> None:
+        """`key`'s refusal is not kept: its bucket holds back, until `until`, every batch the broker does not check."""
+        bucket = self._bucket(key)
+        self._overflow_until[bucket] = max(self._overflow_until[bucket], until)
+        if now - self._overflow_logged >= _OVERFLOW_LOG_S:
+            self._overflow_logged = now
+            log.warning("more than %s producer partitions refused within %.0f s: producer %s/%s %s/%s not kept in the "
+                        "refusal memory; its batches (and those of keys sharing its bucket) that the brokers do not "
+                        "check are refused until %.0f s from now", MAX_REFUSED_KEYS, REFUSAL_MEMORY_S, *key,
+                        until - now)
+
+    def _bucket(self, key: SeqKey) -> int:
+        return hash(key) % len(self._overflow_until)
+
+    def _forget(self, key: SeqKey) -> None:
+        del self._refused[key]
+        self._inexact.pop(key, None)
 
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already): the refused batches among them are
@@ -250,7 +284,7 @@ class ProducerIdTable:
             return
         when = max(batches.pop(s) for s in written)
         if not batches:
-            del self._refused[key]
+            self._forget(key)
             return
         batches.setdefault(seqs.wrapped(end_seq), when)
         _cap(batches)
@@ -262,7 +296,7 @@ class ProducerIdTable:
             return None
         _expire(batches, self._clock())
         if not batches:
-            del self._refused[key]
+            self._forget(key)
             return None
         skipped = [s for s in batches if seqs.after(first_seq, s)]
         return _oldest(skipped) if skipped else None

@@ -50,7 +50,7 @@ from fedkafka.proxy.plan import (
     authorized,
 )
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import ClusterState, PartitionChain, Segment
+from fedkafka.view.model import TOPIC_NAME, ClusterState, PartitionChain, Segment
 
 log = logging.getLogger(__name__)
 
@@ -232,20 +232,18 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bo
     routing.groups.setdefault((seg.cluster, leader), []).append(part)
 
 
-MAX_TOPIC_NAME_CHARS = 249  # Kafka's limit
-
-
 def _note_unchecked(ctx: Context, name: str, pd) -> None:
     """A batch answered with an error before it was checked, or because its check failed (an unknown topic or
     partition, a corrupt or invalid batch, a partition named twice): nothing of it was written. An idempotent one
     (as its header claims) is remembered as refused (rule 2), as any other refusal: UNKNOWN_TOPIC_OR_PARTITION is
     retriable, and a proxy whose view lags a topic's creation or expansion answered batch 0 with it while batch 1,
     sent once the view arrived, went out on a fresh physical id and was written; librdkafka acked 0 implicitly."""
-    if len(name) > MAX_TOPIC_NAME_CHARS:  # no topic is named so; a key holds its name (the memory's bound, §5.3)
+    if not TOPIC_NAME.fullmatch(name):  # no logical topic is named so; a key holds its name (the memory's bound, §5.3)
         return
     claimed = rec.claimed_sequence(pd.records)
     if claimed is not None:
         ctx.producer_ids.note_refused((claimed[0], claimed[1], name, pd.index), claimed[2])
+
 
 def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None, sequences: tuple[int, int] | None,
                       seg: Segment) -> tuple[str | None, tuple[ErrorCode, str | None] | None]:
@@ -256,7 +254,7 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
     ids = ctx.producer_ids
     skipped = ids.refused_before(seq_key, sequences[0])
     if skipped is None:
-        if ids.overflowing() and ids.broker_checked(
+        if ids.overflowing(seq_key) and ids.broker_checked(
                 seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
             return "gap", (_GAP, "refusal memory full: only batches the broker checks are forwarded")
         return None, None
