@@ -1078,7 +1078,7 @@ class Controller:
 
 
 def check_topic(name: str, partitions: int, placement: str, config: dict[str, str]) -> None:
-    if not TOPIC_NAME.match(name) or name in (".", ".."):
+    if not TOPIC_NAME.fullmatch(name) or name in (".", ".."):
         raise Invalid(f"topic name {name!r} must be 1-231 of letters, digits, '.', '_', '-' "
                       "(Kafka allows 249; the coordination cluster's shadow topic adds a prefix)",
                       kafka_error="INVALID_TOPIC_EXCEPTION")

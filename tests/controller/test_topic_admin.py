@@ -32,6 +32,7 @@ def test_create_defaults_validates_and_refuses_bad_input(make_api):
     assert dry.status_code == 200 and dry.json()["validate_only"] is True
     assert api.get("/v1/topics/dry").status_code == 404 and ("c1", "dry") not in api.kafka.created
     for body, code in [({"name": "bad/name", "partitions": 1}, "INVALID_TOPIC_EXCEPTION"),
+                       ({"name": "trailing\n", "partitions": 1}, "INVALID_TOPIC_EXCEPTION"),  # `$` matched before it
                        ({"name": "__x", "partitions": 1}, "INVALID_TOPIC_EXCEPTION"),
                        ({"name": "zero", "partitions": 0}, "INVALID_PARTITIONS"),
                        ({"name": "one", "partitions": 1, "validate_only": True}, "TOPIC_ALREADY_EXISTS")]:
