@@ -48,7 +48,6 @@ from fedkafka.controller.models import (
     ViewRow,
 )
 from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
-from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
@@ -76,7 +75,6 @@ BIGINT_MAX = 2**63 - 1  # the version column's bound: no version, reported or co
 # lost views below it is composed past, however old the database restored.
 MAX_REPORTED_VERSION = BIGINT_MAX // 2
 STORED_END_REFRESH_S = 60.0  # an unchanged scanned log end is written again this often (its `scanned_at`)
-NEW_SEGMENT_READ_S = 10.0  # a new partition's log end (where its segment starts) read again this long at most
 _CLAIMS = cast(Table, PhysicalPartitionRow.__table__)
 # a scanned log end stored on its physical partition's claim (a partition whose claim is gone matches no row)
 _STORE_END = (update(_CLAIMS).where(_CLAIMS.c.cluster == bindparam("k_cluster"),
@@ -415,10 +413,9 @@ class Controller:
                 raise Conflict("no active, reachable cluster: register a cluster first")
             have = existing[0] if existing else 0
             slots = place(partitions - have, [c.id for c in targets], placement, first=have, existing=used)
-            bootstrap = {c.id: c.bootstrap for c in clusters}
-            self._ensure_physical_topics(name, partitions, config, existing, bootstrap, coord, used, slots)
-            starts = self.new_segment_starts(name, {(slot.cluster, slot.partition) for slot in slots}, bootstrap)
-            self._write_topic_rows(name, partitions, placement, config, row is None, have, slots, starts)
+            self._ensure_physical_topics(name, partitions, config, existing, {c.id: c.bootstrap for c in clusters},
+                                         coord, used, slots)
+            self._write_topic_rows(name, partitions, placement, config, row is None, have, slots)
             self.compose()
             return self.get_topic(name), True
 
@@ -441,30 +438,9 @@ class Controller:
         except KafkaUnavailable as e:
             raise Unavailable(f"{e}; nothing was changed, retry when it is back") from None
 
-    def new_segment_starts(self, topic: str, partitions: set[tuple[str, int]],
-                           bootstrap: dict[str, str]) -> dict[tuple[str, int], int]:
-        """Where the first segment of a new logical partition on each of `partitions` ((cluster, index) of physical
-        topic `topic`, which exists) starts: its log end, as a move's new segment does (docs/DESIGN.md §4.5). A
-        physical topic just created is empty (0); one a deletion left behind (its cluster did not answer) holds the
-        deleted topic's records, which would otherwise be the new topic's first offsets. Unavailable (nothing
-        changed in the federation) when one cannot be read; retried meanwhile (a new partition needs a leader)."""
-        wanted: dict[str, set[tuple[str, int]]] = {}
-        for cluster, partition in partitions:
-            wanted.setdefault(cluster, set()).add((topic, partition))
-        try:
-            ends = Mover(self, seal_timeout=NEW_SEGMENT_READ_S).read_ends(wanted, bootstrap) if wanted else {}
-        except MoveFailed as e:
-            raise Unavailable(f"where the new partitions start is unknown: {e}; nothing was changed, retry") from None
-        left = {(c, p): end for (c, _t, p), end in ends.items() if end > 0}
-        if left:
-            log.warning("new partitions of %s start past records a deleted topic of the name left behind: %s",
-                        topic, ", ".join(f"{c}/{topic}/{p} at {end}" for (c, p), end in sorted(left.items())))
-        return {(c, p): end for (c, _t, p), end in ends.items()}
-
     def _write_topic_rows(self, name: str, partitions: int, placement: str, config: dict[str, str], new: bool,
-                          have: int, slots: list[Slot], starts: dict[tuple[str, int], int]) -> None:
-        """The topic row and a chain of one segment for each added partition `have`, `have + 1`, ..., each starting
-        at `starts` ((cluster, physical partition) -> the log end, `new_segment_starts`)."""
+                          have: int, slots: list[Slot]) -> None:
+        """The topic row and a chain of one segment for each added partition `have`, `have + 1`, ..."""
         with self.session() as s:
             if new:
                 s.add(TopicRow(name=name, topic_id=uuid.uuid4().hex, partitions=partitions, placement=placement,
@@ -482,8 +458,7 @@ class Controller:
                     raise Conflict(f"topic {name} was changed concurrently; retry") from None
                 s.add(ChainRow(topic=name, partition=p, leader_epoch=chain.leader_epoch, frozen=False))
                 s.add(SegmentRow(topic=name, partition=p, seq=0, cluster=seg.cluster, physical_topic=seg.topic,
-                                 physical_partition=seg.partition, phys_start=starts[(seg.cluster, seg.partition)],
-                                 phys_end=None, logical_base=0))
+                                 physical_partition=seg.partition, phys_start=0, phys_end=None, logical_base=0))
             try:
                 s.commit()
             except IntegrityError:

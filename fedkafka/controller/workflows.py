@@ -710,8 +710,6 @@ class WorkflowEngine:
         self._refuse_lost([(target, name)], clusters)  # created again it would be empty (DESIGN §9.3)
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
-        starts = self.ctl.new_segment_starts(name, {(target, first + i) for i in range(extra)},
-                                             {target: clusters[target].bootstrap})
         with self.ctl.topology_change() as s:
             topic = s.get(TopicRow, name)
             if topic.partitions != have:
@@ -724,8 +722,7 @@ class WorkflowEngine:
                     raise Conflict(f"topic {name} changed during the expansion; run it again") from None
                 s.add(ChainRow(topic=name, partition=have + i, leader_epoch=0, frozen=False))
                 s.add(SegmentRow(topic=name, partition=have + i, seq=0, cluster=target, physical_topic=name,
-                                 physical_partition=first + i, phys_start=starts[(target, first + i)],
-                                 phys_end=None, logical_base=0))
+                                 physical_partition=first + i, phys_start=0, phys_end=None, logical_base=0))
             self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()

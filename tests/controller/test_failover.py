@@ -43,11 +43,6 @@ def setup(make_api, recording_kafka_class):
                 raise OSError(f"{cluster} is down")
             return {(t, p): self.ends.get((cluster, t, p), 0) for t, p in partitions}
 
-        def delete_topic(self, cluster, bootstrap, name):  # its records go with it: created again, it is empty
-            super().delete_topic(cluster, bootstrap, name)
-            for key in [key for key in self.ends if key[:2] == (cluster, name)]:
-                del self.ends[key]
-
     kafka = Clusters()
     api = make_api(kafka=kafka)
     for cid in ("c1", "c2", "c3"):

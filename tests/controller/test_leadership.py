@@ -92,7 +92,7 @@ def _drained_chain(make_api, recording_kafka_class):
     with ctl.session() as s:
         (first,) = s.scalars(select(SegmentRow).where(SegmentRow.topic == "t"))
         assert first.cluster == "c1"
-        first.phys_start, first.phys_end = 0, 10  # created empty; the stand-in answers the ends retention left
+        first.phys_end = 10
         s.add(SegmentRow(topic="t", partition=0, seq=1, cluster="c2", physical_topic="t", physical_partition=0,
                          phys_start=0, phys_end=5, logical_base=10))
         s.add(SegmentRow(topic="t", partition=0, seq=2, cluster="c3", physical_topic="t", physical_partition=0,

@@ -58,7 +58,7 @@ def lossy(make_api, recording_kafka_class, db_url):
     brings the database back as that copy: returns a controller restarted on it. `ends` are the log ends Kafka
     answers; a cluster in `api.kafka.down` answers nothing."""
     path = db_url.removeprefix("sqlite:///")
-    ends: dict[tuple[str, str, int], int] = {}
+    ends = {("c1", "t", 0): 100, ("c2", "t", 0): 0}
 
     class Kafka(recording_kafka_class):
         def log_offsets(self, cluster, bootstrap, partitions):
@@ -71,7 +71,6 @@ def lossy(make_api, recording_kafka_class, db_url):
     for cid in ("c1", "c2"):
         api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
     api.put("/v1/topics/t", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
-    ends.update({("c1", "t", 0): 100, ("c2", "t", 0): 0})  # written since it was created
     member = api.post("/v1/proxies", json=PROXY).json()["member_id"]
     replica = path + ".replica"
 
