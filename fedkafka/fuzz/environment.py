@@ -59,6 +59,7 @@ class Service:
     args: list[str]
     port: int
     log: Path
+    extra_ports: tuple[int, ...] = ()  # also served (the name service's HTTP): up when every port listens
     proc: subprocess.Popen | None = None
     peak_rss_kb: int = 0
     peak_fds: int = 0
@@ -76,14 +77,15 @@ class Service:
         deadline = time.monotonic() + timeout
         proc = self.proc
         assert proc is not None, f"{self.name} was never started"
+        waiting = [self.port, *self.extra_ports]
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited {proc.returncode}:\n{self.tail()}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            waiting = [port for port in waiting if not _listens(port)]
+            if not waiting:
+                return
             time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not listen on {self.port}:\n{self.tail()}")
+        raise RuntimeError(f"{self.name} did not listen on {waiting}:\n{self.tail()}")
 
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
@@ -186,7 +188,7 @@ class Environment:
         ns_port, http_port = free_port(), free_port()
         self._add("nameservice", ns_port, ["nameservice", "--listen", f"127.0.0.1:{ns_port}", "--http-listen",
                                            f"127.0.0.1:{http_port}", "--controller", self.controller_url,
-                                           "--token-file", str(token_file)])
+                                           "--token-file", str(token_file)], extra_ports=(http_port,))
         self.ns_http_port = http_port
         self._start("nameservice")
         self.started_at = time.monotonic()
@@ -204,8 +206,8 @@ class Environment:
                 api.put(f"/v1/client-rules/{self.tag}-{prefix}",
                         json={"match": "prefix", "pattern": prefix, "pool": pool}).raise_for_status()
 
-    def _add(self, name: str, port: int, args: list[str]) -> None:
-        self.services[name] = Service(name, args, port, self.workdir / f"{name}.log")
+    def _add(self, name: str, port: int, args: list[str], extra_ports: tuple[int, ...] = ()) -> None:
+        self.services[name] = Service(name, args, port, self.workdir / f"{name}.log", extra_ports)
 
     def _start(self, name: str) -> None:
         svc = self.services[name]
@@ -236,6 +238,11 @@ class Environment:
         for name in ("nameservice", "pproxy", "cproxy", "controller"):
             if name in self.services:
                 self.services[name].stop()
+
+
+def _listens(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _wait(predicate, what: str, timeout: float = 60.0) -> None:

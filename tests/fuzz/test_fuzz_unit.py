@@ -6,17 +6,22 @@ from __future__ import annotations
 import io
 import json
 import random
+import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 from kio.serial import entity_writer
 
 from fedkafka.fuzz import generator, mutate, records
 from fedkafka.fuzz.driver import Budget, Record, Recorder
+from fedkafka.fuzz.environment import Service
 from fedkafka.fuzz.frames import Values, build_frame, request_schema
 from fedkafka.fuzz.generator import Generator, Send
 from fedkafka.fuzz.httpfuzz import WRITES, HttpGenerator
 from fedkafka.fuzz.tokens import DATA, LEN, Tok, serialize, uvarint
+from fedkafka.kafka.cluster import free_port
 from fedkafka.protocol import codec, consumer_protocol
 from fedkafka.protocol.records import crc_ok, iter_batches
 
@@ -178,3 +183,23 @@ def test_an_acks_of_zero_made_by_shifted_bytes_expects_no_answer():
     tokens[0].value = 2  # transactional_id#: -1 (null) -> 2 bytes, the acks field's ("\x00\x01")
     tokens.insert(at + 1, Tok(DATA, "raw", b"\x00\x00", "inserted"))
     assert not generator._expects_answer(frame)
+
+
+def test_a_service_is_up_only_when_every_port_it_serves_listens(tmp_path):
+    """The name service opens its Kafka port before its HTTP one: a run that probed HTTP once the Kafka port
+    answered found it refused (CI, 0.3 s into a fuzz run)."""
+    first, second = free_port(), free_port()
+    script = ("import socket, time\n"
+              f"a = socket.create_server(('127.0.0.1', {first}))\n"
+              "time.sleep(1.0)\n"
+              f"b = socket.create_server(('127.0.0.1', {second}))\n"
+              "time.sleep(60)\n")
+    svc = Service("two-ports", [], first, tmp_path / "log", extra_ports=(second,))
+    svc.proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        svc.wait_listening()
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", second)) == 0
+    finally:
+        svc.proc.kill()
+        svc.proc.wait()
