@@ -26,6 +26,7 @@ from fedkafka.controller.models import ChainRow, MoveRow, ProxyRow, SegmentRow, 
 from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
 from fedkafka.controller.service import MAX_REPORTED_VERSION, Controller
 from fedkafka.controller.workflows import WorkflowEngine
+from fedkafka.view.model import View
 from fedkafka.view.rebalance import Move
 
 BIGINT_MAX = 2**63 - 1
@@ -483,6 +484,52 @@ def test_a_move_planned_before_its_target_end_was_recorded_is_held_once_the_data
     assert "was planned before its target's end was kept" in row.error
     ctl.kafka.down.discard("c2")
     assert Mover(ctl).sweep() == [] and _move(ctl, ids[0]).state == "held"  # the sweeper leaves it to an operator
+
+
+def _published(ctl) -> list:
+    """Every view `ctl` publishes from now on (what the proxies fetch, GET /v1/view), in order."""
+    views, publish = [], ctl.publisher.publish
+
+    def recording(view):
+        views.append(view)
+        return publish(view)
+
+    ctl.publisher.publish = recording
+    return views
+
+
+@pytest.mark.parametrize("target", ["unchanged", "grew"])
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_planned_move_is_frozen_in_the_first_view_composed_once_the_loss_is_detected(plan_kept, settled_by, target):
+    """The database kept the planned move's plan only; the proxy still holds v_high (t/0 on c2 from logical 100) and
+    its heartbeat shows the loss. The next view is numbered past v_high, so the proxies take it, and it was built
+    from the database: t/0 active on c1 and not frozen, writable at c1's end 100 = logical 100, the offset the lost
+    publish gave c2 phys 0, until the resumed run or the sweeper held the move (up to `seal_timeout` of reads of a
+    target that does not answer). Now the compose that numbers the view past the lost ones freezes the chains of the
+    planned moves, so no view from the detection on has t/0 writable; a move whose target shows nothing was written
+    under a lost publish is released (rolled back) once its target answers, as before."""
+    ctl, ids, ends, member, v_high = plan_kept
+    if target == "grew":
+        ends[("c2", "t", 0)] = 50  # 50 records acked at logical 100..149 on c2 phys 0..49
+    ctl.kafka.down.add("c2")  # its target does not answer: a freeze reads it again and again
+    views = _published(ctl)
+    proxy = TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)  # no lifespan: the app's routes only
+    answer = proxy.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}})
+    assert answer.status_code == 200 and ctl.db_regression is not None
+    assert answer.json()["view_version"] > v_high and views[0].version > v_high  # the proxy takes it
+    fetched = View.from_dict(proxy.get("/v1/view").json())  # what the proxy applies
+    assert fetched.version == views[0].version
+    assert fetched.topics["t"].partitions[0].frozen, "t/0 writable on c1 at logical 100 again"
+    assert _move(ctl, ids[0]).state == "planned"  # frozen before its target was read, nothing settled yet
+    _settle(ctl, ids, settled_by)
+    row = _move(ctl, ids[0])
+    assert (row.state, row.held_for, row.target_end) == ("held", "target_unread", 0), row.error
+    ctl.kafka.down.discard("c2")
+    Mover(ctl).sweep()  # reads the target again
+    released = target == "unchanged"
+    assert (_move(ctl, ids[0]).state, _frozen(ctl)) == (("rolled_back", False) if released else ("held", True))
+    assert all(v.topics["t"].partitions[0].frozen for v in views[:-1 if released else None])
+    assert ctl.view.topics["t"].partitions[0].frozen is not released
 
 
 def test_a_planned_move_whose_target_did_not_grow_moves_as_before(lossy):
