@@ -10,11 +10,15 @@ import logging
 import os
 import shutil
 import sqlite3
+from dataclasses import replace
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from kio.schema.errors import ErrorCode
+from proxy.support import ProxyProcess, create_topic, read_partition
+from proxy.test_fault import one_batch, raw_produce_errors
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -530,6 +534,37 @@ def test_a_planned_move_is_frozen_in_the_first_view_composed_once_the_loss_is_de
     assert (_move(ctl, ids[0]).state, _frozen(ctl)) == (("rolled_back", False) if released else ("held", True))
     assert all(v.topics["t"].partitions[0].frozen for v in views[:-1 if released else None])
     assert ctl.view.topics["t"].partitions[0].frozen is not released
+
+
+def _on(view: View, clusters: dict, physical: str) -> View:
+    """`view` with its clusters at the real ones' bootstraps (`clusters`: id -> LocalKafkaCluster), every segment on
+    the physical topic `physical` (a name no other test uses), and no proxy listed: a proxy serving it as a view
+    file leads every partition."""
+    topics = {name: replace(t, partitions=tuple(replace(c, segments=tuple(replace(g, topic=physical)
+                                                                          for g in c.segments))
+                                                for c in t.partitions)) for name, t in view.topics.items()}
+    return replace(view, topics=topics, proxies=(),
+                   clusters={cid: replace(c, bootstrap=clusters[cid].bootstrap) for cid, c in view.clusters.items()})
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_produce_through_a_proxy_on_the_first_view_after_the_loss_is_detected_is_refused(
+        plan_kept, kafka_clusters, unique_name, tmp_path):
+    """The first view composed once the loss is detected, served by a real proxy over real Kafka: produce to t/0 is
+    refused with a retriable error and nothing reaches c1 (before: acked at c1 phys 100.., logical 100.., the offsets
+    the lost publish gave the records on c2)."""
+    ctl, _ids, _ends, member, v_high = plan_kept
+    ctl.heartbeat(member, v_high, {})
+    first = ctl.view
+    assert first.version > v_high
+    c1, c2 = kafka_clusters[:2]
+    for cluster in (c1, c2):
+        create_topic(cluster.bootstrap, unique_name, 1)
+    with ProxyProcess(tmp_path, _on(first, {"c1": c1, "c2": c2}, unique_name)) as proxy:
+        errors = raw_produce_errors(proxy.port, "t", [0], one_batch())
+    assert errors == {0: ErrorCode.not_leader_or_follower}, proxy.output()[-2000:]
+    assert read_partition(c1.bootstrap, unique_name, 0, timeout=5) == []
 
 
 def test_a_planned_move_whose_target_did_not_grow_moves_as_before(lossy):
