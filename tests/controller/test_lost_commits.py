@@ -536,6 +536,25 @@ def test_a_planned_move_is_frozen_in_the_first_view_composed_once_the_loss_is_de
     assert ctl.view.topics["t"].partitions[0].frozen is not released
 
 
+def test_a_controller_running_through_the_loss_freezes_the_planned_moves_in_the_view_it_composes_past_it(lossy):
+    """The other way the loss is found: the controller kept running (a failover shorter than its leader lease) and
+    its lease loop finds the database below the view it serves. The view it composes past its own is built from the
+    database, so it froze no planned move before; now it does, and the sweeper releases one whose target is at its
+    planned end."""
+    api, _member, _ends, _keep, _fail_over = lossy
+    ctl = api.controller
+    ids = Mover(ctl).plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
+    api.put("/v1/topics/u", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    v_high = ctl.view.version
+    _lose_last_views(ctl, v_high - 1)
+    ctl.lease_round()
+    assert ctl.view.version == v_high + 1 and ctl.db_regression is not None
+    assert ctl.view.topics["t"].partitions[0].frozen and _frozen(ctl)
+    assert Mover(ctl).sweep() == ids
+    assert (_move(ctl, ids[0]).state, _frozen(ctl), ctl.view.topics["t"].partitions[0].frozen) == (
+        "rolled_back", False, False)
+
+
 def _on(view: View, clusters: dict, physical: str) -> View:
     """`view` with its clusters at the real ones' bootstraps (`clusters`: id -> LocalKafkaCluster), every segment on
     the physical topic `physical` (a name no other test uses), and no proxy listed: a proxy serving it as a view
