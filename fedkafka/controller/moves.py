@@ -17,7 +17,8 @@ before it takes effect:
   restart simply waits again.
 - planned records the target partition's log end (`planned_target_end`), read before the plan commits; frozen
   records it again (`target_end`), read before the freeze commits: a target that grew since the plan took writes
-  under a publish the database lost with the freeze, and the move is held instead of frozen.
+  under a publish the database lost with the freeze, and the move is held instead of frozen. A planned move's chain
+  may be frozen already: the view composed past views the database lost freezes every planned one (`freeze_planned`).
 - sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
   are recorded while the chain is still frozen, so they cannot move any more; a target whose end grew past
   `target_end` took writes under a publish the database lost: the move is held instead.
