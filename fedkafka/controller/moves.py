@@ -17,7 +17,8 @@ before it takes effect:
   restart simply waits again.
 - planned records the target partition's log end (`planned_target_end`), read before the plan commits; frozen
   records it again (`target_end`), read before the freeze commits: a target that grew since the plan took writes
-  under a publish the database lost with the freeze, and the move is held instead of frozen.
+  under a publish the database lost with the freeze, and the move is held instead of frozen. A planned move's chain
+  may be frozen already: the view composed past views the database lost freezes every planned one (`freeze_planned`).
 - sealed: the old partition's log end (the seal) and the new partition's log end (its phys_start)
   are recorded while the chain is still frozen, so they cannot move any more; a target whose end grew past
   `target_end` took writes under a publish the database lost: the move is held instead.
@@ -600,6 +601,33 @@ class Mover:
             self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
+
+
+def freeze_planned(s) -> list[int]:
+    """Freeze, in session `s` (not committed), the chain of every planned move: what the compose that numbers its view
+    past views the config database lost does before it builds that view (`Controller.compose`, docs/DESIGN.md §3.3,
+    "Lost commits"). The database may have kept such a move's plan and lost its freeze and publish, under which
+    proxies wrote to the target from the seal's logical offset up; built from the database, that view (the first the
+    proxies take, numbered past theirs) has the partition active and writable on the source at those same offsets,
+    until the resumed run or the sweeper held the move (after up to `seal_timeout` of reads of a target that does not
+    answer). Frozen in the view's own transaction, no view from then on has it writable. Nothing else changes: the
+    resumed run freezes it anyway, and a rollback (a failed run's, the sweeper's) unfreezes it as it would any
+    planned move, or holds it when its target shows, or cannot rule out, a lost publish. A move `_freeze` would roll
+    back without touching the chain (its topic or its active segment changed) is left alone. Returns the moves."""
+    frozen = []
+    for row in s.scalars(select(MoveRow).where(MoveRow.state == "planned").order_by(MoveRow.id)):
+        chain = s.get(ChainRow, (row.topic, row.partition))
+        active = _active_segment(s, row.topic, row.partition)
+        if chain is None or chain.frozen or active is None or active.cluster != row.from_cluster:
+            continue
+        if _incarnation(s, row.topic) == row.topic_id:
+            chain.frozen = True
+            frozen.append(row.id)
+    if frozen:
+        s.flush()
+        log.warning("planned moves %s: their partitions frozen in the view composed past the lost views (their "
+                    "publish may be among the lost commits); settled by their run or the sweeper", frozen)
+    return frozen
 
 
 def _member_name(row) -> str:

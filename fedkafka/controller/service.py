@@ -48,6 +48,7 @@ from fedkafka.controller.models import (
     ViewRow,
 )
 from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
+from fedkafka.controller.moves import freeze_planned
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
@@ -234,12 +235,14 @@ class Controller:
                         if self._peek_version() >= current.version:
                             continue  # another controller committed it since `stored_version` was read: read again
                         self._regressed(stored_version, current.version, "this controller holds")
+                    top = max(self._version_floor, acked, current.version)
+                    if top > stored_version:  # proxies (or this controller) hold views up to `top` the database lost:
+                        freeze_planned(s)  # this view is the one they take: no planned move's partition writable
                     now = time.time()
                     listed, until = self._inherited
                     candidate = build_view(s, now, keep_listed=listed if now < until else frozenset())
                     nxt = next_version(current, candidate)
-                    top = max(self._version_floor, acked, current.version)
-                    if top > stored_version:  # proxies (or this controller) hold views up to `top` the database lost
+                    if top > stored_version:
                         nxt = candidate.with_version(top + 1)
                     if nxt is current:
                         return current

@@ -10,11 +10,15 @@ import logging
 import os
 import shutil
 import sqlite3
+from dataclasses import replace
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from kio.schema.errors import ErrorCode
+from proxy.support import ProxyProcess, create_topic, read_partition
+from proxy.test_fault import one_batch, raw_produce_errors
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -26,6 +30,7 @@ from fedkafka.controller.models import ChainRow, MoveRow, ProxyRow, SegmentRow, 
 from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
 from fedkafka.controller.service import MAX_REPORTED_VERSION, Controller
 from fedkafka.controller.workflows import WorkflowEngine
+from fedkafka.view.model import View
 from fedkafka.view.rebalance import Move
 
 BIGINT_MAX = 2**63 - 1
@@ -483,6 +488,102 @@ def test_a_move_planned_before_its_target_end_was_recorded_is_held_once_the_data
     assert "was planned before its target's end was kept" in row.error
     ctl.kafka.down.discard("c2")
     assert Mover(ctl).sweep() == [] and _move(ctl, ids[0]).state == "held"  # the sweeper leaves it to an operator
+
+
+def _published(ctl) -> list:
+    """Every view `ctl` publishes from now on (what the proxies fetch, GET /v1/view), in order."""
+    views, publish = [], ctl.publisher.publish
+
+    def recording(view):
+        views.append(view)
+        return publish(view)
+
+    ctl.publisher.publish = recording
+    return views
+
+
+@pytest.mark.parametrize("target", ["unchanged", "grew"])
+@pytest.mark.parametrize("settled_by", ["resumed-run", "sweeper"])
+def test_a_planned_move_is_frozen_in_the_first_view_composed_once_the_loss_is_detected(plan_kept, settled_by, target):
+    """The database kept the planned move's plan only; the proxy still holds v_high (t/0 on c2 from logical 100) and
+    its heartbeat shows the loss. The next view is numbered past v_high, so the proxies take it, and it was built
+    from the database: t/0 active on c1 and not frozen, writable at c1's end 100 = logical 100, the offset the lost
+    publish gave c2 phys 0, until the resumed run or the sweeper held the move (up to `seal_timeout` of reads of a
+    target that does not answer). Now the compose that numbers the view past the lost ones freezes the chains of the
+    planned moves, so no view from the detection on has t/0 writable; a move whose target shows nothing was written
+    under a lost publish is released (rolled back) once its target answers, as before."""
+    ctl, ids, ends, member, v_high = plan_kept
+    if target == "grew":
+        ends[("c2", "t", 0)] = 50  # 50 records acked at logical 100..149 on c2 phys 0..49
+    ctl.kafka.down.add("c2")  # its target does not answer: a freeze reads it again and again
+    views = _published(ctl)
+    proxy = TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)  # no lifespan: the app's routes only
+    answer = proxy.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}})
+    assert answer.status_code == 200 and ctl.db_regression is not None
+    assert answer.json()["view_version"] > v_high and views[0].version > v_high  # the proxy takes it
+    fetched = View.from_dict(proxy.get("/v1/view").json())  # what the proxy applies
+    assert fetched.version == views[0].version
+    assert fetched.topics["t"].partitions[0].frozen, "t/0 writable on c1 at logical 100 again"
+    assert _move(ctl, ids[0]).state == "planned"  # frozen before its target was read, nothing settled yet
+    _settle(ctl, ids, settled_by)
+    row = _move(ctl, ids[0])
+    assert (row.state, row.held_for, row.target_end) == ("held", "target_unread", 0), row.error
+    ctl.kafka.down.discard("c2")
+    Mover(ctl).sweep()  # reads the target again
+    released = target == "unchanged"
+    assert (_move(ctl, ids[0]).state, _frozen(ctl)) == (("rolled_back", False) if released else ("held", True))
+    assert all(v.topics["t"].partitions[0].frozen for v in views[:-1 if released else None])
+    assert ctl.view.topics["t"].partitions[0].frozen is not released
+
+
+def test_a_controller_running_through_the_loss_freezes_the_planned_moves_in_the_view_it_composes_past_it(lossy):
+    """The other way the loss is found: the controller kept running (a failover shorter than its leader lease) and
+    its lease loop finds the database below the view it serves. The view it composes past its own is built from the
+    database, so it froze no planned move before; now it does, and the sweeper releases one whose target is at its
+    planned end."""
+    api, _member, _ends, _keep, _fail_over = lossy
+    ctl = api.controller
+    ids = Mover(ctl).plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
+    api.put("/v1/topics/u", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    v_high = ctl.view.version
+    _lose_last_views(ctl, v_high - 1)
+    ctl.lease_round()
+    assert ctl.view.version == v_high + 1 and ctl.db_regression is not None
+    assert ctl.view.topics["t"].partitions[0].frozen and _frozen(ctl)
+    assert Mover(ctl).sweep() == ids
+    assert (_move(ctl, ids[0]).state, _frozen(ctl), ctl.view.topics["t"].partitions[0].frozen) == (
+        "rolled_back", False, False)
+
+
+def _on(view: View, clusters: dict, physical: str) -> View:
+    """`view` with its clusters at the real ones' bootstraps (`clusters`: id -> LocalKafkaCluster), every segment on
+    the physical topic `physical` (a name no other test uses), and no proxy listed: a proxy serving it as a view
+    file leads every partition."""
+    topics = {name: replace(t, partitions=tuple(replace(c, segments=tuple(replace(g, topic=physical)
+                                                                          for g in c.segments))
+                                                for c in t.partitions)) for name, t in view.topics.items()}
+    return replace(view, topics=topics, proxies=(),
+                   clusters={cid: replace(c, bootstrap=clusters[cid].bootstrap) for cid, c in view.clusters.items()})
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_produce_through_a_proxy_on_the_first_view_after_the_loss_is_detected_is_refused(
+        plan_kept, kafka_clusters, unique_name, tmp_path):
+    """The first view composed once the loss is detected, served by a real proxy over real Kafka: produce to t/0 is
+    refused with a retriable error and nothing reaches c1 (before: acked at c1 phys 100.., logical 100.., the offsets
+    the lost publish gave the records on c2)."""
+    ctl, _ids, _ends, member, v_high = plan_kept
+    ctl.heartbeat(member, v_high, {})
+    first = ctl.view
+    assert first.version > v_high
+    c1, c2 = kafka_clusters[:2]
+    for cluster in (c1, c2):
+        create_topic(cluster.bootstrap, unique_name, 1)
+    with ProxyProcess(tmp_path, _on(first, {"c1": c1, "c2": c2}, unique_name)) as proxy:
+        errors = raw_produce_errors(proxy.port, "t", [0], one_batch())
+    assert errors == {0: ErrorCode.not_leader_or_follower}, proxy.output()[-2000:]
+    assert read_partition(c1.bootstrap, unique_name, 0, timeout=5) == []
 
 
 def test_a_planned_move_whose_target_did_not_grow_moves_as_before(lossy):
