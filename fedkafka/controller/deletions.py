@@ -8,8 +8,9 @@ of that name is refused (`refuse_pending`) with TOPIC_ALREADY_EXISTS, as Kafka r
 deletion: a new topic's segments start at physical offset 0 of physical topics of the same names, and one left
 behind would serve the deleted topic's records there.
 
-Every deletion attempt runs under the controller's write lock and first checks that its row is still there: a
-late attempt never deletes the physical topic of a topic created again after another attempt removed the row.
+Every deletion attempt runs under the controller's write lock and first reads its row again: a late attempt never
+deletes the physical topic of a topic created again after another attempt removed the row. (Only the active
+controller runs them: a standby runs no scan, and one that lost its leader row restarts, docs/DESIGN.md §3.6.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from fedkafka.controller.errors import Conflict
-from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable
+from fedkafka.controller.kafka_admin import KafkaAdmin
 from fedkafka.controller.models import ClusterRow, PendingDeletionRow
 from fedkafka.view.model import ClusterState
 
@@ -87,9 +88,12 @@ class PhysicalDeletions:
 
     def _delete_one(self, cluster: str, bootstrap: str, name: str) -> None:
         key = (PendingDeletionRow.cluster == cluster, PendingDeletionRow.physical_topic == name)
+        with self.session() as s:
+            if s.get(PendingDeletionRow, (cluster, name)) is None:  # removed since it was listed
+                return
         try:
             self.kafka.delete_topic(cluster, bootstrap, name)
-        except (KafkaUnavailable, KafkaRefused) as e:
+        except Exception as e:  # KafkaUnavailable, KafkaRefused, a future's timeout: the row stays, retried
             log.warning("physical topic %s on %s of a deleted topic not yet removed (retried by the scan): %s",
                         name, cluster, e)
             with self.session() as s:
