@@ -496,7 +496,8 @@ class Controller:
                 s.commit()
             self._forget_ends(name)
             self.compose()
-            self.deletions.attempt({c.id: c.bootstrap for c in clusters}, topic=name)
+            # now on the clusters the last scan reached (one that did not costs no timeout here: the scans retry)
+            self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
         return True
 
     def _forget_ends(self, topic: str) -> None:
@@ -836,7 +837,8 @@ class Controller:
     # -- background loops ------------------------------------------------------------------------
     def scan_once(self) -> list[Scan]:
         """Scan every cluster in parallel (a dead one costs one timeout, not a stall), record
-        reachability, re-create missing physical and shadow topics, compose."""
+        reachability, re-create missing physical and shadow topics, compose; then retry the pending deletions of
+        deleted topics' physical topics on the clusters that answered (`deletions`)."""
         with self.session() as s:
             clusters = [c for c in s.scalars(select(ClusterRow)) if c.state != ClusterState.REMOVED]
         if not clusters:
@@ -865,8 +867,8 @@ class Controller:
                 ends.update(self._scan_offsets(scan.cluster, bootstrap[scan.cluster]))
         self._store_ends(ends)
         self._create_missing(scans, needed, bootstrap)
-        self.deletions.retry({scan.cluster: bootstrap[scan.cluster] for scan in scans if scan.reachable})
         self.compose()
+        self.deletions.retry({scan.cluster: bootstrap[scan.cluster] for scan in scans if scan.reachable})
         return scans
 
     def _create_missing(self, scans: list[Scan], needed: dict[str, dict[str, tuple[int, dict]]],
