@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import func, select
 
-from fedkafka.controller.models import MoveRow, WorkflowRow
+from fedkafka.controller.models import MoveRow, PendingDeletionRow, WorkflowRow
 
 _FAST = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
 # moves wait for acks (up to minutes) and drains; workflows move many partitions and drain groups
@@ -117,6 +117,7 @@ class _StateCollector(Collector):
             oldest_run = s.scalar(select(func.min(WorkflowRow.created_at)).where(WorkflowRow.state == "running"))
             moves = s.execute(select(MoveRow.state, func.count()).group_by(MoveRow.state)).all()
             oldest_move = s.scalar(select(func.min(MoveRow.updated_at)).where(MoveRow.state.not_in(MOVE_FINISHED)))
+            pending = s.scalar(select(func.count()).select_from(PendingDeletionRow))
         runs = GaugeMetricFamily("fedkafka_workflows", "Workflow runs by kind and state", labels=["kind", "state"])
         for kind, state, n in workflows:
             runs.add_metric([kind, state], n)
@@ -131,6 +132,9 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("fedkafka_move_oldest_unfinished_seconds", "Longest time an unfinished move has "
                                 "spent in its current state (0: none unfinished): a stuck move grows here",
                                 value=0 if oldest_move is None else now - oldest_move)
+        yield GaugeMetricFamily("fedkafka_pending_physical_deletions", "Physical topics of deleted topics that their "
+                                "clusters have not yet confirmed gone (each scan retries them); a topic of such a name "
+                                "cannot be created again until then (docs/DESIGN.md §4.5)", value=pending or 0)
 
 
 def _durations(finished) -> HistogramMetricFamily:

@@ -86,6 +86,21 @@ class PhysicalPartitionRow(Base):
     scanned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class PendingDeletionRow(Base):
+    """A physical topic (or shadow topic) of a deleted logical topic that its cluster has not yet confirmed gone:
+    written in the transaction that deletes the logical topic, removed once Kafka confirms the deletion (deleted, or
+    UNKNOWN_TOPIC_OR_PARTITION). While `topic` has a row, creating a topic of that name is refused, so a new topic's
+    segments never start at offset 0 of a physical topic holding the old one's records (docs/DESIGN.md §4.5)."""
+
+    __tablename__ = "pending_deletions"
+    cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
+    physical_topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(249), index=True)  # the deleted logical topic (no foreign key: gone)
+    deleted_at: Mapped[float] = mapped_column(Float)  # wall-clock seconds of the logical deletion
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+
+
 class ProxyRow(Base):
     __tablename__ = "proxies"
     node_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

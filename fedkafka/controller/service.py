@@ -28,7 +28,7 @@ from sqlalchemy import CursorResult, Table, bindparam, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fedkafka.controller import acls, claims, db
+from fedkafka.controller import acls, claims, db, deletions
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
@@ -111,6 +111,9 @@ class Controller:
         self.kafka = kafka or KafkaAdmin(settings.kafka_timeout, settings.upstream)
         self.metrics = Metrics()
         self.producer_ids = ProducerIdBlocks(self.session)
+        self._write_lock = threading.Lock()  # one topology change at a time in this process
+        # physical topics of deleted topics not yet gone: retried by the scan, block a new topic of the name
+        self.deletions = deletions.PhysicalDeletions(self.session, self.kafka, self._write_lock)
         self.producer_ids.seed()
         self._seed_view()
         self.publisher = Publisher(self._stored_view()[0])
@@ -122,7 +125,6 @@ class Controller:
         self._inherited = (frozenset(p.node_id for p in self.publisher.view.proxies),
                            time.time() + settings.lease_ms / 1000)
         self._compose_lock = threading.Lock()
-        self._write_lock = threading.Lock()  # one topology change at a time in this process
         self._committed_at: dict[int, float] = {}
         # the newest view a proxy reported applied that the database does not hold (it lost its last commits):
         # the next view is numbered past it, never a version a proxy holds with other content (§3 durability)
@@ -398,6 +400,8 @@ class Controller:
         with self._write_lock:
             with self.session() as s:
                 row = s.get(TopicRow, name)
+                if row is None:  # a deleted topic's physical topics left behind would serve its records (§4.5)
+                    deletions.refuse_pending(s, name)
                 existing = None if row is None else (row.partitions, json.loads(row.config_json))
                 clusters = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
                 # every physical partition ever claimed: dropped segments' records stay, moves' targets come
@@ -470,7 +474,9 @@ class Controller:
     def delete_topic(self, name: str) -> bool:
         """Delete the topic, its chains and claims, and roll back its unfinished moves in the same transaction (a
         frozen chain goes with the topic; a move's seal, even one recorded, is of a topic no longer there): a move
-        never goes on into a topic created again under the name (docs/DESIGN.md §4.1). Then its physical topics."""
+        never goes on into a topic created again under the name (docs/DESIGN.md §4.1). The same transaction records
+        its physical topics as pending deletions; they are deleted now, on the clusters that answer, and by the scans
+        after (`deletions`): the name cannot be created again before all are gone (docs/DESIGN.md §4.5)."""
         with self._write_lock:
             with self.session() as s:
                 row = s.get(TopicRow, name)
@@ -484,21 +490,17 @@ class Controller:
                 physical = {(g.cluster, g.physical_topic) for g in
                             s.scalars(select(SegmentRow).where(SegmentRow.topic == name))}
                 physical |= {(c, t) for c, t in claims.load(s, name) if c not in removed}
+                coord = coordination_cluster(clusters)
+                physical |= {(coord, shadow_topic(name))} if coord else set()
                 for table in (SegmentRow, ChainRow, PhysicalPartitionRow):
                     s.execute(delete(table).where(table.topic == name))
                 s.delete(row)
+                deletions.record(s, name, physical)
                 s.commit()
             self._forget_ends(name)
             self.compose()
-        coord = coordination_cluster(clusters)
-        bootstrap = {c.id: c.bootstrap for c in clusters}
-        physical |= {(coord, shadow_topic(name))} if coord else set()
-        for cluster_id, topic in sorted(physical):  # the view no longer names them: deleting is best effort
-            try:
-                self.kafka.delete_topic(cluster_id, bootstrap[cluster_id], topic)
-            except (KafkaUnavailable, KafkaRefused) as e:
-                log.warning("topic %s deleted from the federation; physical %s on %s left behind: %s",
-                            name, topic, cluster_id, e)
+            # now on the clusters the last scan reached (one that did not costs no timeout here: the scans retry)
+            self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
         return True
 
     def _forget_ends(self, topic: str) -> None:
@@ -826,17 +828,20 @@ class Controller:
                 ProxyRow.role != "", or_(ProxyRow.lease_expires > now, ProxyRow.fence_expires > now - FENCE_GRACE_S))
                 .order_by(ProxyRow.node_id)))
             topics = s.scalar(select(func.count()).select_from(TopicRow))
+            pending = deletions.pending_by_cluster(s)
         clusters = self.list_clusters()
         return {"view_version": self.view.version, "db_regression": self.db_regression,
                 "clusters": len(clusters), "topics": topics,
                 "proxies": _proxy_status(counted, now), "coordination_cluster": self.view.coordination_cluster,
                 "unreachable": [c["id"] for c in clusters if not c["reachable"] and c["state"] != "removed"],
-                "lost_topics": {c: topics for c, topics in sorted(self.lost_topics.items()) if topics}}
+                "lost_topics": {c: topics for c, topics in sorted(self.lost_topics.items()) if topics},
+                "pending_deletions": pending}
 
     # -- background loops ------------------------------------------------------------------------
     def scan_once(self) -> list[Scan]:
         """Scan every cluster in parallel (a dead one costs one timeout, not a stall), record
-        reachability, re-create missing physical and shadow topics, compose."""
+        reachability, re-create missing physical and shadow topics, compose; then retry the pending deletions of
+        deleted topics' physical topics on the clusters that answered (`deletions`)."""
         with self.session() as s:
             clusters = [c for c in s.scalars(select(ClusterRow)) if c.state != ClusterState.REMOVED]
         if not clusters:
@@ -866,6 +871,7 @@ class Controller:
         self._store_ends(ends)
         self._create_missing(scans, needed, bootstrap)
         self.compose()
+        self.deletions.retry({scan.cluster: bootstrap[scan.cluster] for scan in scans if scan.reachable})
         return scans
 
     def _create_missing(self, scans: list[Scan], needed: dict[str, dict[str, tuple[int, dict]]],

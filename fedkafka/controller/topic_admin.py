@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from fedkafka.controller import deletions
 from fedkafka.controller.errors import Invalid, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.models import ClusterRow, SegmentRow, TopicRow
@@ -70,6 +71,7 @@ class TopicAdmin:
         with self.ctl.session() as s:
             if s.get(TopicRow, name) is not None:
                 raise Invalid(f"Topic '{name}' already exists.", status=409, kafka_error="TOPIC_ALREADY_EXISTS")
+            deletions.refuse_pending(s, name)
             targets = [c for c in s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal))
                        if c.state == ClusterState.ACTIVE and c.reachable]
         if not targets:

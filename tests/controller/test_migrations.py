@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from fedkafka.controller import db
 from fedkafka.controller.models import Base
@@ -21,7 +22,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0014"
+        assert ctx.get_current_revision() == "0015"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -47,7 +48,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0014"
+        assert MigrationContext.configure(conn).get_current_revision() == "0015"
     for engine in engines:
         engine.dispose()
 
@@ -192,4 +193,38 @@ def test_revision_0014_leaves_moves_planned_and_held_before_it_without_planned_e
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0013")
         assert list(conn.execute(text("SELECT state FROM moves ORDER BY id"))) == [("planned",), ("held",)]
+    engine.dispose()
+
+
+def test_revision_0015_adds_pending_deletions_empty_and_its_downgrade_keeps_the_topics(empty_db_url):
+    """A database upgraded to 0015 records no pending deletion (deletions before it were best effort: nothing to
+    block); the table takes a row per (cluster, physical topic) and the downgrade drops it, topics kept."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0014")
+        conn.execute(text("INSERT INTO topics (name, topic_id, partitions, placement, config_json) "
+                          "VALUES ('t', 'id1', 1, 'blocks', '{}')"))
+    db.migrate(engine)
+    insert = ("INSERT INTO pending_deletions (cluster, physical_topic, topic, deleted_at, attempts) "
+              "VALUES ('c2', '{name}', 'gone', 1.5, 0)")
+    with engine.begin() as conn:
+        assert list(conn.execute(text("SELECT * FROM pending_deletions"))) == []
+        conn.execute(text(insert.format(name="gone")))
+        conn.execute(text(insert.format(name="__fedkafka_shadow_gone")))
+        assert list(conn.execute(text("SELECT physical_topic, topic, attempts, last_error FROM pending_deletions "
+                                      "ORDER BY physical_topic"))) == [
+            ("__fedkafka_shadow_gone", "gone", 0, None), ("gone", "gone", 0, None)]
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # one row per physical topic of a cluster
+        conn.execute(text(insert.format(name="gone")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0014")
+        assert MigrationContext.configure(conn).get_current_revision() == "0014"
+        assert list(conn.execute(text("SELECT name FROM topics"))) == [("t",)]
+    db.migrate(engine)
+    with engine.connect() as conn:
+        assert list(conn.execute(text("SELECT * FROM pending_deletions"))) == []
     engine.dispose()
