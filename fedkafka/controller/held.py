@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from fedkafka.controller.errors import Conflict, Invalid, NotFound
 from fedkafka.controller.models import MoveRow, SegmentRow
-from fedkafka.controller.moves import FINISHED, HELD_NO_END, Mover, frozen_segment, older_seal_above
+from fedkafka.controller.moves import FINISHED, HELD_GREW, HELD_NO_END, Mover, frozen_segment, older_seal_above
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ class HeldMoves:
         log end) when nothing was written to its target under a lost publish: the target's log end read now is the
         move's `target_end`. A move without one (`no_target_end`) or whose target cannot be read only with
         `nothing_was_published`: the operator checked that no proxy's view.json has a segment on its target. A target
-        that grew is refused whatever the flag: it holds records of the lost publish (publish the move instead)."""
+        that grew is refused whatever the flag: it holds records of the lost publish (publish the move instead), and so is a
+        move held `target_grew` whatever its target reads now (unreadable, or back at `target_end` after a rebuild)."""
         with self.ctl.session() as s:
             row, _source = self._held(s, move_id, need_segment=False)
             s.expunge_all()
@@ -145,11 +146,17 @@ class HeldMoves:
         """Why held move `row` may be rolled back (the reason it records), or Conflict saying why not."""
         dst = (row.to_cluster, row.to_topic, row.to_partition)
         end = self.mover.log_ends({dst}).get(dst)
+        if end is not None and row.target_end is not None and end != row.target_end:
+            raise Conflict(f"move {row.id}: the log end of its target {_name(dst)} is {end}, {row.target_end} when "
+                           f"it was held: it holds records written under a publish the config database lost; "
+                           f"rolled back, their offsets would be handed out again. Publish the move instead")
+        if row.held_for == HELD_GREW:  # seen grown: whatever it reads now (unread, rebuilt), whatever the flag says
+            raise Conflict(f"move {row.id}: it is held {HELD_GREW}: the controller read its target {_name(dst)} past "
+                           f"its target_end {row.target_end}, so records were acked there under a publish the config "
+                           f"database lost; rolled back, their offsets would be handed out again (its target "
+                           f"{'cannot be read' if end is None else f'reads {end} now'}; nothing_was_published does "
+                           f"not override this). Publish the move instead")
         if end is not None and row.target_end is not None:
-            if end != row.target_end:
-                raise Conflict(f"move {row.id}: the log end of its target {_name(dst)} is {end}, {row.target_end} when "
-                               f"it was held: it holds records written under a publish the config database lost; "
-                               f"rolled back, their offsets would be handed out again. Publish the move instead")
             return f"rolled back by an operator: its target's log end is {end}, as when it was held"
         why = (f"it has no recorded target end ({HELD_NO_END})" if row.target_end is None
                else f"its target {_name(dst)} cannot be read")
