@@ -48,7 +48,7 @@ from fedkafka.controller.models import (
     ViewRow,
 )
 from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
-from fedkafka.controller.moves import freeze_planned
+from fedkafka.controller.moves import freeze_planned, moves_named, unfinished_moves_to
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
@@ -348,6 +348,10 @@ class Controller:
                 used = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster_id))
                 if used:
                     raise Conflict(f"cluster {cluster_id} still holds {used} segments; decommission it first")
+                if moving := unfinished_moves_to(s, cluster_id):
+                    raise Conflict(f"cluster {cluster_id} is the target of {len(moving)} unfinished moves "
+                                   f"({moves_named(moving)}); a held one is repaired first (docs/OPERATIONS.md, "
+                                   f"\"A held move\"), the others settle by themselves")
                 if coordination_cluster(list(s.scalars(select(ClusterRow)))) == cluster_id and \
                         s.scalar(select(func.count()).select_from(TopicRow)):
                     raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
