@@ -10,6 +10,7 @@ points at nothing; the scan loop re-creates whatever is missing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -869,8 +870,24 @@ class Controller:
                 ends.update(self._scan_offsets(scan.cluster, bootstrap[scan.cluster]))
         self._store_ends(ends)
         self._create_missing(scans, needed, bootstrap)
+        self._forget_lost(scans, needed)
         self.compose()
         return scans
+
+    def _forget_lost(self, scans: list[Scan], needed: dict[str, dict[str, tuple[int, dict]]]) -> None:
+        """Stop reporting what `_create_missing` cannot see go away: a removed cluster's lost topics (its entry and
+        its gauge label dropped; the scans skip it) and, on an unreachable cluster, the lost topics no chain needs any
+        more (the operator gave them up: the topic deleted, the partition moved away)."""
+        scanned = {scan.cluster: scan.reachable for scan in scans}
+        for cluster in sorted(self.lost_topics):
+            if cluster not in scanned:
+                del self.lost_topics[cluster]
+                with contextlib.suppress(KeyError):  # its label never set
+                    self.metrics.physical_topics_lost.remove(cluster)
+            elif not scanned[cluster]:
+                kept = [t for t in self.lost_topics[cluster] if t in needed.get(cluster, {})]
+                self.lost_topics[cluster] = kept
+                self.metrics.physical_topics_lost.labels(cluster).set(len(kept))
 
     def _create_missing(self, scans: list[Scan], needed: dict[str, dict[str, tuple[int, dict]]],
                         bootstrap: dict[str, str]) -> None:
@@ -885,6 +902,8 @@ class Controller:
                        if scan.topics.get(topic, 0) < want[0]}
             lost = sorted(t for _, t in self.lost_physical_topics(
                 [(scan.cluster, t) for t in missing], bootstrap, {scan.cluster: scan.topics}))
+            if lost:  # the listing predates the log ends: a topic created and written since is not lost
+                lost, missing = self._lost_listed_again(scan.cluster, lost, missing, bootstrap)
             for topic, (partitions, config) in missing.items():
                 if topic in lost:
                     continue
@@ -900,6 +919,20 @@ class Controller:
                           scan.cluster, topic)
             self.lost_topics[scan.cluster] = sorted(lost)
             self.metrics.physical_topics_lost.labels(scan.cluster).set(len(lost))
+
+    def _lost_listed_again(self, cluster: str, lost: list[str], missing: dict[str, tuple[int, dict]],
+                           bootstrap: Mapping[str, str]) -> tuple[list[str], dict[str, tuple[int, dict]]]:
+        """`lost` and `missing` (`_create_missing`'s, from a scan's listing of `cluster`) with `lost` decided again
+        from a listing taken now, after the log ends were read: a topic created (by a `put_topic`, a move's target)
+        and written after the scan listed `cluster` has a log end above 0 and no partition in that listing, and is
+        not lost. A cluster that does not answer now: only what was already reported stays lost, nothing is created."""
+        try:
+            again = sorted(t for _, t in self.lost_physical_topics([(cluster, t) for t in lost], bootstrap))
+        except KafkaUnavailable as e:
+            log.warning("cluster %s not listed again to confirm lost topics %s: %s", cluster, ", ".join(lost), e)
+            again = sorted(set(lost) & set(self.lost_topics.get(cluster, ())))
+            return again, {t: want for t, want in missing.items() if t not in lost}
+        return again, {t: want for t, want in missing.items() if t not in set(lost) - set(again)}
 
     def lost_physical_topics(self, wanted: Iterable[tuple[str, str]], bootstrap: Mapping[str, str],
                              have: Mapping[str, Mapping[str, int]] | None = None) -> set[tuple[str, str]]:
