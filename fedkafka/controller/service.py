@@ -869,7 +869,7 @@ class Controller:
             if scan.reachable:
                 ends.update(self._scan_offsets(scan.cluster, bootstrap[scan.cluster]))
         self._store_ends(ends)
-        self._create_missing(scans, needed, bootstrap)
+        self._create_missing(scans, needed, bootstrap, clusters)
         self._forget_lost(scans, needed)
         self.compose()
         return scans
@@ -890,7 +890,7 @@ class Controller:
                 self.metrics.physical_topics_lost.labels(cluster).set(len(kept))
 
     def _create_missing(self, scans: list[Scan], needed: dict[str, dict[str, tuple[int, dict]]],
-                        bootstrap: dict[str, str]) -> None:
+                        bootstrap: dict[str, str], clusters: list[ClusterRow]) -> None:
         """Create the physical and shadow topics (or partitions) a reachable cluster lacks, but never one that held
         data: created again it would be empty, and written from offset 0, below the offsets the chains map to it
         (an acked record at an older segment's logical offset, docs/DESIGN.md §4.5, §9.3). Those are left missing
@@ -904,14 +904,8 @@ class Controller:
                 [(scan.cluster, t) for t in missing], bootstrap, {scan.cluster: scan.topics}))
             if lost:  # the listing predates the log ends: a topic created and written since is not lost
                 lost, missing = self._lost_listed_again(scan.cluster, lost, missing, bootstrap)
-            for topic, (partitions, config) in missing.items():
-                if topic in lost:
-                    continue
-                try:
-                    self.kafka.ensure_topic(scan.cluster, bootstrap[scan.cluster], topic, partitions, config)
-                    log.info("re-created physical topic %s on %s", topic, scan.cluster)
-                except (KafkaUnavailable, KafkaRefused) as e:
-                    log.warning("cannot create %s on %s: %s", topic, scan.cluster, e)
+            if creatable := {topic: want for topic, want in missing.items() if topic not in lost}:
+                self._create_needed(scan.cluster, creatable, bootstrap, clusters)
             for topic in sorted(set(lost) - set(self.lost_topics.get(scan.cluster, ()))):
                 log.error("cluster %s lost physical topic %s, which held data: NOT re-created (it would take writes "
                           "at offsets already handed out); its partitions refuse produce until the data is restored "
@@ -919,6 +913,23 @@ class Controller:
                           scan.cluster, topic)
             self.lost_topics[scan.cluster] = sorted(lost)
             self.metrics.physical_topics_lost.labels(scan.cluster).set(len(lost))
+
+    def _create_needed(self, cluster: str, missing: dict[str, tuple[int, dict]], bootstrap: Mapping[str, str],
+                       clusters: list[ClusterRow]) -> None:
+        """Create the `missing` physical topics of `cluster` that are still needed, decided and created under the write
+        lock: a topic deleted since the scan read what it needs is not created again (a physical topic no chain names,
+        left behind for a topic created again under the name; `delete_topic` deletes its rows under the lock)."""
+        with self._write_lock:
+            with self.session() as s:
+                still = self._needed_topics(s, clusters).get(cluster, {})
+            for topic, (partitions, config) in missing.items():
+                if topic not in still:
+                    continue
+                try:
+                    self.kafka.ensure_topic(cluster, bootstrap[cluster], topic, partitions, config)
+                    log.info("re-created physical topic %s on %s", topic, cluster)
+                except (KafkaUnavailable, KafkaRefused) as e:
+                    log.warning("cannot create %s on %s: %s", topic, cluster, e)
 
     def _lost_listed_again(self, cluster: str, lost: list[str], missing: dict[str, tuple[int, dict]],
                            bootstrap: Mapping[str, str]) -> tuple[list[str], dict[str, tuple[int, dict]]]:
