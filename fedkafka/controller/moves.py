@@ -613,7 +613,7 @@ def unfinished_moves_to(s, cluster: str) -> list[MoveRow]:
 def moves_named(rows: Iterable[MoveRow], limit: int = 10) -> str:
     """`rows` named for an operator: "move 3 of t/0 (held target_grew), ..." (at most `limit` of them)."""
     rows = list(rows)
-    named = [f"move {r.id} of {r.topic}/{r.partition} ({r.state}{' ' + r.held_for if r.state == 'held' else ''})"
+    named = [f"move {r.id} of {r.topic}/{r.partition} ({r.state}{f' {r.held_for}' if r.state == 'held' else ''})"
              for r in rows[:limit]]
     return ", ".join(named) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
