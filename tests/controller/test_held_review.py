@@ -63,6 +63,12 @@ def test_a_held_moves_target_cluster_is_not_decommissioned_and_the_move_not_publ
     on_removed = _segments(ctl)[-1][0] == "c2" and ctl.get_cluster("c2")["state"] == "removed"
     # main: (True, 200, True): c2 removed, the move published onto it, t/0's active segment on a removed cluster
     assert (decommissioned, answer.status_code, on_removed) == (False, 409, False), (run, answer.text, _segments(ctl))
+    assert f"move {ids[0]} of t/0 (held target_grew)" in run["error"] and "Repair them first" in run["error"], run
+    assert "its target cluster c2 is read_only, not active" in answer.json()["detail"], answer.text
+    api.post("/v1/clusters/c2/state", json={"state": "draining"}).raise_for_status()  # by hand: no segment on c2
+    removed = api.post("/v1/clusters/c2/state", json={"state": "removed"})
+    assert removed.status_code == 409 and f"move {ids[0]} of t/0 (held target_grew)" in removed.json()["detail"]
+    assert ctl.get_cluster("c2")["state"] == "draining" and _move(ctl, ids[0]).state == "held"
 
 
 @pytest.fixture
