@@ -80,7 +80,8 @@ def publish(move_id: int = typer.Argument(..., help="the held move's id (`fedkaf
 def roll_back(move_id: int = typer.Argument(..., help="the held move's id (`fedkafka moves list --held`)"),
               nothing_was_published: bool = typer.Option(False, "--nothing-was-published", help="the move has no "
                                                          "target_end (no_target_end) or its target cannot be read, "
-                                                         "and no proxy's view.json has a segment of it on its target"),
+                                                         "and no proxy's view.json has a segment of it on its "
+                                                         "target (a move held target_grew is refused even so)"),
               as_json: bool = JSON, url: str | None = URL, token_file: Path | None = TOKEN) -> None:
     """Roll a held move back (its partition unfrozen, writes go on at the source) when nothing was written under
     a lost publish: its target's log end is still the move's target_end."""

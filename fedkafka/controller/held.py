@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import select
 
 from fedkafka.controller.errors import Conflict, Invalid, NotFound
-from fedkafka.controller.models import MoveRow, SegmentRow
-from fedkafka.controller.moves import FINISHED, HELD_NO_END, Mover, frozen_segment, older_seal_above
+from fedkafka.controller.models import ClusterRow, MoveRow, SegmentRow
+from fedkafka.controller.moves import FINISHED, HELD_GREW, HELD_NO_END, Mover, frozen_segment, older_seal_above
+from fedkafka.view.model import ClusterState
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class HeldMoves:
             row, now = self._held(s, move_id, lock=True)
             if now.id != source.id:
                 raise Conflict(f"move {move_id}: its partition's active segment changed since it was checked; again")
+            _check_target_active(s, row)
             _check_past_older_segments(s, row, target_start)
             self.mover.seal_held(row, seal, target_start)
             self.ctl.check_leader(s)
@@ -82,7 +84,8 @@ class HeldMoves:
         log end) when nothing was written to its target under a lost publish: the target's log end read now is the
         move's `target_end`. A move without one (`no_target_end`) or whose target cannot be read only with
         `nothing_was_published`: the operator checked that no proxy's view.json has a segment on its target. A target
-        that grew is refused whatever the flag: it holds records of the lost publish (publish the move instead)."""
+        that grew is refused whatever the flag: it holds records of the lost publish (publish the move instead), and so
+        is a move held `target_grew` whatever its target reads now (unreadable, or back at `target_end`)."""
         with self.ctl.session() as s:
             row, _source = self._held(s, move_id, need_segment=False)
             s.expunge_all()
@@ -145,11 +148,17 @@ class HeldMoves:
         """Why held move `row` may be rolled back (the reason it records), or Conflict saying why not."""
         dst = (row.to_cluster, row.to_topic, row.to_partition)
         end = self.mover.log_ends({dst}).get(dst)
+        if end is not None and row.target_end is not None and end != row.target_end:
+            raise Conflict(f"move {row.id}: the log end of its target {_name(dst)} is {end}, {row.target_end} when "
+                           f"it was held: it holds records written under a publish the config database lost; "
+                           f"rolled back, their offsets would be handed out again. Publish the move instead")
+        if row.held_for == HELD_GREW:  # seen grown: whatever it reads now (unread, rebuilt), whatever the flag says
+            raise Conflict(f"move {row.id}: it is held {HELD_GREW}: the controller read its target {_name(dst)} past "
+                           f"its target_end {row.target_end}, so records were acked there under a publish the config "
+                           f"database lost; rolled back, their offsets would be handed out again (its target "
+                           f"{'cannot be read' if end is None else f'reads {end} now'}; nothing_was_published does "
+                           f"not override this). Publish the move instead")
         if end is not None and row.target_end is not None:
-            if end != row.target_end:
-                raise Conflict(f"move {row.id}: the log end of its target {_name(dst)} is {end}, {row.target_end} when "
-                               f"it was held: it holds records written under a publish the config database lost; "
-                               f"rolled back, their offsets would be handed out again. Publish the move instead")
             return f"rolled back by an operator: its target's log end is {end}, as when it was held"
         why = (f"it has no recorded target end ({HELD_NO_END})" if row.target_end is None
                else f"its target {_name(dst)} cannot be read")
@@ -158,6 +167,20 @@ class HeldMoves:
                            f"the config database lost. Check that no proxy's view.json has a segment on "
                            f"{_name(dst)} for {row.topic}/{row.partition}, then pass nothing_was_published")
         return f"rolled back by an operator who found no publish of it in the proxies' views: {why}"
+
+
+def _check_target_active(s, row: MoveRow) -> None:
+    """Conflict when held move `row`'s target cluster is not active (read_only, draining, removed, or gone): a new
+    segment there is one a decommission would not see coming, and one on a removed cluster takes no writes and is
+    read by no proxy. The operator sets the cluster active again first (`fedkafka cluster activate`)."""
+    cluster = s.get(ClusterRow, row.to_cluster)
+    state = cluster.state if cluster is not None else "unknown"
+    if state != ClusterState.ACTIVE.value:
+        hint = ("" if state in ("removed", "unknown") else
+                f"; set it active again first (`fedkafka cluster activate {row.to_cluster}`), then decommission it "
+                f"again after the publish if you meant to")
+        raise Conflict(f"move {row.id} of {row.topic}/{row.partition}: its target cluster {row.to_cluster} is "
+                       f"{state}, not active: a new segment is published on an active cluster only{hint}")
 
 
 def _check_past_older_segments(s, row: MoveRow, target_start: int) -> None:

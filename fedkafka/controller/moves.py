@@ -603,6 +603,21 @@ class Mover:
         self.ctl.compose()
 
 
+def unfinished_moves_to(s, cluster: str) -> list[MoveRow]:
+    """The unfinished moves (planned, frozen, sealed, held) whose target is on `cluster`, oldest first: a cluster they
+    target is not drained or removed under them (a held one stays until an operator repairs it)."""
+    return list(s.scalars(select(MoveRow).where(MoveRow.to_cluster == cluster, MoveRow.state.not_in(FINISHED))
+                          .order_by(MoveRow.id)))
+
+
+def moves_named(rows: Iterable[MoveRow], limit: int = 10) -> str:
+    """`rows` named for an operator: "move 3 of t/0 (held target_grew), ..." (at most `limit` of them)."""
+    rows = list(rows)
+    named = [f"move {r.id} of {r.topic}/{r.partition} ({r.state}{f' {r.held_for}' if r.state == 'held' else ''})"
+             for r in rows[:limit]]
+    return ", ".join(named) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
 def freeze_planned(s) -> list[int]:
     """Freeze, in session `s` (not committed), the chain of every planned move: what the compose that numbers its view
     past views the config database lost does before it builds that view (`Controller.compose`, docs/DESIGN.md §3.3,

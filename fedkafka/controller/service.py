@@ -10,6 +10,7 @@ points at nothing; the scan loop re-creates whatever is missing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ from fedkafka.controller.models import (
     ViewRow,
 )
 from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
-from fedkafka.controller.moves import freeze_planned
+from fedkafka.controller.moves import freeze_planned, moves_named, unfinished_moves_to
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
@@ -350,6 +351,10 @@ class Controller:
                 used = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster_id))
                 if used:
                     raise Conflict(f"cluster {cluster_id} still holds {used} segments; decommission it first")
+                if moving := unfinished_moves_to(s, cluster_id):
+                    raise Conflict(f"cluster {cluster_id} is the target of {len(moving)} unfinished moves "
+                                   f"({moves_named(moving)}); a held one is repaired first (docs/OPERATIONS.md, "
+                                   f"\"A held move\"), the others settle by themselves")
                 if coordination_cluster(list(s.scalars(select(ClusterRow)))) == cluster_id and \
                         s.scalar(select(func.count()).select_from(TopicRow)):
                     raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
@@ -869,13 +874,29 @@ class Controller:
             if scan.reachable:
                 ends.update(self._scan_offsets(scan.cluster, bootstrap[scan.cluster]))
         self._store_ends(ends)
-        self._create_missing(scans, needed, bootstrap)
+        self._create_missing(scans, needed, bootstrap, clusters)
+        self._forget_lost(scans, needed)
         self.compose()
         self.deletions.retry({scan.cluster: bootstrap[scan.cluster] for scan in scans if scan.reachable})
         return scans
 
+    def _forget_lost(self, scans: list[Scan], needed: dict[str, dict[str, tuple[int, dict]]]) -> None:
+        """Stop reporting what `_create_missing` cannot see go away: a removed cluster's lost topics (its entry and
+        its gauge label dropped; the scans skip it) and, on an unreachable cluster, the lost topics no chain needs any
+        more (the operator gave them up: the topic deleted, the partition moved away)."""
+        scanned = {scan.cluster: scan.reachable for scan in scans}
+        for cluster in sorted(self.lost_topics):
+            if cluster not in scanned:
+                del self.lost_topics[cluster]
+                with contextlib.suppress(KeyError):  # its label never set
+                    self.metrics.physical_topics_lost.remove(cluster)
+            elif not scanned[cluster]:
+                kept = [t for t in self.lost_topics[cluster] if t in needed.get(cluster, {})]
+                self.lost_topics[cluster] = kept
+                self.metrics.physical_topics_lost.labels(cluster).set(len(kept))
+
     def _create_missing(self, scans: list[Scan], needed: dict[str, dict[str, tuple[int, dict]]],
-                        bootstrap: dict[str, str]) -> None:
+                        bootstrap: dict[str, str], clusters: list[ClusterRow]) -> None:
         """Create the physical and shadow topics (or partitions) a reachable cluster lacks, but never one that held
         data: created again it would be empty, and written from offset 0, below the offsets the chains map to it
         (an acked record at an older segment's logical offset, docs/DESIGN.md §4.5, §9.3). Those are left missing
@@ -887,14 +908,10 @@ class Controller:
                        if scan.topics.get(topic, 0) < want[0]}
             lost = sorted(t for _, t in self.lost_physical_topics(
                 [(scan.cluster, t) for t in missing], bootstrap, {scan.cluster: scan.topics}))
-            for topic, (partitions, config) in missing.items():
-                if topic in lost:
-                    continue
-                try:
-                    self.kafka.ensure_topic(scan.cluster, bootstrap[scan.cluster], topic, partitions, config)
-                    log.info("re-created physical topic %s on %s", topic, scan.cluster)
-                except (KafkaUnavailable, KafkaRefused) as e:
-                    log.warning("cannot create %s on %s: %s", topic, scan.cluster, e)
+            if lost:  # the listing predates the log ends: a topic created and written since is not lost
+                lost, missing = self._lost_listed_again(scan.cluster, lost, missing, bootstrap)
+            if creatable := {topic: want for topic, want in missing.items() if topic not in lost}:
+                self._create_needed(scan.cluster, creatable, bootstrap, clusters)
             for topic in sorted(set(lost) - set(self.lost_topics.get(scan.cluster, ()))):
                 log.error("cluster %s lost physical topic %s, which held data: NOT re-created (it would take writes "
                           "at offsets already handed out); its partitions refuse produce until the data is restored "
@@ -902,6 +919,37 @@ class Controller:
                           scan.cluster, topic)
             self.lost_topics[scan.cluster] = sorted(lost)
             self.metrics.physical_topics_lost.labels(scan.cluster).set(len(lost))
+
+    def _create_needed(self, cluster: str, missing: dict[str, tuple[int, dict]], bootstrap: Mapping[str, str],
+                       clusters: list[ClusterRow]) -> None:
+        """Create the `missing` physical topics of `cluster` that are still needed, decided and created under the write
+        lock: a topic deleted since the scan read what it needs is not created again (a physical topic no chain names,
+        left behind for a topic created again under the name; `delete_topic` deletes its rows under the lock)."""
+        with self._write_lock:
+            with self.session() as s:
+                still = self._needed_topics(s, clusters).get(cluster, {})
+            for topic, (partitions, config) in missing.items():
+                if topic not in still:
+                    continue
+                try:
+                    self.kafka.ensure_topic(cluster, bootstrap[cluster], topic, partitions, config)
+                    log.info("re-created physical topic %s on %s", topic, cluster)
+                except (KafkaUnavailable, KafkaRefused) as e:
+                    log.warning("cannot create %s on %s: %s", topic, cluster, e)
+
+    def _lost_listed_again(self, cluster: str, lost: list[str], missing: dict[str, tuple[int, dict]],
+                           bootstrap: Mapping[str, str]) -> tuple[list[str], dict[str, tuple[int, dict]]]:
+        """`lost` and `missing` (`_create_missing`'s, from a scan's listing of `cluster`) with `lost` decided again
+        from a listing taken now, after the log ends were read: a topic created (by a `put_topic`, a move's target)
+        and written after the scan listed `cluster` has a log end above 0 and no partition in that listing, and is
+        not lost. A cluster that does not answer now: only what was already reported stays lost, nothing is created."""
+        try:
+            again = sorted(t for _, t in self.lost_physical_topics([(cluster, t) for t in lost], bootstrap))
+        except KafkaUnavailable as e:
+            log.warning("cluster %s not listed again to confirm lost topics %s: %s", cluster, ", ".join(lost), e)
+            again = sorted(set(lost) & set(self.lost_topics.get(cluster, ())))
+            return again, {t: want for t, want in missing.items() if t not in lost}
+        return again, {t: want for t, want in missing.items() if t not in set(lost) - set(again)}
 
     def lost_physical_topics(self, wanted: Iterable[tuple[str, str]], bootstrap: Mapping[str, str],
                              have: Mapping[str, Mapping[str, int]] | None = None) -> set[tuple[str, str]]:

@@ -32,7 +32,7 @@ from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopi
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
-from fedkafka.controller.moves import MoveFailed, Mover
+from fedkafka.controller.moves import MoveFailed, Mover, moves_named, unfinished_moves_to
 from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, PartitionChain, Segment, shadow_topic
 from fedkafka.view.rebalance import LogRange, Move, droppable_prefix, evacuate, rebalance, reused_below_seal
@@ -797,6 +797,7 @@ class WorkflowEngine:
             self.ctl.set_cluster_state(cluster, "read_only")  # new writes never land on it again
         self._phase(run_id, "read_only", 1, 1)
         if state in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
+            self._settle_moves_to(run_id, cluster)
             self._moves(run_id, lambda avoid: self._evacuate_plan(cluster, avoid))  # moves rolled back: `left` says so
             self._moves_done(run_id)
             left = self._active_on(cluster)
@@ -807,6 +808,33 @@ class WorkflowEngine:
         self._drain(run_id, cluster, rec["drain"])
         self.ctl.set_cluster_state(cluster, "removed")
         self._phase(run_id, "removed", 1, 1)
+
+    def _settle_moves_to(self, run_id: int, cluster: str) -> None:
+        """Wait until no unfinished move targets `cluster` (e.g. a rebalance's, planned before it went read_only), so
+        that it is not drained or removed under one. MoveFailed at once for a held move: it waits for an operator (its
+        target may hold records acked under a publish the config database lost), and when the others did not settle
+        within FAILOVER_BUSY_WAIT_S."""
+        deadline = time.monotonic() + FAILOVER_BUSY_WAIT_S
+        while True:
+            with self.ctl.session() as s:
+                moving = unfinished_moves_to(s, cluster)
+                held = [r for r in moving if r.state == "held"]
+                named, held_named = moves_named(moving), moves_named(held)
+            if held:
+                raise MoveFailed(f"{len(held)} held moves target {cluster} ({held_named}): it may hold records acked "
+                                 f"under a publish the config database lost. Repair them first: `fedkafka cluster "
+                                 f"activate {cluster}`, publish or roll back each (docs/OPERATIONS.md, \"A held "
+                                 f"move\"), then run the decommission again")
+            if not moving:
+                self._waiting(run_id, [])
+                return
+            if time.monotonic() > deadline:
+                raise MoveFailed(f"{len(moving)} unfinished moves still target {cluster} ({named}) after "
+                                 f"{FAILOVER_BUSY_WAIT_S:.0f} s; run the decommission again")
+            self._waiting(run_id, [f"unfinished moves to {cluster}: {named}"])
+            if self._stop_requested():
+                raise _Stopping()
+            time.sleep(self.drain_interval)
 
     def _evacuate_plan(self, leaving: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
         active = [c for c in self._clusters().values() if c.reachable and c.state == ClusterState.ACTIVE]
@@ -821,7 +849,9 @@ class WorkflowEngine:
 
     def _drain(self, run_id: int, cluster: str, mode: str) -> None:
         """Drop each chain's oldest segments up to its last one on `cluster` once retention removed them
-        (or every group committed past them); done when no segment references `cluster`."""
+        (or every group committed past them); done when no segment references `cluster`, and no unfinished move targets
+        it (`_settle_moves_to`)."""
+        self._settle_moves_to(run_id, cluster)
         with self.ctl.session() as s:
             total = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster))
         while True:
