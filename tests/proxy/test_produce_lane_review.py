@@ -15,6 +15,8 @@ from kio.schema.errors import ErrorCode
 from protocol.test_produce_frames import kio_request
 
 from fedkafka.protocol import codec
+from fedkafka.proxy.core import dispatch as dispatch_module
+from fedkafka.proxy.core import produce_lane
 from fedkafka.proxy.core.dispatch import ProtocolViolation
 from fedkafka.security.session import Session
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
@@ -290,6 +292,8 @@ class SequenceBroker(AnyBroker):
         self.last[(PHYSICAL[0], "phys", 0)], self.last[(PHYSICAL[0], "phys", 1)] = 4, 8
 
     def _answer(self, request):
+        if any(self.codes.get(p.index) == "silent" for t in request.topic_data for p in t.partition_data):
+            return None  # never answered (a lost connection, a stalled broker): nothing appended
         out = []
         for t in request.topic_data:
             answers = []
@@ -380,15 +384,24 @@ def moved_p1(v):
         topic, partitions=(topic.partitions[0], chain, *topic.partitions[2:]))})
 
 
+@pytest.mark.parametrize("timed_out", ["by_the_broker", "unanswered"])
+@pytest.mark.parametrize("renewal", ["p1_moved_back", "p1_jumped"])
 @pytest.mark.parametrize("lane", [True, False])
-def test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s_move_renews_the_physical_id(lane):
+def test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s_move_renews_the_physical_id(
+        lane, renewal, timed_out, monkeypatch):
     """FAILS on main (left failing on purpose). A steady producer (physical 555, confirmed on p0 and p1 of c1): its
     batch 5 on p0 is answered REQUEST_TIMED_OUT and not written (nothing remembered: p0 is confirmed, the broker's own
     check would refuse 6). Then p1 moves away and back to its physical partition on the same cluster (a new segment
     of the same physical partition, rule 1: never the same physical id there): the producer's next p1 batch drops the
     (logical id, epoch, cluster) mapping, for p0 too, and takes a fresh physical id. p0's batch 6 (in flight behind 5
     in the client's pipeline) goes out on that fresh id, which the broker takes at any first sequence: written, and
-    librdkafka acks 5 implicitly. 5 is lost. p0's segment never changed, so no sealed floor is asked either."""
+    librdkafka acks 5 implicitly. 5 is lost. p0's segment never changed, so no sealed floor is asked either.
+    `unanswered`: batch 5's call gets no answer at all (REQUEST_TIMEOUT_S, lowered here): the same.
+    `p1_jumped`: the same without a move: p1's next batch here is past what this proxy forwarded (p1's leadership went
+    to another proxy and came back, §4.2; 9..14 written there), which also drops the whole mapping (rule 1)."""
+    monkeypatch.setattr(produce_lane, "REQUEST_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(dispatch_module, "REQUEST_TIMEOUT_S", 0.2)
+
     async def scenario():
         now = [1000.0]
         table = ProducerIdTable(clock=lambda: now[0])
@@ -409,11 +422,14 @@ def test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s
             return answer[0][1][0].error_code
 
         try:
-            codes[0] = ErrorCode.request_timed_out
+            codes[0] = ErrorCode.request_timed_out if timed_out == "by_the_broker" else "silent"
             assert await send(0, 5) == ErrorCode.request_timed_out  # not written
             codes.clear()
-            d.state.view = moved_p1(d.state.view)
-            assert await send(1, 9) == 0  # p1's first batch on its new segment: a fresh physical id
+            if renewal == "p1_moved_back":
+                d.state.view = moved_p1(d.state.view)
+                assert await send(1, 9) == 0  # p1's first batch on its new segment: a fresh physical id
+            else:
+                assert await send(1, 15) == 0  # a forward jump on p1: a fresh physical id
             code = await send(0, 6)  # p0's next batch, sent before the client's resend of 5
             assert code != 0 or 5 in broker.written[0], \
                 "batch 6 of p0 answered written while 5 never was: librdkafka acks 5 implicitly, 5 is lost"
