@@ -204,11 +204,11 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bo
     chain = topic.partitions[pd.index]
     reason, failure = refused if refused[1] is not None else _refusal(ctx, chain)
     sequences = seq_key = None
-    if checked.producer_id >= 0:  # sequence bookkeeping: idempotent batches only
+    if checked.producer_id >= 0 and not checked.is_transactional:  # sequence bookkeeping: idempotent batches only
         sequences = _sequences(checked)
         seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
-        if failure is None:
-            reason, failure = _producer_refusal(ctx, checked, seq_key, sequences, chain.active)
+    if failure is None and checked.producer_id >= 0:
+        reason, failure = _producer_refusal(ctx, checked, seq_key, sequences, chain.active)
     seg = chain.active
     leader = None
     if failure is None:
