@@ -16,6 +16,11 @@ A later batch past any of them is a gap; forwarding it would let the client coun
 One time for all of them lost a batch (run 13): the oldest refused batch had gone through another proxy, the memory
 of it ran out, and the batch refused 0.2 s before went with it.
 
+A batch sent on a confirmed pair whose answer leaves open whether it was written (a timeout, a lost call) is kept too
+(`note_ambiguous`): the broker checks what follows on the same physical id, but not on a fresh one, and the mapping is
+one for all of a producer's partitions on a cluster, so another partition's move renews it; a batch past it that the
+broker would not check is refused as a gap (`ambiguous_before`).
+
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
 would then ack the earlier one implicitly. So the table remembers which (physical id, partition) pairs the
