@@ -201,6 +201,10 @@ class ProducerIds(Protocol):
         """Whether a refusal of `key` the full memory did not keep could matter (`broker_checked` batches only)."""
     def broker_checked(self, key: SeqKey, segment: SegmentId, first_seq: int) -> tuple[int, int] | None:
         """The physical (id, epoch) a batch goes to `segment` with when the broker checks its sequence, or None."""
+    def note_ambiguous(self, key: SeqKey, first_seq: int) -> None:
+        """A batch starting at `first_seq` on a confirmed pair got an answer that leaves open whether it was written."""
+    def ambiguous_before(self, key: SeqKey, first_seq: int) -> int | None:
+        """The first sequence of the oldest batch not known written that `first_seq` would skip, or None."""
 
     # -- the broker's own sequence check holds only once it answered a batch of the physical id there
     def confirmed(self, where: PhysicalPartition) -> bool:

@@ -688,7 +688,7 @@ def seeded(states: dict[int, str], ends: dict[int, int], floors: dict[int, int])
 def table_state(table: ProducerIdTable) -> dict:
     """Everything the table holds, in its (LRU) orders."""
     out = {name: list(getattr(table, name).items())
-           for name in ("_refused", "_writes", "_floors", "_confirmed", "_floor_gaps", "_logical")}
+           for name in ("_refused", "_writes", "_floors", "_confirmed", "_floor_gaps", "_logical", "_ambiguous")}
     out["_map"] = [(k, (v[0], v[1], {p: list(e) for p, e in v[2].items()})) for k, v in table._map.items()]
     return out
 
@@ -822,7 +822,8 @@ def test_an_idempotent_producer_without_its_own_open_connection_is_left_to_the_g
 
 def test_an_idempotent_lane_request_past_its_deadline_is_noted_forwarded_as_the_generic_path_notes_it(monkeypatch):
     """Not sent, answered REQUEST_TIMED_OUT; its sequences count as forwarded (as `handle` routes before the send
-    looks at the deadline), and nothing is noted refused (its partition is confirmed)."""
+    looks at the deadline), and nothing is noted refused (its partition is confirmed): noted not known written, on
+    both paths (DESIGN §5.3 rule 3)."""
     states = []
     for lane in (False, True):
         async def scenario(lane: bool = lane):

@@ -157,3 +157,25 @@ def test_the_capped_memory_refuses_whatever_remembering_every_refusal_would(scen
             t.note_written(key, seq, seq + 3)
             every = {s: when for s, when in every.items() if not seqs.within(s, seq, seq + 3)}
         assert len(t._refused.get(key, ())) <= REFUSED_BATCHES
+
+
+def test_a_batch_not_known_written_holds_back_the_batches_past_it_until_written_or_30_s_after_its_answer():
+    """DESIGN §5.3 rule 3: an ambiguous answer on a confirmed pair (`note_ambiguous`). The produce handler refuses a
+    batch past it only when the broker would not check it (`broker_checked` None); here, the memory itself."""
+    now = [1000.0]
+    t = ProducerIdTable(clock=lambda: now[0])
+    key = (1, 0, "t", 0)
+    t.note_ambiguous(key, 5)
+    assert t.ambiguous_before(key, 6) == 5 and t.ambiguous_before(key, 5) is None and t.ambiguous_before(key, 4) is None
+    t.note_written(key, 5, 6)  # 5 resent and written
+    assert t.ambiguous_before(key, 6) is None and not t._ambiguous
+    t.note_ambiguous(key, 7)
+    t.note_ambiguous(key, 9)
+    t.note_written(key, 8, 9)  # a batch after 7 written (the broker checked it on the same id): 7 was written
+    assert t.ambiguous_before(key, 10) == 9
+    now[0] += REFUSAL_MEMORY_S + 1  # 9 went through another proxy: forgotten
+    assert t.ambiguous_before(key, 10) is None and not t._ambiguous
+    t.note_ambiguous(key, 2**31 - 2)  # across the wrap
+    assert t.ambiguous_before(key, 3) == 2**31 - 2
+    t.note_written(key, 2**31 - 2, 1)
+    assert t.ambiguous_before(key, 3) is None

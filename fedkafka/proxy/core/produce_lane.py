@@ -230,7 +230,7 @@ class ProduceLane:
             return None
         records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer)
         if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
-            return self._not_sent(target)
+            return self._not_sent(target, producer)
         upstream = produce.lane_upstream(request, routes, records)
         try:
             item = conn.send(upstream)
@@ -245,15 +245,17 @@ class ProduceLane:
         waits.add(item)
         return _LaneCall(broker, upstream, waits, producer), item
 
-    def _not_sent(self, target: tuple[str, int]) -> tuple[_LaneCall, asyncio.Future]:
+    def _not_sent(self, target: tuple[str, int], producer: produce.LaneProducer | None) -> tuple[_LaneCall,
+                                                                                                  asyncio.Future]:
         """A request whose client's timeout passed before it could be sent (a loaded process, a tiny timeout):
-        not sent, answered REQUEST_TIMED_OUT, as the generic path's `_send` does (`_NotSent`)."""
+        not sent, answered REQUEST_TIMED_OUT, as the generic path's `_send` does (`_NotSent`); its idempotent batches
+        noted as `_lost` notes them (`lane_noted`)."""
         d = self.dispatcher
         message = "the client's request timeout passed: not sent"
         d.observer.refused("deadline", target[0], -1, message, None)
         item = (d._loop or d.loop).create_future()
         item.set_result(UpstreamError(target[0], message))
-        return _LaneCall(Broker(*target), None, None), item
+        return _LaneCall(Broker(*target), None, None, producer), item
 
     def _answer_later(self, loop: asyncio.AbstractEventLoop, view, request, routes: list[produce.LaneRoute],
                       call: _LaneCall, item: asyncio.Future, correlation_id: int, read_at: float) -> asyncio.Future:

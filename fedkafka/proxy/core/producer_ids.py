@@ -16,6 +16,11 @@ A later batch past any of them is a gap; forwarding it would let the client coun
 One time for all of them lost a batch (run 13): the oldest refused batch had gone through another proxy, the memory
 of it ran out, and the batch refused 0.2 s before went with it.
 
+A batch sent on a confirmed pair whose answer leaves open whether it was written (a timeout, a lost call) is kept too
+(`note_ambiguous`): the broker checks what follows on the same physical id, but not on a fresh one, and the mapping is
+one for all of a producer's partitions on a cluster, so another partition's move renews it; a batch past it that the
+broker would not check is refused as a gap (`ambiguous_before`).
+
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
 would then ack the earlier one implicitly. So the table remembers which (physical id, partition) pairs the
@@ -108,6 +113,9 @@ class ProducerIdTable:
         self._confirmed: collections.OrderedDict[PhysicalPartition, None] = collections.OrderedDict()
         # per producer and partition: (segment, when a batch past its sealed floor was first refused as a gap)
         self._floor_gaps: collections.OrderedDict[SeqKey, tuple[SegmentId, float]] = collections.OrderedDict()
+        # per producer and partition: the first sequence of each batch sent on a confirmed pair whose answer left open
+        # whether it was written (REQUEST_TIMED_OUT, a lost call) -> when it was last so answered (`note_ambiguous`)
+        self._ambiguous: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -271,11 +279,55 @@ class ProducerIdTable:
         del self._refused[key]
         self._inexact.pop(key, None)
 
+    def note_ambiguous(self, key: SeqKey, first_seq: int) -> None:
+        """A batch starting at `first_seq`, sent on a confirmed (physical id, partition), got an answer that leaves
+        open whether it was written (REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND, or none at all). While the
+        producer's batches go on with that id there, the broker checks them (a batch past an unwritten one is
+        OUT_OF_ORDER_SEQUENCE_NUMBER); a batch it would not check (`broker_checked` None: a fresh physical id, as
+        another partition's segment change or forward jump renews the mapping for all, or a new segment) past this one
+        is refused as a gap (`ambiguous_before`) until a batch up to it is written, and for REFUSAL_MEMORY_S after its
+        own last such answer at most, as a refused batch is remembered (rule 2)."""
+        now = self._clock()
+        batches = self._ambiguous.get(key)
+        if batches is None:
+            batches = {}
+        _expire(batches, now)
+        batches[seqs.wrapped(first_seq)] = now
+        _cap(batches)
+        _put(self._ambiguous, key, batches)
+
+    def ambiguous_before(self, key: SeqKey, first_seq: int) -> int | None:
+        """The first sequence of the oldest batch of `key` not known written (`note_ambiguous`) that `first_seq` would
+        skip, or None."""
+        batches = self._ambiguous.get(key)
+        if batches is None:
+            return None
+        _expire(batches, self._clock())
+        if not batches:
+            del self._ambiguous[key]
+            return None
+        skipped = [s for s in batches if seqs.after(first_seq, s)]
+        return _oldest(skipped) if skipped else None
+
+    def _resolve_ambiguous(self, key: SeqKey, end_seq: int) -> None:
+        """Sequences up to end_seq - 1 were written: the batches not known written before end_seq were too (in the
+        batch; or before it, which the broker checked: a batch past one not known written goes out only when it does,
+        `ambiguous_before`)."""
+        batches = self._ambiguous.get(key)
+        if batches is None:
+            return
+        for s in [s for s in batches if seqs.behind(s, end_seq)]:
+            del batches[s]
+        if not batches:
+            del self._ambiguous[key]
+
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already): the refused batches among them are
-        forgotten. If refused batches remain, the next one to resend starts at end_seq and is remembered as
-        refused too (when the written ones were), so a batch past it waits for it: forgetting it would let a batch
-        past it through (and librdkafka ack it implicitly)."""
+        forgotten, and the batches not known written up to them (`note_ambiguous`). If refused batches remain, the
+        next one to resend starts at end_seq and is remembered as refused too (when the written ones were), so a batch
+        past it waits for it: forgetting it would let a batch past it through (and librdkafka ack it implicitly)."""
+        if self._ambiguous:  # empty but after an ambiguous answer: the steady path's only cost
+            self._resolve_ambiguous(key, end_seq)
         batches = self._refused.get(key)
         if batches is None:
             return

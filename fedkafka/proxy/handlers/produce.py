@@ -204,11 +204,11 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bo
     chain = topic.partitions[pd.index]
     reason, failure = refused if refused[1] is not None else _refusal(ctx, chain)
     sequences = seq_key = None
-    if checked.producer_id >= 0:  # sequence bookkeeping: idempotent batches only
+    if checked.producer_id >= 0 and not checked.is_transactional:  # sequence bookkeeping: idempotent batches only
         sequences = _sequences(checked)
         seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
-        if failure is None:
-            reason, failure = _producer_refusal(ctx, checked, seq_key, sequences, chain.active)
+    if failure is None and checked.producer_id >= 0:
+        reason, failure = _producer_refusal(ctx, checked, seq_key, sequences, chain.active)
     seg = chain.active
     leader = None
     if failure is None:
@@ -254,9 +254,11 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
     ids = ctx.producer_ids
     skipped = ids.refused_before(seq_key, sequences[0])
     if skipped is None:
-        if ids.overflowing(seq_key) and ids.broker_checked(
+        unknown = ids.ambiguous_before(seq_key, sequences[0])
+        if (unknown is not None or ids.overflowing(seq_key)) and ids.broker_checked(
                 seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
-            return "gap", (_GAP, "refusal memory full: only batches the broker checks are forwarded")
+            return "gap", (_GAP, "refusal memory full: only batches the broker checks are forwarded" if unknown is None
+                           else f"sequence {sequences[0]} skips {unknown}, not known written: resend that first")
         return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
     log.debug("producer %s/%s %s/%s: %s", *seq_key, message)
@@ -650,6 +652,8 @@ def _lost(ctx: Context, parts: list[_Part], result: UpstreamError, answers: dict
         log.debug("producer %s/%s %s/%s: sequence %s lost its answer: %s", *p.seq_key, p.first_seq, result.reason)
         if not p.confirmed:  # no broker state yet: only the client's resend can tell
             ctx.producer_ids.note_refused(p.seq_key, p.first_seq)
+        else:  # the broker checks what follows on this id, not on a fresh one (rule 3)
+            ctx.producer_ids.note_ambiguous(p.seq_key, p.first_seq)
 
 
 def _note_sequences(ctx: Context, part: _Part, pr: rec.ProducePartitionAnswer) -> None:
@@ -672,6 +676,8 @@ def _note_answer(producer_ids, part: _Part | LaneSequences, error_code: int) -> 
         if error_code == ErrorCode.out_of_order_sequence_number:
             log.info("producer %s/%s %s/%s: %s answered OUT_OF_ORDER_SEQUENCE_NUMBER for sequence %s",
                      *part.seq_key, part.seg.cluster, part.first_seq)
+    else:  # maybe written, on a confirmed pair: the broker checks what follows on this id, not on a fresh one
+        producer_ids.note_ambiguous(part.seq_key, part.first_seq)
 
 
 def _error_name(code: int) -> str:
@@ -879,11 +885,14 @@ def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.Buffer]:
 
 def lane_noted(producer_ids, producer: LaneProducer, result) -> None:
     """The bookkeeping `_translate` does for idempotent parts on the broker's answer (`result`, as `lane_answer`
-    reads it): none for a lost call (every part confirmed, `_lost`) or a partition left out of the answer."""
+    reads it): for a lost call, every part not known written (every part is confirmed, `_lost`); none for a partition
+    left out of the answer."""
     if type(result) is Written:  # one partition
         _note_answer(producer_ids, producer.parts[0][0], result.error_code)
         return
     if isinstance(result, UpstreamError):
+        for seq, *_ in producer.parts:
+            producer_ids.note_ambiguous(seq.seq_key, seq.first_seq)
         return
     physical = {(name, pr.index): pr for name, broker_answers in result for pr in broker_answers}
     for seq, *_ in producer.parts:
