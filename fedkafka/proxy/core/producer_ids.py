@@ -234,12 +234,7 @@ class ProducerIdTable:
         that batch's memory, never an older one's, so a batch the client wrote through another proxy is forgotten
         30 s after it was last refused here while the batches refused after it still hold back the ones past them."""
         now = self._clock()
-        batches = self._refused.get(key)
-        if batches is None:
-            batches = {}
-        _expire(batches, now)
-        batches[seqs.wrapped(first_seq)] = now
-        _cap(batches)
+        batches = _noted(self._refused.get(key), first_seq, now)
         self._keep_refused(key, batches, now)
         floor = self._floors.get(key)
         if floor is not None and floor[1] is not None:  # the producer is still here: its floor with it
@@ -287,14 +282,7 @@ class ProducerIdTable:
         another partition's segment change or forward jump renews the mapping for all, or a new segment) past this one
         is refused as a gap (`ambiguous_before`) until a batch up to it is written, and for REFUSAL_MEMORY_S after its
         own last such answer at most, as a refused batch is remembered (rule 2)."""
-        now = self._clock()
-        batches = self._ambiguous.get(key)
-        if batches is None:
-            batches = {}
-        _expire(batches, now)
-        batches[seqs.wrapped(first_seq)] = now
-        _cap(batches)
-        _put(self._ambiguous, key, batches)
+        _put(self._ambiguous, key, _noted(self._ambiguous.get(key), first_seq, self._clock()))
 
     def ambiguous_before(self, key: SeqKey, first_seq: int) -> int | None:
         """The first sequence of the oldest batch of `key` not known written (`note_ambiguous`) that `first_seq` would
@@ -435,6 +423,16 @@ def _put(table: collections.OrderedDict, key, value) -> None:
     table.move_to_end(key)
     while len(table) > MAX_MAPPINGS:
         table.popitem(last=False)
+
+
+def _noted(batches: dict[int, float] | None, first_seq: int, now: float) -> dict[int, float]:
+    """A key's batches (refused, or not known written) with the one at `first_seq` noted at `now`: the expired ones
+    dropped, at most REFUSED_BATCHES kept (`_cap`)."""
+    batches = {} if batches is None else batches
+    _expire(batches, now)
+    batches[seqs.wrapped(first_seq)] = now
+    _cap(batches)
+    return batches
 
 
 def _expire(batches: dict[int, float], now: float) -> None:
