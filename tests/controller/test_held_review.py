@@ -1,7 +1,7 @@
-"""Review of the operator's repair of held moves and of the lost-physical-topic handling (branch rvheld).
+"""Review of the operator's repair of held moves and of the lost-physical-topic handling.
 
-Every test here FAILS ON PURPOSE on main: each proves one bug (see its docstring for the scenario, what happens,
-and what should). They drive the controller as tests/controller/test_lost_commits.py does.
+Each test proved one bug, failing on the code before its fix (its docstring gives the scenario, what happened, and
+what should). They drive the controller as tests/controller/test_lost_commits.py does.
 """
 
 from __future__ import annotations

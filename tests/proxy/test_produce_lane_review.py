@@ -1,4 +1,4 @@
-"""Review (rvlane): the Produce lane against the generic path on requests drawn far and wide: many topic entries,
+"""The Produce lane against the generic path on requests drawn far and wide: many topic entries,
 partitions named twice, unknown ones, corrupt/transactional/idempotent batches side by side, acks values,
 transactional ids, frozen/draining/inactive views, ACLs and sessions. Whatever the lane takes, the broker frames,
 the client's answer and the producer id table must be the generic path's."""
@@ -375,6 +375,14 @@ def test_no_sequence_is_acked_that_was_not_written(steps):
     run(lambda: _oracle(steps))
 
 
+async def _send_one(d, p: int, seq: int) -> int:
+    """One batch of PID (epoch 0) at `seq` to t/`p` through dispatcher `d`: the partition's error code."""
+    request = codec.encode_request(kio_request(9, None, -1, 5000, [("t", [(p, batch(1, PID, 0, seq))])]), 11,
+                                   "app")[4:]
+    answer = rec.read_produce_response(bytes(await (await d.start(request, 0, None)))[4:], 9)
+    return answer[0][1][0].error_code
+
+
 def moved_p1(v):
     """p1 moved away and back (A -> B -> A): phys/1 [0, 40), moved/1 [0, 10), phys/1 again from 40 (logical 50)."""
     topic = v.topics["t"]
@@ -389,7 +397,8 @@ def moved_p1(v):
 @pytest.mark.parametrize("lane", [True, False])
 def test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s_move_renews_the_physical_id(
         lane, renewal, timed_out, monkeypatch):
-    """FAILS on main (left failing on purpose). A steady producer (physical 555, confirmed on p0 and p1 of c1): its
+    """Failed before the fix (DESIGN §5.3 rule 3, a batch not known written).
+    A steady producer (physical 555, confirmed on p0 and p1 of c1): its
     batch 5 on p0 is answered REQUEST_TIMED_OUT and not written (nothing remembered: p0 is confirmed, the broker's own
     check would refuse 6). Then p1 moves away and back to its physical partition on the same cluster (a new segment
     of the same physical partition, rule 1: never the same physical id there): the producer's next p1 batch drops the
@@ -415,22 +424,16 @@ def test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s
         d = await proxy(view(4), broker, lane=lane, producer_ids=table)
         d.physical.clusters["c1"].leaders[("moved", 1)] = 1
 
-        async def send(p: int, seq: int) -> int:
-            request = codec.encode_request(kio_request(9, None, -1, 5000, [("t", [(p, batch(1, PID, 0, seq))])]),
-                                           11, "app")[4:]
-            answer = rec.read_produce_response(bytes(await (await d.start(request, 0, None)))[4:], 9)
-            return answer[0][1][0].error_code
-
         try:
             codes[0] = ErrorCode.request_timed_out if timed_out == "by_the_broker" else "silent"
-            assert await send(0, 5) == ErrorCode.request_timed_out  # not written
+            assert await _send_one(d, 0, 5) == ErrorCode.request_timed_out  # not written
             codes.clear()
             if renewal == "p1_moved_back":
                 d.state.view = moved_p1(d.state.view)
-                assert await send(1, 9) == 0  # p1's first batch on its new segment: a fresh physical id
+                assert await _send_one(d, 1, 9) == 0  # p1's first batch on its new segment: a fresh physical id
             else:
-                assert await send(1, 15) == 0  # a forward jump on p1: a fresh physical id
-            code = await send(0, 6)  # p0's next batch, sent before the client's resend of 5
+                assert await _send_one(d, 1, 15) == 0  # a forward jump on p1: a fresh physical id
+            code = await _send_one(d, 0, 6)  # p0's next batch, sent before the client's resend of 5
             assert code != 0 or 5 in broker.written[0], \
                 "batch 6 of p0 answered written while 5 never was: librdkafka acks 5 implicitly, 5 is lost"
         finally:
@@ -441,7 +444,8 @@ def test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s
 @pytest.mark.parametrize("lane", [True, False])
 def test_a_batch_that_timed_out_before_a_seal_is_not_acked_implicitly_when_the_sealed_floor_cannot_be_read(
         lane):
-    """FAILS on main (left failing on purpose). DESIGN §5.3 rule 4: "If the old broker cannot answer, no check: at
+    """Failed before the fix (DESIGN §5.3 rule 3, a batch not known written).
+    DESIGN §5.3 rule 4 said: "If the old broker cannot answer, no check: at
     worst a duplicate." A loss instead: a steady producer's batch 5 on p0 is answered REQUEST_TIMED_OUT, not written
     (p0 confirmed: nothing remembered). p0 moves (phys/0 sealed, moved/0 active); the old segment's broker answers
     DescribeProducers with an error (UNKNOWN_TOPIC_OR_PARTITION: e.g. the sealed physical topic is gone). Batch 6
@@ -459,19 +463,13 @@ def test_a_batch_that_timed_out_before_a_seal_is_not_acked_implicitly_when_the_s
         d = await proxy(view(4), broker, lane=lane, producer_ids=table)
         d.physical.clusters["c1"].leaders[("moved", 0)] = 1
 
-        async def send(p: int, seq: int) -> int:
-            request = codec.encode_request(kio_request(9, None, -1, 5000, [("t", [(p, batch(1, PID, 0, seq))])]),
-                                           11, "app")[4:]
-            answer = rec.read_produce_response(bytes(await (await d.start(request, 0, None)))[4:], 9)
-            return answer[0][1][0].error_code
-
         try:
             codes[0] = ErrorCode.request_timed_out
-            assert await send(0, 5) == ErrorCode.request_timed_out  # not written
+            assert await _send_one(d, 0, 5) == ErrorCode.request_timed_out  # not written
             codes.clear()
             d.state.view = moved_p0(d.state.view)
             broker.describe_fails = True
-            code = await send(0, 6)
+            code = await _send_one(d, 0, 6)
             assert code != 0 or 5 in broker.written[0], \
                 "batch 6 of p0 answered written while 5 never was: librdkafka acks 5 implicitly, 5 is lost"
         finally:

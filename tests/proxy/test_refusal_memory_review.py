@@ -1,9 +1,9 @@
-"""Review (rvlane): DESIGN §5.3 rule 2 says a transactional batch is never remembered as refused ("Never remembered:
+"""DESIGN §5.3 rule 2 says a transactional batch is never remembered as refused ("Never remembered:
 ... TRANSACTIONAL_ID_AUTHORIZATION_FAILED for a transactional request or batch, which ... anyone may send under any
 producer id"; the table: "transactional batches ... claiming a producer's id ... nothing remembered"). It is, when the
 proxy refuses its partition for another reason first (a lapsed lease, a draining proxy, a frozen partition, a cluster
-not writable): `_classify` takes the batch's sequence key before it asks `_producer_refusal`, and notes the refusal.
-FAILS on main (left failing on purpose)."""
+not writable): `_classify` took the batch's sequence key before it asked `_producer_refusal`, and noted the refusal
+(these tests failed before the fix)."""
 
 from __future__ import annotations
 
