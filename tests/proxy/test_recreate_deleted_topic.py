@@ -7,29 +7,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from workflows.support import wait_for
 
 from proxy.support import ROOT, free_port, read_partition
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(predicate, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _create_error(admin: AdminClient, name: str) -> KafkaError | None:
@@ -56,14 +43,14 @@ def test_create_topics_of_a_name_still_being_deleted_answers_topic_already_exist
                               stdout=logs, stderr=subprocess.STDOUT, cwd=ROOT)]
     try:
         api = httpx.Client(base_url=url, headers={"Authorization": "Bearer secret-token"}, timeout=60)
-        _wait_for(lambda: api.get("/v1/status").status_code == 200, "the controller")
+        wait_for(lambda: api.get("/v1/status").status_code == 200, 120, "the controller")
         for cid, cluster in (("c1", shared), ("d2", down)):
             api.put(f"/v1/clusters/{cid}", json={"bootstrap": cluster.bootstrap}).raise_for_status()
         procs.append(subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
                                        f"127.0.0.1:{proxy_port}", "--controller", url, "--token-file", str(token)],
                                       stdout=logs, stderr=subprocess.STDOUT, cwd=ROOT))
-        _wait_for(lambda: any(p["port"] == proxy_port for p in api.get("/v1/view").json()["proxies"]),
-                  "the proxy in the view")
+        wait_for(lambda: any(p["port"] == proxy_port for p in api.get("/v1/view").json()["proxies"]), 120,
+                 "the proxy in the view")
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{proxy_port}"})
         assert _create_error(admin, name) is None
         assert api.get(f"/v1/topics/{name}").json()["chains"][1]["segments"][0]["cluster"] == "d2"
@@ -81,7 +68,7 @@ def test_create_topics_of_a_name_still_being_deleted_answers_topic_already_exist
 
         down.start()
         down.wait_ready()
-        _wait_for(lambda: api.get("/v1/status").json()["pending_deletions"] == {}, "the scan to delete it")
+        wait_for(lambda: api.get("/v1/status").json()["pending_deletions"] == {}, 120, "the scan to delete it")
         assert _create_error(admin, name) is None
         producer.produce(name, value=b"new", partition=1)
         assert producer.flush(60) == 0
