@@ -375,6 +375,21 @@ def test_no_sequence_is_acked_that_was_not_written(steps):
     run(lambda: _oracle(steps))
 
 
+async def _steady_producer(codes: dict, lane: bool, moved_partition: int):
+    """A sequence-checking broker (answering `codes`) and a proxy whose table has PID steady on t/0 and t/1 of c1
+    (physical 555, confirmed, forwarded up to 5 and 9); physical partition moved/`moved_partition` led by the broker."""
+    table = ProducerIdTable(clock=lambda: 1000.0)
+    table.store_physical(PID, 0, "c1", *PHYSICAL)
+    for p, end in ((0, 5), (1, 9)):
+        table.physical(PID, 0, "c1", "phys", p, 0, (end - 1, end))
+        table.confirm(("c1", "phys", p, PHYSICAL[0]))
+        table.note_forwarded((PID, 0, "t", p), ("c1", "phys", p, 0), PHYSICAL[0], end)
+    broker = await SequenceBroker(codes).start()
+    d = await proxy(view(4), broker, lane=lane, producer_ids=table)
+    d.physical.clusters["c1"].leaders[("moved", moved_partition)] = 1
+    return broker, d
+
+
 async def _send_one(d, p: int, seq: int) -> int:
     """One batch of PID (epoch 0) at `seq` to t/`p` through dispatcher `d`: the partition's error code."""
     request = codec.encode_request(kio_request(9, None, -1, 5000, [("t", [(p, batch(1, PID, 0, seq))])]), 11,
@@ -412,17 +427,8 @@ def test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s
     monkeypatch.setattr(dispatch_module, "REQUEST_TIMEOUT_S", 0.2)
 
     async def scenario():
-        now = [1000.0]
-        table = ProducerIdTable(clock=lambda: now[0])
-        table.store_physical(PID, 0, "c1", *PHYSICAL)
-        for p, end in ((0, 5), (1, 9)):
-            table.physical(PID, 0, "c1", "phys", p, 0, (end - 1, end))
-            table.confirm(("c1", "phys", p, PHYSICAL[0]))
-            table.note_forwarded((PID, 0, "t", p), ("c1", "phys", p, 0), PHYSICAL[0], end)
         codes: dict = {}
-        broker = await SequenceBroker(codes).start()
-        d = await proxy(view(4), broker, lane=lane, producer_ids=table)
-        d.physical.clusters["c1"].leaders[("moved", 1)] = 1
+        broker, d = await _steady_producer(codes, lane, moved_partition=1)
 
         try:
             codes[0] = ErrorCode.request_timed_out if timed_out == "by_the_broker" else "silent"
@@ -452,16 +458,8 @@ def test_a_batch_that_timed_out_before_a_seal_is_not_acked_implicitly_when_the_s
     (in flight behind 5) goes out on a fresh physical id, is written, and librdkafka acks 5 implicitly.
     The proxy knew it had forwarded 5 there without learning that it was written."""
     async def scenario():
-        table = ProducerIdTable(clock=lambda: 1000.0)
-        table.store_physical(PID, 0, "c1", *PHYSICAL)
-        for p, end in ((0, 5), (1, 9)):
-            table.physical(PID, 0, "c1", "phys", p, 0, (end - 1, end))
-            table.confirm(("c1", "phys", p, PHYSICAL[0]))
-            table.note_forwarded((PID, 0, "t", p), ("c1", "phys", p, 0), PHYSICAL[0], end)
         codes: dict = {}
-        broker = await SequenceBroker(codes).start()
-        d = await proxy(view(4), broker, lane=lane, producer_ids=table)
-        d.physical.clusters["c1"].leaders[("moved", 0)] = 1
+        broker, d = await _steady_producer(codes, lane, moved_partition=0)
 
         try:
             codes[0] = ErrorCode.request_timed_out
