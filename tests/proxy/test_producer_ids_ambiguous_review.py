@@ -3,8 +3,16 @@
 
 from __future__ import annotations
 
+import pytest
+from kio.schema.errors import ErrorCode
+from protocol.test_produce_frames import kio_request
+
+from fedkafka.protocol import codec
+from fedkafka.protocol import records as rec
 from fedkafka.proxy.core import producer_ids as pids
 from fedkafka.proxy.core.producer_ids import REFUSAL_MEMORY_S, ProducerIdTable
+from proxy.test_produce_lane import batch, run
+from proxy.test_produce_lane_review import _send_one, _steady_producer, moved_p1
 
 
 def test_the_memory_of_batches_not_known_written_empties_once_they_ran_out():
@@ -52,3 +60,48 @@ def test_a_live_batch_not_known_written_is_not_pushed_out_by_other_producers_key
     now[0] += 1.0  # 1 s later, well within REFUSAL_MEMORY_S
     assert t.ambiguous_before(victim, 6) == 5, \
         "the victim's batch 5, not known written 1 s ago, no longer holds back 6 (pushed out by other keys)"
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_a_timed_out_batch_pushed_out_of_the_memory_by_other_producers_is_acked_implicitly(lane, monkeypatch):
+    """The same push-out end to end (the cap lowered to 3 so that a few keys fill it; at the real cap it takes
+    100,000 keys noted within 30 s on one worker: e.g. a stalled broker leading the partitions of 20,000 producers,
+    5 each, whose partitions the operator then moves away: their floors unreadable, rule 3 is all that is left).
+    The rule 3 case of `test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s_move_renews_the_
+    physical_id`: PID's batch 5 on confirmed p0 answered REQUEST_TIMED_OUT, not written. Then another producer's
+    batches on t/0 and t/1, and at another epoch on t/0, are answered REQUEST_TIMED_OUT too (3 keys noted after
+    PID's: PID's live entry is popped). p1 moves away and back: PID's fresh physical id; p0's batch 6 goes out on
+    it, is written, 5 is lost."""
+    monkeypatch.setattr(pids, "MAX_MAPPINGS", 3)
+
+    async def scenario():
+        codes: dict = {}
+        broker, d = await _steady_producer(codes, lane, moved_partition=1)
+        try:
+            codes[0] = ErrorCode.request_timed_out
+            assert await _send_one(d, 0, 5) == ErrorCode.request_timed_out  # not written
+            codes.clear()
+            for epoch, p in ((0, 0), (0, 1), (1, 0)):  # another producer: 0 written (its pair confirmed), 1 timed out
+                assert await _send(d, OTHER, epoch, p, 0) == 0
+                codes[p] = ErrorCode.request_timed_out
+                assert await _send(d, OTHER, epoch, p, 1) == ErrorCode.request_timed_out
+                codes.clear()
+            d.state.view = moved_p1(d.state.view)
+            assert await _send_one(d, 1, 9) == 0  # p1's first batch on its new segment: a fresh physical id
+            code = await _send_one(d, 0, 6)  # p0's next batch, sent before the client's resend of 5
+            assert code != 0 or 5 in broker.written[0], \
+                "batch 6 of p0 answered written while 5 never was: librdkafka acks 5 implicitly, 5 is lost"
+        finally:
+            broker.close()
+    run(scenario)
+
+
+OTHER = 2001
+
+
+async def _send(d, pid: int, epoch: int, p: int, seq: int) -> int:
+    """One batch of producer `pid` at `epoch` and `seq` to t/`p`: the partition's error code."""
+    request = codec.encode_request(kio_request(9, None, -1, 5000, [("t", [(p, batch(1, pid, epoch, seq))])]), 11,
+                                   "app")[4:]
+    answer = rec.read_produce_response(bytes(await (await d.start(request, 0, None)))[4:], 9)
+    return answer[0][1][0].error_code
