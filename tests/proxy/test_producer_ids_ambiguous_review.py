@@ -17,11 +17,13 @@ from proxy.test_produce_lane_review import _send_one, _steady_producer, moved_p1
 
 def test_the_memory_of_batches_not_known_written_empties_once_they_ran_out():
     """DESIGN §5.3 rule 3: "its one cost on the steady path is a test that the memory is empty, per batch written".
-    One ambiguous answer of a producer that never writes that key again (librdkafka bumps its epoch after a timed-out
-    batch, KIP-360: the key (id, epoch, topic, partition) is never seen again; or it just closed) stays in the memory
-    for good: nothing but that key's own `note_written` or `ambiguous_before` ever drops it, expired or not. From then
-    on every batch written by every other producer on the worker pays `_resolve_ambiguous` (a method call and a dict
-    lookup hashing a 4-tuple with a str), not just the emptiness test, for the life of the process."""
+    One ambiguous answer of a producer that never writes that key again stays in the memory for good (librdkafka and
+    the Java client bump the epoch after a timed-out batch, KIP-360: the key (id, epoch, topic, partition) is never
+    seen again; or the producer just closed): nothing but that key's own `note_written` or `ambiguous_before` (or
+    MAX_MAPPINGS keys noted after it) ever drops it, expired or not. From then on every batch written by every other
+    producer on the worker pays `_resolve_ambiguous` (a method call and a dict lookup hashing a 4-tuple with a str:
+    note_written 148 -> 244 ns in one alternating micro-run), not just the emptiness test, for the life of the
+    process."""
     now = [1000.0]
     t = ProducerIdTable(clock=lambda: now[0])
     gone = (1, 0, "t", 0)
