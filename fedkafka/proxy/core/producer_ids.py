@@ -19,7 +19,9 @@ of it ran out, and the batch refused 0.2 s before went with it.
 A batch sent on a confirmed pair whose answer leaves open whether it was written (a timeout, a lost call) is kept too
 (`note_ambiguous`): the broker checks what follows on the same physical id, but not on a fresh one, and the mapping is
 one for all of a producer's partitions on a cluster, so another partition's move renews it; a batch past it that the
-broker would not check is refused as a gap (`ambiguous_before`).
+broker would not check is refused as a gap (`ambiguous_before`). Past MAX_MAPPINGS keys, the least recently noted one
+goes to the refusal memory with its live batches (never dropped live: a batch past it would be written, and its own
+acked implicitly).
 
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
@@ -281,8 +283,31 @@ class ProducerIdTable:
         OUT_OF_ORDER_SEQUENCE_NUMBER); a batch it would not check (`broker_checked` None: a fresh physical id, as
         another partition's segment change or forward jump renews the mapping for all, or a new segment) past this one
         is refused as a gap (`ambiguous_before`) until a batch up to it is written, and for REFUSAL_MEMORY_S after its
-        own last such answer at most, as a refused batch is remembered (rule 2)."""
-        _put(self._ambiguous, key, _noted(self._ambiguous.get(key), first_seq, self._clock()))
+        own last such answer at most, as a refused batch is remembered (rule 2). Past MAX_MAPPINGS keys the least
+        recently noted one goes to the refusal memory with its live batches (`_push_out_ambiguous`), never dropped."""
+        now = self._clock()
+        self._ambiguous[key] = _noted(self._ambiguous.get(key), first_seq, now)
+        self._ambiguous.move_to_end(key)
+        while len(self._ambiguous) > MAX_MAPPINGS:
+            self._push_out_ambiguous(*self._ambiguous.popitem(last=False), now)
+
+    def _push_out_ambiguous(self, key: SeqKey, batches: dict[int, float], now: float) -> None:
+        """`key`'s batches not known written, pushed out of their full memory: the live ones are remembered as refused
+        (rule 2), each with the time of its own last ambiguous answer, so they run out when they would have here. That
+        memory has a cap of its own and overflows rather than drop a live key (`_keep_refused`): a batch past them is
+        still refused, now also one the broker checks (and the key leaves the lane) until they are written: retriable,
+        and the client resends its oldest batch first. Dropping the key lost a batch: a batch past it went out on a
+        fresh physical id, was written, and librdkafka acked the timed-out one implicitly."""
+        _expire(batches, now)
+        if not batches:
+            return
+        refused = self._refused.get(key)
+        if refused is not None:
+            _expire(refused, now)
+            for seq, when in refused.items():
+                batches[seq] = max(batches.get(seq, when), when)
+            _cap(batches)
+        self._keep_refused(key, batches, now)
 
     def ambiguous_before(self, key: SeqKey, first_seq: int) -> int | None:
         """The first sequence of the oldest batch of `key` not known written (`note_ambiguous`) that `first_seq` would
