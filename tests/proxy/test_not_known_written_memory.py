@@ -70,6 +70,29 @@ def test_a_live_batch_not_known_written_is_not_pushed_out_by_other_producers_key
     assert _held_back_by(t, victim, 6) is None, "5 remembered past 30 s after its own answer (renewed when pushed out)"
 
 
+def test_a_pushed_out_batch_holds_back_nothing_once_it_is_written(monkeypatch):
+    """A pushed-out key's batches, in the refusal memory now with a refused batch of its own (3, then the timed-out
+    5 and 7), hold back the batches past them until the client's resends are written, in order, and then nothing:
+    pushing out refuses more (also a batch the broker would check), never for good. The key is off the lane
+    (`steady`) only until then."""
+    monkeypatch.setattr(pids, "MAX_MAPPINGS", 3)
+    now = [1000.0]
+    t = ProducerIdTable(clock=lambda: now[0])
+    victim = (1, 0, "t", 0)
+    t.note_refused(victim, 3)
+    t.note_ambiguous(victim, 5)
+    t.note_ambiguous(victim, 7)
+    for i in range(3):
+        t.note_ambiguous((2, 0, "a", i), 0)
+    assert [_held_back_by(t, victim, s) for s in (3, 4, 6, 8)] == [None, 3, 3, 3]
+    t.note_written(victim, 3, 5)
+    assert [_held_back_by(t, victim, s) for s in (5, 6, 8)] == [None, 5, 5]
+    t.note_written(victim, 5, 7)
+    assert [_held_back_by(t, victim, s) for s in (7, 8)] == [None, 7]
+    t.note_written(victim, 7, 9)
+    assert _held_back_by(t, victim, 9) is None and victim not in t._refused
+
+
 def test_a_live_batch_pushed_out_into_a_full_refusal_memory_overflows_its_bucket(monkeypatch):
     """The same push-out when the refusal memory is full of live refusals (its own cap, MAX_REFUSED_KEYS, lowered to
     3 as MAX_MAPPINGS): the victim's batch is not kept there, its bucket overflows until 30 s after 5's answer, so a
