@@ -19,7 +19,10 @@ of it ran out, and the batch refused 0.2 s before went with it.
 A batch sent on a confirmed pair whose answer leaves open whether it was written (a timeout, a lost call) is kept too
 (`note_ambiguous`): the broker checks what follows on the same physical id, but not on a fresh one, and the mapping is
 one for all of a producer's partitions on a cluster, so another partition's move renews it; a batch past it that the
-broker would not check is refused as a gap (`ambiguous_before`).
+broker would not check is refused as a gap (`ambiguous_before`). Past MAX_MAPPINGS keys, the least recently noted one
+goes to the refusal memory with its live batches (never dropped live: a batch past it would be written, and its own
+acked implicitly); the keys whose last note ran out leave from the front as batches are noted and written
+(`_ambiguous_live`), so the memory empties and the steady path's test that it is empty holds again.
 
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
@@ -116,6 +119,8 @@ class ProducerIdTable:
         # per producer and partition: the first sequence of each batch sent on a confirmed pair whose answer left open
         # whether it was written (REQUEST_TIMED_OUT, a lost call) -> when it was last so answered (`note_ambiguous`)
         self._ambiguous: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
+        # until when the key at the front of `_ambiguous` was last seen live (`_ambiguous_live`)
+        self._ambiguous_until = _NEVER
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -281,8 +286,52 @@ class ProducerIdTable:
         OUT_OF_ORDER_SEQUENCE_NUMBER); a batch it would not check (`broker_checked` None: a fresh physical id, as
         another partition's segment change or forward jump renews the mapping for all, or a new segment) past this one
         is refused as a gap (`ambiguous_before`) until a batch up to it is written, and for REFUSAL_MEMORY_S after its
-        own last such answer at most, as a refused batch is remembered (rule 2)."""
-        _put(self._ambiguous, key, _noted(self._ambiguous.get(key), first_seq, self._clock()))
+        own last such answer at most, as a refused batch is remembered (rule 2). Past MAX_MAPPINGS keys the least
+        recently noted one goes to the refusal memory with its live batches (`_push_out_ambiguous`), never dropped."""
+        now = self._clock()
+        self._ambiguous[key] = _noted(self._ambiguous.get(key), first_seq, now)
+        self._ambiguous.move_to_end(key)
+        self._ambiguous_live(now)
+        while len(self._ambiguous) > MAX_MAPPINGS:
+            self._push_out_ambiguous(*self._ambiguous.popitem(last=False), now)
+
+    def _push_out_ambiguous(self, key: SeqKey, batches: dict[int, float], now: float) -> None:
+        """`key`'s batches not known written, pushed out of their full memory: the live ones are remembered as refused
+        (rule 2), each with the time of its own last ambiguous answer, so they run out when they would have here. That
+        memory has a cap of its own and overflows rather than drop a live key (`_keep_refused`): a batch past them is
+        still refused, now also one the broker checks (and the key leaves the lane) until they are written: retriable,
+        and the client resends its oldest batch first. Dropping the key lost a batch: a batch past it went out on a
+        fresh physical id, was written, and librdkafka acked the timed-out one implicitly."""
+        _expire(batches, now)
+        if not batches:
+            return
+        refused = self._refused.get(key)
+        if refused is not None:
+            _expire(refused, now)
+            for seq, when in refused.items():
+                batches[seq] = max(batches.get(seq, when), when)
+            _cap(batches)
+        self._keep_refused(key, batches, now)
+
+    def _ambiguous_live(self, now: float) -> bool:
+        """Whether batches not known written may still be live: the keys at the front of their memory (least recently
+        noted first) whose last note ran out are dropped, up to the first one that did not. Amortized O(1): each key
+        dropped was noted once, and one live key is looked at. A key's batches were all noted at or before its last
+        note, so every key that ran out leaves once those noted before it did: a key whose producer never writes it
+        again (an epoch bump after a timeout, a producer gone) no longer keeps the memory non-empty for good. Until the
+        front key was last seen live it is not looked at again (a key noted later runs out no earlier; a front key
+        resolved in part may have run out earlier: `_resolve_ambiguous` is then called in vain until that time)."""
+        if now <= self._ambiguous_until:
+            return True
+        ambiguous = self._ambiguous
+        while ambiguous:
+            key, batches = next(iter(ambiguous.items()))
+            until = max(batches.values(), default=_NEVER) + REFUSAL_MEMORY_S
+            if now <= until:
+                self._ambiguous_until = until
+                return True
+            del ambiguous[key]
+        return False
 
     def ambiguous_before(self, key: SeqKey, first_seq: int) -> int | None:
         """The first sequence of the oldest batch of `key` not known written (`note_ambiguous`) that `first_seq` would
@@ -314,8 +363,10 @@ class ProducerIdTable:
         forgotten, and the batches not known written up to them (`note_ambiguous`). If refused batches remain, the
         next one to resend starts at end_seq and is remembered as refused too (when the written ones were), so a batch
         past it waits for it: forgetting it would let a batch past it through (and librdkafka ack it implicitly)."""
-        if self._ambiguous:  # empty but after an ambiguous answer: the steady path's only cost
-            self._resolve_ambiguous(key, end_seq)
+        if self._ambiguous:  # empty but within REFUSAL_MEMORY_S of an ambiguous answer: the steady path's only cost
+            now = self._clock()
+            if now <= self._ambiguous_until or self._ambiguous_live(now):
+                self._resolve_ambiguous(key, end_seq)
         batches = self._refused.get(key)
         if batches is None:
             return
