@@ -89,3 +89,55 @@ def test_a_held_move_targeting_a_draining_cluster_can_be_neither_repaired_nor_de
     codes = {k: a.status_code for k, a in answers.items()}
     # main: every way out refused (409), the move held, t/0 frozen, c2 draining for good
     assert any(code < 300 for code in codes.values()), ({k: a.text for k, a in answers.items()}, _move(ctl, ids[0]))
+
+
+def test_a_topic_deleted_during_a_coordination_move_leaves_no_unrecorded_shadow_topic(make_api, recording_kafka_class):
+    """c1 holds the groups and dies; the operator moves the coordination cluster to c2 (`--unclean`, from the last
+    offsets copy). `CoordinationMove._shadow_topics` lists the topics and creates each one's shadow topic on c2, with
+    no lock; topic a is deleted right after its shadow topic was created there. `delete_topic` records the shadow
+    topic on the coordination cluster of that moment, c1, only. The move switches to c2: c2's
+    __fedkafka-shadow-a stays, named by no pending deletion, and no scan ever deletes it. Once c1 is removed the name
+    can be created again and the new a's groups live on that old shadow topic (with whatever the copy committed there
+    for the deleted a: consumers of the new a resume at the old topic's offsets). Expected: the shadow topic on c2 is
+    deleted, or recorded as pending, like every other physical topic of a deleted topic (docs/DESIGN.md §4.5)."""
+    from fedkafka.controller.coordination import CoordinationMove
+    from fedkafka.controller.moves import Mover
+    from fedkafka.view.model import shadow_topic
+
+    class Kafka(recording_kafka_class):
+        hook = None
+
+        def ensure_topic(self, cluster, bootstrap, name, partitions, config=None):
+            changed = super().ensure_topic(cluster, bootstrap, name, partitions, config)
+            if self.hook is not None and (cluster, name) == ("c2", shadow_topic("a")):
+                hook, self.hook = self.hook, None
+                hook()
+            return changed
+
+        def delete_topic(self, cluster, bootstrap, name):
+            if cluster in self.down:
+                raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
+            super().delete_topic(cluster, bootstrap, name)
+
+    kafka = Kafka()
+    api = make_api(kafka=kafka)
+    ctl = api.controller
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
+    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
+    api.put("/v1/topics/a", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    api.put("/v1/topics/b", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    kafka.down = {"c1"}
+    ctl.scan_once()
+    ctl.offsets_copy = {"cluster": "c1", "at": 0.0, "offsets": {}}  # the last copy (no group committed)
+
+    def deleted_meanwhile():
+        assert api.delete("/v1/topics/a").status_code in (200, 204)
+
+    kafka.hook = deleted_meanwhile
+    CoordinationMove(ctl, Mover(ctl)).run("c2", True, lambda *_: None)
+    assert kafka.hook is None and ctl.view.coordination_cluster == "c2"
+    ctl.scan_once()
+    pending = api.get("/v1/status").json()["pending_deletions"]
+    left = ("c2", shadow_topic("a")) in kafka.created
+    # main: c2's shadow topic of the deleted a is there, and only c1's is pending
+    assert not left or shadow_topic("a") in pending.get("c2", []), (kafka.created, pending)
