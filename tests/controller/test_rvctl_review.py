@@ -141,3 +141,42 @@ def test_a_topic_deleted_during_a_coordination_move_leaves_no_unrecorded_shadow_
     left = ("c2", shadow_topic("a")) in kafka.created
     # main: c2's shadow topic of the deleted a is there, and only c1's is pending
     assert not left or shadow_topic("a") in pending.get("c2", []), (kafka.created, pending)
+
+
+def test_a_deletion_round_on_a_cluster_that_stops_answering_costs_one_timeout_under_the_write_lock(
+        make_api, recording_kafka_class):
+    """Six topics were deleted while c2 timed out on deletions (their c2 physical topics pending). c2 answers the
+    next scan's listing, then times out again: `PhysicalDeletions.retry` runs under the write lock and asks c2 for
+    every pending row, one kafka_timeout (+2 s, the future's) each, the first KafkaUnavailable notwithstanding:
+    put_topic, delete_topic, cluster state changes wait (kafka_timeout + 2) x rows. Expected: the first
+    KafkaUnavailable on a cluster ends that cluster's round (the next scan retries)."""
+    class Kafka(recording_kafka_class):
+        def __init__(self):
+            super().__init__()
+            self.deletes_time_out: set[str] = set()
+            self.calls_under_lock: list[tuple[str, str]] = []
+            self.ctl = None
+
+        def delete_topic(self, cluster, bootstrap, name):
+            if cluster in self.deletes_time_out:
+                if self.ctl is not None and self.ctl._write_lock.locked():
+                    self.calls_under_lock.append((cluster, name))
+                raise KafkaUnavailable(f"cluster {cluster} unavailable: timed out")  # after kafka_timeout + 2
+            super().delete_topic(cluster, bootstrap, name)
+
+    kafka = Kafka()
+    api = make_api(kafka=kafka)
+    kafka.ctl = api.controller
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    names = [f"t{i}" for i in range(6)]
+    for name in names:
+        api.put(f"/v1/topics/{name}", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    kafka.deletes_time_out = {"c2"}
+    for name in names:
+        assert api.delete(f"/v1/topics/{name}").status_code in (200, 204)
+    assert api.get("/v1/status").json()["pending_deletions"] == {"c2": names}
+    kafka.calls_under_lock.clear()
+    api.controller.scan_once()  # c2 answers the listing, then times out on deletions again
+    # main: 6 calls, each a (kafka_timeout + 2) with the write lock held
+    assert len(kafka.calls_under_lock) <= 1, kafka.calls_under_lock
