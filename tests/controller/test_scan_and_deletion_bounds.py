@@ -1,7 +1,13 @@
-"""Review (rvctl) of today's controller changes: pending deletions, decommission vs moves, lost topics, freeze_planned.
+"""Bounds on the controller's work under its write lock, and on what a cluster state or a topic deletion leaves.
 
-These tests FAIL ON PURPOSE on main: each proves one bug (its docstring gives the scenario, what happens, and what
-should). They drive the controller with the fake Kafka of tests/controller/conftest.py, as test_held_review.py does.
+- a cluster that stops answering costs the scan's creations, and a deletion round, one Kafka timeout under the write
+  lock, not one per topic (docs/DESIGN.md §9, §5.8);
+- `draining` is refused while an unfinished move targets the cluster, so a held move targeting it can still be
+  repaired (docs/DESIGN.md §7);
+- a topic deleted during a coordination move leaves no shadow topic on the move's target that no pending deletion
+  names (docs/DESIGN.md §4.5, §5.8).
+
+They drive the controller with the fake Kafka of tests/controller/conftest.py, as test_held_review.py does.
 """
 
 from __future__ import annotations
@@ -21,11 +27,10 @@ from fedkafka.controller.workflows import WorkflowEngine
 def test_a_cluster_that_stops_answering_after_its_listing_costs_one_timeout_under_the_write_lock_not_one_per_topic(
         make_api, recording_kafka_class):
     """c2 was wiped (its physical topics gone, none held data: not lost, so the scan creates them again) and stops
-    answering right after the scan listed it. `_create_needed` now runs under the controller's write lock and, after
-    the first KafkaUnavailable on c2, goes on asking c2 for every other missing topic: one kafka_timeout per topic
-    with the write lock held, so every put_topic / delete_topic / cluster state change (and a deletion's retry) waits
-    kafka_timeout x N. Expected: the first KafkaUnavailable on a cluster ends its creations for this scan (the next
-    scan retries), as the scan itself costs a dead cluster one timeout."""
+    answering right after the scan listed it. `_create_needed` runs under the controller's write lock: were it to go
+    on asking c2 for every missing topic after the first KafkaUnavailable, each put_topic / delete_topic / cluster
+    state change would wait kafka_timeout x N. Checked: the first KafkaUnavailable on a cluster ends its creations
+    for this scan (the next scan retries), so at most one call to c2 is made under the lock."""
     class Kafka(recording_kafka_class):
         def __init__(self):
             super().__init__()
@@ -54,18 +59,16 @@ def test_a_cluster_that_stops_answering_after_its_listing_costs_one_timeout_unde
         del kafka.created[("c2", name)]  # wiped: empty, so not lost; the scan creates them again
     kafka.dead_after_listing = {"c2"}
     api.controller.scan_once()
-    # main: 6 calls, each a kafka_timeout with the write lock held
     assert len(kafka.calls_under_lock) <= 1, kafka.calls_under_lock
 
 
 def test_a_held_move_targeting_a_draining_cluster_can_be_neither_repaired_nor_decommissioned(frozen_move):  # noqa: F811
     """A move of t/0 to c2 is held target_grew (c2/t/0 took 50 records under the lost publish). The operator sets c2
-    read_only, then draining (allowed by hand: no segment is on c2; `set_cluster_state` checks unfinished moves only
-    for `removed`). From there nothing gets out: the decommission stops on the held move and tells the operator to
-    `fedkafka cluster activate c2`, which is refused (draining never goes back to active); the held move's publish is
-    refused (its target cluster is not active); its roll-back is refused (held target_grew, whatever); `removed` is
-    refused (a held move targets it). t/0 stays frozen and c2 draining for good. Expected: one way out, e.g.
-    `draining` refused like `removed` while an unfinished move targets the cluster (or publish/activate allowed)."""
+    read_only, then asks for draining. Were draining allowed, nothing would get out: the decommission stops on the
+    held move and advises `fedkafka cluster activate c2`, refused (draining never goes back to active); the held
+    move's publish is refused (its target is not active); its roll-back is refused (held target_grew); `removed` is
+    refused (a held move targets c2). Checked: `draining` is refused (409) while an unfinished move targets the
+    cluster, like `removed`; otherwise, at least one way out must be accepted."""
     api, _mover, ids, _member, ends, _keep, _fail_over = frozen_move
     ctl = api.controller
     with ctl.session() as s:
@@ -87,7 +90,6 @@ def test_a_held_move_targeting_a_draining_cluster_can_be_neither_repaired_nor_de
         "removed": api.post("/v1/clusters/c2/state", json={"state": "removed"}),
     }
     codes = {k: a.status_code for k, a in answers.items()}
-    # main: every way out refused (409), the move held, t/0 frozen, c2 draining for good
     assert any(code < 300 for code in codes.values()), ({k: a.text for k, a in answers.items()}, _move(ctl, ids[0]))
 
 
@@ -95,11 +97,11 @@ def test_a_topic_deleted_during_a_coordination_move_leaves_no_unrecorded_shadow_
     """c1 holds the groups and dies; the operator moves the coordination cluster to c2 (`--unclean`, from the last
     offsets copy). `CoordinationMove._shadow_topics` lists the topics and creates each one's shadow topic on c2, with
     no lock; topic a is deleted right after its shadow topic was created there. `delete_topic` records the shadow
-    topic on the coordination cluster of that moment, c1, only. The move switches to c2: c2's
-    __fedkafka-shadow-a stays, named by no pending deletion, and no scan ever deletes it. Once c1 is removed the name
-    can be created again and the new a's groups live on that old shadow topic (with whatever the copy committed there
-    for the deleted a: consumers of the new a resume at the old topic's offsets). Expected: the shadow topic on c2 is
-    deleted, or recorded as pending, like every other physical topic of a deleted topic (docs/DESIGN.md §4.5)."""
+    topic on the coordination cluster of that moment, c1. Left there, c2's __fedkafka-shadow-a would be named by no
+    pending deletion and never deleted; once c1 is removed the name could be created again and the new a's groups
+    would live on that old shadow topic (consumers of the new a resuming at the old topic's offsets). Checked: after
+    the move switches to c2, the shadow topic on c2 is deleted, or recorded as pending, like every other physical
+    topic of a deleted topic (docs/DESIGN.md §4.5)."""
     from fedkafka.controller.coordination import CoordinationMove
     from fedkafka.controller.moves import Mover
     from fedkafka.view.model import shadow_topic
@@ -139,7 +141,6 @@ def test_a_topic_deleted_during_a_coordination_move_leaves_no_unrecorded_shadow_
     ctl.scan_once()
     pending = api.get("/v1/status").json()["pending_deletions"]
     left = ("c2", shadow_topic("a")) in kafka.created
-    # main: c2's shadow topic of the deleted a is there, and only c1's is pending
     assert not left or shadow_topic("a") in pending.get("c2", []), (kafka.created, pending)
 
 
@@ -147,9 +148,9 @@ def test_a_deletion_round_on_a_cluster_that_stops_answering_costs_one_timeout_un
         make_api, recording_kafka_class):
     """Six topics were deleted while c2 timed out on deletions (their c2 physical topics pending). c2 answers the
     next scan's listing, then times out again: `PhysicalDeletions.retry` runs under the write lock and asks c2 for
-    every pending row, one kafka_timeout (+2 s, the future's) each, the first KafkaUnavailable notwithstanding:
-    put_topic, delete_topic, cluster state changes wait (kafka_timeout + 2) x rows. Expected: the first
-    KafkaUnavailable on a cluster ends that cluster's round (the next scan retries)."""
+    every pending row it may ask, one kafka_timeout (+2 s, the future's) each: asking c2 for every row would make
+    put_topic, delete_topic, cluster state changes wait (kafka_timeout + 2) x rows. Checked: the first
+    KafkaUnavailable on a cluster ends that cluster's round (the next scan retries), one call under the lock."""
     class Kafka(recording_kafka_class):
         def __init__(self):
             super().__init__()
@@ -178,5 +179,4 @@ def test_a_deletion_round_on_a_cluster_that_stops_answering_costs_one_timeout_un
     assert api.get("/v1/status").json()["pending_deletions"] == {"c2": names}
     kafka.calls_under_lock.clear()
     api.controller.scan_once()  # c2 answers the listing, then times out on deletions again
-    # main: 6 calls, each a (kafka_timeout + 2) with the write lock held
     assert len(kafka.calls_under_lock) <= 1, kafka.calls_under_lock
