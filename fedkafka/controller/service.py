@@ -924,7 +924,9 @@ class Controller:
                        clusters: list[ClusterRow]) -> None:
         """Create the `missing` physical topics of `cluster` that are still needed, decided and created under the write
         lock: a topic deleted since the scan read what it needs is not created again (a physical topic no chain names,
-        left behind for a topic created again under the name; `delete_topic` deletes its rows under the lock)."""
+        left behind for a topic created again under the name; `delete_topic` deletes its rows under the lock).
+        The first KafkaUnavailable ends the cluster's creations for this scan (the next scan retries): a cluster that
+        stopped answering costs one kafka_timeout under the lock, not one per topic."""
         with self._write_lock:
             with self.session() as s:
                 still = self._needed_topics(s, clusters).get(cluster, {})
@@ -934,8 +936,12 @@ class Controller:
                 try:
                     self.kafka.ensure_topic(cluster, bootstrap[cluster], topic, partitions, config)
                     log.info("re-created physical topic %s on %s", topic, cluster)
-                except (KafkaUnavailable, KafkaRefused) as e:
+                except KafkaRefused as e:
                     log.warning("cannot create %s on %s: %s", topic, cluster, e)
+                except KafkaUnavailable as e:
+                    log.warning("cannot create %s on %s: %s; its other missing topics wait for the next scan",
+                                topic, cluster, e)
+                    return
 
     def _lost_listed_again(self, cluster: str, lost: list[str], missing: dict[str, tuple[int, dict]],
                            bootstrap: Mapping[str, str]) -> tuple[list[str], dict[str, tuple[int, dict]]]:
