@@ -351,13 +351,14 @@ class Controller:
                 used = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster_id))
                 if used:
                     raise Conflict(f"cluster {cluster_id} still holds {used} segments; decommission it first")
-                if moving := unfinished_moves_to(s, cluster_id):
-                    raise Conflict(f"cluster {cluster_id} is the target of {len(moving)} unfinished moves "
-                                   f"({moves_named(moving)}); a held one is repaired first (docs/OPERATIONS.md, "
-                                   f"\"A held move\"), the others settle by themselves")
-                if coordination_cluster(list(s.scalars(select(ClusterRow)))) == cluster_id and \
-                        s.scalar(select(func.count()).select_from(TopicRow)):
-                    raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
+            # a draining cluster never goes back to active, and a held move's publish needs an active target
+            if new in (ClusterState.DRAINING, ClusterState.REMOVED) and (moving := unfinished_moves_to(s, cluster_id)):
+                raise Conflict(f"cluster {cluster_id} is the target of {len(moving)} unfinished moves "
+                               f"({moves_named(moving)}); a held one is repaired first (docs/OPERATIONS.md, "
+                               f"\"A held move\"), the others settle by themselves")
+            if new == ClusterState.REMOVED and coordination_cluster(list(s.scalars(select(ClusterRow)))) == cluster_id \
+                    and s.scalar(select(func.count()).select_from(TopicRow)):
+                raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
             row.state = new.value
             self.check_leader(s)  # a workflow of a controller that lost its row changes no state (§3.6)
             s.commit()
