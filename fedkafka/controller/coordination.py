@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from fedkafka.controller import deletions
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
@@ -68,7 +69,7 @@ class CoordinationMove:
         old = self.check(target, unclean)
         if old == target:
             return {"from": old, "groups": 0, "changed": False}
-        self._shadow_topics(target)
+        shadowed = self._shadow_topics(target)
         progress("shadow_topics", 1, 1)
         if unclean:
             offsets = self.stored_copy()
@@ -88,17 +89,19 @@ class CoordinationMove:
                 self._freeze(old, False)  # commits go on where they were
                 raise
         progress("copy", len(offsets), len(offsets))
-        self._switch(old, target)
+        self._switch(old, target, shadowed)
         progress("switch", 1, 1)
         return {"from": old, "groups": len(offsets), "changed": True}
 
     # -- steps ---------------------------------------------------------------------------------------
-    def _shadow_topics(self, target: str) -> None:
+    def _shadow_topics(self, target: str) -> set[str]:
+        """Create every topic's shadow topic on `target` (without the write lock); the topics they are of."""
         with self.ctl.session() as s:
             topics = [(t.name, t.partitions) for t in s.scalars(select(TopicRow))]
             bootstrap = s.get(ClusterRow, target).bootstrap
         for name, partitions in topics:
             self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
+        return {name for name, _ in topics}
 
     def _freeze(self, cluster: str, frozen: bool) -> int:
         """Freeze or unfreeze commits on `cluster`; only while this controller is the active one (docs/DESIGN.md
@@ -109,11 +112,18 @@ class CoordinationMove:
             s.commit()
         return self.ctl.compose().version
 
-    def _switch(self, old: str, target: str) -> None:
+    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset()) -> None:
         """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
-        it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6)."""
+        it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6).
+        A topic of `shadowed` deleted since its shadow topic was created on `target` had that shadow topic recorded
+        for deletion on `old` only (`delete_topic`, on the coordination cluster of its time): the same transaction
+        records the one on `target` (docs/DESIGN.md §5.8); a deletion after it records `target`'s itself."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
+            for name in sorted(shadowed - set(s.scalars(select(TopicRow.name)))):
+                log.info("topic %s was deleted during the coordination move: its shadow topic on %s is a pending "
+                         "deletion", name, target)
+                deletions.record(s, name, [(target, shadow_topic(name))])
             s.execute(update(ClusterRow).values(coordination=False, commits_frozen=False))
             s.execute(update(ClusterRow).where(ClusterRow.id == target).values(coordination=True))
             s.commit()

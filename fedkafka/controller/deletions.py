@@ -24,7 +24,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from fedkafka.controller.errors import Conflict
-from fedkafka.controller.kafka_admin import KafkaAdmin
+from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaUnavailable
 from fedkafka.controller.models import ClusterRow, PendingDeletionRow
 from fedkafka.view.model import ClusterState
 
@@ -76,21 +76,26 @@ class PhysicalDeletions:
 
     def attempt(self, bootstrap: Mapping[str, str], topic: str | None = None) -> None:
         """Try the recorded deletions on the clusters of `bootstrap` (of `topic` only, if given), each row read again
-        just before: the caller holds the write lock."""
+        just before: the caller holds the write lock. A cluster's first KafkaUnavailable ends its attempts (the next
+        scan retries): one that stopped answering costs one timeout under the lock, not one per row."""
         query = select(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic).where(
             PendingDeletionRow.cluster.in_(list(bootstrap)))
         if topic is not None:
             query = query.where(PendingDeletionRow.topic == topic)
         with self.session() as s:
             rows = s.execute(query.order_by(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic)).all()
+        silent: set[str] = set()
         for cluster, name in rows:
-            self._delete_one(cluster, bootstrap[cluster], name)
+            if cluster not in silent and not self._delete_one(cluster, bootstrap[cluster], name):
+                silent.add(cluster)
 
-    def _delete_one(self, cluster: str, bootstrap: str, name: str) -> None:
+    def _delete_one(self, cluster: str, bootstrap: str, name: str) -> bool:
+        """False if `cluster` did not answer (KafkaUnavailable, the future's TimeoutError): its other rows wait for the
+        next scan. A refusal (KafkaRefused) concerns this topic only: True."""
         key = (PendingDeletionRow.cluster == cluster, PendingDeletionRow.physical_topic == name)
         with self.session() as s:
             if s.get(PendingDeletionRow, (cluster, name)) is None:  # removed since it was listed
-                return
+                return True
         try:
             self.kafka.delete_topic(cluster, bootstrap, name)
         except Exception as e:  # KafkaUnavailable, KafkaRefused, a future's timeout: the row stays, retried
@@ -100,11 +105,12 @@ class PhysicalDeletions:
                 s.execute(update(PendingDeletionRow).where(*key).values(
                     attempts=PendingDeletionRow.attempts + 1, last_error=str(e)[:1024]))
                 s.commit()
-            return
+            return not isinstance(e, (KafkaUnavailable, TimeoutError))  # no answer: the cluster's round ends
         with self.session() as s:
             if s.execute(delete(PendingDeletionRow).where(*key)).rowcount:  # type: ignore[attr-defined]
                 log.info("physical topic %s on %s of a deleted topic removed", name, cluster)
             s.commit()
+        return True
 
     def _drop_removed(self) -> None:
         """A removed cluster is never placed on again (and may be switched off): its rows block nothing."""

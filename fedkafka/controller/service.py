@@ -351,13 +351,14 @@ class Controller:
                 used = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.cluster == cluster_id))
                 if used:
                     raise Conflict(f"cluster {cluster_id} still holds {used} segments; decommission it first")
-                if moving := unfinished_moves_to(s, cluster_id):
-                    raise Conflict(f"cluster {cluster_id} is the target of {len(moving)} unfinished moves "
-                                   f"({moves_named(moving)}); a held one is repaired first (docs/OPERATIONS.md, "
-                                   f"\"A held move\"), the others settle by themselves")
-                if coordination_cluster(list(s.scalars(select(ClusterRow)))) == cluster_id and \
-                        s.scalar(select(func.count()).select_from(TopicRow)):
-                    raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
+            # a draining cluster never goes back to active, and a held move's publish needs an active target
+            if new in (ClusterState.DRAINING, ClusterState.REMOVED) and (moving := unfinished_moves_to(s, cluster_id)):
+                raise Conflict(f"cluster {cluster_id} is the target of {len(moving)} unfinished moves "
+                               f"({moves_named(moving)}); a held one is repaired first (docs/OPERATIONS.md, "
+                               f"\"A held move\"), the others settle by themselves")
+            if new == ClusterState.REMOVED and coordination_cluster(list(s.scalars(select(ClusterRow)))) == cluster_id \
+                    and s.scalar(select(func.count()).select_from(TopicRow)):
+                raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
             row.state = new.value
             self.check_leader(s)  # a workflow of a controller that lost its row changes no state (§3.6)
             s.commit()
@@ -924,7 +925,9 @@ class Controller:
                        clusters: list[ClusterRow]) -> None:
         """Create the `missing` physical topics of `cluster` that are still needed, decided and created under the write
         lock: a topic deleted since the scan read what it needs is not created again (a physical topic no chain names,
-        left behind for a topic created again under the name; `delete_topic` deletes its rows under the lock)."""
+        left behind for a topic created again under the name; `delete_topic` deletes its rows under the lock).
+        The first KafkaUnavailable ends the cluster's creations for this scan (the next scan retries): a cluster that
+        stopped answering costs one kafka_timeout under the lock, not one per topic."""
         with self._write_lock:
             with self.session() as s:
                 still = self._needed_topics(s, clusters).get(cluster, {})
@@ -934,8 +937,12 @@ class Controller:
                 try:
                     self.kafka.ensure_topic(cluster, bootstrap[cluster], topic, partitions, config)
                     log.info("re-created physical topic %s on %s", topic, cluster)
-                except (KafkaUnavailable, KafkaRefused) as e:
+                except KafkaRefused as e:
                     log.warning("cannot create %s on %s: %s", topic, cluster, e)
+                except KafkaUnavailable as e:
+                    log.warning("cannot create %s on %s: %s; its other missing topics wait for the next scan",
+                                topic, cluster, e)
+                    return
 
     def _lost_listed_again(self, cluster: str, lost: list[str], missing: dict[str, tuple[int, dict]],
                            bootstrap: Mapping[str, str]) -> tuple[list[str], dict[str, tuple[int, dict]]]:
