@@ -14,13 +14,22 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from controller.test_lost_commits import (  # noqa: F401 (fixtures)
-    _move,
-    frozen_move,
-    lossy,
-)
+from controller.test_lost_commits import frozen_move, lossy  # noqa: F401 (fixtures)
 from fedkafka.controller.kafka_admin import KafkaUnavailable
 from fedkafka.controller.models import MoveRow
+
+
+def _six_topics_on_two_clusters(make_api, kafka):
+    """A controller over `kafka` (which records its calls made under the write lock), clusters c1 and c2, and topics
+    t0..t5 of 2 partitions each placed in blocks (one partition on each cluster)."""
+    api = make_api(kafka=kafka)
+    kafka.ctl = api.controller
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    names = [f"t{i}" for i in range(6)]
+    for name in names:
+        api.put(f"/v1/topics/{name}", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    return api, names
 
 
 def test_a_cluster_that_stops_answering_after_its_listing_costs_one_timeout_under_the_write_lock_not_one_per_topic(
@@ -45,13 +54,7 @@ def test_a_cluster_that_stops_answering_after_its_listing_costs_one_timeout_unde
             return super().ensure_topic(cluster, bootstrap, name, partitions, config)
 
     kafka = Kafka()
-    api = make_api(kafka=kafka)
-    kafka.ctl = api.controller
-    for cid in ("c1", "c2"):
-        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
-    names = [f"t{i}" for i in range(6)]
-    for name in names:
-        api.put(f"/v1/topics/{name}", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    api, names = _six_topics_on_two_clusters(make_api, kafka)
     on_c2 = sorted(t for (c, t) in kafka.created if c == "c2")
     assert on_c2 == names, kafka.created
     for name in names:
@@ -155,13 +158,7 @@ def test_a_deletion_round_on_a_cluster_that_stops_answering_costs_one_timeout_un
             super().delete_topic(cluster, bootstrap, name)
 
     kafka = Kafka()
-    api = make_api(kafka=kafka)
-    kafka.ctl = api.controller
-    for cid in ("c1", "c2"):
-        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
-    names = [f"t{i}" for i in range(6)]
-    for name in names:
-        api.put(f"/v1/topics/{name}", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    api, names = _six_topics_on_two_clusters(make_api, kafka)
     kafka.deletes_time_out = {"c2"}
     for name in names:
         assert api.delete(f"/v1/topics/{name}").status_code in (200, 204)
