@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import dataclasses
 import itertools
 import json
@@ -686,8 +687,11 @@ def seeded(states: dict[int, str], ends: dict[int, int], floors: dict[int, int])
 
 
 def table_state(table: ProducerIdTable) -> dict:
-    """Everything the table holds, in its (LRU) orders."""
-    out = {name: list(getattr(table, name).items())
+    """Everything the table holds, in its (LRU) orders: a copy, not views of its live per-key dicts (`_refused`'s and
+    `_ambiguous`'s batches), which a later step may empty in place while another path drops the key's whole dict: a
+    snapshot kept per step then changed after the fact, on one path only (a twin's false difference at an earlier step
+    where both held the same)."""
+    out = {name: copy.deepcopy(list(getattr(table, name).items()))
            for name in ("_refused", "_writes", "_floors", "_confirmed", "_floor_gaps", "_logical", "_ambiguous")}
     out["_map"] = [(k, (v[0], v[1], {p: list(e) for p, e in v[2].items()})) for k, v in table._map.items()]
     return out
