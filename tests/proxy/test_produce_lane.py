@@ -697,6 +697,22 @@ def table_state(table: ProducerIdTable) -> dict:
     return out
 
 
+def test_a_table_state_does_not_change_with_the_table_after_it():
+    """A twin logs table_state after each step and compares the logs after both runs: a snapshot that shared the
+    table's per-key dicts changed with later steps, on one path only (the generic path empties a key's dict in place
+    where the lane drops the key), and the twin failed at a step where both tables had been the same."""
+    now = [1000.0]
+    table = ProducerIdTable(clock=lambda: now[0])
+    table.note_ambiguous((PID, 0, "t", 0), 5)
+    table.note_refused((PID, 0, "t", 1), 9)
+    before = table_state(table)
+    now[0] += 1
+    table.note_ambiguous((PID, 0, "t", 0), 6)
+    table.note_refused((PID, 0, "t", 1), 10)
+    assert before["_ambiguous"] == [((PID, 0, "t", 0), {5: 1000.0})]
+    assert before["_refused"] == [((PID, 0, "t", 1), {9: 1000.0})]
+
+
 @st.composite
 def producer_scenario(draw):
     partitions = draw(st.lists(st.sampled_from([0, 1]), min_size=1, max_size=2, unique=True))
