@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import dataclasses
 import itertools
 import json
@@ -686,11 +687,30 @@ def seeded(states: dict[int, str], ends: dict[int, int], floors: dict[int, int])
 
 
 def table_state(table: ProducerIdTable) -> dict:
-    """Everything the table holds, in its (LRU) orders."""
-    out = {name: list(getattr(table, name).items())
+    """Everything the table holds, in its (LRU) orders: a copy, not views of its live per-key dicts (`_refused`'s and
+    `_ambiguous`'s batches), which a later step may empty in place while another path drops the key's whole dict: a
+    snapshot kept per step then changed after the fact, on one path only (a twin's false difference at an earlier step
+    where both held the same)."""
+    out = {name: copy.deepcopy(list(getattr(table, name).items()))
            for name in ("_refused", "_writes", "_floors", "_confirmed", "_floor_gaps", "_logical", "_ambiguous")}
     out["_map"] = [(k, (v[0], v[1], {p: list(e) for p, e in v[2].items()})) for k, v in table._map.items()]
     return out
+
+
+def test_a_table_state_does_not_change_with_the_table_after_it():
+    """A twin logs table_state after each step and compares the logs after both runs: a snapshot that shared the
+    table's per-key dicts changed with later steps, on one path only (the generic path empties a key's dict in place
+    where the lane drops the key), and the twin failed at a step where both tables had been the same."""
+    now = [1000.0]
+    table = ProducerIdTable(clock=lambda: now[0])
+    table.note_ambiguous((PID, 0, "t", 0), 5)
+    table.note_refused((PID, 0, "t", 1), 9)
+    before = table_state(table)
+    now[0] += 1
+    table.note_ambiguous((PID, 0, "t", 0), 6)
+    table.note_refused((PID, 0, "t", 1), 10)
+    assert before["_ambiguous"] == [((PID, 0, "t", 0), {5: 1000.0})]
+    assert before["_refused"] == [((PID, 0, "t", 1), {9: 1000.0})]
 
 
 @st.composite

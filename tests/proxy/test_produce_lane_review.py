@@ -9,7 +9,7 @@ import time
 
 import pytest
 from example_counts import examples
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
 from protocol.test_produce_frames import kio_request
@@ -79,7 +79,7 @@ async def _through(lane: bool, s: dict):
             outcome = f"violation: {e}"
         return outcome, broker.frames, table_state(table), d.lane.taken if lane else 0
     finally:
-        broker.close()
+        await _shut(d, broker)
 
 
 @settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -112,6 +112,16 @@ from fedkafka.proxy.core.producer_ids import ProducerIdTable  # noqa: E402
 from proxy.test_produce_lane import PHYSICAL, moved_p0  # noqa: E402
 
 INIT_PIDS = [0]
+
+
+async def _shut(d, broker: Broker) -> None:
+    """The proxy's upstream connections closed, then the stand-in: its connection tasks read the end and return.
+    Left to asyncio.run's cancellation, each logged "Exception in callback ... CancelledError" (asyncio's streams),
+    thousands of lines in a failing fuzzer's captured log, around its assertion."""
+    d.pool.close()
+    broker.close()
+    for _ in range(3):  # the end of file reaches the tasks in the loop's next polls
+        await asyncio.sleep(0)
 
 
 class AnyBroker(Broker):
@@ -264,11 +274,20 @@ async def _steps(lane: bool, steps, auth: bool):
             log.append((len(broker.frames), table_state(table)))
         return log, broker.frames, d.lane.taken if lane else 0
     finally:
-        broker.close()
+        await _shut(d, broker)
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps_strategy, st.booleans())
+# p1's batch at 9 answered REQUEST_TIMED_OUT (noted ambiguous), then past its memory p1's next batch, written: failed
+# at step 0 when table_state's per-step snapshots were views of the table's per-key dicts (the generic path emptied the
+# key's in place after the fact, the lane dropped it whole)
+@example([("send", [(1, "idem_next")], 0, ErrorCode.request_timed_out, -1, 3), ("tick", 31.0),
+          ("send", [(1, "idem_next")], 0, 0, -1, 3)], False)
+# the same, the next batch answered NOT_LEADER_OR_FOLLOWER: the lane took it and left the run-out ambiguous batch in
+# the table, the handler's ambiguous_before dropped it (the lane now leaves a key with such batches to the handler)
+@example([("send", [(1, "idem_next")], 0, ErrorCode.request_timed_out, -1, 3), ("tick", 31.0),
+          ("send", [(1, "idem_next")], 0, ErrorCode.not_leader_or_follower, -1, 3)], False)
 def test_step_by_step_the_lane_keeps_the_generic_path_s_answers_frames_and_table(steps, auth):
     generic = run(lambda: _steps(False, steps, auth))
     lane = run(lambda: _steps(True, steps, auth))
@@ -366,7 +385,7 @@ async def _oracle(steps, lane: bool = True):
             else:
                 now[0] += step[1]
     finally:
-        broker.close()
+        await _shut(d, broker)
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -443,7 +462,7 @@ def test_a_batch_that_timed_out_is_not_acked_implicitly_when_another_partition_s
             assert code != 0 or 5 in broker.written[0], \
                 "batch 6 of p0 answered written while 5 never was: librdkafka acks 5 implicitly, 5 is lost"
         finally:
-            broker.close()
+            await _shut(d, broker)
     run(scenario)
 
 
@@ -471,5 +490,5 @@ def test_a_batch_that_timed_out_before_a_seal_is_not_acked_implicitly_when_the_s
             assert code != 0 or 5 in broker.written[0], \
                 "batch 6 of p0 answered written while 5 never was: librdkafka acks 5 implicitly, 5 is lost"
         finally:
-            broker.close()
+            await _shut(d, broker)
     run(scenario)

@@ -185,8 +185,10 @@ class ProducerIdTable:
         mapped for this segment and has forwarded up to or past `first_seq` there (`physical` keeps it), the broker
         answered one of its batches there (`confirmed`: no barrier), no refusal remembered for `key` (no gap to
         check, none to forget), and no sealed floor to read or check (`_against_sealed_floor` forwards without
-        looking). Reads only: nothing changes, not even an LRU order."""
-        if key in self._refused:
+        looking), and no batch of `key` not known written (`note_ambiguous`): the handler's `ambiguous_before` drops
+        those that ran out, which the lane would leave (the table then differed from the handler's). Reads only:
+        nothing changes, not even an LRU order."""
+        if key in self._refused or (self._ambiguous and key in self._ambiguous):
             return None
         floor = self._floors.get(key)
         if floor is not None and floor[0] == segment:
