@@ -229,14 +229,21 @@ def _seq_batch(kind: str, p: int, client: dict) -> bytes:
     return out
 
 
-async def _steps(lane: bool, steps, auth: bool):
-    now = [1000.0]
-    table = ProducerIdTable(clock=lambda: now[0])
+def _steady_table(clock) -> ProducerIdTable:
+    """A table with PID (epoch 0) steady on t/0 and t/1 of c1: physical 555 mapped, confirmed on phys/0 and phys/1,
+    forwarded up to sequences 5 and 9."""
+    table = ProducerIdTable(clock=clock)
     table.store_physical(PID, 0, "c1", *PHYSICAL)
     for p, end in ((0, 5), (1, 9)):
         table.physical(PID, 0, "c1", "phys", p, 0, (end - 1, end))
         table.confirm(("c1", "phys", p, PHYSICAL[0]))
         table.note_forwarded((PID, 0, "t", p), ("c1", "phys", p, 0), PHYSICAL[0], end)
+    return table
+
+
+async def _steps(lane: bool, steps, auth: bool):
+    now = [1000.0]
+    table = _steady_table(lambda: now[0])
     client = {0: 5, 1: 9, 2: 0}
     codes: dict = {}
     broker = await AnyBroker(lambda r: [(t.name, [rec.ProducePartitionAnswer(
@@ -349,12 +356,7 @@ oracle_steps = st.lists(st.one_of(
 
 async def _oracle(steps, lane: bool = True):
     now = [1000.0]
-    table = ProducerIdTable(clock=lambda: now[0])
-    table.store_physical(PID, 0, "c1", *PHYSICAL)
-    for p, end in ((0, 5), (1, 9)):
-        table.physical(PID, 0, "c1", "phys", p, 0, (end - 1, end))
-        table.confirm(("c1", "phys", p, PHYSICAL[0]))
-        table.note_forwarded((PID, 0, "t", p), ("c1", "phys", p, 0), PHYSICAL[0], end)
+    table = _steady_table(lambda: now[0])
     codes: dict = {}
     broker = await SequenceBroker(codes).start()
     d = await proxy(views("base", 4), broker, lane=lane, producer_ids=table)
@@ -397,12 +399,7 @@ def test_no_sequence_is_acked_that_was_not_written(steps):
 async def _steady_producer(codes: dict, lane: bool, moved_partition: int):
     """A sequence-checking broker (answering `codes`) and a proxy whose table has PID steady on t/0 and t/1 of c1
     (physical 555, confirmed, forwarded up to 5 and 9); physical partition moved/`moved_partition` led by the broker."""
-    table = ProducerIdTable(clock=lambda: 1000.0)
-    table.store_physical(PID, 0, "c1", *PHYSICAL)
-    for p, end in ((0, 5), (1, 9)):
-        table.physical(PID, 0, "c1", "phys", p, 0, (end - 1, end))
-        table.confirm(("c1", "phys", p, PHYSICAL[0]))
-        table.note_forwarded((PID, 0, "t", p), ("c1", "phys", p, 0), PHYSICAL[0], end)
+    table = _steady_table(lambda: 1000.0)
     broker = await SequenceBroker(codes).start()
     d = await proxy(view(4), broker, lane=lane, producer_ids=table)
     d.physical.clusters["c1"].leaders[("moved", moved_partition)] = 1
