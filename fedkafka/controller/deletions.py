@@ -42,9 +42,8 @@ def record(s: Session, topic: str, physical: Iterable[tuple[str, str]]) -> None:
 def refuse_pending(s: Session, topic: str) -> None:
     """Conflict (Kafka's TOPIC_ALREADY_EXISTS) while a physical topic of a deleted topic `topic` is not yet gone
     from a cluster that is not removed (a removed cluster is never placed on again)."""
-    removed = select(ClusterRow.id).where(ClusterRow.state == ClusterState.REMOVED.value)
     left = s.execute(select(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic)
-                     .where(PendingDeletionRow.topic == topic, PendingDeletionRow.cluster.not_in(removed))
+                     .where(PendingDeletionRow.topic == topic, PendingDeletionRow.cluster.not_in(_removed_clusters()))
                      .order_by(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic)).all()
     if left:
         which = ", ".join(f"physical topic {t} on cluster {c}" for c, t in left)
@@ -90,22 +89,22 @@ class PhysicalDeletions:
                 silent.add(cluster)
 
     def _delete_one(self, cluster: str, bootstrap: str, name: str) -> bool:
-        """False if `cluster` did not answer (KafkaUnavailable, the future's TimeoutError): its other rows wait for the
-        next scan. A refusal (KafkaRefused) concerns this topic only: True."""
+        """False if `cluster` did not answer (KafkaUnavailable): its other rows wait for the next scan. A refusal
+        (KafkaRefused) concerns this topic only: True."""
         key = (PendingDeletionRow.cluster == cluster, PendingDeletionRow.physical_topic == name)
         with self.session() as s:
             if s.get(PendingDeletionRow, (cluster, name)) is None:  # removed since it was listed
                 return True
         try:
             self.kafka.delete_topic(cluster, bootstrap, name)
-        except Exception as e:  # KafkaUnavailable, KafkaRefused, a future's timeout: the row stays, retried
+        except Exception as e:  # KafkaUnavailable, KafkaRefused, anything else: the row stays, retried
             log.warning("physical topic %s on %s of a deleted topic not yet removed (retried by the scan): %s",
                         name, cluster, e)
             with self.session() as s:
                 s.execute(update(PendingDeletionRow).where(*key).values(
                     attempts=PendingDeletionRow.attempts + 1, last_error=str(e)[:1024]))
                 s.commit()
-            return not isinstance(e, (KafkaUnavailable, TimeoutError))  # no answer: the cluster's round ends
+            return not isinstance(e, KafkaUnavailable)  # no answer: the cluster's round ends
         with self.session() as s:
             if s.execute(delete(PendingDeletionRow).where(*key)).rowcount:  # type: ignore[attr-defined]
                 log.info("physical topic %s on %s of a deleted topic removed", name, cluster)
@@ -115,7 +114,7 @@ class PhysicalDeletions:
     def _drop_removed(self) -> None:
         """A removed cluster is never placed on again (and may be switched off): its rows block nothing."""
         with self.session() as s:
-            removed = select(ClusterRow.id).where(ClusterRow.state == ClusterState.REMOVED.value)
+            removed = _removed_clusters()
             gone = s.execute(select(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic)
                              .where(PendingDeletionRow.cluster.in_(removed))).all()
             for cluster, name in gone:
@@ -124,3 +123,8 @@ class PhysicalDeletions:
             if gone:
                 s.execute(delete(PendingDeletionRow).where(PendingDeletionRow.cluster.in_(removed)))
                 s.commit()
+
+
+def _removed_clusters():
+    """The ids of removed clusters, as a subquery: never placed on again, their rows block and are retried no more."""
+    return select(ClusterRow.id).where(ClusterRow.state == ClusterState.REMOVED.value)

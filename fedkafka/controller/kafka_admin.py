@@ -236,8 +236,10 @@ class KafkaAdmin:
         try:
             fut.result(timeout=self.timeout + 2)
         except KafkaException as e:
-            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # already gone: deleted
                 raise _classify(cluster, e.args[0]) from None
+        except TimeoutError:  # as `_settle`
+            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
 
     def _partition_count(self, cluster: str, bootstrap: str, name: str) -> int:
         try:
