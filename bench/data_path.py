@@ -5,13 +5,15 @@ One broker, 1 KB records, confluent-kafka clients (acks=all). Rounds alternate d
 burst of load from elsewhere on the machine hits every side alike; read the ratios, not the absolute figures.
 `--compare-ref REF` exports REF with `git archive` into a scratch directory (nothing in the repository changes)
 and runs a second proxy from it. `--profile` samples the new proxy with py-spy during its produce and its
-consume runs and writes top-N tables and a text flame graph to bench/profiles/.
+consume runs and writes top-N tables and a text flame graph to bench/profiles/. `--perf` samples it with
+`perf record -e cpu-clock` instead (kernel, interpreter and libraries, no Python frames: where the CPU goes
+below the Python code) and writes each run's shares by library and by symbol to bench/profiles/perf-<kind>.txt.
 
 `--compare-pure` runs a third proxy, of this tree with FEDKAFKA_PURE_PYTHON=1 (records.py without its compiled
 twin).
 
     .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--compare-pure]
-        [--profile [--native]] [--idempotent]
+        [--profile [--native] | --perf] [--idempotent]
 """
 
 from __future__ import annotations
@@ -172,6 +174,34 @@ class Sampler:
         self.proc.wait(60)
 
 
+class PerfSampler:
+    """`perf record` of a process's CPU clock for one run (kernel frames included): where its CPU time goes by
+    library (the kernel, libpython, uvloop, the compiled twin) rather than by Python function."""
+
+    def __init__(self, pid: int, out: Path):
+        self.out = out
+        self.proc = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-p", str(pid),
+                                      "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+
+
+def perf_summary(data: Path, title: str, top: int = 25) -> str:
+    """The shares of a `perf record` by library, then by library and symbol (`perf report`)."""
+    def report(sort: str) -> list[str]:
+        out = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", sort],
+                             capture_output=True, text=True, check=True).stdout
+        return [line.rstrip() for line in out.splitlines() if line.strip() and not line.startswith("#")]
+    samples = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "dso"], capture_output=True,
+                             text=True, check=True).stdout
+    count = next((line for line in samples.splitlines() if line.startswith("# Samples")), "")
+    return "\n".join([f"## {title} (perf, cpu-clock) {count.lstrip('# ')}", "", "by library:",
+                      *report("dso")[:12], "", "by symbol:", *report("dso,sym")[:top]]) + "\n"
+
+
 def summarize(raw: Path, title: str, top: int = 30, min_share: float = 0.01) -> str:
     """Top functions by own and by inclusive samples, and the call tree (a flame graph as text)."""
     own: collections.Counter[str] = collections.Counter()
@@ -238,6 +268,8 @@ def main() -> None:
                     help="also run this tree's proxy with FEDKAFKA_PURE_PYTHON=1 (no fedkafka_speedups)")
     ap.add_argument("--profile", action="store_true", help="py-spy the new proxy; tables into bench/profiles/")
     ap.add_argument("--native", action="store_true", help="with --profile: C frames too (py-spy --native)")
+    ap.add_argument("--perf", action="store_true", help="perf record the new proxy (kernel and libraries); "
+                                                      "shares into bench/profiles/perf-<kind>.txt")
     ap.add_argument("--idempotent", action="store_true", help="produce with enable.idempotence=true")
     args = ap.parse_args()
     n = args.records
@@ -328,9 +360,10 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
             for side in ["direct", *proxies[shift:], *proxies[:shift]]:
                 pid = procs[side].pid if side in procs else None
                 sampler = None
-                if args.profile and side == "new" and r == 1:
+                if (args.profile or args.perf) and side == "new" and r == 1:
                     PROFILES.mkdir(exist_ok=True)
-                    sampler = Sampler(pid, PROFILES / f"{kind}.raw", args.native)
+                    sampler = PerfSampler(pid, PROFILES / f"{kind}.perf") if args.perf else \
+                        Sampler(pid, PROFILES / f"{kind}.raw", args.native)
                 c0 = cpu_seconds(pid) if pid else 0.0
                 f0 = minor_faults(pid) if pid else 0
                 b0 = cpu_seconds(cluster.pid)
@@ -351,6 +384,11 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                       f"{'-' if proxy_cpu is None else f'{proxy_cpu:.2f}'} s/GB  "
                       f"{'-' if faults is None else f'{faults:.0f}'} faults/GB  broker CPU {broker_cpu:.2f} s/GB  "
                       f"load {loads[-1]:.2f}", flush=True)
+    for kind in runs:
+        data = PROFILES / f"{kind}.perf"
+        if args.perf and data.exists():
+            (PROFILES / f"perf-{kind}.txt").write_text(perf_summary(data, f"{kind} through the proxy"))
+            data.unlink()
     if args.profile:
         for kind in runs:
             raw = PROFILES / f"{kind}.raw"
