@@ -54,6 +54,18 @@ def _kafka_with_commits_class(recording_kafka_class):
     return Kafka
 
 
+def _refusing_unknown_topics(kafka_class):
+    """Kafka refuses an OffsetCommit of a topic that does not exist (UNKNOWN_TOPIC_OR_PARTITION)."""
+
+    class Kafka(kafka_class):
+        def commit_offsets(self, cluster, bootstrap, group, offsets):
+            refused = {(t, p): "UNKNOWN_TOPIC_OR_PARTITION" for t, p, *_ in offsets if (cluster, t) not in self.created}
+            super().commit_offsets(cluster, bootstrap, group, [o for o in offsets if (o[0], o[1]) not in refused])
+            return refused
+
+    return Kafka
+
+
 def test_a_deleted_topic_leaves_no_shadow_topic_on_a_former_coordination_cluster(make_api, recording_kafka_class):
     """c1 holds the groups and a's shadow topic (its groups' commits); the coordination cluster moves to c2
     (`--unclean`, c1 down). A move keeps the shadow topics on the old cluster ("it may hold them again one day"). c1
@@ -119,12 +131,6 @@ def test_an_unclean_coordination_move_succeeds_after_a_topic_of_the_last_offsets
     created on c2 (a is gone). Expected: the move succeeds and g keeps its offset of b; the deleted topic's offsets
     are not written anywhere (they mean nothing since Kafka deleted them with the topic)."""
 
-    class Kafka(_kafka_with_commits_class(recording_kafka_class)):
-        def commit_offsets(self, cluster, bootstrap, group, offsets):
-            refused = {(t, p): "UNKNOWN_TOPIC_OR_PARTITION" for t, p, *_ in offsets if (cluster, t) not in self.created}
-            super().commit_offsets(cluster, bootstrap, group, [o for o in offsets if (o[0], o[1]) not in refused])
-            return refused
-
     clock = [0.0]  # the move's patience runs out without waiting for it
 
     def sleep(seconds):
@@ -132,7 +138,7 @@ def test_an_unclean_coordination_move_succeeds_after_a_topic_of_the_last_offsets
 
     monkeypatch.setattr("fedkafka.controller.coordination.time",
                         SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep, time=lambda: 0.0))
-    kafka = Kafka()
+    kafka = _refusing_unknown_topics(_kafka_with_commits_class(recording_kafka_class))()
     api = make_api(kafka=kafka)
     ctl = api.controller
     api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
@@ -148,4 +154,107 @@ def test_an_unclean_coordination_move_succeeds_after_a_topic_of_the_last_offsets
     ctl.scan_once()
     move.run("c2", True, lambda *_: None)
     assert ctl.view.coordination_cluster == "c2"
+    assert kafka.commits[("c2", "g")] == {(shadow_topic("b"), 0): 7}
+
+
+def test_a_former_coordination_cluster_down_at_the_deletion_holds_the_name_until_its_shadow_topic_is_gone(
+        make_api, recording_kafka_class):
+    """c1 holds the groups: g committed offset 5 of a there. The groups move to c2 (`--unclean`, c1 down), then a is
+    deleted while c1 is still down (a's partition is on c0). Expected: a's shadow topic on c1 is a pending deletion,
+    so creating a again is refused until c1 answers and the scan deleted it; a created again and the groups moved
+    back to c1 (planned), g has no committed offset of the new a."""
+    kafka = _kafka_with_commits_class(recording_kafka_class)()
+    api = make_api(kafka=kafka)
+    ctl = api.controller
+    api.put("/v1/clusters/c0", json={"bootstrap": "c0:9092"}).raise_for_status()
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
+    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
+    api.put("/v1/topics/a", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    assert api.get("/v1/topics/a").json()["chains"][0]["segments"][0]["cluster"] == "c0"
+    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5}
+    move = CoordinationMove(ctl, Mover(ctl))
+    assert move.copy_now() == 1
+    kafka.down = {"c1"}
+    ctl.scan_once()
+    move.run("c2", True, lambda *_: None)
+    assert kafka.commits[("c2", "g")] == {(shadow_topic("a"), 0): 5}
+
+    api.delete("/v1/topics/a").raise_for_status()
+    assert api.get("/v1/status").json()["pending_deletions"] == {"c1": [shadow_topic("a")]}
+    refused = api.put("/v1/topics/a", json={"partitions": 1, "placement": "blocks"})
+    assert refused.status_code == 409 and f"physical topic {shadow_topic('a')} on cluster c1" in refused.text
+    kafka.down = set()
+    ctl.scan_once()
+    assert api.get("/v1/status").json()["pending_deletions"] == {}
+    api.put("/v1/topics/a", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    move.run("c1", False, lambda *_: None)
+    assert ctl.view.coordination_cluster == "c1"
+    assert (shadow_topic("a"), 0) not in kafka.commits.get(("c1", "g"), {}), kafka.commits
+
+
+def test_an_offsets_copy_read_while_its_topic_was_deleted_and_created_again_gives_the_new_topic_no_offset(
+        make_api, recording_kafka_class):
+    """The periodic copy lists the topics, then asks c1 for g's commits: it gets offset 5 of a, and a is deleted and
+    created again before the copy is stored. c1 dies; the groups move to c2 with `--unclean` from that copy.
+    Expected: g has no committed offset of the new a on c2 (the copy's 5 is the deleted a's)."""
+
+    class Kafka(_kafka_with_commits_class(recording_kafka_class)):
+        meanwhile = None
+
+        def committed_offsets(self, cluster, bootstrap, groups):
+            read = super().committed_offsets(cluster, bootstrap, groups)
+            hook, self.meanwhile = self.meanwhile, None
+            if hook is not None:
+                hook()
+            return read
+
+    kafka = Kafka()
+    api = make_api(kafka=kafka)
+    ctl = api.controller
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
+    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
+    api.put("/v1/topics/a", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5}
+
+    def deleted_and_created_again():
+        api.delete("/v1/topics/a").raise_for_status()
+        api.put("/v1/topics/a", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+
+    kafka.meanwhile = deleted_and_created_again
+    move = CoordinationMove(ctl, Mover(ctl))
+    assert move.copy_now() == 1 and kafka.meanwhile is None
+    assert kafka.commits[("c1", "g")] == {}
+    kafka.down = {"c1"}
+    ctl.scan_once()
+    move.run("c2", True, lambda *_: None)
+    assert ctl.view.coordination_cluster == "c2"
+    assert (shadow_topic("a"), 0) not in kafka.commits.get(("c2", "g"), {}), kafka.commits
+
+
+def test_a_planned_coordination_move_succeeds_when_a_topic_is_deleted_after_its_offsets_were_read(
+        make_api, recording_kafka_class):
+    """A planned move from c1 to c2 reads g's offsets of a and b on c1; a is deleted right after (its shadow topic
+    on c2, created by the move, goes too). Expected: the move succeeds; g has its offset of b on c2 and none of a."""
+
+    class Kafka(_refusing_unknown_topics(_kafka_with_commits_class(recording_kafka_class))):
+        meanwhile = None
+
+        def committed_offsets(self, cluster, bootstrap, groups):
+            read = super().committed_offsets(cluster, bootstrap, groups)
+            hook, self.meanwhile = self.meanwhile, None
+            if hook is not None:
+                hook()
+            return read
+
+    kafka = Kafka()
+    api = make_api(kafka=kafka)
+    ctl = api.controller
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
+    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
+    for name in ("a", "b"):
+        api.put(f"/v1/topics/{name}", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5, (shadow_topic("b"), 0): 7}
+    kafka.meanwhile = lambda: api.delete("/v1/topics/a").raise_for_status()
+    CoordinationMove(ctl, Mover(ctl)).run("c2", False, lambda *_: None)
+    assert kafka.meanwhile is None and ctl.view.coordination_cluster == "c2"
     assert kafka.commits[("c2", "g")] == {(shadow_topic("b"), 0): 7}
