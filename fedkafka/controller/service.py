@@ -477,15 +477,20 @@ class Controller:
             except IntegrityError:
                 raise Conflict(f"topic {name} was changed concurrently; retry") from None
 
-    def delete_topic(self, name: str) -> bool:
+    def delete_topic(self, name: str, topic_id: str | None = None) -> bool:
         """Delete the topic, its chains and claims, and roll back its unfinished moves in the same transaction (a
         frozen chain goes with the topic; a move's seal, even one recorded, is of a topic no longer there): a move
         never goes on into a topic created again under the name (docs/DESIGN.md §4.1). The same transaction records
         its physical topics as pending deletions; they are deleted now, on the clusters that answer, and by the scans
-        after (`deletions`): the name cannot be created again before all are gone (docs/DESIGN.md §4.5)."""
+        after (`deletions`): the name cannot be created again before all are gone (docs/DESIGN.md §4.5).
+        `topic_id` (32 hex digits), when given, is the topic the caller means: a topic of the name with another id
+        (created again since) is not deleted, NotFound with UNKNOWN_TOPIC_ID; checked in the deletion's transaction."""
         with self._write_lock:
             with self.session() as s:
                 row = s.get(TopicRow, name)
+                if topic_id is not None and (row is None or row.topic_id != topic_id):
+                    raise NotFound(f"unknown topic id {topic_id} (no topic {name!r} of that id)",
+                                   kafka_error="UNKNOWN_TOPIC_ID")
                 if row is None:
                     raise NotFound(f"unknown topic {name!r}")
                 self._roll_back_moves(s, name)
