@@ -1,0 +1,81 @@
+"""A new logical topic never serves records it did not accept (docs/DESIGN.md §4.13, "A new topic's physical
+topics"): its identity segments start at physical offset 0 of physical topics carrying its name, so a physical topic
+of that name already on a target cluster that holds records (a deleted topic's, left on a cluster that was removed
+and registered again under a new id) refuses the creation: 409 TOPIC_ALREADY_EXISTS naming the cluster and the
+physical topic, nothing committed, until the operator deletes it. An existing empty one (the controller's own
+half-done creation) is used, and a topic's own physical topics never refuse its growth or their re-creation by the
+scan. Driven with the fake Kafka of tests/controller/conftest.py (no broker)."""
+
+from __future__ import annotations
+
+from fedkafka.controller.kafka_admin import KafkaUnavailable, Scan
+
+
+def _kafka_by_bootstrap(recording_kafka_class):
+    """The fake Kafka keyed by bootstrap (a Kafka cluster is where its brokers are, whatever id it is registered
+    under): `created`, `ends` and `down` hold bootstraps, not cluster ids."""
+
+    class Kafka(recording_kafka_class):
+        def scan(self, cluster, bootstrap):
+            if bootstrap in self.down:
+                return Scan(cluster, False, "connection refused")
+            return Scan(cluster, True, None, {t: n for (b, t), n in self.created.items() if b == bootstrap})
+
+        def ensure_topic(self, cluster, bootstrap, name, partitions, config=None):
+            return super().ensure_topic(bootstrap, bootstrap, name, partitions, config)
+
+        def log_offsets(self, cluster, bootstrap, partitions):
+            return super().log_offsets(bootstrap, bootstrap, partitions)
+
+        def delete_topic(self, cluster, bootstrap, name):
+            if bootstrap in self.down:
+                raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
+            super().delete_topic(bootstrap, bootstrap, name)
+
+    return Kafka()
+
+
+def _refused_over_leftover(response, cluster: str, physical_topic: str, kafka_error: str) -> None:
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["kafka_error"] == kafka_error, body
+    assert f"physical topic {physical_topic} on cluster {cluster} already holds records" in body["detail"], body
+    assert "delete it" in body["detail"], body
+
+
+def test_a_topic_created_again_on_a_removed_clusters_kafka_registered_anew_holds_no_old_record(
+        make_api, recording_kafka_class):
+    """a has a partition on c2 (Kafka at c2:9092) holding 5 records; c2 is down when a is deleted, so its physical
+    topic is a pending deletion. The operator sets c2 removed: its rows are dropped ("no topic is ever placed there
+    again"). c2's Kafka comes back and is registered again under a new id, c3. Creating a again, with a partition on
+    c3, is refused while the old physical topic a is there (nothing committed); once the operator deleted it, a is
+    created and its partition on c3 starts on an empty physical topic."""
+    kafka = _kafka_by_bootstrap(recording_kafka_class)
+    api = make_api(kafka=kafka)
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.put("/v1/topics/a", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    assert api.get("/v1/topics/a").json()["chains"][1]["segments"][0]["cluster"] == "c2"
+    kafka.ends[("c2:9092", "a", 0)] = 5  # produced through the federation
+    kafka.down = {"c2:9092"}
+    api.controller.scan_once()
+    api.delete("/v1/topics/a").raise_for_status()
+    assert api.get("/v1/status").json()["pending_deletions"] == {"c2": ["a"]}
+    for state in ("read_only", "draining", "removed"):
+        api.post("/v1/clusters/c2/state", json={"state": state}).raise_for_status()
+    assert api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).status_code == 409  # a new id, c3
+
+    kafka.down = set()
+    api.put("/v1/clusters/c3", json={"bootstrap": "c2:9092"}).raise_for_status()
+    api.controller.scan_once()
+    assert api.get("/v1/status").json()["pending_deletions"] == {}
+    _refused_over_leftover(api.put("/v1/topics/a", json={"partitions": 2, "placement": "blocks"}), "c3", "a",
+                           "TOPIC_ALREADY_EXISTS")
+    assert api.get("/v1/topics/a").status_code == 404
+    assert kafka.ends[("c2:9092", "a", 0)] == 5
+
+    kafka.delete_topic("c3", "c2:9092", "a")  # the operator deletes the leftover
+    api.put("/v1/topics/a", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    segment = api.get("/v1/topics/a").json()["chains"][1]["segments"][0]
+    assert (segment["cluster"], segment["topic"], segment["phys_start"]) == ("c3", "a", 0)
+    assert kafka.ends.get(("c2:9092", "a", 0), 0) == 0
