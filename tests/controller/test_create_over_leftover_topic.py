@@ -9,6 +9,7 @@ scan. Driven with the fake Kafka of tests/controller/conftest.py (no broker)."""
 from __future__ import annotations
 
 from fedkafka.controller.kafka_admin import KafkaUnavailable, Scan
+from fedkafka.view.model import shadow_topic
 
 
 def _kafka_by_bootstrap(recording_kafka_class):
@@ -79,3 +80,89 @@ def test_a_topic_created_again_on_a_removed_clusters_kafka_registered_anew_holds
     segment = api.get("/v1/topics/a").json()["chains"][1]["segments"][0]
     assert (segment["cluster"], segment["topic"], segment["phys_start"]) == ("c3", "a", 0)
     assert kafka.ends.get(("c2:9092", "a", 0), 0) == 0
+
+
+def test_registering_a_removed_cluster_again_says_to_delete_its_leftover_physical_topics_first(make_api):
+    api = make_api()
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    for state in ("read_only", "draining", "removed"):
+        api.post("/v1/clusters/c2/state", json={"state": state}).raise_for_status()
+    refused = api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"})
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    assert "first delete there the leftover physical topics of deleted topics" in detail, detail
+    assert "register it under a new id" in detail, detail
+
+
+def test_an_existing_empty_physical_topic_is_used_by_a_new_topic(make_api):
+    """The controller's own half-done creation (physical topics created, the database write lost) left physical
+    topic t with 3 empty partitions on c2: creating t uses it."""
+    api = make_api()
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.kafka.created[("c2", "t")] = 3
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    segments = [c["segments"][0] for c in api.get("/v1/topics/t").json()["chains"]]
+    assert [(g["cluster"], g["partition"], g["phys_start"]) for g in segments] == [("c1", 0, 0), ("c2", 0, 0)]
+    assert api.kafka.created[("c2", "t")] == 3
+
+
+def test_a_non_empty_physical_topic_refuses_a_new_topic_and_nothing_is_committed(make_api):
+    """Physical topic t on c2 holds records in partition 1 (no partition of the new t would start there, but a
+    later one would): CreateTopics is refused with TOPIC_ALREADY_EXISTS naming c2 and t, and nothing is committed
+    or created, not even the shadow topic; the physical topic keeps its records."""
+    api = make_api()
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.kafka.created[("c2", "t")] = 2
+    api.kafka.ends[("c2", "t", 1)] = 4
+    before = api.get("/v1/status").json()
+    for create in (lambda: api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}),
+                   lambda: api.post("/v1/admin/topics", json={"name": "t", "partitions": 2})):
+        _refused_over_leftover(create(), "c2", "t", "TOPIC_ALREADY_EXISTS")
+    assert api.get("/v1/topics/t").status_code == 404
+    assert [t["name"] for t in api.get("/v1/topics").json()] == []
+    assert api.get("/v1/status").json()["view_version"] == before["view_version"]
+    assert ("c1", "t") not in api.kafka.created and ("c1", shadow_topic("t")) not in api.kafka.created
+    assert api.kafka.created[("c2", "t")] == 2 and api.kafka.ends[("c2", "t", 1)] == 4
+
+
+def test_a_topic_grown_onto_a_cluster_holding_a_leftover_physical_topic_is_refused(make_api):
+    """t lives on c1; c2, registered since, holds a physical topic t with records fedkafka does not know: growing t
+    onto c2 (CreatePartitions) is refused with POLICY_VIOLATION, the topic keeps its partitions; once the operator
+    deleted it, t grows onto c2."""
+    api = make_api()
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 1, "placement": "balanced"}).raise_for_status()
+    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
+    api.kafka.created[("c2", "t")] = 1
+    api.kafka.ends[("c2", "t", 0)] = 9
+    _refused_over_leftover(api.post("/v1/admin/topics/t/partitions", json={"count": 2}), "c2", "t",
+                           "POLICY_VIOLATION")
+    assert api.get("/v1/topics/t").json()["partitions"] == 1
+    api.kafka.delete_topic("c2", "c2:9092", "t")  # the operator deletes the leftover
+    api.post("/v1/admin/topics/t/partitions", json={"count": 2}).raise_for_status()
+    assert api.get("/v1/topics/t").json()["chains"][1]["segments"][0]["cluster"] == "c2"
+
+
+def test_a_topics_own_records_never_refuse_its_growth_or_its_re_creation_by_the_scan(make_api):
+    """t's own physical topics hold its records (claimed partitions): growing t onto them, changing its config,
+    and the scan re-creating a partition of t that Kafka lacks (`_create_needed`) are not refused."""
+    api = make_api()
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    api.kafka.ends[("c1", "t", 0)] = 7
+    api.kafka.ends[("c2", "t", 0)] = 3
+    api.controller.scan_once()
+    api.put("/v1/topics/t", json={"partitions": 4, "placement": "blocks"}).raise_for_status()
+    chains = api.get("/v1/topics/t").json()["chains"]
+    assert sorted((c["segments"][0]["cluster"], c["segments"][0]["partition"]) for c in chains) == [
+        ("c1", 0), ("c1", 1), ("c2", 0), ("c2", 1)]
+    api.put("/v1/topics/t", json={"partitions": 4, "placement": "blocks", "config": {"retention.ms": "60000"}}
+            ).raise_for_status()
+    api.kafka.created[("c2", "t")] = 1  # partition 1 (never written) is gone from c2's Kafka
+    api.controller.scan_once()
+    assert api.kafka.created[("c2", "t")] == 2
+    assert api.controller.lost_topics.get("c2", []) == []
