@@ -8,7 +8,11 @@ scan. Driven with the fake Kafka of tests/controller/conftest.py (no broker)."""
 
 from __future__ import annotations
 
+import pytest
+
+from fedkafka.controller.errors import Conflict
 from fedkafka.controller.kafka_admin import KafkaUnavailable, Scan
+from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import shadow_topic
 
 
@@ -166,3 +170,19 @@ def test_a_topics_own_records_never_refuse_its_growth_or_its_re_creation_by_the_
     api.controller.scan_once()
     assert api.kafka.created[("c2", "t")] == 2
     assert api.controller.lost_topics.get("c2", []) == []
+
+
+def test_an_expansion_onto_a_cluster_holding_a_leftover_physical_topic_adds_no_partition(make_api):
+    """A scale-up's `expand` adds identity segments on the new cluster's physical topic of the name, from offset 0:
+    one there holding records refuses it (the run fails), the topic keeps its partitions and Kafka is not changed."""
+    api = make_api()
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
+    api.kafka.created[("c2", "t")] = 1
+    api.kafka.ends[("c2", "t", 0)] = 9
+    with pytest.raises(Conflict, match="physical topic t on cluster c2 already holds records") as refused:
+        WorkflowEngine(api.controller)._add_partitions("t", 1, 1, "c2")
+    assert refused.value.kafka_error == "POLICY_VIOLATION"
+    assert len(api.controller.view.topics["t"].partitions) == 1
+    assert api.kafka.created[("c2", "t")] == 1 and api.kafka.created[("c1", shadow_topic("t"))] == 1
