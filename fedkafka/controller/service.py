@@ -29,7 +29,7 @@ from sqlalchemy import CursorResult, Table, bindparam, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fedkafka.controller import acls, claims, db, deletions
+from fedkafka.controller import acls, claims, db, deletions, leftovers
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
@@ -316,7 +316,10 @@ class Controller:
                                      coordination=False, reachable=True)
                     s.add(row)
                 elif row.state == ClusterState.REMOVED:
-                    raise Conflict(f"cluster {cluster_id} was removed; register it under a new id")
+                    raise Conflict(f"cluster {cluster_id} was removed; to use its Kafka again, first delete there the "
+                                   "leftover physical topics of deleted topics (fedkafka stopped deleting them when "
+                                   "the cluster was removed; a topic is not created over one holding records), then "
+                                   "register it under a new id")
                 if bootstrap != row.bootstrap:
                     row.bootstrap = bootstrap
                 if coordination:
@@ -439,6 +442,12 @@ class Controller:
         try:
             needed = physical_partition_counts([*used, *slots])
             self.refuse_lost([(cluster_id, name) for cluster_id in physical_partition_counts(slots)], bootstrap)
+            claimed: dict[str, set[int]] = {}
+            for slot in used:
+                claimed.setdefault(slot.cluster, set()).add(slot.partition)
+            # an identity segment starts at offset 0: never on another's records (DESIGN §4.13)
+            leftovers.refuse_written(self.kafka, name, physical_partition_counts(slots), claimed, bootstrap,
+                                     "POLICY_VIOLATION" if existing else "TOPIC_ALREADY_EXISTS")
             for cluster_id in physical_partition_counts(slots):
                 self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
             self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)
