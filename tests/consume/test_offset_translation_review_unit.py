@@ -1,0 +1,97 @@
+"""Review of the offset-translating handlers (DeleteRecords, ListOffsets, OffsetForLeaderEpoch) against Kafka 4.x.
+
+Handlers are driven as pure functions over a view built here; the physical brokers are modelled by `Brokers`, which
+answers DeleteRecords and ListOffsets as a Kafka broker does for a partition with a log start and a high watermark.
+"""
+
+from __future__ import annotations
+
+from kio.schema.errors import ErrorCode
+from proxy.test_admin_handlers import records_req
+
+from consume.test_handlers_unit import GAP, Physical, gap_ctx, list_request
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type, response_type
+from fedkafka.proxy.handlers import delete_records, list_offsets, offset_for_leader_epoch
+from fedkafka.proxy.plan import Plan
+
+C1_TAIL_END = 37  # c1 came back holding physical 30..36: records past the last end the controller knew (30)
+
+
+class Brokers:
+    """Physical partitions as {(cluster, topic, partition): [log start, high watermark]}, answering as Kafka does:
+    DeleteRecords to -1 deletes to the high watermark, past it is OFFSET_OUT_OF_RANGE, below the log start a no-op;
+    ListOffsets EARLIEST is the log start, LATEST the high watermark."""
+
+    def __init__(self, logs: dict[tuple[str, str, int], list[int]]):
+        self.logs = logs
+
+    def delete(self, call):
+        partitions = []
+        for t in call.request.topics:
+            for p in t.partitions:
+                log = self.logs[(call.target.cluster, t.name, p.partition_index)]
+                offset = log[1] if p.offset == -1 else p.offset
+                if offset > log[1] or offset < 0:
+                    partitions.append((t.name, p.partition_index, ErrorCode.offset_out_of_range, -1))
+                    continue
+                log[0] = max(log[0], offset)
+                partitions.append((t.name, p.partition_index, ErrorCode.none, log[0]))
+        return build(response_type(21, 2), {"topics": [
+            {"name": name, "partitions": [{"partition_index": i, "error_code": code, "low_watermark": low}
+                                          for n, i, code, low in partitions if n == name]}
+            for name in dict.fromkeys(n for n, *_ in partitions)]})
+
+    def list_offsets(self, call):
+        return build(response_type(2, 7), {"topics": [{"name": t.name, "partitions": [
+            {"partition_index": p.partition_index, "error_code": ErrorCode.none, "timestamp": -1,
+             "offset": self.logs[(call.target.cluster, t.name, p.partition_index)][0 if p.timestamp == -2 else 1]}
+            for p in t.partitions]} for t in call.request.topics]})
+
+
+def run(answer_plan, answer_call):
+    while isinstance(answer_plan, Plan):
+        answer_plan = answer_plan.finish([answer_call(c) for c in answer_plan.calls])
+    return answer_plan
+
+
+def failed_over_brokers() -> Brokers:
+    """FAILED (tests/consume/test_handlers_unit.py): c1's segment sealed at 30 and followed by the unclean gap, c1
+    back with its tail 30..36 (read inside the gap, logical 30..36); c2's active segment from physical 4, log end 10
+    (logical 30 + GAP .. 36 + GAP)."""
+    return Brokers({("c1", "t", 0): [0, C1_TAIL_END], ("c2", "t", 0): [0, 10]})
+
+
+def test_delete_records_inside_the_tail_of_an_unclean_gap_deletes_up_to_the_offset():
+    """DeleteRecords before logical 33, inside the tail c1 came back with (logical 30..36 = physical 30..36 on c1):
+    as Kafka, the records before 33 are deleted and the answer's low watermark is 33."""
+    brokers = failed_over_brokers()
+    resp = run(delete_records.handle(gap_ctx(Physical()), None, records_req({0: 33}, topic="log")), brokers.delete)
+    (p,) = resp.topics[0].partitions
+    assert (p.error_code, p.low_watermark) == (ErrorCode.none, 33)
+    assert brokers.logs[("c1", "t", 0)][0] == 33  # records 30..32 of the tail are gone
+
+
+def test_delete_records_past_an_unclean_gap_leaves_nothing_of_the_tail_readable():
+    """DeleteRecords before logical 32 + GAP (in c2's active segment) with c1 back holding its tail in the gap:
+    every record before 32 + GAP is deleted, so ListOffsets EARLIEST answers 32 + GAP, the low watermark the
+    DeleteRecords answered, and a reader reset to earliest reads none of c1's tail."""
+    brokers = failed_over_brokers()
+    resp = run(delete_records.handle(gap_ctx(Physical()), None, records_req({0: 32 + GAP}, topic="log")),
+               brokers.delete)
+    (p,) = resp.topics[0].partitions
+    assert (p.error_code, p.low_watermark) == (ErrorCode.none, 32 + GAP)
+    earliest = run(list_offsets.handle(gap_ctx(Physical()), None, list_request((0, -2))), brokers.list_offsets)
+    (p,) = earliest.topics[0].partitions
+    assert (p.error_code, p.offset) == (ErrorCode.none, 32 + GAP)
+
+
+def test_offset_for_leader_epoch_of_the_undefined_epoch_is_undefined():
+    """OffsetForLeaderEpoch for leader epoch -1 (UNDEFINED_EPOCH) answers (-1, -1), as Kafka's broker does
+    (`LeaderEpochFileCache.endOffsetFor`): no epoch, no end offset to compare a position with."""
+    req = build(request_type(23, 4), {"replica_id": -1, "topics": [{"topic": "log", "partitions": [
+        {"partition": 0, "current_leader_epoch": -1, "leader_epoch": -1}]}]})
+    brokers = failed_over_brokers()
+    resp = run(offset_for_leader_epoch.handle(gap_ctx(Physical()), None, req), brokers.list_offsets)
+    (p,) = resp.topics[0].partitions
+    assert (p.error_code, p.leader_epoch, p.end_offset) == (ErrorCode.none, -1, -1)
