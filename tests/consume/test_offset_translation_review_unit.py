@@ -9,7 +9,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 from proxy.test_admin_handlers import records_req
 
-from consume.test_handlers_unit import GAP, Physical, gap_ctx, list_request
+from consume.test_handlers_unit import GAP, Physical, Restarting, gap_ctx, list_request
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.handlers import delete_records, list_offsets, offset_for_leader_epoch
@@ -95,3 +95,16 @@ def test_offset_for_leader_epoch_of_the_undefined_epoch_is_undefined():
     resp = run(offset_for_leader_epoch.handle(gap_ctx(Physical()), None, req), brokers.list_offsets)
     (p,) = resp.topics[0].partitions
     assert (p.error_code, p.leader_epoch, p.end_offset) == (ErrorCode.none, -1, -1)
+
+
+def test_delete_records_past_a_segment_lost_for_good_deletes_and_answers_the_low_watermark():
+    """c1 came back without the physical topic after the partition failed over from it: its segment is lost for
+    good (`proxy.plan.lost_for_good`; reads move past it, EARLIEST skips it). DeleteRecords before 32 + GAP deletes
+    c2's records before physical 6 and answers low watermark 32 + GAP with no error: nothing of c1's segment is
+    left to delete, so it is no reason to refuse, and asked again the answer would be the same, for good."""
+    brokers = Brokers({("c2", "t", 0): [0, 10]})
+    resp = run(delete_records.handle(gap_ctx(Restarting(knows_topic=False)), None,
+                                     records_req({0: 32 + GAP}, topic="log")), brokers.delete)
+    (p,) = resp.topics[0].partitions
+    assert (p.error_code, p.low_watermark) == (ErrorCode.none, 32 + GAP)
+    assert brokers.logs[("c2", "t", 0)][0] == 6
