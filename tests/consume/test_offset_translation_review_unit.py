@@ -7,7 +7,8 @@ answers DeleteRecords and ListOffsets as a Kafka broker does for a partition wit
 from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
-from proxy.test_admin_handlers import records_req
+from proxy.test_admin_handlers import chain_view, records_req
+from proxy.test_handlers import ctx as admin_ctx
 
 from consume.test_handlers_unit import GAP, Physical, Restarting, gap_ctx, list_request
 from fedkafka.protocol.build import build
@@ -108,3 +109,18 @@ def test_delete_records_past_a_segment_lost_for_good_deletes_and_answers_the_low
     (p,) = resp.topics[0].partitions
     assert (p.error_code, p.low_watermark) == (ErrorCode.none, 32 + GAP)
     assert brokers.logs[("c2", "t", 0)][0] == 6
+
+
+def test_delete_records_below_the_log_start_answers_the_logical_log_start():
+    """chain_view's p0: c1/old 0..49 sealed (logical 0..49), c2/phys from physical 10 (logical 50..), log end 40.
+    Records before 70 were deleted (c1/old emptied, c2/phys from 30). DeleteRecords before 20 deletes nothing more
+    and answers, as Kafka does, the partition's log start: low watermark 70, the offset ListOffsets EARLIEST
+    answers, not 50 (records 50..69 are gone)."""
+    brokers = Brokers({("c1", "old", 0): [50, 50], ("c2", "phys", 0): [30, 40]})
+    resp = run(delete_records.handle(admin_ctx(chain_view()), None, records_req({0: 20})), brokers.delete)
+    (p,) = resp.topics[0].partitions
+    earliest = run(list_offsets.handle(admin_ctx(chain_view()), None, build(request_type(2, 7), {
+        "replica_id": -1, "isolation_level": 0, "topics": [{"name": "t", "partitions": [
+            {"partition_index": 0, "current_leader_epoch": -1, "timestamp": -2}]}]})), brokers.list_offsets)
+    assert earliest.topics[0].partitions[0].offset == 70
+    assert (p.error_code, p.low_watermark) == (ErrorCode.none, 70)
