@@ -1,4 +1,6 @@
-"""Review of the offset-translating handlers (DeleteRecords, ListOffsets, OffsetForLeaderEpoch) against Kafka 4.x.
+"""DeleteRecords across unclean gaps, segments lost for good and below the log start, and OffsetForLeaderEpoch of
+the undefined epoch, answered as Kafka 4.x answers them (low watermark = the partition's logical log start, the one
+ListOffsets EARLIEST answers; epoch -1: (-1, -1)).
 
 Handlers are driven as pure functions over a view built here; the physical brokers are modelled by `Brokers`, which
 answers DeleteRecords and ListOffsets as a Kafka broker does for a partition with a log start and a high watermark.
