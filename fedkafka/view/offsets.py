@@ -12,6 +12,9 @@ from enum import Enum
 
 from fedkafka.view.model import PartitionChain, Segment
 
+UNDEFINED_EPOCH = -1
+UNDEFINED_EPOCH_OFFSET = -1
+
 
 class OffsetProblem(Enum):
     BEFORE_CHAIN = "before_chain"  # below the first segment: OFFSET_OUT_OF_RANGE
@@ -145,10 +148,10 @@ def end_offset_for_epoch(chain: PartitionChain, requested_epoch: int, log_end: i
     A fedkafka log never truncates acked data: a segment is sealed at the log end every proxy
     agreed on, and later segments only append. So every epoch up to the current one ends at the
     logical log end, which tells a client "no truncation". Epochs from the future are unknown
-    (-1, -1), as Kafka answers them.
+    (-1, -1), as Kafka answers them, and so is the undefined epoch -1 (`LeaderEpochFileCache.endOffsetFor`).
     """
-    if requested_epoch > chain.leader_epoch:
-        return -1, -1
+    if requested_epoch == UNDEFINED_EPOCH or requested_epoch > chain.leader_epoch:
+        return UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET
     return requested_epoch, log_end
 
 
