@@ -100,7 +100,8 @@ def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment
     it known before its cluster died), every record it has is in the gap, read there (docs/DESIGN.md §9.2).
     A sealed segment whose physical partition's log end (`physical_log_end`, None: not known) is at or below its
     start is skipped too: its data is gone (its cluster came back without it, §9.3), and a reader put there would
-    find nothing and no error, for good.
+    find nothing and no error, for good. So is one whose partition's log start reached its log end: nothing is left
+    in it (a tail in the gap that DeleteRecords emptied, which no seal bounds).
     """
     for segment in chain.segments:
         start = physical_log_start(segment)
@@ -110,7 +111,7 @@ def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment
         if end is not None and start >= end:
             continue
         log_end = physical_log_end(segment) if segment.phys_end is not None else None
-        if log_end is not None and log_end <= segment.phys_start:
+        if log_end is not None and (log_end <= segment.phys_start or start >= log_end):
             continue
         return segment.to_logical(max(start, segment.phys_start))
     return chain.active.logical_base  # unreachable: the active segment always answers
