@@ -8,6 +8,8 @@ answers DeleteRecords and ListOffsets as a Kafka broker does for a partition wit
 
 from __future__ import annotations
 
+import uuid
+
 from kio.schema.errors import ErrorCode
 from proxy.test_admin_handlers import chain_view, records_req
 from proxy.test_handlers import ctx as admin_ctx
@@ -126,3 +128,26 @@ def test_delete_records_below_the_log_start_answers_the_logical_log_start():
             {"partition_index": 0, "current_leader_epoch": -1, "timestamp": -2}]}]})), brokers.list_offsets)
     assert earliest.topics[0].partitions[0].offset == 70
     assert (p.error_code, p.low_watermark) == (ErrorCode.none, 70)
+
+
+
+class Back(Physical):
+    """c1 answers again with its physical topic, holding the tail of FAILED's first segment."""
+
+    def topic_id(self, cluster, topic):
+        return uuid.UUID(int=1)
+
+
+def test_delete_records_inside_an_unclean_gap_past_its_tail_empties_the_tail():
+    """DeleteRecords before logical 40, inside the gap but past the tail c1 came back with (logical 30..36): below the
+    partition's high watermark, so not OFFSET_OUT_OF_RANGE, though c1's broker answers that for physical 40. The
+    whole tail is deleted, and the low watermark is the log start ListOffsets EARLIEST then answers: c2's first
+    record, 30 + GAP (physical 4; nothing of c2's segment deleted)."""
+    brokers = failed_over_brokers()
+    resp = run(delete_records.handle(gap_ctx(Back()), None, records_req({0: 40}, topic="log")), brokers.delete)
+    (p,) = resp.topics[0].partitions
+    assert (p.error_code, p.low_watermark) == (ErrorCode.none, 30 + GAP)
+    assert brokers.logs[("c1", "t", 0)][0] == C1_TAIL_END  # nothing of the tail is left
+    assert brokers.logs[("c2", "t", 0)][0] == 4
+    earliest = run(list_offsets.handle(gap_ctx(Back()), None, list_request((0, -2))), brokers.list_offsets)
+    assert earliest.topics[0].partitions[0].offset == 30 + GAP
