@@ -1,11 +1,11 @@
 """DeleteRecords in logical offsets, mapped over segment chains.
 
-Deleting a logical partition's records before logical offset L deletes, on the physical brokers, the records of
-the segment holding L before L's physical offset (L inside an unclean gap: in the tail of the segment before it,
-read there), and every older segment whole (up to its readable end: the seal, or all of the tail its cluster came
-back with). The segment holding L goes first: its broker judges the offset (past its high watermark:
-OFFSET_OUT_OF_RANGE, and nothing is deleted anywhere), and only then are the older segments emptied. A sealed
-segment emptied this way is skipped by ListOffsets EARLIEST and Fetch as if retention had removed it
+Deleting a logical partition's records before logical offset L deletes, on the physical brokers, the records of the
+segment holding L before L's physical offset (L inside an unclean gap: in the tail of the segment before it, read
+there, all of it when L is past its end), and every older segment whole (up to its readable end: the seal, or all of
+the tail its cluster came back with). The segment holding L goes first: its broker judges the offset (past its high
+watermark: OFFSET_OUT_OF_RANGE, and nothing is deleted anywhere), and only then are the older segments emptied. A
+sealed segment emptied this way is skipped by ListOffsets EARLIEST and Fetch as if retention had removed it
 (`view.offsets.earliest_offset`); one lost for good (`plan.lost_for_good`) is skipped here too, as reads skip it.
 L = -1 means the high watermark, as in Kafka. The answer's low watermark is the partition's logical log start, as
 Kafka answers its log start: L, or above when L was below it (a target found empty, or lost for good, passes the
@@ -86,11 +86,15 @@ def _emptier(a: int | None, b: int) -> int:
 def _passed_on(ctx: Context, d: _Deletion, code: ErrorCode, low: int) -> _Deletion | None:
     """The deletion moved to the next segment's start when its target holds nothing (its log start at or past its
     readable end: L was below the partition's log start) or is lost for good (`plan.lost_for_good`, skipped by
-    reads and EARLIEST): the next segment's broker answers the log start, as EARLIEST finds it. Else None."""
+    reads and EARLIEST): the next segment's broker answers the log start, as EARLIEST finds it. L inside an unclean
+    gap past the tail its cluster came back with (OFFSET_OUT_OF_RANGE there) is below the partition's high
+    watermark: the target is then emptied with the older segments, and the deletion moves on too. Else None."""
     end = d.chain.readable_end(d.target)
     nxt = d.chain.next_segment(d.target)
     if end is None or nxt is None:  # the active segment answers for itself
         return None
+    if code == ErrorCode.offset_out_of_range and d.physical_offset >= d.target.sealed_phys_end():
+        return _Deletion(d.topic, d.partition, d.chain, nxt, nxt.phys_start, (*d.older, d.target))
     if code == ErrorCode.none and low < end:
         return None
     if code != ErrorCode.none and not lost_for_good(ctx, d.chain, d.target):
