@@ -29,7 +29,7 @@ from sqlalchemy import CursorResult, Table, bindparam, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fedkafka.controller import acls, claims, db, deletions
+from fedkafka.controller import acls, claims, db, deletions, leftovers
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
@@ -316,7 +316,10 @@ class Controller:
                                      coordination=False, reachable=True)
                     s.add(row)
                 elif row.state == ClusterState.REMOVED:
-                    raise Conflict(f"cluster {cluster_id} was removed; register it under a new id")
+                    raise Conflict(f"cluster {cluster_id} was removed; to use its Kafka again, first delete there the "
+                                   "leftover physical topics of deleted topics (fedkafka stopped deleting them when "
+                                   "the cluster was removed; a topic is not created over one holding records), then "
+                                   "register it under a new id")
                 if bootstrap != row.bootstrap:
                     row.bootstrap = bootstrap
                 if coordination:
@@ -439,6 +442,12 @@ class Controller:
         try:
             needed = physical_partition_counts([*used, *slots])
             self.refuse_lost([(cluster_id, name) for cluster_id in physical_partition_counts(slots)], bootstrap)
+            claimed: dict[str, set[int]] = {}
+            for slot in used:
+                claimed.setdefault(slot.cluster, set()).add(slot.partition)
+            # an identity segment starts at offset 0: never on another's records (DESIGN §4.13)
+            leftovers.refuse_written(self.kafka, name, physical_partition_counts(slots), claimed, bootstrap,
+                                     "POLICY_VIOLATION" if existing else "TOPIC_ALREADY_EXISTS")
             for cluster_id in physical_partition_counts(slots):
                 self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
             self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)
@@ -477,15 +486,20 @@ class Controller:
             except IntegrityError:
                 raise Conflict(f"topic {name} was changed concurrently; retry") from None
 
-    def delete_topic(self, name: str) -> bool:
+    def delete_topic(self, name: str, topic_id: str | None = None) -> bool:
         """Delete the topic, its chains and claims, and roll back its unfinished moves in the same transaction (a
         frozen chain goes with the topic; a move's seal, even one recorded, is of a topic no longer there): a move
         never goes on into a topic created again under the name (docs/DESIGN.md §4.1). The same transaction records
         its physical topics as pending deletions; they are deleted now, on the clusters that answer, and by the scans
-        after (`deletions`): the name cannot be created again before all are gone (docs/DESIGN.md §4.5)."""
+        after (`deletions`): the name cannot be created again before all are gone (docs/DESIGN.md §4.5).
+        `topic_id` (32 hex digits), when given, is the topic the caller means: a topic of the name with another id
+        (created again since) is not deleted, NotFound with UNKNOWN_TOPIC_ID; checked in the deletion's transaction."""
         with self._write_lock:
             with self.session() as s:
                 row = s.get(TopicRow, name)
+                if topic_id is not None and (row is None or row.topic_id != topic_id):
+                    raise NotFound(f"unknown topic id {topic_id} (no topic {name!r} of that id)",
+                                   kafka_error="UNKNOWN_TOPIC_ID")
                 if row is None:
                     raise NotFound(f"unknown topic {name!r}")
                 self._roll_back_moves(s, name)

@@ -14,6 +14,7 @@ every cluster holding a segment of the topic first, then stored; a cluster refus
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -109,9 +110,15 @@ class TopicAdmin:
         topic, _ = self.ctl.put_topic(name, row["partitions"], row["placement"], new)
         return self._done(topic)
 
-    def delete(self, name: str) -> dict[str, Any]:
-        self._topic_row(name)
-        self.ctl.delete_topic(name)
+    def delete(self, name: str, topic_id: str | None = None) -> dict[str, Any]:
+        """Delete the topic. `topic_id` is given when the client named the topic by id (DeleteTopics v6+): only
+        the topic of that id is deleted, never one created again under the name since the proxy's view (a name
+        with another id, or none, is UNKNOWN_TOPIC_ID, as Kafka answers an id it does not know)."""
+        if topic_id is None:
+            self._topic_row(name)
+            self.ctl.delete_topic(name)
+        else:
+            self.ctl.delete_topic(name, topic_id=_topic_id_hex(topic_id))
         return {"deleted": name, "view_version": self.ctl.view.version}
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -144,6 +151,14 @@ class TopicAdmin:
         except KafkaUnavailable as e:
             raise Unavailable(f"{e}; nothing was changed, retry when it is back",
                               kafka_error="REQUEST_TIMED_OUT") from None
+
+
+def _topic_id_hex(topic_id: str) -> str:
+    """A topic id as the database holds it (32 lowercase hex digits), whether given with or without dashes."""
+    try:
+        return uuid.UUID(topic_id).hex
+    except ValueError:
+        raise Invalid(f"topic_id {topic_id!r} is not a topic id (a UUID)", kafka_error="INVALID_REQUEST") from None
 
 
 def _apply_ops(config: dict[str, str], ops: list[ConfigOp]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from fedkafka.controller import claims
+from fedkafka.controller import claims, leftovers
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.coordination import CoordinationMove
@@ -708,6 +708,9 @@ class WorkflowEngine:
             config = json.loads(topic.config_json)
         first = max(used, default=-1) + 1
         self._refuse_lost([(target, name)], clusters)  # created again it would be empty (DESIGN §9.3)
+        # identity segments start at offset 0: never on records no partition of the topic accepted (DESIGN §4.13)
+        leftovers.refuse_written(self.ctl.kafka, name, [target], {target: set(used)},
+                                 {target: clusters[target].bootstrap}, "POLICY_VIOLATION")
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
         with self.ctl.topology_change() as s:

@@ -12,6 +12,9 @@ from enum import Enum
 
 from fedkafka.view.model import PartitionChain, Segment
 
+UNDEFINED_EPOCH = -1
+UNDEFINED_EPOCH_OFFSET = -1
+
 
 class OffsetProblem(Enum):
     BEFORE_CHAIN = "before_chain"  # below the first segment: OFFSET_OUT_OF_RANGE
@@ -97,7 +100,8 @@ def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment
     it known before its cluster died), every record it has is in the gap, read there (docs/DESIGN.md §9.2).
     A sealed segment whose physical partition's log end (`physical_log_end`, None: not known) is at or below its
     start is skipped too: its data is gone (its cluster came back without it, §9.3), and a reader put there would
-    find nothing and no error, for good.
+    find nothing and no error, for good. So is one whose partition's log start reached its log end: nothing is left
+    in it (a tail in the gap that DeleteRecords emptied, which no seal bounds).
     """
     for segment in chain.segments:
         start = physical_log_start(segment)
@@ -107,7 +111,7 @@ def earliest_offset(chain: PartitionChain, physical_log_start: Callable[[Segment
         if end is not None and start >= end:
             continue
         log_end = physical_log_end(segment) if segment.phys_end is not None else None
-        if log_end is not None and log_end <= segment.phys_start:
+        if log_end is not None and (log_end <= segment.phys_start or start >= log_end):
             continue
         return segment.to_logical(max(start, segment.phys_start))
     return chain.active.logical_base  # unreachable: the active segment always answers
@@ -145,10 +149,10 @@ def end_offset_for_epoch(chain: PartitionChain, requested_epoch: int, log_end: i
     A fedkafka log never truncates acked data: a segment is sealed at the log end every proxy
     agreed on, and later segments only append. So every epoch up to the current one ends at the
     logical log end, which tells a client "no truncation". Epochs from the future are unknown
-    (-1, -1), as Kafka answers them.
+    (-1, -1), as Kafka answers them, and so is the undefined epoch -1 (`LeaderEpochFileCache.endOffsetFor`).
     """
-    if requested_epoch > chain.leader_epoch:
-        return -1, -1
+    if requested_epoch == UNDEFINED_EPOCH or requested_epoch > chain.leader_epoch:
+        return UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET
     return requested_epoch, log_end
 
 

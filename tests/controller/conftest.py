@@ -32,6 +32,8 @@ class RecordingKafka(KafkaAdmin):
         self.down: set[str] = set()
         self.refuse_config = False
         self.configs: dict[tuple[str, str], dict[str, str]] = {}
+        # (cluster, physical topic, partition) -> log end: records produced there (0 unless a test says so)
+        self.ends: dict[tuple[str, str, int], int] = {}
 
     def scan(self, cluster, bootstrap):
         if cluster in self.down:
@@ -68,8 +70,9 @@ class RecordingKafka(KafkaAdmin):
                                "INVALID_CONFIG")
 
     def log_offsets(self, cluster, bootstrap, partitions):
-        # every partition asked for, empty (a move's freeze reads its target's end), unless its cluster is down
-        return {} if cluster in self.down else {(t, p): (0, 0) for t, p in partitions}
+        # every partition asked for, empty unless `ends` says otherwise (a move's freeze reads its target's end),
+        # unless its cluster is down
+        return {} if cluster in self.down else {(t, p): (0, self.ends.get((cluster, t, p), 0)) for t, p in partitions}
 
     def log_end_offsets(self, cluster, bootstrap, partitions):
         # settled: every write replicated (the log end is the high watermark)
@@ -77,6 +80,8 @@ class RecordingKafka(KafkaAdmin):
 
     def delete_topic(self, cluster, bootstrap, name):
         self.created.pop((cluster, name), None)
+        for key in [k for k in self.ends if k[:2] == (cluster, name)]:
+            del self.ends[key]
 
 
 @pytest.fixture(scope="session")

@@ -99,7 +99,7 @@ def test_delete_topics_by_name_and_by_id():
                                                               {"name": None, "topic_id": uuid.uuid4()}],
                                                    "timeout": TIMEOUT}))
     assert [(x.request.method, x.request.path) for x in plan.calls] == [
-        ("DELETE", "/v1/admin/topics/t"), ("DELETE", "/v1/admin/topics/gone")]
+        ("DELETE", f"/v1/admin/topics/t?topic_id={known.hex}"), ("DELETE", "/v1/admin/topics/gone")]
     resp = plan.finish([ControllerAnswer(200, {"deleted": "t", "view_version": 5}),
                         refused(404, "UNKNOWN_TOPIC_OR_PARTITION", "This server does not host this topic: gone")])
     assert [(r.name, r.error_code) for r in resp.responses] == [

@@ -28,7 +28,8 @@ def router(controller: Controller, api: Any) -> APIRouter:
         return admin.alter_config(name, body.ops, body.replace, body.validate_only)
 
     @router.delete("/v1/admin/topics/{name}")
-    def delete_topic(name: str):
-        return admin.delete(name)
+    def delete_topic(name: str, topic_id: str | None = None):
+        """`?topic_id=<uuid>`: delete only if the topic's current id is that one (DeleteTopics by id)."""
+        return admin.delete(name, topic_id)
 
     return router

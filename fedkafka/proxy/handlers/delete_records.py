@@ -1,11 +1,15 @@
 """DeleteRecords in logical offsets, mapped over segment chains.
 
-Deleting a logical partition's records before logical offset L deletes, on the physical brokers, the records of
-the segment holding L before L's physical offset, and every older segment whole (up to its seal). The segment
-holding L goes first: its broker judges the offset (past its high watermark: OFFSET_OUT_OF_RANGE, and nothing
-is deleted anywhere), and only then are the older segments emptied. A sealed segment emptied this way is
-skipped by ListOffsets EARLIEST and Fetch as if retention had removed it (`view.offsets.earliest_offset`).
-L = -1 means the high watermark, as in Kafka. The answer's low watermark is logical. A partition of a topic the
+Deleting a logical partition's records before logical offset L deletes, on the physical brokers, the records of the
+segment holding L before L's physical offset (L inside an unclean gap: in the tail of the segment before it, read
+there, all of it when L is past its end), and every older segment whole (up to its readable end: the seal, or all of
+the tail its cluster came back with). The segment holding L goes first: its broker judges the offset (past its high
+watermark: OFFSET_OUT_OF_RANGE, and nothing is deleted anywhere), and only then are the older segments emptied. A
+sealed segment emptied this way is skipped by ListOffsets EARLIEST and Fetch as if retention had removed it
+(`view.offsets.earliest_offset`); one lost for good (`plan.lost_for_good`) is skipped here too, as reads skip it.
+L = -1 means the high watermark, as in Kafka. The answer's low watermark is the partition's logical log start, as
+Kafka answers its log start: L, or above when L was below it (a target found empty, or lost for good, passes the
+deletion on to the next segment, whose broker answers its log start). A partition of a topic the
 principal may not DELETE is TOPIC_AUTHORIZATION_FAILED, judged before whether it exists (docs/DESIGN.md §11).
 Past its fence the proxy maps no offset with its view (it may be moves behind: L would land in a partition a later
 move reused, deleting records it never meant): NOT_LEADER_OR_FOLLOWER, nothing sent upstream (docs/DESIGN.md §4.9).
@@ -21,7 +25,7 @@ from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, lost_for_good, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 
@@ -42,23 +46,60 @@ class _Deletion:
 
     topic: str
     partition: int
+    chain: PartitionChain
     target: Segment
     physical_offset: int  # -1: the target's high watermark
     older: tuple[Segment, ...]
 
 
 def plan_deletion(topic: str, partition: int, chain: PartitionChain, offset: int) -> _Deletion:
-    """Pure: which physical deletions a logical DeleteRecords offset means (offset >= -1)."""
+    """Pure: which physical deletions a logical DeleteRecords offset means (offset >= -1). An offset inside an unclean
+    gap falls in the tail of the segment before it (`PartitionChain.readable_end`), as a Fetch there reads it."""
     segments = chain.segments
     if offset == HIGH_WATERMARK:
-        return _Deletion(topic, partition, chain.active, HIGH_WATERMARK, segments[:-1])
+        return _Deletion(topic, partition, chain, chain.active, HIGH_WATERMARK, segments[:-1])
     if offset <= segments[0].logical_base:  # nothing of the chain lies below: a no-op the broker answers
-        return _Deletion(topic, partition, segments[0], segments[0].phys_start, ())
-    i = max(j for j, s in enumerate(segments) if s.logical_base <= offset)
+        return _Deletion(topic, partition, chain, segments[0], segments[0].phys_start, ())
+    i = max(j for j, s in enumerate(segments) if s.logical_base <= offset)  # `covering(offset)`
     seg = segments[i]
-    end = seg.logical_end
-    physical = seg.to_physical(offset) if end is None or offset < end else seg.sealed_phys_end()
-    return _Deletion(topic, partition, seg, physical, segments[:i])
+    limit = chain.readable_end(seg)
+    physical = seg.to_physical(offset) if limit is None else min(seg.to_physical(offset), limit)
+    return _Deletion(topic, partition, chain, seg, physical, segments[:i])
+
+
+def emptied_to(chain: PartitionChain, seg: Segment) -> int:
+    """The physical offset an older segment's partition is emptied to: its readable end, the seal or, for one
+    followed by an unclean gap, the end of the tail its cluster came back with, which is the partition's high
+    watermark (-1) unless a later segment of the chain shares the partition (A -> B -> A: its start)."""
+    end = chain.readable_end(seg)
+    gap = chain.gap_after(seg)
+    if end is None or (gap is not None and end == seg.to_physical(gap[1])):
+        return HIGH_WATERMARK
+    return end
+
+
+def _emptier(a: int | None, b: int) -> int:
+    """The deeper of two deletion offsets of one physical partition (-1, its high watermark, deepest)."""
+    return HIGH_WATERMARK if HIGH_WATERMARK in (a, b) else max(a or 0, b)
+
+
+def _passed_on(ctx: Context, d: _Deletion, code: ErrorCode, low: int) -> _Deletion | None:
+    """The deletion moved to the next segment's start when its target holds nothing (its log start at or past its
+    readable end: L was below the partition's log start) or is lost for good (`plan.lost_for_good`, skipped by
+    reads and EARLIEST): the next segment's broker answers the log start, as EARLIEST finds it. L inside an unclean
+    gap past the tail its cluster came back with (OFFSET_OUT_OF_RANGE there) is below the partition's high
+    watermark: the target is then emptied with the older segments, and the deletion moves on too. Else None."""
+    end = d.chain.readable_end(d.target)
+    nxt = d.chain.next_segment(d.target)
+    if end is None or nxt is None:  # the active segment answers for itself
+        return None
+    if code == ErrorCode.offset_out_of_range and d.physical_offset >= d.target.sealed_phys_end():
+        return _Deletion(d.topic, d.partition, d.chain, nxt, nxt.phys_start, (*d.older, d.target))
+    if code == ErrorCode.none and low < end:
+        return None
+    if code != ErrorCode.none and not lost_for_good(ctx, d.chain, d.target):
+        return None
+    return _Deletion(d.topic, d.partition, d.chain, nxt, nxt.phys_start, d.older)
 
 
 def handle(ctx: Context, header, request):
@@ -88,33 +129,50 @@ def handle(ctx: Context, header, request):
             for name, parts in order]})
 
     def after_older(results: dict[PhysKey, tuple[ErrorCode, int]], done: list[_Deletion]):
-        for d in done:
-            failed = [results[_key(s)][0] for s in d.older if results[_key(s)][0] != ErrorCode.none]
+        for d in done:  # a segment lost for good has nothing left to delete: no reason to refuse
+            failed = [code for s in d.older
+                      if (code := results[_key(s)][0]) != ErrorCode.none and not lost_for_good(ctx, d.chain, s)]
             if failed:
                 answers[(d.topic, d.partition)] = _error(failed[0])
         return respond()
 
-    def after_targets(results: dict[PhysKey, tuple[ErrorCode, int]]):
-        done = []
-        for d in deletions:
-            code, low = results[_key(d.target)]
-            if code != ErrorCode.none:
-                answers[(d.topic, d.partition)] = _error(code)
-                continue
-            answers[(d.topic, d.partition)] = {"error_code": ErrorCode.none,
-                                               "low_watermark": d.target.to_logical(max(low, d.target.phys_start))}
-            done.append(d)
+    def after_targets(done: list[_Deletion]):
         older: dict[PhysKey, int] = {}
         for d in done:
             for s in d.older:
-                older[_key(s)] = max(older.get(_key(s), 0), s.sealed_phys_end())
+                older[_key(s)] = _emptier(older.get(_key(s)), emptied_to(d.chain, s))
         if not older:
             return respond()
         return _delete(ctx, older, lambda results: after_older(results, done))
 
     if not deletions:
         return respond()
-    return _delete(ctx, {_key(d.target): d.physical_offset for d in deletions}, after_targets)
+    return _judge_targets(ctx, deletions, answers, [], after_targets)
+
+
+def _judge_targets(ctx: Context, deletions: list[_Deletion], answers: dict[tuple[str, int], dict],
+                   done: list[_Deletion], then):
+    """Deletes at each deletion's target, whose broker judges the offset; a target holding nothing or lost for good
+    passes its deletion on to the next segment (`_passed_on`), one round more. The low watermark answered is the
+    partition's logical log start, what ListOffsets EARLIEST answers. `then(done)` gets the deletions whose target
+    took them; the others are answered with their error."""
+
+    def judged(results: dict[PhysKey, tuple[ErrorCode, int]]):
+        passed = []
+        for d in deletions:
+            code, low = results[_key(d.target)]
+            moved = _passed_on(ctx, d, code, low)
+            if moved is not None:
+                passed.append(moved)
+            elif code != ErrorCode.none:
+                answers[(d.topic, d.partition)] = _error(code)
+            else:
+                answers[(d.topic, d.partition)] = {"error_code": ErrorCode.none,
+                                                   "low_watermark": d.target.to_logical(max(low, d.target.phys_start))}
+                done.append(d)
+        return _judge_targets(ctx, passed, answers, done, then) if passed else then(done)
+
+    return _delete(ctx, {_key(d.target): d.physical_offset for d in deletions}, judged)
 
 
 def _delete(ctx: Context, offsets: dict[PhysKey, int], then):

@@ -141,8 +141,10 @@ def delete_topics(ctx: Context, request):
             result.update(name=name if visible else None, error_code=ErrorCode.topic_authorization_failed)
             continue
         result["name"] = name
-        calls.append((i, Call(ControllerApi(), ControllerRequest("DELETE", f"/v1/admin/topics/{quote(name, safe='')}"),
-                              timeout_s=_timeout_s(request))))
+        path = f"/v1/admin/topics/{quote(name, safe='')}"
+        if state is not None and state.name is None:  # named by id: the controller deletes only the topic of that id
+            path += f"?topic_id={topic_id.hex}"
+        calls.append((i, Call(ControllerApi(), ControllerRequest("DELETE", path), timeout_s=_timeout_s(request))))
 
     def on_result(i: int, reply) -> None:
         code, message = admin_outcome(reply)
