@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # [(shadow topic, partition, offset, leader epoch, metadata)]
 Parts = list[tuple[str, int, int, int | None, str | None]]
 Offsets = dict[str, Parts]  # {group: its parts}
+TopicIds = dict[str, str]  # {shadow topic: the id of the logical topic it was read for}
 
 
 class CoordinationMove:
@@ -72,19 +73,20 @@ class CoordinationMove:
         shadowed = self._shadow_topics(target)
         progress("shadow_topics", 1, 1)
         if unclean:
-            offsets = self.stored_copy()
+            copy = self.stored_copy()
+            offsets = copy["offsets"]
             progress("copy", 0, len(offsets))
-            self.write(target, offsets)
+            self.write(target, offsets, topic_ids=copy.get("topic_ids", {}))
         else:
             try:
                 version = self._freeze(old, True)
                 progress("freeze", 1, 1)
                 self.mover.await_version(version, lambda _p, done, total: progress("acks", done, total),
                                          roles=CONSUME_ROLES)
-                offsets = self.read(old)
+                offsets, topic_ids = self.read_tagged(old)
                 progress("copy", 0, len(offsets))
-                self.write(target, offsets)
-                self._verify(target, offsets)
+                self.write(target, offsets, topic_ids=topic_ids)
+                self._verify(target, offsets, topic_ids)
             except Exception:
                 self._freeze(old, False)  # commits go on where they were
                 raise
@@ -135,8 +137,13 @@ class CoordinationMove:
 
     def read(self, cluster: str, groups: list[str] | None = None) -> Offsets:
         """Every group's (or `groups`') committed offsets of shadow topics on `cluster`."""
+        return self.read_tagged(cluster, groups)[0]
+
+    def read_tagged(self, cluster: str, groups: list[str] | None = None) -> tuple[Offsets, TopicIds]:
+        """`read`, and the id of the logical topic of each shadow topic, listed before Kafka is asked: a commit read
+        is of that topic or of one created after it, never of one deleted before (`write`, docs/DESIGN.md §10.3)."""
         kafka, bootstrap = self.ctl.kafka, self._bootstrap(cluster)
-        ours = self._shadow_partitions()
+        ours, topic_ids = self._shadow_partitions()
         try:
             if groups is None:
                 groups = kafka.consumer_groups(cluster, bootstrap)
@@ -150,24 +157,33 @@ class CoordinationMove:
             kept = [(t, p, o, e, m) for t, p, o, e, m in parts if p < ours.get(t, 0) and o >= 0]
             if kept:
                 found[group] = kept
-        return found
+        return found, topic_ids
 
-    def _shadow_partitions(self) -> dict[str, int]:
-        """Shadow topic -> partitions, of every logical topic of the federation."""
+    def _shadow_partitions(self) -> tuple[dict[str, int], TopicIds]:
+        """Shadow topic -> partitions, and -> logical topic id, of every logical topic of the federation."""
         with self.ctl.session() as s:
-            return {shadow_topic(t.name): t.partitions for t in s.scalars(select(TopicRow))}
+            topics = list(s.scalars(select(TopicRow)))
+        return {shadow_topic(t.name): t.partitions for t in topics}, {shadow_topic(t.name): t.topic_id for t in topics}
 
-    def write(self, cluster: str, offsets: Offsets, patience_s: float = 30.0) -> None:
+    def write(self, cluster: str, offsets: Offsets, patience_s: float = 30.0,
+              topic_ids: TopicIds | None = None) -> None:
         """Each group's offsets on `cluster`; a partition answering an error (a shadow topic created a moment ago
         has no leader yet) is written again until `patience_s` ran out. Every attempt, a retry too, is preceded by
         `_still_moving_to`, and no retry starts past the deadline: a controller that paused between two attempts
-        (past its lease: another took over, resumed the move and switched) writes nothing more."""
+        (past its lease: another took over, resumed the move and switched) writes nothing more.
+        With `topic_ids` (what the offsets were read for), each attempt writes only the offsets of topics that still
+        exist under that id: a deleted topic's offsets are written nowhere, and never into a topic created again
+        under its name (docs/DESIGN.md §10.3)."""
         bootstrap = self._bootstrap(cluster)
         deadline = time.monotonic() + patience_s
         for group, parts in offsets.items():
             todo = list(parts)
             while True:
-                self._still_moving_to(cluster)
+                current = self._still_moving_to(cluster)
+                if topic_ids is not None:
+                    todo = _of_topics_still_there(group, todo, topic_ids, current)
+                    if not todo:
+                        break
                 todo, error = self._commit(cluster, bootstrap, group, todo)
                 if not todo:
                     break
@@ -185,12 +201,12 @@ class CoordinationMove:
             failed, error = {(t, p) for t, p, _o, _e, _m in parts}, str(e)
         return [part for part in parts if (part[0], part[1]) in failed], error
 
-    def _still_moving_to(self, target: str) -> None:
+    def _still_moving_to(self, target: str) -> TopicIds:
         """Before each attempt of a group's write (each retry too): this controller is still the active one and
         `target` does not hold the groups yet. A controller paused in `write` while another took over, resumed the
         move and switched would otherwise write its older copy over commits made on `target` since, and rewind the
         groups (docs/DESIGN.md §3.6). A pause between this check and the OffsetCommit's arrival is not covered: only
-        Kafka could fence that write (docs/DESIGN.md §10.1)."""
+        Kafka could fence that write (docs/DESIGN.md §10.1). Returns each shadow topic's logical topic id, now."""
         with self.ctl.session() as s:
             self.ctl.check_leader(s)
             row = s.get(ClusterRow, target)
@@ -198,12 +214,16 @@ class CoordinationMove:
                 raise NotFound(f"cluster {target} was removed while its offsets were copied")
             if row.coordination:
                 raise Conflict(f"{target} holds the consumer groups already: another run finished this move")
+            return {shadow_topic(name): topic_id for name, topic_id in s.execute(select(TopicRow.name,
+                                                                                        TopicRow.topic_id))}
 
-    def _verify(self, cluster: str, offsets: Offsets) -> None:
+    def _verify(self, cluster: str, offsets: Offsets, topic_ids: TopicIds) -> None:
         """Read back: every copied offset is there (a group that committed meanwhile on the new cluster is
-        impossible: commits are frozen and the view still names the old coordinator)."""
-        got = self.read(cluster, list(offsets))
+        impossible: commits are frozen and the view still names the old coordinator), but those of topics deleted
+        since they were read (`write` skipped them, or Kafka deleted them with the topic)."""
+        got, current = self.read_tagged(cluster, list(offsets))
         for group, parts in offsets.items():
+            parts = [part for part in parts if current.get(part[0]) == topic_ids.get(part[0])]
             have = {(t, p): o for t, p, o, _e, _m in got.get(group, [])}
             short = [(t, p, o) for t, p, o, _e, _m in parts if have.get((t, p), -1) < o]
             if short:
@@ -217,14 +237,27 @@ class CoordinationMove:
             old = coordination_cluster(list(s.scalars(select(ClusterRow))))
         if old is None:
             return 0
-        offsets = self.read(old)
-        self.ctl.offsets_copy = {"cluster": old, "at": time.time(), "offsets": offsets}
+        offsets, topic_ids = self.read_tagged(old)
+        self.ctl.offsets_copy = {"cluster": old, "at": time.time(), "offsets": offsets, "topic_ids": topic_ids}
         return len(offsets)
 
-    def stored_copy(self) -> Offsets:
+    def stored_copy(self) -> dict[str, Any]:
+        """The last copy: "offsets", and "topic_ids" they were read for (a copy without them restores nothing)."""
         copy = getattr(self.ctl, "offsets_copy", None)
         if not copy:
             raise Conflict("no copy of the groups' offsets was taken since this controller started (see "
                            "--offsets-copy-interval): an unclean move has nothing to restore. Nothing was changed")
-        return copy["offsets"]
+        return copy
 
+
+
+def _of_topics_still_there(group: str, parts: Parts, read_for: TopicIds, current: TopicIds) -> Parts:
+    """The parts of `parts` whose logical topic still exists under the id they were read for. The others are of a
+    topic deleted since (Kafka deleted its commits with it; a topic created again under the name starts with none):
+    written nowhere."""
+    kept = [part for part in parts if read_for.get(part[0]) is not None and current.get(part[0]) == read_for[part[0]]]
+    gone = sorted({part[0] for part in parts} - {part[0] for part in kept})
+    if gone:
+        log.info("group %s: offsets of %s not written: their topics were deleted since they were read", group,
+                 ", ".join(gone))
+    return kept

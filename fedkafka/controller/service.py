@@ -510,8 +510,10 @@ class Controller:
                 physical = {(g.cluster, g.physical_topic) for g in
                             s.scalars(select(SegmentRow).where(SegmentRow.topic == name))}
                 physical |= {(c, t) for c, t in claims.load(s, name) if c not in removed}
-                coord = coordination_cluster(clusters)
-                physical |= {(coord, shadow_topic(name))} if coord else set()
+                # its shadow topic (its groups' commits) wherever it may be: on the coordination cluster, and on any
+                # that held the groups before (a move leaves them there) or was a move's target; the database does not
+                # know which, so every cluster not removed (one without it confirms at once, docs/DESIGN.md §10.3)
+                physical |= {(c.id, shadow_topic(name)) for c in clusters if c.id not in removed}
                 for table in (SegmentRow, ChainRow, PhysicalPartitionRow):
                     s.execute(delete(table).where(table.topic == name))
                 s.delete(row)

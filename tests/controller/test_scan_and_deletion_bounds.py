@@ -17,6 +17,7 @@ from sqlalchemy import update
 from controller.test_lost_commits import frozen_move, lossy  # noqa: F401 (fixtures)
 from fedkafka.controller.kafka_admin import KafkaUnavailable
 from fedkafka.controller.models import MoveRow
+from fedkafka.view.model import shadow_topic
 
 
 def _six_topics_on_two_clusters(make_api, kafka):
@@ -88,15 +89,15 @@ def test_a_cluster_is_not_set_draining_while_a_held_move_targets_it(frozen_move)
 def test_a_topic_deleted_during_a_coordination_move_leaves_no_unrecorded_shadow_topic(make_api, recording_kafka_class):
     """c1 holds the groups and dies; the operator moves the coordination cluster to c2 (`--unclean`, from the last
     offsets copy). `CoordinationMove._shadow_topics` lists the topics and creates each one's shadow topic on c2, with
-    no lock; topic a is deleted right after its shadow topic was created there. `delete_topic` records the shadow
-    topic on the coordination cluster of that moment, c1. Left there, c2's __fedkafka-shadow-a would be named by no
-    pending deletion and never deleted; once c1 is removed the name could be created again and the new a's groups
-    would live on that old shadow topic (consumers of the new a resuming at the old topic's offsets). Checked: after
-    the move switches to c2, the shadow topic on c2 is deleted, or recorded as pending, like every other physical
-    topic of a deleted topic (docs/DESIGN.md §4.5)."""
+    no lock; topic a is deleted right after its shadow topic was created there. Left there, c2's
+    __fedkafka-shadow-a would be named by no pending deletion and never deleted; once c1 is removed the name could
+    be created again and the new a's groups would live on that old shadow topic (consumers of the new a resuming at
+    the old topic's offsets). Checked: after the move switches to c2, the shadow topic on c2 is deleted, or recorded
+    as pending, like every other physical topic of a deleted topic (docs/DESIGN.md §4.5). (`delete_topic` records
+    it on every cluster not removed, docs/DESIGN.md §10.3; the switch records it too, for a deletion whose attempt
+    on c2 came before the creation there.)"""
     from fedkafka.controller.coordination import CoordinationMove
     from fedkafka.controller.moves import Mover
-    from fedkafka.view.model import shadow_topic
 
     class Kafka(recording_kafka_class):
         hook = None
@@ -162,7 +163,8 @@ def test_a_deletion_round_on_a_cluster_that_stops_answering_costs_one_timeout_un
     kafka.deletes_time_out = {"c2"}
     for name in names:
         assert api.delete(f"/v1/topics/{name}").status_code in (200, 204)
-    assert api.get("/v1/status").json()["pending_deletions"] == {"c2": names}
+    shadows = [shadow_topic(name) for name in names]  # c2 may have held the groups (docs/DESIGN.md §10.3)
+    assert api.get("/v1/status").json()["pending_deletions"] == {"c2": sorted(shadows + names)}
     kafka.calls_under_lock.clear()
     api.controller.scan_once()  # c2 answers the listing, then times out on deletions again
     assert len(kafka.calls_under_lock) <= 1, kafka.calls_under_lock
