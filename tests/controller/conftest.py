@@ -79,6 +79,10 @@ class RecordingKafka(KafkaAdmin):
         return {tp: end for tp, (_start, end) in self.log_offsets(cluster, bootstrap, partitions).items()}
 
     def delete_topic(self, cluster, bootstrap, name):
+        from fedkafka.controller.kafka_admin import KafkaUnavailable
+
+        if cluster in self.down:
+            raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
         self.created.pop((cluster, name), None)
         for key in [k for k in self.ends if k[:2] == (cluster, name)]:
             del self.ends[key]

@@ -12,16 +12,6 @@ from fedkafka.controller.moves import Mover
 from fedkafka.view.model import shadow_topic
 
 
-def _failing_deletions(recording_kafka_class):
-    class Kafka(recording_kafka_class):
-        def delete_topic(self, cluster, bootstrap, name):
-            if cluster in self.down:
-                raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
-            super().delete_topic(cluster, bootstrap, name)
-
-    return Kafka()
-
-
 def _kafka_with_commits_class(recording_kafka_class):
     """The fake Kafka's class with consumer groups: `commits[(cluster, group)]` maps (shadow topic, partition) to an
     offset; deleting a topic deletes its commits, as Kafka's group coordinator does."""
@@ -44,8 +34,6 @@ def _kafka_with_commits_class(recording_kafka_class):
             return {}
 
         def delete_topic(self, cluster, bootstrap, name):
-            if cluster in self.down:
-                raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
             super().delete_topic(cluster, bootstrap, name)
             for (c, _g), parts in self.commits.items():
                 for key in [k for k in parts if c == cluster and k[0] == name]:
@@ -66,13 +54,30 @@ def _refusing_unknown_topics(kafka_class):
     return Kafka
 
 
+def _reading_with_a_hook(kafka_class):
+    """`meanwhile`, when set, runs once right after the next read of committed offsets (what happens between the
+    read and what the controller does with it)."""
+
+    class Kafka(kafka_class):
+        meanwhile = None
+
+        def committed_offsets(self, cluster, bootstrap, groups):
+            read = super().committed_offsets(cluster, bootstrap, groups)
+            hook, self.meanwhile = self.meanwhile, None
+            if hook is not None:
+                hook()
+            return read
+
+    return Kafka
+
+
 def test_a_deleted_topic_leaves_no_shadow_topic_on_a_former_coordination_cluster(make_api, recording_kafka_class):
     """c1 holds the groups and a's shadow topic (its groups' commits); the coordination cluster moves to c2
     (`--unclean`, c1 down). A move keeps the shadow topics on the old cluster ("it may hold them again one day"). c1
     answers again; a is deleted. Expected: a's shadow topic on c1 is deleted, or recorded as a pending deletion,
     like the one on c2: otherwise a topic created again under the name, once the groups move back to c1, finds the
     deleted topic's committed offsets there and its consumers resume at the old topic's offsets."""
-    kafka = _failing_deletions(recording_kafka_class)
+    kafka = recording_kafka_class()
     api = make_api(kafka=kafka)
     ctl = api.controller
     api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
@@ -198,17 +203,7 @@ def test_an_offsets_copy_read_while_its_topic_was_deleted_and_created_again_give
     created again before the copy is stored. c1 dies; the groups move to c2 with `--unclean` from that copy.
     Expected: g has no committed offset of the new a on c2 (the copy's 5 is the deleted a's)."""
 
-    class Kafka(_kafka_with_commits_class(recording_kafka_class)):
-        meanwhile = None
-
-        def committed_offsets(self, cluster, bootstrap, groups):
-            read = super().committed_offsets(cluster, bootstrap, groups)
-            hook, self.meanwhile = self.meanwhile, None
-            if hook is not None:
-                hook()
-            return read
-
-    kafka = Kafka()
+    kafka = _reading_with_a_hook(_kafka_with_commits_class(recording_kafka_class))()
     api = make_api(kafka=kafka)
     ctl = api.controller
     api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
@@ -236,17 +231,7 @@ def test_a_planned_coordination_move_succeeds_when_a_topic_is_deleted_after_its_
     """A planned move from c1 to c2 reads g's offsets of a and b on c1; a is deleted right after (its shadow topic
     on c2, created by the move, goes too). Expected: the move succeeds; g has its offset of b on c2 and none of a."""
 
-    class Kafka(_refusing_unknown_topics(_kafka_with_commits_class(recording_kafka_class))):
-        meanwhile = None
-
-        def committed_offsets(self, cluster, bootstrap, groups):
-            read = super().committed_offsets(cluster, bootstrap, groups)
-            hook, self.meanwhile = self.meanwhile, None
-            if hook is not None:
-                hook()
-            return read
-
-    kafka = Kafka()
+    kafka = _reading_with_a_hook(_refusing_unknown_topics(_kafka_with_commits_class(recording_kafka_class)))()
     api = make_api(kafka=kafka)
     ctl = api.controller
     api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()

@@ -109,11 +109,6 @@ def test_a_topic_deleted_during_a_coordination_move_leaves_no_unrecorded_shadow_
                 hook()
             return changed
 
-        def delete_topic(self, cluster, bootstrap, name):
-            if cluster in self.down:
-                raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
-            super().delete_topic(cluster, bootstrap, name)
-
     kafka = Kafka()
     api = make_api(kafka=kafka)
     ctl = api.controller
