@@ -71,6 +71,17 @@ def _reading_with_a_hook(kafka_class):
     return Kafka
 
 
+def _groups_on_c1_with_offsets_of_a_and_b(make_api, kafka):
+    """c1 (the coordination cluster) and c2, topics a and b, group g on c1 at offset 5 of a and 7 of b."""
+    api = make_api(kafka=kafka)
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
+    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
+    for name in ("a", "b"):
+        api.put(f"/v1/topics/{name}", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5, (shadow_topic("b"), 0): 7}
+    return api
+
+
 def test_a_deleted_topic_leaves_no_shadow_topic_on_a_former_coordination_cluster(make_api, recording_kafka_class):
     """c1 holds the groups and a's shadow topic (its groups' commits); the coordination cluster moves to c2
     (`--unclean`, c1 down). A move keeps the shadow topics on the old cluster ("it may hold them again one day"). c1
@@ -144,13 +155,8 @@ def test_an_unclean_coordination_move_succeeds_after_a_topic_of_the_last_offsets
     monkeypatch.setattr("fedkafka.controller.coordination.time",
                         SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep, time=lambda: 0.0))
     kafka = _refusing_unknown_topics(_kafka_with_commits_class(recording_kafka_class))()
-    api = make_api(kafka=kafka)
+    api = _groups_on_c1_with_offsets_of_a_and_b(make_api, kafka)
     ctl = api.controller
-    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
-    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
-    for name in ("a", "b"):
-        api.put(f"/v1/topics/{name}", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
-    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5, (shadow_topic("b"), 0): 7}
     move = CoordinationMove(ctl, Mover(ctl))
     assert move.copy_now() == 1
 
@@ -232,13 +238,8 @@ def test_a_planned_coordination_move_succeeds_when_a_topic_is_deleted_after_its_
     on c2, created by the move, goes too). Expected: the move succeeds; g has its offset of b on c2 and none of a."""
 
     kafka = _reading_with_a_hook(_refusing_unknown_topics(_kafka_with_commits_class(recording_kafka_class)))()
-    api = make_api(kafka=kafka)
+    api = _groups_on_c1_with_offsets_of_a_and_b(make_api, kafka)
     ctl = api.controller
-    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
-    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
-    for name in ("a", "b"):
-        api.put(f"/v1/topics/{name}", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
-    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5, (shadow_topic("b"), 0): 7}
     kafka.meanwhile = lambda: api.delete("/v1/topics/a").raise_for_status()
     CoordinationMove(ctl, Mover(ctl)).run("c2", False, lambda *_: None)
     assert kafka.meanwhile is None and ctl.view.coordination_cluster == "c2"
