@@ -89,7 +89,8 @@ def test_delete_topics_needs_delete_and_hides_the_name_of_an_id_it_may_not_descr
     named = topic_admin.handle(with_acls(c), None, by_name)
     assert [(r.name, r.error_code) for r in named.responses] == [("t", ErrorCode.topic_authorization_failed)]
     for allowed in (acl(T, "t", Operation.DELETE), acl(C, "kafka-cluster", Operation.DELETE)):
-        assert controller_paths(topic_admin.handle(with_acls(c, allowed), None, by_id)) == ["/v1/admin/topics/t"]
+        assert controller_paths(topic_admin.handle(with_acls(c, allowed), None, by_id)) == [
+            f"/v1/admin/topics/t?topic_id={known.hex}"]  # by id: the controller deletes only the topic of that id
     deny = acl(T, "t", Operation.DELETE, Permission.DENY)
     assert not isinstance(topic_admin.handle(with_acls(c, acl(T, "t", Operation.ALL), deny), None, by_name), Plan)
 
