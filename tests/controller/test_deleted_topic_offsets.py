@@ -71,14 +71,14 @@ def _reading_with_a_hook(kafka_class):
     return Kafka
 
 
-def _groups_on_c1_with_offsets_of_a_and_b(make_api, kafka):
-    """c1 (the coordination cluster) and c2, topics a and b, group g on c1 at offset 5 of a and 7 of b."""
+def _group_g_on_c1(make_api, kafka, **offsets: int):
+    """c1 (the coordination cluster) and c2, a topic of one partition per keyword, group g on c1 at its offset."""
     api = make_api(kafka=kafka)
     api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
     api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
-    for name in ("a", "b"):
+    for name in offsets:
         api.put(f"/v1/topics/{name}", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
-    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5, (shadow_topic("b"), 0): 7}
+    kafka.commits[("c1", "g")] = {(shadow_topic(name), 0): offset for name, offset in offsets.items()}
     return api
 
 
@@ -118,12 +118,8 @@ def test_an_unclean_coordination_move_gives_a_topic_created_again_no_offset_of_t
     committed offset of the new a on c2 (Kafka deleted the old topic's commits with it); a copied 5 would have g
     resume the new a at the old topic's offset 5 and skip the new a's first records."""
     kafka = _kafka_with_commits_class(recording_kafka_class)()
-    api = make_api(kafka=kafka)
+    api = _group_g_on_c1(make_api, kafka, a=5)
     ctl = api.controller
-    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
-    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
-    api.put("/v1/topics/a", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
-    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5}
     move = CoordinationMove(ctl, Mover(ctl))
     assert move.copy_now() == 1  # the periodic copy
 
@@ -155,7 +151,7 @@ def test_an_unclean_coordination_move_succeeds_after_a_topic_of_the_last_offsets
     monkeypatch.setattr("fedkafka.controller.coordination.time",
                         SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep, time=lambda: 0.0))
     kafka = _refusing_unknown_topics(_kafka_with_commits_class(recording_kafka_class))()
-    api = _groups_on_c1_with_offsets_of_a_and_b(make_api, kafka)
+    api = _group_g_on_c1(make_api, kafka, a=5, b=7)
     ctl = api.controller
     move = CoordinationMove(ctl, Mover(ctl))
     assert move.copy_now() == 1
@@ -210,12 +206,8 @@ def test_an_offsets_copy_read_while_its_topic_was_deleted_and_created_again_give
     Expected: g has no committed offset of the new a on c2 (the copy's 5 is the deleted a's)."""
 
     kafka = _reading_with_a_hook(_kafka_with_commits_class(recording_kafka_class))()
-    api = make_api(kafka=kafka)
+    api = _group_g_on_c1(make_api, kafka, a=5)
     ctl = api.controller
-    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092", "coordination": True}).raise_for_status()
-    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
-    api.put("/v1/topics/a", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
-    kafka.commits[("c1", "g")] = {(shadow_topic("a"), 0): 5}
 
     def deleted_and_created_again():
         api.delete("/v1/topics/a").raise_for_status()
@@ -238,7 +230,7 @@ def test_a_planned_coordination_move_succeeds_when_a_topic_is_deleted_after_its_
     on c2, created by the move, goes too). Expected: the move succeeds; g has its offset of b on c2 and none of a."""
 
     kafka = _reading_with_a_hook(_refusing_unknown_topics(_kafka_with_commits_class(recording_kafka_class)))()
-    api = _groups_on_c1_with_offsets_of_a_and_b(make_api, kafka)
+    api = _group_g_on_c1(make_api, kafka, a=5, b=7)
     ctl = api.controller
     kafka.meanwhile = lambda: api.delete("/v1/topics/a").raise_for_status()
     CoordinationMove(ctl, Mover(ctl)).run("c2", False, lambda *_: None)
