@@ -441,14 +441,15 @@ class Controller:
         """Kafka first, database second: a failure here leaves nothing half-written in the view."""
         try:
             needed = physical_partition_counts([*used, *slots])
-            self.refuse_lost([(cluster_id, name) for cluster_id in physical_partition_counts(slots)], bootstrap)
+            targets = physical_partition_counts(slots)
+            self.refuse_lost([(cluster_id, name) for cluster_id in targets], bootstrap)
             claimed: dict[str, set[int]] = {}
             for slot in used:
                 claimed.setdefault(slot.cluster, set()).add(slot.partition)
             # an identity segment starts at offset 0: never on another's records (DESIGN §4.13)
-            leftovers.refuse_written(self.kafka, name, physical_partition_counts(slots), claimed, bootstrap,
+            leftovers.refuse_written(self.kafka, name, targets, claimed, bootstrap,
                                      "POLICY_VIOLATION" if existing else "TOPIC_ALREADY_EXISTS")
-            for cluster_id in physical_partition_counts(slots):
+            for cluster_id in targets:
                 self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
             self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)
             if existing and existing[1] != config:

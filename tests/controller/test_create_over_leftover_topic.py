@@ -133,16 +133,22 @@ def test_a_non_empty_physical_topic_refuses_a_new_topic_and_nothing_is_committed
     assert api.kafka.created[("c2", "t")] == 2 and api.kafka.ends[("c2", "t", 1)] == 4
 
 
+def _t_on_c1_and_a_leftover_t_on_c2(make_api, placement: str):
+    """Topic t of one partition on c1; c2, registered after it, holds a physical topic t with 9 records."""
+    api = make_api()
+    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 1, "placement": placement}).raise_for_status()
+    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
+    api.kafka.created[("c2", "t")] = 1
+    api.kafka.ends[("c2", "t", 0)] = 9
+    return api
+
+
 def test_a_topic_grown_onto_a_cluster_holding_a_leftover_physical_topic_is_refused(make_api):
     """t lives on c1; c2, registered since, holds a physical topic t with records fedkafka does not know: growing t
     onto c2 (CreatePartitions) is refused with POLICY_VIOLATION, the topic keeps its partitions; once the operator
     deleted it, t grows onto c2."""
-    api = make_api()
-    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092"}).raise_for_status()
-    api.put("/v1/topics/t", json={"partitions": 1, "placement": "balanced"}).raise_for_status()
-    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
-    api.kafka.created[("c2", "t")] = 1
-    api.kafka.ends[("c2", "t", 0)] = 9
+    api = _t_on_c1_and_a_leftover_t_on_c2(make_api, "balanced")
     _refused_over_leftover(api.post("/v1/admin/topics/t/partitions", json={"count": 2}), "c2", "t",
                            "POLICY_VIOLATION")
     assert api.get("/v1/topics/t").json()["partitions"] == 1
@@ -176,12 +182,7 @@ def test_a_topics_own_records_never_refuse_its_growth_or_its_re_creation_by_the_
 def test_an_expansion_onto_a_cluster_holding_a_leftover_physical_topic_adds_no_partition(make_api):
     """A scale-up's `expand` adds identity segments on the new cluster's physical topic of the name, from offset 0:
     one there holding records refuses it (the run fails), the topic keeps its partitions and Kafka is not changed."""
-    api = make_api()
-    api.put("/v1/clusters/c1", json={"bootstrap": "c1:9092"}).raise_for_status()
-    api.put("/v1/topics/t", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
-    api.put("/v1/clusters/c2", json={"bootstrap": "c2:9092"}).raise_for_status()
-    api.kafka.created[("c2", "t")] = 1
-    api.kafka.ends[("c2", "t", 0)] = 9
+    api = _t_on_c1_and_a_leftover_t_on_c2(make_api, "blocks")
     with pytest.raises(Conflict, match="physical topic t on cluster c2 already holds records") as refused:
         WorkflowEngine(api.controller)._add_partitions("t", 1, 1, "c2")
     assert refused.value.kafka_error == "POLICY_VIOLATION"
