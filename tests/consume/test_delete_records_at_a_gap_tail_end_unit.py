@@ -16,23 +16,15 @@ from proxy.test_admin_handlers import records_req
 
 from consume.test_delete_records_and_epoch_edges_unit import C1_TAIL_END, Back, Brokers, failed_over_brokers, run
 from consume.test_handlers_unit import GAP, Physical, gap_ctx, list_request
-from fedkafka.protocol.codec import request_type
 from fedkafka.proxy.handlers import delete_records, list_offsets
-
-
-def answering(brokers: Brokers):
-    """The brokers' answer to a call, DeleteRecords or ListOffsets."""
-    delete_records_request = request_type(21, 2)
-    return lambda call: (brokers.delete if isinstance(call.request, delete_records_request)
-                         else brokers.list_offsets)(call)
 
 
 def delete_then_earliest(physical, brokers: Brokers, offset: int) -> tuple[tuple[ErrorCode, int], int]:
     """DeleteRecords before logical `offset` of log/0, then ListOffsets EARLIEST: ((error, low watermark), earliest)."""
     deletion = delete_records.handle(gap_ctx(physical), None, records_req({0: offset}, topic="log"))
-    resp = run(deletion, answering(brokers))
+    resp = run(deletion, brokers.answer)
     (p,) = resp.topics[0].partitions
-    earliest = run(list_offsets.handle(gap_ctx(physical), None, list_request((0, -2))), answering(brokers))
+    earliest = run(list_offsets.handle(gap_ctx(physical), None, list_request((0, -2))), brokers.answer)
     return (p.error_code, p.low_watermark), earliest.topics[0].partitions[0].offset
 
 
