@@ -6,7 +6,8 @@ physical partition of the topic's name, so it would serve whatever that partitio
 deletions keep a deleted topic's physical topics from being met there (§5.8), but not one fedkafka no longer
 tracks: a removed cluster's (its rows are dropped) whose Kafka is registered again under a new id, one left before
 revision 0015, one made by hand. So before such a segment is committed, the physical topic of that name on each
-cluster it goes to is asked: each of its partitions that no logical partition claims must be empty (log end 0).
+cluster it goes to is asked: each of its partitions that no logical partition claims must be empty (log end 0). A
+validate-only CreateTopics or CreatePartitions asks the same (`Controller.validate_new_partitions`).
 
 Log end > 0, not log end > log start: a partition whose records retention removed still starts past 0, and an
 identity segment numbers from physical offset 0. A partition the controller itself created for a creation that did

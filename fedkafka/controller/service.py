@@ -407,14 +407,7 @@ class Controller:
         (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win."""
         check_topic(name, partitions, placement, config)
         with self._write_lock:
-            with self.session() as s:
-                row = s.get(TopicRow, name)
-                if row is None:  # a deleted topic's physical topics left behind would serve its records (§4.5)
-                    deletions.refuse_pending(s, name)
-                existing = None if row is None else (row.partitions, json.loads(row.config_json))
-                clusters = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
-                # every physical partition ever claimed: dropped segments' records stay, moves' targets come
-                used = [Slot(cluster, i) for (cluster, _), owners in claims.load(s, name).items() for i in owners]
+            new, existing, clusters, used = self._topic_as_stored(name)
             if create_only and existing is not None:
                 raise Conflict(f"Topic '{name}' already exists.", kafka_error="TOPIC_ALREADY_EXISTS")
             if existing is not None and partitions < existing[0]:
@@ -431,9 +424,52 @@ class Controller:
             slots = place(partitions - have, [c.id for c in targets], placement, first=have, existing=used)
             self._ensure_physical_topics(name, partitions, config, existing, {c.id: c.bootstrap for c in clusters},
                                          coord, used, slots)
-            self._write_topic_rows(name, partitions, placement, config, row is None, have, slots)
+            self._write_topic_rows(name, partitions, placement, config, new, have, slots)
             self.compose()
             return self.get_topic(name), True
+
+    def _topic_as_stored(self, name: str) -> tuple[bool, tuple[int, dict] | None, list[ClusterRow], list[Slot]]:
+        """(whether the topic is new, its (partitions, config) or None, the clusters in registration order, every
+        physical partition ever claimed for it). A new one is refused while a deleted topic's physical topics of the
+        name are left (§4.5)."""
+        with self.session() as s:
+            row = s.get(TopicRow, name)
+            if row is None:  # a deleted topic's physical topics left behind would serve its records (§4.5)
+                deletions.refuse_pending(s, name)
+            existing = None if row is None else (row.partitions, json.loads(row.config_json))
+            clusters = list(s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal, ClusterRow.id)))
+            # every physical partition ever claimed: dropped segments' records stay, moves' targets come
+            used = [Slot(cluster, i) for (cluster, _), owners in claims.load(s, name).items() for i in owners]
+        return row is None, existing, clusters, used
+
+    def validate_new_partitions(self, name: str, partitions: int, placement: str) -> None:
+        """What `put_topic` checks on Kafka before it creates anything, for a validate-only CreateTopics or
+        CreatePartitions growing the topic to `partitions`: the same placement, and the same refusals (a leftover
+        physical topic with records, one that lost its data), creating nothing (docs/DESIGN.md §4.13)."""
+        _new, existing, clusters, used = self._topic_as_stored(name)
+        have = existing[0] if existing else 0
+        targets = [c.id for c in clusters if c.state == ClusterState.ACTIVE and c.reachable]
+        if not targets or partitions <= have:  # refused as the change is, by the caller
+            return
+        slots = place(partitions - have, targets, placement, first=have, existing=used)
+        try:
+            self._refuse_unsafe_targets(name, existing is not None, {c.id: c.bootstrap for c in clusters}, used,
+                                        slots)
+        except KafkaUnavailable as e:
+            raise Unavailable(f"{e}; nothing was changed, retry when it is back") from None
+
+    def _refuse_unsafe_targets(self, name: str, growth: bool, bootstrap: dict[str, str], used: list[Slot],
+                               slots: list[Slot]) -> None:
+        """Refuses new identity segments `slots` of topic `name` on a physical topic that lost its data, or on one
+        holding records no partition of the topic claims (`used`): an identity segment starts at offset 0, never on
+        another's records (DESIGN §4.13)."""
+        targets = physical_partition_counts(slots)
+        self.refuse_lost([(cluster_id, name) for cluster_id in targets], bootstrap)
+        claimed: dict[str, set[int]] = {}
+        for slot in used:
+            claimed.setdefault(slot.cluster, set()).add(slot.partition)
+        leftovers.refuse_written(self.kafka, name, targets, claimed, bootstrap,
+                                 "POLICY_VIOLATION" if growth else "TOPIC_ALREADY_EXISTS")
 
     def _ensure_physical_topics(self, name: str, partitions: int, config: dict[str, str],
                                 existing: tuple[int, dict] | None, bootstrap: dict[str, str], coord: str,
@@ -442,13 +478,7 @@ class Controller:
         try:
             needed = physical_partition_counts([*used, *slots])
             targets = physical_partition_counts(slots)
-            self.refuse_lost([(cluster_id, name) for cluster_id in targets], bootstrap)
-            claimed: dict[str, set[int]] = {}
-            for slot in used:
-                claimed.setdefault(slot.cluster, set()).add(slot.partition)
-            # an identity segment starts at offset 0: never on another's records (DESIGN §4.13)
-            leftovers.refuse_written(self.kafka, name, targets, claimed, bootstrap,
-                                     "POLICY_VIOLATION" if existing else "TOPIC_ALREADY_EXISTS")
+            self._refuse_unsafe_targets(name, existing is not None, bootstrap, used, slots)
             for cluster_id in targets:
                 self.kafka.ensure_topic(cluster_id, bootstrap[cluster_id], name, needed[cluster_id], config)
             self.kafka.ensure_topic(coord, bootstrap[coord], shadow_topic(name), partitions)

@@ -77,6 +77,7 @@ class TopicAdmin:
                        if c.state == ClusterState.ACTIVE and c.reachable]
         if not targets:
             raise Unavailable("no active, reachable cluster to create the topic on", kafka_error="REQUEST_TIMED_OUT")
+        self.ctl.validate_new_partitions(name, partitions, "blocks")  # as the creation, a leftover refuses it
         if config:
             self._kafka(lambda: self.ctl.kafka.validate_new_topic(targets[0].id, targets[0].bootstrap, 1, config))
         return {"topic": {"name": name, "partitions": partitions, "config": config}, "validate_only": True}
@@ -91,7 +92,8 @@ class TopicAdmin:
             raise Invalid(f"Topic already has {count} partitions.", kafka_error="INVALID_PARTITIONS")
         if count > MAX_PARTITIONS:
             raise Invalid(f"partitions must be at most {MAX_PARTITIONS}, got {count}", kafka_error="INVALID_PARTITIONS")
-        if validate_only:
+        if validate_only:  # as the growth, a leftover physical topic on a new partition's cluster refuses it
+            self.ctl.validate_new_partitions(name, count, row["placement"])
             return {"topic": {**row, "partitions": count}, "validate_only": True}
         topic, _ = self.ctl.put_topic(name, count, row["placement"], row["config"])
         return self._done(topic)

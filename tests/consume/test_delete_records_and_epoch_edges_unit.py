@@ -47,6 +47,10 @@ class Brokers:
                                           for n, i, code, low in partitions if n == name]}
             for name in dict.fromkeys(n for n, *_ in partitions)]})
 
+    def answer(self, call):
+        """The answer to a DeleteRecords or a ListOffsets call."""
+        return (self.delete if isinstance(call.request, request_type(21, 2)) else self.list_offsets)(call)
+
     def list_offsets(self, call):
         return build(response_type(2, 7), {"topics": [{"name": t.name, "partitions": [
             {"partition_index": p.partition_index, "error_code": ErrorCode.none, "timestamp": -1,
@@ -71,7 +75,7 @@ def test_delete_records_inside_the_tail_of_an_unclean_gap_deletes_up_to_the_offs
     """DeleteRecords before logical 33, inside the tail c1 came back with (logical 30..36 = physical 30..36 on c1):
     as Kafka, the records before 33 are deleted and the answer's low watermark is 33."""
     brokers = failed_over_brokers()
-    resp = run(delete_records.handle(gap_ctx(Physical()), None, records_req({0: 33}, topic="log")), brokers.delete)
+    resp = run(delete_records.handle(gap_ctx(Physical()), None, records_req({0: 33}, topic="log")), brokers.answer)
     (p,) = resp.topics[0].partitions
     assert (p.error_code, p.low_watermark) == (ErrorCode.none, 33)
     assert brokers.logs[("c1", "t", 0)][0] == 33  # records 30..32 of the tail are gone

@@ -9,7 +9,8 @@ sealed segment emptied this way is skipped by ListOffsets EARLIEST and Fetch as 
 (`view.offsets.earliest_offset`); one lost for good (`plan.lost_for_good`) is skipped here too, as reads skip it.
 L = -1 means the high watermark, as in Kafka. The answer's low watermark is the partition's logical log start, as
 Kafka answers its log start: L, or above when L was below it (a target found empty, or lost for good, passes the
-deletion on to the next segment, whose broker answers its log start). A partition of a topic the
+deletion on to the next segment, whose broker answers its log start; so does a tail in an unclean gap that L, at
+exactly its end, emptied: `_emptied_tails`). A partition of a topic the
 principal may not DELETE is TOPIC_AUTHORIZATION_FAILED, judged before whether it exists (docs/DESIGN.md §11).
 Past its fence the proxy maps no offset with its view (it may be moves behind: L would land in a partition a later
 move reused, deleting records it never meant): NOT_LEADER_OR_FOLLOWER, nothing sent upstream (docs/DESIGN.md §4.9).
@@ -25,6 +26,7 @@ from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
+from fedkafka.proxy.handlers.list_offsets import LATEST, ask_physical
 from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, lost_for_good, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
@@ -99,7 +101,7 @@ def _passed_on(ctx: Context, d: _Deletion, code: ErrorCode, low: int) -> _Deleti
         return None
     if code != ErrorCode.none and not lost_for_good(ctx, d.chain, d.target):
         return None
-    return _Deletion(d.topic, d.partition, d.chain, nxt, nxt.phys_start, d.older)
+    return _to_next(d)
 
 
 def handle(ctx: Context, header, request):
@@ -153,12 +155,12 @@ def handle(ctx: Context, header, request):
 def _judge_targets(ctx: Context, deletions: list[_Deletion], answers: dict[tuple[str, int], dict],
                    done: list[_Deletion], then):
     """Deletes at each deletion's target, whose broker judges the offset; a target holding nothing or lost for good
-    passes its deletion on to the next segment (`_passed_on`), one round more. The low watermark answered is the
-    partition's logical log start, what ListOffsets EARLIEST answers. `then(done)` gets the deletions whose target
-    took them; the others are answered with their error."""
+    passes its deletion on to the next segment (`_passed_on`, `_emptied_tails`), one round more. The low watermark
+    answered is the partition's logical log start, what ListOffsets EARLIEST answers. `then(done)` gets the
+    deletions whose target took them; the others are answered with their error."""
 
     def judged(results: dict[PhysKey, tuple[ErrorCode, int]]):
-        passed = []
+        passed, taken = [], []
         for d in deletions:
             code, low = results[_key(d.target)]
             moved = _passed_on(ctx, d, code, low)
@@ -167,12 +169,47 @@ def _judge_targets(ctx: Context, deletions: list[_Deletion], answers: dict[tuple
             elif code != ErrorCode.none:
                 answers[(d.topic, d.partition)] = _error(code)
             else:
+                taken.append((d, low))
+
+        def settle(emptied: set[int]):
+            for i, (d, low) in enumerate(taken):
+                if i in emptied:
+                    passed.append(_to_next(d))
+                    continue
                 answers[(d.topic, d.partition)] = {"error_code": ErrorCode.none,
                                                    "low_watermark": d.target.to_logical(max(low, d.target.phys_start))}
                 done.append(d)
-        return _judge_targets(ctx, passed, answers, done, then) if passed else then(done)
+            return _judge_targets(ctx, passed, answers, done, then) if passed else then(done)
+
+        return _emptied_tails(ctx, taken, settle)
 
     return _delete(ctx, {_key(d.target): d.physical_offset for d in deletions}, judged)
+
+
+def _emptied_tails(ctx: Context, taken: list[tuple[_Deletion, int]], then):
+    """`then` gets the indexes of the deletions in `taken` (each with its target's physical low watermark) whose
+    target is followed by an unclean gap and now holds nothing: the tail its cluster came back with is deleted to
+    its log end (L at exactly the tail's end: its broker takes it, having no record to refuse). ListOffsets EARLIEST
+    skips such a segment (`view.offsets.earliest_offset`), so the deletion passes on to the next segment, whose
+    broker answers the log start EARLIEST answers. A log end not known leaves the deletion where it is, as EARLIEST
+    then reads the segment."""
+    tails = {i: d for i, (d, _) in enumerate(taken) if d.chain.gap_after(d.target) is not None}
+    if not tails:
+        return then(set())
+
+    def judged(physical: dict, _brokers: dict):
+        ends = {i: physical.get((_key(d.target), LATEST)) for i, d in tails.items()}
+        return then({i for i, end in ends.items() if isinstance(end, tuple)
+                     and (end[0] <= tails[i].target.phys_start or taken[i][1] >= end[0])})
+
+    return ask_physical(ctx, {(_key(d.target), LATEST) for d in tails.values()}, 0, judged)
+
+
+def _to_next(d: _Deletion) -> _Deletion:
+    """The deletion moved to the start of the segment after its (sealed) target."""
+    nxt = d.chain.next_segment(d.target)
+    assert nxt is not None  # a segment followed by an unclean gap, or a sealed one: the chain goes on
+    return _Deletion(d.topic, d.partition, d.chain, nxt, nxt.phys_start, d.older)
 
 
 def _delete(ctx: Context, offsets: dict[PhysKey, int], then):

@@ -26,54 +26,59 @@ _LIST_OFFSETS_VERSION = 7
 
 
 def handle(ctx: Context, header, request):
+    """Each entry of the request is answered on its own, as Kafka's broker does (`ReplicaManager.
+    lastOffsetForLeaderEpoch`): a partition named twice gets two answers, each for its own epochs."""
     version = type(request).__version__
-    answers: dict[tuple[str, int], dict] = {}
-    wanted: dict[tuple[str, int], tuple[PartitionChain, Any]] = {}  # logical partition -> (chain, its request)
-    by_node: dict[tuple[str, int], list[tuple[str, int]]] = {}
-    for t in request.topics:
-        may_describe = authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, t.topic)
-        for p in t.partitions:
-            key = (t.topic, p.partition)
-            chain = _chain(ctx, t.topic, p) if may_describe else _error(ErrorCode.topic_authorization_failed)
-            if isinstance(chain, dict):
-                answers[key] = chain
-                continue
-            seg = chain.active
-            node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
-            if node is None or not ctx.physical.reachable(seg.cluster):
-                ctx.physical.request_refresh(seg.cluster)
-                answers[key] = _error(ErrorCode.not_leader_or_follower)
-                continue
-            wanted[key] = (chain, p)
-            by_node.setdefault((seg.cluster, node), []).append(key)
-    order = [(t.topic, [p.partition for p in t.partitions]) for t in request.topics]
+    entries = [(t.topic, p) for t in request.topics for p in t.partitions]
+    answers: list[dict] = [{} for _ in entries]
+    wanted: dict[int, PartitionChain] = {}  # entry -> the chain its active segment answers for
+    by_node: dict[tuple[str, int], list[int]] = {}
+    may_describe = {t.topic: authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, t.topic) for t in request.topics}
+    for i, (topic, p) in enumerate(entries):
+        chain = _chain(ctx, topic, p) if may_describe[topic] else _error(ErrorCode.topic_authorization_failed)
+        if isinstance(chain, dict):
+            answers[i] = chain
+            continue
+        seg = chain.active
+        node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
+        if node is None or not ctx.physical.reachable(seg.cluster):
+            ctx.physical.request_refresh(seg.cluster)
+            answers[i] = _error(ErrorCode.not_leader_or_follower)
+            continue
+        wanted[i] = chain
+        by_node.setdefault((seg.cluster, node), []).append(i)
     nodes = list(by_node.items())
-    calls = [Call(Broker(cluster, node), _log_end_request(ctx, keys)) for (cluster, node), keys in nodes]
+    calls = [Call(Broker(cluster, node), _log_end_request([wanted[i] for i in ids])) for (cluster, node), ids in nodes]
 
     def finish(results: list):
         now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
-        for ((cluster, _), keys), result in zip(nodes, results, strict=True):
+        for ((cluster, _), ids), result in zip(nodes, results, strict=True):
             got = {} if isinstance(result, UpstreamError) else {
                 (t.name, p.partition_index): p for t in result.topics for p in t.partitions}
-            for key in keys:
-                chain, asked = wanted[key]
-                seg = chain.active
-                p = got.get((seg.topic, seg.partition))
-                if p is None or p.error_code != ErrorCode.none:
-                    ctx.physical.request_refresh(cluster)
-                    answers[key] = _error(ErrorCode.not_leader_or_follower)
-                    continue
-                live = chain if now is None else _still_wanted(now, key, chain, asked)
-                if isinstance(live, dict):
-                    answers[key] = live
-                    continue
-                epoch, end = end_offset_for_epoch(live, asked.leader_epoch, latest_offset(live, p.offset))
-                answers[key] = {"error_code": ErrorCode.none, "leader_epoch": epoch, "end_offset": end}
+            for i in ids:
+                answers[i] = _answer(ctx, now, cluster, got, entries[i], wanted[i])
+        answered = iter(answers)
         return build(response_schema(23, version), {"topics": [
-            {"topic": name, "partitions": [{"partition": p, **answers[(name, p)]} for p in parts]}
-            for name, parts in order]})
+            {"topic": t.topic, "partitions": [{"partition": p.partition, **next(answered)} for p in t.partitions]}
+            for t in request.topics]})
 
     return Plan(calls, finish) if calls else finish([])
+
+
+def _answer(ctx: Context, now: Context | None, cluster: str, got: dict, entry: tuple[str, Any],
+            chain: PartitionChain) -> dict:
+    """One entry's answer from its active segment's log end (`got`, by physical partition)."""
+    topic, asked = entry
+    seg = chain.active
+    p = got.get((seg.topic, seg.partition))
+    if p is None or p.error_code != ErrorCode.none:
+        ctx.physical.request_refresh(cluster)
+        return _error(ErrorCode.not_leader_or_follower)
+    live = chain if now is None else _still_wanted(now, (topic, asked.partition), chain, asked)
+    if isinstance(live, dict):
+        return live
+    epoch, end = end_offset_for_epoch(live, asked.leader_epoch, latest_offset(live, p.offset))
+    return {"error_code": ErrorCode.none, "leader_epoch": epoch, "end_offset": end}
 
 
 def _chain(ctx: Context, topic: str, p) -> PartitionChain | dict:
@@ -96,14 +101,16 @@ def _still_wanted(now: Context, key: tuple[str, int], routed: PartitionChain, p)
     return live
 
 
-def _log_end_request(ctx: Context, keys: list[tuple[str, int]]):
-    by_topic: dict[str, list[dict]] = {}
-    for topic, partition in keys:
-        seg = ctx.view.topics[topic].partitions[partition].active  # the caller checked it exists
-        by_topic.setdefault(seg.topic, []).append({"partition_index": seg.partition, "current_leader_epoch": -1,
-                                                   "timestamp": -1})
+def _log_end_request(chains: list[PartitionChain]):
+    """ListOffsets LATEST for the chains' active segments, each physical partition once: Kafka's broker answers
+    INVALID_REQUEST for a partition named twice (`ListOffsetsRequest.duplicatePartitions`)."""
+    by_topic: dict[str, dict[int, dict]] = {}
+    for chain in chains:
+        seg = chain.active
+        by_topic.setdefault(seg.topic, {})[seg.partition] = {"partition_index": seg.partition,
+                                                             "current_leader_epoch": -1, "timestamp": -1}
     return build(request_schema(2, _LIST_OFFSETS_VERSION), {"replica_id": -1, "isolation_level": 0, "topics": [
-        {"name": n, "partitions": ps} for n, ps in by_topic.items()]})
+        {"name": n, "partitions": list(ps.values())} for n, ps in by_topic.items()]})
 
 
 def _error(code: ErrorCode) -> dict:
