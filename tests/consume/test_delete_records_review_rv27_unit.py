@@ -19,8 +19,8 @@ from kio.schema.errors import ErrorCode
 from proxy.test_admin_handlers import records_req
 
 from consume.test_delete_records_and_epoch_edges_unit import Brokers, run
-from consume.test_handlers_unit import FAILED_VIEW, GAP, Physical, gap_ctx
-from fedkafka.proxy.handlers import delete_records
+from consume.test_handlers_unit import FAILED_VIEW, GAP, Physical, gap_ctx, list_request
+from fedkafka.proxy.handlers import delete_records, list_offsets
 from fedkafka.view.model import LogicalTopic, PartitionChain, Segment, View
 
 TAIL_END = 37  # c1 came back holding physical 30..36 of its failed segment (read inside the gap, logical 30..36)
@@ -78,3 +78,17 @@ def test_delete_records_past_a_gap_keeps_the_records_of_a_segment_moved_back_ont
     assert brokers.logs[("c1", "t", 0)][0] <= TAIL_END, (
         f"c1/t/0 deleted to {brokers.logs[('c1', 't', 0)][0]}: records of the segment moved back there "
         f"(physical {TAIL_END}..{MOVED_BACK_END - 1}, above the deleted offset 32 + GAP) are lost")
+
+
+def test_delete_records_below_an_emptied_gap_tail_answers_the_log_start_earliest_answers():
+    """c1 came back with its tail 30..36, which a DeleteRecords before 40 emptied (c1/t/0's log start is its high
+    watermark, 37; EARLIEST answers c2's first record, 30 + GAP). A client then deletes the records before 20 (below
+    the log start: nothing more to delete). Expected, as Kafka answers a deletion below the log start (and as the
+    handler documents, "the partition's logical log start, what ListOffsets EARLIEST answers"): low watermark
+    30 + GAP. Found: 37, a logical offset inside the gap holding no record and answered by no other API."""
+    brokers = Brokers({("c1", "t", 0): [TAIL_END, TAIL_END], ("c2", "t", 0): [0, C2_SEAL]})
+    earliest = run(list_offsets.handle(gap_ctx(_Back()), None, list_request((0, -2))), brokers.list_offsets)
+    assert earliest.topics[0].partitions[0].offset == 30 + GAP
+    resp = run(delete_records.handle(gap_ctx(_Back()), None, records_req({0: 20}, topic="log")), brokers.delete)
+    (p,) = resp.topics[0].partitions
+    assert (p.error_code, p.low_watermark) == (ErrorCode.none, 30 + GAP)
