@@ -83,8 +83,9 @@ def test_deleting_a_topic_by_name_needs_describe_on_it_too():
     """Kafka deletes a topic given by name only if the principal may DESCRIBE and DELETE it (DELETE implies
     DESCRIBE unless DESCRIBE is denied); by id, DELETE alone."""
     who = "User:mallory"
-    bindings = [AclBinding(ResourceType.TOPIC, "t", PatternType.LITERAL, who, "*", op, permission)
-                for op, permission in ((Operation.DELETE, Permission.ALLOW), (Operation.DESCRIBE, Permission.DENY))]
+    allow_delete, deny_describe = (Operation.DELETE, Permission.ALLOW), (Operation.DESCRIBE, Permission.DENY)
+    bindings = tuple(AclBinding(ResourceType.TOPIC, "t", PatternType.LITERAL, who, "*", op, permission)
+                     for op, permission in (allow_delete, deny_describe))
     c = dataclasses.replace(ctx(), authorizer=Authorizer(bindings), session=Session(principal=who))
     t_id = uuid.UUID(hex=c.view.topics["t"].topic_id)
     by_name = topic_admin.handle(c, None, _v6(("t", ZERO)))
