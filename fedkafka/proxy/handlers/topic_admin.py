@@ -118,39 +118,119 @@ def create_topics(ctx: Context, request):
 
 # -- DeleteTopics ----------------------------------------------------------------------------------------
 
+# Kafka's answers to a malformed DeleteTopics entry (ControllerApis.deleteTopics)
+NEITHER_NAME_NOR_ID = "Neither topic name nor id were specified."
+BOTH_NAME_AND_ID = "You may not specify both topic name and topic id."
+DUPLICATE_NAME, DUPLICATE_ID = "Duplicate topic name.", "Duplicate topic id."
+NAME_OF_AN_ID_GIVEN = "The provided topic name maps to an ID that was already supplied."
+
+
+def _deletion_entries(request, version: int) -> list[tuple[str | None, uuid.UUID]]:
+    """(name, topic id) of each entry: v0-5 name every topic, v6+ name it or give its id (the other one unset)."""
+    if version < 6:
+        return [(name, ZERO_ID) for name in request.topic_names]
+    return [(t.name, t.topic_id or ZERO_ID) for t in request.topics]
+
+
+def _deletion_answer(name: str | None, topic_id: uuid.UUID, code=ErrorCode.none, message: str | None = None) -> dict:
+    return {"name": name, "topic_id": topic_id, "error_code": code, "error_message": message}
+
+
+def _malformed_deletions(entries: list[tuple[str | None, uuid.UUID]]) -> tuple[dict[int, dict], set[int]]:
+    """Kafka's checks of the entries themselves, before any topic is looked up or authorized: the answers of the
+    entries refused (INVALID_REQUEST: neither a name nor an id, both, a name or an id given twice), and the entries
+    left unanswered (a name or an id given more than once is answered once, as Kafka does)."""
+    answers: dict[int, dict] = {}
+    unanswered: set[int] = set()
+    first: dict[tuple[str | None, uuid.UUID], int] = {}
+    for i, (name, topic_id) in enumerate(entries):
+        if name is None and topic_id == ZERO_ID:
+            answers[i] = _deletion_answer(None, ZERO_ID, ErrorCode.invalid_request, NEITHER_NAME_NOR_ID)
+        elif name is not None and topic_id != ZERO_ID:  # the id would say which topic of the name: Kafka refuses
+            answers[i] = _deletion_answer(name, topic_id, ErrorCode.invalid_request, BOTH_NAME_AND_ID)
+        elif (name, topic_id) in first:
+            answers[first[name, topic_id]] = _deletion_answer(name, topic_id, ErrorCode.invalid_request,
+                                                              DUPLICATE_ID if name is None else DUPLICATE_NAME)
+            unanswered.add(i)
+        else:
+            first[name, topic_id] = i
+    return answers, unanswered
+
+
+def _deletion_by_id(ctx: Context, topic_id: uuid.UUID, by_id: dict[uuid.UUID, str]) -> dict:
+    """The answer to an entry naming a topic by id, refused or (no error) to be deleted: an unknown id, then DELETE
+    (a topic the principal may not describe keeps its name hidden, as Kafka)."""
+    if topic_id not in by_id:
+        return _deletion_answer(None, topic_id, ErrorCode.unknown_topic_id, f"unknown topic id {topic_id}")
+    name = by_id[topic_id]
+    if not _may(ctx, Operation.DELETE, name, on_cluster=True):
+        ctx.refused("auth", name, -1, "DELETE on the topic")
+        visible = authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, name)
+        return _deletion_answer(name if visible else None, topic_id, ErrorCode.topic_authorization_failed)
+    return _deletion_answer(name, topic_id)
+
+
+def _deletion_by_name(ctx: Context, name: str) -> dict:
+    """The answer to an entry naming a topic, refused or (no error) to be deleted: Kafka wants DESCRIBE and DELETE
+    on the topic (DELETE on the cluster stands for both)."""
+    if not authorized(ctx, Operation.DELETE, ResourceType.CLUSTER) and not (
+            authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, name)
+            and authorized(ctx, Operation.DELETE, ResourceType.TOPIC, name)):
+        ctx.refused("auth", name, -1, "DELETE on the topic")
+        return _deletion_answer(name, ZERO_ID, ErrorCode.topic_authorization_failed)
+    return _deletion_answer(name, ZERO_ID)
+
+
+def _refuse_names_of_ids_given(ctx: Context, entries: list[tuple[str | None, uuid.UUID]],
+                               results: list[dict | None]) -> None:
+    """A topic given by name and by id in one request is not deleted (Kafka): the name's entry is answered
+    INVALID_REQUEST with the id, the id's entry not at all (an id given twice keeps its own answer)."""
+    ids_given = {topic_id: i for i, ((name, topic_id), result) in enumerate(zip(entries, results, strict=True))
+                 if name is None and result is not None
+                 and (result["error_code"] == ErrorCode.none or result["error_message"] == DUPLICATE_ID)}
+    for (name, _), result in zip(entries, results, strict=True):
+        topic = ctx.view.topics.get(name) if name is not None else None
+        if result is None or topic is None or result["error_code"] != ErrorCode.none:
+            continue
+        given = ids_given.get(uuid.UUID(hex=topic.topic_id))
+        if given is None:
+            continue
+        result.update(topic_id=entries[given][1], error_code=ErrorCode.invalid_request,
+                      error_message=NAME_OF_AN_ID_GIVEN)
+        id_entry = results[given]
+        if id_entry is not None and id_entry["error_code"] == ErrorCode.none:
+            results[given] = None
+
+
 def delete_topics(ctx: Context, request):
     version = type(request).__version__
     by_id = {uuid.UUID(hex=t.topic_id): name for name, t in ctx.view.topics.items()}
-    wanted = list(request.topics) if version >= 6 else [None] * len(request.topic_names)
-    results: list[dict] = []
+    entries = _deletion_entries(request, version)
+    refused, unanswered = _malformed_deletions(entries)
+    results: list[dict | None] = [
+        None if i in unanswered else refused.get(i) or (
+            _deletion_by_name(ctx, name) if name is not None else _deletion_by_id(ctx, topic_id, by_id))
+        for i, (name, topic_id) in enumerate(entries)]
+    _refuse_names_of_ids_given(ctx, entries, results)
     calls: list[tuple[int, Call]] = []
-    for i, state in enumerate(wanted):
-        name = request.topic_names[i] if state is None else state.name
-        topic_id = ZERO_ID if state is None else state.topic_id  # v0-5 name every topic
-        result = {"name": name, "topic_id": topic_id or ZERO_ID, "error_code": ErrorCode.none, "error_message": None}
-        results.append(result)
-        if name is None and topic_id not in by_id:
-            result.update(error_code=ErrorCode.unknown_topic_id, error_message=f"unknown topic id {topic_id}")
+    for i, result in enumerate(results):
+        if result is None or result["error_code"] != ErrorCode.none:
             continue
-        name = name if name is not None else by_id[topic_id]
-        if not _may(ctx, Operation.DELETE, name, on_cluster=True):
-            ctx.refused("auth", name, -1, "DELETE on the topic")
-            # a topic asked for by id keeps its name hidden unless the principal may describe it (as Kafka)
-            visible = state is None or state.name is not None or authorized(ctx, Operation.DESCRIBE,
-                                                                             ResourceType.TOPIC, name)
-            result.update(name=name if visible else None, error_code=ErrorCode.topic_authorization_failed)
-            continue
-        result["name"] = name
-        path = f"/v1/admin/topics/{quote(name, safe='')}"
-        if state is not None and state.name is None:  # named by id: the controller deletes only the topic of that id
-            path += f"?topic_id={topic_id.hex}"
+        path = f"/v1/admin/topics/{quote(result['name'], safe='')}"
+        if entries[i][0] is None:  # named by id: the controller deletes only the topic of that id
+            path += f"?topic_id={entries[i][1].hex}"
         calls.append((i, Call(ControllerApi(), ControllerRequest("DELETE", path), timeout_s=_timeout_s(request))))
 
     def on_result(i: int, reply) -> None:
         code, message = admin_outcome(reply)
-        results[i].update(error_code=code, error_message=message)
+        result = results[i]
+        assert result is not None  # only an entry answered is sent
+        result.update(error_code=code, error_message=message)
 
-    return _run(results, calls, lambda r: build(response_schema(DELETE_TOPICS, version), {"responses": r}), on_result)
+    def answer(done: list[dict | None]):
+        return build(response_schema(DELETE_TOPICS, version), {"responses": [r for r in done if r is not None]})
+
+    return _run(results, calls, answer, on_result)
 
 
 # -- CreatePartitions ------------------------------------------------------------------------------------
