@@ -89,6 +89,6 @@ def test_delete_records_below_an_emptied_gap_tail_answers_the_log_start_earliest
     brokers = Brokers({("c1", "t", 0): [TAIL_END, TAIL_END], ("c2", "t", 0): [0, C2_SEAL]})
     earliest = run(list_offsets.handle(gap_ctx(_Back()), None, list_request((0, -2))), brokers.list_offsets)
     assert earliest.topics[0].partitions[0].offset == 30 + GAP
-    resp = run(delete_records.handle(gap_ctx(_Back()), None, records_req({0: 20}, topic="log")), brokers.delete)
+    resp = run(delete_records.handle(gap_ctx(_Back()), None, records_req({0: 20}, topic="log")), brokers.answer)
     (p,) = resp.topics[0].partitions
     assert (p.error_code, p.low_watermark) == (ErrorCode.none, 30 + GAP)
