@@ -29,20 +29,29 @@ def refuse_written(kafka: KafkaAdmin, name: str, clusters: Iterable[str], claime
                    bootstrap: Mapping[str, str], kafka_error: str) -> None:
     """Conflict (`kafka_error`) when physical topic `name` exists on one of `clusters` with records in a partition
     that `claimed` (cluster -> claimed physical partitions of `name`) does not list; KafkaUnavailable when a cluster
-    does not answer, or does not tell the log end of such a partition."""
+    does not answer, or does not tell the log end of such a partition. `claimed` must be read under the write lock
+    the caller holds until it commits (`put_topic`); `expand` judges `unclaimed_written` under it instead."""
     for cluster in sorted(set(clusters)):
-        written = _unclaimed_written(kafka, cluster, bootstrap[cluster], name, set(claimed.get(cluster, ())))
+        written = unclaimed_written(kafka, cluster, bootstrap[cluster], name, set(claimed.get(cluster, ())))
         if written:
-            ends = ", ".join(f"partition {p}: log end {end}" for p, end in written)
-            raise Conflict(f"physical topic {name} on cluster {cluster} already holds records ({ends}) that no "
-                           f"partition of topic '{name}' accepted (left by a deleted topic, e.g. on a removed "
-                           f"cluster's Kafka registered again, or made outside fedkafka): delete it on the cluster "
-                           f"first; nothing was changed", kafka_error=kafka_error)
+            raise leftover_conflict(name, cluster, written, kafka_error)
 
 
-def _unclaimed_written(kafka: KafkaAdmin, cluster: str, bootstrap: str, name: str,
-                       claimed: set[int]) -> list[tuple[int, int]]:
-    """(partition, log end) of the unclaimed partitions of `name` on `cluster` holding records."""
+def leftover_conflict(name: str, cluster: str, written: Iterable[tuple[int, int]], kafka_error: str) -> Conflict:
+    """The refusal of an identity segment on physical topic `name` of `cluster`, whose unclaimed partitions hold
+    records (`written`: (partition, log end))."""
+    ends = ", ".join(f"partition {p}: log end {end}" for p, end in written)
+    return Conflict(f"physical topic {name} on cluster {cluster} already holds records ({ends}) that no "
+                    f"partition of topic '{name}' accepted (left by a deleted topic, e.g. on a removed "
+                    f"cluster's Kafka registered again, or made outside fedkafka): delete it on the cluster "
+                    f"first; nothing was changed", kafka_error=kafka_error)
+
+
+def unclaimed_written(kafka: KafkaAdmin, cluster: str, bootstrap: str, name: str,
+                      claimed: set[int]) -> list[tuple[int, int]]:
+    """(partition, log end) of the partitions of `name` on `cluster` that are not in `claimed` and hold records;
+    KafkaUnavailable as `refuse_written`. Reads Kafka only: whether they are leftovers is decided against the claims
+    read under the write lock."""
     scan = kafka.scan(cluster, bootstrap)
     if not scan.reachable:
         raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer: {scan.error}")

@@ -14,10 +14,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from math import ceil
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaException
 from sqlalchemy import func, select
@@ -69,6 +69,25 @@ def _coordination(clusters: dict[str, ClusterRow]) -> str:
     if coord is None:
         raise Unavailable("no coordination cluster: every cluster is removed")
     return coord
+
+
+class _ExpansionBase(NamedTuple):
+    """What an expansion of a topic onto a cluster was planned from; it commits only onto the topic as it was."""
+    topic_id: str
+    partitions: int
+    claimed: Mapping[int, tuple[str, int]]  # physical partition of the topic's name on the cluster -> its owner
+
+
+def _expansion_base(s, name: str, target: str) -> _ExpansionBase | None:
+    """Topic `name` (None: deleted) and the claims of its physical topic on `target`, read in session `s`."""
+    topic = s.get(TopicRow, name)
+    if topic is None:
+        return None
+    return _ExpansionBase(topic.topic_id, topic.partitions, claims.load(s, name).get((target, name), {}))
+
+
+def _changed_during_expansion(name: str) -> Conflict:
+    return Conflict(f"topic {name} changed during the expansion; run it again")
 
 
 class WorkflowEngine:
@@ -703,32 +722,46 @@ class WorkflowEngine:
         clusters = self._clusters()
         coord = _coordination(clusters)
         with self.ctl.session() as s:
-            topic = s.get(TopicRow, name)
-            used = claims.load(s, name).get((target, name), {})  # dropped segments' partitions hold records still
-            config = json.loads(topic.config_json)
-        first = max(used, default=-1) + 1
+            base = _expansion_base(s, name, target)  # claims: dropped segments' partitions hold records still
+            config = json.loads(s.get(TopicRow, name).config_json) if base is not None else {}
+        if base is None or base.partitions != have:
+            raise _changed_during_expansion(name)
+        first = max(base.claimed, default=-1) + 1
         self._refuse_lost([(target, name)], clusters)  # created again it would be empty (DESIGN §9.3)
-        # identity segments start at offset 0: never on records no partition of the topic accepted (DESIGN §4.13)
-        leftovers.refuse_written(self.ctl.kafka, name, [target], {target: set(used)},
-                                 {target: clusters[target].bootstrap}, "POLICY_VIOLATION")
+        self._refuse_leftover(name, target, clusters[target].bootstrap, base)
         self.ctl.kafka.ensure_topic(target, clusters[target].bootstrap, name, first + extra, config)
         self.ctl.kafka.ensure_topic(coord, clusters[coord].bootstrap, shadow_topic(name), have + extra)
         with self.ctl.topology_change() as s:
-            topic = s.get(TopicRow, name)
-            if topic.partitions != have:
-                raise Conflict(f"topic {name} changed during the expansion; run it again")
-            topic.partitions = have + extra
+            if _expansion_base(s, name, target) != base:
+                raise _changed_during_expansion(name)
+            s.get(TopicRow, name).partitions = have + extra
             for i in range(extra):
                 try:
                     claims.claim(s, target, name, first + i, name, have + i)
-                except ClaimTaken:
-                    raise Conflict(f"topic {name} changed during the expansion; run it again") from None
+                except ClaimTaken:  # another controller's commit, meanwhile
+                    raise _changed_during_expansion(name) from None
                 s.add(ChainRow(topic=name, partition=have + i, leader_epoch=0, frozen=False))
                 s.add(SegmentRow(topic=name, partition=have + i, seq=0, cluster=target, physical_topic=name,
                                  physical_partition=first + i, phys_start=0, phys_end=None, logical_base=0))
             self.ctl.check_leader(s)
             s.commit()
         self.ctl.compose()
+
+    def _refuse_leftover(self, name: str, target: str, bootstrap: str, base: _ExpansionBase) -> None:
+        """Identity segments start at offset 0: never on records no partition of the topic accepted (DESIGN §4.13,
+        "A new topic's physical topics"). Kafka is read without the write lock; what it found is judged under the
+        lock, after the concurrent-change check, against the claims read there: a partition the topic claimed since
+        `base` (a growth onto `target`, a move's target) holds the topic's own records, and answers "changed during
+        the expansion", never "delete it"."""
+        written = leftovers.unclaimed_written(self.ctl.kafka, target, bootstrap, name, set(base.claimed))
+        if not written:
+            return
+        with self.ctl.topology_change() as s:
+            if _expansion_base(s, name, target) != base:
+                raise _changed_during_expansion(name)
+        # the same topic id and claims now as when Kafka was read: those partitions were unclaimed then, and nothing
+        # of fedkafka writes where no segment (so no claim) points
+        raise leftovers.leftover_conflict(name, target, written, "POLICY_VIOLATION")
 
     # -- failover ----------------------------------------------------------------------------------
     def _failover(self, run_id: int) -> None:
