@@ -137,8 +137,9 @@ def _tail_end(ctx: Context, now: Context, d: _Deletion, seg: Segment, mark: int 
     if past_fence(now, d.topic, d.partition):
         return ErrorCode.not_leader_or_follower
     live = now.view.chain(d.topic, d.partition)
-    was, is_ = ctx.view.topics.get(d.topic), now.view.topics.get(d.topic)
-    if live is None or seg not in live.segments or was is None or is_ is None or was.topic_id != is_.topic_id:
+    planned, current = ctx.view.topics.get(d.topic), now.view.topics.get(d.topic)
+    same_topic = planned is not None and current is not None and planned.topic_id == current.topic_id
+    if live is None or not same_topic or seg not in live.segments:  # deleted (and created again), or drained
         return ErrorCode.not_leader_or_follower
     known = emptied_to(live, seg)
     if known is not None:
