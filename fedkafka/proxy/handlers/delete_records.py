@@ -7,6 +7,10 @@ the tail its cluster came back with). The segment holding L goes first: its brok
 watermark: OFFSET_OUT_OF_RANGE, and nothing is deleted anywhere), and only then are the older segments emptied. A
 sealed segment emptied this way is skipped by ListOffsets EARLIEST and Fetch as if retention had removed it
 (`view.offsets.earliest_offset`); one lost for good (`plan.lost_for_good`) is skipped here too, as reads skip it.
+A tail's end is in the chain only once a later segment reuses its partition (A -> B -> A: that segment's start);
+else it is the partition's high watermark, read first and used only if the proxy's view, once it is read, still
+shows no move that could have written there (`_tail_end`). Never -1: a move back the chain planned with does not
+know of may have written the partition since, above the offset asked (docs/DESIGN.md §5.8).
 L = -1 means the high watermark, as in Kafka. The answer's low watermark is the partition's logical log start, as
 Kafka answers its log start: L, or above when L was below it (a target found empty, or lost for good, passes the
 deletion on to the next segment, whose broker answers its log start; so does a tail in an unclean gap that L, at
@@ -27,7 +31,17 @@ from kio.static.primitive import i32Timedelta
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
 from fedkafka.proxy.handlers.list_offsets import LATEST, ask_physical
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, lost_for_good, past_fence
+from fedkafka.proxy.plan import (
+    Broker,
+    Call,
+    Context,
+    Plan,
+    UpstreamError,
+    as_now,
+    authorized,
+    lost_for_good,
+    past_fence,
+)
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
 
@@ -69,20 +83,73 @@ def plan_deletion(topic: str, partition: int, chain: PartitionChain, offset: int
     return _Deletion(topic, partition, chain, seg, physical, segments[:i])
 
 
-def emptied_to(chain: PartitionChain, seg: Segment) -> int:
-    """The physical offset an older segment's partition is emptied to: its readable end, the seal or, for one
-    followed by an unclean gap, the end of the tail its cluster came back with, which is the partition's high
-    watermark (-1) unless a later segment of the chain shares the partition (A -> B -> A: its start)."""
+def emptied_to(chain: PartitionChain, seg: Segment) -> int | None:
+    """The physical offset an older segment's partition is emptied to, when `chain` knows it: its readable end, the
+    seal or, for one followed by an unclean gap, the end of the tail its cluster came back with, which the chain
+    knows only when a later segment of it shares the partition (A -> B -> A: its start, the partition's log end
+    when it was placed there). Else None: the tail's end is read (`_tail_end`). Never the high watermark (-1): a
+    move back there the chain does not know of may have written the partition since (docs/DESIGN.md §5.8)."""
     end = chain.readable_end(seg)
     gap = chain.gap_after(seg)
     if end is None or (gap is not None and end == seg.to_physical(gap[1])):
-        return HIGH_WATERMARK
+        return None
     return end
 
 
-def _emptier(a: int | None, b: int) -> int:
-    """The deeper of two deletion offsets of one physical partition (-1, its high watermark, deepest)."""
-    return HIGH_WATERMARK if HIGH_WATERMARK in (a, b) else max(a or 0, b)
+def _empty_older(ctx: Context, done: list[_Deletion], then):
+    """Empties the older segments of the deletions whose target took them, each to `emptied_to`; the partitions of
+    tails whose end the chain does not know have their high watermark read first (`_tail_end`). `then` gets
+    (error, physical low watermark) per older segment's partition."""
+    older: dict[PhysKey, int] = {}
+    tails: list[tuple[_Deletion, Segment]] = []
+    for d in done:
+        for s in d.older:
+            end = emptied_to(d.chain, s)
+            if end is None:
+                tails.append((d, s))
+            else:
+                older[_key(s)] = max(older.get(_key(s), 0), end)
+    if not tails:
+        return _delete(ctx, older, then)
+
+    def empty(marks: dict[PhysKey, int | ErrorCode]):
+        now = as_now(ctx) or ctx  # the view and fence as they are once the high watermarks were read
+        refused: dict[PhysKey, tuple[ErrorCode, int]] = {}
+        for d, s in tails:
+            end = _tail_end(ctx, now, d, s, marks[_key(s)])
+            if isinstance(end, ErrorCode):
+                refused[_key(s)] = (end, -1)
+            else:
+                older[_key(s)] = max(older.get(_key(s), 0), end)
+        sent = {key: offset for key, offset in older.items() if key not in refused}
+        return _delete(ctx, sent, lambda results: then({**refused, **results}))
+
+    return _high_watermarks(ctx, {_key(s) for _, s in tails}, empty)
+
+
+def _tail_end(ctx: Context, now: Context, d: _Deletion, seg: Segment, mark: int | ErrorCode) -> int | ErrorCode:
+    """Where the partition of `seg`, followed by an unclean gap in the chain `d` was planned with, is emptied to,
+    judged with the view and fence `now` (after its high watermark `mark` was read): the start of a later segment of
+    the chain on that partition, if the view now has one; else `mark` (at most the gap's end), if the view now shows
+    the partition unfrozen within the fence: then no move had put a later segment there when `mark` was read
+    (docs/DESIGN.md §5.8), so every record below it is `seg`'s or its tail's. Otherwise NOT_LEADER_OR_FOLLOWER:
+    nothing is deleted there and the client asks again, under the newer view."""
+    if past_fence(now, d.topic, d.partition):
+        return ErrorCode.not_leader_or_follower
+    live = now.view.chain(d.topic, d.partition)
+    planned, current = ctx.view.topics.get(d.topic), now.view.topics.get(d.topic)
+    same_topic = planned is not None and current is not None and planned.topic_id == current.topic_id
+    if live is None or not same_topic or seg not in live.segments:  # deleted (and created again), or drained
+        return ErrorCode.not_leader_or_follower
+    known = emptied_to(live, seg)
+    if known is not None:
+        return known
+    if live.frozen:
+        return ErrorCode.not_leader_or_follower
+    if isinstance(mark, ErrorCode):
+        return mark
+    end = live.readable_end(seg)  # the gap's end: a sealed segment's is never None
+    return mark if end is None else min(mark, end)
 
 
 def _passed_on(ctx: Context, d: _Deletion, code: ErrorCode, low: int) -> _Deletion | None:
@@ -139,13 +206,7 @@ def handle(ctx: Context, header, request):
         return respond()
 
     def after_targets(done: list[_Deletion]):
-        older: dict[PhysKey, int] = {}
-        for d in done:
-            for s in d.older:
-                older[_key(s)] = _emptier(older.get(_key(s)), emptied_to(d.chain, s))
-        if not older:
-            return respond()
-        return _delete(ctx, older, lambda results: after_older(results, done))
+        return _empty_older(ctx, done, lambda results: after_older(results, done))
 
     if not deletions:
         return respond()
@@ -256,6 +317,16 @@ def _delete(ctx: Context, offsets: dict[PhysKey, int], then):
         return then(results)
 
     return Plan(calls, finish)
+
+
+def _high_watermarks(ctx: Context, keys: set[PhysKey], then):
+    """The partitions' high watermarks (ListOffsets LATEST, `list_offsets.ask_physical`): `then` gets the offset or
+    the error per partition."""
+
+    def read(physical: dict, _brokers: dict):
+        return then({key: found[0] if isinstance(found, tuple) else found for (key, _), found in physical.items()})
+
+    return ask_physical(ctx, {(key, LATEST) for key in keys}, 0, read)
 
 
 def _key(segment: Segment) -> PhysKey:
