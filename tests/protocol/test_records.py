@@ -46,9 +46,12 @@ def test_with_producer_and_patch_base_offset():
     records = batch(2, 1, 0, 0)
     before = bytearray(records)
     h = rec.produce_batch(records)
-    out = rec.with_producer(records, h, 77, 5)
+    parts = rec.with_producer(records, h, 77, 5)
+    out = bytearray(bytes(parts))
     assert [(x.producer_id, x.producer_epoch) for x in rec.check_batches(out)] == [(77, 5)]
-    assert records == before  # a copy: the client's buffer is untouched
+    assert records == before  # the client's buffer is untouched: a new head, the rest of it by reference
+    assert [len(p) for p in parts.parts] == [rec.HEADER_SIZE, len(records) - rec.HEADER_SIZE]
+    assert parts.parts[1].obj is records
     rec.patch_base_offset(out, h, 123456)
     assert DefaultRecordBatch(bytes(out)).base_offset == 123456
     assert rec.check_batches(out)  # baseOffset is outside the CRC
