@@ -4,11 +4,17 @@ Layout of a v2 batch header (offsets in bytes): baseOffset int64 @0, batchLength
 partitionLeaderEpoch int32 @12, magic int8 @16, crc uint32 @17, attributes int16 @21,
 lastOffsetDelta int32 @23, baseTimestamp int64 @27, maxTimestamp int64 @35, producerId int64 @43,
 producerEpoch int16 @51, baseSequence int32 @53, recordCount int32 @57, records @61.
-The CRC-32C covers attributes..end of batch, so baseOffset (and the leader epoch) can be patched freely.
+The CRC-32C covers attributes..end of batch, so baseOffset (and the leader epoch) can be patched freely; the
+producer fields a Produce rewrites (`with_producer`) are patched with the CRC updated for the change, not
+recomputed (CRC-32C is linear: `producer_head`), so a batch whose CRC was wrong stays wrong and its broker refuses it.
+The produce path checks a batch with `forwarded_batch`: a plain batch's CRC is left to its broker, which checks
+every batch's before appending (docs/DESIGN.md §5.4, "The batch's CRC").
 
 The walks, checks and patches have a compiled twin, `fedkafka_speedups` (rust/fedkafka_speedups, built by the
 Makefile's install step when cargo is present), as does `frame_buffer` (a bytearray not zero-filled): used when
-it is importable (of this INTERFACE, at least this REVISION), unless FEDKAFKA_PURE_PYTHON=1. The
+it is importable (of this INTERFACE, at least this REVISION; what a build of an older revision lacks runs in
+Python: `forwarded_batch`, `producer_head` and record sets in pieces came with revision 5), unless
+FEDKAFKA_PURE_PYTHON=1. The
 two give identical bytes and identical RecordsError messages (tests/protocol/test_records_twins.py); `use()`
 switches between them (tests run every records test against both).
 
@@ -384,8 +390,11 @@ def with_producer(records: Buffer, header: BatchHeader, producer_id: int, produc
     the rest views of `records`. `produce_request_parts` writes the pieces, the large ones by reference."""
     view = memoryview(records)
     position, end = header.position, header.position + header.length
+    head = producer_head(view, header, producer_id, producer_epoch)
+    if not position and end == len(view):  # a Produce partition's one batch
+        return RecordParts([head, view[HEADER_SIZE:]], end)
     parts: list[Buffer] = [view[:position]] if position else []
-    parts.append(producer_head(view, header, producer_id, producer_epoch))
+    parts.append(head)
     parts.append(view[position + HEADER_SIZE:end])
     if end < len(view):
         parts.append(view[end:])
@@ -439,13 +448,11 @@ def _shift_tables(k: int) -> tuple[list[int], list[int], list[int], list[int]]:
 
 def _crc_shift(crc: int, n: int) -> int:
     """A raw CRC-32C register after `n` more zero bytes (n < 2^32): one table multiplication per bit set in n."""
-    k = 0
     while n:
-        if n & 1:
-            t0, t1, t2, t3 = _shift_tables(k)
-            crc = t0[crc & 0xFF] ^ t1[crc >> 8 & 0xFF] ^ t2[crc >> 16 & 0xFF] ^ t3[crc >> 24]
-        n >>= 1
-        k += 1
+        low = n & -n
+        t0, t1, t2, t3 = _SHIFT_TABLES[low.bit_length() - 1] or _shift_tables(low.bit_length() - 1)
+        crc = t0[crc & 0xFF] ^ t1[crc >> 8 & 0xFF] ^ t2[crc >> 16 & 0xFF] ^ t3[crc >> 24]
+        n ^= low
     return crc
 
 
