@@ -144,6 +144,30 @@ def test_a_corrupt_batch_of_a_steady_producer_holds_back_the_batch_after_it_on_t
     assert _code(c, {0: one_record(1000, 0, 2)})[0] == ErrorCode.none
 
 
+def _sequence_hit(records: bytes, bit: int) -> bytes:
+    """A batch whose base sequence took a bit flip after its CRC was computed (in the client, or on a path without
+    TLS whose TCP checksum missed it): the CRC no longer matches, the header claims another sequence."""
+    out = bytearray(records)
+    out[56] ^= 1 << bit  # baseSequence's low byte
+    return bytes(out)
+
+
+@pytest.mark.xfail(strict=True, reason="not fixed: a corrupt idempotent batch is remembered as refused at the sequence "
+                   "its unchecked header claims (`claimed_sequence`), not at the one it was sent as")
+def test_a_corrupt_batch_whose_sequence_was_hit_holds_back_the_batch_after_it():
+    """As test_a_corrupt_batch_of_a_steady_producer_holds_back_the_batch_after_it_on_the_lane_too, but the damage hit
+    batch 1's base sequence: it claims 9. The proxy refuses it (CORRUPT_MESSAGE, retriable) and remembers 9 as
+    refused, not 1. Batch 2 does not skip 9 (it is behind it), its sequence jumps past what was forwarded (1), so it
+    goes out on a fresh physical id, which takes any first sequence, and is written while 1 is not: Kafka itself
+    answers 2 OUT_OF_ORDER_SEQUENCE_NUMBER there (its producer state expects 1), and the client resends both."""
+    c = ctx(producer_ids=_table())
+    assert _code(c, {0: one_record(1000, 0, 0)})[0] == ErrorCode.none
+    assert _code(c, {0: _sequence_hit(one_record(1000, 0, 1), 3)}) == (ErrorCode.corrupt_message, [])
+    code, sent = _code(c, {0: one_record(1000, 0, 2)})
+    assert (code, sent) == (ErrorCode.not_leader_or_follower, []), \
+        f"batch 2 answered {code.name} and sent to {sent} while 1 was never written"
+
+
 def test_a_partition_named_twice_is_remembered_as_refused():
     c = ctx(producer_ids=_table())
     twice = produce_kio({0: one_record(1000, 0, 0)})
