@@ -1,0 +1,72 @@
+"""A stale DeleteTopics of a deleted topic's physical topic reaches a real broker after the name was created again
+(docs/DESIGN.md §5.8, "A stale deletion deletes nothing created since"): the new physical topic and its acked
+records stay, because the controller deletes physical topics by the Kafka topic id it recorded, never by name."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from proxy.support import read_partition
+
+from fedkafka.controller.kafka_admin import KafkaAdmin
+
+pytestmark = pytest.mark.integration
+
+
+class PausedBeforeDeleting(KafkaAdmin):
+    """The stale controller's Kafka: `meanwhile` runs once, just before its DeleteTopics of `pause_at` goes out
+    (what the controller that took over does while this one is paused with the request in hand)."""
+
+    pause_at: str | None = None
+    meanwhile = None
+
+    def _paused(self, name: str) -> None:
+        if name == self.pause_at and self.meanwhile is not None:
+            hook, self.meanwhile = self.meanwhile, None
+            hook()
+
+    def delete_topic(self, cluster, bootstrap, name):  # the by-name deletion (before topic ids)
+        self._paused(name)
+        return super().delete_topic(cluster, bootstrap, name)
+
+    def delete_topic_by_id(self, cluster, bootstrap, name, topic_id):
+        self._paused(name)
+        return super().delete_topic_by_id(cluster, bootstrap, name, topic_id)
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for value in values:
+        producer.produce(topic, value=value, partition=0)
+    assert producer.flush(60) == 0  # acked
+
+
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)  # the database is not what this is about
+def test_a_stale_deletion_leaves_the_topic_created_again_under_its_name_and_its_acked_records(
+        make_api, make_clusters, unique_name):
+    """Topic t (records old-0..2) is deleted by controller A, whose DeleteTopics of physical topic t is held back
+    (A paused) until controller B, sharing A's database, has finished the deletion on its scan, t was created again
+    and new-0, new-1 were acked on its new physical topic t. Then A's request reaches the broker. Expected: the new
+    physical topic t and both records are intact (A's request named the old topic, which is gone)."""
+    (cluster,) = make_clusters("k1")
+    name = unique_name
+    stale_kafka = PausedBeforeDeleting(5.0)
+    stale, taken_over = make_api(kafka=stale_kafka), make_api(kafka=KafkaAdmin(5.0))
+    stale.put("/v1/clusters/k1", json={"bootstrap": cluster.bootstrap}).raise_for_status()
+    stale.put(f"/v1/topics/{name}", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+    _produce(cluster.bootstrap, name, [b"old-%d" % i for i in range(3)])
+    stale.controller.scan_once()  # k1 reachable
+
+    def meanwhile() -> None:
+        taken_over.controller.scan_once()  # deletes physical topic t and removes its row
+        assert taken_over.get("/v1/status").json()["pending_deletions"] == {}
+        taken_over.put(f"/v1/topics/{name}", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
+        _produce(cluster.bootstrap, name, [b"new-0", b"new-1"])
+
+    stale_kafka.pause_at, stale_kafka.meanwhile = name, meanwhile
+    stale.delete(f"/v1/topics/{name}").raise_for_status()
+    assert stale_kafka.meanwhile is None  # the pause happened
+
+    assert name in AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=30).topics
+    assert [value for _o, _k, value in read_partition(cluster.bootstrap, name, 0)] == [b"new-0", b"new-1"]
