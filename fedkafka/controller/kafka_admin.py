@@ -231,15 +231,19 @@ class KafkaAdmin:
         except TimeoutError:
             raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
 
-    def delete_topic(self, cluster: str, bootstrap: str, name: str) -> None:
-        fut = self.client(cluster, bootstrap).delete_topics([name], request_timeout=self.timeout)[name]
-        try:
-            fut.result(timeout=self.timeout + 2)
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # already gone: deleted
-                raise _classify(cluster, e.args[0]) from None
-        except TimeoutError:  # as `_settle`
-            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
+    def topic_ids(self, cluster: str, bootstrap: str, names: list[str]) -> dict[str, str]:
+        """The Kafka topic id (32 hex digits) of each of `names` that exists on `cluster` (controller.topic_ids)."""
+        from fedkafka.controller import topic_ids
+
+        return topic_ids.topic_ids(bootstrap, names, self.timeout, self.upstream.for_cluster(cluster))
+
+    def delete_topic_by_id(self, cluster: str, bootstrap: str, name: str, topic_id: str) -> bool:
+        """Delete the topic of Kafka topic id `topic_id` (named `name` when its id was learned), never whatever
+        topic has that name now: False if no topic of that id exists. There is no deletion by name: a late one
+        would delete a topic created again under the name (docs/DESIGN.md §5.8)."""
+        from fedkafka.controller import topic_ids
+
+        return topic_ids.delete_by_id(bootstrap, topic_id, self.timeout, self.upstream.for_cluster(cluster))
 
     def _partition_count(self, cluster: str, bootstrap: str, name: str) -> int:
         try:
