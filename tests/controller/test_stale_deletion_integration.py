@@ -20,6 +20,7 @@ class PausedBeforeDeleting(KafkaAdmin):
 
     pause_at: str | None = None
     meanwhile = None
+    answers: list[tuple[str, bool]] = []  # (physical topic, deleted) of each deletion by id
 
     def _paused(self, name: str) -> None:
         if name == self.pause_at and self.meanwhile is not None:
@@ -32,7 +33,9 @@ class PausedBeforeDeleting(KafkaAdmin):
 
     def delete_topic_by_id(self, cluster, bootstrap, name, topic_id):
         self._paused(name)
-        return super().delete_topic_by_id(cluster, bootstrap, name, topic_id)
+        deleted = super().delete_topic_by_id(cluster, bootstrap, name, topic_id)
+        self.answers.append((name, deleted))
+        return deleted
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -64,9 +67,10 @@ def test_a_stale_deletion_leaves_the_topic_created_again_under_its_name_and_its_
         taken_over.put(f"/v1/topics/{name}", json={"partitions": 1, "placement": "blocks"}).raise_for_status()
         _produce(cluster.bootstrap, name, [b"new-0", b"new-1"])
 
-    stale_kafka.pause_at, stale_kafka.meanwhile = name, meanwhile
+    stale_kafka.pause_at, stale_kafka.meanwhile, stale_kafka.answers = name, meanwhile, []
     stale.delete(f"/v1/topics/{name}").raise_for_status()
     assert stale_kafka.meanwhile is None  # the pause happened
 
     assert name in AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=30).topics
     assert [value for _o, _k, value in read_partition(cluster.bootstrap, name, 0)] == [b"new-0", b"new-1"]
+    assert (name, False) in stale_kafka.answers  # Kafka answered UNKNOWN_TOPIC_ID: no topic of the old id left
