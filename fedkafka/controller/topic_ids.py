@@ -10,6 +10,7 @@ since"). Both go to any bootstrap broker (a KRaft broker forwards DeleteTopics t
 from __future__ import annotations
 
 import datetime
+import time
 import uuid
 
 from kio.schema.delete_topics.v6.request import DeleteTopicsRequest, DeleteTopicState
@@ -69,11 +70,17 @@ def _check(code: ErrorCode, what: str) -> None:
 
 
 def _any_broker(bootstrap: str, request, timeout: float, security: UpstreamSecurity):
-    """`request` asked of each bootstrap broker in turn until one answers."""
+    """`request` asked of each bootstrap broker in turn until one answers, all of them within `timeout`: a cluster
+    that stopped answering costs one timeout (the deletions run under the write lock), not one per address."""
     unanswered: list[str] = []
+    deadline = time.monotonic() + timeout
     for host, port in bootstrap_addresses(bootstrap):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            unanswered.append(f"broker {host}:{port}: not asked, no time left")
+            continue
         try:
-            with _connect(host, port, timeout, security) as sock:
+            with _connect(host, port, left, security) as sock:
                 return _ask(sock, request, 1)
         except (OSError, ValueError) as e:  # refused, reset, timed out, TLS, SASL, an answer that does not decode
             unanswered.append(f"broker {host}:{port}: {type(e).__name__}: {e}")

@@ -74,3 +74,47 @@ def test_a_stale_deletion_leaves_the_topic_created_again_under_its_name_and_its_
     assert name in AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=30).topics
     assert [value for _o, _k, value in read_partition(cluster.bootstrap, name, 0)] == [b"new-0", b"new-1"]
     assert (name, False) in stale_kafka.answers  # Kafka answered UNKNOWN_TOPIC_ID: no topic of the old id left
+
+
+def test_a_deletion_by_a_topic_id_deletes_only_the_topic_of_that_id(make_clusters, unique_name, monkeypatch):
+    """KafkaAdmin on a real broker: physical topic t (id X) is deleted by X, created again (id Y) and records are
+    acked on it. Expected: a deletion by X then finds no topic (False) and leaves t, Y and its records; a name the
+    cluster does not have has no id, but one its broker's metadata does not list while the cluster has it (a lagging
+    broker) is not taken as absent; the deletion by Y deletes t."""
+    from confluent_kafka.admin import NewTopic
+    from workflows.support import wait_for
+
+    from fedkafka.controller import topic_ids
+    from fedkafka.controller.kafka_admin import KafkaUnavailable
+
+    (cluster,) = make_clusters("k1")
+    kafka, name, admin = KafkaAdmin(5.0), unique_name, AdminClient({"bootstrap.servers": cluster.bootstrap})
+    kafka.ensure_topic("k1", cluster.bootstrap, name, 1)
+    wait_for(lambda: _ids_or_none(kafka, cluster.bootstrap, [name]), 60, "the new topic's id")
+    (old_id,) = kafka.topic_ids("k1", cluster.bootstrap, [name]).values()
+    assert kafka.delete_topic_by_id("k1", cluster.bootstrap, name, old_id) is True
+    admin.create_topics([NewTopic(name, 1)])[name].result(60)
+    _produce(cluster.bootstrap, name, [b"new-0", b"new-1"])
+    wait_for(lambda: _ids_or_none(kafka, cluster.bootstrap, [name]), 60, "the topic's id")
+    new_ids = kafka.topic_ids("k1", cluster.bootstrap, [name, f"{name}-never"])
+    assert list(new_ids) == [name] and new_ids[name] != old_id
+
+    assert kafka.delete_topic_by_id("k1", cluster.bootstrap, name, old_id) is False
+    assert kafka.topic_ids("k1", cluster.bootstrap, [name]) == new_ids
+    assert [value for _o, _k, value in read_partition(cluster.bootstrap, name, 0)] == [b"new-0", b"new-1"]
+    with monkeypatch.context() as lagging:  # the broker asked lists none of them
+        lagging.setattr(topic_ids, "topic_ids", lambda *_args: {})
+        with pytest.raises(KafkaUnavailable, match="does not list it yet"):
+            kafka.topic_ids("k1", cluster.bootstrap, [name])
+        assert kafka.topic_ids("k1", cluster.bootstrap, [f"{name}-never"]) == {}
+    assert kafka.delete_topic_by_id("k1", cluster.bootstrap, name, new_ids[name]) is True
+
+
+def _ids_or_none(kafka: KafkaAdmin, bootstrap: str, names: list[str]) -> dict[str, str] | None:
+    """The ids, or None while the broker's metadata does not list a topic its controller has yet."""
+    from fedkafka.controller.kafka_admin import KafkaUnavailable
+
+    try:
+        return kafka.topic_ids("k1", bootstrap, names)
+    except KafkaUnavailable:
+        return None
