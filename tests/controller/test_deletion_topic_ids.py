@@ -207,3 +207,20 @@ def test_a_controller_that_lost_its_leader_row_learns_no_id_and_deletes_nothing(
     ctl.leadership = None  # the active one (here: without leadership)
     ctl.deletions.retry({"c1": "c1:9092"})
     assert _rows(api) == {} and not any(("c1", name) in kafka.created for name in NAMES)
+
+
+def test_a_controller_that_lost_its_leader_row_deletes_no_topic_and_records_no_id(make_api, recording_kafka_class):
+    """Another controller took the leader row over; the old one (not aware yet) is asked to delete t. Expected: its
+    deletion's transaction does not commit (503): t stays, no pending deletion is recorded, no physical topic goes."""
+    kafka = _kafka_class(recording_kafka_class)()
+    api = _federation(make_api, kafka)
+    ctl = api.controller
+    old = Leadership(ctl.session, "http://a:1", lease_s=60)
+    assert old.try_acquire()
+    old.active, ctl.leadership = True, old
+    assert Leadership(ctl.session, "http://a:1", lease_s=60, owns_url=True).try_acquire()  # the takeover
+
+    assert api.delete("/v1/topics/t").status_code == 503
+    ctl.leadership = None
+    assert api.get("/v1/topics/t").status_code == 200
+    assert _rows(api) == {} and kafka.deleted_ids == [] and all(("c1", name) in kafka.created for name in NAMES)
