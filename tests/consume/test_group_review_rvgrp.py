@@ -96,3 +96,36 @@ def test_a_heartbeat_owning_partitions_of_a_deleted_topic_still_reaches_the_coor
     for _attempt in range(3):
         reply = consumer_groups.handle(kip848_ctx(), Header(), request)
         assert isinstance(reply, Plan), f"answered {ErrorCode(reply.error_code).name}: {reply.error_message}"
+
+
+ALL_GROUP_OPERATIONS = sum(1 << op for op in (Operation.READ, Operation.DELETE, Operation.DESCRIBE,
+                                              Operation.DESCRIBE_CONFIGS, Operation.ALTER_CONFIGS))
+
+
+def test_describe_groups_reports_the_client_s_own_authorized_operations():
+    """DescribeGroups with include_authorized_operations: Kafka answers the operations the *asking* principal may
+    do on the group (KafkaApis: authHelper.authorizedOperations(request, GROUP)). The proxy passes on what the
+    coordination cluster computed for the proxy's own upstream principal: a client that may only DESCRIBE g is told
+    it may READ, DELETE and ALTER_CONFIGS it too."""
+    c = _as(consume_ctx(), _acl(ResourceType.GROUP, "g", Operation.DESCRIBE))
+    request = build(request_type(15, 5), {"groups": ["g"], "include_authorized_operations": True})
+    forward = groups.handle(c, None, request).finish([COORDINATOR])
+    answer = build(response_type(15, 5), {"groups": [
+        {"error_code": ErrorCode.none, "group_id": "g", "group_state": "Empty", "protocol_type": "consumer",
+         "protocol_data": "", "members": [], "authorized_operations": ALL_GROUP_OPERATIONS}]})
+    (group,) = forward.finish([answer]).groups
+    assert group.authorized_operations == 1 << Operation.DESCRIBE
+
+
+def test_consumer_group_describe_reports_the_client_s_own_authorized_operations():
+    """The same for KIP-848's ConsumerGroupDescribe (kafka-consumer-groups --describe, AdminClient with
+    includeAuthorizedOperations): the coordination cluster's answer for the proxy's principal is passed on."""
+    c = _as(kip848_ctx(), _acl(ResourceType.GROUP, "g", Operation.DESCRIBE))
+    request = build(request_type(69, 1), {"group_ids": ["g"], "include_authorized_operations": True})
+    forward = consumer_groups.handle(c, Header(), request).finish([COORDINATOR])
+    answer = build(response_type(69, 1), {"groups": [{
+        "error_code": ErrorCode.none, "error_message": None, "group_id": "g", "group_state": "Empty",
+        "group_epoch": 3, "assignment_epoch": 3, "assignor_name": "uniform",
+        "authorized_operations": ALL_GROUP_OPERATIONS, "members": []}]})
+    (group,) = forward.finish([answer]).groups
+    assert group.authorized_operations == 1 << Operation.DESCRIBE
