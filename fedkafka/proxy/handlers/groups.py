@@ -63,7 +63,7 @@ def handle(ctx: Context, header, request):
     if coordination is None:
         return failure(request, ErrorCode.coordinator_not_available)
     if key == LIST:
-        return list_groups(coordination, request, lambda g: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g))
+        return list_groups(coordination, request, _group_lister(ctx))
     if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))):
         return failure(request, ErrorCode.group_authorization_failed)  # nothing of it reaches the coordinator
     if key == OFFSET_COMMIT and ctx.view.commits_frozen:
@@ -153,7 +153,16 @@ def _merge(responses: list):
     return dataclasses.replace(responses[0], **{field: merged})
 
 
-def list_groups(coordination: str, request, visible=lambda _group: True):
+def _group_lister(ctx: Context) -> Callable[[str], bool]:
+    """Which listed groups the principal sees, as KafkaApis.handleListGroupsRequest decides: every group with
+    DESCRIBE on the cluster (kept by Kafka for backward compatibility: monitoring principals are commonly granted
+    just that), otherwise those it may DESCRIBE one by one."""
+    if authorized(ctx, Operation.DESCRIBE, ResourceType.CLUSTER):
+        return lambda _group: True
+    return lambda group: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, group)
+
+
+def list_groups(coordination: str, request, visible: Callable[[str], bool] = lambda _group: True):
     """Every broker of the coordination cluster lists only the groups it coordinates: ask them all."""
     brokers = MetadataRequest(topics=(), allow_auto_topic_creation=False, include_topic_authorized_operations=False)
 
@@ -436,12 +445,16 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
     def allowed(name: str) -> bool:
         return authorized(ctx, operation, ResourceType.TOPIC, name)
 
-    refused: dict[str, dict[str, list[int]]] = {}  # group id -> refused topic -> its partitions
+    # (group id, its occurrence in the request) -> refused topic -> its partitions: an OffsetFetch v8+ may name a
+    # group in several entries, each fetched on its own by Kafka and answered only the topics it asked. The
+    # coordinator answers a group's entries in request order (per coordinator: `_merge` keeps it), so the k-th
+    # answer of a group id is its k-th entry's
+    refused: dict[tuple[str, int], dict[str, list[int]]] = {}
 
-    def split(entry):
+    def split(entry, occurrence: int):
         if entry.topics is None:  # OffsetFetch of all the group's topics: filtered on the way back
             return entry
-        mine = refused.setdefault(entry.group_id, {})
+        mine = refused.setdefault((entry.group_id, occurrence), {})
         kept = []
         for t in entry.topics:
             if allowed(t.name):
@@ -452,21 +465,37 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
         return dataclasses.replace(entry, topics=tuple(kept))
 
     nested = key == OFFSET_FETCH and version >= 8
-    kept = dataclasses.replace(request, groups=tuple(split(g) for g in request.groups)) if nested else split(request)
+    if nested:
+        entries = request.groups
+        kept = dataclasses.replace(request, groups=tuple(map(split, entries, _occurrences(entries))))
+    else:
+        kept = split(request, 0)
 
-    def answer(entry):  # a response group (OffsetFetch v8+) or the whole response
+    def answer(entry, occurrence: int):  # a response group (OffsetFetch v8+) or the whole response
         if getattr(entry, "error_code", ErrorCode.none) != ErrorCode.none:
             return entry
-        extra = _refused_topics(request, refused.get(entry.group_id if nested else request.group_id, {}))
+        extra = _refused_topics(request, refused.get((entry.group_id if nested else request.group_id, occurrence), {}))
         return dataclasses.replace(entry, topics=tuple(t for t in entry.topics if allowed(t.name)) + extra)
 
     def back(response):
         answered = from_shadow(response)
         if nested:
-            return dataclasses.replace(answered, groups=tuple(answer(g) for g in answered.groups))
-        return answer(answered)
+            entries = answered.groups
+            return dataclasses.replace(answered, groups=tuple(map(answer, entries, _occurrences(entries))))
+        return answer(answered, 0)
 
     return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id)
+
+
+def _occurrences(entries) -> list[int]:
+    """For each OffsetFetch v8+ group entry in turn, how many entries of its group id came before: entries of
+    groups [g, h, g] -> [0, 0, 1]."""
+    seen: dict[str, int] = {}
+    counts = []
+    for entry in entries:
+        counts.append(seen.get(entry.group_id, 0))
+        seen[entry.group_id] = counts[-1] + 1
+    return counts
 
 
 def _partition_ids(topic) -> list[int]:
