@@ -27,6 +27,7 @@ from kio.static.primitive import i8
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
+from fedkafka.proxy.handlers.groups import with_authorized_operations
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
@@ -130,8 +131,8 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
                                    members=())
 
     def back(resp):
-        return dataclasses.replace(resp, groups=tuple(
-            visible(dataclasses.replace(g, members=tuple(member(m) for m in g.members))) for g in resp.groups))
+        return dataclasses.replace(resp, groups=with_authorized_operations(ctx, request, tuple(
+            visible(dataclasses.replace(g, members=tuple(member(m) for m in g.members))) for g in resp.groups)))
 
     groups: list[str] = []
     denied: list = []
