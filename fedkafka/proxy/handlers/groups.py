@@ -25,8 +25,17 @@ from fedkafka.protocol import bounds
 from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
-from fedkafka.proxy.plan import (AnyBroker, Broker, Call, CloseConnection, Context, Plan, UpstreamError, authorized,
-                                 authorized_operations)
+from fedkafka.proxy.plan import (
+    AnyBroker,
+    Broker,
+    Call,
+    CloseConnection,
+    Context,
+    Plan,
+    UpstreamError,
+    authorized,
+    authorized_operations,
+)
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
 
