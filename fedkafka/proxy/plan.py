@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS
-from fedkafka.security.acl import CLUSTER_NAME, Authorizer, Operation, ResourceType
+from fedkafka.security.acl import CLUSTER_NAME, SUPPORTED_OPERATIONS, Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 from fedkafka.view.model import ClusterState, Endpoint, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
@@ -310,6 +310,14 @@ def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, 
     before building any upstream call, so a denied request never reaches a broker."""
     az = ctx.authorizer
     return az is None or az.allowed(ctx.session.principal, ctx.session.host, operation, resource_type, name)
+
+
+def authorized_operations(ctx: Context, resource_type: ResourceType, name: str = CLUSTER_NAME) -> int:
+    """The authorized_operations bit field a describe answers when asked to (Kafka's AuthHelper.authorizedOperations):
+    bit `op` set for each operation the resource type supports (SUPPORTED_OPERATIONS) that this connection's
+    principal may do on the resource, implied ones included (`authorized`); without an authorizer, all of them, as
+    Kafka without one. Never the upstream cluster's answer, which is about the proxy's own principal there."""
+    return sum(1 << op for op in SUPPORTED_OPERATIONS[resource_type] if authorized(ctx, op, resource_type, name))
 
 
 def as_now(ctx: Context) -> Context | None:

@@ -19,13 +19,23 @@ from typing import TypeVar
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 from kio.schema.metadata.v12.request import MetadataRequest
-from kio.static.primitive import i8
+from kio.static.primitive import i8, i32
 
 from fedkafka.protocol import bounds
 from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
-from fedkafka.proxy.plan import AnyBroker, Broker, Call, CloseConnection, Context, Plan, UpstreamError, authorized
+from fedkafka.proxy.plan import (
+    AnyBroker,
+    Broker,
+    Call,
+    CloseConnection,
+    Context,
+    Plan,
+    UpstreamError,
+    authorized,
+    authorized_operations,
+)
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
 
@@ -50,6 +60,9 @@ TOPIC_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRI
 GROUP_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, JOIN: Operation.READ,
                    HEARTBEAT: Operation.READ, LEAVE: Operation.READ, SYNC: Operation.READ,
                    DESCRIBE: Operation.DESCRIBE, DELETE: Operation.DELETE, OFFSET_DELETE: Operation.DELETE}
+# A described group's authorized_operations when they were not asked for, or the group is answered with an error (the
+# schema's default: Kafka's Int.MinValue)
+OPERATIONS_NOT_ANSWERED = i32(-2147483648)
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
 T = TypeVar("T")
@@ -81,10 +94,30 @@ def handle(ctx: Context, header, request):
         limit, group = ctx.max_request_elements, None if key == DESCRIBE else request.group_id
         upstream = protocol_to_shadow(request, limit)
         back = functools.partial(protocol_from_shadow, max_elements=limit, group_id=group)
+    if key == DESCRIBE:
+        renamed = back
+
+        def back(response):
+            answer = renamed(response)
+            return dataclasses.replace(answer, groups=with_authorized_operations(ctx, request, answer.groups))
     return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
 
 
 # -- forwarding to the coordination cluster --------------------------------------------------------------
+
+def with_authorized_operations(ctx: Context, request, described: tuple) -> tuple:
+    """The groups of a DescribeGroups (v3+) or ConsumerGroupDescribe answer, each answered without an error carrying
+    the operations the asking principal may do on it (`authorized_operations`) when the request asks for them
+    (include_authorized_operations), as KafkaApis.handleDescribeGroupsRequest and handleConsumerGroupDescribe set
+    them; a group answered with an error keeps OPERATIONS_NOT_ANSWERED. The coordinator's own value is about the
+    proxy's principal on the coordination cluster and is never passed on. Not asked: the groups as they are (the
+    coordinator was not asked either and answered OPERATIONS_NOT_ANSWERED)."""
+    if not getattr(request, "include_authorized_operations", False):
+        return described
+    return tuple(dataclasses.replace(g, authorized_operations=i32(authorized_operations(
+        ctx, ResourceType.GROUP, g.group_id)) if g.error_code == ErrorCode.none else OPERATIONS_NOT_ANSWERED)
+        for g in described)
+
 
 def group_ids(request) -> list[str]:
     key = request.__api_key__
