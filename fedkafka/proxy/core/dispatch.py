@@ -160,7 +160,8 @@ class Dispatcher:
         self._routes: dict[tuple[int, int], tuple] = {}  # (api_key, version) -> _route's answer, for _routes_of
         self._routes_of: dict[int, tuple[int, int]] | None = None  # the advertised table they were made for
         # produce requests and group offset writes (DRAINED_API_KEYS) in flight by the view version they were
-        # routed with (server.InflightProduce: a new view is acked only once the older ones are answered); None: not counted
+        # routed with (server.InflightProduce: a new view is acked only once the older ones are answered);
+        # None: not counted
         self.writes_in_flight: collections.Counter[int] | None = None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
