@@ -63,6 +63,9 @@ GROUP_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRI
 # A described group's authorized_operations when they were not asked for, or the group is answered with an error (the
 # schema's default: Kafka's Int.MinValue)
 OPERATIONS_NOT_ANSWERED = i32(-2147483648)
+# What changes a group's committed offsets on the coordinator, which a planned coordination move copies (docs/DESIGN.md
+# §10.1): refused under a frozen view, and drained before a proxy acks a view (dispatch.DRAINED_API_KEYS)
+FENCED_DURING_MOVE = (OFFSET_COMMIT, DELETE, OFFSET_DELETE)
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
 T = TypeVar("T")
@@ -79,9 +82,10 @@ def handle(ctx: Context, header, request):
         return list_groups(coordination, request, _group_lister(ctx))
     if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))):
         return failure(request, ErrorCode.group_authorization_failed)  # nothing of it reaches the coordinator
-    if key == OFFSET_COMMIT and ctx.view.commits_frozen:
-        # a coordination move copies the committed offsets now: a commit landing on the old coordinator after
-        # the copy would be lost. Retriable: clients commit again, on the new coordinator (docs/DESIGN.md §10)
+    if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
+        # a coordination move copies the committed offsets now: a commit landing on the old coordinator after the
+        # copy would be lost, a deletion undone (the switch puts the copied offsets back). Retriable: clients and
+        # AdminClient send it again, to the new coordinator (docs/DESIGN.md §10.1)
         return failure(request, ErrorCode.coordinator_load_in_progress)
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)
