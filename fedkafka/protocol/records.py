@@ -346,7 +346,8 @@ def header_intact(records: bytes | bytearray | memoryview | None) -> bool:
     if not HEADER_SIZE <= end <= len(view):
         return False
     crc = crc32c.crc32c if _compiled is None else _compiled.crc32c
-    return crc(view[_CRC_START:end]) == _U32.unpack_from(view, _CRC_AT)[0]
+    stored: int = _U32.unpack_from(view, _CRC_AT)[0]
+    return bool(crc(view[_CRC_START:end]) == stored)
 
 
 def crc_ok(buf: bytes | bytearray | memoryview, header: BatchHeader) -> bool:
