@@ -312,7 +312,9 @@ def _unchecked_crc(records: bytes | bytearray | memoryview | None) -> BatchHeade
     return h if h.record_count >= 1 and h.last_offset_delta == h.record_count - 1 else None
 
 
+_LENGTH_AT = 8
 _MAGIC_AT = 16
+_CRC_AT = 17
 _ATTRIBUTES_AT = 21
 _PRODUCER_AT = 43
 
@@ -330,6 +332,22 @@ def claimed_sequence(records: bytes | bytearray | memoryview | None) -> tuple[in
     if producer_id < 0 or base_sequence < 0:
         return None
     return producer_id, epoch, base_sequence
+
+
+def header_intact(records: bytes | bytearray | memoryview | None) -> bool:
+    """Whether the first batch's CRC-32C matches the bytes it covers (attributes to the batch's end, as its
+    batchLength gives it): its producer id, epoch and base sequence are then as the client wrote them, and
+    `claimed_sequence` can be trusted (docs/DESIGN.md §5.4, "The batch's CRC"). False for bytes too short to hold
+    the batch their header describes: nothing of such a header is known to be the client's."""
+    if records is None or len(records) < HEADER_SIZE:
+        return False
+    view = memoryview(records)
+    end = LOG_OVERHEAD + _I32.unpack_from(view, _LENGTH_AT)[0]
+    if not HEADER_SIZE <= end <= len(view):
+        return False
+    crc = crc32c.crc32c if _compiled is None else _compiled.crc32c
+    stored: int = _U32.unpack_from(view, _CRC_AT)[0]
+    return bool(crc(view[_CRC_START:end]) == stored)
 
 
 def crc_ok(buf: bytes | bytearray | memoryview, header: BatchHeader) -> bool:

@@ -193,6 +193,10 @@ class ProducerIds(Protocol):
     # -- sequences this proxy refused (a later batch past one of them is a gap)
     def note_refused(self, key: SeqKey, first_seq: int) -> None:
         """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
+    def note_refused_unread(self, key: SeqKey) -> None:
+        """A batch of `key` whose header is not known to be the client's (a CRC-32C mismatch) was refused."""
+    def unsequenced(self, key: SeqKey) -> bool:
+        """Whether a refused batch of `key` is remembered at no known sequence (`broker_checked` batches only)."""
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already)."""
     def refused_before(self, key: SeqKey, first_seq: int) -> int | None:

@@ -239,12 +239,19 @@ def _note_unchecked(ctx: Context, name: str, pd) -> None:
     partition, a corrupt or invalid batch, a partition named twice): nothing of it was written. An idempotent one
     (as its header claims) is remembered as refused (rule 2), as any other refusal: UNKNOWN_TOPIC_OR_PARTITION is
     retriable, and a proxy whose view lags a topic's creation or expansion answered batch 0 with it while batch 1,
-    sent once the view arrived, went out on a fresh physical id and was written; librdkafka acked 0 implicitly."""
+    sent once the view arrived, went out on a fresh physical id and was written; librdkafka acked 0 implicitly.
+    Remembered at the sequence its header claims only when the batch's CRC-32C vouches for it; otherwise it may have
+    been hit, and the table remembers the batch where the client's order puts it (`note_refused_unread`, §5.4)."""
     if not TOPIC_NAME.fullmatch(name):  # no logical topic is named so; a key holds its name (the memory's bound, §5.3)
         return
     claimed = rec.claimed_sequence(pd.records)
-    if claimed is not None:
-        ctx.producer_ids.note_refused((claimed[0], claimed[1], name, pd.index), claimed[2])
+    if claimed is None:
+        return
+    key = (claimed[0], claimed[1], name, pd.index)
+    if rec.header_intact(pd.records):
+        ctx.producer_ids.note_refused(key, claimed[2])
+    else:
+        ctx.producer_ids.note_refused_unread(key)
 
 
 def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None, sequences: tuple[int, int] | None,
@@ -257,10 +264,13 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
     skipped = ids.refused_before(seq_key, sequences[0])
     if skipped is None:
         unknown = ids.ambiguous_before(seq_key, sequences[0])
-        if (unknown is not None or ids.overflowing(seq_key)) and ids.broker_checked(
+        unread = unknown is None and ids.unsequenced(seq_key)
+        if (unknown is not None or unread or ids.overflowing(seq_key)) and ids.broker_checked(
                 seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
-            return "gap", (_GAP, "refusal memory full: only batches the broker checks are forwarded" if unknown is None
-                           else f"sequence {sequences[0]} skips {unknown}, not known written: resend that first")
+            return "gap", (_GAP, f"sequence {sequences[0]} skips {unknown}, not known written: resend that first"
+                           if unknown is not None else "a corrupt batch of the producer was refused at an unknown "
+                           "sequence: only batches the broker checks are forwarded" if unread
+                           else "refusal memory full: only batches the broker checks are forwarded")
         return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
     log.debug("producer %s/%s %s/%s: %s", *seq_key, message)
