@@ -3,11 +3,17 @@ the code it was written against."""
 
 from __future__ import annotations
 
+import datetime
+
+from kio.schema.errors import ErrorCode
+
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type
 from fedkafka.proxy.handlers import fetch
 
-from .test_handlers_unit import ctx, fetch_request
+from .test_handlers_unit import ctx, fetch_answer, fetch_request, partitions
 
 
 def throttled_broker_answer(throttle_time_ms: int) -> rec.FetchResponseFrame:
@@ -29,3 +35,30 @@ def test_a_quota_throttled_broker_answer_is_no_error_and_its_throttle_time_reach
     frame = written if isinstance(written, bytes) else b"".join(written)
     _, body = codec.decode_response(codec.response_schema(1, 12), frame[4:])
     assert body.throttle_time_ms == 800
+
+
+def fetch_with_epochs(*parts: tuple[str, int, int, int], max_wait_ms: int = 500):
+    """A v12 Fetch of (topic, partition, offset, current leader epoch) entries."""
+    return build(request_type(1, 12), {
+        "replica_id": -1, "max_wait": datetime.timedelta(milliseconds=max_wait_ms), "min_bytes": 1,
+        "max_bytes": 1 << 20, "isolation_level": 0, "session_id": 0, "session_epoch": -1, "rack_id": "",
+        "forgotten_topics_data": [],
+        "topics": [{"topic": t, "partitions": [{"partition": p, "current_leader_epoch": e, "fetch_offset": o,
+                                                 "last_fetched_epoch": -1, "log_start_offset": -1,
+                                                 "partition_max_bytes": 1 << 20}]} for t, p, o, e in parts]})
+
+
+def test_a_partition_answered_with_an_error_is_not_held_back_for_the_other_partitions_long_poll():
+    """Kafka answers a Fetch at once when reading any partition failed (ReplicaManager.fetchMessages:
+    `errorReadingData`), so a consumer whose leader epoch went stale after a move learns it at once and refreshes
+    metadata. The proxy answers that partition FENCED_LEADER_EPOCH itself, but still sends the other partition's
+    call with the client's whole max_wait: the error reaches the client only when that long poll ends (up to
+    --max-fetch-wait-ms, 30 s), and the moved partition is not read meanwhile. ("log", 0) has leader epoch 2; the
+    client still holds 1. ("log", 1) is an idle identity segment on c1."""
+    plan = fetch.handle(ctx(), None, fetch_with_epochs(("log", 0, 75, 1), ("log", 1, 0, 0), max_wait_ms=30_000))
+    (call,) = plan.calls
+    assert call.target.cluster == "c1"
+    answered = partitions(plan.finish([fetch_answer("t", 1, b"", hw=0)]))
+    assert answered[("log", 0)].error_code == ErrorCode.fenced_leader_epoch
+    assert call.request.max_wait_ms == 0, (
+        f"the FENCED_LEADER_EPOCH answer waits for a {call.request.max_wait_ms} ms long poll on c1")
