@@ -10,7 +10,7 @@ from kio.schema.errors import ErrorCode
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type
+from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.handlers import fetch
 
 from .test_handlers_unit import ctx, fetch_answer, fetch_request, partitions
@@ -62,3 +62,20 @@ def test_a_partition_answered_with_an_error_is_not_held_back_for_the_other_parti
     assert answered[("log", 0)].error_code == ErrorCode.fenced_leader_epoch
     assert call.request.max_wait_ms == 0, (
         f"the FENCED_LEADER_EPOCH answer waits for a {call.request.max_wait_ms} ms long poll on c1")
+
+
+def error_answer(topic: str, partition: int, error: ErrorCode):
+    return build(response_type(1, 12), {"responses": [{"topic": topic, "partitions": [
+        {"partition_index": partition, "error_code": error, "high_watermark": -1, "last_stable_offset": -1,
+         "log_start_offset": -1, "aborted_transactions": None, "preferred_read_replica": -1, "records": None}]}]})
+
+
+def test_a_broker_s_error_answer_finishes_a_fetch_over_two_clusters_as_kafka_answers_it_at_once():
+    """The same rule for an error a broker answers: c3's leader of t/1 moved (NOT_LEADER_OR_FOLLOWER, at once),
+    while c1 holds its idle partition for the client's max_wait. Kafka would answer the error at once; the proxy's
+    fetch finishes early only on records (`_has_data`), so the client learns it must refresh metadata only once c1's
+    long poll ends."""
+    plan = fetch.handle(ctx(), None, fetch_request(("log", 0, 75), ("log", 1, 0)))
+    assert sorted(c.target.cluster for c in plan.calls) == ["c1", "c3"]
+    assert plan.return_early(error_answer("t", 1, ErrorCode.not_leader_or_follower)), \
+        "an answer with an error does not finish the fetch: it waits for the other cluster's long poll"
