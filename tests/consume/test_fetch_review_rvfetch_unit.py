@@ -34,7 +34,7 @@ def test_a_quota_throttled_broker_answer_is_no_error_and_its_throttle_time_reach
     written = answer.response_frame(5)
     frame = written if isinstance(written, bytes) else b"".join(written)
     _, body = codec.decode_response(codec.response_schema(1, 12), frame[4:])
-    assert body.throttle_time_ms == 800
+    assert body.throttle_time == datetime.timedelta(milliseconds=800)  # kio: throttle_time_ms as a timedelta
 
 
 def fetch_with_epochs(*parts: tuple[str, int, int, int], max_wait_ms: int = 500):
