@@ -107,7 +107,7 @@ async def _setup(busy: _Broker, quiet: _Broker):
 
 async def _fetch(d, calls):
     sent = await d._send(calls, SLOT)
-    return await asyncio.wait_for(d._collect(calls, sent, return_early=fetch._has_data), GUARD_S)
+    return await asyncio.wait_for(d._collect(calls, sent, return_early=fetch._answers_at_once), GUARD_S)
 
 
 async def _until(condition) -> None:
@@ -138,7 +138,7 @@ def test_sequential_fetches_hold_one_poll_per_broker_and_never_wait_for_a_dedica
         in_use: list[int] = []
         for _ in range(40):
             results = await _fetch(d, _calls())
-            assert results[0] is UNANSWERED and fetch._has_data(results[1])
+            assert results[0] is UNANSWERED and fetch._answers_at_once(results[1])
             in_use.append(pool.dedicated_in_use("127.0.0.1", quiet_port))
             assert quiet.most_out <= 1 and len(quiet.requests) <= 1  # the first poll, still out; no other sent
             assert in_use[-1] == 1
@@ -168,7 +168,7 @@ def test_an_abandoned_poll_s_answer_is_never_used_the_next_fetch_asks_again_afte
         await _until(lambda: len(busy.requests) == 1 and len(quiet.requests) == 1)
         busy.answer(0, _batch(5))
         results = await first
-        assert results[0] is UNANSWERED and fetch._has_data(results[1])
+        assert results[0] is UNANSWERED and fetch._answers_at_once(results[1])
         second = asyncio.ensure_future(_fetch(d, _calls()))
         await _until(lambda: len(busy.requests) == 2)
         busy.answer(1, b"")  # no data there: Fetch 2 waits for the quiet cluster

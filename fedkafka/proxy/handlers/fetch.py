@@ -7,7 +7,10 @@ logical space: batches beyond a seal dropped, base offsets shifted, watermarks a
 translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer has session_id 0.
 A position inside an unclean gap (docs/DESIGN.md §9) reads the tail its dead cluster may hold and, where
 there is none, is answered with empty batches that move the reader to the gap's end.
-A fetch over several clusters finishes as soon as one of them has data (`Plan.return_early`); each call
+A fetch finishes without waiting on a long poll as Kafka's broker answers at once (ReplicaManager.fetchMessages):
+a partition answered with data or an error (the proxy's own answer, or a broker's) ends it (`_ends_the_wait`,
+`_answers_at_once`, `Plan.return_early`), and a quota-throttled broker's empty answer (KIP-219) is no error: its
+partitions get no records and the client the largest throttle time (`_throttle_ms`). Each call
 runs on a dedicated upstream connection because a long-poll fetch holds its broker connection; the core sends a
 client connection's calls to one broker one at a time, so a poll left running by an early finish delays the next
 call there rather than piling up beside it (`UpstreamFetch.waiting_at_most`, docs/DESIGN.md §3.1).
@@ -90,8 +93,8 @@ def handle(ctx: Context, header, request):
 
     routes_per_call = list(groups.values())
     max_wait_ms = min(max(request.max_wait // timedelta(milliseconds=1), 0), ctx.max_fetch_wait_ms)
-    if any(a.records for a in answers.values()):
-        max_wait_ms = 0  # a gap skip is an answer with data: do not hold it back for a long poll
+    if any(_ends_the_wait(a) for a in answers.values()):
+        max_wait_ms = 0  # a gap skip (data) or an error answered here: do not hold it back for a long poll
     brokers = [Broker(cluster, node) for cluster, node in groups]
     calls = [Call(broker, _upstream_request(request, routes, max_wait_ms), dedicated=True,
                   timeout_s=max_wait_ms / 1000 + WAIT_MARGIN_S, client_timeout=True)
@@ -99,16 +102,18 @@ def handle(ctx: Context, header, request):
 
     def finish(results: list):
         now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
+        throttle_ms = 0  # the longest a broker asks the proxy to back off: the client backs off as long (KIP-219)
         for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
             answers.update(_translate(ctx, routes, result, now, broker))
+            throttle_ms = max(throttle_ms, _throttle_ms(result))
         budget = _Budget(request.max_bytes)  # over every answer with records, gap skips too, in the request's order
         return FetchAnswer(version, ErrorCode.none, tuple(
             rec.FetchTopicData(name, tuple(budget.fit(answers[(name, p)], p) for p in parts))
-            for name, parts in _in_topics(asked)))
+            for name, parts in _in_topics(asked)), throttle_time_ms=throttle_ms)
 
     if not calls:
         return finish([])
-    return Plan(calls, finish, return_early=_has_data)
+    return Plan(calls, finish, return_early=_answers_at_once)
 
 
 def _asked(request) -> dict[tuple[str, int], Any]:
@@ -222,13 +227,15 @@ class UpstreamFetch:
 @dataclass(frozen=True, slots=True)
 class FetchAnswer:
     """The client's answer, written by records.py around the record sets (`response_frame`: parts, the large record
-    sets by reference); `count_errors` feeds the core's metrics. kio's field names, as the broker's answer."""
+    sets by reference); `count_errors` feeds the core's metrics. kio's field names, as the broker's answer, but for
+    the throttle time, in ms as records.py reads and writes it."""
 
     __api_key__: ClassVar[int] = 1
     version: int
     error_code: int
     responses: tuple[rec.FetchTopicData, ...]
     session_id: int = 0  # sessionless: every answer has session_id 0
+    throttle_time_ms: int = 0  # the largest a broker answered (a quota): the client waits as long before its next
 
     @property
     def __version__(self) -> int:
@@ -236,7 +243,7 @@ class FetchAnswer:
 
     def response_frame(self, correlation_id: int) -> bytes | list[rec.Buffer]:
         parts = rec.fetch_response_parts(self.version, correlation_id, self.error_code, self.session_id,
-                                         [(t.topic, t.partitions) for t in self.responses])
+                                         [(t.topic, t.partitions) for t in self.responses], self.throttle_time_ms)
         return bytes(parts[0]) if len(parts) == 1 else parts
 
     def count_errors(self, counts: dict) -> None:
@@ -248,10 +255,43 @@ class FetchAnswer:
                     counts[p.error_code] = counts.get(p.error_code, 0) + 1
 
 
-def _has_data(result) -> bool:
-    if isinstance(result, UpstreamError) or result is None:
+# Errors the proxy answers itself that do not end a Fetch's wait. Kafka's broker checks the first two before it reads
+# (KafkaApis.handleFetchRequest: `erroneous`, merged into the answer after the other partitions' wait). The proxy
+# answers NOT_LEADER_OR_FOLLOWER itself for a segment whose cluster it cannot reach (or past its fence): a client's
+# metadata refresh changes nothing there, so answered at once it would turn the other partitions' long poll into a
+# busy loop of fetches for the whole outage.
+_ANSWERED_AFTER_THE_WAIT = frozenset((ErrorCode.topic_authorization_failed, ErrorCode.unknown_topic_or_partition,
+                                      ErrorCode.not_leader_or_follower))
+
+
+def _ends_the_wait(answer: rec.FetchPartitionData) -> bool:
+    """A partition the proxy answers itself that Kafka's broker would answer at once: records (a gap skip) or an
+    error reading it (ReplicaManager.fetchMessages: `errorReadingData`), FENCED_LEADER_EPOCH, OFFSET_OUT_OF_RANGE."""
+    return bool(answer.records) or (answer.error_code != ErrorCode.none
+                                    and answer.error_code not in _ANSWERED_AFTER_THE_WAIT)
+
+
+def _answers_at_once(result) -> bool:
+    """A call's result that finishes the fetch without the other clusters' long polls (`Plan.return_early`), as
+    Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an in-gap
+    OFFSET_OUT_OF_RANGE becomes a gap skip), an error for the whole answer, or a quota-throttled answer (KIP-219: the
+    client is to back off now). Not a failed call: its partitions are answered NOT_LEADER_OR_FOLLOWER, which a
+    metadata refresh does not mend while the broker is down (connections fail at once until its leadership moves),
+    so the other clusters' long polls pace the client's fetches, as for an unreachable cluster (`_ends_the_wait`)."""
+    if result is None or result is UNANSWERED or isinstance(result, UpstreamError):
         return False
-    return any(p.records for t in result.responses for p in t.partitions)
+    if result.error_code or _throttle_ms(result) > 0:
+        return True
+    return any(p.records or p.error_code for t in result.responses for p in t.partitions)
+
+
+def _throttle_ms(result) -> int:
+    """A broker's throttle time in ms: records.py's answer (`UpstreamFetch.read_response`) or a kio FetchResponse;
+    0 for a failed or unanswered call."""
+    if isinstance(result, rec.FetchResponseFrame):
+        return result.throttle_time_ms
+    throttle = getattr(result, "throttle_time", None)
+    return 0 if throttle is None else throttle // timedelta(milliseconds=1)
 
 
 class _Budget:
@@ -287,6 +327,11 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
     if isinstance(result, UpstreamError):
         ctx.physical.request_refresh(result.cluster)
         return {(r.topic, r.partition): _error(ErrorCode.not_leader_or_follower) for r in routes}
+    if not result.responses and _throttle_ms(result) > 0:
+        # over a quota of the proxy's at that cluster, the broker answers no partition (KafkaApis.handleFetchRequest:
+        # getThrottledResponse, error NONE): as that answer says to a client, no records and no error, watermarks
+        # unknown (-1: a guessed one, the position, would show a false lag of 0 and a false EOF in librdkafka)
+        return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     physical = {(t.topic, p.partition_index): p for t in result.responses for p in t.partitions}
     out = {}
     for routed in routes:
