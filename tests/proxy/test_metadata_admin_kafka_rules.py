@@ -250,3 +250,30 @@ def test_init_producer_id_needs_a_write_not_denied_everywhere():
     c = dataclasses.replace(ctx(), authorizer=Authorizer(bindings), session=Session(principal=who))
     resp = _init(c, -1, -1)
     assert (resp.error_code, resp.producer_id) == (ErrorCode.cluster_authorization_failed, -1)
+
+
+# -- IncrementalAlterConfigs APPEND / SUBTRACT as the controller applies them (controller/topic_admin._apply_ops) -
+
+def test_incremental_append_to_a_config_never_set_starts_from_kafkas_default():
+    """Kafka (ConfigurationControlManager.getParts) appends to the config's current value, its default when never
+    set: APPEND cleanup.policy=compact on a topic with the default "delete" gives "delete,compact". The controller
+    starts from an empty list and sets "compact": the topic stops deleting by retention (its disk grows) while the
+    client asked to keep deleting and compact too."""
+    from fedkafka.controller.topic_admin import APPEND, ConfigOp, _apply_ops
+
+    assert _apply_ops({}, [ConfigOp(name="cleanup.policy", op=APPEND, value="compact")]) == {
+        "cleanup.policy": "delete,compact"}
+
+
+def test_incremental_append_to_a_config_that_is_not_a_list_is_invalid_config():
+    """Kafka: INVALID_CONFIG "Can't APPEND to key retention.ms because its type is not LIST."; the controller joins
+    the strings (APPEND retention.ms=1000 on an unset retention.ms sets it to 1000, answered NONE)."""
+    from fedkafka.controller.errors import ControllerError
+    from fedkafka.controller.topic_admin import APPEND, ConfigOp, _apply_ops
+
+    try:
+        applied = _apply_ops({}, [ConfigOp(name="retention.ms", op=APPEND, value="1000")])
+    except ControllerError as e:
+        assert e.kafka_error == "INVALID_CONFIG"
+    else:
+        raise AssertionError(f"applied: {applied}")
