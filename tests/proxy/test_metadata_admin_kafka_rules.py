@@ -277,3 +277,18 @@ def test_incremental_append_to_a_config_that_is_not_a_list_is_invalid_config():
         assert e.kafka_error == "INVALID_CONFIG"
     else:
         raise AssertionError(f"applied: {applied}")
+
+
+# -- DescribeConfigs -------------------------------------------------------------------------------------
+
+def test_describe_configs_asks_each_cluster_once_however_many_resources_name_it():
+    """One upstream DescribeConfigs per topic resource, none deduplicated or batched: a ~0.8 MB DescribeConfigs v3
+    naming topic t 99,000 times (under the element limit) becomes 99,000 requests to t's physical cluster, written
+    on the worker's pooled broker connections. A Kafka broker answers them all itself from its metadata."""
+    from fedkafka.proxy.handlers import describe_configs
+
+    resources = [{"resource_type": 2, "resource_name": "t", "configuration_keys": None}] * 1000
+    plan = describe_configs.handle(ctx(), None, req(32, 4, {"resources": resources, "include_synonyms": False,
+                                                            "include_documentation": False}))
+    clusters = {call.target.cluster for call in plan.calls}
+    assert len(plan.calls) <= len(clusters), f"{len(plan.calls)} upstream requests to {sorted(clusters)}"
