@@ -31,8 +31,8 @@ class ControllerLink(Protocol):
 
 
 class ControllerCall(asyncio.Future):
-    """A controller call's result: a ControllerAnswer or an UpstreamError, never an exception. Not a plain Future:
-    dispatch's one-call fast path (a broker call, which it times out itself) tells them apart by type()."""
+    """A controller call's result: a ControllerAnswer or an UpstreamError (an exception only for a bug). Not a plain
+    Future: dispatch's one-call fast path (for a broker call, which it times out itself) tells them apart by type()."""
 
     __slots__ = ()
 
@@ -86,22 +86,30 @@ class ControllerCalls:
         req = call.request
         try:
             status, body = await self.link.admin(req.method, req.path, req.body, timeout_s)
+        except asyncio.CancelledError:  # the loop is shutting down: no other call starts
+            self.running -= 1
+            result.cancel()
+            raise
         except (OSError, ConnectionError, TimeoutError) as e:
+            self._turn_ends(loop)
             _answer(result, UpstreamError("controller", f"controller unreachable: {e or type(e).__name__}"))
             return
-        except BaseException as e:  # a bug, or the loop shutting down: the request fails as a handler failure would
+        except Exception as e:  # a bug: the request fails as a handler failure would (its connection closes)
+            self._turn_ends(loop)
             if not result.done():
-                result.cancel() if isinstance(e, asyncio.CancelledError) else result.set_exception(e)
-            raise
-        finally:
-            self.running -= 1
-            self._start_next(loop)
+                result.set_exception(e)
+            return
+        self._turn_ends(loop)
         wanted = body.get("view_version") if 200 <= status < 300 and isinstance(body, dict) else None
         if isinstance(wanted, int):
             deadline = loop.time() + VIEW_WAIT_S
             while self.state.view.version < wanted and loop.time() < deadline:
                 await asyncio.sleep(0.01)
         _answer(result, ControllerAnswer(status, body))
+
+    def _turn_ends(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.running -= 1
+        self._start_next(loop)
 
 
 def _answer(result: ControllerCall, value: ControllerAnswer | UpstreamError) -> None:
