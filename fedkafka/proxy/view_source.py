@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from fedkafka.controllers import ACTIVE_HEADER, ControllerList, active_hint, tls_verify
+from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.view.model import View
@@ -29,6 +30,9 @@ from fedkafka.view.model import View
 log = logging.getLogger(__name__)
 
 STREAM_KEEPALIVE_MS = 2_000
+# connections of the controller client no admin call may take: the view stream, heartbeats (the stream's own ack
+# heartbeat may overlap the periodic one), a registration's view fetch, a producer-id block, with room to spare
+LEASE_CONNECTIONS = 16
 
 
 def load_view_file(path: Path) -> tuple[View, int | None]:
@@ -96,7 +100,15 @@ class ControllerViewSource:
         self.cache = cache
         self.lease_ms = 10_000
         self.fence_ms = 10_000  # a controller that names no fence: produce stops with the lease, as before
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), verify=tls_verify())  # an https controller
+        # One client for the lease (registration, view stream, heartbeats, producer-id blocks) and the admin calls
+        # made for Kafka clients; admin calls hold at most ADMIN_CALLS_AT_ONCE of its connections (`admin`), so the
+        # lease always finds one of its own: behind a wide CreateTopics, a heartbeat waited for a connection until
+        # its pool timeout, and the proxy stopped producing once its fence ran out (docs/DESIGN.md §5.2).
+        connections = ADMIN_CALLS_AT_ONCE + LEASE_CONNECTIONS
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), verify=tls_verify(),  # an https controller
+                                        limits=httpx.Limits(max_connections=connections,
+                                                            max_keepalive_connections=connections))
+        self._admin_turns = asyncio.Semaphore(ADMIN_CALLS_AT_ONCE)
         self._drain: Callable[[int], Awaitable[None]] | None = None
         self._registered = False
         self._registering = asyncio.Lock()
@@ -183,10 +195,27 @@ class ControllerViewSource:
     async def admin(self, method: str, path: str, body: Any, timeout_s: float) -> tuple[int, Any]:
         """One admin-API request on behalf of a Kafka client (CreateTopics, AlterConfigs, ...): (status, JSON),
         from the active controller. None reachable raises ConnectionError, a slow one TimeoutError (not retried
-        elsewhere: it may have been applied)."""
+        elsewhere: it may have been applied). At most ADMIN_CALLS_AT_ONCE at a time: waiting for a turn counts
+        against `timeout_s` (TimeoutError, never sent)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._admin_turns.acquire()
+        except TimeoutError:
+            raise TimeoutError(f"not sent: no turn among the {ADMIN_CALLS_AT_ONCE} admin calls to the controller "
+                               f"at a time in {timeout_s:.0f} s") from None
+        try:
+            return await self._admin_once(method, path, body, deadline)
+        finally:
+            self._admin_turns.release()
+
+    async def _admin_once(self, method: str, path: str, body: Any, deadline: float) -> tuple[int, Any]:
         failure: BaseException | None = None
+        loop = asyncio.get_running_loop()
         for _ in self.controllers.urls:
             url = self.controllers.current
+            timeout_s = max(deadline - loop.time(), 0.001)
             try:
                 resp = await self.client.request(method, f"{url}{path}", headers=self.headers, json=body,
                                                  timeout=httpx.Timeout(timeout_s))

@@ -4,10 +4,11 @@ Versions: the advertised table is the registry's ranges (for this proxy's role) 
 physical cluster's own ranges; a request outside it gets UNSUPPORTED_VERSION (ApiVersions answers as v0,
 like Kafka) when kio knows its response schema, else the connection is closed.
 
-Calls to the controller (`plan.ControllerApi`: the Kafka admin writes) go over the proxy's controller link;
-a successful answer that names a view version is handed to the handler only once this proxy serves that view,
-so a client that created a topic finds it in the next Metadata it asks this proxy for. A proxy without a
-controller (static view file) does not advertise the modules that need one (`NEEDS_CONTROLLER`).
+Calls to the controller (`plan.ControllerApi`: the Kafka admin writes) go over the proxy's controller link, a few
+at a time, the others waiting their turn within their timeout (`controller_calls.py`); a successful answer that
+names a view version is handed to the handler only once this proxy serves that view, so a client that created a
+topic finds it in the next Metadata it asks this proxy for. A proxy without a controller (static view file) does
+not advertise the modules that need one (`NEEDS_CONTROLLER`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import functools
 import logging
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import codec, versions
 from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
+from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE, ControllerCall, ControllerCalls, ControllerLink
 from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
@@ -37,7 +39,6 @@ from fedkafka.proxy.plan import (
     Call,
     CloseConnection,
     Context,
-    ControllerAnswer,
     ControllerApi,
     Plan,
     UpstreamError,
@@ -56,8 +57,6 @@ FETCH_API_KEY = 1
 DRAINED_API_KEYS = (PRODUCE_API_KEY, *groups.FENCED_DURING_MOVE)
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-topics answer of ~600,000 partitions)
-CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster's own timeout
-VIEW_WAIT_S = 10.0  # how long a controller answer waits for this proxy to serve the view it made
 
 
 # an answer frame (Chunks: record sets by reference); None: no answer; a handler's CloseConnection: none, and the
@@ -72,12 +71,6 @@ class _NotSent(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
-
-class ControllerLink(Protocol):
-    """The proxy's HTTP link to its controller (`view_source.ControllerViewSource`)."""
-
-    async def admin(self, method: str, path: str, body: Any, timeout_s: float) -> tuple[int, Any]: ...
-
 
 class ProtocolViolation(Exception):
     """The client sent something we cannot answer: close its connection."""
@@ -136,10 +129,13 @@ class Dispatcher:
                  modules=handlers.MODULES, max_fetch_wait_ms: int = 30_000, max_dedicated_per_connection: int = 16,
                  controller: ControllerLink | None = None, observer=NULL_OBSERVER,
                  authorization: bool = False, super_users: frozenset[str] = frozenset(),
-                 max_request_elements: int = codec.MAX_REQUEST_ELEMENTS):
+                 max_request_elements: int = codec.MAX_REQUEST_ELEMENTS,
+                 max_controller_calls: int = ADMIN_CALLS_AT_ONCE):
         self.state = state  # has .view, .me, .lease_valid()
         self.max_request_elements = max_request_elements  # array elements in one request (bounds.py)
         self.controller = controller
+        self._controller_calls = ControllerCalls(controller, state, max_controller_calls) \
+            if controller is not None else None
         self.observer = observer
         self.max_fetch_wait_ms = max_fetch_wait_ms
         self.max_dedicated_per_connection = max_dedicated_per_connection
@@ -244,7 +240,8 @@ class Dispatcher:
                     reply = reply.finish(await self._execute(reply.calls, slot, deadline))
                 if isinstance(reply, Plan):
                     sent = await self._send(reply.calls, slot, deadline)
-                    # one call to a broker (a controller call is a Task, type() is not Future): a callback awaits it
+                    # one call to a broker (a controller call is a ControllerCall, type() is not Future): a callback
+                    # awaits it
                     if len(sent) == 1 and type(sent[0]) is asyncio.Future:
                         answer = self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen)
                     else:
@@ -466,8 +463,10 @@ class Dispatcher:
         for call in calls:
             target = call.target
             cluster = target.cluster
-            if isinstance(target, ControllerApi):
-                sent.append(asyncio.ensure_future(self._ask_controller(call)))
+            if isinstance(target, ControllerApi):  # in turn, a few at a time (controller_calls.py)
+                sent.append(self._controller_calls.submit(call, self._loop or self.loop)
+                            if self._controller_calls is not None else UpstreamError(
+                                "controller", "this proxy has no controller (static view file)"))
                 continue
             produce = call.request.__api_key__ == PRODUCE_API_KEY
             try:
@@ -539,23 +538,6 @@ class Dispatcher:
             if call.request.__api_key__ == PRODUCE_API_KEY:
                 self._check_sendable(produce_deadline)
         return conn.send(call.request, call.expect_response, call.client_id)
-
-    async def _ask_controller(self, call: Call) -> ControllerAnswer | UpstreamError:
-        if self.controller is None:
-            return UpstreamError("controller", "this proxy has no controller (static view file)")
-        req = call.request
-        try:
-            status, body = await self.controller.admin(req.method, req.path, req.body,
-                                                       call.timeout_s or CONTROLLER_TIMEOUT_S)
-        except (OSError, ConnectionError, TimeoutError) as e:
-            return UpstreamError("controller", f"controller unreachable: {e or type(e).__name__}")
-        wanted = body.get("view_version") if 200 <= status < 300 and isinstance(body, dict) else None
-        if isinstance(wanted, int):
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + VIEW_WAIT_S
-            while self.state.view.version < wanted and loop.time() < deadline:
-                await asyncio.sleep(0.01)
-        return ControllerAnswer(status, body)
 
     def _lost(self, target, reason: str, sending: bool = False) -> None:
         """No answer from `target`. Every broker of the cluster failed to connect: unreachable. One broker:
@@ -662,7 +644,7 @@ class Dispatcher:
         """One call's result: its answer, or an UpstreamError (None: no answer expected)."""
         if item is None or isinstance(item, UpstreamError):
             return item
-        if isinstance(call.target, ControllerApi):  # a task that bounds its own wait
+        if isinstance(call.target, ControllerApi):  # a ControllerCall, which bounds its own wait
             return await item
         # wait_for without its Task and waiter: a timer fails the future itself with TimeoutError (the connection
         # then drops the late answer, as it drops one for a cancelled future). Cancelled while waiting, the
@@ -698,7 +680,9 @@ class Dispatcher:
             self.observer.upstream(calls, results)
             return results
         if return_early is None or len(calls) < 2:
-            results = list(await asyncio.gather(*(one(c, s) for c, s in zip(calls, sent, strict=True))))
+            # a controller call's future is awaited as it is (it never raises): no Task each, for ~100,000 of them
+            results = list(await asyncio.gather(*(s if type(s) is ControllerCall else one(c, s)
+                                                  for c, s in zip(calls, sent, strict=True))))
             self.observer.upstream(calls, results)
             return results
         # Finish at the first result with data; the others keep running (not cancelled, so a dedicated
