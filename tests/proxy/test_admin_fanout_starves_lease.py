@@ -67,9 +67,13 @@ async def _renewal_during_a_wide_create_topics() -> str:
     state = ProxyState(view=View(version=1), me=ProxyInfo(7, "127.0.0.1", 9092, ProxyRole.BOTH))
     admin = [asyncio.ensure_future(source.admin("POST", "/v1/admin/topics", {"name": f"t{i}", "partitions": 1}, 60.0))
              for i in range(ADMIN_CALLS)]
-    for _ in range(2000):  # until the pool's connections all carry an admin request (or every request got through)
-        if controller.admin_received >= min(ADMIN_CALLS, 100):
+    # until the pool's connections all carry an admin request, or no more arrive for half a second (held back)
+    seen, still = 0, 0
+    for _ in range(2000):
+        if controller.admin_received >= min(ADMIN_CALLS, 100) or (seen and still >= 50):
             break
+        still = still + 1 if controller.admin_received == seen else 0
+        seen = controller.admin_received
         await asyncio.sleep(0.01)
     try:
         await source._heartbeat_once(state)
