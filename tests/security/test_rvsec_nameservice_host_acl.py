@@ -55,6 +55,7 @@ async def _describe_acls_error(port: int) -> ErrorCode:
         return body.error_code
     finally:
         writer.close()
+        await writer.wait_closed()
 
 
 def test_a_deny_for_the_clients_host_holds_when_it_comes_through_the_name_service(tmp_path):
@@ -71,6 +72,7 @@ def test_a_deny_for_the_clients_host_holds_when_it_comes_through_the_name_servic
             _host, ns_port = await nameservice.start("127.0.0.1", 0)
             direct = await _describe_acls_error(port)
             relayed = await _describe_acls_error(ns_port)
+            await asyncio.sleep(0.2)  # the relay sees the client's EOF and ends before the name service closes
         finally:
             await nameservice.close()
             proxy.server.close()
