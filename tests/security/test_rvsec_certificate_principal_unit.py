@@ -10,12 +10,19 @@ other principal's ACLs, or its super-user rights.
 
 from __future__ import annotations
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from fedkafka.security.listeners import certificate_principal
+from security.pki import certificate_der
+
+OIDS = {"commonName": NameOID.COMMON_NAME, "organizationName": NameOID.ORGANIZATION_NAME}
 
 
-def _cert(*rdns: tuple[str, str]) -> dict:
-    """A peercert dict as ssl.SSLSocket.getpeercert() gives it: the subject's RDNs, least specific first."""
-    return {"subject": tuple(((k, v),) for k, v in rdns)}
+def _cert(*rdns: tuple[str, str]) -> bytes:
+    """A client certificate (DER, as ssl.SSLSocket.getpeercert(binary_form=True) gives it) of this subject, its
+    RDNs least specific first."""
+    return certificate_der(x509.Name([x509.NameAttribute(OIDS[k], v) for k, v in rdns]))
 
 
 def test_a_comma_in_a_common_name_does_not_make_another_principal():
@@ -26,5 +33,6 @@ def test_a_comma_in_a_common_name_does_not_make_another_principal():
 
 
 def test_special_characters_are_escaped_as_kafka_names_the_principal():
-    assert certificate_principal(_cert(("commonName", "admin,O=corp"))) == "User:CN=admin\\,O=corp"
+    # Java's X500Principal.getName() escapes `=` too (AVA.toRFC2253String), so Kafka names it CN=admin\,O\=corp
+    assert certificate_principal(_cert(("commonName", "admin,O=corp"))) == "User:CN=admin\\,O\\=corp"
     assert certificate_principal(_cert(("commonName", "a+b"))) == "User:CN=a\\+b"
