@@ -11,6 +11,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedkafka.security.x500 import rfc2253_name, subject_der
 from fedkafka.view.model import SECURITY_PROTOCOLS
 
 CLIENT_AUTH = {"none": ssl.CERT_NONE, "requested": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
@@ -91,12 +92,11 @@ def _encrypted_key() -> bytes:
     raise EncryptedKey("the private key is encrypted: --ssl-key must be an unencrypted PEM key")
 
 
-def certificate_principal(peercert: dict | None) -> str | None:
-    """`User:CN=...,OU=...,O=...` from a verified client certificate (RFC 2253 order, most specific first,
-    as Kafka's default principal builder names an mTLS client); None without a certificate."""
-    if not peercert or not peercert.get("subject"):
+def certificate_principal(certificate_der: bytes | None) -> str | None:
+    """`User:CN=...,OU=...,O=...` from a verified client certificate (DER), exactly as Kafka's default principal
+    builder names an mTLS client: `User:` + Java's X500Principal.getName() of the subject (RFC 2253, escaped;
+    security/x500.py). None without a certificate."""
+    if not certificate_der:
         return None
-    short = {"commonName": "CN", "organizationalUnitName": "OU", "organizationName": "O", "localityName": "L",
-             "stateOrProvinceName": "ST", "countryName": "C", "emailAddress": "EMAILADDRESS"}
-    parts = [f"{short.get(k, k)}={v}" for rdn in reversed(peercert["subject"]) for k, v in rdn]
-    return "User:" + ",".join(parts)
+    name = rfc2253_name(subject_der(certificate_der))
+    return "User:" + name if name else None

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 
 from fedkafka.view.model import ScramCredential
@@ -70,6 +71,55 @@ def made_up_credential(user: str, secret: bytes, iterations: int = DEFAULT_ITERA
                            stored_key=key, server_key=key)
 
 
+# Salt length of a made-up answer when the view holds no credential of the mechanism (make_credential's)
+DECOY_SALT_LENGTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Decoy:
+    """What SCRAM's first answer says for a name without a credential (docs/DESIGN.md §11): a salt of `key` and
+    the name, and the iterations and salt length most of the view's credentials of the mechanism have.
+
+    `key` is the same at every proxy of the federation and across restarts and `--workers` children (made from the
+    view, `decoy_for`), so a made-up name's salt is as stable as a real user's; it is secret as the view's keys
+    are (only the controller and the proxies hold them), so a client cannot work a made-up salt out."""
+
+    key: bytes
+    iterations: int = DEFAULT_ITERATIONS
+    salt_length: int = DECOY_SALT_LENGTH
+
+    def salt(self, mechanism: str, user: str) -> bytes:
+        return _hmac("sha512", self.key, f"SCRAM salt\0{mechanism}\0{user}".encode())[:self.salt_length]
+
+
+def decoy_key(credentials: tuple[ScramCredential, ...], federation_id: str) -> bytes:
+    """A key for made-up salts shared by every proxy of the federation: a hash of the view's whole SCRAM
+    credential set (ServerKey and StoredKey included, which no client knows, and which one user's password gives
+    only for that user) and the federation id. It changes whenever a credential does (a user created, deleted or
+    given a new password), and with it every made-up salt while real users' salts stay: see DESIGN §11."""
+    digest = hashlib.sha256(b"fedkafka SCRAM decoy\0" + federation_id.encode() + b"\0")
+    for c in sorted(credentials, key=lambda c: (c.user, c.mechanism)):
+        for part in (c.user.encode(), c.mechanism.encode(), c.salt, str(c.iterations).encode(), c.stored_key,
+                     c.server_key):
+            digest.update(len(part).to_bytes(4, "big") + part)
+    return digest.digest()
+
+
+def decoy_for(credentials: tuple[ScramCredential, ...], federation_id: str, mechanism: str) -> Decoy:
+    """The decoy of `mechanism`: the iterations and salt length most of its credentials have (ties: the larger;
+    none of the mechanism: those of all credentials; none at all: the defaults)."""
+    own = [c for c in credentials if c.mechanism == mechanism] or list(credentials)
+    if not own:
+        return Decoy(decoy_key(credentials, federation_id))
+    return Decoy(decoy_key(credentials, federation_id), _most_common([c.iterations for c in own]),
+                 min(_most_common([len(c.salt) for c in own]), 64))
+
+
+def _most_common(values: list[int]) -> int:
+    counts = Counter(values)
+    return max(counts, key=lambda value: (counts[value], value))
+
+
 def parse_plain(message: bytes) -> tuple[str, str]:
     """(user, password) of a PLAIN message `authzid NUL authcid NUL passwd` (RFC 4616)."""
     parts = message.split(b"\0")
@@ -105,12 +155,15 @@ class ScramExchange:
     """The server side of one SCRAM exchange: `first(client_first)` then `final(client_final)`.
 
     `lookup(user)` returns the user's credential for this mechanism, or None. An unknown user gets a made-up
-    salt derived from `secret` and fails only at the proof, as a wrong password does, so the answers do not
-    tell which user names exist."""
+    salt derived from `secret` (the view's `decoy_key`), at the iterations and salt length of `decoy` (the view's
+    users'), and fails only at the proof, as a wrong password does, so the answers do not tell which user names
+    exist."""
 
     mechanism: str
     lookup: object  # Callable[[str], ScramCredential | None]
     secret: bytes
+    decoy_iterations: int = DEFAULT_ITERATIONS
+    decoy_salt_length: int = DECOY_SALT_LENGTH
     user: str | None = None
     server_nonce: str | None = None  # None: random (a fixed one only to replay RFC test vectors)
     _credential: ScramCredential | None = None
@@ -171,8 +224,8 @@ class ScramExchange:
     def _salt_and_iterations(self) -> tuple[bytes, int]:
         if self._credential is not None:
             return self._credential.salt, self._credential.iterations
-        fake = _hmac("sha256", self.secret, f"{self.mechanism}\0{self.user}".encode())
-        return fake, DEFAULT_ITERATIONS
+        decoy = Decoy(self.secret, self.decoy_iterations, self.decoy_salt_length)
+        return decoy.salt(self.mechanism, self.user or ""), decoy.iterations
 
 
 def _invalid(mechanism: str) -> str:

@@ -34,7 +34,9 @@ MIN_REAUTH_INTERVAL_S = 1.0
 # Kafka's connection.failed.authentication.delay.ms (default 100): a failed SaslAuthenticate is answered, and its
 # connection closed, this long after the failure was known, which slows a client guessing passwords
 FAILED_AUTHENTICATION_DELAY_MS = 100
-_PROCESS_SECRET = secrets.token_bytes(32)  # made-up salts of unknown users stay stable within a process
+# keys PLAIN's made-up credential of an unknown user, which no client sees (only how long its PBKDF2 takes); SCRAM's
+# made-up salts, which clients see, come from the view instead (scram.decoy_for): the same at every proxy process
+_PROCESS_SECRET = secrets.token_bytes(32)
 
 
 @dataclass(slots=True)

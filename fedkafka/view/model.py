@@ -11,11 +11,14 @@ import bisect
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from fedkafka.security.acl import AclBinding
+
+T = TypeVar("T")
 
 
 class ClusterState(StrEnum):
@@ -252,6 +255,13 @@ class View:
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- lookups -----------------------------------------------------------------------------
+    def derived(self, name: str, make: Callable[[View], T]) -> T:
+        """`make(self)`, worked out on first use and kept with this view object under `name`."""
+        if name not in self._derived:
+            self._derived[name] = make(self)
+        value: T = self._derived[name]
+        return value
+
     def topic_ids(self) -> dict[str, uuid.UUID]:
         """Each logical topic's id, parsed once per view object (a KIP-848 heartbeat parsed them all: 10,000
         topics cost ~14 ms a heartbeat)."""

@@ -224,7 +224,10 @@ class ProxyServer:
                                        failed_authentication_delay_ms=self.config.failed_authentication_delay_ms)
         if listener.protocol == "SSL":
             ssl_object = writer.get_extra_info("ssl_object")
-            principal = certificate_principal(ssl_object.getpeercert() if ssl_object is not None else None)
+            # getpeercert() is empty unless a certificate was presented and verified; the principal is read from
+            # its DER, as Java reads it (the decoded dict has neither the string types nor the raw values)
+            verified = ssl_object is not None and bool(ssl_object.getpeercert())
+            principal = certificate_principal(ssl_object.getpeercert(binary_form=True) if verified else None)
             if principal is not None:
                 session.principal = principal
         return session

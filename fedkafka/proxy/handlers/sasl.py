@@ -27,6 +27,7 @@ from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.plan import CloseConnection, Context, Plan
 from fedkafka.security import oauth, password_checks, scram
+from fedkafka.view.model import View
 
 API_KEYS = {17: (1, 1), 36: (0, 2)}
 ROLE = "any"
@@ -202,14 +203,22 @@ def _scram_step(ctx: Context, message: bytes) -> tuple[bytes, int]:
     session = ctx.session
     if session.exchange is None:
         mechanism = session.chosen_mechanism()
+        decoy = _decoy(ctx.view, mechanism)
         session.exchange = scram.ScramExchange(mechanism, lambda user: ctx.view.credential(user, mechanism),
-                                               session.secret)
+                                               decoy.key, decoy.iterations, decoy.salt_length)
         first = session.exchange.first(message)
         session.claimed_user = session.exchange.user
         return first, 0
     exchange = session.exchange
     final = exchange.final(message)
     return final, _succeed(ctx, f"User:{exchange.user}")
+
+
+def _decoy(view: View, mechanism: str) -> scram.Decoy:
+    """The view's made-up SCRAM answer for `mechanism` (scram.decoy_for), worked out once per view object: the
+    same at every proxy and worker serving this view, and after a restart."""
+    return view.derived(f"scram_decoy {mechanism}",
+                        lambda v: scram.decoy_for(v.credentials, v.federation_id, mechanism))
 
 
 def _answer(version: int, code: ErrorCode, message: str | None, auth_bytes: bytes = b"", lifetime_ms: int = 0):
