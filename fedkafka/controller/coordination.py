@@ -2,8 +2,9 @@
 another cluster, with no commit lost or rolled back.
 
 Planned (the old coordination cluster answers): the shadow topics are created on the new cluster; commits are
-frozen (the view's `commits_frozen`: proxies answer OffsetCommit with a retriable error) and every consume proxy
-acks that view, which it does only once every commit it forwarded under an older view is answered; then each
+frozen (the view's `commits_frozen`: proxies answer OffsetCommit, DeleteGroups and OffsetDelete with a retriable
+error) and every consume proxy acks that view, which it does only once every one of those it forwarded under an
+older view is answered; then each
 group's committed offsets are copied and read back; then one transaction makes the new cluster the coordination
 cluster and unfreezes. Groups rejoin on the new coordinator (a rebalance) and resume from the copied offsets.
 

@@ -231,15 +231,43 @@ class KafkaAdmin:
         except TimeoutError:
             raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
 
-    def delete_topic(self, cluster: str, bootstrap: str, name: str) -> None:
-        fut = self.client(cluster, bootstrap).delete_topics([name], request_timeout=self.timeout)[name]
-        try:
-            fut.result(timeout=self.timeout + 2)
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # already gone: deleted
+    def topic_ids(self, cluster: str, bootstrap: str, names: list[str]) -> dict[str, str]:
+        """The Kafka topic id (32 hex digits) of each of `names` that exists on `cluster` (controller.topic_ids); a
+        name left out is absent for the cluster's controller too (`_confirm_absent`)."""
+        from fedkafka.controller import topic_ids
+
+        found = topic_ids.topic_ids(bootstrap, names, self.timeout, self.upstream.for_cluster(cluster))
+        self._confirm_absent(cluster, bootstrap, [name for name in names if name not in found])
+        return found
+
+    def _confirm_absent(self, cluster: str, bootstrap: str, names: list[str]) -> None:
+        """KafkaUnavailable unless the cluster's controller has none of `names`. The metadata a broker answers may
+        lag its controller (a topic created a moment ago is not listed yet), and a name taken as absent lets its
+        pending deletion go with the topic left: so a CreateTopics validate-only of them (the KRaft controller
+        answers it; nothing is created) must not answer TOPIC_ALREADY_EXISTS."""
+        if not names:
+            return
+        futures = self.client(cluster, bootstrap).create_topics(
+            [NewTopic(name, 1, replication_factor=-1) for name in names], validate_only=True,
+            request_timeout=self.timeout, operation_timeout=self.timeout)
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=self.timeout + 2)
+            except KafkaException as e:
+                if e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise KafkaUnavailable(f"cluster {cluster}: topic {name} exists but its metadata does not list "
+                                           "it yet") from None
                 raise _classify(cluster, e.args[0]) from None
-        except TimeoutError:  # as `_settle`
-            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
+            except TimeoutError:
+                raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not answer in time") from None
+
+    def delete_topic_by_id(self, cluster: str, bootstrap: str, name: str, topic_id: str) -> bool:
+        """Delete the topic of Kafka topic id `topic_id` (named `name` when its id was learned), never whatever
+        topic has that name now: False if no topic of that id exists. There is no deletion by name: a late one
+        would delete a topic created again under the name (docs/DESIGN.md §5.8)."""
+        from fedkafka.controller import topic_ids
+
+        return topic_ids.delete_by_id(bootstrap, topic_id, self.timeout, self.upstream.for_cluster(cluster))
 
     def _partition_count(self, cluster: str, bootstrap: str, name: str) -> int:
         try:

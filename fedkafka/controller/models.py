@@ -99,6 +99,13 @@ class PendingDeletionRow(Base):
     deleted_at: Mapped[float] = mapped_column(Float)  # wall-clock seconds of the logical deletion
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # Kafka's id of the physical topic to delete (32 hex digits), learned while this row was pending (or while the
+    # logical topic it is of still existed): the deletion names only this id, so it never deletes a physical topic
+    # of a topic created again under the name (docs/DESIGN.md §5.8). None until learned.
+    kafka_topic_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # this row's own random id: a row recorded again for the same physical topic has another one, so an id learned
+    # while one row was pending is never stored in a later one (revision 0016)
+    record_id: Mapped[str] = mapped_column(String(32))
 
 
 class ProxyRow(Base):

@@ -114,7 +114,7 @@ class Controller:
         self.producer_ids = ProducerIdBlocks(self.session)
         self._write_lock = threading.Lock()  # one topology change at a time in this process
         # physical topics of deleted topics not yet gone: retried by the scan, block a new topic of the name
-        self.deletions = deletions.PhysicalDeletions(self.session, self.kafka, self._write_lock)
+        self.deletions = deletions.PhysicalDeletions(self.session, self.kafka, self._write_lock, self.check_leader)
         self.producer_ids.seed()
         self._seed_view()
         self.publisher = Publisher(self._stored_view()[0])
@@ -524,37 +524,55 @@ class Controller:
         its physical topics as pending deletions; they are deleted now, on the clusters that answer, and by the scans
         after (`deletions`): the name cannot be created again before all are gone (docs/DESIGN.md §4.5).
         `topic_id` (32 hex digits), when given, is the topic the caller means: a topic of the name with another id
-        (created again since) is not deleted, NotFound with UNKNOWN_TOPIC_ID; checked in the deletion's transaction."""
+        (created again since) is not deleted, NotFound with UNKNOWN_TOPIC_ID; checked in the deletion's transaction.
+        The physical topics' Kafka topic ids are asked of the clusters the last scan reached before that transaction,
+        and recorded only if the topic read in it is the one read before asking (its deletions go by id, §5.8); the
+        transaction commits only while this controller leads (§3.6)."""
         with self._write_lock:
             with self.session() as s:
-                row = s.get(TopicRow, name)
-                if topic_id is not None and (row is None or row.topic_id != topic_id):
-                    raise NotFound(f"unknown topic id {topic_id} (no topic {name!r} of that id)",
-                                   kafka_error="UNKNOWN_TOPIC_ID")
-                if row is None:
-                    raise NotFound(f"unknown topic {name!r}")
+                incarnation, physical, clusters = self._deletion_plan(s, name, topic_id)
+            reachable = {c.id: c.bootstrap for c in clusters if c.reachable}
+            kafka_ids = deletions.learn_ids(self.kafka, reachable, physical)
+            with self.session() as s:
+                self.check_leader(s)
+                again, physical, clusters = self._deletion_plan(s, name, topic_id)
+                if again != incarnation:  # another topic of the name meanwhile: its ids are learned at the attempts
+                    kafka_ids = {}
                 self._roll_back_moves(s, name)
-                clusters = list(s.scalars(select(ClusterRow)))
-                # every physical topic it ever claimed: a drained cluster's holds records no segment names (a
-                # removed cluster may be switched off)
-                removed = {c.id for c in clusters if c.state == ClusterState.REMOVED}
-                physical = {(g.cluster, g.physical_topic) for g in
-                            s.scalars(select(SegmentRow).where(SegmentRow.topic == name))}
-                physical |= {(c, t) for c, t in claims.load(s, name) if c not in removed}
-                # its shadow topic (its groups' commits) wherever it may be: on the coordination cluster, and on any
-                # that held the groups before (a move leaves them there) or was a move's target; the database does not
-                # know which, so every cluster not removed (one without it confirms at once, docs/DESIGN.md §10.3)
-                physical |= {(c.id, shadow_topic(name)) for c in clusters if c.id not in removed}
                 for table in (SegmentRow, ChainRow, PhysicalPartitionRow):
                     s.execute(delete(table).where(table.topic == name))
-                s.delete(row)
-                deletions.record(s, name, physical)
+                s.delete(s.get(TopicRow, name))
+                deletions.record(s, name, physical, kafka_ids)
                 s.commit()
             self._forget_ends(name)
             self.compose()
             # now on the clusters the last scan reached (one that did not costs no timeout here: the scans retry)
             self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
         return True
+
+    @staticmethod
+    def _deletion_plan(s: Session, name: str, topic_id: str | None) -> tuple[
+            str, set[tuple[str, str]], list[ClusterRow]]:
+        """The topic's id, every physical topic its deletion leaves to delete, and the clusters; NotFound if there
+        is no topic `name` (of id `topic_id`, when given)."""
+        row = s.get(TopicRow, name)
+        if topic_id is not None and (row is None or row.topic_id != topic_id):
+            raise NotFound(f"unknown topic id {topic_id} (no topic {name!r} of that id)",
+                           kafka_error="UNKNOWN_TOPIC_ID")
+        if row is None:
+            raise NotFound(f"unknown topic {name!r}")
+        clusters = list(s.scalars(select(ClusterRow)))
+        # every physical topic it ever claimed: a drained cluster's holds records no segment names (a removed
+        # cluster may be switched off)
+        removed = {c.id for c in clusters if c.state == ClusterState.REMOVED}
+        segments = s.scalars(select(SegmentRow).where(SegmentRow.topic == name))
+        physical = {(g.cluster, g.physical_topic) for g in segments}
+        physical |= {(c, t) for c, t in claims.load(s, name) if c not in removed}
+        # its shadow topic (its groups' commits) wherever it may be: on the coordination cluster, and on any that held
+        # the groups before (a move leaves them there) or was a move's target; the database does not know which, so
+        # every cluster not removed (one without it confirms at once, docs/DESIGN.md §10.3)
+        physical |= {(c.id, shadow_topic(name)) for c in clusters if c.id not in removed}
+        return row.topic_id, physical, clusters
 
     def _forget_ends(self, topic: str) -> None:
         """Forget the log ends the scans read of the physical partitions of `topic` (deleted): a topic created again

@@ -4,11 +4,17 @@ Layout of a v2 batch header (offsets in bytes): baseOffset int64 @0, batchLength
 partitionLeaderEpoch int32 @12, magic int8 @16, crc uint32 @17, attributes int16 @21,
 lastOffsetDelta int32 @23, baseTimestamp int64 @27, maxTimestamp int64 @35, producerId int64 @43,
 producerEpoch int16 @51, baseSequence int32 @53, recordCount int32 @57, records @61.
-The CRC-32C covers attributes..end of batch, so baseOffset (and the leader epoch) can be patched freely.
+The CRC-32C covers attributes..end of batch, so baseOffset (and the leader epoch) can be patched freely; the
+producer fields a Produce rewrites (`with_producer`) are patched with the CRC updated for the change, not
+recomputed (CRC-32C is linear: `producer_head`), so a batch whose CRC was wrong stays wrong and its broker refuses it.
+The produce path checks a batch with `forwarded_batch`: a plain batch's CRC is left to its broker, which checks
+every batch's before appending (docs/DESIGN.md §5.4, "The batch's CRC").
 
 The walks, checks and patches have a compiled twin, `fedkafka_speedups` (rust/fedkafka_speedups, built by the
 Makefile's install step when cargo is present), as does `frame_buffer` (a bytearray not zero-filled): used when
-it is importable (of this INTERFACE, at least this REVISION), unless FEDKAFKA_PURE_PYTHON=1. The
+it is importable (of this INTERFACE, at least this REVISION; what a build of an older revision lacks runs in
+Python: `forwarded_batch`, `producer_head` and record sets in pieces came with revision 5), unless
+FEDKAFKA_PURE_PYTHON=1. The
 two give identical bytes and identical RecordsError messages (tests/protocol/test_records_twins.py); `use()`
 switches between them (tests run every records test against both).
 
@@ -102,6 +108,8 @@ _LANE_REVISION = 3  # translated_produce_answer
 _lane: ModuleType | None = None  # _compiled when it has it
 _COUNTED_REVISION = 4  # read_produce_request counts elements (`max_elements`) as the Python walk does
 _counted: ModuleType | None = None  # _compiled when it has it
+_HEADS_REVISION = 5  # forwarded_batch, producer_head, produce_request_parts taking a RecordParts
+_heads: ModuleType | None = None  # _compiled when it has them
 
 
 def _load_compiled() -> ModuleType | None:
@@ -120,9 +128,9 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames, _lane, _counted
+    global _compiled, _frames, _lane, _counted, _heads
     if implementation == "python":
-        _compiled = _frames = _lane = _counted = None
+        _compiled = _frames = _lane = _counted = _heads = None
         return
     module = _load_compiled()
     if module is None:
@@ -131,6 +139,7 @@ def use(implementation: Implementation) -> None:
     _frames = module if module.REVISION >= _FRAMES_REVISION else None
     _lane = module if module.REVISION >= _LANE_REVISION else None
     _counted = module if module.REVISION >= _COUNTED_REVISION else None
+    _heads = module if module.REVISION >= _HEADS_REVISION else None
 
 
 def implementation() -> Implementation:
@@ -238,6 +247,11 @@ def check_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
         if error is not None:
             raise RecordsError(error)
         return [BatchHeader(*f) for f in fields]
+    return _checked(buf, crc=True)
+
+
+def _checked(buf: bytes | bytearray | memoryview, crc: bool) -> list[BatchHeader]:
+    """`check_batches` in Python, the CRC-32C checked only when `crc`."""
     headers = list(iter_batches(buf))
     for h in headers:
         if h.record_count < 0:
@@ -245,7 +259,7 @@ def check_batches(buf: bytes | bytearray | memoryview) -> list[BatchHeader]:
         room = h.length - HEADER_SIZE
         if not h.attributes & _COMPRESSION and h.record_count * _MIN_RECORD > room:
             raise RecordsError(f"{h.record_count} records cannot fit in {room} bytes at byte {h.position}")
-        if not crc_ok(buf, h):
+        if crc and not crc_ok(buf, h):
             raise RecordsError(f"CRC-32C mismatch in the batch at byte {h.position}")
     return headers
 
@@ -267,7 +281,40 @@ def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader
     return h
 
 
+def forwarded_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader:
+    """`produce_batch` as the produce path checks a batch it forwards (docs/DESIGN.md §5.4, "The batch's CRC"): the
+    CRC-32C is checked for a batch of a producer id (the proxy's sequence bookkeeping acts on its header before any
+    broker sees it) and for a batch refused on any other count (the error `produce_batch` gives, so a corrupt batch
+    is CORRUPT_MESSAGE as from a broker); a plain batch (producer id < 0) that passes every other check is returned
+    without it, its broker checks it (CORRUPT_MESSAGE) and nothing the proxy keeps comes from its header."""
+    if _heads is not None:  # one call, the header made without a Python frame
+        header, error, invalid = _heads.forwarded_batch(records, BatchHeader, _HEADER_FIELDS)
+        if header is not None:
+            return header  # type: ignore[no-any-return]
+        raise (InvalidRecords if invalid else RecordsError)(error)
+    h = _unchecked_crc(records)
+    if h is None:
+        return produce_batch(records)  # refused: as produce_batch refuses it (which checks the CRC first)
+    if h.producer_id >= 0 and not crc_ok(records or b"", h):
+        raise RecordsError(f"CRC-32C mismatch in the batch at byte {h.position}")
+    return h
+
+
+def _unchecked_crc(records: bytes | bytearray | memoryview | None) -> BatchHeader | None:
+    """The one batch when it passes every check of `produce_batch` but its CRC-32C; None otherwise."""
+    try:
+        headers = _checked(records or b"", crc=False)
+    except RecordsError:
+        return None
+    if len(headers) != 1:
+        return None
+    (h,) = headers
+    return h if h.record_count >= 1 and h.last_offset_delta == h.record_count - 1 else None
+
+
+_LENGTH_AT = 8
 _MAGIC_AT = 16
+_CRC_AT = 17
 _ATTRIBUTES_AT = 21
 _PRODUCER_AT = 43
 
@@ -287,6 +334,22 @@ def claimed_sequence(records: bytes | bytearray | memoryview | None) -> tuple[in
     return producer_id, epoch, base_sequence
 
 
+def header_intact(records: bytes | bytearray | memoryview | None) -> bool:
+    """Whether the first batch's CRC-32C matches the bytes it covers (attributes to the batch's end, as its
+    batchLength gives it): its producer id, epoch and base sequence are then as the client wrote them, and
+    `claimed_sequence` can be trusted (docs/DESIGN.md §5.4, "The batch's CRC"). False for bytes too short to hold
+    the batch their header describes: nothing of such a header is known to be the client's."""
+    if records is None or len(records) < HEADER_SIZE:
+        return False
+    view = memoryview(records)
+    end = LOG_OVERHEAD + _I32.unpack_from(view, _LENGTH_AT)[0]
+    if not HEADER_SIZE <= end <= len(view):
+        return False
+    crc = crc32c.crc32c if _compiled is None else _compiled.crc32c
+    stored: int = _U32.unpack_from(view, _CRC_AT)[0]
+    return bool(crc(view[_CRC_START:end]) == stored)
+
+
 def crc_ok(buf: bytes | bytearray | memoryview, header: BatchHeader) -> bool:
     view = memoryview(buf)
     crc = crc32c.crc32c if _compiled is None else _compiled.crc32c
@@ -300,7 +363,9 @@ def patch_base_offset(buf: bytearray | memoryview, header: BatchHeader, base_off
 
 def rewrite_producer(buf: bytearray, header: BatchHeader, producer_id: int, producer_epoch: int,
                      base_sequence: int | None = None) -> None:
-    """Overwrite producer id/epoch (and optionally the base sequence) in place and recompute the CRC-32C."""
+    """Overwrite producer id/epoch (and optionally the base sequence) in place and recompute the CRC-32C: the batch
+    comes out valid whatever its CRC was (tests build batches with it). The produce path uses `with_producer`, whose
+    CRC is updated for the change, never recomputed."""
     seq = header.base_sequence if base_sequence is None else base_sequence
     if _compiled is not None:
         _compiled.rewrite_producer(buf, header.position, header.length, producer_id, producer_epoch, seq)
@@ -311,12 +376,102 @@ def rewrite_producer(buf: bytearray, header: BatchHeader, producer_id: int, prod
     _U32.pack_into(buf, header.position + 17, crc)
 
 
-def with_producer(records: Buffer, header: BatchHeader, producer_id: int, producer_epoch: int) -> bytearray:
-    """A copy of `records` whose batch `header` (checked before: its CRC is recomputed, so a corrupt batch
-    would become a valid one) carries another producer id/epoch."""
-    out = bytearray(records)
-    rewrite_producer(out, header, producer_id, producer_epoch)
-    return out  # kio writes any bytes-like: no extra copy
+def producer_head(records: Buffer, header: BatchHeader, producer_id: int, producer_epoch: int,
+                  base_sequence: int | None = None) -> bytes:
+    """The first 61 bytes of batch `header` in `records` with another producer id, epoch (and base sequence, if
+    given), and its CRC-32C updated for them without a pass over the records. CRC-32C is linear: the CRC of the
+    new bytes is the stored one XOR the raw CRC (no initial or final inversion) of old XOR new over bytes [43, 57),
+    moved past the bytes after them (multiplied by x^(8n) modulo the polynomial, as zlib's crc32_combine does:
+    `_crc_shift`). So a stored CRC that was right is right for the new bytes, one that was wrong stays wrong by the
+    same bits and its broker still refuses the batch (CORRUPT_MESSAGE): a rewrite never makes a corrupt batch
+    valid."""
+    seq = header.base_sequence if base_sequence is None else base_sequence
+    if _heads is not None:
+        head: bytes = _heads.producer_head(records, header.position, header.length, producer_id, producer_epoch, seq)
+        return head
+    position, length = header.position, header.length
+    if position < 0 or length < HEADER_SIZE or position + length > len(records):
+        raise ValueError(f"no batch of {length} bytes at byte {position}")
+    out = bytearray(memoryview(records)[position:position + HEADER_SIZE])
+    old = int.from_bytes(out[_PRODUCER_AT:_PRODUCER_END])
+    _PRODUCER.pack_into(out, _PRODUCER_AT, producer_id, producer_epoch, seq)
+    change = (old ^ int.from_bytes(out[_PRODUCER_AT:_PRODUCER_END])).to_bytes(_PRODUCER.size)
+    raw = crc32c.crc32c(change) ^ _ZEROS_CRC
+    crc = _U32.unpack_from(out, _CRC_AT)[0] ^ _crc_shift(raw, length - _PRODUCER_END)
+    _U32.pack_into(out, _CRC_AT, crc)
+    return bytes(out)
+
+
+def with_producer(records: Buffer, header: BatchHeader, producer_id: int, producer_epoch: int) -> RecordParts:
+    """`records` whose batch `header` carries another producer id/epoch, not copied: the batch's first 61 bytes
+    rewritten in a buffer of their own (`producer_head`: its CRC-32C updated, so a corrupt batch stays corrupt),
+    the rest views of `records`. `produce_request_parts` writes the pieces, the large ones by reference."""
+    view = memoryview(records)
+    position, end = header.position, header.position + header.length
+    head = producer_head(view, header, producer_id, producer_epoch)
+    if not position and end == len(view):  # a Produce partition's one batch
+        return RecordParts([head, view[HEADER_SIZE:]], end)
+    parts: list[Buffer] = [view[:position]] if position else []
+    parts.append(head)
+    parts.append(view[position + HEADER_SIZE:end])
+    if end < len(view):
+        parts.append(view[end:])
+    return RecordParts(parts, len(view))
+
+
+_CRC_AT = 17
+_PRODUCER_END = _PRODUCER_AT + _PRODUCER.size  # 57: producerId, producerEpoch, baseSequence end
+_POLY = 0x82F63B78  # CRC-32C, bit-reflected: bit 31 is x^0
+_ZEROS_CRC = crc32c.crc32c(bytes(_PRODUCER.size))  # crc32c(d) ^ this = the raw CRC of d (14 bytes)
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a(x) * b(x) modulo the CRC-32C polynomial, both bit-reflected (zlib's multmodp)."""
+    p = 0
+    for i in range(31, -1, -1):
+        if a >> i & 1:
+            p ^= b
+        b = b >> 1 ^ _POLY if b & 1 else b >> 1
+    return p
+
+
+def _powers() -> list[int]:
+    """x^(2^k) modulo the polynomial, k = 0..34."""
+    out = [1 << 30]  # x^1
+    for _ in range(34):
+        out.append(_multmodp(out[-1], out[-1]))
+    return out
+
+
+_X2N = _powers()
+# Per k, four byte tables of the multiplication by x^(8 * 2^k) (2^k zero bytes appended), made when first used.
+_SHIFT_TABLES: list[tuple[list[int], list[int], list[int], list[int]] | None] = [None] * 32
+
+
+def _shift_tables(k: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    tables = _SHIFT_TABLES[k]
+    if tables is None:
+        factor = _X2N[k + 3]
+        made = []
+        for byte in range(4):
+            basis = [_multmodp(factor, 1 << (8 * byte + bit)) for bit in range(8)]
+            table = [0] * 256
+            for v in range(1, 256):
+                low = v & -v
+                table[v] = table[v ^ low] ^ basis[low.bit_length() - 1]
+            made.append(table)
+        tables = _SHIFT_TABLES[k] = (made[0], made[1], made[2], made[3])
+    return tables
+
+
+def _crc_shift(crc: int, n: int) -> int:
+    """A raw CRC-32C register after `n` more zero bytes (n < 2^32): one table multiplication per bit set in n."""
+    while n:
+        low = n & -n
+        t0, t1, t2, t3 = _SHIFT_TABLES[low.bit_length() - 1] or _shift_tables(low.bit_length() - 1)
+        crc = t0[crc & 0xFF] ^ t1[crc >> 8 & 0xFF] ^ t2[crc >> 16 & 0xFF] ^ t3[crc >> 24]
+        n ^= low
+    return crc
 
 
 _I32 = struct.Struct(">i")
@@ -521,7 +676,7 @@ class MalformedFrame(RecordsError):
 # cheaper to make than a dataclass (one of each per partition of every request, read and written).
 class ProducePartitionData(NamedTuple):
     index: int  # type: ignore[assignment]  # the field, as Kafka names it, hides tuple.index (never called)
-    records: Buffer | None  # read: a slice of the frame, never copied; written: also a rewritten copy
+    records: Buffer | RecordParts | None  # read: a slice of the frame, never copied; written: also a rewritten batch
 
 
 class ProduceTopicData(NamedTuple):
@@ -847,13 +1002,15 @@ def _name_bytes(value: str | None, flexible: bool) -> bytes:
 
 
 def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
-                          topics: Sequence[tuple[str, Sequence[tuple[int, Buffer | None]]]], *,
+                          topics: Sequence[tuple[str, Sequence[tuple[int, Buffer | RecordParts | None]]]], *,
                           by_reference: int = BY_REFERENCE_BYTES) -> list[Buffer]:
     """The whole size-prefixed Produce request (transactional_id null, no tagged fields) as pieces for
     `transport.writelines`: the small fields gathered into as few buffers as possible, each records buffer
-    (bytes-like, one byte per item) of `by_reference` bytes or more passed by reference, never copied. Joined,
+    (bytes-like, one byte per item; or each piece of a RecordParts, `with_producer`'s) of `by_reference` bytes or
+    more passed by reference, never copied. Joined,
     exactly what `codec.encode_request` writes for the kio ProduceRequest of the same fields."""
-    if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
+    if _frames is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs; a RecordParts
+        # before revision 5)
         parts: list[Buffer] | None = _frames.produce_request_parts(version, correlation_id, client_id, acks,
                                                                    timeout_ms, topics, by_reference)
         if parts is not None:
@@ -877,7 +1034,11 @@ def produce_request_parts(version: int, correlation_id: int, client_id: str | No
                 small += varint_bytes(length + 1)
             else:
                 small += _INDEX_LENGTH.pack(index, length)
-            if length > 0:
+            if isinstance(records, RecordParts):
+                for piece in records.parts:
+                    if len(piece):
+                        small = out.add(piece)
+            elif length > 0:
                 assert records is not None
                 small = out.add(records)
             if flexible:

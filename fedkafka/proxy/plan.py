@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS
-from fedkafka.security.acl import CLUSTER_NAME, Authorizer, Operation, ResourceType
+from fedkafka.security.acl import CLUSTER_NAME, SUPPORTED_OPERATIONS, Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 from fedkafka.view.model import ClusterState, Endpoint, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
@@ -193,6 +193,10 @@ class ProducerIds(Protocol):
     # -- sequences this proxy refused (a later batch past one of them is a gap)
     def note_refused(self, key: SeqKey, first_seq: int) -> None:
         """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
+    def note_refused_unread(self, key: SeqKey) -> None:
+        """A batch of `key` whose header is not known to be the client's (a CRC-32C mismatch) was refused."""
+    def unsequenced(self, key: SeqKey) -> bool:
+        """Whether a refused batch of `key` is remembered at no known sequence (`broker_checked` batches only)."""
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
         """Sequences first_seq..end_seq-1 were written (or were already)."""
     def refused_before(self, key: SeqKey, first_seq: int) -> int | None:
@@ -310,6 +314,14 @@ def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, 
     before building any upstream call, so a denied request never reaches a broker."""
     az = ctx.authorizer
     return az is None or az.allowed(ctx.session.principal, ctx.session.host, operation, resource_type, name)
+
+
+def authorized_operations(ctx: Context, resource_type: ResourceType, name: str = CLUSTER_NAME) -> int:
+    """The authorized_operations bit field a describe answers when asked to (Kafka's AuthHelper.authorizedOperations):
+    bit `op` set for each operation the resource type supports (SUPPORTED_OPERATIONS) that this connection's
+    principal may do on the resource, implied ones included (`authorized`); without an authorizer, all of them, as
+    Kafka without one. Never the upstream cluster's answer, which is about the proxy's own principal there."""
+    return sum(1 << op for op in SUPPORTED_OPERATIONS[resource_type] if authorized(ctx, op, resource_type, name))
 
 
 def as_now(ctx: Context) -> Context | None:

@@ -54,6 +54,17 @@ class Permission(IntEnum):
 CLUSTER_NAME = "kafka-cluster"  # the one cluster resource's name, as in Kafka
 WILDCARD = "*"
 BINDING_FIELDS = ("resource_type", "name", "pattern_type", "principal", "host", "operation", "permission")
+# The operations a describe's authorized_operations bit field reports on each resource type (Kafka's
+# AclEntry.supportedOperations, which AuthHelper.authorizedOperations asks the authorizer about one by one)
+SUPPORTED_OPERATIONS = {
+    ResourceType.TOPIC: (Operation.READ, Operation.WRITE, Operation.CREATE, Operation.DESCRIBE, Operation.DELETE,
+                         Operation.ALTER, Operation.DESCRIBE_CONFIGS, Operation.ALTER_CONFIGS),
+    ResourceType.GROUP: (Operation.READ, Operation.DESCRIBE, Operation.DELETE, Operation.DESCRIBE_CONFIGS,
+                         Operation.ALTER_CONFIGS),
+    ResourceType.CLUSTER: (Operation.CREATE, Operation.CLUSTER_ACTION, Operation.DESCRIBE_CONFIGS,
+                           Operation.ALTER_CONFIGS, Operation.IDEMPOTENT_WRITE, Operation.ALTER, Operation.DESCRIBE),
+    ResourceType.TRANSACTIONAL_ID: (Operation.DESCRIBE, Operation.WRITE),
+}
 _IMPLIES = {Operation.DESCRIBE: (Operation.READ, Operation.WRITE, Operation.DELETE, Operation.ALTER),
             Operation.DESCRIBE_CONFIGS: (Operation.ALTER_CONFIGS,)}
 

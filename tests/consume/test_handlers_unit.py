@@ -521,6 +521,39 @@ def test_offset_commit_is_refused_retriably_while_a_coordination_move_copies_the
     assert isinstance(groups.handle(ctx(), None, req), Plan)  # unfrozen: forwarded as before
 
 
+def _frozen_ctx() -> Context:
+    frozen = dataclasses.replace(VIEW, commits_frozen=True)
+    return Context(view=frozen, me=frozen.proxies[0], advertised={}, physical=Physical(), producer_ids=None)
+
+
+def test_group_deletions_are_refused_retriably_while_a_coordination_move_copies_the_offsets():
+    """docs/DESIGN.md §10.1 step 2: a DeleteGroups or OffsetDelete applied on the old coordinator after the copy read
+    the group's offsets would be undone by the switch. Each is answered where the Java AdminClient reads the error
+    (per group; OffsetDelete's top level) with the code it retries on the same coordinator, nothing sent."""
+    delete = build(request_type(42, 2), {"groups_names": ["g", "h"]})
+    out = groups.handle(_frozen_ctx(), None, delete)
+    assert [(r.group_id, r.error_code) for r in out.results] == [
+        ("g", ErrorCode.coordinator_load_in_progress), ("h", ErrorCode.coordinator_load_in_progress)]
+    offsets = build(request_type(47, 0), {"group_id": "g", "topics": [
+        {"name": "log", "partitions": [{"partition_index": 1}]}]})
+    out = groups.handle(_frozen_ctx(), None, offsets)
+    assert (out.error_code, out.topics) == (ErrorCode.coordinator_load_in_progress, ())
+    assert isinstance(groups.handle(ctx(), None, delete), Plan)  # unfrozen: forwarded as before
+    assert isinstance(groups.handle(ctx(), None, offsets), Plan)
+
+
+def test_membership_and_reads_still_reach_the_coordinator_while_a_coordination_move_copies_the_offsets():
+    """The freeze fences only what changes committed offsets (docs/DESIGN.md §10.1): members keep their session
+    (Heartbeat, LeaveGroup) and clients read offsets during the copy; membership is not copied, groups rejoin on B."""
+    requests = [build(request_type(12, 4), {"group_id": "g", "generation_id": 1, "member_id": "m",
+                                            "group_instance_id": None}),
+                build(request_type(13, 5), {"group_id": "g", "members": [{"member_id": "m", "group_instance_id": None,
+                                                                          "reason": None}]}),
+                build(request_type(9, 8), {"groups": [{"group_id": "g", "topics": None}], "require_stable": False})]
+    for request in requests:
+        assert isinstance(groups.handle(_frozen_ctx(), None, request), Plan), type(request).__name__
+
+
 def test_fetch_translates_the_last_stable_offset_apart_from_the_high_watermark():
     """An open transaction keeps the last stable offset below the high watermark: each is translated from its own
     physical value (the handler translates once when they are equal); unknown (-1) stays -1. Active segment c3:

@@ -34,6 +34,10 @@ class RecordingKafka(KafkaAdmin):
         self.configs: dict[tuple[str, str], dict[str, str]] = {}
         # (cluster, physical topic, partition) -> log end: records produced there (0 unless a test says so)
         self.ends: dict[tuple[str, str, int], int] = {}
+        # (cluster, physical topic) -> its Kafka topic id, new each time the topic is created (a test that puts a
+        # topic in `created` itself gets one at the first look)
+        self.ids: dict[tuple[str, str], str] = {}
+        self.deleted_ids: list[tuple[str, str, str]] = []  # (cluster, name, topic id) of each deletion by id
 
     def scan(self, cluster, bootstrap):
         if cluster in self.down:
@@ -49,6 +53,8 @@ class RecordingKafka(KafkaAdmin):
             raise KafkaRefused(f"cluster {cluster} refused: Unknown topic config name: {next(iter(config))}",
                                "INVALID_CONFIG")
         changed = self.created.get((cluster, name), 0) < partitions
+        if (cluster, name) not in self.created:
+            self.ids[(cluster, name)] = uuid.uuid4().hex
         self.created[(cluster, name)] = max(partitions, self.created.get((cluster, name), 0))
         return changed
 
@@ -78,12 +84,36 @@ class RecordingKafka(KafkaAdmin):
         # settled: every write replicated (the log end is the high watermark)
         return {tp: end for tp, (_start, end) in self.log_offsets(cluster, bootstrap, partitions).items()}
 
+    def topic_ids(self, cluster, bootstrap, names):
+        from fedkafka.controller.kafka_admin import KafkaUnavailable
+
+        if cluster in self.down:
+            raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
+        return {name: self._id_of(cluster, name) for name in names if (cluster, name) in self.created}
+
+    def _id_of(self, cluster, name):
+        return self.ids.setdefault((cluster, name), uuid.uuid4().hex)
+
+    def delete_topic_by_id(self, cluster, bootstrap, name, topic_id):
+        """Deletes the topic of that id, whatever its name; False if none (Kafka's UNKNOWN_TOPIC_ID)."""
+        from fedkafka.controller.kafka_admin import KafkaUnavailable
+
+        if cluster in self.down:
+            raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
+        self.deleted_ids.append((cluster, name, topic_id))
+        named = [t for (c, t) in self.created if c == cluster and self._id_of(c, t) == topic_id]
+        for topic in named:
+            self.delete_topic(cluster, bootstrap, topic)
+        return bool(named)
+
     def delete_topic(self, cluster, bootstrap, name):
+        """An operator's deletion by name (the controller deletes by id only)."""
         from fedkafka.controller.kafka_admin import KafkaUnavailable
 
         if cluster in self.down:
             raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
         self.created.pop((cluster, name), None)
+        self.ids.pop((cluster, name), None)
         for key in [k for k in self.ends if k[:2] == (cluster, name)]:
             del self.ends[key]
 

@@ -37,6 +37,12 @@ def _kafka_by_bootstrap(recording_kafka_class):
                 raise KafkaUnavailable(f"cluster {cluster} unavailable: connection refused")
             super().delete_topic(bootstrap, bootstrap, name)
 
+        def topic_ids(self, cluster, bootstrap, names):
+            return super().topic_ids(bootstrap, bootstrap, names)
+
+        def delete_topic_by_id(self, cluster, bootstrap, name, topic_id):
+            return super().delete_topic_by_id(bootstrap, bootstrap, name, topic_id)
+
     return Kafka()
 
 

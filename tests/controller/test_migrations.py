@@ -22,7 +22,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0015"
+        assert ctx.get_current_revision() == "0016"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -48,7 +48,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0015"
+        assert MigrationContext.configure(conn).get_current_revision() == "0016"
     for engine in engines:
         engine.dispose()
 
@@ -207,7 +207,7 @@ def test_revision_0015_adds_pending_deletions_empty_and_its_downgrade_keeps_the_
         command.upgrade(cfg, "0014")
         conn.execute(text("INSERT INTO topics (name, topic_id, partitions, placement, config_json) "
                           "VALUES ('t', 'id1', 1, 'blocks', '{}')"))
-    db.migrate(engine)
+        command.upgrade(cfg, "0015")
     insert = ("INSERT INTO pending_deletions (cluster, physical_topic, topic, deleted_at, attempts) "
               "VALUES ('c2', '{name}', 'gone', 1.5, 0)")
     with engine.begin() as conn:
@@ -227,4 +227,31 @@ def test_revision_0015_adds_pending_deletions_empty_and_its_downgrade_keeps_the_
     db.migrate(engine)
     with engine.connect() as conn:
         assert list(conn.execute(text("SELECT * FROM pending_deletions"))) == []
+    engine.dispose()
+
+
+def test_revision_0016_gives_each_pending_deletion_its_own_record_id_and_no_topic_id(empty_db_url):
+    """A row pending before 0016 gets a record id of its own (each a different one) and no Kafka topic id: its next
+    attempt learns the id before deleting by it (docs/DESIGN.md §5.8); the downgrade keeps the rows."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    insert = ("INSERT INTO pending_deletions (cluster, physical_topic, topic, deleted_at, attempts) "
+              "VALUES ('c2', '{name}', 'gone', 1.5, 0)")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0015")
+        conn.execute(text(insert.format(name="gone")))
+        conn.execute(text(insert.format(name="__fedkafka-shadow-gone")))
+    db.migrate(engine)
+    with engine.begin() as conn:
+        rows = list(conn.execute(text("SELECT physical_topic, kafka_topic_id, record_id FROM pending_deletions "
+                                      "ORDER BY physical_topic")))
+        assert [(name, kafka_id) for name, kafka_id, _ in rows] == [("__fedkafka-shadow-gone", None), ("gone", None)]
+        record_ids = {record_id for _, _, record_id in rows}
+        assert len(record_ids) == 2 and all(len(r) == 32 for r in record_ids)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0015")
+        assert list(conn.execute(text("SELECT physical_topic FROM pending_deletions ORDER BY physical_topic"))) == [
+            ("__fedkafka-shadow-gone",), ("gone",)]
     engine.dispose()

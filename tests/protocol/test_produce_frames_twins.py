@@ -7,6 +7,7 @@ in a flexible answer), so that it is used at all."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import struct
 
 import pytest
@@ -184,6 +185,40 @@ def test_request_parts_are_python_s_part_for_part(version, correlation_id, clien
     assert [type(p) for p in compiled] == [type(p) for p in python]
     assert [bytes(p) for p in compiled] == [bytes(p) for p in python]
     referenced = [p for p in python if not isinstance(p, bytearray) or any(p is r for _, ps in topics for _, r in ps)]
+    assert [id(p) for p in compiled if any(p is q for q in referenced)] == [id(p) for p in referenced]
+
+
+def _in_pieces(records: bytes | None, cuts: list[int]) -> rec.RecordParts | bytes | None:
+    """`records` as a RecordParts cut where `cuts` say (a buffer of its own and views of the rest, as
+    `records.with_producer` makes them), or as it is when there is nothing to cut."""
+    if not records or not cuts:
+        return records
+    view = memoryview(records)
+    at = sorted({min(c, len(records)) for c in cuts} | {0, len(records)})
+    pieces: list[rec.Buffer] = [bytes(view[at[0]:at[1]])] + [view[a:b] for a, b in itertools.pairwise(at[1:])]
+    return rec.RecordParts(pieces, len(records))
+
+
+@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 5, reason="built before record sets in pieces (5)")
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from(VERSIONS), int32s, st.none() | names, int16s, int32s, topic_lists, st.data(),
+       st.sampled_from([1, 40, 61, 200, rec.BY_REFERENCE_BYTES]))
+def test_request_parts_of_record_sets_in_pieces_are_python_s_part_for_part(
+        version, correlation_id, client_id, acks, timeout_ms, topics, data, by_reference):
+    """A record set in pieces (`records.RecordParts`, a batch rewritten to a physical producer id): each piece passed
+    by reference or copied by its own size, as Python does; joined, the frame of the record sets whole."""
+    cuts = st.lists(st.integers(0, 320), max_size=3)
+    pieces = [(n, [(i, _in_pieces(r, data.draw(cuts))) for i, r in ps]) for n, ps in topics]
+    python = python_parts(version, correlation_id, client_id, acks, timeout_ms, pieces, by_reference=by_reference)
+    compiled = speedups.produce_request_parts(version, correlation_id, client_id, acks, timeout_ms, pieces,
+                                              by_reference)
+    assert compiled is not None
+    assert [type(p) for p in compiled] == [type(p) for p in python]
+    assert [bytes(p) for p in compiled] == [bytes(p) for p in python]
+    whole = python_parts(version, correlation_id, client_id, acks, timeout_ms, topics, by_reference=by_reference)
+    assert b"".join(bytes(p) for p in python) == b"".join(bytes(p) for p in whole)
+    referenced = [p for _, ps in pieces for _, r in ps if isinstance(r, rec.RecordParts) for p in r.parts
+                  if len(p) >= by_reference]
     assert [id(p) for p in compiled if any(p is q for q in referenced)] == [id(p) for p in referenced]
 
 

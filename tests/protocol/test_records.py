@@ -46,9 +46,12 @@ def test_with_producer_and_patch_base_offset():
     records = batch(2, 1, 0, 0)
     before = bytearray(records)
     h = rec.produce_batch(records)
-    out = rec.with_producer(records, h, 77, 5)
+    parts = rec.with_producer(records, h, 77, 5)
+    out = bytearray(bytes(parts))
     assert [(x.producer_id, x.producer_epoch) for x in rec.check_batches(out)] == [(77, 5)]
-    assert records == before  # a copy: the client's buffer is untouched
+    assert records == before  # the client's buffer is untouched: a new head, the rest of it by reference
+    assert [len(p) for p in parts.parts] == [rec.HEADER_SIZE, len(records) - rec.HEADER_SIZE]
+    assert parts.parts[1].obj is records
     rec.patch_base_offset(out, h, 123456)
     assert DefaultRecordBatch(bytes(out)).base_offset == 123456
     assert rec.check_batches(out)  # baseOffset is outside the CRC
@@ -166,3 +169,39 @@ def test_frame_buffer_refuses_a_negative_size_as_bytearray_does():
         bytearray(-1)
     with pytest.raises(ValueError, match=r"^negative count$"):
         rec.frame_buffer(-1)
+
+
+@pytest.mark.skipif(not rec.compiled_available(), reason="fedkafka_speedups is not built")
+def test_a_build_of_revision_4_serves_this_records_py_with_its_new_functions_in_python(monkeypatch):
+    """A twin built before revision 5 (no forwarded_batch, producer_head, record sets in pieces) is still used; what
+    it lacks runs in Python, with the same results."""
+    import sys
+    import types
+
+    import fedkafka_speedups
+
+    older = types.ModuleType("fedkafka_speedups")
+    for name in dir(fedkafka_speedups):
+        if name not in ("forwarded_batch", "producer_head") and not name.startswith("__"):
+            setattr(older, name, getattr(fedkafka_speedups, name))
+    older.REVISION = 4  # type: ignore[attr-defined]
+    good = batch(3, 7, 1, 0)
+    corrupt_plain = bytearray(batch(2))
+    corrupt_plain[-1] ^= 0x01
+
+    def results():
+        h = rec.forwarded_batch(good)
+        parts = rec.with_producer(good, h, 99, 2)
+        frame = rec.produce_request_parts(9, 1, None, -1, 100, [("t", [(0, parts)])], by_reference=16)
+        return h, rec.forwarded_batch(corrupt_plain), bytes(parts), b"".join(frame)
+    before = rec.implementation()
+    rec.use("python")
+    try:
+        expected = results()
+        monkeypatch.setitem(sys.modules, "fedkafka_speedups", older)
+        rec.use("compiled")
+        assert rec._compiled is older and rec._heads is None and rec._counted is older
+        assert results() == expected
+    finally:
+        monkeypatch.undo()
+        rec.use(before)

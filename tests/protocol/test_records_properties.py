@@ -51,7 +51,7 @@ def test_a_producer_rewrite_keeps_the_crc_valid_and_the_records_intact(records, 
                                                                         new_epoch, compression):
     original = build(records, pid, epoch, seq, compression)
     header = rec.produce_batch(original)
-    out = rec.with_producer(original, header, new_pid, new_epoch)
+    out = bytes(rec.with_producer(original, header, new_pid, new_epoch))
     (after,) = rec.check_batches(out)  # CRC checked
     assert (after.producer_id, after.producer_epoch, after.base_sequence) == (new_pid, new_epoch, seq)
     batch = parsed(out)

@@ -247,3 +247,125 @@ def _plain_batch() -> bytes:
                                         producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
     builder.append(0, timestamp=1, key=None, value=b"v", headers=[])
     return bytes(builder.build())
+
+
+def _crc_of(buf: bytes, h: rec.BatchHeader) -> int:
+    """The CRC-32C a batch's bytes have (not the one it stores)."""
+    import crc32c
+    return crc32c.crc32c(buf[h.position + 21:h.position + h.length])
+
+
+@settings(max_examples=examples(200))
+@given(st.lists(batch(), min_size=1, max_size=3), st.data(), st.integers(-(2**63), 2**63 - 1),
+       st.integers(-(2**15), 2**15 - 1), st.none() | st.integers(-(2**31), 2**31 - 1),
+       st.none() | st.integers(21, 2000), st.integers(1, 255))
+def test_a_rewritten_head_s_crc_is_updated_for_the_change_alike_a_corrupt_batch_stays_corrupt(
+        batches, data, producer_id, producer_epoch, base_sequence, damage_at, damage):
+    """`producer_head` (and `with_producer`, which writes it and leaves the body by reference): the same bytes in both
+    twins; a valid batch comes out with the CRC a full recompute gives (`rewrite_producer`'s); a batch whose stored CRC
+    was wrong (a CRC-covered byte flipped: header or records) comes out wrong by the same bits, so its broker still
+    refuses it."""
+    buf = b"".join(batches)
+    header = data.draw(st.sampled_from(list(rec.iter_batches(buf))))
+    if damage_at is not None:  # a byte the CRC covers, not one the rewrite overwrites
+        at = header.position + min(damage_at, header.length - 1)
+        if not header.position + 43 <= at < header.position + 57:
+            damaged_buf = bytearray(buf)
+            damaged_buf[at] ^= damage
+            buf = bytes(damaged_buf)
+
+    def run():
+        head = rec.producer_head(buf, header, producer_id, producer_epoch, base_sequence)
+        parts = rec.with_producer(buf, header, producer_id, producer_epoch)
+        return head, bytes(parts), [len(p) for p in parts.parts]
+    python, compiled = both(run)
+    assert python == compiled
+    head, joined, sizes = python
+    rest = len(buf) - header.position - header.length
+    assert sizes == [header.position] * bool(header.position) + [rec.HEADER_SIZE, header.length - rec.HEADER_SIZE] \
+        + [rest] * bool(rest)
+    rewritten = bytearray(buf)
+    rewritten[header.position:header.position + rec.HEADER_SIZE] = head
+    (after,) = [h for h in rec.iter_batches(rewritten) if h.position == header.position]
+    seq = header.base_sequence if base_sequence is None else base_sequence
+    assert (after.producer_id, after.producer_epoch, after.base_sequence) == (producer_id, producer_epoch, seq)
+    assert rewritten[header.position + rec.HEADER_SIZE:] == buf[header.position + rec.HEADER_SIZE:]
+    wrong_before = header.crc ^ _crc_of(buf, header)
+    assert after.crc ^ _crc_of(bytes(rewritten), after) == wrong_before  # stays wrong by the same bits, or right
+    if wrong_before == 0:
+        recomputed = bytearray(buf)
+        rec.rewrite_producer(recomputed, header, producer_id, producer_epoch, base_sequence)
+        assert bytes(rewritten) == bytes(recomputed)
+    else:
+        assert not rec.crc_ok(rewritten, after)
+    parts_header = next(h for h in rec.iter_batches(joined) if h.position == header.position)
+    assert rec.crc_ok(joined, parts_header) == (wrong_before == 0)
+
+
+@settings(max_examples=examples(300))
+@given(buffers() | st.none())
+def test_forwarded_batch_is_produce_batch_but_for_a_plain_batch_s_crc(buf):
+    """`forwarded_batch`: the same header or error in both twins, and `produce_batch`'s for every buffer but a plain
+    batch (producer id < 0) that passes every check but its CRC-32C: that one is returned (its broker checks it)."""
+    python, compiled = both(lambda: (outcome(lambda: rec.forwarded_batch(buf)),
+                                     outcome(lambda: rec.produce_batch(buf))))
+    assert python == compiled
+    forwarded, produced = python
+    if produced[0] == "RecordsError" and produced[1] == "CRC-32C mismatch in the batch at byte 0" \
+            and forwarded[0] == "ok" and forwarded[1].producer_id < 0:
+        assert forwarded[1].length == len(buf)
+        return
+    assert forwarded == produced
+
+
+def test_forwarded_batch_checks_the_crc_of_a_batch_with_a_producer_id_only():
+    plain, idempotent = _plain_batch(), _idempotent_batch()
+    for implementation in ("python", "compiled"):
+        with using(implementation):
+            for good, checked in ((plain, False), (idempotent, True)):
+                corrupt = bytearray(good)
+                corrupt[-1] ^= 0x01  # a record byte: only the CRC tells
+                assert rec.forwarded_batch(good) == rec.produce_batch(good)
+                if checked:
+                    with pytest.raises(rec.RecordsError, match="CRC-32C mismatch in the batch at byte 0"):
+                        rec.forwarded_batch(corrupt)
+                else:
+                    assert rec.forwarded_batch(corrupt).producer_id == -1
+                off = bytearray(corrupt)
+                off[23:27] = (7).to_bytes(4, "big")  # and lastOffsetDelta 7 for 1 record: corrupt, as a broker says
+                with pytest.raises(rec.RecordsError, match="CRC-32C mismatch") as e:
+                    rec.forwarded_batch(off)
+                assert type(e.value) is rec.RecordsError
+
+
+@settings(max_examples=examples(200))
+@given(st.integers(0, 2**32 - 1), st.integers(0, 3000) | st.integers(0, 1 << 21))
+def test_the_crc_shift_is_that_of_zero_bytes_appended(crc, n):
+    """`_crc_shift`: a raw CRC-32C register after n zero bytes, as computed byte by byte (crc32c continues from a
+    CRC: the inverted register)."""
+    import crc32c
+    expected = crc32c.crc32c(bytes(n), crc ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+    assert rec._crc_shift(crc, n) == expected
+
+
+def _idempotent_batch() -> bytes:
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=1000,
+                                        producer_epoch=0, base_sequence=5, batch_size=1 << 20)
+    builder.append(0, timestamp=1, key=None, value=b"v", headers=[])
+    return bytes(builder.build())
+
+
+@pytest.mark.parametrize("after", [4, 5, 15, 16, 0xFFF, 0x1000, 0x12345, 0xFEDCBA, 0x10FEDCB])
+def test_a_large_batch_s_head_is_rewritten_alike_with_the_crc_a_recompute_gives(after):
+    """Batches of up to 17 MB (7 hex digits of bytes after the producer fields: the compiled twin multiplies once per
+    digit): both twins give the CRC the whole batch has after the rewrite."""
+    import crc32c
+    buf = bytearray(57 + after)
+    struct.pack_into(">qiibIhiqqqhii", buf, 0, 0, len(buf) - 12, 0, 2, 0, 0, 0, 0, 0, 1000, 1, 7, 1)
+    buf[-1] = 0x5A
+    struct.pack_into(">I", buf, 17, crc32c.crc32c(memoryview(buf)[21:]))
+    (header,) = rec.iter_batches(buf)
+    python, compiled = both(lambda: rec.producer_head(buf, header, 2**62 + 3, 9, 2**31 - 1))
+    assert python == compiled
+    buf[:61] = python
+    assert rec.crc_ok(buf, next(rec.iter_batches(buf)))

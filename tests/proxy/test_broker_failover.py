@@ -114,7 +114,7 @@ def _answer(plan: Plan, code: ErrorCode) -> list:
 
 
 def _physical_id(plan: Plan) -> int:
-    return rec.produce_batch(plan.calls[0].request.topic_data[0].partition_data[0].records).producer_id
+    return rec.produce_batch(bytes(plan.calls[0].request.topic_data[0].partition_data[0].records)).producer_id
 
 
 def test_a_leader_change_refreshes_and_the_resend_goes_to_the_new_leader_in_order():

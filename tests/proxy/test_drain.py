@@ -4,11 +4,14 @@ on the real core (dispatcher, upstream pool, in-flight counting) against a broke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import codec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.proxy.plan import CloseConnection
@@ -149,32 +152,111 @@ def test_a_proxy_registering_again_drains_before_it_acks_the_current_view():
     asyncio.run(scenario())
 
 
+def _group_proxy(port: int) -> tuple[ProxyServer, Dispatcher]:
+    """A proxy serving consumer groups (ProxyRole.BOTH) whose coordination cluster, c1, is the silent broker.
+    (`_proxy`'s pproxy has no group handler: its OffsetCommit was answered UNSUPPORTED_VERSION at once.)"""
+    server, _ = _proxy(port)
+    server.state.me = ProxyInfo(7, "p7", 9092, ProxyRole.BOTH)
+    server.state.view = dataclasses.replace(view(), coordination_cluster="c1")
+    dispatcher = Dispatcher(state=server.state, physical=server.physical, producer_ids=None, pool=server.pool)
+    dispatcher._advertised = {8: (2, 9), 42: (0, 2), 47: (0, 0)}  # what the clusters' ApiVersions would give
+    server._wrap_for_inflight(dispatcher)
+    return server, dispatcher
+
+
+def _offset_commit():
+    return build(request_type(8, 8), {
+        "group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m", "group_instance_id": None,
+        "topics": [{"name": "t", "partitions": [{"partition_index": 0, "committed_offset": 5,
+                                                 "committed_leader_epoch": -1, "committed_metadata": None}]}]})
+
+
+def _delete_groups():
+    return build(request_type(42, 2), {"groups_names": ["g"]})
+
+
+def _offset_delete():
+    return build(request_type(47, 0), {"group_id": "g", "topics": [{"name": "t", "partitions": [
+        {"partition_index": 0}]}]})
+
+
+def _error_codes(request, answer: bytes) -> list[ErrorCode]:
+    """Where the Java AdminClient (and a consumer, for OffsetCommit) reads the answer's errors."""
+    key, version = request.__api_key__, type(request).__version__
+    _, body = codec.decode_response(codec.response_type(key, version), answer[4:])
+    if key == 8:
+        return [p.error_code for t in body.topics for p in t.partitions]
+    if key == 42:
+        return [r.error_code for r in body.results]
+    return [body.error_code]
+
+
+async def _until_received(broker: SilentBroker) -> None:
+    while not broker.received:
+        await asyncio.sleep(0.001)
+
+
+def _frozen_view_is_acked_only_after(request) -> list[ErrorCode]:
+    """`request` routed under view 4 and out at the coordination cluster (a silent broker) when the frozen view 5
+    arrives: the drain before its ack waits for it; its answer's error codes once its connection failed."""
+    async def scenario():
+        async with SilentBroker() as broker:
+            server, dispatcher = _group_proxy(broker.port)
+            # the connection's task: `start` waits for the coordinator lookup (a barrier) before it returns
+            starting = asyncio.ensure_future(dispatcher.start(codec.encode_request(request, 11)[4:], 0))
+            await asyncio.wait_for(_until_received(broker), 30)  # its coordinator lookup reached the old cluster
+            server.state.view = dataclasses.replace(server.state.view, version=5, commits_frozen=True)
+            drain = asyncio.ensure_future(server.inflight.drain_before(5))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not drain.done(), "the frozen view was acked with the request still on its way to A"
+            assert server.inflight.older_than(5) == 1
+            server.pool.close()  # its connection fails: the client gets its (retriable) answer
+            await asyncio.wait_for(drain, 30)
+            assert starting.done()
+            return _error_codes(request, await (await starting))
+
+    return asyncio.run(scenario())
+
+
 def test_an_offset_commit_counts_as_in_flight_until_answered():
     """A coordination move copies the offsets once every consume proxy acked the view that freezes commits; a
     commit forwarded under an older view and still out could land on the old coordinator after the copy (lost).
     Old code counted produce requests only: the commit was not waited for."""
-    import dataclasses
+    assert _frozen_view_is_acked_only_after(_offset_commit()) == [ErrorCode.coordinator_not_available]
 
-    from fedkafka.protocol.build import build
-    from fedkafka.protocol.codec import request_type
 
+def test_a_delete_groups_in_flight_delays_the_ack_of_the_frozen_view():
+    """docs/DESIGN.md §10.1 step 3: a DeleteGroups forwarded before the freeze and applied on A after the copy read
+    the group's offsets would be acknowledged, then undone by the switch (the copied group is on B). Old code
+    counted Produce and OffsetCommit only: the view was acked at once."""
+    assert _frozen_view_is_acked_only_after(_delete_groups()) == [ErrorCode.coordinator_not_available]
+
+
+def test_an_offset_delete_in_flight_delays_the_ack_of_the_frozen_view():
+    """The same for OffsetDelete: the deleted offsets would come back on B and the group resume at them."""
+    assert _frozen_view_is_acked_only_after(_offset_delete()) == [ErrorCode.coordinator_not_available]
+
+
+def test_under_the_frozen_view_group_offset_writes_are_answered_retriably_and_reach_no_broker():
+    """The whole core, not only the handler: nothing of an OffsetCommit, DeleteGroups or OffsetDelete reaches the
+    old coordination cluster while a move copies the offsets, and each is answered with the error the Java
+    AdminClient (and consumer) retries."""
     async def scenario():
         async with SilentBroker() as broker:
-            server, dispatcher = _proxy(broker.port)
-            server.state.me = ProxyInfo(7, "p7", 9092, ProxyRole.BOTH)
-            server.state.view = dataclasses.replace(view(), coordination_cluster="c1")
-            dispatcher.role = ProxyRole.BOTH
-            commit = build(request_type(8, 8), {
-                "group_id": "g", "generation_id_or_member_epoch": 1, "member_id": "m", "group_instance_id": None,
-                "topics": [{"name": "t", "partitions": [{"partition_index": 0, "committed_offset": 5,
-                                                         "committed_leader_epoch": -1, "committed_metadata": None}]}]})
-            pending = await dispatcher.start(codec.encode_request(commit, 11)[4:], 0)
-            assert server.inflight.older_than(5) == 1  # the coordinator lookup is out at a silent broker
-            server.pool.close()  # its connection fails: the client gets its (retriable) answer
-            await asyncio.wait_for(pending, 30)
-            assert server.inflight.older_than(5) == 0
+            server, dispatcher = _group_proxy(broker.port)
+            server.state.view = dataclasses.replace(server.state.view, version=5, commits_frozen=True)
+            answers = {}
+            for request in (_offset_commit(), _delete_groups(), _offset_delete()):
+                answer = await (await dispatcher.start(codec.encode_request(request, 11)[4:], 0))
+                answers[request.__api_key__] = _error_codes(request, answer)
+            await asyncio.sleep(0)
+            assert broker.received == 0
+            server.pool.close()
+            return answers
 
-    asyncio.run(scenario())
+    retry = [ErrorCode.coordinator_load_in_progress]
+    assert asyncio.run(scenario()) == {8: retry, 42: retry, 47: retry}
 
 
 def test_a_consume_only_proxy_refuses_produce_without_closing_the_connection():

@@ -277,9 +277,10 @@ def test_idempotent_produce_gets_a_physical_id_per_cluster_and_rewrites_batches(
     plan = first.finish([build(response_type(22, 4), {"error_code": ErrorCode.none, "producer_id": 555,
                                                       "producer_epoch": 2})])
     (call,) = plan.calls
-    (h,) = rec.iter_batches(call.request.topic_data[0].partition_data[0].records)
+    forwarded = bytes(call.request.topic_data[0].partition_data[0].records)  # a new head, the body by reference
+    (h,) = rec.iter_batches(forwarded)
     assert (h.producer_id, h.producer_epoch, h.base_sequence) == (555, 2, 0)
-    assert rec.crc_ok(call.request.topic_data[0].partition_data[0].records, h)
+    assert rec.crc_ok(forwarded, h)
     # a new active segment on the same partition: the physical id is not reused
     moved = replace(c.view, topics={"t": replace(c.view.topics["t"], partitions=(
         PartitionChain(segments=(Segment("c1", "phys", 0, 0, 9, 0), Segment("c1", "phys", 0, 9, None, 9))),
@@ -531,11 +532,21 @@ def test_bad_batches_are_answered_per_partition_and_the_rest_is_written():
     assert by_partition(resp)[0][0] == ErrorCode.corrupt_message and sent == []
 
 
-def test_a_corrupt_plain_batch_is_not_forwarded():
-    plan = produce.handle(ctx(), None, produce_req({0: _flipped(batch()), 1: batch()}))
-    assert [[pd.index for t in call.request.topic_data for pd in t.partition_data] for call in plan.calls] == [[1]]
-    got = by_partition(plan.finish(upstream_ok(plan, {("c1", "phys", 1): 4})))
-    assert got == {0: (ErrorCode.corrupt_message, -1), 1: (ErrorCode.none, 4)}
+def test_a_corrupt_plain_batch_goes_to_its_broker_whose_corrupt_message_reaches_the_client():
+    """A plain batch's CRC-32C is its broker's to check (docs/DESIGN.md §5.4, "The batch's CRC"): forwarded as the
+    client sent it, by reference, and the broker's CORRUPT_MESSAGE (nothing written) is the client's answer for its
+    partition; the good partition beside it is written. An idempotent one is still checked here (the bookkeeping acts
+    on its header): refused, not forwarded."""
+    corrupt = _flipped(batch())
+    plan = produce.handle(ctx(), None, produce_req({0: corrupt, 1: batch(), 2: _flipped(batch(1000, 0, 0))}))
+    (call,) = plan.calls
+    sent = {pd.index: pd.records for t in call.request.topic_data for pd in t.partition_data}
+    assert sorted(sent) == [0, 1] and bytes(sent[0]) == corrupt
+    answer = broker_answer([{"name": "phys", "partition_responses": [
+        {"index": 0, "error_code": ErrorCode.corrupt_message, "base_offset": -1, "log_start_offset": -1},
+        {"index": 1, "error_code": ErrorCode.none, "base_offset": 4, "log_start_offset": 0}]}])
+    got = by_partition(plan.finish([answer]))
+    assert got == {0: (ErrorCode.corrupt_message, -1), 1: (ErrorCode.none, 4), 2: (ErrorCode.corrupt_message, -1)}
 
 
 def test_the_broker_s_answer_reaches_the_client_field_for_field_and_an_unknown_code_is_logged_by_number(caplog):

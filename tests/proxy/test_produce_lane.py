@@ -296,6 +296,20 @@ def test_an_unknown_partition_or_a_bad_batch_is_answered_by_the_generic_path(par
     run(scenario)
 
 
+def test_a_corrupt_plain_batch_is_taken_by_the_lane_and_answered_by_its_broker_as_by_the_generic_path():
+    """A plain batch whose only fault is its CRC is its broker's to refuse (docs/DESIGN.md §5.4, "The batch's CRC"):
+    the lane forwards it as sent, as the generic path does, and the broker's CORRUPT_MESSAGE is the client's answer."""
+    corrupt = bytearray(batch())
+    corrupt[-1] ^= 0x01
+    request = frame({0: bytes(corrupt)})
+    refused = {("phys", 0): rec.ProducePartitionAnswer(0, ErrorCode.corrupt_message), ("phys", 1): None}
+    generic = run(lambda: through(False, request, refused))
+    lane = run(lambda: through(True, request, refused))
+    assert lane[2] == 1 and lane[:2] == generic[:2]
+    (sent,) = lane[0]
+    assert bytes(corrupt) in sent and answers_of(lane[1])[0][0] == ErrorCode.corrupt_message
+
+
 def test_a_partition_named_twice_is_refused_by_the_generic_path():
     async def scenario():
         broker = await Broker().start()

@@ -144,6 +144,76 @@ def test_a_corrupt_batch_of_a_steady_producer_holds_back_the_batch_after_it_on_t
     assert _code(c, {0: one_record(1000, 0, 2)})[0] == ErrorCode.none
 
 
+def _sequence_hit(records: bytes, bit: int) -> bytes:
+    """A batch whose base sequence took a bit flip after its CRC was computed (in the client, or on a path without
+    TLS whose TCP checksum missed it): the CRC no longer matches, the header claims another sequence."""
+    out = bytearray(records)
+    out[56] ^= 1 << bit  # baseSequence's low byte
+    return bytes(out)
+
+
+# the bit of batch 1's base sequence hit: it claims 9 (after 1: batch 2 passed as a jump and was written) or 0 (behind
+# 1: 1's own resend was refused as a gap behind 0, which the client never resends, for 30 s)
+@pytest.mark.parametrize("bit", [3, 0])
+def test_a_corrupt_batch_whose_sequence_was_hit_holds_back_the_batch_after_it(bit):
+    """As test_a_corrupt_batch_of_a_steady_producer_holds_back_the_batch_after_it_on_the_lane_too, but the damage hit
+    batch 1's base sequence: it claims 9. The proxy refused it (CORRUPT_MESSAGE, retriable) and remembered 9 as
+    refused, not 1. Batch 2 did not skip 9 (it is behind it), its sequence jumps past what was forwarded (1), so it
+    went out on a fresh physical id, which takes any first sequence, and was written while 1 was not: Kafka itself
+    answers 2 OUT_OF_ORDER_SEQUENCE_NUMBER there (its producer state expects 1), and the client resends both. Now a
+    batch whose CRC does not vouch for its header is remembered at the end forwarded for its producer (1): 2 is
+    refused as a gap, on the lane too (`steady`), and the client's resend of 1 and then 2 are written at once."""
+    c = ctx(producer_ids=_table())
+    assert _code(c, {0: one_record(1000, 0, 0)})[0] == ErrorCode.none
+    assert _code(c, {0: _sequence_hit(one_record(1000, 0, 1), bit)}) == (ErrorCode.corrupt_message, [])
+    assert c.producer_ids.steady((1000, 0, "t", 0), ("c1", "phys", 0, 0), 2) is None  # the lane leaves it
+    code, sent = _code(c, {0: one_record(1000, 0, 2)})
+    assert (code, sent) == (ErrorCode.not_leader_or_follower, []), \
+        f"batch 2 answered {code.name} and sent to {sent} while 1 was never written"
+    code, sent = _code(c, {0: one_record(1000, 0, 1)})  # the client's resend, oldest first
+    assert code == ErrorCode.none, f"the resend of 1 answered {code.name}"
+    assert _code(c, {0: one_record(1000, 0, 2)})[0] == ErrorCode.none
+    assert not c.producer_ids._refused  # nothing held back after: the producer is the lane's again
+
+
+def test_a_producer_s_first_corrupt_batch_whose_sequence_was_hit_holds_back_the_batch_after_it():
+    """Nothing of producer 1000 went through this process yet (a new producer, or one back from another proxy): its
+    batch 0 arrives with its base sequence hit (claims 8) and is refused CORRUPT_MESSAGE. Remembered at 8, batch 1 (not
+    past 8) went out as a fresh physical id's first batch, which takes any first sequence, and was written while 0 was
+    not. With no end forwarded to remember it at, it is remembered at no sequence: every batch of the producer the
+    broker would not check is refused as a gap (here all: none has a confirmed physical id) until it runs out, 30 s
+    after its refusal, as any refused batch; then the client's resends, 0 first, are written."""
+    now = [0.0]
+    ids = ProducerIdTable(clock=lambda: now[0])
+    ids.add_block(1000, 10)
+    c = ctx(producer_ids=ids)
+    assert _code(c, {0: _sequence_hit(one_record(1000, 0, 0), 3)}) == (ErrorCode.corrupt_message, [])
+    code, sent = _code(c, {0: one_record(1000, 0, 1)})
+    assert (code, sent) == (ErrorCode.not_leader_or_follower, []), \
+        f"batch 1 answered {code.name} and sent to {sent} while 0 was never written"
+    now[0] = REFUSAL_MEMORY_S - 1
+    assert _code(c, {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
+    assert _code(c, {1: one_record(1000, 0, 0)})[0] == ErrorCode.none  # another partition of the producer goes on
+    now[0] = REFUSAL_MEMORY_S + 1
+    assert _code(c, {0: one_record(1000, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])  # still behind 0's resend
+    assert _code(c, {0: one_record(1000, 0, 0)})[0] == ErrorCode.none
+    assert _code(c, {0: one_record(1000, 0, 1)})[0] == ErrorCode.none
+
+
+def test_a_corrupt_batch_is_remembered_where_the_client_s_order_puts_it_not_where_its_header_says():
+    """The table alone (`note_refused_unread`): at the end last forwarded for the key, on whatever segment."""
+    ids = _table()
+    key = (1000, 0, "t", 0)
+    ids.note_forwarded(key, ("c1", "phys", 0, 0), 5000, 7)
+    ids.note_refused_unread(key)
+    assert ids.refused_before(key, 8) == 7 and ids.refused_before(key, 7) is None and not ids.unsequenced(key)
+    other = (1001, 0, "t", 0)
+    ids.note_refused_unread(other)
+    assert ids.unsequenced(other) and ids.refused_before(other, 123) is None
+    ids.note_written(other, 0, 5)  # a write proves nothing about a batch of unknown sequence: still held back
+    assert ids.unsequenced(other) and list(ids._refused[other]) == [producer_ids.UNKNOWN_SEQUENCE]
+
+
 def test_a_partition_named_twice_is_remembered_as_refused():
     c = ctx(producer_ids=_table())
     twice = produce_kio({0: one_record(1000, 0, 0)})

@@ -268,3 +268,47 @@ def test_offset_delete_deletes_only_offsets_of_topics_the_principal_may_read():
     assert {t.name: [(p.partition_index, p.error_code) for p in t.partitions] for t in out.topics} == {
         "pay": [(0, ErrorCode.none), (2, ErrorCode.none)],
         "log": [(0, ErrorCode.topic_authorization_failed), (2, ErrorCode.topic_authorization_failed)]}
+
+
+# -- ListGroups: every group with DESCRIBE on the cluster, else those the principal may describe (KafkaApis) --------
+def _listed(c, names=("orders", "billing", "pay-eu")) -> list[str]:
+    plan = groups.handle(c, None, build(request_type(16, 5), {"states_filter": [], "types_filter": []}))
+    fan = plan.finish([build(response_type(3, 12), {"brokers": [{"node_id": 5, "host": "h", "port": 1}]})])
+    listed = build(response_type(16, 5), {"groups": [{"group_id": g, "protocol_type": "consumer"} for g in names]})
+    return [g.group_id for g in fan.finish([listed]).groups]
+
+
+def test_list_groups_without_describe_on_the_cluster_lists_the_groups_the_principal_may_describe():
+    assert _listed(_with(consume_ctx(), acl(G, "pay-", Operation.DESCRIBE, "User:mallory", pattern=PRE),
+                         acl(G, "orders", Operation.READ, "User:mallory"))) == ["orders", "pay-eu"]
+    assert _listed(_with(consume_ctx(), acl(C, "kafka-cluster", Operation.DESCRIBE, "User:alice"))) == []
+
+
+def test_list_groups_with_a_cluster_right_implying_describe_lists_every_group():
+    """ALTER on the cluster implies DESCRIBE on it (Kafka's rule): every group, none of them granted on its own."""
+    assert _listed(_with(consume_ctx(), acl(C, "kafka-cluster", Operation.ALTER, "User:mallory"))) == \
+        ["orders", "billing", "pay-eu"]
+
+
+def test_offset_fetch_naming_a_group_twice_across_two_coordinators_answers_each_entry_its_own_topics():
+    """Entries [g, h, g]: g's coordinator (node 4) answers both g entries in request order, h's (node 5) the other;
+    the merged answer (g, g, h) gives each g entry the refused topics it asked, not the other's."""
+    c = _with(consume_ctx(), *FETCHER, acl(G, "h", Operation.DESCRIBE, "User:mallory"))
+    request = build(request_type(9, 8), {"groups": [
+        {"group_id": "g", "topics": [{"name": "log", "partition_indexes": [0]}]},
+        {"group_id": "h", "topics": [{"name": "log", "partition_indexes": [1]}]},
+        {"group_id": "g", "topics": [{"name": "pay", "partition_indexes": [0]}]}], "require_stable": False})
+    coordinators = [{"key": k, "node_id": n, "host": "h", "port": 1, "error_code": ErrorCode.none}
+                    for k, n in (("g", 4), ("h", 5))]
+    found = build(response_type(10, 4), {"coordinators": coordinators})
+    forward = groups.handle(c, None, request).finish([found])
+    assert [[g.group_id for g in call.request.groups] for call in forward.calls] == [["g", "g"], ["h"]]
+    pay = {"name": "__fedkafka-shadow-pay", "partitions": [{"partition_index": 0, "committed_offset": 7,
+                                                             "committed_leader_epoch": -1, "metadata": "",
+                                                             "error_code": ErrorCode.none}]}
+    on_4 = build(response_type(9, 8), {"groups": [{"group_id": "g", "topics": [], "error_code": ErrorCode.none},
+                                                  {"group_id": "g", "topics": [pay], "error_code": ErrorCode.none}]})
+    on_5 = build(response_type(9, 8), {"groups": [{"group_id": "h", "topics": [], "error_code": ErrorCode.none}]})
+    out = forward.finish([on_4, on_5])
+    assert [(g.group_id, {t.name: [p.partition_index for p in t.partitions] for t in g.topics}) for g in out.groups] \
+        == [("g", {"log": [0]}), ("g", {"pay": [0]}), ("h", {"log": [1]})]

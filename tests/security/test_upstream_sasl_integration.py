@@ -172,6 +172,29 @@ def test_the_controller_reads_log_ends_with_its_own_sasl_ssl_socket(fed):
     assert ends == {(physical, 0): 0}
 
 
+def test_the_controller_deletes_a_physical_topic_by_its_id_with_its_own_sasl_ssl_socket(fed):
+    # pending deletions learn topic ids (Metadata) and delete by id (DeleteTopics v6) on fedkafka's own connections
+    admin = KafkaAdmin(10.0, load_upstream_config(fed.upstream))
+    cluster = fed.clusters[0]
+    physical = f"phys-{uuid.uuid4().hex[:6]}"
+    create_topic(cluster.internal_bootstrap, physical, 1)
+    deadline = time.monotonic() + 60
+    while not (ids := _listed_ids(admin, cluster, physical)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the broker asked lists a topic created a moment ago once its metadata caught up
+    assert list(ids) == [physical]
+    assert admin.delete_topic_by_id(cluster.name, cluster.bootstrap, physical, ids[physical]) is True
+    assert admin.delete_topic_by_id(cluster.name, cluster.bootstrap, physical, ids[physical]) is False
+
+
+def _listed_ids(admin: KafkaAdmin, cluster, physical: str) -> dict[str, str]:
+    from fedkafka.controller.kafka_admin import KafkaUnavailable
+
+    try:
+        return admin.topic_ids(cluster.name, cluster.bootstrap, [physical])
+    except KafkaUnavailable:  # not listed yet
+        return {}
+
+
 def test_acl_writes_on_a_proxy_without_authorization_are_security_disabled(fed):
     admin = AdminClient(fed.client_conf())
     binding = AclBinding(RdResourceType.TOPIC, TOPIC, ResourcePatternType.LITERAL, "User:alice", "*",

@@ -29,7 +29,7 @@ from fedkafka.proxy import handlers
 from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
-from fedkafka.proxy.handlers import api_versions
+from fedkafka.proxy.handlers import api_versions, groups
 from fedkafka.proxy.plan import (
     NO_RESPONSE,
     UNANSWERED,
@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">hhi")  # a request's api_key, api_version, correlation_id
 SLOW_REQUEST_S = 5.0
 FETCH_API_KEY = 1
-DRAINED_API_KEYS = (PRODUCE_API_KEY, 8)  # Produce and OffsetCommit: counted in writes_in_flight
+# Produce, and what changes a group's committed offsets (OffsetCommit, DeleteGroups, OffsetDelete): counted in
+# writes_in_flight, so a view is acked only once those routed under older views are answered (docs/DESIGN.md §10.1)
+DRAINED_API_KEYS = (PRODUCE_API_KEY, *groups.FENCED_DURING_MOVE)
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-topics answer of ~600,000 partitions)
 CONTROLLER_TIMEOUT_S = 60.0  # a topic creation waits for every physical cluster's own timeout
@@ -157,8 +159,9 @@ class Dispatcher:
         self._hooks: dict[tuple[Any, str], Any] = {}  # (handler module, name) -> its optional function or None
         self._routes: dict[tuple[int, int], tuple] = {}  # (api_key, version) -> _route's answer, for _routes_of
         self._routes_of: dict[int, tuple[int, int]] | None = None  # the advertised table they were made for
-        # produce and offset-commit requests in flight by the view version they were routed with
-        # (server.InflightProduce: a new view is acked only once the older ones are answered); None: not counted
+        # produce requests and group offset writes (DRAINED_API_KEYS) in flight by the view version they were
+        # routed with (server.InflightProduce: a new view is acked only once the older ones are answered);
+        # None: not counted
         self.writes_in_flight: collections.Counter[int] | None = None
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view

@@ -10,6 +10,8 @@ this proxy answered with an error that surely wrote nothing (a refusal, an unkno
 error; never the client's own request error, which anyone may send under any id), each until REFUSAL_MEMORY_S after
 its own last refusal; past MAX_REFUSED_KEYS keys, a live refusal that cannot be kept makes the keys that hash to its
 bucket overflow (`overflowing`).
+A batch whose CRC-32C does not vouch for its header is remembered where the client's order puts it, not at the
+sequence it claims (`note_refused_unread`: at the end last forwarded, or at no sequence, UNKNOWN_SEQUENCE).
 A later batch past any of them is a gap; forwarding it would let the client count the refused batch as written
 (librdkafka acks earlier retries implicitly when a later sequence succeeds), so it is refused too
 (NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
@@ -93,9 +95,14 @@ MAX_REFUSED_KEYS = 100_000
 # collision only refuses a batch more (retriable), and keys the memory holds exactly are never refused by it.
 OVERFLOW_BUCKETS = 4096
 _OVERFLOW_LOG_S = 60.0
+# A refused batch's first sequence when it is not known (`note_refused_unread`): never a sequence (those are
+# 0..2**31 - 1). It holds back every batch of its key the broker would not check itself, as an overflowing bucket
+# does (`unsequenced`), until it runs out as any refused batch does; it is never written, skipped or folded.
+UNKNOWN_SEQUENCE = -1
 _NEVER = -float("inf")
 
-__all__ = ["UNASKED", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite", "SeqKey"]
+__all__ = ["UNASKED", "UNKNOWN_SEQUENCE", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite",
+           "SeqKey"]
 
 
 class ProducerIdTable:
@@ -247,6 +254,30 @@ class ProducerIdTable:
         if floor is not None and floor[1] is not None:  # the producer is still here: its floor with it
             self._floors[key] = (floor[0], floor[1], now)
 
+    def note_refused_unread(self, key: SeqKey) -> None:
+        """A batch of `key` was refused whose header is not the client's for sure (its CRC-32C does not match: a bit
+        flip may have hit its base sequence too, `records.header_intact`), so the sequence it claims is not
+        remembered: one hit to after the real one let the batch after it pass as a forward jump, go out on a fresh
+        physical id and be written while this one was not. It is remembered at the end this process last forwarded
+        for `key` (`note_forwarded`, on any segment: the sequence the client's next batch in order starts at). The
+        client sends in order and resends from its oldest unacked batch, so the real first sequence is that end (the
+        batch after the last one forwarded), behind it (a resend of a forwarded batch: the broker or the memories
+        hold back what follows it, as for any resend), or after it only if the batches between went through another
+        process or were refused here (then already remembered): there this memory refuses the batch too, for 30 s at
+        most after its last refusal, retriable, as rule 2 does a batch written elsewhere. With nothing forwarded for
+        `key` here, at UNKNOWN_SEQUENCE: every batch of `key` the broker does not check is refused as a gap until it
+        runs out (`unsequenced`)."""
+        write = self._writes.get(key)
+        self.note_refused(key, UNKNOWN_SEQUENCE if write is None else write.end)
+
+    def unsequenced(self, key: SeqKey) -> bool:
+        """Whether a live refused batch of `key` is remembered at no sequence (`note_refused_unread`): the produce
+        handler then refuses, as a gap, every batch of `key` the broker would not check (`broker_checked` None)."""
+        batches = self._refused.get(key)
+        if batches is None or UNKNOWN_SEQUENCE not in batches:
+            return False
+        return self._clock() - batches[UNKNOWN_SEQUENCE] <= REFUSAL_MEMORY_S
+
     def _keep_refused(self, key: SeqKey, batches: dict[int, float], now: float) -> None:
         """Into the memory, most recently refused last. Past MAX_REFUSED_KEYS the least recently refused key goes if its
         refusals all ran out; if they did not, `key` is not kept and its bucket overflows for as long as it would have
@@ -372,13 +403,15 @@ class ProducerIdTable:
         batches = self._refused.get(key)
         if batches is None:
             return
-        written = [s for s in batches if seqs.within(s, first_seq, end_seq)]
+        written = [s for s in batches if s != UNKNOWN_SEQUENCE and seqs.within(s, first_seq, end_seq)]
         if not written:
             return
         when = max(batches.pop(s) for s in written)
         if not batches:
             self._forget(key)
             return
+        if len(batches) == 1 and UNKNOWN_SEQUENCE in batches:
+            return  # it holds back only what the broker does not check; a resend chain past it would hold back more
         batches.setdefault(seqs.wrapped(end_seq), when)
         _cap(batches)
 
@@ -391,7 +424,7 @@ class ProducerIdTable:
         if not batches:
             self._forget(key)
             return None
-        skipped = [s for s in batches if seqs.after(first_seq, s)]
+        skipped = [s for s in batches if s != UNKNOWN_SEQUENCE and seqs.after(first_seq, s)]
         return _oldest(skipped) if skipped else None
 
     def confirmed(self, where: PhysicalPartition) -> bool:
@@ -483,7 +516,7 @@ def _noted(batches: dict[int, float] | None, first_seq: int, now: float) -> dict
     dropped, at most REFUSED_BATCHES kept (`_cap`)."""
     batches = {} if batches is None else batches
     _expire(batches, now)
-    batches[seqs.wrapped(first_seq)] = now
+    batches[first_seq if first_seq == UNKNOWN_SEQUENCE else seqs.wrapped(first_seq)] = now
     _cap(batches)
     return batches
 
@@ -518,7 +551,7 @@ def _newest(batches: dict[int, float]) -> int:
 
 
 def _first_by(batches: list[int] | dict[int, float], beats) -> int:
-    found = iter(batches)
+    found = (s for s in batches if s != UNKNOWN_SEQUENCE)
     first = next(found)
     for seq in found:
         if beats(seq, first):

@@ -87,11 +87,14 @@ class ProxyConfig:
 
 
 class InflightProduce:
-    """Counts produce requests per view version, so a new view is acked only after older ones finished.
+    """Counts produce requests and group offset writes (OffsetCommit, DeleteGroups, OffsetDelete:
+    dispatch.DRAINED_API_KEYS) per view version, so a new view is acked only after older ones finished.
 
     Never gives up: after `DRAIN_PATIENCE_S` it calls `close_upstream` (the upstream connections with a
     produce pending are closed, so those requests fail and their clients retry) and keeps waiting until they
-    are answered. Acking with one of them still out could let it land after the seal (issue #12, hole 2)."""
+    are answered. Acking with one of them still out could let it land after the seal (issue #12, hole 2), or on
+    the old coordinator after a coordination move copied the offsets (docs/DESIGN.md §10.1). A group request is
+    not closed early: each of its calls answers within its own request timeout."""
 
     def __init__(self, close_upstream: Callable[[], int] = lambda: 0) -> None:
         self.by_version: collections.Counter[int] = collections.Counter()
@@ -205,9 +208,10 @@ class ProxyServer:
         self.server = self.servers[0]
 
     def _wrap_for_inflight(self, dispatcher: Dispatcher) -> None:
-        """Count produce and offset-commit requests by the view version they were routed with: a new view is
-        acked only once they are answered (a coordination move copies the offsets after that, docs/DESIGN.md
-        §10, so no commit forwarded under an older view can land on the old coordinator after the copy). The
+        """Count produce requests and group offset writes (OffsetCommit, DeleteGroups, OffsetDelete) by the view
+        version they were routed with: a new view is acked only once they are answered (a coordination move copies
+        the offsets after that, docs/DESIGN.md §10.1, so no commit or deletion forwarded under an older view can
+        land on the old coordinator after the copy). The
         dispatcher counts them (`writes_in_flight`): a coroutine wrapping its `start` cost one more per request."""
         dispatcher.writes_in_flight = self.inflight.by_version
 

@@ -6,14 +6,37 @@ clients know logical topics by the ids Metadata gives them (each logical topic's
 database). So on the way in subscribed names become shadow names and owned partitions' logical ids become
 shadow ids, and on the way back assignments' shadow ids become logical ids (ConsumerGroupDescribe: names too).
 Shadow topic ids come from the proxy's physical metadata of the coordination cluster: a heartbeat naming a
-topic whose shadow id is not known yet (a topic just created) is answered COORDINATOR_LOAD_IN_PROGRESS, which
-clients retry, and a refresh is asked for. Regular-expression subscriptions are refused: the coordinator would
-match them against shadow names.
+topic of the view whose shadow id is not known yet (a topic just created), as a subscription or in its owned
+partitions, is answered COORDINATOR_LOAD_IN_PROGRESS, which clients retry, and a refresh is asked for. Owned
+partitions are never left out for that: the coordinator takes an owned partition it is not told of as revoked
+and may give it to another member while this one still consumes it.
+
+Owned partitions of a topic id the view does not have (a deleted topic) are left out of what the coordinator is
+sent. The Java consumer resends its owned partitions after any error and keeps a deleted topic's until the
+coordinator assigns anew, so answering them COORDINATOR_LOAD_IN_PROGRESS, as before, held the member there for
+good: no refresh brings back a topic the view dropped. Kafka's coordinator (GroupMetadataManager, Kafka 4.x)
+accepts them: CurrentAssignmentBuilder.ownsRevokedPartitions looks each owned topic id up in the member's
+partitions pending revocation only, and the deleted shadow topic's partitions are there (computeNextAssignment
+revokes what the target, built from the coordinator's metadata, no longer has), so left out they count as revoked
+and the member moves on to its new assignment, which the client then takes, dropping the deleted topic's
+partitions. Left out rather than passed with an id the coordinator does not know: a heartbeat of the previous
+member epoch (its answer lost) is accepted only if its owned partitions are a subset of the member's assignment
+(GroupMetadataManager.throwIfConsumerGroupMemberEpochIsInvalid, isSubset), which an unknown id never is, so it
+would be fenced (FENCED_MEMBER_EPOCH: the member gives up all its partitions and joins again). No other member
+can consume a deleted topic meanwhile: its shadow topic is deleted with it on the coordination cluster
+(docs/DESIGN.md §10.3) and this proxy serves nothing of a topic its view does not have. The one id this cannot
+tell from a deleted one is a topic newer than this proxy's view (the member was assigned it through a proxy
+whose view was ahead, then its heartbeats moved here): its partitions, left out for that moment, may count as
+revoked early.
+
+Regular-expression subscriptions are refused: the coordinator would match them against shadow names.
 
 Authorization is Kafka's (docs/DESIGN.md §11), before anything reaches the coordinator: a heartbeat needs READ on the
 group (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to (TOPIC_AUTHORIZATION_FAILED);
 ConsumerGroupDescribe needs DESCRIBE per group (the others are still described), and a group whose assignments
-name a topic the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED without its members.
+name a topic the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED without its members. Asked
+for authorized operations, each group answered without an error carries the asking principal's operations on it
+(`groups.with_authorized_operations`, shared with DescribeGroups), never the coordination cluster's for the proxy.
 """
 
 from __future__ import annotations
@@ -27,6 +50,7 @@ from kio.static.primitive import i8
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
+from fedkafka.proxy.handlers.groups import with_authorized_operations
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
@@ -63,17 +87,9 @@ def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
         return _failure(request, ErrorCode.topic_authorization_failed, None)
     if getattr(request, "subscribed_topic_regex", None):
         return _failure(request, ErrorCode.invalid_request, NO_REGEX)
-    by_id = ctx.view.topics_by_id()  # parsed once per view object
     names = list(request.subscribed_topic_names or ())
-    owned = []
     missing = [n for n in names if n in ctx.view.topics and _shadow_id(ctx, coordination, n) is None]
-    for tp in request.topic_partitions or ():
-        logical = by_id.get(tp.topic_id)
-        shadow_id = None if logical is None else _shadow_id(ctx, coordination, logical)
-        if shadow_id is None:
-            missing.append(str(tp.topic_id))
-        else:
-            owned.append(dataclasses.replace(tp, topic_id=shadow_id))
+    owned = _owned_to_shadow(ctx, coordination, request.topic_partitions or (), missing)
     if missing:
         ctx.physical.request_refresh(coordination)
         return _failure(request, ErrorCode.coordinator_load_in_progress,
@@ -96,6 +112,24 @@ def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
         return dataclasses.replace(resp, assignment=dataclasses.replace(resp.assignment, topic_partitions=tuple(parts)))
 
     return _via_coordinator(coordination, request, [request.group_id], upstream, back, client_id)
+
+
+def _owned_to_shadow(ctx: Context, coordination: str, owned, missing: list[str]) -> list:
+    """The owned partitions of a heartbeat with shadow ids, those of a topic the view no longer has left out (a
+    deleted topic: see the module docstring); the name of a topic of the view whose shadow id is not known yet is
+    added to `missing`."""
+    by_id = ctx.view.topics_by_id()  # parsed once per view object
+    out = []
+    for tp in owned:
+        logical = by_id.get(tp.topic_id)
+        if logical is None:
+            continue
+        shadow_id = _shadow_id(ctx, coordination, logical)
+        if shadow_id is None:
+            missing.append(logical)
+        else:
+            out.append(dataclasses.replace(tp, topic_id=shadow_id))
+    return out
 
 
 # -- ConsumerGroupDescribe -------------------------------------------------------------------------------
@@ -130,8 +164,8 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
                                    members=())
 
     def back(resp):
-        return dataclasses.replace(resp, groups=tuple(
-            visible(dataclasses.replace(g, members=tuple(member(m) for m in g.members))) for g in resp.groups))
+        return dataclasses.replace(resp, groups=with_authorized_operations(ctx, request, tuple(
+            visible(dataclasses.replace(g, members=tuple(member(m) for m in g.members))) for g in resp.groups)))
 
     groups: list[str] = []
     denied: list = []

@@ -19,13 +19,23 @@ from typing import TypeVar
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 from kio.schema.metadata.v12.request import MetadataRequest
-from kio.static.primitive import i8
+from kio.static.primitive import i8, i32
 
 from fedkafka.protocol import bounds
 from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
-from fedkafka.proxy.plan import AnyBroker, Broker, Call, CloseConnection, Context, Plan, UpstreamError, authorized
+from fedkafka.proxy.plan import (
+    AnyBroker,
+    Broker,
+    Call,
+    CloseConnection,
+    Context,
+    Plan,
+    UpstreamError,
+    authorized,
+    authorized_operations,
+)
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
 
@@ -50,6 +60,12 @@ TOPIC_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRI
 GROUP_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, JOIN: Operation.READ,
                    HEARTBEAT: Operation.READ, LEAVE: Operation.READ, SYNC: Operation.READ,
                    DESCRIBE: Operation.DESCRIBE, DELETE: Operation.DELETE, OFFSET_DELETE: Operation.DELETE}
+# A described group's authorized_operations when they were not asked for, or the group is answered with an error (the
+# schema's default: Kafka's Int.MinValue)
+OPERATIONS_NOT_ANSWERED = i32(-2147483648)
+# What changes a group's committed offsets on the coordinator, which a planned coordination move copies (docs/DESIGN.md
+# §10.1): refused under a frozen view, and drained before a proxy acks a view (dispatch.DRAINED_API_KEYS)
+FENCED_DURING_MOVE = (OFFSET_COMMIT, DELETE, OFFSET_DELETE)
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
 T = TypeVar("T")
@@ -63,12 +79,13 @@ def handle(ctx: Context, header, request):
     if coordination is None:
         return failure(request, ErrorCode.coordinator_not_available)
     if key == LIST:
-        return list_groups(coordination, request, lambda g: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g))
+        return list_groups(coordination, request, _group_lister(ctx))
     if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))):
         return failure(request, ErrorCode.group_authorization_failed)  # nothing of it reaches the coordinator
-    if key == OFFSET_COMMIT and ctx.view.commits_frozen:
-        # a coordination move copies the committed offsets now: a commit landing on the old coordinator after
-        # the copy would be lost. Retriable: clients commit again, on the new coordinator (docs/DESIGN.md §10)
+    if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
+        # a coordination move copies the committed offsets now: a commit landing on the old coordinator after the
+        # copy would be lost, a deletion undone (the switch puts the copied offsets back). Retriable: clients and
+        # AdminClient send it again, to the new coordinator (docs/DESIGN.md §10.1)
         return failure(request, ErrorCode.coordinator_load_in_progress)
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)
@@ -81,10 +98,30 @@ def handle(ctx: Context, header, request):
         limit, group = ctx.max_request_elements, None if key == DESCRIBE else request.group_id
         upstream = protocol_to_shadow(request, limit)
         back = functools.partial(protocol_from_shadow, max_elements=limit, group_id=group)
+    if key == DESCRIBE:
+        renamed = back
+
+        def back(response):
+            answer = renamed(response)
+            return dataclasses.replace(answer, groups=with_authorized_operations(ctx, request, answer.groups))
     return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
 
 
 # -- forwarding to the coordination cluster --------------------------------------------------------------
+
+def with_authorized_operations(ctx: Context, request, described: tuple) -> tuple:
+    """The groups of a DescribeGroups (v3+) or ConsumerGroupDescribe answer, each answered without an error carrying
+    the operations the asking principal may do on it (`authorized_operations`) when the request asks for them
+    (include_authorized_operations), as KafkaApis.handleDescribeGroupsRequest and handleConsumerGroupDescribe set
+    them; a group answered with an error keeps OPERATIONS_NOT_ANSWERED. The coordinator's own value is about the
+    proxy's principal on the coordination cluster and is never passed on. Not asked: the groups as they are (the
+    coordinator was not asked either and answered OPERATIONS_NOT_ANSWERED)."""
+    if not getattr(request, "include_authorized_operations", False):
+        return described
+    return tuple(dataclasses.replace(g, authorized_operations=i32(authorized_operations(
+        ctx, ResourceType.GROUP, g.group_id)) if g.error_code == ErrorCode.none else OPERATIONS_NOT_ANSWERED)
+        for g in described)
+
 
 def group_ids(request) -> list[str]:
     key = request.__api_key__
@@ -153,7 +190,16 @@ def _merge(responses: list):
     return dataclasses.replace(responses[0], **{field: merged})
 
 
-def list_groups(coordination: str, request, visible=lambda _group: True):
+def _group_lister(ctx: Context) -> Callable[[str], bool]:
+    """Which listed groups the principal sees, as KafkaApis.handleListGroupsRequest decides: every group with
+    DESCRIBE on the cluster (kept by Kafka for backward compatibility: monitoring principals are commonly granted
+    just that), otherwise those it may DESCRIBE one by one."""
+    if authorized(ctx, Operation.DESCRIBE, ResourceType.CLUSTER):
+        return lambda _group: True
+    return lambda group: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, group)
+
+
+def list_groups(coordination: str, request, visible: Callable[[str], bool] = lambda _group: True):
     """Every broker of the coordination cluster lists only the groups it coordinates: ask them all."""
     brokers = MetadataRequest(topics=(), allow_auto_topic_creation=False, include_topic_authorized_operations=False)
 
@@ -436,12 +482,16 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
     def allowed(name: str) -> bool:
         return authorized(ctx, operation, ResourceType.TOPIC, name)
 
-    refused: dict[str, dict[str, list[int]]] = {}  # group id -> refused topic -> its partitions
+    # (group id, its occurrence in the request) -> refused topic -> its partitions: an OffsetFetch v8+ may name a
+    # group in several entries, each fetched on its own by Kafka and answered only the topics it asked. The
+    # coordinator answers a group's entries in request order (per coordinator: `_merge` keeps it), so the k-th
+    # answer of a group id is its k-th entry's
+    refused: dict[tuple[str, int], dict[str, list[int]]] = {}
 
-    def split(entry):
+    def split(entry, occurrence: int):
         if entry.topics is None:  # OffsetFetch of all the group's topics: filtered on the way back
             return entry
-        mine = refused.setdefault(entry.group_id, {})
+        mine = refused.setdefault((entry.group_id, occurrence), {})
         kept = []
         for t in entry.topics:
             if allowed(t.name):
@@ -452,21 +502,37 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
         return dataclasses.replace(entry, topics=tuple(kept))
 
     nested = key == OFFSET_FETCH and version >= 8
-    kept = dataclasses.replace(request, groups=tuple(split(g) for g in request.groups)) if nested else split(request)
+    if nested:
+        entries = request.groups
+        kept = dataclasses.replace(request, groups=tuple(map(split, entries, _occurrences(entries))))
+    else:
+        kept = split(request, 0)
 
-    def answer(entry):  # a response group (OffsetFetch v8+) or the whole response
+    def answer(entry, occurrence: int):  # a response group (OffsetFetch v8+) or the whole response
         if getattr(entry, "error_code", ErrorCode.none) != ErrorCode.none:
             return entry
-        extra = _refused_topics(request, refused.get(entry.group_id if nested else request.group_id, {}))
+        extra = _refused_topics(request, refused.get((entry.group_id if nested else request.group_id, occurrence), {}))
         return dataclasses.replace(entry, topics=tuple(t for t in entry.topics if allowed(t.name)) + extra)
 
     def back(response):
         answered = from_shadow(response)
         if nested:
-            return dataclasses.replace(answered, groups=tuple(answer(g) for g in answered.groups))
-        return answer(answered)
+            entries = answered.groups
+            return dataclasses.replace(answered, groups=tuple(map(answer, entries, _occurrences(entries))))
+        return answer(answered, 0)
 
     return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id)
+
+
+def _occurrences(entries) -> list[int]:
+    """For each OffsetFetch v8+ group entry in turn, how many entries of its group id came before: entries of
+    groups [g, h, g] -> [0, 0, 1]."""
+    seen: dict[str, int] = {}
+    counts = []
+    for entry in entries:
+        counts.append(seen.get(entry.group_id, 0))
+        seen[entry.group_id] = counts[-1] + 1
+    return counts
 
 
 def _partition_ids(topic) -> list[int]:

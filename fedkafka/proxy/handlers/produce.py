@@ -3,9 +3,11 @@
 The request is never decoded into kio entities: records.py walks its frame (`read_request`), writes each
 broker's request around the client's record sets (by reference), reads each broker's answer
 (`UpstreamProduce.read_response`) and writes the client's (`ProduceAnswer`).
-Records are never decoded: a part's one batch is checked (records.produce_batch: CRC, lengths, counts; a bad
-one is answered for its partition alone) and forwarded as one buffer; only idempotent batches get their
-producer id/epoch rewritten to the cluster's physical id (records.py recomputes the CRC).
+Records are never decoded: a part's one batch is checked (records.forwarded_batch: lengths, counts, and the CRC of
+an idempotent batch, whose header the proxy acts on; a plain batch's CRC is its broker's to check, docs/DESIGN.md
+§5.4; a bad one is answered for its partition alone) and forwarded by reference; only idempotent batches get their
+producer id/epoch rewritten to the cluster's physical id (records.with_producer: a new 61-byte head, the CRC updated
+for the change, the rest of the client's buffer by reference).
 Errors drive client refresh: frozen partition, expired lease or unreachable cluster -> retriable
 NOT_LEADER_OR_FOLLOWER before anything is sent; a lost upstream request -> REQUEST_TIMED_OUT (retriable,
 idempotent producers retry with the same sequence). An acks=0 client reads no answer: any error closes its
@@ -19,7 +21,7 @@ import datetime
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -65,7 +67,7 @@ class _Part:
     partition: int
     chain: PartitionChain
     seg: Segment
-    records: rec.Buffer  # as received (a view of the client's frame), or rewritten to a physical producer id
+    records: rec.Buffer | rec.RecordParts  # as received (a view of the client's frame), or rewritten to a physical id
     seq_key: tuple[int, int, str, int] | None = None  # idempotent batches: (logical id, epoch, topic, partition)
     first_seq: int = -1
     end_seq: int = -1  # the sequence after the batch's last record
@@ -237,12 +239,19 @@ def _note_unchecked(ctx: Context, name: str, pd) -> None:
     partition, a corrupt or invalid batch, a partition named twice): nothing of it was written. An idempotent one
     (as its header claims) is remembered as refused (rule 2), as any other refusal: UNKNOWN_TOPIC_OR_PARTITION is
     retriable, and a proxy whose view lags a topic's creation or expansion answered batch 0 with it while batch 1,
-    sent once the view arrived, went out on a fresh physical id and was written; librdkafka acked 0 implicitly."""
+    sent once the view arrived, went out on a fresh physical id and was written; librdkafka acked 0 implicitly.
+    Remembered at the sequence its header claims only when the batch's CRC-32C vouches for it; otherwise it may have
+    been hit, and the table remembers the batch where the client's order puts it (`note_refused_unread`, §5.4)."""
     if not TOPIC_NAME.fullmatch(name):  # no logical topic is named so; a key holds its name (the memory's bound, §5.3)
         return
     claimed = rec.claimed_sequence(pd.records)
-    if claimed is not None:
-        ctx.producer_ids.note_refused((claimed[0], claimed[1], name, pd.index), claimed[2])
+    if claimed is None:
+        return
+    key = (claimed[0], claimed[1], name, pd.index)
+    if rec.header_intact(pd.records):
+        ctx.producer_ids.note_refused(key, claimed[2])
+    else:
+        ctx.producer_ids.note_refused_unread(key)
 
 
 def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None, sequences: tuple[int, int] | None,
@@ -255,10 +264,13 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
     skipped = ids.refused_before(seq_key, sequences[0])
     if skipped is None:
         unknown = ids.ambiguous_before(seq_key, sequences[0])
-        if (unknown is not None or ids.overflowing(seq_key)) and ids.broker_checked(
+        unread = unknown is None and ids.unsequenced(seq_key)
+        if (unknown is not None or unread or ids.overflowing(seq_key)) and ids.broker_checked(
                 seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
-            return "gap", (_GAP, "refusal memory full: only batches the broker checks are forwarded" if unknown is None
-                           else f"sequence {sequences[0]} skips {unknown}, not known written: resend that first")
+            return "gap", (_GAP, f"sequence {sequences[0]} skips {unknown}, not known written: resend that first"
+                           if unknown is not None else "a corrupt batch of the producer was refused at an unknown "
+                           "sequence: only batches the broker checks are forwarded" if unread
+                           else "refusal memory full: only batches the broker checks are forwarded")
         return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
     log.debug("producer %s/%s %s/%s: %s", *seq_key, message)
@@ -294,7 +306,7 @@ def _as_physical_producer(ctx: Context, checked: rec.BatchHeader, part: _Part, r
         return False
     if seq_key:
         ctx.producer_ids.note_forwarded(seq_key, seg_id, mapped[0], part.end_seq)
-    part.records = rec.with_producer(part.records, checked, mapped[0], mapped[1])
+    part.records = rec.with_producer(_as_sent(part), checked, mapped[0], mapped[1])
     routing.producer_key = logical
     part.physical = (seg.cluster, seg.topic, seg.partition, mapped[0])
     part.confirmed = ctx.producer_ids.confirmed(part.physical)
@@ -304,6 +316,12 @@ def _as_physical_producer(ctx: Context, checked: rec.BatchHeader, part: _Part, r
                   part.partition, sequences[0], sequences[1] - 1, part.physical[:3], mapped[0],
                   "" if part.confirmed else " (first batch there)")
     return True
+
+
+def _as_sent(part: _Part) -> rec.Buffer:
+    """A part's records as the client sent them (before `with_producer`)."""
+    assert not isinstance(part.records, rec.RecordParts)
+    return part.records
 
 
 def _checked_against_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, sequences: tuple[int, int],
@@ -378,12 +396,13 @@ _WRITTEN = frozenset({ErrorCode.none, ErrorCode.duplicate_sequence_number})
 
 
 def _checked_batch(topic, pd) -> rec.BatchHeader | tuple[ErrorCode, str | None]:
-    """The partition's batch, checked before anything reads or rewrites it (a rewrite recomputes the CRC, so
-    a corrupt batch would reach the broker as a valid one), or the error for this partition alone."""
+    """The partition's batch, checked before anything reads or rewrites it (`records.forwarded_batch`: the CRC of an
+    idempotent one too, whose header the bookkeeping acts on; a plain one's is its broker's to check), or the error
+    for this partition alone."""
     if topic is None or not 0 <= pd.index < topic.partition_count:
         return ErrorCode.unknown_topic_or_partition, None
     try:
-        return rec.produce_batch(pd.records)
+        return rec.forwarded_batch(pd.records)
     except rec.InvalidRecords as e:
         return ErrorCode.invalid_record, str(e)
     except rec.RecordsError as e:
@@ -806,11 +825,11 @@ def lane_route(view, may_write: bool, name: str, index: int) -> LaneRoute | None
 
 
 def lane_batch(records: rec.Buffer | None) -> rec.BatchHeader | None:
-    """The batch's header when `handle` would forward it without a refusal of its own: it passes `produce_batch`'s
+    """The batch's header when `handle` would forward it without a refusal of its own: it passes `forwarded_batch`'s
     check and, of a producer id, is not transactional and has sequences (None: not the lane's). An idempotent batch
     is the lane's only in its producer's steady state (`lane_producer`)."""
     try:
-        header = rec.produce_batch(records)
+        header = rec.forwarded_batch(records)
     except rec.RecordsError:
         return None
     if header.producer_id >= 0 and (header.attributes & 0x10 or header.base_sequence < 0):
@@ -835,7 +854,8 @@ class LaneProducer(NamedTuple):
 
     key: int
     physical: tuple[int, int]  # the physical (id, epoch): one cluster, one id
-    parts: list[tuple[LaneSequences, LaneRoute, rec.BatchHeader, rec.Buffer | None]]  # records: a checked batch
+    parts: list[tuple[LaneSequences, LaneRoute, rec.BatchHeader, rec.Buffer | rec.RecordParts | None]]  # a checked
+    # batch, as the client sent it
 
 
 def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[LaneRoute],
@@ -868,10 +888,10 @@ def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[L
     return LaneProducer(logical, physical, parts)
 
 
-def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.Buffer]:
+def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.RecordParts]:
     """The record sets to forward, rewritten to the physical id, and the bookkeeping `_as_physical_producer` does on
     the way (`physical`, `note_forwarded`), in the request's order: once the lane is sure to send or answer."""
-    out: list[rec.Buffer] = []
+    out: list[rec.RecordParts] = []
     for seq, route, header, batch in producer.parts:
         seq_key = seq.seq_key
         cluster, topic, partition, phys_start = seg_id = route.seg_id
@@ -902,7 +922,7 @@ def lane_noted(producer_ids, producer: LaneProducer, result) -> None:
 
 
 def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
-                  records: list[rec.Buffer] | list[rec.Buffer | None] | None = None) -> UpstreamProduce:
+                  records: Sequence[rec.Buffer | rec.RecordParts | None] | None = None) -> UpstreamProduce:
     """The broker's request: `UpstreamProduce.of` for the request's partitions (`routes` in the request's order,
     all on one broker), the record sets by reference (or `records`, rewritten to a physical producer id)."""
     timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
@@ -921,7 +941,7 @@ def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
 
 class _Forwarded(NamedTuple):  # what UpstreamProduce.of reads of a _Part
     seg: Segment
-    records: rec.Buffer | None
+    records: rec.Buffer | rec.RecordParts | None
 
 
 def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], result,

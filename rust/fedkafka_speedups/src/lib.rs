@@ -13,7 +13,7 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyByteArray;
+use pyo3::types::{PyByteArray, PyBytes};
 
 mod produce;
 
@@ -161,9 +161,15 @@ fn batch_headers(buf: &Bound<'_, PyAny>, allow_partial_tail: bool) -> PyResult<(
 }
 
 fn check(b: &[u8]) -> Result<Vec<Header>, String> {
+    checked(b, true)
+}
+
+/// The batches of `b` walked and checked as a broker checks them before appending: record count, room for it and,
+/// when `crc`, the CRC-32C (`records.check_batches`).
+fn checked(b: &[u8], crc: bool) -> Result<Vec<Header>, String> {
     let headers = walk(b, false).collect::<Result<Vec<_>, _>>()?;
     for h in &headers {
-        let (position, length, crc, attributes, count) = (h.0, h.2, h.4, h.5, h.10 as i64);
+        let (position, length, attributes, count) = (h.0, h.2, h.5, h.10 as i64);
         if count < 0 {
             return Err(format!("negative record count {count} at byte {position}"));
         }
@@ -171,12 +177,16 @@ fn check(b: &[u8]) -> Result<Vec<Header>, String> {
         if attributes & COMPRESSION == 0 && count * MIN_RECORD > room {
             return Err(format!("{count} records cannot fit in {room} bytes at byte {position}"));
         }
-        let (start, stop) = (position as usize, (position + length) as usize);
-        if ::crc32c::crc32c(&b[start + CRC_START..stop]) != crc {
+        if crc && !crc_ok(b, h) {
             return Err(format!("CRC-32C mismatch in the batch at byte {position}"));
         }
     }
     Ok(headers)
+}
+
+fn crc_ok(b: &[u8], h: &Header) -> bool {
+    let (start, stop) = (h.0 as usize, (h.0 + h.2) as usize);
+    ::crc32c::crc32c(&b[start + CRC_START..stop]) == h.4
 }
 
 /// `records.check_batches`: every header checked as a broker checks it (walk, count, room, CRC-32C), or the
@@ -215,22 +225,50 @@ fn produce_batch<'py>(
     header_cls: &Bound<'py, PyAny>,
     names: &Bound<'py, PyAny>,
 ) -> PyResult<(Option<Bound<'py, PyAny>>, Option<String>, bool)> {
-    let headers = if records.is_none() { Ok(Vec::new()) } else { check(Bytes::get(records)?.slice()) };
-    let headers = match headers {
-        Ok(headers) => headers,
-        Err(e) => return Ok((None, Some(e), false)),
+    let bytes = if records.is_none() { None } else { Some(Bytes::get(records)?) };
+    let b = bytes.as_ref().map_or(&[][..], Bytes::slice);
+    let header = match one_batch(b, true) {
+        Ok(h) => h,
+        Err((e, invalid)) => return Ok((None, Some(e), invalid)),
     };
+    Ok((Some(instance(header_cls, names, header.into_pyobject(records.py())?)?), None, false))
+}
+
+/// The one batch of a Produce partition (`checked` with or without its CRC-32C, then Kafka's produce rules), or
+/// (the message, whether it is InvalidRecords).
+fn one_batch(b: &[u8], crc: bool) -> Result<Header, (String, bool)> {
+    let headers = checked(b, crc).map_err(|e| (e, false))?;
     if headers.len() != 1 {
         let n = headers.len();
-        return Ok((None, Some(format!("produce requests carry exactly one record batch per partition, not {n}")), true));
+        return Err((format!("produce requests carry exactly one record batch per partition, not {n}"), true));
     }
     let h = headers[0];
     let (delta, count) = (h.6, h.10);
     if count < 1 || delta as i64 != count as i64 - 1 {
-        return Ok((None, Some(format!("lastOffsetDelta {delta} does not match {count} records")), true));
+        return Err((format!("lastOffsetDelta {delta} does not match {count} records"), true));
     }
-    let values = h.into_pyobject(records.py())?;
-    Ok((Some(instance(header_cls, names, values)?), None, false))
+    Ok(h)
+}
+
+/// `records.forwarded_batch`: `produce_batch`, whose CRC-32C is checked only for a batch of a producer id or one
+/// another check refuses (then the error `produce_batch` gives); a plain batch's is left to its broker.
+#[pyfunction]
+fn forwarded_batch<'py>(
+    records: &Bound<'py, PyAny>,
+    header_cls: &Bound<'py, PyAny>,
+    names: &Bound<'py, PyAny>,
+) -> PyResult<(Option<Bound<'py, PyAny>>, Option<String>, bool)> {
+    let bytes = if records.is_none() { None } else { Some(Bytes::get(records)?) };
+    let b = bytes.as_ref().map_or(&[][..], Bytes::slice);
+    let header = match one_batch(b, false) {
+        Ok(h) if h.7 < 0 || crc_ok(b, &h) => h,
+        Ok(h) => return Ok((None, Some(format!("CRC-32C mismatch in the batch at byte {}", h.0)), false)),
+        Err(_) => match one_batch(b, true) {
+            Err((e, invalid)) => return Ok((None, Some(e), invalid)),
+            Ok(_) => unreachable!("a batch refused without its CRC-32C is refused with it"),
+        },
+    };
+    Ok((Some(instance(header_cls, names, header.into_pyobject(records.py())?)?), None, false))
 }
 
 /// CRC-32C (Castagnoli) of a buffer.
@@ -263,6 +301,99 @@ fn rewrite_producer(
     let crc = ::crc32c::crc32c(&b[position + CRC_START..stop]);
     b[position + CRC_AT..position + CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
+}
+
+const POLY: u32 = 0x82F6_3B78; // CRC-32C, bit-reflected: bit 31 is x^0
+
+/// a(x) * b(x) modulo the CRC-32C polynomial, both bit-reflected (zlib's `multmodp`), without branches on data.
+const fn multmodp(a: u32, mut b: u32) -> u32 {
+    let mut p = 0u32;
+    let mut i = 0;
+    while i < 32 {
+        p ^= b & ((a >> (31 - i)) & 1).wrapping_neg();
+        b = (b >> 1) ^ (POLY & (b & 1).wrapping_neg());
+        i += 1;
+    }
+    p
+}
+
+/// SHIFTS[j][d] = x^(8 * d * 16^j) modulo the polynomial: d * 16^j zero bytes appended to a raw CRC register
+/// multiply it by that (zlib's crc32_combine), so any count of bytes below 2^32 takes one multiplication per
+/// non-zero hex digit of it.
+const SHIFTS: [[u32; 16]; 8] = {
+    let mut powers = [0u32; 35]; // powers[k] = x^(2^k)
+    powers[0] = 1 << 30; // x^1
+    let mut k = 1;
+    while k < 35 {
+        powers[k] = multmodp(powers[k - 1], powers[k - 1]);
+        k += 1;
+    }
+    let mut table = [[0u32; 16]; 8];
+    let mut j = 0;
+    while j < 8 {
+        table[j][0] = 1 << 31; // x^0
+        let mut d = 1;
+        while d < 16 {
+            table[j][d] = multmodp(table[j][d - 1], powers[3 + 4 * j]); // x^(8 * 16^j) = x^(2^(3 + 4j))
+            d += 1;
+        }
+        j += 1;
+    }
+    table
+};
+
+/// A raw CRC-32C register (no initial or final inversion) after `n` more zero bytes.
+fn crc_shift(mut crc: u32, n: u64) -> u32 {
+    for (j, row) in SHIFTS.iter().enumerate() {
+        let digit = ((n >> (4 * j)) & 15) as usize;
+        if digit != 0 {
+            crc = multmodp(row[digit], crc);
+        }
+    }
+    crc
+}
+
+/// The CRC-32C of a batch whose bytes [43, 57) (producer id, epoch, base sequence) go from `old` to `new`, from
+/// its stored one: CRC-32C is linear, so the change is the raw CRC of old XOR new moved past the `after` bytes that
+/// follow them. A stored CRC that was wrong stays wrong by the same bits: its broker still refuses the batch.
+fn crc_with(stored: u32, old: &[u8], new: &[u8; 14], after: u64) -> u32 {
+    let mut change = [0u8; 14];
+    for i in 0..14 {
+        change[i] = old[i] ^ new[i];
+    }
+    let raw = ::crc32c::crc32c(&change) ^ ::crc32c::crc32c(&[0u8; 14]);
+    stored ^ crc_shift(raw, after)
+}
+
+/// `records.producer_head`: the batch's first 61 bytes at `position` (of `length` bytes) with another producer id,
+/// epoch and base sequence and the CRC-32C updated for them (`crc_with`): no pass over the batch's records.
+#[pyfunction]
+fn producer_head<'py>(
+    py: Python<'py>,
+    buf: &Bound<'py, PyAny>,
+    position: usize,
+    length: usize,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let bytes = Bytes::get(buf)?;
+    let b = bytes.slice();
+    let fits = position.checked_add(length).is_some_and(|s| s <= b.len() && length >= HEADER_SIZE as usize);
+    if !fits {
+        return Err(PyValueError::new_err(format!("no batch of {length} bytes at byte {position}")));
+    }
+    let mut head = [0u8; HEADER_SIZE as usize];
+    head.copy_from_slice(&b[position..position + HEADER_SIZE as usize]);
+    let mut new = [0u8; 14];
+    new[..8].copy_from_slice(&producer_id.to_be_bytes());
+    new[8..10].copy_from_slice(&producer_epoch.to_be_bytes());
+    new[10..].copy_from_slice(&base_sequence.to_be_bytes());
+    let stored = u32_at(&head, CRC_AT);
+    let crc = crc_with(stored, &head[PRODUCER_AT..PRODUCER_AT + 14], &new, (length - PRODUCER_AT - 14) as u64);
+    head[PRODUCER_AT..PRODUCER_AT + 14].copy_from_slice(&new);
+    head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(PyBytes::new(py, &head))
 }
 
 /// Where the kept batches end and whether anything changes (`records.fit_to_segment`'s first pass).
@@ -380,9 +511,10 @@ fn frame_buffer(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyByteArray>>
 /// (an older commit, `bench/data_path.py --compare-ref`) still uses this build; records.py asks for at least
 /// the revision it calls (revision 1: `frame_buffer`; 2: `produce_batch` and the Produce frames of produce.rs;
 /// 3: `translated_produce_answer`, the Produce lane's answer; 4: `read_produce_request`'s `max_elements`, an
-/// optional argument a records.py of revision 2 or 3 does not pass).
+/// optional argument a records.py of revision 2 or 3 does not pass; 5: `forwarded_batch`, `producer_head`, and
+/// `produce_request_parts` taking a record set in pieces, a `records.RecordParts`, which no older records.py passes).
 const INTERFACE: u32 = 1;
-const REVISION: u32 = 4;
+const REVISION: u32 = 5;
 
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -396,6 +528,8 @@ fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gap_batches, m)?)?;
     m.add_function(wrap_pyfunction!(frame_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(produce_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(forwarded_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(producer_head, m)?)?;
     m.add_function(wrap_pyfunction!(produce::read_produce_request, m)?)?;
     m.add_function(wrap_pyfunction!(produce::produce_request_parts, m)?)?;
     m.add_function(wrap_pyfunction!(produce::produce_response_frame, m)?)?;

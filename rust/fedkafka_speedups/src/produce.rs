@@ -353,6 +353,26 @@ pub fn produce_request_parts<'py>(
     Ok(Some(PyList::new(py, out.done)?))
 }
 
+/// A partition's record set as the buffers it is written from: none for None, itself for a buffer of bytes, the
+/// pieces of a `records.RecordParts` (a batch whose rewritten head is a buffer of its own, its body the client's);
+/// None for anything else (records.py writes it, or refuses it).
+fn record_pieces<'py>(py: Python<'py>, records: &Bound<'py, PyAny>) -> Option<Vec<(Bound<'py, PyAny>, PyBuffer<u8>)>> {
+    if records.is_none() {
+        return Some(Vec::new());
+    }
+    if let Some(buffer) = byte_buffer(records) {
+        return Some(vec![(records.clone(), buffer)]);
+    }
+    let parts = records.getattr(intern!(py, "parts")).ok()?;
+    let parts = parts.cast::<PyList>().ok()?;
+    let mut pieces = Vec::with_capacity(parts.len());
+    for piece in parts.iter() {
+        let buffer = byte_buffer(&piece)?;
+        pieces.push((piece, buffer));
+    }
+    Some(pieces)
+}
+
 fn request_body<'py>(
     py: Python<'py>,
     out: &mut Parts<'py>,
@@ -368,18 +388,23 @@ fn request_body<'py>(
         for p in partitions.try_iter().ok()? {
             let (index, records) = pair(&p.ok()?)?;
             out.small.extend_from_slice(&index.extract::<i32>().ok()?.to_be_bytes());
-            let buffer = if records.is_none() { None } else { Some(byte_buffer(&records)?) };
-            let length = buffer.as_ref().map_or(-1, |b| b.len_bytes() as i64);
+            let pieces = record_pieces(py, &records)?;
+            let length = pieces.iter().map(|(_, b)| b.len_bytes() as i64).sum::<i64>();
+            let length = if records.is_none() { -1 } else { length };
             if flexible {
                 varint(&mut out.small, (length + 1) as u64);
             } else {
                 out.small.extend_from_slice(&i32::try_from(length).ok()?.to_be_bytes());
             }
-            if let Some(buffer) = buffer.filter(|_| length > 0) {
-                if length >= by_reference {
+            for (piece, buffer) in pieces {
+                let size = buffer.len_bytes() as i64;
+                if size == 0 {
+                    continue;
+                }
+                if size >= by_reference {
                     out.flush(py);
-                    out.size += length as usize;
-                    out.done.push(records);
+                    out.size += size as usize;
+                    out.done.push(piece);
                 } else {
                     out.small.extend_from_slice(bytes_of(&buffer));
                 }
