@@ -309,6 +309,31 @@ def reachable_brokers(ctx: Context, proxies: Iterable[ProxyInfo]) -> list[tuple[
     return [(p, e) for p in proxies if (e := p.endpoint(protocol)) is not None]
 
 
+def listed_brokers(ctx: Context) -> list[tuple[ProxyInfo, Endpoint]]:
+    """The brokers Metadata and DescribeCluster tell a client of this proxy about, each with its listener for the
+    client's protocol (`reachable_brokers`): this proxy (before the view lists it) and the other proxies of its
+    pool. A draining proxy leaves itself out whenever another one is listed, so its clients move there
+    (docs/DESIGN.md §4.11). Leaders and the controller are named among these only: a client has no address for
+    any other node (the Java client's leader or controller is then null)."""
+    me = ctx.me
+    others = reachable_brokers(ctx, [p for p in ctx.view.proxies_in_pool(me.pool) if p.node_id != me.node_id])
+    if others and me.node_id in ctx.view.draining:
+        return others
+    return reachable_brokers(ctx, (me,)) + others
+
+
+def controller_id(ctx: Context, listed: Sequence[tuple[ProxyInfo, Endpoint]]) -> int:
+    """The controller a Metadata or DescribeCluster answer names: one of the brokers it lists, as Kafka in KRaft
+    mode names one of its alive brokers (KafkaApis: getRandomAliveBrokerId; AuthHelper.computeDescribeCluster
+    Response answers -1 for an id not among its nodes). The Java AdminClient sends CreateTopics, DeleteTopics
+    and the like there and has no node for an id it was not given. This proxy when listed (any proxy serves the
+    admin API), else the first listed; -1 (Kafka's NO_CONTROLLER_ID) when none is."""
+    if not listed:
+        return -1
+    me = ctx.me.node_id
+    return me if any(p.node_id == me for p, _ in listed) else listed[0][0].node_id
+
+
 def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, name: str = CLUSTER_NAME) -> bool:
     """Whether this connection's principal may do `operation` on the resource (docs/DESIGN.md §11). Handlers ask
     before building any upstream call, so a denied request never reaches a broker."""
@@ -322,6 +347,15 @@ def authorized_operations(ctx: Context, resource_type: ResourceType, name: str =
     principal may do on the resource, implied ones included (`authorized`); without an authorizer, all of them, as
     Kafka without one. Never the upstream cluster's answer, which is about the proxy's own principal there."""
     return sum(1 << op for op in SUPPORTED_OPERATIONS[resource_type] if authorized(ctx, op, resource_type, name))
+
+
+def cluster_authorized_operations(ctx: Context) -> int:
+    """The cluster_authorized_operations of a Metadata (v8-10) or DescribeCluster answer asked for it: the
+    cluster's bit field (`authorized_operations`), 0 for a principal without DESCRIBE on the cluster, as Kafka
+    (KafkaApis.handleTopicMetadataRequest, AuthHelper.computeDescribeClusterResponse)."""
+    if not authorized(ctx, Operation.DESCRIBE, ResourceType.CLUSTER):
+        return 0
+    return authorized_operations(ctx, ResourceType.CLUSTER)
 
 
 def as_now(ctx: Context) -> Context | None:

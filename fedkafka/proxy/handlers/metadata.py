@@ -1,35 +1,41 @@
-"""Metadata: the pool's proxies as brokers, logical topics with P partitions and logical leader epochs."""
+"""Metadata: the pool's proxies as brokers, logical topics with P partitions and logical leader epochs, answered as
+Kafka 4's KafkaApis.handleTopicMetadataRequest answers (docs/DESIGN.md §3.1)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
+from collections.abc import Iterable, Sequence
 
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import Context, authorized, reachable_brokers
+from fedkafka.proxy.plan import (
+    Context,
+    authorized,
+    authorized_operations,
+    cluster_authorized_operations,
+    controller_id,
+    listed_brokers,
+)
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import ProxyInfo, View
+from fedkafka.view.model import Endpoint, ProxyInfo
 
 API_KEYS = {3: (1, 12)}
 ROLE = "any"
 AUTHORIZES = True
 
-
-def pool_brokers(ctx: Context) -> tuple[ProxyInfo, ...]:
-    """The proxies a client of this proxy's pool talks to; includes this proxy itself (before the view lists it)
-    unless it is draining: then only the others, so its clients move there (docs/DESIGN.md §4.11)."""
-    found = tuple(p for p in ctx.view.proxies_in_pool(ctx.me.pool) if p.node_id != ctx.me.node_id)
-    if ctx.me.node_id in ctx.view.draining and found:
-        return found
-    return (ctx.me, *found)
+_ZERO_ID = uuid.UUID(int=0)
+# a name Kafka's Topic.validate accepts: 1 to 249 of ASCII letters, digits, '.', '_' and '-'; not "." nor ".."
+_KAFKA_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
-def leader_candidates(ctx: Context) -> tuple[ProxyInfo, ...]:
-    """Live proxies of the pool that serve the same side (produce or consume) as this one."""
-    brokers = pool_brokers(ctx)
+def leader_candidates(ctx: Context, listed: Sequence[tuple[ProxyInfo, Endpoint]]) -> tuple[ProxyInfo, ...]:
+    """The listed brokers (`plan.listed_brokers`) that serve the same side (produce or consume) as this proxy: a
+    leader the answer does not list is a node the client has no address for."""
+    brokers = tuple(p for p, _ in listed)
     if ctx.me.role.produces() and ctx.me.role.consumes():
         return brokers
     wanted = "produces" if ctx.me.role.produces() else "consumes"
@@ -37,28 +43,61 @@ def leader_candidates(ctx: Context) -> tuple[ProxyInfo, ...]:
 
 
 def cache_key(ctx: Context, request):
-    """The answer depends on the view, this proxy, the client's listener protocol and the topics asked for
-    (None: all), nothing else. The topics by a digest of their names: a key holds no client-sized tuple."""
-    topics = None if request.topics is None else _digest(_names(request))
+    """The answer depends on the view, this proxy, the client's listener protocol, the principal (authorization
+    on), the topics asked for (None: all; by id or by name, as `handle` reads them, through a digest: a key holds
+    no client-sized tuple) and whether authorized operations are asked for, nothing else. A request refused whole
+    (topic ids before v12) is not kept."""
+    version = type(request).__version__
+    if request.topics is None:
+        topics = None
+    elif ids := _ids(request, version):
+        if version < 12:
+            return None
+        topics = _digest(b"id", (i.bytes for i in ids))
+    else:
+        topics = _digest(b"name", (n.encode("utf-8", "surrogatepass") for n in _names(request)))
     principal = (ctx.session.principal, ctx.session.host) if ctx.authorizer is not None else None  # what it sees
-    return type(request).__version__, ctx.me, ctx.session.protocol, principal, topics
+    operations = (getattr(request, "include_topic_authorized_operations", False),
+                  getattr(request, "include_cluster_authorized_operations", False))
+    return version, ctx.me, ctx.session.protocol, principal, topics, operations
 
 
 def handle(ctx: Context, header, request):
-    view = ctx.view
     version = type(request).__version__
-    candidates = leader_candidates(ctx)
-    if request.topics is None:  # all topics: only those the principal may describe, as Kafka hides the rest
-        names = [n for n in sorted(view.topics) if authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, n)]
-        topics = [_topic(view, name, candidates) for name in names]
-    else:
-        topics = [_topic(view, name, candidates) if authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, name)
-                  else _denied(name) for name in _names(request)]
-    brokers = [{"node_id": p.node_id, "host": e.host, "port": e.port, "rack": p.rack}
-               for p, e in reachable_brokers(ctx, pool_brokers(ctx))]
-    return build(response_schema(3, version), {
-        "brokers": brokers, "cluster_id": view.federation_id, "controller_id": ctx.me.node_id, "topics": topics,
-    })
+    ids = [] if request.topics is None else _ids(request, version)
+    if ids and version < 12:
+        return _refused_whole(request, version)
+    listed = listed_brokers(ctx)
+    with_operations = version >= 8 and request.include_topic_authorized_operations
+    topics = _topics(ctx, request, ids, leader_candidates(ctx, listed), with_operations)
+    body = {"brokers": [{"node_id": p.node_id, "host": e.host, "port": e.port, "rack": p.rack} for p, e in listed],
+            "cluster_id": ctx.view.federation_id, "controller_id": controller_id(ctx, listed), "topics": topics}
+    if 8 <= version <= 10 and request.include_cluster_authorized_operations:
+        body["cluster_authorized_operations"] = cluster_authorized_operations(ctx)
+    return build(response_schema(3, version), body)
+
+
+def _topics(ctx: Context, request, ids: list[uuid.UUID], candidates: tuple[ProxyInfo, ...],
+            with_operations: bool) -> list[dict]:
+    """Every topic the principal may describe when all are asked (Kafka hides the rest); else each topic id
+    asked (Kafka then reads no name, an entry's own either), or, without ids, each name asked."""
+    if request.topics is None:
+        names = (n for n in sorted(ctx.view.topics) if authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, n))
+        return [_topic(ctx, name, candidates, with_operations) for name in names]
+    if ids:
+        return [_topic_of_id(ctx, topic_id, candidates, with_operations) for topic_id in ids]
+    denied = ErrorCode.topic_authorization_failed  # the name as asked, the zero id: Kafka tells no more
+    return [_topic(ctx, name, candidates, with_operations)
+            if authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, name) else _failed(denied, name)
+            for name in _names(request)]
+
+
+def _ids(request, version: int) -> list[uuid.UUID]:
+    """The topic ids asked for, each once, in the order first asked (v10+; kio reads the zero id, "by name", as
+    None). Kafka answers by these alone when there is any (KafkaApis.handleTopicMetadataRequest: useTopicId)."""
+    if version < 10:
+        return []
+    return list(dict.fromkeys(i for t in request.topics if (i := t.topic_id) is not None and i != _ZERO_ID))
 
 
 def _names(request) -> list[str]:
@@ -67,33 +106,57 @@ def _names(request) -> list[str]:
     return list(dict.fromkeys(t.name for t in request.topics if t.name is not None))
 
 
-def _digest(names: list[str]) -> bytes:
-    digest = hashlib.blake2b(digest_size=16)
-    for name in names:
-        encoded = name.encode("utf-8", "surrogatepass")
-        digest.update(len(encoded).to_bytes(4, "big") + encoded)
+def _digest(kind: bytes, items: Iterable[bytes]) -> bytes:
+    digest = hashlib.blake2b(kind, digest_size=16)
+    for item in items:
+        digest.update(len(item).to_bytes(4, "big") + item)
     return digest.digest()
 
 
-def _denied(name: str) -> dict:
-    return {"error_code": ErrorCode.topic_authorization_failed, "name": name, "topic_id": uuid.UUID(int=0),
-            "partitions": []}
+def _refused_whole(request, version: int):
+    """Kafka refuses a Metadata before v12 that names a topic id (InvalidRequestException "Topic IDs are not
+    supported in requests for version N"), answered as MetadataRequest.getErrorResponse does: every entry as
+    asked, INVALID_REQUEST, and no broker."""
+    return build(response_schema(3, version), {"brokers": [], "topics": [
+        {"error_code": ErrorCode.invalid_request, "name": t.name if t.name is not None else "",
+         "topic_id": t.topic_id, "is_internal": False, "partitions": []} for t in request.topics]})
 
 
-def _topic(view: View, name: str, candidates: tuple[ProxyInfo, ...]) -> dict:
+def _failed(error: ErrorCode, name: str | None, topic_id: uuid.UUID = _ZERO_ID) -> dict:
+    return {"error_code": error, "name": name, "topic_id": topic_id, "is_internal": False, "partitions": []}
+
+
+def _topic_of_id(ctx: Context, topic_id: uuid.UUID, candidates: tuple[ProxyInfo, ...], with_operations: bool) -> dict:
+    """A topic asked by id: UNKNOWN_TOPIC_ID for no topic of the view, TOPIC_AUTHORIZATION_FAILED for one the
+    principal may not describe (Kafka: ids are not sensitive), each with a null name and the id asked."""
+    name = ctx.view.topics_by_id().get(topic_id)
+    if name is None:
+        return _failed(ErrorCode.unknown_topic_id, None, topic_id)
+    if not authorized(ctx, Operation.DESCRIBE, ResourceType.TOPIC, name):
+        return _failed(ErrorCode.topic_authorization_failed, None, topic_id)
+    return _topic(ctx, name, candidates, with_operations)
+
+
+def _topic(ctx: Context, name: str, candidates: tuple[ProxyInfo, ...], with_operations: bool) -> dict:
+    """A topic the principal may describe, with its bit field of authorized operations when asked (Kafka fills it
+    for these only, a topic that does not exist too)."""
+    view = ctx.view
     t = view.topics.get(name)
-    if t is None:
-        # auto-create is the controller's job; refused here (docs/DESIGN.md §4.8)
-        return {"error_code": ErrorCode.unknown_topic_or_partition, "name": name, "topic_id": uuid.UUID(int=0),
-                "partitions": []}
-    partitions = []
-    for p, chain in enumerate(t.partitions):
-        leader = view.leader_for(name, p, candidates)
-        node = leader.node_id if leader else -1
-        partitions.append({
-            "error_code": ErrorCode.none if leader else ErrorCode.leader_not_available,
-            "partition_index": p, "leader_id": node, "leader_epoch": chain.leader_epoch,
-            "replica_nodes": [node], "isr_nodes": [node], "offline_replicas": [],
-        })
-    return {"error_code": ErrorCode.none, "name": name, "topic_id": uuid.UUID(hex=t.topic_id),
-            "is_internal": False, "partitions": partitions}
+    if t is None:  # auto-create is the controller's job; refused here (docs/DESIGN.md §4.8)
+        valid = _KAFKA_TOPIC_NAME.fullmatch(name) is not None and name not in (".", "..")
+        answer = _failed(ErrorCode.unknown_topic_or_partition if valid else ErrorCode.invalid_topic_exception, name)
+    else:
+        partitions = []
+        for p, chain in enumerate(t.partitions):
+            leader = view.leader_for(name, p, candidates)
+            node = leader.node_id if leader else -1
+            partitions.append({
+                "error_code": ErrorCode.none if leader else ErrorCode.leader_not_available,
+                "partition_index": p, "leader_id": node, "leader_epoch": chain.leader_epoch,
+                "replica_nodes": [node], "isr_nodes": [node], "offline_replicas": [],
+            })
+        answer = {"error_code": ErrorCode.none, "name": name, "topic_id": view.topic_ids()[name],
+                  "is_internal": False, "partitions": partitions}
+    if with_operations:
+        answer["topic_authorized_operations"] = authorized_operations(ctx, ResourceType.TOPIC, name)
+    return answer
