@@ -30,6 +30,10 @@ from fedkafka.view.model import ClusterState
 DEFAULT_PARTITIONS = 1  # CreateTopics with num_partitions -1: Kafka's own num.partitions default
 # IncrementalAlterConfigs operations (Kafka's AlterConfigOp.OpType ids)
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+# Kafka's topic configs of type LIST (LogConfig's ConfigDef), the only ones APPEND and SUBTRACT apply to, with the
+# static default a topic that never set one starts from (KafkaConfigSchema.getDefault)
+TOPIC_LIST_DEFAULTS = {"cleanup.policy": "delete", "leader.replication.throttled.replicas": "",
+                       "follower.replication.throttled.replicas": ""}
 
 
 class CreateBody(BaseModel):
@@ -164,25 +168,42 @@ def _topic_id_hex(topic_id: str) -> str:
 
 
 def _apply_ops(config: dict[str, str], ops: list[ConfigOp]) -> dict[str, str]:
-    """The config after IncrementalAlterConfigs operations. APPEND and SUBTRACT work on the comma-separated
-    list the topic config holds (a config never set counts as an empty list, not as Kafka's default)."""
+    """The config after IncrementalAlterConfigs operations, as Kafka's controller computes it
+    (ConfigurationControlManager.incrementalAlterConfigResource): APPEND and SUBTRACT only on LIST configs, from the
+    topic's value or, never set, Kafka's static default for topic configs (not a cluster's broker default: a
+    logical topic's config is one value on every cluster, docs/DESIGN.md §5.8)."""
     for op in ops:
         if not op.name:
             raise Invalid("a config name must not be empty", kafka_error="INVALID_CONFIG")
         if op.op == DELETE:
             config.pop(op.name, None)
             continue
-        if op.value is None:
-            raise Invalid(f"config {op.name}: a value is needed", kafka_error="INVALID_CONFIG")
-        items = [x for x in config.get(op.name, "").split(",") if x]
+        if op.value is None:  # the proxies refuse it first (ConfigAdminManager.preprocess)
+            raise Invalid(f"Null value not supported for : {op.name}", kafka_error="INVALID_REQUEST")
         if op.op == SET:
             config[op.name] = op.value
-        elif op.op == APPEND:
-            config[op.name] = ",".join(items + [x for x in op.value.split(",") if x and x not in items])
-        elif op.op == SUBTRACT:
-            gone = set(op.value.split(","))
-            config[op.name] = ",".join(x for x in items if x not in gone)
+        elif op.op in (APPEND, SUBTRACT):
+            config[op.name] = _list_op(config.get(op.name), op)
         else:
             raise Invalid(f"config {op.name}: unknown operation {op.op}", kafka_error="INVALID_REQUEST")
     return config
 
+
+def _list_op(current: str | None, op: ConfigOp) -> str:
+    """The value of a LIST config after one APPEND (of the elements it lacks) or SUBTRACT."""
+    if op.name not in TOPIC_LIST_DEFAULTS:
+        raise Invalid(f"Can't {'APPEND' if op.op == APPEND else 'SUBTRACT'} to key {op.name} because its type is "
+                      "not LIST.", kafka_error="INVALID_CONFIG")
+    items = _list_items(TOPIC_LIST_DEFAULTS[op.name] if current is None else current)
+    for value in _list_items(op.value or ""):
+        if op.op == APPEND and value not in items:
+            items.append(value)
+        elif op.op == SUBTRACT and value in items:
+            items.remove(value)
+    return ",".join(items)
+
+
+def _list_items(value: str) -> list[str]:
+    """A LIST config's elements as Kafka parses them (ConfigDef: split on commas, whitespace around each
+    trimmed), empty ones dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]

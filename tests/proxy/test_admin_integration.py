@@ -176,6 +176,20 @@ def test_confluent_admin_client_every_write_and_its_bad_input(local_federation):
     bad = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
         ConfigEntry("retention.ms", "not-a-number", incremental_operation=AlterConfigOpType.SET)])
     assert _error(admin.incremental_alter_configs([bad])[bad]) == KafkaError.INVALID_CONFIG
+    # APPEND starts from Kafka's default ("delete") and only applies to LIST configs, as Kafka's controller
+    appended = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND)])
+    assert admin.incremental_alter_configs([appended])[appended].result(60) is None
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+    assert next(iter(described.values())).result(60)["cleanup.policy"].value == "delete,compact"
+    subtracted = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[  # keyless records below
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SUBTRACT)])
+    assert admin.incremental_alter_configs([subtracted])[subtracted].result(60) is None
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+    assert next(iter(described.values())).result(60)["cleanup.policy"].value == "delete"
+    not_a_list = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.APPEND)])
+    assert _error(admin.incremental_alter_configs([not_a_list])[not_a_list]) == KafkaError.INVALID_CONFIG
     broker = ConfigResource(ConfigResource.Type.BROKER, "1", incremental_configs=[
         ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
     assert _error(admin.incremental_alter_configs([broker])[broker]) == KafkaError.INVALID_REQUEST

@@ -7,13 +7,20 @@ sets, deletes, appends to or subtracts from single configs. Names and values are
 clusters (INVALID_CONFIG with Kafka's own message). Broker and other resources belong to the physical
 clusters, not to the federation: they are refused with a message that says so.
 
-Authorization first, as Kafka (docs/DESIGN.md §11): ALTER_CONFIGS on the topic (TOPIC_AUTHORIZATION_FAILED), on the
+The request's shape is checked first, as Kafka's ConfigAdminManager.preprocess does before any authorization: every
+entry of a resource named more than once is INVALID_REQUEST "Each resource must appear at most once." (none of
+them is altered: two legacy AlterConfigs of one topic would each replace its whole config, the last one to reach
+the controller silently undoing the other), a resource naming a config twice "Error due to duplicate config
+keys", a null value (legacy: any; incremental: any but DELETE's) "Null value not supported for : <names>".
+
+Authorization next, as Kafka (docs/DESIGN.md §11): ALTER_CONFIGS on the topic (TOPIC_AUTHORIZATION_FAILED), on the
 cluster for broker, broker-logger and client-metrics resources (CLUSTER_AUTHORIZATION_FAILED), on the group for
 group configs (GROUP_AUTHORIZATION_FAILED); a denied resource never reaches the controller.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from urllib.parse import quote
 
 from kio.schema.errors import ErrorCode
@@ -30,13 +37,17 @@ NEEDS_CONTROLLER = True
 AUTHORIZES = True
 
 TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32  # Kafka's config resource types
-SET = 0
+SET, DELETE = 0, 1
 # What ALTER_CONFIGS is checked on per config resource type, and the error a denial gets (Kafka's rules)
 _AUTHORIZED_ON = {TOPIC: (ResourceType.TOPIC, ErrorCode.topic_authorization_failed),
                   GROUP: (ResourceType.GROUP, ErrorCode.group_authorization_failed)}
 _ON_CLUSTER = (ResourceType.CLUSTER, ErrorCode.cluster_authorization_failed)
 NOT_A_TOPIC = ("fedkafka serves configs of logical topics only; broker and other configs belong to each physical "
                "cluster: change them there")
+# Kafka's answers to a malformed resource (ConfigAdminManager.preprocess), all INVALID_REQUEST
+NAMED_TWICE = "Each resource must appear at most once."
+DUPLICATE_KEYS = "Error due to duplicate config keys"
+NULL_VALUE = "Null value not supported for : "
 
 
 def handle(ctx: Context, header, request):
@@ -44,10 +55,15 @@ def handle(ctx: Context, header, request):
     version = type(request).__version__
     results: list[dict] = []
     calls: list[tuple[int, Call]] = []
+    named_twice = _named_twice(request.resources)
     for res in request.resources:
         result = {"error_code": ErrorCode.none, "error_message": None, "resource_type": res.resource_type,
                   "resource_name": res.resource_name}
         results.append(result)
+        malformed = _malformed(res, key == INCREMENTAL_ALTER_CONFIGS, named_twice)
+        if malformed is not None:
+            result.update(error_code=ErrorCode.invalid_request, error_message=malformed)
+            continue
         denied = _denial(ctx, res.resource_type, res.resource_name)
         if denied is not None:
             ctx.refused("auth", res.resource_name, -1, "ALTER_CONFIGS")
@@ -59,7 +75,7 @@ def handle(ctx: Context, header, request):
         if key == INCREMENTAL_ALTER_CONFIGS:
             ops = [{"name": c.name, "op": int(c.config_operation), "value": c.value} for c in res.configs]
         else:  # AlterConfigs: the named configs are the whole config
-            ops = [{"name": c.name, "op": SET, "value": c.value} for c in res.configs if c.value is not None]
+            ops = [{"name": c.name, "op": SET, "value": c.value} for c in res.configs]
         body = {"ops": ops, "replace": key == ALTER_CONFIGS, "validate_only": bool(request.validate_only)}
         path = f"/v1/admin/topics/{quote(res.resource_name, safe='')}/config"
         calls.append((len(results) - 1, Call(ControllerApi(), ControllerRequest("POST", path, body))))
@@ -77,6 +93,24 @@ def handle(ctx: Context, header, request):
         return answer()
 
     return Plan([c for _, c in calls], finish)
+
+
+def _named_twice(resources) -> set[tuple[int, str]]:
+    """(type, name) of every resource the request names more than once."""
+    counts = Counter((int(r.resource_type), r.resource_name) for r in resources)
+    return {resource for resource, count in counts.items() if count > 1}
+
+
+def _malformed(res, incremental: bool, named_twice: set[tuple[int, str]]) -> str | None:
+    """Kafka's INVALID_REQUEST message for a resource entry that cannot be applied as given, or None."""
+    if (int(res.resource_type), res.resource_name) in named_twice:
+        return NAMED_TWICE
+    names = [c.name for c in res.configs]
+    if len(set(names)) < len(names):
+        return DUPLICATE_KEYS
+    nulls = [c.name for c in res.configs
+             if c.value is None and not (incremental and int(c.config_operation) == DELETE)]
+    return NULL_VALUE + ", ".join(nulls) if nulls else None
 
 
 def _denial(ctx: Context, config_type: int, name: str) -> ErrorCode | None:

@@ -4,7 +4,10 @@ Each topic of a request is one call to the controller's admin API (`/v1/admin/to
 `fedkafka topic create` does: the physical topics on the clusters the placement chooses and the shadow topic
 first, then the database (docs/DESIGN.md §7.1). The client is answered once this proxy serves the view that
 holds the change. Replica assignments are refused: where a logical partition lives is the federation's choice
-(segment chains over physical clusters), and the physical clusters keep their own replication.
+(segment chains over physical clusters), and the physical clusters keep their own replication: a replication
+factor Kafka refuses (0, below -1) is INVALID_REPLICATION_FACTOR, one it takes is not applied (each physical topic
+gets its cluster's default.replication.factor). A topic CreatePartitions names twice is answered once,
+INVALID_REQUEST, and not grown, as Kafka (ControllerApis.createPartitions).
 
 Authorization is Kafka's (docs/DESIGN.md §11), checked before a topic's call is built: CreateTopics needs CREATE on
 the cluster or on the topic (and DESCRIBE_CONFIGS on it to see the configs in the answer), DeleteTopics DELETE on
@@ -37,6 +40,7 @@ NO_ASSIGNMENTS = ("fedkafka places logical partitions itself (segment chains ove
                   "replica assignments are not accepted: give a partition count instead")
 ZERO_ID = uuid.UUID(int=0)
 DENIED = "Authorization failed."  # Kafka's message for a topic the principal may not create
+BAD_REPLICATION_FACTOR = "Replication factor must be larger than 0, or -1 to use the default value."
 
 
 def handle(ctx: Context, header, request):
@@ -82,6 +86,12 @@ def _created(name: str, code=ErrorCode.none, message: str | None = None) -> dict
             "error_code": code, "error_message": message}
 
 
+def _valid_replication_factor(factor: int) -> bool:
+    """Kafka (ReplicationControlManager.createTopic) refuses 0 and anything below -1. A factor Kafka takes is not
+    applied: each physical topic gets its own cluster's default.replication.factor (docs/DESIGN.md §5.8)."""
+    return factor == -1 or factor > 0
+
+
 def create_topics(ctx: Context, request):
     version = type(request).__version__
     results: list[dict] = []
@@ -104,6 +114,8 @@ def create_topics(ctx: Context, request):
             result.update(error_code=ErrorCode.topic_authorization_failed, error_message=DENIED)
         elif topic.assignments:
             result.update(error_code=ErrorCode.invalid_replica_assignment, error_message=NO_ASSIGNMENTS)
+        elif not _valid_replication_factor(topic.replication_factor):
+            result.update(error_code=ErrorCode.invalid_replication_factor, error_message=BAD_REPLICATION_FACTOR)
         else:
             body = {"name": topic.name, "partitions": int(topic.num_partitions), "config": configs,
                     "validate_only": bool(request.validate_only)}
@@ -246,13 +258,30 @@ def delete_topics(ctx: Context, request):
 
 # -- CreatePartitions ------------------------------------------------------------------------------------
 
+def _named_twice(names) -> set[str]:
+    """The names given more than once (a set per name: linear in the request)."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for name in names:
+        (twice if name in seen else seen).add(name)
+    return twice
+
+
 def create_partitions(ctx: Context, request):
     version = type(request).__version__
     results: list[dict] = []
     calls: list[tuple[int, Call]] = []
+    named_twice = _named_twice(topic.name for topic in request.topics)
+    answered: set[str] = set()
     for topic in request.topics:
+        if topic.name in answered:  # named twice: answered once, at its first entry
+            continue
+        answered.add(topic.name)
         result = {"name": topic.name, "error_code": ErrorCode.none, "error_message": None}
         results.append(result)
+        if topic.name in named_twice:  # Kafka grows none of its entries (which count would win is a race here)
+            result.update(error_code=ErrorCode.invalid_request, error_message=DUPLICATE_NAME)
+            continue
         if not _may(ctx, Operation.ALTER, topic.name):
             ctx.refused("auth", topic.name, -1, "ALTER on the topic")
             result.update(error_code=ErrorCode.topic_authorization_failed)
