@@ -17,7 +17,6 @@ ALTER on the topic. A denied topic is TOPIC_AUTHORIZATION_FAILED and never reach
 
 from __future__ import annotations
 
-import collections
 import datetime
 import uuid
 from urllib.parse import quote
@@ -80,6 +79,15 @@ def _run(results: list, calls: list[tuple[int, Call]], answer, on_result):
 
 # -- CreateTopics ----------------------------------------------------------------------------------------
 
+def _named_twice(names) -> set[str]:
+    """The names given more than once (a set per name: linear in the request)."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for name in names:
+        (twice if name in seen else seen).add(name)
+    return twice
+
+
 def _created(name: str, code=ErrorCode.none, message: str | None = None) -> dict:
     """A CreateTopics answer entry: nothing created yet (Kafka's -1 counts and the zero id)."""
     return {"name": name, "topic_id": ZERO_ID, "num_partitions": -1, "replication_factor": -1, "configs": [],
@@ -99,7 +107,7 @@ def create_topics(ctx: Context, request):
     # Kafka's hash set (ControllerApis.createTopics), not a count per topic: that was n^2 name comparisons on the
     # event loop for a request of n topics, before any authorization
     answered_duplicates: set[str] = set()
-    duplicates = {name for name, times in collections.Counter(t.name for t in request.topics).items() if times > 1}
+    duplicates = _named_twice(t.name for t in request.topics)
     for topic in request.topics:
         if topic.name in duplicates:  # never created; answered once, at its first entry, as Kafka does
             if topic.name not in answered_duplicates:
@@ -257,15 +265,6 @@ def delete_topics(ctx: Context, request):
 
 
 # -- CreatePartitions ------------------------------------------------------------------------------------
-
-def _named_twice(names) -> set[str]:
-    """The names given more than once (a set per name: linear in the request)."""
-    seen: set[str] = set()
-    twice: set[str] = set()
-    for name in names:
-        (twice if name in seen else seen).add(name)
-    return twice
-
 
 def create_partitions(ctx: Context, request):
     version = type(request).__version__
