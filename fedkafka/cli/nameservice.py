@@ -36,6 +36,10 @@ def register(app: typer.Typer) -> None:
         header_timeout: float = typer.Option(10.0, min=0.001,
                                              help="Seconds a new connection has to send its first request "
                                                   "(its TLS handshake included)."),
+        send_proxy_header: bool = typer.Option(False, "--send-proxy-header/--no-send-proxy-header",
+                                               help="Start each relayed connection with a PROXY v2 header naming "
+                                                    "the client, so proxies see its address (ACL hosts, per-IP "
+                                                    "caps); the proxies must list this host in --proxy-header-from."),
     ) -> None:
         """Run the name service."""
         for value, flag in ((listen, "--listen"), (http_listen, "--http-listen")):
@@ -61,4 +65,5 @@ def register(app: typer.Typer) -> None:
         resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds,
                                       max_entries=cache_entries)
         asyncio.run(serve(resolver, listen, http_listen, listeners=listeners, header_timeout=header_timeout,
-                          max_connections=max_connections, max_connections_per_ip=max_connections_per_ip, tls=tls))
+                          max_connections=max_connections, max_connections_per_ip=max_connections_per_ip, tls=tls,
+                          proxy_header=send_proxy_header))
