@@ -155,8 +155,7 @@ def proxy(
     token = _view_source(controller, token_file, view_file, view_cache)
     _check_workers(workers, port)
     limits = Limits(max_frame_bytes=max_frame_bytes, max_pre_auth_frame_bytes=max_pre_auth_frame_bytes,
-                    max_request_elements=max_request_elements,
-                    max_connections=max_connections,
+                    max_request_elements=max_request_elements, max_connections=max_connections,
                     max_connections_per_ip=max_connections_per_ip, max_inflight_requests=max_inflight_requests,
                     max_inflight_bytes=max_inflight_bytes, max_buffered_bytes=max_buffered_bytes,
                     frame_timeout_s=frame_timeout, idle_timeout_s=idle_timeout, max_fetch_wait_ms=max_fetch_wait_ms,
@@ -165,7 +164,6 @@ def proxy(
     for problem in limits.problems():
         _fail(problem)
     admin = _admin_listen(admin_listen, workers)
-    relays = _relays(proxy_header_from)
     upstream = load_upstream(upstream_config)
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
@@ -173,8 +171,8 @@ def proxy(
                     limits=limits, admin_listen=admin, listeners=tuple(listeners) if listener else (), tls=tls,
                     sasl_mechanisms=mechanisms, oauth=oauth, authorization=authorization,
                     super_users=frozenset(_principals(super_user)), upstream=upstream,
-                    connections_max_reauth_ms=connections_max_reauth_ms,
-                    failed_authentication_delay_ms=failed_authentication_delay_ms, proxy_header_from=relays))
+                    connections_max_reauth_ms=connections_max_reauth_ms, proxy_header_from=_relays(proxy_header_from),
+                    failed_authentication_delay_ms=failed_authentication_delay_ms))
 
 
 def _oauth(jwks_file: Path | None, issuer: str | None, audience: str | None) -> OAuthSettings | None:

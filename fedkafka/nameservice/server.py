@@ -108,11 +108,15 @@ class _ClientProtocol(asyncio.StreamReaderProtocol):
 class NameServiceServer:
     def __init__(self, resolver: Resolver, max_frame_bytes: int = FIRST_FRAME_MAX_BYTES,
                  connect_timeout: float = 3.0, header_timeout: float = 10.0, max_connections: int = 10_000,
-                 max_connections_per_ip: int = 1_000, tls: TlsFiles | None = None, proxy_header: bool = False) -> None:
+                 max_connections_per_ip: int = 1_000, tls: TlsFiles | None = None, proxy_header: bool = False,
+                 relay_source: str | None = None) -> None:
         self.resolver = resolver
         # each relayed connection starts with a PROXY v2 header naming the client (the proxies must trust this
         # host: --proxy-header-from), so ACL hosts, per-IP caps and password checks see the client, not us
         self.proxy_header = proxy_header
+        # the local address relayed connections leave from (None: the system's choice): one the proxies trust,
+        # kept apart from this host's own clients, whose direct connections must not come from a trusted address
+        self.relay_source = relay_source
         self.tls = tls or TlsFiles()
         self._to_proxies: tuple[int, ssl.SSLContext] | None = None  # made on the first TLS relay (and renewal)
         self.max_frame_bytes = max_frame_bytes
@@ -183,11 +187,13 @@ class NameServiceServer:
         """A connection to the proxy at host:port for `client`'s relay: TLS on a TLS listener, and with
         `proxy_header` its PROXY v2 header first, in clear (before TLS), naming the client's address and port and
         the address it connected to."""
+        local = (self.relay_source, 0) if self.relay_source else None
         if not self.proxy_header:
             if not listener.tls:
-                return await asyncio.open_connection(host, port)
-            return await asyncio.open_connection(host, port, ssl=self._context_to_proxies(), server_hostname=host)
-        reader, writer = await asyncio.open_connection(host, port)
+                return await asyncio.open_connection(host, port, local_addr=local)
+            return await asyncio.open_connection(host, port, ssl=self._context_to_proxies(), server_hostname=host,
+                                                 local_addr=local)
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         try:
             writer.write(proxy_header.encode(client.get_extra_info("peername"), client.get_extra_info("sockname")))
             await writer.drain()
