@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import signal
 from pathlib import Path
 
@@ -12,6 +13,15 @@ from fedkafka.nameservice.app import serve, split_hostport
 from fedkafka.nameservice.resolver import ControllerResolver
 from fedkafka.observe import logs
 from fedkafka.security.listeners import TlsFiles, parse_listener
+
+
+def _check_relay_source(value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an IP address", param_hint="--relay-source") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +46,14 @@ def register(app: typer.Typer) -> None:
         header_timeout: float = typer.Option(10.0, min=0.001,
                                              help="Seconds a new connection has to send its first request "
                                                   "(its TLS handshake included)."),
+        send_proxy_header: bool = typer.Option(False, "--send-proxy-header/--no-send-proxy-header",
+                                               help="Start each relayed connection with a PROXY v2 header naming "
+                                                    "the client, so proxies see its address (ACL hosts, per-IP "
+                                                    "caps); the proxies must list this host in --proxy-header-from."),
+        relay_source: str | None = typer.Option(None, "--relay-source",
+                                                help="Local address relayed connections to the proxies leave from "
+                                                     "(default: the system's choice), e.g. one kept for the relay "
+                                                     "that the proxies trust (--proxy-header-from)."),
     ) -> None:
         """Run the name service."""
         for value, flag in ((listen, "--listen"), (http_listen, "--http-listen")):
@@ -48,6 +66,7 @@ def register(app: typer.Typer) -> None:
             listeners = tuple(parse_listener(v) for v in listener)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--listener") from None
+        _check_relay_source(relay_source)
         if listen is None and not listeners:
             raise typer.BadParameter("give --listen or at least one --listener", param_hint="--listen")
         tls = TlsFiles(ssl_cert, ssl_key, ssl_ca)
@@ -61,4 +80,5 @@ def register(app: typer.Typer) -> None:
         resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds,
                                       max_entries=cache_entries)
         asyncio.run(serve(resolver, listen, http_listen, listeners=listeners, header_timeout=header_timeout,
-                          max_connections=max_connections, max_connections_per_ip=max_connections_per_ip, tls=tls))
+                          max_connections=max_connections, max_connections_per_ip=max_connections_per_ip, tls=tls,
+                          proxy_header=send_proxy_header, relay_source=relay_source))

@@ -10,6 +10,7 @@ import typer
 
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.security.listeners import Listener, TlsFiles, parse_listener
+from fedkafka.security.proxy_header import parse_sources
 from fedkafka.security.session import ALL_SASL_MECHANISMS, FAILED_AUTHENTICATION_DELAY_MS, SASL_MECHANISMS
 from fedkafka.view.model import ProxyRole
 
@@ -57,6 +58,11 @@ _FAILED_AUTHENTICATION_DELAY_MS = typer.Option(
 _AUTHORIZATION = typer.Option(False, "--authorization/--no-authorization",
                               help="enforce the view's ACLs: what they do not allow is denied")
 _SUPER_USER = typer.Option([], "--super-user", help="principal ACLs do not restrict (User:admin), repeatable")
+_PROXY_HEADER_FROM = typer.Option([], "--proxy-header-from",
+                                  help="address or CIDR of a relay (the name service hosts, which run "
+                                  "--send-proxy-header) whose connections start with a PROXY v2 header naming the "
+                                  "client: its address is then the client's (ACL hosts, per-IP cap, password "
+                                  "checks); repeatable or comma-separated; default none")
 _ADVERTISED_HOST = typer.Option(None, "--advertised-host", help="host clients connect to")
 _CONTROLLER = typer.Option(None, "--controller", help="controller URL (http://host:port), or several "
                            "comma-separated: the active one is followed")
@@ -126,6 +132,7 @@ def proxy(
     max_fetch_wait_ms: int = _MAX_FETCH_WAIT_MS, max_dedicated_per_broker: int = _MAX_DEDICATED_PER_BROKER,
     max_dedicated_per_connection: int = _MAX_DEDICATED_PER_CONNECTION, dedicated_wait: float = _DEDICATED_WAIT,
     admin_listen: str | None = _ADMIN_LISTEN, upstream_config: Path | None = UPSTREAM_CONFIG,
+    proxy_header_from: list[str] = _PROXY_HEADER_FROM,
 ) -> None:
     """Run a proxy that speaks Kafka to clients and routes to the physical clusters."""
     from fedkafka.proxy.core.server import ProxyConfig, run
@@ -148,8 +155,7 @@ def proxy(
     token = _view_source(controller, token_file, view_file, view_cache)
     _check_workers(workers, port)
     limits = Limits(max_frame_bytes=max_frame_bytes, max_pre_auth_frame_bytes=max_pre_auth_frame_bytes,
-                    max_request_elements=max_request_elements,
-                    max_connections=max_connections,
+                    max_request_elements=max_request_elements, max_connections=max_connections,
                     max_connections_per_ip=max_connections_per_ip, max_inflight_requests=max_inflight_requests,
                     max_inflight_bytes=max_inflight_bytes, max_buffered_bytes=max_buffered_bytes,
                     frame_timeout_s=frame_timeout, idle_timeout_s=idle_timeout, max_fetch_wait_ms=max_fetch_wait_ms,
@@ -165,7 +171,7 @@ def proxy(
                     limits=limits, admin_listen=admin, listeners=tuple(listeners) if listener else (), tls=tls,
                     sasl_mechanisms=mechanisms, oauth=oauth, authorization=authorization,
                     super_users=frozenset(_principals(super_user)), upstream=upstream,
-                    connections_max_reauth_ms=connections_max_reauth_ms,
+                    connections_max_reauth_ms=connections_max_reauth_ms, proxy_header_from=_relays(proxy_header_from),
                     failed_authentication_delay_ms=failed_authentication_delay_ms))
 
 
@@ -224,6 +230,13 @@ def _admin_listen(value: str | None, workers: int) -> tuple[str, int] | None:
     if admin and admin[1] == 0 and workers > 1:
         _fail("--admin-listen with --workers > 1 needs a fixed port (worker i listens on PORT + i)")
     return admin
+
+
+def _relays(values: list[str]) -> tuple[str, ...]:
+    try:
+        return parse_sources(values)
+    except ValueError as exc:
+        _fail(f"--proxy-header-from: {exc}")
 
 
 def _principals(values: list[str]) -> list[str]:

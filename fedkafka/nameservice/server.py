@@ -16,6 +16,11 @@ connection opened (a silent or trickling connection costs a socket for that long
 listener a connection is counted as it is accepted, before its handshake, and the handshake is part of that
 deadline (`security.tls_accept`, docs/DESIGN.md §11). A renewed certificate serves the handshakes after it
 (`security.server_tls`: the files are looked at every few seconds, and on SIGHUP).
+
+The client's address (docs/DESIGN.md §3.4): with `--send-proxy-header` each relayed connection to a proxy starts
+with a PROXY protocol v2 header naming the client (`security.proxy_header`), which a proxy that trusts this host
+(`--proxy-header-from`) takes as the connection's address. Without it the proxies see this host as every relayed
+client's address.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import struct
 from fedkafka.nameservice.resolver import ProxyAddress, Resolver, ResolverError
 from fedkafka.protocol.framing import FrameError, read_frame, with_size_prefix
 from fedkafka.proxy.core.limits import ConnectionCounts
+from fedkafka.security import proxy_header
 from fedkafka.security.listeners import Listener, TlsFiles
 from fedkafka.security.server_tls import ServerTls
 from fedkafka.security.tls_accept import Accepting
@@ -102,8 +108,15 @@ class _ClientProtocol(asyncio.StreamReaderProtocol):
 class NameServiceServer:
     def __init__(self, resolver: Resolver, max_frame_bytes: int = FIRST_FRAME_MAX_BYTES,
                  connect_timeout: float = 3.0, header_timeout: float = 10.0, max_connections: int = 10_000,
-                 max_connections_per_ip: int = 1_000, tls: TlsFiles | None = None) -> None:
+                 max_connections_per_ip: int = 1_000, tls: TlsFiles | None = None, proxy_header: bool = False,
+                 relay_source: str | None = None) -> None:
         self.resolver = resolver
+        # each relayed connection starts with a PROXY v2 header naming the client (the proxies must trust this
+        # host: --proxy-header-from), so ACL hosts, per-IP caps and password checks see the client, not us
+        self.proxy_header = proxy_header
+        # the local address relayed connections leave from (None: the system's choice): one the proxies trust,
+        # kept apart from this host's own clients, whose direct connections must not come from a trusted address
+        self.relay_source = relay_source
         self.tls = tls or TlsFiles()
         self._to_proxies: tuple[int, ssl.SSLContext] | None = None  # made on the first TLS relay (and renewal)
         self.max_frame_bytes = max_frame_bytes
@@ -151,8 +164,8 @@ class NameServiceServer:
         for server in self._servers:
             await server.wait_closed()
 
-    async def _connect(self, client_id: str,
-                       listener: Listener) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, client_id: str, listener: Listener,
+                       client: asyncio.StreamWriter) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
         answer = await self.resolver.resolve(client_id)
         candidates = [(p, e) for p in order_candidates(client_id, answer.proxies)
                       if (e := p.endpoint(listener.protocol)) is not None]
@@ -162,21 +175,42 @@ class NameServiceServer:
         last: Exception | None = None
         for proxy, (host, port) in candidates:
             try:
-                return answer.pool, *await asyncio.wait_for(self._open(host, port, listener), self.connect_timeout)
+                return answer.pool, *await asyncio.wait_for(self._open(host, port, listener, client),
+                                                            self.connect_timeout)
             except (OSError, TimeoutError) as exc:
                 last = exc
                 log.warning("proxy %s (%s:%s, %s) of pool %s unreachable: %s", proxy.node_id, host, port,
                             listener.protocol, answer.pool, exc)
         raise ResolverError(f"no proxy of pool {answer.pool!r} reachable ({last})")
 
-    async def _open(self, host: str, port: int, listener: Listener):
-        if not listener.tls:
-            return await asyncio.open_connection(host, port)
-        # made again after the TLS files were renewed: a new CA verifies the proxies from then on
+    async def _open(self, host: str, port: int, listener: Listener, client: asyncio.StreamWriter):
+        """A connection to the proxy at host:port for `client`'s relay: TLS on a TLS listener, and with
+        `proxy_header` its PROXY v2 header first, in clear (before TLS), naming the client's address and port and
+        the address it connected to."""
+        local = (self.relay_source, 0) if self.relay_source else None
+        if not self.proxy_header:
+            if not listener.tls:
+                return await asyncio.open_connection(host, port, local_addr=local)
+            return await asyncio.open_connection(host, port, ssl=self._context_to_proxies(), server_hostname=host,
+                                                 local_addr=local)
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
+        try:
+            writer.write(proxy_header.encode(client.get_extra_info("peername"), client.get_extra_info("sockname")))
+            await writer.drain()
+            if listener.tls:
+                await writer.start_tls(self._context_to_proxies(), server_hostname=host)
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer
+
+    def _context_to_proxies(self) -> ssl.SSLContext:
+        """The TLS context towards the proxies: made again after the TLS files were renewed (a new CA verifies
+        the proxies from then on)."""
         renewals = self.server_tls.renewals if self.server_tls is not None else 0
         if self._to_proxies is None or self._to_proxies[0] != renewals:
             self._to_proxies = renewals, self.tls.client_context()
-        return await asyncio.open_connection(host, port, ssl=self._to_proxies[1], server_hostname=host)
+        return self._to_proxies[1]
 
     async def _first_frame(self, reader: asyncio.StreamReader, accepted_at: float) -> bytes | None:
         try:
@@ -197,7 +231,7 @@ class NameServiceServer:
                 writer.close()
                 return
             client_id = client_id_of(frame)
-            pool, up_reader, up_writer = await self._connect(client_id, listener)
+            pool, up_reader, up_writer = await self._connect(client_id, listener, writer)
         except (FrameError, ResolverError) as exc:
             self.unrelayed["frame" if isinstance(exc, FrameError) else "no_proxy"] += 1
             log.warning("closing connection from %s: %s", peer, exc)

@@ -85,7 +85,8 @@ def test_proxy_listeners_tls_sasl_oauth_and_authorization_become_its_arguments(t
         "requested", "fedkafka_proxy_sasl_mechanisms": ["SCRAM-SHA-512", "OAUTHBEARER"],
         "fedkafka_proxy_oauth_jwks_file": str(jwks), "fedkafka_proxy_oauth_issuer": "https://idp",
         "fedkafka_proxy_connections_max_reauth_ms": 3600000, "fedkafka_proxy_failed_authentication_delay_ms": 250,
-        "fedkafka_proxy_authorization": True, "fedkafka_proxy_super_users": ["User:admin", "User:ops"]})
+        "fedkafka_proxy_authorization": True, "fedkafka_proxy_super_users": ["User:admin", "User:ops"],
+        "fedkafka_proxy_proxy_header_from": ["10.0.0.7", "10.1.0.0/24"]})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     etc = tmp_path / "etc" / "tls"
     assert args == ["--listener=SASL_SSL://0.0.0.0:9094", "--listener=SSL://10.0.0.5:9093",
@@ -94,7 +95,8 @@ def test_proxy_listeners_tls_sasl_oauth_and_authorization_become_its_arguments(t
                     "--sasl-mechanisms", "SCRAM-SHA-512,OAUTHBEARER", "--oauth-jwks-file", str(jwks),
                     "--oauth-issuer", "https://idp", "--connections-max-reauth-ms", "3600000",
                     "--failed-authentication-delay-ms", "250", "--authorization",
-                    "--super-user=User:admin", "--super-user=User:ops"]
+                    "--super-user=User:admin", "--super-user=User:ops",
+                    "--proxy-header-from", "10.0.0.7,10.1.0.0/24"]
     assert (etc / "proxy.key").read_text() == KEY
     assert stat.S_IMODE((etc / "proxy.key").stat().st_mode) == 0o600
 
@@ -145,11 +147,13 @@ def test_name_service_listeners_and_tls_files(tmp_path):
     proc, args = render(tmp_path, "fedkafka_nameservice", {
         "fedkafka_nameservice_listeners": [{"protocol": "SASL_SSL", "port": 9094}],
         "fedkafka_nameservice_ssl_cert_content": "cert", "fedkafka_nameservice_ssl_key_content": KEY,
-        "fedkafka_nameservice_ssl_ca": "/etc/pki/proxies-ca.pem"})
+        "fedkafka_nameservice_ssl_ca": "/etc/pki/proxies-ca.pem", "fedkafka_nameservice_send_proxy_header": True,
+        "fedkafka_nameservice_relay_source": "10.0.0.9"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     etc = tmp_path / "etc" / "tls"
     assert args == ["--listener=SASL_SSL://127.0.0.1:9094", "--ssl-cert", str(etc / "nameservice.pem"),
-                    "--ssl-key", str(etc / "nameservice.key"), "--ssl-ca", "/etc/pki/proxies-ca.pem"]
+                    "--ssl-key", str(etc / "nameservice.key"), "--ssl-ca", "/etc/pki/proxies-ca.pem",
+                    "--send-proxy-header", "--relay-source", "10.0.0.9"]
     assert stat.S_IMODE((etc / "nameservice.key").stat().st_mode) == 0o600
     bad, _ = render(tmp_path, "fedkafka_nameservice", {
         "fedkafka_nameservice_listeners": [{"protocol": "SASL_SSL", "port": 8781}]})
@@ -191,7 +195,8 @@ def test_the_documented_defaults_are_the_roles_defaults(role):
     options = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())[
         "argument_specs"]["main"]["options"]
     security = [k for k in defaults if any(w in k for w in ("listeners", "ssl_", "sasl", "oauth", "authorization",
-                                                            "super_users", "reauth"))]
+                                                            "super_users", "reauth", "proxy_header",
+                                                            "relay_source"))]
     assert security
     for name in security:
         assert options[name].get("default") == defaults[name], name

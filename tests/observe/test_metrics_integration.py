@@ -117,18 +117,22 @@ def test_proxy_metrics_under_real_traffic(kafka_clusters, unique_name, tmp_path,
         assert value(m, "fedkafka_task_restarts_total", task=task) == 0
 
 
+RELAY_SOURCE = "127.0.0.9"
+
+
 class NameService:
     """`fedkafka.nameservice.app.serve` in a thread, relaying every client to the given proxy."""
 
-    def __init__(self, proxy_port: int):
+    def __init__(self, proxy_port: int, **options):
         self.resolver = StaticResolver([ProxyAddress(1, "127.0.0.1", proxy_port)], pool="test-pool")
+        self.options = options  # NameServiceServer's
         self.kafka, self.http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         self.loop = asyncio.new_event_loop()
         self.stop = asyncio.Event()
 
     def __enter__(self) -> NameService:
         self.thread = threading.Thread(target=self.loop.run_until_complete, daemon=True,
-                                       args=(serve(self.resolver, self.kafka, self.http, self.stop),))
+                                       args=(serve(self.resolver, self.kafka, self.http, self.stop, **self.options),))
         self.thread.start()
         deadline = time.time() + 30
         while True:
@@ -152,7 +156,10 @@ def test_name_service_metrics_in_front_of_a_real_proxy(kafka_clusters, unique_na
     create_topic(c1.bootstrap, unique_name, 2)
     view = with_coordination(split_view({"c1": c1.bootstrap}, unique_name,
                                         [("c1", unique_name, 0), ("c1", unique_name, 1)]), "c1", c1.bootstrap)
-    with ProxyProcess(tmp_path, view, role=ProxyRole.BOTH) as proxy, NameService(proxy.port) as ns:
+    # the relay sends PROXY v2 headers from an address of its own, which the proxy trusts (docs/DESIGN.md §3.4); the
+    # clients' direct connections to the proxy after bootstrap come from 127.0.0.1, untrusted, without one
+    with ProxyProcess(tmp_path, view, role=ProxyRole.BOTH, extra=("--proxy-header-from", RELAY_SOURCE)) as proxy, \
+            NameService(proxy.port, proxy_header=True, relay_source=RELAY_SOURCE) as ns:
         produce_and_consume(ns.kafka, unique_name, 20)
         host, port = ns.kafka.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as s:  # a first frame that lies

@@ -37,6 +37,9 @@ MTLS_PRINCIPAL = "User:CN=client-app,O=fedkafka-test"
 # The federation's own user on the brokers; its password is only in the brokers (as SCRAM hashes) and in the
 # upstream config file.
 UPSTREAM_USER = "fedkafka"
+# the name service relays from this address with a PROXY v2 header, which the proxy trusts from it alone: the
+# clients' direct connections (from 127.0.0.1) carry none (docs/DESIGN.md §3.4)
+RELAY_SOURCE = "127.0.0.9"
 UPSTREAM_PASSWORD = "Upstream-" + secrets.token_hex(12)
 
 
@@ -141,12 +144,13 @@ def start_secured_federation(tmp: Path, topic: str, partitions: int = 3) -> Secu
                               "--oauth-jwks-file", str(fed.issuer.jwks_file), "--oauth-issuer", ISSUER,
                               "--oauth-audience", AUDIENCE,
                               "--controller", fed.controller_url, "--token-file", str(token_file),
-                              "--upstream-config", str(upstream)], p["SASL_SSL"])
+                              "--upstream-config", str(upstream), "--proxy-header-from", RELAY_SOURCE], p["SASL_SSL"])
         n = fed.nameservice
         _start(fed, "nameservice", ["nameservice", "--listen", f"127.0.0.1:{n['PLAINTEXT']}",
                                     "--listener", f"SASL_SSL://127.0.0.1:{n['SASL_SSL']}",
                                     "--http-listen", f"127.0.0.1:{n['HTTP']}", *tls,
-                                    "--controller", fed.controller_url, "--token-file", str(token_file)],
+                                    "--controller", fed.controller_url, "--token-file", str(token_file),
+                                    "--send-proxy-header", "--relay-source", RELAY_SOURCE],
                n["SASL_SSL"])
         _wait_for_proxy_in_view(fed)
     except BaseException:

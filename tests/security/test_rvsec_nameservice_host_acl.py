@@ -6,6 +6,10 @@ proxy's session host, which every ACL's host is matched against (security/acl.py
 `clientAddress().getHostAddress()`), is then the name service's address: a DENY for the client's host does not
 apply to it, and an ALLOW for the name service's host grants every relayed client. A real ProxyServer with
 authorization and a real NameServiceServer in this event loop, no broker: DescribeAcls is answered from the view.
+
+Fixed (branch fixs2): the name service sends a PROXY v2 header naming the client (`proxy_header=True`,
+`--send-proxy-header`) and the proxy trusts it from the name service's address (`proxy_header_from`,
+`--proxy-header-from`); tests/security/test_proxy_header.py covers the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from fedkafka.view.model import ProxyRole, View
 
 GUARD_S = 20.0  # only against a hang
 CLIENT_HOST = "127.0.0.2"  # the client's own address (loopback: any 127/8 address is local)
+NAMESERVICE_HOST = "127.0.0.1"  # where the name service connects to the proxy from: its PROXY header is trusted
 ANONYMOUS = "User:ANONYMOUS"
 
 
@@ -63,9 +68,10 @@ def test_a_deny_for_the_clients_host_holds_when_it_comes_through_the_name_servic
         view_file = tmp_path / "view.json"
         view_file.write_text(json.dumps(View(version=1, acls=_acls()).to_dict()))
         proxy = ProxyServer(ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
-                                        view_file=view_file, limits=Limits(), authorization=True))
+                                        view_file=view_file, limits=Limits(), authorization=True,
+                                        proxy_header_from=(NAMESERVICE_HOST,)))
         await proxy.start()
-        nameservice = NameServiceServer(StaticResolver([ProxyAddress(0, "127.0.0.1", 0)]))
+        nameservice = NameServiceServer(StaticResolver([ProxyAddress(0, "127.0.0.1", 0)]), proxy_header=True)
         try:
             port = proxy.server.sockets[0].getsockname()[1]
             nameservice.resolver = StaticResolver([ProxyAddress(0, "127.0.0.1", port)])

@@ -30,6 +30,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     (["--listen", "127.0.0.1:39991", "--connections-max-reauth-ms", "-1"], "--connections-max-reauth-ms must be"),
     (["--listen", "127.0.0.1:39991", "--failed-authentication-delay-ms", "-1"],
      "--failed-authentication-delay-ms must be"),
+    (["--listen", "127.0.0.1:39991", "--proxy-header-from", "10.0.0.0/8,ns.example"],
+     "--proxy-header-from: 'ns.example' is not an IP address or CIDR network"),
 ])
 def test_bad_proxy_security_flags(tmp_path, refused_cli, args, message):
     view = tmp_path / "view.json"

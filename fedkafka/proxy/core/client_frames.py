@@ -35,6 +35,7 @@ import struct
 
 from fedkafka.protocol import records
 from fedkafka.proxy.core.limits import ByteBudget
+from fedkafka.security.proxy_header import TrustedSources
 from fedkafka.security.server_tls import ServerTls
 from fedkafka.security.tls_accept import Accepting, Admit
 
@@ -62,12 +63,13 @@ class ClientFrames(asyncio.BufferedProtocol):
     def __init__(self, on_client, staging_bytes: int = STAGING_BYTES, loop: asyncio.AbstractEventLoop | None = None,
                  budget: ByteBudget | None = None, admit: Admit | None = None,
                  tls: ssl.SSLContext | ServerTls | None = None,
-                 handshake_timeout: float | None = None):
+                 handshake_timeout: float | None = None, trusted: TrustedSources | None = None):
         self._loop = loop or asyncio.get_running_loop()
         self._on_client = on_client
         # `admit` is asked when the connection is accepted (None: every connection is served); with `tls` (server
-        # side) the handshake runs after it, within `handshake_timeout` seconds; let go once the connection ends
-        self._accepting = Accepting(self._loop, admit, tls, handshake_timeout)
+        # side) the handshake runs after it, within `handshake_timeout` seconds; let go once the connection ends.
+        # From a `trusted` relay a PROXY header is read first, within the same timeout, and names the client
+        self._accepting = Accepting(self._loop, admit, tls, handshake_timeout, trusted)
         self._staging_bytes = staging_bytes
         self._budget = budget  # the process': charged with the staging buffer's growth (None: not charged)
         self._staging = _NO_STAGING  # allocated when the socket has bytes for it
@@ -87,6 +89,11 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._lost = False
         self._task: asyncio.Task | None = None
         self.transport: asyncio.Transport | None = None
+
+    @property
+    def peer(self):
+        """The client's address: its socket's peer, or what a trusted relay's PROXY header named."""
+        return self._accepting.peer
 
     # -- asyncio's side ---------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -339,16 +346,18 @@ class ClientFrames(asyncio.BufferedProtocol):
 async def start_server(on_client, host: str | None = None, port: int | None = None, *,
                        staging_bytes: int = STAGING_BYTES, budget: ByteBudget | None = None,
                        admit: Admit | None = None, ssl: ssl.SSLContext | ServerTls | None = None,
-                       ssl_handshake_timeout: float | None = None, **kwargs) -> asyncio.Server:
+                       ssl_handshake_timeout: float | None = None, trusted: TrustedSources | None = None,
+                       **kwargs) -> asyncio.Server:
     """`asyncio.start_server` with a ClientFrames reader for each connection: `on_client(reader, writer)`; `budget`
     (the process') is charged with their staging buffers' growth. `admit(peername)` is asked as each connection is
     accepted, before a TLS handshake: None refuses it (aborted at once), else a callable run once it ended. With
     `ssl` the listener accepts TCP and each connection starts TLS itself (`loop.start_tls`) after `admit`, within
-    `ssl_handshake_timeout` seconds (None: asyncio's 60)."""
+    `ssl_handshake_timeout` seconds (None: asyncio's 60). A connection from a `trusted` relay starts with a PROXY
+    v2 header, read first (before `admit`, which is given the client's address it names; `ClientFrames.peer`)."""
     loop = asyncio.get_running_loop()
     tls = ssl
 
     def protocol() -> ClientFrames:
-        return ClientFrames(on_client, staging_bytes, loop, budget, admit, tls, ssl_handshake_timeout)
+        return ClientFrames(on_client, staging_bytes, loop, budget, admit, tls, ssl_handshake_timeout, trusted)
 
     return await loop.create_server(protocol, host, port, **kwargs)

@@ -26,6 +26,7 @@ from fedkafka.proxy.core.client_frames import SMALL_FRAME_BYTES, ClientFrames, I
 from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from fedkafka.proxy.plan import CloseConnection
+from fedkafka.security.proxy_header import is_signature_start
 from fedkafka.security.session import Session
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class ClientConnection:
         self.budget = budget or ByteBudget(self.limits.max_buffered_bytes)  # shared by the whole process
         self.held = ByteBudget(self.limits.max_inflight_bytes)  # this connection's share
         self.slot = next(_slots)
-        self.peer = writer.get_extra_info("peername")
+        # the client's (through a trusted relay: its PROXY header's), else the socket's
+        self.peer = self.session.peer or writer.get_extra_info("peername")
         # request slots (a semaphore of the reader's own: asyncio.Semaphore's acquire and release were ~60
         # bytecodes a request); the reader waits on _slot_freed when none is left
         self._free_slots = self.limits.max_inflight_requests
@@ -184,6 +186,9 @@ class ClientConnection:
         started = self._loop.time()
         await self._within(self.reader.until_buffered(4), started, "size", 4)
         (size,) = _SIZE.unpack(self.reader.take(4))
+        if is_signature_start(size):  # a relay this proxy does not trust, or a trusted one's second header
+            raise FrameError("a PROXY protocol header, from an address not in --proxy-header-from (or after the "
+                             "one read); the connection is not taken as relayed")
         if size < 0 or size > self.limits.max_frame_bytes:
             raise FrameError(f"frame size {size} outside 0..{self.limits.max_frame_bytes} (--max-frame-bytes)")
         # before SASL authentication (Kafka's sasl.server.max.receive.size): closed, one line

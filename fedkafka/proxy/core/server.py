@@ -38,6 +38,7 @@ from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
 from fedkafka.security.listeners import Listener, TlsFiles, certificate_principal
 from fedkafka.security.oauth import JwtValidator, OAuthSettings
+from fedkafka.security.proxy_header import TrustedSources
 from fedkafka.security.server_tls import ServerTls
 from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, SASL_MECHANISMS, Session
 from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
@@ -81,6 +82,9 @@ class ProxyConfig:
     connections_max_reauth_ms: int = 0
     # Kafka's connection.failed.authentication.delay.ms: a failed SASL login is answered this much later
     failed_authentication_delay_ms: int = FAILED_AUTHENTICATION_DELAY_MS
+    # relays (the name service hosts: addresses or CIDRs) whose connections start with a PROXY v2 header naming the
+    # client, whose address is then the connection's (ACL host, per-IP cap, password checks); empty: none
+    proxy_header_from: tuple[str, ...] = ()
 
     def all_listeners(self) -> tuple[Listener, ...]:
         return self.listeners or (Listener("PLAINTEXT", self.host, self.port),)
@@ -132,6 +136,7 @@ class ProxyServer:
                                  dedicated_wait_s=config.limits.dedicated_wait_s, upstream=config.upstream,
                                  budget=self.budget)
         self.counts = ConnectionCounts(config.limits.max_connections, config.limits.max_connections_per_ip)
+        self.relays = TrustedSources(config.proxy_header_from)
         self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))
         if config.controller:
             instance = f"{config.advertised_host}:{listeners[0].port}"
@@ -196,10 +201,11 @@ class ProxyServer:
                 self.tls = ServerTls(self.config.tls)
             on_client = functools.partial(self._on_client, listener)
             ssl_ctx = self.tls if listener.tls else None
-            # counted when accepted, before a TLS handshake, which gets the frame timeout (docs/DESIGN.md §4.12)
+            # counted when accepted, before a TLS handshake, which gets the frame timeout (docs/DESIGN.md §4.12); a
+            # relay's connection once its PROXY header named the client, within that timeout too (§11)
             serve = functools.partial(start_server, on_client, backlog=LISTEN_BACKLOG, ssl=ssl_ctx, budget=self.budget,
                                       admit=self.counts.admission,
-                                      ssl_handshake_timeout=self.config.limits.frame_timeout_s)
+                                      ssl_handshake_timeout=self.config.limits.frame_timeout_s, trusted=self.relays)
             if sock is not None and i == 0:
                 server = await serve(sock=sock)
             else:
@@ -234,8 +240,9 @@ class ProxyServer:
 
     async def _on_client(self, listener: Listener, reader: ClientFrames,
                          writer: asyncio.StreamWriter) -> None:
-        """An admitted connection (`counts.admission`; its TLS handshake done): served until it ends."""
-        peer = writer.get_extra_info("peername")
+        """An admitted connection (`counts.admission`; its TLS handshake done): served until it ends. Its peer is
+        the client's address: the socket's, or the one a trusted relay's PROXY header named (`ClientFrames.peer`)."""
+        peer = reader.peer or writer.get_extra_info("peername")
         assert self.dispatcher is not None  # start() makes it before the listener accepts anyone
         sock = writer.get_extra_info("socket")
         if sock is not None:
