@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedkafka.security import password_checks
+from fedkafka.security.acl import kafka_host
 from fedkafka.security.scram import AuthenticationFailed
 
 ANONYMOUS = "User:ANONYMOUS"
@@ -42,7 +43,7 @@ class Session:
     protocol: str = "PLAINTEXT"
     mechanisms: tuple[str, ...] = ()  # enabled on this listener (SASL_* only)
     peer: str = ""
-    host: str = ""  # the client's address, as ACLs name hosts
+    host: str = ""  # the client's address as Kafka writes it (ACLs name hosts so: security/acl.py kafka_host)
     principal: str = ANONYMOUS
     authenticated: bool = True  # False on SASL listeners until SaslAuthenticate succeeds
     mechanism: str | None = None  # chosen by SaslHandshake
@@ -68,8 +69,9 @@ class Session:
                      failed_authentication_delay_ms: int = FAILED_AUTHENTICATION_DELAY_MS) -> Session:
         sasl = protocol.startswith("SASL_")
         return cls(protocol=protocol, mechanisms=mechanisms if sasl else (), peer=peer, principal=principal,
-                   authenticated=not sasl, host=host, oauth=oauth, max_reauth_ms=max_reauth_ms if sasl else 0,
-                   clock=clock, failed_authentication_delay_ms=failed_authentication_delay_ms)
+                   authenticated=not sasl, host=kafka_host(host), oauth=oauth,
+                   max_reauth_ms=max_reauth_ms if sasl else 0, clock=clock,
+                   failed_authentication_delay_ms=failed_authentication_delay_ms)
 
     @property
     def sasl(self) -> bool:
