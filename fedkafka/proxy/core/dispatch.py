@@ -262,8 +262,8 @@ class Dispatcher:
         token), or the answer when no upstream call is needed (version not served, denied, cached)."""
         if session is not None and (not session.authenticated or session.expires_at is not None) and \
                 (refusal := session.refusal(api_key)) is not None:
-            # a broker closes a SASL connection that sends anything else before authenticating, or after its
-            # session expired (KIP-368); the connection logs the reason in one line
+            # a broker closes a SASL connection that sends what its authentication stage does not take, or
+            # anything but a re-authentication after its session expired (KIP-368); one log line says why
             return self._refused_before_authentication(session, refusal, api_key, version, correlation_id)
         route = self._route(api_key, version)
         if route is None:
