@@ -5,10 +5,18 @@ allows or denies one principal (`User:alice`, `User:*`) from one host (`*`: any)
 (topic, group, cluster, transactional id) named literally (`*`: every one) or by prefix. As Kafka's
 StandardAuthorizer: super users may do anything; a matching DENY wins over any ALLOW; READ, WRITE, DELETE and
 ALTER imply DESCRIBE, ALTER_CONFIGS implies DESCRIBE_CONFIGS; with no matching ALLOW the answer is no.
+
+Hosts: Kafka matches a binding's host, as a string, against `InetAddress.getHostAddress()` of the client, which
+writes IPv6 uncompressed (`0:0:0:0:0:0:0:1`) and an IPv4-mapped IPv6 address as IPv4. The authorizer compares
+both sides in that form (`kafka_host`), so a binding written either way (`::1` or Kafka's) names the same client;
+the bindings themselves, as DescribeAcls answers them, keep the host as written.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 from enum import IntEnum
@@ -53,6 +61,10 @@ class Permission(IntEnum):
 
 CLUSTER_NAME = "kafka-cluster"  # the one cluster resource's name, as in Kafka
 WILDCARD = "*"
+WILDCARD_PRINCIPAL = "User:*"
+# the resource name Kafka's Authorizer.authorizeByResourceType asks `authorize` about first ("Check a hard-coded
+# name to ensure that super users are granted access regardless of DENY ACLs")
+BY_TYPE_PROBE_NAME = "hardcode"
 BINDING_FIELDS = ("resource_type", "name", "pattern_type", "principal", "host", "operation", "permission")
 # The operations a describe's authorized_operations bit field reports on each resource type (Kafka's
 # AclEntry.supportedOperations, which AuthHelper.authorizedOperations asks the authorizer about one by one)
@@ -146,30 +158,78 @@ def _applies(b: AclBinding, name: str) -> bool:
     return b.name == name or b.name == WILDCARD
 
 
+@functools.lru_cache(maxsize=4096)
+def kafka_host(host: str) -> str:
+    """`host` as Kafka writes a client's address (Java's InetAddress.getHostAddress): an IPv6 address uncompressed,
+    each group in lower-case hex without leading zeros, its zone kept (`fe80:0:0:0:0:0:0:1%eth0`); an IPv4-mapped
+    one as its IPv4 address (Java makes it an Inet4Address). Anything that is no IP address (`*`, a name) as is."""
+    address, percent, zone = host.partition("%")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv4Address):
+        return host if percent else str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return ":".join(f"{int(group, 16):x}" for group in ip.exploded.split(":")) + percent + zone
+
+
 class Authorizer:
-    """Built once per view: bindings indexed by resource type, the check is a scan of that type's bindings."""
+    """Built once per view: bindings indexed by resource type, the check is a scan of that type's bindings. The
+    index holds the bindings with their hosts in Kafka's form (`kafka_host`); the view keeps them as written."""
 
     def __init__(self, bindings: tuple[AclBinding, ...], super_users: frozenset[str] = frozenset()):
         self.super_users = super_users
         self._by_type: dict[ResourceType, list[AclBinding]] = defaultdict(list)
         for b in bindings:
-            self._by_type[b.resource_type].append(b)
+            self._by_type[b.resource_type].append(dataclasses.replace(b, host=kafka_host(b.host)))
+
+    def _applicable(self, principal: str, host: str, resource_type: ResourceType) -> list[AclBinding]:
+        """The type's bindings for this principal (or every one, `User:*`) from this host (or any, `*`)."""
+        host = kafka_host(host)
+        return [b for b in self._by_type.get(resource_type, ())
+                if b.principal in (principal, WILDCARD_PRINCIPAL) and b.host in (host, WILDCARD)]
 
     def allowed(self, principal: str, host: str, operation: Operation, resource_type: ResourceType,
                 name: str) -> bool:
         if principal in self.super_users:
             return True
-        found = [b for b in self._by_type.get(resource_type, ())
-                 if _applies(b, name) and b.principal in (principal, "User:*") and b.host in (host, WILDCARD)]
+        host = kafka_host(host)
+        found = [b for b in self._by_type.get(resource_type, ()) if _applies(b, name)
+                 and b.principal in (principal, WILDCARD_PRINCIPAL) and b.host in (host, WILDCARD)]
         if any(b.permission == Permission.DENY and b.operation in (operation, Operation.ALL) for b in found):
             return False
         wanted = (operation, Operation.ALL, *_IMPLIES.get(operation, ()))
         return any(b.permission == Permission.ALLOW and b.operation in wanted for b in found)
 
     def allowed_any(self, principal: str, host: str, operation: Operation, resource_type: ResourceType) -> bool:
-        """Whether some resource of the type may be acted on (Kafka's idempotent write: WRITE on any topic)."""
-        if principal in self.super_users:
+        """Whether some resource of the type may be acted on (Kafka's idempotent write: WRITE on any topic), as
+        Kafka's `Authorizer.authorizeByResourceType` decides it (its default, which StandardAuthorizer keeps):
+        yes when `allowed` on the literal name `hardcode` (a super user); no when a DENY of the operation (or ALL)
+        names the literal `*`; yes when an ALLOW names the literal `*`, or when any other ALLOW's name is not
+        dominated by a DENY: for a literal, a DENY of the same literal name; for either, a prefixed DENY of a
+        prefix of its name (the name itself included). Operations imply none here, as in Kafka."""
+        if self.allowed(principal, host, operation, resource_type, BY_TYPE_PROBE_NAME):
             return True
-        return any(b.permission == Permission.ALLOW and b.operation in (operation, Operation.ALL)
-                   and b.principal in (principal, "User:*") and b.host in (host, WILDCARD)
-                   for b in self._by_type.get(resource_type, ()))
+        denied: dict[PatternType, set[str]] = {PatternType.LITERAL: set(), PatternType.PREFIXED: set()}
+        allows: list[AclBinding] = []
+        for b in self._applicable(principal, host, resource_type):
+            if b.operation not in (operation, Operation.ALL):
+                continue
+            if b.permission == Permission.DENY:
+                if b.pattern_type == PatternType.LITERAL and b.name == WILDCARD:
+                    return False
+                denied[b.pattern_type].add(b.name)
+            elif b.permission == Permission.ALLOW:
+                allows.append(b)
+        if any(b.pattern_type == PatternType.LITERAL and b.name == WILDCARD for b in allows):
+            return True
+        return any(not _dominated(b, denied) for b in allows)
+
+
+def _dominated(allow: AclBinding, denied: dict[PatternType, set[str]]) -> bool:
+    """Whether a DENY covers every resource `allow` names (authorizeByResourceType's "dominant" deny)."""
+    if allow.pattern_type == PatternType.LITERAL and allow.name in denied[PatternType.LITERAL]:
+        return True
+    return any(allow.name[:end] in denied[PatternType.PREFIXED] for end in range(1, len(allow.name) + 1))

@@ -1,9 +1,11 @@
 """The per-connection security state a handler reads and the SASL handler advances (docs/DESIGN.md §11).
 
 The core makes one `Session` per client connection from its listener: the listener's security protocol,
-the SASL mechanisms it enables, and for TLS the client certificate's subject. On a SASL listener only
-ApiVersions, SaslHandshake and SaslAuthenticate are served until `authenticated` (the core's gate, as a
-Kafka broker does); once `failed` is set the core answers the request and closes the connection.
+the SASL mechanisms it enables, and for TLS the client certificate's subject. On a SASL listener, until
+`authenticated`, the core serves what Kafka's SaslServerAuthenticator does in each state (`refusal`): first
+ApiVersions (one answered) or SaslHandshake; after an answered ApiVersions, SaslHandshake; after SaslHandshake
+(`mechanism` chosen), SaslAuthenticate only. Anything else closes the connection; once `failed` is set the core
+answers the request and closes the connection.
 
 Re-authentication (KIP-368, `--connections-max-reauth-ms`, docs/DESIGN.md §11): with a maximum set, a successful
 authentication gives the session a lifetime, min(the maximum, the credential's own remaining lifetime), told to
@@ -20,14 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedkafka.security import password_checks
+from fedkafka.security.acl import kafka_host
 from fedkafka.security.scram import AuthenticationFailed
 
 ANONYMOUS = "User:ANONYMOUS"
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")  # the default; OAUTHBEARER needs a JWKS file
 ALL_SASL_MECHANISMS = (*SASL_MECHANISMS, "OAUTHBEARER")
-# What an unauthenticated SASL connection may send: anything else closes it, as Kafka does.
-PRE_AUTH_API_KEYS = frozenset({18, 17, 36})  # ApiVersions, SaslHandshake, SaslAuthenticate
-SASL_API_KEYS = frozenset({17, 36})  # what an expired session may still send: a re-authentication
+API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
+# What an unauthenticated SASL connection may send, by how far it got (Kafka's SaslServerAuthenticator states
+# HANDSHAKE_OR_VERSIONS_REQUEST, HANDSHAKE_REQUEST, AUTHENTICATE): anything else closes it, as Kafka does.
+BEFORE_HANDSHAKE_API_KEYS = frozenset({API_VERSIONS, SASL_HANDSHAKE})
+AFTER_API_VERSIONS_API_KEYS = frozenset({SASL_HANDSHAKE})
+AFTER_HANDSHAKE_API_KEYS = frozenset({SASL_AUTHENTICATE})
+SASL_API_KEYS = frozenset({SASL_HANDSHAKE, SASL_AUTHENTICATE})  # what an expired session may still send
 # Kafka's KafkaChannel.maybeBeginServerReauthentication: at most one re-authentication a second; an earlier
 # SaslHandshake is handled as on a session without re-authentication (ILLEGAL_SASL_STATE).
 MIN_REAUTH_INTERVAL_S = 1.0
@@ -44,10 +51,11 @@ class Session:
     protocol: str = "PLAINTEXT"
     mechanisms: tuple[str, ...] = ()  # enabled on this listener (SASL_* only)
     peer: str = ""
-    host: str = ""  # the client's address, as ACLs name hosts
+    host: str = ""  # the client's address as Kafka writes it (ACLs name hosts so: security/acl.py kafka_host)
     principal: str = ANONYMOUS
     authenticated: bool = True  # False on SASL listeners until SaslAuthenticate succeeds
     mechanism: str | None = None  # chosen by SaslHandshake
+    versions_answered: bool = False  # an ApiVersions was answered before SaslHandshake (Kafka answers one)
     exchange: Any = None  # the mechanism's server state between SaslAuthenticate rounds
     claimed_user: str | None = None  # the user name a client gave (for the failure log line; never a password)
     failed: str | None = None  # why authentication failed (logged once; the connection then closes)
@@ -70,8 +78,9 @@ class Session:
                      failed_authentication_delay_ms: int = FAILED_AUTHENTICATION_DELAY_MS) -> Session:
         sasl = protocol.startswith("SASL_")
         return cls(protocol=protocol, mechanisms=mechanisms if sasl else (), peer=peer, principal=principal,
-                   authenticated=not sasl, host=host, oauth=oauth, max_reauth_ms=max_reauth_ms if sasl else 0,
-                   clock=clock, failed_authentication_delay_ms=failed_authentication_delay_ms)
+                   authenticated=not sasl, host=kafka_host(host), oauth=oauth,
+                   max_reauth_ms=max_reauth_ms if sasl else 0, clock=clock,
+                   failed_authentication_delay_ms=failed_authentication_delay_ms)
 
     @property
     def sasl(self) -> bool:
@@ -111,13 +120,11 @@ class Session:
         self.authenticated, self.mechanism, self.exchange = False, None, None
 
     def refusal(self, api_key: int) -> str | None:
-        """Why a request must close the connection, or None: anything but SaslHandshake, SaslAuthenticate and
-        ApiVersions before authentication; anything but a re-authentication once the session expired (Kafka's
-        SocketServer closes such a connection: `Disconnecting expired channel`)."""
+        """Why a request must close the connection, or None: before authentication, what Kafka's
+        SaslServerAuthenticator does not serve in the session's state (`authentication_refusal`); once the session
+        expired, anything but a re-authentication (Kafka's SocketServer: `Disconnecting expired channel`)."""
         if not self.authenticated:
-            if api_key in PRE_AUTH_API_KEYS:
-                return None
-            return f"api_key={api_key} before SASL authentication on {self.protocol}"
+            return self.authentication_refusal(api_key)
         if self.expires_at is None or api_key in SASL_API_KEYS:
             return None
         late_s = self.clock() - self.expires_at
@@ -125,6 +132,30 @@ class Session:
             return None
         return (f"the SASL session of {self.principal} on the {self.protocol} listener expired {late_s * 1000:.0f} ms "
                 f"ago without re-authentication (--connections-max-reauth-ms {self.max_reauth_ms})")
+
+    def authentication_refusal(self, api_key: int) -> str | None:
+        """Before authentication: ApiVersions or SaslHandshake first, only SaslHandshake after an answered
+        ApiVersions (Kafka: "Unexpected ApiVersions request received during SASL authentication state
+        HANDSHAKE_REQUEST"), only SaslAuthenticate after SaslHandshake, in a re-authentication too (Kafka:
+        "Unexpected Kafka request of type ... during SASL authentication")."""
+        if self.in_exchange():
+            expected, stage = AFTER_HANDSHAKE_API_KEYS, "after SaslHandshake only SaslAuthenticate"
+        elif self.versions_answered:
+            expected, stage = AFTER_API_VERSIONS_API_KEYS, "after ApiVersions only SaslHandshake"
+        else:
+            expected, stage = BEFORE_HANDSHAKE_API_KEYS, "first only ApiVersions or SaslHandshake"
+        if api_key in expected:
+            return None
+        return f"api_key={api_key} before SASL authentication on {self.protocol} ({stage})"
+
+    def in_exchange(self) -> bool:
+        """Past SaslHandshake, not yet authenticated (again): Kafka's AUTHENTICATE state."""
+        return not self.authenticated and self.mechanism is not None
+
+    def answered_api_versions(self) -> None:
+        """An ApiVersions answered (not refused for its version): before the handshake, Kafka answers one."""
+        if not self.authenticated and self.mechanism is None:
+            self.versions_answered = True
 
     def chosen_mechanism(self) -> str:
         """The mechanism SaslHandshake chose, for a caller past that step (ValueError before it)."""

@@ -134,7 +134,10 @@ def test_during_a_re_authentication_only_sasl_requests_pass():
     _plain(ctx)
     ctx.session.clock.now += 2
     assert _handshake(ctx, "PLAIN").error_code == ErrorCode.none
-    assert ctx.session.refusal(PRODUCE) == "api_key=0 before SASL authentication on SASL_SSL"
+    assert ctx.session.refusal(PRODUCE) == ("api_key=0 before SASL authentication on SASL_SSL (after SaslHandshake "
+                                            "only SaslAuthenticate)")
+    assert ctx.session.refusal(API_VERSIONS) is not None and ctx.session.refusal(HANDSHAKE) is not None
+    assert ctx.session.refusal(AUTHENTICATE) is None
     assert ctx.session.principal == "User:alice"  # requests already read keep their principal
 
 

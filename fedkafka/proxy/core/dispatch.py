@@ -262,9 +262,9 @@ class Dispatcher:
         token), or the answer when no upstream call is needed (version not served, denied, cached)."""
         if session is not None and (not session.authenticated or session.expires_at is not None) and \
                 (refusal := session.refusal(api_key)) is not None:
-            # a broker closes a SASL connection that sends anything else before authenticating, or after its
-            # session expired (KIP-368); the connection logs the reason in one line
-            raise ProtocolViolation(refusal)
+            # a broker closes a SASL connection that sends what its authentication stage does not take, or
+            # anything but a re-authentication after its session expired (KIP-368); one log line says why
+            return self._refused_before_authentication(session, refusal, api_key, version, correlation_id)
         route = self._route(api_key, version)
         if route is None:
             self.observer.unsupported(api_key, version)
@@ -443,6 +443,18 @@ class Dispatcher:
         (as a broker records an acks=0 produce's errors when it closes the connection)."""
         self.observer.answered(seen, reply.answer)
         return reply
+
+    @staticmethod
+    def _refused_before_authentication(session: Session, refusal: str, api_key: int, version: int,
+                                       correlation_id: int) -> bytes:
+        """After SaslHandshake, Kafka's SaslServerAuthenticator answers any request but SaslAuthenticate with its
+        error response (ILLEGAL_SASL_STATE), then closes the connection (the session fails, which the connection
+        logs); before the handshake, or once the session expired, it closes without an answer (raised here)."""
+        resp_t = codec.response_type(api_key, version) if session.in_exchange() else None
+        if resp_t is None:
+            raise ProtocolViolation(refusal)
+        session.fail(refusal)
+        return codec.encode_response(error_response(resp_t, ErrorCode.illegal_sasl_state), correlation_id)
 
     def _unsupported(self, api_key: int, version: int, correlation_id: int) -> bytes:
         if api_key == 18:

@@ -14,6 +14,7 @@ AUTHORIZES = True
 
 
 def handle(ctx: Context, header, request):
+    ctx.session.answered_api_versions()  # before SaslHandshake, Kafka answers one (security/session.py)
     return answer(ctx.advertised, type(request).__version__, ErrorCode.none)
 
 
