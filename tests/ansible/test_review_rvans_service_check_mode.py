@@ -66,3 +66,30 @@ def test_check_mode_predicts_starting_a_stopped_program(state_dir):
     assert done >= 1, run_out[-2000:]  # the run started the stopped program
     assert predicted == done, f"--check predicted changed={predicted}, the run made changed={done}\n" + "\n".join(
         line for line in check_out.splitlines() if "Start when stopped" in line or "skipping" in line)
+
+
+def test_check_mode_predicts_starting_a_stopped_supervisord(state_dir):
+    """supervisord itself is down (the host rebooted): the run starts it, and it starts the program (autostart);
+    --check predicts that start, and the run reports the program's start once (supervisord's), not twice."""
+    playbook = state_dir / "play.yml"
+    playbook.write_text(PLAY % {"python": sys.executable})
+    _run(state_dir, playbook)
+    conf = state_dir / "supervisor" / "supervisord.conf"
+    subprocess.run([SUPERVISORCTL, "-c", str(conf), "shutdown"], check=True, capture_output=True, timeout=60)
+    predicted, check_out = _run(state_dir, playbook, "--check")
+    done, run_out = _run(state_dir, playbook)
+    assert done == 1, run_out[-2000:]  # Start supervisord; the program came up with it
+    status = subprocess.run([SUPERVISORCTL, "-c", str(conf), "status", "rvans-sleeper"], capture_output=True,
+                            text=True, timeout=60)
+    assert re.search(r"\b(STARTING|RUNNING)\b", status.stdout), status.stdout
+    assert predicted == done, f"--check predicted changed={predicted}, the run made changed={done}\n" + "\n".join(
+        line for line in check_out.splitlines() if "supervisord" in line.lower() or "skipping" in line)
+
+
+def test_run_after_check_makes_no_change_when_all_runs(state_dir):
+    playbook = state_dir / "play.yml"
+    playbook.write_text(PLAY % {"python": sys.executable})
+    _run(state_dir, playbook)
+    predicted, _ = _run(state_dir, playbook, "--check")
+    done, run_out = _run(state_dir, playbook)
+    assert (predicted, done) == (0, 0), run_out[-2000:]
