@@ -20,3 +20,23 @@ def test_present_on_a_removed_cluster_does_not_report_ok():
     with mock.patch.object(FedkafkaApi, "request", side_effect=fake.request):
         failed, result = run("fedkafka_cluster", {**API, "id": "c1", "bootstrap": "h1:9092", "state": "present"})
     assert failed or result["cluster"].get("state") == "active", result
+
+
+def test_present_on_a_removed_cluster_fails_clearly_in_check_mode_and_real_mode_alike():
+    for check_mode in (True, False):
+        fake = FakeController(clusters=[REMOVED_C1])
+        with mock.patch.object(FedkafkaApi, "request", side_effect=fake.request):
+            failed, result = run("fedkafka_cluster", {**API, "id": "c1", "bootstrap": "h1:9092"}, check_mode=check_mode)
+        assert failed and not result.get("changed"), result
+        assert "c1 was removed" in result["msg"] and "register it under a new id" in result["msg"], result
+        assert "leftover physical topics" in result["msg"], result
+        assert fake.writes == [] and fake.clusters["c1"]["state"] == "removed", fake.writes
+
+
+def test_other_states_of_a_removed_cluster_stay_ok():
+    """absent: removed already, no change; read_only: decommission only goes forward, removed is past it."""
+    for state in ("absent", "read_only"):
+        fake = FakeController(clusters=[REMOVED_C1])
+        with mock.patch.object(FedkafkaApi, "request", side_effect=fake.request):
+            failed, result = run("fedkafka_cluster", {**API, "id": "c1", "state": state})
+        assert not failed and not result["changed"] and fake.writes == [], result
