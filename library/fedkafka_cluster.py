@@ -11,7 +11,7 @@ description:
   - Talks to the fedkafka controller's admin API (C(GET /v1/clusters), C(PUT /v1/clusters/{id}),
     C(POST /v1/clusters/{id}/state), C(POST /v1/workflows)).
   - C(present) registers the cluster (or updates its bootstrap/coordination flag) and keeps it C(active).
-    A C(removed) cluster never becomes active again (the controller refuses it): C(present) on one fails, in
+    A C(removed) cluster never becomes active again (the controller refuses it), so C(present) on one fails, in
     check mode too. To use its Kafka again, delete there the leftover physical topics of deleted topics, then
     register it under a new id.
   - C(read_only) moves every active segment off the cluster; consumers still read it.
