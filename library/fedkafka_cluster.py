@@ -11,6 +11,9 @@ description:
   - Talks to the fedkafka controller's admin API (C(GET /v1/clusters), C(PUT /v1/clusters/{id}),
     C(POST /v1/clusters/{id}/state), C(POST /v1/workflows)).
   - C(present) registers the cluster (or updates its bootstrap/coordination flag) and keeps it C(active).
+    A C(removed) cluster never becomes active again (the controller refuses it), so C(present) on one fails, in
+    check mode too. To use its Kafka again, delete there the leftover physical topics of deleted topics, then
+    register it under a new id.
   - C(read_only) moves every active segment off the cluster; consumers still read it.
   - C(absent) is a full decommission (C(read_only), C(draining), C(removed)); with O(wait=true) it
     returns only once the controller reports the cluster removed.
@@ -131,7 +134,7 @@ def plan(current: dict | None, params: dict, running: dict | None = None) -> lis
         if changes and state != "absent":
             steps.append(("put", f"update {cid}: " + ", ".join(changes), None))
     now = STATE_ORDER.get(current.get("state", "active"), 0)
-    if state == "present" and now > 0 and current.get("state") != "removed":
+    if state == "present" and now > 0:  # removed: refused before (removed_refusal)
         steps.append(("state", f"reactivate {cid} ({current.get('state')} -> active)", "active"))
     elif state == "read_only" and now < STATE_ORDER["read_only"]:
         steps.append(("state", f"make {cid} read_only (move its active segments to other clusters)", "read_only"))
@@ -142,6 +145,18 @@ def plan(current: dict | None, params: dict, running: dict | None = None) -> lis
         steps.append(("decommission", f"decommission {cid} (read_only, draining, removed"
                       f"{', drain consumer groups' if params['drain'] else ''})", None))
     return steps
+
+
+def removed_refusal(current: dict | None, params: dict) -> str | None:
+    """Why state=present cannot be met: the controller never reactivates a removed cluster, nor re-registers its
+    id (PUT answers 409), so an ok would leave a cluster that takes no writes (docs/DESIGN.md §4.13)."""
+    if params["state"] != "present" or not current or current.get("state") != "removed":
+        return None
+    cid = params["id"]
+    return (f"cluster {cid} was removed: a removed cluster cannot be present (active) again, and its id cannot be "
+            f"registered again. To use its Kafka again, first delete there the leftover physical topics of deleted "
+            f"topics (fedkafka stopped deleting them when {cid} was removed; a topic is not created over one holding "
+            f"records, docs/DESIGN.md §4.13), then register it under a new id. Nothing was changed")
 
 
 def public(cluster: dict | None) -> dict:
@@ -237,6 +252,9 @@ def main() -> None:
         current = read_or_predict(module, lambda: api.cluster(p["id"]))
         if current is None and p["state"] != "absent" and not p["bootstrap"]:
             module.fail_json(msg=f"cluster {p['id']} is not registered: bootstrap is required to register it")
+        refusal = removed_refusal(current, p)
+        if refusal:
+            module.fail_json(msg=refusal, cluster=public(current))
         running = None
         if p["state"] == "absent" and current and current.get("state") in ("read_only", "draining"):
             running = running_decommission(api, p["id"])  # read_only or draining: one may be under way

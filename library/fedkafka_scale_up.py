@@ -14,7 +14,7 @@ description:
     cluster; no key changes partition and no data is copied. C(expand) adds logical partitions on the
     cluster instead (keys re-hash; opt-in).
   - Idempotent. When the cluster already holds its fair share the workflow moves nothing and the
-    module reports no change.
+    module reports no change. Registering the cluster (O(bootstrap), first run) is a change, moves or not.
   - Check mode asks the controller for the run's plan (C(POST /v1/workflows?dry_run=true)), the moves it would
     make now, planned by the workflow's own planner, so C(--check --diff) shows exactly the partitions the run
     moves. A controller without dry runs (not listed in C(GET /v1/status) C(api_features)) gets an estimate
@@ -142,8 +142,8 @@ def predict(module, api: FedkafkaApi, current: dict | None) -> dict:
         module.warn("the controller has no workflow dry run (upgrade it): partitions_moved is an estimate")
         before, total, n_active = share(api, p["cluster"])
         predicted = max(0, total // n_active - before) if p["strategy"] == "rebalance" else (0 if before else 1)
-        return {"changed": predicted > 0, "partitions_moved": predicted, "active_before": before, "moves": [],
-                "workflow": {}, "diff": diff_of(p["cluster"], before, predicted, [])}
+        return {"changed": predicted > 0 or current is None, "partitions_moved": predicted, "active_before": before,
+                "moves": [], "workflow": {}, "diff": diff_of(p["cluster"], before, predicted, [])}
     try:
         plan = api.start_workflow("scale_up", p["cluster"], strategy=p["strategy"], bootstrap=p["bootstrap"],
                                   dry_run=True) or {}
@@ -207,7 +207,9 @@ def main() -> None:
         moved = moved_count(workflow)
         if not p["wait"] or ("moved" not in workflow and "partitions_moved" not in workflow):
             moved = max(moved, share(api, p["cluster"])[0] - before)
-        changed = bool(workflow.get("changed", moved > 0))
+        # The controller's record says changed when the run registered the cluster or moved something; a
+        # controller from before that record counts only moves, and this module knows it asked to register.
+        changed = bool(workflow.get("changed")) or moved > 0 or current is None
         moves = move_lines(workflow.get("partitions_moved") if isinstance(workflow.get("partitions_moved"), list)
                            else [])
         module.exit_json(changed=changed, partitions_moved=moved, active_before=before, moves=moves,

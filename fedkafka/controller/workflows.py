@@ -114,9 +114,10 @@ class WorkflowEngine:
             running = self._unfinished(kind, cluster)
             if running is not None:
                 return self.get(running)
+            registered = False
             if kind == "scale_up":
                 self._check_scale_up(cluster, bootstrap)
-                self._register(cluster, bootstrap)
+                registered = self._register(cluster, bootstrap)
             elif kind == "failover":
                 self._check_failover(cluster)
             elif kind == "coordination_move":
@@ -125,7 +126,7 @@ class WorkflowEngine:
                 self._check_decommission(cluster)
             now = time.time()
             record = {"kind": kind, "cluster": cluster, **params, "state": "running", "step": phases[0],
-                      "changed": False, "moved": 0, "partitions_moved": [], "error": None, "created_at": now,
+                      "changed": registered, "moved": 0, "partitions_moved": [], "error": None, "created_at": now,
                       "finished_at": None, "phases": [{"name": p, "state": "pending", "started_at": None,
                                                        "finished_at": None, "done": 0, "total": 0} for p in phases]}
             record.pop("bootstrap", None)
@@ -362,10 +363,13 @@ class WorkflowEngine:
                 raise Conflict(f"{bootstrap} is the Kafka cluster already registered as {other.id}; "
                                "a physical cluster can join the federation only once. Nothing was changed")
 
-    def _register(self, cluster: str, bootstrap: str | None) -> None:
-        """A scale-up onto a cluster not registered yet registers it, once _check_scale_up accepted it."""
+    def _register(self, cluster: str, bootstrap: str | None) -> bool:
+        """A scale-up onto a cluster not registered yet registers it, once _check_scale_up accepted it: True
+        when it did (the run's record says changed, as the dry run's `registers` predicts)."""
         if bootstrap and cluster not in self._clusters():
             self.ctl.put_cluster(cluster, bootstrap, None)
+            return True
+        return False
 
     def _check_decommission(self, cluster: str) -> None:
         rows = self._clusters()

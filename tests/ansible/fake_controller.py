@@ -48,11 +48,17 @@ class FakeController:
                 raise ApiError("not found", status=404)
             if method == "POST" and body["kind"] in ("failover", "coordination_move"):
                 return self._unclean(body, dry_run=query == "dry_run=true")
+            registers = (method == "POST" and body["kind"] == "scale_up" and body["cluster"] not in self.clusters
+                         and body.get("bootstrap"))
             if method == "POST" and query == "dry_run=true":
                 moves = (self._scale_up(body["cluster"], apply=False) if body["kind"] == "scale_up"
                          else self._evacuation(body["cluster"]))
-                return {"dry_run": True, "changed": bool(moves), "moved": len(moves), "partitions_moved": moves}
+                return {"dry_run": True, "changed": bool(moves or registers), "registers": bool(registers),
+                        "moved": len(moves), "partitions_moved": moves}
             if method == "POST":
+                if registers:  # as the controller: a scale-up registers a new cluster first (its record, below,
+                    # leaves out `changed`, as a controller from before it counted the registration did)
+                    self._clusters("PUT", [body["cluster"]], {"bootstrap": body["bootstrap"]})
                 cluster = self.clusters[body["cluster"]]
                 if body["kind"] == "decommission":
                     cluster["state"] = "removed"

@@ -90,3 +90,22 @@ def test_a_request_start_refuses_is_refused_the_same_way(make_api, body, status)
 def test_status_lists_the_dry_run_feature(make_api):
     """The modules ask before calling it: a controller without it would ignore ?dry_run=true and act."""
     assert "workflow_dry_run" in make_api().get("/v1/status").json()["api_features"]
+
+
+def test_a_scale_up_that_only_registers_the_cluster_is_a_change_as_its_dry_run_says(make_api):
+    """No topic: the scale-up onto c2 moves nothing but registers c2. The dry run says changed (registers), and
+    the run's record must say so too (fedkafka_scale_up reports the record's `changed`)."""
+    from fedkafka.controller.workflows import WorkflowEngine
+
+    api = make_api()
+    api.put("/v1/clusters/c1", json={"bootstrap": "127.0.0.1:1", "coordination": True}).raise_for_status()
+    request = {"kind": "scale_up", "cluster": "c2", "bootstrap": "127.0.0.1:2"}
+    plan = api.post(DRY, json=request).json()
+    assert plan["registers"] is True and plan["moved"] == 0 and plan["changed"] is True
+    engine = WorkflowEngine(api.controller)
+    run = engine.wait(engine.start("scale_up", "c2", bootstrap="127.0.0.1:2")["id"], timeout=60)
+    assert run["state"] == "done" and run["moved"] == 0, run
+    assert "c2" in {c["id"] for c in api.get("/v1/clusters").json()}
+    assert run["changed"] is True, run
+    again = engine.wait(engine.start("scale_up", "c2", bootstrap="127.0.0.1:2")["id"], timeout=60)
+    assert again["changed"] is False and api.post(DRY, json=request).json()["changed"] is False  # idempotent
