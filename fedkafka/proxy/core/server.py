@@ -30,6 +30,7 @@ from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.limits import ByteBudget, ConnectionCounts, Limits
 from fedkafka.proxy.core.metrics import ProxyMetrics
+from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
@@ -180,7 +181,7 @@ class ProxyServer:
                                      max_dedicated_per_connection=self.config.limits.max_dedicated_per_connection,
                                      controller=self.source if isinstance(self.source, ControllerViewSource) else None,
                                      authorization=self.config.authorization, super_users=self.config.super_users,
-                                     **({"observer": self.metrics.requests} if self.metrics else {}))
+                                     observer=self.metrics.requests if self.metrics else NULL_OBSERVER)
         self._wrap_for_inflight(self.dispatcher)
         self.supervisor.spawn("metadata-refresh", self.physical.run)
         for name, task in self.source.tasks(self.state, self.inflight.drain_before).items():

@@ -36,7 +36,8 @@ group (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to 
 ConsumerGroupDescribe needs DESCRIBE per group (the others are still described), and a group whose assignments
 name a topic the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED without its members. Asked
 for authorized operations, each group answered without an error carries the asking principal's operations on it
-(`groups.with_authorized_operations`, shared with DescribeGroups), never the coordination cluster's for the proxy.
+(`described_groups.with_authorized_operations`, shared with DescribeGroups), never the coordination cluster's for
+the proxy.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from kio.static.primitive import i8
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.handlers.groups import with_authorized_operations
+from fedkafka.proxy.described_groups import with_authorized_operations
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic

@@ -30,7 +30,7 @@ from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.handlers.list_offsets import LATEST, ask_physical
+from fedkafka.proxy.physical_offsets import LATEST, ask_physical
 from fedkafka.proxy.plan import (
     Broker,
     Call,
@@ -320,7 +320,7 @@ def _delete(ctx: Context, offsets: dict[PhysKey, int], then):
 
 
 def _high_watermarks(ctx: Context, keys: set[PhysKey], then):
-    """The partitions' high watermarks (ListOffsets LATEST, `list_offsets.ask_physical`): `then` gets the offset or
+    """The partitions' high watermarks (ListOffsets LATEST, `physical_offsets.ask_physical`): `then` gets the offset or
     the error per partition."""
 
     def read(physical: dict, _brokers: dict):

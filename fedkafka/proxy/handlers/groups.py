@@ -19,12 +19,13 @@ from typing import TypeVar
 from kio.schema.errors import ErrorCode
 from kio.schema.find_coordinator.v4.request import FindCoordinatorRequest
 from kio.schema.metadata.v12.request import MetadataRequest
-from kio.static.primitive import i8, i32
+from kio.static.primitive import i8
 
 from fedkafka.protocol import bounds
 from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
+from fedkafka.proxy.described_groups import with_authorized_operations
 from fedkafka.proxy.plan import (
     AnyBroker,
     Broker,
@@ -34,7 +35,6 @@ from fedkafka.proxy.plan import (
     Plan,
     UpstreamError,
     authorized,
-    authorized_operations,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
@@ -60,9 +60,6 @@ TOPIC_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRI
 GROUP_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, JOIN: Operation.READ,
                    HEARTBEAT: Operation.READ, LEAVE: Operation.READ, SYNC: Operation.READ,
                    DESCRIBE: Operation.DESCRIBE, DELETE: Operation.DELETE, OFFSET_DELETE: Operation.DELETE}
-# A described group's authorized_operations when they were not asked for, or the group is answered with an error (the
-# schema's default: Kafka's Int.MinValue)
-OPERATIONS_NOT_ANSWERED = i32(-2147483648)
 # What changes a group's committed offsets on the coordinator, which a planned coordination move copies (docs/DESIGN.md
 # §10.1): refused under a frozen view, and drained before a proxy acks a view (dispatch.DRAINED_API_KEYS)
 FENCED_DURING_MOVE = (OFFSET_COMMIT, DELETE, OFFSET_DELETE)
@@ -108,20 +105,6 @@ def handle(ctx: Context, header, request):
 
 
 # -- forwarding to the coordination cluster --------------------------------------------------------------
-
-def with_authorized_operations(ctx: Context, request, described: tuple) -> tuple:
-    """The groups of a DescribeGroups (v3+) or ConsumerGroupDescribe answer, each answered without an error carrying
-    the operations the asking principal may do on it (`authorized_operations`) when the request asks for them
-    (include_authorized_operations), as KafkaApis.handleDescribeGroupsRequest and handleConsumerGroupDescribe set
-    them; a group answered with an error keeps OPERATIONS_NOT_ANSWERED. The coordinator's own value is about the
-    proxy's principal on the coordination cluster and is never passed on. Not asked: the groups as they are (the
-    coordinator was not asked either and answered OPERATIONS_NOT_ANSWERED)."""
-    if not getattr(request, "include_authorized_operations", False):
-        return described
-    return tuple(dataclasses.replace(g, authorized_operations=i32(authorized_operations(
-        ctx, ResourceType.GROUP, g.group_id)) if g.error_code == ErrorCode.none else OPERATIONS_NOT_ANSWERED)
-        for g in described)
-
 
 def group_ids(request) -> list[str]:
     key = request.__api_key__

@@ -9,20 +9,17 @@ question is asked once per (physical partition, timestamp), in rounds when one p
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_schema, response_schema
+from fedkafka.protocol.codec import response_schema
+from fedkafka.proxy.physical_offsets import PhysKey, ask_physical
 from fedkafka.proxy.plan import (
     Broker,
-    Call,
     Context,
-    Plan,
-    UpstreamError,
     as_now,
     authorized,
     lost_for_good,
@@ -37,9 +34,7 @@ ROLE = "consume"
 AUTHORIZES = True
 
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -1, -2, -3, -4
-UPSTREAM_VERSION = 7  # the first with MAX_TIMESTAMP; every Kafka 4 broker serves it
 
-PhysKey = tuple[str, str, int]  # cluster, topic, partition
 _INT64 = range(-(1 << 63), 1 << 63)
 
 log = logging.getLogger(__name__)
@@ -215,72 +210,6 @@ def _max_timestamp(chain: PartitionChain, got: list) -> dict:
     if best is None:
         return {"error_code": ErrorCode.none, "timestamp": -1, "offset": -1, "leader_epoch": -1}
     return {"error_code": ErrorCode.none, "timestamp": best[0], "offset": best[1], "leader_epoch": chain.leader_epoch}
-
-
-def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_level: int, respond):
-    """A Plan asking every (physical partition, timestamp) once; `respond` gets {ask: (offset, timestamp) |
-    ErrorCode} and {ask: the broker asked}. Unreachable clusters answer NOT_LEADER_OR_FOLLOWER (and ask for a
-    refresh). A partition asked with k timestamps takes k rounds (one call per broker each): with a client's
-    duplicates refused (`_duplicated`) and a physical partition read by one logical partition (docs/DESIGN.md
-    §4.13), one round."""
-    physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode] = {}
-    rounds: list[dict[PhysKey, int]] = []  # a partition asked with k timestamps is in the first k rounds
-    depth: dict[PhysKey, int] = {}
-    for key, ts in sorted(asks):
-        i = depth.get(key, 0)
-        depth[key] = i + 1
-        if i == len(rounds):
-            rounds.append({})
-        rounds[i][key] = ts
-    calls: list[Call] = []
-    call_asks: list[list[tuple[PhysKey, int]]] = []
-    brokers: dict[tuple[PhysKey, int], Broker] = {}
-    for r in rounds:
-        by_node: dict[tuple[str, int], list[tuple[PhysKey, int]]] = {}
-        for key, ts in r.items():
-            cluster, topic, partition = key
-            node = ctx.physical.leader(cluster, topic, partition)
-            if node is None or not ctx.physical.reachable(cluster):
-                ctx.physical.request_refresh(cluster)
-                physical[(key, ts)] = ErrorCode.not_leader_or_follower
-                continue
-            by_node.setdefault((cluster, node), []).append((key, ts))
-        for (cluster, node), items in by_node.items():
-            broker = Broker(cluster, node)
-            calls.append(Call(broker, _upstream_request(items, isolation_level)))
-            call_asks.append(items)
-            brokers.update(dict.fromkeys(items, broker))
-
-    def finish(results: list):
-        for items, result in zip(call_asks, results, strict=True):
-            if isinstance(result, UpstreamError):
-                for item in items:
-                    physical[item] = ErrorCode.not_leader_or_follower
-                continue
-            got = {(t.name, p.partition_index): p for t in result.topics for p in t.partitions}
-            for (cluster, topic, partition), ts in items:
-                p = got.get((topic, partition))
-                if p is None or p.error_code != ErrorCode.none:
-                    code = ErrorCode.unknown_server_error if p is None else p.error_code
-                    if code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
-                        ctx.physical.request_refresh(cluster)
-                        code = ErrorCode.not_leader_or_follower
-                    physical[((cluster, topic, partition), ts)] = code
-                else:
-                    physical[((cluster, topic, partition), ts)] = (p.offset, p.timestamp)
-        return respond(physical, brokers)
-
-    return Plan(calls, finish) if calls else finish([])
-
-
-def _upstream_request(items: list[tuple[PhysKey, int]], isolation_level: int):
-    by_topic: dict[str, list[dict]] = {}
-    for (_, topic, partition), ts in items:
-        by_topic.setdefault(topic, []).append({"partition_index": partition, "current_leader_epoch": -1,
-                                               "timestamp": ts})
-    return build(request_schema(2, UPSTREAM_VERSION), {"replica_id": -1, "isolation_level": isolation_level,
-                                                     "topics": [{"name": n, "partitions": ps}
-                                                                for n, ps in by_topic.items()]})
 
 
 def _key(seg: Segment) -> PhysKey:
