@@ -11,13 +11,13 @@ import asyncio
 from fedkafka.nameservice.resolver import ControllerResolver, ResolverError
 from nameservice.test_limits import CountingController
 
-CACHE_ENTRIES = 3  # the default is 10_000: the same eviction, only more ids to send
+CACHE_ENTRIES = 3  # fresh ids sent (the rvapi LRU held 10_000; the name service now keeps no answer per id)
 
 
 def test_fresh_client_ids_do_not_take_an_established_clients_pool_away_in_a_controller_outage():
     async def scenario() -> str:
         async with CountingController(delay_s=0) as controller:
-            resolver = ControllerResolver(controller.url, "token", max_entries=CACHE_ENTRIES)
+            resolver = ControllerResolver(controller.url, "token", ttl=0)  # asks the controller each time
             await resolver.resolve("billing-app")
             for n in range(CACHE_ENTRIES):
                 await resolver.resolve(f"hostile-{n}")
