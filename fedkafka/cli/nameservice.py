@@ -39,8 +39,11 @@ def register(app: typer.Typer) -> None:
                                        help="Controller base URL, or several comma-separated (the active one is "
                                             "followed)."),
         token_file: Path = typer.Option(..., exists=True, dir_okay=False, help="File holding the API token."),
-        cache_seconds: float = typer.Option(5.0, min=0.0, help="How long a client's pool answer is reused."),
-        cache_entries: int = typer.Option(10_000, min=1, help="client.ids whose answers are kept (LRU)."),
+        cache_seconds: float = typer.Option(5.0, min=0.0, help="How long the controller's client rules and pools "
+                                            "are reused before they are fetched again."),
+        cache_entries: int = typer.Option(10_000, min=1, hidden=True,
+                                          help="No effect: nothing is kept per client.id any more (accepted so "
+                                               "existing command lines keep working)."),
         max_connections: int = typer.Option(10_000, min=1, help="Open client connections; more are closed."),
         max_connections_per_ip: int = typer.Option(1_000, min=1, help="Open client connections per address."),
         header_timeout: float = typer.Option(10.0, min=0.001,
@@ -77,8 +80,8 @@ def register(app: typer.Typer) -> None:
         # a SIGHUP before serve() takes it (renew the certificate) must not end the process, nor be lost: blocked
         # (pending) until serve() handles it
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-        resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds,
-                                      max_entries=cache_entries)
+        del cache_entries  # no effect (see its help)
+        resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds)
         asyncio.run(serve(resolver, listen, http_listen, listeners=listeners, header_timeout=header_timeout,
                           max_connections=max_connections, max_connections_per_ip=max_connections_per_ip, tls=tls,
                           proxy_header=send_proxy_header, relay_source=relay_source))

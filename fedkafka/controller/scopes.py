@@ -30,6 +30,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/producer-id-blocks"): SERVICE,
     # the name service (fedkafka/nameservice/resolver.py): a client.id's pool
     ("GET", "/v1/proxies"): SERVICE,
+    ("GET", "/v1/client-routing"): SERVICE,
     # admin requests a proxy forwards for Kafka clients (fedkafka/proxy/handlers/*_admin.py, alter_configs.py)
     ("POST", "/v1/admin/topics"): SERVICE,
     ("DELETE", "/v1/admin/topics/{name}"): SERVICE,

@@ -29,6 +29,7 @@ from sqlalchemy import CursorResult, Table, bindparam, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from fedkafka.client_rules import pool_for
 from fedkafka.controller import acls, claims, db, deletions, leftovers
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
@@ -57,7 +58,7 @@ from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
 from fedkafka.security.scram import MIN_ITERATIONS
 from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
 from fedkafka.view.chains import next_version
-from fedkafka.view.model import SECURITY_PROTOCOLS, TOPIC_NAME, ClusterState, ProxyRole, View, shadow_topic
+from fedkafka.view.model import SECURITY_PROTOCOLS, TOPIC_NAME, ClusterState, ProxyInfo, ProxyRole, View, shadow_topic
 from fedkafka.view.placement import Placement, Slot, identity_chains, physical_partition_counts, place
 
 log = logging.getLogger(__name__)
@@ -796,15 +797,18 @@ class Controller:
                            f"{node.pool!r}: draining it would leave its partitions without a leader")
 
     def proxies_for(self, client_id: str) -> dict[str, Any]:
-        """Name-service rule: exact match, then the longest prefix, then pool "default"."""
-        rules = self.list_rules()
-        exact = [r for r in rules if r["match"] == "exact" and r["pattern"] == client_id]
-        prefix = sorted((r for r in rules if r["match"] == "prefix" and client_id.startswith(r["pattern"])),
-                        key=lambda r: len(r["pattern"]), reverse=True)
-        pool = (exact or prefix or [{"pool": "default"}])[0]["pool"]
-        return {"pool": pool, "proxies": [{"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value,
-                                           "listeners": [[e.protocol, e.host, e.port] for e in p.endpoints()]}
-                                          for p in self.view.proxies if p.pool == pool]}
+        """Name-service rule (client_rules.pool_for): exact match, then the longest prefix, then pool "default"."""
+        pool = pool_for(client_id, self.list_rules())
+        return {"pool": pool, "proxies": [_proxy_address(p) for p in self.view.proxies if p.pool == pool]}
+
+    def client_routing(self) -> dict[str, Any]:
+        """What the name service matches client.ids against itself (client_rules.pool_for): every client rule, in
+        the order pool_for breaks ties in (by name), and every pool's proxies."""
+        pools: dict[str, list[dict[str, Any]]] = {}
+        for p in self.view.proxies:
+            pools.setdefault(p.pool, []).append(_proxy_address(p))
+        rules = [{"match": r["match"], "pattern": r["pattern"], "pool": r["pool"]} for r in self.list_rules()]
+        return {"rules": rules, "pools": pools}
 
     # -- users (SCRAM credentials; the controller never sees a password) ---------------------------
     def put_user(self, user: str, credentials: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
@@ -1258,6 +1262,12 @@ def _credential_row(user: str, c: dict[str, Any]) -> ScramCredentialRow:
 
 def _credential_fields(r: ScramCredentialRow) -> tuple:
     return r.salt, r.iterations, r.stored_key, r.server_key
+
+
+def _proxy_address(p: ProxyInfo) -> dict[str, Any]:
+    """A proxy as the name service relays to it."""
+    return {"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value,
+            "listeners": [[e.protocol, e.host, e.port] for e in p.endpoints()]}
 
 
 def _rule_dict(r: ClientRuleRow) -> dict[str, str]:

@@ -46,10 +46,10 @@ def http_app(resolver: Resolver, server: NameServiceServer | None = None,
 
     @app.get("/readyz")
     async def readyz():
-        """Serving: the Kafka endpoint listens and the last controller lookup answered (or a cached answer
+        """Serving: the Kafka endpoint listens and the last controller fetch answered (or a fetched routing
         exists to fall back on)."""
         listening = server is not None and server.serving()
-        controller = getattr(resolver, "controller_ok", True) or getattr(resolver, "cached_entries", 0) > 0
+        controller = getattr(resolver, "controller_ok", True) or getattr(resolver, "has_routing", False)
         ok = listening and controller and supervisor.healthy()
         return JSONResponse({"ok": ok, "listening": listening, "controller_or_cache": controller},
                             status_code=200 if ok else 503)

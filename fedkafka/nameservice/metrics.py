@@ -34,22 +34,23 @@ class _Collector(Collector):
                        server.relayed)
         yield _counter("fedkafka_nameservice_refusals", "Client connections closed without a relay, by reason "
                        "(max-connections, max-connections-per-ip, frame: no valid first request in time, no_proxy: "
-                       "no pool answer or no reachable proxy, client_gone)", "reason",
+                       "no pool answer or no reachable proxy, client_gone, error: an unexpected failure, logged)",
+                       "reason",
                        {**server.counts.refused, **server.unrelayed})
         yield _counter("fedkafka_nameservice_relayed_bytes", "Bytes relayed: in = client to proxy, out = proxy to "
                        "client", "direction", server.relayed_bytes)
         resolver = self.resolver
         if hasattr(resolver, "controller_calls"):
-            yield CounterMetricFamily("fedkafka_nameservice_controller_lookups", "Pool lookups asked of the "
-                                      "controller", value=resolver.controller_calls)
-            yield CounterMetricFamily("fedkafka_nameservice_controller_errors", "Pool lookups the controller did "
-                                      "not answer", value=resolver.controller_errors)
-            yield CounterMetricFamily("fedkafka_nameservice_stale_answers", "Pool answers served from the cache "
-                                      "because the controller did not answer", value=resolver.stale_answers)
+            yield CounterMetricFamily("fedkafka_nameservice_controller_lookups", "Client routing fetches asked "
+                                      "of the controller", value=resolver.controller_calls)
+            yield CounterMetricFamily("fedkafka_nameservice_controller_errors", "Client routing fetches the "
+                                      "controller did not answer", value=resolver.controller_errors)
+            yield CounterMetricFamily("fedkafka_nameservice_stale_answers", "Pool answers from the kept "
+                                      "routing because the controller did not answer", value=resolver.stale_answers)
             yield GaugeMetricFamily("fedkafka_nameservice_controller_ok", "1 when the last controller lookup "
                                     "answered", value=1 if resolver.controller_ok else 0)
-            yield GaugeMetricFamily("fedkafka_nameservice_cached_clients", "client.ids with a cached pool answer",
-                                    value=resolver.cached_entries)
+            yield GaugeMetricFamily("fedkafka_nameservice_cached_rules", "Client rules held (the controller's, "
+                                    "matched here)", value=resolver.cached_rules)
 
 
 def _counter(name: str, doc: str, label: str, counts) -> CounterMetricFamily:

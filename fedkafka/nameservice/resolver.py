@@ -1,24 +1,26 @@
 """client.id -> the proxies that client should use.
 
-The rules (exact, then longest prefix, then pool "default") live in the controller's database; the
-controller answers `GET /v1/proxies?client_id=`. The name service caches each answer for a few
-seconds and keeps serving the last one it got while the controller is unreachable (static stability).
+The rules (exact, then longest prefix, then pool "default": fedkafka/client_rules.py) live in the controller's
+database. The name service fetches all of them with every pool's proxies (`GET /v1/client-routing`) and matches
+each client.id itself, with the same function the controller's `GET /v1/proxies` uses. The fetched routing is
+reused for a few seconds and kept while the controller is unreachable (static stability).
 
-client.id is chosen by the client, so the cache is a bounded LRU, one lookup per client.id runs at a
-time (a burst of connections with one id costs one controller call), and at most a few lookups run at
-once (a flood of fresh ids queues here instead of at the controller).
+client.id is chosen by the client, so nothing here is kept or asked per client.id: whatever ids clients send,
+the controller is asked at most once per `ttl` seconds (one fetch at a time, also while it does not answer),
+the fallback for an outage is the whole last routing (no id can push another's answer out), and an id of any
+length is matched without going into a URL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
+from fedkafka.client_rules import pool_for
 from fedkafka.controllers import ControllerList, active_hint, tls_verify
 
 
@@ -79,70 +81,98 @@ class StaticResolver:
         return self.answer
 
 
+@dataclass(frozen=True, slots=True)
+class ClientRouting:
+    """The controller's client rules and every pool's proxies, as `GET /v1/client-routing` answers them."""
+    rules: tuple[dict[str, str], ...]
+    pools: dict[str, PoolAnswer]
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> ClientRouting:
+        """Raises KeyError, TypeError or ValueError on a malformed answer."""
+        rules = tuple({"match": str(r["match"]), "pattern": str(r["pattern"]), "pool": str(r["pool"])}
+                      for r in body["rules"])
+        pools = {str(pool): PoolAnswer(str(pool), tuple(_proxy_address(p) for p in proxies))
+                 for pool, proxies in body["pools"].items()}
+        return cls(rules, pools)
+
+    def answer(self, client_id: str) -> PoolAnswer:
+        pool = pool_for(client_id, self.rules)
+        return self.pools.get(pool) or PoolAnswer(pool, ())
+
+
+def _proxy_address(p: dict[str, Any]) -> ProxyAddress:
+    return ProxyAddress(int(p["node_id"]), str(p["host"]), int(p["port"]), str(p.get("role", "both")),
+                        tuple((str(e[0]), str(e[1]), int(e[2])) for e in p.get("listeners") or ()))
+
+
 class ControllerResolver:
-    def __init__(self, controller_url: str, token: str, ttl: float = 5.0, timeout: float = 2.0,
-                 max_entries: int = 10_000, max_concurrent_lookups: int = 16) -> None:
+    """Matches client.ids against the controller's routing, fetched again when older than `ttl` seconds."""
+
+    def __init__(self, controller_url: str, token: str, ttl: float = 5.0, timeout: float = 2.0) -> None:
         self._controllers = ControllerList(controller_url)  # several on one database: follow the active one
         self._client = httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"Bearer {token}"},
                                          verify=tls_verify())  # an https controller: $FEDKAFKA_CA_FILE
         self._ttl = ttl
-        self._max_entries = max_entries
-        self._cache: collections.OrderedDict[str, tuple[float, PoolAnswer]] = collections.OrderedDict()
-        self._lookups: dict[str, asyncio.Future[PoolAnswer]] = {}
-        self._controller_calls = asyncio.Semaphore(max_concurrent_lookups)
+        self._routing: ClientRouting | None = None
+        self._asked_at = 0.0  # time.monotonic() when the last fetch ended, answered or not
+        self._fetch: asyncio.Future[ClientRouting] | None = None
         self.controller_calls = 0  # since start (tests, logs and metrics)
         self.controller_errors = 0
-        self.stale_answers = 0  # answers from the cache because the controller did not answer
+        self.stale_answers = 0  # answers from the kept routing because the controller did not answer
         self.controller_ok = True  # the last controller call answered (optimistic before the first)
 
     async def resolve(self, client_id: str) -> PoolAnswer:
-        cached = self._cache.get(client_id)
-        if cached and time.monotonic() - cached[0] < self._ttl:
-            self._cache.move_to_end(client_id)
-            return cached[1]
-        lookup = self._lookups.get(client_id)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._lookup(client_id))
-            self._lookups[client_id] = lookup
-            lookup.add_done_callback(lambda f: self._lookup_done(client_id, f))
-        return await asyncio.shield(lookup)  # one waiter giving up does not cancel the others' lookup
+        routing = await self._current_routing()
+        if not self.controller_ok:
+            self.stale_answers += 1  # static stability: the last routing beats no answer
+        return routing.answer(client_id)
 
-    def _lookup_done(self, client_id: str, future: asyncio.Future) -> None:
-        self._lookups.pop(client_id, None)
+    async def _current_routing(self) -> ClientRouting:
+        """The kept routing while younger than ttl (or, after a failed fetch, until ttl after it); else one fetch
+        at a time, which every caller meanwhile waits for."""
+        if self._routing is not None and time.monotonic() - self._asked_at < self._ttl:
+            return self._routing
+        if self._fetch is None:
+            self._fetch = asyncio.ensure_future(self._fetch_routing())
+            self._fetch.add_done_callback(self._fetch_done)
+        return await asyncio.shield(self._fetch)  # one waiter giving up does not cancel the others' fetch
+
+    def _fetch_done(self, future: asyncio.Future) -> None:
+        self._fetch = None
         if not future.cancelled():
             future.exception()  # retrieved: waiters that gave up must not leave "never retrieved" noise
 
-    async def _lookup(self, client_id: str) -> PoolAnswer:
-        async with self._controller_calls:
-            self.controller_calls += 1
-            try:
-                body = await self._ask(client_id)
-            except (httpx.HTTPError, ValueError) as exc:
-                self.controller_errors += 1
-                self.controller_ok = False
-                cached = self._cache.get(client_id)
-                if cached:
-                    self.stale_answers += 1
-                    return cached[1]  # static stability: the last answer beats no answer
-                raise ResolverError(f"controller unreachable and no cached pool for {client_id!r}: {exc}") from exc
+    async def _fetch_routing(self) -> ClientRouting:
+        self.controller_calls += 1
+        try:
+            routing = ClientRouting.from_dict(await self._ask())
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.controller_errors += 1
+            self.controller_ok = False
+            self._asked_at = time.monotonic()
+            if self._routing is None:
+                raise ResolverError(f"controller unreachable and no client routing fetched yet: {exc}") from exc
+            return self._routing
         self.controller_ok = True
-        answer = PoolAnswer(body["pool"], tuple(
-            ProxyAddress(p["node_id"], p["host"], p["port"], p.get("role", "both"),
-                         tuple((str(e[0]), str(e[1]), int(e[2])) for e in p.get("listeners") or ()))
-            for p in body["proxies"]))
-        self._remember(client_id, answer)
-        return answer
+        self._routing, self._asked_at = routing, time.monotonic()
+        return routing
 
     @property
-    def cached_entries(self) -> int:
-        return len(self._cache)
+    def has_routing(self) -> bool:
+        """A routing was fetched: clients get a pool even while the controller does not answer."""
+        return self._routing is not None
 
-    async def _ask(self, client_id: str) -> dict:
-        """GET /v1/proxies from the active controller: each one in the list at most once."""
+    @property
+    def cached_rules(self) -> int:
+        return len(self._routing.rules) if self._routing is not None else 0
+
+    async def _ask(self) -> dict:
+        """GET /v1/client-routing from the active controller: each one in the list at most once."""
         for attempt in range(len(self._controllers.urls)):
             url = self._controllers.current
             try:
-                resp = await self._client.get(f"{url}/v1/proxies", params={"client_id": client_id})
+                resp = await self._client.get(f"{url}/v1/client-routing")
                 resp.raise_for_status()
                 return resp.json()
             except (httpx.HTTPError, ValueError) as exc:
@@ -150,12 +180,6 @@ class ControllerResolver:
                 if attempt == len(self._controllers.urls) - 1:
                     raise
         raise AssertionError("unreachable")
-
-    def _remember(self, client_id: str, answer: PoolAnswer) -> None:
-        self._cache[client_id] = (time.monotonic(), answer)
-        self._cache.move_to_end(client_id)
-        while len(self._cache) > self._max_entries:
-            self._cache.popitem(last=False)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -223,7 +223,19 @@ class NameServiceServer:
     async def _handle(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       accepted_at: float) -> None:
         """An admitted connection (its TLS handshake done), accepted at `accepted_at` (loop time): relayed to a
-        proxy once its first request names its client.id."""
+        proxy once its first request names its client.id. Any failure this does not expect closes the connection,
+        counted (`unrelayed["error"]`) and logged in one line: a client must not be able to fill the log with
+        tracebacks."""
+        try:
+            await self._relay(listener, reader, writer, accepted_at)
+        except Exception as exc:  # the last line of defence of one connection's task
+            self.unrelayed["error"] += 1
+            log.error("closing connection from %s after an unexpected %s: %.200s", writer.get_extra_info("peername"),
+                      type(exc).__name__, exc)
+            writer.close()
+
+    async def _relay(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     accepted_at: float) -> None:
         peer = writer.get_extra_info("peername")
         try:
             frame = await self._first_frame(reader, accepted_at)
@@ -234,7 +246,7 @@ class NameServiceServer:
             pool, up_reader, up_writer = await self._connect(client_id, listener, writer)
         except (FrameError, ResolverError) as exc:
             self.unrelayed["frame" if isinstance(exc, FrameError) else "no_proxy"] += 1
-            log.warning("closing connection from %s: %s", peer, exc)
+            log.warning("closing connection from %s: %.300s", peer, exc)
             writer.close()
             return
         except ConnectionError:
@@ -242,7 +254,10 @@ class NameServiceServer:
             writer.close()
             return
         self.relayed[pool] += 1
-        up_writer.write(with_size_prefix(frame))
-        self.relayed_bytes["in"] += len(frame) + 4
-        await asyncio.gather(_pump(reader, up_writer, self.relayed_bytes, "in"),
-                             _pump(up_reader, writer, self.relayed_bytes, "out"))
+        try:
+            up_writer.write(with_size_prefix(frame))
+            self.relayed_bytes["in"] += len(frame) + 4
+            await asyncio.gather(_pump(reader, up_writer, self.relayed_bytes, "in"),
+                                 _pump(up_reader, writer, self.relayed_bytes, "out"))
+        finally:
+            up_writer.close()

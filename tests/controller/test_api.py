@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from fedkafka.nameservice.resolver import ClientRouting
+
 
 def test_every_route_needs_the_token(make_api):
     api = make_api()
@@ -241,6 +243,25 @@ def test_name_service_rules_exact_then_longest_prefix_then_default(make_api):
                                                        "": "default"}
     assert [p["port"] for p in pools["analytics-pay-2"]["proxies"]] == [9202]
     assert len(api.get("/v1/client-rules").json()) == 3
+
+
+def test_the_name_services_routing_matches_every_client_id_as_the_controller_does(make_api):
+    """GET /v1/client-routing (what the name service fetches, fedkafka/nameservice/resolver.py) matched locally
+    gives each client.id the pool and proxies GET /v1/proxies gives it, ties between rules included."""
+    api = make_api()
+    for i, pool in enumerate(["default", "analytics", "payments"]):
+        api.post("/v1/proxies", json={"instance_id": f"p{i}", "host": "127.0.0.1", "port": 9200 + i,
+                                      "role": "both", "pool": pool})
+    api.put("/v1/client-rules/a", json={"match": "prefix", "pattern": "ana", "pool": "analytics"})
+    api.put("/v1/client-rules/b", json={"match": "prefix", "pattern": "analytics-pay", "pool": "payments"})
+    api.put("/v1/client-rules/c", json={"match": "exact", "pattern": "analytics-payroll", "pool": "analytics"})
+    api.put("/v1/client-rules/d", json={"match": "prefix", "pattern": "anb", "pool": "payments"})
+    api.put("/v1/client-rules/e", json={"match": "prefix", "pattern": "ana", "pool": "payments"})  # tie: a wins
+    routing = ClientRouting.from_dict(api.get("/v1/client-routing").json())
+    for cid in ["analytics-1", "analytics-pay-2", "analytics-payroll", "anb", "ana", "other", "", "x" * 200]:
+        expected = api.get("/v1/proxies", params={"client_id": cid}).json()
+        assert routing.answer(cid).to_dict() == expected, cid
+    assert routing.answer("ana").pool == "analytics"
 
 
 def test_restart_on_the_same_database_keeps_everything(make_api, db_url):

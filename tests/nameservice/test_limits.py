@@ -14,11 +14,17 @@ from fedkafka.nameservice.server import NameServiceServer
 GUARD_S = 20.0  # only against a hang
 
 
-class CountingController:
-    """Answers `GET /v1/proxies` (after `delay_s`) like the controller does, and counts the lookups."""
+PROXIES = [{"node_id": 1, "host": "127.0.0.1", "port": 1}]
+EVERY_CLIENT_TO_P = {"rules": [{"match": "prefix", "pattern": "", "pool": "p"}], "pools": {"p": PROXIES}}
 
-    def __init__(self, delay_s: float = 0.05):
+
+class CountingController:
+    """Answers `GET /v1/client-routing` (after `delay_s`) like the controller does, and counts the lookups. Its
+    one rule sends every client.id to pool "p" (a rule the controller would refuse: an empty prefix)."""
+
+    def __init__(self, delay_s: float = 0.05, routing: dict | None = None):
         self.delay_s = delay_s
+        self.routing = routing or EVERY_CLIENT_TO_P
         self.lookups: list[str] = []
 
     async def __aenter__(self):
@@ -35,7 +41,7 @@ class CountingController:
             pass
         self.lookups.append(request_line.split()[1])
         await asyncio.sleep(self.delay_s)
-        body = json.dumps({"pool": "p", "proxies": [{"node_id": 1, "host": "127.0.0.1", "port": 1}]}).encode()
+        body = json.dumps(self.routing).encode()
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         await writer.drain()
@@ -54,19 +60,22 @@ def test_a_burst_with_one_client_id_costs_one_controller_lookup():
     asyncio.run(scenario())
 
 
-def test_the_answer_cache_is_bounded_and_keeps_the_recently_used():
-    async def scenario():
-        async with CountingController(delay_s=0) as controller:
-            resolver = ControllerResolver(controller.url, "token", max_entries=3)
-            for cid in ("a", "b", "c", "a", "d", "e"):
-                await resolver.resolve(cid)
-            assert list(resolver._cache) == ["a", "d", "e"]  # b, c evicted; a was used again
-            looked_up = len(controller.lookups)
-            await resolver.resolve("a")
-            assert len(controller.lookups) == looked_up  # still cached
-            await resolver.aclose()
+def test_a_flood_of_fresh_client_ids_costs_one_controller_lookup_and_each_is_matched_by_the_rules():
+    routing = {"rules": [{"match": "prefix", "pattern": "billing-", "pool": "billing"},
+                         {"match": "exact", "pattern": "billing-audit", "pool": "audit"}],
+               "pools": {"billing": PROXIES, "audit": PROXIES, "default": PROXIES}}
 
-    asyncio.run(scenario())
+    async def scenario():
+        async with CountingController(routing=routing) as controller:
+            resolver = ControllerResolver(controller.url, "token")
+            ids = [f"fresh-{n}" for n in range(2_000)] + ["billing-app", "billing-audit", "\u20ac" * 10_900]
+            answers = await asyncio.gather(*(resolver.resolve(cid) for cid in ids))
+            await resolver.aclose()
+        return len(controller.lookups), [a.pool for a in answers]
+
+    lookups, pools = asyncio.run(scenario())
+    assert lookups == 1
+    assert set(pools[:2_000]) == {"default"} and pools[2_000:] == ["billing", "audit", "default"]
 
 
 async def _name_service(**limits):
@@ -122,3 +131,27 @@ def test_connections_over_the_per_address_cap_are_closed_at_once(caplog):
     with caplog.at_level(logging.WARNING):
         asyncio.run(scenario())
     assert "[max-connections-per-ip]" in caplog.text
+
+
+class _BrokenResolver:
+    async def resolve(self, client_id: str):
+        raise RuntimeError(f"unexpected, for {client_id!r}")
+
+
+def test_an_unexpected_failure_closes_the_connection_counted_and_logged_in_one_line(caplog):
+    async def scenario():
+        server = NameServiceServer(_BrokenResolver())
+        _host, port = await server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        header = struct.pack(">hhih", 18, 3, 1, 3) + b"app"
+        writer.write(struct.pack(">i", len(header)) + header)
+        closed = await _closed_by_peer(reader)
+        writer.close()
+        await server.close()
+        return closed, dict(server.unrelayed)
+
+    with caplog.at_level(logging.ERROR, logger="fedkafka.nameservice"):
+        closed, unrelayed = asyncio.run(scenario())
+    assert closed and unrelayed == {"error": 1}
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "RuntimeError" in errors[0].getMessage() and errors[0].exc_info is None

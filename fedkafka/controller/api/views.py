@@ -100,6 +100,11 @@ def _proxy_routes(router: APIRouter, controller: Controller) -> None:
     def proxies(client_id: str = ""):
         return controller.proxies_for(client_id)
 
+    @router.get("/v1/client-routing")
+    def client_routing():
+        """Every client rule and every pool's proxies: the name service matches client.ids itself."""
+        return controller.client_routing()
+
     @router.post("/v1/producer-id-blocks")
     def producer_ids():
         return controller.producer_ids.allocate().to_dict()
