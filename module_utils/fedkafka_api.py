@@ -170,6 +170,12 @@ class FedkafkaApi:
     def delete_topic(self, name: str):
         return self.request("DELETE", f"/v1/topics/{name}", ok_missing=True)
 
+    def client_rules(self):
+        return self.request("GET", "/v1/client-rules")
+
+    def put_client_rule(self, name: str, match: str, pattern: str, pool: str):
+        return self.request("PUT", f"/v1/client-rules/{name}", {"match": match, "pattern": pattern, "pool": pool})
+
     def start_workflow(self, kind: str, cluster: str, strategy: str | None = None, drain: bool | None = None,
                        bootstrap: str | None = None, dry_run: bool = False, unclean: bool = False):
         """Start a workflow run, or with dry_run only ask for its plan (nothing is done; see can_dry_run)."""

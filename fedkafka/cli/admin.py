@@ -29,6 +29,7 @@ URL = typer.Option(None, "--controller", envvar="FEDKAFKA_CONTROLLER_URL",
                    help="controller URL, or several comma-separated (the active one is followed)")
 TOKEN = typer.Option(None, "--token-file", help="file holding the controller token (else $FEDKAFKA_TOKEN)")
 JSON = typer.Option(False, "--json", help="machine-readable output")
+DEFAULT_DB = "sqlite:///fedkafka-controller.db"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -62,8 +63,12 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 # -- the service -----------------------------------------------------------------------------------
 def controller(
-    db: str = typer.Option("sqlite:///fedkafka-controller.db", "--db", help="database URL (sqlite:///PATH, "
-                           "postgresql+psycopg://...)"),
+    db: str | None = typer.Option(None, "--db", help="database URL (sqlite:///PATH, postgresql+psycopg://...; "
+                                  f"default {DEFAULT_DB}); one with a password: --db-file"),
+    db_file: Path | None = typer.Option(None, "--db-file", help="file (mode 0600) holding the database URL, so a "
+                                        "password stays out of the command line (ps) and service definitions"),
+    env_file: Path | None = typer.Option(None, "--env-file", help="file (mode 0600) of KEY=VALUE lines set in the "
+                                         "environment at start, before the database is opened (e.g. PGPASSWORD)"),
     listen: str = typer.Option("127.0.0.1:8470", "--listen", help="HOST:PORT for the API"),
     token_file: Path = typer.Option(..., "--token-file", help="file holding the API token"),
     scan_interval: float = typer.Option(5.0, "--scan-interval", help="seconds between cluster scans"),
@@ -99,6 +104,8 @@ def controller(
 ) -> None:
     """Run the controller: config database, cluster scans, view distribution, admin API. Several controllers on
     one database elect one active; the others stand by."""
+    _load_env_file(env_file)
+    db_url = _database_url(db, db_file)
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
@@ -109,7 +116,7 @@ def controller(
     from fedkafka.cli.services import load_upstream
     from fedkafka.controller.service import Settings
 
-    settings = Settings(db_url=db, lease_ms=lease_ms, fence_ms=fence_ms, scan_interval=scan_interval,
+    settings = Settings(db_url=db_url, lease_ms=lease_ms, fence_ms=fence_ms, scan_interval=scan_interval,
                         auto_failover_after=auto_failover_after, offsets_copy_interval=offsets_copy_interval,
                         upstream=load_upstream(upstream_config))
     _serve(settings, (host, int(port), listen), advertise_url, leader_lease_ms / 1000, tls,
@@ -140,6 +147,33 @@ def _serve(settings, address: tuple[str, int, str], advertise_url: str | None, l
     cert, key = tls or (None, None)
     uvicorn.run(app, fd=sock.fileno(), log_level="warning", access_log=False, ssl_certfile=cert, ssl_keyfile=key)
     logging.getLogger(__name__).info("controller stopped")
+
+
+def _database_url(db: str | None, db_file: Path | None) -> str:
+    """--db, or the first line of --db-file (one of them; neither: the SQLite default)."""
+    if db is not None and db_file is not None:
+        _fail("give --db or --db-file, not both", 2)
+    if db_file is None:
+        return db or DEFAULT_DB
+    return _read_token(db_file, "--db-file")
+
+
+def _load_env_file(env_file: Path | None) -> None:
+    """Set the KEY=VALUE lines of --env-file in os.environ (blank lines and # comments skipped; the value is the
+    rest of the line, as written). A bad line fails naming its number only: the values may be secrets."""
+    if env_file is None:
+        return
+    try:
+        lines = env_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read --env-file: {e}", 2)
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.isidentifier():
+            _fail(f"--env-file {env_file} line {number}: expected KEY=VALUE with KEY a variable name", 2)
+        os.environ[key] = value
 
 
 def _read_token(token_file: Path, option: str = "--token-file") -> str:

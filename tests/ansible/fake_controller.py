@@ -14,7 +14,7 @@ from ansible_harness import ApiError
 
 class FakeController:
     def __init__(self, clusters=None, topics=None, proxies=None, view_version=1, workflows=True, runs=None,
-                 dry_run=True, drain_refusals=()):
+                 dry_run=True, drain_refusals=(), rules=None):
         self.clusters = {c["id"]: copy.deepcopy(c) for c in clusters or []}
         self.topics = {t["name"]: copy.deepcopy(t) for t in topics or []}
         self.proxies = copy.deepcopy(list(proxies or []))
@@ -24,6 +24,7 @@ class FakeController:
         self.runs = {r["id"]: copy.deepcopy(r) for r in runs or []}  # runs a controller is already doing
         self.calls: list[tuple[str, str, object]] = []
         self.drain_refusals = set(drain_refusals)  # node ids the controller refuses to drain (another drain won)
+        self.rules = {r["name"]: copy.deepcopy(r) for r in rules or []}  # client.id rules
 
     @property
     def writes(self):
@@ -41,6 +42,8 @@ class FakeController:
             return self._drain(int(parts[1]), parts[2] == "drain")
         if parts[0] == "clusters":
             return self._clusters(method, parts[1:], body)
+        if parts[0] == "client-rules":
+            return self._rules(method, parts[1:], body)
         if parts[0] == "topics":
             return self._topics(method, parts[1:], body, ok_missing)
         if parts[0] == "workflows":
@@ -75,6 +78,17 @@ class FakeController:
                 return {**run, "state": "done"}
             return self.workflow_result
         raise AssertionError(f"unexpected call {method} {path}")
+
+    def _rules(self, method, parts, body):
+        """Like the controller: GET lists the rules by name, PUT sets one and says whether it changed."""
+        if method == "GET" and not parts:
+            return [self.rules[name] for name in sorted(self.rules)]
+        if method == "PUT" and len(parts) == 1:
+            rule = {"name": parts[0], "match": body["match"], "pattern": body["pattern"], "pool": body["pool"]}
+            changed = self.rules.get(parts[0]) != rule
+            self.rules[parts[0]] = rule
+            return {"rule": rule, "changed": changed}
+        raise AssertionError(f"unexpected call {method} /v1/client-rules/{'/'.join(parts)}")
 
     def _drain(self, node_id, draining):
         """Like the controller: a new view when the drain state changes, every proxy applies it at once."""

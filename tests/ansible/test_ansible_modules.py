@@ -33,6 +33,8 @@ THREE = {"clusters": [C1, C2, C3], "topics": [chained("t", ["c1", "c1", "c2", "c
 DEAD_C2 = {"clusters": [C1, {**C2, "reachable": False}, C3], "topics": [chained("t", ["c1", "c2", "c2", "c3"])]}
 DRY = "/v1/workflows?dry_run=true"
 ORDERS = {"name": "orders", "partitions": 4, "placement": "blocks", "config": {"retention.ms": "1000"}}
+BILLING = {"name": "billing", "match": "prefix", "pattern": "billing-", "pool": "billing"}
+RULE_ARGS = {"name": "billing", "match": "prefix", "pattern": "billing-", "pool": "billing"}
 DRAINING_C1 = {"id": 4, "kind": "decommission", "cluster": "c1", "state": "running", "step": "drain"}
 
 PP1 = {"node_id": 1, "instance_id": "h:9001", "host": "h", "port": 9001, "role": "pproxy", "pool": "produce",
@@ -191,6 +193,30 @@ CASES = [
      {"changed": False, "writes": [("POST", DRY)]}),
     ("fedkafka_coordination", "unknown cluster: clear error", THREE, {"to": "c9"}, False,
      {"failed": True, "msg": "unknown cluster 'c9'", "writes": []}),
+    ("fedkafka_client_rule", "new rule", {}, RULE_ARGS, False,
+     {"changed": True, "writes": [("PUT", "/v1/client-rules/billing")],
+      "body": {"match": "prefix", "pattern": "billing-", "pool": "billing"},
+      "actions": ["set rule billing: prefix billing- -> pool billing (new)"]}),
+    ("fedkafka_client_rule", "new rule, check mode predicts and writes nothing", {}, RULE_ARGS, True,
+     {"changed": True, "writes": [], "actions": ["set rule billing: prefix billing- -> pool billing (new)"]}),
+    ("fedkafka_client_rule", "same rule: no change", {"rules": [BILLING]}, RULE_ARGS, False,
+     {"changed": False, "writes": [], "facts": {"rule": BILLING, "previous": BILLING}}),
+    ("fedkafka_client_rule", "same rule, check mode: no change", {"rules": [BILLING]}, RULE_ARGS, True,
+     {"changed": False, "writes": []}),
+    ("fedkafka_client_rule", "another pool: the rule is replaced", {"rules": [{**BILLING, "pool": "default"}]},
+     RULE_ARGS, False,
+     {"changed": True, "writes": [("PUT", "/v1/client-rules/billing")], "facts": {"rule": BILLING},
+      "actions": ["set rule billing: prefix billing- -> pool billing (was: prefix billing- -> pool default)"]}),
+    ("fedkafka_client_rule", "another pool, check mode predicts it", {"rules": [{**BILLING, "pool": "default"}]},
+     RULE_ARGS, True,
+     {"changed": True, "writes": [], "facts": {"previous": {**BILLING, "pool": "default"}}}),
+    ("fedkafka_client_rule", "other rules are left alone", {"rules": [{**BILLING, "name": "other"}]},
+     {**RULE_ARGS, "match": "exact"}, False,
+     {"changed": True, "writes": [("PUT", "/v1/client-rules/billing")], "facts": {"previous": {}}}),
+    ("fedkafka_client_rule", "an empty pool is refused before any call", {}, {**RULE_ARGS, "pool": ""}, False,
+     {"failed": True, "msg": "pool must not be empty", "writes": []}),
+    ("fedkafka_client_rule", "a bad match is refused", {}, {**RULE_ARGS, "match": "regex"}, False,
+     {"failed": True, "msg": "match", "writes": []}),
     ("fedkafka_info", "facts", {"clusters": [C1], "topics": [ORDERS],
                                 "proxies": [{"node_id": 1, "applied_version": 3}], "view_version": 3}, {}, False,
      {"changed": False, "writes": [], "facts": {"view_version": 3, "clusters": [C1], "topics": [ORDERS]}}),
@@ -308,3 +334,20 @@ def test_check_mode_predicts_exactly_what_the_run_reports(module, args):
     predicted, done = results
     assert (predicted["changed"], predicted["diff"]) == (done["changed"], done["diff"])
     assert predicted.get("moves") == done.get("moves")
+
+
+@pytest.mark.parametrize("rules", [[], [{**BILLING, "pool": "default"}], [BILLING]],
+                         ids=["no rule", "another pool", "the same rule"])
+def test_client_rule_check_mode_predicts_what_the_run_reports(rules):
+    """site.yml --check --diff of "Set the client.id rules": the same changed and diff as the run."""
+    results = []
+    for check in (True, False):
+        fake = FakeController(rules=rules)
+        with mock.patch.object(FedkafkaApi, "request", side_effect=fake.request):
+            failed, result = run("fedkafka_client_rule", {**API, **RULE_ARGS}, check_mode=check)
+        assert not failed, result
+        results.append(result)
+    predicted, done = results
+    assert (predicted["changed"], predicted["diff"], predicted["actions"]) == (
+        done["changed"], done["diff"], done["actions"])
+    assert done["diff"]["after"] == BILLING

@@ -21,10 +21,11 @@ def run_cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.Complet
                           timeout=60, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
-def _controller_args(tmp_path, args: list[str]) -> list[str]:
+def _controller_args(tmp_path, args: list[str], db: bool = True) -> list[str]:
     token = tmp_path / "t"
     token.write_text("tok")
-    base = {"--db": f"sqlite:///{tmp_path / 'c.db'}", "--listen": "127.0.0.1:0", "--token-file": str(token)}
+    base = {"--db": f"sqlite:///{tmp_path / 'c.db'}"} if db else {}
+    base.update({"--listen": "127.0.0.1:0", "--token-file": str(token)})
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
     return ["controller", *[x for kv in base.items() for x in kv]]
 
@@ -39,6 +40,49 @@ def test_bad_arguments_exit_non_zero_with_one_line(tmp_path, refused_cli, args, 
     code, output = refused_cli(*_controller_args(tmp_path, args))
     assert code == 2
     assert words in output and len(output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--db-file", "/nonexistent/db-url"], "cannot read --db-file"),
+    (["--db-file", "{empty}"], "is empty"),
+    (["--db", "sqlite:///y.db", "--db-file", "{url}"], "give --db or --db-file, not both"),
+    (["--env-file", "/nonexistent/env"], "cannot read --env-file"),
+    (["--env-file", "{bad_env}"], "line 2: expected KEY=VALUE"),
+])
+def test_bad_database_and_environment_files_exit_non_zero_with_one_line(tmp_path, refused_cli, args, words):
+    files = {"empty": "\n", "url": "sqlite:///x.db\n", "bad_env": "# comment\nnot a pair s3cret\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    args = [a.format(**{n: str(tmp_path / n) for n in files}) for a in args]
+    code, output = refused_cli(*_controller_args(tmp_path, args, db="--db" in args))
+    assert code == 2
+    assert words in output and len(output.strip().splitlines()) == 1
+    assert "s3cret" not in output  # a bad line of --env-file is named by its number, never shown
+
+
+def test_database_url_and_environment_come_from_their_files(tmp_path, monkeypatch):
+    """--db-file and --env-file (what the fedkafka_controller role passes): the URL with its password and
+    PGPASSWORD reach the controller without being on its command line."""
+    from typer.testing import CliRunner
+
+    from fedkafka.cli import app
+
+    url = f"sqlite:///{tmp_path / 'from-file.db'}"
+    (tmp_path / "db-url").write_text(url + "\n")
+    (tmp_path / "env").write_text("# the controller's secrets\n\nPGPASSWORD=pa=ss word\nFEDKAFKA_X=1\n")
+    monkeypatch.setenv("PGPASSWORD", "before")  # restored after the test
+    monkeypatch.setenv("FEDKAFKA_X", "before")
+    seen = {}
+
+    def serve(settings, *_args):
+        seen.update(db_url=settings.db_url, pgpassword=os.environ["PGPASSWORD"], x=os.environ["FEDKAFKA_X"])
+
+    monkeypatch.setattr("fedkafka.cli.admin._serve", serve)
+    args = _controller_args(tmp_path, ["--db-file", str(tmp_path / "db-url"), "--env-file", str(tmp_path / "env")],
+                            db=False)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen == {"db_url": url, "pgpassword": "pa=ss word", "x": "1"}
 
 
 def test_a_database_it_cannot_open_exits_non_zero_with_one_line(tmp_path):
