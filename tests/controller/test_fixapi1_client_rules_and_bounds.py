@@ -6,8 +6,8 @@ any text: a get or delete by such a name was a 500)."""
 from __future__ import annotations
 
 import pytest
-from controller.test_review_rvapi_inputs import PROXY, _answering
 
+from controller.test_review_rvapi_inputs import PROXY, _answering
 from fedkafka.controller.api.common import stored_length
 from fedkafka.controller.api.views import INSTANCE_ID_MAX
 from fedkafka.controller.models import ClientRuleRow, ProxyRow

@@ -6,13 +6,13 @@ controller answers a whole batch 422 for one such entry)."""
 from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
-from security.test_admin_acl_unit import OPS, _creations
 
 from fedkafka.controller.api.common import stored_length
 from fedkafka.controller.models import AclRow
 from fedkafka.proxy.handlers import acl_admin
 from fedkafka.proxy.plan import ControllerAnswer
 from fedkafka.security.acl import NAME_MAX
+from security.test_admin_acl_unit import OPS, _creations
 
 
 def test_an_entry_the_database_cannot_store_is_refused_alone_and_the_others_are_created():
