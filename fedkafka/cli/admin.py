@@ -410,6 +410,12 @@ def rule_set(name: str, match: str = typer.Option(..., "--match", help="exact | 
     _out(res, as_json, lambda r: console.print(f"rule {name}: {'set' if r['changed'] else 'unchanged'}"))
 
 
+@rule_app.command("delete")
+def rule_delete(name: str, url: str | None = URL, token_file: Path | None = TOKEN) -> None:
+    _call(url, token_file, lambda api: api.delete_rule(name))
+    console.print(f"rule {name}: deleted")
+
+
 @rule_app.command("list")
 def rule_list(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool = JSON) -> None:
     res = _call(url, token_file, lambda api: api.rules())

@@ -152,6 +152,9 @@ class AdminClient:
     def put_rule(self, name: str, match: str, pattern: str, pool: str) -> dict:
         return self.request("PUT", f"/v1/client-rules/{name}", {"match": match, "pattern": pattern, "pool": pool})
 
+    def delete_rule(self, name: str) -> None:
+        self.request("DELETE", f"/v1/client-rules/{name}")
+
     def rules(self) -> list[dict]:
         return self.request("GET", "/v1/client-rules")
 

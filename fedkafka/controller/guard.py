@@ -43,6 +43,8 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if "\x00" in scope["path"]:  # a name no row can have: PostgreSQL refuses NUL in any query (a 500)
+            return await _respond(send, 422, "a path must not contain NUL characters (%00)")
         if self._protected(scope["path"]):
             role = self.tokens.role(headers.get("authorization"))
             if role is None:

@@ -42,6 +42,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/acls"): OPERATOR,
     ("GET", "/v1/client-rules"): OPERATOR,
     ("PUT", "/v1/client-rules/{name}"): OPERATOR,
+    ("DELETE", "/v1/client-rules/{name}"): OPERATOR,
     ("GET", "/v1/clusters"): OPERATOR,
     ("GET", "/v1/clusters/{cluster_id}"): OPERATOR,
     ("PUT", "/v1/clusters/{cluster_id}"): OPERATOR,
@@ -70,7 +71,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
 def _pattern(template: str) -> re.Pattern[str]:
     # `{x}` matches what Starlette's default path convertor matches: one segment of the decoded path
     return re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part)
-                              for part in re.split(r"(\{[^}]+\})", template)) + "$")
+                              for part in re.split(r"(\{[^}]+\})", template)))
 
 
 _SERVICE_PATTERNS = [(method, _pattern(template)) for (method, template), scope in ROUTE_SCOPES.items()
@@ -79,7 +80,7 @@ _SERVICE_PATTERNS = [(method, _pattern(template)) for (method, template), scope 
 
 def service_may(method: str, path: str) -> bool:
     """May the service token call `method path` (the request's decoded path, no query)?"""
-    return any(m == method and pattern.match(path) for m, pattern in _SERVICE_PATTERNS)
+    return any(m == method and pattern.fullmatch(path) for m, pattern in _SERVICE_PATTERNS)
 
 
 @dataclass(frozen=True)

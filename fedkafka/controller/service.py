@@ -63,9 +63,10 @@ from fedkafka.view.placement import Placement, Slot, identity_chains, physical_p
 
 log = logging.getLogger(__name__)
 
-USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
-CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-BOOTSTRAP = re.compile(r"^[^\s,:]+:\d{1,5}(,[^\s,:]+:\d{1,5})*$")
+# used with fullmatch: `re.match` with `$` also matched before a trailing newline ("c1\n" was a cluster id)
+USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+CLUSTER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+BOOTSTRAP = re.compile(r"[^\s,:\x00]+:[0-9]{1,5}(,[^\s,:\x00]+:[0-9]{1,5})*")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
 MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.md §4.10)
@@ -303,9 +304,9 @@ class Controller:
         raise NotFound(f"unknown cluster {cluster_id!r}")
 
     def put_cluster(self, cluster_id: str, bootstrap: str, coordination: bool | None) -> tuple[dict, bool]:
-        if not CLUSTER_ID.match(cluster_id):
+        if not CLUSTER_ID.fullmatch(cluster_id):
             raise Invalid(f"cluster id {cluster_id!r} must be 1-64 letters, digits, '_' or '-'")
-        if not BOOTSTRAP.match(bootstrap) or any(int(hp.rsplit(":", 1)[1]) > 65535 for hp in bootstrap.split(",")):
+        if not BOOTSTRAP.fullmatch(bootstrap) or any(int(hp.rsplit(":", 1)[1]) > 65535 for hp in bootstrap.split(",")):
             raise Invalid(f"bootstrap {bootstrap!r} must be HOST:PORT[,HOST:PORT...]")
         with self._write_lock:
             before = self._cluster_or_none(cluster_id)
@@ -813,7 +814,7 @@ class Controller:
     # -- users (SCRAM credentials; the controller never sees a password) ---------------------------
     def put_user(self, user: str, credentials: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
         """Set a user's credentials, one per mechanism given (the others are kept)."""
-        if not USER_NAME.match(user):
+        if not USER_NAME.fullmatch(user):
             raise Invalid(f"user name {user!r} must be 1-128 letters, digits, '.', '_', '@' or '-'")
         rows = [_credential_row(user, c) for c in credentials]
         if not rows or len({r.mechanism for r in rows}) != len(rows):
@@ -876,11 +877,19 @@ class Controller:
         self.compose()
 
     def put_rule(self, name: str, match: str, pattern: str, pool: str) -> tuple[dict, bool]:
+        """One rule per match kind and pattern: another name for the same pair is a Conflict naming the rule that
+        has it (two would both be stored and only the first by name would route, silently; docs/DESIGN.md §3.4).
+        To give a pattern another pool, set that rule again, or delete it first."""
         if match not in ("exact", "prefix"):
             raise Invalid(f"match must be exact or prefix, got {match!r}")
         if not name or not pattern or not pool:
             raise Invalid("name, pattern and pool must be non-empty")
-        with self.session() as s:
+        with self._write_lock, self.session() as s:
+            holder = s.scalar(select(ClientRuleRow.name).where(
+                ClientRuleRow.match == match, ClientRuleRow.pattern == pattern, ClientRuleRow.name != name))
+            if holder is not None:
+                raise Conflict(f"client rule {holder!r} already has match {match} pattern {pattern!r}: set that rule "
+                               f"to change its pool, or delete it first (DELETE /v1/client-rules/{holder})")
             row = s.get(ClientRuleRow, name)
             before = None if row is None else _rule_dict(row)
             if row is None:
@@ -890,6 +899,13 @@ class Controller:
             s.commit()
             after = _rule_dict(row)
         return after, before != after
+
+    def delete_rule(self, name: str) -> None:
+        with self._write_lock, self.session() as s:
+            res = cast(CursorResult[Any], s.execute(delete(ClientRuleRow).where(ClientRuleRow.name == name)))
+            s.commit()
+        if res.rowcount == 0:
+            raise NotFound(f"unknown client rule {name!r}")
 
     def list_rules(self) -> list[dict[str, str]]:
         with self.session() as s:

@@ -60,6 +60,7 @@ class Permission(IntEnum):
 
 
 CLUSTER_NAME = "kafka-cluster"  # the one cluster resource's name, as in Kafka
+NAME_MAX = 256  # characters of a name, principal, host: controller.models.AclRow's columns (a test keeps them equal)
 WILDCARD = "*"
 WILDCARD_PRINCIPAL = "User:*"
 # the resource name Kafka's Authorizer.authorizeByResourceType asks `authorize` about first ("Check a hard-coded
@@ -103,6 +104,11 @@ class AclBinding:
             out.append("name, host and a principal of the form Type:name are required")
         if self.resource_type == ResourceType.CLUSTER and self.name != CLUSTER_NAME:
             out.append(f"the cluster resource is named {CLUSTER_NAME}")
+        texts = (self.name, self.principal, self.host)
+        if any(len(t) > NAME_MAX for t in texts):
+            out.append(f"name, principal and host are at most {NAME_MAX} characters")
+        if any("\x00" in t for t in texts):
+            out.append("name, principal and host must not contain NUL characters")
         return out
 
     def to_dict(self) -> dict[str, str]:

@@ -135,6 +135,11 @@ def test_controller_process_streams_views_and_stops_cleanly_on_sigterm(tmp_path)
                           env=env)
             assert res.returncode == 0, res.stderr
             assert run_cli("client-rule", "list", "--json", env=env).stdout.count('"pool": "p1"') == 1
+            assert run_cli("client-rule", "set", "r0", "--match", "prefix", "--pattern", "app-", "--pool", "p2",
+                           env=env).returncode == 1  # the pattern has rule r1 (409)
+            assert run_cli("client-rule", "delete", "r1", env=env).returncode == 0
+            gone = run_cli("client-rule", "delete", "r1", env=env)
+            assert gone.returncode == 1 and "unknown client rule" in gone.stderr
             bad = run_cli("cluster", "set-state", "nope", "removed", env=env)
             assert bad.returncode == 1 and "unknown cluster" in bad.stderr
             # registering a proxy changes the view: the stream sends the next one by itself

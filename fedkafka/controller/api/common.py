@@ -1,11 +1,12 @@
-"""What every router shares: the bearer-token dependency and the database's number bounds."""
+"""What every router shares: the bearer-token dependency and the database's number and string bounds."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query, Request
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from sqlalchemy.orm import InstrumentedAttribute
 
 from fedkafka.controller.errors import ControllerError
 from fedkafka.controller.guard import service_refusal
@@ -17,6 +18,27 @@ BIGINT_MAX = 2**63 - 1
 Version = Annotated[int, Field(ge=-1, le=BIGINT_MAX)]
 RowId = Annotated[int, Path(ge=0, le=BIGINT_MAX)]
 After = Annotated[int, Query(ge=-1, le=BIGINT_MAX)]
+
+
+def _nul_free(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# A string the config database can store: PostgreSQL refuses NUL in any text (a 500 from the write), SQLite
+# keeps it. Every string a body carries to a column is one; its length is the column's (`stored_length`).
+NulFree = Annotated[str, AfterValidator(_nul_free)]
+
+
+def stored_length(column: InstrumentedAttribute[Any]) -> int:
+    """The most characters a String column of `models` keeps (`ProxyRow.pool`): a body field's max_length
+    is read from the model, so the API's bound and the column's cannot drift apart (PostgreSQL refuses a
+    longer value with a 500; SQLite keeps it)."""
+    length = column.property.columns[0].type.length
+    if not isinstance(length, int):
+        raise TypeError(f"{column} is not a String column of bounded length")
+    return length
 
 
 def token_dependency(tokens: Tokens) -> Any:

@@ -8,15 +8,17 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from fedkafka.controller.api.common import NulFree, stored_length
+from fedkafka.controller.models import AclRow, ScramCredentialRow
 from fedkafka.controller.service import Controller
 
 
 class CredentialBody(BaseModel):
-    mechanism: str
-    salt: str = Field(max_length=128)
+    mechanism: NulFree = Field(max_length=stored_length(ScramCredentialRow.mechanism))
+    salt: NulFree = Field(max_length=stored_length(ScramCredentialRow.salt))
     iterations: int
-    stored_key: str = Field(max_length=128)
-    server_key: str = Field(max_length=128)
+    stored_key: NulFree = Field(max_length=stored_length(ScramCredentialRow.stored_key))
+    server_key: NulFree = Field(max_length=stored_length(ScramCredentialRow.server_key))
 
 
 class UserBody(BaseModel):
@@ -26,13 +28,13 @@ class UserBody(BaseModel):
 
 
 class AclBody(BaseModel):
-    resource_type: str
-    name: str = Field(max_length=256)
-    pattern_type: str = "LITERAL"
-    principal: str = Field(max_length=256)
-    host: str = Field("*", max_length=256)
-    operation: str
-    permission: str = "ALLOW"
+    resource_type: NulFree = Field(max_length=stored_length(AclRow.resource_type))
+    name: NulFree = Field(max_length=stored_length(AclRow.name))
+    pattern_type: NulFree = Field("LITERAL", max_length=stored_length(AclRow.pattern_type))
+    principal: NulFree = Field(max_length=stored_length(AclRow.principal))
+    host: NulFree = Field("*", max_length=stored_length(AclRow.host))
+    operation: NulFree = Field(max_length=stored_length(AclRow.operation))
+    permission: NulFree = Field("ALLOW", max_length=stored_length(AclRow.permission))
 
 
 class AclsBody(BaseModel):

@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from fedkafka.controller.api.common import NulFree, stored_length
+from fedkafka.controller.models import ClientRuleRow, ClusterRow, TopicRow
 from fedkafka.controller.service import Controller
+
+RuleName = Annotated[str, Path(max_length=stored_length(ClientRuleRow.name))]
 
 
 class ClusterBody(BaseModel):
-    bootstrap: str
+    bootstrap: NulFree = Field(max_length=stored_length(ClusterRow.bootstrap))
     coordination: bool | None = None
 
 
 class StateBody(BaseModel):
-    state: str
+    state: NulFree = Field(max_length=stored_length(ClusterRow.state))
 
 
 class TopicBody(BaseModel):
     partitions: int
-    placement: str = "blocks"
+    placement: NulFree = Field("blocks", max_length=stored_length(TopicRow.placement))
     config: dict[str, str] = Field(default_factory=dict)
 
 
 class RuleBody(BaseModel):
-    match: str
-    pattern: str
-    pool: str
+    match: NulFree = Field(max_length=stored_length(ClientRuleRow.match))
+    pattern: NulFree = Field(max_length=stored_length(ClientRuleRow.pattern))
+    pool: NulFree = Field(max_length=stored_length(ClientRuleRow.pool))
 
 
 def router(controller: Controller, api: Any) -> APIRouter:
@@ -72,9 +76,14 @@ def router(controller: Controller, api: Any) -> APIRouter:
         return Response(status_code=204)
 
     @router.put("/v1/client-rules/{name}")
-    def put_rule(name: str, body: RuleBody):
+    def put_rule(name: RuleName, body: RuleBody):
         rule, changed = controller.put_rule(name, body.match, body.pattern, body.pool)
         return {"rule": rule, "changed": changed}
+
+    @router.delete("/v1/client-rules/{name}", status_code=204)
+    def delete_rule(name: RuleName):
+        controller.delete_rule(name)
+        return Response(status_code=204)
 
     @router.get("/v1/client-rules")
     def rules():

@@ -10,21 +10,24 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from fedkafka.controller.api.common import After, RowId, Version
+from fedkafka.controller.api.common import After, NulFree, RowId, Version, stored_length
+from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.publish import Publisher
-from fedkafka.controller.service import Controller
+from fedkafka.controller.service import MAX_WORKER, Controller
 
 MAX_WAIT_MS = 60_000
+# worker i > 0 of a proxy has the row `{instance_id}/w{i}` (service.register_proxy): room for the suffix
+INSTANCE_ID_MAX = stored_length(ProxyRow.instance_id) - len(f"/w{MAX_WORKER}")
 
 
 class ProxyBody(BaseModel):
-    instance_id: str
-    host: str
+    instance_id: NulFree = Field(max_length=INSTANCE_ID_MAX)
+    host: NulFree = Field(max_length=stored_length(ProxyRow.host))
     port: int = Field(ge=0, le=65535)
     role: Literal["pproxy", "cproxy", "both"]
-    pool: str = "default"
+    pool: NulFree = Field("default", max_length=stored_length(ProxyRow.pool))
     listeners: list[tuple[str, str, int]] = Field(default_factory=list, max_length=8)  # [protocol, host, port]
-    worker: int = Field(0, ge=0, le=1023)  # which worker of a proxy run with --workers N (docs/DESIGN.md §4.10)
+    worker: int = Field(0, ge=0, le=MAX_WORKER)  # which worker of a proxy run with --workers N (docs/DESIGN.md §4.10)
 
 
 class HeartbeatBody(BaseModel):

@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from fedkafka.controller.api.common import RowId
+from fedkafka.controller.api.common import NulFree, RowId, stored_length
+from fedkafka.controller.models import ClusterRow, WorkflowRow
 from fedkafka.controller.workflows import WorkflowEngine
 
 
 class WorkflowBody(BaseModel):
-    kind: str
-    cluster: str
-    strategy: str | None = None
-    drain: str | bool | None = None  # "retention" | "groups" (true means groups, for the Ansible modules)
-    bootstrap: str | None = None  # scale-up of a cluster not registered yet: registered after validation
+    kind: NulFree = Field(max_length=stored_length(WorkflowRow.kind))
+    cluster: NulFree = Field(max_length=stored_length(WorkflowRow.cluster))
+    strategy: NulFree | None = None
+    drain: NulFree | bool | None = None  # "retention" | "groups" (true means groups, for the Ansible modules)
+    # scale-up of a cluster not registered yet: registered after validation
+    bootstrap: NulFree | None = Field(None, max_length=stored_length(ClusterRow.bootstrap))
     unclean: bool = False  # coordination_move: the old coordination cluster is dead (the last offsets copy)
 
 
