@@ -110,3 +110,68 @@ def test_a_damaged_fence_file_counts_as_no_deadline_rather_than_raising(tmp_path
     cache.save_view(View(version=2), node_id=1)
     cache.fence_path.write_text("[]")
     assert cache.load().produce_until == 0.0
+
+
+def test_a_view_saved_under_another_federations_controller_is_not_served(tmp_path):
+    """The cache is keyed by instance id (host:port) only. A proxy moved to another federation (its --controller
+    now names federation B's controllers, same host, port and --view-cache) that starts while B's controller does
+    not answer serves federation A's saved view: A's clusters, topics and node id, producing to A's clusters for
+    B's clients until the saved deadline. Nothing ties the file to the controllers it came from."""
+    path = tmp_path / "p.view.json"
+    ViewCache(path, INSTANCE).save_view(View(version=40, federation_id="federation-a"), node_id=3)
+
+    def unreachable(_request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    async def run() -> ProxyState:
+        source = ControllerViewSource("http://controller-of-federation-b:8080", TOKEN, INSTANCE,
+                                      lambda s, n: None, cache=ViewCache(path, INSTANCE))
+        source.client = httpx.AsyncClient(transport=httpx.MockTransport(unreachable))
+        state = fresh_state()
+        try:
+            await source.start(state)  # returns at once when it starts from the saved view
+        finally:
+            await source.client.aclose()
+        return state
+
+    state = asyncio.run(run())
+    assert state.view.federation_id != "federation-a", \
+        f"serving federation-a's view {state.view.version} as node {state.me.node_id} under another controller"
+
+
+def test_once_the_other_federations_controller_answers_the_proxy_takes_its_view(tmp_path):
+    """Continued: B's controller answers. Its view (version 1) is not newer than A's saved 40, so `state.apply`
+    ignores it: the proxy goes on serving federation A's view and heartbeats applied_version=40 to B, whose
+    controller then takes its own database for one that lost commits (db_regression: moves frozen, no new
+    workflow until restarted)."""
+    path = tmp_path / "p.view.json"
+    ViewCache(path, INSTANCE).save_view(View(version=40, federation_id="federation-a"), node_id=3)
+    ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / 'ctl.db'}"), kafka=KafkaAdmin(2.0))
+    app = create_app(ctl, TOKEN, background=False)
+
+    def unreachable(_request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    async def run() -> ProxyState:
+        ctl.publisher.bind(asyncio.get_running_loop())
+        source = ControllerViewSource("http://controller", TOKEN, INSTANCE, lambda s, n: None,
+                                      cache=ViewCache(path, INSTANCE))
+        source.client = httpx.AsyncClient(transport=httpx.MockTransport(unreachable))
+        state = fresh_state()
+        await source.start(state)  # from the saved view
+        await source.client.aclose()
+        source.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=10)
+        try:
+            await source._register_from_cache(state)
+            await source._heartbeat_once(state)
+        finally:
+            await source.client.aclose()
+        return state
+
+    try:
+        state = asyncio.run(run())
+        ctl.compose()
+        assert (state.view.federation_id, ctl.db_regression) == (ctl.view.federation_id, None), \
+            f"serves {state.view.federation_id} view {state.view.version}; controller: {ctl.db_regression}"
+    finally:
+        ctl.stop()
