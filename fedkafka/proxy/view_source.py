@@ -112,6 +112,7 @@ class ControllerViewSource:
         self._drain: Callable[[int], Awaitable[None]] | None = None
         self._registered = False
         self._registering = asyncio.Lock()
+        self._reregistering = 0  # registrations after a 404 under way: a renewal meanwhile grants no deadline
         self._saving = asyncio.Lock()
         self._unsaved: int | None = None  # a drained view whose save failed: acked once a save succeeds
 
@@ -156,35 +157,54 @@ class ControllerViewSource:
 
     async def _register(self, state: ProxyState, refresh_view: bool = False) -> None:
         """Register (again). `refresh_view`: our lease ran out, so the controller stopped waiting for our acks
-        and may have sealed segments we still write to; take the current view before the new lease counts."""
-        sent = time.monotonic()
-        resp = await self.client.post(f"{self.controllers.current}/v1/proxies", headers=self.headers, json={
-            "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
-            "role": state.me.role.value, "pool": state.me.pool,
-            "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
-            **({"worker": self.worker} if self.worker is not None else {})})
-        resp.raise_for_status()
-        body = resp.json()
-        if self.worker is not None and body.get("worker") != self.worker:
-            raise ControllerTooOld(f"controller {self.controllers.current} does not count proxy workers one by one "
-                                   "(it would take one worker's ack for all): upgrade it, or run one worker")
-        state.set_node_id(int(body["node_id"]))
-        self.member_id = int(body.get("member_id", body["node_id"]))
-        self._take_times(body)
-        if refresh_view:
-            current = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
-            current.raise_for_status()
-            view = View.from_dict(current.json())
-            if state.apply(view):
-                if self._drain is not None:  # an ack like any other: nothing routed under an older view is out
-                    await self._drain(view.version)
-                await self._ack_view(state, view.version)
-        state.lease_deadline = sent + self.fence_ms / 1000
+        and may have read seals of segments we routed writes to; take the current view, and wait until nothing
+        routed under an older one is out, before the new deadline counts (docs/DESIGN.md §4.9, F3)."""
+        self._reregistering += refresh_view
+        try:
+            if refresh_view:  # first what our own view already drains (the stream's wait), before the new lease
+                await self._drain_older(state)  # counts: a long drain does not use it up
+            sent = time.monotonic()
+            resp = await self.client.post(f"{self.controllers.current}/v1/proxies", headers=self.headers, json={
+                "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
+                "role": state.me.role.value, "pool": state.me.pool,
+                "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
+                **({"worker": self.worker} if self.worker is not None else {})})
+            resp.raise_for_status()
+            body = resp.json()
+            if self.worker is not None and body.get("worker") != self.worker:
+                raise ControllerTooOld(f"controller {self.controllers.current} does not count proxy workers one "
+                                       "by one (it would take one worker's ack for all): upgrade it, or run one worker")
+            state.set_node_id(int(body["node_id"]))
+            self.member_id = int(body.get("member_id", body["node_id"]))
+            self._take_times(body)
+            if refresh_view:
+                await self._take_current_view(state)
+            state.lease_deadline = sent + self.fence_ms / 1000
+        finally:
+            self._reregistering -= refresh_view
         if refresh_view:
             await self._save_fence(state)
         block = body.get("producer_id_block")
         if block:
             self.on_block(int(block["start"]), int(block["size"]))
+
+    async def _take_current_view(self, state: ProxyState) -> None:
+        """Apply the controller's current view, newer than ours or not, and ack it once nothing routed under an
+        older view is out: the view stream may still be draining the view we hold (its ack pending), and a write
+        routed under the one before, held while fenced, must not go out on the new deadline (§4.9, F3)."""
+        current = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
+        current.raise_for_status()
+        state.apply(View.from_dict(current.json()))
+        await self._drain_older(state)
+        if state.applied_version < state.view.version:  # an ack like any other: drained, then saved
+            await self._ack_view(state, state.view.version)
+
+    async def _drain_older(self, state: ProxyState) -> None:
+        """Wait until no write routed under a view older than the one we serve is out. Bounded: the fence holds
+        meanwhile, so a held write is refused when it would be sent; a sent one is answered, failed by the drain
+        closing its connection after DRAIN_PATIENCE_S, or timed out at REQUEST_TIMEOUT_S."""
+        if self._drain is not None:
+            await self._drain(state.view.version)
 
     async def fetch_block(self) -> tuple[int, int]:
         resp = await self.client.post(f"{self.controllers.current}/v1/producer-id-blocks", headers=self.headers)
@@ -373,6 +393,8 @@ class ControllerViewSource:
             return
         resp.raise_for_status()
         self._take_times(resp.json())
+        if self._reregistering:  # another task registers again: its drain, not this renewal, ends the fence (F3)
+            return
         # measured from when we sent it, the controller's from when it took it: ours is never the later one
         state.lease_deadline = sent + self.fence_ms / 1000
         await self._save_fence(state)
