@@ -939,6 +939,7 @@ class Controller:
         with ThreadPoolExecutor(max_workers=min(16, len(clusters))) as pool:
             scans = list(pool.map(lambda c: self.kafka.scan(c.id, c.bootstrap), clusters))
         with self.session() as s:
+            self.check_leader(s)  # a controller that lost its row (cut off from a cluster, perhaps) records no scan
             for scan in scans:
                 self.metrics.scan_seconds.labels(scan.cluster).observe(scan.seconds)
                 self.metrics.cluster_reachable.labels(scan.cluster).set(1 if scan.reachable else 0)
@@ -1014,6 +1015,7 @@ class Controller:
         stopped answering costs one kafka_timeout under the lock, not one per topic."""
         with self._write_lock:
             with self.session() as s:
+                self.check_leader(s)  # narrows, cannot close, the window of a stale creation on Kafka (§3.6)
                 still = self._needed_topics(s, clusters).get(cluster, {})
             for topic, (partitions, config) in missing.items():
                 if topic not in still:
@@ -1128,6 +1130,7 @@ class Controller:
         read_at = time.time()
         try:
             with self.topology_change() as s:
+                self.check_leader(s)  # its older ends must not replace the active one's (a failover's seal)
                 now = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)).all())
                 changed = {key: end for key, (end, topic_id) in ends.items() if now.get(key[1]) == topic_id and (
                     (stored := self._stored_ends.get(key)) is None or stored[0] != end

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from controller.test_leadership import _lost_row
 from fedkafka.controller.leadership import NotLeader
-from fedkafka.controller.models import ProxyRow, ViewRow
+from fedkafka.controller.models import ClusterRow, PhysicalPartitionRow, ProxyRow, TopicRow, ViewRow
 
 SALT = "AAAAAAAAAAA="  # 8 bytes
 KEY = "A" * 43 + "="  # 32 bytes: SCRAM-SHA-256's digest size
@@ -110,3 +110,29 @@ def test_the_controller_that_took_the_row_over_writes(make_api, method, path, bo
     resp = getattr(api, method)(path.format(**nodes), **kwargs)
     assert resp.status_code in (200, 204), resp.text
     assert _state(api) != before
+
+
+def test_a_controller_that_lost_the_row_records_no_scan(make_api):
+    """Its scans (it may be cut off from a cluster the active one reaches) write no reachability, no log end older
+    than the active one's (a failover seals at a stored end), and create no physical topic on Kafka."""
+    api = make_api()
+    _federation(api)
+    ctl = api.controller
+    with ctl.session() as s:
+        topic_id = s.get(TopicRow, "t").topic_id
+        clusters = list(s.scalars(select(ClusterRow)))
+        needed = ctl._needed_topics(s, clusters)["c1"]
+    ctl.leadership, _new = _lost_row(ctl)
+    api.kafka.down.add("c2")
+    with pytest.raises(NotLeader, match="another controller took over"):
+        ctl.scan_once()
+    with pytest.raises(NotLeader, match="another controller took over"):
+        ctl._store_ends({("c1", "t", 0): (7, topic_id)})
+    del api.kafka.created[("c1", "t")]
+    with pytest.raises(NotLeader, match="another controller took over"):
+        ctl._create_needed("c1", needed, {"c1": "c1:9092"}, clusters)
+    with ctl.session() as s:
+        reachable = {c.id: c.reachable for c in s.scalars(select(ClusterRow))}
+        ends = {(r.cluster, r.physical_partition): r.scanned_end for r in s.scalars(select(PhysicalPartitionRow))}
+    assert (reachable, ends.get(("c1", 0)), ("c1", "t") in api.kafka.created) == ({"c1": True, "c2": True}, None,
+                                                                                  False)
