@@ -167,6 +167,13 @@ class Controller:
         if self.leadership is not None:
             self.leadership.check(session)
 
+    def refuse_unless_leading(self) -> None:
+        """NotLeader unless this controller holds the leader row now: asked before a change touches Kafka (creates
+        or alters physical topics), which no transaction can undo; its write transaction checks again."""
+        if self.leadership is not None:
+            with self.session() as s:
+                self.leadership.check(s)
+
     def is_active(self) -> bool:
         """This controller composes views and runs workflows (always, without leadership: one controller)."""
         return self.leadership is None or self.leadership.active
@@ -251,6 +258,7 @@ class Controller:
                         nxt = candidate.with_version(top + 1)
                     if nxt is current:
                         return current
+                    self.check_leader(s)  # a controller that lost its row publishes no view (§3.6)
                     now = time.time()
                     body = json.dumps(nxt.to_dict(), separators=(",", ":"))
                     res = cast(CursorResult[Any], s.execute(  # an UPDATE's result: it has a rowcount
@@ -311,6 +319,7 @@ class Controller:
         with self._write_lock:
             before = self._cluster_or_none(cluster_id)
             with self.session() as s:
+                self.check_leader(s)  # a controller that lost its row registers no cluster (§3.6)
                 row = s.get(ClusterRow, cluster_id)
                 if row is None:
                     ordinal = (s.scalar(select(func.max(ClusterRow.ordinal))) or 0) + 1
@@ -409,6 +418,7 @@ class Controller:
         (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win."""
         check_topic(name, partitions, placement, config)
         with self._write_lock:
+            self.refuse_unless_leading()  # before Kafka: a controller that lost its row creates nothing there (§3.6)
             new, existing, clusters, used = self._topic_as_stored(name)
             if create_only and existing is not None:
                 raise Conflict(f"Topic '{name}' already exists.", kafka_error="TOPIC_ALREADY_EXISTS")
@@ -495,8 +505,10 @@ class Controller:
 
     def _write_topic_rows(self, name: str, partitions: int, placement: str, config: dict[str, str], new: bool,
                           have: int, slots: list[Slot]) -> None:
-        """The topic row and a chain of one segment for each added partition `have`, `have + 1`, ..."""
+        """The topic row and a chain of one segment for each added partition `have`, `have + 1`, ...; committed
+        only while this controller leads (§3.6)."""
         with self.session() as s:
+            self.check_leader(s)
             if new:
                 s.add(TopicRow(name=name, topic_id=uuid.uuid4().hex, partitions=partitions, placement=placement,
                                config_json=json.dumps(config, sort_keys=True)))
@@ -616,6 +628,7 @@ class Controller:
         expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
         for _ in range(3):
             with self.session() as s:
+                self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
                 # worker i > 0: the node's own row (worker 0's) names the node id, made now if worker 0 has not
                 # registered yet (no lease, no fence: neither listed nor counted until worker 0 registers)
                 node_of = self._proxy_row(s, instance_id).node_id if worker else None
@@ -773,6 +786,7 @@ class Controller:
         `node_id` may be any member id of the node. Answers the view version to wait for; a drain that would leave
         the node's pool without another live proxy of its role is refused (409)."""
         with self.topology_change() as s:  # one at a time: two drains must not both count the other as leader
+            self.check_leader(s)  # ... in this process; across controllers, only the one leading drains (§3.6)
             member = s.get(ProxyRow, node_id)
             node = s.get(ProxyRow, member.node) if member is not None else None
             if node is None:
@@ -820,6 +834,7 @@ class Controller:
         if not rows or len({r.mechanism for r in rows}) != len(rows):
             raise Invalid("give one credential per mechanism, at least one")
         with self.topology_change() as s:
+            self.check_leader(s)
             changed = False
             for row in rows:
                 old = s.get(ScramCredentialRow, (user, row.mechanism))
@@ -849,6 +864,7 @@ class Controller:
     def create_acls(self, bindings: list[dict[str, Any]]) -> dict[str, Any]:
         parsed = [acls.binding_from_dict(b) for b in bindings]
         with self.topology_change() as s:
+            self.check_leader(s)
             added = acls.create(s, parsed)
             s.commit()
         view = self.compose()
@@ -862,6 +878,7 @@ class Controller:
     def delete_acls(self, acl_filter: dict[str, Any]) -> dict[str, Any]:
         f = acls.filter_from_dict(acl_filter)
         with self.topology_change() as s:
+            self.check_leader(s)
             gone = acls.delete(s, f)
             s.commit()
         view = self.compose()
@@ -869,6 +886,7 @@ class Controller:
 
     def delete_user(self, user: str) -> None:
         with self.topology_change() as s:
+            self.check_leader(s)
             res = cast(CursorResult[Any], s.execute(  # a DELETE's result: it has a rowcount
                 delete(ScramCredentialRow).where(ScramCredentialRow.user == user)))
             s.commit()
@@ -885,6 +903,7 @@ class Controller:
         if not name or not pattern or not pool:
             raise Invalid("name, pattern and pool must be non-empty")
         with self._write_lock, self.session() as s:
+            self.check_leader(s)
             holder = s.scalar(select(ClientRuleRow.name).where(
                 ClientRuleRow.match == match, ClientRuleRow.pattern == pattern, ClientRuleRow.name != name))
             if holder is not None:
@@ -902,6 +921,7 @@ class Controller:
 
     def delete_rule(self, name: str) -> None:
         with self._write_lock, self.session() as s:
+            self.check_leader(s)
             res = cast(CursorResult[Any], s.execute(delete(ClientRuleRow).where(ClientRuleRow.name == name)))
             s.commit()
         if res.rowcount == 0:
@@ -940,6 +960,7 @@ class Controller:
         with ThreadPoolExecutor(max_workers=min(16, len(clusters))) as pool:
             scans = list(pool.map(lambda c: self.kafka.scan(c.id, c.bootstrap), clusters))
         with self.session() as s:
+            self.check_leader(s)  # a controller that lost its row (cut off from a cluster, perhaps) records no scan
             for scan in scans:
                 self.metrics.scan_seconds.labels(scan.cluster).observe(scan.seconds)
                 self.metrics.cluster_reachable.labels(scan.cluster).set(1 if scan.reachable else 0)
@@ -1015,6 +1036,7 @@ class Controller:
         stopped answering costs one kafka_timeout under the lock, not one per topic."""
         with self._write_lock:
             with self.session() as s:
+                self.check_leader(s)  # narrows, cannot close, the window of a stale creation on Kafka (§3.6)
                 still = self._needed_topics(s, clusters).get(cluster, {})
             for topic, (partitions, config) in missing.items():
                 if topic not in still:
@@ -1129,6 +1151,7 @@ class Controller:
         read_at = time.time()
         try:
             with self.topology_change() as s:
+                self.check_leader(s)  # its older ends must not replace the active one's (a failover's seal)
                 now = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)).all())
                 changed = {key: end for key, (end, topic_id) in ends.items() if now.get(key[1]) == topic_id and (
                     (stored := self._stored_ends.get(key)) is None or stored[0] != end
