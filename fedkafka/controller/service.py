@@ -104,8 +104,12 @@ class Settings:
 
 
 def new_federation_id() -> str:
-    """A federation's id (its Kafka cluster id too), drawn like Kafka's: 22 characters of a random UUID."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A federation's id (its Kafka cluster id too), drawn like Kafka's Uuid.randomUuid: 22 base64url characters
+    of a random UUID, never starting with "-" (a tool would read it as a flag)."""
+    while True:
+        drawn = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not drawn.startswith("-"):
+            return drawn
 
 
 class Controller:

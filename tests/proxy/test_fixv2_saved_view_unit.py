@@ -10,7 +10,7 @@ import httpx
 
 from fedkafka.controller.app import create_app
 from fedkafka.controller.kafka_admin import KafkaAdmin
-from fedkafka.controller.service import Controller, Settings
+from fedkafka.controller.service import Controller, Settings, new_federation_id
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.proxy.view_source import ControllerViewSource
@@ -52,7 +52,8 @@ def test_each_new_controller_database_names_its_own_federation_and_keeps_the_nam
     first, other = controller(tmp_path, "a.db"), controller(tmp_path, "b.db")
     try:
         named = first.view.federation_id
-        assert named != other.view.federation_id and named != "fedkafka"
+        assert named != other.view.federation_id and named != "fedkafka" and len(named) == 22
+        assert not any(new_federation_id().startswith("-") for _ in range(500))  # the tools read "-..." as a flag
         first.register_proxy(INSTANCE, "127.0.0.1", 9092, "pproxy", "default")  # composes a new view
         assert first.view.version > 0 and first.view.federation_id == named
     finally:
