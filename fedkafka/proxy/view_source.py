@@ -178,8 +178,10 @@ class ControllerViewSource:
         if self.cache is not None:
             try:
                 await asyncio.to_thread(self.cache.save_fence, 0.0)
-            except OSError as e:
-                log.warning("produce deadline %s not reset: %s", self.cache.fence_path, e)
+            except OSError as e:  # the old federation's deadline must not go with a view of this one: save no more
+                log.error("produce deadline %s not reset (%s): this process saves no view from now on; the disk "
+                          "keeps the old federation's view and deadline", self.cache.fence_path, e)
+                self.cache = None
         state.replace(View(version=0, federation_id=federation_id))
         state.applied_version = 0
 

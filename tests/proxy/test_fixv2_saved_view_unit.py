@@ -122,3 +122,27 @@ def test_a_saved_view_is_used_under_any_one_of_the_controllers_it_was_saved_unde
     cache.save_view(View(version=5), node_id=1, controllers=["http://c1:8080", "http://c2:8080"])
     assert cache.load(["http://c2:8080", "http://c3:8080"]).view.version == 5
     assert cache.load(["http://c3:8080"]) is None
+
+
+class FenceUnwritable(ViewCache):
+    """A cache whose fence writes fail (ENOSPC); its view writes work."""
+
+    def save_fence(self, produce_until: float) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_switch_of_federation_whose_deadline_cannot_be_reset_leaves_the_old_pair_on_disk(tmp_path):
+    """The old federation's deadline must never end up beside the new federation's view: the proxy takes the new
+    view but saves nothing more, and the disk keeps the old view with its own deadline."""
+    ctl = controller(tmp_path)
+    path = tmp_path / "p.view.json"
+    far = time.time() + 30 * 86400
+    ViewCache(path, INSTANCE).save_view(View(version=40, federation_id="federation-a"), node_id=3, controllers=[URL])
+    ViewCache(path, INSTANCE).save_fence(far)
+    try:
+        state = start_against(ctl, FenceUnwritable(path, INSTANCE))
+        saved = ViewCache(path, INSTANCE).load([URL])
+        assert state.view.federation_id == ctl.view.federation_id
+        assert (saved.view.federation_id, saved.view.version, saved.produce_until) == ("federation-a", 40, far)
+    finally:
+        ctl.stop()
