@@ -105,6 +105,15 @@ class Settings:
             raise ValueError(f"the fence ({self.fence_ms} ms) must be at least the lease ({self.lease_ms} ms)")
 
 
+def new_federation_id() -> str:
+    """A federation's id (its Kafka cluster id too), drawn like Kafka's Uuid.randomUuid: 22 base64url characters
+    of a random UUID, never starting with "-" (a tool would read it as a flag)."""
+    while True:
+        drawn = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not drawn.startswith("-"):
+            return drawn
+
+
 class Controller:
     def __init__(self, settings: Settings, kafka: KafkaAdmin | None = None):
         self.settings = settings
@@ -212,10 +221,14 @@ class Controller:
         self.engine.dispose()
 
     def _seed_view(self) -> None:
-        """The version row exists exactly once, even when two controllers start together."""
+        """The version row exists exactly once, even when two controllers start together. Its first body names
+        the federation: an id drawn once per database and kept by every view composed after it, so a proxy can
+        tell this federation's views from another's, or from those of a database made anew at the same URL
+        (docs/DESIGN.md §4.7). A database seeded before keeps the id it has ("fedkafka")."""
         with self.session() as s:
             if s.get(ViewRow, 1) is None:
-                s.add(ViewRow(id=1, version=0, body=json.dumps(View(version=0).to_dict()), committed_at=time.time()))
+                first = View(version=0, federation_id=new_federation_id())
+                s.add(ViewRow(id=1, version=0, body=json.dumps(first.to_dict()), committed_at=time.time()))
                 try:
                     s.commit()
                 except IntegrityError:  # the other controller's row won
@@ -252,7 +265,8 @@ class Controller:
                         freeze_planned(s)  # this view is the one they take: no planned move's partition writable
                     now = time.time()
                     listed, until = self._inherited
-                    candidate = build_view(s, now, keep_listed=listed if now < until else frozenset())
+                    candidate = build_view(s, now, federation_id=current.federation_id,
+                                           keep_listed=listed if now < until else frozenset())
                     nxt = next_version(current, candidate)
                     if top > stored_version:
                         nxt = candidate.with_version(top + 1)

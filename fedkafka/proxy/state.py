@@ -30,6 +30,11 @@ class ProxyState:
         self.notify()
         return True
 
+    def replace(self, view: View) -> None:
+        """Take `view` whatever its version: the one held is another federation's (docs/DESIGN.md §4.7)."""
+        self.view = view
+        self.notify()
+
     def notify(self) -> None:
         """Tell the listeners about the current view (again, after one of them failed on it)."""
         for listener in self.listeners:

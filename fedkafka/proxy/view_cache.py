@@ -4,24 +4,33 @@
 Two files, each replaced atomically (temp file, fsync, rename, fsync of the directory), so a crash leaves the
 old or the new content, never a torn one:
 
-- `PATH`: the view (with its version), the proxy's node id and instance id. Written after a view is applied
-  and drained and *before* the proxy acks it to the controller, so the saved version is at least every
-  version the controller was told this proxy applied.
+- `PATH`: the view (with its version and federation id), the proxy's node id and instance id, and the
+  controller URLs it came from. Written after a view is applied and drained and *before* the proxy acks it to
+  the controller, so the saved version is at least every version the controller was told this proxy applied.
 - `PATH.fence`: until when (wall clock) the controller allowed this proxy to produce, written after each
   renewal. A lower bound of the deadline the controller counts for this proxy (docs/DESIGN.md §4.9): a proxy
   started from the cache produces only until then, and only consumes after it until a controller answers.
+
+A file that cannot be used (unreadable, damaged, another instance's, saved under none of the controllers the
+proxy now follows) is ignored with one warning: the proxy starts as without a cache. A fence file that cannot
+be used counts as no deadline: produce refused until a controller renews (never "may produce").
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
+import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedkafka.view.model import View
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +65,11 @@ class ViewCache:
         self.fence_path = path.with_name(path.name + ".fence")
         self.instance_id = instance_id
 
-    def save_view(self, view: View, node_id: int) -> None:
+    def save_view(self, view: View, node_id: int, controllers: Sequence[str] = ()) -> None:
+        """`controllers`: the URLs of the controllers the view came from (the federation, offline: `load`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = {"instance_id": self.instance_id, "node_id": node_id, "version": view.version,
-                "saved_at": time.time(), "view": view.to_dict()}
+                "controllers": list(controllers), "saved_at": time.time(), "view": view.to_dict()}
         write_atomically(self.path, json.dumps(body, separators=(",", ":")).encode())
 
     def save_fence(self, produce_until: float) -> None:
@@ -67,23 +77,54 @@ class ViewCache:
         body = {"instance_id": self.instance_id, "produce_until": produce_until}
         write_atomically(self.fence_path, json.dumps(body).encode())
 
-    def load(self) -> SavedView | None:
-        """The saved view, or None when there is none, it is unreadable, or another instance wrote it."""
+    def load(self, controllers: Sequence[str] = ()) -> SavedView | None:
+        """The saved view, or None (with one warning, unless there is no file) when it is unreadable or damaged,
+        another instance wrote it, or it was saved under none of `controllers` (another federation's view:
+        its clusters, topics and node id, and a version the new controllers would take for commits they lost)."""
         try:
             body = json.loads(self.path.read_bytes())
-            if body.get("instance_id") != self.instance_id:
-                return None
-            view = View.from_dict(body["view"])
-            if view.version != body["version"]:
-                return None
-            node_id = int(body["node_id"])
-        except (OSError, ValueError, KeyError, TypeError):
+            saved = self._parse(body)
+        except FileNotFoundError:
             return None
-        return SavedView(view=view, node_id=node_id, produce_until=self._produce_until())
+        except Exception as e:  # the one boundary: whatever the damage, start as without a cache
+            log.warning("saved view %s not used (damaged: %s: %s); starting as without it", self.path,
+                        type(e).__name__, e)
+            return None
+        if saved is None:
+            log.warning("saved view %s not used: written by instance %r, not %r", self.path,
+                        body.get("instance_id"), self.instance_id)
+            return None
+        saved_under = body.get("controllers") or []
+        if controllers and saved_under and not set(saved_under) & set(controllers):
+            log.warning("saved view %s not used: saved under controllers %s, another federation than %s; "
+                        "waiting for a controller", self.path, ", ".join(saved_under), ", ".join(controllers))
+            return None
+        return saved
+
+    def _parse(self, body: Any) -> SavedView | None:
+        """The saved view in `body`, None when another instance wrote it; raises on any damage."""
+        if not isinstance(body, dict) or not isinstance(body.get("view"), dict):
+            raise ValueError("not a saved view object")
+        if body.get("instance_id") != self.instance_id:
+            return None
+        view = View.from_dict(body["view"])
+        if view.version != body["version"]:
+            raise ValueError(f"version {body['version']} names view {view.version}")
+        if not isinstance(body.get("controllers", []), list):
+            raise ValueError("controllers is not a list")
+        return SavedView(view=view, node_id=int(body["node_id"]), produce_until=self._produce_until())
 
     def _produce_until(self) -> float:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        """The saved produce deadline; 0 (produce refused until a controller renews: docs/DESIGN.md §4.9, F5) when
+        there is none, it is damaged, or another instance wrote it."""
+        try:
             body = json.loads(self.fence_path.read_bytes())
-            if body.get("instance_id") == self.instance_id:
-                return float(body["produce_until"])
+            if isinstance(body, dict) and body.get("instance_id") == self.instance_id:
+                until = float(body["produce_until"])
+                return until if math.isfinite(until) else 0.0
+        except FileNotFoundError:
+            pass
+        except Exception as e:  # a damaged deadline is no deadline, never a crash
+            log.warning("produce deadline %s not used (damaged: %s); produce refused until a controller renews",
+                        self.fence_path, type(e).__name__)
         return 0.0

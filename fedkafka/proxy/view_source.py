@@ -24,7 +24,7 @@ import httpx
 from fedkafka.controllers import ACTIVE_HEADER, ControllerList, active_hint, tls_verify
 from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE
 from fedkafka.proxy.state import ProxyState
-from fedkafka.proxy.view_cache import ViewCache
+from fedkafka.proxy.view_cache import SavedView, ViewCache
 from fedkafka.view.model import View
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,12 @@ class ControllerViewSource:
         self._unsaved: int | None = None  # a drained view whose save failed: acked once a save succeeds
 
     async def start(self, state: ProxyState) -> None:
-        """Register and fetch the first view; retried until the controller answers. With a view cache, a
-        proxy whose first attempt fails starts from its saved view instead and registers in `run`."""
+        """Register and fetch the first view; retried until the controller answers. With a view cache, the saved
+        view comes first (docs/DESIGN.md §4.7): no older view of its federation is applied or saved after it,
+        whatever a controller whose database lost commits serves, and the heartbeats report its version, so that
+        controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A proxy whose first attempt fails
+        serves it at once and registers in `run`."""
+        saved = self._load_saved(state)
         delay = 0.2
         while True:
             url = self.controllers.current
@@ -126,7 +130,10 @@ class ControllerViewSource:
                 await self._register(state)
                 resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
                 resp.raise_for_status()
-                state.apply(View.from_dict(resp.json()))
+                view = View.from_dict(resp.json())
+                if saved is not None and view.federation_id != state.view.federation_id:
+                    await self._forget_saved_view(state, view.federation_id)
+                state.apply(view)  # not older than the saved view (equal: the saved one is kept)
                 await self._ack_view(state, state.view.version)
                 await self._save_fence(state)  # only now: a deadline on disk always goes with the view it covers
                 self._registered = True
@@ -134,26 +141,50 @@ class ControllerViewSource:
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 log.warning("controller %s not ready: %s", url, e)
                 self._failed(url, e)
-                if self._start_from_cache(state):
+                if saved is not None:
+                    self._start_from_cache(state, saved)
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _start_from_cache(self, state: ProxyState) -> bool:
-        if self.cache is None:
-            return False
-        saved = self.cache.load()
+    def _load_saved(self, state: ProxyState) -> SavedView | None:
+        """Take the saved view (if any, of this instance and saved under one of our controllers) as this proxy's
+        view before any controller's: what it applied and acked last. No produce until a controller renews."""
+        saved = self.cache.load(self.controllers.urls) if self.cache is not None else None
         if saved is None:
-            return False
+            return None
         state.set_node_id(saved.node_id)
         state.apply(saved.view)
         state.applied_version = saved.view.version
-        # Produce only until the deadline the controller last granted us (docs/DESIGN.md §4.9): a wall-clock
-        # time on disk, back to this process's monotonic clock.
+        state.lease_deadline = time.monotonic()
+        return saved
+
+    def _start_from_cache(self, state: ProxyState, saved: SavedView) -> None:
+        """No controller answers: serve the saved view, produce only until the deadline the controller last
+        granted us (docs/DESIGN.md §4.9, F5): a wall-clock time on disk, back to this process's monotonic clock."""
+        assert self.cache is not None
+        state.set_node_id(saved.node_id)  # a registration that answered before the view fetch failed may have set it
         state.lease_deadline = time.monotonic() + (saved.produce_until - time.time())
         log.warning("no controller answers: serving saved view %s from %s (produce %s)", saved.view.version,
                     self.cache.path, f"until {time.ctime(saved.produce_until)}" if state.lease_valid() else "refused")
-        return True
+
+    async def _forget_saved_view(self, state: ProxyState, federation_id: str) -> None:
+        """The controller serves federation `federation_id`, not the saved view's: that view is another
+        federation's (the proxy was pointed elsewhere, or the database was made anew). Its deadline is dropped
+        on disk first (a restart must never produce under the new federation's view until that deadline), then
+        the proxy holds an empty view of the new federation, so the controller's view is taken whatever its
+        version, and reports no applied version until it acks that one."""
+        log.warning("controller %s serves federation %r, not %r of the saved view %s: serving its view instead",
+                    self.controllers.current, federation_id, state.view.federation_id, state.view.version)
+        if self.cache is not None:
+            try:
+                await asyncio.to_thread(self.cache.save_fence, 0.0)
+            except OSError as e:  # the old federation's deadline must not go with a view of this one: save no more
+                log.error("produce deadline %s not reset (%s): this process saves no view from now on; the disk "
+                          "keeps the old federation's view and deadline", self.cache.fence_path, e)
+                self.cache = None
+        state.replace(View(version=0, federation_id=federation_id))
+        state.applied_version = 0
 
     async def _register(self, state: ProxyState, refresh_view: bool = False) -> None:
         """Register (again). `refresh_view`: our lease ran out, so the controller stopped waiting for our acks
@@ -269,6 +300,7 @@ class ControllerViewSource:
             while not self._registered:
                 url = self.controllers.current
                 try:
+                    await self._leave_another_federation(state)
                     await self._register(state, refresh_view=True)
                     self._registered = True
                     log.info("registered with %s; serving view %s", self.controllers.current, state.view.version)
@@ -278,6 +310,20 @@ class ControllerViewSource:
                     self._failed(url, e)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+
+    async def _leave_another_federation(self, state: ProxyState) -> None:
+        """Started from the saved view, before registering: a controller of another federation than the saved
+        view's (same URL, another database) gets neither that view nor its version (which it would take for
+        commits its database lost). Produce under the old view stops and drains first."""
+        resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
+        resp.raise_for_status()
+        federation_id = View.from_dict(resp.json()).federation_id
+        if federation_id == state.view.federation_id or state.view.version == 0:
+            return
+        state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())
+        if self._drain is not None:
+            await self._drain(state.view.version + 1)
+        await self._forget_saved_view(state, federation_id)
 
     async def _ack_view(self, state: ProxyState, version: int) -> None:
         """The drained view `version` counts as applied (the heartbeats ack it) only once saved: the saved
@@ -298,7 +344,7 @@ class ControllerViewSource:
             return view.version
         async with self._saving:
             try:
-                await asyncio.to_thread(self.cache.save_view, view, state.me.node_id)
+                await asyncio.to_thread(self.cache.save_view, view, state.me.node_id, self.controllers.urls)
             except OSError as e:
                 log.warning("view %s not saved to %s (not acked until it is): %s", view.version, self.cache.path, e)
                 return None

@@ -79,7 +79,9 @@ def test_a_restarted_proxy_does_not_serve_a_view_older_than_the_one_it_saved_and
     ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / 'ctl.db'}"), kafka=KafkaAdmin(2.0))
     app = create_app(ctl, TOKEN, background=False)
     cache = ViewCache(tmp_path / "p.view.json", INSTANCE)
-    cache.save_view(View(version=15), node_id=1)  # saved before it was acked, by the previous run
+    # saved before it was acked, by the previous run, from this federation's controller
+    cache.save_view(View(version=15, federation_id=ctl.view.federation_id), node_id=1,
+                    controllers=["http://controller"])
 
     async def run() -> tuple[int, int]:
         ctl.publisher.bind(asyncio.get_running_loop())
@@ -113,14 +115,20 @@ def test_a_damaged_fence_file_counts_as_no_deadline_rather_than_raising(tmp_path
 
 
 def test_a_view_saved_under_another_federations_controller_is_not_served(tmp_path):
-    """The cache is keyed by instance id (host:port) only. A proxy moved to another federation (its --controller
+    """The cache was keyed by instance id (host:port) only. A proxy moved to another federation (its --controller
     now names federation B's controllers, same host, port and --view-cache) that starts while B's controller does
-    not answer serves federation A's saved view: A's clusters, topics and node id, producing to A's clusters for
-    B's clients until the saved deadline. Nothing ties the file to the controllers it came from."""
+    not answer served federation A's saved view: A's clusters, topics and node id, producing to A's clusters for
+    B's clients until the saved deadline. The file now names the controllers it was saved under: a view saved
+    under none of ours is not served, and the proxy waits for a controller as without a cache."""
     path = tmp_path / "p.view.json"
-    ViewCache(path, INSTANCE).save_view(View(version=40, federation_id="federation-a"), node_id=3)
+    ViewCache(path, INSTANCE).save_view(View(version=40, federation_id="federation-a"), node_id=3,
+                                        controllers=["http://controller-of-federation-a:8080"])
+    attempts = []
 
     def unreachable(_request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        if len(attempts) >= 2:  # it went on to try the controller again: it did not start from A's view
+            raise RetriedAgain
         raise httpx.ConnectError("connection refused")
 
     async def run() -> ProxyState:
@@ -130,6 +138,8 @@ def test_a_view_saved_under_another_federations_controller_is_not_served(tmp_pat
         state = fresh_state()
         try:
             await source.start(state)  # returns at once when it starts from the saved view
+        except RetriedAgain:
+            pass
         finally:
             await source.client.aclose()
         return state

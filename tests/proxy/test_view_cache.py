@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -67,10 +68,10 @@ class FullDisk(ViewCache):
 
     full = False
 
-    def save_view(self, view: View, node_id: int) -> None:
+    def save_view(self, view: View, node_id: int, controllers: Sequence[str] = ()) -> None:
         if self.full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        super().save_view(view, node_id)
+        super().save_view(view, node_id, controllers)
 
 
 def test_a_view_the_proxy_could_not_save_is_not_acked_nor_its_deadline_moved(tmp_path):
