@@ -92,4 +92,5 @@ def test_another_instance_id_registers_beside_a_live_proxy(make_api):
     a = _register(api, LIVE).json()
     b = _register(api, {**MOVED, "instance_id": "proxy-b"})
     assert b.status_code == 200, b.text
-    assert sorted(_listed(api)) == [(a["node_id"], "10.0.0.1", 9092, "p1"), (b.json()["node_id"], "10.0.0.2", 9092, "p1")]
+    assert sorted(_listed(api)) == [(a["node_id"], "10.0.0.1", 9092, "p1"),
+                                    (b.json()["node_id"], "10.0.0.2", 9092, "p1")]
