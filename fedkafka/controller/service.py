@@ -640,9 +640,11 @@ class Controller:
             raise Invalid(f"role must be pproxy, cproxy or both, got {role!r}") from None
         now = time.time()
         expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
+        claimed = _ProxyIdentity(host, port, role, pool, tuple(sorted(listeners)))
         for _ in range(3):
             with self.session() as s:
                 self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
+                self._refuse_takeover(s, instance_id, claimed, now)
                 # worker i > 0: the node's own row (worker 0's) names the node id, made now if worker 0 has not
                 # registered yet (no lease, no fence: neither listed nor counted until worker 0 registers)
                 node_of = self._proxy_row(s, instance_id).node_id if worker else None
@@ -664,6 +666,28 @@ class Controller:
         self.compose()
         return {"node_id": node_id, "member_id": member_id, "worker": worker, "lease_ms": self.settings.lease_ms,
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
+
+    @staticmethod
+    def _refuse_takeover(s: Session, instance_id: str, claimed: _ProxyIdentity, now: float) -> None:
+        """Conflict if a member (any worker) of proxy `instance_id` holds a live lease under another address,
+        listeners, role or pool: the service token every proxy host holds must not re-point a live proxy's clients
+        or move it between pools (docs/DESIGN.md §11). The same identity registers again at once (a restart); any
+        once every such lease has run out (a proxy that moved to another host)."""
+        node = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id).with_for_update())
+        if node is None:
+            return
+        live = s.scalars(select(ProxyRow).where(or_(ProxyRow.node_id == node.node_id,
+                                                    ProxyRow.worker_of == node.node_id),
+                                                ProxyRow.lease_expires > now, ProxyRow.role != ""))
+        held = [m for m in live if _ProxyIdentity.of(m) != claimed]
+        if held:
+            until = max(m.lease_expires for m in held)
+            was = held[0]
+            raise Conflict(
+                f"proxy {instance_id!r} is registered at {was.host}:{was.port} (pool {was.pool!r}, role {was.role}) "
+                f"with a live lease until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))} "
+                f"({until - now:.1f} s from now, longer while it heartbeats): a registration that changes its "
+                "address, listeners, pool or role is refused while the lease is live; register once it has run out")
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
@@ -1256,6 +1280,21 @@ def check_topic(name: str, partitions: int, placement: str, config: dict[str, st
     bad = [k for k, v in config.items() if not isinstance(k, str) or not isinstance(v, str) or not k]
     if bad:
         raise Invalid(f"config keys and values must be strings: {bad}", kafka_error="INVALID_CONFIG")
+
+
+@dataclass(frozen=True)
+class _ProxyIdentity:
+    """What a registration claims and clients are routed by: a live proxy's may not change (`_refuse_takeover`)."""
+    host: str
+    port: int
+    role: str
+    pool: str
+    listeners: tuple[tuple[str, str, int], ...]
+
+    @classmethod
+    def of(cls, row: ProxyRow) -> _ProxyIdentity:
+        listeners = sorted((str(p), str(h), int(n)) for p, h, n in json.loads(row.listeners_json or "[]"))
+        return cls(row.host, row.port, row.role, row.pool, tuple(listeners))
 
 
 def _proxy_status(rows: list[ProxyRow], now: float) -> list[dict[str, Any]]:

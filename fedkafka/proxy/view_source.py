@@ -85,6 +85,12 @@ class ControllerTooOld(RuntimeError):
     """The controller does not know proxy workers: it would count one worker's ack for all (docs/DESIGN.md §4.10)."""
 
 
+class RegistrationRefused(httpx.HTTPStatusError):
+    """409: a live registration holds this instance id under another address, listeners, pool or role (the
+    controller names it and when its lease ends). Retried: a proxy moved to another host registers once the old
+    host's lease has run out (docs/DESIGN.md §11)."""
+
+
 class ControllerViewSource:
     def __init__(self, url: str, token: str, instance_id: str, on_block: Callable[[int, int], None],
                  cache: ViewCache | None = None, worker: int | None = None):
@@ -138,6 +144,8 @@ class ControllerViewSource:
                 await self._save_fence(state)  # only now: a deadline on disk always goes with the view it covers
                 self._registered = True
                 return
+            except RegistrationRefused as e:  # the controller answers: not a reason to serve a saved view
+                delay = await self._wait_refused(e, delay)
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 log.warning("controller %s not ready: %s", url, e)
                 self._failed(url, e)
@@ -200,6 +208,9 @@ class ControllerViewSource:
                 "role": state.me.role.value, "pool": state.me.pool,
                 "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
                 **({"worker": self.worker} if self.worker is not None else {})})
+            if resp.status_code == 409:
+                raise RegistrationRefused(f"registration of {self.instance_id!r} refused: {_detail(resp)}",
+                                          request=resp.request, response=resp)
             resp.raise_for_status()
             body = resp.json()
             if self.worker is not None and body.get("worker") != self.worker:
@@ -304,6 +315,8 @@ class ControllerViewSource:
                     await self._register(state, refresh_view=True)
                     self._registered = True
                     log.info("registered with %s; serving view %s", self.controllers.current, state.view.version)
+                except RegistrationRefused as e:
+                    delay = await self._wait_refused(e, delay)
                 except (httpx.HTTPError, ValueError, KeyError) as e:
                     log.warning("controller %s still unreachable (serving saved view %s): %s", url,
                                 state.view.version, e)
@@ -324,6 +337,16 @@ class ControllerViewSource:
         if self._drain is not None:
             await self._drain(state.view.version + 1)
         await self._forget_saved_view(state, federation_id)
+
+    @staticmethod
+    async def _wait_refused(refusal: RegistrationRefused, delay: float) -> float:
+        """Log a refused registration and wait before the next attempt: the next delay (doubling, at most 5 s, so
+        a proxy that moved registers within seconds of the old lease's end)."""
+        log.error("%s; trying again in %.1f s (a proxy moved to another host, or given another pool or role, "
+                  "registers once the old registration's lease has run out; two proxies configured with one "
+                  "instance id never do)", refusal, delay)
+        await asyncio.sleep(delay)
+        return min(delay * 2, 5.0)
 
     async def _ack_view(self, state: ProxyState, version: int) -> None:
         """The drained view `version` counts as applied (the heartbeats ack it) only once saved: the saved
@@ -448,3 +471,11 @@ class ControllerViewSource:
     def _take_times(self, body: dict) -> None:
         self.lease_ms = int(body["lease_ms"])
         self.fence_ms = int(body.get("fence_ms", self.lease_ms))
+
+
+def _detail(resp: httpx.Response) -> str:
+    """The controller's reason for an error answer (its JSON `detail`), else the start of the body."""
+    try:
+        return str(resp.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:500]

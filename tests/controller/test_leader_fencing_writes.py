@@ -39,7 +39,6 @@ WRITES = [  # (method, path, body): each a write of shared state, refused by a c
     ("post", "/v1/acls", {"acls": [{**ACL, "operation": "WRITE"}]}),
     ("post", "/v1/acls/delete", {}),
     ("post", "/v1/proxies", {"instance_id": "p3", **PROXY}),  # a new proxy
-    ("post", "/v1/proxies", {"instance_id": "p1", **PROXY, "pool": "other"}),  # a proxy registering again
     ("post", "/v1/proxies/{p1}/drain", None),
     ("post", "/v1/proxies/{p2}/undrain", None),
 ]
