@@ -77,6 +77,8 @@ class HeldMoves:
         sweeper publishes it (the partition unfrozen) within its next round."""
         with self.ctl.session() as s:
             row, source = self._held(s, move_id)
+            _check_target_active(s, row)  # what the database refuses, before the wait (again in the transaction)
+            _check_past_older_segments(s, row, target_start)
             s.expunge_all()
         acked = self._await_frozen_view(row)
         checks = [acked, *self._check_publish(row, source, seal, target_start, force)]
