@@ -17,11 +17,23 @@ from sqlalchemy import select
 
 from fedkafka.controller.errors import Conflict, Invalid, NotFound
 from fedkafka.controller.models import ClusterRow, MoveRow, SegmentRow
-from fedkafka.controller.moves import FINISHED, HELD_GREW, HELD_NO_END, Mover, frozen_segment, older_seal_above
+from fedkafka.controller.moves import (
+    FINISHED,
+    HELD_GREW,
+    HELD_NO_END,
+    MOVE_ROLES,
+    MoveFailed,
+    Mover,
+    frozen_segment,
+    older_seal_above,
+)
 from fedkafka.view.model import ClusterState
 
 log = logging.getLogger(__name__)
 
+# how long a publish waits for the proxies' acks of the frozen view before it refuses (retried by the operator):
+# below the admin client's 30 s timeout; proxies that applied it long ago (the usual case) answer at once
+PUBLISH_ACK_WAIT_S = 20.0
 STATES = ("planned", "frozen", "sealed", "held", "done", "rolled_back")
 FIELDS = ("id", "workflow_id", "topic", "partition", "from_cluster", "to_cluster", "to_topic", "to_partition", "state",
           "gap", "seal", "phys_start", "target_end", "planned_target_end", "held_for", "error", "updated_at")
@@ -59,12 +71,17 @@ class HeldMoves:
         be read) equal to `seal` (at least `seal` for a failover's move, `gap` > 0: the dead cluster's end is not what
         it sealed at), and the target's log end (when read) at least `target_start`. Whatever `force`, under the lock
         that publishes: `target_start` not below the seal of an older segment of the partition on the target physical
-        partition (the seal's invariant, docs/DESIGN.md §4.5). Returns the move and what was checked; the sweeper
-        publishes it (the partition unfrozen) within its next round."""
+        partition (the seal's invariant, docs/DESIGN.md §4.5). Before any of those reads, whatever `force`: every live
+        proxy applied a view with the partition frozen (`_await_frozen_view`), so the source's log end read after it
+        no longer moves, as in a move's own seal (docs/DESIGN.md §4.1). Returns the move and what was checked; the
+        sweeper publishes it (the partition unfrozen) within its next round."""
         with self.ctl.session() as s:
             row, source = self._held(s, move_id)
+            _check_target_active(s, row)  # what the database refuses, before the wait (again in the transaction)
+            _check_past_older_segments(s, row, target_start)
             s.expunge_all()
-        checks = self._check_publish(row, source, seal, target_start, force)
+        acked = self._await_frozen_view(row)
+        checks = [acked, *self._check_publish(row, source, seal, target_start, force)]
         with self.ctl.topology_change() as s:
             row, now = self._held(s, move_id, lock=True)
             if now.id != source.id:
@@ -97,6 +114,29 @@ class HeldMoves:
             s.commit()
         self.ctl.compose()
         return self.get(move_id)
+
+    def _await_frozen_view(self, row: MoveRow) -> str:
+        """Compose the view from the database, where held move `row`'s chain is frozen (a held move keeps it frozen),
+        and wait until every live proxy applied it, as a move's ack wait does (`Mover.await_version`: a proxy whose
+        fence and the grace ran out is not waited for). A move held at its freeze, or by a rollback while it was
+        planned, never had that wait: a proxy still on an older view writes to the source, and a seal read now would
+        leave its next acked records above the seal, their logical offsets handed out again by the new segment.
+        Conflict (nothing changed, the move stays held; publish again) when they did not within
+        PUBLISH_ACK_WAIT_S; returns what was checked."""
+        view = self.ctl.compose()
+        chain = view.chain(row.topic, row.partition)
+        if chain is None or not chain.frozen:
+            raise Conflict(f"move {row.id} of {row.topic}/{row.partition}: view {view.version} does not have the "
+                           f"partition frozen; nothing was changed, publish again")
+        try:
+            self.mover.await_version(view.version, lambda *_: None, roles=MOVE_ROLES, timeout=PUBLISH_ACK_WAIT_S)
+        except MoveFailed as e:
+            raise Conflict(f"move {row.id} of {row.topic}/{row.partition} not published, nothing was changed (it stays "
+                           f"held): {e}. A proxy that has not applied a view with the partition frozen may still "
+                           f"write to the source above the seal (records lost once sealed). Publish again once every "
+                           f"live proxy applied view {view.version} (or its fence ran out: a stopped proxy is "
+                           f"waited for until then); force does not skip this") from None
+        return f"every live proxy applied view {view.version}, the partition frozen"
 
     def _held(self, s, move_id: int, lock: bool = False, need_segment: bool = True) -> tuple[MoveRow, Any]:
         """Held move `move_id` and the segment it froze (None unless `need_segment`): NotFound, or Conflict when the

@@ -321,10 +321,14 @@ class Mover:
         if versions:
             self.await_version(max(versions), progress, roles=MOVE_ROLES)
 
-    def await_version(self, needed: int, progress, roles: tuple[str, ...] = MOVE_ROLES) -> None:
+    def await_version(self, needed: int, progress, roles: tuple[str, ...] = MOVE_ROLES,
+                      timeout: float | None = None) -> None:
         """Until every proxy of `roles` that may still write or serve reads applied view `needed` (or is surely
         fenced: past its fence a proxy refuses produce, Fetch, ListOffsets and OffsetForLeaderEpoch);
-        MoveFailed after the ack timeout, or sooner for a proxy that renews its lease without acking."""
+        MoveFailed after the ack timeout (at most `timeout` when given), or sooner for a proxy that renews its lease
+        without acking."""
+        ack_timeout = self.ack_timeout if timeout is None else min(timeout, self.ack_timeout)
+        live_ack_timeout = min(self.live_ack_timeout, ack_timeout)
         started = time.monotonic()
         renewing_since: dict[str, float] = {}  # behind while renewing its lease: alive, so it should ack soon
         while True:
@@ -346,13 +350,13 @@ class Mover:
                 return
             clock = time.monotonic()
             renewing_since = {n: renewing_since.get(n, clock) for n, renewing in behind.items() if renewing}
-            stuck = [n for n, since in renewing_since.items() if clock - since > self.live_ack_timeout]
+            stuck = [n for n, since in renewing_since.items() if clock - since > live_ack_timeout]
             if stuck:
                 raise MoveFailed(f"proxies {', '.join(stuck)} did not apply view {needed} within "
-                                 f"{self.live_ack_timeout:.0f} s while renewing their leases")
-            if clock - started > self.ack_timeout:
+                                 f"{live_ack_timeout:.0f} s while renewing their leases")
+            if clock - started > ack_timeout:
                 raise MoveFailed(f"proxies {', '.join(sorted(behind))} did not apply view {needed} within "
-                                 f"{self.ack_timeout:.0f} s (before their fence ran out, or less than "
+                                 f"{ack_timeout:.0f} s (before their fence ran out, or less than "
                                  f"{FENCE_GRACE_S:.0f} s after)")
             time.sleep(0.02)
 
@@ -410,7 +414,9 @@ class Mover:
 
     def seal_held(self, row: MoveRow, seal: int, phys_start: int) -> None:
         """Held move `row` to `sealed` at `seal`, its new segment starting at `phys_start`: an operator's repair
-        (`held.HeldMoves.publish`, docs/OPERATIONS.md "A held move"); published like any sealed move, by the sweeper."""
+        (`held.HeldMoves.publish`, docs/OPERATIONS.md "A held move"); published like any sealed move, by the sweeper.
+        The caller saw every live proxy apply a view with the partition frozen first (`HeldMoves.publish`: a move held
+        at its freeze, or by a rollback while planned, never waited for those acks), and checked `seal` after."""
         row.seal, row.phys_start = seal, phys_start
         self._enter(row, "sealed")
 

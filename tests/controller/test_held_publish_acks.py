@@ -1,0 +1,145 @@
+"""An operator's publish of a held move waits until every live proxy applied a view with the partition frozen, and
+reads the source's log end (the seal check) only after (docs/DESIGN.md §4.1, §3.3 "Lost commits"; docs/OPERATIONS.md
+"A held move"). The refusal when they did not is tests/controller/test_review_rvmove_held_acks.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import update
+
+from fedkafka.controller.errors import Conflict, Invalid
+from fedkafka.controller.held import HeldMoves
+from fedkafka.controller.models import ChainRow, MoveRow, ProxyRow
+from fedkafka.controller.moves import MoveHeld, Mover
+from fedkafka.fencing import FENCE_GRACE_S
+from fedkafka.view.rebalance import Move
+
+
+@pytest.fixture
+def setup(make_api, recording_kafka_class):
+    class LogEnds(recording_kafka_class):
+        def __init__(self):
+            super().__init__()
+            self.ends: dict[tuple[str, str, int], int] = {}
+
+        def log_offsets(self, cluster, bootstrap, partitions):
+            return {(t, p): (0, self.ends.get((cluster, t, p), 0)) for t, p in partitions}
+
+    kafka = LogEnds()
+    api = make_api(kafka=kafka)
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    return api, kafka
+
+
+def _proxy(api, instance: str = "p1") -> int:
+    """A registered pproxy that applied the current view (it writes t/0 on c1 from it)."""
+    node = api.post("/v1/proxies", json={"instance_id": instance, "host": "h", "port": 9, "role": "pproxy"}).json()
+    _ack(api, node["node_id"], api.controller.view.version)
+    return node["node_id"]
+
+
+def _ack(api, node_id: int, version: int) -> None:
+    api.post(f"/v1/proxies/{node_id}/heartbeat", json={"applied_version": version}).raise_for_status()
+
+
+def _held_at_its_freeze(api, kafka) -> tuple[Mover, int]:
+    """Move t/0 c1 -> c2/t/1 held at its freeze (its target grew since the plan): the run never waited for acks."""
+    kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 0})
+    mover = Mover(api.controller, ack_timeout=1)
+    [move_id] = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
+    kafka.ends[("c2", "t", 1)] = 5
+    with pytest.raises(MoveHeld):
+        mover.run([move_id])
+    assert api.controller.view.chain("t", 0).frozen
+    return mover, move_id
+
+
+def _segments(ctl) -> list[tuple]:
+    return [(g.cluster, g.partition, g.phys_start, g.phys_end, g.logical_base)
+            for g in ctl.view.chain("t", 0).segments]
+
+
+def _state(ctl, move_id: int) -> str:
+    with ctl.session() as s:
+        return s.get_one(MoveRow, move_id).state
+
+
+def test_a_held_move_whose_frozen_view_every_live_proxy_applied_publishes(setup):
+    """Refused while p1 is on its older view (retriable, nothing changed); p1 applies the frozen view, having acked
+    8 more records on c1/t/0 before it did: the seal 42 the operator passed is now refused (the source's end is read
+    after the acks), and the publish at 50 goes through: those records keep logical 42..49."""
+    api, kafka = setup
+    ctl = api.controller
+    node_id = _proxy(api)
+    mover, move_id = _held_at_its_freeze(api, kafka)
+    held = HeldMoves(ctl, mover)
+    with pytest.raises(Conflict, match=r"not published, nothing was changed \(it stays held\).*did not apply view"):
+        held.publish(move_id, seal=42, target_start=0)
+    assert _state(ctl, move_id) == "held" and _segments(ctl) == [("c1", 0, 0, None, 0)]
+    kafka.ends[("c1", "t", 0)] = 50  # p1, still on its older view, acked 8 more records on c1/t/0
+    _ack(api, node_id, ctl.view.version)  # then applied the frozen view
+    with pytest.raises(Invalid, match="the log end of the source c1/t/0 is 50, not the seal 42"):
+        held.publish(move_id, seal=42, target_start=0)
+    answer = held.publish(move_id, seal=50, target_start=0)
+    assert answer["state"] == "sealed" and any("every live proxy applied view" in c for c in answer["checks"])
+    assert mover.sweep() == [move_id]
+    assert _segments(ctl) == [("c1", 0, 0, 50, 0), ("c2", 1, 0, None, 50)]
+    assert not ctl.view.chain("t", 0).frozen
+
+
+def _fence_ran_out(ctl, node_id: int, seconds_ago: float) -> None:
+    """Proxy `node_id` went silent: its lease and its fence ran out `seconds_ago`."""
+    with ctl._hb_lock:
+        ctl._leases.pop(node_id, None)
+        ctl._pending.pop(node_id, None)
+    with ctl.session() as s:
+        row = s.get_one(ProxyRow, node_id)
+        row.lease_expires = row.fence_expires = time.time() - seconds_ago
+        s.commit()
+
+
+def test_a_proxy_whose_fence_ran_out_is_not_waited_for(setup):
+    """As in a move's ack wait: a silent proxy counts until its fence and the grace ran out (it may still write
+    until its fence, cut off from the controller only), then it refuses produce on its own and is not waited for."""
+    api, kafka = setup
+    ctl = api.controller
+    node_id = _proxy(api)
+    mover, move_id = _held_at_its_freeze(api, kafka)
+    held = HeldMoves(ctl, mover)
+    _fence_ran_out(ctl, node_id, seconds_ago=1)  # its last upstream write may not be over yet
+    with pytest.raises(Conflict, match="did not apply view"):
+        held.publish(move_id, seal=42, target_start=0)
+    _fence_ran_out(ctl, node_id, seconds_ago=FENCE_GRACE_S + 1)
+    assert held.publish(move_id, seal=42, target_start=0)["state"] == "sealed"
+    assert mover.sweep() == [move_id]
+    assert _segments(ctl) == [("c1", 0, 0, 42, 0), ("c2", 1, 0, None, 42)]
+
+
+def test_the_publish_composes_the_frozen_view_it_waits_for(setup):
+    """A move held by a rollback while planned freezes its chain in the database; should the view carrying that not
+    be composed (the compose after it failed), the publish composes it and waits for its acks: the proxy's ack of
+    the last view, unfrozen, does not count."""
+    api, kafka = setup
+    ctl = api.controller
+    node_id = _proxy(api)
+    kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 0})
+    mover = Mover(ctl, ack_timeout=1)
+    [move_id] = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
+    with ctl.session() as s:  # what `Mover._hold` commits for a planned move whose target grew, without the compose
+        s.execute(update(MoveRow).where(MoveRow.id == move_id)
+                  .values(state="held", held_for="target_grew", target_end=0, error="held by hand"))
+        s.get_one(ChainRow, ("t", 0)).frozen = True
+        s.commit()
+    unfrozen = ctl.view.version
+    assert not ctl.view.chain("t", 0).frozen
+    _ack(api, node_id, unfrozen)
+    held = HeldMoves(ctl, mover)
+    with pytest.raises(Conflict, match="did not apply view"):
+        held.publish(move_id, seal=42, target_start=0)
+    assert ctl.view.version > unfrozen and ctl.view.chain("t", 0).frozen
+    _ack(api, node_id, ctl.view.version)
+    assert held.publish(move_id, seal=42, target_start=0)["state"] == "sealed"
