@@ -15,6 +15,23 @@ from fedkafka.observe import logs
 from fedkafka.security.listeners import TlsFiles, parse_listener
 
 
+def _checked_listeners(listen: str | None, http_listen: str, listener: list[str]) -> tuple:
+    """The --listener values parsed, after --listen and --http-listen are checked (BadParameter naming the flag)."""
+    for value, flag in ((listen, "--listen"), (http_listen, "--http-listen")):
+        try:
+            if value is not None:
+                split_hostport(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint=flag) from None
+    try:
+        listeners = tuple(parse_listener(v) for v in listener)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--listener") from None
+    if listen is None and not listeners:
+        raise typer.BadParameter("give --listen or at least one --listener", param_hint="--listen")
+    return listeners
+
+
 def _check_relay_source(value: str | None) -> None:
     if value is None:
         return
@@ -59,19 +76,8 @@ def register(app: typer.Typer) -> None:
                                                      "that the proxies trust (--proxy-header-from)."),
     ) -> None:
         """Run the name service."""
-        for value, flag in ((listen, "--listen"), (http_listen, "--http-listen")):
-            try:
-                if value is not None:
-                    split_hostport(value)
-            except ValueError as exc:
-                raise typer.BadParameter(str(exc), param_hint=flag) from None
-        try:
-            listeners = tuple(parse_listener(v) for v in listener)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--listener") from None
+        listeners = _checked_listeners(listen, http_listen, listener)
         _check_relay_source(relay_source)
-        if listen is None and not listeners:
-            raise typer.BadParameter("give --listen or at least one --listener", param_hint="--listen")
         tls = TlsFiles(ssl_cert, ssl_key, ssl_ca)
         problems = tls.problems(listeners)
         if problems:
