@@ -182,6 +182,28 @@ def recording_kafka_class():
     return RecordingKafka
 
 
+class LogEndsKafka(RecordingKafka):
+    """The recording stand-in whose partitions' log ends a test sets (`ends[(cluster, topic, partition)]`, 0 else)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends: dict[tuple[str, str, int], int] = {}
+
+    def log_offsets(self, cluster, bootstrap, partitions):
+        return {(t, p): (0, self.ends.get((cluster, t, p), 0)) for t, p in partitions}
+
+
+@pytest.fixture
+def t_on_c1_c2(make_api):
+    """(api, kafka): clusters c1 and c2, topic t of 2 partitions placed in blocks, log ends set by the test."""
+    kafka = LogEndsKafka()
+    api = make_api(kafka=kafka)
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    return api, kafka
+
+
 @pytest.fixture
 def make_api(db_url):
     """Factory: (kafka, lease_ms, fence_ms) -> TestClient of a controller on `db_url` (lifespan runs, no background

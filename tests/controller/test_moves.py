@@ -13,21 +13,8 @@ from fedkafka.view.rebalance import Move
 
 
 @pytest.fixture
-def setup(make_api, recording_kafka_class):
-    class LogEnds(recording_kafka_class):
-        def __init__(self):
-            super().__init__()
-            self.ends: dict[tuple[str, str, int], int] = {}
-
-        def log_offsets(self, cluster, bootstrap, partitions):
-            return {(t, p): (0, self.ends.get((cluster, t, p), 0)) for t, p in partitions}
-
-    kafka = LogEnds()
-    api = make_api(kafka=kafka)
-    for cid in ("c1", "c2"):
-        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
-    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
-    return api, kafka
+def setup(t_on_c1_c2):
+    return t_on_c1_c2
 
 
 def test_a_restarted_controller_publishes_the_recorded_seal(setup):
