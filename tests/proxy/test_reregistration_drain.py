@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
 
 import httpx
 from kio.schema.errors import ErrorCode
@@ -18,26 +17,9 @@ from fedkafka.proxy.view_source import ControllerViewSource
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 from .test_drain import SilentBroker, _error, _frame, _proxy
+from .test_review_rvview_reregister import fake_controller
 
 FENCE = {"lease_ms": 10_000, "fence_ms": 900_000}
-
-
-def fake_controller(current: View) -> httpx.MockTransport:
-    """The first heartbeat is answered 404 (the fence ran out), the others renew; registration; the current view."""
-    heartbeats = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if path.endswith("/heartbeat"):
-            heartbeats.append(1)
-            return httpx.Response(404, json={}) if len(heartbeats) == 1 else httpx.Response(200, json=FENCE)
-        if path == "/v1/proxies":
-            return httpx.Response(200, json={"node_id": 7, "member_id": 7, **FENCE})
-        if path == "/v1/view":
-            return httpx.Response(200, content=json.dumps(current.to_dict()))
-        return httpx.Response(500)
-
-    return httpx.MockTransport(handle)
 
 
 def fenced_proxy(version: int, applied: int) -> ProxyState:
