@@ -14,16 +14,20 @@ from proxy.test_handlers import ctx
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type
 from fedkafka.proxy.handlers import topic_admin
-from fedkafka.proxy.plan import ControllerAnswer
+from fedkafka.proxy.plan import ControllerAnswer, Plan
 
 
-def _delete_by_id(api, view, topic_id: str):
-    """A client's DeleteTopics v6 naming `topic_id`, handled by a proxy serving `view`; its calls are sent to the
-    controller as the proxy sends them. The response's only entry."""
+def _delete_by_id(api, view, topic_id: str, name: str | None = None):
+    """A client's DeleteTopics v6 entry naming `topic_id` (and `name`, if given), handled by a proxy serving `view`;
+    its calls are sent to the controller as the proxy sends them. The response's only entry (the proxy's own
+    answer when it sent nothing)."""
     timeout = i32Timedelta.parse(datetime.timedelta(seconds=30))
-    request = build(request_type(20, 6), {"topics": [{"name": None, "topic_id": uuid.UUID(hex=topic_id)}],
+    request = build(request_type(20, 6), {"topics": [{"name": name, "topic_id": uuid.UUID(hex=topic_id)}],
                                           "timeout": timeout})
     plan = topic_admin.handle(ctx(v=view), None, request)
+    if not isinstance(plan, Plan):  # answered by the proxy itself, nothing sent to the controller
+        (entry,) = plan.responses
+        return entry
     answers = []
     for call in plan.calls:
         reply = api.request(call.request.method, call.request.path, json=call.request.body)
