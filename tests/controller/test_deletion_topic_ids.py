@@ -72,6 +72,18 @@ def _rows(api) -> dict[str, str | None]:
         return {row.physical_topic: row.kafka_topic_id for row in s.scalars(select(PendingDeletionRow))}
 
 
+def _deleted_while_c1_was_down(make_api, recording_kafka_class):
+    """(kafka, stale, taken_over): controller A (`stale`) deleted t while c1 did not answer (its row records no id);
+    controller B (`taken_over`) shares the database and the fake Kafka; c1 answers again."""
+    kafka = _kafka_class(recording_kafka_class)()
+    stale = _federation(make_api, kafka)
+    taken_over = make_api(kafka=kafka)
+    kafka.down = {"c1"}
+    stale.delete("/v1/topics/t").raise_for_status()
+    kafka.down = set()
+    return kafka, stale, taken_over
+
+
 def test_a_deletion_records_its_physical_topics_kafka_ids_and_deletes_by_them(make_api, recording_kafka_class):
     """t is deleted while c1 answers metadata but its deletions time out. Expected: the deletion's own transaction
     recorded each physical topic's Kafka id; the scan after deletes by exactly those ids, and the rows go."""
@@ -139,12 +151,7 @@ def test_a_stale_attempt_learning_the_id_of_the_topic_created_again_stores_it_no
     id lookup is held back while controller B finishes the deletion, creates t again and 2 records are acked. A's
     lookup then answers the NEW topic's id. Expected: A stores it in no row (the row it read is gone) and deletes
     nothing by it: the new physical topic t and its records stay."""
-    kafka = _kafka_class(recording_kafka_class)()
-    stale = _federation(make_api, kafka)
-    taken_over = make_api(kafka=kafka)
-    kafka.down = {"c1"}
-    stale.delete("/v1/topics/t").raise_for_status()
-    kafka.down = set()
+    kafka, stale, taken_over = _deleted_while_c1_was_down(make_api, recording_kafka_class)
     kafka.pause_in, kafka.meanwhile = "lookup", lambda: _created_again(taken_over, kafka, records=2)
     stale.controller.scan_once()
 
@@ -162,12 +169,7 @@ def test_an_id_a_stale_attempt_learned_is_not_stored_in_a_later_deletion_of_the_
     while c1 does not answer B (its row records no id). Then A stores. Expected: A's id (of the first t, gone) goes
     in no row: the row of the second deletion learns its own id later, and the second t's physical topic is
     deleted, not left behind with its records."""
-    kafka = _kafka_class(recording_kafka_class)()
-    stale = _federation(make_api, kafka)
-    taken_over = make_api(kafka=kafka)
-    kafka.down = {"c1"}
-    stale.delete("/v1/topics/t").raise_for_status()
-    kafka.down = set()
+    kafka, stale, taken_over = _deleted_while_c1_was_down(make_api, recording_kafka_class)
 
     def deleted_twice() -> None:
         _created_again(taken_over, kafka, records=2)
