@@ -12,7 +12,7 @@ description:
   - The name service sends a client whose C(client.id) the rule matches to a proxy of O(pool); a client no rule
     matches goes to pool C(default).
   - Idempotent. A rule with the same match, pattern and pool is left alone and reported unchanged.
-  - One rule per match and pattern. If another rule name holds them, the module fails naming it (in check mode too):
+  - One rule per match and pattern. If another rule name holds them, the module fails naming it (in check mode too);
     set that rule to change its pool, or delete it first (C(fedkafka client-rule delete NAME)).
   - Check mode reads the current rules and reports the change the run would make; C(--diff) shows the rule before
     and after. The token is never logged nor shown in a diff.
