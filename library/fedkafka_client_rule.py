@@ -12,6 +12,8 @@ description:
   - The name service sends a client whose C(client.id) the rule matches to a proxy of O(pool); a client no rule
     matches goes to pool C(default).
   - Idempotent. A rule with the same match, pattern and pool is left alone and reported unchanged.
+  - One rule per match and pattern. If another rule name holds them, the module fails naming it (in check mode too);
+    set that rule to change its pool, or delete it first (C(fedkafka client-rule delete NAME)).
   - Check mode reads the current rules and reports the change the run would make; C(--diff) shows the rule before
     and after. The token is never logged nor shown in a diff.
 version_added: "0.1.0"
@@ -100,6 +102,12 @@ def plan(current: dict, wanted: dict) -> list[str]:
     return [f"set rule {wanted['name']}: {describe(wanted)}{was}"]
 
 
+def holder_of(rules: list[dict], wanted: dict) -> str | None:
+    """The name of another rule with the wanted match and pattern: the controller refuses a second one (409)."""
+    return next((str(r["name"]) for r in rules if r.get("name") != wanted["name"]
+                 and (r.get("match"), r.get("pattern")) == (wanted["match"], wanted["pattern"])), None)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -120,6 +128,11 @@ def main() -> None:
     try:
         rules = read_or_predict(module, api.client_rules) or []
         current = rule_of(next((r for r in rules if r.get("name") == p["name"]), None))
+        holder = holder_of(rules, wanted)
+        if holder is not None:  # check mode too: the run would get the controller's 409
+            module.fail_json(msg=f"client rule {holder!r} already has match {p['match']} pattern {p['pattern']!r}: "
+                                 f"set that rule to change its pool, or delete it first "
+                                 f"(fedkafka client-rule delete {holder})", holder=holder)
         actions = plan(current, wanted)
         diff = {"before": current, "after": wanted}
         if module.check_mode or not actions:

@@ -28,7 +28,8 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/proxies"): SERVICE,
     ("POST", "/v1/proxies/{node_id}/heartbeat"): SERVICE,
     ("POST", "/v1/producer-id-blocks"): SERVICE,
-    # the name service (fedkafka/nameservice/resolver.py): a client.id's pool
+    # the name service (fedkafka/nameservice/resolver.py) calls /v1/client-routing (every rule and pool's proxies);
+    # /v1/proxies?client_id= (one client.id's pool, matched the same way) stays open to the service token
     ("GET", "/v1/proxies"): SERVICE,
     ("GET", "/v1/client-routing"): SERVICE,
     # admin requests a proxy forwards for Kafka clients (fedkafka/proxy/handlers/*_admin.py, alter_configs.py)

@@ -117,6 +117,7 @@ class ControllerResolver:
         self._routing: ClientRouting | None = None
         self._asked_at = 0.0  # time.monotonic() when the last fetch ended, answered or not
         self._fetch: asyncio.Future[ClientRouting] | None = None
+        self._first_failure: ResolverError | None = None  # no routing fetched yet and the last fetch failed
         self.controller_calls = 0  # since start (tests, logs and metrics)
         self.controller_errors = 0
         self.stale_answers = 0  # answers from the kept routing because the controller did not answer
@@ -130,9 +131,13 @@ class ControllerResolver:
 
     async def _current_routing(self) -> ClientRouting:
         """The kept routing while younger than ttl (or, after a failed fetch, until ttl after it); else one fetch
-        at a time, which every caller meanwhile waits for."""
-        if self._routing is not None and time.monotonic() - self._asked_at < self._ttl:
-            return self._routing
+        at a time, which every caller meanwhile waits for. Before a first routing was fetched, a failed fetch is
+        not retried before ttl either: every caller meanwhile gets its ResolverError."""
+        if time.monotonic() - self._asked_at < self._ttl:
+            if self._routing is not None:
+                return self._routing
+            if self._first_failure is not None:
+                raise ResolverError(str(self._first_failure))
         if self._fetch is None:
             self._fetch = asyncio.ensure_future(self._fetch_routing())
             self._fetch.add_done_callback(self._fetch_done)
@@ -152,9 +157,11 @@ class ControllerResolver:
             self.controller_ok = False
             self._asked_at = time.monotonic()
             if self._routing is None:
-                raise ResolverError(f"controller unreachable and no client routing fetched yet: {exc}") from exc
+                self._first_failure = ResolverError(f"controller unreachable and no client routing fetched yet: {exc}")
+                raise self._first_failure from exc
             return self._routing
         self.controller_ok = True
+        self._first_failure = None
         self._routing, self._asked_at = routing, time.monotonic()
         return routing
 

@@ -127,7 +127,7 @@ class ControllerViewSource:
         view comes first (docs/DESIGN.md §4.7): no older view of its federation is applied or saved after it,
         whatever a controller whose database lost commits serves, and the heartbeats report its version, so that
         controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A proxy whose first attempt fails
-        serves it at once and registers in `run`."""
+        serves it at once and registers in `_register_from_cache` (called by the view-stream and heartbeat tasks)."""
         saved = self._load_saved(state)
         delay = 0.2
         while True:

@@ -80,11 +80,17 @@ class FakeController:
         raise AssertionError(f"unexpected call {method} {path}")
 
     def _rules(self, method, parts, body):
-        """Like the controller: GET lists the rules by name, PUT sets one and says whether it changed."""
+        """Like the controller: GET lists the rules by name, PUT sets one and says whether it changed, and refuses
+        (409) a second rule for one match and pattern."""
         if method == "GET" and not parts:
             return [self.rules[name] for name in sorted(self.rules)]
         if method == "PUT" and len(parts) == 1:
             rule = {"name": parts[0], "match": body["match"], "pattern": body["pattern"], "pool": body["pool"]}
+            holder = next((r["name"] for r in self.rules.values() if r["name"] != parts[0]
+                           and (r["match"], r["pattern"]) == (rule["match"], rule["pattern"])), None)
+            if holder is not None:  # one rule per match and pattern (Controller.put_rule)
+                raise ApiError(f"client rule {holder!r} already has match {rule['match']} pattern "
+                               f"{rule['pattern']!r}: set that rule to change its pool, or delete it first", status=409)
             changed = self.rules.get(parts[0]) != rule
             self.rules[parts[0]] = rule
             return {"rule": rule, "changed": changed}
