@@ -27,7 +27,7 @@ from consume.test_delete_records_tail_end_unit import (
     _Back,
     _Live,
 )
-from consume.test_handlers_unit import gap_ctx
+from consume.test_handlers_unit import GAP, Restarting, gap_ctx
 from fedkafka.proxy.handlers import delete_records
 
 IN_THE_GAP = 40  # logical 40 = physical 40 on c1: past the tail (30..36), inside the moved-back segment's records
@@ -47,18 +47,35 @@ def test_a_proxy_behind_the_publish_of_a_move_back_keeps_the_new_segment_s_recor
 
 
 def test_a_move_back_published_while_the_deletion_is_in_flight_keeps_the_new_segment_s_records():
-    """Planned under FAILED_VIEW (unfrozen, no later segment on c1/t/0); before anything reaches c1 the partition
-    moves back there (from its log end, 37) and producers write physical 37..44. The deletion before logical 40 stops
-    at the tail's end: the tail goes, every record of the new segment stays."""
-    brokers, ctx = Brokers({("c1", "t", 0): [0, TAIL_END], ("c2", "t", 0): [0, C2_END]}), gap_ctx(_Back())
+    """Planned under FAILED_VIEW (unfrozen, no later segment on c1/t/0); before the first call to c1 is answered, or
+    before the DeleteRecords reaches c1, the partition moves back there (from its log end, 37) and producers write
+    physical 37..44. The deletion before logical 40 stops at the tail's end: the tail goes, every record of the new
+    segment stays, and the low watermark is the log start EARLIEST answers under the published view: c2's first
+    record, 30 + GAP (c1's tail is empty)."""
+    for moves_at in ("first call to c1", "DeleteRecords to c1"):
+        brokers, ctx = Brokers({("c1", "t", 0): [0, TAIL_END], ("c2", "t", 0): [0, C2_END]}), gap_ctx(_Back())
 
-    def answer(call):
-        if call.target.cluster == "c1" and ctx.live is None:  # the first call to c1, whatever it asks
-            ctx.live = _Live(MOVED_BACK_VIEW)
-            brokers.logs[("c1", "t", 0)][1] = MOVED_BACK_END
-        return brokers.answer(call)
+        def answer(call, moves_at=moves_at, brokers=brokers, ctx=ctx):
+            deleting = call.request.__api_key__ == 21
+            if call.target.cluster == "c1" and ctx.live is None and (deleting or moves_at == "first call to c1"):
+                ctx.live = _Live(MOVED_BACK_VIEW)
+                brokers.logs[("c1", "t", 0)][1] = MOVED_BACK_END
+            return brokers.answer(call)
 
-    resp = run(delete_records.handle(ctx, None, records_req({0: IN_THE_GAP}, topic="log")), answer)
-    assert brokers.logs[("c1", "t", 0)][0] == TAIL_END  # the tail is gone, physical 37..44 are not
-    assert brokers.logs[("c2", "t", 0)][0] <= 4  # nothing of c2's segment (from physical 4) is deleted
-    assert resp.topics[0].partitions[0].error_code == ErrorCode.none
+        resp = run(delete_records.handle(ctx, None, records_req({0: IN_THE_GAP}, topic="log")), answer)
+        assert brokers.logs[("c1", "t", 0)][0] == TAIL_END, moves_at  # the tail is gone, physical 37..44 are not
+        assert brokers.logs[("c2", "t", 0)][0] <= 4  # nothing of c2's segment (from physical 4) is deleted
+        (p,) = resp.topics[0].partitions
+        assert (p.error_code, p.low_watermark) == (ErrorCode.none, 30 + GAP), moves_at
+
+
+def test_a_target_lost_for_good_passes_a_gap_offset_on_to_the_next_segment():
+    """c1 came back without its physical topic (lost for good, never created again): a deletion before logical 40,
+    in the gap after its segment, has nothing there to delete and nothing to wait for. It passes on to c2's segment,
+    whose broker answers its log start, 30 + GAP, as it did before the tail's end was read first."""
+    brokers = Brokers({("c2", "t", 0): [0, C2_END]})
+    resp = run(delete_records.handle(gap_ctx(Restarting(knows_topic=False)), None,
+                                     records_req({0: IN_THE_GAP}, topic="log")), brokers.answer)
+    (p,) = resp.topics[0].partitions
+    assert (p.error_code, p.low_watermark) == (ErrorCode.none, 30 + GAP)
+    assert brokers.logs[("c2", "t", 0)][0] <= 4
