@@ -2,15 +2,16 @@
 
 Deleting a logical partition's records before logical offset L deletes, on the physical brokers, the records of the
 segment holding L before L's physical offset (L inside an unclean gap: in the tail of the segment before it, read
-there, all of it when L is past its end), and every older segment whole (up to its readable end: the seal, or all of
-the tail its cluster came back with). The segment holding L goes first: its broker judges the offset (past its high
-watermark: OFFSET_OUT_OF_RANGE, and nothing is deleted anywhere), and only then are the older segments emptied. A
-sealed segment emptied this way is skipped by ListOffsets EARLIEST and Fetch as if retention had removed it
-(`view.offsets.earliest_offset`); one lost for good (`plan.lost_for_good`) is skipped here too, as reads skip it.
-A tail's end is in the chain only once a later segment reuses its partition (A -> B -> A: that segment's start);
-else it is the partition's high watermark, read first and used only if the proxy's view, once it is read, still
-shows no move that could have written there (`_tail_end`). Never -1: a move back the chain planned with does not
-know of may have written the partition since, above the offset asked (docs/DESIGN.md §5.8).
+there, all of it when L is past its end; never past where the tail is known to end: `_bound_to_tails`), and every
+older segment whole (up to its readable end: the seal, or all of the tail its cluster came back with). The segment
+holding L goes first: its broker judges the offset (past its high watermark: OFFSET_OUT_OF_RANGE, and nothing is
+deleted anywhere), and only then are the older segments emptied. A sealed segment emptied this way is skipped by
+ListOffsets EARLIEST and Fetch as if retention had removed it (`view.offsets.earliest_offset`); one lost for good
+(`plan.lost_for_good`) is skipped here too, as reads skip it. A tail's end is in the chain only once a later segment
+reuses its partition (A -> B -> A: that segment's start); else it is the partition's high watermark, read first and
+used only if the proxy's view, once it is read, still shows no move that could have written there (`_tail_end`).
+Never -1: a move back the chain planned with does not know of may have written the partition since, above the offset
+asked (docs/DESIGN.md §5.8).
 L = -1 means the high watermark, as in Kafka. The answer's low watermark is the partition's logical log start, as
 Kafka answers its log start: L, or above when L was below it (a target found empty, or lost for good, passes the
 deletion on to the next segment, whose broker answers its log start; so does a tail in an unclean gap that L, at
@@ -22,6 +23,7 @@ move reused, deleting records it never meant): NOT_LEADER_OR_FOLLOWER, nothing s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -66,11 +68,13 @@ class _Deletion:
     target: Segment
     physical_offset: int  # -1: the target's high watermark
     older: tuple[Segment, ...]
+    tail_end: int | None = None  # the target followed by an unclean gap: where its tail was read to end (`_tail_end`)
 
 
 def plan_deletion(topic: str, partition: int, chain: PartitionChain, offset: int) -> _Deletion:
     """Pure: which physical deletions a logical DeleteRecords offset means (offset >= -1). An offset inside an unclean
-    gap falls in the tail of the segment before it (`PartitionChain.readable_end`), as a Fetch there reads it."""
+    gap falls in the tail of the segment before it (`PartitionChain.readable_end`), as a Fetch there reads it; where
+    the chain does not know that tail's end, `_bound_to_tails` bounds the offset before it is sent."""
     segments = chain.segments
     if offset == HIGH_WATERMARK:
         return _Deletion(topic, partition, chain, chain.active, HIGH_WATERMARK, segments[:-1])
@@ -208,9 +212,54 @@ def handle(ctx: Context, header, request):
     def after_targets(done: list[_Deletion]):
         return _empty_older(ctx, done, lambda results: after_older(results, done))
 
-    if not deletions:
-        return respond()
-    return _judge_targets(ctx, deletions, answers, [], after_targets)
+    def judge(bounded: list[_Deletion]):
+        return _judge_targets(ctx, bounded, answers, [], after_targets) if bounded else respond()
+
+    return _bound_to_tails(ctx, deletions, answers, judge)
+
+
+def _in_a_tail_not_known(d: _Deletion) -> bool:
+    """L falls past the seal of its target, in the unclean gap after it, and the chain does not know where the tail
+    ends there (`emptied_to`): L's physical offset may lie in a later segment on the partition (A -> B -> A)."""
+    return (d.chain.gap_after(d.target) is not None and emptied_to(d.chain, d.target) is None
+            and d.physical_offset > d.target.sealed_phys_end())
+
+
+def _bound_to_tails(ctx: Context, deletions: list[_Deletion], answers: dict[tuple[str, int], dict], then):
+    """Deletions whose L falls in a tail the chain does not know the end of (`_in_a_tail_not_known`) have their
+    target's high watermark read first, and go no further than the end `_tail_end` allows, judged with the view as
+    it is once read; where it allows none, nothing is deleted and the partition is answered its error
+    (NOT_LEADER_OR_FOLLOWER: asked again under the newer view). As for an older segment's tail (docs/DESIGN.md
+    §5.8): a move back the chain does not know of may have written the partition above the tail, records at logical
+    offsets above L. A target whose high watermark cannot be read because it is lost for good is sent as planned:
+    the controller never creates its topic again, so no move back writes there (its deletion fails and passes on,
+    `_passed_on`). `then` gets the deletions left, in order."""
+    unknown = {i for i, d in enumerate(deletions) if _in_a_tail_not_known(d)}
+    if not unknown:
+        return then(deletions)
+
+    def bound(marks: dict[PhysKey, int | ErrorCode]):
+        now = as_now(ctx) or ctx  # the view and fence as they are once the high watermarks were read
+        left = []
+        for i, d in enumerate(deletions):
+            end = _target_tail_end(ctx, now, d, marks[_key(d.target)]) if i in unknown else None
+            if isinstance(end, ErrorCode):
+                answers[(d.topic, d.partition)] = _error(end)
+            elif end is None:
+                left.append(d)
+            else:
+                left.append(dataclasses.replace(d, physical_offset=min(d.physical_offset, end), tail_end=end))
+        return then(left)
+
+    return _high_watermarks(ctx, {_key(deletions[i].target) for i in unknown}, bound)
+
+
+def _target_tail_end(ctx: Context, now: Context, d: _Deletion, mark: int | ErrorCode) -> int | ErrorCode | None:
+    """`_tail_end` for the target of `d`; None (sent as planned) when its high watermark could not be read because it
+    is lost for good."""
+    if isinstance(mark, ErrorCode) and lost_for_good(ctx, d.chain, d.target):
+        return None
+    return _tail_end(ctx, now, d, d.target, mark)
 
 
 def _judge_targets(ctx: Context, deletions: list[_Deletion], answers: dict[tuple[str, int], dict],
@@ -252,18 +301,24 @@ def _emptied_tails(ctx: Context, taken: list[tuple[_Deletion, int]], then):
     target is followed by an unclean gap and now holds nothing: the tail its cluster came back with is deleted to
     its log end (L at exactly the tail's end: its broker takes it, having no record to refuse). ListOffsets EARLIEST
     skips such a segment (`view.offsets.earliest_offset`), so the deletion passes on to the next segment, whose
-    broker answers the log start EARLIEST answers. A log end not known leaves the deletion where it is, as EARLIEST
-    then reads the segment."""
+    broker answers the log start EARLIEST answers. The tail's end is the one read before the deletion
+    (`_bound_to_tails`) or known to the chain (`emptied_to`, as EARLIEST judges it with `readable_end`), else its log
+    end, read now; one not known leaves the deletion where it is, as EARLIEST then reads the segment."""
     tails = {i: d for i, (d, _) in enumerate(taken) if d.chain.gap_after(d.target) is not None}
-    if not tails:
-        return then(set())
+    known = {i: end for i, d in tails.items() if (end := _known_tail_end(d)) is not None}
 
-    def judged(physical: dict, _brokers: dict):
-        ends = {i: physical.get((_key(d.target), LATEST)) for i, d in tails.items()}
-        return then({i for i, end in ends.items() if isinstance(end, tuple)
-                     and (end[0] <= tails[i].target.phys_start or taken[i][1] >= end[0])})
+    def judged(marks: dict[PhysKey, int | ErrorCode]):
+        ends = {**{i: marks[_key(d.target)] for i, d in tails.items() if i not in known}, **known}
+        return then({i for i, end in ends.items() if not isinstance(end, ErrorCode)
+                     and (end <= tails[i].target.phys_start or taken[i][1] >= end)})
 
-    return ask_physical(ctx, {(_key(d.target), LATEST) for d in tails.values()}, 0, judged)
+    unread = {_key(d.target) for i, d in tails.items() if i not in known}
+    return _high_watermarks(ctx, unread, judged) if unread else judged({})
+
+
+def _known_tail_end(d: _Deletion) -> int | None:
+    """Where the tail of `d`'s target ends, if read before the deletion or known to the chain."""
+    return d.tail_end if d.tail_end is not None else emptied_to(d.chain, d.target)
 
 
 def _to_next(d: _Deletion) -> _Deletion:
