@@ -11,9 +11,10 @@ description:
   - Talks to the fedkafka controller's admin API (C(GET /v1/clusters), C(PUT /v1/clusters/{id}),
     C(POST /v1/clusters/{id}/state), C(POST /v1/workflows)).
   - C(present) registers the cluster (or updates its bootstrap/coordination flag) and keeps it C(active).
-    A C(removed) cluster never becomes active again (the controller refuses it), so C(present) on one fails, in
-    check mode too. To use its Kafka again, delete there the leftover physical topics of deleted topics, then
-    register it under a new id.
+    A C(removed) cluster never becomes active again (the controller refuses it), so C(present) on one changes
+    nothing and warns, in check mode too; C(site.yml) run again after a decommission, the cluster still in the
+    inventory, stays idempotent and says so. To use its Kafka again, delete there the leftover physical
+    topics of deleted topics, then register it under a new id.
   - C(read_only) moves every active segment off the cluster; consumers still read it.
   - C(absent) is a full decommission (C(read_only), C(draining), C(removed)); with O(wait=true) it
     returns only once the controller reports the cluster removed.
@@ -148,15 +149,16 @@ def plan(current: dict | None, params: dict, running: dict | None = None) -> lis
 
 
 def removed_refusal(current: dict | None, params: dict) -> str | None:
-    """Why state=present cannot be met: the controller never reactivates a removed cluster, nor re-registers its
-    id (PUT answers 409), so an ok would leave a cluster that takes no writes (docs/DESIGN.md §4.13)."""
+    """Why state=present cannot be met (a warning, the task unchanged): the controller never reactivates a removed
+    cluster, nor re-registers its id (PUT answers 409), so the cluster takes no writes (docs/DESIGN.md §4.13)."""
     if params["state"] != "present" or not current or current.get("state") != "removed":
         return None
     cid = params["id"]
-    return (f"cluster {cid} was removed: a removed cluster cannot be present (active) again, and its id cannot be "
-            f"registered again. To use its Kafka again, first delete there the leftover physical topics of deleted "
-            f"topics (fedkafka stopped deleting them when {cid} was removed; a topic is not created over one holding "
-            f"records, docs/DESIGN.md §4.13), then register it under a new id. Nothing was changed")
+    return (f"cluster {cid} was removed: it stays removed and takes no writes (the controller never makes a removed "
+            f"cluster active again, nor registers its id again); take it out of the inventory. To use its Kafka "
+            f"again, first delete there the leftover physical topics of deleted topics (fedkafka stopped deleting them "
+            f"when {cid} was removed; a topic is not created over one holding records, docs/DESIGN.md §4.13), then "
+            f"register it under a new id. Nothing was changed")
 
 
 def public(cluster: dict | None) -> dict:
@@ -253,8 +255,8 @@ def main() -> None:
         if current is None and p["state"] != "absent" and not p["bootstrap"]:
             module.fail_json(msg=f"cluster {p['id']} is not registered: bootstrap is required to register it")
         refusal = removed_refusal(current, p)
-        if refusal:
-            module.fail_json(msg=refusal, cluster=public(current))
+        if refusal:  # not a failure: site.yml run again after a decommission must stay idempotent
+            module.exit_json(changed=False, actions=[], cluster=public(current), warnings=[refusal])
         running = None
         if p["state"] == "absent" and current and current.get("state") in ("read_only", "draining"):
             running = running_decommission(api, p["id"])  # read_only or draining: one may be under way
