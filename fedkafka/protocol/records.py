@@ -272,7 +272,12 @@ def produce_batch(records: bytes | bytearray | memoryview | None) -> BatchHeader
         if header is not None:
             return header  # type: ignore[no-any-return]
         raise (InvalidRecords if invalid else RecordsError)(error)
-    headers = check_batches(records or b"")
+    return _one_batch(check_batches(records or b""))
+
+
+def _one_batch(headers: list[BatchHeader]) -> BatchHeader:
+    """Kafka's produce rules over a partition's checked batches (InvalidRecords): exactly one batch, and its offset
+    range matches its record count (the compiled twin's `one_batch`)."""
     if len(headers) != 1:
         raise InvalidRecords(f"produce requests carry exactly one record batch per partition, not {len(headers)}")
     (h,) = headers
@@ -303,13 +308,9 @@ def forwarded_batch(records: bytes | bytearray | memoryview | None) -> BatchHead
 def _unchecked_crc(records: bytes | bytearray | memoryview | None) -> BatchHeader | None:
     """The one batch when it passes every check of `produce_batch` but its CRC-32C; None otherwise."""
     try:
-        headers = _checked(records or b"", crc=False)
-    except RecordsError:
+        return _one_batch(_checked(records or b"", crc=False))
+    except RecordsError:  # InvalidRecords too
         return None
-    if len(headers) != 1:
-        return None
-    (h,) = headers
-    return h if h.record_count >= 1 and h.last_offset_delta == h.record_count - 1 else None
 
 
 _LENGTH_AT = 8
