@@ -152,8 +152,7 @@ class ControllerViewSource:
                 if saved is not None:
                     self._start_from_cache(state, saved)
                     return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = await _backed_off(delay)
 
     def _load_saved(self, state: ProxyState) -> SavedView | None:
         """Take the saved view (if any, of this instance and saved under one of our controllers) as this proxy's
@@ -321,8 +320,7 @@ class ControllerViewSource:
                     log.warning("controller %s still unreachable (serving saved view %s): %s", url,
                                 state.view.version, e)
                     self._failed(url, e)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    delay = await _backed_off(delay)
 
     async def _leave_another_federation(self, state: ProxyState) -> None:
         """Started from the saved view, before registering: a controller of another federation than the saved
@@ -345,8 +343,7 @@ class ControllerViewSource:
         log.error("%s; trying again in %.1f s (a proxy moved to another host, or given another pool or role, "
                   "registers once the old registration's lease has run out; two proxies configured with one "
                   "instance id never do)", refusal, delay)
-        await asyncio.sleep(delay)
-        return min(delay * 2, 5.0)
+        return await _backed_off(delay)
 
     async def _ack_view(self, state: ProxyState, version: int) -> None:
         """The drained view `version` counts as applied (the heartbeats ack it) only once saved: the saved
@@ -479,3 +476,9 @@ def _detail(resp: httpx.Response) -> str:
         return str(resp.json()["detail"])
     except (ValueError, KeyError, TypeError):
         return resp.text[:500]
+
+
+async def _backed_off(delay: float) -> float:
+    """Wait `delay` before a controller is asked again; the next delay (doubling, at most 5 s)."""
+    await asyncio.sleep(delay)
+    return min(delay * 2, 5.0)
