@@ -62,7 +62,7 @@ def test_two_controllers_creating_one_rule_name_at_once_answer_409_not_500(make_
     _in_the_middle_of_the_next_rule_write(
         first, lambda: _put(second, "r", "exact", "one", "p1").raise_for_status())
     late = _put(first, "r", "exact", "two", "p2")
-    assert late.status_code == 409 and "r" in late.json()["detail"], late.text
+    assert late.status_code == 409 and "'r' was written by another controller" in late.json()["detail"], late.text
     assert _stored(first) == [("r", "exact", "one", "p1")]
     # the refused controller's next write goes through: nothing of the failed transaction is left over
     assert _put(first, "r", "exact", "two", "p2").json()["changed"] is True
