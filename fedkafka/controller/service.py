@@ -935,25 +935,29 @@ class Controller:
     def put_rule(self, name: str, match: str, pattern: str, pool: str) -> tuple[dict, bool]:
         """One rule per match kind and pattern: another name for the same pair is a Conflict naming the rule that
         has it (two would both be stored and only the first by name would route, silently; docs/DESIGN.md §3.4).
-        To give a pattern another pool, set that rule again, or delete it first."""
+        To give a pattern another pool, set that rule again, or delete it first. The check runs under this process's
+        lock only: a controller on the same database writing at once is refused by the database's constraints
+        (revision 0017), and that too is a Conflict."""
         if match not in ("exact", "prefix"):
             raise Invalid(f"match must be exact or prefix, got {match!r}")
         if not name or not pattern or not pool:
             raise Invalid("name, pattern and pool must be non-empty")
         with self._write_lock, self.session() as s:
             self.check_leader(s)
-            holder = s.scalar(select(ClientRuleRow.name).where(
-                ClientRuleRow.match == match, ClientRuleRow.pattern == pattern, ClientRuleRow.name != name))
-            if holder is not None:
-                raise Conflict(f"client rule {holder!r} already has match {match} pattern {pattern!r}: set that rule "
-                               f"to change its pool, or delete it first (DELETE /v1/client-rules/{holder})")
+            _refuse_a_taken_pattern(s, name, match, pattern)
             row = s.get(ClientRuleRow, name)
             before = None if row is None else _rule_dict(row)
             if row is None:
                 row = ClientRuleRow(name=name)
                 s.add(row)
             row.match, row.pattern, row.pool = match, pattern, pool
-            s.commit()
+            try:
+                s.commit()
+            except IntegrityError:  # another controller's rule committed since the check: the database's own
+                s.rollback()        # constraints (one rule per name, one per match and pattern) refused this one
+                _refuse_a_taken_pattern(s, name, match, pattern)
+                raise Conflict(f"client rule {name!r} was written by another controller at the same time; "
+                               "read it again (GET /v1/client-rules) and retry") from None
             after = _rule_dict(row)
         return after, before != after
 
@@ -1360,6 +1364,15 @@ def _proxy_address(p: ProxyInfo) -> dict[str, Any]:
     """A proxy as the name service relays to it."""
     return {"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value,
             "listeners": [[e.protocol, e.host, e.port] for e in p.endpoints()]}
+
+
+def _refuse_a_taken_pattern(s: Session, name: str, match: str, pattern: str) -> None:
+    """Conflict naming the rule other than `name` that has this match and pattern, if one does."""
+    holder = s.scalar(select(ClientRuleRow.name).where(
+        ClientRuleRow.match == match, ClientRuleRow.pattern == pattern, ClientRuleRow.name != name))
+    if holder is not None:
+        raise Conflict(f"client rule {holder!r} already has match {match} pattern {pattern!r}: set that rule "
+                       f"to change its pool, or delete it first (DELETE /v1/client-rules/{holder})")
 
 
 def _rule_dict(r: ClientRuleRow) -> dict[str, str]:
