@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from kio.schema.errors import ErrorCode
 
@@ -332,6 +332,27 @@ def controller_id(ctx: Context, listed: Sequence[tuple[ProxyInfo, Endpoint]]) ->
         return -1
     me = ctx.me.node_id
     return me if any(p.node_id == me for p, _ in listed) else listed[0][0].node_id
+
+
+_Asked = TypeVar("_Asked")
+
+
+def by_leader(ctx: Context, asks: Iterable[_Asked], partition_of: Callable[[_Asked], tuple[str, str, int]],
+              ) -> tuple[dict[tuple[str, int], list[_Asked]], list[_Asked]]:
+    """`asks` grouped by the (cluster, leader node) of their physical partition ((cluster, topic, partition): its
+    `partition_of`), in their order; and, apart, those whose partition has no known leader or whose cluster is not
+    reachable, a metadata refresh of that cluster asked for each (the caller answers them NOT_LEADER_OR_FOLLOWER)."""
+    groups: dict[tuple[str, int], list[_Asked]] = {}
+    leaderless: list[_Asked] = []
+    for ask in asks:
+        cluster, topic, partition = partition_of(ask)
+        leader = ctx.physical.leader(cluster, topic, partition)
+        if leader is None or not ctx.physical.reachable(cluster):
+            ctx.physical.request_refresh(cluster)
+            leaderless.append(ask)
+        else:
+            groups.setdefault((cluster, leader), []).append(ask)
+    return groups, leaderless
 
 
 def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, name: str = CLUSTER_NAME) -> bool:
