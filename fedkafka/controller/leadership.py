@@ -39,6 +39,28 @@ class NotLeader(RuntimeError):
     """This controller no longer holds the leader row: whatever it was about to commit must not count."""
 
 
+class RoundLog:
+    """How a background loop (the scans, the lease check, the workflow sweeper, auto-failover) logs a round that
+    failed. NotLeader (another controller took the row; this one notices within a lease/3 and restarts as a
+    standby): one WARNING line, no traceback, once per loop until this controller's leadership changes (a new
+    term). Any other error keeps its traceback, every round."""
+
+    def __init__(self, logger: logging.Logger, loop: str, leadership: Callable[[], Leadership | None]):
+        self.logger, self.loop, self.leadership = logger, loop, leadership
+        self._warned_term: int | None = None  # the term this loop last said it lost
+
+    def failed(self, error: Exception) -> None:
+        if not isinstance(error, NotLeader):
+            self.logger.error("%s failed", self.loop, exc_info=error)
+            return
+        lead = self.leadership()
+        term = lead.term if lead is not None else 0
+        if term != self._warned_term:
+            self._warned_term = term
+            self.logger.warning("%s: not the active controller any more (%s); its rounds write nothing until it "
+                                "restarts as a standby", self.loop, error)
+
+
 class Leadership:
     def __init__(self, session_factory, url: str, lease_s: float, *, owns_url: bool = False):
         self.session = session_factory
@@ -94,6 +116,9 @@ class Leadership:
                 log.info("active controller (term %d) at %s", self.term, self.url)
                 try:
                     on_active()
+                except NotLeader as e:  # taken again meanwhile: nothing to debug
+                    log.warning("taking over failed: %s", e)
+                    on_lost(f"taking over failed: {e}")
                 except Exception as e:  # half started: start over rather than act half active
                     log.exception("taking over failed")
                     on_lost(f"taking over failed: {type(e).__name__}")

@@ -35,7 +35,7 @@ from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
-from fedkafka.controller.leadership import Leadership
+from fedkafka.controller.leadership import Leadership, NotLeader, RoundLog
 from fedkafka.controller.metrics import Metrics
 from fedkafka.controller.models import (
     ChainRow,
@@ -1233,20 +1233,26 @@ class Controller:
             log.warning("lease ran out: proxies %s leave the view", sorted(expired))
             self.compose()
 
+    def round_log(self, loop: str, logger: logging.Logger = log) -> RoundLog:
+        """How background loop `loop` logs a failed round: a lost leader row once, other errors with traceback."""
+        return RoundLog(logger, loop, lambda: self.leadership)
+
     def _scan_loop(self) -> None:
+        rounds = self.round_log("scan")
         while not self._stop.is_set():
             try:
                 self.scan_once()
-            except Exception:  # the controller outlives any scan failure; the next round retries
-                log.exception("scan failed")
+            except Exception as e:  # the controller outlives any scan failure; the next round retries
+                rounds.failed(e)
             self._stop.wait(self.settings.scan_interval)
 
     def _lease_loop(self) -> None:
+        rounds = self.round_log("lease check")
         while not self._stop.wait(min(0.2, self.settings.lease_ms / 4000)):
             try:
                 self.lease_round()
-            except Exception:
-                log.exception("lease check failed")
+            except Exception as e:
+                rounds.failed(e)
 
     def lease_round(self) -> None:
         """One round of the lease loop: drop the proxies whose lease ran out, and serve the database's view."""

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from controller.conftest import RecordingKafka
 from sqlalchemy import update
 
+from controller.conftest import RecordingKafka
 from fedkafka.controller import workflows
 from fedkafka.controller.leadership import Leadership, NotLeader
 from fedkafka.controller.models import LeaderRow, ProxyRow
@@ -117,3 +117,24 @@ def test_a_round_failing_for_another_reason_keeps_its_traceback_every_round(lead
     failed = [r for r in caplog.records if r.getMessage() == "scan failed"]
     assert len(failed) >= ROUNDS
     assert all(r.levelno == logging.ERROR and r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in failed)
+
+
+def test_a_takeover_whose_row_was_taken_again_meanwhile_says_so_without_traceback(leading, caplog):
+    """Taking over, the new active controller's first writes (`become_active`) meet another's takeover: it restarts
+    as a standby (`on_lost`), with one WARNING line."""
+    with leading.session() as s:  # the old holder's row expired
+        s.execute(update(LeaderRow).where(LeaderRow.id == 1).values(expires=0.0))
+        s.commit()
+    lead, stop, lost = Leadership(leading.session, "http://b:1", lease_s=3600), threading.Event(), []
+
+    def on_active() -> None:
+        raise NotLeader("another controller took over (http://c:1)")
+
+    def on_lost(reason: str) -> None:
+        lost.append(reason)
+        stop.set()
+
+    lead.run(stop, on_active, on_lost)
+    assert lost == ["taking over failed: another controller took over (http://c:1)"]
+    said = [r for r in caplog.records if r.getMessage().startswith("taking over failed")]
+    assert [(r.levelno, r.exc_info) for r in said] == [(logging.WARNING, None)]
