@@ -4,7 +4,8 @@ Controllers compete for one row, `controller_leader`: the holder renews it every
 over by compare-and-set once it has expired (or at once when it names this controller's own URL: this process
 holds that port, so the holder that wrote it is gone), with a new term. Only the active controller runs the
 background loops and the workflows and answers `/v1/`; a standby answers 503 naming the active one
-(`StandbyGate`), so proxies, the name service and the CLI move on to it.
+(`StandbyGate`), so proxies, the name service and the CLI move on to it. A controller starts as a standby
+(`Controller(standby=True)`): it serves the stored view and writes nothing, not even a view, until it holds the row.
 
 Split brain is fenced in the database: every move transition re-reads the row in its own transaction,
 locked (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite serializes writers and refuses a write on a stale

@@ -115,8 +115,12 @@ def new_federation_id() -> str:
 
 
 class Controller:
-    def __init__(self, settings: Settings, kafka: KafkaAdmin | None = None):
+    def __init__(self, settings: Settings, kafka: KafkaAdmin | None = None, *, standby: bool = False):
+        """`standby`: one of the controllers that compete for the database's leader row (docs/DESIGN.md §3.6). It
+        starts by loading the stored view and writes nothing, not even a view, until its `leadership` holds the row
+        (`become_active` composes then). Without it (one controller in process, tests) it acts at once."""
         self.settings = settings
+        self._standby = standby
         self.engine = db.make_engine(settings.db_url)
         db.migrate(self.engine)
         self.session = db.session_factory(self.engine)
@@ -160,7 +164,8 @@ class Controller:
         self.lost_topics: dict[str, list[str]] = {}
         self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
-        self.compose()
+        if not standby:  # a standby serves the stored view: a view composed now would be an unfenced write
+            self.compose()
         self.metrics.watch(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -172,20 +177,23 @@ class Controller:
 
     def check_leader(self, session) -> None:
         """In a write transaction that must not commit once another controller took over (moves): raises
-        NotLeader then (docs/DESIGN.md §3.6). A controller without leadership (tests, in process) always passes."""
+        NotLeader then (docs/DESIGN.md §3.6). A controller without leadership (tests, in process) always passes,
+        unless it was started as a standby."""
         if self.leadership is not None:
             self.leadership.check(session)
+        elif self._standby:
+            raise NotLeader("this controller is a standby: it does not compete for the leader row yet")
 
     def refuse_unless_leading(self) -> None:
         """NotLeader unless this controller holds the leader row now: asked before a change touches Kafka (creates
         or alters physical topics), which no transaction can undo; its write transaction checks again."""
-        if self.leadership is not None:
+        if self.leadership is not None or self._standby:
             with self.session() as s:
-                self.leadership.check(s)
+                self.check_leader(s)
 
     def is_active(self) -> bool:
         """This controller composes views and runs workflows (always, without leadership: one controller)."""
-        return self.leadership is None or self.leadership.active
+        return self.leadership.active if self.leadership is not None else not self._standby
 
     def become_active(self) -> None:
         """This controller now holds the leader row: serve the database's view, keep its proxies listed for one
