@@ -272,6 +272,8 @@ def test_offset_delete_deletes_only_offsets_of_topics_the_principal_may_read():
 
 # -- ListGroups: every group with DESCRIBE on the cluster, else those the principal may describe (KafkaApis) --------
 def _listed(c, names=("orders", "billing", "pay-eu")) -> list[str]:
+    """The groups a proxy lists, the only consume proxy of its pool (so the coordinator of every group)."""
+    c = dataclasses.replace(c, view=dataclasses.replace(VIEW, proxies=(VIEW.proxies[0], VIEW.proxies[2])))
     plan = groups.handle(c, None, build(request_type(16, 5), {"states_filter": [], "types_filter": []}))
     fan = plan.finish([build(response_type(3, 12), {"brokers": [{"node_id": 5, "host": "h", "port": 1}]})])
     listed = build(response_type(16, 5), {"groups": [{"group_id": g, "protocol_type": "consumer"} for g in names]})

@@ -26,6 +26,7 @@ from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
 from fedkafka.proxy.described_groups import with_authorized_operations
+from fedkafka.proxy.group_coordinators import consume_proxies, coordinator_of
 from fedkafka.proxy.plan import (
     AnyBroker,
     Broker,
@@ -174,12 +175,24 @@ def _merge(responses: list):
 
 
 def _group_lister(ctx: Context) -> Callable[[str], bool]:
-    """Which listed groups the principal sees, as KafkaApis.handleListGroupsRequest decides: every group with
-    DESCRIBE on the cluster (kept by Kafka for backward compatibility: monitoring principals are commonly granted
-    just that), otherwise those it may DESCRIBE one by one."""
+    """Which listed groups this proxy answers: those it coordinates (`_coordinated_here`) that the principal sees, as
+    KafkaApis.handleListGroupsRequest decides: every group with DESCRIBE on the cluster (kept by Kafka for backward
+    compatibility: monitoring principals are commonly granted just that), otherwise those it may DESCRIBE one by
+    one."""
+    mine = _coordinated_here(ctx)
     if authorized(ctx, Operation.DESCRIBE, ResourceType.CLUSTER):
-        return lambda _group: True
-    return lambda group: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, group)
+        return mine
+    return lambda group: mine(group) and authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, group)
+
+
+def _coordinated_here(ctx: Context) -> Callable[[str], bool]:
+    """Whether this proxy is the group's coordinator, as FindCoordinator answers it. Kafka's brokers each list the
+    groups they coordinate, and clients list groups by asking every broker and joining the answers (AdminClient
+    listConsumerGroups, kafka-consumer-groups --list, librdkafka): each proxy listing every group of the
+    coordination cluster named each group once per proxy of the pool to clients that do not deduplicate."""
+    candidates = consume_proxies(ctx)
+    me = ctx.me.node_id
+    return lambda group: coordinator_of(ctx, group, candidates).node_id == me
 
 
 def list_groups(coordination: str, request, visible: Callable[[str], bool] = lambda _group: True):
