@@ -10,6 +10,7 @@ bytes (subscriptions, assignments) name shadow topics at the coordinator and log
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -145,7 +146,7 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
                 return failure(request, ErrorCode.coordinator_not_available)
-            return back(results[0] if len(results) == 1 else _merge(results))
+            return back(results[0] if len(results) == 1 else _merge(results, group_ids(request)))
 
         return Plan(calls, finish)
 
@@ -168,10 +169,18 @@ def _subset(request, ids: list[str]):
     return dataclasses.replace(request, **{field: tuple(items)})
 
 
-def _merge(responses: list):
+def _merge(responses: list, asked: list[str]):
+    """The coordinators' answers as one, its groups in the order `asked` (the request's) names them, as Kafka answers
+    OffsetFetch v8+ (KafkaApis joins one answer per group entry in request order); the entries of a group named twice
+    in the order its coordinator answered them, any group the request did not name last."""
     field = _GROUP_LISTS[responses[0].__api_key__]
-    merged = tuple(item for r in responses for item in getattr(r, field))
-    return dataclasses.replace(responses[0], **{field: merged})
+    answered: dict[str, collections.deque] = {}
+    for r in responses:
+        for item in getattr(r, field):
+            answered.setdefault(item.group_id, collections.deque()).append(item)
+    merged = [answered[g].popleft() for g in asked if answered.get(g)]
+    merged.extend(item for left in answered.values() for item in left)
+    return dataclasses.replace(responses[0], **{field: tuple(merged)})
 
 
 def _group_lister(ctx: Context) -> Callable[[str], bool]:
