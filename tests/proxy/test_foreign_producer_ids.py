@@ -85,8 +85,9 @@ def test_a_corrupt_batch_on_the_producer_s_own_connection_still_holds_back_the_b
     connection, e.g. the id came from InitProducerId on another connection), its batch 0 never written before it:
     batch 2 on a fresh physical id would be written and librdkafka would ack 1 implicitly. The hold is the
     connection's own; another connection's batches of the same id are not held by it."""
-    victim, attacker, now = _two_clients()
+    victim, other, now = _two_clients()
     assert _code(victim, {0: _corrupt(one_record(VICTIM, 0, 0))}) == (ErrorCode.corrupt_message, [])
+    assert not victim.producer_ids._refused and other.session.producers is None  # the table untouched
     assert _code(victim, {0: one_record(VICTIM, 0, 1)}) == (ErrorCode.not_leader_or_follower, [])
     now[0] = REFUSAL_MEMORY_S + 1
     assert _code(victim, {0: one_record(VICTIM, 0, 0)})[0] == ErrorCode.none
