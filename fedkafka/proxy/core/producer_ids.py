@@ -11,7 +11,9 @@ error; never the client's own request error, which anyone may send under any id)
 its own last refusal; past MAX_REFUSED_KEYS keys, a live refusal that cannot be kept makes the keys that hash to its
 bucket overflow (`overflowing`).
 A batch whose CRC-32C does not vouch for its header is remembered where the client's order puts it, not at the
-sequence it claims (`note_refused_unread`: at the end last forwarded, or at no sequence, UNKNOWN_SEQUENCE).
+sequence it claims (`note_refused_unread`: at the end last forwarded, or at no sequence, UNKNOWN_SEQUENCE), and only
+under a producer id and epoch its connection vouches for (`note_refused_corrupt`); any other holds back that
+connection's own batches, never another client's producer.
 A later batch past any of them is a gap; forwarding it would let the client count the refused batch as written
 (librdkafka acks earlier retries implicitly when a later sequence succeeds), so it is refused too
 (NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
