@@ -174,6 +174,27 @@ class SegmentWrite:
     end: int  # the newest end (last sequence + 1, modulo 2**31) of the batches it forwarded there
 
 
+@dataclass(slots=True)
+class ConnectionProducers:
+    """One client connection's producer ids, as the refusal memory needs them (docs/DESIGN.md §5.4, "The batch's
+    CRC"): a batch whose CRC-32C fails touches the table only under an id the connection vouches for; any other is
+    held against the connection itself. Kept on the connection's session (`Session.producers`), made on first use."""
+
+    # (logical id, epoch) pairs InitProducerId gave on this connection, or of its batches whose CRC held (oldest first)
+    vouched: dict[tuple[int, int], None] = field(default_factory=dict)
+    # (logical topic, partition), or None for all of them, -> when the connection's last corrupt batch there of an id
+    # it did not vouch for was refused: its own batches there the broker does not check wait REFUSAL_MEMORY_S after it
+    held: dict[tuple[str, int] | None, float] = field(default_factory=dict)
+
+
+def connection_producers(session: Any) -> ConnectionProducers:
+    """The session's connection's producer ids (`Session.producers`), made on first use."""
+    producers: ConnectionProducers | None = session.producers
+    if producers is None:
+        producers = session.producers = ConnectionProducers()
+    return producers
+
+
 class ProducerIds(Protocol):
     """The proxy's producer-id table, as the produce and InitProducerId handlers use it (docs/DESIGN.md §5.3):
     logical ids, the (logical id, epoch, cluster) -> physical id map, and per logical producer and partition
@@ -195,6 +216,13 @@ class ProducerIds(Protocol):
         """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
     def note_refused_unread(self, key: SeqKey) -> None:
         """A batch of `key` whose header is not known to be the client's (a CRC-32C mismatch) was refused."""
+    def vouch(self, connection: ConnectionProducers, producer_id: int, epoch: int) -> None:
+        """The connection was given (InitProducerId) or sent a batch with an intact CRC-32C under this id and epoch."""
+    def note_refused_corrupt(self, connection: ConnectionProducers, key: SeqKey) -> None:
+        """A batch claiming `key` whose CRC-32C fails was refused on `connection`: `note_refused_unread` when the
+        connection vouches for the id and epoch, else the connection's own batches on the partition are held."""
+    def held(self, connection: ConnectionProducers, topic: str, partition: int) -> bool:
+        """Whether the connection's batches on the partition the broker does not check are held back."""
     def unsequenced(self, key: SeqKey) -> bool:
         """Whether a refused batch of `key` is remembered at no known sequence (`broker_checked` batches only)."""
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
