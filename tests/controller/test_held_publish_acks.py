@@ -189,3 +189,25 @@ def test_a_held_publish_seals_below_a_write_a_leader_change_truncated(setup):
     assert "source c1/t/0 log end 42" in answer["checks"]
     assert mover.sweep() == [move_id]
     assert _segments(ctl) == [("c1", 0, 0, 42, 0), ("c2", 1, 0, None, 42)]
+
+
+@pytest.mark.parametrize("log_ends", [{("t", 0): 43}, {}], ids=["above", "unread"])
+def test_a_held_publish_whose_source_does_not_settle_is_refused_unless_forced(setup, monkeypatch, log_ends):
+    """The write at 42 never replicates (a follower stuck but still in the ISR), or the leader's log end cannot be
+    read (proves nothing): refused, retriable, nothing changed; forced, it is published and the answer says what it
+    overrode."""
+    api, kafka = setup
+    ctl = api.controller
+    monkeypatch.setattr("fedkafka.controller.held.PUBLISH_SETTLE_WAIT_S", 0.3)
+    node_id = _proxy(api)
+    mover, move_id = _held_at_its_freeze(api, kafka)
+    _ack(api, node_id, ctl.view.version)
+    kafka.log_end_offsets = lambda cluster, bootstrap, parts: log_ends if cluster == "c1" else {}
+    held = HeldMoves(ctl, mover)
+    with pytest.raises(Conflict, match=r"not published, nothing was changed \(it stays held\): the source c1/t/0 "
+                                       r"is not settled: writes above the high watermark not replicated"):
+        held.publish(move_id, seal=42, target_start=0)
+    assert _state(ctl, move_id) == "held" and _segments(ctl) == [("c1", 0, 0, None, 0)]
+    answer = held.publish(move_id, seal=42, target_start=0, force=True)
+    assert answer["state"] == "sealed"
+    assert any(c.startswith("forced: the source c1/t/0 is not settled") for c in answer["checks"]), answer["checks"]
