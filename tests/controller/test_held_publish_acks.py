@@ -211,3 +211,32 @@ def test_a_held_publish_whose_source_does_not_settle_is_refused_unless_forced(se
     answer = held.publish(move_id, seal=42, target_start=0, force=True)
     assert answer["state"] == "sealed"
     assert any(c.startswith("forced: the source c1/t/0 is not settled") for c in answer["checks"]), answer["checks"]
+
+
+def test_a_held_publish_reads_the_source_only_after_the_acks_of_the_frozen_view(setup):
+    """Pins the order that makes the publish safe: p1's last write under its older view is answered, acked at 42..49
+    (c1/t/0's end 50, below its high watermark: acks=all), and only then does p1 apply the frozen view, while the
+    publish waits for it. Read before that wait, the source's end was 42, the seal 42 passed its check, and the 8
+    acked records lay above the seal (lost, logical 42..49 handed out again by the new segment). Read after it,
+    the end is 50: the seal 42 is refused."""
+    api, kafka = setup
+    ctl = api.controller
+    node_id = _proxy(api)
+    mover, move_id = _held_at_its_freeze(api, kafka)
+    real_wait = mover.await_version
+    source_reads_before_the_acks = []
+
+    def acked_during_the_wait(needed, progress, **kwargs):
+        source_reads_before_the_acks.append(kafka.ends[("c1", "t", 0)])
+        kafka.ends[("c1", "t", 0)] = 50  # p1's produce under its older view answered: 8 records acked
+        _ack(api, node_id, needed)  # then it applies the frozen view
+        return real_wait(needed, progress, **kwargs)
+
+    mover.await_version = acked_during_the_wait
+    held = HeldMoves(ctl, mover)
+    with pytest.raises(Invalid, match="the log end of the source c1/t/0 is 50, not the seal 42"):
+        held.publish(move_id, seal=42, target_start=0)
+    assert source_reads_before_the_acks == [42] and _state(ctl, move_id) == "held"
+    assert held.publish(move_id, seal=50, target_start=0)["state"] == "sealed"
+    assert mover.sweep() == [move_id]
+    assert _segments(ctl) == [("c1", 0, 0, 50, 0), ("c2", 1, 0, None, 50)]
