@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # how long a publish waits for the proxies' acks of the frozen view before it refuses (retried by the operator):
 # below the admin client's 30 s timeout; proxies that applied it long ago (the usual case) answer at once
 PUBLISH_ACK_WAIT_S = 20.0
+# then how long it waits for the source's high watermark to reach its log end (a write appended above it, answered
+# with an error, replicated or truncated) before it refuses (retried by the operator); both within that timeout
+PUBLISH_SETTLE_WAIT_S = 5.0
 STATES = ("planned", "frozen", "sealed", "held", "done", "rolled_back")
 FIELDS = ("id", "workflow_id", "topic", "partition", "from_cluster", "to_cluster", "to_topic", "to_partition", "state",
           "gap", "seal", "phys_start", "target_end", "planned_target_end", "held_for", "error", "updated_at")
@@ -72,9 +75,11 @@ class HeldMoves:
         it sealed at), and the target's log end (when read) at least `target_start`. Whatever `force`, under the lock
         that publishes: `target_start` not below the seal of an older segment of the partition on the target physical
         partition (the seal's invariant, docs/DESIGN.md §4.5). Before any of those reads, whatever `force`: every live
-        proxy applied a view with the partition frozen (`_await_frozen_view`), so the source's log end read after it
-        no longer moves, as in a move's own seal (docs/DESIGN.md §4.1). Returns the move and what was checked; the
-        sweeper publishes it (the partition unfrozen) within its next round."""
+        proxy applied a view with the partition frozen (`_await_frozen_view`), so no write lands on the source after
+        it; then, unless it is a failover's move, the source's high watermark reached its log end (`_unsettled_source`:
+        a write appended but not acked is replicated, or truncated, before the seal is checked; Conflict when not
+        within PUBLISH_SETTLE_WAIT_S, unless `force`), as in a move's own seal (docs/DESIGN.md §4.1). Returns the move
+        and what was checked; the sweeper publishes it (the partition unfrozen) within its next round."""
         with self.ctl.session() as s:
             row, source = self._held(s, move_id)
             _check_target_active(s, row)  # what the database refuses, before the wait (again in the transaction)
@@ -165,6 +170,15 @@ class HeldMoves:
         if row.target_end is not None and target_start != row.target_end:
             refused.append(f"target_start {target_start} is not the move's target_end {row.target_end} (its target's "
                            f"end before the records written under the lost publish)")
+        unsettled = None if row.gap else self._unsettled_source(row, src)
+        if unsettled is not None:
+            if not force:
+                raise Conflict(f"move {row.id} not published, nothing was changed (it stays held): {unsettled}. A "
+                               f"write appended there but not acked (its answer an error, or given up on) may be "
+                               f"replicated after the read, above the seal: served by no one, its retry answered as "
+                               f"a duplicate. Publish again once the source answers and its followers caught up "
+                               f"(force publishes past this, its log end read once)")
+            refused.append(unsettled)
         ends = self.mover.log_ends({src, dst})
         checks = []
         if (end := ends.get(src)) is None:
@@ -183,6 +197,21 @@ class HeldMoves:
         if refused and not force:
             raise Invalid(f"move {row.id}: " + "; ".join(refused) + " (force: publish it anyway)")
         return checks + [f"forced: {why}" for why in refused]
+
+    def _unsettled_source(self, row: MoveRow, src: tuple[str, str, int]) -> str | None:
+        """None once held move `row`'s source partition has no write above its high watermark, waited for (at most
+        PUBLISH_SETTLE_WAIT_S) as a move's own seal waits (`Mover.read_settled_ends`, docs/DESIGN.md §4.1 step 3);
+        else why not (a write above it, or a log end not read). A failover's move (`gap` > 0) does not wait: its
+        source is the dead cluster, whose end its seal is not (a move's own seal does not read it either)."""
+        cluster, topic, partition = src
+        with self.ctl.session() as s:
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        try:
+            self.mover.read_settled_ends({cluster: {(topic, partition)}}, bootstrap, {src},
+                                         timeout=PUBLISH_SETTLE_WAIT_S)
+        except MoveFailed as e:
+            return f"the source {_name(src)} is not settled: {e}"
+        return None
 
     def _check_roll_back(self, row: MoveRow, nothing_was_published: bool) -> str:
         """Why held move `row` may be rolled back (the reason it records), or Conflict saying why not."""

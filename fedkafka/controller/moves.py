@@ -507,8 +507,9 @@ class Mover:
         return max(segment.phys_start, claim.scanned_end)
 
     def read_settled_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str],
-                          sealing: set[tuple[str, str, int]]) -> dict:
-        """`read_ends`, once no partition in `sealing` has a write above its high watermark.
+                          sealing: set[tuple[str, str, int]], timeout: float | None = None) -> dict:
+        """`read_ends`, once no partition in `sealing` has a write above its high watermark (MoveFailed when not
+        within `timeout` s, `seal_timeout` by default; an operator's publish of a held move waits alike).
 
         Every write a proxy forwarded is answered by now (the drain), but one the broker answered with an
         error (acks=all timed out) or whose answer the proxy gave up on may sit in the leader's log above the
@@ -516,15 +517,16 @@ class Mover:
         producer state counts it (a retry would be answered as a duplicate: lost). Frozen, nothing new comes:
         the followers catch up (or leave the ISR) and the high watermark reaches the log end; then read. A log
         end that cannot be read is no proof of that: waited for too."""
-        deadline = time.monotonic() + self.seal_timeout
+        timeout = self.seal_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while True:
-            ends = self.read_ends(wanted, bootstrap)
+            ends = self.read_ends(wanted, bootstrap, timeout)
             above = self._above_high_watermark(ends, bootstrap, sealing)
             if not above:
                 return ends
             if time.monotonic() > deadline:
                 raise MoveFailed(f"writes above the high watermark not replicated (or log end not read: None) "
-                                 f"within {self.seal_timeout:.0f} s: {above[:5]}")
+                                 f"within {timeout:.0f} s: {above[:5]}")
             log.info("waiting for replication before the seal: %s", above[:5])
             time.sleep(0.2)
 
@@ -546,9 +548,12 @@ class Mover:
                     above.append((cluster, t, p, high_watermark, log_end))
         return above
 
-    def read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str]) -> dict:
-        """Log end offset of every wanted physical partition; retried (a new partition needs a leader first)."""
-        deadline = time.monotonic() + self.seal_timeout
+    def read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str],
+                  timeout: float | None = None) -> dict:
+        """Log end offset of every wanted physical partition; retried (a new partition needs a leader first) for
+        `timeout` s (`seal_timeout` by default)."""
+        timeout = self.seal_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         found: dict[tuple[str, str, int], int] = {}
         targets = {(cluster, *tp) for cluster, parts in wanted.items() for tp in parts}
         while True:  # an unreachable cluster, or a partition without a leader yet: read again until the deadline
@@ -557,7 +562,7 @@ class Mover:
             if not missing:
                 return found
             if time.monotonic() > deadline:
-                raise MoveFailed(f"log end offsets not readable within {self.seal_timeout:.0f} s: {missing[:5]}")
+                raise MoveFailed(f"log end offsets not readable within {timeout:.0f} s: {missing[:5]}")
             time.sleep(0.2)
 
     def _publish(self, ids: list[int]) -> None:
