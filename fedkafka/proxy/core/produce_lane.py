@@ -47,7 +47,7 @@ class _LaneCall:
     """What `Dispatcher._outcome`, the observer and the slow-request warning read of a call (a `plan.Call` has
     eight fields to set, once per request)."""
 
-    __slots__ = ("ended", "producer", "request", "target", "waits")
+    __slots__ = ("producer", "request", "target", "waits")
     client_timeout = False
     timeout_s = None
 
@@ -55,7 +55,6 @@ class _LaneCall:
                  producer: produce.LaneProducer | None = None):
         self.target, self.request, self.waits = target, request, waits  # waits: its connection's deadlines
         self.producer = producer  # idempotent batches: their sequences, noted on the answer
-        self.ended = False  # `ProduceLane._answered` ran: it runs once, from whichever of its two callers is first
 
 
 class _Deadlines:
@@ -271,24 +270,14 @@ class ProduceLane:
         answer.awaits = item
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
         # (`_Deadlines`), a lost connection, a cancellation): one done-callback less than `start`'s
-        answered = functools.partial(self._answered, answer, read_at, request, routes, call, correlation_id, seen,
-                                     counts, view.version)
-        item.add_done_callback(answered)
-        if type(call.request) is produce.LaneProduce:  # its broker's answer is taken as it is read (`_on_frame`)
-            call.request.on_answer = answered
+        item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
+                                                 correlation_id, seen, counts, view.version))
         return answer
 
     def _answered(self, answer: asyncio.Future, started: float, request, routes: list[produce.LaneRoute],
                   call: _LaneCall, correlation_id: int, seen, counts: collections.Counter[int] | None,
                   view_version: int, item: asyncio.Future) -> None:
-        """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer. Once per
-        call: from the upstream connection as the broker's answer is read (`LaneProduce.on_answer`), else (and then
-        to no effect) as the call's done-callback (a timeout, a lost connection, a cancellation)."""
-        if call.ended:
-            return
-        call.ended = True
-        if type(call.request) is produce.LaneProduce:  # no cycle (request -> this partial -> call -> request) left to
-            call.request.on_answer = None  # the collector: the client's frame it views goes now
+        """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer."""
         if call.waits is not None:  # None: not sent
             call.waits.answered()
         d = self.dispatcher

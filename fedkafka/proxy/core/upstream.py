@@ -325,10 +325,6 @@ class UpstreamConnection:
         except Exception as e:  # a reader's bug: this call fails now, not at its timeout (it left _pending)
             log.exception("reading an answer from %s", self.label)
             fut.set_exception(codec.DecodeError(f"unreadable answer: {e}"))
-        else:  # a request with `on_answer` (the Produce lane's) has its answer taken now, not a loop step later
-            on_answer = getattr(resp_t, "on_answer", None)  # by its future's done-callback: one loop step less
-            if on_answer is not None:  # before the client's answer is written (the callback then does nothing)
-                on_answer(fut)
 
     def _on_lost(self, reason: BaseException) -> None:
         self._fail_all(ConnectionError(f"{self.label}: {reason}"))

@@ -22,7 +22,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
@@ -1005,9 +1005,6 @@ class LaneProduce(UpstreamProduce):
     name: str = ""  # the client's topic and partition
     index: int = 0
     shift: tuple[int, int, int | None] = (0, 0, None)
-    # the lane's: called with the answered future as it is set (`UpstreamConnection._on_frame`), so its client's
-    # answer is not a loop step later
-    on_answer: Callable[[object], None] | None = field(default=None, compare=False, repr=False)
 
     def read_response(self, frame: bytes | memoryview) -> Written | BrokerAnswer:  # type: ignore[override]
         (topic, (partition,)), = self.topic_data
