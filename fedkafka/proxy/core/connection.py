@@ -72,7 +72,6 @@ class ClientConnection:
         self._responses: collections.deque[_InFlight] = collections.deque()
         self._wake: asyncio.Future | None = None  # the writer task's, while it waits with nothing to write
         self._writing = False  # the writer task writes a batch or waits for its drain: callbacks write nothing
-        self._flush_due = False  # `_flush` is scheduled
         self._stalled: tuple[list[_InFlight], list[bytes | codec.Chunks], bool] | None = None  # for the task
         self._broken = False  # writing failed: the answers still due are dropped
         self._reader_done = False  # run(): the reader ended, the writer ends once every answer is out
@@ -400,14 +399,6 @@ class ClientConnection:
             self._writing = False
             self._finish(batch)
 
-    def _flush(self) -> None:
-        """The head's answer came a loop step ago (`_InFlight._answered`): written now with the answers ready behind
-        it, unless the writer task writes."""
-        self._flush_due = False
-        queue = self._responses
-        if not self._writing and queue and queue[0].pending.done() and not queue[0].finished:
-            self._write_now(queue[0])
-
     def _write_now(self, head: _InFlight) -> None:
         """`head`'s answer came, it heads the queue and the writer task writes nothing: write it and the ready
         answers behind it now, in one send, and give back their bytes and slots (from its done-callback). Over
@@ -604,11 +595,11 @@ class _InFlight:
         (`ClientConnection._write_now`), else charged until the answers before it are written."""
         if self.finished:  # written (or dropped) with an answer before it already
             return
-        self.charge()  # until written: a loop step later at the soonest
         conn = self.conn
-        if not conn._writing and not conn._flush_due and conn._responses and conn._responses[0] is self:
-            conn._flush_due = True  # a loop step later: the answers of the broker reads of that step go with it
-            conn._loop.call_soon(conn._flush)
+        if not conn._writing and conn._responses and conn._responses[0] is self:
+            conn._write_now(self)
+        else:
+            self.charge()
 
     def charge(self) -> None:
         """Charge the answer's bytes to the budgets until it was written (once; none for no answer)."""
