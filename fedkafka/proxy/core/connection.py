@@ -183,11 +183,6 @@ class ClientConnection:
         client closed cleanly)."""
         if not await self._first_byte():
             return None
-        # what the wait brought is usually whole frames: the first is taken as `_read_loop` takes a staged one (the
-        # steps below each cost a coroutine, and they wait for nothing then)
-        frame = self._buffered_frame()
-        if frame is not None:
-            return frame
         started = self._loop.time()
         await self._within(self.reader.until_buffered(4), started, "size", 4)
         (size,) = _SIZE.unpack(self.reader.take(4))
