@@ -233,7 +233,7 @@ class ProduceLane:
             return self._not_sent(target, producer)
         upstream = produce.lane_upstream(request, routes, records)
         try:
-            item = conn.send(upstream, corked=True)
+            item = conn.send(upstream)
         except ConnectionError:  # nothing written; `handle` then does an idempotent producer's bookkeeping again, to
             return None  # no further effect (`physical` and `note_forwarded` of the same batch change nothing more)
         broker = self._targets.get(target)

@@ -202,7 +202,6 @@ class UpstreamConnection:
         self.closed = False
         self.use_until: float | None = None  # loop time after which new requests go to a new connection
         self.retired = False  # replaced: closes once its pending requests are answered
-        self._corked: list = []  # parts of corked requests not written yet (`send`)
 
     async def connect(self) -> None:
         try:
@@ -272,10 +271,7 @@ class UpstreamConnection:
     @overload
     def send(self, request: Any, expect_response: bool, client_id: str | None = ...) -> asyncio.Future | None: ...
 
-    def send(self, request: Any, expect_response: bool = True, client_id: str | None = None,
-             corked: bool = False) -> asyncio.Future | None:
-        """`corked` (a request that writes its own frame): written a loop step later with the corked requests sent
-        meanwhile, in one writev (a client's pipelined requests read in one go); any other send writes them first."""
+    def send(self, request: Any, expect_response: bool = True, client_id: str | None = None) -> asyncio.Future | None:
         transport = self._transport
         if self.closed or transport is None:  # _open sets _transport and _loop together
             raise ConnectionError(f"{self.label}: connection closed")
@@ -286,17 +282,9 @@ class UpstreamConnection:
         writes_own, reads_own = kind
         if client_id is None:
             client_id = codec.PROXY_CLIENT_ID
-        if writes_own and corked:
-            if not self._corked:
-                self._loop.call_soon(self._uncork)  # type: ignore[union-attr]
-            self._corked += request.frame_parts(corr, client_id)
-        elif writes_own:  # its parts as `codec.encode_request_chunks` would give them, without a Chunks around them
-            if self._corked:
-                self._uncork()
+        if writes_own:  # its parts as `codec.encode_request_chunks` would give them, without a Chunks around them
             transport.writelines(request.frame_parts(corr, client_id))
         else:
-            if self._corked:
-                self._uncork()
             frame = codec.encode_request_chunks(request, corr, client_id)
             if isinstance(frame, codec.Chunks):
                 transport.writelines(frame.parts)  # uvloop: one writev, the record sets not copied into a frame
@@ -310,11 +298,6 @@ class UpstreamConnection:
         resp_t = request if reads_own else codec.response_schema(request.__api_key__, request.__version__)
         self._pending.append((corr, resp_t, fut))
         return fut
-
-    def _uncork(self) -> None:
-        parts, self._corked = self._corked, []
-        if parts and not self.closed and self._transport is not None:
-            self._transport.writelines(parts)
 
     def has_pending(self, api_key: int) -> bool:
         return any(resp_t.__api_key__ == api_key for _, resp_t, _ in self._pending)
@@ -348,7 +331,6 @@ class UpstreamConnection:
 
     def _fail_all(self, reason: BaseException) -> None:
         self.closed = True
-        self._corked = []  # never written: their calls fail below
         while self._pending:
             _, _, fut = self._pending.popleft()
             if not fut.done():
