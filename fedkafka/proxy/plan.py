@@ -238,6 +238,32 @@ class LiveState(Protocol):
     def lease_valid(self) -> bool: ...
 
 
+class Denials:
+    """A request's ACL denials (`Context.refused` of reason "auth"), reported as one log line: how many, what was
+    denied (the handlers' details: operation and resource type), the first few names. A hostile client's request
+    of 100 000 denied entries is one line, not 100 000."""
+
+    __slots__ = ("count", "details", "examples")
+    SHOWN = 5  # names, and distinct details, in the line
+    NAME_CHARS = 100  # of each name shown: a client's name can be as long as its frame
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.examples: list[str] = []
+        self.details: list[str] = []
+
+    def add(self, name: str, partition: int, detail: str | None) -> None:
+        self.count += 1
+        if len(self.examples) < self.SHOWN:
+            shown = name if len(name) <= self.NAME_CHARS else name[:self.NAME_CHARS] + "..."
+            self.examples.append(shown if partition < 0 else f"{shown}/{partition}")
+        if detail is not None and len(self.details) < self.SHOWN and detail not in self.details:
+            self.details.append(detail)
+
+
+_REPORTED = Denials()  # a context's denials once reported: the request's line is written
+
+
 @dataclass(slots=True)
 class Context:
     """Everything a handler may read. Built by the core per request; handlers never mutate the view."""
@@ -258,15 +284,34 @@ class Context:
     authorizer: Authorizer | None = None  # None: authorization off, everything allowed
     extra: dict[str, Any] = field(default_factory=dict)
     on_refusal: Callable[..., None] | None = None  # the core's refusal counter and log line
+    # The core's counter and log line of a request's ACL denials, all in one (`report_denials`); None: each denial
+    # goes to `on_refusal` as it comes (a context made by hand)
+    on_denials: Callable[[Denials, str | None, Session], None] | None = None
+    denials: Denials | None = None  # this request's so far
     # The proxy's state now, read when an upstream answer of a read arrives (`as_now`); None: `view` and
     # `lease_valid` stay what they were (a context made by hand)
     live: LiveState | None = None
 
     def refused(self, reason: str, topic: str, partition: int, detail: str | None = None) -> None:
         """A part of the request refused by the proxy's own rules (reason: lease, frozen, gap, cluster,
-        transactions, auth, ...), not by a broker: the core counts it by reason and logs one line."""
+        transactions, auth, ...), not by a broker: the core counts it by reason and logs one line; ACL denials
+        ("auth"), one line per request (`report_denials`)."""
+        if reason == "auth" and self.on_denials is not None:
+            if self.denials is None:
+                self.denials = Denials()
+            if self.denials is not _REPORTED:  # a later routing pass repeats the first one's checks: reported
+                self.denials.add(topic, partition, detail)
+            return
         if self.on_refusal is not None:
             self.on_refusal(reason, topic, partition, detail, self.client_id)
+
+    def report_denials(self) -> None:
+        """Count and log the request's ACL denials so far, in one line; the core calls it once the handler has
+        answered or planned (handlers check ACLs before building any upstream call). Later ones are not reported."""
+        denials = self.denials
+        self.denials = _REPORTED
+        if denials is not None and denials is not _REPORTED and self.on_denials is not None:
+            self.on_denials(denials, self.client_id, self.session)
 
     @property
     def role(self) -> ProxyRole:

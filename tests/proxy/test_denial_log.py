@@ -40,7 +40,7 @@ def test_a_request_of_many_denied_entries_logs_one_line(caplog):
     denials = [r for r in records if "User:bob" in r.getMessage() or "t/" in r.getMessage()]
     assert len(denials) == 1, [r.getMessage() for r in records[:5]]
     line = denials[0].getMessage()
-    for part in (str(ENTRIES), "WRITE", "TOPIC", "User:bob", "10.0.0.9", "t/0", "t/1"):
+    for part in (str(ENTRIES), "WRITE", "topic", "User:bob", "10.0.0.9", "t/0", "t/1"):
         assert part in line, line
     assert "t/1999" not in line and len(line) < 500, line  # a few examples, not every name
 

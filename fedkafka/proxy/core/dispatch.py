@@ -189,7 +189,7 @@ class Dispatcher:
                        physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
                        max_fetch_wait_ms=self.max_fetch_wait_ms, max_request_elements=self.max_request_elements,
-                       on_refusal=self.observer.refused,
+                       on_refusal=self.observer.refused, on_denials=self.observer.denied,
                        session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None,
                        live=self.state)
 
@@ -294,6 +294,8 @@ class Dispatcher:
         except codec.DecodeError as e:  # bytes the request carries opaquely, which the handler decodes (a
             # JoinGroup's subscriptions, held to the same element limit): refused as the request's own bytes are
             raise ProtocolViolation(str(e)) from None
+        finally:
+            ctx.report_denials()  # one line for all of them
         if key is not None and not isinstance(reply, Plan):
             answer = self._encode_whole(reply, correlation_id, seen)
             if isinstance(answer, bytes):

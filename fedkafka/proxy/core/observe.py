@@ -22,7 +22,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from fedkafka.protocol import codec
-from fedkafka.proxy.plan import UNANSWERED, UpstreamError
+from fedkafka.proxy.plan import UNANSWERED, Denials, UpstreamError
+from fedkafka.security.session import Session
 
 log = logging.getLogger("fedkafka.refusals")
 
@@ -54,6 +55,18 @@ class NullObserver:
         log.info("refused %s %s/%s client=%s: %s", reason, topic, partition, client_id, detail,
                  extra={"refusal": {"reason": reason, "topic": topic, "partition": partition,
                                     "client_id": client_id, "detail": detail}})
+
+    def denied(self, denials: Denials, client_id: str | None, session: Session) -> None:
+        """A request's ACL denials (`Context.report_denials`): one line, however many entries were denied."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        more = denials.count - len(denials.examples)
+        log.info("refused auth: %d denied (%s) principal=%s host=%s client=%s: %s%s", denials.count,
+                 "; ".join(denials.details), session.principal, session.host, client_id, ", ".join(denials.examples),
+                 f" and {more} more" if more > 0 else "",
+                 extra={"refusal": {"reason": "auth", "count": denials.count, "examples": denials.examples,
+                                    "detail": "; ".join(denials.details), "principal": session.principal,
+                                    "host": session.host, "client_id": client_id}})
 
 
 NULL_OBSERVER = NullObserver()
@@ -156,6 +169,10 @@ class RequestMetrics(NullObserver, Collector):
     def refused(self, reason: str, topic: str, partition: int, detail: str | None, client_id: str | None) -> None:
         _add(self.refusals, reason, 1)
         super().refused(reason, topic, partition, detail, client_id)
+
+    def denied(self, denials: Denials, client_id: str | None, session: Session) -> None:
+        _add(self.refusals, "auth", denials.count)
+        super().denied(denials, client_id, session)
 
     def _new_series(self, api_key: int, version: int) -> _ApiSeries:
         if (api_key, version) == UNSUPPORTED:
