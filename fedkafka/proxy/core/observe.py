@@ -1,5 +1,5 @@
 """The dispatcher's one observer hook: requests, errors and latency per API, record bytes per logical topic and
-per physical cluster, refusals by reason (each also logged as one line).
+per physical cluster, refusals by reason (also logged: one line per request and reason).
 
 Cheap per request: plain integers in dicts keyed once per (api, version), a bisect into the latency buckets, and
 a walk over the answer's error codes along paths computed once per response type. No prometheus_client
@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from fedkafka.protocol import codec
-from fedkafka.proxy.plan import UNANSWERED, Denials, UpstreamError
+from fedkafka.proxy.plan import UNANSWERED, Refused, UpstreamError
 from fedkafka.security.session import Session
 
 log = logging.getLogger("fedkafka.refusals")
@@ -56,17 +56,17 @@ class NullObserver:
                  extra={"refusal": {"reason": reason, "topic": topic, "partition": partition,
                                     "client_id": client_id, "detail": detail}})
 
-    def denied(self, denials: Denials, client_id: str | None, session: Session) -> None:
-        """A request's ACL denials (`Context.report_denials`): one line, however many entries were denied."""
+    def refused_together(self, refused: Refused, client_id: str | None, session: Session | None) -> None:
+        """A request's refusals of one reason (`Context.report_refusals`): one line, however many entries."""
         if not log.isEnabledFor(logging.INFO):
             return
-        more = denials.count - len(denials.examples)
-        log.info("refused auth: %d denied (%s) principal=%s host=%s client=%s: %s%s", denials.count,
-                 "; ".join(denials.details), session.principal, session.host, client_id, ", ".join(denials.examples),
-                 f" and {more} more" if more > 0 else "",
-                 extra={"refusal": {"reason": "auth", "count": denials.count, "examples": denials.examples,
-                                    "detail": "; ".join(denials.details), "principal": session.principal,
-                                    "host": session.host, "client_id": client_id}})
+        principal, host = (None, None) if session is None else (session.principal, session.host)
+        more = refused.count - len(refused.examples)
+        detail = "; ".join(refused.details)
+        log.info("refused %s: %d (%s) principal=%s host=%s client=%s: %s%s", refused.reason, refused.count, detail,
+                 principal, host, client_id, ", ".join(refused.examples), f" and {more} more" if more > 0 else "",
+                 extra={"refusal": {"reason": refused.reason, "count": refused.count, "examples": refused.examples,
+                                    "detail": detail, "principal": principal, "host": host, "client_id": client_id}})
 
 
 NULL_OBSERVER = NullObserver()
@@ -170,9 +170,9 @@ class RequestMetrics(NullObserver, Collector):
         _add(self.refusals, reason, 1)
         super().refused(reason, topic, partition, detail, client_id)
 
-    def denied(self, denials: Denials, client_id: str | None, session: Session) -> None:
-        _add(self.refusals, "auth", denials.count)
-        super().denied(denials, client_id, session)
+    def refused_together(self, refused: Refused, client_id: str | None, session: Session | None) -> None:
+        _add(self.refusals, refused.reason, refused.count)
+        super().refused_together(refused, client_id, session)
 
     def _new_series(self, api_key: int, version: int) -> _ApiSeries:
         if (api_key, version) == UNSUPPORTED:

@@ -127,7 +127,9 @@ def handle(ctx: Context, header, request: rec.ProduceRequestFrame):
 
 def _route(ctx: Context, header, request, attempt: _Attempt):
     """Classify every partition, then do what must come first (a leader, a sealed floor, a physical id) behind
-    a barrier and route again, or forward the parts and translate the answers."""
+    a barrier and route again, or forward the parts and translate the answers. A pass after the first repeats
+    every check: its refusals replace the earlier pass's (one count and line per refused partition)."""
+    ctx.forget_refusals()  # a later pass's: the earlier pass's are not answered
     routing = _Routing()
     refused = _request_refusal(ctx, request)  # the same for every partition: asked once
     remember = refused[1] is None or refused[1][0] not in _UNREMEMBERED
