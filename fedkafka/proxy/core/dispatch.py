@@ -92,9 +92,9 @@ class HandlerLooping(ProtocolViolation):
 _Handled = tuple[Any, float | None, Any, Context]  # `_handle`'s: reply, produce deadline, observer's token, context
 
 
-def _report_refusals(ctx: Context | None) -> None:
+def _report_refusals(ctx: Context | None, _done: object = None) -> None:
     """Count and log a request's refusals not yet reported (one line per reason): before its answer, or as it
-    fails."""
+    fails (`_done`: as a done-callback, the answer's future)."""
     if ctx is not None and ctx.refusals is not None:
         ctx.report_refusals()
 
@@ -258,6 +258,8 @@ class Dispatcher:
                     else:
                         answer = loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen,
                                                                  ctx))
+                        if ctx.refusals is not None:  # `_complete` reports them, unless cancelled before it starts
+                            answer.add_done_callback(functools.partial(_report_refusals, ctx))
                 else:
                     answer = self._done(self._encode(reply, correlation_id, seen, ctx))
         except BaseException:
