@@ -104,12 +104,16 @@ _INTERFACE = 1
 _REVISION = 1  # frame_buffer
 _FRAMES_REVISION = 2  # the Produce frames (an older build serves the rest; these then run in Python)
 _frames: ModuleType | None = None  # _compiled when it has them
-_LANE_REVISION = 3  # translated_produce_answer
+# translated_produce_answer (3), which passes the broker's throttle time on since 6 (an older one wrote 0: the lane's
+# answers are then written in Python)
+_LANE_REVISION = 6
 _lane: ModuleType | None = None  # _compiled when it has it
 _COUNTED_REVISION = 4  # read_produce_request counts elements (`max_elements`) as the Python walk does
 _counted: ModuleType | None = None  # _compiled when it has it
 _HEADS_REVISION = 5  # forwarded_batch, producer_head, produce_request_parts taking a RecordParts
 _heads: ModuleType | None = None  # _compiled when it has them
+_THROTTLE_REVISION = 6  # read_produce_answer
+_throttled: ModuleType | None = None  # _compiled when it has it
 
 
 def _load_compiled() -> ModuleType | None:
@@ -128,9 +132,9 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames, _lane, _counted, _heads
+    global _compiled, _frames, _lane, _counted, _heads, _throttled
     if implementation == "python":
-        _compiled = _frames = _lane = _counted = _heads = None
+        _compiled = _frames = _lane = _counted = _heads = _throttled = None
         return
     module = _load_compiled()
     if module is None:
@@ -138,6 +142,7 @@ def use(implementation: Implementation) -> None:
     _compiled = module
     _frames = module if module.REVISION >= _FRAMES_REVISION else None
     _lane = module if module.REVISION >= _LANE_REVISION else None
+    _throttled = module if module.REVISION >= _THROTTLE_REVISION else None
     _counted = module if module.REVISION >= _COUNTED_REVISION else None
     _heads = module if module.REVISION >= _HEADS_REVISION else None
 
@@ -1166,6 +1171,24 @@ def read_produce_response(frame: Buffer, version: int) -> tuple[tuple[str, tuple
             frame, version, ProducePartitionAnswer, _ANSWER_FIELDS)
         if answers is not None:
             return answers
+    return _read_answer(frame, version)[0]
+
+
+ProduceAnswers = tuple[tuple[str, tuple[ProducePartitionAnswer, ...]], ...]
+
+
+def read_produce_answer(frame: Buffer, version: int) -> tuple[ProduceAnswers, int]:
+    """(the topics `read_produce_response` reads, the answer's throttle_time_ms): a broker muting the proxy's
+    connection for a quota says how long, and the client must back off as long (KIP-219)."""
+    if _throttled is not None:  # None: not one it takes (see rust/fedkafka_speedups/src/produce.rs)
+        read: tuple[ProduceAnswers, int] | None = _throttled.read_produce_answer(frame, version,
+                                                                                 ProducePartitionAnswer, _ANSWER_FIELDS)
+        if read is not None:
+            return read
+    return _read_answer(frame, version)
+
+
+def _read_answer(frame: Buffer, version: int) -> tuple[ProduceAnswers, int]:
     if version not in PRODUCE_VERSIONS:
         raise ValueError(f"Produce version {version} outside 3..12")
     view = memoryview(frame)
@@ -1201,7 +1224,7 @@ def translated_produce_answer(frame: Buffer, version: int, correlation_id: int, 
             frame, version, correlation_id, name, index, phys_topic, phys_partition, shift)
         if written is not None:
             return written
-    answers = read_produce_response(frame, version)
+    answers, throttle_time_ms = read_produce_answer(frame, version)
     if len(answers) != 1 or answers[0][0] != phys_topic or len(answers[0][1]) != 1:
         return None
     pr = answers[0][1][0]
@@ -1217,7 +1240,7 @@ def translated_produce_answer(frame: Buffer, version: int, correlation_id: int, 
         return None  # moved past an int64, as the compiled twin's checked_add: the caller reads the answer
     answer = ProducePartitionAnswer(index, pr.error_code, base, pr.log_append_time_ms, start, pr.record_errors,
                                     pr.error_message)
-    return produce_response_frame(version, correlation_id, ((name, (answer,)),)), pr.error_code
+    return produce_response_frame(version, correlation_id, ((name, (answer,)),), throttle_time_ms), pr.error_code
 
 
 def translated_base_offset(written: bytes, version: int, name: str | None) -> int:
@@ -1231,9 +1254,8 @@ def translated_base_offset(written: bytes, version: int, name: str | None) -> in
     return base
 
 
-def _legacy_answers(view: memoryview, pos: int, end: int,
-                    version: int) -> tuple[tuple[str, tuple[ProducePartitionAnswer, ...]], ...]:
-    """The responses of a v3..8 body at `pos` (throttle_time_ms checked, not returned)."""
+def _legacy_answers(view: memoryview, pos: int, end: int, version: int) -> tuple[ProduceAnswers, int]:
+    """The responses of a v3..8 body at `pos` and its throttle_time_ms."""
     fields = _ANSWER_V3 if version < 5 else _ANSWER_V5
     min_size = fields.size + (6 if version >= 8 else 0)  # record_errors count, error_message length
     (count,) = _I32.unpack_from(view, pos)
@@ -1256,8 +1278,8 @@ def _legacy_answers(view: memoryview, pos: int, end: int,
             answers.append(ProducePartitionAnswer(index, error_code, base_offset, append_ms, start_offset,
                                                   record_errors, error_message))
         topics.append((name, tuple(answers)))
-    _I32.unpack_from(view, pos)  # throttle_time_ms: kio refuses a body without it
-    return tuple(topics)
+    (throttle_time_ms,) = _I32.unpack_from(view, pos)  # kio refuses a body without it
+    return tuple(topics), throttle_time_ms
 
 
 def _legacy_record_errors(view: memoryview, pos: int, end: int) -> tuple[tuple[tuple[int, str | None], ...], int]:
@@ -1279,9 +1301,8 @@ def _legacy_record_errors(view: memoryview, pos: int, end: int) -> tuple[tuple[t
 _INDEX_STRING = struct.Struct(">ih")  # v8 record error: batch_index, message length
 
 
-def _flexible_answers(view: memoryview, pos: int, end: int,
-                      version: int) -> tuple[tuple[str, tuple[ProducePartitionAnswer, ...]], ...]:
-    """The responses of a v9..12 body at `pos` (throttle_time_ms checked, the body's tags walked)."""
+def _flexible_answers(view: memoryview, pos: int, end: int, version: int) -> tuple[ProduceAnswers, int]:
+    """The responses of a v9..12 body at `pos` and its throttle_time_ms (the body's tags walked)."""
     count = view[pos]
     if count < 0x80:
         pos += 1
@@ -1300,11 +1321,11 @@ def _flexible_answers(view: memoryview, pos: int, end: int,
         answers, pos = _flexible_partition_answers(view, pos, end, hint)
         pos = pos + 1 if view[pos] == 0 else _skip_tags(view, pos, end)
         topics.append((name, answers))
-    _I32.unpack_from(view, pos)  # throttle_time_ms: kio refuses a body without it
+    (throttle_time_ms,) = _I32.unpack_from(view, pos)  # kio refuses a body without it
     pos += 4
     if view[pos] != 0:  # v10+: tag 0 is node_endpoints
         _skip_tags(view, pos, end, _skip_node_endpoints if version >= 10 else None)
-    return tuple(topics)
+    return tuple(topics), throttle_time_ms
 
 
 def _flexible_partition_answers(view: memoryview, pos: int, end: int,

@@ -266,6 +266,39 @@ class LiveState(Protocol):
     def lease_valid(self) -> bool: ...
 
 
+class Refused:
+    """A request's refusals of one reason (`Context.refused`), reported as one log line: how many, why (the
+    handlers' distinct details: an ACL denial's operation and resource type, a refusal's message), the first few
+    names. A hostile client's request of 100 000 refused entries is one line, not 100 000."""
+
+    __slots__ = ("count", "details", "examples", "reason")
+    SHOWN = 5  # names, and distinct details, in the line
+    NAME_CHARS = 100  # of each name shown: a client's name can be as long as its frame
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.count = 0
+        self.examples: list[str] = []
+        self.details: list[str] = []
+
+    def add(self, name: str, partition: int, detail: str | None) -> None:
+        self.count += 1
+        if len(self.examples) < self.SHOWN:
+            shown = name if len(name) <= self.NAME_CHARS else name[:self.NAME_CHARS] + "..."
+            self.examples.append(shown if partition < 0 else f"{shown}/{partition}")
+        if detail is not None and len(self.details) < self.SHOWN and detail not in self.details:
+            self.details.append(detail)
+
+
+def collect_refusal(pending: dict[str, Refused], reason: str, name: str, partition: int, detail: str | None,
+                    client_id: str | None = None) -> None:
+    """Add one refused entry to a request's refusals by reason (`client_id`: the observer's `refused` takes it)."""
+    refused = pending.get(reason)
+    if refused is None:
+        refused = pending[reason] = Refused(reason)
+    refused.add(name, partition, detail)
+
+
 @dataclass(slots=True)
 class Context:
     """Everything a handler may read. Built by the core per request; handlers never mutate the view."""
@@ -285,16 +318,45 @@ class Context:
     session: Session = field(default_factory=Session)
     authorizer: Authorizer | None = None  # None: authorization off, everything allowed
     extra: dict[str, Any] = field(default_factory=dict)
-    on_refusal: Callable[..., None] | None = None  # the core's refusal counter and log line
+    on_refusal: Callable[..., None] | None = None  # the core's refusal counter and log line, per entry
+    # The core's counter and log line of a request's refusals of one reason, all in one (`report_refusals`); None:
+    # each refusal goes to `on_refusal` as it comes (a context made by hand)
+    on_refusals: Callable[[Refused, str | None, Session], None] | None = None
+    refusals: dict[str, Refused] | None = None  # this request's not yet reported, by reason (None: none)
+    # The request's first context, which holds the refusals of every context made from it (`as_now`); None: itself
+    origin: Context | None = None
     # The proxy's state now, read when an upstream answer of a read arrives (`as_now`); None: `view` and
     # `lease_valid` stay what they were (a context made by hand)
     live: LiveState | None = None
 
     def refused(self, reason: str, topic: str, partition: int, detail: str | None = None) -> None:
         """A part of the request refused by the proxy's own rules (reason: lease, frozen, gap, cluster,
-        transactions, auth, ...), not by a broker: the core counts it by reason and logs one line."""
-        if self.on_refusal is not None:
-            self.on_refusal(reason, topic, partition, detail, self.client_id)
+        transactions, auth, ...), not by a broker: the core counts it by reason and logs one line per reason for
+        the whole request (`report_refusals`), however many entries were refused."""
+        if self.on_refusals is None:
+            if self.on_refusal is not None:
+                self.on_refusal(reason, topic, partition, detail, self.client_id)
+            return
+        holder = self if self.origin is None else self.origin
+        if holder.refusals is None:
+            holder.refusals = {}
+        collect_refusal(holder.refusals, reason, topic, partition, detail)
+
+    def report_refusals(self) -> None:
+        """Count and log the request's refusals so far, one line per reason; the core calls it once the request is
+        answered (or failed), before its answer goes out."""
+        holder = self if self.origin is None else self.origin
+        pending, holder.refusals = holder.refusals, None
+        if pending is not None and self.on_refusals is not None:
+            for refused in pending.values():
+                self.on_refusals(refused, self.client_id, self.session)
+
+    def forget_refusals(self) -> None:
+        """Drop the refusals not yet reported: a routing pass that repeats every check of the one before it
+        (Produce's, once a leader, a floor or a producer id is known) refuses what that one did, and its answer
+        is the one the client gets."""
+        holder = self if self.origin is None else self.origin
+        holder.refusals = None
 
     @property
     def role(self) -> ProxyRole:
@@ -419,7 +481,7 @@ def as_now(ctx: Context) -> Context | None:
     view, valid = live.view, live.lease_valid()
     if view is ctx.view and valid == ctx.lease_valid:
         return None
-    return replace(ctx, view=view, lease_valid=valid)
+    return replace(ctx, view=view, lease_valid=valid, origin=ctx if ctx.origin is None else ctx.origin)
 
 
 def past_fence(ctx: Context, topic: str, partition: int) -> bool:

@@ -54,7 +54,7 @@ def served(first: View = BEFORE, refusals: list | None = None) -> tuple[Context,
     d = Dispatcher(state=state, physical=unit.Physical(), producer_ids=None, pool=None)  # type: ignore[arg-type]
     ctx = d.context(None, advertised={})
     if refusals is not None:
-        ctx.on_refusal = lambda *a: refusals.append(a[:3])
+        ctx.on_refusal, ctx.on_refusals = lambda *a: refusals.append(a[:3]), None  # each as it comes
     return ctx, state
 
 

@@ -276,6 +276,21 @@ def test_every_response_is_read_by_the_compiled_path_as_python_reads_it(version,
     assert all(type(a) is rec.ProducePartitionAnswer for _, answers in compiled for a in answers)
 
 
+@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 6, reason="built before read_produce_answer (6)")
+@settings(max_examples=examples(300), deadline=None)
+@given(st.sampled_from(VERSIONS), int32s, answer_lists, int32s, st.data())
+def test_a_response_s_throttle_time_is_read_by_the_compiled_path_as_python_reads_it(version, correlation_id, topics,
+                                                                                   throttle_time_ms, data):
+    frame = rec.produce_response_frame(version, correlation_id, topics, throttle_time_ms)[4:]
+    if data.draw(st.booleans()):
+        frame = mutated(frame, data, cuts=True)
+    compiled = speedups.read_produce_answer(frame, version, rec.ProducePartitionAnswer, rec._ANSWER_FIELDS)
+    if compiled is not None:
+        assert compiled == rec.read_produce_answer(frame, version)
+    elif frame == rec.produce_response_frame(version, correlation_id, topics, throttle_time_ms)[4:]:
+        assert version >= 9 and any(a.record_errors for _, answers in topics for a in answers)
+
+
 SAMPLE_ANSWERS = [("orders", [rec.ProducePartitionAnswer(0, 6, 41, 1_700_000_000_000, 0, (), "m"),
                               rec.ProducePartitionAnswer(1, 0, 7)]), ("é", [rec.ProducePartitionAnswer(5, 0)])]
 
@@ -337,14 +352,19 @@ one_answer = st.builds(rec.ProducePartitionAnswer, int32s, int16s, st.integers(-
                        st.integers(-3, 2**50), st.just(()) | record_errors, st.none() | names)
 
 
-@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 3, reason="built before translated_produce_answer (3)")
+THROTTLED = "built before translated_produce_answer passed the broker's throttle time on (6)"
+
+
+@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 6, reason=THROTTLED)
 @settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(VERSIONS), int32s, st.data(), one_answer, lane_shifts, st.none() | names, int32s,
-       st.booleans())
-def test_the_lane_s_answer_is_python_s_byte_for_byte(version, correlation_id, data, answer, shift, name, index, usual):
-    """One topic with one answer (the usual, `usual`), or any answer list (then None, or Python's reading)."""
+       st.booleans(), int32s)
+def test_the_lane_s_answer_is_python_s_byte_for_byte(version, correlation_id, data, answer, shift, name, index, usual,
+                                                     throttle_time_ms):
+    """One topic with one answer (the usual, `usual`), or any answer list (then None, or Python's reading); the
+    broker's throttle time passed on by both."""
     topics = [("phys", [answer])] if usual else data.draw(answer_lists)
-    frame = rec.produce_response_frame(version, 99, topics)[4:]
+    frame = rec.produce_response_frame(version, 99, topics, throttle_time_ms)[4:]
     if data.draw(st.booleans()):
         frame = data.draw(st.sampled_from([bytearray, memoryview]))(frame)
     args = (frame, version, correlation_id, name, index, "phys", answer.index, shift)
@@ -356,7 +376,7 @@ def test_the_lane_s_answer_is_python_s_byte_for_byte(version, correlation_id, da
         pytest.fail(f"left to Python: {answer} {shift}")
 
 
-@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 3, reason="built before translated_produce_answer (3)")
+@pytest.mark.skipif(getattr(speedups, "REVISION", 0) < 6, reason=THROTTLED)
 @settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(VERSIONS), st.data())
 def test_a_damaged_answer_is_translated_as_python_translates_it_or_left_to_python(version, data):

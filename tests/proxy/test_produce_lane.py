@@ -64,6 +64,7 @@ class Broker:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.gate: asyncio.Event | None = None  # set: answers wait until it is
+        self.throttle: Callable[[rec.ProduceRequestFrame], int] = lambda request: 0  # its answer's throttle_time_ms
 
     async def start(self) -> Broker:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -79,11 +80,12 @@ class Broker:
                 return
             _, version, correlation_id = struct.unpack_from(">hhi", body)
             self.frames.append(body[:4] + bytes(4) + body[8:])
-            topics = self.answers(rec.read_produce_request(body))
+            request = rec.read_produce_request(body)
+            topics = self.answers(request)
             if self.gate is not None:
                 await self.gate.wait()
             if topics is not None:
-                writer.write(rec.produce_response_frame(version, correlation_id, topics))
+                writer.write(rec.produce_response_frame(version, correlation_id, topics, self.throttle(request)))
 
     def close(self) -> None:
         assert self.server is not None

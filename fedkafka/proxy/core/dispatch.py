@@ -89,6 +89,16 @@ class HandlerLooping(ProtocolViolation):
     """A handler returned plan after plan past MAX_PLAN_ROUNDS."""
 
 
+_Handled = tuple[Any, float | None, Any, Context]  # `_handle`'s: reply, produce deadline, observer's token, context
+
+
+def _report_refusals(ctx: Context | None, _done: object = None) -> None:
+    """Count and log a request's refusals not yet reported (one line per reason): before its answer, or as it
+    fails (`_done`: as a done-callback, the answer's future)."""
+    if ctx is not None and ctx.refusals is not None:
+        ctx.report_refusals()
+
+
 def _next_round(rounds: int, plan: Plan, what: str) -> int:
     """`rounds` + 1, or HandlerLooping (with one warning) when `plan` would be one round past the cap."""
     if rounds < MAX_PLAN_ROUNDS:
@@ -189,7 +199,7 @@ class Dispatcher:
                        physical=self.physical,
                        producer_ids=self.producer_ids, lease_valid=self.state.lease_valid(), client_id=client_id,
                        max_fetch_wait_ms=self.max_fetch_wait_ms, max_request_elements=self.max_request_elements,
-                       on_refusal=self.observer.refused,
+                       on_refusal=self.observer.refused, on_refusals=self.observer.refused_together,
                        session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None,
                        live=self.state)
 
@@ -226,12 +236,13 @@ class Dispatcher:
         if counts is not None:  # by the view version it is routed with (the handler reads it before any wait)
             view_version = self.state.view.version
             counts[view_version] += 1
+        ctx = None
         try:
             handled = self._handle(frame, session, api_key, version, correlation_id, loop)
             if not isinstance(handled, tuple):  # answered without an upstream call
                 answer = self._done(handled)
             else:
-                reply, deadline, seen = handled
+                reply, deadline, seen, ctx = handled
                 rounds = 0
                 while isinstance(reply, Plan) and reply.barrier:
                     rounds = _next_round(rounds, reply, f"api_key={api_key}")
@@ -243,23 +254,28 @@ class Dispatcher:
                     # one call to a broker (a controller call is a ControllerCall, type() is not Future): a callback
                     # awaits it
                     if len(sent) == 1 and type(sent[0]) is asyncio.Future:
-                        answer = self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen)
+                        answer = self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen, ctx)
                     else:
-                        answer = loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen))
+                        answer = loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen,
+                                                                 ctx))
+                        if ctx.refusals is not None:  # `_complete` reports them, unless cancelled before it starts
+                            answer.add_done_callback(functools.partial(_report_refusals, ctx))
                 else:
-                    answer = self._done(self._encode(reply, correlation_id, seen))
+                    answer = self._done(self._encode(reply, correlation_id, seen, ctx))
         except BaseException:
             if counts is not None:
                 counts[view_version] -= 1
+            _report_refusals(ctx)  # the handler's and its barrier rounds' (`_handle` reports when the handler fails)
             raise
         if counts is not None:
             answer.add_done_callback(functools.partial(_uncount, counts, view_version))
         return answer
 
     def _handle(self, frame: bytes | memoryview, session: Session | None, api_key: int, version: int,
-                correlation_id: int, loop: asyncio.AbstractEventLoop) -> tuple[Any, float | None, Any] | Answer:
+                correlation_id: int, loop: asyncio.AbstractEventLoop) -> _Handled | Answer:
         """Check, decode and hand the request to its handler: (its reply, the produce deadline, the observer's
-        token), or the answer when no upstream call is needed (version not served, denied, cached)."""
+        token, its context), or the answer when no upstream call is needed (version not served, denied, cached).
+        The handler's refusals are reported with the request's answer (`_encode`), or here when it failed."""
         if session is not None and (not session.authenticated or session.expires_at is not None) and \
                 (refusal := session.refusal(api_key)) is not None:
             # a broker closes a SASL connection that sends what its authentication stage does not take, or
@@ -293,13 +309,18 @@ class Dispatcher:
             reply = module.handle(ctx, header, request)
         except codec.DecodeError as e:  # bytes the request carries opaquely, which the handler decodes (a
             # JoinGroup's subscriptions, held to the same element limit): refused as the request's own bytes are
+            _report_refusals(ctx)
             raise ProtocolViolation(str(e)) from None
+        except BaseException:
+            _report_refusals(ctx)
+            raise
         if key is not None and not isinstance(reply, Plan):
+            _report_refusals(ctx)
             answer = self._encode_whole(reply, correlation_id, seen)
             if isinstance(answer, bytes):
                 self._remember(key, answer)
             return answer
-        return reply, deadline, seen
+        return reply, deadline, seen, ctx
 
     def _route(self, api_key: int, version: int) -> tuple[Any, Any, Any] | None:
         """(handler module, its `read_request`, its `cache_key`) for a request version this proxy serves (a hook
@@ -331,17 +352,22 @@ class Dispatcher:
         resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
         return codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed), correlation_id)
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
-                        deadline: float | None, seen=None) -> Answer:
+                        deadline: float | None, seen=None, ctx: Context | None = None) -> Answer:
         loop = self._loop or self.loop
         started = loop.time()
-        results = await self._collect(plan.calls, sent, plan.return_early)
-        elapsed = loop.time() - started
-        if elapsed > SLOW_REQUEST_S:
-            _warn_slow(elapsed, plan.calls, results)
-        return await self._finish_rounds(plan.finish(results), slot, correlation_id, deadline, seen)
+        try:
+            results = await self._collect(plan.calls, sent, plan.return_early)
+            elapsed = loop.time() - started
+            if elapsed > SLOW_REQUEST_S:
+                _warn_slow(elapsed, plan.calls, results)
+            reply = plan.finish(results)
+        except BaseException:
+            _report_refusals(ctx)
+            raise
+        return await self._finish_rounds(reply, slot, correlation_id, deadline, seen, ctx)
 
     def _one_call(self, loop: asyncio.AbstractEventLoop, plan: Plan, item: asyncio.Future, slot: int,
-                  correlation_id: int, deadline: float | None, seen) -> _Answer:
+                  correlation_id: int, deadline: float | None, seen, ctx: Context | None = None) -> _Answer:
         """`_complete` for a plan of one upstream call, done by a callback instead of a Task (for speed: per
         Produce that Task cost ~180 bytecodes, in its coroutines `_complete`, `_collect` and `_one` and in
         asyncio's WeakSet of tasks, and two more loop steps). The same steps, in the same order: the call's timer
@@ -352,13 +378,15 @@ class Dispatcher:
         timer = loop.call_later(plan.calls[0].timeout_s or REQUEST_TIMEOUT_S, _time_out, item)
         # a partial, not an object with attributes: its arguments reach the callback as locals
         item.add_done_callback(functools.partial(self._one_answered, answer, loop.time(), timer, plan, slot,
-                                                 correlation_id, deadline, seen))
+                                                 correlation_id, deadline, seen, ctx))
         return answer
 
     def _one_answered(self, answer: _Answer, started: float, timer: asyncio.TimerHandle, plan: Plan, slot: int,
-                      correlation_id: int, deadline: float | None, seen, item: asyncio.Future) -> None:
+                      correlation_id: int, deadline: float | None, seen, ctx: Context | None,
+                      item: asyncio.Future) -> None:
         timer.cancel()
         if answer.done():  # cancelled: so was the call
+            _report_refusals(ctx)
             return
         answer.awaits = None
         try:
@@ -370,27 +398,33 @@ class Dispatcher:
             reply = plan.finish(results)
             if isinstance(reply, Plan):  # more rounds: in a Task, as `_complete` runs them
                 rounds = answer.awaits = self.loop.create_task(
-                    self._finish_rounds(reply, slot, correlation_id, deadline, seen))
+                    self._finish_rounds(reply, slot, correlation_id, deadline, seen, ctx))
                 rounds.add_done_callback(functools.partial(_pass_on, answer))
                 return
-            answer.set_result(self._encode(reply, correlation_id, seen))
+            answer.set_result(self._encode(reply, correlation_id, seen, ctx))
         except asyncio.CancelledError:  # the call was cancelled by another: so is the answer, as the Task was
+            _report_refusals(ctx)
             answer.cancel()
         except BaseException as e:  # as a Task would: the connection reports it and closes
+            _report_refusals(ctx)
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
 
     async def _finish_rounds(self, reply: Any, slot: int, correlation_id: int, deadline: float | None,
-                             seen=None) -> Answer:
+                             seen=None, ctx: Context | None = None) -> Answer:
         """A handler's reply after its first answers: the plans it still returns run in turn, then the answer."""
         rounds = 0
-        while isinstance(reply, Plan):
-            rounds = _next_round(rounds, reply, "after the answers")
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
-            reply = reply.finish(await self._execute(reply.calls, slot, deadline))
-        return self._encode(reply, correlation_id, seen)
+        try:
+            while isinstance(reply, Plan):
+                rounds = _next_round(rounds, reply, "after the answers")
+                if reply.delay_s:
+                    await asyncio.sleep(reply.delay_s)
+                reply = reply.finish(await self._execute(reply.calls, slot, deadline))
+        except BaseException:
+            _report_refusals(ctx)
+            raise
+        return self._encode(reply, correlation_id, seen, ctx)
 
     def _done(self, value: Answer) -> asyncio.Future[Answer]:
         fut: asyncio.Future[Answer] = self.loop.create_future()
@@ -424,8 +458,11 @@ class Dispatcher:
                 sum(map(len, self._answers.values())) > ANSWER_CACHE_BYTES:
             self._answers.popitem(last=False)
 
-    def _encode(self, reply: Any, correlation_id: int, seen=None) -> Answer:
-        """The answer frame, its record sets by reference (`codec.Chunks`)."""
+    def _encode(self, reply: Any, correlation_id: int, seen=None, ctx: Context | None = None) -> Answer:
+        """The answer frame, its record sets by reference (`codec.Chunks`); the request's refusals (`ctx`'s) are
+        reported first, one line per reason."""
+        if ctx is not None and ctx.refusals is not None:
+            ctx.report_refusals()
         if type(reply) is CloseConnection:
             return self._close(reply, seen)
         self.observer.answered(seen, reply)

@@ -1,5 +1,5 @@
 """The dispatcher's one observer hook: requests, errors and latency per API, record bytes per logical topic and
-per physical cluster, refusals by reason (each also logged as one line).
+per physical cluster, refusals by reason (also logged: one line per request and reason).
 
 Cheap per request: plain integers in dicts keyed once per (api, version), a bisect into the latency buckets, and
 a walk over the answer's error codes along paths computed once per response type. No prometheus_client
@@ -22,7 +22,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from fedkafka.protocol import codec
-from fedkafka.proxy.plan import UNANSWERED, UpstreamError
+from fedkafka.proxy.plan import UNANSWERED, Refused, UpstreamError
+from fedkafka.security.session import Session
 
 log = logging.getLogger("fedkafka.refusals")
 
@@ -54,6 +55,18 @@ class NullObserver:
         log.info("refused %s %s/%s client=%s: %s", reason, topic, partition, client_id, detail,
                  extra={"refusal": {"reason": reason, "topic": topic, "partition": partition,
                                     "client_id": client_id, "detail": detail}})
+
+    def refused_together(self, refused: Refused, client_id: str | None, session: Session | None) -> None:
+        """A request's refusals of one reason (`Context.report_refusals`): one line, however many entries."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        principal, host = (None, None) if session is None else (session.principal, session.host)
+        more = refused.count - len(refused.examples)
+        detail = "; ".join(refused.details)
+        log.info("refused %s: %d (%s) principal=%s host=%s client=%s: %s%s", refused.reason, refused.count, detail,
+                 principal, host, client_id, ", ".join(refused.examples), f" and {more} more" if more > 0 else "",
+                 extra={"refusal": {"reason": refused.reason, "count": refused.count, "examples": refused.examples,
+                                    "detail": detail, "principal": principal, "host": host, "client_id": client_id}})
 
 
 NULL_OBSERVER = NullObserver()
@@ -156,6 +169,10 @@ class RequestMetrics(NullObserver, Collector):
     def refused(self, reason: str, topic: str, partition: int, detail: str | None, client_id: str | None) -> None:
         _add(self.refusals, reason, 1)
         super().refused(reason, topic, partition, detail, client_id)
+
+    def refused_together(self, refused: Refused, client_id: str | None, session: Session | None) -> None:
+        _add(self.refusals, refused.reason, refused.count)
+        super().refused_together(refused, client_id, session)
 
     def _new_series(self, api_key: int, version: int) -> _ApiSeries:
         if (api_key, version) == UNSUPPORTED:

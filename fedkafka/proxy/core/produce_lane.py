@@ -32,7 +32,7 @@ from fedkafka.protocol import codec
 from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _warn_slow
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
-from fedkafka.proxy.plan import Broker, CloseConnection, UpstreamError
+from fedkafka.proxy.plan import Broker, CloseConnection, Refused, UpstreamError, collect_refusal
 from fedkafka.security.acl import Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 
@@ -296,9 +296,16 @@ class ProduceLane:
             elapsed = d._loop.time() - started  # type: ignore[union-attr]  # set by Dispatcher.start
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, (call,), results)
-            reply, refresh = produce.lane_answer(request, routes, results[0], d.observer.refused)
+            result = results[0]
+            # the request's refusals (writes landing below their segment), one line per reason as on the generic
+            # path; a Written answer has none to make
+            refusals: dict[str, Refused] | None = None if type(result) is produce.Written else {}
+            reply, refresh = produce.lane_answer(request, routes, result, None if refusals is None else
+                                                 functools.partial(collect_refusal, refusals))
+            for refused in refusals.values() if refusals else ():
+                d.observer.refused_together(refused, request.client_id, None)
             if call.producer is not None:
-                produce.lane_noted(d.producer_ids, call.producer, results[0])
+                produce.lane_noted(d.producer_ids, call.producer, result)
             if refresh:
                 d.physical.request_refresh(call.target.cluster)
             d.observer.answered(seen, reply)  # `Dispatcher._encode`, for the one reply a lane request has

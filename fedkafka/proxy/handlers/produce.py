@@ -128,7 +128,9 @@ def handle(ctx: Context, header, request: rec.ProduceRequestFrame):
 
 def _route(ctx: Context, header, request, attempt: _Attempt):
     """Classify every partition, then do what must come first (a leader, a sealed floor, a physical id) behind
-    a barrier and route again, or forward the parts and translate the answers."""
+    a barrier and route again, or forward the parts and translate the answers. A pass after the first repeats
+    every check: its refusals replace the earlier pass's (one count and line per refused partition)."""
+    ctx.forget_refusals()  # a later pass's: the earlier pass's are not answered
     routing = _Routing()
     refused = _request_refusal(ctx, request)  # the same for every partition: asked once
     remember = refused[1] is None or refused[1][0] not in _UNREMEMBERED
@@ -378,10 +380,16 @@ def _answer(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing, r
     for t in request.topic_data:
         name = t.name
         topics.append(ProduceTopicAnswer(name, tuple([answers[(name, p.index)] for p in t.partition_data])))
-    answer = ProduceAnswer(request.version, tuple(topics))
+    answer = ProduceAnswer(request.version, tuple(topics), _throttle_ms(results))
     if request.acks == 0:  # the client wants no answer; the broker's was awaited all the same
         return _unanswered(request, answer)
     return answer
+
+
+def _throttle_ms(results: list) -> int:
+    """The longest a broker asked the proxy to back off (a quota; it mutes the connection meanwhile): the client
+    backs off as long (KIP-219), as a Fetch's client does (handlers/fetch.py)."""
+    return max([r.throttle_time_ms for r in results if type(r) is BrokerAnswer], default=0)
 
 
 SHOWN_ERRORS = 5  # partitions named in the log line of a connection closed after an acks=0 produce
@@ -576,15 +584,18 @@ UPSTREAM_ACKS = -1
 MAX_UPSTREAM_PRODUCE_TIMEOUT_MS = int(MAX_PRODUCE_WAIT_S * 1000)
 
 
-BrokerAnswer = tuple[tuple[str, tuple[rec.ProducePartitionAnswer, ...]], ...]  # (physical topic, its answers)
+class BrokerAnswer(NamedTuple):
+    """A broker's ProduceResponse: per physical topic its partitions' answers, and its throttle time."""
+
+    topics: rec.ProduceAnswers
+    throttle_time_ms: int
 
 
 @dataclass(slots=True)  # not frozen: cheaper to make (see records.BatchHeader)
 class UpstreamProduce:
     """The client's request narrowed to one broker's parts, in physical names, with acks=all and the capped
     timeout: written by records.py around the record sets (by reference), not by kio. The core sends it as it
-    sends a kio request (`frame_parts`) and reads the broker's answer with `read_response`: (physical topic,
-    records.ProducePartitionAnswer values) pairs."""
+    sends a kio request (`frame_parts`) and reads the broker's answer with `read_response`: a BrokerAnswer."""
 
     __api_key__: ClassVar[int] = 0
     version: int
@@ -616,7 +627,7 @@ class UpstreamProduce:
         """The broker's ProduceResponse (after its size prefix), read by records.py; a malformed one fails the call
         as a kio DecodeError does (the core answers its partitions REQUEST_TIMED_OUT)."""
         try:
-            return rec.read_produce_response(frame, self.version)
+            return BrokerAnswer(*rec.read_produce_answer(frame, self.version))
         except rec.MalformedFrame as e:
             raise DecodeError(f"malformed ProduceResponse: {e}") from None
 
@@ -633,9 +644,10 @@ class ProduceAnswer:
     __api_key__: ClassVar[int] = 0
     version: int
     responses: tuple[ProduceTopicAnswer, ...]
+    throttle_time_ms: int = 0  # the largest its brokers answered (`_throttle_ms`)
 
     def response_frame(self, correlation_id: int) -> bytes:
-        return rec.produce_response_frame(self.version, correlation_id, self.responses)
+        return rec.produce_response_frame(self.version, correlation_id, self.responses, self.throttle_time_ms)
 
     def count_errors(self, counts: dict) -> None:
         for t in self.responses:
@@ -650,7 +662,7 @@ def _translate(ctx: Context, parts: list[_Part], result, answers: dict) -> None:
         _lost(ctx, parts, result, answers)
         return
     physical = {}
-    for name, broker_answers in result:
+    for name, broker_answers in result.topics:
         for pr in broker_answers:
             physical[(name, pr.index)] = pr
     for part in parts:
@@ -934,7 +946,7 @@ def lane_noted(producer_ids, producer: LaneProducer, result) -> None:
         for seq, *_ in producer.parts:
             producer_ids.note_ambiguous(seq.seq_key, seq.first_seq)
         return
-    physical = {(name, pr.index): pr for name, broker_answers in result for pr in broker_answers}
+    physical = {(name, pr.index): pr for name, broker_answers in result.topics for pr in broker_answers}
     for seq, *_ in producer.parts:
         pr = physical.get((seq.seg.topic, seq.seg.partition))
         if pr is not None:
@@ -973,18 +985,19 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], resul
     if type(result) is Written:  # the usual: written as the broker's answer was read (LaneProduce)
         return result, result.error_code in _REFRESHING
     lost = isinstance(result, UpstreamError)
-    if not lost and len(routes) == 1 and len(result) == 1 and len(result[0][1]) == 1:  # the usual: one partition
+    throttle_ms = 0 if lost else result.throttle_time_ms
+    if not lost and len(routes) == 1 and len(answered := result.topics) == 1 and len(answered[0][1]) == 1:  # usual
         chain, seg = routes[0][:2]
-        pr = result[0][1][0]
-        if result[0][0] == seg.topic and pr.index == seg.partition:
+        pr = answered[0][1][0]
+        if answered[0][0] == seg.topic and pr.index == seg.partition:
             t = request.topic_data[0]
             index = t.partition_data[0].index
             answer = _in_logical_offsets(index, chain, seg, pr, _refusal_of(refused, t.name, index))
-            return ProduceAnswer(request.version, (ProduceTopicAnswer(t.name, (answer,)),)), \
+            return ProduceAnswer(request.version, (ProduceTopicAnswer(t.name, (answer,)),), throttle_ms), \
                 pr.error_code in _REFRESHING
     physical = {}
     if not lost:
-        for name, broker_answers in result:
+        for name, broker_answers in result.topics:
             for pr in broker_answers:
                 physical[(name, pr.index)] = pr
     refresh = lost
@@ -1005,7 +1018,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], resul
                 refresh |= pr.error_code in _REFRESHING
                 answers.append(_in_logical_offsets(pd.index, chain, seg, pr, _refusal_of(refused, t.name, pd.index)))
         topics.append(ProduceTopicAnswer(t.name, tuple(answers)))
-    return ProduceAnswer(request.version, tuple(topics)), refresh
+    return ProduceAnswer(request.version, tuple(topics), throttle_ms), refresh
 
 
 def _refusal_of(refused: Callable[..., None] | None, name: str, index: int) -> Callable[[str], None] | None:

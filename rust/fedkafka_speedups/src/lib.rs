@@ -512,9 +512,11 @@ fn frame_buffer(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyByteArray>>
 /// the revision it calls (revision 1: `frame_buffer`; 2: `produce_batch` and the Produce frames of produce.rs;
 /// 3: `translated_produce_answer`, the Produce lane's answer; 4: `read_produce_request`'s `max_elements`, an
 /// optional argument a records.py of revision 2 or 3 does not pass; 5: `forwarded_batch`, `producer_head`, and
-/// `produce_request_parts` taking a record set in pieces, a `records.RecordParts`, which no older records.py passes).
+/// `produce_request_parts` taking a record set in pieces, a `records.RecordParts`, which no older records.py passes;
+/// 6: `read_produce_answer`, and `translated_produce_answer` passing the broker's throttle time on, where an older
+/// build wrote 0).
 const INTERFACE: u32 = 1;
-const REVISION: u32 = 5;
+const REVISION: u32 = 6;
 
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -534,6 +536,7 @@ fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(produce::produce_request_parts, m)?)?;
     m.add_function(wrap_pyfunction!(produce::produce_response_frame, m)?)?;
     m.add_function(wrap_pyfunction!(produce::read_produce_response, m)?)?;
+    m.add_function(wrap_pyfunction!(produce::read_produce_answer, m)?)?;
     m.add_function(wrap_pyfunction!(produce::translated_produce_answer, m)?)?;
     Ok(())
 }

@@ -517,6 +517,26 @@ pub fn read_produce_response<'py>(
     answer_cls: &Bound<'py, PyAny>,
     answer_names: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    Ok(read_answer(frame, version, answer_cls, answer_names)?.map(|(topics, _)| topics))
+}
+
+/// `records.read_produce_answer`: what `read_produce_response` reads and the answer's throttle_time_ms, or None.
+#[pyfunction]
+pub fn read_produce_answer<'py>(
+    frame: &Bound<'py, PyAny>,
+    version: &Bound<'py, PyAny>,
+    answer_cls: &Bound<'py, PyAny>,
+    answer_names: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyTuple>, i32)>> {
+    read_answer(frame, version, answer_cls, answer_names)
+}
+
+fn read_answer<'py>(
+    frame: &Bound<'py, PyAny>,
+    version: &Bound<'py, PyAny>,
+    answer_cls: &Bound<'py, PyAny>,
+    answer_names: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyTuple>, i32)>> {
     let Some(version) = int::<i16>(version) else { return Ok(None) };
     if !(3..=12).contains(&version) {
         return Ok(None);
@@ -549,10 +569,11 @@ pub fn read_produce_response<'py>(
         }
         topics.push(PyTuple::new(py, [PyString::new(py, name).into_any(), PyTuple::new(py, read)?.into_any()])?);
     }
-    if r.i32().is_none() || (flexible && r.no_tags().is_none()) {
-        return Ok(None); // throttle_time_ms, then (flexible) the body's tags
+    let Some(throttle_time_ms) = r.i32() else { return Ok(None) };
+    if flexible && r.no_tags().is_none() {
+        return Ok(None); // the body's tags
     }
-    Ok(Some(PyTuple::new(py, topics)?))
+    Ok(Some((PyTuple::new(py, topics)?, throttle_time_ms)))
 }
 
 type Answer<'py> = (i32, i16, i64, i64, i64, Bound<'py, PyTuple>, Option<String>);
@@ -590,7 +611,8 @@ fn partition_answer<'py>(py: Python<'py>, r: &mut Reader<'_>, version: i16) -> P
 
 /// `records.translated_produce_answer`: the client's answer to a Produce of one partition, written straight from
 /// the broker's answer (`frame`, after its size prefix) with the partition's offsets moved by `delta` into the
-/// client's space, and the error code; None for anything but one topic `phys_topic` with the one answer for
+/// client's space, the broker's throttle_time_ms passed on (KIP-219: the client backs off as long), and the error
+/// code; None for anything but one topic `phys_topic` with the one answer for
 /// `phys_partition` that `read_produce_response` above takes, or a value that does not fit (records.py then reads
 /// it in Python). Log start: as is below 0, else max(start, phys_start) + delta when `chain_base` is None or
 /// start > phys_start, else `chain_base`.
@@ -622,7 +644,9 @@ pub fn translated_produce_answer<'py>(
     let Some(buffer) = byte_buffer(frame) else { return Ok(None) };
     let mut r = Reader { b: bytes_of(&buffer), pos: 4 };
     let flexible = version >= FIRST_FLEXIBLE;
-    let Some(fields) = one_answer(py, &mut r, version, phys_topic, phys_partition)? else { return Ok(None) };
+    let Some((fields, throttle_time_ms)) = one_answer(py, &mut r, version, phys_topic, phys_partition)? else {
+        return Ok(None);
+    };
     let (_, code, base, append, start, errors, message) = fields;
     let base = if base >= 0 { base.checked_add(delta) } else { Some(base) };
     let start = if start < 0 {
@@ -672,7 +696,7 @@ pub fn translated_produce_answer<'py>(
     if written.is_none() {
         return Ok(None);
     }
-    out.extend_from_slice(&0i32.to_be_bytes()); // throttle_time_ms
+    out.extend_from_slice(&throttle_time_ms.to_be_bytes());
     if flexible {
         out.push(0);
     }
@@ -682,14 +706,14 @@ pub fn translated_produce_answer<'py>(
 }
 
 /// The one partition answer of a ProduceResponse of one topic `topic` whose answer is for `partition`, read as
-/// `read_produce_response` reads it; None for any other.
+/// `read_produce_response` reads it, and the answer's throttle_time_ms; None for any other.
 fn one_answer<'py>(
     py: Python<'py>,
     r: &mut Reader<'_>,
     version: i16,
     topic: &str,
     partition: i32,
-) -> PyResult<Option<Answer<'py>>> {
+) -> PyResult<Option<(Answer<'py>, i32)>> {
     let flexible = version >= FIRST_FLEXIBLE;
     if flexible && r.no_tags().is_none() {
         return Ok(None);
@@ -705,8 +729,9 @@ fn one_answer<'py>(
     if fields.0 != partition || (flexible && r.no_tags().is_none()) {
         return Ok(None);
     }
-    if r.i32().is_none() || (flexible && r.no_tags().is_none()) {
-        return Ok(None); // throttle_time_ms, then (flexible) the body's tags
+    let Some(throttle_time_ms) = r.i32() else { return Ok(None) };
+    if flexible && r.no_tags().is_none() {
+        return Ok(None); // the body's tags
     }
-    Ok(Some(fields))
+    Ok(Some((fields, throttle_time_ms)))
 }
