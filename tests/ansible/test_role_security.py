@@ -219,6 +219,7 @@ def test_the_upstream_config_is_written_0600_and_only_its_path_reaches_the_comma
   gather_facts: false
   vars_files:
     - {ROOT}/roles/fedkafka_common/defaults/main.yml
+    - {ROOT}/roles/fedkafka_common/vars/main.yml
   tasks:
     - name: The common role's upstream tasks
       ansible.builtin.include_tasks: {ROOT}/roles/fedkafka_common/tasks/upstream.yml

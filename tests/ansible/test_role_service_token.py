@@ -29,6 +29,7 @@ def _token_tasks(tmp_path: Path, service_token: str) -> subprocess.CompletedProc
   gather_facts: false
   vars_files:
     - {ROOT}/roles/fedkafka_common/defaults/main.yml
+    - {ROOT}/roles/fedkafka_common/vars/main.yml
   tasks:
     - name: The common role's token tasks
       ansible.builtin.include_tasks: {ROOT}/roles/fedkafka_common/tasks/token.yml
