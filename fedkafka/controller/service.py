@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -33,7 +35,7 @@ from fedkafka.client_rules import pool_for
 from fedkafka.controller import acls, claims, db, deletions, leftovers
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
-from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
+from fedkafka.controller.errors import Conflict, Forbidden, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
 from fedkafka.controller.leadership import Leadership
 from fedkafka.controller.metrics import Metrics
@@ -148,6 +150,8 @@ class Controller:
         # member id (a proxy's row: its node id, or a worker's own row) -> (lease, fence expiry, applied version)
         self._leases: dict[int, tuple[float, float, int]] = {}
         self._node_of: dict[int, int] = {}  # member id -> the node id clients see (docs/DESIGN.md §4.10)
+        # member id -> hash of its member secret as this controller last saw it in the database (§4.2)
+        self._secret_hashes: dict[int, str] = {}
         self._pending: dict[int, tuple[float, float, int, dict]] = {}  # renewals not yet in the database
         self._flush_lock = threading.RLock()  # one heartbeat batch written at a time
         self._renewals = 0  # renewals taken so far ...
@@ -195,6 +199,7 @@ class Controller:
         with self._hb_lock:
             self._leases.clear()
             self._pending.clear()
+            self._secret_hashes.clear()
         self.compose()
 
     def stopping(self) -> bool:
@@ -641,6 +646,7 @@ class Controller:
         now = time.time()
         expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
         claimed = _ProxyIdentity(host, port, role, pool, tuple(sorted(listeners)))
+        secret = secrets.token_urlsafe(32)  # a new one each registration: its heartbeats present it (§4.2)
         for _ in range(3):
             with self.session() as s:
                 self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
@@ -653,6 +659,7 @@ class Controller:
                 row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
                 row.listeners_json = json.dumps(listeners)
                 row.worker, row.worker_of = worker, node_of
+                row.secret_hash = _secret_hash(secret)
                 try:
                     s.commit()
                 except IntegrityError:  # the same instance registering twice at once: the row exists now
@@ -662,10 +669,36 @@ class Controller:
                 with self._hb_lock:
                     self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
                     self._node_of[member_id] = node_id
+                    self._secret_hashes[member_id] = _secret_hash(secret)
             break
         self.compose()
-        return {"node_id": node_id, "member_id": member_id, "worker": worker, "lease_ms": self.settings.lease_ms,
+        return {"node_id": node_id, "member_id": member_id, "member_secret": secret, "worker": worker,
+                "lease_ms": self.settings.lease_ms,
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
+
+    def check_member_secret(self, member_id: int, secret: str | None) -> None:
+        """Forbidden unless `secret` is the one member `member_id`'s latest registration was given: every proxy
+        host holds the service token, so the token alone must not renew another proxy's lease (keeping a dead
+        proxy listed) or ack views for it (a move would go on while that proxy still writes with an older view,
+        docs/DESIGN.md §4.2). Checked against this controller's copy of the hash, else the database's (a member
+        registered through another controller, or before a failover). NotFound for an unknown member: register."""
+        given = _secret_hash(secret or "")
+        with self._hb_lock:
+            cached = self._secret_hashes.get(member_id)
+        if cached is not None and hmac.compare_digest(cached, given):
+            return
+        with self.session() as s:
+            row = s.get(ProxyRow, member_id)
+            stored = row.secret_hash if row is not None else None
+        if row is None:
+            raise NotFound(f"proxy {member_id} is not registered: register again")
+        if stored is None:  # registered by a controller before member secrets: until it registers again (§4.2)
+            return
+        if not secret or not hmac.compare_digest(stored, given):
+            raise Forbidden(f"member {member_id}: missing or wrong member secret (X-Fedkafka-Member-Secret); only "
+                            "the proxy whose registration was given the secret may heartbeat as it: register again")
+        with self._hb_lock:
+            self._secret_hashes[member_id] = stored
 
     @staticmethod
     def _refuse_takeover(s: Session, instance_id: str, claimed: _ProxyIdentity, now: float) -> None:
@@ -1295,6 +1328,11 @@ class _ProxyIdentity:
     def of(cls, row: ProxyRow) -> _ProxyIdentity:
         listeners = sorted((str(p), str(h), int(n)) for p, h, n in json.loads(row.listeners_json or "[]"))
         return cls(row.host, row.port, row.role, row.pool, tuple(listeners))
+
+
+def _secret_hash(secret: str) -> str:
+    """What the database keeps of a member secret (hex SHA-256): a copy of the database gives no heartbeat."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _proxy_status(rows: list[ProxyRow], now: float) -> list[dict[str, Any]]:

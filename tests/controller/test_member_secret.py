@@ -66,3 +66,27 @@ def test_a_heartbeat_for_another_proxys_member_id_is_refused(make_client):
     unsigned = api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json={"applied_version": version, "load": {}})
     assert unsigned.status_code == 403, unsigned.text
     assert _applied(api, a["member_id"]) == 0  # no view acked for a
+
+
+def test_a_member_registered_before_member_secrets_heartbeats_without_one_until_it_registers_again(make_client):
+    """A row whose registration predates member secrets (no hash: a controller upgraded under running proxies)
+    keeps renewing without a secret; its next registration gives it one, required from then on."""
+    api = make_client()
+    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
+    with api.controller.session() as s:
+        s.get(ProxyRow, a["member_id"]).secret_hash = None
+        s.commit()
+    restarted = make_client(api.database)  # forgets the hash it cached at the registration
+    beat = {"applied_version": 0, "load": {}}
+    assert restarted.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat).status_code == 200
+    again = restarted.post("/v1/proxies", json=_proxy("a", 9092)).json()
+    assert restarted.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat).status_code == 403
+    assert restarted.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat,
+                          headers={SECRET_HEADER: again["member_secret"]}).status_code == 200
+
+
+def test_an_unknown_member_is_told_to_register_not_refused(make_client):
+    api = make_client()
+    answer = api.post("/v1/proxies/4242/heartbeat", json={"applied_version": 0, "load": {}},
+                      headers={SECRET_HEADER: "whatever"})
+    assert answer.status_code == 404, answer.text
