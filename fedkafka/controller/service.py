@@ -150,7 +150,7 @@ class Controller:
         # member id (a proxy's row: its node id, or a worker's own row) -> (lease, fence expiry, applied version)
         self._leases: dict[int, tuple[float, float, int]] = {}
         self._node_of: dict[int, int] = {}  # member id -> the node id clients see (docs/DESIGN.md §4.10)
-        # member id -> hash of its member secret as this controller last saw it in the database (§4.2)
+        # member id -> hash of its member secret as this controller last saw it in the database (§5.2)
         self._secret_hashes: dict[int, str] = {}
         self._pending: dict[int, tuple[float, float, int, dict]] = {}  # renewals not yet in the database
         self._flush_lock = threading.RLock()  # one heartbeat batch written at a time
@@ -646,7 +646,7 @@ class Controller:
         now = time.time()
         expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
         claimed = _ProxyIdentity(host, port, role, pool, tuple(sorted(listeners)))
-        secret = secrets.token_urlsafe(32)  # a new one each registration: its heartbeats present it (§4.2)
+        secret = secrets.token_urlsafe(32)  # a new one each registration: its heartbeats present it (§5.2)
         for _ in range(3):
             with self.session() as s:
                 self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
@@ -680,7 +680,7 @@ class Controller:
         """Forbidden unless `secret` is the one member `member_id`'s latest registration was given: every proxy
         host holds the service token, so the token alone must not renew another proxy's lease (keeping a dead
         proxy listed) or ack views for it (a move would go on while that proxy still writes with an older view,
-        docs/DESIGN.md §4.2). Checked against this controller's copy of the hash, else the database's (a member
+        docs/DESIGN.md §5.2). Checked against this controller's copy of the hash, else the database's (a member
         registered through another controller, or before a failover). NotFound for an unknown member: register."""
         given = _secret_hash(secret or "")
         with self._hb_lock:
@@ -692,7 +692,7 @@ class Controller:
             stored = row.secret_hash if row is not None else None
         if row is None:
             raise NotFound(f"proxy {member_id} is not registered: register again")
-        if stored is None:  # registered by a controller before member secrets: until it registers again (§4.2)
+        if stored is None:  # registered by a controller before member secrets: until it registers again (§5.2)
             return
         if not secret or not hmac.compare_digest(stored, given):
             raise Forbidden(f"member {member_id}: missing or wrong member secret (X-Fedkafka-Member-Secret); only "

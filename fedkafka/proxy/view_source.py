@@ -105,7 +105,7 @@ class ControllerViewSource:
         self.worker = worker
         self.member_id: int | None = None  # this process's row at the controller, once registered
         # the secret that registration was given (memory only: a restart registers again and gets a new one); each
-        # heartbeat presents it, so no other holder of the service token renews or acks as this member (§4.2)
+        # heartbeat presents it, so no other holder of the service token renews or acks as this member (§5.2)
         self.member_secret: str | None = None
         self.on_block = on_block
         self.cache = cache

@@ -1,6 +1,6 @@
 """Member secrets: a heartbeat (the lease renewal and the view ack it carries) counts only for the proxy that
 registered the member id. Every proxy host holds the service token; a member id is in the view and the status,
-so the token alone must not let one host renew or ack for another (docs/DESIGN.md §4.2, "Member secrets")."""
+so the token alone must not let one host renew or ack for another (docs/DESIGN.md §5.2, "Member secrets")."""
 
 from __future__ import annotations
 

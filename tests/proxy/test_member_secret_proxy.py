@@ -2,7 +2,7 @@
 ControllerViewSource and the controller's API: it presents the secret its registration got, a restarted proxy
 (registering again, from its saved view or not) gets a new one that supersedes the old, the secret outlives a
 controller restart (only its hash is in the database), and the proxy superseded registers again and counts
-(docs/DESIGN.md §4.2, "Member secrets")."""
+(docs/DESIGN.md §5.2, "Member secrets")."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from fedkafka.controller.publish import Publisher
 from fedkafka.controller.service import MAX_WORKER, Controller
 
 MAX_WAIT_MS = 60_000
-# the member secret a registration answers (`member_secret`): a heartbeat presents it (docs/DESIGN.md §4.2)
+# the member secret a registration answers (`member_secret`): a heartbeat presents it (docs/DESIGN.md §5.2)
 MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
 # worker i > 0 of a proxy has the row `{instance_id}/w{i}` (service.register_proxy): room for the suffix
 INSTANCE_ID_MAX = stored_length(ProxyRow.instance_id) - len(f"/w{MAX_WORKER}")

@@ -1,6 +1,6 @@
 """proxy member secret: the SHA-256 of the secret a member's latest registration was given, which its heartbeats
 must present; NULL for a row registered before (accepted without a secret until it registers again)
-(docs/DESIGN.md §4.2, "Member secrets")
+(docs/DESIGN.md §5.2, "Member secrets")
 
 Revision ID: 0017
 Revises: 0016
