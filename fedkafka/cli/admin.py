@@ -246,12 +246,13 @@ def _url_host(host: str) -> str:
 
 
 def _open_controller(controller_class, settings, db: str, wait: bool):
-    """The service on its database. `wait` (a controller that restarted itself as a standby): retry until the
-    database answers instead of exiting."""
+    """The service on its database, a standby until its leadership holds the row (it composes no view before:
+    docs/DESIGN.md §3.6). `wait` (a controller that restarted itself as a standby): retry until the database answers
+    instead of exiting."""
     delay = 0.5
     while True:
         try:
-            return controller_class(settings)
+            return controller_class(settings, standby=True)
         except Exception as e:  # bad URL, unreachable database, failed migration: one line, non-zero
             message = f"cannot open database {db}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if not wait:

@@ -4,7 +4,8 @@ Controllers compete for one row, `controller_leader`: the holder renews it every
 over by compare-and-set once it has expired (or at once when it names this controller's own URL: this process
 holds that port, so the holder that wrote it is gone), with a new term. Only the active controller runs the
 background loops and the workflows and answers `/v1/`; a standby answers 503 naming the active one
-(`StandbyGate`), so proxies, the name service and the CLI move on to it.
+(`StandbyGate`), so proxies, the name service and the CLI move on to it. A controller starts as a standby
+(`Controller(standby=True)`): it serves the stored view and writes nothing, not even a view, until it holds the row.
 
 Split brain is fenced in the database: every move transition re-reads the row in its own transaction,
 locked (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite serializes writers and refuses a write on a stale
@@ -37,6 +38,28 @@ ACTIVE_HEADER = "x-fedkafka-active"
 
 class NotLeader(RuntimeError):
     """This controller no longer holds the leader row: whatever it was about to commit must not count."""
+
+
+class RoundLog:
+    """How a background loop (the scans, the lease check, the workflow sweeper, auto-failover) logs a round that
+    failed. NotLeader (another controller took the row; this one notices within a lease/3 and restarts as a
+    standby): one WARNING line, no traceback, once per loop until this controller's leadership changes (a new
+    term). Any other error keeps its traceback, every round."""
+
+    def __init__(self, logger: logging.Logger, loop: str, leadership: Callable[[], Leadership | None]):
+        self.logger, self.loop, self.leadership = logger, loop, leadership
+        self._warned_term: int | None = None  # the term this loop last said it lost
+
+    def failed(self, error: Exception) -> None:
+        if not isinstance(error, NotLeader):
+            self.logger.error("%s failed", self.loop, exc_info=error)
+            return
+        lead = self.leadership()
+        term = lead.term if lead is not None else 0
+        if term != self._warned_term:
+            self._warned_term = term
+            self.logger.warning("%s: not the active controller any more (%s); its rounds write nothing until it "
+                                "restarts as a standby", self.loop, error)
 
 
 class Leadership:
@@ -94,6 +117,9 @@ class Leadership:
                 log.info("active controller (term %d) at %s", self.term, self.url)
                 try:
                     on_active()
+                except NotLeader as e:  # taken again meanwhile: nothing to debug
+                    log.warning("taking over failed: %s", e)
+                    on_lost(f"taking over failed: {e}")
                 except Exception as e:  # half started: start over rather than act half active
                     log.exception("taking over failed")
                     on_lost(f"taking over failed: {type(e).__name__}")

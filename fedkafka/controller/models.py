@@ -142,7 +142,11 @@ class ProxyRow(Base):
 
 
 class ClientRuleRow(Base):
+    """A name service rule (docs/DESIGN.md §3.4). One rule per match kind and pattern, kept by the database itself
+    (revision 0017): two controllers writing at once each pass their own check, the constraint refuses the later."""
+
     __tablename__ = "client_rules"
+    __table_args__ = (UniqueConstraint("match", "pattern", name="uq_client_rules_match_pattern"),)
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     match: Mapped[str] = mapped_column(String(8))
     pattern: Mapped[str] = mapped_column(String(256))

@@ -44,6 +44,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from fedkafka.controller import claims
+from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.models import (
     ChainRow,
     ClusterRow,
@@ -198,6 +199,10 @@ class Mover:
         try:
             self._roll_back(ids, reason)
             self._publish(ids)
+        except NotLeader as e:  # the active controller's sweeper settles them
+            if strict:
+                raise
+            log.warning("moves %s not settled (%s): %s; left to the active controller", ids, reason, e)
         except Exception:
             if strict:
                 raise

@@ -37,7 +37,7 @@ from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Forbidden, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
-from fedkafka.controller.leadership import Leadership
+from fedkafka.controller.leadership import Leadership, NotLeader, RoundLog
 from fedkafka.controller.metrics import Metrics
 from fedkafka.controller.models import (
     ChainRow,
@@ -117,8 +117,12 @@ def new_federation_id() -> str:
 
 
 class Controller:
-    def __init__(self, settings: Settings, kafka: KafkaAdmin | None = None):
+    def __init__(self, settings: Settings, kafka: KafkaAdmin | None = None, *, standby: bool = False):
+        """`standby`: one of the controllers that compete for the database's leader row (docs/DESIGN.md §3.6). It
+        starts by loading the stored view and writes nothing, not even a view, until its `leadership` holds the row
+        (`become_active` composes then). Without it (one controller in process, tests) it acts at once."""
         self.settings = settings
+        self._standby = standby
         self.engine = db.make_engine(settings.db_url)
         db.migrate(self.engine)
         self.session = db.session_factory(self.engine)
@@ -164,7 +168,8 @@ class Controller:
         self.lost_topics: dict[str, list[str]] = {}
         self.offsets_copy: dict | None = None  # the groups' offsets as last copied (controller.coordination)
         self._threads: list[threading.Thread] = []
-        self.compose()
+        if not standby:  # a standby serves the stored view: a view composed now would be an unfenced write
+            self.compose()
         self.metrics.watch(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -176,20 +181,23 @@ class Controller:
 
     def check_leader(self, session) -> None:
         """In a write transaction that must not commit once another controller took over (moves): raises
-        NotLeader then (docs/DESIGN.md §3.6). A controller without leadership (tests, in process) always passes."""
+        NotLeader then (docs/DESIGN.md §3.6). A controller without leadership (tests, in process) always passes,
+        unless it was started as a standby."""
         if self.leadership is not None:
             self.leadership.check(session)
+        elif self._standby:
+            raise NotLeader("this controller is a standby: it does not compete for the leader row yet")
 
     def refuse_unless_leading(self) -> None:
         """NotLeader unless this controller holds the leader row now: asked before a change touches Kafka (creates
         or alters physical topics), which no transaction can undo; its write transaction checks again."""
-        if self.leadership is not None:
+        if self.leadership is not None or self._standby:
             with self.session() as s:
-                self.leadership.check(s)
+                self.check_leader(s)
 
     def is_active(self) -> bool:
         """This controller composes views and runs workflows (always, without leadership: one controller)."""
-        return self.leadership is None or self.leadership.active
+        return self.leadership.active if self.leadership is not None else not self._standby
 
     def become_active(self) -> None:
         """This controller now holds the leader row: serve the database's view, keep its proxies listed for one
@@ -968,25 +976,29 @@ class Controller:
     def put_rule(self, name: str, match: str, pattern: str, pool: str) -> tuple[dict, bool]:
         """One rule per match kind and pattern: another name for the same pair is a Conflict naming the rule that
         has it (two would both be stored and only the first by name would route, silently; docs/DESIGN.md §3.4).
-        To give a pattern another pool, set that rule again, or delete it first."""
+        To give a pattern another pool, set that rule again, or delete it first. The check runs under this process's
+        lock only: a controller on the same database writing at once is refused by the database's constraints
+        (revision 0017), and that too is a Conflict."""
         if match not in ("exact", "prefix"):
             raise Invalid(f"match must be exact or prefix, got {match!r}")
         if not name or not pattern or not pool:
             raise Invalid("name, pattern and pool must be non-empty")
         with self._write_lock, self.session() as s:
             self.check_leader(s)
-            holder = s.scalar(select(ClientRuleRow.name).where(
-                ClientRuleRow.match == match, ClientRuleRow.pattern == pattern, ClientRuleRow.name != name))
-            if holder is not None:
-                raise Conflict(f"client rule {holder!r} already has match {match} pattern {pattern!r}: set that rule "
-                               f"to change its pool, or delete it first (DELETE /v1/client-rules/{holder})")
+            _refuse_a_taken_pattern(s, name, match, pattern)
             row = s.get(ClientRuleRow, name)
             before = None if row is None else _rule_dict(row)
             if row is None:
                 row = ClientRuleRow(name=name)
                 s.add(row)
             row.match, row.pattern, row.pool = match, pattern, pool
-            s.commit()
+            try:
+                s.commit()
+            except IntegrityError:  # another controller's rule committed since the check: the database's own
+                s.rollback()        # constraints (one rule per name, one per match and pattern) refused this one
+                _refuse_a_taken_pattern(s, name, match, pattern)
+                raise Conflict(f"client rule {name!r} was written by another controller at the same time; "
+                               "read it again (GET /v1/client-rules) and retry") from None
             after = _rule_dict(row)
         return after, before != after
 
@@ -1266,20 +1278,26 @@ class Controller:
             log.warning("lease ran out: proxies %s leave the view", sorted(expired))
             self.compose()
 
+    def round_log(self, loop: str, logger: logging.Logger = log) -> RoundLog:
+        """How background loop `loop` logs a failed round: a lost leader row once, other errors with traceback."""
+        return RoundLog(logger, loop, lambda: self.leadership)
+
     def _scan_loop(self) -> None:
+        rounds = self.round_log("scan")
         while not self._stop.is_set():
             try:
                 self.scan_once()
-            except Exception:  # the controller outlives any scan failure; the next round retries
-                log.exception("scan failed")
+            except Exception as e:  # the controller outlives any scan failure; the next round retries
+                rounds.failed(e)
             self._stop.wait(self.settings.scan_interval)
 
     def _lease_loop(self) -> None:
+        rounds = self.round_log("lease check")
         while not self._stop.wait(min(0.2, self.settings.lease_ms / 4000)):
             try:
                 self.lease_round()
-            except Exception:
-                log.exception("lease check failed")
+            except Exception as e:
+                rounds.failed(e)
 
     def lease_round(self) -> None:
         """One round of the lease loop: drop the proxies whose lease ran out, and serve the database's view."""
@@ -1398,6 +1416,15 @@ def _proxy_address(p: ProxyInfo) -> dict[str, Any]:
     """A proxy as the name service relays to it."""
     return {"node_id": p.node_id, "host": p.host, "port": p.port, "role": p.role.value,
             "listeners": [[e.protocol, e.host, e.port] for e in p.endpoints()]}
+
+
+def _refuse_a_taken_pattern(s: Session, name: str, match: str, pattern: str) -> None:
+    """Conflict naming the rule other than `name` that has this match and pattern, if one does."""
+    holder = s.scalar(select(ClientRuleRow.name).where(
+        ClientRuleRow.match == match, ClientRuleRow.pattern == pattern, ClientRuleRow.name != name))
+    if holder is not None:
+        raise Conflict(f"client rule {holder!r} already has match {match} pattern {pattern!r}: set that rule "
+                       f"to change its pool, or delete it first (DELETE /v1/client-rules/{holder})")
 
 
 def _rule_dict(r: ClientRuleRow) -> dict[str, str]:

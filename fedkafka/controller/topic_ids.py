@@ -19,8 +19,8 @@ from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopi
 from kio.schema.types import TopicName
 from kio.static.primitive import i32Timedelta
 
-from fedkafka.controller.group_offsets import bootstrap_addresses
-from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable, _ask, _connect
+from fedkafka.controller.group_offsets import _exchange, bootstrap_addresses
+from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.security.upstream import UpstreamSecurity
 
 ZERO_ID = uuid.UUID(int=0)  # what a broker answers for a topic without an id
@@ -80,8 +80,7 @@ def _any_broker(bootstrap: str, request, timeout: float, security: UpstreamSecur
             unanswered.append(f"broker {host}:{port}: not asked, no time left")
             continue
         try:
-            with _connect(host, port, left, security) as sock:
-                return _ask(sock, request, 1)
-        except (OSError, ValueError) as e:  # refused, reset, timed out, TLS, SASL, an answer that does not decode
-            unanswered.append(f"broker {host}:{port}: {type(e).__name__}: {e}")
+            return _exchange(host, port, request, left, security)
+        except KafkaUnavailable as e:  # refused, reset, timed out, TLS, SASL, an answer that does not decode
+            unanswered.append(str(e))
     raise KafkaUnavailable("; ".join(unanswered))

@@ -30,7 +30,7 @@ from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.coordination import CoordinationMove
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
-from fedkafka.controller.leadership import NotLeader
+from fedkafka.controller.leadership import NotLeader, RoundLog
 from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import MoveFailed, Mover, moves_named, unfinished_moves_to
 from fedkafka.view.chains import UNCLEAN_GAP
@@ -100,6 +100,7 @@ class WorkflowEngine:
         self._start_lock = threading.Lock()
         self._records: dict[int, dict[str, Any]] = {}
         self._threads: dict[int, threading.Thread] = {}
+        self._sweep_rounds = RoundLog(log, "sweep", lambda: self.ctl.leadership)
 
     # -- API ------------------------------------------------------------------------------------
     def start(self, kind: str, cluster: str, strategy: str | None = None, drain: str | bool | None = None,
@@ -256,10 +257,11 @@ class WorkflowEngine:
         its own."""
         resumed = []
         try:
+            self.ctl.refuse_unless_leading()  # one that lost the row settles nothing: the active one's sweeper does
             resumed = self._respawn()
             self.mover.sweep()
-        except Exception:
-            log.exception("sweep failed")
+        except Exception as e:
+            self._sweep_rounds.failed(e)
         return resumed
 
     def _respawn(self) -> list[int]:
@@ -302,11 +304,12 @@ class WorkflowEngine:
         after = self.ctl.settings.auto_failover_after
         down_since: dict[str, float] = {}
         refused: set[str] = set()
+        rounds = RoundLog(log, "auto-failover check", lambda: self.ctl.leadership)
         while not self.ctl.wait_stopping(min(1.0, max(0.1, after / 4))):
             try:
                 self.auto_failover_round(down_since, refused, after)
-            except Exception:
-                log.exception("auto-failover check failed")
+            except Exception as e:
+                rounds.failed(e)
 
     def auto_failover_round(self, down_since: dict[str, float], refused: set[str], after: float) -> list[int]:
         """One check: start a failover of each cluster unreachable for `after` seconds that still takes writes.

@@ -346,15 +346,27 @@ def header_intact(records: bytes | bytearray | memoryview | None) -> bool:
     end = LOG_OVERHEAD + _I32.unpack_from(view, _LENGTH_AT)[0]
     if not HEADER_SIZE <= end <= len(view):
         return False
-    crc = crc32c.crc32c if _compiled is None else _compiled.crc32c
     stored: int = _U32.unpack_from(view, _CRC_AT)[0]
-    return bool(crc(view[_CRC_START:end]) == stored)
+    return _covered_crc(view, 0, end) == stored
 
 
 def crc_ok(buf: bytes | bytearray | memoryview, header: BatchHeader) -> bool:
-    view = memoryview(buf)
+    """Whether batch `header`'s CRC-32C (as its header was read) matches the bytes it covers in `buf`."""
+    return _covered_crc(memoryview(buf), header.position, header.position + header.length) == header.crc
+
+
+def _covered_crc(view: memoryview, position: int, end: int) -> int:
+    """The CRC-32C of the bytes a batch's CRC covers: from its attributes (`position` + 21) to `end`, its end.
+    `crc_ok` gives the batch from a header read before, `header_intact` from the raw bytes (the first batch's
+    batchLength, no other check: the header is what is in question)."""
     crc = crc32c.crc32c if _compiled is None else _compiled.crc32c
-    return crc(view[header.position + _CRC_START: header.position + header.length]) == header.crc
+    covered: int = crc(view[position + _CRC_START:end])
+    return covered
+
+
+def _write_crc(buf: bytearray, position: int, end: int) -> None:
+    """Store in the batch at `position` (ending at `end`) the CRC-32C of the bytes it covers (`_covered_crc`)."""
+    _U32.pack_into(buf, position + _CRC_AT, _covered_crc(memoryview(buf), position, end))
 
 
 def patch_base_offset(buf: bytearray | memoryview, header: BatchHeader, base_offset: int) -> None:
@@ -371,10 +383,8 @@ def rewrite_producer(buf: bytearray, header: BatchHeader, producer_id: int, prod
     if _compiled is not None:
         _compiled.rewrite_producer(buf, header.position, header.length, producer_id, producer_epoch, seq)
         return
-    _PRODUCER.pack_into(buf, header.position + 43, producer_id, producer_epoch, seq)
-    start = header.position + _CRC_START
-    crc = crc32c.crc32c(memoryview(buf)[start: header.position + header.length])
-    _U32.pack_into(buf, header.position + 17, crc)
+    _PRODUCER.pack_into(buf, header.position + _PRODUCER_AT, producer_id, producer_epoch, seq)
+    _write_crc(buf, header.position, header.position + header.length)
 
 
 def producer_head(records: Buffer, header: BatchHeader, producer_id: int, producer_epoch: int,
@@ -420,7 +430,6 @@ def with_producer(records: Buffer, header: BatchHeader, producer_id: int, produc
     return RecordParts(parts, len(view))
 
 
-_CRC_AT = 17
 _PRODUCER_END = _PRODUCER_AT + _PRODUCER.size  # 57: producerId, producerEpoch, baseSequence end
 _POLY = 0x82F63B78  # CRC-32C, bit-reflected: bit 31 is x^0
 _ZEROS_CRC = crc32c.crc32c(bytes(_PRODUCER.size))  # crc32c(d) ^ this = the raw CRC of d (14 bytes)
@@ -617,8 +626,7 @@ def gap_batches(first: int, end: int, leader_epoch: int) -> bytearray:
         start = len(out)
         out += _HEAD.pack(base, HEADER_SIZE - LOG_OVERHEAD, leader_epoch, 2, 0, 0, delta, _NO_TIMESTAMP,
                           _NO_TIMESTAMP, -1, -1, -1, 0)
-        crc = crc32c.crc32c(memoryview(out)[start + _CRC_START:])
-        _U32.pack_into(out, start + 17, crc)
+        _write_crc(out, start, len(out))
         base += delta + 1
     return out
 

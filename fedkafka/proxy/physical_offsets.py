@@ -9,7 +9,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, by_leader
 
 PhysKey = tuple[str, str, int]  # cluster, topic, partition
 LATEST = -1
@@ -35,15 +35,9 @@ def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_le
     call_asks: list[list[tuple[PhysKey, int]]] = []
     brokers: dict[tuple[PhysKey, int], Broker] = {}
     for r in rounds:
-        by_node: dict[tuple[str, int], list[tuple[PhysKey, int]]] = {}
-        for key, ts in r.items():
-            cluster, topic, partition = key
-            node = ctx.physical.leader(cluster, topic, partition)
-            if node is None or not ctx.physical.reachable(cluster):
-                ctx.physical.request_refresh(cluster)
-                physical[(key, ts)] = ErrorCode.not_leader_or_follower
-                continue
-            by_node.setdefault((cluster, node), []).append((key, ts))
+        by_node, leaderless = by_leader(ctx, r.items(), lambda ask: ask[0])
+        for ask in leaderless:
+            physical[ask] = ErrorCode.not_leader_or_follower
         for (cluster, node), items in by_node.items():
             broker = Broker(cluster, node)
             calls.append(Call(broker, _upstream_request(items, isolation_level)))

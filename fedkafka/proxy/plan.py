@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from kio.schema.errors import ErrorCode
 
@@ -174,6 +174,27 @@ class SegmentWrite:
     end: int  # the newest end (last sequence + 1, modulo 2**31) of the batches it forwarded there
 
 
+@dataclass(slots=True)
+class ConnectionProducers:
+    """One client connection's producer ids, as the refusal memory needs them (docs/DESIGN.md §5.4, "The batch's
+    CRC"): a batch whose CRC-32C fails touches the table only under an id the connection vouches for; any other is
+    held against the connection itself. Kept on the connection's session (`Session.producers`), made on first use."""
+
+    # (logical id, epoch) pairs InitProducerId gave on this connection, or of its batches whose CRC held (oldest first)
+    vouched: dict[tuple[int, int], None] = field(default_factory=dict)
+    # (logical topic, partition), or None for all of them, -> when the connection's last corrupt batch there of an id
+    # it did not vouch for was refused: its own batches there the broker does not check wait REFUSAL_MEMORY_S after it
+    held: dict[tuple[str, int] | None, float] = field(default_factory=dict)
+
+
+def connection_producers(session: Any) -> ConnectionProducers:
+    """The session's connection's producer ids (`Session.producers`), made on first use."""
+    producers: ConnectionProducers | None = session.producers
+    if producers is None:
+        producers = session.producers = ConnectionProducers()
+    return producers
+
+
 class ProducerIds(Protocol):
     """The proxy's producer-id table, as the produce and InitProducerId handlers use it (docs/DESIGN.md §5.3):
     logical ids, the (logical id, epoch, cluster) -> physical id map, and per logical producer and partition
@@ -195,6 +216,13 @@ class ProducerIds(Protocol):
         """A batch starting at `first_seq` was answered with an error and nothing of it was written."""
     def note_refused_unread(self, key: SeqKey) -> None:
         """A batch of `key` whose header is not known to be the client's (a CRC-32C mismatch) was refused."""
+    def vouch(self, connection: ConnectionProducers, producer_id: int, epoch: int) -> None:
+        """The connection was given (InitProducerId) or sent a batch with an intact CRC-32C under this id and epoch."""
+    def note_refused_corrupt(self, connection: ConnectionProducers, key: SeqKey) -> None:
+        """A batch claiming `key` whose CRC-32C fails was refused on `connection`: `note_refused_unread` when the
+        connection vouches for the id and epoch, else the connection's own batches on the partition are held."""
+    def held(self, connection: ConnectionProducers, topic: str, partition: int) -> bool:
+        """Whether the connection's batches on the partition the broker does not check are held back."""
     def unsequenced(self, key: SeqKey) -> bool:
         """Whether a refused batch of `key` is remembered at no known sequence (`broker_checked` batches only)."""
     def note_written(self, key: SeqKey, first_seq: int, end_seq: int) -> None:
@@ -332,6 +360,27 @@ def controller_id(ctx: Context, listed: Sequence[tuple[ProxyInfo, Endpoint]]) ->
         return -1
     me = ctx.me.node_id
     return me if any(p.node_id == me for p, _ in listed) else listed[0][0].node_id
+
+
+_Asked = TypeVar("_Asked")
+
+
+def by_leader(ctx: Context, asks: Iterable[_Asked], partition_of: Callable[[_Asked], tuple[str, str, int]],
+              ) -> tuple[dict[tuple[str, int], list[_Asked]], list[_Asked]]:
+    """`asks` grouped by the (cluster, leader node) of their physical partition ((cluster, topic, partition): its
+    `partition_of`), in their order; and, apart, those whose partition has no known leader or whose cluster is not
+    reachable, a metadata refresh of that cluster asked for each (the caller answers them NOT_LEADER_OR_FOLLOWER)."""
+    groups: dict[tuple[str, int], list[_Asked]] = {}
+    leaderless: list[_Asked] = []
+    for ask in asks:
+        cluster, topic, partition = partition_of(ask)
+        leader = ctx.physical.leader(cluster, topic, partition)
+        if leader is None or not ctx.physical.reachable(cluster):
+            ctx.physical.request_refresh(cluster)
+            leaderless.append(ask)
+        else:
+            groups.setdefault((cluster, leader), []).append(ask)
+    return groups, leaderless
 
 
 def authorized(ctx: Context, operation: Operation, resource_type: ResourceType, name: str = CLUSTER_NAME) -> bool:

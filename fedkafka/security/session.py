@@ -70,6 +70,8 @@ class Session:
     reauthentications: int = 0  # successful ones on this connection
     failed_authentication_delay_ms: int = FAILED_AUTHENTICATION_DELAY_MS
     password_checks: Any = field(default_factory=lambda: password_checks.SHARED)  # PLAIN's PBKDF2, off the loop
+    # the proxy's producer ids of this connection (fedkafka.proxy.plan.ConnectionProducers), made on first use
+    producers: Any = None
 
     @classmethod
     def for_listener(cls, protocol: str, mechanisms: tuple[str, ...] = SASL_MECHANISMS, peer: str = "",

@@ -32,7 +32,9 @@ def test_list_groups_with_describe_on_the_cluster_lists_every_group_as_kafka_doe
     """KafkaApis.handleListGroupsRequest: with DESCRIBE on the CLUSTER all groups are returned (kept for backward
     compatibility: monitoring principals are commonly granted just that); only without it are the groups filtered
     by DESCRIBE on each group."""
-    c = _as(consume_ctx(), _acl(ResourceType.CLUSTER, "kafka-cluster", Operation.DESCRIBE))
+    lone = dataclasses.replace(VIEW, proxies=(VIEW.proxies[0], VIEW.proxies[2]))  # proxy 1 coordinates every group
+    c = _as(dataclasses.replace(consume_ctx(), view=lone), _acl(ResourceType.CLUSTER, "kafka-cluster",
+                                                                Operation.DESCRIBE))
     plan = groups.handle(c, None, build(request_type(16, 5), {"states_filter": [], "types_filter": []}))
     brokers = build(response_type(3, 12), {"brokers": [{"node_id": 5, "host": "h", "port": 1}]})
     fan = plan.finish([brokers])

@@ -6,6 +6,7 @@ new id each time they are created."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from fedkafka.controller.kafka_admin import KafkaUnavailable
@@ -226,3 +227,22 @@ def test_a_controller_that_lost_its_leader_row_deletes_no_topic_and_records_no_i
     ctl.leadership = None
     assert api.get("/v1/topics/t").status_code == 200
     assert _rows(api) == {} and kafka.deleted_ids == [] and all(("c1", name) in kafka.created for name in NAMES)
+
+
+def test_the_id_requests_try_every_bootstrap_broker_and_name_each_one_that_did_not_answer():
+    """`_any_broker` (the deletions' Metadata and DeleteTopics) asks each bootstrap broker in turn: brokers that
+    refuse the connection are named with the error, one left no time with "not asked"; KafkaUnavailable lists all."""
+    from fedkafka.controller.topic_ids import _any_broker
+    from fedkafka.kafka.cluster import free_port
+    from fedkafka.security.upstream import PLAINTEXT
+
+    closed = [free_port(), free_port()]
+    bootstrap = ",".join(f"127.0.0.1:{port}" for port in closed)
+    with pytest.raises(KafkaUnavailable) as refused:
+        _any_broker(bootstrap, None, 10.0, PLAINTEXT.default)
+    answers = str(refused.value).split("; ")
+    assert [a.startswith(f"broker 127.0.0.1:{port}: ConnectionRefusedError: ") for a, port in
+            zip(answers, closed, strict=True)] == [True, True], answers
+    with pytest.raises(KafkaUnavailable) as late:
+        _any_broker(bootstrap, None, 0.0, PLAINTEXT.default)
+    assert str(late.value) == "; ".join(f"broker 127.0.0.1:{port}: not asked, no time left" for port in closed)

@@ -205,3 +205,25 @@ def test_a_build_of_revision_4_serves_this_records_py_with_its_new_functions_in_
     finally:
         monkeypatch.undo()
         rec.use(before)
+
+
+def test_header_intact_checks_the_first_batchs_crc_as_crc_ok_does():
+    """`header_intact` reads the first batch's CRC from raw bytes (no walk): it agrees with `crc_ok` on an intact
+    and a damaged batch, ignores the fields the CRC leaves out and whatever follows the first batch, and is False
+    for bytes that cannot hold the batch their header describes."""
+    good = batch(3, 7, 1, 0)
+    damaged = bytearray(good)
+    damaged[50] ^= 0x01  # the producer epoch: a CRC-covered byte
+    moved = bytearray(good)
+    moved[0:16] = bytes(range(16))[::-1]  # baseOffset, batchLength (kept below), leader epoch: not covered
+    moved[8:12] = good[8:12]
+    for buf in (good, bytes(damaged), bytes(moved), good + bytes(damaged)):
+        (first, *_) = rec.iter_batches(buf)
+        assert rec.header_intact(buf) == rec.crc_ok(buf, first)
+    assert rec.header_intact(good) and rec.header_intact(bytes(moved)) and not rec.header_intact(bytes(damaged))
+    assert rec.header_intact(good + b"\xff" * 5)
+    assert not rec.header_intact(None) and not rec.header_intact(good[:rec.HEADER_SIZE - 1])
+    assert not rec.header_intact(good[:-1])  # batchLength points past the end
+    short = bytearray(good)
+    short[8:12] = (rec.HEADER_SIZE - rec.LOG_OVERHEAD - 1).to_bytes(4, "big")  # a batch shorter than its header
+    assert not rec.header_intact(bytes(short))

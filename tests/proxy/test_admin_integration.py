@@ -5,8 +5,11 @@ name, partitions decreasing, DeleteRecords past the high watermark."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
+import socket
+import struct
 import time
 import uuid
 
@@ -20,8 +23,11 @@ from confluent_kafka.admin import (
     NewPartitions,
     NewTopic,
 )
+from kio.schema.errors import ErrorCode
 
 from fedkafka.kafka.tools import run_tool
+from fedkafka.protocol import codec
+from fedkafka.protocol.build import build
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyRole, Segment, View
 from proxy.support import ProxyProcess, create_topic
 
@@ -269,3 +275,59 @@ def test_delete_records_over_a_moved_chain_on_real_brokers(kafka_clusters, uniqu
         c.close()
         assert seen == [(8, b"v3"), (9, b"v4"), (10, b"v5")]
         assert proxy.alive(), proxy.output()[-3000:]
+
+
+def _ask(bootstrap: str, request, api_key: int, version: int):
+    """One request to one proxy, its answer decoded (a raw client: the fields no client library exposes)."""
+    host, _, port = bootstrap.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(codec.encode_request(request, 1, "admin-test"))
+        head = _exactly(s, 4)
+        _, body = codec.decode_response(codec.response_type(api_key, version),
+                                        _exactly(s, struct.unpack(">i", head)[0]))
+    return body
+
+
+def _exactly(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        assert chunk, "the proxy closed the connection"
+        buf += chunk
+    return buf
+
+
+@pytest.mark.timeout(900)
+def test_proxies_answer_as_kafka_brokers_list_groups_broker_configs_and_created_topics(local_federation):
+    """Each of the two proxies lists only the groups it coordinates (together: each group once); each describes
+    its own broker configs and loggers; CreateTopics v7 answers the physical replication factor and every config
+    with its source."""
+    _state_dir, status = local_federation
+    ns, proxies = status["nameservice"]["bootstrap"], [p["bootstrap"] for p in status["proxies"]]
+    admin = AdminClient({"bootstrap.servers": ns, "client.id": "admin-test"})
+    topic = f"lg-{uuid.uuid4().hex[:6]}"
+    created = _ask(proxies[0], build(codec.request_schema(19, 7), {"topics": [
+        {"name": topic, "num_partitions": 1, "replication_factor": -1, "assignments": [],
+         "configs": [{"name": "retention.ms", "value": "100000"}]}], "timeout": datetime.timedelta(seconds=30),
+        "validate_only": False}), 19, 7).topics[0]
+    assert (created.error_code, created.num_partitions) == (ErrorCode.none, 1)
+    assert created.replication_factor >= 1  # the physical topic's (it was -1)
+    sources = {c.name: (c.value, c.config_source) for c in created.configs}
+    assert sources["retention.ms"] == ("100000", 1) and sources["cleanup.policy"] == ("delete", 5)
+    assert [c.name for c in created.configs] == sorted(sources)
+
+    groups = [f"{topic}-g{i}" for i in range(8)]
+    for group in groups:
+        _commit(ns, group, [TopicPartition(topic, 0, 1)])
+    listed = [g.group_id for p in proxies for g in _ask(p, build(codec.request_schema(16, 4), {
+        "states_filter": []}), 16, 4).groups]
+    assert sorted(g for g in listed if g in groups) == groups  # each once across the proxies
+
+    for broker in admin.list_topics(timeout=30).brokers.values():  # the proxies, as the client sees them
+        res = ConfigResource(ConfigResource.Type.BROKER, str(broker.id))
+        assert admin.describe_configs([res])[res].result(60)["node.id"].value == str(broker.id)
+        loggers = _ask(f"{broker.host}:{broker.port}", build(codec.request_schema(32, 4), {"resources": [
+            {"resource_type": 8, "resource_name": str(broker.id), "configuration_keys": None}],
+            "include_synonyms": False, "include_documentation": False}), 32, 4).results[0]
+        assert loggers.error_code == ErrorCode.none and "root" in {c.name for c in loggers.configs}
+    assert admin.delete_topics([topic])[topic].result(60) is None

@@ -117,15 +117,19 @@ def test_create_topics_refuses_a_bad_replication_factor_with_kafkas_message_afte
     assert denied.topics[0].error_code == ErrorCode.topic_authorization_failed
 
 
-def _init(version: int, **ids):
+def _init(version: int, on=None, **ids):
     body = {"transactional_id": None, "transaction_timeout": 60000, **ids}
-    return init_producer_id.handle(ctx(), None, req(22, version, body))
+    return init_producer_id.handle(on or ctx(), None, req(22, version, body))
 
 
-def test_init_producer_id_bumps_an_id_given_with_its_epoch_and_old_versions_get_a_new_id():
-    holder = _init(4, producer_id=-1, producer_epoch=-1)
-    bumped = _init(4, producer_id=holder.producer_id, producer_epoch=0)
-    assert (bumped.error_code, bumped.producer_id, bumped.producer_epoch) == (ErrorCode.none, holder.producer_id, 1)
+def test_init_producer_id_gives_a_new_id_for_an_id_given_with_its_epoch_and_to_old_versions():
+    """A KIP-360 bump without a transactional id gets a new id, epoch 0, as from Kafka (TransactionCoordinator.
+    handleInitProducerId): the id named may be another client's (tests/proxy/test_foreign_producer_ids.py)."""
+    one = ctx()
+    holder = _init(4, one, producer_id=-1, producer_epoch=-1)
+    bumped = _init(4, one, producer_id=holder.producer_id, producer_epoch=0)
+    assert bumped.error_code == ErrorCode.none and bumped.producer_epoch == 0
+    assert bumped.producer_id not in (-1, holder.producer_id)
     old = _init(2)  # v0-2 have neither field
     assert old.error_code == ErrorCode.none and old.producer_id >= 0 and old.producer_epoch == 0
     for producer_id, epoch in ((-2, -1), (-1, 0)):

@@ -266,7 +266,8 @@ def test_what_the_client_itself_got_wrong_or_may_not_do_is_never_remembered():
 
 def test_a_live_refusal_a_full_memory_cannot_keep_still_holds_back_the_batch_after_it(monkeypatch, caplog):
     """The memory keeps MAX_REFUSED_KEYS producer partitions (lowered here to 50). A client with WRITE fills it within
-    a second with made-up producer ids in an unknown partition and in corrupt batches; producer 1000's live refusal of
+    a second with made-up producer ids in an unknown partition (corrupt batches of ids it was never given are held
+    against its own connection, test_foreign_producer_ids.py); producer 1000's live refusal of
     batch 0 comes next and is not kept. Until it would have run out (its bucket overflowing, logged), every batch of
     1000 the broker would not check itself is refused: batch 1 (a fresh physical id would take it) and the resends,
     remembered once there is room. A producer the broker checks (1001, confirmed on p1) goes on, and one the memory
@@ -280,11 +281,8 @@ def test_a_live_refusal_a_full_memory_cannot_keep_still_holds_back_the_batch_aft
     lapsed = replace(c, lease_valid=False)
     assert _code(c, {1: one_record(1001, 0, 0)})[0] == ErrorCode.none
     assert _code(lapsed, {0: one_record(1002, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
-    for fake in range(49):
-        if fake % 2:
-            assert _code(c, {5: one_record(50_000 + fake, 0, 0)})[0] == ErrorCode.unknown_topic_or_partition
-        else:
-            assert _code(c, {0: _flipped(one_record(60_000 + fake, 0, 0))})[0] == ErrorCode.corrupt_message
+    for fake in range(49):  # corrupt batches of ids the connection does not vouch for no longer reach the table
+        assert _code(c, {5: one_record(50_000 + fake, 0, 0)})[0] == ErrorCode.unknown_topic_or_partition
     assert _code(lapsed, {0: one_record(1000, 0, 0)}) == (ErrorCode.not_leader_or_follower, [])
     key = (1000, 0, "t", 0)
     assert key not in ids._refused and len(ids._refused) == 50 and ids.overflowing(key)

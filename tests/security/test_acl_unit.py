@@ -272,6 +272,8 @@ def test_offset_delete_deletes_only_offsets_of_topics_the_principal_may_read():
 
 # -- ListGroups: every group with DESCRIBE on the cluster, else those the principal may describe (KafkaApis) --------
 def _listed(c, names=("orders", "billing", "pay-eu")) -> list[str]:
+    """The groups a proxy lists, the only consume proxy of its pool (so the coordinator of every group)."""
+    c = dataclasses.replace(c, view=dataclasses.replace(VIEW, proxies=(VIEW.proxies[0], VIEW.proxies[2])))
     plan = groups.handle(c, None, build(request_type(16, 5), {"states_filter": [], "types_filter": []}))
     fan = plan.finish([build(response_type(3, 12), {"brokers": [{"node_id": 5, "host": "h", "port": 1}]})])
     listed = build(response_type(16, 5), {"groups": [{"group_id": g, "protocol_type": "consumer"} for g in names]})
@@ -292,7 +294,8 @@ def test_list_groups_with_a_cluster_right_implying_describe_lists_every_group():
 
 def test_offset_fetch_naming_a_group_twice_across_two_coordinators_answers_each_entry_its_own_topics():
     """Entries [g, h, g]: g's coordinator (node 4) answers both g entries in request order, h's (node 5) the other;
-    the merged answer (g, g, h) gives each g entry the refused topics it asked, not the other's."""
+    the merged answer (g, h, g: request order, as Kafka) gives each g entry the refused topics it asked, not the
+    other's."""
     c = _with(consume_ctx(), *FETCHER, acl(G, "h", Operation.DESCRIBE, "User:mallory"))
     request = build(request_type(9, 8), {"groups": [
         {"group_id": "g", "topics": [{"name": "log", "partition_indexes": [0]}]},
@@ -311,4 +314,4 @@ def test_offset_fetch_naming_a_group_twice_across_two_coordinators_answers_each_
     on_5 = build(response_type(9, 8), {"groups": [{"group_id": "h", "topics": [], "error_code": ErrorCode.none}]})
     out = forward.finish([on_4, on_5])
     assert [(g.group_id, {t.name: [p.partition_index for p in t.partitions] for t in g.topics}) for g in out.groups] \
-        == [("g", {"log": [0]}), ("g", {"pay": [0]}), ("h", {"log": [1]})]
+        == [("g", {"log": [0]}), ("h", {"log": [1]}), ("g", {"pay": [0]})]

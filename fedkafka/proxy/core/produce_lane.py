@@ -175,7 +175,11 @@ class ProduceLane:
         if not idempotent:
             return routes, None
         producer = produce.lane_producer(self.dispatcher.producer_ids, request, routes, headers)
-        return None if producer is None else (routes, producer)
+        if producer is None:
+            return None
+        if session is not None:  # the connection vouches for the id, as `handle` notes it (§5.4, "The batch's CRC")
+            produce.lane_vouched(self.dispatcher.producer_ids, session, producer)
+        return routes, producer
 
     def _missed(self, view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
         """The route of a partition not in the cache, cached under a key of bounded size: a partition the view's

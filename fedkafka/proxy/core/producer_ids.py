@@ -11,7 +11,9 @@ error; never the client's own request error, which anyone may send under any id)
 its own last refusal; past MAX_REFUSED_KEYS keys, a live refusal that cannot be kept makes the keys that hash to its
 bucket overflow (`overflowing`).
 A batch whose CRC-32C does not vouch for its header is remembered where the client's order puts it, not at the
-sequence it claims (`note_refused_unread`: at the end last forwarded, or at no sequence, UNKNOWN_SEQUENCE).
+sequence it claims (`note_refused_unread`: at the end last forwarded, or at no sequence, UNKNOWN_SEQUENCE), and only
+under a producer id and epoch its connection vouches for (`note_refused_corrupt`); any other holds back that
+connection's own batches, never another client's producer.
 A later batch past any of them is a gap; forwarding it would let the client count the refused batch as written
 (librdkafka acks earlier retries implicitly when a later sequence succeeds), so it is refused too
 (NOT_LEADER_OR_FOLLOWER, as a leader refuses a whole pipeline): the client resends from its oldest unacked batch.
@@ -57,7 +59,15 @@ from typing import Literal
 from fedkafka.protocol import sequences as seqs
 
 # The types are the handler contract's (fedkafka/proxy/plan.py): handlers see this table as `ProducerIds`.
-from fedkafka.proxy.plan import UNASKED, PhysicalPartition, SegmentId, SegmentWrite, SeqKey, Unasked
+from fedkafka.proxy.plan import (
+    UNASKED,
+    ConnectionProducers,
+    PhysicalPartition,
+    SegmentId,
+    SegmentWrite,
+    SeqKey,
+    Unasked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +109,11 @@ _OVERFLOW_LOG_S = 60.0
 # 0..2**31 - 1). It holds back every batch of its key the broker would not check itself, as an overflowing bucket
 # does (`unsequenced`), until it runs out as any refused batch does; it is never written, skipped or folded.
 UNKNOWN_SEQUENCE = -1
+# (producer id, epoch) pairs a connection vouches for (`vouch`): a client's connection carries one producer, a few
+# epochs; past this the oldest goes (its corrupt batches are then held against the connection: `note_refused_corrupt`)
+VOUCHED_PRODUCERS = 8
+# Partitions one connection's corrupt batches of ids it does not vouch for are held on; past this, all of them
+HELD_PARTITIONS = 64
 _NEVER = -float("inf")
 
 __all__ = ["UNASKED", "UNKNOWN_SEQUENCE", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite",
@@ -269,6 +284,50 @@ class ProducerIdTable:
         runs out (`unsequenced`)."""
         write = self._writes.get(key)
         self.note_refused(key, UNKNOWN_SEQUENCE if write is None else write.end)
+
+    def vouch(self, connection: ConnectionProducers, producer_id: int, epoch: int) -> None:
+        """`connection` was given (InitProducerId) or sent a batch whose CRC-32C held under (`producer_id`, `epoch`):
+        its corrupt batches claiming them may touch the table (`note_refused_corrupt`), as its intact ones do. At most
+        VOUCHED_PRODUCERS pairs (a client's connection carries one producer; the oldest goes first)."""
+        vouched = connection.vouched
+        pair = (producer_id, epoch)
+        if pair in vouched:
+            return
+        if len(vouched) >= VOUCHED_PRODUCERS:
+            del vouched[next(iter(vouched))]
+        vouched[pair] = None
+
+    def note_refused_corrupt(self, connection: ConnectionProducers, key: SeqKey) -> None:
+        """A batch claiming `key` whose CRC-32C fails was refused on `connection`. Its producer id and epoch may be
+        damaged, or forged: remembered under them, another client's corrupt batches refused a producer that never sent
+        them (at no sequence, every batch of it the broker does not check; at its end forwarded, every batch past it),
+        30 s after each, for as long as they came. So the table takes it (`note_refused_unread`) only when `connection`
+        vouches for the id and epoch: then it touches no state its intact batches could not. Any other is held against
+        the connection itself (`held`): its own batches on the partition that the broker does not check wait until
+        REFUSAL_MEMORY_S after it, the rule of a batch remembered at no sequence (`unsequenced`), for the one client
+        that sent it; at most HELD_PARTITIONS partitions, past that all of the connection's."""
+        if (key[0], key[1]) in connection.vouched:
+            self.note_refused_unread(key)
+            return
+        now = self._clock()
+        held = connection.held
+        where: tuple[str, int] | None = (key[2], key[3])
+        if where not in held and len(held) >= HELD_PARTITIONS:
+            for gone in [w for w, when in held.items() if now - when > REFUSAL_MEMORY_S]:
+                del held[gone]
+            if len(held) >= HELD_PARTITIONS:  # all of them then: it holds back more, never less
+                held.clear()
+                where = None
+        held[where] = now
+
+    def held(self, connection: ConnectionProducers, topic: str, partition: int) -> bool:
+        """Whether `connection` sent a corrupt batch on the partition (or, past HELD_PARTITIONS, on any) under an id it
+        does not vouch for within REFUSAL_MEMORY_S (`note_refused_corrupt`)."""
+        held = connection.held
+        if not held:
+            return False
+        when = max(held.get((topic, partition), _NEVER), held.get(None, _NEVER))
+        return when != _NEVER and self._clock() - when <= REFUSAL_MEMORY_S
 
     def unsequenced(self, key: SeqKey) -> bool:
         """Whether a live refused batch of `key` is remembered at no sequence (`note_refused_unread`): the produce

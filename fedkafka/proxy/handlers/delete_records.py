@@ -41,6 +41,7 @@ from fedkafka.proxy.plan import (
     UpstreamError,
     as_now,
     authorized,
+    by_leader,
     lost_for_good,
     past_fence,
 )
@@ -330,16 +331,8 @@ def _to_next(d: _Deletion) -> _Deletion:
 
 def _delete(ctx: Context, offsets: dict[PhysKey, int], then):
     """One DeleteRecords per (cluster, leader); `then` gets (error, physical low watermark) per partition."""
-    results: dict[PhysKey, tuple[ErrorCode, int]] = {}
-    groups: dict[tuple[str, int], list[PhysKey]] = {}
-    for key in offsets:
-        cluster, topic, partition = key
-        leader = ctx.physical.leader(cluster, topic, partition)
-        if leader is None or not ctx.physical.reachable(cluster):
-            ctx.physical.request_refresh(cluster)
-            results[key] = (ErrorCode.not_leader_or_follower, -1)
-        else:
-            groups.setdefault((cluster, leader), []).append(key)
+    groups, leaderless = by_leader(ctx, offsets, lambda key: key)
+    results: dict[PhysKey, tuple[ErrorCode, int]] = dict.fromkeys(leaderless, (ErrorCode.not_leader_or_follower, -1))
     req_t = request_schema(DELETE_RECORDS, UPSTREAM_VERSION)
     calls, slots = [], []
     for (cluster, leader), keys in groups.items():

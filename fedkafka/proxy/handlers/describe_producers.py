@@ -16,7 +16,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, past_fence
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, authorized, by_leader, past_fence
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import Segment
 
@@ -61,16 +61,9 @@ def handle(ctx: Context, header, request):
 def _ask(ctx: Context, keys: set[PhysKey], then):
     """One DescribeProducers per (cluster, leader); `then` gets each physical partition's answer as a dict.
     An unreachable cluster or a lost connection answers NOT_LEADER_OR_FOLLOWER, which admin clients retry."""
-    results: dict[PhysKey, dict] = {}
-    groups: dict[tuple[str, int], list[PhysKey]] = {}
-    for key in sorted(keys):
-        cluster, topic, partition = key
-        leader = ctx.physical.leader(cluster, topic, partition)
-        if leader is None or not ctx.physical.reachable(cluster):
-            ctx.physical.request_refresh(cluster)
-            results[key] = _error(ErrorCode.not_leader_or_follower, f"cluster {cluster} is not reachable")
-        else:
-            groups.setdefault((cluster, leader), []).append(key)
+    groups, leaderless = by_leader(ctx, sorted(keys), lambda key: key)
+    results: dict[PhysKey, dict] = {
+        key: _error(ErrorCode.not_leader_or_follower, f"cluster {key[0]} is not reachable") for key in leaderless}
     req_t = request_schema(DESCRIBE_PRODUCERS, 0)
     calls, slots = [], []
     for (cluster, leader), group in groups.items():

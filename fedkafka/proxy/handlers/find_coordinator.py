@@ -17,9 +17,9 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
+from fedkafka.proxy.group_coordinators import Candidates, consume_proxies, coordinator_of
 from fedkafka.proxy.plan import Context, authorized
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import ProxyInfo
 
 FIND_COORDINATOR = 10
 API_KEYS = {FIND_COORDINATOR: (0, 6)}
@@ -38,7 +38,7 @@ def handle(ctx: Context, header, request):
     version = type(request).__version__
     keys = list(request.coordinator_keys) if version >= 4 else [request.key]
     key_type = getattr(request, "key_type", GROUP_KEY)
-    candidates = _consume_proxies(ctx)  # once a request, not once a key; and each distinct key worked out once
+    candidates = consume_proxies(ctx)  # once a request, not once a key; and each distinct key worked out once
     found = {k: _coordinator_for(ctx, k, key_type, version, candidates) for k in dict.fromkeys(keys)}
     answers = [found[k] for k in keys]
     if version >= 4:
@@ -46,8 +46,7 @@ def handle(ctx: Context, header, request):
     return build(response_schema(FIND_COORDINATOR, version), {k: v for k, v in answers[0].items() if k != "key"})
 
 
-def _coordinator_for(ctx: Context, key: str, key_type: int, version: int,
-                     candidates: tuple[ProxyInfo, *tuple[ProxyInfo, ...]]) -> dict:
+def _coordinator_for(ctx: Context, key: str, key_type: int, version: int, candidates: Candidates) -> dict:
     if key_type == TXN_KEY:
         return _no_coordinator(key, _no_transactions_code(version), NO_TRANSACTIONS)
     if key_type != GROUP_KEY:
@@ -58,7 +57,7 @@ def _coordinator_for(ctx: Context, key: str, key_type: int, version: int,
         return _no_coordinator(key, ErrorCode.group_authorization_failed, None)
     if ctx.view.coordination_cluster is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
-    proxy = ctx.view.leader_for(f"group\0{key}", 0, candidates)
+    proxy = coordinator_of(ctx, key, candidates)
     endpoint = proxy.endpoint(ctx.session.protocol)
     if endpoint is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available,
@@ -75,14 +74,6 @@ def _no_transactions_code(version: int) -> ErrorCode:
     drops ours, which sends users looking for an ACL. librdkafka (v0-2) fails only on that code and retries
     every other one until its timeout; it prints our message next to it."""
     return ErrorCode.invalid_request if version >= 4 else ErrorCode.transactional_id_authorization_failed
-
-
-def _consume_proxies(ctx: Context) -> tuple[ProxyInfo, *tuple[ProxyInfo, ...]]:  # never empty
-    others = [p for p in ctx.view.proxies_in_pool(ctx.me.pool)
-              if p.node_id != ctx.me.node_id and p.role.consumes()]
-    if ctx.me.node_id in ctx.view.draining and others:  # a draining proxy coordinates no group (§4.11)
-        return (others[0], *others[1:])
-    return (ctx.me, *others)
 
 
 def _no_coordinator(key: str, code: ErrorCode, message: str | None) -> dict:

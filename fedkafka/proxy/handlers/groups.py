@@ -10,6 +10,7 @@ bytes (subscriptions, assignments) name shadow topics at the coordinator and log
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -26,6 +27,7 @@ from fedkafka.protocol import consumer_protocol as cp
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, response_schema
 from fedkafka.proxy.described_groups import with_authorized_operations
+from fedkafka.proxy.group_coordinators import consume_proxies, coordinator_of
 from fedkafka.proxy.plan import (
     AnyBroker,
     Broker,
@@ -144,7 +146,7 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
                 return failure(request, ErrorCode.coordinator_not_available)
-            return back(results[0] if len(results) == 1 else _merge(results))
+            return back(results[0] if len(results) == 1 else _merge(results, group_ids(request)))
 
         return Plan(calls, finish)
 
@@ -167,19 +169,39 @@ def _subset(request, ids: list[str]):
     return dataclasses.replace(request, **{field: tuple(items)})
 
 
-def _merge(responses: list):
+def _merge(responses: list, asked: list[str]):
+    """The coordinators' answers as one, its groups in the order `asked` (the request's) names them, as Kafka answers
+    OffsetFetch v8+ (KafkaApis joins one answer per group entry in request order); the entries of a group named twice
+    in the order its coordinator answered them, any group the request did not name last."""
     field = _GROUP_LISTS[responses[0].__api_key__]
-    merged = tuple(item for r in responses for item in getattr(r, field))
-    return dataclasses.replace(responses[0], **{field: merged})
+    answered: dict[str, collections.deque] = {}
+    for r in responses:
+        for item in getattr(r, field):
+            answered.setdefault(item.group_id, collections.deque()).append(item)
+    merged = [answered[g].popleft() for g in asked if answered.get(g)]
+    merged.extend(item for left in answered.values() for item in left)
+    return dataclasses.replace(responses[0], **{field: tuple(merged)})
 
 
 def _group_lister(ctx: Context) -> Callable[[str], bool]:
-    """Which listed groups the principal sees, as KafkaApis.handleListGroupsRequest decides: every group with
-    DESCRIBE on the cluster (kept by Kafka for backward compatibility: monitoring principals are commonly granted
-    just that), otherwise those it may DESCRIBE one by one."""
+    """Which listed groups this proxy answers: those it coordinates (`_coordinated_here`) that the principal sees, as
+    KafkaApis.handleListGroupsRequest decides: every group with DESCRIBE on the cluster (kept by Kafka for backward
+    compatibility: monitoring principals are commonly granted just that), otherwise those it may DESCRIBE one by
+    one."""
+    mine = _coordinated_here(ctx)
     if authorized(ctx, Operation.DESCRIBE, ResourceType.CLUSTER):
-        return lambda _group: True
-    return lambda group: authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, group)
+        return mine
+    return lambda group: mine(group) and authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, group)
+
+
+def _coordinated_here(ctx: Context) -> Callable[[str], bool]:
+    """Whether this proxy is the group's coordinator, as FindCoordinator answers it. Kafka's brokers each list the
+    groups they coordinate, and clients list groups by asking every broker and joining the answers (AdminClient
+    listConsumerGroups, kafka-consumer-groups --list, librdkafka): each proxy listing every group of the
+    coordination cluster named each group once per proxy of the pool to clients that do not deduplicate."""
+    candidates = consume_proxies(ctx)
+    me = ctx.me.node_id
+    return lambda group: coordinator_of(ctx, group, candidates).node_id == me
 
 
 def list_groups(coordination: str, request, visible: Callable[[str], bool] = lambda _group: True):

@@ -50,6 +50,7 @@ from fedkafka.proxy.plan import (
     SeqKey,
     UpstreamError,
     authorized,
+    connection_producers,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import TOPIC_NAME, ClusterState, PartitionChain, Segment
@@ -207,6 +208,9 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bo
     reason, failure = refused if refused[1] is not None else _refusal(ctx, chain)
     sequences = seq_key = None
     if checked.producer_id >= 0 and not checked.is_transactional:  # sequence bookkeeping: idempotent batches only
+        producers = ctx.session.producers  # its CRC held: the connection vouches for its id (§5.4, "The batch's CRC")
+        if producers is None or (checked.producer_id, checked.producer_epoch) not in producers.vouched:
+            ctx.producer_ids.vouch(connection_producers(ctx.session), checked.producer_id, checked.producer_epoch)
         sequences = _sequences(checked)
         seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
     if failure is None and checked.producer_id >= 0:
@@ -240,18 +244,22 @@ def _note_unchecked(ctx: Context, name: str, pd) -> None:
     (as its header claims) is remembered as refused (rule 2), as any other refusal: UNKNOWN_TOPIC_OR_PARTITION is
     retriable, and a proxy whose view lags a topic's creation or expansion answered batch 0 with it while batch 1,
     sent once the view arrived, went out on a fresh physical id and was written; librdkafka acked 0 implicitly.
-    Remembered at the sequence its header claims only when the batch's CRC-32C vouches for it; otherwise it may have
-    been hit, and the table remembers the batch where the client's order puts it (`note_refused_unread`, §5.4)."""
+    Remembered at the sequence its header claims only when the batch's CRC-32C vouches for it; otherwise its sequence,
+    producer id and epoch may have been hit (or forged): the table remembers it where the client's order puts it only
+    under an id the connection vouches for, else it holds back the connection's own batches there
+    (`note_refused_corrupt`, §5.4)."""
     if not TOPIC_NAME.fullmatch(name):  # no logical topic is named so; a key holds its name (the memory's bound, §5.3)
         return
     claimed = rec.claimed_sequence(pd.records)
     if claimed is None:
         return
     key = (claimed[0], claimed[1], name, pd.index)
+    ids = ctx.producer_ids
     if rec.header_intact(pd.records):
-        ctx.producer_ids.note_refused(key, claimed[2])
+        ids.vouch(connection_producers(ctx.session), claimed[0], claimed[1])
+        ids.note_refused(key, claimed[2])
     else:
-        ctx.producer_ids.note_refused_unread(key)
+        ids.note_refused_corrupt(connection_producers(ctx.session), key)
 
 
 def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | None, sequences: tuple[int, int] | None,
@@ -264,12 +272,14 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
     skipped = ids.refused_before(seq_key, sequences[0])
     if skipped is None:
         unknown = ids.ambiguous_before(seq_key, sequences[0])
-        unread = unknown is None and ids.unsequenced(seq_key)
+        producers = ctx.session.producers  # a corrupt batch of an id it does not vouch for holds the connection
+        unread = unknown is None and (ids.unsequenced(seq_key) or (
+            producers is not None and ids.held(producers, seq_key[2], seq_key[3])))
         if (unknown is not None or unread or ids.overflowing(seq_key)) and ids.broker_checked(
                 seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
             return "gap", (_GAP, f"sequence {sequences[0]} skips {unknown}, not known written: resend that first"
-                           if unknown is not None else "a corrupt batch of the producer was refused at an unknown "
-                           "sequence: only batches the broker checks are forwarded" if unread
+                           if unknown is not None else "a corrupt batch of the producer (or of this connection) was "
+                           "refused at an unknown sequence: only batches the broker checks are forwarded" if unread
                            else "refusal memory full: only batches the broker checks are forwarded")
         return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
@@ -886,6 +896,16 @@ def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[L
                           route, header, pd.records))
     assert physical is not None
     return LaneProducer(logical, physical, parts)
+
+
+def lane_vouched(producer_ids, session, producer: LaneProducer) -> None:
+    """The connection sent the producer's batches with their CRC-32C intact: it vouches for their id and epoch, as
+    `_classify` notes it on the generic path (so a corrupt batch of it after is remembered in the table alike). One
+    dict look-up per request once the id is in."""
+    producers = session.producers
+    pair = producer.parts[0][0].seq_key[:2]
+    if producers is None or pair not in producers.vouched:
+        producer_ids.vouch(connection_producers(session), *pair)
 
 
 def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.RecordParts]:

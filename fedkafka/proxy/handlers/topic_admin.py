@@ -13,6 +13,11 @@ Authorization is Kafka's (docs/DESIGN.md §11), checked before a topic's call is
 the cluster or on the topic (and DESCRIBE_CONFIGS on it to see the configs in the answer), DeleteTopics DELETE on
 the cluster or the topic (a topic id the principal may not describe is answered without its name), CreatePartitions
 ALTER on the topic. A denied topic is TOPIC_AUTHORIZATION_FAILED and never reaches the controller.
+
+A CreateTopics v5+ answer carries, for each topic created that the principal may DESCRIBE_CONFIGS, its partition
+count, replication factor and every config with its source, as Kafka's controller answers it: the proxy asks the
+cluster of partition 0's physical topic (Metadata and DescribeConfigs) once the controller created it. A validate-only
+request creates no physical topic: its answer carries the configs set (each a topic config) and replication factor -1.
 """
 
 from __future__ import annotations
@@ -22,13 +27,27 @@ import uuid
 from urllib.parse import quote
 
 from kio.schema.errors import ErrorCode
+from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+from kio.schema.types import TopicName
 
 from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.plan import Call, Context, ControllerApi, ControllerRequest, Plan, admin_outcome, authorized
+from fedkafka.protocol.codec import request_schema, response_schema
+from fedkafka.proxy.plan import (
+    AnyBroker,
+    Call,
+    Context,
+    ControllerApi,
+    ControllerRequest,
+    Plan,
+    UpstreamError,
+    admin_outcome,
+    as_now,
+    authorized,
+)
 from fedkafka.security.acl import Operation, ResourceType
 
 CREATE_TOPICS, DELETE_TOPICS, CREATE_PARTITIONS = 19, 20, 37
+DESCRIBE_CONFIGS, TOPIC_RESOURCE = 32, 2
 API_KEYS = {CREATE_TOPICS: (2, 7), DELETE_TOPICS: (1, 6), CREATE_PARTITIONS: (0, 3)}
 ROLE = "any"
 NEEDS_CONTROLLER = True
@@ -136,15 +155,84 @@ def create_topics(ctx: Context, request):
             results[i].update(error_code=code, error_message=message)
             return
         topic = reply.body["topic"]
-        results[i].update(num_partitions=topic["partitions"],
-                          topic_id=uuid.UUID(hex=topic["topic_id"]) if topic.get("topic_id") else ZERO_ID)
+        results[i].update(topic_id=uuid.UUID(hex=topic["topic_id"]) if topic.get("topic_id") else ZERO_ID)
         if not authorized(ctx, Operation.DESCRIBE_CONFIGS, ResourceType.TOPIC, topic["name"]):
-            results[i].update(topic_config_error_code=ErrorCode.topic_authorization_failed)  # as Kafka: no configs
+            # as Kafka (ReplicationControlManager.createTopic): no counts, no configs
+            results[i].update(topic_config_error_code=ErrorCode.topic_authorization_failed)
             return
-        results[i].update(configs=[{"name": k, "value": v, "read_only": False, "config_source": DYNAMIC_TOPIC_CONFIG,
-                                    "is_sensitive": False} for k, v in sorted(topic["config"].items())])
+        # what the controller stored; `_with_physical_answers` replaces them with the physical topic's
+        results[i].update(num_partitions=topic["partitions"], configs=[
+            {"name": k, "value": v, "read_only": False, "config_source": DYNAMIC_TOPIC_CONFIG, "is_sensitive": False}
+            for k, v in sorted(topic["config"].items())])
 
-    return _run(results, calls, lambda r: build(response_schema(CREATE_TOPICS, version), {"topics": r}), on_result)
+    def answer(done: list[dict]):
+        if version < 5 or request.validate_only:  # no physical topic was created to describe
+            return build(response_schema(CREATE_TOPICS, version), {"topics": done})
+        return _with_physical_answers(ctx, version, done)
+
+    return _run(results, calls, answer, on_result)
+
+
+# (result, physical partition) of each created topic to describe, by cluster and physical topic
+Described = dict[str, dict[str, list[tuple[dict, int]]]]
+
+
+def _with_physical_answers(ctx: Context, version: int, results: list[dict]):
+    """The CreateTopics v5+ answer, each topic created and describable with its replication factor and every config
+    as Kafka's controller answers them (computeEffectiveTopicConfigs: the configs DescribeConfigs lists, with their
+    sources, sorted by name). The proxy learns them from the cluster holding the physical topic of the topic's
+    partition 0, which DescribeConfigs of the logical topic asks too: one Metadata (replicas of the physical
+    partition) and one DescribeConfigs per cluster. A cluster that does not answer leaves the answer as the
+    controller gave it (the configs set, replication factor -1): the topic was created, the client must not retry."""
+    view = (as_now(ctx) or ctx).view  # by now this proxy serves the view holding the created topics
+    asks: Described = {}
+    for result in results:
+        topic = view.topics.get(result["name"])
+        if result["error_code"] != ErrorCode.none or "topic_config_error_code" in result or topic is None \
+                or uuid.UUID(hex=topic.topic_id) != result["topic_id"]:
+            continue
+        segment = topic.partitions[0].active
+        asks.setdefault(segment.cluster, {}).setdefault(segment.topic, []).append((result, segment.partition))
+
+    def answer(replies: list) -> object:
+        for n, cluster in enumerate(asks):
+            _fill_physical(asks[cluster], replies[2 * n], replies[2 * n + 1])
+        return build(response_schema(CREATE_TOPICS, version), {"topics": results})
+
+    if not asks:
+        return answer([])
+    return Plan([call for cluster, physical in asks.items() for call in _physical_calls(cluster, list(physical))],
+                answer)
+
+
+def _physical_calls(cluster: str, names: list[str]) -> tuple[Call, Call]:
+    """A Metadata and a DescribeConfigs of the physical topics `names` of `cluster`."""
+    topics = tuple(MetadataRequestTopic(topic_id=None, name=TopicName(name)) for name in names)
+    metadata = MetadataRequest(topics=topics, allow_auto_topic_creation=False,
+                               include_topic_authorized_operations=False)
+    configs = build(request_schema(DESCRIBE_CONFIGS, 4), {"resources": [
+        {"resource_type": TOPIC_RESOURCE, "resource_name": name, "configuration_keys": None} for name in names],
+        "include_synonyms": False, "include_documentation": False})
+    return Call(AnyBroker(cluster), metadata), Call(AnyBroker(cluster), configs)
+
+
+def _fill_physical(asked: dict[str, list[tuple[dict, int]]], metadata, described) -> None:
+    """The replication factor and configs of each created topic, from its cluster's answers (if it answered)."""
+    if not isinstance(metadata, UpstreamError):
+        replicas = {(t.name, p.partition_index): len(p.replica_nodes) for t in metadata.topics
+                    if t.error_code == ErrorCode.none for p in t.partitions}
+        for name, results in asked.items():
+            for result, partition in results:
+                result["replication_factor"] = replicas.get((name, partition), -1)
+    if not isinstance(described, UpstreamError):
+        for r in described.results:
+            if r.error_code != ErrorCode.none or r.resource_name not in asked:
+                continue
+            configs = [{"name": c.name, "value": None if c.is_sensitive else c.value, "read_only": c.read_only,
+                        "config_source": c.config_source, "is_sensitive": c.is_sensitive}
+                       for c in sorted(r.configs, key=lambda c: c.name)]
+            for result, _partition in asked[r.resource_name]:
+                result["configs"] = configs
 
 
 # -- DeleteTopics ----------------------------------------------------------------------------------------
