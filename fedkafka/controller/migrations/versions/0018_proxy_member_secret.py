@@ -2,15 +2,15 @@
 must present; NULL for a row registered before (accepted without a secret until it registers again)
 (docs/DESIGN.md §5.2, "Member secrets")
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0017'
-down_revision = '0016'
+revision = '0018'
+down_revision = '0017'
 branch_labels = None
 depends_on = None
 
