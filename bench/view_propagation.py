@@ -74,7 +74,7 @@ async def subscriber_process(url: str, first: int, count: int) -> None:
         ctl, stream = await RawHttp(host, int(port)).connect(), await RawHttp(host, int(port)).connect()
         _, body = await ctl.request("POST", "/v1/proxies", json.dumps({
             "instance_id": f"bench-{i}", "host": "127.0.0.1", "port": 20000 + i, "role": "both",
-            "pool": "bench"}).encode())
+            "pool": "bench", "member_secret": True}).encode())
         registered = json.loads(body)
         node_id = registered["node_id"]
         secret = f"X-Fedkafka-Member-Secret: {registered['member_secret']}\r\n"  # its heartbeats present it

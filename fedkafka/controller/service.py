@@ -634,10 +634,13 @@ class Controller:
 
     # -- proxies and name service ------------------------------------------------------------------
     def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str,
-                       listeners: list[tuple[str, str, int]] | None = None, worker: int = 0) -> dict[str, Any]:
+                       listeners: list[tuple[str, str, int]] | None = None, worker: int = 0,
+                       member_secret: bool = False) -> dict[str, Any]:
         """Register (again) a proxy, or worker `worker` of a proxy run with --workers N: every worker of a node
         shares its node id (clients see one broker) and has a row of its own, `member_id`, which it heartbeats
-        as: its own lease, fence and applied version, so a move waits for each worker (docs/DESIGN.md §4.10)."""
+        as: its own lease, fence and applied version, so a move waits for each worker (docs/DESIGN.md §4.10).
+        `member_secret`: the proxy will present a member secret on its heartbeats, so draw one (answered) and
+        require it; a proxy before member secrets does not ask, and its member renews without one (§5.2)."""
         if not instance_id or not host or not 0 < port < 65536 or not pool:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
         if not 0 <= worker <= MAX_WORKER:
@@ -654,7 +657,9 @@ class Controller:
         now = time.time()
         expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
         claimed = _ProxyIdentity(host, port, role, pool, tuple(sorted(listeners)))
-        secret = secrets.token_urlsafe(32)  # a new one each registration: its heartbeats present it (§5.2)
+        # a new one each registration that asks for it: its heartbeats present it (§5.2)
+        secret = secrets.token_urlsafe(32) if member_secret else None
+        secret_hash = _secret_hash(secret) if secret is not None else None
         for _ in range(3):
             with self.session() as s:
                 self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
@@ -667,7 +672,7 @@ class Controller:
                 row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
                 row.listeners_json = json.dumps(listeners)
                 row.worker, row.worker_of = worker, node_of
-                row.secret_hash = _secret_hash(secret)
+                row.secret_hash = secret_hash  # None: an old proxy's, which sends no secret (no lease otherwise)
                 try:
                     s.commit()
                 except IntegrityError:  # the same instance registering twice at once: the row exists now
@@ -677,11 +682,14 @@ class Controller:
                 with self._hb_lock:
                     self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
                     self._node_of[member_id] = node_id
-                    self._secret_hashes[member_id] = _secret_hash(secret)
+                    if secret_hash is None:
+                        self._secret_hashes.pop(member_id, None)
+                    else:
+                        self._secret_hashes[member_id] = secret_hash
             break
         self.compose()
-        return {"node_id": node_id, "member_id": member_id, "member_secret": secret, "worker": worker,
-                "lease_ms": self.settings.lease_ms,
+        return {"node_id": node_id, "member_id": member_id, **({"member_secret": secret} if secret else {}),
+                "worker": worker, "lease_ms": self.settings.lease_ms,
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
 
     def check_member_secret(self, member_id: int, secret: str | None) -> None:
@@ -700,7 +708,7 @@ class Controller:
             stored = row.secret_hash if row is not None else None
         if row is None:
             raise NotFound(f"proxy {member_id} is not registered: register again")
-        if stored is None:  # registered by a controller before member secrets: until it registers again (§5.2)
+        if stored is None:  # registered by a proxy (or through a controller) before member secrets (§5.2)
             return
         if not secret or not hmac.compare_digest(stored, given):
             raise Forbidden(f"member {member_id}: missing or wrong member secret (X-Fedkafka-Member-Secret); only "

@@ -213,6 +213,7 @@ class ControllerViewSource:
                 "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
                 "role": state.me.role.value, "pool": state.me.pool,
                 "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
+                "member_secret": True,  # our heartbeats present it: hold our member to it (§5.2)
                 **({"worker": self.worker} if self.worker is not None else {})})
             if resp.status_code == 409:
                 raise RegistrationRefused(f"registration of {self.instance_id!r} refused: {_detail(resp)}",

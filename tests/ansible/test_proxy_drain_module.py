@@ -30,7 +30,8 @@ class AppliedEveryView:
     def __init__(self, api: dict):
         self.api = api
         registered = [_call(api, "POST", "/v1/proxies", {"instance_id": f"h:{port}", "host": "h", "port": port,
-                                                         "role": "pproxy", "pool": "default"}) for port in (9001, 9002)]
+                                                         "role": "pproxy", "pool": "default",
+                                                         "member_secret": True}) for port in (9001, 9002)]
         self.members = [(r["member_id"], r["member_secret"]) for r in registered]
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)

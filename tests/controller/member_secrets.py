@@ -6,12 +6,14 @@ the header itself keeps its own (tests/controller/test_member_secret.py)."""
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import httpx
 
 from fedkafka.controller.api.views import MEMBER_SECRET_HEADER
 
 _HEARTBEAT = re.compile(r"/v1/proxies/(\d+)/heartbeat")
+ClientType = TypeVar("ClientType", bound=httpx.Client)
 _SECRETS: dict[int, str] = {}  # member id -> the secret its latest registration (in any of the test's clients) got
 
 
@@ -29,7 +31,7 @@ def _remember(response: httpx.Response) -> None:
             _SECRETS[int(body["member_id"])] = body["member_secret"]
 
 
-def heartbeating_like_a_proxy(client: httpx.Client) -> httpx.Client:
+def heartbeating_like_a_proxy(client: ClientType) -> ClientType:
     client.event_hooks = {"request": [*client.event_hooks["request"], _present],
                           "response": [*client.event_hooks["response"], _remember]}
     return client

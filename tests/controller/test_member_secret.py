@@ -21,7 +21,9 @@ SECRET_HEADER = "X-Fedkafka-Member-Secret"
 
 
 def _proxy(instance: str, port: int) -> dict:
-    return {"instance_id": instance, "host": "127.0.0.1", "port": port, "role": "both", "pool": "p1"}
+    """A registration as this release's proxy sends it: it asks for a member secret (it presents it)."""
+    return {"instance_id": instance, "host": "127.0.0.1", "port": port, "role": "both", "pool": "p1",
+            "member_secret": True}
 
 
 @pytest.fixture

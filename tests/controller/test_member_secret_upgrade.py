@@ -42,7 +42,7 @@ def make_client(tmp_path, migrated_sqlite):
         ctl = Controller(Settings(db_url=f"sqlite:///{database}"), kafka=RecordingKafka())
         client = TestClient(create_app(ctl, TOKEN, background=False), headers={"Authorization": f"Bearer {TOKEN}"})
         client.__enter__()
-        client.controller, client.database = ctl, database  # type: ignore[attr-defined]
+        client.controller, client.database = ctl, database
         clients.append(client)
         return client
 
@@ -52,7 +52,7 @@ def make_client(tmp_path, migrated_sqlite):
 
 
 def _stored_hash(api: TestClient, member: int) -> str | None:
-    with api.controller.session() as s:  # type: ignore[attr-defined]
+    with api.controller.session() as s:
         return s.get(ProxyRow, member).secret_hash
 
 

@@ -30,6 +30,9 @@ class ProxyBody(BaseModel):
     pool: NulFree = Field("default", max_length=stored_length(ProxyRow.pool))
     listeners: list[tuple[str, str, int]] = Field(default_factory=list, max_length=8)  # [protocol, host, port]
     worker: int = Field(0, ge=0, le=MAX_WORKER)  # which worker of a proxy run with --workers N (docs/DESIGN.md §4.10)
+    # the proxy presents a member secret on its heartbeats: draw one and require it (docs/DESIGN.md §5.2). A proxy
+    # before member secrets does not send it, and renews without one (controllers are upgraded before proxies)
+    member_secret: bool = False
 
 
 class HeartbeatBody(BaseModel):
@@ -85,7 +88,7 @@ def _proxy_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/v1/proxies")
     def register_proxy(body: ProxyBody):
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
-                                         body.listeners, body.worker)
+                                         body.listeners, body.worker, body.member_secret)
 
     @router.post("/v1/proxies/{node_id}/heartbeat")
     async def heartbeat(node_id: RowId, body: HeartbeatBody,
