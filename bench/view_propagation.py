@@ -39,9 +39,10 @@ class RawHttp:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         return self
 
-    def send(self, method: str, path: str, body: bytes = b"") -> None:
+    def send(self, method: str, path: str, body: bytes = b"", extra: str = "") -> None:
         self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {TOKEN}\r\n"
-                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                          f"{extra}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                          + body)
 
     async def head(self) -> tuple[int, dict[str, str]]:
         status = int((await self.reader.readline()).split()[1])
@@ -51,8 +52,8 @@ class RawHttp:
             headers[k.strip().lower()] = v.strip()
         return status, headers
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        self.send(method, path, body)
+    async def request(self, method: str, path: str, body: bytes = b"", extra: str = "") -> tuple[int, bytes]:
+        self.send(method, path, body, extra)
         status, headers = await self.head()
         if headers.get("transfer-encoding") == "chunked":
             return status, b"".join([c async for c in self.chunks()])
@@ -73,8 +74,10 @@ async def subscriber_process(url: str, first: int, count: int) -> None:
         ctl, stream = await RawHttp(host, int(port)).connect(), await RawHttp(host, int(port)).connect()
         _, body = await ctl.request("POST", "/v1/proxies", json.dumps({
             "instance_id": f"bench-{i}", "host": "127.0.0.1", "port": 20000 + i, "role": "both",
-            "pool": "bench"}).encode())
-        node_id = json.loads(body)["node_id"]
+            "pool": "bench", "member_secret": True}).encode())
+        registered = json.loads(body)
+        node_id = registered["node_id"]
+        secret = f"X-Fedkafka-Member-Secret: {registered['member_secret']}\r\n"  # its heartbeats present it
         version = json.loads((await ctl.request("GET", "/v1/view"))[1])["version"]
         print(f"ready {i} {version}", flush=True)
 
@@ -83,7 +86,7 @@ async def subscriber_process(url: str, first: int, count: int) -> None:
             version = json.loads(view)["version"]  # "applied": parsed the full view
             print(f"applied {i} {version} {time.time():.6f}", flush=True)
             await ctl.request("POST", f"/v1/proxies/{node_id}/heartbeat",
-                              json.dumps({"applied_version": version}).encode())
+                              json.dumps({"applied_version": version}).encode(), secret)
 
         if MODE == "stream":
             stream.send("GET", f"/v1/view/stream?after={version}")

@@ -14,6 +14,12 @@ class ControllerError(Exception):
         self.kafka_error = kafka_error
 
 
+class Forbidden(ControllerError):
+    """The caller's token is good, but it may not act for what it names (another proxy's member id)."""
+
+    status = 403
+
+
 class NotFound(ControllerError):
     status = 404
 

@@ -131,6 +131,9 @@ class ProxyRow(Base):
     # set on the node's own row (worker 0's) by POST /v1/proxies/{node}/drain, cleared only by .../undrain: the
     # node, every worker of it, leaves the view's proxies and leads no partition (docs/DESIGN.md §4.11)
     draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # SHA-256 (hex) of the secret the member's latest registration was given: its heartbeats (lease renewals and
+    # view acks) must present it (docs/DESIGN.md §5.2, "Member secrets"). NULL: registered before member secrets.
+    secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     @property
     def node(self) -> int:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -33,7 +35,7 @@ from fedkafka.client_rules import pool_for
 from fedkafka.controller import acls, claims, db, deletions, leftovers
 from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
-from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
+from fedkafka.controller.errors import Conflict, Forbidden, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
 from fedkafka.controller.leadership import Leadership, NotLeader, RoundLog
 from fedkafka.controller.metrics import Metrics
@@ -152,6 +154,8 @@ class Controller:
         # member id (a proxy's row: its node id, or a worker's own row) -> (lease, fence expiry, applied version)
         self._leases: dict[int, tuple[float, float, int]] = {}
         self._node_of: dict[int, int] = {}  # member id -> the node id clients see (docs/DESIGN.md §4.10)
+        # member id -> hash of its member secret as this controller last saw it in the database (§5.2)
+        self._secret_hashes: dict[int, str] = {}
         self._pending: dict[int, tuple[float, float, int, dict]] = {}  # renewals not yet in the database
         self._flush_lock = threading.RLock()  # one heartbeat batch written at a time
         self._renewals = 0  # renewals taken so far ...
@@ -203,6 +207,7 @@ class Controller:
         with self._hb_lock:
             self._leases.clear()
             self._pending.clear()
+            self._secret_hashes.clear()
         self.compose()
 
     def stopping(self) -> bool:
@@ -629,10 +634,13 @@ class Controller:
 
     # -- proxies and name service ------------------------------------------------------------------
     def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str,
-                       listeners: list[tuple[str, str, int]] | None = None, worker: int = 0) -> dict[str, Any]:
+                       listeners: list[tuple[str, str, int]] | None = None, worker: int = 0,
+                       member_secret: bool = False) -> dict[str, Any]:
         """Register (again) a proxy, or worker `worker` of a proxy run with --workers N: every worker of a node
         shares its node id (clients see one broker) and has a row of its own, `member_id`, which it heartbeats
-        as: its own lease, fence and applied version, so a move waits for each worker (docs/DESIGN.md §4.10)."""
+        as: its own lease, fence and applied version, so a move waits for each worker (docs/DESIGN.md §4.10).
+        `member_secret`: the proxy will present a member secret on its heartbeats, so draw one (answered) and
+        require it; a proxy before member secrets does not ask, and its member renews without one (§5.2)."""
         if not instance_id or not host or not 0 < port < 65536 or not pool:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
         if not 0 <= worker <= MAX_WORKER:
@@ -649,6 +657,9 @@ class Controller:
         now = time.time()
         expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
         claimed = _ProxyIdentity(host, port, role, pool, tuple(sorted(listeners)))
+        # a new one each registration that asks for it: its heartbeats present it (§5.2)
+        secret = secrets.token_urlsafe(32) if member_secret else None
+        secret_hash = _secret_hash(secret) if secret is not None else None
         for _ in range(3):
             with self.session() as s:
                 self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
@@ -661,6 +672,7 @@ class Controller:
                 row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
                 row.listeners_json = json.dumps(listeners)
                 row.worker, row.worker_of = worker, node_of
+                row.secret_hash = secret_hash  # None: an old proxy's, which sends no secret (no lease otherwise)
                 try:
                     s.commit()
                 except IntegrityError:  # the same instance registering twice at once: the row exists now
@@ -670,10 +682,39 @@ class Controller:
                 with self._hb_lock:
                     self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
                     self._node_of[member_id] = node_id
+                    if secret_hash is None:
+                        self._secret_hashes.pop(member_id, None)
+                    else:
+                        self._secret_hashes[member_id] = secret_hash
             break
         self.compose()
-        return {"node_id": node_id, "member_id": member_id, "worker": worker, "lease_ms": self.settings.lease_ms,
+        return {"node_id": node_id, "member_id": member_id, **({"member_secret": secret} if secret else {}),
+                "worker": worker, "lease_ms": self.settings.lease_ms,
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
+
+    def check_member_secret(self, member_id: int, secret: str | None) -> None:
+        """Forbidden unless `secret` is the one member `member_id`'s latest registration was given: every proxy
+        host holds the service token, so the token alone must not renew another proxy's lease (keeping a dead
+        proxy listed) or ack views for it (a move would go on while that proxy still writes with an older view,
+        docs/DESIGN.md §5.2). Checked against this controller's copy of the hash, else the database's (a member
+        registered through another controller, or before a failover). NotFound for an unknown member: register."""
+        given = _secret_hash(secret or "")
+        with self._hb_lock:
+            cached = self._secret_hashes.get(member_id)
+        if cached is not None and hmac.compare_digest(cached, given):
+            return
+        with self.session() as s:
+            row = s.get(ProxyRow, member_id)
+            stored = row.secret_hash if row is not None else None
+        if row is None:
+            raise NotFound(f"proxy {member_id} is not registered: register again")
+        if stored is None:  # registered by a proxy (or through a controller) before member secrets (§5.2)
+            return
+        if not secret or not hmac.compare_digest(stored, given):
+            raise Forbidden(f"member {member_id}: missing or wrong member secret (X-Fedkafka-Member-Secret); only "
+                            "the proxy whose registration was given the secret may heartbeat as it: register again")
+        with self._hb_lock:
+            self._secret_hashes[member_id] = stored
 
     @staticmethod
     def _refuse_takeover(s: Session, instance_id: str, claimed: _ProxyIdentity, now: float) -> None:
@@ -1313,6 +1354,11 @@ class _ProxyIdentity:
     def of(cls, row: ProxyRow) -> _ProxyIdentity:
         listeners = sorted((str(p), str(h), int(n)) for p, h, n in json.loads(row.listeners_json or "[]"))
         return cls(row.host, row.port, row.role, row.pool, tuple(listeners))
+
+
+def _secret_hash(secret: str) -> str:
+    """What the database keeps of a member secret (hex SHA-256): a copy of the database gives no heartbeat."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _proxy_status(rows: list[ProxyRow], now: float) -> list[dict[str, Any]]:

@@ -30,6 +30,8 @@ from fedkafka.view.model import View
 log = logging.getLogger(__name__)
 
 STREAM_KEEPALIVE_MS = 2_000
+# the header a heartbeat presents the registration's member secret in (fedkafka/controller/api/views.py)
+MEMBER_SECRET = "X-Fedkafka-Member-Secret"
 # connections of the controller client no admin call may take: the view stream, heartbeats (the stream's own ack
 # heartbeat may overlap the periodic one), a registration's view fetch, a producer-id block, with room to spare
 LEASE_CONNECTIONS = 16
@@ -102,6 +104,9 @@ class ControllerViewSource:
         self.instance_id = instance_id
         self.worker = worker
         self.member_id: int | None = None  # this process's row at the controller, once registered
+        # the secret that registration was given (memory only: a restart registers again and gets a new one); each
+        # heartbeat presents it, so no other holder of the service token renews or acks as this member (§5.2)
+        self.member_secret: str | None = None
         self.on_block = on_block
         self.cache = cache
         self.lease_ms = 10_000
@@ -208,6 +213,7 @@ class ControllerViewSource:
                 "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
                 "role": state.me.role.value, "pool": state.me.pool,
                 "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
+                "member_secret": True,  # our heartbeats present it: hold our member to it (§5.2)
                 **({"worker": self.worker} if self.worker is not None else {})})
             if resp.status_code == 409:
                 raise RegistrationRefused(f"registration of {self.instance_id!r} refused: {_detail(resp)}",
@@ -219,6 +225,7 @@ class ControllerViewSource:
                                        "by one (it would take one worker's ack for all): upgrade it, or run one worker")
             state.set_node_id(int(body["node_id"]))
             self.member_id = int(body.get("member_id", body["node_id"]))
+            self.member_secret = body.get("member_secret")  # None from a controller before member secrets
             self._take_times(body)
             if refresh_view:
                 await self._take_current_view(state, from_saved)
@@ -451,10 +458,12 @@ class ControllerViewSource:
             await self._ack_view(state, self._unsaved)  # its save failed: try again before acking anything
         sent = time.monotonic()
         member = self.member_id if self.member_id is not None else state.me.node_id
-        resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat",
-                                      headers=self.headers,
+        headers = self.headers if self.member_secret is None else {**self.headers, MEMBER_SECRET: self.member_secret}
+        resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat", headers=headers,
                                       json={"applied_version": state.applied_version, "load": {}})
-        if resp.status_code == 404:  # the controller dropped us (lease ran out): register again
+        if resp.status_code == 403:  # our secret is not the member's latest: it was registered again since
+            log.warning("heartbeat as member %s refused (%s): registering again", member, _detail(resp))
+        if resp.status_code in (403, 404):  # the controller dropped us (lease ran out), or superseded us: register
             state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce meanwhile
             await self._register(state, refresh_view=True)
             if renew_after_registering:  # once: a 404 again registers again, and the next round renews

@@ -14,11 +14,12 @@ from ansible_harness import run_module as run
 from ansible_harness import running_controller
 
 
-def _call(api: dict, method: str, path: str, body: dict | None = None) -> dict:
+def _call(api: dict, method: str, path: str, body: dict | None = None, member_secret: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {api['token']}", "Content-Type": "application/json"}
+    if member_secret is not None:  # a heartbeat presents its registration's secret (docs/DESIGN.md §5.2)
+        headers["X-Fedkafka-Member-Secret"] = member_secret
     request = urllib.request.Request(api["controller_url"] + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {api['token']}",
-                                              "Content-Type": "application/json"})
+                                     data=None if body is None else json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.loads(answer.read())
 
@@ -28,9 +29,10 @@ class AppliedEveryView:
 
     def __init__(self, api: dict):
         self.api = api
-        self.members = [_call(api, "POST", "/v1/proxies", {"instance_id": f"h:{port}", "host": "h", "port": port,
-                                                           "role": "pproxy", "pool": "default"})["member_id"]
-                        for port in (9001, 9002)]
+        registered = [_call(api, "POST", "/v1/proxies", {"instance_id": f"h:{port}", "host": "h", "port": port,
+                                                         "role": "pproxy", "pool": "default",
+                                                         "member_secret": True}) for port in (9001, 9002)]
+        self.members = [(r["member_id"], r["member_secret"]) for r in registered]
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
         self.thread.start()
@@ -38,8 +40,8 @@ class AppliedEveryView:
     def _beat(self) -> None:
         while not self.stop.wait(0.1):
             version = _call(self.api, "GET", "/v1/status")["view_version"]
-            for member in self.members:
-                _call(self.api, "POST", f"/v1/proxies/{member}/heartbeat", {"applied_version": version})
+            for member, secret in self.members:
+                _call(self.api, "POST", f"/v1/proxies/{member}/heartbeat", {"applied_version": version}, secret)
 
     def close(self) -> None:
         self.stop.set()

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
+from controller.member_secrets import heartbeating_like_a_proxy
 from fedkafka.controller.app import create_app
 from fedkafka.controller.db import make_engine, migrate
 from fedkafka.controller.kafka_admin import KafkaAdmin, Scan
@@ -214,7 +215,7 @@ def make_api(db_url):
         kafka = kafka if kafka is not None else RecordingKafka()
         times = {"lease_ms": lease_ms} if fence_ms is None else {"lease_ms": lease_ms, "fence_ms": fence_ms}
         ctl = Controller(Settings(db_url=url or db_url, scan_interval=0.5, kafka_timeout=2.0, **times), kafka=kafka)
-        client = TestClient(create_app(ctl, TOKEN, background=background), headers=AUTH)
+        client = heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=background), headers=AUTH))
         client.__enter__()
         client.controller, client.kafka = ctl, kafka
         clients.append(client)

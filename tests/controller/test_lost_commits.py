@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from controller.conftest import AUTH, TOKEN
+from controller.member_secrets import heartbeating_like_a_proxy
 from fedkafka.cli import app as cli_app
 from fedkafka.controller.app import create_app
 from fedkafka.controller.errors import Conflict, Invalid, NotFound
@@ -517,7 +518,8 @@ def test_a_planned_move_is_frozen_in_the_first_view_composed_once_the_loss_is_de
         ends[("c2", "t", 0)] = 50  # 50 records acked at logical 100..149 on c2 phys 0..49
     ctl.kafka.down.add("c2")  # its target does not answer: a freeze reads it again and again
     views = _published(ctl)
-    proxy = TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)  # no lifespan: the app's routes only
+    # no lifespan: the app's routes only
+    proxy = heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH))
     answer = proxy.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": v_high, "load": {}})
     assert answer.status_code == 200 and ctl.db_regression is not None
     assert answer.json()["view_version"] > v_high and views[0].version > v_high  # the proxy takes it
@@ -704,7 +706,7 @@ def held(frozen_move):
     with pytest.raises(MoveHeld):
         again.run(again.unfinished())
     ctl.heartbeat(member, ctl.view.version, {})  # the proxy took the view composed past the lost ones (t/0 frozen)
-    with TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH) as client:
+    with heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)) as client:
         yield ctl, client, ids[0], lost, ends
 
 
@@ -712,7 +714,7 @@ def _cli(monkeypatch, client: TestClient, *args: str, token: str = TOKEN) -> tup
     """`fedkafka *args` run in this process against the controller behind `client` (its ASGI app: the CLI's own
     AdminClient and HTTP requests, no socket). Returns (exit code, stdout and stderr)."""
     def connect(timeout, headers, verify):
-        return TestClient(client.app, headers=headers)
+        return heartbeating_like_a_proxy(TestClient(client.app, headers=headers))
 
     monkeypatch.setattr("fedkafka.controller.client.httpx", SimpleNamespace(Client=connect, HTTPError=httpx.HTTPError))
     result = CliRunner().invoke(cli_app, list(args), env={"FEDKAFKA_CONTROLLER_URL": "http://controller",
@@ -905,7 +907,7 @@ def held_unread(plan_kept):
     assert Mover(ctl).sweep() == ids
     assert (_move(ctl, ids[0]).state, _move(ctl, ids[0]).held_for) == ("held", "target_unread")
     ctl.kafka.down.discard("c2")
-    with TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH) as client:
+    with heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)) as client:
         yield ctl, client, ids[0]
 
 
@@ -939,7 +941,7 @@ def test_a_no_target_end_move_is_rolled_back_only_with_nothing_was_published(pla
     ctl.heartbeat(member, v_high, {})
     assert Mover(ctl).sweep() == ids
     assert (_move(ctl, ids[0]).state, _move(ctl, ids[0]).held_for) == ("held", "no_target_end")
-    with TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH) as client:
+    with heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)) as client:
         code, out = _cli(monkeypatch, client, "moves", "roll-back", str(ids[0]))
         assert code == 1 and "it has no recorded target end (no_target_end)" in out, out
         assert _move(ctl, ids[0]).state == "held" and _frozen(ctl)

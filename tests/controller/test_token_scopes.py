@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from controller.conftest import RecordingKafka
+from controller.member_secrets import heartbeating_like_a_proxy
 from fedkafka.controller.api.common import token_dependency
 from fedkafka.controller.app import create_app
 from fedkafka.controller.errors import ControllerError
@@ -27,7 +28,7 @@ PROXY = {"instance_id": "i1", "host": "127.0.0.1", "port": 9092, "role": "both",
 
 def _started_client(database: Path, tokens: Tokens | str, **kwargs) -> TestClient:
     ctl = Controller(Settings(db_url=f"sqlite:///{database}"), kafka=RecordingKafka())
-    client = TestClient(create_app(ctl, tokens, background=False, **kwargs))
+    client = heartbeating_like_a_proxy(TestClient(create_app(ctl, tokens, background=False, **kwargs)))
     client.__enter__()
     return client
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -16,6 +16,8 @@ from fedkafka.controller.publish import Publisher
 from fedkafka.controller.service import MAX_WORKER, Controller
 
 MAX_WAIT_MS = 60_000
+# the member secret a registration answers (`member_secret`): a heartbeat presents it (docs/DESIGN.md §5.2)
+MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
 # worker i > 0 of a proxy has the row `{instance_id}/w{i}` (service.register_proxy): room for the suffix
 INSTANCE_ID_MAX = stored_length(ProxyRow.instance_id) - len(f"/w{MAX_WORKER}")
 
@@ -28,6 +30,9 @@ class ProxyBody(BaseModel):
     pool: NulFree = Field("default", max_length=stored_length(ProxyRow.pool))
     listeners: list[tuple[str, str, int]] = Field(default_factory=list, max_length=8)  # [protocol, host, port]
     worker: int = Field(0, ge=0, le=MAX_WORKER)  # which worker of a proxy run with --workers N (docs/DESIGN.md §4.10)
+    # the proxy presents a member secret on its heartbeats: draw one and require it (docs/DESIGN.md §5.2). A proxy
+    # before member secrets does not send it, and renews without one (controllers are upgraded before proxies)
+    member_secret: bool = False
 
 
 class HeartbeatBody(BaseModel):
@@ -83,10 +88,13 @@ def _proxy_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/v1/proxies")
     def register_proxy(body: ProxyBody):
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
-                                         body.listeners, body.worker)
+                                         body.listeners, body.worker, body.member_secret)
 
     @router.post("/v1/proxies/{node_id}/heartbeat")
-    async def heartbeat(node_id: RowId, body: HeartbeatBody):
+    async def heartbeat(node_id: RowId, body: HeartbeatBody,
+                        member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=256)):
+        # only the proxy that registered the member may renew its lease or ack views for it (403 otherwise)
+        await run_in_threadpool(controller.check_member_secret, node_id, member_secret)
         # a known live proxy's renewal joins the next batch written; others are checked in the database
         return (await run_in_threadpool(controller.renew_lease, node_id, body.applied_version, body.load)
                 or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load))
