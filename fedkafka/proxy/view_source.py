@@ -198,12 +198,10 @@ class ControllerViewSource:
         state.replace(View(version=0, federation_id=federation_id))
         state.applied_version = 0
 
-    async def _register(self, state: ProxyState, refresh_view: bool = False, from_saved: bool = False) -> None:
+    async def _register(self, state: ProxyState, refresh_view: bool = False) -> None:
         """Register (again). `refresh_view`: our lease ran out, so the controller stopped waiting for our acks
         and may have read seals of segments we routed writes to; take the current view, and wait until nothing
-        routed under an older one is out, before the new deadline counts (docs/DESIGN.md §4.9, F3). `from_saved`
-        (with `refresh_view`): the view served is the saved one, perhaps another federation's than the controller's
-        (`_leave_another_federation`, judged on that same current view: one fetch)."""
+        routed under an older one is out, before the new deadline counts (docs/DESIGN.md §4.9, F3)."""
         self._reregistering += refresh_view
         try:
             if refresh_view:  # first what our own view already drains (the stream's wait), before the new lease
@@ -228,7 +226,7 @@ class ControllerViewSource:
             self.member_secret = body.get("member_secret")  # None from a controller before member secrets
             self._take_times(body)
             if refresh_view:
-                await self._take_current_view(state, from_saved)
+                await self._take_current_view(state)
             state.lease_deadline = sent + self.fence_ms / 1000
         finally:
             self._reregistering -= refresh_view
@@ -238,17 +236,13 @@ class ControllerViewSource:
         if block:
             self.on_block(int(block["start"]), int(block["size"]))
 
-    async def _take_current_view(self, state: ProxyState, from_saved: bool = False) -> None:
+    async def _take_current_view(self, state: ProxyState) -> None:
         """Apply the controller's current view, newer than ours or not, and ack it once nothing routed under an
         older view is out: the view stream may still be draining the view we hold (its ack pending), and a write
-        routed under the one before, held while fenced, must not go out on the new deadline (§4.9, F3). `from_saved`:
-        the saved view we serve is first left if the controller's is another federation's."""
+        routed under the one before, held while fenced, must not go out on the new deadline (§4.9, F3)."""
         current = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
         current.raise_for_status()
-        view = View.from_dict(current.json())
-        if from_saved:
-            await self._leave_another_federation(state, view.federation_id)
-        state.apply(view)
+        state.apply(View.from_dict(current.json()))
         await self._drain_older(state)
         if state.applied_version < state.view.version:  # an ack like any other: drained, then saved
             await self._ack_view(state, state.view.version)
@@ -323,7 +317,8 @@ class ControllerViewSource:
             while not self._registered:
                 url = self.controllers.current
                 try:
-                    await self._register(state, refresh_view=True, from_saved=True)
+                    await self._leave_another_federation(state)
+                    await self._register(state, refresh_view=True)
                     self._registered = True
                     log.info("registered with %s; serving view %s", self.controllers.current, state.view.version)
                 except RegistrationRefused as e:
@@ -334,11 +329,13 @@ class ControllerViewSource:
                     self._failed(url, e)
                     delay = await _backed_off(delay)
 
-    async def _leave_another_federation(self, state: ProxyState, federation_id: str) -> None:
-        """Started from the saved view, registered, its view not yet taken: a controller of another federation
-        (`federation_id`) than the saved view's (same URL, another database) gets neither that view nor its version
-        (which it would take for commits its database lost; the registration carries neither, the heartbeats only
-        start once the controller's view is taken). Produce under the old view stops and drains first."""
+    async def _leave_another_federation(self, state: ProxyState) -> None:
+        """Started from the saved view, before registering: a controller of another federation than the saved
+        view's (same URL, another database) gets neither that view nor its version (which it would take for
+        commits its database lost). Produce under the old view stops and drains first."""
+        resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
+        resp.raise_for_status()
+        federation_id = View.from_dict(resp.json()).federation_id
         if federation_id == state.view.federation_id or state.view.version == 0:
             return
         state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())

@@ -7,7 +7,6 @@ import asyncio
 import time
 
 import httpx
-import pytest
 
 from fedkafka.controller.app import create_app
 from fedkafka.controller.kafka_admin import KafkaAdmin
@@ -145,62 +144,5 @@ def test_a_switch_of_federation_whose_deadline_cannot_be_reset_leaves_the_old_pa
         saved = ViewCache(path, INSTANCE).load([URL])
         assert state.view.federation_id == ctl.view.federation_id
         assert (saved.view.federation_id, saved.view.version, saved.produce_until) == ("federation-a", 40, far)
-    finally:
-        ctl.stop()
-
-
-class CountingTransport(httpx.AsyncBaseTransport):
-    """The controller's ASGI app, each request's method and path kept."""
-
-    def __init__(self, app) -> None:
-        self.inner = httpx.ASGITransport(app=app)
-        self.calls: list[tuple[str, str]] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.calls.append((request.method, request.url.path))
-        return await self.inner.handle_async_request(request)
-
-
-@pytest.mark.parametrize("saved_federation", ["the controller's", "federation-a"])
-def test_a_proxy_registering_from_its_saved_view_fetches_the_controllers_view_once(tmp_path, saved_federation):
-    """Started from the saved view, the proxy registers once a controller answers: the federation check and the
-    registration's view are one fetch of /v1/view (they were two), and the check still holds: a saved view of
-    another federation is left (its deadline reset on disk) for the controller's, one of this federation is kept."""
-    ctl = controller(tmp_path)
-    federation = ctl.view.federation_id if saved_federation == "the controller's" else saved_federation
-    cache = ViewCache(tmp_path / "p.view.json", INSTANCE)
-    cache.save_view(View(version=40, federation_id=federation), node_id=3, controllers=[URL])
-    far = time.time() + 30 * 86400
-    cache.save_fence(far)
-    app = create_app(ctl, TOKEN, background=False)
-
-    def unreachable(_request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused")
-
-    async def run() -> tuple[ProxyState, list[tuple[str, str]]]:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        source = ControllerViewSource(URL, TOKEN, INSTANCE, lambda s, n: None, cache=cache)
-        source.client = httpx.AsyncClient(transport=httpx.MockTransport(unreachable))
-        state = fresh_state()
-        await source.start(state)  # no controller: serves the saved view
-        await source.client.aclose()
-        counting = CountingTransport(app)
-        source.client = httpx.AsyncClient(transport=counting, timeout=10)
-        try:
-            await source._register_from_cache(state)
-        finally:
-            await source.client.aclose()
-        return state, counting.calls
-
-    try:
-        state, calls = asyncio.run(run())
-        assert calls.count(("GET", "/v1/view")) == 1, calls
-        assert ("POST", "/v1/proxies") in calls and state.lease_valid()
-        saved = cache.load([URL])
-        if federation == ctl.view.federation_id:
-            assert (state.view.version, saved.view.version, saved.view.federation_id) == (40, 40, federation)
-        else:
-            assert state.view.federation_id == saved.view.federation_id == ctl.view.federation_id
-            assert state.view.version == saved.view.version < 40 and saved.produce_until < far
     finally:
         ctl.stop()
