@@ -76,7 +76,8 @@ def _codes(answer) -> dict[int, int]:
 
 
 async def _routed(table, key, end: int) -> None:
-    """Until the proxy forwarded `key` up to `end` (the batch is routed and on its way upstream)."""
+    """Until the proxy forwarded `key` up to `end` on a fresh physical id (its request is routed, every partition of it
+    in one pass, and on its way upstream)."""
     for _ in range(500):
         write = table._writes.get(key)
         if write is not None and write.end == end and write.producer_id != PHYSICAL[0]:
@@ -106,7 +107,7 @@ def test_a_batch_in_flight_is_not_acked_implicitly_when_a_later_one_goes_out_on_
             broker.held, broker.held_codes = {0}, {0: error}
             five = await d.start(_request([(0, 5)]), 0, None)  # in flight: the broker holds its answer
             later = asyncio.ensure_future(d.start(_request([(1, 15), (0, 6)]), 0, None))
-            await _routed(table, (PID, 0, "t", 0), 7)
+            await _routed(table, (PID, 0, "t", 1), 16)  # p1's 15 and p0's 6 routed (one pass)
             broker.release.set()
             assert _codes(await five)[0] == error  # not written
             six = _codes(await (await later))
