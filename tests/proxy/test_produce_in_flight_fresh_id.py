@@ -21,13 +21,15 @@ from proxy.test_produce_lane_review import SequenceBroker, _shut, _steady_table
 class HeldSequenceBroker(SequenceBroker):
     """The sequence-checking stand-in, one request of a connection at a time as a broker processes them: a produce
     request naming a partition of `held` waits for `release`, then is answered with `held_codes` (nothing appended
-    for a partition given an error), and the connection's later requests are read only after it."""
+    for a partition given an error), and the connection's later requests are read only after it. `order`: the
+    sequences appended, in the order they were."""
 
     def __init__(self):
         super().__init__({})
         self.held: set[int] = set()
         self.held_codes: dict = {}
         self.release = asyncio.Event()
+        self.order: dict[int, list[int]] = {}  # logical partition -> sequences in the order they were appended
 
     async def _serve(self, reader, writer) -> None:
         while True:
@@ -46,7 +48,10 @@ class HeldSequenceBroker(SequenceBroker):
                 self.held.clear()
                 self.codes = self.held_codes
             self.frames.append(body[:4] + bytes(4) + body[8:])
+            before = {p: set(s) for p, s in self.written.items()}
             topics = self.answers(request)
+            for p, seqs in self.written.items():
+                self.order.setdefault(p, []).extend(sorted(seqs - before.get(p, set())))
             self.codes = {}
             writer.write(rec.produce_response_frame(version, correlation_id, topics))
 
@@ -117,3 +122,80 @@ def test_a_batch_in_flight_is_not_acked_implicitly_when_a_later_one_goes_out_on_
             broker.release.set()
             await _shut(d, broker)
     run(scenario)
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_a_later_batch_held_back_behind_one_in_flight_goes_on_the_fresh_id_once_it_is_answered_and_keeps_order(lane):
+    """The same, but 5 is written (answered after 6 was routed): 6, held back (NOT_LEADER_OR_FOLLOWER, retriable) while
+    5's answer was pending, is written when the client resends it, on the fresh id as its first batch on p0. The log
+    holds 5 then 6, the client's order (per-key order, §4.2): the fresh id never carries a batch past one in flight,
+    so nothing of the fresh id lands before an earlier batch on the old one."""
+    async def scenario():
+        table = _steady_table(lambda: 1000.0)
+        broker = await HeldSequenceBroker().start()
+        d = await proxy(view(4), broker, lane=lane, producer_ids=table)
+        try:
+            broker.held, broker.held_codes = {0}, {}
+            five = await d.start(_request([(0, 5)]), 0, None)
+            later = asyncio.ensure_future(d.start(_request([(1, 15), (0, 6)]), 0, None))
+            await _routed(table, (PID, 0, "t", 1), 16)
+            broker.release.set()
+            assert _codes(await five)[0] == 0
+            assert _codes(await (await later)) == {1: 0, 0: ErrorCode.not_leader_or_follower}
+            assert 6 not in broker.written[0]
+            assert not table.in_flight((PID, 0, "t", 0))  # every answer in: nothing holds back the resend
+            assert _codes(await (await d.start(_request([(0, 6)]), 0, None))) == {0: 0}
+            assert broker.order[0] == [5, 6]
+            fresh = table._map[(PID, 0, "c1")][0]
+            assert fresh != PHYSICAL[0] and broker.last[(fresh, "phys", 0)] == 6  # 6 went on the fresh id
+        finally:
+            broker.release.set()
+            await _shut(d, broker)
+    run(scenario)
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_batches_the_broker_checks_are_not_held_back_by_one_in_flight(lane):
+    """Only a batch the broker would not check waits for the answers in flight: the producer's pipeline on its
+    confirmed id (6 behind 5, both on 555) goes on as before, and the broker's own check orders it."""
+    async def scenario():
+        table = _steady_table(lambda: 1000.0)
+        broker = await HeldSequenceBroker().start()
+        d = await proxy(view(4), broker, lane=lane, producer_ids=table)
+        try:
+            broker.held, broker.held_codes = {0}, {}
+            five = await d.start(_request([(0, 5)]), 0, None)
+            six = await d.start(_request([(0, 6)]), 0, None)  # not a barrier: routed and sent behind 5
+            assert table.in_flight((PID, 0, "t", 0))
+            broker.release.set()
+            assert _codes(await five) == {0: 0} and _codes(await six) == {0: 0}
+            assert broker.order[0] == [5, 6] and not table._in_flight
+        finally:
+            broker.release.set()
+            await _shut(d, broker)
+    run(scenario)
+
+
+def test_a_count_an_exit_missed_holds_a_producer_back_30_s_at_most():
+    """Every call ends within the upstream request timeout and settles its batches; one an exit missed (a request
+    cancelled mid-call) is dropped REFUSAL_MEMORY_S after the first batch it held back, not kept for good. Settled
+    counts leave the table."""
+    from fedkafka.proxy.core.producer_ids import REFUSAL_MEMORY_S, ProducerIdTable
+
+    now = [1000.0]
+    table = ProducerIdTable(clock=lambda: now[0])
+    key = (PID, 0, "t", 0)
+    table.note_sent(key)
+    table.note_sent(key)
+    table.note_settled(key)
+    assert table.in_flight(key)
+    table.note_settled(key)
+    assert not table.in_flight(key) and not table._in_flight and not table._held_since
+    table.note_settled(key)  # a settle without its send (none missed here) changes nothing
+    assert not table._in_flight
+    table.note_sent(key)  # never settled
+    assert table.in_flight(key)
+    now[0] += REFUSAL_MEMORY_S
+    assert table.in_flight(key)
+    now[0] += 1
+    assert not table.in_flight(key) and not table._in_flight and not table._held_since
