@@ -27,6 +27,9 @@ broker would not check is refused as a gap (`ambiguous_before`). Past MAX_MAPPIN
 goes to the refusal memory with its live batches (never dropped live: a batch past it would be written, and its own
 acked implicitly); the keys whose last note ran out leave from the front as batches are noted and written
 (`_ambiguous_live`), so the memory empties and the steady path's test that it is empty holds again.
+A batch whose answer is still pending said nothing yet: while one of a producer's batches on a partition is in flight
+(`note_sent` to `note_settled`, uncounted in the callback that notes its answer), a batch of it the broker would not
+check waits too (`in_flight`): on a fresh id it was written while the one before it failed unwritten, acked implicitly.
 
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
