@@ -199,3 +199,28 @@ def test_a_count_an_exit_missed_holds_a_producer_back_30_s_at_most():
     assert table.in_flight(key)
     now[0] += 1
     assert not table.in_flight(key) and not table._in_flight and not table._held_since
+
+
+def test_a_lane_call_whose_client_answer_was_cancelled_still_settles_its_batches():
+    """The lane uncounts a call's batches whatever ended it (`_answered` runs once per call): an answer the client's
+    connection cancelled (it closed) leaves nothing counted in flight once the broker answered, so the producer's
+    batches on a fresh id are not held back for it."""
+    async def scenario():
+        table = _steady_table(lambda: 1000.0)
+        broker = await HeldSequenceBroker().start()
+        d = await proxy(view(4), broker, lane=True, producer_ids=table)
+        try:
+            broker.held, broker.held_codes = {0}, {}
+            five = await d.start(_request([(0, 5)]), 0, None)
+            assert d.lane.taken and table.in_flight((PID, 0, "t", 0))
+            five.cancel()
+            broker.release.set()
+            for _ in range(500):
+                if 5 in broker.written[0] and not table._in_flight:
+                    break
+                await asyncio.sleep(0.01)
+            assert 5 in broker.written[0] and not table._in_flight
+        finally:
+            broker.release.set()
+            await _shut(d, broker)
+    run(scenario)
