@@ -237,6 +237,12 @@ class ProducerIds(Protocol):
         """A batch starting at `first_seq` on a confirmed pair got an answer that leaves open whether it was written."""
     def ambiguous_before(self, key: SeqKey, first_seq: int) -> int | None:
         """The first sequence of the oldest batch not known written that `first_seq` would skip, or None."""
+    def note_sent(self, key: SeqKey) -> None:
+        """A batch of `key` goes upstream now; `note_settled` once its call ended, however."""
+    def note_settled(self, key: SeqKey) -> None:
+        """The call of a batch of `key` ended (answered, lost, not sent, cancelled)."""
+    def in_flight(self, key: SeqKey) -> bool:
+        """Whether a batch of `key` is in flight, its answer pending (`broker_checked` batches only)."""
 
     # -- the broker's own sequence check holds only once it answered a batch of the physical id there
     def confirmed(self, where: PhysicalPartition) -> bool:

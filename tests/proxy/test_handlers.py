@@ -281,6 +281,7 @@ def test_idempotent_produce_gets_a_physical_id_per_cluster_and_rewrites_batches(
     (h,) = rec.iter_batches(forwarded)
     assert (h.producer_id, h.producer_epoch, h.base_sequence) == (555, 2, 0)
     assert rec.crc_ok(forwarded, h)
+    plan.finish([_answer(call, None, {})])  # answered, as the dispatcher runs it: nothing in flight (§5.3 rule 3)
     # a new active segment on the same partition: the physical id is not reused
     moved = replace(c.view, topics={"t": replace(c.view.topics["t"], partitions=(
         PartitionChain(segments=(Segment("c1", "phys", 0, 0, 9, 0), Segment("c1", "phys", 0, 9, None, 9))),
@@ -448,6 +449,7 @@ def test_the_first_batch_of_a_physical_id_on_a_partition_goes_alone():
     assert by_partition(routed.finish([_answer(routed.calls[0], None, {})]))[0][0] == ErrorCode.none
     after = produce.handle(c, None, produce_req({0: batch(1000, 0, 1)}))
     assert not after.barrier  # the broker holds the id's state now and checks the sequence itself
+    after.finish([_answer(after.calls[0], None, {})])  # answered before 2 is routed: nothing in flight
     moved = replace(c, view=_moved_p0(c.view))  # a new segment: a fresh id, unknown to c2
     plan = produce.handle(moved, None, produce_req({0: batch(1000, 0, 2)}))
     while plan.calls[0].request.__api_key__ != 0:

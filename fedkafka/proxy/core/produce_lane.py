@@ -239,7 +239,9 @@ class ProduceLane:
         try:
             item = conn.send(upstream)
         except ConnectionError:  # nothing written; `handle` then does an idempotent producer's bookkeeping again, to
-            return None  # no further effect (`physical` and `note_forwarded` of the same batch change nothing more)
+            if producer is not None:  # no further effect (`physical` and `note_forwarded` of the same batch change
+                produce.lane_settled(d.producer_ids, producer)  # nothing more); not in flight
+            return None
         broker = self._targets.get(target)
         if broker is None:
             broker = self._targets[target] = Broker(*target)
@@ -285,6 +287,8 @@ class ProduceLane:
         if call.waits is not None:  # None: not sent
             call.waits.answered()
         d = self.dispatcher
+        if call.producer is not None:  # its batches' call ended, whatever ended it
+            produce.lane_settled(d.producer_ids, call.producer)
         if counts is not None:
             counts[view_version] -= 1
         if answer.done():  # cancelled: so was the call

@@ -27,6 +27,9 @@ broker would not check is refused as a gap (`ambiguous_before`). Past MAX_MAPPIN
 goes to the refusal memory with its live batches (never dropped live: a batch past it would be written, and its own
 acked implicitly); the keys whose last note ran out leave from the front as batches are noted and written
 (`_ambiguous_live`), so the memory empties and the steady path's test that it is empty holds again.
+A batch whose answer is still pending said nothing yet: while one of a producer's batches on a partition is in flight
+(`note_sent` to `note_settled`, uncounted in the callback that notes its answer), a batch of it the broker would not
+check waits too (`in_flight`): on a fresh id it was written while the one before it failed unwritten, acked implicitly.
 
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
@@ -143,6 +146,10 @@ class ProducerIdTable:
         self._ambiguous: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
         # until when the key at the front of `_ambiguous` was last seen live (`_ambiguous_live`)
         self._ambiguous_until = _NEVER
+        # per producer and partition: batches sent upstream whose call has not ended (`note_sent`, `note_settled`)
+        self._in_flight: dict[SeqKey, int] = {}
+        # per producer and partition with batches in flight: when a batch was first held back behind them (`in_flight`)
+        self._held_since: dict[SeqKey, float] = {}
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -485,6 +492,45 @@ class ProducerIdTable:
             return None
         skipped = [s for s in batches if s != UNKNOWN_SEQUENCE and seqs.after(first_seq, s)]
         return _oldest(skipped) if skipped else None
+
+    def note_sent(self, key: SeqKey) -> None:
+        """A batch of `key` goes upstream now (generic path and lane alike); `note_settled` once its call ended."""
+        in_flight = self._in_flight
+        count = in_flight.get(key)
+        if count is None:
+            if len(in_flight) >= MAX_MAPPINGS:  # only keys an exit missed pile up so: the oldest goes
+                del in_flight[next(iter(in_flight))]
+            in_flight[key] = 1
+        else:
+            in_flight[key] = count + 1
+
+    def note_settled(self, key: SeqKey) -> None:
+        """The call of a batch of `key` ended (answered, lost, not sent, cancelled): no longer in flight."""
+        in_flight = self._in_flight
+        count = in_flight.get(key, 0) - 1
+        if count > 0:
+            in_flight[key] = count
+            return
+        in_flight.pop(key, None)
+        if self._held_since:
+            self._held_since.pop(key, None)
+
+    def in_flight(self, key: SeqKey) -> bool:
+        """Whether a batch of `key` is in flight, its answer pending (DESIGN §5.3 rule 3, "An answer still pending"):
+        the produce handler then holds back, as a gap, every batch of `key` the broker would not check itself (a
+        fresh physical id, or the first batch of one on the partition), until every answer is in. A call ends within
+        the upstream request timeout; a count still up REFUSAL_MEMORY_S after the first batch it held back is one an
+        exit missed (a request cancelled mid-call), and is dropped rather than hold the producer back for good."""
+        if key not in self._in_flight:
+            return False
+        now = self._clock()
+        since = self._held_since.setdefault(key, now)
+        if now - since <= REFUSAL_MEMORY_S:
+            return True
+        log.warning("producer %s/%s %s/%s: %s batch(es) still counted in flight %.0f s after a batch was first held "
+                    "back behind them; dropped", *key, self._in_flight[key], now - since)
+        del self._in_flight[key], self._held_since[key]
+        return False
 
     def confirmed(self, where: PhysicalPartition) -> bool:
         """Whether the broker answered a batch of this physical id on this partition (so it checks sequences)."""

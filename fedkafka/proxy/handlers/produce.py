@@ -277,16 +277,27 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
         producers = ctx.session.producers  # a corrupt batch of an id it does not vouch for holds the connection
         unread = unknown is None and (ids.unsequenced(seq_key) or (
             producers is not None and ids.held(producers, seq_key[2], seq_key[3])))
-        if (unknown is not None or unread or ids.overflowing(seq_key)) and ids.broker_checked(
-                seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None:
-            return "gap", (_GAP, f"sequence {sequences[0]} skips {unknown}, not known written: resend that first"
-                           if unknown is not None else "a corrupt batch of the producer (or of this connection) was "
-                           "refused at an unknown sequence: only batches the broker checks are forwarded" if unread
-                           else "refusal memory full: only batches the broker checks are forwarded")
+        if (unknown is not None or unread or ids.overflowing(seq_key) or ids.in_flight(seq_key)) and \
+                ids.broker_checked(seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start),
+                                   sequences[0]) is None:
+            return "gap", (_GAP, _held_back_why(sequences[0], unknown, unread, ids.overflowing(seq_key)))
         return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
     log.debug("producer %s/%s %s/%s: %s", *seq_key, message)
     return "gap", (_GAP, message)
+
+
+def _held_back_why(first_seq: int, unknown: int | None, unread: bool, overflowing: bool) -> str:
+    """The message of a batch the broker would not check, held back as a gap (`_producer_refusal`)."""
+    if unknown is not None:
+        return f"sequence {first_seq} skips {unknown}, not known written: resend that first"
+    if unread:
+        return ("a corrupt batch of the producer (or of this connection) was refused at an unknown sequence: only "
+                "batches the broker checks are forwarded")
+    if overflowing:
+        return "refusal memory full: only batches the broker checks are forwarded"
+    return (f"sequence {first_seq}: an earlier batch of the producer on the partition is in flight, its answer "
+            "pending: resend once it is answered")
 
 
 _WAIT = (ErrorCode.leader_not_available, "waiting for the leader")  # not an answer: route again shortly
@@ -359,6 +370,9 @@ def _forward(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing):
     timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
     calls = []
     for (cluster, node), parts in routing.groups.items():
+        for part in parts:
+            if part.seq_key:  # settled in `_translate`, whatever ends the call
+                ctx.producer_ids.note_sent(part.seq_key)
         calls.append(Call(Broker(cluster, node), UpstreamProduce.of(request.version, timeout_ms, parts),
                           ordering_key=routing.producer_key))
     if not calls:
@@ -658,6 +672,9 @@ class ProduceAnswer:
 
 def _translate(ctx: Context, parts: list[_Part], result, answers: dict) -> None:
     """Into `answers`: each part's answer from its broker's (`result`), or the error that took its place."""
+    for part in parts:
+        if part.seq_key:  # its call ended (`_forward`'s `note_sent`)
+            ctx.producer_ids.note_settled(part.seq_key)
     if isinstance(result, UpstreamError):
         _lost(ctx, parts, result, answers)
         return
@@ -931,8 +948,15 @@ def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.RecordParts
                                        (seq.first_seq, seq.end_seq))
         assert mapped == producer.physical  # `steady` said so, and nothing ran in between
         producer_ids.note_forwarded(seq_key, seg_id, mapped[0], seq.end_seq)
+        producer_ids.note_sent(seq_key)  # settled by `lane_settled` once the call ended, however
         out.append(rec.with_producer(batch, header, mapped[0], mapped[1]))  # type: ignore[arg-type]
     return out
+
+
+def lane_settled(producer_ids, producer: LaneProducer) -> None:
+    """The call of the producer's batches (`lane_forwarded`'s `note_sent`) ended, however: none in flight now."""
+    for seq, *_ in producer.parts:
+        producer_ids.note_settled(seq.seq_key)
 
 
 def lane_noted(producer_ids, producer: LaneProducer, result) -> None:
