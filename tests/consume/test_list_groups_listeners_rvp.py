@@ -52,3 +52,14 @@ def test_a_plaintext_admin_client_lists_every_group_from_the_brokers_metadata_na
     listed = [g for p in PROXIES if p.node_id in known for g in _listed_by(p)]
     missing = sorted(set(GROUPS) - set(listed))
     assert missing == [], f"{len(missing)} of {len(GROUPS)} groups listed by no broker the client knows: {missing[:5]}"
+
+
+def test_a_proxy_the_view_does_not_list_yet_lists_no_group_another_proxy_lists_too():
+    """A proxy started and serving before the view lists it (or dropped from it while it serves) names itself in its
+    Metadata and hashes over itself and the pool, while the pool's other proxies hash over the view's proxies: the
+    groups it wins are listed by it and by their coordinator in the view, twice to a client bootstrapped to it."""
+    newcomer = ProxyInfo(3, "p3", 9092, ProxyRole.CPROXY, listeners=(Endpoint("PLAINTEXT", "p3", 9092),))
+    assert _brokers_in_metadata(newcomer) == [3, 1]  # itself, and the listed proxies with a PLAINTEXT listener
+    everyone_else = {g for g in GROUPS if g in _listed_by(PROXIES[0]) or g in _listed_by(PROXIES[1])}
+    twice = sorted(set(_listed_by(newcomer)) & everyone_else)
+    assert twice == [], f"{len(twice)} groups listed by two proxies: {twice[:5]}"
