@@ -4,7 +4,8 @@ of the pool that the view lists with a listener for the client's security protoc
 Every proxy Metadata names to a client (`plan.listed_brokers`) hashes over the same candidates, so FindCoordinator
 names only a proxy the client was told of and can reach, and their ListGroups answers together list every group
 exactly once. Before the fix FindCoordinator at a PLAINTEXT listener answered COORDINATOR_NOT_AVAILABLE (forever) for
-the groups hashed to a SASL_SSL-only proxy, and a draining proxy's groups were listed by nobody."""
+the groups hashed to a SASL_SSL-only proxy. A drained proxy is left out of `View.proxies` and named in `View.draining`
+(docs/DESIGN.md §4.11); the views naming a draining proxy among the proxies too check the rule holds either way."""
 
 from __future__ import annotations
 
@@ -109,3 +110,25 @@ def test_a_proxy_alone_with_its_protocol_coordinates_every_group_of_its_clients(
     lone = _proxy(4, "SSL")
     assert sorted(_listed_by(lone, _view(), "SSL")) == sorted(GROUPS)
     assert {node for node, _code in _coordinators(lone, _view(), "SSL").values()} == {4}
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_SSL"])
+def test_a_drained_proxy_the_view_leaves_out_sends_its_clients_to_the_others(protocol):
+    """As compose.build_view drains proxy 1: out of the view's proxies, named draining; it still serves its clients."""
+    view = _view(proxies=PROXIES[1:], draining=(1,))
+    for bootstrap in PROXIES:
+        if bootstrap.endpoint(protocol) is None:
+            continue
+        listed, known = _client_sees(bootstrap, view, protocol)
+        assert sorted(listed) == sorted(GROUPS)
+        assert {node for node, _code in _coordinators(bootstrap, view, protocol).values()} <= known - {1}
+
+
+def test_a_drained_proxy_alone_with_the_clients_protocol_coordinates_its_groups():
+    """No other proxy of the pool has an SSL listener: the drained proxy's Metadata still names itself (listed_brokers),
+    and it coordinates every group of those clients rather than naming peers they cannot reach."""
+    drained = _proxy(1, "SSL")
+    view = _view(proxies=PROXIES[1:], draining=(1,))
+    assert _metadata_brokers(drained, view, "SSL") == {1}
+    assert {node for node, _code in _coordinators(drained, view, "SSL").values()} == {1}
+    assert sorted(_listed_by(drained, view, "SSL")) == sorted(GROUPS)
