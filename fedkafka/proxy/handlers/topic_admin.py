@@ -76,6 +76,11 @@ def _may(ctx: Context, operation: Operation, topic: str, on_cluster: bool = Fals
         authorized(ctx, operation, ResourceType.TOPIC, topic)
 
 
+# The physical describe of a created topic (`_describe_timeout_s`): a healthy cluster answers it in milliseconds, and
+# a few seconds covers a reconnect; a quarter of the client's timeout leaves the rest to the controller's creation
+DESCRIBE_AFTER_CREATE_S, DESCRIBE_SHARE, DESCRIBE_FLOOR_S = 5.0, 0.25, 0.5
+
+
 def _timeout_s(request) -> float:
     """The client's own timeout for the operation, within sane bounds (a topic creation waits on Kafka)."""
     timeout = getattr(request, "timeout", None) or getattr(request, "timeout_ms", None)
@@ -168,7 +173,7 @@ def create_topics(ctx: Context, request):
     def answer(done: list[dict]):
         if version < 5 or request.validate_only:  # no physical topic was created to describe
             return build(response_schema(CREATE_TOPICS, version), {"topics": done})
-        return _with_physical_answers(ctx, version, done)
+        return _with_physical_answers(ctx, version, done, _describe_timeout_s(request))
 
     return _run(results, calls, answer, on_result)
 
@@ -177,13 +182,25 @@ def create_topics(ctx: Context, request):
 Described = dict[str, dict[str, list[tuple[dict, int]]]]
 
 
-def _with_physical_answers(ctx: Context, version: int, results: list[dict]):
+def _describe_timeout_s(request) -> float:
+    """How long the answer of a created topic waits for its physical describe: DESCRIBE_AFTER_CREATE_S, and at most
+    DESCRIBE_SHARE of the client's own timeout (never below DESCRIBE_FLOOR_S). The controller's part already ran
+    against the client's timeout; an answer held past it made the client retry and read TOPIC_ALREADY_EXISTS for
+    the topic it had just created (review rvp)."""
+    timeout = getattr(request, "timeout", None) or getattr(request, "timeout_ms", None)
+    seconds = timeout.total_seconds() if isinstance(timeout, datetime.timedelta) else 30.0
+    return max(DESCRIBE_FLOOR_S, min(DESCRIBE_AFTER_CREATE_S, seconds * DESCRIBE_SHARE))
+
+
+def _with_physical_answers(ctx: Context, version: int, results: list[dict], timeout_s: float):
     """The CreateTopics v5+ answer, each topic created and describable with its replication factor and every config
     as Kafka's controller answers them (computeEffectiveTopicConfigs: the configs DescribeConfigs lists, with their
     sources, sorted by name). The proxy learns them from the cluster holding the physical topic of the topic's
     partition 0, which DescribeConfigs of the logical topic asks too: one Metadata (replicas of the physical
     partition) and one DescribeConfigs per cluster. A cluster that does not answer leaves the answer as the
-    controller gave it (the configs set, replication factor -1): the topic was created, the client must not retry."""
+    controller gave it (the configs set, replication factor -1): the topic was created, the client must not retry. So
+    does one that does not answer within `timeout_s` (`_describe_timeout_s`): a slow cluster neither holds the answer
+    past the client's timeout nor is marked unreachable for it (the wait is the client's, not the cluster's)."""
     view = (as_now(ctx) or ctx).view  # by now this proxy serves the view holding the created topics
     asks: Described = {}
     for result in results:
@@ -201,19 +218,21 @@ def _with_physical_answers(ctx: Context, version: int, results: list[dict]):
 
     if not asks:
         return answer([])
-    return Plan([call for cluster, physical in asks.items() for call in _physical_calls(cluster, list(physical))],
-                answer)
+    calls = [call for cluster, physical in asks.items() for call in _physical_calls(cluster, list(physical), timeout_s)]
+    return Plan(calls, answer)
 
 
-def _physical_calls(cluster: str, names: list[str]) -> tuple[Call, Call]:
-    """A Metadata and a DescribeConfigs of the physical topics `names` of `cluster`."""
+def _physical_calls(cluster: str, names: list[str], timeout_s: float) -> tuple[Call, Call]:
+    """A Metadata and a DescribeConfigs of the physical topics `names` of `cluster`, each given up after
+    `timeout_s`."""
     topics = tuple(MetadataRequestTopic(topic_id=None, name=TopicName(name)) for name in names)
     metadata = MetadataRequest(topics=topics, allow_auto_topic_creation=False,
                                include_topic_authorized_operations=False)
     configs = build(request_schema(DESCRIBE_CONFIGS, 4), {"resources": [
         {"resource_type": TOPIC_RESOURCE, "resource_name": name, "configuration_keys": None} for name in names],
         "include_synonyms": False, "include_documentation": False})
-    return Call(AnyBroker(cluster), metadata), Call(AnyBroker(cluster), configs)
+    return (Call(AnyBroker(cluster), metadata, timeout_s=timeout_s, client_timeout=True),
+            Call(AnyBroker(cluster), configs, timeout_s=timeout_s, client_timeout=True))
 
 
 def _fill_physical(asked: dict[str, list[tuple[dict, int]]], metadata, described) -> None:
