@@ -39,7 +39,7 @@ PLAY = """
 """
 
 # Run as the service user: every directory under the data dir it must write (a probe file), every file it must
-# append to (opened, nothing written) and the config it must read; prints what it could not.
+# append to (opened, nothing written; read-only ones read) and the config it must read; prints what it could not.
 PROBE = """
 import json, os, sys
 data = sys.argv[1]
@@ -61,8 +61,8 @@ def unlisted(err):
     denied.append(f"{err.filename}: {err.strerror}")
 for top, dirs, files in os.walk(os.path.join(data, "logs"), onerror=unlisted):
     attempt(top, write_dir)
-    for name in files:
-        attempt(os.path.join(top, name), lambda p: open(p, "a").close())
+    for name in files:  # snapshots (*.checkpoint) are read-only, 0400: read
+        attempt(os.path.join(top, name), lambda p: open(p, "a" if os.stat(p).st_mode & 0o200 else "r").close())
 print(json.dumps(denied))
 """
 
@@ -154,6 +154,26 @@ def test_a_systemd_service_user_writes_the_brokers_data_dir_and_formatted_storag
     assert not not_owned, f"not {SERVICE_USER}'s: {not_owned}"
     assert oct(data_dir.stat().st_mode & 0o777) == oct(0o750)  # still closed to other users
     assert predicted == changed, f"--check predicted {predicted}, the run changed {changed}"
+    again = _changed_tasks(_run_role(tmp_path, roles_up_to_the_service, state, "systemd"))
+    assert again == [], f"a second run changed {again}"
+
+
+def test_root_owned_storage_an_earlier_run_left_is_given_to_the_service_user(tmp_path, host_root,
+                                                                            roles_up_to_the_service):
+    """A host the role formatted before it gave the broker's files to the service user (all of them root's): the
+    next run gives them over, --check predicts exactly that, and the run after it changes nothing."""
+    state = host_root / "state"
+    _run_role(tmp_path, roles_up_to_the_service, state, "systemd")
+    kafka_dir = state / "kafka"
+    for top, dirs, files in os.walk(kafka_dir):
+        for name in [top, *(os.path.join(top, entry) for entry in dirs + files)]:
+            os.lchown(name, 0, 0)
+    assert _denied_to_the_service_user(kafka_dir / "owned-1")
+    predicted = _changed_tasks(_run_role(tmp_path, roles_up_to_the_service, state, "systemd", "--check"))
+    changed = _changed_tasks(_run_role(tmp_path, roles_up_to_the_service, state, "systemd"))
+    assert _denied_to_the_service_user(kafka_dir / "owned-1") == []
+    assert predicted == changed, f"--check predicted {predicted}, the run changed {changed}"
+    assert "kafka_broker : Give the formatted storage to the service user" in changed
     again = _changed_tasks(_run_role(tmp_path, roles_up_to_the_service, state, "systemd"))
     assert again == [], f"a second run changed {again}"
 
