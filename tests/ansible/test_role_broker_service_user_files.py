@@ -178,6 +178,20 @@ def test_root_owned_storage_an_earlier_run_left_is_given_to_the_service_user(tmp
     assert again == [], f"a second run changed {again}"
 
 
+# Not fixed: the jars are cached in the Ansible user's home (kafka_broker_cache_dir empty: ~/.cache/fedkafka, i.e.
+# /root/.cache under become, /root being 0700 on Debian and Ubuntu), which the broker's unit names on its classpath.
+@pytest.mark.xfail(strict=True, reason="the default jar cache is the Ansible user's home, closed to the service user")
+def test_a_systemd_service_user_reads_the_brokers_jars_from_the_default_cache(tmp_path, host_root,
+                                                                             roles_up_to_the_service):
+    _run_role(tmp_path, roles_up_to_the_service, host_root / "state", "systemd")
+    libs = cached_libs(VERSION)  # where the role's resolver finds them with the default cache (the same HOME)
+    jar = next(libs.glob("kafka_*.jar"))
+    account = pwd.getpwnam(SERVICE_USER)
+    proc = subprocess.run(["head", "-c", "4", str(jar)], user=account.pw_uid, group=account.pw_gid, extra_groups=[],
+                          capture_output=True, timeout=60, cwd="/")
+    assert proc.returncode == 0, f"{SERVICE_USER} cannot read {jar} (on the broker's classpath): {proc.stderr!r}"
+
+
 def test_under_supervisord_the_brokers_files_stay_the_ansible_users(tmp_path, host_root, roles_up_to_the_service):
     """supervisord runs the broker as the user who started it (the Ansible user): nothing is given to the service
     user."""
