@@ -178,13 +178,15 @@ def test_root_owned_storage_an_earlier_run_left_is_given_to_the_service_user(tmp
     assert again == [], f"a second run changed {again}"
 
 
-# Not fixed: the jars are cached in the Ansible user's home (kafka_broker_cache_dir empty: ~/.cache/fedkafka, i.e.
-# /root/.cache under become, /root being 0700 on Debian and Ubuntu), which the broker's unit names on its classpath.
-@pytest.mark.xfail(strict=True, reason="the default jar cache is the Ansible user's home, closed to the service user")
 def test_a_systemd_service_user_reads_the_brokers_jars_from_the_default_cache(tmp_path, host_root,
-                                                                             roles_up_to_the_service):
-    _run_role(tmp_path, roles_up_to_the_service, host_root / "state", "systemd")
-    libs = cached_libs(VERSION)  # where the role's resolver finds them with the default cache (the same HOME)
+                                                                             roles_up_to_the_service, monkeypatch):
+    """kafka_broker_cache_dir empty under systemd: the jars go to <state dir>/cache, not the Ansible user's
+    ~/.cache/fedkafka (/root/.cache under become, /root being 0700), and the unit's User= reads them."""
+    state = host_root / "state"
+    _run_role(tmp_path, roles_up_to_the_service, state, "systemd")
+    monkeypatch.setenv("FEDKAFKA_CACHE_DIR", str(state / "cache"))
+    libs = cached_libs(VERSION)  # where the role's resolver puts them with the default cache under systemd
+    assert (libs / ".complete").exists(), f"the role did not fetch the jars into {libs}"
     jar = next(libs.glob("kafka_*.jar"))
     account = pwd.getpwnam(SERVICE_USER)
     proc = subprocess.run(["head", "-c", "4", str(jar)], user=account.pw_uid, group=account.pw_gid, extra_groups=[],
