@@ -1,0 +1,62 @@
+"""Review rv2: two registrations of one member in flight at once (the view stream's ack heartbeat and the periodic
+heartbeat both answered 404 after the lease ran out, or both 403, each task registers again: `_register` is not
+serialized) answered in the other order than the controller committed them: the proxy keeps the secret of the
+registration the controller superseded, and its next heartbeat is refused (403): its lease deadline is dropped to
+now (produce refused) and it registers a third time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from fedkafka.controller.app import create_app
+from proxy.test_member_secret_proxy import _controller, _heartbeat, _source, _state
+
+
+class SecondAnsweredFirst(httpx.AsyncBaseTransport):
+    """The controller's app; the first registration's answer reaches the proxy only after the second's."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.armed = False  # from the re-registrations on
+        self.registrations = 0
+        self.second_answered = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        registration = request.method == "POST" and request.url.path == "/v1/proxies"
+        if not registration or not self.armed:
+            return await self.inner.handle_async_request(request)
+        self.registrations += 1
+        which = self.registrations
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        if which == 1 and self.registrations < 3:
+            await self.second_answered.wait()
+        elif which == 2:
+            self.second_answered.set()
+        return response
+
+
+def test_two_registrations_in_flight_leave_the_proxy_with_the_secret_the_controller_holds(tmp_path):
+    ctl = _controller(tmp_path / "ctl.db")
+
+    async def run() -> None:
+        ctl.publisher.bind(asyncio.get_running_loop())
+        source, state = _source(ctl), _state()
+        transport = SecondAnsweredFirst(httpx.ASGITransport(app=create_app(ctl, "member-secret-token",
+                                                                           background=False)))
+        source.client = httpx.AsyncClient(transport=transport, timeout=10)
+        await source._register(state)  # registered once; its lease then ran out
+        transport.armed = True
+        # the two tasks' re-registrations after both heartbeats were answered 404 (or 403)
+        await asyncio.gather(source._register(state), source._register(state))
+        assert transport.registrations == 2
+        status = await _heartbeat(source, source.member_id, source.member_secret, ctl.view.version)
+        await source.client.aclose()
+        assert status == 200, f"the proxy's own heartbeat refused ({status}): it holds a superseded secret"
+
+    try:
+        asyncio.run(run())
+    finally:
+        ctl.stop()
