@@ -2,7 +2,11 @@
 heartbeat both answered 404 after the lease ran out, or both 403, each task registers again: `_register` is not
 serialized) answered in the other order than the controller committed them: the proxy keeps the secret of the
 registration the controller superseded, and its next heartbeat is refused (403): its lease deadline is dropped to
-now (produce refused) and it registers a third time."""
+now (produce refused) and it registers a third time.
+
+Registrations serialized (the fix), the second is not sent before the first is answered: the first's answer is then
+held only until the second caller is seen waiting behind it (the loop turned over without its request arriving),
+else the test would wait for an answer the fix never lets come."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ class SecondAnsweredFirst(httpx.AsyncBaseTransport):
         self.armed = False  # from the re-registrations on
         self.registrations = 0
         self.second_answered = asyncio.Event()
+        self.first_sent = asyncio.Event()
+        self.second_waits = asyncio.Event()  # the second registration is held back until the first is answered
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         registration = request.method == "POST" and request.url.path == "/v1/proxies"
@@ -32,10 +38,18 @@ class SecondAnsweredFirst(httpx.AsyncBaseTransport):
         response = await self.inner.handle_async_request(request)
         await response.aread()
         if which == 1 and self.registrations < 3:
-            await self.second_answered.wait()
+            self.first_sent.set()
+            await _first_of(self.second_answered, self.second_waits)
         elif which == 2:
             self.second_answered.set()
         return response
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
 
 
 def test_two_registrations_in_flight_leave_the_proxy_with_the_secret_the_controller_holds(tmp_path):
@@ -50,7 +64,14 @@ def test_two_registrations_in_flight_leave_the_proxy_with_the_secret_the_control
         await source._register(state)  # registered once; its lease then ran out
         transport.armed = True
         # the two tasks' re-registrations after both heartbeats were answered 404 (or 403)
-        await asyncio.gather(source._register(state), source._register(state))
+        first = asyncio.ensure_future(source._register(state))
+        await transport.first_sent.wait()
+        second = asyncio.ensure_future(source._register(state))
+        for _ in range(100):  # loop turns, no clock: the second's request arrives at once unless held back
+            await asyncio.sleep(0)
+        if transport.registrations == 1:
+            transport.second_waits.set()
+        await asyncio.gather(first, second)
         assert transport.registrations == 2
         status = await _heartbeat(source, source.member_id, source.member_secret, ctl.view.version)
         await source.client.aclose()
