@@ -81,3 +81,43 @@ def test_two_registrations_in_flight_leave_the_proxy_with_the_secret_the_control
         asyncio.run(run())
     finally:
         ctl.stop()
+
+
+class CountedRegistrations(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.registrations = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/v1/proxies":
+            self.registrations += 1
+        return await self.inner.handle_async_request(request)
+
+
+def test_two_heartbeats_refused_at_once_register_once_and_the_proxy_renews_with_the_controller_s_secret(tmp_path):
+    """Both tasks' heartbeats refused (403: the member was registered again elsewhere, or 404): the registrations are
+    serialized, and the task that waited behind one taken after its heartbeat was sent does not register again; the
+    proxy's heartbeats then count."""
+    ctl = _controller(tmp_path / "ctl.db")
+
+    async def run() -> None:
+        ctl.publisher.bind(asyncio.get_running_loop())
+        source, state = _source(ctl), _state()
+        transport = CountedRegistrations(httpx.ASGITransport(app=create_app(ctl, "member-secret-token",
+                                                                            background=False)))
+        source.client = httpx.AsyncClient(transport=transport, timeout=10)
+        await source.start(state)
+        stale = source.member_secret
+        await source._register(state)  # as a registration the proxy lost the answer of: its secret is stale
+        source.member_secret = stale
+        registered = transport.registrations
+        await asyncio.gather(source._heartbeat_once(state), source._heartbeat_once(state))
+        assert transport.registrations == registered + 1
+        status = await _heartbeat(source, source.member_id, source.member_secret, state.applied_version)
+        await source.client.aclose()
+        assert status == 200
+
+    try:
+        asyncio.run(run())
+    finally:
+        ctl.stop()
