@@ -242,7 +242,7 @@ class ProducerIds(Protocol):
     def note_settled(self, key: SeqKey) -> None:
         """The call of a batch of `key` ended (answered, lost, not sent, cancelled)."""
     def in_flight(self, key: SeqKey) -> bool:
-        """Whether a batch of `key` is in flight, its answer pending (`broker_checked` batches only)."""
+        """Whether a batch of `key` is in flight, its answer pending (asked only for a batch `broker_checked` None)."""
 
     # -- the broker's own sequence check holds only once it answered a batch of the physical id there
     def confirmed(self, where: PhysicalPartition) -> bool:

@@ -124,6 +124,12 @@ class ControllerViewSource:
         self._registered = False
         self._registering = asyncio.Lock()
         self._reregistering = 0  # registrations after a 404 under way: a renewal meanwhile grants no deadline
+        # One registration at a time: two in flight at once (the view stream's ack heartbeat and the periodic one both
+        # refused) may be answered in the other order than the controller committed them, and the proxy would keep
+        # the superseded member secret (its next heartbeat refused, 403: produce stops). `_registrations` counts the
+        # registrations taken: a caller refused before the latest one need not register again (`_register`).
+        self._registration = asyncio.Lock()
+        self._registrations = 0
         self._saving = asyncio.Lock()
         self._unsaved: int | None = None  # a drained view whose save failed: acked once a save succeeds
 
@@ -198,9 +204,19 @@ class ControllerViewSource:
         state.replace(View(version=0, federation_id=federation_id))
         state.applied_version = 0
 
-    async def _register(self, state: ProxyState, refresh_view: bool = False) -> None:
-        """Register (again). `refresh_view`: our lease ran out, so the controller stopped waiting for our acks
-        and may have read seals of segments we routed writes to; take the current view, and wait until nothing
+    async def _register(self, state: ProxyState, refresh_view: bool = False, unless_since: int | None = None) -> None:
+        """Register (again), one registration at a time: the member secret kept is the one of the registration the
+        controller committed last. `unless_since`: the count of registrations taken when the caller's reason was
+        sent (a heartbeat then refused, 404 or 403); if one was taken since, it registered after that heartbeat and
+        holds the member's current secret: not again (`_heartbeat_once` renews at once with it)."""
+        async with self._registration:
+            if unless_since is not None and unless_since != self._registrations:
+                return
+            await self._register_now(state, refresh_view)
+
+    async def _register_now(self, state: ProxyState, refresh_view: bool) -> None:
+        """`_register`'s registration. `refresh_view`: our lease ran out, so the controller stopped waiting for our
+        acks and may have read seals of segments we routed writes to; take the current view, and wait until nothing
         routed under an older one is out, before the new deadline counts (docs/DESIGN.md §4.9, F3)."""
         self._reregistering += refresh_view
         try:
@@ -224,6 +240,7 @@ class ControllerViewSource:
             state.set_node_id(int(body["node_id"]))
             self.member_id = int(body.get("member_id", body["node_id"]))
             self.member_secret = body.get("member_secret")  # None from a controller before member secrets
+            self._registrations += 1
             self._take_times(body)
             if refresh_view:
                 await self._take_current_view(state)
@@ -453,7 +470,7 @@ class ControllerViewSource:
         again, and the views would drop and list this proxy again, moving partition leaders twice (§4.2)."""
         if self._unsaved is not None and self._unsaved == state.view.version:
             await self._ack_view(state, self._unsaved)  # its save failed: try again before acking anything
-        sent = time.monotonic()
+        sent, registrations = time.monotonic(), self._registrations
         member = self.member_id if self.member_id is not None else state.me.node_id
         headers = self.headers if self.member_secret is None else {**self.headers, MEMBER_SECRET: self.member_secret}
         resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat", headers=headers,
@@ -462,7 +479,7 @@ class ControllerViewSource:
             log.warning("heartbeat as member %s refused (%s): registering again", member, _detail(resp))
         if resp.status_code in (403, 404):  # the controller dropped us (lease ran out), or superseded us: register
             state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce meanwhile
-            await self._register(state, refresh_view=True)
+            await self._register(state, refresh_view=True, unless_since=registrations)
             if renew_after_registering:  # once: a 404 again registers again, and the next round renews
                 await self._heartbeat_once(state, renew_after_registering=False)
             return

@@ -176,12 +176,14 @@ def test_batches_the_broker_checks_are_not_held_back_by_one_in_flight(lane):
     run(scenario)
 
 
-def test_a_count_an_exit_missed_holds_a_producer_back_30_s_at_most():
-    """Every call ends within the upstream request timeout and settles its batches; one an exit missed (a request
-    cancelled mid-call) is dropped REFUSAL_MEMORY_S after the first batch it held back, not kept for good. Settled
-    counts leave the table."""
-    from fedkafka.proxy.core.producer_ids import REFUSAL_MEMORY_S, ProducerIdTable
+def test_a_count_an_exit_missed_is_dropped_only_once_no_batch_of_its_key_was_sent_for_longer_than_any_call_lasts():
+    """Every call ends within its set-up and the upstream request timeout of its send and settles its batches; a
+    count an exit missed (a request cancelled mid-call) is dropped once no batch of its key was sent for
+    IN_FLIGHT_LEAK_S, not kept for good. Settled counts leave the table."""
+    from fedkafka.fencing import UPSTREAM_REQUEST_TIMEOUT_S
+    from fedkafka.proxy.core.producer_ids import IN_FLIGHT_LEAK_S, ProducerIdTable
 
+    assert IN_FLIGHT_LEAK_S > 2 * UPSTREAM_REQUEST_TIMEOUT_S  # a call, behind a retiring connection's drain
     now = [1000.0]
     table = ProducerIdTable(clock=lambda: now[0])
     key = (PID, 0, "t", 0)
@@ -190,15 +192,18 @@ def test_a_count_an_exit_missed_holds_a_producer_back_30_s_at_most():
     table.note_settled(key)
     assert table.in_flight(key)
     table.note_settled(key)
-    assert not table.in_flight(key) and not table._in_flight and not table._held_since
+    assert not table.in_flight(key) and not table._in_flight
     table.note_settled(key)  # a settle without its send (none missed here) changes nothing
     assert not table._in_flight
     table.note_sent(key)  # never settled
     assert table.in_flight(key)
-    now[0] += REFUSAL_MEMORY_S
+    now[0] += IN_FLIGHT_LEAK_S - 1
+    table.note_sent(key)  # a later batch sent: the clock runs from it
+    table.note_settled(key)
+    now[0] += IN_FLIGHT_LEAK_S
     assert table.in_flight(key)
     now[0] += 1
-    assert not table.in_flight(key) and not table._in_flight and not table._held_since
+    assert not table.in_flight(key) and not table._in_flight
 
 
 def test_a_lane_call_whose_client_answer_was_cancelled_still_settles_its_batches():

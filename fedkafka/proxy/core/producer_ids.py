@@ -87,6 +87,15 @@ REFUSAL_MEMORY_S = 30.0
 # delivery.timeout.ms is 2 minutes), and comes every few seconds until answered; one later still is written
 # again (a duplicate).
 FLOOR_MEMORY_S = 300.0
+# A producer's batches on a partition still counted in flight when none of them was sent for this long are taken for
+# a count an exit missed, and dropped (`in_flight`). A call ends (answered, timed out, its connection lost, or never
+# sent) within UPSTREAM_REQUEST_TIMEOUT_S (40 s) of its write; between its count (`note_sent`) and its write lie at
+# most its connection's set-up: a slot's lock, a retiring connection's drain (up to 40 s more), a connect and a SASL
+# login (CONNECT_TIMEOUT_S, 5 s, a step). A count dropped while a batch it counts may still be written would let a
+# fresh physical id's batch out behind it (a loss, DESIGN §5.3 rule 3), a count kept too long only holds back the
+# producer's batches the broker would not check (retriable): so a wide margin, and the clients' own delivery timeout
+# (librdkafka's message.timeout.ms, 5 minutes; Java's delivery.timeout.ms, 2) has failed such a batch by then.
+IN_FLIGHT_LEAK_S = 300.0
 # Refused batches remembered per producer and partition (a client has at most 5 in flight on a partition; a few
 # more from batches it wrote through another proxy meanwhile); past it they are folded, refusing more (`_cap`).
 REFUSED_BATCHES = 16
@@ -146,10 +155,9 @@ class ProducerIdTable:
         self._ambiguous: collections.OrderedDict[SeqKey, dict[int, float]] = collections.OrderedDict()
         # until when the key at the front of `_ambiguous` was last seen live (`_ambiguous_live`)
         self._ambiguous_until = _NEVER
-        # per producer and partition: batches sent upstream whose call has not ended (`note_sent`, `note_settled`)
-        self._in_flight: dict[SeqKey, int] = {}
-        # per producer and partition with batches in flight: when a batch was first held back behind them (`in_flight`)
-        self._held_since: dict[SeqKey, float] = {}
+        # per producer and partition: (batches sent upstream whose call has not ended, when the latest of the key's
+        # batches was sent) (`note_sent`, `note_settled`)
+        self._in_flight: dict[SeqKey, tuple[int, float]] = {}
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -494,42 +502,46 @@ class ProducerIdTable:
         return _oldest(skipped) if skipped else None
 
     def note_sent(self, key: SeqKey) -> None:
-        """A batch of `key` goes upstream now (generic path and lane alike); `note_settled` once its call ended."""
+        """A batch of `key` goes upstream now (generic path and lane alike); `note_settled` once its call ended. The
+        time of the key's latest send is kept with its count: a count is taken for one an exit missed only when no
+        batch of the key was sent for IN_FLIGHT_LEAK_S (`in_flight`)."""
         in_flight = self._in_flight
-        count = in_flight.get(key)
-        if count is None:
+        known = in_flight.get(key)
+        if known is None:
             if len(in_flight) >= MAX_MAPPINGS:  # only keys an exit missed pile up so: the oldest goes
                 del in_flight[next(iter(in_flight))]
-            in_flight[key] = 1
+            in_flight[key] = (1, self._clock())
         else:
-            in_flight[key] = count + 1
+            in_flight[key] = (known[0] + 1, self._clock())
 
     def note_settled(self, key: SeqKey) -> None:
         """The call of a batch of `key` ended (answered, lost, not sent, cancelled): no longer in flight."""
         in_flight = self._in_flight
-        count = in_flight.get(key, 0) - 1
-        if count > 0:
-            in_flight[key] = count
+        known = in_flight.get(key)
+        if known is None:
             return
-        in_flight.pop(key, None)
-        if self._held_since:
-            self._held_since.pop(key, None)
+        if known[0] > 1:
+            in_flight[key] = (known[0] - 1, known[1])
+        else:
+            del in_flight[key]
 
     def in_flight(self, key: SeqKey) -> bool:
         """Whether a batch of `key` is in flight, its answer pending (DESIGN §5.3 rule 3, "An answer still pending"):
         the produce handler then holds back, as a gap, every batch of `key` the broker would not check itself (a
-        fresh physical id, or the first batch of one on the partition), until every answer is in. A call ends within
-        the upstream request timeout; a count still up REFUSAL_MEMORY_S after the first batch it held back is one an
-        exit missed (a request cancelled mid-call), and is dropped rather than hold the producer back for good."""
-        if key not in self._in_flight:
+        fresh physical id, or the first batch of one on the partition), until every answer is in; it asks only for
+        such a batch. A count still up when no batch of `key` was sent for IN_FLIGHT_LEAK_S (longer than any call
+        can last from its send: every call ends, answered or failed, within its connection's set-up and the upstream
+        request timeout) is one an exit missed, and is dropped rather than hold the producer back for good. Reads
+        the clock only for a key counted in flight, and starts no clock: a steady pipeline is never dropped."""
+        known = self._in_flight.get(key)
+        if known is None:
             return False
-        now = self._clock()
-        since = self._held_since.setdefault(key, now)
-        if now - since <= REFUSAL_MEMORY_S:
+        idle = self._clock() - known[1]
+        if idle <= IN_FLIGHT_LEAK_S:
             return True
-        log.warning("producer %s/%s %s/%s: %s batch(es) still counted in flight %.0f s after a batch was first held "
-                    "back behind them; dropped", *key, self._in_flight[key], now - since)
-        del self._in_flight[key], self._held_since[key]
+        log.warning("producer %s/%s %s/%s: %s batch(es) still counted in flight %.0f s after its last batch was sent; "
+                    "dropped (an exit missed)", *key, known[0], idle)
+        del self._in_flight[key]
         return False
 
     def confirmed(self, where: PhysicalPartition) -> bool:

@@ -277,9 +277,9 @@ def _producer_refusal(ctx: Context, checked: rec.BatchHeader, seq_key: SeqKey | 
         producers = ctx.session.producers  # a corrupt batch of an id it does not vouch for holds the connection
         unread = unknown is None and (ids.unsequenced(seq_key) or (
             producers is not None and ids.held(producers, seq_key[2], seq_key[3])))
-        if (unknown is not None or unread or ids.overflowing(seq_key) or ids.in_flight(seq_key)) and \
-                ids.broker_checked(seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start),
-                                   sequences[0]) is None:
+        # `in_flight` only for a batch the broker would not check (a steady pipeline's are never asked about)
+        if ids.broker_checked(seq_key, (seg.cluster, seg.topic, seg.partition, seg.phys_start), sequences[0]) is None \
+                and (unknown is not None or unread or ids.overflowing(seq_key) or ids.in_flight(seq_key)):
             return "gap", (_GAP, _held_back_why(sequences[0], unknown, unread, ids.overflowing(seq_key)))
         return None, None
     message = f"sequence {sequences[0]} skips the refused batch at {skipped}: resend that first"
