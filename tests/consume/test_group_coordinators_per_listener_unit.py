@@ -41,19 +41,25 @@ def _ctx(me: ProxyInfo, view: View, protocol: str) -> Context:
                    session=Session(protocol=protocol))
 
 
-def _metadata_brokers(me: ProxyInfo, view: View, protocol: str) -> set[int]:
+def metadata_broker_ids(me: ProxyInfo, view: View, protocol: str) -> list[int]:
+    """The brokers proxy `me` names in its Metadata answer to a client on `protocol`, in its order."""
     answer = metadata.handle(_ctx(me, view, protocol), None, build(request_type(3, 12), {
         "topics": [], "allow_auto_topic_creation": False, "include_topic_authorized_operations": False}))
-    return {b.node_id for b in answer.brokers}
+    return [b.node_id for b in answer.brokers]
 
 
-def _listed_by(me: ProxyInfo, view: View, protocol: str) -> list[str]:
+def _metadata_brokers(me: ProxyInfo, view: View, protocol: str) -> set[int]:
+    return set(metadata_broker_ids(me, view, protocol))
+
+
+def listed_by(me: ProxyInfo, view: View, protocol: str, group_ids: list[str] = GROUPS) -> list[str]:
+    """The groups proxy `me` answers to ListGroups, the coordination cluster's one broker holding all of `group_ids`."""
     plan = groups.handle(_ctx(me, view, protocol), None,
                          build(request_type(16, 5), {"states_filter": [], "types_filter": []}))
     fan = plan.finish([build(response_type(3, 12), {"brokers": [{"node_id": 5, "host": "h", "port": 1}]})])
     answer = fan.finish([build(response_type(16, 5), {"groups": [
         {"group_id": g, "protocol_type": "consumer", "group_state": "Stable", "group_type": "classic"}
-        for g in GROUPS]})])
+        for g in group_ids]})])
     assert answer.error_code == ErrorCode.none
     return [g.group_id for g in answer.groups]
 
@@ -68,7 +74,7 @@ def _client_sees(bootstrap: ProxyInfo, view: View, protocol: str) -> tuple[list[
     """What a client bootstrapped to `bootstrap` lists (ListGroups to every broker Metadata names) and which brokers."""
     known = _metadata_brokers(bootstrap, view, protocol)
     everyone = {p.node_id: p for p in (*view.proxies, bootstrap)}
-    return [g for n in sorted(known) for g in _listed_by(everyone[n], view, protocol)], known
+    return [g for n in sorted(known) for g in listed_by(everyone[n], view, protocol)], known
 
 
 @pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_SSL"])
@@ -97,7 +103,7 @@ def test_a_proxy_the_view_does_not_list_yet_sends_its_clients_to_the_listed_coor
     """It is no candidate while the view lists one: it lists no group and names the view's proxies, which its
     Metadata names too."""
     newcomer, view = _proxy(4, "PLAINTEXT"), _view()
-    assert _listed_by(newcomer, view, "PLAINTEXT") == []
+    assert listed_by(newcomer, view, "PLAINTEXT") == []
     named = {node for node, _code in _coordinators(newcomer, view, "PLAINTEXT").values()}
     assert named and named <= _metadata_brokers(newcomer, view, "PLAINTEXT") - {4}
     listed, _known = _client_sees(newcomer, view, "PLAINTEXT")
@@ -108,7 +114,7 @@ def test_a_proxy_alone_with_its_protocol_coordinates_every_group_of_its_clients(
     """The view lists no consume proxy with a listener for the client's protocol (a proxy serving before the view lists
     the pool): this proxy coordinates, and lists, every group for them."""
     lone = _proxy(4, "SSL")
-    assert sorted(_listed_by(lone, _view(), "SSL")) == sorted(GROUPS)
+    assert sorted(listed_by(lone, _view(), "SSL")) == sorted(GROUPS)
     assert {node for node, _code in _coordinators(lone, _view(), "SSL").values()} == {4}
 
 
@@ -131,4 +137,4 @@ def test_a_drained_proxy_alone_with_the_clients_protocol_coordinates_its_groups(
     view = _view(proxies=PROXIES[1:], draining=(1,))
     assert _metadata_brokers(drained, view, "SSL") == {1}
     assert {node for node, _code in _coordinators(drained, view, "SSL").values()} == {1}
-    assert sorted(_listed_by(drained, view, "SSL")) == sorted(GROUPS)
+    assert sorted(listed_by(drained, view, "SSL")) == sorted(GROUPS)

@@ -8,13 +8,7 @@ clients) is listed by no broker it knows. Before the change proxy 1 listed every
 
 from __future__ import annotations
 
-from kio.schema.errors import ErrorCode
-
-from fedkafka.protocol.build import build
-from fedkafka.protocol.codec import request_type, response_type
-from fedkafka.proxy.handlers import groups, metadata
-from fedkafka.proxy.plan import Context
-from fedkafka.security.session import Session
+from consume.test_group_coordinators_per_listener_unit import listed_by, metadata_broker_ids
 from fedkafka.view.model import Cluster, Endpoint, ProxyInfo, ProxyRole, View
 
 GROUPS = [f"group-{i}" for i in range(40)]
@@ -22,28 +16,15 @@ BOTH_LISTENERS = (Endpoint("PLAINTEXT", "p1", 9092), Endpoint("SASL_SSL", "p1", 
 PROXIES = (ProxyInfo(1, "p1", 9092, ProxyRole.CPROXY, listeners=BOTH_LISTENERS),
            ProxyInfo(2, "p2", 9093, ProxyRole.CPROXY, listeners=(Endpoint("SASL_SSL", "p2", 9093),)))
 VIEW = View(version=3, clusters={"c1": Cluster("c1", "c1:9092")}, coordination_cluster="c1", proxies=PROXIES)
-PLAINTEXT_CLIENT = Session(protocol="PLAINTEXT")
-
-
-def _ctx(me: ProxyInfo) -> Context:
-    return Context(view=VIEW, me=me, advertised={}, physical=None, producer_ids=None, session=PLAINTEXT_CLIENT)
 
 
 def _brokers_in_metadata(me: ProxyInfo) -> list[int]:
-    answer = metadata.handle(_ctx(me), None, build(request_type(3, 12), {
-        "topics": [], "allow_auto_topic_creation": False, "include_topic_authorized_operations": False}))
-    return [b.node_id for b in answer.brokers]
+    return metadata_broker_ids(me, VIEW, "PLAINTEXT")
 
 
 def _listed_by(me: ProxyInfo) -> list[str]:
-    """The groups proxy `me` answers to ListGroups, the coordination cluster's one broker holding all of GROUPS."""
-    plan = groups.handle(_ctx(me), None, build(request_type(16, 5), {"states_filter": [], "types_filter": []}))
-    fan = plan.finish([build(response_type(3, 12), {"brokers": [{"node_id": 5, "host": "h", "port": 1}]})])
-    answer = fan.finish([build(response_type(16, 5), {"groups": [
-        {"group_id": g, "protocol_type": "consumer", "group_state": "Stable", "group_type": "classic"}
-        for g in GROUPS]})])
-    assert answer.error_code == ErrorCode.none
-    return [g.group_id for g in answer.groups]
+    """The groups proxy `me` answers a PLAINTEXT client's ListGroups, the coordination cluster holding all of GROUPS."""
+    return listed_by(me, VIEW, "PLAINTEXT", GROUPS)
 
 
 def test_a_plaintext_admin_client_lists_every_group_from_the_brokers_metadata_names():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -209,21 +211,51 @@ def t_on_c1_c2(make_api):
 def make_api(db_url):
     """Factory: (kafka, lease_ms, fence_ms) -> TestClient of a controller on `db_url` (lifespan runs, no background
     loops). The fence defaults to the service's (minutes)."""
-    clients = []
-
-    def _make(kafka=None, lease_ms=10_000, url=None, background=False, fence_ms=None) -> TestClient:
+    def _build(kafka=None, lease_ms=10_000, url=None, background=False, fence_ms=None) -> TestClient:
         kafka = kafka if kafka is not None else RecordingKafka()
         times = {"lease_ms": lease_ms} if fence_ms is None else {"lease_ms": lease_ms, "fence_ms": fence_ms}
         ctl = Controller(Settings(db_url=url or db_url, scan_interval=0.5, kafka_timeout=2.0, **times), kafka=kafka)
         client = heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=background), headers=AUTH))
-        client.__enter__()
         client.controller, client.kafka = ctl, kafka
+        return client
+
+    yield from entered_clients(_build)
+
+
+def entered_clients(build: Callable[..., TestClient]) -> Iterator[Callable[..., TestClient]]:
+    """The body of a factory fixture (`yield from` it): each call's TestClient, made by `build` with the call's
+    arguments, is entered (the app's lifespan runs) and, once the test is over, closed."""
+    clients: list[TestClient] = []
+
+    def _make(*args, **kwargs) -> TestClient:
+        client = build(*args, **kwargs)
+        client.__enter__()
         clients.append(client)
         return client
 
     yield _make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+def clients_on_migrated_copies(tmp_path: Path, migrated_sqlite: Path, tokens, headers: dict
+                               ) -> Iterator[Callable[..., TestClient]]:
+    """The body of a factory fixture: (database=None) -> a TestClient of a controller (RecordingKafka, no background
+    loops) on a fresh copy of the migrated database, or on `database` (a restart, a failover); `tokens` as create_app
+    takes them, `headers` on every request. The client's `controller` and `database` are set."""
+    made = itertools.count()
+
+    def _build(database=None) -> TestClient:
+        copy = next(made)
+        if database is None:
+            database = tmp_path / f"c{copy}.db"
+            shutil.copyfile(migrated_sqlite, database)
+        ctl = Controller(Settings(db_url=f"sqlite:///{database}"), kafka=RecordingKafka())
+        client = TestClient(create_app(ctl, tokens, background=False), headers=headers)
+        client.controller, client.database = ctl, database  # type: ignore[attr-defined]
+        return client
+
+    return entered_clients(_build)
 
 
 def first_end_lost(monkeypatch) -> list[int]:

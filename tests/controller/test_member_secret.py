@@ -4,16 +4,12 @@ so the token alone must not let one host renew or ack for another (docs/DESIGN.m
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.conftest import RecordingKafka
-from fedkafka.controller.app import create_app
+from controller.conftest import clients_on_migrated_copies
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.scopes import Tokens
-from fedkafka.controller.service import Controller, Settings
 
 OPERATOR_TOKEN, SERVICE_TOKEN = "op-token-1", "svc-token-2"
 AS_SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
@@ -29,23 +25,7 @@ def _proxy(instance: str, port: int) -> dict:
 @pytest.fixture
 def make_client(tmp_path, migrated_sqlite):
     """Factory: a controller on a copy of the migrated database (or on `database`, a restart), service token on."""
-    clients: list[TestClient] = []
-
-    def _make(database=None) -> TestClient:
-        if database is None:
-            database = tmp_path / f"c{len(clients)}.db"
-            shutil.copyfile(migrated_sqlite, database)
-        ctl = Controller(Settings(db_url=f"sqlite:///{database}"), kafka=RecordingKafka())
-        client = TestClient(create_app(ctl, Tokens(OPERATOR_TOKEN, SERVICE_TOKEN), background=False),
-                            headers=AS_SERVICE)
-        client.__enter__()
-        client.controller, client.database = ctl, database  # type: ignore[attr-defined]
-        clients.append(client)
-        return client
-
-    yield _make
-    for c in clients:
-        c.__exit__(None, None, None)
+    yield from clients_on_migrated_copies(tmp_path, migrated_sqlite, Tokens(OPERATOR_TOKEN, SERVICE_TOKEN), AS_SERVICE)
 
 
 def _applied(api: TestClient, member: int) -> int:

@@ -6,16 +6,12 @@ for a secret (`member_secret: true`, every proxy of this release) is held to it 
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.conftest import RecordingKafka
+from controller.conftest import clients_on_migrated_copies
 from fedkafka.controller.api.views import MEMBER_SECRET_HEADER
-from fedkafka.controller.app import create_app
 from fedkafka.controller.models import ProxyRow
-from fedkafka.controller.service import Controller, Settings
 
 TOKEN = "upgrade-token"
 BEAT = {"applied_version": 0, "load": {}}
@@ -33,22 +29,7 @@ def _new_proxy(instance: str, port: int) -> dict:
 @pytest.fixture
 def make_client(tmp_path, migrated_sqlite):
     """Factory: a controller on a copy of the migrated database, or on `database` (a restart, a failover)."""
-    clients: list[TestClient] = []
-
-    def _make(database=None) -> TestClient:
-        if database is None:
-            database = tmp_path / f"c{len(clients)}.db"
-            shutil.copyfile(migrated_sqlite, database)
-        ctl = Controller(Settings(db_url=f"sqlite:///{database}"), kafka=RecordingKafka())
-        client = TestClient(create_app(ctl, TOKEN, background=False), headers={"Authorization": f"Bearer {TOKEN}"})
-        client.__enter__()
-        client.controller, client.database = ctl, database
-        clients.append(client)
-        return client
-
-    yield _make
-    for c in clients:
-        c.__exit__(None, None, None)
+    yield from clients_on_migrated_copies(tmp_path, migrated_sqlite, TOKEN, {"Authorization": f"Bearer {TOKEN}"})
 
 
 def _stored_hash(api: TestClient, member: int) -> str | None:

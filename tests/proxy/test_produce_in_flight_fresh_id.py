@@ -6,6 +6,7 @@ without being written, librdkafka acks it implicitly once the later one is answe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 
 import pytest
@@ -14,7 +15,7 @@ from protocol.test_produce_frames import kio_request
 
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
-from proxy.test_produce_lane import PHYSICAL, PID, batch, proxy, run, view
+from proxy.test_produce_lane import PHYSICAL, PID, batch, proxy, requests_of, run, view
 from proxy.test_produce_lane_review import SequenceBroker, _shut, _steady_table
 
 
@@ -32,15 +33,10 @@ class HeldSequenceBroker(SequenceBroker):
         self.order: dict[int, list[int]] = {}  # logical partition -> sequences in the order they were appended
 
     async def _serve(self, reader, writer) -> None:
-        while True:
-            try:
-                (size,) = struct.unpack(">i", await reader.readexactly(4))
-                body = await reader.readexactly(size)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
+        async for body in requests_of(reader):
             api_key, version, correlation_id = struct.unpack_from(">hhi", body)
             if api_key != 0:
-                await self._other(api_key, body, correlation_id, writer)
+                self._other(api_key, body, correlation_id, writer)
                 continue
             request = rec.read_produce_request(body)
             if any(p.index in self.held for t in request.topic_data for p in t.partition_data):
@@ -55,19 +51,20 @@ class HeldSequenceBroker(SequenceBroker):
             self.codes = {}
             writer.write(rec.produce_response_frame(version, correlation_id, topics))
 
-    async def _other(self, api_key: int, body: bytes, correlation_id: int, writer) -> None:
-        """InitProducerId (ids 601, 602, ...) and DescribeProducers, as the stand-in answers them."""
-        from kio.schema.init_producer_id.v4.response import InitProducerIdResponse
-        from kio.schema.types import ProducerId
-        from kio.static.primitive import i16, i32Timedelta
 
-        if api_key == 22:
-            self.next_id += 1
-            writer.write(codec.encode_response(InitProducerIdResponse(
-                throttle_time=i32Timedelta.parse(__import__("datetime").timedelta(0)), error_code=ErrorCode.none,
-                producer_id=ProducerId(self.next_id), producer_epoch=i16(0)), correlation_id))
-        elif api_key == 61:
-            writer.write(codec.encode_response(self._producers(body), correlation_id))
+@contextlib.asynccontextmanager
+async def _held_proxy(lane: bool, held_codes: dict):
+    """A steady producer's table (physical 555), the holding stand-in and a proxy in front of it, produce requests
+    to p0 held (then answered with `held_codes`); on the way out the held ones released and everything shut."""
+    table = _steady_table(lambda: 1000.0)
+    broker = await HeldSequenceBroker().start()
+    d = await proxy(view(4), broker, lane=lane, producer_ids=table)
+    try:
+        broker.held, broker.held_codes = {0}, held_codes
+        yield table, broker, d
+    finally:
+        broker.release.set()
+        await _shut(d, broker)
 
 
 def _request(parts: list[tuple[int, int]]) -> bytes:
@@ -105,11 +102,7 @@ def test_a_batch_in_flight_is_not_acked_implicitly_when_a_later_one_goes_out_on_
     (the fresh id has no state there): written. librdkafka acks 5 implicitly when 6 is answered written: 5 is lost.
     On 555 the broker would have refused 6 (OUT_OF_ORDER_SEQUENCE_NUMBER) and the client resent from 5."""
     async def scenario():
-        table = _steady_table(lambda: 1000.0)
-        broker = await HeldSequenceBroker().start()
-        d = await proxy(view(4), broker, lane=lane, producer_ids=table)
-        try:
-            broker.held, broker.held_codes = {0}, {0: error}
+        async with _held_proxy(lane, {0: error}) as (table, broker, d):
             five = await d.start(_request([(0, 5)]), 0, None)  # in flight: the broker holds its answer
             later = asyncio.ensure_future(d.start(_request([(1, 15), (0, 6)]), 0, None))
             await _routed(table, (PID, 0, "t", 1), 16)  # p1's 15 and p0's 6 routed (one pass)
@@ -118,9 +111,6 @@ def test_a_batch_in_flight_is_not_acked_implicitly_when_a_later_one_goes_out_on_
             six = _codes(await (await later))
             assert six[0] != 0 or 5 in broker.written[0], \
                 f"batch 6 of p0 answered written while 5 never was: librdkafka acks 5 implicitly, 5 is lost ({six})"
-        finally:
-            broker.release.set()
-            await _shut(d, broker)
     run(scenario)
 
 
@@ -131,11 +121,7 @@ def test_a_later_batch_held_back_behind_one_in_flight_goes_on_the_fresh_id_once_
     holds 5 then 6, the client's order (per-key order, §4.2): the fresh id never carries a batch past one in flight,
     so nothing of the fresh id lands before an earlier batch on the old one."""
     async def scenario():
-        table = _steady_table(lambda: 1000.0)
-        broker = await HeldSequenceBroker().start()
-        d = await proxy(view(4), broker, lane=lane, producer_ids=table)
-        try:
-            broker.held, broker.held_codes = {0}, {}
+        async with _held_proxy(lane, {}) as (table, broker, d):
             five = await d.start(_request([(0, 5)]), 0, None)
             later = asyncio.ensure_future(d.start(_request([(1, 15), (0, 6)]), 0, None))
             await _routed(table, (PID, 0, "t", 1), 16)
@@ -148,9 +134,6 @@ def test_a_later_batch_held_back_behind_one_in_flight_goes_on_the_fresh_id_once_
             assert broker.order[0] == [5, 6]
             fresh = table._map[(PID, 0, "c1")][0]
             assert fresh != PHYSICAL[0] and broker.last[(fresh, "phys", 0)] == 6  # 6 went on the fresh id
-        finally:
-            broker.release.set()
-            await _shut(d, broker)
     run(scenario)
 
 
@@ -159,20 +142,13 @@ def test_batches_the_broker_checks_are_not_held_back_by_one_in_flight(lane):
     """Only a batch the broker would not check waits for the answers in flight: the producer's pipeline on its
     confirmed id (6 behind 5, both on 555) goes on as before, and the broker's own check orders it."""
     async def scenario():
-        table = _steady_table(lambda: 1000.0)
-        broker = await HeldSequenceBroker().start()
-        d = await proxy(view(4), broker, lane=lane, producer_ids=table)
-        try:
-            broker.held, broker.held_codes = {0}, {}
+        async with _held_proxy(lane, {}) as (table, broker, d):
             five = await d.start(_request([(0, 5)]), 0, None)
             six = await d.start(_request([(0, 6)]), 0, None)  # not a barrier: routed and sent behind 5
             assert table.in_flight((PID, 0, "t", 0))
             broker.release.set()
             assert _codes(await five) == {0: 0} and _codes(await six) == {0: 0}
             assert broker.order[0] == [5, 6] and not table._in_flight
-        finally:
-            broker.release.set()
-            await _shut(d, broker)
     run(scenario)
 
 
@@ -211,11 +187,7 @@ def test_a_lane_call_whose_client_answer_was_cancelled_still_settles_its_batches
     connection cancelled (it closed) leaves nothing counted in flight once the broker answered, so the producer's
     batches on a fresh id are not held back for it."""
     async def scenario():
-        table = _steady_table(lambda: 1000.0)
-        broker = await HeldSequenceBroker().start()
-        d = await proxy(view(4), broker, lane=True, producer_ids=table)
-        try:
-            broker.held, broker.held_codes = {0}, {}
+        async with _held_proxy(True, {}) as (table, broker, d):
             five = await d.start(_request([(0, 5)]), 0, None)
             assert d.lane.taken and table.in_flight((PID, 0, "t", 0))
             five.cancel()
@@ -225,7 +197,4 @@ def test_a_lane_call_whose_client_answer_was_cancelled_still_settles_its_batches
                     break
                 await asyncio.sleep(0.01)
             assert 5 in broker.written[0] and not table._in_flight
-        finally:
-            broker.release.set()
-            await _shut(d, broker)
     run(scenario)

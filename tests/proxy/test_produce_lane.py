@@ -16,7 +16,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -55,6 +55,17 @@ def ok(request: rec.ProduceRequestFrame) -> list:
             for t in request.topic_data]
 
 
+async def requests_of(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """A stand-in's view of its connection: each request frame (without its size prefix) until the connection ends."""
+    while True:
+        try:
+            (size,) = struct.unpack(">i", await reader.readexactly(4))
+            body = await reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        yield body
+
+
 class Broker:
     """A broker's Produce side: records each request frame (correlation id zeroed) and answers as `answers` says."""
 
@@ -72,12 +83,7 @@ class Broker:
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                (size,) = struct.unpack(">i", await reader.readexactly(4))
-                body = await reader.readexactly(size)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
+        async for body in requests_of(reader):
             _, version, correlation_id = struct.unpack_from(">hhi", body)
             self.frames.append(body[:4] + bytes(4) + body[8:])
             request = rec.read_produce_request(body)

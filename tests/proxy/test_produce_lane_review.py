@@ -109,7 +109,7 @@ from kio.static.primitive import i16, i32, i32Timedelta, i64  # noqa: E402
 
 from fedkafka.protocol import records as rec  # noqa: E402
 from fedkafka.proxy.core.producer_ids import ProducerIdTable  # noqa: E402
-from proxy.test_produce_lane import PHYSICAL, moved_p0  # noqa: E402
+from proxy.test_produce_lane import PHYSICAL, moved_p0, requests_of  # noqa: E402
 
 INIT_PIDS = [0]
 
@@ -147,27 +147,26 @@ class AnyBroker(Broker):
             for p in t.partition_indexes)) for t in request.topics))
 
     async def _serve(self, reader, writer) -> None:
-        while True:
-            try:
-                (size,) = struct.unpack(">i", await reader.readexactly(4))
-                body = await reader.readexactly(size)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
+        async for body in requests_of(reader):
             api_key, version, correlation_id = struct.unpack_from(">hhi", body)
-            if api_key == 22:
-                INIT_PIDS[0] += 1
-                self.next_id += 1
-                writer.write(codec.encode_response(InitProducerIdResponse(
-                    throttle_time=i32Timedelta.parse(__import__("datetime").timedelta(0)), error_code=ErrorCode.none,
-                    producer_id=ProducerId(self.next_id), producer_epoch=i16(0)), correlation_id))
-                continue
-            if api_key == 61:
-                writer.write(codec.encode_response(self._producers(body), correlation_id))
+            if api_key in (22, 61):
+                self._other(api_key, body, correlation_id, writer)
                 continue
             self.frames.append(body[:4] + bytes(4) + body[8:])
             topics = self.answers(rec.read_produce_request(body))
             if topics is not None:
                 writer.write(rec.produce_response_frame(version, correlation_id, topics))
+
+    def _other(self, api_key: int, body: bytes, correlation_id: int, writer) -> None:
+        """InitProducerId (ids 601, 602, ...) and DescribeProducers, as the stand-in answers them."""
+        if api_key == 22:
+            INIT_PIDS[0] += 1
+            self.next_id += 1
+            writer.write(codec.encode_response(InitProducerIdResponse(
+                throttle_time=i32Timedelta.parse(__import__("datetime").timedelta(0)), error_code=ErrorCode.none,
+                producer_id=ProducerId(self.next_id), producer_epoch=i16(0)), correlation_id))
+        elif api_key == 61:
+            writer.write(codec.encode_response(self._producers(body), correlation_id))
 
 
 CODES = [0, 0, 0, 0, ErrorCode.not_leader_or_follower, ErrorCode.out_of_order_sequence_number,
