@@ -178,7 +178,7 @@ class ProduceLane:
         if producer is None:
             return None
         if session is not None:  # the connection vouches for the id, as `handle` notes it (§5.4, "The batch's CRC")
-            produce.lane_vouched(self.dispatcher.producer_ids, session, producer)
+            produce.vouched(self.dispatcher.producer_ids, session, producer.parts[0][0].seq_key[:2])
         return routes, producer
 
     def _missed(self, view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):

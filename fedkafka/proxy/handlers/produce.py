@@ -210,9 +210,8 @@ def _classify(ctx: Context, topic, name: str, pd, refused: Refusal, remember: bo
     reason, failure = refused if refused[1] is not None else _refusal(ctx, chain)
     sequences = seq_key = None
     if checked.producer_id >= 0 and not checked.is_transactional:  # sequence bookkeeping: idempotent batches only
-        producers = ctx.session.producers  # its CRC held: the connection vouches for its id (§5.4, "The batch's CRC")
-        if producers is None or (checked.producer_id, checked.producer_epoch) not in producers.vouched:
-            ctx.producer_ids.vouch(connection_producers(ctx.session), checked.producer_id, checked.producer_epoch)
+        # its CRC held: the connection vouches for its id (§5.4, "The batch's CRC")
+        vouched(ctx.producer_ids, ctx.session, (checked.producer_id, checked.producer_epoch))
         sequences = _sequences(checked)
         seq_key = (checked.producer_id, checked.producer_epoch, name, pd.index) if sequences else None
     if failure is None and checked.producer_id >= 0:
@@ -927,12 +926,11 @@ def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[L
     return LaneProducer(logical, physical, parts)
 
 
-def lane_vouched(producer_ids, session, producer: LaneProducer) -> None:
-    """The connection sent the producer's batches with their CRC-32C intact: it vouches for their id and epoch, as
-    `_classify` notes it on the generic path (so a corrupt batch of it after is remembered in the table alike). One
-    dict look-up per request once the id is in."""
+def vouched(producer_ids, session, pair: tuple[int, int]) -> None:
+    """`session`'s connection sent a batch of the producer id and epoch `pair` with its CRC-32C intact: it vouches
+    for them (`ProducerIds.vouch`; a corrupt batch of them after is remembered in the table alike), on the generic
+    path (`_classify`) and the lane's. One dict look-up per request once the pair is in."""
     producers = session.producers
-    pair = producer.parts[0][0].seq_key[:2]
     if producers is None or pair not in producers.vouched:
         producer_ids.vouch(connection_producers(session), *pair)
 
