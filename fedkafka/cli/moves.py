@@ -64,14 +64,16 @@ def publish(move_id: int = typer.Argument(..., help="the held move's id (`fedkaf
             as_json: bool = JSON, url: str | None = URL, token_file: Path | None = TOKEN) -> None:
     """Publish a held move as the publish the config database lost had: its source sealed at --seal, its new
     segment on the target from --target-start. The sweeper publishes it within 30 s; then its partition takes
-    writes again and the records written under the lost publish are read at the offsets they were acked at."""
+    writes again and the records written under the lost publish are read at the offsets they were acked at.
+    It may take up to a minute (slow acks, a slow source); the same command repeated once the move was published
+    (e.g. after no answer) answers the published move and changes nothing."""
     move = _call(url, token_file, lambda api: api.publish_move(move_id, seal, target_start, force))
     if as_json:
         print(json.dumps(move, indent=2))
         return
+    then = "published" if move["state"] == "done" else "the sweeper publishes it within 30 s"
     print(f"move {move_id} of {move['topic']}/{move['partition']} sealed at {move['seal']}, its segment on "
-          f"{move['to_cluster']}/{move['to_topic']}/{move['to_partition']} from {move['phys_start']}; the sweeper "
-          f"publishes it within 30 s")
+          f"{move['to_cluster']}/{move['to_topic']}/{move['to_partition']} from {move['phys_start']}; {then}")
     for line in move.get("checks", []):
         print(f"  checked: {line}")
 

@@ -12,6 +12,11 @@ import httpx
 
 from fedkafka.controllers import ACTIVE_HEADER, CA_FILE_ENV, ControllerList, tls_verify
 
+# how long the client waits for a held move's publish: longer than the controller may take before it commits
+# (held.PUBLISH_DEADLINE_S, 60 s: past it the publish is refused, nothing changed), so no publish happens after the
+# client stopped waiting for its answer, barring a commit that hangs; a repeat answers the published move anyway
+PUBLISH_TIMEOUT_S = 90.0
+
 
 class AdminError(RuntimeError):
     def __init__(self, message: str, status: int | None = None):
@@ -69,13 +74,14 @@ class AdminClient:
     """`url` may list several controllers (comma-separated): a request goes to the active one (a standby answers
     503 naming it; an unreachable one is skipped), each at most once."""
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0):
+    def __init__(self, url: str, token: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
         self.controllers = ControllerList(url)
         try:
             verify = tls_verify()
         except (OSError, ssl.SSLError) as e:
             raise AdminError(f"cannot read ${CA_FILE_ENV}: {e}") from None
-        self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"}, verify=verify)
+        self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"}, verify=verify,
+                                  transport=transport)
 
     @property
     def url(self) -> str:
@@ -90,13 +96,16 @@ class AdminClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _send(self, method: str, path: str, body: Any, params: dict | None) -> httpx.Response:
+    def _send(self, method: str, path: str, body: Any, params: dict | None, timeout: Any) -> httpx.Response:
         for attempt in range(len(self.controllers.urls)):
             url = self.controllers.current
             last = attempt == len(self.controllers.urls) - 1
             try:
-                resp = self._http.request(method, url + path, json=body, params=params)
+                resp = self._http.request(method, url + path, json=body, params=params, timeout=timeout)
             except httpx.HTTPError as e:
+                if last and isinstance(e, httpx.ReadTimeout):  # sent, maybe carried out: say so
+                    raise AdminError(f"{method} {path}: no answer from the controller at {url} in time ({e}); it "
+                                     f"may have been carried out: check before repeating it") from None
                 if last:
                     raise AdminError(f"controller at {url} unreachable: {e}") from None
                 self.controllers.failed(url)
@@ -107,8 +116,9 @@ class AdminClient:
             self.controllers.failed(url, hint)  # a standby: ask the active one it names
         raise AssertionError("unreachable")
 
-    def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
-        resp = self._send(method, path, body, params)
+    def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
+                timeout: Any = httpx.USE_CLIENT_DEFAULT) -> Any:
+        resp = self._send(method, path, body, params, timeout)
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)
@@ -180,8 +190,10 @@ class AdminClient:
         return self.request("GET", "/v1/moves", params={"state": state} if state else None)
 
     def publish_move(self, move_id: int, seal: int, target_start: int, force: bool = False) -> dict:
+        """Waits PUBLISH_TIMEOUT_S, past the controller's deadline; repeated with the same seal and target start after
+        the move was published (an answer lost), it answers the published move."""
         return self.request("POST", f"/v1/moves/{move_id}/publish",
-                            {"seal": seal, "target_start": target_start, "force": force})
+                            {"seal": seal, "target_start": target_start, "force": force}, timeout=PUBLISH_TIMEOUT_S)
 
     def roll_back_move(self, move_id: int, nothing_was_published: bool = False) -> dict:
         return self.request("POST", f"/v1/moves/{move_id}/roll-back", {"nothing_was_published": nothing_was_published})

@@ -11,6 +11,7 @@ tell is checked first; a refusal says what is wrong and changes nothing. `fedkaf
 from __future__ import annotations
 
 import logging
+from time import monotonic
 from typing import Any
 
 from sqlalchemy import select
@@ -31,12 +32,17 @@ from fedkafka.view.model import ClusterState
 
 log = logging.getLogger(__name__)
 
-# how long a publish waits for the proxies' acks of the frozen view before it refuses (retried by the operator):
-# below the admin client's 30 s timeout; proxies that applied it long ago (the usual case) answer at once
+# how long a publish waits for the proxies' acks of the frozen view before it refuses (retried by the operator);
+# proxies that applied it long ago (the usual case) answer at once
 PUBLISH_ACK_WAIT_S = 20.0
 # then how long it waits for the source's high watermark to reach its log end (a write appended above it, answered
-# with an error, replicated or truncated) before it refuses (retried by the operator); both within that timeout
+# with an error, replicated or truncated) before it refuses (retried by the operator); both within the deadline
 PUBLISH_SETTLE_WAIT_S = 5.0
+# past this, counted from the request, a publish is refused (nothing changed) under the lock that would seal it, so
+# it never commits later: its worst case is 20 s of acks, up to ~30 s of settle rounds and ~20 s of log-end reads
+# (each Kafka read bounded by kafka_timeout, 3 s: ~10 s per cluster), plus waits for the compose and write locks.
+# The admin client waits longer for a publish (`client.PUBLISH_TIMEOUT_S`): its answer is the outcome
+PUBLISH_DEADLINE_S = 60.0
 STATES = ("planned", "frozen", "sealed", "held", "done", "rolled_back")
 FIELDS = ("id", "workflow_id", "topic", "partition", "from_cluster", "to_cluster", "to_topic", "to_partition", "state",
           "gap", "seal", "phys_start", "target_end", "planned_target_end", "held_for", "error", "updated_at")
@@ -78,9 +84,15 @@ class HeldMoves:
         proxy applied a view with the partition frozen (`_await_frozen_view`), so no write lands on the source after
         it; then, unless it is a failover's move, the source's high watermark reached its log end (`_unsettled_source`:
         a write appended but not acked is replicated, or truncated, before the seal is checked; Conflict when not
-        within PUBLISH_SETTLE_WAIT_S, unless `force`), as in a move's own seal (docs/DESIGN.md §4.1). Returns the move
-        and what was checked; the sweeper publishes it (the partition unfrozen) within its next round."""
+        within PUBLISH_SETTLE_WAIT_S, unless `force`), as in a move's own seal (docs/DESIGN.md §4.1). Past
+        PUBLISH_DEADLINE_S, checked under the lock that seals, it is refused: it never commits after the admin client
+        stopped waiting. Returns the move and what was checked; the sweeper publishes it (the partition unfrozen)
+        within its next round. Repeated once it was published at the same `seal` and `target_start` (an answer lost
+        to a timeout), it answers the move, changing nothing (`_published_before`)."""
+        started = monotonic()
         with self.ctl.session() as s:
+            if _published_before(s.get(MoveRow, move_id), seal, target_start):
+                return self._repeated(move_id)
             row, source = self._held(s, move_id)
             _check_target_active(s, row)  # what the database refuses, before the wait (again in the transaction)
             _check_past_older_segments(s, row, target_start)
@@ -88,11 +100,19 @@ class HeldMoves:
         acked = self._await_frozen_view(row)
         checks = [acked, *self._check_publish(row, source, seal, target_start, force)]
         with self.ctl.topology_change() as s:
+            if _published_before(s.scalar(select(MoveRow).where(MoveRow.id == move_id).with_for_update()), seal,
+                                 target_start):  # a repeat sent while this one waited
+                return self._repeated(move_id)
             row, now = self._held(s, move_id, lock=True)
             if now.id != source.id:
                 raise Conflict(f"move {move_id}: its partition's active segment changed since it was checked; again")
             _check_target_active(s, row)
             _check_past_older_segments(s, row, target_start)
+            if (took := monotonic() - started) > PUBLISH_DEADLINE_S:
+                raise Conflict(f"move {move_id} not published, nothing was changed (it stays held): its checks took "
+                               f"{took:.0f} s, past {PUBLISH_DEADLINE_S:.0f} s (slow acks or a slow Kafka), and a "
+                               f"publish is not committed after the admin client may have stopped waiting. Publish "
+                               f"again")
             self.mover.seal_held(row, seal, target_start)
             self.ctl.check_leader(s)
             s.commit()
@@ -100,6 +120,12 @@ class HeldMoves:
                     move_id, row.topic, row.partition, seal, row.to_cluster, row.to_topic, row.to_partition,
                     target_start, "; ".join(checks))
         return {**self.get(move_id), "checks": checks}
+
+    def _repeated(self, move_id: int) -> dict[str, Any]:
+        """The answer to a publish repeated after the move was published at the seal and start it names: the move."""
+        move = self.get(move_id)
+        return {**move, "checks": [f"already published at seal {move['seal']} from {move['phys_start']} (it is "
+                                   f"{move['state']}): this repeat changed nothing"]}
 
     def roll_back(self, move_id: int, nothing_was_published: bool = False) -> dict[str, Any]:
         """Roll held move `move_id` back (the mover's rollback: its partition unfrozen, writes go on at the source's
@@ -236,6 +262,19 @@ class HeldMoves:
                            f"the config database lost. Check that no proxy's view.json has a segment on "
                            f"{_name(dst)} for {row.topic}/{row.partition}, then pass nothing_was_published")
         return f"rolled back by an operator who found no publish of it in the proxies' views: {why}"
+
+
+def _published_before(row: MoveRow | None, seal: int, target_start: int) -> bool:
+    """True when `row` is a held move an operator published (`HeldMoves.publish`, the only way from held to sealed;
+    `held_for` stays) at `seal` from `target_start`, sealed or done since: a repeat, after an answer lost to a timeout
+    or a connection, answers it. Conflict when it was published at another seal or start: a repeat says the same."""
+    if row is None or row.held_for is None or row.state not in ("sealed", "done"):
+        return False
+    if (row.seal, row.phys_start) != (seal, target_start):
+        raise Conflict(f"move {row.id} of {row.topic}/{row.partition} was already published at seal {row.seal} from "
+                       f"{row.phys_start}, not at seal {seal} from {target_start} (it is {row.state}): nothing was "
+                       f"changed")
+    return True
 
 
 def _check_target_active(s, row: MoveRow) -> None:

@@ -713,10 +713,11 @@ def held(frozen_move):
 def _cli(monkeypatch, client: TestClient, *args: str, token: str = TOKEN) -> tuple[int, str]:
     """`fedkafka *args` run in this process against the controller behind `client` (its ASGI app: the CLI's own
     AdminClient and HTTP requests, no socket). Returns (exit code, stdout and stderr)."""
-    def connect(timeout, headers, verify):
+    def connect(timeout, headers, verify, transport):
         return heartbeating_like_a_proxy(TestClient(client.app, headers=headers))
 
-    monkeypatch.setattr("fedkafka.controller.client.httpx", SimpleNamespace(Client=connect, HTTPError=httpx.HTTPError))
+    monkeypatch.setattr("fedkafka.controller.client.httpx", SimpleNamespace(
+        Client=connect, HTTPError=httpx.HTTPError, ReadTimeout=httpx.ReadTimeout))
     result = CliRunner().invoke(cli_app, list(args), env={"FEDKAFKA_CONTROLLER_URL": "http://controller",
                                                           "FEDKAFKA_TOKEN": token})
     return result.exit_code, result.output
@@ -747,6 +748,10 @@ def test_the_documented_repair_of_a_held_move(held, monkeypatch):
     assert (_move(ctl, move_id).state, _move(ctl, move_id).seal, _move(ctl, move_id).phys_start) == ("sealed", 100, 0)
     assert Mover(ctl).sweep() == [move_id]  # the sweeper's round
     assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)
+    code, out = _cli(monkeypatch, client, "moves", "publish", str(move_id), "--seal", str(source_end),
+                     "--target-start", str(row["target_end"]))  # repeated, as after an answer lost to a timeout
+    assert code == 0 and f"move {move_id} of t/0 sealed at 100" in out and "; published" in out, out
+    assert "checked: already published at seal 100 from 0 (it is done): this repeat changed nothing" in out
     assert [(g.cluster, g.phys_start, g.logical_base) for g in ctl.view.topics["t"].partitions[0].segments] == [
         (g.cluster, g.phys_start, g.logical_base) for g in lost]
     assert client.get("/v1/moves", params={"state": "held"}).json() == []
@@ -877,8 +882,12 @@ def test_a_move_that_is_not_held_an_unknown_one_and_a_caller_without_the_token_a
                      token="wrong")
     assert code == 1 and "HTTP 401" in out
     assert client.post(f"/v1/moves/{move_id}/publish", json=body).status_code == 200
-    again = client.post(f"/v1/moves/{move_id}/publish", json=body)
-    assert again.status_code == 409 and f"move {move_id} of t/0 is sealed, not held" in again.json()["detail"]
+    again = client.post(f"/v1/moves/{move_id}/publish", json=body)  # a repeat answers the move it published
+    assert again.status_code == 200 and again.json()["state"] == "sealed", again.text
+    assert any("already published at seal 100 from 0" in c for c in again.json()["checks"])
+    other = client.post(f"/v1/moves/{move_id}/publish", json={**body, "seal": 101})
+    assert other.status_code == 409 and f"move {move_id} of t/0 was already published at seal 100 from 0, not at " \
+        "seal 101 from 0" in other.json()["detail"]
     code, out = _cli(monkeypatch, client, "moves", "roll-back", str(move_id))
     assert code == 1 and "is sealed, not held" in out
     assert client.get("/v1/moves", params={"state": "nope"}).status_code == 422
