@@ -143,6 +143,19 @@ UNANSWERED: Any = _Unanswered()
 Reply = Any  # kio response entity | NO_RESPONSE | CloseConnection | Plan
 
 
+def on_answer(reply: Reply, change: Callable[[Any], Reply]) -> Reply:
+    """`reply` with `change` applied to the answer it ends in, however many plans come before it (a handler adding
+    entries it answered itself, e.g. refused groups, to what the upstream answered)."""
+    if not isinstance(reply, Plan):
+        return change(reply)
+    then = reply.finish
+
+    def finish(results: list[Any]) -> Reply:
+        return on_answer(then(results), change)
+
+    return replace(reply, finish=finish)
+
+
 class PhysicalState(Protocol):
     """What handlers may read about the physical clusters (kept fresh by the core)."""
 

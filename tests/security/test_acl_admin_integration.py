@@ -61,6 +61,10 @@ def _delivery_errors(conf: dict, n: int = 3) -> list:
 
 
 def _kafka_acls(fed, tmp_path, user: str, *args: str):
+    return _kafka_tool(fed, tmp_path, user, "kafka-acls", *args)
+
+
+def _kafka_tool(fed, tmp_path, user: str, tool: str, *args: str):
     props = tmp_path / f"{user}.properties"
     props.write_text("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
                      "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
@@ -68,7 +72,7 @@ def _kafka_acls(fed, tmp_path, user: str, *args: str):
                      f"ssl.truststore.type=PEM\nssl.truststore.location={fed.pki.ca}\n")
     props.chmod(0o600)
     try:
-        return run_tool("kafka-acls", "--bootstrap-server", f"127.0.0.1:{fed.nameservice['SASL_SSL']}",
+        return run_tool(tool, "--bootstrap-server", f"127.0.0.1:{fed.nameservice['SASL_SSL']}",
                         "--command-config", str(props), *args, timeout=180, check=False)
     finally:
         props.unlink()  # holds a password
@@ -216,3 +220,27 @@ def test_a_group_right_alone_neither_reads_nor_deletes_a_topics_committed_offset
         deleter.close()
     assert deleted == {KafkaTopicPartition(TOPIC, 0): kafka_errors.TopicAuthorizationFailedError}
     assert _offset_error(admin_conf, group) == (None, 5)  # still there
+
+
+def test_a_delete_of_two_groups_deletes_the_allowed_one_and_refuses_the_other(fed, tmp_path):
+    """The Java AdminClient sends one DeleteGroups for the groups of one coordinator (here both): bob, who may delete
+    bob-gone but only read bob-kept, deletes bob-gone and is refused bob-kept alone, as Kafka answers per group.
+    Before, the proxy refused the whole request and neither was deleted."""
+    admin_conf = fed.client_conf(user="admin")
+    for group in ("bob-gone", "bob-kept"):
+        committer = Consumer(admin_conf | {"group.id": group, "enable.auto.commit": False})
+        try:
+            committer.commit(offsets=[TopicPartition(TOPIC, 0, 5)], asynchronous=False)
+        finally:
+            committer.close()
+    binding = AclBinding(ResourceType.GROUP, "bob-gone", ResourcePatternType.LITERAL, "User:bob", "*",
+                         AclOperation.DELETE, AclPermissionType.ALLOW)
+    admin = AdminClient(admin_conf)  # kept: a client dropped before its futures are done fails them
+    admin.create_acls([binding])[binding].result(60)  # answered once the proxy serves the new view
+    deleted = _kafka_tool(fed, tmp_path, "bob", "kafka-consumer-groups", "--delete", "--group", "bob-gone",
+                          "--group", "bob-kept")
+    said = deleted.stdout + deleted.stderr
+    assert "Group 'bob-kept' could not be deleted" in said and "GroupAuthorization" in said, said[-3000:]
+    assert "Group 'bob-gone' could not be deleted" not in said, said[-3000:]
+    assert _offset_error(admin_conf, "bob-gone") == (None, -1001)  # the group and its offsets are gone
+    assert _offset_error(admin_conf, "bob-kept") == (None, 5)

@@ -33,7 +33,8 @@ Regular-expression subscriptions are refused: the coordinator would match them a
 
 Authorization is Kafka's (docs/DESIGN.md §11), before anything reaches the coordinator: a heartbeat needs READ on the
 group (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to (TOPIC_AUTHORIZATION_FAILED);
-ConsumerGroupDescribe needs DESCRIBE per group (the others are still described), and a group whose assignments
+ConsumerGroupDescribe needs DESCRIBE per group (the others are still described; the denied groups are answered
+first, the others in request order, a group named twice once, as DescribeGroups), and a group whose assignments
 name a topic the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED without its members. Asked
 for authorized operations, each group answered without an error carries the asking principal's operations on it
 (`described_groups.with_authorized_operations`, shared with DescribeGroups), never the coordination cluster's for
@@ -42,7 +43,9 @@ the proxy.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import uuid
 
 from kio.schema.errors import ErrorCode
@@ -52,7 +55,7 @@ from kio.static.primitive import i8
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.described_groups import with_authorized_operations
-from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized
+from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized, on_answer
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
 
@@ -170,7 +173,10 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
 
     groups: list[str] = []
     denied: list = []
-    for g in dict.fromkeys(request.group_ids):  # each id once, in client order; one pass (no list scans)
+    # each id once, in client order (one pass: no list scans): asked and answered once, as DescribeGroups
+    # (docs/DESIGN.md §4.8: Kafka answers each naming with a copy of the group, a request naming one large group
+    # 100,000 times had the coordinator build and the proxy rename it each time)
+    for g in dict.fromkeys(request.group_ids):
         if authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g):
             groups.append(g)
         else:
@@ -178,22 +184,12 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
             ctx.refused("auth", g, -1, "no DESCRIBE on the group")
     if not groups:
         return build(response_schema(DESCRIBE, type(request).__version__), {"groups": denied})
-    upstream = request if not denied else dataclasses.replace(request, group_ids=tuple(groups))
-    forwarded = _via_coordinator(coordination, upstream, groups, upstream, back, client_id, merge=_merge_describe)
-    # the denied groups keep GROUP_AUTHORIZATION_FAILED whatever the coordinator answers for the others
-    return _on_answer(forwarded, lambda resp: dataclasses.replace(resp, groups=tuple(denied) + resp.groups))
-
-
-def _on_answer(reply, change):
-    """`reply` with `change` applied to the answer it ends in, however many plans come before it."""
-    if not isinstance(reply, Plan):
-        return change(reply)
-    then = reply.finish
-
-    def finish(results: list):
-        return _on_answer(then(results), change)
-
-    return dataclasses.replace(reply, finish=finish)
+    upstream = request if list(request.group_ids) == groups else dataclasses.replace(request, group_ids=tuple(groups))
+    forwarded = _via_coordinator(coordination, upstream, groups, upstream, back, client_id,
+                                 merge=functools.partial(_merge_describe, groups))
+    # the denied groups first, as KafkaApis adds them to the response before the coordinator's results; they keep
+    # GROUP_AUTHORIZATION_FAILED whatever the coordinator answers for the others
+    return on_answer(forwarded, lambda resp: dataclasses.replace(resp, groups=tuple(denied) + resp.groups))
 
 
 def _denied_group(request, group: str):
@@ -237,8 +233,18 @@ def _via_coordinator(coordination: str, request, groups: list[str], upstream, ba
     return Plan([Call(AnyBroker(coordination), lookup)], route, barrier=True)
 
 
-def _merge_describe(replies: list):
-    return dataclasses.replace(replies[0], groups=tuple(g for r in replies for g in r.groups))
+def _merge_describe(asked: list[str], replies: list):
+    """The coordinators' answers as one, in the order `asked` (the request's, each group once) names the groups:
+    Kafka's coordinator answers a request's groups grouped by __consumer_offsets partition, so any order is Kafka's,
+    and request order is the one that holds whatever coordinators the groups have (joined as they came, [g, k, m]
+    with g and m on one coordinator was answered [g, m, k]); any group not asked last."""
+    answered: dict[str, collections.deque] = {}
+    for r in replies:
+        for g in r.groups:
+            answered.setdefault(g.group_id, collections.deque()).append(g)
+    merged = [answered[g].popleft() for g in asked if answered.get(g)]
+    merged.extend(g for left in answered.values() for g in left)
+    return dataclasses.replace(replies[0], groups=tuple(merged))
 
 
 def _shadow_id(ctx: Context, coordination: str, logical: str) -> uuid.UUID | None:

@@ -37,6 +37,7 @@ from fedkafka.proxy.plan import (
     Plan,
     UpstreamError,
     authorized,
+    on_answer,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
@@ -79,8 +80,16 @@ def handle(ctx: Context, header, request):
         return failure(request, ErrorCode.coordinator_not_available)
     if key == LIST:
         return list_groups(coordination, request, _group_lister(ctx))
-    if not all(authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))):
+    if _names_several_groups(request):
+        return _per_group(ctx, coordination, request)
+    if not authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, request.group_id):
         return failure(request, ErrorCode.group_authorization_failed)  # nothing of it reaches the coordinator
+    return _authorized(ctx, coordination, request)
+
+
+def _authorized(ctx: Context, coordination: str, request):
+    """A group request whose groups the principal may all use, on its way to the coordinator."""
+    key = request.__api_key__
     if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
         # a coordination move copies the committed offsets now: a commit landing on the old coordinator after the
         # copy would be lost, a deletion undone (the switch puts the copied offsets back). Retriable: clients and
@@ -104,6 +113,66 @@ def handle(ctx: Context, header, request):
             answer = renamed(response)
             return dataclasses.replace(answer, groups=with_authorized_operations(ctx, request, answer.groups))
     return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
+
+
+# -- authorization of requests naming several groups -----------------------------------------------------
+
+def _names_several_groups(request) -> bool:
+    key = request.__api_key__
+    return key in (DESCRIBE, DELETE) or (key == OFFSET_FETCH and type(request).__version__ >= 8)
+
+
+def _per_group(ctx: Context, coordination: str, request):
+    """DescribeGroups, DeleteGroups and OffsetFetch v8+ authorized group by group, as Kafka 4.x's KafkaApis does
+    (handleDescribeGroupsRequest, handleDeleteGroupsRequest, handleOffsetFetchRequestFromCoordinator): a denied
+    group is answered GROUP_AUTHORIZATION_FAILED in its own entries (each entry naming it; DescribeGroups answers a
+    group once) and is not sent to the coordinator, which is asked about the others only, and not at all when every
+    group is denied."""
+    operation = GROUP_OPERATION[request.__api_key__]
+    if request.__api_key__ == DESCRIBE:  # each group asked and answered once, denied or not (docs/DESIGN.md §4.8)
+        request = dataclasses.replace(request, groups=tuple(dict.fromkeys(request.groups)))
+    allowed = {g: authorized(ctx, operation, ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))}
+    denied = [g for g, ok in allowed.items() if not ok]
+    if not denied:
+        return _authorized(ctx, coordination, request)
+    for g in denied:
+        ctx.refused("auth", g, -1, f"no {operation.name} on the group")
+    refused = _refused_groups(_subset(request, denied))
+    if len(denied) == len(allowed):
+        return refused
+    kept = _subset(request, [g for g, ok in allowed.items() if ok])
+    return on_answer(_authorized(ctx, coordination, kept), functools.partial(_with_refused, request, refused))
+
+
+def _refused_groups(request):
+    """The answer of a request all of whose groups are denied. An OffsetFetch v8+ group entry carries the error
+    alone, no topics (Kafka's OffsetFetchResponse.groupError from v2)."""
+    if request.__api_key__ == OFFSET_FETCH:
+        return build(response_schema(OFFSET_FETCH, type(request).__version__), {"groups": [
+            {"group_id": g.group_id, "topics": [], "error_code": ErrorCode.group_authorization_failed}
+            for g in request.groups]})
+    return failure(request, ErrorCode.group_authorization_failed)
+
+
+def _with_refused(request, refused, answer):
+    """The coordinator's `answer` (or the proxy's own for the authorized groups) with the `refused` groups' entries:
+    OffsetFetch v8+ in request order, as KafkaApis joins one answer per group entry in order; DescribeGroups and
+    DeleteGroups the refused first, as KafkaApis adds them to the response before the coordinator's results."""
+    field = _GROUP_LISTS[request.__api_key__]
+    if getattr(answer, field, None) is None:  # not an answer of the request's API (a closed connection)
+        return answer
+    mine = list(getattr(refused, field))
+    if request.__api_key__ != OFFSET_FETCH:
+        return dataclasses.replace(answer, **{field: tuple(mine) + tuple(getattr(answer, field))})
+    denied = {g.group_id for g in mine}
+    refusals = collections.deque(mine)
+    answered: dict[str, collections.deque] = {}
+    for item in answer.groups:
+        answered.setdefault(item.group_id, collections.deque()).append(item)
+    merged = [refusals.popleft() if g.group_id in denied else answered[g.group_id].popleft()
+              for g in request.groups if g.group_id in denied or answered.get(g.group_id)]
+    merged.extend(item for left in answered.values() for item in left)
+    return dataclasses.replace(answer, groups=tuple(merged))
 
 
 # -- forwarding to the coordination cluster --------------------------------------------------------------
