@@ -12,7 +12,7 @@ import contextlib
 from fedkafka.fencing import FENCE_GRACE_S, UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.proxy.core import producer_ids as pids
 from fedkafka.proxy.core.producer_ids import IN_FLIGHT_LEAK_S, ProducerIdTable
-from proxy.test_produce_in_flight_fresh_id import HeldSequenceBroker, _codes, _request
+from proxy.test_produce_in_flight_fresh_id import HeldSequenceBroker, _codes, _request, _routed
 from proxy.test_produce_lane import PID, proxy, run, view
 from proxy.test_produce_lane_review import _shut, _steady_table
 
@@ -68,6 +68,28 @@ def test_a_generic_call_cancelled_mid_call_is_uncounted_once_its_request_can_no_
     run(scenario)
 
 
+def test_a_barrier_round_cancelled_mid_call_is_uncounted_at_the_same_bound():
+    """The same for a barrier round (the fresh physical id's first batch on p0 goes alone: `Dispatcher.start` awaits
+    it before the client's next request is read): p1's forward jump takes a fresh id, and 6 of p0 goes out on it,
+    held by the broker; the client closes its connection while `start` waits for it (cancelled)."""
+    async def scenario():
+        now = [1000.0]
+        async with _generic_proxy_holding_p0(now) as (table, _broker, d):
+            started = asyncio.ensure_future(d.start(_request([(1, 15), (0, 6)]), 0, None))
+            await _routed(table, (PID, 0, "t", 1), 16)
+            assert not started.done() and table.in_flight(KEY)
+            started.cancel()
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert started.cancelled()
+            now[0] += SETTLED_AFTER_CANCEL_S - 1
+            assert table.in_flight(KEY), "uncounted while the cancelled request may still be written"
+            now[0] += 2
+            assert not table.in_flight(KEY) and not table.in_flight((PID, 0, "t", 1))  # p1's 15 went with it
+            assert not table._in_flight and not table._abandoned
+    run(scenario)
+
+
 def test_an_abandoned_batch_is_uncounted_at_its_own_bound_and_leaves_the_others_counted():
     """Two batches of the key in flight, one of them abandoned: past the abandoned one's bound the other still counts
     (a fresh-id batch waits for it); it settles normally. A key whose count was dropped takes its abandonment as a
@@ -112,10 +134,10 @@ def test_a_full_table_never_pushes_out_a_key_whose_batches_may_be_in_flight(monk
     assert table.in_flight(c) and c not in table._in_flight
     now[0] += IN_FLIGHT_LEAK_S + 1
     assert not table.in_flight(c)  # every uncounted batch ended by now
-    table.note_sent(e)  # a's count is one the backstop drops: it makes room
-    assert a not in table._in_flight and table.in_flight(e) and e in table._in_flight
-    table.note_sent(c)
-    assert c in table._in_flight and len(table._in_flight) == 2
+    table.note_sent(e)  # room: b left
+    table.note_sent(c)  # full (a and e): a's count is one the backstop drops, it makes room
+    assert a not in table._in_flight and c in table._in_flight and e in table._in_flight
+    assert table.in_flight(c) and table.in_flight(e)
     table.note_settled(c)
     table.note_settled(e)
     assert not table._in_flight and not table.in_flight(c) and not table.in_flight(e)
