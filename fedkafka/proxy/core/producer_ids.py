@@ -545,6 +545,8 @@ class ProducerIdTable:
             in_flight[key] = (known[0] - 1, known[1])
         else:
             del in_flight[key]
+            if self._abandoned:  # none of its batches left to abandon (each counts one): nothing outlives its count
+                self._abandoned.pop(key, None)
 
     def note_abandoned(self, key: SeqKey) -> None:
         """The core gave up on the call of a batch of `key` before its answer was noted (its plan cancelled: the client
