@@ -108,6 +108,10 @@ class Plan:
     # satisfies it; calls still in flight are then given to `finish` as UNANSWERED.
     return_early: Callable[[Any], bool] | None = None
     delay_s: float = 0.0  # wait before sending (a handler's retry backoff; the core owns the clock)
+    # Called (at least once) when the core gives up on the plan before `finish` ran on its results: cancelled (its
+    # client closed the connection) or failed. The calls may still be at the broker: what `finish` would have settled,
+    # the handler settles once they can no longer be written (produce: DESIGN §5.3 rule 3).
+    abandoned: Callable[[], None] | None = None
 
 
 class _NoResponse:
@@ -253,7 +257,10 @@ class ProducerIds(Protocol):
     def note_sent(self, key: SeqKey) -> None:
         """A batch of `key` goes upstream now; `note_settled` once its call ended, however."""
     def note_settled(self, key: SeqKey) -> None:
-        """The call of a batch of `key` ended (answered, lost, not sent, cancelled)."""
+        """The call of a batch of `key` ended (answered, lost, not sent)."""
+    def note_abandoned(self, key: SeqKey) -> None:
+        """The core gave up on the call of a batch of `key` before its answer was noted: uncounted once it can no
+        longer be written."""
     def in_flight(self, key: SeqKey) -> bool:
         """Whether a batch of `key` is in flight, its answer pending (asked only for a batch `broker_checked` None)."""
 

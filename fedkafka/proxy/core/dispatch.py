@@ -236,7 +236,7 @@ class Dispatcher:
         if counts is not None:  # by the view version it is routed with (the handler reads it before any wait)
             view_version = self.state.view.version
             counts[view_version] += 1
-        ctx = None
+        ctx = reply = None
         try:
             handled = self._handle(frame, session, api_key, version, correlation_id, loop)
             if not isinstance(handled, tuple):  # answered without an upstream call
@@ -260,11 +260,14 @@ class Dispatcher:
                                                                  ctx))
                         if ctx.refusals is not None:  # `_complete` reports them, unless cancelled before it starts
                             answer.add_done_callback(functools.partial(_report_refusals, ctx))
+                    if reply.abandoned is not None:  # cancelled (even before `_complete` starts) or failed
+                        answer.add_done_callback(functools.partial(_abandon_unless_answered, reply))
                 else:
                     answer = self._done(self._encode(reply, correlation_id, seen, ctx))
         except BaseException:
             if counts is not None:
                 counts[view_version] -= 1
+            _abandon(reply)  # a barrier round's or the plan's calls being sent: `finish` did not run on them
             _report_refusals(ctx)  # the handler's and its barrier rounds' (`_handle` reports when the handler fails)
             raise
         if counts is not None:
@@ -422,6 +425,7 @@ class Dispatcher:
                     await asyncio.sleep(reply.delay_s)
                 reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         except BaseException:
+            _abandon(reply)
             _report_refusals(ctx)
             raise
         return self._encode(reply, correlation_id, seen, ctx)
@@ -748,6 +752,19 @@ class Dispatcher:
         results = [t.result() if t.done() else UNANSWERED for t in tasks]
         self.observer.upstream(calls, results)
         return results
+
+
+def _abandon(reply: Any) -> None:
+    """The core gives up on `reply` (a plan) before its `finish` ran on its results: the handler's hook, if any (it
+    settles only what `finish` did not; called more than once, it does nothing more)."""
+    if isinstance(reply, Plan) and reply.abandoned is not None:
+        reply.abandoned()
+
+
+def _abandon_unless_answered(plan: Plan, answer: asyncio.Future) -> None:
+    """`answer` (of `plan`'s first round) ended cancelled or failed: `plan.finish` may not have run."""
+    if answer.cancelled() or answer.exception() is not None:
+        _abandon(plan)
 
 
 def _time_out(answer: asyncio.Future) -> None:

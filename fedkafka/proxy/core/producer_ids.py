@@ -30,6 +30,8 @@ acked implicitly); the keys whose last note ran out leave from the front as batc
 A batch whose answer is still pending said nothing yet: while one of a producer's batches on a partition is in flight
 (`note_sent` to `note_settled`, uncounted in the callback that notes its answer), a batch of it the broker would not
 check waits too (`in_flight`): on a fresh id it was written while the one before it failed unwritten, acked implicitly.
+A batch whose call the core gave up on (`note_abandoned`) counts until it can no longer be written; a full table
+pushes out no live key, it holds the new key's bucket instead (`_count_new`).
 
 A fresh physical id also takes any first sequence at the start of a partition's log: until the broker has
 answered one of its batches there, a later batch could be written while an earlier one failed, and librdkafka
@@ -59,6 +61,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+from fedkafka.fencing import FENCE_GRACE_S, UPSTREAM_REQUEST_TIMEOUT_S
 from fedkafka.protocol import sequences as seqs
 
 # The types are the handler contract's (fedkafka/proxy/plan.py): handlers see this table as `ProducerIds`.
@@ -96,6 +99,14 @@ FLOOR_MEMORY_S = 300.0
 # producer's batches the broker would not check (retriable): so a wide margin, and the clients' own delivery timeout
 # (librdkafka's message.timeout.ms, 5 minutes; Java's delivery.timeout.ms, 2) has failed such a batch by then.
 IN_FLIGHT_LEAK_S = 300.0
+# A batch whose call the core gave up on before its answer was noted (`note_abandoned`: the client closed its
+# connection mid-call, cancelling the plan; DESIGN §5.3 rule 3) is uncounted this long after the cancellation. Not yet
+# written then, it never is (the coroutine that would write it was cancelled at its await; a write is synchronous);
+# written, its call would have ended by then had it run on (answered, or timed out and its connection closed, within
+# UPSTREAM_REQUEST_TIMEOUT_S of the write), and the broker appends a request the proxy gave up on, if at all, within
+# FENCE_GRACE_S of giving up (§4.1's assumption): twice that, from the cancellation. Not at its connection's close: a
+# request the broker read is still appended after it (only the answer is dropped). IN_FLIGHT_LEAK_S stays behind it.
+ABANDONED_SETTLE_S = UPSTREAM_REQUEST_TIMEOUT_S + FENCE_GRACE_S
 # Refused batches remembered per producer and partition (a client has at most 5 in flight on a partition; a few
 # more from batches it wrote through another proxy meanwhile); past it they are folded, refusing more (`_cap`).
 REFUSED_BATCHES = 16
@@ -158,6 +169,14 @@ class ProducerIdTable:
         # per producer and partition: (batches sent upstream whose call has not ended, when the latest of the key's
         # batches was sent) (`note_sent`, `note_settled`)
         self._in_flight: dict[SeqKey, tuple[int, float]] = {}
+        # per producer and partition: when each batch of it whose call was given up on is uncounted (`note_abandoned`)
+        self._abandoned: dict[SeqKey, list[float]] = {}
+        # per bucket of keys (`_bucket`): until when a batch sent uncounted (the table full) may be in flight, and the
+        # latest of them (`_count_new`)
+        self._uncounted_until = array.array("d", [_NEVER]) * OVERFLOW_BUCKETS
+        self._uncounted_any = _NEVER
+        self._sweep_after = _NEVER  # no key of a full table can leave before then (`_sweep_in_flight`)
+        self._uncounted_logged = _NEVER
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
@@ -504,18 +523,20 @@ class ProducerIdTable:
     def note_sent(self, key: SeqKey) -> None:
         """A batch of `key` goes upstream now (generic path and lane alike); `note_settled` once its call ended. The
         time of the key's latest send is kept with its count: a count is taken for one an exit missed only when no
-        batch of the key was sent for IN_FLIGHT_LEAK_S (`in_flight`)."""
+        batch of the key was sent for IN_FLIGHT_LEAK_S (`in_flight`). A new key of a full table, or of a bucket a batch
+        went uncounted in lately, takes `_count_new`'s way (rare: the common case is a dict get and set)."""
         in_flight = self._in_flight
         known = in_flight.get(key)
+        now = self._clock()
         if known is None:
-            if len(in_flight) >= MAX_MAPPINGS:  # only keys an exit missed pile up so: the oldest goes
-                del in_flight[next(iter(in_flight))]
-            in_flight[key] = (1, self._clock())
+            if (len(in_flight) >= MAX_MAPPINGS or now <= self._uncounted_any) and not self._count_new(key, now):
+                return
+            in_flight[key] = (1, now)
         else:
-            in_flight[key] = (known[0] + 1, self._clock())
+            in_flight[key] = (known[0] + 1, now)
 
     def note_settled(self, key: SeqKey) -> None:
-        """The call of a batch of `key` ended (answered, lost, not sent, cancelled): no longer in flight."""
+        """The call of a batch of `key` ended (answered, lost, not sent): no longer in flight."""
         in_flight = self._in_flight
         known = in_flight.get(key)
         if known is None:
@@ -524,25 +545,114 @@ class ProducerIdTable:
             in_flight[key] = (known[0] - 1, known[1])
         else:
             del in_flight[key]
+            if self._abandoned:  # none of its batches left to abandon (each counts one): nothing outlives its count
+                self._abandoned.pop(key, None)
+
+    def note_abandoned(self, key: SeqKey) -> None:
+        """The core gave up on the call of a batch of `key` before its answer was noted (its plan cancelled: the client
+        closed its connection), so `note_settled` never comes for it: it is uncounted ABANDONED_SETTLE_S from now, once
+        its request can no longer be written (`in_flight`, `_sweep_in_flight`). Nothing counted (dropped already, or
+        sent uncounted): nothing to uncount."""
+        if key in self._in_flight:
+            at = self._clock() + ABANDONED_SETTLE_S
+            self._abandoned.setdefault(key, []).append(at)
+            self._sweep_after = min(self._sweep_after, at)
 
     def in_flight(self, key: SeqKey) -> bool:
         """Whether a batch of `key` is in flight, its answer pending (DESIGN §5.3 rule 3, "An answer still pending"):
         the produce handler then holds back, as a gap, every batch of `key` the broker would not check itself (a
         fresh physical id, or the first batch of one on the partition), until every answer is in; it asks only for
-        such a batch. A count still up when no batch of `key` was sent for IN_FLIGHT_LEAK_S (longer than any call
-        can last from its send: every call ends, answered or failed, within its connection's set-up and the upstream
-        request timeout) is one an exit missed, and is dropped rather than hold the producer back for good. Reads
-        the clock only for a key counted in flight, and starts no clock: a steady pipeline is never dropped."""
+        such a batch. A batch given up on counts until its bound (`note_abandoned`); a batch sent uncounted (the table
+        full) holds its bucket's keys until IN_FLIGHT_LEAK_S after it (`_count_new`). A count still up when no batch of
+        `key` was sent for IN_FLIGHT_LEAK_S (longer than any call can last from its send: every call ends, answered or
+        failed, within its connection's set-up and the upstream request timeout) is one an exit missed, and is dropped
+        rather than hold the producer back for good. Starts no clock: a steady pipeline is never dropped."""
         known = self._in_flight.get(key)
+        if self._uncounted_any != _NEVER and self._uncounted_held(key):
+            return True
         if known is None:
             return False
-        idle = self._clock() - known[1]
+        now = self._clock()
+        if self._abandoned and key in self._abandoned:
+            known = self._settle_abandoned(key, known, now)
+            if known is None:
+                return False
+        idle = now - known[1]
         if idle <= IN_FLIGHT_LEAK_S:
             return True
         log.warning("producer %s/%s %s/%s: %s batch(es) still counted in flight %.0f s after its last batch was sent; "
                     "dropped (an exit missed)", *key, known[0], idle)
-        del self._in_flight[key]
+        self._drop_in_flight(key)
         return False
+
+    def _uncounted_held(self, key: SeqKey) -> bool:
+        now = self._clock()
+        if now > self._uncounted_any:
+            self._uncounted_any = _NEVER  # every bucket's ran out: `in_flight` and `note_sent` look no further
+            return False
+        return now <= self._uncounted_until[self._bucket(key)]
+
+    def _settle_abandoned(self, key: SeqKey, known: tuple[int, float], now: float) -> tuple[int, float] | None:
+        """`key`'s count less its abandoned batches whose bound passed (None: none left)."""
+        deadlines = self._abandoned[key]
+        due = 0
+        while due < len(deadlines) and now > deadlines[due]:
+            due += 1
+        if not due:
+            return known
+        del deadlines[:due]
+        if not deadlines:
+            del self._abandoned[key]
+        if known[0] <= due:
+            self._drop_in_flight(key)
+            return None
+        known = self._in_flight[key] = (known[0] - due, known[1])
+        return known
+
+    def _drop_in_flight(self, key: SeqKey) -> None:
+        del self._in_flight[key]
+        self._abandoned.pop(key, None)
+
+    def _count_new(self, key: SeqKey, now: float) -> bool:
+        """Whether a batch of `key`, not counted yet, is counted. Full (MAX_MAPPINGS keys), only a key whose count
+        `in_flight` would drop now leaves (`_sweep_in_flight`); a live one never does (a fresh-id batch of it would go
+        out behind one unanswered). With none to leave, the batch goes uncounted and its key's bucket is held: every
+        batch of those keys the broker would not check waits (retriable, `in_flight`) until IN_FLIGHT_LEAK_S after the
+        last batch so sent, the bound by which its call ended (the backstop's premise). Meanwhile no key of the bucket
+        is taken in: an uncounted batch's settle then finds nothing of its key to uncount."""
+        bucket = self._bucket(key)
+        if now > self._uncounted_until[bucket]:
+            if len(self._in_flight) < MAX_MAPPINGS:
+                return True
+            if now >= self._sweep_after:
+                self._sweep_in_flight(now)
+                if len(self._in_flight) < MAX_MAPPINGS:
+                    return True
+        self._uncounted_until[bucket] = self._uncounted_any = now + IN_FLIGHT_LEAK_S
+        if now - self._uncounted_logged >= _OVERFLOW_LOG_S:
+            self._uncounted_logged = now
+            log.warning("more than %s producer partitions with batches in flight on this worker: producer %s/%s %s/%s "
+                        "not counted; its batches (and those of keys sharing its bucket) that the brokers do not check "
+                        "are refused (retriable) for %.0f s", MAX_MAPPINGS, *key, IN_FLIGHT_LEAK_S)
+        return False
+
+    def _sweep_in_flight(self, now: float) -> None:
+        """The keys of a full table whose counts `in_flight` would drop now leave (their abandoned batches past their
+        bound, or none of their batches sent for IN_FLIGHT_LEAK_S); the next sweep not before one more can."""
+        earliest = float("inf")
+        for key, known in list(self._in_flight.items()):
+            if key in self._abandoned:
+                settled = self._settle_abandoned(key, known, now)
+                if settled is None:
+                    continue
+                known = settled
+                if key in self._abandoned:
+                    earliest = min(earliest, self._abandoned[key][0])
+            if now - known[1] > IN_FLIGHT_LEAK_S:
+                self._drop_in_flight(key)
+            else:
+                earliest = min(earliest, known[1] + IN_FLIGHT_LEAK_S)
+        self._sweep_after = earliest
 
     def confirmed(self, where: PhysicalPartition) -> bool:
         """Whether the broker answered a batch of this physical id on this partition (so it checks sequences)."""

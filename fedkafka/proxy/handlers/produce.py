@@ -76,6 +76,7 @@ class _Part:
     # id there (it checks sequences only from then on)
     physical: PhysicalPartition | None = None
     confirmed: bool = True
+    counted: bool = False  # counted in flight (`note_sent`), not yet settled or abandoned: each one of them, once
 
 
 LEADER_WAITS = 8  # about 1.3 s of backoff: a segment published a moment ago whose leader is not known yet
@@ -368,17 +369,31 @@ def _forward(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing):
     """Always acks=all upstream, always awaited (see UpstreamProduce): the drain then sees every write in flight."""
     timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
     calls = []
+    counted = False
     for (cluster, node), parts in routing.groups.items():
         for part in parts:
-            if part.seq_key:  # settled in `_translate`, whatever ends the call
+            if part.seq_key:  # settled in `_translate`, whatever ends the call, or abandoned (`_abandoned`)
                 ctx.producer_ids.note_sent(part.seq_key)
+                part.counted = counted = True
         calls.append(Call(Broker(cluster, node), UpstreamProduce.of(request.version, timeout_ms, parts),
                           ordering_key=routing.producer_key))
     if not calls:
         return _answer(ctx, request, routing, [])
     # The first batch of a physical id on a partition goes alone: the broker takes any first sequence from
     # an id it does not know, so a later batch must not reach it before this one's answer (see _translate).
-    return Plan(calls, functools.partial(_answer, ctx, request, routing), barrier=routing.unconfirmed)
+    return Plan(calls, functools.partial(_answer, ctx, request, routing), barrier=routing.unconfirmed,
+                abandoned=functools.partial(_abandoned, ctx, routing) if counted else None)
+
+
+def _abandoned(ctx: Context, routing: _Routing) -> None:
+    """The core gave up on `_forward`'s plan before `_answer` ran (its client closed the connection): the batches it
+    counted and `_translate` did not settle are uncounted once their requests can no longer be written
+    (`note_abandoned`), not at once (they may still be at the broker), not never (held back until IN_FLIGHT_LEAK_S)."""
+    for parts in routing.groups.values():
+        for part in parts:
+            if part.counted:
+                part.counted = False
+                ctx.producer_ids.note_abandoned(part.seq_key)  # type: ignore[arg-type]  # counted: idempotent
 
 
 def _answer(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing, results: list):
@@ -672,8 +687,9 @@ class ProduceAnswer:
 def _translate(ctx: Context, parts: list[_Part], result, answers: dict) -> None:
     """Into `answers`: each part's answer from its broker's (`result`), or the error that took its place."""
     for part in parts:
-        if part.seq_key:  # its call ended (`_forward`'s `note_sent`)
-            ctx.producer_ids.note_settled(part.seq_key)
+        if part.counted:  # its call ended (`_forward`'s `note_sent`; not abandoned)
+            part.counted = False
+            ctx.producer_ids.note_settled(part.seq_key)  # type: ignore[arg-type]  # counted: idempotent
     if isinstance(result, UpstreamError):
         _lost(ctx, parts, result, answers)
         return
