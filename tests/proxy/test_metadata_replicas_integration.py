@@ -6,6 +6,7 @@ held."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -13,6 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from three_brokers import started_three_brokers
 
+from fedkafka.kafka.tools import run_tool
 from fedkafka.view.model import ProxyInfo, ProxyRole
 
 from .support import ProxyProcess, free_port, split_view
@@ -25,6 +27,13 @@ PARTITIONS = 2
 def _partitions(admin: AdminClient, topic: str) -> dict[int, tuple[int, list[int], list[int]]]:
     meta = admin.list_topics(topic, timeout=10).topics.get(topic)
     return {} if meta is None else {p: (m.leader, list(m.replicas), list(m.isrs)) for p, m in meta.partitions.items()}
+
+
+def _describe(bootstrap: str, *args: str) -> str:
+    """`kafka-topics --describe` through the proxy (the Java AdminClient's describeTopics)."""
+    done = run_tool("kafka-topics", "--bootstrap-server", bootstrap, "--describe", *args, check=False, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    return done.stdout
 
 
 def _all_in_sync_of(partitions: dict[int, tuple[int, list[int], list[int]]], count: int) -> bool:
@@ -54,6 +63,9 @@ def test_three_physical_replicas_read_three_and_a_shrunk_isr_reads_shrunk(tmp_pa
             for leader, replicas, isr in logical.values():
                 assert len(replicas) == 3 and replicas[0] == leader and sorted(replicas) == [1, 2, 3]
                 assert isr == replicas
+            described = _describe(proxy.bootstrap, "--topic", unique_name)
+            assert len(re.findall(r"ReplicationFactor:\s*3\b", described)) == 1, described
+            assert _describe(proxy.bootstrap, "--under-replicated-partitions").strip() == ""
             victim = next(n for n in nodes if all(leader != n.node_id for leader, _, _ in physical.values()))
             os.kill(victim.pid, signal.SIGSTOP)  # a follower of both partitions stops fetching: out of their ISRs
             deadline = time.monotonic() + 120  # the lag (3 s), then the proxy's next refresh (every 30 s)
@@ -62,5 +74,8 @@ def test_three_physical_replicas_read_three_and_a_shrunk_isr_reads_shrunk(tmp_pa
                 time.sleep(1)
             for _leader, replicas, isr in logical.values():
                 assert len(replicas) == 3 and isr == replicas[:2]
+            # what an operator runs: both logical partitions listed under-replicated
+            under = _describe(proxy.bootstrap, "--under-replicated-partitions")
+            assert len(re.findall(rf"Topic:\s*{unique_name}\s+Partition:\s*\d", under)) == PARTITIONS, under
             os.kill(victim.pid, signal.SIGCONT)
             assert proxy.alive()
