@@ -19,7 +19,10 @@ from fedkafka.view.model import ProxyInfo, ProxyRole
 
 from .support import ProxyProcess, free_port, split_view
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# three Kafka JVMs of its own for 2-3.5 minutes: with the other 3-broker scenarios in `make test-replicated`
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.skipif(os.environ.get("FEDKAFKA_REPLICATED_FAULTS") != "1",
+                                 reason="heavy: runs with FEDKAFKA_REPLICATED_FAULTS=1 (make test-replicated)")]
 
 PARTITIONS = 2
 
