@@ -950,7 +950,7 @@ def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[L
 def vouched(producer_ids, session, pair: tuple[int, int]) -> None:
     """`session`'s connection sent a batch of the producer id and epoch `pair` with its CRC-32C intact: it vouches
     for them (`ProducerIds.vouch`; a corrupt batch of them after is remembered in the table alike), on the generic
-    path (`_classify`) and the lane's. One dict look-up per request once the pair is in."""
+    path (`_classify`; the lane does the same inline, `lane_producer`). One dict look-up once the pair is in."""
     producers = session.producers
     if producers is None or pair not in producers.vouched:
         producer_ids.vouch(connection_producers(session), *pair)
