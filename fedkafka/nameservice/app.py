@@ -100,7 +100,7 @@ async def serve(resolver: Resolver, listen: str | None, http_listen: str, stop: 
     supervisor.spawn("kafka-endpoint", server.serve_forever)
     tasks = [asyncio.create_task(http.serve())]
     await stop.wait()
-    http.should_exit = True
+    http.exit_now()
     await server.close()
     await supervisor.stop()
     for t in tasks:
