@@ -123,3 +123,30 @@ def test_a_later_round_cancelled_before_it_started_still_calls_its_plans_abandon
         assert answer.cancelled()
         assert "later" in abandoned, f"the later round's plan was given up on without its hook: {abandoned}"
     run(scenario)
+
+
+def test_a_barrier_round_cancelled_mid_call_stays_counted_for_the_drain_while_the_broker_may_still_write_it():
+    """Adjacent, not introduced by 5dd29bc (its `start` failure path sits next to the new `_abandon`): a barrier round
+    cancelled mid-call (`stop_reading()` while `start` awaits it: the client's connection broke) gives its
+    `writes_in_flight` count back at the cancellation, while the broker still holds the request, which 5dd29bc's own
+    argument says may be written up to ABANDONED_SETTLE_S later. The drain (§4.1 step 2, `InflightProduce`) then acks
+    a frozen view with that write unanswered; appended after the seal is read, above it, the client's retry on the
+    new segment is answered DUPLICATE_SEQUENCE_NUMBER from the floor (§5.3 rule 4) and counted written: the loss
+    DESIGN §4.1's (d) describes for a write given up on. (dispatch.py `start`: `counts[view_version] -= 1` in the
+    failure path.)"""
+    from proxy.test_in_flight_abandoned_and_full import _generic_proxy_holding_p0
+    from proxy.test_produce_in_flight_fresh_id import _routed
+
+    async def scenario():
+        now = [1000.0]
+        async with _generic_proxy_holding_p0(now) as (_table, broker, d):
+            started = asyncio.ensure_future(d.start(_request([(1, 15), (0, 6)]), 0, None))
+            await _routed(_table, (PID, 0, "t", 1), 16)
+            assert not started.done() and sum(d.writes_in_flight.values()) == 1
+            started.cancel()
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert started.cancelled() and 6 not in broker.written.get(0, ())  # the broker still holds it
+            assert sum(d.writes_in_flight.values()) == 1, \
+                "the drain sees no write in flight while the broker may still append the cancelled round's batch"
+    run(scenario)
