@@ -150,3 +150,42 @@ def test_a_barrier_round_cancelled_mid_call_stays_counted_for_the_drain_while_th
             assert sum(d.writes_in_flight.values()) == 1, \
                 "the drain sees no write in flight while the broker may still append the cancelled round's batch"
     run(scenario)
+
+
+async def _jump_after_steady_traffic(fill: bool) -> dict[int, int]:
+    """Through the generic path: with `fill`, the in-flight table is full (MAX_MAPPINGS patched to 1) when batch 5 of
+    p0 (the steady producer's, the broker checks it) goes up, uncounted; then the table drains for good. p0 goes on
+    producing one request at a time, each answered, every 200 s for 2,000 s; then its batch at sequence 40 (a jump:
+    it takes a fresh physical id, a batch the broker does not check). The codes of that last answer."""
+    from proxy.test_in_flight_abandoned_and_full import _generic_proxy_holding_p0
+    from proxy.test_produce_in_flight_fresh_id import _codes
+
+    now = [1000.0]
+    async with _generic_proxy_holding_p0(now) as (table, broker, d):
+        broker.held = set()
+        other = (PID + 1, 0, "t", 3)
+        if fill:
+            table.note_sent(other)
+        seq = 5
+        for _ in range(11):
+            assert _codes(await (await d.start(_request([(0, seq)]), 0, None))) == {0: 0}
+            if fill:
+                table.note_settled(other)  # room again, for good
+            seq += 1
+            now[0] += 200
+        assert not table._in_flight
+        return _codes(await (await d.start(_request([(0, 40)]), 0, None)))
+
+
+def test_a_fresh_id_batch_is_refused_long_after_the_table_was_full_once(monkeypatch):
+    """The proxy-level outcome of the bucket hold that never ends: without the table ever full, p0's jump to a fresh
+    id after 2,000 s of answered requests is forwarded (code 0); with the table full for one request 2,000 s before,
+    it is refused NOT_LEADER_OR_FOLLOWER (6), nothing of p0 in flight, the table empty."""
+    monkeypatch.setattr(pids, "MAX_MAPPINGS", 1)
+    control = run_value(_jump_after_steady_traffic(False))
+    assert control == {0: 0}
+    assert run_value(_jump_after_steady_traffic(True)) == control, "held back 2,000 s after the table had room"
+
+
+def run_value(coro):
+    return asyncio.run(coro)
