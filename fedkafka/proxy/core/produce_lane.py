@@ -28,8 +28,9 @@ import functools
 import logging
 import struct
 
+from fedkafka.fencing import ABANDONED_SETTLE_S
 from fedkafka.protocol import codec
-from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _warn_slow
+from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _uncount, _warn_slow
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
 from fedkafka.proxy.plan import Broker, CloseConnection, Refused, UpstreamError, collect_refusal
@@ -232,7 +233,10 @@ class ProduceLane:
             d.pool.ready(address[0], address[1], slot if producer is None else producer.key)
         if conn is None:  # the generic path connects (or finds the broker by another address)
             return None
-        records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer)
+        try:
+            records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer)
+        except produce.LaneUncounted:  # the in-flight table full: nothing counted or written, the generic path
+            return None  # counts what it can and remembers what it could not (`_Part.counted`)
         if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
             return self._not_sent(target, producer)
         upstream = produce.lane_upstream(request, routes, records)
@@ -289,12 +293,13 @@ class ProduceLane:
         if call.waits is not None:  # None: not sent
             call.waits.answered()
         d = self.dispatcher
+        if answer.done():  # cancelled: so was the call; written, the broker may still write its request
+            _abandoned(d, call, counts, view_version)
+            return
         if call.producer is not None:  # its batches' call ended, whatever ended it
             produce.lane_settled(d.producer_ids, call.producer)
         if counts is not None:
             counts[view_version] -= 1
-        if answer.done():  # cancelled: so was the call
-            return
         answer.awaits = None  # type: ignore[attr-defined]
         try:
             results = [d._outcome(call, item)]  # type: ignore[arg-type]  # it reads target and client_timeout
@@ -327,6 +332,23 @@ class ProduceLane:
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
+
+
+def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int) -> None:
+    """A lane call whose answer was cancelled (`_Answer.cancel` cancels the upstream future: the loop's teardown):
+    not written (`call.waits` None), nothing can be, and it is uncounted now; written, its batches stay counted in
+    flight and the request in `writes_in_flight` until it can no longer be written, `ABANDONED_SETTLE_S` from now, as
+    the generic path's abandoned calls (DESIGN §5.3 rule 3, §4.1 step 2). It was uncounted at once."""
+    if call.waits is None:
+        if call.producer is not None:
+            produce.lane_settled(d.producer_ids, call.producer)
+        if counts is not None:
+            counts[view_version] -= 1
+        return
+    if call.producer is not None:
+        produce.lane_abandoned(d.producer_ids, call.producer)
+    if counts is not None:
+        (d._loop or d.loop).call_later(ABANDONED_SETTLE_S, _uncount, counts, view_version, None)
 
 
 def _report(observer, refusals: dict[str, Refused], client_id: str | None, session: Session | None) -> None:
