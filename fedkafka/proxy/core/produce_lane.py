@@ -1,19 +1,20 @@
 """The Produce lane: the common Produce request forwarded and answered without the generic machinery.
 
-Per request the generic path builds a Context, runs the handler's routing (a _Routing, a _Part per partition,
-a Plan, a Call), and completes the call through `Dispatcher._one_call`. The lane takes the common request
+Per request the generic path builds a Context, runs the handler's routing (a _Routing, a _Part per partition, a
+Plan, a Call), and completes the call through `Dispatcher._one_call`. The lane takes the common request
 (`produce.lane_takes`: no transaction, acks 1 or -1, no topic entry of no partition; batches of no producer id, or
 all of one idempotent producer in its steady state (`produce.lane_producer`: rewritten to the physical id, its
-sequences noted as the handler notes them); every partition's topic there and WRITE-authorized, its chain not
-frozen, its active cluster ACTIVE and reachable, its leader known, all on one broker with an open pooled
-connection (an idempotent producer's own, as the generic path orders its calls); the lease valid, the proxy not
-draining; no partition named twice)
-and does the same in one pass: a route from a per-view cache, the frame written around the client's record
-sets, the answer read and written in logical offsets in the upstream call's done-callback. Anything else
-returns None from `start` and goes the generic way (`Dispatcher.start`), which stays the reference.
+sequences noted as the handler notes them, every batch counted in flight: `produce.LaneUncounted` otherwise); every
+partition's topic there and WRITE-authorized, its chain not frozen, its active cluster ACTIVE and reachable, its
+leader known, all on one broker with an open pooled connection (an idempotent producer's own, as the generic path
+orders its calls); the lease valid, the proxy not draining; no partition named twice) and does the same in one pass:
+a route from a per-view cache, the frame written around the client's record sets, the answer read and written in
+logical offsets in the upstream call's done-callback. Anything else returns None from `start` and goes the generic
+way (`Dispatcher.start`), which stays the reference.
 
 What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
-version it was routed with until answered; it goes upstream with acks=all and the capped timeout at once, unless
+version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after,
+`_abandoned`); it goes upstream with acks=all and the capped timeout at once, unless
 the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an answer
 within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream call
 and the answer.
@@ -281,7 +282,8 @@ class ProduceLane:
         answer = _Answer(loop=loop)
         answer.awaits = item
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
-        # (`_Deadlines`), a lost connection, a cancellation): one done-callback less than `start`'s
+        # (`_Deadlines`), a lost connection; a cancellation once written: ABANDONED_SETTLE_S later, `_abandoned`):
+        # one done-callback less than `start`'s
         item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
                                                  correlation_id, seen, counts, view.version, session))
         return answer
