@@ -21,6 +21,16 @@ DRAIN_PATIENCE_S = 30.0
 # The proxy does not close those connections: that would not unsend a request the broker already has, and
 # its answer, lost, would make the client retry (maybe through another proxy: a duplicate).
 FENCE_GRACE_S = UPSTREAM_REQUEST_TIMEOUT_S
+# A batch whose call the core gave up on before its answer was noted (producer_ids `note_abandoned`: the client closed
+# its connection mid-call, cancelling the plan; DESIGN §5.3 rule 3), and a produce request so given up on once written
+# (its `writes_in_flight` count, §4.1 step 2), is uncounted this long after the cancellation. Not yet
+# written then, it never is (the coroutine that would write it was cancelled at its await; a write is synchronous);
+# written, its call would have ended by then had it run on (answered, or timed out and its connection closed, within
+# UPSTREAM_REQUEST_TIMEOUT_S of the write), and the broker appends a request the proxy gave up on, if at all, within
+# FENCE_GRACE_S of giving up (§4.1's assumption): twice that, from the cancellation. Not at its connection's close: a
+# request the broker read is still appended after it (only the answer is dropped). producer_ids.IN_FLIGHT_LEAK_S stays
+# behind it.
+ABANDONED_SETTLE_S = UPSTREAM_REQUEST_TIMEOUT_S + FENCE_GRACE_S
 # How long a proxy may keep producing after its last renewal (docs/DESIGN.md §4.9): the controller (or its
 # database) may be away this long before traffic stops. A move waits up to this (plus the grace) for a proxy
 # that went silent, so it is also how long a proxy that died and never came back holds a move.

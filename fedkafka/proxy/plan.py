@@ -257,8 +257,9 @@ class ProducerIds(Protocol):
         """A batch starting at `first_seq` on a confirmed pair got an answer that leaves open whether it was written."""
     def ambiguous_before(self, key: SeqKey, first_seq: int) -> int | None:
         """The first sequence of the oldest batch not known written that `first_seq` would skip, or None."""
-    def note_sent(self, key: SeqKey) -> None:
-        """A batch of `key` goes upstream now; `note_settled` once its call ended, however."""
+    def note_sent(self, key: SeqKey) -> bool:
+        """A batch of `key` goes upstream now; whether it was counted (then `note_settled` once its call ended,
+        however; an uncounted one is never settled)."""
     def note_settled(self, key: SeqKey) -> None:
         """The call of a batch of `key` ended (answered, lost, not sent)."""
     def note_abandoned(self, key: SeqKey) -> None:

@@ -124,13 +124,15 @@ def test_a_full_table_never_pushes_out_a_key_whose_batches_may_be_in_flight(monk
     table.note_sent(a)
     now[0] += 1
     table.note_sent(b)
-    table.note_sent(c)  # full: a and b both live
+    assert not table.note_sent(c)  # full: a and b both live; uncounted, and its caller told so
     assert table.in_flight(a) and table.in_flight(b), "a live key pushed out of a full table"
     assert table.in_flight(c), "a batch sent uncounted let a fresh-id batch of its key out behind it"
     table.note_settled(c)  # its call ended: nothing counted, nothing to uncount
     assert table.in_flight(a) and table.in_flight(b) and table.in_flight(c)
-    table.note_settled(b)  # room again, but c's bucket stays held while an uncounted batch of it may be in flight
-    table.note_sent(c)
+    table.note_settled(b)  # room again: c's bucket stays held while an uncounted batch of it may be in flight,
+    assert table.note_sent(c)  # but c is counted as any key (its callers settle only what was counted: rv2)
+    assert table.in_flight(c) and c in table._in_flight
+    table.note_settled(c)  # that counted batch answered; the uncounted one may still be in flight
     assert table.in_flight(c) and c not in table._in_flight
     now[0] += IN_FLIGHT_LEAK_S + 1
     assert not table.in_flight(c)  # every uncounted batch ended by now

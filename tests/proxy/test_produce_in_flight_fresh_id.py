@@ -15,6 +15,7 @@ from protocol.test_produce_frames import kio_request
 
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
+from fedkafka.proxy.core.producer_ids import ABANDONED_SETTLE_S
 from proxy.test_produce_lane import PHYSICAL, PID, batch, proxy, requests_of, run, view
 from proxy.test_produce_lane_review import SequenceBroker, _shut, _steady_table
 
@@ -182,19 +183,33 @@ def test_a_count_an_exit_missed_is_dropped_only_once_no_batch_of_its_key_was_sen
     assert not table.in_flight(key) and not table._in_flight
 
 
-def test_a_lane_call_whose_client_answer_was_cancelled_still_settles_its_batches():
-    """The lane uncounts a call's batches whatever ended it (`_answered` runs once per call): an answer the client's
-    connection cancelled (it closed) leaves nothing counted in flight once the broker answered, so the producer's
-    batches on a fresh id are not held back for it."""
+def test_a_lane_call_whose_client_answer_was_cancelled_settles_its_batches_once_its_request_can_no_longer_be_written():
+    """The lane uncounts a call's batches whatever ended it: an answer cancelled once its request was written (the
+    upstream future cancelled with it: the broker's answer, when it comes, is not seen) keeps them counted until
+    ABANDONED_SETTLE_S (80 s) after the cancellation, as the generic path's abandoned calls (the broker may still
+    write the request until then), and uncounts them then, not at IN_FLIGHT_LEAK_S (300 s). It used to uncount them
+    at the cancellation (reviewer, rv2: `test_in_flight_abandoned_and_full_review.py`)."""
     async def scenario():
-        async with _held_proxy(True, {}) as (table, broker, d):
+        now = [1000.0]
+        table = _steady_table(lambda: now[0])
+        broker = await HeldSequenceBroker().start()
+        d = await proxy(view(4), broker, lane=True, producer_ids=table)
+        try:
+            broker.held = {0}
             five = await d.start(_request([(0, 5)]), 0, None)
             assert d.lane.taken and table.in_flight((PID, 0, "t", 0))
             five.cancel()
             broker.release.set()
             for _ in range(500):
-                if 5 in broker.written[0] and not table._in_flight:
+                if 5 in broker.written.get(0, ()):
                     break
                 await asyncio.sleep(0.01)
-            assert 5 in broker.written[0] and not table._in_flight
+            assert 5 in broker.written[0]
+            now[0] += ABANDONED_SETTLE_S
+            assert table.in_flight((PID, 0, "t", 0)), "uncounted before its request could no longer be written"
+            now[0] += 1
+            assert not table.in_flight((PID, 0, "t", 0)) and not table._in_flight
+        finally:
+            broker.release.set()
+            await _shut(d, broker)
     run(scenario)

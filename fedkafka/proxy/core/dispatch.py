@@ -24,6 +24,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from fedkafka.fencing import ABANDONED_SETTLE_S
 from fedkafka.protocol import codec, versions
 from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
@@ -288,9 +289,9 @@ class Dispatcher:
                         answer.add_done_callback(functools.partial(_abandon_unless_answered, reply))
                 else:
                     answer = self._done(self._encode(reply, correlation_id, seen, ctx))
-        except BaseException:
-            if counts is not None:
-                counts[view_version] -= 1
+        except BaseException as e:
+            if counts is not None:  # written, the broker may still write it: counted until it no longer can
+                _uncount_unless_written(counts, view_version, e, loop)
             _abandon(reply)  # a barrier round's or the plan's calls being sent: `finish` did not run on them
             _report_refusals(ctx)  # the handler's and its barrier rounds' (None: failed before the handler ran)
             raise
@@ -422,7 +423,7 @@ class Dispatcher:
             if isinstance(reply, Plan):  # more rounds: in a Task, as `_complete` runs them
                 rounds = answer.awaits = self.loop.create_task(
                     self._finish_rounds(reply, slot, correlation_id, deadline, seen, ctx))
-                rounds.add_done_callback(functools.partial(_pass_on, answer, ctx))
+                rounds.add_done_callback(functools.partial(_pass_on, answer, ctx, reply))
                 return
             answer.set_result(self._encode(reply, correlation_id, seen, ctx))
         except BaseException as e:  # cancelled (by another call): so is the answer, as the Task was; failed: as a
@@ -527,43 +528,54 @@ class Dispatcher:
         return codec.encode_response(error_response(resp_t, ErrorCode.unsupported_version), correlation_id)
 
     async def _execute(self, calls, slot: int, deadline: float | None = None) -> list:
-        return await self._collect(calls, await self._send(calls, slot, deadline))
+        sent = await self._send(calls, slot, deadline)
+        try:
+            return await self._collect(calls, sent)
+        except BaseException as e:  # cancelled awaiting the answers: the calls are written (`start` reads it)
+            _note_written(e, sent)
+            raise
 
     async def _send(self, calls, slot: int, deadline: float | None = None) -> list:
-        """Write every call now; per call a future, None (no response expected) or an UpstreamError."""
+        """Write every call now; per call a future, None (no response expected) or an UpstreamError. Cancelled or
+        failed midway (awaiting a connection's set-up: a write, `conn.send`, is synchronous, whole or not at all), the
+        calls before were written and the one awaited was not: the exception says whether any was (`_note_written`)."""
         sent: list = []
-        for call in calls:
-            target = call.target
-            cluster = target.cluster
-            if isinstance(target, ControllerApi):  # in turn, a few at a time (controller_calls.py)
-                sent.append(self._controller_calls.submit(call, self._loop or self.loop)
-                            if self._controller_calls is not None else UpstreamError(
-                                "controller", "this proxy has no controller (static view file)"))
-                continue
-            produce = call.request.__api_key__ == PRODUCE_API_KEY
-            try:
-                if produce and (refusal := self._not_to_send(deadline)):  # _check_sendable, one call less
-                    raise _NotSent(*refusal)
-                if isinstance(target, AnyBroker):
-                    sent.append(await self._send_to_any(call, slot, deadline if produce else None))
+        try:  # free unless raised (3.11's zero-cost exceptions)
+            for call in calls:
+                target = call.target
+                cluster = target.cluster
+                if isinstance(target, ControllerApi):  # in turn, a few at a time (controller_calls.py)
+                    sent.append(self._controller_calls.submit(call, self._loop or self.loop)
+                                if self._controller_calls is not None else UpstreamError(
+                                    "controller", "this proxy has no controller (static view file)"))
                     continue
-                host, port = self.physical.address(cluster, target.node_id)
-                # an open pooled connection is written to here, without _send_to's coroutine (for speed)
-                conn = None if call.dedicated else \
-                    self.pool.ready(host, port, slot if call.ordering_key is None else call.ordering_key)
-                if conn is not None:
-                    sent.append(conn.send(call.request, call.expect_response, call.client_id))
-                else:
-                    sent.append(await self._send_to(host, port, call, slot, deadline if produce else None))
-            except _NotSent as e:
-                self.observer.refused(e.reason, cluster, -1, e.message, None)
-                sent.append(UpstreamError(cluster, e.message))
-            except PoolBusy as e:  # the proxy's own cap, not the cluster's health
-                log.warning("%s", e)
-                sent.append(UpstreamError(cluster, str(e)))
-            except (OSError, ConnectionError, TimeoutError, KeyError) as e:
-                self._lost(call.target, str(e) or type(e).__name__, sending=True)
-                sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
+                produce = call.request.__api_key__ == PRODUCE_API_KEY
+                try:
+                    if produce and (refusal := self._not_to_send(deadline)):  # _check_sendable, one call less
+                        raise _NotSent(*refusal)
+                    if isinstance(target, AnyBroker):
+                        sent.append(await self._send_to_any(call, slot, deadline if produce else None))
+                        continue
+                    host, port = self.physical.address(cluster, target.node_id)
+                    # an open pooled connection is written to here, without _send_to's coroutine (for speed)
+                    conn = None if call.dedicated else \
+                        self.pool.ready(host, port, slot if call.ordering_key is None else call.ordering_key)
+                    if conn is not None:
+                        sent.append(conn.send(call.request, call.expect_response, call.client_id))
+                    else:
+                        sent.append(await self._send_to(host, port, call, slot, deadline if produce else None))
+                except _NotSent as e:
+                    self.observer.refused(e.reason, cluster, -1, e.message, None)
+                    sent.append(UpstreamError(cluster, e.message))
+                except PoolBusy as e:  # the proxy's own cap, not the cluster's health
+                    log.warning("%s", e)
+                    sent.append(UpstreamError(cluster, str(e)))
+                except (OSError, ConnectionError, TimeoutError, KeyError) as e:
+                    self._lost(call.target, str(e) or type(e).__name__, sending=True)
+                    sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
+        except BaseException as e:
+            _note_written(e, sent)
+            raise
         return sent
 
     def _check_sendable(self, deadline: float | None) -> None:
@@ -900,14 +912,19 @@ def _polled_done(pool: UpstreamPool, polled: _Polled) -> None:
         pool.close_for(fut)
 
 
-def _pass_on(answer: _Answer, ctx: Context | None, rounds: asyncio.Task) -> None:
-    """A `_one_call` answer whose handler returned more plans: the Task that ran them gives it its outcome (its
-    refusals reported by `_encode` when it answered, by `_unanswered` when it failed or was cancelled, even before
-    it started: it then ran nothing)."""
+def _pass_on(answer: _Answer, ctx: Context | None, later: Plan, rounds: asyncio.Task) -> None:
+    """A `_one_call` answer whose handler returned more plans (`later`, the first of them): the Task that ran them
+    gives it its outcome (its refusals reported by `_encode` when it answered, by `_unanswered` when it failed or was
+    cancelled, even before it started: it then ran nothing). Failed or cancelled, `later`'s `abandoned` hook is
+    called here too: a Task cancelled before its first step never runs `_finish_rounds`' failure path, so the plan
+    was given up on without it (its counts left to the 300 s backstop). Run, that path called the hook of the round
+    it was in; `later`'s again settles only what its `finish` did not (nothing, if it ran)."""
     answer.awaits = None  # ended: nothing left to cancel
     if rounds.cancelled():
+        _abandon(later)
         _unanswered(answer, ctx)
     elif (error := rounds.exception()) is not None:
+        _abandon(later)
         _unanswered(answer, ctx, error)
     elif not answer.done():
         answer.set_result(rounds.result())
@@ -926,8 +943,32 @@ def _unanswered(answer: _Answer, ctx: Context | None, error: BaseException | Non
         answer.set_exception(error)
 
 
-def _uncount(counts: collections.Counter[int], view_version: int, _answer: asyncio.Future) -> None:
+def _uncount(counts: collections.Counter[int], view_version: int, _answer: asyncio.Future | None) -> None:
     counts[view_version] -= 1
+
+
+_WRITTEN = "fedkafka_calls_written"  # set on an exception out of `_send`/`_execute` raised with calls written
+
+
+def _note_written(error: BaseException, sent: list) -> None:
+    """`error` ends a send or a round after some of its calls were written (anything but an UpstreamError in
+    `sent`: a future, or None for a call with no answer): the broker may still write them. Set on the exception,
+    not per call, so that a request's success path pays nothing for it."""
+    if any(type(item) is not UpstreamError for item in sent):
+        setattr(error, _WRITTEN, True)
+
+
+def _uncount_unless_written(counts: collections.Counter[int], view_version: int, error: BaseException,
+                            loop: asyncio.AbstractEventLoop) -> None:
+    """`start` gave up on a drained request (`writes_in_flight`), cancelled (`stop_reading()`: its client connection
+    broke while a barrier round was out, or a connection was being set up) or failed: nothing written, it is
+    uncounted now; a call written (`_note_written`), it stays counted ABANDONED_SETTLE_S more, until it can no longer
+    be written (DESIGN §4.1 step 2): the drain must not ack a frozen view while the broker may still append it, above
+    the seal. It used to be uncounted at once."""
+    if getattr(error, _WRITTEN, False):
+        loop.call_later(ABANDONED_SETTLE_S, _uncount, counts, view_version, None)
+    else:
+        counts[view_version] -= 1
 
 
 def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:

@@ -1,19 +1,20 @@
 """The Produce lane: the common Produce request forwarded and answered without the generic machinery.
 
-Per request the generic path builds a Context, runs the handler's routing (a _Routing, a _Part per partition,
-a Plan, a Call), and completes the call through `Dispatcher._one_call`. The lane takes the common request
+Per request the generic path builds a Context, runs the handler's routing (a _Routing, a _Part per partition, a
+Plan, a Call), and completes the call through `Dispatcher._one_call`. The lane takes the common request
 (`produce.lane_takes`: no transaction, acks 1 or -1, no topic entry of no partition; batches of no producer id, or
 all of one idempotent producer in its steady state (`produce.lane_producer`: rewritten to the physical id, its
-sequences noted as the handler notes them); every partition's topic there and WRITE-authorized, its chain not
-frozen, its active cluster ACTIVE and reachable, its leader known, all on one broker with an open pooled
-connection (an idempotent producer's own, as the generic path orders its calls); the lease valid, the proxy not
-draining; no partition named twice)
-and does the same in one pass: a route from a per-view cache, the frame written around the client's record
-sets, the answer read and written in logical offsets in the upstream call's done-callback. Anything else
-returns None from `start` and goes the generic way (`Dispatcher.start`), which stays the reference.
+sequences noted as the handler notes them, every batch counted in flight: `produce.LaneUncounted` otherwise); every
+partition's topic there and WRITE-authorized, its chain not frozen, its active cluster ACTIVE and reachable, its
+leader known, all on one broker with an open pooled connection (an idempotent producer's own, as the generic path
+orders its calls); the lease valid, the proxy not draining; no partition named twice) and does the same in one pass:
+a route from a per-view cache, the frame written around the client's record sets, the answer read and written in
+logical offsets in the upstream call's done-callback. Anything else returns None from `start` and goes the generic
+way (`Dispatcher.start`), which stays the reference.
 
 What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
-version it was routed with until answered; it goes upstream with acks=all and the capped timeout at once, unless
+version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after,
+`_abandoned`); it goes upstream with acks=all and the capped timeout at once, unless
 the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an answer
 within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream call
 and the answer.
@@ -28,8 +29,9 @@ import functools
 import logging
 import struct
 
+from fedkafka.fencing import ABANDONED_SETTLE_S
 from fedkafka.protocol import codec
-from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _warn_slow
+from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _uncount, _warn_slow
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
 from fedkafka.proxy.plan import Broker, CloseConnection, Refused, UpstreamError, collect_refusal
@@ -231,7 +233,10 @@ class ProduceLane:
             d.pool.ready(address[0], address[1], slot if producer is None else producer.key)
         if conn is None:  # the generic path connects (or finds the broker by another address)
             return None
-        records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer)
+        try:
+            records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer)
+        except produce.LaneUncounted:  # the in-flight table full: nothing counted or written, the generic path
+            return None  # counts what it can and remembers what it could not (`_Part.counted`)
         if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
             return self._not_sent(target, producer)
         upstream = produce.lane_upstream(request, routes, records)
@@ -276,7 +281,8 @@ class ProduceLane:
         answer = _Answer(loop=loop)
         answer.awaits = item
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
-        # (`_Deadlines`), a lost connection, a cancellation): one done-callback less than `start`'s
+        # (`_Deadlines`), a lost connection; a cancellation once written: ABANDONED_SETTLE_S later, `_abandoned`):
+        # one done-callback less than `start`'s
         item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
                                                  correlation_id, seen, counts, view.version, session))
         return answer
@@ -288,12 +294,13 @@ class ProduceLane:
         if call.waits is not None:  # None: not sent
             call.waits.answered()
         d = self.dispatcher
+        if answer.done():  # cancelled: so was the call; written, the broker may still write its request
+            _abandoned(d, call, counts, view_version)
+            return
         if call.producer is not None:  # its batches' call ended, whatever ended it
             produce.lane_settled(d.producer_ids, call.producer)
         if counts is not None:
             counts[view_version] -= 1
-        if answer.done():  # cancelled: so was the call
-            return
         answer.awaits = None  # type: ignore[attr-defined]
         try:
             results = [d._outcome(call, item)]  # type: ignore[arg-type]  # it reads target and client_timeout
@@ -326,6 +333,23 @@ class ProduceLane:
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
+
+
+def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int) -> None:
+    """A lane call whose answer was cancelled (`_Answer.cancel` cancels the upstream future: the loop's teardown):
+    not written (`call.waits` None), nothing can be, and it is uncounted now; written, its batches stay counted in
+    flight and the request in `writes_in_flight` until it can no longer be written, `ABANDONED_SETTLE_S` from now, as
+    the generic path's abandoned calls (DESIGN §5.3 rule 3, §4.1 step 2). It was uncounted at once."""
+    if call.waits is None:
+        if call.producer is not None:
+            produce.lane_settled(d.producer_ids, call.producer)
+        if counts is not None:
+            counts[view_version] -= 1
+        return
+    if call.producer is not None:
+        produce.lane_abandoned(d.producer_ids, call.producer)
+    if counts is not None:
+        (d._loop or d.loop).call_later(ABANDONED_SETTLE_S, _uncount, counts, view_version, None)
 
 
 def _report(observer, refusals: dict[str, Refused], client_id: str | None, session: Session | None) -> None:

@@ -61,7 +61,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from fedkafka.fencing import FENCE_GRACE_S, UPSTREAM_REQUEST_TIMEOUT_S
+from fedkafka.fencing import ABANDONED_SETTLE_S
 from fedkafka.protocol import sequences as seqs
 
 # The types are the handler contract's (fedkafka/proxy/plan.py): handlers see this table as `ProducerIds`.
@@ -99,14 +99,7 @@ FLOOR_MEMORY_S = 300.0
 # producer's batches the broker would not check (retriable): so a wide margin, and the clients' own delivery timeout
 # (librdkafka's message.timeout.ms, 5 minutes; Java's delivery.timeout.ms, 2) has failed such a batch by then.
 IN_FLIGHT_LEAK_S = 300.0
-# A batch whose call the core gave up on before its answer was noted (`note_abandoned`: the client closed its
-# connection mid-call, cancelling the plan; DESIGN §5.3 rule 3) is uncounted this long after the cancellation. Not yet
-# written then, it never is (the coroutine that would write it was cancelled at its await; a write is synchronous);
-# written, its call would have ended by then had it run on (answered, or timed out and its connection closed, within
-# UPSTREAM_REQUEST_TIMEOUT_S of the write), and the broker appends a request the proxy gave up on, if at all, within
-# FENCE_GRACE_S of giving up (§4.1's assumption): twice that, from the cancellation. Not at its connection's close: a
-# request the broker read is still appended after it (only the answer is dropped). IN_FLIGHT_LEAK_S stays behind it.
-ABANDONED_SETTLE_S = UPSTREAM_REQUEST_TIMEOUT_S + FENCE_GRACE_S
+# A batch whose call the core gave up on (`note_abandoned`) counts ABANDONED_SETTLE_S from its cancellation (fencing).
 # Refused batches remembered per producer and partition (a client has at most 5 in flight on a partition; a few
 # more from batches it wrote through another proxy meanwhile); past it they are folded, refusing more (`_cap`).
 REFUSED_BATCHES = 16
@@ -520,20 +513,23 @@ class ProducerIdTable:
         skipped = [s for s in batches if s != UNKNOWN_SEQUENCE and seqs.after(first_seq, s)]
         return _oldest(skipped) if skipped else None
 
-    def note_sent(self, key: SeqKey) -> None:
-        """A batch of `key` goes upstream now (generic path and lane alike); `note_settled` once its call ended. The
-        time of the key's latest send is kept with its count: a count is taken for one an exit missed only when no
-        batch of the key was sent for IN_FLIGHT_LEAK_S (`in_flight`). A new key of a full table, or of a bucket a batch
-        went uncounted in lately, takes `_count_new`'s way (rare: the common case is a dict get and set)."""
+    def note_sent(self, key: SeqKey) -> bool:
+        """A batch of `key` goes upstream now (generic path and lane alike); whether it was counted: then, and only
+        then, `note_settled` (or `note_abandoned`) once its call ended (the caller keeps the answer: an uncounted
+        batch's settle would uncount a later batch of its key). The time of the key's latest send is kept with its
+        count: a count is taken for one an exit missed only when no batch of the key was sent for IN_FLIGHT_LEAK_S
+        (`in_flight`). A new key of a full table takes `_count_new`'s way (rare: the common case is a dict get and
+        set)."""
         in_flight = self._in_flight
         known = in_flight.get(key)
         now = self._clock()
         if known is None:
-            if (len(in_flight) >= MAX_MAPPINGS or now <= self._uncounted_any) and not self._count_new(key, now):
-                return
+            if len(in_flight) >= MAX_MAPPINGS and not self._count_new(key, now):
+                return False
             in_flight[key] = (1, now)
         else:
             in_flight[key] = (known[0] + 1, now)
+        return True
 
     def note_settled(self, key: SeqKey) -> None:
         """The call of a batch of `key` ended (answered, lost, not sent): no longer in flight."""
@@ -588,7 +584,7 @@ class ProducerIdTable:
     def _uncounted_held(self, key: SeqKey) -> bool:
         now = self._clock()
         if now > self._uncounted_any:
-            self._uncounted_any = _NEVER  # every bucket's ran out: `in_flight` and `note_sent` look no further
+            self._uncounted_any = _NEVER  # every bucket's ran out: `in_flight` looks no further
             return False
         return now <= self._uncounted_until[self._bucket(key)]
 
@@ -614,20 +610,20 @@ class ProducerIdTable:
         self._abandoned.pop(key, None)
 
     def _count_new(self, key: SeqKey, now: float) -> bool:
-        """Whether a batch of `key`, not counted yet, is counted. Full (MAX_MAPPINGS keys), only a key whose count
-        `in_flight` would drop now leaves (`_sweep_in_flight`); a live one never does (a fresh-id batch of it would go
-        out behind one unanswered). With none to leave, the batch goes uncounted and its key's bucket is held: every
-        batch of those keys the broker would not check waits (retriable, `in_flight`) until IN_FLIGHT_LEAK_S after the
-        last batch so sent, the bound by which its call ended (the backstop's premise). Meanwhile no key of the bucket
-        is taken in: an uncounted batch's settle then finds nothing of its key to uncount."""
-        bucket = self._bucket(key)
-        if now > self._uncounted_until[bucket]:
+        """Whether a batch of `key`, not counted yet, is counted: the table full (MAX_MAPPINGS keys), only a key whose
+        count `in_flight` would drop now leaves (`_sweep_in_flight`); a live one never does (a fresh-id batch of it
+        would go out behind one unanswered). With none to leave, the batch goes uncounted and its key's bucket is
+        held: every batch of those keys the broker would not check waits (retriable, `in_flight`) until
+        IN_FLIGHT_LEAK_S after the last batch so sent, the bound by which its call ended (the backstop's premise).
+        Only a batch sent uncounted holds (or extends the hold): with room, a key of a held bucket is counted as any
+        other, since its callers settle only what `note_sent` counted, so an uncounted batch's end never uncounts a
+        later batch of its key. It used to take no key of a held bucket in, and each of their sends, uncounted, pushed
+        the hold on: a bucket of a producer sending steadily stayed held for good, the table empty."""
+        if now >= self._sweep_after:
+            self._sweep_in_flight(now)
             if len(self._in_flight) < MAX_MAPPINGS:
                 return True
-            if now >= self._sweep_after:
-                self._sweep_in_flight(now)
-                if len(self._in_flight) < MAX_MAPPINGS:
-                    return True
+        bucket = self._bucket(key)
         self._uncounted_until[bucket] = self._uncounted_any = now + IN_FLIGHT_LEAK_S
         if now - self._uncounted_logged >= _OVERFLOW_LOG_S:
             self._uncounted_logged = now

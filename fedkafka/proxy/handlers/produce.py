@@ -372,8 +372,9 @@ def _forward(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing):
     counted = False
     for (cluster, node), parts in routing.groups.items():
         for part in parts:
-            if part.seq_key:  # settled in `_translate`, whatever ends the call, or abandoned (`_abandoned`)
-                ctx.producer_ids.note_sent(part.seq_key)
+            # counted: settled in `_translate`, whatever ends the call, or abandoned (`_abandoned`); not counted (the
+            # in-flight table full): never settled, so its end never uncounts a later batch of its key
+            if part.seq_key and ctx.producer_ids.note_sent(part.seq_key):
                 part.counted = counted = True
         calls.append(Call(Broker(cluster, node), UpstreamProduce.of(request.version, timeout_ms, parts),
                           ordering_key=routing.producer_key))
@@ -956,9 +957,16 @@ def vouched(producer_ids, session, pair: tuple[int, int]) -> None:
         producer_ids.vouch(connection_producers(session), *pair)
 
 
+class LaneUncounted(Exception):
+    """`lane_forwarded` could not count a batch in flight (the in-flight table full): nothing counted, nothing sent;
+    the generic path takes the request (its `_Part.counted` remembers an uncounted batch, the lane has no place to)."""
+
+
 def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.RecordParts]:
     """The record sets to forward, rewritten to the physical id, and the bookkeeping `_as_physical_producer` does on
-    the way (`physical`, `note_forwarded`), in the request's order: once the lane is sure to send or answer."""
+    the way (`physical`, `note_forwarded`), in the request's order: once the lane is sure to send or answer. Every
+    batch counted in flight (`note_sent`), or LaneUncounted with none (the request's bookkeeping then done again by
+    the generic path, to no further effect, as after a failed write)."""
     out: list[rec.RecordParts] = []
     for seq, route, header, batch in producer.parts:
         seq_key = seq.seq_key
@@ -967,15 +975,30 @@ def lane_forwarded(producer_ids, producer: LaneProducer) -> list[rec.RecordParts
                                        (seq.first_seq, seq.end_seq))
         assert mapped == producer.physical  # `steady` said so, and nothing ran in between
         producer_ids.note_forwarded(seq_key, seg_id, mapped[0], seq.end_seq)
-        producer_ids.note_sent(seq_key)  # settled by `lane_settled` once the call ended, however
+        if not producer_ids.note_sent(seq_key):  # settled by `lane_settled` once the call ended, however
+            _uncount_counted(producer_ids, producer, len(out))
+            raise LaneUncounted
         out.append(rec.with_producer(batch, header, mapped[0], mapped[1]))  # type: ignore[arg-type]
     return out
+
+
+def _uncount_counted(producer_ids, producer: LaneProducer, counted: int) -> None:
+    """The first `counted` batches of the producer were counted, and are not sent after all."""
+    for seq, *_ in producer.parts[:counted]:
+        producer_ids.note_settled(seq.seq_key)
 
 
 def lane_settled(producer_ids, producer: LaneProducer) -> None:
     """The call of the producer's batches (`lane_forwarded`'s `note_sent`) ended, however: none in flight now."""
     for seq, *_ in producer.parts:
         producer_ids.note_settled(seq.seq_key)
+
+
+def lane_abandoned(producer_ids, producer: LaneProducer) -> None:
+    """The answer of the producer's batches' call was cancelled once the request was written: the broker may still
+    write it, so they count until they no longer can (`note_abandoned`), as the generic path's `_abandoned`."""
+    for seq, *_ in producer.parts:
+        producer_ids.note_abandoned(seq.seq_key)
 
 
 def lane_noted(producer_ids, producer: LaneProducer, result) -> None:
