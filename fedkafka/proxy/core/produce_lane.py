@@ -174,11 +174,10 @@ class ProduceLane:
             return None  # no partition (`handle` answers it empty), or one named twice (`handle` refuses each entry)
         if not idempotent:
             return routes, None
-        producer = produce.lane_producer(self.dispatcher.producer_ids, request, routes, headers)
+        # the connection vouches for the producer's id, as `handle` notes it (§5.4, "The batch's CRC")
+        producer = produce.lane_producer(self.dispatcher.producer_ids, request, routes, headers, session)
         if producer is None:
             return None
-        if session is not None:  # the connection vouches for the id, as `handle` notes it (§5.4, "The batch's CRC")
-            produce.vouched(self.dispatcher.producer_ids, session, producer.parts[0][0].seq_key[:2])
         return routes, producer
 
     def _missed(self, view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):

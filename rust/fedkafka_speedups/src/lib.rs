@@ -217,21 +217,34 @@ pub(crate) fn instance<'py>(
     Ok(obj)
 }
 
-/// `records.produce_batch`: (the one batch's header as a `header_cls`, None, False), or (None, the message, whether
-/// it is InvalidRecords rather than RecordsError). `names`: the header class' fields, in `Header`'s order.
+/// What `produce_batch` and `forwarded_batch` answer: (the one batch's header as a `header_cls`, None, False), or
+/// (None, the message, whether it is InvalidRecords rather than RecordsError).
+type BatchAnswer<'py> = (Option<Bound<'py, PyAny>>, Option<String>, bool);
+
+/// `records.produce_batch`: `batch_answer` of `one_batch` with its CRC-32C. `names`: the header class' fields, in
+/// `Header`'s order.
 #[pyfunction]
 fn produce_batch<'py>(
     records: &Bound<'py, PyAny>,
     header_cls: &Bound<'py, PyAny>,
     names: &Bound<'py, PyAny>,
-) -> PyResult<(Option<Bound<'py, PyAny>>, Option<String>, bool)> {
+) -> PyResult<BatchAnswer<'py>> {
+    batch_answer(records, header_cls, names, |b| one_batch(b, true))
+}
+
+/// The records (None: no bytes) checked by `check`, as `produce_batch` and `forwarded_batch` answer.
+fn batch_answer<'py>(
+    records: &Bound<'py, PyAny>,
+    header_cls: &Bound<'py, PyAny>,
+    names: &Bound<'py, PyAny>,
+    check: impl FnOnce(&[u8]) -> Result<Header, (String, bool)>,
+) -> PyResult<BatchAnswer<'py>> {
     let bytes = if records.is_none() { None } else { Some(Bytes::get(records)?) };
     let b = bytes.as_ref().map_or(&[][..], Bytes::slice);
-    let header = match one_batch(b, true) {
-        Ok(h) => h,
-        Err((e, invalid)) => return Ok((None, Some(e), invalid)),
-    };
-    Ok((Some(instance(header_cls, names, header.into_pyobject(records.py())?)?), None, false))
+    Ok(match check(b) {
+        Ok(header) => (Some(instance(header_cls, names, header.into_pyobject(records.py())?)?), None, false),
+        Err((e, invalid)) => (None, Some(e), invalid),
+    })
 }
 
 /// The one batch of a Produce partition (`checked` with or without its CRC-32C, then Kafka's produce rules), or
@@ -257,18 +270,17 @@ fn forwarded_batch<'py>(
     records: &Bound<'py, PyAny>,
     header_cls: &Bound<'py, PyAny>,
     names: &Bound<'py, PyAny>,
-) -> PyResult<(Option<Bound<'py, PyAny>>, Option<String>, bool)> {
-    let bytes = if records.is_none() { None } else { Some(Bytes::get(records)?) };
-    let b = bytes.as_ref().map_or(&[][..], Bytes::slice);
-    let header = match one_batch(b, false) {
-        Ok(h) if h.7 < 0 || crc_ok(b, &h) => h,
-        Ok(h) => return Ok((None, Some(format!("CRC-32C mismatch in the batch at byte {}", h.0)), false)),
-        Err(_) => match one_batch(b, true) {
-            Err((e, invalid)) => return Ok((None, Some(e), invalid)),
-            Ok(_) => unreachable!("a batch refused without its CRC-32C is refused with it"),
-        },
-    };
-    Ok((Some(instance(header_cls, names, header.into_pyobject(records.py())?)?), None, false))
+) -> PyResult<BatchAnswer<'py>> {
+    batch_answer(records, header_cls, names, forwarded_one_batch)
+}
+
+/// `one_batch` as `forwarded_batch` checks it.
+fn forwarded_one_batch(b: &[u8]) -> Result<Header, (String, bool)> {
+    match one_batch(b, false) {
+        Ok(h) if h.7 < 0 || crc_ok(b, &h) => Ok(h),
+        Ok(h) => Err((format!("CRC-32C mismatch in the batch at byte {}", h.0), false)),
+        Err(_) => Err(one_batch(b, true).expect_err("a batch refused without its CRC-32C is refused with it")),
+    }
 }
 
 /// CRC-32C (Castagnoli) of a buffer.

@@ -438,22 +438,34 @@ pub fn produce_response_frame<'py>(
         return Ok(None);
     }
     let flexible = version >= FIRST_FLEXIBLE;
+    let out = response_frame(correlation_id, throttle_time_ms, flexible, |out| {
+        response_body(py, out, topics, version, flexible)
+    });
+    Ok(out.map(|out| PyBytes::new(py, &out)))
+}
+
+/// A ProduceResponse frame: its size, the correlation id, (the header's tags,) the topics `body` writes, the
+/// throttle_time_ms (and the body's tags); None when `body` gives None. Both writers' frame.
+fn response_frame(
+    correlation_id: i32,
+    throttle_time_ms: i32,
+    flexible: bool,
+    body: impl FnOnce(&mut Vec<u8>) -> Option<()>,
+) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(&[0, 0, 0, 0]);
     out.extend_from_slice(&correlation_id.to_be_bytes());
     if flexible {
         out.push(0);
     }
-    if response_body(py, &mut out, topics, version, flexible).is_none() {
-        return Ok(None);
-    }
+    body(&mut out)?;
     out.extend_from_slice(&throttle_time_ms.to_be_bytes());
     if flexible {
         out.push(0);
     }
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(Some(PyBytes::new(py, &out)))
+    Some(out)
 }
 
 fn response_body(py: Python<'_>, out: &mut Vec<u8>, topics: &Bound<'_, PyAny>, version: i16, flexible: bool) -> Option<()> {
@@ -476,33 +488,60 @@ fn field<'py>(a: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> Option<Boun
     a.getattr(name).ok()
 }
 
+/// A `records.ProducePartitionAnswer` (or any object of its fields) written: only the fields its version has are
+/// read.
 fn answer(py: Python<'_>, out: &mut Vec<u8>, a: &Bound<'_, PyAny>, version: i16, flexible: bool) -> Option<()> {
-    out.extend_from_slice(&field(a, intern!(py, "index"))?.extract::<i32>().ok()?.to_be_bytes());
-    out.extend_from_slice(&field(a, intern!(py, "error_code"))?.extract::<i16>().ok()?.to_be_bytes());
-    out.extend_from_slice(&field(a, intern!(py, "base_offset"))?.extract::<i64>().ok()?.to_be_bytes());
-    out.extend_from_slice(&field(a, intern!(py, "log_append_time_ms"))?.extract::<i64>().ok()?.to_be_bytes());
-    if version < 5 {
-        return Some(());
+    let head = (
+        field(a, intern!(py, "index"))?.extract::<i32>().ok()?,
+        field(a, intern!(py, "error_code"))?.extract::<i16>().ok()?,
+        field(a, intern!(py, "base_offset"))?.extract::<i64>().ok()?,
+        field(a, intern!(py, "log_append_time_ms"))?.extract::<i64>().ok()?,
+        if version >= 5 { field(a, intern!(py, "log_start_offset"))?.extract::<i64>().ok()? } else { -1 },
+    );
+    let tail = if version >= 8 {
+        Some((field(a, intern!(py, "record_errors"))?, field(a, intern!(py, "error_message"))?))
+    } else {
+        None
+    };
+    answer_bytes(out, head, tail.as_ref().map(|(errors, message)| (errors, optional(message))), version, flexible)
+}
+
+/// A partition answer's index, error code, base offset, log append time and log start offset.
+type AnswerHead = (i32, i16, i64, i64, i64);
+
+/// A partition answer: `head` (its log start offset from version 5), then (`tail`, given from version 8) its
+/// record errors, (batch_index, message) pairs in a tuple or list (anything else, None included, is Python's to
+/// take or refuse), and its error message, then (flexible) its tags. Both writers' partition answer.
+fn answer_bytes(
+    out: &mut Vec<u8>,
+    head: AnswerHead,
+    tail: Option<(&Bound<'_, PyAny>, Option<&Bound<'_, PyAny>>)>,
+    version: i16,
+    flexible: bool,
+) -> Option<()> {
+    let (index, code, base, append, start) = head;
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&base.to_be_bytes());
+    out.extend_from_slice(&append.to_be_bytes());
+    if version >= 5 {
+        out.extend_from_slice(&start.to_be_bytes());
     }
-    out.extend_from_slice(&field(a, intern!(py, "log_start_offset"))?.extract::<i64>().ok()?.to_be_bytes());
-    if version < 8 {
-        return Some(());
-    }
-    let errors = field(a, intern!(py, "record_errors"))?;
-    let message = field(a, intern!(py, "error_message"))?;
-    if !(errors.is_instance_of::<PyTuple>() || errors.is_instance_of::<PyList>()) {
-        return None; // anything else (None included) is Python's to take or refuse
-    }
-    count(out, errors.len().ok()?, flexible)?;
-    for e in errors.try_iter().ok()? {
-        let (batch_index, text) = pair(&e.ok()?)?;
-        out.extend_from_slice(&batch_index.extract::<i32>().ok()?.to_be_bytes());
-        string_bytes(out, optional(&text), flexible)?;
-        if flexible {
-            out.push(0);
+    if let Some((errors, message)) = tail {
+        if !(errors.is_instance_of::<PyTuple>() || errors.is_instance_of::<PyList>()) {
+            return None;
         }
+        count(out, errors.len().ok()?, flexible)?;
+        for e in errors.try_iter().ok()? {
+            let (batch_index, text) = pair(&e.ok()?)?;
+            out.extend_from_slice(&batch_index.extract::<i32>().ok()?.to_be_bytes());
+            string_bytes(out, optional(&text), flexible)?;
+            if flexible {
+                out.push(0);
+            }
+        }
+        string_bytes(out, message, flexible)?;
     }
-    string_bytes(out, optional(&message), flexible)?;
     if flexible {
         out.push(0);
     }
@@ -542,12 +581,37 @@ fn read_answer<'py>(
         return Ok(None);
     }
     let Some(buffer) = byte_buffer(frame) else { return Ok(None) };
-    let mut r = Reader { b: bytes_of(&buffer), pos: 4 };
+    let py = frame.py();
+    let make = |fields: Answer<'py>| crate::instance(answer_cls, answer_names, fields.into_pyobject(py)?);
+    let Some((topics, throttle_time_ms)) = walk_answer(py, bytes_of(&buffer), version, make)? else {
+        return Ok(None);
+    };
+    let mut read = Vec::with_capacity(topics.len());
+    for (name, answers) in topics {
+        read.push(PyTuple::new(py, [PyString::new(py, name).into_any(), PyTuple::new(py, answers)?.into_any()])?);
+    }
+    Ok(Some((PyTuple::new(py, read)?, throttle_time_ms)))
+}
+
+type Answer<'py> = (i32, i16, i64, i64, i64, Bound<'py, PyTuple>, Option<String>);
+
+/// An answer's topics as `walk_answer` reads them: each one's name and its partition answers.
+type Topics<'a, T> = Vec<(&'a str, Vec<T>)>;
+
+/// The topics of a ProduceResponse frame (`b`, from after its size prefix) as `read_produce_response` reads
+/// them, each partition answer made by `make`, and the answer's throttle_time_ms;
+/// None for a frame left to Python (see the module's doc). The one walk of both readers of an answer.
+fn walk_answer<'py, 'a, T>(
+    py: Python<'py>,
+    b: &'a [u8],
+    version: i16,
+    mut make: impl FnMut(Answer<'py>) -> PyResult<T>,
+) -> PyResult<Option<(Topics<'a, T>, i32)>> {
+    let mut r = Reader { b, pos: 4 };
     let flexible = version >= FIRST_FLEXIBLE;
     if flexible && r.no_tags().is_none() {
         return Ok(None);
     }
-    let py = frame.py();
     let Some(count) = r.count(flexible, if flexible { 3 } else { 6 }) else { return Ok(None) };
     let min_size = match version {
         3 | 4 => 22,
@@ -562,21 +626,19 @@ fn read_answer<'py>(
         let mut read = Vec::with_capacity(answers);
         for _ in 0..answers {
             let Some(fields) = partition_answer(py, &mut r, version)? else { return Ok(None) };
-            read.push(crate::instance(answer_cls, answer_names, fields.into_pyobject(py)?)?);
+            read.push(make(fields)?);
         }
         if flexible && r.no_tags().is_none() {
             return Ok(None);
         }
-        topics.push(PyTuple::new(py, [PyString::new(py, name).into_any(), PyTuple::new(py, read)?.into_any()])?);
+        topics.push((name, read));
     }
     let Some(throttle_time_ms) = r.i32() else { return Ok(None) };
     if flexible && r.no_tags().is_none() {
         return Ok(None); // the body's tags
     }
-    Ok(Some((PyTuple::new(py, topics)?, throttle_time_ms)))
+    Ok(Some((topics, throttle_time_ms)))
 }
-
-type Answer<'py> = (i32, i16, i64, i64, i64, Bound<'py, PyTuple>, Option<String>);
 
 fn partition_answer<'py>(py: Python<'py>, r: &mut Reader<'_>, version: i16) -> PyResult<Option<Answer<'py>>> {
     let mut read = || -> Option<(i32, i16, i64, i64, i64)> {
@@ -631,107 +693,56 @@ pub fn translated_produce_answer<'py>(
 ) -> PyResult<Option<(Bound<'py, PyBytes>, i16)>> {
     let ints = (|| {
         Some((int::<i16>(version)?, int::<i32>(correlation_id)?, int::<i32>(index)?, int::<i32>(phys_partition)?,
-              int::<(i64, i64, Option<i64>)>(shift)?))
+              int::<Shift>(shift)?))
     })();
-    let Some((version, correlation_id, index, phys_partition, (delta, phys_start, chain_base))) = ints else {
-        return Ok(None);
-    };
-    let Ok(phys_topic) = phys_topic.cast::<PyString>() else { return Ok(None) };
-    let Ok(phys_topic) = phys_topic.to_str() else { return Ok(None) };
+    let Some((version, correlation_id, index, phys_partition, shift)) = ints else { return Ok(None) };
+    let Some(phys_topic) = phys_topic.cast::<PyString>().ok().and_then(|t| t.to_str().ok()) else { return Ok(None) };
     if !(3..=12).contains(&version) {
         return Ok(None);
     }
     let Some(buffer) = byte_buffer(frame) else { return Ok(None) };
-    let mut r = Reader { b: bytes_of(&buffer), pos: 4 };
-    let flexible = version >= FIRST_FLEXIBLE;
-    let Some((fields, throttle_time_ms)) = one_answer(py, &mut r, version, phys_topic, phys_partition)? else {
+    let Some((topics, throttle_time_ms)) = walk_answer(py, bytes_of(&buffer), version, Ok)? else { return Ok(None) };
+    let Some((_, code, base, append, start, errors, message)) = only_answer(topics, phys_topic, phys_partition) else {
         return Ok(None);
     };
-    let (_, code, base, append, start, errors, message) = fields;
-    let base = if base >= 0 { base.checked_add(delta) } else { Some(base) };
-    let start = if start < 0 {
-        Some(start)
-    } else {
-        match chain_base {
-            Some(chain_base) if start <= phys_start => Some(chain_base),
-            _ => start.max(phys_start).checked_add(delta),
-        }
-    };
-    let (Some(base), Some(start)) = (base, start) else { return Ok(None) };
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&correlation_id.to_be_bytes());
-    if flexible {
-        out.push(0);
-    }
+    let Some((base, start)) = translated_offsets(base, start, shift) else { return Ok(None) };
     let message = message.map(|m| PyString::new(py, &m).into_any());
-    let written = (|| {
-        count(&mut out, 1, flexible)?;
-        string_bytes(&mut out, optional(name), flexible)?;
-        count(&mut out, 1, flexible)?;
-        out.extend_from_slice(&index.to_be_bytes());
-        out.extend_from_slice(&code.to_be_bytes());
-        out.extend_from_slice(&base.to_be_bytes());
-        out.extend_from_slice(&append.to_be_bytes());
-        if version >= 5 {
-            out.extend_from_slice(&start.to_be_bytes());
-        }
-        if version >= 8 {
-            count(&mut out, errors.len(), flexible)?;
-            for e in errors.iter() {
-                let (batch_index, text) = pair(&e)?;
-                out.extend_from_slice(&batch_index.extract::<i32>().ok()?.to_be_bytes());
-                string_bytes(&mut out, optional(&text), flexible)?;
-                if flexible {
-                    out.push(0);
-                }
-            }
-            string_bytes(&mut out, message.as_ref(), flexible)?;
-        }
+    let tail = (version >= 8).then_some((errors.as_any(), message.as_ref()));
+    let flexible = version >= FIRST_FLEXIBLE;
+    let out = response_frame(correlation_id, throttle_time_ms, flexible, |out| {
+        count(out, 1, flexible)?;
+        string_bytes(out, optional(name), flexible)?;
+        count(out, 1, flexible)?;
+        answer_bytes(out, (index, code, base, append, start), tail, version, flexible)?;
         if flexible {
-            out.extend_from_slice(&[0, 0]); // the partition's tags, the topic's
+            out.push(0); // the topic's tags
         }
         Some(())
-    })();
-    if written.is_none() {
-        return Ok(None);
-    }
-    out.extend_from_slice(&throttle_time_ms.to_be_bytes());
-    if flexible {
-        out.push(0);
-    }
-    let size = (out.len() - 4) as i32;
-    out[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(Some((PyBytes::new(py, &out), code)))
+    });
+    Ok(out.map(|out| (PyBytes::new(py, &out), code)))
 }
 
-/// The one partition answer of a ProduceResponse of one topic `topic` whose answer is for `partition`, read as
-/// `read_produce_response` reads it, and the answer's throttle_time_ms; None for any other.
-fn one_answer<'py>(
-    py: Python<'py>,
-    r: &mut Reader<'_>,
-    version: i16,
-    topic: &str,
-    partition: i32,
-) -> PyResult<Option<(Answer<'py>, i32)>> {
-    let flexible = version >= FIRST_FLEXIBLE;
-    if flexible && r.no_tags().is_none() {
-        return Ok(None);
-    }
-    if r.count(flexible, if flexible { 3 } else { 6 }) != Some(1) {
-        return Ok(None);
-    }
-    let name = if flexible { r.compact_string() } else { r.legacy_string() };
-    if name != Some(Some(topic)) || r.count(flexible, 1) != Some(1) {
-        return Ok(None);
-    }
-    let Some(fields) = partition_answer(py, r, version)? else { return Ok(None) };
-    if fields.0 != partition || (flexible && r.no_tags().is_none()) {
-        return Ok(None);
-    }
-    let Some(throttle_time_ms) = r.i32() else { return Ok(None) };
-    if flexible && r.no_tags().is_none() {
-        return Ok(None); // the body's tags
-    }
-    Ok(Some((fields, throttle_time_ms)))
+/// `translated_produce_answer`'s (delta, phys_start, chain_base).
+type Shift = (i64, i64, Option<i64>);
+
+/// The one partition answer of `topics` when they are one topic `topic` with one answer, for `partition`.
+fn only_answer<'py>(topics: Topics<'_, Answer<'py>>, topic: &str, partition: i32) -> Option<Answer<'py>> {
+    let [(name, answers)]: [_; 1] = topics.try_into().ok()?;
+    let [answer]: [_; 1] = answers.try_into().ok()?;
+    (name == topic && answer.0 == partition).then_some(answer)
+}
+
+/// A broker's base offset and log start offset moved into the client's space (see `translated_produce_answer`),
+/// or None when one does not fit an int64.
+fn translated_offsets(base: i64, start: i64, (delta, phys_start, chain_base): Shift) -> Option<(i64, i64)> {
+    let base = if base >= 0 { base.checked_add(delta)? } else { base };
+    let start = if start < 0 {
+        start
+    } else {
+        match chain_base {
+            Some(chain_base) if start <= phys_start => chain_base,
+            _ => start.max(phys_start).checked_add(delta)?,
+        }
+    };
+    Some((base, start))
 }
