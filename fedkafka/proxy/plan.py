@@ -170,7 +170,7 @@ class PhysicalState(Protocol):
     def topic_name(self, cluster: str, topic_id: Any) -> str | None: ...
     # (replicas, in-sync replicas) of a physical partition as its cluster's Metadata last named them; None: not known
     def replication(self, cluster: str, topic: str, partition: int) -> tuple[int, int] | None: ...
-    replication_version: int  # changes whenever any partition's `replication` does
+    replication_version: int  # changes whenever a `replication` an answer read since the last change may have
 
 
 SeqKey = tuple[int, int, str, int]  # (logical producer id, epoch, logical topic, logical partition)
