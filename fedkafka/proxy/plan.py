@@ -170,7 +170,7 @@ class PhysicalState(Protocol):
     def topic_name(self, cluster: str, topic_id: Any) -> str | None: ...
     # (replicas, in-sync replicas) of a physical partition as its cluster's Metadata last named them; None: not known
     def replication(self, cluster: str, topic: str, partition: int) -> tuple[int, int] | None: ...
-    replication_version: int  # changes whenever any partition's `replication` does
+    replication_version: int  # changes whenever a `replication` an answer read since the last change may have
 
 
 SeqKey = tuple[int, int, str, int]  # (logical producer id, epoch, logical topic, logical partition)
@@ -378,8 +378,16 @@ class Context:
         holder = self if self.origin is None else self.origin
         pending, holder.refusals = holder.refusals, None
         if pending is not None and self.on_refusals is not None:
-            for refused in pending.values():
-                self.on_refusals(refused, self.client_id, self.session)
+            Context.report(self.on_refusals, pending, self.client_id, self.session)
+
+    @staticmethod
+    def report(on_refusals: Callable[[Refused, str | None, Session], None], refusals: dict[str, Refused],
+               client_id: str | None, session: Session | None) -> None:
+        """One `on_refusals` call per reason, with the client's id and session (none: a default session's principal
+        and host, as `Dispatcher.context` gives a context asked without one); the Produce lane's reports too."""
+        session = Session() if session is None else session
+        for refused in refusals.values():
+            on_refusals(refused, client_id, session)
 
     def forget_refusals(self) -> None:
         """Drop the refusals not yet reported: a routing pass that repeats every check of the one before it

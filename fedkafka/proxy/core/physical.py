@@ -32,6 +32,9 @@ class ClusterInfo:
     leaders: dict[tuple[str, int], int] = field(default_factory=dict)
     # (topic, partition) -> (replicas, in-sync replicas): what Metadata's logical replicas and ISR stand for
     replication: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    # the partitions whose counts a Metadata answer read since the last `replication_version` bump: only a change
+    # of theirs can make a cached answer stale (not other tenants' topics, __consumer_offsets, sealed segments)
+    read: set[tuple[str, int]] = field(default_factory=set)
     topic_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # physical topic name -> its id here
     topic_names: dict[uuid.UUID, str] = field(default_factory=dict)
     api_versions: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -47,7 +50,8 @@ class PhysicalClusters:
         self._wanted: set[str] = set()
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()  # set after a refresh changed api versions (dispatch re-advertises)
-        # bumped whenever a refresh changed any cluster's `replication`: part of Metadata's answer cache key
+        # bumped when counts a Metadata answer read changed (`learn`), a cluster's went unknown (`mark_unreachable`)
+        # or a cluster came or went (`set_clusters`): part of Metadata's answer cache key
         self.replication_version = 0
 
     # -- PhysicalState (read by handlers) ------------------------------------------------------
@@ -68,7 +72,11 @@ class PhysicalClusters:
     def replication(self, cluster: str, topic: str, partition: int) -> tuple[int, int] | None:
         """(replicas, in-sync replicas) of a physical partition as its cluster's last Metadata named them."""
         info = self.clusters.get(cluster)
-        return None if info is None else info.replication.get((topic, partition))
+        if info is None:
+            return None
+        key = (topic, partition)
+        info.read.add(key)  # a later change of its counts drops the cached answers (`learn`)
+        return info.replication.get(key)
 
     def reachable(self, cluster: str) -> bool:
         info = self.clusters.get(cluster)
@@ -108,6 +116,11 @@ class PhysicalClusters:
         if info is not None and info.reachable:
             log.warning("cluster %s unreachable: %s", cluster, reason)
             info.reachable = False
+        if info is not None and info.replication:  # counts no longer read: its partitions list the leader alone
+            answered = any(key in info.replication for key in info.read)
+            info.replication = {}
+            if answered:
+                self._replication_changed()
         self.request_refresh(cluster)
 
     def set_clusters(self, bootstraps: dict[str, str]) -> list[str]:
@@ -119,8 +132,14 @@ class PhysicalClusters:
         for cid in gone:
             del self.clusters[cid]
         if new or gone:  # replicas known of a cluster forgotten or reset
-            self.replication_version += 1
+            self._replication_changed()
         return new
+
+    def _replication_changed(self) -> None:
+        """Every cached Metadata answer is stale: a new version, and no partition read under it yet."""
+        self.replication_version += 1
+        for info in self.clusters.values():
+            info.read.clear()
 
     def api_tables(self) -> list[dict[int, tuple[int, int]]]:
         return [c.api_versions for c in self.clusters.values() if c.api_versions]
@@ -162,9 +181,9 @@ class PhysicalClusters:
                         for p in t.partitions if p.leader_id >= 0}
         replication = {(t.name, p.partition_index): (len(p.replica_nodes), len(p.isr_nodes)) for t in meta.topics
                        for p in t.partitions}
-        if replication != info.replication:
-            info.replication = replication
-            self.replication_version += 1
+        old, info.replication = info.replication, replication
+        if any(old.get(key) != replication.get(key) for key in info.read):  # O(partitions answered), not all
+            self._replication_changed()
         info.topic_ids = {t.name: t.topic_id for t in meta.topics if t.topic_id is not None}
         info.topic_names = {tid: name for name, tid in info.topic_ids.items()}
         if not info.reachable:

@@ -34,7 +34,7 @@ from fedkafka.protocol import codec
 from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _uncount, _warn_slow
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
-from fedkafka.proxy.plan import Broker, CloseConnection, Refused, UpstreamError, collect_refusal
+from fedkafka.proxy.plan import Broker, CloseConnection, Context, Refused, UpstreamError, collect_refusal
 from fedkafka.security.acl import Authorizer, Operation, ResourceType
 from fedkafka.security.session import Session
 
@@ -238,7 +238,7 @@ class ProduceLane:
         except produce.LaneUncounted:  # the in-flight table full: nothing counted or written, the generic path
             return None  # counts what it can and remembers what it could not (`_Part.counted`)
         if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
-            return self._not_sent(target, producer)
+            return self._not_sent(target, producer, request.client_id)
         upstream = produce.lane_upstream(request, routes, records)
         try:
             item = conn.send(upstream)
@@ -255,14 +255,15 @@ class ProduceLane:
         waits.add(item)
         return _LaneCall(broker, upstream, waits, producer), item
 
-    def _not_sent(self, target: tuple[str, int], producer: produce.LaneProducer | None) -> tuple[_LaneCall,
-                                                                                                  asyncio.Future]:
+    def _not_sent(self, target: tuple[str, int], producer: produce.LaneProducer | None,
+                  client_id: str | None) -> tuple[_LaneCall, asyncio.Future]:
         """A request whose client's timeout passed before it could be sent (a loaded process, a tiny timeout):
         not sent, answered REQUEST_TIMED_OUT, as the generic path's `_send` does (`_NotSent`); its idempotent batches
-        noted as `_lost` notes them (`lane_noted`)."""
+        noted as `_lost` notes them (`lane_noted`). The refusal's line names the client's id (the generic path's
+        `_NotSent` line does not)."""
         d = self.dispatcher
         message = "the client's request timeout passed: not sent"
-        d.observer.refused("deadline", target[0], -1, message, None)
+        d.observer.refused("deadline", target[0], -1, message, client_id)
         item = (d._loop or d.loop).create_future()
         item.set_result(UpstreamError(target[0], message))
         return _LaneCall(Broker(*target), None, None, producer), item
@@ -315,7 +316,7 @@ class ProduceLane:
             reply, refresh = produce.lane_answer(request, routes, result, None if refusals is None else
                                                  functools.partial(collect_refusal, refusals))
             if refusals:
-                _report(d.observer, refusals, request.client_id, session)
+                Context.report(d.observer.refused_together, refusals, request.client_id, session)
             if call.producer is not None:
                 produce.lane_noted(d.producer_ids, call.producer, result)
             if refresh:
@@ -350,13 +351,6 @@ def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view
         produce.lane_abandoned(d.producer_ids, call.producer)
     if counts is not None:
         (d._loop or d.loop).call_later(ABANDONED_SETTLE_S, _uncount, counts, view_version, None)
-
-
-def _report(observer, refusals: dict[str, Refused], client_id: str | None, session: Session | None) -> None:
-    """A lane request's refusals, one line per reason with the fields of the generic path's (`Context.report_refusals`:
-    principal, host, client id; a dispatcher asked without a session logs its context's default session's)."""
-    for refused in refusals.values():
-        observer.refused_together(refused, client_id, Session() if session is None else session)
 
 
 def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:

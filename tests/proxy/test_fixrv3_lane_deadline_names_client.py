@@ -1,0 +1,28 @@
+"""docs/OPERATIONS.md ("Refusals are logged once per request and reason") says a produce past its deadline is one
+line naming the reason, the cluster and client.id. The Produce lane's line (`ProduceLane._not_sent`) named
+client=None although the request carries its client.id; it now names it (at no cost to a request sent in time)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from proxy.test_produce_lane import Broker, batch, frame, proxy, run, view
+
+
+def test_a_lane_produce_past_its_deadline_logs_its_client_id(monkeypatch, caplog):
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        loop = asyncio.get_running_loop()
+        real = loop.time
+        ticks = iter(range(1000))
+        monkeypatch.setattr(loop, "time", lambda: real() + next(ticks))  # a second passes between any two looks
+        with caplog.at_level(logging.INFO, logger="fedkafka.refusals"):
+            await (await d.start(frame({0: batch()}, timeout_ms=100), 0, None))  # client.id "app"
+        monkeypatch.setattr(loop, "time", real)
+        assert broker.frames == [] and d.lane.taken == 1
+    run(scenario)
+    (line,) = [r for r in caplog.records if r.name == "fedkafka.refusals"]
+    assert line.refusal["reason"] == "deadline" and line.refusal["topic"] == "c1"  # type: ignore[attr-defined]
+    assert line.refusal["client_id"] == "app"  # type: ignore[attr-defined]  # was None
