@@ -46,11 +46,12 @@ def _run(cancel_when: str) -> list[str]:
 
 
 def test_a_later_round_cancelled_after_it_started_is_abandoned():
-    """The control case: the Task ran, `_finish_rounds`'s except abandons the later plan (passes today)."""
-    assert _run("after the later round started") == ["abandoned"]
+    """The control case: the Task ran, `_finish_rounds`'s except abandons the later plan, and `_pass_on` may too (the
+    hook is called at least once; a second call does nothing more, as produce's `_Part.counted` makes sure)."""
+    assert set(_run("after the later round started")) == {"abandoned"}
 
 
 def test_a_later_round_cancelled_before_its_task_started_is_abandoned():
     """The defect: the Task was cancelled before its first step, nothing abandons the later plan (fails today:
     `calls` is empty; dispatch.py `_pass_on` handles `rounds.cancelled()` for the refusals only)."""
-    assert _run("before the later round started") == ["abandoned"]
+    assert set(_run("before the later round started")) == {"abandoned"}
