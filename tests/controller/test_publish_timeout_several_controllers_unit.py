@@ -1,0 +1,60 @@
+"""Review rv1: a held publish whose answer timed out at the active controller, with `--url` naming several
+controllers. The publish may have been carried out there (docs/OPERATIONS.md "A held move": "no answer from the
+controller in time", run the same command again); the client must say so, not pass the request on to the next
+controller and report that one's state (a standby's 503, an unreachable host), and must not send the publish to the
+same active controller a second time behind the operator's back. No network: httpx.MockTransport."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from fedkafka.controller.client import AdminClient, AdminError
+from fedkafka.controllers import ACTIVE_HEADER
+
+PUBLISH = "/v1/moves/7/publish"
+
+
+def _client(handler, urls: str) -> AdminClient:
+    return AdminClient(urls, "s3cret-token", transport=httpx.MockTransport(handler))
+
+
+def test_a_publish_that_timed_out_at_the_active_controller_says_it_may_have_been_carried_out():
+    """a (active) takes the publish and never answers in time; b is down. Before: "controller at http://b
+    unreachable", which reads as "nothing happened" for a publish a may have committed."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            raise httpx.ReadTimeout("timed out", request=request)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with _client(handler, "http://a,http://b") as api, pytest.raises(AdminError) as e:
+        api.publish_move(7, 42, 5)
+    assert "may have been carried out" in str(e.value), str(e.value)
+
+
+def test_a_publish_that_timed_out_at_the_active_controller_is_not_reported_as_a_standbys_503():
+    """a (active) times out; b is a standby naming a. Before: the answer was b's "HTTP 503"."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(503, headers={ACTIVE_HEADER: "http://a"}, json={"detail": "standby"})
+
+    with _client(handler, "http://a,http://b") as api, pytest.raises(AdminError) as e:
+        api.publish_move(7, 42, 5)
+    assert e.value.status != 503 and "may have been carried out" in str(e.value), str(e.value)
+
+
+def test_a_publish_that_timed_out_is_sent_to_the_active_controller_once():
+    """Three controllers: a (active) times out, b is a standby naming a. Before: the client went back to a and
+    sent the publish a second time (another 90 s wait), the operator never asked for a repeat."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.url.host} {request.url.path}")
+        if request.url.host == "a":
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(503, headers={ACTIVE_HEADER: "http://a"}, json={"detail": "standby"})
+
+    with _client(handler, "http://a,http://b,http://c") as api, pytest.raises(AdminError):
+        api.publish_move(7, 42, 5)
+    assert sent.count(f"a {PUBLISH}") == 1, sent
