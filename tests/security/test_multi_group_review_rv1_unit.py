@@ -16,7 +16,7 @@ from fedkafka.protocol.codec import request_type, response_type
 from fedkafka.proxy.handlers import groups
 from fedkafka.proxy.plan import Plan
 from fedkafka.security.acl import Operation
-from security.test_multi_group_authorization_unit import DELETE, GAF, _allowed, _fetch_request, _found
+from security.test_multi_group_authorization_unit import DELETE, GAF, _allowed, _described, _fetch_request, _found
 
 OFFSET_COMMIT = 8
 
@@ -68,3 +68,14 @@ def test_a_denied_single_group_request_is_counted_as_an_auth_refusal():
                                                    "committed_leader_epoch": -1, "committed_metadata": ""}]}]}))
     assert not isinstance(commit, Plan)
     assert refusals == [("auth", "h", -1)]
+
+
+def test_describe_groups_answers_the_coordinators_groups_in_request_order_with_one_coordinator():
+    """DESIGN §11: "the other three answer the denied groups first, then the coordinators' answers in request
+    order". With several coordinators `_merge` orders them so; with one (the usual case) its answer is passed on in
+    the order it came (Kafka's coordinator answers by __consumer_offsets partition), here [k, g] for [h, g, k]."""
+    c = _allowed(consume_ctx(), Operation.DESCRIBE, "g", "k")
+    request = build(request_type(15, 5), {"groups": ["h", "g", "k"], "include_authorized_operations": False})
+    forward = groups.handle(c, None, request).finish([_found(("g", 4), ("k", 4))])
+    answer = forward.finish([_described("k", "g")])
+    assert [g.group_id for g in answer.groups] == ["h", "g", "k"]
