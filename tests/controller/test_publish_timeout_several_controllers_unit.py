@@ -58,3 +58,29 @@ def test_a_publish_that_timed_out_is_sent_to_the_active_controller_once():
     with _client(handler, "http://a,http://b,http://c") as api, pytest.raises(AdminError):
         api.publish_move(7, 42, 5)
     assert sent.count(f"a {PUBLISH}") == 1, sent
+
+
+def test_a_publish_whose_connection_was_lost_after_it_was_sent_says_it_may_have_been_carried_out():
+    """One controller; it read the publish and the connection dropped before its answer (a controller restarted, a
+    proxy in between timed out): DESIGN §3.3 names "a connection lost" as a case for the repeat. Before: "controller
+    at http://a unreachable", read as "nothing was sent"."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+
+    with _client(handler, "http://a") as api, pytest.raises(AdminError) as e:
+        api.publish_move(7, 42, 5)
+    assert "may have been carried out" in str(e.value), str(e.value)
+
+
+def test_only_the_wait_for_a_publishs_answer_is_longer():
+    """PUBLISH_TIMEOUT_S is meant for the answer (the controller's 60 s deadline). Before, it was also the connect
+    timeout: with --url a,b and a blackholed (SYN dropped), a publish waited 90 s, not 30, before asking b."""
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json={"state": "sealed"})
+
+    with _client(handler, "http://a") as api:
+        api.publish_move(7, 42, 5)
+    assert seen[0]["read"] >= 90.0 and seen[0]["connect"] <= 30.0, seen
