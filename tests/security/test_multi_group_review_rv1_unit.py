@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 
+from consume.test_consumer_groups_unit import Header
+from consume.test_consumer_groups_unit import ctx as kip848_ctx
 from consume.test_handlers_unit import ctx as consume_ctx
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
-from fedkafka.proxy.handlers import groups
+from fedkafka.proxy.handlers import consumer_groups, groups
 from fedkafka.proxy.plan import Plan
 from fedkafka.security.acl import Operation
-from security.test_multi_group_authorization_unit import DELETE, GAF, _allowed, _described, _fetch_request, _found
+from security.test_multi_group_authorization_unit import (
+    CG_DESCRIBE,
+    DELETE,
+    GAF,
+    _allowed,
+    _cg_described,
+    _described,
+    _fetch_request,
+    _found,
+)
 
 OFFSET_COMMIT = 8
 
@@ -79,3 +90,13 @@ def test_describe_groups_answers_the_coordinators_groups_in_request_order_with_o
     forward = groups.handle(c, None, request).finish([_found(("g", 4), ("k", 4))])
     answer = forward.finish([_described("k", "g")])
     assert [g.group_id for g in answer.groups] == ["h", "g", "k"]
+
+
+def test_consumer_group_describe_answers_in_request_order_with_one_coordinator():
+    """consumer_groups' docstring: "the denied groups are answered first, the others in request order". With one
+    coordinator its answer passes as it came ([k, g] for [h, g, k]): only several coordinators are merged in order."""
+    c = _allowed(kip848_ctx(), Operation.DESCRIBE, "g", "k")
+    request = build(request_type(CG_DESCRIBE, 1), {"group_ids": ["h", "g", "k"],
+                                                   "include_authorized_operations": False})
+    forward = consumer_groups.handle(c, Header(), request).finish([_found(("g", 4), ("k", 4))])
+    assert [g.group_id for g in forward.finish([_cg_described("k", "g")]).groups] == ["h", "g", "k"]
