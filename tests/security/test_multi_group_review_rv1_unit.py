@@ -81,22 +81,24 @@ def test_a_denied_single_group_request_is_counted_as_an_auth_refusal():
     assert refusals == [("auth", "h", -1)]
 
 
-def test_describe_groups_answers_the_coordinators_groups_in_request_order_with_one_coordinator():
-    """DESIGN §11: "the other three answer the denied groups first, then the coordinators' answers in request
-    order". With several coordinators `_merge` orders them so; with one (the usual case) its answer is passed on in
-    the order it came (Kafka's coordinator answers by __consumer_offsets partition), here [k, g] for [h, g, k]."""
+def test_describe_groups_passes_one_coordinators_answer_on_in_its_order_after_the_denied_groups():
+    """Kafka's DescribeGroups answer is the denied groups, then the coordinator's in the order it answers them (by
+    __consumer_offsets partition), here [k, g] for [h, g, k]: with one coordinator (the usual case) the proxy passes
+    that on as it came, which is Kafka's answer; only several coordinators' answers are merged, in request order
+    (DESIGN §11 said "in request order" of both)."""
     c = _allowed(consume_ctx(), Operation.DESCRIBE, "g", "k")
     request = build(request_type(15, 5), {"groups": ["h", "g", "k"], "include_authorized_operations": False})
     forward = groups.handle(c, None, request).finish([_found(("g", 4), ("k", 4))])
     answer = forward.finish([_described("k", "g")])
-    assert [g.group_id for g in answer.groups] == ["h", "g", "k"]
+    assert [g.group_id for g in answer.groups] == ["h", "k", "g"]
 
 
-def test_consumer_group_describe_answers_in_request_order_with_one_coordinator():
-    """consumer_groups' docstring: "the denied groups are answered first, the others in request order". With one
-    coordinator its answer passes as it came ([k, g] for [h, g, k]): only several coordinators are merged in order."""
+def test_consumer_group_describe_passes_one_coordinators_answer_on_in_its_order_after_the_denied_groups():
+    """As DescribeGroups (KafkaApis.handleConsumerGroupDescribe adds the denied groups, then the coordinator's
+    results): with one coordinator its answer passes as it came ([k, g] for [h, g, k]); the module docstring said
+    "the others in request order"."""
     c = _allowed(kip848_ctx(), Operation.DESCRIBE, "g", "k")
     request = build(request_type(CG_DESCRIBE, 1), {"group_ids": ["h", "g", "k"],
                                                    "include_authorized_operations": False})
     forward = consumer_groups.handle(c, Header(), request).finish([_found(("g", 4), ("k", 4))])
-    assert [g.group_id for g in forward.finish([_cg_described("k", "g")]).groups] == ["h", "g", "k"]
+    assert [g.group_id for g in forward.finish([_cg_described("k", "g")]).groups] == ["h", "k", "g"]
