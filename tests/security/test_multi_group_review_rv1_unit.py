@@ -15,7 +15,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type, response_type
-from fedkafka.proxy.handlers import consumer_groups, groups
+from fedkafka.proxy.handlers import consumer_groups, find_coordinator, groups
 from fedkafka.proxy.plan import Plan
 from fedkafka.security.acl import Operation
 from security.test_multi_group_authorization_unit import (
@@ -102,3 +102,28 @@ def test_consumer_group_describe_passes_one_coordinators_answer_on_in_its_order_
                                                    "include_authorized_operations": False})
     forward = consumer_groups.handle(c, Header(), request).finish([_found(("g", 4), ("k", 4))])
     assert [g.group_id for g in forward.finish([_cg_described("k", "g")]).groups] == ["h", "k", "g"]
+
+
+def test_a_commit_to_a_topic_the_principal_may_not_read_is_counted_as_an_auth_refusal():
+    """OffsetFetch and OffsetDelete count each topic they refuse (reason auth); OffsetCommit answered the partitions
+    of a topic without READ TOPIC_AUTHORIZATION_FAILED uncounted. `log` is granted DESCRIBE only, which is no READ."""
+    c, refusals = _counting(_allowed(consume_ctx(), Operation.READ, "g"))
+    commit = groups.handle(c, None, build(request_type(OFFSET_COMMIT, 8), {
+        "group_id": "g", "generation_id_or_member_epoch": -1, "member_id": "", "group_instance_id": None,
+        "topics": [{"name": "log", "partitions": [{"partition_index": 0, "committed_offset": 1,
+                                                   "committed_leader_epoch": -1, "committed_metadata": ""}]}]}))
+    assert not isinstance(commit, Plan)
+    assert [(t.name, [p.error_code for p in t.partitions]) for t in commit.topics] == [
+        ("log", [ErrorCode.topic_authorization_failed])]
+    assert refusals == [("auth", "log", -1)]
+
+
+def test_a_coordinator_lookup_of_a_denied_group_is_counted_as_an_auth_refusal():
+    """FindCoordinator answers a group the principal may not describe GROUP_AUTHORIZATION_FAILED; it was not counted,
+    while every other group API's denial is. Each denied key counted once, however often the request names it."""
+    c, refusals = _counting(_allowed(consume_ctx(), Operation.DESCRIBE, "g"))
+    answer = find_coordinator.handle(c, None, build(request_type(10, 4), {
+        "key_type": 0, "coordinator_keys": ["g", "h", "h"]}))
+    assert [(a.key, a.error_code) for a in answer.coordinators] == [
+        ("g", ErrorCode.none), ("h", GAF), ("h", GAF)]
+    assert refusals == [("auth", "h", -1)]

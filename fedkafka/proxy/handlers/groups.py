@@ -506,6 +506,7 @@ def _offset_commit(ctx: Context, coordination: str, request):
     for t in request.topics:
         topic = ctx.view.topics.get(t.name)
         if not authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
+            ctx.refused("auth", t.name, -1, f"no {TOPIC_OPERATION[OFFSET_COMMIT].name} on the topic")
             refused.setdefault(ErrorCode.topic_authorization_failed, {}).setdefault(t.name, []).extend(
                 p.partition_index for p in t.partitions)
             continue
