@@ -127,9 +127,9 @@ def _names_several_groups(request) -> bool:
 def _per_group(ctx: Context, coordination: str, request):
     """DescribeGroups, DeleteGroups and OffsetFetch v8+ authorized group by group, as Kafka 4.x's KafkaApis does
     (handleDescribeGroupsRequest, handleDeleteGroupsRequest, handleOffsetFetchRequestFromCoordinator): a denied
-    group is answered GROUP_AUTHORIZATION_FAILED in its own entries (each entry naming it; DescribeGroups answers a
-    group once) and is not sent to the coordinator, which is asked about the others only, and not at all when every
-    group is denied."""
+    group is answered GROUP_AUTHORIZATION_FAILED in its own entries (each entry naming it; DescribeGroups and
+    DeleteGroups answer a group once) and is not sent to the coordinator, which is asked about the others only, and
+    not at all when every group is denied."""
     key = request.__api_key__
     operation = GROUP_OPERATION[key]
     if key in (DESCRIBE, DELETE):
