@@ -62,10 +62,12 @@ down-multihost:
 	@if [ -x $(BIN)/python ]; then $(MULTIHOST) down; else python3 scripts/multihost.py down; fi
 
 # The checker on 3-broker clusters: a scale-up and a decommission with the moving leader killed, a rolling
-# restart, the database down for longer than a lease (tests/workflows/test_replicated_faults.py, ~8 minutes).
+# restart, the database down for longer than a lease (tests/workflows/test_replicated_faults.py, ~8 minutes);
+# Metadata's replicas and ISR through a proxy, a follower stopped (tests/proxy/test_metadata_replicas_integration.py).
 test-replicated: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
-	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py $(PYTEST_ARGS)
+	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py \
+		tests/proxy/test_metadata_replicas_integration.py $(PYTEST_ARGS)
 
 # Failover scenarios of minutes each, marked failover_scenario: kill -9 of a whole cluster under the checker's load,
 # then a failover asked for (~2 minutes) and one by --auto-failover-after (3-6 minutes; tests/workflows/

@@ -86,12 +86,15 @@ def roll_back(move_id: int = typer.Argument(..., help="the held move's id (`fedk
                                                          "target (a move held target_grew is refused even so)"),
               as_json: bool = JSON, url: str | None = URL, token_file: Path | None = TOKEN) -> None:
     """Roll a held move back (its partition unfrozen, writes go on at the source) when nothing was written under
-    a lost publish: its target's log end is still the move's target_end."""
+    a lost publish: its target's log end is still the move's target_end. The same command repeated once the move
+    was rolled back (e.g. after no answer) answers the rolled-back move and changes nothing."""
     move = _call(url, token_file, lambda api: api.roll_back_move(move_id, nothing_was_published))
     if as_json:
         print(json.dumps(move, indent=2))
         return
     print(f"move {move_id} of {move['topic']}/{move['partition']} {move['state']}: {move['error']}")
+    for line in move.get("checks", []):
+        print(f"  {line}")
 
 
 def register(app: typer.Typer) -> None:

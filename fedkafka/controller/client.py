@@ -12,10 +12,10 @@ import httpx
 
 from fedkafka.controllers import ACTIVE_HEADER, CA_FILE_ENV, ControllerList, tls_verify
 
-# how long the client waits for a held move's publish: longer than the controller may take before it commits
-# (held.PUBLISH_DEADLINE_S, 60 s: past it the publish is refused, nothing changed), so no publish happens after the
-# client stopped waiting for its answer, barring a commit that hangs; a repeat answers the published move anyway
-PUBLISH_TIMEOUT_S = 90.0
+# how long the client waits for a held move's publish or roll-back: longer than the controller may take before it
+# commits (held.REPAIR_DEADLINE_S, 60 s: past it the request is refused, nothing changed), so neither happens after
+# the client stopped waiting for its answer, barring a commit that hangs; a repeat answers the repaired move anyway
+REPAIR_TIMEOUT_S = 90.0
 
 
 class AdminError(RuntimeError):
@@ -190,10 +190,13 @@ class AdminClient:
         return self.request("GET", "/v1/moves", params={"state": state} if state else None)
 
     def publish_move(self, move_id: int, seal: int, target_start: int, force: bool = False) -> dict:
-        """Waits PUBLISH_TIMEOUT_S, past the controller's deadline; repeated with the same seal and target start after
+        """Waits REPAIR_TIMEOUT_S, past the controller's deadline; repeated with the same seal and target start after
         the move was published (an answer lost), it answers the published move."""
         return self.request("POST", f"/v1/moves/{move_id}/publish",
-                            {"seal": seal, "target_start": target_start, "force": force}, timeout=PUBLISH_TIMEOUT_S)
+                            {"seal": seal, "target_start": target_start, "force": force}, timeout=REPAIR_TIMEOUT_S)
 
     def roll_back_move(self, move_id: int, nothing_was_published: bool = False) -> dict:
-        return self.request("POST", f"/v1/moves/{move_id}/roll-back", {"nothing_was_published": nothing_was_published})
+        """Waits REPAIR_TIMEOUT_S, past the controller's deadline; repeated after the move was rolled back (an answer
+        lost), it answers the rolled-back move."""
+        return self.request("POST", f"/v1/moves/{move_id}/roll-back", {"nothing_was_published": nothing_was_published},
+                            timeout=REPAIR_TIMEOUT_S)

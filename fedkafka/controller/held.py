@@ -38,11 +38,14 @@ PUBLISH_ACK_WAIT_S = 20.0
 # then how long it waits for the source's high watermark to reach its log end (a write appended above it, answered
 # with an error, replicated or truncated) before it refuses (retried by the operator); both within the deadline
 PUBLISH_SETTLE_WAIT_S = 5.0
-# past this, counted from the request, a publish is refused (nothing changed) under the lock that would seal it, so
-# it never commits later: its worst case is 20 s of acks, up to ~30 s of settle rounds and ~20 s of log-end reads
-# (each Kafka read bounded by kafka_timeout, 3 s: ~10 s per cluster), plus waits for the compose and write locks.
-# The admin client waits longer for a publish (`client.PUBLISH_TIMEOUT_S`): its answer is the outcome
-PUBLISH_DEADLINE_S = 60.0
+# past this, counted from the request, a publish or a roll-back is refused (nothing changed) under the lock that
+# would commit it, so it never commits later: a publish's worst case is 20 s of acks, up to ~30 s of settle rounds and
+# ~20 s of log-end reads (each Kafka read bounded by kafka_timeout, 3 s: ~10 s per cluster), a roll-back's one
+# target read (~10 s), plus waits for the compose and write locks. The admin client waits longer for either
+# (`client.REPAIR_TIMEOUT_S`): its answer is the outcome
+REPAIR_DEADLINE_S = 60.0
+# what an operator's repair of a held move did, by the request that does it
+REPAIRED = {"publish": "published", "roll-back": "rolled back"}
 STATES = ("planned", "frozen", "sealed", "held", "done", "rolled_back")
 FIELDS = ("id", "workflow_id", "topic", "partition", "from_cluster", "to_cluster", "to_topic", "to_partition", "state",
           "gap", "seal", "phys_start", "target_end", "planned_target_end", "held_for", "error", "updated_at")
@@ -85,14 +88,14 @@ class HeldMoves:
         it; then, unless it is a failover's move, the source's high watermark reached its log end (`_unsettled_source`:
         a write appended but not acked is replicated, or truncated, before the seal is checked; Conflict when not
         within PUBLISH_SETTLE_WAIT_S, unless `force`), as in a move's own seal (docs/DESIGN.md §4.1). Past
-        PUBLISH_DEADLINE_S, checked under the lock that seals, it is refused: it never commits after the admin client
+        REPAIR_DEADLINE_S, checked under the lock that seals, it is refused: it never commits after the admin client
         stopped waiting. Returns the move and what was checked; the sweeper publishes it (the partition unfrozen)
         within its next round. Repeated once it was published at the same `seal` and `target_start` (an answer lost
-        to a timeout), it answers the move, changing nothing (`_published_before`)."""
+        to a timeout), it answers the move, changing nothing (`_repeat_answer`)."""
         started = monotonic()
         with self.ctl.session() as s:
-            if _published_before(s.get(MoveRow, move_id), seal, target_start):
-                return self._repeated(move_id)
+            if (repeat := _repeat_answer(s, move_id, "publish", seal=seal, target_start=target_start)) is not None:
+                return repeat
             row, source = self._held(s, move_id)
             _check_target_active(s, row)  # what the database refuses, before the wait (again in the transaction)
             _check_past_older_segments(s, row, target_start)
@@ -100,19 +103,15 @@ class HeldMoves:
         acked = self._await_frozen_view(row)
         checks = [acked, *self._check_publish(row, source, seal, target_start, force)]
         with self.ctl.topology_change() as s:
-            if _published_before(s.scalar(select(MoveRow).where(MoveRow.id == move_id).with_for_update()), seal,
-                                 target_start):  # a repeat sent while this one waited
-                return self._repeated(move_id)
+            if (repeat := _repeat_answer(s, move_id, "publish", lock=True, seal=seal,
+                                         target_start=target_start)) is not None:  # one sent while this one waited
+                return repeat
             row, now = self._held(s, move_id, lock=True)
             if now.id != source.id:
                 raise Conflict(f"move {move_id}: its partition's active segment changed since it was checked; again")
             _check_target_active(s, row)
             _check_past_older_segments(s, row, target_start)
-            if (took := monotonic() - started) > PUBLISH_DEADLINE_S:
-                raise Conflict(f"move {move_id} not published, nothing was changed (it stays held): its checks took "
-                               f"{took:.0f} s, past {PUBLISH_DEADLINE_S:.0f} s (slow acks or a slow Kafka), and a "
-                               f"publish is not committed after the admin client may have stopped waiting. Publish "
-                               f"again")
+            _check_deadline(move_id, "publish", started)
             self.mover.seal_held(row, seal, target_start)
             self.ctl.check_leader(s)
             s.commit()
@@ -121,25 +120,28 @@ class HeldMoves:
                     target_start, "; ".join(checks))
         return {**self.get(move_id), "checks": checks}
 
-    def _repeated(self, move_id: int) -> dict[str, Any]:
-        """The answer to a publish repeated after the move was published at the seal and start it names: the move."""
-        move = self.get(move_id)
-        return {**move, "checks": [f"already published at seal {move['seal']} from {move['phys_start']} (it is "
-                                   f"{move['state']}): this repeat changed nothing"]}
-
     def roll_back(self, move_id: int, nothing_was_published: bool = False) -> dict[str, Any]:
         """Roll held move `move_id` back (the mover's rollback: its partition unfrozen, writes go on at the source's
         log end) when nothing was written to its target under a lost publish: the target's log end read now is the
         move's `target_end`. A move without one (`no_target_end`) or whose target cannot be read only with
         `nothing_was_published`: the operator checked that no proxy's view.json has a segment on its target. A target
         that grew is refused whatever the flag: it holds records of the lost publish (publish the move instead), and so
-        is a move held `target_grew` whatever its target reads now (unreadable, or back at `target_end`)."""
+        is a move held `target_grew` whatever its target reads now (unreadable, or back at `target_end`). Past
+        REPAIR_DEADLINE_S, checked under the lock, it is refused, as a publish is; repeated once it was rolled back (an
+        answer lost to a timeout), it answers the move, changing nothing; a published move is not rolled back
+        (`_repeat_answer`)."""
+        started = monotonic()
         with self.ctl.session() as s:
+            if (repeat := _repeat_answer(s, move_id, "roll-back")) is not None:
+                return repeat
             row, _source = self._held(s, move_id, need_segment=False)
             s.expunge_all()
         reason = self._check_roll_back(row, nothing_was_published)
         with self.ctl.topology_change() as s:
+            if (repeat := _repeat_answer(s, move_id, "roll-back", lock=True)) is not None:
+                return repeat  # one sent while this one waited
             row, _ = self._held(s, move_id, lock=True, need_segment=False)
+            _check_deadline(move_id, "roll-back", started)
             self.mover.roll_back_one(s, row, reason)
             self.ctl.check_leader(s)
             s.commit()
@@ -264,17 +266,52 @@ class HeldMoves:
         return f"rolled back by an operator who found no publish of it in the proxies' views: {why}"
 
 
-def _published_before(row: MoveRow | None, seal: int, target_start: int) -> bool:
-    """True when `row` is a held move an operator published (`HeldMoves.publish`, the only way from held to sealed;
-    `held_for` stays) at `seal` from `target_start`, sealed or done since: a repeat, after an answer lost to a timeout
-    or a connection, answers it. Conflict when it was published at another seal or start: a repeat says the same."""
-    if row is None or row.held_for is None or row.state not in ("sealed", "done"):
-        return False
-    if (row.seal, row.phys_start) != (seal, target_start):
-        raise Conflict(f"move {row.id} of {row.topic}/{row.partition} was already published at seal {row.seal} from "
+def _repeat_answer(s, move_id: int, action: str, lock: bool = False, seal: int | None = None,
+                   target_start: int | None = None) -> dict[str, Any] | None:
+    """The answer to `action` ("publish" at `seal` from `target_start`, or "roll-back") of move `move_id` (read in
+    session `s`, locked with `lock`) when it repeats the repair already done (an answer lost to a timeout or a
+    connection): the move, saying this repeat changed nothing. None when the move was not repaired (still held, or
+    never held: `_held` says what is wrong). Conflict naming what was done when it was repaired otherwise: rolled back
+    rather than published or the reverse, or published at another seal or start."""
+    query = select(MoveRow).where(MoveRow.id == move_id)
+    row = s.scalar(query.with_for_update() if lock else query)
+    done = _repair_of(row)
+    if row is None or done is None:
+        return None
+    if done != action:
+        raise Conflict(f"move {move_id} of {row.topic}/{row.partition} was already {_what_was_done(row)}: not "
+                       f"{REPAIRED[action]}, nothing was changed")
+    if action == "publish" and (row.seal, row.phys_start) != (seal, target_start):
+        raise Conflict(f"move {move_id} of {row.topic}/{row.partition} was already published at seal {row.seal} from "
                        f"{row.phys_start}, not at seal {seal} from {target_start} (it is {row.state}): nothing was "
                        f"changed")
-    return True
+    return {**move_dict(row), "checks": [f"already {_what_was_done(row, why=False)}: this repeat changed nothing"]}
+
+
+def _repair_of(row: MoveRow | None) -> str | None:
+    """The repair ("publish" or "roll-back") that took held move `row` out of held, None while it is held or when it
+    never was. A move leaves held only so (`held_for` stays): sealed by `HeldMoves.publish`, then done; rolled back by
+    `HeldMoves.roll_back`, the sweeper's `Mover.recheck_held` or its topic's deletion (its reason in `error`)."""
+    if row is None or row.held_for is None:
+        return None
+    return {"sealed": "publish", "done": "publish", "rolled_back": "roll-back"}.get(row.state)
+
+
+def _what_was_done(row: MoveRow, why: bool = True) -> str:
+    """Held move `row`'s repair, said: "published at seal 42 from 0 (it is done)", "rolled back (its reason)"."""
+    if row.state == "rolled_back":
+        return f"rolled back ({row.error})" if why else "rolled back"
+    return f"published at seal {row.seal} from {row.phys_start} (it is {row.state})"
+
+
+def _check_deadline(move_id: int, action: str, started: float) -> None:
+    """Conflict (nothing changed) when `action` of held move `move_id`, requested at `started` (`monotonic`), is past
+    REPAIR_DEADLINE_S: called under the lock, just before the commit, so nothing commits after the admin client
+    (`client.REPAIR_TIMEOUT_S`) may have stopped waiting for the answer."""
+    if (took := monotonic() - started) > REPAIR_DEADLINE_S:
+        raise Conflict(f"move {move_id} not {REPAIRED[action]}, nothing was changed (it stays held): its checks took "
+                       f"{took:.0f} s, past {REPAIR_DEADLINE_S:.0f} s (slow acks or a slow Kafka), and a {action} is "
+                       f"not committed after the admin client may have stopped waiting. {action.capitalize()} again")
 
 
 def _check_target_active(s, row: MoveRow) -> None:

@@ -183,6 +183,9 @@ class PhysicalState(Protocol):
     def request_refresh(self, cluster: str) -> None: ...
     def topic_id(self, cluster: str, topic: str) -> Any: ...  # the physical topic's id there (a UUID) or None
     def topic_name(self, cluster: str, topic_id: Any) -> str | None: ...
+    # (replicas, in-sync replicas) of a physical partition as its cluster's Metadata last named them; None: not known
+    def replication(self, cluster: str, topic: str, partition: int) -> tuple[int, int] | None: ...
+    replication_version: int  # changes whenever any partition's `replication` does
 
 
 SeqKey = tuple[int, int, str, int]  # (logical producer id, epoch, logical topic, logical partition)

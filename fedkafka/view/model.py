@@ -304,6 +304,11 @@ class View:
             return None
         return max(candidates, key=lambda p: _rendezvous_weight(topic, partition, p.node_id))
 
+    def ranked_for(self, topic: str, partition: int, candidates: tuple[ProxyInfo, ...]) -> list[ProxyInfo]:
+        """`candidates` in rendezvous order for a partition, its `leader_for` first: the proxies Metadata names as
+        its replicas, the same on every proxy and in any view order; the leader's successor is the second."""
+        return sorted(candidates, key=lambda p: _rendezvous_weight(topic, partition, p.node_id), reverse=True)
+
     # -- JSON --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -51,9 +51,14 @@ VIEW = View(version=3, clusters={c: Cluster(c, f"{c}:9092") for c in ("c1", "c2"
 
 
 class Physical:
+    replication_version = 0
+
     def __init__(self, down=()):
         self.down = set(down)
         self.refreshed: list[str] = []
+
+    def replication(self, cluster, topic, partition):
+        return None  # no physical partition's replicas known: Metadata lists each leader alone
 
     def leader(self, cluster, topic, partition):
         return 7

@@ -197,6 +197,15 @@ class LogEndsKafka(RecordingKafka):
 
 
 @pytest.fixture
+def held_clock(monkeypatch) -> list[float]:
+    """The clock a held move's publish or roll-back reads its deadline on (`held.monotonic`; seconds, a test moves
+    it)."""
+    now = [1000.0]
+    monkeypatch.setattr("fedkafka.controller.held.monotonic", lambda: now[0])
+    return now
+
+
+@pytest.fixture
 def t_on_c1_c2(make_api):
     """(api, kafka): clusters c1 and c2, topic t of 2 partitions placed in blocks, log ends set by the test."""
     kafka = LogEndsKafka()

@@ -1,9 +1,10 @@
 """An operator's publish of a held move that takes long (slow acks, a slow source) gets an answer that tells the
-truth: the admin client waits longer than the controller may take before it commits (`held.PUBLISH_DEADLINE_S`,
+truth: the admin client waits longer than the controller may take before it commits (`held.REPAIR_DEADLINE_S`,
 past it the publish is refused, nothing changed), and a publish repeated after a lost answer answers the move it
 published, 200 (docs/DESIGN.md §3.3; docs/OPERATIONS.md "A held move").
 
-Time is the controller's injected clock (`held.monotonic`), moved by the fakes: no test waits for real."""
+Time is the controller's injected clock (`held.monotonic`, the `held_clock` fixture), moved by the fakes: no
+test waits for real."""
 
 from __future__ import annotations
 
@@ -16,14 +17,6 @@ from fedkafka.controller.held import HeldMoves
 from fedkafka.controller.models import MoveRow
 from fedkafka.controller.moves import MoveHeld, Mover
 from fedkafka.view.rebalance import Move
-
-
-@pytest.fixture
-def clock(monkeypatch) -> list[float]:
-    """The clock the publish's deadline is read on (seconds; a test moves it)."""
-    now = [1000.0]
-    monkeypatch.setattr("fedkafka.controller.held.monotonic", lambda: now[0])
-    return now
 
 
 def _held_at_its_freeze(api, kafka) -> int:
@@ -79,7 +72,8 @@ def _move(ctl, move_id: int) -> tuple:
         return row.state, row.seal, row.phys_start
 
 
-def test_a_slow_publish_is_answered_and_a_repeated_one_answers_the_published_move(t_on_c1_c2, clock, monkeypatch):
+def test_a_slow_publish_is_answered_and_a_repeated_one_answers_the_published_move(t_on_c1_c2, held_clock,
+                                                                                  monkeypatch):
     """Acks in 19 s, each read of the source in 13 s: the publish commits 58 s in, within its deadline. The admin
     client used to give up at 30 s (an error for a move that was published) and the publish repeated then was
     refused (409: sealed, not held). Now the client waits past the deadline and gets the sealed move, and the same
@@ -87,8 +81,8 @@ def test_a_slow_publish_is_answered_and_a_repeated_one_answers_the_published_mov
     api, kafka = t_on_c1_c2
     ctl = api.controller
     move_id = _held_at_its_freeze(api, kafka)
-    _slow(monkeypatch, kafka, clock, ack_s=19.0, source_read_s=13.0)
-    with _admin_through(api, clock) as admin:
+    _slow(monkeypatch, kafka, held_clock, ack_s=19.0, source_read_s=13.0)
+    with _admin_through(api, held_clock) as admin:
         answer = admin.publish_move(move_id, seal=42, target_start=0, force=True)
         assert answer["state"] == "sealed" and (answer["seal"], answer["phys_start"]) == (42, 0)
         assert _move(ctl, move_id) == ("sealed", 42, 0)
@@ -126,18 +120,18 @@ def test_a_publish_repeated_with_another_seal_or_start_is_refused(t_on_c1_c2):
         held.publish(plain, seal=seal, target_start=start)
 
 
-def test_a_publish_past_its_deadline_is_refused_and_changes_nothing(t_on_c1_c2, clock, monkeypatch):
-    """Acks in 19 s, each read of the source in 15 s: 64 s in, past `PUBLISH_DEADLINE_S`, the publish is refused
+def test_a_publish_past_its_deadline_is_refused_and_changes_nothing(t_on_c1_c2, held_clock, monkeypatch):
+    """Acks in 19 s, each read of the source in 15 s: 64 s in, past `REPAIR_DEADLINE_S`, the publish is refused
     under the lock that would have sealed it (409, nothing changed, the move still held), so an answer the client
     gave up on is never a publish that happened after it; published again, faster, it goes through."""
     api, kafka = t_on_c1_c2
     ctl = api.controller
     move_id = _held_at_its_freeze(api, kafka)
-    _slow(monkeypatch, kafka, clock, ack_s=19.0, source_read_s=15.0)
-    with _admin_through(api, clock) as admin:
+    _slow(monkeypatch, kafka, held_clock, ack_s=19.0, source_read_s=15.0)
+    with _admin_through(api, held_clock) as admin:
         with pytest.raises(AdminError, match=r"HTTP 409.*not published, nothing was changed \(it stays held\)") as e:
             admin.publish_move(move_id, seal=42, target_start=0, force=True)
         assert e.value.status == 409 and _move(ctl, move_id) == ("held", None, None)
-        _slow(monkeypatch, kafka, clock, ack_s=1.0, source_read_s=1.0)
+        _slow(monkeypatch, kafka, held_clock, ack_s=1.0, source_read_s=1.0)
         assert admin.publish_move(move_id, seal=42, target_start=0, force=True)["state"] == "sealed"
     assert _move(ctl, move_id) == ("sealed", 42, 0)

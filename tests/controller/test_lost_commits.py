@@ -888,8 +888,8 @@ def test_a_move_that_is_not_held_an_unknown_one_and_a_caller_without_the_token_a
     other = client.post(f"/v1/moves/{move_id}/publish", json={**body, "seal": 101})
     assert other.status_code == 409 and f"move {move_id} of t/0 was already published at seal 100 from 0, not at " \
         "seal 101 from 0" in other.json()["detail"]
-    code, out = _cli(monkeypatch, client, "moves", "roll-back", str(move_id))
-    assert code == 1 and "is sealed, not held" in out
+    code, out = _cli(monkeypatch, client, "moves", "roll-back", str(move_id))  # published: not rolled back
+    assert code == 1 and "was already published at seal 100 from 0 (it is sealed): not rolled back" in out, out
     assert client.get("/v1/moves", params={"state": "nope"}).status_code == 422
     assert [m["id"] for m in client.get("/v1/moves").json()] == [move_id]  # unfinished: sealed
     assert _move(ctl, move_id).state == "sealed"
@@ -927,6 +927,9 @@ def test_a_held_move_whose_target_is_at_its_recorded_end_is_rolled_back_by_the_c
     assert code == 0 and f"move {move_id} of t/0 rolled_back: rolled back by an operator" in out, out
     assert (_move(ctl, move_id).state, _frozen(ctl)) == ("rolled_back", False)
     assert not ctl.view.topics["t"].partitions[0].frozen and _segments(ctl) == [("c1", 0, None, 0)]
+    code, out = _cli(monkeypatch, client, "moves", "roll-back", str(move_id))  # as after an answer lost to a timeout
+    assert code == 0 and f"move {move_id} of t/0 rolled_back: rolled back by an operator" in out, out
+    assert "already rolled back: this repeat changed nothing" in out and _segments(ctl) == [("c1", 0, None, 0)]
 
 
 def test_a_held_move_whose_target_cannot_be_read_is_rolled_back_only_with_nothing_was_published(held_unread):

@@ -13,6 +13,7 @@ import pytest
 from consume import test_handlers_unit as unit
 from kio.schema.errors import ErrorCode
 
+from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
 from fedkafka.proxy.core.dispatch import Dispatcher
@@ -21,7 +22,7 @@ from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.state import ProxyState
 from fedkafka.security.session import Session
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View
-from proxy.test_produce_lane import ME, Broker, answers_of, ask, batch, frame, proxy, run, view, writers
+from proxy.test_produce_lane import ME, Broker, answers_of, ask, batch, frame, proxy, run, scripted, view, writers
 
 ENTRIES = 2_000
 
@@ -166,3 +167,36 @@ def test_a_produce_routed_again_counts_and_logs_its_refusals_once(caplog):
     assert answers[0][0] == ErrorCode.not_leader_or_follower and answers[1][0] == ErrorCode.none
     lines = [r.getMessage() for r in caplog.records if r.name == "fedkafka.refusals"]
     assert counted == {"frozen": 1} and len(lines) == 1 and "t/0" in lines[0], (counted, lines)
+
+
+def below_segment_refusal(caplog, lane: bool) -> tuple[dict, int]:
+    """A write to t/2 that c2's broker acks below the active segment's start (its physical topic created again
+    empty), by User:carol from 10.0.0.7, through the Produce lane or the generic path: (the refusal line's fields,
+    the requests the lane took)."""
+    async def scenario():
+        written_at_3 = scripted({("phys", 0): rec.ProducePartitionAnswer(0, 0, 3, -1, 0)})
+        broker = await Broker(written_at_3).start()
+        d = await proxy(view(), broker, lane=lane)
+        carol = Session(principal="User:carol", host="10.0.0.7")
+        try:
+            with caplog.at_level(logging.INFO, logger="fedkafka.refusals"):
+                answer = await ask(d, frame({2: batch(2)}), carol)
+            assert answers_of(answer)[2][0] == ErrorCode.not_leader_or_follower
+            return d.lane.taken if lane else 0
+        finally:
+            broker.close()
+    taken = run(scenario)
+    records = [r for r in caplog.records if r.name == "fedkafka.refusals"]
+    caplog.clear()
+    assert len(records) == 1, [r.getMessage() for r in records]
+    return records[0].refusal, taken  # type: ignore[attr-defined]
+
+
+def test_a_lane_refusal_line_names_the_principal_host_and_client_id_as_the_generic_path_s(caplog):
+    """The Produce lane's refusal lines carry what the generic path's do (`Context.report_refusals`): the session's
+    principal and host and the client id, with the same reason, count and examples."""
+    lane, taken = below_segment_refusal(caplog, lane=True)
+    generic, _ = below_segment_refusal(caplog, lane=False)
+    assert taken == 1  # the lane answered it
+    assert (lane["principal"], lane["host"], lane["client_id"]) == ("User:carol", "10.0.0.7", "app"), lane
+    assert lane == generic

@@ -34,9 +34,14 @@ from fedkafka.view.offsets import resolve_fetch
 
 
 class FakePhysical:
+    replication_version = 0
+
     def __init__(self, down=()):
         self.down = set(down)
         self.refreshed: list[str] = []
+
+    def replication(self, cluster, topic, partition):
+        return None  # no physical partition's replicas known: Metadata lists each leader alone
 
     def leader(self, cluster, topic, partition):
         return 1 if cluster == "c1" else 2

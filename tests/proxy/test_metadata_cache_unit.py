@@ -66,7 +66,8 @@ def test_repeated_metadata_is_answered_from_the_cache_until_the_view_changes():
 
 
 def test_cache_key_covers_version_identity_and_topics():
-    ctx = dataclasses.make_dataclass("Ctx", ["me", "session", "authorizer"])(ME, Session(), None)
+    ctx = dataclasses.make_dataclass("Ctx", ["me", "session", "authorizer", "physical"])(
+        ME, Session(), None, PhysicalClusters())
     all_topics = MetadataRequest(topics=None, allow_auto_topic_creation=False,
                                  include_topic_authorized_operations=False)
     some = dataclasses.replace(all_topics, topics=(MetadataRequestTopic(topic_id=uuid.UUID(int=0), name="t"),))

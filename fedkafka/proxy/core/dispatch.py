@@ -93,10 +93,31 @@ _Handled = tuple[Any, float | None, Any, Context]  # `_handle`'s: reply, produce
 
 
 def _report_refusals(ctx: Context | None, _done: object = None) -> None:
-    """Count and log a request's refusals not yet reported (one line per reason): before its answer, or as it
-    fails (`_done`: as a done-callback, the answer's future)."""
+    """Count and log a request's refusals not yet reported (one line per reason; `_done`: as a done-callback).
+
+    A request's refusals are reported once, where it ends; each way it can end has one place that does it:
+    - answered: `_encode` (`_encode_whole` for a cached answer), before the answer is handed to the connection;
+    - failed in `start`'s own steps (the handler, its barrier rounds, the sends): `start`'s except (`_handle` hands
+      a failed handler's context back to it, `_HandlerFailed`);
+    - failed or cancelled on its task of several calls (`_complete`, with its later rounds): `_complete`'s except,
+      or, for a task cancelled before it started, the done-callback `start` adds when there are refusals already
+      (a coroutine never started runs no except);
+    - failed or cancelled on the one-call callback (`_one_answered`, with its later rounds' task, even one
+      cancelled before it started: `_pass_on`): `_unanswered`.
+    Reporting pops them (`Context.report_refusals`), so a second place reached (a failure after the answer was
+    encoded) logs nothing more. None of these adds work to a request answered without a refusal: the excepts
+    cost nothing until they catch, the checks on the answered path are the ones there were."""
     if ctx is not None and ctx.refusals is not None:
         ctx.report_refusals()
+
+
+class _HandlerFailed:
+    """`_handle`'s, for a handler that raised: `start` raises `error` as its own failure, with its context."""
+
+    __slots__ = ("ctx", "error")
+
+    def __init__(self, ctx: Context, error: BaseException):
+        self.ctx, self.error = ctx, error
 
 
 def _next_round(rounds: int, plan: Plan, what: str) -> int:
@@ -239,7 +260,10 @@ class Dispatcher:
         ctx = reply = None
         try:
             handled = self._handle(frame, session, api_key, version, correlation_id, loop)
-            if not isinstance(handled, tuple):  # answered without an upstream call
+            if not isinstance(handled, tuple):  # answered without an upstream call, or the handler failed
+                if isinstance(handled, _HandlerFailed):
+                    ctx = handled.ctx
+                    raise handled.error
                 answer = self._done(handled)
             else:
                 reply, deadline, seen, ctx = handled
@@ -268,17 +292,17 @@ class Dispatcher:
             if counts is not None:
                 counts[view_version] -= 1
             _abandon(reply)  # a barrier round's or the plan's calls being sent: `finish` did not run on them
-            _report_refusals(ctx)  # the handler's and its barrier rounds' (`_handle` reports when the handler fails)
+            _report_refusals(ctx)  # the handler's and its barrier rounds' (None: failed before the handler ran)
             raise
         if counts is not None:
             answer.add_done_callback(functools.partial(_uncount, counts, view_version))
         return answer
 
     def _handle(self, frame: bytes | memoryview, session: Session | None, api_key: int, version: int,
-                correlation_id: int, loop: asyncio.AbstractEventLoop) -> _Handled | Answer:
+                correlation_id: int, loop: asyncio.AbstractEventLoop) -> _Handled | Answer | _HandlerFailed:
         """Check, decode and hand the request to its handler: (its reply, the produce deadline, the observer's
-        token, its context), or the answer when no upstream call is needed (version not served, denied, cached).
-        The handler's refusals are reported with the request's answer (`_encode`), or here when it failed."""
+        token, its context), or the answer when no upstream call is needed (version not served, denied, cached), or
+        the handler's failure with its context (`_HandlerFailed`: `start` raises it and reports the refusals)."""
         if session is not None and (not session.authenticated or session.expires_at is not None) and \
                 (refusal := session.refusal(api_key)) is not None:
             # a broker closes a SASL connection that sends what its authentication stage does not take, or
@@ -312,14 +336,11 @@ class Dispatcher:
             reply = module.handle(ctx, header, request)
         except codec.DecodeError as e:  # bytes the request carries opaquely, which the handler decodes (a
             # JoinGroup's subscriptions, held to the same element limit): refused as the request's own bytes are
-            _report_refusals(ctx)
-            raise ProtocolViolation(str(e)) from None
-        except BaseException:
-            _report_refusals(ctx)
-            raise
+            return _HandlerFailed(ctx, ProtocolViolation(str(e)))
+        except BaseException as e:
+            return _HandlerFailed(ctx, e)
         if key is not None and not isinstance(reply, Plan):
-            _report_refusals(ctx)
-            answer = self._encode_whole(reply, correlation_id, seen)
+            answer = self._encode_whole(reply, correlation_id, seen, ctx)
             if isinstance(answer, bytes):
                 self._remember(key, answer)
             return answer
@@ -363,11 +384,10 @@ class Dispatcher:
             elapsed = loop.time() - started
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, plan.calls, results)
-            reply = plan.finish(results)
-        except BaseException:
+            return await self._finish_rounds(plan.finish(results), slot, correlation_id, deadline, seen, ctx)
+        except BaseException:  # failed or cancelled, in this round or a later one (`_finish_rounds`)
             _report_refusals(ctx)
             raise
-        return await self._finish_rounds(reply, slot, correlation_id, deadline, seen, ctx)
 
     def _one_call(self, loop: asyncio.AbstractEventLoop, plan: Plan, item: asyncio.Future, slot: int,
                   correlation_id: int, deadline: float | None, seen, ctx: Context | None = None) -> _Answer:
@@ -389,7 +409,7 @@ class Dispatcher:
                       item: asyncio.Future) -> None:
         timer.cancel()
         if answer.done():  # cancelled: so was the call
-            _report_refusals(ctx)
+            _unanswered(answer, ctx)
             return
         answer.awaits = None
         try:
@@ -402,21 +422,18 @@ class Dispatcher:
             if isinstance(reply, Plan):  # more rounds: in a Task, as `_complete` runs them
                 rounds = answer.awaits = self.loop.create_task(
                     self._finish_rounds(reply, slot, correlation_id, deadline, seen, ctx))
-                rounds.add_done_callback(functools.partial(_pass_on, answer))
+                rounds.add_done_callback(functools.partial(_pass_on, answer, ctx))
                 return
             answer.set_result(self._encode(reply, correlation_id, seen, ctx))
-        except asyncio.CancelledError:  # the call was cancelled by another: so is the answer, as the Task was
-            _report_refusals(ctx)
-            answer.cancel()
-        except BaseException as e:  # as a Task would: the connection reports it and closes
-            _report_refusals(ctx)
-            answer.set_exception(e)
+        except BaseException as e:  # cancelled (by another call): so is the answer, as the Task was; failed: as a
+            _unanswered(answer, ctx, e)  # Task would, so the connection reports it and closes
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
 
     async def _finish_rounds(self, reply: Any, slot: int, correlation_id: int, deadline: float | None,
                              seen=None, ctx: Context | None = None) -> Answer:
-        """A handler's reply after its first answers: the plans it still returns run in turn, then the answer."""
+        """A handler's reply after its first answers: the plans it still returns run in turn, then the answer. Its
+        failure is reported by its caller's end (`_complete`, or `_pass_on` on the one-call path)."""
         rounds = 0
         try:
             while isinstance(reply, Plan):
@@ -425,8 +442,7 @@ class Dispatcher:
                     await asyncio.sleep(reply.delay_s)
                 reply = reply.finish(await self._execute(reply.calls, slot, deadline))
         except BaseException:
-            _abandon(reply)
-            _report_refusals(ctx)
+            _abandon(reply)  # the round whose calls `finish` did not run on (its refusals: the caller's end)
             raise
         return self._encode(reply, correlation_id, seen, ctx)
 
@@ -472,8 +488,11 @@ class Dispatcher:
         self.observer.answered(seen, reply)
         return None if reply is NO_RESPONSE else codec.encode_response_chunks(reply, correlation_id)
 
-    def _encode_whole(self, reply: Any, correlation_id: int, seen=None) -> bytes | CloseConnection | None:
-        """The answer frame in one piece (a cached answer gets another correlation id by slicing)."""
+    def _encode_whole(self, reply: Any, correlation_id: int, seen=None, ctx: Context | None = None
+                      ) -> bytes | CloseConnection | None:
+        """The answer frame in one piece (a cached answer gets another correlation id by slicing); the request's
+        refusals reported first, as `_encode` does."""
+        _report_refusals(ctx)
         if type(reply) is CloseConnection:
             return self._close(reply, seen)
         self.observer.answered(seen, reply)
@@ -881,17 +900,30 @@ def _polled_done(pool: UpstreamPool, polled: _Polled) -> None:
         pool.close_for(fut)
 
 
-def _pass_on(answer: _Answer, rounds: asyncio.Task) -> None:
-    """A `_one_call` answer whose handler returned more plans: the Task that ran them gives it its outcome."""
+def _pass_on(answer: _Answer, ctx: Context | None, rounds: asyncio.Task) -> None:
+    """A `_one_call` answer whose handler returned more plans: the Task that ran them gives it its outcome (its
+    refusals reported by `_encode` when it answered, by `_unanswered` when it failed or was cancelled, even before
+    it started: it then ran nothing)."""
+    answer.awaits = None  # ended: nothing left to cancel
+    if rounds.cancelled():
+        _unanswered(answer, ctx)
+    elif (error := rounds.exception()) is not None:
+        _unanswered(answer, ctx, error)
+    elif not answer.done():
+        answer.set_result(rounds.result())
+
+
+def _unanswered(answer: _Answer, ctx: Context | None, error: BaseException | None = None) -> None:
+    """The end of a one-call request without an answer (`_one_answered`, `_pass_on`): its refusals reported, its
+    answer cancelled (`error` None or a CancelledError) or failed with `error`, unless it is done already (the
+    connection cancelled it)."""
+    _report_refusals(ctx)
     if answer.done():
         return
-    answer.awaits = None
-    if rounds.cancelled():
+    if error is None or isinstance(error, asyncio.CancelledError):
         answer.cancel()
-    elif (error := rounds.exception()) is not None:
-        answer.set_exception(error)
     else:
-        answer.set_result(rounds.result())
+        answer.set_exception(error)
 
 
 def _uncount(counts: collections.Counter[int], view_version: int, _answer: asyncio.Future) -> None:

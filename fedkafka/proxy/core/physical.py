@@ -30,6 +30,8 @@ class ClusterInfo:
     bootstrap: str
     brokers: dict[int, tuple[str, int]] = field(default_factory=dict)
     leaders: dict[tuple[str, int], int] = field(default_factory=dict)
+    # (topic, partition) -> (replicas, in-sync replicas): what Metadata's logical replicas and ISR stand for
+    replication: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     topic_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # physical topic name -> its id here
     topic_names: dict[uuid.UUID, str] = field(default_factory=dict)
     api_versions: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -45,6 +47,8 @@ class PhysicalClusters:
         self._wanted: set[str] = set()
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()  # set after a refresh changed api versions (dispatch re-advertises)
+        # bumped whenever a refresh changed any cluster's `replication`: part of Metadata's answer cache key
+        self.replication_version = 0
 
     # -- PhysicalState (read by handlers) ------------------------------------------------------
     def leader(self, cluster: str, topic: str, partition: int) -> int | None:
@@ -60,6 +64,11 @@ class PhysicalClusters:
         if info is None:
             return None
         return info.topic_names.get(topic_id)
+
+    def replication(self, cluster: str, topic: str, partition: int) -> tuple[int, int] | None:
+        """(replicas, in-sync replicas) of a physical partition as its cluster's last Metadata named them."""
+        info = self.clusters.get(cluster)
+        return None if info is None else info.replication.get((topic, partition))
 
     def reachable(self, cluster: str) -> bool:
         info = self.clusters.get(cluster)
@@ -104,10 +113,13 @@ class PhysicalClusters:
     def set_clusters(self, bootstraps: dict[str, str]) -> list[str]:
         """Track exactly these clusters; returns the ids that are new (refresh them first)."""
         new = [cid for cid in bootstraps if cid not in self.clusters or self.clusters[cid].bootstrap != bootstraps[cid]]
+        gone = set(self.clusters) - set(bootstraps)
         for cid in new:
             self.clusters[cid] = ClusterInfo(cid, bootstraps[cid])
-        for cid in set(self.clusters) - set(bootstraps):
+        for cid in gone:
             del self.clusters[cid]
+        if new or gone:  # replicas known of a cluster forgotten or reset
+            self.replication_version += 1
         return new
 
     def api_tables(self) -> list[dict[int, tuple[int, int]]]:
@@ -133,23 +145,34 @@ class PhysicalClusters:
                 continue
             finally:
                 conn.close()
-            old_versions = info.api_versions
-            info.api_versions = {k.api_key: (k.min_version, k.max_version) for k in versions.api_keys}
-            info.brokers = {b.node_id: (b.host, b.port) for b in meta.brokers}
-            info.leaders = {(t.name, p.partition_index): p.leader_id for t in meta.topics
-                            for p in t.partitions if p.leader_id >= 0}
-            info.topic_ids = {t.name: t.topic_id for t in meta.topics if t.topic_id is not None}
-            info.topic_names = {tid: name for name, tid in info.topic_ids.items()}
-            if not info.reachable:
-                log.info("cluster %s reachable again", cluster)
-            info.reachable = True
-            info.refreshed_at = time.monotonic()
-            if old_versions != info.api_versions:
-                self.changed.set()
+            self.learn(cluster, versions, meta)
             return True
         self.mark_unreachable(cluster, "; ".join(errors) or "no bootstrap address")
         self._wanted.discard(cluster)
         return False
+
+    def learn(self, cluster: str, versions, meta) -> None:
+        """What a refresh read from one of `cluster`'s brokers: its ApiVersions answer `versions` and its Metadata v12
+        answer `meta` (brokers, partition leaders, each partition's replica and ISR counts, topic ids)."""
+        info = self.clusters[cluster]
+        old_versions = info.api_versions
+        info.api_versions = {k.api_key: (k.min_version, k.max_version) for k in versions.api_keys}
+        info.brokers = {b.node_id: (b.host, b.port) for b in meta.brokers}
+        info.leaders = {(t.name, p.partition_index): p.leader_id for t in meta.topics
+                        for p in t.partitions if p.leader_id >= 0}
+        replication = {(t.name, p.partition_index): (len(p.replica_nodes), len(p.isr_nodes)) for t in meta.topics
+                       for p in t.partitions}
+        if replication != info.replication:
+            info.replication = replication
+            self.replication_version += 1
+        info.topic_ids = {t.name: t.topic_id for t in meta.topics if t.topic_id is not None}
+        info.topic_names = {tid: name for name, tid in info.topic_ids.items()}
+        if not info.reachable:
+            log.info("cluster %s reachable again", cluster)
+        info.reachable = True
+        info.refreshed_at = time.monotonic()
+        if old_versions != info.api_versions:
+            self.changed.set()
 
     async def run(self) -> None:
         """Background refresher: asked-for clusters soon, unreachable ones every second, all every 30 s."""

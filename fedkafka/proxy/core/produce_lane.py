@@ -134,7 +134,7 @@ class ProduceLane:
             return None
         call, item = sent
         self.taken += 1
-        return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at)
+        return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at, session)
 
     def _routes_for(self, view, me, request, session: Session | None
                     ) -> tuple[list[produce.LaneRoute], produce.LaneProducer | None] | None:
@@ -174,11 +174,10 @@ class ProduceLane:
             return None  # no partition (`handle` answers it empty), or one named twice (`handle` refuses each entry)
         if not idempotent:
             return routes, None
-        producer = produce.lane_producer(self.dispatcher.producer_ids, request, routes, headers)
+        # the connection vouches for the producer's id, as `handle` notes it (§5.4, "The batch's CRC")
+        producer = produce.lane_producer(self.dispatcher.producer_ids, request, routes, headers, session)
         if producer is None:
             return None
-        if session is not None:  # the connection vouches for the id, as `handle` notes it (§5.4, "The batch's CRC")
-            produce.vouched(self.dispatcher.producer_ids, session, producer.parts[0][0].seq_key[:2])
         return routes, producer
 
     def _missed(self, view, authorizer: Authorizer | None, who: tuple[str, ...], name: str, index: int):
@@ -264,9 +263,11 @@ class ProduceLane:
         return _LaneCall(Broker(*target), None, None, producer), item
 
     def _answer_later(self, loop: asyncio.AbstractEventLoop, view, request, routes: list[produce.LaneRoute],
-                      call: _LaneCall, item: asyncio.Future, correlation_id: int, read_at: float) -> asyncio.Future:
+                      call: _LaneCall, item: asyncio.Future, correlation_id: int, read_at: float,
+                      session: Session | None) -> asyncio.Future:
         """The answer future, counted in writes_in_flight by `view`'s version until the call ended; the
-        done-callback that answers (`_answered`)."""
+        done-callback that answers (`_answered`). `session` is handed on as it is: its principal and host are read
+        only for a refusal's log line."""
         d = self.dispatcher
         counts = d.writes_in_flight
         if counts is not None:
@@ -277,12 +278,12 @@ class ProduceLane:
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
         # (`_Deadlines`), a lost connection, a cancellation): one done-callback less than `start`'s
         item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
-                                                 correlation_id, seen, counts, view.version))
+                                                 correlation_id, seen, counts, view.version, session))
         return answer
 
     def _answered(self, answer: asyncio.Future, started: float, request, routes: list[produce.LaneRoute],
                   call: _LaneCall, correlation_id: int, seen, counts: collections.Counter[int] | None,
-                  view_version: int, item: asyncio.Future) -> None:
+                  view_version: int, session: Session | None, item: asyncio.Future) -> None:
         """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer."""
         if call.waits is not None:  # None: not sent
             call.waits.answered()
@@ -306,8 +307,8 @@ class ProduceLane:
             refusals: dict[str, Refused] | None = None if type(result) is produce.Written else {}
             reply, refresh = produce.lane_answer(request, routes, result, None if refusals is None else
                                                  functools.partial(collect_refusal, refusals))
-            for refused in refusals.values() if refusals else ():
-                d.observer.refused_together(refused, request.client_id, None)
+            if refusals:
+                _report(d.observer, refusals, request.client_id, session)
             if call.producer is not None:
                 produce.lane_noted(d.producer_ids, call.producer, result)
             if refresh:
@@ -325,6 +326,13 @@ class ProduceLane:
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
+
+
+def _report(observer, refusals: dict[str, Refused], client_id: str | None, session: Session | None) -> None:
+    """A lane request's refusals, one line per reason with the fields of the generic path's (`Context.report_refusals`:
+    principal, host, client id; a dispatcher asked without a session logs its context's default session's)."""
+    for refused in refusals.values():
+        observer.refused_together(refused, client_id, Session() if session is None else session)
 
 
 def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:

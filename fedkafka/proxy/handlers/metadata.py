@@ -21,7 +21,7 @@ from fedkafka.proxy.plan import (
     listed_brokers,
 )
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import Endpoint, ProxyInfo
+from fedkafka.view.model import Endpoint, PartitionChain, ProxyInfo, Segment
 
 API_KEYS = {3: (1, 12)}
 ROLE = "any"
@@ -45,8 +45,9 @@ def leader_candidates(ctx: Context, listed: Sequence[tuple[ProxyInfo, Endpoint]]
 def cache_key(ctx: Context, request):
     """The answer depends on the view, this proxy, the client's listener protocol, the principal (authorization
     on), the topics asked for (None: all; by id or by name, as `handle` reads them, through a digest: a key holds
-    no client-sized tuple) and whether authorized operations are asked for, nothing else. A request refused whole
-    (topic ids before v12) is not kept."""
+    no client-sized tuple), whether authorized operations are asked for and the physical replicas and ISRs this
+    proxy knows (`_replicas`, through the physical state's replication version), nothing else. A request refused
+    whole (topic ids before v12) is not kept."""
     version = type(request).__version__
     if request.topics is None:
         topics = None
@@ -59,7 +60,7 @@ def cache_key(ctx: Context, request):
     principal = (ctx.session.principal, ctx.session.host) if ctx.authorizer is not None else None  # what it sees
     operations = (getattr(request, "include_topic_authorized_operations", False),
                   getattr(request, "include_cluster_authorized_operations", False))
-    return version, ctx.me, ctx.session.protocol, principal, topics, operations
+    return version, ctx.me, ctx.session.protocol, principal, topics, operations, ctx.physical.replication_version
 
 
 def handle(ctx: Context, header, request):
@@ -146,17 +147,33 @@ def _topic(ctx: Context, name: str, candidates: tuple[ProxyInfo, ...], with_oper
         valid = _KAFKA_TOPIC_NAME.fullmatch(name) is not None and name not in (".", "..")
         answer = _failed(ErrorCode.unknown_topic_or_partition if valid else ErrorCode.invalid_topic_exception, name)
     else:
-        partitions = []
-        for p, chain in enumerate(t.partitions):
-            leader = view.leader_for(name, p, candidates)
-            node = leader.node_id if leader else -1
-            partitions.append({
-                "error_code": ErrorCode.none if leader else ErrorCode.leader_not_available,
-                "partition_index": p, "leader_id": node, "leader_epoch": chain.leader_epoch,
-                "replica_nodes": [node], "isr_nodes": [node], "offline_replicas": [],
-            })
+        partitions = [_partition(ctx, name, p, chain, candidates) for p, chain in enumerate(t.partitions)]
         answer = {"error_code": ErrorCode.none, "name": name, "topic_id": view.topic_ids()[name],
                   "is_internal": False, "partitions": partitions}
     if with_operations:
         answer["topic_authorized_operations"] = authorized_operations(ctx, ResourceType.TOPIC, name)
     return answer
+
+
+def _partition(ctx: Context, name: str, index: int, chain: PartitionChain, candidates: tuple[ProxyInfo, ...]) -> dict:
+    """A logical partition: its leader proxy, and replicas and ISR standing for its active segment's physical
+    partition (`_replicas`)."""
+    ranked = ctx.view.ranked_for(name, index, candidates)
+    if not ranked:
+        return {"error_code": ErrorCode.leader_not_available, "partition_index": index, "leader_id": -1,
+                "leader_epoch": chain.leader_epoch, "replica_nodes": [-1], "isr_nodes": [-1], "offline_replicas": []}
+    replicas, in_sync = _replicas(ctx, chain.active, ranked)
+    return {"error_code": ErrorCode.none, "partition_index": index, "leader_id": ranked[0].node_id,
+            "leader_epoch": chain.leader_epoch, "replica_nodes": replicas, "isr_nodes": in_sync,
+            "offline_replicas": []}
+
+
+def _replicas(ctx: Context, active: Segment, ranked: list[ProxyInfo]) -> tuple[list[int], list[int]]:
+    """As many replicas as the physical partition has (the leader and the next proxies in rendezvous order, as many
+    as there are), as many of them in sync as its ISR holds, so an under-replicated physical partition reads
+    under-replicated: the same number out of sync even when fewer proxies than replicas are listed; the leader
+    always in sync (Kafka's ISR holds its leader). A physical partition not known yet: the leader alone."""
+    known = ctx.physical.replication(active.cluster, active.topic, active.partition)
+    factor, in_sync = known if known is not None else (1, 1)
+    replicas = [p.node_id for p in ranked[:max(1, factor)]]
+    return replicas, replicas[:max(1, len(replicas) - max(0, factor - in_sync))]

@@ -913,10 +913,11 @@ class LaneProducer(NamedTuple):
 
 
 def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[LaneRoute],
-                  headers: list[rec.BatchHeader]) -> LaneProducer | None:
+                  headers: list[rec.BatchHeader], session=None) -> LaneProducer | None:
     """The request's idempotent batches when `handle` would forward each as it is, rewritten to its physical id,
     with no refusal, barrier, floor or physical id to obtain first (`ProducerIdTable.steady`, read only); every batch
-    of the request of one producer id and epoch. None: the lane leaves the request."""
+    of the request of one producer id and epoch. None: the lane leaves the request. Taken, `session`'s connection
+    vouches for the id and epoch, as `handle` notes it (`vouched`, inline: one look-up once the pair is in)."""
     first = headers[0]
     logical, epoch = first.producer_id, first.producer_epoch
     parts = []
@@ -939,13 +940,17 @@ def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[L
                                         (cluster, topic, partition, mapped[0]), True, route.seg),
                           route, header, pd.records))
     assert physical is not None
+    if session is not None:  # its batches' CRCs held (`lane_batch`): §5.4, "The batch's CRC"
+        producers = session.producers
+        if producers is None or (logical, epoch) not in producers.vouched:
+            producer_ids.vouch(connection_producers(session), logical, epoch)
     return LaneProducer(logical, physical, parts)
 
 
 def vouched(producer_ids, session, pair: tuple[int, int]) -> None:
     """`session`'s connection sent a batch of the producer id and epoch `pair` with its CRC-32C intact: it vouches
     for them (`ProducerIds.vouch`; a corrupt batch of them after is remembered in the table alike), on the generic
-    path (`_classify`) and the lane's. One dict look-up per request once the pair is in."""
+    path (`_classify`; the lane does the same inline, `lane_producer`). One dict look-up once the pair is in."""
     producers = session.producers
     if producers is None or pair not in producers.vouched:
         producer_ids.vouch(connection_producers(session), *pair)
