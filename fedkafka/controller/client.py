@@ -70,9 +70,27 @@ def _local_controller(root: Path) -> dict | None:
     return None
 
 
+# raised before any byte of the request left: it can go to the next controller, whatever it asks. Anything else
+# (a read timed out, a connection lost, even a write that failed half way) may follow a request the controller read
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError, httpx.UnsupportedProtocol)
+_READS = frozenset({"GET", "HEAD"})  # change nothing: asked again of the next controller after any failure
+
+
+def _unanswered(method: str, path: str, url: str, error: httpx.HTTPError, repeatable: bool) -> str:
+    """What the operator is told of a request sent to `url` and left without an answer."""
+    said = f"{method} {path}: no answer from the controller at {url} ({error})"
+    if method in _READS:
+        return said
+    if repeatable:
+        return (f"{said}; it may have been carried out: run the same command again (a repeat answers what was done, "
+                f"or does it)")
+    return f"{said}; it may have been carried out: check before repeating it"
+
+
 class AdminClient:
     """`url` may list several controllers (comma-separated): a request goes to the active one (a standby answers
-    503 naming it; an unreachable one is skipped), each at most once."""
+    503 naming it; an unreachable one is skipped), each at most once. A request other than a read that was sent and
+    got no answer is not sent again: the controller may have carried it out, and the error says so."""
 
     def __init__(self, url: str, token: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
         self.controllers = ControllerList(url)
@@ -80,6 +98,8 @@ class AdminClient:
             verify = tls_verify()
         except (OSError, ssl.SSLError) as e:
             raise AdminError(f"cannot read ${CA_FILE_ENV}: {e}") from None
+        # only the wait for a repair's answer is longer: connecting, sending, a free connection: the usual timeout
+        self._repair_timeout = httpx.Timeout(timeout, read=max(timeout, REPAIR_TIMEOUT_S))
         self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"}, verify=verify,
                                   transport=transport)
 
@@ -96,18 +116,19 @@ class AdminClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _send(self, method: str, path: str, body: Any, params: dict | None, timeout: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, body: Any, params: dict | None, timeout: Any,
+              repeatable: bool) -> httpx.Response:
         for attempt in range(len(self.controllers.urls)):
             url = self.controllers.current
             last = attempt == len(self.controllers.urls) - 1
             try:
                 resp = self._http.request(method, url + path, json=body, params=params, timeout=timeout)
             except httpx.HTTPError as e:
-                if last and isinstance(e, httpx.ReadTimeout):  # sent, maybe carried out: say so
-                    raise AdminError(f"{method} {path}: no answer from the controller at {url} in time ({e}); it "
-                                     f"may have been carried out: check before repeating it") from None
-                if last:
-                    raise AdminError(f"controller at {url} unreachable: {e}") from None
+                if isinstance(e, _NOT_SENT):
+                    if last:
+                        raise AdminError(f"controller at {url} unreachable: {e}") from None
+                elif method not in _READS or last:  # sent, maybe carried out: never sent again behind the operator
+                    raise AdminError(_unanswered(method, path, url, e, repeatable)) from None
                 self.controllers.failed(url)
                 continue
             hint = resp.headers.get(ACTIVE_HEADER) if resp.status_code == 503 else None
@@ -117,8 +138,10 @@ class AdminClient:
         raise AssertionError("unreachable")
 
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
-                timeout: Any = httpx.USE_CLIENT_DEFAULT) -> Any:
-        resp = self._send(method, path, body, params, timeout)
+                timeout: Any = httpx.USE_CLIENT_DEFAULT, repeatable: bool = False) -> Any:
+        """`repeatable`: the route answers a repeat of a request it carried out with what was done (a held move's
+        publish and roll-back), so a request left unanswered is safe to run again; said so when it is."""
+        resp = self._send(method, path, body, params, timeout, repeatable)
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)
@@ -190,13 +213,14 @@ class AdminClient:
         return self.request("GET", "/v1/moves", params={"state": state} if state else None)
 
     def publish_move(self, move_id: int, seal: int, target_start: int, force: bool = False) -> dict:
-        """Waits REPAIR_TIMEOUT_S, past the controller's deadline; repeated with the same seal and target start after
-        the move was published (an answer lost), it answers the published move."""
+        """Waits REPAIR_TIMEOUT_S for its answer, past the controller's deadline; repeated with the same seal and
+        target start after the move was published (an answer lost), it answers the published move."""
         return self.request("POST", f"/v1/moves/{move_id}/publish",
-                            {"seal": seal, "target_start": target_start, "force": force}, timeout=REPAIR_TIMEOUT_S)
+                            {"seal": seal, "target_start": target_start, "force": force}, timeout=self._repair_timeout,
+                            repeatable=True)
 
     def roll_back_move(self, move_id: int, nothing_was_published: bool = False) -> dict:
-        """Waits REPAIR_TIMEOUT_S, past the controller's deadline; repeated after the move was rolled back (an answer
-        lost), it answers the rolled-back move."""
+        """Waits REPAIR_TIMEOUT_S for its answer, past the controller's deadline; repeated after the move was rolled
+        back (an answer lost), it answers the rolled-back move."""
         return self.request("POST", f"/v1/moves/{move_id}/roll-back", {"nothing_was_published": nothing_was_published},
-                            timeout=REPAIR_TIMEOUT_S)
+                            timeout=self._repair_timeout, repeatable=True)

@@ -8,6 +8,7 @@ in order, the decoded response entity or an `UpstreamError`.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -158,6 +159,20 @@ def on_answer(reply: Reply, change: Callable[[Any], Reply]) -> Reply:
         return on_answer(then(results), change)
 
     return replace(reply, finish=finish)
+
+
+def merged_by_group(answers: Sequence[Any], entries: str, asked: Iterable[str]) -> Any:
+    """`answers[0]` with its `entries` list holding every answer's entries (each has a `group_id`) in the order
+    `asked` names the groups: a group named k times gets its k-th entry there, its entries taken in the order the
+    answers hold them; any entry of a group not asked comes last, as it came. How a group API answers the groups of
+    several coordinators, or the coordinator's with the proxy's own (refused groups), in request order."""
+    by_group: dict[str, deque[Any]] = {}
+    for answer in answers:
+        for item in getattr(answer, entries):
+            by_group.setdefault(item.group_id, deque()).append(item)
+    merged = [by_group[g].popleft() for g in asked if by_group.get(g)]
+    merged.extend(item for left in by_group.values() for item in left)
+    return replace(answers[0], **{entries: tuple(merged)})
 
 
 class PhysicalState(Protocol):

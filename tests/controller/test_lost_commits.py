@@ -717,7 +717,7 @@ def _cli(monkeypatch, client: TestClient, *args: str, token: str = TOKEN) -> tup
         return heartbeating_like_a_proxy(TestClient(client.app, headers=headers))
 
     monkeypatch.setattr("fedkafka.controller.client.httpx", SimpleNamespace(
-        Client=connect, HTTPError=httpx.HTTPError, ReadTimeout=httpx.ReadTimeout))
+        Client=connect, HTTPError=httpx.HTTPError, Timeout=httpx.Timeout))
     result = CliRunner().invoke(cli_app, list(args), env={"FEDKAFKA_CONTROLLER_URL": "http://controller",
                                                           "FEDKAFKA_TOKEN": token})
     return result.exit_code, result.output

@@ -1,10 +1,11 @@
 """APIs naming several groups are authorized group by group, as Kafka 4.x's KafkaApis does: a denied group is
 answered GROUP_AUTHORIZATION_FAILED in its own entry and never reaches the coordinator, the others get the
 coordinator's answers. OffsetFetch v8+ answers in request order (handleOffsetFetchRequestFromCoordinator: one future
-per group entry, joined in order); DescribeGroups, DeleteGroups and ConsumerGroupDescribe answer the denied groups
-first, then the coordinator's (handleDescribeGroupsRequest, handleDeleteGroupsRequest, handleConsumerGroupDescribe
-add the denied entries to the response before the coordinator's results). Before, one denied group refused the
-whole request. Pure handler calls, no brokers."""
+per group entry, joined in order); DescribeGroups and ConsumerGroupDescribe answer the denied groups first, then the
+coordinator's (handleDescribeGroupsRequest, handleConsumerGroupDescribe add the denied entries to the response before
+the coordinator's results); DeleteGroups the coordinator's first, then the denied groups (handleDeleteGroupsRequest
+sets the coordinator's results, then adds the unauthorized groups). Before, one denied group refused the whole
+request. Pure handler calls, no brokers."""
 
 from __future__ import annotations
 
@@ -72,12 +73,12 @@ def test_delete_groups_deletes_the_allowed_groups_and_refuses_the_denied_one():
     assert call.request.groups_names == ("g",)
     answer = forward.finish([build(response_type(DELETE, 2), {"results": [
         {"group_id": "g", "error_code": ErrorCode.none}]})])
-    assert [(r.group_id, r.error_code) for r in answer.results] == [("h", GAF), ("g", ErrorCode.none)]
+    assert [(r.group_id, r.error_code) for r in answer.results] == [("g", ErrorCode.none), ("h", GAF)]
     frozen = dataclasses.replace(c, view=dataclasses.replace(c.view, commits_frozen=True))
     moving = groups.handle(frozen, None, request)  # authorization first, as Kafka: h stays refused
     assert not isinstance(moving, Plan)
     assert [(r.group_id, r.error_code) for r in moving.results] == [
-        ("h", GAF), ("g", ErrorCode.coordinator_load_in_progress)]
+        ("g", ErrorCode.coordinator_load_in_progress), ("h", GAF)]
 
 
 def _fetch_request(*group_ids: str):

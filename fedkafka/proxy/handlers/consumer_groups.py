@@ -31,19 +31,19 @@ revoked early.
 
 Regular-expression subscriptions are refused: the coordinator would match them against shadow names.
 
-Authorization is Kafka's (docs/DESIGN.md §11), before anything reaches the coordinator: a heartbeat needs READ on the
-group (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to (TOPIC_AUTHORIZATION_FAILED);
+Authorization is Kafka's (docs/DESIGN.md §11), before anything reaches the coordinator: a heartbeat needs READ on
+the group (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to (TOPIC_AUTHORIZATION_FAILED);
 ConsumerGroupDescribe needs DESCRIBE per group (the others are still described; the denied groups are answered
-first, the others in request order, a group named twice once, as DescribeGroups), and a group whose assignments
-name a topic the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED without its members. Asked
-for authorized operations, each group answered without an error carries the asking principal's operations on it
+first, then the coordinator's answer as it came, which is Kafka's order, or, the groups having several coordinators,
+their answers in request order; a group named twice once, as DescribeGroups), and a group whose assignments name a
+topic the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED without its members. Asked for
+authorized operations, each group answered without an error carries the asking principal's operations on it
 (`described_groups.with_authorized_operations`, shared with DescribeGroups), never the coordination cluster's for
 the proxy.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import uuid
@@ -55,7 +55,17 @@ from kio.static.primitive import i8
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.described_groups import with_authorized_operations
-from fedkafka.proxy.plan import AnyBroker, Broker, Call, Context, Plan, UpstreamError, authorized, on_answer
+from fedkafka.proxy.plan import (
+    AnyBroker,
+    Broker,
+    Call,
+    Context,
+    Plan,
+    UpstreamError,
+    authorized,
+    merged_by_group,
+    on_answer,
+)
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
 
@@ -234,17 +244,11 @@ def _via_coordinator(coordination: str, request, groups: list[str], upstream, ba
 
 
 def _merge_describe(asked: list[str], replies: list):
-    """The coordinators' answers as one, in the order `asked` (the request's, each group once) names the groups:
-    Kafka's coordinator answers a request's groups grouped by __consumer_offsets partition, so any order is Kafka's,
-    and request order is the one that holds whatever coordinators the groups have (joined as they came, [g, k, m]
-    with g and m on one coordinator was answered [g, m, k]); any group not asked last."""
-    answered: dict[str, collections.deque] = {}
-    for r in replies:
-        for g in r.groups:
-            answered.setdefault(g.group_id, collections.deque()).append(g)
-    merged = [answered[g].popleft() for g in asked if answered.get(g)]
-    merged.extend(g for left in answered.values() for g in left)
-    return dataclasses.replace(replies[0], groups=tuple(merged))
+    """Several coordinators' answers as one, in the order `asked` (the request's, each group once) names the groups:
+    Kafka's coordinator answers a request's groups grouped by __consumer_offsets partition, an order the proxy cannot
+    rebuild across coordinators, so request order (joined as they came, [g, k, m] with g and m on one coordinator
+    was answered [g, m, k]); any group not asked last. One coordinator's answer is passed on as it came."""
+    return merged_by_group(replies, "groups", asked)
 
 
 def _shadow_id(ctx: Context, coordination: str, logical: str) -> uuid.UUID | None:

@@ -54,6 +54,7 @@ def _coordinator_for(ctx: Context, key: str, key_type: int, version: int, candid
     if not ctx.me.role.consumes():
         return _no_coordinator(key, ErrorCode.invalid_request, NO_GROUPS)
     if not authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, key):
+        ctx.refused("auth", key, -1, "no DESCRIBE on the group")  # counted and logged as every denial (DESIGN §11)
         return _no_coordinator(key, ErrorCode.group_authorization_failed, None)
     if ctx.view.coordination_cluster is None:
         return _no_coordinator(key, ErrorCode.coordinator_not_available, "no coordination cluster in the view")

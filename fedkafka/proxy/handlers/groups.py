@@ -10,7 +10,6 @@ bytes (subscriptions, assignments) name shadow topics at the coordinator and log
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import logging
@@ -37,6 +36,7 @@ from fedkafka.proxy.plan import (
     Plan,
     UpstreamError,
     authorized,
+    merged_by_group,
     on_answer,
 )
 from fedkafka.security.acl import Operation, ResourceType
@@ -83,7 +83,9 @@ def handle(ctx: Context, header, request):
     if _names_several_groups(request):
         return _per_group(ctx, coordination, request)
     if not authorized(ctx, GROUP_OPERATION[key], ResourceType.GROUP, request.group_id):
-        return failure(request, ErrorCode.group_authorization_failed)  # nothing of it reaches the coordinator
+        # counted and logged as every denial (docs/DESIGN.md §11); nothing of it reaches the coordinator
+        ctx.refused("auth", request.group_id, -1, f"no {GROUP_OPERATION[key].name} on the group")
+        return failure(request, ErrorCode.group_authorization_failed)
     return _authorized(ctx, coordination, request)
 
 
@@ -125,12 +127,16 @@ def _names_several_groups(request) -> bool:
 def _per_group(ctx: Context, coordination: str, request):
     """DescribeGroups, DeleteGroups and OffsetFetch v8+ authorized group by group, as Kafka 4.x's KafkaApis does
     (handleDescribeGroupsRequest, handleDeleteGroupsRequest, handleOffsetFetchRequestFromCoordinator): a denied
-    group is answered GROUP_AUTHORIZATION_FAILED in its own entries (each entry naming it; DescribeGroups answers a
-    group once) and is not sent to the coordinator, which is asked about the others only, and not at all when every
-    group is denied."""
-    operation = GROUP_OPERATION[request.__api_key__]
-    if request.__api_key__ == DESCRIBE:  # each group asked and answered once, denied or not (docs/DESIGN.md §4.8)
-        request = dataclasses.replace(request, groups=tuple(dict.fromkeys(request.groups)))
+    group is answered GROUP_AUTHORIZATION_FAILED in its own entries (each entry naming it; DescribeGroups and
+    DeleteGroups answer a group once) and is not sent to the coordinator, which is asked about the others only, and
+    not at all when every group is denied."""
+    key = request.__api_key__
+    operation = GROUP_OPERATION[key]
+    if key in (DESCRIBE, DELETE):
+        # each group asked and answered once, denied or not: DescribeGroups (docs/DESIGN.md §4.8), and DeleteGroups
+        # as Kafka (handleDeleteGroupsRequest takes `groupsNames.distinct`)
+        field = _REQUEST_LISTS[key]
+        request = dataclasses.replace(request, **{field: tuple(dict.fromkeys(getattr(request, field)))})
     allowed = {g: authorized(ctx, operation, ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))}
     denied = [g for g, ok in allowed.items() if not ok]
     if not denied:
@@ -155,24 +161,18 @@ def _refused_groups(request):
 
 
 def _with_refused(request, refused, answer):
-    """The coordinator's `answer` (or the proxy's own for the authorized groups) with the `refused` groups' entries:
-    OffsetFetch v8+ in request order, as KafkaApis joins one answer per group entry in order; DescribeGroups and
-    DeleteGroups the refused first, as KafkaApis adds them to the response before the coordinator's results."""
-    field = _GROUP_LISTS[request.__api_key__]
+    """The coordinator's `answer` (or the proxy's own for the authorized groups) with the `refused` groups' entries,
+    where Kafka 4.x's KafkaApis puts them: OffsetFetch v8+ in request order (one answer per group entry, joined in
+    order); DescribeGroups the refused first (added to the response before the coordinator's results); DeleteGroups
+    the refused last (the coordinator's results set, then the unauthorized groups added)."""
+    key = request.__api_key__
+    field = _GROUP_LISTS[key]
     if getattr(answer, field, None) is None:  # not an answer of the request's API (a closed connection)
         return answer
-    mine = list(getattr(refused, field))
-    if request.__api_key__ != OFFSET_FETCH:
-        return dataclasses.replace(answer, **{field: tuple(mine) + tuple(getattr(answer, field))})
-    denied = {g.group_id for g in mine}
-    refusals = collections.deque(mine)
-    answered: dict[str, collections.deque] = {}
-    for item in answer.groups:
-        answered.setdefault(item.group_id, collections.deque()).append(item)
-    merged = [refusals.popleft() if g.group_id in denied else answered[g.group_id].popleft()
-              for g in request.groups if g.group_id in denied or answered.get(g.group_id)]
-    merged.extend(item for left in answered.values() for item in left)
-    return dataclasses.replace(answer, groups=tuple(merged))
+    if key == OFFSET_FETCH:  # a denied group never reaches the coordinator: its entries are the refused ones only
+        return merged_by_group([answer, refused], field, group_ids(request))
+    mine, theirs = tuple(getattr(refused, field)), tuple(getattr(answer, field))
+    return dataclasses.replace(answer, **{field: mine + theirs if key == DESCRIBE else theirs + mine})
 
 
 # -- forwarding to the coordination cluster --------------------------------------------------------------
@@ -215,7 +215,12 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
                 return failure(request, ErrorCode.coordinator_not_available)
-            return back(results[0] if len(results) == 1 else _merge(results, group_ids(request)))
+            if len(results) == 1:  # one coordinator's answer passed on as it came: Kafka's own order
+                return back(results[0])
+            # several coordinators' answers in request order, as Kafka answers OffsetFetch v8+ (one answer per group
+            # entry, joined in order); Kafka's DescribeGroups order (by __consumer_offsets partition) has no
+            # equivalent across coordinators
+            return back(merged_by_group(results, _GROUP_LISTS[key], group_ids(request)))
 
         return Plan(calls, finish)
 
@@ -236,20 +241,6 @@ def _subset(request, ids: list[str]):
     keep = set(ids)
     items = [g for g in getattr(request, field) if (g if isinstance(g, str) else g.group_id) in keep]
     return dataclasses.replace(request, **{field: tuple(items)})
-
-
-def _merge(responses: list, asked: list[str]):
-    """The coordinators' answers as one, its groups in the order `asked` (the request's) names them, as Kafka answers
-    OffsetFetch v8+ (KafkaApis joins one answer per group entry in request order); the entries of a group named twice
-    in the order its coordinator answered them, any group the request did not name last."""
-    field = _GROUP_LISTS[responses[0].__api_key__]
-    answered: dict[str, collections.deque] = {}
-    for r in responses:
-        for item in getattr(r, field):
-            answered.setdefault(item.group_id, collections.deque()).append(item)
-    merged = [answered[g].popleft() for g in asked if answered.get(g)]
-    merged.extend(item for left in answered.values() for item in left)
-    return dataclasses.replace(responses[0], **{field: tuple(merged)})
 
 
 def _group_lister(ctx: Context) -> Callable[[str], bool]:
@@ -515,6 +506,7 @@ def _offset_commit(ctx: Context, coordination: str, request):
     for t in request.topics:
         topic = ctx.view.topics.get(t.name)
         if not authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
+            ctx.refused("auth", t.name, -1, f"no {TOPIC_OPERATION[OFFSET_COMMIT].name} on the topic")
             refused.setdefault(ErrorCode.topic_authorization_failed, {}).setdefault(t.name, []).extend(
                 p.partition_index for p in t.partitions)
             continue
@@ -558,8 +550,8 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
 
     # (group id, its occurrence in the request) -> refused topic -> its partitions: an OffsetFetch v8+ may name a
     # group in several entries, each fetched on its own by Kafka and answered only the topics it asked. The
-    # coordinator answers a group's entries in request order (per coordinator: `_merge` keeps it), so the k-th
-    # answer of a group id is its k-th entry's
+    # coordinator answers a group's entries in request order (per coordinator: `merged_by_group` keeps it), so the
+    # k-th answer of a group id is its k-th entry's
     refused: dict[tuple[str, int], dict[str, list[int]]] = {}
 
     def split(entry, occurrence: int):
