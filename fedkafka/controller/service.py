@@ -71,6 +71,11 @@ CLUSTER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 BOOTSTRAP = re.compile(r"[^\s,:\x00]+:[0-9]{1,5}(,[^\s,:\x00]+:[0-9]{1,5})*")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
+# the header a proxy presents its member secret in: on its heartbeats, and on a registration of its live member
+# (docs/DESIGN.md §5.2)
+MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
+# the `kafka_error` of that refusal, named after KRaft's for a broker id whose live session another process holds
+DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
 MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.md §4.10)
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
@@ -635,12 +640,13 @@ class Controller:
     # -- proxies and name service ------------------------------------------------------------------
     def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str,
                        listeners: list[tuple[str, str, int]] | None = None, worker: int = 0,
-                       member_secret: bool = False) -> dict[str, Any]:
+                       member_secret: bool = False, presented: str | None = None) -> dict[str, Any]:
         """Register (again) a proxy, or worker `worker` of a proxy run with --workers N: every worker of a node
         shares its node id (clients see one broker) and has a row of its own, `member_id`, which it heartbeats
         as: its own lease, fence and applied version, so a move waits for each worker (docs/DESIGN.md §4.10).
         `member_secret`: the proxy will present a member secret on its heartbeats, so draw one (answered) and
-        require it; a proxy before member secrets does not ask, and its member renews without one (§5.2)."""
+        require it; a proxy before member secrets does not ask, and its member renews without one (§5.2).
+        `presented`: the caller's secret: a live member's is required to register it again (`_refuse_live_member`)."""
         if not instance_id or not host or not 0 < port < 65536 or not pool:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
         if not 0 <= worker <= MAX_WORKER:
@@ -668,6 +674,7 @@ class Controller:
                 # registered yet (no lease, no fence: neither listed nor counted until worker 0 registers)
                 node_of = self._proxy_row(s, instance_id).node_id if worker else None
                 row = self._proxy_row(s, f"{instance_id}/w{worker}" if worker else instance_id)
+                self._refuse_live_member(row, presented, now)
                 row.host, row.port, row.role, row.pool, row.lease_expires = host, port, role, pool, expires
                 row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
                 row.listeners_json = json.dumps(listeners)
@@ -737,6 +744,25 @@ class Controller:
                 f"with a live lease until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))} "
                 f"({until - now:.1f} s from now, longer while it heartbeats): a registration that changes its "
                 "address, listeners, pool or role is refused while the lease is live; register once it has run out")
+
+    @staticmethod
+    def _refuse_live_member(row: ProxyRow, presented: str | None, now: float) -> None:
+        """Conflict if member `row` holds a live lease and a member secret and `presented` is not that secret: the
+        service token alone must not take over a live member (a fresh secret, then fake acks and renewals until the
+        real proxy's next registration takes it back, docs/DESIGN.md §5.2). Like KRaft's DUPLICATE_BROKER_REGISTRATION:
+        the same process registers again with its secret (a 403/404 race); a new one (a restart) once the lease has
+        run out. A member without a secret (registered by a proxy before member secrets) is taken as before."""
+        if row.secret_hash is None or not row.role or row.lease_expires <= now:
+            return
+        if presented and hmac.compare_digest(row.secret_hash, _secret_hash(presented)):
+            return
+        until = row.lease_expires
+        raise Conflict(
+            f"member {row.node_id} ({row.instance_id!r}) is registered with a member secret and a live lease until "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))} ({until - now:.1f} s from now, longer while "
+            f"it heartbeats): a registration that does not present its secret ({MEMBER_SECRET_HEADER}) is refused "
+            "while the lease is live; a restarted proxy registers once it has run out",
+            kafka_error=DUPLICATE_REGISTRATION)
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 STREAM_KEEPALIVE_MS = 2_000
 # the header a heartbeat presents the registration's member secret in (fedkafka/controller/api/views.py)
 MEMBER_SECRET = "X-Fedkafka-Member-Secret"
+# the controller's `kafka_error` refusing a registration of our live member without its secret (a restart)
+DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
 # connections of the controller client no admin call may take: the view stream, heartbeats (the stream's own ack
 # heartbeat may overlap the periodic one), a registration's view fetch, a producer-id block, with room to spare
 LEASE_CONNECTIONS = 16
@@ -88,9 +90,19 @@ class ControllerTooOld(RuntimeError):
 
 
 class RegistrationRefused(httpx.HTTPStatusError):
-    """409: a live registration holds this instance id under another address, listeners, pool or role (the
-    controller names it and when its lease ends). Retried: a proxy moved to another host registers once the old
-    host's lease has run out (docs/DESIGN.md §11)."""
+    """409: a live registration holds this instance id under another address, listeners, pool or role, or holds
+    our member with a secret we do not present (the controller names it and when its lease ends). Retried: a proxy
+    moved to another host, or restarted, registers once the old registration's lease has run out (docs/DESIGN.md
+    §5.2, §11)."""
+
+    @property
+    def our_previous_run(self) -> bool:
+        """Our own member is live under a secret we do not hold: our previous run's (a restart), not another
+        address's: the saved view is ours to serve meanwhile."""
+        try:
+            return self.response.json().get("kafka_error") == DUPLICATE_REGISTRATION
+        except (ValueError, AttributeError):
+            return False
 
 
 class ControllerViewSource:
@@ -155,7 +167,11 @@ class ControllerViewSource:
                 await self._save_fence(state)  # only now: a deadline on disk always goes with the view it covers
                 self._registered = True
                 return
-            except RegistrationRefused as e:  # the controller answers: not a reason to serve a saved view
+            except RegistrationRefused as e:  # the controller answers: not a reason to serve a saved view...
+                if saved is not None and e.our_previous_run:  # ...unless our previous run holds the member (a restart)
+                    self._wait_refused_log(e)
+                    self._start_from_cache(state, saved, "our previous run's lease is live")  # retried, backing off
+                    return
                 delay = await self._wait_refused(e, delay)
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 log.warning("controller %s not ready: %s", url, e)
@@ -177,13 +193,13 @@ class ControllerViewSource:
         state.lease_deadline = time.monotonic()
         return saved
 
-    def _start_from_cache(self, state: ProxyState, saved: SavedView) -> None:
+    def _start_from_cache(self, state: ProxyState, saved: SavedView, why: str = "no controller answers") -> None:
         """No controller answers: serve the saved view, produce only until the deadline the controller last
         granted us (docs/DESIGN.md §4.9, F5): a wall-clock time on disk, back to this process's monotonic clock."""
         assert self.cache is not None
         state.set_node_id(saved.node_id)  # a registration that answered before the view fetch failed may have set it
         state.lease_deadline = time.monotonic() + (saved.produce_until - time.time())
-        log.warning("no controller answers: serving saved view %s from %s (produce %s)", saved.view.version,
+        log.warning("%s: serving saved view %s from %s (produce %s)", why, saved.view.version,
                     self.cache.path, f"until {time.ctime(saved.produce_until)}" if state.lease_valid() else "refused")
 
     async def _forget_saved_view(self, state: ProxyState, federation_id: str) -> None:
@@ -223,7 +239,10 @@ class ControllerViewSource:
             if refresh_view:  # first what our own view already drains (the stream's wait), before the new lease
                 await self._drain_older(state)  # counts: a long drain does not use it up
             sent = time.monotonic()
-            resp = await self.client.post(f"{self.controllers.current}/v1/proxies", headers=self.headers, json={
+            # our member's secret, if we hold one: while our lease is live the controller registers it again only
+            # for the holder of the secret (409 otherwise, §5.2), so a 403/404 race re-registers at once
+            url = f"{self.controllers.current}/v1/proxies"
+            resp = await self.client.post(url, headers=self._member_headers(), json={
                 "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
                 "role": state.me.role.value, "pool": state.me.pool,
                 "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
@@ -360,14 +379,19 @@ class ControllerViewSource:
             await self._drain(state.view.version + 1)
         await self._forget_saved_view(state, federation_id)
 
-    @staticmethod
-    async def _wait_refused(refusal: RegistrationRefused, delay: float) -> float:
+    @classmethod
+    async def _wait_refused(cls, refusal: RegistrationRefused, delay: float) -> float:
         """Log a refused registration and wait before the next attempt: the next delay (doubling, at most 5 s, so
-        a proxy that moved registers within seconds of the old lease's end)."""
-        log.error("%s; trying again in %.1f s (a proxy moved to another host, or given another pool or role, "
-                  "registers once the old registration's lease has run out; two proxies configured with one "
-                  "instance id never do)", refusal, delay)
+        a proxy that moved, or restarted, registers within seconds of the old lease's end)."""
+        cls._wait_refused_log(refusal, delay)
         return await _backed_off(delay)
+
+    @staticmethod
+    def _wait_refused_log(refusal: RegistrationRefused, delay: float | None = None) -> None:
+        log.error("%s; trying again%s (a proxy restarted while its previous run's lease is live, moved to another "
+                  "host, or given another pool or role, registers once the old registration's lease has run out; "
+                  "two proxies configured with one instance id never do)", refusal,
+                  f" in {delay:.1f} s" if delay is not None else "")
 
     async def _ack_view(self, state: ProxyState, version: int) -> None:
         """The drained view `version` counts as applied (the heartbeats ack it) only once saved: the saved
@@ -472,8 +496,8 @@ class ControllerViewSource:
             await self._ack_view(state, self._unsaved)  # its save failed: try again before acking anything
         sent, registrations = time.monotonic(), self._registrations
         member = self.member_id if self.member_id is not None else state.me.node_id
-        headers = self.headers if self.member_secret is None else {**self.headers, MEMBER_SECRET: self.member_secret}
-        resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat", headers=headers,
+        resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat",
+                                      headers=self._member_headers(),
                                       json={"applied_version": state.applied_version, "load": {}})
         if resp.status_code == 403:  # our secret is not the member's latest: it was registered again since
             log.warning("heartbeat as member %s refused (%s): registering again", member, _detail(resp))
@@ -490,6 +514,10 @@ class ControllerViewSource:
         # measured from when we sent it, the controller's from when it took it: ours is never the later one
         state.lease_deadline = sent + self.fence_ms / 1000
         await self._save_fence(state)
+
+    def _member_headers(self) -> dict[str, str]:
+        """The service token, and our member's secret once a registration gave us one."""
+        return self.headers if self.member_secret is None else {**self.headers, MEMBER_SECRET: self.member_secret}
 
     def _take_times(self, body: dict) -> None:
         self.lease_ms = int(body["lease_ms"])

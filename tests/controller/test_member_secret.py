@@ -4,6 +4,8 @@ so the token alone must not let one host renew or ack for another (docs/DESIGN.m
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -72,3 +74,67 @@ def test_an_unknown_member_is_told_to_register_not_refused(make_client):
     answer = api.post("/v1/proxies/4242/heartbeat", json={"applied_version": 0, "load": {}},
                       headers={SECRET_HEADER: "whatever"})
     assert answer.status_code == 404, answer.text
+
+
+def _lease_runs_out(api: TestClient, member: int) -> None:
+    """The member's lease has run out (its proxy died a lease ago): what the database says of it."""
+    api.controller.flush_heartbeats()
+    with api.controller.session() as s:
+        s.get(ProxyRow, member).lease_expires = time.time() - 1
+        s.commit()
+
+
+def test_a_live_member_with_a_secret_is_not_registered_again_without_it(make_client):
+    """Another holder of the service token registering as a live proxy (same instance id and address) would get
+    a fresh secret and renew and ack as it until the real proxy's next registration took it back (a ping-pong).
+    Refused (409, naming when the lease ends), with the secret of another member too; the real proxy's member
+    and secret stay and its heartbeats go on acking (docs/DESIGN.md §5.2, like KRaft's
+    DUPLICATE_BROKER_REGISTRATION)."""
+    api = make_client()
+    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
+    b = api.post("/v1/proxies", json=_proxy("b", 9093)).json()
+    for headers in ({}, {SECRET_HEADER: b["member_secret"]}, {SECRET_HEADER: "guess"}):
+        for body in (_proxy("a", 9092), {**_proxy("a", 9092), "member_secret": False}):  # nor as an old proxy
+            impostor = api.post("/v1/proxies", json=body, headers=headers)
+            assert impostor.status_code == 409, impostor.text
+            assert "live lease until" in impostor.json()["detail"]
+            assert SECRET_HEADER in impostor.json()["detail"]
+    version = api.controller.view.version
+    beat = api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json={"applied_version": version, "load": {}},
+                    headers={SECRET_HEADER: a["member_secret"]})
+    assert beat.status_code == 200, beat.text
+    assert _applied(api, a["member_id"]) == version
+    failover = make_client(api.database)  # the database's hash and lease, not this controller's memory, decide
+    assert failover.post("/v1/proxies", json=_proxy("a", 9092)).status_code == 409
+
+
+def test_a_live_member_registers_again_with_its_own_secret(make_client):
+    """The same process registering again (a heartbeat refused in a race, 403/404) presents the secret it holds:
+    it gets the member again, with a new secret that supersedes the one it presented."""
+    api = make_client()
+    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
+    again = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: a["member_secret"]})
+    assert again.status_code == 200, again.text
+    assert again.json()["member_id"] == a["member_id"] and again.json()["member_secret"] != a["member_secret"]
+    beat = {"applied_version": 0, "load": {}}
+    assert api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat,
+                    headers={SECRET_HEADER: a["member_secret"]}).status_code == 403
+    assert api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat,
+                    headers={SECRET_HEADER: again.json()["member_secret"]}).status_code == 200
+
+
+def test_a_member_whose_lease_ran_out_is_registered_by_a_new_process(make_client):
+    """A restarted proxy (a new process, no secret) registers once its previous run's lease has run out; the
+    previous run's secret no longer counts."""
+    api = make_client()
+    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
+    assert api.post("/v1/proxies", json=_proxy("a", 9092)).status_code == 409
+    _lease_runs_out(api, a["member_id"])
+    restarted = api.post("/v1/proxies", json=_proxy("a", 9092))
+    assert restarted.status_code == 200, restarted.text
+    assert restarted.json()["member_id"] == a["member_id"]
+    beat = {"applied_version": 0, "load": {}}
+    assert api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat,
+                    headers={SECRET_HEADER: a["member_secret"]}).status_code == 403
+    assert api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat,
+                    headers={SECRET_HEADER: restarted.json()["member_secret"]}).status_code == 200

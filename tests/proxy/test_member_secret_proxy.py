@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 import httpx
 
@@ -17,7 +18,8 @@ from fedkafka.controller.kafka_admin import KafkaAdmin
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.service import Controller, Settings
 from fedkafka.proxy.state import ProxyState
-from fedkafka.proxy.view_source import ControllerViewSource
+from fedkafka.proxy.view_cache import ViewCache
+from fedkafka.proxy.view_source import ControllerViewSource, RegistrationRefused
 from fedkafka.view.model import ProxyInfo, ProxyRole, View
 
 TOKEN = "member-secret-token"
@@ -76,25 +78,88 @@ def test_a_proxys_own_heartbeats_ack_its_views_and_only_a_hash_of_its_secret_is_
         ctl.stop()
 
 
-def test_a_restarted_proxy_gets_a_new_secret_the_old_is_refused_and_the_superseded_one_registers_again(tmp_path):
+def _lease_runs_out(ctl: Controller, member: int) -> None:
+    """The member's proxy died a lease ago: its lease has run out, in the controller's memory and database."""
+    with ctl._hb_lock:
+        ctl._leases.pop(member, None)
+    with ctl.session() as s:
+        s.get(ProxyRow, member).lease_expires = time.time() - 1
+        s.commit()
+
+
+def test_a_restarted_proxy_registers_once_its_previous_runs_lease_ran_out_and_the_old_secret_is_refused(tmp_path):
+    """A restart (a new process, no secret) is refused while the previous run's lease is live (it could be another
+    holder of the service token taking the member over, docs/DESIGN.md §5.2); it retries, backing off, and
+    registers once the lease has run out, with a new secret. The previous run, alive after all (stalled past its
+    lease), is refused in turn (409: no ping-pong) and does not take the member back."""
     ctl = _controller(tmp_path / "ctl.db")
 
     async def run() -> None:
         ctl.publisher.bind(asyncio.get_running_loop())
         old, old_state = _source(ctl), _state()
         await old.start(old_state)
-        restarted, state = _source(ctl), _state()  # the same proxy started again: it registers again
-        await restarted.start(state)
-        assert restarted.member_id == old.member_id and restarted.member_secret != old.member_secret
+        refusals: list[RegistrationRefused] = []
+        restarted, state = _source(ctl), _state()
+        wait = restarted._wait_refused
+
+        async def counted(refusal: RegistrationRefused, delay: float) -> float:
+            refusals.append(refusal)
+            assert await _heartbeat(old, old.member_id, old.member_secret, 0) == 200  # the live one renews
+            _lease_runs_out(ctl, old.member_id)  # ... then dies: its lease runs out, the restart may register
+            return await wait(refusal, 0.01)
+
+        restarted._wait_refused = counted  # type: ignore[method-assign]
+        await asyncio.wait_for(restarted.start(state), 60)  # a guard against a hang, not a timing assertion
+        assert len(refusals) == 1 and refusals[0].response.status_code == 409
+        assert refusals[0].response.json()["kafka_error"] == "DUPLICATE_BROKER_REGISTRATION"
+        assert restarted.member_id == old.member_id and restarted.member_secret not in (None, old.member_secret)
         member, version = restarted.member_id, ctl.view.version
         assert await _heartbeat(old, member, old.member_secret, version) == 403
         await restarted._heartbeat_once(state)
         assert _row(ctl, member).applied_version == version
-        # the superseded process (alive after all) is refused, registers again with a secret of its own
+        # the previous run heartbeats again: refused (403), and its registration with its stale secret too (409)
         stale = old.member_secret
-        await old._heartbeat_once(old_state)
-        assert old.member_secret not in (None, stale)
-        assert await _heartbeat(old, member, old.member_secret, version) == 200
+        try:
+            await old._heartbeat_once(old_state)
+        except RegistrationRefused as refused:
+            assert refused.response.status_code == 409
+        else:
+            raise AssertionError("the previous run took the live member back")
+        assert old.member_secret == stale
+        await restarted._heartbeat_once(state)  # the restarted one keeps its member
+        assert _row(ctl, member).secret_hash == hashlib.sha256(restarted.member_secret.encode()).hexdigest()
+        await old.client.aclose()
+        await restarted.client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        ctl.stop()
+
+
+def test_a_restarted_proxy_serves_its_saved_view_until_its_previous_runs_lease_ran_out(tmp_path):
+    """With a saved view, a restart refused because its previous run's lease is live serves that view at once
+    (as across a controller outage) and registers from it once the lease has run out: nothing gives up."""
+    ctl = _controller(tmp_path / "ctl.db")
+    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+
+    async def run() -> None:
+        ctl.publisher.bind(asyncio.get_running_loop())
+        old, old_state = _source(ctl), _state()
+        old.cache = cache
+        await old.start(old_state)
+        saved = old_state.view.version
+        restarted, state = _source(ctl), _state()
+        restarted.cache = cache
+        await asyncio.wait_for(restarted.start(state), 60)
+        assert state.view.version == saved and not restarted._registered  # serving, not registered yet
+        assert restarted.member_secret is None
+        _lease_runs_out(ctl, old.member_id)  # the previous run is gone: it renews no more
+        await asyncio.wait_for(restarted._register_from_cache(state), 60)
+        assert restarted._registered and restarted.member_id == old.member_id
+        assert restarted.member_secret not in (None, old.member_secret)
+        await restarted._heartbeat_once(state)
+        assert _row(ctl, restarted.member_id).applied_version == state.applied_version == ctl.view.version
         await old.client.aclose()
         await restarted.client.aclose()
 

@@ -15,7 +15,8 @@ import asyncio
 import httpx
 
 from fedkafka.controller.app import create_app
-from proxy.test_member_secret_proxy import _controller, _heartbeat, _source, _state
+from fedkafka.proxy.view_source import RegistrationRefused
+from proxy.test_member_secret_proxy import _controller, _heartbeat, _lease_runs_out, _source, _state
 
 
 class SecondAnsweredFirst(httpx.AsyncBaseTransport):
@@ -97,7 +98,9 @@ class CountedRegistrations(httpx.AsyncBaseTransport):
 def test_two_heartbeats_refused_at_once_register_once_and_the_proxy_renews_with_the_controller_s_secret(tmp_path):
     """Both tasks' heartbeats refused (403: the member was registered again elsewhere, or 404): the registrations are
     serialized, and the task that waited behind one taken after its heartbeat was sent does not register again; the
-    proxy's heartbeats then count."""
+    proxy's heartbeats then count. A registration whose answer the proxy lost left it a stale secret: while that
+    registration's lease is live, its registrations are refused (409, docs/DESIGN.md §5.2: the controller cannot
+    tell it from another holder of the service token); once the lease ran out it registers."""
     ctl = _controller(tmp_path / "ctl.db")
 
     async def run() -> None:
@@ -110,6 +113,13 @@ def test_two_heartbeats_refused_at_once_register_once_and_the_proxy_renews_with_
         stale = source.member_secret
         await source._register(state)  # as a registration the proxy lost the answer of: its secret is stale
         source.member_secret = stale
+        try:
+            await source._heartbeat_once(state)
+        except RegistrationRefused as refused:
+            assert refused.response.status_code == 409
+        else:
+            raise AssertionError("a registration with a stale secret took the live member")
+        _lease_runs_out(ctl, source.member_id)
         registered = transport.registrations
         await asyncio.gather(source._heartbeat_once(state), source._heartbeat_once(state))
         assert transport.registrations == registered + 1

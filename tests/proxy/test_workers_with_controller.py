@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -55,6 +56,13 @@ def controller(tmp_path):
         log.close()
 
 
+def _secret_hash(tmp_path, instance_id: str) -> str | None:
+    """The hash of the member secret the latest registration of `instance_id` was given (the controller's db)."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ctl.db")) as db:
+        row = db.execute("SELECT secret_hash FROM proxies WHERE instance_id = ?", (instance_id,)).fetchone()
+    return row[0] if row else None
+
+
 def _node(api, port: int) -> dict | None:
     """The status entry of the proxy on `port`, once both its workers applied the current view."""
     status = api.get("/v1/status").json()
@@ -79,7 +87,12 @@ def test_workers_register_as_one_node_and_a_dead_one_comes_back_as_itself(contro
         assert (tmp_path / "view.json").is_file() and (tmp_path / "view.json.w1").is_file()  # one cache each
         first, second = worker_pids(proxy.pid)
 
+        first_secret = _secret_hash(tmp_path, f"127.0.0.1:{port}/w1")
+        assert first_secret is not None
         kill(second)  # worker 1 dies: the parent starts it again, and it registers as the same member
+        # once its previous run's lease ran out (docs/DESIGN.md §5.2), with a secret of its own
+        _wait_for(lambda: _secret_hash(tmp_path, f"127.0.0.1:{port}/w1") not in (None, first_secret),
+                  what="worker 1's new process registered")
         _wait_for(lambda: len(worker_pids(proxy.pid)) == 2 and worker_pids(proxy.pid)[0] == first
                   and second not in worker_pids(proxy.pid), what="worker 1 started again")
         again = _wait_for(lambda: _node(api, port), what="worker 1 registered again")

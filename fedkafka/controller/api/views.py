@@ -13,11 +13,9 @@ from pydantic import BaseModel, Field
 from fedkafka.controller.api.common import After, NulFree, RowId, Version, stored_length
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.publish import Publisher
-from fedkafka.controller.service import MAX_WORKER, Controller
+from fedkafka.controller.service import MAX_WORKER, MEMBER_SECRET_HEADER, Controller
 
 MAX_WAIT_MS = 60_000
-# the member secret a registration answers (`member_secret`): a heartbeat presents it (docs/DESIGN.md §5.2)
-MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
 # worker i > 0 of a proxy has the row `{instance_id}/w{i}` (service.register_proxy): room for the suffix
 INSTANCE_ID_MAX = stored_length(ProxyRow.instance_id) - len(f"/w{MAX_WORKER}")
 
@@ -86,9 +84,11 @@ def _view_routes(router: APIRouter, pub: Publisher) -> None:
 
 def _proxy_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/v1/proxies")
-    def register_proxy(body: ProxyBody):
+    def register_proxy(body: ProxyBody,
+                       member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=256)):
+        # a live member holding a secret registers again only with it (409 otherwise, docs/DESIGN.md §5.2)
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
-                                         body.listeners, body.worker, body.member_secret)
+                                         body.listeners, body.worker, body.member_secret, member_secret)
 
     @router.post("/v1/proxies/{node_id}/heartbeat")
     async def heartbeat(node_id: RowId, body: HeartbeatBody,
