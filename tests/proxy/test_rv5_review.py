@@ -1,0 +1,50 @@
+"""Reviewer rv5 of f12c4f1 (drain counts of requests given up on once written). Failing tests demonstrating defects;
+no production code changed."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+from fedkafka.controller.moves import Mover
+from fedkafka.controller.service import Settings
+from fedkafka.fencing import ABANDONED_SETTLE_S
+from proxy.test_in_flight_abandoned_and_full import _generic_proxy_holding_p0
+from proxy.test_produce_in_flight_fresh_id import _request
+from proxy.test_produce_lane import run
+
+
+def test_a_proxy_holding_an_abandoned_written_request_can_still_ack_a_frozen_view_before_the_controller_gives_up():
+    """DESIGN §4.1 step 2 says the 80 s hold of a written request given up on (`_uncount_unless_written`, lane
+    `_abandoned`) keeps the ack 'within the controller's ack timeout at the default fence'. But a proxy that keeps
+    renewing its lease is held to `live_ack_timeout_s` (moves.await_version: `stuck` after it, MoveFailed), which at
+    the default lease is DRAIN_PATIENCE_S + 5 + lease/3 = 38.3 s: any client that closed its connection mid-call
+    (a barrier produce round written) up to 80 s before a freeze makes the move fail, and the drain meanwhile closes
+    every upstream connection with a produce pending once a second from 30 s on (other clients' produces failed)."""
+    live = Mover(types.SimpleNamespace(settings=Settings(db_url="sqlite://"))).live_ack_timeout  # the defaults
+    assert ABANDONED_SETTLE_S < live, (
+        f"a renewing proxy must ack within {live:.1f} s, but its drain waits up to {ABANDONED_SETTLE_S:.0f} s for a "
+        "request given up on once written: the move is rolled back (MoveFailed 'did not apply view ... while "
+        "renewing their leases')")
+
+
+def test_a_generic_one_call_produce_whose_answer_is_cancelled_once_written_stays_counted_for_the_drain():
+    """The lane keeps a written request whose answer was cancelled in `writes_in_flight` ABANDONED_SETTLE_S (lane
+    `_abandoned`, DESIGN table: 'a lane call whose client answer was cancelled once written'); the generic one-call
+    path (`_one_call`) uncounts the same request at once: `start` adds `_uncount` as a done-callback of the answer,
+    which a cancellation runs immediately (dispatch.py `start`, the `answer.add_done_callback(functools.partial(
+    _uncount, ...))` line), though the broker holds the request and may append it above the seal."""
+    async def scenario():
+        now = [1000.0]
+        async with _generic_proxy_holding_p0(now) as (_table, broker, d):
+            five = await d.start(_request([(0, 5)]), 0, None)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert sum(d.writes_in_flight.values()) == 1  # written upstream, its answer held by the broker
+            five.cancel()  # the loop's teardown cancels the writer's awaited answer (connection._parked)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert 5 not in broker.written.get(0, ()), "the broker still holds it: it may yet be appended"
+            assert sum(d.writes_in_flight.values()) == 1, \
+                "uncounted at once while written (the lane keeps the same request counted ABANDONED_SETTLE_S)"
+    run(scenario)
