@@ -48,3 +48,47 @@ def test_a_generic_one_call_produce_whose_answer_is_cancelled_once_written_stays
             assert sum(d.writes_in_flight.values()) == 1, \
                 "uncounted at once while written (the lane keeps the same request counted ABANDONED_SETTLE_S)"
     run(scenario)
+
+
+def test_a_later_round_that_fails_after_writing_a_call_keeps_the_drain_count_as_a_barrier_round_does():
+    """`_note_written` marks the exception of a round that failed or was cancelled with a call written, but only
+    `start`'s own failure path reads the mark (`_uncount_unless_written`). A round run after the first answer (the
+    one-call path's `_finish_rounds` Task, `_pass_on`; `_complete`'s alike) ends the client answer with the error,
+    and `start`'s `_uncount` done-callback uncounts the drained request at once, mark or not: here a later round of
+    two calls writes the first and fails setting up the second's connection (any exception but the caught
+    OSError/ConnectionError/TimeoutError/KeyError/PoolBusy/_NotSent, e.g. a bug, or the loop's teardown cancelling
+    the Task)."""
+    import collections
+
+    from fedkafka.proxy.core import dispatch
+    from fedkafka.proxy.plan import Broker, Call, Plan
+    from proxy.test_abandoned_writes_in_flight import METADATA, _Written
+    from proxy.test_hostile_requests_unit import dispatcher, produce_v3
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        d = dispatcher()
+        d._loop = loop
+        d.writes_in_flight = collections.Counter()
+        conn = _Written(loop)
+        d.physical.address = lambda cluster, node: ("h", node)  # type: ignore[method-assign]
+        d.pool.ready = lambda host, port, key: conn if port == 1 else None  # type: ignore[method-assign]
+
+        async def send_to(*_args, **_kwargs):
+            raise RuntimeError("set-up failed")  # not one of the errors `_send` turns into an UpstreamError
+
+        d._send_to = send_to  # type: ignore[method-assign]
+        later = Plan([Call(Broker("c1", 1), METADATA), Call(Broker("c1", 2), METADATA)], lambda results: b"")
+        first = Plan([Call(Broker("c1", 1), METADATA)], lambda results: later)
+        d._handle = lambda *args: (first, None, None, None)  # type: ignore[method-assign]
+        answer = await d.start(produce_v3(1), 0, None, lane=False)  # a Produce: drained
+        assert sum(d.writes_in_flight.values()) == 1 and len(conn.requests) == 1
+        answer.awaits.set_result(object())  # round 1 answered by the broker
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert answer.done() and len(conn.requests) == 2, "the later round wrote its first call, then failed"
+        assert isinstance(answer.exception(), RuntimeError)
+        assert getattr(answer.exception(), dispatch._WRITTEN, False), "marked written by `_send`"
+        assert sum(d.writes_in_flight.values()) == 1, \
+            "uncounted at once although a call of it was written (a barrier round keeps it ABANDONED_SETTLE_S)"
+    run(scenario)
