@@ -22,7 +22,7 @@ def test_a_proxy_holding_an_abandoned_written_request_can_still_ack_a_frozen_vie
     (a barrier produce round written) up to 80 s before a freeze makes the move fail, and the drain meanwhile closes
     every upstream connection with a produce pending once a second from 30 s on (other clients' produces failed)."""
     live = Mover(types.SimpleNamespace(settings=Settings(db_url="sqlite://"))).live_ack_timeout  # the defaults
-    assert ABANDONED_SETTLE_S < live, (
+    assert live > ABANDONED_SETTLE_S, (
         f"a renewing proxy must ack within {live:.1f} s, but its drain waits up to {ABANDONED_SETTLE_S:.0f} s for a "
         "request given up on once written: the move is rolled back (MoveFailed 'did not apply view ... while "
         "renewing their leases')")
