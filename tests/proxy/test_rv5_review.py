@@ -15,17 +15,42 @@ from proxy.test_produce_lane import run
 
 
 def test_a_proxy_holding_an_abandoned_written_request_can_still_ack_a_frozen_view_before_the_controller_gives_up():
-    """DESIGN §4.1 step 2 says the 80 s hold of a written request given up on (`_uncount_unless_written`, lane
-    `_abandoned`) keeps the ack 'within the controller's ack timeout at the default fence'. But a proxy that keeps
-    renewing its lease is held to `live_ack_timeout_s` (moves.await_version: `stuck` after it, MoveFailed), which at
-    the default lease is DRAIN_PATIENCE_S + 5 + lease/3 = 38.3 s: any client that closed its connection mid-call
-    (a barrier produce round written) up to 80 s before a freeze makes the move fail, and the drain meanwhile closes
-    every upstream connection with a produce pending once a second from 30 s on (other clients' produces failed)."""
+    """A renewing proxy is held to `live_ack_timeout_s` (moves.await_version: `stuck` after it, MoveFailed), 38.3 s
+    at the defaults, less than ABANDONED_SETTLE_S: a request given up on once written (a barrier round cancelled
+    mid-call, here) must not hold the drain that long. The drain closes the upstream connections at DRAIN_PATIENCE_S
+    (below the live ack timeout), and closing the connection the written call is pending on bounds what the broker
+    can still append, so the count goes then (`AbandonedWrites.close`), not ABANDONED_SETTLE_S later. Here the
+    drain's patience is 0 and the 80 s timer cannot fire while the test runs."""
+    from fedkafka.proxy.core.server import InflightProduce
+    from fedkafka.proxy.core.upstream import PRODUCE_API_KEY
+    from proxy.test_produce_in_flight_fresh_id import _routed
+    from proxy.test_produce_lane import PID
+
     live = Mover(types.SimpleNamespace(settings=Settings(db_url="sqlite://"))).live_ack_timeout  # the defaults
-    assert live > ABANDONED_SETTLE_S, (
-        f"a renewing proxy must ack within {live:.1f} s, but its drain waits up to {ABANDONED_SETTLE_S:.0f} s for a "
-        "request given up on once written: the move is rolled back (MoveFailed 'did not apply view ... while "
-        "renewing their leases')")
+    assert live < ABANDONED_SETTLE_S  # why the close, not the timer, must end the drain
+
+    async def scenario():
+        now = [1000.0]
+        async with _generic_proxy_holding_p0(now) as (table, _broker, d):
+            version = d.state.view.version
+            started = asyncio.ensure_future(d.start(_request([(1, 15), (0, 6)]), 0, None))
+            await _routed(table, (PID, 0, "t", 1), 16)
+            started.cancel()  # the client's connection broke mid-round: the round's call is written, held
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert started.cancelled() and d.writes_in_flight[version] == 1
+            # the server's close (before this change: `pool.close_pending(PRODUCE_API_KEY)` alone)
+            inflight = InflightProduce(getattr(d, "close_drained_upstream", None) or
+                                       (lambda: d.pool.close_pending(PRODUCE_API_KEY)))
+            inflight.by_version = d.writes_in_flight
+            drain = asyncio.ensure_future(inflight.drain_before(version + 1, patience_s=0))
+            for _ in range(200):
+                if drain.done():
+                    break
+                await asyncio.sleep(0.005)
+            assert drain.done(), "the drain still waits for the abandoned request's 80 s timer"
+            assert d.writes_in_flight[version] == 0 and not len(d.abandoned_writes), "a record kept past its release"
+    run(scenario)
 
 
 def test_a_generic_one_call_produce_whose_answer_is_cancelled_once_written_stays_counted_for_the_drain():

@@ -296,7 +296,7 @@ class ProduceLane:
             call.waits.answered()
         d = self.dispatcher
         if answer.done():  # cancelled: so was the call; written, the broker may still write its request
-            _abandoned(d, call, counts, view_version)
+            _abandoned(d, call, counts, view_version, item)
             return
         if call.producer is not None:  # its batches' call ended, whatever ended it
             produce.lane_settled(d.producer_ids, call.producer)
@@ -336,11 +336,13 @@ class ProduceLane:
                 raise
 
 
-def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int) -> None:
+def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int,
+               item: asyncio.Future) -> None:
     """A lane call whose answer was cancelled (`_Answer.cancel` cancels the upstream future: the loop's teardown):
     not written (`call.waits` None), nothing can be, and it is uncounted now; written, its batches stay counted in
     flight and the request in `writes_in_flight` until it can no longer be written, `ABANDONED_SETTLE_S` from now, as
-    the generic path's abandoned calls (DESIGN §5.3 rule 3, §4.1 step 2). It was uncounted at once."""
+    the generic path's abandoned calls (DESIGN §5.3 rule 3, §4.1 step 2), or, for the drain count, until the drain
+    closes `item`'s connection (`AbandonedWrites.close`). It was uncounted at once."""
     if call.waits is None:
         if call.producer is not None:
             produce.lane_settled(d.producer_ids, call.producer)
@@ -350,7 +352,8 @@ def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view
     if call.producer is not None:
         produce.lane_abandoned(d.producer_ids, call.producer)
     if counts is not None:
-        (d._loop or d.loop).call_later(ABANDONED_SETTLE_S, _uncount, counts, view_version, None)
+        d.abandoned_writes.hold(d._loop or d.loop, [item], functools.partial(_uncount, counts, view_version, None),
+                                ABANDONED_SETTLE_S)
 
 
 def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:

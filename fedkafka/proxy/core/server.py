@@ -221,6 +221,7 @@ class ProxyServer:
         land on the old coordinator after the copy). The
         dispatcher counts them (`writes_in_flight`): a coroutine wrapping its `start` cost one more per request."""
         dispatcher.writes_in_flight = self.inflight.by_version
+        self.inflight.close_upstream = dispatcher.close_drained_upstream  # also the requests given up on once written
 
     def _session(self, listener: Listener, writer: asyncio.StreamWriter, peer) -> Session:
         """A connection's security state; on an SSL listener a client certificate names the principal."""
