@@ -13,11 +13,11 @@ logical offsets in the upstream call's done-callback. Anything else returns None
 way (`Dispatcher.start`), which stays the reference.
 
 What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
-version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after,
-`_abandoned`); it goes upstream with acks=all and the capped timeout at once, unless
-the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an answer
-within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream call
-and the answer.
+version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after, or
+the drain's close of its connection, `_abandoned`); it goes upstream with acks=all and the capped timeout at once,
+unless the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an
+answer within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream
+call and the answer.
 Answers stay in request order: the connection queues the answer future as it queues any other.
 """
 
@@ -282,7 +282,8 @@ class ProduceLane:
         answer = _Answer(loop=loop)
         answer.awaits = item
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
-        # (`_Deadlines`), a lost connection; a cancellation once written: ABANDONED_SETTLE_S later, `_abandoned`):
+        # (`_Deadlines`), a lost connection; a cancellation once written: ABANDONED_SETTLE_S later or at the drain's
+        # close of its connection, `_abandoned`):
         # one done-callback less than `start`'s
         item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
                                                  correlation_id, seen, counts, view.version, session))
