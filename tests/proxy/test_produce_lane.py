@@ -36,7 +36,7 @@ from fedkafka.proxy.core.metrics import RequestMetrics
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
-from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
 from fedkafka.proxy.handlers import produce as produce_handler
 from fedkafka.proxy.state import ProxyState
 from fedkafka.security.acl import AclBinding, Operation, PatternType, Permission, ResourceType
@@ -566,6 +566,27 @@ def test_a_cancelled_lane_answer_cancels_its_call_and_is_counted_until_its_reque
                 break
             await asyncio.sleep(0.01)
         assert d.writes_in_flight[4] == 0
+    run(scenario)
+
+
+def test_a_cancelled_lane_answer_written_is_released_when_the_drain_closes_its_upstream_connection():
+    """ABANDONED_SETTLE_S (80 s) is more than a live proxy has to ack a frozen view (controller `live_ack_timeout`,
+    38 s at the defaults): the drain's close (`close_drained_upstream`, at DRAIN_PATIENCE_S) closes the connection the
+    written request is pending on, after which the broker can no longer append it, and releases the count then."""
+    async def scenario():
+        broker = await Broker(lambda request: None).start()
+        d = await proxy(view(), broker)
+        answer = await d.start(frame({0: batch()}), 0, None)
+        answer.cancel()  # the connection's writer, cancelled at the loop's teardown
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert answer.cancelled() and d.writes_in_flight[4] == 1
+        (held,) = [c for c in d.pool._conns.values() if c.has_pending(PRODUCE_API_KEY)]  # the broker holds it
+        # the server's close (before this change: `pool.close_pending(PRODUCE_API_KEY)` alone)
+        (getattr(d, "close_drained_upstream", None) or (lambda: d.pool.close_pending(PRODUCE_API_KEY)))()
+        assert d.writes_in_flight[4] == 0, "counted until the 80 s timer, though its connection is closed"
+        assert not len(d.abandoned_writes)
+        assert held.closed, "its connection left open"
     run(scenario)
 
 

@@ -191,6 +191,7 @@ class Dispatcher:
         # routed with (server.InflightProduce: a new view is acked only once the older ones are answered);
         # None: not counted
         self.writes_in_flight: collections.Counter[int] | None = None
+        self.abandoned_writes = AbandonedWrites()  # those given up on once written: `close_drained_upstream`
         self.authorization, self.super_users = authorization, super_users
         self._authorizer: tuple[View, Authorizer] | None = None  # built once per view
         if isinstance(physical, PhysicalClusters):  # the lane reads its leaders and addresses directly
@@ -244,6 +245,14 @@ class Dispatcher:
             return None
         return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
 
+    def close_drained_upstream(self) -> int:
+        """The drain's last resort (`server.InflightProduce`, after DRAIN_PATIENCE_S): close every upstream
+        connection with a produce pending, so those calls fail and their counts go, and those of the requests given
+        up on once written (`AbandonedWrites.close`), which then no longer wait ABANDONED_SETTLE_S: a live proxy
+        has less than that to ack a frozen view (controller `live_ack_timeout`). Returns how many it closed or
+        released."""
+        return self.pool.close_pending(PRODUCE_API_KEY) + self.abandoned_writes.close(self.pool)
+
     async def start(self, frame: bytes | memoryview, slot: int, session: Session | None = None,
                     lane: bool = True) -> asyncio.Future[Answer]:
         """Decode, run the handler and send its first upstream calls now (so upstream order follows the
@@ -291,7 +300,7 @@ class Dispatcher:
                     answer = self._done(self._encode(reply, correlation_id, seen, ctx))
         except BaseException as e:
             if counts is not None:  # written, the broker may still write it: counted until it no longer can
-                _uncount_unless_written(counts, view_version, e, loop)
+                _uncount_unless_written(counts, view_version, e, loop, self.abandoned_writes)
             _abandon(reply)  # a barrier round's or the plan's calls being sent: `finish` did not run on them
             _report_refusals(ctx)  # the handler's and its barrier rounds' (None: failed before the handler ran)
             raise
@@ -947,28 +956,76 @@ def _uncount(counts: collections.Counter[int], view_version: int, _answer: async
     counts[view_version] -= 1
 
 
+class AbandonedWrites:
+    """Drained requests given up on once written (DESIGN §4.1 step 2): each keeps its `writes_in_flight` count until
+    `settle_s` has passed or the drain closed the upstream connections its written calls are pending on (`close`),
+    whichever comes first. A record lives at most `settle_s`: bounded by what can be abandoned in that time."""
+
+    def __init__(self) -> None:
+        self._held: dict[object, tuple[list | None, Callable[[], None], asyncio.TimerHandle]] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, loop: asyncio.AbstractEventLoop, written: list, release: Callable[[], None],
+             settle_s: float) -> None:
+        """`written`: the request's written calls' items (`conn.send`'s futures, None for a call with no answer)."""
+        key = object()
+        # a future is found by its connection (`UpstreamPool.close_for`); a call with no answer, or another kind of
+        # item, cannot be: that record waits for its timer
+        futures = written if all(type(item) is asyncio.Future for item in written) else None
+        self._held[key] = (futures, release, loop.call_later(settle_s, self._expire, key))
+
+    def _expire(self, key: object) -> None:
+        _, release, _ = self._held.pop(key)
+        release()
+
+    def close(self, pool: UpstreamPool) -> int:
+        """Close the connections the held requests' calls are pending on and release their counts: Kafka reads a
+        connection's requests one at a time and appends one as it reads it, and drops the unread ones when the
+        connection closes, so once closed none of them can be appended later (the reason the drain closes the
+        connections of produce calls still pending). A call answered meanwhile left its connection: done too.
+        Returns how many were released."""
+        released = 0
+        for key, (futures, release, timer) in list(self._held.items()):
+            if futures is None:
+                continue
+            for fut in futures:
+                pool.close_for(fut)
+            timer.cancel()
+            del self._held[key]
+            release()
+            released += 1
+        return released
+
+
 _WRITTEN = "fedkafka_calls_written"  # set on an exception out of `_send`/`_execute` raised with calls written
 
 
 def _note_written(error: BaseException, sent: list) -> None:
     """`error` ends a send or a round after some of its calls were written (anything but an UpstreamError in
-    `sent`: a future, or None for a call with no answer): the broker may still write them. Set on the exception,
-    not per call, so that a request's success path pays nothing for it."""
-    if any(type(item) is not UpstreamError for item in sent):
-        setattr(error, _WRITTEN, True)
+    `sent`: a future, or None for a call with no answer): the broker may still write them. Set on the exception
+    (the written items, for `AbandonedWrites.close` to find their connections), not per call, so that a request's
+    success path pays nothing for it."""
+    written = [item for item in sent if type(item) is not UpstreamError]
+    if written:
+        setattr(error, _WRITTEN, [*getattr(error, _WRITTEN, ()), *written])
 
 
 def _uncount_unless_written(counts: collections.Counter[int], view_version: int, error: BaseException,
-                            loop: asyncio.AbstractEventLoop) -> None:
+                            loop: asyncio.AbstractEventLoop, held: AbandonedWrites | None = None) -> None:
     """`start` gave up on a drained request (`writes_in_flight`), cancelled (`stop_reading()`: its client connection
     broke while a barrier round was out, or a connection was being set up) or failed: nothing written, it is
-    uncounted now; a call written (`_note_written`), it stays counted ABANDONED_SETTLE_S more, until it can no longer
-    be written (DESIGN §4.1 step 2): the drain must not ack a frozen view while the broker may still append it, above
-    the seal. It used to be uncounted at once."""
-    if getattr(error, _WRITTEN, False):
+    uncounted now; a call written (`_note_written`), it stays counted until it can no longer be written (DESIGN §4.1
+    step 2): ABANDONED_SETTLE_S more, or until the drain closes its connection (`held`, `AbandonedWrites.close`):
+    the drain must not ack a frozen view while the broker may still append it, above the seal."""
+    written = getattr(error, _WRITTEN, None)
+    if not written:
+        counts[view_version] -= 1
+    elif held is None:
         loop.call_later(ABANDONED_SETTLE_S, _uncount, counts, view_version, None)
     else:
-        counts[view_version] -= 1
+        held.hold(loop, written, functools.partial(_uncount, counts, view_version, None), ABANDONED_SETTLE_S)
 
 
 def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:

@@ -13,11 +13,11 @@ logical offsets in the upstream call's done-callback. Anything else returns None
 way (`Dispatcher.start`), which stays the reference.
 
 What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
-version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after,
-`_abandoned`); it goes upstream with acks=all and the capped timeout at once, unless
-the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an answer
-within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream call
-and the answer.
+version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after, or
+the drain's close of its connection, `_abandoned`); it goes upstream with acks=all and the capped timeout at once,
+unless the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an
+answer within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream
+call and the answer.
 Answers stay in request order: the connection queues the answer future as it queues any other.
 """
 
@@ -282,7 +282,8 @@ class ProduceLane:
         answer = _Answer(loop=loop)
         answer.awaits = item
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
-        # (`_Deadlines`), a lost connection; a cancellation once written: ABANDONED_SETTLE_S later, `_abandoned`):
+        # (`_Deadlines`), a lost connection; a cancellation once written: ABANDONED_SETTLE_S later or at the drain's
+        # close of its connection, `_abandoned`):
         # one done-callback less than `start`'s
         item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
                                                  correlation_id, seen, counts, view.version, session))
@@ -296,7 +297,7 @@ class ProduceLane:
             call.waits.answered()
         d = self.dispatcher
         if answer.done():  # cancelled: so was the call; written, the broker may still write its request
-            _abandoned(d, call, counts, view_version)
+            _abandoned(d, call, counts, view_version, item)
             return
         if call.producer is not None:  # its batches' call ended, whatever ended it
             produce.lane_settled(d.producer_ids, call.producer)
@@ -336,11 +337,13 @@ class ProduceLane:
                 raise
 
 
-def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int) -> None:
+def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int,
+               item: asyncio.Future) -> None:
     """A lane call whose answer was cancelled (`_Answer.cancel` cancels the upstream future: the loop's teardown):
     not written (`call.waits` None), nothing can be, and it is uncounted now; written, its batches stay counted in
     flight and the request in `writes_in_flight` until it can no longer be written, `ABANDONED_SETTLE_S` from now, as
-    the generic path's abandoned calls (DESIGN §5.3 rule 3, §4.1 step 2). It was uncounted at once."""
+    the generic path's abandoned calls (DESIGN §5.3 rule 3, §4.1 step 2), or, for the drain count, until the drain
+    closes `item`'s connection (`AbandonedWrites.close`). It was uncounted at once."""
     if call.waits is None:
         if call.producer is not None:
             produce.lane_settled(d.producer_ids, call.producer)
@@ -350,7 +353,8 @@ def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view
     if call.producer is not None:
         produce.lane_abandoned(d.producer_ids, call.producer)
     if counts is not None:
-        (d._loop or d.loop).call_later(ABANDONED_SETTLE_S, _uncount, counts, view_version, None)
+        d.abandoned_writes.hold(d._loop or d.loop, [item], functools.partial(_uncount, counts, view_version, None),
+                                ABANDONED_SETTLE_S)
 
 
 def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:

@@ -96,8 +96,9 @@ class InflightProduce:
     dispatch.DRAINED_API_KEYS) per view version, so a new view is acked only after older ones finished.
 
     Never gives up: after `DRAIN_PATIENCE_S` it calls `close_upstream` (the upstream connections with a
-    produce pending are closed, so those requests fail and their clients retry) and keeps waiting until they
-    are answered. Acking with one of them still out could let it land after the seal (issue #12, hole 2), or on
+    produce pending are closed, so those requests fail and their clients retry, and those of requests given up on
+    once written, whose counts then go: `Dispatcher.close_drained_upstream`) and keeps waiting until they are
+    answered. Acking with one of them still out could let it land after the seal (issue #12, hole 2), or on
     the old coordinator after a coordination move copied the offsets (docs/DESIGN.md §10.1). A group request is
     not closed early: each of its calls answers within its own request timeout."""
 
@@ -221,6 +222,7 @@ class ProxyServer:
         land on the old coordinator after the copy). The
         dispatcher counts them (`writes_in_flight`): a coroutine wrapping its `start` cost one more per request."""
         dispatcher.writes_in_flight = self.inflight.by_version
+        self.inflight.close_upstream = dispatcher.close_drained_upstream  # also the requests given up on once written
 
     def _session(self, listener: Listener, writer: asyncio.StreamWriter, peer) -> Session:
         """A connection's security state; on an SSL listener a client certificate names the principal."""
