@@ -71,11 +71,13 @@ CLUSTER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 BOOTSTRAP = re.compile(r"[^\s,:\x00]+:[0-9]{1,5}(,[^\s,:\x00]+:[0-9]{1,5})*")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
-# the header a proxy presents its member secret in: on its heartbeats, and on a registration of its live member
-# (docs/DESIGN.md §5.2)
+# the header a proxy presents its member secret in: on its heartbeats, and on its registrations (the secret it chose
+# for its process, which the registration holds its member to; docs/DESIGN.md §5.2)
 MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
 # the `kafka_error` of that refusal, named after KRaft's for a broker id whose live session another process holds
 DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
+# a secret a registration sends shorter than this is not taken (one is drawn): a proxy draws 43 characters
+MIN_MEMBER_SECRET = 32
 MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.md §4.10)
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
@@ -644,9 +646,10 @@ class Controller:
         """Register (again) a proxy, or worker `worker` of a proxy run with --workers N: every worker of a node
         shares its node id (clients see one broker) and has a row of its own, `member_id`, which it heartbeats
         as: its own lease, fence and applied version, so a move waits for each worker (docs/DESIGN.md §4.10).
-        `member_secret`: the proxy will present a member secret on its heartbeats, so draw one (answered) and
-        require it; a proxy before member secrets does not ask, and its member renews without one (§5.2).
-        `presented`: the caller's secret: a live member's is required to register it again (`_refuse_live_member`)."""
+        `member_secret`: the proxy presents a member secret on its heartbeats: require it (answered); a proxy before
+        member secrets does not ask, and renews without one (§5.2). `presented`: the proxy's own secret (chosen once
+        per process; drawn here if none: a proxy before proxy-chosen secrets), the one required, and a live member's
+        is required to register it again (`_refuse_live_member`): a retry after a lost answer is taken at once."""
         if not instance_id or not host or not 0 < port < 65536 or not pool:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
         if not 0 <= worker <= MAX_WORKER:
@@ -663,8 +666,7 @@ class Controller:
         now = time.time()
         expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
         claimed = _ProxyIdentity(host, port, role, pool, tuple(sorted(listeners)))
-        # a new one each registration that asks for it: its heartbeats present it (§5.2)
-        secret = secrets.token_urlsafe(32) if member_secret else None
+        secret = _member_secret(presented) if member_secret else None  # its heartbeats present it (§5.2)
         secret_hash = _secret_hash(secret) if secret is not None else None
         for _ in range(3):
             with self.session() as s:
@@ -750,8 +752,9 @@ class Controller:
         """Conflict if member `row` holds a live lease and a member secret and `presented` is not that secret: the
         service token alone must not take over a live member (a fresh secret, then fake acks and renewals until the
         real proxy's next registration takes it back, docs/DESIGN.md §5.2). Like KRaft's DUPLICATE_BROKER_REGISTRATION:
-        the same process registers again with its secret (a 403/404 race); a new one (a restart) once the lease has
-        run out. A member without a secret (registered by a proxy before member secrets) is taken as before."""
+        the same process registers again with its secret (a 403/404 race, a registration whose answer it lost); a
+        new one (a restart: its own secret) once the lease has run out. A member without a secret (registered by a
+        proxy before member secrets) is taken as before."""
         if row.secret_hash is None or not row.role or row.lease_expires <= now:
             return
         if presented and hmac.compare_digest(row.secret_hash, _secret_hash(presented)):
@@ -1380,6 +1383,14 @@ class _ProxyIdentity:
     def of(cls, row: ProxyRow) -> _ProxyIdentity:
         listeners = sorted((str(p), str(h), int(n)) for p, h, n in json.loads(row.listeners_json or "[]"))
         return cls(row.host, row.port, row.role, row.pool, tuple(listeners))
+
+
+def _member_secret(presented: str | None) -> str:
+    """The secret a registration asking for one holds its member to: the proxy's own (the same each registration
+    of one process, docs/DESIGN.md §5.2), else one drawn here (a proxy before proxy-chosen secrets)."""
+    if presented is not None and len(presented) >= MIN_MEMBER_SECRET:
+        return presented
+    return secrets.token_urlsafe(32)
 
 
 def _secret_hash(secret: str) -> str:

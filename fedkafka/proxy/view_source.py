@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -116,8 +117,13 @@ class ControllerViewSource:
         self.instance_id = instance_id
         self.worker = worker
         self.member_id: int | None = None  # this process's row at the controller, once registered
-        # the secret that registration was given (memory only: a restart registers again and gets a new one); each
-        # heartbeat presents it, so no other holder of the service token renews or acks as this member (§5.2)
+        # Our member secret, chosen once per process (memory only: a restart has a new one) and sent with each
+        # registration, which holds our member to it: a registration whose answer we lost (committed, not received)
+        # is taken again at once, as KRaft's broker-chosen incarnation id (§5.2). `member_secret`: the one our
+        # latest registration answered (ours; a controller before proxy-chosen secrets draws its own; None from
+        # one before member secrets); each heartbeat presents it, so no other holder of the service token renews
+        # or acks as this member.
+        self.own_secret = secrets.token_urlsafe(32)
         self.member_secret: str | None = None
         self.on_block = on_block
         self.cache = cache
@@ -137,8 +143,9 @@ class ControllerViewSource:
         self._registering = asyncio.Lock()
         self._reregistering = 0  # registrations after a 404 under way: a renewal meanwhile grants no deadline
         # One registration at a time: two in flight at once (the view stream's ack heartbeat and the periodic one both
-        # refused) may be answered in the other order than the controller committed them, and the proxy would keep
-        # the superseded member secret (its next heartbeat refused, 403: produce stops). `_registrations` counts the
+        # refused) may be answered in the other order than the controller committed them, and with a controller that
+        # draws the secret the proxy would keep the superseded one (its next heartbeat refused, 403: produce stops);
+        # with ours, one registration does what two would. `_registrations` counts the
         # registrations taken: a caller refused before the latest one need not register again (`_register`).
         self._registration = asyncio.Lock()
         self._registrations = 0
@@ -239,14 +246,17 @@ class ControllerViewSource:
             if refresh_view:  # first what our own view already drains (the stream's wait), before the new lease
                 await self._drain_older(state)  # counts: a long drain does not use it up
             sent = time.monotonic()
-            # our member's secret, if we hold one: while our lease is live the controller registers it again only
-            # for the holder of the secret (409 otherwise, §5.2), so a 403/404 race re-registers at once
+            # our member's secret: while our lease is live the controller registers it again only for the holder of
+            # the secret (409 otherwise, §5.2), so a 403/404 race, or a retry after a lost answer, registers at once
             url = f"{self.controllers.current}/v1/proxies"
-            resp = await self.client.post(url, headers=self._member_headers(), json={
+            secret = self.member_secret or self.own_secret
+            resp = await self.client.post(url, headers={**self.headers, MEMBER_SECRET: secret}, json={
                 "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
                 "role": state.me.role.value, "pool": state.me.pool,
                 "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
-                "member_secret": True,  # our heartbeats present it: hold our member to it (§5.2)
+                # our heartbeats present it: hold our member to it (§5.2). A bool, the secret in the header: a
+                # controller before proxy-chosen secrets refuses a string, and draws one (answered) for `True`
+                "member_secret": True,
                 **({"worker": self.worker} if self.worker is not None else {})})
             if resp.status_code == 409:
                 raise RegistrationRefused(f"registration of {self.instance_id!r} refused: {_detail(resp)}",
@@ -258,7 +268,7 @@ class ControllerViewSource:
                                        "by one (it would take one worker's ack for all): upgrade it, or run one worker")
             state.set_node_id(int(body["node_id"]))
             self.member_id = int(body.get("member_id", body["node_id"]))
-            self.member_secret = body.get("member_secret")  # None from a controller before member secrets
+            self.member_secret = body.get("member_secret")  # ours; None from a controller before member secrets
             self._registrations += 1
             self._take_times(body)
             if refresh_view:

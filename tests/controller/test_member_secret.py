@@ -4,6 +4,8 @@ so the token alone must not let one host renew or ack for another (docs/DESIGN.m
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 
 import pytest
@@ -110,17 +112,47 @@ def test_a_live_member_with_a_secret_is_not_registered_again_without_it(make_cli
 
 def test_a_live_member_registers_again_with_its_own_secret(make_client):
     """The same process registering again (a heartbeat refused in a race, 403/404) presents the secret it holds:
-    it gets the member again, with a new secret that supersedes the one it presented."""
+    it gets the member again and keeps that secret (a proxy before proxy-chosen secrets presents the one a
+    registration drew for it: it takes the answered one, the same)."""
     api = make_client()
     a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
     again = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: a["member_secret"]})
     assert again.status_code == 200, again.text
-    assert again.json()["member_id"] == a["member_id"] and again.json()["member_secret"] != a["member_secret"]
+    assert again.json()["member_id"] == a["member_id"] and again.json()["member_secret"] == a["member_secret"]
     beat = {"applied_version": 0, "load": {}}
-    assert api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat,
-                    headers={SECRET_HEADER: a["member_secret"]}).status_code == 403
+    assert api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat).status_code == 403
     assert api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat,
                     headers={SECRET_HEADER: again.json()["member_secret"]}).status_code == 200
+
+
+def test_a_registration_holds_the_member_to_the_secret_the_proxy_chose(make_client):
+    """A proxy of this release chooses its secret once per process and sends it with its registration: the
+    controller stores its hash and answers it back. A registration whose answer was lost (committed, never
+    received) is sent again with the same secret and taken at once, its heartbeats count; a registration with
+    another secret (another process) is refused while the lease is live; a secret too short to be one the proxy
+    drew is not taken (the controller draws one, as for a proxy that sends none)."""
+    api = make_client()
+    chosen = secrets.token_urlsafe(32)
+    first = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: chosen})
+    assert first.status_code == 200, first.text
+    member = first.json()["member_id"]
+    assert first.json()["member_secret"] == chosen
+    with api.controller.session() as s:
+        assert s.get(ProxyRow, member).secret_hash == hashlib.sha256(chosen.encode()).hexdigest()
+    retried = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: chosen})  # answer lost
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["member_id"] == member and retried.json()["member_secret"] == chosen
+    version = api.controller.view.version
+    beat = api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": version, "load": {}},
+                    headers={SECRET_HEADER: chosen})
+    assert beat.status_code == 200, beat.text
+    assert _applied(api, member) == version
+    another = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: secrets.token_urlsafe(32)})
+    assert another.status_code == 409, another.text
+    assert another.json()["kafka_error"] == "DUPLICATE_BROKER_REGISTRATION"
+    short = api.post("/v1/proxies", json=_proxy("b", 9093), headers={SECRET_HEADER: "short"})
+    assert short.status_code == 200, short.text
+    assert short.json()["member_secret"] not in (None, "short")
 
 
 def test_a_member_whose_lease_ran_out_is_registered_by_a_new_process(make_client):

@@ -88,7 +88,7 @@ def _lease_runs_out(ctl: Controller, member: int) -> None:
 
 
 def test_a_restarted_proxy_registers_once_its_previous_runs_lease_ran_out_and_the_old_secret_is_refused(tmp_path):
-    """A restart (a new process, no secret) is refused while the previous run's lease is live (it could be another
+    """A restart (a new process, a new secret) is refused while the previous run's lease is live (it could be another
     holder of the service token taking the member over, docs/DESIGN.md §5.2); it retries, backing off, and
     registers once the lease has run out, with a new secret. The previous run, alive after all (stalled past its
     lease), is refused in turn (409: no ping-pong) and does not take the member back."""

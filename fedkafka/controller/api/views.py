@@ -28,8 +28,10 @@ class ProxyBody(BaseModel):
     pool: NulFree = Field("default", max_length=stored_length(ProxyRow.pool))
     listeners: list[tuple[str, str, int]] = Field(default_factory=list, max_length=8)  # [protocol, host, port]
     worker: int = Field(0, ge=0, le=MAX_WORKER)  # which worker of a proxy run with --workers N (docs/DESIGN.md §4.10)
-    # the proxy presents a member secret on its heartbeats: draw one and require it (docs/DESIGN.md §5.2). A proxy
-    # before member secrets does not send it, and renews without one (controllers are upgraded before proxies)
+    # the proxy presents a member secret on its heartbeats: require it (docs/DESIGN.md §5.2), the one it sends in
+    # X-Fedkafka-Member-Secret (chosen once per process), else one drawn here. A bool: a controller before proxy-chosen
+    # secrets refuses a string (422). A proxy before member secrets does not send it, and renews without one
+    # (controllers are upgraded before proxies)
     member_secret: bool = False
 
 
@@ -86,7 +88,8 @@ def _proxy_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/v1/proxies")
     def register_proxy(body: ProxyBody,
                        member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=256)):
-        # a live member holding a secret registers again only with it (409 otherwise, docs/DESIGN.md §5.2)
+        # the proxy's own secret: the member is held to it; a live member holding a secret registers again only with
+        # it (409 otherwise, docs/DESIGN.md §5.2)
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
                                          body.listeners, body.worker, body.member_secret, member_secret)
 
