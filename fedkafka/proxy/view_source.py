@@ -177,7 +177,7 @@ class ControllerViewSource:
             except RegistrationRefused as e:  # the controller answers: not a reason to serve a saved view...
                 if saved is not None and e.our_previous_run:  # ...unless our previous run holds the member (a restart)
                     self._wait_refused_log(e)
-                    self._start_from_cache(state, saved, "our previous run's lease is live")  # retried, backing off
+                    self._start_from_cache(state, saved, "our previous run's lease is live", produce=False)
                     return
                 delay = await self._wait_refused(e, delay)
             except (httpx.HTTPError, ValueError, KeyError) as e:
@@ -200,12 +200,17 @@ class ControllerViewSource:
         state.lease_deadline = time.monotonic()
         return saved
 
-    def _start_from_cache(self, state: ProxyState, saved: SavedView, why: str = "no controller answers") -> None:
+    def _start_from_cache(self, state: ProxyState, saved: SavedView, why: str = "no controller answers",
+                          produce: bool = True) -> None:
         """No controller answers: serve the saved view, produce only until the deadline the controller last
-        granted us (docs/DESIGN.md §4.9, F5): a wall-clock time on disk, back to this process's monotonic clock."""
+        granted us (docs/DESIGN.md §4.9, F5): a wall-clock time on disk, back to this process's monotonic clock.
+        `produce` False (refused, our previous run's lease is live): that run may still be alive (a supervisor's
+        restart race) and ack for the member, so a move may seal on its acks; this process serves reads only,
+        no produce until it registers (§5.2)."""
         assert self.cache is not None
         state.set_node_id(saved.node_id)  # a registration that answered before the view fetch failed may have set it
-        state.lease_deadline = time.monotonic() + (saved.produce_until - time.time())
+        if produce:
+            state.lease_deadline = time.monotonic() + (saved.produce_until - time.time())
         log.warning("%s: serving saved view %s from %s (produce %s)", why, saved.view.version,
                     self.cache.path, f"until {time.ctime(saved.produce_until)}" if state.lease_valid() else "refused")
 
@@ -367,7 +372,8 @@ class ControllerViewSource:
                     await self._register(state, refresh_view=True)
                     self._registered = True
                     log.info("registered with %s; serving view %s", self.controllers.current, state.view.version)
-                except RegistrationRefused as e:
+                except RegistrationRefused as e:  # another process's registration is live: not ours to produce
+                    state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # under (§5.2)
                     delay = await self._wait_refused(e, delay)
                 except (httpx.HTTPError, ValueError, KeyError) as e:
                     log.warning("controller %s still unreachable (serving saved view %s): %s", url,
@@ -465,6 +471,9 @@ class ControllerViewSource:
                             continue  # keepalive: the stream is alive
                         await self._take_view(state, View.from_dict(json.loads(line)), drain)
                 raise httpx.RemoteProtocolError("view stream ended")
+            except RegistrationRefused as e:  # the ack heartbeat's registration again: the leader answered
+                self._wait_refused_log(e)
+                await asyncio.sleep(1.0)
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 log.warning("view stream from %s failed (serving view %s): %s", url, state.view.version, e)
                 self._failed(url, e)
@@ -485,6 +494,8 @@ class ControllerViewSource:
             url = self.controllers.current
             try:
                 await self._heartbeat_once(state)
+            except RegistrationRefused as e:  # the leader's answer to our registration again, not its failure:
+                self._wait_refused_log(e)  # no next controller; produce stopped with the 403/404 before it
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 left = (state.lease_deadline or 0.0) - time.monotonic()
                 log.warning("heartbeat to %s failed (%s): %s", url, f"may produce {left:.0f} s more" if left > 0

@@ -11,6 +11,7 @@ import hashlib
 import time
 
 import httpx
+import pytest
 
 from fedkafka.controller.api.views import MEMBER_SECRET_HEADER
 from fedkafka.controller.app import create_app
@@ -153,6 +154,7 @@ def test_a_restarted_proxy_serves_its_saved_view_until_its_previous_runs_lease_r
         restarted.cache = cache
         await asyncio.wait_for(restarted.start(state), 60)
         assert state.view.version == saved and not restarted._registered  # serving, not registered yet
+        assert not state.lease_valid()  # reads only: the previous run may still be alive and ack for the member
         assert restarted.member_secret is None
         _lease_runs_out(ctl, old.member_id)  # the previous run is gone: it renews no more
         await asyncio.wait_for(restarted._register_from_cache(state), 60)
@@ -167,6 +169,69 @@ def test_a_restarted_proxy_serves_its_saved_view_until_its_previous_runs_lease_r
         asyncio.run(run())
     finally:
         ctl.stop()
+
+
+class _Refused(Exception):
+    """Ends a registration loop at its first refusal."""
+
+
+async def _stop_at_refusal(refusal: RegistrationRefused, delay: float | None = None) -> float:
+    raise _Refused(str(refusal))
+
+
+def test_a_restart_started_without_a_controller_stops_producing_when_its_registration_is_refused(tmp_path):
+    """A restart that found no controller serves its saved view with the saved deadline (§4.9, F5); once a
+    controller answers and refuses it (409: the previous run, still alive, holds the member), it produces no more:
+    the controller takes the other process's acks, a move may seal on them."""
+    ctl = _controller(tmp_path / "ctl.db")
+    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+
+    async def run() -> None:
+        ctl.publisher.bind(asyncio.get_running_loop())
+        old, old_state = _source(ctl), _state()
+        old.cache = cache
+        await old.start(old_state)
+        restarted, state = _source(ctl), _state()
+        restarted.cache = cache
+        restarted._start_from_cache(state, restarted._load_saved(state))  # as if no controller answered at first
+        assert state.lease_valid()  # the saved deadline the previous run was granted
+        restarted._wait_refused = _stop_at_refusal  # type: ignore[method-assign]
+        with pytest.raises(_Refused, match="refused"):
+            await asyncio.wait_for(restarted._register_from_cache(state), 60)
+        assert not restarted._registered and not state.lease_valid()
+        await old.client.aclose()
+        await restarted.client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        ctl.stop()
+
+
+def test_a_heartbeats_registration_refused_stays_with_the_controller_that_refused_it(tmp_path):
+    """A registration after a heartbeat's 403/404 refused (409) is the leader's answer, not its failure: the
+    heartbeat task logs the refusal and does not move on to the next controller."""
+    source = ControllerViewSource("http://a,http://b", TOKEN, INSTANCE, lambda start, size: None)
+    source.lease_ms = 30  # the heartbeat loop's pause: a tenth of a second at most
+    refusal = httpx.Response(409, json={"detail": "live", "kafka_error": "DUPLICATE_BROKER_REGISTRATION"},
+                             request=httpx.Request("POST", "http://a/v1/proxies"))
+    rounds: list[str] = []
+
+    async def refused(state: ProxyState, renew_after_registering: bool = True) -> None:
+        rounds.append(source.controllers.current)
+        if len(rounds) == 2:
+            raise _Refused("two rounds")
+        raise RegistrationRefused("registration refused", request=refusal.request, response=refusal)
+
+    async def run() -> None:
+        source._registered = True
+        source._heartbeat_once = refused  # type: ignore[method-assign]
+        with pytest.raises(_Refused):
+            await asyncio.wait_for(source._heartbeat(_state()), 60)
+        await source.client.aclose()
+
+    asyncio.run(run())
+    assert rounds == ["http://a", "http://a"]
 
 
 def test_the_secret_outlives_a_controller_restart_and_a_wrong_one_stays_refused(tmp_path):

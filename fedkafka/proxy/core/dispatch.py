@@ -981,17 +981,18 @@ class AbandonedWrites:
         release()
 
     def close(self, pool: UpstreamPool) -> int:
-        """Close the connections the held requests' calls are pending on and release their counts: Kafka reads a
-        connection's requests one at a time and appends one as it reads it, and drops the unread ones when the
-        connection closes, so once closed none of them can be appended later (the reason the drain closes the
-        connections of produce calls still pending). A call answered meanwhile left its connection: done too.
-        Returns how many were released."""
+        """Close the connections the held requests' calls are pending on and release their counts: Kafka drops a
+        connection's unread requests when it closes, so none of those can be appended later (the reason the drain
+        closes the connections of produce calls still pending). One it had already read and queued is still
+        processed (only its answer is dropped): appended as soon as a handler thread takes it, normally within
+        milliseconds; a known limit under an overloaded broker's request queue (DESIGN §4.1 step 2). A call
+        answered meanwhile left its connection: done too. Returns how many were released."""
         released = 0
         for key, (futures, release, timer) in list(self._held.items()):
             if futures is None:
                 continue
             for fut in futures:
-                pool.close_for(fut)
+                pool.close_for(fut, "the drain closes a write given up on")
             timer.cancel()
             del self._held[key]
             release()

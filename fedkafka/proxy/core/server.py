@@ -99,8 +99,10 @@ class InflightProduce:
     produce pending are closed, so those requests fail and their clients retry, and those of requests given up on
     once written, whose counts then go: `Dispatcher.close_drained_upstream`) and keeps waiting until they are
     answered. Acking with one of them still out could let it land after the seal (issue #12, hole 2), or on
-    the old coordinator after a coordination move copied the offsets (docs/DESIGN.md §10.1). A group request is
-    not closed early: each of its calls answers within its own request timeout."""
+    the old coordinator after a coordination move copied the offsets (docs/DESIGN.md §10.1). A group request still
+    answering is not closed early (each of its calls answers within its own request timeout); one given up on
+    once written (an abandoned offset write) has its connection closed with the abandoned produces
+    (`AbandonedWrites.close`)."""
 
     def __init__(self, close_upstream: Callable[[], int] = lambda: 0) -> None:
         self.by_version: collections.Counter[int] = collections.Counter()

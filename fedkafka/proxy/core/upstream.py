@@ -453,16 +453,17 @@ class UpstreamPool:
     def dedicated_in_use(self, host: str, port: int) -> int:
         return sum(1 for c in self._lent if (c.host, c.port) == (host, port))
 
-    def close_for(self, future: asyncio.Future) -> None:
+    def close_for(self, future: asyncio.Future, reason: str = "a request timed out") -> None:
         """Close the connection that owns `future` (its broker stopped answering, or the call ran out of
-        time): its later answers would be matched to the wrong requests."""
+        time: its later answers would be matched to the wrong requests; or the drain closes an abandoned write's
+        connection): `reason` is logged."""
         for conn in list(self._lent):
             if conn.owns(future):
                 conn.close()
                 self.release(conn)
         for conn in [*self._conns.values(), *self._retiring]:
             if conn.owns(future):
-                log.warning("closing upstream %s: a request timed out", conn.label)
+                log.warning("closing upstream %s: %s", conn.label, reason)
                 conn.close()
 
     def close_pending(self, api_key: int) -> int:
