@@ -159,12 +159,12 @@ class ControllerViewSource:
         controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A proxy whose round of attempts
         (each listed controller once, a standby's named one next) fails serves it at once and registers in
         `_register_from_cache` (called by the view-stream and heartbeat tasks); with the saved produce deadline
-        only if no controller answered at all (F5): one that answered, a standby's 503 too, may stand for an
-        active controller that would refuse us, and once one refused (409) our registration, no produce (§5.2)."""
+        unless a controller refused (409) our registration in this `start` (§5.2: the active one may be taking our
+        previous run's acks for the member). A 5xx or a standby's 503 refuses nothing: a controller that cannot
+        register us cannot take another process's acks either (F5, as when none answers)."""
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
-            answered = False
             for _ in self.controllers.urls:
                 url = self.controllers.current
                 try:
@@ -181,12 +181,10 @@ class ControllerViewSource:
                 except (httpx.HTTPError, ValueError, KeyError) as e:
                     log.warning("controller %s not ready: %s", url, e)
                     self._failed(url, e)
-                    answered = answered or not isinstance(e, httpx.TransportError)  # unreachable or timed out
             else:  # no listed controller registered us
                 if saved is not None:
-                    why = "a controller refused us" if refused else "no active controller answers" if answered \
-                        else "no controller answers"
-                    self._start_from_cache(state, saved, why, produce=not (answered or refused))
+                    why = "a controller refused us" if refused else "no active controller answers"
+                    self._start_from_cache(state, saved, why, produce=not refused)
                     return
                 delay = await _backed_off(delay)
 

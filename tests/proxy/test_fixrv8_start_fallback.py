@@ -1,6 +1,6 @@
-"""fixrv8 (DESIGN §4.7, §5.2): a restart falls back to its saved view with the saved produce deadline only when no
-listed controller answered at all (F5); a standby's 503 is an answer, and the active controller it names is asked
-before any fallback (tests/proxy/test_rv8_review.py covers the refusals)."""
+"""fixrv8 (DESIGN §4.7, §5.2): a restart asks each listed controller once, the active one a standby names too, before
+it falls back to its saved view; with the saved produce deadline unless one refused it (409: the refusals are in
+tests/proxy/test_rv8_review.py). A standby's 503 refuses nothing (F5, as when none answers)."""
 
 from __future__ import annotations
 
@@ -63,9 +63,10 @@ def test_a_restart_no_controller_answers_produces_until_its_saved_deadline(tmp_p
     assert asked == {"standby": 1, "controller": 1}
 
 
-def test_a_restart_a_standby_answers_does_not_produce_when_the_active_one_it_names_is_unreachable(tmp_path):
-    """The standby answered (it names an active controller, which may refuse us, §5.2): the active one is asked,
-    and unreached, the saved view is served without produce until `_register_from_cache` registers."""
+def test_a_restart_a_standby_answers_asks_the_active_one_it_names_before_its_saved_view(tmp_path):
+    """The standby's 503 names the active controller, which is asked (it would refuse a restart whose previous run
+    is alive, rv8); unreached, the saved view is served with its saved deadline, as when no controller answers: a
+    controller that cannot register us cannot take another process's acks either."""
     may_produce, asked = _restart(tmp_path, standby=True)
-    assert not may_produce
+    assert may_produce
     assert asked == {"standby": 1, "controller": 1}
