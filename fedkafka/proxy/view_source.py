@@ -156,37 +156,50 @@ class ControllerViewSource:
         """Register and fetch the first view; retried until the controller answers. With a view cache, the saved
         view comes first (docs/DESIGN.md §4.7): no older view of its federation is applied or saved after it,
         whatever a controller whose database lost commits serves, and the heartbeats report its version, so that
-        controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A proxy whose first attempt fails
-        serves it at once and registers in `_register_from_cache` (called by the view-stream and heartbeat tasks)."""
+        controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A proxy whose round of attempts
+        (each listed controller once, a standby's named one next) fails serves it at once and registers in
+        `_register_from_cache` (called by the view-stream and heartbeat tasks); with the saved produce deadline
+        unless a controller refused (409) our registration in this `start` (§5.2: the active one may be taking our
+        previous run's acks for the member). A 5xx or a standby's 503 refuses nothing: a controller that cannot
+        register us cannot take another process's acks either (F5, as when none answers)."""
         saved = self._load_saved(state)
-        delay = 0.2
+        delay, refused = 0.2, False
         while True:
-            url = self.controllers.current
-            try:
-                await self._register(state)
-                resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
-                resp.raise_for_status()
-                view = View.from_dict(resp.json())
-                if saved is not None and view.federation_id != state.view.federation_id:
-                    await self._forget_saved_view(state, view.federation_id)
-                state.apply(view)  # not older than the saved view (equal: the saved one is kept)
-                await self._ack_view(state, state.view.version)
-                await self._save_fence(state)  # only now: a deadline on disk always goes with the view it covers
-                self._registered = True
-                return
-            except RegistrationRefused as e:  # the controller answers: not a reason to serve a saved view...
-                if saved is not None and e.our_previous_run:  # ...unless our previous run holds the member (a restart)
-                    self._wait_refused_log(e)
-                    self._start_from_cache(state, saved, "our previous run's lease is live", produce=False)
+            for _ in self.controllers.urls:
+                url = self.controllers.current
+                try:
+                    await self._first_view(state, saved)
                     return
-                delay = await self._wait_refused(e, delay)
-            except (httpx.HTTPError, ValueError, KeyError) as e:
-                log.warning("controller %s not ready: %s", url, e)
-                self._failed(url, e)
+                except RegistrationRefused as e:  # the controller answers: not a reason to serve a saved view...
+                    if saved is not None and e.our_previous_run:  # ...unless our previous run holds it (a restart)
+                        self._wait_refused_log(e)
+                        self._start_from_cache(state, saved, "our previous run's lease is live", produce=False)
+                        return
+                    refused = True
+                    delay = await self._wait_refused(e, delay)
+                    break  # the active controller refused: a new round, from it
+                except (httpx.HTTPError, ValueError, KeyError) as e:
+                    log.warning("controller %s not ready: %s", url, e)
+                    self._failed(url, e)
+            else:  # no listed controller registered us
                 if saved is not None:
-                    self._start_from_cache(state, saved)
+                    why = "a controller refused us" if refused else "no active controller answers"
+                    self._start_from_cache(state, saved, why, produce=not refused)
                     return
                 delay = await _backed_off(delay)
+
+    async def _first_view(self, state: ProxyState, saved: SavedView | None) -> None:
+        """`start`'s attempt: register, then take, ack and save the controller's view."""
+        await self._register(state)
+        resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
+        resp.raise_for_status()
+        view = View.from_dict(resp.json())
+        if saved is not None and view.federation_id != state.view.federation_id:
+            await self._forget_saved_view(state, view.federation_id)
+        state.apply(view)  # not older than the saved view (equal: the saved one is kept)
+        await self._ack_view(state, state.view.version)
+        await self._save_fence(state)  # only now: a deadline on disk always goes with the view it covers
+        self._registered = True
 
     def _load_saved(self, state: ProxyState) -> SavedView | None:
         """Take the saved view (if any, of this instance and saved under one of our controllers) as this proxy's
@@ -204,9 +217,10 @@ class ControllerViewSource:
                           produce: bool = True) -> None:
         """No controller answers: serve the saved view, produce only until the deadline the controller last
         granted us (docs/DESIGN.md §4.9, F5): a wall-clock time on disk, back to this process's monotonic clock.
-        `produce` False (refused, our previous run's lease is live): that run may still be alive (a supervisor's
-        restart race) and ack for the member, so a move may seal on its acks; this process serves reads only,
-        no produce until it registers (§5.2)."""
+        `produce` False (a controller refused us, or answered without registering us: our previous run may still
+        be alive, a supervisor's restart race, and ack for the member, so a move may seal on its acks): the
+        deadline stays past, so the proxy serves Metadata and group requests only (Produce, Fetch, ListOffsets and
+        OffsetForLeaderEpoch are refused past the fence, readiness not ready) until it registers (§5.2)."""
         assert self.cache is not None
         state.set_node_id(saved.node_id)  # a registration that answered before the view fetch failed may have set it
         if produce:

@@ -459,6 +459,7 @@ class UpstreamPool:
         connection): `reason` is logged."""
         for conn in list(self._lent):
             if conn.owns(future):
+                log.warning("closing upstream %s (dedicated): %s", conn.label, reason)
                 conn.close()
                 self.release(conn)
         for conn in [*self._conns.values(), *self._retiring]:
