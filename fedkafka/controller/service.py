@@ -55,6 +55,7 @@ from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
 from fedkafka.controller.moves import freeze_planned, moves_named, unfinished_moves_to
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
+from fedkafka.controllers import DUPLICATE_REGISTRATION, MEMBER_SECRET_HEADER
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
 from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
 from fedkafka.security.scram import MIN_ITERATIONS
@@ -71,11 +72,6 @@ CLUSTER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 BOOTSTRAP = re.compile(r"[^\s,:\x00]+:[0-9]{1,5}(,[^\s,:\x00]+:[0-9]{1,5})*")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
-# the header a proxy presents its member secret in: on its heartbeats, and on its registrations (the secret it chose
-# for its process, which the registration holds its member to; docs/DESIGN.md §5.2)
-MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
-# the `kafka_error` of that refusal, named after KRaft's for a broker id whose live session another process holds
-DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
 # a secret a registration sends shorter than this is not taken (one is drawn): a proxy draws 43 characters
 MIN_MEMBER_SECRET = 32
 MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.md §4.10)
@@ -720,7 +716,7 @@ class Controller:
         if stored is None:  # registered by a proxy (or through a controller) before member secrets (§5.2)
             return
         if not secret or not hmac.compare_digest(stored, given):
-            raise Forbidden(f"member {member_id}: missing or wrong member secret (X-Fedkafka-Member-Secret); only "
+            raise Forbidden(f"member {member_id}: missing or wrong member secret ({MEMBER_SECRET_HEADER}); only "
                             "the proxy whose registration was given the secret may heartbeat as it: register again")
         with self._hb_lock:
             self._secret_hashes[member_id] = stored
