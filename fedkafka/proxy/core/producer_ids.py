@@ -99,7 +99,6 @@ FLOOR_MEMORY_S = 300.0
 # producer's batches the broker would not check (retriable): so a wide margin, and the clients' own delivery timeout
 # (librdkafka's message.timeout.ms, 5 minutes; Java's delivery.timeout.ms, 2) has failed such a batch by then.
 IN_FLIGHT_LEAK_S = 300.0
-# A batch whose call the core gave up on (`note_abandoned`) counts ABANDONED_SETTLE_S from its cancellation (fencing).
 # Refused batches remembered per producer and partition (a client has at most 5 in flight on a partition; a few
 # more from batches it wrote through another proxy meanwhile); past it they are folded, refusing more (`_cap`).
 REFUSED_BATCHES = 16
