@@ -673,29 +673,45 @@ class Controller:
                 node_of = self._proxy_row(s, instance_id).node_id if worker else None
                 row = self._proxy_row(s, f"{instance_id}/w{worker}" if worker else instance_id)
                 self._refuse_live_member(row, presented, now)
-                row.host, row.port, row.role, row.pool, row.lease_expires = host, port, role, pool, expires
-                row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
-                row.listeners_json = json.dumps(listeners)
-                row.worker, row.worker_of = worker, node_of
-                row.secret_hash = secret_hash  # None: an old proxy's, which sends no secret (no lease otherwise)
-                try:
-                    s.commit()
-                except IntegrityError:  # the same instance registering twice at once: the row exists now
-                    s.rollback()
+                ids = self._commit_registration(s, row, claimed, listeners, (worker, node_of), (expires, fence),
+                                                secret_hash)
+                if ids is None:
                     continue
-                member_id, node_id = row.node_id, row.node
-                with self._hb_lock:
-                    self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
-                    self._node_of[member_id] = node_id
-                    if secret_hash is None:
-                        self._secret_hashes.pop(member_id, None)
-                    else:
-                        self._secret_hashes[member_id] = secret_hash
+                member_id, node_id = ids
             break
         self.compose()
         return {"node_id": node_id, "member_id": member_id, **({"member_secret": secret} if secret else {}),
                 "worker": worker, "lease_ms": self.settings.lease_ms,
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
+
+    def _commit_registration(self, s: Session, row: ProxyRow, claimed: _ProxyIdentity,
+                             listeners: list[tuple[str, str, int]], worker: tuple[int, int | None],
+                             lease: tuple[float, float], secret_hash: str | None) -> tuple[int, int] | None:
+        """Write a registration to member `row` and commit it, then cache its lease, fence, node id and secret hash
+        for its heartbeats: (member id, node id). `worker`: its index and the node id of its node's row (None for
+        worker 0); `lease`: the lease's and the fence's new expiry. None: the same instance registering at once
+        committed the row first (IntegrityError): register again."""
+        expires, fence = lease
+        row.host, row.port, row.role, row.pool = claimed.host, claimed.port, claimed.role, claimed.pool
+        row.lease_expires = expires
+        row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
+        row.listeners_json = json.dumps(listeners)
+        row.worker, row.worker_of = worker
+        row.secret_hash = secret_hash  # None: an old proxy's, which sends no secret (no lease otherwise)
+        try:
+            s.commit()
+        except IntegrityError:  # the same instance registering twice at once: the row exists now
+            s.rollback()
+            return None
+        member_id, node_id = row.node_id, row.node
+        with self._hb_lock:
+            self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
+            self._node_of[member_id] = node_id
+            if secret_hash is None:
+                self._secret_hashes.pop(member_id, None)
+            else:
+                self._secret_hashes[member_id] = secret_hash
+        return member_id, node_id
 
     def check_member_secret(self, member_id: int, secret: str | None) -> None:
         """Forbidden unless `secret` is the one member `member_id`'s latest registration was given: every proxy
