@@ -285,7 +285,7 @@ def _repeat_answer(s, move_id: int, action: str, lock: bool = False, seal: int |
         raise Conflict(f"move {move_id} of {row.topic}/{row.partition} was already published at seal {row.seal} from "
                        f"{row.phys_start}, not at seal {seal} from {target_start} (it is {row.state}): nothing was "
                        f"changed")
-    return {**move_dict(row), "checks": [f"already {_what_was_done(row, why=False)}: this repeat changed nothing"]}
+    return {**move_dict(row), "checks": [f"already {_what_was_done(row)}: this repeat changed nothing"]}
 
 
 def _repair_of(row: MoveRow | None) -> str | None:
@@ -297,10 +297,11 @@ def _repair_of(row: MoveRow | None) -> str | None:
     return {"sealed": "publish", "done": "publish", "rolled_back": "roll-back"}.get(row.state)
 
 
-def _what_was_done(row: MoveRow, why: bool = True) -> str:
-    """Held move `row`'s repair, said: "published at seal 42 from 0 (it is done)", "rolled back (its reason)"."""
+def _what_was_done(row: MoveRow) -> str:
+    """Held move `row`'s repair, said: "published at seal 42 from 0 (it is done)", "rolled back (its reason)": the
+    reason (`error`) says who rolled it back (an operator, the sweeper's `recheck_held`, the topic's deletion)."""
     if row.state == "rolled_back":
-        return f"rolled back ({row.error})" if why else "rolled back"
+        return f"rolled back ({row.error})"
     return f"published at seal {row.seal} from {row.phys_start} (it is {row.state})"
 
 
