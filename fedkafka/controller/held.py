@@ -45,7 +45,7 @@ PUBLISH_SETTLE_WAIT_S = 5.0
 # (`client.REPAIR_TIMEOUT_S`): its answer is the outcome
 REPAIR_DEADLINE_S = 60.0
 # what an operator's repair of a held move did, by the request that does it
-REPAIRED = {"publish": "published", "roll-back": "rolled back"}
+_REPAIRED = {"publish": "published", "roll-back": "rolled back"}
 STATES = ("planned", "frozen", "sealed", "held", "done", "rolled_back")
 FIELDS = ("id", "workflow_id", "topic", "partition", "from_cluster", "to_cluster", "to_topic", "to_partition", "state",
           "gap", "seal", "phys_start", "target_end", "planned_target_end", "held_for", "error", "updated_at")
@@ -280,7 +280,7 @@ def _repeat_answer(s, move_id: int, action: str, lock: bool = False, seal: int |
         return None
     if done != action:
         raise Conflict(f"move {move_id} of {row.topic}/{row.partition} was already {_what_was_done(row)}: not "
-                       f"{REPAIRED[action]}, nothing was changed")
+                       f"{_REPAIRED[action]}, nothing was changed")
     if action == "publish" and (row.seal, row.phys_start) != (seal, target_start):
         raise Conflict(f"move {move_id} of {row.topic}/{row.partition} was already published at seal {row.seal} from "
                        f"{row.phys_start}, not at seal {seal} from {target_start} (it is {row.state}): nothing was "
@@ -310,7 +310,7 @@ def _check_deadline(move_id: int, action: str, started: float) -> None:
     REPAIR_DEADLINE_S: called under the lock, just before the commit, so nothing commits after the admin client
     (`client.REPAIR_TIMEOUT_S`) may have stopped waiting for the answer."""
     if (took := monotonic() - started) > REPAIR_DEADLINE_S:
-        raise Conflict(f"move {move_id} not {REPAIRED[action]}, nothing was changed (it stays held): its checks took "
+        raise Conflict(f"move {move_id} not {_REPAIRED[action]}, nothing was changed (it stays held): its checks took "
                        f"{took:.0f} s, past {REPAIR_DEADLINE_S:.0f} s (slow acks or a slow Kafka), and a {action} is "
                        f"not committed after the admin client may have stopped waiting. {action.capitalize()} again")
 
