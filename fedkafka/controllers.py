@@ -12,6 +12,12 @@ import os
 import ssl
 
 ACTIVE_HEADER = "x-fedkafka-active"
+# the header a proxy presents its member secret in: on its heartbeats, and on its registrations (the secret it chose
+# for its process, which the registration holds its member to; docs/DESIGN.md §5.2)
+MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
+# the controller's `kafka_error` refusing a registration of a live member without its secret (another process, or a
+# restart), named after KRaft's for a broker id whose live session another process holds
+DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
 CA_FILE_ENV = "FEDKAFKA_CA_FILE"
 
 

@@ -27,9 +27,11 @@ FENCE_GRACE_S = UPSTREAM_REQUEST_TIMEOUT_S
 # written then, it never is (the coroutine that would write it was cancelled at its await; a write is synchronous);
 # written, its call would have ended by then had it run on (answered, or timed out and its connection closed, within
 # UPSTREAM_REQUEST_TIMEOUT_S of the write), and the broker appends a request the proxy gave up on, if at all, within
-# FENCE_GRACE_S of giving up (§4.1's assumption): twice that, from the cancellation. Not at its connection's close: a
-# request the broker read is still appended after it (only the answer is dropped). producer_ids.IN_FLIGHT_LEAK_S stays
-# behind it.
+# FENCE_GRACE_S of giving up (§4.1's assumption): twice that, from the cancellation. The producer-id count keeps its
+# 80 s even when the connection closes sooner: a request the broker read is still appended after the close (only the
+# answer is dropped), so for it a close bounds nothing. The drain's own count is released at the drain's last-resort
+# close (`AbandonedWrites.close`), as the close of any pending produce is trusted, with the limit of a request the
+# broker had already read and queued (§4.1 step 2). producer_ids.IN_FLIGHT_LEAK_S stays behind it.
 ABANDONED_SETTLE_S = UPSTREAM_REQUEST_TIMEOUT_S + FENCE_GRACE_S
 # How long a proxy may keep producing after its last renewal (docs/DESIGN.md §4.9): the controller (or its
 # database) may be away this long before traffic stops. A move waits up to this (plus the grace) for a proxy

@@ -45,7 +45,7 @@ PUBLISH_SETTLE_WAIT_S = 5.0
 # (`client.REPAIR_TIMEOUT_S`): its answer is the outcome
 REPAIR_DEADLINE_S = 60.0
 # what an operator's repair of a held move did, by the request that does it
-REPAIRED = {"publish": "published", "roll-back": "rolled back"}
+_REPAIRED = {"publish": "published", "roll-back": "rolled back"}
 STATES = ("planned", "frozen", "sealed", "held", "done", "rolled_back")
 FIELDS = ("id", "workflow_id", "topic", "partition", "from_cluster", "to_cluster", "to_topic", "to_partition", "state",
           "gap", "seal", "phys_start", "target_end", "planned_target_end", "held_for", "error", "updated_at")
@@ -280,12 +280,12 @@ def _repeat_answer(s, move_id: int, action: str, lock: bool = False, seal: int |
         return None
     if done != action:
         raise Conflict(f"move {move_id} of {row.topic}/{row.partition} was already {_what_was_done(row)}: not "
-                       f"{REPAIRED[action]}, nothing was changed")
+                       f"{_REPAIRED[action]}, nothing was changed")
     if action == "publish" and (row.seal, row.phys_start) != (seal, target_start):
         raise Conflict(f"move {move_id} of {row.topic}/{row.partition} was already published at seal {row.seal} from "
                        f"{row.phys_start}, not at seal {seal} from {target_start} (it is {row.state}): nothing was "
                        f"changed")
-    return {**move_dict(row), "checks": [f"already {_what_was_done(row, why=False)}: this repeat changed nothing"]}
+    return {**move_dict(row), "checks": [f"already {_what_was_done(row)}: this repeat changed nothing"]}
 
 
 def _repair_of(row: MoveRow | None) -> str | None:
@@ -297,10 +297,11 @@ def _repair_of(row: MoveRow | None) -> str | None:
     return {"sealed": "publish", "done": "publish", "rolled_back": "roll-back"}.get(row.state)
 
 
-def _what_was_done(row: MoveRow, why: bool = True) -> str:
-    """Held move `row`'s repair, said: "published at seal 42 from 0 (it is done)", "rolled back (its reason)"."""
+def _what_was_done(row: MoveRow) -> str:
+    """Held move `row`'s repair, said: "published at seal 42 from 0 (it is done)", "rolled back (its reason)": the
+    reason (`error`) says who rolled it back (an operator, the sweeper's `recheck_held`, the topic's deletion)."""
     if row.state == "rolled_back":
-        return f"rolled back ({row.error})" if why else "rolled back"
+        return f"rolled back ({row.error})"
     return f"published at seal {row.seal} from {row.phys_start} (it is {row.state})"
 
 
@@ -309,7 +310,7 @@ def _check_deadline(move_id: int, action: str, started: float) -> None:
     REPAIR_DEADLINE_S: called under the lock, just before the commit, so nothing commits after the admin client
     (`client.REPAIR_TIMEOUT_S`) may have stopped waiting for the answer."""
     if (took := monotonic() - started) > REPAIR_DEADLINE_S:
-        raise Conflict(f"move {move_id} not {REPAIRED[action]}, nothing was changed (it stays held): its checks took "
+        raise Conflict(f"move {move_id} not {_REPAIRED[action]}, nothing was changed (it stays held): its checks took "
                        f"{took:.0f} s, past {REPAIR_DEADLINE_S:.0f} s (slow acks or a slow Kafka), and a {action} is "
                        f"not committed after the admin client may have stopped waiting. {action.capitalize()} again")
 

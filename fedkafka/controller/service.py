@@ -55,6 +55,7 @@ from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
 from fedkafka.controller.moves import freeze_planned, moves_named, unfinished_moves_to
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
+from fedkafka.controllers import DUPLICATE_REGISTRATION, MEMBER_SECRET_HEADER
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
 from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
 from fedkafka.security.scram import MIN_ITERATIONS
@@ -71,11 +72,6 @@ CLUSTER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 BOOTSTRAP = re.compile(r"[^\s,:\x00]+:[0-9]{1,5}(,[^\s,:\x00]+:[0-9]{1,5})*")
 STATE_ORDER = [ClusterState.ACTIVE, ClusterState.READ_ONLY, ClusterState.DRAINING, ClusterState.REMOVED]
 MAX_PARTITIONS = 10_000
-# the header a proxy presents its member secret in: on its heartbeats, and on its registrations (the secret it chose
-# for its process, which the registration holds its member to; docs/DESIGN.md §5.2)
-MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
-# the `kafka_error` of that refusal, named after KRaft's for a broker id whose live session another process holds
-DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
 # a secret a registration sends shorter than this is not taken (one is drawn): a proxy draws 43 characters
 MIN_MEMBER_SECRET = 32
 MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.md §4.10)
@@ -677,29 +673,45 @@ class Controller:
                 node_of = self._proxy_row(s, instance_id).node_id if worker else None
                 row = self._proxy_row(s, f"{instance_id}/w{worker}" if worker else instance_id)
                 self._refuse_live_member(row, presented, now)
-                row.host, row.port, row.role, row.pool, row.lease_expires = host, port, role, pool, expires
-                row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
-                row.listeners_json = json.dumps(listeners)
-                row.worker, row.worker_of = worker, node_of
-                row.secret_hash = secret_hash  # None: an old proxy's, which sends no secret (no lease otherwise)
-                try:
-                    s.commit()
-                except IntegrityError:  # the same instance registering twice at once: the row exists now
-                    s.rollback()
+                ids = self._commit_registration(s, row, claimed, listeners, (worker, node_of), (expires, fence),
+                                                secret_hash)
+                if ids is None:
                     continue
-                member_id, node_id = row.node_id, row.node
-                with self._hb_lock:
-                    self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
-                    self._node_of[member_id] = node_id
-                    if secret_hash is None:
-                        self._secret_hashes.pop(member_id, None)
-                    else:
-                        self._secret_hashes[member_id] = secret_hash
+                member_id, node_id = ids
             break
         self.compose()
         return {"node_id": node_id, "member_id": member_id, **({"member_secret": secret} if secret else {}),
                 "worker": worker, "lease_ms": self.settings.lease_ms,
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
+
+    def _commit_registration(self, s: Session, row: ProxyRow, claimed: _ProxyIdentity,
+                             listeners: list[tuple[str, str, int]], worker: tuple[int, int | None],
+                             lease: tuple[float, float], secret_hash: str | None) -> tuple[int, int] | None:
+        """Write a registration to member `row` and commit it, then cache its lease, fence, node id and secret hash
+        for its heartbeats: (member id, node id). `worker`: its index and the node id of its node's row (None for
+        worker 0); `lease`: the lease's and the fence's new expiry. None: the same instance registering at once
+        committed the row first (IntegrityError): register again."""
+        expires, fence = lease
+        row.host, row.port, row.role, row.pool = claimed.host, claimed.port, claimed.role, claimed.pool
+        row.lease_expires = expires
+        row.fence_expires = max(row.fence_expires or 0.0, fence)  # never earlier than one already granted
+        row.listeners_json = json.dumps(listeners)
+        row.worker, row.worker_of = worker
+        row.secret_hash = secret_hash  # None: an old proxy's, which sends no secret (no lease otherwise)
+        try:
+            s.commit()
+        except IntegrityError:  # the same instance registering twice at once: the row exists now
+            s.rollback()
+            return None
+        member_id, node_id = row.node_id, row.node
+        with self._hb_lock:
+            self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
+            self._node_of[member_id] = node_id
+            if secret_hash is None:
+                self._secret_hashes.pop(member_id, None)
+            else:
+                self._secret_hashes[member_id] = secret_hash
+        return member_id, node_id
 
     def check_member_secret(self, member_id: int, secret: str | None) -> None:
         """Forbidden unless `secret` is the one member `member_id`'s latest registration was given: every proxy
@@ -720,7 +732,7 @@ class Controller:
         if stored is None:  # registered by a proxy (or through a controller) before member secrets (§5.2)
             return
         if not secret or not hmac.compare_digest(stored, given):
-            raise Forbidden(f"member {member_id}: missing or wrong member secret (X-Fedkafka-Member-Secret); only "
+            raise Forbidden(f"member {member_id}: missing or wrong member secret ({MEMBER_SECRET_HEADER}); only "
                             "the proxy whose registration was given the secret may heartbeat as it: register again")
         with self._hb_lock:
             self._secret_hashes[member_id] = stored

@@ -22,7 +22,14 @@ from typing import Any
 
 import httpx
 
-from fedkafka.controllers import ACTIVE_HEADER, ControllerList, active_hint, tls_verify
+from fedkafka.controllers import (
+    ACTIVE_HEADER,
+    DUPLICATE_REGISTRATION,
+    MEMBER_SECRET_HEADER,
+    ControllerList,
+    active_hint,
+    tls_verify,
+)
 from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import SavedView, ViewCache
@@ -31,10 +38,6 @@ from fedkafka.view.model import View
 log = logging.getLogger(__name__)
 
 STREAM_KEEPALIVE_MS = 2_000
-# the header a heartbeat presents the registration's member secret in (fedkafka/controller/api/views.py)
-MEMBER_SECRET = "X-Fedkafka-Member-Secret"
-# the controller's `kafka_error` refusing a registration of our live member without its secret (a restart)
-DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
 # connections of the controller client no admin call may take: the view stream, heartbeats (the stream's own ack
 # heartbeat may overlap the periodic one), a registration's view fetch, a producer-id block, with room to spare
 LEASE_CONNECTIONS = 16
@@ -269,7 +272,7 @@ class ControllerViewSource:
             # the secret (409 otherwise, §5.2), so a 403/404 race, or a retry after a lost answer, registers at once
             url = f"{self.controllers.current}/v1/proxies"
             secret = self.member_secret or self.own_secret
-            resp = await self.client.post(url, headers={**self.headers, MEMBER_SECRET: secret}, json={
+            resp = await self.client.post(url, headers={**self.headers, MEMBER_SECRET_HEADER: secret}, json={
                 "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
                 "role": state.me.role.value, "pool": state.me.pool,
                 "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
@@ -552,7 +555,9 @@ class ControllerViewSource:
 
     def _member_headers(self) -> dict[str, str]:
         """The service token, and our member's secret once a registration gave us one."""
-        return self.headers if self.member_secret is None else {**self.headers, MEMBER_SECRET: self.member_secret}
+        if self.member_secret is None:
+            return self.headers
+        return {**self.headers, MEMBER_SECRET_HEADER: self.member_secret}
 
     def _take_times(self, body: dict) -> None:
         self.lease_ms = int(body["lease_ms"])

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import httpx
 
-from fedkafka.controller.api.views import MEMBER_SECRET_HEADER
+from fedkafka.controllers import MEMBER_SECRET_HEADER
 
 _HEARTBEAT = re.compile(r"/v1/proxies/(\d+)/heartbeat")
 ClientType = TypeVar("ClientType", bound=httpx.Client)

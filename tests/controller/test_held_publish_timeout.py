@@ -11,9 +11,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fedkafka.controller.client import AdminClient, AdminError
+from fedkafka.controller.client import REPAIR_TIMEOUT_S, AdminClient, AdminError
 from fedkafka.controller.errors import Conflict
-from fedkafka.controller.held import HeldMoves
+from fedkafka.controller.held import REPAIR_DEADLINE_S, HeldMoves
 from fedkafka.controller.models import MoveRow
 from fedkafka.controller.moves import MoveHeld, Mover
 from fedkafka.view.rebalance import Move
@@ -135,3 +135,17 @@ def test_a_publish_past_its_deadline_is_refused_and_changes_nothing(t_on_c1_c2, 
         _slow(monkeypatch, kafka, held_clock, ack_s=1.0, source_read_s=1.0)
         assert admin.publish_move(move_id, seal=42, target_start=0, force=True)["state"] == "sealed"
     assert _move(ctl, move_id) == ("sealed", 42, 0)
+
+
+def test_the_admin_client_outwaits_the_controllers_repair_deadline():
+    """The client must outwait the server's deadline, or an operator is told "no answer" for a repair that
+    committed: a publish or roll-back checked just before `held.REPAIR_DEADLINE_S` still commits (one transaction)
+    and answers over the network after it, so the client's read timeout (`client.REPAIR_TIMEOUT_S`) keeps a margin
+    beyond the deadline for that commit and the answer's way back (docs/DESIGN.md §3.3)."""
+    waited_past_the_deadline_s = REPAIR_TIMEOUT_S - REPAIR_DEADLINE_S
+    assert waited_past_the_deadline_s >= 15.0  # the commit and the answer's way back
+    admin = AdminClient("http://127.0.0.1:1", "token")
+    try:  # the repair requests wait that long, not the client's usual timeout
+        assert admin._repair_timeout.read == REPAIR_TIMEOUT_S
+    finally:
+        admin.close()

@@ -60,7 +60,7 @@ def test_a_slow_roll_back_is_answered_and_a_repeated_one_answers_the_rolled_back
         assert answer["error"].startswith("rolled back by an operator: its target's log end is 0")
         again = admin.roll_back_move(move_id)
         assert (again["id"], again["state"], again["error"]) == (move_id, "rolled_back", answer["error"])
-        assert again["checks"] == ["already rolled back: this repeat changed nothing"]
+        assert again["checks"] == [f"already rolled back ({answer['error']}): this repeat changed nothing"]
         assert admin.roll_back_move(move_id, nothing_was_published=True)["state"] == "rolled_back"
     assert _move(ctl, move_id) == ("rolled_back", None, None)
     chain = ctl.view.chain("t", 0)
@@ -135,6 +135,23 @@ def test_a_roll_back_that_waited_while_a_repeat_went_through_answers_the_move(t_
     kafka.log_offsets = repeat_meanwhile
     first = held.roll_back(move_id)
     assert [r["state"] for r in repeats] == ["rolled_back"] and "checks" not in repeats[0]
+    reason = repeats[0]["error"]
     assert (first["state"], first["error"], first["checks"]) == (
-        "rolled_back", repeats[0]["error"], ["already rolled back: this repeat changed nothing"])
+        "rolled_back", reason, [f"already rolled back ({reason}): this repeat changed nothing"])
+    assert _move(ctl, move_id) == ("rolled_back", None, None) and not ctl.view.chain("t", 0).frozen
+
+
+def test_a_roll_back_repeated_after_the_sweeper_rolled_the_move_back_says_who_did(t_on_c1_c2):
+    """An operator's roll-back of a held move the sweeper's `recheck_held` rolled back meanwhile (its target read again
+    at its recorded end) answers the move, 200, changing nothing, and names that roll-back's reason (`row.error`), as
+    a refusal does: it used to say only "already rolled back", as if the operator had done it."""
+    api, kafka = t_on_c1_c2
+    ctl = api.controller
+    mover = Mover(ctl, ack_timeout=1)
+    move_id = _held_unread(api, kafka)
+    assert mover.recheck_held() == [move_id]
+    answer = HeldMoves(ctl, mover).roll_back(move_id)
+    assert (answer["state"], answer["checks"]) == ("rolled_back", [
+        "already rolled back (held while its target could not be read; its log end read again is 0, unchanged): this "
+        "repeat changed nothing"])
     assert _move(ctl, move_id) == ("rolled_back", None, None) and not ctl.view.chain("t", 0).frozen

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from controller.conftest import clients_on_migrated_copies
-from fedkafka.controller.api.views import MEMBER_SECRET_HEADER
 from fedkafka.controller.models import ProxyRow
+from fedkafka.controllers import MEMBER_SECRET_HEADER
 
 TOKEN = "upgrade-token"
 BEAT = {"applied_version": 0, "load": {}}

@@ -78,7 +78,7 @@ async def _cancelled_in_set_up(ready_first: bool) -> tuple[collections.Counter[i
     try:
         await sending
     except asyncio.CancelledError as e:
-        dispatch._uncount_unless_written(counts, 7, e, loop)  # `start`'s failure path
+        dispatch._uncount_unless_written(counts, 7, e, loop, d.abandoned_writes)  # `start`'s failure path
     return counts, conn.requests
 
 

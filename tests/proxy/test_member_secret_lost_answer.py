@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from fedkafka.controller.app import create_app
-from fedkafka.proxy.view_source import MEMBER_SECRET, RegistrationRefused
+from fedkafka.controllers import MEMBER_SECRET_HEADER
+from fedkafka.proxy.view_source import RegistrationRefused
 from proxy.test_member_secret_proxy import TOKEN, _controller, _heartbeat, _row, _source, _state
 
 
@@ -66,7 +67,7 @@ def test_a_registration_whose_answer_was_lost_is_taken_again_at_once_and_another
             await other._register(other_state)
         assert refusal.value.response.status_code == 409
         assert refusal.value.response.json()["kafka_error"] == "DUPLICATE_BROKER_REGISTRATION"
-        assert refusal.value.request.headers[MEMBER_SECRET] != source.member_secret
+        assert refusal.value.request.headers[MEMBER_SECRET_HEADER] != source.member_secret
         await source._heartbeat_once(state)  # the member stays the first process's
         assert await _heartbeat(source, member, source.member_secret, ctl.view.version) == 200
         await source.client.aclose()
@@ -87,7 +88,7 @@ class DrawingController(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST" and request.url.path == "/v1/proxies":
-            del request.headers[MEMBER_SECRET]
+            del request.headers[MEMBER_SECRET_HEADER]
         return await self.inner.handle_async_request(request)
 
 

@@ -13,11 +13,11 @@ import time
 import httpx
 import pytest
 
-from fedkafka.controller.api.views import MEMBER_SECRET_HEADER
 from fedkafka.controller.app import create_app
 from fedkafka.controller.kafka_admin import KafkaAdmin
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.service import Controller, Settings
+from fedkafka.controllers import MEMBER_SECRET_HEADER
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.proxy.view_source import ControllerViewSource, RegistrationRefused

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from fedkafka.controller import service
-from fedkafka.controller.service import MEMBER_SECRET_HEADER
+from fedkafka.controllers import MEMBER_SECRET_HEADER
 from fedkafka.proxy.view_source import RegistrationRefused
 from proxy.test_member_secret_proxy import AUTH, INSTANCE, _controller, _heartbeat, _lease_runs_out, _source, _state
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from fedkafka.controller.api.common import After, NulFree, RowId, Version, stored_length
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.publish import Publisher
-from fedkafka.controller.service import MAX_WORKER, MEMBER_SECRET_HEADER, Controller
+from fedkafka.controller.service import MAX_WORKER, Controller
+from fedkafka.controllers import MEMBER_SECRET_HEADER
 
 MAX_WAIT_MS = 60_000
 # worker i > 0 of a proxy has the row `{instance_id}/w{i}` (service.register_proxy): room for the suffix

@@ -1014,7 +1014,7 @@ def _note_written(error: BaseException, sent: list) -> None:
 
 
 def _uncount_unless_written(counts: collections.Counter[int], view_version: int, error: BaseException,
-                            loop: asyncio.AbstractEventLoop, held: AbandonedWrites | None = None) -> None:
+                            loop: asyncio.AbstractEventLoop, held: AbandonedWrites) -> None:
     """`start` gave up on a drained request (`writes_in_flight`), cancelled (`stop_reading()`: its client connection
     broke while a barrier round was out, or a connection was being set up) or failed: nothing written, it is
     uncounted now; a call written (`_note_written`), it stays counted until it can no longer be written (DESIGN §4.1
@@ -1023,8 +1023,6 @@ def _uncount_unless_written(counts: collections.Counter[int], view_version: int,
     written = getattr(error, _WRITTEN, None)
     if not written:
         counts[view_version] -= 1
-    elif held is None:
-        loop.call_later(ABANDONED_SETTLE_S, _uncount, counts, view_version, None)
     else:
         held.hold(loop, written, functools.partial(_uncount, counts, view_version, None), ABANDONED_SETTLE_S)
 

@@ -283,8 +283,7 @@ class ProduceLane:
         answer.awaits = item
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
         # (`_Deadlines`), a lost connection; a cancellation once written: ABANDONED_SETTLE_S later or at the drain's
-        # close of its connection, `_abandoned`):
-        # one done-callback less than `start`'s
+        # close of its connection, `_abandoned`): one done-callback less than `start`'s
         item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
                                                  correlation_id, seen, counts, view.version, session))
         return answer
@@ -337,24 +336,24 @@ class ProduceLane:
                 raise
 
 
-def _abandoned(d, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int,
+def _abandoned(dispatcher: Dispatcher, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int,
                item: asyncio.Future) -> None:
     """A lane call whose answer was cancelled (`_Answer.cancel` cancels the upstream future: the loop's teardown):
     not written (`call.waits` None), nothing can be, and it is uncounted now; written, its batches stay counted in
     flight and the request in `writes_in_flight` until it can no longer be written, `ABANDONED_SETTLE_S` from now, as
     the generic path's abandoned calls (DESIGN §5.3 rule 3, §4.1 step 2), or, for the drain count, until the drain
-    closes `item`'s connection (`AbandonedWrites.close`). It was uncounted at once."""
+    closes `item`'s connection (`AbandonedWrites.close`). Before this, it was uncounted at once."""
     if call.waits is None:
         if call.producer is not None:
-            produce.lane_settled(d.producer_ids, call.producer)
+            produce.lane_settled(dispatcher.producer_ids, call.producer)
         if counts is not None:
             counts[view_version] -= 1
         return
     if call.producer is not None:
-        produce.lane_abandoned(d.producer_ids, call.producer)
+        produce.lane_abandoned(dispatcher.producer_ids, call.producer)
     if counts is not None:
-        d.abandoned_writes.hold(d._loop or d.loop, [item], functools.partial(_uncount, counts, view_version, None),
-                                ABANDONED_SETTLE_S)
+        dispatcher.abandoned_writes.hold(dispatcher._loop or dispatcher.loop, [item],
+                                         functools.partial(_uncount, counts, view_version, None), ABANDONED_SETTLE_S)
 
 
 def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:

@@ -99,7 +99,6 @@ FLOOR_MEMORY_S = 300.0
 # producer's batches the broker would not check (retriable): so a wide margin, and the clients' own delivery timeout
 # (librdkafka's message.timeout.ms, 5 minutes; Java's delivery.timeout.ms, 2) has failed such a batch by then.
 IN_FLIGHT_LEAK_S = 300.0
-# A batch whose call the core gave up on (`note_abandoned`) counts ABANDONED_SETTLE_S from its cancellation (fencing).
 # Refused batches remembered per producer and partition (a client has at most 5 in flight on a partition; a few
 # more from batches it wrote through another proxy meanwhile); past it they are folded, refusing more (`_cap`).
 REFUSED_BATCHES = 16
@@ -615,10 +614,13 @@ class ProducerIdTable:
         would go out behind one unanswered). With none to leave, the batch goes uncounted and its key's bucket is
         held: every batch of those keys the broker would not check waits (retriable, `in_flight`) until
         IN_FLIGHT_LEAK_S after the last batch so sent, the bound by which its call ended (the backstop's premise).
-        Only a batch sent uncounted holds (or extends the hold): with room, a key of a held bucket is counted as any
-        other, since its callers settle only what `note_sent` counted, so an uncounted batch's end never uncounts a
-        later batch of its key. It used to take no key of a held bucket in, and each of their sends, uncounted, pushed
-        the hold on: a bucket of a producer sending steadily stayed held for good, the table empty."""
+        Only a batch `note_sent` leaves uncounted holds (or extends the hold), sent or not: the generic path sends
+        it, the lane (`produce.lane_forwarded`) sends nothing and raises LaneUncounted, and the generic path then
+        notes the request's batches again (the hold, if they are counted then, only holds back retriable batches
+        longer). With room, a key of a held bucket is counted as any other, since its callers settle only what
+        `note_sent` counted, so an uncounted batch's end never uncounts a later batch of its key. It used to take no
+        key of a held bucket in, and each of their sends, uncounted, pushed the hold on: a bucket of a producer sending
+        steadily stayed held for good, the table empty."""
         if now >= self._sweep_after:
             self._sweep_in_flight(now)
             if len(self._in_flight) < MAX_MAPPINGS:

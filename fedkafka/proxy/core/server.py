@@ -33,7 +33,7 @@ from fedkafka.proxy.core.metrics import ProxyMetrics
 from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.core.producer_ids import ProducerIdTable
-from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, UpstreamPool
+from fedkafka.proxy.core.upstream import UpstreamPool
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.proxy.view_source import ControllerViewSource, StaticViewSource
@@ -141,7 +141,7 @@ class ProxyServer:
                                  budget=self.budget)
         self.counts = ConnectionCounts(config.limits.max_connections, config.limits.max_connections_per_ip)
         self.relays = TrustedSources(config.proxy_header_from)
-        self.inflight = InflightProduce(lambda: self.pool.close_pending(PRODUCE_API_KEY))
+        self.inflight = InflightProduce()  # its `close_upstream` is the dispatcher's (`_wrap_for_inflight`)
         if config.controller:
             instance = f"{config.advertised_host}:{listeners[0].port}"
             worker = config.worker if config.workers > 1 else None

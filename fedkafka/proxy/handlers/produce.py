@@ -942,6 +942,7 @@ def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[L
                           route, header, pd.records))
     assert physical is not None
     if session is not None:  # its batches' CRCs held (`lane_batch`): §5.4, "The batch's CRC"
+        # `vouched`, inline: keep the two in sync
         producers = session.producers
         if producers is None or (logical, epoch) not in producers.vouched:
             producer_ids.vouch(connection_producers(session), logical, epoch)
@@ -951,7 +952,8 @@ def lane_producer(producer_ids, request: rec.ProduceRequestFrame, routes: list[L
 def vouched(producer_ids, session, pair: tuple[int, int]) -> None:
     """`session`'s connection sent a batch of the producer id and epoch `pair` with its CRC-32C intact: it vouches
     for them (`ProducerIds.vouch`; a corrupt batch of them after is remembered in the table alike), on the generic
-    path (`_classify`; the lane does the same inline, `lane_producer`). One dict look-up once the pair is in."""
+    path (`_classify`; the lane does the same inline, `lane_producer`: keep the two in sync). One dict look-up once
+    the pair is in."""
     producers = session.producers
     if producers is None or pair not in producers.vouched:
         producer_ids.vouch(connection_producers(session), *pair)
