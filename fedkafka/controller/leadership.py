@@ -30,10 +30,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from fedkafka.controller.models import LeaderRow
+from fedkafka.controllers import ACTIVE_HEADER
 
 log = logging.getLogger(__name__)
-
-ACTIVE_HEADER = "x-fedkafka-active"
 
 
 class NotLeader(RuntimeError):

@@ -162,14 +162,15 @@ class ControllerViewSource:
         controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A proxy whose round of attempts
         (each listed controller once, a standby's named one next) fails serves it at once and registers in
         `_register_from_cache` (called by the view-stream and heartbeat tasks); with the saved produce deadline
-        unless a controller refused (409) our registration in this `start` (§5.2: the active one may be taking our
-        previous run's acks for the member). A 5xx or a standby's 503 refuses nothing: a controller that cannot
-        register us cannot take another process's acks either (F5, as when none answers)."""
+        unless a controller refused (409, or any 4xx) our registration in this `start` (§5.2: the active one may be
+        taking our previous run's acks for the member). A 5xx or a standby's 503 refuses nothing: a controller that
+        cannot register us cannot take another process's acks either (F5, as when none answers)."""
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
-            for _ in self.controllers.urls:
-                url = self.controllers.current
+            asked: set[str] = set()
+            while (url := self._next_unasked(asked)) is not None:  # a round: each listed controller once
+                asked.add(url)
                 try:
                     await self._first_view(state, saved)
                     return
@@ -183,6 +184,7 @@ class ControllerViewSource:
                     break  # the active controller refused: a new round, from it
                 except (httpx.HTTPError, ValueError, KeyError) as e:
                     log.warning("controller %s not ready: %s", url, e)
+                    refused = refused or _client_error(e)  # a 401, 403, 422: an active controller, up, said no
                     self._failed(url, e)
             else:  # no listed controller registered us
                 if saved is not None:
@@ -190,6 +192,18 @@ class ControllerViewSource:
                     self._start_from_cache(state, saved, why, produce=not refused)
                     return
                 delay = await _backed_off(delay)
+
+    def _next_unasked(self, asked: set[str]) -> str | None:
+        """The controller to ask next in `start`'s round: the current one (a standby's named active one after
+        `_failed`) unless asked already, else the next in list order not asked (a hint may name one asked, or the
+        list wrap round to it); None once every listed controller was asked."""
+        urls = self.controllers.urls
+        start = urls.index(self.controllers.current) if self.controllers.current in urls else 0
+        for url in urls[start:] + urls[:start]:
+            if url not in asked:
+                self.controllers.current = url
+                return url
+        return None
 
     async def _first_view(self, state: ProxyState, saved: SavedView | None) -> None:
         """`start`'s attempt: register, then take, ack and save the controller's view."""
@@ -570,6 +584,12 @@ def _detail(resp: httpx.Response) -> str:
         return str(resp.json()["detail"])
     except (ValueError, KeyError, TypeError):
         return resp.text[:500]
+
+
+def _client_error(error: BaseException) -> bool:
+    """A controller answered 4xx: up, and refusing this proxy (a wrong token, a request it will not take); unlike a
+    5xx or a standby's 503, it may be taking another process's acks for our member (`start`, §4.7)."""
+    return isinstance(error, httpx.HTTPStatusError) and 400 <= error.response.status_code < 500
 
 
 async def _backed_off(delay: float) -> float:
