@@ -184,8 +184,8 @@ class ControllerViewSource:
                     break  # the active controller refused: a new round, from it
                 except (httpx.HTTPError, ValueError, KeyError) as e:
                     log.warning("controller %s not ready: %s", url, e)
-                    refused = refused or _client_error(e)  # a 401, 403, 422: an active controller, up, said no
-                    self._failed(url, e)
+                    refused = refused or _client_error(e)  # a 401, 403, 422: a controller, up, said no
+                    self.controllers.failed(url, active_hint(e))  # `_next_unasked` logs where the round goes on
             else:  # no listed controller registered us
                 if saved is not None:
                     why = "a controller refused us" if refused else "no active controller answers"
@@ -201,6 +201,8 @@ class ControllerViewSource:
         start = urls.index(self.controllers.current) if self.controllers.current in urls else 0
         for url in urls[start:] + urls[:start]:
             if url not in asked:
+                if asked:
+                    log.info("following controller %s", url)
                 self.controllers.current = url
                 return url
         return None
@@ -409,6 +411,8 @@ class ControllerViewSource:
                 except (httpx.HTTPError, ValueError, KeyError) as e:
                     log.warning("controller %s still unreachable (serving saved view %s): %s", url,
                                 state.view.version, e)
+                    if _client_error(e):  # refused, as in `start`: the saved deadline is not ours to use
+                        state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())
                     self._failed(url, e)
                     delay = await _backed_off(delay)
 
@@ -588,7 +592,9 @@ def _detail(resp: httpx.Response) -> str:
 
 def _client_error(error: BaseException) -> bool:
     """A controller answered 4xx: up, and refusing this proxy (a wrong token, a request it will not take); unlike a
-    5xx or a standby's 503, it may be taking another process's acks for our member (`start`, §4.7)."""
+    5xx or a standby's 503, it may be the active one, taking another process's acks for our member (`start`,
+    `_register_from_cache`, §4.7). A standby checks the token before it answers 503, so a wrong token's 401 may
+    come from one: refusing produce then errs on the safe side."""
     return isinstance(error, httpx.HTTPStatusError) and 400 <= error.response.status_code < 500
 
 
