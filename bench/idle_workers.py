@@ -23,7 +23,16 @@ from statistics import median
 import httpx
 from data_path import export_tree, free_port, tree_path
 from scratch import scratch_dir
-from workers_bench import ROOT, TOKEN, all_applied, cpu_by_process, family, start_controller, wait_for
+from workers_bench import (
+    ROOT,
+    TOKEN,
+    all_applied,
+    cpu_by_process,
+    family,
+    start_controller,
+    stop_processes,
+    wait_for,
+)
 
 from fedkafka.kafka.cluster import start_clusters
 
@@ -105,13 +114,7 @@ def main() -> None:
                     f"{t} w{n} {cpu[(t, n)][-1] * 1000:.2f} ms/s {wakeups[(t, n)][-1]:.0f} waits/s"
                     for t, n in proxies), flush=True)
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             cluster.stop()
     print("\nmedians: " + ", ".join(f"{t} workers {n}: {median(cpu[(t, n)]) * 1000:.2f} ms CPU/s, "
                                     f"{median(wakeups[(t, n)]):.0f} epoll waits/s" for t, n in proxies))

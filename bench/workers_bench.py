@@ -98,6 +98,17 @@ def start_proxy(tmp: Path, url: str, workers: int) -> tuple[subprocess.Popen, in
     return proc, port
 
 
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every process, then wait for each (killing one that does not exit in 30 s)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def all_applied(api: httpx.Client, ports: dict[int, int]) -> bool:
     """Every proxy registered with all its workers, each of which applied the current view."""
     status = api.get("/v1/status").json()
@@ -191,13 +202,7 @@ def main() -> None:
                               f"worker shares {x['worker_shares'] or '-'}  load {loads[-1]:.2f}", flush=True)
             api.close()
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             cluster.stop()
     results = {"records": each * args.clients, "clients": args.clients, "runs": runs, "idle_cpu_per_s": idle,
                "load_average": {"min": min(loads), "max": max(loads)}}

@@ -48,6 +48,7 @@ from workers_bench import (
     produce_part,
     run_clients,
     start_controller,
+    stop_processes,
     wait_for,
 )
 
@@ -240,13 +241,7 @@ def main() -> None:
                       flush=True)
                 time.sleep(args.hold)
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             cluster.stop()
     summary(runs, counts)
     RESULTS.mkdir(exist_ok=True)

@@ -9,10 +9,11 @@ import time
 import pytest
 from sqlalchemy import update
 
+from controller.test_held_publish_timeout import _hold_at_its_freeze
 from fedkafka.controller.errors import Conflict, Invalid
 from fedkafka.controller.held import HeldMoves
 from fedkafka.controller.models import ChainRow, MoveRow, ProxyRow
-from fedkafka.controller.moves import MoveHeld, Mover
+from fedkafka.controller.moves import Mover
 from fedkafka.fencing import FENCE_GRACE_S
 from fedkafka.view.rebalance import Move
 
@@ -35,12 +36,7 @@ def _ack(api, node_id: int, version: int) -> None:
 
 def _held_at_its_freeze(api, kafka) -> tuple[Mover, int]:
     """Move t/0 c1 -> c2/t/1 held at its freeze (its target grew since the plan): the run never waited for acks."""
-    kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 0})
-    mover = Mover(api.controller, ack_timeout=1)
-    [move_id] = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
-    kafka.ends[("c2", "t", 1)] = 5
-    with pytest.raises(MoveHeld):
-        mover.run([move_id])
+    mover, move_id = _hold_at_its_freeze(api, kafka)
     assert api.controller.view.chain("t", 0).frozen
     return mover, move_id
 

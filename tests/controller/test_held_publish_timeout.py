@@ -19,15 +19,20 @@ from fedkafka.controller.moves import MoveHeld, Mover
 from fedkafka.view.rebalance import Move
 
 
-def _held_at_its_freeze(api, kafka) -> int:
-    """Move t/0 c1 -> c2/t/1 held at its freeze (its target grew since the plan)."""
+def _hold_at_its_freeze(api, kafka) -> tuple[Mover, int]:
+    """Move t/0 c1 -> c2/t/1 held at its freeze (its target grew since the plan): the mover that ran it, its id."""
     kafka.ends.update({("c1", "t", 0): 42, ("c2", "t", 1): 0})
     mover = Mover(api.controller, ack_timeout=1)
     [move_id] = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])
     kafka.ends[("c2", "t", 1)] = 5
     with pytest.raises(MoveHeld):
         mover.run([move_id])
-    return move_id
+    return mover, move_id
+
+
+def _held_at_its_freeze(api, kafka) -> int:
+    """Move t/0 c1 -> c2/t/1 held at its freeze (its target grew since the plan)."""
+    return _hold_at_its_freeze(api, kafka)[1]
 
 
 def _slow(monkeypatch, kafka, clock: list[float], ack_s: float, source_read_s: float) -> None:

@@ -4,20 +4,16 @@ client=None although the request carries its client.id; it now names it (at no c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from proxy.test_produce_lane import Broker, batch, frame, proxy, run, view
+from proxy.test_produce_lane import Broker, a_second_between_looks, batch, frame, proxy, run, view
 
 
 def test_a_lane_produce_past_its_deadline_logs_its_client_id(monkeypatch, caplog):
     async def scenario():
         broker = await Broker().start()
         d = await proxy(view(), broker)
-        loop = asyncio.get_running_loop()
-        real = loop.time
-        ticks = iter(range(1000))
-        monkeypatch.setattr(loop, "time", lambda: real() + next(ticks))  # a second passes between any two looks
+        loop, real = a_second_between_looks(monkeypatch)
         with caplog.at_level(logging.INFO, logger="fedkafka.refusals"):
             await (await d.start(frame({0: batch()}, timeout_ms=100), 0, None))  # client.id "app"
         monkeypatch.setattr(loop, "time", real)

@@ -13,10 +13,10 @@ import hashlib
 import httpx
 import pytest
 
-from fedkafka.controller.app import create_app
+from fedkafka.controller.service import Controller
 from fedkafka.controllers import MEMBER_SECRET_HEADER
 from fedkafka.proxy.view_source import RegistrationRefused
-from proxy.test_member_secret_proxy import TOKEN, _controller, _heartbeat, _row, _source, _state
+from proxy.test_member_secret_proxy import _app_transport, _close, _heartbeat, _row, _source, _state, _with_controller
 
 
 class FirstRegistrationAnswerLost(httpx.AsyncBaseTransport):
@@ -37,13 +37,9 @@ class FirstRegistrationAnswerLost(httpx.AsyncBaseTransport):
 
 
 def test_a_registration_whose_answer_was_lost_is_taken_again_at_once_and_another_process_is_refused(tmp_path):
-    ctl = _controller(tmp_path / "ctl.db")
-
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        source, state = _source(ctl), _state()
-        transport = FirstRegistrationAnswerLost(httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False)))
-        source.client = httpx.AsyncClient(transport=transport, timeout=10)
+    async def run(ctl: Controller) -> None:
+        transport = FirstRegistrationAnswerLost(_app_transport(ctl))
+        source, state = _source(ctl, transport=transport), _state()
         refusals: list[RegistrationRefused] = []
 
         async def refused(refusal: RegistrationRefused, delay: float) -> float:
@@ -70,13 +66,9 @@ def test_a_registration_whose_answer_was_lost_is_taken_again_at_once_and_another
         assert refusal.value.request.headers[MEMBER_SECRET_HEADER] != source.member_secret
         await source._heartbeat_once(state)  # the member stays the first process's
         assert await _heartbeat(source, member, source.member_secret, ctl.view.version) == 200
-        await source.client.aclose()
-        await other.client.aclose()
+        await _close(source, other)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
 
 
 class DrawingController(httpx.AsyncBaseTransport):
@@ -96,13 +88,8 @@ def test_a_proxy_registered_by_a_controller_that_draws_the_secret_heartbeats_wit
     """The registration asks with `member_secret: true` (a bool: an older controller's model refuses a string) and
     sends its own secret in the header; a controller that draws one instead answers it, and the proxy presents
     the answered one, as before."""
-    ctl = _controller(tmp_path / "ctl.db")
-
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        source, state = _source(ctl), _state()
-        source.client = httpx.AsyncClient(transport=DrawingController(
-            httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False))), timeout=10)
+    async def run(ctl: Controller) -> None:
+        source, state = _source(ctl, transport=DrawingController(_app_transport(ctl))), _state()
         own = source.own_secret
         await source.start(state)
         assert source.member_secret not in (None, own)
@@ -110,7 +97,4 @@ def test_a_proxy_registered_by_a_controller_that_draws_the_secret_heartbeats_wit
         assert _row(ctl, source.member_id).applied_version == state.applied_version == ctl.view.version
         await source.client.aclose()
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -32,15 +34,59 @@ def _controller(database) -> Controller:
     return Controller(Settings(db_url=f"sqlite:///{database}"), kafka=KafkaAdmin(2.0))
 
 
-def _source(ctl: Controller) -> ControllerViewSource:
-    source = ControllerViewSource("http://controller", TOKEN, INSTANCE, lambda start, size: None)
-    source.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False)),
-                                      timeout=10)
+def _app_transport(ctl: Controller) -> httpx.ASGITransport:
+    """The controller's API, in process."""
+    return httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False))
+
+
+def _source(ctl: Controller, urls: str = "http://controller", token: str = TOKEN,
+            transport: httpx.AsyncBaseTransport | None = None, cache: ViewCache | None = None) -> ControllerViewSource:
+    """A proxy's view source asking `urls` with `token` through `transport` (by default `ctl`'s app itself), saving
+    its view in `cache` when given one."""
+    source = ControllerViewSource(urls, token, INSTANCE, lambda start, size: None)
+    source.client = httpx.AsyncClient(transport=transport or _app_transport(ctl), timeout=10)
+    if cache is not None:
+        source.cache = cache
     return source
 
 
 def _state() -> ProxyState:
     return ProxyState(view=View(version=0), me=ProxyInfo(0, "127.0.0.1", 9092, ProxyRole.PPROXY, "default"))
+
+
+def _saved_views(tmp_path) -> ViewCache:
+    """Where a proxy's runs save their view (and its produce deadline), one run after another."""
+    return ViewCache(tmp_path / "view.json", INSTANCE)
+
+
+async def _previous_run(ctl: Controller, cache: ViewCache | None = None) -> tuple[ControllerViewSource, ProxyState]:
+    """The proxy's previous run: registered, its view and deadline saved in `cache` (if given)."""
+    old, old_state = _source(ctl, cache=cache), _state()
+    await old.start(old_state)
+    return old, old_state
+
+
+async def _close(*sources: ControllerViewSource) -> None:
+    for source in sources:
+        await source.client.aclose()
+
+
+T = TypeVar("T")
+
+
+def _with_controller(database, scenario: Callable[[Controller], Awaitable[T]]) -> T:
+    """Runs `scenario` against a controller on `database` (its publisher bound to the scenario's loop), then stops
+    the controller."""
+    ctl = _controller(database)
+
+    async def run() -> T:
+        ctl.publisher.bind(asyncio.get_running_loop())
+        return await scenario(ctl)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        ctl.stop()
 
 
 def _row(ctl: Controller, member: int) -> ProxyRow:
@@ -58,11 +104,13 @@ async def _heartbeat(source: ControllerViewSource, member: int, secret: str | No
     return answer.status_code
 
 
-def test_a_proxys_own_heartbeats_ack_its_views_and_only_a_hash_of_its_secret_is_stored(tmp_path):
-    ctl = _controller(tmp_path / "ctl.db")
+async def _renews(source: ControllerViewSource, version: int) -> int:
+    """A heartbeat of `source` for its own member with its own secret (a run alive, acking `version`): the status."""
+    return await _heartbeat(source, source.member_id, source.member_secret, version)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
+
+def test_a_proxys_own_heartbeats_ack_its_views_and_only_a_hash_of_its_secret_is_stored(tmp_path):
+    async def run(ctl: Controller) -> None:
         source, state = _source(ctl), _state()
         await source.start(state)
         assert source.member_id is not None and source.member_secret
@@ -73,10 +121,7 @@ def test_a_proxys_own_heartbeats_ack_its_views_and_only_a_hash_of_its_secret_is_
         assert source.member_secret not in row.secret_hash
         await source.client.aclose()
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
 
 
 def _lease_runs_out(ctl: Controller, member: int) -> None:
@@ -93,19 +138,15 @@ def test_a_restarted_proxy_registers_once_its_previous_runs_lease_ran_out_and_th
     holder of the service token taking the member over, docs/DESIGN.md §5.2); it retries, backing off, and
     registers once the lease has run out, with a new secret. The previous run, alive after all (stalled past its
     lease), is refused in turn (409: no ping-pong) and does not take the member back."""
-    ctl = _controller(tmp_path / "ctl.db")
-
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        await old.start(old_state)
+    async def run(ctl: Controller) -> None:
+        old, old_state = await _previous_run(ctl)
         refusals: list[RegistrationRefused] = []
         restarted, state = _source(ctl), _state()
         wait = restarted._wait_refused
 
         async def counted(refusal: RegistrationRefused, delay: float) -> float:
             refusals.append(refusal)
-            assert await _heartbeat(old, old.member_id, old.member_secret, 0) == 200  # the live one renews
+            assert await _renews(old, 0) == 200  # the live one renews
             _lease_runs_out(ctl, old.member_id)  # ... then dies: its lease runs out, the restart may register
             return await wait(refusal, 0.01)
 
@@ -129,29 +170,20 @@ def test_a_restarted_proxy_registers_once_its_previous_runs_lease_ran_out_and_th
         assert old.member_secret == stale
         await restarted._heartbeat_once(state)  # the restarted one keeps its member
         assert _row(ctl, member).secret_hash == hashlib.sha256(restarted.member_secret.encode()).hexdigest()
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
 
 
 def test_a_restarted_proxy_serves_its_saved_view_until_its_previous_runs_lease_ran_out(tmp_path):
     """With a saved view, a restart refused because its previous run's lease is live serves that view at once
     (as across a controller outage) and registers from it once the lease has run out: nothing gives up."""
-    ctl = _controller(tmp_path / "ctl.db")
-    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+    cache = _saved_views(tmp_path)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        old.cache = cache
-        await old.start(old_state)
+    async def run(ctl: Controller) -> None:
+        old, old_state = await _previous_run(ctl, cache)
         saved = old_state.view.version
-        restarted, state = _source(ctl), _state()
-        restarted.cache = cache
+        restarted, state = _source(ctl, cache=cache), _state()
         await asyncio.wait_for(restarted.start(state), 60)
         assert state.view.version == saved and not restarted._registered  # serving, not registered yet
         assert not state.lease_valid()  # reads only: the previous run may still be alive and ack for the member
@@ -162,13 +194,9 @@ def test_a_restarted_proxy_serves_its_saved_view_until_its_previous_runs_lease_r
         assert restarted.member_secret not in (None, old.member_secret)
         await restarted._heartbeat_once(state)
         assert _row(ctl, restarted.member_id).applied_version == state.applied_version == ctl.view.version
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
 
 
 class _Refused(Exception):
@@ -183,29 +211,20 @@ def test_a_restart_started_without_a_controller_stops_producing_when_its_registr
     """A restart that found no controller serves its saved view with the saved deadline (§4.9, F5); once a
     controller answers and refuses it (409: the previous run, still alive, holds the member), it produces no more:
     the controller takes the other process's acks, a move may seal on them."""
-    ctl = _controller(tmp_path / "ctl.db")
-    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+    cache = _saved_views(tmp_path)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        old.cache = cache
-        await old.start(old_state)
-        restarted, state = _source(ctl), _state()
-        restarted.cache = cache
+    async def run(ctl: Controller) -> None:
+        old, _ = await _previous_run(ctl, cache)
+        restarted, state = _source(ctl, cache=cache), _state()
         restarted._start_from_cache(state, restarted._load_saved(state))  # as if no controller answered at first
         assert state.lease_valid()  # the saved deadline the previous run was granted
         restarted._wait_refused = _stop_at_refusal  # type: ignore[method-assign]
         with pytest.raises(_Refused, match="refused"):
             await asyncio.wait_for(restarted._register_from_cache(state), 60)
         assert not restarted._registered and not state.lease_valid()
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
 
 
 def test_a_heartbeats_registration_refused_stays_with_the_controller_that_refused_it(tmp_path):
@@ -236,31 +255,21 @@ def test_a_heartbeats_registration_refused_stays_with_the_controller_that_refuse
 
 def test_the_secret_outlives_a_controller_restart_and_a_wrong_one_stays_refused(tmp_path):
     database = tmp_path / "ctl.db"
-    first = _controller(database)
 
-    async def register() -> tuple[int, str, int]:
-        first.publisher.bind(asyncio.get_running_loop())
+    async def register(first: Controller) -> tuple[int, str, int]:
         source, state = _source(first), _state()
         await source.start(state)
         await source.client.aclose()
         assert source.member_id is not None and source.member_secret is not None
         return source.member_id, source.member_secret, state.applied_version
 
-    try:
-        member, secret, version = asyncio.run(register())
-    finally:
-        first.stop()
-    second = _controller(database)  # a failover: this controller never saw the registration
+    member, secret, version = _with_controller(database, register)
 
-    async def heartbeat() -> None:
-        second.publisher.bind(asyncio.get_running_loop())
+    async def heartbeat(second: Controller) -> None:  # a failover: this controller never saw the registration
         source = _source(second)
         assert await _heartbeat(source, member, "not-" + secret, version) == 403
         assert await _heartbeat(source, member, None, version) == 403
         assert await _heartbeat(source, member, secret, version) == 200
         await source.client.aclose()
 
-    try:
-        asyncio.run(heartbeat())
-    finally:
-        second.stop()
+    _with_controller(database, heartbeat)

@@ -115,6 +115,27 @@ def _versions() -> ApiVersionsResponse:
         {"api_key": 3, "min_version": 0, "max_version": 12}]})
 
 
+def _one_topic_proxy(cluster_metadata, other_proxies: int = 2) -> tuple[Dispatcher, PhysicalClusters, bytes]:
+    """A proxy (proxy 1, with `other_proxies` more in the view) serving logical topic `t` on c1's `phys` 0, c1's
+    Metadata learned from `cluster_metadata`: its dispatcher, its physical clusters and an all-topics Metadata v12
+    request frame."""
+    me = ProxyInfo(1, "127.0.0.1", 9092, ProxyRole.BOTH)
+    others = tuple(ProxyInfo(n, "127.0.0.1", 9092 + n, ProxyRole.BOTH) for n in range(2, 2 + other_proxies))
+    view = View(version=1, clusters={"c1": Cluster("c1", "b:1")}, proxies=(me, *others), topics={
+        "t": LogicalTopic("t", uuid.uuid4().hex, (PartitionChain((Segment("c1", "phys", 0, 0, None, 0),)),))})
+    physical = PhysicalClusters()
+    physical.clusters["c1"] = ClusterInfo("c1", "b:1")
+    physical.learn("c1", _versions(), cluster_metadata)
+    d = Dispatcher(state=ProxyState(view=view, me=me), physical=physical, producer_ids=None, pool=None)
+    frame = codec.encode_request(MetadataRequest(topics=None, allow_auto_topic_creation=False,
+                                                 include_topic_authorized_operations=False), 1)[4:]
+    return d, physical, frame
+
+
+async def _metadata_answer(d: Dispatcher, frame: bytes):
+    return codec.decode_response(codec.response_type(3, 12), (await (await d.start(frame, 0)))[4:])[1]
+
+
 def test_a_metadata_refresh_learns_replicas_and_isr_and_counts_only_changes():
     physical = PhysicalClusters()
     physical.clusters["c1"] = ClusterInfo("c1", "b:1")
@@ -130,19 +151,10 @@ def test_a_metadata_refresh_learns_replicas_and_isr_and_counts_only_changes():
 def test_a_cached_metadata_answer_is_replaced_when_the_physical_isr_shrinks():
     """The answer cache reused the answer while the view stayed: it must not keep an ISR the cluster has left."""
     async def scenario():
-        me = ProxyInfo(1, "127.0.0.1", 9092, ProxyRole.BOTH)
-        others = tuple(ProxyInfo(n, "127.0.0.1", 9092 + n, ProxyRole.BOTH) for n in (2, 3))
-        view = View(version=1, clusters={"c1": Cluster("c1", "b:1")}, proxies=(me, *others), topics={
-            "t": LogicalTopic("t", uuid.uuid4().hex, (PartitionChain((Segment("c1", "phys", 0, 0, None, 0),)),))})
-        physical = PhysicalClusters()
-        physical.clusters["c1"] = ClusterInfo("c1", "b:1")
-        physical.learn("c1", _versions(), _cluster_metadata([1, 2, 3]))
-        d = Dispatcher(state=ProxyState(view=view, me=me), physical=physical, producer_ids=None, pool=None)
-        frame = codec.encode_request(MetadataRequest(topics=None, allow_auto_topic_creation=False,
-                                                     include_topic_authorized_operations=False), 1)[4:]
+        d, physical, frame = _one_topic_proxy(_cluster_metadata([1, 2, 3]))
 
         async def isr() -> int:
-            answer = codec.decode_response(codec.response_type(3, 12), (await (await d.start(frame, 0)))[4:])[1]
+            answer = await _metadata_answer(d, frame)
             return len(answer.topics[0].partitions[0].isr_nodes)
 
         assert await isr() == 3 and await isr() == 3

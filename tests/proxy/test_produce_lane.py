@@ -672,14 +672,21 @@ def test_lane_calls_share_one_deadline_timer_per_connection(monkeypatch):
     run(scenario)
 
 
+def a_second_between_looks(monkeypatch) -> tuple[asyncio.AbstractEventLoop, Callable[[], float]]:
+    """Makes the running loop's clock move a second between any two looks (every deadline passes at once): the
+    loop, and its real clock to put back."""
+    loop = asyncio.get_running_loop()
+    real = loop.time
+    ticks = iter(range(1000))
+    monkeypatch.setattr(loop, "time", lambda: real() + next(ticks))
+    return loop, real
+
+
 def test_a_lane_request_past_its_client_s_deadline_is_not_sent(monkeypatch):
     async def scenario():
         broker = await Broker().start()
         d = await proxy(view(), broker)
-        loop = asyncio.get_running_loop()
-        real = loop.time
-        ticks = iter(range(1000))
-        monkeypatch.setattr(loop, "time", lambda: real() + next(ticks))  # a second passes between any two looks
+        loop, real = a_second_between_looks(monkeypatch)
         answer = await (await d.start(frame({0: batch()}, timeout_ms=100), 0, None))
         monkeypatch.setattr(loop, "time", real)
         code, _, _, message = answers_of(bytes(answer))[0]
@@ -904,10 +911,7 @@ def test_an_idempotent_lane_request_past_its_deadline_is_noted_forwarded_as_the_
             broker = await Broker().start()
             table = seeded({0: "steady"}, {0: 5}, {})
             d = await proxy(view(), broker, lane=lane, producer_ids=table)
-            loop = asyncio.get_running_loop()
-            real = loop.time
-            ticks = iter(range(1000))
-            monkeypatch.setattr(loop, "time", lambda: real() + next(ticks))
+            loop, real = a_second_between_looks(monkeypatch)
             answer = await (await d.start(frame({0: batch(2, PID, 0, 5)}, timeout_ms=100), 0, None))
             monkeypatch.setattr(loop, "time", real)
             assert answers_of(bytes(answer))[0][0] == ErrorCode.request_timed_out and broker.frames == []

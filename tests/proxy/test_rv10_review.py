@@ -11,11 +11,18 @@ import asyncio
 
 import httpx
 
-from fedkafka.controller.app import create_app
+from fedkafka.controller.service import Controller
 from fedkafka.controllers import ACTIVE_HEADER
-from fedkafka.proxy.view_cache import ViewCache
-from fedkafka.proxy.view_source import ControllerViewSource
-from proxy.test_member_secret_proxy import INSTANCE, TOKEN, _controller, _heartbeat, _source, _state
+from proxy.test_member_secret_proxy import (
+    _app_transport,
+    _close,
+    _previous_run,
+    _renews,
+    _saved_views,
+    _source,
+    _state,
+    _with_controller,
+)
 
 
 class _FailoverWithStaleHint(httpx.AsyncBaseTransport):
@@ -41,32 +48,22 @@ def test_a_round_of_start_asks_every_listed_controller_even_when_a_standby_names
     serves its saved view with the saved deadline while the active controller would refuse it 409
     DUPLICATE_BROKER_REGISTRATION: its previous run is alive and acks for the member (the hazard fixrv8 closed for
     a standby listed first)."""
-    ctl = _controller(tmp_path / "ctl.db")
-    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+    cache = _saved_views(tmp_path)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        old.cache = cache
-        await old.start(old_state)  # the previous run: registered, its view and deadline saved
-        restarted, state = ControllerViewSource("http://old,http://standby,http://controller", TOKEN, INSTANCE,
-                                                lambda start, size: None), _state()
-        transport = _FailoverWithStaleHint(httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False)))
-        restarted.client = httpx.AsyncClient(transport=transport, timeout=10)
-        restarted.cache = cache
+    async def run(ctl: Controller) -> None:
+        old, _ = await _previous_run(ctl, cache)  # the previous run: registered, its view and deadline saved
+        transport = _FailoverWithStaleHint(_app_transport(ctl))
+        restarted, state = _source(ctl, "http://old,http://standby,http://controller", cache=cache,
+                                   transport=transport), _state()
         await asyncio.wait_for(restarted.start(state), 60)  # a guard against a hang, not a timing assertion
         assert not restarted._registered  # the active controller refuses it: the previous run is live
-        assert await _heartbeat(old, old.member_id, old.member_secret, ctl.view.version) == 200  # and it acks
+        assert await _renews(old, ctl.view.version) == 200  # and it acks
         assert "controller" in transport.asked, f"a round of start asked {transport.asked}, not every controller"
         assert not state.lease_valid(), ("a restart whose round skipped the active controller produces under its "
                                          "saved view while its previous run acks for the member")
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
 
 
 def test_a_restart_the_active_controller_answers_401_does_not_produce_under_its_saved_deadline(tmp_path):
@@ -75,28 +72,16 @@ def test_a_restart_the_active_controller_answers_401_does_not_produce_under_its_
     none of those, yet `start` takes it as one (`except httpx.HTTPError`, view_source.py:183-185, `refused` stays
     False): the active controller answers 401 (the restart's --token mistyped, or rotated on this host only), it is
     up and takes the previous run's acks, and the restart serves its saved view with the saved deadline."""
-    ctl = _controller(tmp_path / "ctl.db")
-    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+    cache = _saved_views(tmp_path)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        old.cache = cache
-        await old.start(old_state)  # the previous run: registered, its view and deadline saved
-        restarted, state = ControllerViewSource("http://controller", "not-the-token", INSTANCE,
-                                                lambda start, size: None), _state()
-        restarted.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False)), timeout=10)
-        restarted.cache = cache
+    async def run(ctl: Controller) -> None:
+        old, _ = await _previous_run(ctl, cache)  # the previous run: registered, its view and deadline saved
+        restarted, state = _source(ctl, token="not-the-token", cache=cache), _state()
         await asyncio.wait_for(restarted.start(state), 60)  # a guard against a hang, not a timing assertion
         assert not restarted._registered
-        assert await _heartbeat(old, old.member_id, old.member_secret, ctl.view.version) == 200  # it acks
+        assert await _renews(old, ctl.view.version) == 200  # it acks
         assert not state.lease_valid(), ("the active controller answered (401) and takes the previous run's acks; "
                                          "the restart produces under its saved view meanwhile")
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)

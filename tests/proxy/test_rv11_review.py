@@ -9,9 +9,8 @@ import logging
 
 import httpx
 
-from fedkafka.controller.app import create_app
-from fedkafka.proxy.view_source import ControllerViewSource
-from proxy.test_member_secret_proxy import INSTANCE, TOKEN, _controller, _state
+from fedkafka.controller.service import Controller
+from proxy.test_member_secret_proxy import _app_transport, _source, _state, _with_controller
 from proxy.test_rv10_review import _FailoverWithStaleHint
 
 
@@ -20,24 +19,16 @@ def test_start_logs_the_controller_it_goes_on_to_not_one_the_round_skips(tmp_pat
     true); standby's 503 names old, `_failed` logs "following controller http://old", and `_next_unasked` silently
     moves on to http://controller (view_source.py:186-187 then 197-205). The operator reading the log during a
     failover is told the proxy follows the dead controller, and never that it went to the one it registered with."""
-    ctl = _controller(tmp_path / "ctl.db")
-
-    async def run() -> list[str]:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        source, state = ControllerViewSource("http://old,http://standby,http://controller", TOKEN, INSTANCE,
-                                             lambda start, size: None), _state()
-        transport = _FailoverWithStaleHint(httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False)))
-        source.client = httpx.AsyncClient(transport=transport, timeout=10)
+    async def run(ctl: Controller) -> list[str]:
+        transport = _FailoverWithStaleHint(_app_transport(ctl))
+        source, state = _source(ctl, "http://old,http://standby,http://controller", transport=transport), _state()
         await asyncio.wait_for(source.start(state), 60)  # a guard against a hang, not a timing assertion
         assert source._registered and source.controllers.current == "http://controller"
         await source.client.aclose()
         return transport.asked
 
     caplog.set_level(logging.INFO, logger="fedkafka.proxy.view_source")
-    try:
-        asked = asyncio.run(run())
-    finally:
-        ctl.stop()
+    asked = _with_controller(tmp_path / "ctl.db", run)
     followed = [r.getMessage().removeprefix("following controller http://") for r in caplog.records
                 if r.getMessage().startswith("following controller ")]
     moves = [host for before, host in itertools.pairwise(asked) if host != before]
@@ -67,22 +58,14 @@ def test_a_restart_started_without_a_controller_stops_producing_once_the_active_
     the restart keeps producing under its saved view while the controller takes its previous run's acks: the
     hazard rv10's 401 test closed for `start`, reached by the other order."""
     from fedkafka.proxy import view_source
-    from fedkafka.proxy.view_cache import ViewCache
-    from proxy.test_member_secret_proxy import _heartbeat, _source
+    from proxy.test_member_secret_proxy import _close, _previous_run, _renews, _saved_views
 
-    ctl = _controller(tmp_path / "ctl.db")
-    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+    cache = _saved_views(tmp_path)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        old.cache = cache
-        await old.start(old_state)  # the previous run: registered, its view and deadline saved
-        restarted, state = ControllerViewSource("http://controller", "not-the-token", INSTANCE,
-                                                lambda start, size: None), _state()
-        transport = _DownThenUp(httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False)))
-        restarted.client = httpx.AsyncClient(transport=transport, timeout=10)
-        restarted.cache = cache
+    async def run(ctl: Controller) -> None:
+        old, _ = await _previous_run(ctl, cache)  # the previous run: registered, its view and deadline saved
+        transport = _DownThenUp(_app_transport(ctl))
+        restarted, state = _source(ctl, token="not-the-token", cache=cache, transport=transport), _state()
         await asyncio.wait_for(restarted.start(state), 60)  # no controller answers: the saved deadline
         assert state.lease_valid()  # F5: as designed while no controller answers
         transport.down = False  # the controller is back, and refuses the restart's token
@@ -97,16 +80,12 @@ def test_a_restart_started_without_a_controller_stops_producing_once_the_active_
         registering = asyncio.create_task(restarted._register_from_cache(state))
         await asyncio.wait_for(handled.wait(), 60)  # a guard against a hang, not a timing assertion
         assert transport.answered.is_set()  # the controller answered 4xx, not a connection error
-        assert await _heartbeat(old, old.member_id, old.member_secret, ctl.view.version) == 200  # it acks
+        assert await _renews(old, ctl.view.version) == 200  # it acks
         produces = state.lease_valid()
         registering.cancel()
         await asyncio.gather(registering, return_exceptions=True)
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
         assert not produces, ("the active controller answered (401) and takes the previous run's acks; the "
                               "restart still produces under its saved view")
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)

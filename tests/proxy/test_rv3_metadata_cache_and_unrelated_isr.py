@@ -11,16 +11,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from kio.schema.metadata.v12.request import MetadataRequest
-
 from fedkafka.protocol import codec
 from fedkafka.protocol.build import build
-from fedkafka.proxy.core.dispatch import Dispatcher
-from fedkafka.proxy.core.physical import ClusterInfo, PhysicalClusters
 from fedkafka.proxy.handlers import metadata
-from fedkafka.proxy.state import ProxyState
-from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
-from proxy.test_metadata_replicas_unit import _versions
+from proxy.test_metadata_replicas_unit import _one_topic_proxy, _versions
 
 
 def _cluster_metadata(other_isr: list[int]):
@@ -40,15 +34,7 @@ def test_a_cached_answer_outlives_an_isr_change_of_a_physical_topic_no_segment_u
     monkeypatch.setattr(metadata, "handle", lambda *a: handled.append(1) or real(*a))
 
     async def scenario():
-        me = ProxyInfo(1, "127.0.0.1", 9092, ProxyRole.BOTH)
-        view = View(version=1, clusters={"c1": Cluster("c1", "b:1")}, proxies=(me,), topics={
-            "t": LogicalTopic("t", uuid.uuid4().hex, (PartitionChain((Segment("c1", "phys", 0, 0, None, 0),)),))})
-        physical = PhysicalClusters()
-        physical.clusters["c1"] = ClusterInfo("c1", "b:1")
-        physical.learn("c1", _versions(), _cluster_metadata([1, 2, 3]))
-        d = Dispatcher(state=ProxyState(view=view, me=me), physical=physical, producer_ids=None, pool=None)
-        frame = codec.encode_request(MetadataRequest(topics=None, allow_auto_topic_creation=False,
-                                                     include_topic_authorized_operations=False), 1)[4:]
+        d, physical, frame = _one_topic_proxy(_cluster_metadata([1, 2, 3]), other_proxies=0)
         first = await (await d.start(frame, 0))
         physical.learn("c1", _versions(), _cluster_metadata([1]))  # another tenant's topic lost two followers
         again = await (await d.start(frame, 0))

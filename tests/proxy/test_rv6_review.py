@@ -9,8 +9,19 @@ import asyncio
 from fastapi.testclient import TestClient
 
 from fedkafka.controller.app import create_app
-from fedkafka.proxy.view_cache import ViewCache
-from proxy.test_member_secret_proxy import AUTH, INSTANCE, TOKEN, _controller, _heartbeat, _source, _state
+from fedkafka.controller.service import Controller
+from proxy.test_member_secret_proxy import (
+    AUTH,
+    TOKEN,
+    _close,
+    _controller,
+    _previous_run,
+    _renews,
+    _saved_views,
+    _source,
+    _state,
+    _with_controller,
+)
 
 SECRET_HEADER = "X-Fedkafka-Member-Secret"
 
@@ -23,28 +34,19 @@ def test_a_restart_refused_while_its_previous_run_is_alive_does_not_produce_unde
     view with the saved produce deadline (`_start_from_cache`): its writes under the older view land on the
     sealed segment. Before cb25d27 a refused registration served nothing (the saved view's deadline was not
     taken: `_load_saved` sets lease_deadline to now)."""
-    ctl = _controller(tmp_path / "ctl.db")
-    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+    cache = _saved_views(tmp_path)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        old.cache = cache
-        await old.start(old_state)
-        restarted, state = _source(ctl), _state()
-        restarted.cache = cache
+    async def run(ctl: Controller) -> None:
+        old, _ = await _previous_run(ctl, cache)
+        restarted, state = _source(ctl, cache=cache), _state()
         await asyncio.wait_for(restarted.start(state), 60)  # a guard against a hang, not a timing assertion
         assert not restarted._registered  # refused: the previous run's member is live
         # the previous run is alive: its heartbeats renew the member and ack views for it
-        assert await _heartbeat(old, old.member_id, old.member_secret, ctl.view.version) == 200
+        assert await _renews(old, ctl.view.version) == 200
         assert not state.lease_valid(), "an unregistered process produces while another acks for its member"
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
 
 
 def _proxy(instance: str, port: int) -> dict:

@@ -8,11 +8,19 @@ from dataclasses import replace
 
 import httpx
 
-from fedkafka.controller.app import create_app
+from fedkafka.controller.service import Controller
 from fedkafka.controllers import ACTIVE_HEADER
-from fedkafka.proxy.view_cache import ViewCache
-from fedkafka.proxy.view_source import ControllerViewSource, RegistrationRefused
-from proxy.test_member_secret_proxy import INSTANCE, TOKEN, _controller, _heartbeat, _source, _state
+from fedkafka.proxy.view_source import RegistrationRefused
+from proxy.test_member_secret_proxy import (
+    _app_transport,
+    _close,
+    _previous_run,
+    _renews,
+    _saved_views,
+    _source,
+    _state,
+    _with_controller,
+)
 
 
 class _StandbyThenActive(httpx.AsyncBaseTransport):
@@ -38,32 +46,21 @@ def test_a_restart_refused_while_its_previous_run_is_alive_does_not_produce_when
     saved view while the previous run acks for the member, until `_register_from_cache` (a background task,
     spawned after `start`, racing the listener) gets the refusal. The standby answered: it named the active
     controller, which would have refused."""
-    ctl = _controller(tmp_path / "ctl.db")
-    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+    cache = _saved_views(tmp_path)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        old.cache = cache
-        await old.start(old_state)  # the previous run: registered, its view and deadline saved
-        restarted, state = ControllerViewSource("http://standby,http://controller", TOKEN, INSTANCE,
-                                                lambda start, size: None), _state()
-        app = httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False))
-        restarted.client = httpx.AsyncClient(transport=_StandbyThenActive(app), timeout=10)
-        restarted.cache = cache
+    async def run(ctl: Controller) -> None:
+        old, _ = await _previous_run(ctl, cache)  # the previous run: registered, its view and deadline saved
+        restarted, state = _source(ctl, "http://standby,http://controller", cache=cache,
+                                   transport=_StandbyThenActive(_app_transport(ctl))), _state()
         await asyncio.wait_for(restarted.start(state), 60)  # a guard against a hang, not a timing assertion
         assert not restarted._registered  # the active controller would refuse it: the previous run is live
         # the previous run is alive: its heartbeats renew the member and ack views for it
-        assert await _heartbeat(old, old.member_id, old.member_secret, ctl.view.version) == 200
+        assert await _renews(old, ctl.view.version) == 200
         assert not state.lease_valid(), ("a restart that met a standby first produces under its saved view while "
                                          "its previous run acks for the member")
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
 
 
 class _RefusesThenFailsOver(httpx.AsyncBaseTransport):
@@ -86,20 +83,13 @@ def test_a_restart_refused_for_another_address_does_not_produce_after_a_failover
     retries the refusal, but its next attempt meeting a failing controller (a failover: the leader restarts as a
     standby) falls back to the saved view with the saved deadline (view_source.py:183-188, `produce=True`):
     the proxy the controller just refused opens its listener producing under a view it does not ack."""
-    ctl = _controller(tmp_path / "ctl.db")
-    cache = ViewCache(tmp_path / "view.json", INSTANCE)
+    cache = _saved_views(tmp_path)
 
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        old, old_state = _source(ctl), _state()
-        old.cache = cache
-        await old.start(old_state)  # registered at 127.0.0.1:9092, its view and deadline saved
+    async def run(ctl: Controller) -> None:
+        old, _ = await _previous_run(ctl, cache)  # registered at 127.0.0.1:9092, its view and deadline saved
         moved = _state()
         moved.me = replace(moved.me, host="127.0.0.2")  # the same instance id at another address: refused
-        restarted = ControllerViewSource("http://controller", TOKEN, INSTANCE, lambda start, size: None)
-        app = httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False))
-        restarted.client = httpx.AsyncClient(transport=_RefusesThenFailsOver(app), timeout=10)
-        restarted.cache = cache
+        restarted = _source(ctl, cache=cache, transport=_RefusesThenFailsOver(_app_transport(ctl)))
         refusals: list[RegistrationRefused] = []
 
         async def quick(refusal: RegistrationRefused, delay: float) -> float:
@@ -111,10 +101,6 @@ def test_a_restart_refused_for_another_address_does_not_produce_after_a_failover
         assert len(refusals) == 1 and not refusals[0].our_previous_run  # the takeover refusal, then the failover
         assert not restarted._registered
         assert not moved.lease_valid(), "refused for another address, then produces under the saved deadline"
-        await old.client.aclose()
-        await restarted.client.aclose()
+        await _close(old, restarted)
 
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
+    _with_controller(tmp_path / "ctl.db", run)
