@@ -1020,7 +1020,13 @@ def _uncount_unless_written(counts: collections.Counter[int], view_version: int,
     uncounted now; a call written (`_note_written`), it stays counted until it can no longer be written (DESIGN §4.1
     step 2): ABANDONED_SETTLE_S more, or until the drain closes its connection (`held`, `AbandonedWrites.close`):
     the drain must not ack a frozen view while the broker may still append it, above the seal."""
-    written = getattr(error, _WRITTEN, None)
+    _uncount_or_hold(counts, view_version, getattr(error, _WRITTEN, None), loop, held)
+
+
+def _uncount_or_hold(counts: collections.Counter[int], view_version: int, written: list | None,
+                     loop: asyncio.AbstractEventLoop, held: AbandonedWrites) -> None:
+    """A drained request given up on: uncounted now if none of its calls was written, else held (`written`, their
+    futures) until the drain closes their connections or ABANDONED_SETTLE_S passed (`start`'s and the lane's)."""
     if not written:
         counts[view_version] -= 1
     else:

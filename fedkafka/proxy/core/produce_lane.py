@@ -29,9 +29,15 @@ import functools
 import logging
 import struct
 
-from fedkafka.fencing import ABANDONED_SETTLE_S
 from fedkafka.protocol import codec
-from fedkafka.proxy.core.dispatch import SLOW_REQUEST_S, Dispatcher, _Answer, _time_out, _uncount, _warn_slow
+from fedkafka.proxy.core.dispatch import (
+    SLOW_REQUEST_S,
+    Dispatcher,
+    _Answer,
+    _time_out,
+    _uncount_or_hold,
+    _warn_slow,
+)
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
 from fedkafka.proxy.plan import Broker, CloseConnection, Context, Refused, UpstreamError, collect_refusal
@@ -343,17 +349,12 @@ def _abandoned(dispatcher: Dispatcher, call: _LaneCall, counts: collections.Coun
     flight and the request in `writes_in_flight` until it can no longer be written, `ABANDONED_SETTLE_S` from now, as
     the generic path's abandoned calls (DESIGN §5.3 rule 3, §4.1 step 2), or, for the drain count, until the drain
     closes `item`'s connection (`AbandonedWrites.close`). Before this, it was uncounted at once."""
-    if call.waits is None:
-        if call.producer is not None:
-            produce.lane_settled(dispatcher.producer_ids, call.producer)
-        if counts is not None:
-            counts[view_version] -= 1
-        return
+    written = call.waits is not None
     if call.producer is not None:
-        produce.lane_abandoned(dispatcher.producer_ids, call.producer)
+        (produce.lane_abandoned if written else produce.lane_settled)(dispatcher.producer_ids, call.producer)
     if counts is not None:
-        dispatcher.abandoned_writes.hold(dispatcher._loop or dispatcher.loop, [item],
-                                         functools.partial(_uncount, counts, view_version, None), ABANDONED_SETTLE_S)
+        _uncount_or_hold(counts, view_version, [item] if written else None, dispatcher._loop or dispatcher.loop,
+                         dispatcher.abandoned_writes)
 
 
 def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:
