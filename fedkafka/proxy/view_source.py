@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -160,9 +160,10 @@ class ControllerViewSource:
         view comes first (docs/DESIGN.md §4.7): no older view of its federation is applied or saved after it,
         whatever a controller whose database lost commits serves, and the heartbeats report its version, so that
         controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A round sends our registration to
-        every listed controller at once (`_registration_answers`: about one timeout, not one per controller that
-        accepts and never answers), then takes their answers in the order a round asks (`_next_unasked`: the
-        current one, a standby's named one next). A proxy whose round fails serves its saved view at once and
+        every listed controller at once (`_registration_round`: about one timeout, not one per controller that
+        accepts and never answers), then takes a registration granted as soon as it is, else their answers in the
+        order a round asks (`_next_unasked`: the current one, a standby's named one next). A proxy whose round
+        fails serves its saved view at once and
         registers in `_register_from_cache` (called by the view-stream and heartbeat tasks); with the saved produce
         deadline unless a controller refused (409, or any 4xx) our registration in this `start` (§5.2: the active one
         may be taking our previous run's acks for the member). A 5xx or a standby's 503 refuses nothing: a controller
@@ -170,35 +171,38 @@ class ControllerViewSource:
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
-            sent, answers = await self._registration_answers(state)  # a round: each listed controller once
-            asked: set[str] = set()
-            while (url := self._next_unasked(asked)) is not None:
-                asked.add(url)
-                try:
-                    await self._first_view(state, saved, answers[url], sent)
-                    return
-                except RegistrationRefused as e:  # the controller answers: not a reason to serve a saved view...
-                    if saved is not None and e.our_previous_run:  # ...unless our previous run holds it (a restart)
-                        self._wait_refused_log(e)
-                        self._start_from_cache(state, saved, "our previous run's lease is live", produce=False)
+            sent, answers = await self._registration_round(state)  # a round: each listed controller once
+            try:
+                asked: set[str] = set()
+                while (url := self._next_unasked(asked)) is not None:
+                    asked.add(url)
+                    try:
+                        await self._first_view(state, saved, await answers[url], sent)
                         return
-                    refused = True
-                    delay = await self._wait_refused(e, delay)
-                    break  # the active controller refused: a new round, from it
-                except (httpx.HTTPError, ValueError, KeyError) as e:
-                    log.warning("controller %s not ready: %s", url, e)
-                    refused = refused or _client_error(e)  # a 401, 403, 422: a controller, up, said no
-                    self.controllers.failed(url, active_hint(e))  # `_next_unasked` logs where the round goes on
-            else:  # no listed controller registered us
-                if saved is not None:
-                    why = "a controller refused us" if refused else "no active controller answers"
-                    self._start_from_cache(state, saved, why, produce=not refused)
-                    return
-                delay = await _backed_off(delay)
+                    except RegistrationRefused as e:  # the controller answers: no reason to serve a saved view...
+                        if saved is not None and e.our_previous_run:  # ...unless our previous run holds it (restart)
+                            self._wait_refused_log(e)
+                            self._start_from_cache(state, saved, "our previous run's lease is live", produce=False)
+                            return
+                        refused = True
+                        delay = await self._wait_refused(e, delay)
+                        break  # the active controller refused: a new round, from it
+                    except (httpx.HTTPError, ValueError, KeyError) as e:
+                        log.warning("controller %s not ready: %s", url, e)
+                        refused = refused or _client_error(e)  # a 401, 403, 422: a controller, up, said no
+                        self.controllers.failed(url, active_hint(e))  # `_next_unasked` logs where the round goes
+                else:  # no listed controller registered us
+                    if saved is not None:
+                        why = "a controller refused us" if refused else "no active controller answers"
+                        self._start_from_cache(state, saved, why, produce=not refused)
+                        return
+                    delay = await _backed_off(delay)
+            finally:
+                _dropped(answers.values())  # a granted registration taken: the asks still out
 
     def _next_unasked(self, asked: set[str]) -> str | None:
-        """The controller whose answer `start`'s round takes next: the current one (a standby's named active one after
-        `_failed`) unless asked already, else the next in list order not asked (a hint may name one asked, or the
+        """The controller whose answer `start`'s round takes next: the current one (a standby's named active one
+        after `_failed`) unless asked already, else the next in list order not asked (a hint may name one asked, or the
         list wrap round to it); None once every listed controller was asked."""
         urls = self.controllers.urls
         start = urls.index(self.controllers.current) if self.controllers.current in urls else 0
@@ -210,25 +214,35 @@ class ControllerViewSource:
                 return url
         return None
 
-    async def _registration_answers(self, state: ProxyState) -> tuple[float, dict[str, httpx.Response | Exception]]:
-        """`start`'s round: our registration sent to every listed controller at once, and what each answered (or
-        the transport error it ended in), with when they were sent. One after the other, N controllers that accept
-        and never answer held the start N client timeouts. At once is still one registration: the controllers share
-        one database and only the active one registers (a standby answers 503; §5.2), all with our own secret."""
+    async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
+        """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
+        one's answer a future (awaited: the response, or what the ask raised). It returns once every controller
+        answered or failed, or as soon as one granted the registration (made the current controller: `start` takes
+        it first, while its lease is fresh; the asks still out are dropped once it is taken). One after the other,
+        N controllers that accept and never answer held the start N client timeouts. At once is still one
+        registration: the listed controllers share one database, only the active one registers (a standby answers
+        503; §5.2), each ask with our own member secret."""
         urls, sent = list(self.controllers.urls), time.monotonic()
-        answers = await asyncio.gather(*(self._send_registration(url, state) for url in urls), return_exceptions=True)
-        for answer in answers:  # anything but a transport's error is raised, as one ask alone raised it
-            if isinstance(answer, BaseException) and not isinstance(answer, httpx.HTTPError):
-                raise answer
-        return sent, dict(zip(urls, answers, strict=True))  # type: ignore[arg-type]  # errors: HTTPError only
+        asking = {url: asyncio.ensure_future(self._send_registration(url, state)) for url in urls}
+        waiting: set[asyncio.Task[httpx.Response]] = set(asking.values())
+        try:
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                granted = next((url for url, ask in asking.items() if ask in done and _granted(ask)), None)
+                if granted is not None:
+                    if granted != self.controllers.current:
+                        log.info("following controller %s", granted)
+                    self.controllers.current = granted
+                    break
+        except BaseException:  # cancelled (the proxy stopping while it starts): no ask left out
+            _dropped(asking.values())
+            raise
+        return sent, asking
 
-    async def _first_view(self, state: ProxyState, saved: SavedView | None, answer: httpx.Response | Exception,
+    async def _first_view(self, state: ProxyState, saved: SavedView | None, answer: httpx.Response,
                           sent: float) -> None:
         """`start`'s attempt at the current controller, given its `answer` to the round's registration (sent at
-        `sent`): take the registration (raising what it failed with), then take, ack and save the controller's
-        view."""
-        if isinstance(answer, Exception):
-            raise answer
+        `sent`): take the registration, then take, ack and save the controller's view."""
         async with self._registration:
             body = self._registered_by(state, answer)
         state.lease_deadline = sent + self.fence_ms / 1000
@@ -623,6 +637,21 @@ def _detail(resp: httpx.Response) -> str:
         return str(resp.json()["detail"])
     except (ValueError, KeyError, TypeError):
         return resp.text[:500]
+
+
+def _granted(ask: asyncio.Future) -> bool:
+    """A registration's ask that ended in a 2xx answer (the controller registered us)."""
+    return not ask.cancelled() and ask.exception() is None and ask.result().is_success
+
+
+def _dropped(asks: Iterable[asyncio.Future]) -> None:
+    """The asks of a round `start` is done with: those still out cancelled, the failures of the others read (no
+    "exception never retrieved" at their collection)."""
+    for ask in asks:
+        if not ask.done():
+            ask.cancel()
+        elif not ask.cancelled():
+            ask.exception()
 
 
 def _client_error(error: BaseException) -> bool:

@@ -17,9 +17,11 @@ from fedkafka.proxy.view_source import ControllerViewSource
 from proxy.test_member_secret_proxy import (
     INSTANCE,
     TOKEN,
+    _app_transport,
     _close,
     _previous_run,
     _saved_views,
+    _source,
     _state,
     _with_controller,
 )
@@ -83,5 +85,39 @@ def test_a_round_of_start_asks_every_silent_controller_at_once_and_serves_its_sa
         assert Counter(host for what, host in transport.calls if what == "sent") == dict.fromkeys(SILENT, 1)
         # one wait for the round, not one per controller: every controller asked before any ask timed out
         assert transport.calls[:len(SILENT)] == [("sent", host) for host in SILENT], transport.calls
+
+    _with_controller(tmp_path / "ctl.db", run)
+
+
+class _SilentThenActive(_SilentControllers):
+    """`http://silent` a loopback socket that never answers, every other host the controller's app."""
+
+    def __init__(self, port: int, active: httpx.AsyncBaseTransport):
+        super().__init__({"silent": port})
+        self.active = active
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "silent":
+            return await super().handle_async_request(request)
+        return await self.active.handle_async_request(request)
+
+
+def test_a_registration_granted_in_a_round_is_taken_without_waiting_for_a_silent_controller_listed_first(tmp_path):
+    """The active controller's answer wins, when it comes: taken in the round's order it would wait for the silent
+    controller listed before it (a timeout) while the lease it just granted runs (the first heartbeat then late)."""
+    async def run(ctl) -> None:
+        server, port = await _silent_socket()
+        transport = _SilentThenActive(port, _app_transport(ctl))
+        source, state = _source(ctl, "http://silent,http://controller", transport=transport), _state()
+        source.client = httpx.AsyncClient(transport=transport, timeout=5)  # long: the silent one must not end first
+        try:
+            await asyncio.wait_for(source.start(state), 60)  # a guard against a hang, not a timing assertion
+            calls_at_start = list(transport.calls)
+        finally:
+            await _close(source)
+            server.close()
+        assert source._registered and state.view.version >= 1 and state.lease_valid()
+        assert source.controllers.current == "http://controller"
+        assert calls_at_start == [("sent", "silent")], calls_at_start  # still unanswered when start returned
 
     _with_controller(tmp_path / "ctl.db", run)
