@@ -163,11 +163,11 @@ class ControllerViewSource:
         every listed controller at once (`_registration_round`: about one timeout, not one per controller that
         accepts and never answers), then takes a registration granted as soon as it is, else their answers in the
         order a round asks (`_next_unasked`: the current one, a standby's named one next). A proxy whose round
-        fails serves its saved view at once and
-        registers in `_register_from_cache` (called by the view-stream and heartbeat tasks); with the saved produce
-        deadline unless a controller refused (409, or any 4xx) our registration in this `start` (§5.2: the active one
-        may be taking our previous run's acks for the member). A 5xx or a standby's 503 refuses nothing: a controller
-        that cannot register us cannot take another process's acks either (F5, as when none answers)."""
+        fails serves its saved view at once and registers in `_register_from_cache` (called by the view-stream and
+        heartbeat tasks); with the saved produce deadline unless a controller refused (409, or any 4xx) our
+        registration in this `start` (§5.2: the active one may be taking our previous run's acks for the member). A
+        5xx or a standby's 503 refuses nothing: a controller that cannot register us cannot take another process's
+        acks either (F5, as when none answers)."""
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
