@@ -175,6 +175,22 @@ def merged_by_group(answers: Sequence[Any], entries: str, asked: Iterable[str]) 
     return replace(answers[0], **{entries: tuple(merged)})
 
 
+def per_naming(answer: Any, entries: str, asked: Sequence[str]) -> Any:
+    """`answer` (its `entries`, each group once, each with a `group_id`) with one entry per naming of its group in
+    `asked`, the copies next to it: Kafka's DescribeGroups and ConsumerGroupDescribe answer every naming, a denied
+    one too (KafkaApis adds a refused entry per naming; the coordinators keep a list, not a set). The repeats are
+    the one entry again, not copies: a large group named 100,000 times is built (and renamed) once. Any entry of a
+    group not asked stays once; an answer without `entries` (not of the request's API) is passed on as it is."""
+    items = getattr(answer, entries, None)
+    namings: dict[str, int] = {}
+    for group in asked:
+        namings[group] = namings.get(group, 0) + 1
+    if items is None or len(namings) == len(asked):  # no group named twice: the answer as it is
+        return answer
+    repeated = [item for item in items for _ in range(max(namings.pop(item.group_id, 1), 1))]
+    return replace(answer, **{entries: tuple(repeated)})
+
+
 class PhysicalState(Protocol):
     """What handlers may read about the physical clusters (kept fresh by the core)."""
 

@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -159,43 +159,50 @@ class ControllerViewSource:
         """Register and fetch the first view; retried until the controller answers. With a view cache, the saved
         view comes first (docs/DESIGN.md §4.7): no older view of its federation is applied or saved after it,
         whatever a controller whose database lost commits serves, and the heartbeats report its version, so that
-        controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A proxy whose round of attempts
-        (each listed controller once, a standby's named one next) fails serves it at once and registers in
-        `_register_from_cache` (called by the view-stream and heartbeat tasks); with the saved produce deadline
-        unless a controller refused (409, or any 4xx) our registration in this `start` (§5.2: the active one may be
-        taking our previous run's acks for the member). A 5xx or a standby's 503 refuses nothing: a controller that
-        cannot register us cannot take another process's acks either (F5, as when none answers)."""
+        controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A round sends our registration to
+        every listed controller at once (`_registration_round`: about one timeout, not one per controller that
+        accepts and never answers), then takes a registration granted as soon as it is, else their answers in the
+        order a round asks (`_next_unasked`: the current one, a standby's named one next). A proxy whose round
+        fails serves its saved view at once and registers in `_register_from_cache` (called by the view-stream and
+        heartbeat tasks); with the saved produce deadline unless a controller refused (409, or any 4xx) our
+        registration in this `start` (§5.2: the active one may be taking our previous run's acks for the member). A
+        5xx or a standby's 503 refuses nothing: a controller that cannot register us cannot take another process's
+        acks either (F5, as when none answers)."""
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
-            asked: set[str] = set()
-            while (url := self._next_unasked(asked)) is not None:  # a round: each listed controller once
-                asked.add(url)
-                try:
-                    await self._first_view(state, saved)
-                    return
-                except RegistrationRefused as e:  # the controller answers: not a reason to serve a saved view...
-                    if saved is not None and e.our_previous_run:  # ...unless our previous run holds it (a restart)
-                        self._wait_refused_log(e)
-                        self._start_from_cache(state, saved, "our previous run's lease is live", produce=False)
+            sent, answers = await self._registration_round(state)  # a round: each listed controller once
+            try:
+                asked: set[str] = set()
+                while (url := self._next_unasked(asked)) is not None:
+                    asked.add(url)
+                    try:
+                        await self._first_view(state, saved, await answers[url], sent)
                         return
-                    refused = True
-                    delay = await self._wait_refused(e, delay)
-                    break  # the active controller refused: a new round, from it
-                except (httpx.HTTPError, ValueError, KeyError) as e:
-                    log.warning("controller %s not ready: %s", url, e)
-                    refused = refused or _client_error(e)  # a 401, 403, 422: a controller, up, said no
-                    self.controllers.failed(url, active_hint(e))  # `_next_unasked` logs where the round goes on
-            else:  # no listed controller registered us
-                if saved is not None:
-                    why = "a controller refused us" if refused else "no active controller answers"
-                    self._start_from_cache(state, saved, why, produce=not refused)
-                    return
-                delay = await _backed_off(delay)
+                    except RegistrationRefused as e:  # the controller answers: no reason to serve a saved view...
+                        if saved is not None and e.our_previous_run:  # ...unless our previous run holds it (restart)
+                            self._wait_refused_log(e)
+                            self._start_from_cache(state, saved, "our previous run's lease is live", produce=False)
+                            return
+                        refused = True
+                        delay = await self._wait_refused(e, delay)
+                        break  # the active controller refused: a new round, from it
+                    except (httpx.HTTPError, ValueError, KeyError) as e:
+                        log.warning("controller %s not ready: %s", url, e)
+                        refused = refused or _client_error(e)  # a 401, 403, 422: a controller, up, said no
+                        self.controllers.failed(url, active_hint(e))  # `_next_unasked` logs where the round goes
+                else:  # no listed controller registered us
+                    if saved is not None:
+                        why = "a controller refused us" if refused else "no active controller answers"
+                        self._start_from_cache(state, saved, why, produce=not refused)
+                        return
+                    delay = await _backed_off(delay)
+            finally:
+                _dropped(answers.values())  # a granted registration taken: the asks still out
 
     def _next_unasked(self, asked: set[str]) -> str | None:
-        """The controller to ask next in `start`'s round: the current one (a standby's named active one after
-        `_failed`) unless asked already, else the next in list order not asked (a hint may name one asked, or the
+        """The controller whose answer `start`'s round takes next: the current one (a standby's named active one
+        after `_failed`) unless asked already, else the next in list order not asked (a hint may name one asked, or the
         list wrap round to it); None once every listed controller was asked."""
         urls = self.controllers.urls
         start = urls.index(self.controllers.current) if self.controllers.current in urls else 0
@@ -207,9 +214,39 @@ class ControllerViewSource:
                 return url
         return None
 
-    async def _first_view(self, state: ProxyState, saved: SavedView | None) -> None:
-        """`start`'s attempt: register, then take, ack and save the controller's view."""
-        await self._register(state)
+    async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
+        """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
+        one's answer a future (awaited: the response, or what the ask raised). It returns once every controller
+        answered or failed, or as soon as one granted the registration (made the current controller: `start` takes
+        it first, while its lease is fresh; the asks still out are dropped once it is taken). One after the other,
+        N controllers that accept and never answer held the start N client timeouts. At once is still one
+        registration: the listed controllers share one database, only the active one registers (a standby answers
+        503; §5.2), each ask with our own member secret."""
+        urls, sent = list(self.controllers.urls), time.monotonic()
+        asking = {url: asyncio.ensure_future(self._send_registration(url, state)) for url in urls}
+        waiting: set[asyncio.Task[httpx.Response]] = set(asking.values())
+        try:
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                granted = next((url for url, ask in asking.items() if ask in done and _granted(ask)), None)
+                if granted is not None:
+                    if granted != self.controllers.current:
+                        log.info("following controller %s", granted)
+                    self.controllers.current = granted
+                    break
+        except BaseException:  # cancelled (the proxy stopping while it starts): no ask left out
+            _dropped(asking.values())
+            raise
+        return sent, asking
+
+    async def _first_view(self, state: ProxyState, saved: SavedView | None, answer: httpx.Response,
+                          sent: float) -> None:
+        """`start`'s attempt at the current controller, given its `answer` to the round's registration (sent at
+        `sent`): take the registration, then take, ack and save the controller's view."""
+        async with self._registration:
+            body = self._registered_by(state, answer)
+        state.lease_deadline = sent + self.fence_ms / 1000
+        self._take_block(body)
         resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
         resp.raise_for_status()
         view = View.from_dict(resp.json())
@@ -284,31 +321,7 @@ class ControllerViewSource:
             if refresh_view:  # first what our own view already drains (the stream's wait), before the new lease
                 await self._drain_older(state)  # counts: a long drain does not use it up
             sent = time.monotonic()
-            # our member's secret: while our lease is live the controller registers it again only for the holder of
-            # the secret (409 otherwise, §5.2), so a 403/404 race, or a retry after a lost answer, registers at once
-            url = f"{self.controllers.current}/v1/proxies"
-            secret = self.member_secret or self.own_secret
-            resp = await self.client.post(url, headers={**self.headers, MEMBER_SECRET_HEADER: secret}, json={
-                "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
-                "role": state.me.role.value, "pool": state.me.pool,
-                "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
-                # our heartbeats present it: hold our member to it (§5.2). A bool, the secret in the header: a
-                # controller before proxy-chosen secrets refuses a string, and draws one (answered) for `True`
-                "member_secret": True,
-                **({"worker": self.worker} if self.worker is not None else {})})
-            if resp.status_code == 409:
-                raise RegistrationRefused(f"registration of {self.instance_id!r} refused: {_detail(resp)}",
-                                          request=resp.request, response=resp)
-            resp.raise_for_status()
-            body = resp.json()
-            if self.worker is not None and body.get("worker") != self.worker:
-                raise ControllerTooOld(f"controller {self.controllers.current} does not count proxy workers one "
-                                       "by one (it would take one worker's ack for all): upgrade it, or run one worker")
-            state.set_node_id(int(body["node_id"]))
-            self.member_id = int(body.get("member_id", body["node_id"]))
-            self.member_secret = body.get("member_secret")  # ours; None from a controller before member secrets
-            self._registrations += 1
-            self._take_times(body)
+            body = self._registered_by(state, await self._send_registration(self.controllers.current, state))
             if refresh_view:
                 await self._take_current_view(state)
             state.lease_deadline = sent + self.fence_ms / 1000
@@ -316,6 +329,42 @@ class ControllerViewSource:
             self._reregistering -= refresh_view
         if refresh_view:
             await self._save_fence(state)
+        self._take_block(body)
+
+    async def _send_registration(self, url: str, state: ProxyState) -> httpx.Response:
+        """Our registration, sent to the controller at `url`: its answer, not yet taken (`_registered_by`)."""
+        # our member's secret: while our lease is live the controller registers it again only for the holder of
+        # the secret (409 otherwise, §5.2), so a 403/404 race, or a retry after a lost answer, registers at once
+        headers = {**self.headers, MEMBER_SECRET_HEADER: self.member_secret or self.own_secret}
+        return await self.client.post(f"{url}/v1/proxies", headers=headers, json={
+            "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
+            "role": state.me.role.value, "pool": state.me.pool,
+            "listeners": [[e.protocol, e.host, e.port] for e in state.me.listeners],
+            # our heartbeats present it: hold our member to it (§5.2). A bool, the secret in the header: a
+            # controller before proxy-chosen secrets refuses a string, and draws one (answered) for `True`
+            "member_secret": True,
+            **({"worker": self.worker} if self.worker is not None else {})})
+
+    def _registered_by(self, state: ProxyState, resp: httpx.Response) -> dict:
+        """Take the current controller's answer to our registration (RegistrationRefused for a 409, HTTPStatusError
+        for any other error): our node and member ids, our member's secret, lease and fence. Its body."""
+        if resp.status_code == 409:
+            raise RegistrationRefused(f"registration of {self.instance_id!r} refused: {_detail(resp)}",
+                                      request=resp.request, response=resp)
+        resp.raise_for_status()
+        body = resp.json()
+        if self.worker is not None and body.get("worker") != self.worker:
+            raise ControllerTooOld(f"controller {self.controllers.current} does not count proxy workers one "
+                                   "by one (it would take one worker's ack for all): upgrade it, or run one worker")
+        state.set_node_id(int(body["node_id"]))
+        self.member_id = int(body.get("member_id", body["node_id"]))
+        self.member_secret = body.get("member_secret")  # ours; None from a controller before member secrets
+        self._registrations += 1
+        self._take_times(body)
+        return body
+
+    def _take_block(self, body: dict) -> None:
+        """The producer id block a registration's answer carries, if any."""
         block = body.get("producer_id_block")
         if block:
             self.on_block(int(block["start"]), int(block["size"]))
@@ -588,6 +637,21 @@ def _detail(resp: httpx.Response) -> str:
         return str(resp.json()["detail"])
     except (ValueError, KeyError, TypeError):
         return resp.text[:500]
+
+
+def _granted(ask: asyncio.Future) -> bool:
+    """A registration's ask that ended in a 2xx answer (the controller registered us)."""
+    return not ask.cancelled() and ask.exception() is None and ask.result().is_success
+
+
+def _dropped(asks: Iterable[asyncio.Future]) -> None:
+    """The asks of a round `start` is done with: those still out cancelled, the failures of the others read (no
+    "exception never retrieved" at their collection)."""
+    for ask in asks:
+        if not ask.done():
+            ask.cancel()
+        elif not ask.cancelled():
+            ask.exception()
 
 
 def _client_error(error: BaseException) -> bool:

@@ -885,18 +885,20 @@ def test_a_described_group_past_four_times_the_limit_is_refused_alone(monkeypatc
     assert "and 1 more" not in group_max_size_warning(caplog, "big").getMessage()
 
 
-def test_a_group_named_many_times_in_a_describe_groups_is_asked_and_answered_once():
+def test_a_group_named_many_times_in_a_describe_groups_is_asked_about_once_and_answered_per_naming():
     """Kafka answers a group named n times n times, each a copy of its members' bytes: the proxy forwarding the
     request as it came made the coordinator build (and the proxy rename) a large group's description once a
     name, up to --max-request-elements names in ~3 bytes each. The coordinator is asked about each group once,
-    in the order first named, and the client gets one entry a group (Java's AdminClient names each group once)."""
+    in the order first named, and the client gets an entry per naming, as Kafka answers (the proxy answered one
+    entry a group): the group's one entry (built and renamed once) repeated next to it."""
     forward = groups.handle(ctx(), None, describe_groups("g", "h", "g", "g", "h"))
     assert list(forward.calls[0].request.coordinator_keys) == ["g", "h"]
     (call,) = forward.finish([coordinators_of("g", "h")]).calls
     assert list(call.request.groups) == ["g", "h"]
     out = forward.finish([coordinators_of("g", "h")]).finish([build(response_type(15, 6), {
         "throttle_time": 0, "groups": [described_group(g, described_java_member(3)) for g in ("g", "h")]})])
-    assert [(g.group_id, g.error_code) for g in out.groups] == [("g", ErrorCode.none), ("h", ErrorCode.none)]
+    assert [(g.group_id, g.error_code) for g in out.groups] == [("g", ErrorCode.none)] * 3 + [("h", ErrorCode.none)] * 2
+    assert out.groups[0] is out.groups[1] is out.groups[2] and len(out.groups[0].members) == 1
 
 
 def test_groups_past_the_answer_budget_are_answered_retriably_and_described_when_asked_again(monkeypatch, caplog):

@@ -136,23 +136,42 @@ def test_consumer_group_describe_answers_the_denied_groups_first_then_the_others
     assert [g.group_id for g in forward.finish(replies).groups] == ["h", "g", "k", "m"]
 
 
-def test_a_group_named_twice_is_described_once_denied_or_not():
-    """As DescribeGroups (docs/DESIGN.md §4.8): a large group named 100,000 times is not built and renamed each
-    time. ConsumerGroupDescribe forwarded ["g", "g"] as it came when no group was denied."""
+def test_a_group_named_twice_is_asked_about_once_and_answered_per_naming_denied_or_not():
+    """Kafka answers each naming of a group in DescribeGroups and ConsumerGroupDescribe (KafkaApis adds a refused
+    entry per denied naming; the coordinators keep the ids in a list). The proxy asks the coordinator about each
+    group once and builds (renames) its entry once (docs/DESIGN.md §4.8: a large group named 100,000 times), then
+    answers it once per naming, the repeats next to it and the one entry again; it answered each group once.
+    ConsumerGroupDescribe forwarded ["g", "g"] as it came when no group was denied."""
     c = _allowed(kip848_ctx(), Operation.DESCRIBE, "g")
     twice = build(request_type(CG_DESCRIBE, 1), {"group_ids": ["g", "g"], "include_authorized_operations": False})
-    (call,) = consumer_groups.handle(c, Header(), twice).finish([_found(("g", 4))]).calls
+    forward = consumer_groups.handle(c, Header(), twice).finish([_found(("g", 4))])
+    (call,) = forward.calls
     assert call.request.group_ids == ("g",)
-    mixed = build(request_type(CG_DESCRIBE, 1), {"group_ids": ["g", "x", "g", "x"],
+    answer = forward.finish([_cg_described("g")])
+    assert [(g.group_id, g.error_code) for g in answer.groups] == [("g", ErrorCode.none)] * 2
+    assert answer.groups[0] is answer.groups[1]  # built once
+    mixed = build(request_type(CG_DESCRIBE, 1), {"group_ids": ["g", "x", "g", "x", "x"],
                                                  "include_authorized_operations": False})
     forward = consumer_groups.handle(c, Header(), mixed).finish([_found(("g", 4))])
     (call,) = forward.calls
     assert call.request.group_ids == ("g",)
     answer = forward.finish([_cg_described("g")])
-    assert [(g.group_id, g.error_code) for g in answer.groups] == [("x", GAF), ("g", ErrorCode.none)]
+    assert [(g.group_id, g.error_code) for g in answer.groups] == [("x", GAF)] * 3 + [("g", ErrorCode.none)] * 2
+    only_denied = build(request_type(CG_DESCRIBE, 1), {"group_ids": ["x", "y", "x"],
+                                                       "include_authorized_operations": False})
+    refused = consumer_groups.handle(c, Header(), only_denied)
+    assert [(g.group_id, g.error_code) for g in refused.groups] == [("x", GAF), ("x", GAF), ("y", GAF)]
     classic = build(request_type(DESCRIBE, 5), {"groups": ["h", "g", "h", "g"], "include_authorized_operations": False})
     forward = groups.handle(c, None, classic).finish([_found(("g", 4))])
     (call,) = forward.calls
     assert call.request.groups == ("g",)
-    assert [(g.group_id, g.error_code) for g in forward.finish([_described("g")]).groups] == [
-        ("h", GAF), ("g", ErrorCode.none)]
+    answer = forward.finish([_described("g")])
+    assert [(g.group_id, g.error_code) for g in answer.groups] == [("h", GAF)] * 2 + [("g", ErrorCode.none)] * 2
+    assert answer.groups[2] is answer.groups[3]
+    down = forward.finish([UpstreamError("c1", "connection refused")])
+    assert [(g.group_id, g.error_code) for g in down.groups] == [
+        ("h", GAF)] * 2 + [("g", ErrorCode.coordinator_not_available)] * 2
+    allowed_only = build(request_type(DESCRIBE, 5), {"groups": ["g", "g", "g"], "include_authorized_operations": False})
+    forward = groups.handle(c, None, allowed_only).finish([_found(("g", 4))])
+    assert forward.calls[0].request.groups == ("g",)
+    assert [g.group_id for g in forward.finish([_described("g")]).groups] == ["g", "g", "g"]

@@ -282,9 +282,9 @@ class Dispatcher:
                     rounds = _next_round(rounds, reply, f"api_key={api_key}")
                     if reply.delay_s:
                         await asyncio.sleep(reply.delay_s)
-                    reply = reply.finish(await self._execute(reply.calls, slot, deadline))
+                    reply = reply.finish(await self._execute(reply.calls, slot, deadline, ctx.client_id))
                 if isinstance(reply, Plan):
-                    sent = await self._send(reply.calls, slot, deadline)
+                    sent = await self._send(reply.calls, slot, deadline, ctx.client_id)
                     # one call to a broker (a controller call is a ControllerCall, type() is not Future): a callback
                     # awaits it
                     if len(sent) == 1 and type(sent[0]) is asyncio.Future:
@@ -450,7 +450,8 @@ class Dispatcher:
                 rounds = _next_round(rounds, reply, "after the answers")
                 if reply.delay_s:
                     await asyncio.sleep(reply.delay_s)
-                reply = reply.finish(await self._execute(reply.calls, slot, deadline))
+                reply = reply.finish(await self._execute(reply.calls, slot, deadline,
+                                                         None if ctx is None else ctx.client_id))
         except BaseException:
             _abandon(reply)  # the round whose calls `finish` did not run on (its refusals: the caller's end)
             raise
@@ -536,16 +537,17 @@ class Dispatcher:
         log.info("refusing api_key=%s version=%s with UNSUPPORTED_VERSION", api_key, version)
         return codec.encode_response(error_response(resp_t, ErrorCode.unsupported_version), correlation_id)
 
-    async def _execute(self, calls, slot: int, deadline: float | None = None) -> list:
-        sent = await self._send(calls, slot, deadline)
+    async def _execute(self, calls, slot: int, deadline: float | None = None, client_id: str | None = None) -> list:
+        sent = await self._send(calls, slot, deadline, client_id)
         try:
             return await self._collect(calls, sent)
         except BaseException as e:  # cancelled awaiting the answers: the calls are written (`start` reads it)
             _note_written(e, sent)
             raise
 
-    async def _send(self, calls, slot: int, deadline: float | None = None) -> list:
-        """Write every call now; per call a future, None (no response expected) or an UpstreamError. Cancelled or
+    async def _send(self, calls, slot: int, deadline: float | None = None, client_id: str | None = None) -> list:
+        """Write every call now; per call a future, None (no response expected) or an UpstreamError. `client_id`:
+        the client's, named by a produce's refusal line (as the Produce lane's `_not_sent` names it). Cancelled or
         failed midway (awaiting a connection's set-up: a write, `conn.send`, is synchronous, whole or not at all), the
         calls before were written and the one awaited was not: the exception says whether any was (`_note_written`)."""
         sent: list = []
@@ -574,7 +576,7 @@ class Dispatcher:
                     else:
                         sent.append(await self._send_to(host, port, call, slot, deadline if produce else None))
                 except _NotSent as e:
-                    self.observer.refused(e.reason, cluster, -1, e.message, None)
+                    self.observer.refused(e.reason, cluster, -1, e.message, client_id)
                     sent.append(UpstreamError(cluster, e.message))
                 except PoolBusy as e:  # the proxy's own cap, not the cluster's health
                     log.warning("%s", e)

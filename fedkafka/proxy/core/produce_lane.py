@@ -265,8 +265,8 @@ class ProduceLane:
                   client_id: str | None) -> tuple[_LaneCall, asyncio.Future]:
         """A request whose client's timeout passed before it could be sent (a loaded process, a tiny timeout):
         not sent, answered REQUEST_TIMED_OUT, as the generic path's `_send` does (`_NotSent`); its idempotent batches
-        noted as `_lost` notes them (`lane_noted`). The refusal's line names the client's id (the generic path's
-        `_NotSent` line does not)."""
+        noted as `_lost` notes them (`lane_noted`). The refusal's line names the client's id, as the generic path's
+        `_NotSent` line does."""
         d = self.dispatcher
         message = "the client's request timeout passed: not sent"
         d.observer.refused("deadline", target[0], -1, message, client_id)

@@ -65,6 +65,7 @@ from fedkafka.proxy.plan import (
     authorized,
     merged_by_group,
     on_answer,
+    per_naming,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
@@ -149,6 +150,14 @@ def _owned_to_shadow(ctx: Context, coordination: str, owned, missing: list[str])
 # -- ConsumerGroupDescribe -------------------------------------------------------------------------------
 
 def describe(ctx: Context, coordination: str, request, client_id: str | None):
+    """Each distinct group described once (`_describe_each_group`), answered once per naming, as Kafka answers a
+    group named twice (denied or not: KafkaApis adds a refused entry per naming)."""
+    asked = list(request.group_ids)
+    return on_answer(_describe_each_group(ctx, coordination, request, client_id),
+                     lambda answer: per_naming(answer, "groups", asked))
+
+
+def _describe_each_group(ctx: Context, coordination: str, request, client_id: str | None):
     ids = ctx.view.topic_ids()
 
     def topic_partitions(tps):
@@ -183,9 +192,9 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
 
     groups: list[str] = []
     denied: list = []
-    # each id once, in client order (one pass: no list scans): asked and answered once, as DescribeGroups
-    # (docs/DESIGN.md §4.8: Kafka answers each naming with a copy of the group, a request naming one large group
-    # 100,000 times had the coordinator build and the proxy rename it each time)
+    # each id once, in client order (one pass: no list scans): asked and built once, as DescribeGroups (docs/DESIGN.md
+    # §4.8: forwarded as it came, a request naming one large group 100,000 times had the coordinator build and the
+    # proxy rename it each time); `describe` repeats its entry per naming
     for g in dict.fromkeys(request.group_ids):
         if authorized(ctx, Operation.DESCRIBE, ResourceType.GROUP, g):
             groups.append(g)

@@ -38,6 +38,7 @@ from fedkafka.proxy.plan import (
     authorized,
     merged_by_group,
     on_answer,
+    per_naming,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import logical_from_shadow, shadow_topic
@@ -127,14 +128,24 @@ def _names_several_groups(request) -> bool:
 def _per_group(ctx: Context, coordination: str, request):
     """DescribeGroups, DeleteGroups and OffsetFetch v8+ authorized group by group, as Kafka 4.x's KafkaApis does
     (handleDescribeGroupsRequest, handleDeleteGroupsRequest, handleOffsetFetchRequestFromCoordinator): a denied
-    group is answered GROUP_AUTHORIZATION_FAILED in its own entries (each entry naming it; DescribeGroups and
-    DeleteGroups answer a group once) and is not sent to the coordinator, which is asked about the others only, and
-    not at all when every group is denied."""
+    group is answered GROUP_AUTHORIZATION_FAILED in its own entries (each entry naming it; DeleteGroups answers a
+    group once) and is not sent to the coordinator, which is asked about the others only, and not at all when every
+    group is denied."""
+    key = request.__api_key__
+    if key == DESCRIBE:
+        # each group asked and built once (docs/DESIGN.md §4.8), answered once per naming as Kafka, denied or not
+        asked = group_ids(request)
+        return on_answer(_per_distinct_group(ctx, coordination, request),
+                         lambda answer: per_naming(answer, "groups", asked))
+    return _per_distinct_group(ctx, coordination, request)
+
+
+def _per_distinct_group(ctx: Context, coordination: str, request):
+    """`_per_group`'s authorization and routing of each distinct group: DescribeGroups and DeleteGroups ask about and
+    answer each once (DeleteGroups as Kafka: handleDeleteGroupsRequest takes `groupsNames.distinct`)."""
     key = request.__api_key__
     operation = GROUP_OPERATION[key]
     if key in (DESCRIBE, DELETE):
-        # each group asked and answered once, denied or not: DescribeGroups (docs/DESIGN.md §4.8), and DeleteGroups
-        # as Kafka (handleDeleteGroupsRequest takes `groupsNames.distinct`)
         field = _REQUEST_LISTS[key]
         request = dataclasses.replace(request, **{field: tuple(dict.fromkeys(getattr(request, field)))})
     allowed = {g: authorized(ctx, operation, ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))}
