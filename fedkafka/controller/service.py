@@ -673,6 +673,7 @@ class Controller:
                 node_of = self._proxy_row(s, instance_id).node_id if worker else None
                 row = self._proxy_row(s, f"{instance_id}/w{worker}" if worker else instance_id)
                 self._refuse_live_member(row, presented, now)
+                self._record_predecessor(row, presented, now)
                 ids = self._commit_registration(s, row, claimed, listeners, (worker, node_of), (expires, fence),
                                                 secret_hash)
                 if ids is None:
@@ -778,6 +779,25 @@ class Controller:
             f"it heartbeats): a registration that does not present its secret ({MEMBER_SECRET_HEADER}) is refused "
             "while the lease is live; a restarted proxy registers once it has run out",
             kafka_error=DUPLICATE_REGISTRATION)
+
+    @staticmethod
+    def _record_predecessor(row: ProxyRow, presented: str | None, now: float) -> None:
+        """A registration by another process than the one holding member `row` (it does not present the row's
+        secret: a restart, a proxy moved to another host, another token holder once the lease ran out; or the row has
+        no secret, so no process can show it is the same) takes the member over while the previous process may
+        still produce: cut off from the controllers for longer than a lease, it keeps its own deadline, at most the
+        row's fence (F1, F2). Record that fence: a move counts the member as acked only once it and the grace have
+        passed, whatever the new process acks (`Mover.await_version`, docs/DESIGN.md §4.9, F4). A row whose fence
+        and grace have passed (never registered, fenced, or a fence a deregistration ended) leaves nothing."""
+        if not row.role or row.fence_expires + FENCE_GRACE_S <= now:
+            return
+        if row.secret_hash is not None and presented and hmac.compare_digest(row.secret_hash,
+                                                                            _secret_hash(presented)):
+            return  # the same process again: it drained everything routed under older views before it acks (F3)
+        row.predecessor_fence_expires = max(row.predecessor_fence_expires or 0.0, row.fence_expires)
+        log.warning("member %d (%r) taken over by a new process while its previous one may still produce for "
+                    "%.0f s (its fence): moves count it as acked only %.0f s after that", row.node_id, row.instance_id,
+                    row.fence_expires - now, FENCE_GRACE_S)
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
