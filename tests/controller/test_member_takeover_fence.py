@@ -25,6 +25,7 @@ from fedkafka.view.rebalance import Move
 
 LEASE_S, FENCE_S = 10.0, 60.0
 SECRET_HEADER = "X-Fedkafka-Member-Secret"
+PREDECESSOR_HEADER = "X-Fedkafka-Predecessor-Secret"
 PROXY = {"instance_id": "h:9092", "host": "h", "port": 9092, "role": "pproxy", "pool": "p1", "member_secret": True}
 
 
@@ -140,3 +141,39 @@ def test_a_takeover_after_the_previous_fence_and_grace_leaves_nothing_to_wait_fo
     helper = _acks_when_frozen(api, x2)
     assert mover.run(ids) == {"done": 1}
     helper.join()
+
+
+def _takes_over(api, clock, vouched: str) -> tuple[dict, dict]:
+    """X1 registers, its lease runs out (not its fence), and X2 registers the member showing `vouched` as its
+    predecessor's secret (X-Fedkafka-Predecessor-Secret): (X1, X2)."""
+    x1 = _process(api, secrets.token_urlsafe(32))
+    clock.advance(LEASE_S + 1)
+    secret = secrets.token_urlsafe(32)
+    answer = api.post("/v1/proxies", json=PROXY, headers={SECRET_HEADER: secret,
+                                                          PREDECESSOR_HEADER: vouched or x1["secret"]})
+    assert answer.status_code == 200, answer.text
+    return x1, {**answer.json(), "secret": secret}
+
+
+def test_a_process_whose_exit_is_vouched_for_is_not_waited_for(api, clock):
+    """A --workers parent draws each worker's secret and, once it saw that process exit, passes it to the worker it
+    starts again, which shows it: the exited process sends nothing more, so the new one's ack counts at once
+    (docs/DESIGN.md §4.10)."""
+    _, x2 = _takes_over(api, clock, vouched="")
+    mover = Mover(api.controller, ack_timeout=5.0)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    assert mover.run(ids) == {"done": 1}
+    helper.join()
+
+
+def test_a_wrong_predecessor_secret_vouches_for_nothing(api, clock):
+    """Only the secret of the member's holder vouches for its exit: a guessed one leaves X1's fence to wait for."""
+    _, x2 = _takes_over(api, clock, vouched=secrets.token_urlsafe(32))
+    mover = Mover(api.controller, ack_timeout=1.0)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
+        mover.run(ids)
+    helper.join()
+    assert mover.counts(ids) == {"rolled_back": 1}
