@@ -26,6 +26,7 @@ from fedkafka.controllers import (
     ACTIVE_HEADER,
     DUPLICATE_REGISTRATION,
     MEMBER_SECRET_HEADER,
+    PREDECESSOR_SECRET_HEADER,
     ControllerList,
     active_hint,
     tls_verify,
@@ -111,7 +112,8 @@ class RegistrationRefused(httpx.HTTPStatusError):
 
 class ControllerViewSource:
     def __init__(self, url: str, token: str, instance_id: str, on_block: Callable[[int, int], None],
-                 cache: ViewCache | None = None, worker: int | None = None):
+                 cache: ViewCache | None = None, worker: int | None = None,
+                 chosen_secrets: tuple[str, str | None] | None = None):
         """`worker`: this process's index among the workers of a proxy run with --workers N (None: the only one).
         Every worker registers under the node's `instance_id` and gets the node's id (what clients see) and a
         member id of its own, which it heartbeats as: the controller counts each worker's ack and fence."""
@@ -126,7 +128,10 @@ class ControllerViewSource:
         # latest registration answered (ours; a controller before proxy-chosen secrets draws its own; None from
         # one before member secrets); each heartbeat presents it, so no other holder of the service token renews
         # or acks as this member.
-        self.own_secret = secrets.token_urlsafe(32)
+        self.own_secret = secrets.token_urlsafe(32) if chosen_secrets is None else chosen_secrets[0]
+        # a worker's parent draws its secret, and passes on the exited previous process's: shown at registration, a
+        # move need not wait for that process's fence (docs/DESIGN.md §4.10)
+        self.predecessor_secret = None if chosen_secrets is None else chosen_secrets[1]
         self.member_secret: str | None = None
         self.on_block = on_block
         self.cache = cache
@@ -336,6 +341,8 @@ class ControllerViewSource:
         # our member's secret: while our lease is live the controller registers it again only for the holder of
         # the secret (409 otherwise, §5.2), so a 403/404 race, or a retry after a lost answer, registers at once
         headers = {**self.headers, MEMBER_SECRET_HEADER: self.member_secret or self.own_secret}
+        if self.predecessor_secret:  # the exited process we replace (a worker's parent vouches, §4.10)
+            headers[PREDECESSOR_SECRET_HEADER] = self.predecessor_secret
         return await self.client.post(f"{url}/v1/proxies", headers=headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
             "role": state.me.role.value, "pool": state.me.pool,

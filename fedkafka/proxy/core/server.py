@@ -14,6 +14,7 @@ import multiprocessing.connection
 import multiprocessing.process
 import os
 import random
+import secrets
 import signal
 import socket
 import time
@@ -69,6 +70,9 @@ class ProxyConfig:
     view_cache: Path | None = None  # last applied view, served when no controller answers at start
     workers: int = 1
     worker: int = 0  # this process's index among the workers (docs/DESIGN.md §4.10)
+    # (this worker's member secret, the one of the previous process of its member, which exited), drawn by the
+    # --workers parent; None: the process draws its own (docs/DESIGN.md §4.9, F4)
+    member_secrets: tuple[str, str | None] | None = field(default=None, repr=False)
     limits: Limits = field(default_factory=Limits)
     admin_listen: tuple[str, int] | None = None  # /metrics, /healthz, /readyz (worker i: port + i)
     # Client listeners; empty: one PLAINTEXT listener on host:port. Each is advertised with advertised_host.
@@ -146,7 +150,8 @@ class ProxyServer:
             instance = f"{config.advertised_host}:{listeners[0].port}"
             worker = config.worker if config.workers > 1 else None
             self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block,
-                                               cache=_view_cache(config, instance), worker=worker)
+                                               cache=_view_cache(config, instance), worker=worker,
+                                               chosen_secrets=config.member_secrets)
             self.producer_ids = ProducerIdTable(self.source.fetch_block)
         else:  # the CLI requires one of --controller and --view-file
             self.source = StaticViewSource(config.view_file)  # type: ignore[arg-type]
@@ -320,7 +325,8 @@ def run(config: ProxyConfig) -> None:
 class WorkerSupervisor:
     """The parent of `--workers N`: starts each worker and starts it again when it exits, so a host keeps all its
     workers. A restarted worker registers as the same member (its index), takes the current view and acks it, so a
-    move waits for it seconds, not its fence (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every worker gracefully;
+    move waits for it seconds, not its fence: it presents the exited process's member secret, which this parent drew
+    (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every worker gracefully;
     SIGHUP is passed on to each (its TLS files loaded again)."""
 
     def __init__(self, config: ProxyConfig):
@@ -330,6 +336,9 @@ class WorkerSupervisor:
         self.started: dict[int, float] = {}
         self.backoff: dict[int, float] = {}
         self.due: dict[int, float] = {}  # worker index -> when to start it again
+        # worker index -> the member secret drawn for its latest process: passed to the next one only once that
+        # process exited, so the controller need not wait for its fence (docs/DESIGN.md §4.10)
+        self.secrets: dict[int, str] = {}
         self.stopping = False
 
     def run(self) -> None:
@@ -347,7 +356,11 @@ class WorkerSupervisor:
             child.join()
 
     def _start(self, index: int) -> None:
-        child = self.ctx.Process(target=_run_worker, args=(_worker_config(self.config, index), os.getpid()),
+        # called for an index only at the start or once its previous process exited (`_restart_exited`)
+        secret, exited = secrets.token_urlsafe(32), self.secrets.get(index)
+        config = replace(_worker_config(self.config, index), member_secrets=(secret, exited))
+        self.secrets[index] = secret
+        child = self.ctx.Process(target=_run_worker, args=(config, os.getpid()),
                                  daemon=False, name=f"fedkafka-proxy-worker-{index}")
         # SIGHUP is blocked while the worker starts: the worker inherits the mask (through fork and exec) and
         # unblocks it once its loop handles SIGHUP (serve()), so one forwarded meanwhile neither ends it nor is
