@@ -625,3 +625,46 @@ def test_a_chunk_that_cannot_be_allocated_gives_its_bytes_back_to_the_budgets():
         asyncio.run(scenario())
     finally:
         records.frame_buffer = frame_buffer  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_waiting_for_its_next_request_with_answers_due_keeps_its_grown_staging_buffer(loop):
+    """A pipelining producer whose requests the reader keeps up with: while answers are due the connection waits
+    for its next request with its grown staging buffer kept (its growth still charged), not let go and then
+    allocated (16 KiB) and grown (256 KiB, the 16 KiB copied) again for the next request, as it was per request
+    (bench/README.md, "A staging buffer kept while answers are due"). Once the last answer is written while it
+    waits, it holds none and every charge is back; every frame arrives whole and in order."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    frames = _frames([70_000, 70_000, 70_000, 500], 12)
+    growth = STAGING_BYTES - SMALL_FRAME_BYTES
+    allocated: list[int] = []
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(frames[0] + frames[1])  # more than 16 KiB at once: the first read fills the buffer, which grows
+        for i, frame in enumerate(frames[2:], 3):
+            async with asyncio.timeout(GUARD_S):
+                while len(d.started) < i - 1:
+                    await asyncio.sleep(0.002)
+            await _settle()
+            reader = conns[0].reader
+            assert reader.buffered() == 0 and len(reader._staging) == STAGING_BYTES  # waits, answers due: kept
+            assert budget.used == conns[0].held.used + growth
+            w.write(frame)
+        assert await _answer_all(d, frames, r) == list(range(1, len(frames) + 1))
+        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        assert allocated.count(STAGING_BYTES) == 1  # grown once for the four requests, not once each
+        await _settle()
+        assert len(conns[0].reader._staging) == 0 and budget.used == 0  # answered and waiting: let go
+        w.close()
+        server.close()
+
+    frame_buffer = records.frame_buffer
+    client_frames.records.frame_buffer = lambda n: allocated.append(n) or frame_buffer(n)  # type: ignore
+    try:
+        run(scenario())
+    finally:
+        client_frames.records.frame_buffer = frame_buffer
