@@ -668,3 +668,43 @@ def test_a_connection_waiting_for_its_next_request_with_answers_due_keeps_its_gr
         run(scenario())
     finally:
         client_frames.records.frame_buffer = frame_buffer
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from([20, 9000, 40_000, 70_000, 200_000]), st.integers(0, 3)),
+                      min_size=1, max_size=6), seed=st.integers(0, 1000))
+def test_frames_and_answers_are_the_same_bytes_whether_answers_come_before_or_after_the_next_request(steps, seed):
+    """Requests sent one at a time, after each some of the answers due given (0-3, oldest first), so the
+    connection waits for its next request sometimes with answers due (its staging buffer kept) and sometimes
+    with none (let go): every frame reaches the dispatcher as sent, every answer reaches the client as given, in
+    order, and once all are answered the connection holds no buffer and no charge."""
+    frames = _frames([size for size, _ in steps], seed)
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        given_answers: list[bytes] = []
+        for i, (frame, (_, answers)) in enumerate(zip(frames, steps, strict=True), 1):
+            w.write(frame)
+            async with asyncio.timeout(GUARD_S):
+                while len(d.started) < i:
+                    await asyncio.sleep(0.002)
+            for corr in [c for c in d.started if not d.answers[c].done()][:answers]:
+                d.answer(corr, size=8 + corr)
+                given_answers.append(d.answers[corr].result())
+        for corr in d.started:
+            if not d.answers[corr].done():
+                d.answer(corr, size=8 + corr)
+                given_answers.append(d.answers[corr].result())
+        async with asyncio.timeout(GUARD_S):
+            got = await r.readexactly(sum(map(len, given_answers)))
+        assert got == b"".join(given_answers)
+        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        await _settle()
+        assert len(conns[0].reader._staging) == 0 and budget.used == 0 and conns[0].held.used == 0
+        w.close()
+        server.close()
+
+    asyncio.run(scenario())
