@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from controller.conftest import clients_on_migrated_copies
 from fedkafka.controller.models import ProxyRow
-from fedkafka.controller.moves import Mover, MoveFailed
+from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.controller.scopes import Tokens
 
 OPERATOR_TOKEN, SERVICE_TOKEN = "op-token-1", "svc-token-2"
