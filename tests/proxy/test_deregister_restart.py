@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # a controller
 LEASE_MS = 120_000  # a restart refused until the previous run's lease ran out would wait minutes
 
 
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         with contextlib.suppress(httpx.HTTPError):
