@@ -82,13 +82,23 @@ class ViewCache:
             if not self._fence_ended:
                 self._write_fence(produce_until)
 
-    def end_fence(self) -> None:
+    def end_fence(self) -> float:
         """Deadline 0 on disk, for good: this process saves no other (it is deregistering, docs/DESIGN.md §4.9 F5:
         a restart must not produce under the saved view on a deadline the controller no longer counts). Raises
-        OSError when it could not be written: then the proxy must not deregister."""
+        OSError when it could not be written: then the proxy must not deregister. Returns the deadline it replaced,
+        for `restore_fence` when the deregistration surely was not committed."""
         with self._fence_lock:
+            previous = self._produce_until()
             self._write_fence(0.0)
             self._fence_ended = True
+            return previous
+
+    def restore_fence(self, produce_until: float) -> None:
+        """Put back the deadline `end_fence` replaced: the deregistration was surely not committed (never sent, or
+        refused), so the controller still counts this member until that deadline (a restart while no controller
+        answers serves the saved view, §4.7)."""
+        with self._fence_lock:
+            self._write_fence(produce_until)
 
     def _write_fence(self, produce_until: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

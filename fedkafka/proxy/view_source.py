@@ -43,6 +43,8 @@ STREAM_KEEPALIVE_MS = 2_000
 LEASE_CONNECTIONS = 16
 # A stopping proxy's deregistration: one try, this long at most (it only saves a restart up to one lease's wait)
 DEREGISTER_TIMEOUT_S = 2.0
+# failures of a request that never reached the controller: a deregistration failing so was surely not committed
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def load_view_file(path: Path) -> tuple[View, int | None]:
@@ -584,9 +586,10 @@ class ControllerViewSource:
         if member is None or secret is None:  # never registered, or by a controller before member secrets
             return False
         state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce from here on
+        previous = None
         if self.cache is not None:
             try:
-                await asyncio.to_thread(self.cache.end_fence)
+                previous = await asyncio.to_thread(self.cache.end_fence)
             except OSError as e:
                 log.warning("not deregistering: produce deadline %s not reset (%s); our lease runs out instead",
                             self.cache.fence_path, e)
@@ -599,13 +602,26 @@ class ControllerViewSource:
         except (httpx.HTTPError, TimeoutError) as e:
             log.warning("deregistration of member %s at %s failed (%s); our lease runs out instead", member, url,
                         type(e).__name__)
+            if isinstance(e, NEVER_SENT):  # not committed: a restart without a controller may use the deadline
+                await self._restore_fence(previous)
             return False
         if resp.status_code != 200:
             log.warning("deregistration of member %s refused (%d: %s); our lease runs out instead", member,
                         resp.status_code, _detail(resp))
+            if resp.status_code < 500:  # refused before anything was written (a 5xx may follow the commit)
+                await self._restore_fence(previous)
             return False
         log.info("deregistered member %s (%s): a restart registers at once", member, self.instance_id)
         return True
+
+    async def _restore_fence(self, previous: float | None) -> None:
+        """The deregistration surely was not committed: the saved deadline goes back to what it was (`deregister`)."""
+        if self.cache is None or previous is None:
+            return
+        try:
+            await asyncio.to_thread(self.cache.restore_fence, previous)
+        except OSError as e:  # 0 stays: the safe side (a restart without a controller does not produce)
+            log.warning("produce deadline %s not restored (%s)", self.cache.fence_path, e)
 
     def _member_headers(self) -> dict[str, str]:
         """The service token, and our member's secret once a registration gave us one."""

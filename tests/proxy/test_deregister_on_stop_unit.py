@@ -76,3 +76,34 @@ def test_a_stop_with_a_write_that_does_not_end_sends_no_deregistration(tmp_path,
         assert json.loads(server.source.cache.fence_path.read_text())["produce_until"] == 4_000_000_000.0
 
     asyncio.run(run())
+
+
+def _stop_with_controller_answering(tmp_path, answer) -> tuple[list, float]:
+    """Stop a registered proxy whose deregistration gets `answer` (a response, or an exception raised): the
+    deregistrations sent and the deadline left on disk."""
+    async def run() -> tuple[list, float]:
+        server, _recorder = _registered_server(tmp_path)
+        sent: list = []
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            sent.append(request.url.path)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        server.source.client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+        await server.stop()
+        return sent, json.loads(server.source.cache.fence_path.read_text())["produce_until"]
+
+    return asyncio.run(run())
+
+
+def test_a_deregistration_surely_not_committed_puts_the_saved_deadline_back(tmp_path):
+    """No controller reached (connection refused: a restart while no controller runs serves its saved view, §4.7),
+    or a refusal (409): the member is still counted until its deadline, which goes back on disk. An answer lost
+    after sending (a read timeout) may follow the commit: 0 stays."""
+    refused = httpx.Response(409, json={"detail": "missing or wrong member secret"})
+    assert _stop_with_controller_answering(tmp_path, httpx.ConnectError("refused"))[1] == 4_000_000_000.0
+    assert _stop_with_controller_answering(tmp_path, refused)[1] == 4_000_000_000.0
+    sent, saved = _stop_with_controller_answering(tmp_path, httpx.ReadTimeout("no answer"))
+    assert sent == ["/v1/proxies/7/deregister"] and saved == 0.0
