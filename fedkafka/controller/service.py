@@ -790,7 +790,7 @@ class Controller:
         still produce: cut off from the controllers for longer than a lease, it keeps its own deadline, at most the
         row's fence (F1, F2). Record that fence: a move counts the member as acked only once it and the grace have
         passed, whatever the new process acks (`Mover.await_version`, docs/DESIGN.md §4.9, F4). A row whose fence
-        and grace have passed (never registered, fenced, or a fence a deregistration ended) leaves nothing.
+        and grace have passed (never registered, fenced, or deregistered more than the grace ago) leaves nothing.
         `secrets_shown`: the registration's own secret, and its predecessor's: a worker's parent (the only other
         holder of the secret it drew for that worker) passes it on only once it saw that process exit, which then
         sends nothing more (docs/DESIGN.md §4.10)."""
@@ -957,7 +957,10 @@ class Controller:
                                   f"missing or wrong member secret ({MEMBER_SECRET_HEADER}): only the process "
                                   "holding its latest registration may deregister it"))
             row.lease_expires = min(row.lease_expires, now)
-            row.fence_expires = min(row.fence_expires, now - FENCE_GRACE_S)
+            # its fence ends now, not a grace ago: a write it gave up on before this call (an upstream connection
+            # it closed, a request timed out) may still be appended within the grace (§4.1), so a move counts it
+            # until now + FENCE_GRACE_S, as for any fence that ran out
+            row.fence_expires = min(row.fence_expires, now)
             s.commit()
             instance_id = row.instance_id
         with self._hb_lock:  # its renewals go to the database now, which answers 404 (register again)

@@ -1,35 +1,44 @@
 """Reviewer rv4, on the deregistration of a cleanly stopped proxy (merge 21ac0da, docs/DESIGN.md §4.9 case 4 "R
 deregistered", §5.2). Each test here fails on that merge.
 
-The deregistration ends the member's fence FENCE_GRACE_S ago, so a move stops counting the proxy at once: sound only
-if, when the call is sent, this process can start no produce or group offset write again and none it sent or gave up
-on can still be appended by a broker. Two ways it still can are shown below."""
+The deregistration of that merge ended the member's fence FENCE_GRACE_S ago, so a move stopped counting the proxy at
+once: sound only if, when the call is sent, this process can start no produce or group offset write again and none
+it sent or gave up on can still be appended by a broker. Two ways it still can are shown below."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import time
 
 import httpx
+import pytest
+from sqlalchemy import select
 
+from fedkafka.controller.app import create_app
+from fedkafka.controller.kafka_admin import KafkaAdmin
+from fedkafka.controller.models import ProxyRow
+from fedkafka.controller.moves import MoveFailed, Mover
+from fedkafka.controller.service import Controller, Settings
+from fedkafka.controllers import MEMBER_SECRET_HEADER
 from fedkafka.proxy.core import server as server_module
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.view.model import ProxyRole
 
 SECRET = "s" * 43
+TOKEN = "t"
 LIVE_DEADLINE = 4_000_000_000.0
 
 
-def _registered_server(tmp_path, handle) -> ProxyServer:
+def _registered_server(tmp_path, transport: httpx.AsyncBaseTransport) -> ProxyServer:
     """A proxy as after its registration (member 7, its secret, a live deadline saved), not listening; its
-    controller calls go to `handle`."""
+    controller calls go through `transport`."""
     server = ProxyServer(ProxyConfig(role=ProxyRole.PPROXY, host="127.0.0.1", port=9092, advertised_host="127.0.0.1",
-                                     controller="http://controller", token="t",
+                                     controller="http://controller", token=TOKEN,
                                      view_cache=tmp_path / "view.json"))
     source = server.source
     assert source.cache is not None
     source.cache.save_fence(LIVE_DEADLINE)
-    source.client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    source.client = httpx.AsyncClient(transport=transport)
     source.member_id, source.member_secret = 7, SECRET
     return server
 
@@ -73,7 +82,7 @@ def test_a_connection_served_once_the_stop_began_keeps_the_deregistration_back(t
         open_at_call.append(len(server.connections))
         return httpx.Response(200, json={"member_id": 7, "deregistered": True})
 
-    server = _registered_server(tmp_path, handle)
+    server = _registered_server(tmp_path, httpx.MockTransport(handle))
     monkeypatch.setattr(server_module, "ClientConnection", _ServedConnection)
     server.dispatcher = object()  # type: ignore[assignment]  # `_on_client` asserts start() made one
     listener = server.config.all_listeners()[0]
@@ -101,29 +110,46 @@ def test_a_connection_served_once_the_stop_began_keeps_the_deregistration_back(t
 def test_a_write_given_up_on_at_the_stop_does_not_end_the_fence_a_grace_ago(tmp_path, monkeypatch):
     """A produce still out when the connections ended has its upstream connection closed (`_writes_ended`, after
     WRITES_END_WAIT_S; a written-then-abandoned one is released by the same close, `AbandonedWrites.close`), its
-    count goes, and the deregistration is sent at once, ending the fence FENCE_GRACE_S ago. A move then seals
-    without waiting. But the broker may have read and queued that request: closing the connection drops only its
-    answer, and §4.1 / `fencing.py` assume such a request is appended 'if at all, within FENCE_GRACE_S of giving
-    up', which is what the grace after a fence is for: here it is taken away from exactly the requests it covers
-    (a broker slow enough that the proxy had to close is the overloaded queue of that limit). Expected: after a
-    close of writes still out, no deregistration that ends the fence a grace ago (not sent, or one that keeps the
-    member counted until the close plus FENCE_GRACE_S, e.g. the time of the last give-up in the call)."""
+    count goes, and the deregistration is sent at once. But the broker may have read and queued that request:
+    closing the connection drops only its answer, and §4.1 / `fencing.py` assume such a request is appended 'if at
+    all, within FENCE_GRACE_S of giving up', which is what the grace after a fence is for (a broker slow enough
+    that the proxy had to close is the overloaded queue of that limit). Merge 21ac0da ended the fence a grace ago,
+    so a move sealed at once, taking the grace away from exactly the requests it covers. Expected (the coordinator's
+    fix: the deregistration ends the fence at its own time): the controller, a real one, still counts the member
+    until the give-up plus FENCE_GRACE_S, so a move frozen at a view it did not ack still waits for it."""
     monkeypatch.setattr(server_module, "WRITES_END_WAIT_S", 0.05)
-    calls: list[str] = []
+    ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / 'controller.db'}"), kafka=KafkaAdmin(2.0))
+    gave_up: list[float] = []
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        calls.append(str(request.url))
-        return httpx.Response(200, json={"member_id": 7, "deregistered": True})
+    async def run() -> None:
+        ctl.publisher.bind(asyncio.get_running_loop())
+        server = _registered_server(tmp_path, httpx.ASGITransport(app=create_app(ctl, TOKEN, background=False)))
+        registered = await server.source.client.post(
+            "http://controller/v1/proxies", headers={"Authorization": f"Bearer {TOKEN}", MEMBER_SECRET_HEADER: SECRET},
+            json={"instance_id": "127.0.0.1:9092", "host": "127.0.0.1", "port": 9092, "role": "pproxy",
+                  "pool": "default", "member_secret": True})
+        assert registered.status_code == 200, registered.text
+        server.source.member_id = registered.json()["member_id"]
+        server.inflight.by_version[3] += 1  # a produce written under view 3, unanswered
 
-    server = _registered_server(tmp_path, handle)
-    server.inflight.by_version[3] += 1  # a produce written under view 3, unanswered
+        def close_upstream() -> int:  # `Dispatcher.close_drained_upstream`: the call fails, its count goes
+            gave_up.append(time.time())
+            server.inflight.by_version[3] -= 1
+            return 1
 
-    def close_upstream() -> int:  # `Dispatcher.close_drained_upstream`: the call fails, its count goes
-        server.inflight.by_version[3] -= 1
-        return 1
+        server.inflight.close_upstream = close_upstream  # type: ignore[method-assign]
+        await asyncio.wait_for(server.stop(), 60)
 
-    server.inflight.close_upstream = close_upstream
-    asyncio.run(asyncio.wait_for(server.stop(), 60))
-    saved = json.loads(server.source.cache.fence_path.read_text())["produce_until"]  # type: ignore[union-attr]
-    assert calls == [] or all("given_up" in url for url in calls), \
-        f"deregistered at once after closing a write the broker may still append: {calls} (saved deadline {saved})"
+    try:
+        asyncio.run(run())
+        ctl.flush_heartbeats()
+        with ctl.session() as s:
+            row = s.scalars(select(ProxyRow)).one()
+            lease_ended, fence = row.lease_expires <= time.time(), row.fence_expires
+        assert gave_up and lease_ended  # the write was given up on, then the deregistration was taken
+        # a move counts the member until its fence plus the grace: that must cover the give-up plus the grace
+        assert fence >= gave_up[0], f"the fence ended {gave_up[0] - fence:.1f} s before the write was given up on"
+        with pytest.raises(MoveFailed):  # the member has not acked the current view: still counted
+            Mover(ctl).await_version(ctl.view.version, lambda *_: None, timeout=0.1)
+    finally:
+        ctl.stop()
