@@ -352,7 +352,7 @@ class Mover:
                             (row.predecessor_fence_expires or 0.0) > now - FENCE_GRACE_S) for row in s.execute(
                     select(ProxyRow.node_id, ProxyRow.worker_of, ProxyRow.worker, ProxyRow.applied_version,
                            ProxyRow.lease_expires, ProxyRow.predecessor_fence_expires)
-                    .where(ProxyRow.fence_expires > now - FENCE_GRACE_S, ProxyRow.role.in_(roles)))]
+                    .where(may_still_write(now), ProxyRow.role.in_(roles)))]
             # renewing and not acking: failed after `live_ack_timeout`; a predecessor's fence is waited out
             behind = {member: lease > now and applied < needed for member, applied, lease, predecessor in writers
                       if applied < needed or predecessor}
@@ -633,6 +633,16 @@ def unfinished_moves_to(s, cluster: str) -> list[MoveRow]:
     target is not drained or removed under them (a held one stays until an operator repairs it)."""
     return list(s.scalars(select(MoveRow).where(MoveRow.to_cluster == cluster, MoveRow.state.not_in(FINISHED))
                           .order_by(MoveRow.id)))
+
+
+def may_still_write(now: float):
+    """SQL condition on `proxies`: a row a move still waits for at wall time `now`, because its process's fence or
+    the fence of a previous process of its member (taken over, `predecessor_fence_expires`) has not passed with the
+    grace (docs/DESIGN.md §4.9 F4). Both, not the row's own fence alone: a deregistration ends the row's fence at
+    once, and the process that deregisters vouches only for its own writes, not for a predecessor cut off and
+    still writing on its deadline."""
+    since = now - FENCE_GRACE_S
+    return or_(ProxyRow.fence_expires > since, ProxyRow.predecessor_fence_expires > since)
 
 
 def moves_named(rows: Iterable[MoveRow], limit: int = 10) -> str:

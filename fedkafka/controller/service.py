@@ -52,7 +52,7 @@ from fedkafka.controller.models import (
     ViewRow,
 )
 from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
-from fedkafka.controller.moves import freeze_planned, moves_named, unfinished_moves_to
+from fedkafka.controller.moves import freeze_planned, may_still_write, moves_named, unfinished_moves_to
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.controllers import DUPLICATE_REGISTRATION, MEMBER_SECRET_HEADER
@@ -1130,7 +1130,7 @@ class Controller:
         now = time.time()
         with self.session() as s:
             counted = list(s.scalars(select(ProxyRow).where(  # every process a move would still wait for
-                ProxyRow.role != "", or_(ProxyRow.lease_expires > now, ProxyRow.fence_expires > now - FENCE_GRACE_S))
+                ProxyRow.role != "", or_(ProxyRow.lease_expires > now, may_still_write(now)))
                 .order_by(ProxyRow.node_id)))
             topics = s.scalar(select(func.count()).select_from(TopicRow))
             pending = deletions.pending_by_cluster(s)
