@@ -11,6 +11,7 @@ holds its fence as before; its saved deadline is 0 or its old one, both safe), a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -22,10 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _proxy_service_stop_timeout() -> float:
-    """The stop timeout the proxy role's service is installed with: its own var, else the common role's default."""
+    """The stop timeout the proxy role's service is installed with: its own var (a number, or (fixrv4) one of the
+    proxy role's variables, read from its defaults), else the common role's default."""
     tasks = yaml.safe_load((ROOT / "roles/fedkafka_proxy/tasks/main.yml").read_text())
     service = next(t for t in tasks if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "service")
     chosen = service.get("vars", {}).get("fedkafka_service_stop_timeout")
+    if isinstance(chosen, str) and (named := re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", chosen)):
+        defaults = yaml.safe_load((ROOT / "roles/fedkafka_proxy/defaults/main.yml").read_text())
+        chosen = defaults[named.group(1)]
     if chosen is not None:
         return float(chosen)
     specs = yaml.safe_load((ROOT / "roles/fedkafka_common/meta/argument_specs.yml").read_text())
