@@ -935,8 +935,8 @@ class Controller:
 
     def deregister_proxy(self, member_id: int, presented: str | None) -> dict[str, Any]:
         """A cleanly stopped proxy process gives up member `member_id` (docs/DESIGN.md §5.2, §4.9 "deregistered"):
-        its lease ends now (the next view drops it, a restart of it registers at once) and its fence ends a grace
-        ago (a move stops counting it: it attests that no write it sent is out and that it sends none again).
+        its lease ends now (the next view drops it, a restart of it registers at once) and so does its fence (it
+        attests that it sends no write again; a move counts it for the grace more, as after any fence).
         Only with the secret of the member's latest registration, compared in the transaction that writes: a
         process superseded by a new registration (a restart whose old deregistration arrives late) holds another
         secret and is refused (Conflict), so it never ends its successor's lease or fence. A member registered
