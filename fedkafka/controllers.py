@@ -15,6 +15,9 @@ ACTIVE_HEADER = "x-fedkafka-active"
 # the header a proxy presents its member secret in: on its heartbeats, and on its registrations (the secret it chose
 # for its process, which the registration holds its member to; docs/DESIGN.md §5.2)
 MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
+# A registration's proof that the member's previous process has exited: its member secret, which only its parent
+# (a --workers supervisor, which drew it and saw the process exit) can present (docs/DESIGN.md §4.9, F4)
+PREDECESSOR_SECRET_HEADER = "X-Fedkafka-Predecessor-Secret"
 # the controller's `kafka_error` refusing a registration of a live member without its secret (another process, or a
 # restart), named after KRaft's for a broker id whose live session another process holds
 DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"

@@ -134,6 +134,10 @@ class ProxyRow(Base):
     # SHA-256 (hex) of the secret the member's latest registration was given: its heartbeats (lease renewals and
     # view acks) must present it (docs/DESIGN.md §5.2, "Member secrets"). NULL: registered before member secrets.
     secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the fence of the process that held the member before a registration with another secret took it over while
+    # that fence and the grace had not passed: that process may still produce under its old view until then, so a
+    # move counts the member as acked only after it (docs/DESIGN.md §4.9, F4). NULL: never taken over so.
+    predecessor_fence_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     @property
     def node(self) -> int:

@@ -329,7 +329,8 @@ class Mover:
     def await_version(self, needed: int, progress, roles: tuple[str, ...] = MOVE_ROLES,
                       timeout: float | None = None) -> None:
         """Until every proxy of `roles` that may still write or serve reads applied view `needed` (or is surely
-        fenced: past its fence a proxy refuses produce, Fetch, ListOffsets and OffsetForLeaderEpoch);
+        fenced: past its fence a proxy refuses produce, Fetch, ListOffsets and OffsetForLeaderEpoch), and no previous
+        process of a member taken over may still write (its fence and the grace have passed, docs/DESIGN.md §4.9 F4);
         MoveFailed after the ack timeout (at most `timeout` when given), or sooner for a proxy that renews its lease
         without acking."""
         ack_timeout = self.ack_timeout if timeout is None else min(timeout, self.ack_timeout)
@@ -345,11 +346,16 @@ class Mover:
                 # One cut off from the controller keeps producing until its fence (docs/DESIGN.md §4.9).
                 # One row per process: each worker of a proxy run with --workers N is counted alone, with its
                 # own fence and ack, never through a sibling's (docs/DESIGN.md §4.10).
-                writers = [(_member_name(row), row.applied_version, row.lease_expires) for row in s.execute(
+                # A member taken over by a new process is not acked while its previous process may still write
+                # (`predecessor_fence_expires`): waited for as a silent proxy, whatever the new process acked.
+                writers = [(_member_name(row), row.applied_version, row.lease_expires,
+                            (row.predecessor_fence_expires or 0.0) > now - FENCE_GRACE_S) for row in s.execute(
                     select(ProxyRow.node_id, ProxyRow.worker_of, ProxyRow.worker, ProxyRow.applied_version,
-                           ProxyRow.lease_expires)
+                           ProxyRow.lease_expires, ProxyRow.predecessor_fence_expires)
                     .where(ProxyRow.fence_expires > now - FENCE_GRACE_S, ProxyRow.role.in_(roles)))]
-            behind = {member: lease > now for member, applied, lease in writers if applied < needed}
+            # renewing and not acking: failed after `live_ack_timeout`; a predecessor's fence is waited out
+            behind = {member: lease > now and applied < needed for member, applied, lease, predecessor in writers
+                      if applied < needed or predecessor}
             progress("acks", len(writers) - len(behind), len(writers))
             if not behind:
                 return
@@ -360,9 +366,12 @@ class Mover:
                 raise MoveFailed(f"proxies {', '.join(stuck)} did not apply view {needed} within "
                                  f"{live_ack_timeout:.0f} s while renewing their leases")
             if clock - started > ack_timeout:
+                taken_over = sorted(member for member, _, _, predecessor in writers if predecessor)
                 raise MoveFailed(f"proxies {', '.join(sorted(behind))} did not apply view {needed} within "
                                  f"{ack_timeout:.0f} s (before their fence ran out, or less than "
-                                 f"{FENCE_GRACE_S:.0f} s after)")
+                                 f"{FENCE_GRACE_S:.0f} s after)" + (
+                                     f"; {', '.join(taken_over)} taken over by a new process while the previous one's "
+                                     "fence had not run out: counted once it and the grace have" if taken_over else ""))
             time.sleep(0.02)
 
     def _seal(self, ids: list[int], progress) -> None:

@@ -638,14 +638,16 @@ class Controller:
     # -- proxies and name service ------------------------------------------------------------------
     def register_proxy(self, instance_id: str, host: str, port: int, role: str, pool: str,
                        listeners: list[tuple[str, str, int]] | None = None, worker: int = 0,
-                       member_secret: bool = False, presented: str | None = None) -> dict[str, Any]:
+                       member_secret: bool = False, presented: str | None = None,
+                       predecessor: str | None = None) -> dict[str, Any]:
         """Register (again) a proxy, or worker `worker` of a proxy run with --workers N: every worker of a node
         shares its node id (clients see one broker) and has a row of its own, `member_id`, which it heartbeats
         as: its own lease, fence and applied version, so a move waits for each worker (docs/DESIGN.md §4.10).
         `member_secret`: the proxy presents a member secret on its heartbeats: require it (answered); a proxy before
         member secrets does not ask, and renews without one (§5.2). `presented`: the proxy's own secret (chosen once
         per process; drawn here if none: a proxy before proxy-chosen secrets), the one required, and a live member's
-        is required to register it again (`_refuse_live_member`): a retry after a lost answer is taken at once."""
+        is required to register it again (`_refuse_live_member`): a retry after a lost answer is taken at once.
+        `predecessor`: the secret of the member's previous process, which has exited (`_record_predecessor`)."""
         if not instance_id or not host or not 0 < port < 65536 or not pool:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
         if not 0 <= worker <= MAX_WORKER:
@@ -673,6 +675,7 @@ class Controller:
                 node_of = self._proxy_row(s, instance_id).node_id if worker else None
                 row = self._proxy_row(s, f"{instance_id}/w{worker}" if worker else instance_id)
                 self._refuse_live_member(row, presented, now)
+                self._record_predecessor(row, (presented, predecessor), now)
                 ids = self._commit_registration(s, row, claimed, listeners, (worker, node_of), (expires, fence),
                                                 secret_hash)
                 if ids is None:
@@ -778,6 +781,28 @@ class Controller:
             f"it heartbeats): a registration that does not present its secret ({MEMBER_SECRET_HEADER}) is refused "
             "while the lease is live; a restarted proxy registers once it has run out",
             kafka_error=DUPLICATE_REGISTRATION)
+
+    @staticmethod
+    def _record_predecessor(row: ProxyRow, secrets_shown: tuple[str | None, str | None], now: float) -> None:
+        """A registration by another process than the one holding member `row` (it does not present the row's
+        secret: a restart, a proxy moved to another host, another token holder once the lease ran out; or the row has
+        no secret, so no process can show it is the same) takes the member over while the previous process may
+        still produce: cut off from the controllers for longer than a lease, it keeps its own deadline, at most the
+        row's fence (F1, F2). Record that fence: a move counts the member as acked only once it and the grace have
+        passed, whatever the new process acks (`Mover.await_version`, docs/DESIGN.md §4.9, F4). A row whose fence
+        and grace have passed (never registered, fenced, or a fence a deregistration ended) leaves nothing.
+        `secrets_shown`: the registration's own secret, and its predecessor's: a worker's parent (the only other
+        holder of the secret it drew for that worker) passes it on only once it saw that process exit, which then
+        sends nothing more (docs/DESIGN.md §4.10)."""
+        if not row.role or row.fence_expires + FENCE_GRACE_S <= now:
+            return
+        for shown in secrets_shown:
+            if row.secret_hash is not None and shown and hmac.compare_digest(row.secret_hash, _secret_hash(shown)):
+                return  # the same process again (it drained before it acks, F3), or the holder's exit is vouched
+        row.predecessor_fence_expires = max(row.predecessor_fence_expires or 0.0, row.fence_expires)
+        log.warning("member %d (%r) taken over by a new process while its previous one may still produce for "
+                    "%.0f s (its fence): moves count it as acked only %.0f s after that", row.node_id, row.instance_id,
+                    row.fence_expires - now, FENCE_GRACE_S)
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
@@ -907,6 +932,40 @@ class Controller:
                         del self._pending[node_id]
                 self._leases.update(durable)
                 self._durable = max(self._durable, upto)
+
+    def deregister_proxy(self, member_id: int, presented: str | None) -> dict[str, Any]:
+        """A cleanly stopped proxy process gives up member `member_id` (docs/DESIGN.md §5.2, §4.9 "deregistered"):
+        its lease ends now (the next view drops it, a restart of it registers at once) and its fence ends a grace
+        ago (a move stops counting it: it attests that no write it sent is out and that it sends none again).
+        Only with the secret of the member's latest registration, compared in the transaction that writes: a
+        process superseded by a new registration (a restart whose old deregistration arrives late) holds another
+        secret and is refused (Conflict), so it never ends its successor's lease or fence. A member registered
+        without a secret (a proxy before member secrets) is refused too. Idempotent: the same secret answers
+        success again; an unknown member is NotFound (nothing to end, as a heartbeat's). Not fenced by leadership:
+        it writes what the proxy attests, true whichever controller writes it, and it only moves deadlines back
+        (the view it changes is composed only while leading)."""
+        now = time.time()
+        with self.session() as s:
+            row = s.scalar(select(ProxyRow).where(ProxyRow.node_id == member_id).with_for_update())
+            if row is None:
+                raise NotFound(f"proxy {member_id} is not registered: nothing to deregister")
+            if row.secret_hash is None or not presented or not hmac.compare_digest(row.secret_hash,
+                                                                                  _secret_hash(presented)):
+                raise Conflict(f"member {member_id} ({row.instance_id!r}) not deregistered: "
+                               + ("it was registered without a member secret (its lease runs out instead)"
+                                  if row.secret_hash is None else
+                                  f"missing or wrong member secret ({MEMBER_SECRET_HEADER}): only the process "
+                                  "holding its latest registration may deregister it"))
+            row.lease_expires = min(row.lease_expires, now)
+            row.fence_expires = min(row.fence_expires, now - FENCE_GRACE_S)
+            s.commit()
+            instance_id = row.instance_id
+        with self._hb_lock:  # its renewals go to the database now, which answers 404 (register again)
+            self._leases.pop(member_id, None)
+        log.info("proxy member %d (%s) deregistered: stopped cleanly", member_id, instance_id)
+        with contextlib.suppress(NotLeader):  # committed anyway; the leader's lease round drops it
+            self.compose()
+        return {"member_id": member_id, "instance_id": instance_id, "deregistered": True}
 
     def set_draining(self, node_id: int, draining: bool) -> dict[str, Any]:
         """Drain (or undrain) a proxy node, every worker of it: the view no longer lists it, so it leads no

@@ -625,3 +625,86 @@ def test_a_chunk_that_cannot_be_allocated_gives_its_bytes_back_to_the_budgets():
         asyncio.run(scenario())
     finally:
         records.frame_buffer = frame_buffer  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_waiting_for_its_next_request_with_answers_due_keeps_its_grown_staging_buffer(loop):
+    """A pipelining producer whose requests the reader keeps up with: while answers are due the connection waits
+    for its next request with its grown staging buffer kept (its growth still charged), not let go and then
+    allocated (16 KiB) and grown (256 KiB, the 16 KiB copied) again for the next request, as it was per request
+    (bench/README.md, "A staging buffer kept while answers are due"). Once the last answer is written while it
+    waits, it holds none and every charge is back; every frame arrives whole and in order."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    frames = _frames([70_000, 70_000, 70_000, 500], 12)
+    growth = STAGING_BYTES - SMALL_FRAME_BYTES
+    allocated: list[int] = []
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(frames[0] + frames[1])  # more than 16 KiB at once: the first read fills the buffer, which grows
+        for i, frame in enumerate(frames[2:], 3):
+            async with asyncio.timeout(GUARD_S):
+                while len(d.started) < i - 1:
+                    await asyncio.sleep(0.002)
+            await _settle()
+            reader = conns[0].reader
+            assert reader.buffered() == 0 and len(reader._staging) == STAGING_BYTES  # waits, answers due: kept
+            assert budget.used == conns[0].held.used + growth
+            w.write(frame)
+        assert await _answer_all(d, frames, r) == list(range(1, len(frames) + 1))
+        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        assert allocated.count(STAGING_BYTES) == 1  # grown once for the four requests, not once each
+        await _settle()
+        assert len(conns[0].reader._staging) == 0 and budget.used == 0  # answered and waiting: let go
+        w.close()
+        server.close()
+
+    frame_buffer = records.frame_buffer
+    client_frames.records.frame_buffer = lambda n: allocated.append(n) or frame_buffer(n)  # type: ignore
+    try:
+        run(scenario())
+    finally:
+        client_frames.records.frame_buffer = frame_buffer
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from([20, 9000, 40_000, 70_000, 200_000]), st.integers(0, 3)),
+                      min_size=1, max_size=6), seed=st.integers(0, 1000))
+def test_frames_and_answers_are_the_same_bytes_whether_answers_come_before_or_after_the_next_request(steps, seed):
+    """Requests sent one at a time, after each some of the answers due given (0-3, oldest first), so the
+    connection waits for its next request sometimes with answers due (its staging buffer kept) and sometimes
+    with none (let go): every frame reaches the dispatcher as sent, every answer reaches the client as given, in
+    order, and once all are answered the connection holds no buffer and no charge."""
+    frames = _frames([size for size, _ in steps], seed)
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        given_answers: list[bytes] = []
+        for i, (frame, (_, answers)) in enumerate(zip(frames, steps, strict=True), 1):
+            w.write(frame)
+            async with asyncio.timeout(GUARD_S):
+                while len(d.started) < i:
+                    await asyncio.sleep(0.002)
+            for corr in [c for c in d.started if not d.answers[c].done()][:answers]:
+                d.answer(corr, size=8 + corr)
+                given_answers.append(d.answers[corr].result())
+        for corr in d.started:
+            if not d.answers[corr].done():
+                d.answer(corr, size=8 + corr)
+                given_answers.append(d.answers[corr].result())
+        async with asyncio.timeout(GUARD_S):
+            got = await r.readexactly(sum(map(len, given_answers)))
+        assert got == b"".join(given_answers)
+        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+        await _settle()
+        assert len(conns[0].reader._staging) == 0 and budget.used == 0 and conns[0].held.used == 0
+        w.close()
+        server.close()
+
+    asyncio.run(scenario())

@@ -63,6 +63,14 @@ def _secret_hash(tmp_path, instance_id: str) -> str | None:
     return row[0] if row else None
 
 
+def _predecessor_fence(tmp_path, instance_id: str) -> float | None:
+    """The previous process's fence a takeover of `instance_id` recorded (docs/DESIGN.md §4.9 F4), None if none."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ctl.db")) as db:
+        row = db.execute("SELECT predecessor_fence_expires FROM proxies WHERE instance_id = ?",
+                         (instance_id,)).fetchone()
+    return row[0] if row else None
+
+
 def _node(api, port: int) -> dict | None:
     """The status entry of the proxy on `port`, once both its workers applied the current view."""
     status = api.get("/v1/status").json()
@@ -99,6 +107,8 @@ def test_workers_register_as_one_node_and_a_dead_one_comes_back_as_itself(contro
         assert again["node_id"] == node["node_id"]
         assert [w["worker"] for w in again["workers"]] == [0, 1]  # the same two members, no third row
         assert "exited with -9; starting it again" in (tmp_path / "proxy.log").read_text()
+        # the parent vouched for the dead process's exit (its secret): no fence of it for a move to wait out (§4.10)
+        assert _predecessor_fence(tmp_path, f"127.0.0.1:{port}/w1") is None
         workers = worker_pids(proxy.pid)
     finally:
         left = worker_pids(proxy.pid)

@@ -15,7 +15,8 @@ holding several pipelined 64 KiB frames filled it at every frame, and each pause
 (twice the reader's CPU per frame in a microbenchmark); a client that trickles keeps it at 16 KiB. The growth is
 charged to the process budget (`ByteBudget.take_spare`: only while half the budget stays free, so staging never
 keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
-nothing staged (`release_staging`), and when it ends. Refused, the buffer stays at 16 KiB, which holds every
+nothing staged and no answer due, or its last answer is written while it waits (`release_staging`), and when it
+ends. Refused, the buffer stays at 16 KiB, which holds every
 frame the connection waits for in it (at most SMALL_FRAME_BYTES), and fills and pauses more often. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
 (`records.frame_buffer`): only the bytes the socket wrote, [_start, _end), are ever read.

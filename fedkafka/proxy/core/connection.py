@@ -66,6 +66,7 @@ class ClientConnection:
         self._free_slots = self.limits.max_inflight_requests
         self._slot_freed: asyncio.Future | None = None
         self._in_flight = 0
+        self._awaiting_request = False  # the reader waits for a next request's first byte (`_first_byte`)
         self._loop = asyncio.get_running_loop()
         # the requests read and not answered yet, in order (bounded by the request slots); an answer at its head is
         # written by its done-callback (`_InFlight._answered`) unless the writer task writes or TLS slices it
@@ -286,7 +287,9 @@ class ClientConnection:
         while True:
             if self.reader.buffered():  # a pipelined request: no idle clock to start
                 return True
-            self.reader.release_staging()  # a connection waiting for its next request holds no buffer
+            if not self._in_flight:  # idle: it holds no buffer; with answers due it keeps it (`_finish` lets it go)
+                self.reader.release_staging()
+            self._awaiting_request = True
             try:
                 async with asyncio.timeout(self.limits.idle_timeout_s):
                     await self.reader.until_buffered(1)
@@ -297,6 +300,8 @@ class ClientConnection:
                 idle = self._loop.time() - self._last_active
                 if self._in_flight == 0 and idle >= self.limits.idle_timeout_s:
                     raise IdleTimeout() from None
+            finally:
+                self._awaiting_request = False
 
     async def _within(self, read, started: float, what: str, size: int = 0, before: int = 0):
         """`read` must finish within the frame timeout counted from the frame's first byte (no clock when its
@@ -460,6 +465,8 @@ class ClientConnection:
             n += done.done()
         self._unhold(n)
         self._in_flight -= len(batch)
+        if not self._in_flight and self._awaiting_request:  # its last answer while it waits idle: no buffer held
+            self.reader.release_staging()
         self._free_slots += len(batch)
         freed = self._slot_freed
         if freed is not None and not freed.done():

@@ -14,8 +14,10 @@ import multiprocessing.connection
 import multiprocessing.process
 import os
 import random
+import secrets
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -48,6 +50,9 @@ from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 30.0
+# After the grace, writes still out have their upstream connections closed and get this long more to end before a
+# stopping proxy gives up deregistering (its lease then runs out, as before deregistrations)
+WRITES_END_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's own ceiling for the dynamic threshold
@@ -69,6 +74,9 @@ class ProxyConfig:
     view_cache: Path | None = None  # last applied view, served when no controller answers at start
     workers: int = 1
     worker: int = 0  # this process's index among the workers (docs/DESIGN.md §4.10)
+    # (this worker's member secret, the one of the previous process of its member, which exited), drawn by the
+    # --workers parent; None: the process draws its own (docs/DESIGN.md §4.9, F4)
+    member_secrets: tuple[str, str | None] | None = field(default=None, repr=False)
     limits: Limits = field(default_factory=Limits)
     admin_listen: tuple[str, int] | None = None  # /metrics, /healthz, /readyz (worker i: port + i)
     # Client listeners; empty: one PLAINTEXT listener on host:port. Each is advertised with advertised_host.
@@ -146,7 +154,8 @@ class ProxyServer:
             instance = f"{config.advertised_host}:{listeners[0].port}"
             worker = config.worker if config.workers > 1 else None
             self.source = ControllerViewSource(config.controller, config.token or "", instance, self._add_block,
-                                               cache=_view_cache(config, instance), worker=worker)
+                                               cache=_view_cache(config, instance), worker=worker,
+                                               chosen_secrets=config.member_secrets)
             self.producer_ids = ProducerIdTable(self.source.fetch_block)
         else:  # the CLI requires one of --controller and --view-file
             self.source = StaticViewSource(config.view_file)  # type: ignore[arg-type]
@@ -270,10 +279,40 @@ class ProxyServer:
         deadline = loop.time() + SHUTDOWN_GRACE_S
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        await self.supervisor.stop()
+        quiet = await self._writes_ended(deadline)
+        await self.supervisor.stop()  # no heartbeat, registration or view ack from here on
+        if isinstance(self.source, ControllerViewSource):
+            if quiet:
+                await self.source.deregister(self.state)
+            else:
+                log.warning("not deregistering: %s; our lease runs out instead (a move counts us until our fence "
+                            "and its grace)", f"{len(self.connections)} client connections still open"
+                            if self.connections else f"{self.inflight.older_than(sys.maxsize)} writes still out")
         self.pool.close()
         if self.admin is not None:
             await self.admin.stop()
+
+    async def _writes_ended(self, deadline: float) -> bool:
+        """Whether this process provably sends no write upstream again (docs/DESIGN.md §4.9, deregistered): no
+        client connection left (none can start a request) and no produce or group offset write counted as out
+        (`writes_in_flight`: each answered, or given up on and past being written). Those still out
+        WRITES_END_WAIT_S from now (at most until `deadline`, the shutdown grace's end, loop time) have their
+        upstream connections closed, as the drain closes them before a frozen view's ack
+        (`InflightProduce.drain_before`), and get WRITES_END_WAIT_S more to end."""
+        if self.connections:
+            return False
+        loop = asyncio.get_running_loop()
+        close_at = min(deadline, loop.time() + WRITES_END_WAIT_S)
+        closed = False
+        while (out := self.inflight.older_than(sys.maxsize)) and not self.connections:
+            if loop.time() >= close_at + WRITES_END_WAIT_S:
+                return False
+            if loop.time() >= close_at and not closed:
+                closed = True
+                log.warning("shutting down: %d writes still unanswered; closing their upstream connections", out)
+                self.inflight.close_upstream()
+            await asyncio.sleep(0.005)
+        return not self.connections
 
     def health(self) -> tuple[bool, dict]:
         """Alive: every background task runs (one waiting out its restart backoff does not)."""
@@ -320,7 +359,8 @@ def run(config: ProxyConfig) -> None:
 class WorkerSupervisor:
     """The parent of `--workers N`: starts each worker and starts it again when it exits, so a host keeps all its
     workers. A restarted worker registers as the same member (its index), takes the current view and acks it, so a
-    move waits for it seconds, not its fence (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every worker gracefully;
+    move waits for it seconds, not its fence: it presents the exited process's member secret, which this parent drew
+    (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every worker gracefully;
     SIGHUP is passed on to each (its TLS files loaded again)."""
 
     def __init__(self, config: ProxyConfig):
@@ -330,6 +370,9 @@ class WorkerSupervisor:
         self.started: dict[int, float] = {}
         self.backoff: dict[int, float] = {}
         self.due: dict[int, float] = {}  # worker index -> when to start it again
+        # worker index -> the member secret drawn for its latest process: passed to the next one only once that
+        # process exited, so the controller need not wait for its fence (docs/DESIGN.md §4.10)
+        self.secrets: dict[int, str] = {}
         self.stopping = False
 
     def run(self) -> None:
@@ -347,7 +390,11 @@ class WorkerSupervisor:
             child.join()
 
     def _start(self, index: int) -> None:
-        child = self.ctx.Process(target=_run_worker, args=(_worker_config(self.config, index), os.getpid()),
+        # called for an index only at the start or once its previous process exited (`_restart_exited`)
+        secret, exited = secrets.token_urlsafe(32), self.secrets.get(index)
+        config = replace(_worker_config(self.config, index), member_secrets=(secret, exited))
+        self.secrets[index] = secret
+        child = self.ctx.Process(target=_run_worker, args=(config, os.getpid()),
                                  daemon=False, name=f"fedkafka-proxy-worker-{index}")
         # SIGHUP is blocked while the worker starts: the worker inherits the mask (through fork and exec) and
         # unblocks it once its loop handles SIGHUP (serve()), so one forwarded meanwhile neither ends it nor is

@@ -1,0 +1,179 @@
+"""A member taken over by a new process while its previous process's fence has not run out (docs/DESIGN.md §4.9,
+F4 and case 1 of "Why no acked write lands above a seal"; §5.2 "A live member is registered again only with its
+secret").
+
+The controller hands a member to a new process (a new member secret) once the lease has run out, not the fence: the
+previous process, cut off from the controllers for longer than a lease, still produces under its old view until its
+own deadline (F2). The new process's ack of the frozen view says nothing of what the previous one may still send, so
+a move must not read its seal on it until the previous process's fence and the grace have passed, as for a silent
+proxy. The old code counted the row as acked and sealed: a write the previous process sent to the sealed segment
+was acked to its client and lost."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from fedkafka.controller.models import MoveRow
+from fedkafka.controller.moves import MoveFailed, Mover
+from fedkafka.fencing import FENCE_GRACE_S
+from fedkafka.view.rebalance import Move
+
+LEASE_S, FENCE_S = 10.0, 60.0
+SECRET_HEADER = "X-Fedkafka-Member-Secret"
+PREDECESSOR_HEADER = "X-Fedkafka-Predecessor-Secret"
+PROXY = {"instance_id": "h:9092", "host": "h", "port": 9092, "role": "pproxy", "pool": "p1", "member_secret": True}
+
+
+@pytest.fixture
+def api(make_api, clock, monkeypatch):
+    """Clusters c1 and c2, topic t (2 partitions); leases and fences, the controller's and the move's, on `clock`."""
+    monkeypatch.setattr("fedkafka.controller.moves.time", SimpleNamespace(
+        time=clock.time, monotonic=time.monotonic, sleep=time.sleep, perf_counter=time.perf_counter))
+    api = make_api(lease_ms=int(LEASE_S * 1000), fence_ms=int(FENCE_S * 1000))
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    return api
+
+
+def _process(api, secret: str) -> dict:
+    """A proxy process registering member h:9092 with its own secret (one per process, as the proxy chooses it)."""
+    answer = api.post("/v1/proxies", json=PROXY, headers={SECRET_HEADER: secret})
+    assert answer.status_code == 200, answer.text
+    return {**answer.json(), "secret": secret}
+
+
+def _beat(api, process: dict, version: int) -> None:
+    answer = api.post(f"/v1/proxies/{process['member_id']}/heartbeat", json={"applied_version": version, "load": {}},
+                      headers={SECRET_HEADER: process["secret"]})
+    assert answer.status_code == 200, answer.text
+
+
+def _frozen_version(api) -> int | None:
+    view = api.get("/v1/view").json()
+    topic = next(t for t in view["topics"] if t["name"] == "t")
+    return view["version"] if topic["partitions"][1]["frozen"] else None
+
+
+def _acks_when_frozen(api, process: dict) -> threading.Thread:
+    """`process` applies the frozen view as soon as the controller serves it, and acks it."""
+
+    def ack() -> None:
+        while (version := _frozen_version(api)) is None:
+            time.sleep(0.02)
+        _beat(api, process, version)
+
+    helper = threading.Thread(target=ack)
+    helper.start()
+    return helper
+
+
+def _renewing_until(api, clock, process: dict, until: float) -> None:
+    """The clock runs to `until` while `process` renews its own lease (and so its fence) every half lease."""
+    while clock.now < until:
+        clock.advance(min(LEASE_S / 2, until - clock.now))
+        _beat(api, process, api.controller.view.version)
+
+
+def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_write(api, clock):
+    """X1 (secret A) registers, then is cut off from the controllers: its lease runs out, its fence (and its own
+    deadline, F1) does not. X2 (secret B, a restart or an impostor) registers the same member and acks the frozen view.
+    The move waits for the member (rolled back here at its ack timeout, its seal never read) until X1's fence plus
+    the grace has passed; then X2's ack counts and the move is done."""
+    ctl = api.controller
+    x1 = _process(api, secrets.token_urlsafe(32))
+    x1_fence = clock.now + FENCE_S
+    clock.advance(LEASE_S + 1)  # X1's lease ran out, its fence has FENCE_S - LEASE_S - 1 s to go
+    x2 = _process(api, secrets.token_urlsafe(32))
+    assert x2["member_id"] == x1["member_id"]
+
+    mover = Mover(ctl, ack_timeout=1.0)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
+        mover.run(ids)
+    helper.join()
+    assert mover.counts(ids) == {"rolled_back": 1}  # nothing sealed: X1 may still write to c2's segment
+    with ctl.session() as s:
+        assert s.get(MoveRow, ids[0]).seal is None
+
+    _renewing_until(api, clock, x2, x1_fence + FENCE_GRACE_S - 1)  # a second before X1 is surely fenced
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
+        mover.run(ids)
+    helper.join()
+    assert mover.counts(ids) == {"rolled_back": 1}
+
+    _renewing_until(api, clock, x2, x1_fence + FENCE_GRACE_S + 1)  # X1 surely fenced: it sends nothing more (F2)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    assert mover.run(ids) == {"done": 1}
+    helper.join()
+
+
+def test_the_same_process_registering_again_leaves_nothing_to_wait_for(api, clock):
+    """X1 registers again with its own secret after its lease ran out (a 404/403 race, a lost answer): it is the
+    process that acks, so its ack counts at once, as before."""
+    x1 = _process(api, secrets.token_urlsafe(32))
+    clock.advance(LEASE_S + 1)
+    again = _process(api, x1["secret"])
+    mover = Mover(api.controller, ack_timeout=5.0)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, again)
+    assert mover.run(ids) == {"done": 1}
+    helper.join()
+
+
+def test_a_takeover_after_the_previous_fence_and_grace_leaves_nothing_to_wait_for(api, clock):
+    """X1's fence and the grace have passed before X2 registers (X1 is surely fenced; a stopped proxy whose
+    deregistration ended its fence is the same): X2's ack counts at once."""
+    _process(api, secrets.token_urlsafe(32))
+    clock.advance(FENCE_S + FENCE_GRACE_S + 1)
+    x2 = _process(api, secrets.token_urlsafe(32))
+    mover = Mover(api.controller, ack_timeout=5.0)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    assert mover.run(ids) == {"done": 1}
+    helper.join()
+
+
+def _takes_over(api, clock, vouched: str) -> tuple[dict, dict]:
+    """X1 registers, its lease runs out (not its fence), and X2 registers the member showing `vouched` as its
+    predecessor's secret (X-Fedkafka-Predecessor-Secret): (X1, X2)."""
+    x1 = _process(api, secrets.token_urlsafe(32))
+    clock.advance(LEASE_S + 1)
+    secret = secrets.token_urlsafe(32)
+    answer = api.post("/v1/proxies", json=PROXY, headers={SECRET_HEADER: secret,
+                                                          PREDECESSOR_HEADER: vouched or x1["secret"]})
+    assert answer.status_code == 200, answer.text
+    return x1, {**answer.json(), "secret": secret}
+
+
+def test_a_process_whose_exit_is_vouched_for_is_not_waited_for(api, clock):
+    """A --workers parent draws each worker's secret and, once it saw that process exit, passes it to the worker it
+    starts again, which shows it: the exited process sends nothing more, so the new one's ack counts at once
+    (docs/DESIGN.md §4.10)."""
+    _, x2 = _takes_over(api, clock, vouched="")
+    mover = Mover(api.controller, ack_timeout=5.0)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    assert mover.run(ids) == {"done": 1}
+    helper.join()
+
+
+def test_a_wrong_predecessor_secret_vouches_for_nothing(api, clock):
+    """Only the secret of the member's holder vouches for its exit: a guessed one leaves X1's fence to wait for."""
+    _, x2 = _takes_over(api, clock, vouched=secrets.token_urlsafe(32))
+    mover = Mover(api.controller, ack_timeout=1.0)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
+        mover.run(ids)
+    helper.join()
+    assert mover.counts(ids) == {"rolled_back": 1}
