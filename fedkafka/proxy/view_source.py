@@ -42,6 +42,10 @@ STREAM_KEEPALIVE_MS = 2_000
 # connections of the controller client no admin call may take: the view stream, heartbeats (the stream's own ack
 # heartbeat may overlap the periodic one), a registration's view fetch, a producer-id block, with room to spare
 LEASE_CONNECTIONS = 16
+# A stopping proxy's deregistration: one try, this long at most (it only saves a restart up to one lease's wait)
+DEREGISTER_TIMEOUT_S = 2.0
+# failures of a request that never reached the controller: a deregistration failing so was surely not committed
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def load_view_file(path: Path) -> tuple[View, int | None]:
@@ -626,6 +630,54 @@ class ControllerViewSource:
         # measured from when we sent it, the controller's from when it took it: ours is never the later one
         state.lease_deadline = sent + self.fence_ms / 1000
         await self._save_fence(state)
+
+    async def deregister(self, state: ProxyState) -> bool:
+        """On a clean stop, once nothing of ours can be written upstream again (`ProxyServer.stop`) and no
+        heartbeat or registration task runs: end our member's lease and fence at the controller, so a restart
+        registers at once and no move waits for us (docs/DESIGN.md §5.2, §4.9 "deregistered"). One call, short
+        timeout; a failure is only logged (the lease runs out instead). The saved deadline goes to 0 first, for
+        good (`ViewCache.end_fence`): a restart from the saved view without a controller must not produce on a
+        deadline the controller no longer counts; not saved, no deregistration. Whether it was committed."""
+        member, secret = self.member_id, self.member_secret
+        if member is None or secret is None:  # never registered, or by a controller before member secrets
+            return False
+        state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce from here on
+        previous = None
+        if self.cache is not None:
+            try:
+                previous = await asyncio.to_thread(self.cache.end_fence)
+            except OSError as e:
+                log.warning("not deregistering: produce deadline %s not reset (%s); our lease runs out instead",
+                            self.cache.fence_path, e)
+                return False
+        url = f"{self.controllers.current}/v1/proxies/{member}/deregister"
+        try:
+            async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
+                resp = await self.client.post(url, headers=self._member_headers(),
+                                              timeout=httpx.Timeout(DEREGISTER_TIMEOUT_S))
+        except (httpx.HTTPError, TimeoutError) as e:
+            log.warning("deregistration of member %s at %s failed (%s); our lease runs out instead", member, url,
+                        type(e).__name__)
+            if isinstance(e, NEVER_SENT):  # not committed: a restart without a controller may use the deadline
+                await self._restore_fence(previous)
+            return False
+        if resp.status_code != 200:
+            log.warning("deregistration of member %s refused (%d: %s); our lease runs out instead", member,
+                        resp.status_code, _detail(resp))
+            if resp.status_code < 500:  # refused before anything was written (a 5xx may follow the commit)
+                await self._restore_fence(previous)
+            return False
+        log.info("deregistered member %s (%s): a restart registers at once", member, self.instance_id)
+        return True
+
+    async def _restore_fence(self, previous: float | None) -> None:
+        """The deregistration surely was not committed: the saved deadline goes back to what it was (`deregister`)."""
+        if self.cache is None or previous is None:
+            return
+        try:
+            await asyncio.to_thread(self.cache.restore_fence, previous)
+        except OSError as e:  # 0 stays: the safe side (a restart without a controller does not produce)
+            log.warning("produce deadline %s not restored (%s)", self.cache.fence_path, e)
 
     def _member_headers(self) -> dict[str, str]:
         """The service token, and our member's secret once a registration gave us one."""
