@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import KafkaException
-from sqlalchemy import CursorResult, Table, bindparam, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Table, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -78,6 +78,12 @@ MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.m
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
 LATE_RENEWAL_S = FENCE_GRACE_S / 4
+# the member secret a renewal was accepted with, when its caller checked none (a test, a tool): its write then
+# holds for any secret the row has (not a SHA-256 hex digest, so never a row's hash)
+ANY_SECRET = "*"
+# how long a renewal refused by its batch's write is remembered for the heartbeat that waits on that batch: longer
+# than any such heartbeat waits (LATE_RENEWAL_S answers it 503 first)
+REFUSED_MEMORY_S = 60.0
 BIGINT_MAX = 2**63 - 1  # the version column's bound: no version, reported or composed, comes near it
 # The highest applied version a heartbeat may report: above it, it is refused (422), never taken as the floor of the
 # next version, so composing past a floor never overflows the version column (docs/DESIGN.md §3.3). Any number of
@@ -160,6 +166,12 @@ class Controller:
         # member id -> hash of its member secret as this controller last saw it in the database (§5.2)
         self._secret_hashes: dict[int, str] = {}
         self._pending: dict[int, tuple[float, float, int, dict]] = {}  # renewals not yet in the database
+        # member id -> the secret hash its pending renewal was accepted with: it is written only while the row
+        # holds that hash (and its fence), compared in the writing statement (`_write_renewal`)
+        self._pending_accepted: dict[int, str | None] = {}
+        # (member id, accepted hash) -> (the batch's ticket, superseded, monotonic time) of a renewal whose write
+        # matched no row: the heartbeat waiting on that batch is refused (`_refusal`)
+        self._refused: dict[tuple[int, str | None], tuple[int, bool, float]] = {}
         self._flush_lock = threading.RLock()  # one heartbeat batch written at a time
         self._renewals = 0  # renewals taken so far ...
         self._durable = 0  # ... and how many of them are committed
@@ -210,6 +222,7 @@ class Controller:
         with self._hb_lock:
             self._leases.clear()
             self._pending.clear()
+            self._pending_accepted.clear()
             self._secret_hashes.clear()
         self.compose()
 
@@ -716,29 +729,31 @@ class Controller:
                 self._secret_hashes[member_id] = secret_hash
         return member_id, node_id
 
-    def check_member_secret(self, member_id: int, secret: str | None) -> None:
+    def check_member_secret(self, member_id: int, secret: str | None) -> str | None:
         """Forbidden unless `secret` is the one member `member_id`'s latest registration was given: every proxy
         host holds the service token, so the token alone must not renew another proxy's lease (keeping a dead
         proxy listed) or ack views for it (a move would go on while that proxy still writes with an older view,
         docs/DESIGN.md §5.2). Checked against this controller's copy of the hash, else the database's (a member
-        registered through another controller, or before a failover). NotFound for an unknown member: register."""
+        registered through another controller, or before a failover). NotFound for an unknown member: register.
+        Answers the hash accepted (None: a member without a secret): the renewal is written only while the row
+        still holds it (`renew_lease`), as a registration or deregistration may commit between the two steps."""
         given = _secret_hash(secret or "")
         with self._hb_lock:
             cached = self._secret_hashes.get(member_id)
         if cached is not None and hmac.compare_digest(cached, given):
-            return
+            return cached
         with self.session() as s:
             row = s.get(ProxyRow, member_id)
             stored = row.secret_hash if row is not None else None
         if row is None:
             raise NotFound(f"proxy {member_id} is not registered: register again")
         if stored is None:  # registered by a proxy (or through a controller) before member secrets (§5.2)
-            return
+            return None
         if not secret or not hmac.compare_digest(stored, given):
-            raise Forbidden(f"member {member_id}: missing or wrong member secret ({MEMBER_SECRET_HEADER}); only "
-                            "the proxy whose registration was given the secret may heartbeat as it: register again")
+            raise _wrong_secret(member_id)
         with self._hb_lock:
             self._secret_hashes[member_id] = stored
+        return stored
 
     @staticmethod
     def _refuse_takeover(s: Session, instance_id: str, claimed: _ProxyIdentity, now: float) -> None:
@@ -844,7 +859,8 @@ class Controller:
                 self._version_floor = max(self._version_floor, reported)
         return 0
 
-    def renew_lease(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any] | None:
+    def renew_lease(self, node_id: int, applied_version: int, load: dict,
+                    accepted: str | None = ANY_SECRET) -> dict[str, Any] | None:
         """Heartbeat of a proxy this controller knows is alive. None: ask `heartbeat` (the database).
 
         Answered only once the renewal is committed: every controller on the database (a move's ack wait)
@@ -852,13 +868,19 @@ class Controller:
         whoever writes takes every renewal waiting, so concurrent heartbeats share one transaction.
 
         Renewed only while the proxy's fence has not passed: until then every move counted it as writing, so
-        it may go on with the view it has (docs/DESIGN.md §4.9); after it, it must register again."""
+        it may go on with the view it has (docs/DESIGN.md §4.9); after it, it must register again.
+
+        `accepted`: the secret hash the heartbeat was accepted with (`check_member_secret`). The write holds only
+        while the row still holds it and its fence (`_write_renewal`): a takeover or a deregistration committed
+        since the check refuses it (Forbidden, NotFound), never answered renewed."""
         applied_version = self._countable(applied_version)
         now = time.time()
         with self._hb_lock:
             known = self._leases.get(node_id)
             if known is None or known[1] <= now:
                 return None
+            if node_id in self._pending and self._pending_accepted.get(node_id, ANY_SECRET) != accepted:
+                return None  # another process's renewal of the member waits: this one is written on its own
             if applied_version > known[2] and applied_version in self._committed_at:
                 self.metrics.apply_seconds.observe(max(0.0, now - self._committed_at[applied_version]))
             expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
@@ -866,6 +888,7 @@ class Controller:
             # let a later heartbeat pass this check after the fence in the database ran out
             applied = max(known[2], applied_version, self._pending.get(node_id, (0, 0, 0, None))[2])
             self._pending[node_id] = (expires, fence, applied, load)
+            self._pending_accepted[node_id] = accepted
             self._renewals += 1
             ticket = self._renewals
         with self._flush_lock:
@@ -875,6 +898,7 @@ class Controller:
                 except SQLAlchemyError as e:
                     raise Unavailable(f"lease of proxy {node_id} not renewed: database write failed: "
                                       f"{type(e).__name__}") from None
+        self._raise_if_refused(node_id, accepted, ticket)
         if time.time() - now > LATE_RENEWAL_S:
             raise Unavailable(f"lease of proxy {node_id} not renewed: its write took longer than {LATE_RENEWAL_S} s")
         return self._renewed(node_id)
@@ -885,8 +909,9 @@ class Controller:
         with self._hb_lock:
             return [(expires, applied) for expires, _fence, applied in self._leases.values() if expires > now]
 
-    def heartbeat(self, node_id: int, applied_version: int, load: dict) -> dict[str, Any]:
-        fast = self.renew_lease(node_id, applied_version, load)
+    def heartbeat(self, node_id: int, applied_version: int, load: dict,
+                  accepted: str | None = ANY_SECRET) -> dict[str, Any]:
+        fast = self.renew_lease(node_id, applied_version, load, accepted)
         if fast is not None:
             return fast
         applied_version = self._countable(applied_version)
@@ -894,44 +919,108 @@ class Controller:
         with self.session() as s:
             row = s.get(ProxyRow, node_id)
             if row is None or row.fence_expires <= now:
-                raise NotFound(f"proxy {node_id} is not registered (or its fence ran out): register again")
+                raise _not_registered(node_id)
             if applied_version > row.applied_version and applied_version in self._committed_at:
                 self.metrics.apply_seconds.observe(max(0.0, now - self._committed_at[applied_version]))
-            row.applied_version = max(row.applied_version, applied_version)
-            row.lease_expires = max(row.lease_expires, now + self.settings.lease_ms / 1000)
-            row.fence_expires = max(row.fence_expires, now + self.settings.fence_ms / 1000)
-            row.load_json = json.dumps(load)
+            renewal = (now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000, applied_version, load)
+            written = self._write_renewal(s, node_id, accepted, renewal, now)
+            if written is None:  # taken over or deregistered since the secret was checked (or since the read)
+                superseded = self._superseded(s, node_id, accepted)
+                self._note_refused({(node_id, accepted): superseded}, 0)
+                raise _wrong_secret(node_id) if superseded else _not_registered(node_id)
             s.commit()
             with self._hb_lock:
-                self._leases[node_id] = (row.lease_expires, row.fence_expires, row.applied_version)
-                self._node_of[node_id] = row.node
+                self._leases[node_id] = written[:3]
+                self._node_of[node_id] = written[3]
         if time.time() - now > LATE_RENEWAL_S:
             raise Unavailable(f"lease of proxy {node_id} not renewed: its write took longer than {LATE_RENEWAL_S} s")
         return self._renewed(node_id)
 
+    @staticmethod
+    def _write_renewal(s: Session, member_id: int, accepted: str | None, renewal: tuple[float, float, int, dict],
+                       now: float) -> tuple[float, float, int, int] | None:
+        """Write `renewal` (lease and fence expiry, applied version, load) to member `member_id`, only if its row
+        still holds the secret hash `accepted` (None: no secret) and a fence that has not passed at `now`: one
+        conditional UPDATE, so a registration (a takeover: another hash) or a deregistration (its fence ended)
+        commits wholly before it (nothing matches) or after it (it sees the renewal), on SQLite (one writer) and
+        on PostgreSQL (the UPDATE waits for the row and checks its condition again). Deadlines only move forward.
+        The row as written, (lease, fence, applied version, node id); None: it matched nothing."""
+        expires, fence, applied, load = renewal
+        held = [ProxyRow.node_id == member_id, ProxyRow.fence_expires > now]
+        if accepted != ANY_SECRET:
+            held.append(ProxyRow.secret_hash.is_(None) if accepted is None else ProxyRow.secret_hash == accepted)
+        written = s.execute(
+            update(ProxyRow).where(*held)
+            .values(lease_expires=_at_least(ProxyRow.lease_expires, expires),
+                    fence_expires=_at_least(ProxyRow.fence_expires, fence),
+                    applied_version=_at_least(ProxyRow.applied_version, applied), load_json=json.dumps(load))
+            .returning(ProxyRow.lease_expires, ProxyRow.fence_expires, ProxyRow.applied_version,
+                       func.coalesce(ProxyRow.worker_of, ProxyRow.node_id))
+            .execution_options(synchronize_session=False)).first()
+        return None if written is None else (written[0], written[1], written[2], written[3])
+
+    @staticmethod
+    def _superseded(s: Session, member_id: int, accepted: str | None) -> bool:
+        """Why a renewal accepted with `accepted` matched no row: another secret now holds it (a registration
+        since: True, refused as a wrong secret is), or its fence passed (a deregistration) or the row is gone."""
+        current = s.execute(select(ProxyRow.secret_hash).where(ProxyRow.node_id == member_id)).first()
+        return current is not None and accepted != ANY_SECRET and current[0] != accepted
+
+    def _note_refused(self, refused: dict[tuple[int, str | None], bool], ticket: int) -> None:
+        """Remember renewals whose write matched no row, for the heartbeats waiting on batch `ticket`, and forget
+        what they show is stale: the cached secret hash of a member registered since through another controller,
+        the cached lease of a member deregistered (its next renewal is checked in the database)."""
+        at = time.monotonic()
+        with self._hb_lock:
+            for (member_id, accepted), superseded in refused.items():
+                earlier = self._refused.get((member_id, accepted), (0, False, at))
+                self._refused[(member_id, accepted)] = (max(ticket, earlier[0]), superseded or earlier[1], at)
+                if superseded and self._secret_hashes.get(member_id) == accepted:
+                    del self._secret_hashes[member_id]
+                elif not superseded:
+                    self._leases.pop(member_id, None)
+            for key in [key for key, (_, _, noted) in self._refused.items() if at - noted > REFUSED_MEMORY_S]:
+                del self._refused[key]
+
+    def _raise_if_refused(self, member_id: int, accepted: str | None, ticket: int) -> None:
+        """Refuse renewal `ticket` of `member_id` if the batch that wrote it (or a later one) matched no row for
+        it: a registration or deregistration committed since its secret was checked."""
+        with self._hb_lock:
+            refused = self._refused.get((member_id, accepted))
+        if refused is not None and refused[0] >= ticket:
+            raise _wrong_secret(member_id) if refused[1] else _not_registered(member_id)
+
     def flush_heartbeats(self) -> None:
         """Write the pending renewals in one transaction. They stay pending until it commits (a failed write
-        loses none; a newer renewal of the same proxy replaces an older one, newest wins)."""
+        loses none; a newer renewal of the same proxy replaces an older one, newest wins). Each is written only
+        while its row holds the secret it was accepted with and a live fence (`_write_renewal`); one that matches
+        nothing is refused to the heartbeat waiting on it (`_raise_if_refused`)."""
         with self._flush_lock:
             with self._hb_lock:
                 batch, upto = dict(self._pending), self._renewals
+                accepted = {member_id: self._pending_accepted.get(member_id, ANY_SECRET) for member_id in batch}
             durable: dict[int, tuple[float, float, int]] = {}
+            refused: dict[tuple[int, str | None], bool] = {}
             if batch:
+                now = time.time()
                 with self.session() as s:
-                    for row in s.scalars(select(ProxyRow).where(ProxyRow.node_id.in_(list(batch)))):
-                        expires, fence, applied, load = batch[row.node_id]
-                        row.lease_expires = max(row.lease_expires, expires)
-                        row.fence_expires = max(row.fence_expires, fence)
-                        row.applied_version = max(row.applied_version, applied)
-                        row.load_json = json.dumps(load)
-                        durable[row.node_id] = (row.lease_expires, row.fence_expires, row.applied_version)
+                    for member_id, renewal in batch.items():
+                        stored = self._write_renewal(s, member_id, accepted[member_id], renewal, now)
+                        if stored is None:
+                            refused[(member_id, accepted[member_id])] = self._superseded(s, member_id,
+                                                                                         accepted[member_id])
+                        else:
+                            durable[member_id] = stored[:3]
                     s.commit()
             with self._hb_lock:
                 for node_id, written in batch.items():
                     if self._pending.get(node_id) is written:
                         del self._pending[node_id]
+                        self._pending_accepted.pop(node_id, None)
                 self._leases.update(durable)
                 self._durable = max(self._durable, upto)
+            if refused:
+                self._note_refused(refused, upto)
 
     def deregister_proxy(self, member_id: int, presented: str | None) -> dict[str, Any]:
         """A cleanly stopped proxy process gives up member `member_id` (docs/DESIGN.md §5.2, §4.9 "deregistered"):
@@ -1465,6 +1554,20 @@ def _member_secret(presented: str | None) -> str:
     if presented is not None and len(presented) >= MIN_MEMBER_SECRET:
         return presented
     return secrets.token_urlsafe(32)
+
+
+def _wrong_secret(member_id: int) -> Forbidden:
+    return Forbidden(f"member {member_id}: missing or wrong member secret ({MEMBER_SECRET_HEADER}); only the proxy "
+                     "whose registration was given the secret may heartbeat as it: register again")
+
+
+def _not_registered(member_id: int) -> NotFound:
+    return NotFound(f"proxy {member_id} is not registered (or its fence ran out): register again")
+
+
+def _at_least(column, value: float):
+    """max(column, value) in SQL, on SQLite and PostgreSQL alike: deadlines only move forward."""
+    return case((column < value, value), else_=column)
 
 
 def _secret_hash(secret: str) -> str:

@@ -12,6 +12,7 @@ acked only once saved (docs/DESIGN.md §4.9, F5).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import secrets
@@ -213,24 +214,23 @@ class ControllerViewSource:
         """The controller whose answer `start`'s round takes next: the current one (a standby's named active one
         after `_failed`) unless asked already, else the next in list order not asked (a hint may name one asked, or the
         list wrap round to it); None once every listed controller was asked."""
-        urls = self.controllers.urls
-        start = urls.index(self.controllers.current) if self.controllers.current in urls else 0
-        for url in urls[start:] + urls[:start]:
-            if url not in asked:
-                if asked:
-                    log.info("following controller %s", url)
-                self.controllers.current = url
-                return url
-        return None
+        url = _next_in_round(self.controllers, asked)
+        if url is not None:
+            if asked:
+                log.info("following controller %s", url)
+            self.controllers.current = url
+        return url
 
     async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
         """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
         one's answer a future (awaited: the response, or what the ask raised). It returns once every controller
         answered or failed, or as soon as one granted the registration (made the current controller: `start` takes
-        it first, while its lease is fresh; the asks still out are dropped once it is taken). One after the other,
-        N controllers that accept and never answer held the start N client timeouts. At once is still one
-        registration: the listed controllers share one database, only the active one registers (a standby answers
-        503; §5.2), each ask with our own member secret."""
+        it first, while its lease is fresh; the asks still out are dropped once it is taken), or as soon as `start`
+        can decide on the answers in hand (`_refused_first`: a 409 of the controller its walk takes first, which a
+        silent one listed after it held for a client timeout). One after the other, N controllers that accept and
+        never answer held the start N client timeouts. At once is still one registration: the listed controllers
+        share one database, only the active one registers (a standby answers 503; §5.2), each ask with our own
+        member secret."""
         urls, sent = list(self.controllers.urls), time.monotonic()
         asking = {url: asyncio.ensure_future(self._send_registration(url, state)) for url in urls}
         waiting: set[asyncio.Task[httpx.Response]] = set(asking.values())
@@ -242,6 +242,8 @@ class ControllerViewSource:
                     if granted != self.controllers.current:
                         log.info("following controller %s", granted)
                     self.controllers.current = granted
+                    break
+                if _refused_first(self.controllers, asking):
                     break
         except BaseException:  # cancelled (the proxy stopping while it starts): no ask left out
             _dropped(asking.values())
@@ -696,6 +698,42 @@ def _detail(resp: httpx.Response) -> str:
         return str(resp.json()["detail"])
     except (ValueError, KeyError, TypeError):
         return resp.text[:500]
+
+
+def _next_in_round(controllers: ControllerList, asked: set[str]) -> str | None:
+    """The controller whose answer a round takes next: the current one unless asked already, else the next in list
+    order not asked; None once every listed controller was asked."""
+    urls, current = controllers.urls, controllers.current
+    start = urls.index(current) if current in urls else 0
+    return next((url for url in urls[start:] + urls[:start] if url not in asked), None)
+
+
+def _refused_first(controllers: ControllerList, asking: dict[str, asyncio.Task[httpx.Response]]) -> bool:
+    """Whether `start`'s walk of a round's answers (`_next_unasked`: moving on from each failure as
+    `ControllerList.failed` does, a standby's named active controller next) reaches a 409 before an ask still out:
+    that refusal ends the round whatever the others answer (a grant among them is taken by the round first). Walked
+    on a copy: `start` moves the list itself when it takes the answers."""
+    trial, asked = copy.copy(controllers), set[str]()
+    while (url := _next_in_round(trial, asked)) is not None:
+        ask = asking[url]
+        if not ask.done():
+            return False
+        asked.add(url)
+        if ask.cancelled():
+            return True  # `start` raises
+        error = ask.exception()
+        if error is not None:
+            if not isinstance(error, httpx.HTTPError | ValueError | KeyError):
+                return True  # not a failure `start` moves on from: it raises
+            hint = active_hint(error)
+        elif ask.result().status_code == 409:
+            return True
+        else:  # any other answer (not a grant, which the round took): `start` moves on
+            answer = ask.result()
+            hint = answer.headers.get(ACTIVE_HEADER) if answer.status_code == 503 else None
+        trial.current = url
+        trial.failed(url, hint)
+    return False
 
 
 def _granted(ask: asyncio.Future) -> bool:

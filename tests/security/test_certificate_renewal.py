@@ -379,7 +379,8 @@ def test_a_sighup_while_the_workers_parent_starts_a_worker_is_still_passed_on(mo
 
     monkeypatch.setattr(proxy_server, "_worker_config", lambda config, index: config)
     ws = Recording.__new__(Recording)
-    ws.config, ws.children, ws.started, ws.due = None, {}, {}, {}
+    ws.config, ws.children, ws.started, ws.due, ws.secrets = proxy_server.ProxyConfig(
+        ProxyRole.PPROXY, "127.0.0.1", 9092, "127.0.0.1", workers=2), {}, {}, {}, {}
     ws.ctx = types.SimpleNamespace(Process=lambda **kw: Starting())
     old = signal.signal(signal.SIGHUP, ws._forward)
     try:

@@ -99,10 +99,12 @@ def _proxy_routes(router: APIRouter, controller: Controller) -> None:
     async def heartbeat(node_id: RowId, body: HeartbeatBody,
                         member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=256)):
         # only the proxy that registered the member may renew its lease or ack views for it (403 otherwise)
-        await run_in_threadpool(controller.check_member_secret, node_id, member_secret)
-        # a known live proxy's renewal joins the next batch written; others are checked in the database
-        return (await run_in_threadpool(controller.renew_lease, node_id, body.applied_version, body.load)
-                or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load))
+        accepted = await run_in_threadpool(controller.check_member_secret, node_id, member_secret)
+        # a known live proxy's renewal joins the next batch written; others are checked in the database. Either is
+        # written only while the member still holds the secret accepted (a takeover or a deregistration may commit
+        # in between: refused then, docs/DESIGN.md §4.9 F4)
+        return (await run_in_threadpool(controller.renew_lease, node_id, body.applied_version, body.load, accepted)
+                or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load, accepted))
 
     @router.post("/v1/proxies/{node_id}/deregister")
     def deregister(node_id: RowId,
