@@ -49,7 +49,7 @@ down:
 
 # The federation on 9 real hosts (8 + the spare cluster c3's): network namespaces with their own address and sshd (scripts/multihost.py,
 # needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
-.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps test-security test-failover
+.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps test-security test-failover test-molecule
 MULTIHOST := $(BIN)/python scripts/multihost.py
 
 up-multihost: $(STAMP)
@@ -63,11 +63,21 @@ down-multihost:
 
 # The checker on 3-broker clusters: a scale-up and a decommission with the moving leader killed, a rolling
 # restart, the database down for longer than a lease (tests/workflows/test_replicated_faults.py, ~8 minutes);
-# Metadata's replicas and ISR through a proxy, a follower stopped (tests/proxy/test_metadata_replicas_integration.py).
+# Metadata's replicas and ISR through a proxy, a follower stopped (tests/proxy/test_metadata_replicas_integration.py);
+# site.yml with 3 brokers a cluster, topics with 3 replicas and min.insync 2, teardown stopping all six
+# (tests/ansible/test_local_brokers.py, ~4-6 minutes; `make test` keeps its inventory check).
 test-replicated: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py \
-		tests/proxy/test_metadata_replicas_integration.py $(PYTEST_ARGS)
+		tests/proxy/test_metadata_replicas_integration.py tests/ansible/test_local_brokers.py $(PYTEST_ARGS)
+
+# The molecule scenarios default (site.yml), scale_up (then scale_up.yml c3) and decommission (then
+# decommission.yml c1), each converge, idempotence, testinfra verify and cleanup on this machine, one after the
+# other (tests/ansible/test_molecule.py; ~4-10 minutes each, 15-20 in all on the shared 2-core machine).
+# `make test` keeps the syntax check of their converge and cleanup playbooks.
+test-molecule: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	FEDKAFKA_MOLECULE=1 $(BIN)/pytest tests/ansible/test_molecule.py $(PYTEST_ARGS)
 
 # Failover scenarios of minutes each, marked failover_scenario: kill -9 of a whole cluster under the checker's load,
 # then a failover asked for (~2 minutes) and one by --auto-failover-after (3-6 minutes; tests/workflows/

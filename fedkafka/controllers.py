@@ -32,15 +32,23 @@ def tls_verify() -> ssl.SSLContext | bool:
 
 
 def split_urls(value: str) -> list[str]:
-    urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    """The controllers `--controller` lists, each once (`distinct_urls`)."""
+    urls = distinct_urls(value.split(","))
     if not urls:
         raise ValueError(f"no controller URL in {value!r}")
     return urls
 
 
+def distinct_urls(urls: list[str]) -> list[str]:
+    """`urls` without blanks, each once (a trailing slash aside), in first-listed order: a controller listed twice
+    was asked twice at once by a proxy's start round (two registrations of one member in flight, one never awaited)
+    and twice in a row by every client moving on from it."""
+    return list(dict.fromkeys(u.strip().rstrip("/") for u in urls if u.strip()))
+
+
 class ControllerList:
     def __init__(self, urls: str | list[str]):
-        self.urls = split_urls(urls) if isinstance(urls, str) else [u.rstrip("/") for u in urls]
+        self.urls = split_urls(urls) if isinstance(urls, str) else distinct_urls(urls)
         self.current = self.urls[0]
 
     def failed(self, url: str, active_hint: str | None = None) -> str:

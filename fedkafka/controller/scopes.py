@@ -27,6 +27,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/view/stream"): SERVICE,
     ("POST", "/v1/proxies"): SERVICE,
     ("POST", "/v1/proxies/{node_id}/heartbeat"): SERVICE,
+    ("POST", "/v1/proxies/{node_id}/deregister"): SERVICE,  # a stopping proxy, its member secret required
     ("POST", "/v1/producer-id-blocks"): SERVICE,
     # the name service (fedkafka/nameservice/resolver.py) calls /v1/client-routing (every rule and pool's proxies);
     # /v1/proxies?client_id= (one client.id's pool, matched the same way) stays open to the service token

@@ -933,6 +933,40 @@ class Controller:
                 self._leases.update(durable)
                 self._durable = max(self._durable, upto)
 
+    def deregister_proxy(self, member_id: int, presented: str | None) -> dict[str, Any]:
+        """A cleanly stopped proxy process gives up member `member_id` (docs/DESIGN.md §5.2, §4.9 "deregistered"):
+        its lease ends now (the next view drops it, a restart of it registers at once) and its fence ends a grace
+        ago (a move stops counting it: it attests that no write it sent is out and that it sends none again).
+        Only with the secret of the member's latest registration, compared in the transaction that writes: a
+        process superseded by a new registration (a restart whose old deregistration arrives late) holds another
+        secret and is refused (Conflict), so it never ends its successor's lease or fence. A member registered
+        without a secret (a proxy before member secrets) is refused too. Idempotent: the same secret answers
+        success again; an unknown member is NotFound (nothing to end, as a heartbeat's). Not fenced by leadership:
+        it writes what the proxy attests, true whichever controller writes it, and it only moves deadlines back
+        (the view it changes is composed only while leading)."""
+        now = time.time()
+        with self.session() as s:
+            row = s.scalar(select(ProxyRow).where(ProxyRow.node_id == member_id).with_for_update())
+            if row is None:
+                raise NotFound(f"proxy {member_id} is not registered: nothing to deregister")
+            if row.secret_hash is None or not presented or not hmac.compare_digest(row.secret_hash,
+                                                                                  _secret_hash(presented)):
+                raise Conflict(f"member {member_id} ({row.instance_id!r}) not deregistered: "
+                               + ("it was registered without a member secret (its lease runs out instead)"
+                                  if row.secret_hash is None else
+                                  f"missing or wrong member secret ({MEMBER_SECRET_HEADER}): only the process "
+                                  "holding its latest registration may deregister it"))
+            row.lease_expires = min(row.lease_expires, now)
+            row.fence_expires = min(row.fence_expires, now - FENCE_GRACE_S)
+            s.commit()
+            instance_id = row.instance_id
+        with self._hb_lock:  # its renewals go to the database now, which answers 404 (register again)
+            self._leases.pop(member_id, None)
+        log.info("proxy member %d (%s) deregistered: stopped cleanly", member_id, instance_id)
+        with contextlib.suppress(NotLeader):  # committed anyway; the leader's lease round drops it
+            self.compose()
+        return {"member_id": member_id, "instance_id": instance_id, "deregistered": True}
+
     def set_draining(self, node_id: int, draining: bool) -> dict[str, Any]:
         """Drain (or undrain) a proxy node, every worker of it: the view no longer lists it, so it leads no
         partition, and names it draining, so it refuses produce with a retriable error (docs/DESIGN.md §4.11).

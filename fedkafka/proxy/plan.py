@@ -175,19 +175,51 @@ def merged_by_group(answers: Sequence[Any], entries: str, asked: Iterable[str]) 
     return replace(answers[0], **{entries: tuple(merged)})
 
 
-def per_naming(answer: Any, entries: str, asked: Sequence[str]) -> Any:
+# All the groups of one DescribeGroups or ConsumerGroupDescribe answer together: at most this many times
+# --max-request-elements array elements (docs/DESIGN.md §4.8)
+ANSWER_BUDGET_FACTOR = 10
+
+
+@dataclass
+class RepeatBudget:
+    """What the repeats `per_naming` adds may cost: `left` array elements (None: any) that the answer's entries may
+    still hold once each group is answered once, each repeat charged `cost(entry)` (0: free, an error entry); the
+    namings past it are answered by `past(group ids)`'s entries (COORDINATOR_LOAD_IN_PROGRESS, which clients retry)."""
+
+    left: int | None
+    cost: Callable[[Any], int]
+    past: Callable[[list[str]], Sequence[Any]]
+
+
+def per_naming(answer: Any, entries: str, asked: Sequence[str], budget: RepeatBudget | None = None) -> Any:
     """`answer` (its `entries`, each group once, each with a `group_id`) with one entry per naming of its group in
     `asked`, the copies next to it: Kafka's DescribeGroups and ConsumerGroupDescribe answer every naming, a denied
     one too (KafkaApis adds a refused entry per naming; the coordinators keep a list, not a set). The repeats are
-    the one entry again, not copies: a large group named 100,000 times is built (and renamed) once. Any entry of a
-    group not asked stays once; an answer without `entries` (not of the request's API) is passed on as it is."""
+    the one entry again, built (and renamed) once, but each is encoded in full: they are charged to `budget`, in
+    answer order, and the repeat that crosses it and every charged one after it are answered `budget.past` (a
+    group of 4,000 elements named 100,000 times was a 400-million-element answer). Any entry of a group not asked
+    stays once; an answer without `entries` (not of the request's API) is passed on as it is."""
     items = getattr(answer, entries, None)
     namings: dict[str, int] = {}
     for group in asked:
         namings[group] = namings.get(group, 0) + 1
     if items is None or len(namings) == len(asked):  # no group named twice: the answer as it is
         return answer
-    repeated = [item for item in items for _ in range(max(namings.pop(item.group_id, 1), 1))]
+    left = None if budget is None else budget.left
+    repeated: list[Any] = []
+    past: dict[int, str] = {}  # index in `repeated` -> the group of a naming past the budget
+    for item in items:
+        repeated.append(item)
+        cost = 0 if budget is None else budget.cost(item)
+        for _ in range(namings.pop(item.group_id, 1) - 1):
+            if cost and left is not None and (past or cost > left):
+                past[len(repeated)] = item.group_id
+            elif left is not None:
+                left -= cost
+            repeated.append(item)
+    if past and budget is not None:
+        for i, entry in zip(past, budget.past(list(past.values())), strict=True):
+            repeated[i] = entry
     return replace(answer, **{entries: tuple(repeated)})
 
 

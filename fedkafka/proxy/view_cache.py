@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ class ViewCache:
         self.path = path
         self.fence_path = path.with_name(path.name + ".fence")
         self.instance_id = instance_id
+        # one deadline write at a time, none after `end_fence`: a renewal's save still running in its thread when
+        # the proxy deregisters (its task cancelled, the thread not) must not write a live deadline after the 0
+        self._fence_lock = threading.Lock()
+        self._fence_ended = False
 
     def save_view(self, view: View, node_id: int, controllers: Sequence[str] = ()) -> None:
         """`controllers`: the URLs of the controllers the view came from (the federation, offline: `load`)."""
@@ -73,6 +78,29 @@ class ViewCache:
         write_atomically(self.path, json.dumps(body, separators=(",", ":")).encode())
 
     def save_fence(self, produce_until: float) -> None:
+        with self._fence_lock:
+            if not self._fence_ended:
+                self._write_fence(produce_until)
+
+    def end_fence(self) -> float:
+        """Deadline 0 on disk, for good: this process saves no other (it is deregistering, docs/DESIGN.md §4.9 F5:
+        a restart must not produce under the saved view on a deadline the controller no longer counts). Raises
+        OSError when it could not be written: then the proxy must not deregister. Returns the deadline it replaced,
+        for `restore_fence` when the deregistration surely was not committed."""
+        with self._fence_lock:
+            previous = self._produce_until()
+            self._write_fence(0.0)
+            self._fence_ended = True
+            return previous
+
+    def restore_fence(self, produce_until: float) -> None:
+        """Put back the deadline `end_fence` replaced: the deregistration was surely not committed (never sent, or
+        refused), so the controller still counts this member until that deadline (a restart while no controller
+        answers serves the saved view, §4.7)."""
+        with self._fence_lock:
+            self._write_fence(produce_until)
+
+    def _write_fence(self, produce_until: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = {"instance_id": self.instance_id, "produce_until": produce_until}
         write_atomically(self.fence_path, json.dumps(body).encode())

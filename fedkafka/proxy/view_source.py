@@ -12,6 +12,7 @@ acked only once saved (docs/DESIGN.md §4.9, F5).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import secrets
@@ -42,6 +43,10 @@ STREAM_KEEPALIVE_MS = 2_000
 # connections of the controller client no admin call may take: the view stream, heartbeats (the stream's own ack
 # heartbeat may overlap the periodic one), a registration's view fetch, a producer-id block, with room to spare
 LEASE_CONNECTIONS = 16
+# A stopping proxy's deregistration: one try, this long at most (it only saves a restart up to one lease's wait)
+DEREGISTER_TIMEOUT_S = 2.0
+# failures of a request that never reached the controller: a deregistration failing so was surely not committed
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def load_view_file(path: Path) -> tuple[View, int | None]:
@@ -209,24 +214,23 @@ class ControllerViewSource:
         """The controller whose answer `start`'s round takes next: the current one (a standby's named active one
         after `_failed`) unless asked already, else the next in list order not asked (a hint may name one asked, or the
         list wrap round to it); None once every listed controller was asked."""
-        urls = self.controllers.urls
-        start = urls.index(self.controllers.current) if self.controllers.current in urls else 0
-        for url in urls[start:] + urls[:start]:
-            if url not in asked:
-                if asked:
-                    log.info("following controller %s", url)
-                self.controllers.current = url
-                return url
-        return None
+        url = _next_in_round(self.controllers, asked)
+        if url is not None:
+            if asked:
+                log.info("following controller %s", url)
+            self.controllers.current = url
+        return url
 
     async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
         """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
         one's answer a future (awaited: the response, or what the ask raised). It returns once every controller
         answered or failed, or as soon as one granted the registration (made the current controller: `start` takes
-        it first, while its lease is fresh; the asks still out are dropped once it is taken). One after the other,
-        N controllers that accept and never answer held the start N client timeouts. At once is still one
-        registration: the listed controllers share one database, only the active one registers (a standby answers
-        503; §5.2), each ask with our own member secret."""
+        it first, while its lease is fresh; the asks still out are dropped once it is taken), or as soon as `start`
+        can decide on the answers in hand (`_refused_first`: a 409 of the controller its walk takes first, which a
+        silent one listed after it held for a client timeout). One after the other, N controllers that accept and
+        never answer held the start N client timeouts. At once is still one registration: the listed controllers
+        share one database, only the active one registers (a standby answers 503; §5.2), each ask with our own
+        member secret."""
         urls, sent = list(self.controllers.urls), time.monotonic()
         asking = {url: asyncio.ensure_future(self._send_registration(url, state)) for url in urls}
         waiting: set[asyncio.Task[httpx.Response]] = set(asking.values())
@@ -238,6 +242,8 @@ class ControllerViewSource:
                     if granted != self.controllers.current:
                         log.info("following controller %s", granted)
                     self.controllers.current = granted
+                    break
+                if _refused_first(self.controllers, asking):
                     break
         except BaseException:  # cancelled (the proxy stopping while it starts): no ask left out
             _dropped(asking.values())
@@ -627,6 +633,54 @@ class ControllerViewSource:
         state.lease_deadline = sent + self.fence_ms / 1000
         await self._save_fence(state)
 
+    async def deregister(self, state: ProxyState) -> bool:
+        """On a clean stop, once nothing of ours can be written upstream again (`ProxyServer.stop`) and no
+        heartbeat or registration task runs: end our member's lease and fence at the controller, so a restart
+        registers at once and no move waits for us (docs/DESIGN.md §5.2, §4.9 "deregistered"). One call, short
+        timeout; a failure is only logged (the lease runs out instead). The saved deadline goes to 0 first, for
+        good (`ViewCache.end_fence`): a restart from the saved view without a controller must not produce on a
+        deadline the controller no longer counts; not saved, no deregistration. Whether it was committed."""
+        member, secret = self.member_id, self.member_secret
+        if member is None or secret is None:  # never registered, or by a controller before member secrets
+            return False
+        state.lease_deadline = min(state.lease_deadline or 0.0, time.monotonic())  # no produce from here on
+        previous = None
+        if self.cache is not None:
+            try:
+                previous = await asyncio.to_thread(self.cache.end_fence)
+            except OSError as e:
+                log.warning("not deregistering: produce deadline %s not reset (%s); our lease runs out instead",
+                            self.cache.fence_path, e)
+                return False
+        url = f"{self.controllers.current}/v1/proxies/{member}/deregister"
+        try:
+            async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
+                resp = await self.client.post(url, headers=self._member_headers(),
+                                              timeout=httpx.Timeout(DEREGISTER_TIMEOUT_S))
+        except (httpx.HTTPError, TimeoutError) as e:
+            log.warning("deregistration of member %s at %s failed (%s); our lease runs out instead", member, url,
+                        type(e).__name__)
+            if isinstance(e, NEVER_SENT):  # not committed: a restart without a controller may use the deadline
+                await self._restore_fence(previous)
+            return False
+        if resp.status_code != 200:
+            log.warning("deregistration of member %s refused (%d: %s); our lease runs out instead", member,
+                        resp.status_code, _detail(resp))
+            if resp.status_code < 500:  # refused before anything was written (a 5xx may follow the commit)
+                await self._restore_fence(previous)
+            return False
+        log.info("deregistered member %s (%s): a restart registers at once", member, self.instance_id)
+        return True
+
+    async def _restore_fence(self, previous: float | None) -> None:
+        """The deregistration surely was not committed: the saved deadline goes back to what it was (`deregister`)."""
+        if self.cache is None or previous is None:
+            return
+        try:
+            await asyncio.to_thread(self.cache.restore_fence, previous)
+        except OSError as e:  # 0 stays: the safe side (a restart without a controller does not produce)
+            log.warning("produce deadline %s not restored (%s)", self.cache.fence_path, e)
+
     def _member_headers(self) -> dict[str, str]:
         """The service token, and our member's secret once a registration gave us one."""
         if self.member_secret is None:
@@ -644,6 +698,42 @@ def _detail(resp: httpx.Response) -> str:
         return str(resp.json()["detail"])
     except (ValueError, KeyError, TypeError):
         return resp.text[:500]
+
+
+def _next_in_round(controllers: ControllerList, asked: set[str]) -> str | None:
+    """The controller whose answer a round takes next: the current one unless asked already, else the next in list
+    order not asked; None once every listed controller was asked."""
+    urls, current = controllers.urls, controllers.current
+    start = urls.index(current) if current in urls else 0
+    return next((url for url in urls[start:] + urls[:start] if url not in asked), None)
+
+
+def _refused_first(controllers: ControllerList, asking: dict[str, asyncio.Task[httpx.Response]]) -> bool:
+    """Whether `start`'s walk of a round's answers (`_next_unasked`: moving on from each failure as
+    `ControllerList.failed` does, a standby's named active controller next) reaches a 409 before an ask still out:
+    that refusal ends the round whatever the others answer (a grant among them is taken by the round first). Walked
+    on a copy: `start` moves the list itself when it takes the answers."""
+    trial, asked = copy.copy(controllers), set[str]()
+    while (url := _next_in_round(trial, asked)) is not None:
+        ask = asking[url]
+        if not ask.done():
+            return False
+        asked.add(url)
+        if ask.cancelled():
+            return True  # `start` raises
+        error = ask.exception()
+        if error is not None:
+            if not isinstance(error, httpx.HTTPError | ValueError | KeyError):
+                return True  # not a failure `start` moves on from: it raises
+            hint = active_hint(error)
+        elif ask.result().status_code == 409:
+            return True
+        else:  # any other answer (not a grant, which the round took): `start` moves on
+            answer = ask.result()
+            hint = answer.headers.get(ACTIVE_HEADER) if answer.status_code == 503 else None
+        trial.current = url
+        trial.failed(url, hint)
+    return False
 
 
 def _granted(ask: asyncio.Future) -> bool:

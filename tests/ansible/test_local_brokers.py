@@ -3,7 +3,11 @@
 lists every broker, and teardown.yml stops them all.
 
 Own port base (the first of 39200, 39300, ... whose ports are all free) and state dir, apart from `make up`,
-molecule and the AWX test.
+molecule and the AWX test. Six broker JVMs for 4-6 minutes: replication is what it checks, so it runs with the
+other 3-broker tests in `make test-replicated` (FEDKAFKA_REPLICATED_FAULTS=1), not `make test`; there the
+inventory local_brokers.yml grows to 3 brokers a cluster (the first test here), the broker role's
+server.properties for a 3-host quorum (tests/ansible/test_role_broker_security.py) and `fedkafka local up --brokers 3`
+(tests/launcher/test_replicated_clusters.py) keep a cover.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from fedkafka.kafka.cluster import port_in_use, port_open
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.ansible
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 
@@ -49,7 +53,48 @@ def replicas_and_min_insync(bootstrap: str) -> dict[str, tuple[set[int], str]]:
             for name, t in topics.items()}
 
 
+# local_brokers.yml alone (no JVM): the hosts it adds to each cluster of the local inventory, spare c3 included.
+GROWN_CLUSTERS = """
+- name: Grow the clusters
+  ansible.builtin.import_playbook: {root}/playbooks/local_brokers.yml
+
+- name: Write each cluster's brokers
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Hosts, node ids and ports of kafka_c1, kafka_c2, kafka_c3
+      ansible.builtin.copy:
+        dest: "{out}"
+        mode: "0644"
+        content: >-
+          {{{{ hosts | zip(hosts | map('extract', hostvars, 'kafka_broker_cluster'),
+                          hosts | map('extract', hostvars, 'kafka_broker_node_id') | map('int'),
+                          hosts | map('extract', hostvars, 'kafka_broker_port') | map('int'),
+                          hosts | map('extract', hostvars, 'kafka_broker_controller_port') | map('int'))
+             | list | to_json }}}}
+      vars:
+        hosts: "{{{{ groups['kafka_c1'] + groups['kafka_c2'] + groups['kafka_c3'] }}}}"
+"""
+
+
+def test_local_brokers_gives_every_cluster_three_brokers_on_ports_of_their_own(tmp_path):
+    """The fast cover `make test` keeps of the 3-broker site run below: the inventory it provisions."""
+    (tmp_path / "grow.yml").write_text(GROWN_CLUSTERS.format(root=ROOT, out=tmp_path / "brokers.json"))
+    proc = subprocess.run([PLAYBOOK, str(tmp_path / "grow.yml"), "-e", "fedkafka_local_brokers=3",
+                           "-e", "fedkafka_local_port_base=39200"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    brokers = json.loads((tmp_path / "brokers.json").read_text())
+    # broker n of cluster k: port base + 10k + 2n - 1, its KRaft controller port the next one
+    assert brokers == [[f"c{k}-broker{n}", f"c{k}", n, 39200 + 10 * k + 2 * n - 1, 39200 + 10 * k + 2 * n]
+                       for k in (1, 2, 3) for n in (1, 2, 3)]
+
+
 @pytest.mark.timeout(1200)
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("FEDKAFKA_REPLICATED_FAULTS") != "1",
+                    reason="heavy: runs with FEDKAFKA_REPLICATED_FAULTS=1 (make test-replicated)")
 def test_site_with_three_brokers_per_cluster_replicates_and_teardown_stops_every_broker():
     state = Path(tempfile.mkdtemp(prefix="fk-brokers-", dir="/tmp"))  # short: supervisord's socket lives there
     extravars = {"fedkafka_local_brokers": 3, "fedkafka_local_port_base": free_port_base(),

@@ -26,6 +26,7 @@ from fedkafka.proxy.core.client_frames import (
 )
 from fedkafka.proxy.core.connection import HELD_WHOLE_BYTES, READ_CHUNK_BYTES, ClientConnection
 from fedkafka.proxy.core.limits import ByteBudget, Limits
+from fedkafka.proxy.plan import CloseConnection
 from proxy.test_limits_unit import GUARD_S, _HeldDispatcher, _settle, closed_by_peer, frame_of
 
 
@@ -708,3 +709,43 @@ def test_frames_and_answers_are_the_same_bytes_whether_answers_come_before_or_af
         server.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_that_reads_no_more_does_not_grow_a_staging_buffer_for_bytes_its_client_still_sends(loop):
+    """A handler closed the connection (CloseConnection) after the first of two pipelined requests that grew the
+    staging buffer; the second's answer is still due (a long poll) and the client keeps sending (100,000 bytes).
+    Nothing reads them: they land in a new 16 KiB buffer that does not grow (reading pauses once it is full), so
+    no growth is charged again for them (`ClientFrames.drop_staging`). Fails if the dropped buffer regrows: 240 KiB
+    charged until the last answer. The second answer still reaches the client; every charge comes back."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, port, conns = await _connection_server(d, Limits(), budget)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        first, second = _frames([70_000, 70_000], 7)
+        w.write(first + second)
+        async with asyncio.timeout(GUARD_S):
+            while len(d.started) < 2:
+                await asyncio.sleep(0.002)
+        await _settle()
+        conn = conns[0]
+        assert len(conn.reader._staging) == STAGING_BYTES  # the two requests grew it
+        d.answers[1].set_result(CloseConnection("a handler closes the connection"))
+        await _settle()
+        w.write(bytes(100_000))  # unread: the connection reads no more
+        await _settle()
+        assert not d.answers[2].done() and conn.in_flight == 1
+        assert conn.reader._charged == 0 and budget.used == conn.held.used
+        assert len(conn.reader._staging) == SMALL_FRAME_BYTES and conn.reader.buffered() == SMALL_FRAME_BYTES
+        d.answer(2)
+        async with asyncio.timeout(GUARD_S):
+            assert struct.unpack(">ii", await r.readexactly(8))[1] == 2
+        await _settle()
+        assert budget.used == 0 and conn.held.used == 0
+        w.close()
+        server.close()
+
+    run(scenario())

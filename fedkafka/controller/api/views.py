@@ -104,6 +104,13 @@ def _proxy_routes(router: APIRouter, controller: Controller) -> None:
         return (await run_in_threadpool(controller.renew_lease, node_id, body.applied_version, body.load)
                 or await run_in_threadpool(controller.heartbeat, node_id, body.applied_version, body.load))
 
+    @router.post("/v1/proxies/{node_id}/deregister")
+    def deregister(node_id: RowId,
+                   member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=256)):
+        # a cleanly stopped proxy process ends its member's lease and fence at once (docs/DESIGN.md §5.2); only
+        # with the secret of the member's latest registration (409 otherwise), 404 for an unknown member
+        return controller.deregister_proxy(node_id, member_secret)
+
     @router.post("/v1/proxies/{node_id}/drain")
     def drain(node_id: RowId):
         return controller.set_draining(node_id, True)

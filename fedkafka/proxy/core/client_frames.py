@@ -15,9 +15,10 @@ holding several pipelined 64 KiB frames filled it at every frame, and each pause
 (twice the reader's CPU per frame in a microbenchmark); a client that trickles keeps it at 16 KiB. The growth is
 charged to the process budget (`ByteBudget.take_spare`: only while half the budget stays free, so staging never
 keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
-nothing staged and no answer due, or its last answer is written while it waits (`release_staging`), and when it
-ends. Refused, the buffer stays at 16 KiB, which holds every
-frame the connection waits for in it (at most SMALL_FRAME_BYTES), and fills and pauses more often. So a
+nothing staged and no answer due (or a buffer that never grew), or its last answer is written while it waits
+(`release_staging`), when its read loop ends (`drop_staging`: nothing reads it again), and when it ends.
+Refused, the buffer stays at 16 KiB, which holds every frame the connection waits for in it (at most
+SMALL_FRAME_BYTES), and fills and pauses more often. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
 (`records.frame_buffer`): only the bytes the socket wrote, [_start, _end), are ever read.
 
@@ -223,6 +224,19 @@ class ClientFrames(asyncio.BufferedProtocol):
     def buffered(self) -> int:
         """Bytes in the staging buffer not taken yet."""
         return self._end - self._start
+
+    def grown(self) -> bool:
+        """Whether the staging buffer is larger than a new one (it grew): only such a buffer is worth keeping while
+        answers are due, to spare its regrowth (a new one costs nothing to keep out of)."""
+        return len(self._staging) > min(SMALL_FRAME_BYTES, self._staging_bytes)
+
+    def drop_staging(self) -> None:
+        """The connection reads nothing any more (its read loop ended): what is staged is dropped unread and the
+        buffer let go with its charge, now rather than once its last answers are written. Bytes the socket still
+        hands over land in a new buffer that no longer grows (at most 16 KiB, uncharged, then reading pauses)."""
+        self._start = self._end = 0
+        self.release_staging()
+        self._staging_bytes = min(SMALL_FRAME_BYTES, self._staging_bytes)
 
     def release_staging(self) -> None:
         """Let the staging buffer go if it holds nothing (the next bytes get a new one, small), and its charge."""

@@ -99,6 +99,7 @@ class ClientConnection:
         try:
             with contextlib.suppress(asyncio.CancelledError):  # stop_reading(): still answer what was read
                 await self._read_task
+            self.reader.drop_staging()  # nothing reads it any more; answers may be due for long (a long poll)
             self._reader_done = True
             self._wake_writer()
             await write_task
@@ -287,7 +288,9 @@ class ClientConnection:
         while True:
             if self.reader.buffered():  # a pipelined request: no idle clock to start
                 return True
-            if not self._in_flight:  # idle: it holds no buffer; with answers due it keeps it (`_finish` lets it go)
+            # idle, or a buffer that never grew (a consumer's long poll due): it holds none. A grown one is kept
+            # while answers are due, to spare its regrowth (`_finish` lets it go after the last)
+            if not self._in_flight or not self.reader.grown():
                 self.reader.release_staging()
             self._awaiting_request = True
             try:

@@ -17,6 +17,7 @@ import random
 import secrets
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,9 @@ from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 30.0
+# After the grace, writes still out have their upstream connections closed and get this long more to end before a
+# stopping proxy gives up deregistering (its lease then runs out, as before deregistrations)
+WRITES_END_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's own ceiling for the dynamic threshold
@@ -275,10 +279,40 @@ class ProxyServer:
         deadline = loop.time() + SHUTDOWN_GRACE_S
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        await self.supervisor.stop()
+        quiet = await self._writes_ended(deadline)
+        await self.supervisor.stop()  # no heartbeat, registration or view ack from here on
+        if isinstance(self.source, ControllerViewSource):
+            if quiet:
+                await self.source.deregister(self.state)
+            else:
+                log.warning("not deregistering: %s; our lease runs out instead (a move counts us until our fence "
+                            "and its grace)", f"{len(self.connections)} client connections still open"
+                            if self.connections else f"{self.inflight.older_than(sys.maxsize)} writes still out")
         self.pool.close()
         if self.admin is not None:
             await self.admin.stop()
+
+    async def _writes_ended(self, deadline: float) -> bool:
+        """Whether this process provably sends no write upstream again (docs/DESIGN.md §4.9, deregistered): no
+        client connection left (none can start a request) and no produce or group offset write counted as out
+        (`writes_in_flight`: each answered, or given up on and past being written). Those still out
+        WRITES_END_WAIT_S from now (at most until `deadline`, the shutdown grace's end, loop time) have their
+        upstream connections closed, as the drain closes them before a frozen view's ack
+        (`InflightProduce.drain_before`), and get WRITES_END_WAIT_S more to end."""
+        if self.connections:
+            return False
+        loop = asyncio.get_running_loop()
+        close_at = min(deadline, loop.time() + WRITES_END_WAIT_S)
+        closed = False
+        while (out := self.inflight.older_than(sys.maxsize)) and not self.connections:
+            if loop.time() >= close_at + WRITES_END_WAIT_S:
+                return False
+            if loop.time() >= close_at and not closed:
+                closed = True
+                log.warning("shutting down: %d writes still unanswered; closing their upstream connections", out)
+                self.inflight.close_upstream()
+            await asyncio.sleep(0.005)
+        return not self.connections
 
     def health(self) -> tuple[bool, dict]:
         """Alive: every background task runs (one waiting out its restart backoff does not)."""

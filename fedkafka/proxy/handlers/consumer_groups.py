@@ -56,11 +56,13 @@ from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
 from fedkafka.proxy.described_groups import with_authorized_operations
 from fedkafka.proxy.plan import (
+    ANSWER_BUDGET_FACTOR,
     AnyBroker,
     Broker,
     Call,
     Context,
     Plan,
+    RepeatBudget,
     UpstreamError,
     authorized,
     merged_by_group,
@@ -154,7 +156,37 @@ def describe(ctx: Context, coordination: str, request, client_id: str | None):
     group named twice (denied or not: KafkaApis adds a refused entry per naming)."""
     asked = list(request.group_ids)
     return on_answer(_describe_each_group(ctx, coordination, request, client_id),
-                     lambda answer: per_naming(answer, "groups", asked))
+                     lambda answer: per_naming(answer, "groups", asked, _repeat_budget(ctx, request, answer)))
+
+
+def _repeat_budget(ctx: Context, request, answer) -> RepeatBudget:
+    """The repeats' share of the answer's budget (ANSWER_BUDGET_FACTOR x --max-request-elements, DescribeGroups'):
+    what the groups answered once leave of it, each repeat of a group described without error charged its elements
+    (`_elements`). The repeats past it are answered COORDINATOR_LOAD_IN_PROGRESS, which clients ask again for: a
+    group of 100 members named 100,000 times was answered with 10 million members."""
+    limit = ctx.max_request_elements
+    left = None if limit is None else ANSWER_BUDGET_FACTOR * limit - sum(
+        _elements(g) for g in getattr(answer, "groups", ()))
+
+    def cost(entry) -> int:
+        return _elements(entry) if entry.error_code == ErrorCode.none else 0
+
+    def past(group_ids: list[str]) -> tuple:
+        message = (f"fedkafka proxy: the groups before this naming filled what the proxy answers in one "
+                   f"ConsumerGroupDescribe ({ANSWER_BUDGET_FACTOR} x --max-request-elements array elements); ask "
+                   f"again for this group")
+        return _failure(dataclasses.replace(request, group_ids=tuple(group_ids)),
+                        ErrorCode.coordinator_load_in_progress, message).groups
+
+    return RepeatBudget(left, cost, past)
+
+
+def _elements(group) -> int:
+    """A ConsumerGroupDescribe group entry's array elements: itself, its members, each one's subscribed topic names,
+    and its assignments' topics and partitions."""
+    return 1 + sum(1 + len(m.subscribed_topic_names or ()) + sum(
+        1 + len(tp.partitions) for a in (m.assignment, m.target_assignment) for tp in a.topic_partitions)
+        for m in group.members)
 
 
 def _describe_each_group(ctx: Context, coordination: str, request, client_id: str | None):

@@ -28,12 +28,14 @@ from fedkafka.protocol.codec import MAX_REQUEST_ELEMENTS, TooManyElements, respo
 from fedkafka.proxy.described_groups import with_authorized_operations
 from fedkafka.proxy.group_coordinators import consume_proxies, coordinator_of
 from fedkafka.proxy.plan import (
+    ANSWER_BUDGET_FACTOR,  # all the groups of one DescribeGroups answer together: this many times the limit
     AnyBroker,
     Broker,
     Call,
     CloseConnection,
     Context,
     Plan,
+    RepeatBudget,
     UpstreamError,
     authorized,
     merged_by_group,
@@ -56,8 +58,6 @@ GROUP_KEY = 0  # FindCoordinator's key type of the lookups sent to the coordinat
 # of one group in a coordinator answer (the leader's JoinGroup, each group of a DescribeGroups): at most this many
 # times --max-request-elements
 ENTRIES_BUDGET_FACTOR = 4
-# All the groups of one DescribeGroups answer together: at most this many times --max-request-elements
-ANSWER_BUDGET_FACTOR = 10
 # What the offsets APIs need on each topic besides the group right (Kafka's KafkaApis)
 TOPIC_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRIBE, OFFSET_DELETE: Operation.READ}
 # What each group API needs on the group (docs/DESIGN.md §11, as Kafka's authorizer asks)
@@ -90,8 +90,9 @@ def handle(ctx: Context, header, request):
     return _authorized(ctx, coordination, request)
 
 
-def _authorized(ctx: Context, coordination: str, request):
-    """A group request whose groups the principal may all use, on its way to the coordinator."""
+def _authorized(ctx: Context, coordination: str, request, budget: _AnswerBudget | None = None):
+    """A group request whose groups the principal may all use, on its way to the coordinator. `budget`: a
+    DescribeGroups answer's (`_per_group`), shared with the repeats of its groups."""
     key = request.__api_key__
     if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
         # a coordination move copies the committed offsets now: a commit landing on the old coordinator after the
@@ -109,6 +110,8 @@ def _authorized(ctx: Context, coordination: str, request):
         limit, group = ctx.max_request_elements, None if key == DESCRIBE else request.group_id
         upstream = protocol_to_shadow(request, limit)
         back = functools.partial(protocol_from_shadow, max_elements=limit, group_id=group)
+        if key == DESCRIBE:
+            back = functools.partial(_described_from_shadow, max_elements=limit, budget=budget)
     if key == DESCRIBE:
         renamed = back
 
@@ -133,14 +136,15 @@ def _per_group(ctx: Context, coordination: str, request):
     group is denied."""
     key = request.__api_key__
     if key == DESCRIBE:
-        # each group asked and built once (docs/DESIGN.md §4.8), answered once per naming as Kafka, denied or not
-        asked = group_ids(request)
-        return on_answer(_per_distinct_group(ctx, coordination, request),
-                         lambda answer: per_naming(answer, "groups", asked))
+        # each group asked and built once (docs/DESIGN.md §4.8), answered once per naming as Kafka, denied or not,
+        # the repeats charged to the answer's budget
+        asked, budget = group_ids(request), _AnswerBudget.of(ctx.max_request_elements)
+        return on_answer(_per_distinct_group(ctx, coordination, request, budget),
+                         lambda answer: per_naming(answer, "groups", asked, budget.for_repeats(request)))
     return _per_distinct_group(ctx, coordination, request)
 
 
-def _per_distinct_group(ctx: Context, coordination: str, request):
+def _per_distinct_group(ctx: Context, coordination: str, request, budget: _AnswerBudget | None = None):
     """`_per_group`'s authorization and routing of each distinct group: DescribeGroups and DeleteGroups ask about and
     answer each once (DeleteGroups as Kafka: handleDeleteGroupsRequest takes `groupsNames.distinct`)."""
     key = request.__api_key__
@@ -151,14 +155,15 @@ def _per_distinct_group(ctx: Context, coordination: str, request):
     allowed = {g: authorized(ctx, operation, ResourceType.GROUP, g) for g in dict.fromkeys(group_ids(request))}
     denied = [g for g, ok in allowed.items() if not ok]
     if not denied:
-        return _authorized(ctx, coordination, request)
+        return _authorized(ctx, coordination, request, budget)
     for g in denied:
         ctx.refused("auth", g, -1, f"no {operation.name} on the group")
     refused = _refused_groups(_subset(request, denied))
     if len(denied) == len(allowed):
         return refused
     kept = _subset(request, [g for g, ok in allowed.items() if ok])
-    return on_answer(_authorized(ctx, coordination, kept), functools.partial(_with_refused, request, refused))
+    return on_answer(_authorized(ctx, coordination, kept, budget),
+                     functools.partial(_with_refused, request, refused))
 
 
 def _refused_groups(request):
@@ -429,7 +434,49 @@ def protocol_from_shadow(response, max_elements: int | None = MAX_REQUEST_ELEMEN
     return response
 
 
-def _described_from_shadow(response, max_elements: int | None):
+@dataclasses.dataclass
+class _AnswerBudget:
+    """What one DescribeGroups answer's groups may still hold (`left`: ANSWER_BUDGET_FACTOR x `max_elements`, the
+    --max-request-elements; None: any), shared by the renaming of its groups (`_described_from_shadow`) and the
+    repeats of a group named several times (`plan.per_naming`), and the elements of each group described in full:
+    its entry, its members and their renamed elements, what each repeat of it costs."""
+
+    max_elements: int | None
+    left: int | None
+    elements: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, max_elements: int | None) -> _AnswerBudget:
+        return cls(max_elements, None).restarted()
+
+    def restarted(self) -> _AnswerBudget:
+        """The whole budget again, no group described yet: an answer renamed anew (a plan finished twice) is
+        charged once."""
+        self.left = None if self.max_elements is None else ANSWER_BUDGET_FACTOR * self.max_elements
+        self.elements.clear()
+        return self
+
+    def for_repeats(self, request) -> RepeatBudget:
+        """A repeat of a group described in full costs its elements; of an error entry (denied, refused) nothing: a
+        name and a code, no more than the naming itself. Past the budget: COORDINATOR_LOAD_IN_PROGRESS, as a group
+        past it in `_described_from_shadow`, which the client asks again for."""
+        message = _later_message(self.max_elements)
+
+        def past(group_ids: list[str]) -> list:
+            log.info("DescribeGroups: %s; %d repeated namings answered COORDINATOR_LOAD_IN_PROGRESS (the client "
+                     "asks again), first %r", message, len(group_ids), group_ids[0])
+            entries: list = [None] * len(group_ids)
+            _answer_errors(entries, dict(enumerate(group_ids)), type(request).__version__,
+                           ErrorCode.coordinator_load_in_progress, message)
+            return entries
+
+        def cost(entry) -> int:
+            return self.elements.get(entry.group_id, 0) if entry.error_code == ErrorCode.none else 0
+
+        return RepeatBudget(self.left, cost, past)
+
+
+def _described_from_shadow(response, max_elements: int | None, budget: _AnswerBudget | None = None):
     """A DescribeGroups answer, each group's members renamed on a budget of the group's own (`_Entries`), all the
     groups on one of ANSWER_BUDGET_FACTOR times `max_elements`. The Java AdminClient asks a coordinator about all
     its groups in one request (kafka-consumer-groups --describe --all-groups, lag exporters): one budget of a
@@ -437,23 +484,25 @@ def _described_from_shadow(response, max_elements: int | None):
     past its own budget is answered GROUP_MAX_SIZE_REACHED. Once the answer's budget is spent, the group that
     crossed it and those after it are not decoded (further) and are answered COORDINATOR_LOAD_IN_PROGRESS, which
     AdminClient retries in a request of those groups alone: each answer serves at least its first group in full.
-    The request names each group once (`handle`)."""
+    The request names each group once (`handle`); `budget` keeps what is left, and each group's elements, for the
+    repeats of a group named several times (`_AnswerBudget`)."""
+    budget = _AnswerBudget.of(max_elements) if budget is None else budget.restarted()
     groups: list = []
     refused: dict[int, str] = {}  # index in the answer -> the group answered GROUP_MAX_SIZE_REACHED
     later: dict[int, str] = {}  # ... COORDINATOR_LOAD_IN_PROGRESS
-    left = None if max_elements is None else ANSWER_BUDGET_FACTOR * max_elements
     for i, group in enumerate(response.groups):
         groups.append(group)
-        if later or left == 0:
+        if later or budget.left == 0:
             later[i] = group.group_id
             continue
-        entries = _Entries(max_elements, logical_from_shadow, total=left)
+        entries = _Entries(max_elements, logical_from_shadow, total=budget.left)
         try:
             groups[i] = _describe_from_shadow(group, entries)
+            budget.elements[group.group_id] = 1 + len(group.members) + entries.used()
         except TooManyElements:
             (later if entries.short else refused)[i] = group.group_id
         finally:
-            left = None if left is None else left - entries.used()
+            budget.left = None if budget.left is None else budget.left - entries.used()
     version = type(response).__version__
     if refused:
         _too_large(list(refused.values()), "DescribeGroups", max_elements)

@@ -1,0 +1,133 @@
+"""A proxy stopped cleanly (SIGTERM) deregisters each of its members: real processes, no Kafka (a federation
+without clusters). Its restart registers at once, while the previous run's lease would still be live, instead of
+being refused (409, docs/DESIGN.md §5.2) until it runs out; its rows are no longer counted by a move (fence ended a
+grace ago) and its saved produce deadline is 0 (docs/DESIGN.md §4.9 "deregistered"). With --workers 2 each worker
+deregisters itself (§4.10)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from fedkafka.fencing import FENCE_GRACE_S
+from proxy.support import ROOT, free_port
+from proxy.workers import kill, worker_pids
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # a controller process and proxy processes
+
+LEASE_MS = 120_000  # a restart refused until the previous run's lease ran out would wait minutes
+
+
+def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            value = predicate()
+            if value:
+                return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def controller(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("secret-token\n")
+    port = free_port()
+    log = open(tmp_path / "controller.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "controller", "--db",
+                             f"sqlite:///{tmp_path / 'ctl.db'}", "--listen", f"127.0.0.1:{port}", "--token-file",
+                             str(token), "--lease-ms", str(LEASE_MS)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer secret-token"},
+                       timeout=30)
+    try:
+        _wait_for(lambda: api.get("/v1/status").status_code == 200, what="controller up")
+        yield api, token
+    finally:
+        api.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+
+
+def _members(tmp_path, port: int) -> list[tuple[str, str | None, float, float, int]]:
+    """(instance id, secret hash, lease expiry, fence expiry, applied version) of the proxy on `port`'s members."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ctl.db")) as db:
+        return db.execute("SELECT instance_id, secret_hash, lease_expires, fence_expires, applied_version "
+                          "FROM proxies WHERE instance_id LIKE ? AND role != '' ORDER BY instance_id",
+                          (f"127.0.0.1:{port}%",)).fetchall()
+
+
+def _registered(tmp_path, port: int, workers: int, not_hashes: set = frozenset()):
+    """Its members, once each holds a live lease under a secret not among `not_hashes`."""
+    members = _members(tmp_path, port)
+    now = time.time()
+    if len(members) == workers and all(h is not None and h not in not_hashes and lease > now
+                                       for _i, h, lease, _f, _a in members):
+        return members
+    return None
+
+
+def _proxy(api, token, tmp_path, port: int, workers: int, run: int) -> tuple[subprocess.Popen, object]:
+    log = open(tmp_path / f"proxy{run}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
+                             f"127.0.0.1:{port}", "--controller", str(api.base_url), "--token-file", str(token),
+                             "--workers", str(workers), "--view-cache", str(tmp_path / "view.json")],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    return proc, log
+
+
+def _stop(proc: subprocess.Popen, log) -> None:
+    left = worker_pids(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    finally:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                kill(pid)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        log.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sigtermed_proxy_deregisters_and_its_restart_registers_at_once(controller, tmp_path, workers):
+    api, token = controller
+    port = free_port()
+    proc, log = _proxy(api, token, tmp_path, port, workers, 1)
+    try:
+        before = _wait_for(lambda: _registered(tmp_path, port, workers), what="the first run registered")
+    except BaseException:
+        _stop(proc, log)
+        raise
+    _stop(proc, log)
+    assert proc.returncode == 0
+    old_hashes = {h for _i, h, _l, _f, _a in before}
+    stopped = time.time()
+    after_stop = _members(tmp_path, port)
+    # each member's lease ended and its fence ended a grace ago: no move counts it (moves.await_version)
+    assert [(i, lease <= stopped, fence <= stopped - FENCE_GRACE_S) for i, _h, lease, fence, _a in after_stop] == \
+        [(i, True, True) for i, *_ in before]
+    caches = [tmp_path / "view.json"] + [tmp_path / f"view.json.w{i}" for i in range(1, workers)]
+    assert [json.loads(c.with_name(c.name + ".fence").read_text())["produce_until"] for c in caches] == \
+        [0.0] * workers  # a restart without a controller produces nothing on the old deadline
+
+    proc, log = _proxy(api, token, tmp_path, port, workers, 2)
+    try:
+        again = _wait_for(lambda: _registered(tmp_path, port, workers, not_hashes=old_hashes),
+                          what="the restart registered")
+    finally:
+        _stop(proc, log)
+    assert [i for i, *_ in again] == [i for i, *_ in before]  # the same members, new secrets
+    # not refused (409, the previous run's live lease) until that lease ran out, minutes later
+    assert "refused" not in (tmp_path / "proxy2.log").read_text()
+    assert (tmp_path / "proxy1.log").read_text().count("deregistered member") == workers
