@@ -142,3 +142,20 @@ def test_rv2_the_previous_process_cannot_renew_after_a_proxy_without_a_secret_to
                     headers={SECRET_HEADER: x1["secret"]})
     assert beat.status_code in (403, 404), f"X1, superseded, renewed its lease and fence: {beat.status_code} " \
                                            f"{beat.text}"
+
+
+def test_a_takeover_then_a_clean_stop_of_the_new_process_still_waits_for_the_previous_one(api, clock):
+    """X1 is cut off; X2 takes the member over (X1's fence recorded) and then stops cleanly: its deregistration ends
+    the row's lease and fence, not X1's deadline. A move's ack wait must still count the member until the recorded
+    fence and the grace have passed (before, rows were selected by their own fence only: X1 was not looked at)."""
+    ctl = api.controller
+    _process(api, secrets.token_urlsafe(32))
+    clock.advance(LEASE_S + 1)
+    x2 = _process(api, secrets.token_urlsafe(32))
+    stopped = api.post(f"/v1/proxies/{x2['member_id']}/deregister", headers={SECRET_HEADER: x2["secret"]})
+    assert stopped.status_code == 200, stopped.text
+    with ctl.session() as s:
+        row = s.get(ProxyRow, x2["member_id"])
+        assert row.fence_expires + FENCE_GRACE_S <= clock.now < row.predecessor_fence_expires
+    with pytest.raises(MoveFailed):  # X1 may still write until its fence and the grace
+        Mover(ctl, ack_timeout=1.0).await_version(ctl.compose().version, lambda *_: None)
