@@ -12,7 +12,10 @@ options:
     type: bool
     default: true
   timeout:
-    description: Seconds to wait.
+    description:
+      - Seconds to wait.
+      - The default covers the controller's ack timeout (its C(--fence-ms) + 45 s, 945 s by default), the longest a
+        move waits for a proxy's previous fence after an unclean restart.
     type: int
-    default: 600
+    default: 1800
 """

@@ -51,7 +51,7 @@ EXAMPLES = r"""
     token: "{{ fedkafka_api_token }}"
     cluster: c3
     strategy: rebalance
-    timeout: 900
+    timeout: 1800
   register: scale_up
 
 - name: Report

@@ -22,10 +22,11 @@ API_ARGUMENT_SPEC = {
     "request_timeout": {"type": "float", "default": 30.0},
 }
 
-# Options of the modules that start a workflow (doc fragment fedkafka_wait): follow it to its end, for so long.
+# Options of the modules that start a workflow (doc fragment fedkafka_wait): follow it to its end, for so long
+# (past the controller's ack timeout, --fence-ms + 45 s: a move may wait out a restarted proxy's previous fence).
 WAIT_ARGUMENT_SPEC = {
     "wait": {"type": "bool", "default": True},
-    "timeout": {"type": "int", "default": 600},
+    "timeout": {"type": "int", "default": 1800},
 }
 
 # What a standby answers every /v1/ request with: 503 and this header naming the active controller

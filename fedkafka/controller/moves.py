@@ -340,22 +340,9 @@ class Mover:
         while True:
             self.ctl.flush_heartbeats()
             now = time.time()
-            with self.ctl.session() as s:
-                # Every proxy that may still write: one whose fence ran out a moment ago may still have a write
-                # out upstream, so it is fenced only once the longest upstream request it may have sent is over.
-                # One cut off from the controller keeps producing until its fence (docs/DESIGN.md §4.9).
-                # One row per process: each worker of a proxy run with --workers N is counted alone, with its
-                # own fence and ack, never through a sibling's (docs/DESIGN.md §4.10).
-                # A member taken over by a new process is not acked while its previous process may still write
-                # (`predecessor_fence_expires`): waited for as a silent proxy, whatever the new process acked.
-                writers = [(_member_name(row), row.applied_version, row.lease_expires,
-                            (row.predecessor_fence_expires or 0.0) > now - FENCE_GRACE_S) for row in s.execute(
-                    select(ProxyRow.node_id, ProxyRow.worker_of, ProxyRow.worker, ProxyRow.applied_version,
-                           ProxyRow.lease_expires, ProxyRow.predecessor_fence_expires)
-                    .where(may_still_write(now), ProxyRow.role.in_(roles)))]
+            writers = self._writers(now, roles, needed)
             # renewing and not acking: failed after `live_ack_timeout`; a predecessor's fence is waited out
-            behind = {member: lease > now and applied < needed for member, applied, lease, predecessor in writers
-                      if applied < needed or predecessor}
+            behind = {member: renewing for member, renewing, waiting, _ in writers if waiting}
             progress("acks", len(writers) - len(behind), len(writers))
             if not behind:
                 return
@@ -373,6 +360,33 @@ class Mover:
                                      f"; {', '.join(taken_over)} taken over by a new process while the previous one's "
                                      "fence had not run out: counted once it and the grace have" if taken_over else ""))
             time.sleep(0.02)
+
+    def _writers(self, now: float, roles: tuple[str, ...], needed: int) -> list[tuple[str, bool, bool, bool]]:
+        """Every member that may still write for `roles`, or whose previous process may: (name, renewing without
+        having applied `needed`, waited for, previous process pending)."""
+        cutoff = now - FENCE_GRACE_S
+        with self.ctl.session() as s:
+            # Every proxy that may still write: one whose fence ran out a moment ago may still have a write out
+            # upstream, so it is fenced only once the longest upstream request it may have sent is over. One cut
+            # off from the controller keeps producing until its fence (docs/DESIGN.md §4.9). One row per process:
+            # each worker of a proxy run with --workers N is counted alone, with its own fence and ack, never
+            # through a sibling's (docs/DESIGN.md §4.10). A member taken over by a new process is not acked while
+            # its previous process may still write (`predecessor_fence_expires`): waited for as a silent proxy,
+            # whatever the new process acked, and whatever the row's role or fence now (the previous process may
+            # have had another role, and the new one's fence may have ended: a deregistration, §4.9 F4).
+            rows = s.execute(
+                select(ProxyRow.node_id, ProxyRow.worker_of, ProxyRow.worker, ProxyRow.applied_version,
+                       ProxyRow.lease_expires, ProxyRow.fence_expires, ProxyRow.role,
+                       ProxyRow.predecessor_fence_expires)
+                .where(or_((ProxyRow.fence_expires > cutoff) & ProxyRow.role.in_(roles),
+                           ProxyRow.predecessor_fence_expires > cutoff))).all()
+        writers = []
+        for row in rows:
+            counted = row.fence_expires > cutoff and row.role in roles and row.applied_version < needed
+            predecessor = (row.predecessor_fence_expires or 0.0) > cutoff
+            writers.append((_member_name(row), counted and row.lease_expires > now, counted or predecessor,
+                            predecessor))
+        return writers
 
     def _seal(self, ids: list[int], progress) -> None:
         """Record each move's seal and new phys_start. An unclean move (a failover: `gap` > 0) does not read its

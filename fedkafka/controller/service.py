@@ -734,7 +734,9 @@ class Controller:
         host holds the service token, so the token alone must not renew another proxy's lease (keeping a dead
         proxy listed) or ack views for it (a move would go on while that proxy still writes with an older view,
         docs/DESIGN.md §5.2). Checked against this controller's copy of the hash, else the database's (a member
-        registered through another controller, or before a failover). NotFound for an unknown member: register.
+        registered through another controller, or before a failover). A member without a secret (its holder presents
+        none) refuses a caller presenting one: a previous process, superseded by a registration without a secret
+        (§4.9 F4). NotFound for an unknown member: register.
         Answers the hash accepted (None: a member without a secret): the renewal is written only while the row
         still holds it (`renew_lease`), as a registration or deregistration may commit between the two steps."""
         given = _secret_hash(secret or "")
@@ -747,7 +749,10 @@ class Controller:
             stored = row.secret_hash if row is not None else None
         if row is None:
             raise NotFound(f"proxy {member_id} is not registered: register again")
-        if stored is None:  # registered by a proxy (or through a controller) before member secrets (§5.2)
+        if stored is None:  # registered by a proxy (or through a controller) before member secrets (§5.2) ...
+            if secret:  # ... which presents none: a secret is a previous holder's, superseded by that registration
+                raise Forbidden(f"member {member_id}: registered again since without a member secret: the secret "
+                                f"presented ({MEMBER_SECRET_HEADER}) is a previous registration's: register again")
             return None
         if not secret or not hmac.compare_digest(stored, given):
             raise _wrong_secret(member_id)
