@@ -649,6 +649,16 @@ def unfinished_moves_to(s, cluster: str) -> list[MoveRow]:
                           .order_by(MoveRow.id)))
 
 
+def may_still_write(now: float):
+    """SQL condition on `proxies`: a row a move still waits for at wall time `now`, because its process's fence or
+    the fence of a previous process of its member (taken over, `predecessor_fence_expires`) has not passed with the
+    grace (docs/DESIGN.md §4.9 F4). Both, not the row's own fence alone: a deregistration ends the row's fence at
+    once, and the process that deregisters vouches only for its own writes, not for a predecessor cut off and
+    still writing on its deadline."""
+    since = now - FENCE_GRACE_S
+    return or_(ProxyRow.fence_expires > since, ProxyRow.predecessor_fence_expires > since)
+
+
 def moves_named(rows: Iterable[MoveRow], limit: int = 10) -> str:
     """`rows` named for an operator: "move 3 of t/0 (held target_grew), ..." (at most `limit` of them)."""
     rows = list(rows)

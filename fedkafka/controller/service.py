@@ -52,7 +52,7 @@ from fedkafka.controller.models import (
     ViewRow,
 )
 from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
-from fedkafka.controller.moves import freeze_planned, moves_named, unfinished_moves_to
+from fedkafka.controller.moves import freeze_planned, may_still_write, moves_named, unfinished_moves_to
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
 from fedkafka.controllers import DUPLICATE_REGISTRATION, MEMBER_SECRET_HEADER
@@ -810,7 +810,7 @@ class Controller:
         still produce: cut off from the controllers for longer than a lease, it keeps its own deadline, at most the
         row's fence (F1, F2). Record that fence: a move counts the member as acked only once it and the grace have
         passed, whatever the new process acks (`Mover.await_version`, docs/DESIGN.md §4.9, F4). A row whose fence
-        and grace have passed (never registered, fenced, or a fence a deregistration ended) leaves nothing.
+        and grace have passed (never registered, fenced, or deregistered more than the grace ago) leaves nothing.
         `secrets_shown`: the registration's own secret, and its predecessor's: a worker's parent (the only other
         holder of the secret it drew for that worker) passes it on only once it saw that process exit, which then
         sends nothing more (docs/DESIGN.md §4.10)."""
@@ -1029,8 +1029,8 @@ class Controller:
 
     def deregister_proxy(self, member_id: int, presented: str | None) -> dict[str, Any]:
         """A cleanly stopped proxy process gives up member `member_id` (docs/DESIGN.md §5.2, §4.9 "deregistered"):
-        its lease ends now (the next view drops it, a restart of it registers at once) and its fence ends a grace
-        ago (a move stops counting it: it attests that no write it sent is out and that it sends none again).
+        its lease ends now (the next view drops it, a restart of it registers at once) and so does its fence (it
+        attests that it sends no write again; a move counts it for the grace more, as after any fence).
         Only with the secret of the member's latest registration, compared in the transaction that writes: a
         process superseded by a new registration (a restart whose old deregistration arrives late) holds another
         secret and is refused (Conflict), so it never ends its successor's lease or fence. A member registered
@@ -1051,7 +1051,10 @@ class Controller:
                                   f"missing or wrong member secret ({MEMBER_SECRET_HEADER}): only the process "
                                   "holding its latest registration may deregister it"))
             row.lease_expires = min(row.lease_expires, now)
-            row.fence_expires = min(row.fence_expires, now - FENCE_GRACE_S)
+            # its fence ends now, not a grace ago: a write it gave up on before this call (an upstream connection
+            # it closed, a request timed out) may still be appended within the grace (§4.1), so a move counts it
+            # until now + FENCE_GRACE_S, as for any fence that ran out
+            row.fence_expires = min(row.fence_expires, now)
             s.commit()
             instance_id = row.instance_id
         with self._hb_lock:  # its renewals go to the database now, which answers 404 (register again)
@@ -1221,7 +1224,7 @@ class Controller:
         now = time.time()
         with self.session() as s:
             counted = list(s.scalars(select(ProxyRow).where(  # every process a move would still wait for
-                ProxyRow.role != "", or_(ProxyRow.lease_expires > now, ProxyRow.fence_expires > now - FENCE_GRACE_S))
+                ProxyRow.role != "", or_(ProxyRow.lease_expires > now, may_still_write(now)))
                 .order_by(ProxyRow.node_id)))
             topics = s.scalar(select(func.count()).select_from(TopicRow))
             pending = deletions.pending_by_cluster(s)

@@ -636,10 +636,10 @@ class ControllerViewSource:
     async def deregister(self, state: ProxyState) -> bool:
         """On a clean stop, once nothing of ours can be written upstream again (`ProxyServer.stop`) and no
         heartbeat or registration task runs: end our member's lease and fence at the controller, so a restart
-        registers at once and no move waits for us (docs/DESIGN.md §5.2, §4.9 "deregistered"). One call, short
-        timeout; a failure is only logged (the lease runs out instead). The saved deadline goes to 0 first, for
-        good (`ViewCache.end_fence`): a restart from the saved view without a controller must not produce on a
-        deadline the controller no longer counts; not saved, no deregistration. Whether it was committed."""
+        registers at once and a move waits for us the grace only (docs/DESIGN.md §5.2, §4.9 "deregistered"). One
+        call, short timeout; a failure is only logged (the lease runs out instead). The saved deadline goes to 0
+        first, for good (`ViewCache.end_fence`): a restart from the saved view without a controller must not
+        produce on a deadline the controller ended; not saved, no deregistration. Whether it was committed."""
         member, secret = self.member_id, self.member_secret
         if member is None or secret is None:  # never registered, or by a controller before member secrets
             return False

@@ -5,6 +5,7 @@ and a move stops counting it, without ever ending a successor's lease."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +14,7 @@ from controller.conftest import clients_on_migrated_copies
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.controller.scopes import Tokens
+from fedkafka.fencing import FENCE_GRACE_S
 
 OPERATOR_TOKEN, SERVICE_TOKEN = "op-token-1", "svc-token-2"
 AS_SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
@@ -65,9 +67,18 @@ def test_a_restart_registers_at_once_after_its_previous_run_deregistered(make_cl
                     headers=_own_secret(1)).status_code == 403
 
 
-def test_a_move_no_longer_counts_a_deregistered_member(make_client):
-    """A silent member is counted by a move's ack wait until its fence plus the grace (15 min by default); a
-    deregistered one attested it has no write out and sends none again: not counted at all."""
+@pytest.fixture
+def move_clock(clock, monkeypatch):
+    """The wall clock of the controller's fences and of a move's ack wait, moved by the test."""
+    monkeypatch.setattr("fedkafka.controller.moves.time", SimpleNamespace(
+        time=clock.time, monotonic=time.monotonic, sleep=time.sleep, perf_counter=time.perf_counter))
+    return clock
+
+
+def test_a_move_counts_a_deregistered_member_for_the_grace_then_no_longer(make_client, move_clock):
+    """A silent member is counted by a move's ack wait until its fence plus the grace (15 min by default). A
+    deregistered one attested that it sends no write again: its fence ends at the deregistration, and it is counted
+    for the grace after it (a write it gave up on before may still be appended that long, §4.1), then not at all."""
     api = make_client()
     a = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(1)).json()
     b = api.post("/v1/proxies", json=_proxy("b", 9093), headers=_own_secret(2)).json()
@@ -76,11 +87,43 @@ def test_a_move_no_longer_counts_a_deregistered_member(make_client):
              headers=_own_secret(2))
     with pytest.raises(MoveFailed, match="did not apply"):
         _members_counted(api, needed)  # a has not acked: the move waits for it
+    deregistered_at = move_clock.now
     assert _deregister(api, a["member_id"], _own_secret(1)).status_code == 200
-    assert _members_counted(api, needed) == 1  # b alone, acked: the wait ends
     with api.controller.session() as s:
         row = s.get(ProxyRow, a["member_id"])
-        assert row.lease_expires <= time.time() and row.applied_version < needed
+        assert row.lease_expires <= deregistered_at and row.fence_expires == deregistered_at
+        assert row.applied_version < needed
+    move_clock.advance(FENCE_GRACE_S - 1)
+    with pytest.raises(MoveFailed, match="did not apply"):
+        _members_counted(api, needed)  # within the grace after its fence: a write it gave up on may still land
+    move_clock.advance(2)
+    assert _members_counted(api, needed) == 1  # b alone, acked: the wait ends
+
+
+def test_a_restart_within_the_grace_registers_at_once_and_holds_a_move_only_for_the_grace(make_client, move_clock):
+    """The restart of a deregistered process registers at once (the lease ended). Registered within the grace after
+    the deregistration, it takes over a member whose fence (the deregistration's time) has not passed the grace, so
+    the controller records that fence as its predecessor's: a move waits for it, whatever the restart acks, but
+    only until the deregistration plus the grace, not a full fence (15 min)."""
+    api = make_client()
+    old = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(1)).json()
+    deregistered_at = move_clock.now
+    assert _deregister(api, old["member_id"], _own_secret(1)).status_code == 200
+    move_clock.advance(1)
+    new = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(2))
+    assert new.status_code == 200, new.text
+    member = new.json()["member_id"]
+    assert member == old["member_id"]
+    with api.controller.session() as s:
+        assert s.get(ProxyRow, member).predecessor_fence_expires == deregistered_at
+    needed = api.controller.view.version
+    beat = api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": needed, "load": {}},
+                    headers=_own_secret(2))
+    assert beat.status_code == 200, beat.text
+    with pytest.raises(MoveFailed, match="taken over"):
+        _members_counted(api, needed)  # acked, but the deregistered run's grace has not passed
+    move_clock.advance(FENCE_GRACE_S)
+    assert _members_counted(api, needed) == 1  # the restart alone, acked: the wait ends
 
 
 def test_a_wrong_or_missing_secret_deregisters_nothing(make_client):

@@ -131,8 +131,8 @@ def test_the_same_process_registering_again_leaves_nothing_to_wait_for(api, cloc
 
 
 def test_a_takeover_after_the_previous_fence_and_grace_leaves_nothing_to_wait_for(api, clock):
-    """X1's fence and the grace have passed before X2 registers (X1 is surely fenced; a stopped proxy whose
-    deregistration ended its fence is the same): X2's ack counts at once."""
+    """X1's fence and the grace have passed before X2 registers (X1 is surely fenced; a stopped proxy deregistered
+    more than the grace before is the same): X2's ack counts at once."""
     _process(api, secrets.token_urlsafe(32))
     clock.advance(FENCE_S + FENCE_GRACE_S + 1)
     x2 = _process(api, secrets.token_urlsafe(32))

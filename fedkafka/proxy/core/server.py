@@ -163,6 +163,9 @@ class ProxyServer:
             # static mode: a random block high in the 63-bit space; logical ids never reach a broker
             self.producer_ids.add_block(random.randrange(1 << 40, 1 << 60), 1 << 20)
         self.connections: set[ClientConnection] = set()
+        # set when stop() begins: a connection accepted before the listeners closed that reaches `_on_client` only
+        # now (its TLS handshake or PROXY header done, or one loop step after its accept) is closed, not served
+        self._stopping = False
         self.jwt_validator = JwtValidator(config.oauth) if config.oauth is not None else None
         self.server: asyncio.Server | None = None  # the first listener's
         self.servers: list[asyncio.Server] = []
@@ -255,7 +258,12 @@ class ProxyServer:
     async def _on_client(self, listener: Listener, reader: ClientFrames,
                          writer: asyncio.StreamWriter) -> None:
         """An admitted connection (`counts.admission`; its TLS handshake done): served until it ends. Its peer is
-        the client's address: the socket's, or the one a trusted relay's PROXY header named (`ClientFrames.peer`)."""
+        the client's address: the socket's, or the one a trusted relay's PROXY header named (`ClientFrames.peer`).
+        Once the stop began, closed at once: it was not among the connections told to stop reading, and the
+        deregistration must not be sent while one can still start a request (docs/DESIGN.md §5.2)."""
+        if self._stopping:
+            writer.close()
+            return
         peer = reader.peer or writer.get_extra_info("peername")
         assert self.dispatcher is not None  # start() makes it before the listener accepts anyone
         sock = writer.get_extra_info("socket")
@@ -271,6 +279,7 @@ class ProxyServer:
 
     async def stop(self) -> None:
         """Stop accepting, stop reading new requests, answer the ones in flight, then close."""
+        self._stopping = True
         for server in self.servers:
             server.close()
         for conn in list(self.connections):
@@ -282,7 +291,7 @@ class ProxyServer:
         quiet = await self._writes_ended(deadline)
         await self.supervisor.stop()  # no heartbeat, registration or view ack from here on
         if isinstance(self.source, ControllerViewSource):
-            if quiet:
+            if quiet and not self.connections:  # none can start a request (`_on_client` closes late ones)
                 await self.source.deregister(self.state)
             else:
                 log.warning("not deregistering: %s; our lease runs out instead (a move counts us until our fence "
