@@ -27,8 +27,10 @@ def _remember(response: httpx.Response) -> None:
     if response.request.method == "POST" and response.request.url.path == "/v1/proxies" and response.is_success:
         response.read()
         body = response.json()
-        if "member_secret" in body:
+        if body.get("member_secret"):
             _SECRETS[int(body["member_id"])] = body["member_secret"]
+        else:  # registered without one (an earlier test's member of that id had one): present none, as a proxy
+            _SECRETS.pop(int(body["member_id"]), None)
 
 
 def heartbeating_like_a_proxy(client: ClientType) -> ClientType:
