@@ -63,6 +63,18 @@ def coordinator_found(plan: Plan):
     return plan.finish([answer])
 
 
+def consumer_group_describe_answer(members: int):
+    """A coordinator's ConsumerGroupDescribe answer (v1): group "g", Stable, of `members` members (m0, m1, ...),
+    each subscribed to the shadow topic and assigned its partition 0."""
+    shadow = [{"topic_id": SHADOW_ID, "topic_name": "__fedkafka-shadow-log", "partitions": [0]}]
+    return build(response_type(69, 1), {"groups": [{
+        "error_code": ErrorCode.none, "error_message": None, "group_id": "g", "group_state": "Stable",
+        "group_epoch": 3, "assignment_epoch": 3, "assignor_name": "uniform", "authorized_operations": 0,
+        "members": [{"member_id": f"m{i}", "instance_id": None, "rack_id": None, "member_epoch": 3,
+                     "client_id": "app", "client_host": "/1", "subscribed_topic_names": ["__fedkafka-shadow-log"],
+                     "subscribed_topic_regex": None, "assignment": {"topic_partitions": shadow},
+                     "target_assignment": {"topic_partitions": shadow}, "member_type": 1} for i in range(members)]}]})
+
 def test_heartbeat_goes_to_the_coordinator_with_shadow_names_and_ids_and_comes_back_logical():
     request = heartbeat(topic_partitions=[{"topic_id": LOGICAL_ID, "partitions": [0]}])
     lookup = consumer_groups.handle(ctx(), Header(), request)

@@ -9,7 +9,7 @@ import dataclasses
 
 from kio.schema.errors import ErrorCode
 
-from consume.test_consumer_groups_unit import SHADOW_ID, Header, coordinator_found
+from consume.test_consumer_groups_unit import Header, consumer_group_describe_answer, coordinator_found
 from consume.test_consumer_groups_unit import ctx as kip848_ctx
 from consume.test_handlers_unit import coordinators_of, ctx, describe_groups, described_group, shadow_subscription_of
 from fedkafka.protocol.build import build
@@ -56,14 +56,7 @@ def test_consumer_group_describe_repeats_past_the_budget_are_answered_retriably(
     c = dataclasses.replace(kip848_ctx(), max_request_elements=LIMIT)
     request = build(request_type(69, 1), {"group_ids": ["g"] * 20, "include_authorized_operations": False})
     forward = coordinator_found(consumer_groups.handle(c, Header(), request))
-    shadow = [{"topic_id": SHADOW_ID, "topic_name": "__fedkafka-shadow-log", "partitions": [0]}]
-    answer = forward.finish([build(response_type(69, 1), {"groups": [{
-        "error_code": ErrorCode.none, "error_message": None, "group_id": "g", "group_state": "Stable",
-        "group_epoch": 3, "assignment_epoch": 3, "assignor_name": "uniform", "authorized_operations": 0,
-        "members": [{"member_id": f"m{i}", "instance_id": None, "rack_id": None, "member_epoch": 3,
-                     "client_id": "app", "client_host": "/1", "subscribed_topic_names": ["__fedkafka-shadow-log"],
-                     "subscribed_topic_regex": None, "assignment": {"topic_partitions": shadow},
-                     "target_assignment": {"topic_partitions": shadow}, "member_type": 1} for i in range(100)]}]})])
+    answer = forward.finish([consumer_group_describe_answer(100)])
     assert [(g.group_id, g.error_code) for g in answer.groups] == [("g", ErrorCode.none)] * 16 + [("g", LOAD)] * 4
     assert all(len(g.members) == 100 for g in answer.groups[:16]) and answer.groups[16].members == ()
     assert "--max-request-elements" in answer.groups[16].error_message

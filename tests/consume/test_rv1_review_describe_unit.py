@@ -13,7 +13,7 @@ import dataclasses
 
 from kio.schema.errors import ErrorCode
 
-from consume.test_consumer_groups_unit import SHADOW_ID, Header, coordinator_found
+from consume.test_consumer_groups_unit import Header, consumer_group_describe_answer, coordinator_found
 from consume.test_consumer_groups_unit import ctx as kip848_ctx
 from consume.test_handlers_unit import coordinators_of, ctx, describe_groups, described_group, shadow_subscription_of
 from fedkafka.protocol.build import build
@@ -51,14 +51,7 @@ def test_a_consumer_group_named_many_times_is_not_answered_past_the_answer_budge
     forward = coordinator_found(consumer_groups.handle(c, Header(), request))
     (call,) = forward.calls
     assert call.request.group_ids == ("g",)  # asked once
-    shadow = [{"topic_id": SHADOW_ID, "topic_name": "__fedkafka-shadow-log", "partitions": [0]}]
-    answer = forward.finish([build(response_type(69, 1), {"groups": [{
-        "error_code": ErrorCode.none, "error_message": None, "group_id": "g", "group_state": "Stable",
-        "group_epoch": 3, "assignment_epoch": 3, "assignor_name": "uniform", "authorized_operations": 0,
-        "members": [{"member_id": f"m{i}", "instance_id": None, "rack_id": None, "member_epoch": 3,
-                     "client_id": "app", "client_host": "/1", "subscribed_topic_names": ["__fedkafka-shadow-log"],
-                     "subscribed_topic_regex": None, "assignment": {"topic_partitions": shadow},
-                     "target_assignment": {"topic_partitions": shadow}, "member_type": 1} for i in range(100)]}]})])
+    answer = forward.finish([consumer_group_describe_answer(100)])
     elements = len(answer.groups) + sum(len(g.members) for g in answer.groups)
     assert elements <= ANSWER_BUDGET_FACTOR * LIMIT, f"{elements} groups and members in one answer"
 

@@ -180,6 +180,15 @@ def clock(monkeypatch) -> FakeClock:
     return fake
 
 
+@pytest.fixture
+def move_clock(clock, monkeypatch) -> FakeClock:
+    """`clock`, read by a move's ack wait too (`fedkafka.controller.moves`): the wall clock of the controller's
+    fences and of the moves that wait them out, moved by the test."""
+    monkeypatch.setattr("fedkafka.controller.moves.time", SimpleNamespace(
+        time=clock.time, monotonic=time.monotonic, sleep=time.sleep, perf_counter=time.perf_counter))
+    return clock
+
+
 @pytest.fixture(scope="session")
 def recording_kafka_class():
     return RecordingKafka

@@ -4,36 +4,19 @@ and a move stops counting it, without ever ending a successor's lease."""
 
 from __future__ import annotations
 
-import time
-from types import SimpleNamespace
-
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.conftest import clients_on_migrated_copies
+from controller.service_members import SECRET_HEADER, own_secret, registration, service_clients
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.moves import MoveFailed, Mover
-from fedkafka.controller.scopes import Tokens
 from fedkafka.fencing import FENCE_GRACE_S
-
-OPERATOR_TOKEN, SERVICE_TOKEN = "op-token-1", "svc-token-2"
-AS_SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
-SECRET_HEADER = "X-Fedkafka-Member-Secret"
-
-
-def _proxy(instance: str, port: int) -> dict:
-    return {"instance_id": instance, "host": "127.0.0.1", "port": port, "role": "both", "pool": "p1",
-            "member_secret": True}
-
-
-def _own_secret(n: int) -> dict:
-    """A process's own secret, as a proxy of this release chooses it (32 characters or more)."""
-    return {SECRET_HEADER: f"process-{n}-".ljust(43, "s")}
 
 
 @pytest.fixture
 def make_client(tmp_path, migrated_sqlite):
-    yield from clients_on_migrated_copies(tmp_path, migrated_sqlite, Tokens(OPERATOR_TOKEN, SERVICE_TOKEN), AS_SERVICE)
+    """Factory: a controller on a copy of the migrated database (or on `database`, a restart), service token on."""
+    yield from service_clients(tmp_path, migrated_sqlite)
 
 
 def _members_counted(api: TestClient, needed: int) -> int:
@@ -52,27 +35,19 @@ def test_a_restart_registers_at_once_after_its_previous_run_deregistered(make_cl
     """Without a deregistration a restarted process (a new secret) is refused while the old lease is live (409,
     `_refuse_live_member`); after it, registered at once, and the old process's secret renews nothing."""
     api = make_client()
-    old = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(1)).json()
-    assert api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(2)).status_code == 409
-    gone = _deregister(api, old["member_id"], _own_secret(1))
+    old = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
+    assert api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(2)).status_code == 409
+    gone = _deregister(api, old["member_id"], own_secret(1))
     assert gone.status_code == 200, gone.text
     assert gone.json()["deregistered"] is True
     assert all(p.node_id != old["node_id"] for p in api.controller.view.proxies)  # dropped from the view now
-    new = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(2))
+    new = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(2))
     assert new.status_code == 200, new.text
     assert new.json()["member_id"] == old["member_id"]
     assert any(p.node_id == old["node_id"] for p in api.controller.view.proxies)
     beat = {"applied_version": 0, "load": {}}
     assert api.post(f"/v1/proxies/{old['member_id']}/heartbeat", json=beat,
-                    headers=_own_secret(1)).status_code == 403
-
-
-@pytest.fixture
-def move_clock(clock, monkeypatch):
-    """The wall clock of the controller's fences and of a move's ack wait, moved by the test."""
-    monkeypatch.setattr("fedkafka.controller.moves.time", SimpleNamespace(
-        time=clock.time, monotonic=time.monotonic, sleep=time.sleep, perf_counter=time.perf_counter))
-    return clock
+                    headers=own_secret(1)).status_code == 403
 
 
 def test_a_move_counts_a_deregistered_member_for_the_grace_then_no_longer(make_client, move_clock):
@@ -80,15 +55,15 @@ def test_a_move_counts_a_deregistered_member_for_the_grace_then_no_longer(make_c
     deregistered one attested that it sends no write again: its fence ends at the deregistration, and it is counted
     for the grace after it (a write it gave up on before may still be appended that long, §4.1), then not at all."""
     api = make_client()
-    a = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(1)).json()
-    b = api.post("/v1/proxies", json=_proxy("b", 9093), headers=_own_secret(2)).json()
+    a = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
+    b = api.post("/v1/proxies", json=registration("b", 9093), headers=own_secret(2)).json()
     needed = api.controller.view.version
     api.post(f"/v1/proxies/{b['member_id']}/heartbeat", json={"applied_version": needed, "load": {}},
-             headers=_own_secret(2))
+             headers=own_secret(2))
     with pytest.raises(MoveFailed, match="did not apply"):
         _members_counted(api, needed)  # a has not acked: the move waits for it
     deregistered_at = move_clock.now
-    assert _deregister(api, a["member_id"], _own_secret(1)).status_code == 200
+    assert _deregister(api, a["member_id"], own_secret(1)).status_code == 200
     with api.controller.session() as s:
         row = s.get(ProxyRow, a["member_id"])
         assert row.lease_expires <= deregistered_at and row.fence_expires == deregistered_at
@@ -106,11 +81,11 @@ def test_a_restart_within_the_grace_registers_at_once_and_holds_a_move_only_for_
     the controller records that fence as its predecessor's: a move waits for it, whatever the restart acks, but
     only until the deregistration plus the grace, not a full fence (15 min)."""
     api = make_client()
-    old = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(1)).json()
+    old = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
     deregistered_at = move_clock.now
-    assert _deregister(api, old["member_id"], _own_secret(1)).status_code == 200
+    assert _deregister(api, old["member_id"], own_secret(1)).status_code == 200
     move_clock.advance(1)
-    new = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(2))
+    new = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(2))
     assert new.status_code == 200, new.text
     member = new.json()["member_id"]
     assert member == old["member_id"]
@@ -118,7 +93,7 @@ def test_a_restart_within_the_grace_registers_at_once_and_holds_a_move_only_for_
         assert s.get(ProxyRow, member).predecessor_fence_expires == deregistered_at
     needed = api.controller.view.version
     beat = api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": needed, "load": {}},
-                    headers=_own_secret(2))
+                    headers=own_secret(2))
     assert beat.status_code == 200, beat.text
     with pytest.raises(MoveFailed, match="taken over"):
         _members_counted(api, needed)  # acked, but the deregistered run's grace has not passed
@@ -130,16 +105,16 @@ def test_a_wrong_or_missing_secret_deregisters_nothing(make_client):
     """Another token holder, or a previous run's late deregistration arriving after its successor registered
     (a new secret), must not end the live member's lease and fence: 409, the member still counted and listed."""
     api = make_client()
-    a = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(1)).json()
-    b = api.post("/v1/proxies", json=_proxy("b", 9093), headers=_own_secret(2)).json()
-    for headers in ({}, _own_secret(2), {SECRET_HEADER: "guess"}):
+    a = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
+    b = api.post("/v1/proxies", json=registration("b", 9093), headers=own_secret(2)).json()
+    for headers in ({}, own_secret(2), {SECRET_HEADER: "guess"}):
         refused = _deregister(api, a["member_id"], headers)
         assert refused.status_code == 409, refused.text
         assert SECRET_HEADER in refused.json()["detail"]
-    assert _deregister(api, b["member_id"], _own_secret(2)).status_code == 200
-    restarted = api.post("/v1/proxies", json=_proxy("b", 9093), headers=_own_secret(3))
+    assert _deregister(api, b["member_id"], own_secret(2)).status_code == 200
+    restarted = api.post("/v1/proxies", json=registration("b", 9093), headers=own_secret(3))
     assert restarted.status_code == 200, restarted.text
-    late = _deregister(api, b["member_id"], _own_secret(2))  # the previous run's, answered late: superseded
+    late = _deregister(api, b["member_id"], own_secret(2))  # the previous run's, answered late: superseded
     assert late.status_code == 409, late.text
     listed = {p.node_id for p in api.controller.view.proxies}
     assert {a["node_id"], b["node_id"]} <= listed
@@ -152,11 +127,11 @@ def test_a_repeat_answers_success_and_an_unknown_member_404(make_client):
     unknown member has nothing to end: 404, as its heartbeat would be. A member registered without a secret (a
     proxy before member secrets) cannot prove it is the one stopping: refused, its lease runs out."""
     api = make_client()
-    a = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(1)).json()
-    first = _deregister(api, a["member_id"], _own_secret(1))
-    again = _deregister(api, a["member_id"], _own_secret(1))
+    a = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
+    first = _deregister(api, a["member_id"], own_secret(1))
+    again = _deregister(api, a["member_id"], own_secret(1))
     assert first.status_code == again.status_code == 200 and first.json() == again.json()
-    assert _deregister(api, 4242, _own_secret(1)).status_code == 404
-    old = api.post("/v1/proxies", json={**_proxy("o", 9094), "member_secret": False}).json()
-    refused = _deregister(api, old["member_id"], _own_secret(1))
+    assert _deregister(api, 4242, own_secret(1)).status_code == 404
+    old = api.post("/v1/proxies", json={**registration("o", 9094), "member_secret": False}).json()
+    refused = _deregister(api, old["member_id"], own_secret(1))
     assert refused.status_code == 409 and "without a member secret" in refused.json()["detail"]

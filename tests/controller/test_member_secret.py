@@ -11,25 +11,14 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.conftest import clients_on_migrated_copies
+from controller.service_members import SECRET_HEADER, registration, service_clients
 from fedkafka.controller.models import ProxyRow
-from fedkafka.controller.scopes import Tokens
-
-OPERATOR_TOKEN, SERVICE_TOKEN = "op-token-1", "svc-token-2"
-AS_SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
-SECRET_HEADER = "X-Fedkafka-Member-Secret"
-
-
-def _proxy(instance: str, port: int) -> dict:
-    """A registration as this release's proxy sends it: it asks for a member secret (it presents it)."""
-    return {"instance_id": instance, "host": "127.0.0.1", "port": port, "role": "both", "pool": "p1",
-            "member_secret": True}
 
 
 @pytest.fixture
 def make_client(tmp_path, migrated_sqlite):
     """Factory: a controller on a copy of the migrated database (or on `database`, a restart), service token on."""
-    yield from clients_on_migrated_copies(tmp_path, migrated_sqlite, Tokens(OPERATOR_TOKEN, SERVICE_TOKEN), AS_SERVICE)
+    yield from service_clients(tmp_path, migrated_sqlite)
 
 
 def _applied(api: TestClient, member: int) -> int:
@@ -43,8 +32,8 @@ def test_a_heartbeat_for_another_proxys_member_id_is_refused(make_client):
     """Proxy b holds the service token and a's member id (the view lists it): its heartbeat as a would keep a
     listed after it died and ack views for it that it never applied."""
     api = make_client()
-    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
-    b = api.post("/v1/proxies", json=_proxy("b", 9093)).json()
+    a = api.post("/v1/proxies", json=registration("a", 9092)).json()
+    b = api.post("/v1/proxies", json=registration("b", 9093)).json()
     version = api.controller.view.version
     forged = api.post(f"/v1/proxies/{a['member_id']}/heartbeat", json={"applied_version": version, "load": {}},
                       headers={SECRET_HEADER: b.get("member_secret", "")})
@@ -58,14 +47,14 @@ def test_a_member_registered_before_member_secrets_heartbeats_without_one_until_
     """A row whose registration predates member secrets (no hash: a controller upgraded under running proxies)
     keeps renewing without a secret; its next registration gives it one, required from then on."""
     api = make_client()
-    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
+    a = api.post("/v1/proxies", json=registration("a", 9092)).json()
     with api.controller.session() as s:
         s.get(ProxyRow, a["member_id"]).secret_hash = None
         s.commit()
     restarted = make_client(api.database)  # forgets the hash it cached at the registration
     beat = {"applied_version": 0, "load": {}}
     assert restarted.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat).status_code == 200
-    again = restarted.post("/v1/proxies", json=_proxy("a", 9092)).json()
+    again = restarted.post("/v1/proxies", json=registration("a", 9092)).json()
     assert restarted.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat).status_code == 403
     assert restarted.post(f"/v1/proxies/{a['member_id']}/heartbeat", json=beat,
                           headers={SECRET_HEADER: again["member_secret"]}).status_code == 200
@@ -93,10 +82,11 @@ def test_a_live_member_with_a_secret_is_not_registered_again_without_it(make_cli
     and secret stay and its heartbeats go on acking (docs/DESIGN.md §5.2, like KRaft's
     DUPLICATE_BROKER_REGISTRATION)."""
     api = make_client()
-    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
-    b = api.post("/v1/proxies", json=_proxy("b", 9093)).json()
+    a = api.post("/v1/proxies", json=registration("a", 9092)).json()
+    b = api.post("/v1/proxies", json=registration("b", 9093)).json()
     for headers in ({}, {SECRET_HEADER: b["member_secret"]}, {SECRET_HEADER: "guess"}):
-        for body in (_proxy("a", 9092), {**_proxy("a", 9092), "member_secret": False}):  # nor as an old proxy
+        # nor as an old proxy
+        for body in (registration("a", 9092), {**registration("a", 9092), "member_secret": False}):
             impostor = api.post("/v1/proxies", json=body, headers=headers)
             assert impostor.status_code == 409, impostor.text
             assert "live lease until" in impostor.json()["detail"]
@@ -107,7 +97,7 @@ def test_a_live_member_with_a_secret_is_not_registered_again_without_it(make_cli
     assert beat.status_code == 200, beat.text
     assert _applied(api, a["member_id"]) == version
     failover = make_client(api.database)  # the database's hash and lease, not this controller's memory, decide
-    assert failover.post("/v1/proxies", json=_proxy("a", 9092)).status_code == 409
+    assert failover.post("/v1/proxies", json=registration("a", 9092)).status_code == 409
 
 
 def test_a_live_member_registers_again_with_its_own_secret(make_client):
@@ -115,8 +105,8 @@ def test_a_live_member_registers_again_with_its_own_secret(make_client):
     it gets the member again and keeps that secret (a proxy before proxy-chosen secrets presents the one a
     registration drew for it: it takes the answered one, the same)."""
     api = make_client()
-    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
-    again = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: a["member_secret"]})
+    a = api.post("/v1/proxies", json=registration("a", 9092)).json()
+    again = api.post("/v1/proxies", json=registration("a", 9092), headers={SECRET_HEADER: a["member_secret"]})
     assert again.status_code == 200, again.text
     assert again.json()["member_id"] == a["member_id"] and again.json()["member_secret"] == a["member_secret"]
     beat = {"applied_version": 0, "load": {}}
@@ -133,13 +123,13 @@ def test_a_registration_holds_the_member_to_the_secret_the_proxy_chose(make_clie
     drew is not taken (the controller draws one, as for a proxy that sends none)."""
     api = make_client()
     chosen = secrets.token_urlsafe(32)
-    first = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: chosen})
+    first = api.post("/v1/proxies", json=registration("a", 9092), headers={SECRET_HEADER: chosen})
     assert first.status_code == 200, first.text
     member = first.json()["member_id"]
     assert first.json()["member_secret"] == chosen
     with api.controller.session() as s:
         assert s.get(ProxyRow, member).secret_hash == hashlib.sha256(chosen.encode()).hexdigest()
-    retried = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: chosen})  # answer lost
+    retried = api.post("/v1/proxies", json=registration("a", 9092), headers={SECRET_HEADER: chosen})  # answer lost
     assert retried.status_code == 200, retried.text
     assert retried.json()["member_id"] == member and retried.json()["member_secret"] == chosen
     version = api.controller.view.version
@@ -147,10 +137,10 @@ def test_a_registration_holds_the_member_to_the_secret_the_proxy_chose(make_clie
                     headers={SECRET_HEADER: chosen})
     assert beat.status_code == 200, beat.text
     assert _applied(api, member) == version
-    another = api.post("/v1/proxies", json=_proxy("a", 9092), headers={SECRET_HEADER: secrets.token_urlsafe(32)})
+    another = api.post("/v1/proxies", json=registration("a", 9092), headers={SECRET_HEADER: secrets.token_urlsafe(32)})
     assert another.status_code == 409, another.text
     assert another.json()["kafka_error"] == "DUPLICATE_BROKER_REGISTRATION"
-    short = api.post("/v1/proxies", json=_proxy("b", 9093), headers={SECRET_HEADER: "short"})
+    short = api.post("/v1/proxies", json=registration("b", 9093), headers={SECRET_HEADER: "short"})
     assert short.status_code == 200, short.text
     assert short.json()["member_secret"] not in (None, "short")
 
@@ -159,10 +149,10 @@ def test_a_member_whose_lease_ran_out_is_registered_by_a_new_process(make_client
     """A restarted proxy (a new process, no secret) registers once its previous run's lease has run out; the
     previous run's secret no longer counts."""
     api = make_client()
-    a = api.post("/v1/proxies", json=_proxy("a", 9092)).json()
-    assert api.post("/v1/proxies", json=_proxy("a", 9092)).status_code == 409
+    a = api.post("/v1/proxies", json=registration("a", 9092)).json()
+    assert api.post("/v1/proxies", json=registration("a", 9092)).status_code == 409
     _lease_runs_out(api, a["member_id"])
-    restarted = api.post("/v1/proxies", json=_proxy("a", 9092))
+    restarted = api.post("/v1/proxies", json=registration("a", 9092))
     assert restarted.status_code == 200, restarted.text
     assert restarted.json()["member_id"] == a["member_id"]
     beat = {"applied_version": 0, "load": {}}

@@ -12,35 +12,19 @@ never behind its predecessor's (granted later, only moved forward), so the filte
 
 from __future__ import annotations
 
-import time
-from types import SimpleNamespace
-
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.conftest import clients_on_migrated_copies
+from controller.service_members import OPERATOR_TOKEN, own_secret, registration, service_clients
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.moves import MoveFailed, Mover
-from fedkafka.controller.scopes import Tokens
 from fedkafka.fencing import FENCE_GRACE_S
-
-OPERATOR_TOKEN, SERVICE_TOKEN = "op-token-1", "svc-token-2"
-AS_SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
-SECRET_HEADER = "X-Fedkafka-Member-Secret"
-
-
-def _proxy(instance: str, port: int) -> dict:
-    return {"instance_id": instance, "host": "127.0.0.1", "port": port, "role": "both", "pool": "p1",
-            "member_secret": True}
-
-
-def _own_secret(n: int) -> dict:
-    return {SECRET_HEADER: f"process-{n}-".ljust(43, "s")}
 
 
 @pytest.fixture
 def make_client(tmp_path, migrated_sqlite):
-    yield from clients_on_migrated_copies(tmp_path, migrated_sqlite, Tokens(OPERATOR_TOKEN, SERVICE_TOKEN), AS_SERVICE)
+    """Factory: a controller on a copy of the migrated database (or on `database`, a restart), service token on."""
+    yield from service_clients(tmp_path, migrated_sqlite)
 
 
 def _await_acks(api: TestClient, needed: int) -> None:
@@ -48,17 +32,9 @@ def _await_acks(api: TestClient, needed: int) -> None:
     Mover(api.controller).await_version(needed, lambda *_: None, timeout=0.1)
 
 
-@pytest.fixture
-def move_clock(clock, monkeypatch):
-    """The wall clock of the controller's fences and of a move's ack wait, moved by the test."""
-    monkeypatch.setattr("fedkafka.controller.moves.time", SimpleNamespace(
-        time=clock.time, monotonic=time.monotonic, sleep=time.sleep, perf_counter=time.perf_counter))
-    return clock
-
-
 def test_a_deregistration_does_not_drop_the_wait_for_a_taken_over_predecessor(make_client, move_clock):
     api = make_client()
-    first = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(1)).json()
+    first = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
     member = first["member_id"]
     # process 1 goes silent (cut off from the controllers, still serving its clients on its 15 min deadline): its
     # lease runs out, its fence does not
@@ -66,19 +42,19 @@ def test_a_deregistration_does_not_drop_the_wait_for_a_taken_over_predecessor(ma
         s.get(ProxyRow, member).lease_expires = move_clock.now - 1
         s.commit()
     api.controller._leases.pop(member, None)
-    second = api.post("/v1/proxies", json=_proxy("a", 9092), headers=_own_secret(2))  # a restart elsewhere
+    second = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(2))  # a restart elsewhere
     assert second.status_code == 200, second.text
     with api.controller.session() as s:
         predecessor_fence = s.get(ProxyRow, member).predecessor_fence_expires
     assert predecessor_fence is not None and predecessor_fence > move_clock.now + FENCE_GRACE_S  # 1 may still write
     needed = api.controller.view.version
     beat = api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": needed, "load": {}},
-                    headers=_own_secret(2))
+                    headers=own_secret(2))
     assert beat.status_code == 200, beat.text
     with pytest.raises(MoveFailed):
         _await_acks(api, needed)  # process 2 acked, process 1's fence is still waited for
     # process 2 stops cleanly: it vouches for its own writes, not for process 1's
-    assert api.post(f"/v1/proxies/{member}/deregister", headers=_own_secret(2)).status_code == 200
+    assert api.post(f"/v1/proxies/{member}/deregister", headers=own_secret(2)).status_code == 200
     with pytest.raises(MoveFailed):
         _await_acks(api, needed)  # process 1 may still write until its fence and the grace: still waited for
     # (fixrv4) the deregistration ends process 2's fence at its own time, so the row's own fence keeps it counted
@@ -96,19 +72,19 @@ def test_the_status_lists_a_deregistered_worker_whose_predecessor_a_move_still_w
     whose taken-over predecessor's fence has not passed with the grace is one, past its own fence's grace too."""
     api = make_client()
     as_operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-    api.post("/v1/proxies", json={**_proxy("a", 9092), "worker": 0}, headers=_own_secret(0)).raise_for_status()
-    first = api.post("/v1/proxies", json={**_proxy("a", 9092), "worker": 1}, headers=_own_secret(1))
+    api.post("/v1/proxies", json={**registration("a", 9092), "worker": 0}, headers=own_secret(0)).raise_for_status()
+    first = api.post("/v1/proxies", json={**registration("a", 9092), "worker": 1}, headers=own_secret(1))
     member = first.json()["member_id"]
     with api.controller.session() as s:  # worker 1's first process goes silent, its fence live
         s.get(ProxyRow, member).lease_expires = move_clock.now - 1
         s.commit()
     api.controller._leases.pop(member, None)
-    again = api.post("/v1/proxies", json={**_proxy("a", 9092), "worker": 1}, headers=_own_secret(2))
+    again = api.post("/v1/proxies", json={**registration("a", 9092), "worker": 1}, headers=own_secret(2))
     assert again.status_code == 200, again.text
-    assert api.post(f"/v1/proxies/{member}/deregister", headers=_own_secret(2)).status_code == 200
+    assert api.post(f"/v1/proxies/{member}/deregister", headers=own_secret(2)).status_code == 200
     move_clock.advance(FENCE_GRACE_S + 1)
     beat = api.post(f"/v1/proxies/{again.json()['node_id']}/heartbeat", json={"applied_version": 0, "load": {}},
-                    headers=_own_secret(0))  # worker 0 lives on
+                    headers=own_secret(0))  # worker 0 lives on
     assert beat.status_code == 200, beat.text
     status = api.get("/v1/status", headers=as_operator).json()["proxies"]
     assert [w["worker"] for w in status[0].get("workers", [])] == [0, 1]

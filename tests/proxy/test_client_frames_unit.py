@@ -368,6 +368,21 @@ async def _connection_server(d, limits: Limits, budget: ByteBudget, **kwargs):
     return server, server.sockets[0].getsockname()[1], conns
 
 
+async def _grown_by_two_requests(d, seed: int):
+    """A connection that read two pipelined 70,000-byte requests (sent at once: its staging buffer grew), their
+    answers held back by `d`; returns (budget, server, conn, reader, writer)."""
+    budget = ByteBudget(Limits().max_buffered_bytes)
+    server, port, conns = await _connection_server(d, Limits(), budget)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    first, second = _frames([70_000, 70_000], seed)
+    w.write(first + second)
+    async with asyncio.timeout(GUARD_S):
+        while len(d.started) < 2:
+            await asyncio.sleep(0.002)
+    await _settle()
+    return budget, server, conns[0], r, w
+
+
 async def _answer_in_turn(d, frames: list[bytes], r) -> list[int]:
     """One request at a time (one request slot): each answered once it was read, its answer's correlation id read."""
     got = []
@@ -722,16 +737,7 @@ def test_a_connection_that_reads_no_more_does_not_grow_a_staging_buffer_for_byte
 
     async def scenario():
         d = _HeldDispatcher()
-        budget = ByteBudget(Limits().max_buffered_bytes)
-        server, port, conns = await _connection_server(d, Limits(), budget)
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        first, second = _frames([70_000, 70_000], 7)
-        w.write(first + second)
-        async with asyncio.timeout(GUARD_S):
-            while len(d.started) < 2:
-                await asyncio.sleep(0.002)
-        await _settle()
-        conn = conns[0]
+        budget, server, conn, r, w = await _grown_by_two_requests(d, 7)
         assert len(conn.reader._staging) == STAGING_BYTES  # the two requests grew it
         d.answers[1].set_result(CloseConnection("a handler closes the connection"))
         await _settle()

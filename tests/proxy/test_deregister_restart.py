@@ -8,53 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 
-from proxy.support import ROOT, free_port
-from proxy.workers import kill, worker_pids
+from proxy.controller_process import controller_process, start_proxy, stop_proxy, wait_for
+from proxy.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # a controller process and proxy processes
 
 LEASE_MS = 120_000  # a restart refused until the previous run's lease ran out would wait minutes
 
 
-def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            value = predicate()
-            if value:
-                return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def controller(tmp_path):
-    token = tmp_path / "token"
-    token.write_text("secret-token\n")
-    port = free_port()
-    log = open(tmp_path / "controller.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "controller", "--db",
-                             f"sqlite:///{tmp_path / 'ctl.db'}", "--listen", f"127.0.0.1:{port}", "--token-file",
-                             str(token), "--lease-ms", str(LEASE_MS)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer secret-token"},
-                       timeout=30)
-    try:
-        _wait_for(lambda: api.get("/v1/status").status_code == 200, what="controller up")
-        yield api, token
-    finally:
-        api.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        log.close()
+    yield from controller_process(tmp_path, LEASE_MS)
 
 
 def _members(tmp_path, port: int) -> list[tuple[str, str | None, float, float, int]]:
@@ -75,40 +44,17 @@ def _registered(tmp_path, port: int, workers: int, not_hashes: set = frozenset()
     return None
 
 
-def _proxy(api, token, tmp_path, port: int, workers: int, run: int) -> tuple[subprocess.Popen, object]:
-    log = open(tmp_path / f"proxy{run}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
-                             f"127.0.0.1:{port}", "--controller", str(api.base_url), "--token-file", str(token),
-                             "--workers", str(workers), "--view-cache", str(tmp_path / "view.json")],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    return proc, log
-
-
-def _stop(proc: subprocess.Popen, log) -> None:
-    left = worker_pids(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    finally:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                kill(pid)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        log.close()
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_sigtermed_proxy_deregisters_and_its_restart_registers_at_once(controller, tmp_path, workers):
     api, token = controller
     port = free_port()
-    proc, log = _proxy(api, token, tmp_path, port, workers, 1)
+    proc, log = start_proxy(api, token, tmp_path, port, workers, "proxy1.log")
     try:
-        before = _wait_for(lambda: _registered(tmp_path, port, workers), what="the first run registered")
+        before = wait_for(lambda: _registered(tmp_path, port, workers), what="the first run registered")
     except BaseException:
-        _stop(proc, log)
+        stop_proxy(proc, log)
         raise
-    _stop(proc, log)
+    stop_proxy(proc, log)
     assert proc.returncode == 0
     old_hashes = {h for _i, h, _l, _f, _a in before}
     stopped = time.time()
@@ -121,12 +67,12 @@ def test_a_sigtermed_proxy_deregisters_and_its_restart_registers_at_once(control
     assert [json.loads(c.with_name(c.name + ".fence").read_text())["produce_until"] for c in caches] == \
         [0.0] * workers  # a restart without a controller produces nothing on the old deadline
 
-    proc, log = _proxy(api, token, tmp_path, port, workers, 2)
+    proc, log = start_proxy(api, token, tmp_path, port, workers, "proxy2.log")
     try:
-        again = _wait_for(lambda: _registered(tmp_path, port, workers, not_hashes=old_hashes),
-                          what="the restart registered")
+        again = wait_for(lambda: _registered(tmp_path, port, workers, not_hashes=old_hashes),
+                         what="the restart registered")
     finally:
-        _stop(proc, log)
+        stop_proxy(proc, log)
     assert [i for i, *_ in again] == [i for i, *_ in before]  # the same members, new secrets
     # not refused (409, the previous run's live lease) until that lease ran out, minutes later
     assert "refused" not in (tmp_path / "proxy2.log").read_text()

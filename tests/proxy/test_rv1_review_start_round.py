@@ -11,16 +11,7 @@ import httpx
 
 from fedkafka.controller.service import Controller
 from fedkafka.proxy.view_source import ControllerViewSource
-from proxy.test_member_secret_proxy import (
-    INSTANCE,
-    TOKEN,
-    _app_transport,
-    _close,
-    _previous_run,
-    _saved_views,
-    _state,
-    _with_controller,
-)
+from proxy import test_member_secret_proxy as member_proxy
 from proxy.test_start_round_asks_at_once import _silent_socket, _SilentThenActive
 
 
@@ -32,27 +23,29 @@ def test_the_active_controller_s_refusal_is_taken_without_waiting_for_a_silent_c
     while the previous run's lease is live serves nothing for that long, and each round after a plain 409 (another
     address holds the instance) costs a timeout more than the backoff (0.2 s .. 5 s) `_wait_refused` intends. The
     decision does not need `silent`'s answer: the current controller, asked first in the round's order, refused."""
-    cache = _saved_views(tmp_path)
+    cache = member_proxy._saved_views(tmp_path)
 
     async def run(ctl: Controller) -> None:
-        old, _ = await _previous_run(ctl, cache)  # registered, its view saved; its lease live: a restart's 409
+        # registered, its view saved; its lease live: a restart's 409
+        old, _ = await member_proxy._previous_run(ctl, cache)
         server, port = await _silent_socket()
-        transport = _SilentThenActive(port, _app_transport(ctl))
-        restarted, state = ControllerViewSource("http://controller,http://silent", TOKEN, INSTANCE,
-                                                lambda start, size: None), _state()
+        transport = _SilentThenActive(port, member_proxy._app_transport(ctl))
+        restarted = ControllerViewSource("http://controller,http://silent", member_proxy.TOKEN, member_proxy.INSTANCE,
+                                         lambda start, size: None)
+        state = member_proxy._state()
         restarted.client = httpx.AsyncClient(transport=transport, timeout=5)  # long: the silent one must not end first
         restarted.cache = cache
         try:
             await asyncio.wait_for(restarted.start(state), 60)  # a guard against a hang, not a timing assertion
             calls_at_start = list(transport.calls)
         finally:
-            await _close(restarted, old)
+            await member_proxy._close(restarted, old)
             server.close()
         assert not restarted._registered and state.view.version >= 1  # the saved view is served...
         assert not state.lease_valid()  # ...without produce: the active controller refused (§5.2)
         assert ("ended", "silent") not in calls_at_start, calls_at_start  # taken before silent's timeout ended
 
-    _with_controller(tmp_path / "ctl.db", run)
+    member_proxy._with_controller(tmp_path / "ctl.db", run)
 
 
 class _Unreachable(httpx.AsyncBaseTransport):
@@ -76,26 +69,28 @@ def test_a_controller_listed_twice_is_asked_once_a_round_and_no_ask_is_left_unaw
     one controller, which the `_registration` lock exists to prevent (view_source.py: "two in flight at once ...
     may be answered in the other order than the controller committed them"). Asked one after the other (before
     d69c623) the round asked it once."""
-    cache = _saved_views(tmp_path)
+    cache = member_proxy._saved_views(tmp_path)
 
     async def run(ctl: Controller) -> int:
-        old, _ = await _previous_run(ctl, cache)  # a saved view, so that a round of no answers ends the start
-        await _close(old)
+        # a saved view, so that a round of no answers ends the start
+        old, _ = await member_proxy._previous_run(ctl, cache)
+        await member_proxy._close(old)
         transport = _Unreachable()
-        restarted, state = ControllerViewSource("http://controller,http://controller", TOKEN, INSTANCE,
-                                                lambda start, size: None), _state()
+        restarted = ControllerViewSource("http://controller,http://controller", member_proxy.TOKEN,
+                                         member_proxy.INSTANCE, lambda start, size: None)
+        state = member_proxy._state()
         restarted.client = httpx.AsyncClient(transport=transport, timeout=5)
         restarted.cache = cache
         try:
             await asyncio.wait_for(restarted.start(state), 60)  # a guard against a hang, not a timing assertion
         finally:
-            await _close(restarted)
+            await member_proxy._close(restarted)
         for _ in range(3):  # let any ask still out end
             await asyncio.sleep(0)
         assert not restarted._registered and state.lease_valid()  # saved view, saved deadline: nobody refused
         return transport.registrations
 
-    registrations = _with_controller(tmp_path / "ctl.db", run)
+    registrations = member_proxy._with_controller(tmp_path / "ctl.db", run)
     gc.collect()  # an unawaited failed Task logs at its collection
     never_retrieved = [r for r in caplog.records if "never retrieved" in r.getMessage()]
     assert registrations == 1 and not never_retrieved, (registrations, [r.getMessage() for r in never_retrieved])

@@ -20,23 +20,14 @@ import pytest
 from fedkafka.proxy.core.client_frames import SMALL_FRAME_BYTES
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from fedkafka.proxy.plan import CloseConnection
-from proxy.test_client_frames_unit import _connection_server, _frames
+from proxy.test_client_frames_unit import _connection_server, _grown_by_two_requests
 from proxy.test_limits_unit import GUARD_S, _HeldDispatcher, _settle, frame_of
 
 
 async def _two_requests_in_a_grown_buffer(d: _HeldDispatcher):
     """A connection that read two pipelined 70,000-byte requests (sent at once: its staging buffer grew) and
     waits for its next request with both answers due; returns (budget, server, conn, writer)."""
-    budget = ByteBudget(Limits().max_buffered_bytes)
-    server, port, conns = await _connection_server(d, Limits(), budget)
-    _r, w = await asyncio.open_connection("127.0.0.1", port)
-    first, second = _frames([70_000, 70_000], 5)
-    w.write(first + second)
-    async with asyncio.timeout(GUARD_S):
-        while len(d.started) < 2:
-            await asyncio.sleep(0.002)
-    await _settle()
-    conn = conns[0]
+    budget, server, conn, _r, w = await _grown_by_two_requests(d, 5)
     assert conn._in_flight == 2 and conn.reader.buffered() == 0  # waits for its next request, both answers due
     return budget, server, conn, w
 

@@ -7,53 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
-from proxy.support import ROOT, free_port
+from proxy.controller_process import controller_process, start_proxy, stop_proxy, wait_for
+from proxy.support import free_port
 from proxy.workers import kill, worker_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # a controller process and proxy workers
 
 
-def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            value = predicate()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def controller(tmp_path):
-    token = tmp_path / "token"
-    token.write_text("secret-token\n")
-    port = free_port()
-    log = open(tmp_path / "controller.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "controller", "--db",
-                             f"sqlite:///{tmp_path / 'ctl.db'}", "--listen", f"127.0.0.1:{port}", "--token-file",
-                             str(token), "--lease-ms", "2000"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer secret-token"},
-                       timeout=30)
-    try:
-        _wait_for(lambda: api.get("/v1/status").status_code == 200, what="controller up")
-        yield api, token
-    finally:
-        api.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        log.close()
+    yield from controller_process(tmp_path, 2000)
 
 
 def _secret_hash(tmp_path, instance_id: str) -> str | None:
@@ -83,13 +50,9 @@ def _node(api, port: int) -> dict | None:
 def test_workers_register_as_one_node_and_a_dead_one_comes_back_as_itself(controller, tmp_path):
     api, token = controller
     port = free_port()
-    log = open(tmp_path / "proxy.log", "wb")  # noqa: SIM115
-    proxy = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "proxy", "--role", "both", "--listen",
-                              f"127.0.0.1:{port}", "--controller", str(api.base_url), "--token-file", str(token),
-                              "--workers", "2", "--view-cache", str(tmp_path / "view.json")],
-                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proxy, log = start_proxy(api, token, tmp_path, port, 2, "proxy.log")
     try:
-        node = _wait_for(lambda: _node(api, port), what="both workers registered")
+        node = wait_for(lambda: _node(api, port), what="both workers registered")
         view = api.get("/v1/view").json()
         assert [p["node_id"] for p in view["proxies"]] == [node["node_id"]]  # one broker for clients
         assert (tmp_path / "view.json").is_file() and (tmp_path / "view.json.w1").is_file()  # one cache each
@@ -99,11 +62,11 @@ def test_workers_register_as_one_node_and_a_dead_one_comes_back_as_itself(contro
         assert first_secret is not None
         kill(second)  # worker 1 dies: the parent starts it again, and it registers as the same member
         # once its previous run's lease ran out (docs/DESIGN.md §5.2), with a secret of its own
-        _wait_for(lambda: _secret_hash(tmp_path, f"127.0.0.1:{port}/w1") not in (None, first_secret),
-                  what="worker 1's new process registered")
-        _wait_for(lambda: len(worker_pids(proxy.pid)) == 2 and worker_pids(proxy.pid)[0] == first
-                  and second not in worker_pids(proxy.pid), what="worker 1 started again")
-        again = _wait_for(lambda: _node(api, port), what="worker 1 registered again")
+        wait_for(lambda: _secret_hash(tmp_path, f"127.0.0.1:{port}/w1") not in (None, first_secret),
+                 what="worker 1's new process registered")
+        wait_for(lambda: len(worker_pids(proxy.pid)) == 2 and worker_pids(proxy.pid)[0] == first
+                 and second not in worker_pids(proxy.pid), what="worker 1 started again")
+        again = wait_for(lambda: _node(api, port), what="worker 1 registered again")
         assert again["node_id"] == node["node_id"]
         assert [w["worker"] for w in again["workers"]] == [0, 1]  # the same two members, no third row
         assert "exited with -9; starting it again" in (tmp_path / "proxy.log").read_text()
@@ -111,14 +74,6 @@ def test_workers_register_as_one_node_and_a_dead_one_comes_back_as_itself(contro
         assert _predecessor_fence(tmp_path, f"127.0.0.1:{port}/w1") is None
         workers = worker_pids(proxy.pid)
     finally:
-        left = worker_pids(proxy.pid)
-        proxy.send_signal(signal.SIGTERM)
-        try:
-            proxy.wait(60)
-        finally:
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    kill(pid)
-            log.close()
+        stop_proxy(proxy, log)
     assert proxy.returncode == 0
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]  # SIGTERM stopped every worker
