@@ -164,3 +164,52 @@ def test_rv5_a_deregistration_committed_after_a_batch_took_its_now_is_not_revive
     assert late.status_code == 404, late.text
     restart = api.post("/v1/proxies", json=PROXY, headers={SECRET_HEADER: NEW})
     assert restart.status_code == 200, restart.text
+
+
+def test_rv5_a_late_deregistration_never_ends_the_fence_of_the_process_registered_meanwhile(api, clock, monkeypatch):
+    """(3) The same read-then-write in `deregister_proxy`: it reads the row (`SELECT ... FOR UPDATE`, a no-op on
+    SQLite, outside the write transaction there), compares the secret, then writes lease and fence = now. The
+    previous process's lease ran out (its heartbeats failed while it stopped), a new process's registration commits
+    between that read and that write: the deregistration, checked against the old secret, ends the NEW process's
+    lease and fence (docs/DESIGN.md §4.9 case 4: "a row counted for a live process is never uncounted by it").
+    Expected: either the deregistration is refused (409, the member is held by another registration) or the
+    registration comes after it; the new process's fence stays what its registration granted."""
+    ctl = api.controller
+    member = _register(ctl, OLD, 0)["member_id"]
+    clock.advance(LEASE_S + 1)  # the stopping process's lease ran out; its fence did not
+    real_hmac = __import__("hmac")
+    registered: list = []
+
+    def next_registration():
+        registered.append(_register(ctl, NEW, 0))
+
+    def compare_digest(a, b):
+        if not registered and not armed.is_set():  # the deregistration has read the row: the restart registers
+            armed.set()
+            worker = threading.Thread(target=next_registration, daemon=True)
+            worker.start()
+            worker.join(5.0)  # PostgreSQL: blocked on the deregistration's row lock until it commits
+            registered.append(worker)
+        return real_hmac.compare_digest(a, b)
+
+    armed = threading.Event()
+    monkeypatch.setattr("fedkafka.controller.service.hmac", SimpleNamespace(compare_digest=compare_digest,
+                                                                            new=real_hmac.new))
+    try:
+        ctl.deregister_proxy(member, OLD)
+        deregistered = True
+    except Conflict:
+        deregistered = False
+    monkeypatch.setattr("fedkafka.controller.service.hmac", real_hmac)
+    for item in registered:
+        if isinstance(item, threading.Thread):
+            item.join()
+    answers = [item for item in registered if isinstance(item, dict)]
+    assert answers, "the new process's registration did not commit"
+    granted_fence = clock.now + FENCE_S  # its registration's fence (the proxy's deadline: its send time + that)
+    row = _row(api, member)
+    assert row.fence_expires >= granted_fence, (
+        f"deregistration {'taken' if deregistered else 'refused'}; the new process (registered, deadline "
+        f"{granted_fence - clock.now:+.0f} s) has fence {row.fence_expires - clock.now:+.0f} s and lease "
+        f"{row.lease_expires - clock.now:+.0f} s in the row: its renewals are refused, and once the predecessor "
+        "fence and the grace pass a move no longer counts it while it may still write")
