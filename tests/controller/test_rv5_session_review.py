@@ -213,3 +213,27 @@ def test_rv5_a_late_deregistration_never_ends_the_fence_of_the_process_registere
         f"{granted_fence - clock.now:+.0f} s) has fence {row.fence_expires - clock.now:+.0f} s and lease "
         f"{row.lease_expires - clock.now:+.0f} s in the row: its renewals are refused, and once the predecessor "
         "fence and the grace pass a move no longer counts it while it may still write")
+
+
+def test_rv5_a_vouched_exit_is_still_counted_for_the_grace_its_last_writes_may_take(api, clock, monkeypatch):
+    """(4) A --workers parent vouches for a worker's exit (X-Fedkafka-Predecessor-Secret) and the controller then
+    records no predecessor fence at all: the new worker's ack counts at once. But a process that died (killed, OOM)
+    may have sent a write just before: the broker may append it up to FENCE_GRACE_S later (§4.1), the very reason
+    a deregistration ends the fence at now and not a grace ago (reviewer rv4, docs/DESIGN.md §5.2). The restarted
+    worker registers as soon as the dead one's lease ran out, which may be a moment after its death (it died just
+    before its next heartbeat), and acks within a second: a move one second later must still count the exited
+    process (its exit is at most the registration's time: a predecessor fence of `now` holds a move the grace, as
+    a clean stop does). It reads the seal instead."""
+    ctl = api.controller
+    monkeypatch.setattr("fedkafka.controller.moves.time", SimpleNamespace(
+        time=clock.time, monotonic=time.monotonic, sleep=time.sleep))
+    member = _register(ctl, OLD, 0)["member_id"]
+    clock.advance(LEASE_S + 0.5)  # the worker died just before its next heartbeat; its lease ran out just now
+    restarted = ctl.register_proxy(PROXY["instance_id"], "h", 9092, "pproxy", "p1", member_secret=True,
+                                   presented=NEW, predecessor=OLD)  # the parent vouches for the exit
+    assert restarted["member_id"] == member
+    needed = ctl.view.version
+    ctl.heartbeat(member, needed, {}, _secret_hash(NEW))  # the restarted worker acks
+    clock.advance(1.0)  # a write the dead worker sent right before it died may still be appended for ~39 s
+    with pytest.raises(MoveFailed):
+        Mover(ctl).await_version(needed, lambda *_: None, timeout=0.1)
