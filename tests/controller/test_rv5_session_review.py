@@ -114,9 +114,17 @@ def test_rv5_a_move_seals_while_a_renewed_previous_process_may_still_write(api, 
     clock.advance(LEASE_S + 1)
     original, renewed = ctl._refuse_live_member, []
 
+    def old_heartbeat():
+        try:
+            renewed.append(ctl.heartbeat(member, 0, {}, _secret_hash(OLD)))
+        except Exception:  # refused: the right outcome
+            renewed.append(None)
+
     def hooked(row, presented, now):
         if not renewed:  # the registration has read the row (SQLite: no write lock yet): the old renewal commits
-            renewed.append(ctl.heartbeat(member, 0, {}, _secret_hash(OLD)))
+            beat = threading.Thread(target=old_heartbeat, daemon=True)
+            beat.start()
+            beat.join(5.0)  # PostgreSQL: blocked on the row lock until the registration commits
         return original(row, presented, now)
 
     monkeypatch.setattr(ctl, "_refuse_live_member", hooked)
@@ -124,6 +132,10 @@ def test_rv5_a_move_seals_while_a_renewed_previous_process_may_still_write(api, 
         _register(ctl, NEW, 0)
     except Conflict:
         return  # the registration saw the renewed lease: safe
+    for _ in range(500):  # PostgreSQL: the renewal, blocked until the registration committed, is refused now
+        if renewed:
+            break
+        time.sleep(0.01)
     if not renewed or renewed[0] is None:
         return
     old_deadline = clock.now + FENCE_S  # what the old process was told: its send time + the fence
