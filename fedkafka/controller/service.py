@@ -681,6 +681,9 @@ class Controller:
         secret_hash = _secret_hash(secret) if secret is not None else None
         for _ in range(3):
             with self.session() as s:
+                # the member row is read, decided on and written back under the write lock (SQLite) or its row
+                # lock (PostgreSQL: `_proxy_row`): no renewal of the previous process commits in between (§4.9 F4)
+                db.begin_writing(s)
                 self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
                 self._refuse_takeover(s, instance_id, claimed, now)
                 # worker i > 0: the node's own row (worker 0's) names the node id, made now if worker 0 has not
@@ -826,7 +829,9 @@ class Controller:
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
-        row = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id))
+        """The row of member `instance_id`, locked until the session ends (PostgreSQL; SQLite: `db.begin_writing`),
+        made now if there is none."""
+        row = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id).with_for_update())
         if row is None:
             row = ProxyRow(instance_id=instance_id, host="", port=0, role="", pool="", lease_expires=0.0,
                            fence_expires=0.0, applied_version=0, load_json="{}", listeners_json="[]", worker=0)
