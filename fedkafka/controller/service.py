@@ -1045,6 +1045,9 @@ class Controller:
         (the view it changes is composed only while leading)."""
         now = time.time()
         with self.session() as s:
+            # the secret is compared under the write lock the write holds (SQLite), or the row's lock (PostgreSQL):
+            # a registration of the next process never commits in between (it would end that process's fence)
+            db.begin_writing(s)
             row = s.scalar(select(ProxyRow).where(ProxyRow.node_id == member_id).with_for_update())
             if row is None:
                 raise NotFound(f"proxy {member_id} is not registered: nothing to deregister")
