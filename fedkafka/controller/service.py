@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from confluent_kafka import KafkaException
 from sqlalchemy import CursorResult, Table, bindparam, case, delete, func, or_, select, update
@@ -116,6 +116,17 @@ class Settings:
             raise ValueError(f"the fence ({self.fence_ms} ms) must be at least the lease ({self.lease_ms} ms)")
 
 
+class Renewal(NamedTuple):
+    """A proxy member's renewal to write: its new lease and fence expiry, applied version, load, and the fence the
+    renewal was accepted against (`seen_fence`): it is written only while the row's fence is still at least that
+    (`Controller._write_renewal`), as fences only move forward except at a deregistration."""
+    lease: float
+    fence: float
+    applied: int
+    load: dict
+    seen_fence: float
+
+
 def new_federation_id() -> str:
     """A federation's id (its Kafka cluster id too), drawn like Kafka's Uuid.randomUuid: 22 base64url characters
     of a random UUID, never starting with "-" (a tool would read it as a flag)."""
@@ -165,7 +176,7 @@ class Controller:
         self._node_of: dict[int, int] = {}  # member id -> the node id clients see (docs/DESIGN.md §4.10)
         # member id -> hash of its member secret as this controller last saw it in the database (§5.2)
         self._secret_hashes: dict[int, str] = {}
-        self._pending: dict[int, tuple[float, float, int, dict]] = {}  # renewals not yet in the database
+        self._pending: dict[int, Renewal] = {}  # renewals not yet in the database
         # member id -> the secret hash its pending renewal was accepted with: it is written only while the row
         # holds that hash (and its fence), compared in the writing statement (`_write_renewal`)
         self._pending_accepted: dict[int, str | None] = {}
@@ -896,8 +907,9 @@ class Controller:
             expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
             # `_leases` learns it only once written (flush_heartbeats): a renewal whose write failed must not
             # let a later heartbeat pass this check after the fence in the database ran out
-            applied = max(known[2], applied_version, self._pending.get(node_id, (0, 0, 0, None))[2])
-            self._pending[node_id] = (expires, fence, applied, load)
+            waiting = self._pending.get(node_id)
+            applied = max(known[2], applied_version, waiting.applied if waiting is not None else 0)
+            self._pending[node_id] = Renewal(expires, fence, applied, load, known[1])
             self._pending_accepted[node_id] = accepted
             self._renewals += 1
             ticket = self._renewals
@@ -932,7 +944,8 @@ class Controller:
                 raise _not_registered(node_id)
             if applied_version > row.applied_version and applied_version in self._committed_at:
                 self.metrics.apply_seconds.observe(max(0.0, now - self._committed_at[applied_version]))
-            renewal = (now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000, applied_version, load)
+            renewal = Renewal(now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000, applied_version,
+                              load, row.fence_expires)
             written = self._write_renewal(s, node_id, accepted, renewal, now)
             if written is None:  # taken over or deregistered since the secret was checked (or since the read)
                 superseded = self._superseded(s, node_id, accepted)
@@ -947,16 +960,17 @@ class Controller:
         return self._renewed(node_id)
 
     @staticmethod
-    def _write_renewal(s: Session, member_id: int, accepted: str | None, renewal: tuple[float, float, int, dict],
+    def _write_renewal(s: Session, member_id: int, accepted: str | None, renewal: Renewal,
                        now: float) -> tuple[float, float, int, int] | None:
-        """Write `renewal` (lease and fence expiry, applied version, load) to member `member_id`, only if its row
-        still holds the secret hash `accepted` (None: no secret) and a fence that has not passed at `now`: one
-        conditional UPDATE, so a registration (a takeover: another hash) or a deregistration (its fence ended)
-        commits wholly before it (nothing matches) or after it (it sees the renewal), on SQLite (one writer) and
-        on PostgreSQL (the UPDATE waits for the row and checks its condition again). Deadlines only move forward.
+        """Write `renewal` to member `member_id`, only if its row still holds the secret hash `accepted` (None: no
+        secret) and a fence that has not passed at `now` and is not below the one the renewal was accepted against:
+        one conditional UPDATE, so a registration (a takeover: another hash) or a deregistration (its fence ended,
+        below the one seen, though maybe above `now`, taken before the UPDATE waited for the lock) commits wholly
+        before it (nothing matches) or after it (it sees the renewal), on SQLite (one writer) and on PostgreSQL
+        (the UPDATE waits for the row and checks its condition again). Deadlines only move forward.
         The row as written, (lease, fence, applied version, node id); None: it matched nothing."""
-        expires, fence, applied, load = renewal
-        held = [ProxyRow.node_id == member_id, ProxyRow.fence_expires > now]
+        expires, fence, applied, load, seen_fence = renewal
+        held = [ProxyRow.node_id == member_id, ProxyRow.fence_expires > now, ProxyRow.fence_expires >= seen_fence]
         if accepted != ANY_SECRET:
             held.append(ProxyRow.secret_hash.is_(None) if accepted is None else ProxyRow.secret_hash == accepted)
         written = s.execute(
