@@ -827,16 +827,21 @@ class Controller:
         and grace have passed (never registered, fenced, or deregistered more than the grace ago) leaves nothing.
         `secrets_shown`: the registration's own secret, and its predecessor's: a worker's parent (the only other
         holder of the secret it drew for that worker) passes it on only once it saw that process exit, which then
-        sends nothing more (docs/DESIGN.md §4.10)."""
+        sends nothing more, though a write it sent just before may still be appended within the grace (§4.1): its
+        fence is recorded as ending now at the latest, so a move waits at most the grace (docs/DESIGN.md §4.10)."""
         if not row.role or row.fence_expires + FENCE_GRACE_S <= now:
             return
-        for shown in secrets_shown:
-            if row.secret_hash is not None and shown and hmac.compare_digest(row.secret_hash, _secret_hash(shown)):
-                return  # the same process again (it drained before it acks, F3), or the holder's exit is vouched
-        row.predecessor_fence_expires = max(row.predecessor_fence_expires or 0.0, row.fence_expires)
-        log.warning("member %d (%r) taken over by a new process while its previous one may still produce for "
-                    "%.0f s (its fence): moves count it as acked only %.0f s after that", row.node_id, row.instance_id,
-                    row.fence_expires - now, FENCE_GRACE_S)
+        own, predecessor = secrets_shown
+        if _holds_secret(row, own):
+            return  # the same process again: it drained before it acks (F3)
+        exited = _holds_secret(row, predecessor)
+        fence = min(row.fence_expires, now) if exited else row.fence_expires
+        row.predecessor_fence_expires = max(row.predecessor_fence_expires or 0.0, fence)
+        log.log(logging.INFO if exited else logging.WARNING,
+                "member %d (%r) taken over by a new process while its previous one %s: moves count it as acked only "
+                "%.0f s from now", row.node_id, row.instance_id,
+                "exited (vouched for by its parent; a write it sent before may still be appended)" if exited else
+                f"may still produce for {row.fence_expires - now:.0f} s (its fence)", fence + FENCE_GRACE_S - now)
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
@@ -1581,6 +1586,12 @@ def _member_secret(presented: str | None) -> str:
     if presented is not None and len(presented) >= MIN_MEMBER_SECRET:
         return presented
     return secrets.token_urlsafe(32)
+
+
+def _holds_secret(row: ProxyRow, shown: str | None) -> bool:
+    """`shown` is the secret of member `row`'s latest registration."""
+    return row.secret_hash is not None and bool(shown) and hmac.compare_digest(row.secret_hash,
+                                                                             _secret_hash(shown or ""))
 
 
 def _wrong_secret(member_id: int) -> Forbidden:
