@@ -78,7 +78,7 @@ MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.m
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
 LATE_RENEWAL_S = FENCE_GRACE_S / 4
-# the member secret a renewal was accepted with, when its caller checked none (a test, a tool): its write then
+# the member secret a caller that checked none (a test, a tool) passes as a renewal's `accepted`: its write then
 # holds for any secret the row has (not a SHA-256 hex digest, so never a row's hash)
 ANY_SECRET = "*"
 # how long a renewal refused by its batch's write is remembered for the heartbeat that waits on that batch: longer
@@ -886,7 +886,7 @@ class Controller:
         return 0
 
     def renew_lease(self, node_id: int, applied_version: int, load: dict,
-                    accepted: str | None = ANY_SECRET) -> dict[str, Any] | None:
+                    accepted: str | None) -> dict[str, Any] | None:
         """Heartbeat of a proxy this controller knows is alive. None: ask `heartbeat` (the database).
 
         Answered only once the renewal is committed: every controller on the database (a move's ack wait)
@@ -936,8 +936,7 @@ class Controller:
         with self._hb_lock:
             return [(expires, applied) for expires, _fence, applied in self._leases.values() if expires > now]
 
-    def heartbeat(self, node_id: int, applied_version: int, load: dict,
-                  accepted: str | None = ANY_SECRET) -> dict[str, Any]:
+    def heartbeat(self, node_id: int, applied_version: int, load: dict, accepted: str | None) -> dict[str, Any]:
         fast = self.renew_lease(node_id, applied_version, load, accepted)
         if fast is not None:
             return fast
