@@ -22,7 +22,7 @@ from sqlalchemy import event
 
 from fedkafka.controller import db
 from fedkafka.controller.kafka_admin import KafkaAdmin
-from fedkafka.controller.service import Controller, Settings
+from fedkafka.controller.service import ANY_SECRET, Controller, Settings
 
 PROXIES = 10
 _make_engine = db.make_engine
@@ -54,7 +54,7 @@ def one_round(mode: str, tmp: Path, heartbeats: int, drains: int) -> dict[str, f
         hb = []
         for i in range(heartbeats):
             t = time.perf_counter()
-            ctl.renew_lease(members[i % PROXIES], ctl.view.version, {})
+            ctl.renew_lease(members[i % PROXIES], ctl.view.version, {}, ANY_SECRET)
             hb.append(time.perf_counter() - t)
         dr = []
         for i in range(drains):

@@ -82,3 +82,12 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def begin_writing(s: Session) -> None:
+    """Begin `s`'s transaction holding SQLite's write lock (BEGIN IMMEDIATE): what it reads then no other writer
+    changes before it commits. pysqlite otherwise begins a transaction only at its first write, so a row read
+    before it may be changed by another commit in between (a read-then-write, docs/DESIGN.md §4.9 F4). Call it
+    before the session's first statement. PostgreSQL: nothing; such a transaction reads its rows FOR UPDATE."""
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(text("BEGIN IMMEDIATE"))

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from confluent_kafka import KafkaException
 from sqlalchemy import CursorResult, Table, bindparam, case, delete, func, or_, select, update
@@ -78,7 +78,7 @@ MAX_WORKER = 1023  # worker index of a proxy run with --workers N (docs/DESIGN.m
 # A renewal whose write committed this long after it was checked is not acknowledged (the proxy keeps its old
 # deadline): a move's ack wait may have stopped counting the proxy meanwhile (docs/DESIGN.md §4.9).
 LATE_RENEWAL_S = FENCE_GRACE_S / 4
-# the member secret a renewal was accepted with, when its caller checked none (a test, a tool): its write then
+# the member secret a caller that checked none (a test, a tool) passes as a renewal's `accepted`: its write then
 # holds for any secret the row has (not a SHA-256 hex digest, so never a row's hash)
 ANY_SECRET = "*"
 # how long a renewal refused by its batch's write is remembered for the heartbeat that waits on that batch: longer
@@ -114,6 +114,17 @@ class Settings:
     def __post_init__(self) -> None:
         if self.fence_ms < self.lease_ms:
             raise ValueError(f"the fence ({self.fence_ms} ms) must be at least the lease ({self.lease_ms} ms)")
+
+
+class Renewal(NamedTuple):
+    """A proxy member's renewal to write: its new lease and fence expiry, applied version, load, and the fence the
+    renewal was accepted against (`seen_fence`): it is written only while the row's fence is still at least that
+    (`Controller._write_renewal`), as fences only move forward except at a deregistration."""
+    lease: float
+    fence: float
+    applied: int
+    load: dict
+    seen_fence: float
 
 
 def new_federation_id() -> str:
@@ -165,7 +176,7 @@ class Controller:
         self._node_of: dict[int, int] = {}  # member id -> the node id clients see (docs/DESIGN.md §4.10)
         # member id -> hash of its member secret as this controller last saw it in the database (§5.2)
         self._secret_hashes: dict[int, str] = {}
-        self._pending: dict[int, tuple[float, float, int, dict]] = {}  # renewals not yet in the database
+        self._pending: dict[int, Renewal] = {}  # renewals not yet in the database
         # member id -> the secret hash its pending renewal was accepted with: it is written only while the row
         # holds that hash (and its fence), compared in the writing statement (`_write_renewal`)
         self._pending_accepted: dict[int, str | None] = {}
@@ -681,6 +692,9 @@ class Controller:
         secret_hash = _secret_hash(secret) if secret is not None else None
         for _ in range(3):
             with self.session() as s:
+                # the member row is read, decided on and written back under the write lock (SQLite) or its row
+                # lock (PostgreSQL: `_proxy_row`): no renewal of the previous process commits in between (§4.9 F4)
+                db.begin_writing(s)
                 self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
                 self._refuse_takeover(s, instance_id, claimed, now)
                 # worker i > 0: the node's own row (worker 0's) names the node id, made now if worker 0 has not
@@ -813,20 +827,27 @@ class Controller:
         and grace have passed (never registered, fenced, or deregistered more than the grace ago) leaves nothing.
         `secrets_shown`: the registration's own secret, and its predecessor's: a worker's parent (the only other
         holder of the secret it drew for that worker) passes it on only once it saw that process exit, which then
-        sends nothing more (docs/DESIGN.md §4.10)."""
+        sends nothing more, though a write it sent just before may still be appended within the grace (§4.1): its
+        fence is recorded as ending now at the latest, so a move waits at most the grace (docs/DESIGN.md §4.10)."""
         if not row.role or row.fence_expires + FENCE_GRACE_S <= now:
             return
-        for shown in secrets_shown:
-            if row.secret_hash is not None and shown and hmac.compare_digest(row.secret_hash, _secret_hash(shown)):
-                return  # the same process again (it drained before it acks, F3), or the holder's exit is vouched
-        row.predecessor_fence_expires = max(row.predecessor_fence_expires or 0.0, row.fence_expires)
-        log.warning("member %d (%r) taken over by a new process while its previous one may still produce for "
-                    "%.0f s (its fence): moves count it as acked only %.0f s after that", row.node_id, row.instance_id,
-                    row.fence_expires - now, FENCE_GRACE_S)
+        own, predecessor = secrets_shown
+        if _holds_secret(row, own):
+            return  # the same process again: it drained before it acks (F3)
+        exited = _holds_secret(row, predecessor)
+        fence = min(row.fence_expires, now) if exited else row.fence_expires
+        row.predecessor_fence_expires = max(row.predecessor_fence_expires or 0.0, fence)
+        log.log(logging.INFO if exited else logging.WARNING,
+                "member %d (%r) taken over by a new process while its previous one %s: moves count it as acked only "
+                "%.0f s from now", row.node_id, row.instance_id,
+                "exited (vouched for by its parent; a write it sent before may still be appended)" if exited else
+                f"may still produce for {row.fence_expires - now:.0f} s (its fence)", fence + FENCE_GRACE_S - now)
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
-        row = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id))
+        """The row of member `instance_id`, locked until the session ends (PostgreSQL; SQLite: `db.begin_writing`),
+        made now if there is none."""
+        row = s.scalar(select(ProxyRow).where(ProxyRow.instance_id == instance_id).with_for_update())
         if row is None:
             row = ProxyRow(instance_id=instance_id, host="", port=0, role="", pool="", lease_expires=0.0,
                            fence_expires=0.0, applied_version=0, load_json="{}", listeners_json="[]", worker=0)
@@ -865,7 +886,7 @@ class Controller:
         return 0
 
     def renew_lease(self, node_id: int, applied_version: int, load: dict,
-                    accepted: str | None = ANY_SECRET) -> dict[str, Any] | None:
+                    accepted: str | None) -> dict[str, Any] | None:
         """Heartbeat of a proxy this controller knows is alive. None: ask `heartbeat` (the database).
 
         Answered only once the renewal is committed: every controller on the database (a move's ack wait)
@@ -891,8 +912,9 @@ class Controller:
             expires, fence = now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000
             # `_leases` learns it only once written (flush_heartbeats): a renewal whose write failed must not
             # let a later heartbeat pass this check after the fence in the database ran out
-            applied = max(known[2], applied_version, self._pending.get(node_id, (0, 0, 0, None))[2])
-            self._pending[node_id] = (expires, fence, applied, load)
+            waiting = self._pending.get(node_id)
+            applied = max(known[2], applied_version, waiting.applied if waiting is not None else 0)
+            self._pending[node_id] = Renewal(expires, fence, applied, load, known[1])
             self._pending_accepted[node_id] = accepted
             self._renewals += 1
             ticket = self._renewals
@@ -914,8 +936,7 @@ class Controller:
         with self._hb_lock:
             return [(expires, applied) for expires, _fence, applied in self._leases.values() if expires > now]
 
-    def heartbeat(self, node_id: int, applied_version: int, load: dict,
-                  accepted: str | None = ANY_SECRET) -> dict[str, Any]:
+    def heartbeat(self, node_id: int, applied_version: int, load: dict, accepted: str | None) -> dict[str, Any]:
         fast = self.renew_lease(node_id, applied_version, load, accepted)
         if fast is not None:
             return fast
@@ -927,7 +948,8 @@ class Controller:
                 raise _not_registered(node_id)
             if applied_version > row.applied_version and applied_version in self._committed_at:
                 self.metrics.apply_seconds.observe(max(0.0, now - self._committed_at[applied_version]))
-            renewal = (now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000, applied_version, load)
+            renewal = Renewal(now + self.settings.lease_ms / 1000, now + self.settings.fence_ms / 1000, applied_version,
+                              load, row.fence_expires)
             written = self._write_renewal(s, node_id, accepted, renewal, now)
             if written is None:  # taken over or deregistered since the secret was checked (or since the read)
                 superseded = self._superseded(s, node_id, accepted)
@@ -942,16 +964,17 @@ class Controller:
         return self._renewed(node_id)
 
     @staticmethod
-    def _write_renewal(s: Session, member_id: int, accepted: str | None, renewal: tuple[float, float, int, dict],
+    def _write_renewal(s: Session, member_id: int, accepted: str | None, renewal: Renewal,
                        now: float) -> tuple[float, float, int, int] | None:
-        """Write `renewal` (lease and fence expiry, applied version, load) to member `member_id`, only if its row
-        still holds the secret hash `accepted` (None: no secret) and a fence that has not passed at `now`: one
-        conditional UPDATE, so a registration (a takeover: another hash) or a deregistration (its fence ended)
-        commits wholly before it (nothing matches) or after it (it sees the renewal), on SQLite (one writer) and
-        on PostgreSQL (the UPDATE waits for the row and checks its condition again). Deadlines only move forward.
+        """Write `renewal` to member `member_id`, only if its row still holds the secret hash `accepted` (None: no
+        secret) and a fence that has not passed at `now` and is not below the one the renewal was accepted against:
+        one conditional UPDATE, so a registration (a takeover: another hash) or a deregistration (its fence ended,
+        below the one seen, though maybe above `now`, taken before the UPDATE waited for the lock) commits wholly
+        before it (nothing matches) or after it (it sees the renewal), on SQLite (one writer) and on PostgreSQL
+        (the UPDATE waits for the row and checks its condition again). Deadlines only move forward.
         The row as written, (lease, fence, applied version, node id); None: it matched nothing."""
-        expires, fence, applied, load = renewal
-        held = [ProxyRow.node_id == member_id, ProxyRow.fence_expires > now]
+        expires, fence, applied, load, seen_fence = renewal
+        held = [ProxyRow.node_id == member_id, ProxyRow.fence_expires > now, ProxyRow.fence_expires >= seen_fence]
         if accepted != ANY_SECRET:
             held.append(ProxyRow.secret_hash.is_(None) if accepted is None else ProxyRow.secret_hash == accepted)
         written = s.execute(
@@ -1040,6 +1063,9 @@ class Controller:
         (the view it changes is composed only while leading)."""
         now = time.time()
         with self.session() as s:
+            # the secret is compared under the write lock the write holds (SQLite), or the row's lock (PostgreSQL):
+            # a registration of the next process never commits in between (it would end that process's fence)
+            db.begin_writing(s)
             row = s.scalar(select(ProxyRow).where(ProxyRow.node_id == member_id).with_for_update())
             if row is None:
                 raise NotFound(f"proxy {member_id} is not registered: nothing to deregister")
@@ -1559,6 +1585,12 @@ def _member_secret(presented: str | None) -> str:
     if presented is not None and len(presented) >= MIN_MEMBER_SECRET:
         return presented
     return secrets.token_urlsafe(32)
+
+
+def _holds_secret(row: ProxyRow, shown: str | None) -> bool:
+    """`shown` is the secret of member `row`'s latest registration."""
+    return row.secret_hash is not None and bool(shown) and hmac.compare_digest(row.secret_hash,
+                                                                             _secret_hash(shown or ""))
 
 
 def _wrong_secret(member_id: int) -> Forbidden:

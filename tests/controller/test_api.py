@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from fedkafka.controller.service import Renewal
 from fedkafka.nameservice.resolver import ClientRouting
 
 
@@ -414,14 +415,14 @@ def test_a_failed_batch_keeps_its_renewals_and_the_newest_wins(make_api):
     ctl = api.controller
     node = api.post("/v1/proxies", json={"instance_id": "p1", "host": "h", "port": 9, "role": "pproxy"}).json()
     with ctl._hb_lock:  # two renewals taken, not yet written: an older one, then a newer one
-        ctl._pending[node["node_id"]] = (time.time() + 30, time.time() + 30, 5, {})
+        ctl._pending[node["node_id"]] = Renewal(time.time() + 30, time.time() + 30, 5, {}, seen_fence=0.0)
     db = _FailingCommits(ctl)
     db.failing = True
     with pytest.raises(Exception, match="database unreachable"):
         ctl.flush_heartbeats()
     with ctl._hb_lock:
-        assert ctl._pending[node["node_id"]][2] == 5
-        ctl._pending[node["node_id"]] = (time.time() + 90, time.time() + 90, 6, {})
+        assert ctl._pending[node["node_id"]].applied == 5
+        ctl._pending[node["node_id"]] = Renewal(time.time() + 90, time.time() + 90, 6, {}, seen_fence=0.0)
     db.failing = False
     ctl.flush_heartbeats()
     assert _db_lease(ctl, node["node_id"]) > time.time() + 80

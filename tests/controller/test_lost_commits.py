@@ -29,7 +29,7 @@ from fedkafka.controller.app import create_app
 from fedkafka.controller.errors import Conflict, Invalid, NotFound
 from fedkafka.controller.models import ChainRow, MoveRow, ProxyRow, SegmentRow, ViewRow
 from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
-from fedkafka.controller.service import MAX_REPORTED_VERSION, Controller
+from fedkafka.controller.service import ANY_SECRET, MAX_REPORTED_VERSION, Controller
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import View
 from fedkafka.view.rebalance import Move
@@ -142,7 +142,7 @@ def test_a_move_whose_publish_the_database_lost_is_held_not_sealed_above_the_rec
     assert v_low < v_high
     caplog.set_level(logging.ERROR)
     if reported:
-        ctl.heartbeat(member, v_high, {})  # the proxy still holds v_high: the database lost commits
+        ctl.heartbeat(member, v_high, {}, ANY_SECRET)  # the proxy still holds v_high: the database lost commits
         assert ctl.view.version > v_high  # the proxies take the next view
     again = Mover(ctl, ack_timeout=1)
     with pytest.raises(MoveHeld, match="c2/t/0 is 50, 0 when it froze"):
@@ -179,7 +179,7 @@ def test_a_frozen_move_is_rolled_back_only_when_its_target_shows_no_lost_publish
     if target != "grew":
         ctl.kafka.down.add("c2")
     if target == "unread-db-regressed":
-        ctl.heartbeat(member, v_high, {})
+        ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     assert Mover(ctl).sweep() == ids
     state = _move(ctl, ids[0]).state
     assert (state, _frozen(ctl)) == (("rolled_back", False) if target == "unread" else ("held", True))
@@ -194,7 +194,7 @@ def test_a_move_whose_seal_the_database_lost_before_anything_was_written_to_its_
     v_high = api.controller.view.version
     _report(api, member, v_high)
     ctl = fail_over()
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     assert ctl.db_regression is not None
     again = Mover(ctl, ack_timeout=1)
     assert again.run(again.unfinished()) == {"done": 1}
@@ -212,7 +212,7 @@ def test_a_move_frozen_before_its_target_end_was_recorded_is_held_only_once_the_
         s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(target_end=None))
         s.commit()
     if regressed:
-        ctl.heartbeat(member, ctl.view.version + 3, {})
+        ctl.heartbeat(member, ctl.view.version + 3, {}, ANY_SECRET)
         assert ctl.db_regression is not None
         with pytest.raises(MoveHeld, match="cannot be checked"):
             mover.run(ids)
@@ -351,7 +351,7 @@ def test_a_database_restored_from_a_backup_millions_of_views_old_is_composed_pas
     try:
         for _ in range(3):
             try:
-                restarted.heartbeat(member, high, {})
+                restarted.heartbeat(member, high, {}, ANY_SECRET)
             except NotFound:  # its fence ran out: it registers again
                 restarted.register_proxy(PROXY["instance_id"], "h", 1, "pproxy", "default")
             except Invalid as e:
@@ -405,7 +405,7 @@ def test_a_move_whose_freeze_the_database_lost_too_is_held_when_its_target_grew_
     starts the new segment at). The sweeper, rolling back a planned move no run drives, holds it alike."""
     ctl, ids, ends, member, v_high = plan_kept
     ends[("c2", "t", 0)] = 50
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     again = Mover(ctl, ack_timeout=1)
     if settled_by == "resumed-run":
         with pytest.raises(MoveHeld, match="c2/t/0 is 50, 0 when it was planned"):
@@ -425,13 +425,13 @@ def test_a_move_whose_freeze_the_database_lost_too_moves_or_rolls_back_as_before
     under the lost publish (its end is still the planned one): the resumed run moves it again, the same segment the
     lost publish gave; the sweeper rolls it back (writes go on at c1's end 100, logical 100, which nothing took)."""
     ctl, ids, _ends, member, v_high = plan_kept
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     assert ctl.db_regression is not None
     again = Mover(ctl, ack_timeout=1)
     if settled_by == "resumed-run":
         again._freeze(ids)
         assert _move(ctl, ids[0]).state == "frozen"
-        ctl.heartbeat(member, ctl.view.version, {})  # the proxy acks the view that freezes t/0 again
+        ctl.heartbeat(member, ctl.view.version, {}, ANY_SECRET)  # the proxy acks the view that freezes t/0 again
         assert again.run(ids) == {"done": 1}
         assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)
     else:
@@ -452,7 +452,7 @@ def test_a_move_whose_freeze_the_database_lost_too_is_held_while_its_target_cann
     ctl, ids, ends, member, v_high = plan_kept
     if target == "grew":
         ends[("c2", "t", 0)] = 50  # 50 records acked at logical 100..149 on c2 phys 0..49
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     assert ctl.db_regression is not None
     ctl.kafka.down.add("c2")
     _settle(ctl, ids, settled_by)
@@ -481,7 +481,7 @@ def test_a_move_planned_before_its_target_end_was_recorded_is_held_once_the_data
     with ctl.session() as s:
         s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(planned_target_end=None))
         s.commit()
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     ctl.kafka.down.add("c2")
     _settle(ctl, ids, settled_by)
     row = _move(ctl, ids[0])
@@ -576,7 +576,7 @@ def test_produce_through_a_proxy_on_the_first_view_after_the_loss_is_detected_is
     refused with a retriable error and nothing reaches c1 (before: acked at c1 phys 100.., logical 100.., the offsets
     the lost publish gave the records on c2)."""
     ctl, _ids, _ends, member, v_high = plan_kept
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     first = ctl.view
     assert first.version > v_high
     c1, c2 = kafka_clusters[:2]
@@ -607,7 +607,7 @@ def test_a_move_frozen_after_the_loss_was_detected_is_rolled_back_when_its_targe
     produce), though nothing could have written to its target under a lost publish."""
     api, member, _ends, _keep, _fail_over = lossy
     ctl = api.controller
-    ctl.heartbeat(member, ctl.view.version + 3, {})
+    ctl.heartbeat(member, ctl.view.version + 3, {}, ANY_SECRET)
     assert ctl.db_regression is not None
     mover = Mover(ctl, ack_timeout=2, seal_timeout=0.5)
     ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
@@ -632,7 +632,7 @@ def test_a_move_held_because_its_target_could_not_be_read_is_read_again_by_the_s
     v_high = api.controller.view.version
     _report(api, member, v_high)
     ctl = fail_over()
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     ctl.kafka.down.add("c2")
     sweeper = Mover(ctl)
     assert sweeper.sweep() == ids
@@ -701,11 +701,12 @@ def held(frozen_move):
     _report(api, member, v_high)
     ends[("c2", "t", 0)] = 50
     ctl = fail_over()
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     again = Mover(ctl, ack_timeout=1)
     with pytest.raises(MoveHeld):
         again.run(again.unfinished())
-    ctl.heartbeat(member, ctl.view.version, {})  # the proxy took the view composed past the lost ones (t/0 frozen)
+    # the proxy took the view composed past the lost ones (t/0 frozen)
+    ctl.heartbeat(member, ctl.view.version, {}, ANY_SECRET)
     with heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)) as client:
         yield ctl, client, ids[0], lost, ends
 
@@ -911,7 +912,7 @@ def held_unread(plan_kept):
     `target_end` 0; then the target answers again at 0 (nothing written under the lost publish). Returns (the
     controller, its API, the move id)."""
     ctl, ids, _ends, member, v_high = plan_kept
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     ctl.kafka.down.add("c2")
     assert Mover(ctl).sweep() == ids
     assert (_move(ctl, ids[0]).state, _move(ctl, ids[0]).held_for) == ("held", "target_unread")
@@ -951,7 +952,7 @@ def test_a_no_target_end_move_is_rolled_back_only_with_nothing_was_published(pla
     with ctl.session() as s:
         s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(planned_target_end=None))
         s.commit()
-    ctl.heartbeat(member, v_high, {})
+    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
     assert Mover(ctl).sweep() == ids
     assert (_move(ctl, ids[0]).state, _move(ctl, ids[0]).held_for) == ("held", "no_target_end")
     with heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)) as client:

@@ -155,12 +155,23 @@ def _takes_over(api, clock, vouched: str) -> tuple[dict, dict]:
     return x1, {**answer.json(), "secret": secret}
 
 
-def test_a_process_whose_exit_is_vouched_for_is_not_waited_for(api, clock):
+def test_a_process_whose_exit_is_vouched_for_is_waited_for_the_grace_only(api, clock):
     """A --workers parent draws each worker's secret and, once it saw that process exit, passes it to the worker it
-    starts again, which shows it: the exited process sends nothing more, so the new one's ack counts at once
-    (docs/DESIGN.md §4.10)."""
+    starts again, which shows it: the exited process sends nothing more, but a write it sent just before its exit
+    may still be appended within the grace (§4.1). So its fence is taken as ending at the registration (not the
+    49 s it had left): the new process's ack counts once that and the grace have passed, not before
+    (docs/DESIGN.md §4.10; reviewer rv5: it counted at once)."""
     _, x2 = _takes_over(api, clock, vouched="")
-    mover = Mover(api.controller, ack_timeout=5.0)
+    vouched_at = clock.now  # X1's fence had FENCE_S - LEASE_S - 1 s to go
+    mover = Mover(api.controller, ack_timeout=1.0)
+    ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
+    helper = _acks_when_frozen(api, x2)
+    with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
+        mover.run(ids)
+    helper.join()
+    assert mover.counts(ids) == {"rolled_back": 1}
+
+    _renewing_until(api, clock, x2, vouched_at + FENCE_GRACE_S + 1)  # the grace passed, X1's own fence has not
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
     helper = _acks_when_frozen(api, x2)
     assert mover.run(ids) == {"done": 1}

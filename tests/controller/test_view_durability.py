@@ -13,7 +13,7 @@ from sqlalchemy import text, update
 from fedkafka.controller.db import make_engine
 from fedkafka.controller.models import MoveRow, ProxyRow, ViewRow
 from fedkafka.controller.moves import MoveFailed, Mover
-from fedkafka.controller.service import Controller
+from fedkafka.controller.service import ANY_SECRET, Controller
 from fedkafka.view.rebalance import Move
 
 FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
@@ -80,7 +80,7 @@ def test_a_view_version_the_database_lost_is_never_reused_nor_its_ack_counted(ma
     _lose_last_views(ctl, v_low, acks_too)
     restarted = Controller(ctl.settings, kafka=api.kafka)
     try:
-        restarted.heartbeat(member, v_high, {})  # the proxy still holds v_high
+        restarted.heartbeat(member, v_high, {}, ANY_SECRET)  # the proxy still holds v_high
         assert restarted.view.version > v_high, "a version the proxy holds would be reused for another view"
         mover = Mover(restarted, ack_timeout=0.2)
         ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 1)])

@@ -70,8 +70,10 @@ def test_workers_register_as_one_node_and_a_dead_one_comes_back_as_itself(contro
         assert again["node_id"] == node["node_id"]
         assert [w["worker"] for w in again["workers"]] == [0, 1]  # the same two members, no third row
         assert "exited with -9; starting it again" in (tmp_path / "proxy.log").read_text()
-        # the parent vouched for the dead process's exit (its secret): no fence of it for a move to wait out (§4.10)
-        assert _predecessor_fence(tmp_path, f"127.0.0.1:{port}/w1") is None
+        # the parent vouched for the dead process's exit (its secret): its fence is recorded as ending at the
+        # registration, not the 15 min it had left, so a move waits out the grace only (§4.10)
+        recorded = _predecessor_fence(tmp_path, f"127.0.0.1:{port}/w1")
+        assert recorded is not None and recorded <= time.time()
         workers = worker_pids(proxy.pid)
     finally:
         stop_proxy(proxy, log)

@@ -368,9 +368,9 @@ def run(config: ProxyConfig) -> None:
 class WorkerSupervisor:
     """The parent of `--workers N`: starts each worker and starts it again when it exits, so a host keeps all its
     workers. A restarted worker registers as the same member (its index), takes the current view and acks it, so a
-    move waits for it seconds, not its fence: it presents the exited process's member secret, which this parent drew
-    (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every worker gracefully;
-    SIGHUP is passed on to each (its TLS files loaded again)."""
+    move waits for it the grace (a write the exited process sent may still be appended), not its fence: it presents
+    the exited process's member secret, which this parent drew (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every
+    worker gracefully; SIGHUP is passed on to each (its TLS files loaded again)."""
 
     def __init__(self, config: ProxyConfig):
         self.config = config
@@ -380,7 +380,7 @@ class WorkerSupervisor:
         self.backoff: dict[int, float] = {}
         self.due: dict[int, float] = {}  # worker index -> when to start it again
         # worker index -> the member secret drawn for its latest process: passed to the next one only once that
-        # process exited, so the controller need not wait for its fence (docs/DESIGN.md §4.10)
+        # process exited, so the controller waits the grace only, not its fence (docs/DESIGN.md §4.10)
         self.secrets: dict[int, str] = {}
         self.stopping = False
 
