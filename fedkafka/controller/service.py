@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, cast
 
 from confluent_kafka import KafkaException
 from sqlalchemy import CursorResult, Table, bindparam, case, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fedkafka.client_rules import pool_for
@@ -84,6 +84,10 @@ ANY_SECRET = "*"
 # how long a renewal refused by its batch's write is remembered for the heartbeat that waits on that batch: longer
 # than any such heartbeat waits (LATE_RENEWAL_S answers it 503 first)
 REFUSED_MEMORY_S = 60.0
+# transactions a registration tries before it answers 503, each lost to a concurrent write of its rows
+REGISTRATION_TRIES = 3
+# PostgreSQL aborted the transaction to break a deadlock (40P01), or on a serialization failure (40001)
+LOST_RACE_SQLSTATES = ("40P01", "40001")
 BIGINT_MAX = 2**63 - 1  # the version column's bound: no version, reported or composed, comes near it
 # The highest applied version a heartbeat may report: above it, it is refused (422), never taken as the floor of the
 # next version, so composing past a floor never overflows the version column (docs/DESIGN.md §3.3). Any number of
@@ -690,37 +694,59 @@ class Controller:
         claimed = _ProxyIdentity(host, port, role, pool, tuple(sorted(listeners)))
         secret = _member_secret(presented) if member_secret else None  # its heartbeats present it (§5.2)
         secret_hash = _secret_hash(secret) if secret is not None else None
-        for _ in range(3):
-            with self.session() as s:
-                # the member row is read, decided on and written back under the write lock (SQLite) or its row
-                # lock (PostgreSQL: `_proxy_row`): no renewal of the previous process commits in between (§4.9 F4)
-                db.begin_writing(s)
-                self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
-                self._refuse_takeover(s, instance_id, claimed, now)
-                # worker i > 0: the node's own row (worker 0's) names the node id, made now if worker 0 has not
-                # registered yet (no lease, no fence: neither listed nor counted until worker 0 registers)
-                node_of = self._proxy_row(s, instance_id).node_id if worker else None
-                row = self._proxy_row(s, f"{instance_id}/w{worker}" if worker else instance_id)
-                self._refuse_live_member(row, presented, now)
-                self._record_predecessor(row, (presented, predecessor), now)
-                ids = self._commit_registration(s, row, claimed, listeners, (worker, node_of), (expires, fence),
-                                                secret_hash)
-                if ids is None:
-                    continue
-                member_id, node_id = ids
-            break
+        member_id, node_id = self._register_member(instance_id, worker, claimed, (presented, predecessor),
+                                                   (listeners, (expires, fence), secret_hash), now)
         self.compose()
         return {"node_id": node_id, "member_id": member_id, **({"member_secret": secret} if secret else {}),
                 "worker": worker, "lease_ms": self.settings.lease_ms,
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
 
+    def _register_member(self, instance_id: str, worker: int, claimed: _ProxyIdentity,
+                         secrets_shown: tuple[str | None, str | None],
+                         written: tuple[list[tuple[str, str, int]], tuple[float, float], str | None],
+                         now: float) -> tuple[int, int]:
+        """Register member `worker` of proxy `instance_id` in one transaction: (member id, node id). `written`: its
+        listeners, lease and fence expiries, secret hash. A transaction that loses to a concurrent one is tried again
+        whole, from a new read: two registrations making the same row at once (IntegrityError: on PostgreSQL a row
+        that does not exist yet locks nothing, so both INSERT it and the second fails at its flush or commit; the
+        row exists now), a PostgreSQL deadlock or serialization failure, SQLite's write lock not taken in time
+        (`_lost_race`). Unavailable (503: the proxy retries) if every try lost, or for any other OperationalError."""
+        listeners, lease, secret_hash = written
+        for _ in range(REGISTRATION_TRIES):
+            try:
+                with self.session() as s:
+                    # the member row is read, decided on and written back under the write lock (SQLite) or its row
+                    # lock (PostgreSQL: `_proxy_row`): no renewal of the previous process commits in between (§4.9 F4)
+                    db.begin_writing(s)
+                    self.check_leader(s)  # the row's role, pool and listeners go into the view (§3.6)
+                    self._refuse_takeover(s, instance_id, claimed, now)
+                    # worker i > 0: the node's own row (worker 0's) names the node id, made now if worker 0 has not
+                    # registered yet (no lease, no fence: neither listed nor counted until worker 0 registers); it
+                    # is locked before the worker's own row, as a heartbeat batch locks rows (`flush_heartbeats`)
+                    node_of = self._proxy_row(s, instance_id).node_id if worker else None
+                    row = self._proxy_row(s, f"{instance_id}/w{worker}" if worker else instance_id)
+                    self._refuse_live_member(row, secrets_shown[0], now)
+                    self._record_predecessor(row, secrets_shown, now)
+                    return self._commit_registration(s, row, claimed, listeners, (worker, node_of), lease,
+                                                     secret_hash)
+            except IntegrityError as e:
+                lost: DBAPIError = e
+            except OperationalError as e:
+                if not _lost_race(e):
+                    raise Unavailable(f"proxy {instance_id!r} worker {worker} not registered: database write failed: "
+                                      f"{type(e.orig).__name__}; retry") from None
+                lost = e
+            log.info("registration of proxy %r worker %d lost a race with another transaction (%s): trying again",
+                     instance_id, worker, type(lost.orig).__name__)
+        raise Unavailable(f"proxy {instance_id!r} worker {worker} not registered: {REGISTRATION_TRIES} tries each lost "
+                          f"a race with concurrent writes of its rows ({type(lost.orig).__name__}); retry")
+
     def _commit_registration(self, s: Session, row: ProxyRow, claimed: _ProxyIdentity,
                              listeners: list[tuple[str, str, int]], worker: tuple[int, int | None],
-                             lease: tuple[float, float], secret_hash: str | None) -> tuple[int, int] | None:
+                             lease: tuple[float, float], secret_hash: str | None) -> tuple[int, int]:
         """Write a registration to member `row` and commit it, then cache its lease, fence, node id and secret hash
         for its heartbeats: (member id, node id). `worker`: its index and the node id of its node's row (None for
-        worker 0); `lease`: the lease's and the fence's new expiry. None: the same instance registering at once
-        committed the row first (IntegrityError): register again."""
+        worker 0); `lease`: the lease's and the fence's new expiry."""
         expires, fence = lease
         row.host, row.port, row.role, row.pool = claimed.host, claimed.port, claimed.role, claimed.pool
         row.lease_expires = expires
@@ -728,11 +754,7 @@ class Controller:
         row.listeners_json = json.dumps(listeners)
         row.worker, row.worker_of = worker
         row.secret_hash = secret_hash  # None: an old proxy's, which sends no secret (no lease otherwise)
-        try:
-            s.commit()
-        except IntegrityError:  # the same instance registering twice at once: the row exists now
-            s.rollback()
-            return None
+        s.commit()
         member_id, node_id = row.node_id, row.node
         with self._hb_lock:
             self._leases[member_id] = (expires, row.fence_expires, row.applied_version)
@@ -1032,7 +1054,9 @@ class Controller:
             if batch:
                 now = time.time()
                 with self.session() as s:
-                    for member_id, renewal in batch.items():
+                    # in ascending member id: a node's row (made before its workers' rows) before a worker's, the
+                    # order a worker's registration locks them in (`_register_member`): no deadlock on PostgreSQL
+                    for member_id, renewal in sorted(batch.items()):
                         stored = self._write_renewal(s, member_id, accepted[member_id], renewal, now)
                         if stored is None:
                             refused[(member_id, accepted[member_id])] = self._superseded(s, member_id,
@@ -1591,6 +1615,12 @@ def _holds_secret(row: ProxyRow, shown: str | None) -> bool:
     """`shown` is the secret of member `row`'s latest registration."""
     return row.secret_hash is not None and bool(shown) and hmac.compare_digest(row.secret_hash,
                                                                              _secret_hash(shown or ""))
+
+
+def _lost_race(e: OperationalError) -> bool:
+    """A transaction that lost to a concurrent one and may go through when tried again: PostgreSQL aborted it
+    (`LOST_RACE_SQLSTATES`), or SQLite's write lock was not free within the busy timeout."""
+    return getattr(e.orig, "sqlstate", None) in LOST_RACE_SQLSTATES or "database is locked" in str(e.orig)
 
 
 def _wrong_secret(member_id: int) -> Forbidden:
