@@ -20,6 +20,7 @@ from fedkafka.proxy.core import client_frames
 from fedkafka.proxy.core.client_frames import (
     SMALL_FRAME_BYTES,
     STAGING_BYTES,
+    STAGING_FIRST_BYTES,
     ClientFrames,
     IncompleteFrame,
     start_server,
@@ -137,7 +138,7 @@ def test_a_frame_larger_than_the_staging_buffer_lands_in_a_buffer_of_its_own_siz
     assert asyncio.run(scenario()) == small
 
 
-def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_resumes_when_bytes_are_taken():
+def test_the_staging_buffer_grows_in_two_steps_then_reading_pauses_when_it_is_full_and_resumes_when_bytes_are_taken():
     async def scenario():
         transport = _Transport()
         budget = ByteBudget(Limits().max_buffered_bytes)
@@ -151,7 +152,8 @@ def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_r
             view[:] = data[frames.buffered():frames.buffered() + len(view)]
             del view
             frames.buffer_updated(sizes[-1])
-        assert sizes == [SMALL_FRAME_BYTES, STAGING_BYTES - SMALL_FRAME_BYTES]  # 16 KiB first: a trickle keeps it
+        # 16 KiB first (a trickle keeps it), then 256 KiB, then 1 MiB
+        assert sizes == [SMALL_FRAME_BYTES, STAGING_FIRST_BYTES - SMALL_FRAME_BYTES, STAGING_BYTES - STAGING_FIRST_BYTES]
         assert frames.buffered() == STAGING_BYTES
         assert budget.used == STAGING_BYTES - SMALL_FRAME_BYTES  # the growth is charged; the first 16 KiB are not
         assert frames.take(100) == data[:100]
@@ -165,6 +167,58 @@ def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_r
         assert len(frames.get_buffer(-1)) == SMALL_FRAME_BYTES  # let go when empty; a new one starts small
 
     asyncio.run(scenario())
+
+
+def _pauses_reading_pipelined(frames: ClientFrames, transport: _Transport, data: bytes) -> tuple[int, list[bytes]]:
+    """`data` (size-prefixed frames) handed over as a socket that always has more would (every read fills the
+    buffer it is given), the connection taking every frame staged whole between reads: the reader's pauses, and
+    the frames taken."""
+    budget = ByteBudget(1 << 30)
+    taken: list[bytes] = []
+    at = 0
+    while at < len(data):
+        if transport.reading:
+            view = frames.get_buffer(-1)
+            n = min(len(view), len(data) - at)
+            view[:n] = data[at:at + n]
+            del view
+            frames.buffer_updated(n)
+            at += n
+            continue
+        before = len(taken)
+        while (frame := frames.take_whole(1 << 24, ByteBudget(1 << 30), budget)) is not None:
+            taken.append(frame)
+        assert len(taken) > before, "reading paused with no whole frame staged"
+    while (frame := frames.take_whole(1 << 24, ByteBudget(1 << 30), budget)) is not None:
+        taken.append(frame)
+    return transport.pauses, taken
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_a_pipelining_client_fills_and_pauses_the_staging_buffer_once_a_mebibyte_not_once_a_quarter(spare):
+    """A producer pipelining 64 KiB requests faster than they are taken filled the 256 KiB staging buffer every
+    three requests: each fill a pause and a resume of reading (two system calls) and a read. Grown a second step,
+    to 1 MiB, when the budget spares it (charged), it fills every fifteen; refused, it stays at 256 KiB (the first
+    growth still charged) and every frame still arrives whole. Counted, not timed (bench/README.md)."""
+    payloads = [random.Random(i).randbytes(64 * 1024) for i in range(48)]
+    data = b"".join(struct.pack(">i", len(p)) + p for p in payloads)
+    # refused: the budget spares the first growth (half of it stays free after it), not the second
+    budget = ByteBudget(4 * STAGING_BYTES if spare else 2 * (STAGING_FIRST_BYTES - SMALL_FRAME_BYTES) + 4096)
+
+    async def scenario():
+        transport = _Transport()
+        frames = ClientFrames(lambda r, w: None, budget=budget)
+        frames.transport = transport  # type: ignore[assignment]
+        pauses, taken = _pauses_reading_pipelined(frames, transport, data)
+        assert taken == payloads
+        assert len(frames._staging) == (STAGING_BYTES if spare else STAGING_FIRST_BYTES)
+        assert budget.used == len(frames._staging) - SMALL_FRAME_BYTES
+        frames.release_staging()
+        assert budget.used == 0
+        return pauses
+
+    pauses = asyncio.run(scenario())
+    assert pauses <= (4 if spare else 16)  # 48 frames of 64 KiB: 15 a fill at 1 MiB, 3 at 256 KiB
 
 
 def test_staged_bytes_are_moved_without_a_copy_of_them_on_the_side():
@@ -238,7 +292,7 @@ def test_a_staging_buffer_the_budget_cannot_spare_stays_small_and_every_frame_st
 
     async def scenario():
         d = _HeldDispatcher()
-        budget = ByteBudget(2 * (STAGING_BYTES - SMALL_FRAME_BYTES) - 1)  # its half: one byte short of the growth
+        budget = ByteBudget(2 * (STAGING_FIRST_BYTES - SMALL_FRAME_BYTES) - 1)  # its half: 1 byte short of the growth
         server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"".join(frames))

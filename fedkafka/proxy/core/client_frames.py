@@ -43,7 +43,8 @@ from fedkafka.security.tls_accept import Accepting, Admit
 
 log = logging.getLogger(__name__)
 
-STAGING_BYTES = 256 * 1024  # at most, per connection; beyond SMALL_FRAME_BYTES charged (docs/DESIGN.md §4.12)
+STAGING_BYTES = 1024 * 1024  # at most, per connection; beyond SMALL_FRAME_BYTES charged (docs/DESIGN.md §4.12)
+STAGING_FIRST_BYTES = 256 * 1024  # the first growth; the second, to STAGING_BYTES, when this fills too
 SMALL_FRAME_BYTES = 16 * 1024  # a frame up to this size waits in the staging buffer; a larger one gets its own
 _NO_STAGING = bytearray()
 _SIZE = struct.Struct(">i")
@@ -145,15 +146,18 @@ class ClientFrames(asyncio.BufferedProtocol):
         return memoryview(self._staging)[self._end:]  # never empty: full, it grew or reading was paused
 
     def _grow(self) -> bool:
-        """The full staging buffer, grown once to `staging_bytes`, the growth charged first; whether it grew."""
-        growth = self._staging_bytes - len(self._staging)
+        """The full staging buffer, grown a step (16 KiB → 256 KiB → `staging_bytes`), the growth charged first;
+        whether it grew. Refused, it keeps its size (a grown one stays grown)."""
+        size = len(self._staging)
+        target = min(self._staging_bytes, STAGING_FIRST_BYTES if size < STAGING_FIRST_BYTES else self._staging_bytes)
+        growth = target - size
         if growth <= 0:
             return False
         if self._budget is not None:
             if not self._budget.take_spare(growth):
                 return False
-            self._charged = growth
-        staging = records.frame_buffer(self._staging_bytes)
+            self._charged += growth
+        staging = records.frame_buffer(target)
         memoryview(staging)[:self._end - self._start] = memoryview(self._staging)[self._start:self._end]
         self._staging, self._start, self._end = staging, 0, self._end - self._start
         return True
