@@ -238,3 +238,22 @@ def test_a_workers_parent_keeps_its_word_over_the_saved_secret(tmp_path):
         await source.client.aclose()
 
     _run(tmp_path, body)
+
+
+def test_a_lock_file_that_cannot_be_used_starts_the_proxy_as_before(tmp_path, caplog):
+    """The lock file unusable (here a directory in its place; a read-only disk or permissions alike): one warning,
+    no predecessor shown, the registration goes on."""
+    path = tmp_path / "view.json"
+    path.with_name("view.json.lock").mkdir()
+
+    async def body(ctl, app) -> None:
+        source, sent = _source(app, path)
+        await source.start(_state())
+        assert source.member_id is not None
+        assert [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations] == [None]
+        await source.client.aclose()
+
+    _run(tmp_path, body)
+    assert [r.getMessage() for r in caplog.records if "not provable" in r.getMessage()] == [
+        f"exit of this proxy's previous run not provable ({path}.lock, IsADirectoryError: [Errno 21] Is a directory: "
+        f"'{path}.lock'): a move waits for its fence"]
