@@ -848,9 +848,10 @@ class Controller:
         passed, whatever the new process acks (`Mover.await_version`, docs/DESIGN.md §4.9, F4). A row whose fence
         and grace have passed (never registered, fenced, or deregistered more than the grace ago) leaves nothing.
         `secrets_shown`: the registration's own secret, and its predecessor's: a worker's parent (the only other
-        holder of the secret it drew for that worker) passes it on only once it saw that process exit, which then
-        sends nothing more, though a write it sent just before may still be appended within the grace (§4.1): its
-        fence is recorded as ending now at the latest, so a move waits at most the grace (docs/DESIGN.md §4.10)."""
+        holder of the secret it drew for that worker) passes it on only once it saw that process exit, and a proxy
+        reads it beside its view cache only once it took the lock that process held until its exit (§4.9 F4). That
+        process sends nothing more, though a write it sent just before may still be appended within the grace
+        (§4.1): its fence is recorded as ending now at the latest, so a move waits at most the grace (§4.10)."""
         if not row.role or row.fence_expires + FENCE_GRACE_S <= now:
             return
         own, predecessor = secrets_shown
@@ -862,7 +863,8 @@ class Controller:
         log.log(logging.INFO if exited else logging.WARNING,
                 "member %d (%r) taken over by a new process while its previous one %s: moves count it as acked only "
                 "%.0f s from now", row.node_id, row.instance_id,
-                "exited (vouched for by its parent; a write it sent before may still be appended)" if exited else
+                "exited (vouched for by a worker's parent or the view cache's lock; a write it sent before may still "
+                "be appended)" if exited else
                 f"may still produce for {row.fence_expires - now:.0f} s (its fence)", fence + FENCE_GRACE_S - now)
 
     @staticmethod

@@ -11,6 +11,13 @@ old or the new content, never a torn one:
   renewal. A lower bound of the deadline the controller counts for this proxy (docs/DESIGN.md §4.9): a proxy
   started from the cache produces only until then, and only consumes after it until a controller answers.
 
+Beside them, for proving a previous process's exit on this host (docs/DESIGN.md §4.9, F4):
+
+- `PATH.lock`: locked (`flock`, exclusive) by the proxy process for its whole life, released by the kernel only when
+  it exits (a crash and kill -9 included). Taking it proves that every process that held it before has exited.
+- `PATH.secret`: the member secret of the process holding the lock, written once it holds the lock and before it
+  sends its first registration. The next holder reads it: the secret of a process that has exited.
+
 A file that cannot be used (unreadable, damaged, another instance's, saved under none of the controllers the
 proxy now follows) is ignored with one warning: the proxy starts as without a cache. A fence file that cannot
 be used counts as no deadline: produce refused until a controller renews (never "may produce").
@@ -18,6 +25,7 @@ be used counts as no deadline: produce refused until a controller renews (never 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -64,11 +72,56 @@ class ViewCache:
     def __init__(self, path: Path, instance_id: str):
         self.path = path
         self.fence_path = path.with_name(path.name + ".fence")
+        self.lock_path = path.with_name(path.name + ".lock")
+        self.secret_path = path.with_name(path.name + ".secret")
         self.instance_id = instance_id
         # one deadline write at a time, none after `end_fence`: a renewal's save still running in its thread when
         # the proxy deregisters (its task cancelled, the thread not) must not write a live deadline after the 0
         self._fence_lock = threading.Lock()
         self._fence_ended = False
+        self._lock_fd: int | None = None  # `lock_for_life`'s, never closed
+
+    def lock_for_life(self) -> bool:
+        """Take `PATH.lock` for the rest of this process's life: True once held, False when another live process holds
+        it (OSError when the file cannot be opened or locked). The descriptor is never closed: the kernel releases
+        the lock only when the process exits, however it ends. Opened close-on-exec, so no program this process
+        starts inherits it (a `--workers` parent spawns its workers by fork and exec, and never opens their locks)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError:
+            os.close(fd)
+            raise
+        self._lock_fd = fd  # held until exit, on purpose: closing it would let the next process vouch for us
+        return True
+
+    def swap_secret(self, own_secret: str) -> str | None:
+        """With `PATH.lock` held (`lock_for_life`): the member secret the lock's previous holder saved (None if there
+        is none, or it is damaged or another instance's), then `own_secret` saved in its place (mode 0600). Raises
+        OSError when it cannot be read or written (the caller then presents no predecessor: simpler, and never
+        unsafe, as presenting none only makes a move wait the previous process's whole fence)."""
+        previous = self._saved_secret()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = {"instance_id": self.instance_id, "member_secret": own_secret}
+        write_atomically(self.secret_path, json.dumps(body).encode())
+        return previous
+
+    def _saved_secret(self) -> str | None:
+        try:
+            body = json.loads(self.secret_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            log.warning("member secret file %s not used (damaged: %s)", self.secret_path, e)
+            return None
+        if not isinstance(body, dict) or body.get("instance_id") != self.instance_id:
+            return None
+        secret = body.get("member_secret")
+        return secret if isinstance(secret, str) and secret else None
 
     def save_view(self, view: View, node_id: int, controllers: Sequence[str] = ()) -> None:
         """`controllers`: the URLs of the controllers the view came from (the federation, offline: `load`)."""

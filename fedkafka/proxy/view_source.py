@@ -134,8 +134,9 @@ class ControllerViewSource:
         # one before member secrets); each heartbeat presents it, so no other holder of the service token renews
         # or acks as this member.
         self.own_secret = secrets.token_urlsafe(32) if chosen_secrets is None else chosen_secrets[0]
-        # a worker's parent draws its secret, and passes on the exited previous process's: shown at registration, a
-        # move need not wait for that process's fence (docs/DESIGN.md §4.10)
+        # a worker's parent draws its secret, and passes on the exited previous process's (else the view cache's
+        # lock may prove an exit, `_prove_previous_exit`): shown at registration, a move need not wait for that
+        # process's fence (docs/DESIGN.md §4.9 F4, §4.10)
         self.predecessor_secret = None if chosen_secrets is None else chosen_secrets[1]
         self.member_secret: str | None = None
         self.on_block = on_block
@@ -178,6 +179,7 @@ class ControllerViewSource:
         registration in this `start` (§5.2: the active one may be taking our previous run's acks for the member). A
         5xx or a standby's 503 refuses nothing: a controller that cannot register us cannot take another process's
         acks either (F5, as when none answers)."""
+        await self._prove_previous_exit()  # before any registration goes out: one whose answer is lost may commit
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
@@ -209,6 +211,31 @@ class ControllerViewSource:
                     delay = await _backed_off(delay)
             finally:
                 _dropped(answers.values())  # a granted registration taken: the asks still out
+
+    async def _prove_previous_exit(self) -> None:
+        """Take the view cache's lock for this process's life and save our secret beside it, before our first
+        registration; the previous holder's secret, read then, is an exited process's: shown as our predecessor's,
+        a move waits the grace after our registration, not that process's fence (docs/DESIGN.md §4.9, F4). A
+        worker's parent that saw its previous process exit has said so already (the same secret, unless that
+        process died before saving its own): its word is kept. The lock held by a live process, or unusable: we
+        start as before, vouching for no one."""
+        if self.cache is None:
+            return
+        try:
+            if not await asyncio.to_thread(self.cache.lock_for_life):
+                log.warning("%s is locked by another live process (a previous run of this proxy, or a second one "
+                            "on this view cache): its exit cannot be proved, so a move waits for that process's "
+                            "fence and 40 s after it", self.cache.lock_path)
+                return
+            previous = await asyncio.to_thread(self.cache.swap_secret, self.own_secret)
+        except OSError as e:
+            log.warning("exit of this proxy's previous run not provable (%s, %s: %s): a move waits for its fence",
+                        self.cache.lock_path, type(e).__name__, e)
+            return
+        if previous is not None and self.predecessor_secret is None:
+            log.info("%s: the previous run of this proxy has exited; shown as our predecessor at registration",
+                     self.cache.lock_path)
+            self.predecessor_secret = previous
 
     def _next_unasked(self, asked: set[str]) -> str | None:
         """The controller whose answer `start`'s round takes next: the current one (a standby's named active one
@@ -347,7 +374,7 @@ class ControllerViewSource:
         # our member's secret: while our lease is live the controller registers it again only for the holder of
         # the secret (409 otherwise, §5.2), so a 403/404 race, or a retry after a lost answer, registers at once
         headers = {**self.headers, MEMBER_SECRET_HEADER: self.member_secret or self.own_secret}
-        if self.predecessor_secret:  # the exited process we replace (a worker's parent vouches, §4.10)
+        if self.predecessor_secret:  # the exited process we replace (a worker's parent or our lock vouches, §4.9 F4)
             headers[PREDECESSOR_SECRET_HEADER] = self.predecessor_secret
         return await self.client.post(f"{url}/v1/proxies", headers=headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,

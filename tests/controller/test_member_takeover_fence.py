@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fedkafka.controller.models import MoveRow
+from fedkafka.controller.models import MoveRow, ProxyRow
 from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.fencing import FENCE_GRACE_S
 from fedkafka.view.rebalance import Move
@@ -188,3 +188,20 @@ def test_a_wrong_predecessor_secret_vouches_for_nothing(api, clock):
         mover.run(ids)
     helper.join()
     assert mover.counts(ids) == {"rolled_back": 1}
+
+
+def test_an_older_processs_secret_is_a_plain_takeover_not_an_error(api, clock):
+    """A single-process proxy that proves its previous run's exit with its view cache's lock shows the secret that
+    run saved, which may not be the member's: that run's registration never committed, so an older process (X0 here)
+    holds the row, or another host's process took it over since (X1). Registered all the same, as a takeover that
+    waits X1's whole fence: X0's exit says nothing of X1's (docs/DESIGN.md §4.9, F4)."""
+    x0 = _process(api, secrets.token_urlsafe(32))
+    clock.advance(LEASE_S + 1)
+    x1, x1_fence = _process(api, secrets.token_urlsafe(32)), clock.now + FENCE_S
+    clock.advance(LEASE_S + 1)
+    answer = api.post("/v1/proxies", json=PROXY, headers={SECRET_HEADER: secrets.token_urlsafe(32),
+                                                          PREDECESSOR_HEADER: x0["secret"]})
+    assert answer.status_code == 200, answer.text
+    with api.controller.session() as s:
+        row = s.get(ProxyRow, x1["member_id"])
+        assert row.predecessor_fence_expires == pytest.approx(x1_fence)  # not now: X1 is not vouched for
