@@ -862,10 +862,8 @@ class Controller:
         row.predecessor_fence_expires = max(row.predecessor_fence_expires or 0.0, fence)
         log.log(logging.INFO if exited else logging.WARNING,
                 "member %d (%r) taken over by a new process while its previous one %s: moves count it as acked only "
-                "%.0f s from now", row.node_id, row.instance_id,
-                "exited (vouched for by a worker's parent or the view cache's lock; a write it sent before may still "
-                "be appended)" if exited else
-                f"may still produce for {row.fence_expires - now:.0f} s (its fence)", fence + FENCE_GRACE_S - now)
+                "%.0f s from now", row.node_id, row.instance_id, _previous_process(row, exited, now),
+                row.predecessor_fence_expires + FENCE_GRACE_S - now)
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
@@ -1611,6 +1609,18 @@ def _member_secret(presented: str | None) -> str:
     if presented is not None and len(presented) >= MIN_MEMBER_SECRET:
         return presented
     return secrets.token_urlsafe(32)
+
+
+def _previous_process(row: ProxyRow, exited: bool, now: float) -> str:
+    """What a takeover's log line says of member `row`'s previous process: its fence may have ended already (a
+    deregistration, or a lapse), though not its grace (`Controller._record_predecessor`)."""
+    if exited:
+        return ("exited (vouched for by a worker's parent or the view cache's lock; a write it sent before may still "
+                "be appended)")
+    if row.fence_expires > now:
+        return f"may still produce for {row.fence_expires - now:.0f} s (its fence)"
+    return (f"stopped producing: its fence ended {now - row.fence_expires:.0f} s ago (a deregistration, or a lapse), "
+            "but a write it sent before may still be appended within the grace")
 
 
 def _holds_secret(row: ProxyRow, shown: str | None) -> bool:
