@@ -10,6 +10,7 @@ the grace while it may still produce (and ack) on the old segment for its whole 
 from __future__ import annotations
 
 import shutil
+import time
 
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controllers import PREDECESSOR_SECRET_HEADER
@@ -79,5 +80,33 @@ def test_rv32_a_lock_file_removed_under_its_live_holder_does_not_vouch_for_it(tm
             await source.client.aclose()
         assert shown == [None], "the live holder's secret was shown as an exited predecessor's"
         assert recorded == first_fence
+
+    _run(tmp_path, body)
+
+
+def test_rv32_avail_a_restart_that_exits_before_registering_keeps_the_proof_of_the_run_before(tmp_path):
+    """[availability, not data] Killed run K (the row's holder), then a restart R1 stopped before its registration
+    committed (SIGTERM'd while K's lease was still live, its registration refused 409, or it crashed), then R2: R1
+    replaced K's secret on disk before registering, so R2 shows R1's, which the row never held, and K's whole fence
+    (15 min) is waited for although K is proved dead by the same lock. Fails on main: the fence recorded is K's."""
+    path = tmp_path / "view.json"
+
+    async def body(ctl, app) -> None:
+        killed, _ = _source(app, path)
+        await killed.start(_state())
+        _release(killed.cache)  # K dies (kill -9): no deregistration, its lease still live for a while
+        short_lived, sent = _source(app, path)
+        await short_lived.start(_state())  # refused (K's live lease): serves its saved view, not registered
+        assert short_lived.member_id is None and len(sent.registrations) == 1
+        _release(short_lived.cache)  # R1 stops before it registered
+        _lease_lapsed(ctl)
+        restart, _ = _source(app, path)
+        await restart.start(_state())
+        registered_by = time.time()
+        recorded = _predecessor_fence(ctl)
+        _release(restart.cache)
+        for source in (killed, short_lived, restart):
+            await source.client.aclose()
+        assert recorded is not None and recorded <= registered_by  # K's exit proved: the grace only
 
     _run(tmp_path, body)
