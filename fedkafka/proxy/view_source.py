@@ -28,6 +28,7 @@ from fedkafka.controllers import (
     DUPLICATE_REGISTRATION,
     MEMBER_SECRET_HEADER,
     PREDECESSOR_SECRET_HEADER,
+    PREDECESSOR_SEPARATOR,
     ControllerList,
     active_hint,
     tls_verify,
@@ -140,7 +141,7 @@ class ControllerViewSource:
         # a worker's parent draws its secret, and passes on the exited previous process's (else the view cache's
         # lock may prove an exit, `_prove_previous_exit`): shown at registration, a move need not wait for that
         # process's fence (docs/DESIGN.md §4.9 F4, §4.10)
-        self.predecessor_secret = None if chosen_secrets is None else chosen_secrets[1]
+        self.predecessor_secrets: tuple[str, ...] = tuple(filter(None, chosen_secrets[1:] if chosen_secrets else ()))
         self.member_secret: str | None = None
         self.on_block = on_block
         self.cache = cache
@@ -216,8 +217,9 @@ class ControllerViewSource:
 
     async def _prove_previous_exit(self) -> None:
         """Take the view cache's lock for this process's life and save our secret beside it, before our first
-        registration; the previous holder's secret, read then, is an exited process's: shown as our predecessor's,
-        a move waits the grace after our registration, not that process's fence (docs/DESIGN.md §4.9, F4). A
+        registration; the previous holders' secrets, read then (saved under this very lock: `ViewCache.swap_secret`),
+        are exited processes': shown as our predecessors', a move waits the grace after our registration, not that
+        process's fence (docs/DESIGN.md §4.9, F4). A
         worker's parent that saw its previous process exit has said so already (the same secret, unless that
         process died before saving its own): its word is kept. The lock held by a live process, or unusable: we
         start as before, vouching for no one."""
@@ -234,10 +236,21 @@ class ControllerViewSource:
             log.warning("exit of this proxy's previous run not provable (%s, %s: %s): a move waits for its fence",
                         self.cache.lock_path, type(e).__name__, e)
             return
-        if previous is not None and self.predecessor_secret is None:
-            log.info("%s: the previous run of this proxy has exited; shown as our predecessor at registration",
-                     self.cache.lock_path)
-            self.predecessor_secret = previous
+        if previous and not self.predecessor_secrets:
+            log.info("%s: the previous run of this proxy has exited; shown as our predecessor at registration (%d "
+                     "secret(s): runs that exited before their registration was answered kept)",
+                     self.cache.lock_path, len(previous))
+            self.predecessor_secrets = tuple(previous)
+
+    async def _confirm_own_secret(self) -> None:
+        """A registration of ours was answered: the secrets of earlier runs saved beside the view cache are no
+        longer needed by the next one, which shows ours (`ViewCache.confirm_secret`). Once per process."""
+        if self.cache is None or not self.cache.secret_unconfirmed:
+            return
+        try:
+            await asyncio.to_thread(self.cache.confirm_secret)
+        except OSError as e:  # the earlier secrets stay: exited processes' all the same
+            log.warning("member secret file %s not rewritten (%s: %s)", self.cache.secret_path, type(e).__name__, e)
 
     async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
         """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
@@ -274,6 +287,7 @@ class ControllerViewSource:
         `sent`): take the registration, then take, ack and save the controller's view."""
         async with self._registration:
             body = self._registered_by(state, answer)
+        await self._confirm_own_secret()
         state.lease_deadline = sent + self.fence_ms / 1000
         self._take_block(body)
         resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
@@ -351,6 +365,7 @@ class ControllerViewSource:
                 await self._drain_older(state)  # counts: a long drain does not use it up
             sent = time.monotonic()
             body = self._registered_by(state, await self._send_registration(self.controllers.current, state))
+            await self._confirm_own_secret()
             if refresh_view:
                 await self._take_current_view(state)
             state.lease_deadline = sent + self.fence_ms / 1000
@@ -365,8 +380,8 @@ class ControllerViewSource:
         # our member's secret: while our lease is live the controller registers it again only for the holder of
         # the secret (409 otherwise, §5.2), so a 403/404 race, or a retry after a lost answer, registers at once
         headers = {**self.headers, MEMBER_SECRET_HEADER: self.member_secret or self.own_secret}
-        if self.predecessor_secret:  # the exited process we replace (a worker's parent or our lock vouches, §4.9 F4)
-            headers[PREDECESSOR_SECRET_HEADER] = self.predecessor_secret
+        if self.predecessor_secrets:  # the exited processes we replace (a worker's parent or our lock vouches, §4.9 F4)
+            headers[PREDECESSOR_SECRET_HEADER] = PREDECESSOR_SEPARATOR.join(self.predecessor_secrets)
         return await self.client.post(f"{url}/v1/proxies", headers=headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
             "role": state.me.role.value, "pool": state.me.pool,

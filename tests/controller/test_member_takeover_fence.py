@@ -194,3 +194,26 @@ def test_an_older_processs_secret_is_a_plain_takeover_not_an_error(takeover_api,
     with takeover_api.controller.session() as s:
         row = s.get(ProxyRow, x1["member_id"])
         assert row.predecessor_fence_expires == pytest.approx(x1_fence)  # not now: X1 is not vouched for
+
+
+def test_any_of_several_predecessor_secrets_vouches(takeover_api, clock):
+    """A single-process proxy shows every run since its lock's last answered registration (a restart that exited
+    before its registration committed, then the next): the member's holder among them proves its exit, so its
+    fence is recorded as ending now, not X1's whole fence (docs/DESIGN.md §4.9, F4)."""
+    x1 = _process(takeover_api, secrets.token_urlsafe(32))
+    clock.advance(LEASE_S + 1)
+    shown = ",".join([secrets.token_urlsafe(32), x1["secret"]])  # a run the row never held, then X1
+    answer = takeover_api.post("/v1/proxies", json=PROXY,
+                               headers={SECRET_HEADER: secrets.token_urlsafe(32), PREDECESSOR_HEADER: shown})
+    assert answer.status_code == 200, answer.text
+    with takeover_api.controller.session() as s:
+        assert s.get(ProxyRow, x1["member_id"]).predecessor_fence_expires == pytest.approx(clock.now, abs=1e-3)
+
+
+@pytest.mark.parametrize("shown", [",".join(["s" * 43] * 5), "a,,b", ",", "x" * 257])
+def test_a_malformed_predecessor_header_is_refused(takeover_api, clock, shown):
+    """More than 4 secrets, an empty one, or one longer than a secret may be: refused, nothing registered."""
+    answer = takeover_api.post("/v1/proxies", json=PROXY,
+                               headers={SECRET_HEADER: secrets.token_urlsafe(32), PREDECESSOR_HEADER: shown})
+    assert answer.status_code == 422, answer.text
+    assert takeover_api.get("/v1/proxies").json()["proxies"] == []

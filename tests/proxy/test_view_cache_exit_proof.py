@@ -85,7 +85,7 @@ def test_a_killed_holders_lock_is_free_and_its_secret_is_read(tmp_path):
         holder.wait(30)
         assert cache.lock_for_life()
         try:
-            assert cache.swap_secret("our-secret") == "killed-secret"
+            assert cache.swap_secret("our-secret") == ["killed-secret"]
             assert _secret_on_disk(path) == "our-secret"
             for saved in (cache.secret_path, cache.lock_path):
                 assert stat.S_IMODE(saved.stat().st_mode) == 0o600
@@ -106,9 +106,9 @@ def test_another_instances_or_a_damaged_secret_is_not_read(tmp_path):
     cache = ViewCache(path, INSTANCE)
     assert cache.lock_for_life()
     try:
-        assert cache.swap_secret("ours") is None  # another member's secret vouches for nothing of ours
+        assert cache.swap_secret("ours") == []  # another member's secret vouches for nothing of ours
         cache.secret_path.write_text("{not json")
-        assert cache.swap_secret("ours again") is None
+        assert cache.swap_secret("ours again") == []
         assert _secret_on_disk(path) == "ours again"
     finally:
         _release(cache)
@@ -257,3 +257,80 @@ def test_a_lock_file_that_cannot_be_used_starts_the_proxy_as_before(tmp_path, ca
     assert [r.getMessage() for r in caplog.records if "not provable" in r.getMessage()] == [
         f"exit of this proxy's previous run not provable ({path}.lock, IsADirectoryError: [Errno 21] Is a directory: "
         f"'{path}.lock'): a move waits for its fence"]
+
+
+# -- the secret names the lock it was saved under (review s32-rv1): boot id, lock file's device and inode ---------
+def _saved_and_released(path, secret: str) -> None:
+    """A process that took the lock at `path`, saved `secret`, and exited."""
+    cache = ViewCache(path, INSTANCE)
+    assert cache.lock_for_life()
+    cache.swap_secret(secret)
+    _release(cache)
+
+
+def _swap_released(path, secret: str) -> list[str]:
+    cache = ViewCache(path, INSTANCE)
+    assert cache.lock_for_life()
+    try:
+        return cache.swap_secret(secret)
+    finally:
+        _release(cache)
+
+
+def test_a_secret_saved_before_a_reboot_vouches_for_no_one(tmp_path, monkeypatch, caplog):
+    """Another boot id (the host rebooted, or the state dir came from another machine: indistinguishable): the
+    writer's exit is not proved by our lock, so nothing is shown (the cost: a restart after a reboot waits the
+    previous run's fence, docs/OPERATIONS.md)."""
+    boot_id = tmp_path / "boot_id"
+    monkeypatch.setattr("fedkafka.proxy.view_cache.BOOT_ID_PATH", boot_id)
+    path = tmp_path / "view.json"
+    boot_id.write_text("boot-1\n")
+    _saved_and_released(path, "before-the-reboot")
+    boot_id.write_text("boot-2\n")
+    with caplog.at_level("WARNING", logger="fedkafka.proxy.view_cache"):
+        assert _swap_released(path, "after-the-reboot") == []
+    assert "written under another lock or boot" in caplog.text
+    assert _swap_released(path, "the-next") == ["after-the-reboot"]  # same boot, same lock file: vouched for
+
+
+def test_an_unreadable_boot_id_vouches_for_no_one(tmp_path, monkeypatch):
+    monkeypatch.setattr("fedkafka.proxy.view_cache.BOOT_ID_PATH", tmp_path / "no-such-boot-id")
+    path = tmp_path / "view.json"
+    _saved_and_released(path, "first")
+    assert _swap_released(path, "second") == []
+    assert _secret_on_disk(path) == "second"
+
+
+def test_earlier_secrets_are_kept_until_a_registration_is_answered_at_most_four(tmp_path):
+    """Runs that exited before any registration of theirs was answered each leave their secret beside the next
+    one's (the row may hold any of them): newest first, at most 4. Once a run's registration is answered
+    (`confirm_secret`), its own secret alone is saved."""
+    path = tmp_path / "view.json"
+    shown = [_swap_released(path, f"run-{n}") for n in range(6)]
+    assert shown == [[], ["run-0"], ["run-1", "run-0"], ["run-2", "run-1", "run-0"],
+                     ["run-3", "run-2", "run-1", "run-0"], ["run-4", "run-3", "run-2", "run-1"]]
+    confirmed = ViewCache(path, INSTANCE)
+    assert confirmed.lock_for_life()
+    assert confirmed.swap_secret("registered") == ["run-5", "run-4", "run-3", "run-2"]
+    assert confirmed.secret_unconfirmed
+    confirmed.confirm_secret()
+    assert not confirmed.secret_unconfirmed
+    _release(confirmed)
+    assert _swap_released(path, "next") == ["registered"]
+
+
+def test_a_registered_restart_saves_its_own_secret_alone(tmp_path):
+    """The proxy confirms its secret once a registration of its own is answered: the earlier run's is dropped."""
+    path = tmp_path / "view.json"
+    _saved_and_released(path, "an-exited-run" * 3)
+
+    async def body(ctl, app) -> None:
+        source, sent = _source(app, path)
+        await source.start(_state())
+        assert [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations] == ["an-exited-run" * 3]
+        on_disk = json.loads(source.cache.secret_path.read_text())
+        _release(source.cache)
+        await source.client.aclose()
+        assert (on_disk["member_secret"], on_disk["earlier_secrets"]) == (source.own_secret, [])
+
+    _run(tmp_path, body)
