@@ -16,8 +16,13 @@ ACTIVE_HEADER = "x-fedkafka-active"
 # for its process, which the registration holds its member to; docs/DESIGN.md §5.2)
 MEMBER_SECRET_HEADER = "X-Fedkafka-Member-Secret"
 # A registration's proof that the member's previous process has exited: its member secret, which only its parent
-# (a --workers supervisor, which drew it and saw the process exit) can present (docs/DESIGN.md §4.9, F4)
+# (a --workers supervisor, which drew it and saw the process exit) or the next holder of its view cache's lock can
+# present (docs/DESIGN.md §4.9, F4). Several exited processes' (a restart that exited before its registration
+# committed, then the next): at most MAX_PREDECESSOR_SECRETS, joined by PREDECESSOR_SEPARATOR (not urlsafe base64)
 PREDECESSOR_SECRET_HEADER = "X-Fedkafka-Predecessor-Secret"
+MAX_PREDECESSOR_SECRETS = 4
+PREDECESSOR_SEPARATOR = ","
+MAX_SECRET_LENGTH = 256  # a member secret header's, and each predecessor's
 # the controller's `kafka_error` refusing a registration of a live member without its secret (another process, or a
 # restart), named after KRaft's for a broker id whose live session another process holds
 DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"

@@ -364,7 +364,7 @@ class Mover:
     def _writers(self, now: float, roles: tuple[str, ...], needed: int) -> list[tuple[str, bool, bool, bool]]:
         """Every member that may still write for `roles`, or whose previous process may: (name, renewing without
         having applied `needed`, waited for, previous process pending)."""
-        cutoff = now - FENCE_GRACE_S
+        own, predecessor = still_fenced(now, roles)
         with self.ctl.session() as s:
             # Every proxy that may still write: one whose fence ran out a moment ago may still have a write out
             # upstream, so it is fenced only once the longest upstream request it may have sent is over. One cut
@@ -376,16 +376,13 @@ class Mover:
             # have had another role, and the new one's fence may have ended: a deregistration, §4.9 F4).
             rows = s.execute(
                 select(ProxyRow.node_id, ProxyRow.worker_of, ProxyRow.worker, ProxyRow.applied_version,
-                       ProxyRow.lease_expires, ProxyRow.fence_expires, ProxyRow.role,
-                       ProxyRow.predecessor_fence_expires)
-                .where(or_((ProxyRow.fence_expires > cutoff) & ProxyRow.role.in_(roles),
-                           ProxyRow.predecessor_fence_expires > cutoff))).all()
+                       ProxyRow.lease_expires, own.label("own_fence"), predecessor.label("predecessor_fence"))
+                .where(or_(own, predecessor))).all()
         writers = []
         for row in rows:
-            counted = row.fence_expires > cutoff and row.role in roles and row.applied_version < needed
-            predecessor = (row.predecessor_fence_expires or 0.0) > cutoff
-            writers.append((_member_name(row), counted and row.lease_expires > now, counted or predecessor,
-                            predecessor))
+            counted = bool(row.own_fence) and row.applied_version < needed
+            writers.append((_member_name(row), counted and row.lease_expires > now,
+                            counted or bool(row.predecessor_fence), bool(row.predecessor_fence)))
         return writers
 
     def _seal(self, ids: list[int], progress) -> None:
@@ -649,14 +646,24 @@ def unfinished_moves_to(s, cluster: str) -> list[MoveRow]:
                           .order_by(MoveRow.id)))
 
 
-def may_still_write(now: float):
+def may_still_write(now: float, roles: tuple[str, ...] | None = None):
     """SQL condition on `proxies`: a row a move still waits for at wall time `now`, because its process's fence or
     the fence of a previous process of its member (taken over, `predecessor_fence_expires`) has not passed with the
     grace (docs/DESIGN.md §4.9 F4). Both, not the row's own fence alone: a deregistration ends the row's fence at
     once, and the process that deregisters vouches only for its own writes, not for a predecessor cut off and
-    still writing on its deadline."""
+    still writing on its deadline. `roles`: its own fence counts only for a row of one of them (`still_fenced`)."""
+    return or_(*still_fenced(now, roles))
+
+
+def still_fenced(now: float, roles: tuple[str, ...] | None = None):
+    """The two fences `may_still_write` joins, as SQL conditions on `proxies` at wall time `now`: the row's process's
+    fence not passed with the grace (and, given `roles`, the row of one of them), and its member's previous
+    process's. A predecessor counts whatever the row's role: the previous process may have had another."""
     since = now - FENCE_GRACE_S
-    return or_(ProxyRow.fence_expires > since, ProxyRow.predecessor_fence_expires > since)
+    own = ProxyRow.fence_expires > since
+    if roles is not None:
+        own = own & ProxyRow.role.in_(roles)
+    return own, ProxyRow.predecessor_fence_expires > since
 
 
 def moves_named(rows: Iterable[MoveRow], limit: int = 10) -> str:

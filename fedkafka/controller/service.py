@@ -55,7 +55,14 @@ from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
 from fedkafka.controller.moves import freeze_planned, may_still_write, moves_named, unfinished_moves_to
 from fedkafka.controller.producer_ids import ProducerIdBlocks
 from fedkafka.controller.publish import Publisher
-from fedkafka.controllers import DUPLICATE_REGISTRATION, MEMBER_SECRET_HEADER
+from fedkafka.controllers import (
+    DUPLICATE_REGISTRATION,
+    MAX_PREDECESSOR_SECRETS,
+    MAX_SECRET_LENGTH,
+    MEMBER_SECRET_HEADER,
+    PREDECESSOR_SECRET_HEADER,
+    PREDECESSOR_SEPARATOR,
+)
 from fedkafka.fencing import DEFAULT_FENCE_S, FENCE_GRACE_S
 from fedkafka.security.scram import MECHANISMS as SCRAM_MECHANISMS
 from fedkafka.security.scram import MIN_ITERATIONS
@@ -675,7 +682,8 @@ class Controller:
         member secrets does not ask, and renews without one (§5.2). `presented`: the proxy's own secret (chosen once
         per process; drawn here if none: a proxy before proxy-chosen secrets), the one required, and a live member's
         is required to register it again (`_refuse_live_member`): a retry after a lost answer is taken at once.
-        `predecessor`: the secret of the member's previous process, which has exited (`_record_predecessor`)."""
+        `predecessor`: the secrets of the member's previous processes, which have exited (`_record_predecessor`),
+        joined by PREDECESSOR_SEPARATOR."""
         if not instance_id or not host or not 0 < port < 65536 or not pool:
             raise Invalid("instance_id, host, pool must be non-empty and port in 1..65535")
         if not 0 <= worker <= MAX_WORKER:
@@ -694,7 +702,8 @@ class Controller:
         claimed = _ProxyIdentity(host, port, role, pool, tuple(sorted(listeners)))
         secret = _member_secret(presented) if member_secret else None  # its heartbeats present it (§5.2)
         secret_hash = _secret_hash(secret) if secret is not None else None
-        member_id, node_id = self._register_member(instance_id, worker, claimed, (presented, predecessor),
+        member_id, node_id = self._register_member(instance_id, worker, claimed,
+                                                   (presented, _predecessor_secrets(predecessor)),
                                                    (listeners, (expires, fence), secret_hash), now)
         self.compose()
         return {"node_id": node_id, "member_id": member_id, **({"member_secret": secret} if secret else {}),
@@ -702,7 +711,7 @@ class Controller:
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
 
     def _register_member(self, instance_id: str, worker: int, claimed: _ProxyIdentity,
-                         secrets_shown: tuple[str | None, str | None],
+                         secrets_shown: tuple[str | None, tuple[str, ...]],
                          written: tuple[list[tuple[str, str, int]], tuple[float, float], str | None],
                          now: float) -> tuple[int, int]:
         """Register member `worker` of proxy `instance_id` in one transaction: (member id, node id). `written`: its
@@ -839,7 +848,7 @@ class Controller:
             kafka_error=DUPLICATE_REGISTRATION)
 
     @staticmethod
-    def _record_predecessor(row: ProxyRow, secrets_shown: tuple[str | None, str | None], now: float) -> None:
+    def _record_predecessor(row: ProxyRow, secrets_shown: tuple[str | None, tuple[str, ...]], now: float) -> None:
         """A registration by another process than the one holding member `row` (it does not present the row's
         secret: a restart, a proxy moved to another host, another token holder once the lease ran out; or the row has
         no secret, so no process can show it is the same) takes the member over while the previous process may
@@ -847,23 +856,25 @@ class Controller:
         row's fence (F1, F2). Record that fence: a move counts the member as acked only once it and the grace have
         passed, whatever the new process acks (`Mover.await_version`, docs/DESIGN.md §4.9, F4). A row whose fence
         and grace have passed (never registered, fenced, or deregistered more than the grace ago) leaves nothing.
-        `secrets_shown`: the registration's own secret, and its predecessor's: a worker's parent (the only other
-        holder of the secret it drew for that worker) passes it on only once it saw that process exit, which then
-        sends nothing more, though a write it sent just before may still be appended within the grace (§4.1): its
-        fence is recorded as ending now at the latest, so a move waits at most the grace (docs/DESIGN.md §4.10)."""
+        `secrets_shown`: the registration's own secret, and its predecessors' (any one vouches: a restart that
+        exited before its registration committed leaves the row holder's among them): a worker's parent (the only
+        other holder of the secret it drew for that worker) passes it on only once it saw that process exit, and a
+        proxy reads them beside its view cache only once it took the very lock (same boot, same inode) those
+        processes held until their exit (§4.9 F4). Such a process sends nothing more, though a write it sent just
+        before may still be appended within the grace (§4.1): its fence is recorded as ending now at the latest, so
+        a move waits at most the grace (§4.10)."""
         if not row.role or row.fence_expires + FENCE_GRACE_S <= now:
             return
-        own, predecessor = secrets_shown
+        own, predecessors = secrets_shown
         if _holds_secret(row, own):
             return  # the same process again: it drained before it acks (F3)
-        exited = _holds_secret(row, predecessor)
+        exited = any(_holds_secret(row, predecessor) for predecessor in predecessors)
         fence = min(row.fence_expires, now) if exited else row.fence_expires
         row.predecessor_fence_expires = max(row.predecessor_fence_expires or 0.0, fence)
         log.log(logging.INFO if exited else logging.WARNING,
                 "member %d (%r) taken over by a new process while its previous one %s: moves count it as acked only "
-                "%.0f s from now", row.node_id, row.instance_id,
-                "exited (vouched for by its parent; a write it sent before may still be appended)" if exited else
-                f"may still produce for {row.fence_expires - now:.0f} s (its fence)", fence + FENCE_GRACE_S - now)
+                "%.0f s from now", row.node_id, row.instance_id, _previous_process(row, exited, now),
+                row.predecessor_fence_expires + FENCE_GRACE_S - now)
 
     @staticmethod
     def _proxy_row(s, instance_id: str) -> ProxyRow:
@@ -1609,6 +1620,30 @@ def _member_secret(presented: str | None) -> str:
     if presented is not None and len(presented) >= MIN_MEMBER_SECRET:
         return presented
     return secrets.token_urlsafe(32)
+
+
+def _previous_process(row: ProxyRow, exited: bool, now: float) -> str:
+    """What a takeover's log line says of member `row`'s previous process: its fence may have ended already (a
+    deregistration, or a lapse), though not its grace (`Controller._record_predecessor`)."""
+    if exited:
+        return ("exited (vouched for by a worker's parent or the view cache's lock; a write it sent before may still "
+                "be appended)")
+    if row.fence_expires > now:
+        return f"may still produce for {row.fence_expires - now:.0f} s (its fence)"
+    return (f"stopped producing: its fence ended {now - row.fence_expires:.0f} s ago (a deregistration, or a lapse), "
+            "but a write it sent before may still be appended within the grace")
+
+
+def _predecessor_secrets(header: str | None) -> tuple[str, ...]:
+    """The exited processes' secrets a registration shows (`PREDECESSOR_SECRET_HEADER`): Invalid if there are more
+    than MAX_PREDECESSOR_SECRETS, or one is empty or longer than a secret may be."""
+    if not header:
+        return ()
+    shown = tuple(header.split(PREDECESSOR_SEPARATOR))
+    if len(shown) > MAX_PREDECESSOR_SECRETS or not all(0 < len(secret) <= MAX_SECRET_LENGTH for secret in shown):
+        raise Invalid(f"{PREDECESSOR_SECRET_HEADER}: at most {MAX_PREDECESSOR_SECRETS} member secrets, each of 1 to "
+                      f"{MAX_SECRET_LENGTH} characters, joined by {PREDECESSOR_SEPARATOR!r}")
+    return shown
 
 
 def _holds_secret(row: ProxyRow, shown: str | None) -> bool:

@@ -11,6 +11,18 @@ old or the new content, never a torn one:
   renewal. A lower bound of the deadline the controller counts for this proxy (docs/DESIGN.md §4.9): a proxy
   started from the cache produces only until then, and only consumes after it until a controller answers.
 
+Beside them, for proving a previous process's exit on this host (docs/DESIGN.md §4.9, F4):
+
+- `PATH.lock`: locked (`flock`, exclusive) by the proxy process for its whole life, released by the kernel only when
+  it exits (a crash and kill -9 included). Taking it proves that every process that held it before has exited.
+- `PATH.secret`: the member secret of the process holding the lock, written once it holds the lock and before it
+  sends its first registration, with the identity of that lock: the kernel's boot id and the lock file's device
+  and inode. The next holder reads it only under the same identity (the same lock file, on the same running
+  kernel: an inode is not reused while its holder has it open): then the secret of a process that has exited. A
+  copy or move of the state dir, a lock file removed under its holder, or a reboot: not read. The secrets of
+  earlier holders whose registration was never answered stay beside it (at most MAX_PREDECESSOR_SECRETS), until
+  one of this process's registrations is answered.
+
 A file that cannot be used (unreadable, damaged, another instance's, saved under none of the controllers the
 proxy now follows) is ignored with one warning: the proxy starts as without a cache. A fence file that cannot
 be used counts as no deadline: produce refused until a controller renews (never "may produce").
@@ -18,6 +30,7 @@ be used counts as no deadline: produce refused until a controller renews (never 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -29,9 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedkafka.controllers import MAX_PREDECESSOR_SECRETS
 from fedkafka.view.model import View
 
 log = logging.getLogger(__name__)
+
+# the running kernel's id, new at each boot: with a lock file's device and inode, names one held lock (`swap_secret`)
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +81,99 @@ class ViewCache:
     def __init__(self, path: Path, instance_id: str):
         self.path = path
         self.fence_path = path.with_name(path.name + ".fence")
+        self.lock_path = path.with_name(path.name + ".lock")
+        self.secret_path = path.with_name(path.name + ".secret")
         self.instance_id = instance_id
         # one deadline write at a time, none after `end_fence`: a renewal's save still running in its thread when
         # the proxy deregisters (its task cancelled, the thread not) must not write a live deadline after the 0
         self._fence_lock = threading.Lock()
         self._fence_ended = False
+        self._lock_fd: int | None = None  # `lock_for_life`'s, never closed
+        self._own_secret: str | None = None  # saved by `swap_secret` with earlier ones, until `confirm_secret`
+
+    def lock_for_life(self) -> bool:
+        """Take `PATH.lock` for the rest of this process's life: True once held, False when another live process holds
+        it (OSError when the file cannot be opened or locked). The descriptor is never closed: the kernel releases
+        the lock only when the process exits, however it ends. Opened close-on-exec, so no program this process
+        starts inherits it (a `--workers` parent spawns its workers by fork and exec, and never opens their locks)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError:
+            os.close(fd)
+            raise
+        self._lock_fd = fd  # held until exit, on purpose: closing it would let the next process vouch for us
+        return True
+
+    def swap_secret(self, own_secret: str) -> list[str]:
+        """With `PATH.lock` held (`lock_for_life`): the member secrets of the lock's previous holders, newest first
+        (none if there are none, or the file is damaged, another instance's, or written under another lock or
+        boot), then `own_secret` saved before them (mode 0600), each earlier one kept until `confirm_secret`: a
+        restart that exits before its registration commits does not hide the run before it, which the controller's
+        row still holds (at most MAX_PREDECESSOR_SECRETS in all). Raises OSError when it cannot be read or written
+        (the caller then presents no predecessor: simpler, and never unsafe, as presenting none only makes a move
+        wait the previous process's whole fence)."""
+        identity = self._lock_identity()
+        previous = self._saved_secrets(identity)
+        self._write_secrets(identity, [own_secret, *previous][:MAX_PREDECESSOR_SECRETS])
+        self._own_secret = own_secret
+        return previous
+
+    @property
+    def secret_unconfirmed(self) -> bool:
+        """`swap_secret` saved ours with earlier ones, and `confirm_secret` has not saved it alone yet."""
+        return self._own_secret is not None
+
+    def confirm_secret(self) -> None:
+        """A registration of ours was answered: the controller's row holds our secret, so the earlier ones kept by
+        `swap_secret` name nothing a restart must show. Saved alone. Raises OSError (the earlier ones stay: they
+        are exited processes' all the same)."""
+        if self._own_secret is not None:
+            self._write_secrets(self._lock_identity(), [self._own_secret])
+            self._own_secret = None
+
+    def _lock_identity(self) -> dict[str, Any] | None:
+        """Which lock this process holds: the running kernel's boot id, and the held lock file's device and inode.
+        Equal ones are the same file on the same running kernel: an inode is not reused while a process holds it
+        open, so a secret saved under them was saved by a holder of the lock we took, which has exited. None (no
+        secret vouched for) when the boot id cannot be read or no lock is held."""
+        if self._lock_fd is None:
+            return None
+        try:
+            boot_id = BOOT_ID_PATH.read_text().strip()
+        except OSError:
+            return None
+        st = os.fstat(self._lock_fd)
+        return {"boot_id": boot_id, "dev": st.st_dev, "ino": st.st_ino} if boot_id else None
+
+    def _write_secrets(self, identity: dict[str, Any] | None, member_secrets: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = {"instance_id": self.instance_id, "lock": identity, "member_secret": member_secrets[0],
+                "earlier_secrets": member_secrets[1:]}
+        write_atomically(self.secret_path, json.dumps(body).encode())
+
+    def _saved_secrets(self, identity: dict[str, Any] | None) -> list[str]:
+        try:
+            body = json.loads(self.secret_path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError as e:
+            log.warning("member secret file %s not used (damaged: %s)", self.secret_path, e)
+            return []
+        if not isinstance(body, dict) or body.get("instance_id") != self.instance_id:
+            return []
+        if identity is None or body.get("lock") != identity:
+            log.warning("member secret file %s not used (written under another lock or boot, or this kernel's boot "
+                        "id is unreadable): its writer's exit is not proved, so a move waits for its fence",
+                        self.secret_path)
+            return []
+        earlier = body.get("earlier_secrets")
+        saved = [body.get("member_secret"), *(earlier if isinstance(earlier, list) else ())]
+        return [s for s in saved if isinstance(s, str) and s][:MAX_PREDECESSOR_SECRETS]
 
     def save_view(self, view: View, node_id: int, controllers: Sequence[str] = ()) -> None:
         """`controllers`: the URLs of the controllers the view came from (the federation, offline: `load`)."""

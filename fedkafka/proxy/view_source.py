@@ -28,6 +28,7 @@ from fedkafka.controllers import (
     DUPLICATE_REGISTRATION,
     MEMBER_SECRET_HEADER,
     PREDECESSOR_SECRET_HEADER,
+    PREDECESSOR_SEPARATOR,
     ControllerList,
     active_hint,
     tls_verify,
@@ -47,6 +48,9 @@ LEASE_CONNECTIONS = 16
 DEREGISTER_TIMEOUT_S = 2.0
 # failures of a request that never reached the controller: a deregistration failing so was surely not committed
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# failures of a controller's answer `start` moves on from, to the next controller of its round (unreachable, timed
+# out, any answer but a grant or a 409, a view fetch failing): any other ends the start (raised)
+MOVES_ON_FROM = (httpx.HTTPError, ValueError, KeyError)
 
 
 def load_view_file(path: Path) -> tuple[View, int | None]:
@@ -134,9 +138,10 @@ class ControllerViewSource:
         # one before member secrets); each heartbeat presents it, so no other holder of the service token renews
         # or acks as this member.
         self.own_secret = secrets.token_urlsafe(32) if chosen_secrets is None else chosen_secrets[0]
-        # a worker's parent draws its secret, and passes on the exited previous process's: shown at registration, a
-        # move need not wait for that process's fence (docs/DESIGN.md §4.10)
-        self.predecessor_secret = None if chosen_secrets is None else chosen_secrets[1]
+        # a worker's parent draws its secret, and passes on the exited previous process's (else the view cache's
+        # lock may prove an exit, `_prove_previous_exit`): shown at registration, a move need not wait for that
+        # process's fence (docs/DESIGN.md §4.9 F4, §4.10)
+        self.predecessor_secrets: tuple[str, ...] = tuple(filter(None, chosen_secrets[1:] if chosen_secrets else ()))
         self.member_secret: str | None = None
         self.on_block = on_block
         self.cache = cache
@@ -172,20 +177,20 @@ class ControllerViewSource:
         controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A round sends our registration to
         every listed controller at once (`_registration_round`: about one timeout, not one per controller that
         accepts and never answers), then takes a registration granted as soon as it is, else their answers in the
-        order a round asks (`_next_unasked`: the current one, a standby's named one next). A proxy whose round
+        order a round asks (`_RoundWalk`: the current one, a standby's named one next). A proxy whose round
         fails serves its saved view at once and registers in `_register_from_cache` (called by the view-stream and
         heartbeat tasks); with the saved produce deadline unless a controller refused (409, or any 4xx) our
         registration in this `start` (§5.2: the active one may be taking our previous run's acks for the member). A
         5xx or a standby's 503 refuses nothing: a controller that cannot register us cannot take another process's
         acks either (F5, as when none answers)."""
+        await self._prove_previous_exit()  # before any registration goes out: one whose answer is lost may commit
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
             sent, answers = await self._registration_round(state)  # a round: each listed controller once
+            walk = _RoundWalk(self.controllers)
             try:
-                asked: set[str] = set()
-                while (url := self._next_unasked(asked)) is not None:
-                    asked.add(url)
+                while (url := walk.next()) is not None:
                     try:
                         await self._first_view(state, saved, await answers[url], sent)
                         return
@@ -197,10 +202,10 @@ class ControllerViewSource:
                         refused = True
                         delay = await self._wait_refused(e, delay)
                         break  # the active controller refused: a new round, from it
-                    except (httpx.HTTPError, ValueError, KeyError) as e:
+                    except MOVES_ON_FROM as e:
                         log.warning("controller %s not ready: %s", url, e)
                         refused = refused or _client_error(e)  # a 401, 403, 422: a controller, up, said no
-                        self.controllers.failed(url, active_hint(e))  # `_next_unasked` logs where the round goes
+                        walk.failed(url, e)  # `walk.next` logs where the round goes
                 else:  # no listed controller registered us
                     if saved is not None:
                         why = "a controller refused us" if refused else "no active controller answers"
@@ -210,16 +215,42 @@ class ControllerViewSource:
             finally:
                 _dropped(answers.values())  # a granted registration taken: the asks still out
 
-    def _next_unasked(self, asked: set[str]) -> str | None:
-        """The controller whose answer `start`'s round takes next: the current one (a standby's named active one
-        after `_failed`) unless asked already, else the next in list order not asked (a hint may name one asked, or the
-        list wrap round to it); None once every listed controller was asked."""
-        url = _next_in_round(self.controllers, asked)
-        if url is not None:
-            if asked:
-                log.info("following controller %s", url)
-            self.controllers.current = url
-        return url
+    async def _prove_previous_exit(self) -> None:
+        """Take the view cache's lock for this process's life and save our secret beside it, before our first
+        registration; the previous holders' secrets, read then (saved under this very lock: `ViewCache.swap_secret`),
+        are exited processes': shown as our predecessors', a move waits the grace after our registration, not that
+        process's fence (docs/DESIGN.md §4.9, F4). A
+        worker's parent that saw its previous process exit has said so already (the same secret, unless that
+        process died before saving its own): its word is kept. The lock held by a live process, or unusable: we
+        start as before, vouching for no one."""
+        if self.cache is None:
+            return
+        try:
+            if not await asyncio.to_thread(self.cache.lock_for_life):
+                log.warning("%s is locked by another live process (a previous run of this proxy, or a second one "
+                            "on this view cache): its exit cannot be proved, so a move waits for that process's "
+                            "fence and 40 s after it", self.cache.lock_path)
+                return
+            previous = await asyncio.to_thread(self.cache.swap_secret, self.own_secret)
+        except OSError as e:
+            log.warning("exit of this proxy's previous run not provable (%s, %s: %s): a move waits for its fence",
+                        self.cache.lock_path, type(e).__name__, e)
+            return
+        if previous and not self.predecessor_secrets:
+            log.info("%s: the previous run of this proxy has exited; shown as our predecessor at registration (%d "
+                     "secret(s): runs that exited before their registration was answered kept)",
+                     self.cache.lock_path, len(previous))
+            self.predecessor_secrets = tuple(previous)
+
+    async def _confirm_own_secret(self) -> None:
+        """A registration of ours was answered: the secrets of earlier runs saved beside the view cache are no
+        longer needed by the next one, which shows ours (`ViewCache.confirm_secret`). Once per process."""
+        if self.cache is None or not self.cache.secret_unconfirmed:
+            return
+        try:
+            await asyncio.to_thread(self.cache.confirm_secret)
+        except OSError as e:  # the earlier secrets stay: exited processes' all the same
+            log.warning("member secret file %s not rewritten (%s: %s)", self.cache.secret_path, type(e).__name__, e)
 
     async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
         """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
@@ -256,6 +287,7 @@ class ControllerViewSource:
         `sent`): take the registration, then take, ack and save the controller's view."""
         async with self._registration:
             body = self._registered_by(state, answer)
+        await self._confirm_own_secret()
         state.lease_deadline = sent + self.fence_ms / 1000
         self._take_block(body)
         resp = await self.client.get(f"{self.controllers.current}/v1/view", headers=self.headers)
@@ -333,6 +365,7 @@ class ControllerViewSource:
                 await self._drain_older(state)  # counts: a long drain does not use it up
             sent = time.monotonic()
             body = self._registered_by(state, await self._send_registration(self.controllers.current, state))
+            await self._confirm_own_secret()
             if refresh_view:
                 await self._take_current_view(state)
             state.lease_deadline = sent + self.fence_ms / 1000
@@ -347,8 +380,8 @@ class ControllerViewSource:
         # our member's secret: while our lease is live the controller registers it again only for the holder of
         # the secret (409 otherwise, §5.2), so a 403/404 race, or a retry after a lost answer, registers at once
         headers = {**self.headers, MEMBER_SECRET_HEADER: self.member_secret or self.own_secret}
-        if self.predecessor_secret:  # the exited process we replace (a worker's parent vouches, §4.10)
-            headers[PREDECESSOR_SECRET_HEADER] = self.predecessor_secret
+        if self.predecessor_secrets:  # the exited processes we replace (a worker's parent or our lock vouches, §4.9 F4)
+            headers[PREDECESSOR_SECRET_HEADER] = PREDECESSOR_SEPARATOR.join(self.predecessor_secrets)
         return await self.client.post(f"{url}/v1/proxies", headers=headers, json={
             "instance_id": self.instance_id, "host": state.me.host, "port": state.me.port,
             "role": state.me.role.value, "pool": state.me.pool,
@@ -361,10 +394,8 @@ class ControllerViewSource:
     def _registered_by(self, state: ProxyState, resp: httpx.Response) -> dict:
         """Take the current controller's answer to our registration (RegistrationRefused for a 409, HTTPStatusError
         for any other error): our node and member ids, our member's secret, lease and fence. Its body."""
-        if resp.status_code == 409:
-            raise RegistrationRefused(f"registration of {self.instance_id!r} refused: {_detail(resp)}",
-                                      request=resp.request, response=resp)
-        resp.raise_for_status()
+        if (error := _answer_error(resp, self.instance_id)) is not None:
+            raise error
         body = resp.json()
         if self.worker is not None and body.get("worker") != self.worker:
             raise ControllerTooOld(f"controller {self.controllers.current} does not count proxy workers one "
@@ -700,40 +731,68 @@ def _detail(resp: httpx.Response) -> str:
         return resp.text[:500]
 
 
-def _next_in_round(controllers: ControllerList, asked: set[str]) -> str | None:
-    """The controller whose answer a round takes next: the current one unless asked already, else the next in list
-    order not asked; None once every listed controller was asked."""
-    urls, current = controllers.urls, controllers.current
-    start = urls.index(current) if current in urls else 0
-    return next((url for url in urls[start:] + urls[:start] if url not in asked), None)
+class _RoundWalk:
+    """The order `start` takes a round's answers in, and the rules it takes them by, in one place: the current
+    controller first; after each failure it moves on from (MOVES_ON_FROM) the one `ControllerList.failed` moves to
+    (a standby's 503 names the active one), skipping those asked already (a hint may name one asked, or the list
+    wrap round to it); done once every listed controller was asked. `start` walks the controller list itself;
+    `_refused_first` walks a copy ahead of it, on the answers in hand, `quiet`."""
+
+    def __init__(self, controllers: ControllerList, quiet: bool = False):
+        self.controllers, self.quiet, self.asked = controllers, quiet, set[str]()
+
+    def next(self) -> str | None:
+        """The controller whose answer comes next, made the current one: the current one unless asked already, else
+        the next in list order not asked; None once every listed one was asked."""
+        urls, current = self.controllers.urls, self.controllers.current
+        start = urls.index(current) if current in urls else 0
+        url = next((url for url in urls[start:] + urls[:start] if url not in self.asked), None)
+        if url is not None:
+            if self.asked and not self.quiet:
+                log.info("following controller %s", url)
+            self.asked.add(url)
+            self.controllers.current = url
+        return url
+
+    def failed(self, url: str, error: BaseException) -> None:
+        """`url`'s answer failed with `error` (one of MOVES_ON_FROM): on to the one a standby names, else the next."""
+        self.controllers.failed(url, active_hint(error))
 
 
 def _refused_first(controllers: ControllerList, asking: dict[str, asyncio.Task[httpx.Response]]) -> bool:
-    """Whether `start`'s walk of a round's answers (`_next_unasked`: moving on from each failure as
-    `ControllerList.failed` does, a standby's named active controller next) reaches a 409 before an ask still out:
-    that refusal ends the round whatever the others answer (a grant among them is taken by the round first). Walked
-    on a copy: `start` moves the list itself when it takes the answers."""
-    trial, asked = copy.copy(controllers), set[str]()
-    while (url := _next_in_round(trial, asked)) is not None:
+    """Whether `start`'s walk of a round's answers (`_RoundWalk`) reaches a 409 before an ask still out: that
+    refusal ends the round whatever the others answer (a grant among them is taken by the round first). Walked on a
+    copy: `start` moves the list itself when it takes the answers."""
+    walk = _RoundWalk(copy.copy(controllers), quiet=True)
+    while (url := walk.next()) is not None:
         ask = asking[url]
         if not ask.done():
             return False
-        asked.add(url)
         if ask.cancelled():
             return True  # `start` raises
         error = ask.exception()
-        if error is not None:
-            if not isinstance(error, httpx.HTTPError | ValueError | KeyError):
-                return True  # not a failure `start` moves on from: it raises
-            hint = active_hint(error)
-        elif ask.result().status_code == 409:
-            return True
-        else:  # any other answer (not a grant, which the round took): `start` moves on
-            answer = ask.result()
-            hint = answer.headers.get(ACTIVE_HEADER) if answer.status_code == 503 else None
-        trial.current = url
-        trial.failed(url, hint)
+        if error is None:
+            error = _answer_error(ask.result())
+            if error is None:  # a grant (the round takes it first): `start` registers with it
+                return False
+        if isinstance(error, RegistrationRefused) or not isinstance(error, MOVES_ON_FROM):
+            return True  # a 409 ends the round; a failure `start` does not move on from ends the start (raised)
+        walk.failed(url, error)
     return False
+
+
+def _answer_error(resp: httpx.Response, instance_id: str = "") -> httpx.HTTPStatusError | None:
+    """What taking a registration's answer raises: RegistrationRefused for a 409 (`start`'s round ends), an
+    HTTPStatusError for any other answer but a 2xx (`start` moves on, to the controller a standby's 503 names),
+    None for a grant."""
+    if resp.status_code == 409:
+        return RegistrationRefused(f"registration of {instance_id!r} refused: {_detail(resp)}",
+                                   request=resp.request, response=resp)
+    try:
+        resp.raise_for_status()
+    except httpx.HTTPStatusError as e:
+        return e
+    return None
 
 
 def _granted(ask: asyncio.Future) -> bool:

@@ -189,6 +189,22 @@ def move_clock(clock, monkeypatch) -> FakeClock:
     return clock
 
 
+# The member-takeover tests' lease and fence: the lease runs out long before the fence, so a new process may take a
+# member over while its previous process may still produce (test_member_takeover_fence.py, test_rv2_review_takeover.py)
+TAKEOVER_LEASE_S, TAKEOVER_FENCE_S = 10.0, 60.0
+
+
+@pytest.fixture
+def takeover_api(make_api, move_clock) -> TestClient:
+    """Clusters c1 and c2, topic t (2 partitions), TAKEOVER_LEASE_S leases and TAKEOVER_FENCE_S fences; leases and
+    fences, the controller's and the move's, on `move_clock`."""
+    api = make_api(lease_ms=int(TAKEOVER_LEASE_S * 1000), fence_ms=int(TAKEOVER_FENCE_S * 1000))
+    for cid in ("c1", "c2"):
+        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
+    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
+    return api
+
+
 @pytest.fixture(scope="session")
 def recording_kafka_class():
     return RecordingKafka

@@ -4,6 +4,9 @@ and a move stops counting it, without ever ending a successor's lease."""
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -99,6 +102,26 @@ def test_a_restart_within_the_grace_registers_at_once_and_holds_a_move_only_for_
         _members_counted(api, needed)  # acked, but the deregistered run's grace has not passed
     move_clock.advance(FENCE_GRACE_S)
     assert _members_counted(api, needed) == 1  # the restart alone, acked: the wait ends
+
+
+def test_a_restart_within_the_grace_logs_that_the_previous_fence_ended_not_a_negative_time(make_client, move_clock,
+                                                                                          caplog):
+    """The takeover's log line for a restart within the grace after its previous run deregistered: that run's fence
+    ended at the deregistration, so it "may still produce" for no time at all (the line said "for -20 s"); it says
+    the fence ended that long ago and how long moves still count it (the grace after that fence)."""
+    api = make_client()
+    old = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
+    assert _deregister(api, old["member_id"], own_secret(1)).status_code == 200
+    ago = int(FENCE_GRACE_S) // 2  # within the grace after the deregistration
+    move_clock.advance(ago)
+    caplog.set_level(logging.INFO, logger="fedkafka.controller.service")
+    new = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(2))
+    assert new.status_code == 200, new.text
+    lines = [r.getMessage() for r in caplog.records if "taken over by a new process" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert not re.search(r"-\d", lines[0]), lines[0]  # no negative duration
+    assert "may still produce" not in lines[0] and f"its fence ended {ago} s ago" in lines[0], lines[0]
+    assert f"moves count it as acked only {FENCE_GRACE_S - ago:.0f} s from now" in lines[0], lines[0]
 
 
 def test_a_wrong_or_missing_secret_deregisters_nothing(make_client):

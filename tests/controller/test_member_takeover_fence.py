@@ -14,31 +14,19 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 
-from fedkafka.controller.models import MoveRow
+from controller.conftest import TAKEOVER_FENCE_S as FENCE_S
+from controller.conftest import TAKEOVER_LEASE_S as LEASE_S
+from fedkafka.controller.models import MoveRow, ProxyRow
 from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.fencing import FENCE_GRACE_S
 from fedkafka.view.rebalance import Move
 
-LEASE_S, FENCE_S = 10.0, 60.0
 SECRET_HEADER = "X-Fedkafka-Member-Secret"
 PREDECESSOR_HEADER = "X-Fedkafka-Predecessor-Secret"
 PROXY = {"instance_id": "h:9092", "host": "h", "port": 9092, "role": "pproxy", "pool": "p1", "member_secret": True}
-
-
-@pytest.fixture
-def api(make_api, clock, monkeypatch):
-    """Clusters c1 and c2, topic t (2 partitions); leases and fences, the controller's and the move's, on `clock`."""
-    monkeypatch.setattr("fedkafka.controller.moves.time", SimpleNamespace(
-        time=clock.time, monotonic=time.monotonic, sleep=time.sleep, perf_counter=time.perf_counter))
-    api = make_api(lease_ms=int(LEASE_S * 1000), fence_ms=int(FENCE_S * 1000))
-    for cid in ("c1", "c2"):
-        api.put(f"/v1/clusters/{cid}", json={"bootstrap": f"{cid}:9092"}).raise_for_status()
-    api.put("/v1/topics/t", json={"partitions": 2, "placement": "blocks"}).raise_for_status()
-    return api
 
 
 def _process(api, secret: str) -> dict:
@@ -80,21 +68,21 @@ def _renewing_until(api, clock, process: dict, until: float) -> None:
         _beat(api, process, api.controller.view.version)
 
 
-def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_write(api, clock):
+def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_write(takeover_api, clock):
     """X1 (secret A) registers, then is cut off from the controllers: its lease runs out, its fence (and its own
     deadline, F1) does not. X2 (secret B, a restart or an impostor) registers the same member and acks the frozen view.
     The move waits for the member (rolled back here at its ack timeout, its seal never read) until X1's fence plus
     the grace has passed; then X2's ack counts and the move is done."""
-    ctl = api.controller
-    x1 = _process(api, secrets.token_urlsafe(32))
+    ctl = takeover_api.controller
+    x1 = _process(takeover_api, secrets.token_urlsafe(32))
     x1_fence = clock.now + FENCE_S
     clock.advance(LEASE_S + 1)  # X1's lease ran out, its fence has FENCE_S - LEASE_S - 1 s to go
-    x2 = _process(api, secrets.token_urlsafe(32))
+    x2 = _process(takeover_api, secrets.token_urlsafe(32))
     assert x2["member_id"] == x1["member_id"]
 
     mover = Mover(ctl, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(api, x2)
+    helper = _acks_when_frozen(takeover_api, x2)
     with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
         mover.run(ids)
     helper.join()
@@ -102,43 +90,44 @@ def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_w
     with ctl.session() as s:
         assert s.get(MoveRow, ids[0]).seal is None
 
-    _renewing_until(api, clock, x2, x1_fence + FENCE_GRACE_S - 1)  # a second before X1 is surely fenced
+    _renewing_until(takeover_api, clock, x2, x1_fence + FENCE_GRACE_S - 1)  # a second before X1 is surely fenced
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(api, x2)
+    helper = _acks_when_frozen(takeover_api, x2)
     with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
         mover.run(ids)
     helper.join()
     assert mover.counts(ids) == {"rolled_back": 1}
 
-    _renewing_until(api, clock, x2, x1_fence + FENCE_GRACE_S + 1)  # X1 surely fenced: it sends nothing more (F2)
+    # X1 surely fenced: it sends nothing more (F2)
+    _renewing_until(takeover_api, clock, x2, x1_fence + FENCE_GRACE_S + 1)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(api, x2)
+    helper = _acks_when_frozen(takeover_api, x2)
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
 
-def test_the_same_process_registering_again_leaves_nothing_to_wait_for(api, clock):
+def test_the_same_process_registering_again_leaves_nothing_to_wait_for(takeover_api, clock):
     """X1 registers again with its own secret after its lease ran out (a 404/403 race, a lost answer): it is the
     process that acks, so its ack counts at once, as before."""
-    x1 = _process(api, secrets.token_urlsafe(32))
+    x1 = _process(takeover_api, secrets.token_urlsafe(32))
     clock.advance(LEASE_S + 1)
-    again = _process(api, x1["secret"])
-    mover = Mover(api.controller, ack_timeout=5.0)
+    again = _process(takeover_api, x1["secret"])
+    mover = Mover(takeover_api.controller, ack_timeout=5.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(api, again)
+    helper = _acks_when_frozen(takeover_api, again)
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
 
-def test_a_takeover_after_the_previous_fence_and_grace_leaves_nothing_to_wait_for(api, clock):
+def test_a_takeover_after_the_previous_fence_and_grace_leaves_nothing_to_wait_for(takeover_api, clock):
     """X1's fence and the grace have passed before X2 registers (X1 is surely fenced; a stopped proxy deregistered
     more than the grace before is the same): X2's ack counts at once."""
-    _process(api, secrets.token_urlsafe(32))
+    _process(takeover_api, secrets.token_urlsafe(32))
     clock.advance(FENCE_S + FENCE_GRACE_S + 1)
-    x2 = _process(api, secrets.token_urlsafe(32))
-    mover = Mover(api.controller, ack_timeout=5.0)
+    x2 = _process(takeover_api, secrets.token_urlsafe(32))
+    mover = Mover(takeover_api.controller, ack_timeout=5.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(api, x2)
+    helper = _acks_when_frozen(takeover_api, x2)
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
@@ -155,36 +144,76 @@ def _takes_over(api, clock, vouched: str) -> tuple[dict, dict]:
     return x1, {**answer.json(), "secret": secret}
 
 
-def test_a_process_whose_exit_is_vouched_for_is_waited_for_the_grace_only(api, clock):
+def test_a_process_whose_exit_is_vouched_for_is_waited_for_the_grace_only(takeover_api, clock):
     """A --workers parent draws each worker's secret and, once it saw that process exit, passes it to the worker it
     starts again, which shows it: the exited process sends nothing more, but a write it sent just before its exit
     may still be appended within the grace (§4.1). So its fence is taken as ending at the registration (not the
     49 s it had left): the new process's ack counts once that and the grace have passed, not before
     (docs/DESIGN.md §4.10; reviewer rv5: it counted at once)."""
-    _, x2 = _takes_over(api, clock, vouched="")
+    _, x2 = _takes_over(takeover_api, clock, vouched="")
     vouched_at = clock.now  # X1's fence had FENCE_S - LEASE_S - 1 s to go
-    mover = Mover(api.controller, ack_timeout=1.0)
+    mover = Mover(takeover_api.controller, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(api, x2)
+    helper = _acks_when_frozen(takeover_api, x2)
     with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
         mover.run(ids)
     helper.join()
     assert mover.counts(ids) == {"rolled_back": 1}
 
-    _renewing_until(api, clock, x2, vouched_at + FENCE_GRACE_S + 1)  # the grace passed, X1's own fence has not
+    _renewing_until(takeover_api, clock, x2, vouched_at + FENCE_GRACE_S + 1)  # the grace passed, X1's own fence has not
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(api, x2)
+    helper = _acks_when_frozen(takeover_api, x2)
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
 
-def test_a_wrong_predecessor_secret_vouches_for_nothing(api, clock):
+def test_a_wrong_predecessor_secret_vouches_for_nothing(takeover_api, clock):
     """Only the secret of the member's holder vouches for its exit: a guessed one leaves X1's fence to wait for."""
-    _, x2 = _takes_over(api, clock, vouched=secrets.token_urlsafe(32))
-    mover = Mover(api.controller, ack_timeout=1.0)
+    _, x2 = _takes_over(takeover_api, clock, vouched=secrets.token_urlsafe(32))
+    mover = Mover(takeover_api.controller, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(api, x2)
+    helper = _acks_when_frozen(takeover_api, x2)
     with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
         mover.run(ids)
     helper.join()
     assert mover.counts(ids) == {"rolled_back": 1}
+
+
+def test_an_older_processs_secret_is_a_plain_takeover_not_an_error(takeover_api, clock):
+    """A single-process proxy that proves its previous run's exit with its view cache's lock shows the secret that
+    run saved, which may not be the member's: that run's registration never committed, so an older process (X0 here)
+    holds the row, or another host's process took it over since (X1). Registered all the same, as a takeover that
+    waits X1's whole fence: X0's exit says nothing of X1's (docs/DESIGN.md §4.9, F4)."""
+    x0 = _process(takeover_api, secrets.token_urlsafe(32))
+    clock.advance(LEASE_S + 1)
+    x1, x1_fence = _process(takeover_api, secrets.token_urlsafe(32)), clock.now + FENCE_S
+    clock.advance(LEASE_S + 1)
+    answer = takeover_api.post("/v1/proxies", json=PROXY,
+                               headers={SECRET_HEADER: secrets.token_urlsafe(32), PREDECESSOR_HEADER: x0["secret"]})
+    assert answer.status_code == 200, answer.text
+    with takeover_api.controller.session() as s:
+        row = s.get(ProxyRow, x1["member_id"])
+        assert row.predecessor_fence_expires == pytest.approx(x1_fence)  # not now: X1 is not vouched for
+
+
+def test_any_of_several_predecessor_secrets_vouches(takeover_api, clock):
+    """A single-process proxy shows every run since its lock's last answered registration (a restart that exited
+    before its registration committed, then the next): the member's holder among them proves its exit, so its
+    fence is recorded as ending now, not X1's whole fence (docs/DESIGN.md §4.9, F4)."""
+    x1 = _process(takeover_api, secrets.token_urlsafe(32))
+    clock.advance(LEASE_S + 1)
+    shown = ",".join([secrets.token_urlsafe(32), x1["secret"]])  # a run the row never held, then X1
+    answer = takeover_api.post("/v1/proxies", json=PROXY,
+                               headers={SECRET_HEADER: secrets.token_urlsafe(32), PREDECESSOR_HEADER: shown})
+    assert answer.status_code == 200, answer.text
+    with takeover_api.controller.session() as s:
+        assert s.get(ProxyRow, x1["member_id"]).predecessor_fence_expires == pytest.approx(clock.now, abs=1e-3)
+
+
+@pytest.mark.parametrize("shown", [",".join(["s" * 43] * 5), "a,,b", ",", "x" * 257])
+def test_a_malformed_predecessor_header_is_refused(takeover_api, clock, shown):
+    """More than 4 secrets, an empty one, or one longer than a secret may be: refused, nothing registered."""
+    answer = takeover_api.post("/v1/proxies", json=PROXY,
+                               headers={SECRET_HEADER: secrets.token_urlsafe(32), PREDECESSOR_HEADER: shown})
+    assert answer.status_code == 422, answer.text
+    assert takeover_api.get("/v1/proxies").json()["proxies"] == []

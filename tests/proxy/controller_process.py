@@ -1,11 +1,12 @@
 """Test support for real processes without Kafka: a controller process on a SQLite file and `fedkafka proxy
 --workers N --controller` processes registering with it (tests/proxy/test_workers_with_controller.py,
-test_deregister_restart.py)."""
+test_deregister_restart.py, test_killed_restart_exit_proof.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,6 +54,32 @@ def controller_process(tmp_path: Path, lease_ms: int) -> Iterator[tuple[httpx.Cl
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         log.close()
+
+
+def members(tmp_path, port: int) -> list[tuple[str, str | None, float, float, int]]:
+    """(instance id, secret hash, lease expiry, fence expiry, applied version) of the proxy on `port`'s members."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ctl.db")) as db:
+        return db.execute("SELECT instance_id, secret_hash, lease_expires, fence_expires, applied_version "
+                          "FROM proxies WHERE instance_id LIKE ? AND role != '' ORDER BY instance_id",
+                          (f"127.0.0.1:{port}%",)).fetchall()
+
+
+def registered(tmp_path, port: int, workers: int, not_hashes: set = frozenset()):
+    """Its members, once each holds a live lease under a secret not among `not_hashes`."""
+    found = members(tmp_path, port)
+    now = time.time()
+    if len(found) == workers and all(h is not None and h not in not_hashes and lease > now
+                                     for _i, h, lease, _f, _a in found):
+        return found
+    return None
+
+
+def predecessor_fences(tmp_path, port: int) -> list[float | None]:
+    """The predecessor fence each member of the proxy on `port` recorded at its latest takeover (docs/DESIGN.md §4.9
+    F4), in `members`' order."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "ctl.db")) as db:
+        return [f for (f,) in db.execute("SELECT predecessor_fence_expires FROM proxies WHERE instance_id LIKE ? "
+                                         "AND role != '' ORDER BY instance_id", (f"127.0.0.1:{port}%",))]
 
 
 def start_proxy(api: httpx.Client, token: Path, tmp_path: Path, port: int, workers: int,

@@ -6,14 +6,12 @@ after it (fence ended at the deregistration) and its saved produce deadline is 0
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import time
 
 import pytest
 
-from proxy.controller_process import controller_process, start_proxy, stop_proxy, wait_for
+from proxy.controller_process import controller_process, members, registered, start_proxy, stop_proxy, wait_for
 from proxy.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # a controller process and proxy processes
@@ -26,31 +24,13 @@ def controller(tmp_path):
     yield from controller_process(tmp_path, LEASE_MS)
 
 
-def _members(tmp_path, port: int) -> list[tuple[str, str | None, float, float, int]]:
-    """(instance id, secret hash, lease expiry, fence expiry, applied version) of the proxy on `port`'s members."""
-    with contextlib.closing(sqlite3.connect(tmp_path / "ctl.db")) as db:
-        return db.execute("SELECT instance_id, secret_hash, lease_expires, fence_expires, applied_version "
-                          "FROM proxies WHERE instance_id LIKE ? AND role != '' ORDER BY instance_id",
-                          (f"127.0.0.1:{port}%",)).fetchall()
-
-
-def _registered(tmp_path, port: int, workers: int, not_hashes: set = frozenset()):
-    """Its members, once each holds a live lease under a secret not among `not_hashes`."""
-    members = _members(tmp_path, port)
-    now = time.time()
-    if len(members) == workers and all(h is not None and h not in not_hashes and lease > now
-                                       for _i, h, lease, _f, _a in members):
-        return members
-    return None
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_sigtermed_proxy_deregisters_and_its_restart_registers_at_once(controller, tmp_path, workers):
     api, token = controller
     port = free_port()
     proc, log = start_proxy(api, token, tmp_path, port, workers, "proxy1.log")
     try:
-        before = wait_for(lambda: _registered(tmp_path, port, workers), what="the first run registered")
+        before = wait_for(lambda: registered(tmp_path, port, workers), what="the first run registered")
     except BaseException:
         stop_proxy(proc, log)
         raise
@@ -58,7 +38,7 @@ def test_a_sigtermed_proxy_deregisters_and_its_restart_registers_at_once(control
     assert proc.returncode == 0
     old_hashes = {h for _i, h, _l, _f, _a in before}
     stopped = time.time()
-    after_stop = _members(tmp_path, port)
+    after_stop = members(tmp_path, port)
     # each member's lease and fence ended at its deregistration, both then: a move counts it only for the grace
     # after it (moves.await_version; a write it gave up on at the stop may land that long, §4.1), not a grace less
     assert [(i, lease <= stopped, fence == lease) for i, _h, lease, fence, _a in after_stop] == \
@@ -69,7 +49,7 @@ def test_a_sigtermed_proxy_deregisters_and_its_restart_registers_at_once(control
 
     proc, log = start_proxy(api, token, tmp_path, port, workers, "proxy2.log")
     try:
-        again = wait_for(lambda: _registered(tmp_path, port, workers, not_hashes=old_hashes),
+        again = wait_for(lambda: registered(tmp_path, port, workers, not_hashes=old_hashes),
                          what="the restart registered")
     finally:
         stop_proxy(proc, log)

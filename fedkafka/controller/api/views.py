@@ -14,9 +14,17 @@ from fedkafka.controller.api.common import After, NulFree, RowId, Version, store
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.publish import Publisher
 from fedkafka.controller.service import MAX_WORKER, Controller
-from fedkafka.controllers import MEMBER_SECRET_HEADER, PREDECESSOR_SECRET_HEADER
+from fedkafka.controllers import (
+    MAX_PREDECESSOR_SECRETS,
+    MAX_SECRET_LENGTH,
+    MEMBER_SECRET_HEADER,
+    PREDECESSOR_SECRET_HEADER,
+    PREDECESSOR_SEPARATOR,
+)
 
 MAX_WAIT_MS = 60_000
+# several exited processes' secrets, joined (the controller checks each: `service._predecessor_secrets`)
+MAX_PREDECESSOR_HEADER = MAX_PREDECESSOR_SECRETS * (MAX_SECRET_LENGTH + len(PREDECESSOR_SEPARATOR))
 # worker i > 0 of a proxy has the row `{instance_id}/w{i}` (service.register_proxy): room for the suffix
 INSTANCE_ID_MAX = stored_length(ProxyRow.instance_id) - len(f"/w{MAX_WORKER}")
 
@@ -88,16 +96,19 @@ def _view_routes(router: APIRouter, pub: Publisher) -> None:
 def _proxy_routes(router: APIRouter, controller: Controller) -> None:
     @router.post("/v1/proxies")
     def register_proxy(body: ProxyBody,
-                       member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=256),
-                       predecessor: str | None = Header(None, alias=PREDECESSOR_SECRET_HEADER, max_length=256)):
+                       member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER,
+                                                          max_length=MAX_SECRET_LENGTH),
+                       predecessor: str | None = Header(None, alias=PREDECESSOR_SECRET_HEADER,
+                                                                 max_length=MAX_PREDECESSOR_HEADER)):
         # the proxy's own secret: the member is held to it; a live member holding a secret registers again only with
-        # it (409 otherwise, docs/DESIGN.md §5.2). `predecessor`: the member's previous process has exited (§4.9 F4)
+        # it (409 otherwise, docs/DESIGN.md §5.2). `predecessor`: the member's previous processes, exited (§4.9 F4)
         return controller.register_proxy(body.instance_id, body.host, body.port, body.role, body.pool,
                                          body.listeners, body.worker, body.member_secret, member_secret, predecessor)
 
     @router.post("/v1/proxies/{node_id}/heartbeat")
     async def heartbeat(node_id: RowId, body: HeartbeatBody,
-                        member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=256)):
+                        member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER,
+                                                           max_length=MAX_SECRET_LENGTH)):
         # only the proxy that registered the member may renew its lease or ack views for it (403 otherwise)
         accepted = await run_in_threadpool(controller.check_member_secret, node_id, member_secret)
         # a known live proxy's renewal joins the next batch written; others are checked in the database. Either is
@@ -108,7 +119,7 @@ def _proxy_routes(router: APIRouter, controller: Controller) -> None:
 
     @router.post("/v1/proxies/{node_id}/deregister")
     def deregister(node_id: RowId,
-                   member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=256)):
+                   member_secret: str | None = Header(None, alias=MEMBER_SECRET_HEADER, max_length=MAX_SECRET_LENGTH)):
         # a cleanly stopped proxy process ends its member's lease and fence at once (docs/DESIGN.md §5.2); only
         # with the secret of the member's latest registration (409 otherwise), 404 for an unknown member
         return controller.deregister_proxy(node_id, member_secret)
