@@ -70,14 +70,16 @@ class UpstreamFile:
         try:
             config = with_contexts(load_upstream_config(self.path))
             _check_protocols(self.config, config)
-        except UpstreamConfigError as e:
+        except Exception as e:  # whatever it is, new connections go on with the settings they had
             self.failures += 1
+            reason = str(e) if isinstance(e, UpstreamConfigError) else f"it cannot be used ({type(e).__name__})"
             log.warning("upstream config %s not reloaded (%s): %s; the settings loaded before (%s) still serve new "
-                        "upstream connections, tried again when the files change", self.path, why, e,
+                        "upstream connections, tried again when the files change", self.path, why, reason,
                         self.config.default.describe())
             return False
+        if _named_files(config) != _named_files(self.config):  # other files to watch: stat'ed now, once loaded
+            self._seen = self._stamp(config)
         self.config = config
-        self._seen = self._stamp(config)  # the files the new config names
         self.reloads += 1
         log.info("upstream config %s reloaded (%s): new upstream connections use %s; open ones keep their login",
                  self.path, why, config.default.describe())
