@@ -100,9 +100,10 @@ def test_the_proxy_role_signals_a_changed_upstream_config_before_its_service_tas
     reload, signalled = _include(tasks, "reload")
     service, run = _include(tasks, "service")
     assert upstream < reload < service  # asked before the service task: the same state in --check and the run
-    assert signalled["when"] == "__fedkafka_upstream_changed | bool"
+    assert signalled["when"] == "__fedkafka_upstream_reloadable | bool"
     assert signalled["vars"]["fedkafka_service_name"] == run["vars"]["fedkafka_service_name"] == "proxy"
-    assert "__fedkafka_upstream_changed" not in run["vars"]["fedkafka_service_restart"]
+    assert ("(__fedkafka_upstream_changed | bool and not __fedkafka_upstream_reloadable | bool)"
+            in run["vars"]["fedkafka_service_restart"])
 
 
 def test_the_controller_role_still_restarts_on_a_changed_upstream_config():
@@ -110,3 +111,59 @@ def test_the_controller_role_still_restarts_on_a_changed_upstream_config():
     _, run = _include(tasks, "service")
     assert "__fedkafka_upstream_changed" in run["vars"]["fedkafka_service_restart"]
     assert not [t for t in tasks if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "reload"]
+
+
+UPSTREAM_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {root}/roles/fedkafka_common/defaults/main.yml
+    - {root}/roles/fedkafka_common/vars/main.yml
+  tasks:
+    - name: The common role's upstream tasks
+      ansible.builtin.include_tasks: {root}/roles/fedkafka_common/tasks/upstream.yml
+    - name: Keep what they decided
+      ansible.builtin.copy:
+        content: >-
+          {{{{ {{'changed': __fedkafka_upstream_changed,
+                'reloadable': __fedkafka_upstream_reloadable}} | to_json }}}}
+        dest: {out}
+        mode: "0600"
+"""
+FIRST = {"security.protocol": "SASL_SSL", "ssl.ca.location": "/etc/fedkafka/tls/kafka-ca.pem",
+         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "fedkafka", "sasl.password": "Pw-first-1",
+         "clusters": {"eu-2": {"sasl.username": "fedkafka-eu2", "sasl.password": "Pw-eu2-1"}}}
+
+
+def run_upstream(tmp_path: Path, config: dict) -> dict:
+    etc, out = tmp_path / "etc", tmp_path / "decided.json"
+    etc.mkdir(exist_ok=True)
+    book = tmp_path / "upstream.yml"
+    book.write_text(UPSTREAM_PLAY.format(root=ROOT, out=out))
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({"fedkafka_config_dir": str(etc), "fedkafka_upstream_config": config}))
+    extra.chmod(0o600)
+    proc = subprocess.run([PLAYBOOK, str(book), "-e", f"@{extra}", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "Pw-" not in proc.stdout + proc.stderr  # no_log
+    return json.loads(out.read_text())
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize("change, reloadable", [
+    ({"sasl.password": "Pw-first-2"}, True),
+    ({"sasl.username": "fedkafka-b", "sasl.password": "Pw-b-1"}, True),
+    ({"clusters": {"eu-2": {"sasl.username": "fedkafka-eu2", "sasl.password": "Pw-eu2-2"}}}, True),
+    ({"ssl.certificate.location": "/etc/fedkafka/tls/client.pem", "ssl.key.location": "/etc/fedkafka/tls/c.key"},
+     True),
+    ({"security.protocol": "SASL_PLAINTEXT"}, False),
+    ({"sasl.mechanism": "SCRAM-SHA-256"}, False),
+    ({"clusters": {"eu-2": {"security.protocol": "SSL"}}}, False),
+], ids=["password", "second-principal", "cluster-password", "client-cert", "protocol", "mechanism",
+        "cluster-protocol"])
+def test_a_rotation_only_is_reloaded_anything_else_restarts(tmp_path, change, reloadable):
+    assert run_upstream(tmp_path, FIRST) == {"changed": True, "reloadable": False}  # a new file: the proxy starts
+    assert run_upstream(tmp_path, FIRST) == {"changed": False, "reloadable": False}
+    assert run_upstream(tmp_path, FIRST | change) == {"changed": True, "reloadable": reloadable}
