@@ -164,13 +164,13 @@ def proxy(
     for problem in limits.problems():
         _fail(problem)
     admin = _admin_listen(admin_listen, workers)
-    upstream = load_upstream(upstream_config)
+    upstream = load_upstream(upstream_config, tls_contexts=True)
     advertised = advertised_host or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
     run(ProxyConfig(role=proxy_role, host=host, port=port, advertised_host=advertised, pool=pool,
                     view_file=view_file, controller=controller, token=token, view_cache=view_cache, workers=workers,
                     limits=limits, admin_listen=admin, listeners=tuple(listeners) if listener else (), tls=tls,
                     sasl_mechanisms=mechanisms, oauth=oauth, authorization=authorization,
-                    super_users=frozenset(_principals(super_user)), upstream=upstream,
+                    super_users=frozenset(_principals(super_user)), upstream=upstream, upstream_file=upstream_config,
                     connections_max_reauth_ms=connections_max_reauth_ms, proxy_header_from=_relays(proxy_header_from),
                     failed_authentication_delay_ms=failed_authentication_delay_ms))
 
@@ -215,12 +215,18 @@ def _check_workers(workers: int, port: int) -> None:
         _fail("--workers > 1 needs a fixed port")
 
 
-def load_upstream(path: Path | None) -> UpstreamConfig:
-    """The brokers' security (`--upstream-config`, proxies and controllers alike); refused with one line, exit 2."""
+def load_upstream(path: Path | None, tls_contexts: bool = False) -> UpstreamConfig:
+    """The brokers' security (`--upstream-config`, proxies and controllers alike); refused with one line, exit 2.
+    `tls_contexts` (the proxy, which loads the file again when it changes): its TLS files are loaded now too, as
+    a reload loads them."""
     from fedkafka.security.upstream import PLAINTEXT, UpstreamConfigError, load_upstream_config
+    from fedkafka.security.upstream_reload import with_contexts
 
     try:
-        return load_upstream_config(path) if path else PLAINTEXT
+        config = load_upstream_config(path) if path else PLAINTEXT
+        if tls_contexts:
+            with_contexts(config)  # checked only: a context is not passed to the workers (not picklable)
+        return config
     except UpstreamConfigError as e:
         _fail(str(e))
 

@@ -113,7 +113,7 @@ class ServerTls:
         return self.files.server_context(), leaf
 
     def _stamp(self) -> Stamp:
-        return tuple(_stat(p) for p in (self.files.cert, self.files.key, self.files.ca))
+        return tuple(file_stamp(p) for p in (self.files.cert, self.files.key, self.files.ca))
 
 
 class NotValidNow(Exception):
@@ -133,7 +133,7 @@ def _check_validity(leaf: x509.Certificate, now: float) -> None:
                           starts)
 
 
-def _stat(path: Path | None) -> tuple[int, int, int, int] | None:
+def file_stamp(path: Path | None) -> tuple[int, int, int, int] | None:
     if path is None:
         return None
     try:

@@ -19,7 +19,7 @@ import stat
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kio.schema.errors import ErrorCode
 from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
@@ -51,6 +51,9 @@ class UpstreamSecurity:
     mechanism: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # made once from the files (`upstream_reload.UpstreamFile`): a rewritten file is used only once it loads;
+    # None: made again for each connection
+    context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     @property
     def tls(self) -> bool:
@@ -67,6 +70,8 @@ class UpstreamSecurity:
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
+        if self.context is not None:
+            return self.context
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ssl_ca) if self.ssl_ca else None)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.check_hostname = self.verify_hostname
@@ -102,6 +107,13 @@ class UpstreamConfig:
 
 
 PLAINTEXT = UpstreamConfig()
+
+
+class UpstreamSource(Protocol):
+    """Where a new upstream connection takes its settings: an `UpstreamConfig`, or the file it was loaded from,
+    loaded again when it changes (`upstream_reload.UpstreamFile`)."""
+
+    def for_cluster(self, cluster: str) -> UpstreamSecurity: ...
 
 
 def load_upstream_config(path: Path) -> UpstreamConfig:

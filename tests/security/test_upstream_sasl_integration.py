@@ -3,11 +3,13 @@ requires SASL_SSL with SCRAM-SHA-512 (the brokers re-authenticate every 10 s, KI
 given the brokers' credentials in an --upstream-config file, and clients on the proxy's own SASL_SSL listener.
 Records produced with confluent-kafka arrive through a consumer group; a proxy with a wrong upstream password
 answers produce with retriable errors and logs one line per cluster; no password shows in logs, `ps` or any
-file written."""
+file written. A password rotated on the brokers and in the file is used by the proxy's new upstream connections
+after a SIGHUP, without a restart."""
 
 from __future__ import annotations
 
 import secrets
+import signal
 import subprocess
 import time
 import uuid
@@ -17,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType
 from confluent_kafka.admin import ResourceType as RdResourceType
-from proxy.support import ProxyProcess, create_topic, split_view
+from proxy.support import ProxyProcess, create_topic, read_partition, split_view
 
 from fedkafka.controller.kafka_admin import KafkaAdmin
 from fedkafka.kafka.cluster import SaslSslListener, start_clusters, stop_clusters
@@ -235,3 +237,56 @@ def test_no_upstream_password_in_logs_ps_or_files_written(fed):
     secret = UPSTREAM_PASSWORD.encode()
     holders = [p for p in fed.tmp.rglob("*") if p.is_file() and p != fed.upstream and secret in p.read_bytes()]
     assert holders == []
+
+
+def _set_scram_password(bootstrap: str, user: str, password: str) -> None:
+    """What an operator does with kafka-configs --alter --add-config 'SCRAM-SHA-512=[password=...]'."""
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                          password.encode())
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(30)
+
+
+def test_a_rotated_upstream_password_is_used_by_new_connections_after_sighup_without_a_restart(fed, tmp_path):
+    """The procedure of docs/OPERATIONS.md "Rotating the brokers' credentials": the principal's SCRAM password is
+    changed on the brokers, then in the file, then the proxy gets SIGHUP. Its open upstream connections keep their
+    login until the brokers' re-authentication (KIP-368, REAUTH_MS) makes it replace them: the new ones log in
+    with the new password, and produce goes on through the same proxy process."""
+    user, first, second = "rotating", "Rot1-" + secrets.token_hex(8), "Rot2-" + secrets.token_hex(8)
+    physical = f"rot-{uuid.uuid4().hex[:6]}"
+    for c in fed.clusters:
+        _set_scram_password(c.internal_bootstrap, user, first)
+        create_topic(c.internal_bootstrap, physical, 1)
+    view = split_view({c.name: c.bootstrap for c in fed.clusters}, "rotated", [
+        (c.name, physical, 0) for c in fed.clusters])
+    path = write_upstream_config(tmp_path / "rotating-upstream.json", fed.pki.ca, user, first)
+    conf = {"enable.idempotence": False}
+    with ProxyProcess(tmp_path, view, extra=("--upstream-config", str(path))) as proxy:
+        conf["bootstrap.servers"] = proxy.bootstrap
+        before = [f"before-{i}".encode() for i in range(20)]
+        assert _produce(conf, "rotated", before) == [None] * len(before)
+        for c in fed.clusters:  # the brokers first: a login with the old password is refused from now on
+            _set_scram_password(c.internal_bootstrap, user, second)
+        write_upstream_config(path, fed.pki.ca, user, second)
+        assert proxy.proc is not None
+        proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "reloaded (SIGHUP)" not in proxy.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(REAUTH_MS / 1000 + 2)  # every session of the first password has ended at the brokers by now
+        after = [f"after-{i}".encode() for i in range(20)]
+        assert _produce(conf, "rotated", after) == [None] * len(after), proxy.output()[-3000:]
+        assert proxy.proc.poll() is None  # the same process: no restart
+        log = proxy.output()
+    got = {value for c in fed.clusters for value in _values(c.internal_bootstrap, physical)}
+    assert got == set(before) | set(after)
+    assert f"upstream config {path} reloaded (SIGHUP)" in log and "user 'rotating'" in log, log[-3000:]
+    assert "invalid credentials" not in log and "authentication refused" not in log, log[-3000:]
+    assert first not in log and second not in log
+
+
+def _values(bootstrap: str, topic: str) -> list[bytes]:
+    return [value for _offset, _key, value in read_partition(bootstrap, topic, 0) if value is not None]

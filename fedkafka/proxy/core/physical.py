@@ -16,7 +16,7 @@ from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.metadata.v12.request import MetadataRequest
 
 from fedkafka.proxy.core.upstream import UpstreamConnection
-from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
+from fedkafka.security.upstream import PLAINTEXT, UpstreamSource
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ClusterInfo:
 
 
 class PhysicalClusters:
-    def __init__(self, upstream: UpstreamConfig = PLAINTEXT) -> None:
+    def __init__(self, upstream: UpstreamSource = PLAINTEXT) -> None:
         self.upstream = upstream
         self.clusters: dict[str, ClusterInfo] = {}
         self._wanted: set[str] = set()

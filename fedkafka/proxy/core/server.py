@@ -44,7 +44,8 @@ from fedkafka.security.oauth import JwtValidator, OAuthSettings
 from fedkafka.security.proxy_header import TrustedSources
 from fedkafka.security.server_tls import ServerTls
 from fedkafka.security.session import FAILED_AUTHENTICATION_DELAY_MS, SASL_MECHANISMS, Session
-from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig
+from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig, UpstreamSource
+from fedkafka.security.upstream_reload import UpstreamFile
 from fedkafka.view.model import Endpoint, ProxyInfo, ProxyRole, View
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class ProxyConfig:
     authorization: bool = False  # on: the view's ACLs are enforced, anything they do not allow is denied
     super_users: frozenset[str] = frozenset()  # principals ACLs do not restrict (User:admin)
     upstream: UpstreamConfig = PLAINTEXT  # TLS and SASL towards the physical clusters' brokers
+    upstream_file: Path | None = None  # where `upstream` was loaded from: loaded again when it changes
     # KIP-368: the longest a SASL session lasts before the client must re-authenticate (0: no limit)
     connections_max_reauth_ms: int = 0
     # Kafka's connection.failed.authentication.delay.ms: a failed SASL login is answered this much later
@@ -142,10 +144,13 @@ class ProxyServer:
         me = ProxyInfo(node_id=0, host=config.advertised_host, port=listeners[0].port, role=config.role,
                        pool=config.pool, listeners=endpoints if config.listeners else ())
         self.state = ProxyState(view=View(version=0), me=me)
-        self.physical = PhysicalClusters(config.upstream)
+        # new upstream connections take the file's settings as they are then (its changes: without a restart)
+        self.upstream: UpstreamSource = (UpstreamFile(config.upstream_file, config.upstream)
+                                         if config.upstream_file is not None else config.upstream)
+        self.physical = PhysicalClusters(self.upstream)
         self.budget = ByteBudget(config.limits.max_buffered_bytes)
         self.pool = UpstreamPool(max_dedicated=config.limits.max_dedicated_per_broker,
-                                 dedicated_wait_s=config.limits.dedicated_wait_s, upstream=config.upstream,
+                                 dedicated_wait_s=config.limits.dedicated_wait_s, upstream=self.upstream,
                                  budget=self.budget)
         self.counts = ConnectionCounts(config.limits.max_connections, config.limits.max_connections_per_ip)
         self.relays = TrustedSources(config.proxy_header_from)
@@ -327,6 +332,14 @@ class ProxyServer:
         """Alive: every background task runs (one waiting out its restart backoff does not)."""
         return self.supervisor.healthy(), {"tasks": self.supervisor.report()}
 
+    def reload_files(self) -> None:
+        """SIGHUP: the TLS listeners' certificate and the upstream config loaded again now (each keeps what it
+        has, with one WARNING line, when its files cannot be loaded)."""
+        if self.tls is not None:
+            self.tls.reload()
+        if isinstance(self.upstream, UpstreamFile):
+            self.upstream.reload()
+
     def readiness(self) -> tuple[bool, dict]:
         """Serving: listening, a view applied, background tasks alive, and (taking produce) a valid lease."""
         lease = self.state.lease_valid()
@@ -345,8 +358,8 @@ async def serve(config: ProxyConfig, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGHUP: load the TLS files again now
-        loop.add_signal_handler(signal.SIGHUP, lambda: server.tls is not None and server.tls.reload())
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGHUP: load the TLS and upstream files now
+        loop.add_signal_handler(signal.SIGHUP, server.reload_files)
         # blocked until here (_run_one, the parent's _start): one sent before is handled now, not lost
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     await server.start()
@@ -370,7 +383,7 @@ class WorkerSupervisor:
     workers. A restarted worker registers as the same member (its index), takes the current view and acks it, so a
     move waits for it the grace (a write the exited process sent may still be appended), not its fence: it presents
     the exited process's member secret, which this parent drew (docs/DESIGN.md §4.10). SIGTERM/SIGINT stop every
-    worker gracefully; SIGHUP is passed on to each (its TLS files loaded again)."""
+    worker gracefully; SIGHUP is passed on to each (its TLS files and upstream config loaded again)."""
 
     def __init__(self, config: ProxyConfig):
         self.config = config
@@ -432,7 +445,7 @@ class WorkerSupervisor:
                 self._start(index)
 
     def _forward(self, signum, _frame) -> None:
-        """SIGHUP to every worker (each loads the TLS files again)."""
+        """SIGHUP to every worker (each loads the TLS files and the upstream config again)."""
         for child in self.children.values():
             if child.is_alive() and child.pid is not None:
                 with contextlib.suppress(ProcessLookupError):

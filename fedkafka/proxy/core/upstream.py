@@ -20,7 +20,7 @@ from fedkafka.protocol import codec, records
 from fedkafka.protocol.framing import FrameError
 from fedkafka.proxy.core.limits import ByteBudget
 from fedkafka.security.scram import AuthenticationFailed
-from fedkafka.security.upstream import PLAINTEXT, UpstreamConfig, UpstreamSecurity, sasl_exchange
+from fedkafka.security.upstream import PLAINTEXT, UpstreamSecurity, UpstreamSource, sasl_exchange
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ class UpstreamPool:
     """A few connections per broker; a client connection sticks to one slot so its requests keep their order."""
 
     def __init__(self, slots: int = 4, max_dedicated: int = 256, dedicated_wait_s: float = 5.0,
-                 upstream: UpstreamConfig = PLAINTEXT, budget: ByteBudget | None = None):
+                 upstream: UpstreamSource = PLAINTEXT, budget: ByteBudget | None = None):
         self.slots = slots
         self.budget = budget  # the process' memory budget: large answers are charged to it while they arrive
         self.upstream = upstream

@@ -1,0 +1,260 @@
+"""The brokers' credentials rotated without a restart (`security.upstream_reload.UpstreamFile`): a NEW upstream
+connection logs in with the file as it is now (checked by a stand-in broker that records the PLAIN login, and by
+a TLS server that records the client certificate presented); a file that cannot be loaded keeps the settings
+loaded before with one WARNING line that never holds a password; SIGHUP (`ProxyServer.reload_files`) loads at once.
+The recheck interval is a fake clock: no assertion depends on time."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import ssl
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i64Timedelta
+
+from fedkafka.protocol import codec
+from fedkafka.protocol.build import build
+from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
+from fedkafka.proxy.core.upstream import UpstreamPool
+from fedkafka.security import pki as _pki
+from fedkafka.security.upstream import load_upstream_config
+from fedkafka.security.upstream_reload import UpstreamFile
+from fedkafka.view.model import ProxyRole
+
+OLD, NEW = "Old-pw-7f3a9c", "New-pw-2b8e41"
+
+
+class PlainBroker:
+    """Answers SaslHandshake (PLAIN) and SaslAuthenticate: accepts `users`, records each login (user, password)."""
+
+    def __init__(self, users: dict[str, str]):
+        self.users = users
+        self.logins: list[tuple[str, str, bool]] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                (size,) = struct.unpack(">i", await reader.readexactly(4))
+                header, request = codec.decode_request(await reader.readexactly(size))
+                key, version = request.__api_key__, request.__version__
+                if key == 17:
+                    body = {"error_code": ErrorCode.none, "mechanisms": ["PLAIN"]}
+                else:  # 36
+                    _, user, password = bytes(request.auth_bytes).decode().split("\0")
+                    ok = self.users.get(user) == password
+                    self.logins.append((user, password, ok))
+                    body = {"error_code": ErrorCode.none if ok else ErrorCode.sasl_authentication_failed,
+                            "error_message": None if ok else "Authentication failed", "auth_bytes": b"",
+                            "session_lifetime": i64Timedelta(datetime.timedelta(0))}
+                writer.write(codec.encode_response(build(codec.response_schema(key, version), body),
+                                                   header.correlation_id))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _write(path: Path, password: str, user: str = "fedkafka", **extra: str) -> None:
+    path.write_text(json.dumps({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                                "sasl.username": user, "sasl.password": password} | extra))
+    path.chmod(0o600)
+
+
+def _rewrite(path: Path, write) -> None:
+    """A new file in place of the old one (a new inode, as Ansible's copy and an editor's save make)."""
+    tmp = path.with_suffix(".new")
+    write(tmp)
+    tmp.replace(path)
+
+
+async def _login(pool: UpstreamPool, port: int, slot: int) -> None:
+    conn = await pool.get("127.0.0.1", port, slot, "c1")  # a new slot: a new connection, a new login
+    conn.close()
+
+
+def _run(broker: PlainBroker, test) -> None:
+    async def main():
+        server = await asyncio.start_server(broker.serve, "127.0.0.1", 0)
+        try:
+            await test(server.sockets[0].getsockname()[1])
+        finally:
+            server.close()
+    asyncio.run(main())
+
+
+def test_a_new_connection_logs_in_with_the_rewritten_password_once_the_recheck_is_due(tmp_path):
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    clock = Clock()
+    source = UpstreamFile(path, load_upstream_config(path), clock=clock)
+    broker = PlainBroker({"fedkafka": OLD})
+
+    async def test(port):
+        pool = UpstreamPool(upstream=source)
+        await _login(pool, port, 0)
+        _rewrite(path, lambda p: _write(p, NEW))
+        broker.users["fedkafka"] = NEW  # the brokers changed the principal's password first
+        with pytest.raises(ConnectionError, match="authentication refused"):
+            await _login(pool, port, 1)  # recheck not due yet: the file is not looked at
+        clock.now += source.recheck_s  # due: the new file is read before the connection is made
+        await _login(pool, port, 2)
+        pool.close()
+    _run(broker, test)
+    assert broker.logins == [("fedkafka", OLD, True), ("fedkafka", OLD, False), ("fedkafka", NEW, True)]
+    assert source.reloads == 1
+
+
+@pytest.mark.parametrize("bad", ["not json", "unknown property", "readable by others", "protocol changed",
+                                 "missing file"])
+def test_a_file_that_cannot_be_loaded_keeps_the_old_login_with_one_warning_without_the_password(tmp_path, caplog,
+                                                                                                bad):
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    clock = Clock()
+    source = UpstreamFile(path, load_upstream_config(path), clock=clock)
+    writers = {
+        "not json": lambda p: p.write_text('{"sasl.password": "' + NEW),  # half written
+        "unknown property": lambda p: _write(p, NEW, **{"sasl.jaas.config": "x"}),
+        "readable by others": lambda p: (_write(p, NEW), p.chmod(0o644)),
+        "protocol changed": lambda p: _write(p, NEW, **{"security.protocol": "SASL_SSL"}),
+        "missing file": lambda p: _write(p, NEW, **{"ssl.ca.location": str(tmp_path / "nowhere.pem")}),
+    }
+    _rewrite(path, writers[bad])
+    broker = PlainBroker({"fedkafka": OLD})
+
+    async def test(port):
+        pool = UpstreamPool(upstream=source)
+        for slot in range(3):  # three new connections, two rechecks due: the same change is tried once
+            clock.now += source.recheck_s
+            await _login(pool, port, slot)
+        pool.close()
+    with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
+        _run(broker, test)
+    assert broker.logins == [("fedkafka", OLD, True)] * 3
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and f"upstream config {path} not reloaded" in lines[0], lines
+    assert "still serve" in lines[0] and NEW not in lines[0] and OLD not in lines[0]
+    assert source.failures == 1 and source.reloads == 0
+
+    _rewrite(path, lambda p: _write(p, NEW))  # the next change is tried again, and loads
+    broker.users["fedkafka"] = NEW
+    broker.logins.clear()
+
+    async def fixed(port):
+        pool = UpstreamPool(upstream=source)
+        clock.now += source.recheck_s
+        await _login(pool, port, 0)
+        pool.close()
+    _run(broker, fixed)
+    assert broker.logins == [("fedkafka", NEW, True)]
+
+
+def test_sighup_loads_the_file_at_once_without_waiting_for_the_recheck(tmp_path, caplog):
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    server = ProxyServer(ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
+                                     view_file=tmp_path / "view.json", upstream=load_upstream_config(path),
+                                     upstream_file=path))
+    assert isinstance(server.upstream, UpstreamFile) and server.pool.upstream is server.upstream
+    server.upstream._clock = lambda: 0.0  # the recheck never due: only SIGHUP reads the file  # type: ignore
+    _rewrite(path, lambda p: _write(p, NEW, user="fedkafka-2"))
+    broker = PlainBroker({"fedkafka-2": NEW})
+
+    async def test(port):
+        server.reload_files()  # what the SIGHUP handler calls (serve())
+        await _login(server.pool, port, 0)
+        server.pool.close()
+    with caplog.at_level(logging.INFO, "fedkafka.security.upstream_reload"):
+        _run(broker, test)
+    assert broker.logins == [("fedkafka-2", NEW, True)]
+    assert any("reloaded (SIGHUP)" in r.getMessage() and "user 'fedkafka-2'" in r.getMessage()
+               for r in caplog.records)
+    assert all(NEW not in r.getMessage() for r in caplog.records)
+
+
+# -- the client certificate ----------------------------------------------------------------------------------
+
+class CertRecorder:
+    """A TLS server that requires a client certificate of `ca` and records each one's CN."""
+
+    def __init__(self, ctx: ssl.SSLContext):
+        self.ctx = ctx
+        self.names: list[str] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        from cryptography import x509
+        cert = x509.load_der_x509_certificate(der)
+        self.names.append(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        writer.close()
+
+
+def test_a_new_connection_presents_the_renewed_client_certificate_and_a_mismatched_key_keeps_the_old(tmp_path,
+                                                                                                     caplog):
+    ca_key, ca_cert = _pki.make_ca("upstream-ca")
+    ca, cert, key = tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
+    _pki.write_cert(ca_cert, ca)
+
+    def client(cn: str, cert_path: Path, key_path: Path) -> None:
+        leaf_key, leaf = _pki.make_leaf(ca_key, ca_cert, cn, ExtendedKeyUsageOID.CLIENT_AUTH)
+        _pki.write_cert(leaf, cert_path)
+        _pki.write_private_key(leaf_key, key_path)
+    client("client-one", cert, key)
+    server_key, server_cert = _pki.make_leaf(ca_key, ca_cert, "localhost", ExtendedKeyUsageOID.SERVER_AUTH,
+                                             _pki.LOOPBACK_SANS)
+    _pki.write_cert(server_cert, tmp_path / "server.pem")
+    _pki.write_private_key(server_key, tmp_path / "server.key")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+    server_ctx.load_cert_chain(str(tmp_path / "server.pem"), str(tmp_path / "server.key"))
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    path = tmp_path / "upstream.json"
+    path.write_text(json.dumps({"security.protocol": "SSL", "ssl.ca.location": str(ca),
+                                "ssl.certificate.location": str(cert), "ssl.key.location": str(key)}))
+    source = UpstreamFile(path, load_upstream_config(path), clock=lambda: 0.0)
+    recorder = CertRecorder(server_ctx)
+
+    async def connect_each(rotations) -> None:
+        server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(upstream=source)
+        try:
+            for slot, rotate in enumerate(rotations):
+                rotate()
+                conn = await pool.get("127.0.0.1", port, slot, "c1")  # a new slot: a new connection
+                while len(recorder.names) <= slot:  # the server's side of the handshake recorded it
+                    await asyncio.sleep(0.01)
+                conn.close()
+        finally:
+            pool.close()
+            server.close()
+    with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
+        asyncio.run(_connections(recorder, source, cert, key, client, connect_each))
+    assert recorder.names == ["client-one", "client-two", "client-two"]
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and "cannot be used" in lines[0] and str(cert) in lines[0], lines
+
+
+async def _connections(recorder, source: UpstreamFile, cert: Path, key: Path, client, connect_each) -> None:
+    def renew() -> None:  # certificate and key at the same paths, then SIGHUP
+        client("client-two", cert, key)
+        assert source.reload()
+
+    def mismatch() -> None:  # a key written without its certificate: refused, client-two still presented
+        client("client-three", cert.with_suffix(".other"), key)
+        assert not source.reload()
+    await connect_each([lambda: None, renew, mismatch])
