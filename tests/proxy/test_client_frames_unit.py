@@ -170,6 +170,30 @@ def test_the_staging_buffer_grows_in_two_steps_then_reading_pauses_when_it_is_fu
     asyncio.run(scenario())
 
 
+def test_second_growths_take_at_most_a_quarter_of_the_budget_so_a_new_connection_still_grows_once():
+    """A budget of 4 MiB: the first connection grows twice (1008 KiB charged, within the quarter); the second's
+    and third's second steps would pass the quarter and are refused, their first steps (within the half) are not.
+    Without the quarter rule the second grew to 1 MiB too and left the third at 16 KiB (the half taken)."""
+    async def scenario():
+        budget = ByteBudget(4 * 1024 * 1024)
+        sizes = []
+        for _ in range(3):
+            transport = _Transport()
+            frames = ClientFrames(lambda r, w: None, budget=budget)
+            frames.transport = transport  # type: ignore[assignment]
+            while transport.reading:
+                view = frames.get_buffer(-1)
+                n = len(view)
+                del view
+                frames.buffer_updated(n)
+            sizes.append(len(frames._staging))
+        return sizes, budget.used
+
+    sizes, used = asyncio.run(scenario())
+    assert sizes == [STAGING_BYTES, STAGING_FIRST_BYTES, STAGING_FIRST_BYTES]
+    assert used == (STAGING_BYTES - SMALL_FRAME_BYTES) + 2 * (STAGING_FIRST_BYTES - SMALL_FRAME_BYTES)
+
+
 def _pauses_reading_pipelined(frames: ClientFrames, transport: _Transport, data: bytes) -> tuple[int, list[bytes]]:
     """`data` (size-prefixed frames) handed over as a socket that always has more would (every read fills the
     buffer it is given), the connection taking every frame staged whole between reads: the reader's pauses, and

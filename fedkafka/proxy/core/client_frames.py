@@ -16,10 +16,11 @@ each pause and resume cost a loop round trip (twice the reader's CPU per frame i
 pipelining producer still filled it every ~3 requests (a read, a pause, a resume, a read by the waiting path
 each), at 1 MiB every ~15 (plain produce CPU per GB -13%, system calls per request 4.95 -> 3.32: bench/README.md).
 A client that trickles keeps it at 16 KiB. Each growth (240 KiB, then 768 KiB) is charged to the process budget
-(`ByteBudget.take_spare`: only while half the budget stays free, so staging never keeps a request from being
-read) until the buffer is let go: when the connection waits for a new frame with nothing staged and no answer due
-(or a buffer that never grew), or its last answer is written while it waits (`release_staging`), when its read
-loop ends (`drop_staging`: nothing reads it again), and when it ends; the charge given back is both steps'.
+(`ByteBudget.take_spare`: only while half the budget stays free, for the second step three quarters, so staging
+never keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
+nothing staged and no answer due (or a buffer that never grew), or its last answer is written while it waits
+(`release_staging`), when its read loop ends (`drop_staging`: nothing reads it again), and when it ends; the charge
+given back is both steps'.
 Refused, the buffer keeps its size: at 16 KiB it holds every frame the connection waits for in it (at most
 SMALL_FRAME_BYTES), and fills and pauses more often; at 256 KiB likewise. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
@@ -157,7 +158,9 @@ class ClientFrames(asyncio.BufferedProtocol):
         if growth <= 0:
             return False
         if self._budget is not None:
-            if not self._budget.take_spare(growth):
+            # the second step within a quarter of the budget: fast producers holding 1 MiB leave the second
+            # quarter to other connections' first step (256 KiB), which pipelining needs far more
+            if not self._budget.take_spare(growth, share=2 if size < STAGING_FIRST_BYTES else 4):
                 return False
             self._charged += growth  # both steps': release_staging gives back the sum
         staging = records.frame_buffer(target)
