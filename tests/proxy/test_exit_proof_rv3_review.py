@@ -7,7 +7,8 @@ the view cache's lock"). Each test FAILS on main (e1cdf51).
    the saved deadline `PATH.fence`, which is the row's fence (F5). The next lock holder shows the exited holder's
    secret, the controller records the row's fence as ending now, and a move waits only the grace while the lockless
    process still produces to the old segment under the old view for up to that whole fence: acked records land
-   above the seal.
+   above the seal. The same with a process on a *copy* of the state dir (it holds the copy's lock): the saved
+   deadline must be bound to the lock it was saved under, as `.secret` now is.
 2. [availability] A `--workers` parent's word replaces the file's list: a worker restarted twice before its
    registration was answered shows only the short-lived process's secret, which the row never held, although the
    file beside its cache holds the row holder's too (proved exited by the same lock): the whole fence is waited.
@@ -17,6 +18,7 @@ the view cache's lock"). Each test FAILS on main (e1cdf51).
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import httpx
@@ -68,6 +70,42 @@ def test_rv3_a_process_serving_the_cache_without_its_lock_is_not_vouched_away(tm
         assert recorded is not None and recorded >= lockless_until - 1.0, (
             f"P2 (never held the lock) may produce for {lockless_until - time.time():.0f} s more, but a move waits "
             f"only until {recorded - time.time():.0f} s + the grace")
+
+    _run(tmp_path, body)
+
+
+def test_rv3_a_process_serving_a_copy_of_the_cache_is_not_vouched_away(tmp_path):
+    """[data] The same hole with a copy of the state dir (rv32's case: moved to a new disk or host under the same
+    advertised name, a backup restored there): P2 on the copy holds the copy's lock (another inode), serves the
+    saved view and, cut off from the controllers, produces until the saved deadline, the row's fence. P1 (the
+    original) exits, P3 takes the original's lock and shows P1's secret: the row's fence is recorded as ending at P3's
+    registration while P2 may still produce for that whole fence. Refusing produce only to a process that failed
+    the lock does not cover this: the saved deadline must be bound to the lock it was saved under."""
+    original, copy = tmp_path / "old", tmp_path / "new"
+
+    async def body(ctl, app) -> None:
+        first, _ = _source(app, original / "view.json")
+        await first.start(_state())
+        shutil.copytree(original, copy)
+        on_copy, _ = _source(app, copy / "view.json")
+        on_copy.client = httpx.AsyncClient(transport=httpx.MockTransport(_unreachable), timeout=10)
+        copy_state = _state()
+        await on_copy.start(copy_state)  # the copy's lock is free: held; no controller answers it
+        _release(first.cache)  # P1 exits
+        _lease_lapsed(ctl)
+        third, sent = _source(app, original / "view.json")
+        await third.start(_state())
+        shown = [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations]
+        recorded = _predecessor_fence(ctl)
+        copy_until = time.time() + copy_state.lease_deadline - time.monotonic() if copy_state.lease_valid() else 0.0
+        for source in (on_copy, third):
+            _release(source.cache)
+        for source in (first, on_copy, third):
+            await source.client.aclose()
+        assert shown == [first.own_secret]
+        assert recorded is not None and recorded >= copy_until - 1.0, (
+            f"P2 (on a copy) may produce for {copy_until - time.time():.0f} s more, but a move waits only until "
+            f"{recorded - time.time():.0f} s + the grace")
 
     _run(tmp_path, body)
 
