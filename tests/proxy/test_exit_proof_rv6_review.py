@@ -1,0 +1,72 @@
+"""Review s32-rv6 of the exit proof (merge 3ebe6f5: the saved deadline bound to the view cache's lock; docs/DESIGN.md
+§4.9 F4, "Why vouching for the lock's holders is enough"). Each test FAILS on main (3ebe6f5).
+
+1. [data] The argument: the processes that may write under the row's fence are the registered ones and the holders
+   of the lock that saved `PATH.fence`; a next lock holder vouches for exactly the lock's earlier holders, which have
+   exited. A `--workers` parent's word is a second way to vouch, and it is shown even when the new worker does *not*
+   get the lock (`_prove_previous_exit` returns early, leaving the parent's word in `predecessor_secrets`). Then
+   another live process holds that lock (a second proxy on the cache: a second parent's worker, or a single-process
+   proxy on worker 0's path), which took it after the exited worker died and so produces from that worker's saved
+   deadline, the row's fence, while no controller answers it. The parent's word ends the row's fence at the new
+   worker's registration: a move waits only the grace while that lock holder still produces under the old view.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from fedkafka.controllers import PREDECESSOR_SECRET_HEADER
+from proxy.test_view_cache_exit_proof import (
+    _lease_lapsed,
+    _predecessor_fence,
+    _release,
+    _run,
+    _source,
+    _state,
+)
+
+
+def _unreachable(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("controller unreachable from this process", request=request)
+
+
+def test_rv6_a_parents_word_does_not_vouch_away_a_deadline_a_live_lock_holder_produces_from(tmp_path):
+    """[data] Worker 0 A (parent X drew sA) registers, holds the lock, saves its deadline (the row's fence, 15 min),
+    and dies. Before X starts it again, Q (worker 0 of a second parent on the same cache) takes the free lock: the
+    deadline was saved under that very lock, so Q, cut off from the controllers, produces until it. X starts A' with
+    its word (sA2, sA): the lock is Q's, so A' proves nothing by it, yet shows sA, the row's secret: the controller
+    records A's fence as ending at A''s registration while Q may produce for up to that whole fence."""
+    path = tmp_path / "view.json"
+
+    async def body(ctl, app) -> None:
+        exited, _ = _source(app, path, secrets=("a" * 43, None))
+        exited.worker = 0
+        await exited.start(_state())
+        _release(exited.cache)  # A dies (kill -9): its saved deadline stays on disk, under the lock's identity
+        holder, _ = _source(app, path, secrets=("q" * 43, None))
+        holder.worker = 0
+        holder.client = httpx.AsyncClient(transport=httpx.MockTransport(_unreachable), timeout=10)
+        holder_state = _state()
+        await holder.start(holder_state)  # takes the free lock; no controller answers it: serves the saved view
+        assert holder.cache is not None and holder.cache._lock_fd is not None
+        _lease_lapsed(ctl)
+        restarted, sent = _source(app, path, secrets=("b" * 43, exited.own_secret))  # X's restart of worker 0
+        restarted.worker = 0
+        await restarted.start(_state())
+        assert restarted.cache is not None and restarted.cache._lock_fd is None  # the lock is Q's
+        shown = [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations]
+        recorded = _predecessor_fence(ctl)
+        # until when Q (a live holder of the lock A saved its deadline under) may produce: wall clock, 0 if not
+        holder_until = (time.time() + holder_state.lease_deadline - time.monotonic()
+                        if holder_state.lease_valid() else 0.0)
+        _release(holder.cache)
+        for source in (exited, holder, restarted):
+            await source.client.aclose()
+        assert holder_until > time.time() + 60, "Q produces from A's saved deadline (the scenario's premise)"
+        assert recorded is not None and recorded >= holder_until - 1.0, (
+            f"shown {shown}: Q (holding the lock) may produce for {holder_until - time.time():.0f} s more, but a "
+            f"move waits only until {recorded - time.time():.0f} s + the grace")
+
+    _run(tmp_path, body)
