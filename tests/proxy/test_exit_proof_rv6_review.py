@@ -70,3 +70,37 @@ def test_rv6_a_parents_word_does_not_vouch_away_a_deadline_a_live_lock_holder_pr
             f"move waits only until {recorded - time.time():.0f} s + the grace")
 
     _run(tmp_path, body)
+
+
+def test_rv6_avail_a_start_that_raced_its_previous_runs_exit_saves_usable_deadlines_once_it_is_alone(tmp_path):
+    """[availability] P2 starts while P1 (its previous run) still holds the lock (a restart racing P1's exit, as the
+    docs name it): P2 gets no lock, and `lock_for_life` is never tried again. P1 exits, P2 is now the only process
+    on the cache, registered and renewing for weeks, but every deadline it saves names no lock; it is killed, and
+    its restart P3 (the lock free, the same file, the same boot), with no controller answering, gets no produce
+    deadline at all. Safe to give it: P2's deadline is P2's registered fence, and nobody vouches P2 away (its secret
+    was never saved). The fix: take the lock once it is free (and save our secret under it)."""
+    path = tmp_path / "view.json"
+
+    async def body(ctl, app) -> None:
+        first, _ = _source(app, path)
+        await first.start(_state())
+        _lease_lapsed(ctl)
+        racing, _ = _source(app, path)
+        racing_state = _state()
+        await racing.start(racing_state)  # registers (P1's lease lapsed): the lock is still P1's
+        assert racing.cache is not None and racing.cache._lock_fd is None
+        _release(first.cache)  # P1 exits: P2 is the only process on the cache from now on
+        await racing._heartbeat_once(racing_state)  # a renewal: its deadline saved
+        _release(racing.cache)  # P2 is killed
+        restart, _ = _source(app, path)
+        restart.client = httpx.AsyncClient(transport=httpx.MockTransport(_unreachable), timeout=10)
+        restart_state = _state()
+        await restart.start(restart_state)  # the lock is free: taken; no controller answers
+        assert restart.cache is not None and restart.cache._lock_fd is not None
+        may_produce = restart_state.lease_valid()
+        _release(restart.cache)
+        for source in (first, racing, restart):
+            await source.client.aclose()
+        assert may_produce, "the only process on the cache since P1 exited saved no deadline its restart may use"
+
+    _run(tmp_path, body)
