@@ -13,12 +13,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
 
 from fedkafka.controllers import PREDECESSOR_SECRET_HEADER
+from fedkafka.proxy.view_cache import ViewCache
+from fedkafka.view.model import View
 from proxy.test_view_cache_exit_proof import (
+    INSTANCE,
     _lease_lapsed,
     _predecessor_fence,
     _release,
@@ -104,3 +108,27 @@ def test_rv6_avail_a_start_that_raced_its_previous_runs_exit_saves_usable_deadli
         assert may_produce, "the only process on the cache since P1 exited saved no deadline its restart may use"
 
     _run(tmp_path, body)
+
+
+def test_rv6_a_deadline_saved_without_the_lock_is_logged_as_such(tmp_path, caplog):
+    """[operability] A deadline saved by a process that held no lock (a second process on the cache, a start that
+    raced its previous run) is refused to the next holder with the warning meant for a copy, a reboot or an upgrade
+    ("saved under another lock or boot (a copy of the state dir, a reboot, or a release that named no lock)"): an
+    operator looks for what did not happen. The file says which: `"lock": null`."""
+    path = tmp_path / "view.json"
+    holder = ViewCache(path, INSTANCE)
+    holder.save_view(View(version=7), node_id=3)
+    assert holder.lock_for_life()
+    lockless = ViewCache(path, INSTANCE)
+    assert not lockless.lock_for_life()
+    lockless.save_fence(time.time() + 900)
+    _release(holder)
+    restart = ViewCache(path, INSTANCE)
+    assert restart.lock_for_life()
+    try:
+        with caplog.at_level(logging.WARNING, logger="fedkafka.proxy.view_cache"):
+            saved = restart.load()
+    finally:
+        _release(restart)
+    assert saved is not None and saved.produce_until == 0.0
+    assert "a process that held no lock" in caplog.text, caplog.text
