@@ -292,8 +292,10 @@ class ViewCache:
                 if warn:
                     log.warning("produce deadline %s not used: %s; produce refused until a controller renews",
                                 self.fence_path, "this process does not hold the view cache's lock"
-                                if identity is None else "saved under another lock or boot (a copy of the "
-                                "state dir, a reboot, or a release that named no lock)")
+                                if identity is None else "saved by a process that held no lock (a second "
+                                "process on this view cache, or a release that named no lock)"
+                                if body.get("lock") is None else "saved under another lock or boot (a copy of "
+                                "the state dir, a reboot)")
         except FileNotFoundError:
             pass
         except Exception as e:  # a damaged deadline is no deadline, never a crash

@@ -232,11 +232,13 @@ class ControllerViewSource:
                 log.warning("%s is locked by another live process (a previous run of this proxy, or a second one "
                             "on this view cache): its exit cannot be proved, so a move waits for that process's "
                             "fence and 40 s after it", self.cache.lock_path)
+                self._drop_parents_word()
                 return
             previous = await asyncio.to_thread(self.cache.swap_secret, self.own_secret)
         except OSError as e:
             log.warning("exit of this proxy's previous run not provable (%s, %s: %s): a move waits for its fence",
                         self.cache.lock_path, type(e).__name__, e)
+            self._drop_parents_word()
             return
         if previous:
             log.info("%s: the previous run of this proxy has exited; shown as our predecessor at registration (%d "
@@ -244,6 +246,15 @@ class ControllerViewSource:
                      self.cache.lock_path, len(previous))
             shown = dict.fromkeys((*self.predecessor_secrets, *previous))  # the parent's word first, once each
             self.predecessor_secrets = tuple(shown)[:MAX_PREDECESSOR_SECRETS]
+
+    def _drop_parents_word(self) -> None:
+        """Without the view cache's lock our parent's word vouches for too little: the dead worker exited, but
+        the lock's live holder may produce from the deadline it saved (`ViewCache.load`), under the fence the
+        word would end (docs/DESIGN.md §4.9 F4)."""
+        if self.predecessor_secrets:
+            log.warning("our parent's word for our previous process not shown: without the view cache's lock, "
+                        "another process may produce from its saved deadline; a move waits for its fence")
+        self.predecessor_secrets = ()
 
     async def _confirm_own_secret(self) -> None:
         """A registration of ours was answered: the secrets of earlier runs saved beside the view cache are no
