@@ -416,3 +416,48 @@ def test_a_reloaded_password_that_the_brokers_refuse_is_logged_although_the_old_
     after = [m for level, m in messages[reloaded:] if level == logging.ERROR and "SASL authentication" in m]
     assert len(after) == 1, messages
     assert all(NEW not in m for _, m in messages)
+
+
+def test_a_worker_restarted_after_a_certificate_moved_to_new_paths_starts_and_presents_the_new_one(tmp_path):
+    """The same restart after a client certificate rotated to new paths, the old files deleted once every proxy
+    reloaded: the parent's first settings name files that are gone, so the restarted worker must not be built
+    from them (it would fail to start, and be started again and again by its parent)."""
+    from fedkafka.proxy.core.server import _worker_config
+
+    ca_key, ca_cert = _pki.make_ca("upstream-ca")
+    ca, path = tmp_path / "ca.pem", tmp_path / "upstream.json"
+    _pki.write_cert(ca_cert, ca)
+
+    def client(cn: str, stem: str) -> None:
+        leaf_key, leaf = _pki.make_leaf(ca_key, ca_cert, cn, ExtendedKeyUsageOID.CLIENT_AUTH)
+        _pki.write_cert(leaf, tmp_path / f"{stem}.pem")
+        _pki.write_private_key(leaf_key, tmp_path / f"{stem}.key")
+
+    def config(stem: str, target: Path) -> None:
+        target.write_text(json.dumps({"security.protocol": "SSL", "ssl.ca.location": str(ca),
+                                      "ssl.certificate.location": str(tmp_path / f"{stem}.pem"),
+                                      "ssl.key.location": str(tmp_path / f"{stem}.key")}))
+    client("client-one", "client-1")
+    config("client-1", path)
+    parent = ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
+                         view_file=tmp_path / "view.json", upstream=load_upstream_config(path), upstream_file=path,
+                         workers=2)
+    client("client-two", "client-2")
+    _rewrite(path, lambda p: config("client-2", p))
+    for old in ("client-1.pem", "client-1.key"):
+        (tmp_path / old).unlink()
+    recorder = CertRecorder(_server_context(ca_key, ca_cert, ca, tmp_path))
+    worker = ProxyServer(_worker_config(parent, 1))
+
+    async def main():
+        server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0, ssl=recorder.ctx)
+        try:
+            conn = await worker.pool.get("127.0.0.1", server.sockets[0].getsockname()[1], 0, "c1")
+            while not recorder.names:
+                await asyncio.sleep(0.01)
+            conn.close()
+        finally:
+            worker.pool.close()
+            server.close()
+    asyncio.run(main())
+    assert recorder.names == ["client-two"]
