@@ -8,8 +8,12 @@ old or the new content, never a torn one:
   controller URLs it came from. Written after a view is applied and drained and *before* the proxy acks it to
   the controller, so the saved version is at least every version the controller was told this proxy applied.
 - `PATH.fence`: until when (wall clock) the controller allowed this proxy to produce, written after each
-  renewal. A lower bound of the deadline the controller counts for this proxy (docs/DESIGN.md §4.9): a proxy
-  started from the cache produces only until then, and only consumes after it until a controller answers.
+  renewal, with the identity of the lock its writer held (as `PATH.secret`; none when it held none). A lower
+  bound of the deadline the controller counts for this proxy (docs/DESIGN.md §4.9): a proxy started from the
+  cache produces only until then, and only consumes after it until a controller answers. Only a process holding
+  that same lock may produce from it (F4: the lock's holders are the only processes a next holder vouches for
+  besides the registered ones); any other (the lock not taken, a copy of the state dir, a reboot, a file naming
+  no lock) starts with no deadline.
 
 Beside them, for proving a previous process's exit on this host (docs/DESIGN.md §4.9, F4):
 
@@ -35,6 +39,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -42,13 +47,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedkafka.controllers import MAX_PREDECESSOR_SECRETS
+from fedkafka.controllers import MAX_PREDECESSOR_SECRETS, MAX_SECRET_LENGTH
 from fedkafka.view.model import View
 
 log = logging.getLogger(__name__)
 
 # the running kernel's id, new at each boot: with a lock file's device and inode, names one held lock (`swap_secret`)
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+# a member secret a controller takes (url-safe base64, as `secrets.token_urlsafe` draws): a hand-edited secret file
+# must not make every registration answered 422
+_SECRET_FORM = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +118,19 @@ class ViewCache:
         return True
 
     def swap_secret(self, own_secret: str) -> list[str]:
-        """With `PATH.lock` held (`lock_for_life`): the member secrets of the lock's previous holders, newest first
-        (none if there are none, or the file is damaged, another instance's, or written under another lock or
-        boot), then `own_secret` saved before them (mode 0600), each earlier one kept until `confirm_secret`: a
+        """With `PATH.lock` held (`lock_for_life`): the member secrets of the lock's previous holders (none if there
+        are none, or the file is damaged, another instance's, or written under another lock or boot): the last one
+        whose registration was answered first (the row's likeliest holder), then the newest of those never
+        answered. Then `own_secret` saved before them (mode 0600), each earlier one kept until `confirm_secret`: a
         restart that exits before its registration commits does not hide the run before it, which the controller's
-        row still holds (at most MAX_PREDECESSOR_SECRETS in all). Raises OSError when it cannot be read or written
-        (the caller then presents no predecessor: simpler, and never unsafe, as presenting none only makes a move
-        wait the previous process's whole fence)."""
+        row still holds; the answered one always kept, at most MAX_PREDECESSOR_SECRETS in all. Raises OSError when
+        it cannot be read or written (the caller then presents no predecessor: simpler, and never unsafe, as
+        presenting none only makes a move wait the previous process's whole fence)."""
         identity = self._lock_identity()
-        previous = self._saved_secrets(identity)
-        self._write_secrets(identity, [own_secret, *previous][:MAX_PREDECESSOR_SECRETS])
+        answered, unanswered = self._saved_secrets(identity)
+        self._write_secrets(identity, answered, [own_secret, *unanswered])
         self._own_secret = own_secret
-        return previous
+        return _as_shown([answered, *unanswered])
 
     @property
     def secret_unconfirmed(self) -> bool:
@@ -130,10 +139,11 @@ class ViewCache:
 
     def confirm_secret(self) -> None:
         """A registration of ours was answered: the controller's row holds our secret, so the earlier ones kept by
-        `swap_secret` name nothing a restart must show. Saved alone. Raises OSError (the earlier ones stay: they
-        are exited processes' all the same)."""
+        `swap_secret` name nothing a restart must show. Saved alone, as the answered one (kept by the next runs'
+        `swap_secret` until one of theirs is answered). Raises OSError (the earlier ones stay: they are exited
+        processes' all the same)."""
         if self._own_secret is not None:
-            self._write_secrets(self._lock_identity(), [self._own_secret])
+            self._write_secrets(self._lock_identity(), self._own_secret, [self._own_secret])
             self._own_secret = None
 
     def _lock_identity(self) -> dict[str, Any] | None:
@@ -150,30 +160,47 @@ class ViewCache:
         st = os.fstat(self._lock_fd)
         return {"boot_id": boot_id, "dev": st.st_dev, "ino": st.st_ino} if boot_id else None
 
-    def _write_secrets(self, identity: dict[str, Any] | None, member_secrets: list[str]) -> None:
+    def _write_secrets(self, identity: dict[str, Any] | None, answered: str | None, unanswered: list[str]) -> None:
+        """`unanswered`: newest first, ours first; `answered` is kept whatever comes after it, so of the others only
+        as many as fit beside it (MAX_PREDECESSOR_SECRETS in all: what a registration may show)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"instance_id": self.instance_id, "lock": identity, "member_secret": member_secrets[0],
-                "earlier_secrets": member_secrets[1:]}
+        kept = unanswered[:MAX_PREDECESSOR_SECRETS - (answered is not None and answered != unanswered[0])]
+        body = {"instance_id": self.instance_id, "lock": identity, "member_secret": kept[0],
+                "earlier_secrets": kept[1:], "answered_secret": answered}
         write_atomically(self.secret_path, json.dumps(body).encode())
 
-    def _saved_secrets(self, identity: dict[str, Any] | None) -> list[str]:
+    def _saved_secrets(self, identity: dict[str, Any] | None) -> tuple[str | None, list[str]]:
+        """The saved secrets of exited holders of our lock: the answered one (None: none saved), and the others,
+        newest first."""
         try:
             body = json.loads(self.secret_path.read_bytes())
         except FileNotFoundError:
-            return []
+            return None, []
         except ValueError as e:
             log.warning("member secret file %s not used (damaged: %s)", self.secret_path, e)
-            return []
+            return None, []
         if not isinstance(body, dict) or body.get("instance_id") != self.instance_id:
-            return []
+            return None, []
         if identity is None or body.get("lock") != identity:
             log.warning("member secret file %s not used (written under another lock or boot, or this kernel's boot "
                         "id is unreadable): its writer's exit is not proved, so a move waits for its fence",
                         self.secret_path)
-            return []
+            return None, []
         earlier = body.get("earlier_secrets")
-        saved = [body.get("member_secret"), *(earlier if isinstance(earlier, list) else ())]
-        return [s for s in saved if isinstance(s, str) and s][:MAX_PREDECESSOR_SECRETS]
+        newest_first = (body.get("member_secret"), *(earlier if isinstance(earlier, list) else ()))
+        saved = [self._usable_secret(s) for s in newest_first]
+        answered = self._usable_secret(body.get("answered_secret"))
+        return answered, [s for s in dict.fromkeys(saved) if s is not None and s != answered]
+
+    def _usable_secret(self, secret: Any) -> str | None:
+        """`secret` if a controller takes it (url-safe base64, 1 to MAX_SECRET_LENGTH characters), else None, with
+        a warning when there was one (a hand-edited file: shown, the controller would refuse every registration)."""
+        if secret is None or (isinstance(secret, str) and 0 < len(secret) <= MAX_SECRET_LENGTH
+                              and _SECRET_FORM.fullmatch(secret)):
+            return secret
+        log.warning("member secret file %s: a saved secret not used (not url-safe base64 of 1 to %d characters)",
+                    self.secret_path, MAX_SECRET_LENGTH)
+        return None
 
     def save_view(self, view: View, node_id: int, controllers: Sequence[str] = ()) -> None:
         """`controllers`: the URLs of the controllers the view came from (the federation, offline: `load`)."""
@@ -206,8 +233,9 @@ class ViewCache:
             self._write_fence(produce_until)
 
     def _write_fence(self, produce_until: float) -> None:
+        """Saved with the identity of the lock we hold (None: none): only a holder of that lock produces from it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"instance_id": self.instance_id, "produce_until": produce_until}
+        body = {"instance_id": self.instance_id, "lock": self._lock_identity(), "produce_until": produce_until}
         write_atomically(self.fence_path, json.dumps(body).encode())
 
     def load(self, controllers: Sequence[str] = ()) -> SavedView | None:
@@ -245,19 +273,35 @@ class ViewCache:
             raise ValueError(f"version {body['version']} names view {view.version}")
         if not isinstance(body.get("controllers", []), list):
             raise ValueError("controllers is not a list")
-        return SavedView(view=view, node_id=int(body["node_id"]), produce_until=self._produce_until())
+        return SavedView(view=view, node_id=int(body["node_id"]), produce_until=self._produce_until(warn=True))
 
-    def _produce_until(self) -> float:
+    def _produce_until(self, warn: bool = False) -> float:
         """The saved produce deadline; 0 (produce refused until a controller renews: docs/DESIGN.md §4.9, F5) when
-        there is none, it is damaged, or another instance wrote it."""
+        there is none, it is damaged, another instance wrote it, or it was saved under another lock than the one
+        we hold (or we hold none: §4.9 F4, a next holder of the lock vouches for its holders only). `warn`: say why
+        a deadline is not used (once, at `load`)."""
         try:
             body = json.loads(self.fence_path.read_bytes())
             if isinstance(body, dict) and body.get("instance_id") == self.instance_id:
                 until = float(body["produce_until"])
-                return until if math.isfinite(until) else 0.0
+                if not math.isfinite(until) or until <= 0:
+                    return 0.0
+                identity = self._lock_identity()
+                if identity is not None and body.get("lock") == identity:
+                    return until
+                if warn:
+                    log.warning("produce deadline %s not used: %s; produce refused until a controller renews",
+                                self.fence_path, "this process does not hold the view cache's lock"
+                                if identity is None else "saved under another lock or boot (a copy of the "
+                                "state dir, a reboot, or a release that named no lock)")
         except FileNotFoundError:
             pass
         except Exception as e:  # a damaged deadline is no deadline, never a crash
             log.warning("produce deadline %s not used (damaged: %s); produce refused until a controller renews",
                         self.fence_path, type(e).__name__)
         return 0.0
+
+
+def _as_shown(shown: list[str | None]) -> list[str]:
+    """The secrets in `shown`, once each, at most MAX_PREDECESSOR_SECRETS (what a registration may show)."""
+    return [s for s in dict.fromkeys(shown) if s is not None][:MAX_PREDECESSOR_SECRETS]

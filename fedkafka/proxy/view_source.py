@@ -26,6 +26,7 @@ import httpx
 from fedkafka.controllers import (
     ACTIVE_HEADER,
     DUPLICATE_REGISTRATION,
+    MAX_PREDECESSOR_SECRETS,
     MEMBER_SECRET_HEADER,
     PREDECESSOR_SECRET_HEADER,
     PREDECESSOR_SEPARATOR,
@@ -221,8 +222,9 @@ class ControllerViewSource:
         are exited processes': shown as our predecessors', a move waits the grace after our registration, not that
         process's fence (docs/DESIGN.md §4.9, F4). A
         worker's parent that saw its previous process exit has said so already (the same secret, unless that
-        process died before saving its own): its word is kept. The lock held by a live process, or unusable: we
-        start as before, vouching for no one."""
+        process died before saving its own): its word is shown first, the file's beside it (the row may hold an
+        earlier one the file kept: at most MAX_PREDECESSOR_SECRETS in all). The lock held by a live process, or
+        unusable: we start as before, vouching for no one (and `ViewCache.load` gives no produce deadline)."""
         if self.cache is None:
             return
         try:
@@ -236,11 +238,12 @@ class ControllerViewSource:
             log.warning("exit of this proxy's previous run not provable (%s, %s: %s): a move waits for its fence",
                         self.cache.lock_path, type(e).__name__, e)
             return
-        if previous and not self.predecessor_secrets:
+        if previous:
             log.info("%s: the previous run of this proxy has exited; shown as our predecessor at registration (%d "
-                     "secret(s): runs that exited before their registration was answered kept)",
+                     "secret(s): the last answered run's and runs that exited before theirs was answered kept)",
                      self.cache.lock_path, len(previous))
-            self.predecessor_secrets = tuple(previous)
+            shown = dict.fromkeys((*self.predecessor_secrets, *previous))  # the parent's word first, once each
+            self.predecessor_secrets = tuple(shown)[:MAX_PREDECESSOR_SECRETS]
 
     async def _confirm_own_secret(self) -> None:
         """A registration of ours was answered: the secrets of earlier runs saved beside the view cache are no

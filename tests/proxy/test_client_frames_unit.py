@@ -20,6 +20,7 @@ from fedkafka.proxy.core import client_frames
 from fedkafka.proxy.core.client_frames import (
     SMALL_FRAME_BYTES,
     STAGING_BYTES,
+    STAGING_FIRST_BYTES,
     ClientFrames,
     IncompleteFrame,
     start_server,
@@ -91,8 +92,8 @@ async def _read_frames(frames: ClientFrames) -> list[bytes]:
 
 
 @settings(max_examples=examples(200), deadline=None)
-@given(sizes=st.lists(st.sampled_from([0, 1, 7, 300, STAGING_BYTES - 4, STAGING_BYTES, 40_000, 70_000]),
-                      max_size=6),
+@given(sizes=st.lists(st.sampled_from([0, 1, 7, 300, STAGING_FIRST_BYTES - 4, STAGING_FIRST_BYTES, STAGING_BYTES - 4,
+                                      STAGING_BYTES, 40_000, 70_000]), max_size=6),
        cuts=st.lists(st.integers(1, 200_000), max_size=12), seed=st.integers(0, 1000))
 def test_frames_arrive_whole_and_in_order_however_their_bytes_are_cut(sizes, cuts, seed):
     rng = random.Random(seed)
@@ -137,7 +138,7 @@ def test_a_frame_larger_than_the_staging_buffer_lands_in_a_buffer_of_its_own_siz
     assert asyncio.run(scenario()) == small
 
 
-def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_resumes_when_bytes_are_taken():
+def test_the_staging_buffer_grows_in_two_steps_then_reading_pauses_when_it_is_full_and_resumes_when_bytes_are_taken():
     async def scenario():
         transport = _Transport()
         budget = ByteBudget(Limits().max_buffered_bytes)
@@ -151,9 +152,11 @@ def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_r
             view[:] = data[frames.buffered():frames.buffered() + len(view)]
             del view
             frames.buffer_updated(sizes[-1])
-        assert sizes == [SMALL_FRAME_BYTES, STAGING_BYTES - SMALL_FRAME_BYTES]  # 16 KiB first: a trickle keeps it
+        # 16 KiB first (a trickle keeps it), then 256 KiB, then 1 MiB
+        assert sizes == [SMALL_FRAME_BYTES, STAGING_FIRST_BYTES - SMALL_FRAME_BYTES,
+                         STAGING_BYTES - STAGING_FIRST_BYTES]
         assert frames.buffered() == STAGING_BYTES
-        assert budget.used == STAGING_BYTES - SMALL_FRAME_BYTES  # the growth is charged; the first 16 KiB are not
+        assert budget.used == STAGING_BYTES - SMALL_FRAME_BYTES  # the growths are charged; the first 16 KiB are not
         assert frames.take(100) == data[:100]
         assert transport.reading
         view = frames.get_buffer(-1)
@@ -165,6 +168,82 @@ def test_the_staging_buffer_grows_once_then_reading_pauses_when_it_is_full_and_r
         assert len(frames.get_buffer(-1)) == SMALL_FRAME_BYTES  # let go when empty; a new one starts small
 
     asyncio.run(scenario())
+
+
+def test_second_growths_take_at_most_a_quarter_of_the_budget_so_a_new_connection_still_grows_once():
+    """A budget of 4 MiB: the first connection grows twice (1008 KiB charged, within the quarter); the second's
+    and third's second steps would pass the quarter and are refused, their first steps (within the half) are not.
+    Without the quarter rule the second grew to 1 MiB too and left the third at 16 KiB (the half taken)."""
+    async def scenario():
+        budget = ByteBudget(4 * 1024 * 1024)
+        sizes = []
+        for _ in range(3):
+            transport = _Transport()
+            frames = ClientFrames(lambda r, w: None, budget=budget)
+            frames.transport = transport  # type: ignore[assignment]
+            while transport.reading:
+                view = frames.get_buffer(-1)
+                n = len(view)
+                del view
+                frames.buffer_updated(n)
+            sizes.append(len(frames._staging))
+        return sizes, budget.used
+
+    sizes, used = asyncio.run(scenario())
+    assert sizes == [STAGING_BYTES, STAGING_FIRST_BYTES, STAGING_FIRST_BYTES]
+    assert used == (STAGING_BYTES - SMALL_FRAME_BYTES) + 2 * (STAGING_FIRST_BYTES - SMALL_FRAME_BYTES)
+
+
+def _pauses_reading_pipelined(frames: ClientFrames, transport: _Transport, data: bytes) -> tuple[int, list[bytes]]:
+    """`data` (size-prefixed frames) handed over as a socket that always has more would (every read fills the
+    buffer it is given), the connection taking every frame staged whole between reads: the reader's pauses, and
+    the frames taken."""
+    budget = ByteBudget(1 << 30)
+    taken: list[bytes] = []
+    at = 0
+    while at < len(data):
+        if transport.reading:
+            view = frames.get_buffer(-1)
+            n = min(len(view), len(data) - at)
+            view[:n] = data[at:at + n]
+            del view
+            frames.buffer_updated(n)
+            at += n
+            continue
+        before = len(taken)
+        while (frame := frames.take_whole(1 << 24, ByteBudget(1 << 30), budget)) is not None:
+            taken.append(frame)
+        assert len(taken) > before, "reading paused with no whole frame staged"
+    while (frame := frames.take_whole(1 << 24, ByteBudget(1 << 30), budget)) is not None:
+        taken.append(frame)
+    return transport.pauses, taken
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_a_pipelining_client_fills_and_pauses_the_staging_buffer_once_a_mebibyte_not_once_a_quarter(spare):
+    """A producer pipelining 64 KiB requests faster than they are taken filled the 256 KiB staging buffer every
+    three requests: each fill a pause and a resume of reading (two system calls) and a read. Grown a second step,
+    to 1 MiB, when the budget spares it (charged), it fills every fifteen; refused, it stays at 256 KiB (the first
+    growth still charged) and every frame still arrives whole. Counted, not timed (bench/README.md)."""
+    payloads = [random.Random(i).randbytes(64 * 1024) for i in range(48)]
+    data = b"".join(struct.pack(">i", len(p)) + p for p in payloads)
+    # refused: the budget spares the first growth (half of it stays free after it), not the second
+    budget = ByteBudget(4 * STAGING_BYTES if spare else 2 * (STAGING_FIRST_BYTES - SMALL_FRAME_BYTES) + 4096)
+
+    async def scenario():
+        transport = _Transport()
+        frames = ClientFrames(lambda r, w: None, budget=budget)
+        frames.transport = transport  # type: ignore[assignment]
+        pauses, taken = _pauses_reading_pipelined(frames, transport, data)
+        assert taken == payloads
+        assert len(frames._staging) == (STAGING_BYTES if spare else STAGING_FIRST_BYTES)
+        assert budget.used == len(frames._staging) - SMALL_FRAME_BYTES
+        frames.release_staging()
+        assert budget.used == 0
+        return pauses
+
+    pauses = asyncio.run(scenario())
+    assert pauses <= (4 if spare else 16)  # 48 frames of 64 KiB: 15 a fill at 1 MiB, 3 at 256 KiB
 
 
 def test_staged_bytes_are_moved_without_a_copy_of_them_on_the_side():
@@ -205,23 +284,31 @@ def test_staged_bytes_are_moved_without_a_copy_of_them_on_the_side():
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("grows", [True, False])
+# the budget, and the size the staging buffer is full at: both growths spared, the second refused, none spared
+_FULL_AT = {"twice": (4 * STAGING_BYTES, STAGING_BYTES),
+            "once": (2 * (STAGING_FIRST_BYTES - SMALL_FRAME_BYTES) + 4096, STAGING_FIRST_BYTES),
+            "never": (0, SMALL_FRAME_BYTES)}
+
+
+@pytest.mark.parametrize("grows", list(_FULL_AT))
 def test_reading_is_not_resumed_while_the_staging_buffer_is_full_even_when_a_read_takes_nothing(grows):
     """A zero-size frame's body (`read_frame(0)`) or an empty buffer (`receive_into`) takes no byte: with the
-    staging buffer full (at 256 KiB, or at 16 KiB when the budget refused the growth) reading stays paused. Resumed,
+    staging buffer full (at 1 MiB, at 256 KiB when the budget refused the second growth, or at 16 KiB when it
+    refused the first) reading stays paused. Resumed,
     the socket's next read would be given an empty buffer, a fatal error for asyncio's and uvloop's transports
     (the connection is aborted). Reachable: a zero-size frame's body is read after its hold, which waits while
     other connections wait for the process budget, and meanwhile the socket refills the 4 bytes its size took."""
     async def scenario():
         transport = _Transport()
-        frames = ClientFrames(lambda r, w: None, budget=ByteBudget(4 * STAGING_BYTES if grows else 0))
+        limit, full_at = _FULL_AT[grows]
+        frames = ClientFrames(lambda r, w: None, budget=ByteBudget(limit))
         frames.transport = transport  # type: ignore[assignment]
         while transport.reading:
             view = frames.get_buffer(-1)
             n = len(view)
             del view
             frames.buffer_updated(n)
-        assert frames.buffered() == (STAGING_BYTES if grows else SMALL_FRAME_BYTES)
+        assert frames.buffered() == len(frames._staging) == full_at
         assert await frames.read_frame(0) == b""
         assert not transport.reading
         await frames.receive_into(bytearray())
@@ -238,7 +325,7 @@ def test_a_staging_buffer_the_budget_cannot_spare_stays_small_and_every_frame_st
 
     async def scenario():
         d = _HeldDispatcher()
-        budget = ByteBudget(2 * (STAGING_BYTES - SMALL_FRAME_BYTES) - 1)  # its half: one byte short of the growth
+        budget = ByteBudget(2 * (STAGING_FIRST_BYTES - SMALL_FRAME_BYTES) - 1)  # its half: 1 byte short of the growth
         server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"".join(frames))
@@ -262,14 +349,15 @@ def test_a_staging_buffer_the_budget_cannot_spare_stays_small_and_every_frame_st
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_the_staging_buffers_many_connections_grew_are_charged_until_they_are_let_go(loop):
-    """20 connections, each with its one request slot taken and 300 KiB more sent: each staging buffer grows to
-    256 KiB and the budget counts every growth (the previous reader held them all uncharged; together 4.7 MiB,
-    far below half the 512 MiB budget, so take_spare refuses none). Once everything is answered and the
-    connections wait idle for a next request, every charge has come back. A connection whose buffer does not
-    fill fails with its reader's state, not a bare timeout."""
+    """20 connections, each with its one request slot taken and 1.05 MiB more sent: each staging buffer grows in
+    two steps, to 256 KiB and then to 1 MiB, and the budget counts both growths of every one (the previous reader
+    held them all uncharged; together 19.7 MiB, far below half the 512 MiB budget, so take_spare refuses none).
+    Once everything is answered and the connections wait idle for a next request, every charge has come back,
+    both steps'. A connection whose buffer does not fill fails with its reader's state, not a bare timeout."""
     run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
     n, growth = 20, STAGING_BYTES - SMALL_FRAME_BYTES
-    sent = {k: [frame_of(100 * k + c, size) for c, size in enumerate([64] + [9000, 70_000, 30] * 4, 1)]
+    # 14 x 79,042 bytes after the first request: more than the 1 MiB buffer holds, so each one fills it
+    sent = {k: [frame_of(100 * k + c, size) for c, size in enumerate([64] + [9000, 70_000, 30] * 14, 1)]
             for k in range(n)}
 
     async def scenario():
@@ -288,6 +376,7 @@ def test_the_staging_buffers_many_connections_grew_are_charged_until_they_are_le
                 pytest.fail(f"connection {k} of {n}: {_reader_state(conns[k:k + 1], budget)}")
         await _settle()
         assert sorted(d.started) == [100 * k + 1 for k in range(n)]
+        assert all(len(c.reader._staging) == STAGING_BYTES for c in conns)
         assert budget.used == n * (64 + growth)
         async with asyncio.timeout(GUARD_S):
             for k in range(n):
@@ -315,22 +404,31 @@ def _reader_state(conns: list[ClientConnection], budget: ByteBudget) -> str:
             f"transport reading: {conns[0].writer.transport.is_reading()}, budget used {budget.used}")
 
 
+@pytest.mark.parametrize("size", [STAGING_FIRST_BYTES, STAGING_BYTES], ids=["grown once", "grown twice"])
 @pytest.mark.parametrize("end", ["reset", "task ended"])
-def test_a_grown_staging_buffer_gives_its_charge_back_when_its_connection_ends_with_bytes_staged(end):
-    """A connection reset, or its task ended, with bytes still staged in a grown buffer: the buffer goes and the
-    budget gets its growth back (nothing reads those bytes any more)."""
+def test_a_grown_staging_buffer_gives_its_charge_back_when_its_connection_ends_with_bytes_staged(end, size):
+    """A connection reset, or its task ended, with bytes still staged in a buffer grown once (256 KiB) or twice
+    (1 MiB): the buffer goes and the budget gets its growth back, both steps' (nothing reads those bytes any
+    more). Fails if the release missed a step: 240 KiB or 768 KiB would stay charged."""
     async def scenario():
         budget = ByteBudget(Limits().max_buffered_bytes)
         frames = ClientFrames(_end_when_told, budget=budget)
         frames.connection_made(_Transport())
         await asyncio.sleep(0)  # the connection's task starts
-        for _ in range(2):  # 16 KiB, then the grown buffer's first bytes
+        filled = 0
+        while len(frames._staging) < size:  # filled, it grows: at 16 KiB, then (to grow twice) at 256 KiB
             view = frames.get_buffer(-1)
-            view[:SMALL_FRAME_BYTES] = b"x" * SMALL_FRAME_BYTES
+            n = len(view)
+            view[:] = b"x" * n
             del view
-            frames.buffer_updated(SMALL_FRAME_BYTES)
-        assert frames.buffered() == 2 * SMALL_FRAME_BYTES
-        assert budget.used == STAGING_BYTES - SMALL_FRAME_BYTES
+            frames.buffer_updated(n)
+            filled += n
+        view = frames.get_buffer(-1)  # the grown buffer's next bytes
+        view[:SMALL_FRAME_BYTES] = b"x" * SMALL_FRAME_BYTES
+        del view
+        frames.buffer_updated(SMALL_FRAME_BYTES)
+        assert len(frames._staging) == size and frames.buffered() == filled + SMALL_FRAME_BYTES
+        assert budget.used == size - SMALL_FRAME_BYTES
         if end == "reset":
             frames.connection_lost(ConnectionResetError())
         else:
@@ -454,10 +552,11 @@ def test_a_connection_gets_frames_written_in_small_pieces_whole_and_large_ones_i
 
 
 def test_while_no_request_slot_is_free_the_socket_is_not_read_and_nothing_is_lost():
-    """Backpressure: with its one request slot taken the connection reads nothing more; the staging buffer fills,
-    the transport stops reading (the rest waits in the kernel, slowing the client), and once the answer is
-    written every frame still arrives whole and in order."""
-    sizes = [64] + [9000, 70_000, 30] * 5
+    """Backpressure: with its one request slot taken the connection reads nothing more; the staging buffer fills
+    (grown twice, to 1 MiB: 1.05 MiB is sent after the first request), the transport stops reading (the rest
+    waits in the kernel, slowing the client), and once the answer is written every frame still arrives whole and
+    in order."""
+    sizes = [64] + [9000, 70_000, 30] * 14
     frames = _frames(sizes, 4)
 
     async def scenario():
@@ -472,7 +571,7 @@ def test_while_no_request_slot_is_free_the_socket_is_not_read_and_nothing_is_los
         await _settle()
         assert d.started == [1]
         assert conns[0].reader.buffered() == STAGING_BYTES and not conns[0].writer.transport.is_reading()
-        assert budget.used == 64 + STAGING_BYTES - SMALL_FRAME_BYTES  # the frame read, and the staging's growth
+        assert budget.used == 64 + STAGING_BYTES - SMALL_FRAME_BYTES  # the frame read, and the staging's growths
         assert await _answer_in_turn(d, frames, r) == list(range(1, len(frames) + 1))
         assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
         await _settle()
@@ -649,10 +748,12 @@ def test_a_connection_waiting_for_its_next_request_with_answers_due_keeps_its_gr
     for its next request with its grown staging buffer kept (its growth still charged), not let go and then
     allocated (16 KiB) and grown (256 KiB, the 16 KiB copied) again for the next request, as it was per request
     (bench/README.md, "A staging buffer kept while answers are due"). Once the last answer is written while it
-    waits, it holds none and every charge is back; every frame arrives whole and in order."""
+    waits, it holds none and every charge is back; every frame arrives whole and in order. The reader keeping up,
+    the buffer never fills at 256 KiB, so it grows one step, not two; a buffer grown twice is kept alike
+    (`test_a_staging_buffer_grown_twice_and_kept_while_answers_are_due_gives_back_both_growths_when_let_go`)."""
     run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
     frames = _frames([70_000, 70_000, 70_000, 500], 12)
-    growth = STAGING_BYTES - SMALL_FRAME_BYTES
+    growth = STAGING_FIRST_BYTES - SMALL_FRAME_BYTES
     allocated: list[int] = []
 
     async def scenario():
@@ -667,12 +768,13 @@ def test_a_connection_waiting_for_its_next_request_with_answers_due_keeps_its_gr
                     await asyncio.sleep(0.002)
             await _settle()
             reader = conns[0].reader
-            assert reader.buffered() == 0 and len(reader._staging) == STAGING_BYTES  # waits, answers due: kept
+            assert reader.buffered() == 0 and len(reader._staging) == STAGING_FIRST_BYTES  # waits, answers due: kept
             assert budget.used == conns[0].held.used + growth
             w.write(frame)
         assert await _answer_all(d, frames, r) == list(range(1, len(frames) + 1))
         assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
-        assert allocated.count(STAGING_BYTES) == 1  # grown once for the four requests, not once each
+        # grown once for the four requests, not once each (and never to 1 MiB: it never filled at 256 KiB)
+        assert allocated.count(STAGING_FIRST_BYTES) == 1 and STAGING_BYTES not in allocated
         await _settle()
         assert len(conns[0].reader._staging) == 0 and budget.used == 0  # answered and waiting: let go
         w.close()
@@ -738,7 +840,7 @@ def test_a_connection_that_reads_no_more_does_not_grow_a_staging_buffer_for_byte
     async def scenario():
         d = _HeldDispatcher()
         budget, server, conn, r, w = await _grown_by_two_requests(d, 7)
-        assert len(conn.reader._staging) == STAGING_BYTES  # the two requests grew it
+        assert len(conn.reader._staging) == STAGING_FIRST_BYTES  # the two requests grew it (a step)
         d.answers[1].set_result(CloseConnection("a handler closes the connection"))
         await _settle()
         w.write(bytes(100_000))  # unread: the connection reads no more
@@ -755,3 +857,64 @@ def test_a_connection_that_reads_no_more_does_not_grow_a_staging_buffer_for_byte
         server.close()
 
     run(scenario())
+
+
+async def _grown_twice_then_waiting_with_an_answer_due(d, frames: list[bytes], budget: ByteBudget):
+    """A connection with two request slots sent `frames` (seven 70,000-byte requests) at once: it reads two, its
+    slots are taken, the other five (342 KiB) fill its 256 KiB staging buffer, which grows to 1 MiB; then answered
+    one at a time, it reads them, until it waits for its next request with the last one's answer due. Returns
+    (server, conn, reader, writer)."""
+    server, port, conns = await _connection_server(d, Limits(max_inflight_requests=2), budget)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"".join(frames))
+    async with asyncio.timeout(GUARD_S):
+        while not conns or conns[0].reader.buffered() < sum(map(len, frames[2:])):
+            await asyncio.sleep(0.005)
+    await _settle()
+    conn = conns[0]
+    assert d.started == [1, 2] and len(conn.reader._staging) == STAGING_BYTES
+    assert budget.used == conn.held.used + STAGING_BYTES - SMALL_FRAME_BYTES  # both growths charged
+    async with asyncio.timeout(GUARD_S):
+        for corr in range(1, len(frames)):
+            while corr not in d.answers:
+                await asyncio.sleep(0.002)
+            d.answer(corr)
+            assert struct.unpack(">ii", await r.readexactly(8))[1] == corr
+    await _settle()
+    assert d.started == list(range(1, len(frames) + 1))
+    assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+    return server, conn, r, w
+
+
+@pytest.mark.parametrize("let_go", ["last answer written", "reader ended"])
+def test_a_staging_buffer_grown_twice_and_kept_while_answers_are_due_gives_back_both_growths_when_let_go(let_go):
+    """A connection whose staging buffer grew twice, to 1 MiB (its request slots taken, 342 KiB staged), waits
+    for its next request with an answer due: it keeps the 1 MiB buffer, charged both growths (1008 KiB). Let go,
+    when its last answer is written while it waits (`release_staging`) or when its read loop ends with the
+    answer still due (its client closes mid-frame: `drop_staging`), it gives both growths back. Fails if the
+    charge or the release missed the second step (768 KiB charged after its buffer went) or the first (240 KiB)."""
+    frames = _frames([70_000] * 7, 13)
+
+    async def scenario():
+        d = _HeldDispatcher()
+        budget = ByteBudget(Limits().max_buffered_bytes)
+        server, conn, r, w = await _grown_twice_then_waiting_with_an_answer_due(d, frames, budget)
+        assert conn.in_flight == 1 and conn.reader.buffered() == 0  # waits for its next request, an answer due
+        assert len(conn.reader._staging) == STAGING_BYTES  # kept, charged both growths
+        assert budget.used == conn.held.used + STAGING_BYTES - SMALL_FRAME_BYTES
+        if let_go == "reader ended":
+            w.write(b"\0\0")  # half a size prefix, then the client closes its side: the reader ends
+            w.write_eof()
+            await _settle()
+            assert conn.in_flight == 1 and not d.answers[len(frames)].done()  # the answer still due
+            assert conn.reader._charged == 0 and budget.used == conn.held.used > 0
+            assert len(conn.reader._staging) <= SMALL_FRAME_BYTES
+        d.answer(len(frames))
+        async with asyncio.timeout(GUARD_S):
+            assert struct.unpack(">ii", await r.readexactly(8))[1] == len(frames)
+        await _settle()
+        assert len(conn.reader._staging) == 0 and budget.used == 0 and conn.held.used == 0
+        w.close()
+        server.close()
+
+    asyncio.run(scenario())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import httpx
 
@@ -38,6 +39,8 @@ def _registered_server(tmp_path) -> tuple[ProxyServer, _Controller]:
                                      view_cache=tmp_path / "view.json"))
     source = server.source
     assert source.cache is not None
+    # its start took the view cache's lock: a deadline on disk is only ever used by that lock's holders (§4.9 F4)
+    assert source.cache.lock_for_life()
     source.cache.save_fence(4_000_000_000.0)  # a live deadline on disk, as a renewal saved it
     controller = _Controller(source.cache)
     source.client = httpx.AsyncClient(transport=httpx.MockTransport(controller.handle))
@@ -78,6 +81,13 @@ def test_a_stop_with_a_write_that_does_not_end_sends_no_deregistration(tmp_path,
     asyncio.run(run())
 
 
+def _exited(server: ProxyServer) -> None:
+    """The view cache's lock released, as at the process's exit (the next stop in this test takes it again)."""
+    assert server.source.cache is not None and server.source.cache._lock_fd is not None
+    os.close(server.source.cache._lock_fd)
+    server.source.cache._lock_fd = None
+
+
 def _stop_with_controller_answering(tmp_path, answer) -> tuple[list, float]:
     """Stop a registered proxy whose deregistration gets `answer` (a response, or an exception raised): the
     deregistrations sent and the deadline left on disk."""
@@ -93,6 +103,7 @@ def _stop_with_controller_answering(tmp_path, answer) -> tuple[list, float]:
 
         server.source.client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
         await server.stop()
+        _exited(server)
         return sent, json.loads(server.source.cache.fence_path.read_text())["produce_until"]
 
     return asyncio.run(run())

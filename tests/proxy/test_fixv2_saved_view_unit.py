@@ -4,6 +4,8 @@ and a damaged file or deadline never lets a proxy produce (docs/DESIGN.md §3.3 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 
 import httpx
@@ -124,6 +126,17 @@ def test_a_saved_view_is_used_under_any_one_of_the_controllers_it_was_saved_unde
     assert cache.load(["http://c3:8080"]) is None
 
 
+def saved_under_lock(path, produce_until: float) -> None:
+    """A deadline saved by a previous run, under the view cache's lock it held, which has exited (its lock released):
+    a restart that takes the lock may produce from it (docs/DESIGN.md §4.9 F4)."""
+    previous = ViewCache(path, INSTANCE)
+    assert previous.lock_for_life()
+    previous.save_fence(produce_until)
+    assert previous._lock_fd is not None
+    os.close(previous._lock_fd)
+    previous._lock_fd = None
+
+
 class FenceUnwritable(ViewCache):
     """A cache whose fence writes fail (ENOSPC); its view writes work."""
 
@@ -138,11 +151,12 @@ def test_a_switch_of_federation_whose_deadline_cannot_be_reset_leaves_the_old_pa
     path = tmp_path / "p.view.json"
     far = time.time() + 30 * 86400
     ViewCache(path, INSTANCE).save_view(View(version=40, federation_id="federation-a"), node_id=3, controllers=[URL])
-    ViewCache(path, INSTANCE).save_fence(far)
+    saved_under_lock(path, far)
     try:
         state = start_against(ctl, FenceUnwritable(path, INSTANCE))
         saved = ViewCache(path, INSTANCE).load([URL])
+        deadline = json.loads(path.with_name(path.name + ".fence").read_text())["produce_until"]
         assert state.view.federation_id == ctl.view.federation_id
-        assert (saved.view.federation_id, saved.view.version, saved.produce_until) == ("federation-a", 40, far)
+        assert (saved.view.federation_id, saved.view.version, deadline) == ("federation-a", 40, far)
     finally:
         ctl.stop()

@@ -10,6 +10,7 @@ first and leaves A's view only once its `GET /v1/view` is answered: the window i
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import httpx
@@ -49,7 +50,10 @@ def test_a_proxy_never_serves_the_old_federations_view_under_a_node_id_the_new_f
     cache = ViewCache(tmp_path / "p.view.json", INSTANCE)
     old_view = View(version=40, federation_id="federation-a", proxies=(OTHER_PROXY, THIS_PROXY_IN_A))
     cache.save_view(old_view, node_id=3, controllers=[URL])
-    cache.save_fence(time.time() + 3600)  # federation A's controller granted it: produce while no controller answers
+    previous_run = ViewCache(tmp_path / "p.view.json", INSTANCE)  # saved it under the lock it held, then exited
+    assert previous_run.lock_for_life()
+    previous_run.save_fence(time.time() + 3600)  # federation A's controller granted it: produce while none answers
+    os.close(previous_run._lock_fd)  # its exit: the lock released
     app = create_app(ctl, TOKEN, background=False)
 
     def unreachable(_request: httpx.Request) -> httpx.Response:

@@ -37,9 +37,14 @@ def test_saved_view_round_trips_with_its_version_node_and_deadline(tmp_path):
     cache.save_view(View(version=7, federation_id="f"), node_id=3)
     saved = cache.load()
     assert (saved.view.version, saved.view.federation_id, saved.node_id, saved.produce_until) == (7, "f", 3, 0.0)
-    cache.save_fence(1234.5)
-    assert cache.load().produce_until == 1234.5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.view.json", "p.view.json.fence"]  # no temp files left
+    assert cache.lock_for_life()  # a deadline is used only by a holder of the lock it was saved under (§4.9 F4)
+    try:
+        cache.save_fence(1234.5)
+        assert cache.load().produce_until == 1234.5
+    finally:
+        os.close(cache._lock_fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temp files left
+        "p.view.json", "p.view.json.fence", "p.view.json.lock"]
 
 
 def test_a_saved_view_of_another_instance_or_a_damaged_file_is_not_used(tmp_path):
@@ -59,8 +64,14 @@ def test_a_saved_view_of_another_instance_or_a_damaged_file_is_not_used(tmp_path
 def test_a_fence_of_another_instance_counts_as_none(tmp_path):
     path = tmp_path / "p.view.json"
     ViewCache(path, "a:1").save_view(View(version=2), node_id=1)
-    ViewCache(path, "b:1").save_fence(time.time() + 60)
-    assert ViewCache(path, "a:1").load().produce_until == 0.0
+    for instance in ("b:1", "a:1"):  # each holds the lock in turn: only the instance differs
+        cache = ViewCache(path, instance)
+        assert cache.lock_for_life()
+        if instance == "b:1":
+            cache.save_fence(time.time() + 60)
+        else:
+            assert cache.load().produce_until == 0.0
+        os.close(cache._lock_fd)
 
 
 class FullDisk(ViewCache):

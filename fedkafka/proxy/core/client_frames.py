@@ -10,22 +10,26 @@ the rest straight into it. A StreamReader copied every byte into its buffer and 
 bytes object before that), and paused and resumed the socket as its buffer filled (issue #20;
 `upstream.FrameProtocol` does the same for broker answers).
 
-The staging buffer grows to 256 KiB (like the upstream reader's) once 16 KiB fill it: with 16 KiB only, a socket
-holding several pipelined 64 KiB frames filled it at every frame, and each pause and resume cost a loop round trip
-(twice the reader's CPU per frame in a microbenchmark); a client that trickles keeps it at 16 KiB. The growth is
-charged to the process budget (`ByteBudget.take_spare`: only while half the budget stays free, so staging never
-keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
+The staging buffer grows to 256 KiB (like the upstream reader's) once 16 KiB fill it, and to 1 MiB once those
+256 KiB fill too: with 16 KiB only, a socket holding several pipelined 64 KiB frames filled it at every frame, and
+each pause and resume cost a loop round trip (twice the reader's CPU per frame in a microbenchmark); at 256 KiB a
+pipelining producer still filled it every ~3 requests (a read, a pause, a resume, a read by the waiting path
+each), at 1 MiB every ~15 (plain produce CPU per GB -13%, system calls per request 4.95 -> 3.32: bench/README.md).
+A client that trickles keeps it at 16 KiB. Each growth (240 KiB, then 768 KiB) is charged to the process budget
+(`ByteBudget.take_spare`: only while half the budget stays free, for the second step three quarters, so staging
+never keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
 nothing staged and no answer due (or a buffer that never grew), or its last answer is written while it waits
-(`release_staging`), when its read loop ends (`drop_staging`: nothing reads it again), and when it ends.
-Refused, the buffer stays at 16 KiB, which holds every frame the connection waits for in it (at most
-SMALL_FRAME_BYTES), and fills and pauses more often. So a
+(`release_staging`), when its read loop ends (`drop_staging`: nothing reads it again), and when it ends; the charge
+given back is both steps'.
+Refused, the buffer keeps its size: at 16 KiB it holds every frame the connection waits for in it (at most
+SMALL_FRAME_BYTES), and fills and pauses more often; at 256 KiB likewise. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
 (`records.frame_buffer`): only the bytes the socket wrote, [_start, _end), are ever read.
 
-Backpressure: once the staging buffer is full (at 256 KiB, or at 16 KiB when the budget refused the growth) and
-the connection asks for nothing (its request slots or byte budgets are taken), reading is paused and the kernel's
-buffers fill, so TCP slows the client; it resumes when the connection takes bytes out or gives the socket a
-buffer to read into.
+Backpressure: once the staging buffer is full (at 1 MiB, or at 16 KiB or 256 KiB when the budget refused a
+growth) and the connection asks for nothing (its request slots or byte budgets are taken), reading is paused and
+the kernel's buffers fill, so TCP slows the client; it resumes when the connection takes bytes out or gives the
+socket a buffer to read into.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from fedkafka.security.tls_accept import Accepting, Admit
 
 log = logging.getLogger(__name__)
 
-STAGING_BYTES = 256 * 1024  # at most, per connection; beyond SMALL_FRAME_BYTES charged (docs/DESIGN.md §4.12)
+STAGING_BYTES = 1024 * 1024  # at most, per connection; beyond SMALL_FRAME_BYTES charged (docs/DESIGN.md §4.12)
+STAGING_FIRST_BYTES = 256 * 1024  # the first growth's size; the second, to STAGING_BYTES, once this fills too
 SMALL_FRAME_BYTES = 16 * 1024  # a frame up to this size waits in the staging buffer; a larger one gets its own
 _NO_STAGING = bytearray()
 _SIZE = struct.Struct(">i")
@@ -145,15 +150,20 @@ class ClientFrames(asyncio.BufferedProtocol):
         return memoryview(self._staging)[self._end:]  # never empty: full, it grew or reading was paused
 
     def _grow(self) -> bool:
-        """The full staging buffer, grown once to `staging_bytes`, the growth charged first; whether it grew."""
-        growth = self._staging_bytes - len(self._staging)
+        """The full staging buffer, grown a step (16 KiB → 256 KiB → `staging_bytes`), the growth charged first;
+        whether it grew. Refused, it keeps its size (a grown one stays grown)."""
+        size = len(self._staging)
+        target = min(self._staging_bytes, STAGING_FIRST_BYTES) if size < STAGING_FIRST_BYTES else self._staging_bytes
+        growth = target - size
         if growth <= 0:
             return False
         if self._budget is not None:
-            if not self._budget.take_spare(growth):
+            # the second step within a quarter of the budget: fast producers holding 1 MiB leave the second
+            # quarter to other connections' first step (256 KiB), which pipelining needs far more
+            if not self._budget.take_spare(growth, share=2 if size < STAGING_FIRST_BYTES else 4):
                 return False
-            self._charged = growth
-        staging = records.frame_buffer(self._staging_bytes)
+            self._charged += growth  # both steps': release_staging gives back the sum
+        staging = records.frame_buffer(target)
         memoryview(staging)[:self._end - self._start] = memoryview(self._staging)[self._start:self._end]
         self._staging, self._start, self._end = staging, 0, self._end - self._start
         return True

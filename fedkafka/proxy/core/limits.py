@@ -98,12 +98,13 @@ class ByteBudget:
         other.used += n
         return True
 
-    def take_spare(self, n: int) -> bool:
+    def take_spare(self, n: int, share: int = 2) -> bool:
         """Take n bytes for something a reader can do without (a larger staging buffer), only while nobody waits
-        and half the limit stays free after it: what such buffers take together never exceeds half the budget,
-        so they never keep a waiting request (at most HELD_WHOLE_BYTES) from the other half (docs/DESIGN.md
-        §4.12). Whether it did."""
-        if self._waiters or self.used + n > self.limit // 2:
+        and at most 1/`share` of the limit is used after it: what such buffers take together never exceeds half
+        the budget, so they never keep a waiting request (at most HELD_WHOLE_BYTES) from the other half
+        (docs/DESIGN.md §4.12); a second growth asks with share 4, so the many connections it would serve never
+        leave a new connection's first growth without room. Whether it did."""
+        if self._waiters or self.used + n > self.limit // max(share, 2):
             return False
         self.used += n
         return True
