@@ -458,3 +458,56 @@ def test_a_worker_restarted_after_a_certificate_moved_to_new_paths_starts_and_pr
             server.close()
     asyncio.run(main())
     assert recorder.names == ["client-two"]
+
+
+# -- s32-fixrv4 ------------------------------------------------------------------------------------------------
+
+def test_a_worker_started_while_the_file_cannot_be_loaded_logs_in_with_the_parents_settings_and_warns(tmp_path,
+                                                                                                      caplog):
+    """The file is half written (or refused) just when a worker starts again: the worker starts with the
+    settings its parent loaded (one WARNING line, no password), and loads the file at its next change."""
+    from fedkafka.proxy.core.server import _worker_config
+
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    parent = ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
+                         view_file=tmp_path / "view.json", upstream=load_upstream_config(path), upstream_file=path,
+                         workers=2)
+    _rewrite(path, lambda p: p.write_text('{"sasl.password": "' + NEW))  # half written
+    with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
+        worker = ProxyServer(_worker_config(parent, 1))
+    assert isinstance(worker.upstream, UpstreamFile) and worker.upstream.failures == 1
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and "loaded at the proxy's start" in lines[0] and NEW not in lines[0], lines
+    source = worker.upstream
+    source._clock = lambda: 0.0  # no recheck due but the one called below  # type: ignore[method-assign]
+    broker = PlainBroker({"fedkafka": OLD})
+
+    async def test(port):
+        await _login(worker.pool, port, 0)
+        _rewrite(path, lambda p: _write(p, NEW))  # written completely: the next recheck loads it
+        broker.users["fedkafka"] = NEW
+        assert source.check()
+        await _login(worker.pool, port, 1)
+        worker.pool.close()
+    _run(broker, test)
+    assert broker.logins == [("fedkafka", OLD, True), ("fedkafka", NEW, True)]
+
+
+def test_the_metrics_count_the_reloads_and_the_refused_loads_of_the_upstream_config(tmp_path):
+    from fedkafka.proxy.core.metrics import ProxyMetrics
+
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    server = ProxyServer(ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
+                                     view_file=tmp_path / "view.json", upstream=load_upstream_config(path),
+                                     upstream_file=path))
+    metrics = ProxyMetrics(server)
+    _rewrite(path, lambda p: _write(p, NEW, **{"sasl.jaas.config": "x"}))
+    server.reload_files()
+    _rewrite(path, lambda p: _write(p, NEW))
+    server.reload_files()
+    server.reload_files()
+    text = metrics.render().decode()
+    assert "fedkafka_proxy_upstream_config_reload_failures_total 1.0" in text
+    assert "fedkafka_proxy_upstream_config_reloads_total 2.0" in text
