@@ -83,7 +83,8 @@ class UpstreamFile:
         """The file loaded and checked now, or None (one WARNING line) when it cannot be used. The files watched
         are stat'ed before reading (a write that goes on after it is another change, tried again); after a
         failure they include those the new file names, so writing one it names later is a change too."""
-        stamps = _stamps([self.path, *_named_files(self.config), *_locations(self.path)])
+        stamps = {self.path: file_stamp(self.path)}  # first: a write after it, even before the lenient read, is seen
+        stamps |= _stamps([*_named_files(self.config), *_locations(self.path)])
         try:
             config = with_contexts(load_upstream_config(self.path))
             _check_protocols(self.config, config)
