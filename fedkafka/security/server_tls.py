@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 KNOWN_REASONS = {"KEY_VALUES_MISMATCH": "the key does not match the certificate (not both written yet?)"}
 
 # (device, inode, size, mtime in ns) of each file, None for one that cannot be stat'ed
-Stamp = tuple[tuple[int, int, int, int] | None, ...]
+FileStamp = tuple[int, int, int, int, int] | None  # see file_stamp
+Stamp = tuple[FileStamp, ...]
 
 
 class ServerTls:
@@ -133,14 +134,16 @@ def _check_validity(leaf: x509.Certificate, now: float) -> None:
                           starts)
 
 
-def file_stamp(path: Path | None) -> tuple[int, int, int, int] | None:
+def file_stamp(path: Path | None) -> FileStamp:
+    """What tells a changed file: a new inode (a file replaced), size, mtime, and ctime, which a chmod or chown
+    changes too (the "chmod 600 it" a refused upstream config asks for makes it loadable: tried again)."""
     if path is None:
         return None
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _reason(error: Exception) -> str:

@@ -18,13 +18,14 @@ names the file and why (never a password), and the next change of the files is t
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from fedkafka.security.server_tls import Stamp, file_stamp
+from fedkafka.security.server_tls import FileStamp, file_stamp
 from fedkafka.security.upstream import UpstreamConfig, UpstreamConfigError, UpstreamSecurity, load_upstream_config
 
 log = logging.getLogger(__name__)
@@ -34,18 +35,22 @@ RECHECK_S = 5.0  # as the client-facing TLS files (`TlsFiles.recheck_s`)
 class UpstreamFile:
     """The upstream config new upstream connections get (`for_cluster`), loaded again when its files change.
 
-    `config`: the file as the CLI loaded and checked it at start (it is not read again here); its TLS contexts
-    are made now, and one that cannot be made raises UpstreamConfigError."""
+    The file is loaded here, as it is now: a `--workers` worker started again hours after its parent read the
+    file must not log in with the parent's first settings (docs/DESIGN.md §11). `config` (the file as the CLI
+    loaded it at the proxy's start) serves only when the file cannot be loaded now, with one WARNING line; its
+    TLS contexts are made then, and one that cannot be made raises UpstreamConfigError."""
 
     def __init__(self, path: Path, config: UpstreamConfig, clock: Callable[[], float] = time.monotonic,
                  recheck_s: float = RECHECK_S) -> None:
         self.path = path
         self._clock, self.recheck_s = clock, recheck_s
-        self.config = with_contexts(config)
-        self._seen = self._stamp(self.config)  # the files as they were when last loaded (or tried)
         self._next_check = clock() + recheck_s
         self.reloads = 0  # configs loaded since start (not counting the first)
-        self.failures = 0  # reloads that kept the settings loaded before
+        self.failures = 0  # loads that kept the settings loaded before (or those of the proxy's start)
+        self.config = config
+        self._seen: dict[Path, FileStamp] = {}  # the files watched, as they were when last loaded (or tried)
+        loaded = self._load("at start")
+        self.config = loaded if loaded is not None else with_contexts(config)
 
     def for_cluster(self, cluster: str) -> UpstreamSecurity:
         """A new connection's settings; the files are looked at first when `recheck_s` has passed."""
@@ -58,35 +63,61 @@ class UpstreamFile:
     def check(self) -> bool:
         """Load the file again if it (or a file it names) changed since last loaded or tried; whether new settings
         now serve."""
-        stamp = self._stamp(self.config)
-        return stamp != self._seen and self._reload(stamp, "its files changed")
+        return _stamps(self._seen) != self._seen and self._reload("its files changed")
 
     def reload(self) -> bool:
         """Load the file again now, changed or not (SIGHUP); whether that worked."""
-        return self._reload(self._stamp(self.config), "SIGHUP")
+        return self._reload("SIGHUP")
 
-    def _reload(self, stamp: Stamp, why: str) -> bool:
-        self._seen = stamp  # taken before reading: a write that goes on after it is another change, tried again
-        try:
-            config = with_contexts(load_upstream_config(self.path))
-            _check_protocols(self.config, config)
-        except Exception as e:  # whatever it is, new connections go on with the settings they had
-            self.failures += 1
-            reason = str(e) if isinstance(e, UpstreamConfigError) else f"it cannot be used ({type(e).__name__})"
-            log.warning("upstream config %s not reloaded (%s): %s; the settings loaded before (%s) still serve new "
-                        "upstream connections, tried again when the files change", self.path, why, reason,
-                        self.config.default.describe())
+    def _reload(self, why: str) -> bool:
+        config = self._load(why)
+        if config is None:
             return False
-        if _named_files(config) != _named_files(self.config):  # other files to watch: stat'ed now, once loaded
-            self._seen = self._stamp(config)
         self.config = config
         self.reloads += 1
         log.info("upstream config %s reloaded (%s): new upstream connections use %s; open ones keep their login",
                  self.path, why, config.default.describe())
         return True
 
-    def _stamp(self, config: UpstreamConfig) -> Stamp:
-        return tuple(file_stamp(p) for p in (self.path, *_named_files(config)))
+    def _load(self, why: str) -> UpstreamConfig | None:
+        """The file loaded and checked now, or None (one WARNING line) when it cannot be used. The files watched
+        are stat'ed before reading (a write that goes on after it is another change, tried again); after a
+        failure they include those the new file names, so writing one it names later is a change too."""
+        stamps = {self.path: file_stamp(self.path)}  # first: a write after it, even before the lenient read, is seen
+        stamps |= _stamps([*_named_files(self.config), *_locations(self.path)])
+        try:
+            config = with_contexts(load_upstream_config(self.path))
+            _check_protocols(self.config, config)
+        except Exception as e:  # whatever it is, new connections go on with the settings they had
+            self._seen = stamps
+            self.failures += 1
+            reason = str(e) if isinstance(e, UpstreamConfigError) else f"it cannot be used ({type(e).__name__})"
+            kept = "loaded at the proxy's start" if why == "at start" else "loaded before"
+            log.warning("upstream config %s not reloaded (%s): %s; the settings %s (%s) still serve new upstream "
+                        "connections, tried again when the files change", self.path, why, reason, kept,
+                        self.config.default.describe())
+            return None
+        self._seen = {p: stamps[p] if p in stamps else file_stamp(p) for p in (self.path, *_named_files(config))}
+        return config
+
+
+def _stamps(paths: Iterable[Path]) -> dict[Path, FileStamp]:
+    return {p: file_stamp(p) for p in paths}
+
+
+def _locations(path: Path) -> list[Path]:
+    """The files the config file names (its `*.location` values, the clusters' too), read leniently: a file
+    that cannot be loaded still says which files to watch for the next try."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    clusters = doc.get("clusters")
+    sections = [doc, *(clusters.values() if isinstance(clusters, dict) else ())]
+    return [Path(value) for section in sections if isinstance(section, dict)
+            for key, value in section.items() if key.endswith(".location") and isinstance(value, str)]
 
 
 def with_contexts(config: UpstreamConfig) -> UpstreamConfig:

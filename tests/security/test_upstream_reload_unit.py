@@ -7,6 +7,7 @@ The recheck interval is a fake clock: no assertion depends on time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
@@ -258,3 +259,255 @@ async def _connections(recorder, source: UpstreamFile, cert: Path, key: Path, cl
         client("client-three", cert.with_suffix(".other"), key)
         assert not source.reload()
     await connect_each([lambda: None, renew, mismatch])
+
+
+# -- review s32-rv4: defects found in the merge 94c45b4 (each fails on that merge) -------------------------------
+
+def test_a_worker_restarted_after_a_rotation_logs_in_with_the_file_as_it_is_now(tmp_path):
+    """`--workers`: the parent loaded the file at its start and hands that config to every worker it starts, also
+    to one it starts again hours later (`WorkerSupervisor._start`). The file was rotated meanwhile (the running
+    workers reloaded it on SIGHUP, the parent does not); the restarted worker must log in with the file as it is,
+    not with the parent's first settings, and not wait for another change of the file to notice."""
+    from fedkafka.proxy.core.server import _worker_config
+
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    parent = ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
+                         view_file=tmp_path / "view.json", upstream=load_upstream_config(path), upstream_file=path,
+                         workers=2)
+    _rewrite(path, lambda p: _write(p, NEW))  # rotated: the brokers know only the new password now
+    broker = PlainBroker({"fedkafka": NEW})
+    worker = ProxyServer(_worker_config(parent, 1))  # what the restarted worker process builds (`_run_one`)
+    assert isinstance(worker.upstream, UpstreamFile)
+    worker.upstream._clock = lambda: 0.0  # no recheck due: what it logs in with is what it started with  # type: ignore
+
+    async def test(port):
+        with contextlib.suppress(ConnectionError):  # refused: the assertion below names the login made
+            await _login(worker.pool, port, 0)
+        worker.pool.close()
+    _run(broker, test)
+    assert broker.logins == [("fedkafka", NEW, True)]
+
+
+def test_a_reload_refused_for_a_missing_named_file_is_tried_again_once_that_file_is_written(tmp_path, caplog):
+    """A client certificate rotated to new paths (a rotation the role reloads): the file names the new certificate
+    and key before they are in place (written by another task, or the key after the certificate). The reload is
+    refused with one WARNING that says it is "tried again when the files change"; once the named files are
+    written, the next recheck must load them: the files stat'ed are those of the new file, not only the old ones."""
+    ca_key, ca_cert = _pki.make_ca("upstream-ca")
+    ca, cert, key = tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
+    new_cert, new_key = tmp_path / "client-2.pem", tmp_path / "client-2.key"
+    _pki.write_cert(ca_cert, ca)
+
+    def client(cn: str, cert_path: Path, key_path: Path) -> None:
+        leaf_key, leaf = _pki.make_leaf(ca_key, ca_cert, cn, ExtendedKeyUsageOID.CLIENT_AUTH)
+        _pki.write_cert(leaf, cert_path)
+        _pki.write_private_key(leaf_key, key_path)
+    client("client-one", cert, key)
+    server_ctx = _server_context(ca_key, ca_cert, ca, tmp_path)
+    path = tmp_path / "upstream.json"
+
+    def config(cert_path: Path, key_path: Path, target: Path = path) -> None:
+        target.write_text(json.dumps({"security.protocol": "SSL", "ssl.ca.location": str(ca),
+                                    "ssl.certificate.location": str(cert_path),
+                                    "ssl.key.location": str(key_path)}))
+    config(cert, key)
+    clock = Clock()
+    source = UpstreamFile(path, load_upstream_config(path), clock=clock)
+    recorder = CertRecorder(server_ctx)
+
+    def point_at_new_paths() -> None:
+        _rewrite(path, lambda p: config(new_cert, new_key, p))  # the files it names: not written yet
+
+    def write_named_files() -> None:
+        client("client-two", new_cert, new_key)
+
+    async def main():
+        server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(upstream=source)
+        try:
+            for slot, step in enumerate([point_at_new_paths, write_named_files]):
+                step()
+                clock.now += source.recheck_s  # a recheck due before each new connection
+                conn = await pool.get("127.0.0.1", port, slot, "c1")
+                while len(recorder.names) <= slot:
+                    await asyncio.sleep(0.01)
+                conn.close()
+        finally:
+            pool.close()
+            server.close()
+    with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
+        asyncio.run(main())
+    assert [r for r in caplog.records if r.levelno == logging.WARNING], "the first reload is refused"
+    assert recorder.names == ["client-one", "client-two"]
+
+
+def _server_context(ca_key, ca_cert, ca: Path, tmp_path: Path) -> ssl.SSLContext:
+    server_key, server_cert = _pki.make_leaf(ca_key, ca_cert, "localhost", ExtendedKeyUsageOID.SERVER_AUTH,
+                                             _pki.LOOPBACK_SANS)
+    _pki.write_cert(server_cert, tmp_path / "server.pem")
+    _pki.write_private_key(server_key, tmp_path / "server.key")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+    server_ctx.load_cert_chain(str(tmp_path / "server.pem"), str(tmp_path / "server.key"))
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    return server_ctx
+
+
+def test_the_chmod_600_the_warning_asks_for_is_picked_up_by_the_next_recheck(tmp_path, caplog):
+    """The WARNING for a rotated file others may read says "chmod 600 it" and "tried again when the files
+    change"; a chmod changes neither the file's inode, size nor mtime. Once the operator did what the line says,
+    the next new connection (recheck due) must log in with the new password, without a SIGHUP."""
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    clock = Clock()
+    source = UpstreamFile(path, load_upstream_config(path), clock=clock)
+    _rewrite(path, lambda p: (_write(p, NEW), p.chmod(0o644)))
+    broker = PlainBroker({"fedkafka": OLD})
+
+    async def test(port):
+        pool = UpstreamPool(upstream=source)
+        clock.now += source.recheck_s
+        await _login(pool, port, 0)  # refused file: the old password still serves
+        path.chmod(0o600)  # what the WARNING asks for
+        broker.users["fedkafka"] = NEW
+        clock.now += source.recheck_s
+        with contextlib.suppress(ConnectionError):  # refused: the assertion below names the login made
+            await _login(pool, port, 1)
+        pool.close()
+    with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
+        _run(broker, test)
+    assert any("chmod 600 it" in r.getMessage() for r in caplog.records)
+    assert broker.logins == [("fedkafka", OLD, True), ("fedkafka", NEW, True)]
+
+
+def test_a_reloaded_password_that_the_brokers_refuse_is_logged_although_the_old_one_was_refused_too(tmp_path,
+                                                                                                   caplog):
+    """docs/OPERATIONS.md's in-place rotation: the password is changed on the brokers first (the proxy's new
+    logins are refused: one ERROR line), then in the file, then SIGHUP. A file with a typo in the new password
+    loads (INFO "reloaded"), and every login is still refused: that must show as an ERROR line after the reload,
+    not be taken for the line already logged before it (the broker's message is the same for both passwords)."""
+    from fedkafka.proxy.core import upstream as upstream_module
+
+    upstream_module._last_auth_failure.clear()
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    source = UpstreamFile(path, load_upstream_config(path), clock=lambda: 0.0)
+    broker = PlainBroker({"fedkafka": NEW})  # the brokers changed the principal's password first
+
+    async def test(port):
+        pool = UpstreamPool(upstream=source)
+        with pytest.raises(ConnectionError):
+            await _login(pool, port, 0)
+        _rewrite(path, lambda p: _write(p, NEW + "-typo"))
+        assert source.reload()  # SIGHUP: it loads, the INFO line says so
+        with pytest.raises(ConnectionError):
+            await _login(pool, port, 1)
+        pool.close()
+    with caplog.at_level(logging.INFO):
+        _run(broker, test)
+    upstream_module._last_auth_failure.clear()
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    reloaded = next(i for i, (_, m) in enumerate(messages) if "reloaded (SIGHUP)" in m)
+    assert [m for level, m in messages[:reloaded] if level == logging.ERROR and "SASL authentication" in m]
+    after = [m for level, m in messages[reloaded:] if level == logging.ERROR and "SASL authentication" in m]
+    assert len(after) == 1, messages
+    assert all(NEW not in m for _, m in messages)
+
+
+def test_a_worker_restarted_after_a_certificate_moved_to_new_paths_starts_and_presents_the_new_one(tmp_path):
+    """The same restart after a client certificate rotated to new paths, the old files deleted once every proxy
+    reloaded: the parent's first settings name files that are gone, so the restarted worker must not be built
+    from them (it would fail to start, and be started again and again by its parent)."""
+    from fedkafka.proxy.core.server import _worker_config
+
+    ca_key, ca_cert = _pki.make_ca("upstream-ca")
+    ca, path = tmp_path / "ca.pem", tmp_path / "upstream.json"
+    _pki.write_cert(ca_cert, ca)
+
+    def client(cn: str, stem: str) -> None:
+        leaf_key, leaf = _pki.make_leaf(ca_key, ca_cert, cn, ExtendedKeyUsageOID.CLIENT_AUTH)
+        _pki.write_cert(leaf, tmp_path / f"{stem}.pem")
+        _pki.write_private_key(leaf_key, tmp_path / f"{stem}.key")
+
+    def config(stem: str, target: Path) -> None:
+        target.write_text(json.dumps({"security.protocol": "SSL", "ssl.ca.location": str(ca),
+                                      "ssl.certificate.location": str(tmp_path / f"{stem}.pem"),
+                                      "ssl.key.location": str(tmp_path / f"{stem}.key")}))
+    client("client-one", "client-1")
+    config("client-1", path)
+    parent = ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
+                         view_file=tmp_path / "view.json", upstream=load_upstream_config(path), upstream_file=path,
+                         workers=2)
+    client("client-two", "client-2")
+    _rewrite(path, lambda p: config("client-2", p))
+    for old in ("client-1.pem", "client-1.key"):
+        (tmp_path / old).unlink()
+    recorder = CertRecorder(_server_context(ca_key, ca_cert, ca, tmp_path))
+    worker = ProxyServer(_worker_config(parent, 1))
+
+    async def main():
+        server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0, ssl=recorder.ctx)
+        try:
+            conn = await worker.pool.get("127.0.0.1", server.sockets[0].getsockname()[1], 0, "c1")
+            while not recorder.names:
+                await asyncio.sleep(0.01)
+            conn.close()
+        finally:
+            worker.pool.close()
+            server.close()
+    asyncio.run(main())
+    assert recorder.names == ["client-two"]
+
+
+# -- s32-fixrv4 ------------------------------------------------------------------------------------------------
+
+def test_a_worker_started_while_the_file_cannot_be_loaded_logs_in_with_the_parents_settings_and_warns(tmp_path,
+                                                                                                      caplog):
+    """The file is half written (or refused) just when a worker starts again: the worker starts with the
+    settings its parent loaded (one WARNING line, no password), and loads the file at its next change."""
+    from fedkafka.proxy.core.server import _worker_config
+
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    parent = ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
+                         view_file=tmp_path / "view.json", upstream=load_upstream_config(path), upstream_file=path,
+                         workers=2)
+    _rewrite(path, lambda p: p.write_text('{"sasl.password": "' + NEW))  # half written
+    with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
+        worker = ProxyServer(_worker_config(parent, 1))
+    assert isinstance(worker.upstream, UpstreamFile) and worker.upstream.failures == 1
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and "loaded at the proxy's start" in lines[0] and NEW not in lines[0], lines
+    source = worker.upstream
+    source._clock = lambda: 0.0  # no recheck due but the one called below  # type: ignore[method-assign]
+    broker = PlainBroker({"fedkafka": OLD})
+
+    async def test(port):
+        await _login(worker.pool, port, 0)
+        _rewrite(path, lambda p: _write(p, NEW))  # written completely: the next recheck loads it
+        broker.users["fedkafka"] = NEW
+        assert source.check()
+        await _login(worker.pool, port, 1)
+        worker.pool.close()
+    _run(broker, test)
+    assert broker.logins == [("fedkafka", OLD, True), ("fedkafka", NEW, True)]
+
+
+def test_the_metrics_count_the_reloads_and_the_refused_loads_of_the_upstream_config(tmp_path):
+    from fedkafka.proxy.core.metrics import ProxyMetrics
+
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    server = ProxyServer(ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
+                                     view_file=tmp_path / "view.json", upstream=load_upstream_config(path),
+                                     upstream_file=path))
+    metrics = ProxyMetrics(server)
+    _rewrite(path, lambda p: _write(p, NEW, **{"sasl.jaas.config": "x"}))
+    server.reload_files()
+    _rewrite(path, lambda p: _write(p, NEW))
+    server.reload_files()
+    server.reload_files()
+    text = metrics.render().decode()
+    assert "fedkafka_proxy_upstream_config_reload_failures_total 1.0" in text
+    assert "fedkafka_proxy_upstream_config_reloads_total 2.0" in text

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from fedkafka.observe.metrics import SupervisorCollector, TlsCollector
 from fedkafka.proxy.core.observe import RequestMetrics
+from fedkafka.security.upstream_reload import UpstreamFile
 
 
 class ProxyMetrics:
@@ -79,6 +80,18 @@ class _StateCollector(Collector):
         for cid, info in list(self.server.physical.clusters.items()):
             reachable.add_metric([cid], 1 if info.reachable else 0)
         yield reachable
+        yield from self._upstream_config()
+
+    def _upstream_config(self):
+        """With --upstream-config: its reloads, and the loads refused (the settings loaded before kept serving)."""
+        source = self.server.upstream
+        if not isinstance(source, UpstreamFile):
+            return
+        yield CounterMetricFamily("fedkafka_proxy_upstream_config_reloads", "Changes of the --upstream-config "
+                                  "file (or SIGHUP) loaded: new upstream connections use them", value=source.reloads)
+        yield CounterMetricFamily("fedkafka_proxy_upstream_config_reload_failures", "Loads of the --upstream-config "
+                                  "file refused (the settings loaded before kept serving new upstream connections)",
+                                  value=source.failures)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

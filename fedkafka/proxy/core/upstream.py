@@ -30,7 +30,9 @@ MAX_RESPONSE_BYTES = 1 << 30
 PRODUCE_API_KEY = 0
 MAX_IDLE_DEDICATED = 64  # per broker; more are closed on release
 SESSION_USE = 0.8  # of a SASL session's lifetime a connection is used for new requests; then it is replaced
-_last_auth_failure: dict[str, str] = {}  # cluster -> the failure logged last (a wrong password: one line)
+# cluster -> the settings and failure logged last (a wrong password: one line); the settings object too, so
+# that a reloaded password the brokers refuse as well is logged again (`upstream_reload.UpstreamFile`)
+_last_auth_failure: dict[str, tuple[UpstreamSecurity, str]] = {}
 
 
 class PoolBusy(Exception):
@@ -236,8 +238,9 @@ class UpstreamConnection:
             lifetime_ms = done.value
         except AuthenticationFailed as e:
             self.close()
-            if _last_auth_failure.get(self.cluster) != str(e):  # once, not at every retry
-                _last_auth_failure[self.cluster] = str(e)
+            last = _last_auth_failure.get(self.cluster)
+            if last is None or last[0] is not self.security or last[1] != str(e):  # once, not at every retry
+                _last_auth_failure[self.cluster] = (self.security, str(e))
                 log.error("cluster %s (%s:%d): SASL authentication as %s failed: %s", self.cluster, self.host,
                           self.port, self.security.describe(), e)
             raise ConnectionError(f"SASL {self.security.mechanism} authentication refused") from None
