@@ -74,3 +74,27 @@ def test_rv7_a_worker_started_while_the_file_names_a_location_with_a_nul_byte_st
     assert source.failures == 1
     assert any("not reloaded (at start)" in r.getMessage() for r in caplog.records)
     assert json.loads(path.read_text())["sasl.password"] == NEW  # the premise: the file holds the new one
+
+
+def test_rv7_a_password_not_in_utf8_leaves_none_of_its_bytes_in_the_warning(tmp_path, caplog):
+    """[secret, low; older than 5cf26c0: `load_upstream_config`, which the CLI's start message shares] A password
+    written in Latin-1 (an editor's encoding) makes the file not UTF-8: the WARNING quotes Python's
+    UnicodeDecodeError, "can't decode byte 0xe4 in position 93", a byte of the password and where it is."""
+    path = tmp_path / "upstream.json"
+    _write(path, OLD)
+    clock = Clock()
+    source = UpstreamFile(path, load_upstream_config(path), clock=clock)
+    secret = "Rot\u00e4ted-pw"
+
+    def latin1(p: Path) -> None:
+        p.write_bytes(json.dumps({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                                  "sasl.username": "fedkafka", "sasl.password": secret},
+                                 ensure_ascii=False).encode("latin-1"))
+        p.chmod(0o600)
+    _rewrite(path, latin1)
+    clock.now += source.recheck_s
+    with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
+        assert source.for_cluster("c1").password == OLD
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and "not reloaded" in lines[0], lines
+    assert "0xe4" not in lines[0], lines[0]
