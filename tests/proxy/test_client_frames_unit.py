@@ -138,7 +138,9 @@ def test_a_frame_larger_than_the_staging_buffer_lands_in_a_buffer_of_its_own_siz
     assert asyncio.run(scenario()) == small
 
 
-def test_the_staging_buffer_grows_in_two_steps_then_reading_pauses_when_it_is_full_and_resumes_when_bytes_are_taken():
+def test_the_staging_buffer_grows_in_two_steps_then_reading_pauses_when_it_is_full_and_resumes_once_half_is_taken():
+    """Full, reading stays paused while more than half the buffer is unread (the move of the unread rest to the
+    front would cost more than the read it makes room for: rv5) and resumes once half is taken."""
     async def scenario():
         transport = _Transport()
         budget = ByteBudget(Limits().max_buffered_bytes)
@@ -158,11 +160,16 @@ def test_the_staging_buffer_grows_in_two_steps_then_reading_pauses_when_it_is_fu
         assert frames.buffered() == STAGING_BYTES
         assert budget.used == STAGING_BYTES - SMALL_FRAME_BYTES  # the growths are charged; the first 16 KiB are not
         assert frames.take(100) == data[:100]
+        assert not transport.reading  # more than half unread
+        half = STAGING_BYTES // 2
+        assert frames.take(half - 101) == data[100:half - 1]
+        assert not transport.reading  # one byte more than half unread
+        assert frames.take(1) == data[half - 1:half]
         assert transport.reading
         view = frames.get_buffer(-1)
-        assert len(view) == 100  # the unread tail moved to the front: room for what was taken
+        assert len(view) == half  # the unread half moved to the front: room for what was taken
         del view
-        assert frames.take(STAGING_BYTES - 100) == data[100:STAGING_BYTES]
+        assert frames.take(STAGING_BYTES - half) == data[half:STAGING_BYTES]
         frames.release_staging()
         assert budget.used == 0
         assert len(frames.get_buffer(-1)) == SMALL_FRAME_BYTES  # let go when empty; a new one starts small
@@ -313,7 +320,47 @@ def test_reading_is_not_resumed_while_the_staging_buffer_is_full_even_when_a_rea
         assert not transport.reading
         await frames.receive_into(bytearray())
         assert not transport.reading
-        assert len(frames.take(1)) == 1 and transport.reading and len(frames.get_buffer(-1)) == 1
+        assert len(frames.take(1)) == 1 and not transport.reading  # more than half still unread: rv5
+        assert len(frames.take(full_at // 2 - 1)) == full_at // 2 - 1
+        assert transport.reading and len(frames.get_buffer(-1)) == full_at // 2
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("grows", list(_FULL_AT))
+@pytest.mark.parametrize("waits", ["until_buffered", "receive_into"])
+def test_a_connection_waiting_for_bytes_not_all_staged_resumes_reading_while_more_than_half_is_unread(grows, waits):
+    """A full staging buffer with one byte taken stays paused (more than half unread: rv5), but a connection that
+    waits for more than is staged (a frame's rest, in the staging buffer or in a buffer of its own) resumes reading
+    and gets its bytes: no wait for bytes depends on half the buffer being taken (a frame larger than half of it
+    would wait forever)."""
+    async def scenario():
+        transport = _Transport()
+        limit, full_at = _FULL_AT[grows]
+        frames = ClientFrames(lambda r, w: None, budget=ByteBudget(limit))
+        frames.transport = transport  # type: ignore[assignment]
+        data = random.Random(7).randbytes(full_at + 10)
+        at = 0
+        while transport.reading:
+            view = frames.get_buffer(-1)
+            n = len(view)
+            view[:] = data[at:at + n]
+            del view
+            frames.buffer_updated(n)
+            at += n
+        assert at == full_at and frames.take(1) == data[:1] and not transport.reading
+        own = bytearray(full_at)
+        wait = asyncio.ensure_future(frames.until_buffered(full_at) if waits == "until_buffered"
+                                     else frames.receive_into(own))
+        await asyncio.sleep(0)
+        assert transport.reading and not wait.done()
+        view = frames.get_buffer(-1)
+        view[:1] = data[at:at + 1]  # the one byte it waits for
+        del view
+        frames.buffer_updated(1)
+        await asyncio.wait_for(wait, GUARD_S)
+        got = frames.take(full_at) if waits == "until_buffered" else bytes(own)
+        assert got == data[1:full_at + 1]
 
     asyncio.run(scenario())
 
@@ -329,13 +376,15 @@ def test_a_staging_buffer_the_budget_cannot_spare_stays_small_and_every_frame_st
         server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"".join(frames))
-        async with asyncio.timeout(GUARD_S):
-            while not conns or conns[0].reader.buffered() < SMALL_FRAME_BYTES:
+        async with asyncio.timeout(GUARD_S):  # full, paused (the first frame taken before it filled or after)
+            while not conns or conns[0].writer.transport.is_reading():
                 await asyncio.sleep(0.005)
         await _settle()
         assert d.started == [1] and budget.used == 64
         reader = conns[0].reader
-        assert len(reader._staging) == reader.buffered() == SMALL_FRAME_BYTES
+        assert len(reader._staging) == SMALL_FRAME_BYTES
+        # taken after it filled, the first frame's 68 bytes leave more than half unread: still paused (rv5)
+        assert reader.buffered() in (SMALL_FRAME_BYTES, SMALL_FRAME_BYTES - 68)
         assert not conns[0].writer.transport.is_reading()
         assert await _answer_in_turn(d, frames, r) == list(range(1, len(frames) + 1))
         assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
