@@ -117,6 +117,28 @@ class ViewCache:
         self._lock_fd = fd  # held until exit, on purpose: closing it would let the next process vouch for us
         return True
 
+    @property
+    def holds_lock(self) -> bool:
+        """`lock_for_life` took `PATH.lock`: every earlier holder of this lock file has exited."""
+        return self._lock_fd is not None
+
+    def fence_only_our_locks(self) -> bool:
+        """With `PATH.lock` held: True when no live process can produce from a deadline saved here, as far as this
+        host can tell: `PATH.fence` is absent, or names the lock we hold (only its holders produce from it,
+        `_produce_until`, and they have exited). False when it names another lock (the lock file removed and made
+        again: a live process may hold the old one and produce from the deadline), no lock (saved by a process
+        that held none, which may be alive), another instance, or cannot be read: then a `--workers` parent's word
+        for the dead worker must not be shown (docs/DESIGN.md §4.9 F4)."""
+        try:
+            body = json.loads(self.fence_path.read_bytes())
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError, RecursionError):
+            return False
+        identity = self._lock_identity()
+        return (identity is not None and isinstance(body, dict) and body.get("instance_id") == self.instance_id
+                and body.get("lock") == identity)
+
     def swap_secret(self, own_secret: str) -> list[str]:
         """With `PATH.lock` held (`lock_for_life`): the member secrets of the lock's previous holders (none if there
         are none, or the file is damaged, another instance's, or written under another lock or boot): the last one

@@ -234,11 +234,14 @@ class ControllerViewSource:
                             "fence and 40 s after it", self.cache.lock_path)
                 self._drop_parents_word()
                 return
+            if not await asyncio.to_thread(self.cache.fence_only_our_locks):
+                self._drop_parents_word(f"{self.cache.fence_path} was saved under another lock or none")
             previous = await asyncio.to_thread(self.cache.swap_secret, self.own_secret)
         except OSError as e:
             log.warning("exit of this proxy's previous run not provable (%s, %s: %s): a move waits for its fence",
                         self.cache.lock_path, type(e).__name__, e)
-            self._drop_parents_word()
+            if not self.cache.holds_lock:  # holding it, only the secret file failed: the word is as good as ever
+                self._drop_parents_word()
             return
         if previous:
             log.info("%s: the previous run of this proxy has exited; shown as our predecessor at registration (%d "
@@ -247,13 +250,14 @@ class ControllerViewSource:
             shown = dict.fromkeys((*self.predecessor_secrets, *previous))  # the parent's word first, once each
             self.predecessor_secrets = tuple(shown)[:MAX_PREDECESSOR_SECRETS]
 
-    def _drop_parents_word(self) -> None:
-        """Without the view cache's lock our parent's word vouches for too little: the dead worker exited, but
-        the lock's live holder may produce from the deadline it saved (`ViewCache.load`), under the fence the
+    def _drop_parents_word(self, why: str = "without the view cache's lock") -> None:
+        """Without the view cache's lock, or with a lock other than the one the saved deadline names
+        (`ViewCache.fence_only_our_locks`), our parent's word vouches for too little: the dead worker exited, but
+        a live holder of that lock may produce from the deadline it saved (`ViewCache.load`), under the fence the
         word would end (docs/DESIGN.md §4.9 F4)."""
         if self.predecessor_secrets:
-            log.warning("our parent's word for our previous process not shown: without the view cache's lock, "
-                        "another process may produce from its saved deadline; a move waits for its fence")
+            log.warning("our parent's word for our previous process not shown: %s, another process may produce "
+                        "from its saved deadline; a move waits for its fence", why)
         self.predecessor_secrets = ()
 
     async def _confirm_own_secret(self) -> None:

@@ -141,7 +141,7 @@ def file_stamp(path: Path | None) -> FileStamp:
         return None
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path with a NUL character (a damaged config names it): no file
         return None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 

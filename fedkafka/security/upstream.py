@@ -123,8 +123,12 @@ def load_upstream_config(path: Path) -> UpstreamConfig:
         doc = json.loads(path.read_text())
     except OSError as e:
         raise UpstreamConfigError(f"cannot read the upstream config {path}: {e.strerror}") from None
-    except ValueError as e:
+    except UnicodeDecodeError:  # before ValueError: its message quotes a byte of the file (of a password) and where
+        raise UpstreamConfigError(f"the upstream config {path} is not UTF-8 text") from None
+    except ValueError as e:  # json's message names a line and column, never the text
         raise UpstreamConfigError(f"the upstream config {path} is not JSON: {e}") from None
+    except RecursionError:
+        raise UpstreamConfigError(f"the upstream config {path} is not JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise UpstreamConfigError(f"the upstream config {path} must be a JSON object of librdkafka properties")
     overrides = doc.pop("clusters", {})

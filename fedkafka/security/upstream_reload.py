@@ -110,7 +110,7 @@ def _locations(path: Path) -> list[Path]:
     that cannot be loaded still says which files to watch for the next try."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
         return []
     if not isinstance(doc, dict):
         return []

@@ -127,3 +127,25 @@ def test_a_saved_secret_no_controller_takes_is_dropped(tmp_path, caplog):
     _exit(second)
     assert shown == ["usable_secret-1", "usable_secret-0"]
     assert caplog.text.count("a saved secret not used") == 3
+
+
+def test_only_an_absent_fence_or_one_saved_under_the_lock_held_lets_a_parents_word_be_shown(tmp_path):
+    """`fence_only_our_locks` (rv7): the `--workers` parent's word is shown only when no live process can produce
+    from a saved deadline: no fence, or one naming the lock we hold (its holders have exited)."""
+    path = tmp_path / "view.json"
+    fresh = ViewCache(path, INSTANCE)
+    assert fresh.lock_for_life() and fresh.fence_only_our_locks()  # no fence saved yet
+    _exit(fresh)
+    _saved_by_an_exited_holder(path)
+    same_lock = ViewCache(path, INSTANCE)
+    assert same_lock.lock_for_life() and same_lock.fence_only_our_locks()
+    os.unlink(same_lock.lock_path)  # removed under its live holder and made again: another inode (the old one held)
+    new_lock = ViewCache(path, INSTANCE)
+    assert new_lock.lock_for_life() and not new_lock.fence_only_our_locks()
+    _exit(same_lock)
+    lockless = ViewCache(path, INSTANCE)
+    lockless.save_fence(FAR)  # a writer that held no lock (it may be alive)
+    assert not new_lock.fence_only_our_locks()
+    new_lock.fence_path.write_text("{damaged")
+    assert not new_lock.fence_only_our_locks()
+    _exit(new_lock)

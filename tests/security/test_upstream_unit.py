@@ -78,6 +78,24 @@ def test_not_json_is_refused(tmp_path):
         load_upstream_config(write(tmp_path, "security.protocol=SASL_SSL"))
 
 
+def test_a_file_nested_deeper_than_the_json_parser_is_refused_as_not_json(tmp_path):
+    """The service's start turns an UpstreamConfigError into its message; a RecursionError was a traceback."""
+    path = tmp_path / "upstream.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    path.chmod(0o600)
+    with pytest.raises(UpstreamConfigError, match="not JSON: nested too deeply"):
+        load_upstream_config(path)
+
+
+def test_a_file_not_in_utf8_is_refused_quoting_none_of_its_bytes(tmp_path):
+    path = tmp_path / "upstream.json"
+    path.write_bytes(b'{"sasl.password": "Rot\xe4ted"}')
+    path.chmod(0o600)
+    with pytest.raises(UpstreamConfigError) as refused:
+        load_upstream_config(path)
+    assert str(refused.value) == f"the upstream config {path} is not UTF-8 text"
+
+
 @pytest.mark.parametrize("service", [["proxy", "--role", "both", "--listen", "127.0.0.1:0", "--view-file", "v.json"],
                                      ["controller", "--listen", "127.0.0.1:0", "--token-file", "t"]])
 def test_services_refuse_a_readable_config_before_starting(tmp_path, monkeypatch, service):
