@@ -188,11 +188,7 @@ def test_second_growths_take_at_most_a_quarter_of_the_budget_so_a_new_connection
             transport = _Transport()
             frames = ClientFrames(lambda r, w: None, budget=budget)
             frames.transport = transport  # type: ignore[assignment]
-            while transport.reading:
-                view = frames.get_buffer(-1)
-                n = len(view)
-                del view
-                frames.buffer_updated(n)
+            _read_until_paused(frames, transport)
             sizes.append(len(frames._staging))
         return sizes, budget.used
 
@@ -310,11 +306,7 @@ def test_reading_is_not_resumed_while_the_staging_buffer_is_full_even_when_a_rea
         limit, full_at = _FULL_AT[grows]
         frames = ClientFrames(lambda r, w: None, budget=ByteBudget(limit))
         frames.transport = transport  # type: ignore[assignment]
-        while transport.reading:
-            view = frames.get_buffer(-1)
-            n = len(view)
-            del view
-            frames.buffer_updated(n)
+        _read_until_paused(frames, transport)
         assert frames.buffered() == len(frames._staging) == full_at
         assert await frames.read_frame(0) == b""
         assert not transport.reading
@@ -595,6 +587,15 @@ def test_a_connection_gets_frames_written_in_small_pieces_whole_and_large_ones_i
         run(scenario())
     finally:
         client_frames.records.frame_buffer = frame_buffer
+
+
+def _read_until_paused(frames: ClientFrames, transport: _Transport) -> None:
+    """As a socket with endless bytes would: every buffer `frames` hands out filled whole, until it pauses reading."""
+    while transport.reading:
+        view = frames.get_buffer(-1)
+        n = len(view)
+        del view
+        frames.buffer_updated(n)
 
 
 async def _answered_whole_and_returned(d, frames: list[bytes], r: asyncio.StreamReader, budget: ByteBudget) -> None:
