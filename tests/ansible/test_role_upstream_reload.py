@@ -19,14 +19,17 @@ from ansible_harness import ROOT
 
 PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 
-PLAY = """
+# the play both tests run: the common role's defaults and vars, then the tasks under test (formatted with root)
+PLAY_HEAD = """
 - hosts: localhost
   gather_facts: false
   vars_files:
     - {root}/roles/fedkafka_common/defaults/main.yml
     - {root}/roles/fedkafka_common/vars/main.yml
   tasks:
-    - name: What the proxy role does after writing a changed upstream config
+"""
+
+PLAY = PLAY_HEAD + """    - name: What the proxy role does after writing a changed upstream config
       ansible.builtin.include_tasks: {root}/roles/fedkafka_common/tasks/reload.yml
 """
 
@@ -113,14 +116,7 @@ def test_the_controller_role_still_restarts_on_a_changed_upstream_config():
     assert not [t for t in tasks if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "reload"]
 
 
-UPSTREAM_PLAY = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {root}/roles/fedkafka_common/defaults/main.yml
-    - {root}/roles/fedkafka_common/vars/main.yml
-  tasks:
-    - name: The common role's upstream tasks
+UPSTREAM_PLAY = PLAY_HEAD + """    - name: The common role's upstream tasks
       ansible.builtin.include_tasks: {root}/roles/fedkafka_common/tasks/upstream.yml
     - name: Keep what they decided
       ansible.builtin.copy:

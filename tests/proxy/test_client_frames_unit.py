@@ -188,11 +188,7 @@ def test_second_growths_take_at_most_a_quarter_of_the_budget_so_a_new_connection
             transport = _Transport()
             frames = ClientFrames(lambda r, w: None, budget=budget)
             frames.transport = transport  # type: ignore[assignment]
-            while transport.reading:
-                view = frames.get_buffer(-1)
-                n = len(view)
-                del view
-                frames.buffer_updated(n)
+            _read_until_paused(frames, transport)
             sizes.append(len(frames._staging))
         return sizes, budget.used
 
@@ -310,11 +306,7 @@ def test_reading_is_not_resumed_while_the_staging_buffer_is_full_even_when_a_rea
         limit, full_at = _FULL_AT[grows]
         frames = ClientFrames(lambda r, w: None, budget=ByteBudget(limit))
         frames.transport = transport  # type: ignore[assignment]
-        while transport.reading:
-            view = frames.get_buffer(-1)
-            n = len(view)
-            del view
-            frames.buffer_updated(n)
+        _read_until_paused(frames, transport)
         assert frames.buffered() == len(frames._staging) == full_at
         assert await frames.read_frame(0) == b""
         assert not transport.reading
@@ -386,10 +378,7 @@ def test_a_staging_buffer_the_budget_cannot_spare_stays_small_and_every_frame_st
         # taken after it filled, the first frame's 68 bytes leave more than half unread: still paused (rv5)
         assert reader.buffered() in (SMALL_FRAME_BYTES, SMALL_FRAME_BYTES - 68)
         assert not conns[0].writer.transport.is_reading()
-        assert await _answer_in_turn(d, frames, r) == list(range(1, len(frames) + 1))
-        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
-        await _settle()
-        assert budget.used == 0
+        await _answered_whole_and_returned(d, frames, r, budget)
         w.close()
         server.close()
 
@@ -600,6 +589,40 @@ def test_a_connection_gets_frames_written_in_small_pieces_whole_and_large_ones_i
         client_frames.records.frame_buffer = frame_buffer
 
 
+def _read_until_paused(frames: ClientFrames, transport: _Transport) -> None:
+    """As a socket with endless bytes would: every buffer `frames` hands out filled whole, until it pauses reading."""
+    while transport.reading:
+        view = frames.get_buffer(-1)
+        n = len(view)
+        del view
+        frames.buffer_updated(n)
+
+
+async def _answered_whole_and_returned(d, frames: list[bytes], r: asyncio.StreamReader, budget: ByteBudget) -> None:
+    """Each request answered in turn: every answer arrives in order, every frame was dispatched whole, and then
+    every byte the connection buffered is back in its budget."""
+    assert await _answer_in_turn(d, frames, r) == list(range(1, len(frames) + 1))
+    assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
+    await _settle()
+    assert budget.used == 0
+
+
+async def _sent_until_the_staging_is_full(frames: list[bytes]):
+    """A connection with one request slot, held by its first request: `frames` sent at once, and waited for until
+    the staging buffer is full. Returns the dispatcher, the byte budget, the server, its connections and the
+    client's reader and writer."""
+    d = _HeldDispatcher()
+    budget = ByteBudget(Limits().max_buffered_bytes)
+    server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"".join(frames))
+    async with asyncio.timeout(GUARD_S):
+        while not conns or conns[0].reader.buffered() < STAGING_BYTES:
+            await asyncio.sleep(0.005)
+    await _settle()
+    return d, budget, server, conns, r, w
+
+
 def test_while_no_request_slot_is_free_the_socket_is_not_read_and_nothing_is_lost():
     """Backpressure: with its one request slot taken the connection reads nothing more; the staging buffer fills
     (grown twice, to 1 MiB: 1.05 MiB is sent after the first request), the transport stops reading (the rest
@@ -609,15 +632,7 @@ def test_while_no_request_slot_is_free_the_socket_is_not_read_and_nothing_is_los
     frames = _frames(sizes, 4)
 
     async def scenario():
-        d = _HeldDispatcher()
-        budget = ByteBudget(Limits().max_buffered_bytes)
-        server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"".join(frames))
-        async with asyncio.timeout(GUARD_S):
-            while not conns or conns[0].reader.buffered() < STAGING_BYTES:
-                await asyncio.sleep(0.005)
-        await _settle()
+        d, budget, server, conns, r, w = await _sent_until_the_staging_is_full(frames)
         assert d.started == [1]
         assert conns[0].reader.buffered() == STAGING_BYTES and not conns[0].writer.transport.is_reading()
         assert budget.used == 64 + STAGING_BYTES - SMALL_FRAME_BYTES  # the frame read, and the staging's growths

@@ -10,24 +10,34 @@ the grace while it may still produce (and ack) on the old segment for its whole 
 from __future__ import annotations
 
 import shutil
-import time
 
-from fedkafka.controller.models import ProxyRow
-from fedkafka.controllers import PREDECESSOR_SECRET_HEADER
-from proxy.test_view_cache_exit_proof import (
-    INSTANCE,
+from fedkafka.proxy.view_source import ControllerViewSource
+from proxy.exit_proof_helpers import (
+    _close,
+    _fence_of_row,
     _lease_lapsed,
     _predecessor_fence,
     _release,
+    _restart_after_a_killed_run_and_an_unregistered_one,
     _run,
+    _shown,
     _source,
     _state,
 )
 
 
-def _fence_of_row(ctl) -> float:
-    with ctl.session() as s:
-        return s.query(ProxyRow).filter_by(instance_id=INSTANCE).one().fence_expires
+async def _second_start_while_the_first_lives(ctl, app, path, first: ControllerViewSource) -> tuple[list, float]:
+    """A second process starts on `path` once the live first one's lease lapsed; both are then stopped. Returns the
+    predecessor secrets it showed and the predecessor fence recorded."""
+    _lease_lapsed(ctl)
+    second, sent = _source(app, path)
+    await second.start(_state())
+    shown = _shown(sent)
+    recorded = _predecessor_fence(ctl)
+    _release(first.cache)
+    _release(second.cache)
+    await _close(first, second)
+    return shown, recorded
 
 
 def test_rv32_a_copied_view_cache_does_not_vouch_for_its_live_original(tmp_path):
@@ -43,15 +53,8 @@ def test_rv32_a_copied_view_cache_does_not_vouch_for_its_live_original(tmp_path)
         await first.start(_state())  # alive for the whole test: holds old/view.json.lock
         first_fence = _fence_of_row(ctl)
         shutil.copytree(original, copy)
-        _lease_lapsed(ctl)  # the original is cut off from the controllers (not from its clients and brokers)
-        second, sent = _source(app, copy / "view.json")
-        await second.start(_state())
-        shown = [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations]
-        recorded = _predecessor_fence(ctl)
-        _release(first.cache)
-        _release(second.cache)
-        for source in (first, second):
-            await source.client.aclose()
+        # the original is cut off from the controllers (not from its clients and brokers): its lease lapses
+        shown, recorded = await _second_start_while_the_first_lives(ctl, app, copy / "view.json", first)
         assert shown == [None], "the live original's secret was shown as an exited predecessor's"
         assert recorded == first_fence  # the live original's whole fence is waited for
 
@@ -69,15 +72,7 @@ def test_rv32_a_lock_file_removed_under_its_live_holder_does_not_vouch_for_it(tm
         await first.start(_state())  # alive for the whole test: holds the (now unlinked) lock
         first_fence = _fence_of_row(ctl)
         first.cache.lock_path.unlink()
-        _lease_lapsed(ctl)
-        second, sent = _source(app, path)
-        await second.start(_state())
-        shown = [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations]
-        recorded = _predecessor_fence(ctl)
-        _release(first.cache)
-        _release(second.cache)
-        for source in (first, second):
-            await source.client.aclose()
+        shown, recorded = await _second_start_while_the_first_lives(ctl, app, path, first)
         assert shown == [None], "the live holder's secret was shown as an exited predecessor's"
         assert recorded == first_fence
 
@@ -92,21 +87,7 @@ def test_rv32_avail_a_restart_that_exits_before_registering_keeps_the_proof_of_t
     path = tmp_path / "view.json"
 
     async def body(ctl, app) -> None:
-        killed, _ = _source(app, path)
-        await killed.start(_state())
-        _release(killed.cache)  # K dies (kill -9): no deregistration, its lease still live for a while
-        short_lived, sent = _source(app, path)
-        await short_lived.start(_state())  # refused (K's live lease): serves its saved view, not registered
-        assert short_lived.member_id is None and len(sent.registrations) == 1
-        _release(short_lived.cache)  # R1 stops before it registered
-        _lease_lapsed(ctl)
-        restart, _ = _source(app, path)
-        await restart.start(_state())
-        registered_by = time.time()
-        recorded = _predecessor_fence(ctl)
-        _release(restart.cache)
-        for source in (killed, short_lived, restart):
-            await source.client.aclose()
+        recorded, registered_by = await _restart_after_a_killed_run_and_an_unregistered_one(ctl, app, path)
         assert recorded is not None and recorded <= registered_by  # K's exit proved: the grace only
 
     _run(tmp_path, body)

@@ -21,21 +21,19 @@ from __future__ import annotations
 import shutil
 import time
 
-import httpx
-
-from fedkafka.controllers import PREDECESSOR_SECRET_HEADER
-from proxy.test_view_cache_exit_proof import (
+from proxy.exit_proof_helpers import (
+    _close,
+    _cut_off,
     _lease_lapsed,
     _predecessor_fence,
+    _produces_until,
     _release,
+    _restart_after_a_killed_run_and_an_unregistered_one,
     _run,
+    _shown,
     _source,
     _state,
 )
-
-
-def _unreachable(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("controller unreachable from this process", request=request)
 
 
 def test_rv3_a_process_serving_the_cache_without_its_lock_is_not_vouched_away(tmp_path):
@@ -50,7 +48,7 @@ def test_rv3_a_process_serving_the_cache_without_its_lock_is_not_vouched_away(tm
         first, _ = _source(app, path)
         await first.start(_state())
         lockless, _ = _source(app, path)
-        lockless.client = httpx.AsyncClient(transport=httpx.MockTransport(_unreachable), timeout=10)
+        _cut_off(lockless)
         lockless_state = _state()
         await lockless.start(lockless_state)  # the lock is P1's: P2 serves the saved view from the cache
         assert lockless.cache._lock_fd is None
@@ -58,14 +56,11 @@ def test_rv3_a_process_serving_the_cache_without_its_lock_is_not_vouched_away(tm
         _lease_lapsed(ctl)
         third, sent = _source(app, path)
         await third.start(_state())
-        shown = [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations]
+        shown = _shown(sent)
         recorded = _predecessor_fence(ctl)
-        # until when P2 may still produce under the row's fence (wall clock); 0: it may not
-        lockless_until = (time.time() + lockless_state.lease_deadline - time.monotonic()
-                          if lockless_state.lease_valid() else 0.0)
+        lockless_until = _produces_until(lockless_state)  # until when P2 may still produce under the row's fence
         _release(third.cache)
-        for source in (first, lockless, third):
-            await source.client.aclose()
+        await _close(first, lockless, third)
         assert shown == [first.own_secret]  # P1's exit is proved: the lock
         assert recorded is not None and recorded >= lockless_until - 1.0, (
             f"P2 (never held the lock) may produce for {lockless_until - time.time():.0f} s more, but a move waits "
@@ -88,20 +83,19 @@ def test_rv3_a_process_serving_a_copy_of_the_cache_is_not_vouched_away(tmp_path)
         await first.start(_state())
         shutil.copytree(original, copy)
         on_copy, _ = _source(app, copy / "view.json")
-        on_copy.client = httpx.AsyncClient(transport=httpx.MockTransport(_unreachable), timeout=10)
+        _cut_off(on_copy)
         copy_state = _state()
         await on_copy.start(copy_state)  # the copy's lock is free: held; no controller answers it
         _release(first.cache)  # P1 exits
         _lease_lapsed(ctl)
         third, sent = _source(app, original / "view.json")
         await third.start(_state())
-        shown = [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations]
+        shown = _shown(sent)
         recorded = _predecessor_fence(ctl)
-        copy_until = time.time() + copy_state.lease_deadline - time.monotonic() if copy_state.lease_valid() else 0.0
+        copy_until = _produces_until(copy_state)
         for source in (on_copy, third):
             _release(source.cache)
-        for source in (first, on_copy, third):
-            await source.client.aclose()
+        await _close(first, on_copy, third)
         assert shown == [first.own_secret]
         assert recorded is not None and recorded >= copy_until - 1.0, (
             f"P2 (on a copy) may produce for {copy_until - time.time():.0f} s more, but a move waits only until "
@@ -118,24 +112,8 @@ def test_rv3_avail_a_workers_parent_word_does_not_hide_the_row_holder_kept_in_th
     path = tmp_path / "view.json"
 
     async def body(ctl, app) -> None:
-        killed, _ = _source(app, path, secrets=("k" * 43, None))
-        killed.worker = 0
-        await killed.start(_state())
-        _release(killed.cache)  # K dies: its lease is live for a while
-        short_lived, sent = _source(app, path, secrets=("1" * 43, killed.own_secret))
-        short_lived.worker = 0
-        await short_lived.start(_state())  # refused (K's live lease): serves its saved view, not registered
-        assert short_lived.member_id is None and len(sent.registrations) == 1
-        _release(short_lived.cache)  # W1 dies before registering
-        _lease_lapsed(ctl)
-        restart, _ = _source(app, path, secrets=("2" * 43, short_lived.own_secret))
-        restart.worker = 0
-        await restart.start(_state())
-        registered_by = time.time()
-        recorded = _predecessor_fence(ctl)
-        _release(restart.cache)
-        for source in (killed, short_lived, restart):
-            await source.client.aclose()
+        recorded, registered_by = await _restart_after_a_killed_run_and_an_unregistered_one(ctl, app, path,
+                                                                                            parents_word=True)
         assert recorded is not None and recorded <= registered_by  # K's exit proved: the grace only
 
     _run(tmp_path, body)
@@ -165,8 +143,7 @@ def test_rv3_avail_four_unanswered_runs_do_not_push_out_the_row_holders_secret(t
         registered_by = time.time()
         recorded = _predecessor_fence(ctl)
         _release(restart.cache)
-        for source in (*sources, restart):
-            await source.client.aclose()
+        await _close(*sources, restart)
         assert recorded is not None and recorded <= registered_by  # K's exit proved: the grace only
 
     _run(tmp_path, body)

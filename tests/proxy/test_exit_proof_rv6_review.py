@@ -16,25 +16,24 @@ from __future__ import annotations
 import logging
 import time
 
-import httpx
 import pytest
 
-from fedkafka.controllers import PREDECESSOR_SECRET_HEADER
 from fedkafka.proxy.view_cache import ViewCache
-from fedkafka.view.model import View
-from proxy.test_view_cache_exit_proof import (
+from proxy.exit_proof_helpers import (
     INSTANCE,
+    _close,
+    _cut_off,
     _lease_lapsed,
     _predecessor_fence,
+    _produces_until,
     _release,
     _run,
+    _saved_by_a_lockless_process,
+    _shown,
     _source,
     _state,
 )
-
-
-def _unreachable(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("controller unreachable from this process", request=request)
+from proxy.exit_proof_helpers import _unreachable as _unreachable  # re-exported: test_exit_proof_rv7_review uses it
 
 
 def test_rv6_a_parents_word_does_not_vouch_away_a_deadline_a_live_lock_holder_produces_from(tmp_path):
@@ -52,7 +51,7 @@ def test_rv6_a_parents_word_does_not_vouch_away_a_deadline_a_live_lock_holder_pr
         _release(exited.cache)  # A dies (kill -9): its saved deadline stays on disk, under the lock's identity
         holder, _ = _source(app, path, secrets=("q" * 43, None))
         holder.worker = 0
-        holder.client = httpx.AsyncClient(transport=httpx.MockTransport(_unreachable), timeout=10)
+        _cut_off(holder)
         holder_state = _state()
         await holder.start(holder_state)  # takes the free lock; no controller answers it: serves the saved view
         assert holder.cache is not None and holder.cache._lock_fd is not None
@@ -61,14 +60,11 @@ def test_rv6_a_parents_word_does_not_vouch_away_a_deadline_a_live_lock_holder_pr
         restarted.worker = 0
         await restarted.start(_state())
         assert restarted.cache is not None and restarted.cache._lock_fd is None  # the lock is Q's
-        shown = [h.get(PREDECESSOR_SECRET_HEADER) for h, _ in sent.registrations]
+        shown = _shown(sent)
         recorded = _predecessor_fence(ctl)
-        # until when Q (a live holder of the lock A saved its deadline under) may produce: wall clock, 0 if not
-        holder_until = (time.time() + holder_state.lease_deadline - time.monotonic()
-                        if holder_state.lease_valid() else 0.0)
+        holder_until = _produces_until(holder_state)  # until when Q (a live holder of A's lock) may produce
         _release(holder.cache)
-        for source in (exited, holder, restarted):
-            await source.client.aclose()
+        await _close(exited, holder, restarted)
         assert holder_until > time.time() + 60, "Q produces from A's saved deadline (the scenario's premise)"
         assert recorded is not None and recorded >= holder_until - 1.0, (
             f"shown {shown}: Q (holding the lock) may produce for {holder_until - time.time():.0f} s more, but a "
@@ -102,14 +98,13 @@ def test_rv6_avail_a_start_that_raced_its_previous_runs_exit_saves_usable_deadli
         await racing._heartbeat_once(racing_state)  # a renewal: its deadline saved
         _release(racing.cache)  # P2 is killed
         restart, _ = _source(app, path)
-        restart.client = httpx.AsyncClient(transport=httpx.MockTransport(_unreachable), timeout=10)
+        _cut_off(restart)
         restart_state = _state()
         await restart.start(restart_state)  # the lock is free: taken; no controller answers
         assert restart.cache is not None and restart.cache._lock_fd is not None
         may_produce = restart_state.lease_valid()
         _release(restart.cache)
-        for source in (first, racing, restart):
-            await source.client.aclose()
+        await _close(first, racing, restart)
         assert may_produce, "the only process on the cache since P1 exited saved no deadline its restart may use"
 
     _run(tmp_path, body)
@@ -121,13 +116,7 @@ def test_rv6_a_deadline_saved_without_the_lock_is_logged_as_such(tmp_path, caplo
     ("saved under another lock or boot (a copy of the state dir, a reboot, or a release that named no lock)"): an
     operator looks for what did not happen. The file says which: `"lock": null`."""
     path = tmp_path / "view.json"
-    holder = ViewCache(path, INSTANCE)
-    holder.save_view(View(version=7), node_id=3)
-    assert holder.lock_for_life()
-    lockless = ViewCache(path, INSTANCE)
-    assert not lockless.lock_for_life()
-    lockless.save_fence(time.time() + 900)
-    _release(holder)
+    _saved_by_a_lockless_process(path, time.time() + 900)
     restart = ViewCache(path, INSTANCE)
     assert restart.lock_for_life()
     try:

@@ -13,6 +13,7 @@ import time
 
 from fedkafka.proxy.view_cache import ViewCache
 from fedkafka.view.model import View
+from proxy.exit_proof_helpers import _saved_by_a_lockless_process
 
 INSTANCE = "127.0.0.1:9092"
 FAR = time.time() + 900
@@ -99,13 +100,7 @@ def test_a_fence_file_of_a_release_that_named_no_lock_gives_none(tmp_path, caplo
 def test_a_deadline_saved_by_a_process_without_the_lock_gives_none(tmp_path):
     """A process that never held the lock (it failed to take it) and saved a renewal: no holder vouches for it."""
     path = tmp_path / "view.json"
-    holder = ViewCache(path, INSTANCE)
-    holder.save_view(View(version=7), node_id=3)
-    assert holder.lock_for_life()
-    lockless = ViewCache(path, INSTANCE)
-    assert not lockless.lock_for_life()
-    lockless.save_fence(FAR)
-    _exit(holder)
+    _saved_by_a_lockless_process(path, FAR)
     assert _deadline_for_next_holder(path) == 0.0
 
 

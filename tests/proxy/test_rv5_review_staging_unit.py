@@ -19,8 +19,12 @@ import pytest
 
 from fedkafka.proxy.core.client_frames import STAGING_BYTES, ClientFrames
 from fedkafka.proxy.core.limits import ByteBudget, Limits
-from proxy.test_client_frames_unit import _answer_in_turn, _connection_server, _frames, _Transport
-from proxy.test_limits_unit import GUARD_S, _HeldDispatcher, _settle
+from proxy.test_client_frames_unit import (
+    _answered_whole_and_returned,
+    _frames,
+    _sent_until_the_staging_is_full,
+    _Transport,
+)
 
 
 def _moved_before_read(frames: ClientFrames) -> int:
@@ -104,20 +108,9 @@ def test_a_producer_held_back_by_its_request_slot_moves_at_most_a_staged_byte_fo
     monkeypatch.setattr(ClientFrames, "buffer_updated", counted_buffer_updated)
 
     async def scenario():
-        d = _HeldDispatcher()
-        budget = ByteBudget(Limits().max_buffered_bytes)
-        server, port, conns = await _connection_server(d, Limits(max_inflight_requests=1), budget)
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"".join(frames))
-        async with asyncio.timeout(GUARD_S):
-            while not conns or conns[0].reader.buffered() < STAGING_BYTES:
-                await asyncio.sleep(0.005)
-        await _settle()
+        d, budget, server, conns, r, w = await _sent_until_the_staging_is_full(frames)
         assert d.started == [1] and len(conns[0].reader._staging) == STAGING_BYTES
-        assert await _answer_in_turn(d, frames, r) == list(range(1, len(frames) + 1))
-        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
-        await _settle()
-        assert budget.used == 0
+        await _answered_whole_and_returned(d, frames, r, budget)
         w.close()
         server.close()
 

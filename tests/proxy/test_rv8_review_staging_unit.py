@@ -39,8 +39,13 @@ from fedkafka.proxy.core.client_frames import (
 )
 from fedkafka.proxy.core.connection import ARRIVED_BEFORE_HELD, HELD_WHOLE_BYTES, READ_CHUNK_BYTES
 from fedkafka.proxy.core.limits import ByteBudget, Limits
-from proxy.test_client_frames_unit import _answer_in_turn, _connection_server, _frames, _Transport
-from proxy.test_limits_unit import GUARD_S, _HeldDispatcher, _settle
+from proxy.test_client_frames_unit import (
+    _answered_whole_and_returned,
+    _connection_server,
+    _frames,
+    _Transport,
+)
+from proxy.test_limits_unit import GUARD_S, _HeldDispatcher
 
 _SIZES = [0, 1, 7, 100, SMALL_FRAME_BYTES - 5, SMALL_FRAME_BYTES - 4, SMALL_FRAME_BYTES, SMALL_FRAME_BYTES + 1,
           40_000, 64 * 1024, HELD_WHOLE_BYTES, HELD_WHOLE_BYTES + 1, STAGING_FIRST_BYTES // 2 + 3,
@@ -231,10 +236,7 @@ def test_a_producer_held_back_by_one_request_slot_gets_frames_of_every_size_thro
             while not conns or conns[0].writer.transport.is_reading():
                 await asyncio.sleep(0.005)
         assert d.started == [1]
-        assert await _answer_in_turn(d, frames, r) == list(range(1, len(frames) + 1))
-        assert [bytes(d.frames[c]) for c in d.started] == [f[4:] for f in frames]
-        await _settle()
-        assert spent.used == 0
+        await _answered_whole_and_returned(d, frames, r, spent)
         w.close()
         server.close()
 

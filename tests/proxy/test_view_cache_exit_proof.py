@@ -4,7 +4,6 @@ grace after the restart, not the previous run's fence (docs/DESIGN.md §4.9, F4 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -14,22 +13,20 @@ import subprocess
 import sys
 import time
 
-import httpx
-
-from fedkafka.controller.app import create_app
-from fedkafka.controller.kafka_admin import KafkaAdmin
 from fedkafka.controller.models import ProxyRow
-from fedkafka.controller.service import Controller, Settings
 from fedkafka.controllers import PREDECESSOR_SECRET_HEADER, PREDECESSOR_SEPARATOR
-from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
-from fedkafka.proxy.view_source import ControllerViewSource
-from fedkafka.view.model import ProxyInfo, ProxyRole, View
+from proxy.exit_proof_helpers import (
+    INSTANCE,
+    _lease_lapsed,
+    _predecessor_fence,
+    _release,
+    _run,
+    _secret_on_disk,
+    _source,
+    _state,
+)
 from proxy.support import ROOT
-
-TOKEN = "exit-proof-token"
-INSTANCE = "127.0.0.1:9092"
-FENCE_MS = 900_000
 
 # a process that takes the cache's lock, saves its secret, says so, and lives until killed
 _HOLDER = """
@@ -42,21 +39,6 @@ cache.swap_secret(sys.argv[3])
 print("locked", flush=True)
 time.sleep(600)
 """
-
-
-def _release(cache: ViewCache) -> None:
-    """What the kernel does at this process's exit: the lock's descriptor closed (tests only)."""
-    if getattr(cache, "_lock_fd", None) is not None:
-        os.close(cache._lock_fd)
-        cache._lock_fd = None
-
-
-def _secret_on_disk(path) -> str | None:
-    """The member secret saved beside the view cache at `path` (None: no file)."""
-    try:
-        return json.loads(path.with_name(path.name + ".secret").read_text())["member_secret"]
-    except FileNotFoundError:
-        return None
 
 
 def test_a_second_opener_in_this_process_finds_the_lock_held(tmp_path):
@@ -115,60 +97,6 @@ def test_another_instances_or_a_damaged_secret_is_not_read(tmp_path):
 
 
 # -- the proxy's controller link, against the controller's real app in process (ASGI) ------------------------------
-class _Recording(httpx.AsyncBaseTransport):
-    """The controller's app; each registration's headers are kept with the secret file's content at that moment."""
-
-    def __init__(self, app, cache: ViewCache):
-        self.inner = httpx.ASGITransport(app=app)
-        self.cache = cache
-        self.registrations: list[tuple[httpx.Headers, str | None]] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path == "/v1/proxies":
-            self.registrations.append((request.headers, _secret_on_disk(self.cache.path)))
-        return await self.inner.handle_async_request(request)
-
-
-def _state() -> ProxyState:
-    return ProxyState(view=View(version=0), me=ProxyInfo(0, "127.0.0.1", 9092, ProxyRole.BOTH, "default"))
-
-
-def _source(app, path, secrets: tuple[str, str | None] | None = None) -> tuple[ControllerViewSource, _Recording]:
-    cache = ViewCache(path, INSTANCE)
-    source = ControllerViewSource("http://controller", TOKEN, INSTANCE, lambda s, n: None, cache=cache,
-                                  chosen_secrets=secrets)
-    transport = _Recording(app, cache)
-    source.client = httpx.AsyncClient(transport=transport, timeout=10)
-    return source, transport
-
-
-def _predecessor_fence(ctl: Controller) -> float | None:
-    with ctl.session() as s:
-        return s.query(ProxyRow).filter_by(instance_id=INSTANCE).one().predecessor_fence_expires
-
-
-def _run(tmp_path, body) -> None:
-    ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / 'ctl.db'}", lease_ms=10_000, fence_ms=FENCE_MS),
-                     kafka=KafkaAdmin(2.0))
-    app = create_app(ctl, TOKEN, background=False)
-
-    async def run() -> None:
-        ctl.publisher.bind(asyncio.get_running_loop())
-        await body(ctl, app)
-
-    try:
-        asyncio.run(run())
-    finally:
-        ctl.stop()
-
-
-def _lease_lapsed(ctl: Controller) -> None:
-    """The previous process's lease ran out (its fence has not): as if it stopped renewing a lease ago."""
-    with ctl.session() as s:
-        row = s.query(ProxyRow).filter_by(instance_id=INSTANCE).one()
-        row.lease_expires = time.time() - 1
-        s.commit()
-
 
 def test_a_restart_after_its_previous_run_exited_shows_that_runs_secret_saved_before_it_registered(tmp_path):
     """The first run saves its secret before its registration goes out (a registration whose answer is lost may be

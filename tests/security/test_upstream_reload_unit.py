@@ -205,52 +205,66 @@ class CertRecorder:
         writer.close()
 
 
-def test_a_new_connection_presents_the_renewed_client_certificate_and_a_mismatched_key_keeps_the_old(tmp_path,
-                                                                                                     caplog):
+def _client_one_over_tls(tmp_path: Path):
+    """A CA (ca.pem), client-one's certificate and key (client.pem, client.key), a TLS server context that asks
+    for a client certificate, and upstream.json naming them. Returns those paths, the client certificate writer,
+    the server context and the config's path."""
     ca_key, ca_cert = _pki.make_ca("upstream-ca")
     ca, cert, key = tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
     _pki.write_cert(ca_cert, ca)
-
-    def client(cn: str, cert_path: Path, key_path: Path) -> None:
-        leaf_key, leaf = _pki.make_leaf(ca_key, ca_cert, cn, ExtendedKeyUsageOID.CLIENT_AUTH)
-        _pki.write_cert(leaf, cert_path)
-        _pki.write_private_key(leaf_key, key_path)
+    client = _client_writer(ca_key, ca_cert)
     client("client-one", cert, key)
-    server_key, server_cert = _pki.make_leaf(ca_key, ca_cert, "localhost", ExtendedKeyUsageOID.SERVER_AUTH,
-                                             _pki.LOOPBACK_SANS)
-    _pki.write_cert(server_cert, tmp_path / "server.pem")
-    _pki.write_private_key(server_key, tmp_path / "server.key")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
-    server_ctx.load_cert_chain(str(tmp_path / "server.pem"), str(tmp_path / "server.key"))
-    server_ctx.verify_mode = ssl.CERT_REQUIRED
     path = tmp_path / "upstream.json"
-    path.write_text(json.dumps({"security.protocol": "SSL", "ssl.ca.location": str(ca),
-                                "ssl.certificate.location": str(cert), "ssl.key.location": str(key)}))
+    _write_ssl(path, ca, cert, key)
+    return ca, cert, key, client, _server_context(ca_key, ca_cert, ca, tmp_path), path
+
+
+def test_a_new_connection_presents_the_renewed_client_certificate_and_a_mismatched_key_keeps_the_old(tmp_path,
+                                                                                                     caplog):
+    _, cert, key, client, server_ctx, path = _client_one_over_tls(tmp_path)
     source = UpstreamFile(path, load_upstream_config(path), clock=lambda: 0.0)
     recorder = CertRecorder(server_ctx)
-
-    async def connect_each(rotations) -> None:
-        server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0, ssl=server_ctx)
-        port = server.sockets[0].getsockname()[1]
-        pool = UpstreamPool(upstream=source)
-        try:
-            for slot, rotate in enumerate(rotations):
-                rotate()
-                conn = await pool.get("127.0.0.1", port, slot, "c1")  # a new slot: a new connection
-                while len(recorder.names) <= slot:  # the server's side of the handshake recorded it
-                    await asyncio.sleep(0.01)
-                conn.close()
-        finally:
-            pool.close()
-            server.close()
     with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
-        asyncio.run(_connections(recorder, source, cert, key, client, connect_each))
+        asyncio.run(_connections(recorder, source, cert, key, client))
     assert recorder.names == ["client-one", "client-two", "client-two"]
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(lines) == 1 and "cannot be used" in lines[0] and str(cert) in lines[0], lines
 
 
-async def _connections(recorder, source: UpstreamFile, cert: Path, key: Path, client, connect_each) -> None:
+async def _connect_after_each(recorder: CertRecorder, source: UpstreamFile, steps) -> None:
+    """A TLS server that records each client certificate it is shown; after each step, one new connection of the
+    pool (a new slot), waited for until the server's side of the handshake recorded it."""
+    server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0, ssl=recorder.ctx)
+    port = server.sockets[0].getsockname()[1]
+    pool = UpstreamPool(upstream=source)
+    try:
+        for slot, step in enumerate(steps):
+            step()
+            conn = await pool.get("127.0.0.1", port, slot, "c1")  # a new slot: a new connection
+            while len(recorder.names) <= slot:  # the server's side of the handshake recorded it
+                await asyncio.sleep(0.01)
+            conn.close()
+    finally:
+        pool.close()
+        server.close()
+
+
+def _client_writer(ca_key, ca_cert):
+    """Writes a client certificate (CN `cn`) signed by the CA, and its key, at the given paths."""
+    def client(cn: str, cert_path: Path, key_path: Path) -> None:
+        leaf_key, leaf = _pki.make_leaf(ca_key, ca_cert, cn, ExtendedKeyUsageOID.CLIENT_AUTH)
+        _pki.write_cert(leaf, cert_path)
+        _pki.write_private_key(leaf_key, key_path)
+    return client
+
+
+def _write_ssl(target: Path, ca: Path, cert: Path, key: Path) -> None:
+    """An upstream config for TLS with a client certificate."""
+    target.write_text(json.dumps({"security.protocol": "SSL", "ssl.ca.location": str(ca),
+                                  "ssl.certificate.location": str(cert), "ssl.key.location": str(key)}))
+
+
+async def _connections(recorder, source: UpstreamFile, cert: Path, key: Path, client) -> None:
     def renew() -> None:  # certificate and key at the same paths, then SIGHUP
         client("client-two", cert, key)
         assert source.reload()
@@ -258,7 +272,7 @@ async def _connections(recorder, source: UpstreamFile, cert: Path, key: Path, cl
     def mismatch() -> None:  # a key written without its certificate: refused, client-two still presented
         client("client-three", cert.with_suffix(".other"), key)
         assert not source.reload()
-    await connect_each([lambda: None, renew, mismatch])
+    await _connect_after_each(recorder, source, [lambda: None, renew, mismatch])
 
 
 # -- review s32-rv4: defects found in the merge 94c45b4 (each fails on that merge) -------------------------------
@@ -294,51 +308,22 @@ def test_a_reload_refused_for_a_missing_named_file_is_tried_again_once_that_file
     and key before they are in place (written by another task, or the key after the certificate). The reload is
     refused with one WARNING that says it is "tried again when the files change"; once the named files are
     written, the next recheck must load them: the files stat'ed are those of the new file, not only the old ones."""
-    ca_key, ca_cert = _pki.make_ca("upstream-ca")
-    ca, cert, key = tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
+    ca, _, _, client, server_ctx, path = _client_one_over_tls(tmp_path)
     new_cert, new_key = tmp_path / "client-2.pem", tmp_path / "client-2.key"
-    _pki.write_cert(ca_cert, ca)
-
-    def client(cn: str, cert_path: Path, key_path: Path) -> None:
-        leaf_key, leaf = _pki.make_leaf(ca_key, ca_cert, cn, ExtendedKeyUsageOID.CLIENT_AUTH)
-        _pki.write_cert(leaf, cert_path)
-        _pki.write_private_key(leaf_key, key_path)
-    client("client-one", cert, key)
-    server_ctx = _server_context(ca_key, ca_cert, ca, tmp_path)
-    path = tmp_path / "upstream.json"
-
-    def config(cert_path: Path, key_path: Path, target: Path = path) -> None:
-        target.write_text(json.dumps({"security.protocol": "SSL", "ssl.ca.location": str(ca),
-                                    "ssl.certificate.location": str(cert_path),
-                                    "ssl.key.location": str(key_path)}))
-    config(cert, key)
     clock = Clock()
     source = UpstreamFile(path, load_upstream_config(path), clock=clock)
     recorder = CertRecorder(server_ctx)
 
     def point_at_new_paths() -> None:
-        _rewrite(path, lambda p: config(new_cert, new_key, p))  # the files it names: not written yet
+        _rewrite(path, lambda p: _write_ssl(p, ca, new_cert, new_key))  # the files it names: not written yet
+        clock.now += source.recheck_s  # a recheck due before each new connection
 
     def write_named_files() -> None:
         client("client-two", new_cert, new_key)
+        clock.now += source.recheck_s
 
-    async def main():
-        server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0, ssl=server_ctx)
-        port = server.sockets[0].getsockname()[1]
-        pool = UpstreamPool(upstream=source)
-        try:
-            for slot, step in enumerate([point_at_new_paths, write_named_files]):
-                step()
-                clock.now += source.recheck_s  # a recheck due before each new connection
-                conn = await pool.get("127.0.0.1", port, slot, "c1")
-                while len(recorder.names) <= slot:
-                    await asyncio.sleep(0.01)
-                conn.close()
-        finally:
-            pool.close()
-            server.close()
     with caplog.at_level(logging.WARNING, "fedkafka.security.upstream_reload"):
-        asyncio.run(main())
+        asyncio.run(_connect_after_each(recorder, source, [point_at_new_paths, write_named_files]))
     assert [r for r in caplog.records if r.levelno == logging.WARNING], "the first reload is refused"
     assert recorder.names == ["client-one", "client-two"]
 
@@ -426,14 +411,10 @@ def test_a_worker_restarted_after_a_certificate_moved_to_new_paths_starts_and_pr
     _pki.write_cert(ca_cert, ca)
 
     def client(cn: str, stem: str) -> None:
-        leaf_key, leaf = _pki.make_leaf(ca_key, ca_cert, cn, ExtendedKeyUsageOID.CLIENT_AUTH)
-        _pki.write_cert(leaf, tmp_path / f"{stem}.pem")
-        _pki.write_private_key(leaf_key, tmp_path / f"{stem}.key")
+        _client_writer(ca_key, ca_cert)(cn, tmp_path / f"{stem}.pem", tmp_path / f"{stem}.key")
 
     def config(stem: str, target: Path) -> None:
-        target.write_text(json.dumps({"security.protocol": "SSL", "ssl.ca.location": str(ca),
-                                      "ssl.certificate.location": str(tmp_path / f"{stem}.pem"),
-                                      "ssl.key.location": str(tmp_path / f"{stem}.key")}))
+        _write_ssl(target, ca, tmp_path / f"{stem}.pem", tmp_path / f"{stem}.key")
     client("client-one", "client-1")
     config("client-1", path)
     parent = ProxyConfig(role=ProxyRole.BOTH, host="127.0.0.1", port=0, advertised_host="127.0.0.1",
