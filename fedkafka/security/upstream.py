@@ -153,6 +153,10 @@ def _properties(doc: dict[str, Any], where: str) -> dict[str, str]:
             raise UpstreamConfigError(f"{where}: unknown property {key!r} (known: {', '.join(PROPERTIES)})")
         if not isinstance(value, str):
             raise UpstreamConfigError(f"{where}: {key} must be a string")
+        try:  # JSON's \ud800 escapes load as text no login can send (a SASL exchange encodes it): refused here,
+            value.encode()  # not at every login after a reload took it
+        except UnicodeEncodeError:
+            raise UpstreamConfigError(f"{where}: {key} is not UTF-8 text") from None
         out[name] = value
     return out
 
