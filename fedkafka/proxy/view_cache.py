@@ -198,8 +198,8 @@ class ViewCache:
             body = json.loads(self.secret_path.read_bytes())
         except FileNotFoundError:
             return None, []
-        except ValueError as e:
-            log.warning("member secret file %s not used (damaged: %s)", self.secret_path, e)
+        except (ValueError, RecursionError) as e:  # nested past the parser's limit: damaged too, never a crash
+            log.warning("member secret file %s not used (damaged: %s)", self.secret_path, type(e).__name__)
             return None, []
         if not isinstance(body, dict) or body.get("instance_id") != self.instance_id:
             return None, []

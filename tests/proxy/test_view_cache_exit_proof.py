@@ -96,6 +96,21 @@ def test_another_instances_or_a_damaged_secret_is_not_read(tmp_path):
         _release(cache)
 
 
+
+def test_a_secret_file_nested_deeper_than_the_json_parser_is_damaged_not_raised(tmp_path, caplog):
+    """A hand-made secret file nested past the parser's recursion limit: read as damaged (one warning, no secret
+    vouched for), and ours saved over it; it raised RecursionError out of the proxy's start."""
+    path = tmp_path / "view.json"
+    cache = ViewCache(path, INSTANCE)
+    assert cache.lock_for_life()
+    try:
+        cache.secret_path.write_text("[" * 100_000 + "]" * 100_000)
+        assert cache.swap_secret("ours") == []
+        assert _secret_on_disk(path) == "ours"
+        assert "not used (damaged" in caplog.text
+    finally:
+        _release(cache)
+
 # -- the proxy's controller link, against the controller's real app in process (ASGI) ------------------------------
 
 def test_a_restart_after_its_previous_run_exited_shows_that_runs_secret_saved_before_it_registered(tmp_path):
