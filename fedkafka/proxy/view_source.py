@@ -235,7 +235,7 @@ class ControllerViewSource:
                 self._drop_parents_word()
                 return
             if not await asyncio.to_thread(self.cache.fence_only_our_locks):
-                self._drop_parents_word(f"{self.cache.fence_path} was saved under another lock or none")
+                self._drop_parents_word(f"{self.cache.fence_path} does not name the lock we hold")
             previous = await asyncio.to_thread(self.cache.swap_secret, self.own_secret)
         except OSError as e:
             log.warning("exit of this proxy's previous run not provable (%s, %s: %s): a move waits for its fence",

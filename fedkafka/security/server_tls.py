@@ -33,7 +33,7 @@ from fedkafka.security.listeners import EncryptedKey, TlsFiles
 log = logging.getLogger(__name__)
 KNOWN_REASONS = {"KEY_VALUES_MISMATCH": "the key does not match the certificate (not both written yet?)"}
 
-# (device, inode, size, mtime in ns) of each file, None for one that cannot be stat'ed
+# (device, inode, size, mtime, ctime in ns) of each file, None for one that cannot be stat'ed
 FileStamp = tuple[int, int, int, int, int] | None  # see file_stamp
 Stamp = tuple[FileStamp, ...]
 
