@@ -26,14 +26,16 @@ SMALL_FRAME_BYTES), and fills and pauses more often; at 256 KiB likewise. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
 (`records.frame_buffer`): only the bytes the socket wrote, [_start, _end), are ever read.
 
-Backpressure: once the staging buffer is full (at 1 MiB, or at 16 KiB or 256 KiB when the budget refused a
-growth) and the connection asks for nothing (its request slots or byte budgets are taken), reading is paused and
-the kernel's buffers fill, so TCP slows the client. It resumes once the connection took bytes out so that at most
-half the buffer is unread (`_taken`: moving the unread rest to its front then costs at most the bytes read into the
-room it makes; resumed at each frame taken, a buffer held full by a producer taking one frame per freed request
-slot moved ~960 KiB for each 64 KiB read at 1 MiB), or at once when it waits for bytes not all staged
-(`until_buffered`) or gives the socket a buffer of its own to read into (`receive_into`), so no wait for bytes
-depends on half the buffer being taken.
+Backpressure: once reading reaches the staging buffer's end with more than half of it unread (full, or a producer
+whose unanswered requests stay just under its size) and it cannot grow (at 1 MiB, or the budget refused), and the
+connection does not wait for bytes not all staged (its request slots or byte budgets are taken), reading is paused
+and the kernel's buffers fill, so TCP slows the client. A buffer that can still grow grows there (it would fill
+anyway). It resumes once the connection took bytes out so that at most half the buffer is unread (`_taken`: moving
+the unread rest to its front then costs at most the bytes read into the room it makes; resumed at each frame taken,
+a buffer held full by a producer taking one frame per freed request slot moved ~960 KiB for each 64 KiB read at
+1 MiB, and paused only when full, one kept just under full moved 2-14 bytes per byte read), or at once when it
+waits for bytes not all staged (`until_buffered`) or gives the socket a buffer of its own to read into
+(`receive_into`), so no wait for bytes depends on half the buffer being taken.
 """
 
 from __future__ import annotations
@@ -115,9 +117,9 @@ class ClientFrames(asyncio.BufferedProtocol):
     def _connected(self, transport) -> None:
         """Serve the connection: its task (`on_client`) starts. Over TLS the first bytes after the handshake may
         have been handed over before (get_buffer and buffer_updated run without a transport to pause): a
-        staging buffer they filled pauses reading now."""
+        staging buffer they filled, or left at its end more than half unread, pauses reading now."""
         self.transport = transport
-        if self._staging and self._end - self._start == len(self._staging):
+        if self._past_half_at_end():
             self._pause()
         self.over_tls = transport.get_extra_info("sslcontext") is not None
         writer = asyncio.StreamWriter(transport, self, None, self._loop)
@@ -179,11 +181,22 @@ class ClientFrames(asyncio.BufferedProtocol):
                 self._target = None
                 self._wake()
             return
-        self._end += nbytes
-        if self._end - self._start == len(self._staging) and not self._grow():
-            self._pause()
+        self._end = end = self._end + nbytes
+        size = len(self._staging)
+        if end == size and 2 * (end - self._start) > size and not self._grow():  # _past_half_at_end, inline
+            unread = end - self._start
+            # not while the waiter waits for bytes not all staged (they need the move); a full buffer pauses
+            # anyway: get_buffer would have no room to give
+            if unread == size or self._waiter is None or unread >= self._need:
+                self._pause()
         if self._end - self._start >= self._need:
             self._wake()
+
+    def _past_half_at_end(self) -> bool:
+        """Whether reading reached the staging buffer's end with more than half of it unread: reading on would
+        first move the unread rest to its front, more bytes than the room that makes (full: no room at all)."""
+        size = len(self._staging)
+        return self._end == size and 2 * (self._end - self._start) > size
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -362,10 +375,11 @@ class ClientFrames(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def _taken(self) -> None:
-        """Bytes were taken out of the staging buffer and nothing waits for more: reading paused by a full buffer
-        resumes once at most half of it is unread, so that the move of the unread rest to its front (`get_buffer`)
-        is paid for by at least as many bytes read. Resumed at once, a buffer held full by a connection that takes
-        one frame at a time (its request slots or the budgets taken) moved ~960 KiB for each 64 KiB read at 1 MiB.
+        """Bytes were taken out of the staging buffer and nothing waits for more: reading paused at the buffer's
+        end (`_past_half_at_end`) resumes once at most half of it is unread, so that the move of the unread rest to
+        its front (`get_buffer`) is paid for by at least as many bytes read. Resumed at once, a buffer held full by
+        a connection that takes one frame at a time (its request slots or the budgets taken) moved ~960 KiB for
+        each 64 KiB read at 1 MiB.
         A connection that waits for bytes not all staged resumes reading itself (`until_buffered`,
         `receive_into`): no wait depends on this one."""
         if 2 * (self._end - self._start) <= len(self._staging):
