@@ -1093,14 +1093,16 @@ class Controller:
         process superseded by a new registration (a restart whose old deregistration arrives late) holds another
         secret and is refused (Conflict), so it never ends its successor's lease or fence. A member registered
         without a secret (a proxy before member secrets) is refused too. Idempotent: the same secret answers
-        success again; an unknown member is NotFound (nothing to end, as a heartbeat's). Not fenced by leadership:
-        it writes what the proxy attests, true whichever controller writes it, and it only moves deadlines back
-        (the view it changes is composed only while leading)."""
+        success again; an unknown member is NotFound (nothing to end, as a heartbeat's). Fenced by leadership as
+        every write route is (NotLeader, 503, nothing written: the proxy asks the next controller, §3.6): the
+        controller that takes it drops the member from its lease cache and its view at once."""
         now = time.time()
         with self.session() as s:
             # the secret is compared under the write lock the write holds (SQLite), or the row's lock (PostgreSQL):
             # a registration of the next process never commits in between (it would end that process's fence)
             db.begin_writing(s)
+            # the leader row before the member's, as a registration locks them (PostgreSQL: one order, no deadlock)
+            self.check_leader(s)
             row = s.scalar(select(ProxyRow).where(ProxyRow.node_id == member_id).with_for_update())
             if row is None:
                 raise NotFound(f"proxy {member_id} is not registered: nothing to deregister")

@@ -686,7 +686,8 @@ class ControllerViewSource:
         """On a clean stop, once nothing of ours can be written upstream again (`ProxyServer.stop`) and no
         heartbeat or registration task runs: end our member's lease and fence at the controller, so a restart
         registers at once and a move waits for us the grace only (docs/DESIGN.md §5.2, §4.9 "deregistered"). One
-        call, short timeout; a failure is only logged (the lease runs out instead). The saved deadline goes to 0
+        call, 2 s in all, passed on from a standby (`_deregister_walk`); a failure is only logged (the lease runs out
+        instead). The saved deadline goes to 0
         first, for good (`ViewCache.end_fence`): a restart from the saved view without a controller must not
         produce on a deadline the controller ended; not saved, no deregistration. Whether it was committed."""
         member, secret = self.member_id, self.member_secret
@@ -701,25 +702,49 @@ class ControllerViewSource:
                 log.warning("not deregistering: produce deadline %s not reset (%s); our lease runs out instead",
                             self.cache.fence_path, e)
                 return False
-        url = f"{self.controllers.current}/v1/proxies/{member}/deregister"
         try:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
-                resp = await self.client.post(url, headers=self._member_headers(),
-                                              timeout=httpx.Timeout(DEREGISTER_TIMEOUT_S))
+                url, resp = await self._deregister_walk(member)
         except (httpx.HTTPError, TimeoutError) as e:
-            log.warning("deregistration of member %s at %s failed (%s); our lease runs out instead", member, url,
+            log.warning("deregistration of member %s failed (%s); our lease runs out instead", member,
                         type(e).__name__)
             if isinstance(e, NEVER_SENT):  # not committed: a restart without a controller may use the deadline
                 await self._restore_fence(previous)
             return False
         if resp.status_code != 200:
-            log.warning("deregistration of member %s refused (%d: %s); our lease runs out instead", member,
+            log.warning("deregistration of member %s refused at %s (%d: %s); our lease runs out instead", member, url,
                         resp.status_code, _detail(resp))
             if resp.status_code < 500:  # refused before anything was written (a 5xx may follow the commit)
                 await self._restore_fence(previous)
             return False
         log.info("deregistered member %s (%s): a restart registers at once", member, self.instance_id)
         return True
+
+    async def _deregister_walk(self, member: int) -> tuple[str, httpx.Response]:
+        """Send the deregistration to the current controller, and on to the active one a standby's 503 names, else
+        the next listed, each once (`_RoundWalk`), while the answer is a 503 (a standby, or a controller that lost
+        the leader row: nothing written, docs/DESIGN.md §3.6) or the call was never sent: the controller and the
+        answer taken, the last 503 if no controller took it. Raises the last never-sent error if none answered."""
+        walk = _RoundWalk(self.controllers)
+        answered: tuple[str, httpx.Response] | None = None
+        error: httpx.HTTPError | None = None
+        while (url := walk.next()) is not None:
+            try:
+                resp = await self.client.post(f"{url}/v1/proxies/{member}/deregister", headers=self._member_headers(),
+                                              timeout=httpx.Timeout(DEREGISTER_TIMEOUT_S))
+            except NEVER_SENT as e:
+                error = e
+            else:
+                if resp.status_code != 503:
+                    return url, resp
+                answered = url, resp
+                log.info("deregistration of member %s not taken at %s (503: %s)", member, url, _detail(resp))
+                error = httpx.HTTPStatusError("not the active controller", request=resp.request, response=resp)
+            walk.failed(url, error)
+        if answered is not None:  # a 503 answered: kept as the outcome (a 5xx keeps the saved deadline at 0)
+            return answered
+        assert error is not None  # the walk asks the current controller at least
+        raise error
 
     async def _restore_fence(self, previous: float | None) -> None:
         """The deregistration surely was not committed: the saved deadline goes back to what it was (`deregister`)."""
