@@ -687,9 +687,9 @@ class ControllerViewSource:
         heartbeat or registration task runs: end our member's lease and fence at the controller, so a restart
         registers at once and a move waits for us the grace only (docs/DESIGN.md §5.2, §4.9 "deregistered"). One
         call, 2 s in all, passed on from a standby (`_deregister_walk`); a failure is only logged (the lease runs out
-        instead). The saved deadline goes to 0
-        first, for good (`ViewCache.end_fence`): a restart from the saved view without a controller must not
-        produce on a deadline the controller ended; not saved, no deregistration. Whether it was committed."""
+        instead). The saved deadline goes to 0 first, for good (`ViewCache.end_fence`): a restart from the saved
+        view without a controller must not produce on a deadline the controller ended; not saved, no
+        deregistration. Whether it was committed."""
         member, secret = self.member_id, self.member_secret
         if member is None or secret is None:  # never registered, or by a controller before member secrets
             return False
@@ -706,8 +706,8 @@ class ControllerViewSource:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
                 url, resp = await self._deregister_walk(member)
         except (httpx.HTTPError, TimeoutError) as e:
-            log.warning("deregistration of member %s failed (%s); our lease runs out instead", member,
-                        type(e).__name__)
+            log.warning("deregistration of member %s at %s failed (%s); our lease runs out instead", member,
+                        self.controllers.current, type(e).__name__)
             if isinstance(e, NEVER_SENT):  # not committed: a restart without a controller may use the deadline
                 await self._restore_fence(previous)
             return False
