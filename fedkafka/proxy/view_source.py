@@ -45,7 +45,8 @@ STREAM_KEEPALIVE_MS = 2_000
 # connections of the controller client no admin call may take: the view stream, heartbeats (the stream's own ack
 # heartbeat may overlap the periodic one), a registration's view fetch, a producer-id block, with room to spare
 LEASE_CONNECTIONS = 16
-# A stopping proxy's deregistration: one try, this long at most (it only saves a restart up to one lease's wait)
+# A stopping proxy's deregistration: a walk of the controllers (`_deregister_walk`, each asked once), this long at
+# most for all its calls together (it only saves a restart up to one lease's wait)
 DEREGISTER_TIMEOUT_S = 2.0
 # failures of a request that never reached the controller: a deregistration failing so was surely not committed
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -685,8 +686,8 @@ class ControllerViewSource:
     async def deregister(self, state: ProxyState) -> bool:
         """On a clean stop, once nothing of ours can be written upstream again (`ProxyServer.stop`) and no
         heartbeat or registration task runs: end our member's lease and fence at the controller, so a restart
-        registers at once and a move waits for us the grace only (docs/DESIGN.md §5.2, §4.9 "deregistered"). One
-        call, 2 s in all, passed on from a standby (`_deregister_walk`); a failure is only logged (the lease runs out
+        registers at once and a move waits for us the grace only (docs/DESIGN.md §5.2, §4.9 "deregistered"). A
+        walk of calls, 2 s in all, passed on after a 503 or a call never sent (`_deregister_walk`); a failure is only logged (the lease runs out
         instead). The saved deadline goes to 0 first, for good (`ViewCache.end_fence`): a restart from the saved
         view without a controller must not produce on a deadline the controller ended; not saved, no
         deregistration. Whether it was committed."""
@@ -702,12 +703,14 @@ class ControllerViewSource:
                 log.warning("not deregistering: produce deadline %s not reset (%s); our lease runs out instead",
                             self.cache.fence_path, e)
                 return False
+        walk = _RoundWalk(self.controllers)
         try:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
-                url, resp = await self._deregister_walk(member)
+                url, resp = await self._deregister_walk(member, walk)
         except (httpx.HTTPError, TimeoutError) as e:
+            # the controller the failing call went to: the list's current one has moved on past it already
             log.warning("deregistration of member %s at %s failed (%s); our lease runs out instead", member,
-                        self.controllers.current, type(e).__name__)
+                        walk.last, type(e).__name__)
             if isinstance(e, NEVER_SENT):  # not committed: a restart without a controller may use the deadline
                 await self._restore_fence(previous)
             return False
@@ -720,12 +723,12 @@ class ControllerViewSource:
         log.info("deregistered member %s (%s): a restart registers at once", member, self.instance_id)
         return True
 
-    async def _deregister_walk(self, member: int) -> tuple[str, httpx.Response]:
+    async def _deregister_walk(self, member: int, walk: _RoundWalk) -> tuple[str, httpx.Response]:
         """Send the deregistration to the current controller, and on to the active one a standby's 503 names, else
         the next listed, each once (`_RoundWalk`), while the answer is a 503 (a standby, or a controller that lost
         the leader row: nothing written, docs/DESIGN.md §3.6) or the call was never sent: the controller and the
-        answer taken, the last 503 if no controller took it. Raises the last never-sent error if none answered."""
-        walk = _RoundWalk(self.controllers)
+        answer taken, the last 503 if no controller took it. Raises the last never-sent error if none answered
+        (`walk.last` names the controller it came from)."""
         answered: tuple[str, httpx.Response] | None = None
         error: httpx.HTTPError | None = None
         while (url := walk.next()) is not None:
@@ -783,6 +786,7 @@ class _RoundWalk:
 
     def __init__(self, controllers: ControllerList, quiet: bool = False):
         self.controllers, self.quiet, self.asked = controllers, quiet, set[str]()
+        self.last: str | None = None  # the controller asked last (`failed` moves the list's current one on)
 
     def next(self) -> str | None:
         """The controller whose answer comes next, made the current one: the current one unless asked already, else
@@ -794,7 +798,7 @@ class _RoundWalk:
             if self.asked and not self.quiet:
                 log.info("following controller %s", url)
             self.asked.add(url)
-            self.controllers.current = url
+            self.controllers.current = self.last = url
         return url
 
     def failed(self, url: str, error: BaseException) -> None:
