@@ -687,10 +687,10 @@ class ControllerViewSource:
         """On a clean stop, once nothing of ours can be written upstream again (`ProxyServer.stop`) and no
         heartbeat or registration task runs: end our member's lease and fence at the controller, so a restart
         registers at once and a move waits for us the grace only (docs/DESIGN.md §5.2, §4.9 "deregistered"). A
-        walk of calls, 2 s in all, passed on after a 503 or a call never sent (`_deregister_walk`); a failure is only logged (the lease runs out
-        instead). The saved deadline goes to 0 first, for good (`ViewCache.end_fence`): a restart from the saved
-        view without a controller must not produce on a deadline the controller ended; not saved, no
-        deregistration. Whether it was committed."""
+        walk of calls, 2 s in all, passed on after a 503 or a call never sent (`_deregister_walk`); a failure is
+        only logged (the lease runs out instead). The saved deadline goes to 0 first, for good
+        (`ViewCache.end_fence`): a restart from the saved view without a controller must not produce on a deadline
+        the controller ended; not saved, no deregistration. Whether it was committed."""
         member, secret = self.member_id, self.member_secret
         if member is None or secret is None:  # never registered, or by a controller before member secrets
             return False
