@@ -1123,9 +1123,21 @@ class Controller:
         with self._hb_lock:  # its renewals go to the database now, which answers 404 (register again)
             self._leases.pop(member_id, None)
         log.info("proxy member %d (%s) deregistered: stopped cleanly", member_id, instance_id)
-        with contextlib.suppress(NotLeader):  # committed anyway; the leader's lease round drops it
-            self.compose()
+        self._compose_after_deregistration(member_id)
         return {"member_id": member_id, "instance_id": instance_id, "deregistered": True}
+
+    def _compose_after_deregistration(self, member_id: int) -> None:
+        """Drop a deregistered member from the view now, if this controller can: its deregistration is committed,
+        so the answer says so whatever this compose meets (a 503 would tell the proxy nothing was written, and it
+        may then put its saved deadline back, docs/DESIGN.md §5.2). The member's lease has ended: the leader's next
+        lease round composes the view without it (`expire_leases`)."""
+        try:
+            self.compose()
+        except NotLeader:  # committed anyway: the leader's lease round drops it
+            pass
+        except Exception as e:  # e.g. Conflict 503, compare-and-set lost to too many concurrent writers
+            log.warning("proxy member %d deregistered (committed), but the view was not composed now (%s: %s): the "
+                        "next lease round drops it", member_id, type(e).__name__, e)
 
     def set_draining(self, node_id: int, draining: bool) -> dict[str, Any]:
         """Drain (or undrain) a proxy node, every worker of it: the view no longer lists it, so it leads no

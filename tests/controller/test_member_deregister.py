@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from controller.service_members import SECRET_HEADER, own_secret, registration, service_clients
 from controller.test_leadership import _lost_row
+from fedkafka.controller.errors import Conflict
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.fencing import FENCE_GRACE_S
@@ -196,3 +197,28 @@ def test_a_standby_deregisters_nothing(make_client):
     refused = _deregister(api, member, own_secret(1))
     assert refused.status_code == 503 and "standby" in refused.json()["detail"], refused.text
     assert _deadlines(api, member) == before
+
+
+def test_a_compose_failing_after_the_commit_answers_the_committed_deregistration(make_client, monkeypatch):
+    """Once the deregistration is committed the answer says so: a compose that fails after the commit (Conflict 503,
+    the view's compare-and-set lost to too many concurrent writers) is logged and the route answers 200, never the
+    503 the proxy takes as "nothing written" (it may then put its saved deadline back, §5.2; reviewer rv4,
+    `test_rv4_deregister_503_review.py`, failed before). The member, its lease ended, leaves the view at the next
+    lease round."""
+    api = make_client()
+    node = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
+    member = node["member_id"]
+    before = _deadlines(api, member)
+
+    def lost_every_race():
+        raise Conflict("could not commit the view: too many concurrent writers", status=503)
+
+    monkeypatch.setattr(api.controller, "compose", lost_every_race)
+    taken = _deregister(api, member, own_secret(1))
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["deregistered"] is True
+    assert all(deadline < before[0] for deadline in _deadlines(api, member))
+    assert any(p.node_id == node["node_id"] for p in api.controller.view.proxies)  # not composed yet
+    monkeypatch.undo()
+    api.controller.lease_round()
+    assert all(p.node_id != node["node_id"] for p in api.controller.view.proxies)
