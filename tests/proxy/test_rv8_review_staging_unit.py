@@ -86,7 +86,7 @@ async def _read_by_the_waiting_path(frames: ClientFrames, rng: random.Random) ->
     if not frames.buffered():
         await frames.until_buffered(1)
     await frames.until_buffered(4)
-    (size,) = struct.unpack(">i", frames.take(4))
+    size = frames.take_size()
     if size > SMALL_FRAME_BYTES:
         await frames.until_buffered(ARRIVED_BEFORE_HELD)
     for _ in range(rng.choice([0, 0, 5])):  # the budgets: held back, reads nothing

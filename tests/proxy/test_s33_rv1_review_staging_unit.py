@@ -1,5 +1,5 @@
 """Review rv1 of s33-staging (reading that reaches the staging buffer's end with more than half of it unread grows
-it there, or pauses): failing tests, one per defect found. Not fixed here.
+it there, or pauses): failing tests, one per defect found (fixed in s33-fix1).
 
 1. Memory (and a pause per frame when the budget refuses): a frame over 16 KiB whose first bytes trickle in (TCP
    segments, one read each, as asyncio's loop reads them) fills the 16 KiB staging buffer exactly with its size and
@@ -14,6 +14,8 @@ it there, or pauses): failing tests, one per defect found. Not fixed here.
    240 KiB growth too. Scope: asyncio's loop, plain TCP. On uvloop (libuv reads on while a read fills the buffer)
    and over TLS (the TLS layer reads on likewise), 7237ffc too grew there whenever more bytes were waiting, after
    moving the 16 380 bytes to the front first; the waste is older there, and s33 only spares that move.
+   Fixed in s33-fix1: the reader takes a frame's size with `take_size`, and the staging buffer grows or pauses at
+   its end only for bytes staged past the rest of that frame (a backlog of frames), not for that rest alone.
 
 2. Doc (no test): `ClientFrames._grow`'s docstring still says "The full staging buffer, grown a step" (it now grows
    one whose end is reached with more than half unread), and the module docstring's "A client that trickles keeps
@@ -43,7 +45,7 @@ async def _large_frame_by_the_waiting_path(frames: ClientFrames) -> bytes:
     own (whole up to HELD_WHOLE_BYTES, else in READ_CHUNK_BYTES chunks)."""
     await frames.until_buffered(1)
     await frames.until_buffered(4)
-    (size,) = struct.unpack(">i", frames.take(4))
+    size = frames.take_size()
     assert size > SMALL_FRAME_BYTES
     await frames.until_buffered(ARRIVED_BEFORE_HELD)
     if size <= HELD_WHOLE_BYTES:
@@ -97,3 +99,48 @@ def test_a_large_frame_that_trickles_in_alone_keeps_the_staging_buffer_at_16_kib
 
     largest, most_charged, pauses = asyncio.run(scenario())
     assert (largest, most_charged, pauses) == (SMALL_FRAME_BYTES, 0, 0)
+
+
+@pytest.mark.parametrize("small", [100, 5000])
+@pytest.mark.parametrize("spare", [True, False])
+def test_a_large_frame_trickling_in_after_a_small_one_does_not_grow_the_staging_buffer(small, spare):
+    """s33-fix1: as above, after a small frame (taken whole): the large frame's size prefix does not start the
+    staging buffer, so reading reaches its end with fewer than ARRIVED_BEFORE_HELD of its bytes staged and the
+    reader still waiting for them. They are the frame being taken, not a backlog: the buffer does not grow (the
+    next read moves them to its front once, as on 7237ffc); that read fills it with the frame's first bytes, so
+    reading pauses once (no room to give) and the reader, taking them into the frame's own buffer, resumes it, as
+    7237ffc when the budget refused its growth. Failed on s33-rv1 with the growth spared (grown to 256 KiB,
+    245 760 bytes charged)."""
+    size = 20 * 1024
+    first = random.Random(small).randbytes(small)
+    payload = random.Random(size).randbytes(size)
+    data = struct.pack(">i", small) + first + struct.pack(">i", size) + payload
+    budget = ByteBudget(Limits().max_buffered_bytes if spare else 0)
+    plenty = ByteBudget(1 << 40)
+
+    async def read_both(frames: ClientFrames) -> list[bytes]:
+        await frames.until_buffered(4 + small)
+        return [frames.take_whole(1 << 30, plenty, plenty), await _large_frame_by_the_waiting_path(frames)]
+
+    async def scenario() -> tuple[int, int, int]:
+        transport = _Transport()
+        frames = ClientFrames(lambda r, w: None, budget=budget)
+        frames.transport = transport  # type: ignore[assignment]
+        reader = asyncio.ensure_future(read_both(frames))
+        at = largest = most_charged = 0
+        async with asyncio.timeout(GUARD_S):
+            while not reader.done():
+                await asyncio.sleep(0)
+                if transport.reading and at < len(data):
+                    view = frames.get_buffer(-1)
+                    n = min(len(view), _SEGMENT, len(data) - at)
+                    view[:n] = data[at:at + n]
+                    del view
+                    frames.buffer_updated(n)
+                    at += n
+                    largest = max(largest, len(frames._staging))
+                    most_charged = max(most_charged, budget.used)
+        assert reader.result() == [first, payload]
+        return largest, most_charged, transport.pauses
+
+    assert asyncio.run(scenario()) == (SMALL_FRAME_BYTES, 0, 1)
