@@ -3,7 +3,13 @@ frame the reader takes, its size told by `ClientFrames.take_size`): the no-stall
 closer to `ClientConnection` (held back for the budgets before every chunk of a frame over HELD_WHOLE_BYTES, the
 staging buffer let go when nothing is staged as `_first_byte` does) and more frame sizes (each staging size's
 half and whole, a frame exactly filling a buffer), process budgets (none spared, the first step only, both) and
-socket read sizes. Every frame must arrive whole and in order and no wait for bytes may find reading paused.
+socket read sizes, and bursts of reads before the reader runs (uvloop, TLS). Every frame must arrive whole and in
+order and no wait for bytes may find reading paused: it passes on s33-fix1 (also 1 500 seeds run outside pytest).
+
+Defects found (failing tests; both older than s33-fix1, main fails them too, neither a stall):
+1. Memory: `test_a_large_frame_sent_at_once_by_an_idle_client_keeps_the_staging_buffer_at_16_kib_uncharged`.
+2. Perf/doc: `test_a_large_frame_read_chunk_by_chunk_through_a_grown_staging_buffer_moves_at_most_a_byte_per_byte_read`
+   (DESIGN §4.12's new "at most once per frame").
 """
 
 from __future__ import annotations
@@ -106,6 +112,7 @@ async def _run(payloads: list[bytes], budget: ByteBudget, seed: int) -> tuple[li
 @given(sizes=st.lists(st.sampled_from(_SIZES), min_size=1, max_size=20), budget=st.sampled_from(_BUDGETS),
        seed=st.integers(0, 2**32))
 def test_s33_rv7_every_frame_arrives_and_no_wait_finds_reading_paused_holds_per_chunk(sizes, budget, seed):
+    """Guard (passes on s33-fix1): no stall, every frame in order, whatever the sizes, budget and reads."""
     rng = random.Random(seed)
     payloads = [rng.randbytes(size) for size in sizes]
     spent = ByteBudget(budget)
@@ -152,3 +159,59 @@ def test_a_large_frame_sent_at_once_by_an_idle_client_keeps_the_staging_buffer_a
         return largest, most_charged
 
     assert asyncio.run(scenario()) == (SMALL_FRAME_BYTES, 0)
+
+
+# DEFECT (s33 rv7, perf/doc): the rest of the frame being taken never pauses at the buffer's end unless it fills it,
+# so a large frame read chunk by chunk (over HELD_WHOLE_BYTES, `_hold` before each chunk) through a staging buffer
+# grown to 1 MiB by the pipelined frames before it is moved to the front again and again: DESIGN §4.12 and the
+# module docstring say "at most once per frame" and "at most about a byte moved per byte read".
+def test_a_large_frame_read_chunk_by_chunk_through_a_grown_staging_buffer_moves_at_most_a_byte_per_byte_read():
+    """20 pipelined 64 KiB frames (the staging buffer grows to 1 MiB), then one of 8 MiB, read as
+    `ClientConnection` does (64 KiB chunks, the reader held back a loop turn before each), the socket reading
+    64 KiB at a time, three reads per loop turn: the bytes `get_buffer` moves to the staging buffer's front
+    while the 8 MiB frame is read stay within the bytes read into it (plus a buffer of slack). Fails on
+    s33-fix1: ~24.2 MB moved for ~8.3 MB read (2.9 bytes per byte)."""
+    import proxy.test_s33_rv7_review_staging_unit as this
+    from proxy.test_rv8_review_staging_unit import _moved_before_read
+
+    big = 8 * 1024 * 1024
+    rng = random.Random(1)
+    payloads = [rng.randbytes(64 * 1024) for _ in range(20)] + [rng.randbytes(big)]
+    data = b"".join(struct.pack(">i", len(p)) + p for p in payloads)
+
+    async def one_turn(_rng: random.Random) -> None:
+        await asyncio.sleep(0)
+
+    async def scenario() -> tuple[int, int, int]:
+        transport = _Transport()
+        frames = ClientFrames(lambda r, w: None, budget=ByteBudget(1 << 30))
+        frames.transport = transport  # type: ignore[assignment]
+        out: list[bytes] = []
+        reader = asyncio.ensure_future(_read_like_a_connection(frames, len(payloads), random.Random(2), out))
+        at = moved = read = 0
+        async with asyncio.timeout(GUARD_S):
+            while not reader.done():
+                for _ in range(3):
+                    if transport.reading and at < len(data):
+                        before = _moved_before_read(frames)
+                        view = frames.get_buffer(-1)
+                        n = min(len(view), len(data) - at, 64 * 1024)
+                        view[:n] = data[at:at + n]
+                        del view
+                        if at >= len(data) - big:
+                            moved += before
+                            read += n if frames._target is None else 0
+                        frames.buffer_updated(n)
+                        at += n
+                await asyncio.sleep(0)
+        assert out == payloads
+        return moved, read, len(frames._staging)
+
+    original = this._hold
+    this._hold = one_turn
+    try:
+        moved, read, staging = asyncio.run(scenario())
+    finally:
+        this._hold = original
+    assert staging == STAGING_BYTES
+    assert moved <= read + STAGING_BYTES, (moved, read)
