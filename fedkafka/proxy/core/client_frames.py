@@ -33,7 +33,8 @@ whose unanswered requests stay just under its size) and it cannot grow (at 1 MiB
 connection does not wait for bytes not all staged (its request slots or byte budgets are taken), reading is paused
 and the kernel's buffers fill, so TCP slows the client. A buffer that can still grow grows there (it would fill
 anyway). Both only when some unread bytes lie past the frame the reader is taking (pipelining): its rest alone (a
-large frame trickling in) is moved to the front by the next read, at most once per frame, and pauses only if it
+large frame trickling in) is moved to the front by the next read, once per frame when the reader keeps up (not a
+frame read in chunks by a reader held back by the budget: DESIGN §4.12's known gaps), and pauses only if it
 fills the buffer. It resumes once the connection took bytes out so that at most half the buffer is unread
 (`_taken`: moving the unread rest to its front then costs at most the bytes read into the room it makes; resumed at
 each frame taken, a buffer held full by a producer taking one frame per freed request slot moved ~960 KiB for each
