@@ -17,8 +17,10 @@ old or the new content, never a torn one:
 
 Beside them, for proving a previous process's exit on this host (docs/DESIGN.md §4.9, F4):
 
-- `PATH.lock`: locked (`flock`, exclusive) by the proxy process for its whole life, released by the kernel only when
-  it exits (a crash and kill -9 included). Taking it proves that every process that held it before has exited.
+- `PATH.lock`: locked (`flock`, exclusive) by the proxy process for the rest of its life once it takes it (at its
+  start, or, when a live process held it then, once that one has exited: docs/DESIGN.md §4.9 F4 "Taken late"),
+  released by the kernel only when it exits (a crash and kill -9 included). Taking it proves that every process that
+  held it before has exited.
 - `PATH.secret`: the member secret of the process holding the lock, written once it holds the lock and before it
   sends its first registration, with the identity of that lock: the kernel's boot id and the lock file's device
   and inode. The next holder reads it only under the same identity (the same lock file, on the same running

@@ -170,6 +170,9 @@ class ControllerViewSource:
         self._registrations = 0
         self._saving = asyncio.Lock()
         self._unsaved: int | None = None  # a drained view whose save failed: acked once a save succeeds
+        # the view cache's lock was held by a live process at our start: taken once free (`_take_lock_once_free`)
+        self._lock_wanted = False
+        self._secret_file = asyncio.Lock()  # one write of the secret file at a time (its temp file is per process)
 
     async def start(self, state: ProxyState) -> None:
         """Register and fetch the first view; retried until the controller answers. With a view cache, the saved
@@ -188,6 +191,7 @@ class ControllerViewSource:
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
+            await self._take_lock_once_free(state)  # a 409 round waits for our previous run: it may exit meanwhile
             sent, answers = await self._registration_round(state)  # a round: each listed controller once
             walk = _RoundWalk(self.controllers)
             try:
@@ -233,6 +237,7 @@ class ControllerViewSource:
                             "on this view cache): its exit cannot be proved, so a move waits for that process's "
                             "fence and 40 s after it", self.cache.lock_path)
                 self._drop_parents_word()
+                self._lock_wanted = True  # tried again before each registration and heartbeat
                 return
             if not await asyncio.to_thread(self.cache.fence_only_our_locks):
                 self._drop_parents_word(f"{self.cache.fence_path} does not name the lock we hold")
@@ -263,12 +268,54 @@ class ControllerViewSource:
     async def _confirm_own_secret(self) -> None:
         """A registration of ours was answered: the secrets of earlier runs saved beside the view cache are no
         longer needed by the next one, which shows ours (`ViewCache.confirm_secret`). Once per process."""
-        if self.cache is None or not self.cache.secret_unconfirmed:
+        cache = self.cache
+        if cache is None:
             return
-        try:
-            await asyncio.to_thread(self.cache.confirm_secret)
-        except OSError as e:  # the earlier secrets stay: exited processes' all the same
-            log.warning("member secret file %s not rewritten (%s: %s)", self.cache.secret_path, type(e).__name__, e)
+        async with self._secret_file:
+            if not cache.secret_unconfirmed:
+                return
+            try:
+                await asyncio.to_thread(cache.confirm_secret)
+            except OSError as e:  # the earlier secrets stay: exited processes' all the same
+                log.warning("member secret file %s not rewritten (%s: %s)", cache.secret_path, type(e).__name__, e)
+
+    async def _take_lock_once_free(self, state: ProxyState) -> None:
+        """Our start found the view cache's lock held by a live process (a restart racing its previous run's exit):
+        take it once that process has exited (non-blocking, tried before each registration and heartbeat), and be
+        from then on a holder like one that had it from its start (docs/DESIGN.md §4.9 F4, "Taken late"): our
+        secret saved under it (confirmed at once if a registration of ours was answered already), the secrets its
+        earlier holders saved (all exited now) shown at our next registrations, and our own deadline saved again
+        under it. The parent's word, dropped at our start, stays dropped; no deadline of the cache is taken up (we
+        serve our own view under our own registered deadline, never the one saved with another view)."""
+        cache = self.cache
+        if not self._lock_wanted or cache is None:
+            return
+        previous: list[str] | None = None
+        try:  # held already: taken by a call cancelled before it saved our secret
+            if not cache.holds_lock and not await asyncio.to_thread(cache.lock_for_life):
+                return  # its holder lives: tried again next time
+            self._lock_wanted = False
+            async with self._secret_file:
+                previous = await asyncio.to_thread(cache.swap_secret, self.own_secret)
+        except OSError as e:  # as at our start: nothing shown from the file
+            self._lock_wanted = False
+            log.warning("%s taken late, but this proxy's exit not provable to its next run (%s: %s)",
+                        cache.lock_path, type(e).__name__, e)
+        if cache.holds_lock:  # ours from now on: our deadline bound to it (the next renewal saves it too)
+            await self._bind_deadline(state)
+        if previous is None:
+            return
+        log.info("%s taken: its previous holder has exited (%d secret(s) saved under it shown at our next "
+                 "registration)", cache.lock_path, len(previous))
+        self.predecessor_secrets = tuple(previous)  # the parent's word was dropped at our start: the file's only
+        if self._registrations:  # the row holds our secret already: saved alone, as a holder's would be by now
+            await self._confirm_own_secret()
+
+    async def _bind_deadline(self, state: ProxyState) -> None:
+        """Save our own deadline again, now under the lock we took late; only a live one (granted by our own
+        registration or renewal: a lockless start takes none from the cache)."""
+        if state.lease_valid() and not self._reregistering:
+            await self._save_fence(state)
 
     async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
         """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
@@ -512,6 +559,7 @@ class ControllerViewSource:
             while not self._registered:
                 url = self.controllers.current
                 try:
+                    await self._take_lock_once_free(state)  # before it: an exited holder's secret vouched for
                     await self._leave_another_federation(state)
                     await self._register(state, refresh_view=True)
                     self._registered = True
@@ -661,6 +709,7 @@ class ControllerViewSource:
         again, and the views would drop and list this proxy again, moving partition leaders twice (§4.2)."""
         if self._unsaved is not None and self._unsaved == state.view.version:
             await self._ack_view(state, self._unsaved)  # its save failed: try again before acking anything
+        await self._take_lock_once_free(state)  # before the renewal, whose deadline is then saved under it
         sent, registrations = time.monotonic(), self._registrations
         member = self.member_id if self.member_id is not None else state.me.node_id
         resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat",
