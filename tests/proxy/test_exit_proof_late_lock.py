@@ -235,3 +235,49 @@ def test_a_late_take_keeps_the_parents_dropped_word_dropped_and_the_recorded_fen
         assert set(shown_after) <= {"a" * 43, "q" * 43}, "a secret shown that no exited holder of the lock saved"
 
     _run(tmp_path, body)
+
+
+def test_a_late_take_does_not_bring_back_a_parents_word_a_live_holder_of_a_removed_lock_file_needs(tmp_path):
+    """[data] Worker 0 A (parent X's word for it: sA) dies; Q takes its lock L1 and, cut off, produces from A's
+    saved deadline (bound to L1). The lock file is deleted; H makes and takes a new one, L2. X's restart A' finds L2
+    held by H: it drops X's word and is refused (A's lease is live). H exits, A''s lease wait ends, A' takes L2 late
+    and registers: the secrets saved under L2 (H's) vouch for no one the row holds, and X's word must not come back
+    with the lock: it would end A's fence while Q, holding L1, produces under it. So A's whole fence is recorded."""
+    path = tmp_path / "view.json"
+
+    async def body(ctl, app) -> None:
+        exited, _ = _source(app, path, secrets=("a" * 43, None))
+        exited.worker = 0
+        await exited.start(_state())
+        _release(exited.cache)  # A dies: its deadline saved under L1
+        holder, _ = _source(app, path, secrets=("q" * 43, None))
+        holder.worker = 0
+        _cut_off(holder)
+        holder_state = _state()
+        await holder.start(holder_state)  # Q takes L1, produces from A's deadline
+        holder_until = _produces_until(holder_state)
+        path.with_name(path.name + ".lock").unlink()  # the lock file deleted under Q
+        other = ViewCache(path, INSTANCE)
+        assert other.lock_for_life()  # H takes the new file, L2
+        other.swap_secret("h" * 43)
+        restarted, sent = _source(app, path, secrets=("b" * 43, "a" * 43))
+        restarted.worker = 0
+        restarted_state = _state()
+        await restarted.start(restarted_state)  # L2 is H's: the word dropped; A's lease live: refused
+        assert restarted.member_id is None and not restarted.cache.holds_lock
+        _release(other)  # H exits
+        _lease_lapsed(ctl)
+        await restarted._register_from_cache(restarted_state)
+        recorded = _predecessor_fence(ctl)
+        holds = restarted.cache.holds_lock
+        _release(restarted.cache)
+        _release(holder.cache)
+        await _close(exited, holder, restarted)
+        assert holds, "L2, free since H exited, was not taken"
+        assert "a" * 43 not in (_shown(sent)[-1] or "").split(",")
+        assert holder_until > time.time() + 60, "Q produces from A's saved deadline (the scenario's premise)"
+        assert recorded is not None and recorded >= holder_until - 1.0, (
+            f"Q (holding L1) may produce until {holder_until - time.time():.0f} s from now, a move waits only until "
+            f"{recorded - time.time():.0f} s + the grace")
+
+    _run(tmp_path, body)
