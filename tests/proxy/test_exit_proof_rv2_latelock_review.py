@@ -1,0 +1,63 @@
+"""Review s33-rv2 of s33-latelock (docs/DESIGN.md §4.9 F4 "Taken late"): a start that found the view cache's lock
+held takes it once free, then binds its own deadline to it (`ControllerViewSource._take_lock_once_free`,
+`_bind_deadline`). Each test names the defect it shows; each FAILS on s33-latelock (b5c6cd0)."""
+
+from __future__ import annotations
+
+import json
+
+from proxy.exit_proof_helpers import (
+    _close,
+    _cut_off,
+    _lease_lapsed,
+    _release,
+    _run,
+    _source,
+    _state,
+)
+
+
+def _saved_version(path) -> int:
+    return json.loads(path.read_text())["version"]
+
+
+def test_rv2_data_a_lock_taken_late_binds_its_deadline_beside_a_view_the_previous_holder_saved(tmp_path):
+    """[data] DEFECT: the late take binds our deadline to the lock (`_bind_deadline`, then each renewal) whatever view
+    the file PATH holds, but while we were lockless the previous holder A, alive, still saved views there (it
+    follows the view stream though superseded: 403 on heartbeats, 409 on registering): its save of an older view,
+    delayed by its drain, may land after ours. A exits, we take the lock and bind our deadline (renewed past A's
+    fence) beside A's older view; killed, our restart, cut off, produces under that older view until our deadline,
+    although we acked the newer one: a move that sealed on our ack (once A's recorded fence passed) loses the
+    writes (F5: the deadline on disk must go with a view at least every acked one). On main our deadline named no
+    lock and the restart produced nothing."""
+    path = tmp_path / "view.json"
+
+    async def body(ctl, app) -> None:
+        previous, _ = _source(app, path)
+        previous_state = _state()
+        await previous.start(previous_state)  # A: holds the lock, its view saved
+        _lease_lapsed(ctl)  # A cut off past its lease (alive)
+        late, _ = _source(app, path)
+        late_state = _state()
+        await late.start(late_state)  # lockless; registers (A's lease lapsed)
+        ctl.register_proxy("127.0.0.1:9093", "127.0.0.1", 9093, "pproxy", "default")  # composes a newer view
+        await late._take_current_view(late_state)  # from the stream; A (lagging) has not saved it yet: acked
+        acked = late_state.applied_version
+        assert not late.cache.holds_lock and acked > previous_state.view.version
+        await previous._save_view(previous_state)  # A's delayed save of its older view lands after ours
+        _release(previous.cache)  # A exits
+        await late._heartbeat_once(late_state)  # takes the lock: our deadline bound to it
+        on_disk = _saved_version(path)
+        _release(late.cache)  # killed
+        restart, _ = _source(app, path)
+        _cut_off(restart)
+        restart_state = _state()
+        await restart.start(restart_state)
+        produces_under = restart_state.view.version if restart_state.lease_valid() else None
+        _release(restart.cache)
+        await _close(previous, late, restart)
+        assert produces_under is None or produces_under >= acked, (
+            f"the restart produces under view {produces_under} (saved by A, v{on_disk} on disk) until the deadline "
+            f"bound by the late take, though the process it replaces acked view {acked}")
+
+    _run(tmp_path, body)
