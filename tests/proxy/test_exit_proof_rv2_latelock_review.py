@@ -4,9 +4,13 @@ held takes it once free, then binds its own deadline to it (`ControllerViewSourc
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
+from fedkafka.proxy.view_cache import ViewCache
 from proxy.exit_proof_helpers import (
+    INSTANCE,
     _close,
     _cut_off,
     _lease_lapsed,
@@ -59,5 +63,50 @@ def test_rv2_data_a_lock_taken_late_binds_its_deadline_beside_a_view_the_previou
         assert produces_under is None or produces_under >= acked, (
             f"the restart produces under view {produces_under} (saved by A, v{on_disk} on disk) until the deadline "
             f"bound by the late take, though the process it replaces acked view {acked}")
+
+    _run(tmp_path, body)
+
+
+def test_rv2_avail_two_tasks_taking_the_lock_late_at_once_swap_the_secret_file_twice(tmp_path):
+    """[availability, minor] DEFECT: the view stream's ack heartbeat and the periodic one both run
+    `_take_lock_once_free`; the second one, entering while the first is still in `lock_for_life`'s thread (the lock
+    already held: `holds_lock`), swaps the secret file too, then the first one swaps again: it reads our own secret
+    as an earlier holder's and shows it as our predecessor (`predecessor_secrets`), in place of the exited holders'
+    secrets the first swap read (here K's, the registered run before ours, and H's). The `holds_lock` shortcut was
+    meant for a call cancelled before it saved our secret, not for one still running."""
+    path = tmp_path / "view.json"
+
+    async def body(ctl, app) -> None:
+        killed = ViewCache(path, INSTANCE)
+        assert killed.lock_for_life()
+        killed.swap_secret("k" * 43)
+        killed.confirm_secret()  # K: registered (answered), then killed
+        _release(killed)
+        holder = ViewCache(path, INSTANCE)
+        assert holder.lock_for_life()  # H: alive, exiting
+        holder.swap_secret("h" * 43)
+        late, _ = _source(app, path)
+        late_state = _state()
+        await late.start(late_state)  # no lock (H's); K never registered here: registers at once
+        _release(holder)  # H exits
+        take = late.cache.lock_for_life
+
+        def slow_take() -> bool:  # the thread is slow to hand the lock back (a loaded 2-core host)
+            taken = take()
+            time.sleep(0.3)
+            return taken
+
+        late.cache.lock_for_life = slow_take  # type: ignore[method-assign]
+
+        async def second() -> None:
+            await asyncio.sleep(0.1)
+            await late._take_lock_once_free(late_state)
+
+        await asyncio.gather(late._take_lock_once_free(late_state), second())
+        shown = late.predecessor_secrets
+        _release(late.cache)
+        await _close(late)
+        assert late.own_secret not in shown, f"our own secret shown as an exited predecessor's: {shown}"
+        assert {"k" * 43, "h" * 43} <= set(shown), f"exited holders' secrets no longer shown: {shown}"
 
     _run(tmp_path, body)
