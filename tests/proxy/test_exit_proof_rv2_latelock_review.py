@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import threading
 
 from fedkafka.proxy.view_cache import ViewCache
 from proxy.exit_proof_helpers import (
@@ -89,18 +89,22 @@ def test_rv2_avail_two_tasks_taking_the_lock_late_at_once_swap_the_secret_file_t
         late_state = _state()
         await late.start(late_state)  # no lock (H's); K never registered here: registers at once
         _release(holder)  # H exits
-        take = late.cache.lock_for_life
+        take, taken, handed_back = late.cache.lock_for_life, threading.Event(), threading.Event()
 
-        def slow_take() -> bool:  # the thread is slow to hand the lock back (a loaded 2-core host)
-            taken = take()
-            time.sleep(0.3)
-            return taken
+        def slow_take() -> bool:  # the thread hands the lock back late (a loaded 2-core host)
+            held = take()
+            taken.set()
+            handed_back.wait(5)
+            return held
 
         late.cache.lock_for_life = slow_take  # type: ignore[method-assign]
 
-        async def second() -> None:
-            await asyncio.sleep(0.1)
-            await late._take_lock_once_free(late_state)
+        async def second() -> None:  # the other task's heartbeat, once the first one's thread holds the lock
+            try:
+                await asyncio.to_thread(taken.wait, 5)
+                await late._take_lock_once_free(late_state)
+            finally:
+                handed_back.set()
 
         await asyncio.gather(late._take_lock_once_free(late_state), second())
         shown = late.predecessor_secrets
