@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
+from fedkafka.controller.models import ProxyRow
 from fedkafka.proxy.view_cache import ViewCache
 from proxy.exit_proof_helpers import (
     INSTANCE,
     _close,
     _cut_off,
     _lease_lapsed,
+    _predecessor_fence,
+    _produces_until,
     _release,
     _run,
     _source,
@@ -40,7 +44,10 @@ def test_rv2_data_a_lock_taken_late_binds_its_deadline_beside_a_view_the_previou
         previous, _ = _source(app, path)
         previous_state = _state()
         await previous.start(previous_state)  # A: holds the lock, its view saved
-        _lease_lapsed(ctl)  # A cut off past its lease (alive)
+        _lease_lapsed(ctl)  # A cut off past its lease (alive): it last renewed 14 min ago, its fence ends in 60 s
+        with ctl.session() as session:
+            session.query(ProxyRow).filter_by(instance_id=INSTANCE).one().fence_expires = time.time() + 60
+            session.commit()
         late, _ = _source(app, path)
         late_state = _state()
         await late.start(late_state)  # lockless; registers (A's lease lapsed)
@@ -58,11 +65,15 @@ def test_rv2_data_a_lock_taken_late_binds_its_deadline_beside_a_view_the_previou
         restart_state = _state()
         await restart.start(restart_state)
         produces_under = restart_state.view.version if restart_state.lease_valid() else None
+        until, waited_for_a = _produces_until(restart_state), _predecessor_fence(ctl)
         _release(restart.cache)
         await _close(previous, late, restart)
+        assert waited_for_a is not None and waited_for_a < time.time() + 120  # the window: A's fence to ours
         assert produces_under is None or produces_under >= acked, (
             f"the restart produces under view {produces_under} (saved by A, v{on_disk} on disk) until the deadline "
-            f"bound by the late take, though the process it replaces acked view {acked}")
+            f"bound by the late take ({until - time.time():.0f} s from now), though the process it replaces acked "
+            f"view {acked}: a move counts that ack once A's recorded fence ({waited_for_a - time.time():.0f} s from "
+            "now) and the grace have passed")
 
     _run(tmp_path, body)
 
