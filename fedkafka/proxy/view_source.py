@@ -170,8 +170,10 @@ class ControllerViewSource:
         self._registrations = 0
         self._saving = asyncio.Lock()
         self._unsaved: int | None = None  # a drained view whose save failed: acked once a save succeeds
+        self._last_saved: View | None = None  # the view our last save wrote (or the cache's we started from)
         # the view cache's lock was held by a live process at our start: taken once free (`_take_lock_once_free`)
         self._lock_wanted = False
+        self._taking_lock = asyncio.Lock()  # one take at a time: both heartbeat tasks try it (`_take_lock_once_free`)
         self._secret_file = asyncio.Lock()  # one write of the secret file at a time (its temp file is per process)
 
     async def start(self, state: ProxyState) -> None:
@@ -286,12 +288,19 @@ class ControllerViewSource:
         secret saved under it (confirmed at once if a registration of ours was answered already), the secrets its
         earlier holders saved (all exited now) shown at our next registrations, and our own deadline saved again
         under it. The parent's word, dropped at our start, stays dropped; no deadline of the cache is taken up (we
-        serve our own view under our own registered deadline, never the one saved with another view)."""
-        cache = self.cache
-        if not self._lock_wanted or cache is None:
+        serve our own view under our own registered deadline, never the one saved with another view). One take at a
+        time (the view stream's ack heartbeat and the periodic one both call it): a second swap of the secret file
+        would read our own secret as an earlier holder's, in place of theirs."""
+        if not self._lock_wanted or self.cache is None:
             return
+        async with self._taking_lock:
+            if self._lock_wanted:  # not taken meanwhile by the other task
+                await self._take_lock_now(state, self.cache)
+
+    async def _take_lock_now(self, state: ProxyState, cache: ViewCache) -> None:
+        """`_take_lock_once_free`'s take, under `_taking_lock`."""
         previous: list[str] | None = None
-        try:  # held already: taken by a call cancelled before it saved our secret
+        try:  # held already: a call cancelled while `lock_for_life` ran in its thread, which took it after the cancel
             if not cache.holds_lock and not await asyncio.to_thread(cache.lock_for_life):
                 return  # its holder lives: tried again next time
             self._lock_wanted = False
@@ -312,9 +321,13 @@ class ControllerViewSource:
             await self._confirm_own_secret()
 
     async def _bind_deadline(self, state: ProxyState) -> None:
-        """Save our own deadline again, now under the lock we took late; only a live one (granted by our own
-        registration or renewal: a lockless start takes none from the cache)."""
+        """Save our own view again, then our own deadline, now under the lock we took late; only a live deadline
+        (granted by our own registration or renewal: a lockless start takes none from the cache). The view first:
+        while we were lockless the previous holder, alive, kept saving its views to the same file, maybe an older one
+        than we acked after ours; the deadline names our save (`ViewCache.view_save_id`), used only beside it, so a
+        crash between the two leaves no usable deadline (docs/DESIGN.md §4.9 F4 "Taken late")."""
         if state.lease_valid() and not self._reregistering:
+            await self._save_view(state, again=True)
             await self._save_fence(state)
 
     async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
@@ -374,6 +387,7 @@ class ControllerViewSource:
         state.set_node_id(saved.node_id)
         state.apply(saved.view)
         state.applied_version = saved.view.version
+        self._last_saved = saved.view
         state.lease_deadline = time.monotonic()
         return saved
 
@@ -408,6 +422,7 @@ class ControllerViewSource:
                           "keeps the old federation's view and deadline", self.cache.fence_path, e)
                 self.cache = None
         state.replace(View(version=0, federation_id=federation_id))
+        self._last_saved = None  # the old federation's: never saved again
         state.applied_version = 0
 
     async def _register(self, state: ProxyState, refresh_view: bool = False, unless_since: int | None = None) -> None:
@@ -615,17 +630,21 @@ class ControllerViewSource:
             if self._unsaved == version:
                 self._unsaved = None
 
-    async def _save_view(self, state: ProxyState) -> int | None:
-        """Persist the view this proxy serves: its version, None if the write failed."""
-        view = state.view
+    async def _save_view(self, state: ProxyState, again: bool = False) -> int | None:
+        """Persist the view this proxy serves: its version, None if the write failed. `again`: the view saved last
+        (drained before, unlike one applied whose drain is under way), for a deadline to name a save of our own."""
         if self.cache is None:
-            return view.version
+            return state.view.version
         async with self._saving:
+            view = self._last_saved if again else state.view  # read under the lock: saves land in the views' order
+            if view is None:
+                return None
             try:
                 await asyncio.to_thread(self.cache.save_view, view, state.me.node_id, self.controllers.urls)
             except OSError as e:
                 log.warning("view %s not saved to %s (not acked until it is): %s", view.version, self.cache.path, e)
                 return None
+            self._last_saved = view
         return view.version
 
     async def _save_fence(self, state: ProxyState) -> None:
@@ -635,6 +654,8 @@ class ControllerViewSource:
         lapsed lease let seal (docs/DESIGN.md §4.9, F5)."""
         if self.cache is None or state.lease_deadline is None or self._unsaved is not None:
             return
+        if self.cache.view_save_id is None and await self._save_view(state, again=True) is None:
+            return  # no view saved by this process yet (started from the cache): a deadline goes with one of ours
         until = time.time() + (state.lease_deadline - time.monotonic())
         try:
             await asyncio.to_thread(self.cache.save_fence, until)
