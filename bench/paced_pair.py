@@ -125,7 +125,7 @@ class MachineWatch:
 
     def start(self) -> None:
         self._t0, self._psi0, self._cpu0 = time.perf_counter(), _cpu_pressure(), _own_cpu()
-        self._sched0 = {name: _run_queue_wait(pid) for name, pid in self.pids.items()}
+        self._sched0 = {name: run_queue_wait(pid) for name, pid in self.pids.items()}
         self._load0 = Path("/proc/loadavg").read_text().split()[0]
         self._gc0 = self._gc_text()
         self._sleeper.start()
@@ -154,7 +154,7 @@ class MachineWatch:
             "cpu_pressure": None if psi is None or self._psi0 is None else (psi - self._psi0) / 1e6 / elapsed,
             "sleep_1ms_over_p99_ms": 1000 * stalls[int(len(stalls) * 0.99)] if stalls else None,
             "sleep_1ms_over_max_ms": 1000 * stalls[-1] if stalls else None,
-            "run_queue_wait_s_per_s": {name: (_run_queue_wait(pid) - self._sched0[name]) / elapsed
+            "run_queue_wait_s_per_s": {name: (run_queue_wait(pid) - self._sched0[name]) / elapsed
                                        for name, pid in self.pids.items()},
             "watch_cpu_s_per_s": (_own_cpu() - self._cpu0) / elapsed,
             "broker_gc_pauses": None if gc is None else len(gc),
@@ -171,7 +171,7 @@ def _cpu_pressure() -> float | None:
         return None
 
 
-def _run_queue_wait(pid: int) -> float:
+def run_queue_wait(pid: int) -> float:
     """Seconds all threads of a process spent runnable but not running (schedstat), for those alive now."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():

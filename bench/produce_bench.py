@@ -19,13 +19,20 @@ the proxies, their order rotating by round, and the paced pair once per proxy (e
 The table shows medians over the rounds.
 
     .venv/bin/python bench/produce_bench.py [--records 200000] [--workers 1] [--paced-rate 2000]
-        [--paced-seconds 20] [--paced-warmup 5] [--compare-ref REF] [--rounds 1]
+        [--paced-seconds 20] [--paced-warmup 5] [--compare-ref REF] [--rounds 1] [--runs perf,...]
+        [--java-metrics] [--java-props KEY=VALUE ...] [--proxy-nice N]
+
+Every run also records the client's CPU per GB, the machine's busy cores and the broker's and proxy's run-queue
+wait (seconds their threads were runnable without a core, per GB): on this 2-core machine a single-threaded
+proxy's added latency at saturation is mostly that wait (bench/README.md, "The Java perf tool's produce gap").
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import re
 import signal
@@ -41,7 +48,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from data_path import cpu_seconds as threads_cpu_seconds
 from data_path import export_tree, tree_path
-from paced_pair import gc_log_option, run_pair
+from paced_pair import gc_log_option, run_pair, run_queue_wait
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
@@ -99,14 +106,30 @@ def start_proxy(tmp: Path, view: View, workers: int, tree: Path | None = None) -
     raise RuntimeError("proxy did not start")
 
 
-def perf_test(bootstrap: str, topic: str, records: int, throughput: int = -1, extra: list[str] | None = None) -> dict:
-    """`kafka-producer-perf-test` (idempotent, its default since Kafka 3.0); `extra`: more producer properties."""
+# the Java producer's own figures (`--print-metrics`, producer-metrics group) that tell where a request's time goes:
+# its round trip as the client sees it, how full its requests are, how long records wait to be sent
+JAVA_METRICS = ("request-latency-avg", "request-latency-max", "request-rate", "records-per-request-avg",
+                "batch-size-avg", "record-queue-time-avg", "record-queue-time-max", "bufferpool-wait-ratio",
+                "io-wait-ratio", "io-ratio", "select-rate", "requests-in-flight", "record-send-rate")
+_METRIC_LINE = re.compile(r"^producer-metrics:([\w-]+):\{[^}]*\}\s*:\s*(\S+)$")
+
+
+def perf_test(bootstrap: str, topic: str, records: int, throughput: int = -1, extra: list[str] | None = None,
+              metrics: bool = False) -> dict:
+    """`kafka-producer-perf-test` (idempotent, its default since Kafka 3.0); `extra`: more producer properties;
+    `metrics`: also the producer's JAVA_METRICS at its end."""
     out = run_tool("kafka-producer-perf-test", "--topic", topic, "--num-records", str(records), "--record-size",
-                   "1024", "--throughput", str(throughput), "--producer-props", f"bootstrap.servers={bootstrap}",
+                   "1024", "--throughput", str(throughput), *(["--print-metrics"] if metrics else []),
+                   "--producer-props", f"bootstrap.servers={bootstrap}",
                    "acks=all", "linger.ms=5", "batch.size=65536", *(extra or []), timeout=900).stdout
     last = [line for line in out.splitlines() if "records sent" in line][-1]
     num = [float(x) for x in re.findall(r"([\d.]+) (?:records/sec|ms avg|ms 50th|ms 99th)", last)]
-    return {"records_per_s": num[0], "avg_ms": num[1], "p50_ms": num[2], "p99_ms": num[3], "line": last}
+    result = {"records_per_s": num[0], "avg_ms": num[1], "p50_ms": num[2], "p99_ms": num[3], "line": last}
+    for line in out.splitlines() if metrics else ():
+        m = _METRIC_LINE.match(line.strip())
+        if m and m[1] in JAVA_METRICS and not math.isnan(value := float(m[2])):  # NaN: never measured, left out
+            result[f"java_{m[1].replace('-', '_')}"] = value
+    return result
 
 
 def confluent_run(bootstrap: str, topic: str, records: int) -> dict:
@@ -190,24 +213,54 @@ def make_topics(bootstrap: str, targets: list[str]) -> tuple[dict[tuple[str, str
     return topics, view
 
 
+def machine_ticks() -> tuple[int, int]:
+    """The machine's busy and total CPU ticks so far (/proc/stat: every process's, other engineers' included)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def client_cpu_seconds() -> float:
+    """This process' CPU (a confluent-kafka client runs in it) and its reaped children's (the Java tool)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def measure(label: str, fn, bootstrap: str, topic: str, records: int, broker_pid: int, proxy_pid: int | None):
     b0, p0 = cpu_seconds(broker_pid), cpu_seconds(proxy_pid) if proxy_pid else 0.0
+    c0, (busy0, total0), t0 = client_cpu_seconds(), machine_ticks(), time.perf_counter()
+    w0 = {name: run_queue_wait(pid) for name, pid in (("broker", broker_pid), ("proxy", proxy_pid)) if pid}
     result = fn(bootstrap, topic, records)
     gb = records * 1024 / 1e9
+    busy1, total1 = machine_ticks()
     result["broker_cpu_s_per_gb"] = (cpu_seconds(broker_pid) - b0) / gb
+    # the client's own CPU (the Java tool's JVM start included), and how many of the machine's cores were busy:
+    # near 2 (this machine's cores), every process here waits for a core, and a proxy's CPU is the others' loss
+    result["client_cpu_s_per_gb"] = (client_cpu_seconds() - c0) / gb
+    result["machine_busy_cores"] = os.cpu_count() * (busy1 - busy0) / max(total1 - total0, 1)
+    result["wall_s"] = time.perf_counter() - t0
+    for name, before in w0.items():  # seconds its threads were runnable but waited for a core (schedstat)
+        result[f"{name}_run_queue_wait_s_per_gb"] = (run_queue_wait(broker_pid if name == "broker" else proxy_pid)
+                                                     - before) / gb
     if proxy_pid:
         result["proxy_cpu_s_per_gb"] = (cpu_seconds(proxy_pid) - p0) / gb
     result["load"] = os.getloadavg()[0]
-    cpu = f", proxy CPU {result['proxy_cpu_s_per_gb']:.2f} s/GB" if proxy_pid else ""
+    cpu = (f", proxy CPU {result['proxy_cpu_s_per_gb']:.2f} s/GB (waited for a core "
+           f"{result['proxy_run_queue_wait_s_per_gb']:.2f})") if proxy_pid else ""
     print(f"  {label}: {result['records_per_s']:.0f} rec/s, p50 {result['p50_ms']:.1f} ms, "
-          f"p99 {result['p99_ms']:.1f} ms{cpu}, broker CPU {result['broker_cpu_s_per_gb']:.2f} s/GB, "
+          f"p99 {result['p99_ms']:.1f} ms{cpu}, broker CPU {result['broker_cpu_s_per_gb']:.2f} s/GB (waited "
+          f"{result['broker_run_queue_wait_s_per_gb']:.2f}), "
+          f"client CPU {result['client_cpu_s_per_gb']:.2f} s/GB, busy cores {result['machine_busy_cores']:.2f}, "
           f"load {result['load']:.2f}", flush=True)
+    java = {k[5:]: v for k, v in result.items() if k.startswith("java_")}
+    if java:
+        print("    java: " + ", ".join(f"{k} {v:.4g}" for k, v in java.items()), flush=True)
     return result
 
 
 def medians(rounds: list[dict]) -> dict:
     """Each number's median over the rounds, with the rounds themselves."""
-    keys = [k for k, v in rounds[0].items() if isinstance(v, int | float)]
+    keys = [k for k, v in rounds[0].items() if isinstance(v, int | float) and all(k in r for r in rounds)]
     return {**{k: statistics.median(r[k] for r in rounds) for k in keys}, "rounds": rounds}
 
 
@@ -223,6 +276,14 @@ def main() -> None:
                     help="which runs, comma-separated (the table shows those done)")
     ap.add_argument("--compare-ref", help="also run a proxy of this git ref (e.g. main), alternating with this tree's")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of every run (the table shows medians)")
+    ap.add_argument("--java-metrics", action="store_true",
+                    help="the Java tool's producer metrics too (request latency, records per request, queue time)")
+    ap.add_argument("--proxy-nice", type=int, help="this tree's proxy's nice value (e.g. -10: ahead of the broker "
+                    "and the client for a core; root only), to see how much of the gap is the proxy waiting for one; "
+                    "with --compare-ref the ref's proxy keeps its own")
+    ap.add_argument("--java-props", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="more producer properties for the Java tool's flat-out run (e.g. "
+                         "max.in.flight.requests.per.connection=1)")
     args = ap.parse_args()
     with scratch_dir("produce-bench-") as tmp:
         cluster = start_broker(tmp)
@@ -238,6 +299,10 @@ def main() -> None:
                              "compare_ref": args.compare_ref, "rounds": args.rounds}
             addrs = {"direct": cluster.bootstrap, **{s: addr for s, (_, addr) in proxies.items()}}
             pids = {s: proc.pid for s, (proc, _) in proxies.items()}
+            if args.proxy_nice is not None:  # this tree's proxy only: with --compare-ref, the ref's stays as it was
+                for task in Path(f"/proc/{pids['proxy']}/task").iterdir():  # every thread (a nice value is a thread's)
+                    os.setpriority(os.PRIO_PROCESS, int(task.name), args.proxy_nice)
+            results["proxy_nice"] = args.proxy_nice
             for target, bootstrap in addrs.items():
                 perf_test(bootstrap, topics[("warmup", target)], 20000)  # JIT and connections warm for every side
             results |= run_rounds(args, cluster, topics, addrs, pids, tmp)
@@ -267,7 +332,8 @@ def run_rounds(args, cluster, topics: dict, addrs: dict[str, str], pids: dict[st
     done: dict = {}
     for r in range(args.rounds):
         order = proxies[r % len(proxies):] + proxies[:r % len(proxies)]
-        for run, fn in (("perf", perf_test), ("paced", paced), ("confluent", confluent_run)):
+        perf = functools.partial(perf_test, metrics=args.java_metrics, extra=args.java_props)
+        for run, fn in (("perf", perf), ("paced", paced), ("confluent", confluent_run)):
             if run not in runs:
                 continue
             print(f"round {r + 1} {run}:", flush=True)

@@ -1093,14 +1093,16 @@ class Controller:
         process superseded by a new registration (a restart whose old deregistration arrives late) holds another
         secret and is refused (Conflict), so it never ends its successor's lease or fence. A member registered
         without a secret (a proxy before member secrets) is refused too. Idempotent: the same secret answers
-        success again; an unknown member is NotFound (nothing to end, as a heartbeat's). Not fenced by leadership:
-        it writes what the proxy attests, true whichever controller writes it, and it only moves deadlines back
-        (the view it changes is composed only while leading)."""
+        success again; an unknown member is NotFound (nothing to end, as a heartbeat's). Fenced by leadership as
+        every write route is (NotLeader, 503, nothing written: the proxy asks the next controller, §3.6): the
+        controller that takes it drops the member from its lease cache and its view at once."""
         now = time.time()
         with self.session() as s:
             # the secret is compared under the write lock the write holds (SQLite), or the row's lock (PostgreSQL):
             # a registration of the next process never commits in between (it would end that process's fence)
             db.begin_writing(s)
+            # the leader row before the member's, as a registration locks them (PostgreSQL: one order, no deadlock)
+            self.check_leader(s)
             row = s.scalar(select(ProxyRow).where(ProxyRow.node_id == member_id).with_for_update())
             if row is None:
                 raise NotFound(f"proxy {member_id} is not registered: nothing to deregister")
@@ -1121,9 +1123,21 @@ class Controller:
         with self._hb_lock:  # its renewals go to the database now, which answers 404 (register again)
             self._leases.pop(member_id, None)
         log.info("proxy member %d (%s) deregistered: stopped cleanly", member_id, instance_id)
-        with contextlib.suppress(NotLeader):  # committed anyway; the leader's lease round drops it
-            self.compose()
+        self._compose_after_deregistration(member_id)
         return {"member_id": member_id, "instance_id": instance_id, "deregistered": True}
+
+    def _compose_after_deregistration(self, member_id: int) -> None:
+        """Drop a deregistered member from the view now, if this controller can: its deregistration is committed,
+        so the answer says so whatever this compose meets (a 503 would tell the proxy nothing was written, and it
+        may then put its saved deadline back, docs/DESIGN.md §5.2). The member's lease has ended: the leader's next
+        lease round composes the view without it (`expire_leases`)."""
+        try:
+            self.compose()
+        except NotLeader:  # committed anyway: the leader's lease round drops it
+            pass
+        except Exception as e:  # e.g. Conflict 503, compare-and-set lost to too many concurrent writers
+            log.warning("proxy member %d deregistered (committed), but the view was not composed now (%s: %s): the "
+                        "next lease round drops it", member_id, type(e).__name__, e)
 
     def set_draining(self, node_id: int, draining: bool) -> dict[str, Any]:
         """Drain (or undrain) a proxy node, every worker of it: the view no longer lists it, so it leads no

@@ -45,7 +45,8 @@ STREAM_KEEPALIVE_MS = 2_000
 # connections of the controller client no admin call may take: the view stream, heartbeats (the stream's own ack
 # heartbeat may overlap the periodic one), a registration's view fetch, a producer-id block, with room to spare
 LEASE_CONNECTIONS = 16
-# A stopping proxy's deregistration: one try, this long at most (it only saves a restart up to one lease's wait)
+# A stopping proxy's deregistration: a walk of the controllers (`_deregister_walk`, each asked once), this long at
+# most for all its calls together (it only saves a restart up to one lease's wait)
 DEREGISTER_TIMEOUT_S = 2.0
 # failures of a request that never reached the controller: a deregistration failing so was surely not committed
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -755,10 +756,11 @@ class ControllerViewSource:
     async def deregister(self, state: ProxyState) -> bool:
         """On a clean stop, once nothing of ours can be written upstream again (`ProxyServer.stop`) and no
         heartbeat or registration task runs: end our member's lease and fence at the controller, so a restart
-        registers at once and a move waits for us the grace only (docs/DESIGN.md §5.2, §4.9 "deregistered"). One
-        call, short timeout; a failure is only logged (the lease runs out instead). The saved deadline goes to 0
-        first, for good (`ViewCache.end_fence`): a restart from the saved view without a controller must not
-        produce on a deadline the controller ended; not saved, no deregistration. Whether it was committed."""
+        registers at once and a move waits for us the grace only (docs/DESIGN.md §5.2, §4.9 "deregistered"). A
+        walk of calls, 2 s in all, passed on after a 503 or a call never sent (`_deregister_walk`); a failure is
+        only logged (the lease runs out instead). The saved deadline goes to 0 first, for good
+        (`ViewCache.end_fence`): a restart from the saved view without a controller must not produce on a deadline
+        the controller ended; not saved, no deregistration. Whether it was committed."""
         member, secret = self.member_id, self.member_secret
         if member is None or secret is None:  # never registered, or by a controller before member secrets
             return False
@@ -771,25 +773,51 @@ class ControllerViewSource:
                 log.warning("not deregistering: produce deadline %s not reset (%s); our lease runs out instead",
                             self.cache.fence_path, e)
                 return False
-        url = f"{self.controllers.current}/v1/proxies/{member}/deregister"
+        walk = _RoundWalk(self.controllers)
         try:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
-                resp = await self.client.post(url, headers=self._member_headers(),
-                                              timeout=httpx.Timeout(DEREGISTER_TIMEOUT_S))
+                url, resp = await self._deregister_walk(member, walk)
         except (httpx.HTTPError, TimeoutError) as e:
-            log.warning("deregistration of member %s at %s failed (%s); our lease runs out instead", member, url,
-                        type(e).__name__)
+            # the controller the failing call went to: the list's current one has moved on past it already
+            log.warning("deregistration of member %s at %s failed (%s); our lease runs out instead", member,
+                        walk.last, type(e).__name__)
             if isinstance(e, NEVER_SENT):  # not committed: a restart without a controller may use the deadline
                 await self._restore_fence(previous)
             return False
         if resp.status_code != 200:
-            log.warning("deregistration of member %s refused (%d: %s); our lease runs out instead", member,
+            log.warning("deregistration of member %s refused at %s (%d: %s); our lease runs out instead", member, url,
                         resp.status_code, _detail(resp))
             if resp.status_code < 500:  # refused before anything was written (a 5xx may follow the commit)
                 await self._restore_fence(previous)
             return False
         log.info("deregistered member %s (%s): a restart registers at once", member, self.instance_id)
         return True
+
+    async def _deregister_walk(self, member: int, walk: _RoundWalk) -> tuple[str, httpx.Response]:
+        """Send the deregistration to the current controller, and on to the active one a standby's 503 names, else
+        the next listed, each once (`_RoundWalk`), while the answer is a 503 (a standby, or a controller that lost
+        the leader row: nothing written, docs/DESIGN.md §3.6) or the call was never sent: the controller and the
+        answer taken, the last 503 if no controller took it. Raises the last never-sent error if none answered
+        (`walk.last` names the controller it came from)."""
+        answered: tuple[str, httpx.Response] | None = None
+        error: httpx.HTTPError | None = None
+        while (url := walk.next()) is not None:
+            try:
+                resp = await self.client.post(f"{url}/v1/proxies/{member}/deregister", headers=self._member_headers(),
+                                              timeout=httpx.Timeout(DEREGISTER_TIMEOUT_S))
+            except NEVER_SENT as e:
+                error = e
+            else:
+                if resp.status_code != 503:
+                    return url, resp
+                answered = url, resp
+                log.info("deregistration of member %s not taken at %s (503: %s)", member, url, _detail(resp))
+                error = httpx.HTTPStatusError("not the active controller", request=resp.request, response=resp)
+            walk.failed(url, error)
+        if answered is not None:  # a 503 answered: kept as the outcome (a 5xx keeps the saved deadline at 0)
+            return answered
+        assert error is not None  # the walk asks the current controller at least
+        raise error
 
     async def _restore_fence(self, previous: float | None) -> None:
         """The deregistration surely was not committed: the saved deadline goes back to what it was (`deregister`)."""
@@ -828,6 +856,7 @@ class _RoundWalk:
 
     def __init__(self, controllers: ControllerList, quiet: bool = False):
         self.controllers, self.quiet, self.asked = controllers, quiet, set[str]()
+        self.last: str | None = None  # the controller asked last (`failed` moves the list's current one on)
 
     def next(self) -> str | None:
         """The controller whose answer comes next, made the current one: the current one unless asked already, else
@@ -839,7 +868,7 @@ class _RoundWalk:
             if self.asked and not self.quiet:
                 log.info("following controller %s", url)
             self.asked.add(url)
-            self.controllers.current = url
+            self.controllers.current = self.last = url
         return url
 
     def failed(self, url: str, error: BaseException) -> None:

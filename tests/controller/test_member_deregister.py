@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from controller.service_members import SECRET_HEADER, own_secret, registration, service_clients
+from controller.test_leadership import _lost_row
+from fedkafka.controller.errors import Conflict
 from fedkafka.controller.models import ProxyRow
 from fedkafka.controller.moves import MoveFailed, Mover
 from fedkafka.fencing import FENCE_GRACE_S
@@ -158,3 +160,65 @@ def test_a_repeat_answers_success_and_an_unknown_member_404(make_client):
     old = api.post("/v1/proxies", json={**registration("o", 9094), "member_secret": False}).json()
     refused = _deregister(api, old["member_id"], own_secret(1))
     assert refused.status_code == 409 and "without a member secret" in refused.json()["detail"]
+
+
+def _deadlines(api: TestClient, member: int) -> tuple[float, float]:
+    with api.controller.session() as s:
+        row = s.get(ProxyRow, member)
+        assert row is not None
+        return row.lease_expires, row.fence_expires
+
+
+def test_a_controller_that_lost_the_row_deregisters_nothing_and_the_one_holding_it_does(make_client):
+    """A deregistration is a write like the others (docs/DESIGN.md §3.6): a controller that lost the leader row (it
+    notices within a third of a lease) answers 503, as every other write route, and commits nothing, so the proxy
+    asks the next listed controller. Before, it committed the deregistration (answered 200; the active controller's
+    view listed the proxy until its lease round read the row). The controller that took the row over takes it."""
+    api = make_client()
+    member = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()["member_id"]
+    before = _deadlines(api, member)
+    api.controller.leadership, active = _lost_row(api.controller)
+    refused = _deregister(api, member, own_secret(1))
+    assert refused.status_code == 503 and "not the active controller" in refused.json()["detail"], refused.text
+    assert _deadlines(api, member) == before
+    api.controller.leadership = active
+    taken = _deregister(api, member, own_secret(1))
+    assert taken.status_code == 200, taken.text
+    assert all(deadline < before[0] for deadline in _deadlines(api, member))
+
+
+def test_a_standby_deregisters_nothing(make_client):
+    """A controller started as a standby that serves the route (in process, without the leadership's gate, which
+    answers 503 before any route): NotLeader, 503, nothing written."""
+    api = make_client()
+    member = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()["member_id"]
+    before = _deadlines(api, member)
+    api.controller._standby = True
+    refused = _deregister(api, member, own_secret(1))
+    assert refused.status_code == 503 and "standby" in refused.json()["detail"], refused.text
+    assert _deadlines(api, member) == before
+
+
+def test_a_compose_failing_after_the_commit_answers_the_committed_deregistration(make_client, monkeypatch):
+    """Once the deregistration is committed the answer says so: a compose that fails after the commit (Conflict 503,
+    the view's compare-and-set lost to too many concurrent writers) is logged and the route answers 200, never the
+    503 the proxy takes as "nothing written" (it may then put its saved deadline back, §5.2; reviewer rv4,
+    `test_rv4_deregister_503_review.py`, failed before). The member, its lease ended, leaves the view at the next
+    lease round."""
+    api = make_client()
+    node = api.post("/v1/proxies", json=registration("a", 9092), headers=own_secret(1)).json()
+    member = node["member_id"]
+    before = _deadlines(api, member)
+
+    def lost_every_race():
+        raise Conflict("could not commit the view: too many concurrent writers", status=503)
+
+    monkeypatch.setattr(api.controller, "compose", lost_every_race)
+    taken = _deregister(api, member, own_secret(1))
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["deregistered"] is True
+    assert all(deadline < before[0] for deadline in _deadlines(api, member))
+    assert any(p.node_id == node["node_id"] for p in api.controller.view.proxies)  # not composed yet
+    monkeypatch.undo()
+    api.controller.lease_round()
+    assert all(p.node_id != node["node_id"] for p in api.controller.view.proxies)

@@ -90,6 +90,19 @@ class HandlerLooping(ProtocolViolation):
     """A handler returned plan after plan past MAX_PLAN_ROUNDS."""
 
 
+class DrainedLaterRound(RuntimeError):
+    """A drained request's handler (`DRAINED_API_KEYS`) returned a plan after its first answer round (a bug: none
+    does). Refused before any call of it is sent, so the request's answer ends with nothing of it written. Why (DESIGN
+    §4.1 step 2): such a round runs after the client's answer took over the drain count (`_uncount_answered`), which
+    could not tell whether a round cancelled midway had written a call the broker may still append above a seal.
+    Barrier rounds are allowed: `start` runs them itself and holds what a failed one wrote."""
+
+    def __init__(self, plan: Plan):
+        calls = sorted({type(c.request).__name__ for c in plan.calls})
+        super().__init__(f"a drained request's handler returned a round after its first answer (calls: "
+                         f"{calls or 'none'}); request given up before sending it")
+
+
 _Handled = tuple[Any, float | None, Any, Context]  # `_handle`'s: reply, produce deadline, observer's token, context
 
 
@@ -268,6 +281,7 @@ class Dispatcher:
             view_version = self.state.view.version
             counts[view_version] += 1
         ctx = reply = None
+        sent: list | tuple = ()  # the first answer round's calls: what a drained answer given up on may leave written
         try:
             handled = self._handle(frame, session, api_key, version, correlation_id, loop)
             if not isinstance(handled, tuple):  # answered without an upstream call, or the handler failed
@@ -288,10 +302,11 @@ class Dispatcher:
                     # one call to a broker (a controller call is a ControllerCall, type() is not Future): a callback
                     # awaits it
                     if len(sent) == 1 and type(sent[0]) is asyncio.Future:
-                        answer = self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen, ctx)
+                        answer = self._one_call(loop, reply, sent[0], slot, correlation_id, deadline, seen, ctx,
+                                                counts is not None)
                     else:
                         answer = loop.create_task(self._complete(reply, sent, slot, correlation_id, deadline, seen,
-                                                                 ctx))
+                                                                 ctx, counts is not None))
                         if ctx.refusals is not None:  # `_complete` reports them, unless cancelled before it starts
                             answer.add_done_callback(functools.partial(_report_refusals, ctx))
                     if reply.abandoned is not None:  # cancelled (even before `_complete` starts) or failed
@@ -304,8 +319,9 @@ class Dispatcher:
             _abandon(reply)  # a barrier round's or the plan's calls being sent: `finish` did not run on them
             _report_refusals(ctx)  # the handler's and its barrier rounds' (None: failed before the handler ran)
             raise
-        if counts is not None:
-            answer.add_done_callback(functools.partial(_uncount, counts, view_version))
+        if counts is not None:  # answered: uncounted; given up on with a call unanswered: held (`_uncount_answered`)
+            answer.add_done_callback(functools.partial(_uncount_answered, counts, view_version, sent, loop,
+                                                       self.abandoned_writes))
         return answer
 
     def _handle(self, frame: bytes | memoryview, session: Session | None, api_key: int, version: int,
@@ -386,7 +402,7 @@ class Dispatcher:
         resp_t = codec.response_schema(api_key, version)  # kio decoded the request: it has the answer too
         return codec.encode_response(error_response(resp_t, ErrorCode.cluster_authorization_failed), correlation_id)
     async def _complete(self, plan: Plan, sent: list, slot: int, correlation_id: int,
-                        deadline: float | None, seen=None, ctx: Context | None = None) -> Answer:
+                        deadline: float | None, seen=None, ctx: Context | None = None, drained: bool = False) -> Answer:
         loop = self._loop or self.loop
         started = loop.time()
         try:
@@ -394,13 +410,15 @@ class Dispatcher:
             elapsed = loop.time() - started
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, plan.calls, results)
-            return await self._finish_rounds(plan.finish(results), slot, correlation_id, deadline, seen, ctx)
+            return await self._finish_rounds(plan.finish(results), slot, correlation_id, deadline, seen, ctx,
+                                             drained)
         except BaseException:  # failed or cancelled, in this round or a later one (`_finish_rounds`)
             _report_refusals(ctx)
             raise
 
     def _one_call(self, loop: asyncio.AbstractEventLoop, plan: Plan, item: asyncio.Future, slot: int,
-                  correlation_id: int, deadline: float | None, seen, ctx: Context | None = None) -> _Answer:
+                  correlation_id: int, deadline: float | None, seen, ctx: Context | None = None,
+                  drained: bool = False) -> _Answer:
         """`_complete` for a plan of one upstream call, done by a callback instead of a Task (for speed: per
         Produce that Task cost ~180 bytecodes, in its coroutines `_complete`, `_collect` and `_one` and in
         asyncio's WeakSet of tasks, and two more loop steps). The same steps, in the same order: the call's timer
@@ -411,11 +429,11 @@ class Dispatcher:
         timer = loop.call_later(plan.calls[0].timeout_s or REQUEST_TIMEOUT_S, _time_out, item)
         # a partial, not an object with attributes: its arguments reach the callback as locals
         item.add_done_callback(functools.partial(self._one_answered, answer, loop.time(), timer, plan, slot,
-                                                 correlation_id, deadline, seen, ctx))
+                                                 correlation_id, deadline, seen, ctx, drained))
         return answer
 
     def _one_answered(self, answer: _Answer, started: float, timer: asyncio.TimerHandle, plan: Plan, slot: int,
-                      correlation_id: int, deadline: float | None, seen, ctx: Context | None,
+                      correlation_id: int, deadline: float | None, seen, ctx: Context | None, drained: bool,
                       item: asyncio.Future) -> None:
         timer.cancel()
         if answer.done():  # cancelled: so was the call
@@ -431,7 +449,7 @@ class Dispatcher:
             reply = plan.finish(results)
             if isinstance(reply, Plan):  # more rounds: in a Task, as `_complete` runs them
                 rounds = answer.awaits = self.loop.create_task(
-                    self._finish_rounds(reply, slot, correlation_id, deadline, seen, ctx))
+                    self._finish_rounds(reply, slot, correlation_id, deadline, seen, ctx, drained))
                 rounds.add_done_callback(functools.partial(_pass_on, answer, ctx, reply))
                 return
             answer.set_result(self._encode(reply, correlation_id, seen, ctx))
@@ -441,12 +459,15 @@ class Dispatcher:
                 raise
 
     async def _finish_rounds(self, reply: Any, slot: int, correlation_id: int, deadline: float | None,
-                             seen=None, ctx: Context | None = None) -> Answer:
+                             seen=None, ctx: Context | None = None, drained: bool = False) -> Answer:
         """A handler's reply after its first answers: the plans it still returns run in turn, then the answer. Its
-        failure is reported by its caller's end (`_complete`, or `_pass_on` on the one-call path)."""
+        failure is reported by its caller's end (`_complete`, or `_pass_on` on the one-call path). A `drained`
+        request's plan is refused here before any call of it is sent (`DrainedLaterRound`)."""
         rounds = 0
         try:
             while isinstance(reply, Plan):
+                if drained:
+                    raise DrainedLaterRound(reply)
                 rounds = _next_round(rounds, reply, "after the answers")
                 if reply.delay_s:
                     await asyncio.sleep(reply.delay_s)
@@ -956,6 +977,28 @@ def _unanswered(answer: _Answer, ctx: Context | None, error: BaseException | Non
 
 def _uncount(counts: collections.Counter[int], view_version: int, _answer: asyncio.Future | None) -> None:
     counts[view_version] -= 1
+
+
+def _uncount_answered(counts: collections.Counter[int], view_version: int, sent: list | tuple,
+                      loop: asyncio.AbstractEventLoop, held: AbandonedWrites, answer: asyncio.Future) -> None:
+    """`start`'s done-callback of a drained request's answer (`writes_in_flight`). Answered: uncounted. Cancelled (the
+    loop's teardown: `_Answer.cancel`, or `_complete`'s Task, even before its first step) or failed with a call of
+    its answer round (`sent`) written and not answered: the broker may still append it, so it stays counted as any
+    request given up on once written (`_uncount_or_hold`: until the drain closes its connection, ABANDONED_SETTLE_S
+    at most); none: uncounted now. A later round is never left to look at: a drained request has none
+    (`DrainedLaterRound`). The answered path pays two checks (`cancelled`, `exception`), the generic path's only: the
+    lane counts its own requests."""
+    if answer.cancelled() or answer.exception() is not None:
+        _uncount_or_hold(counts, view_version, _written_unanswered(sent), loop, held)
+    else:
+        counts[view_version] -= 1
+
+
+def _written_unanswered(sent: list | tuple) -> list:
+    """The items of `sent` (`_send`'s) whose call was written and has no answer: pending, cancelled with the request,
+    failed (a timeout whose connection `_outcome` had no turn to close), or None (no answer expected: unknown)."""
+    return [item for item in sent if item is None or (
+        type(item) is not UpstreamError and (not item.done() or item.cancelled() or item.exception() is not None))]
 
 
 class AbandonedWrites:

@@ -11,7 +11,10 @@ Interface (what a new module, e.g. `fetch.py` for the consume path, must provide
 entity, `plan.NO_RESPONSE`, a `plan.CloseConnection` (no answer; the core reads no more, writes the answers of the
 requests it read, then closes the client's connection), or a `plan.Plan` whose `calls` the core sends upstream and
 whose `finish(results)` returns the next Reply (it may chain further Plans). No sockets, no awaits, no globals:
-every handler is unit-testable by calling `handle` and `finish` with hand-made results.
+every handler is unit-testable by calling `handle` and `finish` with hand-made results. A write the proxy drains
+before it acks a view (Produce, OffsetCommit, DeleteGroups, OffsetDelete: `dispatch.DRAINED_API_KEYS`) chains only
+barrier Plans before its first non-barrier one, whose `finish` returns the answer: a Plan after that is refused
+unsent (`dispatch.DrainedLaterRound`, docs/DESIGN.md §4.1 step 2).
 
 Authorization (docs/DESIGN.md §11): a module that checks what the principal may do sets `AUTHORIZES = True` and
 asks `plan.authorized(ctx, operation, resource_type, name)` before building any upstream call. With
