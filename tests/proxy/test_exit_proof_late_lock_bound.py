@@ -172,8 +172,9 @@ def test_a_start_from_the_cache_saves_its_view_before_its_first_deadline(tmp_pat
 def test_a_deadline_is_used_only_beside_the_view_save_it_names(tmp_path):
     """[unit] The deadline on disk names its writer's last view save (`ViewCache.view_save_id`): a later save by any
     other process (a lockless one, or the earlier holder still exiting) leaves it unused, so a restart never
-    produces under a view older than one the deadline's writer acked; the writer's next save and deadline make it
-    usable again (docs/DESIGN.md §4.9 F4 "Taken late")."""
+    produces under a view older than one the deadline's writer acked; the writer's own next save makes it usable
+    again at once, the same deadline saved again naming that save (`_follow_view_save`: not only at the next
+    renewal), and so does its next deadline; never once the writer ended it (docs/DESIGN.md §4.9 F4 "Taken late")."""
     path = tmp_path / "view.json"
     holder = ViewCache(path, INSTANCE)
     assert holder.lock_for_life()
@@ -183,8 +184,38 @@ def test_a_deadline_is_used_only_beside_the_view_save_it_names(tmp_path):
     ViewCache(path, INSTANCE).save_view(View(version=4), node_id=1)  # a lockless process's older view lands after
     assert holder.load().produce_until == 0.0
     assert json.loads(path.with_name("view.json.fence").read_text())["view_save"] == holder.view_save_id
-    holder.save_view(View(version=6), node_id=1)
-    assert holder.load().produce_until == 0.0  # a save after the deadline: acked maybe, the deadline not yet renewed
+    granted = time.time() + 600
+    holder.save_fence(granted)
+    holder.save_view(View(version=6), node_id=1)  # our own save after the deadline: the same deadline names it
+    assert holder.load().produce_until == granted
+    assert json.loads(path.with_name("view.json.fence").read_text())["view_save"] == holder.view_save_id
     holder.save_fence(time.time() + 600)
     assert holder.load().produce_until > 0
+    holder.end_fence()
+    holder.save_view(View(version=7), node_id=1)  # ended: no deadline saved again beside a later save
+    assert holder.load().produce_until == 0.0
     _release(holder)
+
+
+def test_our_own_view_save_saves_again_only_a_deadline_we_wrote_under_the_lock_we_hold(tmp_path):
+    """[unit] `_follow_view_save` never takes up a deadline this process did not write under the lock it holds: not
+    a previous holder's on disk (a restart that saved its view before its first deadline), not one we wrote lockless
+    (taken late: `_bind_deadline` binds only a live one)."""
+    path = tmp_path / "view.json"
+    earlier = ViewCache(path, INSTANCE)
+    assert earlier.lock_for_life()
+    earlier.save_view(View(version=5), node_id=1)
+    earlier.save_fence(time.time() + 600)
+    _release(earlier)
+    restart = ViewCache(path, INSTANCE)
+    assert restart.lock_for_life()
+    assert restart.load().produce_until > 0  # the previous holder's deadline, beside its own save
+    restart.save_view(View(version=5), node_id=1)
+    assert restart.load().produce_until == 0.0
+    lockless = ViewCache(path, INSTANCE)
+    lockless.save_fence(time.time() + 600)
+    assert lockless.lock_for_life() is False  # `restart` holds it: `lockless` wrote its deadline under no lock
+    lockless.save_view(View(version=6), node_id=1)
+    assert json.loads(path.with_name("view.json.fence").read_text())["view_save"] is None
+    assert restart.load().produce_until == 0.0
+    _release(restart)
