@@ -15,7 +15,8 @@ old or the new content, never a torn one:
   that same lock may produce from it (F4: the lock's holders are the only processes a next holder vouches for
   besides the registered ones); any other (the lock not taken, a copy of the state dir, a reboot, a file naming
   no lock) starts with no deadline. Used only beside the view save it names: another process's save since (an exiting
-  holder's, a lockless one's: maybe an older view than its writer acked) leaves it unused (§4.9 F4 "Taken late").
+  holder's, a lockless one's: maybe an older view than its writer acked) leaves it unused; its writer's own later save
+  saves it again naming that save (§4.9 F4 "Taken late").
 
 Beside them, for proving a previous process's exit on this host (docs/DESIGN.md §4.9, F4):
 
@@ -106,6 +107,9 @@ class ViewCache:
         # the id of this process's last view save that surely landed (None: none, or the last one failed): each
         # deadline saved names it, and is used only beside that very save (`_produce_until`: §4.9 F4 "Taken late")
         self.view_save_id: str | None = None
+        # the deadline this process last wrote and the lock it wrote it under (None: none, or that write failed):
+        # saved again naming each later view save of ours (`_follow_view_save`)
+        self._own_fence: tuple[float, dict[str, Any] | None] | None = None
 
     def lock_for_life(self) -> bool:
         """Take `PATH.lock` for the rest of this process's life: True once held, False when another live process holds
@@ -241,6 +245,24 @@ class ViewCache:
         self.view_save_id = None  # a failed write may have landed or not: no deadline names it
         write_atomically(self.path, json.dumps(body, separators=(",", ":")).encode())
         self.view_save_id = save_id
+        self._follow_view_save()
+
+    def _follow_view_save(self) -> None:
+        """Our view save landed: the deadline we last wrote under the lock we hold, saved again (the same one) naming
+        it, else a restart could not use it until our next renewal (after a view change: maybe never, cut off from
+        the controller). Sound: this save is our newest, at least every view we acked, as the one it named before;
+        the deadline is not moved forward (docs/DESIGN.md §4.9 F4 "Taken late" (5)). None when we wrote none, wrote
+        it under no lock or another, ended it (`end_fence`), or it has passed. Not written, it names the save before
+        (unused beside this one): only logged, the view landed."""
+        with self._fence_lock:
+            own, identity = self._own_fence, self._lock_identity()
+            if self._fence_ended or own is None or identity is None or own[1] != identity or own[0] <= time.time():
+                return
+            try:
+                self._write_fence(own[0])
+            except OSError as e:
+                log.warning("produce deadline %s not saved again beside our view save (unused until the next "
+                            "renewal): %s", self.fence_path, e)
 
     def save_fence(self, produce_until: float) -> None:
         with self._fence_lock:
@@ -270,9 +292,12 @@ class ViewCache:
         and with the id of our last view save: used only beside that save, never beside a view another process
         (or an earlier holder) saved over it (docs/DESIGN.md §4.9 F4 "Taken late")."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"instance_id": self.instance_id, "lock": self._lock_identity(), "view_save": self.view_save_id,
+        identity = self._lock_identity()
+        body = {"instance_id": self.instance_id, "lock": identity, "view_save": self.view_save_id,
                 "produce_until": produce_until}
+        self._own_fence = None  # a failed write may have landed or not
         write_atomically(self.fence_path, json.dumps(body).encode())
+        self._own_fence = (produce_until, identity)
 
     def load(self, controllers: Sequence[str] = ()) -> SavedView | None:
         """The saved view, or None (with one warning, unless there is no file) when it is unreadable or damaged,
@@ -336,7 +361,8 @@ class ViewCache:
                                 "process on this view cache, or a release that named no lock)"
                                 if body.get("lock") is None else "saved under another lock or boot (a copy of "
                                 "the state dir, a reboot)" if body.get("lock") != identity else "saved beside "
-                                "another view than the one on disk (another process saved its view since)")
+                                "another view save than the one on disk (another process saved its view since, "
+                                "or its writer's save after it landed, and the deadline was not saved again)")
         except FileNotFoundError:
             pass
         except Exception as e:  # a damaged deadline is no deadline, never a crash

@@ -312,7 +312,7 @@ class ControllerViewSource:
             log.warning("%s taken late, but this proxy's exit not provable to its next run (%s: %s)",
                         cache.lock_path, type(e).__name__, e)
         if cache.holds_lock:  # ours from now on: our deadline bound to it (the next renewal saves it too)
-            await self._bind_deadline(state)
+            await self._bind_deadline(state, cache)
         if previous is None:
             return
         log.info("%s taken: its previous holder has exited (%d secret(s) saved under it shown at our next "
@@ -321,15 +321,18 @@ class ControllerViewSource:
         if self._registrations:  # the row holds our secret already: saved alone, as a holder's would be by now
             await self._confirm_own_secret()
 
-    async def _bind_deadline(self, state: ProxyState) -> None:
+    async def _bind_deadline(self, state: ProxyState, cache: ViewCache) -> None:
         """Save our own view again, then our own deadline, now under the lock we took late; only a live deadline
         (granted by our own registration or renewal: a lockless start takes none from the cache). The view first:
         while we were lockless the previous holder, alive, kept saving its views to the same file, maybe an older one
         than we acked after ours; the deadline names our save (`ViewCache.view_save_id`), used only beside it, so a
-        crash between the two leaves no usable deadline (docs/DESIGN.md §4.9 F4 "Taken late")."""
+        crash between the two leaves no usable deadline (docs/DESIGN.md §4.9 F4 "Taken late"). Our last save forgotten
+        whatever our lease (under `_saving`: none in flight): lapsed now, the next deadline we save (a renewal's) saves
+        our view again first, never naming our save from before the take, which the holder's may lie over."""
+        async with self._saving:
+            cache.view_save_id = None
         if state.lease_valid() and not self._reregistering:
-            await self._save_view(state, again=True)
-            await self._save_fence(state)
+            await self._save_fence(state)  # our view first: no save of ours named (`_save_fence`)
 
     async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
         """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
@@ -416,6 +419,8 @@ class ControllerViewSource:
         log.warning("controller %s serves federation %r, not %r of the saved view %s: serving its view instead",
                     self.controllers.current, federation_id, state.view.federation_id, state.view.version)
         if self.cache is not None:
+            async with self._saving:  # none in flight
+                self.cache.view_save_id = None  # the old federation's save: no deadline of the new one names it
             try:
                 await asyncio.to_thread(self.cache.save_fence, 0.0)
             except OSError as e:  # the old federation's deadline must not go with a view of this one: save no more
