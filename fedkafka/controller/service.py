@@ -363,6 +363,14 @@ class Controller:
                         "it (the active controller's, if this one lost the leader row)", what, type(e).__name__, e)
             return None
 
+    def _version_holding(self, view: View | None, changed: bool) -> int:
+        """The view version a caller may wait for to see a committed change (a drain, ACLs): the composed view's,
+        or, not composed now, one past the served view, which does not hold the change; the owed compose makes a
+        view that does, numbered past it (docs/DESIGN.md §5.1). An unchanged row needs no new view."""
+        if view is not None:
+            return view.version
+        return self.view.version + 1 if changed else self.view.version
+
     def _compose_if_owed(self) -> None:
         """Compose the view a write route committed a change for but could not compose (`compose_after_commit`).
         The lease round asks: of the background loops, the one that runs every fraction of a second whatever the
@@ -1177,11 +1185,10 @@ class Controller:
             node.draining = draining
             s.commit()
             node_id, instance_id = node.node_id, node.instance_id
-        # the view served if not composed now: it does not hold the drain yet (docs/DESIGN.md §5.1)
         view = self.compose_after_commit(f"proxy {node_id} set {'draining' if draining else 'not draining'}")
         log.info("proxy %d (%s) %s", node_id, instance_id, "draining" if draining else "no longer draining")
         return {"node_id": node_id, "instance_id": instance_id, "draining": draining, "changed": changed,
-                "view_version": (view or self.view).version}
+                "view_version": self._version_holding(view, changed)}
 
     def _check_others_serve(self, s: Session, node: ProxyRow) -> None:
         # the rows, not only the view: a drain committed just before ours may not be composed yet
@@ -1249,7 +1256,8 @@ class Controller:
             added = acls.create(s, parsed)
             s.commit()
         view = self.compose_after_commit(f"{len(added)} ACL bindings created")
-        return {"created": [acls.binding_dict(b) for b in added], "view_version": (view or self.view).version}
+        return {"created": [acls.binding_dict(b) for b in added],
+                "view_version": self._version_holding(view, bool(added))}
 
     def list_acls(self, acl_filter: dict[str, Any]) -> list[dict[str, str]]:
         f = acls.filter_from_dict(acl_filter)
@@ -1263,7 +1271,8 @@ class Controller:
             gone = acls.delete(s, f)
             s.commit()
         view = self.compose_after_commit(f"{len(gone)} ACL bindings deleted")
-        return {"deleted": [acls.binding_dict(b) for b in gone], "view_version": (view or self.view).version}
+        return {"deleted": [acls.binding_dict(b) for b in gone],
+                "view_version": self._version_holding(view, bool(gone))}
 
     def delete_user(self, user: str) -> None:
         with self.topology_change() as s:

@@ -90,7 +90,7 @@ def test_acls_created_while_compose_fails_reach_the_view_at_the_next_round(make_
     resp = api.post("/v1/acls", json={"acls": [{**ACL, "principal": "User:zed"}]})
     assert resp.status_code == 200, resp.text
     assert [b["principal"] for b in resp.json()["created"]] == ["User:zed"]
-    assert resp.json()["view_version"] == served  # the view served at the answer: it does not hold them yet
+    assert resp.json()["view_version"] == served + 1  # past the view served, which does not hold them yet
     assert any(b["principal"] == "User:zed" for b in api.get("/v1/acls").json())
     _composed_later(api, monkeypatch, served)
     assert any(b.principal == "User:zed" for b in api.controller.view.acls)
@@ -184,3 +184,30 @@ def test_a_held_move_rolled_back_while_compose_fails_is_unfrozen_in_the_view_at_
     assert api.controller.view.chain("t", 0).frozen
     _composed_later(api, monkeypatch, served)
     assert not api.controller.view.chain("t", 0).frozen
+
+
+@pytest.mark.parametrize(("method", "path", "body", "drained"), [
+    ("post", "/v1/proxies/{p1}/drain", None, True),
+    ("post", "/v1/proxies/{p2}/undrain", None, False),
+    ("post", "/v1/acls", {"acls": [{**ACL, "principal": "User:yan"}]}, None),
+    ("post", "/v1/acls/delete", {}, None),
+], ids=["drain", "undrain", "acls created", "acls deleted"])
+def test_a_version_answered_while_compose_fails_is_one_the_view_holds_the_change_from(make_api, monkeypatch,
+                                                                                      method, path, body, drained):
+    """A drain's (and an ACL change's) answer names the view version a caller waits for (the role's drain with
+    wait, `controller_calls`): answered the served version while the change was not composed, the wait returned
+    before any view held it; the version answered must be one only a view holding the change can have."""
+    api = make_api()
+    nodes = _federation(api)
+    served = api.controller.view.version
+    monkeypatch.setattr(api.controller, "compose", _lost_every_race)
+    resp = getattr(api, method)(path.format(**nodes), **({} if body is None else {"json": body}))
+    assert resp.status_code in (200, 201), resp.text
+    answered = resp.json()["view_version"]
+    assert answered > served
+    monkeypatch.undo()
+    api.controller.lease_round()
+    view = api.controller.view
+    assert view.version >= answered
+    if drained is not None:
+        assert (nodes["p1" if drained else "p2"] in {p.node_id for p in view.proxies}) is not drained
