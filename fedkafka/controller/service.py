@@ -131,6 +131,13 @@ class Settings:
             raise ValueError(f"the fence ({self.fence_ms} ms) must be at least the lease ({self.lease_ms} ms)")
 
 
+class Composed(NamedTuple):
+    """What `compose_after_commit` did: the view composed (None if not now), and the version served before it
+    tried, read once every compose begun before the commit had published (a view numbered past it holds the change)."""
+    view: View | None
+    served_before: int
+
+
 class Renewal(NamedTuple):
     """A proxy member's renewal to write: its new lease and fence expiry, applied version, load, and the fence the
     renewal was accepted against (`seen_fence`): it is written only while the row's fence is still at least that
@@ -178,6 +185,7 @@ class Controller:
         self._inherited = (frozenset(p.node_id for p in self.publisher.view.proxies),
                            time.time() + settings.lease_ms / 1000)
         self._compose_lock, self._compose_owed = threading.Lock(), threading.Event()  # owed: `compose_after_commit`
+        self._new_version_owed = False  # a route answered served+1 not composed: `_version_holding`
         self._committed_at: dict[int, float] = {}
         # the newest view a proxy reported applied that the database does not hold (it lost its last commits):
         # the next view is numbered past it, never a version a proxy holds with other content (§3 durability)
@@ -300,7 +308,9 @@ class Controller:
             return View.from_dict(json.loads(row.body)), row.committed_at
 
     def compose(self) -> View:
-        """Build the view from the database; store and publish it only if something changed."""
+        """Build the view from the database; store and publish it only if something changed, or a route answered
+        a version past the served one for a change it could not compose (`_new_version_owed`: reached even when
+        the change left the view as it was)."""
         with self._compose_lock:
             started = time.perf_counter()
             for _ in range(20):
@@ -325,6 +335,8 @@ class Controller:
                     nxt = next_version(current, candidate)
                     if top > stored_version:
                         nxt = candidate.with_version(top + 1)
+                    if nxt is current and self._new_version_owed:  # same content: proxies ack it, leaders stay
+                        nxt = candidate.with_version(current.version + 1)
                     if nxt is current:
                         return current
                     self.check_leader(s)  # a controller that lost its row publishes no view (§3.6)
@@ -337,6 +349,7 @@ class Controller:
                         s.rollback()
                         continue  # lost a compare-and-set race: re-read and compose again
                     s.commit()
+                self._new_version_owed = False  # past every version answered before: each was served one
                 self._committed_at[nxt.version] = now
                 self.publisher.publish(nxt)
                 self.metrics.view_version.set(nxt.version)
@@ -347,29 +360,36 @@ class Controller:
                 return nxt
             raise Conflict("could not commit the view: too many concurrent writers", status=503)
 
-    def compose_after_commit(self, what: str) -> View | None:
-        """Compose the view after a write route committed change `what`: the composed view, or None if not now.
+    def compose_after_commit(self, what: str) -> Composed:
+        """Compose the view after a write route committed change `what`: the composed view, or None if not now,
+        and the version served before (read under the compose lock: a compose begun before the commit, holding
+        a view without the change, has published by then).
         The change stands whatever this compose meets, so the route answers its success: a compose failure met in
         operation (`COMPOSE_FAILURES`) is logged and the next lease round composes (`_compose_owed`); a 503 would
         tell the caller nothing was written (docs/DESIGN.md §5.1). Any other error is a bug: it propagates (500),
         the compose still owed."""
+        with self._compose_lock:
+            served_before = self.view.version
         try:
-            return self.compose()
+            return Composed(self.compose(), served_before)
         except Exception as e:
+            self._new_version_owed = True  # a compose publishing since passed `served_before`: one more is harmless
             self._compose_owed.set()
             if not isinstance(e, COMPOSE_FAILURES):
                 raise
             log.warning("%s (committed), but the view was not composed now (%s: %s): the next lease round composes "
                         "it (the active controller's, if this one lost the leader row)", what, type(e).__name__, e)
-            return None
+            return Composed(None, served_before)
 
-    def _version_holding(self, view: View | None, changed: bool) -> int:
-        """The view version a caller may wait for to see a committed change (a drain, ACLs): the composed view's,
-        or, not composed now, one past the served view, which does not hold the change; the owed compose makes a
-        view that does, numbered past it (docs/DESIGN.md §5.1). An unchanged row needs no new view."""
-        if view is not None:
-            return view.version
-        return self.view.version + 1 if changed else self.view.version
+    @staticmethod
+    def _version_holding(composed: Composed, changed: bool) -> int:
+        """The view version a caller may wait for to see a committed change (a drain, ACLs, topics): the composed
+        view's, or, not composed now, one past the version served before the compose tried, which does not hold
+        the change; any compose after it does, and the next one numbers a new view (`_new_version_owed`), so that
+        version comes (docs/DESIGN.md §5.1). An unchanged row needs no new view."""
+        if composed.view is not None:
+            return composed.view.version
+        return composed.served_before + 1 if changed else composed.served_before
 
     def _compose_if_owed(self) -> None:
         """Compose the view a write route committed a change for but could not compose (`compose_after_commit`).
@@ -519,9 +539,10 @@ class Controller:
                 "logical_end": seg.to_logical(max(found[1], seg.phys_start))}
 
     def put_topic(self, name: str, partitions: int, placement: str, config: dict[str, str],
-                  create_only: bool = False) -> tuple[dict, bool]:
+                  create_only: bool = False) -> tuple[dict, bool, int]:
         """Create the topic, or grow it and set its config. `create_only`: an existing topic is a conflict
-        (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win."""
+        (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win.
+        Answers the topic, whether it changed and the view version holding it (`_version_holding`)."""
         check_topic(name, partitions, placement, config)
         with self._write_lock:
             self.refuse_unless_leading()  # before Kafka: a controller that lost its row creates nothing there (§3.6)
@@ -533,7 +554,7 @@ class Controller:
                                f"(shrinking to {partitions} would re-hash keys and strand records)",
                                kafka_error="INVALID_PARTITIONS")
             if existing == (partitions, config):
-                return self.get_topic(name), False
+                return self.get_topic(name), False, self.view.version
             coord = coordination_cluster(clusters)
             targets = [c for c in clusters if c.state == ClusterState.ACTIVE and c.reachable]
             if coord is None or not targets:
@@ -543,8 +564,8 @@ class Controller:
             self._ensure_physical_topics(name, partitions, config, existing, {c.id: c.bootstrap for c in clusters},
                                          coord, used, slots)
             self._write_topic_rows(name, partitions, placement, config, new, have, slots)
-            self.compose_after_commit(f"topic {name} {'created' if new else 'changed'}")
-            return self.get_topic(name), True
+            composed = self.compose_after_commit(f"topic {name} {'created' if new else 'changed'}")
+            return self.get_topic(name), True, self._version_holding(composed, True)
 
     def _topic_as_stored(self, name: str) -> tuple[bool, tuple[int, dict] | None, list[ClusterRow], list[Slot]]:
         """(whether the topic is new, its (partitions, config) or None, the clusters in registration order, every
@@ -637,7 +658,7 @@ class Controller:
             except IntegrityError:
                 raise Conflict(f"topic {name} was changed concurrently; retry") from None
 
-    def delete_topic(self, name: str, topic_id: str | None = None) -> bool:
+    def delete_topic(self, name: str, topic_id: str | None = None) -> int:
         """Delete the topic, its chains and claims, and roll back its unfinished moves in the same transaction (a
         frozen chain goes with the topic; a move's seal, even one recorded, is of a topic no longer there): a move
         never goes on into a topic created again under the name (docs/DESIGN.md §4.1). The same transaction records
@@ -647,7 +668,8 @@ class Controller:
         (created again since) is not deleted, NotFound with UNKNOWN_TOPIC_ID; checked in the deletion's transaction.
         The physical topics' Kafka topic ids are asked of the clusters the last scan reached before that transaction,
         and recorded only if the topic read in it is the one read before asking (its deletions go by id, §5.8); the
-        transaction commits only while this controller leads (§3.6)."""
+        transaction commits only while this controller leads (§3.6). Answers the view version without the topic
+        (`_version_holding`)."""
         with self._write_lock:
             with self.session() as s:
                 incarnation, physical, clusters = self._deletion_plan(s, name, topic_id)
@@ -665,10 +687,12 @@ class Controller:
                 deletions.record(s, name, physical, kafka_ids)
                 s.commit()
             self._forget_ends(name)
-            self.compose_after_commit(f"topic {name} deleted")
-            # now on the clusters the last scan reached (one that did not costs no timeout here: the scans retry)
-            self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
-        return True
+            composed = self.compose_after_commit(f"topic {name} deleted")
+            # now on the clusters the last scan reached (one that did not costs no timeout here: the scans retry);
+            # not composed, the view served still routes to them: the scans delete them after their compose
+            if composed.view is not None:
+                self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
+        return self._version_holding(composed, True)
 
     @staticmethod
     def _deletion_plan(s: Session, name: str, topic_id: str | None) -> tuple[
@@ -1185,10 +1209,10 @@ class Controller:
             node.draining = draining
             s.commit()
             node_id, instance_id = node.node_id, node.instance_id
-        view = self.compose_after_commit(f"proxy {node_id} set {'draining' if draining else 'not draining'}")
+        composed = self.compose_after_commit(f"proxy {node_id} set {'draining' if draining else 'not draining'}")
         log.info("proxy %d (%s) %s", node_id, instance_id, "draining" if draining else "no longer draining")
         return {"node_id": node_id, "instance_id": instance_id, "draining": draining, "changed": changed,
-                "view_version": self._version_holding(view, changed)}
+                "view_version": self._version_holding(composed, changed)}
 
     def _check_others_serve(self, s: Session, node: ProxyRow) -> None:
         # the rows, not only the view: a drain committed just before ours may not be composed yet
@@ -1255,9 +1279,9 @@ class Controller:
             self.check_leader(s)
             added = acls.create(s, parsed)
             s.commit()
-        view = self.compose_after_commit(f"{len(added)} ACL bindings created")
+        composed = self.compose_after_commit(f"{len(added)} ACL bindings created")
         return {"created": [acls.binding_dict(b) for b in added],
-                "view_version": self._version_holding(view, bool(added))}
+                "view_version": self._version_holding(composed, bool(added))}
 
     def list_acls(self, acl_filter: dict[str, Any]) -> list[dict[str, str]]:
         f = acls.filter_from_dict(acl_filter)
@@ -1270,9 +1294,9 @@ class Controller:
             self.check_leader(s)
             gone = acls.delete(s, f)
             s.commit()
-        view = self.compose_after_commit(f"{len(gone)} ACL bindings deleted")
+        composed = self.compose_after_commit(f"{len(gone)} ACL bindings deleted")
         return {"deleted": [acls.binding_dict(b) for b in gone],
-                "view_version": self._version_holding(view, bool(gone))}
+                "view_version": self._version_holding(composed, bool(gone))}
 
     def delete_user(self, user: str) -> None:
         with self.topology_change() as s:
