@@ -184,8 +184,7 @@ class Controller:
         # refuses produce on its own, and moves wait on leases, not on this list.
         self._inherited = (frozenset(p.node_id for p in self.publisher.view.proxies),
                            time.time() + settings.lease_ms / 1000)
-        self._compose_lock, self._compose_owed = threading.Lock(), threading.Event()  # owed: `compose_after_commit`
-        self._new_version_owed = False  # a route answered served+1 not composed: `_version_holding`
+        self._compose_lock, self._compose_owed, self._new_version_owed = threading.Lock(), threading.Event(), False
         self._committed_at: dict[int, float] = {}
         # the newest view a proxy reported applied that the database does not hold (it lost its last commits):
         # the next view is numbered past it, never a version a proxy holds with other content (§3 durability)
