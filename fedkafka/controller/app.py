@@ -86,7 +86,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(NotLeader)
-    async def _not_leader(_req: Request, exc: NotLeader):  # lost the row during the request: nothing was written
+    # lost the row before the request's commit: nothing was written (lost after it, while composing the view, the
+    # route answers its success instead: `Controller.compose_after_commit`, docs/DESIGN.md §5.1)
+    async def _not_leader(_req: Request, exc: NotLeader):
         return JSONResponse({"detail": f"not the active controller any more: {exc}"}, status_code=503)
 
     @app.exception_handler(RequestValidationError)

@@ -145,7 +145,7 @@ class HeldMoves:
             self.mover.roll_back_one(s, row, reason)
             self.ctl.check_leader(s)
             s.commit()
-        self.ctl.compose()
+        self.ctl.compose_after_commit(f"held move {move_id} rolled back")
         return self.get(move_id)
 
     def _await_frozen_view(self, row: MoveRow) -> str:

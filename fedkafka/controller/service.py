@@ -95,6 +95,10 @@ REFUSED_MEMORY_S = 60.0
 REGISTRATION_TRIES = 3
 # PostgreSQL aborted the transaction to break a deadlock (40P01), or on a serialization failure (40001)
 LOST_RACE_SQLSTATES = ("40P01", "40001")
+# What a compose meets in operation, once the change it follows is committed (`compose_after_commit`): its
+# compare-and-set lost to too many concurrent writers (Conflict 503, the only Conflict it raises), the leader row lost
+# since the commit (NotLeader), the database failing its read or write (DBAPIError: connection lost, locked, aborted)
+COMPOSE_FAILURES: tuple[type[Exception], ...] = (Conflict, NotLeader, DBAPIError)
 BIGINT_MAX = 2**63 - 1  # the version column's bound: no version, reported or composed, comes near it
 # The highest applied version a heartbeat may report: above it, it is refused (422), never taken as the floor of the
 # next version, so composing past a floor never overflows the version column (docs/DESIGN.md §3.3). Any number of
@@ -125,6 +129,13 @@ class Settings:
     def __post_init__(self) -> None:
         if self.fence_ms < self.lease_ms:
             raise ValueError(f"the fence ({self.fence_ms} ms) must be at least the lease ({self.lease_ms} ms)")
+
+
+class Composed(NamedTuple):
+    """What `compose_after_commit` did: the view composed (None if not now), and the version served before it
+    tried, read once every compose begun before the commit had published (a view numbered past it holds the change)."""
+    view: View | None
+    served_before: int
 
 
 class Renewal(NamedTuple):
@@ -173,7 +184,7 @@ class Controller:
         # refuses produce on its own, and moves wait on leases, not on this list.
         self._inherited = (frozenset(p.node_id for p in self.publisher.view.proxies),
                            time.time() + settings.lease_ms / 1000)
-        self._compose_lock = threading.Lock()
+        self._compose_lock, self._compose_owed, self._new_version_owed = threading.Lock(), threading.Event(), False
         self._committed_at: dict[int, float] = {}
         # the newest view a proxy reported applied that the database does not hold (it lost its last commits):
         # the next view is numbered past it, never a version a proxy holds with other content (§3 durability)
@@ -296,7 +307,9 @@ class Controller:
             return View.from_dict(json.loads(row.body)), row.committed_at
 
     def compose(self) -> View:
-        """Build the view from the database; store and publish it only if something changed."""
+        """Build the view from the database; store and publish it only if something changed, or a route answered
+        a version past the served one for a change it could not compose (`_new_version_owed`: reached even when
+        the change left the view as it was)."""
         with self._compose_lock:
             started = time.perf_counter()
             for _ in range(20):
@@ -321,6 +334,8 @@ class Controller:
                     nxt = next_version(current, candidate)
                     if top > stored_version:
                         nxt = candidate.with_version(top + 1)
+                    if nxt is current and self._new_version_owed:  # same content: proxies ack it, leaders stay
+                        nxt = candidate.with_version(current.version + 1)
                     if nxt is current:
                         return current
                     self.check_leader(s)  # a controller that lost its row publishes no view (§3.6)
@@ -333,6 +348,7 @@ class Controller:
                         s.rollback()
                         continue  # lost a compare-and-set race: re-read and compose again
                     s.commit()
+                self._new_version_owed = False  # past every version answered before: each was served one
                 self._committed_at[nxt.version] = now
                 self.publisher.publish(nxt)
                 self.metrics.view_version.set(nxt.version)
@@ -342,6 +358,50 @@ class Controller:
                 log.info("view %d committed (proxies %s)", nxt.version, [p.node_id for p in nxt.proxies])
                 return nxt
             raise Conflict("could not commit the view: too many concurrent writers", status=503)
+
+    def compose_after_commit(self, what: str) -> Composed:
+        """Compose the view after a write route committed change `what`: the composed view, or None if not now,
+        and the version served before (read under the compose lock: a compose begun before the commit, holding
+        a view without the change, has published by then).
+        The change stands whatever this compose meets, so the route answers its success: a compose failure met in
+        operation (`COMPOSE_FAILURES`) is logged and the next lease round composes (`_compose_owed`); a 503 would
+        tell the caller nothing was written (docs/DESIGN.md §5.1). Any other error is a bug: it propagates (500),
+        the compose still owed."""
+        with self._compose_lock:
+            served_before = self.view.version
+        try:
+            return Composed(self.compose(), served_before)
+        except Exception as e:
+            self._new_version_owed = True  # a compose publishing since passed `served_before`: one more is harmless
+            self._compose_owed.set()
+            if not isinstance(e, COMPOSE_FAILURES):
+                raise
+            log.warning("%s (committed), but the view was not composed now (%s: %s): the next lease round composes "
+                        "it (the active controller's, if this one lost the leader row)", what, type(e).__name__, e)
+            return Composed(None, served_before)
+
+    @staticmethod
+    def _version_holding(composed: Composed, changed: bool) -> int:
+        """The view version a caller may wait for to see a committed change (a drain, ACLs, topics): the composed
+        view's, or, not composed now, one past the version served before the compose tried, which does not hold
+        the change; any compose after it does, and the next one numbers a new view (`_new_version_owed`), so that
+        version comes (docs/DESIGN.md §5.1). An unchanged row needs no new view."""
+        if composed.view is not None:
+            return composed.view.version
+        return composed.served_before + 1 if changed else composed.served_before
+
+    def _compose_if_owed(self) -> None:
+        """Compose the view a write route committed a change for but could not compose (`compose_after_commit`).
+        The lease round asks: of the background loops, the one that runs every fraction of a second whatever the
+        federation holds (the scans compose too, but only every `scan_interval` and not without a cluster)."""
+        if not self._compose_owed.is_set():
+            return
+        self._compose_owed.clear()  # first: a compose failing after a commit while this one runs owes one again
+        try:
+            self.compose()
+        except Exception:
+            self._compose_owed.set()
+            raise
 
     def _regressed(self, db_version: int, seen: int, who: str) -> None:
         """The database holds view `db_version` while `who` holds view `seen` (newer): it lost commits. Said loudly
@@ -407,7 +467,7 @@ class Controller:
                     scan = self.kafka.scan(cluster_id, bootstrap)  # the view says at once whether it answers
                     row.reachable, row.last_error = scan.reachable, scan.error
                 s.commit()
-            self.compose()
+            self.compose_after_commit(f"cluster {cluster_id} registered or changed")
             after = self.get_cluster(cluster_id)
         return after, _public(before) != _public(after)
 
@@ -441,7 +501,7 @@ class Controller:
             row.state = new.value
             self.check_leader(s)  # a workflow of a controller that lost its row changes no state (§3.6)
             s.commit()
-        self.compose()
+        self.compose_after_commit(f"cluster {cluster_id} set {new.value}")
         return self.get_cluster(cluster_id), True
 
     def _cluster_or_none(self, cluster_id: str) -> dict | None:
@@ -478,9 +538,10 @@ class Controller:
                 "logical_end": seg.to_logical(max(found[1], seg.phys_start))}
 
     def put_topic(self, name: str, partitions: int, placement: str, config: dict[str, str],
-                  create_only: bool = False) -> tuple[dict, bool]:
+                  create_only: bool = False) -> tuple[dict, bool, int]:
         """Create the topic, or grow it and set its config. `create_only`: an existing topic is a conflict
-        (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win."""
+        (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win.
+        Answers the topic, whether it changed and the view version holding it (`_version_holding`)."""
         check_topic(name, partitions, placement, config)
         with self._write_lock:
             self.refuse_unless_leading()  # before Kafka: a controller that lost its row creates nothing there (§3.6)
@@ -492,7 +553,7 @@ class Controller:
                                f"(shrinking to {partitions} would re-hash keys and strand records)",
                                kafka_error="INVALID_PARTITIONS")
             if existing == (partitions, config):
-                return self.get_topic(name), False
+                return self.get_topic(name), False, self.view.version
             coord = coordination_cluster(clusters)
             targets = [c for c in clusters if c.state == ClusterState.ACTIVE and c.reachable]
             if coord is None or not targets:
@@ -502,8 +563,8 @@ class Controller:
             self._ensure_physical_topics(name, partitions, config, existing, {c.id: c.bootstrap for c in clusters},
                                          coord, used, slots)
             self._write_topic_rows(name, partitions, placement, config, new, have, slots)
-            self.compose()
-            return self.get_topic(name), True
+            composed = self.compose_after_commit(f"topic {name} {'created' if new else 'changed'}")
+            return self.get_topic(name), True, self._version_holding(composed, True)
 
     def _topic_as_stored(self, name: str) -> tuple[bool, tuple[int, dict] | None, list[ClusterRow], list[Slot]]:
         """(whether the topic is new, its (partitions, config) or None, the clusters in registration order, every
@@ -596,7 +657,7 @@ class Controller:
             except IntegrityError:
                 raise Conflict(f"topic {name} was changed concurrently; retry") from None
 
-    def delete_topic(self, name: str, topic_id: str | None = None) -> bool:
+    def delete_topic(self, name: str, topic_id: str | None = None) -> int:
         """Delete the topic, its chains and claims, and roll back its unfinished moves in the same transaction (a
         frozen chain goes with the topic; a move's seal, even one recorded, is of a topic no longer there): a move
         never goes on into a topic created again under the name (docs/DESIGN.md §4.1). The same transaction records
@@ -606,7 +667,8 @@ class Controller:
         (created again since) is not deleted, NotFound with UNKNOWN_TOPIC_ID; checked in the deletion's transaction.
         The physical topics' Kafka topic ids are asked of the clusters the last scan reached before that transaction,
         and recorded only if the topic read in it is the one read before asking (its deletions go by id, §5.8); the
-        transaction commits only while this controller leads (§3.6)."""
+        transaction commits only while this controller leads (§3.6). Answers the view version without the topic
+        (`_version_holding`)."""
         with self._write_lock:
             with self.session() as s:
                 incarnation, physical, clusters = self._deletion_plan(s, name, topic_id)
@@ -624,10 +686,12 @@ class Controller:
                 deletions.record(s, name, physical, kafka_ids)
                 s.commit()
             self._forget_ends(name)
-            self.compose()
-            # now on the clusters the last scan reached (one that did not costs no timeout here: the scans retry)
-            self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
-        return True
+            composed = self.compose_after_commit(f"topic {name} deleted")
+            # now on the clusters the last scan reached (one that did not costs no timeout here: the scans retry);
+            # not composed, the view served still routes to them: the scans delete them after their compose
+            if composed.view is not None:
+                self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
+        return self._version_holding(composed, True)
 
     @staticmethod
     def _deletion_plan(s: Session, name: str, topic_id: str | None) -> tuple[
@@ -705,7 +769,7 @@ class Controller:
         member_id, node_id = self._register_member(instance_id, worker, claimed,
                                                    (presented, _predecessor_secrets(predecessor)),
                                                    (listeners, (expires, fence), secret_hash), now)
-        self.compose()
+        self.compose_after_commit(f"proxy member {member_id} ({instance_id!r}, worker {worker}) registered")
         return {"node_id": node_id, "member_id": member_id, **({"member_secret": secret} if secret else {}),
                 "worker": worker, "lease_ms": self.settings.lease_ms,
                 "fence_ms": self.settings.fence_ms, "producer_id_block": self.producer_ids.allocate().to_dict()}
@@ -1123,21 +1187,9 @@ class Controller:
         with self._hb_lock:  # its renewals go to the database now, which answers 404 (register again)
             self._leases.pop(member_id, None)
         log.info("proxy member %d (%s) deregistered: stopped cleanly", member_id, instance_id)
-        self._compose_after_deregistration(member_id)
+        # its lease has ended: a round that composes drops it (the lease round does, `expire_leases`, in any case)
+        self.compose_after_commit(f"proxy member {member_id} deregistered")
         return {"member_id": member_id, "instance_id": instance_id, "deregistered": True}
-
-    def _compose_after_deregistration(self, member_id: int) -> None:
-        """Drop a deregistered member from the view now, if this controller can: its deregistration is committed,
-        so the answer says so whatever this compose meets (a 503 would tell the proxy nothing was written, and it
-        may then put its saved deadline back, docs/DESIGN.md §5.2). The member's lease has ended: the leader's next
-        lease round composes the view without it (`expire_leases`)."""
-        try:
-            self.compose()
-        except NotLeader:  # committed anyway: the leader's lease round drops it
-            pass
-        except Exception as e:  # e.g. Conflict 503, compare-and-set lost to too many concurrent writers
-            log.warning("proxy member %d deregistered (committed), but the view was not composed now (%s: %s): the "
-                        "next lease round drops it", member_id, type(e).__name__, e)
 
     def set_draining(self, node_id: int, draining: bool) -> dict[str, Any]:
         """Drain (or undrain) a proxy node, every worker of it: the view no longer lists it, so it leads no
@@ -1156,10 +1208,10 @@ class Controller:
             node.draining = draining
             s.commit()
             node_id, instance_id = node.node_id, node.instance_id
-        view = self.compose()
+        composed = self.compose_after_commit(f"proxy {node_id} set {'draining' if draining else 'not draining'}")
         log.info("proxy %d (%s) %s", node_id, instance_id, "draining" if draining else "no longer draining")
         return {"node_id": node_id, "instance_id": instance_id, "draining": draining, "changed": changed,
-                "view_version": view.version}
+                "view_version": self._version_holding(composed, changed)}
 
     def _check_others_serve(self, s: Session, node: ProxyRow) -> None:
         # the rows, not only the view: a drain committed just before ours may not be composed yet
@@ -1201,7 +1253,7 @@ class Controller:
                     s.merge(row)
                     changed = True
             s.commit()
-        self.compose()
+        self.compose_after_commit(f"credentials of user {user} set")
         return self.get_user(user), changed
 
     def get_user(self, user: str) -> dict[str, Any]:
@@ -1226,8 +1278,9 @@ class Controller:
             self.check_leader(s)
             added = acls.create(s, parsed)
             s.commit()
-        view = self.compose()
-        return {"created": [acls.binding_dict(b) for b in added], "view_version": view.version}
+        composed = self.compose_after_commit(f"{len(added)} ACL bindings created")
+        return {"created": [acls.binding_dict(b) for b in added],
+                "view_version": self._version_holding(composed, bool(added))}
 
     def list_acls(self, acl_filter: dict[str, Any]) -> list[dict[str, str]]:
         f = acls.filter_from_dict(acl_filter)
@@ -1240,8 +1293,9 @@ class Controller:
             self.check_leader(s)
             gone = acls.delete(s, f)
             s.commit()
-        view = self.compose()
-        return {"deleted": [acls.binding_dict(b) for b in gone], "view_version": view.version}
+        composed = self.compose_after_commit(f"{len(gone)} ACL bindings deleted")
+        return {"deleted": [acls.binding_dict(b) for b in gone],
+                "view_version": self._version_holding(composed, bool(gone))}
 
     def delete_user(self, user: str) -> None:
         with self.topology_change() as s:
@@ -1251,7 +1305,7 @@ class Controller:
             s.commit()
         if res.rowcount == 0:
             raise NotFound(f"unknown user {user!r}")
-        self.compose()
+        self.compose_after_commit(f"user {user} deleted")
 
     def put_rule(self, name: str, match: str, pattern: str, pool: str) -> tuple[dict, bool]:
         """One rule per match kind and pattern: another name for the same pair is a Conflict naming the rule that
@@ -1580,13 +1634,15 @@ class Controller:
                 rounds.failed(e)
 
     def lease_round(self) -> None:
-        """One round of the lease loop: drop the proxies whose lease ran out, and serve the database's view."""
+        """One round of the lease loop: drop the proxies whose lease ran out, serve the database's view, and compose
+        the view a write route owes (`compose_after_commit`)."""
         self.expire_leases()
         stored = self._peek_version()
         if self.publisher.view.version < stored:
             self._refresh_from_db()  # a second controller committed: serve its view
         elif self.publisher.view.version > stored:
             self.compose()  # the database lost views this controller holds: number the next past them (§3.3)
+        self._compose_if_owed()
 
     def _peek_version(self) -> int:
         with self.session() as s:

@@ -68,8 +68,8 @@ class TopicAdmin:
         partitions = DEFAULT_PARTITIONS if partitions == -1 else partitions
         if validate_only:
             return self._validate_create(name, partitions, config)
-        topic, _ = self.ctl.put_topic(name, partitions, "blocks", config, create_only=True)
-        return self._done(topic)
+        topic, _, version = self.ctl.put_topic(name, partitions, "blocks", config, create_only=True)
+        return self._done(topic, version)
 
     def _validate_create(self, name: str, partitions: int, config: dict[str, str]) -> dict[str, Any]:
         check_topic(name, partitions, "blocks", config)
@@ -99,8 +99,8 @@ class TopicAdmin:
         if validate_only:  # as the growth, a leftover physical topic on a new partition's cluster refuses it
             self.ctl.validate_new_partitions(name, count, row["placement"])
             return {"topic": {**row, "partitions": count}, "validate_only": True}
-        topic, _ = self.ctl.put_topic(name, count, row["placement"], row["config"])
-        return self._done(topic)
+        topic, _, version = self.ctl.put_topic(name, count, row["placement"], row["config"])
+        return self._done(topic, version)
 
     def alter_config(self, name: str, ops: list[ConfigOp], replace: bool, validate_only: bool) -> dict[str, Any]:
         row = self._topic_row(name)
@@ -113,8 +113,8 @@ class TopicAdmin:
             self._kafka(lambda: self.ctl.kafka.alter_topic_config(cluster, bootstrap, name, changed, dropped,
                                                                   validate_only=True))
             return {"topic": {**row, "config": new}, "validate_only": True}
-        topic, _ = self.ctl.put_topic(name, row["partitions"], row["placement"], new)
-        return self._done(topic)
+        topic, _, version = self.ctl.put_topic(name, row["partitions"], row["placement"], new)
+        return self._done(topic, version)
 
     def delete(self, name: str, topic_id: str | None = None) -> dict[str, Any]:
         """Delete the topic. `topic_id` is given when the client named the topic by id (DeleteTopics v6+): only
@@ -122,10 +122,10 @@ class TopicAdmin:
         with another id, or none, is UNKNOWN_TOPIC_ID, as Kafka answers an id it does not know)."""
         if topic_id is None:
             self._topic_row(name)
-            self.ctl.delete_topic(name)
+            version = self.ctl.delete_topic(name)
         else:
-            self.ctl.delete_topic(name, topic_id=_topic_id_hex(topic_id))
-        return {"deleted": name, "view_version": self.ctl.view.version}
+            version = self.ctl.delete_topic(name, topic_id=_topic_id_hex(topic_id))
+        return {"deleted": name, "view_version": version}
 
     # -- helpers ------------------------------------------------------------------------------------
     def _topic_row(self, name: str) -> dict[str, Any]:
@@ -144,9 +144,11 @@ class TopicAdmin:
             return [(c.id, c.bootstrap) for c in s.scalars(select(ClusterRow).order_by(ClusterRow.ordinal))
                     if c.id in used]
 
-    def _done(self, topic: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _done(topic: dict[str, Any], version: int) -> dict[str, Any]:
+        """`version`: the view holding the change (`Controller._version_holding`), which the proxy waits for."""
         return {"topic": {k: topic[k] for k in ("name", "topic_id", "partitions", "config")},
-                "view_version": self.ctl.view.version}
+                "view_version": version}
 
     @staticmethod
     def _kafka(action) -> None:

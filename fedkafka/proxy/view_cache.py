@@ -7,18 +7,23 @@ old or the new content, never a torn one:
 - `PATH`: the view (with its version and federation id), the proxy's node id and instance id, and the
   controller URLs it came from. Written after a view is applied and drained and *before* the proxy acks it to
   the controller, so the saved version is at least every version the controller was told this proxy applied.
+  Each save has an id of its own (`view_save_id`), which the deadline saved after it names.
 - `PATH.fence`: until when (wall clock) the controller allowed this proxy to produce, written after each
   renewal, with the identity of the lock its writer held (as `PATH.secret`; none when it held none). A lower
   bound of the deadline the controller counts for this proxy (docs/DESIGN.md §4.9): a proxy started from the
   cache produces only until then, and only consumes after it until a controller answers. Only a process holding
   that same lock may produce from it (F4: the lock's holders are the only processes a next holder vouches for
   besides the registered ones); any other (the lock not taken, a copy of the state dir, a reboot, a file naming
-  no lock) starts with no deadline.
+  no lock) starts with no deadline. Used only beside the view save it names: another process's save since (an exiting
+  holder's, a lockless one's: maybe an older view than its writer acked) leaves it unused; its writer's own later save
+  saves it again naming that save (§4.9 F4 "Taken late").
 
 Beside them, for proving a previous process's exit on this host (docs/DESIGN.md §4.9, F4):
 
-- `PATH.lock`: locked (`flock`, exclusive) by the proxy process for its whole life, released by the kernel only when
-  it exits (a crash and kill -9 included). Taking it proves that every process that held it before has exited.
+- `PATH.lock`: locked (`flock`, exclusive) by the proxy process for the rest of its life once it takes it (at its
+  start, or, when a live process held it then, once that one has exited: docs/DESIGN.md §4.9 F4 "Taken late"),
+  released by the kernel only when it exits (a crash and kill -9 included). Taking it proves that every process that
+  held it before has exited.
 - `PATH.secret`: the member secret of the process holding the lock, written once it holds the lock and before it
   sends its first registration, with the identity of that lock: the kernel's boot id and the lock file's device
   and inode. The next holder reads it only under the same identity (the same lock file, on the same running
@@ -40,6 +45,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -98,6 +104,12 @@ class ViewCache:
         self._fence_ended = False
         self._lock_fd: int | None = None  # `lock_for_life`'s, never closed
         self._own_secret: str | None = None  # saved by `swap_secret` with earlier ones, until `confirm_secret`
+        # the id of this process's last view save that surely landed (None: none, or the last one failed): each
+        # deadline saved names it, and is used only beside that very save (`_produce_until`: §4.9 F4 "Taken late")
+        self.view_save_id: str | None = None
+        # the deadline this process last wrote and the lock it wrote it under (None: none, or that write failed):
+        # saved again naming each later view save of ours (`_follow_view_save`)
+        self._own_fence: tuple[float, dict[str, Any] | None] | None = None
 
     def lock_for_life(self) -> bool:
         """Take `PATH.lock` for the rest of this process's life: True once held, False when another live process holds
@@ -227,9 +239,30 @@ class ViewCache:
     def save_view(self, view: View, node_id: int, controllers: Sequence[str] = ()) -> None:
         """`controllers`: the URLs of the controllers the view came from (the federation, offline: `load`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        save_id = secrets.token_hex(8)
         body = {"instance_id": self.instance_id, "node_id": node_id, "version": view.version,
-                "controllers": list(controllers), "saved_at": time.time(), "view": view.to_dict()}
+                "controllers": list(controllers), "saved_at": time.time(), "save": save_id, "view": view.to_dict()}
+        self.view_save_id = None  # a failed write may have landed or not: no deadline names it
         write_atomically(self.path, json.dumps(body, separators=(",", ":")).encode())
+        self.view_save_id = save_id
+        self._follow_view_save()
+
+    def _follow_view_save(self) -> None:
+        """Our view save landed: the deadline we last wrote under the lock we hold, saved again (the same one) naming
+        it, else a restart could not use it until our next renewal (after a view change: maybe never, cut off from
+        the controller). Sound: this save is our newest, at least every view we acked, as the one it named before;
+        the deadline is not moved forward (docs/DESIGN.md §4.9 F4 "Taken late" (5)). None when we wrote none, wrote
+        it under no lock or another, ended it (`end_fence`), or it has passed. Not written, it names the save before
+        (unused beside this one): only logged, the view landed."""
+        with self._fence_lock:
+            own, identity = self._own_fence, self._lock_identity()
+            if self._fence_ended or own is None or identity is None or own[1] != identity or own[0] <= time.time():
+                return
+            try:
+                self._write_fence(own[0])
+            except OSError as e:
+                log.warning("produce deadline %s not saved again beside our view save (unused until the next "
+                            "renewal): %s", self.fence_path, e)
 
     def save_fence(self, produce_until: float) -> None:
         with self._fence_lock:
@@ -242,7 +275,7 @@ class ViewCache:
         OSError when it could not be written: then the proxy must not deregister. Returns the deadline it replaced,
         for `restore_fence` when the deregistration surely was not committed."""
         with self._fence_lock:
-            previous = self._produce_until()
+            previous = self._produce_until(any_save=True)
             self._write_fence(0.0)
             self._fence_ended = True
             return previous
@@ -255,10 +288,16 @@ class ViewCache:
             self._write_fence(produce_until)
 
     def _write_fence(self, produce_until: float) -> None:
-        """Saved with the identity of the lock we hold (None: none): only a holder of that lock produces from it."""
+        """Saved with the identity of the lock we hold (None: none): only a holder of that lock produces from it;
+        and with the id of our last view save: used only beside that save, never beside a view another process
+        (or an earlier holder) saved over it (docs/DESIGN.md §4.9 F4 "Taken late")."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"instance_id": self.instance_id, "lock": self._lock_identity(), "produce_until": produce_until}
+        identity = self._lock_identity()
+        body = {"instance_id": self.instance_id, "lock": identity, "view_save": self.view_save_id,
+                "produce_until": produce_until}
+        self._own_fence = None  # a failed write may have landed or not
         write_atomically(self.fence_path, json.dumps(body).encode())
+        self._own_fence = (produce_until, identity)
 
     def load(self, controllers: Sequence[str] = ()) -> SavedView | None:
         """The saved view, or None (with one warning, unless there is no file) when it is unreadable or damaged,
@@ -295,13 +334,16 @@ class ViewCache:
             raise ValueError(f"version {body['version']} names view {view.version}")
         if not isinstance(body.get("controllers", []), list):
             raise ValueError("controllers is not a list")
-        return SavedView(view=view, node_id=int(body["node_id"]), produce_until=self._produce_until(warn=True))
+        return SavedView(view=view, node_id=int(body["node_id"]),
+                         produce_until=self._produce_until(warn=True, beside_save=body.get("save")))
 
-    def _produce_until(self, warn: bool = False) -> float:
+    def _produce_until(self, warn: bool = False, beside_save: str | None = None, any_save: bool = False) -> float:
         """The saved produce deadline; 0 (produce refused until a controller renews: docs/DESIGN.md §4.9, F5) when
-        there is none, it is damaged, another instance wrote it, or it was saved under another lock than the one
-        we hold (or we hold none: §4.9 F4, a next holder of the lock vouches for its holders only). `warn`: say why
-        a deadline is not used (once, at `load`)."""
+        there is none, it is damaged, another instance wrote it, it was saved under another lock than the one we
+        hold (or we hold none: §4.9 F4, a next holder of the lock vouches for its holders only), or it names another
+        view save than `beside_save`, the saved view's (unless `any_save`: `end_fence`'s own deadline, put back by
+        `restore_fence`): its writer may have acked a newer view than the one saved over its own (§4.9 F4 "Taken
+        late"). `warn`: say why a deadline is not used (once, at `load`)."""
         try:
             body = json.loads(self.fence_path.read_bytes())
             if isinstance(body, dict) and body.get("instance_id") == self.instance_id:
@@ -309,7 +351,8 @@ class ViewCache:
                 if not math.isfinite(until) or until <= 0:
                     return 0.0
                 identity = self._lock_identity()
-                if identity is not None and body.get("lock") == identity:
+                beside_its_view = any_save or (beside_save is not None and body.get("view_save") == beside_save)
+                if identity is not None and body.get("lock") == identity and beside_its_view:
                     return until
                 if warn:
                     log.warning("produce deadline %s not used: %s; produce refused until a controller renews",
@@ -317,7 +360,9 @@ class ViewCache:
                                 if identity is None else "saved by a process that held no lock (a second "
                                 "process on this view cache, or a release that named no lock)"
                                 if body.get("lock") is None else "saved under another lock or boot (a copy of "
-                                "the state dir, a reboot)")
+                                "the state dir, a reboot)" if body.get("lock") != identity else "saved beside "
+                                "another view save than the one on disk (another process saved its view since, "
+                                "or its writer's save after it landed, and the deadline was not saved again)")
         except FileNotFoundError:
             pass
         except Exception as e:  # a damaged deadline is no deadline, never a crash

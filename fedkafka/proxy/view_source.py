@@ -171,6 +171,11 @@ class ControllerViewSource:
         self._registrations = 0
         self._saving = asyncio.Lock()
         self._unsaved: int | None = None  # a drained view whose save failed: acked once a save succeeds
+        self._last_saved: View | None = None  # the view our last save wrote (or the cache's we started from)
+        # the view cache's lock was held by a live process at our start: taken once free (`_take_lock_once_free`)
+        self._lock_wanted = False
+        self._taking_lock = asyncio.Lock()  # one take at a time: both heartbeat tasks try it (`_take_lock_once_free`)
+        self._secret_file = asyncio.Lock()  # one write of the secret file at a time (its temp file is per process)
 
     async def start(self, state: ProxyState) -> None:
         """Register and fetch the first view; retried until the controller answers. With a view cache, the saved
@@ -189,6 +194,7 @@ class ControllerViewSource:
         saved = self._load_saved(state)
         delay, refused = 0.2, False
         while True:
+            await self._take_lock_once_free(state)  # a 409 round waits for our previous run: it may exit meanwhile
             sent, answers = await self._registration_round(state)  # a round: each listed controller once
             walk = _RoundWalk(self.controllers)
             try:
@@ -234,6 +240,7 @@ class ControllerViewSource:
                             "on this view cache): its exit cannot be proved, so a move waits for that process's "
                             "fence and 40 s after it", self.cache.lock_path)
                 self._drop_parents_word()
+                self._lock_wanted = True  # tried again before each registration and heartbeat
                 return
             if not await asyncio.to_thread(self.cache.fence_only_our_locks):
                 self._drop_parents_word(f"{self.cache.fence_path} does not name the lock we hold")
@@ -264,12 +271,68 @@ class ControllerViewSource:
     async def _confirm_own_secret(self) -> None:
         """A registration of ours was answered: the secrets of earlier runs saved beside the view cache are no
         longer needed by the next one, which shows ours (`ViewCache.confirm_secret`). Once per process."""
-        if self.cache is None or not self.cache.secret_unconfirmed:
+        cache = self.cache
+        if cache is None:
             return
-        try:
-            await asyncio.to_thread(self.cache.confirm_secret)
-        except OSError as e:  # the earlier secrets stay: exited processes' all the same
-            log.warning("member secret file %s not rewritten (%s: %s)", self.cache.secret_path, type(e).__name__, e)
+        async with self._secret_file:
+            if not cache.secret_unconfirmed:
+                return
+            try:
+                await asyncio.to_thread(cache.confirm_secret)
+            except OSError as e:  # the earlier secrets stay: exited processes' all the same
+                log.warning("member secret file %s not rewritten (%s: %s)", cache.secret_path, type(e).__name__, e)
+
+    async def _take_lock_once_free(self, state: ProxyState) -> None:
+        """Our start found the view cache's lock held by a live process (a restart racing its previous run's exit):
+        take it once that process has exited (non-blocking, tried before each registration and heartbeat), and be
+        from then on a holder like one that had it from its start (docs/DESIGN.md §4.9 F4, "Taken late"): our
+        secret saved under it (confirmed at once if a registration of ours was answered already), the secrets its
+        earlier holders saved (all exited now) shown at our next registrations, and our own deadline saved again
+        under it. The parent's word, dropped at our start, stays dropped; no deadline of the cache is taken up (we
+        serve our own view under our own registered deadline, never the one saved with another view). One take at a
+        time (the view stream's ack heartbeat and the periodic one both call it): a second swap of the secret file
+        would read our own secret as an earlier holder's, in place of theirs."""
+        if not self._lock_wanted or self.cache is None:
+            return
+        async with self._taking_lock:
+            if self._lock_wanted:  # not taken meanwhile by the other task
+                await self._take_lock_now(state, self.cache)
+
+    async def _take_lock_now(self, state: ProxyState, cache: ViewCache) -> None:
+        """`_take_lock_once_free`'s take, under `_taking_lock`."""
+        previous: list[str] | None = None
+        try:  # held already: a call cancelled while `lock_for_life` ran in its thread, which took it after the cancel
+            if not cache.holds_lock and not await asyncio.to_thread(cache.lock_for_life):
+                return  # its holder lives: tried again next time
+            self._lock_wanted = False
+            async with self._secret_file:
+                previous = await asyncio.to_thread(cache.swap_secret, self.own_secret)
+        except OSError as e:  # as at our start: nothing shown from the file
+            self._lock_wanted = False
+            log.warning("%s taken late, but this proxy's exit not provable to its next run (%s: %s)",
+                        cache.lock_path, type(e).__name__, e)
+        if cache.holds_lock:  # ours from now on: our deadline bound to it (the next renewal saves it too)
+            await self._bind_deadline(state, cache)
+        if previous is None:
+            return
+        log.info("%s taken: its previous holder has exited (%d secret(s) saved under it shown at our next "
+                 "registration)", cache.lock_path, len(previous))
+        self.predecessor_secrets = tuple(previous)  # the parent's word was dropped at our start: the file's only
+        if self._registrations:  # the row holds our secret already: saved alone, as a holder's would be by now
+            await self._confirm_own_secret()
+
+    async def _bind_deadline(self, state: ProxyState, cache: ViewCache) -> None:
+        """Save our own view again, then our own deadline, now under the lock we took late; only a live deadline
+        (granted by our own registration or renewal: a lockless start takes none from the cache). The view first:
+        while we were lockless the previous holder, alive, kept saving its views to the same file, maybe an older one
+        than we acked after ours; the deadline names our save (`ViewCache.view_save_id`), used only beside it, so a
+        crash between the two leaves no usable deadline (docs/DESIGN.md §4.9 F4 "Taken late"). Our last save forgotten
+        whatever our lease (under `_saving`: none in flight): lapsed now, the next deadline we save (a renewal's) saves
+        our view again first, never naming our save from before the take, which the holder's may lie over."""
+        async with self._saving:
+            cache.view_save_id = None
+        if state.lease_valid() and not self._reregistering:
+            await self._save_fence(state)  # our view first: no save of ours named (`_save_fence`)
 
     async def _registration_round(self, state: ProxyState) -> tuple[float, dict[str, asyncio.Task[httpx.Response]]]:
         """`start`'s round: our registration sent to every listed controller at once (when: the first value), each
@@ -328,6 +391,7 @@ class ControllerViewSource:
         state.set_node_id(saved.node_id)
         state.apply(saved.view)
         state.applied_version = saved.view.version
+        self._last_saved = saved.view
         state.lease_deadline = time.monotonic()
         return saved
 
@@ -355,6 +419,8 @@ class ControllerViewSource:
         log.warning("controller %s serves federation %r, not %r of the saved view %s: serving its view instead",
                     self.controllers.current, federation_id, state.view.federation_id, state.view.version)
         if self.cache is not None:
+            async with self._saving:  # none in flight
+                self.cache.view_save_id = None  # the old federation's save: no deadline of the new one names it
             try:
                 await asyncio.to_thread(self.cache.save_fence, 0.0)
             except OSError as e:  # the old federation's deadline must not go with a view of this one: save no more
@@ -362,6 +428,7 @@ class ControllerViewSource:
                           "keeps the old federation's view and deadline", self.cache.fence_path, e)
                 self.cache = None
         state.replace(View(version=0, federation_id=federation_id))
+        self._last_saved = None  # the old federation's: never saved again
         state.applied_version = 0
 
     async def _register(self, state: ProxyState, refresh_view: bool = False, unless_since: int | None = None) -> None:
@@ -513,6 +580,7 @@ class ControllerViewSource:
             while not self._registered:
                 url = self.controllers.current
                 try:
+                    await self._take_lock_once_free(state)  # before it: an exited holder's secret vouched for
                     await self._leave_another_federation(state)
                     await self._register(state, refresh_view=True)
                     self._registered = True
@@ -568,17 +636,21 @@ class ControllerViewSource:
             if self._unsaved == version:
                 self._unsaved = None
 
-    async def _save_view(self, state: ProxyState) -> int | None:
-        """Persist the view this proxy serves: its version, None if the write failed."""
-        view = state.view
+    async def _save_view(self, state: ProxyState, again: bool = False) -> int | None:
+        """Persist the view this proxy serves: its version, None if the write failed. `again`: the view saved last
+        (drained before, unlike one applied whose drain is under way), for a deadline to name a save of our own."""
         if self.cache is None:
-            return view.version
+            return state.view.version
         async with self._saving:
+            view = self._last_saved if again else state.view  # read under the lock: saves land in the views' order
+            if view is None:
+                return None
             try:
                 await asyncio.to_thread(self.cache.save_view, view, state.me.node_id, self.controllers.urls)
             except OSError as e:
                 log.warning("view %s not saved to %s (not acked until it is): %s", view.version, self.cache.path, e)
                 return None
+            self._last_saved = view
         return view.version
 
     async def _save_fence(self, state: ProxyState) -> None:
@@ -588,6 +660,8 @@ class ControllerViewSource:
         lapsed lease let seal (docs/DESIGN.md §4.9, F5)."""
         if self.cache is None or state.lease_deadline is None or self._unsaved is not None:
             return
+        if self.cache.view_save_id is None and await self._save_view(state, again=True) is None:
+            return  # no view saved by this process yet (started from the cache): a deadline goes with one of ours
         until = time.time() + (state.lease_deadline - time.monotonic())
         try:
             await asyncio.to_thread(self.cache.save_fence, until)
@@ -662,6 +736,7 @@ class ControllerViewSource:
         again, and the views would drop and list this proxy again, moving partition leaders twice (§4.2)."""
         if self._unsaved is not None and self._unsaved == state.view.version:
             await self._ack_view(state, self._unsaved)  # its save failed: try again before acking anything
+        await self._take_lock_once_free(state)  # before the renewal, whose deadline is then saved under it
         sent, registrations = time.monotonic(), self._registrations
         member = self.member_id if self.member_id is not None else state.me.node_id
         resp = await self.client.post(f"{self.controllers.current}/v1/proxies/{member}/heartbeat",

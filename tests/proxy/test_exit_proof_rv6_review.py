@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import time
 
-import pytest
-
 from fedkafka.proxy.view_cache import ViewCache
 from proxy.exit_proof_helpers import (
     INSTANCE,
@@ -73,10 +71,6 @@ def test_rv6_a_parents_word_does_not_vouch_away_a_deadline_a_live_lock_holder_pr
     _run(tmp_path, body)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/DESIGN.md §4.9 F4): a start that found its previous run's "
-                   "lock still held never takes it later, so its deadlines name no lock and its own restart cannot "
-                   "produce from the cache until a controller answers (availability only; service managers wait "
-                   "for the previous run's exit)")
 def test_rv6_avail_a_start_that_raced_its_previous_runs_exit_saves_usable_deadlines_once_it_is_alone(tmp_path):
     """[availability] P2 starts while P1 (its previous run) still holds the lock (a restart racing P1's exit, as the
     docs name it): P2 gets no lock, and `lock_for_life` is never tried again. P1 exits, P2 is now the only process

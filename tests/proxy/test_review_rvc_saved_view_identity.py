@@ -49,9 +49,9 @@ def test_a_proxy_never_serves_the_old_federations_view_under_a_node_id_the_new_f
     ctl = Controller(Settings(db_url=f"sqlite:///{tmp_path / 'b.db'}"), kafka=KafkaAdmin(2.0))
     cache = ViewCache(tmp_path / "p.view.json", INSTANCE)
     old_view = View(version=40, federation_id="federation-a", proxies=(OTHER_PROXY, THIS_PROXY_IN_A))
-    cache.save_view(old_view, node_id=3, controllers=[URL])
     previous_run = ViewCache(tmp_path / "p.view.json", INSTANCE)  # saved it under the lock it held, then exited
     assert previous_run.lock_for_life()
+    previous_run.save_view(old_view, node_id=3, controllers=[URL])  # its deadline goes with this save (F4)
     previous_run.save_fence(time.time() + 3600)  # federation A's controller granted it: produce while none answers
     os.close(previous_run._lock_fd)  # its exit: the lock released
     app = create_app(ctl, TOKEN, background=False)

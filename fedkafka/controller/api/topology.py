@@ -67,7 +67,7 @@ def router(controller: Controller, api: Any) -> APIRouter:
 
     @router.put("/v1/topics/{name}")
     def put_topic(name: str, body: TopicBody):
-        topic, changed = controller.put_topic(name, body.partitions, body.placement, body.config)
+        topic, changed, _ = controller.put_topic(name, body.partitions, body.placement, body.config)
         return {"topic": topic, "changed": changed}
 
     @router.delete("/v1/topics/{name}", status_code=204)
