@@ -201,8 +201,8 @@ class ClientFrames(asyncio.BufferedProtocol):
         """Reading reached the staging buffer's end with more than half of it unread. Frames staged behind the one
         the reader takes (pipelining) grow it, or, refused, pause reading. The rest of the frame being taken only
         (a large frame trickling in, which the reader copies into a buffer of its own) does neither: growth would
-        go unused and a pause cost a resume per frame; the next read moves it to the front, at most once per
-        frame, unless it fills the buffer (then a pause: no room to give)."""
+        go unused and a pause cost a resume per frame; the next read moves it to the front (once per frame when the
+        reader keeps up: DESIGN §4.12's known gaps), unless it fills the buffer (then a pause: no room to give)."""
         if unread <= self._frame_left:
             if unread == size:
                 self._pause()
