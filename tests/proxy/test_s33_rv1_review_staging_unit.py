@@ -31,33 +31,11 @@ import struct
 import pytest
 
 from fedkafka.proxy.core.client_frames import SMALL_FRAME_BYTES, ClientFrames
-from fedkafka.proxy.core.connection import ARRIVED_BEFORE_HELD, HELD_WHOLE_BYTES, READ_CHUNK_BYTES
+from fedkafka.proxy.core.connection import HELD_WHOLE_BYTES
 from fedkafka.proxy.core.limits import ByteBudget, Limits
-from proxy.test_client_frames_unit import _Transport
-from proxy.test_limits_unit import GUARD_S
+from proxy.staging_review_helpers import _fed_a_read_a_turn, _large_frame_by_the_waiting_path
 
 _SEGMENT = 1448  # a TCP segment's payload on a 1500-byte MTU: what a trickling client's bytes arrive as
-
-
-async def _large_frame_by_the_waiting_path(frames: ClientFrames) -> bytes:
-    """`ClientConnection._read_frame`'s reads of a frame over SMALL_FRAME_BYTES (the budgets never short): its
-    first byte, its size, its first ARRIVED_BEFORE_HELD bytes staged, then its body received into buffers of its
-    own (whole up to HELD_WHOLE_BYTES, else in READ_CHUNK_BYTES chunks)."""
-    await frames.until_buffered(1)
-    await frames.until_buffered(4)
-    size = frames.take_size()
-    assert size > SMALL_FRAME_BYTES
-    await frames.until_buffered(ARRIVED_BEFORE_HELD)
-    if size <= HELD_WHOLE_BYTES:
-        return bytes(await frames.read_frame(size))
-    chunks = []
-    got = 0
-    while got < size:
-        chunk = bytearray(min(size - got, READ_CHUNK_BYTES))
-        await frames.receive_into(chunk)
-        chunks.append(bytes(chunk))
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 # DEFECT (s33 rv1, memory): a large frame trickled alone grows the staging buffer at its 16 KiB end (240 KiB
@@ -76,28 +54,9 @@ def test_a_large_frame_that_trickles_in_alone_keeps_the_staging_buffer_at_16_kib
     data = struct.pack(">i", size) + payload
     budget = ByteBudget(Limits().max_buffered_bytes if spare else 0)
 
-    async def scenario() -> tuple[int, int, int]:
-        transport = _Transport()
-        frames = ClientFrames(lambda r, w: None, budget=budget)
-        frames.transport = transport  # type: ignore[assignment]
-        reader = asyncio.ensure_future(_large_frame_by_the_waiting_path(frames))
-        at = largest = most_charged = 0
-        async with asyncio.timeout(GUARD_S):
-            while not reader.done():
-                await asyncio.sleep(0)  # the connection's task runs between the socket's reads
-                if transport.reading and at < len(data):
-                    view = frames.get_buffer(-1)
-                    n = min(len(view), _SEGMENT, len(data) - at)
-                    view[:n] = data[at:at + n]
-                    del view
-                    frames.buffer_updated(n)
-                    at += n
-                    largest = max(largest, len(frames._staging))
-                    most_charged = max(most_charged, budget.used)
-        assert reader.result() == payload
-        return largest, most_charged, transport.pauses
-
-    largest, most_charged, pauses = asyncio.run(scenario())
+    got, largest, most_charged, pauses = asyncio.run(
+        _fed_a_read_a_turn(_large_frame_by_the_waiting_path, data, budget, segment=_SEGMENT))
+    assert got == payload
     assert (largest, most_charged, pauses) == (SMALL_FRAME_BYTES, 0, 0)
 
 
@@ -122,25 +81,6 @@ def test_a_large_frame_trickling_in_after_a_small_one_does_not_grow_the_staging_
         await frames.until_buffered(4 + small)
         return [frames.take_whole(1 << 30, plenty, plenty), await _large_frame_by_the_waiting_path(frames)]
 
-    async def scenario() -> tuple[int, int, int]:
-        transport = _Transport()
-        frames = ClientFrames(lambda r, w: None, budget=budget)
-        frames.transport = transport  # type: ignore[assignment]
-        reader = asyncio.ensure_future(read_both(frames))
-        at = largest = most_charged = 0
-        async with asyncio.timeout(GUARD_S):
-            while not reader.done():
-                await asyncio.sleep(0)
-                if transport.reading and at < len(data):
-                    view = frames.get_buffer(-1)
-                    n = min(len(view), _SEGMENT, len(data) - at)
-                    view[:n] = data[at:at + n]
-                    del view
-                    frames.buffer_updated(n)
-                    at += n
-                    largest = max(largest, len(frames._staging))
-                    most_charged = max(most_charged, budget.used)
-        assert reader.result() == [first, payload]
-        return largest, most_charged, transport.pauses
-
-    assert asyncio.run(scenario()) == (SMALL_FRAME_BYTES, 0, 1)
+    got, largest, most_charged, pauses = asyncio.run(_fed_a_read_a_turn(read_both, data, budget, segment=_SEGMENT))
+    assert got == [first, payload]
+    assert (largest, most_charged, pauses) == (SMALL_FRAME_BYTES, 0, 1)

@@ -27,9 +27,9 @@ from fedkafka.protocol import records
 from fedkafka.proxy.core.client_frames import SMALL_FRAME_BYTES, STAGING_BYTES, STAGING_FIRST_BYTES, ClientFrames
 from fedkafka.proxy.core.connection import ARRIVED_BEFORE_HELD, HELD_WHOLE_BYTES, READ_CHUNK_BYTES
 from fedkafka.proxy.core.limits import ByteBudget, Limits
+from proxy.staging_review_helpers import _fed_a_read_a_turn, _large_frame_by_the_waiting_path
 from proxy.test_client_frames_unit import _Transport
 from proxy.test_limits_unit import GUARD_S
-from proxy.test_s33_rv1_review_staging_unit import _large_frame_by_the_waiting_path
 
 _SIZES = [0, 3, 100, SMALL_FRAME_BYTES - 8, SMALL_FRAME_BYTES - 4, SMALL_FRAME_BYTES, SMALL_FRAME_BYTES + 4,
           2 * SMALL_FRAME_BYTES, 64 * 1024, HELD_WHOLE_BYTES - 4, HELD_WHOLE_BYTES, HELD_WHOLE_BYTES + 4,
@@ -140,28 +140,9 @@ def test_a_large_frame_sent_at_once_by_an_idle_client_keeps_the_staging_buffer_a
     data = struct.pack(">i", size) + payload
     budget = ByteBudget(Limits().max_buffered_bytes)
 
-    async def scenario() -> tuple[int, int]:
-        transport = _Transport()
-        frames = ClientFrames(lambda r, w: None, budget=budget)
-        frames.transport = transport  # type: ignore[assignment]
-        reader = asyncio.ensure_future(_large_frame_by_the_waiting_path(frames))
-        at = largest = most_charged = 0
-        async with asyncio.timeout(GUARD_S):
-            while not reader.done():
-                await asyncio.sleep(0)
-                if transport.reading and at < len(data):
-                    view = frames.get_buffer(-1)
-                    n = min(len(view), len(data) - at)
-                    view[:n] = data[at:at + n]
-                    del view
-                    frames.buffer_updated(n)
-                    at += n
-                    largest = max(largest, len(frames._staging))
-                    most_charged = max(most_charged, budget.used)
-        assert reader.result() == payload
-        return largest, most_charged
-
-    assert asyncio.run(scenario()) == (SMALL_FRAME_BYTES, 0)
+    got, largest, most_charged, _ = asyncio.run(_fed_a_read_a_turn(_large_frame_by_the_waiting_path, data, budget))
+    assert got == payload
+    assert (largest, most_charged) == (SMALL_FRAME_BYTES, 0)
 
 
 # DEFECT (s33 rv7, perf/doc): the rest of the frame being taken never pauses at the buffer's end unless it fills it,
