@@ -38,7 +38,7 @@ def test_a_slower_cluster_s_records_reach_the_client_while_a_faster_cluster_alwa
             slow_result, busy_result = await _fetch(d, _calls())
             assert _has_records(busy_result)
             delivered += _has_records(slow_result)
-            await _until(lambda: len(slow.requests) == n + 1)  # (n bound: awaited before the loop goes on)
+            await _until(lambda asked=n + 1: len(slow.requests) == asked)
             if not slow.requests[n][0].done():
                 slow.answer(n, _batch(100 + n))  # slow answers what it was asked, with records, after busy
             await _until(lambda: pool.dedicated_in_use("127.0.0.1", slow_port) == 0 and not d._poll_tasks)
