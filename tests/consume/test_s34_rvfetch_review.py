@@ -6,8 +6,21 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from kio.schema.errors import ErrorCode
 
 from consume.test_abandoned_polls_unit import _batch, _Broker, _calls, _close, _fetch, _setup, _until
+from consume.test_handlers_unit import (
+    Physical,
+    fetch_request,
+    gap_ctx,
+    list_answers,
+    list_request,
+    partitions,
+)
+from fedkafka.protocol import records as rec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.handlers import fetch, list_offsets
 from fedkafka.proxy.plan import UNANSWERED
 
 FETCHES = 10
@@ -48,3 +61,46 @@ def test_a_slower_cluster_s_records_reach_the_client_while_a_faster_cluster_alwa
         assert delivered > 0, f"p2 got records in none of {FETCHES} Fetches; its cluster answered all {asked} with data"
 
     asyncio.run(main())
+
+
+def _kafka_out_of_range(topic: str, partition: int):
+    """Kafka's Fetch answer for a position below the log start or past the log end alike (ReplicaManager.readFromLog:
+    `createLogReadResult(e)`): OFFSET_OUT_OF_RANGE, high watermark and log start unknown (-1), no records."""
+    return build(response_type(1, 12), {"responses": [{"topic": topic, "partitions": [
+        {"partition_index": partition, "error_code": ErrorCode.offset_out_of_range, "high_watermark": -1,
+         "last_stable_offset": -1, "log_start_offset": -1, "aborted_transactions": None,
+         "preferred_read_replica": -1, "records": b""}]}]})
+
+
+def _landing(p) -> int | None:
+    """Where a client's position lands after a partition answer with batches (None: no batch, it stays)."""
+    heads = list(rec.iter_batches(p.records)) if p.records else []
+    return heads[-1].base_offset + heads[-1].last_offset_delta + 1 if heads else None
+
+
+@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: an OFFSET_OUT_OF_RANGE inside an unclean gap is taken "
+                                       "as 'the tail ended below the position' (fetch._translate), also when the "
+                                       "position is below the tail's log start: the rest of the tail is skipped")
+def test_a_position_in_the_gap_below_the_tail_s_log_start_is_not_moved_past_the_rest_of_the_tail():
+    """c1 died with its segment active (FAILED: sealed at 30, the next segment at 30 + GAP) and came back with a tail
+    of physical 30..36 (high watermark 37). DeleteRecords through the proxy to logical 33, which falls in the tail
+    (`delete_records.plan_deletion`), moved c1's log start to 33. A group had committed 31 before c1 died (inside the
+    gap now: the seal is the last scanned end). Its consumer fetches 31: c1 answers OFFSET_OUT_OF_RANGE (31 is below
+    its log start) exactly as it would past its log end. The proxy takes it for a tail that ended below 31 and moves
+    the reader over the whole gap (30 + GAP), though ListOffsets EARLIEST says 33 and records 33..36 are there:
+    Kafka's broker would answer OFFSET_OUT_OF_RANGE and the consumer reset to earliest, 33. Consequence: records
+    33..36 (acked, not deleted) are never read by that consumer; its commit moves past them."""
+    tail_log_start, tail_end = 33, 37
+    plan = list_offsets.handle(gap_ctx(Physical()), None, list_request((0, -2)))
+    values = {("c1", 0, -2): (tail_log_start, -1), ("c1", 0, -1): (tail_end, -1), ("c2", 0, -2): (4, -1)}
+    (earliest,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+    assert earliest.offset == tail_log_start  # the proxy itself says records from 33 on are readable
+
+    plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 31)))
+    (call,) = plan.calls
+    assert call.target.cluster == "c1" and call.request.topics[0].partitions[0].fetch_offset == 31
+    p = partitions(plan.finish([_kafka_out_of_range("t", 0)]))[("log", 0)]
+    landing = _landing(p)
+    assert p.error_code == ErrorCode.offset_out_of_range or (landing is not None and landing <= tail_log_start), (
+        f"the reader at 31 is moved to {landing} (error {p.error_code}), past records {tail_log_start}.."
+        f"{tail_end - 1} still in the tail")
