@@ -4,12 +4,14 @@ on the code it was written against (a consumer that misses records, reads one tw
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from kio.schema.errors import ErrorCode
 
 from consume.test_abandoned_polls_unit import _batch, _Broker, _calls, _close, _fetch, _setup, _until
 from consume.test_handlers_unit import (
+    GAP,
     Physical,
     fetch_request,
     gap_ctx,
@@ -21,7 +23,8 @@ from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
 from fedkafka.proxy.handlers import fetch, list_offsets
-from fedkafka.proxy.plan import UNANSWERED
+from fedkafka.proxy.plan import UNANSWERED, Context, Plan
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
 FETCHES = 10
 
@@ -104,3 +107,33 @@ def test_a_position_in_the_gap_below_the_tail_s_log_start_is_not_moved_past_the_
     assert p.error_code == ErrorCode.offset_out_of_range or (landing is not None and landing <= tail_log_start), (
         f"the reader at 31 is moved to {landing} (error {p.error_code}), past records {tail_log_start}.."
         f"{tail_end - 1} still in the tail")
+
+
+# c1 died with its segment active (sealed at 30, its tail in the gap), c2 took the writes, c1 came back and the
+# partition moved back onto c1's partition from its log end then, 40: the tail is physical 30..39, known to the chain
+# (`PartitionChain.readable_end` = 40), and c1 is an active cluster holding the active segment again
+BACK = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 4, 10, 30 + GAP),
+                                Segment("c1", "t", 0, 40, None, 36 + GAP)), leader_epoch=2)
+BACK_VIEW = View(version=5, clusters={c: Cluster(c, f"{c}:9092") for c in ("c1", "c2")},
+                 topics={"log": LogicalTopic("log", uuid.uuid4().hex, (BACK,))}, coordination_cluster="c2",
+                 proxies=(ProxyInfo(1, "p1", 9092, ProxyRole.BOTH),))
+
+
+@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: a position inside an unclean gap is skipped whenever the "
+                                       "tail's cluster is unreachable (fetch._placed, _tail_out_of_reach), also when "
+                                       "the chain knows the tail holds records and that cluster is active again")
+def test_a_known_tail_on_a_cluster_that_is_active_again_is_waited_for_through_a_blip_not_skipped():
+    """The tail 30..39 was written (acks=all) before c1 died, and the chain knows it is there: the move back onto c1
+    started at c1's log end, 40. A reader of the gap at 30 (a group that had committed 30 before c1 died) fetches
+    during a moment c1 does not answer (a broker restart, a network blip: the proxy marks it unreachable and retries
+    every second). The proxy answers a gap skip to 30 + GAP, as for a dead cluster whose tail may not exist: the
+    reader never reads 30..39. Below the seal the same blip is answered NOT_LEADER_OR_FOLLOWER ("acked records:
+    never skipped", DESIGN §9.2); here the records are as acked and as known. Consequence: records 30..39 lost to
+    that consumer (readable only by seeking back)."""
+    assert BACK.readable_end(BACK.segments[0]) == 40
+    blip = Context(view=BACK_VIEW, me=BACK_VIEW.proxies[0], advertised={}, physical=Physical(down={"c1"}),
+                   producer_ids=None)
+    answer = fetch.handle(blip, None, fetch_request(("log", 0, 30)))
+    p = partitions(answer.finish([]) if isinstance(answer, Plan) else answer)[("log", 0)]
+    landing = _landing(p)
+    assert landing is None or landing <= 40, f"the reader at 30 is moved to {landing}, past the tail 30..39"
