@@ -137,3 +137,22 @@ def test_a_known_tail_on_a_cluster_that_is_active_again_is_waited_for_through_a_
     p = partitions(answer.finish([]) if isinstance(answer, Plan) else answer)[("log", 0)]
     landing = _landing(p)
     assert landing is None or landing <= 40, f"the reader at 30 is moved to {landing}, past the tail 30..39"
+
+
+@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: ListOffsets by timestamp leaves out every segment of a "
+                                       "cluster the chain once failed over from while it is unreachable "
+                                       "(list_offsets._failed_over_and_gone), the active segment moved back there too")
+def test_list_offsets_by_timestamp_waits_for_the_active_segment_of_a_cluster_failed_over_from_before():
+    """BACK: the active segment is on c1 again. c1 blips unreachable; a consumer asks the first offset at or after T
+    (offsetsForTimes, a by-duration reset). Only c1's active segment has records that late; c2's sealed segment
+    answers none. The proxy leaves c1's segments out, as for a dead cluster of a failover, and answers 'no record
+    that late' (offset -1, no error) instead of the retriable NOT_LEADER_OR_FOLLOWER it answers for any other
+    unreachable segment: the client takes the partition for having nothing at or after T (Java's offsetsForTimes
+    answers null; a by-duration reset then goes to the log end), skipping the active segment's records."""
+    blip = Context(view=BACK_VIEW, me=BACK_VIEW.proxies[0], advertised={}, physical=Physical(down={"c1"}),
+                   producer_ids=None)
+    plan = list_offsets.handle(blip, None, list_request((0, 1500)))
+    values = {("c2", 0, 1500): (-1, -1)}  # c2 holds no record at or after 1500; c1 is not asked (unreachable)
+    (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+    assert p.error_code == ErrorCode.not_leader_or_follower, (
+        f"answered offset {p.offset} (error {p.error_code}) while the active segment's cluster could not be asked")
