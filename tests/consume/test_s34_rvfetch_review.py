@@ -22,9 +22,10 @@ from consume.test_handlers_unit import (
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.core.physical import PhysicalClusters
 from fedkafka.proxy.handlers import fetch, list_offsets
 from fedkafka.proxy.plan import UNANSWERED, Context, Plan
-from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
+from fedkafka.view.model import Cluster, ClusterState, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
 FETCHES = 10
 
@@ -156,3 +157,31 @@ def test_list_offsets_by_timestamp_waits_for_the_active_segment_of_a_cluster_fai
     (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
     assert p.error_code == ErrorCode.not_leader_or_follower, (
         f"answered offset {p.offset} (error {p.error_code}) while the active segment's cluster could not be asked")
+
+
+@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: a cluster the proxy has not refreshed yet counts as "
+                                       "reachable without any physical topic (PhysicalClusters: reachable until a "
+                                       "refresh fails, topic ids empty), which plan.lost_for_good reads as 'lost'")
+def test_a_sealed_segment_is_not_skipped_as_lost_before_its_cluster_s_first_metadata_refresh():
+    """c1 is being decommissioned (DRAINING): readers still read its sealed segment, logical 0..29. An operator
+    changes c1's bootstrap (PUT /v1/clusters/c1, say a broker replaced); the new view reaches the proxy, whose
+    `PhysicalClusters.set_clusters` starts c1 over: reachable (optimistic until a refresh fails), no leader, no
+    topic id, until the refresh it asks for answers (50 ms at best, seconds when a listed broker is down). A Fetch at
+    10 in that window finds no leader, and `lost_for_good` sees a reachable cluster, not active, without the physical
+    topic: 'lost for good'. The reader is moved to the next segment (30): records 10..29, on c1 all along, are never
+    read by that consumer, whose next commit passes them. Expected: NOT_LEADER_OR_FOLLOWER (retriable), as for a
+    cluster whose leader is not known."""
+    chain = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", "t", 0, 4, None, 30)),
+                           leader_epoch=1)
+    view = View(version=7, clusters={"c1": Cluster("c1", "c1b:9092", ClusterState.DRAINING),
+                                     "c2": Cluster("c2", "c2:9092")},
+                topics={"log": LogicalTopic("log", uuid.uuid4().hex, (chain,))}, coordination_cluster="c2",
+                proxies=(ProxyInfo(1, "p1", 9092, ProxyRole.BOTH),))
+    physical = PhysicalClusters()
+    physical.set_clusters({c.id: c.bootstrap for c in view.clusters.values()})  # the bootstrap changed: c1 anew
+    context = Context(view=view, me=view.proxies[0], advertised={}, physical=physical, producer_ids=None)
+    answer = fetch.handle(context, None, fetch_request(("log", 0, 10)))
+    p = partitions(answer.finish([]) if isinstance(answer, Plan) else answer)[("log", 0)]
+    landing = _landing(p)
+    assert landing is None and p.error_code == ErrorCode.not_leader_or_follower, (
+        f"the reader at 10 is moved to {landing} (error {p.error_code}): c1's records 10..29 skipped as lost")
