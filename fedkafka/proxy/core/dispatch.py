@@ -937,8 +937,13 @@ def _pass_polled(polled: _Polled, fut: asyncio.Future) -> None:
 def _pass_late(answered_late: Callable[[int, Any], None], index: int, task: asyncio.Future) -> None:
     """A call a plan finished early without (`Plan.answered_late`) ended: its result, unless it was never sent
     (cancelled) or failed otherwise (raised: `_one` turns a lost connection or a timeout into an UpstreamError)."""
-    if not task.cancelled() and task.exception() is None:
-        answered_late(index, task.result())
+    if task.cancelled():
+        return
+    error = task.exception()  # retrieved here: logged as asyncio would log a failed task nobody awaited
+    if error is not None:
+        log.error("a call its plan finished without failed: %r", error)
+        return
+    answered_late(index, task.result())
 
 
 def _polled_done(pool: UpstreamPool, polled: _Polled) -> None:
