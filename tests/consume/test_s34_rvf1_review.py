@@ -219,3 +219,32 @@ def test_a_fetch_owing_a_broker_that_stopped_answering_is_answered_within_the_cl
         assert out[BUSY_PARTITION].records and not out[SLOW_PARTITION].records
 
     asyncio.run(main())
+
+
+@pytest.mark.xfail(strict=True, reason="review s34-rvf1: an owed broker's dropped answer is thrown away and its "
+                   "records read again from that cluster by a new poll, which the next Fetch waits for")
+def test_a_dropped_answer_s_records_reach_the_next_fetch_asking_the_same_without_reading_them_again():
+    """The slow cluster's dropped answer had p0's records; the client got none of them, so its next Fetch asks p0 at
+    the same offset: exactly what that answer answers (`_still_routed` already translates an answer with the view as
+    it is when it is used). The proxy throws the answer away and waits for a new poll of slow's broker for the same
+    records: every record of a slower cluster is read twice across the network (up to the client's max_bytes per
+    answer, cross-cluster traffic doubled), and each Fetch that gets them holds the busy cluster's records for one
+    more of slow's round trips (with slow's round trip longer than busy's, the busy cluster's Fetches stall about half
+    the time). It is also the root of the other tests here: no Fetch would need to wait for an owed broker. Cause:
+    fetch.py `_note_dropped` keeps the broker, not its answer (DESIGN §3.1 "Abandoned polls": never given to a later
+    Fetch, "the positions the client asks next may differ": they can be compared). Fix: keep the dropped answer with
+    what it answered (broker, physical partitions and offsets), give it to the next Fetch asking the same there
+    without a call, and bound what is kept (it holds record sets: charge the connection's byte budget)."""
+
+    async def main():
+        busy, slow = _Broker(auto=BUSY_RECORDS), _Stocked({("t", 1): TRICKLE})
+        d, pool, slow_port = await _setup(busy, slow, quiet_cluster=SLOW.cluster)
+        session = Session()
+        await _owe_the_slow_broker(d, pool, busy, slow, session, slow_port)
+        fetching = await _fetch(d, _plan(session, [], ("log", 0, 75), ("log", 1, 0)))  # p0 at the same offset
+        answered = await _answered(fetching)
+        out = await _end(pool, busy, slow, fetching)
+        assert answered and out[SLOW_PARTITION].records  # the records the first Fetch dropped
+        assert len(slow.requests) == 1, f"slow's broker was asked {len(slow.requests)} times for one answer's records"
+
+    asyncio.run(main())
