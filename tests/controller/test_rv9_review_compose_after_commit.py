@@ -121,6 +121,10 @@ def test_rv9_a_down_nodes_drain_answered_when_the_row_was_lost_names_a_version_t
     assert resp.status_code == 200, resp.text
     answered = resp.json()["view_version"]
     taken_over = make_api().controller  # the controller that took the row (composes at its start, as become_active)
+    taken_over.lease_round()
+    assert taken_over.view.version == ctl.view.version  # no new view before it heard the proxies (§3.3: the floor)
+    listed, _until = taken_over._inherited
+    taken_over._inherited = (listed, 0.0)  # one lease later (fix9): every live proxy has reported its view by then
     for _ in range(3):  # its lease rounds; nothing else changes
         taken_over.lease_round()
     assert taken_over.view.version >= answered, (
