@@ -167,3 +167,44 @@ async def _restart_after_a_killed_run_and_an_unregistered_one(ctl, app, path, pa
     _release(restart.cache)
     await _close(killed, short_lived, restart)
     return recorded, registered_by
+
+
+async def _restart_cut_off(app, path) -> tuple[int | None, float]:
+    """The killed process's restart on the same cache, no controller answering it: the view version it produces
+    under (None: it may not produce) and until when (`_produces_until`). It exits (lock released, client closed)."""
+    restart, _ = _source(app, path)
+    _cut_off(restart)
+    restart_state = _state()
+    await restart.start(restart_state)
+    produces_under = restart_state.view.version if restart_state.lease_valid() else None
+    until = _produces_until(restart_state)
+    _release(restart.cache)
+    await _close(restart)
+    return produces_under, until
+
+
+async def _started_beside_an_exiting_holder(app, path) -> tuple[ViewCache, ControllerViewSource, ProxyState]:
+    """H (exiting, never registered) holds the lock when P2 starts: P2 registers at once (no row), lockless.
+    Returns H's cache (still holding the lock), P2 and its state."""
+    exiting = ViewCache(path, INSTANCE)
+    assert exiting.lock_for_life()  # H
+    late, _ = _source(app, path)
+    late_state = _state()
+    await late.start(late_state)
+    return exiting, late, late_state
+
+
+async def _late_start_then_the_holder_saves_an_older_view_and_exits(app, path
+                                                                    ) -> tuple[ControllerViewSource, ProxyState, int]:
+    """P2 started lockless beside H (`_started_beside_an_exiting_holder`): registered, its view saved and acked; H
+    saves an older view after P2's, then exits. Returns P2, its state and the view version it acked."""
+    exiting, late, late_state = await _started_beside_an_exiting_holder(app, path)
+    acked = late_state.applied_version
+    exiting.save_view(View(version=acked - 1, federation_id=late_state.view.federation_id), node_id=1)
+    _release(exiting)  # H exits, its older view on disk
+    return late, late_state, acked
+
+
+async def _drained(version: int) -> None:
+    """A view change's drain with nothing in flight (`ControllerViewSource._take_view`'s `drain`)."""
+    return None

@@ -17,13 +17,16 @@ from proxy.exit_proof_helpers import (
     INSTANCE,
     _close,
     _cut_off,
+    _late_start_then_the_holder_saves_an_older_view_and_exits,
     _lease_lapsed,
     _predecessor_fence,
     _produces_until,
     _release,
+    _restart_cut_off,
     _run,
     _shown,
     _source,
+    _started_beside_an_exiting_holder,
     _state,
 )
 
@@ -37,11 +40,7 @@ def test_a_lock_taken_late_binds_our_deadline_and_view_even_when_no_renewal_foll
     path = tmp_path / "view.json"
 
     async def body(ctl, app) -> None:
-        exiting = ViewCache(path, INSTANCE)
-        assert exiting.lock_for_life()  # H
-        late, _ = _source(app, path)
-        late_state = _state()
-        await late.start(late_state)  # registers at once (no row): lockless
+        exiting, late, late_state = await _started_beside_an_exiting_holder(app, path)
         assert not late.cache.holds_lock and late_state.lease_valid()
         acked, granted_until = late_state.applied_version, _produces_until(late_state)
         _release(exiting)  # H exits
@@ -50,14 +49,8 @@ def test_a_lock_taken_late_binds_our_deadline_and_view_even_when_no_renewal_foll
             await late._heartbeat_once(late_state)  # takes the lock, then its renewal finds no controller
         holds = late.cache.holds_lock
         _release(late.cache)  # P2 killed
-        restart, _ = _source(app, path)
-        _cut_off(restart)
-        restart_state = _state()
-        await restart.start(restart_state)
-        produces_under = restart_state.view.version if restart_state.lease_valid() else None
-        until = _produces_until(restart_state)
-        _release(restart.cache)
-        await _close(late, restart)
+        produces_under, until = await _restart_cut_off(app, path)
+        await _close(late)
         assert holds
         assert produces_under == acked, f"the restart produces under view {produces_under}, P2 acked {acked}"
         assert abs(until - granted_until) < 60, "the restart's deadline is not the one P2's registration got"
@@ -107,25 +100,12 @@ def test_a_lock_taken_late_saves_our_view_again_beside_our_deadline(tmp_path):
     path = tmp_path / "view.json"
 
     async def body(ctl, app) -> None:
-        exiting = ViewCache(path, INSTANCE)
-        assert exiting.lock_for_life()  # H
-        late, _ = _source(app, path)
-        late_state = _state()
-        await late.start(late_state)  # lockless: registered, its view saved and acked
-        acked = late_state.applied_version
-        exiting.save_view(View(version=acked - 1, federation_id=late_state.view.federation_id), node_id=1)
-        _release(exiting)  # H exits, its older view on disk
+        late, late_state, acked = await _late_start_then_the_holder_saves_an_older_view_and_exits(app, path)
         await late._heartbeat_once(late_state)  # takes the lock: our view saved again, our deadline bound
         granted_until = _produces_until(late_state)
         _release(late.cache)  # P2 killed
-        restart, _ = _source(app, path)
-        _cut_off(restart)
-        restart_state = _state()
-        await restart.start(restart_state)
-        produces_under = restart_state.view.version if restart_state.lease_valid() else None
-        until = _produces_until(restart_state)
-        _release(restart.cache)
-        await _close(late, restart)
+        produces_under, until = await _restart_cut_off(app, path)
+        await _close(late)
         assert produces_under == acked, f"the restart produces under view {produces_under}, P2 acked {acked}"
         assert abs(until - granted_until) < 60, "the restart's deadline is not P2's"
 
@@ -155,14 +135,8 @@ def test_a_start_from_the_cache_saves_its_view_before_its_first_deadline(tmp_pat
         await restarted._heartbeat_once(state)
         served, granted_until = state.view.version, _produces_until(state)
         _release(restarted.cache)  # P killed
-        again, _ = _source(app, path)
-        _cut_off(again)
-        again_state = _state()
-        await again.start(again_state)
-        produces_under = again_state.view.version if again_state.lease_valid() else None
-        until = _produces_until(again_state)
-        _release(again.cache)
-        await _close(killed, restarted, again)
+        produces_under, until = await _restart_cut_off(app, path)
+        await _close(killed, restarted)
         assert produces_under == served, f"the restart produces under view {produces_under}, P served {served}"
         assert abs(until - granted_until) < 60, "the restart's deadline is not P's"
 

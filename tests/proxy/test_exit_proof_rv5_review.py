@@ -12,14 +12,15 @@ import httpx
 import pytest
 
 from fedkafka.controller.models import ProxyRow
-from fedkafka.proxy.view_cache import ViewCache
-from fedkafka.view.model import View
 from proxy.exit_proof_helpers import (
     INSTANCE,
     _close,
     _cut_off,
+    _drained,
+    _late_start_then_the_holder_saves_an_older_view_and_exits,
     _produces_until,
     _release,
+    _restart_cut_off,
     _run,
     _source,
     _state,
@@ -45,22 +46,12 @@ def test_rv5_avail_a_killed_restart_after_our_own_view_save_still_produces_from_
         granted_until = _produces_until(state)
         newer = dataclasses.replace(state.view, version=state.view.version + 1)
         _cut_off(killed)  # the controller goes away right after publishing `newer`
-
-        async def drained(version: int) -> None:
-            return None
-
         with pytest.raises(httpx.ConnectError):
-            await killed._take_view(state, newer, drained)  # applied, drained, saved, acked; its heartbeat fails
+            await killed._take_view(state, newer, _drained)  # applied, drained, saved, acked; its heartbeat fails
         acked = state.applied_version
         _release(killed.cache)  # K killed
-        restart, _ = _source(app, path)
-        _cut_off(restart)
-        restart_state = _state()
-        await restart.start(restart_state)
-        produces_under = restart_state.view.version if restart_state.lease_valid() else None
-        until = _produces_until(restart_state)
-        _release(restart.cache)
-        await _close(killed, restart)
+        produces_under, until = await _restart_cut_off(app, path)
+        await _close(killed)
         assert acked == newer.version
         assert produces_under == acked, (
             f"K's restart produces under view {produces_under}; K acked {acked} and saved its deadline (until "
@@ -83,14 +74,7 @@ def test_rv5_avail_a_lock_taken_late_while_our_lease_lapsed_leaves_our_deadlines
     path = tmp_path / "view.json"
 
     async def body(ctl, app) -> None:
-        exiting = ViewCache(path, INSTANCE)
-        assert exiting.lock_for_life()  # H
-        late, _ = _source(app, path)
-        late_state = _state()
-        await late.start(late_state)  # lockless: registered, its view saved and acked
-        acked = late_state.applied_version
-        exiting.save_view(View(version=acked - 1, federation_id=late_state.view.federation_id), node_id=1)
-        _release(exiting)  # H exits, its older view on disk
+        late, late_state, acked = await _late_start_then_the_holder_saves_an_older_view_and_exits(app, path)
         late_state.lease_deadline = time.monotonic() - 1  # unreachable for a whole fence: lapsed here...
         with ctl.session() as s:  # ...and at the controller
             row = s.query(ProxyRow).filter_by(instance_id=INSTANCE).one()
@@ -100,14 +84,8 @@ def test_rv5_avail_a_lock_taken_late_while_our_lease_lapsed_leaves_our_deadlines
         holds = late.cache.holds_lock
         granted_until = _produces_until(late_state)
         _release(late.cache)  # P2 killed
-        restart, _ = _source(app, path)
-        _cut_off(restart)
-        restart_state = _state()
-        await restart.start(restart_state)
-        produces_under = restart_state.view.version if restart_state.lease_valid() else None
-        until = _produces_until(restart_state)
-        _release(restart.cache)
-        await _close(late, restart)
+        produces_under, until = await _restart_cut_off(app, path)
+        await _close(late)
         assert holds and granted_until > 0
         assert produces_under == late_state.view.version >= acked, (
             f"P2's restart produces under view {produces_under}; P2 serves {late_state.view.version} and saved "

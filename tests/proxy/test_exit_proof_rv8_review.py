@@ -12,11 +12,11 @@ import pytest
 
 from proxy.exit_proof_helpers import (
     _close,
-    _cut_off,
+    _drained,
     _lease_lapsed,
     _predecessor_fence,
-    _produces_until,
     _release,
+    _restart_cut_off,
     _run,
     _source,
     _state,
@@ -43,21 +43,11 @@ def test_rv8_guard_a_superseded_holders_deadline_saved_again_stays_under_its_rec
         assert not taker.cache.holds_lock
         recorded = _predecessor_fence(ctl)
         newer = dataclasses.replace(state.view, version=state.view.version + 1)
-
-        async def drained(version: int) -> None:
-            return None
-
         with pytest.raises(httpx.HTTPStatusError):  # 403, registering again: 409 (P's lease is live)
-            await holder._take_view(state, newer, drained)
+            await holder._take_view(state, newer, _drained)
         _release(holder.cache)  # H killed
-        restart, _ = _source(app, path)
-        _cut_off(restart)
-        restart_state = _state()
-        await restart.start(restart_state)
-        produces_under = restart_state.view.version if restart_state.lease_valid() else None
-        until = _produces_until(restart_state)
-        _release(restart.cache)
-        await _close(holder, taker, restart)
+        produces_under, until = await _restart_cut_off(app, path)
+        await _close(holder, taker)
         assert recorded is not None
         assert produces_under == newer.version  # the follow kept H's deadline usable beside H's newest save
         assert until <= recorded + 1, f"produces {until - recorded:.0f} s past the fence recorded for H"

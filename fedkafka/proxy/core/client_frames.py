@@ -15,7 +15,9 @@ The staging buffer grows to 256 KiB (like the upstream reader's) once 16 KiB fil
 each pause and resume cost a loop round trip (twice the reader's CPU per frame in a microbenchmark); at 256 KiB a
 pipelining producer still filled it every ~3 requests (a read, a pause, a resume, a read by the waiting path
 each), at 1 MiB every ~15 (plain produce CPU per GB -13%, system calls per request 4.95 -> 3.32: bench/README.md).
-A client that trickles keeps it at 16 KiB. Each growth (240 KiB, then 768 KiB) is charged to the process budget
+A client that trickles keeps it at 16 KiB: a frame over 16 KiB arriving alone fills it with its size and first bytes,
+which the reader copies into the frame's own buffer; only bytes staged past the frame being taken (its size told by
+`take_size`) grow it at its end (below). Each growth (240 KiB, then 768 KiB) is charged to the process budget
 (`ByteBudget.take_spare`: only while half the budget stays free, for the second step three quarters, so staging
 never keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
 nothing staged and no answer due (or a buffer that never grew), or its last answer is written while it waits
@@ -26,14 +28,19 @@ SMALL_FRAME_BYTES), and fills and pauses more often; at 256 KiB likewise. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
 (`records.frame_buffer`): only the bytes the socket wrote, [_start, _end), are ever read.
 
-Backpressure: once the staging buffer is full (at 1 MiB, or at 16 KiB or 256 KiB when the budget refused a
-growth) and the connection asks for nothing (its request slots or byte budgets are taken), reading is paused and
-the kernel's buffers fill, so TCP slows the client. It resumes once the connection took bytes out so that at most
-half the buffer is unread (`_taken`: moving the unread rest to its front then costs at most the bytes read into the
-room it makes; resumed at each frame taken, a buffer held full by a producer taking one frame per freed request
-slot moved ~960 KiB for each 64 KiB read at 1 MiB), or at once when it waits for bytes not all staged
-(`until_buffered`) or gives the socket a buffer of its own to read into (`receive_into`), so no wait for bytes
-depends on half the buffer being taken.
+Backpressure: once reading reaches the staging buffer's end with more than half of it unread (full, or a producer
+whose unanswered requests stay just under its size) and it cannot grow (at 1 MiB, or the budget refused), and the
+connection does not wait for bytes not all staged (its request slots or byte budgets are taken), reading is paused
+and the kernel's buffers fill, so TCP slows the client. A buffer that can still grow grows there (it would fill
+anyway). Both only when some unread bytes lie past the frame the reader is taking (pipelining): its rest alone (a
+large frame trickling in) is moved to the front by the next read, once per frame when the reader keeps up (not a
+frame read in chunks by a reader held back by the budget: DESIGN §4.12's known gaps), and pauses only if it
+fills the buffer. It resumes once the connection took bytes out so that at most half the buffer is unread
+(`_taken`: moving the unread rest to its front then costs at most the bytes read into the room it makes; resumed at
+each frame taken, a buffer held full by a producer taking one frame per freed request slot moved ~960 KiB for each
+64 KiB read at 1 MiB, and paused only when full, one kept just under full moved 2-14 bytes per byte read), or at
+once when it waits for bytes not all staged (`until_buffered`) or gives the socket a buffer of its own to read into
+(`receive_into`), so no wait for bytes depends on half the buffer being taken.
 """
 
 from __future__ import annotations
@@ -86,6 +93,9 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._staging = _NO_STAGING  # allocated when the socket has bytes for it
         self._charged = 0  # of the staging buffer's bytes, to the budget
         self._start = self._end = 0  # unread bytes of the staging buffer
+        # of the frame whose size the reader took (`take_size`), the bytes it has not taken yet: the unread bytes
+        # past these are frames behind it (a backlog), which alone make growing or pausing at the end worth it
+        self._frame_left = 0
         self._target: bytearray | None = None  # a buffer the socket reads into directly, and how much it has
         self._filled = 0
         self._need = 0  # staged bytes the waiter waits for (0: it waits for `_target` to fill)
@@ -115,9 +125,9 @@ class ClientFrames(asyncio.BufferedProtocol):
     def _connected(self, transport) -> None:
         """Serve the connection: its task (`on_client`) starts. Over TLS the first bytes after the handshake may
         have been handed over before (get_buffer and buffer_updated run without a transport to pause): a
-        staging buffer they filled pauses reading now."""
+        staging buffer they filled, or left at its end more than half unread, pauses reading now."""
         self.transport = transport
-        if self._staging and self._end - self._start == len(self._staging):
+        if self._past_half_at_end():
             self._pause()
         self.over_tls = transport.get_extra_info("sslcontext") is not None
         writer = asyncio.StreamWriter(transport, self, None, self._loop)
@@ -129,7 +139,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         reported and closed, not left open unread (its client would hang, its socket stay in CLOSE_WAIT). Nothing
         reads the staging buffer any more: it goes, and its charge with it (and bytes read after this, before the
         transport closes, charge nothing)."""
-        self._start = self._end = 0
+        self._start = self._end = self._frame_left = 0
         self.release_staging()
         self._budget = None
         self._accepting.left()
@@ -154,8 +164,9 @@ class ClientFrames(asyncio.BufferedProtocol):
         return memoryview(self._staging)[self._end:]  # never empty: full, it grew or reading was paused
 
     def _grow(self) -> bool:
-        """The full staging buffer, grown a step (16 KiB → 256 KiB → `staging_bytes`), the growth charged first;
-        whether it grew. Refused, it keeps its size (a grown one stays grown)."""
+        """The staging buffer, its end reached with more than half of it unread and frames behind the one being
+        taken staged (`buffer_updated`), grown a step (16 KiB → 256 KiB → `staging_bytes`), the growth charged
+        first; whether it grew. Refused, it keeps its size (a grown one stays grown)."""
         size = len(self._staging)
         target = min(self._staging_bytes, STAGING_FIRST_BYTES) if size < STAGING_FIRST_BYTES else self._staging_bytes
         growth = target - size
@@ -179,11 +190,35 @@ class ClientFrames(asyncio.BufferedProtocol):
                 self._target = None
                 self._wake()
             return
-        self._end += nbytes
-        if self._end - self._start == len(self._staging) and not self._grow():
-            self._pause()
+        self._end = end = self._end + nbytes
+        size = len(self._staging)
+        if end == size and 2 * (end - self._start) > size:  # _past_half_at_end, inline
+            self._at_end_past_half(end - self._start, size)
         if self._end - self._start >= self._need:
             self._wake()
+
+    def _at_end_past_half(self, unread: int, size: int) -> None:
+        """Reading reached the staging buffer's end with more than half of it unread. Frames staged behind the one
+        the reader takes (pipelining) grow it, or, refused, pause reading. The rest of the frame being taken only
+        (a large frame trickling in, which the reader copies into a buffer of its own) does neither: growth would
+        go unused and a pause cost a resume per frame; the next read moves it to the front (once per frame when the
+        reader keeps up: DESIGN §4.12's known gaps), unless it fills the buffer (then a pause: no room to give)."""
+        if unread <= self._frame_left:
+            if unread == size:
+                self._pause()
+            return
+        if self._grow():
+            return
+        # not while the waiter waits for bytes not all staged (they need the move); a full buffer pauses
+        # anyway: get_buffer would have no room to give
+        if unread == size or self._waiter is None or unread >= self._need:
+            self._pause()
+
+    def _past_half_at_end(self) -> bool:
+        """Whether reading reached the staging buffer's end with more than half of it unread: reading on would
+        first move the unread rest to its front, more bytes than the room that makes (full: no room at all)."""
+        size = len(self._staging)
+        return self._end == size and 2 * (self._end - self._start) > size
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -199,7 +234,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._eof = self._lost = True
         self._error = exc
         if exc is not None:  # a broken connection: requests staged but not taken are not dispatched (as a
-            self._start = self._end = 0  # StreamReader's readexactly raised before returning buffered bytes)
+            self._start = self._end = self._frame_left = 0  # StreamReader's readexactly raised first)
             self.release_staging()
         self._target = None  # a frame lost half read is dropped unread
         self._wake()
@@ -248,7 +283,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         """The connection reads nothing any more (its read loop ended): what is staged is dropped unread and the
         buffer let go with its charge, now rather than once its last answers are written. Bytes the socket still
         hands over land in a new buffer that no longer grows (at most 16 KiB, uncharged, then reading pauses)."""
-        self._start = self._end = 0
+        self._start = self._end = self._frame_left = 0
         self.release_staging()
         self._staging_bytes = min(SMALL_FRAME_BYTES, self._staging_bytes)
 
@@ -282,8 +317,17 @@ class ClientFrames(asyncio.BufferedProtocol):
             self._taken()
         return data
 
+    def take_size(self) -> int:
+        """The next frame's size prefix (4 staged bytes), taken: its body is the frame the reader takes next (by
+        `take`, `read_frame`, `receive_into`); the unread bytes past it are a backlog (`_at_end_past_half`)."""
+        (size,) = _SIZE.unpack(self.take(4))
+        self._frame_left = max(size, 0)
+        return size
+
     def take(self, n: int, skip: int = 0) -> bytes:
         """The next n staged bytes after `skip` (dropped), with one copy; the staging buffer must hold them."""
+        if self._frame_left:
+            self._frame_left = max(self._frame_left - n - skip, 0)
         begin = self._start + skip
         self._start = begin + n
         data = bytes(memoryview(self._staging)[begin:self._start])
@@ -317,6 +361,8 @@ class ClientFrames(asyncio.BufferedProtocol):
     async def receive_into(self, buffer: bytearray) -> None:
         """Fill `buffer`: with what is staged, then straight from the socket. Nothing else receives into it, and a
         buffer left half filled (the client closed, or the wait was cancelled) is not received into any more."""
+        if self._frame_left:  # the frame's bytes it receives are the reader's: not staged behind it
+            self._frame_left = max(self._frame_left - len(buffer), 0)
         have = min(len(buffer), self._end - self._start)
         memoryview(buffer)[:have] = memoryview(self._staging)[self._start:self._start + have]
         self._start += have
@@ -362,10 +408,11 @@ class ClientFrames(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def _taken(self) -> None:
-        """Bytes were taken out of the staging buffer and nothing waits for more: reading paused by a full buffer
-        resumes once at most half of it is unread, so that the move of the unread rest to its front (`get_buffer`)
-        is paid for by at least as many bytes read. Resumed at once, a buffer held full by a connection that takes
-        one frame at a time (its request slots or the budgets taken) moved ~960 KiB for each 64 KiB read at 1 MiB.
+        """Bytes were taken out of the staging buffer and nothing waits for more: reading paused at the buffer's
+        end (`_past_half_at_end`) resumes once at most half of it is unread, so that the move of the unread rest to
+        its front (`get_buffer`) is paid for by at least as many bytes read. Resumed at once, a buffer held full by
+        a connection that takes one frame at a time (its request slots or the budgets taken) moved ~960 KiB for
+        each 64 KiB read at 1 MiB.
         A connection that waits for bytes not all staged resumes reading itself (`until_buffered`,
         `receive_into`): no wait depends on this one."""
         if 2 * (self._end - self._start) <= len(self._staging):

@@ -187,7 +187,7 @@ class ClientConnection:
             return None
         started = self._loop.time()
         await self._within(self.reader.until_buffered(4), started, "size", 4)
-        (size,) = _SIZE.unpack(self.reader.take(4))
+        size = self.reader.take_size()
         if is_signature_start(size):  # a relay this proxy does not trust, or a trusted one's second header
             raise FrameError("a PROXY protocol header, from an address not in --proxy-header-from (or after the "
                              "one read); the connection is not taken as relayed")
