@@ -132,12 +132,11 @@ class Settings:
 
 
 class Composed(NamedTuple):
-    """What `compose_after_commit` did: the view composed (None if not now), the version served before it tried,
-    read once every compose begun before the commit had published (a view numbered past it holds the change), and
-    the version the next view would be numbered then (`Controller._newest_held` + 1: past every view a proxy holds)."""
+    """What `compose_after_commit` did: the view composed (None if not now), and the view version holding the
+    change: the composed view's, or, not composed, the one owed (`Controller._owe_new_version`: past the version
+    served before the compose tried and every view a proxy holds, a floor learned while the compose failed too)."""
     view: View | None
-    served_before: int
-    next_version: int
+    version: int
 
 
 class Renewal(NamedTuple):
@@ -378,36 +377,43 @@ class Controller:
         return max(self._version_floor, acked, served)
 
     def compose_after_commit(self, what: str) -> Composed:
-        """Compose the view after a write route committed change `what`: the composed view, or None if not now,
-        and the version served before (read under the compose lock: a compose begun before the commit, holding
-        a view without the change, has published by then).
+        """Compose the view after a write route committed change `what`: the composed view and the version a caller
+        may wait for to see the change (`Composed.version`). Not composed now, the version owed (`_owe_new_version`),
+        past the version served before the compose tried (read under the compose lock: a compose begun before the
+        commit, holding a view without the change, has published by then; every view numbered past it holds the
+        change). Also for a row the route found unchanged: it may be a change an earlier request committed but could
+        not compose (the same request again), which the view served does not hold.
         The change stands whatever this compose meets, so the route answers its success: a compose failure met in
         operation (`COMPOSE_FAILURES`) is logged and the next lease round composes (`_compose_owed`); a 503 would
         tell the caller nothing was written (docs/DESIGN.md §5.1). Any other error is a bug: it propagates (500),
         the compose still owed."""
-        with self._compose_lock:  # the acks are the database's, maybe failing now: one above the view sets the floor
+        with self._compose_lock:
             served_before = self.view.version
-            next_number = self._newest_held(0, served_before) + 1
         try:
-            return Composed(self.compose(), served_before, next_number)
+            composed = self.compose()
+            return Composed(composed, composed.version)
         except Exception as e:
-            self._new_version_owed = True  # a compose publishing since passed `served_before`: one more is harmless
-            self._compose_owed.set()
+            owed = self._owe_new_version(served_before)
             if not isinstance(e, COMPOSE_FAILURES):
                 raise
             log.warning("%s (committed), but the view was not composed now (%s: %s): the next lease round composes "
                         "it (the active controller's, if this one lost the leader row)", what, type(e).__name__, e)
-            return Composed(None, served_before, next_number)
+            return Composed(None, owed)
 
-    @staticmethod
-    def _version_holding(composed: Composed) -> int:
-        """The view version a caller may wait for to see a committed change (a drain, ACLs, topics): the composed
-        view's, or, not composed now, the number the next view takes (`Composed.next_version`, past the version
-        served before the compose tried and every view a proxy holds), which no view served now has; any compose
-        after it holds the change, and the next one numbers a new view (`_new_version_owed`), so that version comes
-        (docs/DESIGN.md §5.1). Also for a row found unchanged: it may be a change an earlier request committed but
-        could not compose (the same request again), which the view served does not hold."""
-        return composed.next_version if composed.view is None else composed.view.version
+    def _owe_new_version(self, served_before: int) -> int:
+        """A compose failed after a commit: owe the next compose a new view (`_new_version_owed`: numbered even if
+        the change left the view as it was) and the lease round a compose (`_compose_owed`); the version to answer,
+        the number `compose` gives that view at the least (`_newest_held` + 1: past every view a proxy holds).
+        Read once the compose failed, not before it tried: a floor learned meanwhile (a proxy's heartbeat reporting
+        a view the database lost, docs/DESIGN.md §3.3) is passed. Under the compose lock, as the flag is set: a compose
+        in flight (numbered by the floor it read) clears the flag before, not after; the next one numbers its view
+        past the answer. A compose that published since
+        `served_before` held the change; the answer past `served_before` (not past the view served now) may be that
+        view's, and one more view, owed, is harmless."""
+        with self._compose_lock:
+            self._new_version_owed = True
+            self._compose_owed.set()
+            return self._newest_held(0, served_before) + 1
 
     def _version_served_or_owed(self) -> int:
         """The view version holding every committed change, for a route that committed nothing and composes nothing
@@ -568,7 +574,7 @@ class Controller:
                   create_only: bool = False) -> tuple[dict, bool, int]:
         """Create the topic, or grow it and set its config. `create_only`: an existing topic is a conflict
         (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win.
-        Answers the topic, whether it changed and the view version holding it (`_version_holding`)."""
+        Answers the topic, whether it changed and the view version holding it (`Composed.version`)."""
         check_topic(name, partitions, placement, config)
         with self._write_lock:
             self.refuse_unless_leading()  # before Kafka: a controller that lost its row creates nothing there (§3.6)
@@ -591,7 +597,7 @@ class Controller:
                                          coord, used, slots)
             self._write_topic_rows(name, partitions, placement, config, new, have, slots)
             composed = self.compose_after_commit(f"topic {name} {'created' if new else 'changed'}")
-            return self.get_topic(name), True, self._version_holding(composed)
+            return self.get_topic(name), True, composed.version
 
     def _topic_as_stored(self, name: str) -> tuple[bool, tuple[int, dict] | None, list[ClusterRow], list[Slot]]:
         """(whether the topic is new, its (partitions, config) or None, the clusters in registration order, every
@@ -695,7 +701,7 @@ class Controller:
         The physical topics' Kafka topic ids are asked of the clusters the last scan reached before that transaction,
         and recorded only if the topic read in it is the one read before asking (its deletions go by id, §5.8); the
         transaction commits only while this controller leads (§3.6). Answers the view version without the topic
-        (`_version_holding`)."""
+        (`Composed.version`)."""
         with self._write_lock:
             with self.session() as s:
                 incarnation, physical, clusters = self._deletion_plan(s, name, topic_id)
@@ -718,7 +724,7 @@ class Controller:
             # not composed, the view served still routes to them: the scans delete them after their compose
             if composed.view is not None:
                 self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
-        return self._version_holding(composed)
+        return composed.version
 
     @staticmethod
     def _deletion_plan(s: Session, name: str, topic_id: str | None) -> tuple[
@@ -1238,7 +1244,7 @@ class Controller:
         composed = self.compose_after_commit(f"proxy {node_id} set {'draining' if draining else 'not draining'}")
         log.info("proxy %d (%s) %s", node_id, instance_id, "draining" if draining else "no longer draining")
         return {"node_id": node_id, "instance_id": instance_id, "draining": draining, "changed": changed,
-                "view_version": self._version_holding(composed)}
+                "view_version": composed.version}
 
     def _check_others_serve(self, s: Session, node: ProxyRow) -> None:
         # the rows, not only the view: a drain committed just before ours may not be composed yet
@@ -1307,7 +1313,7 @@ class Controller:
             s.commit()
         composed = self.compose_after_commit(f"{len(added)} ACL bindings created")
         return {"created": [acls.binding_dict(b) for b in added],
-                "view_version": self._version_holding(composed)}
+                "view_version": composed.version}
 
     def list_acls(self, acl_filter: dict[str, Any]) -> list[dict[str, str]]:
         f = acls.filter_from_dict(acl_filter)
@@ -1322,7 +1328,7 @@ class Controller:
             s.commit()
         composed = self.compose_after_commit(f"{len(gone)} ACL bindings deleted")
         return {"deleted": [acls.binding_dict(b) for b in gone],
-                "view_version": self._version_holding(composed)}
+                "view_version": composed.version}
 
     def delete_user(self, user: str) -> None:
         with self.topology_change() as s:
