@@ -405,14 +405,14 @@ class Controller:
         the change left the view as it was) and the lease round a compose (`_compose_owed`); the version to answer,
         the number `compose` gives that view at the least (`_newest_held` + 1: past every view a proxy holds).
         Read once the compose failed, not before it tried: a floor learned meanwhile (a proxy's heartbeat reporting
-        a view the database lost, docs/DESIGN.md §3.3) is passed. Under the compose lock, as the flag is set: a compose
-        in flight (numbered by the floor it read) clears the flag before, not after; the next one numbers its view
-        past the answer. A compose that published since
-        `served_before` held the change; the answer past `served_before` (not past the view served now) may be that
-        view's, and one more view, owed, is harmless."""
+        a view the database lost, docs/DESIGN.md §3.3) is passed. Under the compose lock, as the flag is set: a
+        compose in flight (numbered by the floor it read) clears the flag before, not after; the next one numbers
+        its view past the answer. A compose that published since `served_before` held the change: the answer may
+        be that view's version, and the one more view owed is harmless."""
         with self._compose_lock:
             self._new_version_owed = True
             self._compose_owed.set()
+            # not the rows' acks: the database may be failing now (a proxy acking past the view sets the floor)
             return self._newest_held(0, served_before) + 1
 
     def _version_served_or_owed(self) -> int:
