@@ -140,9 +140,6 @@ def test_a_known_tail_on_a_cluster_that_is_active_again_is_waited_for_through_a_
     assert landing is None or landing <= 40, f"the reader at 30 is moved to {landing}, past the tail 30..39"
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: ListOffsets by timestamp leaves out every segment of a "
-                                       "cluster the chain once failed over from while it is unreachable "
-                                       "(list_offsets._failed_over_and_gone), the active segment moved back there too")
 def test_list_offsets_by_timestamp_waits_for_the_active_segment_of_a_cluster_failed_over_from_before():
     """BACK: the active segment is on c1 again. c1 blips unreachable; a consumer asks the first offset at or after T
     (offsetsForTimes, a by-duration reset). Only c1's active segment has records that late; c2's sealed segment
@@ -159,9 +156,6 @@ def test_list_offsets_by_timestamp_waits_for_the_active_segment_of_a_cluster_fai
         f"answered offset {p.offset} (error {p.error_code}) while the active segment's cluster could not be asked")
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: a cluster the proxy has not refreshed yet counts as "
-                                       "reachable without any physical topic (PhysicalClusters: reachable until a "
-                                       "refresh fails, topic ids empty), which plan.lost_for_good reads as 'lost'")
 def test_a_sealed_segment_is_not_skipped_as_lost_before_its_cluster_s_first_metadata_refresh():
     """c1 is being decommissioned (DRAINING): readers still read its sealed segment, logical 0..29. An operator
     changes c1's bootstrap (PUT /v1/clusters/c1, say a broker replaced); the new view reaches the proxy, whose
