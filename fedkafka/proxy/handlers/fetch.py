@@ -42,6 +42,7 @@ from fedkafka.proxy.plan import (
     authorized,
     lost_for_good,
     readable_chain,
+    topic_missing,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
@@ -168,9 +169,10 @@ def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
 def _tail_out_of_reach(ctx: Context, seg: Segment) -> bool:
     """Inside a gap, the tail cannot be read now when its cluster is dead, or back without the physical topic: the
     reader skips it (docs/DESIGN.md §9.2). A cluster that answers and knows the topic but names no leader for the
-    partition yet (just restarted, its leader election follows) is waited for: a reader moved past the gap then
-    would pass records readable a moment later, and never come back for them."""
-    return not ctx.physical.reachable(seg.cluster) or ctx.physical.topic_id(seg.cluster, seg.topic) is None
+    partition yet (just restarted, its leader election follows), or whose metadata the proxy has not read yet (just
+    tracked: `topic_missing`), is waited for: a reader moved past the gap then would pass records readable a moment
+    later, and never come back for them."""
+    return not ctx.physical.reachable(seg.cluster) or topic_missing(ctx, seg)
 
 
 def _upstream_request(request, routes: list[_Route], max_wait_ms: int) -> UpstreamFetch:
