@@ -113,6 +113,11 @@ class Plan:
     # client closed the connection) or failed. The calls may still be at the broker: what `finish` would have settled,
     # the handler settles once they can no longer be written (produce: DESIGN §5.3 rule 3).
     abandoned: Callable[[], None] | None = None
+    # With return_early: the calls (by index) it never finishes without, however early another has data; and
+    # called with (index, result) of each call it finished without, once that call's result comes (never for a call
+    # not sent then): a handler's fairness between the clusters of a connection's fetches (DESIGN §3.1).
+    awaited: tuple[int, ...] = ()
+    answered_late: Callable[[int, Any], None] | None = None
 
 
 class _NoResponse:
