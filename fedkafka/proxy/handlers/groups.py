@@ -6,6 +6,8 @@ own coordinator for the group (looked up with FindCoordinator first, in client o
 rewritten logical -> shadow on the way in and back on the way out. Committed offsets are logical offsets;
 the shadow topic has P partitions, so the broker validates and fences commits natively. Group protocol
 bytes (subscriptions, assignments) name shadow topics at the coordinator and logical ones at the client.
+Past the proxy's fence committed offsets are neither read nor written (`_past_fence`: NOT_COORDINATOR), the
+coordination cluster its view names may have been moved from; membership goes on (docs/DESIGN.md §4.9 F2).
 """
 
 from __future__ import annotations
