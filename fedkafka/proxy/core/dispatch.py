@@ -67,7 +67,8 @@ Answer = bytes | codec.Chunks | CloseConnection | None
 
 
 class _NotSent(Exception):
-    """A produce kept from going upstream (lease run out, client deadline passed): reason and message."""
+    """A produce (or a group offset write) kept from going upstream (lease run out, client deadline passed): reason
+    and message."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -651,8 +652,13 @@ class Dispatcher:
         conn = self.pool.ready(host, port, key)
         if conn is None:  # a new connection: its TLS and SASL login can take seconds (none: checked just now)
             conn = await self.pool.get(host, port, key, call.target.cluster)
-            if call.request.__api_key__ == PRODUCE_API_KEY:
+            api_key = call.request.__api_key__
+            if api_key == PRODUCE_API_KEY:
                 self._check_sendable(produce_deadline)
+            elif api_key in groups.FENCED_DURING_MOVE and not self.state.lease_valid():
+                # the handler read the fence when the coordinator lookup answered; written past it, the write could
+                # reach a coordination cluster a move has left, after its copy (docs/DESIGN.md §4.9 F2, §10.1)
+                raise _NotSent("lease", "proxy fence ran out: group offset write not sent")
         return conn.send(call.request, call.expect_response, call.client_id)
 
     def _lost(self, target, reason: str, sending: bool = False) -> None:
