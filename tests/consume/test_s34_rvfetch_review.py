@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from consume.test_abandoned_polls_unit import _batch, _Broker, _close, _setup, _until

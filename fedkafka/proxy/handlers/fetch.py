@@ -339,7 +339,8 @@ def _ends_the_wait(answer: rec.FetchPartitionData) -> bool:
 def _answers_at_once(result) -> bool:
     """A call's result that finishes the fetch without the other clusters' long polls (`Plan.return_early`), as
     Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an in-gap
-    OFFSET_OUT_OF_RANGE becomes a gap skip), an error for the whole answer, or a quota-throttled answer (KIP-219: the
+    OFFSET_OUT_OF_RANGE becomes a gap skip or the client's OFFSET_OUT_OF_RANGE,
+    `_settle_out_of_range`), an error for the whole answer, or a quota-throttled answer (KIP-219: the
     client is to back off now). Not a failed call: its partitions are answered NOT_LEADER_OR_FOLLOWER, which a
     metadata refresh does not mend while the broker is down (connections fail at once until its leadership moves),
     so the other clusters' long polls pace the client's fetches, as for an unreachable cluster (`_ends_the_wait`)."""
