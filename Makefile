@@ -81,7 +81,7 @@ test-replicated: $(STAMP)
 # one, predicted by --check (tests/ansible/test_role_controller_secret_files.py, ~1.5 minutes); storage an earlier
 # run left root's given to the broker's service user (tests/ansible/test_role_broker_service_user_files.py, about a
 # minute; root); the controller role over HTTPS in site.yml --check (tests/ansible/test_role_controller_tls.py, about
-# a minute). ~8 minutes in all on the shared 2-core machine.
+# a minute). With the cheap tests of the same files, ~10-12 minutes in all on the shared 2-core machine.
 test-ansible-heavy: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_ANSIBLE_HEAVY=1 $(BIN)/pytest tests/ansible/test_awx_runner.py \
