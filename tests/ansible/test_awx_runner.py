@@ -87,6 +87,7 @@ def test_validate_yml_through_ansible_runner_sees_the_jobs_extra_vars_and_invent
 
 
 @HEAVY
+@pytest.mark.timeout(1500)  # ~240 s on a quiet machine; over 600 s under a loaded one's other tests
 def test_scale_up_through_ansible_runner(private_data_dir):
     site = ansible_runner.run(private_data_dir=str(private_data_dir), playbook="playbooks/site.yml", quiet=True)
     assert site.status == "successful" and site.rc == 0, failures(site)
