@@ -1,0 +1,106 @@
+"""Review s34-rvf45 of s34-fixf45 (docs/DESIGN.md §9.2 "A cluster the proxy has not read yet"): strict xfail tests,
+each a defect found.
+
+The fix judges a physical topic missing only from metadata read since the proxy tracks the cluster with its current
+bootstrap (`PhysicalClusters.topics_known`). A refresh of the OLD bootstrap still in flight when `PUT /v1/clusters`
+changes it (`set_clusters` makes a fresh `ClusterInfo`) writes its outcome into the NEW one: `refresh`, `learn` and
+`mark_unreachable` look the cluster up by id once the awaited answer (or failure) is in, not the `ClusterInfo` the
+refresh started with. The new bootstrap's cluster is then judged from the old one's answer before its own first
+refresh: "missing" (a sealed segment lost for good) or "dead" (a gap's tail skipped)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from kio.schema.errors import ErrorCode
+
+from consume.test_handlers_unit import skipped_to
+from consume.test_lost_and_left_out_fixf45_unit import (
+    DRAINING,
+    FAILED_OVER,
+    GAP,
+    _context,
+    _fetch_answer,
+    _metadata,
+    _versions,
+)
+from fedkafka.proxy.core import physical as physical_module
+from fedkafka.proxy.core.physical import PhysicalClusters
+
+
+class _HeldConnection:
+    """An upstream connection to a cluster's bootstrap whose connect waits for `held` to be set; then it fails
+    (`fails`: the old address is gone) or answers ApiVersions and Metadata naming `topics` (the old address still
+    serves a cluster, one rebuilt without the physical topic)."""
+
+    held: asyncio.Event
+    fails = False
+    topics: tuple[str, ...] = ()
+
+    def __init__(self, host, port, *_args) -> None:
+        self.host = host
+
+    async def connect(self) -> None:
+        await self.held.wait()
+        if self.fails:
+            raise ConnectionRefusedError(f"{self.host}: connection refused")
+
+    def send(self, request):
+        answer = asyncio.get_running_loop().create_future()
+        is_versions = type(request).__name__ == "ApiVersionsRequest"
+        answer.set_result(_versions() if is_versions else _metadata(*self.topics))
+        return answer
+
+    def close(self) -> None:
+        pass
+
+
+def _refresh_across_a_bootstrap_change(fails: bool, topics: tuple[str, ...] = ()) -> PhysicalClusters:
+    """c1 tracked at c1-old:9092 (read once, naming `t`), c2 read; a refresh of c1 goes out to c1-old, then the view
+    moves c1 to c1-new:9092 (`PUT /v1/clusters`), then the old address's answer (or failure) comes in. c1-new is never
+    asked."""
+
+    async def scenario() -> PhysicalClusters:
+        physical = PhysicalClusters()
+        physical.set_clusters({"c1": "c1-old:9092", "c2": "c2:9092"})
+        physical.learn("c1", _versions(), _metadata("t"))
+        physical.learn("c2", _versions(), _metadata("t"))
+        _HeldConnection.held, _HeldConnection.fails, _HeldConnection.topics = asyncio.Event(), fails, topics
+        refresh = asyncio.ensure_future(physical.refresh("c1"))
+        await asyncio.sleep(0)  # the refresh is connecting to c1-old
+        assert physical.set_clusters({"c1": "c1-new:9092", "c2": "c2:9092"}) == ["c1"]
+        _HeldConnection.held.set()
+        await refresh
+        return physical
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(physical_module, "UpstreamConnection", _HeldConnection)
+        return asyncio.run(scenario())
+
+
+@pytest.mark.xfail(strict=True, reason="physical.py refresh/learn: an old bootstrap's Metadata answer, arriving after "
+                   "set_clusters moved the cluster to a new bootstrap, is learned into the new ClusterInfo "
+                   "(topics_read=True without the topic): the draining cluster's sealed segment is skipped as lost "
+                   "for good before the new bootstrap was ever read")
+def test_an_old_bootstraps_answer_arriving_after_a_bootstrap_change_does_not_make_a_sealed_segment_lost():
+    """DRAINING c1 holds logical 0..29 (sealed, moved cleanly to c2 at 30). Its old address serves a cluster rebuilt
+    without `t`; the operator points c1 at the restored cluster (c1-new) while a refresh of c1-old is out. Until
+    c1-new answers a refresh, nothing is known missing there (§9.2): a reader at 10 waits. The old address's answer
+    is learned as c1-new's: the reader is moved to 30, past records c1-new holds."""
+    physical = _refresh_across_a_bootstrap_change(fails=False, topics=("other",))
+    p = _fetch_answer(_context(DRAINING, physical), 10)
+    assert p.error_code == ErrorCode.not_leader_or_follower and not p.records, skipped_to(p)
+
+
+@pytest.mark.xfail(strict=True, reason="physical.py refresh/mark_unreachable: an old bootstrap's failed refresh, "
+                   "ending after set_clusters moved the cluster to a new bootstrap, marks the new ClusterInfo "
+                   "unreachable: a reader inside the gap is moved past the tail before the new bootstrap was asked")
+def test_an_old_bootstraps_failure_ending_after_a_bootstrap_change_does_not_skip_the_gaps_tail():
+    """c1 failed over (read_only, the gap after 30); its brokers moved to new hosts, the old ones are gone. A refresh
+    of c1-old is out when the view names c1-new. Until c1-new's first refresh answers, a reader of the gap at 35
+    waits (§9.2: a cluster not read yet counts as reachable). The old address's failure marks c1-new unreachable: the
+    reader is moved to 30 + GAP, past the tail c1-new holds, and never comes back for it."""
+    physical = _refresh_across_a_bootstrap_change(fails=True)
+    p = _fetch_answer(_context(FAILED_OVER, physical), 35)
+    assert p.error_code == ErrorCode.not_leader_or_follower and not p.records, skipped_to(p) - (30 + GAP)
