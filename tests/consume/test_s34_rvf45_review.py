@@ -15,8 +15,9 @@ import asyncio
 import pytest
 from kio.schema.errors import ErrorCode
 
-from consume.test_handlers_unit import skipped_to
+from consume.test_handlers_unit import Physical, list_answers, list_request, skipped_to
 from consume.test_lost_and_left_out_fixf45_unit import (
+    AGAIN,
     DRAINING,
     FAILED_OVER,
     GAP,
@@ -24,9 +25,12 @@ from consume.test_lost_and_left_out_fixf45_unit import (
     _fetch_answer,
     _metadata,
     _versions,
+    _view,
 )
 from fedkafka.proxy.core import physical as physical_module
 from fedkafka.proxy.core.physical import PhysicalClusters
+from fedkafka.proxy.handlers import list_offsets
+from fedkafka.view.model import ClusterState
 
 
 class _HeldConnection:
@@ -104,3 +108,22 @@ def test_an_old_bootstraps_failure_ending_after_a_bootstrap_change_does_not_skip
     physical = _refresh_across_a_bootstrap_change(fails=True)
     p = _fetch_answer(_context(FAILED_OVER, physical), 35)
     assert p.error_code == ErrorCode.not_leader_or_follower and not p.records, skipped_to(p) - (30 + GAP)
+
+
+@pytest.mark.xfail(strict=True, reason="list_offsets._left_out: any state but ACTIVE counts as 'the operator gave A "
+                   "up' (`active = state == ACTIVE`), DRAINING too: a blip of a draining cluster failed over from "
+                   "once leaves out a segment later moved off it cleanly, which Fetch waits for")
+def test_by_timestamp_waits_for_a_cleanly_moved_segment_of_a_draining_cluster_through_a_blip():
+    """c1 was failed over (S1, the gap), came back, was made active again, took the partition back (S3, logical
+    36+GAP..45+GAP) and is now being decommissioned: S3 moved cleanly to c3. A decommission gives nothing up (it
+    drains with no gap, by retention or by groups, §7.4), and a Fetch below S3's seal waits through c1's blip. A
+    timestamp question leaves S3 out as if c1 had been failed over again (read_only): it answers c3's record
+    (51+GAP), past S3's records at or after T."""
+    values = {("c2", 0, 1500): (-1, -1), ("c3", 0, 1500): (5, 1600)}
+    view = _view(AGAIN, {"c1": ClusterState.DRAINING, "c2": ClusterState.ACTIVE, "c3": ClusterState.ACTIVE})
+    context = _context(view, Physical(down={"c1"}))
+    below_the_seal = _fetch_answer(context, 36 + GAP + 3)  # Fetch waits for S3 (Physical names every topic there)
+    assert below_the_seal.error_code == ErrorCode.not_leader_or_follower and not below_the_seal.records
+    plan = list_offsets.handle(context, None, list_request((0, 1500)))
+    (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
+    assert (p.error_code, p.offset) == (ErrorCode.not_leader_or_follower, -1)
