@@ -113,6 +113,11 @@ class Plan:
     # client closed the connection) or failed. The calls may still be at the broker: what `finish` would have settled,
     # the handler settles once they can no longer be written (produce: DESIGN §5.3 rule 3).
     abandoned: Callable[[], None] | None = None
+    # With return_early: the calls (by index) it never finishes without, however early another has data; and
+    # called with (index, result) of each call it finished without, once that call's result comes (never for a call
+    # not sent then): a handler's fairness between the clusters of a connection's fetches (DESIGN §3.1).
+    awaited: tuple[int, ...] = ()
+    answered_late: Callable[[int, Any], None] | None = None
 
 
 class _NoResponse:
@@ -573,7 +578,8 @@ def cluster_authorized_operations(ctx: Context) -> int:
 
 
 def as_now(ctx: Context) -> Context | None:
-    """The context as the proxy stands when a read's upstream answer arrives: its view and fence now, or None when
+    """The context as the proxy stands when a read's upstream answer arrives (or a group offset request's coordinator
+    lookup, `groups._via_coordinator`): its view and fence now, or None when
     neither changed since the read was routed. A Fetch may wait at the broker for up to --max-fetch-wait-ms, and a
     proxy acks a new view without waiting for its reads (it drains produce only): meanwhile the partition may have
     moved on, even back to the physical partition asked (A -> B -> A). Reads translate their answer with the
@@ -592,7 +598,8 @@ def past_fence(ctx: Context, topic: str, partition: int) -> bool:
     serves no read from its view (Fetch, ListOffsets, OffsetForLeaderEpoch) and maps no offset with it
     (DeleteRecords, DescribeProducers), as it takes no produce: the controller no longer waits for its acks, so
     its view may be moves behind and map offsets to the wrong segment (docs/DESIGN.md §4.9). The client gets
-    retriable NOT_LEADER_OR_FOLLOWER and refreshes metadata."""
+    retriable NOT_LEADER_OR_FOLLOWER and refreshes metadata. (Committed offsets, whose cluster the view names, are
+    refused past it with NOT_COORDINATOR: `groups._past_fence`.)"""
     if ctx.lease_valid:
         return False
     ctx.refused("lease", topic, partition, "proxy fence ran out: reads refused until a controller renews it")
