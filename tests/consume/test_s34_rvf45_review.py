@@ -60,10 +60,12 @@ class _HeldConnection:
         pass
 
 
-def _refresh_across_a_bootstrap_change(fails: bool, topics: tuple[str, ...] = ()) -> PhysicalClusters:
+def _refresh_across_a_bootstrap_change(fails: bool, topics: tuple[str, ...] = (),
+                                       then: dict[str, str] | None = None) -> PhysicalClusters:
     """c1 tracked at c1-old:9092 (read once, naming `t`), c2 read; a refresh of c1 goes out to c1-old, then the view
-    moves c1 to c1-new:9092 (`PUT /v1/clusters`), then the old address's answer (or failure) comes in. c1-new is never
-    asked."""
+    moves c1 to c1-new:9092 (`PUT /v1/clusters`; `then`: the clusters the view names instead), then the old address's
+    answer (or failure) comes in. c1-new is never asked."""
+    then = {"c1": "c1-new:9092", "c2": "c2:9092"} if then is None else then
 
     async def scenario() -> PhysicalClusters:
         physical = PhysicalClusters()
@@ -73,7 +75,7 @@ def _refresh_across_a_bootstrap_change(fails: bool, topics: tuple[str, ...] = ()
         _HeldConnection.held, _HeldConnection.fails, _HeldConnection.topics = asyncio.Event(), fails, topics
         refresh = asyncio.ensure_future(physical.refresh("c1"))
         await asyncio.sleep(0)  # the refresh is connecting to c1-old
-        assert physical.set_clusters({"c1": "c1-new:9092", "c2": "c2:9092"}) == ["c1"]
+        physical.set_clusters(then)
         _HeldConnection.held.set()
         await refresh
         return physical
@@ -83,10 +85,6 @@ def _refresh_across_a_bootstrap_change(fails: bool, topics: tuple[str, ...] = ()
         return asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason="physical.py refresh/learn: an old bootstrap's Metadata answer, arriving after "
-                   "set_clusters moved the cluster to a new bootstrap, is learned into the new ClusterInfo "
-                   "(topics_read=True without the topic): the draining cluster's sealed segment is skipped as lost "
-                   "for good before the new bootstrap was ever read")
 def test_an_old_bootstraps_answer_arriving_after_a_bootstrap_change_does_not_make_a_sealed_segment_lost():
     """DRAINING c1 holds logical 0..29 (sealed, moved cleanly to c2 at 30). Its old address serves a cluster rebuilt
     without `t`; the operator points c1 at the restored cluster (c1-new) while a refresh of c1-old is out. Until
@@ -97,9 +95,6 @@ def test_an_old_bootstraps_answer_arriving_after_a_bootstrap_change_does_not_mak
     assert p.error_code == ErrorCode.not_leader_or_follower and not p.records, skipped_to(p)
 
 
-@pytest.mark.xfail(strict=True, reason="physical.py refresh/mark_unreachable: an old bootstrap's failed refresh, "
-                   "ending after set_clusters moved the cluster to a new bootstrap, marks the new ClusterInfo "
-                   "unreachable: a reader inside the gap is moved past the tail before the new bootstrap was asked")
 def test_an_old_bootstraps_failure_ending_after_a_bootstrap_change_does_not_skip_the_gaps_tail():
     """c1 failed over (read_only, the gap after 30); its brokers moved to new hosts, the old ones are gone. A refresh
     of c1-old is out when the view names c1-new. Until c1-new's first refresh answers, a reader of the gap at 35
@@ -127,3 +122,25 @@ def test_by_timestamp_waits_for_a_cleanly_moved_segment_of_a_draining_cluster_th
     plan = list_offsets.handle(context, None, list_request((0, 1500)))
     (p,) = plan.finish(list_answers(plan.calls, values)).topics[0].partitions
     assert (p.error_code, p.offset) == (ErrorCode.not_leader_or_follower, -1)
+
+
+# -- s34-fixrvf45: what `refresh` does with an answer from a bootstrap the view no longer names -----------------------
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["answered", "failed"])
+def test_an_old_bootstraps_outcome_is_dropped_and_the_new_bootstrap_asked(fails):
+    """The old address's answer (or failure) says nothing of c1-new: c1 stays not read yet (reachable, no topic known
+    missing) and its refresh stays asked for, so the refresher reads c1-new next (the failure path used to drop
+    the request the view change made)."""
+    physical = _refresh_across_a_bootstrap_change(fails=fails, topics=("other",))
+    info = physical.clusters["c1"]
+    assert (info.bootstrap, info.topics_read, info.reachable, info.topic_ids) == ("c1-new:9092", False, True, {})
+    assert "c1" in physical._wanted
+
+
+def test_a_refresh_answered_after_its_cluster_left_the_view_learns_nothing():
+    """c1 leaves the view while its refresh is out: the answer is dropped and c1 stays gone. `learn` looked c1 up by
+    id and raised KeyError out of the refresher's round (`PhysicalClusters.run`): the supervised task died, a
+    traceback and a restart after its backoff."""
+    physical = _refresh_across_a_bootstrap_change(fails=False, topics=("t",), then={"c2": "c2:9092"})
+    assert set(physical.clusters) == {"c2"} and "c1" not in physical._wanted
