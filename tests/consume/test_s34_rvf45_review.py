@@ -105,9 +105,6 @@ def test_an_old_bootstraps_failure_ending_after_a_bootstrap_change_does_not_skip
     assert p.error_code == ErrorCode.not_leader_or_follower and not p.records, skipped_to(p) - (30 + GAP)
 
 
-@pytest.mark.xfail(strict=True, reason="list_offsets._left_out: any state but ACTIVE counts as 'the operator gave A "
-                   "up' (`active = state == ACTIVE`), DRAINING too: a blip of a draining cluster failed over from "
-                   "once leaves out a segment later moved off it cleanly, which Fetch waits for")
 def test_by_timestamp_waits_for_a_cleanly_moved_segment_of_a_draining_cluster_through_a_blip():
     """c1 was failed over (S1, the gap), came back, was made active again, took the partition back (S3, logical
     36+GAP..45+GAP) and is now being decommissioned: S3 moved cleanly to c3. A decommission gives nothing up (it
