@@ -158,8 +158,28 @@ class PhysicalClusters:
         info = self.clusters.get(cluster)
         if info is None:
             return False
-        errors = []
+        answer, errors = await self._read_metadata(cluster, info)
+        if self.clusters.get(cluster) is not info:
+            # the view changed the cluster's bootstrap (or dropped it) meanwhile: this answer, or failure, is the old
+            # address's, not the new one's; learned, a topic would count as missing there, or the cluster as
+            # unreachable, before the new bootstrap was ever asked (docs/DESIGN.md §9.2). Ask the new one instead.
+            if cluster in self.clusters:
+                self.request_refresh(cluster)
+            return False
+        if answer is not None:
+            self.learn(cluster, *answer)
+            return True
+        self.mark_unreachable(cluster, "; ".join(errors) or "no bootstrap address")
+        self._wanted.discard(cluster)
+        return False
+
+    async def _read_metadata(self, cluster: str, info: ClusterInfo) -> tuple[tuple | None, list[str]]:
+        """ApiVersions and Metadata from the first of `info`'s candidates that answers: ((versions, metadata), the
+        errors of those tried before), or (None, every candidate's error)."""
+        errors: list[str] = []
         for host, port in self.candidates(cluster):  # a dead bootstrap broker does not hide the live ones
+            if self.clusters.get(cluster) is not info:
+                break  # the view moved the cluster to a new bootstrap: the old one's brokers say nothing of it
             addr = f"{host}:{port}"
             conn = UpstreamConnection(host, port, f"{cluster}/metadata", self.upstream.for_cluster(cluster), cluster)
             try:
@@ -168,17 +188,12 @@ class PhysicalClusters:
                                                           client_software_version="0.1"))
                 meta_f = conn.send(MetadataRequest(topics=None, allow_auto_topic_creation=False,
                                                    include_topic_authorized_operations=False))
-                versions, meta = await asyncio.wait_for(asyncio.gather(versions_f, meta_f), 10)
+                return await asyncio.wait_for(asyncio.gather(versions_f, meta_f), 10), errors
             except (OSError, ConnectionError, TimeoutError) as e:
                 errors.append(f"{addr}: {e}")
-                continue
             finally:
                 conn.close()
-            self.learn(cluster, versions, meta)
-            return True
-        self.mark_unreachable(cluster, "; ".join(errors) or "no bootstrap address")
-        self._wanted.discard(cluster)
-        return False
+        return None, errors
 
     def learn(self, cluster: str, versions, meta) -> None:
         """What a refresh read from one of `cluster`'s brokers: its ApiVersions answer `versions` and its Metadata v12
