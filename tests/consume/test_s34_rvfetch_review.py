@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from consume.test_abandoned_polls_unit import _batch, _Broker, _close, _setup, _until
@@ -88,15 +87,20 @@ def _kafka_out_of_range(topic: str, partition: int):
          "preferred_read_replica": -1, "records": b""}]}]})
 
 
+def _bounds_asked(answer, values: dict):
+    """The Fetch's answer once any round asking log bounds (ListOffsets) is answered from `values`
+    ((cluster, partition, timestamp) -> (offset, timestamp))."""
+    while isinstance(answer, Plan):
+        answer = answer.finish(list_answers(answer.calls, values))
+    return answer
+
+
 def _landing(p) -> int | None:
     """Where a client's position lands after a partition answer with batches (None: no batch, it stays)."""
     heads = list(rec.iter_batches(p.records)) if p.records else []
     return heads[-1].base_offset + heads[-1].last_offset_delta + 1 if heads else None
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: an OFFSET_OUT_OF_RANGE inside an unclean gap is taken "
-                                       "as 'the tail ended below the position' (fetch._translate), also when the "
-                                       "position is below the tail's log start: the rest of the tail is skipped")
 def test_a_position_in_the_gap_below_the_tail_s_log_start_is_not_moved_past_the_rest_of_the_tail():
     """c1 died with its segment active (FAILED: sealed at 30, the next segment at 30 + GAP) and came back with a tail
     of physical 30..36 (high watermark 37). DeleteRecords through the proxy to logical 33, which falls in the tail
@@ -105,7 +109,8 @@ def test_a_position_in_the_gap_below_the_tail_s_log_start_is_not_moved_past_the_
     its log start) exactly as it would past its log end. The proxy takes it for a tail that ended below 31 and moves
     the reader over the whole gap (30 + GAP), though ListOffsets EARLIEST says 33 and records 33..36 are there:
     Kafka's broker would answer OFFSET_OUT_OF_RANGE and the consumer reset to earliest, 33. Consequence: records
-    33..36 (acked, not deleted) are never read by that consumer; its commit moves past them."""
+    33..36 (acked, not deleted) are never read by that consumer; its commit moves past them. Fixed: the proxy asks
+    c1's log start and high watermark (ListOffsets) and answers OFFSET_OUT_OF_RANGE below the log start."""
     tail_log_start, tail_end = 33, 37
     plan = list_offsets.handle(gap_ctx(Physical()), None, list_request((0, -2)))
     values = {("c1", 0, -2): (tail_log_start, -1), ("c1", 0, -1): (tail_end, -1), ("c2", 0, -2): (4, -1)}
@@ -115,7 +120,8 @@ def test_a_position_in_the_gap_below_the_tail_s_log_start_is_not_moved_past_the_
     plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 31)))
     (call,) = plan.calls
     assert call.target.cluster == "c1" and call.request.topics[0].partitions[0].fetch_offset == 31
-    p = partitions(plan.finish([_kafka_out_of_range("t", 0)]))[("log", 0)]
+    answer = _bounds_asked(plan.finish([_kafka_out_of_range("t", 0)]), values)
+    p = partitions(answer)[("log", 0)]
     landing = _landing(p)
     assert p.error_code == ErrorCode.offset_out_of_range or (landing is not None and landing <= tail_log_start), (
         f"the reader at 31 is moved to {landing} (error {p.error_code}), past records {tail_log_start}.."
@@ -132,9 +138,6 @@ BACK_VIEW = View(version=5, clusters={c: Cluster(c, f"{c}:9092") for c in ("c1",
                  proxies=(ProxyInfo(1, "p1", 9092, ProxyRole.BOTH),))
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: a position inside an unclean gap is skipped whenever the "
-                                       "tail's cluster is unreachable (fetch._placed, _tail_out_of_reach), also when "
-                                       "the chain knows the tail holds records and that cluster is active again")
 def test_a_known_tail_on_a_cluster_that_is_active_again_is_waited_for_through_a_blip_not_skipped():
     """The tail 30..39 was written (acks=all) before c1 died, and the chain knows it is there: the move back onto c1
     started at c1's log end, 40. A reader of the gap at 30 (a group that had committed 30 before c1 died) fetches
@@ -152,9 +155,6 @@ def test_a_known_tail_on_a_cluster_that_is_active_again_is_waited_for_through_a_
     assert landing is None or landing <= 40, f"the reader at 30 is moved to {landing}, past the tail 30..39"
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: ListOffsets by timestamp leaves out every segment of a "
-                                       "cluster the chain once failed over from while it is unreachable "
-                                       "(list_offsets._failed_over_and_gone), the active segment moved back there too")
 def test_list_offsets_by_timestamp_waits_for_the_active_segment_of_a_cluster_failed_over_from_before():
     """BACK: the active segment is on c1 again. c1 blips unreachable; a consumer asks the first offset at or after T
     (offsetsForTimes, a by-duration reset). Only c1's active segment has records that late; c2's sealed segment
@@ -171,9 +171,6 @@ def test_list_offsets_by_timestamp_waits_for_the_active_segment_of_a_cluster_fai
         f"answered offset {p.offset} (error {p.error_code}) while the active segment's cluster could not be asked")
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvfetch: a cluster the proxy has not refreshed yet counts as "
-                                       "reachable without any physical topic (PhysicalClusters: reachable until a "
-                                       "refresh fails, topic ids empty), which plan.lost_for_good reads as 'lost'")
 def test_a_sealed_segment_is_not_skipped_as_lost_before_its_cluster_s_first_metadata_refresh():
     """c1 is being decommissioned (DRAINING): readers still read its sealed segment, logical 0..29. An operator
     changes c1's bootstrap (PUT /v1/clusters/c1, say a broker replaced); the new view reaches the proxy, whose

@@ -32,10 +32,11 @@ Backpressure: once reading reaches the staging buffer's end with more than half 
 whose unanswered requests stay just under its size) and it cannot grow (at 1 MiB, or the budget refused), and the
 connection does not wait for bytes not all staged (its request slots or byte budgets are taken), reading is paused
 and the kernel's buffers fill, so TCP slows the client. A buffer that can still grow grows there (it would fill
-anyway). Both only when some unread bytes lie past the frame the reader is taking (pipelining): its rest alone (a
-large frame trickling in) is moved to the front by the next read, once per frame when the reader keeps up (not a
-frame read in chunks by a reader held back by the budget: DESIGN §4.12's known gaps), and pauses only if it
-fills the buffer. It resumes once the connection took bytes out so that at most half the buffer is unread
+anyway), but only when some unread bytes lie past the frame the reader is taking (pipelining): its rest alone (a
+large frame trickling in) never grows it, and pauses reading only if it fills the buffer or the reader does not wait
+(held back by the budget before a large frame's next chunk: read on, it was moved to the front again and again, ~3
+bytes per byte read); while the reader waits it is moved to the front by the next read, once per frame.
+It resumes once the connection took bytes out so that at most half the buffer is unread
 (`_taken`: moving the unread rest to its front then costs at most the bytes read into the room it makes; resumed at
 each frame taken, a buffer held full by a producer taking one frame per freed request slot moved ~960 KiB for each
 64 KiB read at 1 MiB, and paused only when full, one kept just under full moved 2-14 bytes per byte read), or at
@@ -201,10 +202,12 @@ class ClientFrames(asyncio.BufferedProtocol):
         """Reading reached the staging buffer's end with more than half of it unread. Frames staged behind the one
         the reader takes (pipelining) grow it, or, refused, pause reading. The rest of the frame being taken only
         (a large frame trickling in, which the reader copies into a buffer of its own) does neither: growth would
-        go unused and a pause cost a resume per frame; the next read moves it to the front (once per frame when the
-        reader keeps up: DESIGN §4.12's known gaps), unless it fills the buffer (then a pause: no room to give)."""
+        go unused, and while the reader waits a pause would cost a resume per frame: the next read moves it to the
+        front, once per frame. It pauses if it fills the buffer (no room to give) or the reader does not wait (held
+        back by the budget between a large frame's chunks: reading on moved it to the front again and again, ~3
+        bytes per byte read); the reader's next wait for bytes not staged, or its taking half, resumes reading."""
         if unread <= self._frame_left:
-            if unread == size:
+            if unread == size or self._waiter is None:
                 self._pause()
             return
         if self._grow():

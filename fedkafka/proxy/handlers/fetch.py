@@ -32,6 +32,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.codec import DecodeError
+from fedkafka.proxy.physical_offsets import LATEST, ask_physical
 from fedkafka.proxy.plan import (
     UNANSWERED,
     Broker,
@@ -43,6 +44,7 @@ from fedkafka.proxy.plan import (
     authorized,
     lost_for_good,
     readable_chain,
+    topic_missing,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
@@ -107,13 +109,20 @@ def handle(ctx: Context, header, request):
         if owed:  # a poll dropped before ended with records while this Fetch was out, which heard its broker itself
             owed.difference_update(b for b, r in zip(brokers, results, strict=True) if r is not UNANSWERED)
         throttle_ms = 0  # the longest a broker asks the proxy to back off: the client backs off as long (KIP-219)
+        unsettled: dict[tuple[str, int], _Route] = {}  # in-gap OFFSET_OUT_OF_RANGE: below the log start or past its end
         for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
-            answers.update(_translate(ctx, routes, result, now, broker))
+            for key, got in _translate(ctx, routes, result, now, broker).items():
+                if isinstance(got, _Route):
+                    unsettled[key] = got
+                else:
+                    answers[key] = got
             throttle_ms = max(throttle_ms, _throttle_ms(result))
-        budget = _Budget(request.max_bytes)  # over every answer with records, gap skips too, in the request's order
-        return FetchAnswer(version, ErrorCode.none, tuple(
-            rec.FetchTopicData(name, tuple(budget.fit(answers[(name, p)], p) for p in parts))
-            for name, parts in _in_topics(asked)), throttle_time_ms=throttle_ms)
+
+        def answer_with(settled: dict[tuple[str, int], rec.FetchPartitionData]) -> FetchAnswer:
+            answers.update(settled)
+            return _fetch_answer(version, request.max_bytes, asked, answers, throttle_ms)
+
+        return _settle_out_of_range(ctx, unsettled, answer_with) if unsettled else answer_with({})
 
     if not calls:
         return finish([])
@@ -150,6 +159,14 @@ def _note_dropped(owed: set[Broker], brokers: list[Broker], index: int, result) 
         owed.add(brokers[index])
 
 
+def _fetch_answer(version: int, max_bytes: int, asked: dict[tuple[str, int], Any],
+                  answers: dict[tuple[str, int], rec.FetchPartitionData], throttle_ms: int) -> FetchAnswer:
+    budget = _Budget(max_bytes)  # over every answer with records, gap skips too, in the request's order
+    return FetchAnswer(version, ErrorCode.none, tuple(
+        rec.FetchTopicData(name, tuple(budget.fit(answers[(name, p)], p) for p in parts))
+        for name, parts in _in_topics(asked)), throttle_time_ms=throttle_ms)
+
+
 def _asked(request) -> dict[tuple[str, int], Any]:
     """The client's partition requests, each (topic, partition) once, as Kafka's broker reads a Fetch (a
     LinkedHashMap): where the first entry of it was, with the last entry's request. Its answer names each once."""
@@ -179,9 +196,9 @@ def _placed(ctx: Context, route: _Route) -> tuple[str, int] | rec.FetchPartition
     node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
     if node is None or not ctx.physical.reachable(seg.cluster):
         ctx.physical.request_refresh(seg.cluster)
-        if route.target.in_gap and _tail_out_of_reach(ctx, seg):
+        if route.target.in_gap and not _tail_known(route) and _tail_out_of_reach(ctx, seg):
             return _skip_gap(route)
-        if lost_for_good(ctx, route.chain, seg):  # below its seal: to the next segment, nothing will answer here
+        if lost_for_good(ctx, route.chain, seg):  # below its seal or a known tail's end: nothing will answer here
             nxt = route.chain.next_segment(seg)  # (a sealed segment has one)
             return _skip_gap(route, nxt.logical_base if nxt is not None else seg.to_logical(seg.sealed_phys_end()))
         return _error(ErrorCode.not_leader_or_follower)
@@ -202,9 +219,23 @@ def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
 def _tail_out_of_reach(ctx: Context, seg: Segment) -> bool:
     """Inside a gap, the tail cannot be read now when its cluster is dead, or back without the physical topic: the
     reader skips it (docs/DESIGN.md §9.2). A cluster that answers and knows the topic but names no leader for the
-    partition yet (just restarted, its leader election follows) is waited for: a reader moved past the gap then
-    would pass records readable a moment later, and never come back for them."""
-    return not ctx.physical.reachable(seg.cluster) or ctx.physical.topic_id(seg.cluster, seg.topic) is None
+    partition yet (just restarted, its leader election follows), or whose metadata the proxy has not read yet (just
+    tracked: `topic_missing`), is waited for: a reader moved past the gap then would pass records readable a moment
+    later, and never come back for them."""
+    return not ctx.physical.reachable(seg.cluster) or topic_missing(ctx, seg)
+
+
+def _tail_known(route: _Route) -> bool:
+    """Inside a gap, a tail the chain knows holds the position's record: a later segment of the same physical
+    partition starts past it (A -> B -> A: the move back began at A's log end then, so the tail below was written and
+    replicated before A failed). It is waited for as records below a seal are (docs/DESIGN.md §9.2), never skipped
+    because its cluster blips unreachable or its high watermark, just restarted, still lags: the reader would pass
+    records it never comes back for. Only once they are lost for good (`proxy.plan.lost_for_good`) is it moved on.
+    A position at or past that segment's start is not routed here (`_nothing_left`); the segments after `seg` are
+    the ones with a larger logical base (the gap is between)."""
+    seg = route.target.segment
+    return any(s.logical_base > seg.logical_base and (s.cluster, s.topic, s.partition) ==
+               (seg.cluster, seg.topic, seg.partition) for s in route.chain.segments)
 
 
 def _upstream_request(request, routes: list[_Route], max_wait_ms: int) -> UpstreamFetch:
@@ -308,7 +339,8 @@ def _ends_the_wait(answer: rec.FetchPartitionData) -> bool:
 def _answers_at_once(result) -> bool:
     """A call's result that finishes the fetch without the other clusters' long polls (`Plan.return_early`), as
     Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an in-gap
-    OFFSET_OUT_OF_RANGE becomes a gap skip), an error for the whole answer, or a quota-throttled answer (KIP-219: the
+    OFFSET_OUT_OF_RANGE becomes a gap skip or the client's OFFSET_OUT_OF_RANGE,
+    `_settle_out_of_range`), an error for the whole answer, or a quota-throttled answer (KIP-219: the
     client is to back off now). Not a failed call: its partitions are answered NOT_LEADER_OR_FOLLOWER, which a
     metadata refresh does not mend while the broker is down (connections fail at once until its leadership moves),
     so the other clusters' long polls pace the client's fetches, as for an unreachable cluster (`_ends_the_wait`)."""
@@ -352,10 +384,11 @@ class _Budget:
 
 
 def _translate(ctx: Context, routes: list[_Route], result, now: Context | None = None,
-               broker: Broker | None = None) -> dict[tuple[str, int], rec.FetchPartitionData]:
+               broker: Broker | None = None) -> dict[tuple[str, int], rec.FetchPartitionData | _Route]:
     """The client's answers for one call's partitions; `now`: the proxy's view and fence when the answer arrived, if
     either changed since the routes were made (`_still_routed`); `broker`: the one that answered (named in a log
-    line when its offsets do not fit in the logical space)."""
+    line when its offsets do not fit in the logical space). A route instead of an answer: an OFFSET_OUT_OF_RANGE
+    inside a gap, answered once the physical log's bounds are known (`_settle_out_of_range`)."""
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
@@ -367,7 +400,7 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
         # unknown (-1: a guessed one, the position, would show a false lag of 0 and a false EOF in librdkafka)
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     physical = {(t.topic, p.partition_index): p for t in result.responses for p in t.partitions}
-    out = {}
+    out: dict[tuple[str, int], rec.FetchPartitionData | _Route] = {}
     for routed in routes:
         r = routed if now is None else _still_routed(now, routed)
         if r is None:  # the proxy would no longer ask this: no records, and the client fetches again
@@ -378,7 +411,7 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
         if pd is None:
             out[(r.topic, r.partition)] = _error(ErrorCode.unknown_server_error)
         elif pd.error_code == ErrorCode.offset_out_of_range and r.target.in_gap:
-            out[(r.topic, r.partition)] = _skip_gap(r)  # the dead cluster's tail ended below the position
+            out[(r.topic, r.partition)] = r  # below the tail's log start, or past its end: ask which
         elif pd.error_code != ErrorCode.none:
             if pd.error_code in _REFRESH_ON:
                 ctx.physical.request_refresh(seg.cluster)
@@ -413,7 +446,7 @@ def _partition_answer(route: _Route, pd, broker: Broker | None = None) -> rec.Fe
                                         max_epoch=chain.leader_epoch)
     except rec.RecordsError:
         return _error(ErrorCode.corrupt_message)
-    if route.target.in_gap and not data and _tail_ended(route.target, pd):
+    if route.target.in_gap and not data and _tail_ended(route.target, pd, _tail_known(route)):
         return _skip_gap(route)  # move the reader past the gap
     if not data and _compacted_to_seal(route.target, pd):
         return _skip_gap(route, route.target.segment.sealed_end())  # move the reader to the seal
@@ -455,13 +488,54 @@ def _nothing_left(target: FetchTarget) -> bool:
     return target.in_gap and target.stop_before is not None and target.physical_offset >= target.stop_before
 
 
-def _tail_ended(target: FetchTarget, pd) -> bool:
+def _tail_ended(target: FetchTarget, pd, known: bool = False) -> bool:
     """Nothing of the dead cluster's tail at or after the position: the broker has no record there, or only
-    records at or past the gap's end (a later segment of the same physical partition)."""
+    records at or past the gap's end (a later segment of the same physical partition). A high watermark at or below
+    the position of a tail the chain knows (`known`, `_tail_known`) lags (the cluster just restarted): not an end."""
     if pd.high_watermark <= target.physical_offset:
-        return True
+        return not known
     limit = target.sealed_stop_before()
     return any(h.base_offset >= limit for h in rec.walk_batches(pd.records or b"", allow_partial_tail=True))
+
+
+EARLIEST = -2  # ListOffsets: the log start
+
+
+def _settle_out_of_range(ctx: Context, unsettled: dict[tuple[str, int], _Route], then):
+    """Answers for in-gap OFFSET_OUT_OF_RANGE, which Kafka's broker answers alike below the log start (retention or
+    DeleteRecords moved it into the tail) and past the log end (ReplicaManager.readFromLog): a Plan asking each
+    physical partition's log start and high watermark (ListOffsets EARLIEST and LATEST), whose answers go to `then`
+    (`_after_out_of_range`). It used to be read as a tail that ended: a reader below the log start was moved past
+    the rest of the tail, records still there."""
+    physical = {key: (r.target.segment.cluster, r.target.segment.topic, r.target.segment.partition)
+                for key, r in unsettled.items()}
+
+    def respond(bounds: dict, _brokers) -> Any:
+        return then({key: _after_out_of_range(r, bounds.get((physical[key], EARLIEST)),
+                                              bounds.get((physical[key], LATEST)))
+                     for key, r in unsettled.items()})
+
+    asks = {(p, ts) for p in physical.values() for ts in (EARLIEST, LATEST)}
+    return ask_physical(ctx, asks, 0, respond)  # read_uncommitted: LATEST is the high watermark
+
+
+def _after_out_of_range(route: _Route, start, end) -> rec.FetchPartitionData:
+    """An in-gap OFFSET_OUT_OF_RANGE given the tail's physical log start and high watermark ((offset, timestamp), or
+    an error when not known). Below the log start with records of the tail left past it: OFFSET_OUT_OF_RANGE, as
+    Kafka answers, so the client resets per its policy (ListOffsets EARLIEST answers that log start, inside the gap).
+    The gap is skipped only when nothing of the tail is left at or after the position: the log start at or past the
+    tail's end, or the position at or past the log end of a tail the chain does not know (`_tail_known`: one it
+    knows is waited for). Bounds that say the position is readable now (the log changed meanwhile): no records, no
+    error, and the client fetches again."""
+    if not isinstance(start, tuple) or not isinstance(end, tuple):
+        return _error(ErrorCode.not_leader_or_follower)  # not known now: asked again with the client's next fetch
+    position, log_start, log_end = route.target.physical_offset, start[0], end[0]
+    if position < log_start:
+        ended = log_start >= route.target.sealed_stop_before()
+        return _skip_gap(route) if ended else _error(ErrorCode.offset_out_of_range)
+    if position >= log_end:
+        return _error(ErrorCode.not_leader_or_follower) if _tail_known(route) else _skip_gap(route)
+    return _error(ErrorCode.none)
 
 
 def _compacted_to_seal(target: FetchTarget, pd) -> bool:
