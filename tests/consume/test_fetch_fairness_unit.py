@@ -55,7 +55,8 @@ async def fetch_through(d: Dispatcher, plan: Plan):
     """The plan's calls sent and collected as the core's first round does (`Dispatcher._complete`), then its answer."""
     sent = await d._send(plan.calls, SLOT)
     results = await asyncio.wait_for(
-        d._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late), GUARD_S)
+        d._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late, plan.awaited_within_s),
+        GUARD_S)
     return plan.finish(results)
 
 

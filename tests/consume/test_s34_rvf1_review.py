@@ -3,6 +3,9 @@
 against. The owed broker's call in the next Fetch is the client's own poll (its max_wait, its min_bytes, its
 partitions), awaited until it ends: when that broker cannot answer it at once, the Fetch holds records another
 cluster answered at once (Kafka's broker, and the proxy before fairness, answered them at once).
+Fixed (s34-fixrvf1) but for the strict xfail left: the debt is per (broker, partition, offset), a call asking one
+awaited asks min_bytes 1, the wait for it is bounded by the client's max_wait (`Plan.awaited_within_s`), and a
+throttle is owed nothing.
 
 Real `Dispatcher._send`/`_collect` and `UpstreamPool`; the brokers are fakes on loopback (consume/
 test_abandoned_polls_unit.py) that answer as Kafka's broker does (at once with min_bytes of records or at max_wait 0,
@@ -109,7 +112,8 @@ async def _fetch(d, plan: Plan) -> asyncio.Future:
 
 
 async def _answer(d, plan: Plan, sent: list):
-    return plan.finish(await d._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late))
+    return plan.finish(await d._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late,
+                                        plan.awaited_within_s))
 
 
 async def _answered(fetching: asyncio.Future) -> bool:
@@ -145,8 +149,6 @@ async def _end(pool, busy: _Broker, slow: _Stocked, fetching: asyncio.Future):
     return partitions(result)
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvf1: the owed broker's call keeps the client's min_bytes, so a "
-                   "trickle cluster's broker holds it for the whole max_wait, and with it the busy cluster's records")
 def test_a_fetch_owing_a_trickle_cluster_answers_the_busy_cluster_s_min_bytes_at_once():
     """A consumer with fetch.min.bytes 500 (throughput tuning; a Java client's fetch.min.bytes) reads p1 on a busy
     cluster (690 bytes ready at every Fetch) and p0 on a slow one that gets a trickle (69 bytes per max_wait). Kafka's
@@ -176,8 +178,6 @@ def test_a_fetch_owing_a_trickle_cluster_answers_the_busy_cluster_s_min_bytes_at
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvf1: the debt is the broker's, not its partitions': a next Fetch "
-                   "that asks that broker only for partitions with nothing waits its whole long poll")
 def test_a_fetch_owing_a_broker_for_a_partition_it_no_longer_asks_does_not_wait_for_that_broker_s_long_poll():
     """The dropped answer had p0's records; the client's next Fetch no longer asks p0 (paused, revoked by a
     cooperative rebalance, or moved by a view change or a leader change to another broker) but asks p2, which the
@@ -204,8 +204,6 @@ def test_a_fetch_owing_a_broker_for_a_partition_it_no_longer_asks_does_not_wait_
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvf1: the wait for an owed broker is bounded by its call's timeout "
-                   "(max_wait + WAIT_MARGIN_S = 20 s more), not by the client's max_wait as DESIGN §3.1 says")
 def test_a_fetch_owing_a_broker_that_stopped_answering_is_answered_within_the_client_s_max_wait():
     """The slow broker's dropped answer had records (owed), then it stops answering (a stalled broker, a network
     dropping its packets: the connection stays open). The next Fetch (max_wait 100 ms) has p1's records from the busy
@@ -263,9 +261,6 @@ def test_a_dropped_answer_s_records_reach_the_next_fetch_asking_the_same_without
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvf1: a dropped throttled answer makes the next Fetch wait for its "
-                   "broker, which muted that connection for the throttle time (KIP-219): the busy cluster's records "
-                   "are held as long")
 def test_a_fetch_owing_a_throttled_broker_is_not_held_for_the_throttle_on_its_muted_connection():
     """The slow cluster's dropped answer was a quota throttle (Kafka's broker over a quota of the proxy's principal:
     no partition, a throttle time, and the connection muted for that time, KIP-219). Owed (`_answers_at_once`: a
