@@ -156,7 +156,7 @@ def _fair_plan(calls: list[Call], finish, brokers: list[Broker], owed: set[tuple
     is not waited for later): it holds at most the partitions of the polls this connection left running."""
     awaited = tuple(i for i, (b, c) in enumerate(zip(brokers, calls, strict=True))
                     if any((b, *at, offset) in owed for at, offset in _offsets_asked(c.request).items())) \
-        if owed else ()
+        if owed and len(calls) > 1 else ()  # (one call: its Fetch waits for it anyway, as the client asked)
     owed.clear()
     for i in awaited:
         calls[i] = replace(calls[i], request=replace(calls[i].request, min_bytes=1))
