@@ -837,7 +837,7 @@ class Dispatcher:
             left = None if until is None or not early else max(0.0, until - loop.time())
             done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             early = early or any(return_early(t.result()) for t in done)
-            if early and (all(tasks[i].done() for i in awaited) or (until is not None and loop.time() >= until)):
+            if early and (not done or all(tasks[i].done() for i in awaited)):  # (none done: `until` passed)
                 break
         for item in sent:  # a Fetch call still waiting for its turn (`_send_poll`): never sent now
             if type(item) is _Polled and item.sent is None:
