@@ -118,6 +118,9 @@ class Plan:
     # not sent then): a handler's fairness between the clusters of a connection's fetches (DESIGN §3.1).
     awaited: tuple[int, ...] = ()
     answered_late: Callable[[int, Any], None] | None = None
+    # With awaited: how long after the calls went out the core waits for them at most (None: until they end); past
+    # it, once another result satisfied return_early, it finishes without them (dropped, heard late as the others).
+    awaited_within_s: float | None = None
 
 
 class _NoResponse:

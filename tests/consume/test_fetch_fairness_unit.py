@@ -1,8 +1,9 @@
 """Fairness between the clusters of a connection's fetches (docs/DESIGN.md §3.1): a Fetch over two clusters finishes
 at the first answer Kafka's broker would give at once, and the slower cluster's call is dropped. When that dropped
-call ends with records (or an error, a throttle), the connection's next Fetch waits for that broker's answer too
-(`fetch._fair_plan`, `Plan.awaited`, `Plan.answered_late`); when it ends empty, nothing is owed and no Fetch waits
-for the quiet cluster. Unit tests of the handler's record, of the core's rule, and end to end through the real
+call ends with records (or an error), the connection's next Fetch asking those partitions there waits for that
+broker's answer too (`fetch._fair_plan`, `Plan.awaited`, `Plan.answered_late`), at most the client's max_wait
+(`Plan.awaited_within_s`); when it ends empty (or throttled), nothing is owed and no Fetch waits for the quiet
+cluster. Unit tests of the handler's record, of the core's rule, and end to end through the real
 `Dispatcher._send`/`_collect` and fake brokers on loopback (consume/test_abandoned_polls_unit.py)."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import datetime
 
 from kio.schema.errors import ErrorCode
 
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
 from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.plan import UNANSWERED, AnyBroker, Broker, Call, Context, Plan, UpstreamError
@@ -55,7 +58,8 @@ async def fetch_through(d: Dispatcher, plan: Plan):
     """The plan's calls sent and collected as the core's first round does (`Dispatcher._complete`), then its answer."""
     sent = await d._send(plan.calls, SLOT)
     results = await asyncio.wait_for(
-        d._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late), GUARD_S)
+        d._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late, plan.awaited_within_s),
+        GUARD_S)
     return plan.finish(results)
 
 
@@ -150,3 +154,57 @@ def test_a_slow_cluster_with_nothing_holds_up_no_fetch_of_a_busy_one():
         await _close(pool, busy, slow)
 
     asyncio.run(main())
+
+
+def test_the_debt_is_a_partition_at_the_offset_asked_and_its_call_asks_min_bytes_1_within_the_client_s_max_wait():
+    """Review s34-rvf1: what a dropped answer leaves owed is each partition it answered with records or an error, at
+    the offset asked (`Session.fetch_owed`); the next Fetch waits only for a call asking one of them there, which asks
+    min_bytes 1 (its records are at the broker: answered at once whatever the client's min_bytes), and at most the
+    client's max_wait (`Plan.awaited_within_s`, `OWED_WAIT_FLOOR_MS` at least). A throttle is owed nothing (its
+    broker muted that connection, KIP-219)."""
+    def plan_of(session: Session, *parts: tuple[str, int, int], min_bytes: int = 500, max_wait_ms: int = 2_000):
+        request = dataclasses.replace(fetch_request(*parts), min_bytes=min_bytes,
+                                      max_wait=datetime.timedelta(milliseconds=max_wait_ms))
+        return fetch.handle(connection_ctx(session), None, request)
+
+    session = Session()
+    plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
+    assert session.fetch_owed == {(SLOW, "t", 1, 8)}  # physical t/1 at 8: logical ("log", 0) at 75
+    plan = plan_of(session, ("log", 0, 75), ("log", 1, 0))
+    assert plan.awaited == (0,) and plan.awaited_within_s == 2.0
+    assert [c.request.min_bytes for c in plan.calls] == [1, 500]  # the busy cluster's call as the client asked
+    assert [c.request.max_wait_ms for c in plan.calls] == [2_000, 2_000]
+
+    plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
+    plan = plan_of(session, ("log", 0, 76), ("log", 1, 0))  # the client seeked p0: what was dropped is not asked
+    assert plan.awaited == () and plan.awaited_within_s is None
+    assert [c.request.min_bytes for c in plan.calls] == [500, 500]
+
+    plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
+    plan = plan_of(session, ("log", 0, 75), ("log", 1, 0), max_wait_ms=0)
+    assert plan.awaited == (0,) and plan.awaited_within_s == fetch.OWED_WAIT_FLOOR_MS / 1000  # a round trip's time
+
+    throttled = build(response_type(1, 12), {"throttle_time": datetime.timedelta(seconds=2), "responses": []})
+    assert fetch._answers_at_once(throttled)  # the Fetch it is part of finishes at once: the client backs off
+    plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, throttled)
+    assert session.fetch_owed == set() and plan_of(session, ("log", 0, 75), ("log", 1, 0)).awaited == ()
+
+
+def test_the_core_waits_for_an_awaited_call_at_most_awaited_within_s_then_drops_it():
+    """A stalled owed broker: past `awaited_within_s` the plan finishes without its call, dropped and heard late as
+    any other (review s34-rvf1: it was waited for until its own timeout, max_wait + WAIT_MARGIN_S)."""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        owed, busy = loop.create_future(), loop.create_future()
+        calls = [Call(AnyBroker(c), None) for c in ("owed", "busy")]
+        late: list[tuple[int, object]] = []
+        d = Dispatcher.__new__(Dispatcher)
+        collecting = asyncio.ensure_future(d._collect(calls, [owed, busy], lambda r: r == "data", (0,),
+                                                      lambda i, r: late.append((i, r)), 0.05))
+        busy.set_result("data")
+        assert await asyncio.wait_for(collecting, GUARD_S) == [UNANSWERED, "data"]
+        owed.set_result("data")
+        await asyncio.sleep(0.01)
+        assert late == [(0, "data")]
+
+    asyncio.run(scenario())

@@ -411,7 +411,8 @@ class Dispatcher:
         loop = self._loop or self.loop
         started = loop.time()
         try:
-            results = await self._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late)
+            results = await self._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late,
+                                          plan.awaited_within_s)
             elapsed = loop.time() - started
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, plan.calls, results)
@@ -810,7 +811,8 @@ class Dispatcher:
             return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
 
     async def _collect(self, calls, sent: list, return_early=None, awaited: tuple[int, ...] = (),
-                       answered_late: Callable[[int, Any], None] | None = None) -> list:
+                       answered_late: Callable[[int, Any], None] | None = None,
+                       awaited_within_s: float | None = None) -> list:
         one = self._one
         if len(calls) == 1:  # most requests: awaited here, without gather's Task per call
             results = [await one(calls[0], sent[0])]
@@ -822,16 +824,20 @@ class Dispatcher:
                                                   for c, s in zip(calls, sent, strict=True))))
             self.observer.upstream(calls, results)
             return results
-        # Finish at the first result with data, once the `awaited` calls have answered too; the others keep
-        # running (not cancelled, so a dedicated connection goes back to the pool only once its broker answered)
-        # and are dropped: `answered_late` hears of each one's result when it comes.
+        # Finish at the first result with data, once the `awaited` calls have answered too (or `awaited_within_s`
+        # passed: a stalled broker holds no answer longer); the others keep running (not cancelled, so a dedicated
+        # connection goes back to the pool only once its broker answered) and are dropped: `answered_late` hears of
+        # each one's result when it comes.
         tasks = [asyncio.ensure_future(one(c, s)) for c, s in zip(calls, sent, strict=True)]
         pending = set(tasks)
         early = False
+        loop = asyncio.get_running_loop()
+        until = None if awaited_within_s is None or not awaited else loop.time() + awaited_within_s
         while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            left = None if until is None or not early else max(0.0, until - loop.time())
+            done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             early = early or any(return_early(t.result()) for t in done)
-            if early and all(tasks[i].done() for i in awaited):
+            if early and (not done or all(tasks[i].done() for i in awaited)):  # (none done: `until` passed)
                 break
         for item in sent:  # a Fetch call still waiting for its turn (`_send_poll`): never sent now
             if type(item) is _Polled and item.sent is None:

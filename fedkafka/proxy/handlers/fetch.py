@@ -59,6 +59,9 @@ MIN_OFFSET = -(1 << 63)
 # The upstream call may run this much longer than the (clamped) max_wait: the broker answers at max_wait,
 # plus its own time to read and send up to max_bytes (the old fixed timeout for every call was 40 s).
 WAIT_MARGIN_S = 20.0
+# A Fetch waits for a call asking what an earlier one dropped (`_fair_plan`) at most the client's max_wait, and at
+# least this long: a farther cluster's round trip (a client's max_wait 0 would else drop that call every time).
+OWED_WAIT_FLOOR_MS = 500
 _REFRESH_ON = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition,
                ErrorCode.leader_not_available)
 
@@ -107,7 +110,8 @@ def handle(ctx: Context, header, request):
     def finish(results: list):
         now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
         if owed:  # a poll dropped before ended with records while this Fetch was out, which heard its broker itself
-            owed.difference_update(b for b, r in zip(brokers, results, strict=True) if r is not UNANSWERED)
+            heard = {b for b, r in zip(brokers, results, strict=True) if r is not UNANSWERED}
+            owed.difference_update([key for key in owed if key[0] in heard])
         throttle_ms = 0  # the longest a broker asks the proxy to back off: the client backs off as long (KIP-219)
         unsettled: dict[tuple[str, int], _Route] = {}  # in-gap OFFSET_OUT_OF_RANGE: below the log start or past its end
         for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
@@ -126,37 +130,62 @@ def handle(ctx: Context, header, request):
 
     if not calls:
         return finish([])
-    return _fair_plan(calls, finish, brokers, owed)
+    return _fair_plan(calls, finish, brokers, owed, max_wait_ms)
 
 
-def _owed(ctx: Context) -> set[Broker]:
-    """The brokers whose answers this client connection's fetches dropped (`Session.fetch_owed`, made on first use)."""
+def _owed(ctx: Context) -> set[tuple[Broker, str, int, int]]:
+    """What this client connection's fetches dropped (`Session.fetch_owed`, made on first use): (broker, physical
+    topic, partition, offset asked) of each partition a dropped answer had records or an error for."""
     owed = ctx.session.fetch_owed
     if owed is None:
         owed = ctx.session.fetch_owed = set()
     return owed
 
 
-def _fair_plan(calls: list[Call], finish, brokers: list[Broker], owed: set[Broker]) -> Plan:
+def _fair_plan(calls: list[Call], finish, brokers: list[Broker], owed: set[tuple[Broker, str, int, int]],
+               max_wait_ms: int) -> Plan:
     """The fetch's plan: it finishes at the first answer Kafka's broker would give at once (`_answers_at_once`), but
-    not before the brokers whose such answer the connection's fetches dropped since they last heard them (`owed`,
-    `_note_dropped`): a faster cluster with records at every Fetch had a slower one's answers dropped every time, its
-    partitions starved (DESIGN §3.1). Kafka's broker answers every partition with data; here a partition whose records
-    were dropped gets them with the connection's next Fetch after the dropped answer came, which waits for its broker
-    (within the client's max_wait; its records are still there, so its broker answers at once). A cluster with
-    nothing ends its poll empty and is owed nothing: no Fetch waits for it. `owed` is consumed here (a broker not
-    asked now is not waited for later): it holds at most the brokers of the polls this connection left running."""
-    awaited = tuple(i for i, b in enumerate(brokers) if b in owed) if owed else ()
+    not before the calls asking a partition, at the offset, whose such answer the connection's fetches dropped since
+    they last heard its broker (`owed`, `_note_dropped`): a faster cluster with records at every Fetch had a slower
+    one's answers dropped every time, its partitions starved (DESIGN §3.1). Such a call asks min_bytes 1: its records
+    (or error) are still at the broker, which answers it at once, as Kafka's broker answers a Fetch whose other
+    partitions hold min_bytes; the client's min_bytes kept, a trickle cluster's broker would hold it for its whole
+    max_wait. It is waited for at most the client's max_wait (`OWED_WAIT_FLOOR_MS` at least: one round trip to a
+    farther cluster), then dropped as any other (a stalled broker). A call not asking an owed partition at its
+    offset is not waited for (the client paused it, or seeked). `owed` is consumed here (a partition not asked now
+    is not waited for later): it holds at most the partitions of the polls this connection left running."""
+    awaited = tuple(i for i, (b, c) in enumerate(zip(brokers, calls, strict=True))
+                    if any((b, *at, offset) in owed for at, offset in _offsets_asked(c.request).items())) \
+        if owed and len(calls) > 1 else ()  # (one call: its Fetch waits for it anyway, as the client asked)
     owed.clear()
-    late = functools.partial(_note_dropped, owed, brokers) if len(calls) > 1 else None
-    return Plan(calls, finish, return_early=_answers_at_once, awaited=awaited, answered_late=late)
+    for i in awaited:
+        calls[i] = replace(calls[i], request=replace(calls[i].request, min_bytes=1))
+    late = functools.partial(_note_dropped, owed, brokers, calls) if len(calls) > 1 else None
+    return Plan(calls, finish, return_early=_answers_at_once, awaited=awaited, answered_late=late,
+                awaited_within_s=max(max_wait_ms, OWED_WAIT_FLOOR_MS) / 1000 if awaited else None)
 
 
-def _note_dropped(owed: set[Broker], brokers: list[Broker], index: int, result) -> None:
-    """A call its fetch finished without ended: dropped, and owed to the connection's next Fetch when it held what
-    Kafka's broker answers at once (records, an error, a throttle); nothing when it timed out empty or failed."""
-    if _answers_at_once(result):
-        owed.add(brokers[index])
+def _offsets_asked(request: UpstreamFetch) -> dict[tuple[str, int], int]:
+    """(physical topic, partition) -> the offset an upstream Fetch asks there."""
+    return {(t.topic, p.partition): p.fetch_offset for t in request.topics for p in t.partitions}
+
+
+def _note_dropped(owed: set[tuple[Broker, str, int, int]], brokers: list[Broker], calls: list[Call], index: int,
+                  result) -> None:
+    """A call its fetch finished without ended: dropped, and owed to the connection's next Fetch asking the same
+    there, each partition it answered with what Kafka's broker answers at once (records, an error; every partition
+    asked for an error of the whole answer); nothing when it timed out empty or failed, nor for a quota throttle
+    (KIP-219: its broker muted that connection for the throttle time, and a call waited for there would hold the
+    other clusters' records as long; the broker's next answer to this connection tells the throttle again)."""
+    if not _answers_at_once(result) or _throttle_ms(result) > 0:
+        return
+    broker, asked = brokers[index], _offsets_asked(calls[index].request)
+    if result.error_code:
+        owed.update((broker, *at, offset) for at, offset in asked.items())
+        return
+    owed.update((broker, t.topic, p.partition_index, asked[(t.topic, p.partition_index)])
+                for t in result.responses for p in t.partitions
+                if (p.records or p.error_code) and (t.topic, p.partition_index) in asked)
 
 
 def _fetch_answer(version: int, max_bytes: int, asked: dict[tuple[str, int], Any],
