@@ -1,13 +1,12 @@
 """Review s34-rvf23 of b64b7fc (s34-fixf23): an OFFSET_OUT_OF_RANGE inside an unclean gap read with the tail's log
 bounds (`fetch._settle_out_of_range`, `_after_out_of_range`) and a tail the chain knows waited for (`_tail_known`).
-Each strict xfail shows a defect on the code it was written against (a consumer that misses records, reads some
-again and again, or is stuck)."""
+Each test was a strict xfail showing a defect on the code it was written against (a consumer that misses records,
+reads some again and again, or is stuck), fixed by s34-fixrvf23."""
 
 from __future__ import annotations
 
 import uuid
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from consume.test_gap_tail_bounds_unit import AGAIN_VIEW
@@ -48,11 +47,6 @@ def _out_of_range_in_gap(context: Context, position: int, values: dict):
     return partitions(_bounded(plan.finish([_kafka_out_of_range("t", 0)]), values))[("log", 0)]
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvf23 finding 1: fetch._after_out_of_range counts a tail as ended "
-                                       "below its log start only when the log start reaches the gap's end "
-                                       "(sealed_stop_before, 2^40 past the seal for a tail the chain does not know), "
-                                       "not the tail's high watermark: a tail DeleteRecords or retention emptied "
-                                       "(log start == high watermark) answers OFFSET_OUT_OF_RANGE, not a gap skip")
 def test_a_reader_in_a_gap_whose_tail_was_emptied_whole_skips_the_gap_not_reset():
     """FAILED: c1's segment sealed at 30, the gap up to 30 + GAP, c1 came back with a tail 30..36 (high watermark 37).
     DeleteRecords through the proxy past the tail empties it to its high watermark (docs/DESIGN.md §5.5: "all of the
@@ -120,12 +114,6 @@ def _consume_from(context: Context, position: int, fetches: int = 8) -> list[int
     return read
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvf23 finding 2: an in-gap position below the tail's log start is "
-                                       "answered OFFSET_OUT_OF_RANGE (fetch._after_out_of_range) though the logical "
-                                       "partition's earliest is below it (an older segment on another cluster still "
-                                       "holds records): the reset goes back there, and the segment whose front is "
-                                       "gone answers OFFSET_OUT_OF_RANGE again (fetch._translate): an endless reset "
-                                       "loop re-reading the older segment; the tail's records are never read")
 def test_a_reader_below_the_tail_s_log_start_with_an_older_segment_left_reads_the_tail_not_a_reset_loop():
     """HOLE: a group committed logical 41 (c1's physical 31, in the gap) before c1's log start moved to 33. The
     consumer (auto.offset.reset=earliest) fetches 41: c1 answers OFFSET_OUT_OF_RANGE, the proxy asks c1's bounds
@@ -144,12 +132,6 @@ def test_a_reader_below_the_tail_s_log_start_with_an_older_segment_left_reads_th
         f"records read more than once: {again}")
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvf23 finding 3: fetch._after_out_of_range answers an "
-                                       "OFFSET_OUT_OF_RANGE past the log end of a tail the chain knows "
-                                       "NOT_LEADER_OR_FOLLOWER for good (the tail is gone: the physical topic created "
-                                       "again by hand, or truncated), where the same cluster's records below the seal "
-                                       "answer OFFSET_OUT_OF_RANGE and the client resets: a stuck consumer, fetching "
-                                       "in a loop (each Fetch answered at once, three upstream calls)")
 def test_a_known_tail_whose_log_no_longer_holds_it_is_answered_as_records_below_the_seal_are():
     """AGAIN (c1 -> c2 -> c1 -> c3: the first gap's tail, physical 30..39, is known; c1 is read_only after the second
     failover). c1's data was lost and the operator created the physical topic again by hand (docs/DESIGN.md §9.3,
