@@ -6,7 +6,8 @@ segment and physical offset (`view.offsets.resolve_fetch`), ask that segment's c
 logical space: batches beyond a seal dropped, base offsets shifted, watermarks and aborted transactions
 translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer has session_id 0.
 A position inside an unclean gap (docs/DESIGN.md §9) reads the tail its dead cluster may hold and, where
-there is none, is answered with empty batches that move the reader to the gap's end.
+there is none, is answered with empty batches that move the reader to the gap's end; so is a hole inside the
+logical log (a segment's log start past the position while records before it are left, §5.5).
 A fetch finishes without waiting on a long poll as Kafka's broker answers at once (ReplicaManager.fetchMessages):
 a partition answered with data or an error (the proxy's own answer, or a broker's) ends it (`_ends_the_wait`,
 `_answers_at_once`, `Plan.return_early`), and a quota-throttled broker's empty answer (KIP-219) is no error: its
@@ -347,8 +348,8 @@ def _ends_the_wait(answer: rec.FetchPartitionData) -> bool:
 
 def _answers_at_once(result) -> bool:
     """A call's result that finishes the fetch without the other clusters' long polls (`Plan.return_early`), as
-    Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an in-gap
-    OFFSET_OUT_OF_RANGE becomes a gap skip or the client's OFFSET_OUT_OF_RANGE,
+    Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an
+    OFFSET_OUT_OF_RANGE read with the log's bounds becomes a skip or the client's OFFSET_OUT_OF_RANGE,
     `_settle_out_of_range`), an error for the whole answer, or a quota-throttled answer (KIP-219: the
     client is to back off now). Not a failed call: its partitions are answered NOT_LEADER_OR_FOLLOWER, which a
     metadata refresh does not mend while the broker is down (connections fail at once until its leadership moves),
@@ -397,7 +398,9 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
     """The client's answers for one call's partitions; `now`: the proxy's view and fence when the answer arrived, if
     either changed since the routes were made (`_still_routed`); `broker`: the one that answered (named in a log
     line when its offsets do not fit in the logical space). A route instead of an answer: an OFFSET_OUT_OF_RANGE
-    inside a gap, answered once the physical log's bounds are known (`_settle_out_of_range`)."""
+    inside a gap or on a segment after the chain's first, answered once the physical log's bounds and the logical
+    log start are known (`_settle_out_of_range`); on the first segment outside a gap nothing is before it, and it
+    is the client's answer as it is."""
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
