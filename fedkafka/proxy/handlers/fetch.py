@@ -6,7 +6,8 @@ segment and physical offset (`view.offsets.resolve_fetch`), ask that segment's c
 logical space: batches beyond a seal dropped, base offsets shifted, watermarks and aborted transactions
 translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer has session_id 0.
 A position inside an unclean gap (docs/DESIGN.md §9) reads the tail its dead cluster may hold and, where
-there is none, is answered with empty batches that move the reader to the gap's end.
+there is none, is answered with empty batches that move the reader to the gap's end; so is a hole inside the
+logical log (a segment's log start past the position while records before it are left, §5.5).
 A fetch finishes without waiting on a long poll as Kafka's broker answers at once (ReplicaManager.fetchMessages):
 a partition answered with data or an error (the proxy's own answer, or a broker's) ends it (`_ends_the_wait`,
 `_answers_at_once`, `Plan.return_early`), and a quota-throttled broker's empty answer (KIP-219) is no error: its
@@ -32,7 +33,14 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.codec import DecodeError
-from fedkafka.proxy.physical_offsets import LATEST, ask_physical
+from fedkafka.proxy.physical_offsets import (
+    EARLIEST,
+    LATEST,
+    ask_physical,
+    log_start_asks,
+    logical_log_start,
+    seg_key,
+)
 from fedkafka.proxy.plan import (
     UNANSWERED,
     Broker,
@@ -113,7 +121,7 @@ def handle(ctx: Context, header, request):
             heard = {b for b, r in zip(brokers, results, strict=True) if r is not UNANSWERED}
             owed.difference_update([key for key in owed if key[0] in heard])
         throttle_ms = 0  # the longest a broker asks the proxy to back off: the client backs off as long (KIP-219)
-        unsettled: dict[tuple[str, int], _Route] = {}  # in-gap OFFSET_OUT_OF_RANGE: below the log start or past its end
+        unsettled: dict[tuple[str, int], _Route] = {}  # OFFSET_OUT_OF_RANGE read with the log's bounds
         for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
             for key, got in _translate(ctx, routes, result, now, broker).items():
                 if isinstance(got, _Route):
@@ -126,7 +134,9 @@ def handle(ctx: Context, header, request):
             answers.update(settled)
             return _fetch_answer(version, request.max_bytes, asked, answers, throttle_ms)
 
-        return _settle_out_of_range(ctx, unsettled, answer_with) if unsettled else answer_with({})
+        if not unsettled:
+            return answer_with({})
+        return _settle_out_of_range(ctx, unsettled, answer_with, max_wait_ms / 1000 + WAIT_MARGIN_S)
 
     if not calls:
         return finish([])
@@ -367,8 +377,8 @@ def _ends_the_wait(answer: rec.FetchPartitionData) -> bool:
 
 def _answers_at_once(result) -> bool:
     """A call's result that finishes the fetch without the other clusters' long polls (`Plan.return_early`), as
-    Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an in-gap
-    OFFSET_OUT_OF_RANGE becomes a gap skip or the client's OFFSET_OUT_OF_RANGE,
+    Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an
+    OFFSET_OUT_OF_RANGE read with the log's bounds becomes a skip or the client's OFFSET_OUT_OF_RANGE,
     `_settle_out_of_range`), an error for the whole answer, or a quota-throttled answer (KIP-219: the
     client is to back off now). Not a failed call: its partitions are answered NOT_LEADER_OR_FOLLOWER, which a
     metadata refresh does not mend while the broker is down (connections fail at once until its leadership moves),
@@ -417,7 +427,9 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
     """The client's answers for one call's partitions; `now`: the proxy's view and fence when the answer arrived, if
     either changed since the routes were made (`_still_routed`); `broker`: the one that answered (named in a log
     line when its offsets do not fit in the logical space). A route instead of an answer: an OFFSET_OUT_OF_RANGE
-    inside a gap, answered once the physical log's bounds are known (`_settle_out_of_range`)."""
+    inside a gap or on a segment after the chain's first, answered once the physical log's bounds and the logical
+    log start are known (`_settle_out_of_range`); on the first segment outside a gap nothing is before it, and it
+    is the client's answer as it is."""
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
@@ -439,8 +451,8 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
         pd = physical.get((seg.topic, seg.partition))
         if pd is None:
             out[(r.topic, r.partition)] = _error(ErrorCode.unknown_server_error)
-        elif pd.error_code == ErrorCode.offset_out_of_range and r.target.in_gap:
-            out[(r.topic, r.partition)] = r  # below the tail's log start, or past its end: ask which
+        elif pd.error_code == ErrorCode.offset_out_of_range and (r.target.in_gap or seg is not r.chain.segments[0]):
+            out[(r.topic, r.partition)] = r  # below the log start, or past its end: ask which (and what is before)
         elif pd.error_code != ErrorCode.none:
             if pd.error_code in _REFRESH_ON:
                 ctx.physical.request_refresh(seg.cluster)
@@ -527,44 +539,66 @@ def _tail_ended(target: FetchTarget, pd, known: bool = False) -> bool:
     return any(h.base_offset >= limit for h in rec.walk_batches(pd.records or b"", allow_partial_tail=True))
 
 
-EARLIEST = -2  # ListOffsets: the log start
+def _settle_out_of_range(ctx: Context, unsettled: dict[tuple[str, int], _Route], then, timeout_s: float):
+    """Answers for OFFSET_OUT_OF_RANGE inside a gap or on a segment with others before it, which Kafka's broker
+    answers alike below the log start (retention or DeleteRecords moved it) and past the log end
+    (ReplicaManager.readFromLog): a Plan asking each physical partition's log start and high watermark (ListOffsets
+    EARLIEST and LATEST) and what the logical log start is read from (`log_start_asks`: the segments before), whose
+    answers go to `then` (`_after_out_of_range`). Bounded as the Fetch's own calls (`timeout_s`). An in-gap one used
+    to be read as a tail that ended (a reader below the log start moved past the rest of the tail), and one below a
+    later segment's log start answered OFFSET_OUT_OF_RANGE while an earlier segment held records: the reset went back
+    there, and came to the same hole again, for good."""
+    asks = set()
+    for r in unsettled.values():
+        seg = r.target.segment
+        asks.update(log_start_asks(r.chain.segments[:r.chain.segments.index(seg)]))
+        asks.update(((seg_key(seg), EARLIEST), (seg_key(seg), LATEST)))
+
+    def respond(physical: dict, _brokers) -> Any:
+        return then({key: _after_out_of_range(ctx, r, physical) for key, r in unsettled.items()})
+
+    # read_uncommitted: LATEST is the high watermark
+    return ask_physical(ctx, asks, 0, respond, timeout_s=timeout_s, client_timeout=True)
 
 
-def _settle_out_of_range(ctx: Context, unsettled: dict[tuple[str, int], _Route], then):
-    """Answers for in-gap OFFSET_OUT_OF_RANGE, which Kafka's broker answers alike below the log start (retention or
-    DeleteRecords moved it into the tail) and past the log end (ReplicaManager.readFromLog): a Plan asking each
-    physical partition's log start and high watermark (ListOffsets EARLIEST and LATEST), whose answers go to `then`
-    (`_after_out_of_range`). It used to be read as a tail that ended: a reader below the log start was moved past
-    the rest of the tail, records still there."""
-    physical = {key: (r.target.segment.cluster, r.target.segment.topic, r.target.segment.partition)
-                for key, r in unsettled.items()}
-
-    def respond(bounds: dict, _brokers) -> Any:
-        return then({key: _after_out_of_range(r, bounds.get((physical[key], EARLIEST)),
-                                              bounds.get((physical[key], LATEST)))
-                     for key, r in unsettled.items()})
-
-    asks = {(p, ts) for p in physical.values() for ts in (EARLIEST, LATEST)}
-    return ask_physical(ctx, asks, 0, respond)  # read_uncommitted: LATEST is the high watermark
-
-
-def _after_out_of_range(route: _Route, start, end) -> rec.FetchPartitionData:
-    """An in-gap OFFSET_OUT_OF_RANGE given the tail's physical log start and high watermark ((offset, timestamp), or
-    an error when not known). Below the log start with records of the tail left past it: OFFSET_OUT_OF_RANGE, as
-    Kafka answers, so the client resets per its policy (ListOffsets EARLIEST answers that log start, inside the gap).
-    The gap is skipped only when nothing of the tail is left at or after the position: the log start at or past the
-    tail's end, or the position at or past the log end of a tail the chain does not know (`_tail_known`: one it
-    knows is waited for). Bounds that say the position is readable now (the log changed meanwhile): no records, no
-    error, and the client fetches again."""
+def _after_out_of_range(ctx: Context, route: _Route, physical: dict) -> rec.FetchPartitionData:
+    """An OFFSET_OUT_OF_RANGE given the segment's physical log start and high watermark, and what the segments before
+    it hold (`ask_physical`'s answers; a bound not known: NOT_LEADER_OR_FOLLOWER, asked again with the next fetch).
+    Below the log start: a hole inside the logical log, where records before it are left (the logical log start,
+    ListOffsets EARLIEST's answer, at or below the position), is skipped as a compacted range is, to the first
+    offset that may hold a record (`_past_the_hole`); so is a gap with nothing of its tail left at or after the
+    position (docs/DESIGN.md §9.2). Otherwise the position is below the logical log start: OFFSET_OUT_OF_RANGE, as
+    Kafka answers, and the client resets to that log start, past the position (no loop). Past the log end: a gap's
+    tail the chain does not know ended (`_tail_known`), skipped; else OFFSET_OUT_OF_RANGE (past the active log's end,
+    or records below a seal or in a known tail the log no longer holds: the client resets, §9.3). Bounds that say
+    the position is readable now (the log changed meanwhile): no records, no error, and the client fetches again."""
+    seg, target = route.target.segment, route.target
+    start, end = physical.get((seg_key(seg), EARLIEST)), physical.get((seg_key(seg), LATEST))
     if not isinstance(start, tuple) or not isinstance(end, tuple):
-        return _error(ErrorCode.not_leader_or_follower)  # not known now: asked again with the client's next fetch
-    position, log_start, log_end = route.target.physical_offset, start[0], end[0]
+        return _error(ErrorCode.not_leader_or_follower)
+    position, log_start, log_end = target.physical_offset, start[0], end[0]
     if position < log_start:
-        ended = log_start >= route.target.sealed_stop_before()
-        return _skip_gap(route) if ended else _error(ErrorCode.offset_out_of_range)
+        landing = _past_the_hole(route, log_start, log_end)
+        if (target.in_gap and landing == target.gap_end) or \
+                logical_log_start(ctx, route.chain, physical) <= seg.to_logical(position):
+            return _skip_gap(route, landing)
+        return _error(ErrorCode.offset_out_of_range)
     if position >= log_end:
-        return _error(ErrorCode.not_leader_or_follower) if _tail_known(route) else _skip_gap(route)
+        return _skip_gap(route) if target.in_gap and not _tail_known(route) else _error(ErrorCode.offset_out_of_range)
     return _error(ErrorCode.none)
+
+
+def _past_the_hole(route: _Route, log_start: int, log_end: int) -> int:
+    """Where a reader below its segment's physical log start lands: the log start's logical offset, or the end of
+    what the segment may hold (a gap's end, the seal) when its log starts past that, or when the log of a gap's tail
+    the chain does not know is empty (emptied whole by DeleteRecords or retention: nothing of it at or after the
+    position). A known tail's or a sealed segment's empty log is not skipped past: a high watermark just restarted
+    may lag, and the reader at the log start waits as it would there."""
+    target = route.target
+    stop = target.stop_before
+    if stop is not None and (log_start >= stop or (target.in_gap and log_start >= log_end and not _tail_known(route))):
+        return target.gap_end if target.gap_end is not None else target.segment.sealed_end()
+    return target.segment.to_logical(log_start)
 
 
 def _compacted_to_seal(target: FetchTarget, pd) -> bool:

@@ -16,7 +16,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.physical_offsets import PhysKey, ask_physical
+from fedkafka.proxy.physical_offsets import PhysKey, ask_physical, log_start_asks, logical_log_start
 from fedkafka.proxy.plan import (
     Broker,
     Context,
@@ -28,7 +28,7 @@ from fedkafka.proxy.plan import (
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import ClusterState, PartitionChain, Segment
-from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
+from fedkafka.view.offsets import latest_offset, offset_for_timestamp
 
 API_KEYS = {2: (1, 8)}
 ROLE = "consume"
@@ -111,10 +111,10 @@ def _question(ctx: Context, topic: str, p) -> _Question | dict:
     q = _Question(topic, p.partition_index, chain, ts, p)
     if ts == LATEST:
         q.asks.append((_key(chain.active), LATEST))
+    elif ts == EARLIEST:  # and the sealed segments' log ends: one at or below its segment's start lost its data
+        q.asks.extend(log_start_asks(chain.segments))
     else:
         q.asks.extend((_key(s), ts) for s in chain.segments)
-    if ts == EARLIEST:  # and the sealed segments' log ends: one at or below its segment's start lost its data
-        q.asks.extend((_key(s), LATEST) for s in chain.segments if s.phys_end is not None)
     return q
 
 
@@ -138,16 +138,9 @@ def _answer(ctx: Context, q: _Question, physical: dict) -> dict:
             return _error(got[0] or ErrorCode.not_leader_or_follower)
         return {"error_code": ErrorCode.none, "timestamp": -1, "offset": latest_offset(chain, got[0][0]),
                 "leader_epoch": epoch}
-    if q.timestamp == EARLIEST:
-        n = len(chain.segments)
-        starts = {s: (g[0] if isinstance(g, tuple) else None) for s, g in zip(chain.segments, got[:n], strict=True)}
-        ends = {s: (g[0] if isinstance(g, tuple) else None)
-                for s, g in zip([s for s in chain.segments if s.phys_end is not None], got[n:], strict=True)}
-        for s in chain.segments:  # no answer from one lost for good, ever: skipped, as if its log ended at its start
-            if starts[s] is None and lost_for_good(ctx, chain, s):
-                starts[s] = ends[s] = s.phys_start
-        return {"error_code": ErrorCode.none, "timestamp": -1,
-                "offset": earliest_offset(chain, lambda s: starts[s], ends.get), "leader_epoch": epoch}
+    if q.timestamp == EARLIEST:  # where Fetch answers OFFSET_OUT_OF_RANGE below (fetch._after_out_of_range)
+        return {"error_code": ErrorCode.none, "timestamp": -1, "offset": logical_log_start(ctx, chain, physical),
+                "leader_epoch": epoch}
     # a segment that could not be asked may hold the answer: only the segments before it can give one
     blocked = _first_unanswered(ctx, chain, got)
     if q.timestamp == MAX_TIMESTAMP:
