@@ -6,10 +6,14 @@ loopback)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
+from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
+from fedkafka.view.model import ProxyRole
 from proxy.test_produce_lane import Broker, answers_of, ask, batch, frame, proxy, run, view
 
 FOLLOWER_LAG_MS = 1_000  # how long the stand-in's followers take to fetch a write
@@ -56,8 +60,8 @@ class LaggingReplicas(Broker):
 # is 30 s), and take the send deadline from something other than that field; say in DESIGN §4.1 what acks=1 clients
 # lose.
 @pytest.mark.xfail(strict=True, reason="rvproduce finding 1: an acks=1 request's timeout (ignored by Kafka for acks=1) "
-                                        "is the proxy's acks=all replication wait: appended, answered REQUEST_TIMED_OUT,"
-                                        " the client's retry appends it again")
+                                        "is the proxy's acks=all replication wait: appended, answered "
+                                        "REQUEST_TIMED_OUT, the client's retry appends it again")
 @pytest.mark.parametrize("lane", [True, False])
 def test_an_acks_one_produce_with_a_short_timeout_is_acked_once_as_kafka_acks_it(lane):
     async def scenario():
@@ -75,3 +79,34 @@ def test_an_acks_one_produce_with_a_short_timeout_is_acked_once_as_kafka_acks_it
     first, appended = run(scenario)
     # what a broker answers acks=1: written at once, once
     assert (first[0], appended) == (0, 1), f"answered {ErrorCode(first[0]).name}, appended {appended} times"
+
+
+# Finding 2 (stuck producer: every new idempotent producer, on a proxy run with --view-file). Without a controller the
+# proxy takes one random block of 2**20 logical producer ids at its start (server.ProxyServer.__init__:
+# `add_block(random..., 1 << 20)`) and its ProducerIdTable has no `fetch_block`, so `_schedule_refill` does nothing:
+# after 1,048,576 InitProducerId answers (a client creating a producer per task or request; Java producers are
+# idempotent by default since Kafka 3.0, one InitProducerId each) `next_logical` is None for good and every
+# InitProducerId is answered COORDINATOR_NOT_AVAILABLE (retriable: clients retry it until they give up) until the
+# process restarts. Suggested fix: in static mode give the table a `fetch_block` that draws another random block
+# (the ids never reach a broker, server.py says so), or let `next_logical` draw one itself when it has no source.
+@pytest.mark.xfail(strict=True, reason="rvproduce finding 2: a --view-file proxy's one block of 2**20 logical producer "
+                                        "ids is never refilled: InitProducerId answers COORDINATOR_NOT_AVAILABLE "
+                                        "for good")
+def test_a_static_view_proxy_keeps_handing_out_producer_ids_past_its_first_block(tmp_path):
+    view_file = tmp_path / "view.json"
+    view_file.write_text("{}")
+
+    async def scenario():
+        server = ProxyServer(ProxyConfig(role=ProxyRole.PPROXY, host="127.0.0.1", port=0,
+                                         advertised_host="127.0.0.1", view_file=view_file))
+        ids = server.producer_ids
+        handed_out = 0
+        while ids.next_logical() is not None:  # InitProducerId answers these (handlers/init_producer_id.py)
+            handed_out += 1
+        for _ in range(20):  # give any refill it schedules its turns
+            await asyncio.sleep(0.01)
+        return handed_out, ids.next_logical()
+
+    handed_out, after = asyncio.run(scenario())
+    assert handed_out == 1 << 20
+    assert after is not None, "no producer id after the first block: InitProducerId is COORDINATOR_NOT_AVAILABLE"
