@@ -12,6 +12,7 @@ import pytest
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
+from fedkafka.proxy.core.dispatch import ProtocolViolation
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.view.model import ProxyRole
 from proxy.test_produce_lane import Broker, answers_of, ask, batch, frame, proxy, run, view
@@ -110,3 +111,52 @@ def test_a_static_view_proxy_keeps_handing_out_producer_ids_past_its_first_block
     handed_out, after = asyncio.run(scenario())
     assert handed_out == 1 << 20
     assert after is not None, "no producer id after the first block: InitProducerId is COORDINATOR_NOT_AVAILABLE"
+
+
+# Finding 3 (stuck producer; and an acks=0 produce answered). The advertised table is the intersection of every
+# cluster's ApiVersions (dispatch.Dispatcher.advertised), read again at each metadata refresh (physical.learn sets
+# `changed`), so it can narrow under connections that negotiated the wider one: a cluster added with an older Kafka
+# (its first refresh lowers Produce's max for every client already connected), a broker of an older version read
+# during a rolling upgrade or downgrade. A client keeps its connection's negotiated version (it asks ApiVersions
+# once per connection); a Produce at a version no longer advertised is answered by `Dispatcher._unsupported` with
+# `error_response(ProduceResponse, UNSUPPORTED_VERSION)`: a ProduceResponse with no topic at all, since Produce's
+# answer has no top-level error code. The client finds no answer for its partitions (Java's Sender completes only the
+# partitions a response names: the batches expire after delivery.timeout.ms; librdkafka refuses a Produce answer
+# without its one topic as a parse error), its connection stays up so it never asks ApiVersions again, and every
+# later Produce on it goes the same way: the producer is stuck until something else breaks the connection. An acks=0
+# Produce is answered too (the client reads an answer it did not ask for, with the next request's correlation id
+# slot). A Kafka broker never narrows its versions under a live connection, and closes the connection on a request
+# version it does not take (its request parsing fails).
+# Suggested fix: close the client's connection (ProtocolViolation) on a Produce (and any request but ApiVersions) at a
+# version no longer advertised, so the client reconnects and negotiates again, as from a broker; or answer Produce
+# per partition (UNSUPPORTED_VERSION for each, nothing for acks=0, then close).
+@pytest.mark.xfail(strict=True, reason="rvproduce finding 3: a Produce at a version the advertised table narrowed "
+                                        "below is answered with no partition (acks=0: answered at all), on a "
+                                        "connection left open")
+@pytest.mark.parametrize("acks", [-1, 0])
+def test_a_produce_at_a_version_no_longer_advertised_closes_the_connection_or_answers_each_partition(acks):
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        try:
+            first = await ask(d, frame({0: batch()}, version=12, acks=-1))  # negotiated while c1 and c2 took v12
+            assert first is not None and rec.read_produce_response(first[4:], 12)[0][0] == "t"
+            for info in d.physical.clusters.values():  # a refresh read a broker of an older Kafka (Produce up to v9)
+                info.api_versions = {0: (0, 9), 1: (0, 16), 18: (0, 3)}
+            d.physical.changed.set()
+            try:
+                answer = await ask(d, frame({0: batch(), 1: batch()}, version=12, acks=acks))
+            except ProtocolViolation:
+                return "closed"
+            return answer
+        finally:
+            broker.close()
+
+    answer = run(scenario)
+    if answer == "closed":
+        return  # as a broker does: the client reconnects and asks ApiVersions again
+    if acks == 0:
+        assert answer is None, "an acks=0 produce was answered"
+    assert answer is not None
+    answered = {(name, p.index) for name, parts in rec.read_produce_response(answer[4:], 12) for p in parts}
+    assert answered == {("t", 0), ("t", 1)}, f"the client's partitions got no answer: {answered or 'none'}"
