@@ -20,9 +20,9 @@ from kio.schema.errors import ErrorCode
 from consume.test_handlers_unit import COORDINATOR, VIEW, Physical, ctx
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type
-from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.core.dispatch import OFFSETS_PAST_FENCE, Dispatcher
 from fedkafka.proxy.handlers import groups
-from fedkafka.proxy.plan import Broker, Context, Plan
+from fedkafka.proxy.plan import Broker, Context, Plan, UpstreamError
 from fedkafka.proxy.state import ProxyState
 
 NOT_COORDINATOR = ErrorCode.not_coordinator
@@ -131,3 +131,30 @@ def test_a_commit_whose_fence_ran_out_while_its_coordinator_was_looked_up_is_not
         state.lease_deadline = time.monotonic() + 3600  # renewed before the answer: sent, as before
         sent = groups.handle(dispatcher.context(None, advertised={}), None, request).finish([COORDINATOR])
         assert isinstance(sent, Plan) and [c.target for c in sent.calls] == [Broker("c1", 4)]
+
+
+def test_a_call_the_core_refused_past_the_fence_is_answered_not_coordinator():
+    """The core reads the fence again before writing each call of a committed offsets request (`Dispatcher._send`,
+    `_check_offsets_sendable`) and refuses it, an UpstreamError, once the fence ran out. The client gets
+    NOT_COORDINATOR then, as when the handler refuses the request, not COORDINATOR_NOT_AVAILABLE (a broker that
+    could not be reached): it looks the coordinator up again, through a proxy the current view lists."""
+    state = ProxyState(view=VIEW, me=VIEW.proxies[0], lease_deadline=time.monotonic() + 3600)
+    dispatcher = Dispatcher(state=state, physical=Physical(), producer_ids=None, pool=None)  # type: ignore[arg-type]
+    fetch = build(request_type(9, 8), {"groups": [{"group_id": "g", "topics": None}], "require_stable": False})
+    for request in (_commit(8), build(request_type(42, 2), {"groups_names": ["g"]}), fetch):
+        state.lease_deadline = time.monotonic() + 3600
+        plan = groups.handle(dispatcher.context(None, advertised={}), None, request).finish([COORDINATOR])
+        assert isinstance(plan, Plan) and [c.target for c in plan.calls] == [Broker("c1", 4)]
+        refused = UpstreamError("c1", OFFSETS_PAST_FENCE)
+        state.lease_deadline = time.monotonic() - 1  # ran out before the call was written: the core refused it
+        assert _codes(plan.finish([refused])) == {NOT_COORDINATOR}, type(request).__name__
+        state.lease_deadline = time.monotonic() + 3600  # a broker not reached within the fence: as before
+        assert _codes(plan.finish([UpstreamError("c1", "cannot reach cluster c1")])) == {
+            ErrorCode.coordinator_not_available}, type(request).__name__
+
+
+def _codes(answer) -> set:
+    key = answer.__api_key__
+    if key == 8:
+        return {p.error_code for t in answer.topics for p in t.partitions}
+    return {r.error_code for r in (answer.results if key == 42 else answer.groups)}

@@ -1,11 +1,15 @@
 """Review of s34-commitlease (committed offsets past the proxy's fence, docs/DESIGN.md §4.9 F2, §10.1): paths on
-which a group offset request still reaches the coordination cluster after the fence ran out. Each test is a strict
-xfail naming the defect; it passes once the defect is fixed.
+which a group offset request still reaches the coordination cluster after the fence ran out. Each test was a strict
+xfail naming the defect.
 
 The groups handler reads the fence when its FindCoordinator round answers and builds one call per coordinator; the
 core writes them one after the other (`Dispatcher._send`) and checks the fence again only for a group offset *write*
 whose *own* new connection finished opening (`_send_to`). A call written on an already open connection after an
-earlier call of the same plan awaited a connection is written unchecked, however long that await took."""
+earlier call of the same plan awaited a connection was written unchecked, however long that await took.
+
+Fixed: the core reads the fence right before writing each call of a committed offsets request
+(`dispatch.FENCED_OFFSETS_API_KEYS`, from `groups.OFFSETS_OF_THE_VIEW`: OffsetFetch included) and again once a new
+connection opened for it (`Dispatcher._check_offsets_sendable`); the xfail markers are gone."""
 
 from __future__ import annotations
 
@@ -78,11 +82,6 @@ _OFFSET_FETCH_V8 = build(request_type(9, 8), {"groups": [{"group_id": "g", "topi
                                                          {"group_id": "h", "topics": None}], "require_stable": False})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dispatch._send writes a later call of a group offset plan on an open connection without reading the fence "
-    "again, after an earlier call of the same plan awaited its connection's login past the fence: a DeleteGroups "
-    "(a write) or an OffsetFetch v8+ (a read) of groups on two coordinators reaches the coordination cluster past "
-    "the fence"))
 @pytest.mark.parametrize("request_", [_DELETE_GROUPS, _OFFSET_FETCH_V8], ids=["DeleteGroups", "OffsetFetch-v8"])
 def test_the_second_coordinators_share_of_a_group_request_is_not_written_past_the_fence(request_):
     async def scenario():
@@ -106,6 +105,10 @@ def test_the_second_coordinators_share_of_a_group_request_is_not_written_past_th
             assert open_received == b"", (
                 f"{type(request_).__name__} of group h written to its coordinator past the fence: {results}")
             assert isinstance(results[1], UpstreamError), results  # refused, as the first call's share is
+            answer = plan.finish(results)  # the client looks the coordinators up again
+            entries = answer.results if isinstance(request_, type(_DELETE_GROUPS)) else answer.groups
+            assert [(e.group_id, e.error_code) for e in entries] == [("g", ErrorCode.not_coordinator),
+                                                                     ("h", ErrorCode.not_coordinator)]
         finally:
             d.pool.close()
             slow.close()
@@ -114,11 +117,6 @@ def test_the_second_coordinators_share_of_a_group_request_is_not_written_past_th
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dispatch._send_to checks the fence again after a new connection's login only for groups.FENCED_DURING_MOVE "
-    "(OffsetCommit, DeleteGroups, OffsetDelete): an OffsetFetch whose coordinator connection finished opening past "
-    "the fence is written, and its answer (groups._offsets_of_topics' back) is passed on without reading the fence "
-    "again, though DESIGN §4.9 F2 says past the fence a proxy neither reads nor writes committed offsets"))
 def test_an_offset_fetch_whose_fence_ran_out_while_its_connection_opened_is_not_sent():
     async def scenario():
         slow, slow_port, received = await _listening_broker()

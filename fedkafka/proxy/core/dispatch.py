@@ -56,6 +56,10 @@ FETCH_API_KEY = 1
 # Produce, and what changes a group's committed offsets (OffsetCommit, DeleteGroups, OffsetDelete): counted in
 # writes_in_flight, so a view is acked only once those routed under older views are answered (docs/DESIGN.md §10.1)
 DRAINED_API_KEYS = (PRODUCE_API_KEY, *groups.FENCED_DURING_MOVE)
+# What reads or changes committed offsets (OffsetCommit, OffsetFetch, DeleteGroups, OffsetDelete): the fence is read
+# again right before each call of it is written, as it is for produce (docs/DESIGN.md §4.9 F2)
+FENCED_OFFSETS_API_KEYS = frozenset(groups.OFFSETS_OF_THE_VIEW)
+OFFSETS_PAST_FENCE = "proxy fence ran out: committed offsets request not sent"
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-topics answer of ~600,000 partitions)
 
@@ -582,10 +586,14 @@ class Dispatcher:
                                 if self._controller_calls is not None else UpstreamError(
                                     "controller", "this proxy has no controller (static view file)"))
                     continue
-                produce = call.request.__api_key__ == PRODUCE_API_KEY
+                api_key = call.request.__api_key__
+                produce = api_key == PRODUCE_API_KEY
                 try:
-                    if produce and (refusal := self._not_to_send(deadline)):  # _check_sendable, one call less
-                        raise _NotSent(*refusal)
+                    if produce:
+                        if refusal := self._not_to_send(deadline):  # _check_sendable, one call less
+                            raise _NotSent(*refusal)
+                    elif api_key in FENCED_OFFSETS_API_KEYS:  # an earlier call's connection may have taken seconds
+                        self._check_offsets_sendable()
                     if isinstance(target, AnyBroker):
                         sent.append(await self._send_to_any(call, slot, deadline if produce else None))
                         continue
@@ -616,6 +624,14 @@ class Dispatcher:
         found and again once it is (a new connection's TLS and SASL login can take seconds)."""
         if refusal := self._not_to_send(deadline):
             raise _NotSent(*refusal)
+
+    def _check_offsets_sendable(self) -> None:
+        """Raises _NotSent for a committed offsets request past the fence. The handler read the fence when the
+        coordinator lookup answered; written past it, a commit or deletion could reach a coordination cluster a move
+        has left, after its copy, and a fetch read the offsets the switch left behind (docs/DESIGN.md §4.9 F2, §10.1).
+        Checked before each of its calls is written and again once a new connection opened for it."""
+        if not self.state.lease_valid():
+            raise _NotSent("lease", OFFSETS_PAST_FENCE)
 
     def _not_to_send(self, deadline: float | None) -> tuple[str, str] | None:
         """(reason, message) when a produce routed earlier (a barrier or a retry waited meanwhile) must not go
@@ -655,10 +671,8 @@ class Dispatcher:
             api_key = call.request.__api_key__
             if api_key == PRODUCE_API_KEY:
                 self._check_sendable(produce_deadline)
-            elif api_key in groups.FENCED_DURING_MOVE and not self.state.lease_valid():
-                # the handler read the fence when the coordinator lookup answered; written past it, the write could
-                # reach a coordination cluster a move has left, after its copy (docs/DESIGN.md §4.9 F2, §10.1)
-                raise _NotSent("lease", "proxy fence ran out: group offset write not sent")
+            elif api_key in FENCED_OFFSETS_API_KEYS:
+                self._check_offsets_sendable()
         return conn.send(call.request, call.expect_response, call.client_id)
 
     def _lost(self, target, reason: str, sending: bool = False) -> None:

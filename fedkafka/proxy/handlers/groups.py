@@ -261,7 +261,10 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
-                return failure(request, ErrorCode.coordinator_not_available)
+                # past the fence the core refused the call (its connection may have taken seconds): answered as the
+                # handler refuses it, NOT_COORDINATOR (refusal counted by the core, per cluster)
+                past = fence is not None and not (as_now(fence) or fence).lease_valid
+                return failure(request, ErrorCode.not_coordinator if past else ErrorCode.coordinator_not_available)
             if len(results) == 1:  # one coordinator's answer passed on as it came: Kafka's own order
                 return back(results[0])
             # several coordinators' answers in request order, as Kafka answers OffsetFetch v8+ (one answer per group
