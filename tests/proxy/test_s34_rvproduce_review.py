@@ -1,5 +1,6 @@
-"""Review s34-rvproduce of the produce path (handlers/produce.py, core/produce_lane.py, core/dispatch.py): each test
-marked xfail(strict=True) shows one defect found, failing for its reason (run with --runxfail to see it fail).
+"""Review s34-rvproduce of the produce path (handlers/produce.py, core/produce_lane.py, core/dispatch.py): each
+finding's test failed for its reason before its fix (xfail(strict=True) until branch s34-fixrvproduce); the tests
+after a finding's check the fix's other sides.
 
 The broker stand-in and the proxy are test_produce_lane's (a real Dispatcher, upstream pool and PhysicalClusters on
 loopback)."""
@@ -14,6 +15,7 @@ from kio.schema.errors import ErrorCode
 from fedkafka.protocol import records as rec
 from fedkafka.proxy.core.dispatch import ProtocolViolation
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
+from fedkafka.proxy.handlers import produce as produce_handler
 from fedkafka.view.model import ProxyRole
 from proxy.test_produce_lane import Broker, answers_of, ask, batch, frame, proxy, run, view
 
@@ -60,9 +62,6 @@ class LaggingReplicas(Broker):
 # cap (MAX_UPSTREAM_PRODUCE_TIMEOUT_MS) or at least a floor well above a follower's fetch round (replica.lag.time.max
 # is 30 s), and take the send deadline from something other than that field; say in DESIGN §4.1 what acks=1 clients
 # lose.
-@pytest.mark.xfail(strict=True, reason="rvproduce finding 1: an acks=1 request's timeout (ignored by Kafka for acks=1) "
-                                        "is the proxy's acks=all replication wait: appended, answered "
-                                        "REQUEST_TIMED_OUT, the client's retry appends it again")
 @pytest.mark.parametrize("lane", [True, False])
 def test_an_acks_one_produce_with_a_short_timeout_is_acked_once_as_kafka_acks_it(lane):
     async def scenario():
@@ -81,6 +80,24 @@ def test_an_acks_one_produce_with_a_short_timeout_is_acked_once_as_kafka_acks_it
     # what a broker answers acks=1: written at once, once
     assert (first[0], appended) == (0, 1), f"answered {ErrorCode(first[0]).name}, appended {appended} times"
 
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_an_acks_all_produce_keeps_its_own_timeout_upstream_and_an_acks_one_gets_the_cap(lane):
+    """The fix's other side: an acks=all client's timeout is its own replication wait, sent as it is (capped); the
+    stand-in times it out, as a broker does. acks=1 goes up with the cap, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS."""
+    async def scenario():
+        broker = await LaggingReplicas().start()
+        d = await proxy(view(), broker, lane=lane)
+        try:
+            all_ = answers_of(await ask(d, frame({0: batch()}, acks=-1, timeout_ms=200)))[0]
+            await ask(d, frame({0: batch()}, acks=1, timeout_ms=200))
+            return all_[0], [rec.read_produce_request(f).timeout_ms for f in broker.frames]
+        finally:
+            broker.close()
+
+    code, sent = run(scenario)
+    assert code == ErrorCode.request_timed_out
+    assert sent == [200, produce_handler.MAX_UPSTREAM_PRODUCE_TIMEOUT_MS]
 
 # Finding 2 (stuck producer: every new idempotent producer, on a proxy run with --view-file). Without a controller the
 # proxy takes one random block of 2**20 logical producer ids at its start (server.ProxyServer.__init__:

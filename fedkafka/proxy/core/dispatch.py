@@ -1120,8 +1120,11 @@ def _uncount_or_hold(counts: collections.Counter[int], view_version: int, writte
 
 def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:
     """The loop time after which a produce is no longer sent upstream: its own timeout field, less a margin
-    for the way here (the client's timer started when it sent the request). None: other requests."""
-    if api_key != PRODUCE_API_KEY:
+    for the way here (the client's timer started when it sent the request). None: other requests, and acks=0 (no
+    answer awaited, no retry: a record refused unsent would be dropped without a word; sent late, it is written once).
+    For acks=1 the field bounds no replication (`produce.upstream_timeout_ms`) but it is still no later than the
+    client's own timer: Java's and librdkafka's request.timeout.ms is the field, the others' timers are longer."""
+    if api_key != PRODUCE_API_KEY or request.acks == 0:
         return None
     timeout_ms = getattr(request, "timeout_ms", None)  # the produce handler's frame walk
     # else kio's ProduceRequest: a cproxy's consume_side_produce (which refuses it) has no frame walk
