@@ -14,6 +14,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
 from fedkafka.proxy.core.dispatch import ProtocolViolation
+from fedkafka.proxy.core.producer_ids import ProducerIdTable, StaticIdBlocks
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
 from fedkafka.proxy.handlers import produce as produce_handler
 from fedkafka.view.model import ProxyRole
@@ -107,9 +108,6 @@ def test_an_acks_all_produce_keeps_its_own_timeout_upstream_and_an_acks_one_gets
 # InitProducerId is answered COORDINATOR_NOT_AVAILABLE (retriable: clients retry it until they give up) until the
 # process restarts. Suggested fix: in static mode give the table a `fetch_block` that draws another random block
 # (the ids never reach a broker, server.py says so), or let `next_logical` draw one itself when it has no source.
-@pytest.mark.xfail(strict=True, reason="rvproduce finding 2: a --view-file proxy's one block of 2**20 logical producer "
-                                        "ids is never refilled: InitProducerId answers COORDINATOR_NOT_AVAILABLE "
-                                        "for good")
 def test_a_static_view_proxy_keeps_handing_out_producer_ids_past_its_first_block(tmp_path):
     view_file = tmp_path / "view.json"
     view_file.write_text("{}")
@@ -177,3 +175,22 @@ def test_a_produce_at_a_version_no_longer_advertised_closes_the_connection_or_an
     assert answer is not None
     answered = {(name, p.index) for name, parts in rec.read_produce_response(answer[4:], 12) for p in parts}
     assert answered == {("t", 0), ("t", 1)}, f"the client's partitions got no answer: {answered or 'none'}"
+
+
+def test_a_static_view_proxy_s_next_blocks_hand_out_no_id_twice():
+    """Finding 2's fix: each next block follows the last (a fresh random one could overlap ids still in use)."""
+    async def scenario():
+        blocks = StaticIdBlocks(size=150)
+        ids = ProducerIdTable(blocks.fetch)
+        ids.add_block(*blocks.take())
+        handed_out: list[int] = []
+        for _ in range(2000):
+            pid = ids.next_logical()
+            if pid is not None:
+                handed_out.append(pid)
+            await asyncio.sleep(0)  # the refill's turn
+        return handed_out
+
+    handed_out = asyncio.run(scenario())
+    assert len(handed_out) == 2000 and len(set(handed_out)) == 2000
+
