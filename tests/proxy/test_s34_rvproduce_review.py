@@ -8,11 +8,15 @@ loopback)."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 
 import pytest
 from kio.schema.errors import ErrorCode
 
+from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import request_type
 from fedkafka.proxy.core.dispatch import ProtocolViolation
 from fedkafka.proxy.core.producer_ids import ProducerIdTable, StaticIdBlocks
 from fedkafka.proxy.core.server import ProxyConfig, ProxyServer
@@ -145,9 +149,6 @@ def test_a_static_view_proxy_keeps_handing_out_producer_ids_past_its_first_block
 # Suggested fix: close the client's connection (ProtocolViolation) on a Produce (and any request but ApiVersions) at a
 # version no longer advertised, so the client reconnects and negotiates again, as from a broker; or answer Produce
 # per partition (UNSUPPORTED_VERSION for each, nothing for acks=0, then close).
-@pytest.mark.xfail(strict=True, reason="rvproduce finding 3: a Produce at a version the advertised table narrowed "
-                                        "below is answered with no partition (acks=0: answered at all), on a "
-                                        "connection left open")
 @pytest.mark.parametrize("acks", [-1, 0])
 def test_a_produce_at_a_version_no_longer_advertised_closes_the_connection_or_answers_each_partition(acks):
     async def scenario():
@@ -194,3 +195,37 @@ def test_a_static_view_proxy_s_next_blocks_hand_out_no_id_twice():
     handed_out = asyncio.run(scenario())
     assert len(handed_out) == 2000 and len(set(handed_out)) == 2000
 
+
+def test_a_version_never_advertised_is_answered_unsupported_version_and_a_narrowed_one_of_any_api_closes():
+    """Finding 3's fix closes only on a version this process once advertised; one it never did (a client that asked
+    no ApiVersions) is answered UNSUPPORTED_VERSION as before (tests/proxy/test_bad_input.py). ApiVersions itself is
+    answered as v0 with the table, as Kafka does."""
+    async def scenario():
+        broker = await Broker().start()
+        d = await proxy(view(), broker)
+        try:
+            for info in d.physical.clusters.values():  # clusters of an older Kafka from the start
+                info.api_versions = {0: (0, 9), 1: (0, 16), 18: (0, 3), 22: (0, 5)}
+            d.physical.changed.set()
+            never = await ask(d, frame({0: batch()}, version=12))  # Produce v12: never advertised here
+            init = build(request_type(22, 4), {"transactional_id": None, "producer_id": -1, "producer_epoch": -1,
+                                               "transaction_timeout": datetime.timedelta(seconds=60)})
+            assert await ask(d, codec.encode_request(init, 5, "app")[4:]) is not None
+            for info in d.physical.clusters.values():  # InitProducerId narrowed to v3
+                info.api_versions = {0: (0, 9), 1: (0, 16), 18: (0, 3), 22: (0, 3)}
+            d.physical.changed.set()
+            versions_answer = await ask(d, codec.encode_request(
+                build(request_type(18, 4), {"client_software_name": "t", "client_software_version": "1"}), 6)[4:])
+            try:
+                await ask(d, codec.encode_request(init, 7, "app")[4:])
+            except ProtocolViolation as e:
+                return never, versions_answer, str(e)
+            return never, versions_answer, None
+        finally:
+            broker.close()
+
+    never, versions_answer, closed = run(scenario)
+    assert never is not None and not rec.read_produce_response(never[4:], 12)  # Kafka's UNSUPPORTED_VERSION body
+    _, body = codec.decode_response(codec.response_type(18, 0), versions_answer[4:])
+    assert body.error_code == ErrorCode.unsupported_version  # ApiVersions v4 narrowed to v3: answered, as v0
+    assert closed is not None and "no longer advertised" in closed
