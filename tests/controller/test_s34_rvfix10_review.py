@@ -9,7 +9,8 @@ from sqlalchemy import update
 
 from controller.conftest import RecordingKafka
 from controller.test_compose_after_commit import _lost_every_race, _lost_the_row
-from controller.test_leader_fencing_writes import ACL
+from controller.test_leader_fencing_writes import ACL, PROXY, _federation
+from controller.test_rv9_review_compose_after_commit import _lose_last_views
 from controller.test_startup_compose_fenced import LEASE_MS
 from fedkafka.cli.admin import _open_controller
 from fedkafka.controller.leadership import Leadership
@@ -107,3 +108,44 @@ def test_rvfix10_a_config_repeated_as_a_standby_takes_over_answers_a_view_holdin
             f"predecessor answered {first})")
     finally:
         second.stop()
+
+
+# DEFECT (low, rvfix10; needs a database that lost its last view): `compose` clears `_predecessor_owed` on ANY
+# publish (service.py:362), also one numbered below the version the predecessor answered. A controller restarted on
+# a database that lost its last view (stored S-1, the proxies hold S) composes at its start (service.py:217) before
+# any proxy reported: the predecessor's change committed after the loss makes the view differ, so it publishes S,
+# the version the proxies hold with other content; their heartbeats then report S, which `_countable` takes as this
+# controller's S (no floor learned, service.py:1001-1002), and `_predecessor_owed` is gone: the predecessor's answer
+# (S+1, past the view it served) never comes while nothing else changes, and the proxies never take the change
+# (they hold an S without it). The predecessor-owed view is exactly the one meant to come "once every live proxy has
+# reported" (DESIGN §5.1); the start's compose defeats it. Fix: keep `_predecessor_owed` until the one-lease window
+# has passed (clear it only in `_owe_predecessors_version`, and number that view past every version reported), or
+# compose nothing at the start past the stored view while its floor is unknown (§3.3).
+@pytest.mark.xfail(strict=True, reason="rvfix10: the start's compose, numbered before the floor is known, clears "
+                   "_predecessor_owed; the version the predecessor answered never comes")
+def test_rvfix10_a_restart_on_a_database_that_lost_a_view_reaches_the_version_its_predecessor_answered(
+        make_api, monkeypatch):
+    api = make_api()
+    nodes = _federation(api)
+    p3 = api.post("/v1/proxies", json={"instance_id": "p3", **PROXY}).json()["member_id"]
+    before = api.controller
+    held = before.view.version  # the proxies hold it ...
+    for member in (nodes["p1"], p3):
+        api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": held, "load": {}}).raise_for_status()
+    before.flush_heartbeats()
+    _lose_last_views(before, held - 1)  # ... and the database fails over, losing it (the last view only)
+    monkeypatch.setattr(before, "compose", _lost_every_race)  # the database still failing the view's write
+    answered = api.post("/v1/acls", json={"acls": [{**ACL, "principal": "User:yan"}]}).json()["view_version"]
+    assert answered == held + 1  # committed on the new primary; past the view it served
+    monkeypatch.undo()
+    restarted = make_api()  # the operator restarts it (the regression is said loudly: restart clears it)
+    ctl = restarted.controller
+    for member in (nodes["p1"], p3):  # the proxies report the view they hold
+        restarted.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": held, "load": {}})
+    listed, _until = ctl._inherited
+    ctl._inherited = (listed, 0.0)  # one lease later: every live proxy has reported
+    for _ in range(3):  # its lease rounds; nothing else changes
+        ctl.lease_round()
+    assert ctl.view.version >= answered, (
+        f"the predecessor answered {answered}; the restarted controller serves {ctl.view.version}, numbered as the "
+        f"view the proxies hold without the ACL, and no later view comes")
