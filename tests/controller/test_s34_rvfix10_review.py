@@ -42,10 +42,10 @@ def _holds_the_row(second: Controller) -> None:
 
 
 # DEFECT (low-medium, rvfix10): not composed, a route answers `_newest_held(0, served_before) + 1`
-# (`Controller._owe_new_version`, service.py:417-421), `served_before` being this controller's *published* view read
-# before its compose tried (service.py:390-391). That view is the database's only in a controller that has composed
+# (`Controller._owe_new_version`, service.py:416), `served_before` being this controller's *published* view read
+# before its compose tried (service.py:391). That view is the database's only in a controller that has composed
 # or refreshed since: a standby serves the view it loaded at its start (no lease loop runs before `become_active`),
-# and `Leadership.run` sets `active` (leadership.py:113) before `on_active` runs `become_active`'s
+# and `Leadership.run` sets `active` (leadership.py:115) before `on_active` runs `become_active`'s
 # `_refresh_from_db` (service.py:262), so StandbyGate admits routes in between. A route there whose compose fails
 # (a takeover is when the database is failing: its compose reads the stored view, `_refresh_from_db`, then loses)
 # answers one past the stale view: a version the proxies (and now this controller) already hold without the change;
@@ -112,7 +112,7 @@ def test_rvfix10_a_config_repeated_as_a_standby_takes_over_answers_a_view_holdin
 
 # DEFECT (low, rvfix10; needs a database that lost its last view): `compose` clears `_predecessor_owed` on ANY
 # publish (service.py:362), also one numbered below the version the predecessor answered. A controller restarted on
-# a database that lost its last view (stored S-1, the proxies hold S) composes at its start (service.py:217) before
+# a database that lost its last view (stored S-1, the proxies hold S) composes at its start (service.py:214) before
 # any proxy reported: the predecessor's change committed after the loss makes the view differ, so it publishes S,
 # the version the proxies hold with other content; their heartbeats then report S, which `_countable` takes as this
 # controller's S (no floor learned, service.py:1001-1002), and `_predecessor_owed` is gone: the predecessor's answer
