@@ -80,7 +80,7 @@ def test_rvfix10_a_route_answered_as_a_standby_takes_over_is_past_the_view_the_p
         second.stop()
 
 
-# DEFECT (low, rvfix10; the same window, `_version_served_or_owed`, service.py:418-425): `put_topic` finding the
+# DEFECT (low, rvfix10; the same window, `_version_served_or_owed`, service.py:424): `put_topic` finding the
 # topic as asked (a Kafka client's IncrementalAlterConfigs retried through the proxy) answers the view served unless
 # `_new_version_owed` is set. The predecessor committed the config and met NotLeader composing it (its answer, one
 # past its view, died with it); in the takeover window the new leader serves the view it loaded as a standby and has
@@ -115,7 +115,7 @@ def test_rvfix10_a_config_repeated_as_a_standby_takes_over_answers_a_view_holdin
 # a database that lost its last view (stored S-1, the proxies hold S) composes at its start (service.py:214) before
 # any proxy reported: the predecessor's change committed after the loss makes the view differ, so it publishes S,
 # the version the proxies hold with other content; their heartbeats then report S, which `_countable` takes as this
-# controller's S (no floor learned, service.py:1001-1002), and `_predecessor_owed` is gone: the predecessor's answer
+# controller's S (no floor learned, service.py:1002), and `_predecessor_owed` is gone: the predecessor's answer
 # (S+1, past the view it served) never comes while nothing else changes, and the proxies never take the change
 # (they hold an S without it). The predecessor-owed view is exactly the one meant to come "once every live proxy has
 # reported" (DESIGN §5.1); the start's compose defeats it. Fix: keep `_predecessor_owed` until the one-lease window
