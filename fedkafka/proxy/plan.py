@@ -113,6 +113,11 @@ class Plan:
     # client closed the connection) or failed. The calls may still be at the broker: what `finish` would have settled,
     # the handler settles once they can no longer be written (produce: DESIGN §5.3 rule 3).
     abandoned: Callable[[], None] | None = None
+    # With return_early: the calls (by index) it never finishes without, however early another has data; and
+    # called with (index, result) of each call it finished without, once that call's result comes (never for a call
+    # not sent then): a handler's fairness between the clusters of a connection's fetches (DESIGN §3.1).
+    awaited: tuple[int, ...] = ()
+    answered_late: Callable[[int, Any], None] | None = None
 
 
 class _NoResponse:
@@ -230,6 +235,8 @@ class PhysicalState(Protocol):
     def reachable(self, cluster: str) -> bool: ...
     def request_refresh(self, cluster: str) -> None: ...
     def topic_id(self, cluster: str, topic: str) -> Any: ...  # the physical topic's id there (a UUID) or None
+    # whether `topic_id`'s None means "not there": the cluster's metadata was read since the proxy tracks it
+    def topics_known(self, cluster: str) -> bool: ...
     def topic_name(self, cluster: str, topic_id: Any) -> str | None: ...
     # (replicas, in-sync replicas) of a physical partition as its cluster's Metadata last named them; None: not known
     def replication(self, cluster: str, topic: str, partition: int) -> tuple[int, int] | None: ...
@@ -614,14 +621,25 @@ def readable_chain(ctx: Context, topic: str, partition: int,
     return chain
 
 
+def topic_missing(ctx: Context, seg: Segment) -> bool:
+    """Whether the segment's cluster answers without its physical topic: reachable, and Metadata read there since the
+    proxy tracks the cluster names no such topic. A cluster just tracked (the proxy started, its bootstrap changed)
+    names none until its first refresh answers: nothing is missing there yet, its segments are waited for. Reading
+    that as missing moved a reader of a sealed segment past its records as lost for good (docs/DESIGN.md §9.2)."""
+    physical = ctx.physical
+    return (physical.reachable(seg.cluster) and physical.topic_id(seg.cluster, seg.topic) is None
+            and physical.topics_known(seg.cluster))
+
+
 def lost_for_good(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
     """A sealed segment whose records are gone for good: its cluster answers without the physical topic (a lost
     disk, a cluster rebuilt empty; the controller never creates such a topic again, docs/DESIGN.md §9.3) and the
     operator gave the cluster up: this chain failed over from it (an unclean gap follows one of its segments there)
-    or the cluster is no longer active (a failover leaves it read_only). A reader there is moved past it and earliest
-    skips it; before that it is waited for, as a dead cluster is: its data may yet be restored."""
-    physical = ctx.physical
-    if seg.active or not physical.reachable(seg.cluster) or physical.topic_id(seg.cluster, seg.topic) is not None:
+    or the cluster is no longer active (a failover leaves it read_only). A reader there is moved past it, earliest
+    skips it and a timestamp question leaves it out; before that it is waited for, as a dead cluster is: its data may
+    yet be restored. `topic_missing` judges the topic missing only from metadata read since the proxy tracks the
+    cluster: a cluster just tracked names no topic yet."""
+    if seg.active or not topic_missing(ctx, seg):
         return False
     cluster = ctx.view.clusters.get(seg.cluster)
     if cluster is None or cluster.state != ClusterState.ACTIVE:

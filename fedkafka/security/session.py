@@ -72,6 +72,9 @@ class Session:
     password_checks: Any = field(default_factory=lambda: password_checks.SHARED)  # PLAIN's PBKDF2, off the loop
     # the proxy's producer ids of this connection (fedkafka.proxy.plan.ConnectionProducers), made on first use
     producers: Any = None
+    # the brokers whose Fetch answers (records or errors) this connection's fetches dropped, finished early without
+    # them (fedkafka.proxy.handlers.fetch: its next Fetch waits for them too), made on first use
+    fetch_owed: Any = None
 
     @classmethod
     def for_listener(cls, protocol: str, mechanisms: tuple[str, ...] = SASL_MECHANISMS, peer: str = "",

@@ -406,7 +406,7 @@ class Dispatcher:
         loop = self._loop or self.loop
         started = loop.time()
         try:
-            results = await self._collect(plan.calls, sent, plan.return_early)
+            results = await self._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late)
             elapsed = loop.time() - started
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, plan.calls, results)
@@ -789,7 +789,8 @@ class Dispatcher:
             self._lost(call.target, str(e) or type(e).__name__)
             return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
 
-    async def _collect(self, calls, sent: list, return_early=None) -> list:
+    async def _collect(self, calls, sent: list, return_early=None, awaited: tuple[int, ...] = (),
+                       answered_late: Callable[[int, Any], None] | None = None) -> list:
         one = self._one
         if len(calls) == 1:  # most requests: awaited here, without gather's Task per call
             results = [await one(calls[0], sent[0])]
@@ -801,18 +802,25 @@ class Dispatcher:
                                                   for c, s in zip(calls, sent, strict=True))))
             self.observer.upstream(calls, results)
             return results
-        # Finish at the first result with data; the others keep running (not cancelled, so a dedicated
-        # connection goes back to the pool only once its broker answered) and are dropped.
+        # Finish at the first result with data, once the `awaited` calls have answered too; the others keep
+        # running (not cancelled, so a dedicated connection goes back to the pool only once its broker answered)
+        # and are dropped: `answered_late` hears of each one's result when it comes.
         tasks = [asyncio.ensure_future(one(c, s)) for c, s in zip(calls, sent, strict=True)]
         pending = set(tasks)
+        early = False
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if any(return_early(t.result()) for t in done):
+            early = early or any(return_early(t.result()) for t in done)
+            if early and all(tasks[i].done() for i in awaited):
                 break
         for item in sent:  # a Fetch call still waiting for its turn (`_send_poll`): never sent now
             if type(item) is _Polled and item.sent is None:
                 item.cancel()
         results = [t.result() if t.done() else UNANSWERED for t in tasks]
+        if answered_late is not None and pending:
+            for i, task in enumerate(tasks):
+                if not task.done():
+                    task.add_done_callback(functools.partial(_pass_late, answered_late, i))
         self.observer.upstream(calls, results)
         return results
 
@@ -924,6 +932,18 @@ def _pass_polled(polled: _Polled, fut: asyncio.Future) -> None:
         polled.set_exception(error)
     else:
         polled.set_result(fut.result())
+
+
+def _pass_late(answered_late: Callable[[int, Any], None], index: int, task: asyncio.Future) -> None:
+    """A call a plan finished early without (`Plan.answered_late`) ended: its result, unless it was never sent
+    (cancelled) or failed otherwise (raised: `_one` turns a lost connection or a timeout into an UpstreamError)."""
+    if task.cancelled():
+        return
+    error = task.exception()  # retrieved here: logged as asyncio would log a failed task nobody awaited
+    if error is not None:
+        log.error("a call its plan finished without failed: %r", error)
+        return
+    answered_late(index, task.result())
 
 
 def _polled_done(pool: UpstreamPool, polled: _Polled) -> None:

@@ -39,6 +39,9 @@ class ClusterInfo:
     topic_names: dict[uuid.UUID, str] = field(default_factory=dict)
     api_versions: dict[int, tuple[int, int]] = field(default_factory=dict)
     reachable: bool = True  # optimistic until a refresh fails
+    # a refresh answered since the proxy tracks the cluster with this bootstrap: until one, `topic_ids` is empty for
+    # want of an answer, and a topic it does not name is not known missing there (`topics_known`)
+    topics_read: bool = False
     refreshed_at: float = 0.0
     turn: int = 0  # rotation over the brokers for calls any broker can answer
 
@@ -81,6 +84,13 @@ class PhysicalClusters:
     def reachable(self, cluster: str) -> bool:
         info = self.clusters.get(cluster)
         return info is not None and info.reachable
+
+    def topics_known(self, cluster: str) -> bool:
+        """Whether `topic_id` answers from the cluster's own Metadata: a refresh answered since the proxy tracks the
+        cluster (it started, or the cluster's bootstrap changed). Before one, no physical topic counts as missing
+        there: a sealed segment is not lost for good, a gap's tail not out of reach (docs/DESIGN.md §9.2)."""
+        info = self.clusters.get(cluster)
+        return info is not None and info.topics_read
 
     def request_refresh(self, cluster: str) -> None:
         self._wanted.add(cluster)
@@ -186,6 +196,7 @@ class PhysicalClusters:
             self._replication_changed()
         info.topic_ids = {t.name: t.topic_id for t in meta.topics if t.topic_id is not None}
         info.topic_names = {tid: name for name, tid in info.topic_ids.items()}
+        info.topics_read = True
         if not info.reachable:
             log.info("cluster %s reachable again", cluster)
         info.reachable = True

@@ -22,6 +22,7 @@ large batches too, but for their rewritten first 16 bytes (`records.fit_to_segme
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -42,6 +43,7 @@ from fedkafka.proxy.plan import (
     authorized,
     lost_for_good,
     readable_chain,
+    topic_missing,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
@@ -96,12 +98,15 @@ def handle(ctx: Context, header, request):
     if any(_ends_the_wait(a) for a in answers.values()):
         max_wait_ms = 0  # a gap skip (data) or an error answered here: do not hold it back for a long poll
     brokers = [Broker(cluster, node) for cluster, node in groups]
+    owed = _owed(ctx)
     calls = [Call(broker, _upstream_request(request, routes, max_wait_ms), dedicated=True,
                   timeout_s=max_wait_ms / 1000 + WAIT_MARGIN_S, client_timeout=True)
              for broker, routes in zip(brokers, routes_per_call, strict=True)]
 
     def finish(results: list):
         now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
+        if owed:  # a poll dropped before ended with records while this Fetch was out, which heard its broker itself
+            owed.difference_update(b for b, r in zip(brokers, results, strict=True) if r is not UNANSWERED)
         throttle_ms = 0  # the longest a broker asks the proxy to back off: the client backs off as long (KIP-219)
         for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
             answers.update(_translate(ctx, routes, result, now, broker))
@@ -113,7 +118,37 @@ def handle(ctx: Context, header, request):
 
     if not calls:
         return finish([])
-    return Plan(calls, finish, return_early=_answers_at_once)
+    return _fair_plan(calls, finish, brokers, owed)
+
+
+def _owed(ctx: Context) -> set[Broker]:
+    """The brokers whose answers this client connection's fetches dropped (`Session.fetch_owed`, made on first use)."""
+    owed = ctx.session.fetch_owed
+    if owed is None:
+        owed = ctx.session.fetch_owed = set()
+    return owed
+
+
+def _fair_plan(calls: list[Call], finish, brokers: list[Broker], owed: set[Broker]) -> Plan:
+    """The fetch's plan: it finishes at the first answer Kafka's broker would give at once (`_answers_at_once`), but
+    not before the brokers whose such answer the connection's fetches dropped since they last heard them (`owed`,
+    `_note_dropped`): a faster cluster with records at every Fetch had a slower one's answers dropped every time, its
+    partitions starved (DESIGN §3.1). Kafka's broker answers every partition with data; here a partition whose records
+    were dropped gets them with the connection's next Fetch after the dropped answer came, which waits for its broker
+    (within the client's max_wait; its records are still there, so its broker answers at once). A cluster with
+    nothing ends its poll empty and is owed nothing: no Fetch waits for it. `owed` is consumed here (a broker not
+    asked now is not waited for later): it holds at most the brokers of the polls this connection left running."""
+    awaited = tuple(i for i, b in enumerate(brokers) if b in owed) if owed else ()
+    owed.clear()
+    late = functools.partial(_note_dropped, owed, brokers) if len(calls) > 1 else None
+    return Plan(calls, finish, return_early=_answers_at_once, awaited=awaited, answered_late=late)
+
+
+def _note_dropped(owed: set[Broker], brokers: list[Broker], index: int, result) -> None:
+    """A call its fetch finished without ended: dropped, and owed to the connection's next Fetch when it held what
+    Kafka's broker answers at once (records, an error, a throttle); nothing when it timed out empty or failed."""
+    if _answers_at_once(result):
+        owed.add(brokers[index])
 
 
 def _asked(request) -> dict[tuple[str, int], Any]:
@@ -168,9 +203,10 @@ def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
 def _tail_out_of_reach(ctx: Context, seg: Segment) -> bool:
     """Inside a gap, the tail cannot be read now when its cluster is dead, or back without the physical topic: the
     reader skips it (docs/DESIGN.md §9.2). A cluster that answers and knows the topic but names no leader for the
-    partition yet (just restarted, its leader election follows) is waited for: a reader moved past the gap then
-    would pass records readable a moment later, and never come back for them."""
-    return not ctx.physical.reachable(seg.cluster) or ctx.physical.topic_id(seg.cluster, seg.topic) is None
+    partition yet (just restarted, its leader election follows), or whose metadata the proxy has not read yet (just
+    tracked: `topic_missing`), is waited for: a reader moved past the gap then would pass records readable a moment
+    later, and never come back for them."""
+    return not ctx.physical.reachable(seg.cluster) or topic_missing(ctx, seg)
 
 
 def _upstream_request(request, routes: list[_Route], max_wait_ms: int) -> UpstreamFetch:

@@ -24,9 +24,10 @@ from fedkafka.proxy.plan import (
     authorized,
     lost_for_good,
     readable_chain,
+    topic_missing,
 )
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import PartitionChain, Segment
+from fedkafka.view.model import ClusterState, PartitionChain, Segment
 from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
 
 API_KEYS = {2: (1, 8)}
@@ -181,22 +182,33 @@ def _fitting(q: _Question, answer: dict, brokers: dict[tuple[PhysKey, int], Brok
 
 def _first_unanswered(ctx: Context, chain: PartitionChain, got: list) -> int | None:
     """The index of the first segment whose cluster answered an error (or could not be asked), unless it is left out
-    (`_failed_over_and_gone`). Its records are there, not yet readable: a later segment's answer would skip them,
+    (`_left_out`). Its records are there, not yet readable: a later segment's answer would skip them,
     so the question is answered with its (retriable) error and asked again (docs/DESIGN.md §5.5)."""
     return next((i for i, (s, g) in enumerate(zip(chain.segments, got, strict=True))
-                 if not isinstance(g, tuple) and not _failed_over_and_gone(ctx, chain, s)), None)
+                 if not isinstance(g, tuple) and not _left_out(ctx, chain, s)), None)
 
 
 def _unanswered(code: ErrorCode | None) -> dict:
     return _error(code or ErrorCode.not_leader_or_follower)
 
 
-def _failed_over_and_gone(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
-    """A segment of a cluster this chain failed over from (one of its segments there is followed by an unclean gap)
-    that is dead, or back without the physical topic: left out (docs/DESIGN.md §9.2). Any other is waited for."""
-    failed_over = any(chain.gap_after(s) is not None for s in chain.segments if s.cluster == seg.cluster)
-    return failed_over and (not ctx.physical.reachable(seg.cluster)
-                            or ctx.physical.topic_id(seg.cluster, seg.topic) is None)
+def _left_out(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
+    """A segment a timestamp question is answered without though it could not be asked (docs/DESIGN.md §9.2): one lost
+    for good (`lost_for_good`: Fetch and earliest skip it too), or one on a cluster A that is dead or answers without
+    the physical topic, once this chain failed over from A (an unclean gap follows a segment of it there) and the
+    operator gave A up for it: A no longer active (a failover leaves it read_only), or a gap following this segment
+    or a later one of A (S and A's older segments). Never while the chain's active segment is on A: the partition
+    moved back there, A is as alive as any cluster and its blips are waited for. Leaving out every segment of A
+    answered 'no record that late' (offset -1, no error) for the active segment's records during such a blip: Java's
+    offsetsForTimes answered null, a by-duration reset went to the log end."""
+    if lost_for_good(ctx, chain, seg):
+        return True
+    if chain.active.cluster == seg.cluster or (ctx.physical.reachable(seg.cluster) and not topic_missing(ctx, seg)):
+        return False
+    gaps = [i for i, s in enumerate(chain.segments) if s.cluster == seg.cluster and chain.gap_after(s) is not None]
+    cluster = ctx.view.clusters.get(seg.cluster)
+    active = cluster is not None and cluster.state == ClusterState.ACTIVE
+    return bool(gaps) and (not active or chain.segments.index(seg) <= gaps[-1])
 
 
 def _max_timestamp(chain: PartitionChain, got: list) -> dict:
