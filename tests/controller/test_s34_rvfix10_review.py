@@ -1,21 +1,24 @@
 """Reviewer rvfix10 on s34-fix10 (`compose_after_commit`, `Composed.version`, `_owe_new_version`,
 `_version_served_or_owed`, `_owe_predecessors_version`, `PhysicalDeletions.served_topics`): defects found, each a
-strict-xfail test that fails on s34-fix10 for the reason it names. Not fixed here (read-only review)."""
+strict-xfail test that failed on s34-fix10 for the reason it names; fixed in s34-fixrv10b (markers removed)."""
 
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from controller.conftest import RecordingKafka
+from controller.conftest import AUTH, TOKEN, RecordingKafka
 from controller.test_compose_after_commit import _lost_every_race, _lost_the_row
 from controller.test_leader_fencing_writes import ACL, PROXY, _federation
 from controller.test_rv9_review_compose_after_commit import _lose_last_views
 from controller.test_startup_compose_fenced import LEASE_MS
 from fedkafka.cli.admin import _open_controller
-from fedkafka.controller.leadership import Leadership
+from fedkafka.controller.app import create_app
+from fedkafka.controller.leadership import Leadership, NotLeader
 from fedkafka.controller.models import LeaderRow
 from fedkafka.controller.service import Controller, Settings
+from fedkafka.controllers import ACTIVE_HEADER
 
 
 @pytest.fixture
@@ -31,8 +34,8 @@ def leader(db_url, clock):
 
 
 def _holds_the_row(second: Controller) -> None:
-    """`second`'s leadership thread took the expired row and set `active` (`Leadership.run`): from here the
-    StandbyGate admits `/v1/` requests, before `on_active` (`become_active`) has refreshed the view it serves."""
+    """`second`'s leadership thread took the expired row and set `active` (`Leadership.run`), before `on_active`
+    (`become_active`) has refreshed the view it serves: before the fix, the StandbyGate admitted `/v1/` from here."""
     second.leadership = Leadership(second.session, "http://b:1", lease_s=3600)
     with second.session() as s:
         s.execute(update(LeaderRow).where(LeaderRow.id == 1).values(expires=0.0))
@@ -41,19 +44,28 @@ def _holds_the_row(second: Controller) -> None:
     second.leadership.active = True
 
 
-# DEFECT (low-medium, rvfix10): not composed, a route answers `_newest_held(0, served_before) + 1`
-# (`Controller._owe_new_version`, service.py:416), `served_before` being this controller's *published* view read
-# before its compose tried (service.py:391). That view is the database's only in a controller that has composed
-# or refreshed since: a standby serves the view it loaded at its start (no lease loop runs before `become_active`),
-# and `Leadership.run` sets `active` (leadership.py:115) before `on_active` runs `become_active`'s
-# `_refresh_from_db` (service.py:262), so StandbyGate admits routes in between. A route there whose compose fails
-# (a takeover is when the database is failing: its compose reads the stored view, `_refresh_from_db`, then loses)
-# answers one past the stale view: a version the proxies (and now this controller) already hold without the change;
-# the role's drain with wait and the proxy answering a Kafka client are released at once. Fix: number the answer
-# past the view served when the compose failed as well (`max(served_before, self.view.version)`, under the compose
-# lock), or set `Leadership.active` (or a gate flag) only once `become_active` has refreshed the view.
-@pytest.mark.xfail(strict=True, reason="rvfix10: a route answered in the takeover window, not composed, names a "
-                   "version past the standby's stale view, which the proxies already hold without the change")
+def _gated(second: Controller) -> TestClient:
+    """`second`'s API behind its leadership's gate, as `fedkafka controller` serves it (no background loops)."""
+    return TestClient(create_app(second, TOKEN, background=False, leadership=second.leadership), headers=AUTH)
+
+
+def _refused_while_taking_over(api: TestClient, method: str, path: str, body: dict) -> None:
+    """The gate answers 503 naming the controller itself (the clients retry), the route not run."""
+    resp = getattr(api, method)(path, json=body)
+    assert resp.status_code == 503 and resp.headers[ACTIVE_HEADER] == "http://b:1", resp.text
+    assert "taking over" in resp.json()["detail"]
+
+
+# DEFECT (low-medium, rvfix10; fixed in s34-fixrv10b): not composed, a route answers `_newest_held(0, served_before)
+# + 1` (`Controller._owe_new_version`), `served_before` being this controller's *published* view read before its
+# compose tried. That view is the database's only in a controller that has composed or refreshed since: a standby
+# serves the view it loaded at its start (no lease loop runs before `become_active`), and `Leadership.run` sets
+# `active` before `on_active` runs `become_active`'s `_refresh_from_db`, so StandbyGate admitted routes in between.
+# A route there whose compose failed (a takeover is when the database is failing: its compose reads the stored view,
+# `_refresh_from_db`, then loses) answered one past the stale view: a version the proxies (and now this controller)
+# already hold without the change; the role's drain with wait and the proxy answering a Kafka client are released at
+# once. Fixed: a controller taking over takes writes only once `become_active` has served the database's view and
+# composed it (`Controller.took_over`): until then the gate answers 503 naming it and `check_leader` refuses.
 def test_rvfix10_a_route_answered_as_a_standby_takes_over_is_past_the_view_the_proxies_hold(leader, db_url, clock,
                                                                                              monkeypatch):
     second = _open_controller(Controller, Settings(db_url=db_url, lease_ms=LEASE_MS), db_url, wait=False)
@@ -70,26 +82,33 @@ def test_rvfix10_a_route_answered_as_a_standby_takes_over_is_past_the_view_the_p
             second._refresh_from_db()
             _lost_every_race()
 
+        acl = {**ACL, "principal": "User:yan"}
+        api = _gated(second)
+        _refused_while_taking_over(api, "post", "/v1/acls", {"acls": [acl]})
+        with pytest.raises(NotLeader, match="taking over"):
+            second.create_acls([acl])  # in process too
+        assert api.get("/healthz").status_code == 200  # not under /v1/: answered
+        assert all(a["principal"] != "User:yan" for a in leader.list_acls({}))  # nothing written
+        second.become_active()  # serves the database's view, composes: the gate opens
         monkeypatch.setattr(second, "compose", compose_losing_every_race)
-        answered = second.create_acls([{**ACL, "principal": "User:yan"}])["view_version"]  # committed
-        assert second.view.version == held  # the view served, without the ACL
-        assert answered > held, (
-            f"answered view {answered}, but the proxies hold view {held} already, without the ACL: a caller waiting "
-            f"for {answered} is released at once")
+        resp = api.post("/v1/acls", json={"acls": [acl]})
+        assert resp.status_code == 200, resp.text
+        answered = resp.json()["view_version"]  # committed, not composed
+        assert second.view.version >= held  # the view served, without the ACL
+        assert answered > second.view.version, (
+            f"answered view {answered}, but the proxies hold view {second.view.version} already, without the ACL: a "
+            f"caller waiting for {answered} is released at once")
     finally:
         second.stop()
 
 
-# DEFECT (low, rvfix10; the same window, `_version_served_or_owed`, service.py:424): `put_topic` finding the
-# topic as asked (a Kafka client's IncrementalAlterConfigs retried through the proxy) answers the view served unless
+# DEFECT (low, rvfix10; the same window, `_version_served_or_owed`; fixed as above): `put_topic` finding the topic
+# as asked (a Kafka client's IncrementalAlterConfigs retried through the proxy) answers the view served unless
 # `_new_version_owed` is set. The predecessor committed the config and met NotLeader composing it (its answer, one
-# past its view, died with it); in the takeover window the new leader serves the view it loaded as a standby and has
-# no flag (`_predecessor_owed` is not read here): the repeat answers that stale version, which the proxies' view
-# (the database's, without the config) is past already: released at once by a view lacking the change. (After
-# `become_active` its compose holds every committed row.) Fix: as above, gate the routes until `become_active` has
-# refreshed and composed; or answer `_newest_held(0, max(served, stored)) + 1` while `_predecessor_owed` is set.
-@pytest.mark.xfail(strict=True, reason="rvfix10: in the takeover window a repeated topic config change answers the "
-                   "new leader's stale view, which the proxies' view lacking the config is past already")
+# past its view, died with it); in the takeover window the new leader served the view it loaded as a standby and had
+# no flag: the repeat answered that stale version, which the proxies' view (the database's, without the config) is
+# past already: released at once by a view lacking the change. The window takes no route now; after `become_active`
+# its compose holds every committed row, and the repeat answers that view.
 def test_rvfix10_a_config_repeated_as_a_standby_takes_over_answers_a_view_holding_it(leader, db_url, clock,
                                                                                      monkeypatch):
     second = _open_controller(Controller, Settings(db_url=db_url, lease_ms=LEASE_MS), db_url, wait=False)
@@ -101,28 +120,35 @@ def test_rvfix10_a_config_repeated_as_a_standby_takes_over_answers_a_view_holdin
         held = leader.view.version  # the proxies' view: without the config
         assert first == held + 1 and "retention.ms" not in dict(leader.view.topics["t"].config)
         _holds_the_row(second)
+        api = _gated(second)
+        retry = {"partitions": 2, "placement": "blocks", "config": {"retention.ms": "1000"}}
+        _refused_while_taking_over(api, "put", "/v1/topics/t", retry)
+        with pytest.raises(NotLeader, match="taking over"):
+            second.put_topic("t", 2, "blocks", {"retention.ms": "1000"})
+        second.become_active()
         _topic, changed, again = second.put_topic("t", 2, "blocks", {"retention.ms": "1000"})  # the retry
         assert not changed
         assert again > held, (
             f"the repeat answered view {again}, but the proxies hold view {held} already, without the config (the "
             f"predecessor answered {first})")
+        assert dict(second.view.topics["t"].config)["retention.ms"] == "1000"  # the view answered holds it
+        assert second.view.version == again
     finally:
         second.stop()
 
 
-# DEFECT (low, rvfix10; needs a database that lost its last view): `compose` clears `_predecessor_owed` on ANY
-# publish (service.py:362), also one numbered below the version the predecessor answered. A controller restarted on
-# a database that lost its last view (stored S-1, the proxies hold S) composes at its start (service.py:214) before
-# any proxy reported: the predecessor's change committed after the loss makes the view differ, so it publishes S,
-# the version the proxies hold with other content; their heartbeats then report S, which `_countable` takes as this
-# controller's S (no floor learned, service.py:1002), and `_predecessor_owed` is gone: the predecessor's answer
-# (S+1, past the view it served) never comes while nothing else changes, and the proxies never take the change
+# DEFECT (low, rvfix10; needs a database that lost its last view; fixed in s34-fixrv10b): `compose` cleared
+# `_predecessor_owed` on ANY publish (service.py:362), also one numbered below the version the predecessor answered. A
+# controller restarted on a database that lost its last view (stored S-1, the proxies hold S) composes at its start
+# (service.py:214) before any proxy reported: the predecessor's change committed after the loss makes the view differ,
+# so it publishes S, the version the proxies hold with other content; their heartbeats then report S, which `_countable`
+# takes as this controller's S (no floor learned, service.py:1002), and `_predecessor_owed` is gone: the predecessor's
+# answer (S+1, past the view it served) never comes while nothing else changes, and the proxies never take the change
 # (they hold an S without it). The predecessor-owed view is exactly the one meant to come "once every live proxy has
-# reported" (DESIGN §5.1); the start's compose defeats it. Fix: keep `_predecessor_owed` until the one-lease window
-# has passed (clear it only in `_owe_predecessors_version`, and number that view past every version reported), or
-# compose nothing at the start past the stored view while its floor is unknown (§3.3).
-@pytest.mark.xfail(strict=True, reason="rvfix10: the start's compose, numbered before the floor is known, clears "
-                   "_predecessor_owed; the version the predecessor answered never comes")
+# reported" (DESIGN §5.1); the start's compose defeats it. Fix: keep `_predecessor_owed` until the one-lease window has
+# passed (clear it only in `_owe_predecessors_version`, and number that view past every version reported), or compose
+# nothing at the start past the stored view while its floor is unknown (§3.3). Fixed the first way: a publish clears
+# `_new_version_owed` only; `_predecessor_owed` is cleared by `_owe_predecessors_version` alone.
 def test_rvfix10_a_restart_on_a_database_that_lost_a_view_reaches_the_version_its_predecessor_answered(
         make_api, monkeypatch):
     api = make_api()
