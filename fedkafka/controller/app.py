@@ -40,7 +40,7 @@ def create_app(controller: Controller, token: str | Tokens, background: bool = T
     workflows = WorkflowEngine(controller)
     app = FastAPI(title="fedkafka controller", version="1",
                   lifespan=_lifespan(controller, workflows, background, leadership))
-    app.add_middleware(StandbyGate, leadership=leadership)
+    app.add_middleware(StandbyGate, leadership=leadership, took_over=controller.took_over)
     app.add_middleware(RequestGuard, tokens=tokens, max_body=max_body, metrics_token_required=metrics_token_required)
     _add_error_handlers(app)
     api = token_dependency(tokens)

@@ -5,7 +5,9 @@ over by compare-and-set once it has expired (or at once when it names this contr
 holds that port, so the holder that wrote it is gone), with a new term. Only the active controller runs the
 background loops and the workflows and answers `/v1/`; a standby answers 503 naming the active one
 (`StandbyGate`), so proxies, the name service and the CLI move on to it. A controller starts as a standby
-(`Controller(standby=True)`): it serves the stored view and writes nothing, not even a view, until it holds the row.
+(`Controller(standby=True)`): it serves the stored view and writes nothing, not even a view, until it holds the row;
+holding it, it takes writes only once `on_active` has served the database's view and composed it (the gate answers
+503 until then, naming it).
 
 Split brain is fenced in the database: every move transition re-reads the row in its own transaction,
 locked (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite serializes writers and refuses a write on a stale
@@ -142,18 +144,22 @@ def restart_as_standby(reason: str) -> None:
 
 
 class StandbyGate:
-    """ASGI: a standby answers every `/v1/` request 503, naming the active controller (body and header)."""
+    """ASGI: a standby answers every `/v1/` request 503, naming the active controller (body and header). So does a
+    controller taking over (`active`, but `took_over()` not yet: its `on_active` has not served the database's view
+    and composed it), naming itself: the clients retry, none is answered from the view it loaded as a standby."""
 
-    def __init__(self, app, *, leadership: Leadership | None):
-        self.app, self.leadership = app, leadership
+    def __init__(self, app, *, leadership: Leadership | None, took_over: Callable[[], bool] = lambda: True):
+        self.app, self.leadership, self.took_over = app, leadership, took_over
 
     async def __call__(self, scope, receive, send) -> None:
         lead = self.leadership
-        if scope["type"] != "http" or lead is None or lead.active or not scope["path"].startswith("/v1/"):
+        if (scope["type"] != "http" or lead is None or (lead.active and self.took_over())
+                or not scope["path"].startswith("/v1/")):
             return await self.app(scope, receive, send)
         active = lead.active_url or ""
-        body = json.dumps({"detail": f"standby controller; the active one is {active or 'not known yet'}",
-                           "active": active}).encode()
+        detail = (f"controller {active} is taking over: it answers once it serves the database's view" if lead.active
+                  else f"standby controller; the active one is {active or 'not known yet'}")
+        body = json.dumps({"detail": detail, "active": active}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (ACTIVE_HEADER.encode(), active.encode())]
         await send({"type": "http.response.start", "status": 503, "headers": headers})

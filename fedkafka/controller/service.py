@@ -205,6 +205,10 @@ class Controller:
         self._durable = 0  # ... and how many of them are committed
         self._stop = threading.Event()
         self.leadership: Leadership | None = None  # set by the app when several controllers may share the database
+        # a controller started as a standby takes writes only once `become_active` served the database's view and
+        # composed it: before, it serves the view loaded at its start, and a route's answer numbered from that view
+        # may be a version the proxies hold already without the change (docs/DESIGN.md §3.6, §5.1)
+        self._took_over = not standby
         self.log_offsets: dict[tuple[str, str, int], tuple[int, int]] = {}  # (cluster, topic, p) -> start, end
         self._stored_ends: dict[tuple[str, str, int], tuple[int, float]] = {}  # ends written by this one, and when
         # per cluster, the physical topics it lacks that held data (never re-created: `_create_missing`)
@@ -239,7 +243,13 @@ class Controller:
     def check_leader(self, session) -> None:
         """In a write transaction that must not commit once another controller took over (moves): raises
         NotLeader then (docs/DESIGN.md §3.6). A controller without leadership (tests, in process) always passes,
-        unless it was started as a standby."""
+        unless it was started as a standby. Taking over (the row held, `become_active` not done), it refuses too."""
+        self._check_may_publish(session)
+        if not self._took_over:
+            raise NotLeader("this controller is taking over: it does not serve the database's view yet")
+
+    def _check_may_publish(self, session) -> None:
+        """`check_leader` as `compose` asks it: `become_active` composes before this controller takes writes."""
         if self.leadership is not None:
             self.leadership.check(session)
         elif self._standby:
@@ -252,13 +262,19 @@ class Controller:
             with self.session() as s:
                 self.check_leader(s)
 
+    def took_over(self) -> bool:
+        """This controller takes writes (`/v1/` behind the leadership's gate): it was not started as a standby, or
+        `become_active` has served the database's view and composed it since it took the leader row."""
+        return self._took_over
+
     def is_active(self) -> bool:
         """This controller composes views and runs workflows (always, without leadership: one controller)."""
         return self.leadership.active if self.leadership is not None else not self._standby
 
     def become_active(self) -> None:
         """This controller now holds the leader row: serve the database's view, keep its proxies listed for one
-        lease (they renew within a heartbeat), forget renewals of an earlier term."""
+        lease (they renew within a heartbeat), forget renewals of an earlier term, compose; only then take writes
+        (`took_over`: until then the gate answers 503 and `check_leader` refuses)."""
         view = self._refresh_from_db()
         self._inherited = (frozenset(p.node_id for p in view.proxies), time.time() + self.settings.lease_ms / 1000)
         with self._hb_lock:
@@ -268,6 +284,7 @@ class Controller:
             self._secret_hashes.clear()
         self._predecessor_owed = True
         self.compose()
+        self._took_over = True
 
     def stopping(self) -> bool:
         """stop() was called: the background loops and the workflow threads end."""
@@ -348,7 +365,7 @@ class Controller:
                         nxt = candidate.with_version(top + 1)
                     if nxt is current:
                         return current
-                    self.check_leader(s)  # a controller that lost its row publishes no view (§3.6)
+                    self._check_may_publish(s)  # a controller that lost its row publishes no view (§3.6)
                     now = time.time()
                     body = json.dumps(nxt.to_dict(), separators=(",", ":"))
                     res = cast(CursorResult[Any], s.execute(  # an UPDATE's result: it has a rowcount
@@ -358,8 +375,9 @@ class Controller:
                         s.rollback()
                         continue  # lost a compare-and-set race: re-read and compose again
                     s.commit()
-                # past every version answered before, by this controller or its predecessor: each served one
-                self._new_version_owed = self._predecessor_owed = False
+                # past every version this controller answered before. Not its predecessor's (`_predecessor_owed`
+                # stays): numbered before every live proxy reported, this view may be one they hold with other content
+                self._new_version_owed = False
                 self._committed_at[nxt.version] = now
                 self.publisher.publish(nxt)
                 self.metrics.view_version.set(nxt.version)
@@ -1682,10 +1700,11 @@ class Controller:
         """A predecessor (the process before a restart, the controller before a takeover) may have answered a
         version past its view that it could not compose (`compose_after_commit` meeting NotLeader): the flag owing
         it a new view died with it, and a change leaving the view as it was (a drain of a node that is down) makes
-        none. Owed here, one lease after this controller started or took over, unless it published since (that view
-        is numbered past the predecessor's). Not at once: by then every live proxy has reported the view it holds,
-        so a database that lost views has its floor known, and no view is numbered as one a proxy holds with other
-        content (docs/DESIGN.md §3.3, §5.1)."""
+        none. Owed here, one lease after this controller started or took over, even if it published since: a view
+        numbered before every live proxy reported the one it holds may be numbered as one they hold with other
+        content (a database that lost its last view: its floor not known yet), the predecessor's answer past it.
+        Not at once: by then the floor is known, and the view owed is numbered past every view a proxy holds
+        (docs/DESIGN.md §3.3, §5.1). It costs one view of the same content at most (proxies ack it, leaders stay)."""
         if self._predecessor_owed and time.time() >= self._inherited[1]:
             self._predecessor_owed = False
             self._new_version_owed = True
