@@ -49,7 +49,8 @@ down:
 
 # The federation on 9 real hosts (8 + the spare cluster c3's): network namespaces with their own address and sshd (scripts/multihost.py,
 # needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
-.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps test-security test-failover test-molecule
+.PHONY: up-multihost down-multihost test-multihost test-replicated test-apps test-security test-failover test-molecule \
+	test-ansible-heavy
 MULTIHOST := $(BIN)/python scripts/multihost.py
 
 up-multihost: $(STAMP)
@@ -65,11 +66,27 @@ down-multihost:
 # restart, the database down for longer than a lease (tests/workflows/test_replicated_faults.py, ~8 minutes);
 # Metadata's replicas and ISR through a proxy, a follower stopped (tests/proxy/test_metadata_replicas_integration.py);
 # site.yml with 3 brokers a cluster, topics with 3 replicas and min.insync 2, teardown stopping all six
-# (tests/ansible/test_local_brokers.py, ~4-6 minutes; `make test` keeps its inventory check).
+# (tests/ansible/test_local_brokers.py, ~4-6 minutes; `make test` keeps its inventory check); `fedkafka local up
+# --brokers 3` reporting, resuming and stopping every broker (tests/launcher/test_replicated_clusters.py, ~70 s;
+# `make test` keeps local up, add-cluster, down and resume with one broker, tests/launcher/test_resume_added_cluster.py).
 test-replicated: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_REPLICATED_FAULTS=1 $(BIN)/pytest tests/workflows/test_replicated_faults.py \
-		tests/proxy/test_metadata_replicas_integration.py tests/ansible/test_local_brokers.py $(PYTEST_ARGS)
+		tests/proxy/test_metadata_replicas_integration.py tests/ansible/test_local_brokers.py \
+		tests/launcher/test_replicated_clusters.py $(PYTEST_ARGS)
+
+# Ansible scenarios of minutes, each with a cheaper cover in `make test`: site.yml then scale_up.yml (twice,
+# changed=0) through ansible-runner in an AWX-style private data dir (tests/ansible/test_awx_runner.py, ~4 minutes;
+# `make test` runs validate.yml that way); the controller role's secrets in 0600 files and its restart on a changed
+# one, predicted by --check (tests/ansible/test_role_controller_secret_files.py, ~1.5 minutes); storage an earlier
+# run left root's given to the broker's service user (tests/ansible/test_role_broker_service_user_files.py, about a
+# minute; root); the controller role over HTTPS in site.yml --check (tests/ansible/test_role_controller_tls.py, about
+# a minute). With the cheap tests of the same files, ~10-12 minutes in all on the shared 2-core machine.
+test-ansible-heavy: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	FEDKAFKA_ANSIBLE_HEAVY=1 $(BIN)/pytest tests/ansible/test_awx_runner.py \
+		tests/ansible/test_role_controller_secret_files.py tests/ansible/test_role_broker_service_user_files.py \
+		tests/ansible/test_role_controller_tls.py $(PYTEST_ARGS)
 
 # The molecule scenarios default (site.yml), scale_up (then scale_up.yml c3) and decommission (then
 # decommission.yml c1), each converge, idempotence, testinfra verify and cleanup on this machine, one after the

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -93,11 +93,14 @@ def pending_by_cluster(s: Session) -> dict[str, list[str]]:
 
 class PhysicalDeletions:
     """Deletes the recorded physical topics on the clusters that answer; `lock` is the controller's write lock,
-    `check_leader` raises NotLeader in a transaction of a controller that lost its leader row."""
+    `check_leader` raises NotLeader in a transaction of a controller that lost its leader row, `served_topics` the
+    topics of the view served now (none: a deletion is tried as soon as it is recorded)."""
 
     def __init__(self, session: sessionmaker[Session], kafka: KafkaAdmin, lock: Any,
-                 check_leader: Callable[[Session], None] = lambda _s: None) -> None:
+                 check_leader: Callable[[Session], None] = lambda _s: None,
+                 served_topics: Callable[[], Collection[str]] = lambda: ()) -> None:
         self.session, self.kafka, self.lock, self.check_leader = session, kafka, lock, check_leader
+        self.served_topics = served_topics
 
     def retry(self, bootstrap: Mapping[str, str]) -> None:
         """The scan's round: try every recorded deletion on the clusters of `bootstrap` (those that answered),
@@ -110,13 +113,19 @@ class PhysicalDeletions:
         """Try the recorded deletions on the clusters of `bootstrap` (of `topic` only, if given), each row read again
         just before: the caller holds the write lock. A cluster's first KafkaUnavailable ends its attempts (the next
         scan retries): one that stopped answering costs one timeout under the lock, not one per row. A controller
-        that lost its leader row ends the round: it learns no id and deletes nothing more."""
-        query = select(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic).where(
+        that lost its leader row ends the round: it learns no id and deletes nothing more.
+        A topic the view served still lists is left for a later round: its deletion was committed but not composed
+        yet (a compose failing after the commit, docs/DESIGN.md §5.1), and proxies still route to its physical
+        topics (no deletion commits meanwhile: the caller holds the write lock)."""
+        query = select(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic, PendingDeletionRow.topic).where(
             PendingDeletionRow.cluster.in_(list(bootstrap)))
         if topic is not None:
             query = query.where(PendingDeletionRow.topic == topic)
+        served = self.served_topics()
         with self.session() as s:
-            rows = s.execute(query.order_by(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic)).all()
+            rows = [(cluster, name) for cluster, name, of in
+                    s.execute(query.order_by(PendingDeletionRow.cluster, PendingDeletionRow.physical_topic))
+                    if of not in served]
         silent: set[str] = set()
         try:
             for cluster, name in rows:

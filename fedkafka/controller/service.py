@@ -132,10 +132,11 @@ class Settings:
 
 
 class Composed(NamedTuple):
-    """What `compose_after_commit` did: the view composed (None if not now), and the version served before it
-    tried, read once every compose begun before the commit had published (a view numbered past it holds the change)."""
+    """What `compose_after_commit` did: the view composed (None if not now), and the view version holding the
+    change: the composed view's, or, not composed, the one owed (`Controller._owe_new_version`: past the version
+    served before the compose tried and every view a proxy holds, a floor learned while the compose failed too)."""
     view: View | None
-    served_before: int
+    version: int
 
 
 class Renewal(NamedTuple):
@@ -173,7 +174,8 @@ class Controller:
         self.producer_ids = ProducerIdBlocks(self.session)
         self._write_lock = threading.Lock()  # one topology change at a time in this process
         # physical topics of deleted topics not yet gone: retried by the scan, block a new topic of the name
-        self.deletions = deletions.PhysicalDeletions(self.session, self.kafka, self._write_lock, self.check_leader)
+        self.deletions = deletions.PhysicalDeletions(self.session, self.kafka, self._write_lock, self.check_leader,
+                                                     lambda: self.view.topics)
         self.producer_ids.seed()
         self._seed_view()
         self.publisher = Publisher(self._stored_view()[0])
@@ -184,14 +186,7 @@ class Controller:
         # refuses produce on its own, and moves wait on leases, not on this list.
         self._inherited = (frozenset(p.node_id for p in self.publisher.view.proxies),
                            time.time() + settings.lease_ms / 1000)
-        self._compose_lock, self._compose_owed, self._new_version_owed = threading.Lock(), threading.Event(), False
-        self._committed_at: dict[int, float] = {}
-        # the newest view a proxy reported applied that the database does not hold (it lost its last commits):
-        # the next view is numbered past it, never a version a proxy holds with other content (§3 durability)
-        self._version_floor = 0
-        # set once this controller saw the database hold an older view than a proxy or itself did (it lost
-        # commits): {"db_version", "seen_version", "message", "at"}; new workflow runs are refused until restart
-        self.db_regression: dict[str, Any] | None = None
+        self._init_versioning()
         self._hb_lock = threading.Lock()
         # member id (a proxy's row: its node id, or a worker's own row) -> (lease, fence expiry, applied version)
         self._leases: dict[int, tuple[float, float, int]] = {}
@@ -219,6 +214,20 @@ class Controller:
         if not standby:  # a standby serves the stored view: a view composed now would be an unfenced write
             self.compose()
         self.metrics.watch(self)
+
+    def _init_versioning(self) -> None:
+        """The state `compose` numbers views by (part of `__init__`)."""
+        self._compose_lock, self._compose_owed, self._new_version_owed = threading.Lock(), threading.Event(), False
+        # a predecessor (the process before a restart, the controller before a takeover) may have answered a version
+        # it could not compose: owed once this one has heard the proxies (`_owe_predecessors_version`)
+        self._predecessor_owed = not self._standby
+        self._committed_at: dict[int, float] = {}
+        # the newest view a proxy reported applied that the database does not hold (it lost its last commits):
+        # the next view is numbered past it, never a version a proxy holds with other content (§3 durability)
+        self._version_floor = 0
+        # set once this controller saw the database hold an older view than a proxy or itself did (it lost
+        # commits): {"db_version", "seen_version", "message", "at"}; new workflow runs are refused until restart
+        self.db_regression: dict[str, Any] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start_background(self) -> None:
@@ -257,6 +266,7 @@ class Controller:
             self._pending.clear()
             self._pending_accepted.clear()
             self._secret_hashes.clear()
+        self._predecessor_owed = True
         self.compose()
 
     def stopping(self) -> bool:
@@ -324,18 +334,18 @@ class Controller:
                         if self._peek_version() >= current.version:
                             continue  # another controller committed it since `stored_version` was read: read again
                         self._regressed(stored_version, current.version, "this controller holds")
-                    top = max(self._version_floor, acked, current.version)
+                    top = self._newest_held(acked, current.version)
                     if top > stored_version:  # proxies (or this controller) hold views up to `top` the database lost:
                         freeze_planned(s)  # this view is the one they take: no planned move's partition writable
                     now = time.time()
                     listed, until = self._inherited
                     candidate = build_view(s, now, federation_id=current.federation_id,
                                            keep_listed=listed if now < until else frozenset())
-                    nxt = next_version(current, candidate)
-                    if top > stored_version:
+                    nxt = next_version(current, candidate)  # numbered current.version + 1 = top + 1 if new
+                    # proxies hold views the database lost, or a route answered a version not composed (same
+                    # content then: proxies ack it, leaders stay)
+                    if top > stored_version or (nxt is current and self._new_version_owed):
                         nxt = candidate.with_version(top + 1)
-                    if nxt is current and self._new_version_owed:  # same content: proxies ack it, leaders stay
-                        nxt = candidate.with_version(current.version + 1)
                     if nxt is current:
                         return current
                     self.check_leader(s)  # a controller that lost its row publishes no view (§3.6)
@@ -348,7 +358,8 @@ class Controller:
                         s.rollback()
                         continue  # lost a compare-and-set race: re-read and compose again
                     s.commit()
-                self._new_version_owed = False  # past every version answered before: each was served one
+                # past every version answered before, by this controller or its predecessor: each served one
+                self._new_version_owed = self._predecessor_owed = False
                 self._committed_at[nxt.version] = now
                 self.publisher.publish(nxt)
                 self.metrics.view_version.set(nxt.version)
@@ -359,10 +370,19 @@ class Controller:
                 return nxt
             raise Conflict("could not commit the view: too many concurrent writers", status=503)
 
+    def _newest_held(self, acked: int, served: int) -> int:
+        """The newest view version a proxy or this controller may hold: `served`, `acked` (the newest a proxy row
+        acks) or the floor (a proxy reported it applied, the database lost it). The next view is numbered one past
+        it (`compose`), never a version a proxy holds with other content (docs/DESIGN.md §3 durability)."""
+        return max(self._version_floor, acked, served)
+
     def compose_after_commit(self, what: str) -> Composed:
-        """Compose the view after a write route committed change `what`: the composed view, or None if not now,
-        and the version served before (read under the compose lock: a compose begun before the commit, holding
-        a view without the change, has published by then).
+        """Compose the view after a write route committed change `what`: the composed view and the version a caller
+        may wait for to see the change (`Composed.version`). Not composed now, the version owed (`_owe_new_version`),
+        past the version served before the compose tried (read under the compose lock: a compose begun before the
+        commit, holding a view without the change, has published by then; every view numbered past it holds the
+        change). Also for a row the route found unchanged: it may be a change an earlier request committed but could
+        not compose (the same request again), which the view served does not hold.
         The change stands whatever this compose meets, so the route answers its success: a compose failure met in
         operation (`COMPOSE_FAILURES`) is logged and the next lease round composes (`_compose_owed`); a 503 would
         tell the caller nothing was written (docs/DESIGN.md §5.1). Any other error is a bug: it propagates (500),
@@ -370,25 +390,38 @@ class Controller:
         with self._compose_lock:
             served_before = self.view.version
         try:
-            return Composed(self.compose(), served_before)
+            composed = self.compose()
+            return Composed(composed, composed.version)
         except Exception as e:
-            self._new_version_owed = True  # a compose publishing since passed `served_before`: one more is harmless
-            self._compose_owed.set()
+            owed = self._owe_new_version(served_before)
             if not isinstance(e, COMPOSE_FAILURES):
                 raise
             log.warning("%s (committed), but the view was not composed now (%s: %s): the next lease round composes "
                         "it (the active controller's, if this one lost the leader row)", what, type(e).__name__, e)
-            return Composed(None, served_before)
+            return Composed(None, owed)
 
-    @staticmethod
-    def _version_holding(composed: Composed, changed: bool) -> int:
-        """The view version a caller may wait for to see a committed change (a drain, ACLs, topics): the composed
-        view's, or, not composed now, one past the version served before the compose tried, which does not hold
-        the change; any compose after it does, and the next one numbers a new view (`_new_version_owed`), so that
-        version comes (docs/DESIGN.md §5.1). An unchanged row needs no new view."""
-        if composed.view is not None:
-            return composed.view.version
-        return composed.served_before + 1 if changed else composed.served_before
+    def _owe_new_version(self, served_before: int) -> int:
+        """A compose failed after a commit: owe the next compose a new view (`_new_version_owed`: numbered even if
+        the change left the view as it was) and the lease round a compose (`_compose_owed`); the version to answer,
+        the number `compose` gives that view at the least (`_newest_held` + 1: past every view a proxy holds).
+        Read once the compose failed, not before it tried: a floor learned meanwhile (a proxy's heartbeat reporting
+        a view the database lost, docs/DESIGN.md §3.3) is passed. Under the compose lock, as the flag is set: a
+        compose in flight (numbered by the floor it read) clears the flag before, not after; the next one numbers
+        its view past the answer. A compose that published since `served_before` held the change: the answer may
+        be that view's version, and the one more view owed is harmless."""
+        with self._compose_lock:
+            self._new_version_owed = True
+            self._compose_owed.set()
+            # not the rows' acks: the database may be failing now (a proxy acking past the view sets the floor)
+            return self._newest_held(0, served_before) + 1
+
+    def _version_served_or_owed(self) -> int:
+        """The view version holding every committed change, for a route that committed nothing and composes nothing
+        (`put_topic` unchanged): the one served, or the number the next view takes while a compose that failed
+        after a commit is owed (`_new_version_owed`: that view comes, the served one may lack the change)."""
+        with self._compose_lock:  # the flag and the view as one compose left them
+            served = self.view.version
+            return self._newest_held(0, served) + 1 if self._new_version_owed else served
 
     def _compose_if_owed(self) -> None:
         """Compose the view a write route committed a change for but could not compose (`compose_after_commit`).
@@ -541,7 +574,7 @@ class Controller:
                   create_only: bool = False) -> tuple[dict, bool, int]:
         """Create the topic, or grow it and set its config. `create_only`: an existing topic is a conflict
         (Kafka's CreateTopics), decided under the write lock so two creations of one name cannot both win.
-        Answers the topic, whether it changed and the view version holding it (`_version_holding`)."""
+        Answers the topic, whether it changed and the view version holding it (`Composed.version`)."""
         check_topic(name, partitions, placement, config)
         with self._write_lock:
             self.refuse_unless_leading()  # before Kafka: a controller that lost its row creates nothing there (§3.6)
@@ -553,7 +586,7 @@ class Controller:
                                f"(shrinking to {partitions} would re-hash keys and strand records)",
                                kafka_error="INVALID_PARTITIONS")
             if existing == (partitions, config):
-                return self.get_topic(name), False, self.view.version
+                return self.get_topic(name), False, self._version_served_or_owed()
             coord = coordination_cluster(clusters)
             targets = [c for c in clusters if c.state == ClusterState.ACTIVE and c.reachable]
             if coord is None or not targets:
@@ -564,7 +597,7 @@ class Controller:
                                          coord, used, slots)
             self._write_topic_rows(name, partitions, placement, config, new, have, slots)
             composed = self.compose_after_commit(f"topic {name} {'created' if new else 'changed'}")
-            return self.get_topic(name), True, self._version_holding(composed, True)
+            return self.get_topic(name), True, composed.version
 
     def _topic_as_stored(self, name: str) -> tuple[bool, tuple[int, dict] | None, list[ClusterRow], list[Slot]]:
         """(whether the topic is new, its (partitions, config) or None, the clusters in registration order, every
@@ -668,7 +701,7 @@ class Controller:
         The physical topics' Kafka topic ids are asked of the clusters the last scan reached before that transaction,
         and recorded only if the topic read in it is the one read before asking (its deletions go by id, §5.8); the
         transaction commits only while this controller leads (§3.6). Answers the view version without the topic
-        (`_version_holding`)."""
+        (`Composed.version`)."""
         with self._write_lock:
             with self.session() as s:
                 incarnation, physical, clusters = self._deletion_plan(s, name, topic_id)
@@ -691,7 +724,7 @@ class Controller:
             # not composed, the view served still routes to them: the scans delete them after their compose
             if composed.view is not None:
                 self.deletions.attempt({c.id: c.bootstrap for c in clusters if c.reachable}, topic=name)
-        return self._version_holding(composed, True)
+        return composed.version
 
     @staticmethod
     def _deletion_plan(s: Session, name: str, topic_id: str | None) -> tuple[
@@ -1211,7 +1244,7 @@ class Controller:
         composed = self.compose_after_commit(f"proxy {node_id} set {'draining' if draining else 'not draining'}")
         log.info("proxy %d (%s) %s", node_id, instance_id, "draining" if draining else "no longer draining")
         return {"node_id": node_id, "instance_id": instance_id, "draining": draining, "changed": changed,
-                "view_version": self._version_holding(composed, changed)}
+                "view_version": composed.version}
 
     def _check_others_serve(self, s: Session, node: ProxyRow) -> None:
         # the rows, not only the view: a drain committed just before ours may not be composed yet
@@ -1280,7 +1313,7 @@ class Controller:
             s.commit()
         composed = self.compose_after_commit(f"{len(added)} ACL bindings created")
         return {"created": [acls.binding_dict(b) for b in added],
-                "view_version": self._version_holding(composed, bool(added))}
+                "view_version": composed.version}
 
     def list_acls(self, acl_filter: dict[str, Any]) -> list[dict[str, str]]:
         f = acls.filter_from_dict(acl_filter)
@@ -1295,7 +1328,7 @@ class Controller:
             s.commit()
         composed = self.compose_after_commit(f"{len(gone)} ACL bindings deleted")
         return {"deleted": [acls.binding_dict(b) for b in gone],
-                "view_version": self._version_holding(composed, bool(gone))}
+                "view_version": composed.version}
 
     def delete_user(self, user: str) -> None:
         with self.topology_change() as s:
@@ -1637,12 +1670,26 @@ class Controller:
         """One round of the lease loop: drop the proxies whose lease ran out, serve the database's view, and compose
         the view a write route owes (`compose_after_commit`)."""
         self.expire_leases()
+        self._owe_predecessors_version()
         stored = self._peek_version()
         if self.publisher.view.version < stored:
             self._refresh_from_db()  # a second controller committed: serve its view
         elif self.publisher.view.version > stored:
             self.compose()  # the database lost views this controller holds: number the next past them (§3.3)
         self._compose_if_owed()
+
+    def _owe_predecessors_version(self) -> None:
+        """A predecessor (the process before a restart, the controller before a takeover) may have answered a
+        version past its view that it could not compose (`compose_after_commit` meeting NotLeader): the flag owing
+        it a new view died with it, and a change leaving the view as it was (a drain of a node that is down) makes
+        none. Owed here, one lease after this controller started or took over, unless it published since (that view
+        is numbered past the predecessor's). Not at once: by then every live proxy has reported the view it holds,
+        so a database that lost views has its floor known, and no view is numbered as one a proxy holds with other
+        content (docs/DESIGN.md §3.3, §5.1)."""
+        if self._predecessor_owed and time.time() >= self._inherited[1]:
+            self._predecessor_owed = False
+            self._new_version_owed = True
+            self._compose_owed.set()
 
     def _peek_version(self) -> int:
         with self.session() as s:

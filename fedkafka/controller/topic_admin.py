@@ -146,7 +146,7 @@ class TopicAdmin:
 
     @staticmethod
     def _done(topic: dict[str, Any], version: int) -> dict[str, Any]:
-        """`version`: the view holding the change (`Controller._version_holding`), which the proxy waits for."""
+        """`version`: the view holding the change (`Composed.version`), which the proxy waits for."""
         return {"topic": {k: topic[k] for k in ("name", "topic_id", "partitions", "config")},
                 "view_version": version}
 

@@ -1,5 +1,7 @@
-"""ListOffsets asked of physical partitions' leaders: what ListOffsets and DeleteRecords (a gap tail's log end) share.
-Handlers do not import each other (the import contract); this is the one way both ask."""
+"""ListOffsets asked of physical partitions' leaders: what ListOffsets, DeleteRecords (a gap tail's log end) and Fetch
+(the bounds of a log that answered OFFSET_OUT_OF_RANGE) share. Handlers do not import each other (the import
+contract); this is the one way they ask, and the one reading of a logical partition's log start (`logical_log_start`):
+the offset ListOffsets EARLIEST answers is the one below which Fetch answers OFFSET_OUT_OF_RANGE."""
 
 from __future__ import annotations
 
@@ -9,19 +11,22 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema
-from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, by_leader
+from fedkafka.proxy.plan import Broker, Call, Context, Plan, UpstreamError, by_leader, lost_for_good
+from fedkafka.view.model import PartitionChain, Segment
+from fedkafka.view.offsets import earliest_offset
 
 PhysKey = tuple[str, str, int]  # cluster, topic, partition
-LATEST = -1
+LATEST, EARLIEST = -1, -2
 UPSTREAM_VERSION = 7  # the first with MAX_TIMESTAMP; every Kafka 4 broker serves it
 
 
-def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_level: int, respond):
+def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_level: int, respond,
+                 timeout_s: float | None = None, client_timeout: bool = False):
     """A Plan asking every (physical partition, timestamp) once; `respond` gets {ask: (offset, timestamp) |
     ErrorCode} and {ask: the broker asked}. Unreachable clusters answer NOT_LEADER_OR_FOLLOWER (and ask for a
-    refresh). A partition asked with k timestamps takes k rounds (one call per broker each): with a client's
-    duplicates refused (`_duplicated`) and a physical partition read by one logical partition (docs/DESIGN.md
-    §4.13), one round."""
+    refresh). `timeout_s`, `client_timeout`: the calls' (`plan.Call`; a Fetch bounds its own round so). A partition
+    asked with k timestamps takes k rounds (one call per broker each): with a client's duplicates refused
+    (`_duplicated`) and a physical partition read by one logical partition (docs/DESIGN.md §4.13), one round."""
     physical: dict[tuple[PhysKey, int], tuple[int, int] | ErrorCode] = {}
     rounds: list[dict[PhysKey, int]] = []  # a partition asked with k timestamps is in the first k rounds
     depth: dict[PhysKey, int] = {}
@@ -40,7 +45,8 @@ def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_le
             physical[ask] = ErrorCode.not_leader_or_follower
         for (cluster, node), items in by_node.items():
             broker = Broker(cluster, node)
-            calls.append(Call(broker, _upstream_request(items, isolation_level)))
+            calls.append(Call(broker, _upstream_request(items, isolation_level), timeout_s=timeout_s,
+                              client_timeout=client_timeout))
             call_asks.append(items)
             brokers.update(dict.fromkeys(items, broker))
 
@@ -64,6 +70,32 @@ def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_le
         return respond(physical, brokers)
 
     return Plan(calls, finish) if calls else finish([])
+
+
+def seg_key(seg: Segment) -> PhysKey:
+    return seg.cluster, seg.topic, seg.partition
+
+
+def log_start_asks(segments: Iterable[Segment]) -> list[tuple[PhysKey, int]]:
+    """What `logical_log_start` reads of these segments: each one's log start (EARLIEST), then each sealed one's log
+    end (LATEST: one at or below its segment's start lost its data)."""
+    segments = tuple(segments)
+    return [(seg_key(s), EARLIEST) for s in segments] + [(seg_key(s), LATEST) for s in segments if not s.active]
+
+
+def logical_log_start(ctx: Context, chain: PartitionChain, physical: dict) -> int:
+    """The logical partition's log start (ListOffsets EARLIEST) from `ask_physical`'s answers of `log_start_asks`
+    (`view.offsets.earliest_offset`): a segment not asked, or whose cluster did not answer, counts as readable from
+    its base; one lost for good (`lost_for_good`: no answer from it, ever) as if its log ended at its start."""
+    starts: dict[Segment, int | None] = {}
+    ends: dict[Segment, int | None] = {}
+    for s in chain.segments:
+        start, end = physical.get((seg_key(s), EARLIEST)), physical.get((seg_key(s), LATEST))
+        starts[s] = start[0] if isinstance(start, tuple) else None
+        ends[s] = end[0] if isinstance(end, tuple) and not s.active else None
+        if starts[s] is None and lost_for_good(ctx, chain, s):
+            starts[s] = ends[s] = s.phys_start
+    return earliest_offset(chain, starts.__getitem__, ends.__getitem__)
 
 
 def _upstream_request(items: list[tuple[PhysKey, int]], isolation_level: int):

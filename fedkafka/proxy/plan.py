@@ -113,6 +113,14 @@ class Plan:
     # client closed the connection) or failed. The calls may still be at the broker: what `finish` would have settled,
     # the handler settles once they can no longer be written (produce: DESIGN §5.3 rule 3).
     abandoned: Callable[[], None] | None = None
+    # With return_early: the calls (by index) it never finishes without, however early another has data; and
+    # called with (index, result) of each call it finished without, once that call's result comes (never for a call
+    # not sent then): a handler's fairness between the clusters of a connection's fetches (DESIGN §3.1).
+    awaited: tuple[int, ...] = ()
+    answered_late: Callable[[int, Any], None] | None = None
+    # With awaited: how long after the calls went out the core waits for them at most (None: until they end); past
+    # it, once another result satisfied return_early, it finishes without them (dropped, heard late as the others).
+    awaited_within_s: float | None = None
 
 
 class _NoResponse:
@@ -230,6 +238,8 @@ class PhysicalState(Protocol):
     def reachable(self, cluster: str) -> bool: ...
     def request_refresh(self, cluster: str) -> None: ...
     def topic_id(self, cluster: str, topic: str) -> Any: ...  # the physical topic's id there (a UUID) or None
+    # whether `topic_id`'s None means "not there": the cluster's metadata was read since the proxy tracks it
+    def topics_known(self, cluster: str) -> bool: ...
     def topic_name(self, cluster: str, topic_id: Any) -> str | None: ...
     # (replicas, in-sync replicas) of a physical partition as its cluster's Metadata last named them; None: not known
     def replication(self, cluster: str, topic: str, partition: int) -> tuple[int, int] | None: ...
@@ -571,7 +581,8 @@ def cluster_authorized_operations(ctx: Context) -> int:
 
 
 def as_now(ctx: Context) -> Context | None:
-    """The context as the proxy stands when a read's upstream answer arrives: its view and fence now, or None when
+    """The context as the proxy stands when a read's upstream answer arrives (or a group offset request's coordinator
+    lookup, `groups._via_coordinator`): its view and fence now, or None when
     neither changed since the read was routed. A Fetch may wait at the broker for up to --max-fetch-wait-ms, and a
     proxy acks a new view without waiting for its reads (it drains produce only): meanwhile the partition may have
     moved on, even back to the physical partition asked (A -> B -> A). Reads translate their answer with the
@@ -590,7 +601,8 @@ def past_fence(ctx: Context, topic: str, partition: int) -> bool:
     serves no read from its view (Fetch, ListOffsets, OffsetForLeaderEpoch) and maps no offset with it
     (DeleteRecords, DescribeProducers), as it takes no produce: the controller no longer waits for its acks, so
     its view may be moves behind and map offsets to the wrong segment (docs/DESIGN.md §4.9). The client gets
-    retriable NOT_LEADER_OR_FOLLOWER and refreshes metadata."""
+    retriable NOT_LEADER_OR_FOLLOWER and refreshes metadata. (Committed offsets, whose cluster the view names, are
+    refused past it with NOT_COORDINATOR: `groups._past_fence`.)"""
     if ctx.lease_valid:
         return False
     ctx.refused("lease", topic, partition, "proxy fence ran out: reads refused until a controller renews it")
@@ -614,14 +626,25 @@ def readable_chain(ctx: Context, topic: str, partition: int,
     return chain
 
 
+def topic_missing(ctx: Context, seg: Segment) -> bool:
+    """Whether the segment's cluster answers without its physical topic: reachable, and Metadata read there since the
+    proxy tracks the cluster names no such topic. A cluster just tracked (the proxy started, its bootstrap changed)
+    names none until its first refresh answers: nothing is missing there yet, its segments are waited for. Reading
+    that as missing moved a reader of a sealed segment past its records as lost for good (docs/DESIGN.md §9.2)."""
+    physical = ctx.physical
+    return (physical.reachable(seg.cluster) and physical.topic_id(seg.cluster, seg.topic) is None
+            and physical.topics_known(seg.cluster))
+
+
 def lost_for_good(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
     """A sealed segment whose records are gone for good: its cluster answers without the physical topic (a lost
     disk, a cluster rebuilt empty; the controller never creates such a topic again, docs/DESIGN.md §9.3) and the
     operator gave the cluster up: this chain failed over from it (an unclean gap follows one of its segments there)
-    or the cluster is no longer active (a failover leaves it read_only). A reader there is moved past it and earliest
-    skips it; before that it is waited for, as a dead cluster is: its data may yet be restored."""
-    physical = ctx.physical
-    if seg.active or not physical.reachable(seg.cluster) or physical.topic_id(seg.cluster, seg.topic) is not None:
+    or the cluster is no longer active (a failover leaves it read_only). A reader there is moved past it, earliest
+    skips it and a timestamp question leaves it out; before that it is waited for, as a dead cluster is: its data may
+    yet be restored. `topic_missing` judges the topic missing only from metadata read since the proxy tracks the
+    cluster: a cluster just tracked names no topic yet."""
+    if seg.active or not topic_missing(ctx, seg):
         return False
     cluster = ctx.view.clusters.get(seg.cluster)
     if cluster is None or cluster.state != ClusterState.ACTIVE:

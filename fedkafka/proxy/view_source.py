@@ -5,8 +5,10 @@ heartbeat with the applied version. Each successful heartbeat renews the lease (
 the fence (how long this proxy may produce without another renewal, minutes: docs/DESIGN.md §4.9). While the
 controller is unreachable the proxy keeps serving its last view, produce included, until the fence runs out;
 then it refuses produce and the requests that map offsets with its view (Fetch, ListOffsets, OffsetForLeaderEpoch,
-DeleteRecords, DescribeProducers: ProxyState.lease_valid) and keeps serving the rest (static stability). A view is
-acked only once saved (docs/DESIGN.md §4.9, F5).
+DeleteRecords, DescribeProducers: ProxyState.lease_valid) or read and write committed offsets where its view says
+they live (OffsetCommit, OffsetFetch, DeleteGroups, OffsetDelete: the coordination cluster may have moved), and
+keeps serving the rest (static stability: Metadata, group membership). A view is acked only once saved
+(docs/DESIGN.md §4.9, F5).
 """
 
 from __future__ import annotations

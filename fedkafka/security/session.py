@@ -72,6 +72,10 @@ class Session:
     password_checks: Any = field(default_factory=lambda: password_checks.SHARED)  # PLAIN's PBKDF2, off the loop
     # the proxy's producer ids of this connection (fedkafka.proxy.plan.ConnectionProducers), made on first use
     producers: Any = None
+    # what this connection's fetches dropped, finished early without a broker's answer that had records or errors:
+    # (broker, physical topic, partition, offset) of each such partition (fedkafka.proxy.handlers.fetch: its next
+    # Fetch asking one of them there waits for that broker's answer too), made on first use
+    fetch_owed: Any = None
 
     @classmethod
     def for_listener(cls, protocol: str, mechanisms: tuple[str, ...] = SASL_MECHANISMS, peer: str = "",

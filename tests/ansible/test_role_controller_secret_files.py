@@ -1,7 +1,11 @@
 """The fedkafka_controller role's secrets (fedkafka_controller_db_url, fedkafka_controller_env) against a real
 controller the role runs under supervisord on this machine (the local inventory's host `controller`): they reach
 the controller through 0600 files (--db-file, --env-file), never its command line or program file, and a changed
-secret restarts it, which --check predicts."""
+secret restarts it, which --check predicts.
+
+About 1.5 minutes: `make test-ansible-heavy` runs it (FEDKAFKA_ANSIBLE_HEAVY=1). `make test` keeps the cheaper cover:
+the controller reading --db-file and --env-file (tests/controller/test_cli.py) and neither secret shown by the role's
+`--check --diff` (tests/ansible/test_review_rvans_secrets.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import pytest
 
 from fedkafka.kafka.cluster import free_port
 
-pytestmark = pytest.mark.ansible
+pytestmark = [pytest.mark.ansible,
+              pytest.mark.skipif(os.environ.get("FEDKAFKA_ANSIBLE_HEAVY") != "1",
+                                 reason="heavy: runs with FEDKAFKA_ANSIBLE_HEAVY=1 (make test-ansible-heavy)")]
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 SUPERVISORCTL = str(Path(sys.executable).with_name("supervisorctl"))

@@ -1,10 +1,14 @@
 """The controller's API over HTTPS through the bundle: the controller role gives the service its certificate and
 key (written from vault text, the key 0600 and never shown) and --metrics-token-required; every fedkafka service
-trusts the CA through $FEDKAFKA_CA_FILE and the modules through ca_path, against a real HTTPS controller."""
+trusts the CA through $FEDKAFKA_CA_FILE and the modules through ca_path, against a real HTTPS controller.
+
+`make test` checks the controller's own program (site.yml --check on the controller, ~20 s); the proxy's and the
+name service's too (about a minute more) run in `make test-ansible-heavy` (FEDKAFKA_ANSIBLE_HEAVY=1)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import subprocess
 import sys
@@ -31,16 +35,30 @@ def _tls_vars(tmp_path: Path, url: str = "https://127.0.0.1:39001") -> dict:
             "fedkafka_controller_ca_content": CERT}
 
 
-@pytest.mark.ansible
-def test_site_yml_serves_the_controller_over_https_and_every_service_trusts_its_ca(tmp_path):
-    out = site_check(tmp_path, "localhost,controller,proxy1,nameservice", _tls_vars(tmp_path))
+def _https_programs(tmp_path: Path, limit: str) -> list[str]:
+    """site.yml --check --diff of `limit` with the controller over HTTPS: the rendered programs that trust its CA
+    (by file, and by checksum so that a new CA restarts each)."""
+    out = site_check(tmp_path, limit, _tls_vars(tmp_path))
     assert KEY_MARK not in out and API_TOKEN not in out
     flat, etc = " ".join(out.split()), tmp_path / "etc"
     assert f"--ssl-cert {etc}/tls/controller.pem --ssl-key {etc}/tls/controller.key --metrics-token-required" in flat
     ca_env = f'FEDKAFKA_CA_FILE="{etc}/tls/controller-ca.pem"'
-    ca_sum = f'FEDKAFKA_CA_SHA1="{hashlib.sha1(CERT.encode()).hexdigest()}"'  # a new CA: each program restarts
-    programs = [chunk for chunk in out.split("command=") if ca_env in chunk and ca_sum in chunk]
-    assert len(programs) == 3, out[-6000:]  # the controller, the proxy and the name service programs
+    ca_sum = f'FEDKAFKA_CA_SHA1="{hashlib.sha1(CERT.encode()).hexdigest()}"'
+    return [chunk for chunk in out.split("command=") if ca_env in chunk and ca_sum in chunk]
+
+
+@pytest.mark.ansible
+def test_site_yml_serves_the_controller_over_https_with_its_key_and_trusts_its_ca(tmp_path):
+    programs = _https_programs(tmp_path, "localhost,controller")
+    assert len(programs) == 1 and " controller --db-file " in " ".join(programs[0].split()), programs
+
+
+@pytest.mark.ansible
+@pytest.mark.skipif(os.environ.get("FEDKAFKA_ANSIBLE_HEAVY") != "1",
+                    reason="heavy: runs with FEDKAFKA_ANSIBLE_HEAVY=1 (make test-ansible-heavy)")
+def test_site_yml_serves_the_controller_over_https_and_every_service_trusts_its_ca(tmp_path):
+    programs = _https_programs(tmp_path, "localhost,controller,proxy1,nameservice")
+    assert len(programs) == 3, programs  # the controller, the proxy and the name service programs
 
 
 @pytest.mark.ansible

@@ -67,8 +67,9 @@ class _Broker:
             except TimeoutError:
                 data = b""
             self.out -= 1
+            asked = request.topics[0]  # answered in its names (a fetch handler's translation looks for them)
             writer.write(b"".join(rec.fetch_response_parts(12, header.correlation_id, 0, 0, [
-                ("t", [rec.FetchPartitionData(0, 0, 10, 10, 0, None, -1, data)])])))
+                (asked.topic, [rec.FetchPartitionData(asked.partitions[0].partition, 0, 10, 10, 0, None, -1, data)])])))
 
 
 class _CountingSemaphore(asyncio.Semaphore):
@@ -90,14 +91,14 @@ def _calls(quiet_wait_ms: int = QUIET_WAIT_MS) -> list[Call]:
                  client_timeout=True)]
 
 
-async def _setup(busy: _Broker, quiet: _Broker):
+async def _setup(busy: _Broker, quiet: _Broker, quiet_cluster: str = "quiet"):
     busy_port, quiet_port = await busy.start(), await quiet.start()
     pool = UpstreamPool()
     d = _dispatcher_to(0, pool, per_connection=16)
 
     class Physical(_Physical):
         def address(self, cluster, node):
-            return "127.0.0.1", (quiet_port if cluster == "quiet" else busy_port)
+            return "127.0.0.1", (quiet_port if cluster == quiet_cluster else busy_port)
 
     d.physical = Physical()
     d._dedicated_by_slot[SLOT] = _CountingSemaphore(16)

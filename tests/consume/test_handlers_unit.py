@@ -66,6 +66,12 @@ class Physical:
     def reachable(self, cluster):
         return cluster not in self.down
 
+    def topic_id(self, cluster, topic):
+        return uuid.UUID(int=1)  # every physical topic there
+
+    def topics_known(self, cluster):
+        return True  # every cluster's metadata read: a topic_id of None is a topic missing there
+
     def request_refresh(self, cluster):
         self.refreshed.append(cluster)
 
@@ -430,7 +436,11 @@ def test_fetch_inside_the_gap_reads_the_tail_the_cluster_came_back_with_then_ski
         {"partition_index": 0, "error_code": ErrorCode.offset_out_of_range, "high_watermark": 37,
          "last_stable_offset": 37, "log_start_offset": 0, "aborted_transactions": None,
          "preferred_read_replica": -1, "records": b""}]}]})
-    assert skipped_to(partitions(plan.finish([oor]))[("log", 0)]) == 30 + GAP
+    bounds = plan.finish([oor])  # below the log start or past the log end? The proxy asks c1 (docs/DESIGN.md §9.2)
+    assert sorted((c.target.cluster, asked.timestamp) for c in bounds.calls for t in c.request.topics
+                  for asked in t.partitions) == [("c1", -2), ("c1", -1)]
+    answer = bounds.finish(list_answers(bounds.calls, {("c1", 0, -2): (0, -1), ("c1", 0, -1): (37, -1)}))
+    assert skipped_to(partitions(answer)[("log", 0)]) == 30 + GAP  # past the log end: the tail ended
     # the next segment is read as usual
     plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 30 + GAP)))
     assert plan.calls[0].target == Broker("c2", 7) and plan.calls[0].request.topics[0].partitions[0].fetch_offset == 4

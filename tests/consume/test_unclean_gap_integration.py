@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioPartition
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from proxy.support import ProxyProcess, create_topic
 
 from fedkafka.kafka.cluster import free_port
@@ -149,6 +150,36 @@ def test_java_console_consumer_reads_the_tail_inside_the_gap_and_skips_what_is_g
     assert out.returncode == 0, out.stderr[-3000:]
     got = [(int(p), int(o), v) for p, o, v in re.findall(r"Partition:(\d+)\s+Offset:(\d+)\s+(\w+)", out.stdout)]
     assert by_partition(got) == EXPECTED, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+@pytest.mark.timeout(400)
+def test_a_reader_in_the_gap_below_the_tail_s_log_start_resets_to_it_and_reads_the_rest_of_the_tail(federation):
+    """DeleteRecords on c1 (retention alike) moved the tail's log start to 12. A reader at 11, inside the gap below
+    the log start: c1 answers OFFSET_OUT_OF_RANGE there as it would past its log end. The proxy reads c1's log bounds
+    (ListOffsets) and passes OFFSET_OUT_OF_RANGE on, so librdkafka resets to earliest (12), reads a12..a14, then the
+    next segment (docs/DESIGN.md §9.2). The old code moved it past the whole gap at once: a12..a14 never read."""
+    proxy, topic, c1_bootstrap = federation
+    admin = AdminClient({"bootstrap.servers": c1_bootstrap})
+    for fut in admin.delete_records([TopicPartition(f"phys-{topic}", 0, 12)]).values():
+        fut.result(20)
+    c = consumer(proxy.bootstrap)  # auto.offset.reset=earliest
+    c.assign([TopicPartition(topic, 0, KNOWN_END + 1)])
+    got, errors = [], []
+    try:
+        for _ in range(300):
+            msg = c.poll(0.2)
+            if msg is None:
+                if len(got) >= 6:
+                    break
+                continue
+            if msg.error():
+                errors.append(str(msg.error()))
+                continue
+            got.append((msg.offset(), msg.value().decode()))
+    finally:
+        c.close()
+    assert errors == []
+    assert got == [(i, CAME_BACK[i]) for i in (12, 13, 14)] + [(NEXT + i, v) for i, v in enumerate(AFTER[0])]
 
 
 @pytest.mark.timeout(400)

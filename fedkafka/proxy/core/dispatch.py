@@ -2,7 +2,8 @@
 
 Versions: the advertised table is the registry's ranges (for this proxy's role) intersected with every
 physical cluster's own ranges; a request outside it gets UNSUPPORTED_VERSION (ApiVersions answers as v0,
-like Kafka) when kio knows its response schema, else the connection is closed.
+like Kafka) when kio knows its response schema, else the connection is closed; so is it at a version an earlier
+table of this process advertised (the table narrowed under the connection: the client negotiates again).
 
 Calls to the controller (`plan.ControllerApi`: the Kafka admin writes) go over the proxy's controller link, a few
 at a time, the others waiting their turn within their timeout (`controller_calls.py`); a successful answer that
@@ -56,6 +57,10 @@ FETCH_API_KEY = 1
 # Produce, and what changes a group's committed offsets (OffsetCommit, DeleteGroups, OffsetDelete): counted in
 # writes_in_flight, so a view is acked only once those routed under older views are answered (docs/DESIGN.md §10.1)
 DRAINED_API_KEYS = (PRODUCE_API_KEY, *groups.FENCED_DURING_MOVE)
+# What reads or changes committed offsets (OffsetCommit, OffsetFetch, DeleteGroups, OffsetDelete): the fence is read
+# again right before each call of it is written, as it is for produce (docs/DESIGN.md §4.9 F2)
+FENCED_OFFSETS_API_KEYS = frozenset(groups.OFFSETS_OF_THE_VIEW)
+OFFSETS_PAST_FENCE = "proxy fence ran out: committed offsets request not sent"
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-topics answer of ~600,000 partitions)
 
@@ -67,7 +72,8 @@ Answer = bytes | codec.Chunks | CloseConnection | None
 
 
 class _NotSent(Exception):
-    """A produce kept from going upstream (lease run out, client deadline passed): reason and message."""
+    """A produce (or a group offset write) kept from going upstream (lease run out, client deadline passed): reason
+    and message."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -200,6 +206,9 @@ class Dispatcher:
         self._hooks: dict[tuple[Any, str], Any] = {}  # (handler module, name) -> its optional function or None
         self._routes: dict[tuple[int, int], tuple] = {}  # (api_key, version) -> _route's answer, for _routes_of
         self._routes_of: dict[int, tuple[int, int]] | None = None  # the advertised table they were made for
+        # every version any advertised table of this process held (`_route` widens it): one no longer advertised
+        # closes the connection (`_unsupported`)
+        self._once_advertised: dict[int, tuple[int, int]] = {}
         # produce requests and group offset writes (DRAINED_API_KEYS) in flight by the view version they were
         # routed with (server.InflightProduce: a new view is acked only once the older ones are answered);
         # None: not counted
@@ -381,6 +390,7 @@ class Dispatcher:
             advertised = self.advertised
         if advertised is not self._routes_of:
             self._routes, self._routes_of = {}, advertised
+            self._once_advertised = versions.widened(self._once_advertised, advertised)
         route = self._routes.get((api_key, version))
         if route is None:
             if not versions.accepts(advertised, api_key, version):
@@ -406,7 +416,8 @@ class Dispatcher:
         loop = self._loop or self.loop
         started = loop.time()
         try:
-            results = await self._collect(plan.calls, sent, plan.return_early)
+            results = await self._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late,
+                                          plan.awaited_within_s)
             elapsed = loop.time() - started
             if elapsed > SLOW_REQUEST_S:
                 _warn_slow(elapsed, plan.calls, results)
@@ -549,9 +560,19 @@ class Dispatcher:
         return codec.encode_response(error_response(resp_t, ErrorCode.illegal_sasl_state), correlation_id)
 
     def _unsupported(self, api_key: int, version: int, correlation_id: int) -> bytes:
-        if api_key == 18:
+        """A request at a version not served: ApiVersions answers as v0, with the table, as Kafka does; a version
+        this process once advertised closes the connection; any other is answered UNSUPPORTED_VERSION."""
+        if api_key == versions.API_VERSIONS:
             body = api_versions.answer(self.advertised, 0, ErrorCode.unsupported_version)
             return codec.encode_response(body, correlation_id)
+        if versions.accepts(self._once_advertised, api_key, version):
+            # The table narrowed under the connection (a metadata refresh read a cluster of an older Kafka) and the
+            # client keeps the version it negotiated. Answered, a Produce had no partition in its answer (it has no
+            # top-level error: the client's batches waited for delivery.timeout) and acks=0 an answer; every later
+            # request the same, on a connection the client keeps. Closed, as a broker closes on a version it does
+            # not take, the client connects again and asks ApiVersions (review s34-rvproduce finding 3).
+            raise ProtocolViolation(f"api_key={api_key} version={version} is no longer advertised (the clusters' "
+                                    "versions narrowed): closing, the client negotiates again")
         resp_t = codec.response_type(api_key, version)
         if resp_t is None:
             raise ProtocolViolation(f"unknown api_key={api_key} version={version}")
@@ -581,10 +602,14 @@ class Dispatcher:
                                 if self._controller_calls is not None else UpstreamError(
                                     "controller", "this proxy has no controller (static view file)"))
                     continue
-                produce = call.request.__api_key__ == PRODUCE_API_KEY
+                api_key = call.request.__api_key__
+                produce = api_key == PRODUCE_API_KEY
                 try:
-                    if produce and (refusal := self._not_to_send(deadline)):  # _check_sendable, one call less
-                        raise _NotSent(*refusal)
+                    if produce:
+                        if refusal := self._not_to_send(deadline):  # _check_sendable, one call less
+                            raise _NotSent(*refusal)
+                    elif api_key in FENCED_OFFSETS_API_KEYS:  # an earlier call's connection may have taken seconds
+                        self._check_offsets_sendable()
                     if isinstance(target, AnyBroker):
                         sent.append(await self._send_to_any(call, slot, deadline if produce else None))
                         continue
@@ -615,6 +640,14 @@ class Dispatcher:
         found and again once it is (a new connection's TLS and SASL login can take seconds)."""
         if refusal := self._not_to_send(deadline):
             raise _NotSent(*refusal)
+
+    def _check_offsets_sendable(self) -> None:
+        """Raises _NotSent for a committed offsets request past the fence. The handler read the fence when the
+        coordinator lookup answered; written past it, a commit or deletion could reach a coordination cluster a move
+        has left, after its copy, and a fetch read the offsets the switch left behind (docs/DESIGN.md §4.9 F2, §10.1).
+        Checked before each of its calls is written and again once a new connection opened for it."""
+        if not self.state.lease_valid():
+            raise _NotSent("lease", OFFSETS_PAST_FENCE)
 
     def _not_to_send(self, deadline: float | None) -> tuple[str, str] | None:
         """(reason, message) when a produce routed earlier (a barrier or a retry waited meanwhile) must not go
@@ -651,8 +684,11 @@ class Dispatcher:
         conn = self.pool.ready(host, port, key)
         if conn is None:  # a new connection: its TLS and SASL login can take seconds (none: checked just now)
             conn = await self.pool.get(host, port, key, call.target.cluster)
-            if call.request.__api_key__ == PRODUCE_API_KEY:
+            api_key = call.request.__api_key__
+            if api_key == PRODUCE_API_KEY:
                 self._check_sendable(produce_deadline)
+            elif api_key in FENCED_OFFSETS_API_KEYS:
+                self._check_offsets_sendable()
         return conn.send(call.request, call.expect_response, call.client_id)
 
     def _lost(self, target, reason: str, sending: bool = False) -> None:
@@ -789,7 +825,9 @@ class Dispatcher:
             self._lost(call.target, str(e) or type(e).__name__)
             return UpstreamError(call.target.cluster, str(e) or type(e).__name__)
 
-    async def _collect(self, calls, sent: list, return_early=None) -> list:
+    async def _collect(self, calls, sent: list, return_early=None, awaited: tuple[int, ...] = (),
+                       answered_late: Callable[[int, Any], None] | None = None,
+                       awaited_within_s: float | None = None) -> list:
         one = self._one
         if len(calls) == 1:  # most requests: awaited here, without gather's Task per call
             results = [await one(calls[0], sent[0])]
@@ -801,18 +839,29 @@ class Dispatcher:
                                                   for c, s in zip(calls, sent, strict=True))))
             self.observer.upstream(calls, results)
             return results
-        # Finish at the first result with data; the others keep running (not cancelled, so a dedicated
-        # connection goes back to the pool only once its broker answered) and are dropped.
+        # Finish at the first result with data, once the `awaited` calls have answered too (or `awaited_within_s`
+        # passed: a stalled broker holds no answer longer); the others keep running (not cancelled, so a dedicated
+        # connection goes back to the pool only once its broker answered) and are dropped: `answered_late` hears of
+        # each one's result when it comes.
         tasks = [asyncio.ensure_future(one(c, s)) for c, s in zip(calls, sent, strict=True)]
         pending = set(tasks)
+        early = False
+        loop = asyncio.get_running_loop()
+        until = None if awaited_within_s is None or not awaited else loop.time() + awaited_within_s
         while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if any(return_early(t.result()) for t in done):
+            left = None if until is None or not early else max(0.0, until - loop.time())
+            done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            early = early or any(return_early(t.result()) for t in done)
+            if early and (not done or all(tasks[i].done() for i in awaited)):  # (none done: `until` passed)
                 break
         for item in sent:  # a Fetch call still waiting for its turn (`_send_poll`): never sent now
             if type(item) is _Polled and item.sent is None:
                 item.cancel()
         results = [t.result() if t.done() else UNANSWERED for t in tasks]
+        if answered_late is not None and pending:
+            for i, task in enumerate(tasks):
+                if not task.done():
+                    task.add_done_callback(functools.partial(_pass_late, answered_late, i))
         self.observer.upstream(calls, results)
         return results
 
@@ -924,6 +973,18 @@ def _pass_polled(polled: _Polled, fut: asyncio.Future) -> None:
         polled.set_exception(error)
     else:
         polled.set_result(fut.result())
+
+
+def _pass_late(answered_late: Callable[[int, Any], None], index: int, task: asyncio.Future) -> None:
+    """A call a plan finished early without (`Plan.answered_late`) ended: its result, unless it was never sent
+    (cancelled) or failed otherwise (raised: `_one` turns a lost connection or a timeout into an UpstreamError)."""
+    if task.cancelled():
+        return
+    error = task.exception()  # retrieved here: logged as asyncio would log a failed task nobody awaited
+    if error is not None:
+        log.error("a call its plan finished without failed: %r", error)
+        return
+    answered_late(index, task.result())
 
 
 def _polled_done(pool: UpstreamPool, polled: _Polled) -> None:
@@ -1080,8 +1141,11 @@ def _uncount_or_hold(counts: collections.Counter[int], view_version: int, writte
 
 def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:
     """The loop time after which a produce is no longer sent upstream: its own timeout field, less a margin
-    for the way here (the client's timer started when it sent the request). None: other requests."""
-    if api_key != PRODUCE_API_KEY:
+    for the way here (the client's timer started when it sent the request). None: other requests, and acks=0 (no
+    answer awaited, no retry: a record refused unsent would be dropped without a word; sent late, it is written once).
+    For acks=1 the field bounds no replication (`produce.upstream_timeout_ms`) but it is still no later than the
+    client's own timer: Java's and librdkafka's request.timeout.ms is the field, the others' timers are longer."""
+    if api_key != PRODUCE_API_KEY or request.acks == 0:
         return None
     timeout_ms = getattr(request, "timeout_ms", None)  # the produce handler's frame walk
     # else kio's ProduceRequest: a cproxy's consume_side_produce (which refuses it) has no frame walk

@@ -45,7 +45,7 @@ class _StateCollector(Collector):
         yield _gauge("fedkafka_proxy_applied_view_version", "Version of the view this proxy acked (drained)",
                      state.applied_version)
         yield _gauge("fedkafka_proxy_lease_valid",
-                     "1 while the proxy holds a valid lease (0: it refuses produce and reads)",
+                     "1 while the proxy holds a valid lease (0: it refuses produce, reads and committed offsets)",
                      1 if state.lease_valid() else 0)
         remaining = -1.0 if state.lease_deadline is None else state.lease_deadline - time.monotonic()
         yield _gauge("fedkafka_proxy_lease_remaining_seconds",

@@ -39,6 +39,9 @@ class ClusterInfo:
     topic_names: dict[uuid.UUID, str] = field(default_factory=dict)
     api_versions: dict[int, tuple[int, int]] = field(default_factory=dict)
     reachable: bool = True  # optimistic until a refresh fails
+    # a refresh answered since the proxy tracks the cluster with this bootstrap: until one, `topic_ids` is empty for
+    # want of an answer, and a topic it does not name is not known missing there (`topics_known`)
+    topics_read: bool = False
     refreshed_at: float = 0.0
     turn: int = 0  # rotation over the brokers for calls any broker can answer
 
@@ -81,6 +84,13 @@ class PhysicalClusters:
     def reachable(self, cluster: str) -> bool:
         info = self.clusters.get(cluster)
         return info is not None and info.reachable
+
+    def topics_known(self, cluster: str) -> bool:
+        """Whether `topic_id` answers from the cluster's own Metadata: a refresh answered since the proxy tracks the
+        cluster (it started, or the cluster's bootstrap changed). Before one, no physical topic counts as missing
+        there: a sealed segment is not lost for good, a gap's tail not out of reach (docs/DESIGN.md §9.2)."""
+        info = self.clusters.get(cluster)
+        return info is not None and info.topics_read
 
     def request_refresh(self, cluster: str) -> None:
         self._wanted.add(cluster)
@@ -148,8 +158,28 @@ class PhysicalClusters:
         info = self.clusters.get(cluster)
         if info is None:
             return False
-        errors = []
+        answer, errors = await self._read_metadata(cluster, info)
+        if self.clusters.get(cluster) is not info:
+            # the view changed the cluster's bootstrap (or dropped it) meanwhile: this answer, or failure, is the old
+            # address's, not the new one's; learned, a topic would count as missing there, or the cluster as
+            # unreachable, before the new bootstrap was ever asked (docs/DESIGN.md §9.2). Ask the new one instead.
+            if cluster in self.clusters:
+                self.request_refresh(cluster)
+            return False
+        if answer is not None:
+            self.learn(cluster, *answer)
+            return True
+        self.mark_unreachable(cluster, "; ".join(errors) or "no bootstrap address")
+        self._wanted.discard(cluster)
+        return False
+
+    async def _read_metadata(self, cluster: str, info: ClusterInfo) -> tuple[tuple | None, list[str]]:
+        """ApiVersions and Metadata from the first of `info`'s candidates that answers: ((versions, metadata), the
+        errors of those tried before), or (None, every candidate's error)."""
+        errors: list[str] = []
         for host, port in self.candidates(cluster):  # a dead bootstrap broker does not hide the live ones
+            if self.clusters.get(cluster) is not info:
+                break  # the view moved the cluster to a new bootstrap: the old one's brokers say nothing of it
             addr = f"{host}:{port}"
             conn = UpstreamConnection(host, port, f"{cluster}/metadata", self.upstream.for_cluster(cluster), cluster)
             try:
@@ -158,17 +188,12 @@ class PhysicalClusters:
                                                           client_software_version="0.1"))
                 meta_f = conn.send(MetadataRequest(topics=None, allow_auto_topic_creation=False,
                                                    include_topic_authorized_operations=False))
-                versions, meta = await asyncio.wait_for(asyncio.gather(versions_f, meta_f), 10)
+                return await asyncio.wait_for(asyncio.gather(versions_f, meta_f), 10), errors
             except (OSError, ConnectionError, TimeoutError) as e:
                 errors.append(f"{addr}: {e}")
-                continue
             finally:
                 conn.close()
-            self.learn(cluster, versions, meta)
-            return True
-        self.mark_unreachable(cluster, "; ".join(errors) or "no bootstrap address")
-        self._wanted.discard(cluster)
-        return False
+        return None, errors
 
     def learn(self, cluster: str, versions, meta) -> None:
         """What a refresh read from one of `cluster`'s brokers: its ApiVersions answer `versions` and its Metadata v12
@@ -186,6 +211,7 @@ class PhysicalClusters:
             self._replication_changed()
         info.topic_ids = {t.name: t.topic_id for t in meta.topics if t.topic_id is not None}
         info.topic_names = {tid: name for name, tid in info.topic_ids.items()}
+        info.topics_read = True
         if not info.reachable:
             log.info("cluster %s reachable again", cluster)
         info.reachable = True

@@ -6,7 +6,8 @@ segment and physical offset (`view.offsets.resolve_fetch`), ask that segment's c
 logical space: batches beyond a seal dropped, base offsets shifted, watermarks and aborted transactions
 translated (`records.fit_to_segment`, `view.offsets`). Sessionless: every answer has session_id 0.
 A position inside an unclean gap (docs/DESIGN.md §9) reads the tail its dead cluster may hold and, where
-there is none, is answered with empty batches that move the reader to the gap's end.
+there is none, is answered with empty batches that move the reader to the gap's end; so is a hole inside the
+logical log (a segment's log start past the position while records before it are left, §5.5).
 A fetch finishes without waiting on a long poll as Kafka's broker answers at once (ReplicaManager.fetchMessages):
 a partition answered with data or an error (the proxy's own answer, or a broker's) ends it (`_ends_the_wait`,
 `_answers_at_once`, `Plan.return_early`), and a quota-throttled broker's empty answer (KIP-219) is no error: its
@@ -22,6 +23,7 @@ large batches too, but for their rewritten first 16 bytes (`records.fit_to_segme
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -31,6 +33,14 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol import records as rec
 from fedkafka.protocol.codec import DecodeError
+from fedkafka.proxy.physical_offsets import (
+    EARLIEST,
+    LATEST,
+    ask_physical,
+    log_start_asks,
+    logical_log_start,
+    seg_key,
+)
 from fedkafka.proxy.plan import (
     UNANSWERED,
     Broker,
@@ -42,6 +52,7 @@ from fedkafka.proxy.plan import (
     authorized,
     lost_for_good,
     readable_chain,
+    topic_missing,
 )
 from fedkafka.security.acl import Operation, ResourceType
 from fedkafka.view.model import PartitionChain, Segment
@@ -56,6 +67,9 @@ MIN_OFFSET = -(1 << 63)
 # The upstream call may run this much longer than the (clamped) max_wait: the broker answers at max_wait,
 # plus its own time to read and send up to max_bytes (the old fixed timeout for every call was 40 s).
 WAIT_MARGIN_S = 20.0
+# A Fetch waits for a call asking what an earlier one dropped (`_fair_plan`) at most the client's max_wait, and at
+# least this long: a farther cluster's round trip (a client's max_wait 0 would else drop that call every time).
+OWED_WAIT_FLOOR_MS = 500
 _REFRESH_ON = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition,
                ErrorCode.leader_not_available)
 
@@ -96,24 +110,100 @@ def handle(ctx: Context, header, request):
     if any(_ends_the_wait(a) for a in answers.values()):
         max_wait_ms = 0  # a gap skip (data) or an error answered here: do not hold it back for a long poll
     brokers = [Broker(cluster, node) for cluster, node in groups]
+    owed = _owed(ctx)
     calls = [Call(broker, _upstream_request(request, routes, max_wait_ms), dedicated=True,
                   timeout_s=max_wait_ms / 1000 + WAIT_MARGIN_S, client_timeout=True)
              for broker, routes in zip(brokers, routes_per_call, strict=True)]
 
     def finish(results: list):
         now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
+        if owed:  # a poll dropped before ended with records while this Fetch was out, which heard its broker itself
+            heard = {b for b, r in zip(brokers, results, strict=True) if r is not UNANSWERED}
+            owed.difference_update([key for key in owed if key[0] in heard])
         throttle_ms = 0  # the longest a broker asks the proxy to back off: the client backs off as long (KIP-219)
+        unsettled: dict[tuple[str, int], _Route] = {}  # OFFSET_OUT_OF_RANGE read with the log's bounds
         for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
-            answers.update(_translate(ctx, routes, result, now, broker))
+            for key, got in _translate(ctx, routes, result, now, broker).items():
+                if isinstance(got, _Route):
+                    unsettled[key] = got
+                else:
+                    answers[key] = got
             throttle_ms = max(throttle_ms, _throttle_ms(result))
-        budget = _Budget(request.max_bytes)  # over every answer with records, gap skips too, in the request's order
-        return FetchAnswer(version, ErrorCode.none, tuple(
-            rec.FetchTopicData(name, tuple(budget.fit(answers[(name, p)], p) for p in parts))
-            for name, parts in _in_topics(asked)), throttle_time_ms=throttle_ms)
+
+        def answer_with(settled: dict[tuple[str, int], rec.FetchPartitionData]) -> FetchAnswer:
+            answers.update(settled)
+            return _fetch_answer(version, request.max_bytes, asked, answers, throttle_ms)
+
+        if not unsettled:
+            return answer_with({})
+        return _settle_out_of_range(ctx, unsettled, answer_with, max_wait_ms / 1000 + WAIT_MARGIN_S)
 
     if not calls:
         return finish([])
-    return Plan(calls, finish, return_early=_answers_at_once)
+    return _fair_plan(calls, finish, brokers, owed, max_wait_ms)
+
+
+def _owed(ctx: Context) -> set[tuple[Broker, str, int, int]]:
+    """What this client connection's fetches dropped (`Session.fetch_owed`, made on first use): (broker, physical
+    topic, partition, offset asked) of each partition a dropped answer had records or an error for."""
+    owed = ctx.session.fetch_owed
+    if owed is None:
+        owed = ctx.session.fetch_owed = set()
+    return owed
+
+
+def _fair_plan(calls: list[Call], finish, brokers: list[Broker], owed: set[tuple[Broker, str, int, int]],
+               max_wait_ms: int) -> Plan:
+    """The fetch's plan: it finishes at the first answer Kafka's broker would give at once (`_answers_at_once`), but
+    not before the calls asking a partition, at the offset, whose such answer the connection's fetches dropped since
+    they last heard its broker (`owed`, `_note_dropped`): a faster cluster with records at every Fetch had a slower
+    one's answers dropped every time, its partitions starved (DESIGN §3.1). Such a call asks min_bytes 1: its records
+    (or error) are still at the broker, which answers it at once, as Kafka's broker answers a Fetch whose other
+    partitions hold min_bytes; the client's min_bytes kept, a trickle cluster's broker would hold it for its whole
+    max_wait. It is waited for at most the client's max_wait (`OWED_WAIT_FLOOR_MS` at least: one round trip to a
+    farther cluster), then dropped as any other (a stalled broker). A call not asking an owed partition at its
+    offset is not waited for (the client paused it, or seeked). `owed` is consumed here (a partition not asked now
+    is not waited for later): it holds at most the partitions of the polls this connection left running."""
+    awaited = tuple(i for i, (b, c) in enumerate(zip(brokers, calls, strict=True))
+                    if any((b, *at, offset) in owed for at, offset in _offsets_asked(c.request).items())) \
+        if owed and len(calls) > 1 else ()  # (one call: its Fetch waits for it anyway, as the client asked)
+    owed.clear()
+    for i in awaited:
+        calls[i] = replace(calls[i], request=replace(calls[i].request, min_bytes=1))
+    late = functools.partial(_note_dropped, owed, brokers, calls) if len(calls) > 1 else None
+    return Plan(calls, finish, return_early=_answers_at_once, awaited=awaited, answered_late=late,
+                awaited_within_s=max(max_wait_ms, OWED_WAIT_FLOOR_MS) / 1000 if awaited else None)
+
+
+def _offsets_asked(request: UpstreamFetch) -> dict[tuple[str, int], int]:
+    """(physical topic, partition) -> the offset an upstream Fetch asks there."""
+    return {(t.topic, p.partition): p.fetch_offset for t in request.topics for p in t.partitions}
+
+
+def _note_dropped(owed: set[tuple[Broker, str, int, int]], brokers: list[Broker], calls: list[Call], index: int,
+                  result) -> None:
+    """A call its fetch finished without ended: dropped, and owed to the connection's next Fetch asking the same
+    there, each partition it answered with what Kafka's broker answers at once (records, an error; every partition
+    asked for an error of the whole answer); nothing when it timed out empty or failed, nor for a quota throttle
+    (KIP-219: its broker muted that connection for the throttle time, and a call waited for there would hold the
+    other clusters' records as long; the broker's next answer to this connection tells the throttle again)."""
+    if not _answers_at_once(result) or _throttle_ms(result) > 0:
+        return
+    broker, asked = brokers[index], _offsets_asked(calls[index].request)
+    if result.error_code:
+        owed.update((broker, *at, offset) for at, offset in asked.items())
+        return
+    owed.update((broker, t.topic, p.partition_index, asked[(t.topic, p.partition_index)])
+                for t in result.responses for p in t.partitions
+                if (p.records or p.error_code) and (t.topic, p.partition_index) in asked)
+
+
+def _fetch_answer(version: int, max_bytes: int, asked: dict[tuple[str, int], Any],
+                  answers: dict[tuple[str, int], rec.FetchPartitionData], throttle_ms: int) -> FetchAnswer:
+    budget = _Budget(max_bytes)  # over every answer with records, gap skips too, in the request's order
+    return FetchAnswer(version, ErrorCode.none, tuple(
+        rec.FetchTopicData(name, tuple(budget.fit(answers[(name, p)], p) for p in parts))
+        for name, parts in _in_topics(asked)), throttle_time_ms=throttle_ms)
 
 
 def _asked(request) -> dict[tuple[str, int], Any]:
@@ -145,9 +235,9 @@ def _placed(ctx: Context, route: _Route) -> tuple[str, int] | rec.FetchPartition
     node = ctx.physical.leader(seg.cluster, seg.topic, seg.partition)
     if node is None or not ctx.physical.reachable(seg.cluster):
         ctx.physical.request_refresh(seg.cluster)
-        if route.target.in_gap and _tail_out_of_reach(ctx, seg):
+        if route.target.in_gap and not _tail_known(route) and _tail_out_of_reach(ctx, seg):
             return _skip_gap(route)
-        if lost_for_good(ctx, route.chain, seg):  # below its seal: to the next segment, nothing will answer here
+        if lost_for_good(ctx, route.chain, seg):  # below its seal or a known tail's end: nothing will answer here
             nxt = route.chain.next_segment(seg)  # (a sealed segment has one)
             return _skip_gap(route, nxt.logical_base if nxt is not None else seg.to_logical(seg.sealed_phys_end()))
         return _error(ErrorCode.not_leader_or_follower)
@@ -168,9 +258,23 @@ def _route(ctx: Context, topic: str, p) -> _Route | rec.FetchPartitionData:
 def _tail_out_of_reach(ctx: Context, seg: Segment) -> bool:
     """Inside a gap, the tail cannot be read now when its cluster is dead, or back without the physical topic: the
     reader skips it (docs/DESIGN.md §9.2). A cluster that answers and knows the topic but names no leader for the
-    partition yet (just restarted, its leader election follows) is waited for: a reader moved past the gap then
-    would pass records readable a moment later, and never come back for them."""
-    return not ctx.physical.reachable(seg.cluster) or ctx.physical.topic_id(seg.cluster, seg.topic) is None
+    partition yet (just restarted, its leader election follows), or whose metadata the proxy has not read yet (just
+    tracked: `topic_missing`), is waited for: a reader moved past the gap then would pass records readable a moment
+    later, and never come back for them."""
+    return not ctx.physical.reachable(seg.cluster) or topic_missing(ctx, seg)
+
+
+def _tail_known(route: _Route) -> bool:
+    """Inside a gap, a tail the chain knows holds the position's record: a later segment of the same physical
+    partition starts past it (A -> B -> A: the move back began at A's log end then, so the tail below was written and
+    replicated before A failed). It is waited for as records below a seal are (docs/DESIGN.md §9.2), never skipped
+    because its cluster blips unreachable or its high watermark, just restarted, still lags: the reader would pass
+    records it never comes back for. Only once they are lost for good (`proxy.plan.lost_for_good`) is it moved on.
+    A position at or past that segment's start is not routed here (`_nothing_left`); the segments after `seg` are
+    the ones with a larger logical base (the gap is between)."""
+    seg = route.target.segment
+    return any(s.logical_base > seg.logical_base and (s.cluster, s.topic, s.partition) ==
+               (seg.cluster, seg.topic, seg.partition) for s in route.chain.segments)
 
 
 def _upstream_request(request, routes: list[_Route], max_wait_ms: int) -> UpstreamFetch:
@@ -273,8 +377,9 @@ def _ends_the_wait(answer: rec.FetchPartitionData) -> bool:
 
 def _answers_at_once(result) -> bool:
     """A call's result that finishes the fetch without the other clusters' long polls (`Plan.return_early`), as
-    Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an in-gap
-    OFFSET_OUT_OF_RANGE becomes a gap skip), an error for the whole answer, or a quota-throttled answer (KIP-219: the
+    Kafka's broker answers at once (ReplicaManager.fetchMessages): a partition with records or an error (an
+    OFFSET_OUT_OF_RANGE read with the log's bounds becomes a skip or the client's OFFSET_OUT_OF_RANGE,
+    `_settle_out_of_range`), an error for the whole answer, or a quota-throttled answer (KIP-219: the
     client is to back off now). Not a failed call: its partitions are answered NOT_LEADER_OR_FOLLOWER, which a
     metadata refresh does not mend while the broker is down (connections fail at once until its leadership moves),
     so the other clusters' long polls pace the client's fetches, as for an unreachable cluster (`_ends_the_wait`)."""
@@ -318,10 +423,13 @@ class _Budget:
 
 
 def _translate(ctx: Context, routes: list[_Route], result, now: Context | None = None,
-               broker: Broker | None = None) -> dict[tuple[str, int], rec.FetchPartitionData]:
+               broker: Broker | None = None) -> dict[tuple[str, int], rec.FetchPartitionData | _Route]:
     """The client's answers for one call's partitions; `now`: the proxy's view and fence when the answer arrived, if
     either changed since the routes were made (`_still_routed`); `broker`: the one that answered (named in a log
-    line when its offsets do not fit in the logical space)."""
+    line when its offsets do not fit in the logical space). A route instead of an answer: an OFFSET_OUT_OF_RANGE
+    inside a gap or on a segment after the chain's first, answered once the physical log's bounds and the logical
+    log start are known (`_settle_out_of_range`); on the first segment outside a gap nothing is before it, and it
+    is the client's answer as it is."""
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
@@ -333,7 +441,7 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
         # unknown (-1: a guessed one, the position, would show a false lag of 0 and a false EOF in librdkafka)
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     physical = {(t.topic, p.partition_index): p for t in result.responses for p in t.partitions}
-    out = {}
+    out: dict[tuple[str, int], rec.FetchPartitionData | _Route] = {}
     for routed in routes:
         r = routed if now is None else _still_routed(now, routed)
         if r is None:  # the proxy would no longer ask this: no records, and the client fetches again
@@ -343,8 +451,8 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
         pd = physical.get((seg.topic, seg.partition))
         if pd is None:
             out[(r.topic, r.partition)] = _error(ErrorCode.unknown_server_error)
-        elif pd.error_code == ErrorCode.offset_out_of_range and r.target.in_gap:
-            out[(r.topic, r.partition)] = _skip_gap(r)  # the dead cluster's tail ended below the position
+        elif pd.error_code == ErrorCode.offset_out_of_range and (r.target.in_gap or seg is not r.chain.segments[0]):
+            out[(r.topic, r.partition)] = r  # below the log start, or past its end: ask which (and what is before)
         elif pd.error_code != ErrorCode.none:
             if pd.error_code in _REFRESH_ON:
                 ctx.physical.request_refresh(seg.cluster)
@@ -379,7 +487,7 @@ def _partition_answer(route: _Route, pd, broker: Broker | None = None) -> rec.Fe
                                         max_epoch=chain.leader_epoch)
     except rec.RecordsError:
         return _error(ErrorCode.corrupt_message)
-    if route.target.in_gap and not data and _tail_ended(route.target, pd):
+    if route.target.in_gap and not data and _tail_ended(route.target, pd, _tail_known(route)):
         return _skip_gap(route)  # move the reader past the gap
     if not data and _compacted_to_seal(route.target, pd):
         return _skip_gap(route, route.target.segment.sealed_end())  # move the reader to the seal
@@ -421,13 +529,76 @@ def _nothing_left(target: FetchTarget) -> bool:
     return target.in_gap and target.stop_before is not None and target.physical_offset >= target.stop_before
 
 
-def _tail_ended(target: FetchTarget, pd) -> bool:
+def _tail_ended(target: FetchTarget, pd, known: bool = False) -> bool:
     """Nothing of the dead cluster's tail at or after the position: the broker has no record there, or only
-    records at or past the gap's end (a later segment of the same physical partition)."""
+    records at or past the gap's end (a later segment of the same physical partition). A high watermark at or below
+    the position of a tail the chain knows (`known`, `_tail_known`) lags (the cluster just restarted): not an end."""
     if pd.high_watermark <= target.physical_offset:
-        return True
+        return not known
     limit = target.sealed_stop_before()
     return any(h.base_offset >= limit for h in rec.walk_batches(pd.records or b"", allow_partial_tail=True))
+
+
+def _settle_out_of_range(ctx: Context, unsettled: dict[tuple[str, int], _Route], then, timeout_s: float):
+    """Answers for OFFSET_OUT_OF_RANGE inside a gap or on a segment with others before it, which Kafka's broker
+    answers alike below the log start (retention or DeleteRecords moved it) and past the log end
+    (ReplicaManager.readFromLog): a Plan asking each physical partition's log start and high watermark (ListOffsets
+    EARLIEST and LATEST) and what the logical log start is read from (`log_start_asks`: the segments before), whose
+    answers go to `then` (`_after_out_of_range`). Bounded as the Fetch's own calls (`timeout_s`). An in-gap one used
+    to be read as a tail that ended (a reader below the log start moved past the rest of the tail), and one below a
+    later segment's log start answered OFFSET_OUT_OF_RANGE while an earlier segment held records: the reset went back
+    there, and came to the same hole again, for good."""
+    asks = set()
+    for r in unsettled.values():
+        seg = r.target.segment
+        asks.update(log_start_asks(r.chain.segments[:r.chain.segments.index(seg)]))
+        asks.update(((seg_key(seg), EARLIEST), (seg_key(seg), LATEST)))
+
+    def respond(physical: dict, _brokers) -> Any:
+        return then({key: _after_out_of_range(ctx, r, physical) for key, r in unsettled.items()})
+
+    # read_uncommitted: LATEST is the high watermark
+    return ask_physical(ctx, asks, 0, respond, timeout_s=timeout_s, client_timeout=True)
+
+
+def _after_out_of_range(ctx: Context, route: _Route, physical: dict) -> rec.FetchPartitionData:
+    """An OFFSET_OUT_OF_RANGE given the segment's physical log start and high watermark, and what the segments before
+    it hold (`ask_physical`'s answers; a bound not known: NOT_LEADER_OR_FOLLOWER, asked again with the next fetch).
+    Below the log start: a hole inside the logical log, where records before it are left (the logical log start,
+    ListOffsets EARLIEST's answer, at or below the position), is skipped as a compacted range is, to the first
+    offset that may hold a record (`_past_the_hole`); so is a gap with nothing of its tail left at or after the
+    position (docs/DESIGN.md §9.2). Otherwise the position is below the logical log start: OFFSET_OUT_OF_RANGE, as
+    Kafka answers, and the client resets to that log start, past the position (no loop). Past the log end: a gap's
+    tail the chain does not know ended (`_tail_known`), skipped; else OFFSET_OUT_OF_RANGE (past the active log's end,
+    or records below a seal or in a known tail the log no longer holds: the client resets, §9.3). Bounds that say
+    the position is readable now (the log changed meanwhile): no records, no error, and the client fetches again."""
+    seg, target = route.target.segment, route.target
+    start, end = physical.get((seg_key(seg), EARLIEST)), physical.get((seg_key(seg), LATEST))
+    if not isinstance(start, tuple) or not isinstance(end, tuple):
+        return _error(ErrorCode.not_leader_or_follower)
+    position, log_start, log_end = target.physical_offset, start[0], end[0]
+    if position < log_start:
+        landing = _past_the_hole(route, log_start, log_end)
+        if (target.in_gap and landing == target.gap_end) or \
+                logical_log_start(ctx, route.chain, physical) <= seg.to_logical(position):
+            return _skip_gap(route, landing)
+        return _error(ErrorCode.offset_out_of_range)
+    if position >= log_end:
+        return _skip_gap(route) if target.in_gap and not _tail_known(route) else _error(ErrorCode.offset_out_of_range)
+    return _error(ErrorCode.none)
+
+
+def _past_the_hole(route: _Route, log_start: int, log_end: int) -> int:
+    """Where a reader below its segment's physical log start lands: the log start's logical offset, or the end of
+    what the segment may hold (a gap's end, the seal) when its log starts past that, or when the log of a gap's tail
+    the chain does not know is empty (emptied whole by DeleteRecords or retention: nothing of it at or after the
+    position). A known tail's or a sealed segment's empty log is not skipped past: a high watermark just restarted
+    may lag, and the reader at the log start waits as it would there."""
+    target = route.target
+    stop = target.stop_before
+    if stop is not None and (log_start >= stop or (target.in_gap and log_start >= log_end and not _tail_known(route))):
+        return target.gap_end if target.gap_end is not None else target.segment.sealed_end()
+    return target.segment.to_logical(log_start)
 
 
 def _compacted_to_seal(target: FetchTarget, pd) -> bool:

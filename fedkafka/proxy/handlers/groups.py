@@ -6,6 +6,8 @@ own coordinator for the group (looked up with FindCoordinator first, in client o
 rewritten logical -> shadow on the way in and back on the way out. Committed offsets are logical offsets;
 the shadow topic has P partitions, so the broker validates and fences commits natively. Group protocol
 bytes (subscriptions, assignments) name shadow topics at the coordinator and logical ones at the client.
+Past the proxy's fence committed offsets are neither read nor written (`_past_fence`: NOT_COORDINATOR), the
+coordination cluster its view names may have been moved from; membership goes on (docs/DESIGN.md §4.9 F2).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from fedkafka.proxy.plan import (
     Plan,
     RepeatBudget,
     UpstreamError,
+    as_now,
     authorized,
     merged_by_group,
     on_answer,
@@ -67,6 +70,12 @@ GROUP_OPERATION = {OFFSET_COMMIT: Operation.READ, OFFSET_FETCH: Operation.DESCRI
 # What changes a group's committed offsets on the coordinator, which a planned coordination move copies (docs/DESIGN.md
 # §10.1): refused under a frozen view, and drained before a proxy acks a view (dispatch.DRAINED_API_KEYS)
 FENCED_DURING_MOVE = (OFFSET_COMMIT, DELETE, OFFSET_DELETE)
+# What reads or changes committed offsets where the view says they live (its coordination cluster): refused past the
+# proxy's fence, when the controller no longer waits for its acks and a coordination move may have switched without
+# it (docs/DESIGN.md §4.9 F2, §10.1)
+OFFSETS_OF_THE_VIEW = (OFFSET_COMMIT, OFFSET_FETCH, DELETE, OFFSET_DELETE)
+PAST_FENCE = ("proxy fence ran out: committed offsets neither read nor written until a controller renews it (the "
+              "coordination cluster may have moved)")
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
 T = TypeVar("T")
@@ -94,6 +103,8 @@ def _authorized(ctx: Context, coordination: str, request, budget: _AnswerBudget 
     """A group request whose groups the principal may all use, on its way to the coordinator. `budget`: a
     DescribeGroups answer's (`_per_group`), shared with the repeats of its groups."""
     key = request.__api_key__
+    if key in OFFSETS_OF_THE_VIEW and _past_fence(ctx, request):
+        return failure(request, ErrorCode.not_coordinator)  # checked first: the view may be a move behind its freeze
     if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
         # a coordination move copies the committed offsets now: a commit landing on the old coordinator after the
         # copy would be lost, a deletion undone (the switch puts the copied offsets back). Retriable: clients and
@@ -118,7 +129,22 @@ def _authorized(ctx: Context, coordination: str, request, budget: _AnswerBudget 
         def back(response):
             answer = renamed(response)
             return dataclasses.replace(answer, groups=with_authorized_operations(ctx, request, answer.groups))
-    return _via_coordinator(coordination, request, upstream, back, ctx.client_id)
+    return _via_coordinator(coordination, request, upstream, back, ctx.client_id,
+                            fence=ctx if key in OFFSETS_OF_THE_VIEW else None)
+
+
+def _past_fence(ctx: Context, request) -> bool:
+    """Whether this proxy's fence ran out (a `lease` refusal per group). Committed offsets are logical, so no segment
+    is mapped; but the view names the cluster holding them, and past the fence a coordination move may have copied
+    them to another and switched without this proxy (its acks no longer waited for): a commit sent to the old one
+    is lost, a deletion undone, a fetch answers the offsets the switch left behind. The client gets NOT_COORDINATOR,
+    as a partition's reader gets NOT_LEADER_OR_FOLLOWER past the fence (`plan.past_fence`): it looks the
+    coordinator up again and retries, through a proxy the current view lists once this one is dropped from it."""
+    if ctx.lease_valid:
+        return False
+    for group in dict.fromkeys(group_ids(request)):
+        ctx.refused("lease", group, -1, PAST_FENCE)
+    return True
 
 
 # -- authorization of requests naming several groups -----------------------------------------------------
@@ -204,14 +230,19 @@ def group_ids(request) -> list[str]:
     return [request.group_id]
 
 
-def _via_coordinator(coordination: str, request, upstream, back, client_id: str | None = None):
-    """Look the groups' coordinators up (in client order: a barrier), then send each its share."""
+def _via_coordinator(coordination: str, request, upstream, back, client_id: str | None = None,
+                     fence: Context | None = None):
+    """Look the groups' coordinators up (in client order: a barrier), then send each its share. `fence`: a request
+    of committed offsets' context, whose fence is read again, as it is now, once the lookup answers (it may take up
+    to the upstream timeout: sent past the fence, a commit could reach the old cluster after a move's copy)."""
     groups = list(dict.fromkeys(group_ids(request)))
     if not groups:  # e.g. DescribeGroups of nothing: nothing to ask
         return failure(request, ErrorCode.none)
     lookup = FindCoordinatorRequest(key_type=i8(GROUP_KEY), coordinator_keys=tuple(groups))
 
     def route(results: list):
+        if fence is not None and _past_fence(as_now(fence) or fence, request):
+            return failure(request, ErrorCode.not_coordinator)
         found = results[0]
         if isinstance(found, UpstreamError):
             return failure(request, ErrorCode.coordinator_not_available)
@@ -230,7 +261,10 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
-                return failure(request, ErrorCode.coordinator_not_available)
+                # past the fence the core refused the call (its connection may have taken seconds): answered as the
+                # handler refuses it, NOT_COORDINATOR (refusal counted by the core, per cluster)
+                past = fence is not None and not (as_now(fence) or fence).lease_valid
+                return failure(request, ErrorCode.not_coordinator if past else ErrorCode.coordinator_not_available)
             if len(results) == 1:  # one coordinator's answer passed on as it came: Kafka's own order
                 return back(results[0])
             # several coordinators' answers in request order, as Kafka answers OffsetFetch v8+ (one answer per group
@@ -593,7 +627,7 @@ def _offset_commit(ctx: Context, coordination: str, request):
     if not kept:
         return back(_commit_errors(request, {}, ErrorCode.none))
     return _via_coordinator(coordination, request, dataclasses.replace(request, topics=tuple(kept)), back,
-                            ctx.client_id)
+                            ctx.client_id, fence=ctx)
 
 
 def _offsets_of_topics(ctx: Context, coordination: str, request):
@@ -647,7 +681,7 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
             return dataclasses.replace(answered, groups=tuple(map(answer, entries, _occurrences(entries))))
         return answer(answered, 0)
 
-    return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id)
+    return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id, fence=ctx)
 
 
 def _occurrences(entries) -> list[int]:

@@ -16,7 +16,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.physical_offsets import PhysKey, ask_physical
+from fedkafka.proxy.physical_offsets import PhysKey, ask_physical, log_start_asks, logical_log_start
 from fedkafka.proxy.plan import (
     Broker,
     Context,
@@ -24,10 +24,11 @@ from fedkafka.proxy.plan import (
     authorized,
     lost_for_good,
     readable_chain,
+    topic_missing,
 )
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import PartitionChain, Segment
-from fedkafka.view.offsets import earliest_offset, latest_offset, offset_for_timestamp
+from fedkafka.view.model import ClusterState, PartitionChain, Segment
+from fedkafka.view.offsets import latest_offset, offset_for_timestamp
 
 API_KEYS = {2: (1, 8)}
 ROLE = "consume"
@@ -110,10 +111,10 @@ def _question(ctx: Context, topic: str, p) -> _Question | dict:
     q = _Question(topic, p.partition_index, chain, ts, p)
     if ts == LATEST:
         q.asks.append((_key(chain.active), LATEST))
+    elif ts == EARLIEST:  # and the sealed segments' log ends: one at or below its segment's start lost its data
+        q.asks.extend(log_start_asks(chain.segments))
     else:
         q.asks.extend((_key(s), ts) for s in chain.segments)
-    if ts == EARLIEST:  # and the sealed segments' log ends: one at or below its segment's start lost its data
-        q.asks.extend((_key(s), LATEST) for s in chain.segments if s.phys_end is not None)
     return q
 
 
@@ -137,16 +138,9 @@ def _answer(ctx: Context, q: _Question, physical: dict) -> dict:
             return _error(got[0] or ErrorCode.not_leader_or_follower)
         return {"error_code": ErrorCode.none, "timestamp": -1, "offset": latest_offset(chain, got[0][0]),
                 "leader_epoch": epoch}
-    if q.timestamp == EARLIEST:
-        n = len(chain.segments)
-        starts = {s: (g[0] if isinstance(g, tuple) else None) for s, g in zip(chain.segments, got[:n], strict=True)}
-        ends = {s: (g[0] if isinstance(g, tuple) else None)
-                for s, g in zip([s for s in chain.segments if s.phys_end is not None], got[n:], strict=True)}
-        for s in chain.segments:  # no answer from one lost for good, ever: skipped, as if its log ended at its start
-            if starts[s] is None and lost_for_good(ctx, chain, s):
-                starts[s] = ends[s] = s.phys_start
-        return {"error_code": ErrorCode.none, "timestamp": -1,
-                "offset": earliest_offset(chain, lambda s: starts[s], ends.get), "leader_epoch": epoch}
+    if q.timestamp == EARLIEST:  # where Fetch answers OFFSET_OUT_OF_RANGE below (fetch._after_out_of_range)
+        return {"error_code": ErrorCode.none, "timestamp": -1, "offset": logical_log_start(ctx, chain, physical),
+                "leader_epoch": epoch}
     # a segment that could not be asked may hold the answer: only the segments before it can give one
     blocked = _first_unanswered(ctx, chain, got)
     if q.timestamp == MAX_TIMESTAMP:
@@ -181,22 +175,36 @@ def _fitting(q: _Question, answer: dict, brokers: dict[tuple[PhysKey, int], Brok
 
 def _first_unanswered(ctx: Context, chain: PartitionChain, got: list) -> int | None:
     """The index of the first segment whose cluster answered an error (or could not be asked), unless it is left out
-    (`_failed_over_and_gone`). Its records are there, not yet readable: a later segment's answer would skip them,
+    (`_left_out`). Its records are there, not yet readable: a later segment's answer would skip them,
     so the question is answered with its (retriable) error and asked again (docs/DESIGN.md §5.5)."""
     return next((i for i, (s, g) in enumerate(zip(chain.segments, got, strict=True))
-                 if not isinstance(g, tuple) and not _failed_over_and_gone(ctx, chain, s)), None)
+                 if not isinstance(g, tuple) and not _left_out(ctx, chain, s)), None)
 
 
 def _unanswered(code: ErrorCode | None) -> dict:
     return _error(code or ErrorCode.not_leader_or_follower)
 
 
-def _failed_over_and_gone(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
-    """A segment of a cluster this chain failed over from (one of its segments there is followed by an unclean gap)
-    that is dead, or back without the physical topic: left out (docs/DESIGN.md §9.2). Any other is waited for."""
-    failed_over = any(chain.gap_after(s) is not None for s in chain.segments if s.cluster == seg.cluster)
-    return failed_over and (not ctx.physical.reachable(seg.cluster)
-                            or ctx.physical.topic_id(seg.cluster, seg.topic) is None)
+def _left_out(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
+    """A segment a timestamp question is answered without though it could not be asked (docs/DESIGN.md §9.2): one lost
+    for good (`lost_for_good`: Fetch and earliest skip it too), or one on a cluster A that is dead or answers without
+    the physical topic, once this chain failed over from A (an unclean gap follows a segment of it there) and the
+    operator gave A up for it: A read_only (a failover leaves it so) or gone from the view, or a gap following this
+    segment or a later one of A (S and A's older segments). A draining A (decommissioned) gave nothing up: its
+    segments after its last gap were moved off cleanly, and Fetch waits for them through a blip; counted as given up,
+    a timestamp question answered a later segment's record past theirs. Never while the chain's active segment is on
+    A: the partition moved back there, A is as alive as any cluster and its blips are waited for. Leaving out every
+    segment of A answered 'no record that late' (offset -1, no error) for the active segment's records during such a
+    blip: Java's offsetsForTimes answered null, a by-duration reset went to the log end."""
+    if lost_for_good(ctx, chain, seg):
+        return True
+    if chain.active.cluster == seg.cluster or (ctx.physical.reachable(seg.cluster) and not topic_missing(ctx, seg)):
+        return False
+    gaps = [i for i, s in enumerate(chain.segments) if s.cluster == seg.cluster and chain.gap_after(s) is not None]
+    cluster = ctx.view.clusters.get(seg.cluster)
+    # a decommission (draining) gives nothing up: it moved A's segments off cleanly, and Fetch waits for them
+    given_up = cluster is None or cluster.state in (ClusterState.READ_ONLY, ClusterState.REMOVED)
+    return bool(gaps) and (given_up or chain.segments.index(seg) <= gaps[-1])
 
 
 def _max_timestamp(chain: PartitionChain, got: list) -> dict:

@@ -1,0 +1,210 @@
+"""Fairness between the clusters of a connection's fetches (docs/DESIGN.md §3.1): a Fetch over two clusters finishes
+at the first answer Kafka's broker would give at once, and the slower cluster's call is dropped. When that dropped
+call ends with records (or an error), the connection's next Fetch asking those partitions there waits for that
+broker's answer too (`fetch._fair_plan`, `Plan.awaited`, `Plan.answered_late`), at most the client's max_wait
+(`Plan.awaited_within_s`); when it ends empty (or throttled), nothing is owed and no Fetch waits for the quiet
+cluster. Unit tests of the handler's record, of the core's rule, and end to end through the real
+`Dispatcher._send`/`_collect` and fake brokers on loopback (consume/test_abandoned_polls_unit.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+
+from kio.schema.errors import ErrorCode
+
+from fedkafka.protocol.build import build
+from fedkafka.protocol.codec import response_type
+from fedkafka.proxy.core.dispatch import Dispatcher
+from fedkafka.proxy.handlers import fetch
+from fedkafka.proxy.plan import UNANSWERED, AnyBroker, Broker, Call, Context, Plan, UpstreamError
+from fedkafka.security.session import Session
+
+from .test_abandoned_polls_unit import GUARD_S, SLOT, _batch, _Broker, _close, _setup, _until
+from .test_handlers_unit import VIEW, Physical, batch, fetch_answer, fetch_request, partitions
+
+SLOW, BUSY = Broker("c3", 7), Broker("c1", 7)  # ("log", 0) at 75 is read on c3, ("log", 1) on c1
+SLOW_PARTITION, BUSY_PARTITION = ("log", 0), ("log", 1)
+
+
+def connection_ctx(session: Session) -> Context:
+    """A context of one client connection: its session (and so its fetch record) is the same for every request."""
+    return Context(view=VIEW, me=VIEW.proxies[0], advertised={}, physical=Physical(), producer_ids=None,
+                   session=session)
+
+
+def two_cluster_fetch(max_wait_ms: int = 25_000):
+    """A Fetch of ("log", 0) on c3 and ("log", 1) on c1, waiting up to `max_wait_ms` (the fake brokers answer
+    when the test says, or empty at that wait)."""
+    request = fetch_request(("log", 0, 75), ("log", 1, 0))
+    return dataclasses.replace(request, max_wait=datetime.timedelta(milliseconds=max_wait_ms))
+
+
+def fetch_plan(session: Session, heard: list[int] | None = None) -> Plan:
+    """The handler's plan of `two_cluster_fetch` on the connection of `session`; `heard` gets the index of each call
+    the plan finished without once the core passed that call's late result on (`Plan.answered_late`)."""
+    plan = fetch.handle(connection_ctx(session), None, two_cluster_fetch())
+    assert [c.target for c in plan.calls] == [SLOW, BUSY]
+    if heard is not None and (late := plan.answered_late) is not None:
+        def answered_late(index: int, result) -> None:
+            late(index, result)
+            heard.append(index)
+        plan.answered_late = answered_late
+    return plan
+
+
+async def fetch_through(d: Dispatcher, plan: Plan):
+    """The plan's calls sent and collected as the core's first round does (`Dispatcher._complete`), then its answer."""
+    sent = await d._send(plan.calls, SLOT)
+    results = await asyncio.wait_for(
+        d._collect(plan.calls, sent, plan.return_early, plan.awaited, plan.answered_late, plan.awaited_within_s),
+        GUARD_S)
+    return plan.finish(results)
+
+
+def out_of_range(topic: str, partition: int):
+    answer = fetch_answer(topic, partition, b"", hw=10)
+    p = answer.responses[0].partitions[0]
+    return dataclasses.replace(answer, responses=(dataclasses.replace(answer.responses[0], partitions=(
+        dataclasses.replace(p, error_code=ErrorCode.offset_out_of_range),)),))
+
+
+def test_a_dropped_answer_with_records_or_an_error_is_waited_for_by_the_next_fetch_only():
+    session = Session()
+    plan = fetch_plan(session)
+    assert plan.awaited == ()  # nothing dropped yet: the first answer with records finishes it
+    plan.answered_late(0, fetch_answer("t", 1, b"", hw=10))  # the slow poll ended empty: nothing was lost
+    plan.answered_late(0, UpstreamError("c3", "request timed out"))  # nor when it failed
+    plan = fetch_plan(session)
+    assert plan.awaited == ()
+    plan.answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))  # records the client never got
+    plan = fetch_plan(session)
+    assert plan.awaited == (0,)  # this Fetch does not finish without c3's answer
+    out = partitions(plan.finish([fetch_answer("t", 1, batch(8, 1), hw=10), fetch_answer("t", 1, batch(0, 1), 1)]))
+    assert out[SLOW_PARTITION].records and out[BUSY_PARTITION].records
+    assert fetch_plan(session).awaited == ()  # heard: owed no more
+    plan = fetch_plan(session)
+    plan.answered_late(0, out_of_range("t", 1))  # an error Kafka answers at once: dropped, it is owed too
+    assert fetch_plan(session).awaited == (0,)
+
+
+def test_a_debt_is_dropped_by_a_fetch_that_does_not_ask_its_broker_or_that_answers_it():
+    session = Session()
+    plan = fetch_plan(session)
+    plan.answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
+    only_busy = fetch.handle(connection_ctx(session), None, fetch_request(("log", 1, 0)))
+    assert [c.target for c in only_busy.calls] == [BUSY] and only_busy.answered_late is None
+    assert session.fetch_owed == set()  # the client no longer asks c3's partitions: nothing kept for them
+    assert fetch_plan(session).awaited == ()
+
+    session = Session()
+    dropping = fetch_plan(session)
+    answering = fetch_plan(session)  # the next Fetch is out before the dropped poll ended
+    dropping.answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
+    answering.finish([fetch_answer("t", 1, batch(8, 1), hw=10), UNANSWERED])  # ... and got c3's records itself
+    assert fetch_plan(session).awaited == ()  # so the one after owes c3 nothing: it does not wait for it
+
+
+def test_the_core_finishes_early_only_with_the_awaited_calls_and_passes_a_dropped_call_s_result_on():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        owed, busy, quiet, never_sent = (loop.create_future() for _ in range(4))
+        calls = [Call(AnyBroker(c), None) for c in ("owed", "busy", "quiet", "never_sent")]
+        late: list[tuple[int, object]] = []
+        d = Dispatcher.__new__(Dispatcher)
+        collecting = asyncio.ensure_future(d._collect(calls, [owed, busy, quiet, never_sent], lambda r: r == "data",
+                                                      (0,), lambda i, r: late.append((i, r))))
+        busy.set_result("data")
+        await asyncio.sleep(0.01)
+        assert not collecting.done()  # data, but the awaited call has not answered
+        owed.set_result("empty")
+        assert await collecting == ["empty", "data", UNANSWERED, UNANSWERED]
+        never_sent.cancel()  # e.g. a queued Fetch call its plan finished without: never sent, nothing to hear
+        quiet.set_result("data")
+        await asyncio.sleep(0.01)
+        assert late == [(2, "data")]
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_cluster_with_nothing_holds_up_no_fetch_of_a_busy_one():
+    """The quiet cluster's poll is dropped at every Fetch but ends empty: no Fetch waits for it, and it is asked
+    once per poll, as before fairness (consume/test_abandoned_polls_unit.py)."""
+
+    async def main():
+        busy, slow = _Broker(auto=_batch(0)), _Broker()
+        d, pool, _ = await _setup(busy, slow, quiet_cluster=SLOW.cluster)
+        session = Session()
+        heard: list[int] = []
+        for _ in range(5):
+            out = partitions(await fetch_through(d, fetch_plan(session, heard)))
+            assert out[BUSY_PARTITION].records and not out[SLOW_PARTITION].records
+        await _until(lambda: len(slow.requests) == 1 and not d._poll_tasks)
+        slow.answer(0, b"")  # the first poll ends with nothing (as at its max_wait)
+        await _until(lambda: heard == [0])  # the proxy read that answer (and dropped it)
+        for n in range(1, 4):  # each Fetch polls c3 anew and, c3 having nothing, finishes at c1's records
+            out = partitions(await fetch_through(d, fetch_plan(session, heard)))
+            assert out[BUSY_PARTITION].records and not out[SLOW_PARTITION].records
+            await _until(lambda asked=n + 1: len(slow.requests) == asked)
+            assert not slow.requests[n][0].done()  # its poll is still out: the Fetch did not wait for it
+            slow.answer(n, b"")
+            await _until(lambda asked=n + 1: len(heard) == asked and not d._poll_tasks)
+        assert len(slow.requests) == 4
+        await _close(pool, busy, slow)
+
+    asyncio.run(main())
+
+
+def test_the_debt_is_a_partition_at_the_offset_asked_and_its_call_asks_min_bytes_1_within_the_client_s_max_wait():
+    """Review s34-rvf1: what a dropped answer leaves owed is each partition it answered with records or an error, at
+    the offset asked (`Session.fetch_owed`); the next Fetch waits only for a call asking one of them there, which asks
+    min_bytes 1 (its records are at the broker: answered at once whatever the client's min_bytes), and at most the
+    client's max_wait (`Plan.awaited_within_s`, `OWED_WAIT_FLOOR_MS` at least). A throttle is owed nothing (its
+    broker muted that connection, KIP-219)."""
+    def plan_of(session: Session, *parts: tuple[str, int, int], min_bytes: int = 500, max_wait_ms: int = 2_000):
+        request = dataclasses.replace(fetch_request(*parts), min_bytes=min_bytes,
+                                      max_wait=datetime.timedelta(milliseconds=max_wait_ms))
+        return fetch.handle(connection_ctx(session), None, request)
+
+    session = Session()
+    plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
+    assert session.fetch_owed == {(SLOW, "t", 1, 8)}  # physical t/1 at 8: logical ("log", 0) at 75
+    plan = plan_of(session, ("log", 0, 75), ("log", 1, 0))
+    assert plan.awaited == (0,) and plan.awaited_within_s == 2.0
+    assert [c.request.min_bytes for c in plan.calls] == [1, 500]  # the busy cluster's call as the client asked
+    assert [c.request.max_wait_ms for c in plan.calls] == [2_000, 2_000]
+
+    plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
+    plan = plan_of(session, ("log", 0, 76), ("log", 1, 0))  # the client seeked p0: what was dropped is not asked
+    assert plan.awaited == () and plan.awaited_within_s is None
+    assert [c.request.min_bytes for c in plan.calls] == [500, 500]
+
+    plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
+    plan = plan_of(session, ("log", 0, 75), ("log", 1, 0), max_wait_ms=0)
+    assert plan.awaited == (0,) and plan.awaited_within_s == fetch.OWED_WAIT_FLOOR_MS / 1000  # a round trip's time
+
+    throttled = build(response_type(1, 12), {"throttle_time": datetime.timedelta(seconds=2), "responses": []})
+    assert fetch._answers_at_once(throttled)  # the Fetch it is part of finishes at once: the client backs off
+    plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, throttled)
+    assert session.fetch_owed == set() and plan_of(session, ("log", 0, 75), ("log", 1, 0)).awaited == ()
+
+
+def test_the_core_waits_for_an_awaited_call_at_most_awaited_within_s_then_drops_it():
+    """A stalled owed broker: past `awaited_within_s` the plan finishes without its call, dropped and heard late as
+    any other (review s34-rvf1: it was waited for until its own timeout, max_wait + WAIT_MARGIN_S)."""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        owed, busy = loop.create_future(), loop.create_future()
+        calls = [Call(AnyBroker(c), None) for c in ("owed", "busy")]
+        late: list[tuple[int, object]] = []
+        d = Dispatcher.__new__(Dispatcher)
+        collecting = asyncio.ensure_future(d._collect(calls, [owed, busy], lambda r: r == "data", (0,),
+                                                      lambda i, r: late.append((i, r)), 0.05))
+        busy.set_result("data")
+        assert await asyncio.wait_for(collecting, GUARD_S) == [UNANSWERED, "data"]
+        owed.set_result("data")
+        await asyncio.sleep(0.01)
+        assert late == [(0, "data")]
+
+    asyncio.run(scenario())
