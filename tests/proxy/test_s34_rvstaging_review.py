@@ -25,6 +25,7 @@ Found on the way, all older than the change (e9d31f3 fails them too), in the bud
 2. Stall / doc: `test_large_frames_half_held_past_the_process_budget_are_ended_by_the_frame_timeout` (`_hold` has
    no clock; ARCHITECTURE.md says the frame timeout ends such a wait).
 3. Low: `test_a_budget_waiter_cancelled_as_bytes_come_back_is_cancelled` (ValueError from `ByteBudget.acquire`).
+All three fixed in s34-fixbudget (markers removed; comments below say how).
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ def _frame(size: int, corr: int = 1) -> bytes:
     return bytes(frame)
 
 
+# FIXED (s34-fixbudget: `ClientConnection._hand_over_staged`: the chunks take the grown buffer's staged rest of the
+# frame at once, past the budget for a moment, and the buffer goes with its growth's charge once emptied).
 # DEFECT (stall, older than s34-staging: e9d31f3 fails it too; the budget's path). `Limits.problems()` accepts a
 # process budget as large as a frame ("A frame must fit one connection's budget, and that the process'"), but a
 # lone idle client's frame over HELD_WHOLE_BYTES sent at once first grows the staging buffer to 256 KiB (the idle
@@ -158,9 +161,6 @@ def _frame(size: int, corr: int = 1) -> bytes:
 # nobody will give back. No clock ends it (`_within` does not count time held back; ARCHITECTURE.md's "the frame
 # timeout ends it" is about this wait), the connection holds the budget for good and, waiters being served first
 # come first served, every other connection's request waits behind it: the whole process stops reading.
-@pytest.mark.xfail(strict=True, reason="stall older than s34-staging: the staging buffer's growth stays charged "
-                   "while a frame is held chunk by chunk, so a frame as large as the process budget (accepted by "
-                   "Limits.problems) never fits and ClientConnection._hold waits for good")
 @pytest.mark.parametrize("size", [2 * STAGING_FIRST_BYTES, 1024 * 1024])
 def test_a_frame_as_large_as_the_process_budget_is_read_by_a_lone_connection(size):
     """One connection, nothing else in the process; --max-frame-bytes, --max-inflight-bytes and
@@ -178,6 +178,9 @@ def test_a_frame_as_large_as_the_process_budget_is_read_by_a_lone_connection(siz
     assert budget.used == 0 and conns[0].held.used == 0
 
 
+# FIXED (s34-fixbudget: a wait in `ClientConnection._hold` while part of the frame is held ends after the frame
+# timeout, closing that connection; a last look at the budgets first, so that waits ending in the same loop turn do
+# not close every one of them).
 # DEFECT (stall, older than s34-staging; doc): docs/ARCHITECTURE.md ("Limits and backpressure") says of reading a
 # large frame chunk by chunk "a possible livelock when many large frames are half read and the process budget is
 # spent; the frame timeout ends it". It does not: `ClientConnection._hold` waits with no clock (`_read_body` runs
@@ -185,9 +188,6 @@ def test_a_frame_as_large_as_the_process_budget_is_read_by_a_lone_connection(siz
 # budget but not together, each half held, wait for each other for good, and every request of every other
 # connection waits behind them (first come first served). With the defaults: 33 clients sending 16 MiB requests at
 # once (33 x 16 MiB > 512 MiB) stop the whole process.
-@pytest.mark.xfail(strict=True, reason="stall older than s34-staging: ClientConnection._hold has no clock, so large "
-                   "frames half held by several connections past the process budget wait for each other for good "
-                   "(ARCHITECTURE.md: 'the frame timeout ends it')")
 def test_large_frames_half_held_past_the_process_budget_are_ended_by_the_frame_timeout():
     """Two connections, each sending one 1 MiB frame at once; --max-frame-bytes and --max-inflight-bytes 1 MiB,
     --max-buffered-bytes 1.5 MiB (accepted by `Limits.problems()`): both are read chunk by chunk, alternately, until
@@ -205,14 +205,13 @@ def test_large_frames_half_held_past_the_process_budget_are_ended_by_the_frame_t
     assert budget.used == 0 and all(conn.held.used == 0 for conn in conns)
 
 
+# FIXED (s34-fixbudget: the cancelled `acquire` removes its entry only if `_grant` did not drop it).
 # DEFECT (low, older than s34-staging; seen cancelling the two connections above): `ByteBudget._grant` pops a
 # cancelled waiter's entry (fedkafka/proxy/core/limits.py `_grant`: `popleft()`, then `if not fut.done()`), and
 # the cancelled `acquire` then removes its entry again (`self._waiters.remove(entry)`): ValueError instead of
 # CancelledError, whenever bytes are released between a waiter's cancellation and its handler (another cancelled
 # reader giving back its chunks, an answer written, in the same loop turn). `ClientConnection._read_loop` logs it as
 # "closing client ... after an internal error", with a traceback, for a reader that was merely stopped.
-@pytest.mark.xfail(strict=True, reason="older than s34-staging: ByteBudget.acquire's cancellation removes an entry "
-                   "_grant already dropped: ValueError, not CancelledError")
 def test_a_budget_waiter_cancelled_as_bytes_come_back_is_cancelled():
     """Two readers wait for 4 of a 10-byte budget spent whole; both are cancelled, and the 10 bytes given back in
     the same loop turn. Both end cancelled, nothing taken, nobody left waiting. Fails on e9d31f3 and s34-staging:
