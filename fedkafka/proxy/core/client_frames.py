@@ -21,8 +21,9 @@ which the reader copies into the frame's own buffer; only bytes staged past the 
 (`ByteBudget.take_spare`: only while half the budget stays free, for the second step three quarters, so staging
 never keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
 nothing staged and no answer due (or a buffer that never grew), or its last answer is written while it waits
-(`release_staging`), when its read loop ends (`drop_staging`: nothing reads it again), and when it ends; the charge
-given back is both steps'.
+(`release_staging`), when its read loop ends (`drop_staging`: nothing reads it again), when it ends, and mid-frame
+once emptied into the frame's chunks while the budget is short (`receive_into(let_go=True)`,
+`ClientConnection._hand_over_staged`); the charge given back is both steps'.
 Refused, the buffer keeps its size: at 16 KiB it holds every frame the connection waits for in it (at most
 SMALL_FRAME_BYTES), and fills and pauses more often; at 256 KiB likewise. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
@@ -34,7 +35,8 @@ connection does not wait for bytes not all staged (its request slots or byte bud
 and the kernel's buffers fill, so TCP slows the client. A buffer that can still grow grows there (it would fill
 anyway), but only when some unread bytes lie past the frame the reader is taking (pipelining): its rest alone (a
 large frame trickling in) never grows it, and pauses reading only if it fills the buffer or the reader does not wait
-(held back by the budget before a large frame's next chunk: read on, it was moved to the front again and again, ~3
+(held back by the budgets before a large frame's next chunk, or before a whole frame of up to 128 KiB whose rest
+fills the 16 KiB buffer: read on, it was moved to the front again and again, ~3
 bytes per byte read); while the reader waits it is moved to the front by the next read, once per frame.
 It resumes once the connection took bytes out so that at most half the buffer is unread
 (`_taken`: moving the unread rest to its front then costs at most the bytes read into the room it makes; resumed at
@@ -204,8 +206,9 @@ class ClientFrames(asyncio.BufferedProtocol):
         (a large frame trickling in, which the reader copies into a buffer of its own) does neither: growth would
         go unused, and while the reader waits a pause would cost a resume per frame: the next read moves it to the
         front, once per frame. It pauses if it fills the buffer (no room to give) or the reader does not wait (held
-        back by the budget between a large frame's chunks: reading on moved it to the front again and again, ~3
-        bytes per byte read); the reader's next wait for bytes not staged, or its taking half, resumes reading."""
+        back by the budgets before a large frame's next chunk or a whole frame of up to 128 KiB: reading on moved
+        it to the front again and again, ~3 bytes per byte read); the reader's next wait for bytes not staged, or
+        its taking half, resumes reading."""
         if unread <= self._frame_left:
             if unread == size or self._waiter is None:
                 self._pause()
@@ -290,6 +293,11 @@ class ClientFrames(asyncio.BufferedProtocol):
         self.release_staging()
         self._staging_bytes = min(SMALL_FRAME_BYTES, self._staging_bytes)
 
+    def holds_frame_rest_in_growth(self) -> bool:
+        """Whether the staging buffer grew (its growth charged) and holds nothing but the rest of the frame being
+        taken: taking that rest empties it, so it can go with its charge (`ClientConnection._hand_over_staged`)."""
+        return self._charged > 0 and self._end - self._start <= self._frame_left
+
     def release_staging(self) -> None:
         """Let the staging buffer go if it holds nothing (the next bytes get a new one, small), and its charge."""
         if self._start == self._end:
@@ -361,9 +369,10 @@ class ClientFrames(asyncio.BufferedProtocol):
             self._resume()
             await self._wait()
 
-    async def receive_into(self, buffer: bytearray) -> None:
+    async def receive_into(self, buffer: bytearray, let_go: bool = False) -> None:
         """Fill `buffer`: with what is staged, then straight from the socket. Nothing else receives into it, and a
-        buffer left half filled (the client closed, or the wait was cancelled) is not received into any more."""
+        buffer left half filled (the client closed, or the wait was cancelled) is not received into any more.
+        `let_go`: a staging buffer this empties goes now, with its charge (`release_staging`)."""
         if self._frame_left:  # the frame's bytes it receives are the reader's: not staged behind it
             self._frame_left = max(self._frame_left - len(buffer), 0)
         have = min(len(buffer), self._end - self._start)
@@ -371,6 +380,8 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._start += have
         if self._start == self._end:
             self._start = self._end = 0
+            if let_go:
+                self.release_staging()
         if have == len(buffer):
             self._taken()
             return

@@ -268,10 +268,13 @@ class ClientConnection:
         try:
             while got < size:
                 want = min(size - got, READ_CHUNK_BYTES)
-                waited += await self._hold(want)
+                handed_over = self._hand_over_staged(want)
+                if not handed_over:
+                    waited += await self._hold(want, got, what)
                 try:
                     chunk = records.frame_buffer(want)  # every byte received before it is read
-                    await self._within(self.reader.receive_into(chunk), started + waited, what, want, got)
+                    await self._within(self.reader.receive_into(chunk, let_go=handed_over), started + waited,
+                                       what, want, got)
                 except BaseException:
                     self._unhold(want)
                     raise
@@ -320,21 +323,54 @@ class ClientConnection:
         except IncompleteFrame as e:
             raise FrameError(f"truncated {what} ({before + e.got} bytes)") from None
 
-    async def _hold(self, n: int) -> float:
+    async def _hold(self, n: int, holding: int = 0, what: str = "frame") -> float:
         """Take n bytes from this connection's and the process' budgets; returns the seconds waited (the
-        client's frame clock does not run while the proxy holds it back)."""
+        client's frame clock does not run while the proxy holds it back). A wait while `holding` bytes of the
+        frame are held already (its chunks so far) ends after the frame timeout, closing the connection
+        (FrameTimeout) unless the bytes are free by then: frames held in part by several connections past the
+        process budget wait for each other, and ending one gives its bytes back to the others (docs/DESIGN.md
+        §4.12). A wait holding nothing of its frame holds up nobody's bytes: it waits as long as it takes."""
         if self.held.take_now(n):
             if self.budget.take_now(n):
                 return 0.0
             self.held.release(n)
         before = self._loop.time()
+        if not holding:
+            await self._acquire_both(n)
+            return self._loop.time() - before
+        try:
+            async with asyncio.timeout(self.limits.frame_timeout_s):
+                await self._acquire_both(n)
+        except TimeoutError:
+            # a last look: connections whose waits ended in the same loop turn close one at a time, each giving
+            # its bytes back, and those after the first then find room (else all of them closed)
+            if self.held.take_with(self.budget, n):
+                return self._loop.time() - before
+            raise FrameTimeout(f"{what} held back {self.limits.frame_timeout_s:g} s with {holding} bytes of it "
+                               f"held, the byte budgets spent (--max-buffered-bytes, --max-inflight-bytes; "
+                               f"--frame-timeout)") from None
+        return self._loop.time() - before
+
+    async def _acquire_both(self, n: int) -> None:
         await self.held.acquire(n)
         try:
             await self.budget.acquire(n)
         except BaseException:
             self.held.release(n)
             raise
-        return self._loop.time() - before
+
+    def _hand_over_staged(self, n: int) -> bool:
+        """Whether the next n-byte chunk of a large frame is charged at once, past the process budget: only when
+        the budget is short, this connection's own budget is not, and its grown staging buffer holds nothing but
+        the frame's rest. Then the chunks take the staged bytes, with no wait in between, and the buffer goes
+        with its growth's charge once emptied (`receive_into(let_go=True)`, in the same loop step): at most the
+        staged bytes and a chunk over the budget until then, the growth (at least the staged bytes less 16 KiB)
+        given back. Waiting instead, a frame as large as the budget never fitted beside the growth (docs/DESIGN.md
+        §4.12)."""
+        if not self.reader.holds_frame_rest_in_growth() or self.budget.free_now(n) or not self.held.take_now(n):
+            return False
+        self.budget.charge(n)
+        return True
 
     def _unhold(self, n: int) -> None:
         self.held.release(n)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import time
@@ -122,7 +123,10 @@ class ByteBudget:
             if fut.done() and not fut.cancelled():
                 self.release(n)  # granted just as we were cancelled
             else:
-                self._waiters.remove(entry)
+                # `_grant` drops an entry whose future is done (cancelled) as it reaches it: bytes released
+                # between the cancellation and this handler (another cancelled reader's) left none to remove
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
                 self._grant()
             raise
 
