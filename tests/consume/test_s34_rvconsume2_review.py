@@ -1,0 +1,44 @@
+"""Review s34-rvconsume2 of the consume path after s34-fixrvf1 (07bc61e: fetch fairness owed per (broker, partition,
+offset)) and s34-fixrvf23 (351249e: a hole inside the logical log skipped forward; OFFSET_OUT_OF_RANGE only below the
+logical log start, `physical_offsets.logical_log_start` read by Fetch and ListOffsets EARLIEST alike). Each test is a
+strict xfail showing a defect on the code it was written against."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from kio.schema.errors import ErrorCode
+
+from consume.test_holes_in_the_logical_log_unit import Brokers, _consume, _earliest
+from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
+
+# c3 held the partition first (logical and physical 0..9), it moved cleanly to c1 (physical 0..29 = logical 10..39,
+# sealed at 30), then cleanly to c2 (active, physical 0 on = logical 40 on).
+CUT = PartitionChain(segments=(Segment("c3", "t", 0, 0, 10, 0), Segment("c1", "t", 0, 0, 30, 10),
+                               Segment("c2", "t", 0, 0, None, 40)), leader_epoch=2)
+CUT_VIEW = View(version=5, clusters={c: Cluster(c, f"{c}:9092") for c in ("c1", "c2", "c3")},
+                topics={"log": LogicalTopic("log", uuid.uuid4().hex, (CUT,))}, coordination_cluster="c2",
+                proxies=(ProxyInfo(1, "p1", 9092, ProxyRole.BOTH),))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "fetch._past_the_hole lands a reader below a sealed segment's log start on that log start even when the log "
+    "is empty there (log start = log end, below the seal), where ListOffsets EARLIEST (view.offsets.earliest_offset) "
+    "counts the segment as holding nothing: the reader gets empty answers for good, the next segment never read"))
+def test_a_hole_skip_does_not_land_a_reader_on_a_sealed_segment_s_empty_log_for_good():
+    """CUT: c1's log was cut at 20 (an unclean election inside c1 after the move off it, docs/DESIGN.md §9.3) and
+    retention then emptied it (log start 20 = high watermark 20); c3 keeps 0..9, c2 holds 40..44. ListOffsets
+    EARLIEST skips c1's segment (its log start reached its log end: nothing left in it). A reader from 0 reads
+    0..9, is answered OFFSET_OUT_OF_RANGE by c1 at 10 (physical 0, below 20); the bounds round finds c3's records
+    before the position and skips the hole to c1's log start, logical 30 (`_past_the_hole`: "a sealed segment's
+    empty log is not skipped past"). There c1 answers no records and high watermark 20 (Kafka answers an empty read
+    at its log end, never OFFSET_OUT_OF_RANGE), the proxy answers no records and the seal (40) as high watermark, and
+    the reader stays at 30 for every later Fetch: c2's records 40..44 are never read, and its lag never falls.
+    Before 351249e the same reader was answered OFFSET_OUT_OF_RANGE at 10 and reset to 0 (a loop); the fix turned
+    the loop into a stall, where EARLIEST (the same function's other reader) moves past the segment."""
+    brokers = Brokers({"c3": (0, 10), "c1": (20, 20), "c2": (0, 5)})
+    read, out_of_range = _consume(CUT_VIEW, brokers, 0, fetches=8)
+    assert read == [*range(10), *range(40, 45)], (
+        f"read {read} (OFFSET_OUT_OF_RANGE at {out_of_range}): the reader stalls at c1's empty log, "
+        f"c2's 40..44 never read")
