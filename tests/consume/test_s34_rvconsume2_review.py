@@ -10,6 +10,8 @@ import uuid
 import pytest
 from kio.schema.errors import ErrorCode
 
+from consume.test_gap_tail_bounds_unit import AGAIN_VIEW
+from consume.test_handlers_unit import GAP
 from consume.test_holes_in_the_logical_log_unit import Brokers, _consume, _earliest
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
 
@@ -42,3 +44,30 @@ def test_a_hole_skip_does_not_land_a_reader_on_a_sealed_segment_s_empty_log_for_
     assert read == [*range(10), *range(40, 45)], (
         f"read {read} (OFFSET_OUT_OF_RANGE at {out_of_range}): the reader stalls at c1's empty log, "
         f"c2's 40..44 never read")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "fetch._after_out_of_range answers OFFSET_OUT_OF_RANGE past a later sealed segment's log end though records "
+    "before it are left (the logical log start, where the reset goes, is below the position): the reset re-reads "
+    "them and meets the same OFFSET_OUT_OF_RANGE again, for good"))
+def test_a_reader_past_a_later_sealed_segment_s_lost_log_is_not_sent_back_to_earlier_records_in_a_loop():
+    """AGAIN (c1 0..29, gap, c2 logical B1..B1+5, c1 again at physical 40..49 = logical B2..B2+9, second gap, c3 from
+    B3): c1's data was lost and its physical topic created again by hand (docs/DESIGN.md §9.3, "With the topic
+    created again by hand"): c1's partition is empty (log start 0, high watermark 0). §9.3 says such a reader "gets
+    OFFSET_OUT_OF_RANGE and resets as its auto.offset.reset says; earliest skips S (its partition's log end is at
+    or below S's start), so the reset lands past it". ListOffsets EARLIEST skips both c1 segments, but c2's records
+    are left before the second one: it answers B1. A group at B2 (c1's physical 40, past its log end 0) is answered
+    OFFSET_OUT_OF_RANGE (the bounds round: position past the log end, not in a gap), resets to B1, reads c2's six
+    records, reaches B2 again: OFFSET_OUT_OF_RANGE again, for good. c3's records are never read and c2's are
+    delivered again at every turn (a busy loop: each OFFSET_OUT_OF_RANGE ends the Fetch's wait). This contradicts
+    351249e's own rule, "OFFSET_OUT_OF_RANGE only below the partition's logical log start"; Kafka never answers it
+    between the log start and the log end. It was the same before 351249e (the broker's OFFSET_OUT_OF_RANGE passed
+    through on a segment after the chain's first)."""
+    b1 = 30 + GAP
+    b2, b3 = b1 + 6, 46 + 2 * GAP
+    brokers = Brokers({"c1": (0, 0), "c2": (4, 10), "c3": (0, 5)})
+    assert _earliest(AGAIN_VIEW, brokers) == b1
+    read, out_of_range = _consume(AGAIN_VIEW, brokers, b2, fetches=10)
+    assert len(out_of_range) <= 1 and read[-5:] == list(range(b3, b3 + 5)), (
+        f"from B2: OFFSET_OUT_OF_RANGE at {[o - b1 for o in out_of_range]} (relative to B1), read "
+        f"{[o - b1 for o in read]} (relative to B1): c2's records again and again, c3's never")
