@@ -55,3 +55,12 @@ def accepts(advertised: Mapping[int, VersionRange], api_key: int, version: int) 
         return False
     lo = max(rng[0], ACCEPTED_MIN.get(api_key, rng[0]))
     return lo <= version <= rng[1]
+
+
+def widened(table: Mapping[int, VersionRange], other: Mapping[int, VersionRange]) -> dict[int, VersionRange]:
+    """Per API key of either table the smallest range holding its ranges in both."""
+    out = dict(table)
+    for key, (lo, hi) in other.items():
+        known = out.get(key)
+        out[key] = (lo, hi) if known is None else (min(lo, known[0]), max(hi, known[1]))
+    return out

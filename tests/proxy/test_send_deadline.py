@@ -22,8 +22,8 @@ from fedkafka.proxy.handlers import produce
 from fedkafka.proxy.plan import AnyBroker, Broker, Call, UpstreamError
 
 
-def _produce(timeout_ms: int) -> ProduceRequest:
-    return ProduceRequest(transactional_id=None, acks=-1,
+def _produce(timeout_ms: int, acks: int = -1) -> ProduceRequest:
+    return ProduceRequest(transactional_id=None, acks=acks,
                           timeout=i32Timedelta.parse(datetime.timedelta(milliseconds=timeout_ms)),
                           topic_data=(TopicProduceData(name="t", partition_data=(
                               PartitionProduceData(index=0, records=b""),)),))
@@ -100,6 +100,27 @@ def test_the_deadline_is_the_request_timeout_less_a_margin_and_only_for_produce(
             assert _send_deadline(0, requests[0]) is None  # timeout 0: no replication wait, not a deadline
             assert _send_deadline(0, requests[-1]) is None
             assert _send_deadline(1, requests[30_000]) is None  # not a produce: no deadline
+        finally:
+            del loop.time
+
+    asyncio.run(scenario())
+
+
+def test_an_acks_zero_produce_has_no_deadline_and_an_acks_one_produce_keeps_its_field_s():
+    """acks=0: the client awaits no answer and never retries, so a batch refused unsent past its timeout field would be
+    dropped without a word (it used to be); sent late, it is written once. acks=1: Kafka ignores the field for the
+    replication wait (`produce.upstream_timeout_ms`), but Java and librdkafka time their request out at it, so it
+    still bounds the send (review s34-rvproduce finding 1)."""
+    def read(ms: int, acks: int):
+        return produce.read_request(codec.encode_request(_produce(ms, acks), 1)[4:])
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        loop.time = lambda: 1000.0
+        try:
+            assert _send_deadline(0, read(500, 0)) is None
+            assert _send_deadline(0, _produce(500, 0)) is None  # kio's request (a cproxy's), alike
+            assert _send_deadline(0, read(500, 1)) == 1000.0 + 0.45
         finally:
             del loop.time
 

@@ -2,7 +2,8 @@
 
 Versions: the advertised table is the registry's ranges (for this proxy's role) intersected with every
 physical cluster's own ranges; a request outside it gets UNSUPPORTED_VERSION (ApiVersions answers as v0,
-like Kafka) when kio knows its response schema, else the connection is closed.
+like Kafka) when kio knows its response schema, else the connection is closed; so is it at a version an earlier
+table of this process advertised (the table narrowed under the connection: the client negotiates again).
 
 Calls to the controller (`plan.ControllerApi`: the Kafka admin writes) go over the proxy's controller link, a few
 at a time, the others waiting their turn within their timeout (`controller_calls.py`); a successful answer that
@@ -205,6 +206,9 @@ class Dispatcher:
         self._hooks: dict[tuple[Any, str], Any] = {}  # (handler module, name) -> its optional function or None
         self._routes: dict[tuple[int, int], tuple] = {}  # (api_key, version) -> _route's answer, for _routes_of
         self._routes_of: dict[int, tuple[int, int]] | None = None  # the advertised table they were made for
+        # every version any advertised table of this process held (`_route` widens it): one no longer advertised
+        # closes the connection (`_unsupported`)
+        self._once_advertised: dict[int, tuple[int, int]] = {}
         # produce requests and group offset writes (DRAINED_API_KEYS) in flight by the view version they were
         # routed with (server.InflightProduce: a new view is acked only once the older ones are answered);
         # None: not counted
@@ -386,6 +390,7 @@ class Dispatcher:
             advertised = self.advertised
         if advertised is not self._routes_of:
             self._routes, self._routes_of = {}, advertised
+            self._once_advertised = versions.widened(self._once_advertised, advertised)
         route = self._routes.get((api_key, version))
         if route is None:
             if not versions.accepts(advertised, api_key, version):
@@ -555,9 +560,19 @@ class Dispatcher:
         return codec.encode_response(error_response(resp_t, ErrorCode.illegal_sasl_state), correlation_id)
 
     def _unsupported(self, api_key: int, version: int, correlation_id: int) -> bytes:
-        if api_key == 18:
+        """A request at a version not served: ApiVersions answers as v0, with the table, as Kafka does; a version
+        this process once advertised closes the connection; any other is answered UNSUPPORTED_VERSION."""
+        if api_key == versions.API_VERSIONS:
             body = api_versions.answer(self.advertised, 0, ErrorCode.unsupported_version)
             return codec.encode_response(body, correlation_id)
+        if versions.accepts(self._once_advertised, api_key, version):
+            # The table narrowed under the connection (a metadata refresh read a cluster of an older Kafka) and the
+            # client keeps the version it negotiated. Answered, a Produce had no partition in its answer (it has no
+            # top-level error: the client's batches waited for delivery.timeout) and acks=0 an answer; every later
+            # request the same, on a connection the client keeps. Closed, as a broker closes on a version it does
+            # not take, the client connects again and asks ApiVersions (review s34-rvproduce finding 3).
+            raise ProtocolViolation(f"api_key={api_key} version={version} is no longer advertised (the clusters' "
+                                    "versions narrowed): closing, the client negotiates again")
         resp_t = codec.response_type(api_key, version)
         if resp_t is None:
             raise ProtocolViolation(f"unknown api_key={api_key} version={version}")
@@ -1126,8 +1141,11 @@ def _uncount_or_hold(counts: collections.Counter[int], view_version: int, writte
 
 def _send_deadline(api_key: int, request, loop: asyncio.AbstractEventLoop | None = None) -> float | None:
     """The loop time after which a produce is no longer sent upstream: its own timeout field, less a margin
-    for the way here (the client's timer started when it sent the request). None: other requests."""
-    if api_key != PRODUCE_API_KEY:
+    for the way here (the client's timer started when it sent the request). None: other requests, and acks=0 (no
+    answer awaited, no retry: a record refused unsent would be dropped without a word; sent late, it is written once).
+    For acks=1 the field bounds no replication (`produce.upstream_timeout_ms`) but it is still no later than the
+    client's own timer: Java's and librdkafka's request.timeout.ms is the field, the others' timers are longer."""
+    if api_key != PRODUCE_API_KEY or request.acks == 0:
         return None
     timeout_ms = getattr(request, "timeout_ms", None)  # the produce handler's frame walk
     # else kio's ProduceRequest: a cproxy's consume_side_produce (which refuses it) has no frame walk

@@ -14,7 +14,7 @@ way (`Dispatcher.start`), which stays the reference.
 
 What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
 version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after, or
-the drain's close of its connection, `_abandoned`); it goes upstream with acks=all and the capped timeout at once,
+the drain's close of its connection, `_abandoned`); it goes upstream with acks=all and the handler's timeout at once,
 unless the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an
 answer within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream
 call and the answer.

@@ -57,6 +57,7 @@ import array
 import asyncio
 import collections
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -132,7 +133,32 @@ HELD_PARTITIONS = 64
 _NEVER = -float("inf")
 
 __all__ = ["UNASKED", "UNKNOWN_SEQUENCE", "PhysicalPartition", "ProducerIdTable", "SegmentId", "SegmentWrite",
-           "SeqKey"]
+           "SeqKey", "StaticIdBlocks"]
+
+
+class StaticIdBlocks:
+    """The logical producer id blocks of a proxy without a controller (--view-file), which no controller allocates:
+    the first at a random start high in the 63-bit space, so that another process's ids (another static proxy, this
+    one before a restart, whose clients keep theirs) are unlikely to meet them; each next one right after the one
+    before, so that no id of this process is handed out twice (a fresh random block could overlap one still in use).
+    The table takes one whenever its block runs low (`fetch`, its `fetch_block`): with the one random block and no
+    refill, every InitProducerId past 2**20 was COORDINATOR_NOT_AVAILABLE until a restart (review s34-rvproduce
+    finding 2). Logical ids never reach a broker: every idempotent batch goes upstream rewritten to a physical id
+    (`produce._as_physical_producer`, the lane's `lane_forwarded`), transactional ones are refused, and
+    DescribeProducers answers with the logical ids it maps back."""
+
+    def __init__(self, size: int = 1 << 20, start: int | None = None):
+        self.size = size
+        self._next = random.randrange(1 << 40, 1 << 60) if start is None else start
+
+    def take(self) -> tuple[int, int]:
+        """The next block: (start, size)."""
+        start = self._next
+        self._next += self.size
+        return start, self.size
+
+    async def fetch(self) -> tuple[int, int]:
+        return self.take()
 
 
 class ProducerIdTable:

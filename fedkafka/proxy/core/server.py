@@ -13,7 +13,6 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
 import os
-import random
 import secrets
 import signal
 import socket
@@ -34,7 +33,7 @@ from fedkafka.proxy.core.limits import ByteBudget, ConnectionCounts, Limits
 from fedkafka.proxy.core.metrics import ProxyMetrics
 from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.physical import PhysicalClusters
-from fedkafka.proxy.core.producer_ids import ProducerIdTable
+from fedkafka.proxy.core.producer_ids import ProducerIdTable, StaticIdBlocks
 from fedkafka.proxy.core.upstream import UpstreamPool
 from fedkafka.proxy.state import ProxyState
 from fedkafka.proxy.view_cache import ViewCache
@@ -164,9 +163,9 @@ class ProxyServer:
             self.producer_ids = ProducerIdTable(self.source.fetch_block)
         else:  # the CLI requires one of --controller and --view-file
             self.source = StaticViewSource(config.view_file)  # type: ignore[arg-type]
-            self.producer_ids = ProducerIdTable()
-            # static mode: a random block high in the 63-bit space; logical ids never reach a broker
-            self.producer_ids.add_block(random.randrange(1 << 40, 1 << 60), 1 << 20)
+            blocks = StaticIdBlocks()  # no controller to allocate them: one random run, a block at a time
+            self.producer_ids = ProducerIdTable(blocks.fetch)
+            self.producer_ids.add_block(*blocks.take())
         self.connections: set[ClientConnection] = set()
         # set when stop() begins: a connection accepted before the listeners closed that reaches `_on_client` only
         # now (its TLS handshake or PROXY header done, or one loop step after its accept) is closed, not served

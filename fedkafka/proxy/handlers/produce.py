@@ -367,7 +367,7 @@ def _checked_against_floor(ctx: Context, seq_key: SeqKey, seg_id: SegmentId, seq
 
 def _forward(ctx: Context, request: rec.ProduceRequestFrame, routing: _Routing):
     """Always acks=all upstream, always awaited (see UpstreamProduce): the drain then sees every write in flight."""
-    timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
+    timeout_ms = upstream_timeout_ms(request)
     calls = []
     counted = False
     for (cluster, node), parts in routing.groups.items():
@@ -613,6 +613,17 @@ UPSTREAM_ACKS = -1
 MAX_UPSTREAM_PRODUCE_TIMEOUT_MS = int(MAX_PRODUCE_WAIT_S * 1000)
 
 
+def upstream_timeout_ms(request: rec.ProduceRequestFrame) -> int:
+    """The replication wait the upstream acks=all write is sent with. An acks=all client's own timeout, capped. Kafka
+    reads a Produce's timeout only for acks=all (no DelayedProduce for acks 0 or 1), and clients say so (Sarama's
+    Producer.Timeout, franz-go's ProduceRequestTimeout): for acks 0 and 1 the field is no bound on replication, and
+    with followers lagging past a short one the broker appended the batch and answered REQUEST_TIMED_OUT, which the
+    client retried: written twice where a broker answering acks=1 acks it once. Those wait up to the cap."""
+    if request.acks == UPSTREAM_ACKS:
+        return min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
+    return MAX_UPSTREAM_PRODUCE_TIMEOUT_MS
+
+
 class BrokerAnswer(NamedTuple):
     """A broker's ProduceResponse: per physical topic its partitions' answers, and its throttle time."""
 
@@ -622,9 +633,9 @@ class BrokerAnswer(NamedTuple):
 
 @dataclass(slots=True)  # not frozen: cheaper to make (see records.BatchHeader)
 class UpstreamProduce:
-    """The client's request narrowed to one broker's parts, in physical names, with acks=all and the capped
-    timeout: written by records.py around the record sets (by reference), not by kio. The core sends it as it
-    sends a kio request (`frame_parts`) and reads the broker's answer with `read_response`: a BrokerAnswer."""
+    """The client's request narrowed to one broker's parts, in physical names, with acks=all and the timeout of
+    `upstream_timeout_ms`: written by records.py around the record sets (by reference), not by kio. The core sends it
+    as it sends a kio request (`frame_parts`) and reads the broker's answer with `read_response`: a BrokerAnswer."""
 
     __api_key__: ClassVar[int] = 0
     version: int
@@ -1025,7 +1036,7 @@ def lane_upstream(request: rec.ProduceRequestFrame, routes: list[LaneRoute],
                   records: Sequence[rec.Buffer | rec.RecordParts | None] | None = None) -> UpstreamProduce:
     """The broker's request: `UpstreamProduce.of` for the request's partitions (`routes` in the request's order,
     all on one broker), the record sets by reference (or `records`, rewritten to a physical producer id)."""
-    timeout_ms = min(request.timeout_ms, MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
+    timeout_ms = upstream_timeout_ms(request)  # the generic path's, so that both write the same bytes
     if len(routes) == 1:
         seg = routes[0].seg
         t = request.topic_data[0]
