@@ -17,6 +17,12 @@ from fedkafka.view.offsets import earliest_offset
 
 PhysKey = tuple[str, str, int]  # cluster, topic, partition
 LATEST, EARLIEST = -1, -2
+# Not a ListOffsets timestamp: LATEST asked as the debugging replica (replica id -2), which Kafka's broker answers with
+# the log end offset, not the high watermark (ReplicaManager.fetchOffset: an isolation level only for replica id -1;
+# Partition.fetchOffsetForTimestamp: none -> logEndOffset), authorized as a consumer's ask (DESCRIBE on the topic).
+# After a restart the high watermark can sit at the log start below records the log holds; the log end tells.
+LOG_END = -100
+_DEBUGGING_REPLICA_ID = -2
 UPSTREAM_VERSION = 7  # the first with MAX_TIMESTAMP; every Kafka 4 broker serves it
 
 
@@ -43,12 +49,13 @@ def ask_physical(ctx: Context, asks: Iterable[tuple[PhysKey, int]], isolation_le
         by_node, leaderless = by_leader(ctx, r.items(), lambda ask: ask[0])
         for ask in leaderless:
             physical[ask] = ErrorCode.not_leader_or_follower
-        for (cluster, node), items in by_node.items():
+        for (cluster, node), node_items in by_node.items():
             broker = Broker(cluster, node)
-            calls.append(Call(broker, _upstream_request(items, isolation_level), timeout_s=timeout_s,
-                              client_timeout=client_timeout))
-            call_asks.append(items)
-            brokers.update(dict.fromkeys(items, broker))
+            for items in _by_replica_id(node_items):
+                calls.append(Call(broker, _upstream_request(items, isolation_level), timeout_s=timeout_s,
+                                  client_timeout=client_timeout))
+                call_asks.append(items)
+                brokers.update(dict.fromkeys(items, broker))
 
     def finish(results: list):
         for items, result in zip(call_asks, results, strict=True):
@@ -78,9 +85,10 @@ def seg_key(seg: Segment) -> PhysKey:
 
 def log_start_asks(segments: Iterable[Segment]) -> list[tuple[PhysKey, int]]:
     """What `logical_log_start` reads of these segments: each one's log start (EARLIEST), then each sealed one's log
-    end (LATEST: one at or below its segment's start lost its data)."""
+    end (LOG_END: one at or below its segment's start lost its data; a high watermark that lags after a restart
+    would count a log whose records are there as lost)."""
     segments = tuple(segments)
-    return [(seg_key(s), EARLIEST) for s in segments] + [(seg_key(s), LATEST) for s in segments if not s.active]
+    return [(seg_key(s), EARLIEST) for s in segments] + [(seg_key(s), LOG_END) for s in segments if not s.active]
 
 
 def logical_log_start(ctx: Context, chain: PartitionChain, physical: dict) -> int:
@@ -90,7 +98,7 @@ def logical_log_start(ctx: Context, chain: PartitionChain, physical: dict) -> in
     starts: dict[Segment, int | None] = {}
     ends: dict[Segment, int | None] = {}
     for s in chain.segments:
-        start, end = physical.get((seg_key(s), EARLIEST)), physical.get((seg_key(s), LATEST))
+        start, end = physical.get((seg_key(s), EARLIEST)), physical.get((seg_key(s), LOG_END))
         starts[s] = start[0] if isinstance(start, tuple) else None
         ends[s] = end[0] if isinstance(end, tuple) and not s.active else None
         if starts[s] is None and lost_for_good(ctx, chain, s):
@@ -98,11 +106,21 @@ def logical_log_start(ctx: Context, chain: PartitionChain, physical: dict) -> in
     return earliest_offset(chain, starts.__getitem__, ends.__getitem__)
 
 
+def _by_replica_id(items: list[tuple[PhysKey, int]]) -> list[list[tuple[PhysKey, int]]]:
+    """A broker's asks of one round as requests: the log ends (LOG_END) in one of their own (another replica id)."""
+    log_ends = [item for item in items if item[1] == LOG_END]
+    others = [item for item in items if item[1] != LOG_END]
+    return [group for group in (others, log_ends) if group]
+
+
 def _upstream_request(items: list[tuple[PhysKey, int]], isolation_level: int):
+    """One ListOffsets request; `items` all LOG_END asks or none (`_by_replica_id`)."""
+    log_end = items[0][1] == LOG_END
     by_topic: dict[str, list[dict]] = {}
     for (_, topic, partition), ts in items:
         by_topic.setdefault(topic, []).append({"partition_index": partition, "current_leader_epoch": -1,
-                                               "timestamp": ts})
-    return build(request_schema(2, UPSTREAM_VERSION), {"replica_id": -1, "isolation_level": isolation_level,
+                                               "timestamp": LATEST if log_end else ts})
+    replica_id = _DEBUGGING_REPLICA_ID if log_end else -1
+    return build(request_schema(2, UPSTREAM_VERSION), {"replica_id": replica_id, "isolation_level": isolation_level,
                                                      "topics": [{"name": n, "partitions": ps}
                                                                 for n, ps in by_topic.items()]})

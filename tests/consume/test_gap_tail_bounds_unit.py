@@ -73,20 +73,26 @@ def test_an_out_of_range_inside_the_gap_whose_log_bounds_cannot_be_read_is_retri
     assert (p.error_code, p.records) == (ErrorCode.not_leader_or_follower, b"")
 
 
-def test_a_known_tail_below_its_log_start_past_its_end_is_skipped_and_past_its_log_end_answered_out_of_range():
+def test_a_known_tail_below_its_log_start_or_past_its_log_end_is_skipped_while_records_before_it_are_left():
     """BACK: the chain knows c1's tail holds 30..39 (the move back to c1 began at 40). Its log start moved to 40 or
     past (DeleteRecords through the later segment): nothing of the tail is left, the reader at 31 skips the gap.
     An OFFSET_OUT_OF_RANGE at 35 with the high watermark at 33 is not a lag: Kafka's broker answers a fetch past
     the high watermark but within its log end with no records (LocalLog.read), OFFSET_OUT_OF_RANGE only past the log
-    end, and a leader elected cleanly holds every replicated record. The log lost the tail (an unclean election, the
-    topic created again): answered as records below the seal are then (docs/DESIGN.md §9.3), OFFSET_OUT_OF_RANGE, and
-    the client resets. It was answered NOT_LEADER_OR_FOLLOWER, at every Fetch, for good (review s34-rvf23 finding 3).
-    A high watermark that lags after a restart comes with an empty answer, not this, and is waited for
+    end, and a leader elected cleanly holds every replicated record. The log lost the tail (an unclean election):
+    with c1's records 0..32 left before it (the logical log start, 0, below the position) the reader skips the gap,
+    as a hole inside the logical log (docs/DESIGN.md §5.5, §9.2). It was answered OFFSET_OUT_OF_RANGE (review
+    s34-rvconsume2 finding 1): the reset went back to 0, re-read 0..32 and sat at 33 on empty answers; before that,
+    NOT_LEADER_OR_FOLLOWER at every Fetch, for good (review s34-rvf23 finding 3). With c1's partition emptied (the
+    topic created again by hand: log start = log end = 0) nothing is left before the position: OFFSET_OUT_OF_RANGE,
+    and earliest answers past it (c2's base). A high watermark that lags after a restart comes with an empty answer,
+    not this, and is waited for
     (`test_a_known_tail_whose_restarted_cluster_s_high_watermark_still_lags_is_waited_for`)."""
     back = Context(view=BACK_VIEW, me=BACK_VIEW.proxies[0], advertised={}, physical=Physical(), producer_ids=None)
     p = _after_out_of_range(back, 31, {("c1", 0, -2): (40, -1), ("c1", 0, -1): (45, -1)})
     assert p.error_code == ErrorCode.none and skipped_to(p) == 30 + GAP
     p = _after_out_of_range(back, 35, {("c1", 0, -2): (0, -1), ("c1", 0, -1): (33, -1)})
+    assert p.error_code == ErrorCode.none and skipped_to(p) == 30 + GAP
+    p = _after_out_of_range(back, 35, {("c1", 0, -2): (0, -1), ("c1", 0, -1): (0, -1)})
     assert (p.error_code, p.records) == (ErrorCode.offset_out_of_range, b"")
 
 

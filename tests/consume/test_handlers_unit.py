@@ -394,7 +394,10 @@ def test_a_reader_reset_to_earliest_after_a_lost_disk_reaches_the_live_segment()
         {"partition_index": 0, "error_code": ErrorCode.offset_out_of_range, "high_watermark": 0,
          "last_stable_offset": 0, "log_start_offset": 0, "aborted_transactions": None,
          "preferred_read_replica": -1, "records": b""}]}]})
-    assert partitions(plan.finish([oor]))[("log", 0)].error_code == ErrorCode.offset_out_of_range
+    bounds = plan.finish([oor])  # a sealed segment: its bounds are asked (nothing of c1's left, nothing before it)
+    lost = {("c1", 0, -2): (0, -1), ("c1", 0, -1): (0, -1)}
+    assert partitions(bounds.finish(list_answers(bounds.calls, lost)))[("log", 0)].error_code == \
+        ErrorCode.offset_out_of_range
     # ListOffsets earliest: c1's partition starts and ends at 0; c2's segment starts at physical 4
     plan = list_offsets.handle(gap_ctx(Recreated()), None, list_request((0, -2)))
     values = {("c1", 0, -2): (0, -1), ("c1", 0, -1): (0, -1), ("c2", 0, -2): (4, -1)}
@@ -437,8 +440,10 @@ def test_fetch_inside_the_gap_reads_the_tail_the_cluster_came_back_with_then_ski
          "last_stable_offset": 37, "log_start_offset": 0, "aborted_transactions": None,
          "preferred_read_replica": -1, "records": b""}]}]})
     bounds = plan.finish([oor])  # below the log start or past the log end? The proxy asks c1 (docs/DESIGN.md §9.2)
-    assert sorted((c.target.cluster, asked.timestamp) for c in bounds.calls for t in c.request.topics
-                  for asked in t.partitions) == [("c1", -2), ("c1", -1)]
+    # its log start, high watermark and log end (LATEST asked as the debugging replica, -2)
+    assert sorted((c.target.cluster, c.request.replica_id, asked.timestamp) for c in bounds.calls
+                  for t in c.request.topics for asked in t.partitions) == [
+        ("c1", -2, -1), ("c1", -1, -2), ("c1", -1, -1)]
     answer = bounds.finish(list_answers(bounds.calls, {("c1", 0, -2): (0, -1), ("c1", 0, -1): (37, -1)}))
     assert skipped_to(partitions(answer)[("log", 0)]) == 30 + GAP  # past the log end: the tail ended
     # the next segment is read as usual

@@ -36,6 +36,7 @@ from fedkafka.protocol.codec import DecodeError
 from fedkafka.proxy.physical_offsets import (
     EARLIEST,
     LATEST,
+    LOG_END,
     ask_physical,
     log_start_asks,
     logical_log_start,
@@ -451,7 +452,8 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
         pd = physical.get((seg.topic, seg.partition))
         if pd is None:
             out[(r.topic, r.partition)] = _error(ErrorCode.unknown_server_error)
-        elif pd.error_code == ErrorCode.offset_out_of_range and (r.target.in_gap or seg is not r.chain.segments[0]):
+        elif pd.error_code == ErrorCode.offset_out_of_range and \
+                (r.target.in_gap or seg is not r.chain.segments[0] or not seg.active):
             out[(r.topic, r.partition)] = r  # below the log start, or past its end: ask which (and what is before)
         elif pd.error_code != ErrorCode.none:
             if pd.error_code in _REFRESH_ON:
@@ -540,19 +542,21 @@ def _tail_ended(target: FetchTarget, pd, known: bool = False) -> bool:
 
 
 def _settle_out_of_range(ctx: Context, unsettled: dict[tuple[str, int], _Route], then, timeout_s: float):
-    """Answers for OFFSET_OUT_OF_RANGE inside a gap or on a segment with others before it, which Kafka's broker
-    answers alike below the log start (retention or DeleteRecords moved it) and past the log end
+    """Answers for OFFSET_OUT_OF_RANGE inside a gap, on a sealed segment or on one with others before it, which
+    Kafka's broker answers alike below the log start (retention or DeleteRecords moved it) and past the log end
     (ReplicaManager.readFromLog): a Plan asking each physical partition's log start and high watermark (ListOffsets
-    EARLIEST and LATEST) and what the logical log start is read from (`log_start_asks`: the segments before), whose
-    answers go to `then` (`_after_out_of_range`). Bounded as the Fetch's own calls (`timeout_s`). An in-gap one used
-    to be read as a tail that ended (a reader below the log start moved past the rest of the tail), and one below a
-    later segment's log start answered OFFSET_OUT_OF_RANGE while an earlier segment held records: the reset went back
-    there, and came to the same hole again, for good."""
+    EARLIEST and LATEST), a sealed one's log end too (LOG_END), and what the logical log start is read from
+    (`log_start_asks`: the segments before), whose answers go to `then` (`_after_out_of_range`). Bounded as the
+    Fetch's own calls (`timeout_s`). An in-gap one used to be read as a tail that ended (a reader below the log start
+    moved past the rest of the tail), and one below a later segment's log start answered OFFSET_OUT_OF_RANGE while an
+    earlier segment held records: the reset went back there, and came to the same hole again, for good."""
     asks = set()
     for r in unsettled.values():
         seg = r.target.segment
         asks.update(log_start_asks(r.chain.segments[:r.chain.segments.index(seg)]))
         asks.update(((seg_key(seg), EARLIEST), (seg_key(seg), LATEST)))
+        if not seg.active:  # and its log end: an empty log tells itself from a high watermark that lags
+            asks.add((seg_key(seg), LOG_END))
 
     def respond(physical: dict, _brokers) -> Any:
         return then({key: _after_out_of_range(ctx, r, physical) for key, r in unsettled.items()})
@@ -569,35 +573,55 @@ def _after_out_of_range(ctx: Context, route: _Route, physical: dict) -> rec.Fetc
     offset that may hold a record (`_past_the_hole`); so is a gap with nothing of its tail left at or after the
     position (docs/DESIGN.md §9.2). Otherwise the position is below the logical log start: OFFSET_OUT_OF_RANGE, as
     Kafka answers, and the client resets to that log start, past the position (no loop). Past the log end: a gap's
-    tail the chain does not know ended (`_tail_known`), skipped; else OFFSET_OUT_OF_RANGE (past the active log's end,
-    or records below a seal or in a known tail the log no longer holds: the client resets, §9.3). Bounds that say
-    the position is readable now (the log changed meanwhile): no records, no error, and the client fetches again."""
+    tail the chain does not know ended (`_tail_known`), skipped; records below a seal or in a known tail the log no
+    longer holds (Kafka answers OFFSET_OUT_OF_RANGE only past its log end offset: gone, not lagging) skipped to the
+    segment's end while the logical log start is at or below the position, as earliest skips them (§9.3; they were
+    answered OFFSET_OUT_OF_RANGE, the reset re-read the records before and met them again); else
+    OFFSET_OUT_OF_RANGE (past the active log's end, as Kafka; or nothing left before the position). A skip answers
+    the segment's high watermark (it answered the landing: lag 0 for a Fetch). Bounds that say the position is
+    readable now (the log changed meanwhile): no records, no error, and the client fetches again."""
     seg, target = route.target.segment, route.target
     start, end = physical.get((seg_key(seg), EARLIEST)), physical.get((seg_key(seg), LATEST))
     if not isinstance(start, tuple) or not isinstance(end, tuple):
         return _error(ErrorCode.not_leader_or_follower)
     position, log_start, log_end = target.physical_offset, start[0], end[0]
+    high_watermark = logical_high_watermark(route.chain, seg, log_end)
     if position < log_start:
-        landing = _past_the_hole(route, log_start, log_end)
+        landed = physical.get((seg_key(seg), LOG_END))
+        landing = _past_the_hole(route, log_start, log_end, landed[0] if isinstance(landed, tuple) else None)
         if (target.in_gap and landing == target.gap_end) or \
                 logical_log_start(ctx, route.chain, physical) <= seg.to_logical(position):
-            return _skip_gap(route, landing)
+            return _skip_gap(route, landing, high_watermark)
         return _error(ErrorCode.offset_out_of_range)
     if position >= log_end:
-        return _skip_gap(route) if target.in_gap and not _tail_known(route) else _error(ErrorCode.offset_out_of_range)
+        if target.in_gap and not _tail_known(route):
+            return _skip_gap(route, high_watermark=high_watermark)
+        if not seg.active and logical_log_start(ctx, route.chain, physical) <= seg.to_logical(position):
+            # past a sealed log's end (Kafka answers OFFSET_OUT_OF_RANGE only past its log end offset): the records
+            # up to the seal are gone, not lagging; earliest skips them too
+            return _skip_gap(route, _segment_end(target), high_watermark)
+        return _error(ErrorCode.offset_out_of_range)
     return _error(ErrorCode.none)
 
 
-def _past_the_hole(route: _Route, log_start: int, log_end: int) -> int:
+def _segment_end(target: FetchTarget) -> int:
+    """Where the records a sealed segment may hold end: its gap's end, or its seal."""
+    return target.gap_end if target.gap_end is not None else target.segment.sealed_end()
+
+
+def _past_the_hole(route: _Route, log_start: int, high_watermark: int, log_end: int | None) -> int:
     """Where a reader below its segment's physical log start lands: the log start's logical offset, or the end of
-    what the segment may hold (a gap's end, the seal) when its log starts past that, or when the log of a gap's tail
-    the chain does not know is empty (emptied whole by DeleteRecords or retention: nothing of it at or after the
-    position). A known tail's or a sealed segment's empty log is not skipped past: a high watermark just restarted
-    may lag, and the reader at the log start waits as it would there."""
+    what the segment may hold (a gap's end, the seal) when its log starts past that, or when its log is empty there:
+    a sealed segment's log start at its log end (`log_end`, LOG_END; None: not known), as earliest counts it
+    (`view.offsets.earliest_offset`), or a gap's tail the chain does not know at its high watermark (emptied whole by
+    DeleteRecords or retention; it may not exist). A high watermark at the log start below the log end lags (a
+    restart): the reader waits at the log start as it would there. Without the log end a sealed segment's empty log
+    was never skipped past: the reader sat on empty answers for good while earliest moved past it."""
     target = route.target
     stop = target.stop_before
-    if stop is not None and (log_start >= stop or (target.in_gap and log_start >= log_end and not _tail_known(route))):
-        return target.gap_end if target.gap_end is not None else target.segment.sealed_end()
+    if stop is not None and (log_start >= stop or (log_end is not None and log_start >= log_end) or
+                             (target.in_gap and log_start >= high_watermark and not _tail_known(route))):
+        return _segment_end(target)
     return target.segment.to_logical(log_start)
 
 
@@ -613,12 +637,15 @@ def _compacted_to_seal(target: FetchTarget, pd) -> bool:
     return first is not None and first.base_offset >= stop
 
 
-def _skip_gap(route: _Route, end: int | None = None) -> rec.FetchPartitionData:
+def _skip_gap(route: _Route, end: int | None = None, high_watermark: int = -1) -> rec.FetchPartitionData:
     """The answer that moves a reader from its position to `end` (by default the end of the unclean gap): empty
-    batches covering the offsets between (docs/DESIGN.md §5.5, §9). High watermark = `end`, where the reader lands."""
+    batches covering the offsets between (docs/DESIGN.md §5.5, §9). High watermark: the segment's logical one when
+    known (`high_watermark`, read by the bounds round) and past `end`, else `end`, where the reader lands (a client
+    shows lag 0 for one Fetch); last stable offset `end` (a lower bound: nothing below it is left to read)."""
     end = route.target.gap_end_offset() if end is None else end
     first = route.target.segment.to_logical(route.target.physical_offset)
-    return rec.FetchPartitionData(-1, ErrorCode.none, end, end, route.chain.segments[0].logical_base, None, -1,
+    return rec.FetchPartitionData(-1, ErrorCode.none, max(end, high_watermark), end,
+                                  route.chain.segments[0].logical_base, None, -1,
                                   rec.gap_batches(first, end, route.chain.leader_epoch))
 
 
