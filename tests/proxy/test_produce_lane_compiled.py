@@ -48,7 +48,7 @@ def records_of(kind: str, n: int) -> bytes | None:
     return batch(n) + batch(n)  # two batches
 
 
-KINDS = ["plain"] * 6 + ["corrupt_crc", "idempotent", "transactional", "none", "truncated", "two"]
+KINDS = ["plain"] * 6 + ["idempotent"] * 3 + ["corrupt_crc", "transactional", "none", "truncated", "two"]
 
 
 @st.composite
@@ -128,6 +128,18 @@ def test_the_compiled_step_reads_a_plain_request_once_its_routes_are_cached():
     assert counts == [(1, 0), (1, 1)]  # the first read in Python (a miss), the second by the compiled step
     assert answers[0] == answers[1] and answers_of(answers[1]) == {0: (0, 100, 0, None), 1: (0, 101, 0, None)}
     assert frames[0] == frames[1] and len(frames) == 2
+
+
+def test_an_idempotent_request_is_left_to_the_python_lane_which_rewrites_its_producer_id():
+    """The compiled step takes no batch of a producer id, even with its partition's route cached: the Python lane (or
+    the handler) rewrites it to the physical id (555) and does the producer's bookkeeping."""
+    request = codec.encode_request(kio_request(9, None, -1, 5000, [("t", [(0, records_of("idempotent", 2))])]), 5,
+                                   "app")[4:]
+    with using("compiled"):
+        frames, answers, counts = run(lambda: twice(request))
+    assert [read for _, read in counts] == [0, 0] and len(frames) == 2
+    assert [rec.produce_batch(rec.read_produce_request(f).topic_data[0].partition_data[0].records).producer_id
+            for f in frames] == [555, 555]
 
 
 def test_with_authorization_the_compiled_step_reads_nothing_and_the_acls_decide():
