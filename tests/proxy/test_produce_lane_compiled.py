@@ -138,6 +138,7 @@ def test_an_idempotent_request_is_left_to_the_python_lane_which_rewrites_its_pro
     with using("compiled"):
         frames, answers, counts = run(lambda: twice(request))
     assert [read for _, read in counts] == [0, 0] and len(frames) == 2
+    assert [answers_of(a)[0][:2] for a in answers] == [(0, 100), (0, 100)]
     assert [rec.produce_batch(rec.read_produce_request(f).topic_data[0].partition_data[0].records).producer_id
             for f in frames] == [555, 555]
 
