@@ -27,10 +27,11 @@ fields, a request past its `max_elements`, ...), which the Python code then read
 test_produce_frames_twins.py). Revision 7 adds the Produce lane's own steps, compiled only (`lane_routes`,
 `read_lane_request`, `lane_written`): each answers None for anything it does not take (and without the twin), and
 the lane then runs its Python code, the reference (tests/proxy/test_produce_lane_compiled.py). The Fetch frames
-(`read_fetch_response`, `fetch_response_parts`, `fetch_request_frame`) are Python only: no compiled twin yet. So is `fit_to_segment_parts`, which lists
-batches with the compiled walk when it is there (tests/consume/test_fit_to_segment.py holds it to
-`fit_to_segment`'s bytes under both). A walk whose caller may stop early (`walk_batches`, `_batch_spans`) has
-the compiled walk list the buffer in slices, so that it builds the headers looked at, not every one.
+(`read_fetch_response`, `fetch_response_parts`, `fetch_request_frame`) are Python only: no compiled twin yet. So is
+`fit_to_segment_parts`, which lists batches with the compiled walk when it is there
+(tests/consume/test_fit_to_segment.py holds it to `fit_to_segment`'s bytes under both). A walk whose caller may stop
+early (`walk_batches`, `_batch_spans`) has the compiled walk list the buffer in slices, so that it builds the
+headers looked at, not every one.
 """
 
 from __future__ import annotations
