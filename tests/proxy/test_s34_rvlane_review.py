@@ -1,6 +1,6 @@
 """Review of s34-lane (the Produce lane's compiled request and answer steps, rust/fedkafka_speedups/src/lane.rs):
-defects shown as strict xfails. The Python lane is the reference: the compiled step must take exactly what it takes,
-or leave the request.
+defects it found, kept as regression tests once fixed. The Python lane is the reference: the compiled step must take
+exactly what it takes, or leave the request.
 
 The stand-in broker, view and dispatcher are test_produce_lane.py's."""
 
@@ -38,10 +38,6 @@ async def _limit_raised_after_the_routes_are_cached() -> tuple:
         broker.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the compiled step reads the element limit live (produce_lane.py:142, d.max_request_elements) while the lane's "
-    "Python reader (and the generic path's) is the partial `Dispatcher._route` bound once per advertised table "
-    "(dispatch.py:391): after the limit changes, the compiled step takes a request the reference refuses"))
 def test_the_compiled_step_holds_a_request_to_the_element_limit_the_lane_s_reader_holds_it_to():
     with using("python"):
         python = run(_limit_raised_after_the_routes_are_cached)

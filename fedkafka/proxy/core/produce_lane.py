@@ -138,8 +138,9 @@ class ProduceLane:
         view = state.view
         if view is not self._view or state.me.node_id != self._node_id:
             self._new_view(view, state.me.node_id)
-        # the compiled step (`records.read_lane_request`): a plain producer's request whose routes are all cached
-        read = rec.read_lane_request(frame, d.max_request_elements, self._table, produce.LANE_UPSTREAM)
+        # the compiled step (`records.read_lane_request`): a plain producer's request whose routes are all cached,
+        # held to the element limit the route's reader holds it to (`_route` binds it once per advertised table)
+        read = rec.read_lane_request(frame, d._routes_limit, self._table, produce.LANE_UPSTREAM)
         if read is None:
             return self._start_read(frame, route[1], correlation_id, slot, session, loop)
         if not state.lease_valid():
