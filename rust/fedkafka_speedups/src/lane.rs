@@ -5,7 +5,8 @@
 //! lane leaves or refuses), it answers None and the Python lane reads the frame as before, so what it does answer
 //! is what the Python lane would have made of the frame (tests/proxy/test_produce_lane_compiled.py).
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyMemoryView, PySlice, PyString, PyTuple};
@@ -67,10 +68,10 @@ struct Part<'a> {
 }
 
 /// (the request as `records.read_produce_request` reads it, the routes in the request's order, the broker's
-/// request as `produce.lane_upstream` makes it: its topics as `UpstreamProduce.of` groups them), or None: the Python lane reads the frame. Taken: a well-read
-/// frame (within `max_elements`), no transactional id, acks 1 or -1, every topic entry of at least one partition,
-/// every partition in `table`, its records one batch `forwarded_batch` passes, of no producer id, and no physical
-/// partition named twice.
+/// request as `produce.lane_upstream` makes it: its topics as `UpstreamProduce.of` groups them), or None: the Python
+/// lane reads the frame. Taken: a well-read frame (within `max_elements`), no transactional id, acks 1 or -1, every
+/// topic entry of at least one partition, every partition in `table`, its records one batch `forwarded_batch`
+/// passes, of no producer id, and no physical partition named twice.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (frame, max_elements, table, frame_cls, frame_names, topic_cls, partition_cls, upstream))]
@@ -97,21 +98,18 @@ pub fn read_lane_request<'py>(
     let Some(topics) = walk(&mut r, flexible, &mut elements, &table) else { return Ok(None) };
     let parts = || topics.iter().flat_map(|(_, parts)| parts.iter());
     for part in parts() {
-        match crate::forwarded_one_batch(&bytes[part.start..part.stop]) {
+        // `forwarded_one_batch` of a batch of no producer id, whose CRC-32C is left to its broker: the producer id
+        // is read before any CRC-32C is computed (the Python lane checks such a batch again)
+        match crate::one_batch(&bytes[part.start..part.stop], false) {
             Ok(h) if h.7 < 0 => {}
             _ => return Ok(None), // refused, or of a producer id: the Python lane decides
         }
     }
     let all: Vec<&Part<'_>> = parts().collect();
     let py = frame.py();
-    if all.len() > 1 {
-        for (i, a) in all.iter().enumerate() {
-            for b in &all[..i] {
-                if a.route.partition == b.route.partition && a.route.topic_name == b.route.topic_name {
-                    return Ok(None); // `handle` refuses each entry of a partition named twice
-                }
-            }
-        }
+    let mut named = HashSet::with_capacity(all.len()); // a set, not all pairs: a request may name 10^5 partitions
+    if !all.iter().all(|p| named.insert((p.route.topic_name.as_str(), p.route.partition))) {
+        return Ok(None); // `handle` refuses each entry of a partition named twice
     }
     let view = PyMemoryView::from(frame)?;
     let new = tuple_new(py)?;
@@ -196,17 +194,22 @@ fn upstream_topics<'py>(
     partition_cls: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let mut grouped: Vec<(&Route, Vec<Bound<'py, PyAny>>)> = Vec::new();
+    let mut group_of: HashMap<&str, usize> = HashMap::new(); // an index, not a search: 10^5 topics may come
     for (part, records) in parts.iter().zip(records) {
         let fields = PyTuple::new(py, [part.route.partition.into_pyobject(py)?.into_any(), records])?;
         let written = new.call1((partition_cls, fields))?;
-        match grouped.iter_mut().find(|(first, _)| first.topic_name == part.route.topic_name) {
-            Some((_, group)) => group.push(written),
-            None => grouped.push((part.route, vec![written])),
+        match group_of.entry(part.route.topic_name.as_str()) {
+            Entry::Occupied(at) => grouped[*at.get()].1.push(written),
+            Entry::Vacant(at) => {
+                at.insert(grouped.len());
+                grouped.push((part.route, vec![written]));
+            }
         }
     }
     let mut topics = Vec::with_capacity(grouped.len());
     for (first, written) in grouped {
-        let fields = PyTuple::new(py, [first.topic.bind(py).clone().into_any(), PyTuple::new(py, written)?.into_any()])?;
+        let topic = first.topic.bind(py).clone().into_any();
+        let fields = PyTuple::new(py, [topic, PyTuple::new(py, written)?.into_any()])?;
         topics.push(new.call1((topic_cls, fields))?);
     }
     PyTuple::new(py, topics)
@@ -235,8 +238,8 @@ pub fn lane_written<'py>(
     else {
         return Ok(None);
     };
-    let (Ok(version), Ok((delta, phys_start, _))) = (version.extract::<i16>(), shift.extract::<(i64, i64, Option<i64>)>())
-    else {
+    let shift = shift.extract::<(i64, i64, Option<i64>)>();
+    let (Ok(version), Ok((delta, phys_start, _))) = (version.extract::<i16>(), shift) else {
         return Ok(None);
     };
     if phys_start > 0 {

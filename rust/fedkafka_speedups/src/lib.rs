@@ -250,7 +250,7 @@ fn batch_answer<'py>(
 
 /// The one batch of a Produce partition (`checked` with or without its CRC-32C, then Kafka's produce rules), or
 /// (the message, whether it is InvalidRecords).
-fn one_batch(b: &[u8], crc: bool) -> Result<Header, (String, bool)> {
+pub(crate) fn one_batch(b: &[u8], crc: bool) -> Result<Header, (String, bool)> {
     let headers = checked(b, crc).map_err(|e| (e, false))?;
     if headers.len() != 1 {
         let n = headers.len();
