@@ -24,11 +24,14 @@ the frames the produce path sees every request and answers None for any other (a
 fields, a request past its `max_elements`, ...), which the Python code then reads, writes or refuses as before
 (a twin older than revision 4 does not count elements: it is given only frames too small to hold more than
 `max_elements`); where it answers, it answers what the Python code does (tests/protocol/
-test_produce_frames_twins.py). The Fetch frames (`read_fetch_response`, `fetch_response_parts`,
-`fetch_request_frame`) are Python only: no compiled twin yet. So is `fit_to_segment_parts`, which lists
-batches with the compiled walk when it is there (tests/consume/test_fit_to_segment.py holds it to
-`fit_to_segment`'s bytes under both). A walk whose caller may stop early (`walk_batches`, `_batch_spans`) has
-the compiled walk list the buffer in slices, so that it builds the headers looked at, not every one.
+test_produce_frames_twins.py). Revision 7 adds the Produce lane's own steps, compiled only (`lane_routes`,
+`read_lane_request`, `lane_written`): each answers None for anything it does not take (and without the twin), and
+the lane then runs its Python code, the reference (tests/proxy/test_produce_lane_compiled.py). The Fetch frames
+(`read_fetch_response`, `fetch_response_parts`, `fetch_request_frame`) are Python only: no compiled twin yet. So is
+`fit_to_segment_parts`, which lists batches with the compiled walk when it is there
+(tests/consume/test_fit_to_segment.py holds it to `fit_to_segment`'s bytes under both). A walk whose caller may stop
+early (`walk_batches`, `_batch_spans`) has the compiled walk list the buffer in slices, so that it builds the
+headers looked at, not every one.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from types import ModuleType
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import crc32c
 
@@ -114,6 +117,8 @@ _HEADS_REVISION = 5  # forwarded_batch, producer_head, produce_request_parts tak
 _heads: ModuleType | None = None  # _compiled when it has them
 _THROTTLE_REVISION = 6  # read_produce_answer
 _throttled: ModuleType | None = None  # _compiled when it has it
+_LANE_READ_REVISION = 7  # LaneRoutes, read_lane_request (the Produce lane's request step)
+_lane_read: ModuleType | None = None  # _compiled when it has them
 
 
 def _load_compiled() -> ModuleType | None:
@@ -132,9 +137,9 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames, _lane, _counted, _heads, _throttled
+    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read
     if implementation == "python":
-        _compiled = _frames = _lane = _counted = _heads = _throttled = None
+        _compiled = _frames = _lane = _counted = _heads = _throttled = _lane_read = None
         return
     module = _load_compiled()
     if module is None:
@@ -145,6 +150,7 @@ def use(implementation: Implementation) -> None:
     _throttled = module if module.REVISION >= _THROTTLE_REVISION else None
     _counted = module if module.REVISION >= _COUNTED_REVISION else None
     _heads = module if module.REVISION >= _HEADS_REVISION else None
+    _lane_read = module if module.REVISION >= _LANE_READ_REVISION else None
 
 
 def implementation() -> Implementation:
@@ -1252,6 +1258,41 @@ def translated_base_offset(written: bytes, version: int, name: str | None) -> in
     pos = 8 + (len(_NO_TAGS) if flexible else 0) + counts + len(_name_bytes(name, flexible)) + 6
     base: int = _I64.unpack_from(written, pos)[0]
     return base
+
+
+def lane_routes() -> object | None:
+    """A new, empty route table for `read_lane_request` (the compiled twin's `LaneRoutes`: `insert(name, index,
+    route, phys_topic, phys_partition)`, `clear()`, `len`), or None without a twin of revision 7: the Produce lane
+    then reads every request in Python."""
+    return None if _lane_read is None else _lane_read.LaneRoutes()
+
+
+def lane_written(frame: Buffer, upstream: object, written_cls: type) -> object | None:
+    """The Produce lane's answer step, compiled: `produce.LaneProduce.read_response` of the broker's answer `frame`
+    to `upstream` when that is the client's answer `translated_produce_answer` writes, at or above its segment's
+    logical base, as a `written_cls` (`produce.Written`); None for anything else and without the twin of revision 7
+    (the caller then reads the answer in Python)."""
+    if _lane_read is None:
+        return None
+    written: object | None = _lane_read.lane_written(frame, upstream, written_cls)
+    return written
+
+
+def read_lane_request(frame: Buffer, max_elements: int | None, table: object,
+                      upstream: tuple[type, tuple[str, ...], type, tuple[str, ...], int]
+                      ) -> tuple[ProduceRequestFrame, list[Any], Any] | None:
+    """The Produce lane's request step, compiled (rust/fedkafka_speedups/src/lane.rs): (the request as
+    `read_produce_request` reads it, the routes `table` holds for its partitions in its order, the broker's request)
+    for a request of a plain producer every partition of which is in `table`; None for anything else, and without
+    the twin (the lane then reads the frame in Python and decides). The broker's request is made of `upstream`'s
+    classes (`produce.LANE_UPSTREAM`: one partition's class and fields, more partitions' class and fields, the cap
+    of its timeout) as `produce.lane_upstream` makes it: its topics as `UpstreamProduce.of` groups them."""
+    if _lane_read is None or table is None:
+        return None
+    read: tuple[ProduceRequestFrame, list[Any], Any] | None = _lane_read.read_lane_request(
+        frame, max_elements, table, ProduceRequestFrame, _REQUEST_FIELDS, ProduceTopicData, ProducePartitionData,
+        upstream)
+    return read
 
 
 def _legacy_answers(view: memoryview, pos: int, end: int, version: int) -> tuple[ProduceAnswers, int]:

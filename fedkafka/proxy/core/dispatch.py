@@ -206,6 +206,7 @@ class Dispatcher:
         self._hooks: dict[tuple[Any, str], Any] = {}  # (handler module, name) -> its optional function or None
         self._routes: dict[tuple[int, int], tuple] = {}  # (api_key, version) -> _route's answer, for _routes_of
         self._routes_of: dict[int, tuple[int, int]] | None = None  # the advertised table they were made for
+        self._routes_limit = max_request_elements  # and the element limit their readers hold a request to
         # every version any advertised table of this process held (`_route` widens it): one no longer advertised
         # closes the connection (`_unsupported`)
         self._once_advertised: dict[int, tuple[int, int]] = {}
@@ -384,12 +385,14 @@ class Dispatcher:
     def _route(self, api_key: int, version: int) -> tuple[Any, Any, Any] | None:
         """(handler module, its `read_request`, its `cache_key`) for a request version this proxy serves (a hook
         a module does not have: None); None: not served. Worked out once per served (api_key, version) and
-        advertised table, for speed: the version check and the module lookups were five calls a request."""
+        advertised table, for speed: the version check and the module lookups were five calls a request. A reader
+        is bound to `_routes_limit`, the element limit when the table came: the Produce lane's compiled step reads
+        it too, so both hold a request to one limit."""
         advertised = self._advertised
         if advertised is None or self.physical.changed.is_set():  # the property's check, without its call
             advertised = self.advertised
         if advertised is not self._routes_of:
-            self._routes, self._routes_of = {}, advertised
+            self._routes, self._routes_of, self._routes_limit = {}, advertised, self.max_request_elements
             self._once_advertised = versions.widened(self._once_advertised, advertised)
         route = self._routes.get((api_key, version))
         if route is None:
@@ -398,7 +401,7 @@ class Dispatcher:
             module = self.registry[api_key]
             read_request = self._hook(module, "read_request")
             if read_request is not None:  # Produce's own frame walk, held to the same element limit
-                read_request = functools.partial(read_request, max_elements=self.max_request_elements)
+                read_request = functools.partial(read_request, max_elements=self._routes_limit)
             route = self._routes[(api_key, version)] = (module, read_request, self._hook(module, "cache_key"))
         return route
 

@@ -12,6 +12,12 @@ a route from a per-view cache, the frame written around the client's record sets
 logical offsets in the upstream call's done-callback. Anything else returns None from `start` and goes the generic
 way (`Dispatcher.start`), which stays the reference.
 
+With the compiled twin (revision 7) a plain producer's request (no producer id) every partition of which has a route
+in the cache (without authorization, not draining) is read, checked, routed and made into the broker's request by
+one call (`records.read_lane_request`, over a copy of the routes the twin keeps: `_table`); whatever it leaves is
+read here in Python (`_start_read`), which stays the lane's reference. What follows (fence, physical state,
+connection, deadline, counts, observer, answer) is the same code for both.
+
 What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
 version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after, or
 the drain's close of its connection, `_abandoned`); it goes upstream with acks=all and the handler's timeout at once,
@@ -28,8 +34,10 @@ import collections
 import functools
 import logging
 import struct
+from typing import Any
 
 from fedkafka.protocol import codec
+from fedkafka.protocol import records as rec
 from fedkafka.proxy.core.dispatch import (
     SLOW_REQUEST_S,
     Dispatcher,
@@ -110,6 +118,8 @@ class ProduceLane:
         self._view = None  # the view the cached routes were made from: another one, and they are dropped
         self._node_id: int | None = None  # and the proxy's node id then (`ProxyState.set_node_id`): the draining set
         self._routes: dict[tuple, object] = {}
+        self._table: Any = None  # the compiled step's copy of the routes (`records.lane_routes`), or None
+        self.compiled = 0  # requests the compiled step read (tests and bench read it)
         self._authorizer: Authorizer | None = None
         self._draining = False
         self._targets: dict[tuple[str, int], Broker] = {}
@@ -124,16 +134,39 @@ class ProduceLane:
         route = d._route(PRODUCE_API_KEY, version)
         if route is None or route[0] is not produce:  # not served, or a cproxy's consume_side_produce
             return None
+        state = d.state
+        view = state.view
+        if view is not self._view or state.me.node_id != self._node_id:
+            self._new_view(view, state.me.node_id)
+        # the compiled step (`records.read_lane_request`): a plain producer's request whose routes are all cached,
+        # held to the element limit the route's reader holds it to (`_route` binds it once per advertised table)
+        read = rec.read_lane_request(frame, d._routes_limit, self._table, produce.LANE_UPSTREAM)
+        if read is None:
+            return self._start_read(frame, route[1], correlation_id, slot, session, loop)
+        if not state.lease_valid():
+            return None
+        request, routes, upstream = read
+        read_at = loop.time()  # the client's deadline counts from here (`_send_deadline`)
+        sent = self._send(request, routes, None, slot, read_at, upstream)
+        if sent is None:
+            return None
+        self.taken += 1
+        self.compiled += 1
+        return self._answer_later(loop, view, request, routes, sent[0], sent[1], correlation_id, read_at, session)
+
+    def _start_read(self, frame: bytes | memoryview, read_request, correlation_id: int, slot: int,
+                    session: Session | None, loop: asyncio.AbstractEventLoop) -> asyncio.Future | None:
+        """`start` for a request the compiled step left (or without it): read and routed in Python."""
         try:  # the route's reader: the handler's, held to the dispatcher's element limit
-            request = route[1](frame)
+            request = read_request(frame)
         except codec.DecodeError:
             return None  # the generic path reads it again and closes the connection
-        state = d.state
+        state = self.dispatcher.state
         view = state.view
         if not produce.lane_takes(request) or not state.lease_valid():
             return None
         read_at = loop.time()  # the client's deadline counts from here (`_send_deadline`)
-        routed = self._routes_for(view, state.me, request, session)
+        routed = self._routes_for(view, request, session)
         if routed is None:
             return None
         routes, producer = routed
@@ -144,16 +177,20 @@ class ProduceLane:
         self.taken += 1
         return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at, session)
 
-    def _routes_for(self, view, me, request, session: Session | None
+    def _new_view(self, view, node_id: int | None) -> None:
+        """A new view (new topics, chains, clusters, ACLs, draining set) or node id (registered again: another entry
+        of the draining set): the cached routes dropped. The compiled step's table (`_table`) only without
+        authorization (its routes are no principal's) and while not draining."""
+        self._view, self._node_id, self._routes = view, node_id, {}
+        self._authorizer = self.dispatcher.authorizer(view)
+        self._draining = node_id in view.draining
+        self._table = None if self._authorizer is not None or self._draining else rec.lane_routes()
+
+    def _routes_for(self, view, request, session: Session | None
                     ) -> tuple[list[produce.LaneRoute], produce.LaneProducer | None] | None:
         """The request's routes in its order, when every partition's is cached or made as the lane's and its batch
         is one the lane forwards, and its idempotent batches' producer when they are all of one in its steady state
-        (`produce.lane_producer`) (None: leave the request)."""
-        if view is not self._view or me.node_id != self._node_id:  # a new view: new topics, chains, clusters,
-            # ACLs, draining set; a new node id (registered again): another entry of the draining set
-            self._view, self._node_id, self._routes = view, me.node_id, {}
-            self._authorizer = self.dispatcher.authorizer(view)
-            self._draining = me.node_id in view.draining
+        (`produce.lane_producer`) (None: leave the request). `start` has dropped the routes of an older view."""
         if self._draining:
             return None
         authorizer = self._authorizer
@@ -201,9 +238,14 @@ class ProduceLane:
         if who and len(who[0]) + len(who[1]) > ROUTE_KEY_CHARS:
             return route
         cache = self._routes
+        table = self._table
         if len(cache) >= ROUTE_CACHE_ENTRIES:
             cache.clear()
+            if table is not None:
+                table.clear()
         cache[(topic.name, index, *who)] = route
+        if table is not None and route is not _NOT_TAKEN:  # (None with authorization: `who` is empty here)
+            table.insert(topic.name, index, route, route.seg.topic, route.seg.partition)
         return route
 
     @staticmethod
@@ -212,12 +254,13 @@ class ProduceLane:
         return produce.lane_route(view, may_write, name, index) or _NOT_TAKEN
 
     def _send(self, request, routes: list[produce.LaneRoute], producer: produce.LaneProducer | None, slot: int,
-              read_at: float) -> tuple[_LaneCall, asyncio.Future] | None:
+              read_at: float, upstream: produce.UpstreamProduce | None = None
+              ) -> tuple[_LaneCall, asyncio.Future] | None:
         """Write the broker's request to the one leader of every partition on its open pooled connection: the
         slot's, or an idempotent producer's own as on the generic path (`Call.ordering_key`). None: nothing written
         (the physical state is read here, per request, never cached). An idempotent producer's batches are
         rewritten and its sequences noted as forwarded before the client's deadline is looked at, as `handle` does
-        them before `Dispatcher._send` looks."""
+        them before `Dispatcher._send` looks. `upstream`: the broker's request, made by the compiled step."""
         d = self.dispatcher
         seg = routes[0].seg
         cluster = seg.cluster
@@ -245,7 +288,8 @@ class ProduceLane:
             return None  # counts what it can and remembers what it could not (`_Part.counted`)
         if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
             return self._not_sent(target, producer, request.client_id)
-        upstream = produce.lane_upstream(request, routes, records)
+        if upstream is None:
+            upstream = produce.lane_upstream(request, routes, records)
         try:
             item = conn.send(upstream)
         except ConnectionError:  # nothing written; `handle` then does an idempotent producer's bookkeeping again, to

@@ -22,7 +22,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar, NamedTuple
 
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
@@ -1119,6 +1119,9 @@ class LaneProduce(UpstreamProduce):
     shift: tuple[int, int, int | None] = (0, 0, None)
 
     def read_response(self, frame: bytes | memoryview) -> Written | BrokerAnswer:  # type: ignore[override]
+        done = rec.lane_written(frame, self, Written)  # the compiled step of all below, when it takes the answer
+        if done is not None:
+            return done  # type: ignore[return-value]  # a Written
         (topic, (partition,)), = self.topic_data
         try:
             written = rec.translated_produce_answer(frame, self.version, self.correlation_id, self.name, self.index,
@@ -1133,6 +1136,12 @@ class LaneProduce(UpstreamProduce):
             # refuses (`_below_segment`): never acked at an older segment's offset
             return UpstreamProduce.read_response(self, frame)
         return Written(*written)
+
+
+# What the compiled step of the lane (`records.read_lane_request`) makes the broker's request of, as `lane_upstream`
+# makes it: LaneProduce of one partition, UpstreamProduce of more, their fields in order, the timeout's cap
+LANE_UPSTREAM = (LaneProduce, tuple(f.name for f in fields(LaneProduce)), UpstreamProduce,
+                 tuple(f.name for f in fields(UpstreamProduce)), MAX_UPSTREAM_PRODUCE_TIMEOUT_MS)
 
 
 class Written:

@@ -15,6 +15,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
 
+mod lane;
 mod produce;
 
 const HEADER_SIZE: i64 = 61;
@@ -28,7 +29,7 @@ const COMPRESSION: i16 = 0x07;
 const MAX_DELTA: i64 = (1 << 31) - 1;
 
 /// The fields of one batch header, in `records.BatchHeader`'s order.
-type Header = (i64, i64, i64, i8, u32, i16, i32, i64, i16, i32, i32);
+pub(crate) type Header = (i64, i64, i64, i8, u32, i16, i32, i64, i16, i32, i32);
 
 fn i64_at(b: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(b[at..at + 8].try_into().unwrap())
@@ -249,7 +250,7 @@ fn batch_answer<'py>(
 
 /// The one batch of a Produce partition (`checked` with or without its CRC-32C, then Kafka's produce rules), or
 /// (the message, whether it is InvalidRecords).
-fn one_batch(b: &[u8], crc: bool) -> Result<Header, (String, bool)> {
+pub(crate) fn one_batch(b: &[u8], crc: bool) -> Result<Header, (String, bool)> {
     let headers = checked(b, crc).map_err(|e| (e, false))?;
     if headers.len() != 1 {
         let n = headers.len();
@@ -275,7 +276,7 @@ fn forwarded_batch<'py>(
 }
 
 /// `one_batch` as `forwarded_batch` checks it.
-fn forwarded_one_batch(b: &[u8]) -> Result<Header, (String, bool)> {
+pub(crate) fn forwarded_one_batch(b: &[u8]) -> Result<Header, (String, bool)> {
     match one_batch(b, false) {
         Ok(h) if h.7 < 0 || crc_ok(b, &h) => Ok(h),
         Ok(h) => Err((format!("CRC-32C mismatch in the batch at byte {}", h.0), false)),
@@ -526,9 +527,9 @@ fn frame_buffer(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyByteArray>>
 /// optional argument a records.py of revision 2 or 3 does not pass; 5: `forwarded_batch`, `producer_head`, and
 /// `produce_request_parts` taking a record set in pieces, a `records.RecordParts`, which no older records.py passes;
 /// 6: `read_produce_answer`, and `translated_produce_answer` passing the broker's throttle time on, where an older
-/// build wrote 0).
+/// build wrote 0; 7: `LaneRoutes`, `read_lane_request` and `lane_written`, the Produce lane's steps of lane.rs).
 const INTERFACE: u32 = 1;
-const REVISION: u32 = 6;
+const REVISION: u32 = 7;
 
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -550,5 +551,8 @@ fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(produce::read_produce_response, m)?)?;
     m.add_function(wrap_pyfunction!(produce::read_produce_answer, m)?)?;
     m.add_function(wrap_pyfunction!(produce::translated_produce_answer, m)?)?;
+    m.add_class::<lane::LaneRoutes>()?;
+    m.add_function(wrap_pyfunction!(lane::read_lane_request, m)?)?;
+    m.add_function(wrap_pyfunction!(lane::lane_written, m)?)?;
     Ok(())
 }

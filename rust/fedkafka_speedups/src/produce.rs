@@ -19,13 +19,13 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PySlice, PyString,
 const FIRST_FLEXIBLE: i16 = 9;
 
 /// A one-dimensional buffer of bytes ("B"), contiguous, or None.
-fn byte_buffer(obj: &Bound<'_, PyAny>) -> Option<PyBuffer<u8>> {
+pub(crate) fn byte_buffer(obj: &Bound<'_, PyAny>) -> Option<PyBuffer<u8>> {
     let buffer = PyBuffer::<u8>::get(obj).ok()?;
     let format_ok = buffer.format().to_bytes() == b"B";
     (format_ok && buffer.dimensions() == 1 && buffer.is_c_contiguous()).then_some(buffer)
 }
 
-fn bytes_of(buffer: &PyBuffer<u8>) -> &[u8] {
+pub(crate) fn bytes_of(buffer: &PyBuffer<u8>) -> &[u8] {
     let len = buffer.len_bytes();
     if len == 0 {
         return &[];
@@ -36,35 +36,35 @@ fn bytes_of(buffer: &PyBuffer<u8>) -> &[u8] {
 }
 
 /// Reads big-endian fields and Kafka's varints at a position; None past the end (records.py's "truncated").
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn left(&self) -> i64 {
+    pub(crate) fn left(&self) -> i64 {
         self.b.len() as i64 - self.pos as i64
     }
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let stop = self.pos.checked_add(n).filter(|&s| s <= self.b.len())?;
         let out = &self.b[self.pos..stop];
         self.pos = stop;
         Some(out)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
-    fn i16(&mut self) -> Option<i16> {
+    pub(crate) fn i16(&mut self) -> Option<i16> {
         Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
     }
-    fn i32(&mut self) -> Option<i32> {
+    pub(crate) fn i32(&mut self) -> Option<i32> {
         Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn i64(&mut self) -> Option<i64> {
+    pub(crate) fn i64(&mut self) -> Option<i64> {
         Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
     /// records.py's `_uvarint`: at most 5 bytes, the fifth's 7 bits shifted by 28.
-    fn uvarint(&mut self) -> Option<i64> {
+    pub(crate) fn uvarint(&mut self) -> Option<i64> {
         let mut value: i64 = 0;
         for shift in [0, 7, 14, 21] {
             let byte = self.u8()?;
@@ -77,17 +77,17 @@ impl<'a> Reader<'a> {
         (byte < 0x80).then_some(value | (byte as i64) << 28)
     }
     /// An empty tagged-fields section; None for any other (records.py walks those).
-    fn no_tags(&mut self) -> Option<()> {
+    pub(crate) fn no_tags(&mut self) -> Option<()> {
         (self.u8()? == 0).then_some(())
     }
-    fn utf8(&mut self, length: i64) -> Option<&'a str> {
+    pub(crate) fn utf8(&mut self, length: i64) -> Option<&'a str> {
         if length > self.left() {
             return None;
         }
         std::str::from_utf8(self.take(length as usize)?).ok()
     }
     /// A NULLABLE_STRING (int16 length): Some(None) for null.
-    fn legacy_string(&mut self) -> Option<Option<&'a str>> {
+    pub(crate) fn legacy_string(&mut self) -> Option<Option<&'a str>> {
         match self.i16()? {
             -1 => Some(None),
             n if n < 0 => None,
@@ -95,36 +95,36 @@ impl<'a> Reader<'a> {
         }
     }
     /// A COMPACT_NULLABLE_STRING: Some(None) for null.
-    fn compact_string(&mut self) -> Option<Option<&'a str>> {
+    pub(crate) fn compact_string(&mut self) -> Option<Option<&'a str>> {
         match self.uvarint()? {
             0 => Some(None),
             n => Some(Some(self.utf8(n - 1)?)),
         }
     }
     /// An array count that the bytes left can hold at `min_size` each (records.py's `_bad_count` otherwise).
-    fn count(&mut self, flexible: bool, min_size: i64) -> Option<usize> {
+    pub(crate) fn count(&mut self, flexible: bool, min_size: i64) -> Option<usize> {
         let count = if flexible { self.uvarint()? - 1 } else { self.i32()? as i64 };
         (count >= 0 && count * min_size <= self.left()).then_some(count as usize)
     }
 }
 
 /// tuple.__new__: makes a NamedTuple as its generated __new__ does (`tuple_new(cls, fields)`), without its frame.
-fn tuple_new(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn tuple_new(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))
 }
 
-type RequestHead<'a> = (i16, i32, Option<&'a str>, Option<&'a str>, i16, i32);
+pub(crate) type RequestHead<'a> = (i16, i32, Option<&'a str>, Option<&'a str>, i16, i32);
 
 /// The topics, partitions and tagged fields a request walk may still cross: records.py's `_Elements`, which
 /// spends each array's count once it has been checked against the bytes left and refuses once fewer than none
 /// are left. Only empty tagged-fields sections are read here (any other is left to Python), so they spend 0.
-struct Elements {
-    left: i64,
+pub(crate) struct Elements {
+    pub(crate) left: i64,
 }
 
 impl Elements {
     /// None: past the limit (records.py's walk then raises its MalformedFrame, with its message).
-    fn spend(&mut self, count: usize) -> Option<()> {
+    pub(crate) fn spend(&mut self, count: usize) -> Option<()> {
         self.left = self.left.checked_sub(i64::try_from(count).ok()?)?;
         (self.left >= 0).then_some(())
     }
@@ -164,7 +164,7 @@ pub fn read_produce_request<'py>(
     Ok(Some(crate::instance(frame_cls, frame_names, fields)?))
 }
 
-fn request_head<'a>(r: &mut Reader<'a>) -> Option<(RequestHead<'a>, bool)> {
+pub(crate) fn request_head<'a>(r: &mut Reader<'a>) -> Option<(RequestHead<'a>, bool)> {
     let (api_key, version, correlation_id) = (r.i16()?, r.i16()?, r.i32()?);
     if api_key != 0 || !(3..=12).contains(&version) {
         return None;
@@ -227,7 +227,7 @@ fn request_topics<'py>(
 }
 
 /// A partition's index and where its records are in the frame (None: null records).
-fn partition(r: &mut Reader<'_>, flexible: bool) -> Option<(i32, Option<(usize, usize)>)> {
+pub(crate) fn partition(r: &mut Reader<'_>, flexible: bool) -> Option<(i32, Option<(usize, usize)>)> {
     let index = r.i32()?;
     let length = if flexible { r.uvarint()? - 1 } else { r.i32()? as i64 };
     let span = if length < 0 {
@@ -276,7 +276,7 @@ fn string_bytes(out: &mut Vec<u8>, value: Option<&Bound<'_, PyAny>>, flexible: b
     Some(())
 }
 
-fn varint(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value & 0x7F) as u8 | 0x80);
         value >>= 7;
@@ -303,7 +303,7 @@ fn optional<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyAny>
 }
 
 /// A (name, items) or (index, records) pair: a tuple (named or not) or a list of two.
-fn pair<'py>(obj: &Bound<'py, PyAny>) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+pub(crate) fn pair<'py>(obj: &Bound<'py, PyAny>) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     if let Ok(t) = obj.cast::<PyTuple>() {
         return (t.len() == 2).then(|| Some((t.get_item(0).ok()?, t.get_item(1).ok()?)))?;
     }
