@@ -13,9 +13,8 @@ from kio.schema.errors import ErrorCode
 
 from consume.test_handlers_unit import GAP, Physical, batch, fetch_answer, fetch_request, list_answers, list_request
 from consume.test_handlers_unit import partitions as answered_partitions
-from consume.test_s34_rvf23_review import HOLE_VIEW
+from consume.test_s34_rvf23_review import HOLE_VIEW, read_batches
 from consume.test_s34_rvfetch_review import _kafka_out_of_range
-from fedkafka.protocol import records as rec
 from fedkafka.proxy.handlers import fetch, list_offsets
 from fedkafka.proxy.plan import Context, Plan
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, ProxyInfo, ProxyRole, Segment, View
@@ -82,10 +81,7 @@ def _consume(view: View, brokers: Brokers, position: int, fetches: int = 10) -> 
             position = _earliest(view, brokers)
             continue
         assert p.error_code == ErrorCode.none, p.error_code
-        for head in rec.iter_batches(p.records or b""):
-            if head.record_count:
-                read.extend(range(head.base_offset, head.base_offset + head.last_offset_delta + 1))
-            position = head.base_offset + head.last_offset_delta + 1
+        position = read_batches(p.records, read, position)
     return read, out_of_range
 
 

@@ -18,6 +18,7 @@ import time
 
 import pytest
 from kio.schema.errors import ErrorCode
+from proxy.test_send_deadline import _listening_broker
 
 from consume.test_handlers_unit import VIEW
 from fedkafka.protocol.build import build
@@ -29,18 +30,6 @@ from fedkafka.proxy.plan import Broker, Plan, UpstreamError
 from fedkafka.proxy.state import ProxyState
 
 SLOW_NODE, OPEN_NODE = 4, 5  # the first coordinator's connection is still to be opened; the second's is open
-
-
-async def _listening_broker() -> tuple[asyncio.Server, int, bytearray]:
-    """A TCP endpoint that records every byte it is sent and never answers."""
-    received = bytearray()
-
-    async def record(reader, writer):
-        while chunk := await reader.read(65536):
-            received.extend(chunk)
-
-    server = await asyncio.start_server(record, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1], received
 
 
 class _Physical:

@@ -38,6 +38,16 @@ def _bounded(answer, values: dict):
     return answer
 
 
+def read_batches(records: bytes | None, read: list[int], position: int) -> int:
+    """A consumer reading a Fetch answer's `records`: every record's offset appended to `read` (once per time read),
+    the next position (past the last batch, an empty one included) returned."""
+    for head in rec.iter_batches(records or b""):
+        if head.record_count:
+            read.extend(range(head.base_offset, head.base_offset + head.last_offset_delta + 1))
+        position = head.base_offset + head.last_offset_delta + 1
+    return position
+
+
 def _out_of_range_in_gap(context: Context, position: int, values: dict):
     """The client's answer for a Fetch at `position` (in c1's gap) that c1 answers OFFSET_OUT_OF_RANGE, its log
     bounds (the extra ListOffsets round) answered from `values`."""
@@ -107,10 +117,7 @@ def _consume_from(context: Context, position: int, fetches: int = 8) -> list[int
             position = reset.offset
             continue
         assert p.error_code == ErrorCode.none, p.error_code
-        for head in rec.iter_batches(p.records or b""):
-            if head.record_count:
-                read.extend(range(head.base_offset, head.base_offset + head.last_offset_delta + 1))
-            position = head.base_offset + head.last_offset_delta + 1
+        position = read_batches(p.records, read, position)
     return read
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import contextlib
 
+from controller.compose_review_helpers import restarted_after_losing_held_views
 from controller.test_compose_after_commit import _lost_every_race
-from controller.test_leader_fencing_writes import PROXY, _federation
-from controller.test_rv9_review_compose_after_commit import _lose_last_views
 from fedkafka.controller.errors import Conflict
 from fedkafka.controller.service import ANY_SECRET
 
@@ -23,17 +22,8 @@ from fedkafka.controller.service import ANY_SECRET
 # number after the failure, under the compose lock (`_newest_held` then), would pass the floor (rv9's first defect,
 # for a floor learned during the compose rather than before it).
 def test_rv10_a_floor_learned_while_the_routes_compose_fails_is_passed_by_its_answer(make_api, monkeypatch):
-    api = make_api()
-    nodes = _federation(api)
-    p3 = api.post("/v1/proxies", json={"instance_id": "p3", **PROXY}).json()["member_id"]  # keeps p1 drainable
-    held = api.controller.view.version  # the proxies hold it ...
-    for member in (nodes["p1"], p3):
-        api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": held, "load": {}}).raise_for_status()
-    api.controller.flush_heartbeats()
-    _lose_last_views(api.controller, held - 3)  # ... and the database lost it and the two views before it
-    restarted = make_api()  # the controller restarts on it; no proxy has reported to it yet
+    nodes, p3, held, restarted = restarted_after_losing_held_views(make_api)  # no proxy has reported to it yet
     ctl = restarted.controller
-    assert ctl.view.version < held
 
     def proxy_reports_while_the_compose_fails():
         """The route's compose, slow while the database fails over: a proxy's heartbeat reports the view it holds

@@ -4,12 +4,11 @@ that fails on s33-commit. Not fixed here."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import update
 
+from controller.compose_review_helpers import federation_with_a_down_node
 from controller.test_compose_after_commit import _lost_every_race
-from controller.test_leader_fencing_writes import ACL, PROXY, _federation
+from controller.test_leader_fencing_writes import ACL, _federation
 from fedkafka.controller import service
-from fedkafka.controller.models import ProxyRow
 
 
 # DEFECT (medium, rv6): the admin topic routes (`TopicAdmin._done`, `TopicAdmin.delete`, behind a Kafka client's
@@ -81,14 +80,8 @@ def test_rv6_a_version_answered_while_the_owed_compose_ran_meanwhile_is_one_a_vi
 def test_rv6_a_drain_of_a_node_not_listed_answered_while_compose_fails_names_a_version_a_view_reaches(make_api,
                                                                                                        monkeypatch):
     api = make_api()
-    _federation(api)
+    down = federation_with_a_down_node(api)  # p3, its lease ran out
     ctl = api.controller
-    down = api.post("/v1/proxies", json={"instance_id": "p3", **PROXY}).json()["node_id"]
-    with ctl.session() as s:  # p3 is down: its lease ran out
-        s.execute(update(ProxyRow).where(ProxyRow.node_id == down).values(lease_expires=0.0))
-        s.commit()
-    ctl.lease_round()
-    assert all(p.node_id != down for p in ctl.view.proxies)
     monkeypatch.setattr(ctl, "compose", _lost_every_race)
     resp = api.post(f"/v1/proxies/{down}/drain")
     assert resp.status_code == 200, resp.text

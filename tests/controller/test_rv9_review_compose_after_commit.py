@@ -3,26 +3,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from sqlalchemy import update
 
+from controller.compose_review_helpers import federation_with_a_down_node, restarted_after_losing_held_views
 from controller.test_compose_after_commit import _lost_every_race, _lost_the_row
 from controller.test_leader_fencing_writes import ACL, PROXY, _federation
-from fedkafka.controller.models import ProxyRow, ViewRow
-
-
-def _lose_last_views(ctl, version: int) -> None:
-    """The database comes back as one that lost its last commits: the view row at `version`, no ack above it
-    (as tests/controller/test_lost_commits.py does)."""
-    with ctl.session() as s:
-        row = s.get_one(ViewRow, 1)
-        body = json.loads(row.body)
-        body["version"] = version
-        row.version, row.body = version, json.dumps(body)
-        s.execute(update(ProxyRow).where(ProxyRow.applied_version > version).values(applied_version=version))
-        s.commit()
 
 
 # DEFECT (low-medium, rv9): not composed, `_version_holding` answers `served_before + 1`, ignoring the version floor
@@ -41,17 +26,8 @@ def _lose_last_views(ctl, version: int) -> None:
 ], ids=["drain", "acls created", "admin create"])
 def test_rv9_a_version_answered_while_compose_fails_is_past_every_view_a_proxy_holds(make_api, monkeypatch,
                                                                                       method, path, body):
-    api = make_api()
-    nodes = _federation(api)
-    p2 = api.post("/v1/proxies", json={"instance_id": "p3", **PROXY}).json()["member_id"]  # keeps p1 drainable
-    held = api.controller.view.version  # the proxies hold it ...
-    for member in (nodes["p1"], p2):
-        api.post(f"/v1/proxies/{member}/heartbeat", json={"applied_version": held, "load": {}}).raise_for_status()
-    api.controller.flush_heartbeats()
-    _lose_last_views(api.controller, held - 3)  # ... and the database lost it and the two views before it
-    restarted = make_api()  # the controller restarts on it
+    nodes, _p3, held, restarted = restarted_after_losing_held_views(make_api)
     ctl = restarted.controller
-    assert ctl.view.version < held
     monkeypatch.setattr(ctl, "compose", _lost_every_race)  # the database failing its writes now and then
     restarted.post(f"/v1/proxies/{nodes['p1']}/heartbeat", json={"applied_version": held, "load": {}})
     resp = getattr(restarted, method)(path.format(**nodes), **({} if body is None else {"json": body}))
@@ -108,14 +84,8 @@ def test_rv9_a_repeat_of_a_change_not_composed_yet_answers_a_version_holding_it(
 def test_rv9_a_down_nodes_drain_answered_when_the_row_was_lost_names_a_version_the_new_controller_reaches(
         make_api, monkeypatch):
     api = make_api()
-    _federation(api)
+    down = federation_with_a_down_node(api)  # p3, its lease ran out
     ctl = api.controller
-    down = api.post("/v1/proxies", json={"instance_id": "p3", **PROXY}).json()["node_id"]
-    with ctl.session() as s:  # p3 is down: its lease ran out
-        s.execute(update(ProxyRow).where(ProxyRow.node_id == down).values(lease_expires=0.0))
-        s.commit()
-    ctl.lease_round()
-    assert all(p.node_id != down for p in ctl.view.proxies)
     monkeypatch.setattr(ctl, "compose", _lost_the_row)  # another controller took the row after the commit
     resp = api.post(f"/v1/proxies/{down}/drain")
     assert resp.status_code == 200, resp.text

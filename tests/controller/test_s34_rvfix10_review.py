@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
 
-from controller.conftest import AUTH, TOKEN, RecordingKafka
+from controller.compose_review_helpers import active_controller, holds_the_row
+from controller.conftest import AUTH, TOKEN
 from controller.test_compose_after_commit import _lost_every_race, _lost_the_row
 from controller.test_leader_fencing_writes import ACL, PROXY, _federation
-from controller.test_rv9_review_compose_after_commit import _lose_last_views
+from controller.test_lost_commits import _lose_last_views
 from controller.test_startup_compose_fenced import LEASE_MS
 from fedkafka.cli.admin import _open_controller
 from fedkafka.controller.app import create_app
-from fedkafka.controller.leadership import Leadership, NotLeader
-from fedkafka.controller.models import LeaderRow
+from fedkafka.controller.leadership import NotLeader
 from fedkafka.controller.service import Controller, Settings
 from fedkafka.controllers import ACTIVE_HEADER
 
@@ -24,24 +23,9 @@ from fedkafka.controllers import ACTIVE_HEADER
 @pytest.fixture
 def leader(db_url, clock):
     """The active controller (as tests/controller/test_startup_compose_fenced.py's): cluster c1 registered."""
-    ctl = Controller(Settings(db_url=db_url, lease_ms=LEASE_MS), kafka=RecordingKafka())
-    ctl.leadership = Leadership(ctl.session, "http://a:1", lease_s=3600)
-    assert ctl.leadership.try_acquire()
-    ctl.leadership.active = True
-    ctl.put_cluster("c1", "c1:9092", None)
+    ctl = active_controller(db_url, LEASE_MS)
     yield ctl
     ctl.stop()
-
-
-def _holds_the_row(second: Controller) -> None:
-    """`second`'s leadership thread took the expired row and set `active` (`Leadership.run`), before `on_active`
-    (`become_active`) has refreshed the view it serves: before the fix, the StandbyGate admitted `/v1/` from here."""
-    second.leadership = Leadership(second.session, "http://b:1", lease_s=3600)
-    with second.session() as s:
-        s.execute(update(LeaderRow).where(LeaderRow.id == 1).values(expires=0.0))
-        s.commit()
-    assert second.leadership.try_acquire()
-    second.leadership.active = True
 
 
 def _gated(second: Controller) -> TestClient:
@@ -75,7 +59,7 @@ def test_rvfix10_a_route_answered_as_a_standby_takes_over_is_past_the_view_the_p
         leader.put_cluster("c3", "c3:9092", None)
         held = leader.view.version  # ... and the proxies take its views
         assert held >= stale + 2 and second.view.version == stale
-        _holds_the_row(second)  # the old leader's row ran out; become_active not run yet
+        holds_the_row(second)  # the old leader's row ran out; become_active not run yet
 
         def compose_losing_every_race():
             """The real compose reads the stored view (and serves it), then loses its compare-and-set each time."""
@@ -119,7 +103,7 @@ def test_rvfix10_a_config_repeated_as_a_standby_takes_over_answers_a_view_holdin
             first = leader.put_topic("t", 2, "blocks", {"retention.ms": "1000"})[2]
         held = leader.view.version  # the proxies' view: without the config
         assert first == held + 1 and "retention.ms" not in dict(leader.view.topics["t"].config)
-        _holds_the_row(second)
+        holds_the_row(second)
         api = _gated(second)
         retry = {"partitions": 2, "placement": "blocks", "config": {"retention.ms": "1000"}}
         _refused_while_taking_over(api, "put", "/v1/topics/t", retry)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from controller.conftest import RecordingKafka
+from controller.compose_review_helpers import active_controller, holds_the_row
 from controller.test_compose_after_commit import _lost_the_row
 from fedkafka.cli.admin import _open_controller
-from fedkafka.controller.leadership import Leadership, NotLeader
-from fedkafka.controller.models import LeaderRow, ProxyRow, ViewRow
+from fedkafka.controller.leadership import NotLeader
+from fedkafka.controller.models import ProxyRow, ViewRow
 from fedkafka.controller.service import ANY_SECRET, Controller, Settings
 
 LEASE_MS = 10_000
@@ -28,11 +28,7 @@ def _stored(ctl: Controller) -> tuple[int, dict]:
 @pytest.fixture
 def leader(db_url, clock):
     """The active controller: it registered proxy p1, whose lease then ran out, and dropped it from the view."""
-    ctl = Controller(Settings(db_url=db_url, lease_ms=LEASE_MS), kafka=RecordingKafka())
-    ctl.leadership = Leadership(ctl.session, "http://a:1", lease_s=3600)
-    assert ctl.leadership.try_acquire()
-    ctl.leadership.active = True
-    ctl.put_cluster("c1", "c1:9092", None)
+    ctl = active_controller(db_url, LEASE_MS)
     ctl.register_proxy("p1", "127.0.0.1", 19092, "both", "default")
     clock.advance(LEASE_MS / 1000 + 1)
     ctl.lease_round()
@@ -60,12 +56,7 @@ def test_a_controller_starting_while_another_leads_writes_no_view(leader, db_url
 
 def _take_the_row(second: Controller) -> None:
     """The leader's row expired and `second` took it (its leadership thread: `try_acquire`, then `become_active`)."""
-    second.leadership = Leadership(second.session, "http://b:1", lease_s=3600)
-    with second.session() as s:
-        s.execute(update(LeaderRow).where(LeaderRow.id == 1).values(expires=0.0))
-        s.commit()
-    assert second.leadership.try_acquire()
-    second.leadership.active = True
+    holds_the_row(second)
     second.become_active()
 
 

@@ -39,27 +39,20 @@ import pytest
 from fedkafka.proxy.core.client_frames import STAGING_FIRST_BYTES, ClientFrames
 from fedkafka.proxy.core.connection import ClientConnection
 from fedkafka.proxy.core.limits import ByteBudget, Limits
+from proxy.test_client_frames_unit import _Transport
 from proxy.test_limits_unit import frame_of
 
 _TURNS = 20_000  # loop turns without progress that count as a stall (a right run needs a few hundred in all)
 _FRAME_TIMEOUT_S = 0.2  # short, so that a stall's wait (4 of them) is short; a right run never waits for a clock
 
 
-class _Socket:
-    """A fake transport for both sides of `ClientConnection`: records pauses, keeps what is written."""
+class _Socket(_Transport):
+    """A fake transport for both sides of `ClientConnection`: records pauses (a pause while paused, or a resume while
+    reading, allowed), keeps what is written."""
 
     def __init__(self):
-        self.reading = True
+        super().__init__()
         self.written = bytearray()
-
-    def get_extra_info(self, name, default=None):
-        return default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
     def abort(self) -> None:
         pass

@@ -145,14 +145,20 @@ class _LeaseRunsOutWhileConnecting:
         self.real.close()
 
 
+def _dispatcher_whose_lease_runs_out_while_connecting(port: int) -> Dispatcher:
+    """A dispatcher to `port` whose lease is valid until its pool has opened the connection."""
+    d = _dispatcher(port)
+    d.state = _State()
+    d.state.valid = True
+    d.state.lease_valid = lambda: d.state.valid
+    d.pool = _LeaseRunsOutWhileConnecting(d.state, d.pool)
+    return d
+
+
 def test_a_produce_whose_lease_ran_out_while_its_connection_opened_is_not_sent():
     async def scenario():
         server, port, received = await _listening_broker()
-        d = _dispatcher(port)
-        d.state = _State()
-        d.state.valid = True
-        d.state.lease_valid = lambda: d.state.valid
-        d.pool = _LeaseRunsOutWhileConnecting(d.state, d.pool)
+        d = _dispatcher_whose_lease_runs_out_while_connecting(port)
         try:
             in_time = asyncio.get_running_loop().time() + 30
             (result,) = await d._send([Call(Broker("c1", 1), _produce(30_000))], slot=0, deadline=in_time)
@@ -184,11 +190,7 @@ def test_a_group_offset_write_whose_fence_ran_out_while_its_connection_opened_is
 
     async def scenario(request):
         server, port, received = await _listening_broker()
-        d = _dispatcher(port)
-        d.state = _State()
-        d.state.valid = True
-        d.state.lease_valid = lambda: d.state.valid
-        d.pool = _LeaseRunsOutWhileConnecting(d.state, d.pool)
+        d = _dispatcher_whose_lease_runs_out_while_connecting(port)
         d.observer = _Refusals()
         try:
             (result,) = await d._send([Call(Broker("c1", 1), request)], slot=0)
