@@ -32,7 +32,7 @@ from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_schema, response_schema
-from fedkafka.proxy.physical_offsets import LATEST, ask_physical
+from fedkafka.proxy.physical_offsets import LATEST, ask_physical, seg_key
 from fedkafka.proxy.plan import (
     Broker,
     Call,
@@ -113,7 +113,7 @@ def _empty_older(ctx: Context, done: list[_Deletion], then):
             if end is None:
                 tails.append((d, s))
             else:
-                older[_key(s)] = max(older.get(_key(s), 0), end)
+                older[seg_key(s)] = max(older.get(seg_key(s), 0), end)
     if not tails:
         return _delete(ctx, older, then)
 
@@ -121,15 +121,15 @@ def _empty_older(ctx: Context, done: list[_Deletion], then):
         now = as_now(ctx) or ctx  # the view and fence as they are once the high watermarks were read
         refused: dict[PhysKey, tuple[ErrorCode, int]] = {}
         for d, s in tails:
-            end = _tail_end(ctx, now, d, s, marks[_key(s)])
+            end = _tail_end(ctx, now, d, s, marks[seg_key(s)])
             if isinstance(end, ErrorCode):
-                refused[_key(s)] = (end, -1)
+                refused[seg_key(s)] = (end, -1)
             else:
-                older[_key(s)] = max(older.get(_key(s), 0), end)
+                older[seg_key(s)] = max(older.get(seg_key(s), 0), end)
         sent = {key: offset for key, offset in older.items() if key not in refused}
         return _delete(ctx, sent, lambda results: then({**refused, **results}))
 
-    return _high_watermarks(ctx, {_key(s) for _, s in tails}, empty)
+    return _high_watermarks(ctx, {seg_key(s) for _, s in tails}, empty)
 
 
 def _tail_end(ctx: Context, now: Context, d: _Deletion, seg: Segment, mark: int | ErrorCode) -> int | ErrorCode:
@@ -205,7 +205,7 @@ def handle(ctx: Context, header, request):
     def after_older(results: dict[PhysKey, tuple[ErrorCode, int]], done: list[_Deletion]):
         for d in done:  # a segment lost for good has nothing left to delete: no reason to refuse
             failed = [code for s in d.older
-                      if (code := results[_key(s)][0]) != ErrorCode.none and not lost_for_good(ctx, d.chain, s)]
+                      if (code := results[seg_key(s)][0]) != ErrorCode.none and not lost_for_good(ctx, d.chain, s)]
             if failed:
                 answers[(d.topic, d.partition)] = _error(failed[0])
         return respond()
@@ -243,7 +243,7 @@ def _bound_to_tails(ctx: Context, deletions: list[_Deletion], answers: dict[tupl
         now = as_now(ctx) or ctx  # the view and fence as they are once the high watermarks were read
         left = []
         for i, d in enumerate(deletions):
-            end = _target_tail_end(ctx, now, d, marks[_key(d.target)]) if i in unknown else None
+            end = _target_tail_end(ctx, now, d, marks[seg_key(d.target)]) if i in unknown else None
             if isinstance(end, ErrorCode):
                 answers[(d.topic, d.partition)] = _error(end)
             elif end is None:
@@ -252,7 +252,7 @@ def _bound_to_tails(ctx: Context, deletions: list[_Deletion], answers: dict[tupl
                 left.append(dataclasses.replace(d, physical_offset=min(d.physical_offset, end), tail_end=end))
         return then(left)
 
-    return _high_watermarks(ctx, {_key(deletions[i].target) for i in unknown}, bound)
+    return _high_watermarks(ctx, {seg_key(deletions[i].target) for i in unknown}, bound)
 
 
 def _target_tail_end(ctx: Context, now: Context, d: _Deletion, mark: int | ErrorCode) -> int | ErrorCode | None:
@@ -273,7 +273,7 @@ def _judge_targets(ctx: Context, deletions: list[_Deletion], answers: dict[tuple
     def judged(results: dict[PhysKey, tuple[ErrorCode, int]]):
         passed, taken = [], []
         for d in deletions:
-            code, low = results[_key(d.target)]
+            code, low = results[seg_key(d.target)]
             moved = _passed_on(ctx, d, code, low)
             if moved is not None:
                 passed.append(moved)
@@ -294,7 +294,7 @@ def _judge_targets(ctx: Context, deletions: list[_Deletion], answers: dict[tuple
 
         return _emptied_tails(ctx, taken, settle)
 
-    return _delete(ctx, {_key(d.target): d.physical_offset for d in deletions}, judged)
+    return _delete(ctx, {seg_key(d.target): d.physical_offset for d in deletions}, judged)
 
 
 def _emptied_tails(ctx: Context, taken: list[tuple[_Deletion, int]], then):
@@ -309,11 +309,11 @@ def _emptied_tails(ctx: Context, taken: list[tuple[_Deletion, int]], then):
     known = {i: end for i, d in tails.items() if (end := _known_tail_end(d)) is not None}
 
     def judged(marks: dict[PhysKey, int | ErrorCode]):
-        ends = {**{i: marks[_key(d.target)] for i, d in tails.items() if i not in known}, **known}
+        ends = {**{i: marks[seg_key(d.target)] for i, d in tails.items() if i not in known}, **known}
         return then({i for i, end in ends.items() if not isinstance(end, ErrorCode)
                      and (end <= tails[i].target.phys_start or taken[i][1] >= end)})
 
-    unread = {_key(d.target) for i, d in tails.items() if i not in known}
+    unread = {seg_key(d.target) for i, d in tails.items() if i not in known}
     return _high_watermarks(ctx, unread, judged) if unread else judged({})
 
 
@@ -376,9 +376,6 @@ def _high_watermarks(ctx: Context, keys: set[PhysKey], then):
 
     return ask_physical(ctx, {(key, LATEST) for key in keys}, 0, read)
 
-
-def _key(segment: Segment) -> PhysKey:
-    return segment.cluster, segment.topic, segment.partition
 
 
 def _error(code: ErrorCode) -> dict:

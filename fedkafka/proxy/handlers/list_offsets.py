@@ -16,7 +16,7 @@ from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import response_schema
-from fedkafka.proxy.physical_offsets import PhysKey, ask_physical, log_start_asks, logical_log_start
+from fedkafka.proxy.physical_offsets import PhysKey, ask_physical, log_start_asks, logical_log_start, seg_key
 from fedkafka.proxy.plan import (
     Broker,
     Context,
@@ -110,11 +110,11 @@ def _question(ctx: Context, topic: str, p) -> _Question | dict:
         return _error(ErrorCode.invalid_request)  # tiered-storage specs: no such thing here
     q = _Question(topic, p.partition_index, chain, ts, p)
     if ts == LATEST:
-        q.asks.append((_key(chain.active), LATEST))
+        q.asks.append((seg_key(chain.active), LATEST))
     elif ts == EARLIEST:  # and the sealed segments' log ends: one at or below its segment's start lost its data
         q.asks.extend(log_start_asks(chain.segments))
     else:
-        q.asks.extend((_key(s), ts) for s in chain.segments)
+        q.asks.extend((seg_key(s), ts) for s in chain.segments)
     return q
 
 
@@ -219,9 +219,6 @@ def _max_timestamp(chain: PartitionChain, got: list) -> dict:
         return {"error_code": ErrorCode.none, "timestamp": -1, "offset": -1, "leader_epoch": -1}
     return {"error_code": ErrorCode.none, "timestamp": best[0], "offset": best[1], "leader_epoch": chain.leader_epoch}
 
-
-def _key(seg: Segment) -> PhysKey:
-    return seg.cluster, seg.topic, seg.partition
 
 
 def _error(code: ErrorCode) -> dict:
