@@ -104,7 +104,6 @@ def test_within_the_fence_a_commit_of_a_topic_without_read_is_topic_authorizatio
     assert _commit_errors(answer) == [("log", 0, TAF), ("log", 1, TAF)]
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_past_the_fence_a_commit_of_a_topic_without_read_is_still_topic_authorization_failed():
     fenced = dataclasses.replace(_may_read_group_only(), lease_valid=False)
     answer = groups.handle(fenced, None, _commit())
@@ -112,7 +111,6 @@ def test_past_the_fence_a_commit_of_a_topic_without_read_is_still_topic_authoriz
     assert _commit_errors(answer) == [("log", 0, TAF), ("log", 1, TAF)]  # main: NOT_COORDINATOR, retried for ever
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_under_a_frozen_view_a_commit_of_a_topic_without_read_is_still_topic_authorization_failed():
     c = _may_read_group_only()
     frozen = dataclasses.replace(c, view=dataclasses.replace(c.view, commits_frozen=True))
@@ -121,7 +119,6 @@ def test_under_a_frozen_view_a_commit_of_a_topic_without_read_is_still_topic_aut
     assert _commit_errors(answer) == [("log", 0, TAF), ("log", 1, TAF)]  # main: COORDINATOR_LOAD_IN_PROGRESS
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_without_a_coordination_cluster_a_denied_group_is_group_authorization_failed():
     c = _allowed(consume_ctx(), Operation.READ, "g")  # h: no ACL
     nowhere = dataclasses.replace(c, view=dataclasses.replace(c.view, coordination_cluster=None))
@@ -133,7 +130,6 @@ def test_without_a_coordination_cluster_a_denied_group_is_group_authorization_fa
     assert [(r.group_id, r.error_code) for r in delete.results] == [("g", GAF), ("h", GAF)]  # READ is not DELETE
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_without_a_coordination_cluster_a_denied_consumer_group_heartbeat_is_group_authorization_failed():
     c = _allowed(kip848_ctx(), Operation.READ, "g")
     nowhere = dataclasses.replace(c, view=dataclasses.replace(c.view, coordination_cluster=None))
