@@ -193,8 +193,6 @@ def test_the_name_services_only_route_is_not_in_the_scope_that_writes_acls_and_r
 FORGED = "g\n2026-12-07 00:00:00,000 WARNING fedkafka.proxy[1] closing client 10.0.0.7: forged"
 
 
-@pytest.mark.xfail(strict=True, reason="observe.refused_together writes client-chosen names (group ids, topic names, "
-                                       "client.id) into the text log with %s: a newline forges a log line")
 def test_a_refusal_line_holds_a_client_chosen_name_with_a_newline_on_one_line(caplog):
     """A denied FindCoordinator, JoinGroup or Produce names what the client chose; in the default text format
     (observe/logs.py TEXT_FORMAT) a newline in it starts a line of the client's making (CWE-117). The failed-login line
