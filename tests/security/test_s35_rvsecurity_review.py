@@ -139,8 +139,6 @@ def test_without_a_coordination_cluster_a_denied_consumer_group_heartbeat_is_gro
 
 # -- 2. OAUTHBEARER's authorization id -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="oauth.parse_client_message ignores the GS2 authorization id; Kafka's "
-                                       "OAuthBearerSaslServer refuses one that is not the token's principal")
 def test_an_oauthbearer_authorization_id_other_than_the_tokens_subject_fails(tmp_path):
     issuer = Issuer(tmp_path / "jwks.json")
     ctx = _ctx(0, oauth=JwtValidator(OAuthSettings(issuer.jwks_file, ISSUER, AUDIENCE)))
