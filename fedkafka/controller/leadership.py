@@ -36,6 +36,10 @@ from fedkafka.controllers import ACTIVE_HEADER
 
 log = logging.getLogger(__name__)
 
+# a controller's role, as `/healthz` (`role`) and the metrics say it (`Controller.role`): only an ACTIVE one takes
+# writes; one TAKING_OVER holds the leader row but answers `/v1/` 503 until it serves the database's view
+ACTIVE, TAKING_OVER, STANDBY = "active", "taking_over", "standby"
+
 
 class NotLeader(RuntimeError):
     """This controller no longer holds the leader row: whatever it was about to commit must not count."""

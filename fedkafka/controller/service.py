@@ -37,7 +37,7 @@ from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Forbidden, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
-from fedkafka.controller.leadership import Leadership, NotLeader, RoundLog
+from fedkafka.controller.leadership import ACTIVE, STANDBY, TAKING_OVER, Leadership, NotLeader, RoundLog
 from fedkafka.controller.metrics import Metrics
 from fedkafka.controller.models import (
     ChainRow,
@@ -270,6 +270,14 @@ class Controller:
     def is_active(self) -> bool:
         """This controller composes views and runs workflows (always, without leadership: one controller)."""
         return self.leadership.active if self.leadership is not None else not self._standby
+
+    def role(self) -> str:
+        """What `/healthz` and `fedkafka_controller_active` tell an operator (docs/DESIGN.md §3.6): "active" once this
+        controller takes writes, "taking_over" while it holds the leader row but `become_active` has not served the
+        database's view yet (the gate answers 503), "standby" otherwise."""
+        if not self.is_active():
+            return STANDBY
+        return ACTIVE if self._took_over else TAKING_OVER
 
     def become_active(self) -> None:
         """This controller now holds the leader row: serve the database's view, keep its proxies listed for one
