@@ -246,7 +246,8 @@ class Controller:
         unless it was started as a standby. Taking over (the row held, `become_active` not done), it refuses too."""
         self._check_may_publish(session)
         if not self._took_over:
-            raise NotLeader("this controller is taking over: it does not serve the database's view yet")
+            raise NotLeader("this controller is taking over: it does not serve the database's view yet",
+                            self.leadership.url if self.leadership is not None else None)
 
     def _check_may_publish(self, session) -> None:
         """`check_leader` as `compose` asks it: `become_active` composes before this controller takes writes."""
