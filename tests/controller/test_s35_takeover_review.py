@@ -25,7 +25,7 @@ from fedkafka.controller.service import Controller, Settings
 from fedkafka.controllers import ACTIVE_HEADER
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ansible"))  # the modules' client, as Ansible loads it
-from ansible_harness import FedkafkaApi  # noqa: E402
+from ansible_harness import ApiError, FedkafkaApi  # noqa: E402
 from ansible.module_utils import fedkafka_api  # noqa: E402
 
 
@@ -91,6 +91,17 @@ def _module_client(apps: dict[str, TestClient], monkeypatch, urls: list[str]) ->
 
     monkeypatch.setattr(fedkafka_api, "open_url", open_url)
     return FedkafkaApi(urls, TOKEN)
+
+
+# DEFECT (low, review s35-takeover): a module given only controllers that are taking over or stand by fails (none
+# answers as the active one), as it should; but its message said the controller taking over "stands by (active:
+# <itself>)", so the operator looked for another active controller instead of trying again in a moment.
+def test_a_module_says_a_controller_is_taking_over_not_that_it_stands_by(leader, second, monkeypatch):  # noqa: F811
+    holds_the_row(second)
+    module_api = _module_client({"b": _gated(second)}, monkeypatch, ["http://b:1"])
+    with pytest.raises(ApiError) as failed:
+        module_api.status()
+    assert "http://b:1 is taking over" in str(failed.value), str(failed.value)
 
 
 # DEFECT (low-medium, review s35-takeover): a controller that lost the row, not aware yet (within a third of a
