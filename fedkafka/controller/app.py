@@ -27,8 +27,8 @@ from fedkafka.controller.held import HeldMoves
 from fedkafka.controller.leadership import Leadership, NotLeader, StandbyGate, restart_as_standby
 from fedkafka.controller.scopes import Tokens
 from fedkafka.controller.service import Controller
-from fedkafka.controllers import ACTIVE_HEADER
 from fedkafka.controller.workflows import WorkflowEngine
+from fedkafka.controllers import ACTIVE_HEADER
 
 
 def create_app(controller: Controller, token: str | Tokens, background: bool = True,

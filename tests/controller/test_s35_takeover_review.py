@@ -5,6 +5,7 @@ reason its comment names; fixed on this branch."""
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from controller.compose_review_helpers import holds_the_row
 from controller.conftest import AUTH, TOKEN
+from controller.test_api_routes import app_routes
 from controller.test_s34_rvfix10_review import _gated, leader  # noqa: F401 (a fixture)
 from controller.test_startup_compose_fenced import LEASE_MS
 from fedkafka.cli import workflows as workflow_cli
@@ -64,6 +66,20 @@ def test_a_controller_taking_over_does_not_say_it_is_active_before_it_takes_writ
     health = api.get("/healthz").json()
     assert (health["active"], health["role"]) == (True, "active"), health
     assert _gauges(api) == {"fedkafka_controller_active": 1, "fedkafka_controller_taking_over": 0}
+
+
+# Not a defect (a guard): no route takes a request while the controller is taking over, whatever its method or path:
+# every route but /healthz and /metrics is under /v1/, where the gate answers first (before the body is read).
+def test_every_api_route_answers_503_naming_the_controller_while_it_takes_over(leader, second):  # noqa: F811
+    holds_the_row(second)
+    api = _gated(second)
+    routes = app_routes(api.app)
+    assert {path for _method, path in routes if not path.startswith("/v1/")} == {"/healthz", "/metrics"}
+    for method, template in routes:
+        if template.startswith("/v1/"):
+            path = re.sub(r"{[^}]+}", "1", template)
+            resp = api.request(method, path, json={})
+            assert resp.status_code == 503 and resp.headers[ACTIVE_HEADER] == "http://b:1", (method, path, resp.text)
 
 
 def _taken_over_from(leader: Controller, second: Controller) -> dict[str, TestClient]:  # noqa: F811 (not the fixture)
