@@ -272,11 +272,13 @@ class Controller:
         """This controller composes views and runs workflows (always, without leadership: one controller)."""
         return self.leadership.active if self.leadership is not None else not self._standby
 
-    def role(self) -> str:
+    def role(self, leadership: Leadership | None = None) -> str:
         """What `/healthz` and `fedkafka_controller_active` tell an operator (docs/DESIGN.md §3.6): "active" once this
         controller takes writes, "taking_over" while it holds the leader row but `become_active` has not served the
-        database's view yet (the gate answers 503), "standby" otherwise."""
-        if not self.is_active():
+        database's view yet (the gate answers 503), "standby" otherwise. `leadership`: the app's, which the gate
+        reads (the controller's own is set only once its leadership thread starts)."""
+        lead = leadership or self.leadership
+        if not (lead.active if lead is not None else not self._standby):
             return STANDBY
         return ACTIVE if self._took_over else TAKING_OVER
 
