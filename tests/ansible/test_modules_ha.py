@@ -117,13 +117,16 @@ def two_controllers(postgres_server, tmp_path):
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     procs = []
+    # --leader-lease-ms: no test here waits out a lease (none fails over), so one no stall of a loaded machine
+    # outlasts. With 3 s, a standby took over while the active one's renewal thread was starved (load 13): the
+    # test then met the roles swapped, one controller re-executing as a standby.
     try:
         for i, port in enumerate(ports):
             log = open(tmp_path / f"controller-{i}.log", "wb")  # noqa: SIM115  (closed with the process)
             procs.append(subprocess.Popen(
                 [str(Path(sys.executable).with_name("fedkafka")), "controller", "--db", f"{postgres_server}/{name}",
                  "--listen", f"127.0.0.1:{port}", "--advertise-url", urls[i], "--token-file", str(token_file),
-                 "--scan-interval", "1", "--leader-lease-ms", "3000"], stdout=subprocess.DEVNULL, stderr=log))
+                 "--scan-interval", "1", "--leader-lease-ms", "120000"], stdout=subprocess.DEVNULL, stderr=log))
             want = {"active": True} if i == 0 else {"active": False, "active_url": urls[0]}
             wait_for_health(urls[i], want, procs[i], tmp_path / f"controller-{i}.log")
         yield urls
