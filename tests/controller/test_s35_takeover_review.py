@@ -30,6 +30,7 @@ from fedkafka.controllers import ACTIVE_HEADER
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ansible"))  # the modules' client, as Ansible loads it
 from ansible_harness import ApiError, FedkafkaApi
+from test_modules_ha import WaitClock
 
 fedkafka_api = sys.modules[FedkafkaApi.__module__]  # module_utils/fedkafka_api.py, as the harness loaded it
 
@@ -117,6 +118,7 @@ def _module_client(apps: dict[str, TestClient], monkeypatch, urls: list[str]) ->
 # <itself>)", so the operator looked for another active controller instead of trying again in a moment.
 def test_a_module_says_a_controller_is_taking_over_not_that_it_stands_by(leader, second, monkeypatch):  # noqa: F811
     holds_the_row(second)
+    monkeypatch.setattr(fedkafka_api, "time", WaitClock())  # it waits request_timeout for the takeover: no test does
     module_api = _module_client({"b": _gated(second)}, monkeypatch, ["http://b:1"])
     with pytest.raises(ApiError) as failed:
         module_api.status()
