@@ -100,7 +100,7 @@ class FedkafkaApi:
             try:
                 return self._send(method, path, data, headers, ok_missing)
             except _Standby as standby:
-                tried[self.base] = f"stands by (active: {standby.active or 'not known yet'})"
+                tried[self.base] = _not_active(self.base, standby.active)
                 self._next(standby.active, tried)
             except URLError as exc:  # not sent, or no answer: the next controller
                 tried[self.base] = f"unreachable: {exc.reason}"
@@ -216,6 +216,14 @@ class FedkafkaApi:
             if time.monotonic() >= deadline:
                 raise ApiError(f"timed out after {timeout}s waiting for {what} (last: {last})")
             time.sleep(interval)
+
+
+def _not_active(url: str, active: str) -> str:
+    """Why `url` did not answer as the active controller: a standby names the active one; one naming itself holds
+    the leader row but is taking over (it answers once it serves the database's view, docs/DESIGN.md §3.6)."""
+    if active.rstrip("/") == url:
+        return "is taking over (it answers once it serves the database's view)"
+    return f"stands by (active: {active or 'not known yet'})"
 
 
 class _Standby(Exception):
