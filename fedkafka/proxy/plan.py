@@ -365,11 +365,14 @@ class MemoryBudget(Protocol):
     """The process' memory budget (--max-buffered-bytes: the core's `limits.ByteBudget`, which charges broker answers
     while they arrive and client answers while they are held) as a handler charges what it keeps for a connection
     past a request (Fetch: a dropped answer's records, `handlers.fetch._KeptAnswers`): taken only from its spare
-    share (`take_spare`: nobody waiting, at most 1/`share` of the budget in use once taken), so what handlers keep
-    never holds a client's request back; each byte taken is released once (`release`)."""
+    share (`take_spare`: nobody waiting, at most 1/`share` of the budget in use once taken), and given back before
+    anyone would wait for the budget (`give_back_on_wait`: the callback releases it; called once, then forgotten),
+    so what handlers keep never holds a client's request back; each byte taken is released once (`release`)."""
 
     def take_spare(self, n: int, share: int = 2) -> bool: ...
     def release(self, n: int) -> None: ...
+    def give_back_on_wait(self, give_back: Callable[[], None]) -> None: ...
+    def forget_give_back(self, give_back: Callable[[], None]) -> None: ...
 
 
 class LiveState(Protocol):

@@ -359,6 +359,23 @@ def test_kept_answers_are_given_back_when_the_connection_closes_and_nothing_is_k
     assert budget.used == 0 and session.fetch_kept.nbytes == 0
 
 
+def test_kept_answers_are_given_back_to_a_request_that_would_wait_and_their_partitions_are_owed_again():
+    """A request the process' budget has no room for gets the kept bytes at once (`MemoryBudget.give_back_on_wait`);
+    the connection's next Fetch waits for the broker that answered them (owed, as an answer never kept)."""
+    async def scenario():
+        session, budget = Session(), ByteBudget(fetch.KEPT_BUDGET_SHARE * len(KEPT))
+        kept(session, budget)
+        assert await budget.acquire(budget.limit) and session.fetch_kept.nbytes == 0 and not session.fetch_kept.entries
+        budget.release(budget.limit)
+        plan = keeping_plan(session, budget)
+        assert [c.target for c in plan.calls] == [SLOW, BUSY] and plan.awaited == (0,)
+        kept(session, budget)  # kept again, then taken by the next Fetch: nothing left to give back, none asked
+        keeping_plan(session, budget).abandoned()
+        assert budget.used == 0 and not budget._give_backs
+
+    asyncio.run(scenario())
+
+
 def test_a_connection_closes_its_session_and_the_dispatcher_charges_the_process_budget():
     """The core's side: `ClientConnection.run` ends with `Session.close`, and `Dispatcher.context` gives handlers
     the process' memory budget (the pool's)."""

@@ -28,10 +28,6 @@ from .test_fetch_fairness_unit import KEPT, SLOW, SLOW_PARTITION, keeping_plan, 
 from .test_handlers_unit import batch, fetch_answer, partitions
 
 
-@pytest.mark.xfail(strict=True, reason="review s35-dropped: kept answers hold their bytes until the connection's "
-                   "next Fetch or its close, whatever waits for the budget meanwhile (a paused consumer's connection "
-                   "holds them for as long as it lives): DESIGN's 'kept answers never hold a client's request back' "
-                   "holds only when they are taken")
 def test_a_request_waiting_for_the_memory_budget_gets_the_bytes_kept_answers_hold():
     """A connection kept a dropped answer and then stopped fetching (its consumer paused every partition it reads
     there: a backpressured Flink/Connect task; metadata requests keep the connection from the idle timeout). Later

@@ -275,8 +275,9 @@ class _KeptAnswers:
     partition's records as its broker answered them, which the next Fetch asking exactly that gives without a call
     (`_kept_parts`). Each is charged to the process' memory budget (its spare share only: `KEPT_BUDGET_SHARE`) and
     to this connection's bound (`KEPT_BYTES_PER_CONNECTION`) from `keep` until the Fetch that used it built its
-    answer (or was given up on), or the next Fetch did not ask it (`take`), or the connection closed (`close`):
-    released once. What does not fit is not kept (only owed: `_fair_plan`)."""
+    answer (or was given up on), or the next Fetch did not ask it (`take`), or someone would wait for the budget
+    (`give_back`, given to it while anything is kept: `MemoryBudget.give_back_on_wait`), or the connection closed
+    (`close`): released once. What does not fit is not kept (only owed: `_fair_plan`)."""
 
     __slots__ = ("budget", "closed", "entries", "nbytes")
 
@@ -295,6 +296,8 @@ class _KeptAnswers:
         kept.data.records = bytes(cast(rec.Buffer, kept.data.records))
         self.nbytes += n
         kept.owner = self
+        if not self.entries:  # (registered while anything is kept: a callback per connection keeping, no more)
+            self.budget.give_back_on_wait(self.give_back)
         older = self.entries.pop(key, None)  # (a pipelined Fetch's dropped answer of the same)
         self.entries[key] = kept
         if older is not None:
@@ -303,12 +306,18 @@ class _KeptAnswers:
     def take(self) -> dict[tuple[Broker, str, int, int], _Kept]:
         """Every kept answer, none left: the Fetch taking them uses or releases each."""
         entries, self.entries = self.entries, {}
+        if entries:
+            self.budget.forget_give_back(self.give_back)
         return entries
+
+    def give_back(self) -> None:
+        """Someone would wait for the process' budget: every kept answer is released for them (the connection's
+        next Fetch asks its brokers again, as for an answer never kept: owed, `_fair_plan`)."""
+        _release_all(self.take().values())
 
     def close(self) -> None:
         self.closed = True
-        for kept in self.take().values():
-            kept.release()
+        self.give_back()
 
 
 def _kept_store(ctx: Context) -> _KeptAnswers | None:
