@@ -20,6 +20,7 @@ from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from fedkafka.proxy.core.upstream import UpstreamPool
 from fedkafka.proxy.handlers import fetch
+from fedkafka.proxy.handlers.fetch import OWED_WAIT_FLOOR_MS
 from fedkafka.proxy.plan import UNANSWERED, AnyBroker, Broker, Call, Context, Plan, UpstreamError
 from fedkafka.proxy.state import ProxyState
 from fedkafka.security.session import Session
@@ -30,6 +31,12 @@ from .test_handlers_unit import VIEW, Physical, batch, fetch_answer, fetch_reque
 
 SLOW, BUSY = Broker("c3", 7), Broker("c1", 7)  # ("log", 0) at 75 is read on c3, ("log", 1) on c1
 SLOW_PARTITION, BUSY_PARTITION = ("log", 0), ("log", 1)
+
+
+def still_clock() -> float:
+    """A connection's session clock standing still: kept answers (`fetch._Kept.expires_at`) do not expire while a
+    test runs, however loaded the machine (a test expiring them moves a clock of its own)."""
+    return 0.0
 
 
 def connection_ctx(session: Session, budget: ByteBudget | None = None, view: View = VIEW) -> Context:
@@ -76,7 +83,7 @@ def out_of_range(topic: str, partition: int):
 
 
 def test_a_dropped_answer_with_records_or_an_error_is_waited_for_by_the_next_fetch_only():
-    session = Session()
+    session = Session(clock=still_clock)
     plan = fetch_plan(session)
     assert plan.awaited == ()  # nothing dropped yet: the first answer with records finishes it
     plan.answered_late(0, fetch_answer("t", 1, b"", hw=10))  # the slow poll ended empty: nothing was lost
@@ -95,7 +102,7 @@ def test_a_dropped_answer_with_records_or_an_error_is_waited_for_by_the_next_fet
 
 
 def test_a_debt_is_dropped_by_a_fetch_that_does_not_ask_its_broker_or_that_answers_it():
-    session = Session()
+    session = Session(clock=still_clock)
     plan = fetch_plan(session)
     plan.answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
     only_busy = fetch.handle(connection_ctx(session), None, fetch_request(("log", 1, 0)))
@@ -103,7 +110,7 @@ def test_a_debt_is_dropped_by_a_fetch_that_does_not_ask_its_broker_or_that_answe
     assert session.fetch_owed == set()  # the client no longer asks c3's partitions: nothing kept for them
     assert fetch_plan(session).awaited == ()
 
-    session = Session()
+    session = Session(clock=still_clock)
     dropping = fetch_plan(session)
     answering = fetch_plan(session)  # the next Fetch is out before the dropped poll ended
     dropping.answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
@@ -140,7 +147,7 @@ def test_a_slow_cluster_with_nothing_holds_up_no_fetch_of_a_busy_one():
     async def main():
         busy, slow = _Broker(auto=_batch(0)), _Broker()
         d, pool, _ = await _setup(busy, slow, quiet_cluster=SLOW.cluster)
-        session = Session()
+        session = Session(clock=still_clock)
         heard: list[int] = []
         for _ in range(5):
             out = partitions(await fetch_through(d, fetch_plan(session, heard)))
@@ -172,7 +179,7 @@ def test_the_debt_is_a_partition_at_the_offset_asked_and_its_call_asks_min_bytes
                                       max_wait=datetime.timedelta(milliseconds=max_wait_ms))
         return fetch.handle(connection_ctx(session), None, request)
 
-    session = Session()
+    session = Session(clock=still_clock)
     plan_of(session, ("log", 0, 75), ("log", 1, 0)).answered_late(0, fetch_answer("t", 1, batch(8, 1), hw=10))
     assert session.fetch_owed == {(SLOW, "t", 1, 8)}  # physical t/1 at 8: logical ("log", 0) at 75
     plan = plan_of(session, ("log", 0, 75), ("log", 1, 0))
@@ -250,7 +257,7 @@ def offsets(records) -> list[int]:
 
 
 def test_a_dropped_answer_s_records_are_given_to_the_next_fetch_asking_the_same_once_and_charged_until_then():
-    session, budget = Session(), ByteBudget(1 << 20)
+    session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget)
     assert budget.used == len(KEPT) == session.fetch_kept.nbytes  # kept, charged to the process' budget
     plan = keeping_plan(session, budget)
@@ -271,6 +278,24 @@ def test_a_dropped_answer_s_records_are_given_to_the_next_fetch_asking_the_same_
     assert budget.used == 0
 
 
+def test_a_kept_answer_serves_for_the_dropping_fetch_s_max_wait_then_its_broker_is_asked_again():
+    """Kept as long as a Fetch waits for an owed call (the client's max_wait, `OWED_WAIT_FLOOR_MS` at least) from
+    when its call ended: the client's next Fetch comes about a round trip after the answer that dropped it; later,
+    the broker's log may no longer be what it answered (it is owed: its call is waited for)."""
+    now = [100.0]
+    session, budget = Session(clock=lambda: now[0]), ByteBudget(1 << 20)
+    two_seconds = datetime.timedelta(seconds=2)
+    kept(session, budget, max_wait=two_seconds)
+    now[0] += 2
+    served = keeping_plan(session, budget)
+    assert [c.target for c in served.calls] == [BUSY]
+    served.abandoned()
+    kept(session, budget, max_wait=datetime.timedelta(0))  # max_wait 0: the floor
+    now[0] += OWED_WAIT_FLOOR_MS / 1000 + 0.001
+    expired = keeping_plan(session, budget)
+    assert [c.target for c in expired.calls] == [SLOW, BUSY] and expired.awaited == (0,) and budget.used == 0
+
+
 def test_a_kept_answer_serves_only_a_fetch_asking_exactly_what_its_call_asked():
     """Another offset (the client seeked), isolation level, a smaller partition max bytes than its records, a view
     change, or a leader epoch refused: the kept answer is released, never given; its partition, when asked, is read
@@ -279,18 +304,19 @@ def test_a_kept_answer_serves_only_a_fetch_asking_exactly_what_its_call_asked():
     cases = [(dict(parts=(("log", 0, 76), ("log", 1, 0))), ()), (dict(isolation_level=1), (0,)),
              (dict(partition_max_bytes=len(KEPT) - 1), (0,)), (dict(view=dataclasses.replace(VIEW)), (0,))]
     for changes, awaited in cases:
-        session, budget = Session(), ByteBudget(1 << 20)
+        session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
         kept(session, budget)
         plan = keeping_plan(session, budget, *changes.pop("parts", two), **changes)
         assert budget.used == 0, changes  # released
         assert [c.target for c in plan.calls] == [SLOW, BUSY] and plan.awaited == awaited, changes
-    session, budget = Session(), ByteBudget(1 << 20)
+    session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget)
     refused = partitions(keeping_plan(session, budget, current_leader_epoch=1))  # older than the chain's (2)
     assert refused[SLOW_PARTITION].error_code == ErrorCode.fenced_leader_epoch and not refused[SLOW_PARTITION].records
     assert budget.used == 0
 
-    session, budget = Session(), ByteBudget(1 << 20)  # a larger partition max bytes: fewer records than it allows
+    # a larger partition max bytes: fewer records than it allows
+    session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget)
     assert [c.target for c in keeping_plan(session, budget, partition_max_bytes=2 << 20).calls] == [BUSY]
 
@@ -301,9 +327,9 @@ def test_a_kept_read_committed_answer_gives_its_own_last_stable_offset_and_abort
          "log_start_offset": 0, "aborted_transactions": [{"producer_id": 5, "first_offset": 8}],
          "preferred_read_replica": -1, "records": KEPT}]}]})
     busy = fetch_answer("t", 1, batch(0, 1), 1)
-    direct = partitions(fetch.handle(connection_ctx(Session()), None, dataclasses.replace(
+    direct = partitions(fetch.handle(connection_ctx(Session(clock=still_clock)), None, dataclasses.replace(
         fetch_request(("log", 0, 75), ("log", 1, 0)), isolation_level=1)).finish([committed, busy]))
-    session, budget = Session(), ByteBudget(1 << 20)
+    session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget, committed, isolation_level=1)
     plan = keeping_plan(session, budget, isolation_level=1)
     assert [c.target for c in plan.calls] == [BUSY]
@@ -316,7 +342,7 @@ def test_a_kept_read_committed_answer_gives_its_own_last_stable_offset_and_abort
 
 
 def test_a_kept_answer_counts_against_the_client_s_max_bytes():
-    session, budget = Session(), ByteBudget(1 << 20)
+    session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget)
     plan = keeping_plan(session, budget, ("log", 1, 0), ("log", 0, 75), max_bytes=1)  # busy's partition first
     out = partitions(plan.finish([fetch_answer("t", 1, batch(0, 1), 1)]))
@@ -326,19 +352,19 @@ def test_a_kept_answer_counts_against_the_client_s_max_bytes():
 
 def test_what_is_kept_is_bounded_per_connection_and_by_the_process_budget_s_spare_share(monkeypatch):
     """Past either bound nothing is kept: the partition is owed as before (its next call waited for)."""
-    session, budget = Session(), ByteBudget(fetch.KEPT_BUDGET_SHARE * len(KEPT) - 1)  # a quarter: too small
+    session, budget = Session(clock=still_clock), ByteBudget(fetch.KEPT_BUDGET_SHARE * len(KEPT) - 1)  # too small
     kept(session, budget)
     assert budget.used == 0 and not session.fetch_kept.entries
     assert keeping_plan(session, budget).awaited == (0,)
 
     budget = ByteBudget(1 << 20)
     budget.used = budget.limit // fetch.KEPT_BUDGET_SHARE  # the rest of the process holds a quarter already
-    session = Session()
+    session = Session(clock=still_clock)
     kept(session, budget)
     assert budget.used == budget.limit // fetch.KEPT_BUDGET_SHARE and not session.fetch_kept.entries
 
     monkeypatch.setattr(fetch, "KEPT_BYTES_PER_CONNECTION", 2 * len(KEPT) - 1)
-    session, budget = Session(), ByteBudget(1 << 20)
+    session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     first, second = keeping_plan(session, budget), keeping_plan(session, budget, ("log", 0, 76), ("log", 1, 0))
     first.answered_late(0, fetch_answer("t", 1, KEPT, hw=10))
     second.answered_late(0, fetch_answer("t", 1, batch(9, 1), hw=10))  # past the connection's bound
@@ -346,7 +372,7 @@ def test_what_is_kept_is_bounded_per_connection_and_by_the_process_budget_s_spar
 
 
 def test_kept_answers_are_given_back_when_the_connection_closes_and_nothing_is_kept_after():
-    session, budget = Session(), ByteBudget(1 << 20)
+    session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget)
     taking = keeping_plan(session, budget)  # a Fetch that took the kept answer, not answered yet
     dropping = keeping_plan(session, budget, ("log", 0, 76), ("log", 1, 0))
@@ -363,7 +389,7 @@ def test_kept_answers_are_given_back_to_a_request_that_would_wait_and_their_part
     """A request the process' budget has no room for gets the kept bytes at once (`MemoryBudget.give_back_on_wait`);
     the connection's next Fetch waits for the broker that answered them (owed, as an answer never kept)."""
     async def scenario():
-        session, budget = Session(), ByteBudget(fetch.KEPT_BUDGET_SHARE * len(KEPT))
+        session, budget = Session(clock=still_clock), ByteBudget(fetch.KEPT_BUDGET_SHARE * len(KEPT))
         kept(session, budget)
         assert await budget.acquire(budget.limit) and session.fetch_kept.nbytes == 0 and not session.fetch_kept.entries
         budget.release(budget.limit)

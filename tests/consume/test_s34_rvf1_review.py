@@ -22,7 +22,7 @@ import datetime
 import uuid
 
 from consume.test_abandoned_polls_unit import _batch, _Broker, _close, _setup, _until
-from consume.test_fetch_fairness_unit import BUSY_PARTITION, SLOW, SLOW_PARTITION
+from consume.test_fetch_fairness_unit import BUSY_PARTITION, SLOW, SLOW_PARTITION, still_clock
 from consume.test_handlers_unit import CHAIN, IDENTITY, VIEW, Physical, fetch_request, partitions
 from consume.test_s34_rvf23_review import read_batches
 from fedkafka.protocol import codec
@@ -252,7 +252,7 @@ def test_a_dropped_answer_s_records_reach_the_next_fetch_asking_the_same_without
     async def main():
         busy, slow = _Broker(auto=BUSY_RECORDS), _Stocked({("t", 1): TRICKLE})
         d, pool, slow_port = await _setup(busy, slow, quiet_cluster=SLOW.cluster)
-        session, budget = Session(), ByteBudget(1 << 20)
+        session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
         await _owe_the_slow_broker(d, pool, busy, slow, session, slow_port, budget=budget)
         assert budget.used == len(TRICKLE)  # the dropped answer's records, kept and charged
         fetching = await _fetch(d, _plan(session, [], ("log", 0, 75), ("log", 1, 0), budget=budget))  # p0 again

@@ -191,10 +191,12 @@ def _fair_plan(ctx: Context, calls: list[Call], finish, brokers: list[Broker], m
     owed.clear()
     for i in awaited:
         calls[i] = replace(calls[i], request=replace(calls[i].request, min_bytes=1))
-    late = functools.partial(_note_dropped, owed, _kept_store(ctx), ctx.view, brokers, calls) \
+    # a dropped answer stands in for its broker's next answer at most as long as a Fetch waits for an owed call
+    within_s = max(max_wait_ms, OWED_WAIT_FLOOR_MS) / 1000
+    late = functools.partial(_note_dropped, owed, _kept_store(ctx), within_s, ctx.view, brokers, calls) \
         if len(calls) > 1 else None
     return Plan(calls, finish, return_early=_answers_at_once, awaited=awaited, answered_late=late,
-                awaited_within_s=max(max_wait_ms, OWED_WAIT_FLOOR_MS) / 1000 if awaited else None,
+                awaited_within_s=within_s if awaited else None,
                 abandoned=abandoned)
 
 
@@ -203,15 +205,15 @@ def _offsets_asked(request: UpstreamFetch) -> dict[tuple[str, int], int]:
     return {(t.topic, p.partition): p.fetch_offset for t in request.topics for p in t.partitions}
 
 
-def _note_dropped(owed: set[tuple[Broker, str, int, int]], kept: _KeptAnswers | None, view: View,
+def _note_dropped(owed: set[tuple[Broker, str, int, int]], kept: _KeptAnswers | None, keep_s: float, view: View,
                   brokers: list[Broker], calls: list[Call], index: int, result) -> None:
     """A call its fetch finished without ended: dropped, and owed to the connection's next Fetch asking the same
     there, each partition it answered with what Kafka's broker answers at once (records, an error; every partition
     asked for an error of the whole answer); nothing when it timed out empty or failed, nor for a quota throttle
     (KIP-219: its broker muted that connection for the throttle time, and a call waited for there would hold the
     other clusters' records as long; the broker's next answer to this connection tells the throttle again). A
-    partition's records are kept too (`kept`, bounded: `_KeptAnswers.keep`), given to that next Fetch without a
-    call: they are not read again from the broker."""
+    partition's records are kept too (`kept`, bounded: `_KeptAnswers.keep`; for `keep_s` seconds), given to that
+    next Fetch without a call: they are not read again from the broker."""
     if not _answers_at_once(result) or _throttle_ms(result) > 0:
         return
     broker, request = brokers[index], calls[index].request
@@ -227,7 +229,7 @@ def _note_dropped(owed: set[tuple[Broker, str, int, int]], kept: _KeptAnswers | 
             key = (broker, t.topic, p.partition_index, part.fetch_offset)
             owed.add(key)  # (a kept answer used, its call is not made; else its call is waited for)
             if kept is not None and not p.error_code:
-                kept.keep(key, _Kept(p, view, request, part.partition_max_bytes))
+                kept.keep(key, _Kept(p, view, request, part.partition_max_bytes), keep_s)
 
 
 # What one client connection's kept answers hold at most (`_KeptAnswers`), and the share of the process' memory
@@ -240,9 +242,11 @@ KEPT_BUDGET_SHARE = 4
 class _Kept:
     """A dropped answer's partition with records, kept for the connection's next Fetch: the broker's partition
     data with its records copied out of the broker's frame (only they are held, `nbytes`), what its call asked
-    with, and the view of the Fetch that dropped it. Charged from `_KeptAnswers.keep` until `release` (once)."""
+    with, the view of the Fetch that dropped it, and when it expires (`expires_at`, on the session's clock: set by
+    `_KeptAnswers.keep`). Charged from `_KeptAnswers.keep` until `release` (once)."""
 
-    __slots__ = ("data", "isolation_level", "nbytes", "owner", "partition_max_bytes", "version", "view")
+    __slots__ = ("data", "expires_at", "isolation_level", "nbytes", "owner", "partition_max_bytes", "version",
+                 "view")
 
     def __init__(self, data, view: View, request: UpstreamFetch, partition_max_bytes: int):
         self.data = rec.FetchPartitionData(
@@ -252,13 +256,16 @@ class _Kept:
         self.view, self.version, self.isolation_level = view, request.version, request.isolation_level
         self.partition_max_bytes = partition_max_bytes
         self.owner: _KeptAnswers | None = None  # charged to it while set
+        self.expires_at = 0.0
 
-    def serves(self, view: View, request, partition_max_bytes: int) -> bool:
+    def serves(self, view: View, request, partition_max_bytes: int, now: float) -> bool:
         """Whether this is the answer a call asking its partition at its offset (the key it is kept under) for
-        `request` would get: the same view (a view change drops it), version and isolation level (READ_COMMITTED:
-        its last stable offset and aborted transactions are those of its records), and no more records than the
-        partition's max bytes allow now (fewer than a broker would give is an answer a broker may give)."""
-        return (view is self.view and type(request).__version__ == self.version
+        `request` would get: not expired at `now` (an older answer's log start, watermarks and records may be gone
+        at the broker: retention, DeleteRecords, a re-created topic), the same view (a view change drops it), version
+        and isolation level (READ_COMMITTED: its last stable offset and aborted transactions are those of its
+        records), and no more records than the partition's max bytes allow now (fewer than a broker would give is an
+        answer a broker may give)."""
+        return (now <= self.expires_at and view is self.view and type(request).__version__ == self.version
                 and request.isolation_level == self.isolation_level
                 and (partition_max_bytes >= self.partition_max_bytes or self.nbytes <= partition_max_bytes))
 
@@ -279,15 +286,18 @@ class _KeptAnswers:
     (`give_back`, given to it while anything is kept: `MemoryBudget.give_back_on_wait`), or the connection closed
     (`close`): released once. What does not fit is not kept (only owed: `_fair_plan`)."""
 
-    __slots__ = ("budget", "closed", "entries", "nbytes")
+    __slots__ = ("budget", "clock", "closed", "entries", "nbytes")
 
-    def __init__(self, budget: MemoryBudget):
+    def __init__(self, budget: MemoryBudget, clock: Callable[[], float]):
         self.budget = budget
+        self.clock = clock  # the session's (monotonic, the loop's clock): when kept answers expire
         self.entries: dict[tuple[Broker, str, int, int], _Kept] = {}
         self.nbytes = 0  # kept, and taken by a Fetch not yet answered
         self.closed = False
 
-    def keep(self, key: tuple[Broker, str, int, int], kept: _Kept) -> None:
+    def keep(self, key: tuple[Broker, str, int, int], kept: _Kept, keep_s: float) -> None:
+        """Keep `kept` for `keep_s` seconds (expired, the next Fetch asks its broker and releases it: an idle
+        connection's expired answers hold their bytes only until someone would wait for them, `give_back`)."""
         n = kept.nbytes
         if self.closed or self.nbytes + n > KEPT_BYTES_PER_CONNECTION or \
                 not self.budget.take_spare(n, KEPT_BUDGET_SHARE):
@@ -296,6 +306,7 @@ class _KeptAnswers:
         kept.data.records = bytes(cast(rec.Buffer, kept.data.records))
         self.nbytes += n
         kept.owner = self
+        kept.expires_at = self.clock() + keep_s
         if not self.entries:  # (registered while anything is kept: a callback per connection keeping, no more)
             self.budget.give_back_on_wait(self.give_back)
         older = self.entries.pop(key, None)  # (a pipelined Fetch's dropped answer of the same)
@@ -324,7 +335,7 @@ def _kept_store(ctx: Context) -> _KeptAnswers | None:
     """The connection's kept answers (made on first use), None without a memory budget to charge: nothing kept."""
     kept = ctx.session.fetch_kept
     if kept is None and ctx.budget is not None:
-        kept = ctx.session.fetch_kept = _KeptAnswers(ctx.budget)
+        kept = ctx.session.fetch_kept = _KeptAnswers(ctx.budget, ctx.session.clock)
     return kept
 
 
@@ -347,7 +358,7 @@ def _kept_parts(ctx: Context, request, groups: dict[tuple[str, int], list[_Route
     store: _KeptAnswers | None = ctx.session.fetch_kept
     if store is None or not store.entries:
         return []
-    entries = store.take()
+    entries, now = store.take(), store.clock()
     parts: list[_KeptPart] = []
     for (cluster, node), routes in list(groups.items()):
         broker = Broker(cluster, node)
@@ -356,7 +367,7 @@ def _kept_parts(ctx: Context, request, groups: dict[tuple[str, int], list[_Route
         for r in routes:
             seg = r.target.segment
             kept = entries.pop((broker, seg.topic, seg.partition, r.target.physical_offset), None)
-            if kept is not None and kept.serves(ctx.view, request, r.partition_max_bytes):
+            if kept is not None and kept.serves(ctx.view, request, r.partition_max_bytes, now):
                 served.append((r, kept))
                 continue
             left.append(r)
