@@ -297,12 +297,13 @@ def test_a_kept_answer_serves_for_the_dropping_fetch_s_max_wait_then_its_broker_
 
 
 def test_a_kept_answer_serves_only_a_fetch_asking_exactly_what_its_call_asked():
-    """Another offset (the client seeked), isolation level, a smaller partition max bytes than its records, a view
-    change, or a leader epoch refused: the kept answer is released, never given; its partition, when asked, is read
-    from the broker (waited for, as owed, when asked at that offset)."""
+    """Another offset (the client seeked), isolation level, a smaller partition max bytes or max_bytes than its
+    records, a view change, or a leader epoch refused: the kept answer is released, never given; its partition, when
+    asked, is read from the broker (waited for, as owed, when asked at that offset)."""
     two = (("log", 0, 75), ("log", 1, 0))
     cases = [(dict(parts=(("log", 0, 76), ("log", 1, 0))), ()), (dict(isolation_level=1), (0,)),
-             (dict(partition_max_bytes=len(KEPT) - 1), (0,)), (dict(view=dataclasses.replace(VIEW)), (0,))]
+             (dict(partition_max_bytes=len(KEPT) - 1), (0,)), (dict(max_bytes=len(KEPT) - 1), (0,)),
+             (dict(view=dataclasses.replace(VIEW)), (0,))]
     for changes, awaited in cases:
         session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
         kept(session, budget)
@@ -319,6 +320,11 @@ def test_a_kept_answer_serves_only_a_fetch_asking_exactly_what_its_call_asked():
     session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget)
     assert [c.target for c in keeping_plan(session, budget, partition_max_bytes=2 << 20).calls] == [BUSY]
+    # a smaller max_bytes its records fit in, or a larger one: the answer a call asking it may get
+    for max_bytes in (len(KEPT), 2 << 20):
+        session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
+        kept(session, budget)
+        assert [c.target for c in keeping_plan(session, budget, max_bytes=max_bytes).calls] == [BUSY], max_bytes
 
 
 def test_a_kept_read_committed_answer_gives_its_own_last_stable_offset_and_aborted_transactions():
@@ -343,8 +349,9 @@ def test_a_kept_read_committed_answer_gives_its_own_last_stable_offset_and_abort
 
 def test_a_kept_answer_counts_against_the_client_s_max_bytes():
     session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
-    kept(session, budget)
-    plan = keeping_plan(session, budget, ("log", 1, 0), ("log", 0, 75), max_bytes=1)  # busy's partition first
+    kept(session, budget, max_bytes=len(KEPT))  # (kept from a call asking that max_bytes: it serves one asking it)
+    plan = keeping_plan(session, budget, ("log", 1, 0), ("log", 0, 75), max_bytes=len(KEPT))  # busy's first
+    assert [c.target for c in plan.calls] == [BUSY]
     out = partitions(plan.finish([fetch_answer("t", 1, batch(0, 1), 1)]))
     assert out[BUSY_PARTITION].records and not out[SLOW_PARTITION].records  # the first always fits, no more
     assert budget.used == 0

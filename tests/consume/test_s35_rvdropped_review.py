@@ -23,7 +23,7 @@ from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.plan import Plan
 from fedkafka.security.session import Session
 
-from .test_fetch_fairness_unit import KEPT, SLOW, SLOW_PARTITION, keeping_plan, kept, offsets, still_clock
+from .test_fetch_fairness_unit import BUSY, KEPT, SLOW, SLOW_PARTITION, keeping_plan, kept, offsets, still_clock
 from .test_handlers_unit import batch, fetch_answer, partitions
 
 
@@ -72,9 +72,6 @@ def test_a_kept_answer_is_not_given_long_after_its_broker_gave_it():
     assert budget.used == 0  # and the expired answer given back
 
 
-@pytest.mark.xfail(strict=True, reason="review s35-dropped: `_Kept.serves` does not compare the request's max_bytes: "
-                   "an answer kept from a call with a larger max_bytes is given whole to a Fetch asking fewer bytes, "
-                   "where Kafka's broker (and the call the proxy would make) gives its first batch only")
 def test_a_kept_answer_gives_no_more_than_the_client_s_max_bytes_allow():
     """The dropped call asked max_bytes 1 MiB and got two batches; the next Fetch asks the same partition first with
     max_bytes 1. Kafka's broker reads the first partition with min(partition max bytes, max_bytes left) and at
@@ -85,7 +82,10 @@ def test_a_kept_answer_gives_no_more_than_the_client_s_max_bytes_allow():
     session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget, fetch_answer("t", 1, batch(8, 1) + batch(9, 1), hw=10))
     plan = keeping_plan(session, budget, ("log", 0, 75), ("log", 1, 0), max_bytes=1)
-    out = partitions(plan.finish([fetch_answer("t", 1, batch(0, 1), 1)]) if isinstance(plan, Plan) else plan)
+    assert isinstance(plan, Plan)
+    brokers = {SLOW: fetch_answer("t", 1, batch(8, 1), hw=10),  # (asked max_bytes 1: its first batch, KIP-74)
+               BUSY: fetch_answer("t", 1, batch(0, 1), 1)}
+    out = partitions(plan.finish([brokers[c.target] for c in plan.calls]))
     assert offsets(out[SLOW_PARTITION].records) in ([], [75]), "more than max_bytes: both kept batches given"
 
 

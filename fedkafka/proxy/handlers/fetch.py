@@ -245,8 +245,8 @@ class _Kept:
     with, the view of the Fetch that dropped it, and when it expires (`expires_at`, on the session's clock: set by
     `_KeptAnswers.keep`). Charged from `_KeptAnswers.keep` until `release` (once)."""
 
-    __slots__ = ("data", "expires_at", "isolation_level", "nbytes", "owner", "partition_max_bytes", "version",
-                 "view")
+    __slots__ = ("data", "expires_at", "isolation_level", "max_bytes", "nbytes", "owner", "partition_max_bytes",
+                 "version", "view")
 
     def __init__(self, data, view: View, request: UpstreamFetch, partition_max_bytes: int):
         self.data = rec.FetchPartitionData(
@@ -254,7 +254,7 @@ class _Kept:
             getattr(data, "log_start_offset", -1), data.aborted_transactions, -1, data.records)
         self.nbytes = len(data.records)
         self.view, self.version, self.isolation_level = view, request.version, request.isolation_level
-        self.partition_max_bytes = partition_max_bytes
+        self.max_bytes, self.partition_max_bytes = request.max_bytes, partition_max_bytes
         self.owner: _KeptAnswers | None = None  # charged to it while set
         self.expires_at = 0.0
 
@@ -263,11 +263,14 @@ class _Kept:
         `request` would get: not expired at `now` (an older answer's log start, watermarks and records may be gone
         at the broker: retention, DeleteRecords, a re-created topic), the same view (a view change drops it), version
         and isolation level (READ_COMMITTED: its last stable offset and aborted transactions are those of its
-        records), and no more records than the partition's max bytes allow now (fewer than a broker would give is an
-        answer a broker may give)."""
+        records), and no more records than the partition's max bytes and the request's max_bytes allow now: asked
+        with no less than its call, or its records fit (fewer than a broker would give is an answer a broker may
+        give; a call asking fewer would get only its first batch, KIP-74, as `_Budget` counts a broker's records)."""
+        size = len(self.data.records)
         return (now <= self.expires_at and view is self.view and type(request).__version__ == self.version
                 and request.isolation_level == self.isolation_level
-                and (partition_max_bytes >= self.partition_max_bytes or self.nbytes <= partition_max_bytes))
+                and (partition_max_bytes >= self.partition_max_bytes or size <= partition_max_bytes)
+                and (request.max_bytes >= self.max_bytes or size <= request.max_bytes))
 
     def release(self) -> None:
         owner, self.owner = self.owner, None
