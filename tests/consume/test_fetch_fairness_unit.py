@@ -225,6 +225,7 @@ def test_the_core_waits_for_an_awaited_call_at_most_awaited_within_s_then_drops_
 # -- s35-dropped: a dropped answer's records kept for the next Fetch asking the same (`fetch._KeptAnswers`) ----------
 
 KEPT = batch(8, 1)  # the slow cluster's dropped answer of physical t/1 at 8: logical ("log", 0) at 75
+KEPT_CHARGE = len(KEPT) + fetch.KEPT_ENTRY_BYTES  # what keeping it charges (its records and the entry)
 
 
 def keeping_plan(session: Session, budget: ByteBudget, *parts: tuple[str, int, int], view: View = VIEW,
@@ -259,11 +260,11 @@ def offsets(records) -> list[int]:
 def test_a_dropped_answer_s_records_are_given_to_the_next_fetch_asking_the_same_once_and_charged_until_then():
     session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     kept(session, budget)
-    assert budget.used == len(KEPT) == session.fetch_kept.nbytes  # kept, charged to the process' budget
+    assert budget.used == KEPT_CHARGE == session.fetch_kept.nbytes  # kept, charged to the process' budget
     plan = keeping_plan(session, budget)
     assert [c.target for c in plan.calls] == [BUSY]  # no call for p0: its records are here
     assert plan.calls[0].request.max_wait_ms == 0 and plan.awaited == ()  # (records to give: no long poll)
-    assert budget.used == len(KEPT)  # still held by the Fetch
+    assert budget.used == KEPT_CHARGE  # still held by the Fetch
     out = partitions(plan.finish([fetch_answer("t", 1, batch(0, 1), 1)]))
     assert offsets(out[SLOW_PARTITION].records) == [75] and offsets(out[BUSY_PARTITION].records) == [0]
     assert budget.used == 0 and session.fetch_kept.nbytes == 0  # given back with the answer (the core charges it)
@@ -359,7 +360,7 @@ def test_a_kept_answer_counts_against_the_client_s_max_bytes():
 
 def test_what_is_kept_is_bounded_per_connection_and_by_the_process_budget_s_spare_share(monkeypatch):
     """Past either bound nothing is kept: the partition is owed as before (its next call waited for)."""
-    session, budget = Session(clock=still_clock), ByteBudget(fetch.KEPT_BUDGET_SHARE * len(KEPT) - 1)  # too small
+    session, budget = Session(clock=still_clock), ByteBudget(fetch.KEPT_BUDGET_SHARE * KEPT_CHARGE - 1)  # too small
     kept(session, budget)
     assert budget.used == 0 and not session.fetch_kept.entries
     assert keeping_plan(session, budget).awaited == (0,)
@@ -370,12 +371,12 @@ def test_what_is_kept_is_bounded_per_connection_and_by_the_process_budget_s_spar
     kept(session, budget)
     assert budget.used == budget.limit // fetch.KEPT_BUDGET_SHARE and not session.fetch_kept.entries
 
-    monkeypatch.setattr(fetch, "KEPT_BYTES_PER_CONNECTION", 2 * len(KEPT) - 1)
+    monkeypatch.setattr(fetch, "KEPT_BYTES_PER_CONNECTION", 2 * KEPT_CHARGE - 1)
     session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
     first, second = keeping_plan(session, budget), keeping_plan(session, budget, ("log", 0, 76), ("log", 1, 0))
     first.answered_late(0, fetch_answer("t", 1, KEPT, hw=10))
     second.answered_late(0, fetch_answer("t", 1, batch(9, 1), hw=10))  # past the connection's bound
-    assert budget.used == len(KEPT) and len(session.fetch_kept.entries) == 1
+    assert budget.used == KEPT_CHARGE and len(session.fetch_kept.entries) == 1
 
 
 def test_kept_answers_are_given_back_when_the_connection_closes_and_nothing_is_kept_after():
@@ -384,10 +385,10 @@ def test_kept_answers_are_given_back_when_the_connection_closes_and_nothing_is_k
     taking = keeping_plan(session, budget)  # a Fetch that took the kept answer, not answered yet
     dropping = keeping_plan(session, budget, ("log", 0, 76), ("log", 1, 0))
     dropping_late = dropping.answered_late
-    assert budget.used == len(KEPT)
+    assert budget.used == KEPT_CHARGE
     session.close()
     dropping_late(0, fetch_answer("t", 1, batch(9, 1), hw=10))  # its dropped call ends after the close
-    assert budget.used == len(KEPT)  # nothing kept after the close; the taken one is still the Fetch's
+    assert budget.used == KEPT_CHARGE  # nothing kept after the close; the taken one is still the Fetch's
     taking.abandoned()  # the connection's Fetch given up on (cancelled with it)
     assert budget.used == 0 and session.fetch_kept.nbytes == 0
 
@@ -396,7 +397,7 @@ def test_kept_answers_are_given_back_to_a_request_that_would_wait_and_their_part
     """A request the process' budget has no room for gets the kept bytes at once (`MemoryBudget.give_back_on_wait`);
     the connection's next Fetch waits for the broker that answered them (owed, as an answer never kept)."""
     async def scenario():
-        session, budget = Session(clock=still_clock), ByteBudget(fetch.KEPT_BUDGET_SHARE * len(KEPT))
+        session, budget = Session(clock=still_clock), ByteBudget(fetch.KEPT_BUDGET_SHARE * KEPT_CHARGE)
         kept(session, budget)
         assert await budget.acquire(budget.limit) and session.fetch_kept.nbytes == 0 and not session.fetch_kept.entries
         budget.release(budget.limit)
@@ -422,7 +423,7 @@ def test_a_connection_closes_its_session_and_the_dispatcher_charges_the_process_
         await until(lambda: conns)
         session = conns[0].session
         kept(session, budget)
-        assert budget.used == len(KEPT)
+        assert budget.used == KEPT_CHARGE
         writer.close()
         await until(lambda: budget.used == 0)
         assert session.fetch_kept.closed

@@ -7,13 +7,17 @@ The offset mapping holds (a kept answer is keyed by the physical offset asked an
 object, translated as a call's own answer): no finding there. What the strict xfails below show is what the kept
 answer is *not* compared with: its age, the request's max_bytes, and what it holds besides its records; and that the
 bytes it holds are never given back to anyone but the connection's next Fetch. Handler-level, as
-tests/consume/test_fetch_fairness_unit.py (whose set-ups they use)."""
+tests/consume/test_fetch_fairness_unit.py (whose set-ups they use).
+
+Fixed (s35-fixdropped), the xfails removed: kept answers are given back before a reader would wait for the budget
+(`MemoryBudget.give_back_on_wait`), expire after the dropping Fetch's max_wait (`OWED_WAIT_FLOOR_MS` at least, on the
+session's clock), serve only a request asking no smaller max_bytes or one their records fit, and charge a fixed
+per-entry overhead and each aborted transaction besides their records."""
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
@@ -23,7 +27,17 @@ from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.plan import Plan
 from fedkafka.security.session import Session
 
-from .test_fetch_fairness_unit import BUSY, KEPT, SLOW, SLOW_PARTITION, keeping_plan, kept, offsets, still_clock
+from .test_fetch_fairness_unit import (
+    BUSY,
+    KEPT,
+    KEPT_CHARGE,
+    SLOW,
+    SLOW_PARTITION,
+    keeping_plan,
+    kept,
+    offsets,
+    still_clock,
+)
 from .test_handlers_unit import batch, fetch_answer, partitions
 
 
@@ -37,10 +51,10 @@ def test_a_request_waiting_for_the_memory_budget_gets_the_bytes_kept_answers_hol
     (`client_frames._grow`, share 4: a producer's 1 MiB step) and every other connection's keep is refused too."""
 
     async def scenario():
-        session, budget = Session(clock=still_clock), ByteBudget(fetch.KEPT_BUDGET_SHARE * len(KEPT))
+        session, budget = Session(clock=still_clock), ByteBudget(fetch.KEPT_BUDGET_SHARE * KEPT_CHARGE)
         kept(session, budget)  # ... and the connection fetches no more
-        assert budget.used == len(KEPT)
-        request = asyncio.ensure_future(budget.acquire(budget.limit - len(KEPT) + 1))  # a client's frame
+        assert budget.used == KEPT_CHARGE
+        request = asyncio.ensure_future(budget.acquire(budget.limit - KEPT_CHARGE + 1))  # a client's frame
         try:
             for _ in range(10):  # (yields: a release would grant it synchronously, `ByteBudget._grant`)
                 await asyncio.sleep(0)
@@ -89,8 +103,6 @@ def test_a_kept_answer_gives_no_more_than_the_client_s_max_bytes_allow():
     assert offsets(out[SLOW_PARTITION].records) in ([], [75]), "more than max_bytes: both kept batches given"
 
 
-@pytest.mark.xfail(strict=True, reason="review s35-dropped: only a kept answer's record bytes are charged; what else "
-                   "it holds (a READ_COMMITTED answer's aborted transactions, parsed into Python objects) is not")
 def test_what_a_kept_answer_holds_is_charged_to_the_memory_budget():
     """A READ_COMMITTED answer with one small batch and 10,000 aborted transactions (16 bytes each on the wire, a
     Python object each once read): `_Kept.nbytes = len(data.records)` (fetch.py `_Kept.__init__`) charges the ~70
