@@ -412,7 +412,7 @@ def test_kept_answers_are_given_back_to_a_request_that_would_wait_and_their_part
 
 def test_a_connection_closes_its_session_and_the_dispatcher_charges_the_process_budget():
     """The core's side: `ClientConnection.run` ends with `Session.close`, and `Dispatcher.context` gives handlers
-    the process' memory budget (the pool's)."""
+    the process' memory budget (the pool's) with the connection's session only: a throwaway one is never closed."""
     from proxy.test_connection_callbacks_unit import client, serve, until
     from proxy.test_limits_unit import _HeldDispatcher
 
@@ -432,7 +432,8 @@ def test_a_connection_closes_its_session_and_the_dispatcher_charges_the_process_
         pool = UpstreamPool(budget=budget)
         d = Dispatcher(state=ProxyState(view=VIEW, me=VIEW.proxies[0]), physical=Physical(),  # type: ignore[arg-type]
                        producer_ids=None, pool=pool)
-        assert d.context(None, advertised={}).budget is budget
+        assert d.context(None, Session(), advertised={}).budget is budget
+        assert d.context(None, advertised={}).budget is None
         pool.close()
 
     asyncio.run(scenario())

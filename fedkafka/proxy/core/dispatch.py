@@ -254,6 +254,8 @@ class Dispatcher:
 
     def context(self, client_id: str | None, session: Session | None = None,
                 advertised: dict[int, tuple[int, int]] | None = None) -> Context:
+        """A request's context; without the connection's `session` (a throwaway one is made) no memory budget: what a
+        handler kept for it would never be given back (nothing closes that session)."""
         view: View = self.state.view
         me: ProxyInfo = self.state.me
         return Context(view=view, me=me, advertised=self.advertised if advertised is None else advertised,
@@ -262,7 +264,7 @@ class Dispatcher:
                        max_fetch_wait_ms=self.max_fetch_wait_ms, max_request_elements=self.max_request_elements,
                        on_refusal=self.observer.refused, on_refusals=self.observer.refused_together,
                        session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None,
-                       live=self.state, budget=self.budget)
+                       live=self.state, budget=self.budget if session is not None else None)
 
     def authorizer(self, view: View) -> Authorizer | None:
         """None with authorization off; else the view's ACLs, indexed once per view."""
