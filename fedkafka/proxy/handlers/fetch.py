@@ -273,7 +273,7 @@ class _Kept:
         records), and no more records than the partition's max bytes and the request's max_bytes allow now: asked
         with no less than its call, or its records fit (fewer than a broker would give is an answer a broker may
         give; a call asking fewer would get only its first batch, KIP-74, as `_Budget` counts a broker's records)."""
-        size = len(self.data.records)
+        size = len(cast(rec.Buffer, self.data.records))  # (bytes, copied by `_KeptAnswers.keep`)
         return (now <= self.expires_at and view is self.view and type(request).__version__ == self.version
                 and request.isolation_level == self.isolation_level
                 and (partition_max_bytes >= self.partition_max_bytes or size <= partition_max_bytes)
