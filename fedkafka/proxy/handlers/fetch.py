@@ -246,10 +246,10 @@ KEPT_ABORTED_TRANSACTION_BYTES = 128
 
 class _Kept:
     """A dropped answer's partition with records, kept for the connection's next Fetch: the broker's partition
-    data with its records copied out of the broker's frame (only they are held, charged with the objects and aborted
-    transactions it holds: `nbytes`), what its call asked
-    with, the view of the Fetch that dropped it, and when it expires (`expires_at`, on the session's clock: set by
-    `_KeptAnswers.keep`). Charged from `_KeptAnswers.keep` until `release` (once)."""
+    data with its records copied out of the broker's frame (only they are held; `nbytes` charges them with the
+    objects and aborted transactions it holds), what its call asked with, the view of the Fetch that dropped it, and
+    when it expires (`expires_at`, on the session's clock: set by `_KeptAnswers.keep`). Charged from
+    `_KeptAnswers.keep` until `release` (once)."""
 
     __slots__ = ("data", "expires_at", "isolation_level", "max_bytes", "nbytes", "owner", "partition_max_bytes",
                  "version", "view")
