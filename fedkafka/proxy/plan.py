@@ -111,7 +111,8 @@ class Plan:
     delay_s: float = 0.0  # wait before sending (a handler's retry backoff; the core owns the clock)
     # Called (at least once) when the core gives up on the plan before `finish` ran on its results: cancelled (its
     # client closed the connection) or failed. The calls may still be at the broker: what `finish` would have settled,
-    # the handler settles once they can no longer be written (produce: DESIGN §5.3 rule 3).
+    # the handler settles once they can no longer be written (produce: DESIGN §5.3 rule 3), and what `finish` would
+    # have released it releases (fetch: the kept answers it took, DESIGN §3.1 "Kept answers").
     abandoned: Callable[[], None] | None = None
     # With return_early: the calls (by index) it never finishes without, however early another has data; and
     # called with (index, result) of each call it finished without, once that call's result comes (never for a call
@@ -360,6 +361,20 @@ class ProducerIds(Protocol):
         """Whether a batch past the floor may still be refused as a gap (not REFUSAL_MEMORY_S after the first)."""
 
 
+class MemoryBudget(Protocol):
+    """The process' memory budget (--max-buffered-bytes: the core's `limits.ByteBudget`, which charges broker answers
+    while they arrive and client answers while they are held) as a handler charges what it keeps for a connection
+    past a request (Fetch: a dropped answer's records, `handlers.fetch._KeptAnswers`): taken only from its spare
+    share (`take_spare`: nobody waiting, at most 1/`share` of the budget in use once taken), and given back before
+    anyone would wait for the budget (`give_back_on_wait`: the callback releases it; called once, then forgotten),
+    so what handlers keep never holds a client's request back; each byte taken is released once (`release`)."""
+
+    def take_spare(self, n: int, share: int = 2) -> bool: ...
+    def release(self, n: int) -> None: ...
+    def give_back_on_wait(self, give_back: Callable[[], None]) -> None: ...
+    def forget_give_back(self, give_back: Callable[[], None]) -> None: ...
+
+
 class LiveState(Protocol):
     """The proxy's state as it is now (`proxy.state.ProxyState`): what a read's upstream answer is checked against
     when it arrives, since the view may have changed while the call was out (`as_now`)."""
@@ -431,6 +446,9 @@ class Context:
     # The proxy's state now, read when an upstream answer of a read arrives (`as_now`); None: `view` and
     # `lease_valid` stay what they were (a context made by hand)
     live: LiveState | None = None
+    # The process' memory budget, charged with what a handler keeps for the connection past a request; None: it
+    # keeps nothing (a context made by hand)
+    budget: MemoryBudget | None = None
 
     def refused(self, reason: str, topic: str, partition: int, detail: str | None = None) -> None:
         """A part of the request refused by the proxy's own rules (reason: lease, frozen, gap, cluster,

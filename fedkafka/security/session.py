@@ -76,6 +76,10 @@ class Session:
     # (broker, physical topic, partition, offset) of each such partition (fedkafka.proxy.handlers.fetch: its next
     # Fetch asking one of them there waits for that broker's answer too), made on first use
     fetch_owed: Any = None
+    # the records of those dropped answers, kept for its next Fetch asking exactly the same there and charged to the
+    # process' memory budget while kept (fedkafka.proxy.handlers.fetch._KeptAnswers, made on first use): given back
+    # when the connection closes (`close`)
+    fetch_kept: Any = None
 
     @classmethod
     def for_listener(cls, protocol: str, mechanisms: tuple[str, ...] = SASL_MECHANISMS, peer: str = "",
@@ -87,6 +91,12 @@ class Session:
                    authenticated=not sasl, host=kafka_host(host), oauth=oauth,
                    max_reauth_ms=max_reauth_ms if sasl else 0, clock=clock,
                    failed_authentication_delay_ms=failed_authentication_delay_ms)
+
+    def close(self) -> None:
+        """The connection closed (the core calls it once it wrote its last answer): what its handlers keep for it
+        past a request is given back, and nothing more is kept (`fetch_kept`: a late answer arriving after this)."""
+        if self.fetch_kept is not None:
+            self.fetch_kept.close()
 
     @property
     def sasl(self) -> bool:

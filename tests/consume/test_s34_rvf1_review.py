@@ -3,9 +3,10 @@
 against. The owed broker's call in the next Fetch is the client's own poll (its max_wait, its min_bytes, its
 partitions), awaited until it ends: when that broker cannot answer it at once, the Fetch holds records another
 cluster answered at once (Kafka's broker, and the proxy before fairness, answered them at once).
-Fixed (s34-fixrvf1) but for the strict xfail left: the debt is per (broker, partition, offset), a call asking one
-awaited asks min_bytes 1, the wait for it is bounded by the client's max_wait (`Plan.awaited_within_s`), and a
-throttle is owed nothing.
+Fixed (s34-fixrvf1): the debt is per (broker, partition, offset), a call asking one awaited asks min_bytes 1, the wait
+for it is bounded by the client's max_wait (`Plan.awaited_within_s`), and a throttle is owed nothing; (s35-dropped) a
+dropped answer's records are kept for the next Fetch asking the same there (`fetch._KeptAnswers`), charged to the
+process' memory budget: a context without one (`_plan`'s default) keeps nothing, and its debt is waited for.
 
 Real `Dispatcher._send`/`_collect` and `UpstreamPool`; the brokers are fakes on loopback (consume/
 test_abandoned_polls_unit.py) that answer as Kafka's broker does (at once with min_bytes of records or at max_wait 0,
@@ -20,13 +21,13 @@ import dataclasses
 import datetime
 import uuid
 
-import pytest
-
 from consume.test_abandoned_polls_unit import _batch, _Broker, _close, _setup, _until
-from consume.test_fetch_fairness_unit import BUSY_PARTITION, SLOW, SLOW_PARTITION
+from consume.test_fetch_fairness_unit import BUSY_PARTITION, SLOW, SLOW_PARTITION, still_clock
 from consume.test_handlers_unit import CHAIN, IDENTITY, VIEW, Physical, fetch_request, partitions
+from consume.test_s34_rvf23_review import read_batches
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
+from fedkafka.proxy.core.limits import ByteBudget
 from fedkafka.proxy.handlers import fetch
 from fedkafka.proxy.plan import Context, Plan
 from fedkafka.security.session import Session
@@ -88,11 +89,12 @@ class _Stocked(_Broker):
 
 
 def _plan(session: Session, heard: list[int], *parts: tuple[str, int, int], max_wait_ms: int = 25_000,
-          min_bytes: int = 1) -> Plan:
+          min_bytes: int = 1, budget: ByteBudget | None = None) -> Plan:
     """The fetch handler's plan of a Fetch of `parts` on the client connection of `session` (view THREE); `heard`
-    gets the index of each dropped call whose late answer the plan was told of (`Plan.answered_late`)."""
+    gets the index of each dropped call whose late answer the plan was told of (`Plan.answered_late`); `budget`: the
+    process' memory budget its context charges what it keeps (None: nothing kept)."""
     ctx = Context(view=THREE, me=THREE.proxies[0], advertised={}, physical=Physical(), producer_ids=None,
-                  session=session)
+                  session=session, budget=budget)
     request = dataclasses.replace(fetch_request(*parts), max_wait=datetime.timedelta(milliseconds=max_wait_ms),
                                   min_bytes=min_bytes)
     plan = fetch.handle(ctx, None, request)
@@ -122,12 +124,12 @@ async def _answered(fetching: asyncio.Future) -> bool:
 
 
 async def _owe_the_slow_broker(d, pool, busy: _Broker, slow: _Stocked, session: Session, slow_port: int,
-                               late_answer: bytes = TRICKLE, **wait) -> None:
+                               late_answer: bytes = TRICKLE, budget: ByteBudget | None = None, **wait) -> None:
     """Fetch 1 of ("log", 0) (slow cluster) and ("log", 1) (busy cluster): busy answers at once with records, the
     Fetch finishes without slow's poll (slow answers later: a farther cluster), which then ends with the trickle:
     owed to the next Fetch."""
     slow.hung = True  # until the test answers
-    first = await _fetch(d, _plan(session, [], ("log", 0, 75), ("log", 1, 0), **wait))
+    first = await _fetch(d, _plan(session, [], ("log", 0, 75), ("log", 1, 0), budget=budget, **wait))
     out = partitions(await asyncio.wait_for(first, HOLD_GUARD_S))
     assert out[BUSY_PARTITION].records and not out[SLOW_PARTITION].records
     await _until(lambda: len(slow.requests) == 1)
@@ -232,8 +234,6 @@ def test_a_fetch_owing_a_broker_that_stopped_answering_is_answered_within_the_cl
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="review s34-rvf1: an owed broker's dropped answer is thrown away and its "
-                   "records read again from that cluster by a new poll, which the next Fetch waits for")
 def test_a_dropped_answer_s_records_reach_the_next_fetch_asking_the_same_without_reading_them_again():
     """The slow cluster's dropped answer had p0's records; the client got none of them, so its next Fetch asks p0 at
     the same offset: exactly what that answer answers (`_still_routed` already translates an answer with the view as
@@ -245,18 +245,24 @@ def test_a_dropped_answer_s_records_reach_the_next_fetch_asking_the_same_without
     fetch.py `_note_dropped` keeps the broker, not its answer (DESIGN §3.1 "Abandoned polls": never given to a later
     Fetch, "the positions the client asks next may differ": they can be compared). Fix: keep the dropped answer with
     what it answered (broker, physical partitions and offsets), give it to the next Fetch asking the same there
-    without a call, and bound what is kept (it holds record sets: charge the connection's byte budget)."""
+    without a call, and bound what is kept (it holds record sets: charge the connection's byte budget).
+    Fixed (s35-dropped): kept (`fetch._KeptAnswers`), charged to the process' memory budget until the answer that
+    gives them is built."""
 
     async def main():
         busy, slow = _Broker(auto=BUSY_RECORDS), _Stocked({("t", 1): TRICKLE})
         d, pool, slow_port = await _setup(busy, slow, quiet_cluster=SLOW.cluster)
-        session = Session()
-        await _owe_the_slow_broker(d, pool, busy, slow, session, slow_port)
-        fetching = await _fetch(d, _plan(session, [], ("log", 0, 75), ("log", 1, 0)))  # p0 at the same offset
+        session, budget = Session(clock=still_clock), ByteBudget(1 << 20)
+        await _owe_the_slow_broker(d, pool, busy, slow, session, slow_port, budget=budget)
+        assert budget.used == len(TRICKLE) + fetch.KEPT_ENTRY_BYTES  # the dropped answer's records, kept
+        fetching = await _fetch(d, _plan(session, [], ("log", 0, 75), ("log", 1, 0), budget=budget))  # p0 again
         answered = await _answered(fetching)
         out = await _end(pool, busy, slow, fetching)
-        assert answered and out[SLOW_PARTITION].records  # the records the first Fetch dropped
+        read: list[int] = []
+        assert answered and read_batches(out[SLOW_PARTITION].records, read, 75) == 76 and read == [75]  # (physical
+        # t/1 at 8): the record the first Fetch dropped
         assert len(slow.requests) == 1, f"slow's broker was asked {len(slow.requests)} times for one answer's records"
+        assert budget.used == 0 and session.fetch_kept.nbytes == 0  # given back once, with the answer
 
     asyncio.run(main())
 

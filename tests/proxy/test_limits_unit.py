@@ -963,3 +963,30 @@ def test_a_tls_answer_stays_charged_while_its_ciphertext_waits_for_a_client_that
         server.close()
 
     run(scenario())
+
+
+def test_what_is_held_only_while_nobody_waits_is_given_back_before_a_reader_would_wait():
+    """`give_back_on_wait` (a connection's kept Fetch answers, taken with `take_spare`): a reader the budget has no
+    room for gets what they hold before it would wait, each callback called once and then forgotten; one that fits
+    calls none, and a forgotten one is never called."""
+    async def scenario():
+        budget, given = ByteBudget(100), []
+
+        def holder(name: str, n: int):
+            assert budget.take_spare(n, 4)
+            return lambda: (given.append(name), budget.release(n))
+
+        kept, gone = holder("kept", 20), holder("gone", 5)
+        budget.give_back_on_wait(kept)
+        budget.give_back_on_wait(gone)
+        budget.forget_give_back(gone)
+        assert await budget.acquire(70) and given == [] and budget.used == 95  # it fit: nothing given back
+        budget.release(70)
+        assert await budget.acquire(80) and given == ["kept"] and budget.used == 85  # no wait: 20 given back first
+        budget.release(80)
+        waiting = asyncio.ensure_future(budget.acquire(100))  # the callback forgotten once called: this one waits
+        await asyncio.sleep(0)
+        assert not waiting.done() and given == ["kept"]
+        waiting.cancel()
+
+    asyncio.run(scenario())

@@ -105,6 +105,7 @@ class ClientConnection:
             await write_task
         finally:
             self.dispatcher.forget(self.slot)
+            self.session.close()  # what its handlers keep for it (a dropped Fetch answer's records) given back
             self.writer.close()
 
     @property

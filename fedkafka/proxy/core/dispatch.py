@@ -30,6 +30,7 @@ from fedkafka.protocol import codec, versions
 from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
 from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE, ControllerCall, ControllerCalls, ControllerLink
+from fedkafka.proxy.core.limits import ByteBudget
 from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.physical import ClusterInfo, PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
@@ -208,6 +209,9 @@ class Dispatcher:
         self.physical = physical
         self.producer_ids = producer_ids
         self.pool = pool
+        # what handlers keep for a connection past a request is charged to the process' memory budget, the pool's
+        # (none without a pool: unit tests')
+        self.budget: ByteBudget | None = getattr(pool, "budget", None)
         self.registry = registry_for(state.me.role, modules, with_controller=controller is not None)
         self.implemented = {k: rng for m in set(self.registry.values()) for k, rng in m.API_KEYS.items()
                             if k in self.registry}
@@ -250,6 +254,8 @@ class Dispatcher:
 
     def context(self, client_id: str | None, session: Session | None = None,
                 advertised: dict[int, tuple[int, int]] | None = None) -> Context:
+        """A request's context; without the connection's `session` (a throwaway one is made) no memory budget: what a
+        handler kept for it would never be given back (nothing closes that session)."""
         view: View = self.state.view
         me: ProxyInfo = self.state.me
         return Context(view=view, me=me, advertised=self.advertised if advertised is None else advertised,
@@ -258,7 +264,7 @@ class Dispatcher:
                        max_fetch_wait_ms=self.max_fetch_wait_ms, max_request_elements=self.max_request_elements,
                        on_refusal=self.observer.refused, on_refusals=self.observer.refused_together,
                        session=session or Session(), authorizer=self.authorizer(view) if self.authorization else None,
-                       live=self.state)
+                       live=self.state, budget=self.budget if session is not None else None)
 
     def authorizer(self, view: View) -> Authorizer | None:
         """None with authorization off; else the view's ACLs, indexed once per view."""

@@ -73,12 +73,23 @@ class Limits:
 class ByteBudget:
     """A count of bytes held, with waiters served first come first served (a large frame is never starved by
     a stream of small ones). `charge` takes bytes without waiting (an answer that already exists) and may
-    overdraw; readers then wait until enough is released."""
+    overdraw; readers then wait until enough is released. What is held only while nobody needs it (a connection's
+    kept Fetch answers) is given back before anyone waits (`give_back_on_wait`)."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.used = 0
         self._waiters: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+        # callbacks that release what their holders can do without, called (and forgotten) when a reader would wait
+        self._give_backs: dict[Callable[[], None], None] = {}
+
+    def give_back_on_wait(self, give_back: Callable[[], None]) -> None:
+        """Call `give_back` (once; then forgotten) before a reader would wait for bytes (`acquire`): it releases what
+        its holder took with `take_spare` and can do without. `forget_give_back` takes it back."""
+        self._give_backs[give_back] = None
+
+    def forget_give_back(self, give_back: Callable[[], None]) -> None:
+        self._give_backs.pop(give_back, None)
 
     def free_now(self, n: int) -> bool:
         return not self._waiters and self.used + n <= self.limit
@@ -116,6 +127,8 @@ class ByteBudget:
         fires: bytes given back in between (a wait timing out in the same loop turn, closing its connection) are
         still granted to it first come first served (a timer cancelling the future lost the place, and `_grant`
         gave the bytes to the next in line)."""
+        if self._give_backs and not self.free_now(n):
+            self._give_back()  # what is held only while nobody waits, before this reader would
         if self.free_now(n):
             self.used += n
             return True
@@ -144,6 +157,12 @@ class ByteBudget:
         self._waiters.remove(entry)  # not granted: still in line (`_grant` drops only done entries)
         self._grant()
         return False
+
+    def _give_back(self) -> None:
+        """Every `give_back_on_wait` callback called (their releases go to those in line first, `_grant`)."""
+        give_backs, self._give_backs = self._give_backs, {}
+        for give_back in give_backs:
+            give_back()
 
     def charge(self, n: int) -> None:
         self.used += n

@@ -14,7 +14,10 @@ a partition answered with data or an error (the proxy's own answer, or a broker'
 partitions get no records and the client the largest throttle time (`_throttle_ms`). Each call
 runs on a dedicated upstream connection because a long-poll fetch holds its broker connection; the core sends a
 client connection's calls to one broker one at a time, so a poll left running by an early finish delays the next
-call there rather than piling up beside it (`UpstreamFetch.waiting_at_most`, docs/DESIGN.md §3.1).
+call there rather than piling up beside it (`UpstreamFetch.waiting_at_most`, docs/DESIGN.md §3.1). Such a dropped
+call that ends with records keeps them, bounded and charged to the process' memory budget (`_KeptAnswers`), for the
+connection's next Fetch asking exactly the same there, which gets them without a call (`_kept_parts`); one with an
+error, or records past the bound, is owed: that Fetch waits for its broker (`_fair_plan`).
 The broker's answer is read by records.py (`UpstreamFetch.read_response`), its record sets left in the broker's
 frame, and the client's is written by records.py around them (`FetchAnswer`): an unchanged record set (an
 identity segment) goes from the broker's frame to the client's socket without a copy, and a moved segment's
@@ -25,9 +28,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from kio.schema.errors import ErrorCode
 
@@ -47,6 +51,7 @@ from fedkafka.proxy.plan import (
     Broker,
     Call,
     Context,
+    MemoryBudget,
     Plan,
     UpstreamError,
     as_now,
@@ -56,7 +61,7 @@ from fedkafka.proxy.plan import (
     topic_missing,
 )
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import PartitionChain, Segment
+from fedkafka.view.model import PartitionChain, Segment, View
 from fedkafka.view.offsets import FetchTarget, logical_high_watermark, resolve_fetch
 
 API_KEYS = {1: (4, 12)}
@@ -93,23 +98,13 @@ def handle(ctx: Context, header, request):
         # we never hand out a session id, so a client asking for one is confused: make it start over
         return FetchAnswer(version, ErrorCode.fetch_session_id_not_found, ())
     asked = _asked(request)
-    answers: dict[tuple[str, int], rec.FetchPartitionData] = {}
-    groups: dict[tuple[str, int], list[_Route]] = {}
-    may_read: dict[str, bool] = {}
-    for (topic, partition), p in asked.items():
-        if topic not in may_read:
-            may_read[topic] = authorized(ctx, Operation.READ, ResourceType.TOPIC, topic)
-        route = _route(ctx, topic, p) if may_read[topic] else _error(ErrorCode.topic_authorization_failed)
-        placed = route if isinstance(route, rec.FetchPartitionData) else _placed(ctx, route)
-        if isinstance(placed, rec.FetchPartitionData):
-            answers[(topic, partition)] = placed
-        elif isinstance(route, _Route):
-            groups.setdefault(placed, []).append(route)
+    answers, groups = _routed(ctx, asked)
+    kept = _kept_parts(ctx, request, groups)  # served by answers a dropped call kept: no call for them
 
     routes_per_call = list(groups.values())
     max_wait_ms = min(max(request.max_wait // timedelta(milliseconds=1), 0), ctx.max_fetch_wait_ms)
-    if any(_ends_the_wait(a) for a in answers.values()):
-        max_wait_ms = 0  # a gap skip (data) or an error answered here: do not hold it back for a long poll
+    if kept or any(_ends_the_wait(a) for a in answers.values()):
+        max_wait_ms = 0  # a gap skip or kept records (data) or an error answered here: no long poll holds it back
     brokers = [Broker(cluster, node) for cluster, node in groups]
     owed = _owed(ctx)
     calls = [Call(broker, _upstream_request(request, routes, max_wait_ms), dedicated=True,
@@ -117,13 +112,15 @@ def handle(ctx: Context, header, request):
              for broker, routes in zip(brokers, routes_per_call, strict=True)]
 
     def finish(results: list):
-        now = as_now(ctx) if results else None  # the view or fence changed while the calls were out
+        _release(kept)  # their records are in this answer now, charged by the core while it is held
+        now = as_now(ctx) if results or kept else None  # the view or fence changed while the calls were out
         if owed:  # a poll dropped before ended with records while this Fetch was out, which heard its broker itself
             heard = {b for b, r in zip(brokers, results, strict=True) if r is not UNANSWERED}
             owed.difference_update([key for key in owed if key[0] in heard])
         throttle_ms = 0  # the longest a broker asks the proxy to back off: the client backs off as long (KIP-219)
         unsettled: dict[tuple[str, int], _Route] = {}  # OFFSET_OUT_OF_RANGE read with the log's bounds
-        for broker, routes, result in zip(brokers, routes_per_call, results, strict=True):
+        for broker, routes, result in [*zip(brokers, routes_per_call, results, strict=True),
+                                       *((k.broker, k.routes, k.result) for k in kept)]:
             for key, got in _translate(ctx, routes, result, now, broker).items():
                 if isinstance(got, _Route):
                     unsettled[key] = got
@@ -140,8 +137,28 @@ def handle(ctx: Context, header, request):
         return _settle_out_of_range(ctx, unsettled, answer_with, max_wait_ms / 1000 + WAIT_MARGIN_S)
 
     if not calls:
+        owed.clear()  # consumed by every Fetch (`_fair_plan`): what it does not ask is forgotten
         return finish([])
-    return _fair_plan(calls, finish, brokers, owed, max_wait_ms)
+    return _fair_plan(ctx, calls, finish, brokers, max_wait_ms,
+                      functools.partial(_release, kept) if kept else None)
+
+
+def _routed(ctx: Context, asked: dict[tuple[str, int], Any]) -> tuple[dict[tuple[str, int], rec.FetchPartitionData],
+                                                                      dict[tuple[str, int], list[_Route]]]:
+    """The partitions the proxy answers itself, and the others' routes grouped by the (cluster, leader) to ask."""
+    answers: dict[tuple[str, int], rec.FetchPartitionData] = {}
+    groups: dict[tuple[str, int], list[_Route]] = {}
+    may_read: dict[str, bool] = {}
+    for (topic, partition), p in asked.items():
+        if topic not in may_read:
+            may_read[topic] = authorized(ctx, Operation.READ, ResourceType.TOPIC, topic)
+        route = _route(ctx, topic, p) if may_read[topic] else _error(ErrorCode.topic_authorization_failed)
+        placed = route if isinstance(route, rec.FetchPartitionData) else _placed(ctx, route)
+        if isinstance(placed, rec.FetchPartitionData):
+            answers[(topic, partition)] = placed
+        elif isinstance(route, _Route):
+            groups.setdefault(placed, []).append(route)
+    return answers, groups
 
 
 def _owed(ctx: Context) -> set[tuple[Broker, str, int, int]]:
@@ -153,27 +170,34 @@ def _owed(ctx: Context) -> set[tuple[Broker, str, int, int]]:
     return owed
 
 
-def _fair_plan(calls: list[Call], finish, brokers: list[Broker], owed: set[tuple[Broker, str, int, int]],
-               max_wait_ms: int) -> Plan:
+def _fair_plan(ctx: Context, calls: list[Call], finish, brokers: list[Broker], max_wait_ms: int,
+               abandoned: Callable[[], None] | None) -> Plan:
     """The fetch's plan: it finishes at the first answer Kafka's broker would give at once (`_answers_at_once`), but
     not before the calls asking a partition, at the offset, whose such answer the connection's fetches dropped since
-    they last heard its broker (`owed`, `_note_dropped`): a faster cluster with records at every Fetch had a slower
-    one's answers dropped every time, its partitions starved (DESIGN §3.1). Such a call asks min_bytes 1: its records
+    they last heard its broker (`owed`, `_note_dropped`) and did not keep (`_KeptAnswers`: a kept answer is given
+    without a call, `_kept_parts`): a faster cluster with records at every Fetch had a slower one's answers dropped
+    every time, its partitions starved (DESIGN §3.1). Such a call asks min_bytes 1: its records
     (or error) are still at the broker, which answers it at once, as Kafka's broker answers a Fetch whose other
     partitions hold min_bytes; the client's min_bytes kept, a trickle cluster's broker would hold it for its whole
     max_wait. It is waited for at most the client's max_wait (`OWED_WAIT_FLOOR_MS` at least: one round trip to a
     farther cluster), then dropped as any other (a stalled broker). A call not asking an owed partition at its
     offset is not waited for (the client paused it, or seeked). `owed` is consumed here (a partition not asked now
-    is not waited for later): it holds at most the partitions of the polls this connection left running."""
+    is not waited for later): it holds at most the partitions of the polls this connection left running.
+    `abandoned`: what the plan holds that its `finish` releases (kept answers), released if it never runs."""
+    owed = _owed(ctx)
     awaited = tuple(i for i, (b, c) in enumerate(zip(brokers, calls, strict=True))
                     if any((b, *at, offset) in owed for at, offset in _offsets_asked(c.request).items())) \
         if owed and len(calls) > 1 else ()  # (one call: its Fetch waits for it anyway, as the client asked)
     owed.clear()
     for i in awaited:
         calls[i] = replace(calls[i], request=replace(calls[i].request, min_bytes=1))
-    late = functools.partial(_note_dropped, owed, brokers, calls) if len(calls) > 1 else None
+    # a dropped answer stands in for its broker's next answer at most as long as a Fetch waits for an owed call
+    within_s = max(max_wait_ms, OWED_WAIT_FLOOR_MS) / 1000
+    late = functools.partial(_note_dropped, owed, _kept_store(ctx), within_s, ctx.view, brokers, calls) \
+        if len(calls) > 1 else None
     return Plan(calls, finish, return_early=_answers_at_once, awaited=awaited, answered_late=late,
-                awaited_within_s=max(max_wait_ms, OWED_WAIT_FLOOR_MS) / 1000 if awaited else None)
+                awaited_within_s=within_s if awaited else None,
+                abandoned=abandoned)
 
 
 def _offsets_asked(request: UpstreamFetch) -> dict[tuple[str, int], int]:
@@ -181,22 +205,204 @@ def _offsets_asked(request: UpstreamFetch) -> dict[tuple[str, int], int]:
     return {(t.topic, p.partition): p.fetch_offset for t in request.topics for p in t.partitions}
 
 
-def _note_dropped(owed: set[tuple[Broker, str, int, int]], brokers: list[Broker], calls: list[Call], index: int,
-                  result) -> None:
+def _note_dropped(owed: set[tuple[Broker, str, int, int]], kept: _KeptAnswers | None, keep_s: float, view: View,
+                  brokers: list[Broker], calls: list[Call], index: int, result) -> None:
     """A call its fetch finished without ended: dropped, and owed to the connection's next Fetch asking the same
     there, each partition it answered with what Kafka's broker answers at once (records, an error; every partition
     asked for an error of the whole answer); nothing when it timed out empty or failed, nor for a quota throttle
     (KIP-219: its broker muted that connection for the throttle time, and a call waited for there would hold the
-    other clusters' records as long; the broker's next answer to this connection tells the throttle again)."""
+    other clusters' records as long; the broker's next answer to this connection tells the throttle again). A
+    partition's records are kept too (`kept`, bounded: `_KeptAnswers.keep`; for `keep_s` seconds), given to that
+    next Fetch without a call: they are not read again from the broker."""
     if not _answers_at_once(result) or _throttle_ms(result) > 0:
         return
-    broker, asked = brokers[index], _offsets_asked(calls[index].request)
+    broker, request = brokers[index], calls[index].request
+    asked = {(t.topic, p.partition): p for t in request.topics for p in t.partitions}
     if result.error_code:
-        owed.update((broker, *at, offset) for at, offset in asked.items())
+        owed.update((broker, *at, p.fetch_offset) for at, p in asked.items())
         return
-    owed.update((broker, t.topic, p.partition_index, asked[(t.topic, p.partition_index)])
-                for t in result.responses for p in t.partitions
-                if (p.records or p.error_code) and (t.topic, p.partition_index) in asked)
+    for t in result.responses:
+        for p in t.partitions:
+            part = asked.get((t.topic, p.partition_index))
+            if part is None or not (p.records or p.error_code):
+                continue
+            key = (broker, t.topic, p.partition_index, part.fetch_offset)
+            owed.add(key)  # (a kept answer used, its call is not made; else its call is waited for)
+            if kept is not None and not p.error_code:
+                kept.keep(key, _Kept(p, view, request, part.partition_max_bytes), keep_s)
+
+
+# What one client connection's kept answers hold at most (`_KeptAnswers`), and the share of the process' memory
+# budget in use, theirs and everything else's, past which nothing more is kept (`MemoryBudget.take_spare`): kept
+# answers never take the room a client's request waits for, and at most a quarter of the budget in all.
+KEPT_BYTES_PER_CONNECTION = 8 * 1024 * 1024
+KEPT_BUDGET_SHARE = 4
+# What a kept answer holds besides its records, charged with them (`_Kept.nbytes`): its Python objects (the entry,
+# its key, the partition data and its fields, ~500 bytes measured on CPython 3.11), and each aborted transaction
+# of a READ_COMMITTED answer (16 bytes on the wire; an object with two ints and its tuple slot, ~120 bytes).
+KEPT_ENTRY_BYTES = 512
+KEPT_ABORTED_TRANSACTION_BYTES = 128
+
+
+class _Kept:
+    """A dropped answer's partition with records, kept for the connection's next Fetch: the broker's partition
+    data with its records copied out of the broker's frame (only they are held; `nbytes` charges them with the
+    objects and aborted transactions it holds), what its call asked with, the view of the Fetch that dropped it, and
+    when it expires (`expires_at`, on the session's clock: set by `_KeptAnswers.keep`). Charged from
+    `_KeptAnswers.keep` until `release` (once)."""
+
+    __slots__ = ("data", "expires_at", "isolation_level", "max_bytes", "nbytes", "owner", "partition_max_bytes",
+                 "version", "view")
+
+    def __init__(self, data, view: View, request: UpstreamFetch, partition_max_bytes: int):
+        self.data = rec.FetchPartitionData(
+            data.partition_index, ErrorCode.none, data.high_watermark, data.last_stable_offset,
+            getattr(data, "log_start_offset", -1), data.aborted_transactions, -1, data.records)
+        self.nbytes = len(data.records) + KEPT_ENTRY_BYTES + \
+            KEPT_ABORTED_TRANSACTION_BYTES * len(data.aborted_transactions or ())
+        self.view, self.version, self.isolation_level = view, request.version, request.isolation_level
+        self.max_bytes, self.partition_max_bytes = request.max_bytes, partition_max_bytes
+        self.owner: _KeptAnswers | None = None  # charged to it while set
+        self.expires_at = 0.0
+
+    def serves(self, view: View, request, partition_max_bytes: int, now: float) -> bool:
+        """Whether this is the answer a call asking its partition at its offset (the key it is kept under) for
+        `request` would get: not expired at `now` (an older answer's log start, watermarks and records may be gone
+        at the broker: retention, DeleteRecords, a re-created topic), the same view (a view change drops it), version
+        and isolation level (READ_COMMITTED: its last stable offset and aborted transactions are those of its
+        records), and no more records than the partition's max bytes and the request's max_bytes allow now: asked
+        with no less than its call, or its records fit (fewer than a broker would give is an answer a broker may
+        give; a call asking fewer would get only its first batch, KIP-74, as `_Budget` counts a broker's records)."""
+        size = len(cast(rec.Buffer, self.data.records))  # (bytes, copied by `_KeptAnswers.keep`)
+        return (now <= self.expires_at and view is self.view and type(request).__version__ == self.version
+                and request.isolation_level == self.isolation_level
+                and (partition_max_bytes >= self.partition_max_bytes or size <= partition_max_bytes)
+                and (request.max_bytes >= self.max_bytes or size <= request.max_bytes))
+
+    def release(self) -> None:
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.nbytes -= self.nbytes
+            owner.budget.release(self.nbytes)
+
+
+class _KeptAnswers:
+    """A client connection's dropped Fetch answers kept for its next Fetch (`Session.fetch_kept`, made on first use
+    by a context with a memory budget, `_kept_store`): (broker, physical topic, partition, offset asked) -> that
+    partition's records as its broker answered them, which the next Fetch asking exactly that gives without a call
+    (`_kept_parts`). Each is charged to the process' memory budget (its spare share only: `KEPT_BUDGET_SHARE`) and
+    to this connection's bound (`KEPT_BYTES_PER_CONNECTION`) from `keep` until the Fetch that used it built its
+    answer (or was given up on), or the next Fetch did not ask it (`take`), or someone would wait for the budget
+    (`give_back`, given to it while anything is kept: `MemoryBudget.give_back_on_wait`), or the connection closed
+    (`close`): released once. What does not fit is not kept (only owed: `_fair_plan`)."""
+
+    __slots__ = ("budget", "clock", "closed", "entries", "nbytes")
+
+    def __init__(self, budget: MemoryBudget, clock: Callable[[], float]):
+        self.budget = budget
+        self.clock = clock  # the session's (monotonic, the loop's clock): when kept answers expire
+        self.entries: dict[tuple[Broker, str, int, int], _Kept] = {}
+        self.nbytes = 0  # kept, and taken by a Fetch not yet answered
+        self.closed = False
+
+    def keep(self, key: tuple[Broker, str, int, int], kept: _Kept, keep_s: float) -> None:
+        """Keep `kept` for `keep_s` seconds (expired, the next Fetch asks its broker and releases it: an idle
+        connection's expired answers hold their bytes only until someone would wait for them, `give_back`)."""
+        n = kept.nbytes
+        if self.closed or self.nbytes + n > KEPT_BYTES_PER_CONNECTION or \
+                not self.budget.take_spare(n, KEPT_BUDGET_SHARE):
+            return
+        # copied out of the broker's frame (a view into it, `UpstreamFetch.read_response`): the frame is not kept
+        kept.data.records = bytes(cast(rec.Buffer, kept.data.records))
+        self.nbytes += n
+        kept.owner = self
+        kept.expires_at = self.clock() + keep_s
+        if not self.entries:  # (registered while anything is kept: a callback per connection keeping, no more)
+            self.budget.give_back_on_wait(self.give_back)
+        older = self.entries.pop(key, None)  # (a pipelined Fetch's dropped answer of the same)
+        self.entries[key] = kept
+        if older is not None:
+            older.release()
+
+    def take(self) -> dict[tuple[Broker, str, int, int], _Kept]:
+        """Every kept answer, none left: the Fetch taking them uses or releases each."""
+        entries, self.entries = self.entries, {}
+        if entries:
+            self.budget.forget_give_back(self.give_back)
+        return entries
+
+    def give_back(self) -> None:
+        """Someone would wait for the process' budget: every kept answer is released for them (the connection's
+        next Fetch asks its brokers again, as for an answer never kept: owed, `_fair_plan`)."""
+        _release_all(self.take().values())
+
+    def close(self) -> None:
+        self.closed = True
+        self.give_back()
+
+
+def _kept_store(ctx: Context) -> _KeptAnswers | None:
+    """The connection's kept answers (made on first use), None without a memory budget to charge: nothing kept."""
+    kept = ctx.session.fetch_kept
+    if kept is None and ctx.budget is not None:
+        kept = ctx.session.fetch_kept = _KeptAnswers(ctx.budget, ctx.session.clock)
+    return kept
+
+
+@dataclass(slots=True)
+class _KeptPart:
+    """Partitions of a Fetch one broker's kept answers serve: as a result of a call to it asking them alone."""
+
+    broker: Broker
+    routes: list[_Route]
+    kept: list[_Kept]
+    result: rec.FetchResponseFrame
+
+
+def _kept_parts(ctx: Context, request, groups: dict[tuple[str, int], list[_Route]]) -> list[_KeptPart]:
+    """The partitions of this Fetch the connection's kept answers serve (`_KeptAnswers`, `_Kept.serves`): the route
+    made now asks the broker that answered (its leader now), the physical partition and the offset it answered. Their
+    routes are taken out of `groups` (a group left with none gets no call); each group's are one result, translated
+    as a call's with the view as it is when the Fetch finishes (`_still_routed`). Every other kept answer is released
+    now: this Fetch asks something else, and the client moves on from what it gets."""
+    store: _KeptAnswers | None = ctx.session.fetch_kept
+    if store is None or not store.entries:
+        return []
+    entries, now = store.take(), store.clock()
+    parts: list[_KeptPart] = []
+    for (cluster, node), routes in list(groups.items()):
+        broker = Broker(cluster, node)
+        served: list[tuple[_Route, _Kept]] = []
+        left: list[_Route] = []
+        for r in routes:
+            seg = r.target.segment
+            kept = entries.pop((broker, seg.topic, seg.partition, r.target.physical_offset), None)
+            if kept is not None and kept.serves(ctx.view, request, r.partition_max_bytes, now):
+                served.append((r, kept))
+                continue
+            left.append(r)
+            if kept is not None:
+                kept.release()
+        if served:
+            result = rec.FetchResponseFrame(0, 0, 0, tuple(
+                rec.FetchTopicData(r.target.segment.topic, (k.data,)) for r, k in served))
+            parts.append(_KeptPart(broker, [r for r, _ in served], [k for _, k in served], result))
+            if left:
+                groups[(cluster, node)] = left
+            else:
+                del groups[(cluster, node)]
+    _release_all(entries.values())
+    return parts
+
+
+def _release(parts: list[_KeptPart]) -> None:
+    for part in parts:
+        _release_all(part.kept)
+
+
+def _release_all(kept: Iterable[_Kept]) -> None:
+    for k in kept:
+        k.release()
 
 
 def _fetch_answer(version: int, max_bytes: int, asked: dict[tuple[str, int], Any],
