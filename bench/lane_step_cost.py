@@ -5,7 +5,9 @@ looked up, the broker's request made) against what the Python lane does for the 
 `lane_takes`, the route cache's lookup, `lane_batch`, `lane_upstream`). The answer step: `LaneProduce.read_response`
 with `records.lane_written` against without it. A plain producer's request of one partition (librdkafka's usual:
 one 64 KiB batch), the twin of revision 7 on the path. Pairs of timings alternate; each figure is the median over
-rounds of the best of a round's repeats, in microseconds a call, and the per-round ratios compiled / Python.
+rounds of the best of a round's repeats, in microseconds a call, and the per-round ratios compiled / Python. With a
+twin of revision 8, also the lane's lazy request step (`lazy=True`: a `LaneRequest`, its topics not made) against
+the full one.
 
     PYTHONPATH=<dir of the twin>:$PWD .venv/bin/python bench/lane_step_cost.py [--rounds 9]
 """
@@ -60,6 +62,9 @@ def main() -> None:
     def request_compiled():
         return rec.read_lane_request(frame, 100_000, table, produce.LANE_UPSTREAM)
 
+    def request_lazy():  # revision 8, the lane's: the request a LaneRequest, its topics not made
+        return rec.read_lane_request(frame, 100_000, table, produce.LANE_UPSTREAM, True)
+
     def request_python():  # `ProduceLane._start_read` and `_routes_for` for this request, their Python calls
         request = produce.read_request(frame, max_elements=100_000)
         if not produce.lane_takes(request):
@@ -80,17 +85,19 @@ def main() -> None:
             return upstream.read_response(answer_frame)
         return read
 
-    pairs = {"request": (request_compiled, request_python),
-             "answer": (answer(compiled_step), answer(None))}
-    for name, (compiled, python) in pairs.items():
-        times: dict[str, list[float]] = {"compiled": [], "python": []}
+    pairs = {"request": (("compiled", request_compiled), ("python", request_python)),
+             "answer": (("compiled", answer(compiled_step)), ("python", answer(None)))}
+    if rec._lazy_lane is not None:  # a twin of revision 8: the lazy request against the full one
+        pairs["lazy"] = (("lazy", request_lazy), ("full", request_compiled))
+    for name, ((new_label, new), (old_label, old)) in pairs.items():
+        times: dict[str, list[float]] = {new_label: [], old_label: []}
         for _ in range(args.rounds):
-            for label, f in (("compiled", compiled), ("python", python)):
+            for label, f in ((new_label, new), (old_label, old)):
                 times[label].append(min(timeit.repeat(f, number=args.number, repeat=3)) / args.number * 1e6)
         rec._lane_read = compiled_step
-        ratios = [c / p for c, p in zip(times["compiled"], times["python"], strict=True)]
-        print(f"{name:8} compiled {statistics.median(times['compiled']):6.2f} us  python "
-              f"{statistics.median(times['python']):6.2f} us  ratio per round "
+        ratios = [c / p for c, p in zip(times[new_label], times[old_label], strict=True)]
+        print(f"{name:8} {new_label} {statistics.median(times[new_label]):6.2f} us  {old_label} "
+              f"{statistics.median(times[old_label]):6.2f} us  ratio per round "
               f"{', '.join(f'{r:.2f}' for r in ratios)}  median {statistics.median(ratios):.2f}")
 
 

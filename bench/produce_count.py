@@ -8,9 +8,11 @@ and dumps, inside the proxy's event loop thread (the main thread). A confluent-k
 the Produce requests the handler or the Produce lane (core/produce_lane.py) answered.
 
     .venv/bin/python bench/produce_count.py [--records 30000] [--ref main] [--top 40] [--json out.json]
-        [--before earlier.json] [--idempotent] [--functions-of connection.py,upstream.py] [--counts earlier.json]
+        [--before earlier.json] [--idempotent] [--metrics] [--functions-of connection.py,upstream.py]
+        [--counts earlier.json]
 
-`--idempotent`: the producer has enable.idempotence=true (the Java producer's default since Kafka 3.0).
+`--idempotent`: the producer has enable.idempotence=true (the Java producer's default since Kafka 3.0). `--metrics`: the
+proxy with an admin listener, so with its metrics observer (a proxy has none without one: the Ansible default).
 """
 
 from __future__ import annotations
@@ -85,12 +87,14 @@ runpy.run_module("fedkafka.cli", run_name="__main__", alter_sys=True)
 
 
 def start_traced_proxy(tree: Path, view_file: Path, dump: Path, log: Path,
-                       wrapper: str = TRACER) -> tuple[subprocess.Popen, str]:
-    """A proxy of `tree` run inside `wrapper` (a script that takes the dump file, then the CLI's arguments)."""
+                       wrapper: str = TRACER, metrics: bool = False) -> tuple[subprocess.Popen, str]:
+    """A proxy of `tree` run inside `wrapper` (a script that takes the dump file, then the CLI's arguments);
+    `metrics`: with an admin listener, so with the metrics observer (`--admin-listen`)."""
     port = free_port()
+    admin = ["--admin-listen", f"127.0.0.1:{free_port()}"] if metrics else []
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", wrapper, str(dump), "proxy", "--role", "both", "--listen",
-                                 f"127.0.0.1:{port}", "--view-file", str(view_file)],
+                                 f"127.0.0.1:{port}", "--view-file", str(view_file), *admin],
                                 stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=tree_path(tree)),
                                 cwd=tree)
     for _ in range(600):
@@ -115,13 +119,13 @@ def write_one_topic_view(cluster, topic: str, path: Path) -> None:
     path.write_text(json.dumps(view.to_dict()))
 
 
-def count(tree: Path, records: int, tmp: Path, idempotent: bool = False) -> dict:
+def count(tree: Path, records: int, tmp: Path, idempotent: bool = False, metrics: bool = False) -> dict:
     (cluster,) = start_clusters(["b1"], tmp / "k")
     proc = None
     try:
         write_one_topic_view(cluster, TOPIC, tmp / "view.json")
         dump = tmp / "counts.json"
-        proc, addr = start_traced_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log")
+        proc, addr = start_traced_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log", metrics=metrics)
         produce(addr, TOPIC, 2000, idempotent=idempotent)  # warm: connections, metadata, caches
         proc.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
@@ -192,6 +196,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the raw counts here")
     ap.add_argument("--before", type=Path, help="raw counts of an earlier run (--json) to show beside")
     ap.add_argument("--idempotent", action="store_true", help="produce with enable.idempotence=true")
+    ap.add_argument("--metrics", action="store_true", help="the proxy with an admin listener (--admin-listen): its "
+                    "metrics observer on (without, the default, it has none)")
     ap.add_argument("--functions-of", help="list by function these files (comma-separated, e.g. connection.py,"
                     "upstream.py) instead of the handler's")
     ap.add_argument("--counts", type=Path, help="report these raw counts (--json of an earlier run): no run")
@@ -203,7 +209,7 @@ def main() -> None:
         return
     with scratch_dir("produce-count-") as tmp:
         tree = export_tree(args.ref, tmp / "ref") if args.ref else ROOT
-        counts = count(tree, args.records, tmp, args.idempotent)
+        counts = count(tree, args.records, tmp, args.idempotent, args.metrics)
     if args.json:
         args.json.write_text(json.dumps(counts))
     report(counts, before, args.top, files)

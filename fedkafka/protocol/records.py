@@ -119,6 +119,8 @@ _THROTTLE_REVISION = 6  # read_produce_answer
 _throttled: ModuleType | None = None  # _compiled when it has it
 _LANE_READ_REVISION = 7  # LaneRoutes, read_lane_request (the Produce lane's request step)
 _lane_read: ModuleType | None = None  # _compiled when it has them
+_LAZY_LANE_REVISION = 8  # read_lane_request's `lazy`: the request as a LaneRequest, its topics read when asked for
+_lazy_lane: ModuleType | None = None  # _compiled when it has it
 
 
 def _load_compiled() -> ModuleType | None:
@@ -137,9 +139,9 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read
+    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read, _lazy_lane
     if implementation == "python":
-        _compiled = _frames = _lane = _counted = _heads = _throttled = _lane_read = None
+        _compiled = _frames = _lane = _counted = _heads = _throttled = _lane_read = _lazy_lane = None
         return
     module = _load_compiled()
     if module is None:
@@ -151,6 +153,7 @@ def use(implementation: Implementation) -> None:
     _counted = module if module.REVISION >= _COUNTED_REVISION else None
     _heads = module if module.REVISION >= _HEADS_REVISION else None
     _lane_read = module if module.REVISION >= _LANE_READ_REVISION else None
+    _lazy_lane = module if module.REVISION >= _LAZY_LANE_REVISION else None
 
 
 def implementation() -> Implementation:
@@ -728,6 +731,49 @@ class ProducePartitionAnswer:  # (two are made per partition of every request: t
 
 # The fields the compiled readers set on the two classes above, through their slots (no __init__ frame)
 _REQUEST_FIELDS = tuple(f.name for f in dataclass_fields(ProduceRequestFrame))
+
+
+class LaneRequest:
+    """A Produce request of one partition as the lane's compiled step reads it with `lazy` (`read_lane_request`): the
+    fields of a `ProduceRequestFrame`, its `topic_data` read from `frame` (within `max_elements`, as the step read
+    it: `read_produce_request`, the same topics the step would have made) only when first asked for. The lane's
+    usual request, answered with its broker's answer as read and no metrics observer, is never asked: its topics are
+    not made. The lane holds `frame` until it is answered, as the record sets the broker's request is made of."""
+
+    __slots__ = ("_topic_data", "acks", "client_id", "correlation_id", "frame", "max_elements", "timeout_ms",
+                 "transactional_id", "version")
+    version: int
+    correlation_id: int
+    client_id: str | None
+    transactional_id: str | None
+    acks: int
+    timeout_ms: int
+    frame: Buffer
+    max_elements: int | None
+    _topic_data: tuple[ProduceTopicData, ...]  # set when first read
+
+    @property
+    def topic_data(self) -> tuple[ProduceTopicData, ...]:
+        try:
+            return self._topic_data
+        except AttributeError:
+            topics = self._topic_data = read_produce_request(self.frame, self.max_elements).topic_data
+            return topics
+
+    def __eq__(self, other: object) -> bool:  # as the ProduceRequestFrame it stands for
+        fields = (self.version, self.correlation_id, self.client_id, self.transactional_id, self.acks,
+                  self.timeout_ms, self.topic_data)
+        if isinstance(other, LaneRequest | ProduceRequestFrame):
+            return fields == (other.version, other.correlation_id, other.client_id, other.transactional_id,
+                              other.acks, other.timeout_ms, other.topic_data)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as a ProduceRequestFrame (a dataclass with eq)
+
+
+# What `read_lane_request` makes a LaneRequest of (`lazy`): its fields in the order the compiled step passes them
+_LANE_REQUEST = (LaneRequest, ("version", "correlation_id", "client_id", "transactional_id", "acks", "timeout_ms",
+                               "frame", "max_elements"))
 _ANSWER_FIELDS = tuple(f.name for f in dataclass_fields(ProducePartitionAnswer))
 
 TagWalk = Callable[[memoryview, int], int]  # (view ending where the tag's size does, position) -> position after
@@ -1279,16 +1325,22 @@ def lane_written(frame: Buffer, upstream: object, written_cls: type) -> object |
 
 
 def read_lane_request(frame: Buffer, max_elements: int | None, table: object,
-                      upstream: tuple[type, tuple[str, ...], type, tuple[str, ...], int]
-                      ) -> tuple[ProduceRequestFrame, list[Any], Any] | None:
+                      upstream: tuple[type, tuple[str, ...], type, tuple[str, ...], int], lazy: bool = False
+                      ) -> tuple[ProduceRequestFrame | LaneRequest, list[Any], Any] | None:
     """The Produce lane's request step, compiled (rust/fedkafka_speedups/src/lane.rs): (the request as
     `read_produce_request` reads it, the routes `table` holds for its partitions in its order, the broker's request)
     for a request of a plain producer every partition of which is in `table`; None for anything else, and without
     the twin (the lane then reads the frame in Python and decides). The broker's request is made of `upstream`'s
     classes (`produce.LANE_UPSTREAM`: one partition's class and fields, more partitions' class and fields, the cap
-    of its timeout) as `produce.lane_upstream` makes it: its topics as `UpstreamProduce.of` groups them."""
+    of its timeout) as `produce.lane_upstream` makes it: its topics as `UpstreamProduce.of` groups them. `lazy`: a
+    request of one partition as a `LaneRequest` (its topics read only when asked for) with a twin of revision 8."""
     if _lane_read is None or table is None:
         return None
+    if lazy and _lazy_lane is not None:
+        taken: tuple[ProduceRequestFrame | LaneRequest, list[Any], Any] | None = _lazy_lane.read_lane_request(
+            frame, max_elements, table, ProduceRequestFrame, _REQUEST_FIELDS, ProduceTopicData, ProducePartitionData,
+            upstream, _LANE_REQUEST)
+        return taken
     read: tuple[ProduceRequestFrame, list[Any], Any] | None = _lane_read.read_lane_request(
         frame, max_elements, table, ProduceRequestFrame, _REQUEST_FIELDS, ProduceTopicData, ProducePartitionData,
         upstream)

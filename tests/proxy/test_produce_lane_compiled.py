@@ -16,6 +16,7 @@ from protocol.test_records_twins import using
 
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
+from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.handlers import produce as produce_handler
 from fedkafka.security.acl import AclBinding, Operation, PatternType, Permission, ResourceType
 from fedkafka.security.session import Session
@@ -70,13 +71,18 @@ def requests(draw) -> bytes:
     return codec.encode_request(kio_request(version, txn, acks, timeout_ms, topics), 5, "app")[4:]
 
 
-async def twice(request: bytes, session: Session | None = None, authorization: bool = False, acls=(), answers=None):
+async def twice(request: bytes, session: Session | None = None, authorization: bool = False, acls=(), answers=None,
+                metrics: bool = True):
     """The request sent twice through one dispatcher (the first fills the route cache the compiled step reads): the
     broker's frames (sorted: a request of two clusters is two calls, answered in either order), both answers, and
     per request whether the lane took it and whether the compiled step read it. `answers`: the broker's, by
-    physical partition (test_produce_lane.py's `broker_answers`; None: every write accepted)."""
+    physical partition (test_produce_lane.py's `broker_answers`; None: every write accepted). `metrics`: False, the
+    dispatcher without a metrics observer (NULL_OBSERVER, the proxy's without an admin listener), which the lane
+    does not call: the compiled step's request then has its topics read only for an answer other than a Written."""
     broker = await Broker(ok if answers is None else scripted(answers)).start()
     d = await proxy(view(acls=acls), broker, authorization=authorization)
+    if not metrics:
+        d.observer = NULL_OBSERVER
     d.producer_ids.store_physical(PID, 0, "c1", 555, 2)
     try:
         answers, counts = [], []
@@ -104,14 +110,16 @@ def of_a_producer_id(request: bytes) -> bool:
 
 
 @settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])  # sockets, loaded
-@given(requests(), broker_answers())
-def test_the_compiled_steps_write_the_python_lane_s_frames_and_answers_and_leave_what_it_leaves(request, answers):
+@given(requests(), broker_answers(), st.booleans())
+def test_the_compiled_steps_write_the_python_lane_s_frames_and_answers_and_leave_what_it_leaves(request, answers,
+                                                                                                   metrics):
     """Both steps: the request's (`read_lane_request`) and the answer's (`lane_written`: the broker's answers drawn,
-    errors, offsets below p2's segment (physical 10, logical 50) and answers left out among them)."""
+    errors, offsets below p2's segment (physical 10, logical 50) and answers left out among them), with a metrics
+    observer and without (the lane then asks the compiled step's request for its topics only to translate an answer)."""
     with using("python"):
-        python = run(lambda: twice(request, answers=answers))
+        python = run(lambda: twice(request, answers=answers, metrics=metrics))
     with using("compiled"):
-        compiled = run(lambda: twice(request, answers=answers))
+        compiled = run(lambda: twice(request, answers=answers, metrics=metrics))
     assert compiled[:2] == python[:2]
     assert [taken for taken, _ in compiled[2]] == [taken for taken, _ in python[2]]  # the lane took the same
     assert [read for _, read in python[2]] == [0, 0]
@@ -207,3 +215,41 @@ def test_the_compiled_answer_step_answers_as_the_python_code_and_takes_the_usual
     assert (written is not None) == taken
     if taken:
         assert (written.frame, written.error_code) == (python.frame, python.error_code)
+
+
+def cached_table():
+    """The compiled step's route table as the lane fills it for `view()`'s t/0, t/1 (c1) and t/2 (c2)."""
+    table = rec.lane_routes()
+    for index in range(3):
+        route = produce_handler.lane_route(view(), True, "t", index)
+        table.insert("t", index, route, route.seg.topic, route.seg.partition)  # type: ignore[union-attr]
+    return table
+
+
+def request_fields(request) -> tuple:
+    return (request.version, request.correlation_id, request.client_id, request.transactional_id, request.acks,
+            request.timeout_ms, [(t.name, [(p.index, bytes(p.records)) for p in t.partition_data])
+                                 for t in request.topic_data])
+
+
+@pytest.mark.skipif(rec._lazy_lane is None, reason="the compiled twin of revision 8 (a LaneRequest) is not built")
+@settings(max_examples=examples(300), deadline=None)
+@given(requests(), st.sampled_from([None, 100_000, 3]))
+def test_the_compiled_step_s_lazy_request_reads_the_request_the_full_step_makes(request, max_elements):
+    """`read_lane_request(lazy=True)` (the lane's without a metrics observer): the same routes and broker request as
+    the full step, and for a request of one partition a `LaneRequest` whose fields, and topics read from the frame
+    when asked for, are the `ProduceRequestFrame`'s of the full step and of `read_produce_request` (within the same
+    element limit)."""
+    table = cached_table()
+    full = rec.read_lane_request(request, max_elements, table, produce_handler.LANE_UPSTREAM)
+    lazy = rec.read_lane_request(request, max_elements, table, produce_handler.LANE_UPSTREAM, True)
+    assert (lazy is None) == (full is None)
+    if full is None or lazy is None:
+        return
+    one = sum(len(t.partition_data) for t in full[0].topic_data) == 1  # lazy for one partition only
+    assert type(lazy[0]) is (rec.LaneRequest if one else rec.ProduceRequestFrame)
+    assert type(full[0]) is rec.ProduceRequestFrame
+    assert lazy[1:] == full[1:]
+    assert request_fields(lazy[0]) == request_fields(full[0]) == \
+        request_fields(rec.read_produce_request(request, max_elements))
+    assert lazy[0] == full[0] and full[0] == lazy[0] and lazy[0].topic_data is lazy[0].topic_data  # read once

@@ -16,14 +16,16 @@ With the compiled twin (revision 7) a plain producer's request (no producer id) 
 in the cache (without authorization, not draining) is read, checked, routed and made into the broker's request by
 one call (`records.read_lane_request`, over a copy of the routes the twin keeps: `_table`); whatever it leaves is
 read here in Python (`_start_read`), which stays the lane's reference. What follows (fence, physical state,
-connection, deadline, counts, observer, answer) is the same code for both.
+connection, deadline, counts, observer, answer) is the same code for both. Since revision 8, with no metrics
+observer, the step's request of one partition is a `records.LaneRequest`, whose topics are read from the frame only
+for an answer other than a `Written`.
 
 What the generic path guarantees holds here as well: the request is counted in `writes_in_flight` by the view
 version it was routed with until answered (its answer cancelled once written: until ABANDONED_SETTLE_S after, or
 the drain's close of its connection, `_abandoned`); it goes upstream with acks=all and the handler's timeout at once,
-unless the client's deadline passed meanwhile (`_past_deadline`: then REQUEST_TIMED_OUT, unsent); a call without an
+unless the client's deadline passed meanwhile (`_send`: then REQUEST_TIMED_OUT, unsent); a call without an
 answer within REQUEST_TIMEOUT_S answers REQUEST_TIMED_OUT (`_Deadlines`); the observer sees the request, the upstream
-call and the answer.
+call and the answer (`NULL_OBSERVER`, which does nothing, is not called).
 Answers stay in request order: the connection queues the answer future as it queues any other.
 """
 
@@ -34,7 +36,7 @@ import collections
 import functools
 import logging
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
@@ -46,6 +48,7 @@ from fedkafka.proxy.core.dispatch import (
     _uncount_or_hold,
     _warn_slow,
 )
+from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S
 from fedkafka.proxy.handlers import produce
 from fedkafka.proxy.plan import Broker, CloseConnection, Context, Refused, UpstreamError, collect_refusal
@@ -57,28 +60,40 @@ log = logging.getLogger(__name__)
 ROUTE_CACHE_ENTRIES = 16_384  # (topic, partition[, principal, host]) routes of one view; past it, started over
 ROUTE_KEY_CHARS = 512  # a session's principal and host longer together: its routes are made per request, not cached
 _NOT_TAKEN = object()  # a cached "the lane does not take this partition under this view and session"
+# read once a request: module globals, not attribute lookups
+_LANE_UPSTREAM = produce.LANE_UPSTREAM
+_Written = produce.Written
+_REFRESHING = produce.REFRESHING  # a Written's error codes after which `lane_answer` asks for the cluster's metadata
+_partial = functools.partial
 
 
-class _LaneCall:
+class _LaneCallFields(NamedTuple):
+    target: Broker
+    request: produce.UpstreamProduce | None
+    waits: _Deadlines | None  # its connection's deadlines; None: not sent
+    producer: produce.LaneProducer | None  # idempotent batches: their sequences, noted on the answer
+
+
+class _LaneCall(_LaneCallFields):
     """What `Dispatcher._outcome`, the observer and the slow-request warning read of a call (a `plan.Call` has
-    eight fields to set, once per request)."""
+    eight fields to set, once per request). Made by `_new_call` (tuple.__new__): no Python `__init__` a request."""
 
-    __slots__ = ("producer", "request", "target", "waits")
+    __slots__ = ()
     client_timeout = False
     timeout_s = None
 
-    def __init__(self, target: Broker, request: produce.UpstreamProduce | None, waits: _Deadlines | None,
-                 producer: produce.LaneProducer | None = None):
-        self.target, self.request, self.waits = target, request, waits  # waits: its connection's deadlines
-        self.producer = producer  # idempotent batches: their sequences, noted on the answer
+
+_new_call = tuple.__new__  # _new_call(_LaneCall, (target, request, waits, producer))
 
 
 class _Deadlines:
     """The lane's calls on one upstream connection in the order they were sent, each failed with TimeoutError
     (`_time_out`) REQUEST_TIMEOUT_S after it was sent if still unanswered, as `Dispatcher._one_call`'s timer per
     call does, but with one timer for them all: uvloop's call_later and cancel cost 4-7 µs, once per request. A
-    broker answers a connection's requests in order, so answered calls leave from the head (`answered`) and the
-    timer, set for the oldest unanswered call, fires about once per REQUEST_TIMEOUT_S while calls flow."""
+    broker answers a connection's requests in order, so answered calls leave from the head and the
+    timer, set for the oldest unanswered call, fires about once per REQUEST_TIMEOUT_S while calls flow. The lane's
+    `_send` appends a call and sets the timer, its `_answered` takes the answered ones off the head (inline: a call
+    less a request each)."""
 
     __slots__ = ("calls", "conn", "lane", "loop", "timer")
 
@@ -87,24 +102,13 @@ class _Deadlines:
         self.calls: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         self.timer: asyncio.TimerHandle | None = None
 
-    def add(self, item: asyncio.Future) -> None:
-        deadline = self.loop.time() + REQUEST_TIMEOUT_S
-        self.calls.append((deadline, item))
-        if self.timer is None:
-            self.timer = self.loop.call_at(deadline, self._expire)
-
-    def answered(self) -> None:
-        calls = self.calls
-        while calls and calls[0][1].done():
-            calls.popleft()
-
-    def _expire(self) -> None:
+    def expire(self) -> None:
         self.timer = None
         calls, now = self.calls, self.loop.time()
         while calls and (calls[0][1].done() or calls[0][0] <= now):
             _time_out(calls.popleft()[1])  # nothing for a call answered meanwhile
         if calls:
-            self.timer = self.loop.call_at(calls[0][0], self._expire)
+            self.timer = self.loop.call_at(calls[0][0], self.expire)
         elif self.lane._deadlines.get(self.conn) is self:  # a connection with nothing out: forgotten
             del self.lane._deadlines[self.conn]
 
@@ -139,20 +143,20 @@ class ProduceLane:
         if view is not self._view or state.me.node_id != self._node_id:
             self._new_view(view, state.me.node_id)
         # the compiled step (`records.read_lane_request`): a plain producer's request whose routes are all cached,
-        # held to the element limit the route's reader holds it to (`_route` binds it once per advertised table)
-        read = rec.read_lane_request(frame, d._routes_limit, self._table, produce.LANE_UPSTREAM)
+        # held to the element limit the route's reader holds it to (`_route` binds it once per advertised table). With
+        # no metrics observer (which reads every request's topics), a request of one partition is a
+        # `records.LaneRequest`, its topics read only if an answer other than a Written asks for them
+        read = rec.read_lane_request(frame, d._routes_limit, self._table, _LANE_UPSTREAM, d.observer is NULL_OBSERVER)
         if read is None:
             return self._start_read(frame, route[1], correlation_id, slot, session, loop)
         if not state.lease_valid():
             return None
         request, routes, upstream = read
-        read_at = loop.time()  # the client's deadline counts from here (`_send_deadline`)
-        sent = self._send(request, routes, None, slot, read_at, upstream)
-        if sent is None:
-            return None
-        self.taken += 1
-        self.compiled += 1
-        return self._answer_later(loop, view, request, routes, sent[0], sent[1], correlation_id, read_at, session)
+        # the client's deadline counts from `loop.time()` here (`_send_deadline`)
+        answer = self._send(request, routes, None, slot, loop.time(), loop, view, correlation_id, session, upstream)
+        if answer is not None:
+            self.compiled += 1
+        return answer
 
     def _start_read(self, frame: bytes | memoryview, read_request, correlation_id: int, slot: int,
                     session: Session | None, loop: asyncio.AbstractEventLoop) -> asyncio.Future | None:
@@ -170,12 +174,7 @@ class ProduceLane:
         if routed is None:
             return None
         routes, producer = routed
-        sent = self._send(request, routes, producer, slot, read_at)
-        if sent is None:
-            return None
-        call, item = sent
-        self.taken += 1
-        return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at, session)
+        return self._send(request, routes, producer, slot, read_at, loop, view, correlation_id, session)
 
     def _new_view(self, view, node_id: int | None) -> None:
         """A new view (new topics, chains, clusters, ACLs, draining set) or node id (registered again: another entry
@@ -254,13 +253,14 @@ class ProduceLane:
         return produce.lane_route(view, may_write, name, index) or _NOT_TAKEN
 
     def _send(self, request, routes: list[produce.LaneRoute], producer: produce.LaneProducer | None, slot: int,
-              read_at: float, upstream: produce.UpstreamProduce | None = None
-              ) -> tuple[_LaneCall, asyncio.Future] | None:
+              read_at: float, loop: asyncio.AbstractEventLoop, view, correlation_id: int, session: Session | None,
+              upstream: produce.UpstreamProduce | None = None) -> asyncio.Future | None:
         """Write the broker's request to the one leader of every partition on its open pooled connection: the
-        slot's, or an idempotent producer's own as on the generic path (`Call.ordering_key`). None: nothing written
-        (the physical state is read here, per request, never cached). An idempotent producer's batches are
-        rewritten and its sequences noted as forwarded before the client's deadline is looked at, as `handle` does
-        them before `Dispatcher._send` looks. `upstream`: the broker's request, made by the compiled step."""
+        slot's, or an idempotent producer's own as on the generic path (`Call.ordering_key`), and return the answer
+        future (`_answer_later`). None: nothing written (the physical state is read here, per request, never
+        cached). An idempotent producer's batches are rewritten and its sequences noted as forwarded before the
+        client's deadline is looked at, as `handle` does them before `Dispatcher._send` looks. `upstream`: the
+        broker's request, made by the compiled step."""
         d = self.dispatcher
         seg = routes[0].seg
         cluster = seg.cluster
@@ -276,7 +276,6 @@ class ProduceLane:
                 seg = route.seg
                 if seg.cluster != cluster or leaders.get((seg.topic, seg.partition)) != leader:
                     return None
-        target = (cluster, leader)
         address = info.brokers.get(leader)
         conn = None if address is None else \
             d.pool.ready(address[0], address[1], slot if producer is None else producer.key)
@@ -286,8 +285,12 @@ class ProduceLane:
             records = None if producer is None else produce.lane_forwarded(d.producer_ids, producer)
         except produce.LaneUncounted:  # the in-flight table full: nothing counted or written, the generic path
             return None  # counts what it can and remembers what it could not (`_Part.counted`)
-        if _past_deadline(request.timeout_ms, read_at, d._loop or d.loop):
-            return self._not_sent(target, producer, request.client_id)
+        timeout_ms = request.timeout_ms
+        if timeout_ms > 0:  # the client's deadline (`_send_deadline` from read_at): never sent past it (`_not_to_send`)
+            timeout_s = timeout_ms / 1000
+            if loop.time() > read_at + timeout_s - min(1.0, timeout_s / 10):
+                call, item = self._not_sent((cluster, leader), producer, request.client_id)
+                return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at, session)
         if upstream is None:
             upstream = produce.lane_upstream(request, routes, records)
         try:
@@ -296,14 +299,20 @@ class ProduceLane:
             if producer is not None:  # no further effect (`physical` and `note_forwarded` of the same batch change
                 produce.lane_settled(d.producer_ids, producer)  # nothing more); not in flight
             return None
-        broker = self._targets.get(target)
-        if broker is None:
-            broker = self._targets[target] = Broker(*target)
         waits = self._deadlines.get(conn)
         if waits is None:
-            waits = self._deadlines[conn] = _Deadlines(self, conn, d._loop or d.loop)
-        waits.add(item)
-        return _LaneCall(broker, upstream, waits, producer), item
+            waits = self._deadlines[conn] = _Deadlines(self, conn, loop)
+        deadline = loop.time() + REQUEST_TIMEOUT_S  # `_Deadlines`: failed then if still unanswered
+        waits.calls.append((deadline, item))
+        if waits.timer is None:
+            waits.timer = loop.call_at(deadline, waits.expire)
+        broker = self._targets.get((cluster, leader)) or self._broker(cluster, leader)
+        call = _new_call(_LaneCall, (broker, upstream, waits, producer))
+        return self._answer_later(loop, view, request, routes, call, item, correlation_id, read_at, session)
+
+    def _broker(self, cluster: str, leader: int) -> Broker:
+        broker = self._targets[(cluster, leader)] = Broker(cluster, leader)
+        return broker
 
     def _not_sent(self, target: tuple[str, int], producer: produce.LaneProducer | None,
                   client_id: str | None) -> tuple[_LaneCall, asyncio.Future]:
@@ -316,74 +325,102 @@ class ProduceLane:
         d.observer.refused("deadline", target[0], -1, message, client_id)
         item = (d._loop or d.loop).create_future()
         item.set_result(UpstreamError(target[0], message))
-        return _LaneCall(Broker(*target), None, None, producer), item
+        return _new_call(_LaneCall, (Broker(*target), None, None, producer)), item
 
     def _answer_later(self, loop: asyncio.AbstractEventLoop, view, request, routes: list[produce.LaneRoute],
                       call: _LaneCall, item: asyncio.Future, correlation_id: int, read_at: float,
                       session: Session | None) -> asyncio.Future:
-        """The answer future, counted in writes_in_flight by `view`'s version until the call ended; the
-        done-callback that answers (`_answered`). `session` is handed on as it is: its principal and host are read
-        only for a refusal's log line."""
+        """The request taken: the answer future, counted in writes_in_flight by `view`'s version until the call
+        ended; the done-callback that answers (`_answered`). `session` is handed on as it is: its principal and host
+        are read only for a refusal's log line."""
+        self.taken += 1
         d = self.dispatcher
         counts = d.writes_in_flight
+        version = view.version
         if counts is not None:
-            counts[view.version] += 1
-        seen = d.observer.request(PRODUCE_API_KEY, request.version, request, view)
+            counts[version] += 1
+        observer = d.observer  # NULL_OBSERVER (no admin listener: the default) does nothing: not called
+        seen = None if observer is NULL_OBSERVER else observer.request(PRODUCE_API_KEY, request.version, request, view)
         answer = _Answer(loop=loop)
         answer.awaits = item
         # the count is given back in `_answered`, which runs once whatever ends the call (its answer, its deadline
         # (`_Deadlines`), a lost connection; a cancellation once written: ABANDONED_SETTLE_S later or at the drain's
         # close of its connection, `_abandoned`): one done-callback less than `start`'s
-        item.add_done_callback(functools.partial(self._answered, answer, read_at, request, routes, call,
-                                                 correlation_id, seen, counts, view.version, session))
+        item.add_done_callback(_partial(self._answered, answer, read_at, request, routes, call, correlation_id, seen,
+                                        counts, version, session))
         return answer
 
     def _answered(self, answer: asyncio.Future, started: float, request, routes: list[produce.LaneRoute],
                   call: _LaneCall, correlation_id: int, seen, counts: collections.Counter[int] | None,
                   view_version: int, session: Session | None, item: asyncio.Future) -> None:
-        """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer."""
-        if call.waits is not None:  # None: not sent
-            call.waits.answered()
+        """`Dispatcher._one_answered` for a lane request: the call's outcome, observer, the client's answer (the
+        usual, a `Written`, here; any other by `_answer_read`)."""
+        waits = call.waits
+        if waits is not None:  # None: not sent. Answered calls leave the head of its connection's `_Deadlines`
+            calls = waits.calls
+            while calls and calls[0][1].done():
+                calls.popleft()
         d = self.dispatcher
         if answer.done():  # cancelled: so was the call; written, the broker may still write its request
             _abandoned(d, call, counts, view_version, item)
             return
-        if call.producer is not None:  # its batches' call ended, whatever ended it
-            produce.lane_settled(d.producer_ids, call.producer)
+        producer = call.producer
+        if producer is not None:  # its batches' call ended, whatever ended it
+            produce.lane_settled(d.producer_ids, producer)
         if counts is not None:
             counts[view_version] -= 1
         answer.awaits = None  # type: ignore[attr-defined]
         try:
-            results = [d._outcome(call, item)]  # type: ignore[arg-type]  # it reads target and client_timeout
-            d.observer.upstream((call,), results)
+            try:  # `Dispatcher._outcome`'s usual case inline; any failure is its to turn into an UpstreamError
+                result = item.result()
+            except (OSError, codec.DecodeError):  # a timeout (TimeoutError is an OSError) or a lost connection
+                result = d._outcome(call, item)  # type: ignore[arg-type]  # it reads target and client_timeout
+            observer = d.observer
+            observed = observer is not NULL_OBSERVER  # which does nothing (no admin listener: the default)
+            if observed:
+                observer.upstream((call,), [result])
             elapsed = d._loop.time() - started  # type: ignore[union-attr]  # set by Dispatcher.start
             if elapsed > SLOW_REQUEST_S:
-                _warn_slow(elapsed, (call,), results)
-            result = results[0]
-            # the request's refusals (writes landing below their segment), one line per reason as on the generic
-            # path; a Written answer has none to make
-            refusals: dict[str, Refused] | None = None if type(result) is produce.Written else {}
-            reply, refresh = produce.lane_answer(request, routes, result, None if refusals is None else
-                                                 functools.partial(collect_refusal, refusals))
-            if refusals:
-                Context.report(d.observer.refused_together, refusals, request.client_id, session)
-            if call.producer is not None:
-                produce.lane_noted(d.producer_ids, call.producer, result)
-            if refresh:
-                d.physical.request_refresh(call.target.cluster)
-            d.observer.answered(seen, reply)  # `Dispatcher._encode`, for the one reply a lane request has
-            try:
-                frame = reply.response_frame(correlation_id)
-            except struct.error as e:  # an offset moved past 2^63 - 1 (a broker's answer near it): not answered
-                answer.set_result(_unanswerable(call.target, e))
+                _warn_slow(elapsed, (call,), [result])
+            if type(result) is not _Written:
+                self._answer_read(answer, request, routes, call, result, correlation_id, seen, session)
                 return
-            answer.set_result(frame)
+            # a Written (`produce.lane_answer`'s usual case inline): no refusal, the frame written as it was read
+            if producer is not None:
+                produce.lane_noted(d.producer_ids, producer, result)
+            if result.error_code in _REFRESHING:
+                d.physical.request_refresh(call.target.cluster)
+            if observed:
+                observer.answered(seen, result)  # `Dispatcher._encode`, for the one reply a lane request has
+            answer.set_result(result.frame)  # `Written.response_frame`
         except asyncio.CancelledError:
             answer.cancel()
         except BaseException as e:  # as `_one_answered`: the connection reports it and closes
             answer.set_exception(e)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
+
+    def _answer_read(self, answer: asyncio.Future, request, routes: list[produce.LaneRoute], call: _LaneCall, result,
+                     correlation_id: int, seen, session: Session | None) -> None:
+        """`_answered` for an answer other than a `Written` (a `BrokerAnswer`, an UpstreamError): translated by
+        `produce.lane_answer`, with the request's refusals (writes landing below their segment), one line per
+        reason as on the generic path. Its exceptions are `_answered`'s to report."""
+        d = self.dispatcher
+        refusals: dict[str, Refused] = {}
+        reply, refresh = produce.lane_answer(request, routes, result, functools.partial(collect_refusal, refusals))
+        if refusals:
+            Context.report(d.observer.refused_together, refusals, request.client_id, session)
+        if call.producer is not None:
+            produce.lane_noted(d.producer_ids, call.producer, result)
+        if refresh:
+            d.physical.request_refresh(call.target.cluster)
+        d.observer.answered(seen, reply)  # `Dispatcher._encode`, for the one reply a lane request has
+        try:
+            frame = reply.response_frame(correlation_id)
+        except struct.error as e:  # an offset moved past 2^63 - 1 (a broker's answer near it): not answered
+            answer.set_result(_unanswerable(call.target, e))
+            return
+        answer.set_result(frame)
 
 
 def _abandoned(dispatcher: Dispatcher, call: _LaneCall, counts: collections.Counter[int] | None, view_version: int,
@@ -407,12 +444,3 @@ def _unanswerable(target: Broker, e: struct.error) -> CloseConnection:
     message = f"the answer of {target.cluster}'s broker {target.node_id} does not fit in logical offsets ({e})"
     log.warning("%s: closing the client's connection unanswered", message)
     return CloseConnection(message)
-
-
-def _past_deadline(timeout_ms: int, read_at: float, loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether the client's deadline (`dispatch._send_deadline` from `read_at`) passed: a produce is never sent after
-    it (`Dispatcher._not_to_send`). A timeout of 0 or less sets none."""
-    if timeout_ms <= 0:
-        return False
-    timeout_s = timeout_ms / 1000
-    return loop.time() > read_at + timeout_s - min(1.0, timeout_s / 10)

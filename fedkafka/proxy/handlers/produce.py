@@ -1105,6 +1105,7 @@ def _refusal_of(refused: Callable[..., None] | None, name: str, index: int) -> C
 
 
 _REFRESHING = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)  # `_translate`'s too
+REFRESHING = _REFRESHING  # the lane's `_answered` reads a Written's error code against it, as `lane_answer` does
 
 
 @dataclass(slots=True)

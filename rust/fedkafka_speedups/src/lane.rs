@@ -71,10 +71,12 @@ struct Part<'a> {
 /// request as `produce.lane_upstream` makes it: its topics as `UpstreamProduce.of` groups them), or None: the Python
 /// lane reads the frame. Taken: a well-read frame (within `max_elements`), no transactional id, acks 1 or -1, every
 /// topic entry of at least one partition, every partition in `table`, its records one batch `forwarded_batch`
-/// passes, of no producer id, and no physical partition named twice.
+/// passes, of no producer id, and no physical partition named twice. `lazy` (revision 8: a class and its fields,
+/// `records.LaneRequest`): a request of one partition made of its head, the frame and `max_elements` only, its
+/// topics read from the frame when asked for, as `frame_cls` would have held them.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (frame, max_elements, table, frame_cls, frame_names, topic_cls, partition_cls, upstream))]
+#[pyo3(signature = (frame, max_elements, table, frame_cls, frame_names, topic_cls, partition_cls, upstream, lazy=None))]
 pub fn read_lane_request<'py>(
     frame: &Bound<'py, PyAny>,
     max_elements: &Bound<'py, PyAny>,
@@ -84,6 +86,7 @@ pub fn read_lane_request<'py>(
     topic_cls: &Bound<'py, PyAny>,
     partition_cls: &Bound<'py, PyAny>,
     upstream: &Bound<'py, PyAny>,
+    lazy: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
 ) -> PyResult<Option<Bound<'py, PyTuple>>> {
     let Some(buffer) = byte_buffer(frame) else { return Ok(None) };
     let bytes = bytes_of(&buffer);
@@ -114,21 +117,20 @@ pub fn read_lane_request<'py>(
     let view = PyMemoryView::from(frame)?;
     let new = tuple_new(py)?;
     let mut records = Vec::with_capacity(all.len());
-    let mut request_topics = Vec::with_capacity(topics.len());
-    for (name, parts) in &topics {
-        let mut read = Vec::with_capacity(parts.len());
-        for part in parts {
-            let slice = view.get_item(PySlice::new(py, part.start as isize, part.stop as isize, 1))?;
-            let fields = PyTuple::new(py, [part.index.into_pyobject(py)?.into_any(), slice.clone()])?;
-            read.push(new.call1((partition_cls, fields))?);
-            records.push(slice);
-        }
-        let fields = PyTuple::new(py, [PyString::new(py, name).into_any(), PyTuple::new(py, read)?.into_any()])?;
-        request_topics.push(new.call1((topic_cls, fields))?);
+    for part in &all {
+        records.push(view.get_item(PySlice::new(py, part.start as isize, part.stop as isize, 1))?);
     }
-    let fields = (version, correlation_id, client_id, None::<&str>, acks, timeout_ms, PyTuple::new(py, request_topics)?)
-        .into_pyobject(py)?;
-    let request = crate::instance(frame_cls, frame_names, fields)?;
+    // lazy for one partition only: the broker's answer to more is translated in Python, which reads the topics
+    let request = if let (Some((lazy_cls, lazy_names)), 1) = (lazy, all.len()) {
+        let fields = (version, correlation_id, client_id, None::<&str>, acks, timeout_ms, frame, max_elements)
+            .into_pyobject(py)?;
+        crate::instance(&lazy_cls, &lazy_names, fields)?
+    } else {
+        let request_topics = request_topics(py, &new, &topics, &records, topic_cls, partition_cls)?;
+        let fields = (version, correlation_id, client_id, None::<&str>, acks, timeout_ms, request_topics)
+            .into_pyobject(py)?;
+        crate::instance(frame_cls, frame_names, fields)?
+    };
     let routes = PyList::new(py, all.iter().map(|p| p.route.route.clone_ref(py)))?;
     let broker_topics = upstream_topics(py, &new, &all, records, topic_cls, partition_cls)?;
     let (one_cls, one_names, many_cls, many_names, max_timeout_ms): UpstreamClasses<'py> = upstream.extract()?;
@@ -144,6 +146,31 @@ pub fn read_lane_request<'py>(
         crate::instance(&many_cls, &many_names, (version, timeout_ms, broker_topics).into_pyobject(py)?)?
     };
     Ok(Some(PyTuple::new(py, [request, routes.into_any(), upstream])?))
+}
+
+/// The request's topics as `records.read_produce_request` makes them: each partition's index and records (`records`,
+/// the partitions' record sets in the request's order).
+fn request_topics<'py>(
+    py: Python<'py>,
+    new: &Bound<'py, PyAny>,
+    topics: &Topics<'_, '_>,
+    records: &[Bound<'py, PyAny>],
+    topic_cls: &Bound<'py, PyAny>,
+    partition_cls: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let mut records = records.iter();
+    let mut request_topics = Vec::with_capacity(topics.len());
+    for (name, parts) in topics {
+        let mut read = Vec::with_capacity(parts.len());
+        for part in parts {
+            let Some(slice) = records.next() else { unreachable!("a record set per partition") };
+            let fields = PyTuple::new(py, [part.index.into_pyobject(py)?.into_any(), slice.clone()])?;
+            read.push(new.call1((partition_cls, fields))?);
+        }
+        let fields = PyTuple::new(py, [PyString::new(py, name).into_any(), PyTuple::new(py, read)?.into_any()])?;
+        request_topics.push(new.call1((topic_cls, fields))?);
+    }
+    PyTuple::new(py, request_topics)
 }
 
 /// `produce.LANE_UPSTREAM`: the broker request's class of one partition and its fields, that of more partitions and

@@ -527,9 +527,10 @@ fn frame_buffer(py: Python<'_>, size: isize) -> PyResult<Bound<'_, PyByteArray>>
 /// optional argument a records.py of revision 2 or 3 does not pass; 5: `forwarded_batch`, `producer_head`, and
 /// `produce_request_parts` taking a record set in pieces, a `records.RecordParts`, which no older records.py passes;
 /// 6: `read_produce_answer`, and `translated_produce_answer` passing the broker's throttle time on, where an older
-/// build wrote 0; 7: `LaneRoutes`, `read_lane_request` and `lane_written`, the Produce lane's steps of lane.rs).
+/// build wrote 0; 7: `LaneRoutes`, `read_lane_request` and `lane_written`, the Produce lane's steps of lane.rs; 8:
+/// `read_lane_request`'s `lazy`, the request made of its head, a `records.LaneRequest`).
 const INTERFACE: u32 = 1;
-const REVISION: u32 = 7;
+const REVISION: u32 = 8;
 
 #[pymodule]
 fn fedkafka_speedups(m: &Bound<'_, PyModule>) -> PyResult<()> {
