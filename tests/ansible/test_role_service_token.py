@@ -1,6 +1,7 @@
 """fedkafka_controller_service_token: the common role writes it 0600 and refuses a weak one or the operator's;
 site.yml gives the controller `--service-token-file` and a proxy the service token's file as its `--token-file`
-(the name service role does the same); the token itself never reaches Ansible's output."""
+(the name service role does the same); fedkafka_controller_routing_token likewise, given to the name services only;
+the tokens themselves never reach Ansible's output."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 API_TOKEN = "api-" + secrets.token_hex(12)
 SERVICE_TOKEN = "svc-" + secrets.token_hex(12)
+ROUTING_TOKEN = "routing-" + secrets.token_hex(12)
 
 
-def _token_tasks(tmp_path: Path, service_token: str) -> subprocess.CompletedProcess:
+def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "") -> subprocess.CompletedProcess:
     tmp_path.mkdir(parents=True, exist_ok=True)
     book = tmp_path / "token.yml"
     book.write_text(f"""
@@ -36,14 +38,16 @@ def _token_tasks(tmp_path: Path, service_token: str) -> subprocess.CompletedProc
 """)
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps({"fedkafka_config_dir": str(tmp_path / "etc"), "fedkafka_api_token": API_TOKEN,
-                                 "fedkafka_controller_service_token": service_token}))
+                                 "fedkafka_controller_service_token": service_token,
+                                 "fedkafka_controller_routing_token": routing_token}))
     extra.chmod(0o600)
     (tmp_path / "etc").mkdir(exist_ok=True)
     proc = subprocess.run([PLAYBOOK, str(book), "-e", f"@{extra}", "-v", "-e", "ansible_connection=local",
                            "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=180)
     extra.unlink()
-    assert API_TOKEN not in proc.stdout + proc.stderr and SERVICE_TOKEN not in proc.stdout + proc.stderr
+    for token in (API_TOKEN, SERVICE_TOKEN, ROUTING_TOKEN):
+        assert token not in proc.stdout + proc.stderr
     return proc
 
 
@@ -60,7 +64,18 @@ def test_the_service_token_is_written_0600_and_checked(tmp_path):
 
 def test_without_a_service_token_no_file_is_written(tmp_path):
     assert _token_tasks(tmp_path, "").returncode == 0
-    assert not (tmp_path / "etc" / "service-token").exists()
+    assert not (tmp_path / "etc" / "service-token").exists() and not (tmp_path / "etc" / "routing-token").exists()
+
+
+def test_the_routing_token_is_written_0600_and_checked(tmp_path):
+    proc = _token_tasks(tmp_path, SERVICE_TOKEN, ROUTING_TOKEN)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    written = tmp_path / "etc" / "routing-token"
+    assert written.read_text().strip() == ROUTING_TOKEN and stat.S_IMODE(written.stat().st_mode) == 0o600
+    for bad in (API_TOKEN, SERVICE_TOKEN, "short"):
+        refused = _token_tasks(tmp_path / bad[:5], SERVICE_TOKEN, bad)
+        assert refused.returncode != 0 and "fedkafka_controller_routing_token must be" in refused.stdout, \
+            refused.stdout[-3000:]
 
 
 def test_site_yml_gives_the_service_token_to_proxies_and_name_service_only(tmp_path):
@@ -71,3 +86,13 @@ def test_site_yml_gives_the_service_token_to_proxies_and_name_service_only(tmp_p
     assert f"--token-file {etc}/api-token --scan-interval" in flat, out[-4000:]  # the controller: both tokens
     assert f"--service-token-file {etc}/service-token" in flat
     assert f"--token-file {etc}/service-token --view-cache" in flat  # the proxy: the service token only
+
+
+def test_site_yml_gives_the_routing_token_to_the_name_service(tmp_path):
+    out = site_check(tmp_path, "localhost,nameservice,controller",
+                     {"fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": SERVICE_TOKEN,
+                      "fedkafka_controller_routing_token": ROUTING_TOKEN})
+    assert API_TOKEN not in out and SERVICE_TOKEN not in out and ROUTING_TOKEN not in out
+    flat, etc = " ".join(out.split()), tmp_path / "etc"
+    assert f"--routing-token-file {etc}/routing-token" in flat, out[-4000:]  # the controller accepts it
+    assert f"--token-file {etc}/routing-token --max-connections" in flat  # the name service: the routing token only
