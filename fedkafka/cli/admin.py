@@ -197,7 +197,7 @@ def _read_tokens(token_file: Path, service_token_file: Path | None, routing_toke
     routing = None if routing_token_file is None else _read_token(routing_token_file, "--routing-token-file")
     if service == operator:  # the service token would be the operator's: every proxy host could do everything
         _fail("--service-token-file holds the same token as --token-file; give proxies a token of their own", 2)
-    if routing in (operator, service):  # a name service host would hold the wider token
+    if routing is not None and routing in (operator, service):  # a name service host would hold a wider token
         _fail("--routing-token-file holds the same token as --token-file or --service-token-file; give name "
               "services a token of their own", 2)
     return Tokens(operator, service, routing)

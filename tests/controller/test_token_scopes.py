@@ -131,6 +131,7 @@ def test_the_controller_refuses_a_routing_token_equal_to_another(tmp_path, capsy
         path.write_text(token + "\n")
     assert _read_tokens(files["op"], files["svc"], files["routing"]) == ALL_THREE
     assert _read_tokens(files["op"], None, files["routing"]) == Tokens(OPERATOR_TOKEN, None, ROUTING_TOKEN)
+    assert _read_tokens(files["op"], None, None) == Tokens(OPERATOR_TOKEN)  # one token, as before
     for same in ("op", "svc"):
         with pytest.raises(typer.Exit):
             _read_tokens(files["op"], files["svc"], files[same])
