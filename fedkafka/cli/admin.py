@@ -62,6 +62,14 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 # -- the service -----------------------------------------------------------------------------------
+_SERVICE_TOKEN_FILE = typer.Option(None, "--service-token-file", help="file holding a second token, for proxies "
+                                   "(and name services without a routing token): it may only register, heartbeat, "
+                                   "read the view and pools, allocate producer ids and forward clients' topic/ACL "
+                                   "admin requests (docs/OPERATIONS.md)")
+_ROUTING_TOKEN_FILE = typer.Option(None, "--routing-token-file", help="file holding a token for name services: it "
+                                   "may only read the client routing (GET /v1/client-routing; docs/OPERATIONS.md)")
+
+
 def controller(
     db: str | None = typer.Option(None, "--db", help="database URL (sqlite:///PATH, postgresql+psycopg://...; "
                                   f"default {DEFAULT_DB}); one with a password: --db-file"),
@@ -92,13 +100,8 @@ def controller(
     upstream_config: Path | None = typer.Option(None, "--upstream-config", help="JSON file (mode 0600) of "
                                                 "librdkafka security settings for the physical clusters' brokers: "
                                                 "security.protocol, ssl.*, sasl.* (docs/OPERATIONS.md)"),
-    service_token_file: Path | None = typer.Option(None, "--service-token-file", help="file holding a second "
-                                                   "token, for proxies and name services: it may only register, "
-                                                   "heartbeat, read the view and pools, allocate producer ids and "
-                                                   "forward clients' topic/ACL admin requests (docs/OPERATIONS.md)"),
-    routing_token_file: Path | None = typer.Option(None, "--routing-token-file", help="file holding a token for "
-                                                   "name services: it may only read the client routing (GET "
-                                                   "/v1/client-routing; docs/OPERATIONS.md)"),
+    service_token_file: Path | None = _SERVICE_TOKEN_FILE,
+    routing_token_file: Path | None = _ROUTING_TOKEN_FILE,
     metrics_token_required: bool = typer.Option(False, "--metrics-token-required", help="/metrics answers only "
                                                 "with a bearer token (any of them); default: open, like /healthz"),
     ssl_cert: Path | None = typer.Option(None, "--ssl-cert", help="PEM certificate chain: serve the API over "

@@ -33,9 +33,9 @@ from fedkafka.controller.workflows import WorkflowEngine
 def create_app(controller: Controller, token: str | Tokens, background: bool = True,
                max_body: int = DEFAULT_MAX_BODY, leadership: Leadership | None = None,
                metrics_token_required: bool = False) -> FastAPI:
-    """`token`: the operator token, or Tokens with a service and/or a routing token too (controller.scopes). `leadership`: compete
-    for the database's leader row and act only while holding it (docs/DESIGN.md §3.6); without it this
-    controller acts at once (one controller, or tests)."""
+    """`token`: the operator token, or Tokens with a service and/or a routing token too (controller.scopes).
+    `leadership`: compete for the database's leader row and act only while holding it (docs/DESIGN.md §3.6);
+    without it this controller acts at once (one controller, or tests)."""
     tokens = token if isinstance(token, Tokens) else Tokens(operator=token)
     workflows = WorkflowEngine(controller)
     app = FastAPI(title="fedkafka controller", version="1",

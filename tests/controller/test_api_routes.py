@@ -19,8 +19,8 @@ from fedkafka.controller.service import Controller, Settings
 
 ROUTES_FILE = Path(__file__).resolve().parents[2] / "docs" / "api-routes.txt"
 HEADER = ("# The controller's REST routes (OpenAPI paths): method, path, whether a bearer token is needed, and\n"
-          "# which token may call it (fedkafka/controller/scopes.py): operator only, the service token too, or the routing\n"
-          "# token as well (GET /v1/client-routing: name services).\n"
+          "# which token may call it (fedkafka/controller/scopes.py): operator only, the service token too, or the "
+          "routing\n# token as well (GET /v1/client-routing: name services).\n"
           "# Checked by tests/controller/test_api_routes.py; regenerate with\n"
           "# `python tests/controller/test_api_routes.py > docs/api-routes.txt` after an intended change.\n")
 

@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 
 from controller.conftest import RecordingKafka
 from controller.member_secrets import heartbeating_like_a_proxy
+from fedkafka.cli.admin import _read_tokens
 from fedkafka.controller.api.common import token_dependency
 from fedkafka.controller.app import create_app
 from fedkafka.controller.errors import ControllerError
-from fedkafka.cli.admin import _read_tokens
 from fedkafka.controller.scopes import OPERATOR, ROUTE_SCOPES, ROUTING, SERVICE, Tokens
 from fedkafka.controller.service import Controller, Settings
 
@@ -127,7 +127,7 @@ def test_a_name_service_still_given_the_service_token_reads_the_client_routing(m
 
 def test_the_controller_refuses_a_routing_token_equal_to_another(tmp_path, capsys):
     files = {name: tmp_path / name for name in ("op", "svc", "routing")}
-    for (name, path), token in zip(files.items(), (OPERATOR_TOKEN, SERVICE_TOKEN, ROUTING_TOKEN)):
+    for path, token in zip(files.values(), (OPERATOR_TOKEN, SERVICE_TOKEN, ROUTING_TOKEN), strict=True):
         path.write_text(token + "\n")
     assert _read_tokens(files["op"], files["svc"], files["routing"]) == ALL_THREE
     assert _read_tokens(files["op"], None, files["routing"]) == Tokens(OPERATOR_TOKEN, None, ROUTING_TOKEN)

@@ -7,6 +7,7 @@ import base64
 import json
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -219,7 +220,7 @@ def test_local_up_gives_the_name_service_a_routing_token_of_its_own(tmp_path, mo
     controller, nameservice = started
     operator_file, routing_file = _option(controller, "--token-file"), _option(controller, "--routing-token-file")
     assert _option(nameservice, "--token-file") == routing_file
-    tokens = {path: open(path).read().strip() for path in (operator_file, routing_file)}
+    tokens = {path: Path(path).read_text().strip() for path in (operator_file, routing_file)}
     assert len(set(tokens.values())) == 2 and all(len(token) >= 16 for token in tokens.values())
     assert stat.S_IMODE(tmp_path.joinpath("routing.token").stat().st_mode) == 0o600
 
