@@ -107,6 +107,12 @@ class Tokens:
     service: str | None = None
     routing: str | None = None
 
+    def __post_init__(self) -> None:
+        # an empty token is no credential: `Authorization: Bearer ` (nothing after it) would match it
+        for name, token in (("operator", self.operator), ("service", self.service), ("routing", self.routing)):
+            if token is not None and not token.strip():
+                raise ValueError(f"the {name} token is empty")
+
     def role(self, authorization: str | None) -> str | None:
         """OPERATOR, SERVICE, ROUTING, or None (no or a wrong bearer token). Every comparison runs every time,
         each constant-time: the answer's timing tells nothing about any token."""

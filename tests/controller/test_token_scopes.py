@@ -192,3 +192,12 @@ def test_roles():
     assert Tokens(OPERATOR_TOKEN).role(f"Bearer {SERVICE_TOKEN}") is None
     assert ALL_THREE.role(f"Bearer {ROUTING_TOKEN}") == ROUTING and tokens.role(f"Bearer {ROUTING_TOKEN}") is None
     assert ALL_THREE.role(f"Bearer {SERVICE_TOKEN}") == SERVICE and ALL_THREE.role(f"Basic {ROUTING_TOKEN}") is None
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize("which", ["operator", "service", "routing"])
+def test_an_empty_or_blank_token_is_refused(which, blank):
+    """`Authorization: Bearer ` (or `Bearer ` and blanks) would match it: no credential at all."""
+    given = {"operator": OPERATOR_TOKEN, "service": SERVICE_TOKEN, "routing": ROUTING_TOKEN} | {which: blank}
+    with pytest.raises(ValueError, match=f"the {which} token is empty"):
+        Tokens(**given)
