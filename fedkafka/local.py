@@ -28,7 +28,8 @@ from typing import Any
 
 from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open, stop_clusters
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
-from fedkafka.local_security import DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings
+from fedkafka.local_security import (DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings,
+                                     write_secret_file)
 
 
 def state_dir() -> Path:
@@ -368,10 +369,8 @@ def _controller_token(state: LocalState, name: str = "controller.token") -> Path
     import secrets
 
     path = state.root / name
-    if not path.exists():
-        state.root.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-        path.chmod(0o600)
+    if not path.exists():  # created 0600: never on disk with the umask's mode
+        write_secret_file(path, secrets.token_urlsafe(24) + "\n")
     return path
 
 
