@@ -6,6 +6,7 @@ the tokens themselves never reach Ansible's output."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import stat
 import subprocess
@@ -21,10 +22,15 @@ PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 API_TOKEN = "api-" + secrets.token_hex(12)
 SERVICE_TOKEN = "svc-" + secrets.token_hex(12)
 ROUTING_TOKEN = "routing-" + secrets.token_hex(12)
+CONTROLLER, PROXY, NAME_SERVICE = "fedkafka_controller", "fedkafka_proxies", "fedkafka_nameservice"
 
 
-def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "") -> subprocess.CompletedProcess:
+def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "", groups: tuple[str, ...] = (CONTROLLER,),
+                 *options: str) -> subprocess.CompletedProcess:
+    """token.yml on localhost, a host of `groups` (the files follow the host's groups)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"children": {group: {"hosts": {"localhost": {}}} for group in groups}}}))
     book = tmp_path / "token.yml"
     book.write_text(f"""
 - hosts: localhost
@@ -42,7 +48,8 @@ def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "") ->
                                  "fedkafka_controller_routing_token": routing_token}))
     extra.chmod(0o600)
     (tmp_path / "etc").mkdir(exist_ok=True)
-    proc = subprocess.run([PLAYBOOK, str(book), "-e", f"@{extra}", "-v", "-e", "ansible_connection=local",
+    proc = subprocess.run([PLAYBOOK, str(book), "-i", str(inventory), *options, "-e", f"@{extra}", "-v",
+                           "-e", "ansible_connection=local",
                            "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=180)
     extra.unlink()
@@ -96,3 +103,54 @@ def test_site_yml_gives_the_routing_token_to_the_name_service(tmp_path):
     flat, etc = " ".join(out.split()), tmp_path / "etc"
     assert f"--routing-token-file {etc}/routing-token" in flat, out[-4000:]  # the controller accepts it
     assert f"--token-file {etc}/routing-token --max-connections" in flat  # the name service: the routing token only
+
+
+def _token_files(tmp_path: Path) -> set[str]:
+    return {p.name for p in (tmp_path / "etc").iterdir()}
+
+
+def _stale_copies(tmp_path: Path) -> None:
+    """Every token file, as the role wrote them on every host before the files followed the host's groups."""
+    (tmp_path / "etc").mkdir(parents=True)
+    for name, token in (("api-token", API_TOKEN), ("service-token", SERVICE_TOKEN), ("routing-token", ROUTING_TOKEN)):
+        (tmp_path / "etc" / name).write_text(token + "\n")
+        (tmp_path / "etc" / name).chmod(0o600)
+
+
+@pytest.mark.parametrize(("groups", "service_token", "routing_token", "kept"), [
+    ((NAME_SERVICE,), SERVICE_TOKEN, ROUTING_TOKEN, {"routing-token"}),
+    ((NAME_SERVICE,), SERVICE_TOKEN, "", {"service-token"}),
+    ((NAME_SERVICE,), "", ROUTING_TOKEN, {"routing-token"}),
+    ((NAME_SERVICE,), "", "", {"api-token"}),
+    ((PROXY,), SERVICE_TOKEN, ROUTING_TOKEN, {"service-token"}),
+    ((PROXY,), "", ROUTING_TOKEN, {"api-token"}),
+    ((PROXY, NAME_SERVICE), SERVICE_TOKEN, ROUTING_TOKEN, {"service-token", "routing-token"}),
+    ((CONTROLLER,), SERVICE_TOKEN, ROUTING_TOKEN, {"api-token", "service-token", "routing-token"}),
+], ids=["ns-routing", "ns-service", "ns-routing-only", "ns-one-token", "proxy-service", "proxy-one-token",
+        "proxy-and-ns", "controller"])
+def test_a_host_keeps_only_the_token_files_its_groups_read(tmp_path, groups, service_token, routing_token, kept):
+    _stale_copies(tmp_path)
+    checked = _token_tasks(tmp_path, service_token, routing_token, groups, "--check", "--diff")
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-2000:]
+    assert _token_files(tmp_path) == {"api-token", "service-token", "routing-token"}  # --check removes nothing
+    removals = 3 - len(kept)
+    assert f"changed={removals} " in checked.stdout, checked.stdout[-3000:]  # but says what the run removes
+    assert len(re.findall(r"^\+\s*state: absent", checked.stdout, re.M)) == removals, checked.stdout[-3000:]
+    run = _token_tasks(tmp_path, service_token, routing_token, groups)
+    assert run.returncode == 0 and f"changed={removals} " in run.stdout, run.stdout[-3000:]
+    assert _token_files(tmp_path) == kept
+    again = _token_tasks(tmp_path, service_token, routing_token, groups)
+    assert again.returncode == 0 and "changed=0 " in again.stdout, again.stdout[-3000:]
+
+
+def test_a_host_in_none_of_the_groups_is_refused(tmp_path):
+    refused = _token_tasks(tmp_path, SERVICE_TOKEN, ROUTING_TOKEN, ("kafka_brokers",))
+    assert refused.returncode != 0 and "put localhost in fedkafka_controller" in refused.stdout, refused.stdout[-3000:]
+    assert _token_files(tmp_path) == set()
+
+
+@pytest.mark.parametrize("blank", [" " * 16, API_TOKEN + "  "], ids=["blanks", "operator-token-and-blanks"])
+def test_a_routing_token_blank_or_another_but_for_blanks_is_refused(tmp_path, blank):
+    refused = _token_tasks(tmp_path, SERVICE_TOKEN, blank)
+    assert refused.returncode != 0 and "fedkafka_controller_routing_token must be" in refused.stdout, \
+        refused.stdout[-3000:]
