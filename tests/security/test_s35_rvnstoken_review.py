@@ -1,4 +1,5 @@
-"""Review of s35-nstoken (the name services' routing token), each finding a strict xfail failing on the branch.
+"""Review of s35-nstoken (the name services' routing token): each finding was a strict xfail failing on the branch,
+fixed on s35-fixnstoken (these now pass).
 
 No privilege widening was found in the controller: the routing token reaches GET /v1/client-routing and, with
 --metrics-token-required, /metrics (documented); every other route, the view and its stream answer 403 in the guard
@@ -73,15 +74,11 @@ def _written_token_files(group: str, service: str = SERVICE, routing: str = ROUT
     return written
 
 
-@pytest.mark.xfail(strict=True, reason="finding 1: token.yml writes the service token file on a name-service host "
-                   "that runs with the routing token (and the routing token on proxy hosts)")
 def test_a_name_service_host_with_a_routing_token_holds_no_service_token():
     assert "service-token" not in _written_token_files("fedkafka_nameservice")
     assert "routing-token" not in _written_token_files("fedkafka_proxies")
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2 (pre-existing): token.yml writes the operator's api-token file on "
-                   "proxy and name-service hosts that run with a narrower token")
 def test_only_the_hosts_that_read_the_operator_token_get_its_file():
     assert "api-token" in _written_token_files("fedkafka_controller")
     assert "api-token" not in _written_token_files("fedkafka_proxies")
@@ -99,8 +96,6 @@ def _operator_module_tasks_on(play: dict[str, Any]) -> list[str]:
     return on_hosts
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2 (pre-existing): rolling_restart.yml and upgrade.yml run modules "
-                   "with the operator token on the proxy hosts (no delegate_to)")
 def test_modules_given_the_operator_token_run_on_controller_hosts_or_the_control_node():
     sent_elsewhere = {}
     for book in sorted((ROOT / "playbooks").glob("*.yml")):
@@ -111,8 +106,6 @@ def test_modules_given_the_operator_token_run_on_controller_hosts_or_the_control
     assert sent_elsewhere == {}
 
 
-@pytest.mark.xfail(strict=True, reason="finding 3: the role's routing token assert compares unstripped strings; "
-                   "the controller strips them and refuses to start")
 @pytest.mark.parametrize("routing", [API + " ", " " + SERVICE, " " * 16])
 def test_the_role_refuses_every_routing_token_the_controller_refuses(tmp_path, routing):
     files = {"op": API, "svc": SERVICE, "routing": routing}
@@ -128,7 +121,6 @@ def test_the_role_refuses_every_routing_token_the_controller_refuses(tmp_path, r
     assert not _true(check["ansible.builtin.assert"]["that"], variables)  # and refuses it
 
 
-@pytest.mark.xfail(strict=True, reason="finding 4: routing.token is written with the umask's mode, then chmod 0600")
 def test_local_up_never_leaves_the_routing_token_readable_by_others(tmp_path, monkeypatch):
     from fedkafka import local
 
@@ -150,7 +142,6 @@ def test_local_up_never_leaves_the_routing_token_readable_by_others(tmp_path, mo
     assert all(mode & 0o077 == 0 for mode in modes_before_chmod), [oct(m) for m in modes_before_chmod]
 
 
-@pytest.mark.xfail(strict=True, reason="finding 5: Tokens takes an empty routing token, which `Bearer ` then opens")
 def test_an_empty_routing_token_is_no_credential():
     try:
         tokens = Tokens("operator-token-1", None, "")
@@ -159,7 +150,6 @@ def test_an_empty_routing_token_is_no_credential():
     assert tokens.role("Bearer ") is None
 
 
-@pytest.mark.xfail(strict=True, reason="finding 6: site.yml restarts every name service at once (not serial)")
 def test_site_yml_switches_the_name_services_one_at_a_time():
     plays = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())
     name_services = next(p for p in plays if p.get("hosts") == "fedkafka_nameservice")
