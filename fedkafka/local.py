@@ -28,8 +28,7 @@ from typing import Any
 
 from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open, stop_clusters
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
-from fedkafka.local_security import (DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings,
-                                     write_secret_file)
+from fedkafka.local_security import DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings, write_secret_file
 
 
 def state_dir() -> Path:
