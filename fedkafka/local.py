@@ -28,7 +28,7 @@ from typing import Any
 
 from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open, stop_clusters
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
-from fedkafka.local_security import DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings
+from fedkafka.local_security import DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings, write_secret_file
 
 
 def state_dir() -> Path:
@@ -360,14 +360,16 @@ def _service_port(state: LocalState, name: str, key: str = "port") -> int:
     return old[key] if isinstance(old, dict) and key in old else free_port()
 
 
-def _controller_token(state: LocalState) -> Path:
+ROUTING_TOKEN = "routing.token"
+
+
+def _controller_token(state: LocalState, name: str = "controller.token") -> Path:
+    """The operator token's file, or (`routing.token`) the name service's: it may only read the client routing."""
     import secrets
 
-    path = state.root / "controller.token"
-    if not path.exists():
-        state.root.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-        path.chmod(0o600)
+    path = state.root / name
+    if not path.exists():  # created 0600: never on disk with the umask's mode
+        write_secret_file(path, secrets.token_urlsafe(24) + "\n")
     return path
 
 
@@ -462,7 +464,7 @@ def _up_controllers(state: LocalState, count: int) -> list[dict[str, Any]]:
     from fedkafka.kafka.cluster import free_port
 
     db = up_postgres(state)["url"]
-    token_file = _controller_token(state)
+    token_file, routing_file = _controller_token(state), _controller_token(state, ROUTING_TOKEN)
     ctls = [c for c in state.services.get("controllers", []) if isinstance(c, dict)]
     while len(ctls) < count:
         ctls.append({"port": free_port()})
@@ -472,8 +474,9 @@ def _up_controllers(state: LocalState, count: int) -> list[dict[str, Any]]:
         port, url = old["port"], f"http://127.0.0.1:{old['port']}"
         ctls[i] = start_service(state, f"controller-{i + 1}", [
             "controller", "--db", db, "--listen", f"127.0.0.1:{port}", "--advertise-url", url, "--token-file",
-            str(token_file), "--scan-interval", "2", *_upstream_args(state)],
-            port=port, url=url, token_file=str(token_file), db=db)
+            str(token_file), "--routing-token-file", str(routing_file), "--scan-interval", "2",
+            *_upstream_args(state)], port=port, url=url, token_file=str(token_file),
+            routing_token_file=str(routing_file), db=db)
     state.services["controllers"] = ctls[:count]
     state.save()
     for svc in ctls[:count]:
@@ -485,12 +488,13 @@ def _up_single_controller(state: LocalState) -> dict[str, Any]:
     svc = state.services.get("controller")
     if not (svc and pid_alive(svc.get("pid"))):
         port = _service_port(state, "controller")
-        token_file = _controller_token(state)
+        token_file, routing_file = _controller_token(state), _controller_token(state, ROUTING_TOKEN)
         db = f"sqlite:///{state.root / 'controller.db'}"
         svc = start_service(state, "controller", ["controller", "--db", db, "--listen", f"127.0.0.1:{port}",
-                                                  "--token-file", str(token_file), "--scan-interval", "2",
-                                                  *_upstream_args(state)],
-                            port=port, url=f"http://127.0.0.1:{port}", token_file=str(token_file), db=db)
+                                                  "--token-file", str(token_file), "--routing-token-file",
+                                                  str(routing_file), "--scan-interval", "2", *_upstream_args(state)],
+                            port=port, url=f"http://127.0.0.1:{port}", token_file=str(token_file),
+                            routing_token_file=str(routing_file), db=db)
         state.services["controller"] = svc
         state.save()
     return svc
@@ -523,12 +527,21 @@ def up_proxies(state: LocalState, count: int, role: str = "both") -> list[dict[s
     return proxies[:count]
 
 
+def nameservice_token_file(state: LocalState) -> str:
+    """The routing token's file when every controller was started with it, else the operator token's: a
+    federation brought up by an older fedkafka keeps its running controllers, which know no routing token."""
+    ctls = controllers(state)
+    if all(c.get("routing_token_file") for c in ctls):
+        return str(ctls[0]["routing_token_file"])
+    return str(ctls[0]["token_file"])
+
+
 def up_nameservice(state: LocalState) -> dict[str, Any]:
     svc = state.services.get("nameservice")
     if not (svc and pid_alive(svc.get("pid"))):
         port = _service_port(state, "nameservice")
         http_port = _service_port(state, "nameservice", "http_port")
-        controller = {"url": controller_urls(state), "token_file": controllers(state)[0]["token_file"]}
+        controller = {"url": controller_urls(state), "token_file": nameservice_token_file(state)}
         secured = _secured_listener(state, svc or {}, authorization=False) if state.secured else {}
         svc = start_service(state, "nameservice", [
             "nameservice", "--listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}",

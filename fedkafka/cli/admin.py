@@ -62,6 +62,14 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 # -- the service -----------------------------------------------------------------------------------
+_SERVICE_TOKEN_FILE = typer.Option(None, "--service-token-file", help="file holding a second token, for proxies "
+                                   "(and name services without a routing token): it may only register, heartbeat, "
+                                   "read the view and pools, allocate producer ids and forward clients' topic/ACL "
+                                   "admin requests (docs/OPERATIONS.md)")
+_ROUTING_TOKEN_FILE = typer.Option(None, "--routing-token-file", help="file holding a token for name services: it "
+                                   "may only read the client routing (GET /v1/client-routing; docs/OPERATIONS.md)")
+
+
 def controller(
     db: str | None = typer.Option(None, "--db", help="database URL (sqlite:///PATH, postgresql+psycopg://...; "
                                   f"default {DEFAULT_DB}); one with a password: --db-file"),
@@ -92,12 +100,10 @@ def controller(
     upstream_config: Path | None = typer.Option(None, "--upstream-config", help="JSON file (mode 0600) of "
                                                 "librdkafka security settings for the physical clusters' brokers: "
                                                 "security.protocol, ssl.*, sasl.* (docs/OPERATIONS.md)"),
-    service_token_file: Path | None = typer.Option(None, "--service-token-file", help="file holding a second "
-                                                   "token, for proxies and name services: it may only register, "
-                                                   "heartbeat, read the view and pools, allocate producer ids and "
-                                                   "forward clients' topic/ACL admin requests (docs/OPERATIONS.md)"),
+    service_token_file: Path | None = _SERVICE_TOKEN_FILE,
+    routing_token_file: Path | None = _ROUTING_TOKEN_FILE,
     metrics_token_required: bool = typer.Option(False, "--metrics-token-required", help="/metrics answers only "
-                                                "with a bearer token (either one); default: open, like /healthz"),
+                                                "with a bearer token (any of them); default: open, like /healthz"),
     ssl_cert: Path | None = typer.Option(None, "--ssl-cert", help="PEM certificate chain: serve the API over "
                                          "HTTPS (clients trust its CA with FEDKAFKA_CA_FILE)"),
     ssl_key: Path | None = typer.Option(None, "--ssl-key", help="PEM private key of --ssl-cert (0600)"),
@@ -109,7 +115,7 @@ def controller(
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         _fail(f"--listen must be HOST:PORT, got {listen!r}", 2)
-    tokens = _read_tokens(token_file, service_token_file)
+    tokens = _read_tokens(token_file, service_token_file, routing_token_file)
     tls = _tls_files(ssl_cert, ssl_key)
     _check_controller_numbers(scan_interval, lease_ms, fence_ms, max_body_bytes, offsets_copy_interval,
                               auto_failover_after, leader_lease_ms)
@@ -186,16 +192,18 @@ def _read_token(token_file: Path, option: str = "--token-file") -> str:
     return token
 
 
-def _read_tokens(token_file: Path, service_token_file: Path | None):
+def _read_tokens(token_file: Path, service_token_file: Path | None, routing_token_file: Path | None = None):
     from fedkafka.controller.scopes import Tokens
 
     operator = _read_token(token_file)
-    if service_token_file is None:
-        return Tokens(operator)
-    service = _read_token(service_token_file, "--service-token-file")
+    service = None if service_token_file is None else _read_token(service_token_file, "--service-token-file")
+    routing = None if routing_token_file is None else _read_token(routing_token_file, "--routing-token-file")
     if service == operator:  # the service token would be the operator's: every proxy host could do everything
         _fail("--service-token-file holds the same token as --token-file; give proxies a token of their own", 2)
-    return Tokens(operator, service)
+    if routing is not None and routing in (operator, service):  # a name service host would hold a wider token
+        _fail("--routing-token-file holds the same token as --token-file or --service-token-file; give name "
+              "services a token of their own", 2)
+    return Tokens(operator, service, routing)
 
 
 def _tls_files(ssl_cert: Path | None, ssl_key: Path | None) -> tuple[str, str] | None:

@@ -55,7 +55,10 @@ def register(app: typer.Typer) -> None:
         controller: str = typer.Option(..., envvar="FEDKAFKA_CONTROLLER_URL",
                                        help="Controller base URL, or several comma-separated (the active one is "
                                             "followed)."),
-        token_file: Path = typer.Option(..., exists=True, dir_okay=False, help="File holding the API token."),
+        token_file: Path = typer.Option(..., exists=True, dir_okay=False,
+                                        help="File holding the controller token: the routing token (the "
+                                             "controller's --routing-token-file: the client routing only), else "
+                                             "the service token."),
         cache_seconds: float = typer.Option(5.0, min=0.0, help="How long the controller's client rules and pools "
                                             "are reused before they are fetched again."),
         cache_entries: int = typer.Option(10_000, min=1, hidden=True,

@@ -1,5 +1,5 @@
 """Admin REST API and view distribution (FastAPI). Every route but /metrics and /healthz needs a token; the
-service token only the routes controller.scopes gives it.
+service and routing tokens only the routes controller.scopes gives them.
 
 `guard.RequestGuard` runs first, as plain ASGI: it checks the token before a body is read and caps bodies;
 the routers' token dependency (api.common) stays as a second check and marks the protected routes in the
@@ -34,9 +34,9 @@ from fedkafka.controllers import ACTIVE_HEADER
 def create_app(controller: Controller, token: str | Tokens, background: bool = True,
                max_body: int = DEFAULT_MAX_BODY, leadership: Leadership | None = None,
                metrics_token_required: bool = False) -> FastAPI:
-    """`token`: the operator token, or Tokens with a service token too (controller.scopes). `leadership`: compete
-    for the database's leader row and act only while holding it (docs/DESIGN.md §3.6); without it this
-    controller acts at once (one controller, or tests)."""
+    """`token`: the operator token, or Tokens with a service and/or a routing token too (controller.scopes).
+    `leadership`: compete for the database's leader row and act only while holding it (docs/DESIGN.md §3.6);
+    without it this controller acts at once (one controller, or tests)."""
     tokens = token if isinstance(token, Tokens) else Tokens(operator=token)
     workflows = WorkflowEngine(controller)
     app = FastAPI(title="fedkafka controller", version="1",

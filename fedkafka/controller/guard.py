@@ -2,8 +2,8 @@
 
 FastAPI reads and parses a request body before any dependency (the token check) runs, and reads it
 whole: an anonymous multi-GB PUT would hold the event loop that renews every proxy lease. This guard
-answers 401 to an API request without a token, and 403 to the service token on an operator's route
-(controller.scopes), before reading a byte of its body; and 413 to any body larger than `max_body` (declared
+answers 401 to an API request without a token, and 403 to the service or routing token on a route outside its
+scope (controller.scopes), before reading a byte of its body; and 413 to any body larger than `max_body` (declared
 in Content-Length, or counted while it streams in).
 """
 
@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fedkafka.controller.scopes import SERVICE, Tokens, service_may
+from fedkafka.controller.scopes import ROUTING, Tokens, may
 
 DEFAULT_MAX_BODY = 1 << 20  # the largest legitimate body (a topic's config) is a few KiB
 
@@ -23,13 +23,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def service_refusal(method: str, path: str) -> str:
+def scope_refusal(role: str, method: str, path: str) -> str:
+    if role == ROUTING:
+        return (f"the routing token may not {method} {path}: it may only read the client routing "
+                "(GET /v1/client-routing, what name services do; docs/DESIGN.md §11)")
     return (f"the service token may not {method} {path}: it may only do what proxies and name services do "
             "(docs/DESIGN.md §11); use the operator token")
 
 
 class RequestGuard:
-    """`metrics_token_required`: /metrics answers only with a token (either one), like /v1/."""
+    """`metrics_token_required`: /metrics answers only with a token (any of them), like /v1/."""
 
     def __init__(self, app, *, tokens: Tokens, max_body: int = DEFAULT_MAX_BODY, protected_prefix: str = "/v1/",
                  metrics_token_required: bool = False):
@@ -49,8 +52,8 @@ class RequestGuard:
             role = self.tokens.role(headers.get("authorization"))
             if role is None:
                 return await _respond(send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"})
-            if role == SERVICE and not service_may(scope["method"], scope["path"]):
-                return await _respond(send, 403, service_refusal(scope["method"], scope["path"]))
+            if not may(role, scope["method"], scope["path"]):
+                return await _respond(send, 403, scope_refusal(role, scope["method"], scope["path"]))
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             return await _respond(send, 413, f"request body over {self.max_body} bytes")

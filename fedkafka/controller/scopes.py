@@ -1,11 +1,17 @@
-"""Who may call which admin-API route: the operator token, the service token, or anyone (docs/DESIGN.md §11).
+"""Who may call which admin-API route: the operator token, the service token, the routing token, or anyone
+(docs/DESIGN.md §11).
 
-The controller takes an operator token (`--token-file`: every route) and optionally a service token
-(`--service-token-file`): what proxies and name services need to run (register, heartbeat, read the view and
-the pools, allocate producer-id blocks) and the admin requests a proxy forwards for Kafka clients (CreateTopics,
-DeleteTopics, CreatePartitions, AlterConfigs, CreateAcls, DeleteAcls; a proxy run with --authorization checks
-the client's ACLs before forwarding). A leaked service token cannot register clusters, change topics' placement, users,
-client rules or start workflows.
+The controller takes an operator token (`--token-file`: every route), optionally a service token
+(`--service-token-file`): what proxies need to run (register, heartbeat, read the view and the pools, allocate
+producer-id blocks) and the admin requests a proxy forwards for Kafka clients (CreateTopics, DeleteTopics,
+CreatePartitions, AlterConfigs, CreateAcls, DeleteAcls; a proxy run with --authorization checks the client's ACLs
+before forwarding), and optionally a routing token (`--routing-token-file`) for name services: the client routing
+only. A leaked service token cannot register clusters, change topics' placement, users, client rules or start
+workflows; a leaked routing token (a name service faces clients and ends their TLS) cannot write ACLs or topics,
+nor read the view (every user's SCRAM StoredKey and ServerKey).
+
+The scopes nest: the service token may also call the routing scope's route (a name service still given the
+service token keeps working while the operator rolls the routing token out), the operator token every route.
 
 ROUTE_SCOPES lists every route; tests/controller/test_api_routes.py fails when a route is added without an
 entry. A route missing from the table is operator-only (fail closed).
@@ -17,7 +23,10 @@ import re
 import secrets
 from dataclasses import dataclass
 
-OPEN, SERVICE, OPERATOR = "open", "service", "operator"
+OPEN, ROUTING, SERVICE, OPERATOR = "open", "routing", "service", "operator"
+
+# the scopes each token may call (OPERATOR: every route, listed or not)
+ALLOWED_SCOPES = {ROUTING: (OPEN, ROUTING), SERVICE: (OPEN, ROUTING, SERVICE)}
 
 ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): OPEN,
@@ -29,10 +38,10 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/proxies/{node_id}/heartbeat"): SERVICE,
     ("POST", "/v1/proxies/{node_id}/deregister"): SERVICE,  # a stopping proxy, its member secret required
     ("POST", "/v1/producer-id-blocks"): SERVICE,
-    # the name service (fedkafka/nameservice/resolver.py) calls /v1/client-routing (every rule and pool's proxies);
-    # /v1/proxies?client_id= (one client.id's pool, matched the same way) stays open to the service token
+    # the name service (fedkafka/nameservice/resolver.py) calls /v1/client-routing only (every rule and pool's
+    # proxies); /v1/proxies?client_id= (one client.id's pool, matched the same way) stays open to the service token
     ("GET", "/v1/proxies"): SERVICE,
-    ("GET", "/v1/client-routing"): SERVICE,
+    ("GET", "/v1/client-routing"): ROUTING,
     # admin requests a proxy forwards for Kafka clients (fedkafka/proxy/handlers/*_admin.py, alter_configs.py)
     ("POST", "/v1/admin/topics"): SERVICE,
     ("DELETE", "/v1/admin/topics/{name}"): SERVICE,
@@ -76,27 +85,41 @@ def _pattern(template: str) -> re.Pattern[str]:
                               for part in re.split(r"(\{[^}]+\})", template)))
 
 
-_SERVICE_PATTERNS = [(method, _pattern(template)) for (method, template), scope in ROUTE_SCOPES.items()
-                     if scope in (OPEN, SERVICE)]
+_PATTERNS = [(method, _pattern(template), scope) for (method, template), scope in ROUTE_SCOPES.items()]
 
 
-def service_may(method: str, path: str) -> bool:
-    """May the service token call `method path` (the request's decoded path, no query)?"""
-    return any(m == method and pattern.fullmatch(path) for m, pattern in _SERVICE_PATTERNS)
+def may(role: str, method: str, path: str) -> bool:
+    """May the token of `role` call `method path` (the request's decoded path, no query)?"""
+    if role == OPERATOR:
+        return True
+    allowed = ALLOWED_SCOPES.get(role, ())
+    return any(m == method and scope in allowed and pattern.fullmatch(path) for m, pattern, scope in _PATTERNS)
+
+
+def route_allows(role: str, method: str, template: str) -> bool:
+    """May the token of `role` call the route `method template` (a route missing from the table: operator only)?"""
+    return role == OPERATOR or ROUTE_SCOPES.get((method, template), OPERATOR) in ALLOWED_SCOPES.get(role, ())
 
 
 @dataclass(frozen=True)
 class Tokens:
     operator: str
     service: str | None = None
+    routing: str | None = None
+
+    def __post_init__(self) -> None:
+        # an empty token is no credential: `Authorization: Bearer ` (nothing after it) would match it
+        for name, token in (("operator", self.operator), ("service", self.service), ("routing", self.routing)):
+            if token is not None and not token.strip():
+                raise ValueError(f"the {name} token is empty")
 
     def role(self, authorization: str | None) -> str | None:
-        """OPERATOR, SERVICE, or None (no or a wrong bearer token). Both comparisons run every time, each
-        constant-time: the answer's timing tells nothing about either token."""
+        """OPERATOR, SERVICE, ROUTING, or None (no or a wrong bearer token). Every comparison runs every time,
+        each constant-time: the answer's timing tells nothing about any token."""
         scheme, _, given = (authorization or "").partition(" ")
         given_bytes = given.encode()
-        is_operator = secrets.compare_digest(given_bytes, self.operator.encode())
-        is_service = self.service is not None and secrets.compare_digest(given_bytes, self.service.encode())
+        matches = {role: token is not None and secrets.compare_digest(given_bytes, token.encode())
+                   for role, token in ((OPERATOR, self.operator), (SERVICE, self.service), (ROUTING, self.routing))}
         if scheme.lower() != "bearer":
             return None
-        return OPERATOR if is_operator else SERVICE if is_service else None
+        return next((role for role, matched in matches.items() if matched), None)

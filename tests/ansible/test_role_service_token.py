@@ -1,10 +1,12 @@
 """fedkafka_controller_service_token: the common role writes it 0600 and refuses a weak one or the operator's;
 site.yml gives the controller `--service-token-file` and a proxy the service token's file as its `--token-file`
-(the name service role does the same); the token itself never reaches Ansible's output."""
+(the name service role does the same); fedkafka_controller_routing_token likewise, given to the name services only;
+the tokens themselves never reach Ansible's output."""
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import stat
 import subprocess
@@ -19,10 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 API_TOKEN = "api-" + secrets.token_hex(12)
 SERVICE_TOKEN = "svc-" + secrets.token_hex(12)
+ROUTING_TOKEN = "routing-" + secrets.token_hex(12)
+CONTROLLER, PROXY, NAME_SERVICE = "fedkafka_controller", "fedkafka_proxies", "fedkafka_nameservice"
 
 
-def _token_tasks(tmp_path: Path, service_token: str) -> subprocess.CompletedProcess:
+def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "", groups: tuple[str, ...] = (CONTROLLER,),
+                 *options: str) -> subprocess.CompletedProcess:
+    """token.yml on localhost, a host of `groups` (the files follow the host's groups)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"children": {group: {"hosts": {"localhost": {}}} for group in groups}}}))
     book = tmp_path / "token.yml"
     book.write_text(f"""
 - hosts: localhost
@@ -36,14 +44,17 @@ def _token_tasks(tmp_path: Path, service_token: str) -> subprocess.CompletedProc
 """)
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps({"fedkafka_config_dir": str(tmp_path / "etc"), "fedkafka_api_token": API_TOKEN,
-                                 "fedkafka_controller_service_token": service_token}))
+                                 "fedkafka_controller_service_token": service_token,
+                                 "fedkafka_controller_routing_token": routing_token}))
     extra.chmod(0o600)
     (tmp_path / "etc").mkdir(exist_ok=True)
-    proc = subprocess.run([PLAYBOOK, str(book), "-e", f"@{extra}", "-v", "-e", "ansible_connection=local",
+    proc = subprocess.run([PLAYBOOK, str(book), "-i", str(inventory), *options, "-e", f"@{extra}", "-v",
+                           "-e", "ansible_connection=local",
                            "-e", f"ansible_python_interpreter={sys.executable}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=180)
     extra.unlink()
-    assert API_TOKEN not in proc.stdout + proc.stderr and SERVICE_TOKEN not in proc.stdout + proc.stderr
+    for token in (API_TOKEN, SERVICE_TOKEN, ROUTING_TOKEN):
+        assert token not in proc.stdout + proc.stderr
     return proc
 
 
@@ -60,7 +71,18 @@ def test_the_service_token_is_written_0600_and_checked(tmp_path):
 
 def test_without_a_service_token_no_file_is_written(tmp_path):
     assert _token_tasks(tmp_path, "").returncode == 0
-    assert not (tmp_path / "etc" / "service-token").exists()
+    assert not (tmp_path / "etc" / "service-token").exists() and not (tmp_path / "etc" / "routing-token").exists()
+
+
+def test_the_routing_token_is_written_0600_and_checked(tmp_path):
+    proc = _token_tasks(tmp_path, SERVICE_TOKEN, ROUTING_TOKEN)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    written = tmp_path / "etc" / "routing-token"
+    assert written.read_text().strip() == ROUTING_TOKEN and stat.S_IMODE(written.stat().st_mode) == 0o600
+    for bad in (API_TOKEN, SERVICE_TOKEN, "short"):
+        refused = _token_tasks(tmp_path / bad[:5], SERVICE_TOKEN, bad)
+        assert refused.returncode != 0 and "fedkafka_controller_routing_token must be" in refused.stdout, \
+            refused.stdout[-3000:]
 
 
 def test_site_yml_gives_the_service_token_to_proxies_and_name_service_only(tmp_path):
@@ -71,3 +93,64 @@ def test_site_yml_gives_the_service_token_to_proxies_and_name_service_only(tmp_p
     assert f"--token-file {etc}/api-token --scan-interval" in flat, out[-4000:]  # the controller: both tokens
     assert f"--service-token-file {etc}/service-token" in flat
     assert f"--token-file {etc}/service-token --view-cache" in flat  # the proxy: the service token only
+
+
+def test_site_yml_gives_the_routing_token_to_the_name_service(tmp_path):
+    out = site_check(tmp_path, "localhost,nameservice,controller",
+                     {"fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": SERVICE_TOKEN,
+                      "fedkafka_controller_routing_token": ROUTING_TOKEN})
+    assert API_TOKEN not in out and SERVICE_TOKEN not in out and ROUTING_TOKEN not in out
+    flat, etc = " ".join(out.split()), tmp_path / "etc"
+    assert f"--routing-token-file {etc}/routing-token" in flat, out[-4000:]  # the controller accepts it
+    assert f"--token-file {etc}/routing-token --max-connections" in flat  # the name service: the routing token only
+
+
+def _token_files(tmp_path: Path) -> set[str]:
+    return {p.name for p in (tmp_path / "etc").iterdir()}
+
+
+def _stale_copies(tmp_path: Path) -> None:
+    """Every token file, as the role wrote them on every host before the files followed the host's groups."""
+    (tmp_path / "etc").mkdir(parents=True)
+    for name, token in (("api-token", API_TOKEN), ("service-token", SERVICE_TOKEN), ("routing-token", ROUTING_TOKEN)):
+        (tmp_path / "etc" / name).write_text(token + "\n")
+        (tmp_path / "etc" / name).chmod(0o600)
+
+
+@pytest.mark.parametrize(("groups", "service_token", "routing_token", "kept"), [
+    ((NAME_SERVICE,), SERVICE_TOKEN, ROUTING_TOKEN, {"routing-token"}),
+    ((NAME_SERVICE,), SERVICE_TOKEN, "", {"service-token"}),
+    ((NAME_SERVICE,), "", ROUTING_TOKEN, {"routing-token"}),
+    ((NAME_SERVICE,), "", "", {"api-token"}),
+    ((PROXY,), SERVICE_TOKEN, ROUTING_TOKEN, {"service-token"}),
+    ((PROXY,), "", ROUTING_TOKEN, {"api-token"}),
+    ((PROXY, NAME_SERVICE), SERVICE_TOKEN, ROUTING_TOKEN, {"service-token", "routing-token"}),
+    ((CONTROLLER,), SERVICE_TOKEN, ROUTING_TOKEN, {"api-token", "service-token", "routing-token"}),
+], ids=["ns-routing", "ns-service", "ns-routing-only", "ns-one-token", "proxy-service", "proxy-one-token",
+        "proxy-and-ns", "controller"])
+def test_a_host_keeps_only_the_token_files_its_groups_read(tmp_path, groups, service_token, routing_token, kept):
+    _stale_copies(tmp_path)
+    checked = _token_tasks(tmp_path, service_token, routing_token, groups, "--check", "--diff")
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-2000:]
+    assert _token_files(tmp_path) == {"api-token", "service-token", "routing-token"}  # --check removes nothing
+    removals = 3 - len(kept)
+    assert f"changed={removals} " in checked.stdout, checked.stdout[-3000:]  # but says what the run removes
+    assert len(re.findall(r"^\+\s*state: absent", checked.stdout, re.M)) == removals, checked.stdout[-3000:]
+    run = _token_tasks(tmp_path, service_token, routing_token, groups)
+    assert run.returncode == 0 and f"changed={removals} " in run.stdout, run.stdout[-3000:]
+    assert _token_files(tmp_path) == kept
+    again = _token_tasks(tmp_path, service_token, routing_token, groups)
+    assert again.returncode == 0 and "changed=0 " in again.stdout, again.stdout[-3000:]
+
+
+def test_a_host_in_none_of_the_groups_is_refused(tmp_path):
+    refused = _token_tasks(tmp_path, SERVICE_TOKEN, ROUTING_TOKEN, ("kafka_brokers",))
+    assert refused.returncode != 0 and "put localhost in fedkafka_controller" in refused.stdout, refused.stdout[-3000:]
+    assert _token_files(tmp_path) == set()
+
+
+@pytest.mark.parametrize("blank", [" " * 16, API_TOKEN + "  "], ids=["blanks", "operator-token-and-blanks"])
+def test_a_routing_token_blank_or_another_but_for_blanks_is_refused(tmp_path, blank):
+    refused = _token_tasks(tmp_path, SERVICE_TOKEN, blank)
+    assert refused.returncode != 0 and "fedkafka_controller_routing_token must be" in refused.stdout, \
+        refused.stdout[-3000:]

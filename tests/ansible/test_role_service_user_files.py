@@ -86,9 +86,11 @@ def _run_common_tasks(tmp_path: Path, state: Path, service_manager: str) -> str:
         "fedkafka_service_manager": service_manager, "fedkafka_service_user": SERVICE_USER,
         "fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": SERVICE_TOKEN, "proxy_key": KEY,
         "fedkafka_upstream_config": {"sasl.password": UPSTREAM_PASSWORD}}))
+    inventory = tmp_path / "hosts.json"  # a controller host: token.yml writes it every token file
+    inventory.write_text(json.dumps({"all": {"children": {"fedkafka_controller": {"hosts": {"localhost": {}}}}}}))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run([PLAYBOOK, str(book), "-e", f"@{extra}"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([PLAYBOOK, str(book), "-i", str(inventory), "-e", f"@{extra}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
     extra.unlink()
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

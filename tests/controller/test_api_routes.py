@@ -14,12 +14,13 @@ from fastapi import FastAPI
 
 from fedkafka.controller.app import create_app
 from fedkafka.controller.kafka_admin import KafkaAdmin
-from fedkafka.controller.scopes import OPEN, ROUTE_SCOPES, SERVICE, service_may
+from fedkafka.controller.scopes import OPEN, ROUTE_SCOPES, ROUTING, SERVICE, may
 from fedkafka.controller.service import Controller, Settings
 
 ROUTES_FILE = Path(__file__).resolve().parents[2] / "docs" / "api-routes.txt"
 HEADER = ("# The controller's REST routes (OpenAPI paths): method, path, whether a bearer token is needed, and\n"
-          "# which token may call it (fedkafka/controller/scopes.py): operator only, or the service token too.\n"
+          "# which token may call it (fedkafka/controller/scopes.py): operator only, the service token too, or the "
+          "routing\n# token as well (GET /v1/client-routing: name services).\n"
           "# Checked by tests/controller/test_api_routes.py; regenerate with\n"
           "# `python tests/controller/test_api_routes.py > docs/api-routes.txt` after an intended change.\n")
 
@@ -58,16 +59,19 @@ def test_every_route_has_a_scope_and_every_scope_a_route(tmp_path):
     assert all((ROUTE_SCOPES[key] == OPEN) == (not needs_token) for key, needs_token in routes.items())
 
 
-def test_the_service_scope_matches_concrete_paths_and_nothing_else():
+def test_the_service_and_routing_scopes_match_concrete_paths_and_nothing_else():
     for (method, template), scope in ROUTE_SCOPES.items():
         path = template.replace("{node_id}", "7").replace("{name}", "t-1").replace("{cluster_id}", "c1") \
             .replace("{run_id}", "3").replace("{move_id}", "4")
-        assert service_may(method, path) == (scope in (OPEN, SERVICE)), (method, path)
-    assert not service_may("POST", "/v1/view")  # the method counts
-    assert not service_may("POST", "/v1/proxies/7/drain")
-    assert not service_may("POST", "/v1/proxies/7/heartbeat/x")  # whole path, one segment per parameter
-    assert not service_may("GET", "/v1/view/../topics")  # (the path arrives decoded and unnormalised)
-    assert not service_may("GET", "/v1/nonexistent")  # an unknown route: operator only
+        assert may(SERVICE, method, path) == (scope in (OPEN, ROUTING, SERVICE)), (method, path)
+        assert may(ROUTING, method, path) == (scope in (OPEN, ROUTING)), (method, path)
+    assert [route for route, scope in ROUTE_SCOPES.items() if scope == ROUTING] == [("GET", "/v1/client-routing")]
+    assert not may(SERVICE, "POST", "/v1/view")  # the method counts
+    assert not may(SERVICE, "POST", "/v1/proxies/7/drain")
+    assert not may(SERVICE, "POST", "/v1/proxies/7/heartbeat/x")  # whole path, one segment per parameter
+    assert not may(SERVICE, "GET", "/v1/view/../topics")  # (the path arrives decoded and unnormalised)
+    assert not may(SERVICE, "GET", "/v1/nonexistent")  # an unknown route: operator only
+    assert not may(ROUTING, "GET", "/v1/client-routing/x") and not may(ROUTING, "POST", "/v1/client-routing")
 
 
 def test_only_health_and_metrics_are_open(tmp_path):

@@ -1,5 +1,6 @@
-"""A real `fedkafka controller` process serving its API over HTTPS with an operator and a service token:
-the operator token may do everything, the service token what proxies do and nothing more (403), no token 401,
+"""A real `fedkafka controller` process serving its API over HTTPS with an operator, a service and a routing token:
+the operator token may do everything, the service token what proxies do and nothing more (403), the routing token
+what the name service does, no token 401,
 plain HTTP on the TLS port gets nowhere, and the CLI reaches it through $FEDKAFKA_CA_FILE."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fedkafka.proxy.view_source import ControllerViewSource
 
 pytestmark = pytest.mark.integration  # a controller process
 
-OPERATOR, SERVICE = "operator-tok", "service-tok"
+OPERATOR, SERVICE, ROUTING = "operator-tok", "service-tok", "routing-tok"
 PROXY = {"instance_id": "i1", "host": "127.0.0.1", "port": 9092, "role": "both", "pool": "p1"}
 
 
@@ -35,10 +36,12 @@ def tls_controller(tmp_path):
     pki = make_pki(tmp_path / "pki")
     (tmp_path / "op").write_text(OPERATOR)
     (tmp_path / "svc").write_text(SERVICE)
+    (tmp_path / "routing").write_text(ROUTING)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fedkafka.cli", "controller", "--db",
                              f"sqlite:///{tmp_path / 'c.db'}", "--listen", f"127.0.0.1:{port}",
                              "--token-file", str(tmp_path / "op"), "--service-token-file", str(tmp_path / "svc"),
+                             "--routing-token-file", str(tmp_path / "routing"),
                              "--ssl-cert", str(pki.server_cert), "--ssl-key", str(pki.server_key),
                              "--metrics-token-required"], stderr=subprocess.PIPE, text=True)
     url = f"https://127.0.0.1:{port}"
@@ -107,6 +110,29 @@ def test_a_proxy_and_the_name_service_reach_it_with_the_service_token(tls_contro
         asyncio.run(calls())
 
 
+def test_the_name_service_reaches_it_with_the_routing_token_and_a_proxy_does_not(tls_controller, monkeypatch):
+    url, _port, pki, _https = tls_controller
+    monkeypatch.setenv("FEDKAFKA_CA_FILE", str(pki.ca))
+
+    async def resolve() -> str:
+        resolver = ControllerResolver(url, ROUTING)
+        try:
+            return (await resolver.resolve("app")).pool
+        finally:
+            await resolver.aclose()
+
+    async def fetch_block() -> None:
+        source = ControllerViewSource(url, ROUTING, "i1", on_block=lambda start, size: None)
+        try:
+            await source.fetch_block()
+        finally:
+            await source.client.aclose()
+
+    assert asyncio.run(resolve())
+    with pytest.raises(httpx.HTTPStatusError, match="403"):
+        asyncio.run(fetch_block())
+
+
 def test_bad_tls_or_token_arguments_exit_with_one_line(tmp_path):
     pki = make_pki(tmp_path / "pki")
     (tmp_path / "op").write_text(OPERATOR)
@@ -115,7 +141,8 @@ def test_bad_tls_or_token_arguments_exit_with_one_line(tmp_path):
     cases = [(["--ssl-cert", str(pki.server_cert)], "go together"),
              (["--ssl-cert", str(pki.server_cert), "--ssl-key", str(pki.client_key)], "cannot load --ssl-cert"),
              (["--service-token-file", str(tmp_path / "op")], "same token as --token-file"),
-             (["--service-token-file", str(tmp_path / "missing")], "cannot read --service-token-file")]
+             (["--service-token-file", str(tmp_path / "missing")], "cannot read --service-token-file"),
+             (["--routing-token-file", str(tmp_path / "op")], "give name services a token of their own")]
     for extra, words in cases:
         res = _cli(*base, *extra, env={})
         assert res.returncode == 2 and words in res.stderr, (extra, res.stderr)

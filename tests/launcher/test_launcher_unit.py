@@ -7,6 +7,7 @@ import base64
 import json
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,51 @@ def test_a_state_file_from_single_broker_days_loads_as_one_broker(tmp_path):
 def test_zero_brokers_is_refused(tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         LocalKafkaCluster(name="cx", data_dir=tmp_path, broker_count=0)
+
+
+def _recording_launcher(monkeypatch) -> list[list[str]]:
+    """`local`'s service starts recorded instead of run (nothing is started, nothing waited for)."""
+    from fedkafka import local
+
+    started: list[list[str]] = []
+
+    def start_service(state, name, args, **info):
+        started.append(args)
+        return {"pid": None, "args": args, **info}
+
+    monkeypatch.setattr(local, "start_service", start_service)
+    monkeypatch.setattr(local, "wait_until", lambda *args, **kwargs: None)
+    return started
+
+
+def _option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_local_up_gives_the_name_service_a_routing_token_of_its_own(tmp_path, monkeypatch):
+    """The name service's token may only read the client routing (docs/DESIGN.md §11), not the operator's."""
+    import stat
+
+    from fedkafka.local import LocalState, _up_single_controller, up_nameservice
+
+    started = _recording_launcher(monkeypatch)
+    state = LocalState(root=tmp_path)
+    _up_single_controller(state)
+    up_nameservice(state)
+    controller, nameservice = started
+    operator_file, routing_file = _option(controller, "--token-file"), _option(controller, "--routing-token-file")
+    assert _option(nameservice, "--token-file") == routing_file
+    tokens = {path: Path(path).read_text().strip() for path in (operator_file, routing_file)}
+    assert len(set(tokens.values())) == 2 and all(len(token) >= 16 for token in tokens.values())
+    assert stat.S_IMODE(tmp_path.joinpath("routing.token").stat().st_mode) == 0o600
+
+
+def test_local_up_keeps_the_operator_token_for_a_controller_started_without_a_routing_token(tmp_path, monkeypatch):
+    """A federation brought up by an older fedkafka: its running controller knows no routing token."""
+    from fedkafka.local import LocalState, up_nameservice
+
+    started = _recording_launcher(monkeypatch)
+    state = LocalState(root=tmp_path, services={"controller": {"url": "http://127.0.0.1:1", "pid": 1,
+                                                               "token_file": str(tmp_path / "controller.token")}})
+    up_nameservice(state)
+    assert _option(started[0], "--token-file") == str(tmp_path / "controller.token")

@@ -31,6 +31,8 @@ authentication (Kafka's saslname pattern refuses it). No escalation (the proof i
 ACLs and topics and reads the view with every SCRAM verifier, though a name service calls one route (GET
 /v1/client-routing). A compromised name service host (the client-facing bootstrap, which also ends clients' TLS) can
 grant any principal anything and delete topics through the controller, bypassing every proxy's ACL check: medium.
+Fixed: GET /v1/client-routing has a scope of its own (routing), opened by a routing token name services are given
+(`fedkafka controller --routing-token-file`, fedkafka_controller_routing_token).
 
 5. Log forging: the refusal line (observe.py `refused_together`, `refused`) writes client-chosen group ids, topic names
 and the client.id with %s in the default text log format; a newline in one starts a line of the client's making.
@@ -52,7 +54,7 @@ from consume.test_handlers_unit import ctx as consume_ctx
 from kio.schema.errors import ErrorCode
 from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
 
-from fedkafka.controller.scopes import ROUTE_SCOPES
+from fedkafka.controller.scopes import ROUTE_SCOPES, may
 from fedkafka.observe.logs import TEXT_FORMAT, MaskingFormatter
 from fedkafka.protocol.build import build
 from fedkafka.protocol.codec import request_type
@@ -170,18 +172,18 @@ def test_a_scram_user_name_with_an_equals_sign_not_starting_an_escape_is_refused
 
 # -- 4. The name service's controller token ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="name services are given the proxies' service token (docs/OPERATIONS.md "
-                                       "--service-token-file), which also writes ACLs and topics and reads every "
-                                       "SCRAM verifier in /v1/view; the name service calls GET /v1/client-routing only")
 def test_the_name_services_only_route_is_not_in_the_scope_that_writes_acls_and_reads_credentials():
-    """nameservice/resolver.py calls GET /v1/client-routing and nothing else. The only token it can hold besides the
-    operator's is the service token, whose scope also opens POST /v1/acls (grant any principal anything), POST
-    /v1/acls/delete, DELETE /v1/admin/topics/{name} and GET /v1/view (every user's StoredKey and ServerKey): a
-    compromised name service host, the federation's client-facing bootstrap, holds all of that."""
+    """nameservice/resolver.py calls GET /v1/client-routing and nothing else. On s35-rvsecurity the only token it
+    could hold besides the operator's was the service token, whose scope also opens POST /v1/acls (grant any
+    principal anything), POST /v1/acls/delete, DELETE /v1/admin/topics/{name} and GET /v1/view (every user's
+    StoredKey and ServerKey): a compromised name service host, the federation's client-facing bootstrap, held all of
+    that. The routing token's scope is that route's (tests/controller/test_token_scopes.py: the controller's 403s)."""
     nameservice_scope = ROUTE_SCOPES[("GET", "/v1/client-routing")]
+    assert may(nameservice_scope, "GET", "/v1/client-routing")
     for route in (("POST", "/v1/acls"), ("POST", "/v1/acls/delete"), ("DELETE", "/v1/admin/topics/{name}"),
                   ("GET", "/v1/view")):
         assert ROUTE_SCOPES[route] != nameservice_scope, route
+        assert not may(nameservice_scope, route[0], route[1].replace("{name}", "t1")), route
 
 
 # -- 5. Client-chosen names in the refusal log -----------------------------------------------------------

@@ -9,8 +9,8 @@ from pydantic import AfterValidator, Field
 from sqlalchemy.orm import InstrumentedAttribute
 
 from fedkafka.controller.errors import ControllerError
-from fedkafka.controller.guard import service_refusal
-from fedkafka.controller.scopes import OPERATOR, ROUTE_SCOPES, SERVICE, Tokens
+from fedkafka.controller.guard import scope_refusal
+from fedkafka.controller.scopes import Tokens, route_allows
 
 # Numbers the config database stores as BIGINT: a larger one is refused (422) before it reaches a query, where
 # it raised OverflowError (a 500), or worse, sat in a batch of lease renewals and failed the whole batch's write.
@@ -43,7 +43,7 @@ def stored_length(column: InstrumentedAttribute[Any]) -> int:
 
 def token_dependency(tokens: Tokens) -> Any:
     """The `Depends` a protected router carries: the request's bearer token must be one of `tokens`, and the
-    service token only on a route whose scope allows it (guard.RequestGuard checked both already, before any
+    service or routing token only on a route whose scope allows it (guard.RequestGuard checked both already, before any
     body was read, on the raw path; this second check reads the matched route's own scope and also marks the
     routes in the OpenAPI)."""
 
@@ -52,7 +52,7 @@ def token_dependency(tokens: Tokens) -> Any:
         if role is None:
             raise ControllerError("missing or wrong bearer token", status=401)
         route = getattr(request.scope.get("route"), "path", "")
-        if role == SERVICE and ROUTE_SCOPES.get((request.method, route), OPERATOR) != SERVICE:
-            raise ControllerError(service_refusal(request.method, request.url.path), status=403)
+        if not route_allows(role, request.method, route):
+            raise ControllerError(scope_refusal(role, request.method, request.url.path), status=403)
 
     return Depends(auth)
