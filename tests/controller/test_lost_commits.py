@@ -717,8 +717,9 @@ def _cli(monkeypatch, client: TestClient, *args: str, token: str = TOKEN) -> tup
     def connect(timeout, headers, verify, transport):
         return heartbeating_like_a_proxy(TestClient(client.app, headers=headers))
 
+    # httpx as the client module sees it, its Client made over the app (the rest, e.g. Response, as httpx has it)
     monkeypatch.setattr("fedkafka.controller.client.httpx", SimpleNamespace(
-        Client=connect, HTTPError=httpx.HTTPError, Timeout=httpx.Timeout))
+        **{**{name: getattr(httpx, name) for name in httpx.__all__}, "Client": connect}))
     result = CliRunner().invoke(cli_app, list(args), env={"FEDKAFKA_CONTROLLER_URL": "http://controller",
                                                           "FEDKAFKA_TOKEN": token})
     return result.exit_code, result.output
