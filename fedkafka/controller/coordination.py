@@ -25,7 +25,7 @@ from fedkafka.controller import deletions
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
-from fedkafka.controller.models import ClusterRow, TopicRow
+from fedkafka.controller.models import ClusterRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import CONSUME_ROLES
 from fedkafka.view.model import ClusterState, shadow_topic
 
@@ -68,6 +68,16 @@ class CoordinationMove:
         return old
 
     def run(self, target: str, unclean: bool, progress) -> dict[str, Any]:
+        """Move the groups to `target`. Whatever fails before the switch, `check` and the shadow topics of a run
+        resumed after its controller died holding a freeze too, clears the freeze: commits go on where they were
+        (docs/DESIGN.md §10.1)."""
+        try:
+            return self._run(target, unclean, progress)
+        except Exception:
+            self.unfreeze_after_failure()
+            raise
+
+    def _run(self, target: str, unclean: bool, progress) -> dict[str, Any]:
         old = self.check(target, unclean)
         if old == target:
             return {"from": old, "groups": 0, "changed": False}
@@ -79,22 +89,48 @@ class CoordinationMove:
             progress("copy", 0, len(offsets))
             self.write(target, offsets, topic_ids=copy.get("topic_ids", {}))
         else:
-            try:
-                version = self._freeze(old, True)
-                progress("freeze", 1, 1)
-                self.mover.await_version(version, lambda _p, done, total: progress("acks", done, total),
-                                         roles=CONSUME_ROLES)
-                offsets, topic_ids = self.read_tagged(old)
-                progress("copy", 0, len(offsets))
-                self.write(target, offsets, topic_ids=topic_ids)
-                self._verify(target, offsets, topic_ids)
-            except Exception:
-                self._freeze(old, False)  # commits go on where they were
-                raise
+            version = self._freeze(old, True)
+            progress("freeze", 1, 1)
+            self.mover.await_version(version, lambda _p, done, total: progress("acks", done, total),
+                                     roles=CONSUME_ROLES)
+            offsets, topic_ids = self.read_tagged(old)
+            progress("copy", 0, len(offsets))
+            self.write(target, offsets, topic_ids=topic_ids)
+            self._verify(target, offsets, topic_ids)
         progress("copy", len(offsets), len(offsets))
         self._switch(old, target, shadowed)
         progress("switch", 1, 1)
         return {"from": old, "groups": len(offsets), "changed": True}
+
+    def unfreeze_after_failure(self) -> None:
+        """Clear every freeze of commits after a failed move (only a coordination move freezes, one at a time, and
+        only the coordination cluster: what its run, or a killed predecessor of it, froze). An error here (the
+        database does not answer, this controller lost its row) is logged: the sweeper clears a freeze no running
+        coordination move owns (`clear_orphaned_freeze`), the run ending `failed` first."""
+        try:
+            self._clear_freezes(owned_by_a_run=False)
+        except Exception:
+            log.exception("commits left frozen after a failed coordination move: the sweeper clears them")
+
+    def clear_orphaned_freeze(self) -> list[str]:
+        """The sweeper's part (docs/DESIGN.md §10.1): clear the freeze of commits when no coordination move is
+        running (its run failed and could not unfreeze). Returns the clusters unfrozen."""
+        return self._clear_freezes(owned_by_a_run=True)
+
+    def _clear_freezes(self, owned_by_a_run: bool) -> list[str]:
+        """Unfreeze every frozen cluster; with `owned_by_a_run`, only when no coordination move is running. Under the
+        write lock, like `_freeze`: a run recorded after the check freezes after this commit, never before it."""
+        with self.ctl.topology_change() as s:
+            frozen = list(s.scalars(select(ClusterRow.id).where(ClusterRow.commits_frozen.is_(True))))
+            if not frozen or (owned_by_a_run and s.scalar(select(WorkflowRow.id).where(
+                    WorkflowRow.kind == "coordination_move", WorkflowRow.state == "running").limit(1)) is not None):
+                return []
+            self.ctl.check_leader(s)
+            s.execute(update(ClusterRow).values(commits_frozen=False))
+            s.commit()
+        log.warning("commits unfrozen on %s: the coordination move that froze them failed", ", ".join(frozen))
+        self.ctl.compose()
+        return frozen
 
     # -- steps ---------------------------------------------------------------------------------------
     def _shadow_topics(self, target: str) -> set[str]:

@@ -250,7 +250,8 @@ class WorkflowEngine:
     def sweep_round(self) -> list[int]:
         """What the sweeper does every SWEEP_INTERVAL_S: resume every run the database says is running that has no
         thread here (one whose thread died, e.g. on a database error it could not commit its end through), and
-        settle the moves no running run owns (docs/DESIGN.md §7). Returns the runs resumed.
+        settle the moves no running run owns (docs/DESIGN.md §7), and clear a freeze of commits no running coordination
+        move owns (§10.1). Returns the runs resumed.
 
         Settling needs no run lock: a run commits a state other than `running` only once its moves are settled or
         it gave up on them (`_end`), so no thread drives a move whose run is not running; a running run's moves are
@@ -260,6 +261,7 @@ class WorkflowEngine:
             self.ctl.refuse_unless_leading()  # one that lost the row settles nothing: the active one's sweeper does
             resumed = self._respawn()
             self.mover.sweep()
+            self.coordination.clear_orphaned_freeze()
         except Exception as e:
             self._sweep_rounds.failed(e)
         return resumed
