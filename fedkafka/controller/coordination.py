@@ -159,6 +159,10 @@ class CoordinationMove:
         records the one on `target` (docs/DESIGN.md §5.8); a deletion after it records `target`'s itself."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
+            row = s.get(ClusterRow, target)
+            if row is None or row.state != ClusterState.ACTIVE:  # a decommission began meanwhile (no run lock)
+                raise Conflict(f"cluster {target} is {row.state if row else 'gone'} since the move began: it cannot "
+                               "hold the groups. Nothing was changed")
             for name in sorted(shadowed - set(s.scalars(select(TopicRow.name)))):
                 log.info("topic %s was deleted during the coordination move: its shadow topic on %s is a pending "
                          "deletion", name, target)
