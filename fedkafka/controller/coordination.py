@@ -19,13 +19,13 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from fedkafka.controller import deletions
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
-from fedkafka.controller.models import ClusterRow, TopicRow, WorkflowRow
+from fedkafka.controller.models import ClusterRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import CONSUME_ROLES
 from fedkafka.view.model import ClusterState, shadow_topic
 
@@ -85,7 +85,7 @@ class CoordinationMove:
         progress("shadow_topics", 1, 1)
         if unclean:
             copy = self.stored_copy()
-            offsets = copy["offsets"]
+            offsets = self._not_below_chains(copy["offsets"])
             progress("copy", 0, len(offsets))
             self.write(target, offsets, topic_ids=copy.get("topic_ids", {}))
         else:
@@ -199,6 +199,30 @@ class CoordinationMove:
             if kept:
                 found[group] = kept
         return found, topic_ids
+
+    def _not_below_chains(self, offsets: Offsets) -> Offsets:
+        """`offsets` (the periodic copy), each raised to its partition's first logical offset (the chain's first
+        segment's `logical_base`) where it is below: the records below were dropped from the chain since the copy,
+        by a `groups` drain because every group had committed past them (on the live coordination cluster), or by
+        retention. A position below the chain is answered OFFSET_OUT_OF_RANGE, and a group resetting to latest would
+        skip every record still there; from the chain's first offset it skips none (docs/DESIGN.md §10.2). The leader
+        epoch of a raised offset is dropped: it was the one of the record below. The chains are read under the
+        coordination lock (workflows), so no drain round drops a head between this read and the switch."""
+        with self.ctl.session() as s:
+            firsts = {(shadow_topic(topic), partition): first for topic, partition, first in s.execute(
+                select(SegmentRow.topic, SegmentRow.partition, func.min(SegmentRow.logical_base))
+                .group_by(SegmentRow.topic, SegmentRow.partition))}
+        raised: Offsets = {}
+        for group, parts in offsets.items():
+            raised[group] = []
+            for t, p, o, e, m in parts:
+                first = firsts.get((t, p), o)
+                if o < first:
+                    log.warning("group %s: %s/%d restored at %d, the first offset of its chain: its copied offset %d "
+                                "is below (those records were dropped since the copy)", group, t, p, first, o)
+                    o, e = first, None
+                raised[group].append((t, p, o, e, m))
+        return raised
 
     def _shadow_partitions(self) -> tuple[dict[str, int], TopicIds]:
         """Shadow topic -> partitions, and -> logical topic id, of every logical topic of the federation."""
