@@ -99,7 +99,7 @@ class WorkflowEngine:
         self._run_lock = threading.Lock()  # one run moves segments at a time
         # One coordination move at a time, never during a drain round's judgement and drop (`_drop_drained`): an
         # unclean move restores offsets no lower than each chain's first segment as it finds it, which a drop between
-        # its write and its switch would raise (docs/DESIGN.md §9.1, §10.2). Not the run lock: a decommission holds
+        # its write and its switch would raise (docs/DESIGN.md §10.2, §10.4). Not the run lock: a decommission holds
         # that for its whole drain, and a dead coordination cluster's groups must move now.
         self._coordination_lock = threading.Lock()
         self._start_lock = threading.Lock()
