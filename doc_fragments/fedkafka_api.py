@@ -11,7 +11,11 @@ options:
       - Base URL of each fedkafka controller on the config database, as a list or comma-separated, e.g.
         C(http://10.0.0.5:8780,http://10.0.0.6:8780); one is enough with a single controller.
       - Requests go to the active controller. A standby answers 503 naming the active one, which is asked next;
-        a controller that does not answer is skipped for the next in the list (each at most once per request).
+        a controller that does not answer is skipped for the next in the list (each at most once per round).
+      - During a controller failover (none answers as active, but one is taking over, a standby does not know the
+        active one yet, or names a listed one that does not answer) the request is asked again after short pauses,
+        for at most O(request_timeout) seconds in all; a task fails at once only when nothing shows a takeover
+        under way (no controller answers, or a standby names one not listed).
       - An entry that is not C(http(s)://host[:port]), or a list naming none, fails the task with a message.
     type: list
     elements: str
@@ -31,7 +35,9 @@ options:
       - Unset, the system's CAs. The playbooks give C(fedkafka_controller_ca_file).
     type: path
   request_timeout:
-    description: Seconds for one HTTP request.
+    description:
+      - Seconds for one HTTP request.
+      - Also how long, in all, a request waits for a controller failover to finish (see O(controller_url)).
     type: float
     default: 30
 """

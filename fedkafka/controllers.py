@@ -27,6 +27,10 @@ MAX_SECRET_LENGTH = 256  # a member secret header's, and each predecessor's
 # restart), named after KRaft's for a broker id whose live session another process holds
 DUPLICATE_REGISTRATION = "DUPLICATE_BROKER_REGISTRATION"
 CA_FILE_ENV = "FEDKAFKA_CA_FILE"
+# During a failover every controller answers 503 for seconds (the old leader row's lease, then the takeover): the
+# CLI asks again after these pauses, doubling, within its timeout in all (AdminClient; the modules alike)
+TAKEOVER_FIRST_PAUSE_S = 0.25
+TAKEOVER_MAX_PAUSE_S = 2.0
 
 
 def tls_verify() -> ssl.SSLContext | bool:
@@ -67,6 +71,16 @@ class ControllerList:
         else:
             self.current = self.urls[(self.urls.index(url) + 1) % len(self.urls)]
         return self.current
+
+
+def takeover_under_way(said: dict[str, str | None]) -> bool:
+    """Whether the controllers' answers to one round of a request, none of them as the active one (url -> the
+    active one its 503 named, None when it did not answer), show a failover in progress, worth asking again in a
+    moment: one holds the leader row and is taking over (it names itself), a standby does not know the active one
+    yet (names none), or names a listed one that did not answer as active (gone, its leader row not expired yet).
+    Unreachable controllers only, or a standby naming one not listed, show none (docs/DESIGN.md §3.6)."""
+    return any(named is not None and (named.rstrip("/") in ("", url) or named.rstrip("/") in said)
+               for url, named in said.items())
 
 
 def active_hint(error: BaseException) -> str | None:

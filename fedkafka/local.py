@@ -125,7 +125,7 @@ def _controller_status(svc: dict[str, Any]) -> dict[str, Any]:
     running = _service_running(svc)
     health = controller_health(svc["url"]) if running and svc.get("url") else None
     return {"url": svc.get("url"), "pid": svc.get("pid"), "running": running,
-            "active": bool(health and health.get("active"))}
+            "active": bool(health and health.get("active")), "role": (health or {}).get("role")}
 
 
 def _managed(svc: dict | list) -> bool:
@@ -402,9 +402,15 @@ def controller_api(state: LocalState):
     ctls = controllers(state)
     if not ctls:
         raise RuntimeError("no local controller: run `fedkafka local up` first")
-    url = next((c["url"] for c in ctls if (controller_health(c["url"]) or {}).get("active")), ctls[0]["url"])
+    url = next((c["url"] for c in ctls if _holds_leader_row(controller_health(c["url"]) or {})), ctls[0]["url"])
     token = Path(ctls[0]["token_file"]).read_text().strip()
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def _holds_leader_row(health: dict[str, Any]) -> bool:
+    """A controller's /healthz says it is the active one, or taking over (it answers once it serves the database's
+    view: the one to wait for, not a standby, docs/DESIGN.md §3.6)."""
+    return bool(health.get("active")) or health.get("role") == "taking_over"
 
 
 def coordination_cluster(state: LocalState) -> str:

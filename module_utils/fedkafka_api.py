@@ -32,6 +32,10 @@ WAIT_ARGUMENT_SPEC = {
 # What a standby answers every /v1/ request with: 503 and this header naming the active controller
 # (docs/DESIGN.md §3.6; the same rule as fedkafka/controllers.py, which modules cannot import).
 ACTIVE_HEADER = "x-fedkafka-active"
+# During a failover every controller answers 503 for seconds (a lease, then the takeover): a request is asked again
+# after these pauses, doubling, within request_timeout in all (FedkafkaApi.request)
+TAKEOVER_FIRST_PAUSE_S = 0.25
+TAKEOVER_MAX_PAUSE_S = 2.0
 _URL = re.compile(r"^https?://[^/\s,]+(/[^\s,]*)?$")
 
 
@@ -69,7 +73,8 @@ class FedkafkaApi:
 
     Several controllers may share the database: a request goes to the current one; a standby (503 naming the
     active one) sends it to the one it names, an unreachable one to the next in the list, each tried at most once
-    per request. `base` is the controller that answered last (the next request starts there)."""
+    per round; during a failover, rounds again within `timeout` (`request`). `base` is the controller that answered
+    last (the next request starts there)."""
 
     def __init__(self, controller_url, token: str, validate_certs: bool = True, timeout: float = 30.0,
                  ca_path: str | None = None):
@@ -90,23 +95,51 @@ class FedkafkaApi:
             module.fail_json(msg=str(exc))
 
     def request(self, method: str, path: str, body: object = None, ok_missing: bool = False):
-        """JSON in, JSON out. Returns None for 204, and for 404 when ok_missing."""
+        """JSON in, JSON out. Returns None for 204, and for 404 when ok_missing.
+
+        When no controller answered as the active one but what they said shows a takeover under way (one taking
+        over, a standby that does not know the active one yet, or one naming a listed controller that did not
+        answer as active: it died, its leader row not expired yet), the request is asked again after a short
+        pause, for at most `timeout` seconds in all. A 503 from the gate commits nothing, so a write is safe to
+        send again. Unreachable controllers only, or a standby naming one not listed, fail at once."""
         data = json.dumps(body) if body is not None else None
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        tried: dict[str, str] = {}  # url -> why it did not answer as the active controller
+        deadline = time.monotonic() + self.timeout
+        pause, waited = TAKEOVER_FIRST_PAUSE_S, False
+        while True:
+            tried: dict[str, tuple[str, str | None]] = {}  # url -> (why it did not answer as active, who it named)
+            try:
+                return self._ask_each(method, path, data, headers, ok_missing, tried)
+            except _NoActive:
+                pass
+            if not takeover_under_way({url: named for url, (_, named) in tried.items()}):
+                break
+            if time.monotonic() + pause > deadline:
+                waited = True
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, TAKEOVER_MAX_PAUSE_S)
+            self.base = next((url for url, (_, named) in tried.items() if named == url), self.base)
+        why = "; ".join(f"{url} {reason}" for url, (reason, _) in tried.items())
+        after = f"; none did within request_timeout ({self.timeout:g}s) of waiting for a takeover" if waited else ""
+        raise ApiError(f"{method} {path}: no active controller answered ({why}){after}")
+
+    def _ask_each(self, method: str, path: str, data, headers: dict, ok_missing: bool, tried: dict):
+        """One round: each controller at most once, following the active one a standby names; _NoActive when
+        none answered as the active one (`tried` says what each said)."""
         while len(tried) < len(self.urls):
             try:
                 return self._send(method, path, data, headers, ok_missing)
             except _Standby as standby:
-                tried[self.base] = f"stands by (active: {standby.active or 'not known yet'})"
-                self._next(standby.active, tried)
+                named = standby.active.rstrip("/")
+                tried[self.base] = (_not_active(self.base, standby.active), named)
+                self._next(named, tried)
             except URLError as exc:  # not sent, or no answer: the next controller
-                tried[self.base] = f"unreachable: {exc.reason}"
+                tried[self.base] = (f"unreachable: {exc.reason}", None)
                 self._next(None, tried)
-        why = "; ".join(f"{url} {reason}" for url, reason in tried.items())
-        raise ApiError(f"{method} {path}: no active controller answered ({why})")
+        raise _NoActive()
 
     def _send(self, method: str, path: str, data, headers: dict, ok_missing: bool):
         try:
@@ -216,6 +249,25 @@ class FedkafkaApi:
             if time.monotonic() >= deadline:
                 raise ApiError(f"timed out after {timeout}s waiting for {what} (last: {last})")
             time.sleep(interval)
+
+
+def _not_active(url: str, active: str) -> str:
+    """Why `url` did not answer as the active controller: a standby names the active one; one naming itself holds
+    the leader row but is taking over (it answers once it serves the database's view, docs/DESIGN.md §3.6)."""
+    if active.rstrip("/") == url:
+        return "is taking over (it answers once it serves the database's view)"
+    return f"stands by (active: {active or 'not known yet'})"
+
+
+def takeover_under_way(said: dict) -> bool:
+    """Whether the controllers' answers (url -> the active one it named, None when it did not answer) show a
+    failover in progress: one holds the leader row and is taking over (it names itself), a standby does not know the
+    active one yet (names none), or names a listed one that did not answer as active (gone, its row not expired)."""
+    return any(named is not None and (named in ("", url) or named in said) for url, named in said.items())
+
+
+class _NoActive(Exception):
+    pass
 
 
 class _Standby(Exception):

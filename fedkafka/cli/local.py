@@ -131,7 +131,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
             table.add_row(f"  broker {b['node_id']}" + (" (controller)" if b["controller"] else ""), b["bootstrap"],
                           _yes(b["running"]), _run_by({**b, "managed_by": c.get("managed_by")}))
     for c in doc["controllers"]:
-        table.add_row("controller" + (" (active)" if c["active"] else ""), c["url"] or "", _yes(c["running"]),
+        role = " (active)" if c["active"] else " (taking over)" if c.get("role") == "taking_over" else ""
+        table.add_row("controller" + role, c["url"] or "", _yes(c["running"]),
                       _run_by({**doc.get("controller", {}), **c}))
     for name in ("proxies", "nameservice"):
         svc = doc.get(name)

@@ -115,7 +115,20 @@ def _follow(api: AdminClient, run: dict, timeout: float, console: Console) -> di
                 raise AdminError(f"workflow {run['id']} still running after {timeout:.0f} s (it goes on; "
                                  f"GET /v1/workflows/{run['id']} follows it)")
             time.sleep(0.3)
-            run = api.request("GET", f"/v1/workflows/{run['id']}")
+            run = _poll(api, run["id"], deadline)
+
+
+def _poll(api: AdminClient, run_id: int, deadline: float) -> dict[str, Any]:
+    """The run's record. While no controller answers as the active one (503: one taking over, or standing by; or
+    none reachable), ask again until `deadline`: in a failover the run goes on, the controller taking over resumes
+    it (docs/DESIGN.md §6.2); ending the wait then said exit status 1, as for a failed run."""
+    while True:
+        try:
+            return api.request("GET", f"/v1/workflows/{run_id}")
+        except AdminError as e:
+            if e.status not in (None, 503) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.3)
 
 
 def _summary(run: dict) -> None:

@@ -28,6 +28,7 @@ from fedkafka.controller.leadership import Leadership, NotLeader, StandbyGate, r
 from fedkafka.controller.scopes import Tokens
 from fedkafka.controller.service import Controller
 from fedkafka.controller.workflows import WorkflowEngine
+from fedkafka.controllers import ACTIVE_HEADER
 
 
 def create_app(controller: Controller, token: str | Tokens, background: bool = True,
@@ -88,8 +89,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotLeader)
     # lost the row before the request's commit: nothing was written (lost after it, while composing the view, the
     # route answers its success instead: `Controller.compose_after_commit`, docs/DESIGN.md §5.1)
+    # the header names the controller holding the row (empty: not known), as the gate's 503 does: clients move on to
+    # it; without it the modules took the 503 as the active controller's own refusal and asked no other
     async def _not_leader(_req: Request, exc: NotLeader):
-        return JSONResponse({"detail": f"not the active controller any more: {exc}"}, status_code=503)
+        return JSONResponse({"detail": f"not the active controller any more: {exc}"}, status_code=503,
+                            headers={ACTIVE_HEADER: exc.active or ""})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):

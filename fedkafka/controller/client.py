@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from fedkafka.controllers import ACTIVE_HEADER, CA_FILE_ENV, ControllerList, tls_verify
+from fedkafka.controllers import (
+    ACTIVE_HEADER,
+    CA_FILE_ENV,
+    TAKEOVER_FIRST_PAUSE_S,
+    TAKEOVER_MAX_PAUSE_S,
+    ControllerList,
+    takeover_under_way,
+    tls_verify,
+)
 
 # how long the client waits for a held move's publish or roll-back: longer than the controller may take before it
 # commits (held.REPAIR_DEADLINE_S, 60 s: past it the request is refused, nothing changed), so neither happens after
@@ -87,13 +96,32 @@ def _unanswered(method: str, path: str, url: str, error: httpx.HTTPError, repeat
     return f"{said}; it may have been carried out: check before repeating it"
 
 
+def _not_active(resp: httpx.Response) -> bool:
+    """A standby's 503, or one taking over or that lost its row: it names the active controller (or none)."""
+    return resp.status_code == 503 and ACTIVE_HEADER in resp.headers
+
+
+def _what_they_said(said: dict[str, str | None]) -> str:
+    def one(url: str, named: str | None) -> str:
+        if named is None:
+            return f"{url} unreachable"
+        if named.rstrip("/") == url:
+            return f"{url} is taking over"
+        return f"{url} stands by (active: {named or 'not known yet'})"
+
+    return "; ".join(one(url, named) for url, named in said.items())
+
+
 class AdminClient:
     """`url` may list several controllers (comma-separated): a request goes to the active one (a standby answers
     503 naming it; an unreachable one is skipped), each at most once. A request other than a read that was sent and
-    got no answer is not sent again: the controller may have carried it out, and the error says so."""
+    got no answer is not sent again: the controller may have carried it out, and the error says so. During a
+    failover (every controller 503: one taking over, standbys that do not know the active one yet) a request is
+    asked again after short pauses, for at most `timeout` seconds in all (`_send`)."""
 
     def __init__(self, url: str, token: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
         self.controllers = ControllerList(url)
+        self._takeover_wait = timeout
         try:
             verify = tls_verify()
         except (OSError, ssl.SSLError) as e:
@@ -118,21 +146,52 @@ class AdminClient:
 
     def _send(self, method: str, path: str, body: Any, params: dict | None, timeout: Any,
               repeatable: bool) -> httpx.Response:
+        """Rounds of `_ask_each`: while none answers as the active controller and what they said shows a takeover
+        under way (`takeover_under_way`), again after a short pause, within the client's timeout in all. A 503 from
+        the gate or from a controller that lost its row commits nothing, so even a write is safe to send again."""
+        deadline = time.monotonic() + self._takeover_wait
+        pause = TAKEOVER_FIRST_PAUSE_S
+        while True:
+            said: dict[str, str | None] = {}  # url -> the active controller its 503 named; None: no answer
+            outcome = self._ask_each(method, path, body, params, timeout, repeatable, said)
+            if isinstance(outcome, httpx.Response) and not _not_active(outcome):
+                return outcome  # the active controller's answer
+            if not takeover_under_way(said):
+                if isinstance(outcome, AdminError):
+                    raise outcome
+                return outcome
+            if time.monotonic() + pause > deadline:
+                raise AdminError(f"{method} {path}: no controller took over within {self._takeover_wait:g}s "
+                                 f"({_what_they_said(said)})", 503)
+            time.sleep(pause)
+            pause = min(2 * pause, TAKEOVER_MAX_PAUSE_S)
+            # the next round starts at the one taking over, if any
+            self.controllers.current = next((url for url, named in said.items() if (named or "").rstrip("/") == url),
+                                            self.controllers.current)
+
+    def _ask_each(self, method: str, path: str, body: Any, params: dict | None, timeout: Any, repeatable: bool,
+                  said: dict[str, str | None]) -> httpx.Response | AdminError:
+        """One round: the current controller, then the active one a standby names or the next one, each at most
+        once. The active controller's answer, else the last 503, else the error that none was reachable; `said`
+        records what each one said."""
         for attempt in range(len(self.controllers.urls)):
             url = self.controllers.current
             last = attempt == len(self.controllers.urls) - 1
             try:
                 resp = self._http.request(method, url + path, json=body, params=params, timeout=timeout)
             except httpx.HTTPError as e:
-                if isinstance(e, _NOT_SENT):
-                    if last:
-                        raise AdminError(f"controller at {url} unreachable: {e}") from None
-                elif method not in _READS or last:  # sent, maybe carried out: never sent again behind the operator
+                if not isinstance(e, _NOT_SENT) and (method not in _READS or last):
+                    # sent, maybe carried out: never sent again behind the operator
                     raise AdminError(_unanswered(method, path, url, e, repeatable)) from None
+                said[url] = None
+                if last:
+                    return AdminError(f"controller at {url} unreachable: {e}")
                 self.controllers.failed(url)
                 continue
-            hint = resp.headers.get(ACTIVE_HEADER) if resp.status_code == 503 else None
-            if hint is None or last:
+            if not _not_active(resp):
+                return resp
+            said[url] = hint = resp.headers[ACTIVE_HEADER]
+            if last:
                 return resp
             self.controllers.failed(url, hint)  # a standby: ask the active one it names
         raise AssertionError("unreachable")

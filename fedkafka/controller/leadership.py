@@ -36,9 +36,19 @@ from fedkafka.controllers import ACTIVE_HEADER
 
 log = logging.getLogger(__name__)
 
+# a controller's role, as `/healthz` (`role`) and the metrics say it (`Controller.role`): only an ACTIVE one takes
+# writes; one TAKING_OVER holds the leader row but answers `/v1/` 503 until it serves the database's view
+ACTIVE, TAKING_OVER, STANDBY = "active", "taking_over", "standby"
+
 
 class NotLeader(RuntimeError):
-    """This controller no longer holds the leader row: whatever it was about to commit must not count."""
+    """This controller no longer holds the leader row: whatever it was about to commit must not count. `active`: the
+    controller that holds it, when known; the API's 503 names it (or none) in ACTIVE_HEADER, like the gate's, so the
+    clients move on rather than take the 503 as the active controller's own answer."""
+
+    def __init__(self, message: str, active: str | None = None):
+        super().__init__(message)
+        self.active = active
 
 
 class RoundLog:
@@ -100,10 +110,10 @@ class Leadership:
     def check(self, s) -> None:
         """Inside a write transaction: raise NotLeader unless we still hold the row (locked until commit)."""
         if not self.active:
-            raise NotLeader("this controller is a standby")
+            raise NotLeader("this controller is a standby", self.active_url)
         row = s.execute(select(LeaderRow).where(LeaderRow.id == 1).with_for_update()).scalar_one_or_none()
         if row is None or row.holder != self.holder:
-            raise NotLeader(f"another controller took over ({row.url if row else 'nobody'})")
+            raise NotLeader(f"another controller took over ({row.url if row else 'nobody'})", row.url if row else None)
 
     def run(self, stop: threading.Event, on_active: Callable[[], None], on_lost: Callable[[str], None]) -> None:
         """Compete until stopped: `on_active` once the row is ours, `on_lost` when it is not any more."""

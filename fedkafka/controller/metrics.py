@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import func, select
 
+from fedkafka.controller.leadership import ACTIVE, TAKING_OVER
 from fedkafka.controller.models import MoveRow, PendingDeletionRow, WorkflowRow
 
 _FAST = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
@@ -95,9 +96,12 @@ class _StateCollector(Collector):
         for version, n in sorted(pub.subscribers.items()):
             subscribers.add_metric([str(version)], n)
         yield subscribers
-        active = self.ctl.is_active()
-        yield GaugeMetricFamily("fedkafka_controller_active", "1 when this controller is the active one (it "
-                                "composes views and runs workflows)", value=1 if active else 0)
+        role = self.ctl.role()
+        yield GaugeMetricFamily("fedkafka_controller_active", "1 when this controller is the active one (it takes "
+                                "writes, composes views and runs workflows)", value=1 if role == ACTIVE else 0)
+        yield GaugeMetricFamily("fedkafka_controller_taking_over", "1 while this controller holds the leader row but "
+                                "does not take writes yet (it serves the database's view first; the API answers 503)",
+                                value=1 if role == TAKING_OVER else 0)
 
     def _proxies(self):
         current = self.ctl.view.version

@@ -37,7 +37,7 @@ from fedkafka.controller.claims import ClaimTaken
 from fedkafka.controller.compose import build_view, coordination_cluster
 from fedkafka.controller.errors import Conflict, Forbidden, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable, Scan
-from fedkafka.controller.leadership import Leadership, NotLeader, RoundLog
+from fedkafka.controller.leadership import ACTIVE, STANDBY, TAKING_OVER, Leadership, NotLeader, RoundLog
 from fedkafka.controller.metrics import Metrics
 from fedkafka.controller.models import (
     ChainRow,
@@ -246,7 +246,8 @@ class Controller:
         unless it was started as a standby. Taking over (the row held, `become_active` not done), it refuses too."""
         self._check_may_publish(session)
         if not self._took_over:
-            raise NotLeader("this controller is taking over: it does not serve the database's view yet")
+            raise NotLeader("this controller is taking over: it does not serve the database's view yet",
+                            self.leadership.url if self.leadership is not None else None)
 
     def _check_may_publish(self, session) -> None:
         """`check_leader` as `compose` asks it: `become_active` composes before this controller takes writes."""
@@ -270,6 +271,16 @@ class Controller:
     def is_active(self) -> bool:
         """This controller composes views and runs workflows (always, without leadership: one controller)."""
         return self.leadership.active if self.leadership is not None else not self._standby
+
+    def role(self, leadership: Leadership | None = None) -> str:
+        """What `/healthz` and `fedkafka_controller_active` tell an operator (docs/DESIGN.md §3.6): "active" once this
+        controller takes writes, "taking_over" while it holds the leader row but `become_active` has not served the
+        database's view yet (the gate answers 503), "standby" otherwise. `leadership`: the app's, which the gate
+        reads (the controller's own is set only once its leadership thread starts)."""
+        lead = leadership or self.leadership
+        if not (lead.active if lead is not None else not self._standby):
+            return STANDBY
+        return ACTIVE if self._took_over else TAKING_OVER
 
     def become_active(self) -> None:
         """This controller now holds the leader row: serve the database's view, keep its proxies listed for one

@@ -82,8 +82,9 @@ class JwtValidator:
                 raise jwt.InvalidKeyError("the JWKS file cannot be read") from None
 
 
-def parse_client_message(message: bytes) -> str:
-    """The bearer token of a client's first OAUTHBEARER message: `n,,\\x01auth=Bearer <token>\\x01...\\x01`."""
+def parse_client_message(message: bytes) -> tuple[str, str]:
+    """The bearer token and the authorization id ("" if none) of a client's first OAUTHBEARER message:
+    `n,[a=<authzid>],\\x01auth=Bearer <token>\\x01...\\x01`."""
     try:
         text = message.decode()
     except UnicodeDecodeError:
@@ -91,10 +92,37 @@ def parse_client_message(message: bytes) -> str:
     gs2, sep, rest = text.partition("\x01")
     if not sep or not gs2.startswith(("n,", "y,")) or not rest.endswith("\x01\x01"):
         raise MalformedMessage("invalid OAUTHBEARER message")
+    authorization_id = _authorization_id(gs2)
     for pair in rest[:-2].split("\x01"):
         key, _, value = pair.partition("=")
         if key == "auth":
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token:
-                return token.strip()
+                return token.strip(), authorization_id
     raise MalformedMessage("OAUTHBEARER message without a bearer token")
+
+
+def _authorization_id(gs2: str) -> str:
+    """The GS2 header's authorization id (`n,a=<authzid>,`), "" if it names none. Taken as sent, as Kafka's
+    OAuthBearerClientInitialResponse takes it (its clients send it unescaped)."""
+    field = gs2.split(",")[1]  # gs2 starts with "n," or "y,"
+    if not field:
+        return ""
+    if not field.startswith("a=") or len(field) == 2:
+        raise MalformedMessage("invalid OAUTHBEARER message")
+    return field[2:]
+
+
+def check_authorization_id(authorization_id: str, principal: str) -> None:
+    """An authorization id other than the token's principal name fails the login, as Kafka's OAuthBearerSaslServer
+    fails it, with its message; an empty one is the token's principal. A name not printable is quoted (repr): the
+    message is also the failed-login log line's."""
+    name = principal.removeprefix("User:")
+    if authorization_id and authorization_id != name:
+        raise AuthenticationFailed(
+            f"Authentication failed: Client requested an authorization id ({_printable(authorization_id)}) that is "
+            f"different from the token's principal name ({_printable(name)})")
+
+
+def _printable(name: str) -> str:
+    return name if name.isprintable() else repr(name)

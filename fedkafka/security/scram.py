@@ -144,10 +144,19 @@ def _attributes(message: str) -> dict[str, str]:
     return out
 
 
+_ESCAPES = {"2C": ",", "3D": "="}  # a user name's escapes (RFC 5802 §5.1)
+
+
 def _unescape_name(name: str) -> str:
-    if "=" in name.replace("=2C", "").replace("=3D", ""):
-        raise MalformedMessage("invalid SCRAM user name")
-    return name.replace("=2C", ",").replace("=3D", "=")
+    """RFC 5802 §5.1: each '=' starts '=2C' (',') or '=3D' ('='); any other '=' fails the authentication. Read
+    escape by escape: removing the valid ones first joined '=3=2CD' into '=3D'."""
+    first, *escaped = name.split("=")
+    out = [first]
+    for part in escaped:
+        if part[:2] not in _ESCAPES:
+            raise MalformedMessage("invalid SCRAM user name")
+        out.append(_ESCAPES[part[:2]] + part[2:])
+    return "".join(out)
 
 
 @dataclass(slots=True)

@@ -329,6 +329,9 @@ def test_connect_exactly_once_source_support_says_transactions_are_not_available
         wait_for(lambda: "transactions are not available in this fedkafka federation" in worker.log_path.read_text(
                  errors="replace"), 300,
                  what=f"the worker names the refusal\n{worker.output()}", interval=1)
+        # the herder (which meets the refusal) and the REST resources start in threads of their own: the line may
+        # come before the REST API answers (seen 1.1 s after it under load, the two having run side by side for 20 s)
+        worker.wait_ready(120)
         assert worker.proc.poll() is None and worker.http.get("/connectors").json() == []
     finally:
         worker.stop()

@@ -10,7 +10,7 @@ from fedkafka.proxy.plan import UNANSWERED, AnyBroker, Call
 
 
 class _Physical:
-    def mark_unreachable(self, cluster, reason):
+    def mark_unreachable(self, cluster, reason, asked=None):
         raise AssertionError("no call failed")
 
 

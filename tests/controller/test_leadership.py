@@ -322,6 +322,7 @@ def test_a_standby_answers_503_naming_the_active_one_and_healthz_says_which_it_i
         assert res.json()["active"] == "http://active:1"
         health = client.get("/healthz").json()
         assert health["active"] is False and health["active_url"] == "http://active:1"
+        assert health["role"] == "standby"
     standby.stop()
     active.stop()
 

@@ -590,11 +590,14 @@ class _Physical:
         self.unreachable: list[str] = []
         self.lost: list[str] = []
 
-    def mark_unreachable(self, cluster, reason):
+    def mark_unreachable(self, cluster, reason, asked=None):
         self.unreachable.append(cluster)
 
     def broker_lost(self, cluster, node_id, reason):
         self.lost.append(cluster)
+
+    def tracked(self, cluster):
+        return None
 
     def candidates(self, cluster):
         return [self.address(cluster, None)]

@@ -73,7 +73,7 @@ def dispatcher(module=None) -> Dispatcher:
 def reported_once(caplog, d: Dispatcher) -> None:
     lines = [r.getMessage() for r in caplog.records if r.name == "fedkafka.refusals"]
     assert d.observer.refusals == {"frozen": 1}, (d.observer.refusals, lines)
-    assert len(lines) == 1 and "t/0" in lines[0] and "client=app" in lines[0], lines
+    assert len(lines) == 1 and "t/0" in lines[0] and "client='app'" in lines[0], lines
 
 
 def handler_failing():

@@ -26,8 +26,9 @@ def _connection(limits: Limits, budget: ByteBudget) -> ClientConnection:
 def test_waits_holding_part_of_their_frames_that_end_in_the_same_loop_turn_close_one_connection_only():
     """Two connections each hold two chunks of a frame, the process budget (four chunks) spent by them, and both
     wait for a third chunk, their waits started in the same loop turn so that both end in the same turn. The first
-    to end closes (FrameTimeout) and gives its chunks back, as `_read_body` does; the other then finds room and
-    takes its chunk. Without the last look both closed, nothing of either frame read."""
+    to end closes (FrameTimeout) and gives its chunks back, as `_read_body` does; the other, still in line (s35:
+    `ByteBudget.acquire`'s timeout keeps its place until its task runs; s34 took a last look), then gets its
+    chunk. Without either both closed, nothing of either frame read."""
     limits = Limits(max_frame_bytes=1024 * 1024, max_inflight_bytes=1024 * 1024,
                     max_buffered_bytes=1024 * 1024, frame_timeout_s=0.05)
 

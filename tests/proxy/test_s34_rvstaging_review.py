@@ -94,16 +94,17 @@ class _Answering:
         pass
 
 
-async def _served(datas: list[bytes], limits: Limits) -> tuple[list[bytes], str, list[ClientConnection], ByteBudget]:
-    """Each of `datas` (one frame each, all sent at once) read by a `ClientConnection` of its own with `limits`,
-    their process budget `max_buffered_bytes` (as server.py), each socket reading whatever its staging buffer gives,
-    once a loop turn; until every frame is answered, or nothing moved for _TURNS turns and 4 frame timeouts (so a
-    frame timeout could end a wait). Returns the frames dispatched, what was held then (bytes of the process budget,
-    of each connection's, each staging buffer's growth charged), the connections and the budget (read once every
-    connection ended)."""
+async def _served(datas: list[bytes], limits: Limits, d: _Answering | None = None,
+                  answers: int = 1) -> tuple[list[bytes], str, list[ClientConnection], ByteBudget]:
+    """Each of `datas` (`answers` frames each, one frame unless told, all sent at once) read by a `ClientConnection`
+    of its own with `limits`, their process budget `max_buffered_bytes` (as server.py), each socket reading whatever
+    its staging buffer gives, once a loop turn; until every frame is answered (by `d`, else `_Answering`), or
+    nothing moved for _TURNS turns and 4 frame timeouts (so a frame timeout could end a wait). Returns the frames
+    dispatched, what was held then (bytes of the process budget, of each connection's, each staging buffer's
+    growth charged), the connections and the budget (read once every connection ended)."""
     loop = asyncio.get_running_loop()
     budget = ByteBudget(limits.max_buffered_bytes)
-    d = _Answering()
+    d = d or _Answering()
     clients = []
     for data in datas:
         socket = _Socket()
@@ -114,7 +115,7 @@ async def _served(datas: list[bytes], limits: Limits) -> tuple[list[bytes], str,
     sent = [0] * len(datas)
     idle, last, moved_at = 0, None, loop.time()
     while not (idle >= _TURNS and loop.time() - moved_at > 4 * limits.frame_timeout_s):
-        if all(len(c[1].written) >= 8 or c[4].done() for c in clients):
+        if all(len(c[1].written) >= 8 * answers or c[4].done() for c in clients):
             break
         for i, (data, socket, frames, _, _) in enumerate(clients):
             if socket.reading and sent[i] < len(data):

@@ -41,6 +41,9 @@ class _Physical:
     def address(self, cluster, node):
         return "127.0.0.1", self.port
 
+    def tracked(self, cluster):
+        return None
+
 
 async def _listening_broker() -> tuple[asyncio.Server, int, bytearray]:
     """A TCP endpoint that records every byte it is sent and never answers."""

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from fedkafka.controller.leadership import Leadership
+from fedkafka.controller.leadership import ACTIVE, Leadership
 from fedkafka.controller.service import Controller
 
 API_FEATURES = ["workflow_dry_run"]  # GET /v1/status lists them
@@ -18,11 +18,14 @@ def open_router(controller: Controller, leadership: Leadership | None) -> APIRou
 
     @router.get("/healthz")
     def healthz():
-        lead = leadership.status() if leadership is not None else {"active": True}
+        lead = leadership.status() if leadership is not None else {}
+        # active: this controller takes writes. Taking over (the leader row held, its view not yet the database's:
+        # `/v1/` answers 503), it says role "taking_over" and active false (docs/DESIGN.md §3.6)
+        role = controller.role(leadership)
         # db_regression: set once the config database lost commits (docs/DESIGN.md §3.3); ok stays true (the
         # controller serves on), the alert is the metric fedkafka_controller_db_regressed
         return {"ok": True, "view_version": controller.view.version, "db_regression": controller.db_regression,
-                **lead}
+                **lead, "active": role == ACTIVE, "role": role}
 
     @router.get("/metrics")
     def metrics():

@@ -325,39 +325,29 @@ class ClientConnection:
 
     async def _hold(self, n: int, holding: int = 0, what: str = "frame") -> float:
         """Take n bytes from this connection's and the process' budgets; returns the seconds waited (the
-        client's frame clock does not run while the proxy holds it back). A wait while `holding` bytes of the
-        frame are held already (its chunks so far) ends after the frame timeout, closing the connection
-        (FrameTimeout) unless the bytes are free by then: frames held in part by several connections past the
-        process budget wait for each other, and ending one gives its bytes back to the others (docs/DESIGN.md
-        §4.12). A wait holding nothing of its frame holds up nobody's bytes: it waits as long as it takes."""
+        client's frame clock does not run while the proxy holds it back). A wait for the process budget while
+        `holding` bytes of the frame are held already (its chunks so far) ends after the frame timeout, closing the
+        connection (FrameTimeout): frames held in part by several connections past the process budget wait for
+        each other, and ending one gives its bytes back to the others (docs/DESIGN.md §4.12). Waits ending in the
+        same loop turn keep their places in line until each one's task runs (`ByteBudget.acquire`), so the first
+        to close gives its bytes to the next in line, another such wait included. A wait holding nothing of its
+        frame holds up nobody's bytes, and one for this connection's own budget waits for its own answers only
+        (nobody waits on them): they wait as long as it takes."""
         if self.held.take_now(n):
             if self.budget.take_now(n):
                 return 0.0
             self.held.release(n)
         before = self._loop.time()
-        if not holding:
-            await self._acquire_both(n)
-            return self._loop.time() - before
-        try:
-            async with asyncio.timeout(self.limits.frame_timeout_s):
-                await self._acquire_both(n)
-        except TimeoutError:
-            # a last look: connections whose waits ended in the same loop turn close one at a time, each giving
-            # its bytes back, and those after the first then find room (else all of them closed)
-            if self.held.take_with(self.budget, n):
-                return self._loop.time() - before
-            raise FrameTimeout(f"{what} held back {self.limits.frame_timeout_s:g} s with {holding} bytes of it "
-                               f"held, the byte budgets spent (--max-buffered-bytes, --max-inflight-bytes; "
-                               f"--frame-timeout)") from None
-        return self._loop.time() - before
-
-    async def _acquire_both(self, n: int) -> None:
         await self.held.acquire(n)
         try:
-            await self.budget.acquire(n)
+            if await self.budget.acquire(n, self.limits.frame_timeout_s if holding else None):
+                return self._loop.time() - before
         except BaseException:
             self.held.release(n)
             raise
+        self.held.release(n)
+        raise FrameTimeout(f"{what} held back {self.limits.frame_timeout_s:g} s with {holding} bytes of it held, "
+                           f"the process byte budget spent (--max-buffered-bytes; --frame-timeout)")
 
     def _hand_over_staged(self, n: int) -> bool:
         """Whether the next n-byte chunk of a large frame is charged at once, past the process budget: only when

@@ -31,7 +31,7 @@ from fedkafka.protocol.errors import error_response
 from fedkafka.proxy import handlers
 from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE, ControllerCall, ControllerCalls, ControllerLink
 from fedkafka.proxy.core.observe import NULL_OBSERVER
-from fedkafka.proxy.core.physical import PhysicalClusters
+from fedkafka.proxy.core.physical import ClusterInfo, PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions, groups
 from fedkafka.proxy.plan import (
@@ -78,6 +78,17 @@ class _NotSent(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
+
+
+class _NoBrokerAnswered(ConnectionError):
+    """`Dispatcher._send_to_any` found no broker of a cluster: `asked`, the cluster's entry whose brokers were tried
+    (`PhysicalClusters.tracked`, when the call started). The view may have changed the cluster's bootstrap while they
+    were tried (a connection's set-up can take seconds): their failure then says nothing of the new one."""
+
+    def __init__(self, message: str, asked: ClusterInfo | None):
+        super().__init__(message)
+        self.asked = asked
+
 
 class ProtocolViolation(Exception):
     """The client sent something we cannot answer: close its connection."""
@@ -631,7 +642,8 @@ class Dispatcher:
                     log.warning("%s", e)
                     sent.append(UpstreamError(cluster, str(e)))
                 except (OSError, ConnectionError, TimeoutError, KeyError) as e:
-                    self._lost(call.target, str(e) or type(e).__name__, sending=True)
+                    self._lost(call.target, str(e) or type(e).__name__, sending=True,
+                               asked=e.asked if isinstance(e, _NoBrokerAnswered) else None)
                     sent.append(UpstreamError(cluster, f"cannot reach cluster {cluster}"))
         except BaseException as e:
             _note_written(e, sent)
@@ -664,9 +676,12 @@ class Dispatcher:
         return None
 
     async def _send_to_any(self, call: Call, slot: int, produce_deadline: float | None = None):
-        """Any broker of the cluster will do: the next one in rotation, the one after on a connection error."""
+        """Any broker of the cluster will do: the next one in rotation, the one after on a connection error. None
+        answering: `_NoBrokerAnswered`, naming the cluster's entry the brokers were the candidates of."""
         errors: list[str] = []
-        for host, port in self.physical.candidates(call.target.cluster):
+        cluster = call.target.cluster
+        asked = self.physical.tracked(cluster)
+        for host, port in self.physical.candidates(cluster):
             if errors and call.request.__api_key__ == PRODUCE_API_KEY:
                 # a failed connect can take seconds, and the next broker's open connection is used unchecked
                 self._check_sendable(produce_deadline)
@@ -674,7 +689,7 @@ class Dispatcher:
                 return await self._send_to(host, port, call, slot, produce_deadline)
             except (OSError, ConnectionError, TimeoutError) as e:
                 errors.append(f"{host}:{port}: {e or type(e).__name__}")
-        raise ConnectionError("; ".join(errors) or "no broker known")
+        raise _NoBrokerAnswered("; ".join(errors) or "no broker known", asked)
 
     async def _send_to(self, host: str, port: int, call: Call, slot: int, produce_deadline: float | None = None):
         """`produce_deadline` (a produce only): the lease and the client's deadline are checked again once the
@@ -694,11 +709,12 @@ class Dispatcher:
                 self._check_offsets_sendable()
         return conn.send(call.request, call.expect_response, call.client_id)
 
-    def _lost(self, target, reason: str, sending: bool = False) -> None:
-        """No answer from `target`. Every broker of the cluster failed to connect: unreachable. One broker:
-        refresh (its partitions may have moved to another leader); the refresh decides about the cluster."""
+    def _lost(self, target, reason: str, sending: bool = False, asked: ClusterInfo | None = None) -> None:
+        """No answer from `target`. Every broker of the cluster failed to connect: unreachable, unless `asked` (the
+        entry they were the candidates of) is no longer the cluster's (`PhysicalClusters.mark_unreachable`). One
+        broker: refresh (its partitions may have moved to another leader); the refresh decides about the cluster."""
         if sending and isinstance(target, AnyBroker):
-            self.physical.mark_unreachable(target.cluster, reason)
+            self.physical.mark_unreachable(target.cluster, reason, asked)
         else:
             self.physical.broker_lost(target.cluster, getattr(target, "node_id", None), reason)
 

@@ -110,25 +110,40 @@ class ByteBudget:
         self.used += n
         return True
 
-    async def acquire(self, n: int) -> None:
+    async def acquire(self, n: int, timeout: float | None = None) -> bool:
+        """Take n bytes, waiting in line for them; whether it did: False once `timeout` seconds passed first,
+        nothing taken. Such a wait keeps its place in line until its own task runs, not only until its timer
+        fires: bytes given back in between (a wait timing out in the same loop turn, closing its connection) are
+        still granted to it first come first served (a timer cancelling the future lost the place, and `_grant`
+        gave the bytes to the next in line)."""
         if self.free_now(n):
             self.used += n
-            return
+            return True
         fut = asyncio.get_running_loop().create_future()
         entry = (n, fut)
         self._waiters.append(entry)
         try:
-            await fut
+            if timeout is None:
+                await fut
+            else:
+                await asyncio.wait((fut,), timeout=timeout)
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release(n)  # granted just as we were cancelled
             else:
                 # `_grant` drops an entry whose future is done (cancelled) as it reaches it: bytes released
                 # between the cancellation and this handler (another cancelled reader's) left none to remove
+                fut.cancel()
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(entry)
                 self._grant()
             raise
+        if fut.done():
+            return True
+        fut.cancel()
+        self._waiters.remove(entry)  # not granted: still in line (`_grant` drops only done entries)
+        self._grant()
+        return False
 
     def charge(self, n: int) -> None:
         self.used += n

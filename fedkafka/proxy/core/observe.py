@@ -52,7 +52,9 @@ class NullObserver:
     def refused(self, reason: str, topic: str, partition: int, detail: str | None, client_id: str | None) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
-        log.info("refused %s %s/%s client=%s: %s", reason, topic, partition, client_id, detail,
+        # client-chosen names quoted (repr): a newline in one does not start a line (the structured fields as they are)
+        entry = topic if partition < 0 else f"{topic}/{partition}"  # as a request's line names it (`Refused.add`)
+        log.info("refused %s %r client=%r: %s", reason, entry, client_id, detail,
                  extra={"refusal": {"reason": reason, "topic": topic, "partition": partition,
                                     "client_id": client_id, "detail": detail}})
 
@@ -63,8 +65,11 @@ class NullObserver:
         principal, host = (None, None) if session is None else (session.principal, session.host)
         more = refused.count - len(refused.examples)
         detail = "; ".join(refused.details)
-        log.info("refused %s: %d (%s) principal=%s host=%s client=%s: %s%s", refused.reason, refused.count, detail,
-                 principal, host, client_id, ", ".join(refused.examples), f" and {more} more" if more > 0 else "",
+        # the names (a group id, a topic, the client.id, the SASL user in the principal) are the client's: quoted
+        # (repr) in the text, as the failed-login line quotes the user, so that a newline in one starts no line
+        log.info("refused %s: %d (%s) principal=%r host=%s client=%r: %s%s", refused.reason, refused.count, detail,
+                 principal, host, client_id, ", ".join(map(repr, refused.examples)),
+                 f" and {more} more" if more > 0 else "",
                  extra={"refusal": {"reason": refused.reason, "count": refused.count, "examples": refused.examples,
                                     "detail": detail, "principal": principal, "host": host, "client_id": client_id}})
 

@@ -121,8 +121,23 @@ class PhysicalClusters:
         log.info("cluster %s broker %s: %s; refreshing metadata", cluster, node_id, reason)
         self.request_refresh(cluster)
 
-    def mark_unreachable(self, cluster: str, reason: str) -> None:
+    def tracked(self, cluster: str) -> ClusterInfo | None:
+        """What the proxy tracks of `cluster` now (None: not tracked). A call that goes on to ask the brokers it names
+        (`Dispatcher._send_to_any`) hands it to `mark_unreachable` with its failure."""
+        return self.clusters.get(cluster)
+
+    def mark_unreachable(self, cluster: str, reason: str, asked: ClusterInfo | None = None) -> None:
+        """No broker of `cluster` answered. `asked`: the entry whose brokers were tried (None: the current one). The
+        failure of an entry the view replaced meanwhile (the bootstrap changed, or the cluster left the view) says
+        nothing of the new one, not asked yet: nothing is marked, as `refresh` drops such an outcome (docs/DESIGN.md
+        §9.2). Marked, the new bootstrap's cluster counted as dead until its next refresh: a gap's tail skipped."""
         info = self.clusters.get(cluster)
+        if asked is not None and info is not asked:
+            log.info("cluster %s: a bootstrap the view no longer names did not answer (%s); not counted", cluster,
+                     reason)
+            if info is not None:
+                self.request_refresh(cluster)
+            return
         if info is not None and info.reachable:
             log.warning("cluster %s unreachable: %s", cluster, reason)
             info.reachable = False

@@ -31,7 +31,8 @@ revoked early.
 
 Regular-expression subscriptions are refused: the coordinator would match them against shadow names.
 
-Authorization is Kafka's (docs/DESIGN.md §11), before anything reaches the coordinator: a heartbeat needs READ on
+Authorization is Kafka's (docs/DESIGN.md §11), before anything reaches the coordinator and before the proxy answers
+a coordinator condition of its own (a view without a coordination cluster): a heartbeat needs READ on
 the group (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to (TOPIC_AUTHORIZATION_FAILED);
 ConsumerGroupDescribe needs DESCRIBE per group (the others are still described; the denied groups are answered
 first, then the coordinator's answer as it came, which is Kafka's order, or, the groups having several coordinators,
@@ -82,10 +83,13 @@ NO_REGEX = ("regular-expression subscriptions are not supported through fedkafka
 HIDDEN_TOPICS = "The group has described topic(s) that the client is not authorized to describe."
 
 
+NO_COORDINATION = "no coordination cluster in the view"
+
+
 def handle(ctx: Context, header, request):
+    # a view without a coordination cluster is answered after authorization (`heartbeat`, `_describe_each_group`), as
+    # Kafka's coordinator is asked only once KafkaApis authorized the request
     coordination = ctx.view.coordination_cluster
-    if coordination is None:
-        return _failure(request, ErrorCode.coordinator_not_available, "no coordination cluster in the view")
     if request.__api_key__ == HEARTBEAT:
         return heartbeat(ctx, coordination, request, header.client_id)
     return describe(ctx, coordination, request, header.client_id)
@@ -93,7 +97,7 @@ def handle(ctx: Context, header, request):
 
 # -- ConsumerGroupHeartbeat ------------------------------------------------------------------------------
 
-def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
+def heartbeat(ctx: Context, coordination: str | None, request, client_id: str | None):
     if not authorized(ctx, Operation.READ, ResourceType.GROUP, request.group_id):
         ctx.refused("auth", request.group_id, -1, "no READ on the group")
         return _failure(request, ErrorCode.group_authorization_failed, None)
@@ -102,6 +106,8 @@ def heartbeat(ctx: Context, coordination: str, request, client_id: str | None):
     if hidden is not None:
         ctx.refused("auth", hidden, -1, "no DESCRIBE on a subscribed topic")
         return _failure(request, ErrorCode.topic_authorization_failed, None)
+    if coordination is None:
+        return _failure(request, ErrorCode.coordinator_not_available, NO_COORDINATION)
     if getattr(request, "subscribed_topic_regex", None):
         return _failure(request, ErrorCode.invalid_request, NO_REGEX)
     names = list(request.subscribed_topic_names or ())
@@ -151,7 +157,7 @@ def _owned_to_shadow(ctx: Context, coordination: str, owned, missing: list[str])
 
 # -- ConsumerGroupDescribe -------------------------------------------------------------------------------
 
-def describe(ctx: Context, coordination: str, request, client_id: str | None):
+def describe(ctx: Context, coordination: str | None, request, client_id: str | None):
     """Each distinct group described once (`_describe_each_group`), answered once per naming, as Kafka answers a
     group named twice (denied or not: KafkaApis adds a refused entry per naming)."""
     asked = list(request.group_ids)
@@ -189,7 +195,7 @@ def _elements(group) -> int:
         for m in group.members)
 
 
-def _describe_each_group(ctx: Context, coordination: str, request, client_id: str | None):
+def _describe_each_group(ctx: Context, coordination: str | None, request, client_id: str | None):
     ids = ctx.view.topic_ids()
 
     def topic_partitions(tps):
@@ -236,6 +242,9 @@ def _describe_each_group(ctx: Context, coordination: str, request, client_id: st
     if not groups:
         return build(response_schema(DESCRIBE, type(request).__version__), {"groups": denied})
     upstream = request if list(request.group_ids) == groups else dataclasses.replace(request, group_ids=tuple(groups))
+    if coordination is None:
+        unavailable = _failure(upstream, ErrorCode.coordinator_not_available, NO_COORDINATION)
+        return dataclasses.replace(unavailable, groups=tuple(denied) + unavailable.groups)
     forwarded = _via_coordinator(coordination, upstream, groups, upstream, back, client_id,
                                  merge=functools.partial(_merge_describe, groups))
     # the denied groups first, as KafkaApis adds them to the response before the coordinator's results; they keep

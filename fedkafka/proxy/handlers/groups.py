@@ -7,7 +7,9 @@ rewritten logical -> shadow on the way in and back on the way out. Committed off
 the shadow topic has P partitions, so the broker validates and fences commits natively. Group protocol
 bytes (subscriptions, assignments) name shadow topics at the coordinator and logical ones at the client.
 Past the proxy's fence committed offsets are neither read nor written (`_past_fence`: NOT_COORDINATOR), the
-coordination cluster its view names may have been moved from; membership goes on (docs/DESIGN.md §4.9 F2).
+coordination cluster its view names may have been moved from; membership goes on (docs/DESIGN.md §4.9 F2). Like
+the other conditions of the proxy's own (`_unavailable`), it is answered once the request is authorized, as Kafka
+asks its coordinator only then (docs/DESIGN.md §11).
 """
 
 from __future__ import annotations
@@ -86,9 +88,9 @@ log = logging.getLogger(__name__)
 def handle(ctx: Context, header, request):
     key = request.__api_key__
     coordination = ctx.view.coordination_cluster
-    if coordination is None:
-        return failure(request, ErrorCode.coordinator_not_available)
-    if key == LIST:
+    if key == LIST:  # nothing to authorize first: the groups listed are filtered (`_group_lister`)
+        if coordination is None:
+            return failure(request, ErrorCode.coordinator_not_available)
         return list_groups(coordination, request, _group_lister(ctx))
     if _names_several_groups(request):
         return _per_group(ctx, coordination, request)
@@ -99,19 +101,17 @@ def handle(ctx: Context, header, request):
     return _authorized(ctx, coordination, request)
 
 
-def _authorized(ctx: Context, coordination: str, request, budget: _AnswerBudget | None = None):
+def _authorized(ctx: Context, coordination: str | None, request, budget: _AnswerBudget | None = None):
     """A group request whose groups the principal may all use, on its way to the coordinator. `budget`: a
-    DescribeGroups answer's (`_per_group`), shared with the repeats of its groups."""
+    DescribeGroups answer's (`_per_group`), shared with the repeats of its groups. The proxy's own coordinator
+    conditions (`_unavailable`) are answered only now, authorized, as Kafka's coordinator is asked only once
+    KafkaApis authorized the request; an OffsetCommit's after its topics are (`_offset_commit`)."""
     key = request.__api_key__
-    if key in OFFSETS_OF_THE_VIEW and _past_fence(ctx, request):
-        return failure(request, ErrorCode.not_coordinator)  # checked first: the view may be a move behind its freeze
-    if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
-        # a coordination move copies the committed offsets now: a commit landing on the old coordinator after the
-        # copy would be lost, a deletion undone (the switch puts the copied offsets back). Retriable: clients and
-        # AdminClient send it again, to the new coordinator (docs/DESIGN.md §10.1)
-        return failure(request, ErrorCode.coordinator_load_in_progress)
     if key == OFFSET_COMMIT:
-        return _offset_commit(ctx, coordination, request)
+        return _offset_commit(ctx, coordination, request)  # its coordinator conditions after its topics' ACLs
+    unavailable = _unavailable(ctx, coordination, request)
+    if unavailable is not None or coordination is None:
+        return failure(request, unavailable or ErrorCode.coordinator_not_available)
     if key in (OFFSET_FETCH, OFFSET_DELETE):
         return _offsets_of_topics(ctx, coordination, request)
     upstream, back = request, (lambda resp: resp)
@@ -131,6 +131,23 @@ def _authorized(ctx: Context, coordination: str, request, budget: _AnswerBudget 
             return dataclasses.replace(answer, groups=with_authorized_operations(ctx, request, answer.groups))
     return _via_coordinator(coordination, request, upstream, back, ctx.client_id,
                             fence=ctx if key in OFFSETS_OF_THE_VIEW else None)
+
+
+def _unavailable(ctx: Context, coordination: str | None, request) -> ErrorCode | None:
+    """The error the proxy answers an authorized group request with itself, if any: no coordination cluster in the
+    view; committed offsets past the proxy's fence (checked before the freeze: the view may be a move behind its
+    freeze); or a change of committed offsets under a frozen view: a coordination move copies them now, so a commit
+    landing on the old coordinator after the copy would be lost, a deletion undone (the switch puts the copied
+    offsets back). Retriable: clients and AdminClient send it again, to the new coordinator (docs/DESIGN.md
+    §10.1)."""
+    key = request.__api_key__
+    if coordination is None:
+        return ErrorCode.coordinator_not_available
+    if key in OFFSETS_OF_THE_VIEW and _past_fence(ctx, request):
+        return ErrorCode.not_coordinator
+    if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
+        return ErrorCode.coordinator_load_in_progress
+    return None
 
 
 def _past_fence(ctx: Context, request) -> bool:
@@ -154,7 +171,7 @@ def _names_several_groups(request) -> bool:
     return key in (DESCRIBE, DELETE) or (key == OFFSET_FETCH and type(request).__version__ >= 8)
 
 
-def _per_group(ctx: Context, coordination: str, request):
+def _per_group(ctx: Context, coordination: str | None, request):
     """DescribeGroups, DeleteGroups and OffsetFetch v8+ authorized group by group, as Kafka 4.x's KafkaApis does
     (handleDescribeGroupsRequest, handleDeleteGroupsRequest, handleOffsetFetchRequestFromCoordinator): a denied
     group is answered GROUP_AUTHORIZATION_FAILED in its own entries (each entry naming it; DeleteGroups answers a
@@ -170,7 +187,7 @@ def _per_group(ctx: Context, coordination: str, request):
     return _per_distinct_group(ctx, coordination, request)
 
 
-def _per_distinct_group(ctx: Context, coordination: str, request, budget: _AnswerBudget | None = None):
+def _per_distinct_group(ctx: Context, coordination: str | None, request, budget: _AnswerBudget | None = None):
     """`_per_group`'s authorization and routing of each distinct group: DescribeGroups and DeleteGroups ask about and
     answer each once (DeleteGroups as Kafka: handleDeleteGroupsRequest takes `groupsNames.distinct`)."""
     key = request.__api_key__
@@ -592,18 +609,37 @@ def _too_large(group_ids: list[str | None], api: str, max_elements: int | None) 
                 _too_large_message(api, max_elements))
 
 
-def _offset_commit(ctx: Context, coordination: str, request):
-    """Commits for topics the principal may not read, unknown topics or partitions beyond P are refused here;
-    the rest go to the shadow topic."""
-    refused: dict[ErrorCode, dict[str, list[int]]] = {}
+def _offset_commit(ctx: Context, coordination: str | None, request):
+    """Commits for topics the principal may not read are refused first (TOPIC_AUTHORIZATION_FAILED), as Kafka's
+    KafkaApis does before it asks the coordinator, which it does not at all when no topic is left: only the topics
+    it may read can be answered a coordinator condition, the proxy's own included (`_unavailable`: no coordination
+    cluster, past the fence, a frozen view)."""
+    denied: dict[str, list[int]] = {}
+    readable = []
+    for t in request.topics:
+        if authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
+            readable.append(t)
+        else:
+            ctx.refused("auth", t.name, -1, f"no {TOPIC_OPERATION[OFFSET_COMMIT].name} on the topic")
+            denied.setdefault(t.name, []).extend(p.partition_index for p in t.partitions)
+    with_denied = functools.partial(_with_commit_errors, request, {ErrorCode.topic_authorization_failed: denied})
+    if not readable:
+        return with_denied(_commit_errors(request, {}, ErrorCode.none))
+    mine = dataclasses.replace(request, topics=tuple(readable))
+    unavailable = _unavailable(ctx, coordination, mine)
+    if unavailable is not None or coordination is None:
+        return with_denied(failure(mine, unavailable or ErrorCode.coordinator_not_available))
+    return on_answer(_commit_readable(ctx, coordination, mine), with_denied)
+
+
+def _commit_readable(ctx: Context, coordination: str, request):
+    """An OffsetCommit of topics the principal may read: unknown topics and partitions beyond P are refused here,
+    the rest go to the shadow topic. A condition met on the way (the fence ran out, the coordinator lost) answers
+    every partition of the request."""
+    beyond: dict[str, list[int]] = {}
     kept = []
     for t in request.topics:
         topic = ctx.view.topics.get(t.name)
-        if not authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
-            ctx.refused("auth", t.name, -1, f"no {TOPIC_OPERATION[OFFSET_COMMIT].name} on the topic")
-            refused.setdefault(ErrorCode.topic_authorization_failed, {}).setdefault(t.name, []).extend(
-                p.partition_index for p in t.partitions)
-            continue
         count = 0 if topic is None else topic.partition_count
         ok, bad = [], []
         for p in t.partitions:  # one pass: a request may name tens of thousands of partitions
@@ -613,21 +649,25 @@ def _offset_commit(ctx: Context, coordination: str, request):
                 bad.append(p.partition_index)
         if bad:
             # a topic named twice: both entries' refusals answered (the second replaced the first's)
-            refused.setdefault(ErrorCode.unknown_topic_or_partition, {}).setdefault(t.name, []).extend(bad)
+            beyond.setdefault(t.name, []).extend(bad)
         if ok:
             kept.append(dataclasses.replace(t, name=shadow_topic(t.name), partitions=tuple(ok)))
-
-    def back(response):
-        answered = from_shadow(response)
-        for code, partitions in refused.items():
-            extra = _commit_errors(request, partitions, code)
-            answered = dataclasses.replace(answered, topics=answered.topics + extra.topics)
-        return answered
-
+    with_beyond = functools.partial(_with_commit_errors, request, {ErrorCode.unknown_topic_or_partition: beyond})
     if not kept:
-        return back(_commit_errors(request, {}, ErrorCode.none))
-    return _via_coordinator(coordination, request, dataclasses.replace(request, topics=tuple(kept)), back,
-                            ctx.client_id, fence=ctx)
+        return with_beyond(_commit_errors(request, {}, ErrorCode.none))
+    return _via_coordinator(coordination, request, dataclasses.replace(request, topics=tuple(kept)),
+                            lambda response: with_beyond(from_shadow(response)), ctx.client_id, fence=ctx)
+
+
+def _with_commit_errors(request, refused: dict[ErrorCode, dict[str, list[int]]], answered):
+    """An OffsetCommit answer with the partitions the proxy refused itself (error -> topic -> partitions) added."""
+    if getattr(answered, "topics", None) is None:  # not an OffsetCommit answer (a closed connection)
+        return answered
+    for code, partitions in refused.items():
+        if partitions:
+            answered = dataclasses.replace(answered, topics=answered.topics + _commit_errors(request, partitions,
+                                                                                             code).topics)
+    return answered
 
 
 def _offsets_of_topics(ctx: Context, coordination: str, request):

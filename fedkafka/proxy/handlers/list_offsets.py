@@ -202,7 +202,8 @@ def _left_out(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
         return False
     gaps = [i for i, s in enumerate(chain.segments) if s.cluster == seg.cluster and chain.gap_after(s) is not None]
     cluster = ctx.view.clusters.get(seg.cluster)
-    # a decommission (draining) gives nothing up: it moved A's segments off cleanly, and Fetch waits for them
+    # a decommission (draining) gives nothing up: it moved A's segments off cleanly, and Fetch waits for them. Its
+    # read_only step (and a failed run's) reads as a failover's: the view does not tell them apart (DESIGN §9.2)
     given_up = cluster is None or cluster.state in (ClusterState.READ_ONLY, ClusterState.REMOVED)
     return bool(gaps) and (given_up or chain.segments.index(seg) <= gaps[-1])
 

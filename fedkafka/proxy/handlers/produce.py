@@ -434,7 +434,7 @@ def _unanswered(request: rec.ProduceRequestFrame, answer: ProduceAnswer):
         return NO_RESPONSE
     more = len(failed) - SHOWN_ERRORS
     shown = ", ".join(failed[:SHOWN_ERRORS]) + (f" and {more} more" if more > 0 else "")
-    return CloseConnection(f"acks=0 produce (correlation id {request.correlation_id}, client id {request.client_id})"
+    return CloseConnection(f"acks=0 produce (correlation id {request.correlation_id}, client id {request.client_id!r})"
                            f" with errors: {shown}", answer)
 
 

@@ -194,8 +194,9 @@ def _oauthbearer(ctx: Context, message: bytes) -> tuple[bytes, int]:
     """One round: a valid token names the principal; an invalid one fails at once (Kafka's server would first
     send an error document and wait for the client's empty reply: the client's outcome is the same). The
     session lasts no longer than the token (its exp), as Kafka's does."""
-    token = oauth.parse_client_message(message)
+    token, authorization_id = oauth.parse_client_message(message)
     principal, expires_at = ctx.session.oauth.validate(token)
+    oauth.check_authorization_id(authorization_id, principal)
     return b"", _succeed(ctx, principal, expires_at)
 
 
