@@ -16,7 +16,7 @@ from fedkafka.view.rebalance import Move
 
 
 def _c1_back_restarting(failover_setup, leader_end_unread_once: bool):
-    """(api, kafka, the cluster t/0 failed over to): c1 died holding t/0, was failed over, and is back and active
+    """(api, the cluster t/0 failed over to): c1 died holding t/0, was failed over, and is back and active
     with t/0's leader at log end 8 (records acked before it died) and its high watermark at 5 while its followers
     catch up; they catch up (high watermark 8) at the second read of c1's leader log ends. With
     `leader_end_unread_once`, the first read of them leaves t/0 out: its leader not known yet, or answering
@@ -46,7 +46,7 @@ def _c1_back_restarting(failover_setup, leader_end_unread_once: bool):
         return answered
 
     kafka.log_end_offsets = leader_log_ends
-    return api, kafka, now_on
+    return api, now_on
 
 
 @pytest.mark.xfail(strict=True, reason="up_to_log_ends keeps the high watermark when the leader's log end is not read "
@@ -61,7 +61,7 @@ def test_a_move_onto_a_restarting_partition_is_not_held_when_one_leader_log_end_
     scenario the fix is for: a cluster restarting, whose leaders move while followers catch up (a partition without a
     known leader is left out by `log_end_offsets`). Expected: the move is made (starting at 8) or rolled back (nothing
     moved), never held: nothing wrote to the target. The control (`leader_end_unread_once=False`) passes."""
-    api, kafka, now_on = _c1_back_restarting(setup, leader_end_unread_once=True)
+    api, now_on = _c1_back_restarting(setup, leader_end_unread_once=True)
     ctl = api.controller
     mover = Mover(ctl, seal_timeout=1.0)
     try:
@@ -69,8 +69,8 @@ def test_a_move_onto_a_restarting_partition_is_not_held_when_one_leader_log_end_
     except MoveHeld as e:
         with ctl.session() as s:
             frozen = s.get_one(ChainRow, ("t", 0)).frozen
-            held = [(r.state, r.held_for, r.planned_target_end) for r in s.scalars(select(MoveRow)
-                                                                                     .where(MoveRow.to_cluster == "c1"))]
+            held = [(r.state, r.held_for, r.planned_target_end)
+                    for r in s.scalars(select(MoveRow).where(MoveRow.to_cluster == "c1"))]
         pytest.fail(f"held for a high watermark rising with no write: {e}; chain frozen={frozen}; {held}")
     chain = ctl.view.topics["t"].partitions[0]
     assert all(seg.phys_start >= 8 for seg in chain.segments[1:] if (seg.cluster, seg.partition) == ("c1", 0))
@@ -78,7 +78,7 @@ def test_a_move_onto_a_restarting_partition_is_not_held_when_one_leader_log_end_
 
 def test_control_a_move_onto_a_restarting_partition_whose_leader_log_ends_are_read(setup):  # noqa: F811
     """The control of the test above: every leader log end read, the move is made, starting at 8."""
-    api, kafka, now_on = _c1_back_restarting(setup, leader_end_unread_once=False)
+    api, now_on = _c1_back_restarting(setup, leader_end_unread_once=False)
     ctl = api.controller
     mover = Mover(ctl, seal_timeout=1.0)
     assert mover.run(mover.plan(None, [Move("t", 0, now_on, "c1", "t", 0)])) == {"done": 1}
@@ -90,8 +90,8 @@ def test_control_a_move_onto_a_restarting_partition_whose_leader_log_ends_are_re
                                        "its leader's log end, failover targets too: an unread log end is waited for "
                                        "like one above, so the failover is rolled back (main reads none for one)")
 def test_a_failover_is_not_rolled_back_when_a_surviving_clusters_leader_log_ends_cannot_be_read(setup):  # noqa: F811
-    """c1 dies; its partition t/0 fails over to c2 (or c3), a fresh physical partition there (no older segment of the chain
-    on it: no unclean tail to start inside, the only reason §6.1 step 4 gives for waiting on a target). c2 answers
+    """c1 dies; its partition t/0 fails over to c2 (or c3), a fresh physical partition there (no older segment of the
+    chain on it: no unclean tail to start inside, the only reason §6.1 step 4 gives for waiting on a target). c2 answers
     its high watermarks (ListOffsets as a consumer) but not the leader log ends (`log_end_offsets`: ListOffsets with
     the debugging replica id sent to each leader directly, which a loaded broker may time out, or a listener or ACL
     set-up may refuse). On main a failover reads no log end (its source is dead, and targets were not waited for):
