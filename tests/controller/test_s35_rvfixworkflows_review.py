@@ -4,14 +4,18 @@ names."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from sqlalchemy import select
 
+from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
 from controller.test_failover import finished, kill, setup  # noqa: F401 (setup: the failover tests' fixture)
-from fedkafka.controller.models import ChainRow, MoveRow
+from fedkafka.controller.models import ChainRow, MoveRow, WorkflowRow
 from fedkafka.controller.moves import MoveHeld, Mover
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP
+from fedkafka.view.model import shadow_topic
 from fedkafka.view.rebalance import Move
 
 
@@ -153,3 +157,40 @@ def test_records_a_lost_publish_wrote_are_not_masked_by_an_unreplicated_tail_tru
     mover = Mover(ctl, seal_timeout=1.0)
     with pytest.raises(MoveHeld, match="5 when it was planned"):
         mover.run(mover.plan(None, [Move("t", 0, "c1", "c2", "t", 9)]))
+
+
+@pytest.mark.xfail(strict=True, reason="_switch (coordination.py:154-174) does not check that the old cluster's "
+                                       "commits are still frozen: a freeze cleared under a running move (the sweeper, "
+                                       "a takeover's failed resume) lets it switch with a copy older than A's commits")
+def test_a_coordination_move_does_not_switch_after_its_freeze_was_cleared_under_it(
+        make_api, recording_kafka_class, monkeypatch):
+    """Controller A runs a planned coordination move c1 -> c2 and has copied g's offset (5) to c2 when it pauses past
+    its lease. Controller B takes over, resumes the run, which fails there (the branch's `run` clears every freeze on
+    any failure), or records it failed: B's sweeper (`clear_orphaned_freeze`) then clears the freeze no running move
+    owns. Commits go on on c1: g commits 9. A leads again (B paused in turn) and its thread, never told, goes on:
+    `_verify` compares c2 with its own copy, and `_switch` checks only the leader row and that c2 is active. c2 holds
+    the groups with g at 5: the commit of 9 is lost (g re-reads 5..8) and the run's record says `failed` while the
+    role moved. Expected: the switch refuses when the freeze it copied under is gone (or the copy is newer than every
+    commit on c1): g's position is 9 wherever the groups are."""
+    kafka = _kafka_with_commits_class(recording_kafka_class)()
+    kafka.commits = {}
+    api = _group_g_on_c1(make_api, kafka, a=5)
+    ctl = api.controller
+    engine = WorkflowEngine(ctl)
+    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # A's thread is driven below
+    run = engine.start("coordination_move", "c2")
+    move, copied = engine.coordination, engine.coordination.write
+
+    def copied_then_taken_over(cluster, offsets, **kwargs):
+        copied(cluster, offsets, **kwargs)
+        with ctl.session() as s:  # B resumed the run and it failed there
+            s.get_one(WorkflowRow, run["id"]).state = "failed"
+            s.commit()
+        assert move.clear_orphaned_freeze() == ["c1"]  # B's sweeper: no coordination move running
+        kafka.commits[("c1", "g")][(shadow_topic("a"), 0)] = 9  # g commits on c1, unfrozen
+
+    monkeypatch.setattr(move, "write", copied_then_taken_over)
+    with contextlib.suppress(Exception):  # refusing the switch is the expected outcome
+        move.run("c2", False, lambda *_: None)  # A's thread, leading again
+    holder = ctl.view.coordination_cluster
+    assert kafka.commits[(holder, "g")][(shadow_topic("a"), 0)] == 9, holder
