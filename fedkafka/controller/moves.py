@@ -119,32 +119,8 @@ class Mover:
         raise claims.ClaimTaken(f"partitions planned by other runs {PLAN_ATTEMPTS} times in a row; plan again")
 
     def _plan_target_ends(self, plans: list[Move]) -> dict[tuple[str, str, int], int]:
-        """The log end of each planned move's target, read once (one that cannot be read is left out), raised to
-        the leader's log end where the high watermark trails it (`up_to_log_ends`)."""
-        with self.ctl.session() as s:
-            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        ends = self._read_once({(m.to_cluster, m.to_topic, m.to_partition) for m in plans}, bootstrap)
-        return self.up_to_log_ends(ends, bootstrap)
-
-    def up_to_log_ends(self, ends: dict[tuple[str, str, int], int], bootstrap: dict[str, str]
-                       ) -> dict[tuple[str, str, int], int]:
-        """`ends` (high watermarks of move targets), each raised to its leader's log end where that is above: the end
-        a move records to tell a lost publish's writes (`planned_target_end`, `target_end`: `_lost_publish`). After a
-        restart a cluster's high watermark trails its log end while the followers catch up (docs/DESIGN.md §7.5) and
-        rises to it with no write: compared with the trailing one, that rise would hold the move (`target_grew`) for
-        nothing. A log end that cannot be read leaves the high watermark."""
-        raised = dict(ends)
-        for cluster in sorted({c for c, _, _ in ends}):
-            parts = sorted((t, p) for c, t, p in ends if c == cluster)
-            try:
-                log_ends = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
-            except Exception as e:  # as `_above_high_watermark`: any failure leaves the high watermarks
-                log.warning("log end offsets of %s not read (its high watermarks kept): %s", cluster, e)
-                continue
-            for (t, p), log_end in log_ends.items():
-                if log_end is not None and log_end > raised.get((cluster, t, p), log_end):
-                    raised[(cluster, t, p)] = log_end
-        return raised
+        """The log end of each planned move's target, read once (one that cannot be read is left out)."""
+        return self.log_ends({(m.to_cluster, m.to_topic, m.to_partition) for m in plans})
 
     def log_ends(self, partitions: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
         """The log end of each (cluster, physical topic, partition), read once (one that cannot be read is left
@@ -328,14 +304,13 @@ class Mover:
         self._enter(row, "frozen")
 
     def _target_ends(self, ids: list[int]) -> dict[tuple[str, str, int], int]:
-        """The log end of each planned move's target physical partition (MoveFailed if one cannot be read), raised
-        to its leader's log end (`up_to_log_ends`, as `planned_target_end` is)."""
+        """The log end of each planned move's target physical partition (MoveFailed if one cannot be read)."""
         with self.ctl.session() as s:
             wanted: dict[str, set[tuple[str, int]]] = {}
             for row in self._rows(s, ids, "planned"):
                 wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        return self.up_to_log_ends(self.read_ends(wanted, bootstrap), bootstrap) if wanted else {}
+        return self.read_ends(wanted, bootstrap) if wanted else {}
 
     def _raise_held(self, ids: list[int]) -> None:
         """MoveHeld naming the moves of `ids` that are held (and why), if any."""
@@ -797,11 +772,7 @@ def older_seal_above(s, row: MoveRow, start: int) -> int | None:
 
 
 def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow]):
-    """(cluster -> physical partitions whose log ends the seal reads, partitions whose high watermark the seal waits
-    to reach their log end) for `rows`: the sources, and the targets too. A target's high watermark is where its
-    new segment starts; after a restart it trails the leader's log end (docs/DESIGN.md §7.5), and records above it
-    may be an older segment's unclean tail, read inside its gap (§9.2, a move back onto a failed-over partition):
-    started below them, the new segment would read them at second offsets, after other records (§4.5)."""
+    """(cluster -> physical partitions whose log ends the seal reads, partitions being sealed) for `rows`."""
     wanted: dict[str, set[tuple[str, int]]] = {}
     sealing: set[tuple[str, str, int]] = set()
     for row in rows:
@@ -810,7 +781,6 @@ def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow]):
             wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
             sealing.add((old.cluster, old.physical_topic, old.physical_partition))
         wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
-        sealing.add((row.to_cluster, row.to_topic, row.to_partition))
     return wanted, sealing
 
 

@@ -670,9 +670,8 @@ class WorkflowEngine:
         wanted: dict[str, set[tuple[str, int]]] = {}
         for m in plans:
             wanted.setdefault(m.to_cluster, set()).add((m.to_topic, m.to_partition))
-        bootstrap = {c: clusters[c].bootstrap for c in wanted}
         try:
-            return self.mover.up_to_log_ends(self.mover.read_ends(wanted, bootstrap), bootstrap)
+            return self.mover.read_ends(wanted, {c: clusters[c].bootstrap for c in wanted})
         except MoveFailed as e:
             raise MoveFailed(f"new partitions not ready: {e}; nothing was moved") from None
 

@@ -4,6 +4,7 @@ reason it names."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -91,6 +92,17 @@ def test_the_sweeper_clears_a_freeze_no_running_coordination_move_owns(make_api,
     assert _commits_frozen(ctl)["c1"] is False and ctl.view.commits_frozen is False
 
 
+@pytest.mark.xfail(strict=True, reason="defect 1 of s35-rvworkflows, open: a move back onto the physical partition "
+                                       "of a failed-over segment starts its new segment at the target's high "
+                                       "watermark, which trails the leader's log end after a restart, so the acked "
+                                       "records of the unclean tail above it leave the gap and are read at new "
+                                       "offsets after the other cluster's segment. Its first fix (357c07e: the seal "
+                                       "waits for the target's high watermark to reach its log end; plan and freeze "
+                                       "record the leader's log end) was withdrawn after review s35-rvfixworkflows "
+                                       "(test_s35_rvfixworkflows_review.py): one unread log end at the plan held the "
+                                       "move for nothing; a failover onto a fresh partition was rolled back when a "
+                                       "surviving cluster's log ends could not be read; a recorded leader log end "
+                                       "could mask a lost publish's writes after a truncation")
 def test_a_move_back_onto_a_failed_over_partition_does_not_start_inside_its_unclean_tail(setup):  # noqa: F811
     """c1 dies holding t's partitions 0 and 1 (no scan read their ends: each is sealed at its start, 0, and every
     record of it is in the unclean tail, read inside the gap, docs/DESIGN.md §9.2). The failover moves them to c2/c3.
@@ -102,41 +114,11 @@ def test_a_move_back_onto_a_failed_over_partition_does_not_start_inside_its_uncl
     starts at 5. `readable_end` caps the tail at a later segment on the same physical partition, so records 5..7 of
     the old segment are no longer read at the offsets acked for them (inside the gap) and are read instead as the
     new segment's first records, after every record of c2's segment: offsets reused and per-key order broken
-    (§4.1, §4.5). Expected: the new segment starts at or past the leader's log end (8), or the move is not made.
-    Here the followers catch up once the controller looked (the high watermark reaches 8 after the plan read the
-    leader's log end): the move is made, starts at 8, and is not held for the high watermark's rise (`target_grew`:
-    nothing wrote to the target)."""
-    api, now_on = _c1_back_with_a_trailing_high_watermark(setup, catches_up=True)
-    ctl = api.controller
-    mover = Mover(ctl, seal_timeout=1.0)
-    assert mover.run(mover.plan(None, [Move("t", 0, now_on, "c1", "t", 0)])) == {"done": 1}
-
-    chain = ctl.view.topics["t"].partitions[0]
-    later = [seg.phys_start for seg in chain.segments[1:] if (seg.cluster, seg.partition) == ("c1", 0)]
-    assert all(start >= 8 for start in later), chain.segments
-    assert chain.readable_end(chain.segments[0]) >= 8  # the old segment's tail still holds every record it had
-
-
-def test_a_move_back_onto_a_partition_whose_high_watermark_stays_below_its_log_end_is_rolled_back(
-        setup):  # noqa: F811
-    """The test above, the followers not catching up within the seal timeout: the move is rolled back (writes go on
-    where they were) and the old segment's tail keeps every record it had."""
-    api, now_on = _c1_back_with_a_trailing_high_watermark(setup, catches_up=False)
-    ctl = api.controller
-    mover = Mover(ctl, seal_timeout=0.5)
-    with pytest.raises(MoveFailed, match="above the high watermark"):
-        mover.run(mover.plan(None, [Move("t", 0, now_on, "c1", "t", 0)]))
-
-    chain = ctl.view.topics["t"].partitions[0]
-    assert chain.active.cluster == now_on and len(chain.segments) == 2, chain.segments
-    assert chain.readable_end(chain.segments[0]) >= 8
-
-
-def _c1_back_with_a_trailing_high_watermark(failover_setup, catches_up: bool):
-    """(api, the cluster t/0 failed over to): c1 died holding t/0 and t/1, was failed over, and is back and active
-    with t/0's leader at log end 8 and its high watermark at 5; with `catches_up`, the high watermark reaches 8 once
-    the leader's log end was read."""
-    api, kafka = failover_setup
+    (§4.1, §4.5). Expected: the new segment starts at or past the leader's log end (8), or the move is not made
+    (rolled back: writes go on where they were; never held, nothing wrote to the target). A fix must keep the tests
+    of tests/controller/test_s35_rvfixworkflows_review.py passing: its first one, waiting for every target's high
+    watermark and recording leader log ends, broke them."""
+    api, kafka = setup
     ctl = api.controller
     kill(api, kafka, "c1")
     run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
@@ -147,19 +129,20 @@ def _c1_back_with_a_trailing_high_watermark(failover_setup, catches_up: bool):
 
     kafka.down.discard("c1")  # back with its log: 8 records, its high watermark at 5 while followers catch up
     kafka.ends[("c1", "t", 0)] = 5
+    leader_ends = {("c1", "t", 0): 8}
+    served = kafka.log_end_offsets
+    kafka.log_end_offsets = lambda cluster, bootstrap, parts: {
+        tp: leader_ends.get((cluster, *tp), end) for tp, end in served(cluster, bootstrap, parts).items()}
     ctl.scan_once()
     api.post("/v1/clusters/c1/state", json={"state": "active"}).raise_for_status()
-    served = kafka.log_end_offsets
+    mover = Mover(ctl, seal_timeout=1.0)
+    with contextlib.suppress(MoveFailed):  # not made: rolled back (a held move is no answer: MoveHeld escapes)
+        mover.run(mover.plan(None, [Move("t", 0, now_on, "c1", "t", 0)]))
 
-    def leader_log_ends(cluster, bootstrap, parts):
-        answered = {tp: 8 if (cluster, *tp) == ("c1", "t", 0) else end
-                    for tp, end in served(cluster, bootstrap, parts).items()}
-        if catches_up and ("t", 0) in answered and cluster == "c1":
-            kafka.ends[("c1", "t", 0)] = 8  # the followers caught up: the high watermark is the log end
-        return answered
-
-    kafka.log_end_offsets = leader_log_ends
-    return api, now_on
+    chain = ctl.view.topics["t"].partitions[0]
+    later = [seg.phys_start for seg in chain.segments[1:] if (seg.cluster, seg.partition) == ("c1", 0)]
+    assert all(start >= 8 for start in later), chain.segments
+    assert chain.readable_end(chain.segments[0]) >= 8  # the old segment's tail still holds every record it had
 
 
 def test_an_unclean_coordination_move_restores_no_offset_below_a_segment_a_groups_drain_dropped(

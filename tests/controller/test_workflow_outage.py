@@ -43,7 +43,7 @@ class Outage:
 @pytest.fixture
 def scale_up(make_api, recording_kafka_class, monkeypatch):
     """Topic t (2 partitions) on c1, c2 registered; a scale-up onto c2 moves one of them. A number put in `outages`
-    is an outage: the database goes away while the move is frozen (when the seal reads the source leader's log end), for
+    is an outage: the database goes away while the move is frozen (when the seal reads the leaders' log ends), for
     that many statements of the run. The retries of a run's end wait hundredths of a second here."""
     monkeypatch.setattr(workflows, "END_RETRY_S", (0.01, 0.05), raising=False)
     outages: list[int] = []
@@ -53,7 +53,7 @@ def scale_up(make_api, recording_kafka_class, monkeypatch):
             return {tp: (0, 0) for tp in partitions}
 
         def log_end_offsets(self, cluster, bootstrap, partitions):
-            if outages and cluster == "c1":  # the source's (the target's is read at the plan and freeze too)
+            if outages:
                 outage.begin(outages.pop())
             return super().log_end_offsets(cluster, bootstrap, partitions)
 
