@@ -37,6 +37,31 @@ Offsets = dict[str, Parts]  # {group: its parts}
 TopicIds = dict[str, str]  # {shadow topic: the id of the logical topic it was read for}
 
 
+class FreezeLost(Conflict):
+    """The switch found the move no longer owning what it copied under: its freeze of commits cleared (and maybe
+    set again by another run), its run no longer running, or the role moved meanwhile (docs/DESIGN.md §10.1)."""
+
+
+def _still_owned(s, old: str, frozen: bool, run_id: int | None) -> None:
+    """FreezeLost unless `old` still holds the groups, its commits are still frozen (with `frozen`: a planned move's
+    copy is A's commits only while nothing could commit since), and the run `run_id` is still running. Read under
+    the switch's write lock, which every freeze and unfreeze takes too. A controller that paused past its lease and
+    leads again meanwhile (another one resumed the run, which failed there and cleared the freeze, or the sweeper
+    did) would otherwise switch to a copy older than the commits made on `old` since."""
+    row = s.get(ClusterRow, old)
+    if row is None or not row.coordination:
+        raise FreezeLost(f"cluster {old} no longer holds the groups: the role moved since this move began. "
+                         "Nothing was changed")
+    if frozen and not row.commits_frozen:
+        raise FreezeLost(f"commits on {old} were unfrozen since this move froze them (its run failed or was taken "
+                         "over meanwhile): the offsets copied may be older than its commits. Nothing was changed; "
+                         "run the move again")
+    state = None if run_id is None else s.scalar(select(WorkflowRow.state).where(WorkflowRow.id == run_id))
+    if run_id is not None and state != "running":
+        raise FreezeLost(f"the run of this move is {state or 'gone'} (another controller ended it meanwhile): its "
+                         "freeze is not its own any more. Nothing was changed; run the move again")
+
+
 class CoordinationMove:
     def __init__(self, controller, mover) -> None:
         self.ctl = controller
@@ -67,17 +92,20 @@ class CoordinationMove:
             self.stored_copy()
         return old
 
-    def run(self, target: str, unclean: bool, progress) -> dict[str, Any]:
-        """Move the groups to `target`. Whatever fails before the switch, `check` and the shadow topics of a run
-        resumed after its controller died holding a freeze too, clears the freeze: commits go on where they were
-        (docs/DESIGN.md §10.1)."""
+    def run(self, target: str, unclean: bool, progress, run_id: int | None = None) -> dict[str, Any]:
+        """Move the groups to `target` (for the workflow run `run_id`). Whatever fails before the switch, `check` and
+        the shadow topics of a run resumed after its controller died holding a freeze too, clears the freeze:
+        commits go on where they were (docs/DESIGN.md §10.1). A switch refused because the move no longer owns the
+        freeze clears nothing: it is gone already, or another run's."""
         try:
-            return self._run(target, unclean, progress)
+            return self._run(target, unclean, progress, run_id)
+        except FreezeLost:
+            raise
         except Exception:
             self.unfreeze_after_failure()
             raise
 
-    def _run(self, target: str, unclean: bool, progress) -> dict[str, Any]:
+    def _run(self, target: str, unclean: bool, progress, run_id: int | None) -> dict[str, Any]:
         old = self.check(target, unclean)
         if old == target:
             return {"from": old, "groups": 0, "changed": False}
@@ -98,7 +126,7 @@ class CoordinationMove:
             self.write(target, offsets, topic_ids=topic_ids)
             self._verify(target, offsets, topic_ids)
         progress("copy", len(offsets), len(offsets))
-        self._switch(old, target, shadowed)
+        self._switch(old, target, shadowed, frozen=not unclean, run_id=run_id)
         progress("switch", 1, 1)
         return {"from": old, "groups": len(offsets), "changed": True}
 
@@ -151,14 +179,17 @@ class CoordinationMove:
             s.commit()
         return self.ctl.compose().version
 
-    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset()) -> None:
+    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset(), frozen: bool = False,
+                run_id: int | None = None) -> None:
         """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
-        it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6).
+        it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6), and
+        only while the move still owns what it copied under (`_still_owned`: the freeze, with `frozen`).
         A topic of `shadowed` deleted since its shadow topic was created on `target` had that shadow topic recorded
         for deletion on `old` only (`delete_topic`, on the coordination cluster of its time): the same transaction
         records the one on `target` (docs/DESIGN.md §5.8); a deletion after it records `target`'s itself."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
+            _still_owned(s, old, frozen, run_id)
             row = s.get(ClusterRow, target)
             if row is None or row.state != ClusterState.ACTIVE:  # a decommission began meanwhile (no run lock)
                 raise Conflict(f"cluster {target} is {row.state if row else 'gone'} since the move began: it cannot "

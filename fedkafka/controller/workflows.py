@@ -451,7 +451,7 @@ class WorkflowEngine:
             if rec["kind"] == "coordination_move":
                 with self._coordination_lock:
                     done = self.coordination.run(rec["cluster"], rec.get("unclean", False),
-                                                 lambda phase, d, t: self._phase(run_id, phase, d, t))
+                                                 lambda phase, d, t: self._phase(run_id, phase, d, t), run_id)
                 rec["changed"], rec["from"], rec["groups"] = done["changed"], done["from"], done["groups"]
                 for ph in rec["phases"]:
                     if ph["state"] != "done":

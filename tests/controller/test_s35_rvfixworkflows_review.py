@@ -2,18 +2,17 @@
 tests/controller/conftest.py (no broker). Findings 1-3 were against the fix of defect 1 (the seal waiting for the
 target's high watermark, leader log ends recorded as the target's ends), withdrawn since (defect 1 is a strict xfail
 again in test_s35_rvworkflows_review.py): their tests stay as behaviour a next fix of it must keep. Finding 4 (a
-coordination move switching after its freeze was cleared) is a strict xfail: it fails for the reason it names."""
+coordination move switching after its freeze was cleared) is fixed: the switch checks the freeze is still its run's."""
 
 from __future__ import annotations
-
-import contextlib
 
 import pytest
 from sqlalchemy import select
 
 from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
 from controller.test_failover import finished, kill, setup  # noqa: F401 (setup: the failover tests' fixture)
-from fedkafka.controller.models import ChainRow, MoveRow, WorkflowRow
+from fedkafka.controller.coordination import FreezeLost
+from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, WorkflowRow
 from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.chains import UNCLEAN_GAP
@@ -144,9 +143,6 @@ def test_records_a_lost_publish_wrote_are_not_masked_by_an_unreplicated_tail_tru
         mover.run(mover.plan(None, [Move("t", 0, "c1", "c2", "t", 9)]))
 
 
-@pytest.mark.xfail(strict=True, reason="_switch (coordination.py:154-174) does not check that the old cluster's "
-                                       "commits are still frozen: a freeze cleared under a running move (the sweeper, "
-                                       "a takeover's failed resume) lets it switch with a copy older than A's commits")
 def test_a_coordination_move_does_not_switch_after_its_freeze_was_cleared_under_it(
         make_api, recording_kafka_class, monkeypatch):
     """Controller A runs a planned coordination move c1 -> c2 and has copied g's offset (5) to c2 when it pauses past
@@ -157,12 +153,41 @@ def test_a_coordination_move_does_not_switch_after_its_freeze_was_cleared_under_
     the groups with g at 5: the commit of 9 is lost (g re-reads 5..8) and the run's record says `failed` while the
     role moved. Expected: the switch refuses when the freeze it copied under is gone (or the copy is newer than every
     commit on c1): g's position is 9 wherever the groups are."""
+    api, move, run_id = _coordination_move_taken_over_after_its_copy(make_api, recording_kafka_class, monkeypatch,
+                                                                     frozen_again=False)
+    with pytest.raises(FreezeLost, match="unfrozen since this move froze them"):
+        move.run("c2", False, lambda *_: None, run_id)  # A's thread, leading again
+    ctl, kafka = api.controller, api.controller.kafka
+    assert ctl.view.coordination_cluster == "c1"
+    assert kafka.commits[("c1", "g")][(shadow_topic("a"), 0)] == 9
+
+
+def test_a_coordination_move_does_not_switch_under_a_freeze_another_run_set_again(
+        make_api, recording_kafka_class, monkeypatch):
+    """The test above, a new coordination move (another run) having frozen c1's commits again when A's thread comes
+    to its switch: the freeze is on, but not A's run's (recorded failed), and A's copy predates the commit of 9. The
+    switch refuses, and leaves the other run's freeze on (A clears nothing it does not own)."""
+    api, move, run_id = _coordination_move_taken_over_after_its_copy(make_api, recording_kafka_class, monkeypatch,
+                                                                     frozen_again=True)
+    with pytest.raises(FreezeLost, match="is failed"):
+        move.run("c2", False, lambda *_: None, run_id)  # A's thread, leading again
+    ctl, kafka = api.controller, api.controller.kafka
+    assert ctl.view.coordination_cluster == "c1"
+    assert kafka.commits[("c1", "g")][(shadow_topic("a"), 0)] == 9
+    with ctl.session() as s:
+        assert s.get_one(ClusterRow, "c1").commits_frozen is True  # the other run's freeze
+
+
+def _coordination_move_taken_over_after_its_copy(make_api, recording_kafka_class, monkeypatch, frozen_again: bool):
+    """(api, the move, its run id): controller A's planned coordination move c1 -> c2 (g at 5 on c1), its thread
+    driven by the caller, whose copy to c2 is followed by a takeover: B records the run failed, B's sweeper clears the
+    freeze, g commits 9 on c1, and with `frozen_again` another run freezes c1's commits again."""
     kafka = _kafka_with_commits_class(recording_kafka_class)()
     kafka.commits = {}
     api = _group_g_on_c1(make_api, kafka, a=5)
     ctl = api.controller
     engine = WorkflowEngine(ctl)
-    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # A's thread is driven below
+    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # A's thread is driven by the caller
     run = engine.start("coordination_move", "c2")
     move, copied = engine.coordination, engine.coordination.write
 
@@ -173,9 +198,8 @@ def test_a_coordination_move_does_not_switch_after_its_freeze_was_cleared_under_
             s.commit()
         assert move.clear_orphaned_freeze() == ["c1"]  # B's sweeper: no coordination move running
         kafka.commits[("c1", "g")][(shadow_topic("a"), 0)] = 9  # g commits on c1, unfrozen
+        if frozen_again:
+            move._freeze("c1", True)  # a new coordination move, copying under its own freeze
 
     monkeypatch.setattr(move, "write", copied_then_taken_over)
-    with contextlib.suppress(Exception):  # refusing the switch is the expected outcome
-        move.run("c2", False, lambda *_: None)  # A's thread, leading again
-    holder = ctl.view.coordination_cluster
-    assert kafka.commits[(holder, "g")][(shadow_topic("a"), 0)] == 9, holder
+    return api, move, run["id"]
