@@ -19,13 +19,13 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from fedkafka.controller import deletions
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
-from fedkafka.controller.models import ClusterRow, TopicRow
+from fedkafka.controller.models import ClusterRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import CONSUME_ROLES
 from fedkafka.view.model import ClusterState, shadow_topic
 
@@ -35,6 +35,31 @@ log = logging.getLogger(__name__)
 Parts = list[tuple[str, int, int, int | None, str | None]]
 Offsets = dict[str, Parts]  # {group: its parts}
 TopicIds = dict[str, str]  # {shadow topic: the id of the logical topic it was read for}
+
+
+class FreezeLost(Conflict):
+    """The switch found the move no longer owning what it copied under: its freeze of commits cleared (and maybe
+    set again by another run), its run no longer running, or the role moved meanwhile (docs/DESIGN.md §10.1)."""
+
+
+def _still_owned(s, old: str, frozen: bool, run_id: int | None) -> None:
+    """FreezeLost unless `old` still holds the groups, its commits are still frozen (with `frozen`: a planned move's
+    copy is A's commits only while nothing could commit since), and the run `run_id` is still running. Read under
+    the switch's write lock, which every freeze and unfreeze takes too. A controller that paused past its lease and
+    leads again meanwhile (another one resumed the run, which failed there and cleared the freeze, or the sweeper
+    did) would otherwise switch to a copy older than the commits made on `old` since."""
+    row = s.get(ClusterRow, old)
+    if row is None or not row.coordination:
+        raise FreezeLost(f"cluster {old} no longer holds the groups: the role moved since this move began. "
+                         "Nothing was changed")
+    if frozen and not row.commits_frozen:
+        raise FreezeLost(f"commits on {old} were unfrozen since this move froze them (its run failed or was taken "
+                         "over meanwhile): the offsets copied may be older than its commits. Nothing was changed; "
+                         "run the move again")
+    state = None if run_id is None else s.scalar(select(WorkflowRow.state).where(WorkflowRow.id == run_id))
+    if run_id is not None and state != "running":
+        raise FreezeLost(f"the run of this move is {state or 'gone'} (another controller ended it meanwhile): its "
+                         "freeze is not its own any more. Nothing was changed; run the move again")
 
 
 class CoordinationMove:
@@ -67,7 +92,20 @@ class CoordinationMove:
             self.stored_copy()
         return old
 
-    def run(self, target: str, unclean: bool, progress) -> dict[str, Any]:
+    def run(self, target: str, unclean: bool, progress, run_id: int | None = None) -> dict[str, Any]:
+        """Move the groups to `target` (for the workflow run `run_id`). Whatever fails before the switch, `check` and
+        the shadow topics of a run resumed after its controller died holding a freeze too, clears the freeze:
+        commits go on where they were (docs/DESIGN.md §10.1). A switch refused because the move no longer owns the
+        freeze clears nothing: it is gone already, or another run's."""
+        try:
+            return self._run(target, unclean, progress, run_id)
+        except FreezeLost:
+            raise
+        except Exception:
+            self.unfreeze_after_failure()
+            raise
+
+    def _run(self, target: str, unclean: bool, progress, run_id: int | None) -> dict[str, Any]:
         old = self.check(target, unclean)
         if old == target:
             return {"from": old, "groups": 0, "changed": False}
@@ -75,26 +113,52 @@ class CoordinationMove:
         progress("shadow_topics", 1, 1)
         if unclean:
             copy = self.stored_copy()
-            offsets = copy["offsets"]
+            offsets = self._not_below_chains(copy["offsets"])
             progress("copy", 0, len(offsets))
             self.write(target, offsets, topic_ids=copy.get("topic_ids", {}))
         else:
-            try:
-                version = self._freeze(old, True)
-                progress("freeze", 1, 1)
-                self.mover.await_version(version, lambda _p, done, total: progress("acks", done, total),
-                                         roles=CONSUME_ROLES)
-                offsets, topic_ids = self.read_tagged(old)
-                progress("copy", 0, len(offsets))
-                self.write(target, offsets, topic_ids=topic_ids)
-                self._verify(target, offsets, topic_ids)
-            except Exception:
-                self._freeze(old, False)  # commits go on where they were
-                raise
+            version = self._freeze(old, True)
+            progress("freeze", 1, 1)
+            self.mover.await_version(version, lambda _p, done, total: progress("acks", done, total),
+                                     roles=CONSUME_ROLES)
+            offsets, topic_ids = self.read_tagged(old)
+            progress("copy", 0, len(offsets))
+            self.write(target, offsets, topic_ids=topic_ids)
+            self._verify(target, offsets, topic_ids)
         progress("copy", len(offsets), len(offsets))
-        self._switch(old, target, shadowed)
+        self._switch(old, target, shadowed, frozen=not unclean, run_id=run_id)
         progress("switch", 1, 1)
         return {"from": old, "groups": len(offsets), "changed": True}
+
+    def unfreeze_after_failure(self) -> None:
+        """Clear every freeze of commits after a failed move (only a coordination move freezes, one at a time, and
+        only the coordination cluster: what its run, or a killed predecessor of it, froze). An error here (the
+        database does not answer, this controller lost its row) is logged: the sweeper clears a freeze no running
+        coordination move owns (`clear_orphaned_freeze`), the run ending `failed` first."""
+        try:
+            self._clear_freezes(owned_by_a_run=False)
+        except Exception:
+            log.exception("commits left frozen after a failed coordination move: the sweeper clears them")
+
+    def clear_orphaned_freeze(self) -> list[str]:
+        """The sweeper's part (docs/DESIGN.md §10.1): clear the freeze of commits when no coordination move is
+        running (its run failed and could not unfreeze). Returns the clusters unfrozen."""
+        return self._clear_freezes(owned_by_a_run=True)
+
+    def _clear_freezes(self, owned_by_a_run: bool) -> list[str]:
+        """Unfreeze every frozen cluster; with `owned_by_a_run`, only when no coordination move is running. Under the
+        write lock, like `_freeze`: a run recorded after the check freezes after this commit, never before it."""
+        with self.ctl.topology_change() as s:
+            frozen = list(s.scalars(select(ClusterRow.id).where(ClusterRow.commits_frozen.is_(True))))
+            if not frozen or (owned_by_a_run and s.scalar(select(WorkflowRow.id).where(
+                    WorkflowRow.kind == "coordination_move", WorkflowRow.state == "running").limit(1)) is not None):
+                return []
+            self.ctl.check_leader(s)
+            s.execute(update(ClusterRow).values(commits_frozen=False))
+            s.commit()
+        log.warning("commits unfrozen on %s: the coordination move that froze them failed", ", ".join(frozen))
+        self.ctl.compose()
+        return frozen
 
     # -- steps ---------------------------------------------------------------------------------------
     def _shadow_topics(self, target: str) -> set[str]:
@@ -115,14 +179,21 @@ class CoordinationMove:
             s.commit()
         return self.ctl.compose().version
 
-    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset()) -> None:
+    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset(), frozen: bool = False,
+                run_id: int | None = None) -> None:
         """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
-        it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6).
+        it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6), and
+        only while the move still owns what it copied under (`_still_owned`: the freeze, with `frozen`).
         A topic of `shadowed` deleted since its shadow topic was created on `target` had that shadow topic recorded
         for deletion on `old` only (`delete_topic`, on the coordination cluster of its time): the same transaction
         records the one on `target` (docs/DESIGN.md §5.8); a deletion after it records `target`'s itself."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
+            _still_owned(s, old, frozen, run_id)
+            row = s.get(ClusterRow, target)
+            if row is None or row.state != ClusterState.ACTIVE:  # a decommission began meanwhile (no run lock)
+                raise Conflict(f"cluster {target} is {row.state if row else 'gone'} since the move began: it cannot "
+                               "hold the groups. Nothing was changed")
             for name in sorted(shadowed - set(s.scalars(select(TopicRow.name)))):
                 log.info("topic %s was deleted during the coordination move: its shadow topic on %s is a pending "
                          "deletion", name, target)
@@ -159,6 +230,30 @@ class CoordinationMove:
             if kept:
                 found[group] = kept
         return found, topic_ids
+
+    def _not_below_chains(self, offsets: Offsets) -> Offsets:
+        """`offsets` (the periodic copy), each raised to its partition's first logical offset (the chain's first
+        segment's `logical_base`) where it is below: the records below were dropped from the chain since the copy,
+        by a `groups` drain because every group had committed past them (on the live coordination cluster), or by
+        retention. A position below the chain is answered OFFSET_OUT_OF_RANGE, and a group resetting to latest would
+        skip every record still there; from the chain's first offset it skips none (docs/DESIGN.md §10.2). The leader
+        epoch of a raised offset is dropped: it was the one of the record below. The chains are read under the
+        coordination lock (workflows), so no drain round drops a head between this read and the switch."""
+        with self.ctl.session() as s:
+            firsts = {(shadow_topic(topic), partition): first for topic, partition, first in s.execute(
+                select(SegmentRow.topic, SegmentRow.partition, func.min(SegmentRow.logical_base))
+                .group_by(SegmentRow.topic, SegmentRow.partition))}
+        raised: Offsets = {}
+        for group, parts in offsets.items():
+            raised[group] = []
+            for t, p, o, e, m in parts:
+                first = firsts.get((t, p), o)
+                if o < first:
+                    log.warning("group %s: %s/%d restored at %d, the first offset of its chain: its copied offset %d "
+                                "is below (those records were dropped since the copy)", group, t, p, first, o)
+                    o, e = first, None
+                raised[group].append((t, p, o, e, m))
+        return raised
 
     def _shadow_partitions(self) -> tuple[dict[str, int], TopicIds]:
         """Shadow topic -> partitions, and -> logical topic id, of every logical topic of the federation."""

@@ -97,6 +97,11 @@ class WorkflowEngine:
         self.coordination = CoordinationMove(controller, self.mover)
         self.drain_interval = drain_interval or max(0.5, min(controller.settings.scan_interval, 5.0))
         self._run_lock = threading.Lock()  # one run moves segments at a time
+        # One coordination move at a time, never during a drain round's judgement and drop (`_drop_drained`): an
+        # unclean move restores offsets no lower than each chain's first segment as it finds it, which a drop between
+        # its write and its switch would raise (docs/DESIGN.md §10.2, §10.4). Not the run lock: a decommission holds
+        # that for its whole drain, and a dead coordination cluster's groups must move now.
+        self._coordination_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._records: dict[int, dict[str, Any]] = {}
         self._threads: dict[int, threading.Thread] = {}
@@ -250,7 +255,8 @@ class WorkflowEngine:
     def sweep_round(self) -> list[int]:
         """What the sweeper does every SWEEP_INTERVAL_S: resume every run the database says is running that has no
         thread here (one whose thread died, e.g. on a database error it could not commit its end through), and
-        settle the moves no running run owns (docs/DESIGN.md §7). Returns the runs resumed.
+        settle the moves no running run owns (docs/DESIGN.md §7), and clear a freeze of commits no running coordination
+        move owns (§10.1). Returns the runs resumed.
 
         Settling needs no run lock: a run commits a state other than `running` only once its moves are settled or
         it gave up on them (`_end`), so no thread drives a move whose run is not running; a running run's moves are
@@ -260,6 +266,7 @@ class WorkflowEngine:
             self.ctl.refuse_unless_leading()  # one that lost the row settles nothing: the active one's sweeper does
             resumed = self._respawn()
             self.mover.sweep()
+            self.coordination.clear_orphaned_freeze()
         except Exception as e:
             self._sweep_rounds.failed(e)
         return resumed
@@ -442,9 +449,9 @@ class WorkflowEngine:
         rec = self._records[run_id]
         try:
             if rec["kind"] == "coordination_move":
-                with self._run_lock:
+                with self._coordination_lock:
                     done = self.coordination.run(rec["cluster"], rec.get("unclean", False),
-                                                 lambda phase, d, t: self._phase(run_id, phase, d, t))
+                                                 lambda phase, d, t: self._phase(run_id, phase, d, t), run_id)
                 rec["changed"], rec["from"], rec["groups"] = done["changed"], done["from"], done["groups"]
                 for ph in rec["phases"]:
                     if ph["state"] != "done":
@@ -835,9 +842,9 @@ class WorkflowEngine:
             for ph in rec["phases"]:
                 ph["state"] = "done"
             return
-        rec["changed"] = True
         if state == ClusterState.ACTIVE:
-            self.ctl.set_cluster_state(cluster, "read_only")  # new writes never land on it again
+            self._read_only_unless_coordination(cluster)
+        rec["changed"] = True
         self._phase(run_id, "read_only", 1, 1)
         if state in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
             self._settle_moves_to(run_id, cluster)
@@ -851,6 +858,17 @@ class WorkflowEngine:
         self._drain(run_id, cluster, rec["drain"])
         self.ctl.set_cluster_state(cluster, "removed")
         self._phase(run_id, "removed", 1, 1)
+
+    def _read_only_unless_coordination(self, cluster: str) -> None:
+        """`cluster` read_only (new writes never land on it again), unless a coordination move made it the
+        coordination cluster since the run was checked (coordination moves do not wait for the run lock): under the
+        coordination lock, so no move is between its check (which wants an active target) and its switch."""
+        with self._coordination_lock:
+            if _coordination(self._clusters()) == cluster:
+                raise Conflict(f"cluster {cluster} became the coordination cluster since the decommission was "
+                               "started: move that role first with `fedkafka coordination move --to CLUSTER`. "
+                               "Nothing was changed")
+            self.ctl.set_cluster_state(cluster, "read_only")
 
     def _settle_moves_to(self, run_id: int, cluster: str) -> None:
         """Wait until no unfinished move targets `cluster` (e.g. a rebalance's, planned before it went read_only), so
@@ -904,7 +922,9 @@ class WorkflowEngine:
             if not left:
                 self._waiting(run_id, [])
                 return
-            self._waiting(run_id, self._drop_drained(cluster, mode))
+            with self._coordination_lock:  # never between an unclean coordination move's write and its switch
+                blockers = self._drop_drained(cluster, mode)
+            self._waiting(run_id, blockers)
             if self._stop_requested():
                 raise _Stopping()
             time.sleep(self.drain_interval)
