@@ -262,7 +262,8 @@ def _not_active(url: str, active: str) -> str:
 def takeover_under_way(said: dict) -> bool:
     """Whether the controllers' answers (url -> the active one it named, None when it did not answer) show a
     failover in progress: one holds the leader row and is taking over (it names itself), a standby does not know the
-    active one yet (names none), or names a listed one that did not answer as active (gone, its row not expired)."""
+    active one yet (names none), or names a listed one that did not answer as active (gone, its row not expired).
+    The same rule as fedkafka/controllers.py's `takeover_under_way` (the CLI's), which modules cannot import."""
     return any(named is not None and (named in ("", url) or named in said) for url, named in said.items())
 
 

@@ -268,10 +268,6 @@ class Controller:
         `become_active` has served the database's view and composed it since it took the leader row."""
         return self._took_over
 
-    def is_active(self) -> bool:
-        """This controller composes views and runs workflows (always, without leadership: one controller)."""
-        return self.leadership.active if self.leadership is not None else not self._standby
-
     def role(self, leadership: Leadership | None = None) -> str:
         """What `/healthz` and `fedkafka_controller_active` tell an operator (docs/DESIGN.md §3.6): "active" once this
         controller takes writes, "taking_over" while it holds the leader row but `become_active` has not served the

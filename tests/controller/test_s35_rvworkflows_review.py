@@ -1,6 +1,6 @@
 """Review s35-rvworkflows: the controller's workflows (scale-up, decommission, failover, coordination moves) driven
-with the fake Kafka of tests/controller/conftest.py (no broker). Each test is a strict xfail: it fails on main for the
-reason it names."""
+with the fake Kafka of tests/controller/conftest.py (no broker). Each test failed on main for the reason it names;
+all but defect 1's (a strict xfail, still open) pass since s35-fixworkflows."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def test_a_live_batch_not_known_written_is_not_pushed_out_by_other_producers_key
     """DESIGN §5.3 rule 3, the loss it covers: a victim's batch 5 on a confirmed pair answered REQUEST_TIMED_OUT, not
     written; its batch 6 on a fresh physical id (another partition's move) must be refused until 5 is written.
     MAX_MAPPINGS other keys noted within the same second (an ambiguous-answer storm on one worker; or a client with
-    WRITE whose requests carry a 1 ms timeout: `_past_deadline`/`_not_to_send` answer them unsent, and
+    WRITE whose requests carry a 1 ms timeout: the lane's `_send`/`_not_to_send` answer them unsent, and
     `_lost`/`lane_noted` note every confirmed part ambiguous) fill the memory. The victim's live entry used to be
     popped (`_put`), and 6 went out on the fresh id: written, 5 acked implicitly, lost. Checked: 6 is still held back
     (the victim's batch goes to the refusal memory) 1 s later and 29 s after 5's answer, and not past 30 s after it:
