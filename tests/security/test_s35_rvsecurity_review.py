@@ -141,13 +141,7 @@ def test_without_a_coordination_cluster_a_denied_consumer_group_heartbeat_is_gro
 
 # -- 2. OAUTHBEARER's authorization id -------------------------------------------------------------------
 
-def test_an_oauthbearer_authorization_id_other_than_the_tokens_subject_fails(tmp_path):
-    issuer = Issuer(tmp_path / "jwks.json")
-    ctx = _ctx(0, oauth=JwtValidator(OAuthSettings(issuer.jwks_file, ISSUER, AUDIENCE)))
-    assert _handshake(ctx, "OAUTHBEARER").error_code == ErrorCode.none
-    message = client_message(issuer.token(sub="alice")).replace(b"n,,", b"n,a=admin,", 1)
-    answer = _authenticate(ctx, SaslAuthenticateRequest(auth_bytes=message))
-    assert answer.error_code == ErrorCode.sasl_authentication_failed  # main: none, as User:alice
+# its test, with Kafka's message: tests/security/test_s35_fixsecurity_unit.py
     assert not ctx.session.authenticated
 
 
