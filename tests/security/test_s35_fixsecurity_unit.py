@@ -69,6 +69,7 @@ def test_an_oauthbearer_authorization_id_other_than_the_subject_is_answered_kafk
     assert (answer.error_code, answer.error_message) == (
         ErrorCode.sasl_authentication_failed, "Authentication failed: Client requested an authorization id (admin) "
         "that is different from the token's principal name (alice)")
+    assert not ctx.session.authenticated  # main: authenticated, as User:alice
 
 
 @pytest.mark.parametrize("gs2", [b"n,b=admin,", b"n,a=,"])
