@@ -23,22 +23,28 @@ def _connection(limits: Limits, budget: ByteBudget) -> ClientConnection:
                             limits, budget)
 
 
+HALF_HELD_LIMITS = Limits(max_frame_bytes=1024 * 1024, max_inflight_bytes=1024 * 1024,
+                          max_buffered_bytes=1024 * 1024, frame_timeout_s=0.05)
+
+
+async def reading(conn: ClientConnection) -> str:
+    """A connection holding two chunks of its frame waits for a third: "held", or "closed" at the frame timeout
+    (its chunks given back, as `_read_body` does)."""
+    try:
+        await conn._hold(_CHUNK, 2 * _CHUNK, "frame")
+    except FrameTimeout:
+        conn._unhold(2 * _CHUNK)
+        return "closed"
+    return "held"
+
+
 def test_waits_holding_part_of_their_frames_that_end_in_the_same_loop_turn_close_one_connection_only():
     """Two connections each hold two chunks of a frame, the process budget (four chunks) spent by them, and both
     wait for a third chunk, their waits started in the same loop turn so that both end in the same turn. The first
     to end closes (FrameTimeout) and gives its chunks back, as `_read_body` does; the other, still in line (s35:
     `ByteBudget.acquire`'s timeout keeps its place until its task runs; s34 took a last look), then gets its
     chunk. Without either both closed, nothing of either frame read."""
-    limits = Limits(max_frame_bytes=1024 * 1024, max_inflight_bytes=1024 * 1024,
-                    max_buffered_bytes=1024 * 1024, frame_timeout_s=0.05)
-
-    async def reading(conn: ClientConnection) -> str:
-        try:
-            await conn._hold(_CHUNK, 2 * _CHUNK, "frame")
-        except FrameTimeout:
-            conn._unhold(2 * _CHUNK)
-            return "closed"
-        return "held"
+    limits = HALF_HELD_LIMITS
 
     async def scenario() -> tuple[list[str], int]:
         budget = ByteBudget(4 * _CHUNK)

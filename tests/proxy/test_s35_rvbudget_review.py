@@ -28,9 +28,9 @@ import asyncio
 
 import pytest
 
-from fedkafka.proxy.core.connection import READ_CHUNK_BYTES, ClientConnection, FrameTimeout
+from fedkafka.proxy.core.connection import READ_CHUNK_BYTES
 from fedkafka.proxy.core.limits import ByteBudget, Limits
-from proxy.test_s34_fixbudget_unit import _connection
+from proxy.test_s34_fixbudget_unit import HALF_HELD_LIMITS, _connection, reading
 from proxy.test_s34_rvstaging_review import _FRAME_TIMEOUT_S, _Answering, _frame, _served
 
 _CHUNK = READ_CHUNK_BYTES
@@ -53,16 +53,7 @@ def test_of_two_half_held_waits_ending_in_one_turn_one_closes_also_with_another_
     (holding nothing of it: no clock). First come first served, the first to time out closes and its two chunks
     go to the one before the third in line: one closed, one held, the third still waiting, 3 chunks used. Fails on
     main: both closed, the third took the bytes (2 chunks used)."""
-    limits = Limits(max_frame_bytes=1024 * 1024, max_inflight_bytes=1024 * 1024,
-                    max_buffered_bytes=1024 * 1024, frame_timeout_s=0.05)
-
-    async def reading(conn: ClientConnection) -> str:
-        try:
-            await conn._hold(_CHUNK, 2 * _CHUNK, "frame")
-        except FrameTimeout:
-            conn._unhold(2 * _CHUNK)  # as `_read_body` does
-            return "closed"
-        return "held"
+    limits = HALF_HELD_LIMITS
 
     async def scenario() -> tuple[list[str], bool, int]:
         budget = ByteBudget(4 * _CHUNK)
