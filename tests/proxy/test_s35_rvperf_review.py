@@ -88,7 +88,7 @@ def test_a_lazy_request_answered_other_than_written_is_answered_and_logged_as_th
     assert lane[:2] == generic[:2]  # the same answer bytes, the same refusal lines
     assert lane[4] == generic[4] == {4: 0}  # nothing left counted
     if event == "below_segment":
-        assert len(lane[1]) == 1 and produce_handler.BELOW_SEGMENT in lane[1][0] and "client=app" in lane[1][0]
+        assert len(lane[1]) == 1 and produce_handler.BELOW_SEGMENT in lane[1][0] and "client='app'" in lane[1][0]
 
 
 @pytest.mark.skipif(rec._lane_read is None, reason="the compiled twin of revision 7 is not built")
