@@ -139,7 +139,7 @@ def handle(ctx: Context, header, request):
     if not calls:
         owed.clear()  # consumed by every Fetch (`_fair_plan`): what it does not ask is forgotten
         return finish([])
-    return _fair_plan(ctx, calls, finish, brokers, max_wait_ms,
+    return _fair_plan(ctx, owed, calls, finish, brokers, max_wait_ms,
                       functools.partial(_release, kept) if kept else None)
 
 
@@ -170,8 +170,8 @@ def _owed(ctx: Context) -> set[tuple[Broker, str, int, int]]:
     return owed
 
 
-def _fair_plan(ctx: Context, calls: list[Call], finish, brokers: list[Broker], max_wait_ms: int,
-               abandoned: Callable[[], None] | None) -> Plan:
+def _fair_plan(ctx: Context, owed: set[tuple[Broker, str, int, int]], calls: list[Call], finish,
+               brokers: list[Broker], max_wait_ms: int, abandoned: Callable[[], None] | None) -> Plan:
     """The fetch's plan: it finishes at the first answer Kafka's broker would give at once (`_answers_at_once`), but
     not before the calls asking a partition, at the offset, whose such answer the connection's fetches dropped since
     they last heard its broker (`owed`, `_note_dropped`) and did not keep (`_KeptAnswers`: a kept answer is given
@@ -184,7 +184,6 @@ def _fair_plan(ctx: Context, calls: list[Call], finish, brokers: list[Broker], m
     offset is not waited for (the client paused it, or seeked). `owed` is consumed here (a partition not asked now
     is not waited for later): it holds at most the partitions of the polls this connection left running.
     `abandoned`: what the plan holds that its `finish` releases (kept answers), released if it never runs."""
-    owed = _owed(ctx)
     awaited = tuple(i for i, (b, c) in enumerate(zip(brokers, calls, strict=True))
                     if any((b, *at, offset) in owed for at, offset in _offsets_asked(c.request).items())) \
         if owed and len(calls) > 1 else ()  # (one call: its Fetch waits for it anyway, as the client asked)

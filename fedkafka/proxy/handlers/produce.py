@@ -716,7 +716,7 @@ def _translate(ctx: Context, parts: list[_Part], result, answers: dict) -> None:
             answers[(part.topic, part.partition)] = rec.ProducePartitionAnswer(
                 part.partition, ErrorCode.unknown_server_error, error_message=_LEFT_OUT)
             continue
-        if pr.error_code in _REFRESHING:
+        if pr.error_code in REFRESHING:
             ctx.physical.request_refresh(seg.cluster)
         if part.seq_key:
             _note_sequences(ctx, part, pr)
@@ -1062,7 +1062,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], resul
     `refused` (the observer's: reason, topic, partition, detail, client id) counts a write refused for landing below
     its segment (`_below_segment`)."""
     if type(result) is Written:  # the usual: written as the broker's answer was read (LaneProduce)
-        return result, result.error_code in _REFRESHING
+        return result, result.error_code in REFRESHING
     lost = isinstance(result, UpstreamError)
     throttle_ms = 0 if lost else result.throttle_time_ms
     if not lost and len(routes) == 1 and len(answered := result.topics) == 1 and len(answered[0][1]) == 1:  # usual
@@ -1073,7 +1073,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], resul
             index = t.partition_data[0].index
             answer = _in_logical_offsets(index, chain, seg, pr, _refusal_of(refused, t.name, index))
             return ProduceAnswer(request.version, (ProduceTopicAnswer(t.name, (answer,)),), throttle_ms), \
-                pr.error_code in _REFRESHING
+                pr.error_code in REFRESHING
     physical = {}
     if not lost:
         for name, broker_answers in result.topics:
@@ -1094,7 +1094,7 @@ def lane_answer(request: rec.ProduceRequestFrame, routes: list[LaneRoute], resul
                 answers.append(rec.ProducePartitionAnswer(pd.index, ErrorCode.unknown_server_error,
                                                           error_message=_LEFT_OUT))
             else:
-                refresh |= pr.error_code in _REFRESHING
+                refresh |= pr.error_code in REFRESHING
                 answers.append(_in_logical_offsets(pd.index, chain, seg, pr, _refusal_of(refused, t.name, pd.index)))
         topics.append(ProduceTopicAnswer(t.name, tuple(answers)))
     return ProduceAnswer(request.version, tuple(topics), throttle_ms), refresh
@@ -1104,8 +1104,8 @@ def _refusal_of(refused: Callable[..., None] | None, name: str, index: int) -> C
     return None if refused is None else functools.partial(refused, BELOW_SEGMENT, name, index, client_id=None)
 
 
-_REFRESHING = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)  # `_translate`'s too
-REFRESHING = _REFRESHING  # the lane's `_answered` reads a Written's error code against it, as `lane_answer` does
+# error codes after which the cluster's metadata is asked for: `_translate`'s, and the lane's `_answered` (a Written)
+REFRESHING = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition)
 
 
 @dataclass(slots=True)
