@@ -7,8 +7,9 @@ UNKNOWN_TOPIC_OR_PARTITION; only the rest goes to the coordinator (not at all wh
 get its condition (GroupCoordinatorService.commitOffsets answers COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR, ... for
 the partitions it was given, and the builder's errors are merged in). The proxy answered its own conditions (past
 the fence, a frozen view, no coordination cluster) and those met on the way (the fence running out during the
-lookup, the coordinator lost) for every readable partition, those beyond P too: a client told NOT_COORDINATOR for a
-partition that does not exist retries it instead of failing it."""
+lookup, the coordinator lost) for every readable partition, those beyond P too. Clients retry a commit's
+UNKNOWN_TOPIC_OR_PARTITION as well (the Java consumer, librdkafka): the order gives Kafka's own code, and no `lease`
+refusal logged for a commit of partitions beyond P only."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from consume.test_group_offsets_past_the_fence_unit import _commit, _fenced
@@ -37,8 +36,6 @@ def _outcomes(answer) -> list[tuple[str, int, ErrorCode]]:
     return sorted((t.name, p.partition_index, p.error_code) for t in answer.topics for p in t.partitions)
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-groups finding 1: a topic named twice answered a condition loses "
-                                       "its first entry's partitions (groups.failure keys the answer by name)")
 def test_a_topic_named_twice_gets_every_partition_answered_under_the_proxys_own_conditions():
     frozen = dataclasses.replace(ctx(), view=dataclasses.replace(VIEW, commits_frozen=True))
     for c, condition in ((_fenced([]), ErrorCode.not_coordinator), (frozen, ErrorCode.coordinator_load_in_progress)):
@@ -49,8 +46,6 @@ def test_a_topic_named_twice_gets_every_partition_answered_under_the_proxys_own_
                                      ("log", 7, ErrorCode.unknown_topic_or_partition)]
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-groups finding 1: a topic named twice answered a condition met on "
-                                       "the way loses its first entry's partitions")
 def test_a_topic_named_twice_gets_every_partition_answered_when_the_lookup_fails():
     answer = groups.handle(ctx(), None, _twice(8)).finish([UpstreamError("c1", "gone")])
     assert _outcomes(answer) == [("log", 0, ErrorCode.coordinator_not_available),

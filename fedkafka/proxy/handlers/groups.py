@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from kio.schema.errors import ErrorCode
@@ -615,13 +615,14 @@ def _offset_commit(ctx: Context, coordination: str | None, request):
     does not have and partitions beyond P UNKNOWN_TOPIC_OR_PARTITION; the rest go to the shadow topic, and the
     coordinator is not asked at all when none is left. So only those can get a coordinator condition, the proxy's own
     (`_unavailable`: no coordination cluster, past the fence, a frozen view) or one met on the way (the fence ran
-    out during the lookup, the coordinator lost): Kafka's coordinator answers the partitions it was given, and a
-    client told a retriable code for a partition that does not exist retries it instead of failing it."""
+    out during the lookup, the coordinator lost): Kafka's coordinator answers the partitions it was given. Clients
+    retry a commit's UNKNOWN_TOPIC_OR_PARTITION as they retry the conditions (the Java consumer, librdkafka): what
+    the order gains is Kafka's own code, and no `lease` refusal logged for a commit of partitions beyond P only."""
     denied, unknown, committable = _commit_split(ctx, request)
     with_refused = functools.partial(_with_commit_errors, request, {ErrorCode.topic_authorization_failed: denied,
                                                                     ErrorCode.unknown_topic_or_partition: unknown})
     if not committable:
-        return with_refused(_commit_errors(request, {}, ErrorCode.none))
+        return with_refused(_commit_errors(request, [], ErrorCode.none))
     mine = dataclasses.replace(request, topics=tuple(committable))
     unavailable = _unavailable(ctx, coordination, mine)
     if unavailable is not None or coordination is None:
@@ -665,8 +666,8 @@ def _with_commit_errors(request, refused: dict[ErrorCode, dict[str, list[int]]],
         return answered
     for code, partitions in refused.items():
         if partitions:
-            answered = dataclasses.replace(answered, topics=answered.topics + _commit_errors(request, partitions,
-                                                                                             code).topics)
+            answered = dataclasses.replace(answered, topics=answered.topics + _commit_errors(
+                request, partitions.items(), code).topics)
     return answered
 
 
@@ -759,10 +760,12 @@ def _refused_topics(request, partitions: dict[str, list[int]]) -> tuple:
 
 # -- error answers shaped like each API's response ------------------------------------------------------
 
-def _commit_errors(request, partitions: dict[str, list[int]], code: ErrorCode):
+def _commit_errors(request, partitions: Iterable[tuple[str, list[int]]], code: ErrorCode):
+    """OffsetCommit response topics of (name, partition indexes) pairs, one topic per pair (never keyed by name: a
+    topic named in two request entries is answered in both), every partition answered `code`."""
     return build(response_schema(OFFSET_COMMIT, type(request).__version__), {"topics": [
         {"name": name, "partitions": [{"partition_index": p, "error_code": code} for p in ps]}
-        for name, ps in partitions.items()]})
+        for name, ps in partitions]})
 
 
 def _fetch_topics(partitions, code: ErrorCode) -> list[dict]:
@@ -777,7 +780,8 @@ def failure(request, code: ErrorCode):
     key, version = request.__api_key__, type(request).__version__
     resp_t = response_schema(key, version)
     if key == OFFSET_COMMIT:
-        return _commit_errors(request, {t.name: [p.partition_index for p in t.partitions] for t in request.topics},
+        # every partition of every entry, a topic named twice in both (Kafka's OffsetCommitRequest.getErrorResponse)
+        return _commit_errors(request, [(t.name, [p.partition_index for p in t.partitions]) for t in request.topics],
                               code)
     if key == OFFSET_FETCH:
         def topics(ts):
