@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from fedkafka.observe.logs import TEXT_FORMAT, MaskingFormatter
@@ -19,8 +18,6 @@ from .jwks import Issuer
 from .test_reauth_unit import PRODUCE, _oauth_ctx, _oauthbearer
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-groups finding 2: the expired-session closing line names the "
-                                       "principal unquoted: a newline in a token subject forges a log line")
 def test_the_expired_session_closing_line_quotes_a_principal_with_a_newline(tmp_path):
     issuer = Issuer(tmp_path / "jwks.json")
     forged = "alice\n2026-12-07 00:00:00,000 WARNING fedkafka.proxy[1] closing client 10.0.0.7: forged"
@@ -34,3 +31,22 @@ def test_the_expired_session_closing_line_quotes_a_principal_with_a_newline(tmp_
                                "closing client %s: %s", ("10.0.0.9:5000", reason), None)
     text = MaskingFormatter(TEXT_FORMAT).format(record)
     assert "\n" not in text and repr(f"User:{forged}") in text, text
+
+
+def test_a_re_authentication_as_a_principal_with_a_newline_fails_on_one_log_line(tmp_path):
+    """The failed-login line of a re-authentication as someone else (Kafka's "Cannot change principals" message,
+    logged by the connection as `authentication failed for client %s on %s listener: %s`) names both principals: a
+    name not printable is quoted (repr), as the OAUTHBEARER authorization id's message quotes it."""
+    issuer = Issuer(tmp_path / "jwks.json")
+    forged = "bob\n2026-12-07 00:00:00,000 WARNING fedkafka.proxy[1] closing client 10.0.0.7: forged"
+    ctx = _oauth_ctx(issuer, 3000)
+    assert _oauthbearer(ctx, issuer.token(sub="alice")).error_code == ErrorCode.none
+    ctx.session.clock.now += 2
+    answer = _oauthbearer(ctx, issuer.token(sub=forged))
+    assert answer.error_code == ErrorCode.sasl_authentication_failed
+    # as fedkafka/proxy/core/connection.py logs a failed login
+    record = logging.LogRecord("fedkafka.proxy.core.connection", logging.WARNING, __file__, 0,
+                               "authentication failed for client %s on %s listener: %s; closing",
+                               ("10.0.0.9:5000", "SASL_SSL", ctx.session.failed), None)
+    text = MaskingFormatter(TEXT_FORMAT).format(record)
+    assert "\n" not in text and f"from User:alice: {f'User:{forged}'!r}" in text, text
