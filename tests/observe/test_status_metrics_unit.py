@@ -30,7 +30,7 @@ REFUSALS = {401: "missing or wrong bearer token", 403: "the routing token may no
 
 def _handler(refusal: int | None) -> type[BaseHTTPRequestHandler]:
     class Controller(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
             if self.path == "/v1/status" and bearer == TOKEN:
                 self._answer(200, "application/json", json.dumps(STATUS))
