@@ -33,6 +33,7 @@ from fedkafka.controllers import (
     PREDECESSOR_SECRET_HEADER,
     PREDECESSOR_SEPARATOR,
     ControllerList,
+    RoundWalk,
     active_hint,
     tls_verify,
 )
@@ -186,7 +187,7 @@ class ControllerViewSource:
         controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A round sends our registration to
         every listed controller at once (`_registration_round`: about one timeout, not one per controller that
         accepts and never answers), then takes a registration granted as soon as it is, else their answers in the
-        order a round asks (`_RoundWalk`: the current one, a standby's named one next). A proxy whose round
+        order a round asks (`RoundWalk`: the current one, a standby's named one next). A proxy whose round
         fails serves its saved view at once and registers in `_register_from_cache` (called by the view-stream and
         heartbeat tasks); with the saved produce deadline unless a controller refused (409, or any 4xx) our
         registration in this `start` (§5.2: the active one may be taking our previous run's acks for the member). A
@@ -198,7 +199,7 @@ class ControllerViewSource:
         while True:
             await self._take_lock_once_free(state)  # a 409 round waits for our previous run: it may exit meanwhile
             sent, answers = await self._registration_round(state)  # a round: each listed controller once
-            walk = _RoundWalk(self.controllers)
+            walk = RoundWalk(self.controllers, log)
             try:
                 while (url := walk.next()) is not None:
                     try:
@@ -780,7 +781,7 @@ class ControllerViewSource:
                 log.warning("not deregistering: produce deadline %s not reset (%s); our lease runs out instead",
                             self.cache.fence_path, e)
                 return False
-        walk = _RoundWalk(self.controllers)
+        walk = RoundWalk(self.controllers, log)
         try:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
                 url, resp = await self._deregister_walk(member, walk)
@@ -800,9 +801,9 @@ class ControllerViewSource:
         log.info("deregistered member %s (%s): a restart registers at once", member, self.instance_id)
         return True
 
-    async def _deregister_walk(self, member: int, walk: _RoundWalk) -> tuple[str, httpx.Response]:
+    async def _deregister_walk(self, member: int, walk: RoundWalk) -> tuple[str, httpx.Response]:
         """Send the deregistration to the current controller, and on to the active one a standby's 503 names, else
-        the next listed, each once (`_RoundWalk`), while the answer is a 503 (a standby, or a controller that lost
+        the next listed, each once (`RoundWalk`), while the answer is a 503 (a standby, or a controller that lost
         the leader row: nothing written, docs/DESIGN.md §3.6) or the call was never sent: the controller and the
         answer taken, the last 503 if no controller took it. Raises the last never-sent error if none answered
         (`walk.last` names the controller it came from)."""
@@ -854,40 +855,11 @@ def _detail(resp: httpx.Response) -> str:
         return resp.text[:500]
 
 
-class _RoundWalk:
-    """The order `start` takes a round's answers in, and the rules it takes them by, in one place: the current
-    controller first; after each failure it moves on from (MOVES_ON_FROM) the one `ControllerList.failed` moves to
-    (a standby's 503 names the active one), skipping those asked already (a hint may name one asked, or the list
-    wrap round to it); done once every listed controller was asked. `start` walks the controller list itself;
-    `_refused_first` walks a copy ahead of it, on the answers in hand, `quiet`."""
-
-    def __init__(self, controllers: ControllerList, quiet: bool = False):
-        self.controllers, self.quiet, self.asked = controllers, quiet, set[str]()
-        self.last: str | None = None  # the controller asked last (`failed` moves the list's current one on)
-
-    def next(self) -> str | None:
-        """The controller whose answer comes next, made the current one: the current one unless asked already, else
-        the next in list order not asked; None once every listed one was asked."""
-        urls, current = self.controllers.urls, self.controllers.current
-        start = urls.index(current) if current in urls else 0
-        url = next((url for url in urls[start:] + urls[:start] if url not in self.asked), None)
-        if url is not None:
-            if self.asked and not self.quiet:
-                log.info("following controller %s", url)
-            self.asked.add(url)
-            self.controllers.current = self.last = url
-        return url
-
-    def failed(self, url: str, error: BaseException) -> None:
-        """`url`'s answer failed with `error` (one of MOVES_ON_FROM): on to the one a standby names, else the next."""
-        self.controllers.failed(url, active_hint(error))
-
-
 def _refused_first(controllers: ControllerList, asking: dict[str, asyncio.Task[httpx.Response]]) -> bool:
-    """Whether `start`'s walk of a round's answers (`_RoundWalk`) reaches a 409 before an ask still out: that
+    """Whether `start`'s walk of a round's answers (`RoundWalk`) reaches a 409 before an ask still out: that
     refusal ends the round whatever the others answer (a grant among them is taken by the round first). Walked on a
     copy: `start` moves the list itself when it takes the answers."""
-    walk = _RoundWalk(copy.copy(controllers), quiet=True)
+    walk = RoundWalk(copy.copy(controllers))
     while (url := walk.next()) is not None:
         ask = asking[url]
         if not ask.done():
