@@ -105,6 +105,14 @@ class RoundWalk:
         self.controllers.failed(url, hint if error is None else active_hint(error))
 
 
+def not_active_words(url: str, named: str) -> str:
+    """What the 503 of `url` naming `named` as the active controller says, in an operator's words (the modules',
+    module_utils/fedkafka_api.py, alike): it names itself while it takes over."""
+    if named.rstrip("/") == url:
+        return "is taking over"
+    return f"stands by (active: {named or 'not known yet'})"
+
+
 def takeover_under_way(said: dict[str, str | None]) -> bool:
     """Whether the controllers' answers to one round of a request, none of them as the active one (url -> the
     active one its 503 named, None when it did not answer), show a failover in progress, worth asking again in a

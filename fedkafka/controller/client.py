@@ -18,6 +18,7 @@ from fedkafka.controllers import (
     TAKEOVER_MAX_PAUSE_S,
     ControllerList,
     RoundWalk,
+    not_active_words,
     takeover_under_way,
     tls_verify,
 )
@@ -105,13 +106,6 @@ def _reason(error: httpx.HTTPError) -> str:
     return str(error) or type(error).__name__
 
 
-def _stands_by(url: str, named: str) -> str:
-    """What a controller's 503 naming `named` as the active one says (the same words as the modules')."""
-    if named.rstrip("/") == url:
-        return "is taking over"
-    return f"stands by (active: {named or 'not known yet'})"
-
-
 def _what_they_said(told: dict[str, str]) -> str:
     """Each controller asked and what it said, in the order asked: the whole round, not only the last answer."""
     return "; ".join(f"{url} {said}" for url, said in told.items())
@@ -197,7 +191,7 @@ class AdminClient:
             if not _not_active(resp):
                 return resp
             said[url] = hint = resp.headers[ACTIVE_HEADER]
-            told[url] = _stands_by(url, hint)
+            told[url] = not_active_words(url, hint)
             walk.failed(url, hint=hint)  # a standby: ask the active one it names
         return None
 

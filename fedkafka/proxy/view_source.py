@@ -35,6 +35,7 @@ from fedkafka.controllers import (
     ControllerList,
     RoundWalk,
     active_hint,
+    not_active_words,
     tls_verify,
 )
 from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE
@@ -521,10 +522,37 @@ class ControllerViewSource:
             await self._drain(state.view.version)
 
     async def fetch_block(self) -> tuple[int, int]:
-        resp = await self.client.post(f"{self.controllers.current}/v1/producer-id-blocks", headers=self.headers)
-        resp.raise_for_status()
-        body = resp.json()
-        return int(body["start"]), int(body["size"])
+        """A logical producer-id block from the active controller (docs/DESIGN.md §5.3): a walk of the listed
+        controllers (`RoundWalk`, the start round's order: the current one, the active one a standby names, else the
+        next), each asked once, going on only past a controller that surely granted nothing: a call never sent
+        (NEVER_SENT), or a 503 naming the active one (the gate's or NotLeader's, answered before the route runs).
+        Any other failure ends the walk, raised: the block may have been granted (a read timed out, the connection
+        lost, a 5xx), and is not asked for again here. Lost so, it is only ids no one hands out: the counter moves by
+        compare-and-set, so no later block overlaps it, and 2**63 ids leave room to waste. One walk per refill
+        (`ProducerIdTable._schedule_refill`) and the first grant ends it: never two blocks asked for at once. The
+        walk runs on a copy of the list (the heartbeat and view stream follow the real one meanwhile); the
+        controller that granted becomes the current one. ConnectionError naming each one asked if none granted."""
+        walk = RoundWalk(copy.copy(self.controllers))
+        told: dict[str, str] = {}
+        while (url := walk.next()) is not None:
+            try:
+                resp = await self.client.post(f"{url}/v1/producer-id-blocks", headers=self.headers)
+            except NEVER_SENT as e:
+                told[url] = f"unreachable ({str(e) or type(e).__name__})"
+                walk.failed(url, e)
+                continue
+            if resp.status_code == 503 and ACTIVE_HEADER in resp.headers:  # refused before the route ran
+                told[url] = not_active_words(url, resp.headers[ACTIVE_HEADER])
+                walk.failed(url, hint=resp.headers[ACTIVE_HEADER])
+                continue
+            resp.raise_for_status()
+            body = resp.json()
+            if url != self.controllers.current:
+                log.info("following controller %s", url)
+                self.controllers.current = url
+            return int(body["start"]), int(body["size"])
+        said = "; ".join(f"{url} {words}" for url, words in told.items())
+        raise ConnectionError(f"no controller granted a producer-id block ({said})")
 
     async def admin(self, method: str, path: str, body: Any, timeout_s: float) -> tuple[int, Any]:
         """One admin-API request on behalf of a Kafka client (CreateTopics, AlterConfigs, ...): (status, JSON),

@@ -19,7 +19,7 @@ from fedkafka.controllers import ACTIVE_HEADER
 from fedkafka.kafka.cluster import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ansible"))
-from test_modules_ha import WaitClock, http_controller  # noqa: E402, F401 (a fixture)
+from test_modules_ha import WaitClock, http_controller  # noqa: F401 (a fixture)
 
 TOKEN = "s36-cli-token-0123456789abcdef"
 ELSEWHERE = "http://elsewhere:8780"  # an active controller the standbys name, not listed
