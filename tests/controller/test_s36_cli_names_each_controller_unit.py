@@ -79,7 +79,8 @@ def test_standbys_only_name_each_one_not_the_last_503():
 
 def test_a_standby_naming_one_asked_already_does_not_hide_the_next_listed(monkeypatch):
     """c1 is down, c2's stale hint names it, c3 is active. Before: the round went back to c1 and never asked c3;
-    c2 naming the dead one looked like a takeover under way, so the command waited out its timeout and failed."""
+    c2 naming the dead one looked like a takeover under way, so the command waited (here, c2's hint never
+    refreshed, until its timeout: it failed)."""
     monkeypatch.setattr("fedkafka.controller.client.time", WaitClock())
     asked: list[str] = []
     transport = _controllers({"c1": httpx.ConnectError("connection refused"), "c2": _standby("http://c1"),
