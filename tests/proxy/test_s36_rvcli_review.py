@@ -13,13 +13,10 @@ from fedkafka.proxy.core.producer_ids import ProducerIdTable
 from proxy.test_member_secret_proxy import _app_transport, _close, _source, _with_controller
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-cli finding 1: `_schedule_refill` sets `_refilling` only once the "
-                                       "refill task runs, so InitProducerIds handled before it starts each schedule "
-                                       "one more: two blocks asked for at once (DESIGN §5.3 'one ask at a time', "
-                                       "fetch_block's 'never two blocks asked for at once' are false)")
 def test_the_table_asks_for_one_block_at_a_time():
     """Two InitProducerIds on two connections find the block used up in one turn of the loop (a burst of producers
-    starting): each `next_logical` schedules a refill before the first refill task ran and set `_refilling`."""
+    starting): each `next_logical` schedules a refill before the first refill task ran (the old code marked the ask under way
+    only from then on)."""
     in_flight, most = [0], [0]  # blocks asked for and not answered yet; the most at once
 
     async def fetch_block() -> tuple[int, int]:
@@ -43,6 +40,35 @@ def test_the_table_asks_for_one_block_at_a_time():
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("ends", ["failed", "cancelled before it ran"])
+def test_an_ask_ended_any_way_does_not_stop_the_next(ends):
+    """The ask under way counts from its scheduling until its task is done, whichever way: a failed ask, or one
+    cancelled before its task ran (its body never runs), leaves the next InitProducerId past the block free to ask."""
+    asked = [0]
+
+    async def fetch_block() -> tuple[int, int]:
+        asked[0] += 1
+        if asked[0] == 1 and ends == "failed":
+            raise ConnectionError("no controller granted a producer-id block")
+        return 1000, 1000
+
+    async def run() -> None:
+        table = ProducerIdTable(fetch_block)
+        assert table.next_logical() is None  # the first ask scheduled
+        first = next(iter(asyncio.all_tasks() - {asyncio.current_task()}))
+        if ends == "failed":
+            await first
+        else:
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+        assert table.next_logical() is None  # asks again
+        await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
+        assert asked[0] == (2 if ends == "failed" else 1)
+        assert table.next_logical() == 1000  # the block the second ask got
+
+    asyncio.run(run())
+
+
 class _GrantHeld(httpx.AsyncBaseTransport):
     """Controllers a and b on one database (the app): a's grant of a block is held until `release` is set, after
     `asked` is; the heartbeat meanwhile learns that b is the active controller."""
@@ -58,9 +84,6 @@ class _GrantHeld(httpx.AsyncBaseTransport):
         return resp
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-cli finding 2: fetch_block makes the controller that granted the "
-                                       "current one even when the heartbeat moved the list elsewhere while the walk "
-                                       "ran: the heartbeat is sent back to the controller it left")
 def test_a_block_granted_does_not_undo_the_heartbeat_s_move_to_the_active_controller(tmp_path):
     """a grants the block (it passed the gate: still active then), and loses the leader row; the heartbeat, answered
     503 naming b by a, moves the list to b (`_failed`); then a's grant arrives. Expected: the list stays at b, where
