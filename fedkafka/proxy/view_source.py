@@ -531,7 +531,10 @@ class ControllerViewSource:
         compare-and-set, so no later block overlaps it, and 2**63 ids leave room to waste. One walk per refill
         (`ProducerIdTable._schedule_refill`) and the first grant ends it: never two blocks asked for at once. The
         walk runs on a copy of the list (the heartbeat and view stream follow the real one meanwhile); the
-        controller that granted becomes the current one. ConnectionError naming each one asked if none granted."""
+        controller that granted becomes the current one unless the list moved meanwhile: the heartbeat's move is newer
+        news than the walk's (the granting one may have lost the leader row since). ConnectionError naming each one
+        asked if none granted."""
+        started_at = self.controllers.current
         walk = RoundWalk(copy.copy(self.controllers))
         told: dict[str, str] = {}
         while (url := walk.next()) is not None:
@@ -547,7 +550,7 @@ class ControllerViewSource:
                 continue
             resp.raise_for_status()
             body = resp.json()
-            if url != self.controllers.current:
+            if url != self.controllers.current and self.controllers.current == started_at:
                 log.info("following controller %s", url)
                 self.controllers.current = url
             return int(body["start"]), int(body["size"])
