@@ -41,6 +41,20 @@ def tls_verify() -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=ca_file) if ca_file else True
 
 
+def token_problem(token: str) -> str | None:
+    """Why `token` (stripped of its ends) cannot be a controller token, or None; never quotes it. A token is printable
+    ASCII without whitespace inside: all a `Bearer` header carries whole (an HTTP library refuses a line break in a
+    header before sending, and quotes the whole header in its error: the token). One rule for the controller's token
+    files (`Tokens`, `fedkafka controller --token-file`) and the clients' (the CLI, proxies, name services; the
+    modules' copy, module_utils/fedkafka_api.py `_token_problem`, which cannot import this)."""
+    if not token:
+        return "is empty"
+    if not all("!" <= char <= "~" for char in token):
+        return ("holds a line break, a blank or a character other than printable ASCII inside: a token is one word of "
+                "printable ASCII")
+    return None
+
+
 def split_urls(value: str) -> list[str]:
     """The controllers `--controller` lists, each once (`distinct_urls`)."""
     urls = distinct_urls(value.split(","))

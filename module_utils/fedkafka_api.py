@@ -60,6 +60,18 @@ def controller_urls(value) -> list[str]:
     return urls
 
 
+def _token_problem(token: str) -> str | None:
+    """Why `token` (stripped of its ends) cannot be a controller token, or None; never quotes it. The controller's
+    rule (fedkafka/controllers.py `token_problem`, which modules cannot import): printable ASCII without whitespace
+    inside, all a `Bearer` header carries whole (http.client refuses a line break in a header, quoting the header)."""
+    if not token:
+        return "is empty"
+    if not all("!" <= char <= "~" for char in token):
+        return ("holds a line break, a blank or a character other than printable ASCII inside: a token is one word of "
+                "printable ASCII")
+    return None
+
+
 class ApiError(Exception):
     """The controller answered with an error status, or could not be reached."""
 
@@ -67,6 +79,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class BadToken(ApiError):
+    """The token cannot be sent (`_token_problem`): refused before any request, the token not quoted."""
 
 
 class FedkafkaApi:
@@ -81,7 +97,10 @@ class FedkafkaApi:
                  ca_path: str | None = None):
         self.urls = controller_urls(controller_url)
         self.base = self.urls[0]
-        self.token = token
+        problem = _token_problem((token or "").strip())
+        if problem is not None:
+            raise BadToken(f"token {problem}")
+        self.token = token.strip()
         self.validate_certs = validate_certs
         self.ca_path = ca_path
         self.timeout = timeout
@@ -92,7 +111,7 @@ class FedkafkaApi:
         p = module.params
         try:
             return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"], p.get("ca_path"))
-        except BadControllerUrl as exc:
+        except (BadControllerUrl, BadToken) as exc:
             module.fail_json(msg=str(exc))
 
     def request(self, method: str, path: str, body: object = None, ok_missing: bool = False):
@@ -169,8 +188,12 @@ class FedkafkaApi:
             raise
         except OSError as exc:  # sent (urllib raises the answer's failures as they are): timed out, connection lost
             raise _NoAnswer(str(exc) or type(exc).__name__) from None
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ApiError(f"{method} {path}: {exc}") from None
+        except ValueError as exc:  # http.client refused to send: its words quote the header refused (the token's)
+            why = f"{type(exc).__name__}: a header it cannot carry, such as a token with a line break"
+            said = f"not sent to {self.base}: the HTTP library refused to send it ({why})"
+            raise ApiError(f"{method} {path}: {said}") from None
 
     def _next(self, active: str | None, tried: dict) -> None:
         """The controller to ask next: the active one a standby named, if listed and not tried yet, else the next

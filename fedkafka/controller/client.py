@@ -21,6 +21,7 @@ from fedkafka.controllers import (
     not_active_words,
     takeover_under_way,
     tls_verify,
+    token_problem,
 )
 
 # how long the client waits for a held move's publish or roll-back: longer than the controller may take before it
@@ -43,7 +44,7 @@ def locate(url: str | None = None, token_file: Path | None = None, state_root: P
     if token_file is not None:
         token = _read_token(token_file)
     elif os.environ.get("FEDKAFKA_TOKEN"):
-        token = os.environ["FEDKAFKA_TOKEN"].strip()
+        token = _checked_token(os.environ["FEDKAFKA_TOKEN"].strip(), "$FEDKAFKA_TOKEN")
     if url and token:
         return url, token
     svc = _local_controller(state_root or Path(os.environ.get("FEDKAFKA_STATE_DIR", ".fedkafka")))
@@ -59,9 +60,19 @@ def locate(url: str | None = None, token_file: Path | None = None, state_root: P
 
 def _read_token(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        token = path.read_text().strip()
     except OSError as e:
         raise AdminError(f"cannot read token file {path}: {e}") from None
+    return _checked_token(token, f"token file {path}")
+
+
+def _checked_token(token: str, where: str) -> str:
+    """`token`, unless the controller's rule refuses it (`token_problem`): refused here, naming `where` it came from
+    and never the token (httpx would refuse its header at the first request, quoting it)."""
+    problem = token_problem(token)
+    if problem is not None:
+        raise AdminError(f"the {where} {problem}")
+    return token
 
 
 def _local_controller(root: Path) -> dict | None:
@@ -102,7 +113,11 @@ def _not_active(resp: httpx.Response) -> bool:
 
 
 def _reason(error: httpx.HTTPError) -> str:
-    """A failure as the operator reads it: httpx's words (never the request's headers, so never the token)."""
+    """A failure as the operator reads it: httpx's words, but for a request the HTTP library refused to send
+    (LocalProtocolError), whose words quote the header it refused: the token's (`_ask_each` raises that one)."""
+    if isinstance(error, httpx.LocalProtocolError):
+        return "the HTTP library refused to send it (LocalProtocolError: a header it cannot carry, such as a token " \
+               "with a line break)"
     return str(error) or type(error).__name__
 
 
@@ -179,6 +194,8 @@ class AdminClient:
         while (url := walk.next()) is not None:
             try:
                 resp = self._http.request(method, url + path, json=body, params=params, timeout=timeout)
+            except httpx.LocalProtocolError as e:  # refused before sending, and by every controller alike
+                raise AdminError(f"{method} {path}: not sent to {url}: {_reason(e)}") from None
             except httpx.HTTPError as e:
                 if not isinstance(e, _NOT_SENT) and method not in _READS:
                     # sent, maybe carried out: never sent again behind the operator

@@ -11,9 +11,6 @@ from test_modules_ha import http_controller  # noqa: F401 (a fixture)
 SECRET = "s36-rvcli-module-secret-0123456789"
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-cli finding 3 (modules): urllib refusing a header value raises "
-                                       "ValueError quoting the Authorization header, which `_send` puts in the "
-                                       "ApiError; Ansible's no_log masking looks for the raw value, not its repr")
 def test_a_token_urllib_refuses_is_not_in_the_task_s_error(http_controller):  # noqa: F811
     """A token with a line break (a vars file's block scalar, a two-line token file read whole): http.client
     refuses the header before sending ("Invalid header value b'Bearer ...'"); the module's msg, masked as

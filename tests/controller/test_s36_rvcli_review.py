@@ -13,9 +13,6 @@ SECRET = "s36-rvcli-secret-0123456789abcdef"
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
-@pytest.mark.xfail(strict=True, reason="rv s36-cli finding 3: `_reason` is httpx's words, and h11 refusing a header "
-                                       "value (a token file whose token holds a line break: `strip` trims only its "
-                                       "ends) quotes the whole Authorization header: the token is printed")
 def test_a_token_the_http_library_refuses_is_not_printed(http_controller, method):  # noqa: F811
     """A token file of two lines (the token, then a note): the client sends `Bearer <line 1>\\n<line 2>`, which h11
     refuses before any byte leaves ("Illegal header value b'Bearer ...'"); the CLI's error quotes it whole."""

@@ -15,8 +15,8 @@ from proxy.test_member_secret_proxy import _app_transport, _close, _source, _wit
 
 def test_the_table_asks_for_one_block_at_a_time():
     """Two InitProducerIds on two connections find the block used up in one turn of the loop (a burst of producers
-    starting): each `next_logical` schedules a refill before the first refill task ran (the old code marked the ask under way
-    only from then on)."""
+    starting): each `next_logical` schedules a refill before the first refill task ran (the old code marked the ask
+    under way only from then on)."""
     in_flight, most = [0], [0]  # blocks asked for and not answered yet; the most at once
 
     async def fetch_block() -> tuple[int, int]:
