@@ -56,7 +56,8 @@ moves:
   returned: always
   sample: ["orders/0: c1 -> c2"]
 states:
-  description: The cluster's state changes (planned, in check mode).
+  description: The cluster's state changes (planned, in check mode); C(given up) for a cluster a decommission made
+    read_only or draining (the failover only marks it given up).
   type: list
   elements: str
   returned: always
@@ -81,6 +82,7 @@ from ansible.module_utils.fedkafka_api import (  # noqa: E402
 )
 
 READ_ONLY = "active -> read_only"
+GIVEN_UP = "given up"  # a cluster a decommission made read_only or draining, marked given up (docs/DESIGN.md §9.2)
 
 
 def diff_of(cluster: str, state: str, states: list[str], moves: list[str]) -> dict:
@@ -129,7 +131,9 @@ def main() -> None:
         # a run the controller was already doing is only waited for; one left running (wait=false) will change
         started = plan is None or plan.get("running") is None
         changed = started and bool(run.get("changed") or run.get("state") == "running")
-        states = [READ_ONLY] if state == "active" and changed else []
+        # a controller from before the given-up mark names none: taken as given up, as it took read_only then
+        marked = current.get("given_up", True)
+        states = [READ_ONLY] if state == "active" and changed else [GIVEN_UP] if changed and not marked else []
         module.exit_json(changed=changed, moves=moves, states=states, workflow=run,
                          diff=diff_of(cid, state, states, moves))
     except RunFailed as exc:

@@ -65,7 +65,8 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
         federation_id=federation_id,
         coordination_cluster=coord,
         commits_frozen=any(c.commits_frozen for c in clusters if c.id == coord),
-        clusters={c.id: Cluster(c.id, c.bootstrap, ClusterState(c.state), c.reachable) for c in clusters},
+        clusters={c.id: Cluster(c.id, c.bootstrap, ClusterState(c.state), c.reachable, bool(c.given_up))
+                  for c in clusters},
         topics={t.name: LogicalTopic(
             name=t.name, topic_id=t.topic_id, config=tuple(sorted(json.loads(t.config_json).items())),
             partitions=tuple(_chain(chains.get((t.name, p)), segments[(t.name, p)]) for p in range(t.partitions)))

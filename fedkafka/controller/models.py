@@ -33,6 +33,9 @@ class ClusterRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # a coordination move copies the groups' offsets away from this cluster: commits refused meanwhile
     commits_frozen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # a failover gave the cluster up (its read_only step sets it, read_only -> active clears it): the view says so, and
+    # a timestamp question leaves its segments out while it is dead; a decommission's read_only does not (§9.2)
+    given_up: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TopicRow(Base):

@@ -61,6 +61,7 @@ PHASES = {
 }
 # A failover retries partitions another run was moving (their moves settle within the ack and seal timeouts).
 FAILOVER_BUSY_WAIT_S = 120.0
+GIVEN_UP = "given up"  # a failover's state change of a cluster already read_only or draining: the mark only (§9.2)
 PLAN_ATTEMPTS = 5  # a run plans again when another claimed one of its targets meanwhile (docs/DESIGN.md §4.13)
 
 
@@ -208,8 +209,11 @@ class WorkflowEngine:
         """The state change and unclean moves of a failover: _failover's first round (the same evacuation). A
         partition another run is moving now is listed with the target it would get now; the run takes it once
         that move settled (§9.1), planned again then."""
-        state = ClusterState(self._clusters()[cluster].state)
-        states = ["active -> read_only"] if state == ClusterState.ACTIVE else []
+        row = self._clusters()[cluster]
+        state = ClusterState(row.state)
+        # the mark alone for a cluster a decommission made read_only or draining (§9.2): set with read_only otherwise
+        marked = state == ClusterState.REMOVED or row.given_up
+        states = ["active -> read_only"] if state == ClusterState.ACTIVE else [] if marked else [GIVEN_UP]
         if state not in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
             return states, []
         return states, [{**_planned(m), "gap": m.gap} for m in self._failover_plan(cluster)]
@@ -784,9 +788,9 @@ class WorkflowEngine:
         another run was moving need (they are left out of a plan until those moves settle)."""
         rec = self._records[run_id]
         cluster = rec["cluster"]
-        state = ClusterState(self._clusters()[cluster].state)
-        if state == ClusterState.ACTIVE:
-            self.ctl.set_cluster_state(cluster, "read_only")  # no new partition or move targets it
+        # read_only (no new partition or move targets it) and marked given up: a timestamp question leaves out its
+        # segments while it is dead, which a decommission's read_only does not (§9.2)
+        if self.ctl.give_up_cluster(cluster):
             rec["changed"] = True
         self._phase(run_id, "read_only", 1, 1)
         own = self.mover.unfinished(run_id)  # a resumed run finishes its own moves first

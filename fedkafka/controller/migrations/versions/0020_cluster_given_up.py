@@ -1,0 +1,31 @@
+"""cluster given up: a failover's mark on the cluster it gave up, carried by the view so that ListOffsets tells a
+decommission's read_only step from a failover's (docs/DESIGN.md §9.2). An upgraded database marks each read_only
+cluster whose last failover or decommission run is a failover, or that no such run made read_only (before the mark,
+every read_only cluster was read as given up): only a decommission's read_only step stops counting as one
+
+Revision ID: 0020
+Revises: 0019
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0020'
+down_revision = '0019'
+branch_labels = None
+depends_on = None
+
+_LAST_RUN = ("SELECT w.kind FROM workflows w WHERE w.cluster = clusters.id AND w.kind IN ('failover', 'decommission') "
+             "ORDER BY w.id DESC LIMIT 1")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('clusters', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('given_up', sa.Boolean(), server_default=sa.false(), nullable=False))
+    op.get_bind().execute(sa.text(f"UPDATE clusters SET given_up = :yes WHERE state = 'read_only' "
+                                  f"AND COALESCE(({_LAST_RUN}), 'failover') = 'failover'"), {"yes": True})
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('clusters', schema=None) as batch_op:
+        batch_op.drop_column('given_up')
