@@ -116,6 +116,8 @@ def main() -> None:
             module.fail_json(msg=f"unknown cluster {cid!r}: nothing to fail over (registered: "
                                  f"{', '.join(c.get('id', '?') for c in api.clusters() or []) or 'none'})")
         state = current.get("state", "active")
+        # a controller from before the given-up mark names none: taken as given up, as it took read_only then
+        marked = current.get("given_up", True)
         plan = plan_of(module, api, "failover", cid)
         if module.check_mode:
             plan = plan if plan is not None else estimate(current)
@@ -131,8 +133,6 @@ def main() -> None:
         # a run the controller was already doing is only waited for; one left running (wait=false) will change
         started = plan is None or plan.get("running") is None
         changed = started and bool(run.get("changed") or run.get("state") == "running")
-        # a controller from before the given-up mark names none: taken as given up, as it took read_only then
-        marked = current.get("given_up", True)
         states = [READ_ONLY] if state == "active" and changed else [GIVEN_UP] if changed and not marked else []
         module.exit_json(changed=changed, moves=moves, states=states, workflow=run,
                          diff=diff_of(cid, state, states, moves))
