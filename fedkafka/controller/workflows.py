@@ -31,7 +31,15 @@ from fedkafka.controller.coordination import CoordinationMove
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.leadership import NotLeader, RoundLog
-from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
+from fedkafka.controller.models import (
+    ChainRow,
+    ClusterRow,
+    MoveRow,
+    SegmentRow,
+    TopicRow,
+    WorkflowRow,
+    gives_up_nothing,
+)
 from fedkafka.controller.moves import MoveFailed, Mover, moves_named, unfinished_moves_to
 from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, PartitionChain, Segment, shadow_topic
@@ -211,9 +219,10 @@ class WorkflowEngine:
         that move settled (§9.1), planned again then."""
         row = self._clusters()[cluster]
         state = ClusterState(row.state)
-        # the mark alone for a cluster a decommission made read_only or draining (§9.2): set with read_only otherwise
-        marked = state == ClusterState.REMOVED or row.given_up
-        states = ["active -> read_only"] if state == ClusterState.ACTIVE else [] if marked else [GIVEN_UP]
+        # the mark alone for a dead cluster a decommission made read_only or draining (§9.2), with read_only otherwise
+        states = ["active -> read_only"] if state == ClusterState.ACTIVE else [GIVEN_UP]
+        if gives_up_nothing(row):
+            states = []
         if state not in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
             return states, []
         return states, [{**_planned(m), "gap": m.gap} for m in self._failover_plan(cluster)]
@@ -412,10 +421,13 @@ class WorkflowEngine:
             raise Conflict(f"cluster {cluster} is the coordination cluster (it holds every consumer group and its "
                            "committed offsets): move that role first with `fedkafka coordination move --to "
                            "CLUSTER [--unclean]`. Nothing was changed")
+        # no active segment there: the run moves nothing and finishes at once, only marking given up a dead cluster a
+        # decommission made read_only or draining; one that answers, or is given up already, is left as it is
+        # (`gives_up_nothing`: a failover asked twice, or by a playbook run again, changes nothing)
         if row.state in (ClusterState.DRAINING, ClusterState.REMOVED):
-            return  # no active segment there: the run finishes at once, unchanged
+            return
         if row.state == ClusterState.READ_ONLY and not self._active_on(cluster):
-            return  # failed over already (maybe back since): nothing writes there, the run changes nothing
+            return
         others = [c.id for c in rows.values() if c.id != cluster and c.state == ClusterState.ACTIVE and c.reachable]
         if not others:
             raise Conflict(f"cluster {cluster} is the only active cluster: its partitions would have nowhere to "

@@ -49,7 +49,8 @@ class Cluster:
     # a failover gave the cluster up (set with its read_only step, cleared by read_only -> active): a timestamp
     # question leaves its segments out while it is dead; a decommission's read_only step gives nothing up
     # (docs/DESIGN.md §9.2). None: the view does not say (composed by a controller from before the mark), and
-    # read_only is taken for given up, as it was then (`gave_up`)
+    # read_only is taken for given up, as it was then (`gave_up`); a controller with the mark reads its database's
+    # NULL (a state an older controller set) the same way and always says (`controller.models.cluster_given_up`)
     given_up: bool | None = None
 
     @property

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from fedkafka.controller import db
-from fedkafka.controller.models import Base
+from fedkafka.controller.models import Base, cluster_given_up
 
 
 def test_migrations_match_the_models_and_run_twice(empty_db_url):
@@ -260,12 +260,15 @@ def test_revision_0016_gives_each_pending_deletion_its_own_record_id_and_no_topi
 def test_revision_0020_marks_given_up_the_read_only_clusters_no_decommission_made_read_only(empty_db_url):
     """Before the mark, every read_only cluster was read as given up (docs/DESIGN.md §9.2). The upgrade keeps that for
     each one a failover made read_only last, or no workflow did (the operator's state change), and gives up no
-    cluster a decommission made read_only last, nor an active or draining one; the downgrade keeps the clusters."""
+    cluster a decommission made read_only last, nor an active or draining one; the downgrade keeps the clusters.
+    Only the decommission's read_only is written (False): the others stay NULL, read as before the mark, so an older
+    controller's failover of an active cluster after the upgrade (its state alone, during a rolling upgrade) is read
+    as given up."""
     engine = db.make_engine(empty_db_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(db.MIGRATIONS))
     clusters = {"failed": "read_only", "decommissioning": "read_only", "failed_then_decommissioned": "read_only",
-                "by_hand": "read_only", "draining": "draining", "active": "active"}
+                "by_hand": "read_only", "draining": "draining", "active": "active", "older_failover": "active"}
     runs = [("failed", "failover"), ("decommissioning", "scale_up"), ("decommissioning", "decommission"),
             ("failed_then_decommissioned", "failover"), ("failed_then_decommissioned", "decommission"),
             ("draining", "failover"), ("active", "failover")]
@@ -282,8 +285,11 @@ def test_revision_0020_marks_given_up_the_read_only_clusters_no_decommission_mad
                          {"kind": kind, "cid": cid})
     db.migrate(engine)
     with engine.begin() as conn:
-        marked = {cid for cid, given_up in conn.execute(text("SELECT id, given_up FROM clusters")) if given_up}
-        assert marked == {"failed", "by_hand"}
+        conn.execute(text("UPDATE clusters SET state = 'read_only' WHERE id = 'older_failover'"))
+        rows = {r.id: r for r in conn.execute(text("SELECT id, state, given_up FROM clusters"))}
+        assert {cid for cid, r in rows.items() if r.given_up is not None} == {"decommissioning",
+                                                                            "failed_then_decommissioned"}
+        assert {cid for cid, r in rows.items() if cluster_given_up(r)} == {"failed", "by_hand", "older_failover"}
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0019")
         assert {cid for (cid,) in conn.execute(text("SELECT id FROM clusters"))} == set(clusters)
