@@ -88,7 +88,8 @@ def read(bootstrap: str, topic: str, records: int, extra: dict[str, str]) -> dic
 
 
 def summarize(stats: list[dict], size: int, elapsed: float, fetch_log: _FetchLog) -> dict:
-    last = stats[-1]
+    # the report counting the most Fetches (the last one may come from a consumer already closing its connections)
+    last = max(stats, key=lambda s: sum(b["req"].get("Fetch", 0) for b in s["brokers"].values()))
     fetchers = [b for b in last["brokers"].values() if b["req"].get("Fetch", 0) > 0]
     states: collections.Counter[str] = collections.Counter()
     for s in stats:
@@ -103,7 +104,7 @@ def summarize(stats: list[dict], size: int, elapsed: float, fetch_log: _FetchLog
             "rtt_ms_mean_p50_p90": [round(statistics.mean(rtts), 1), rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.9)]]
             if rtts else [],
             "rtt_sum_over_elapsed": round(sum(rtts) / 1000 / elapsed, 2),
-            "throttle_max_ms": max(b["throttle"]["max"] for b in fetchers),
+            "throttle_max_ms": max((b["throttle"]["max"] for b in fetchers), default=0),
             "fetch_state_samples": dict(states),
             "fetchq_cnt_max": max(p["fetchq_cnt"] for s in stats for t in s["topics"].values()
                                   for p in t["partitions"].values())}
