@@ -9,8 +9,10 @@ consumer waits on one Fetch after another). `--set` passes consumer properties t
 max.partition.fetch.bytes=8388608). `--relay` adds a third side: a bare TCP relay on uvloop with no Kafka in it
 (the broker gets a second listener advertised at the relay's port, so a client bootstrapped there fetches through
 it): what one more loopback hop costs a consumer that waits on each Fetch, with no proxy code in the way.
+`--compare-ref` adds a proxy of another commit (e.g. a branch with a switch set by `--ref-env`).
 
     .venv/bin/python bench/fetch_stats.py [--records 200000] [--rounds 3] [--set key=value ...] [--relay]
+        [--compare-ref REF [--ref-env KEY=VALUE ...]]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from collections.abc import Iterator
 import uvloop
 from confluent_kafka import Consumer, TopicPartition
 from consume_bench import PARTITIONS, create_topics, fill, free_port, start_proxy
+from data_path import export_tree
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import LocalBroker, start_clusters
@@ -194,6 +197,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--set", action="append", default=[], help="extra consumer property key=value (every side)")
     ap.add_argument("--relay", action="store_true", help="also read through a bare TCP relay (no Kafka parsing)")
+    ap.add_argument("--compare-ref", help="also read through a proxy of this git ref (exported, as data_path.py does)")
+    ap.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE in that proxy's environment")
     ap.add_argument("--serve-relay", nargs=2, type=int, metavar=("LISTEN", "TARGET"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_relay:
@@ -216,6 +221,11 @@ def main() -> None:
             proxy, proxy_addr = start_proxy(view, tmp, 1)
             procs.append(proxy)
             sides = {"direct": (cluster.bootstrap, phys), "proxy": (proxy_addr, "identity")}
+            if args.compare_ref:
+                os.environ.update(kv.split("=", 1) for kv in args.ref_env)  # start_proxy passes it on to this one
+                ref, ref_addr = start_proxy(view, tmp, 1, export_tree(args.compare_ref, tmp / "ref"))
+                procs.append(ref)
+                sides["ref"] = (ref_addr, "identity")
             if args.relay:
                 procs.append(subprocess.Popen([sys.executable, __file__, "--serve-relay", str(relay_port),
                                                str(relay_target)]))
