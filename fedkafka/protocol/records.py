@@ -139,9 +139,11 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read, _lazy_lane
+    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read, _lazy_lane, lane_written, \
+        compiled_produce_request_parts
     if implementation == "python":
         _compiled = _frames = _lane = _counted = _heads = _throttled = _lane_read = _lazy_lane = None
+        lane_written, compiled_produce_request_parts = _no_lane_written, _no_request_parts
         return
     module = _load_compiled()
     if module is None:
@@ -154,6 +156,8 @@ def use(implementation: Implementation) -> None:
     _heads = module if module.REVISION >= _HEADS_REVISION else None
     _lane_read = module if module.REVISION >= _LANE_READ_REVISION else None
     _lazy_lane = module if module.REVISION >= _LAZY_LANE_REVISION else None
+    lane_written = _no_lane_written if _lane_read is None else _lane_read.lane_written
+    compiled_produce_request_parts = _no_request_parts if _frames is None else _frames.produce_request_parts
 
 
 def implementation() -> Implementation:
@@ -1067,6 +1071,19 @@ def _name_bytes(value: str | None, flexible: bool) -> bytes:
     return written
 
 
+def _no_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
+                      topics: Sequence[tuple[str, Sequence[tuple[int, Buffer | RecordParts | None]]]],
+                      by_reference: int) -> list[Buffer] | None:
+    """`compiled_produce_request_parts` without the twin's Produce frames: the caller calls `produce_request_parts`."""
+    return None
+
+
+# The twin's `produce_request_parts` itself (bound by `use`; without the twin, `_no_request_parts`): the parts, or
+# None for a request it does not write, which `produce_request_parts` then writes. For the one caller per request
+# (`produce.UpstreamProduce.frame_parts`): a Python call less than `produce_request_parts`, which wraps it.
+compiled_produce_request_parts: Callable[..., list[Buffer] | None] = _no_request_parts
+
+
 def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
                           topics: Sequence[tuple[str, Sequence[tuple[int, Buffer | RecordParts | None]]]], *,
                           by_reference: int = BY_REFERENCE_BYTES) -> list[Buffer]:
@@ -1313,15 +1330,17 @@ def lane_routes() -> object | None:
     return None if _lane_read is None else _lane_read.LaneRoutes()
 
 
-def lane_written(frame: Buffer, upstream: object, written_cls: type) -> object | None:
-    """The Produce lane's answer step, compiled: `produce.LaneProduce.read_response` of the broker's answer `frame`
-    to `upstream` when that is the client's answer `translated_produce_answer` writes, at or above its segment's
-    logical base, as a `written_cls` (`produce.Written`); None for anything else and without the twin of revision 7
-    (the caller then reads the answer in Python)."""
-    if _lane_read is None:
-        return None
-    written: object | None = _lane_read.lane_written(frame, upstream, written_cls)
-    return written
+def _no_lane_written(frame: Buffer, upstream: object, written_cls: type) -> object | None:
+    """`lane_written` without the twin of revision 7: the caller reads every answer in Python."""
+    return None
+
+
+# The Produce lane's answer step, compiled: `produce.LaneProduce.read_response` of the broker's answer `frame` to
+# `upstream` when that is the client's answer `translated_produce_answer` writes, at or above its segment's logical
+# base, as a `written_cls` (`produce.Written`); None for anything else and without the twin of revision 7 (the caller
+# then reads the answer in Python). `use` binds it to the twin's function itself (no Python call a request: the
+# answer side of every plain lane request) or to `_no_lane_written`.
+lane_written: Callable[[Buffer, object, type], object | None] = _no_lane_written
 
 
 def read_lane_request(frame: Buffer, max_elements: int | None, table: object,

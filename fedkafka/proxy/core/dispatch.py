@@ -247,7 +247,7 @@ class Dispatcher:
 
     @property
     def advertised(self) -> dict[int, tuple[int, int]]:
-        if self._advertised is None or self.physical.changed.is_set():
+        if self._advertised is None or self.physical.changed.value:
             self.physical.changed.clear()
             self._advertised = versions.intersect(self.implemented, self.physical.api_tables())
         return self._advertised
@@ -283,7 +283,12 @@ class Dispatcher:
         api_key, version, correlation_id = _HEADER.unpack_from(frame)  # codec.peek_header, without the call
         if api_key != PRODUCE_API_KEY:
             return None
-        return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
+        # `_route`'s usual case, read inline (the advertised table unchanged, the version's route made; nothing
+        # changed by the look): a call less a request. Any other case (None: before any table, `_routes` is empty)
+        # the lane asks `_route` for after its session's check, as before
+        route = self._routes.get((PRODUCE_API_KEY, version)) \
+            if self._advertised is self._routes_of and not self.physical.changed.value else None
+        return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop, route)
 
     def close_drained_upstream(self) -> int:
         """The drain's last resort (`server.InflightProduce`, after DRAIN_PATIENCE_S): close every upstream
@@ -406,7 +411,7 @@ class Dispatcher:
         is bound to `_routes_limit`, the element limit when the table came: the Produce lane's compiled step reads
         it too, so both hold a request to one limit."""
         advertised = self._advertised
-        if advertised is None or self.physical.changed.is_set():  # the property's check, without its call
+        if advertised is None or self.physical.changed.value:  # the property's check, without its call
             advertised = self.advertised
         if advertised is not self._routes_of:
             self._routes, self._routes_of, self._routes_limit = {}, advertised, self.max_request_elements
