@@ -139,11 +139,10 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read, _lazy_lane, lane_written, \
-        compiled_produce_request_parts
+    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read, _lazy_lane, lane_written
     if implementation == "python":
         _compiled = _frames = _lane = _counted = _heads = _throttled = _lane_read = _lazy_lane = None
-        lane_written, compiled_produce_request_parts = _no_lane_written, _no_request_parts
+        lane_written = _no_lane_written
         return
     module = _load_compiled()
     if module is None:
@@ -157,7 +156,6 @@ def use(implementation: Implementation) -> None:
     _lane_read = module if module.REVISION >= _LANE_READ_REVISION else None
     _lazy_lane = module if module.REVISION >= _LAZY_LANE_REVISION else None
     lane_written = _no_lane_written if _lane_read is None else _lane_read.lane_written
-    compiled_produce_request_parts = _no_request_parts if _frames is None else _frames.produce_request_parts
 
 
 def implementation() -> Implementation:
@@ -1069,19 +1067,6 @@ def _name_bytes(value: str | None, flexible: bool) -> bytes:
                 _NAMES.clear()
             _NAMES[(value, flexible)] = written
     return written
-
-
-def _no_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,
-                      topics: Sequence[tuple[str, Sequence[tuple[int, Buffer | RecordParts | None]]]],
-                      by_reference: int) -> list[Buffer] | None:
-    """`compiled_produce_request_parts` without the twin's Produce frames: the caller calls `produce_request_parts`."""
-    return None
-
-
-# The twin's `produce_request_parts` itself (bound by `use`; without the twin, `_no_request_parts`): the parts, or
-# None for a request it does not write, which `produce_request_parts` then writes. For the one caller per request
-# (`produce.UpstreamProduce.frame_parts`): a Python call less than `produce_request_parts`, which wraps it.
-compiled_produce_request_parts: Callable[..., list[Buffer] | None] = _no_request_parts
 
 
 def produce_request_parts(version: int, correlation_id: int, client_id: str | None, acks: int, timeout_ms: int,

@@ -1,11 +1,10 @@
 """Session 36's cut of the shared per-request Python on the plain Produce lane's path, against main's code.
 
-Cut (nothing else changed): `UpstreamProduce.frame_parts` calls the twin's writer itself
-(`records.compiled_produce_request_parts`, bound by `records.use`), `records.produce_request_parts` only for what it
-leaves; `Dispatcher.start_now` reads `_route`'s usual case inline (a made route, the advertised table unchanged) and
-hands it to `ProduceLane.start`; `PhysicalClusters.changed` is a `physical.Flag` read as an attribute (an
-asyncio.Event's `is_set()` was a Python call a request); `records.lane_written` is the twin's function itself (bound
-by `records.use`), not a wrapper around it; `UpstreamConnection.send` looks a request's kind up in one expression.
+Cut (nothing else changed): `PhysicalClusters.changed` is a `physical.Flag` read as an attribute (an asyncio.Event's
+`is_set()` was a Python call a request, in `Dispatcher._route`); `records.lane_written` is the twin's function itself
+(bound by `records.use`), not a wrapper around it; `UpstreamConnection.send` looks a request's kind up in one
+expression. (`Dispatcher.start_now`, `Dispatcher._route` and `UpstreamProduce.frame_parts` were cut too on
+s36-produce and are main's again, bar `_route`'s read of the flag: their copies below are the same code.)
 Main's versions of these functions (366d6e5) are kept below, only here, and installed for the "main" side: each
 drawn request goes through one dispatcher of each side, with and without the metrics observer, after a first
 request that fills the route caches, followed by a third, and the broker answers the second as the event says:
@@ -246,10 +245,9 @@ def test_the_cut_lane_writes_answers_counts_and_logs_what_main_s_code_does(reque
 
 @pytest.mark.skipif(rec._lane_read is None, reason="the compiled twin of revision 7 is not built")
 @pytest.mark.parametrize("side", ["main", "new"])
-def test_a_plain_lane_request_calls_neither_route_nor_is_set_nor_a_wrapper_of_the_twin_s_steps(side):
+def test_a_plain_lane_request_calls_neither_is_set_nor_a_wrapper_of_the_twin_s_answer_step(side):
     """The Python functions a plain request of one partition runs once the route caches are made: main's ran
-    `Dispatcher._route`, `asyncio.Event.is_set`, `records.lane_written` and `records.produce_request_parts` each time;
-    the cut runs none of them."""
+    `asyncio.Event.is_set` (in `Dispatcher._route`) and `records.lane_written` each time; the cut runs neither."""
     async def scenario() -> list[str]:
         broker = await EventBroker().start()
         d = await proxy(view(), broker)
@@ -275,6 +273,5 @@ def test_a_plain_lane_request_calls_neither_route_nor_is_set_nor_a_wrapper_of_th
             broker.close()
     with using("compiled"), code_of(side):
         called = run(scenario)
-    cut = {"Dispatcher._route", "Event.is_set", "Flag.is_set", "_main_route", "_main_lane_written", "lane_written",
-           "produce_request_parts"}
+    cut = {"Event.is_set", "Flag.is_set", "_main_lane_written", "lane_written", "_no_lane_written"}
     assert ("ProduceLane._send" in called) and (bool(cut & set(called)) == (side == "main")), sorted(set(called))

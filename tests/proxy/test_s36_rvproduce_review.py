@@ -1,4 +1,5 @@
-"""Review of s36-produce (the plain Produce lane's per-request cut, issue #20): findings as strict xfails."""
+"""Review of s36-produce (the plain Produce lane's per-request cut, issue #20), finding 1 (fixed on s36-fixproduce:
+`UpstreamProduce.frame_parts` is main's again): a request the twin's writer declines was offered to it twice."""
 
 from __future__ import annotations
 
@@ -29,10 +30,6 @@ class _Revision4Twin:
 
 
 @pytest.mark.skipif(not rec.compiled_available(), reason="fedkafka_speedups is not built")
-@pytest.mark.xfail(strict=True, reason="rv s36-produce finding 1: frame_parts' fallback "
-                   "(records.produce_request_parts) calls the twin's writer again after "
-                   "`compiled_produce_request_parts` declined the request: two walks of the topics where main made one "
-                   "(a twin of revision 2-4 and every rewritten batch)")
 def test_a_request_the_twin_declines_is_offered_to_it_once(monkeypatch):
     before = rec.implementation()
     twin = _Revision4Twin(rec._load_compiled())

@@ -283,12 +283,7 @@ class Dispatcher:
         api_key, version, correlation_id = _HEADER.unpack_from(frame)  # codec.peek_header, without the call
         if api_key != PRODUCE_API_KEY:
             return None
-        # `_route`'s usual case, read inline (the advertised table unchanged, the version's route made; nothing
-        # changed by the look): a call less a request. Any other case (None: before any table, `_routes` is empty)
-        # the lane asks `_route` for after its session's check, as before
-        route = self._routes.get((PRODUCE_API_KEY, version)) \
-            if self._advertised is self._routes_of and not self.physical.changed.value else None
-        return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop, route)
+        return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
 
     def close_drained_upstream(self) -> int:
         """The drain's last resort (`server.InflightProduce`, after DRAIN_PATIENCE_S): close every upstream

@@ -130,16 +130,12 @@ class ProduceLane:
         self._deadlines: dict[object, _Deadlines] = {}  # by upstream connection
 
     def start(self, frame: bytes | memoryview, version: int, correlation_id: int, slot: int,
-              session: Session | None, loop: asyncio.AbstractEventLoop, route: tuple | None = None
-              ) -> asyncio.Future | None:
-        """`route`: the dispatcher's `_route(PRODUCE_API_KEY, version)` when `Dispatcher.start_now` read it from its
-        made routes (the usual case, inline there); None: asked for here, after the session's check, as always."""
+              session: Session | None, loop: asyncio.AbstractEventLoop) -> asyncio.Future | None:
         d = self.dispatcher
         # a session still to authenticate or with a lifetime has its requests checked first: not the lane's
         if session is not None and (not session.authenticated or session.expires_at is not None):
             return None
-        if route is None:
-            route = d._route(PRODUCE_API_KEY, version)
+        route = d._route(PRODUCE_API_KEY, version)
         if route is None or route[0] is not produce:  # not served, or a cproxy's consume_side_produce
             return None
         state = d.state

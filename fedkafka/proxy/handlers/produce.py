@@ -659,12 +659,9 @@ class UpstreamProduce:
         return cls(version, timeout_ms, tuple([rec.ProduceTopicData(n, tuple(pd)) for n, pd in by_topic.items()]))
 
     def frame_parts(self, correlation_id: int, client_id: str | None) -> list[bytes | bytearray | memoryview]:
-        # topic_data's named tuples are the (name, [(index, records)]) pairs produce_request_parts takes. The twin's
-        # writer called directly (a call less a request: every upstream Produce); what it leaves (None), records.py's
-        return rec.compiled_produce_request_parts(self.version, correlation_id, client_id, UPSTREAM_ACKS,
-                                                  self.timeout_ms, self.topic_data, rec.BY_REFERENCE_BYTES) or \
-            rec.produce_request_parts(self.version, correlation_id, client_id, UPSTREAM_ACKS, self.timeout_ms,
-                                      self.topic_data)
+        # topic_data's named tuples are the (name, [(index, records)]) pairs produce_request_parts takes
+        return rec.produce_request_parts(self.version, correlation_id, client_id, UPSTREAM_ACKS, self.timeout_ms,
+                                         self.topic_data)
 
     def read_response(self, frame: bytes | memoryview) -> BrokerAnswer:
         """The broker's ProduceResponse (after its size prefix), read by records.py; a malformed one fails the call
