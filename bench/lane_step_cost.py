@@ -77,16 +77,16 @@ def main() -> None:
                     raise AssertionError
         return produce.lane_upstream(request, routes)
 
-    compiled_step = rec._lane_read
+    compiled_answer = rec.lane_written  # `use` binds it to the twin's function
 
     def answer(step):
         def read():
-            rec._lane_read = step
+            rec.lane_written = step
             return upstream.read_response(answer_frame)
         return read
 
     pairs = {"request": (("compiled", request_compiled), ("python", request_python)),
-             "answer": (("compiled", answer(compiled_step)), ("python", answer(None)))}
+             "answer": (("compiled", answer(compiled_answer)), ("python", answer(rec._no_lane_written)))}
     if rec._lazy_lane is not None:  # a twin of revision 8: the lazy request against the full one
         pairs["lazy"] = (("lazy", request_lazy), ("full", request_compiled))
     for name, ((new_label, new), (old_label, old)) in pairs.items():
@@ -94,7 +94,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, f in ((new_label, new), (old_label, old)):
                 times[label].append(min(timeit.repeat(f, number=args.number, repeat=3)) / args.number * 1e6)
-        rec._lane_read = compiled_step
+        rec.lane_written = compiled_answer
         ratios = [c / p for c, p in zip(times[new_label], times[old_label], strict=True)]
         print(f"{name:8} {new_label} {statistics.median(times[new_label]):6.2f} us  {old_label} "
               f"{statistics.median(times[old_label]):6.2f} us  ratio per round "

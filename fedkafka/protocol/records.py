@@ -139,9 +139,10 @@ def compiled_available() -> bool:
 
 def use(implementation: Implementation) -> None:
     """Switch every function here to the pure-Python code or to the compiled twin (ImportError if not built)."""
-    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read, _lazy_lane
+    global _compiled, _frames, _lane, _counted, _heads, _throttled, _lane_read, _lazy_lane, lane_written
     if implementation == "python":
         _compiled = _frames = _lane = _counted = _heads = _throttled = _lane_read = _lazy_lane = None
+        lane_written = _no_lane_written
         return
     module = _load_compiled()
     if module is None:
@@ -154,6 +155,7 @@ def use(implementation: Implementation) -> None:
     _heads = module if module.REVISION >= _HEADS_REVISION else None
     _lane_read = module if module.REVISION >= _LANE_READ_REVISION else None
     _lazy_lane = module if module.REVISION >= _LAZY_LANE_REVISION else None
+    lane_written = _no_lane_written if _lane_read is None else _lane_read.lane_written
 
 
 def implementation() -> Implementation:
@@ -1313,15 +1315,17 @@ def lane_routes() -> object | None:
     return None if _lane_read is None else _lane_read.LaneRoutes()
 
 
-def lane_written(frame: Buffer, upstream: object, written_cls: type) -> object | None:
-    """The Produce lane's answer step, compiled: `produce.LaneProduce.read_response` of the broker's answer `frame`
-    to `upstream` when that is the client's answer `translated_produce_answer` writes, at or above its segment's
-    logical base, as a `written_cls` (`produce.Written`); None for anything else and without the twin of revision 7
-    (the caller then reads the answer in Python)."""
-    if _lane_read is None:
-        return None
-    written: object | None = _lane_read.lane_written(frame, upstream, written_cls)
-    return written
+def _no_lane_written(frame: Buffer, upstream: object, written_cls: type) -> object | None:
+    """`lane_written` without the twin of revision 7: the caller reads every answer in Python."""
+    return None
+
+
+# The Produce lane's answer step, compiled: `produce.LaneProduce.read_response` of the broker's answer `frame` to
+# `upstream` when that is the client's answer `translated_produce_answer` writes, at or above its segment's logical
+# base, as a `written_cls` (`produce.Written`); None for anything else and without the twin of revision 7 (the caller
+# then reads the answer in Python). `use` binds it to the twin's function itself (no Python call a request: the
+# answer side of every plain lane request) or to `_no_lane_written`.
+lane_written: Callable[[Buffer, object, type], object | None] = _no_lane_written
 
 
 def read_lane_request(frame: Buffer, max_elements: int | None, table: object,

@@ -247,7 +247,7 @@ class Dispatcher:
 
     @property
     def advertised(self) -> dict[int, tuple[int, int]]:
-        if self._advertised is None or self.physical.changed.is_set():
+        if self._advertised is None or self.physical.changed.value:
             self.physical.changed.clear()
             self._advertised = versions.intersect(self.implemented, self.physical.api_tables())
         return self._advertised
@@ -406,7 +406,7 @@ class Dispatcher:
         is bound to `_routes_limit`, the element limit when the table came: the Produce lane's compiled step reads
         it too, so both hold a request to one limit."""
         advertised = self._advertised
-        if advertised is None or self.physical.changed.is_set():  # the property's check, without its call
+        if advertised is None or self.physical.changed.value:  # the property's check, without its call
             advertised = self.advertised
         if advertised is not self._routes_of:
             self._routes, self._routes_of, self._routes_limit = {}, advertised, self.max_request_elements

@@ -46,13 +46,32 @@ class ClusterInfo:
     turn: int = 0  # rotation over the brokers for calls any broker can answer
 
 
+class Flag:
+    """A flag nothing waits on: `value` read as an attribute (`Dispatcher._route` looks once a request; an
+    asyncio.Event's `is_set()` is a Python call each time)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def clear(self) -> None:
+        self.value = False
+
+    def is_set(self) -> bool:
+        return self.value
+
+
 class PhysicalClusters:
     def __init__(self, upstream: UpstreamSource = PLAINTEXT) -> None:
         self.upstream = upstream
         self.clusters: dict[str, ClusterInfo] = {}
         self._wanted: set[str] = set()
         self._wake = asyncio.Event()
-        self.changed = asyncio.Event()  # set after a refresh changed api versions (dispatch re-advertises)
+        self.changed = Flag()  # set after a refresh changed api versions (dispatch re-advertises)
         # bumped when counts a Metadata answer read changed (`learn`), a cluster's went unknown (`mark_unreachable`)
         # or a cluster came or went (`set_clusters`): part of Metadata's answer cache key
         self.replication_version = 0

@@ -182,7 +182,7 @@ _KINDS: dict[type, tuple[bool, bool]] = {}  # request type -> (writes its own fr
 def _kind(request_type: type) -> tuple[bool, bool]:
     """Whether requests of this type write their own frame (`frame_parts`: records.py's Produce and Fetch requests)
     and read their broker's answer themselves (`read_response`, handlers/produce.py), worked out once per type:
-    `send` looks in _KINDS first and calls this only for a type not there yet."""
+    `send` looks in _KINDS first and calls this only for a type not there yet (a kind is a pair: never falsy)."""
     kind = _KINDS[request_type] = (hasattr(request_type, "frame_parts"), hasattr(request_type, "read_response"))
     return kind
 
@@ -279,10 +279,7 @@ class UpstreamConnection:
         if self.closed or transport is None:  # _open sets _transport and _loop together
             raise ConnectionError(f"{self.label}: connection closed")
         corr = next(self._ids) & 0x7FFFFFFF
-        kind = _KINDS.get(type(request))  # the dict first: one call less a request
-        if kind is None:
-            kind = _kind(type(request))
-        writes_own, reads_own = kind
+        writes_own, reads_own = _KINDS.get(type(request)) or _kind(type(request))  # the dict first: a call less
         if client_id is None:
             client_id = codec.PROXY_CLIENT_ID
         if writes_own:  # its parts as `codec.encode_request_chunks` would give them, without a Chunks around them
