@@ -119,8 +119,26 @@ class Mover:
         raise claims.ClaimTaken(f"partitions planned by other runs {PLAN_ATTEMPTS} times in a row; plan again")
 
     def _plan_target_ends(self, plans: list[Move]) -> dict[tuple[str, str, int], int]:
-        """The log end of each planned move's target, read once (one that cannot be read is left out)."""
-        return self.log_ends({(m.to_cluster, m.to_topic, m.to_partition) for m in plans})
+        """The log end of each planned move's target, read once (one that cannot be read is left out); a target
+        holding an older segment of its move's chain has its settled end, or none (`returning_ends`)."""
+        return self.returning_ends(plans, self.log_ends({(m.to_cluster, m.to_topic, m.to_partition) for m in plans}))[0]
+
+    def returning_ends(self, plans: Iterable[Move], ends: dict[tuple[str, str, int], int]
+                       ) -> tuple[dict[tuple[str, str, int], int], set[tuple[str, str, int]]]:
+        """(`ends`, the high watermarks of `plans`' targets, where each target holding an older segment of its move's
+        chain (`returning_targets`) has its settled end instead: its high watermark once it reached its leader's log
+        end (`settled_ends`); the returning targets not settled within `seal_timeout`, left out of the ends). Such a
+        target may hold acked records above a high watermark that trails after a restart (an unclean tail), and its
+        plan, freeze and seal all record settled ends, so one compared with another grew only by writes
+        (docs/DESIGN.md §6.3, "A move back onto its chain")."""
+        with self.ctl.session() as s:
+            returning = returning_targets(s, plans)
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        if not returning:
+            return ends, set()
+        settled = self.settled_ends(returning, bootstrap)
+        kept = {target: end for target, end in ends.items() if target not in returning}
+        return kept | settled, returning - settled.keys()
 
     def log_ends(self, partitions: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
         """The log end of each (cluster, physical topic, partition), read once (one that cannot be read is left
@@ -304,13 +322,17 @@ class Mover:
         self._enter(row, "frozen")
 
     def _target_ends(self, ids: list[int]) -> dict[tuple[str, str, int], int]:
-        """The log end of each planned move's target physical partition (MoveFailed if one cannot be read)."""
+        """The log end of each planned move's target physical partition (MoveFailed if one cannot be read), settled
+        for a target holding an older segment of its chain (`returning_ends`; MoveFailed if not within
+        `seal_timeout`: the move is rolled back, nothing frozen)."""
         with self.ctl.session() as s:
             wanted: dict[str, set[tuple[str, int]]] = {}
-            for row in self._rows(s, ids, "planned"):
+            rows = self._rows(s, ids, "planned")
+            for row in rows:
                 wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+            returning = returning_targets(s, rows)
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        return self.read_ends(wanted, bootstrap) if wanted else {}
+        return self.read_settled_ends(wanted, bootstrap, returning) if wanted else {}
 
     def _raise_held(self, ids: list[int]) -> None:
         """MoveHeld naming the moves of `ids` that are held (and why), if any."""
@@ -395,9 +417,10 @@ class Mover:
             rows = self._rows(s, ids, "frozen")
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
             olds = {row.id: old for row in rows if isinstance(old := frozen_segment(s, row), SegmentRow)}
+            returning = returning_targets(s, [row for row in rows if row.id in olds])
         if not rows:
             return
-        wanted, sealing = _seal_reads([row for row in rows if row.id in olds], olds)
+        wanted, sealing = _seal_reads([row for row in rows if row.id in olds], olds, returning)
         offsets = self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {}
         self._hold(ids, {row.id: offsets[(row.to_cluster, row.to_topic, row.to_partition)]
                          for row in rows if row.id in olds})  # committed alone: a failed seal rolls back the rest
@@ -548,6 +571,23 @@ class Mover:
                 raise MoveFailed(f"writes above the high watermark not replicated (or log end not read: None) "
                                  f"within {timeout:.0f} s: {above[:5]}")
             log.info("waiting for replication before the seal: %s", above[:5])
+            time.sleep(0.2)
+
+    def settled_ends(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str],
+                     timeout: float | None = None) -> dict[tuple[str, str, int], int]:
+        """The high watermark of each of `targets` once it reached its leader's log end (read after it: no record
+        above it, every one below replicated), waited for at most `timeout` s (`seal_timeout` by default); one not
+        settled by then (its log end above, or not read) is left out."""
+        timeout = self.seal_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        settled: dict[tuple[str, str, int], int] = {}
+        while True:
+            ends = self._read_once(targets - settled.keys(), bootstrap)
+            above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, set(ends))}
+            settled.update({target: end for target, end in ends.items() if target not in above})
+            if settled.keys() >= targets or time.monotonic() > deadline:
+                return settled
+            log.info("waiting for the high watermarks of %s to reach their log ends", sorted(targets - settled.keys()))
             time.sleep(0.2)
 
     def _above_high_watermark(self, ends: dict, bootstrap: dict[str, str], sealing: set[tuple[str, str, int]]):
@@ -771,10 +811,30 @@ def older_seal_above(s, row: MoveRow, start: int) -> int | None:
     return older if older is not None and start < older else None
 
 
-def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow]):
-    """(cluster -> physical partitions whose log ends the seal reads, partitions being sealed) for `rows`."""
+def returning_targets(s, moves: Iterable[Move | MoveRow]) -> set[tuple[str, str, int]]:
+    """The targets of `moves` that hold an older segment of their move's chain (A -> B -> A; `_Slots.move` reuses
+    the old physical partition). Only such a target may hold records of the chain above its high watermark: an
+    older segment's unclean tail (docs/DESIGN.md §9.2), acked, though the high watermark trails them after a restart
+    (§6.3, "A move back onto its chain"). Any other target is claimed for its logical partition by this move's plan
+    (§4.13): it holds nothing of the chain."""
+    found = set()
+    for m in moves:
+        target = (m.to_cluster, m.to_topic, m.to_partition)
+        if s.scalar(select(SegmentRow.seq).where(
+                SegmentRow.topic == m.topic, SegmentRow.partition == m.partition, SegmentRow.cluster == m.to_cluster,
+                SegmentRow.physical_topic == m.to_topic, SegmentRow.physical_partition == m.to_partition).limit(1)
+                ) is not None:
+            found.add(target)
+    return found
+
+
+def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow], returning: set[tuple[str, str, int]]):
+    """(cluster -> physical partitions whose log ends the seal reads, partitions whose high watermark it waits to
+    reach their leader's log end) for `rows`: the sources (their seals), and the targets among `returning`
+    (`returning_targets`: their new segments start at their settled ends, past every record of an older segment's
+    unclean tail, docs/DESIGN.md §6.3)."""
     wanted: dict[str, set[tuple[str, int]]] = {}
-    sealing: set[tuple[str, str, int]] = set()
+    sealing: set[tuple[str, str, int]] = set(returning)
     for row in rows:
         old = olds[row.id]
         if not row.gap:

@@ -608,17 +608,23 @@ class WorkflowEngine:
         """`planner(avoid)`'s moves with their targets created, and the targets' log ends (`_ensure_targets`). A move
         back onto an old physical partition of its chain whose log end is below an older segment's seal there (its
         cluster lost its data: `reused_below_seal`) would be refused at its seal (docs/DESIGN.md §4.5): planned again
-        with that partition avoided, it takes a new one. Each round avoids at least one more, so it ends."""
+        with that partition avoided, it takes a new one. So does a move back onto one whose high watermark does not
+        reach its leader's log end within the seal timeout (`Mover.returning_ends`, docs/DESIGN.md §6.3): a new one
+        needs no such wait. Each round avoids at least one more, so it ends."""
         avoid: set[tuple[str, str, int]] = set()
         while True:
             plans = planner(avoid)
-            ends = self._ensure_targets(plans) if plans else {}
+            ends, unsettled = self.mover.returning_ends(plans, self._ensure_targets(plans)) if plans else ({}, set())
             below = reused_below_seal(self._chains(), plans, ends)
-            if not below:
+            if not below and not unsettled:
                 return plans, ends
-            log.warning("physical partitions %s hold less than older segments of their partitions sealed there "
-                        "(their cluster lost data?): planned again onto new ones", sorted(below))
-            avoid |= below
+            if below:
+                log.warning("physical partitions %s hold less than older segments of their partitions sealed there "
+                            "(their cluster lost data?): planned again onto new ones", sorted(below))
+            if unsettled:
+                log.warning("physical partitions %s hold older segments of their partitions and their high watermarks "
+                            "did not reach their log ends: planned again onto new ones", sorted(unsettled))
+            avoid |= below | unsettled
 
     def _plan_moves(self, run_id: int, plans: list[Move],
                     ends: dict[tuple[str, str, int], int] | None = None) -> list[int] | None:

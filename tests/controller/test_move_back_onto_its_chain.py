@@ -1,0 +1,207 @@
+"""A move back onto a physical partition that holds an older segment of its chain (docs/DESIGN.md §6.3, "A move back
+onto its chain"): its plan, freeze and seal take the target's settled end (its high watermark once it reached its
+leader's log end), so its new segment starts past every record of an older segment's unclean tail, and a target whose
+high watermark trails after a restart neither holds the move nor hides records of a lost publish. Other targets are
+read as before: nothing waits for their leaders' log ends. Fake Kafka (tests/controller/test_failover.py's `setup`),
+SQLite and PostgreSQL (`db_url`)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from controller.test_failover import finished, kill, setup  # noqa: F401 (setup: the failover tests' fixture)
+from controller.test_s35_rvfixworkflows_review import _c1_back_restarting
+from fedkafka.controller.models import ChainRow, MoveRow
+from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
+from fedkafka.controller.workflows import WorkflowEngine
+from fedkafka.view.rebalance import Move
+
+T0_ON_C1 = ("c1", "t", 0)
+
+
+def _c1_back_with_its_tail(failover_setup, leader_log_end):
+    """(api, kafka, the cluster t/0 failed over to): c1 died holding t/0 (sealed at 0, unscanned: its records are an
+    unclean tail, read inside the gap, DESIGN §9.2), was failed over, and is back and active with c1/t/0's high
+    watermark at 5 (restarted from its checkpoint). `leader_log_end(read)` answers c1/t/0's leader log end at the
+    `read`-th read of it (1, 2, ...; None: left out, no leader known)."""
+    api, kafka = failover_setup
+    kill(api, kafka, "c1")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done", run["error"]
+    chain = api.controller.view.topics["t"].partitions[0]
+    assert (chain.segments[0].cluster, chain.segments[0].phys_end) == ("c1", 0)
+    kafka.down.discard("c1")
+    kafka.ends[T0_ON_C1] = 5
+    api.controller.scan_once()
+    api.post("/v1/clusters/c1/state", json={"state": "active"}).raise_for_status()
+    served, reads = kafka.log_end_offsets, []
+
+    def leader_log_ends(cluster, bootstrap, parts):
+        answered = served(cluster, bootstrap, parts)
+        if cluster == "c1" and ("t", 0) in answered:
+            reads.append(parts)
+            end = leader_log_end(len(reads))
+            if end is None:
+                del answered[("t", 0)]
+            else:
+                answered[("t", 0)] = end
+        return answered
+
+    kafka.log_end_offsets = leader_log_ends
+    return api, kafka, chain.active.cluster
+
+
+def _move_back(api, now_on: str, seal_timeout: float = 1.0) -> tuple[Mover, list[int]]:
+    mover = Mover(api.controller, seal_timeout=seal_timeout)
+    return mover, mover.plan(None, [Move("t", 0, now_on, "c1", "t", 0)])
+
+
+def _moves_to_c1(ctl) -> list[tuple[str, int | None, int | None, int | None]]:
+    with ctl.session() as s:
+        return [(r.state, r.planned_target_end, r.target_end, r.phys_start)
+                for r in s.scalars(select(MoveRow).where(MoveRow.to_cluster == "c1").order_by(MoveRow.id))]
+
+
+def _later_starts_on_c1_t0(chain) -> list[int]:
+    return [seg.phys_start for seg in chain.segments[1:] if (seg.cluster, seg.partition) == ("c1", 0)]
+
+
+def test_a_move_back_waits_for_the_high_watermark_and_starts_past_the_unclean_tail(setup):  # noqa: F811
+    """c1/t/0 holds 8 records (0..7, acked before c1 died), its high watermark 5 while its followers catch up
+    (at the second read of its leader's log end). The plan waits for the high watermark to reach the log end and
+    records 8; the freeze and the seal read 8 again: the move is made, not held (nothing wrote), its new segment
+    starts at 8, and the old segment's tail keeps every record it had, read at the offsets acked for them."""
+    api, now_on = _c1_back_restarting(setup, leader_end_unread_once=False)
+    ctl = api.controller
+    mover, ids = _move_back(api, now_on)
+    assert _moves_to_c1(ctl) == [("planned", 8, None, None)]
+    assert mover.run(ids) == {"done": 1}
+    assert _moves_to_c1(ctl) == [("done", 8, 8, 8)]
+    chain = ctl.view.topics["t"].partitions[0]
+    assert _later_starts_on_c1_t0(chain) == [8]
+    assert chain.readable_end(chain.segments[0]) == 8
+
+
+def test_a_move_back_whose_leader_log_end_is_unread_at_the_plan_is_made_past_the_tail(setup):  # noqa: F811
+    """Review s35-rvfixworkflows finding 1's scenario (c1/t/0's leader log end not read once, then caught up): the
+    plan waits past the failed read, the move is made from 8, never held."""
+    api, now_on = _c1_back_restarting(setup, leader_end_unread_once=True)
+    mover, ids = _move_back(api, now_on)
+    assert mover.run(ids) == {"done": 1}
+    assert _moves_to_c1(api.controller) == [("done", 8, 8, 8)]
+
+
+@pytest.mark.parametrize("leader_log_end", [8, None], ids=["followers_behind", "log_end_unread"])
+def test_a_move_back_onto_a_target_that_does_not_settle_is_rolled_back_not_held(setup, leader_log_end):  # noqa: F811
+    """The high watermark of c1/t/0 never reaches its leader's log end (or that log end is never read) within the
+    seal timeout: the plan records no end (none proven), the freeze's wait fails and the move is rolled back: t/0
+    goes on writing where it was, unfrozen, and the old segment's tail keeps every record."""
+    api, _kafka, now_on = _c1_back_with_its_tail(setup, lambda read: leader_log_end)
+    ctl = api.controller
+    mover, ids = _move_back(api, now_on, seal_timeout=0.5)
+    assert _moves_to_c1(ctl) == [("planned", None, None, None)]
+    with pytest.raises(MoveFailed, match="above the high watermark"):
+        mover.run(ids)
+    assert [state for state, *_ in _moves_to_c1(ctl)] == ["rolled_back"]
+    chain = ctl.view.topics["t"].partitions[0]
+    assert chain.active.cluster == now_on and not chain.frozen and _later_starts_on_c1_t0(chain) == []
+    assert chain.readable_end(chain.segments[0]) >= 8
+
+
+def test_a_move_back_whose_target_restarts_again_before_the_seal_starts_at_its_log_end(
+        setup, monkeypatch):  # noqa: F811
+    """Settled at the plan and the freeze (8), c1 restarts again while the proxies ack the freeze: its high
+    watermark is back at 5 when the seal reads it, and the followers catch up at the next read of the leader's log
+    end. The seal waits: the new segment starts at 8, not 5, and the move is not held (8 is not above 8)."""
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
+    kafka.ends[T0_ON_C1] = 8  # caught up before the plan
+    ctl = api.controller
+    mover, ids = _move_back(api, now_on)
+    acked = mover._await_acks
+
+    def restarted_while_acking(move_ids, progress):
+        acked(move_ids, progress)
+        kafka.ends[T0_ON_C1] = 5
+        kafka.log_end_offsets = _catching_up_at_next_read(kafka, kafka.log_end_offsets)
+
+    monkeypatch.setattr(mover, "_await_acks", restarted_while_acking)
+    assert mover.run(ids) == {"done": 1}
+    assert _moves_to_c1(ctl) == [("done", 8, 8, 8)]
+    assert _later_starts_on_c1_t0(ctl.view.topics["t"].partitions[0]) == [8]
+
+
+def _catching_up_at_next_read(kafka, leader_log_ends):
+    """`leader_log_ends`, c1/t/0's high watermark raised to its log end (8) once it is read."""
+    def read(cluster, bootstrap, parts):
+        answered = leader_log_ends(cluster, bootstrap, parts)
+        if cluster == "c1" and ("t", 0) in answered:
+            kafka.ends[T0_ON_C1] = 8
+        return answered
+    return read
+
+
+def test_records_a_lost_publish_wrote_on_a_returning_target_are_not_masked(setup):  # noqa: F811
+    """c1/t/0 holds 3 unreplicated records above its high watermark 5 when the move back is planned (leader log end
+    8: writes whose acks=all timed out). The plan waits; a leader change truncates them (log end 5 = high
+    watermark): the plan records 5, provably replicated, never the 8 of records that were never acked. Records
+    acked under a publish the database lost land at 5..7 (high watermark and log end 8): the freeze finds 8 above
+    5 and holds the move (DESIGN §3.3), so they stay readable where their offsets were handed out."""
+    log_ends = {1: 8}
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: log_ends.get(read, kafka.ends[T0_ON_C1]))
+    ctl = api.controller
+    mover, ids = _move_back(api, now_on)
+    assert _moves_to_c1(ctl) == [("planned", 5, None, None)]
+    kafka.ends[T0_ON_C1] = 8  # written under the lost publish, replicated
+    with pytest.raises(MoveHeld, match="5 when it was planned"):
+        mover.run(ids)
+    with ctl.session() as s:
+        assert s.get_one(ChainRow, ("t", 0)).frozen
+    assert _moves_to_c1(ctl) == [("held", 5, 5, None)]
+
+
+def test_a_move_onto_a_fresh_partition_reads_no_leader_log_end_of_its_target(setup):  # noqa: F811
+    """A (clean) move onto a physical partition holding no segment of its chain waits for no target: its cluster's
+    leader log ends failing (a loaded broker, a refused debugging ListOffsets) neither holds nor rolls it back; only
+    the source's are read (its seal)."""
+    api, kafka = setup
+    ctl = api.controller
+    served = kafka.log_end_offsets
+
+    def only_c1(cluster, bootstrap, parts):
+        if cluster != "c1":
+            raise OSError(f"{cluster}: ListOffsets (debugging replica id) timed out")
+        return served(cluster, bootstrap, parts)
+
+    kafka.log_end_offsets = only_c1
+    mover = Mover(ctl, seal_timeout=0.5)
+    assert mover.run(mover.plan(None, [Move("t", 0, "c1", "c2", "t", 9)])) == {"done": 1}
+    assert ctl.view.topics["t"].partitions[0].active.cluster == "c2"
+
+
+@pytest.mark.parametrize("settles", [True, False], ids=["settles", "does_not_settle"])
+def test_a_failover_back_onto_a_partition_of_the_chain(setup, settles):  # noqa: F811
+    """The cluster t/0 failed over to dies in turn; c1 (back, c1/t/0's high watermark 5 below its log end 8) is the
+    only live target. When the high watermark reaches the log end (at the next read) the failover sends t/0 back
+    onto c1/t/0, from 8. When it does not within the seal timeout, the failover is not rolled back for it nor made
+    inside the tail: the plan sends t/0 to a new physical partition of c1 instead (`WorkflowEngine._ready_plans`).
+    Either way the old segment's tail keeps every record it had."""
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
+    if settles:
+        kafka.log_end_offsets = _catching_up_at_next_read(kafka, kafka.log_end_offsets)
+    ctl = api.controller
+    other = ({"c2", "c3"} - {now_on}).pop()
+    api.post(f"/v1/clusters/{other}/state", json={"state": "read_only"}).raise_for_status()
+    kill(api, kafka, now_on)
+    engine = WorkflowEngine(ctl)
+    engine.mover.seal_timeout = 0.5
+    run = engine.wait(engine.start("failover", now_on)["id"], timeout=60)
+    assert run["state"] == "done", run.get("error")
+
+    chain = ctl.view.topics["t"].partitions[0]
+    new = chain.segments[-1]
+    assert new.cluster == "c1" and chain.readable_end(chain.segments[0]) >= 8
+    if settles:
+        assert (new.partition, new.phys_start) == (0, 8)
+    else:
+        assert new.partition != 0 and _later_starts_on_c1_t0(chain) == []
