@@ -10,9 +10,11 @@ since"). Such a target is read as a fresh one: its high watermark only."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
-from controller.test_failover import setup  # noqa: F401 (the failover tests' fixture)
+from controller.test_failover import kill, setup  # noqa: F401 (setup: the failover tests' fixture)
 from controller.test_move_back_onto_its_chain import (
     T0_ON_C1,
     _c1_back_with_its_tail,
@@ -58,10 +60,8 @@ def test_a_move_back_onto_a_partition_whose_older_segment_was_dropped_starts_pas
     other = _via_another_cluster(api, now_on)
     _drain_drops_up_to(api, now_on)
     mover, ids = _move_back(api, other, seal_timeout=0.5)
-    try:
+    with contextlib.suppress(MoveFailed):  # rolled back is fine: where it starts if made is the point
         mover.run(ids)
-    except MoveFailed:
-        pass
     assert _later_starts_on_c1_t0(api.controller.view.topics["t"].partitions[0]) in ([], [8])
 
 
@@ -88,8 +88,34 @@ def test_a_drain_between_the_plan_and_the_seal_does_not_start_the_move_inside_th
         kafka.log_end_offsets = _catching_up_at_next_read(kafka, kafka.log_end_offsets)
 
     monkeypatch.setattr(mover, "_await_acks", drained_and_restarted_while_acking)
-    try:
+    with contextlib.suppress(MoveFailed):  # rolled back is fine: where it starts if made is the point
         mover.run(ids)
-    except MoveFailed:
-        pass
     assert _later_starts_on_c1_t0(api.controller.view.topics["t"].partitions[0]) in ([], [8])
+
+
+@pytest.mark.xfail(strict=True, reason="rv s36-seal finding 3: one returning target that settled at the plan but "
+                                       "whose leader log end is not read at the freeze fails the freeze of the whole "
+                                       "failover batch (`_target_ends` raises MoveFailed): the moves onto fresh "
+                                       "partitions are rolled back with it and the failover fails, every partition of "
+                                       "the dead cluster left unwritable (regression (b) of the withdrawn fix, "
+                                       "narrowed to batches holding a returning target)")
+def test_a_failover_is_not_rolled_back_for_a_returning_target_that_does_not_settle_at_the_freeze(setup):  # noqa: F811
+    """c1 is back (c1/t/0 settled at 8: high watermark and leader log end), the cluster t/0 failed over to dies in
+    turn, the third one is read_only: the failover sends t/0 back onto c1/t/0 (returning) and the dead cluster's
+    own partitions onto fresh ones of c1, in one batch. The plan reads c1/t/0's leader log end (8: settled); after
+    it, c1's leader log ends are not read (a leader moving, a broker timing out the debugging ListOffsets) for the
+    seal timeout. Expected: the moves onto fresh partitions are made (they need no leader log end, DESIGN §6.3
+    point 4: "a failover is not rolled back for it"); t/0 is made from 8 or left for a later round."""
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8 if read == 1 else None)
+    kafka.ends[T0_ON_C1] = 8  # settled before the failover
+    ctl = api.controller
+    other = ({"c2", "c3"} - {now_on}).pop()
+    api.post(f"/v1/clusters/{other}/state", json={"state": "read_only"}).raise_for_status()
+    own = [p for p, chain in enumerate(ctl.view.topics["t"].partitions) if chain.active.cluster == now_on and p != 0]
+    assert own  # partitions of the dying cluster moving onto fresh partitions of c1 with t/0
+    kill(api, kafka, now_on)
+    engine = WorkflowEngine(ctl)
+    engine.mover.seal_timeout = 0.5
+    engine.wait(engine.start("failover", now_on)["id"], timeout=60)
+    assert {p: ctl.view.topics["t"].partitions[p].active.cluster for p in own} == dict.fromkeys(own, "c1")
+    assert _later_starts_on_c1_t0(ctl.view.topics["t"].partitions[0]) in ([], [8])
