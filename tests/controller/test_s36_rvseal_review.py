@@ -59,6 +59,10 @@ def test_a_move_back_onto_a_partition_whose_older_segment_was_dropped_starts_pas
     api, _kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
     other = _via_another_cluster(api, now_on)
     _drain_drops_up_to(api, now_on)
+    api.post(f"/v1/clusters/{now_on}/state", json={"state": "read_only"}).raise_for_status()  # decommissioned
+    planned = [(m.to_cluster, m.to_topic, m.to_partition)
+               for m in WorkflowEngine(api.controller)._evacuate_plan(other) if (m.topic, m.partition) == ("t", 0)]
+    assert planned == [T0_ON_C1]  # `_Slots.move` sends t/0 back onto its claim, whose segment was dropped
     mover, ids = _move_back(api, other, seal_timeout=0.5)
     with contextlib.suppress(MoveFailed):  # rolled back is fine: where it starts if made is the point
         mover.run(ids)
@@ -73,7 +77,8 @@ def test_a_move_back_onto_a_partition_whose_older_segment_was_dropped_starts_pas
 def test_a_drain_between_the_plan_and_the_seal_does_not_start_the_move_inside_the_tail(
         setup, monkeypatch):  # noqa: F811
     """As the branch's test of a target restarting before the seal, with a groups drain (nothing waits for moves of
-    the chains it drops) dropping t/0's older segments, c1's among them, while the proxies ack the freeze."""
+    the chains it drops) dropping t/0's older segments, c1's among them, while the proxies ack the freeze. Reachable:
+    a failover runs outside the run lock, so its moves run while a decommission drains (`WorkflowEngine._run`)."""
     api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
     kafka.ends[T0_ON_C1] = 8  # caught up before the plan
     other = _via_another_cluster(api, now_on)
