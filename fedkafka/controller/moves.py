@@ -72,6 +72,9 @@ PLAN_ATTEMPTS = 3  # a plan that lost the race for a partition to another run's 
 # recorded (at the plan or the freeze); its target could not be read (the sweeper reads it again); it froze before
 # revision 0013 recorded target ends
 HELD_GREW, HELD_UNREAD, HELD_NO_END = "target_grew", "target_unread", "no_target_end"
+# a move whose returning target's high watermark did not reach its leader's log end is rolled back alone (§6.3)
+UNSETTLED = ("its returning target's high watermark did not reach its leader's log end within the seal timeout: "
+             "rolled back alone, its batch goes on (docs/DESIGN.md §6.3, \"A move back onto its chain\")")
 
 
 class MoveFailed(RuntimeError):
@@ -120,13 +123,13 @@ class Mover:
 
     def _plan_target_ends(self, plans: list[Move]) -> dict[tuple[str, str, int], int]:
         """The log end of each planned move's target, read once (one that cannot be read is left out); a target
-        holding an older segment of its move's chain has its settled end, or none (`returning_ends`)."""
+        claimed for its move's logical partition already has its settled end, or none (`returning_ends`)."""
         return self.returning_ends(plans, self.log_ends({(m.to_cluster, m.to_topic, m.to_partition) for m in plans}))[0]
 
     def returning_ends(self, plans: Iterable[Move], ends: dict[tuple[str, str, int], int]
                        ) -> tuple[dict[tuple[str, str, int], int], set[tuple[str, str, int]]]:
-        """(`ends`, the high watermarks of `plans`' targets, where each target holding an older segment of its move's
-        chain (`returning_targets`) has its settled end instead: its high watermark once it reached its leader's log
+        """(`ends`, the high watermarks of `plans`' targets, where each target claimed for its move's logical partition
+        already (`returning_targets`) has its settled end instead: its high watermark once it reached its leader's log
         end (`settled_ends`); the returning targets not settled within `seal_timeout`, left out of the ends). Such a
         target may hold acked records above a high watermark that trails after a restart (an unclean tail), and its
         plan, freeze and seal all record settled ends, so one compared with another grew only by writes
@@ -156,12 +159,14 @@ class Mover:
         incarnation = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)
                                      .where(TopicRow.name.in_({m.topic for m in plans}))).all())
         todo = [m for m in plans if (m.topic, m.partition) not in busy and m.topic in incarnation]
+        returning = returning_targets(s, todo)  # decided once, before this plan's own claims (§6.3)
         for m in todo:
             claims.claim(s, m.to_cluster, m.to_topic, m.to_partition, m.topic, m.partition)
         rows = [MoveRow(workflow_id=workflow_id, topic=m.topic, topic_id=incarnation[m.topic], partition=m.partition,
                         from_cluster=m.from_cluster, to_cluster=m.to_cluster, to_topic=m.to_topic,
                         to_partition=m.to_partition, gap=m.gap, state="planned", updated_at=now,
-                        planned_target_end=target_ends.get((m.to_cluster, m.to_topic, m.to_partition)))
+                        planned_target_end=target_ends.get((m.to_cluster, m.to_topic, m.to_partition)),
+                        returning_target=(m.to_cluster, m.to_topic, m.to_partition) in returning)
                 for m in todo]
         s.add_all(rows)
         try:
@@ -288,8 +293,11 @@ class Mover:
 
     def _freeze(self, ids: list[int]) -> None:
         """Freeze the planned moves `ids`, each recording its target's log end (`target_end`, read first: nothing
-        writes to a target before its move publishes) in the transaction that freezes it."""
-        targets = self._target_ends(ids)
+        writes to a target before its move publishes) in the transaction that freezes it. A move whose returning
+        target does not settle is rolled back alone: the others freeze (docs/DESIGN.md §6.3)."""
+        targets, unsettled = self._target_ends(ids)
+        if unsettled:
+            self._roll_back(unsettled, UNSETTLED)
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "planned"):
                 active = _active_segment(s, row.topic, row.partition)
@@ -321,18 +329,27 @@ class Mover:
         row.target_end = end
         self._enter(row, "frozen")
 
-    def _target_ends(self, ids: list[int]) -> dict[tuple[str, str, int], int]:
-        """The log end of each planned move's target physical partition (MoveFailed if one cannot be read), settled
-        for a target holding an older segment of its chain (`returning_ends`; MoveFailed if not within
-        `seal_timeout`: the move is rolled back, nothing frozen)."""
+    def _target_ends(self, ids: list[int]) -> tuple[dict[tuple[str, str, int], int], list[int]]:
+        """(The log end of each planned move's target physical partition (MoveFailed if one cannot be read), settled
+        for a returning target (`returning_rows`, the plan's decision), the moves whose returning target did not
+        settle within `seal_timeout`)."""
         with self.ctl.session() as s:
-            wanted: dict[str, set[tuple[str, int]]] = {}
             rows = self._rows(s, ids, "planned")
-            for row in rows:
-                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
-            returning = returning_targets(s, rows)
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        return self.read_settled_ends(wanted, bootstrap, returning) if wanted else {}
+        returning = returning_rows(rows)
+        wanted: dict[str, set[tuple[str, int]]] = {}
+        for row in rows:
+            if row.id not in returning:
+                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+        ends = self.read_ends(wanted, bootstrap) if wanted else {}
+        return self._returning_ends(returning, bootstrap, ends)
+
+    def _returning_ends(self, returning: dict[int, tuple[str, str, int]], bootstrap: dict[str, str],
+                        ends: dict[tuple[str, str, int], int]) -> tuple[dict[tuple[str, str, int], int], list[int]]:
+        """(`ends` with the settled end of each target of `returning` (move id -> its returning target), the moves
+        whose target did not settle within `seal_timeout`: each is rolled back alone, its batch goes on)."""
+        settled = self.settled_ends(set(returning.values()), bootstrap) if returning else {}
+        return ends | settled, sorted(move for move, target in returning.items() if target not in settled)
 
     def _raise_held(self, ids: list[int]) -> None:
         """MoveHeld naming the moves of `ids` that are held (and why), if any."""
@@ -412,18 +429,11 @@ class Mover:
         seal from the dead cluster: it is the last log end this controller knew (docs/DESIGN.md §9).
 
         Only the segment the move froze is sealed (`frozen_segment`), checked again in the transaction that records
-        the seal: a move whose partition is not as it froze it is rolled back alone (docs/DESIGN.md §4.1)."""
-        with self.ctl.session() as s:
-            rows = self._rows(s, ids, "frozen")
-            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-            olds = {row.id: old for row in rows if isinstance(old := frozen_segment(s, row), SegmentRow)}
-            returning = returning_targets(s, [row for row in rows if row.id in olds])
+        the seal: a move whose partition is not as it froze it is rolled back alone (docs/DESIGN.md §4.1), and so is
+        one whose returning target did not settle or settled below an end its plan or freeze recorded (§6.3)."""
+        rows, olds, offsets = self._seal_ends(ids)
         if not rows:
             return
-        wanted, sealing = _seal_reads([row for row in rows if row.id in olds], olds, returning)
-        offsets = self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {}
-        self._hold(ids, {row.id: offsets[(row.to_cluster, row.to_topic, row.to_partition)]
-                         for row in rows if row.id in olds})  # committed alone: a failed seal rolls back the rest
         with self.ctl.topology_change() as s:  # one at a time with a deletion of the topic
             for row in self._rows(s, ids, "frozen"):
                 old = frozen_segment(s, row)
@@ -431,9 +441,13 @@ class Mover:
                     why = old if isinstance(old, str) else "the frozen segment changed during the seal"
                     self.roll_back_one(s, row, why)
                     continue
+                start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                if (below := below_recorded_end(row, start)) is not None:
+                    self.roll_back_one(s, row, below)
+                    continue
                 row.seal = (self.known_end(s, old) if row.gap
                             else offsets[(old.cluster, old.physical_topic, old.physical_partition)])
-                row.phys_start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                row.phys_start = start
                 if row.seal < old.phys_start:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
                                      f"segment start {old.phys_start} (was the physical topic re-created?)")
@@ -443,6 +457,27 @@ class Mover:
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
+
+    def _seal_ends(self, ids: list[int]) -> tuple[list[MoveRow], dict[int, SegmentRow], dict]:
+        """(the frozen moves of `ids`, move id -> the segment it froze, the log ends its seal reads: the sources' and
+        the targets', settled for returning ones), the moves whose target took writes under a lost publish held and
+        those whose returning target did not settle rolled back alone (`_returning_ends`)."""
+        with self.ctl.session() as s:
+            rows = self._rows(s, ids, "frozen")
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+            olds = {row.id: old for row in rows if isinstance(old := frozen_segment(s, row), SegmentRow)}
+        if not rows:
+            return rows, olds, {}
+        sealed = [row for row in rows if row.id in olds]
+        returning = returning_rows(sealed)
+        wanted, sealing = _seal_reads(sealed, olds, returning)
+        offsets, unsettled = self._returning_ends(
+            returning, bootstrap, self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {})
+        if unsettled:
+            self._roll_back(unsettled, UNSETTLED)
+        self._hold(ids, {row.id: offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                         for row in sealed if row.id not in unsettled})  # committed alone: a failed seal rolls back
+        return rows, olds, offsets                                          # the rest
 
     def _hold(self, ids: list[int], ends: dict[int, int | None]) -> None:
         """Hold each frozen (or planned) move of `ids` whose target's log end (`ends`: move id -> end, None when
@@ -811,36 +846,56 @@ def older_seal_above(s, row: MoveRow, start: int) -> int | None:
     return older if older is not None and start < older else None
 
 
-def returning_targets(s, moves: Iterable[Move | MoveRow]) -> set[tuple[str, str, int]]:
-    """The targets of `moves` that hold an older segment of their move's chain (A -> B -> A; `_Slots.move` reuses
-    the old physical partition). Only such a target may hold records of the chain above its high watermark: an
-    older segment's unclean tail (docs/DESIGN.md §9.2), acked, though the high watermark trails them after a restart
-    (§6.3, "A move back onto its chain"). Any other target is claimed for its logical partition by this move's plan
-    (§4.13): it holds nothing of the chain."""
+def returning_targets(s, moves: Iterable[Move]) -> set[tuple[str, str, int]]:
+    """The targets of planned `moves` claimed for their move's logical partition already (§4.13): a move back onto
+    its chain (A -> B -> A; `_Slots.move` reuses the partition's claim), whether or not a segment on it still exists
+    (a drain drops segments, not their records nor their claims). Only such a target may hold records of the chain
+    above its high watermark: an older segment's unclean tail (docs/DESIGN.md §9.2), acked, though the high watermark
+    trails them after a restart (§6.3, "A move back onto its chain"). Any other target is claimed for its logical
+    partition by this move's plan: it holds nothing of the chain. Read before the plan's own claims: `Mover._record`
+    records the answer on the move (`returning_rows`)."""
     found = set()
     for m in moves:
         target = (m.to_cluster, m.to_topic, m.to_partition)
-        if s.scalar(select(SegmentRow.seq).where(
-                SegmentRow.topic == m.topic, SegmentRow.partition == m.partition, SegmentRow.cluster == m.to_cluster,
-                SegmentRow.physical_topic == m.to_topic, SegmentRow.physical_partition == m.to_partition).limit(1)
-                ) is not None:
+        claim = s.get(PhysicalPartitionRow, target)
+        if claim is not None and (claim.topic, claim.partition) == (m.topic, m.partition):
             found.add(target)
     return found
 
 
-def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow], returning: set[tuple[str, str, int]]):
+def returning_rows(rows: Iterable[MoveRow]) -> dict[int, tuple[str, str, int]]:
+    """Move id -> target of each of `rows` whose plan found its target returning (`returning_targets`, recorded:
+    a drain dropping the older segment later changes nothing); one planned before revision 0020 (None) is taken as
+    returning, the reading that never starts a segment at a trailing high watermark."""
+    return {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in rows
+            if row.returning_target is not False}
+
+
+def below_recorded_end(row: MoveRow, start: int) -> str | None:
+    """Why move `row` must not start its new segment at `start` (its target's settled end at the seal), or None: a
+    returning target's ends only grow (settled ends, §6.3), so one below the end its plan or freeze recorded lost
+    records since (an unclean election on the target's cluster): started there, a record of the older segment's tail
+    read inside the gap could leave it and be read again as the new segment's. Rolled back alone."""
+    recorded = [end for end in (row.planned_target_end, row.target_end) if end is not None]
+    if row.returning_target is False or not recorded or start >= max(recorded):
+        return None
+    return (f"the settled end {start} of its returning target {row.to_cluster}/{row.to_topic}/{row.to_partition} is "
+            f"below the end {max(recorded)} recorded at its plan or freeze: not started below it (docs/DESIGN.md §6.3)")
+
+
+def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow], returning: dict[int, tuple[str, str, int]]):
     """(cluster -> physical partitions whose log ends the seal reads, partitions whose high watermark it waits to
-    reach their leader's log end) for `rows`: the sources (their seals), and the targets among `returning`
-    (`returning_targets`: their new segments start at their settled ends, past every record of an older segment's
-    unclean tail, docs/DESIGN.md §6.3)."""
+    reach their leader's log end) for `rows`: the sources (their seals), and the targets not in `returning`
+    (`returning_rows`: those are read apart, each for its settled end, `Mover._returning_ends`)."""
     wanted: dict[str, set[tuple[str, int]]] = {}
-    sealing: set[tuple[str, str, int]] = set(returning)
+    sealing: set[tuple[str, str, int]] = set()
     for row in rows:
         old = olds[row.id]
         if not row.gap:
             wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
             sealing.add((old.cluster, old.physical_topic, old.physical_partition))
-        wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+        if row.id not in returning:
+            wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
     return wanted, sealing
 
 

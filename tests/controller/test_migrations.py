@@ -22,7 +22,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0019"
+        assert ctx.get_current_revision() == "0020"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -48,7 +48,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0019"
+        assert MigrationContext.configure(conn).get_current_revision() == "0020"
     for engine in engines:
         engine.dispose()
 

@@ -95,14 +95,13 @@ def test_a_move_back_whose_leader_log_end_is_unread_at_the_plan_is_made_past_the
 @pytest.mark.parametrize("leader_log_end", [8, None], ids=["followers_behind", "log_end_unread"])
 def test_a_move_back_onto_a_target_that_does_not_settle_is_rolled_back_not_held(setup, leader_log_end):  # noqa: F811
     """The high watermark of c1/t/0 never reaches its leader's log end (or that log end is never read) within the
-    seal timeout: the plan records no end (none proven), the freeze's wait fails and the move is rolled back: t/0
-    goes on writing where it was, unfrozen, and the old segment's tail keeps every record."""
+    seal timeout: the plan records no end (none proven), the freeze's wait fails and the move is rolled back (alone,
+    the run goes on): t/0 goes on writing where it was, unfrozen, and the old segment's tail keeps every record."""
     api, _kafka, now_on = _c1_back_with_its_tail(setup, lambda read: leader_log_end)
     ctl = api.controller
     mover, ids = _move_back(api, now_on, seal_timeout=0.5)
     assert _moves_to_c1(ctl) == [("planned", None, None, None)]
-    with pytest.raises(MoveFailed, match="above the high watermark"):
-        mover.run(ids)
+    assert mover.run(ids) == {"rolled_back": 1}
     assert [state for state, *_ in _moves_to_c1(ctl)] == ["rolled_back"]
     chain = ctl.view.topics["t"].partitions[0]
     assert chain.active.cluster == now_on and not chain.frozen and _later_starts_on_c1_t0(chain) == []
@@ -205,3 +204,89 @@ def test_a_failover_back_onto_a_partition_of_the_chain(setup, settles):  # noqa:
         assert (new.partition, new.phys_start) == (0, 8)
     else:
         assert new.partition != 0 and _later_starts_on_c1_t0(chain) == []
+
+
+def _returning_recorded(ctl, ids: list[int]) -> dict[tuple[str, int], bool | None]:
+    with ctl.session() as s:
+        return {(r.to_cluster, r.to_partition): r.returning_target
+                for r in s.scalars(select(MoveRow).where(MoveRow.id.in_(ids)))}
+
+
+def test_the_plan_records_whether_its_target_was_claimed_for_the_partition_before(setup):  # noqa: F811
+    """The plan decides once, from the claims before its own (DESIGN §4.13, §6.3), and records it: a move back onto
+    c1/t/0 (claimed by t/0's first segment) is returning, a move onto a partition claimed by the plan itself is not."""
+    api, _kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
+    ctl = api.controller
+    mover = Mover(ctl, seal_timeout=0.5)
+    fresh = mover.plan(None, [Move("t", 1, ctl.view.topics["t"].partitions[1].active.cluster, now_on, "t", 9)])
+    _, back = _move_back(api, now_on)
+    assert _returning_recorded(ctl, fresh + back) == {(now_on, 9): False, ("c1", 0): True}
+    assert mover.run(fresh) == {"done": 1}  # claimed now, yet still the fresh move it was planned as
+    assert _returning_recorded(ctl, fresh) == {(now_on, 9): False}
+
+
+def test_a_move_planned_before_the_decision_was_recorded_is_taken_as_returning(setup, monkeypatch):  # noqa: F811
+    """A move planned before revision 0020 (`returning_target` NULL) is read as returning: its seal takes the settled
+    end 8 of c1/t/0, never the high watermark 5 it trails at after a restart of c1 before the seal."""
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
+    kafka.ends[T0_ON_C1] = 8
+    ctl = api.controller
+    mover, ids = _move_back(api, now_on)
+    with ctl.session() as s:
+        s.get_one(MoveRow, ids[0]).returning_target = None
+        s.commit()
+    acked = mover._await_acks
+
+    def restarted_while_acking(move_ids, progress):
+        acked(move_ids, progress)
+        kafka.ends[T0_ON_C1] = 5
+        kafka.log_end_offsets = _catching_up_at_next_read(kafka, kafka.log_end_offsets)
+
+    monkeypatch.setattr(mover, "_await_acks", restarted_while_acking)
+    assert mover.run(ids) == {"done": 1}
+    assert _later_starts_on_c1_t0(ctl.view.topics["t"].partitions[0]) == [8]
+
+
+def test_a_returning_target_that_lost_records_since_its_plan_is_not_started_below_its_planned_end(
+        setup, monkeypatch):  # noqa: F811
+    """Settled at 8 at the plan and the freeze, c1/t/0 is truncated to 5 while the proxies ack (an unclean election
+    on c1: high watermark and log end 5, settled). The seal does not start the new segment at 5, below the end its
+    plan recorded (records 5..7 of the older segment's tail, read inside the gap, would be read again as the new
+    segment's): the move is rolled back alone, t/0 writes on where it was."""
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: kafka.ends[T0_ON_C1])
+    kafka.ends[T0_ON_C1] = 8
+    ctl = api.controller
+    mover, ids = _move_back(api, now_on)
+    acked = mover._await_acks
+
+    def truncated_while_acking(move_ids, progress):
+        acked(move_ids, progress)
+        kafka.ends[T0_ON_C1] = 5
+
+    monkeypatch.setattr(mover, "_await_acks", truncated_while_acking)
+    assert mover.run(ids) == {"rolled_back": 1}
+    assert _moves_to_c1(ctl) == [("rolled_back", 8, 8, None)]
+    chain = ctl.view.topics["t"].partitions[0]
+    assert chain.active.cluster == now_on and not chain.frozen and _later_starts_on_c1_t0(chain) == []
+
+
+def test_a_failover_is_not_rolled_back_for_a_returning_target_that_does_not_settle_at_the_seal(setup):  # noqa: F811
+    """As the review's freeze case (tests/controller/test_s36_rvseal_review.py), c1/t/0 settled at the plan and the
+    freeze (8), its leader log end not read at the seal: the moves onto fresh partitions of c1 are sealed and made,
+    t/0's move back alone is rolled back, and the failover's next round sends t/0 to a new partition of c1."""
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8 if read <= 2 else None)
+    kafka.ends[T0_ON_C1] = 8
+    ctl = api.controller
+    other = ({"c2", "c3"} - {now_on}).pop()
+    api.post(f"/v1/clusters/{other}/state", json={"state": "read_only"}).raise_for_status()
+    own = [p for p, chain in enumerate(ctl.view.topics["t"].partitions) if chain.active.cluster == now_on and p != 0]
+    assert own
+    kill(api, kafka, now_on)
+    engine = WorkflowEngine(ctl)
+    engine.mover.seal_timeout = 0.5
+    run = engine.wait(engine.start("failover", now_on)["id"], timeout=60)
+    assert run["state"] == "done", run.get("error")
+    assert {p: ctl.view.topics["t"].partitions[p].active.cluster for p in own} == dict.fromkeys(own, "c1")
+    chain = ctl.view.topics["t"].partitions[0]
+    assert chain.active.cluster == "c1" and _later_starts_on_c1_t0(chain) == []
+    assert [state for state, *_ in _moves_to_c1(ctl) if state != "done"] == ["rolled_back"]

@@ -46,11 +46,6 @@ def _drain_drops_up_to(api, drained: str) -> None:
     assert api.controller.view.topics["t"].partitions[0].segments[0].cluster != "c1"
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-seal finding 1: a target whose older segment of the chain a drain "
-                                       "dropped is read as a fresh one (`returning_targets` looks at segments, not "
-                                       "claims): the move back starts at the trailing high watermark 5, and records "
-                                       "5..7 of the dropped segment's unclean tail are read again as the new "
-                                       "segment's first records, at new logical offsets")
 def test_a_move_back_onto_a_partition_whose_older_segment_was_dropped_starts_past_its_tail(setup):  # noqa: F811
     """c1/t/0 holds 8 records (the unclean tail of t/0's first segment, read inside the gap), its high watermark 5
     (followers behind: its leader's log end stays 8). t/0 moved on to a third cluster, and a groups drain of the
@@ -69,11 +64,6 @@ def test_a_move_back_onto_a_partition_whose_older_segment_was_dropped_starts_pas
     assert _later_starts_on_c1_t0(api.controller.view.topics["t"].partitions[0]) in ([], [8])
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-seal finding 2 (the branch's own open corner, reachable): the drain "
-                                       "drops the older segment between the plan (settled end 8 recorded) and the "
-                                       "seal, which then reads the target's high watermark only: after a restart of "
-                                       "c1 it is 5, and the new segment starts at 5, below the 8 its plan recorded; "
-                                       "records 5..7 are read again at new logical offsets")
 def test_a_drain_between_the_plan_and_the_seal_does_not_start_the_move_inside_the_tail(
         setup, monkeypatch):  # noqa: F811
     """As the branch's test of a target restarting before the seal, with a groups drain (nothing waits for moves of
@@ -98,12 +88,6 @@ def test_a_drain_between_the_plan_and_the_seal_does_not_start_the_move_inside_th
     assert _later_starts_on_c1_t0(api.controller.view.topics["t"].partitions[0]) in ([], [8])
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-seal finding 3: one returning target that settled at the plan but "
-                                       "whose leader log end is not read at the freeze fails the freeze of the whole "
-                                       "failover batch (`_target_ends` raises MoveFailed): the moves onto fresh "
-                                       "partitions are rolled back with it and the failover fails, every partition of "
-                                       "the dead cluster left unwritable (regression (b) of the withdrawn fix, "
-                                       "narrowed to batches holding a returning target)")
 def test_a_failover_is_not_rolled_back_for_a_returning_target_that_does_not_settle_at_the_freeze(setup):  # noqa: F811
     """c1 is back (c1/t/0 settled at 8: high watermark and leader log end), the cluster t/0 failed over to dies in
     turn, the third one is read_only: the failover sends t/0 back onto c1/t/0 (returning) and the dead cluster's
