@@ -13,7 +13,7 @@ from sqlalchemy import select
 from controller.test_failover import finished, kill, setup  # noqa: F401 (setup: the failover tests' fixture)
 from controller.test_s35_rvfixworkflows_review import _c1_back_restarting
 from fedkafka.controller.models import ChainRow, MoveRow
-from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
+from fedkafka.controller.moves import MoveHeld, Mover
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.rebalance import Move
 

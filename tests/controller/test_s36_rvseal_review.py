@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 
-import pytest
-
 from controller.test_failover import kill, setup  # noqa: F401 (setup: the failover tests' fixture)
 from controller.test_move_back_onto_its_chain import (
     T0_ON_C1,
