@@ -255,3 +255,29 @@ def test_revision_0016_gives_each_pending_deletion_its_own_record_id_and_no_topi
         assert list(conn.execute(text("SELECT physical_topic FROM pending_deletions ORDER BY physical_topic"))) == [
             ("__fedkafka-shadow-gone",), ("gone",)]
     engine.dispose()
+
+
+def test_revision_0020_leaves_moves_planned_before_it_undecided_and_downgrades(empty_db_url):
+    """A move planned before the upgrade has no recorded returning decision (NULL: its freeze and seal read it as
+    returning, docs/DESIGN.md §6.3); the column takes a boolean on both databases, and the moves survive the
+    downgrade."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    insert = ("INSERT INTO moves (topic, \"partition\", from_cluster, to_cluster, to_topic, to_partition, state, "
+              "updated_at, gap) VALUES ('t', {p}, 'c1', 'c2', 't', {p}, 'planned', 0, 0)")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0019")
+        conn.execute(text(insert.format(p=0)))
+        conn.execute(text(insert.format(p=1)))
+    db.migrate(engine)
+    with engine.begin() as conn:
+        assert list(conn.execute(text("SELECT returning_target FROM moves ORDER BY id"))) == [(None,), (None,)]
+        conn.execute(text("UPDATE moves SET returning_target = (\"partition\" = 0)"))
+        assert list(conn.execute(text("SELECT returning_target FROM moves ORDER BY id"))) == [(True,), (False,)]
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0019")
+        assert list(conn.execute(text('SELECT "partition" FROM moves ORDER BY id'))) == [(0,), (1,)]
+    engine.dispose()
