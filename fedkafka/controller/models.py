@@ -33,6 +33,12 @@ class ClusterRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # a coordination move copies the groups' offsets away from this cluster: commits refused meanwhile
     commits_frozen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # a failover gave the cluster up (True, with its read_only step), or this release's read_only step of a
+    # decommission (or the operator's) gave nothing up (False): the view says so (`cluster_given_up`), and a timestamp
+    # question leaves its segments out while it is dead (§9.2). NULL unless a controller with the mark set it: an
+    # active cluster (read_only -> active sets NULL), or an older controller's state change during an upgrade,
+    # read as before the mark (read_only given up), so an older controller's failover still gives its cluster up
+    given_up: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class TopicRow(Base):
@@ -230,7 +236,7 @@ class MoveRow(Base):
     # the target was claimed for this logical partition before the move's plan (a move back onto its chain: it may
     # hold an older segment's unclean tail above a trailing high watermark, whether or not that segment still exists),
     # decided once in the plan's transaction: its freeze and seal take settled ends (None: planned before revision
-    # 0020, taken as returning; docs/DESIGN.md §6.3, "A move back onto its chain")
+    # 0021, taken as returning; docs/DESIGN.md §6.3, "A move back onto its chain")
     returning_target: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     # why a held move is held (HELD_* in moves.py): "target_grew", "target_unread" (the sweeper reads its target
     # again and rolls it back if its end is still `target_end`), "no_target_end" (None: held before revision 0014)
@@ -279,3 +285,21 @@ class AclRow(Base):
     host: Mapped[str] = mapped_column(String(256))
     operation: Mapped[str] = mapped_column(String(24))
     permission: Mapped[str] = mapped_column(String(8))
+
+
+def cluster_given_up(row: ClusterRow) -> bool:
+    """Whether the operator gave the cluster up, as the view says it (docs/DESIGN.md §9.2): never while active (an
+    older controller making a given-up cluster active again leaves the column as it was); the column when a
+    controller with the mark set it; NULL read as before the mark: read_only is given up, draining is not."""
+    if row.state == "active":
+        return False
+    return row.state == "read_only" if row.given_up is None else bool(row.given_up)
+
+
+def gives_up_nothing(row: ClusterRow) -> bool:
+    """Whether a failover leaves the cluster's mark as it is (docs/DESIGN.md §9.1): removed, given up already, or
+    read_only or draining and answering (a failover is for a dead cluster; a decommission moved this one's writes off
+    cleanly, and its segments are read there). An active cluster always goes read_only and given up."""
+    if row.state == "active":
+        return False
+    return row.state == "removed" or cluster_given_up(row) or row.reachable

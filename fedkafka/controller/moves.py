@@ -865,7 +865,7 @@ def returning_targets(s, moves: Iterable[Move]) -> set[tuple[str, str, int]]:
 
 def returning_rows(rows: Iterable[MoveRow]) -> dict[int, tuple[str, str, int]]:
     """Move id -> target of each of `rows` whose plan found its target returning (`returning_targets`, recorded:
-    a drain dropping the older segment later changes nothing); one planned before revision 0020 (None) is taken as
+    a drain dropping the older segment later changes nothing); one planned before revision 0021 (None) is taken as
     returning, the reading that never starts a segment at a trailing high watermark."""
     return {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in rows
             if row.returning_target is not False}

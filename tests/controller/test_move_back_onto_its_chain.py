@@ -226,7 +226,7 @@ def test_the_plan_records_whether_its_target_was_claimed_for_the_partition_befor
 
 
 def test_a_move_planned_before_the_decision_was_recorded_is_taken_as_returning(setup, monkeypatch):  # noqa: F811
-    """A move planned before revision 0020 (`returning_target` NULL) is read as returning: its seal takes the settled
+    """A move planned before revision 0021 (`returning_target` NULL) is read as returning: its seal takes the settled
     end 8 of c1/t/0, never the high watermark 5 it trails at after a restart of c1 before the seal."""
     api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
     kafka.ends[T0_ON_C1] = 8

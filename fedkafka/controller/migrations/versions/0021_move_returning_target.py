@@ -3,15 +3,15 @@ the move's plan (a move back onto its chain, whose plan, freeze and seal take th
 when the move is planned; docs/DESIGN.md §6.3, "A move back onto its chain". NULL (planned before this revision):
 taken as returning, the reading that never starts a segment at a trailing high watermark.
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0021
+Revises: 0020
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0020'
-down_revision = '0019'
+revision = '0021'
+down_revision = '0020'
 branch_labels = None
 depends_on = None
 
