@@ -14,7 +14,11 @@ read it, a plain high watermark, trailing after a restart of its target's cluste
 freeze takes the settled end, above that recorded end with no write since, and holds the move `target_grew` for
 nothing (§6.3 point 4 holds only for ends that were settled both times). The held move cannot be rolled back
 (`target_grew` refuses) and its documented repair publishes it at its `target_end`, the trailing high watermark: the
-new segment starts inside the older segment's unclean tail, the defect the branch fixes."""
+new segment starts inside the older segment's unclean tail, the defect the branch fixes.
+
+Finding 3: a move rolled back alone for a returning target that did not settle no longer raises MoveFailed, and a
+scale-up (the only caller that does not check where partitions ended up: a decommission counts the active segments
+left on the cluster, a failover loops until none is) then records `done` though it moved nothing it planned."""
 
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ from controller.test_move_back_onto_its_chain import (
     _moves_to_c1,
 )
 from fedkafka.controller.models import ChainRow, MoveRow
-from fedkafka.controller.moves import MoveHeld
+from fedkafka.controller.moves import MoveHeld, Mover
+from fedkafka.controller.workflows import WorkflowEngine
+from fedkafka.view.rebalance import Move
 
 
 @pytest.mark.xfail(strict=True, reason="rv s36-sealmerge finding 1: the rollback of a returning target that did not "
@@ -98,3 +104,54 @@ def test_a_move_planned_before_the_upgrade_at_a_trailing_high_watermark_is_not_h
         states = list(s.scalars(select(MoveRow.state).where(MoveRow.id.in_(ids))))
     assert states != ["held"]
     assert all(start >= 8 for start in _later_starts_on_c1_t0(ctl.view.topics["t"].partitions[0]))
+
+
+@pytest.mark.xfail(strict=True, reason="rv s36-sealmerge finding 3: a scale-up whose moves back onto their chain are "
+                                       "rolled back at the freeze (target not settled) reports done, every partition "
+                                       "it planned for the cluster left where it was")
+def test_a_scale_up_whose_moves_were_rolled_back_does_not_report_done(setup, monkeypatch):  # noqa: F811
+    """c1 is back after its failover (its partitions' physical partitions claimed by their chains: every move of a
+    scale-up onto c1 is a move back, returning). The plan reads c1's leader log ends (settled); from the freeze on
+    they are not read (a leader moving, a broker timing out the debugging ListOffsets) for the seal timeout: every move
+    is rolled back alone (`Mover._freeze`) and `Mover.run` returns {"rolled_back": n}, no MoveFailed; `_moves` reports
+    only rolled-back moves a *resumed* run found, so the run records `done`, having moved nothing, and a caller (CLI,
+    automation) proceeds as if c1 had its share. Expected: the run does not say `done` (as a resumed run finding its
+    moves rolled back fails: "moves rolled back, writes continue where they were ... run the scale-up again"), or it
+    moved what it planned."""
+    api, kafka, _now_on = _c1_back_with_its_tail(setup, lambda read: 8)
+    kafka.ends[T0_ON_C1] = 8
+    ctl = api.controller
+    _been_on_c1(ctl)
+    engine = WorkflowEngine(ctl)
+    engine.mover.seal_timeout = 0.5
+    served, froze = kafka.log_end_offsets, engine.mover._freeze
+    frozen: list[list[int]] = []
+
+    def c1_unread_from_the_freeze(cluster, bootstrap, parts):
+        answered = served(cluster, bootstrap, parts)
+        return {} if cluster == "c1" and frozen else answered
+
+    def freeze(ids):
+        frozen.append(ids)
+        froze(ids)
+
+    kafka.log_end_offsets = c1_unread_from_the_freeze
+    monkeypatch.setattr(engine.mover, "_freeze", freeze)
+    run = engine.wait(engine.start("scale_up", "c1")["id"], timeout=60)
+    assert frozen and frozen[0]  # the scale-up planned moves onto c1
+    with ctl.session() as s:
+        states = list(s.scalars(select(MoveRow.state).where(MoveRow.workflow_id == run["id"])))
+    assert run["state"] != "done" or set(states) == {"done"}, (run["state"], states)
+
+
+def _been_on_c1(ctl) -> None:
+    """The partitions a scale-up onto c1 takes (the highest of each donor) were on c1 before: moved there and back,
+    so their physical partitions on c1 are claimed for them and a scale-up sends them back there (returning)."""
+    mover = Mover(ctl, seal_timeout=0.5)
+    donors = {p: chain.active.cluster for p, chain in enumerate(ctl.view.topics["t"].partitions)
+              if chain.active.cluster != "c1"}
+    taken = [max(p for p, c in donors.items() if c == donor) for donor in sorted(set(donors.values()))]
+    there = [Move("t", p, donors[p], "c1", "t", 10 + i) for i, p in enumerate(taken)]
+    assert mover.run(mover.plan(None, there)) == {"done": len(there)}
+    back = [Move("t", p, "c1", donors[p], "t", 10 + i) for i, p in enumerate(taken)]
+    assert mover.run(mover.plan(None, back)) == {"done": len(back)}
