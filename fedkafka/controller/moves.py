@@ -322,7 +322,8 @@ class Mover:
     def _freeze_one(self, row: MoveRow, end: int) -> None:
         """Planned move `row`, its chain frozen, to `frozen` with its target's end `end` read now; or held when the
         target grew since the plan: records of a publish the database lost with the freeze (docs/DESIGN.md §3.3)."""
-        if row.planned_target_end is not None and end > row.planned_target_end:
+        if row.planned_target_end is not None and end > row.planned_target_end and (
+                row.returning_target is not None or self.ctl.db_regression is not None):  # `_lost_publish`
             row.target_end = row.planned_target_end  # what the target held before the lost publish's writes
             self._held(row, HELD_GREW, self._grew(row, end, row.planned_target_end, "was planned"))
             return
@@ -511,12 +512,46 @@ class Mover:
 
     def current_target_ends(self, ids: list[int], states: tuple[str, ...] = ("frozen",)) -> dict[int, int | None]:
         """The log end of the target of each move of `ids` in `states`, read once (None: not read, e.g. its cluster
-        is down)."""
+        is down): what `_lost_publish` judges writes under a lost publish by. A target its move's plan found returning
+        is judged by its leader's log end (`_returning_write_ends`)."""
         with self.ctl.session() as s:
-            targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in s.scalars(
-                select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states)))}
+            rows = list(s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states))))
+        targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in rows}
         found = self.log_ends(set(targets.values()))
-        return {move: found.get(target) for move, target in targets.items()}
+        ends = {move: found.get(target) for move, target in targets.items()}
+        returning = [row for row in rows if row.returning_target]
+        return ends | (self._returning_write_ends(returning, ends) if returning else {})
+
+    def _returning_write_ends(self, rows: list[MoveRow], ends: dict[int, int | None]) -> dict[int, int | None]:
+        """Move id -> the end that shows whether the returning target of each of `rows` took writes since its plan or
+        freeze recorded a settled end: its leader's log end. Its high watermark (`ends`) is the very value that trails
+        after a restart (the reason the target did not settle), so records acked there under a lost publish may all
+        lie above it; a log end grows only by appends, and a settled end had no record above it, so one above the
+        recorded end proves writes. It is evidence only, never recorded as a start (docs/DESIGN.md §6.3 point 4).
+        Not read: the high watermark when above the recorded end (proof on its own), else None (unread: `_lost_publish`
+        holds it once the database was seen losing commits)."""
+        with self.ctl.session() as s:
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        log_ends: dict[tuple[str, str, int], int] = {}
+        for cluster in sorted({row.to_cluster for row in rows}):
+            parts = sorted({(row.to_topic, row.to_partition) for row in rows if row.to_cluster == cluster})
+            try:
+                read = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
+            except Exception as e:  # unread: judged as an unread end
+                log.warning("leader log ends of %s not read: %s", cluster, e)
+                read = {}
+            log_ends.update({(cluster, t, p): end for (t, p), end in read.items() if end is not None})
+        found: dict[int, int | None] = {}
+        for row in rows:
+            log_end, high_watermark = log_ends.get((row.to_cluster, row.to_topic, row.to_partition)), ends.get(row.id)
+            recorded = _recorded_end(row)
+            if log_end is not None:
+                found[row.id] = max(log_end, high_watermark or 0)
+            elif high_watermark is not None and recorded is not None and high_watermark > recorded:
+                found[row.id] = high_watermark
+            else:
+                found[row.id] = None
+        return found
 
     def _read_once(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str]) -> dict[tuple[str, str, int],
                                                                                                 int]:
@@ -550,12 +585,15 @@ class Mover:
         rolled back either when its target cannot be read and it may have frozen before the loss (a planned one: the
         database may have lost its freeze; a frozen one: `_froze_before_loss`), nor when it has no end to check
         against (frozen before revision 0013: no `target_end`; planned before 0014: no `planned_target_end`):
-        docs/DESIGN.md §3.3."""
+        docs/DESIGN.md §3.3. A move planned before revision 0021 (`returning_target` None) recorded plain high
+        watermarks, which trail the log end of a returning target after a restart: an end above them is no proof of
+        a write, so it holds such a move only once the database was seen losing commits (§6.3 point 4)."""
         planned = row.state == "planned"
-        recorded = row.planned_target_end if planned else row.target_end
-        if recorded is not None and end is not None and end > recorded:
-            return HELD_GREW, self._grew(row, end, recorded, "was planned" if planned else "froze")
+        recorded = _recorded_end(row)
         regression = self.ctl.db_regression
+        if recorded is not None and end is not None and end > recorded and (
+                row.returning_target is not None or regression is not None):
+            return HELD_GREW, self._grew(row, end, recorded, "was planned" if planned else "froze")
         if regression is None:
             return None
         target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
@@ -861,6 +899,11 @@ def returning_targets(s, moves: Iterable[Move]) -> set[tuple[str, str, int]]:
         if claim is not None and (claim.topic, claim.partition) == (m.topic, m.partition):
             found.add(target)
     return found
+
+
+def _recorded_end(row: MoveRow) -> int | None:
+    """The target end move `row` recorded last: at its plan while planned, else at its freeze."""
+    return row.planned_target_end if row.state == "planned" else row.target_end
 
 
 def returning_rows(rows: Iterable[MoveRow]) -> dict[int, tuple[str, str, int]]:

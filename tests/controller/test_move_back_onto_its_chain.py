@@ -290,3 +290,81 @@ def test_a_failover_is_not_rolled_back_for_a_returning_target_that_does_not_sett
     chain = ctl.view.topics["t"].partitions[0]
     assert chain.active.cluster == "c1" and _later_starts_on_c1_t0(chain) == []
     assert [state for state, *_ in _moves_to_c1(ctl) if state != "done"] == ["rolled_back"]
+
+
+def test_a_failover_does_not_send_a_partition_back_onto_a_target_that_settles_only_at_its_plans(
+        setup, monkeypatch):  # noqa: F811
+    """c1/t/0 settles (8) whenever a plan reads it and never while a freeze does (its leader log end unread then): the
+    failover's move of t/0 back onto it is rolled back alone at the freeze. Its next round avoids c1/t/0 (DESIGN §6.3
+    point 5) and sends t/0 to a new partition of c1: one rollback, not one per round without end (the run fails
+    here at a fourth freeze, as it would loop)."""
+    freezing = {"now": False, "count": 0}
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: None if freezing["now"] else 8)
+    kafka.ends[T0_ON_C1] = 8
+    ctl = api.controller
+    other = ({"c2", "c3"} - {now_on}).pop()
+    api.post(f"/v1/clusters/{other}/state", json={"state": "read_only"}).raise_for_status()
+    kill(api, kafka, now_on)
+    engine = WorkflowEngine(ctl)
+    engine.mover.seal_timeout = 0.5
+    froze = engine.mover._freeze
+
+    def freeze(ids):
+        freezing["count"] += 1
+        if freezing["count"] > 3:
+            raise AssertionError("the failover planned t/0 back onto c1/t/0 again and again")
+        freezing["now"] = True
+        try:
+            froze(ids)
+        finally:
+            freezing["now"] = False
+
+    monkeypatch.setattr(engine.mover, "_freeze", freeze)
+    run = engine.wait(engine.start("failover", now_on)["id"], timeout=60)
+    assert run["state"] == "done", run.get("error")
+    chain = ctl.view.topics["t"].partitions[0]
+    assert chain.active.cluster == "c1" and chain.active.partition != 0 and _later_starts_on_c1_t0(chain) == []
+    with ctl.session() as s:
+        back = list(s.scalars(select(MoveRow.state).where(MoveRow.to_cluster == "c1", MoveRow.to_partition == 0)))
+    assert back == ["rolled_back"]
+
+
+def test_a_returning_target_whose_log_end_is_unread_is_held_once_the_database_lost_commits(setup):  # noqa: F811
+    """Settled at 8 at the plan, c1/t/0's leader log end is not read from then on, its high watermark 8: the move
+    does not settle at the freeze. The controller saw the config database lose commits: whether a lost publish wrote
+    above the high watermark cannot be checked without the log end, so the move is held (`target_unread`), not rolled
+    back (DESIGN §3.3, §6.3 point 4). The sweeper reads the log end again: 8, nothing written, rolled back; had it
+    been 11, held for the writes."""
+    leader_log_end: dict[str, int | None] = {"now": 8}
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: leader_log_end["now"])
+    kafka.ends[T0_ON_C1] = 8
+    ctl = api.controller
+    mover, ids = _move_back(api, now_on, seal_timeout=0.5)
+    assert _moves_to_c1(ctl) == [("planned", 8, None, None)]
+    leader_log_end["now"] = None
+    ctl._regressed(1, 99, "a proxy")
+    with pytest.raises(MoveHeld, match="not read"):
+        mover.run(ids)
+    assert _moves_to_c1(ctl) == [("held", 8, 8, None)]
+    leader_log_end["now"] = 8
+    assert mover.recheck_held() == ids
+    assert [state for state, *_ in _moves_to_c1(ctl)] == ["rolled_back"]
+    assert not ctl.view.topics["t"].partitions[0].frozen
+
+
+def test_a_move_planned_before_the_upgrade_whose_target_grew_is_held_once_the_database_lost_commits(setup):  # noqa: F811
+    """As tests/controller/test_s36_rvsealmerge_review.py's finding 2 (`returning_target` NULL, `planned_target_end`
+    a trailing high watermark 5, the settled end 8 at the freeze), but the controller saw the config database lose
+    commits: the growth may be a lost publish's writes, so the move is held (DESIGN §3.3, §6.3 point 4)."""
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
+    ctl = api.controller
+    kafka.ends[T0_ON_C1] = 8
+    mover, ids = _move_back(api, now_on, seal_timeout=0.5)
+    with ctl.session() as s:
+        row = s.get_one(MoveRow, ids[0])
+        row.returning_target, row.planned_target_end = None, 5
+        s.commit()
+    ctl._regressed(1, 99, "a proxy")
+    with pytest.raises(MoveHeld, match="5 when it was planned"):
+        mover.run(ids)
+    assert [state for state, *_ in _moves_to_c1(ctl)] == ["held"]

@@ -41,9 +41,6 @@ from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.rebalance import Move
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-sealmerge finding 1: the rollback of a returning target that did not "
-                                       "settle checks for a lost publish with its trailing high watermark: records "
-                                       "acked there under a lost publish are not seen, the move is rolled back")
 @pytest.mark.parametrize("where", ["freeze", "seal"])
 def test_a_lost_publish_on_a_returning_target_that_does_not_settle_holds_the_move(setup, monkeypatch, where):  # noqa: F811
     """c1/t/0 settled at 8 when the move back was planned (and frozen, for the seal case). Under a publish the config
@@ -80,9 +77,6 @@ def test_a_lost_publish_on_a_returning_target_that_does_not_settle_holds_the_mov
     assert [state for state, *_ in _moves_to_c1(ctl)] == ["held"]
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-sealmerge finding 2: a move planned before revision 0021 at a trailing "
-                                       "high watermark is held target_grew for nothing once its freeze takes the "
-                                       "settled end; its documented repair starts it inside the tail")
 def test_a_move_planned_before_the_upgrade_at_a_trailing_high_watermark_is_not_held_for_nothing(setup):  # noqa: F811
     """Planned before revision 0021 as main planned it: `returning_target` NULL, `planned_target_end` the high
     watermark 5 of c1/t/0 (c1 just restarted, its leader's log end 8). The controller is upgraded and the run resumed;
@@ -106,9 +100,6 @@ def test_a_move_planned_before_the_upgrade_at_a_trailing_high_watermark_is_not_h
     assert all(start >= 8 for start in _later_starts_on_c1_t0(ctl.view.topics["t"].partitions[0]))
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-sealmerge finding 3: a scale-up whose moves back onto their chain are "
-                                       "rolled back at the freeze (target not settled) reports done, every partition "
-                                       "it planned for the cluster left where it was")
 def test_a_scale_up_whose_moves_were_rolled_back_does_not_report_done(setup, monkeypatch):  # noqa: F811
     """c1 is back after its failover (its partitions' physical partitions claimed by their chains: every move of a
     scale-up onto c1 is a move back, returning). The plan reads c1's leader log ends (settled); from the freeze on
