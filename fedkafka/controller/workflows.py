@@ -549,10 +549,11 @@ class WorkflowEngine:
                 self._expand(run_id)
             elif rec["kind"] == "scale_up":
                 self._phase(run_id, "register", 1, 1)
+                resumed = self._has_moves(run_id)
                 rolled_back = self._moves(run_id, lambda avoid: self._rebalance_plan(rec["cluster"], avoid))
                 if rolled_back:  # done only once it moved what it planned (a move rolled back alone raises nothing)
-                    raise MoveFailed(f"moves rolled back, writes continue where they were: {'; '.join(rolled_back)}; "
-                                     "run the scale-up again")
+                    raise MoveFailed(f"moves rolled back, writes continue where they were: {'; '.join(rolled_back)}"
+                                     f"{' (found when the run was resumed)' if resumed else ''}; run the scale-up again")
                 self._moves_done(run_id)
             else:
                 self._decommission(run_id)
@@ -599,9 +600,7 @@ class WorkflowEngine:
         or the database went away in `_end`). The run neither plans again nor moves them: its caller decides what
         that means (a scale-up fails, never `done` with a planned move not made; a decommission finds partitions
         still on the cluster)."""
-        with self.ctl.session() as s:
-            found = s.scalar(select(func.count()).select_from(MoveRow).where(MoveRow.workflow_id == run_id))
-        if not found:
+        if not self._has_moves(run_id):
             self._plan_once(run_id, planner)
         ids = self.mover.unfinished(run_id)
         self._phase(run_id, "plan", 1, 1)
@@ -610,6 +609,11 @@ class WorkflowEngine:
             ended = s.scalars(select(MoveRow.error).where(MoveRow.workflow_id == run_id,
                                                           MoveRow.state == "rolled_back"))
             return sorted({error or "no reason recorded" for error in ended})
+
+    def _has_moves(self, run_id: int) -> bool:
+        """Whether the run recorded its moves already (resumed: it plans none again)."""
+        with self.ctl.session() as s:
+            return bool(s.scalar(select(func.count()).select_from(MoveRow).where(MoveRow.workflow_id == run_id)))
 
     def _moves_done(self, run_id: int) -> None:
         """Every move phase marked finished: a run resumed with its moves already finished never went through them."""
