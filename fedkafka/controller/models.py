@@ -233,6 +233,11 @@ class MoveRow(Base):
     # the same log end read when the move was planned (before the plan committed): a freeze that finds it grew meets
     # records of a publish the database lost with the freeze (held; None: planned before revision 0014 or without it)
     planned_target_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # the target was claimed for this logical partition before the move's plan (a move back onto its chain: it may
+    # hold an older segment's unclean tail above a trailing high watermark, whether or not that segment still exists),
+    # decided once in the plan's transaction: its freeze and seal take settled ends (None: planned before revision
+    # 0021, taken as returning; docs/DESIGN.md §6.3, "A move back onto its chain")
+    returning_target: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     # why a held move is held (HELD_* in moves.py): "target_grew", "target_unread" (the sweeper reads its target
     # again and rolls it back if its end is still `target_end`), "no_target_end" (None: held before revision 0014)
     held_for: Mapped[str | None] = mapped_column(String(16), nullable=True)

@@ -72,6 +72,9 @@ PLAN_ATTEMPTS = 3  # a plan that lost the race for a partition to another run's 
 # recorded (at the plan or the freeze); its target could not be read (the sweeper reads it again); it froze before
 # revision 0013 recorded target ends
 HELD_GREW, HELD_UNREAD, HELD_NO_END = "target_grew", "target_unread", "no_target_end"
+# a move whose returning target's high watermark did not reach its leader's log end is rolled back alone (§6.3)
+UNSETTLED = ("its returning target's high watermark did not reach its leader's log end within the seal timeout: "
+             "rolled back alone, its batch goes on (docs/DESIGN.md §6.3, \"A move back onto its chain\")")
 
 
 class MoveFailed(RuntimeError):
@@ -119,8 +122,26 @@ class Mover:
         raise claims.ClaimTaken(f"partitions planned by other runs {PLAN_ATTEMPTS} times in a row; plan again")
 
     def _plan_target_ends(self, plans: list[Move]) -> dict[tuple[str, str, int], int]:
-        """The log end of each planned move's target, read once (one that cannot be read is left out)."""
-        return self.log_ends({(m.to_cluster, m.to_topic, m.to_partition) for m in plans})
+        """The log end of each planned move's target, read once (one that cannot be read is left out); a target
+        claimed for its move's logical partition already has its settled end, or none (`returning_ends`)."""
+        return self.returning_ends(plans, self.log_ends({(m.to_cluster, m.to_topic, m.to_partition) for m in plans}))[0]
+
+    def returning_ends(self, plans: Iterable[Move], ends: dict[tuple[str, str, int], int]
+                       ) -> tuple[dict[tuple[str, str, int], int], set[tuple[str, str, int]]]:
+        """(`ends`, the high watermarks of `plans`' targets, where each target claimed for its move's logical partition
+        already (`returning_targets`) has its settled end instead: its high watermark once it reached its leader's log
+        end (`settled_ends`); the returning targets not settled within `seal_timeout`, left out of the ends). Such a
+        target may hold acked records above a high watermark that trails after a restart (an unclean tail), and its
+        plan, freeze and seal all record settled ends, so one compared with another grew only by writes
+        (docs/DESIGN.md §6.3, "A move back onto its chain")."""
+        with self.ctl.session() as s:
+            returning = returning_targets(s, plans)
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        if not returning:
+            return ends, set()
+        settled = self.settled_ends(returning, bootstrap)
+        kept = {target: end for target, end in ends.items() if target not in returning}
+        return kept | settled, returning - settled.keys()
 
     def log_ends(self, partitions: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
         """The log end of each (cluster, physical topic, partition), read once (one that cannot be read is left
@@ -138,12 +159,14 @@ class Mover:
         incarnation = dict(s.execute(select(TopicRow.name, TopicRow.topic_id)
                                      .where(TopicRow.name.in_({m.topic for m in plans}))).all())
         todo = [m for m in plans if (m.topic, m.partition) not in busy and m.topic in incarnation]
+        returning = returning_targets(s, todo)  # decided once, before this plan's own claims (§6.3)
         for m in todo:
             claims.claim(s, m.to_cluster, m.to_topic, m.to_partition, m.topic, m.partition)
         rows = [MoveRow(workflow_id=workflow_id, topic=m.topic, topic_id=incarnation[m.topic], partition=m.partition,
                         from_cluster=m.from_cluster, to_cluster=m.to_cluster, to_topic=m.to_topic,
                         to_partition=m.to_partition, gap=m.gap, state="planned", updated_at=now,
-                        planned_target_end=target_ends.get((m.to_cluster, m.to_topic, m.to_partition)))
+                        planned_target_end=target_ends.get((m.to_cluster, m.to_topic, m.to_partition)),
+                        returning_target=(m.to_cluster, m.to_topic, m.to_partition) in returning)
                 for m in todo]
         s.add_all(rows)
         try:
@@ -270,8 +293,11 @@ class Mover:
 
     def _freeze(self, ids: list[int]) -> None:
         """Freeze the planned moves `ids`, each recording its target's log end (`target_end`, read first: nothing
-        writes to a target before its move publishes) in the transaction that freezes it."""
-        targets = self._target_ends(ids)
+        writes to a target before its move publishes) in the transaction that freezes it. A move whose returning
+        target does not settle is rolled back alone: the others freeze (docs/DESIGN.md §6.3)."""
+        targets, unsettled = self._target_ends(ids)
+        if unsettled:
+            self._roll_back(unsettled, UNSETTLED)
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "planned"):
                 active = _active_segment(s, row.topic, row.partition)
@@ -296,21 +322,35 @@ class Mover:
     def _freeze_one(self, row: MoveRow, end: int) -> None:
         """Planned move `row`, its chain frozen, to `frozen` with its target's end `end` read now; or held when the
         target grew since the plan: records of a publish the database lost with the freeze (docs/DESIGN.md §3.3)."""
-        if row.planned_target_end is not None and end > row.planned_target_end:
+        if row.planned_target_end is not None and end > row.planned_target_end and (
+                row.returning_target is not None or self.ctl.db_regression is not None):  # `_lost_publish`
             row.target_end = row.planned_target_end  # what the target held before the lost publish's writes
             self._held(row, HELD_GREW, self._grew(row, end, row.planned_target_end, "was planned"))
             return
         row.target_end = end
         self._enter(row, "frozen")
 
-    def _target_ends(self, ids: list[int]) -> dict[tuple[str, str, int], int]:
-        """The log end of each planned move's target physical partition (MoveFailed if one cannot be read)."""
+    def _target_ends(self, ids: list[int]) -> tuple[dict[tuple[str, str, int], int], list[int]]:
+        """(The log end of each planned move's target physical partition (MoveFailed if one cannot be read), settled
+        for a returning target (`returning_rows`, the plan's decision), the moves whose returning target did not
+        settle within `seal_timeout`)."""
         with self.ctl.session() as s:
-            wanted: dict[str, set[tuple[str, int]]] = {}
-            for row in self._rows(s, ids, "planned"):
-                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+            rows = self._rows(s, ids, "planned")
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        return self.read_ends(wanted, bootstrap) if wanted else {}
+        returning = returning_rows(rows)
+        wanted: dict[str, set[tuple[str, int]]] = {}
+        for row in rows:
+            if row.id not in returning:
+                wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+        ends = self.read_ends(wanted, bootstrap) if wanted else {}
+        return self._returning_ends(returning, bootstrap, ends)
+
+    def _returning_ends(self, returning: dict[int, tuple[str, str, int]], bootstrap: dict[str, str],
+                        ends: dict[tuple[str, str, int], int]) -> tuple[dict[tuple[str, str, int], int], list[int]]:
+        """(`ends` with the settled end of each target of `returning` (move id -> its returning target), the moves
+        whose target did not settle within `seal_timeout`: each is rolled back alone, its batch goes on)."""
+        settled = self.settled_ends(set(returning.values()), bootstrap) if returning else {}
+        return ends | settled, sorted(move for move, target in returning.items() if target not in settled)
 
     def _raise_held(self, ids: list[int]) -> None:
         """MoveHeld naming the moves of `ids` that are held (and why), if any."""
@@ -390,17 +430,11 @@ class Mover:
         seal from the dead cluster: it is the last log end this controller knew (docs/DESIGN.md §9).
 
         Only the segment the move froze is sealed (`frozen_segment`), checked again in the transaction that records
-        the seal: a move whose partition is not as it froze it is rolled back alone (docs/DESIGN.md §4.1)."""
-        with self.ctl.session() as s:
-            rows = self._rows(s, ids, "frozen")
-            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-            olds = {row.id: old for row in rows if isinstance(old := frozen_segment(s, row), SegmentRow)}
+        the seal: a move whose partition is not as it froze it is rolled back alone (docs/DESIGN.md §4.1), and so is
+        one whose returning target did not settle or settled below an end its plan or freeze recorded (§6.3)."""
+        rows, olds, offsets = self._seal_ends(ids)
         if not rows:
             return
-        wanted, sealing = _seal_reads([row for row in rows if row.id in olds], olds)
-        offsets = self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {}
-        self._hold(ids, {row.id: offsets[(row.to_cluster, row.to_topic, row.to_partition)]
-                         for row in rows if row.id in olds})  # committed alone: a failed seal rolls back the rest
         with self.ctl.topology_change() as s:  # one at a time with a deletion of the topic
             for row in self._rows(s, ids, "frozen"):
                 old = frozen_segment(s, row)
@@ -408,9 +442,13 @@ class Mover:
                     why = old if isinstance(old, str) else "the frozen segment changed during the seal"
                     self.roll_back_one(s, row, why)
                     continue
+                start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                if (below := below_recorded_end(row, start)) is not None:
+                    self.roll_back_one(s, row, below)
+                    continue
                 row.seal = (self.known_end(s, old) if row.gap
                             else offsets[(old.cluster, old.physical_topic, old.physical_partition)])
-                row.phys_start = offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                row.phys_start = start
                 if row.seal < old.phys_start:
                     raise MoveFailed(f"{row.topic}/{row.partition}: log end {row.seal} of {old.cluster} is below the "
                                      f"segment start {old.phys_start} (was the physical topic re-created?)")
@@ -420,6 +458,27 @@ class Mover:
             s.commit()
         progress("seal", len(rows), len(rows))
         _fault_point("sealed")
+
+    def _seal_ends(self, ids: list[int]) -> tuple[list[MoveRow], dict[int, SegmentRow], dict]:
+        """(the frozen moves of `ids`, move id -> the segment it froze, the log ends its seal reads: the sources' and
+        the targets', settled for returning ones), the moves whose target took writes under a lost publish held and
+        those whose returning target did not settle rolled back alone (`_returning_ends`)."""
+        with self.ctl.session() as s:
+            rows = self._rows(s, ids, "frozen")
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+            olds = {row.id: old for row in rows if isinstance(old := frozen_segment(s, row), SegmentRow)}
+        if not rows:
+            return rows, olds, {}
+        sealed = [row for row in rows if row.id in olds]
+        returning = returning_rows(sealed)
+        wanted, sealing = _seal_reads(sealed, olds, returning)
+        offsets, unsettled = self._returning_ends(
+            returning, bootstrap, self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {})
+        if unsettled:
+            self._roll_back(unsettled, UNSETTLED)
+        self._hold(ids, {row.id: offsets[(row.to_cluster, row.to_topic, row.to_partition)]
+                         for row in sealed if row.id not in unsettled})  # committed alone: a failed seal rolls back
+        return rows, olds, offsets                                          # the rest
 
     def _hold(self, ids: list[int], ends: dict[int, int | None]) -> None:
         """Hold each frozen (or planned) move of `ids` whose target's log end (`ends`: move id -> end, None when
@@ -453,12 +512,46 @@ class Mover:
 
     def current_target_ends(self, ids: list[int], states: tuple[str, ...] = ("frozen",)) -> dict[int, int | None]:
         """The log end of the target of each move of `ids` in `states`, read once (None: not read, e.g. its cluster
-        is down)."""
+        is down): what `_lost_publish` judges writes under a lost publish by. A target its move's plan found returning
+        is judged by its leader's log end (`_returning_write_ends`)."""
         with self.ctl.session() as s:
-            targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in s.scalars(
-                select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states)))}
+            rows = list(s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states))))
+        targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in rows}
         found = self.log_ends(set(targets.values()))
-        return {move: found.get(target) for move, target in targets.items()}
+        ends = {move: found.get(target) for move, target in targets.items()}
+        returning = [row for row in rows if row.returning_target]
+        return ends | (self._returning_write_ends(returning, ends) if returning else {})
+
+    def _returning_write_ends(self, rows: list[MoveRow], ends: dict[int, int | None]) -> dict[int, int | None]:
+        """Move id -> the end that shows whether the returning target of each of `rows` took writes since its plan or
+        freeze recorded a settled end: its leader's log end. Its high watermark (`ends`) is the very value that trails
+        after a restart (the reason the target did not settle), so records acked there under a lost publish may all
+        lie above it; a log end grows only by appends, and a settled end had no record above it, so one above the
+        recorded end proves writes. It is evidence only, never recorded as a start (docs/DESIGN.md §6.3 point 4).
+        Not read: the high watermark when above the recorded end (proof on its own), else None (unread: `_lost_publish`
+        holds it once the database was seen losing commits)."""
+        with self.ctl.session() as s:
+            bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
+        log_ends: dict[tuple[str, str, int], int] = {}
+        for cluster in sorted({row.to_cluster for row in rows}):
+            parts = sorted({(row.to_topic, row.to_partition) for row in rows if row.to_cluster == cluster})
+            try:
+                read = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
+            except Exception as e:  # unread: judged as an unread end
+                log.warning("leader log ends of %s not read: %s", cluster, e)
+                read = {}
+            log_ends.update({(cluster, t, p): end for (t, p), end in read.items() if end is not None})
+        found: dict[int, int | None] = {}
+        for row in rows:
+            log_end, high_watermark = log_ends.get((row.to_cluster, row.to_topic, row.to_partition)), ends.get(row.id)
+            recorded = _recorded_end(row)
+            if log_end is not None:
+                found[row.id] = max(log_end, high_watermark or 0)
+            elif high_watermark is not None and recorded is not None and high_watermark > recorded:
+                found[row.id] = high_watermark
+            else:
+                found[row.id] = None
+        return found
 
     def _read_once(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str]) -> dict[tuple[str, str, int],
                                                                                                 int]:
@@ -492,12 +585,15 @@ class Mover:
         rolled back either when its target cannot be read and it may have frozen before the loss (a planned one: the
         database may have lost its freeze; a frozen one: `_froze_before_loss`), nor when it has no end to check
         against (frozen before revision 0013: no `target_end`; planned before 0014: no `planned_target_end`):
-        docs/DESIGN.md §3.3."""
+        docs/DESIGN.md §3.3. A move planned before revision 0021 (`returning_target` None) recorded plain high
+        watermarks, which trail the log end of a returning target after a restart: an end above them is no proof of
+        a write, so it holds such a move only once the database was seen losing commits (§6.3 point 4)."""
         planned = row.state == "planned"
-        recorded = row.planned_target_end if planned else row.target_end
-        if recorded is not None and end is not None and end > recorded:
-            return HELD_GREW, self._grew(row, end, recorded, "was planned" if planned else "froze")
+        recorded = _recorded_end(row)
         regression = self.ctl.db_regression
+        if recorded is not None and end is not None and end > recorded and (
+                row.returning_target is not None or regression is not None):
+            return HELD_GREW, self._grew(row, end, recorded, "was planned" if planned else "froze")
         if regression is None:
             return None
         target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
@@ -548,6 +644,23 @@ class Mover:
                 raise MoveFailed(f"writes above the high watermark not replicated (or log end not read: None) "
                                  f"within {timeout:.0f} s: {above[:5]}")
             log.info("waiting for replication before the seal: %s", above[:5])
+            time.sleep(0.2)
+
+    def settled_ends(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str],
+                     timeout: float | None = None) -> dict[tuple[str, str, int], int]:
+        """The high watermark of each of `targets` once it reached its leader's log end (read after it: no record
+        above it, every one below replicated), waited for at most `timeout` s (`seal_timeout` by default); one not
+        settled by then (its log end above, or not read) is left out."""
+        timeout = self.seal_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        settled: dict[tuple[str, str, int], int] = {}
+        while True:
+            ends = self._read_once(targets - settled.keys(), bootstrap)
+            above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, set(ends))}
+            settled.update({target: end for target, end in ends.items() if target not in above})
+            if settled.keys() >= targets or time.monotonic() > deadline:
+                return settled
+            log.info("waiting for the high watermarks of %s to reach their log ends", sorted(targets - settled.keys()))
             time.sleep(0.2)
 
     def _above_high_watermark(self, ends: dict, bootstrap: dict[str, str], sealing: set[tuple[str, str, int]]):
@@ -771,8 +884,52 @@ def older_seal_above(s, row: MoveRow, start: int) -> int | None:
     return older if older is not None and start < older else None
 
 
-def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow]):
-    """(cluster -> physical partitions whose log ends the seal reads, partitions being sealed) for `rows`."""
+def returning_targets(s, moves: Iterable[Move]) -> set[tuple[str, str, int]]:
+    """The targets of planned `moves` claimed for their move's logical partition already (§4.13): a move back onto
+    its chain (A -> B -> A; `_Slots.move` reuses the partition's claim), whether or not a segment on it still exists
+    (a drain drops segments, not their records nor their claims). Only such a target may hold records of the chain
+    above its high watermark: an older segment's unclean tail (docs/DESIGN.md §9.2), acked, though the high watermark
+    trails them after a restart (§6.3, "A move back onto its chain"). Any other target is claimed for its logical
+    partition by this move's plan: it holds nothing of the chain. Read before the plan's own claims: `Mover._record`
+    records the answer on the move (`returning_rows`)."""
+    found = set()
+    for m in moves:
+        target = (m.to_cluster, m.to_topic, m.to_partition)
+        claim = s.get(PhysicalPartitionRow, target)
+        if claim is not None and (claim.topic, claim.partition) == (m.topic, m.partition):
+            found.add(target)
+    return found
+
+
+def _recorded_end(row: MoveRow) -> int | None:
+    """The target end move `row` recorded last: at its plan while planned, else at its freeze."""
+    return row.planned_target_end if row.state == "planned" else row.target_end
+
+
+def returning_rows(rows: Iterable[MoveRow]) -> dict[int, tuple[str, str, int]]:
+    """Move id -> target of each of `rows` whose plan found its target returning (`returning_targets`, recorded:
+    a drain dropping the older segment later changes nothing); one planned before revision 0021 (None) is taken as
+    returning, the reading that never starts a segment at a trailing high watermark."""
+    return {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in rows
+            if row.returning_target is not False}
+
+
+def below_recorded_end(row: MoveRow, start: int) -> str | None:
+    """Why move `row` must not start its new segment at `start` (its target's settled end at the seal), or None: a
+    returning target's ends only grow (settled ends, §6.3), so one below the end its plan or freeze recorded lost
+    records since (an unclean election on the target's cluster): started there, a record of the older segment's tail
+    read inside the gap could leave it and be read again as the new segment's. Rolled back alone."""
+    recorded = [end for end in (row.planned_target_end, row.target_end) if end is not None]
+    if row.returning_target is False or not recorded or start >= max(recorded):
+        return None
+    return (f"the settled end {start} of its returning target {row.to_cluster}/{row.to_topic}/{row.to_partition} is "
+            f"below the end {max(recorded)} recorded at its plan or freeze: not started below it (docs/DESIGN.md §6.3)")
+
+
+def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow], returning: dict[int, tuple[str, str, int]]):
+    """(cluster -> physical partitions whose log ends the seal reads, partitions whose high watermark it waits to
+    reach their leader's log end) for `rows`: the sources (their seals), and the targets not in `returning`
+    (`returning_rows`: those are read apart, each for its settled end, `Mover._returning_ends`)."""
     wanted: dict[str, set[tuple[str, int]]] = {}
     sealing: set[tuple[str, str, int]] = set()
     for row in rows:
@@ -780,7 +937,8 @@ def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow]):
         if not row.gap:
             wanted.setdefault(old.cluster, set()).add((old.physical_topic, old.physical_partition))
             sealing.add((old.cluster, old.physical_topic, old.physical_partition))
-        wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
+        if row.id not in returning:
+            wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
     return wanted, sealing
 
 

@@ -40,7 +40,7 @@ from fedkafka.controller.models import (
     WorkflowRow,
     gives_up_nothing,
 )
-from fedkafka.controller.moves import MoveFailed, Mover, moves_named, unfinished_moves_to
+from fedkafka.controller.moves import UNSETTLED, MoveFailed, Mover, moves_named, unfinished_moves_to
 from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, PartitionChain, Segment, shadow_topic
 from fedkafka.view.rebalance import LogRange, Move, droppable_prefix, evacuate, rebalance, reused_below_seal
@@ -549,10 +549,11 @@ class WorkflowEngine:
                 self._expand(run_id)
             elif rec["kind"] == "scale_up":
                 self._phase(run_id, "register", 1, 1)
+                resumed = self._has_moves(run_id)
                 rolled_back = self._moves(run_id, lambda avoid: self._rebalance_plan(rec["cluster"], avoid))
-                if rolled_back:  # the failure of an earlier thread of this run, whose `failed` was not recorded
-                    raise MoveFailed(f"moves rolled back, writes continue where they were: {'; '.join(rolled_back)} "
-                                     "(found when the run was resumed); run the scale-up again")
+                if rolled_back:  # done only once it moved what it planned (a move rolled back alone raises nothing)
+                    raise MoveFailed(f"moves rolled back, writes continue where they were: {'; '.join(rolled_back)}"
+                                     f"{' (found when the run was resumed)' if resumed else ''}; run the scale-up again")
                 self._moves_done(run_id)
             else:
                 self._decommission(run_id)
@@ -593,18 +594,26 @@ class WorkflowEngine:
     # -- moves (both workflows) ----------------------------------------------------------------------
     def _moves(self, run_id: int, planner) -> list[str]:
         """Plan (once: planned moves are rows) and run this run's moves; a restart picks them up again. Returns why
-        the moves a resumed run found rolled back were (none for a run that plans now): an earlier thread of the
-        run failed them and could not record its `failed` (it lost the leader row, stopped, or the database went
-        away in `_end`). Resumed, the run neither plans again nor moves them: its caller decides what that means
-        (a scale-up fails, as its lost record said; a decommission finds partitions still on the cluster)."""
-        with self.ctl.session() as s:
-            found = list(s.execute(select(MoveRow.state, MoveRow.error).where(MoveRow.workflow_id == run_id)))
-        if not found:
+        the moves of the run that ended rolled back were: rolled back alone while the run went on (`Mover.run` raises
+        nothing for a move whose returning target did not settle, docs/DESIGN.md §6.3), or found so by a resumed run
+        (an earlier thread of the run failed them and could not record its `failed`: it lost the leader row, stopped,
+        or the database went away in `_end`). The run neither plans again nor moves them: its caller decides what
+        that means (a scale-up fails, never `done` with a planned move not made; a decommission finds partitions
+        still on the cluster)."""
+        if not self._has_moves(run_id):
             self._plan_once(run_id, planner)
         ids = self.mover.unfinished(run_id)
         self._phase(run_id, "plan", 1, 1)
         self._run_moves(run_id, ids)
-        return sorted({error or "no reason recorded" for state, error in found if state == "rolled_back"})
+        with self.ctl.session() as s:
+            ended = s.scalars(select(MoveRow.error).where(MoveRow.workflow_id == run_id,
+                                                          MoveRow.state == "rolled_back"))
+            return sorted({error or "no reason recorded" for error in ended})
+
+    def _has_moves(self, run_id: int) -> bool:
+        """Whether the run recorded its moves already (resumed: it plans none again)."""
+        with self.ctl.session() as s:
+            return bool(s.scalar(select(func.count()).select_from(MoveRow).where(MoveRow.workflow_id == run_id)))
 
     def _moves_done(self, run_id: int) -> None:
         """Every move phase marked finished: a run resumed with its moves already finished never went through them."""
@@ -620,21 +629,28 @@ class WorkflowEngine:
                 return
         raise MoveFailed(f"targets claimed by other runs {PLAN_ATTEMPTS} times in a row; nothing was moved")
 
-    def _ready_plans(self, planner) -> tuple[list[Move], dict[tuple[str, str, int], int]]:
+    def _ready_plans(self, planner, avoided: AbstractSet[tuple[str, str, int]] = frozenset()
+                     ) -> tuple[list[Move], dict[tuple[str, str, int], int]]:
         """`planner(avoid)`'s moves with their targets created, and the targets' log ends (`_ensure_targets`). A move
         back onto an old physical partition of its chain whose log end is below an older segment's seal there (its
         cluster lost its data: `reused_below_seal`) would be refused at its seal (docs/DESIGN.md §4.5): planned again
-        with that partition avoided, it takes a new one. Each round avoids at least one more, so it ends."""
-        avoid: set[tuple[str, str, int]] = set()
+        with that partition avoided, it takes a new one. So does a move back onto one whose high watermark does not
+        reach its leader's log end within the seal timeout (`Mover.returning_ends`, docs/DESIGN.md §6.3): a new one
+        needs no such wait. Each round avoids at least one more, so it ends. `avoided`: avoided from the start."""
+        avoid: set[tuple[str, str, int]] = set(avoided)
         while True:
             plans = planner(avoid)
-            ends = self._ensure_targets(plans) if plans else {}
+            ends, unsettled = self.mover.returning_ends(plans, self._ensure_targets(plans)) if plans else ({}, set())
             below = reused_below_seal(self._chains(), plans, ends)
-            if not below:
+            if not below and not unsettled:
                 return plans, ends
-            log.warning("physical partitions %s hold less than older segments of their partitions sealed there "
-                        "(their cluster lost data?): planned again onto new ones", sorted(below))
-            avoid |= below
+            if below:
+                log.warning("physical partitions %s hold less than older segments of their partitions sealed there "
+                            "(their cluster lost data?): planned again onto new ones", sorted(below))
+            if unsettled:
+                log.warning("physical partitions %s hold older segments of their partitions and their high watermarks "
+                            "did not reach their log ends: planned again onto new ones", sorted(unsettled))
+            avoid |= below | unsettled
 
     def _plan_moves(self, run_id: int, plans: list[Move],
                     ends: dict[tuple[str, str, int], int] | None = None) -> list[int] | None:
@@ -813,7 +829,8 @@ class WorkflowEngine:
         while self._active_on(cluster):
             busy = self._busy()
             plans, ends = self._ready_plans(lambda avoid, busy=busy: [p for p in self._failover_plan(cluster, avoid)
-                                                                      if (p.topic, p.partition) not in busy])
+                                                                      if (p.topic, p.partition) not in busy],
+                                            self._unsettled_targets(run_id))
             if plans:
                 ids = self._plan_moves(run_id, plans, ends)  # None: a target was claimed meanwhile, the next round
                 if ids is not None:                    # plans past it
@@ -836,6 +853,15 @@ class WorkflowEngine:
             if self._stop_requested():
                 raise _Stopping()
         self._moves_done(run_id)
+
+    def _unsettled_targets(self, run_id: int) -> set[tuple[str, str, int]]:
+        """The targets of this run's moves rolled back because their returning target did not settle at the freeze or
+        the seal (`moves.UNSETTLED`): avoided by its later plans. A target settling at each plan but never at the
+        freeze would otherwise take the partition back every round, without end (docs/DESIGN.md §6.3 point 5)."""
+        with self.ctl.session() as s:
+            return {(c, t, p) for c, t, p in s.execute(
+                select(MoveRow.to_cluster, MoveRow.to_topic, MoveRow.to_partition)
+                .where(MoveRow.workflow_id == run_id, MoveRow.state == "rolled_back", MoveRow.error == UNSETTLED))}
 
     def _failover_plan(self, dead: str, avoid: AbstractSet[tuple[str, str, int]] = frozenset()) -> list[Move]:
         return [dataclasses.replace(m, gap=UNCLEAN_GAP) for m in self._evacuate_plan(dead, avoid)]

@@ -22,7 +22,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0020"
+        assert ctx.get_current_revision() == "0021"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -48,7 +48,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0020"
+        assert MigrationContext.configure(conn).get_current_revision() == "0021"
     for engine in engines:
         engine.dispose()
 
@@ -293,4 +293,30 @@ def test_revision_0020_marks_given_up_the_read_only_clusters_no_decommission_mad
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0019")
         assert {cid for (cid,) in conn.execute(text("SELECT id FROM clusters"))} == set(clusters)
+    engine.dispose()
+
+
+def test_revision_0021_leaves_moves_planned_before_it_undecided_and_downgrades(empty_db_url):
+    """A move planned before the upgrade has no recorded returning decision (NULL: its freeze and seal read it as
+    returning, docs/DESIGN.md §6.3); the column takes a boolean on both databases, and the moves survive the
+    downgrade."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    insert = ("INSERT INTO moves (topic, \"partition\", from_cluster, to_cluster, to_topic, to_partition, state, "
+              "updated_at, gap) VALUES ('t', {p}, 'c1', 'c2', 't', {p}, 'planned', 0, 0)")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0020")
+        conn.execute(text(insert.format(p=0)))
+        conn.execute(text(insert.format(p=1)))
+    db.migrate(engine)
+    with engine.begin() as conn:
+        assert list(conn.execute(text("SELECT returning_target FROM moves ORDER BY id"))) == [(None,), (None,)]
+        conn.execute(text("UPDATE moves SET returning_target = (\"partition\" = 0)"))
+        assert list(conn.execute(text("SELECT returning_target FROM moves ORDER BY id"))) == [(True,), (False,)]
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0020")
+        assert list(conn.execute(text('SELECT "partition" FROM moves ORDER BY id'))) == [(0,), (1,)]
     engine.dispose()

@@ -1,7 +1,8 @@
 """Review of s35-fixworkflows (the fixes of s35-rvworkflows' findings), driven with the fake Kafka of
 tests/controller/conftest.py (no broker). Findings 1-3 were against the fix of defect 1 (the seal waiting for the
-target's high watermark, leader log ends recorded as the target's ends), withdrawn since (defect 1 is a strict xfail
-again in test_s35_rvworkflows_review.py): their tests stay as behaviour a next fix of it must keep. Finding 4 (a
+target's high watermark, leader log ends recorded as the target's ends), withdrawn since; their tests stay as
+behaviour its fix (s36-seal: settled ends for a target holding an older segment of the chain only, docs/DESIGN.md
+§6.3 "A move back onto its chain") keeps. Finding 4 (a
 coordination move switching after its freeze was cleared) is fixed: the switch checks the freeze is still its run's."""
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def test_a_move_onto_a_restarting_partition_is_not_held_when_one_leader_log_end_
     refused) until an operator published or rolled it back. The trigger is the scenario that fix was for: a cluster
     restarting, whose leaders move while followers catch up (a partition without a known leader is left out by
     `log_end_offsets`). Expected: the move is made or rolled back, never held: nothing wrote to the target. (Where
-    a made move starts is defect 1's test, a strict xfail in test_s35_rvworkflows_review.py.) No log end of a
-    move's target is read now, so this holds; it stays for the next fix of defect 1."""
+    a made move starts is defect 1's test in test_s35_rvworkflows_review.py; made from 8 here:
+    test_move_back_onto_its_chain.py.)"""
     api, now_on = _c1_back_restarting(setup, leader_end_unread_once=True)
     ctl = api.controller
     mover = Mover(ctl, seal_timeout=1.0)

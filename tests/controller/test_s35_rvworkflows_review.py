@@ -1,13 +1,13 @@
 """Review s35-rvworkflows: the controller's workflows (scale-up, decommission, failover, coordination moves) driven
 with the fake Kafka of tests/controller/conftest.py (no broker). Each test failed on main for the reason it names;
-all but defect 1's (a strict xfail, still open) pass since s35-fixworkflows."""
+all pass since s35-fixworkflows, defect 1's since s36-seal (a move back onto a partition of its chain takes the
+target's settled end: docs/DESIGN.md §6.3, "A move back onto its chain")."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 
-import pytest
 from sqlalchemy import select
 
 from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
@@ -92,17 +92,6 @@ def test_the_sweeper_clears_a_freeze_no_running_coordination_move_owns(make_api,
     assert _commits_frozen(ctl)["c1"] is False and ctl.view.commits_frozen is False
 
 
-@pytest.mark.xfail(strict=True, reason="defect 1 of s35-rvworkflows, open: a move back onto the physical partition "
-                                       "of a failed-over segment starts its new segment at the target's high "
-                                       "watermark, which trails the leader's log end after a restart, so the acked "
-                                       "records of the unclean tail above it leave the gap and are read at new "
-                                       "offsets after the other cluster's segment. Its first fix (357c07e: the seal "
-                                       "waits for the target's high watermark to reach its log end; plan and freeze "
-                                       "record the leader's log end) was withdrawn after review s35-rvfixworkflows "
-                                       "(test_s35_rvfixworkflows_review.py): one unread log end at the plan held the "
-                                       "move for nothing; a failover onto a fresh partition was rolled back when a "
-                                       "surviving cluster's log ends could not be read; a recorded leader log end "
-                                       "could mask a lost publish's writes after a truncation")
 def test_a_move_back_onto_a_failed_over_partition_does_not_start_inside_its_unclean_tail(setup):  # noqa: F811
     """c1 dies holding t's partitions 0 and 1 (no scan read their ends: each is sealed at its start, 0, and every
     record of it is in the unclean tail, read inside the gap, docs/DESIGN.md §9.2). The failover moves them to c2/c3.
@@ -115,9 +104,10 @@ def test_a_move_back_onto_a_failed_over_partition_does_not_start_inside_its_uncl
     the old segment are no longer read at the offsets acked for them (inside the gap) and are read instead as the
     new segment's first records, after every record of c2's segment: offsets reused and per-key order broken
     (§4.1, §4.5). Expected: the new segment starts at or past the leader's log end (8), or the move is not made
-    (rolled back: writes go on where they were; never held, nothing wrote to the target). A fix must keep the tests
-    of tests/controller/test_s35_rvfixworkflows_review.py passing: its first one, waiting for every target's high
-    watermark and recording leader log ends, broke them."""
+    (rolled back: writes go on where they were; never held, nothing wrote to the target). Fixed (s36-seal): the
+    target holds an older segment of the chain, so the plan, the freeze and the seal wait for its high watermark to
+    reach its log end; here it never does, and the move is rolled back (made from 8 when the followers catch up:
+    tests/controller/test_move_back_onto_its_chain.py)."""
     api, kafka = setup
     ctl = api.controller
     kill(api, kafka, "c1")
