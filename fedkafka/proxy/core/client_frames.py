@@ -22,8 +22,9 @@ which the reader copies into the frame's own buffer; only bytes staged past the 
 never keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
 nothing staged and no answer due (or a buffer that never grew), or its last answer is written while it waits
 (`release_staging`), when its read loop ends (`drop_staging`: nothing reads it again), when it ends, and mid-frame
-once emptied into the frame's chunks while the budget is short (`receive_into(let_go=True)`,
-`ClientConnection._hand_over_staged`); the charge given back is both steps'.
+once a large frame's staged rest was taken into the frame's chunks while the budget is short
+(`receive_into(let_go=True)`, `ClientConnection._hand_over_staged`: frames staged behind it are kept in a buffer just
+their size); the charge given back is both steps' (less what a buffer kept for the frames behind is charged).
 Refused, the buffer keeps its size: at 16 KiB it holds every frame the connection waits for in it (at most
 SMALL_FRAME_BYTES), and fills and pauses more often; at 256 KiB likewise. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
@@ -293,10 +294,31 @@ class ClientFrames(asyncio.BufferedProtocol):
         self.release_staging()
         self._staging_bytes = min(SMALL_FRAME_BYTES, self._staging_bytes)
 
-    def holds_frame_rest_in_growth(self) -> bool:
-        """Whether the staging buffer grew (its growth charged) and holds nothing but the rest of the frame being
-        taken: taking that rest empties it, so it can go with its charge (`ClientConnection._hand_over_staged`)."""
-        return self._charged > 0 and self._end - self._start <= self._frame_left
+    def holds_growth(self) -> bool:
+        """Whether the staging buffer grew, its growth charged: a large frame's chunks may take what it stages of
+        the frame past the process budget (`ClientConnection._hand_over_staged`), for the growth goes once they
+        took it (`receive_into(let_go=True)`: the buffer goes, or a smaller one keeps the frames staged behind)."""
+        return self._charged > 0
+
+    def _keep_behind(self) -> None:
+        """The grown staging buffer, a large frame's staged rest taken out of it while the process budget was short,
+        replaced by one just large enough for the frames staged behind that frame (at least a new one's size): the
+        growth is given back but for the new buffer's own (its size less a new one's), so the frame's chunks and
+        the staged bytes are each counted once (docs/DESIGN.md §4.12). Full, it pauses reading until the reader
+        took half (`_taken`)."""
+        unread = self._end - self._start
+        small = min(SMALL_FRAME_BYTES, self._staging_bytes)
+        size = max(small, unread)
+        if size >= len(self._staging):
+            return
+        staging = records.frame_buffer(size)
+        memoryview(staging)[:unread] = memoryview(self._staging)[self._start:self._end]
+        self._staging, self._start, self._end = staging, 0, unread
+        if self._budget is not None and self._charged > size - small:
+            self._budget.release(self._charged - (size - small))
+            self._charged = size - small
+        if self._past_half_at_end():
+            self._pause()
 
     def release_staging(self) -> None:
         """Let the staging buffer go if it holds nothing (the next bytes get a new one, small), and its charge."""
@@ -372,7 +394,8 @@ class ClientFrames(asyncio.BufferedProtocol):
     async def receive_into(self, buffer: bytearray, let_go: bool = False) -> None:
         """Fill `buffer`: with what is staged, then straight from the socket. Nothing else receives into it, and a
         buffer left half filled (the client closed, or the wait was cancelled) is not received into any more.
-        `let_go`: a staging buffer this empties goes now, with its charge (`release_staging`)."""
+        `let_go`: once the staging buffer holds nothing more of the frame, its growth goes now: it goes if this
+        empties it (`release_staging`), else the frames staged behind are kept in a smaller one (`_keep_behind`)."""
         if self._frame_left:  # the frame's bytes it receives are the reader's: not staged behind it
             self._frame_left = max(self._frame_left - len(buffer), 0)
         have = min(len(buffer), self._end - self._start)
@@ -382,6 +405,8 @@ class ClientFrames(asyncio.BufferedProtocol):
             self._start = self._end = 0
             if let_go:
                 self.release_staging()
+        elif let_go and not self._frame_left:
+            self._keep_behind()
         if have == len(buffer):
             self._taken()
             return

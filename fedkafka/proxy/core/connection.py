@@ -269,9 +269,8 @@ class ClientConnection:
         try:
             while got < size:
                 want = min(size - got, READ_CHUNK_BYTES)
-                handed_over = self._hand_over_staged(want)
-                if not handed_over:
-                    waited += await self._hold(want, got, what)
+                wait, handed_over = await self._hold_waiting(want, got, what, hand_over=True)
+                waited += wait
                 try:
                     chunk = records.frame_buffer(want)  # every byte received before it is read
                     await self._within(self.reader.receive_into(chunk, let_go=handed_over), started + waited,
@@ -338,11 +337,21 @@ class ClientConnection:
             if self.budget.take_now(n):
                 return 0.0
             self.held.release(n)
+        waited, _ = await self._hold_waiting(n, holding, what)
+        return waited
+
+    async def _hold_waiting(self, n: int, holding: int, what: str, hand_over: bool = False) -> tuple[float, bool]:
+        """`_hold`'s waits: this connection's budget first (no clock), then the process budget. With `hand_over` (a
+        large frame's chunk) a short process budget is first offered the staging buffer's growth
+        (`_hand_over_staged`), also once this connection's own budget had room after a wait. Returns the seconds
+        waited and whether the chunk was handed over."""
         before = self._loop.time()
         await self.held.acquire(n)
         try:
+            if hand_over and self._hand_over_staged(n):
+                return self._loop.time() - before, True
             if await self.budget.acquire(n, self.limits.frame_timeout_s if holding else None):
-                return self._loop.time() - before
+                return self._loop.time() - before, False
         except BaseException:
             self.held.release(n)
             raise
@@ -351,14 +360,15 @@ class ClientConnection:
                            f"the process byte budget spent (--max-buffered-bytes; --frame-timeout)")
 
     def _hand_over_staged(self, n: int) -> bool:
-        """Whether the next n-byte chunk of a large frame is charged at once, past the process budget: only when
-        the budget is short, this connection's own budget is not, and its grown staging buffer holds nothing but
-        the frame's rest. Then the chunks take the staged bytes, with no wait in between, and the buffer goes
-        with its growth's charge once emptied (`receive_into(let_go=True)`, in the same loop step): at most the
-        staged bytes and a chunk over the budget until then, the growth (at least the staged bytes less 16 KiB)
-        given back. Waiting instead, a frame as large as the budget never fitted beside the growth (docs/DESIGN.md
-        §4.12)."""
-        if not self.reader.holds_frame_rest_in_growth() or self.budget.free_now(n) or not self.held.take_now(n):
+        """Whether the next n-byte chunk of a large frame (held in this connection's budget already) is charged to
+        the process budget at once, past it: only when it is short and the staging buffer grew (its growth
+        charged). The buffer then stages the frame's rest, all of it if frames are staged behind it: the chunks
+        take the staged rest with no wait in between, and once they took it the growth goes
+        (`receive_into(let_go=True)`, in the same loop step): with the buffer if that emptied it, else less what a
+        buffer just large enough for the frames behind is charged. Counted past the budget by at most the staged
+        rest and a chunk until then, at most 16 KiB once it went; waiting instead, a frame as large as the budget,
+        or half of it with another frame staged behind, never fitted beside the growth (docs/DESIGN.md §4.12)."""
+        if not self.reader.holds_growth() or self.budget.free_now(n):
             return False
         self.budget.charge(n)
         return True
