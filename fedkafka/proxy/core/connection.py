@@ -362,12 +362,12 @@ class ClientConnection:
     def _hand_over_staged(self, n: int) -> bool:
         """Whether the next n-byte chunk of a large frame (held in this connection's budget already) is charged to
         the process budget at once, past it: only when it is short and the staging buffer grew (its growth
-        charged). The buffer then stages the frame's rest, all of it if frames are staged behind it: the chunks
-        take the staged rest with no wait in between, and once they took it the growth goes
-        (`receive_into(let_go=True)`, in the same loop step): with the buffer if that emptied it, else less what a
-        buffer just large enough for the frames behind is charged. Counted past the budget by at most the staged
-        rest and a chunk until then, at most 16 KiB once it went; waiting instead, a frame as large as the budget,
-        or half of it with another frame staged behind, never fitted beside the growth (docs/DESIGN.md §4.12)."""
+        charged). What the buffer stages is the frame's rest (some of it, or all of it and frames behind): the
+        chunks take it with no wait in between, and once they took it the growth goes (`receive_into(let_go=True)`,
+        in the same loop step): with the buffer if that emptied it, else less what a buffer just large enough for
+        the frames behind is charged. Counted past the budget by at most the staged bytes and a chunk until then;
+        once it went, at most 16 KiB above the count before. Waiting instead, a frame as large as the budget, or of
+        over half of it with another frame staged behind, never fitted beside the growth (docs/DESIGN.md §4.12)."""
         if not self.reader.holds_growth() or self.budget.free_now(n):
             return False
         self.budget.charge(n)
