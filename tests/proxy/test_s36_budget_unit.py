@@ -6,6 +6,7 @@ tests/proxy/test_s35_rvbudget_review.py::test_a_lone_connection_reads_a_frame_of
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import pytest
 from example_counts import examples
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 from fedkafka.proxy.core.client_frames import SMALL_FRAME_BYTES, STAGING_BYTES, STAGING_FIRST_BYTES
 from fedkafka.proxy.core.connection import READ_CHUNK_BYTES, ClientConnection
 from fedkafka.proxy.core.limits import ByteBudget, Limits
+from proxy.test_client_frames_unit import _connection_server
+from proxy.test_limits_unit import GUARD_S, _HeldDispatcher
 from proxy.test_s34_fixbudget_unit import _connection, _PeakBudget
 from proxy.test_s34_rvstaging_review import _frame, _served
 
@@ -120,6 +123,46 @@ def test_a_lone_connection_reads_a_frame_of_half_the_budget_with_more_than_a_new
     got, held, conns, budget = asyncio.run(_served([b"".join(frames)], limits, answers=4))
     assert got == [frame[4:] for frame in frames], f"{len(got)} dispatched; held: {held}"
     assert budget.used == 0 and conns[0].held.used == 0 and conns[0].reader._charged == 0
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_over_a_real_socket_the_frames_behind_a_handed_over_frame_are_kept_and_every_frame_answered(loop):
+    """The case above over loopback TCP (asyncio's and uvloop's transports, which a full kept buffer must never hand
+    an empty buffer): one request slot, the first (100-byte) frame's answer held until the staging buffer, grown to
+    256 KiB, is full (the 250 000-byte frame and the start of the 100 000-byte one behind it); then the large frame
+    is handed over and the frames behind kept in a buffer their size (less than the growth charged), and every frame
+    is read and answered in order, every byte back once the last answer was written."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    size = 480 * KiB
+    limits = Limits(max_frame_bytes=size, max_inflight_bytes=size, max_buffered_bytes=size, max_inflight_requests=1,
+                    frame_timeout_s=_FRAME_TIMEOUT_S)
+    frames = [_frame(100, 1), _frame(250_000, 2), _frame(100_000, 3), _frame(100, 4)]
+
+    async def scenario() -> tuple[int, list[int], bool, int]:
+        budget = ByteBudget(limits.max_buffered_bytes)
+        d = _HeldDispatcher()
+        server, port, conns = await _connection_server(d, limits, budget)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(frames))
+        async with asyncio.timeout(GUARD_S):
+            while not conns or not conns[0].reader._paused:  # full: 256 KiB less the first frame taken
+                await asyncio.sleep(0.002)
+            answered = []
+            for corr in range(1, len(frames) + 1):
+                while corr not in d.answers:
+                    await asyncio.sleep(0.002)
+                if corr == 2:  # the large frame read: its growth went, a smaller buffer keeps what is behind it
+                    kept = len(conns[0].reader._staging)
+                d.answer(corr)
+                answered.append(struct.unpack(">ii", await reader.readexactly(8))[1])
+            while budget.used:
+                await asyncio.sleep(0.002)
+        writer.close()
+        server.close()
+        return kept, answered, [d.frames[c] for c in range(1, 5)] == [f[4:] for f in frames], budget.used
+
+    kept, answered, same, used = run(scenario())
+    assert SMALL_FRAME_BYTES <= kept < STAGING_FIRST_BYTES and (answered, same, used) == ([1, 2, 3, 4], True, 0)
 
 
 @st.composite
