@@ -78,7 +78,7 @@ def test_of_two_half_held_waits_ending_in_one_turn_one_closes_also_with_another_
 # pipelined behind it; here the frame is about half the budget.
 # FIXED (s36-budget: the hand-over applies whatever is staged behind the frame; once the chunks took the frame's
 # staged rest, the frames behind are kept in a buffer just their size and the rest of the growth goes,
-# `ClientFrames._keep_behind`; the hand-over is looked for again after a wait for the connection's own budget).
+# `ClientFrames._keep_unread`; the hand-over is looked for again after a wait for the connection's own budget).
 def test_a_lone_connection_reads_a_frame_of_half_the_budget_with_another_frame_pipelined_behind_it():
     """One connection, --max-frame-bytes = --max-inflight-bytes = --max-buffered-bytes = 480 KiB (accepted by
     `Limits.problems()`); the client sends a 100-byte frame, a 250 000-byte one and another 100-byte one at once.

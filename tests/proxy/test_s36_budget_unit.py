@@ -1,5 +1,5 @@
 """s36-budget: the staging buffer's growth handed over to a large frame's chunks also with frames staged behind the
-frame (`ClientFrames._keep_behind`) and after a wait for the connection's own budget
+frame (`ClientFrames._keep_unread`) and after a wait for the connection's own budget
 (`ClientConnection._hold_waiting`); docs/DESIGN.md §4.12. The review case this closes is
 tests/proxy/test_s35_rvbudget_review.py::test_a_lone_connection_reads_a_frame_of_half_the_budget_with_another_frame_pipelined_behind_it."""
 
@@ -10,7 +10,7 @@ import struct
 
 import pytest
 from example_counts import examples
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fedkafka.proxy.core.client_frames import SMALL_FRAME_BYTES, STAGING_BYTES, STAGING_FIRST_BYTES
@@ -185,8 +185,16 @@ def _alone(draw) -> tuple[Limits, list[int]]:
     return limits, draw(st.lists(size, min_size=1, max_size=5))
 
 
+_HALF_MIB = 480 * KiB
+# s36-fixbudget: chunks handed over, then a wait for the connection's own budget while the socket refilled the
+# buffer: the growth no longer covered them (`ClientFrames.settle`)
+_REFILLED = (Limits(max_frame_bytes=_HALF_MIB, max_inflight_bytes=_HALF_MIB, max_buffered_bytes=_HALF_MIB,
+                    frame_timeout_s=_FRAME_TIMEOUT_S), [245757, 442369])
+
+
 @settings(max_examples=examples(60), deadline=None)
 @given(case=_alone())
+@example(case=_REFILLED)
 def test_a_connection_alone_within_its_limits_is_served_and_gives_every_byte_back(case):
     """Property: a lone connection sending frames within its limits at once, whatever the limits, is served (each
     frame dispatched, in order), the process budget counted past its limit by at most a staging buffer and a chunk

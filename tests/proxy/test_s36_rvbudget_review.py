@@ -1,7 +1,7 @@
 """Review of s36-budget (the staging growth handed over to a large frame's chunks also with frames staged behind it:
 `ClientFrames._keep_behind`, `ClientConnection._hold_waiting`; docs/DESIGN.md §4.12).
 
-Findings (strict xfails below):
+Findings (strict xfails below until s36-fixbudget, which fixed both: tests/proxy/test_s36_fixbudget_unit.py):
 1. Medium: a kept buffer (`_keep_behind`: the frames behind, its size less 16 KiB charged) may be charged a few
    bytes only, yet `holds_growth()` (any charge) hands the next large frame's chunk to it past the budget: a whole
    chunk (64 KiB) counted past the budget for the few bytes given back. DESIGN's bounds ("at most 16 KiB higher
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from fedkafka.proxy.core.client_frames import SMALL_FRAME_BYTES, STAGING_FIRST_BYTES
 from fedkafka.proxy.core.limits import ByteBudget, Limits
 from proxy.test_limits_unit import GUARD_S
@@ -34,8 +32,6 @@ from proxy.test_s36_budget_unit import _staged
 KiB = 1024
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-budget finding 1: a kept buffer charged a few bytes hands a whole "
-                                       "chunk past the budget; N connections N x ~64 KiB, not bounded by the growths")
 def test_kept_buffers_charged_a_few_bytes_each_take_a_whole_chunk_past_the_budget():
     """Eight connections, one after another while the 1 MiB process budget has room for a growth, each stage a
     200 000-byte frame and the start of a 300 000-byte one (its size and 16 484 bytes: 104 bytes more than a new
@@ -88,8 +84,6 @@ def test_kept_buffers_charged_a_few_bytes_each_take_a_whole_chunk_past_the_budge
     assert past <= n * SMALL_FRAME_BYTES, f"{past} bytes past the budget"
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-budget finding 2: every chunk of a large frame goes through the "
-                                       "waiting path (two ByteBudget.acquire calls) with both budgets free")
 def test_a_large_frames_chunks_are_held_without_the_waiting_path_when_both_budgets_have_room(monkeypatch):
     """A 600 000-byte frame staged whole, both budgets (512 MiB) with room for it: its ten chunks are held by
     `take_now` (main's `_hold`), no `ByteBudget.acquire` (a coroutine each, the waiting path's clock read twice).
