@@ -13,7 +13,7 @@ count at most 16 KiB above where it was (chunks of the staged rest, rounded up t
 1008 KiB); several connections' add up (N x 16 KiB, bytes that were in memory uncounted before), not "at most 16
 KiB and a chunk" overall as DESIGN §4.12 reads, bounded by the growths (half the budget / 240 KiB connections).
 
-Findings (strict xfails below; 1 and 3 fixed in the next commit, 2 left as a known gap):
+Findings (strict xfails below; 1 and 3 fixed in the next commit, 2 in s36-budget):
 1. Medium: the last look does not do what DESIGN §4.12 says once any other connection waits in line behind the two
    half-held waits (in the very case the fix is for, "every other connection waits behind them"): both close.
 2. Low (small budgets): a frame pipelined behind a large one keeps the hand-over from applying; a lone connection
@@ -25,8 +25,6 @@ Findings (strict xfails below; 1 and 3 fixed in the next commit, 2 left as a kno
 from __future__ import annotations
 
 import asyncio
-
-import pytest
 
 from fedkafka.proxy.core.connection import READ_CHUNK_BYTES
 from fedkafka.proxy.core.limits import ByteBudget, Limits
@@ -78,9 +76,9 @@ def test_of_two_half_held_waits_ending_in_one_turn_one_closes_also_with_another_
 # Before s34-fixbudget it waited for good; now the frame timeout closes it: the frame is never read either way. The
 # fix's DESIGN §4.12 line ("a frame as large as the budget ... no longer waits for good") holds only with nothing
 # pipelined behind it; here the frame is about half the budget.
-@pytest.mark.xfail(strict=True, reason="review s35-rvbudget 2: a frame with another pipelined behind it in the grown "
-                                       "staging buffer is not handed over; a lone connection is closed at the frame "
-                                       "timeout, its frame never read")
+# FIXED (s36-budget: the hand-over applies whatever is staged behind the frame; once the chunks took the frame's
+# staged rest, the frames behind are kept in a buffer just their size and the rest of the growth goes,
+# `ClientFrames._keep_unread`; the hand-over is looked for again after a wait for the connection's own budget).
 def test_a_lone_connection_reads_a_frame_of_half_the_budget_with_another_frame_pipelined_behind_it():
     """One connection, --max-frame-bytes = --max-inflight-bytes = --max-buffered-bytes = 480 KiB (accepted by
     `Limits.problems()`); the client sends a 100-byte frame, a 250 000-byte one and another 100-byte one at once.

@@ -22,8 +22,9 @@ which the reader copies into the frame's own buffer; only bytes staged past the 
 never keeps a request from being read) until the buffer is let go: when the connection waits for a new frame with
 nothing staged and no answer due (or a buffer that never grew), or its last answer is written while it waits
 (`release_staging`), when its read loop ends (`drop_staging`: nothing reads it again), when it ends, and mid-frame
-once emptied into the frame's chunks while the budget is short (`receive_into(let_go=True)`,
-`ClientConnection._hand_over_staged`); the charge given back is both steps'.
+once a large frame's staged rest was taken into the frame's chunks while the budget is short
+(`receive_into(let_go=True)`, `ClientConnection._hand_over_staged`: frames staged behind it are kept in a buffer just
+their size); the charge given back is both steps' (less what a buffer kept for the frames behind is charged).
 Refused, the buffer keeps its size: at 16 KiB it holds every frame the connection waits for in it (at most
 SMALL_FRAME_BYTES), and fills and pauses more often; at 256 KiB likewise. So a
 connection holds at most 16 KiB uncharged, an idle one none (docs/DESIGN.md §4.12). It is not zero-filled
@@ -95,6 +96,7 @@ class ClientFrames(asyncio.BufferedProtocol):
         self._budget = budget  # the process': charged with the staging buffer's growth (None: not charged)
         self._staging = _NO_STAGING  # allocated when the socket has bytes for it
         self._charged = 0  # of the staging buffer's bytes, to the budget
+        self._handed = 0  # of that charge, what a large frame's chunks took past the budget for it (`hand_over`)
         self._start = self._end = 0  # unread bytes of the staging buffer
         # of the frame whose size the reader took (`take_size`), the bytes it has not taken yet: the unread bytes
         # past these are frames behind it (a backlog), which alone make growing or pausing at the end worth it
@@ -293,19 +295,68 @@ class ClientFrames(asyncio.BufferedProtocol):
         self.release_staging()
         self._staging_bytes = min(SMALL_FRAME_BYTES, self._staging_bytes)
 
-    def holds_frame_rest_in_growth(self) -> bool:
-        """Whether the staging buffer grew (its growth charged) and holds nothing but the rest of the frame being
-        taken: taking that rest empties it, so it can go with its charge (`ClientConnection._hand_over_staged`)."""
-        return self._charged > 0 and self._end - self._start <= self._frame_left
+    def hand_over(self, n: int) -> int:
+        """How many bytes of a large frame's next n-byte chunk may be charged past the process budget, which is
+        short (`ClientConnection._hand_over_staged`): the frame's bytes staged here, as far as the growth charged
+        covers them beyond what earlier chunks took so (`_handed`), for the growth goes once the chunks took them
+        (`receive_into(let_go=True)`: the buffer goes, or a smaller one keeps the frames staged behind). So the
+        chunks never take past the budget more than this buffer is charged and gives back (docs/DESIGN.md §4.12).
+        With nothing of the frame staged, or no such cover left, the buffer is first shrunk to its unread bytes
+        (`_keep_unread`), its growth given back but for theirs: a wait for the budget then holds no growth beyond
+        the bytes the frame still needs, so a lone connection's frame as large as the budget fits."""
+        if not self._charged:
+            return 0
+        staged = min(self._end - self._start, self._frame_left)
+        if not staged or self._charged <= self._handed:
+            self._keep_unread()
+        handed = min(n, staged, self._charged - self._handed)
+        self._handed += handed
+        return handed
+
+    def settle(self) -> None:
+        """Before the reader waits (for its budgets) with bytes handed over past the budget for the growth
+        (`hand_over`): the buffer shrunk to its unread bytes now (`_keep_unread`), the growth given back but for
+        theirs, so bytes the socket adds meanwhile do not keep it (the growth would then no longer cover them)."""
+        if self._handed:
+            self._keep_unread()
+
+    def _keep_unread(self) -> None:
+        """The grown staging buffer replaced by one just large enough for its unread bytes (at least a new one's
+        size; none if nothing is unread): the growth is given back but for the new buffer's own (its size less a
+        new one's). After a large frame's staged rest went into its chunks while the process budget was short, it
+        keeps the frames staged behind that frame, so the chunks and the staged bytes are each counted once
+        (docs/DESIGN.md §4.12). Full, it pauses reading until the reader took half (`_taken`)."""
+        unread = self._end - self._start
+        if not unread:
+            self.release_staging()
+            return
+        small = min(SMALL_FRAME_BYTES, self._staging_bytes)
+        size = max(small, unread)
+        if size >= len(self._staging):
+            return
+        staging = records.frame_buffer(size)
+        memoryview(staging)[:unread] = memoryview(self._staging)[self._start:self._end]
+        self._staging, self._start, self._end = staging, 0, unread
+        if self._charged > size - small:
+            self._give_back(self._charged - (size - small))
+        if self._past_half_at_end():
+            self._pause()
 
     def release_staging(self) -> None:
         """Let the staging buffer go if it holds nothing (the next bytes get a new one, small), and its charge."""
         if self._start == self._end:
             self._staging = _NO_STAGING
             self._start = self._end = 0
-            if self._charged and self._budget is not None:
-                charged, self._charged = self._charged, 0
-                self._budget.release(charged)
+            if self._charged:
+                self._give_back(self._charged)
+
+    def _give_back(self, n: int) -> None:
+        """n bytes of the staging buffer's charge given back; chunks that took bytes past the budget for it
+        (`hand_over`) are answered for by the growth given back first."""
+        if self._budget is not None:
+            self._budget.release(n)
+        self._charged -= n
+        self._handed = max(self._handed - n, 0)
 
     def take_whole(self, max_bytes: int, held: ByteBudget, budget: ByteBudget) -> bytes | None:
         """The next frame (without its size prefix) when the prefix and all its bytes are staged and both budgets
@@ -372,9 +423,13 @@ class ClientFrames(asyncio.BufferedProtocol):
     async def receive_into(self, buffer: bytearray, let_go: bool = False) -> None:
         """Fill `buffer`: with what is staged, then straight from the socket. Nothing else receives into it, and a
         buffer left half filled (the client closed, or the wait was cancelled) is not received into any more.
-        `let_go`: a staging buffer this empties goes now, with its charge (`release_staging`)."""
+        `let_go`: once the staging buffer holds nothing more of the frame, its growth goes now: it goes if this
+        empties it (`release_staging`), else the frames staged behind are kept in a smaller one (`_keep_unread`)."""
         if self._frame_left:  # the frame's bytes it receives are the reader's: not staged behind it
             self._frame_left = max(self._frame_left - len(buffer), 0)
+        # chunks took bytes past the budget for the growth (`hand_over`): it goes once the frame's staged bytes are
+        # taken, also by a chunk the budgets had room for, before the socket refills the buffer
+        let_go = let_go or self._handed > 0
         have = min(len(buffer), self._end - self._start)
         memoryview(buffer)[:have] = memoryview(self._staging)[self._start:self._start + have]
         self._start += have
@@ -382,6 +437,8 @@ class ClientFrames(asyncio.BufferedProtocol):
             self._start = self._end = 0
             if let_go:
                 self.release_staging()
+        elif let_go and not self._frame_left:
+            self._keep_unread()
         if have == len(buffer):
             self._taken()
             return

@@ -268,10 +268,11 @@ class ClientConnection:
         waited = 0.0
         try:
             while got < size:
-                want = min(size - got, READ_CHUNK_BYTES)
-                handed_over = self._hand_over_staged(want)
-                if not handed_over:
-                    waited += await self._hold(want, got, what)
+                want, handed_over = self._hold_chunk_now(min(size - got, READ_CHUNK_BYTES))
+                if not want:
+                    want = min(size - got, READ_CHUNK_BYTES)
+                    wait, want, handed_over = await self._hold_waiting(want, got, what, hand_over=True)
+                    waited += wait
                 try:
                     chunk = records.frame_buffer(want)  # every byte received before it is read
                     await self._within(self.reader.receive_into(chunk, let_go=handed_over), started + waited,
@@ -338,11 +339,37 @@ class ClientConnection:
             if self.budget.take_now(n):
                 return 0.0
             self.held.release(n)
+        waited, _, _ = await self._hold_waiting(n, holding, what)
+        return waited
+
+    def _hold_chunk_now(self, n: int) -> tuple[int, bool]:
+        """A large frame's next chunk of up to n bytes held without a wait: n when both budgets have room (two
+        `take_now`, as `_hold`: the usual case of a large frame, issue #20), or what of it is handed over past a
+        short process budget (`_hand_over_staged`); 0 when it has to wait. Also whether it was handed over."""
+        if not self.held.take_now(n):
+            return 0, False
+        if self.budget.take_now(n):
+            return n, False
+        handed = self._hand_over_staged(n)
+        self.held.release(n - handed)
+        return handed, bool(handed)
+
+    async def _hold_waiting(self, n: int, holding: int, what: str,
+                            hand_over: bool = False) -> tuple[float, int, bool]:
+        """`_hold`'s waits: this connection's budget first (no clock), then the process budget. With `hand_over` (a
+        large frame's chunk) a short process budget is first offered the staging buffer's growth
+        (`_hand_over_staged`), once this connection's own budget had room. Returns the seconds waited, the bytes
+        held (n, or what of it was handed over) and whether they were handed over."""
         before = self._loop.time()
+        self.reader.settle()
         await self.held.acquire(n)
         try:
+            handed = self._hand_over_staged(n) if hand_over and not self.budget.free_now(n) else 0
+            if handed:
+                self.held.release(n - handed)
+                return self._loop.time() - before, handed, True
             if await self.budget.acquire(n, self.limits.frame_timeout_s if holding else None):
-                return self._loop.time() - before
+                return self._loop.time() - before, n, False
         except BaseException:
             self.held.release(n)
             raise
@@ -350,18 +377,20 @@ class ClientConnection:
         raise FrameTimeout(f"{what} held back {self.limits.frame_timeout_s:g} s with {holding} bytes of it held, "
                            f"the process byte budget spent (--max-buffered-bytes; --frame-timeout)")
 
-    def _hand_over_staged(self, n: int) -> bool:
-        """Whether the next n-byte chunk of a large frame is charged at once, past the process budget: only when
-        the budget is short, this connection's own budget is not, and its grown staging buffer holds nothing but
-        the frame's rest. Then the chunks take the staged bytes, with no wait in between, and the buffer goes
-        with its growth's charge once emptied (`receive_into(let_go=True)`, in the same loop step): at most the
-        staged bytes and a chunk over the budget until then, the growth (at least the staged bytes less 16 KiB)
-        given back. Waiting instead, a frame as large as the budget never fitted beside the growth (docs/DESIGN.md
-        §4.12)."""
-        if not self.reader.holds_frame_rest_in_growth() or self.budget.free_now(n) or not self.held.take_now(n):
-            return False
-        self.budget.charge(n)
-        return True
+    def _hand_over_staged(self, n: int) -> int:
+        """How many bytes of a large frame's next n-byte chunk (held in this connection's budget already) are
+        charged to the process budget at once, past it, which is short: the frame's bytes its grown staging
+        buffer holds, as far as the growth charged covers them (`ClientFrames.hand_over`). The chunk is then just
+        those bytes: the chunks take them with no wait in between, and once they took the frame's staged rest the
+        growth goes (`receive_into(let_go=True)`, in the same loop step): with the buffer if that emptied it, else
+        less what a buffer just large enough for the frames behind is charged. So a hand-over takes past the
+        budget at most what the growth is charged and gives back; waiting instead, a frame as large as the
+        budget, or of over half of it with another frame staged behind, never fitted beside the growth
+        (docs/DESIGN.md §4.12)."""
+        handed = self.reader.hand_over(n)
+        if handed:
+            self.budget.charge(handed)
+        return handed
 
     def _unhold(self, n: int) -> None:
         self.held.release(n)
