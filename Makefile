@@ -143,7 +143,7 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint -q roles playbooks awx
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	scripts/test_suite.sh $(BIN) $(PYTEST_ARGS)
 
 # The tests that need no JVM, Kafka broker, PostgreSQL, service process or Ansible run, on every core (pytest-xdist):
 # markers in pyproject.toml, README's test section.

@@ -371,8 +371,8 @@ def status(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool
     """Controller status (view version, counts, live proxies and the version each applied) and a health summary
     from the signals the alert rules read: the controller's /metrics, and each --proxy-admin's /readyz and
     /metrics."""
-    res = _call(url, token_file, lambda api: api.status())
-    res["health"] = _health(url, token_file, res, proxy_admin).to_dict()
+    res, metrics = _call(url, token_file, lambda api: (api.status(), _controller_metrics(api)))
+    res["health"] = _health(res, metrics, proxy_admin).to_dict()
 
     def render(s: dict) -> None:
         console.print(f"view version {s['view_version']}, {s['clusters']} clusters, {s['topics']} topics, "
@@ -390,15 +390,26 @@ def status(url: str | None = URL, token_file: Path | None = TOKEN, as_json: bool
         raise typer.Exit(3)
 
 
-def _health(url: str | None, token_file: Path | None, status_doc: dict, proxy_admin: list[str]):
+def _controller_metrics(api: AdminClient) -> str:
+    """The active controller's /metrics, through the CLI's client (its token, $FEDKAFKA_CA_FILE, the controller
+    list followed): a refusal says which token to give rather than summarising a 401's body."""
+    try:
+        return api.metrics()
+    except AdminError as e:
+        if e.status in (401, 403):
+            raise AdminError(f"the controller refused its /metrics to this token ({e}); the health summary needs "
+                             "the operator or service token (--token-file or $FEDKAFKA_TOKEN)", e.status) from None
+        raise AdminError(f"cannot read the controller's /metrics: {e}", e.status) from None
+
+
+def _health(status_doc: dict, metrics: str, proxy_admin: list[str]):
     import httpx
 
     from fedkafka.observe import health
 
-    base, _token = locate(url, token_file)
     try:
-        controller = health.parse(httpx.get(f"{base.rstrip('/')}/metrics", timeout=10).text)
-    except (httpx.HTTPError, ValueError) as e:
+        controller = health.parse(metrics)
+    except ValueError as e:
         _fail(f"cannot read the controller's /metrics: {e}")
     probes = []
     for address in proxy_admin:

@@ -200,14 +200,25 @@ class AdminClient:
                 timeout: Any = httpx.USE_CLIENT_DEFAULT, repeatable: bool = False) -> Any:
         """`repeatable`: the route answers a repeat of a request it carried out with what was done (a held move's
         publish and roll-back), so a request left unanswered is safe to run again; said so when it is."""
+        resp = self._answered(method, path, body, params, timeout, repeatable)
+        return None if resp.status_code == 204 or not resp.content else resp.json()
+
+    def _answered(self, method: str, path: str, body: Any, params: dict | None, timeout: Any,
+                  repeatable: bool) -> httpx.Response:
+        """The active controller's answer; an error answer (4xx, 5xx) raised as AdminError with its detail."""
         resp = self._send(method, path, body, params, timeout, repeatable)
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)
-            except ValueError:
+            except (ValueError, AttributeError):
                 detail = resp.text
             raise AdminError(f"{method} {path}: HTTP {resp.status_code}: {detail}", resp.status_code)
-        return None if resp.status_code == 204 or not resp.content else resp.json()
+        return resp
+
+    def metrics(self) -> str:
+        """The active controller's /metrics (Prometheus text), asked with the token and CA of every other route: a
+        controller run with --metrics-token-required answers it only to a token (401 without)."""
+        return self._answered("GET", "/metrics", None, None, httpx.USE_CLIENT_DEFAULT, False).text
 
     # the admin API, one method per route
     def clusters(self) -> list[dict]:

@@ -249,7 +249,7 @@ class CoordinationMove:
             for t, p, o, e, m in parts:
                 first = firsts.get((t, p), o)
                 if o < first:
-                    log.warning("group %s: %s/%d restored at %d, the first offset of its chain: its copied offset %d "
+                    log.warning("group %r: %s/%d restored at %d, the first offset of its chain: its copied offset %d "
                                 "is below (those records were dropped since the copy)", group, t, p, first, o)
                     o, e = first, None
                 raised[group].append((t, p, o, e, m))
@@ -286,7 +286,7 @@ class CoordinationMove:
                 if time.monotonic() <= deadline:
                     time.sleep(0.5)
                 if time.monotonic() > deadline:  # also after the sleep: a pause there ends the retries
-                    raise Unavailable(f"offsets of group {group} not written to {cluster}: {error}")
+                    raise Unavailable(f"offsets of group {group!r} not written to {cluster}: {error}")
 
     def _commit(self, cluster: str, bootstrap: str, group: str, parts: Parts) -> tuple[Parts, str]:
         """One OffsetCommit of `parts`: the parts refused, and why."""
@@ -323,7 +323,7 @@ class CoordinationMove:
             have = {(t, p): o for t, p, o, _e, _m in got.get(group, [])}
             short = [(t, p, o) for t, p, o, _e, _m in parts if have.get((t, p), -1) < o]
             if short:
-                raise Conflict(f"group {group}: offsets {short[:3]} not on {cluster} after the copy", status=503)
+                raise Conflict(f"group {group!r}: offsets {short[:3]} not on {cluster} after the copy", status=503)
 
     # -- the periodic copy (for --unclean) --------------------------------------------------------------
     def copy_now(self) -> int:
@@ -354,6 +354,6 @@ def _of_topics_still_there(group: str, parts: Parts, read_for: TopicIds, current
     kept = [part for part in parts if read_for.get(part[0]) is not None and current.get(part[0]) == read_for[part[0]]]
     gone = sorted({part[0] for part in parts} - {part[0] for part in kept})
     if gone:
-        log.info("group %s: offsets of %s not written: their topics were deleted since they were read", group,
+        log.info("group %r: offsets of %s not written: their topics were deleted since they were read", group,
                  ", ".join(gone))
     return kept

@@ -1244,7 +1244,7 @@ class Controller:
             instance_id = row.instance_id
         with self._hb_lock:  # its renewals go to the database now, which answers 404 (register again)
             self._leases.pop(member_id, None)
-        log.info("proxy member %d (%s) deregistered: stopped cleanly", member_id, instance_id)
+        log.info("proxy member %d (%r) deregistered: stopped cleanly", member_id, instance_id)
         # its lease has ended: a round that composes drops it (the lease round does, `expire_leases`, in any case)
         self.compose_after_commit(f"proxy member {member_id} deregistered")
         return {"member_id": member_id, "instance_id": instance_id, "deregistered": True}
@@ -1267,7 +1267,7 @@ class Controller:
             s.commit()
             node_id, instance_id = node.node_id, node.instance_id
         composed = self.compose_after_commit(f"proxy {node_id} set {'draining' if draining else 'not draining'}")
-        log.info("proxy %d (%s) %s", node_id, instance_id, "draining" if draining else "no longer draining")
+        log.info("proxy %d (%r) %s", node_id, instance_id, "draining" if draining else "no longer draining")
         return {"node_id": node_id, "instance_id": instance_id, "draining": draining, "changed": changed,
                 "view_version": composed.version}
 

@@ -1082,7 +1082,7 @@ def _blocker(topic: str, p: int, segs, cluster: str, floor: int | None, group: s
         return f"{topic}/{p}: {cluster}'s data {ends} not expired by retention yet (or {cluster} not read)"
     if floor < 0:
         return f"{topic}/{p}: a group consuming {topic} has not committed this partition yet"
-    return f"{topic}/{p}: group {group} committed {floor}, {cluster}'s data {ends}"
+    return f"{topic}/{p}: group {group!r} committed {floor}, {cluster}'s data {ends}"
 
 
 class _Stopping(Exception):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jwt
 
-from fedkafka.security.scram import AuthenticationFailed, MalformedMessage
+from fedkafka.security.scram import AuthenticationFailed, MalformedMessage, printable
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"]
 
@@ -120,9 +120,5 @@ def check_authorization_id(authorization_id: str, principal: str) -> None:
     name = principal.removeprefix("User:")
     if authorization_id and authorization_id != name:
         raise AuthenticationFailed(
-            f"Authentication failed: Client requested an authorization id ({_printable(authorization_id)}) that is "
-            f"different from the token's principal name ({_printable(name)})")
-
-
-def _printable(name: str) -> str:
-    return name if name.isprintable() else repr(name)
+            f"Authentication failed: Client requested an authorization id ({printable(authorization_id)}) that is "
+            f"different from the token's principal name ({printable(name)})")

@@ -26,6 +26,12 @@ class AuthenticationFailed(Exception):
     """The client's credentials do not check out (the message is safe to send and log: no secret in it)."""
 
 
+def printable(name: str) -> str:
+    """A client-chosen name for an AuthenticationFailed message (Kafka's words, also the failed-login log line's):
+    as it is when printable, quoted (repr) otherwise, so a newline in it starts no log line of its making."""
+    return name if name.isprintable() else repr(name)
+
+
 class MalformedMessage(AuthenticationFailed):
     """A SASL message that does not parse."""
 

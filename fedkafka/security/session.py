@@ -23,7 +23,7 @@ from typing import Any
 
 from fedkafka.security import password_checks
 from fedkafka.security.acl import kafka_host
-from fedkafka.security.scram import AuthenticationFailed
+from fedkafka.security.scram import AuthenticationFailed, printable
 
 ANONYMOUS = "User:ANONYMOUS"
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")  # the default; OAUTHBEARER needs a JWKS file
@@ -111,8 +111,9 @@ class Session:
         if self.reauthenticating is not None:
             before = self.reauthenticating[1]
             if principal != before:
-                raise AuthenticationFailed(f"Cannot change principals during re-authentication from {before}: "
-                                           f"{principal}")
+                # Kafka's message, a name not printable quoted: it is the failed-login line's too
+                raise AuthenticationFailed(f"Cannot change principals during re-authentication from "
+                                           f"{printable(before)}: {printable(principal)}")
             self.reauthentications += 1
         self.principal, self.authenticated, self.exchange, self.reauthenticating = principal, True, None, None
         if self.max_reauth_ms <= 0:
@@ -146,8 +147,11 @@ class Session:
         late_s = self.clock() - self.expires_at
         if late_s <= 0:
             return None
-        return (f"the SASL session of {self.principal} on the {self.protocol} listener expired {late_s * 1000:.0f} ms "
-                f"ago without re-authentication (--connections-max-reauth-ms {self.max_reauth_ms})")
+        # the principal quoted (repr), as every log line quotes it: this reason is logged as the connection closes,
+        # and a token subject is the client's (its issuer's) choice
+        return (f"the SASL session of {self.principal!r} on the {self.protocol} listener expired "
+                f"{late_s * 1000:.0f} ms ago without re-authentication (--connections-max-reauth-ms "
+                f"{self.max_reauth_ms})")
 
     def authentication_refusal(self, api_key: int) -> str | None:
         """Before authentication: ApiVersions or SaslHandshake first, only SaslHandshake after an answered

@@ -237,7 +237,7 @@ def test_a_coordination_write_paused_past_its_patience_is_not_retried(make_api, 
 
     monkeypatch.setattr(coordination, "time", SimpleNamespace(monotonic=lambda: now[0], sleep=pause, time=time.time))
     written = _refused_once(ctl, lambda: None)
-    with pytest.raises(Unavailable, match="offsets of group g not written to c2: 1 partitions refused"):
+    with pytest.raises(Unavailable, match="offsets of group 'g' not written to c2: 1 partitions refused"):
         engine.coordination.write("c2", {"g": [(shadow_topic("t"), 0, 5, -1, "")]}, patience_s=30)
     assert written == []
 

@@ -26,7 +26,7 @@ from fedkafka.proxy.handlers import (
     metadata,
     produce,
 )
-from fedkafka.proxy.plan import Plan
+from fedkafka.proxy.plan import Plan, UpstreamError
 from fedkafka.security.acl import (
     AclBinding,
     AclFilter,
@@ -290,6 +290,32 @@ def test_list_groups_with_a_cluster_right_implying_describe_lists_every_group():
     """ALTER on the cluster implies DESCRIBE on it (Kafka's rule): every group, none of them granted on its own."""
     assert _listed(_with(consume_ctx(), acl(C, "kafka-cluster", Operation.ALTER, "User:mallory"))) == \
         ["orders", "billing", "pay-eu"]
+
+
+def test_list_groups_refuses_no_principal_and_tells_each_the_same_condition():
+    """KafkaApis.handleListGroupsRequest: never an authorization error for the call, no denial logged (logIfDenied
+    false), only the groups filtered; a coordinator that cannot list answers its error and no group to any principal
+    (GroupCoordinatorService.listGroups: COORDINATOR_NOT_AVAILABLE while not active; a failed partition's error
+    alone). So a principal with no right learns no more through the proxy: without a coordination cluster, the
+    cluster not reached, or a broker's error next to another's groups (session 36: checked, no change needed)."""
+    refusals: list[tuple] = []
+    nobody = dataclasses.replace(_with(consume_ctx()), on_refusal=lambda *a: refusals.append(a))
+    request = build(request_type(16, 5), {"states_filter": [], "types_filter": []})
+    nowhere = dataclasses.replace(nobody, view=dataclasses.replace(VIEW, coordination_cluster=None))
+    answer = groups.handle(nowhere, None, request)
+    assert (answer.error_code, answer.groups) == (ErrorCode.coordinator_not_available, ())
+    lookup = groups.handle(nobody, None, request)
+    answer = lookup.finish([UpstreamError("c1", "gone")])
+    assert (answer.error_code, answer.groups) == (ErrorCode.coordinator_not_available, ())
+    fan = lookup.finish([build(response_type(3, 12), {"brokers": [{"node_id": n, "host": "h", "port": 1}
+                                                                  for n in (4, 5)]})])
+    loading = build(response_type(16, 5), {"error_code": ErrorCode.coordinator_load_in_progress, "groups": []})
+    listed = build(response_type(16, 5), {"groups": [{"group_id": g, "protocol_type": "consumer"}
+                                                     for g in ("orders", "billing")]})
+    answer = fan.finish([loading, listed])
+    assert (answer.error_code, answer.groups) == (ErrorCode.coordinator_load_in_progress, ())
+    assert _listed(nobody) == []
+    assert refusals == []
 
 
 def test_offset_fetch_naming_a_group_twice_across_two_coordinators_answers_each_entry_its_own_topics():

@@ -165,7 +165,7 @@ def test_librdkafka_re_authenticates_and_keeps_producing_and_consuming(make_clus
         output = proxy.output()
         assert proxy.alive(), output[-3000:]
     assert not errors and consumed == sent  # no error, no record lost, none twice, in order
-    counts = [int(n) for n in re.findall(r"re-authenticated as User:alice .*\((\d+) times on this connection\)",
+    counts = [int(n) for n in re.findall(r"re-authenticated as 'User:alice' .*\((\d+) times on this connection\)",
                                          output)]
     assert counts and max(counts) >= 2, output[-3000:]  # one connection re-authenticated at least twice
     # librdkafka starts over at 90% of the lifetime, 300 ms before the end here: on a loaded machine a request may
@@ -192,7 +192,7 @@ def test_kafka_python_re_authenticates_on_its_own(tmp_path):
         finally:
             admin.close()
         output = proxy.output()
-    counts = [int(n) for n in re.findall(r"re-authenticated as User:alice .*\((\d+) times on this connection\)",
+    counts = [int(n) for n in re.findall(r"re-authenticated as 'User:alice' .*\((\d+) times on this connection\)",
                                          output)]
     assert counts and max(counts) >= 2, output[-3000:]
     assert "authentication failed" not in output and PASSWORD not in output

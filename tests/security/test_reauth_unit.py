@@ -12,6 +12,7 @@ from kio.schema.sasl_authenticate.v0.request import SaslAuthenticateRequest as S
 from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
 from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
 
+from fedkafka.observe.logs import TEXT_FORMAT, MaskingFormatter
 from fedkafka.proxy.handlers import sasl
 from fedkafka.proxy.plan import Context
 from fedkafka.security import scram
@@ -116,7 +117,7 @@ def test_a_re_authentication_keeps_the_principal_and_renews_the_session(authenti
         assert ctx.session.reauthentications == n
         assert ctx.session.refusal(PRODUCE) is None
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and "re-authenticated as User:alice" in lines[1] and "2 times" in lines[1]
+    assert len(lines) == 2 and "re-authenticated as 'User:alice'" in lines[1] and "2 times" in lines[1]
     assert not any("pw-a" in line for line in lines)
 
 
@@ -226,3 +227,17 @@ def test_oauthbearer_re_authenticates_with_a_fresh_token_of_the_same_subject(iss
     ctx.session.clock.now += 2
     answer = _oauthbearer(ctx, issuer.token(sub="bob"))
     assert answer.error_code == ErrorCode.sasl_authentication_failed and ctx.session.principal == "User:alice"
+
+
+def test_the_re_authentication_line_quotes_a_principal_with_a_newline(issuer, caplog):
+    """The token's subject is the client's (its issuer's) choice: quoted (repr) as the refusal and failed-login lines
+    quote client-chosen names, so a newline in it starts no line of its making (session-35 log-forging fix)."""
+    forged = "alice\n2026-12-07 00:00:00,000 WARNING fedkafka.proxy[1] closing client 10.0.0.7: forged"
+    ctx = _oauth_ctx(issuer, 3000)
+    assert _oauthbearer(ctx, issuer.token(sub=forged)).error_code == ErrorCode.none
+    ctx.session.clock.now += 2
+    with caplog.at_level(logging.INFO, logger=sasl.__name__):
+        assert _oauthbearer(ctx, issuer.token(sub=forged)).error_code == ErrorCode.none
+    (record,) = caplog.records
+    text = MaskingFormatter(TEXT_FORMAT).format(record)
+    assert "\n" not in text and f"re-authenticated as {f'User:{forged}'!r}" in text, text

@@ -155,7 +155,7 @@ def test_group_drain_waits_for_a_consumer_protocol_group(kafka_clusters, federat
     run = wait_for(lambda: (r := fed.api.get(f"/v1/workflows/{run_id}").json()).get("waiting_for") and r, 60,
                    what="the drain names what it waits for")
     assert run["state"] == "running" and run["step"] == "drain", run
-    assert run["waiting_for"] == [f"{unique_name}/0: group {group} committed 4, c1's data ends at 10"], run
+    assert run["waiting_for"] == [f"{unique_name}/0: group {group!r} committed 4, c1's data ends at 10"], run
 
     _read(fed.bootstrap, unique_name, group, 6)
     run = wait_for(lambda: fed._finished(run_id), 60, what="decommission finished")

@@ -88,7 +88,7 @@ def test_group_drain_names_an_abandoned_group_and_ends_once_it_is_deleted(kafka_
     run = wait_for(lambda: (r := fed.api.get(f"/v1/workflows/{run_id}").json()).get("waiting_for") and r, 60,
                    what="the drain names what it waits for")
     assert run["state"] == "running" and run["step"] == "drain", run
-    assert run["waiting_for"] == [f"{unique_name}/0: group {group} committed 4, c1's data ends at 10"], run
+    assert run["waiting_for"] == [f"{unique_name}/0: group {group!r} committed 4, c1's data ends at 10"], run
 
     admin = AdminClient({"bootstrap.servers": fed.bootstrap})
     admin.delete_consumer_groups([group], request_timeout=15)[group].result(timeout=20)

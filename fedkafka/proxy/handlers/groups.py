@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from kio.schema.errors import ErrorCode
@@ -610,35 +610,41 @@ def _too_large(group_ids: list[str | None], api: str, max_elements: int | None) 
 
 
 def _offset_commit(ctx: Context, coordination: str | None, request):
-    """Commits for topics the principal may not read are refused first (TOPIC_AUTHORIZATION_FAILED), as Kafka's
-    KafkaApis does before it asks the coordinator, which it does not at all when no topic is left: only the topics
-    it may read can be answered a coordinator condition, the proxy's own included (`_unavailable`: no coordination
-    cluster, past the fence, a frozen view)."""
-    denied: dict[str, list[int]] = {}
-    readable = []
-    for t in request.topics:
-        if authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
-            readable.append(t)
-        else:
-            ctx.refused("auth", t.name, -1, f"no {TOPIC_OPERATION[OFFSET_COMMIT].name} on the topic")
-            denied.setdefault(t.name, []).extend(p.partition_index for p in t.partitions)
-    with_denied = functools.partial(_with_commit_errors, request, {ErrorCode.topic_authorization_failed: denied})
-    if not readable:
-        return with_denied(_commit_errors(request, {}, ErrorCode.none))
-    mine = dataclasses.replace(request, topics=tuple(readable))
+    """An OffsetCommit sorted as Kafka 4.x's KafkaApis.handleOffsetCommitRequest sorts it before it asks the
+    coordinator (`_commit_split`): the topics the principal may not read TOPIC_AUTHORIZATION_FAILED, topics the view
+    does not have and partitions beyond P UNKNOWN_TOPIC_OR_PARTITION; the rest go to the shadow topic, and the
+    coordinator is not asked at all when none is left. So only those can get a coordinator condition, the proxy's own
+    (`_unavailable`: no coordination cluster, past the fence, a frozen view) or one met on the way (the fence ran
+    out during the lookup, the coordinator lost): Kafka's coordinator answers the partitions it was given. Clients
+    retry a commit's UNKNOWN_TOPIC_OR_PARTITION as they retry the conditions (the Java consumer, librdkafka): what
+    the order gains is Kafka's own code, and no `lease` refusal logged for a commit of partitions beyond P only."""
+    denied, unknown, committable = _commit_split(ctx, request)
+    with_refused = functools.partial(_with_commit_errors, request, {ErrorCode.topic_authorization_failed: denied,
+                                                                    ErrorCode.unknown_topic_or_partition: unknown})
+    if not committable:
+        return with_refused(_commit_errors(request, [], ErrorCode.none))
+    mine = dataclasses.replace(request, topics=tuple(committable))
     unavailable = _unavailable(ctx, coordination, mine)
     if unavailable is not None or coordination is None:
-        return with_denied(failure(mine, unavailable or ErrorCode.coordinator_not_available))
-    return on_answer(_commit_readable(ctx, coordination, mine), with_denied)
+        return with_refused(failure(mine, unavailable or ErrorCode.coordinator_not_available))
+    upstream = dataclasses.replace(mine, topics=tuple(dataclasses.replace(t, name=shadow_topic(t.name))
+                                                      for t in committable))
+    return on_answer(_via_coordinator(coordination, mine, upstream, from_shadow, ctx.client_id, fence=ctx),
+                     with_refused)
 
 
-def _commit_readable(ctx: Context, coordination: str, request):
-    """An OffsetCommit of topics the principal may read: unknown topics and partitions beyond P are refused here,
-    the rest go to the shadow topic. A condition met on the way (the fence ran out, the coordinator lost) answers
-    every partition of the request."""
-    beyond: dict[str, list[int]] = {}
-    kept = []
+def _commit_split(ctx: Context, request) -> tuple[dict[str, list[int]], dict[str, list[int]], list]:
+    """An OffsetCommit's partitions of topics the principal may not read (each such topic counted and logged as an
+    `auth` refusal), those of topics the view does not have or beyond P, and the topics of the rest (logical
+    names). A topic named twice: both entries' partitions kept (the second does not replace the first)."""
+    denied: dict[str, list[int]] = {}
+    unknown: dict[str, list[int]] = {}
+    committable = []
     for t in request.topics:
+        if not authorized(ctx, TOPIC_OPERATION[OFFSET_COMMIT], ResourceType.TOPIC, t.name):
+            ctx.refused("auth", t.name, -1, f"no {TOPIC_OPERATION[OFFSET_COMMIT].name} on the topic")
+            denied.setdefault(t.name, []).extend(p.partition_index for p in t.partitions)
+            continue
         topic = ctx.view.topics.get(t.name)
         count = 0 if topic is None else topic.partition_count
         ok, bad = [], []
@@ -648,15 +654,10 @@ def _commit_readable(ctx: Context, coordination: str, request):
             else:
                 bad.append(p.partition_index)
         if bad:
-            # a topic named twice: both entries' refusals answered (the second replaced the first's)
-            beyond.setdefault(t.name, []).extend(bad)
+            unknown.setdefault(t.name, []).extend(bad)
         if ok:
-            kept.append(dataclasses.replace(t, name=shadow_topic(t.name), partitions=tuple(ok)))
-    with_beyond = functools.partial(_with_commit_errors, request, {ErrorCode.unknown_topic_or_partition: beyond})
-    if not kept:
-        return with_beyond(_commit_errors(request, {}, ErrorCode.none))
-    return _via_coordinator(coordination, request, dataclasses.replace(request, topics=tuple(kept)),
-                            lambda response: with_beyond(from_shadow(response)), ctx.client_id, fence=ctx)
+            committable.append(dataclasses.replace(t, partitions=tuple(ok)))
+    return denied, unknown, committable
 
 
 def _with_commit_errors(request, refused: dict[ErrorCode, dict[str, list[int]]], answered):
@@ -665,8 +666,8 @@ def _with_commit_errors(request, refused: dict[ErrorCode, dict[str, list[int]]],
         return answered
     for code, partitions in refused.items():
         if partitions:
-            answered = dataclasses.replace(answered, topics=answered.topics + _commit_errors(request, partitions,
-                                                                                             code).topics)
+            answered = dataclasses.replace(answered, topics=answered.topics + _commit_errors(
+                request, partitions.items(), code).topics)
     return answered
 
 
@@ -759,10 +760,12 @@ def _refused_topics(request, partitions: dict[str, list[int]]) -> tuple:
 
 # -- error answers shaped like each API's response ------------------------------------------------------
 
-def _commit_errors(request, partitions: dict[str, list[int]], code: ErrorCode):
+def _commit_errors(request, partitions: Iterable[tuple[str, list[int]]], code: ErrorCode):
+    """OffsetCommit response topics of (name, partition indexes) pairs, one topic per pair (never keyed by name: a
+    topic named in two request entries is answered in both), every partition answered `code`."""
     return build(response_schema(OFFSET_COMMIT, type(request).__version__), {"topics": [
         {"name": name, "partitions": [{"partition_index": p, "error_code": code} for p in ps]}
-        for name, ps in partitions.items()]})
+        for name, ps in partitions]})
 
 
 def _fetch_topics(partitions, code: ErrorCode) -> list[dict]:
@@ -777,7 +780,8 @@ def failure(request, code: ErrorCode):
     key, version = request.__api_key__, type(request).__version__
     resp_t = response_schema(key, version)
     if key == OFFSET_COMMIT:
-        return _commit_errors(request, {t.name: [p.partition_index for p in t.partitions] for t in request.topics},
+        # every partition of every entry, a topic named twice in both (Kafka's OffsetCommitRequest.getErrorResponse)
+        return _commit_errors(request, [(t.name, [p.partition_index for p in t.partitions]) for t in request.topics],
                               code)
     if key == OFFSET_FETCH:
         def topics(ts):

@@ -105,8 +105,8 @@ def _succeed(ctx: Context, principal: str, credential_expires_at: float | None =
     session = ctx.session
     again = session.reauthenticating is not None
     lifetime_ms = session.succeed(principal, credential_expires_at)
-    if again:
-        log.info("client %s re-authenticated as %s on %s listener (%d times on this connection); session "
+    if again:  # the principal quoted (repr), as the refusal lines quote it: its name is the client's (or its issuer's)
+        log.info("client %s re-authenticated as %r on %s listener (%d times on this connection); session "
                  "lifetime %d ms", session.peer, principal, session.protocol, session.reauthentications, lifetime_ms)
     return lifetime_ms
 

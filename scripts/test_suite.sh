@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make test`'s pytest part, in two runs: the unit tests (no JVM, broker, database server, service process or
+# Ansible run; free ports and tmp_path only) on every core with pytest-xdist, then the integration and Ansible
+# tests one at a time (they start brokers, controllers and playbooks that a second core keeps busy already).
+# Both runs always happen, so one failure report covers the whole suite. A run that collects nothing (exit 5)
+# is fine only when the other ran tests: `make test PYTEST_ARGS=tests/launcher` may hold no unit test.
+set -uo pipefail
+bin="$1"
+shift
+
+"$bin/pytest" -m "not integration and not ansible" -n auto "$@"
+unit=$?
+"$bin/pytest" -m "integration or ansible" "$@"
+rest=$?
+
+no_tests=5
+if [ "$unit" -eq "$no_tests" ] && [ "$rest" -eq "$no_tests" ]; then exit "$no_tests"; fi
+if [ "$unit" -eq "$no_tests" ]; then unit=0; fi
+if [ "$rest" -eq "$no_tests" ]; then rest=0; fi
+if [ "$unit" -ne 0 ]; then exit "$unit"; fi
+exit "$rest"
