@@ -53,8 +53,8 @@ def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "", gr
         fedkafka_token_prune_group: {prune_group}
 """)
     extra = tmp_path / "vars.json"
-    extra.write_text(json.dumps({"fedkafka_config_dir": str(tmp_path / "etc"), "fedkafka_api_token": API_TOKEN,
-                                 "fedkafka_controller_service_token": service_token,
+    extra.write_text(json.dumps({"fedkafka_state_dir": str(tmp_path), "fedkafka_config_dir": str(tmp_path / "etc"),
+                                 "fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": service_token,
                                  "fedkafka_controller_routing_token": routing_token}))
     extra.chmod(0o600)
     (tmp_path / "etc").mkdir(exist_ok=True)

@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from test_role_service_token import (
     API_TOKEN,
     CONTROLLER,
@@ -65,68 +64,20 @@ def _play(tmp_path: Path, plays: str, groups: tuple[str, ...], extra_vars: dict)
     return proc
 
 
-def _proxy_restart_expression() -> str:
-    """The proxy role's own restart decision (its service task's fedkafka_service_restart)."""
-    tasks = yaml.safe_load((ROOT / "roles" / "fedkafka_proxy" / "tasks" / "main.yml").read_text())
-    service = next(t for t in tasks if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "service")
-    return service["vars"]["fedkafka_service_restart"].strip()
-
-
-@pytest.mark.xfail(strict=True, reason="rv s36-tokens finding 2: on a host in several groups a rotated token "
-                                       "restarts only the first play's service: the later play sees no change")
-def test_a_rotated_service_token_restarts_the_proxy_of_a_controller_host(tmp_path):
-    _stale_copies(tmp_path)  # every file as the last run wrote it, the service token then "svc-old..."
-    (tmp_path / "etc" / "service-token").write_text("svc-old-0123456789abcdef\n")
-    plays = f"""
-- name: Controller (site.yml's play, its token tasks)
-  hosts: localhost
-  gather_facts: false
-  vars_files: VARS_FILES
-  tasks:
-    - ansible.builtin.include_tasks: {COMMON}/tasks/token.yml
-- name: Proxies (site.yml's later play, its token tasks and the role's restart decision)
-  hosts: localhost
-  gather_facts: false
-  vars_files: VARS_FILES
-  tasks:
-    - ansible.builtin.include_tasks: {COMMON}/tasks/token.yml
-    - name: The proxy's restart decision
-      ansible.builtin.debug:
-        msg: "proxy restart: {_proxy_restart_expression()}"
-      vars:
-        __fedkafka_tls_ca_only_changed: false
-        __fedkafka_upstream_changed: false
-        __fedkafka_upstream_reloadable: false
-"""
-    run = _play(tmp_path, plays, (CONTROLLER, PROXY), {"fedkafka_controller_service_token": SERVICE_TOKEN})
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert (tmp_path / "etc" / "service-token").read_text().strip() == SERVICE_TOKEN
-    assert "proxy restart: True" in run.stdout, run.stdout[-3000:]  # it runs with svc-old... read at its start
-
-
 FAKE_SUPERVISORCTL = """#!/bin/sh
-# supervisorctl of a supervisord whose loaded program is the old one; `update` fails while {fail} exists
+# supervisorctl of a supervisord that loaded {loaded} (reread compares the file with it, update loads the file);
+# `update` fails while {fail} exists
 echo "$*" >> {calls}
 case "$3" in
   status) echo "proxy RUNNING pid 4242, uptime 1:00:00"; exit 0;;
-  update) if [ -e {fail} ]; then echo "error: supervisord does not answer"; exit 2; fi; echo "proxy: updated";;
+  reread) if cmp -s {conf} {loaded}; then echo "No config updates to processes"; else echo "proxy: changed"; fi;;
+  update) if [ -e {fail} ]; then echo "error: supervisord does not answer"; exit 2; fi; cp {conf} {loaded}
+          echo "proxy: updated";;
 esac
 exit 0
 """
 
-
-@pytest.mark.xfail(strict=True, reason="rv s36-tokens finding 3: a run after one that failed between rendering "
-                                       "and applying the definition prunes the file the loaded definition names")
-def test_a_run_after_a_failed_update_applies_the_definition_before_it_prunes(tmp_path):
-    _stale_copies(tmp_path)  # the proxy ran with the api-token file; now the federation has a service token
-    venv_bin, calls, fail = tmp_path / "venv" / "bin", tmp_path / "calls.log", tmp_path / "update-fails"
-    venv_bin.mkdir(parents=True)
-    (venv_bin / "supervisorctl").write_text(FAKE_SUPERVISORCTL.format(calls=calls, fail=fail))
-    (venv_bin / "supervisorctl").chmod(0o755)
-    (tmp_path / "supervisor" / "conf.d").mkdir(parents=True)
-    (tmp_path / "supervisor" / "conf.d" / "proxy.conf").write_text(
-        f"[program:proxy]\ncommand=fedkafka proxy --token-file {tmp_path}/etc/api-token\n")
-    plays = f"""
+PROXY_PLAY = f"""
 - name: Proxies (the role's token, service and token_prune steps)
   hosts: localhost
   gather_facts: false
@@ -143,8 +94,55 @@ def test_a_run_after_a_failed_update_applies_the_definition_before_it_prunes(tmp
       vars:
         fedkafka_token_prune_group: fedkafka_proxies
 """
-    settings = {"fedkafka_controller_service_token": SERVICE_TOKEN, "fedkafka_venv": str(tmp_path / "venv"),
-                "fedkafka_service_manager_effective": "supervisord"}
+
+
+def _supervisord(tmp_path: Path, loaded: str = "") -> tuple[Path, Path, dict]:
+    """The fake supervisorctl (its program as `loaded`, when given): its calls log, its failure switch, the vars."""
+    venv_bin, calls, fail = tmp_path / "venv" / "bin", tmp_path / "calls.log", tmp_path / "update-fails"
+    conf, loaded_copy = tmp_path / "supervisor" / "conf.d" / "proxy.conf", tmp_path / "supervisor" / "loaded.conf"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "supervisorctl").write_text(FAKE_SUPERVISORCTL.format(calls=calls, fail=fail, conf=conf,
+                                                                      loaded=loaded_copy))
+    (venv_bin / "supervisorctl").chmod(0o755)
+    conf.parent.mkdir(parents=True)
+    if loaded:
+        conf.write_text(loaded)
+        loaded_copy.write_text(loaded)
+    return calls, fail, {"fedkafka_venv": str(tmp_path / "venv"), "fedkafka_service_manager_effective": "supervisord"}
+
+
+def test_a_rotated_service_token_restarts_the_proxy_of_a_controller_host(tmp_path):
+    """Finding 2 (fixed: the proxy's token stamp, written after each start, differs from the token it now reads).
+    The proxy ran with svc-old...; the controller play writes the rotated file, the proxy play must restart it."""
+    _stale_copies(tmp_path)
+    calls, _, settings = _supervisord(tmp_path)
+    last_run = _play(tmp_path, PROXY_PLAY, (CONTROLLER, PROXY),
+                     {**settings, "fedkafka_controller_service_token": "svc-old-0123456789abcdef"})
+    assert last_run.returncode == 0, last_run.stdout[-4000:] + last_run.stderr[-2000:]
+    calls.write_text("")
+    rotation = f"""
+- name: Controller (site.yml's play, its token tasks)
+  hosts: localhost
+  gather_facts: false
+  vars_files: VARS_FILES
+  tasks:
+    - ansible.builtin.include_tasks: {COMMON}/tasks/token.yml
+""" + PROXY_PLAY
+    settings["fedkafka_controller_service_token"] = SERVICE_TOKEN
+    run = _play(tmp_path, rotation, (CONTROLLER, PROXY), settings)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert (tmp_path / "etc" / "service-token").read_text().strip() == SERVICE_TOKEN
+    asked = [c.split()[2:] for c in calls.read_text().splitlines()]
+    assert ["restart", "proxy"] in asked, asked  # it runs with svc-old... read at its start
+
+
+def test_a_run_after_a_failed_update_applies_the_definition_before_it_prunes(tmp_path):
+    """Finding 3 (fixed: `supervisorctl reread` says the loaded program differs from the file: it is applied)."""
+    _stale_copies(tmp_path)  # the proxy ran with the api-token file; now the federation has a service token
+    calls, fail, settings = _supervisord(
+        tmp_path, f"[program:proxy]\ncommand=fedkafka proxy --token-file {tmp_path}/etc/api-token\n")
+    plays = PROXY_PLAY
+    settings["fedkafka_controller_service_token"] = SERVICE_TOKEN
     fail.touch()
     interrupted = _play(tmp_path, plays, (PROXY,), settings)
     assert interrupted.returncode != 0 and "does not answer" in interrupted.stdout, interrupted.stdout[-3000:]
@@ -158,8 +156,6 @@ def test_a_run_after_a_failed_update_applies_the_definition_before_it_prunes(tmp
     assert applied or "api-token" in _token_files(tmp_path), calls.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-tokens finding 4: a host that left a group keeps that group's "
-                                       "service, whose token file the new last group prunes")
 def test_a_host_that_left_the_proxies_keeps_the_file_its_remaining_proxy_names(tmp_path):
     """It was a name service and a proxy (the proxy on the service token); now only a name service, with a routing
     token. Nothing stops the proxy (its program or unit stays, autostart), yet the name service play prunes its
