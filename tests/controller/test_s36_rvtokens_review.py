@@ -9,7 +9,8 @@ Finding 1 (pre-existing, made visible by the docs now naming the operator token 
 reads the controller's /metrics with a bare `httpx.get` (fedkafka/cli/admin.py `_health`), without the token it
 was given (`locate` returns it; `_token` is dropped) and without $FEDKAFKA_CA_FILE: against a controller run with
 --metrics-token-required, its health summary fails ("cannot read the controller's /metrics") even with the
-operator token, so `fedkafka status` (and `--check`) cannot be used there at all. Fixed on main (s36-status); kept as a test.
+operator token, so `fedkafka status` (and `--check`) cannot be used there at all.
+Fixed on main (s36-status); kept as a test.
 """
 
 from __future__ import annotations
