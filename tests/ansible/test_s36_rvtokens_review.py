@@ -10,7 +10,7 @@ handlers (every restart is inline in the service task, before the prune); the on
 play now runs per batch are install.yml's wheel build and find on localhost (changed_when false: repeated work,
 no change); token_prune's argument spec requires its group, with the three choices.
 
-Findings (each a strict xfail below):
+Findings (fixed on s36-fixtokens, each test below passes; xfails removed):
 2. (medium, pre-existing, a host in several groups) A rotated token restarts only the first play's service: the
    later play's token.yml finds the file already written (unchanged), so its service keeps the old token it read
    at start (a proxy on a controller host then fails against the controller, which restarted with the new one).
@@ -25,6 +25,7 @@ Findings (each a strict xfail below):
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,10 @@ def test_a_rotated_service_token_restarts_the_proxy_of_a_controller_host(tmp_pat
     assert (tmp_path / "etc" / "service-token").read_text().strip() == SERVICE_TOKEN
     asked = [c.split()[2:] for c in calls.read_text().splitlines()]
     assert ["restart", "proxy"] in asked, asked  # it runs with svc-old... read at its start
+    calls.write_text("")
+    again = _play(tmp_path, rotation, (CONTROLLER, PROXY), settings)
+    assert re.search(r"localhost\s+: ok=\d+\s+changed=0 ", again.stdout), again.stdout[-3000:]
+    assert [c.split()[2:] for c in calls.read_text().splitlines()] == [["status", "proxy"], ["reread"]]
 
 
 def test_a_run_after_a_failed_update_applies_the_definition_before_it_prunes(tmp_path):
