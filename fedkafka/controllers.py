@@ -8,6 +8,7 @@ A controller serving HTTPS (`--ssl-cert`) is trusted through the CA file in $FED
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 
@@ -38,6 +39,20 @@ def tls_verify() -> ssl.SSLContext | bool:
     unreadable file raises OSError (or ssl.SSLError) at once, not at the first request."""
     ca_file = os.environ.get(CA_FILE_ENV, "").strip()
     return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` (stripped of its ends) cannot be a controller token, or None; never quotes it. A token is printable
+    ASCII without whitespace inside: all a `Bearer` header carries whole (an HTTP library refuses a line break in a
+    header before sending, and quotes the whole header in its error: the token). One rule for the controller's token
+    files (`Tokens`, `fedkafka controller --token-file`) and the clients' (the CLI, proxies, name services; the
+    modules' copy, module_utils/fedkafka_api.py `_token_problem`, which cannot import this)."""
+    if not token:
+        return "is empty"
+    if not all("!" <= char <= "~" for char in token):
+        return ("holds a line break, a blank or a character other than printable ASCII inside: a token is one word of "
+                "printable ASCII")
+    return None
 
 
 def split_urls(value: str) -> list[str]:
@@ -71,6 +86,45 @@ class ControllerList:
         else:
             self.current = self.urls[(self.urls.index(url) + 1) % len(self.urls)]
         return self.current
+
+
+class RoundWalk:
+    """One round over the listed controllers, each asked at most once: the current one first; after each failure the
+    one `ControllerList.failed` moves to (a standby's 503 names the active one), skipping those asked already (a hint
+    may name one asked, or the list wrap round to it); done once every listed controller was asked. The rules every
+    client follows the active controller by, in one place: a proxy's start round and `_refused_first` (a copy walked
+    ahead, on the answers in hand), its deregistration and producer-id blocks, and the CLI. `log`: where a move to
+    another controller is logged (None: quiet)."""
+
+    def __init__(self, controllers: ControllerList, log: logging.Logger | None = None):
+        self.controllers, self.log, self.asked = controllers, log, set[str]()
+        self.last: str | None = None  # the controller asked last (`failed` moves the list's current one on)
+
+    def next(self) -> str | None:
+        """The controller whose answer comes next, made the current one: the current one unless asked already, else
+        the next in list order not asked; None once every listed one was asked."""
+        urls, current = self.controllers.urls, self.controllers.current
+        start = urls.index(current) if current in urls else 0
+        url = next((url for url in urls[start:] + urls[:start] if url not in self.asked), None)
+        if url is not None:
+            if self.asked and self.log is not None:
+                self.log.info("following controller %s", url)
+            self.asked.add(url)
+            self.controllers.current = self.last = url
+        return url
+
+    def failed(self, url: str, error: BaseException | None = None, hint: str | None = None) -> None:
+        """`url` did not answer as the active controller (`error`, or a standby's 503 naming `hint`): on to the one a
+        standby names, else the next."""
+        self.controllers.failed(url, hint if error is None else active_hint(error))
+
+
+def not_active_words(url: str, named: str) -> str:
+    """What the 503 of `url` naming `named` as the active controller says, in an operator's words (the modules',
+    module_utils/fedkafka_api.py, alike): it names itself while it takes over."""
+    if named.rstrip("/") == url:
+        return "is taking over"
+    return f"stands by (active: {named or 'not known yet'})"
 
 
 def takeover_under_way(said: dict[str, str | None]) -> bool:

@@ -56,7 +56,9 @@ moves:
   returned: always
   sample: ["orders/0: c1 -> c2"]
 states:
-  description: The cluster's state changes (planned, in check mode).
+  description: The cluster's state changes (planned, in check mode); C(given up) for a dead cluster a decommission
+    made read_only or draining (the failover only marks it given up; one that answers is left as it is). The diff
+    shows the state and the C(given_up) mark before and after.
   type: list
   elements: str
   returned: always
@@ -81,12 +83,20 @@ from ansible.module_utils.fedkafka_api import (  # noqa: E402
 )
 
 READ_ONLY = "active -> read_only"
+GIVEN_UP = "given up"  # a cluster a decommission made read_only or draining, marked given up (docs/DESIGN.md §9.2)
 
 
-def diff_of(cluster: str, state: str, states: list[str], moves: list[str]) -> dict:
-    after = "read_only" if READ_ONLY in states else state
-    return {"before": {"state": state, "moves": []}, "after": {"state": after, "moves": moves},
-            "before_header": f"cluster {cluster}", "after_header": f"cluster {cluster}"}
+def diff_of(cluster: str, current: dict, states: list[str], moves: list[str]) -> dict:
+    """The state, the given-up mark (a controller from before it names none: left out) and the moves, before and
+    after: any state change of a failover (read_only, or the mark alone) leaves the cluster given up."""
+    state = current.get("state", "active")
+    before: dict = {"state": state, "moves": []}
+    after: dict = {"state": "read_only" if READ_ONLY in states else state, "moves": moves}
+    if current.get("given_up") is not None:
+        before["given_up"] = current["given_up"]
+        after["given_up"] = current["given_up"] or bool(states)
+    header = f"cluster {cluster}"
+    return {"before": before, "after": after, "before_header": header, "after_header": header}
 
 
 def estimate(current: dict) -> dict:
@@ -113,15 +123,18 @@ def main() -> None:
         if current is None:
             module.fail_json(msg=f"unknown cluster {cid!r}: nothing to fail over (registered: "
                                  f"{', '.join(c.get('id', '?') for c in api.clusters() or []) or 'none'})")
+        current = dict(current)  # as it was before the run: the diff's `before`
         state = current.get("state", "active")
+        # a controller from before the given-up mark names none: taken as given up, as it took read_only then
+        marked = current.get("given_up", True)
         plan = plan_of(module, api, "failover", cid)
         if module.check_mode:
             plan = plan if plan is not None else estimate(current)
             moves = move_lines(plan.get("partitions_moved"))
             module.exit_json(changed=bool(plan.get("changed")), moves=moves, states=plan.get("states", []),
-                             workflow=plan, diff=diff_of(cid, state, plan.get("states", []), moves))
+                             workflow=plan, diff=diff_of(cid, current, plan.get("states", []), moves))
         if plan is not None and not plan.get("changed") and plan.get("running") is None:
-            module.exit_json(changed=False, moves=[], states=[], workflow=plan, diff=diff_of(cid, state, [], []))
+            module.exit_json(changed=False, moves=[], states=[], workflow=plan, diff=diff_of(cid, current, [], []))
         run = api.start_workflow("failover", cid) or {}
         if p["wait"]:
             run = wait_for_run(api, run, p["timeout"], f"failover of {cid}")
@@ -129,9 +142,9 @@ def main() -> None:
         # a run the controller was already doing is only waited for; one left running (wait=false) will change
         started = plan is None or plan.get("running") is None
         changed = started and bool(run.get("changed") or run.get("state") == "running")
-        states = [READ_ONLY] if state == "active" and changed else []
+        states = [READ_ONLY] if state == "active" and changed else [GIVEN_UP] if changed and not marked else []
         module.exit_json(changed=changed, moves=moves, states=states, workflow=run,
-                         diff=diff_of(cid, state, states, moves))
+                         diff=diff_of(cid, current, states, moves))
     except RunFailed as exc:
         module.fail_json(msg=str(exc), workflow=exc.run, moves=move_lines(exc.run.get("partitions_moved")),
                          changed=bool(exc.run.get("changed")))

@@ -36,6 +36,7 @@ ACTIVE_HEADER = "x-fedkafka-active"
 # after these pauses, doubling, within request_timeout in all (FedkafkaApi.request)
 TAKEOVER_FIRST_PAUSE_S = 0.25
 TAKEOVER_MAX_PAUSE_S = 2.0
+_READS = frozenset({"GET", "HEAD"})  # change nothing: asked again of the next controller when left unanswered
 _URL = re.compile(r"^https?://[^/\s,]+(/[^\s,]*)?$")
 
 
@@ -59,6 +60,18 @@ def controller_urls(value) -> list[str]:
     return urls
 
 
+def _token_problem(token: str) -> str | None:
+    """Why `token` (stripped of its ends) cannot be a controller token, or None; never quotes it. The controller's
+    rule (fedkafka/controllers.py `token_problem`, which modules cannot import): printable ASCII without whitespace
+    inside, all a `Bearer` header carries whole (http.client refuses a line break in a header, quoting the header)."""
+    if not token:
+        return "is empty"
+    if not all("!" <= char <= "~" for char in token):
+        return ("holds a line break, a blank or a character other than printable ASCII inside: a token is one word of "
+                "printable ASCII")
+    return None
+
+
 class ApiError(Exception):
     """The controller answered with an error status, or could not be reached."""
 
@@ -66,6 +79,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class BadToken(ApiError):
+    """The token cannot be sent (`_token_problem`): refused before any request, the token not quoted."""
 
 
 class FedkafkaApi:
@@ -80,7 +97,10 @@ class FedkafkaApi:
                  ca_path: str | None = None):
         self.urls = controller_urls(controller_url)
         self.base = self.urls[0]
-        self.token = token
+        problem = _token_problem((token or "").strip())
+        if problem is not None:
+            raise BadToken(f"token {problem}")
+        self.token = token.strip()
         self.validate_certs = validate_certs
         self.ca_path = ca_path
         self.timeout = timeout
@@ -91,7 +111,7 @@ class FedkafkaApi:
         p = module.params
         try:
             return cls(p["controller_url"], p["token"], p["validate_certs"], p["request_timeout"], p.get("ca_path"))
-        except BadControllerUrl as exc:
+        except (BadControllerUrl, BadToken) as exc:
             module.fail_json(msg=str(exc))
 
     def request(self, method: str, path: str, body: object = None, ok_missing: bool = False):
@@ -122,13 +142,13 @@ class FedkafkaApi:
             time.sleep(pause)
             pause = min(pause * 2, TAKEOVER_MAX_PAUSE_S)
             self.base = next((url for url, (_, named) in tried.items() if named == url), self.base)
-        why = "; ".join(f"{url} {reason}" for url, (reason, _) in tried.items())
         after = f"; none did within request_timeout ({self.timeout:g}s) of waiting for a takeover" if waited else ""
-        raise ApiError(f"{method} {path}: no active controller answered ({why}){after}")
+        raise ApiError(f"{method} {path}: no active controller answered ({_what_they_said(tried)}){after}")
 
     def _ask_each(self, method: str, path: str, data, headers: dict, ok_missing: bool, tried: dict):
         """One round: each controller at most once, following the active one a standby names; _NoActive when
-        none answered as the active one (`tried` says what each said)."""
+        none answered as the active one (`tried` says what each said). A read left unanswered goes on to the next
+        controller; any other request is not sent again (it may have been carried out): ApiError at once."""
         while len(tried) < len(self.urls):
             try:
                 return self._send(method, path, data, headers, ok_missing)
@@ -136,8 +156,15 @@ class FedkafkaApi:
                 named = standby.active.rstrip("/")
                 tried[self.base] = (_not_active(self.base, standby.active), named)
                 self._next(named, tried)
-            except URLError as exc:  # not sent, or no answer: the next controller
-                tried[self.base] = (f"unreachable: {exc.reason}", None)
+            except URLError as exc:  # not sent (urllib wraps only the sending's failures): the next controller
+                tried[self.base] = (f"unreachable ({exc.reason})", None)
+                self._next(None, tried)
+            except _NoAnswer as exc:
+                if method not in _READS:
+                    before = f" (asked before it: {_what_they_said(tried)})" if tried else ""
+                    raise ApiError(f"{method} {path}: no answer from the controller at {self.base} ({exc}); it may "
+                                   f"have been carried out: check before repeating it{before}") from None
+                tried[self.base] = (f"did not answer ({exc})", None)
                 self._next(None, tried)
         raise _NoActive()
 
@@ -159,8 +186,14 @@ class FedkafkaApi:
             raise ApiError(f"{method} {path}: HTTP {exc.code}: {detail}", status=exc.code, body=detail) from None
         except URLError:
             raise
-        except (OSError, ValueError) as exc:
+        except OSError as exc:  # sent (urllib raises the answer's failures as they are): timed out, connection lost
+            raise _NoAnswer(str(exc) or type(exc).__name__) from None
+        except json.JSONDecodeError as exc:
             raise ApiError(f"{method} {path}: {exc}") from None
+        except ValueError as exc:  # http.client refused to send: its words quote the header refused (the token's)
+            why = f"{type(exc).__name__}: a header it cannot carry, such as a token with a line break"
+            said = f"not sent to {self.base}: the HTTP library refused to send it ({why})"
+            raise ApiError(f"{method} {path}: {said}") from None
 
     def _next(self, active: str | None, tried: dict) -> None:
         """The controller to ask next: the active one a standby named, if listed and not tried yet, else the next
@@ -255,8 +288,14 @@ def _not_active(url: str, active: str) -> str:
     """Why `url` did not answer as the active controller: a standby names the active one; one naming itself holds
     the leader row but is taking over (it answers once it serves the database's view, docs/DESIGN.md §3.6)."""
     if active.rstrip("/") == url:
-        return "is taking over (it answers once it serves the database's view)"
+        return "is taking over"
     return f"stands by (active: {active or 'not known yet'})"
+
+
+def _what_they_said(tried: dict) -> str:
+    """Each controller asked and what it said, in the order asked (url -> (what it said, whom it named)): the whole
+    round, not only the last answer. The same words as the CLI's (fedkafka/controller/client.py); never the token."""
+    return "; ".join(f"{url} {said}" for url, (said, _) in tried.items())
 
 
 def takeover_under_way(said: dict) -> bool:
@@ -269,6 +308,10 @@ def takeover_under_way(said: dict) -> bool:
 
 class _NoActive(Exception):
     pass
+
+
+class _NoAnswer(Exception):
+    """A request sent and left without an answer (timed out, the connection lost): it may have been carried out."""
 
 
 class _Standby(Exception):

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedkafka.controller.client import AdminClient, AdminError, locate
+from fedkafka.controllers import token_problem
 from fedkafka.observe import logs
 
 console = Console()
@@ -188,8 +189,9 @@ def _read_token(token_file: Path, option: str = "--token-file") -> str:
         token = token_file.read_text().strip()
     except OSError as e:
         _fail(f"cannot read {option}: {e}", 2)
-    if not token:
-        _fail(f"{option} {token_file} is empty", 2)
+    problem = token_problem(token)
+    if problem is not None:
+        _fail(f"{option} {token_file} {problem}", 2)
     return token
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from fedkafka.controllers import token_problem
 from fedkafka.nameservice.app import serve, split_hostport
 from fedkafka.nameservice.resolver import ControllerResolver
 from fedkafka.observe import logs
@@ -90,7 +91,16 @@ def register(app: typer.Typer) -> None:
         # (pending) until serve() handles it
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         del cache_entries  # no effect (see its help)
-        resolver = ControllerResolver(controller, token_file.read_text().strip(), ttl=cache_seconds)
+        resolver = ControllerResolver(controller, _read_token(token_file), ttl=cache_seconds)
         asyncio.run(serve(resolver, listen, http_listen, listeners=listeners, header_timeout=header_timeout,
                           max_connections=max_connections, max_connections_per_ip=max_connections_per_ip, tls=tls,
                           proxy_header=send_proxy_header, relay_source=relay_source))
+
+
+def _read_token(token_file: Path) -> str:
+    """The controller token in `token_file`, refused (naming the file, never the token) by the controller's rule."""
+    token = token_file.read_text().strip()
+    problem = token_problem(token)
+    if problem is not None:
+        raise typer.BadParameter(f"{token_file} {problem}", param_hint="--token-file")
+    return token

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
+from fedkafka.controllers import token_problem
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.security.listeners import Listener, TlsFiles, parse_listener
 from fedkafka.security.proxy_header import parse_sources
@@ -201,6 +202,8 @@ def _view_source(controller: str | None, token_file: Path | None, view_file: Pat
             token = token_file.read_text().strip()
         except OSError as e:
             _fail(f"cannot read --token-file: {e}")
+        if (problem := token_problem(token)) is not None:
+            _fail(f"--token-file {token_file} {problem}")
     elif view_file is not None and not view_file.is_file():
         _fail(f"--view-file {view_file} does not exist")
     if view_cache is not None and controller is None:

@@ -17,8 +17,11 @@ from fedkafka.controllers import (
     TAKEOVER_FIRST_PAUSE_S,
     TAKEOVER_MAX_PAUSE_S,
     ControllerList,
+    RoundWalk,
+    not_active_words,
     takeover_under_way,
     tls_verify,
+    token_problem,
 )
 
 # how long the client waits for a held move's publish or roll-back: longer than the controller may take before it
@@ -41,7 +44,7 @@ def locate(url: str | None = None, token_file: Path | None = None, state_root: P
     if token_file is not None:
         token = _read_token(token_file)
     elif os.environ.get("FEDKAFKA_TOKEN"):
-        token = os.environ["FEDKAFKA_TOKEN"].strip()
+        token = _checked_token(os.environ["FEDKAFKA_TOKEN"].strip(), "$FEDKAFKA_TOKEN")
     if url and token:
         return url, token
     svc = _local_controller(state_root or Path(os.environ.get("FEDKAFKA_STATE_DIR", ".fedkafka")))
@@ -57,9 +60,19 @@ def locate(url: str | None = None, token_file: Path | None = None, state_root: P
 
 def _read_token(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        token = path.read_text().strip()
     except OSError as e:
         raise AdminError(f"cannot read token file {path}: {e}") from None
+    return _checked_token(token, f"token file {path}")
+
+
+def _checked_token(token: str, where: str) -> str:
+    """`token`, unless the controller's rule refuses it (`token_problem`): refused here, naming `where` it came from
+    and never the token (httpx would refuse its header at the first request, quoting it)."""
+    problem = token_problem(token)
+    if problem is not None:
+        raise AdminError(f"the {where} {problem}")
+    return token
 
 
 def _local_controller(root: Path) -> dict | None:
@@ -86,10 +99,8 @@ _READS = frozenset({"GET", "HEAD"})  # change nothing: asked again of the next c
 
 
 def _unanswered(method: str, path: str, url: str, error: httpx.HTTPError, repeatable: bool) -> str:
-    """What the operator is told of a request sent to `url` and left without an answer."""
-    said = f"{method} {path}: no answer from the controller at {url} ({error})"
-    if method in _READS:
-        return said
+    """What the operator is told of a request other than a read sent to `url` and left without an answer."""
+    said = f"{method} {path}: no answer from the controller at {url} ({_reason(error)})"
     if repeatable:
         return (f"{said}; it may have been carried out: run the same command again (a repeat answers what was done, "
                 f"or does it)")
@@ -101,15 +112,18 @@ def _not_active(resp: httpx.Response) -> bool:
     return resp.status_code == 503 and ACTIVE_HEADER in resp.headers
 
 
-def _what_they_said(said: dict[str, str | None]) -> str:
-    def one(url: str, named: str | None) -> str:
-        if named is None:
-            return f"{url} unreachable"
-        if named.rstrip("/") == url:
-            return f"{url} is taking over"
-        return f"{url} stands by (active: {named or 'not known yet'})"
+def _reason(error: httpx.HTTPError) -> str:
+    """A failure as the operator reads it: httpx's words, but for a request the HTTP library refused to send
+    (LocalProtocolError), whose words quote the header it refused: the token's (`_ask_each` raises that one)."""
+    if isinstance(error, httpx.LocalProtocolError):
+        return "the HTTP library refused to send it (LocalProtocolError: a header it cannot carry, such as a token " \
+               "with a line break)"
+    return str(error) or type(error).__name__
 
-    return "; ".join(one(url, named) for url, named in said.items())
+
+def _what_they_said(told: dict[str, str]) -> str:
+    """Each controller asked and what it said, in the order asked: the whole round, not only the last answer."""
+    return "; ".join(f"{url} {said}" for url, said in told.items())
 
 
 class AdminClient:
@@ -148,21 +162,23 @@ class AdminClient:
               repeatable: bool) -> httpx.Response:
         """Rounds of `_ask_each`: while none answers as the active controller and what they said shows a takeover
         under way (`takeover_under_way`), again after a short pause, within the client's timeout in all. A 503 from
-        the gate or from a controller that lost its row commits nothing, so even a write is safe to send again."""
+        the gate or from a controller that lost its row commits nothing, so even a write is safe to send again.
+        When none answered as the active one, the error names each controller asked and what it said (503 if one
+        answered, None if none did): the last one's answer alone hid why the others did not take the request."""
         deadline = time.monotonic() + self._takeover_wait
         pause = TAKEOVER_FIRST_PAUSE_S
         while True:
             said: dict[str, str | None] = {}  # url -> the active controller its 503 named; None: no answer
-            outcome = self._ask_each(method, path, body, params, timeout, repeatable, said)
-            if isinstance(outcome, httpx.Response) and not _not_active(outcome):
-                return outcome  # the active controller's answer
+            told: dict[str, str] = {}  # url -> what it said, for the operator
+            resp = self._ask_each(method, path, body, params, timeout, repeatable, said, told)
+            if resp is not None:
+                return resp  # the active controller's answer
+            status = 503 if any(named is not None for named in said.values()) else None
             if not takeover_under_way(said):
-                if isinstance(outcome, AdminError):
-                    raise outcome
-                return outcome
+                raise AdminError(f"{method} {path}: no active controller answered ({_what_they_said(told)})", status)
             if time.monotonic() + pause > deadline:
                 raise AdminError(f"{method} {path}: no controller took over within {self._takeover_wait:g}s "
-                                 f"({_what_they_said(said)})", 503)
+                                 f"({_what_they_said(told)})", 503)
             time.sleep(pause)
             pause = min(2 * pause, TAKEOVER_MAX_PAUSE_S)
             # the next round starts at the one taking over, if any
@@ -170,31 +186,31 @@ class AdminClient:
                                             self.controllers.current)
 
     def _ask_each(self, method: str, path: str, body: Any, params: dict | None, timeout: Any, repeatable: bool,
-                  said: dict[str, str | None]) -> httpx.Response | AdminError:
-        """One round: the current controller, then the active one a standby names or the next one, each at most
-        once. The active controller's answer, else the last 503, else the error that none was reachable; `said`
-        records what each one said."""
-        for attempt in range(len(self.controllers.urls)):
-            url = self.controllers.current
-            last = attempt == len(self.controllers.urls) - 1
+                  said: dict[str, str | None], told: dict[str, str]) -> httpx.Response | None:
+        """One round (`RoundWalk`): the current controller, then the active one a standby names or the next one,
+        each at most once. The active controller's answer, else None; `said` records the active one each named (None:
+        no answer), `told` what each said. A request other than a read sent and left unanswered raises at once."""
+        walk = RoundWalk(self.controllers)
+        while (url := walk.next()) is not None:
             try:
                 resp = self._http.request(method, url + path, json=body, params=params, timeout=timeout)
+            except httpx.LocalProtocolError as e:  # refused before sending, and by every controller alike
+                raise AdminError(f"{method} {path}: not sent to {url}: {_reason(e)}") from None
             except httpx.HTTPError as e:
-                if not isinstance(e, _NOT_SENT) and (method not in _READS or last):
+                if not isinstance(e, _NOT_SENT) and method not in _READS:
                     # sent, maybe carried out: never sent again behind the operator
-                    raise AdminError(_unanswered(method, path, url, e, repeatable)) from None
+                    before = f" (asked before it: {_what_they_said(told)})" if told else ""
+                    raise AdminError(_unanswered(method, path, url, e, repeatable) + before) from None
                 said[url] = None
-                if last:
-                    return AdminError(f"controller at {url} unreachable: {e}")
-                self.controllers.failed(url)
+                told[url] = f"{'unreachable' if isinstance(e, _NOT_SENT) else 'did not answer'} ({_reason(e)})"
+                walk.failed(url, e)
                 continue
             if not _not_active(resp):
                 return resp
             said[url] = hint = resp.headers[ACTIVE_HEADER]
-            if last:
-                return resp
-            self.controllers.failed(url, hint)  # a standby: ask the active one it names
-        raise AssertionError("unreachable")
+            told[url] = not_active_words(url, hint)
+            walk.failed(url, hint=hint)  # a standby: ask the active one it names
+        return None
 
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
                 timeout: Any = httpx.USE_CLIENT_DEFAULT, repeatable: bool = False) -> Any:

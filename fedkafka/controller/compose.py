@@ -9,7 +9,15 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from fedkafka.controller.acls import all_bindings
-from fedkafka.controller.models import ChainRow, ClusterRow, ProxyRow, ScramCredentialRow, SegmentRow, TopicRow
+from fedkafka.controller.models import (
+    ChainRow,
+    ClusterRow,
+    ProxyRow,
+    ScramCredentialRow,
+    SegmentRow,
+    TopicRow,
+    cluster_given_up,
+)
 from fedkafka.view.model import (
     Cluster,
     ClusterState,
@@ -65,7 +73,8 @@ def build_view(session: Session, now: float, federation_id: str = "fedkafka",
         federation_id=federation_id,
         coordination_cluster=coord,
         commits_frozen=any(c.commits_frozen for c in clusters if c.id == coord),
-        clusters={c.id: Cluster(c.id, c.bootstrap, ClusterState(c.state), c.reachable) for c in clusters},
+        clusters={c.id: Cluster(c.id, c.bootstrap, ClusterState(c.state), c.reachable, cluster_given_up(c))
+                  for c in clusters},
         topics={t.name: LogicalTopic(
             name=t.name, topic_id=t.topic_id, config=tuple(sorted(json.loads(t.config_json).items())),
             partitions=tuple(_chain(chains.get((t.name, p)), segments[(t.name, p)]) for p in range(t.partitions)))

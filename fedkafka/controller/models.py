@@ -33,6 +33,12 @@ class ClusterRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # a coordination move copies the groups' offsets away from this cluster: commits refused meanwhile
     commits_frozen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # a failover gave the cluster up (True, with its read_only step), or this release's read_only step of a
+    # decommission (or the operator's) gave nothing up (False): the view says so (`cluster_given_up`), and a timestamp
+    # question leaves its segments out while it is dead (§9.2). NULL unless a controller with the mark set it: an
+    # active cluster (read_only -> active sets NULL), or an older controller's state change during an upgrade,
+    # read as before the mark (read_only given up), so an older controller's failover still gives its cluster up
+    given_up: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class TopicRow(Base):
@@ -274,3 +280,21 @@ class AclRow(Base):
     host: Mapped[str] = mapped_column(String(256))
     operation: Mapped[str] = mapped_column(String(24))
     permission: Mapped[str] = mapped_column(String(8))
+
+
+def cluster_given_up(row: ClusterRow) -> bool:
+    """Whether the operator gave the cluster up, as the view says it (docs/DESIGN.md §9.2): never while active (an
+    older controller making a given-up cluster active again leaves the column as it was); the column when a
+    controller with the mark set it; NULL read as before the mark: read_only is given up, draining is not."""
+    if row.state == "active":
+        return False
+    return row.state == "read_only" if row.given_up is None else bool(row.given_up)
+
+
+def gives_up_nothing(row: ClusterRow) -> bool:
+    """Whether a failover leaves the cluster's mark as it is (docs/DESIGN.md §9.1): removed, given up already, or
+    read_only or draining and answering (a failover is for a dead cluster; a decommission moved this one's writes off
+    cleanly, and its segments are read there). An active cluster always goes read_only and given up."""
+    if row.state == "active":
+        return False
+    return row.state == "removed" or cluster_given_up(row) or row.reachable

@@ -23,6 +23,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from fedkafka.controllers import token_problem
+
 OPEN, ROUTING, SERVICE, OPERATOR = "open", "routing", "service", "operator"
 
 # the scopes each token may call (OPERATOR: every route, listed or not)
@@ -112,10 +114,12 @@ class Tokens:
     routing: str | None = None
 
     def __post_init__(self) -> None:
-        # an empty token is no credential: `Authorization: Bearer ` (nothing after it) would match it
+        # an empty token is no credential: `Authorization: Bearer ` (nothing after it) would match it; one no client
+        # can send (a line break inside) is refused at start, not at each request (`token_problem`)
         for name, token in (("operator", self.operator), ("service", self.service), ("routing", self.routing)):
-            if token is not None and not token.strip():
-                raise ValueError(f"the {name} token is empty")
+            problem = None if token is None else token_problem(token.strip())
+            if problem is not None:
+                raise ValueError(f"the {name} token {problem}")
 
     def role(self, authorization: str | None) -> str | None:
         """OPERATOR, SERVICE, ROUTING, or None (no or a wrong bearer token). Every comparison runs every time,

@@ -50,6 +50,8 @@ from fedkafka.controller.models import (
     SegmentRow,
     TopicRow,
     ViewRow,
+    cluster_given_up,
+    gives_up_nothing,
 )
 from fedkafka.controller.moves import FINISHED as MOVE_FINISHED
 from fedkafka.controller.moves import freeze_planned, may_still_write, moves_named, unfinished_moves_to
@@ -557,10 +559,34 @@ class Controller:
                     and s.scalar(select(func.count()).select_from(TopicRow)):
                 raise Conflict(f"cluster {cluster_id} is the coordination cluster and holds the groups' offsets")
             row.state = new.value
+            if back_to_active:
+                row.given_up = None  # taking writes again: a failover's mark no longer holds (§9.2)
+            elif old == ClusterState.ACTIVE and new == ClusterState.READ_ONLY:
+                row.given_up = False  # a decommission's read_only step (or the operator's) gives nothing up (§9.2)
             self.check_leader(s)  # a workflow of a controller that lost its row changes no state (§3.6)
             s.commit()
         self.compose_after_commit(f"cluster {cluster_id} set {new.value}")
         return self.get_cluster(cluster_id), True
+
+    def give_up_cluster(self, cluster_id: str) -> bool:
+        """A failover's first step: the cluster marked given up, and read_only if it was active (no new partition or
+        move targets it), in one commit, so no view says read_only without the mark. A decommission's read_only
+        gives nothing up; the view's mark is what tells the two apart (docs/DESIGN.md §9.2). A removed cluster holds
+        no segment and is left as it is, and so is one read_only or draining that answers: a failover is for a dead
+        cluster, and a decommission moved its writes off cleanly (`gives_up_nothing`). Whether anything changed."""
+        with self.topology_change() as s:
+            row = s.get(ClusterRow, cluster_id)
+            if row is None:
+                raise NotFound(f"unknown cluster {cluster_id!r}")
+            if gives_up_nothing(row):
+                return False
+            if row.state == ClusterState.ACTIVE:
+                row.state = ClusterState.READ_ONLY.value
+            row.given_up = True
+            self.check_leader(s)  # a workflow of a controller that lost its row changes nothing (§3.6)
+            s.commit()
+        self.compose_after_commit(f"cluster {cluster_id} given up by a failover")
+        return True
 
     def _cluster_or_none(self, cluster_id: str) -> dict | None:
         try:
@@ -1846,7 +1872,7 @@ def _proxy_status(rows: list[ProxyRow], now: float) -> list[dict[str, Any]]:
 
 def _cluster_dict(c: ClusterRow, coord: str | None) -> dict[str, Any]:
     return {"id": c.id, "bootstrap": c.bootstrap, "state": c.state, "reachable": c.reachable,
-            "coordination": c.id == coord, "last_error": c.last_error}
+            "coordination": c.id == coord, "last_error": c.last_error, "given_up": cluster_given_up(c)}
 
 
 def _public(cluster: dict | None) -> dict | None:

@@ -31,7 +31,15 @@ from fedkafka.controller.coordination import CoordinationMove
 from fedkafka.controller.errors import Conflict, Invalid, NotFound, PhysicalTopicLost, Unavailable
 from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
 from fedkafka.controller.leadership import NotLeader, RoundLog
-from fedkafka.controller.models import ChainRow, ClusterRow, MoveRow, SegmentRow, TopicRow, WorkflowRow
+from fedkafka.controller.models import (
+    ChainRow,
+    ClusterRow,
+    MoveRow,
+    SegmentRow,
+    TopicRow,
+    WorkflowRow,
+    gives_up_nothing,
+)
 from fedkafka.controller.moves import MoveFailed, Mover, moves_named, unfinished_moves_to
 from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, PartitionChain, Segment, shadow_topic
@@ -61,6 +69,7 @@ PHASES = {
 }
 # A failover retries partitions another run was moving (their moves settle within the ack and seal timeouts).
 FAILOVER_BUSY_WAIT_S = 120.0
+GIVEN_UP = "given up"  # a failover's state change of a cluster already read_only or draining: the mark only (§9.2)
 PLAN_ATTEMPTS = 5  # a run plans again when another claimed one of its targets meanwhile (docs/DESIGN.md §4.13)
 
 
@@ -208,8 +217,12 @@ class WorkflowEngine:
         """The state change and unclean moves of a failover: _failover's first round (the same evacuation). A
         partition another run is moving now is listed with the target it would get now; the run takes it once
         that move settled (§9.1), planned again then."""
-        state = ClusterState(self._clusters()[cluster].state)
-        states = ["active -> read_only"] if state == ClusterState.ACTIVE else []
+        row = self._clusters()[cluster]
+        state = ClusterState(row.state)
+        # the mark alone for a dead cluster a decommission made read_only or draining (§9.2), with read_only otherwise
+        states = ["active -> read_only"] if state == ClusterState.ACTIVE else [GIVEN_UP]
+        if gives_up_nothing(row):
+            states = []
         if state not in (ClusterState.ACTIVE, ClusterState.READ_ONLY):
             return states, []
         return states, [{**_planned(m), "gap": m.gap} for m in self._failover_plan(cluster)]
@@ -408,10 +421,13 @@ class WorkflowEngine:
             raise Conflict(f"cluster {cluster} is the coordination cluster (it holds every consumer group and its "
                            "committed offsets): move that role first with `fedkafka coordination move --to "
                            "CLUSTER [--unclean]`. Nothing was changed")
+        # no active segment there: the run moves nothing and finishes at once, only marking given up a dead cluster a
+        # decommission made read_only or draining; one that answers, or is given up already, is left as it is
+        # (`gives_up_nothing`: a failover asked twice, or by a playbook run again, changes nothing)
         if row.state in (ClusterState.DRAINING, ClusterState.REMOVED):
-            return  # no active segment there: the run finishes at once, unchanged
+            return
         if row.state == ClusterState.READ_ONLY and not self._active_on(cluster):
-            return  # failed over already (maybe back since): nothing writes there, the run changes nothing
+            return
         others = [c.id for c in rows.values() if c.id != cluster and c.state == ClusterState.ACTIVE and c.reachable]
         if not others:
             raise Conflict(f"cluster {cluster} is the only active cluster: its partitions would have nowhere to "
@@ -784,9 +800,9 @@ class WorkflowEngine:
         another run was moving need (they are left out of a plan until those moves settle)."""
         rec = self._records[run_id]
         cluster = rec["cluster"]
-        state = ClusterState(self._clusters()[cluster].state)
-        if state == ClusterState.ACTIVE:
-            self.ctl.set_cluster_state(cluster, "read_only")  # no new partition or move targets it
+        # read_only (no new partition or move targets it) and marked given up: a timestamp question leaves out its
+        # segments while it is dead, which a decommission's read_only does not (§9.2)
+        if self.ctl.give_up_cluster(cluster):
             rec["changed"] = True
         self._phase(run_id, "read_only", 1, 1)
         own = self.mover.unfinished(run_id)  # a resumed run finishes its own moves first

@@ -657,11 +657,13 @@ def topic_missing(ctx: Context, seg: Segment) -> bool:
 def lost_for_good(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
     """A sealed segment whose records are gone for good: its cluster answers without the physical topic (a lost
     disk, a cluster rebuilt empty; the controller never creates such a topic again, docs/DESIGN.md §9.3) and the
-    operator gave the cluster up: this chain failed over from it (an unclean gap follows one of its segments there)
-    or the cluster is no longer active (a failover leaves it read_only). A reader there is moved past it, earliest
-    skips it and a timestamp question leaves it out; before that it is waited for, as a dead cluster is: its data may
-    yet be restored. `topic_missing` judges the topic missing only from metadata read since the proxy tracks the
-    cluster: a cluster just tracked names no topic yet."""
+    operator took the cluster out of service for it: this chain failed over from it (an unclean gap follows one of
+    its segments there) or the cluster is no longer active (read_only or draining, by a failover or a decommission:
+    the given-up mark is not read here; it is about a cluster that does not answer, where a blip says nothing of its
+    data, while an answer without the topic does, and nothing restores a topic for a cluster leaving the federation).
+    A reader there is moved past it, earliest skips it and a timestamp question leaves it out; before that (an active
+    cluster) it is waited for, as a dead cluster is: its data may yet be restored. `topic_missing` judges the topic
+    missing only from metadata read since the proxy tracks the cluster: a cluster just tracked names no topic yet."""
     if seg.active or not topic_missing(ctx, seg):
         return False
     cluster = ctx.view.clusters.get(seg.cluster)

@@ -33,7 +33,9 @@ from fedkafka.controllers import (
     PREDECESSOR_SECRET_HEADER,
     PREDECESSOR_SEPARATOR,
     ControllerList,
+    RoundWalk,
     active_hint,
+    not_active_words,
     tls_verify,
 )
 from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE
@@ -186,7 +188,7 @@ class ControllerViewSource:
         controller numbers its next view past it (§3.3, "Lost commits"; §4.6). A round sends our registration to
         every listed controller at once (`_registration_round`: about one timeout, not one per controller that
         accepts and never answers), then takes a registration granted as soon as it is, else their answers in the
-        order a round asks (`_RoundWalk`: the current one, a standby's named one next). A proxy whose round
+        order a round asks (`RoundWalk`: the current one, a standby's named one next). A proxy whose round
         fails serves its saved view at once and registers in `_register_from_cache` (called by the view-stream and
         heartbeat tasks); with the saved produce deadline unless a controller refused (409, or any 4xx) our
         registration in this `start` (§5.2: the active one may be taking our previous run's acks for the member). A
@@ -198,7 +200,7 @@ class ControllerViewSource:
         while True:
             await self._take_lock_once_free(state)  # a 409 round waits for our previous run: it may exit meanwhile
             sent, answers = await self._registration_round(state)  # a round: each listed controller once
-            walk = _RoundWalk(self.controllers)
+            walk = RoundWalk(self.controllers, log)
             try:
                 while (url := walk.next()) is not None:
                     try:
@@ -520,10 +522,40 @@ class ControllerViewSource:
             await self._drain(state.view.version)
 
     async def fetch_block(self) -> tuple[int, int]:
-        resp = await self.client.post(f"{self.controllers.current}/v1/producer-id-blocks", headers=self.headers)
-        resp.raise_for_status()
-        body = resp.json()
-        return int(body["start"]), int(body["size"])
+        """A logical producer-id block from the active controller (docs/DESIGN.md §5.3): a walk of the listed
+        controllers (`RoundWalk`, the start round's order: the current one, the active one a standby names, else the
+        next), each asked once, going on only past a controller that surely granted nothing: a call never sent
+        (NEVER_SENT), or a 503 naming the active one (the gate's or NotLeader's, answered before the route runs).
+        Any other failure ends the walk, raised: the block may have been granted (a read timed out, the connection
+        lost, a 5xx), and is not asked for again here. Lost so, it is only ids no one hands out: the counter moves by
+        compare-and-set, so no later block overlaps it, and 2**63 ids leave room to waste. One walk per refill
+        (`ProducerIdTable._schedule_refill`) and the first grant ends it: never two blocks asked for at once. The
+        walk runs on a copy of the list (the heartbeat and view stream follow the real one meanwhile); the
+        controller that granted becomes the current one unless the list moved meanwhile: the heartbeat's move is newer
+        news than the walk's (the granting one may have lost the leader row since). ConnectionError naming each one
+        asked if none granted."""
+        started_at = self.controllers.current
+        walk = RoundWalk(copy.copy(self.controllers))
+        told: dict[str, str] = {}
+        while (url := walk.next()) is not None:
+            try:
+                resp = await self.client.post(f"{url}/v1/producer-id-blocks", headers=self.headers)
+            except NEVER_SENT as e:
+                told[url] = f"unreachable ({str(e) or type(e).__name__})"
+                walk.failed(url, e)
+                continue
+            if resp.status_code == 503 and ACTIVE_HEADER in resp.headers:  # refused before the route ran
+                told[url] = not_active_words(url, resp.headers[ACTIVE_HEADER])
+                walk.failed(url, hint=resp.headers[ACTIVE_HEADER])
+                continue
+            resp.raise_for_status()
+            body = resp.json()
+            if url != self.controllers.current and self.controllers.current == started_at:
+                log.info("following controller %s", url)
+                self.controllers.current = url
+            return int(body["start"]), int(body["size"])
+        said = "; ".join(f"{url} {words}" for url, words in told.items())
+        raise ConnectionError(f"no controller granted a producer-id block ({said})")
 
     async def admin(self, method: str, path: str, body: Any, timeout_s: float) -> tuple[int, Any]:
         """One admin-API request on behalf of a Kafka client (CreateTopics, AlterConfigs, ...): (status, JSON),
@@ -780,7 +812,7 @@ class ControllerViewSource:
                 log.warning("not deregistering: produce deadline %s not reset (%s); our lease runs out instead",
                             self.cache.fence_path, e)
                 return False
-        walk = _RoundWalk(self.controllers)
+        walk = RoundWalk(self.controllers, log)
         try:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
                 url, resp = await self._deregister_walk(member, walk)
@@ -800,9 +832,9 @@ class ControllerViewSource:
         log.info("deregistered member %s (%s): a restart registers at once", member, self.instance_id)
         return True
 
-    async def _deregister_walk(self, member: int, walk: _RoundWalk) -> tuple[str, httpx.Response]:
+    async def _deregister_walk(self, member: int, walk: RoundWalk) -> tuple[str, httpx.Response]:
         """Send the deregistration to the current controller, and on to the active one a standby's 503 names, else
-        the next listed, each once (`_RoundWalk`), while the answer is a 503 (a standby, or a controller that lost
+        the next listed, each once (`RoundWalk`), while the answer is a 503 (a standby, or a controller that lost
         the leader row: nothing written, docs/DESIGN.md §3.6) or the call was never sent: the controller and the
         answer taken, the last 503 if no controller took it. Raises the last never-sent error if none answered
         (`walk.last` names the controller it came from)."""
@@ -854,40 +886,11 @@ def _detail(resp: httpx.Response) -> str:
         return resp.text[:500]
 
 
-class _RoundWalk:
-    """The order `start` takes a round's answers in, and the rules it takes them by, in one place: the current
-    controller first; after each failure it moves on from (MOVES_ON_FROM) the one `ControllerList.failed` moves to
-    (a standby's 503 names the active one), skipping those asked already (a hint may name one asked, or the list
-    wrap round to it); done once every listed controller was asked. `start` walks the controller list itself;
-    `_refused_first` walks a copy ahead of it, on the answers in hand, `quiet`."""
-
-    def __init__(self, controllers: ControllerList, quiet: bool = False):
-        self.controllers, self.quiet, self.asked = controllers, quiet, set[str]()
-        self.last: str | None = None  # the controller asked last (`failed` moves the list's current one on)
-
-    def next(self) -> str | None:
-        """The controller whose answer comes next, made the current one: the current one unless asked already, else
-        the next in list order not asked; None once every listed one was asked."""
-        urls, current = self.controllers.urls, self.controllers.current
-        start = urls.index(current) if current in urls else 0
-        url = next((url for url in urls[start:] + urls[:start] if url not in self.asked), None)
-        if url is not None:
-            if self.asked and not self.quiet:
-                log.info("following controller %s", url)
-            self.asked.add(url)
-            self.controllers.current = self.last = url
-        return url
-
-    def failed(self, url: str, error: BaseException) -> None:
-        """`url`'s answer failed with `error` (one of MOVES_ON_FROM): on to the one a standby names, else the next."""
-        self.controllers.failed(url, active_hint(error))
-
-
 def _refused_first(controllers: ControllerList, asking: dict[str, asyncio.Task[httpx.Response]]) -> bool:
-    """Whether `start`'s walk of a round's answers (`_RoundWalk`) reaches a 409 before an ask still out: that
+    """Whether `start`'s walk of a round's answers (`RoundWalk`) reaches a 409 before an ask still out: that
     refusal ends the round whatever the others answer (a grant among them is taken by the round first). Walked on a
     copy: `start` moves the list itself when it takes the answers."""
-    walk = _RoundWalk(copy.copy(controllers), quiet=True)
+    walk = RoundWalk(copy.copy(controllers))
     while (url := walk.next()) is not None:
         ask = asking[url]
         if not ask.done():

@@ -46,6 +46,20 @@ class Cluster:
     bootstrap: str
     state: ClusterState = ClusterState.ACTIVE
     reachable: bool = True
+    # a failover gave the cluster up (set with its read_only step, cleared by read_only -> active): a timestamp
+    # question leaves its segments out while it is dead; a decommission's read_only step gives nothing up
+    # (docs/DESIGN.md §9.2). None: the view does not say (composed by a controller from before the mark), and
+    # read_only is taken for given up, as it was then (`gave_up`); a controller with the mark reads its database's
+    # NULL (a state an older controller set) the same way and always says (`controller.models.cluster_given_up`)
+    given_up: bool | None = None
+
+    @property
+    def gave_up(self) -> bool:
+        """Whether the operator gave this cluster up: removed, a failover's mark, or (a view without the mark)
+        read_only."""
+        if self.state == ClusterState.REMOVED:
+            return True
+        return self.state == ClusterState.READ_ONLY if self.given_up is None else self.given_up
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +331,7 @@ class View:
             "coordination_cluster": self.coordination_cluster,
             "commits_frozen": self.commits_frozen,
             "allow_auto_create_topics": self.allow_auto_create_topics,
-            "clusters": [{"id": c.id, "bootstrap": c.bootstrap, "state": c.state.value, "reachable": c.reachable}
-                         for c in self.clusters.values()],
+            "clusters": [_cluster_to_dict(c) for c in self.clusters.values()],
             "topics": [_topic_to_dict(t) for t in self.topics.values()],
             "proxies": [_proxy_to_dict(p) for p in self.proxies],
             "credentials": [c.to_dict() for c in self.credentials],
@@ -334,8 +347,7 @@ class View:
             coordination_cluster=d.get("coordination_cluster"),
             commits_frozen=bool(d.get("commits_frozen", False)),
             allow_auto_create_topics=bool(d.get("allow_auto_create_topics", False)),
-            clusters={c["id"]: Cluster(id=c["id"], bootstrap=c["bootstrap"], state=ClusterState(c["state"]),
-                                       reachable=bool(c.get("reachable", True))) for c in d.get("clusters", [])},
+            clusters={c["id"]: _cluster_from_dict(c) for c in d.get("clusters", [])},
             topics={t["name"]: _topic_from_dict(t) for t in d.get("topics", [])},
             proxies=tuple(_proxy_from_dict(p) for p in d.get("proxies", [])),
             credentials=tuple(ScramCredential.from_dict(c) for c in d.get("credentials", [])),
@@ -366,6 +378,21 @@ def logical_from_shadow(physical_topic: str) -> str | None:
 def _rendezvous_weight(topic: str, partition: int, node_id: int) -> int:
     digest = hashlib.blake2b(f"{topic}\0{partition}\0{node_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def _cluster_to_dict(c: Cluster) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": c.id, "bootstrap": c.bootstrap, "state": c.state.value, "reachable": c.reachable}
+    if c.given_up is not None:
+        out["given_up"] = c.given_up
+    return out
+
+
+def _cluster_from_dict(c: dict[str, Any]) -> Cluster:
+    """A cluster of a view's JSON. One from a controller before the given-up mark has no `given_up`: None, read as
+    before (`Cluster.gave_up`); a proxy from before the mark ignores the key (it reads the keys it knows)."""
+    given_up = c.get("given_up")
+    return Cluster(id=c["id"], bootstrap=c["bootstrap"], state=ClusterState(c["state"]),
+                   reachable=bool(c.get("reachable", True)), given_up=None if given_up is None else bool(given_up))
 
 
 def _proxy_to_dict(p: ProxyInfo) -> dict[str, Any]:

@@ -150,10 +150,16 @@ class FakeController:
             moves = self._evacuation(cid)
             if cluster["reachable"] and moves:
                 raise refused(409, f"cluster {cid} is reachable: decommission it")
-            states = ["active -> read_only"] if cluster["state"] == "active" else []
+            # a dead cluster a decommission made read_only (`given_up` false; a controller from before the mark names
+            # none) is only marked given up; one that answers is left as it is (docs/DESIGN.md §9.1, §9.2)
+            mark = cluster["state"] in ("read_only", "draining") and cluster.get("given_up") is False \
+                and not cluster["reachable"]
+            states = ["active -> read_only"] if cluster["state"] == "active" else ["given up"] if mark else []
             plan = {"states": states, "partitions_moved": moves, "moved": len(moves), "changed": bool(states or moves)}
             if not dry_run:
                 cluster["state"] = "read_only" if cluster["state"] == "active" else cluster["state"]
+                if states and ("given_up" in cluster or mark):
+                    cluster["given_up"] = True
                 for t in self.topics.values():
                     for chain in t.get("chains", []):
                         if chain["segments"][-1]["cluster"] == cid:

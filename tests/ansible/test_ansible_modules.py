@@ -175,6 +175,21 @@ CASES = [
     ("fedkafka_failover", "failed over already: nothing started, no change",
      {"clusters": [C1, {**C2, "state": "read_only", "reachable": False}, C3], "topics": [chained("t", ["c1"])]},
      {"cluster": "c2"}, False, {"changed": False, "writes": [("POST", DRY)], "facts": {"moves": []}}),
+    ("fedkafka_failover", "read_only by a decommission, then dead: marked given up",
+     {"clusters": [C1, {**C2, "state": "read_only", "reachable": False, "given_up": False}, C3],
+      "topics": [chained("t", ["c1"])]},
+     {"cluster": "c2"}, False, {"changed": True, "writes": [("POST", DRY), ("POST", "/v1/workflows")],
+                                "facts": {"moves": [], "states": ["given up"],
+                                          "diff": {"before": {"state": "read_only", "given_up": False, "moves": []},
+                                                   "after": {"state": "read_only", "given_up": True, "moves": []},
+                                                   "before_header": "cluster c2", "after_header": "cluster c2"}}}),
+    ("fedkafka_failover", "read_only by a decommission and answering: left as it is, no change",
+     {"clusters": [C1, {**C2, "state": "draining", "given_up": False}, C3], "topics": [chained("t", ["c1"])]},
+     {"cluster": "c2"}, False, {"changed": False, "writes": [("POST", DRY)],
+                                "facts": {"states": [], "diff": {
+                                    "before": {"state": "draining", "given_up": False, "moves": []},
+                                    "after": {"state": "draining", "given_up": False, "moves": []},
+                                    "before_header": "cluster c2", "after_header": "cluster c2"}}}),
     ("fedkafka_failover", "failed over and back: still no change",
      {"clusters": [C1, {**C2, "state": "read_only"}, C3], "topics": [chained("t", ["c1"])]},
      {"cluster": "c2"}, False, {"changed": False, "writes": [("POST", DRY)]}),
@@ -326,13 +341,19 @@ def test_unreachable_controller_predicts_in_check_mode_only(check, failed):
         assert result["changed"] and result["actions"] == ["register c1 at h:1"]
 
 
-@pytest.mark.parametrize("module, args", [("fedkafka_failover", {"cluster": "c2"}),
-                                          ("fedkafka_coordination", {"to": "c3"})])
-def test_check_mode_predicts_exactly_what_the_run_reports(module, args):
-    """--check --diff of failover.yml and coordination_move.yml: the same diff (and moves) as the run."""
+DECOMMISSIONED_DEAD_C2 = {"clusters": [C1, {**C2, "state": "draining", "reachable": False, "given_up": False}, C3],
+                          "topics": [chained("t", ["c1"])]}
+
+
+@pytest.mark.parametrize("module, args, state", [("fedkafka_failover", {"cluster": "c2"}, DEAD_C2),
+                                                 ("fedkafka_failover", {"cluster": "c2"}, DECOMMISSIONED_DEAD_C2),
+                                                 ("fedkafka_coordination", {"to": "c3"}, DEAD_C2)])
+def test_check_mode_predicts_exactly_what_the_run_reports(module, args, state):
+    """--check --diff of failover.yml and coordination_move.yml: the same diff (and moves) as the run; a failover
+    that only marks a dead draining cluster given up shows the mark in both."""
     results = []
     for check in (True, False):
-        fake = FakeController(**copy.deepcopy(DEAD_C2))
+        fake = FakeController(**copy.deepcopy(state))
         with mock.patch.object(FedkafkaApi, "request", side_effect=fake.request), mock.patch("time.sleep"):
             failed, result = run(module, {**API, **args}, check_mode=check)
         assert not failed, result

@@ -127,7 +127,8 @@ AGAIN = PartitionChain(segments=(Segment("c1", "t", 0, 0, 30, 0), Segment("c2", 
 def test_by_timestamp_waits_for_a_segment_of_a_failed_over_cluster_moved_back_to_and_away_cleanly():
     """c1, active again, holds S2 (logical 36+GAP..45+GAP), moved away from with no gap, and blips. Only c3 is
     known to hold a record at or after T; S2 may hold an earlier one: waited for (NOT_LEADER_OR_FOLLOWER). It used to be
-    left out with S1, answering c3's record. Once the operator gave c1 up (read_only), it is left out as before."""
+    left out with S1, answering c3's record. Once the operator gave c1 up (read_only in a view without the failover's
+    given-up mark; with it, `test_s36_given_up_mark_unit.py`), it is left out as before."""
     values = {("c2", 0, 1500): (-1, -1), ("c3", 0, 1500): (5, 1600)}
     for state, want in ((ClusterState.ACTIVE, (ErrorCode.not_leader_or_follower, -1)),
                         (ClusterState.READ_ONLY, (ErrorCode.none, 51 + GAP))):

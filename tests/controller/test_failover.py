@@ -707,3 +707,45 @@ def test_a_topic_deleted_and_created_again_is_not_taken_for_one_lost_with_its_da
     assert ("c1", "t") in kafka.created
     ctl.scan_once()
     assert ctl.lost_topics["c1"] == []
+
+
+# -- s36: the failover's given-up mark (docs/DESIGN.md §9.2) --------------------------------------------------------
+
+
+def _c1_in_view(api) -> dict:
+    return next(c for c in api.get("/v1/view").json()["clusters"] if c["id"] == "c1")
+
+
+def test_a_failover_marks_its_cluster_given_up_in_the_view_and_making_it_active_again_clears_the_mark(setup):
+    """The view names c1 given up from the failover's first step (the same view as read_only) on; once back and
+    made active again (read_only -> active), it is not: a later decommission's read_only step gives nothing up."""
+    api, kafka = setup
+    assert _c1_in_view(api)["given_up"] is False
+    kill(api, kafka, "c1")
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done" and run["changed"], run["error"]
+    assert {k: _c1_in_view(api)[k] for k in ("state", "given_up")} == {"state": "read_only", "given_up": True}
+    assert api.get("/v1/clusters/c1").json()["given_up"] is True
+    kafka.down.discard("c1")
+    api.controller.scan_once()
+    api.post("/v1/clusters/c1/state", json={"state": "active"}).raise_for_status()
+    assert {k: _c1_in_view(api)[k] for k in ("state", "given_up")} == {"state": "active", "given_up": False}
+    api.post("/v1/clusters/c1/state", json={"state": "read_only"}).raise_for_status()  # a decommission's first step
+    assert {k: _c1_in_view(api)[k] for k in ("state", "given_up")} == {"state": "read_only", "given_up": False}
+
+
+def test_a_failover_of_a_cluster_a_decommission_made_read_only_marks_it_given_up(setup):
+    """c1 is read_only by a decommission's first step (its run failed, say) and dies; its active segments are still
+    there. The failover is planned with the mark as its state change and sets it with the moves; asked again, it
+    changes nothing."""
+    api, kafka = setup
+    api.post("/v1/clusters/c1/state", json={"state": "read_only"}).raise_for_status()
+    kill(api, kafka, "c1")
+    plan = api.post(DRY, json={"kind": "failover", "cluster": "c1"}).json()
+    assert plan["changed"] and plan["states"] == ["given up"] and plan["moved"] > 0, plan
+    assert _c1_in_view(api)["given_up"] is False  # the dry run changed nothing
+    run = finished(api, api.post("/v1/workflows", json={"kind": "failover", "cluster": "c1"}).json())
+    assert run["state"] == "done" and run["changed"], run["error"]
+    assert {k: _c1_in_view(api)[k] for k in ("state", "given_up")} == {"state": "read_only", "given_up": True}
+    again = api.post(DRY, json={"kind": "failover", "cluster": "c1"}).json()
+    assert not again["changed"] and again["states"] == [], again

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from fedkafka.controller import db
-from fedkafka.controller.models import Base
+from fedkafka.controller.models import Base, cluster_given_up
 
 
 def test_migrations_match_the_models_and_run_twice(empty_db_url):
@@ -22,7 +22,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0019"
+        assert ctx.get_current_revision() == "0020"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -48,7 +48,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0019"
+        assert MigrationContext.configure(conn).get_current_revision() == "0020"
     for engine in engines:
         engine.dispose()
 
@@ -254,4 +254,43 @@ def test_revision_0016_gives_each_pending_deletion_its_own_record_id_and_no_topi
         command.downgrade(cfg, "0015")
         assert list(conn.execute(text("SELECT physical_topic FROM pending_deletions ORDER BY physical_topic"))) == [
             ("__fedkafka-shadow-gone",), ("gone",)]
+    engine.dispose()
+
+
+def test_revision_0020_marks_given_up_the_read_only_clusters_no_decommission_made_read_only(empty_db_url):
+    """Before the mark, every read_only cluster was read as given up (docs/DESIGN.md §9.2). The upgrade keeps that for
+    each one a failover made read_only last, or no workflow did (the operator's state change), and gives up no
+    cluster a decommission made read_only last, nor an active or draining one; the downgrade keeps the clusters.
+    Only the decommission's read_only is written (False): the others stay NULL, read as before the mark, so an older
+    controller's failover of an active cluster after the upgrade (its state alone, during a rolling upgrade) is read
+    as given up."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    clusters = {"failed": "read_only", "decommissioning": "read_only", "failed_then_decommissioned": "read_only",
+                "by_hand": "read_only", "draining": "draining", "active": "active", "older_failover": "active"}
+    runs = [("failed", "failover"), ("decommissioning", "scale_up"), ("decommissioning", "decommission"),
+            ("failed_then_decommissioned", "failover"), ("failed_then_decommissioned", "decommission"),
+            ("draining", "failover"), ("active", "failover")]
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0019")
+        for i, (cid, state) in enumerate(clusters.items()):
+            conn.execute(text("INSERT INTO clusters (id, ordinal, bootstrap, state, coordination, reachable) "
+                              "VALUES (:id, :o, 'b:1', :state, :no, :no)"), {"id": cid, "o": i, "state": state,
+                                                                             "no": False})
+        for cid, kind in runs:
+            conn.execute(text("INSERT INTO workflows (kind, cluster, state, step, params_json, created_at, "
+                              "record_json, updated_at) VALUES (:kind, :cid, 'done', '', '{}', 0, '{}', 0)"),
+                         {"kind": kind, "cid": cid})
+    db.migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE clusters SET state = 'read_only' WHERE id = 'older_failover'"))
+        rows = {r.id: r for r in conn.execute(text("SELECT id, state, given_up FROM clusters"))}
+        assert {cid for cid, r in rows.items() if r.given_up is not None} == {"decommissioning",
+                                                                            "failed_then_decommissioned"}
+        assert {cid for cid, r in rows.items() if cluster_given_up(r)} == {"failed", "by_hand", "older_failover"}
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0019")
+        assert {cid for (cid,) in conn.execute(text("SELECT id FROM clusters"))} == set(clusters)
     engine.dispose()

@@ -102,9 +102,10 @@ def test_unclean_move_leaves_the_documented_gap_and_bad_seals_are_refused():
         move_active(move_active(chain, 10, "c1", "t", 0, 100), 99, "c2", "t", 0, 0)
 
 
-def _view(version: int, topics: dict, proxies=(), states=None) -> View:
-    states = states or {}
-    clusters = {c: Cluster(c, f"{c}:9092", states.get(c, ClusterState.ACTIVE)) for c in ("c0", "c1", "c2")}
+def _view(version: int, topics: dict, proxies=(), states=None, given_up=None) -> View:
+    states, given_up = states or {}, given_up or {}
+    clusters = {c: Cluster(c, f"{c}:9092", states.get(c, ClusterState.ACTIVE), given_up=given_up.get(c))
+                for c in ("c0", "c1", "c2")}
     return View(version=version, clusters=clusters, coordination_cluster="c0", proxies=tuple(proxies),
                 topics={n: LogicalTopic(n, f"{i:032x}", ch) for i, (n, ch) in enumerate(sorted(topics.items()))})
 
@@ -115,7 +116,8 @@ def views(draw, version=st.integers(1, 10**6)):
     topics = {n: tuple(draw(st.lists(moved_chains(), min_size=1, max_size=3))) for n in names}
     proxies = [ProxyInfo(i, "127.0.0.1", 9000 + i) for i in sorted(draw(st.sets(st.integers(1, 9), max_size=4)))]
     states = {c: draw(st.sampled_from(list(ClusterState))) for c in ("c1", "c2")}
-    return _view(draw(version), topics, proxies, states)
+    given_up = {c: draw(st.sampled_from([None, False, True])) for c in ("c1", "c2")}  # None: a view from before it
+    return _view(draw(version), topics, proxies, states, given_up)
 
 
 @settings(max_examples=examples(60))

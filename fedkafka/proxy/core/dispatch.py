@@ -682,12 +682,17 @@ class Dispatcher:
         return None
 
     async def _send_to_any(self, call: Call, slot: int, produce_deadline: float | None = None):
-        """Any broker of the cluster will do: the next one in rotation, the one after on a connection error. None
-        answering: `_NoBrokerAnswered`, naming the cluster's entry the brokers were the candidates of."""
+        """Any broker of the cluster will do: the next one in rotation, the one after on a connection error. When the
+        view changed the cluster's bootstrap while one was tried (a connection's set-up can take seconds), the rest
+        are the new entry's: the old bootstrap's other brokers may be gone, and their failure says nothing of the new
+        one (docs/DESIGN.md §9.2). None answering: `_NoBrokerAnswered`, naming the entry whose brokers were tried
+        last (the old one when the cluster left the view meanwhile: nothing is marked then)."""
         errors: list[str] = []
         cluster = call.target.cluster
         asked = self.physical.tracked(cluster)
-        for host, port in self.physical.candidates(cluster):
+        candidates = self.physical.candidates(cluster)
+        while candidates:
+            host, port = candidates.pop(0)
             if errors and call.request.__api_key__ == PRODUCE_API_KEY:
                 # a failed connect can take seconds, and the next broker's open connection is used unchecked
                 self._check_sendable(produce_deadline)
@@ -695,6 +700,10 @@ class Dispatcher:
                 return await self._send_to(host, port, call, slot, produce_deadline)
             except (OSError, ConnectionError, TimeoutError) as e:
                 errors.append(f"{host}:{port}: {e or type(e).__name__}")
+            if (now := self.physical.tracked(cluster)) is not asked:  # the view replaced the entry meanwhile
+                if now is None:
+                    break
+                asked, candidates = now, self.physical.candidates(cluster)
         raise _NoBrokerAnswered("; ".join(errors) or "no broker known", asked)
 
     async def _send_to(self, host: str, port: int, call: Call, slot: int, produce_deadline: float | None = None):

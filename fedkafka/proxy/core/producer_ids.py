@@ -198,7 +198,7 @@ class ProducerIdTable:
         self._next = 0
         self._end = 0
         self._fetch_block = fetch_block
-        self._refilling = False
+        self._refill: asyncio.Task[None] | None = None  # the block asked for (`_schedule_refill`), until it ends
         self._spare: tuple[int, int] | None = None
         self._map: collections.OrderedDict[tuple[int, int, str], tuple[int, int, dict]] = collections.OrderedDict()
         # (cluster, physical id) -> (logical id, logical epoch); kept when `_map` drops the id at a segment
@@ -739,20 +739,22 @@ class ProducerIdTable:
         return now - known[1] <= REFUSAL_MEMORY_S
 
     def _schedule_refill(self) -> None:
+        """Ask for the next block, unless an ask is under way: one at a time (docs/DESIGN.md §5.3). The ask counts
+        from its scheduling, not from when its task first runs, so a burst of InitProducerIds in one turn of the loop
+        asks once; and until its task is done, whichever way it ends (a block, a failure, cancelled, even before it
+        ran), so a failed ask never blocks the next."""
         fetch_block = self._fetch_block
-        if fetch_block is None or self._refilling:
+        if fetch_block is None or (self._refill is not None and not self._refill.done()):
             return
+
         async def refill() -> None:
-            self._refilling = True
             try:
                 start, size = await fetch_block()
                 self.add_block(start, size)
             except Exception as e:  # the next InitProducerId retries
                 log.warning("could not fetch a producer id block: %s", e)
-            finally:
-                self._refilling = False
 
-        asyncio.get_running_loop().create_task(refill())
+        self._refill = asyncio.get_running_loop().create_task(refill())
 
 
 def _put(table: collections.OrderedDict, key, value) -> None:

@@ -27,7 +27,7 @@ from fedkafka.proxy.plan import (
     topic_missing,
 )
 from fedkafka.security.acl import Operation, ResourceType
-from fedkafka.view.model import ClusterState, PartitionChain, Segment
+from fedkafka.view.model import PartitionChain, Segment
 from fedkafka.view.offsets import latest_offset, offset_for_timestamp
 
 API_KEYS = {2: (1, 8)}
@@ -189,22 +189,23 @@ def _left_out(ctx: Context, chain: PartitionChain, seg: Segment) -> bool:
     """A segment a timestamp question is answered without though it could not be asked (docs/DESIGN.md §9.2): one lost
     for good (`lost_for_good`: Fetch and earliest skip it too), or one on a cluster A that is dead or answers without
     the physical topic, once this chain failed over from A (an unclean gap follows a segment of it there) and the
-    operator gave A up for it: A read_only (a failover leaves it so) or gone from the view, or a gap following this
-    segment or a later one of A (S and A's older segments). A draining A (decommissioned) gave nothing up: its
-    segments after its last gap were moved off cleanly, and Fetch waits for them through a blip; counted as given up,
-    a timestamp question answered a later segment's record past theirs. Never while the chain's active segment is on
-    A: the partition moved back there, A is as alive as any cluster and its blips are waited for. Leaving out every
-    segment of A answered 'no record that late' (offset -1, no error) for the active segment's records during such a
-    blip: Java's offsetsForTimes answered null, a by-duration reset went to the log end."""
+    operator gave A up for it: a failover marked A given up (`Cluster.gave_up`) or A is gone from the view, or a gap
+    following this segment or a later one of A (S and A's older segments). A decommissioned A (read_only, then
+    draining) gave nothing up: its segments after its last gap were moved off cleanly, and Fetch waits for them
+    through a blip; counted as given up, a timestamp question answered a later segment's record past theirs. Never
+    while the chain's active segment is on A: the partition moved back there, A is as alive as any cluster and its
+    blips are waited for. Leaving out every segment of A answered 'no record that late' (offset -1, no error) for the
+    active segment's records during such a blip: Java's offsetsForTimes answered null, a by-duration reset went to
+    the log end."""
     if lost_for_good(ctx, chain, seg):
         return True
     if chain.active.cluster == seg.cluster or (ctx.physical.reachable(seg.cluster) and not topic_missing(ctx, seg)):
         return False
     gaps = [i for i, s in enumerate(chain.segments) if s.cluster == seg.cluster and chain.gap_after(s) is not None]
     cluster = ctx.view.clusters.get(seg.cluster)
-    # a decommission (draining) gives nothing up: it moved A's segments off cleanly, and Fetch waits for them. Its
-    # read_only step (and a failed run's) reads as a failover's: the view does not tell them apart (DESIGN §9.2)
-    given_up = cluster is None or cluster.state in (ClusterState.READ_ONLY, ClusterState.REMOVED)
+    # a decommission gives nothing up, its read_only step included: it moves A's segments off cleanly, and Fetch
+    # waits for them. Only a failover's mark does (or a view from before the mark: read_only, DESIGN §9.2)
+    given_up = cluster is None or cluster.gave_up
     return bool(gaps) and (given_up or chain.segments.index(seg) <= gaps[-1])
 
 
