@@ -10,7 +10,11 @@ reread` loads nothing into the running groups (update/add/remove do), so running
 later plays' rereads still see their own program as changed; --check predicts the stamp's restart (slurp runs in
 check mode) and a second run changes nothing; no new user variable (the new ones are internal vars/main.yml).
 
-Findings (each a strict xfail below):
+Findings (fixed on s36-fixtokens2, each test below passes and failed before; xfails removed). The stamp is now
+<state_dir>/<service>.run-digest: a digest of the service's rendered definition and its tokens, written once the
+service task (re)started it or found it running with them; one that differs restarts it (supervisord: `update`
+when `reread` says the loaded program differs, else `restart`; systemd: daemon-reload and restart), a missing one
+restarts a running service that reads a token file. NeedDaemonReload is no longer asked.
 1. (medium) "No stamp, no restart" is unsafe on a host in several groups: on the first run of this bundle (no
    stamp yet) a rotation restarts only the first play's service (its token.yml wrote the file); the later play's
    token.yml finds the file written, its stamp is missing, so the proxy keeps the old token - and the stamp task
@@ -27,7 +31,9 @@ Findings (each a strict xfail below):
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,17 +56,22 @@ def _asked(calls: Path) -> list[list[str]]:
     return [c.split()[2:] for c in calls.read_text().splitlines()]
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-fixtokens finding 1: no stamp yet (first run of the bundle) and a "
-                   "rotation the controller play wrote: the proxy is never restarted, its stamp says it was")
-def test_the_first_rotation_after_the_upgrade_restarts_the_proxy_of_a_controller_host(tmp_path):
+def _installed_before_the_stamps(tmp_path: Path) -> tuple[Path, dict]:
+    """A controller and proxy host whose proxy runs with svc-old... and has no stamp (the bundle before them); the
+    fake supervisorctl's calls log (emptied) and the vars of a rotation to SERVICE_TOKEN."""
     _stale_copies(tmp_path)
     calls, _, settings = _supervisord(tmp_path)
     installed = _play(tmp_path, PROXY_PLAY, (CONTROLLER, PROXY),
                       {**settings, "fedkafka_controller_service_token": "svc-old-0123456789abcdef"})
     assert installed.returncode == 0, installed.stdout[-4000:] + installed.stderr[-2000:]
-    (tmp_path / "proxy.token-digest").unlink()  # the proxy was installed by the bundle before the stamps
+    for stamp in tmp_path.glob("proxy.*-digest"):
+        stamp.unlink()
     calls.write_text("")
-    settings["fedkafka_controller_service_token"] = SERVICE_TOKEN
+    return calls, {**settings, "fedkafka_controller_service_token": SERVICE_TOKEN}
+
+
+def test_the_first_rotation_after_the_upgrade_restarts_the_proxy_of_a_controller_host(tmp_path):
+    calls, settings = _installed_before_the_stamps(tmp_path)
     rotated = _play(tmp_path, ROTATION, (CONTROLLER, PROXY), settings)
     assert rotated.returncode == 0, rotated.stdout[-4000:] + rotated.stderr[-2000:]
     assert (tmp_path / "etc" / "service-token").read_text().strip() == SERVICE_TOKEN
@@ -68,6 +79,26 @@ def test_the_first_rotation_after_the_upgrade_restarts_the_proxy_of_a_controller
     assert again.returncode == 0, again.stdout[-4000:]
     # the proxy runs with svc-old... (read at its start): this run or the next must restart it
     assert ["restart", "proxy"] in _asked(calls), _asked(calls)
+
+
+def _proxy_restart(run: subprocess.CompletedProcess) -> str:
+    """What the run said of the proxy's restart task: changed, skipping or ok."""
+    found = re.search(r"TASK \[fedkafka_common : Restart after a config change: proxy\][^\n]*\n(\w+)", run.stdout)
+    assert found, run.stdout[-4000:]
+    return found.group(1)
+
+
+def test_check_mode_predicts_the_restart_of_the_proxy_without_a_stamp(tmp_path):
+    """--check shows the restart the run makes (the stamp is read in check mode), and writes no stamp."""
+    calls, settings = _installed_before_the_stamps(tmp_path)
+    (tmp_path / "etc" / "service-token").write_text(SERVICE_TOKEN + "\n")  # the controller play rotated it
+    predicted = _play(tmp_path, PROXY_PLAY, (CONTROLLER, PROXY), settings, "--check", "--diff")
+    assert predicted.returncode == 0, predicted.stdout[-4000:]
+    assert not list(tmp_path.glob("proxy.*-digest")) and _asked(calls) == [["status", "proxy"], ["reread"]]
+    done = _play(tmp_path, PROXY_PLAY, (CONTROLLER, PROXY), settings)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert ["restart", "proxy"] in _asked(calls), _asked(calls)
+    assert _proxy_restart(predicted) == _proxy_restart(done) == "changed"
 
 
 FAKE_SYSTEMCTL = """#!/bin/sh
@@ -121,8 +152,6 @@ def _systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pat
                                            "fedkafka_service_user": "root"}
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-fixtokens finding 2: NeedDaemonReload=no once the new unit is loaded, "
-                   "though the running proxy started from the old one: the new definition is never applied")
 def test_a_run_after_a_cut_off_systemd_restart_restarts_the_proxy(tmp_path, monkeypatch):
     calls, cut, running, settings = _systemd(tmp_path, monkeypatch)
     installed = _play(tmp_path, SERVICE_PLAY, (PROXY,), {**settings, "proxy_command": ["fedkafka", "proxy"]})
