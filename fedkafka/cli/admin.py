@@ -104,7 +104,8 @@ def controller(
     service_token_file: Path | None = _SERVICE_TOKEN_FILE,
     routing_token_file: Path | None = _ROUTING_TOKEN_FILE,
     metrics_token_required: bool = typer.Option(False, "--metrics-token-required", help="/metrics answers only "
-                                                "with a bearer token (any of them); default: open, like /healthz"),
+                                                "the operator or the service token (403 to the routing token); "
+                                                "default: open, like /healthz"),
     ssl_cert: Path | None = typer.Option(None, "--ssl-cert", help="PEM certificate chain: serve the API over "
                                          "HTTPS (clients trust its CA with FEDKAFKA_CA_FILE)"),
     ssl_key: Path | None = typer.Option(None, "--ssl-key", help="PEM private key of --ssl-cert (0600)"),

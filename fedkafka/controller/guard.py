@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fedkafka.controller.scopes import ROUTING, Tokens, may
+from fedkafka.controller.scopes import METRICS_READERS, ROUTING, Tokens, may
 
 DEFAULT_MAX_BODY = 1 << 20  # the largest legitimate body (a topic's config) is a few KiB
 
@@ -32,7 +32,8 @@ def scope_refusal(role: str, method: str, path: str) -> str:
 
 
 class RequestGuard:
-    """`metrics_token_required`: /metrics answers only with a token (any of them), like /v1/."""
+    """`metrics_token_required`: /metrics answers only with the operator or the service token (401 without a
+    token, 403 to the routing token)."""
 
     def __init__(self, app, *, tokens: Tokens, max_body: int = DEFAULT_MAX_BODY, protected_prefix: str = "/v1/",
                  metrics_token_required: bool = False):
@@ -40,7 +41,14 @@ class RequestGuard:
         self.metrics_token_required = metrics_token_required
 
     def _protected(self, path: str) -> bool:
-        return path.startswith(self.protected_prefix) or (self.metrics_token_required and path == "/metrics")
+        return path.startswith(self.protected_prefix) or self._metrics_protected(path)
+
+    def _metrics_protected(self, path: str) -> bool:
+        return self.metrics_token_required and path == "/metrics"
+
+    def _allowed(self, role: str, method: str, path: str) -> bool:
+        # /metrics is an open route in the scope table: required, it takes METRICS_READERS' tokens only
+        return may(role, method, path) and (role in METRICS_READERS or not self._metrics_protected(path))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +60,7 @@ class RequestGuard:
             role = self.tokens.role(headers.get("authorization"))
             if role is None:
                 return await _respond(send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"})
-            if not may(role, scope["method"], scope["path"]):
+            if not self._allowed(role, scope["method"], scope["path"]):
                 return await _respond(send, 403, scope_refusal(role, scope["method"], scope["path"]))
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:

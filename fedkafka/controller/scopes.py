@@ -30,9 +30,13 @@ OPEN, ROUTING, SERVICE, OPERATOR = "open", "routing", "service", "operator"
 # the scopes each token may call (OPERATOR: every route, listed or not)
 ALLOWED_SCOPES = {ROUTING: (OPEN, ROUTING), SERVICE: (OPEN, ROUTING, SERVICE)}
 
+# With --metrics-token-required, the tokens /metrics answers: the operator's and the service token (Prometheus's,
+# docs/OPERATIONS.md "Controller tokens and HTTPS"); never the routing token, which opens GET /v1/client-routing only.
+METRICS_READERS = (OPERATOR, SERVICE)
+
 ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): OPEN,
-    ("GET", "/metrics"): OPEN,  # unless --metrics-token-required: then either token
+    ("GET", "/metrics"): OPEN,  # unless --metrics-token-required: then METRICS_READERS' tokens only
     # proxies (fedkafka/proxy/view_source.py)
     ("GET", "/v1/view"): SERVICE,
     ("GET", "/v1/view/stream"): SERVICE,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.ansible
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,3 +187,17 @@ def test_the_scrape_target_of_a_proxy_with_workers_lists_every_workers_metrics_p
     targets = re.search(r'"targets": (\[[^\]]*\])', out)
     assert targets, out[-3000:]
     assert json.loads(targets.group(1)) == ["10.1.2.3:9399", "10.1.2.3:9400", "10.1.2.3:9401"]
+
+
+# The groups whose services clients connect through (proxies: the data path; name services: the bootstrap): a play
+# of site.yml or upgrade.yml that runs their role restarts a changed service, so it must take one host at a time,
+# the play then stopping at the first host that fails, before the others (static: the plays' YAML only)
+ROLLED_GROUPS = ("fedkafka_proxies", "fedkafka_nameservice")
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "upgrade.yml"])
+def test_the_plays_that_restart_proxies_or_name_services_roll_one_host_at_a_time(playbook):
+    plays = yaml.safe_load((ROOT / "playbooks" / playbook).read_text())
+    rolled = {play["hosts"]: play.get("serial") for play in plays if play.get("hosts") in ROLLED_GROUPS
+              and any(r.get("role") in ("fedkafka_proxy", "fedkafka_nameservice") for r in play.get("roles", []))}
+    assert rolled == {group: 1 for group in ROLLED_GROUPS}, rolled

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible_harness import site_check
 
 pytestmark = pytest.mark.ansible
@@ -25,9 +26,14 @@ ROUTING_TOKEN = "routing-" + secrets.token_hex(12)
 CONTROLLER, PROXY, NAME_SERVICE = "fedkafka_controller", "fedkafka_proxies", "fedkafka_nameservice"
 
 
+PLAY_ORDER = (CONTROLLER, NAME_SERVICE, PROXY)  # site.yml's and upgrade.yml's plays of the roles that read tokens
+
+
 def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "", groups: tuple[str, ...] = (CONTROLLER,),
-                 *options: str) -> subprocess.CompletedProcess:
-    """token.yml on localhost, a host of `groups` (the files follow the host's groups)."""
+                 *options: str, prune_group: str = "") -> subprocess.CompletedProcess:
+    """token.yml then token_prune.yml (as a role of `prune_group` includes it after its service; default: the
+    host's last group in the plays' order) on localhost, a host of `groups` (the files follow the host's groups)."""
+    prune_group = prune_group or max(groups, key=lambda g: PLAY_ORDER.index(g) if g in PLAY_ORDER else -1)
     tmp_path.mkdir(parents=True, exist_ok=True)
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(json.dumps({"all": {"children": {group: {"hosts": {"localhost": {}}} for group in groups}}}))
@@ -41,10 +47,14 @@ def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "", gr
   tasks:
     - name: The common role's token tasks
       ansible.builtin.include_tasks: {ROOT}/roles/fedkafka_common/tasks/token.yml
+    - name: The stale token files removed (after the service, in the roles)
+      ansible.builtin.include_tasks: {ROOT}/roles/fedkafka_common/tasks/token_prune.yml
+      vars:
+        fedkafka_token_prune_group: {prune_group}
 """)
     extra = tmp_path / "vars.json"
-    extra.write_text(json.dumps({"fedkafka_config_dir": str(tmp_path / "etc"), "fedkafka_api_token": API_TOKEN,
-                                 "fedkafka_controller_service_token": service_token,
+    extra.write_text(json.dumps({"fedkafka_state_dir": str(tmp_path), "fedkafka_config_dir": str(tmp_path / "etc"),
+                                 "fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": service_token,
                                  "fedkafka_controller_routing_token": routing_token}))
     extra.chmod(0o600)
     (tmp_path / "etc").mkdir(exist_ok=True)
@@ -154,3 +164,49 @@ def test_a_routing_token_blank_or_another_but_for_blanks_is_refused(tmp_path, bl
     refused = _token_tasks(tmp_path, SERVICE_TOKEN, blank)
     assert refused.returncode != 0 and "fedkafka_controller_routing_token must be" in refused.stdout, \
         refused.stdout[-3000:]
+
+
+def _removes_files(tasks: list[dict]) -> bool:
+    """Does any of these tasks (or of the blocks and common-role tasks files they include) remove a file?"""
+    for task in tasks:
+        module = task.get("ansible.builtin.file") or {}
+        included = (task.get("ansible.builtin.include_role") or {}).get("tasks_from")
+        if module.get("state") == "absent" or _removes_files(task.get("block", [])):
+            return True
+        if included and _removes_files(yaml.safe_load((COMMON_TASKS / f"{included}.yml").read_text()) or []):
+            return True
+    return False
+
+
+COMMON_TASKS = ROOT / "roles" / "fedkafka_common" / "tasks"
+TOKEN_ROLES = ("fedkafka_controller", "fedkafka_nameservice", "fedkafka_proxy")
+
+
+@pytest.mark.parametrize("role", TOKEN_ROLES)
+def test_a_role_removes_a_file_only_after_its_service_no_longer_names_it(role):
+    """A stale token file (or the controller's environment file) was removed before the unit or program was
+    rewritten: a play failing in between, then a restart (a crash, a reboot), found the file the old unit names
+    gone. Every removal now follows the service task (it rewrites the unit and restarts the service), and the
+    token files are still removed (token_prune.yml). Static: the role's YAML only."""
+    tasks = yaml.safe_load((ROOT / "roles" / role / "tasks" / "main.yml").read_text())
+    service = next(i for i, t in enumerate(tasks) if (t.get("ansible.builtin.include_role") or {}).get("tasks_from")
+                   == "service")
+    removing_before = [t["name"] for t in tasks[:service] if _removes_files([t])]
+    assert removing_before == [], f"{role} removes a file before its service is rewritten: {removing_before}"
+    prunes = [i for i, t in enumerate(tasks) if (t.get("ansible.builtin.include_role") or {}).get("tasks_from")
+              == "token_prune"]
+    assert len(prunes) == 1 and prunes[0] > service, prunes
+
+
+def test_a_host_in_several_groups_keeps_a_file_until_its_last_service_no_longer_names_it(tmp_path):
+    """A name service and a proxy on one host, both switching from the operator token to the service token: the
+    name service play (earlier in site.yml) leaves the api-token file to the proxies play, whose unit still names
+    it until that play rewrites it."""
+    _stale_copies(tmp_path)
+    groups = (NAME_SERVICE, PROXY)
+    early = _token_tasks(tmp_path, SERVICE_TOKEN, ROUTING_TOKEN, groups, prune_group=NAME_SERVICE)
+    assert early.returncode == 0 and "changed=0 " in early.stdout, early.stdout[-3000:]
+    assert _token_files(tmp_path) == {"api-token", "service-token", "routing-token"}
+    last = _token_tasks(tmp_path, SERVICE_TOKEN, ROUTING_TOKEN, groups, prune_group=PROXY)
+    assert last.returncode == 0 and "changed=1 " in last.stdout, last.stdout[-3000:]
+    assert _token_files(tmp_path) == {"service-token", "routing-token"}

@@ -1,7 +1,7 @@
 """Scoped tokens (fedkafka/controller/scopes.py): the operator token may do everything, the service token only
 what proxies and name services do, the routing token only what name services do (403 elsewhere, before a body is
-read), no token 401; /metrics behind a token only with metrics_token_required. Without a service token nothing
-changes."""
+read), no token 401; /metrics behind the service or operator token only with metrics_token_required. Without a
+service token nothing changes."""
 
 from __future__ import annotations
 
@@ -157,12 +157,17 @@ def test_without_a_service_token_only_the_operator_token_opens_the_api(make_clie
     assert api.get("/v1/status", headers=AS_OPERATOR).status_code == 200
 
 
-def test_metrics_are_open_by_default_and_behind_either_token_when_required(make_client):
-    assert make_client().get("/metrics").status_code == 200
-    api = make_client(metrics_token_required=True)
+def test_metrics_are_open_by_default_and_behind_the_service_or_operator_token_when_required(make_client):
+    """The routing token opens GET /v1/client-routing only: not /metrics either (it did, as "any of the tokens")."""
+    assert make_client(ALL_THREE).get("/metrics").status_code == 200
+    api = make_client(ALL_THREE, metrics_token_required=True)
     assert api.get("/metrics").status_code == 401
     assert api.get("/metrics", headers=AS_SERVICE).status_code == 200
     assert api.get("/metrics", headers=AS_OPERATOR).status_code == 200
+    refused = api.get("/metrics", headers=AS_ROUTING)
+    assert refused.status_code == 403, refused.text
+    assert "the routing token may not GET /metrics" in refused.json()["detail"]
+    assert "fedkafka_view_version" not in refused.text  # no series
     assert api.get("/healthz").status_code == 200  # probes stay open
 
 

@@ -2,8 +2,9 @@
 fixed on s35-fixnstoken (these now pass).
 
 No privilege widening was found in the controller: the routing token reaches GET /v1/client-routing and, with
---metrics-token-required, /metrics (documented); every other route, the view and its stream answer 403 in the guard
-and again in the route dependency; an empty or missing --routing-token-file and one equal to another token after
+--metrics-token-required, /metrics (documented; since s36 it answers 403 there too,
+tests/controller/test_token_scopes.py); every other route, the view and its stream answer 403 in the guard and
+again in the route dependency; an empty or missing --routing-token-file and one equal to another token after
 stripping refuse the start; without --routing-token-file the tokens are as before. The findings:
 
 1. (medium: the feature's claim does not hold under Ansible) roles/fedkafka_common/tasks/token.yml writes every
