@@ -75,6 +75,14 @@ HELD_GREW, HELD_UNREAD, HELD_NO_END = "target_grew", "target_unread", "no_target
 # a move whose returning target's high watermark did not reach its leader's log end is rolled back alone (§6.3)
 UNSETTLED = ("its returning target's high watermark did not reach its leader's log end within the seal timeout: "
              "rolled back alone, its batch goes on (docs/DESIGN.md §6.3, \"A move back onto its chain\")")
+# the start of every rolled-back reason that says the move's topic went away under it: nothing of it is left to move,
+# so a scale-up counts such a move as settled, not as one it failed to make (`topic_gone`)
+TOPIC_GONE = "topic deleted"
+
+
+def topic_gone(reason: str | None) -> bool:
+    """Whether a rolled-back move's recorded reason says its topic was deleted (or deleted and created again)."""
+    return bool(reason) and reason.startswith(TOPIC_GONE)
 
 
 class MoveFailed(RuntimeError):
@@ -302,7 +310,7 @@ class Mover:
             for row in self._rows(s, ids, "planned"):
                 active = _active_segment(s, row.topic, row.partition)
                 if _incarnation(s, row.topic) != row.topic_id:  # the topic is gone, or another of its name
-                    row.state, row.error = "rolled_back", "topic deleted since the move was planned"
+                    row.state, row.error = "rolled_back", f"{TOPIC_GONE} since the move was planned"
                     continue
                 if active is None or active.cluster != row.from_cluster:  # the segment moved meanwhile
                     row.state, row.error = "rolled_back", "active segment no longer on " + row.from_cluster
@@ -845,9 +853,9 @@ def frozen_segment(s, row: MoveRow) -> SegmentRow | str:
     a topic deleted during a move takes its chains with it, so nothing else changed that segment since."""
     topic_id = _incarnation(s, row.topic)
     if topic_id is None:
-        return "topic deleted during the move"
+        return f"{TOPIC_GONE} during the move"
     if topic_id != row.topic_id:
-        return f"topic deleted and created again during the move (topic id {row.topic_id} is now {topic_id})"
+        return f"{TOPIC_GONE} and created again during the move (topic id {row.topic_id} is now {topic_id})"
     chain = s.get(ChainRow, (row.topic, row.partition))
     active = _active_segment(s, row.topic, row.partition)
     if chain is None or active is None:

@@ -40,7 +40,7 @@ from fedkafka.controller.models import (
     WorkflowRow,
     gives_up_nothing,
 )
-from fedkafka.controller.moves import UNSETTLED, MoveFailed, Mover, moves_named, unfinished_moves_to
+from fedkafka.controller.moves import UNSETTLED, MoveFailed, Mover, moves_named, topic_gone, unfinished_moves_to
 from fedkafka.view.chains import UNCLEAN_GAP
 from fedkafka.view.model import ClusterState, PartitionChain, Segment, shadow_topic
 from fedkafka.view.rebalance import LogRange, Move, droppable_prefix, evacuate, rebalance, reused_below_seal
@@ -552,8 +552,9 @@ class WorkflowEngine:
                 resumed = self._has_moves(run_id)
                 rolled_back = self._moves(run_id, lambda avoid: self._rebalance_plan(rec["cluster"], avoid))
                 if rolled_back:  # done only once it moved what it planned (a move rolled back alone raises nothing)
+                    resumed_note = " (found when the run was resumed)" if resumed else ""
                     raise MoveFailed(f"moves rolled back, writes continue where they were: {'; '.join(rolled_back)}"
-                                     f"{' (found when the run was resumed)' if resumed else ''}; run the scale-up again")
+                                     f"{resumed_note}; run the scale-up again")
                 self._moves_done(run_id)
             else:
                 self._decommission(run_id)
@@ -597,9 +598,10 @@ class WorkflowEngine:
         the moves of the run that ended rolled back were: rolled back alone while the run went on (`Mover.run` raises
         nothing for a move whose returning target did not settle, docs/DESIGN.md §6.3), or found so by a resumed run
         (an earlier thread of the run failed them and could not record its `failed`: it lost the leader row, stopped,
-        or the database went away in `_end`). The run neither plans again nor moves them: its caller decides what
-        that means (a scale-up fails, never `done` with a planned move not made; a decommission finds partitions
-        still on the cluster)."""
+        or the database went away in `_end`). A move whose topic was deleted under it is not among them (`topic_gone`:
+        nothing of it is left to move). The run neither plans again nor moves them: its caller decides what that
+        means (a scale-up fails, never `done` with a planned move not made; a decommission finds partitions still on
+        the cluster)."""
         if not self._has_moves(run_id):
             self._plan_once(run_id, planner)
         ids = self.mover.unfinished(run_id)
@@ -608,7 +610,7 @@ class WorkflowEngine:
         with self.ctl.session() as s:
             ended = s.scalars(select(MoveRow.error).where(MoveRow.workflow_id == run_id,
                                                           MoveRow.state == "rolled_back"))
-            return sorted({error or "no reason recorded" for error in ended})
+            return sorted({error or "no reason recorded" for error in ended if not topic_gone(error)})
 
     def _has_moves(self, run_id: int) -> bool:
         """Whether the run recorded its moves already (resumed: it plans none again)."""

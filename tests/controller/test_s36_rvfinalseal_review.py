@@ -50,9 +50,6 @@ def test_a_lost_publish_no_heartbeat_reported_is_not_rolled_back_over_on_an_unre
         assert s.get_one(ChainRow, ("t", 0)).frozen
 
 
-@pytest.mark.xfail(strict=True, reason="rv s36-fixsealmerge finding 2: a scale-up fails when an operator deletes a "
-                                       "topic during it (its moves rolled back 'topic deleted during the move'): every "
-                                       "other move done, the run reports failed and asks to run it again")
 def test_a_scale_up_is_not_failed_by_a_topic_deleted_during_it(setup, monkeypatch):  # noqa: F811
     """A scale-up onto c4 moves partitions of t and u; u is deleted by an operator while the moves freeze. The
     deletion rolls u's moves back itself (§6.3: nothing of u left to move); t's moves are made. Before s36-fixsealmerge
