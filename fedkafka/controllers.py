@@ -127,6 +127,12 @@ def not_active_words(url: str, named: str) -> str:
     return f"stands by (active: {named or 'not known yet'})"
 
 
+def what_they_said(told: dict[str, str]) -> str:
+    """Each controller asked and what it said (url -> its words), in the order asked: a whole round in one line, not
+    only the last answer (the CLI's errors and a proxy's producer-id block; the modules' copy alike)."""
+    return "; ".join(f"{url} {said}" for url, said in told.items())
+
+
 def takeover_under_way(said: dict[str, str | None]) -> bool:
     """Whether the controllers' answers to one round of a request, none of them as the active one (url -> the
     active one its 503 named, None when it did not answer), show a failover in progress, worth asking again in a

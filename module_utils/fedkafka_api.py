@@ -294,7 +294,8 @@ def _not_active(url: str, active: str) -> str:
 
 def _what_they_said(tried: dict) -> str:
     """Each controller asked and what it said, in the order asked (url -> (what it said, whom it named)): the whole
-    round, not only the last answer. The same words as the CLI's (fedkafka/controller/client.py); never the token."""
+    round, not only the last answer. The same words as the CLI's (fedkafka/controllers.py `what_they_said`); never
+    the token."""
     return "; ".join(f"{url} {said}" for url, (said, _) in tried.items())
 
 

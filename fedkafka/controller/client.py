@@ -22,6 +22,7 @@ from fedkafka.controllers import (
     takeover_under_way,
     tls_verify,
     token_problem,
+    what_they_said,
 )
 
 # how long the client waits for a held move's publish or roll-back: longer than the controller may take before it
@@ -121,11 +122,6 @@ def _reason(error: httpx.HTTPError) -> str:
     return str(error) or type(error).__name__
 
 
-def _what_they_said(told: dict[str, str]) -> str:
-    """Each controller asked and what it said, in the order asked: the whole round, not only the last answer."""
-    return "; ".join(f"{url} {said}" for url, said in told.items())
-
-
 class AdminClient:
     """`url` may list several controllers (comma-separated): a request goes to the active one (a standby answers
     503 naming it; an unreachable one is skipped), each at most once. A request other than a read that was sent and
@@ -175,10 +171,10 @@ class AdminClient:
                 return resp  # the active controller's answer
             status = 503 if any(named is not None for named in said.values()) else None
             if not takeover_under_way(said):
-                raise AdminError(f"{method} {path}: no active controller answered ({_what_they_said(told)})", status)
+                raise AdminError(f"{method} {path}: no active controller answered ({what_they_said(told)})", status)
             if time.monotonic() + pause > deadline:
                 raise AdminError(f"{method} {path}: no controller took over within {self._takeover_wait:g}s "
-                                 f"({_what_they_said(told)})", 503)
+                                 f"({what_they_said(told)})", 503)
             time.sleep(pause)
             pause = min(2 * pause, TAKEOVER_MAX_PAUSE_S)
             # the next round starts at the one taking over, if any
@@ -199,7 +195,7 @@ class AdminClient:
             except httpx.HTTPError as e:
                 if not isinstance(e, _NOT_SENT) and method not in _READS:
                     # sent, maybe carried out: never sent again behind the operator
-                    before = f" (asked before it: {_what_they_said(told)})" if told else ""
+                    before = f" (asked before it: {what_they_said(told)})" if told else ""
                     raise AdminError(_unanswered(method, path, url, e, repeatable) + before) from None
                 said[url] = None
                 told[url] = f"{'unreachable' if isinstance(e, _NOT_SENT) else 'did not answer'} ({_reason(e)})"

@@ -37,6 +37,7 @@ from fedkafka.controllers import (
     active_hint,
     not_active_words,
     tls_verify,
+    what_they_said,
 )
 from fedkafka.proxy.core.controller_calls import ADMIN_CALLS_AT_ONCE
 from fedkafka.proxy.state import ProxyState
@@ -554,8 +555,7 @@ class ControllerViewSource:
                 log.info("following controller %s", url)
                 self.controllers.current = url
             return int(body["start"]), int(body["size"])
-        said = "; ".join(f"{url} {words}" for url, words in told.items())
-        raise ConnectionError(f"no controller granted a producer-id block ({said})")
+        raise ConnectionError(f"no controller granted a producer-id block ({what_they_said(told)})")
 
     async def admin(self, method: str, path: str, body: Any, timeout_s: float) -> tuple[int, Any]:
         """One admin-API request on behalf of a Kafka client (CreateTopics, AlterConfigs, ...): (status, JSON),

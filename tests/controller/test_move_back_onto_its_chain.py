@@ -117,6 +117,15 @@ def test_a_move_back_whose_target_restarts_again_before_the_seal_starts_at_its_l
     kafka.ends[T0_ON_C1] = 8  # caught up before the plan
     ctl = api.controller
     mover, ids = _move_back(api, now_on)
+    _restart_c1_while_acking(monkeypatch, mover, kafka)
+    assert mover.run(ids) == {"done": 1}
+    assert _moves_to_c1(ctl) == [("done", 8, 8, 8)]
+    assert _later_starts_on_c1_t0(ctl.view.topics["t"].partitions[0]) == [8]
+
+
+def _restart_c1_while_acking(monkeypatch, mover: Mover, kafka) -> None:
+    """c1 restarts while the proxies ack the freeze: c1/t/0's high watermark back at 5, at its log end (8) again once
+    its leader's log end is read next."""
     acked = mover._await_acks
 
     def restarted_while_acking(move_ids, progress):
@@ -125,9 +134,6 @@ def test_a_move_back_whose_target_restarts_again_before_the_seal_starts_at_its_l
         kafka.log_end_offsets = _catching_up_at_next_read(kafka, kafka.log_end_offsets)
 
     monkeypatch.setattr(mover, "_await_acks", restarted_while_acking)
-    assert mover.run(ids) == {"done": 1}
-    assert _moves_to_c1(ctl) == [("done", 8, 8, 8)]
-    assert _later_starts_on_c1_t0(ctl.view.topics["t"].partitions[0]) == [8]
 
 
 def _catching_up_at_next_read(kafka, leader_log_ends):
@@ -235,14 +241,7 @@ def test_a_move_planned_before_the_decision_was_recorded_is_taken_as_returning(s
     with ctl.session() as s:
         s.get_one(MoveRow, ids[0]).returning_target = None
         s.commit()
-    acked = mover._await_acks
-
-    def restarted_while_acking(move_ids, progress):
-        acked(move_ids, progress)
-        kafka.ends[T0_ON_C1] = 5
-        kafka.log_end_offsets = _catching_up_at_next_read(kafka, kafka.log_end_offsets)
-
-    monkeypatch.setattr(mover, "_await_acks", restarted_while_acking)
+    _restart_c1_while_acking(monkeypatch, mover, kafka)
     assert mover.run(ids) == {"done": 1}
     assert _later_starts_on_c1_t0(ctl.view.topics["t"].partitions[0]) == [8]
 

@@ -40,7 +40,7 @@ def _stop_with(tmp_path, controllers: str, handle) -> float:
 
 def test_rv4_a_failed_walk_logs_the_controller_it_reached_last(tmp_path, caplog):
     """Defect [log] (commit 8147e10 "a failed call's log line names the controller it reached last"): the warning
-    names `controllers.current`, which `_RoundWalk.failed` has already moved on from the last controller asked,
+    names `controllers.current`, which `RoundWalk.failed` has already moved on from the last controller asked,
     wrapping round to the first listed. Two controllers both refusing the connection: the walk asks a, then b,
     and the line says `at http://a failed (ConnectError)` (b's error, a's URL). An operator reading it looks at
     the wrong controller."""

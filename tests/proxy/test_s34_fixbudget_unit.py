@@ -70,12 +70,12 @@ class _PeakBudget(ByteBudget):
         object.__setattr__(self, name, value)
 
 
-def test_a_frame_as_large_as_the_budget_goes_past_it_by_at_most_a_staging_buffer_and_a_chunk_then_none(monkeypatch):
+def test_a_frame_as_large_as_the_budget_goes_past_it_by_at_most_its_staging_growth_then_none(monkeypatch):
     """One connection, --max-buffered-bytes = --max-frame-bytes = 1 MiB, a 1 MiB frame sent at once (its staging
     buffer grew to 256 KiB first): the frame is dispatched whole; the budget went past its limit (the grown
-    buffer's staged bytes handed to the frame's chunks) by at most that buffer and a chunk, and every byte came
-    back. On the old code it waited for good, nothing dispatched. Since s36-fixbudget a hand-over takes past the
-    budget at most the growth charged (240 KiB), whose bytes the chunks take (here none past it at all)."""
+    buffer's staged bytes handed to the frame's chunks) by at most the buffer's growth charged (240 KiB: since
+    s36-fixbudget, a buffer and a chunk before), and every byte came back. On the old code it waited for good,
+    nothing dispatched."""
     size = 1024 * 1024
     limits = Limits(max_frame_bytes=size, max_inflight_bytes=size, max_buffered_bytes=size, frame_timeout_s=0.2)
     frame = _frame(size, 3)

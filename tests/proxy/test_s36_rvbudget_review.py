@@ -1,7 +1,8 @@
 """Review of s36-budget (the staging growth handed over to a large frame's chunks also with frames staged behind it:
 `ClientFrames._keep_behind`, `ClientConnection._hold_waiting`; docs/DESIGN.md §4.12).
 
-Findings (strict xfails below until s36-fixbudget, which fixed both: tests/proxy/test_s36_fixbudget_unit.py):
+Findings (strict xfails below until s36-fixbudget, which fixed both: tests/proxy/test_s36_fixbudget_unit.py; it
+renamed `_keep_behind` `_keep_unread` and replaced `holds_growth` by `ClientFrames.hand_over`):
 1. Medium: a kept buffer (`_keep_behind`: the frames behind, its size less 16 KiB charged) may be charged a few
    bytes only, yet `holds_growth()` (any charge) hands the next large frame's chunk to it past the budget: a whole
    chunk (64 KiB) counted past the budget for the few bytes given back. DESIGN's bounds ("at most 16 KiB higher
