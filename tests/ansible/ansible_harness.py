@@ -80,9 +80,14 @@ def running_controller(root: Path, *extra_args: str):
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
+        try:  # up and taking writes: a controller still taking over answers /healthz but refuses /v1/ writes (503)
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as answer:
+                if json.load(answer).get("active"):
+                    break
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("controller answered /healthz but did not become active")
+            time.sleep(0.2)
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
