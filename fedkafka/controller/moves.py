@@ -82,7 +82,7 @@ TOPIC_GONE = "topic deleted"
 
 def topic_gone(reason: str | None) -> bool:
     """Whether a rolled-back move's recorded reason says its topic was deleted (or deleted and created again)."""
-    return bool(reason) and reason.startswith(TOPIC_GONE)
+    return reason is not None and reason.startswith(TOPIC_GONE)
 
 
 class MoveFailed(RuntimeError):
