@@ -136,6 +136,18 @@ def _restart_c1_while_acking(monkeypatch, mover: Mover, kafka) -> None:
     monkeypatch.setattr(mover, "_await_acks", restarted_while_acking)
 
 
+def _failing_over(api, kafka, now_on: str):
+    """The controller and a workflow engine (seal timeout 0.5 s) with `now_on` killed and the third cluster read_only:
+    a failover of `now_on` can only send its partitions to c1."""
+    ctl = api.controller
+    other = ({"c2", "c3"} - {now_on}).pop()
+    api.post(f"/v1/clusters/{other}/state", json={"state": "read_only"}).raise_for_status()
+    kill(api, kafka, now_on)
+    engine = WorkflowEngine(ctl)
+    engine.mover.seal_timeout = 0.5
+    return ctl, engine
+
+
 def _catching_up_at_next_read(kafka, leader_log_ends):
     """`leader_log_ends`, c1/t/0's high watermark raised to its log end (8) once it is read."""
     def read(cluster, bootstrap, parts):
@@ -194,12 +206,7 @@ def test_a_failover_back_onto_a_partition_of_the_chain(setup, settles):  # noqa:
     api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8)
     if settles:
         kafka.log_end_offsets = _catching_up_at_next_read(kafka, kafka.log_end_offsets)
-    ctl = api.controller
-    other = ({"c2", "c3"} - {now_on}).pop()
-    api.post(f"/v1/clusters/{other}/state", json={"state": "read_only"}).raise_for_status()
-    kill(api, kafka, now_on)
-    engine = WorkflowEngine(ctl)
-    engine.mover.seal_timeout = 0.5
+    ctl, engine = _failing_over(api, kafka, now_on)
     run = engine.wait(engine.start("failover", now_on)["id"], timeout=60)
     assert run["state"] == "done", run.get("error")
 
@@ -275,14 +282,10 @@ def test_a_failover_is_not_rolled_back_for_a_returning_target_that_does_not_sett
     t/0's move back alone is rolled back, and the failover's next round sends t/0 to a new partition of c1."""
     api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8 if read <= 2 else None)
     kafka.ends[T0_ON_C1] = 8
-    ctl = api.controller
-    other = ({"c2", "c3"} - {now_on}).pop()
-    api.post(f"/v1/clusters/{other}/state", json={"state": "read_only"}).raise_for_status()
-    own = [p for p, chain in enumerate(ctl.view.topics["t"].partitions) if chain.active.cluster == now_on and p != 0]
+    own = [p for p, chain in enumerate(api.controller.view.topics["t"].partitions)
+           if chain.active.cluster == now_on and p != 0]
     assert own
-    kill(api, kafka, now_on)
-    engine = WorkflowEngine(ctl)
-    engine.mover.seal_timeout = 0.5
+    ctl, engine = _failing_over(api, kafka, now_on)
     run = engine.wait(engine.start("failover", now_on)["id"], timeout=60)
     assert run["state"] == "done", run.get("error")
     assert {p: ctl.view.topics["t"].partitions[p].active.cluster for p in own} == dict.fromkeys(own, "c1")
@@ -300,12 +303,7 @@ def test_a_failover_does_not_send_a_partition_back_onto_a_target_that_settles_on
     freezing = {"now": False, "count": 0}
     api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: None if freezing["now"] else 8)
     kafka.ends[T0_ON_C1] = 8
-    ctl = api.controller
-    other = ({"c2", "c3"} - {now_on}).pop()
-    api.post(f"/v1/clusters/{other}/state", json={"state": "read_only"}).raise_for_status()
-    kill(api, kafka, now_on)
-    engine = WorkflowEngine(ctl)
-    engine.mover.seal_timeout = 0.5
+    ctl, engine = _failing_over(api, kafka, now_on)
     froze = engine.mover._freeze
 
     def freeze(ids):
