@@ -107,6 +107,13 @@ def confluent_read(bootstrap: str, topic: str, starts: list[int], records: int) 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"b-{uuid.uuid4().hex[:6]}",
                   "enable.auto.commit": False, "fetch.max.bytes": 52428800})
     c.assign([TopicPartition(topic, p, s) for p, s in enumerate(starts)])
+    size, elapsed = read_records(c, records)
+    c.close()
+    return size / elapsed / 1e6
+
+
+def read_records(c: Consumer, records: int) -> tuple[int, float]:
+    """Bytes of value `c` read in `records` records, and the seconds from its first record to its last."""
     n, size, t0 = 0, 0, None
     while n < records:
         for m in c.consume(1000, 5.0):
@@ -114,10 +121,8 @@ def confluent_read(bootstrap: str, topic: str, starts: list[int], records: int) 
                 continue
             t0 = t0 or time.perf_counter()
             n += 1
-            size += len(m.value())
-    elapsed = time.perf_counter() - t0
-    c.close()
-    return size / elapsed / 1e6
+            size += len(m.value() or b"")
+    return size, time.perf_counter() - (t0 or time.perf_counter())
 
 
 def e2e_latency(produce_to: str, produce_topic: str, consume_from: str, topic: str, count: int) -> list[float]:

@@ -30,13 +30,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 
 import uvloop
 from confluent_kafka import Consumer, TopicPartition
-from consume_bench import PARTITIONS, create_topics, fill, free_port, start_proxy
+from consume_bench import PARTITIONS, create_topics, fill, free_port, read_records, start_proxy
 from data_path import export_tree
 from scratch import scratch_dir
 
@@ -76,15 +75,7 @@ def read(bootstrap: str, topic: str, records: int, extra: dict[str, str]) -> dic
                   "enable.auto.commit": False, "fetch.max.bytes": 52428800, "statistics.interval.ms": 200,
                   "stats_cb": lambda s: stats.append(json.loads(s)), "debug": "protocol", "logger": logger, **extra})
     c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    n, size, t0 = 0, 0, None
-    while n < records:
-        for m in c.consume(1000, 5.0):
-            if m.error():
-                continue
-            t0 = t0 or time.perf_counter()
-            n += 1
-            size += len(m.value() or b"")
-    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    size, elapsed = read_records(c, records)
     c.consume(1, 0.5)  # one more statistics report
     c.close()
     return summarize(stats, size, elapsed, fetch_log)
