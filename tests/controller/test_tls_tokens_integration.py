@@ -17,7 +17,7 @@ import pytest
 from security.pki import make_pki
 
 from fedkafka.kafka.cluster import free_port
-from fedkafka.nameservice.resolver import ControllerResolver
+from fedkafka.nameservice.resolver import ControllerResolver, ResolverError
 from fedkafka.proxy.view_source import ControllerViewSource
 
 pytestmark = pytest.mark.integration  # a controller process
@@ -106,8 +106,19 @@ def test_a_proxy_and_the_name_service_reach_it_with_the_service_token(tls_contro
     (_start, size), pool = asyncio.run(calls())
     assert size > 0 and pool
     monkeypatch.setenv("FEDKAFKA_CA_FILE", str(pki.other_ca))
-    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+    # the block request walks the listed controllers and names what each one's call met (docs/DESIGN.md §5.3)
+    with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         asyncio.run(calls())
+
+    async def resolve() -> str:
+        resolver = ControllerResolver(url, SERVICE)
+        try:
+            return (await resolver.resolve("app")).pool
+        finally:
+            await resolver.aclose()
+
+    with pytest.raises(ResolverError, match="CERTIFICATE_VERIFY_FAILED"):
+        asyncio.run(resolve())
 
 
 def test_the_name_service_reaches_it_with_the_routing_token_and_a_proxy_does_not(tls_controller, monkeypatch):
