@@ -38,18 +38,10 @@ from pathlib import Path
 
 import pytest
 from test_role_service_token import CONTROLLER, PROXY, ROOT, SERVICE_TOKEN, _stale_copies
-from test_s36_rvtokens_review import COMMON, PROXY_PLAY, _play, _supervisord
+from test_s36_rvtokens_review import PROXY_PLAY, ROTATION, _play, _supervisord
 
 pytestmark = pytest.mark.ansible
 
-ROTATION = f"""
-- name: Controller (site.yml's play, its token tasks)
-  hosts: localhost
-  gather_facts: false
-  vars_files: VARS_FILES
-  tasks:
-    - ansible.builtin.include_tasks: {COMMON}/tasks/token.yml
-""" + PROXY_PLAY
 
 
 def _asked(calls: Path) -> list[list[str]]:

@@ -97,6 +97,15 @@ PROXY_PLAY = f"""
       vars:
         fedkafka_token_prune_group: fedkafka_proxies
 """
+# a token rotation on a host that is controller and proxy: the controller play's token step, then the proxy play
+ROTATION = f"""
+- name: Controller (site.yml's play, its token tasks)
+  hosts: localhost
+  gather_facts: false
+  vars_files: VARS_FILES
+  tasks:
+    - ansible.builtin.include_tasks: {COMMON}/tasks/token.yml
+""" + PROXY_PLAY
 
 
 def _supervisord(tmp_path: Path, loaded: str = "") -> tuple[Path, Path, dict]:
@@ -123,22 +132,14 @@ def test_a_rotated_service_token_restarts_the_proxy_of_a_controller_host(tmp_pat
                      {**settings, "fedkafka_controller_service_token": "svc-old-0123456789abcdef"})
     assert last_run.returncode == 0, last_run.stdout[-4000:] + last_run.stderr[-2000:]
     calls.write_text("")
-    rotation = f"""
-- name: Controller (site.yml's play, its token tasks)
-  hosts: localhost
-  gather_facts: false
-  vars_files: VARS_FILES
-  tasks:
-    - ansible.builtin.include_tasks: {COMMON}/tasks/token.yml
-""" + PROXY_PLAY
     settings["fedkafka_controller_service_token"] = SERVICE_TOKEN
-    run = _play(tmp_path, rotation, (CONTROLLER, PROXY), settings)
+    run = _play(tmp_path, ROTATION, (CONTROLLER, PROXY), settings)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert (tmp_path / "etc" / "service-token").read_text().strip() == SERVICE_TOKEN
     asked = [c.split()[2:] for c in calls.read_text().splitlines()]
     assert ["restart", "proxy"] in asked, asked  # it runs with svc-old... read at its start
     calls.write_text("")
-    again = _play(tmp_path, rotation, (CONTROLLER, PROXY), settings)
+    again = _play(tmp_path, ROTATION, (CONTROLLER, PROXY), settings)
     assert re.search(r"localhost\s+: ok=\d+\s+changed=0 ", again.stdout), again.stdout[-3000:]
     assert [c.split()[2:] for c in calls.read_text().splitlines()] == [["status", "proxy"]]
 
