@@ -540,15 +540,8 @@ class Mover:
         holds it once the database was seen losing commits)."""
         with self.ctl.session() as s:
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        log_ends: dict[tuple[str, str, int], int] = {}
-        for cluster in sorted({row.to_cluster for row in rows}):
-            parts = sorted({(row.to_topic, row.to_partition) for row in rows if row.to_cluster == cluster})
-            try:
-                read = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
-            except Exception as e:  # unread: judged as an unread end
-                log.warning("leader log ends of %s not read: %s", cluster, e)
-                read = {}
-            log_ends.update({(cluster, t, p): end for (t, p), end in read.items() if end is not None})
+        log_ends = self._leader_log_ends({(row.to_cluster, row.to_topic, row.to_partition) for row in rows}, bootstrap,
+                                         "judged as unread")
         found: dict[int, int | None] = {}
         for row in rows:
             log_end, high_watermark = log_ends.get((row.to_cluster, row.to_topic, row.to_partition)), ends.get(row.id)
@@ -675,19 +668,29 @@ class Mover:
         """(cluster, topic, partition, high watermark, log end) of each partition whose log end is above, or
         could not be read (log end None): a leader too loaded to answer may hold exactly the unreplicated write
         the wait is for, so an unread log end is waited for like one above (then the move is rolled back)."""
+        log_ends = self._leader_log_ends(sealing, bootstrap, "read again before the seal")
         above = []
-        for cluster in sorted({c for c, _, _ in sealing}):
-            parts = sorted((t, p) for c, t, p in sealing if c == cluster)
-            try:
-                log_ends = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
-            except Exception as e:
-                log.warning("log end offsets of %s not read (read again before the seal): %s", cluster, e)
-                log_ends = {}
-            for t, p in parts:
-                high_watermark, log_end = ends[(cluster, t, p)], log_ends.get((t, p))
-                if log_end is None or log_end > high_watermark:
-                    above.append((cluster, t, p, high_watermark, log_end))
+        for cluster, t, p in sorted(sealing):
+            high_watermark, log_end = ends[(cluster, t, p)], log_ends.get((cluster, t, p))
+            if log_end is None or log_end > high_watermark:
+                above.append((cluster, t, p, high_watermark, log_end))
         return above
+
+    def _leader_log_ends(self, partitions: set[tuple[str, str, int]], bootstrap: dict[str, str],
+                         if_unread: str) -> dict[tuple[str, str, int], int]:
+        """The leader's log end of each of `partitions` (cluster, physical topic, partition), one call per cluster; a
+        cluster that does not answer is logged (`if_unread`: what its caller does then) and left out, as is a
+        partition its answer lacks."""
+        found: dict[tuple[str, str, int], int] = {}
+        for cluster in sorted({c for c, _, _ in partitions}):
+            parts = sorted((t, p) for c, t, p in partitions if c == cluster)
+            try:
+                read = self.ctl.kafka.log_end_offsets(cluster, bootstrap[cluster], parts)
+            except Exception as e:
+                log.warning("log end offsets of %s not read (%s): %s", cluster, if_unread, e)
+                continue
+            found.update({(cluster, t, p): end for (t, p), end in read.items() if end is not None})
+        return found
 
     def read_ends(self, wanted: dict[str, set[tuple[str, int]]], bootstrap: dict[str, str],
                   timeout: float | None = None) -> dict:
