@@ -268,10 +268,10 @@ class ClientConnection:
         waited = 0.0
         try:
             while got < size:
-                want, handed_over = self._hold_chunk_now(min(size - got, READ_CHUNK_BYTES))
+                chunk_bytes = min(size - got, READ_CHUNK_BYTES)
+                want, handed_over = self._hold_chunk_now(chunk_bytes)
                 if not want:
-                    want = min(size - got, READ_CHUNK_BYTES)
-                    wait, want, handed_over = await self._hold_waiting(want, got, what, hand_over=True)
+                    wait, want, handed_over = await self._hold_waiting(chunk_bytes, got, what, hand_over=True)
                     waited += wait
                 try:
                     chunk = records.frame_buffer(want)  # every byte received before it is read
