@@ -22,20 +22,31 @@ import sys
 
 import pytest
 from example_counts import examples
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from protocol.test_records_twins import using
 
 from fedkafka.protocol import codec
+from fedkafka.protocol import records as rec
 from fedkafka.protocol.framing import FrameError
-from fedkafka.proxy.core import connection
+from fedkafka.proxy.core import connection, dispatch, produce_lane
 from fedkafka.proxy.core.client_frames import start_server
 from fedkafka.proxy.core.connection import ClientConnection, IdleTimeout, _InFlight
-from fedkafka.proxy.core.dispatch import ProtocolViolation
+from fedkafka.proxy.core.dispatch import Dispatcher, ProtocolViolation
 from fedkafka.proxy.core.limits import ByteBudget, Limits
+from fedkafka.proxy.core.observe import NULL_OBSERVER
+from fedkafka.proxy.core.produce_lane import ProduceLane
+from fedkafka.proxy.core.upstream import PRODUCE_API_KEY
+from fedkafka.proxy.handlers import produce as produce_handler
 from fedkafka.proxy.plan import CloseConnection
 from fedkafka.security.session import Session
 from proxy.test_connection_callbacks_unit import answer_frame, rest_until_closed, until
 from proxy.test_limits_unit import frame_of
+from proxy.test_produce_lane import batch as lane_batch
+from proxy.test_produce_lane import broker_answers, proxy, run, view
+from proxy.test_produce_lane import frame as lane_frame
+from proxy.test_s36_produce_shared_cut import EVENTS, EventBroker, lane_requests
+from proxy.test_s36_produce_shared_cut import outcome as outcome_of_lane
 
 log = connection.log
 
@@ -133,6 +144,40 @@ def _main_done(self) -> int:
     return self.size + self.answer_bytes
 
 
+def _main_start_now(self, frame, slot, session=None):
+    lane = self.lane
+    if lane is None or len(frame) < dispatch._HEADER.size:
+        return None
+    api_key, version, correlation_id = dispatch._HEADER.unpack_from(frame)
+    if api_key != dispatch.PRODUCE_API_KEY:
+        return None
+    return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
+
+
+def _main_lane_start(self, frame, version, correlation_id, slot, session, loop):
+    d = self.dispatcher
+    if session is not None and (not session.authenticated or session.expires_at is not None):
+        return None
+    route = d._route(PRODUCE_API_KEY, version)
+    if route is None or route[0] is not produce_handler:
+        return None
+    state = d.state
+    view = state.view
+    if view is not self._view or state.me.node_id != self._node_id:
+        self._new_view(view, state.me.node_id)
+    read = rec.read_lane_request(frame, d._routes_limit, self._table, produce_lane._LANE_UPSTREAM,
+                                 d.observer is NULL_OBSERVER)
+    if read is None:
+        return self._start_read(frame, route[1], correlation_id, slot, session, loop)
+    if not state.lease_valid():
+        return None
+    request, routes, upstream = read
+    answer = self._send(request, routes, None, slot, loop.time(), loop, view, correlation_id, session, upstream)
+    if answer is not None:
+        self.compiled += 1
+    return answer
+
+
 @contextlib.contextmanager
 def code_of(side: str):
     with pytest.MonkeyPatch.context() as patch:
@@ -143,6 +188,8 @@ def code_of(side: str):
             patch.setattr(ClientConnection, "_buffered_frame", _main_buffered_frame, raising=False)
             patch.setattr(ClientConnection, "_finish", _main_finish)
             patch.setattr(_InFlight, "done", _main_done, raising=False)
+            patch.setattr(Dispatcher, "start_now", _main_start_now)
+            patch.setattr(ProduceLane, "start", _main_lane_start)
         yield
 
 
@@ -310,3 +357,61 @@ def test_a_staged_lane_request_costs_the_connection_three_python_calls_fewer(sid
     assert [min(called.count(name), n) for name in cut] == ([n, n, n] if side == "main" else [0, 0, 0])
     kept = ["ClientConnection._queued", "_InFlight.__init__", "_InFlight._answered"]
     assert [called.count(name) for name in kept] == [n, n, n]
+
+
+# -- the lane's start: the dispatcher's `start_now` is `ProduceLane.start` -----------------------------------------
+
+
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])  # sockets, loaded
+@given(lane_requests(), broker_answers(), st.sampled_from(EVENTS), st.booleans())
+def test_the_lane_s_own_start_writes_answers_counts_and_logs_what_main_s_start_now_and_start_do(
+        request, answers, event, metrics):
+    """Session 36's scenario (`test_s36_produce_shared_cut.outcome`: a request through `start_now`, else the generic
+    path, before and after the drawn event), main's `Dispatcher.start_now` and `ProduceLane.start` against the lane's
+    own start, which reads the header itself."""
+    assume(event in ("answered", "versions_changed") or
+           2 not in {p.index for t in rec.read_produce_request(request).topic_data for p in t.partition_data} or
+           len(rec.read_produce_request(request).topic_data[0].partition_data) == 1)
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (produce_lane, dispatch):
+            patch.setattr(module, "REQUEST_TIMEOUT_S", 0.05 if event == "timed_out" else 30)
+        with code_of("main"):
+            main = run(lambda: outcome_of_lane(request, event, answers, metrics))
+        new = run(lambda: outcome_of_lane(request, event, answers, metrics))
+    assert new == main
+
+
+@pytest.mark.skipif(rec._lane_read is None, reason="the compiled twin is not built")
+@pytest.mark.parametrize("side", ["main", "new"])
+def test_a_lane_request_through_the_dispatcher_s_start_now_calls_the_lane_s_start_only(side):
+    """A connection reads the dispatcher's `start_now` once and calls it per request: main's was the dispatcher's
+    method, which called `ProduceLane.start`; the cut's is `ProduceLane.start` itself (a call less a request)."""
+    async def scenario() -> list[str]:
+        broker = await EventBroker().start()
+        d = await proxy(view(), broker)
+        d.observer = NULL_OBSERVER
+        request = lane_frame({0: lane_batch(2)})
+        start_now = d.start_now  # as `ClientConnection` reads it, once
+        called: list[str] = []
+
+        def profile(f, what, _arg):
+            if what == "call":
+                called.append(f.f_code.co_qualname)
+        try:
+            await start_now(request, 0)
+            sys.setprofile(profile)
+            try:
+                taken = start_now(request, 0)
+                assert taken is not None
+                await taken
+            finally:
+                sys.setprofile(None)
+            return called
+        finally:
+            d.pool.close()
+            broker.close()
+    with using("compiled"), code_of(side):
+        called = run(scenario)
+    starts = [name for name in called if name in ("_main_start_now", "_main_lane_start", "ProduceLane.start")]
+    assert starts == (["_main_start_now", "_main_lane_start"] if side == "main" else ["ProduceLane.start"])
+    assert "ProduceLane._send" in called

@@ -76,7 +76,8 @@ class ClientConnection:
         self._stalled: tuple[list[_InFlight], list[bytes | codec.Chunks], bool] | None = None  # for the task
         self._broken = False  # writing failed: the answers still due are dropped
         self._reader_done = False  # run(): the reader ended, the writer ends once every answer is out
-        # a dispatcher with a Produce lane takes its requests without a coroutine (`Dispatcher.start_now`)
+        # a dispatcher with a Produce lane takes its requests without a coroutine (`Dispatcher.start_now`: the
+        # lane's own start, read once here; a dispatcher's lane is made with it)
         self._start_now = getattr(dispatcher, "start_now", None)
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
@@ -125,6 +126,7 @@ class ClientConnection:
         (`_dispatch`). The usual Produce thus costs no coroutine and no Python call of the connection's own but
         the queueing of its answer (`_queued`)."""
         start_now = self._start_now  # a dispatcher with a Produce lane takes its requests without a coroutine
+        frame: bytes | memoryview | None
         try:
             while not self._closing:
                 if self._free_slots > 0:
