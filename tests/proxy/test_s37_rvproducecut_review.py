@@ -9,15 +9,12 @@ is left, with and without the compiled step."""
 
 from __future__ import annotations
 
-import ast
 import struct
-from pathlib import Path
 
 import pytest
 from protocol.test_records_twins import using
 
 from fedkafka.protocol import records as rec
-from fedkafka.proxy.core import dispatch
 from fedkafka.proxy.core.observe import NULL_OBSERVER
 from proxy.test_produce_lane import Broker, batch, frame, proxy, run, view
 
@@ -46,10 +43,3 @@ def test_a_request_of_another_api_key_with_a_produce_body_is_left_by_the_connect
     with using(step):
         run(scenario)
 
-
-@pytest.mark.xfail(strict=True, reason="style: dispatch._no_lane sits between the module's constants (_HEADER and "
-                                      "SLOW_REQUEST_S) with no blank line after it (pycodestyle E305, ruff --preview)")
-def test_no_lane_is_followed_by_two_blank_lines():
-    source = Path(dispatch.__file__).read_text().splitlines()
-    node = next(n for n in ast.parse("\n".join(source)).body if isinstance(n, ast.FunctionDef) and n.name == "_no_lane")
-    assert source[node.end_lineno:node.end_lineno + 2] == ["", ""]

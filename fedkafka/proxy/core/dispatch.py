@@ -53,11 +53,6 @@ from fedkafka.view.model import ProxyInfo, ProxyRole, View
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">hhi")  # a request's api_key, api_version, correlation_id
-
-
-def _no_lane(frame: bytes | memoryview, slot: int, session: Session | None = None) -> None:
-    """`Dispatcher.start_now` of a dispatcher without a Produce lane: it takes nothing."""
-    return None
 SLOW_REQUEST_S = 5.0
 FETCH_API_KEY = 1
 # Produce, and what changes a group's committed offsets (OffsetCommit, DeleteGroups, OffsetDelete): counted in
@@ -75,6 +70,10 @@ ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-to
 # connection writes the answers before it, then closes
 Answer = bytes | codec.Chunks | CloseConnection | None
 
+
+def _no_lane(frame: bytes | memoryview, slot: int, session: Session | None = None) -> None:
+    """`Dispatcher.start_now` of a dispatcher without a Produce lane: it takes nothing."""
+    return None
 
 
 class _NotSent(Exception):
