@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedkafka.controller.client import AdminClient, AdminError, locate
-from fedkafka.controllers import token_problem
+from fedkafka.controllers import TokenFileRefused, read_token
 from fedkafka.observe import logs
 
 console = Console()
@@ -186,13 +186,11 @@ def _load_env_file(env_file: Path | None) -> None:
 
 def _read_token(token_file: Path, option: str = "--token-file") -> str:
     try:
-        token = token_file.read_text().strip()
+        return read_token(token_file)
     except OSError as e:
         _fail(f"cannot read {option}: {e}", 2)
-    problem = token_problem(token)
-    if problem is not None:
-        _fail(f"{option} {token_file} {problem}", 2)
-    return token
+    except TokenFileRefused as refused:
+        _fail(f"{option} {refused}", 2)
 
 
 def _read_tokens(token_file: Path, service_token_file: Path | None, routing_token_file: Path | None = None):
