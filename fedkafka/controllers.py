@@ -64,7 +64,8 @@ def read_token(path: Path) -> str:
     """The token in the file `path`, its ends stripped: the one reader of every token file (the controller's, the
     CLI's, the proxies' and the name services'), each caller saying a refusal in its own words. Raises OSError (not
     readable) or TokenFileRefused (`token_problem`)."""
-    token = path.read_text().strip()
+    # bytes that are not UTF-8 become U+FFFD, which the rule refuses with the rest (not a UnicodeDecodeError's crash)
+    token = path.read_bytes().decode("utf-8", errors="replace").strip()
     problem = token_problem(token)
     if problem is not None:
         raise TokenFileRefused(f"{path} {problem}")

@@ -62,3 +62,13 @@ def test_every_reader_refuses_a_token_the_rule_refuses_naming_the_file(tmp_path,
     said = _refusal(READERS[reader], token_file, capsys)
     assert str(token_file) in said and SECRET not in said, said
     assert ("is empty" if not content.strip() else "one word of printable ASCII") in said, said
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_reader_refuses_a_file_that_is_not_utf8_as_it_refuses_any_other_character(tmp_path, capsys, reader):
+    """A token file in Latin-1 (`café`): before, `read_text` raised UnicodeDecodeError out of every reader (a
+    traceback, or a proxy's and a name service's crash at start) instead of the rule's one line naming the file."""
+    token_file = tmp_path / "api-token"
+    token_file.write_bytes(b"caf\xe9-" + SECRET.encode() + b"\n")
+    said = _refusal(READERS[reader], token_file, capsys)
+    assert str(token_file) in said and "printable ASCII" in said and SECRET not in said, said
