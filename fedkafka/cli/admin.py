@@ -163,7 +163,14 @@ def _database_url(db: str | None, db_file: Path | None) -> str:
         _fail("give --db or --db-file, not both", 2)
     if db_file is None:
         return db or DEFAULT_DB
-    return _read_token(db_file, "--db-file")
+    # a URL, not a token: a blank inside is the URL's (a path, a PostgreSQL option), so not the token rule
+    try:
+        first_line = next(iter(db_file.read_text().splitlines()), "").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read --db-file: {e}", 2)
+    if not first_line:
+        _fail(f"--db-file {db_file} has no database URL on its first line", 2)
+    return first_line
 
 
 def _load_env_file(env_file: Path | None) -> None:

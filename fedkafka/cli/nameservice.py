@@ -101,5 +101,7 @@ def _read_token(token_file: Path) -> str:
     """The controller token in `token_file`, refused (naming the file, never the token) by the controller's rule."""
     try:
         return read_token(token_file)
+    except OSError as e:  # the controller's, the CLI's and the proxy's words for it
+        raise typer.BadParameter(f"cannot read --token-file: {e}") from None
     except TokenFileRefused as refused:
         raise typer.BadParameter(str(refused), param_hint="--token-file") from None

@@ -17,6 +17,7 @@ import pytest
 import typer
 from sqlalchemy.engine import make_url
 
+from fedkafka import local
 from fedkafka.cli import admin, nameservice
 
 SECRET = "s37-rv-token-secret-0123456789abcdef"
@@ -34,8 +35,6 @@ def _unreadable(monkeypatch, path: Path) -> None:
     monkeypatch.setattr(Path, "read_bytes", refuse)
 
 
-@pytest.mark.xfail(strict=True, reason="finding 1: the name service lets OSError out of its --token-file read (a "
-                                       "traceback at start), where the controller, CLI and proxy say 'cannot read'")
 def test_the_name_service_says_it_cannot_read_its_token_file(tmp_path, monkeypatch):
     token_file = tmp_path / "routing-token"
     token_file.write_text(f"{SECRET}\n")
@@ -43,6 +42,23 @@ def test_the_name_service_says_it_cannot_read_its_token_file(tmp_path, monkeypat
     with pytest.raises(typer.BadParameter) as refused:  # what the command prints as a usage error, exit 2
         nameservice._read_token(token_file)
     assert "Permission denied" in str(refused.value) and SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize("bad", ["unreadable", "two words"])
+def test_the_local_federation_says_what_is_wrong_with_its_controller_token_file(tmp_path, monkeypatch, bad):
+    """`local.controller_api` (`local up`, `local demo`): a token file it cannot read or that the rule refuses is the
+    command's one-line error (a RuntimeError, which they print), not a traceback."""
+    token_file = tmp_path / "api-token"
+    token_file.write_text(f"{SECRET}\n" if bad == "unreadable" else f"{SECRET} note\n")
+    if bad == "unreadable":
+        _unreadable(monkeypatch, token_file)
+    # nothing listens on 127.0.0.1:9: the health probe finds no leader and the first controller is taken
+    controller = {"url": "http://127.0.0.1:9", "token_file": str(token_file)}
+    with pytest.raises(RuntimeError) as failed:
+        local.controller_api(local.LocalState(tmp_path, services={"controller": controller}))
+    said = str(failed.value)
+    assert str(token_file) in said and SECRET not in said, said
+    assert ("Permission denied" if bad == "unreadable" else "one word of printable ASCII") in said, said
 
 
 def test_the_controller_says_it_cannot_read_its_token_file(tmp_path, monkeypatch, capsys):
@@ -67,8 +83,6 @@ def test_sqlalchemy_and_db_take_a_database_url_with_a_blank(url):
     assert admin._database_url(url, None) == url
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2: --db-file goes through the token reader: a database URL with a "
-                                       "blank (--db takes it) is refused as 'a token is one word of printable ASCII'")
 @pytest.mark.parametrize("url", DB_URLS)
 def test_db_file_takes_the_url_db_takes(tmp_path, url):
     db_file = tmp_path / "db-url"
@@ -76,6 +90,24 @@ def test_db_file_takes_the_url_db_takes(tmp_path, url):
     db_file.chmod(0o600)
     assert admin._database_url(None, db_file) == url
 
+
+
+def test_db_file_takes_its_first_line_only(tmp_path):
+    """The docstring's rule: the first line, stripped; what follows (a note) is not the URL's."""
+    db_file = tmp_path / "db-url"
+    db_file.write_text(f"  {DB_URLS[1]}  \nissued for the CI database\n")
+    assert admin._database_url(None, db_file) == DB_URLS[1]
+
+
+@pytest.mark.parametrize("content", ["", "\n", "   \nsqlite:////srv/controller.db\n"])
+def test_db_file_without_a_url_on_its_first_line_is_refused_naming_the_file(tmp_path, capsys, content):
+    db_file = tmp_path / "db-url"
+    db_file.write_text(content)
+    with pytest.raises(typer.Exit) as failed:
+        admin._database_url(None, db_file)
+    assert failed.value.exit_code == 2
+    said = capsys.readouterr().err
+    assert f"--db-file {db_file}" in said and "database URL" in said, said
 
 # 3. The roles now refuse a token that is not one word of printable ASCII, and OPERATIONS' variable table says so;
 # the roles' argument specs (what `ansible-doc`/the role docs show), the defaults' comments and OPERATIONS'
@@ -96,8 +128,6 @@ def _spec_descriptions() -> list[tuple[str, str]]:
     return said
 
 
-@pytest.mark.xfail(strict=True, reason="finding 3: the roles' argument specs, defaults comments and OPERATIONS "
-                                       "'Controller tokens and HTTPS' still say '16+ characters' only")
 def test_every_description_of_a_token_variable_says_the_one_word_rule():
     stale = [where for where, description in _spec_descriptions() if "printable ASCII" not in description]
     operations = " ".join((ROOT / "docs/OPERATIONS.md").read_text().split())
