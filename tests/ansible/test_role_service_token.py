@@ -168,7 +168,7 @@ def test_a_routing_token_blank_or_another_but_for_blanks_is_refused(tmp_path, bl
 
 NOT_ONE_WORD = {"line-break": "{}\nissued for the CI runner", "blank": "{} and a note", "tab": "{}\tx",
                 "non-ascii": "caf\u00e9-{}", "control": "{}\u007f"}
-CHECK_OF = {"api": "fedkafka_api_token is required", "service": "fedkafka_controller_service_token must be",
+CHECK_OF = {"api": "fedkafka_api_token must be set", "service": "fedkafka_controller_service_token must be",
             "routing": "fedkafka_controller_routing_token must be"}
 
 

@@ -33,8 +33,6 @@ def test_validate_refuses_an_api_token_that_is_not_one_word():
     assert re.findall(r"^(\S+)\s+: ok=", proc.stdout, re.M) == ["localhost"]
 
 
-@pytest.mark.xfail(strict=True, reason="validate.yml checks fedkafka_api_token only: a service or routing token "
-                                       "that is not one word passes it and is refused by the role, plays later")
 @pytest.mark.parametrize("variable", ["fedkafka_controller_service_token", "fedkafka_controller_routing_token"])
 def test_validate_refuses_a_service_or_routing_token_that_is_not_one_word(variable):
     proc = _validate({variable: NOT_ONE_WORD})

@@ -117,7 +117,7 @@ def test_the_role_refuses_every_routing_token_the_controller_refuses(tmp_path, r
         (tmp_path / name).write_text(token + "\n")
     with pytest.raises(typer.Exit):  # the controller: equal to another once stripped, or empty
         _read_tokens(tmp_path / "op", tmp_path / "svc", tmp_path / "routing")
-    check = next(t for t in yaml.safe_load((ROOT / "roles/fedkafka_common/tasks/token.yml").read_text())
+    check = next(t for t in yaml.safe_load((ROOT / "roles/fedkafka_common/tasks/token_check.yml").read_text())
                  if t["name"] == "Check the routing token")
     variables = {"fedkafka_api_token": API, "fedkafka_controller_service_token": SERVICE,
                  "fedkafka_controller_routing_token": routing}
