@@ -169,7 +169,7 @@ def _database_url(db: str | None, db_file: Path | None) -> str:
     except (OSError, UnicodeDecodeError) as e:
         _fail(f"cannot read --db-file: {e}", 2)
     if not first_line:
-        _fail(f"--db-file {db_file} has no database URL on its first line", 2)
+        _fail(f"--db-file {db_file}: its first line is empty, no database URL", 2)
     return first_line
 
 
