@@ -15,44 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import time
 from pathlib import Path
 
 import produce_count
 from data_path import consume, export_tree, produce
-from produce_count import ROOT, TOPIC, start_traced_proxy, write_one_topic_view
+from produce_count import ROOT, TOPIC
 from scratch import scratch_dir
-
-from fedkafka.kafka.cluster import start_clusters
 
 FETCH_FILES = ("fetch.py", "records.py", "plan.py", "dispatch.py", "connection.py", "upstream.py", "<string>")
 
 
 def count(tree: Path, records: int, tmp: Path) -> dict:
-    (cluster,) = start_clusters(["b1"], tmp / "k")
-    proc = None
-    try:
-        write_one_topic_view(cluster, TOPIC, tmp / "view.json")
-        produce(cluster.bootstrap, TOPIC, records + 2000)  # straight to the broker: only the reads are counted
-        dump = tmp / "counts.json"
-        proc, addr = start_traced_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log")
-        consume(addr, TOPIC, [0] * produce_count.PARTITIONS, 2000)  # warm: connections, metadata, caches
-        proc.send_signal(signal.SIGUSR1)
-        time.sleep(0.5)
-        consume(addr, TOPIC, [0] * produce_count.PARTITIONS, records)
-        proc.send_signal(signal.SIGUSR2)
-        for _ in range(200):
-            if dump.exists() and dump.stat().st_size:
-                time.sleep(0.2)
-                return json.loads(dump.read_text())
-            time.sleep(0.1)
-        raise SystemExit("the proxy wrote no counts")
-    finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
-        cluster.stop()
+    return produce_count.traced_counts(
+        tree, tmp, lambda addr: consume(addr, TOPIC, [0] * produce_count.PARTITIONS, 2000),
+        lambda addr: consume(addr, TOPIC, [0] * produce_count.PARTITIONS, records),
+        # straight to the broker, before the proxy starts: only the reads are counted
+        prepare=lambda cluster: produce(cluster.bootstrap, TOPIC, records + 2000))
 
 
 def main() -> None:
@@ -76,7 +54,8 @@ def main() -> None:
             counts = count(tree, args.records, tmp)
         if args.json:
             args.json.write_text(json.dumps(counts))
-    produce_count.report(counts, before, args.top, files, request=("fetch.py:handle",), kind="Fetch")
+    produce_count.report(counts, before, args.top, files, request=("fetch.py:handle",), kind="Fetch",
+                         total_of=(FETCH_FILES, "the fetch path: " + ", ".join(FETCH_FILES)))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ import io
 import sys
 from pathlib import Path
 
-import pytest
-
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 COUNTS = {"calls": {"produce.py:handle": 2, "records.py:varint_bytes": 4, "connection.py:C.read": 2},
           "ops": {"produce.py:handle": 100, "records.py:varint_bytes": 40, "connection.py:C.read": 60},
@@ -29,20 +27,14 @@ def report_lines(functions_of: tuple[str, ...] | None) -> list[str]:
     return out.getvalue().splitlines()
 
 
-@pytest.mark.xfail(strict=True, reason="produce_count.py's output changed: its last line no longer reads "
-                   "'handler, records.py, plan.py, dataclasses' (the label bench/README.md's tables use)")
 def test_produce_count_s_last_line_is_main_s():
     assert report_lines(None)[-1] == "      70  handler, records.py, plan.py, dataclasses"
 
 
-@pytest.mark.xfail(strict=True, reason="produce_count.py --functions-of: the last line's total is now the named "
-                   "files' bytecodes, no longer the handler's (main: always the handler's), undocumented")
 def test_produce_count_with_functions_of_still_totals_the_handler():
     assert report_lines(("connection.py",))[-1].split()[0] == "70"
 
 
-@pytest.mark.xfail(strict=True, reason="duplicated logic: fetch_count.count copies produce_count.count's counting "
-                   "window (SIGUSR1, SIGUSR2, the wait for the dump, the teardown) instead of sharing it")
 def test_one_bench_function_runs_the_traced_window():
     copies = []
     for path in sorted(BENCH.glob("*.py")):
