@@ -537,7 +537,7 @@ class Mover:
         lie above it; a log end grows only by appends, and a settled end had no record above it, so one above the
         recorded end proves writes. It is evidence only, never recorded as a start (docs/DESIGN.md §6.3 point 4).
         Not read: the high watermark when above the recorded end (proof on its own), else None (unread: `_lost_publish`
-        holds it once the database was seen losing commits)."""
+        holds a frozen move for it, and a planned one once the database was seen losing commits)."""
         with self.ctl.session() as s:
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
         log_ends = self._leader_log_ends({(row.to_cluster, row.to_topic, row.to_partition) for row in rows}, bootstrap,
@@ -586,15 +586,22 @@ class Mover:
         rolled back either when its target cannot be read and it may have frozen before the loss (a planned one: the
         database may have lost its freeze; a frozen one: `_froze_before_loss`), nor when it has no end to check
         against (frozen before revision 0013: no `target_end`; planned before 0014: no `planned_target_end`):
-        docs/DESIGN.md §3.3. A move planned before revision 0021 (`returning_target` None) recorded plain high
-        watermarks, which trail the log end of a returning target after a restart: an end above them is no proof of
-        a write, so it holds such a move only once the database was seen losing commits (§6.3 point 4)."""
+        docs/DESIGN.md §3.3. A frozen move whose returning target's leader log end was not read is held whether or
+        not the loss was seen (`_unread_returning`): no heartbeat need ever report a lost publish, and a rollback
+        would unfreeze its partition at the offsets that publish handed out; the sweeper reads it again
+        (`recheck_held`). A planned one is rolled back: its partition is writable on the source in every view the
+        database composes, so its rollback moves no write (§6.3 point 4). A move planned before revision 0021
+        (`returning_target` None) recorded plain high watermarks, which trail the log end of a returning target after
+        a restart: an end above them is no proof of a write, so it holds such a move only once the database was seen
+        losing commits (§6.3 point 4)."""
         planned = row.state == "planned"
         recorded = _recorded_end(row)
         regression = self.ctl.db_regression
         if recorded is not None and end is not None and end > recorded and (
                 row.returning_target is not None or regression is not None):
             return HELD_GREW, self._grew(row, end, recorded, "was planned" if planned else "froze")
+        if end is None and not planned and row.returning_target and recorded is not None:
+            return HELD_UNREAD, self._unread_returning(row, recorded)
         if regression is None:
             return None
         target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
@@ -605,6 +612,17 @@ class Mover:
         if end is None and (planned or _froze_before_loss(row, regression)):
             return HELD_UNREAD, f"its target's log end was not read, {cannot} (read again by the sweeper)"
         return None
+
+    @staticmethod
+    def _unread_returning(row: MoveRow, recorded: int) -> str:
+        """Why frozen move `row`, whose returning target's leader log end was not read, is held rather than rolled back
+        (docs/DESIGN.md §6.3 point 4): whether or not this controller saw the database lose commits."""
+        target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
+        return (f"the leader log end of its returning target {target} was not read: records acked there under a "
+                f"publish the config database may have lost (one no proxy reported yet) may lie above its high "
+                f"watermark, which trails after a restart; rolled back, their offsets would be handed out again. "
+                f"Frozen until the sweeper reads that log end: rolled back if it is still {recorded}, held for the "
+                f"writes if it grew (docs/DESIGN.md §6.3)")
 
     def known_end(self, s, segment) -> int:
         """The last high watermark the scans read of an active segment's physical partition (every record below it
