@@ -138,10 +138,6 @@ def test_a_failed_runs_rollback_does_not_hold_a_move_back_for_one_refused_read(s
     assert not api.controller.view.topics["t"].partitions[0].frozen
 
 
-@pytest.mark.xfail(strict=True, reason="rv s37-lostpublish finding 5 (noise): FedkafkaMoveHeld (critical) has no "
-                                       "`for:`, and now also counts moves back held for an unread log end that the "
-                                       "sweeper releases within 30 s: every refused debugging ListOffsets in a "
-                                       "rollback pages")
 def test_the_held_move_alert_does_not_page_for_a_hold_the_sweeper_clears_within_a_round():
     rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
     held = next(rule for rule in rules if rule.get("alert") == "FedkafkaMoveHeld")
