@@ -1,7 +1,8 @@
 """Review of s37-lostpublish (docs/DESIGN.md §6.3 point 4, §3.3; docs/OPERATIONS.md "A held move"): a frozen move back
 onto its chain whose returning target's leader log end is unread is now held `target_unread`, loss seen or not, and
-the sweeper's `recheck_held` settles it. Findings as strict xfails. Fake Kafka (tests/controller/test_failover.py's
-`setup`): c1/t/0 holds an older segment of t/0 (the returning target), settled at 8 at the plan and the freeze."""
+the sweeper's `recheck_held` settles it. The findings, fixed on s37-fixlostpublish (each test failed before). Fake
+Kafka (tests/controller/test_failover.py's `setup`): c1/t/0 holds an older segment of t/0 (the returning target),
+settled at 8 at the plan and the freeze."""
 
 from __future__ import annotations
 
@@ -38,11 +39,6 @@ def _held_unread(setup_, high_watermark: int):
     return api, kafka, mover, ids[0], leader_log_end
 
 
-@pytest.mark.xfail(strict=True, reason="rv s37-lostpublish finding 1 [data]: `HeldMoves._check_roll_back` judges a "
-                                       "returning target by its high watermark (`Mover.log_ends`), not by its "
-                                       "leader's log end as `recheck_held` does (`current_target_ends`): a high "
-                                       "watermark back at target_end after a restart lets an operator's roll-back "
-                                       "through while the leader holds records acked under a lost publish")
 @pytest.mark.parametrize("leader_answer", [None, 11], ids=["leader_unread", "leader_reads_11"])
 def test_an_operator_roll_back_is_refused_while_the_returning_target_may_hold_a_lost_publish(
         setup, leader_answer):  # noqa: F811
@@ -60,11 +56,6 @@ def test_an_operator_roll_back_is_refused_while_the_returning_target_may_hold_a_
     assert api.controller.view.topics["t"].partitions[0].frozen
 
 
-@pytest.mark.xfail(strict=True, reason="rv s37-lostpublish finding 2: an operator's roll-back of a move held on a "
-                                       "returning target whose high watermark trails after a restart is refused as "
-                                       "'it holds records written under a lost publish', even when its leader's log "
-                                       "end reads target_end, or with --nothing-was-published: no way out by "
-                                       "roll-back while the high watermark trails")
 @pytest.mark.parametrize("leader_answer, vouched", [(8, False), (None, True)],
                          ids=["leader_reads_target_end", "unread_nothing_was_published"])
 def test_an_operator_can_roll_back_a_held_move_back_whose_high_watermark_trails(
@@ -82,11 +73,35 @@ def test_an_operator_can_roll_back_a_held_move_back_whose_high_watermark_trails(
     assert not api.controller.view.topics["t"].partitions[0].frozen
 
 
-@pytest.mark.xfail(strict=True, reason="rv s37-lostpublish finding 3: for a returning target the roll-back's advice "
-                                       "('check that no proxy's view.json has a segment on <target> for the "
-                                       "partition', OPERATIONS 'A held move' alike) cannot be met: the chain's older "
-                                       "segment is on that very target in every view; the check that means "
-                                       "something is a segment there starting at target_end")
+def test_an_operator_can_publish_a_held_move_back_whose_high_watermark_trails(setup):  # noqa: F811
+    """Finding 2's publish side: held `target_unread`, c1's high watermark 5 after a restart, its leader's log end
+    reading 8 again. The operator publishes as the lost publish had (the source's log end, target_start 8, the
+    move's target_end). The target is checked by its leader's log end, 8, not by its trailing high watermark (5,
+    "below target_start": refused unless forced before). Expected: sealed at target_start 8, nothing forced."""
+    api, kafka, mover, move_id, leader_log_end = _held_unread(setup, high_watermark=5)
+    leader_log_end["now"] = 8
+    with api.controller.session() as s:
+        row = s.get_one(MoveRow, move_id)
+        source = (row.from_cluster, "t", 0)
+    seal = kafka.ends.get(source, 0)
+    answer = HeldMoves(api.controller, mover).publish(move_id, seal=seal, target_start=8)
+    assert (answer["state"], answer["seal"], answer["phys_start"]) == ("sealed", seal, 8)
+    assert not [check for check in answer["checks"] if check.startswith("forced")], answer["checks"]
+    assert "target c1/t/0 log end 8" in answer["checks"], answer["checks"]
+
+
+def test_the_sweeper_says_a_log_end_read_below_target_end_is_below_it(setup, caplog):  # noqa: F811
+    """The review's nit: held `target_unread`; the leader's log end then reads 6, below target_end 8 (c1 lost records
+    since: an unclean election). `recheck_held` rolls the move back (a lost publish's acked records would lie above
+    8) and says what it read: below its target_end, not "unchanged"."""
+    api, _kafka, mover, move_id, leader_log_end = _held_unread(setup, high_watermark=5)
+    leader_log_end["now"] = 6
+    assert mover.recheck_held() == [move_id]
+    with api.controller.session() as s:
+        reason = s.get_one(MoveRow, move_id).error
+    assert "unchanged" not in reason and "6, below its target_end 8" in reason, reason
+
+
 def test_the_roll_back_advice_for_a_returning_target_that_never_answers_can_be_followed(setup):  # noqa: F811
     """Held `target_unread`; then c1 dies for good (every read of it fails). The only way out short of publishing is
     `roll-back --nothing-was-published`, whose refusal tells the operator to check that no proxy's view.json has a
@@ -105,11 +120,6 @@ def test_the_roll_back_advice_for_a_returning_target_that_never_answers_can_be_f
     assert not on_target or "8" in advice.split("view.json", 1)[1], advice
 
 
-@pytest.mark.xfail(strict=True, reason="rv s37-lostpublish finding 4 (availability): outside the seal, a failed "
-                                       "run's rollback reads a returning target's leader log end once: one refused "
-                                       "ListOffsets holds the move (its partition frozen until the next sweep, the "
-                                       "critical FedkafkaMoveHeld firing), with no retry as the seal's "
-                                       "`settled_ends` does within seal_timeout")
 def test_a_failed_runs_rollback_does_not_hold_a_move_back_for_one_refused_read(setup, monkeypatch):  # noqa: F811
     """Settled at 8 at the plan and the freeze; the proxies do not ack the frozen view (MoveFailed at the ack wait),
     so the run rolls its moves back. c1's leader refuses the debugging ListOffsets once, at that rollback's read, and
