@@ -267,21 +267,19 @@ class HeldMoves:
             assert end is not None  # read, not above the recorded end
             return f"rolled back by an operator: its target's log end is {end_said(row, end, 'as when it was held')}"
         if not nothing_was_published:
-            raise Conflict(f"move {row.id}: {_unchecked(row, end)}, so nothing shows that its target took no records "
+            raise Conflict(f"move {row.id}: {_unchecked(row)}, so nothing shows that its target took no records "
                            f"under a publish the config database lost. {_views_advice(row)}, then pass "
                            f"nothing_was_published")
-        return f"rolled back by an operator who found no publish of it in the proxies' views: {_unchecked(row, end)}"
+        return f"rolled back by an operator who found no publish of it in the proxies' views: {_unchecked(row)}"
 
 
-def _unchecked(row: MoveRow, end: int | None) -> str:
-    """Why held move `row`'s target, read `end` now, cannot show whether it took writes under a lost publish."""
+def _unchecked(row: MoveRow) -> str:
+    """Why held move `row`'s target cannot show whether it took writes under a lost publish (nothing recorded, or
+    it cannot be read)."""
     dst = _name((row.to_cluster, row.to_topic, row.to_partition))
     if row.target_end is None:
         return f"it has no recorded target end ({HELD_NO_END})"
-    if end is None:
-        return f"its target {dst} cannot be read" + (" (its leader's log end)" if row.returning_target else "")
-    return (f"the high watermark of its target {dst} is {end}, below its target_end {row.target_end}: it trails after "
-            f"a restart, and records may lie above it")
+    return f"its target {dst} cannot be read" + (" (its leader's log end)" if row.returning_target else "")
 
 
 def _views_advice(row: MoveRow) -> str:

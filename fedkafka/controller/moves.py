@@ -223,12 +223,13 @@ class Mover:
                 raise
         return self.counts(ids)
 
-    def settle(self, ids: list[int], reason: str, strict: bool = False) -> None:
+    def settle(self, ids: list[int], reason: str, strict: bool = False, retry_s: float | None = None) -> None:
         """Unfinished moves out of the way: not sealed yet -> rolled back (writes continue where they were),
         sealed -> published (the seal is recorded and nothing was written since). Never raises unless `strict`:
-        a run ending retries while the database is down a moment (workflows `_end`), else leaves them to the sweeper."""
+        a run ending retries while the database is down a moment (workflows `_end`), else leaves them to the sweeper.
+        `retry_s`: how long the rollback reads an unread returning target again (`_roll_back`)."""
         try:
-            self._roll_back(ids, reason)
+            self._roll_back(ids, reason, retry_s)
             self._publish(ids)
         except NotLeader as e:  # the active controller's sweeper settles them
             if strict:
@@ -245,7 +246,11 @@ class Mover:
         run failed and could not settle them). One statement: a run another controller starts meanwhile is
         either seen running or has no moves yet. No thread drives such a move: a run commits its end only once
         its moves are settled, or gave up on them (workflows `_end`). Returns their ids. Then the held moves whose
-        target could not be read have it read again (`recheck_held`)."""
+        target could not be read have it read again (`recheck_held`).
+
+        Each target is read once, an unread one held (`recheck_held` reads it again next round), not read again for
+        seal_timeout as a failed run's rollback does: at a controller's activation this sweep runs in the leadership
+        thread (`Leadership.run` -> `on_active` -> `Workflows.resume`), which renews no leader row meanwhile."""
         with self.ctl.session() as s:
             orphans = list(s.scalars(
                 select(MoveRow.id).outerjoin(WorkflowRow, MoveRow.workflow_id == WorkflowRow.id)
@@ -253,7 +258,7 @@ class Mover:
                        or_(WorkflowRow.id.is_(None), WorkflowRow.state != "running")).order_by(MoveRow.id)))
         if orphans:
             log.warning("settling moves %s that no running workflow owns", orphans)
-            self.settle(orphans, "left unfinished by a workflow that stopped; settled by the sweeper")
+            self.settle(orphans, "left unfinished by a workflow that stopped; settled by the sweeper", retry_s=0.0)
         self.recheck_held()
         return orphans
 
@@ -547,7 +552,8 @@ class Mover:
         with self.ctl.session() as s:
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
         log_ends = read_until(lambda left: self._leader_log_ends(left, bootstrap, "read again, then judged as unread"),
-                              {(row.to_cluster, row.to_topic, row.to_partition) for row in rows}, retry_s)
+                              {(row.to_cluster, row.to_topic, row.to_partition) for row in rows}, retry_s,
+                              self.ctl.wait_stopping)
         found: dict[int, int | None] = {}
         for row in rows:
             log_end, high_watermark = log_ends.get((row.to_cluster, row.to_topic, row.to_partition)), ends.get(row.id)
@@ -685,7 +691,8 @@ class Mover:
                 log.info("waiting for the high watermarks of %s to reach their log ends", sorted(left))
             return {target: end for target, end in ends.items() if target not in above}
 
-        return read_until(settled_now, targets, self.seal_timeout if timeout is None else timeout)
+        return read_until(settled_now, targets, self.seal_timeout if timeout is None else timeout,
+                          self.ctl.wait_stopping)
 
     def _above_high_watermark(self, ends: dict, bootstrap: dict[str, str], sealing: set[tuple[str, str, int]]):
         """(cluster, topic, partition, high watermark, log end) of each partition whose log end is above, or
@@ -722,7 +729,7 @@ class Mover:
         timeout = self.seal_timeout if timeout is None else timeout
         targets = {(cluster, *tp) for cluster, parts in wanted.items() for tp in parts}
         # an unreachable cluster, or a partition without a leader yet: read again until the deadline
-        found = read_until(lambda left: self._read_once(left, bootstrap), targets, timeout)
+        found = read_until(lambda left: self._read_once(left, bootstrap), targets, timeout, self.ctl.wait_stopping)
         missing = [(c, tp) for c, parts in wanted.items() for tp in parts if (c, *tp) not in found]
         if missing:
             raise MoveFailed(f"log end offsets not readable within {timeout:.0f} s: {missing[:5]}")
@@ -766,8 +773,9 @@ class Mover:
         """Unfreeze the moves of `ids` not sealed yet; a frozen (or planned) one whose target took writes under a
         publish the database lost is held instead (`_lost_publish`): rolled back, writes would go on at the source's
         log end, logical offsets the lost publish handed out already (docs/DESIGN.md §3.3, "Lost commits"). A
-        returning target's leader log end is read again for up to `retry_s` (`seal_timeout` by default) while it is
-        not answered, as the seal's wait does: one refused read holds no move (§6.3 point 4)."""
+        returning target's leader log end is read again for up to `retry_s` (`seal_timeout` by default: a failed
+        run's rollback; the sweeper and a rollback of an unsettled target pass 0, read once) while it is not answered,
+        as the seal's wait does: one refused read holds no move (§6.3 point 4)."""
         ends = self.current_target_ends(ids, ("frozen", "planned"), self.seal_timeout if retry_s is None else retry_s)
         if ends:
             self._hold(ids, ends)
@@ -942,22 +950,23 @@ def lost_publish_shown(row: MoveRow, end: int | None) -> str | None:
     """Whether move `row`'s target may hold records acked under a publish the config database lost, by `end`, read of
     it now (`Mover.current_target_ends`: a returning target's leader log end, any other's high watermark), against
     the end the move recorded (`_recorded_end`: settled, for a returning target): HELD_GREW above it (a write since,
-    which before its publish only a lost publish makes); HELD_UNREAD when it may (`end` not read; or a high watermark
-    below it, which trails after a restart and proves nothing); HELD_NO_END when nothing was recorded; None when not
-    (at it; or a leader log end below it: the target lost records since, and none lies above it). The one rule a
-    rollback (`Mover._lost_publish`), the sweeper's `recheck_held` and an operator's roll-back or publish
-    (`held.HeldMoves`) judge a target by (docs/DESIGN.md §6.3 point 4)."""
+    which before its publish only a lost publish makes); HELD_UNREAD when it may (`end` not read); HELD_NO_END when
+    nothing was recorded; None when not (at it; or below it: the target lost records since, and none lies above it,
+    since Kafka answers no high watermark below the start of its leader's epoch, OFFSET_NOT_AVAILABLE). The one rule
+    a rollback (`Mover._lost_publish`), the sweeper's `recheck_held` and an operator's roll-back (`held.HeldMoves`)
+    judge a target by; an operator's publish checks its target_start against the same read (docs/DESIGN.md §6.3
+    point 4)."""
     recorded = _recorded_end(row)
     if recorded is None:
         return HELD_NO_END
-    if end is None or (end < recorded and not row.returning_target):
+    if end is None:
         return HELD_UNREAD
     return HELD_GREW if end > recorded else None
 
 
 def end_said(row: MoveRow, end: int, same: str = "unchanged") -> str:
     """`end`, read of move `row`'s target and not above the end it recorded, said for its reason: "8, unchanged"
-    (`same`), or below it (a returning target's leader log end lost records since: an unclean election)."""
+    (`same`), or below it (the target lost records since: an unclean election)."""
     recorded = _recorded_end(row)
     if recorded is None or end >= recorded:
         return f"{end}, {same}"
@@ -1000,17 +1009,19 @@ def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow], returning: dic
     return wanted, sealing
 
 
-def read_until(read: Callable[[set], dict], wanted: set, timeout: float) -> dict:
+def read_until(read: Callable[[set], dict], wanted: set, timeout: float,
+               wait_stopping: Callable[[float], bool]) -> dict:
     """What `read(left)` answers for `wanted`, each one left out of an answer read again (every 0.2 s) until every one
-    was answered or `timeout` s passed; those never answered are left out. The one retry of every Kafka read that a
-    partition without a leader, a broker restarting, or one refusing a request a moment may leave unanswered."""
+    was answered or `timeout` s passed, or the controller stops (`wait_stopping`: `Controller.wait_stopping`, True
+    once stopping: its stop() joins its threads for kafka_timeout + 5 s only); those never answered are left out. The
+    one retry of every Kafka read that a partition without a leader, a broker restarting, or one refusing a request a
+    moment may leave unanswered."""
     deadline = time.monotonic() + timeout
     found: dict = {}
     while True:
         found.update(read(wanted - found.keys()))
-        if found.keys() >= wanted or time.monotonic() > deadline:
+        if found.keys() >= wanted or time.monotonic() > deadline or wait_stopping(0.2):
             return found
-        time.sleep(0.2)
 
 
 class InjectedFault(RuntimeError):

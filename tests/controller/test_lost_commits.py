@@ -27,7 +27,6 @@ from controller.member_secrets import heartbeating_like_a_proxy
 from fedkafka.cli import app as cli_app
 from fedkafka.controller.app import create_app
 from fedkafka.controller.errors import Conflict, Invalid, NotFound
-from fedkafka.controller.held import HeldMoves
 from fedkafka.controller.models import ChainRow, MoveRow, ProxyRow, SegmentRow, ViewRow
 from fedkafka.controller.moves import MoveFailed, MoveHeld, Mover
 from fedkafka.controller.service import ANY_SECRET, MAX_REPORTED_VERSION, Controller
@@ -650,41 +649,6 @@ def test_a_move_held_because_its_target_could_not_be_read_is_read_again_by_the_s
     else:
         assert (row.state, row.held_for, _frozen(ctl)) == ("held", "target_grew", True)
         assert "c2/t/0 is 50, 0 when it froze" in row.error
-
-
-def test_a_held_move_whose_target_high_watermark_trails_below_its_recorded_end_stays_held(lossy):
-    """c2/t/0 held 10 records when t/0's move to it froze (`target_end` 10, a fresh target: read by its high
-    watermark); under the publish the database lost, the proxy acked 50 records there (10..59). After the loss, the
-    sweeper finds c2 down: held `target_unread`. c2 restarts, its high watermark back at 4 from its checkpoint (it
-    trails its log end, 60). Below the recorded end proves nothing: the sweeper keeps the move held (it rolled it
-    back before, "4, unchanged", and writes went on at the offsets the lost publish handed out), and an operator's
-    roll-back is refused unless nothing_was_published (`moves.lost_publish_shown`, DESIGN §3.3)."""
-    api, member, ends, keep_replica, fail_over = lossy
-    ends[("c2", "t", 0)] = 10
-    mover = Mover(api.controller, ack_timeout=1)
-    ids = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
-    mover._freeze(ids)
-    _report(api, member, api.controller.view.version)
-    api.controller.flush_heartbeats()
-    keep_replica()
-    mover.run(ids)
-    v_high = api.controller.view.version
-    _report(api, member, v_high)
-    ends[("c2", "t", 0)] = 60
-    ctl = fail_over()
-    ctl.heartbeat(member, v_high, {}, ANY_SECRET)
-    ctl.kafka.down.add("c2")
-    sweeper = Mover(ctl)
-    assert sweeper.sweep() == ids
-    assert (_move(ctl, ids[0]).state, _move(ctl, ids[0]).held_for, _move(ctl, ids[0]).target_end) == (
-        "held", "target_unread", 10)
-    ctl.kafka.down.discard("c2")
-    ends[("c2", "t", 0)] = 4
-    assert sweeper.recheck_held() == []
-    assert (_move(ctl, ids[0]).state, _frozen(ctl)) == ("held", True)
-    with pytest.raises(Conflict, match="high watermark of its target c2/t/0 is 4, below its target_end 10"):
-        HeldMoves(ctl, sweeper).roll_back(ids[0])
-    assert (_move(ctl, ids[0]).state, _frozen(ctl)) == ("held", True)
 
 
 def test_failover_starts_while_the_database_is_known_to_have_lost_commits(make_api, recording_kafka_class):

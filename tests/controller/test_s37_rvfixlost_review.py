@@ -1,10 +1,9 @@
 """Review of s37-fixlostpublish (docs/DESIGN.md §6.3 point 4, §3.3): `moves.lost_publish_shown`, `moves.read_until`
-and the rollback that now re-reads a returning target's leader log end for up to seal_timeout. Findings as strict
-xfails; the fixer removes the marks."""
+and the rollback that now re-reads a returning target's leader log end for up to seal_timeout. The findings, fixed on
+s37-fixlost2 (each test failed before): the sweep reads once, `read_until` stops with the controller, a fresh target
+read below its target_end is rolled back."""
 
 from __future__ import annotations
-
-import pytest
 
 from controller.test_failover import setup  # noqa: F401 (the failover tests' fixture)
 from controller.test_lost_commits import _frozen, _move, _report, lossy  # noqa: F401 (fixture)
@@ -32,14 +31,6 @@ def _frozen_orphan_back_onto_c1(setup_, leader_answers: dict):
     return api, mover, ids[0], reads
 
 
-@pytest.mark.xfail(strict=True, reason="rv s37-fixlostpublish finding 1 (availability): `Mover.settle` (every caller, "
-                                       "not only a failed run's rollback) now re-reads an unread returning target's "
-                                       "leader log end for seal_timeout (30 s): the sweeper's settle of orphans runs "
-                                       "it too, and at activation that sweep runs inside `Leadership.run`'s "
-                                       "`on_active` (`app._lifespan.activate` -> `workflows.resume` -> `sweep`), "
-                                       "which renews no leader row meanwhile (lease 10 s by default): a broker that "
-                                       "keeps refusing the debugging ListOffsets makes every controller that takes "
-                                       "over lose the row in its own sweep")
 def test_the_sweep_holds_an_orphan_on_one_read_of_its_unread_leader_log_end(setup):  # noqa: F811
     """A frozen move back onto c1 that no workflow owns (a direct move whose controller died); c1's leader refuses
     the debugging ListOffsets from then on. The sweep (at a controller's activation, in the leadership thread, and
@@ -55,10 +46,6 @@ def test_the_sweep_holds_an_orphan_on_one_read_of_its_unread_leader_log_end(setu
     assert reads["n"] <= 2, reads
 
 
-@pytest.mark.xfail(strict=True, reason="rv s37-fixlostpublish finding 3 (low): `moves.read_until` sleeps with "
-                                       "time.sleep and never asks `ctl.stopping()`: a stopping controller's "
-                                       "rollback keeps reading (and then commits its hold) for up to seal_timeout "
-                                       "after stop(), whose joins wait kafka_timeout + 5 s only")
 def test_a_rollback_of_a_stopping_controller_reads_its_target_once(setup):  # noqa: F811
     """The same orphan, c1's leader refusing; the controller is stopping (stop() set its event). Expected: the
     rollback reads once and holds (as before the fix); actual: it re-reads until seal_timeout."""
@@ -74,16 +61,6 @@ def test_a_rollback_of_a_stopping_controller_reads_its_target_once(setup):  # no
     assert reads["n"] == 1, reads
 
 
-@pytest.mark.xfail(strict=True, reason="rv s37-fixlostpublish finding 2 (design, availability): the unrequested "
-                                       "rule that a FRESH target's high watermark below target_end 'may' hold a lost "
-                                       "publish (`lost_publish_shown`) rests on a Kafka behaviour that does not "
-                                       "exist: a leader whose high watermark trails the start of its epoch answers "
-                                       "ListOffsets OFFSET_NOT_AVAILABLE (Partition.fetchOffsetForTimestamp; "
-                                       "`kafka_admin.log_offsets` says so), so a high watermark read below one read "
-                                       "before means Kafka truncated the partition (unclean election, re-created "
-                                       "topic): nothing lies above it, yet the move now stays held target_unread "
-                                       "for ever (sweeper never releases it), where it was rolled back before and a "
-                                       "returning target below its end still is")
 def test_a_fresh_target_truncated_below_its_target_end_is_rolled_back_by_the_sweeper(lossy):  # noqa: F811
     """c2/t/0 held 10 records when t/0's move to it froze (`target_end` 10, a fresh target). The publish the database
     lost put nothing on c2 that survived: c2 was down at the sweep after the loss (held `target_unread`), then came
