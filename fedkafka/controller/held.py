@@ -25,7 +25,9 @@ from fedkafka.controller.moves import (
     MOVE_ROLES,
     MoveFailed,
     Mover,
+    end_said,
     frozen_segment,
+    lost_publish_shown,
     older_seal_above,
 )
 from fedkafka.view.model import ClusterState
@@ -207,7 +209,9 @@ class HeldMoves:
                                f"a duplicate. Publish again once the source answers and its followers caught up "
                                f"(force publishes past this, its log end read once)")
             refused.append(unsettled)
-        ends = self.mover.log_ends({src, dst})
+        # the target as a roll-back reads it: a returning one by its leader's log end (its high watermark trails after
+        # a restart, and a lost publish's records may lie above it)
+        ends = {**self.mover.log_ends({src}), dst: self.mover.current_target_ends([row.id], ("held",)).get(row.id)}
         checks = []
         if (end := ends.get(src)) is None:
             checks.append(f"source {_name(src)} not read: the seal is not checked against its log end")
@@ -242,28 +246,51 @@ class HeldMoves:
         return None
 
     def _check_roll_back(self, row: MoveRow, nothing_was_published: bool) -> str:
-        """Why held move `row` may be rolled back (the reason it records), or Conflict saying why not."""
+        """Why held move `row` may be rolled back (the reason it records), or Conflict saying why not: its target read
+        now (`Mover.current_target_ends`: a returning target's leader log end) and judged as the sweeper's
+        `recheck_held` judges it (`lost_publish_shown`); `nothing_was_published` stands in for a read that shows
+        nothing, never for one that shows writes."""
         dst = (row.to_cluster, row.to_topic, row.to_partition)
-        end = self.mover.log_ends({dst}).get(dst)
-        if end is not None and row.target_end is not None and end != row.target_end:
+        end = self.mover.current_target_ends([row.id], ("held",)).get(row.id)
+        shown = lost_publish_shown(row, end)
+        if shown == HELD_GREW:
             raise Conflict(f"move {row.id}: the log end of its target {_name(dst)} is {end}, {row.target_end} when "
-                           f"it was held: it holds records written under a publish the config database lost; "
-                           f"rolled back, their offsets would be handed out again. Publish the move instead")
+                           f"it was held: it holds records written under a publish the config database lost; rolled "
+                           f"back, their offsets would be handed out again. Publish the move instead")
         if row.held_for == HELD_GREW:  # seen grown: whatever it reads now (unread, rebuilt), whatever the flag says
             raise Conflict(f"move {row.id}: it is held {HELD_GREW}: the controller read its target {_name(dst)} past "
                            f"its target_end {row.target_end}, so records were acked there under a publish the config "
                            f"database lost; rolled back, their offsets would be handed out again (its target "
                            f"{'cannot be read' if end is None else f'reads {end} now'}; nothing_was_published does "
                            f"not override this). Publish the move instead")
-        if end is not None and row.target_end is not None:
-            return f"rolled back by an operator: its target's log end is {end}, as when it was held"
-        why = (f"it has no recorded target end ({HELD_NO_END})" if row.target_end is None
-               else f"its target {_name(dst)} cannot be read")
+        if shown is None:
+            assert end is not None  # read, not above the recorded end
+            return f"rolled back by an operator: its target's log end is {end_said(row, end, 'as when it was held')}"
         if not nothing_was_published:
-            raise Conflict(f"move {row.id}: {why}, so nothing shows that its target took no records under a publish "
-                           f"the config database lost. Check that no proxy's view.json has a segment on "
-                           f"{_name(dst)} for {row.topic}/{row.partition}, then pass nothing_was_published")
-        return f"rolled back by an operator who found no publish of it in the proxies' views: {why}"
+            raise Conflict(f"move {row.id}: {_unchecked(row)}, so nothing shows that its target took no records "
+                           f"under a publish the config database lost. {_views_advice(row)}, then pass "
+                           f"nothing_was_published")
+        return f"rolled back by an operator who found no publish of it in the proxies' views: {_unchecked(row)}"
+
+
+def _unchecked(row: MoveRow) -> str:
+    """Why held move `row`'s target cannot show whether it took writes under a lost publish (nothing recorded, or
+    it cannot be read)."""
+    dst = _name((row.to_cluster, row.to_topic, row.to_partition))
+    if row.target_end is None:
+        return f"it has no recorded target end ({HELD_NO_END})"
+    return f"its target {dst} cannot be read" + (" (its leader's log end)" if row.returning_target else "")
+
+
+def _views_advice(row: MoveRow) -> str:
+    """What an operator checks in every proxy's view.json before vouching that nothing was published of held move
+    `row`: a segment of its partition on its target. A returning target holds an older segment of the chain in every
+    view (docs/DESIGN.md §6.3), so for one only a segment starting at its target_end or later is the lost publish's."""
+    dst = _name((row.to_cluster, row.to_topic, row.to_partition))
+    if row.returning_target is not False and row.target_end is not None:
+        return (f"Check that no proxy's view.json has a segment of {row.topic}/{row.partition} on {dst} starting at "
+                f"{row.target_end} or later (its older segments there start below it)")
+    return f"Check that no proxy's view.json has a segment on {dst} for {row.topic}/{row.partition}"
 
 
 def _repeat_answer(s, move_id: int, action: str, lock: bool = False, seal: int | None = None,

@@ -223,12 +223,13 @@ class Mover:
                 raise
         return self.counts(ids)
 
-    def settle(self, ids: list[int], reason: str, strict: bool = False) -> None:
+    def settle(self, ids: list[int], reason: str, strict: bool = False, retry_s: float | None = None) -> None:
         """Unfinished moves out of the way: not sealed yet -> rolled back (writes continue where they were),
         sealed -> published (the seal is recorded and nothing was written since). Never raises unless `strict`:
-        a run ending retries while the database is down a moment (workflows `_end`), else leaves them to the sweeper."""
+        a run ending retries while the database is down a moment (workflows `_end`), else leaves them to the sweeper.
+        `retry_s`: how long the rollback reads an unread returning target again (`_roll_back`)."""
         try:
-            self._roll_back(ids, reason)
+            self._roll_back(ids, reason, retry_s)
             self._publish(ids)
         except NotLeader as e:  # the active controller's sweeper settles them
             if strict:
@@ -245,7 +246,11 @@ class Mover:
         run failed and could not settle them). One statement: a run another controller starts meanwhile is
         either seen running or has no moves yet. No thread drives such a move: a run commits its end only once
         its moves are settled, or gave up on them (workflows `_end`). Returns their ids. Then the held moves whose
-        target could not be read have it read again (`recheck_held`)."""
+        target could not be read have it read again (`recheck_held`).
+
+        Each target is read once, an unread one held (`recheck_held` reads it again next round), not read again for
+        seal_timeout as a failed run's rollback does: at a controller's activation this sweep runs in the leadership
+        thread (`Leadership.run` -> `on_active` -> `Workflows.resume`), which renews no leader row meanwhile."""
         with self.ctl.session() as s:
             orphans = list(s.scalars(
                 select(MoveRow.id).outerjoin(WorkflowRow, MoveRow.workflow_id == WorkflowRow.id)
@@ -253,14 +258,15 @@ class Mover:
                        or_(WorkflowRow.id.is_(None), WorkflowRow.state != "running")).order_by(MoveRow.id)))
         if orphans:
             log.warning("settling moves %s that no running workflow owns", orphans)
-            self.settle(orphans, "left unfinished by a workflow that stopped; settled by the sweeper")
+            self.settle(orphans, "left unfinished by a workflow that stopped; settled by the sweeper", retry_s=0.0)
         self.recheck_held()
         return orphans
 
     def recheck_held(self) -> list[int]:
-        """Read again the target of each move held because its target could not be read (`HELD_UNREAD`): one whose
-        end is still `target_end` took no writes under a lost publish and is rolled back as a rollback would have
-        (writes go on at the source's log end); one that grew stays held, now for that. Returns the rolled back."""
+        """Read again the target of each move held because its target could not be read (`HELD_UNREAD`), judged by
+        `lost_publish_shown`: one whose end is not above `target_end` took no writes under a lost publish and is rolled
+        back as a rollback would have (writes go on at the source's log end); one that grew stays held, now for that;
+        one still unread stays as it is. Returns the rolled back."""
         with self.ctl.session() as s:
             ids = list(s.scalars(select(MoveRow.id).where(MoveRow.state == "held", MoveRow.held_for == HELD_UNREAD)
                                  .order_by(MoveRow.id)))
@@ -271,13 +277,15 @@ class Mover:
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "held"):
                 end = ends.get(row.id)
-                if row.held_for != HELD_UNREAD or end is None or row.target_end is None:
-                    continue
-                if end > row.target_end:
+                shown = lost_publish_shown(row, end)
+                if row.held_for != HELD_UNREAD or shown not in (None, HELD_GREW):
+                    continue  # still unread (or nothing recorded to read it against): read again next round
+                assert end is not None and row.target_end is not None  # what `lost_publish_shown` judged by
+                if shown == HELD_GREW:
                     self._held(row, HELD_GREW, self._grew(row, end, row.target_end))
                     continue
                 self.roll_back_one(s, row, f"held while its target could not be read; its log end read again is "
-                                           f"{end}, unchanged")
+                                           f"{end_said(row, end)}")
                 done.append(row.id)
             self.ctl.check_leader(s)
             s.commit()
@@ -305,7 +313,7 @@ class Mover:
         target does not settle is rolled back alone: the others freeze (docs/DESIGN.md §6.3)."""
         targets, unsettled = self._target_ends(ids)
         if unsettled:
-            self._roll_back(unsettled, UNSETTLED)
+            self._roll_back(unsettled, UNSETTLED, retry_s=0.0)  # settled_ends read it for seal_timeout
         with self.ctl.topology_change() as s:
             for row in self._rows(s, ids, "planned"):
                 active = _active_segment(s, row.topic, row.partition)
@@ -483,7 +491,7 @@ class Mover:
         offsets, unsettled = self._returning_ends(
             returning, bootstrap, self.read_settled_ends(wanted, bootstrap, sealing) if wanted else {})
         if unsettled:
-            self._roll_back(unsettled, UNSETTLED)
+            self._roll_back(unsettled, UNSETTLED, retry_s=0.0)  # settled_ends read it for seal_timeout
         self._hold(ids, {row.id: offsets[(row.to_cluster, row.to_topic, row.to_partition)]
                          for row in sealed if row.id not in unsettled})  # committed alone: a failed seal rolls back
         return rows, olds, offsets                                          # the rest
@@ -518,30 +526,34 @@ class Mover:
         row.error, row.held_for = reason, why
         self._enter(row, "held")
 
-    def current_target_ends(self, ids: list[int], states: tuple[str, ...] = ("frozen",)) -> dict[int, int | None]:
+    def current_target_ends(self, ids: list[int], states: tuple[str, ...] = ("frozen",),
+                            retry_s: float = 0.0) -> dict[int, int | None]:
         """The log end of the target of each move of `ids` in `states`, read once (None: not read, e.g. its cluster
-        is down): what `_lost_publish` judges writes under a lost publish by. A target its move's plan found returning
-        is judged by its leader's log end (`_returning_write_ends`)."""
+        is down): what `lost_publish_shown` judges writes under a lost publish by. A target its move's plan found
+        returning is judged by its leader's log end (`_returning_write_ends`), read again for up to `retry_s` while
+        it is not answered."""
         with self.ctl.session() as s:
             rows = list(s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states))))
         targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in rows}
         found = self.log_ends(set(targets.values()))
         ends = {move: found.get(target) for move, target in targets.items()}
         returning = [row for row in rows if row.returning_target]
-        return ends | (self._returning_write_ends(returning, ends) if returning else {})
+        return ends | (self._returning_write_ends(returning, ends, retry_s) if returning else {})
 
-    def _returning_write_ends(self, rows: list[MoveRow], ends: dict[int, int | None]) -> dict[int, int | None]:
+    def _returning_write_ends(self, rows: list[MoveRow], ends: dict[int, int | None],
+                              retry_s: float) -> dict[int, int | None]:
         """Move id -> the end that shows whether the returning target of each of `rows` took writes since its plan or
         freeze recorded a settled end: its leader's log end. Its high watermark (`ends`) is the very value that trails
         after a restart (the reason the target did not settle), so records acked there under a lost publish may all
         lie above it; a log end grows only by appends, and a settled end had no record above it, so one above the
         recorded end proves writes. It is evidence only, never recorded as a start (docs/DESIGN.md §6.3 point 4).
         Not read: the high watermark when above the recorded end (proof on its own), else None (unread: `_lost_publish`
-        holds it once the database was seen losing commits)."""
+        holds a frozen move for it, and a planned one once the database was seen losing commits)."""
         with self.ctl.session() as s:
             bootstrap = {c.id: c.bootstrap for c in s.scalars(select(ClusterRow))}
-        log_ends = self._leader_log_ends({(row.to_cluster, row.to_topic, row.to_partition) for row in rows}, bootstrap,
-                                         "judged as unread")
+        log_ends = read_until(lambda left: self._leader_log_ends(left, bootstrap, "read again, then judged as unread"),
+                              {(row.to_cluster, row.to_topic, row.to_partition) for row in rows}, retry_s,
+                              self.ctl.wait_stopping)
         found: dict[int, int | None] = {}
         for row in rows:
             log_end, high_watermark = log_ends.get((row.to_cluster, row.to_topic, row.to_partition)), ends.get(row.id)
@@ -586,25 +598,45 @@ class Mover:
         rolled back either when its target cannot be read and it may have frozen before the loss (a planned one: the
         database may have lost its freeze; a frozen one: `_froze_before_loss`), nor when it has no end to check
         against (frozen before revision 0013: no `target_end`; planned before 0014: no `planned_target_end`):
-        docs/DESIGN.md §3.3. A move planned before revision 0021 (`returning_target` None) recorded plain high
-        watermarks, which trail the log end of a returning target after a restart: an end above them is no proof of
-        a write, so it holds such a move only once the database was seen losing commits (§6.3 point 4)."""
+        docs/DESIGN.md §3.3. A frozen move whose returning target's leader log end was not read is held whether or
+        not the loss was seen (`_unread_returning`): no heartbeat need ever report a lost publish, and a rollback
+        would unfreeze its partition at the offsets that publish handed out; the sweeper reads it again
+        (`recheck_held`). A planned one is rolled back: its partition is writable on the source in every view the
+        database composes, so its rollback moves no write (§6.3 point 4). A move planned before revision 0021
+        (`returning_target` None) recorded plain high watermarks, which trail the log end of a returning target after
+        a restart: an end above them is no proof of a write, so it holds such a move only once the database was seen
+        losing commits (§6.3 point 4)."""
         planned = row.state == "planned"
         recorded = _recorded_end(row)
         regression = self.ctl.db_regression
-        if recorded is not None and end is not None and end > recorded and (
-                row.returning_target is not None or regression is not None):
+        shown = lost_publish_shown(row, end)
+        if shown == HELD_GREW and (row.returning_target is not None or regression is not None):
+            assert end is not None and recorded is not None  # read above the recorded end
             return HELD_GREW, self._grew(row, end, recorded, "was planned" if planned else "froze")
+        if shown == HELD_UNREAD and not planned and row.returning_target:
+            assert recorded is not None  # else HELD_NO_END
+            return HELD_UNREAD, self._unread_returning(row, recorded)
         if regression is None:
             return None
         target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
         cannot = (f"and the config database lost commits ({regression['message']}): whether its target {target} took "
                   f"writes under a lost publish cannot be checked")
-        if recorded is None:
+        if shown == HELD_NO_END:
             return HELD_NO_END, f"it {'was planned' if planned else 'froze'} before its target's end was kept, {cannot}"
-        if end is None and (planned or _froze_before_loss(row, regression)):
+        if shown == HELD_UNREAD and (planned or _froze_before_loss(row, regression)):
             return HELD_UNREAD, f"its target's log end was not read, {cannot} (read again by the sweeper)"
         return None
+
+    @staticmethod
+    def _unread_returning(row: MoveRow, recorded: int) -> str:
+        """Why frozen move `row`, whose returning target's leader log end was not read, is held rather than rolled back
+        (docs/DESIGN.md §6.3 point 4): whether or not this controller saw the database lose commits."""
+        target = f"{row.to_cluster}/{row.to_topic}/{row.to_partition}"
+        return (f"the leader log end of its returning target {target} was not read: records acked there under a "
+                f"publish the config database may have lost (one no proxy reported yet) may lie above its high "
+                f"watermark, which trails after a restart; rolled back, their offsets would be handed out again. "
+                f"Frozen until the sweeper reads that log end: rolled back if it is still {recorded}, held for the "
+                f"writes if it grew (docs/DESIGN.md §6.3)")
 
     def known_end(self, s, segment) -> int:
         """The last high watermark the scans read of an active segment's physical partition (every record below it
@@ -652,17 +684,15 @@ class Mover:
         """The high watermark of each of `targets` once it reached its leader's log end (read after it: no record
         above it, every one below replicated), waited for at most `timeout` s (`seal_timeout` by default); one not
         settled by then (its log end above, or not read) is left out."""
-        timeout = self.seal_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        settled: dict[tuple[str, str, int], int] = {}
-        while True:
-            ends = self._read_once(targets - settled.keys(), bootstrap)
+        def settled_now(left: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
+            ends = self._read_once(left, bootstrap)
             above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, set(ends))}
-            settled.update({target: end for target, end in ends.items() if target not in above})
-            if settled.keys() >= targets or time.monotonic() > deadline:
-                return settled
-            log.info("waiting for the high watermarks of %s to reach their log ends", sorted(targets - settled.keys()))
-            time.sleep(0.2)
+            if above or ends.keys() < left:
+                log.info("waiting for the high watermarks of %s to reach their log ends", sorted(left))
+            return {target: end for target, end in ends.items() if target not in above}
+
+        return read_until(settled_now, targets, self.seal_timeout if timeout is None else timeout,
+                          self.ctl.wait_stopping)
 
     def _above_high_watermark(self, ends: dict, bootstrap: dict[str, str], sealing: set[tuple[str, str, int]]):
         """(cluster, topic, partition, high watermark, log end) of each partition whose log end is above, or
@@ -697,17 +727,13 @@ class Mover:
         """Log end offset of every wanted physical partition; retried (a new partition needs a leader first) for
         `timeout` s (`seal_timeout` by default)."""
         timeout = self.seal_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        found: dict[tuple[str, str, int], int] = {}
         targets = {(cluster, *tp) for cluster, parts in wanted.items() for tp in parts}
-        while True:  # an unreachable cluster, or a partition without a leader yet: read again until the deadline
-            found.update(self._read_once(targets - found.keys(), bootstrap))
-            missing = [(c, tp) for c, parts in wanted.items() for tp in parts if (c, *tp) not in found]
-            if not missing:
-                return found
-            if time.monotonic() > deadline:
-                raise MoveFailed(f"log end offsets not readable within {timeout:.0f} s: {missing[:5]}")
-            time.sleep(0.2)
+        # an unreachable cluster, or a partition without a leader yet: read again until the deadline
+        found = read_until(lambda left: self._read_once(left, bootstrap), targets, timeout, self.ctl.wait_stopping)
+        missing = [(c, tp) for c, parts in wanted.items() for tp in parts if (c, *tp) not in found]
+        if missing:
+            raise MoveFailed(f"log end offsets not readable within {timeout:.0f} s: {missing[:5]}")
+        return found
 
     def _publish(self, ids: list[int]) -> None:
         """Seal the segment each move froze where its seal says, and append the new active segment. A move whose
@@ -743,11 +769,14 @@ class Mover:
         row.error = reason
         self._enter(row, "rolled_back")
 
-    def _roll_back(self, ids: list[int], reason: str) -> None:
+    def _roll_back(self, ids: list[int], reason: str, retry_s: float | None = None) -> None:
         """Unfreeze the moves of `ids` not sealed yet; a frozen (or planned) one whose target took writes under a
         publish the database lost is held instead (`_lost_publish`): rolled back, writes would go on at the source's
-        log end, logical offsets the lost publish handed out already (docs/DESIGN.md §3.3, "Lost commits")."""
-        ends = self.current_target_ends(ids, ("frozen", "planned"))
+        log end, logical offsets the lost publish handed out already (docs/DESIGN.md §3.3, "Lost commits"). A
+        returning target's leader log end is read again for up to `retry_s` (`seal_timeout` by default: a failed
+        run's rollback; the sweeper and a rollback of an unsettled target pass 0, read once) while it is not answered,
+        as the seal's wait does: one refused read holds no move (§6.3 point 4)."""
+        ends = self.current_target_ends(ids, ("frozen", "planned"), self.seal_timeout if retry_s is None else retry_s)
         if ends:
             self._hold(ids, ends)
         log.warning("rolling back moves %s: %s", ids, reason)
@@ -917,6 +946,33 @@ def _recorded_end(row: MoveRow) -> int | None:
     return row.planned_target_end if row.state == "planned" else row.target_end
 
 
+def lost_publish_shown(row: MoveRow, end: int | None) -> str | None:
+    """Whether move `row`'s target may hold records acked under a publish the config database lost, by `end`, read of
+    it now (`Mover.current_target_ends`: a returning target's leader log end, any other's high watermark), against
+    the end the move recorded (`_recorded_end`: settled, for a returning target): HELD_GREW above it (a write since,
+    which before its publish only a lost publish makes); HELD_UNREAD when it may (`end` not read); HELD_NO_END when
+    nothing was recorded; None when not (at it; or below it: the target lost records since, and none lies above it,
+    since Kafka answers no high watermark below the start of its leader's epoch, OFFSET_NOT_AVAILABLE). The one rule
+    a rollback (`Mover._lost_publish`), the sweeper's `recheck_held` and an operator's roll-back (`held.HeldMoves`)
+    judge a target by; an operator's publish checks its target_start against the same read (docs/DESIGN.md §6.3
+    point 4)."""
+    recorded = _recorded_end(row)
+    if recorded is None:
+        return HELD_NO_END
+    if end is None:
+        return HELD_UNREAD
+    return HELD_GREW if end > recorded else None
+
+
+def end_said(row: MoveRow, end: int, same: str = "unchanged") -> str:
+    """`end`, read of move `row`'s target and not above the end it recorded, said for its reason: "8, unchanged"
+    (`same`), or below it (the target lost records since: an unclean election)."""
+    recorded = _recorded_end(row)
+    if recorded is None or end >= recorded:
+        return f"{end}, {same}"
+    return f"{end}, below its target_end {recorded}: its cluster lost records since (an unclean election?), none above"
+
+
 def returning_rows(rows: Iterable[MoveRow]) -> dict[int, tuple[str, str, int]]:
     """Move id -> target of each of `rows` whose plan found its target returning (`returning_targets`, recorded:
     a drain dropping the older segment later changes nothing); one planned before revision 0021 (None) is taken as
@@ -951,6 +1007,21 @@ def _seal_reads(rows: list[MoveRow], olds: dict[int, SegmentRow], returning: dic
         if row.id not in returning:
             wanted.setdefault(row.to_cluster, set()).add((row.to_topic, row.to_partition))
     return wanted, sealing
+
+
+def read_until(read: Callable[[set], dict], wanted: set, timeout: float,
+               wait_stopping: Callable[[float], bool]) -> dict:
+    """What `read(left)` answers for `wanted`, each one left out of an answer read again (every 0.2 s) until every one
+    was answered or `timeout` s passed, or the controller stops (`wait_stopping`: `Controller.wait_stopping`, True
+    once stopping: its stop() joins its threads for kafka_timeout + 5 s only); those never answered are left out. The
+    one retry of every Kafka read that a partition without a leader, a broker restarting, or one refusing a request a
+    moment may leave unanswered."""
+    deadline = time.monotonic() + timeout
+    found: dict = {}
+    while True:
+        found.update(read(wanted - found.keys()))
+        if found.keys() >= wanted or time.monotonic() > deadline or wait_stopping(0.2):
+            return found
 
 
 class InjectedFault(RuntimeError):

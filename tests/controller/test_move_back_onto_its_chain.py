@@ -276,22 +276,39 @@ def test_a_returning_target_that_lost_records_since_its_plan_is_not_started_belo
     assert chain.active.cluster == now_on and not chain.frozen and _later_starts_on_c1_t0(chain) == []
 
 
-def test_a_failover_is_not_rolled_back_for_a_returning_target_that_does_not_settle_at_the_seal(setup):  # noqa: F811
+def test_a_failover_whose_returning_target_is_unread_at_the_seal_makes_the_others_and_holds_it_until_read(
+        setup):  # noqa: F811
     """As the review's freeze case (tests/controller/test_s36_rvseal_review.py), c1/t/0 settled at the plan and the
-    freeze (8), its leader log end not read at the seal: the moves onto fresh partitions of c1 are sealed and made,
-    t/0's move back alone is rolled back, and the failover's next round sends t/0 to a new partition of c1."""
-    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8 if read <= 2 else None)
+    freeze (8), its leader log end not read at the seal (a broker refusing the debugging ListOffsets): the moves onto
+    fresh partitions of c1 are sealed and made. t/0's move back, frozen, is not rolled back on an unread log end (a
+    lost publish no proxy reported may have acked records above the trailing high watermark, DESIGN §6.3 point 4): it
+    is held `target_unread`, its partition frozen, and the run fails naming it. Once the log end answers again (8,
+    unchanged) the sweeper rolls it back, and the failover run again moves t/0 to c1: the old segment's tail keeps
+    every record, and the new segment on c1/t/0 starts past it. (Until s37 the move was rolled back at the seal, a
+    lost publish's records above the high watermark unchecked.)"""
+    answering = {"now": False}
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: 8 if read <= 2 or answering["now"] else None)
     kafka.ends[T0_ON_C1] = 8
     own = [p for p, chain in enumerate(api.controller.view.topics["t"].partitions)
            if chain.active.cluster == now_on and p != 0]
     assert own
     ctl, engine = _failing_over(api, kafka, now_on)
     run = engine.wait(engine.start("failover", now_on)["id"], timeout=60)
-    assert run["state"] == "done", run.get("error")
+    assert run["state"] == "failed" and "was not read" in run["error"], run
     assert {p: ctl.view.topics["t"].partitions[p].active.cluster for p in own} == dict.fromkeys(own, "c1")
     chain = ctl.view.topics["t"].partitions[0]
-    assert chain.active.cluster == "c1" and _later_starts_on_c1_t0(chain) == []
-    assert [state for state, *_ in _moves_to_c1(ctl) if state != "done"] == ["rolled_back"]
+    assert chain.active.cluster == now_on and chain.frozen and _later_starts_on_c1_t0(chain) == []
+    assert [(state, target_end) for state, _, target_end, _ in _moves_to_c1(ctl) if state != "done"] == [("held", 8)]
+
+    answering["now"] = True
+    engine.sweep_round()
+    chain = ctl.view.topics["t"].partitions[0]
+    assert [state for state, *_ in _moves_to_c1(ctl) if state != "done"] == ["rolled_back"] and not chain.frozen
+    run = engine.wait(engine.start("failover", now_on)["id"], timeout=60)
+    assert run["state"] == "done", run.get("error")
+    chain = ctl.view.topics["t"].partitions[0]
+    assert chain.active.cluster == "c1" and _later_starts_on_c1_t0(chain) == [8]  # back onto c1/t/0: it settles now
+    assert chain.readable_end(chain.segments[0]) >= 8
 
 
 def test_a_failover_does_not_send_a_partition_back_onto_a_target_that_settles_only_at_its_plans(
@@ -347,6 +364,40 @@ def test_a_returning_target_whose_log_end_is_unread_is_held_once_the_database_lo
     assert mover.recheck_held() == ids
     assert [state for state, *_ in _moves_to_c1(ctl)] == ["rolled_back"]
     assert not ctl.view.topics["t"].partitions[0].frozen
+
+
+@pytest.mark.parametrize("read_again", [8, 11], ids=["unchanged", "grew"])
+def test_a_frozen_move_held_on_an_unread_log_end_is_settled_once_the_log_end_reads(setup, read_again):  # noqa: F811
+    """Settled at 8 at the plan and the freeze, c1/t/0's leader log end is not read at the seal (its high watermark
+    5: c1 restarted). The controller saw no loss of commits, yet the move is held (`target_unread`), its partition
+    frozen (produce refused, retriable), not rolled back: a lost publish no proxy reported may have acked records
+    above the high watermark (DESIGN §6.3 point 4). The log end answers again and the sweeper reads it: 8, nothing was
+    written, so the move is rolled back and t/0 writes on where it was (nothing of c1/t/0 handed out); 11, records
+    8..10 were acked under a lost publish, so it stays held (`target_grew`), frozen, their offsets not handed out."""
+    leader_log_end: dict[str, int | None] = {"now": 8}
+    api, kafka, now_on = _c1_back_with_its_tail(setup, lambda read: leader_log_end["now"])
+    kafka.ends[T0_ON_C1] = 8
+    ctl = api.controller
+    mover, ids = _move_back(api, now_on, seal_timeout=0.5)
+    mover._freeze(ids)
+    leader_log_end["now"], kafka.ends[T0_ON_C1] = None, 5
+    with pytest.raises(MoveHeld, match="was not read"):
+        mover.run(ids)
+    assert ctl.db_regression is None
+    assert _moves_to_c1(ctl) == [("held", 8, 8, None)] and ctl.view.topics["t"].partitions[0].frozen
+    assert mover.sweep() == [] and _moves_to_c1(ctl) == [("held", 8, 8, None)]  # still unread: read next round
+
+    leader_log_end["now"] = read_again
+    mover.sweep()
+    with ctl.session() as s:
+        row = s.get_one(MoveRow, ids[0])
+        settled = (row.state, row.held_for)
+    chain = ctl.view.topics["t"].partitions[0]
+    assert chain.active.cluster == now_on and _later_starts_on_c1_t0(chain) == []
+    if read_again == 8:
+        assert settled == ("rolled_back", "target_unread") and not chain.frozen
+    else:
+        assert settled == ("held", "target_grew") and chain.frozen
 
 
 def test_a_move_planned_before_the_upgrade_whose_target_grew_is_held_once_the_database_lost_commits(setup):  # noqa: F811

@@ -3,6 +3,7 @@ Real brokers and proxies are in tests/workflows."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -135,7 +136,8 @@ def test_the_seal_read_retries_a_new_leader_without_a_high_watermark_yet():
     admin = KafkaAdmin(timeout=1)
     answers = _ListOffsetsAnswers([(KafkaError.OFFSET_NOT_AVAILABLE,), -1, 42])
     admin._clients[("c1", "c1:9092")] = answers
-    mover = Mover(SimpleNamespace(settings=SimpleNamespace(lease_ms=10_000), kafka=admin), ack_timeout=1)
+    mover = Mover(SimpleNamespace(settings=SimpleNamespace(lease_ms=10_000), kafka=admin,
+                                  wait_stopping=threading.Event().wait), ack_timeout=1)
     assert mover.read_ends({"c1": {("t", 0)}}, {"c1": "c1:9092"}) == {("c1", "t", 0): 42}
     assert answers.reads == 3
 

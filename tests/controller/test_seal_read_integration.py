@@ -77,7 +77,8 @@ def test_the_log_end_is_read_above_a_stalled_high_watermark(three_brokers):
         assert kafka.log_end_offsets("trio", bootstrap, [("stall", 0)]) == {("stall", 0): 5}
         # the seal read waits for the followers (resumed a moment later) rather than seal at 3
         threading.Timer(1.0, lambda: [os.kill(f.pid, signal.SIGCONT) for f in followers]).start()
-        mover = Mover(SimpleNamespace(settings=SimpleNamespace(lease_ms=10_000), kafka=kafka), seal_timeout=60)
+        mover = Mover(SimpleNamespace(settings=SimpleNamespace(lease_ms=10_000), kafka=kafka,
+                                        wait_stopping=threading.Event().wait), seal_timeout=60)
         wanted = {"trio": {("stall", 0)}}
         assert mover.read_settled_ends(wanted, {"trio": bootstrap}, {("trio", "stall", 0)}) == {
             ("trio", "stall", 0): 5}
