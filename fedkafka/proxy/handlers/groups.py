@@ -80,6 +80,12 @@ PAST_FENCE = ("proxy fence ran out: committed offsets neither read nor written u
               "coordination cluster may have moved)")
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
+# An OffsetFetch that finds this proxy past its fence waits for a renewal, up to this many rounds of this long, before
+# it is refused (`_wait_for_renewal`): librdkafka does not retry the NOT_COORDINATOR of its assignment's OffsetFetch
+# and consumes those partitions no more until the group's next rebalance, so a renewal late by a second on a loaded
+# machine stalled them for good. Twice the rounds (before the lookup and after it) stay within MAX_PLAN_ROUNDS.
+FENCE_RENEWAL_ROUNDS = 12
+FENCE_RENEWAL_STEP_S = 0.25
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -101,14 +107,19 @@ def handle(ctx: Context, header, request):
     return _authorized(ctx, coordination, request)
 
 
-def _authorized(ctx: Context, coordination: str | None, request, budget: _AnswerBudget | None = None):
+def _authorized(ctx: Context, coordination: str | None, request, budget: _AnswerBudget | None = None,
+                waited: int = 0):
     """A group request whose groups the principal may all use, on its way to the coordinator. `budget`: a
     DescribeGroups answer's (`_per_group`), shared with the repeats of its groups. The proxy's own coordinator
     conditions (`_unavailable`) are answered only now, authorized, as Kafka's coordinator is asked only once
-    KafkaApis authorized the request; an OffsetCommit's after its topics are (`_offset_commit`)."""
+    KafkaApis authorized the request; an OffsetCommit's after its topics are (`_offset_commit`). An OffsetFetch past
+    the fence first waits for its renewal (`waited`: the rounds it did), then starts over with the view of then."""
     key = request.__api_key__
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)  # its coordinator conditions after its topics' ACLs
+    if not ctx.lease_valid and (wait := _wait_for_renewal(ctx, request, waited, lambda now, rounds: _authorized(
+            now, now.view.coordination_cluster, request, budget, rounds))) is not None:
+        return wait
     unavailable = _unavailable(ctx, coordination, request)
     if unavailable is not None or coordination is None:
         return failure(request, unavailable or ErrorCode.coordinator_not_available)
@@ -148,6 +159,18 @@ def _unavailable(ctx: Context, coordination: str | None, request) -> ErrorCode |
     if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
         return ErrorCode.coordinator_load_in_progress
     return None
+
+
+def _wait_for_renewal(ctx: Context, request, waited: int, resume: Callable[[Context, int], object]) -> Plan | None:
+    """For an OffsetFetch that finds this proxy past its fence: a round of FENCE_RENEWAL_STEP_S, after which
+    `resume` is called with the context as the proxy stands then (its fence maybe renewed, its view maybe newer) and
+    the rounds waited. None, to refuse it now: another API (a refused commit is sent again at the next commit, a
+    deletion by the AdminClient), no proxy state that could be renewed, or FENCE_RENEWAL_ROUNDS spent. Nothing is
+    sent upstream meanwhile, and the refusal, if it comes, is counted once."""
+    if request.__api_key__ != OFFSET_FETCH or ctx.live is None or waited >= FENCE_RENEWAL_ROUNDS:
+        return None
+    return Plan((), lambda _results: resume(as_now(ctx) or ctx, waited + 1), barrier=True,
+                delay_s=FENCE_RENEWAL_STEP_S)
 
 
 def _past_fence(ctx: Context, request) -> bool:
@@ -257,8 +280,12 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         return failure(request, ErrorCode.none)
     lookup = FindCoordinatorRequest(key_type=i8(GROUP_KEY), coordinator_keys=tuple(groups))
 
-    def route(results: list):
-        if fence is not None and _past_fence(as_now(fence) or fence, request):
+    def route(results: list, waited: int = 0):
+        now = None if fence is None else as_now(fence) or fence
+        if now is not None and not now.lease_valid and (wait := _wait_for_renewal(
+                now, request, waited, lambda _now, rounds: route(results, rounds))) is not None:
+            return wait  # an OffsetFetch whose fence ran out during the lookup: the lookup's answer still holds
+        if now is not None and _past_fence(now, request):
             return failure(request, ErrorCode.not_coordinator)
         found = results[0]
         if isinstance(found, UpstreamError):
