@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from pathlib import Path
 
 ACTIVE_HEADER = "x-fedkafka-active"
 # the header a proxy presents its member secret in: on its heartbeats, and on its registrations (the secret it chose
@@ -53,6 +54,22 @@ def token_problem(token: str) -> str | None:
         return ("holds a line break, a blank or a character other than printable ASCII inside: a token is one word of "
                 "printable ASCII")
     return None
+
+
+class TokenFileRefused(ValueError):
+    """A token file `token_problem` refuses; its message is `<file> <problem>`, never the token."""
+
+
+def read_token(path: Path) -> str:
+    """The token in the file `path`, its ends stripped: the one reader of every token file (the controller's, the
+    CLI's, the proxies' and the name services'), each caller saying a refusal in its own words. Raises OSError (not
+    readable) or TokenFileRefused (`token_problem`)."""
+    # bytes that are not UTF-8 become U+FFFD, which the rule refuses with the rest (not a UnicodeDecodeError's crash)
+    token = path.read_bytes().decode("utf-8", errors="replace").strip()
+    problem = token_problem(token)
+    if problem is not None:
+        raise TokenFileRefused(f"{path} {problem}")
+    return token
 
 
 def split_urls(value: str) -> list[str]:

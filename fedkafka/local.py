@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedkafka.controllers import TokenFileRefused, read_token
 from fedkafka.kafka.cluster import ClusterError, LocalKafkaCluster, kill_group, pid_alive, port_open, stop_clusters
 from fedkafka.kafka.dist import KafkaDist, ensure_kafka
 from fedkafka.local_security import DEMO_USER, PLAINTEXT, SASL_SSL, LocalSecurity, demo_acl_bindings, write_secret_file
@@ -405,7 +406,10 @@ def controller_api(state: LocalState):
     if not ctls:
         raise RuntimeError("no local controller: run `fedkafka local up` first")
     url = next((c["url"] for c in ctls if _holds_leader_row(controller_health(c["url"]) or {})), ctls[0]["url"])
-    token = Path(ctls[0]["token_file"]).read_text().strip()
+    try:
+        token = read_token(Path(ctls[0]["token_file"]))
+    except (OSError, TokenFileRefused) as e:  # a RuntimeError: `local up` and `local demo` say it in one line
+        raise RuntimeError(f"the local controller's token file: {e}") from None
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedkafka.controller.client import AdminClient, AdminError, locate
-from fedkafka.controllers import token_problem
+from fedkafka.controllers import TokenFileRefused, read_token
 from fedkafka.observe import logs
 
 console = Console()
@@ -163,7 +163,14 @@ def _database_url(db: str | None, db_file: Path | None) -> str:
         _fail("give --db or --db-file, not both", 2)
     if db_file is None:
         return db or DEFAULT_DB
-    return _read_token(db_file, "--db-file")
+    # a URL, not a token: a blank inside is the URL's (a path, a PostgreSQL option), so not the token rule
+    try:
+        first_line = next(iter(db_file.read_text().splitlines()), "").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read --db-file: {e}", 2)
+    if not first_line:
+        _fail(f"--db-file {db_file}: its first line is empty, no database URL", 2)
+    return first_line
 
 
 def _load_env_file(env_file: Path | None) -> None:
@@ -186,13 +193,11 @@ def _load_env_file(env_file: Path | None) -> None:
 
 def _read_token(token_file: Path, option: str = "--token-file") -> str:
     try:
-        token = token_file.read_text().strip()
+        return read_token(token_file)
     except OSError as e:
         _fail(f"cannot read {option}: {e}", 2)
-    problem = token_problem(token)
-    if problem is not None:
-        _fail(f"{option} {token_file} {problem}", 2)
-    return token
+    except TokenFileRefused as refused:
+        _fail(f"{option} {refused}", 2)
 
 
 def _read_tokens(token_file: Path, service_token_file: Path | None, routing_token_file: Path | None = None):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from fedkafka.controllers import token_problem
+from fedkafka.controllers import TokenFileRefused, read_token
 from fedkafka.nameservice.app import serve, split_hostport
 from fedkafka.nameservice.resolver import ControllerResolver
 from fedkafka.observe import logs
@@ -99,8 +99,9 @@ def register(app: typer.Typer) -> None:
 
 def _read_token(token_file: Path) -> str:
     """The controller token in `token_file`, refused (naming the file, never the token) by the controller's rule."""
-    token = token_file.read_text().strip()
-    problem = token_problem(token)
-    if problem is not None:
-        raise typer.BadParameter(f"{token_file} {problem}", param_hint="--token-file")
-    return token
+    try:
+        return read_token(token_file)
+    except OSError as e:  # the controller's, the CLI's and the proxy's words for it
+        raise typer.BadParameter(f"cannot read --token-file: {e}") from None
+    except TokenFileRefused as refused:
+        raise typer.BadParameter(str(refused), param_hint="--token-file") from None

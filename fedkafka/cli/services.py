@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
-from fedkafka.controllers import token_problem
+from fedkafka.controllers import TokenFileRefused, read_token
 from fedkafka.proxy.core.limits import Limits
 from fedkafka.security.listeners import Listener, TlsFiles, parse_listener
 from fedkafka.security.proxy_header import parse_sources
@@ -199,11 +199,11 @@ def _view_source(controller: str | None, token_file: Path | None, view_file: Pat
         if token_file is None:
             _fail("--controller needs --token-file")
         try:
-            token = token_file.read_text().strip()
+            token = read_token(token_file)
         except OSError as e:
             _fail(f"cannot read --token-file: {e}")
-        if (problem := token_problem(token)) is not None:
-            _fail(f"--token-file {token_file} {problem}")
+        except TokenFileRefused as refused:
+            _fail(f"--token-file {refused}")
     elif view_file is not None and not view_file.is_file():
         _fail(f"--view-file {view_file} does not exist")
     if view_cache is not None and controller is None:

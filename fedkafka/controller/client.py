@@ -18,7 +18,9 @@ from fedkafka.controllers import (
     TAKEOVER_MAX_PAUSE_S,
     ControllerList,
     RoundWalk,
+    TokenFileRefused,
     not_active_words,
+    read_token,
     takeover_under_way,
     tls_verify,
     token_problem,
@@ -61,10 +63,11 @@ def locate(url: str | None = None, token_file: Path | None = None, state_root: P
 
 def _read_token(path: Path) -> str:
     try:
-        token = path.read_text().strip()
+        return read_token(path)
     except OSError as e:
         raise AdminError(f"cannot read token file {path}: {e}") from None
-    return _checked_token(token, f"token file {path}")
+    except TokenFileRefused as refused:
+        raise AdminError(f"the token file {refused}") from None
 
 
 def _checked_token(token: str, where: str) -> str:

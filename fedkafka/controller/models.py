@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fedkafka.view.model import marked_given_up
+
 
 class Base(DeclarativeBase):
     pass
@@ -288,12 +290,8 @@ class AclRow(Base):
 
 
 def cluster_given_up(row: ClusterRow) -> bool:
-    """Whether the operator gave the cluster up, as the view says it (docs/DESIGN.md §9.2): never while active (an
-    older controller making a given-up cluster active again leaves the column as it was); the column when a
-    controller with the mark set it; NULL read as before the mark: read_only is given up, draining is not."""
-    if row.state == "active":
-        return False
-    return row.state == "read_only" if row.given_up is None else bool(row.given_up)
+    """Whether the operator gave the cluster up, as the view says it (the view's rule, `marked_given_up`)."""
+    return marked_given_up(row.state, row.given_up)
 
 
 def gives_up_nothing(row: ClusterRow) -> bool:

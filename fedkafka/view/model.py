@@ -49,17 +49,24 @@ class Cluster:
     # a failover gave the cluster up (set with its read_only step, cleared by read_only -> active): a timestamp
     # question leaves its segments out while it is dead; a decommission's read_only step gives nothing up
     # (docs/DESIGN.md §9.2). None: the view does not say (composed by a controller from before the mark), and
-    # read_only is taken for given up, as it was then (`gave_up`); a controller with the mark reads its database's
-    # NULL (a state an older controller set) the same way and always says (`controller.models.cluster_given_up`)
+    # read_only is taken for given up, as it was then (`marked_given_up`); a controller with the mark reads its
+    # database's NULL (a state an older controller set) the same way and always says (`controller.models`)
     given_up: bool | None = None
 
     @property
     def gave_up(self) -> bool:
-        """Whether the operator gave this cluster up: removed, a failover's mark, or (a view without the mark)
-        read_only."""
-        if self.state == ClusterState.REMOVED:
-            return True
-        return self.state == ClusterState.READ_ONLY if self.given_up is None else self.given_up
+        """Whether the operator gave this cluster up: removed, or marked so (`marked_given_up`)."""
+        return self.state == ClusterState.REMOVED or marked_given_up(self.state, self.given_up)
+
+
+def marked_given_up(state: str, mark: bool | None) -> bool:
+    """Whether a cluster in `state` with the given-up `mark` (a view's `given_up`, the database's `clusters.given_up`)
+    is given up, the one rule for both (docs/DESIGN.md §9.2): never while active (an older controller making a
+    given-up cluster active again leaves the column as it was); else the mark; no mark (NULL, or a view from a
+    controller before it) read as before the mark: read_only is given up, draining is not."""
+    if state == ClusterState.ACTIVE:
+        return False
+    return state == ClusterState.READ_ONLY if mark is None else bool(mark)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ CASES = [
     ("decommission.yml", [], "decommission.yml needs -e cluster=<name>"),
     ("decommission.yml", ["-e", "cluster=c2"], "not the coordination cluster"),
     ("site.yml", ["-e", "fedkafka_api_token=short"], "fedkafka_api_token must be set"),
+    ("site.yml", ["-e", '{"fedkafka_api_token": "0123456789abcdef and a note"}'], "one word of 16+ printable ASCII"),
+    ("site.yml", ["-e", '{"fedkafka_api_token": "0123456789abcdef\\nnote"}'], "one word of 16+ printable ASCII"),
     ("site.yml", ["-e", "fedkafka_controller_url=controller:8780"], "fedkafka_controller_url must be set"),
     ("site.yml", ["-e", "fedkafka_controller_url=http://127.0.0.1:1,ftp://b:2"], "got 'http://127.0.0.1:1,ftp://b:2'"),
     ("site.yml", ["-e", "fedkafka_controller_url= , "], "fedkafka_controller_url must be set"),

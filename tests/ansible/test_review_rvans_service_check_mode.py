@@ -93,3 +93,23 @@ def test_run_after_check_makes_no_change_when_all_runs(state_dir):
     predicted, _ = _run(state_dir, playbook, "--check")
     done, run_out = _run(state_dir, playbook)
     assert (predicted, done) == (0, 0), run_out[-2000:]
+
+
+def test_check_mode_on_a_new_host_without_a_state_dir_predicts_the_run(state_dir):
+    """s37: the first --check of a host, before anything made `fedkafka_state_dir`: the service's run digest
+    (`<state dir>/<service>.run-digest`) is read from a directory that is not there and would be written into it.
+    --check fails nothing, writes nothing (not even the directory), and predicts the run's changes, the stamp's
+    among them; the run then writes the stamp."""
+    playbook = state_dir.with_name(state_dir.name + "-play.yml")
+    playbook.write_text(PLAY % {"python": sys.executable})
+    state_dir.rmdir()  # a brand-new host: the fixture's teardown stops the supervisord the run starts
+    try:
+        predicted, check_out = _run(state_dir, playbook, "--check")
+        assert not state_dir.exists(), check_out[-2000:]
+        stamp_task = check_out.split("Stamp what it runs with: rvans-sleeper", 1)[1].split("TASK [", 1)[0]
+        assert "changed: [localhost]" in stamp_task, stamp_task
+        done, run_out = _run(state_dir, playbook)
+    finally:
+        playbook.unlink()
+    assert (state_dir / "rvans-sleeper.run-digest").read_text().strip(), run_out[-2000:]
+    assert predicted == done, f"--check predicted changed={predicted}, the run made changed={done}"

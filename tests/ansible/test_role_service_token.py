@@ -30,7 +30,7 @@ PLAY_ORDER = (CONTROLLER, NAME_SERVICE, PROXY)  # site.yml's and upgrade.yml's p
 
 
 def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "", groups: tuple[str, ...] = (CONTROLLER,),
-                 *options: str, prune_group: str = "") -> subprocess.CompletedProcess:
+                 *options: str, prune_group: str = "", api_token: str = API_TOKEN) -> subprocess.CompletedProcess:
     """token.yml then token_prune.yml (as a role of `prune_group` includes it after its service; default: the
     host's last group in the plays' order) on localhost, a host of `groups` (the files follow the host's groups)."""
     prune_group = prune_group or max(groups, key=lambda g: PLAY_ORDER.index(g) if g in PLAY_ORDER else -1)
@@ -54,7 +54,7 @@ def _token_tasks(tmp_path: Path, service_token: str, routing_token: str = "", gr
 """)
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps({"fedkafka_state_dir": str(tmp_path), "fedkafka_config_dir": str(tmp_path / "etc"),
-                                 "fedkafka_api_token": API_TOKEN, "fedkafka_controller_service_token": service_token,
+                                 "fedkafka_api_token": api_token, "fedkafka_controller_service_token": service_token,
                                  "fedkafka_controller_routing_token": routing_token}))
     extra.chmod(0o600)
     (tmp_path / "etc").mkdir(exist_ok=True)
@@ -164,6 +164,27 @@ def test_a_routing_token_blank_or_another_but_for_blanks_is_refused(tmp_path, bl
     refused = _token_tasks(tmp_path, SERVICE_TOKEN, blank)
     assert refused.returncode != 0 and "fedkafka_controller_routing_token must be" in refused.stdout, \
         refused.stdout[-3000:]
+
+
+NOT_ONE_WORD = {"line-break": "{}\nissued for the CI runner", "blank": "{} and a note", "tab": "{}\tx",
+                "non-ascii": "caf\u00e9-{}", "control": "{}\u007f"}
+CHECK_OF = {"api": "fedkafka_api_token must be set", "service": "fedkafka_controller_service_token must be",
+            "routing": "fedkafka_controller_routing_token must be"}
+
+
+@pytest.mark.parametrize("which", CHECK_OF)
+@pytest.mark.parametrize("kind", NOT_ONE_WORD)
+def test_a_token_that_is_not_one_word_of_printable_ascii_is_refused_before_any_file_is_written(tmp_path, which, kind):
+    """s37: the roles took any string of 16+ characters; one the controller, proxy or name service then refuses at
+    start (`token_problem`: a line break, a blank or a character other than printable ASCII inside) was written and
+    the service restarted into the refusal. Refused by the check now, naming the variable, never the token."""
+    tokens = {"api": API_TOKEN, "service": SERVICE_TOKEN, "routing": ROUTING_TOKEN}
+    tokens[which] = NOT_ONE_WORD[kind].format(tokens[which])  # still 16+ characters, and unlike the others
+    refused = _token_tasks(tmp_path, tokens["service"], tokens["routing"], api_token=tokens["api"])
+    assert refused.returncode != 0, refused.stdout[-3000:]
+    said = " ".join(refused.stdout.split())
+    assert CHECK_OF[which] in said and "one word of 16+ printable ASCII characters" in said, refused.stdout[-3000:]
+    assert not (tmp_path / "etc" / f"{which}-token").exists()
 
 
 def _removes_files(tasks: list[dict]) -> bool:

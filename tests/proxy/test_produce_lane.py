@@ -879,8 +879,7 @@ def test_an_idempotent_request_out_of_its_steady_state_is_left_untouched(case):
         change(table)
         before = table_state(table)
         request = frame(parts)
-        loop = asyncio.get_running_loop()
-        assert d.lane.start(request, 9, 11, 0, None, loop) is None
+        assert d.lane.start(request, 0, None) is None
         assert table_state(table) == before and broker.frames == [] and d.lane.taken == 0
     run(scenario)
 
@@ -894,7 +893,7 @@ def test_an_idempotent_producer_without_its_own_open_connection_is_left_to_the_g
         d = await proxy(view(), broker, producer_ids=table, warm=False)
         await d.pool.get("127.0.0.1", broker.port, 0, "c1")  # the slot's, not the producer's
         before = table_state(table)
-        assert d.lane.start(frame({0: batch(1, PID, 0, 5)}), 9, 11, 0, None, asyncio.get_running_loop()) is None
+        assert d.lane.start(frame({0: batch(1, PID, 0, 5)}), 0, None) is None
         assert table_state(table) == before and broker.frames == []
         assert answers_of(await generic(d, frame({0: batch(1, PID, 0, 5)})))[0][:2] == (0, 100)  # it connects
         assert answers_of(await ask(d, frame({0: batch(1, PID, 0, 6)})))[0][:2] == (0, 100) and d.lane.taken == 1

@@ -14,6 +14,9 @@ brokers' api versions changed just before it (Produce v9-12 no longer served). T
 answers, the lane's counts, the writes in flight and those held as abandoned, the metrics and the log lines are
 compared.
 
+Its copy of `Dispatcher.start_now` (main's code then, unchanged by session 36) went with session 37's cut of that call
+(the lane's own `ProduceLane.start` is the dispatcher's `start_now`): test_s37_produce_cut.py compares that one.
+
 The stand-in broker, view and dispatcher are test_produce_lane.py's."""
 
 from __future__ import annotations
@@ -68,16 +71,6 @@ def _main_send(self, request, expect_response=True, client_id=None):
     return fut
 
 
-def _main_start_now(self, frame, slot, session=None):
-    lane = self.lane
-    if lane is None or len(frame) < dispatch._HEADER.size:
-        return None
-    api_key, version, correlation_id = dispatch._HEADER.unpack_from(frame)
-    if api_key != dispatch.PRODUCE_API_KEY:
-        return None
-    return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
-
-
 def _main_route(self, api_key, version):
     advertised = self._advertised
     if advertised is None or self.physical.changed.is_set():
@@ -113,7 +106,6 @@ def code_of(side: str):
     with pytest.MonkeyPatch.context() as patch:
         if side == "main":
             patch.setattr(UpstreamConnection, "send", _main_send)
-            patch.setattr(Dispatcher, "start_now", _main_start_now)
             patch.setattr(Dispatcher, "_route", _main_route)
             patch.setattr(rec, "lane_written", _main_lane_written)
             patch.setattr(produce_handler.UpstreamProduce, "frame_parts", _main_frame_parts)  # LaneProduce's too

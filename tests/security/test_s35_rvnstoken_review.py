@@ -40,6 +40,7 @@ import jinja2
 import pytest
 import typer
 import yaml
+from ansible.plugins.test.core import TestModule as AnsibleTests
 
 from fedkafka.cli.admin import _read_tokens
 from fedkafka.controller.scopes import Tokens
@@ -51,9 +52,11 @@ HOST_OF = {"fedkafka_controller": "c1", "fedkafka_nameservice": "ns1", "fedkafka
 
 
 def _true(expression: Any, variables: dict[str, Any]) -> bool:
-    """An Ansible `when` (a string or a list of them, all true), rendered with Jinja as Ansible would."""
+    """An Ansible `when` (a string or a list of them, all true), rendered with Jinja as Ansible would: with
+    Ansible's tests (token.yml's `match`, the one-word rule)."""
     expressions = expression if isinstance(expression, list) else [expression]
     environment = jinja2.Environment()
+    environment.tests.update(AnsibleTests().tests())
     return all(bool(environment.compile_expression(str(e))(**variables)) for e in expressions)
 
 
@@ -114,7 +117,7 @@ def test_the_role_refuses_every_routing_token_the_controller_refuses(tmp_path, r
         (tmp_path / name).write_text(token + "\n")
     with pytest.raises(typer.Exit):  # the controller: equal to another once stripped, or empty
         _read_tokens(tmp_path / "op", tmp_path / "svc", tmp_path / "routing")
-    check = next(t for t in yaml.safe_load((ROOT / "roles/fedkafka_common/tasks/token.yml").read_text())
+    check = next(t for t in yaml.safe_load((ROOT / "roles/fedkafka_common/tasks/token_check.yml").read_text())
                  if t["name"] == "Check the routing token")
     variables = {"fedkafka_api_token": API, "fedkafka_controller_service_token": SERVICE,
                  "fedkafka_controller_routing_token": routing}

@@ -76,7 +76,8 @@ class ClientConnection:
         self._stalled: tuple[list[_InFlight], list[bytes | codec.Chunks], bool] | None = None  # for the task
         self._broken = False  # writing failed: the answers still due are dropped
         self._reader_done = False  # run(): the reader ended, the writer ends once every answer is out
-        # a dispatcher with a Produce lane takes its requests without a coroutine (`Dispatcher.start_now`)
+        # a dispatcher with a Produce lane takes its requests without a coroutine (`Dispatcher.start_now`: the
+        # lane's own start, read once here; a dispatcher's lane is made with it)
         self._start_now = getattr(dispatcher, "start_now", None)
         self._last_active = self._loop.time()
         self._read_task: asyncio.Task | None = None
@@ -119,17 +120,39 @@ class ClientConnection:
 
     # -- reading -------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
+        """Take a request slot, then a frame: staged whole with room in both budgets (`ClientFrames.take_whole`:
+        one copy, no clock, no wait; pipelined requests usually are), else by the waiting path (`_read_frame`);
+        offer it to the dispatcher's Produce lane first, synchronously (`Dispatcher.start_now`), else dispatch it
+        (`_dispatch`). The usual Produce thus costs no coroutine and no Python call of the connection's own but
+        the queueing of its answer (`_queued`)."""
+        start_now = self._start_now  # a dispatcher with a Produce lane takes its requests without a coroutine
+        frame: bytes | memoryview | None
         try:
             while not self._closing:
                 if self._free_slots > 0:
                     self._free_slots -= 1
                 else:
                     await self._take_slot()
-                try:  # a frame staged whole that the lane takes: no coroutine (the usual Produce)
-                    frame = self._buffered_frame()
-                    if (frame is None or not self._started_now(frame)) and not await self._read_one(frame):
-                        self._give_slot()
-                        return
+                try:
+                    limits = self.limits  # a larger frame before SASL authentication: the waiting path reports it
+                    frame = self.reader.take_whole(limits.max_frame_bytes if self.session.authenticated else
+                                                   min(limits.max_frame_bytes, limits.max_pre_auth_frame_bytes),
+                                                   self.held, self.budget)
+                    if frame is None:
+                        frame = await self._read_frame()
+                        if frame is None:  # the client closed cleanly
+                            self._give_slot()
+                            return
+                    if start_now is not None:
+                        try:
+                            pending = start_now(frame, self.slot, self.session)
+                        except BaseException:
+                            self._unhold(len(frame))
+                            raise
+                        if pending is not None:  # the lane took it
+                            self._queued(pending, len(frame))
+                            continue
+                    await self._dispatch(frame)
                 except BaseException:
                     self._give_slot()
                     raise
@@ -157,15 +180,8 @@ class ClientConnection:
         if freed is not None and not freed.done():
             freed.set_result(None)
 
-    async def _read_one(self, frame: bytes | memoryview | None) -> bool:
-        """Dispatch one frame: `frame`, staged whole and left by the lane (`_read_loop` offered it), or the next
-        one read by the waiting path (False: the client closed cleanly)."""
-        if frame is None:
-            frame = await self._read_frame()
-            if frame is None:
-                return False
-            if self._started_now(frame):
-                return True
+    async def _dispatch(self, frame: bytes | memoryview) -> None:
+        """Dispatch a frame the lane left (or with no lane) by the generic path, and queue its answer."""
         size = len(frame)
         self._dispatching = True
         try:
@@ -179,7 +195,6 @@ class ClientConnection:
         finally:
             self._dispatching = False
         self._queued(pending, size)
-        return True
 
     async def _read_frame(self) -> bytes | memoryview | None:
         """The next frame by the waiting path: its first byte, size and body, held in the budgets (None: the
@@ -200,22 +215,6 @@ class ClientConnection:
                              f"SASL authentication (--max-pre-auth-frame-bytes)")
         return await self._read_body(size, started)
 
-    def _started_now(self, frame: bytes | memoryview) -> bool:
-        """Whether the dispatcher's Produce lane took the frame (synchronously: `Dispatcher.start_now`); then its
-        answer is queued."""
-        start_now = self._start_now
-        if start_now is None:
-            return False
-        try:
-            pending = start_now(frame, self.slot, self.session)
-        except BaseException:
-            self._unhold(len(frame))
-            raise
-        if pending is None:
-            return False
-        self._queued(pending, len(frame))
-        return True
-
     def _queued(self, pending: asyncio.Future, size: int) -> None:
         """A dispatched request's answer, queued for the writer in request order."""
         self._in_flight += 1
@@ -233,15 +232,6 @@ class ClientConnection:
             log.warning("authentication failed for client %s on %s listener: %s; closing", self.peer,
                         self.session.protocol, self.session.failed)
             self._closing = True
-
-    def _buffered_frame(self) -> bytes | None:
-        """The next frame when it is staged whole and both budgets have room for it now, held and taken with
-        one copy, no clock and no wait (pipelined requests usually are here whole: their size, body and
-        holds were three reads, two timers' checks and a hold); None: read it by the waiting path."""
-        limits = self.limits
-        return self.reader.take_whole(limits.max_frame_bytes if self.session.authenticated else
-                                      min(limits.max_frame_bytes, limits.max_pre_auth_frame_bytes),
-                                      self.held, self.budget)
 
     async def _read_body(self, size: int, started: float) -> bytes | memoryview:
         """The frame's body, its bytes held in the budgets (nothing held if this raises).
@@ -520,8 +510,9 @@ class ClientConnection:
         """Give back the batch's bytes and slots, and let go of its answers: uncharged now, they (and the broker
         frames they view) must not stay alive in a local while the connection waits for its next request."""
         n = 0
-        for done in batch:
-            n += done.done()
+        for done in batch:  # the bytes to give back once an answer was written (or dropped)
+            done.finished = True  # a done-callback scheduled but not yet run must not charge any more
+            n += done.size + done.answer_bytes
         self._unhold(n)
         self._in_flight -= len(batch)
         if not self._in_flight and self._awaiting_request:  # its last answer while it waits idle: no buffer held
@@ -645,11 +636,6 @@ class _InFlight:
         self.size = size
         self.answer_bytes = 0
         self.finished = False
-
-    def done(self) -> int:
-        """The bytes to give back once the answer was written (or dropped)."""
-        self.finished = True  # a done-callback scheduled but not yet run must not charge any more
-        return self.size + self.answer_bytes
 
     def _answered(self, _pending: asyncio.Future) -> None:
         """The answer exists: written now when it heads the queue and nothing is being written

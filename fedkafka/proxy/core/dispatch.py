@@ -71,6 +71,10 @@ ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-to
 Answer = bytes | codec.Chunks | CloseConnection | None
 
 
+def _no_lane(frame: bytes | memoryview, slot: int, session: Session | None = None) -> None:
+    """`Dispatcher.start_now` of a dispatcher without a Produce lane: it takes nothing."""
+    return None
+
 
 class _NotSent(Exception):
     """A produce (or a group offset write) kept from going upstream (lease run out, client deadline passed): reason
@@ -274,16 +278,14 @@ class Dispatcher:
             self._authorizer = (view, Authorizer(view.acls, self.super_users))
         return self._authorizer[1]
 
-    def start_now(self, frame: bytes | memoryview, slot: int, session: Session | None = None) -> asyncio.Future | None:
-        """The answer future of a request the Produce lane takes, taken synchronously (no coroutine, as `start`
-        is); None: the lane leaves it (then `start(..., lane=False)`: it is not asked twice)."""
+    @property
+    def start_now(self) -> Callable[..., asyncio.Future | None]:
+        """`start_now(frame, slot, session=None)`: the answer future of a request the Produce lane takes, taken
+        synchronously (no coroutine, as `start` is); None: the lane leaves it (then `start(..., lane=False)`: it is
+        not asked twice). The lane's own `ProduceLane.start`, which a connection reads once and calls per request
+        (a call less a request than a method of the dispatcher's calling it); without a lane, `_no_lane`."""
         lane = self.lane
-        if lane is None or len(frame) < _HEADER.size:  # too short: `start` reports it
-            return None
-        api_key, version, correlation_id = _HEADER.unpack_from(frame)  # codec.peek_header, without the call
-        if api_key != PRODUCE_API_KEY:
-            return None
-        return lane.start(frame, version, correlation_id, slot, session, self._loop or self.loop)
+        return _no_lane if lane is None else lane.start
 
     def close_drained_upstream(self) -> int:
         """The drain's last resort (`server.InflightProduce`, after DRAIN_PATIENCE_S): close every upstream
@@ -301,7 +303,7 @@ class Dispatcher:
         loop = self._loop or self.loop  # saved once: the property is a call, and start used it six times
         api_key, version, correlation_id = codec.peek_header(frame)
         if lane and api_key == PRODUCE_API_KEY and self.lane is not None and \
-                (taken := self.lane.start(frame, version, correlation_id, slot, session, loop)) is not None:
+                (taken := self.lane.start(frame, slot, session)) is not None:
             return taken  # the common Produce, answered by the lane; anything else goes on below, as before
         counts = self.writes_in_flight if api_key in DRAINED_API_KEYS else None
         if counts is not None:  # by the view version it is routed with (the handler reads it before any wait)

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 from fedkafka.protocol import codec
 from fedkafka.protocol import records as rec
 from fedkafka.proxy.core.dispatch import (
+    _HEADER,
     SLOW_REQUEST_S,
     Dispatcher,
     _Answer,
@@ -129,9 +130,16 @@ class ProduceLane:
         self._targets: dict[tuple[str, int], Broker] = {}
         self._deadlines: dict[object, _Deadlines] = {}  # by upstream connection
 
-    def start(self, frame: bytes | memoryview, version: int, correlation_id: int, slot: int,
-              session: Session | None, loop: asyncio.AbstractEventLoop) -> asyncio.Future | None:
+    def start(self, frame: bytes | memoryview, slot: int, session: Session | None = None) -> asyncio.Future | None:
+        """The answer future of a Produce request the lane takes (None: it leaves it, or the frame is no Produce or
+        too short: `Dispatcher.start` reports that). The dispatcher's `start_now` (a connection calls it directly)."""
+        if len(frame) < _HEADER.size:
+            return None
+        api_key, version, correlation_id = _HEADER.unpack_from(frame)  # codec.peek_header, without the call
+        if api_key != PRODUCE_API_KEY:
+            return None
         d = self.dispatcher
+        loop = d._loop or d.loop
         # a session still to authenticate or with a lifetime has its requests checked first: not the lane's
         if session is not None and (not session.authenticated or session.expires_at is not None):
             return None
