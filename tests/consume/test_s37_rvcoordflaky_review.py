@@ -24,11 +24,6 @@ from fedkafka.proxy.plan import AnyBroker, Plan
 MOVED = dataclasses.replace(VIEW, version=VIEW.version + 3, coordination_cluster="c3")  # a coordination move c1 -> c3
 
 
-@pytest.mark.xfail(strict=True, reason="[data] an OffsetFetch whose fence ran out during its coordinator lookup, "
-                   "resumed after the renewal, is sent to the coordination cluster of the view it was routed under "
-                   "(the lookup's answer and `coordination` kept in `route`'s closure), not the view of then: after "
-                   "a coordination move that switched meanwhile it reads the old cluster's offsets, older than the "
-                   "commits made on the new one since the switch -> records consumed twice")
 def test_an_offset_fetch_resumed_after_a_coordination_move_reads_the_new_coordination_cluster():
     state, dispatcher, refusals = _fenced_proxy()
     state.lease_deadline = time.monotonic() + 3600

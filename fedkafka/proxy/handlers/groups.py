@@ -83,7 +83,8 @@ JOIN_MARGIN_S = 15.0
 # An OffsetFetch that finds this proxy past its fence waits for a renewal, up to this many rounds of this long, before
 # it is refused (`_wait_for_renewal`): librdkafka does not retry the NOT_COORDINATOR of its assignment's OffsetFetch
 # and consumes those partitions no more until the group's next rebalance, so a renewal late by a second on a loaded
-# machine stalled them for good. Twice the rounds (before the lookup and after it) stay within MAX_PLAN_ROUNDS.
+# machine stalled them for good. The rounds are the request's, before and after its lookups together: with a lookup
+# after each they stay within MAX_PLAN_ROUNDS.
 FENCE_RENEWAL_ROUNDS = 12
 FENCE_RENEWAL_STEP_S = 0.25
 T = TypeVar("T")
@@ -117,14 +118,16 @@ def _authorized(ctx: Context, coordination: str | None, request, budget: _Answer
     key = request.__api_key__
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)  # its coordinator conditions after its topics' ACLs
-    if not ctx.lease_valid and (wait := _wait_for_renewal(ctx, request, waited, lambda now, rounds: _authorized(
-            now, now.view.coordination_cluster, request, budget, rounds))) is not None:
+
+    def start_over(now: Context, rounds: int = waited):
+        return _authorized(now, now.view.coordination_cluster, request, budget, rounds)
+    if not ctx.lease_valid and (wait := _wait_for_renewal(ctx, request, waited, start_over)) is not None:
         return wait
     unavailable = _unavailable(ctx, coordination, request)
     if unavailable is not None or coordination is None:
         return failure(request, unavailable or ErrorCode.coordinator_not_available)
     if key in (OFFSET_FETCH, OFFSET_DELETE):
-        return _offsets_of_topics(ctx, coordination, request)
+        return _offsets_of_topics(ctx, coordination, request, start_over if key == OFFSET_FETCH else None)
     upstream, back = request, (lambda resp: resp)
     if key == DESCRIBE:  # each group asked once (`_described_from_shadow`)
         request = dataclasses.replace(request, groups=tuple(dict.fromkeys(request.groups)))
@@ -271,21 +274,25 @@ def group_ids(request) -> list[str]:
 
 
 def _via_coordinator(coordination: str, request, upstream, back, client_id: str | None = None,
-                     fence: Context | None = None):
+                     fence: Context | None = None, start_over: Callable[[Context], object] | None = None):
     """Look the groups' coordinators up (in client order: a barrier), then send each its share. `fence`: a request
-    of committed offsets' context, whose fence is read again, as it is now, once the lookup answers (it may take up
-    to the upstream timeout: sent past the fence, a commit could reach the old cluster after a move's copy)."""
+    of committed offsets' context, whose fence and view are read again, as they are now, once the lookup answers (it
+    may take up to the upstream timeout: sent past the fence, a commit could reach the old cluster after a move's
+    copy; a fetch sent to `coordination` once the view moved the groups from it reads the offsets the move left
+    there). Either way the lookup's answer is not used: `start_over` (an OffsetFetch's, `_authorized`) goes again
+    with the view of now, after a wait for the fence's renewal; the others are refused NOT_COORDINATOR, as a
+    drained request takes no later lookup round (dispatch.DrainedLaterRound)."""
     groups = list(dict.fromkeys(group_ids(request)))
     if not groups:  # e.g. DescribeGroups of nothing: nothing to ask
         return failure(request, ErrorCode.none)
     lookup = FindCoordinatorRequest(key_type=i8(GROUP_KEY), coordinator_keys=tuple(groups))
 
-    def route(results: list, waited: int = 0):
+    def route(results: list):
         now = None if fence is None else as_now(fence) or fence
-        if now is not None and not now.lease_valid and (wait := _wait_for_renewal(
-                now, request, waited, lambda _now, rounds: route(results, rounds))) is not None:
-            return wait  # an OffsetFetch whose fence ran out during the lookup: the lookup's answer still holds
-        if now is not None and _past_fence(now, request):
+        if now is not None and (not now.lease_valid or now.view.coordination_cluster != coordination):
+            if start_over is not None:
+                return start_over(now)
+            _past_fence(now, request)  # counts the `lease` refusal, if that is why
             return failure(request, ErrorCode.not_coordinator)
         found = results[0]
         if isinstance(found, UpstreamError):
@@ -698,12 +705,12 @@ def _with_commit_errors(request, refused: dict[ErrorCode, dict[str, list[int]]],
     return answered
 
 
-def _offsets_of_topics(ctx: Context, coordination: str, request):
+def _offsets_of_topics(ctx: Context, coordination: str, request, start_over: Callable[[Context], object] | None):
     """OffsetFetch and OffsetDelete ask the coordinator only about topics the principal may describe (fetch) or
     read (delete); each refused partition is answered TOPIC_AUTHORIZATION_FAILED, and an all-topics fetch
     (topics null) leaves the topics it may not describe out of the answer, as Kafka's KafkaApis does. A group
     the coordinator answers with an error gets that answer alone (Kafka adds the refused topics only to a
-    group answered without one)."""
+    group answered without one). `start_over`: `_via_coordinator`'s."""
     key, version = request.__api_key__, type(request).__version__
     operation = TOPIC_OPERATION[key]
 
@@ -749,7 +756,8 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
             return dataclasses.replace(answered, groups=tuple(map(answer, entries, _occurrences(entries))))
         return answer(answered, 0)
 
-    return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id, fence=ctx)
+    return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id, fence=ctx,
+                            start_over=start_over)
 
 
 def _occurrences(entries) -> list[int]:
