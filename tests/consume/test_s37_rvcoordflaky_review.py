@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_an_offset_fetch_resumed_before_its_lookup_after_a_coordination_move_loo
 
 
 def _report(**changes) -> dict:
-    """A checker report of a run with nothing lost: what tests/workflows/test_scale_up.assert_clean reads."""
+    """A checker report of a run with nothing lost: what tests/workflows/support.assert_as_promised reads."""
     report = {"acked": 1000, "consumed": 1000, "lost": 0, "lost_acks": [], "duplicates": 0,
               "duplicates_idempotent": 0, "order_violations": 0, "order_violations_idempotent": 0,
               "order_sample": [], "produce_errors": 0, "error_kinds": {}, "client_failures": [], "timeline": [],
@@ -66,12 +67,33 @@ def _report(**changes) -> dict:
     return {**report, **changes}
 
 
-@pytest.mark.xfail(strict=True, reason="assert_clean (tests/workflows/test_scale_up.py), used by 8 workflow files "
-                   "with the default 2 s lease = fence, still fails a run on a plain producer's reorder, which "
-                   "docs/DESIGN.md §4.2 does not promise (librdkafka reorders on any retriable refusal, a fence "
-                   "running out on a loaded machine among them): the flake s37-coordflaky relaxed in "
-                   "test_coordination_move.py only, by a second copy of test_replicated_faults.assert_every_kind_clean")
-def test_the_shared_workflow_assertion_takes_a_plain_producers_reorder_as_design_4_2_allows():
-    from workflows.test_scale_up import assert_clean
-    assert_clean(_report(order_violations=21, producers={
-        "p0": {"idempotent": True, "order_violations": 0}, "p1": {"idempotent": False, "order_violations": 21}}))
+def _federation(tmp_path, *listed: str) -> SimpleNamespace:
+    """What `leadership_moves` reads of a federation of two proxies: the controller's log of committed views."""
+    (tmp_path / "services.log").write_text("".join(f"view {v} committed (proxies [{p}])\n"
+                                                   for v, p in enumerate(listed, 1)))
+    return SimpleNamespace(tmp=tmp_path, proxies=[None, None])
+
+
+def test_the_shared_workflow_assertion_takes_a_plain_producers_reorder_as_design_4_2_allows(tmp_path):
+    from workflows.support import assert_as_promised
+    assert_as_promised(_report(order_violations=21, producers={
+        "p0": {"idempotent": True, "order_violations": 0}, "p1": {"idempotent": False, "order_violations": 21}}),
+        _federation(tmp_path, "1", "1, 2"))
+
+
+@pytest.mark.parametrize("broken", [{"lost": 1, "lost_acks": [("log", 0, 7)]}, {"order_violations_idempotent": 1},
+                                    {"duplicates_idempotent": 3}, {"client_failures": ["fatal"]}, {"acked": 10}])
+def test_the_shared_workflow_assertion_holds_what_design_4_2_promises(tmp_path, broken):
+    """Nothing lost, an idempotent producer's order, and no idempotent duplicate without a leadership move."""
+    from workflows.support import assert_as_promised
+    with pytest.raises(AssertionError):
+        assert_as_promised(_report(**broken), _federation(tmp_path, "1", "1, 2", "1, 2"))
+
+
+def test_an_idempotent_duplicate_is_taken_only_after_a_leadership_move_between_proxies(tmp_path):
+    """Retries that cross proxies are not deduplicated (docs/DESIGN.md §4.2, issue #12): a proxy whose lease ran out
+    is dropped from the view (view 3) and listed again (view 4). The registrations before it are no move."""
+    from workflows.support import assert_as_promised, leadership_moves
+    fed = _federation(tmp_path, "1", "1, 2", "2", "1, 2")
+    assert leadership_moves(fed) == ["view 3: proxies [2]", "view 4: proxies [1, 2]"]
+    assert_as_promised(_report(duplicates_idempotent=3), fed)
