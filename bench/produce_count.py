@@ -119,17 +119,22 @@ def write_one_topic_view(cluster, topic: str, path: Path) -> None:
     path.write_text(json.dumps(view.to_dict()))
 
 
-def count(tree: Path, records: int, tmp: Path, idempotent: bool = False, metrics: bool = False) -> dict:
+def traced_counts(tree: Path, tmp: Path, warm, measured, prepare=None, metrics: bool = False) -> dict:
+    """The counts of a traced proxy of `tree` (one broker "b1", one topic of PARTITIONS partitions) over
+    `measured(addr)`, after `prepare(cluster)` (before the proxy starts) and `warm(addr)` (connections, metadata,
+    caches; not counted): the window is switched on and off by SIGUSR1 and SIGUSR2."""
     (cluster,) = start_clusters(["b1"], tmp / "k")
     proc = None
     try:
         write_one_topic_view(cluster, TOPIC, tmp / "view.json")
+        if prepare is not None:
+            prepare(cluster)
         dump = tmp / "counts.json"
         proc, addr = start_traced_proxy(tree, tmp / "view.json", dump, tmp / "proxy.log", metrics=metrics)
-        produce(addr, TOPIC, 2000, idempotent=idempotent)  # warm: connections, metadata, caches
+        warm(addr)
         proc.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
-        produce(addr, TOPIC, records, idempotent=idempotent)
+        measured(addr)
         proc.send_signal(signal.SIGUSR2)
         for _ in range(200):
             if dump.exists() and dump.stat().st_size:
@@ -144,16 +149,25 @@ def count(tree: Path, records: int, tmp: Path, idempotent: bool = False, metrics
         cluster.stop()
 
 
+def count(tree: Path, records: int, tmp: Path, idempotent: bool = False, metrics: bool = False) -> dict:
+    return traced_counts(tree, tmp, lambda addr: produce(addr, TOPIC, 2000, idempotent=idempotent),
+                         lambda addr: produce(addr, TOPIC, records, idempotent=idempotent), metrics=metrics)
+
+
 HANDLER_FILES = ("produce.py", "produce_lane.py", "records.py", "plan.py", "<string>")  # <string>: dataclass __init__s
 
 
-def per_request(counts: dict) -> tuple[int, dict[str, float], dict[str, float]]:
-    """(requests, bytecodes per request by function, Python calls per request by function)."""
-    # a request the handler saw, or one the Produce lane answered (core/produce_lane.py: no `handle` call)
-    requests = counts["calls"].get("produce.py:handle", 0) + counts["calls"].get(
-        "produce_lane.py:ProduceLane._answer_later", 0)
+PRODUCE_REQUEST = ("produce.py:handle", "produce_lane.py:ProduceLane._answer_later")
+
+
+def per_request(counts: dict, request: tuple[str, ...] = PRODUCE_REQUEST, kind: str = "Produce"
+                ) -> tuple[int, dict[str, float], dict[str, float]]:
+    """(requests, bytecodes per request by function, Python calls per request by function); a request is a call
+    of one of `request`'s functions (Produce: one the handler saw, or one the Produce lane answered, which has no
+    `handle` call)."""
+    requests = sum(counts["calls"].get(key, 0) for key in request)
     if not requests:
-        raise SystemExit("no Produce request was counted")
+        raise SystemExit(f"no {kind} request was counted")
     return (requests, {k: n / requests for k, n in counts["ops"].items()},
             {k: n / requests for k, n in counts["calls"].items()})
 
@@ -165,12 +179,18 @@ def by_file(ops: dict[str, float]) -> collections.Counter:
     return files
 
 
-def report(counts: dict, before: dict | None, top: int, functions_of: tuple[str, ...] = HANDLER_FILES) -> None:
-    """Per request: totals, bytecodes by file, and by function of `functions_of`'s files (the handler's unless
-    --functions-of names others), with `before`'s beside."""
-    requests, ops, calls = per_request(counts)
-    old_ops = per_request(before)[1] if before else {}
-    print(f"{requests} Produce requests; per request: {sum(ops.values()):.0f} bytecodes"
+HANDLER_TOTAL = (HANDLER_FILES, "handler, records.py, plan.py, dataclasses")
+
+
+def report(counts: dict, before: dict | None, top: int, functions_of: tuple[str, ...] = HANDLER_FILES,
+           request: tuple[str, ...] = PRODUCE_REQUEST, kind: str = "Produce",
+           total_of: tuple[tuple[str, ...], str] = HANDLER_TOTAL) -> None:
+    """Per request (`per_request`'s `request` and `kind`): totals, bytecodes by file, and by function of
+    `functions_of`'s files (the handler's unless --functions-of names others), with `before`'s beside; last, the
+    bytecodes of `total_of`'s files (whatever --functions-of names), under its label."""
+    requests, ops, calls = per_request(counts, request, kind)
+    old_ops = per_request(before, request, kind)[1] if before else {}
+    print(f"{requests} {kind} requests; per request: {sum(ops.values()):.0f} bytecodes"
           + (f" (before: {sum(old_ops.values()):.0f})" if before else "")
           + f", {sum(calls.values()):.0f} Python calls (resumptions included), "
           f"{sum(counts['c_calls'].values()) / requests:.0f} C calls")
@@ -183,9 +203,9 @@ def report(counts: dict, before: dict | None, top: int, functions_of: tuple[str,
     for key in sorted(keys, key=lambda k: -max(ops.get(k, 0), old_ops.get(k, 0)))[:top]:
         print((f"{old_ops.get(key, 0):8.0f}" if before else "")
               + f"{ops.get(key, 0):8.0f}  ({calls.get(key, 0):4.1f})  {key}")
-    handler = sum(n for k, n in ops.items() if k.split(":", 1)[0] in HANDLER_FILES)
-    old_handler = sum(n for k, n in old_ops.items() if k.split(":", 1)[0] in HANDLER_FILES)
-    print((f"{old_handler:8.0f}" if before else "") + f"{handler:8.0f}  handler, records.py, plan.py, dataclasses")
+    handler = sum(n for k, n in ops.items() if k.split(":", 1)[0] in total_of[0])
+    old_handler = sum(n for k, n in old_ops.items() if k.split(":", 1)[0] in total_of[0])
+    print((f"{old_handler:8.0f}" if before else "") + f"{handler:8.0f}  {total_of[1]}")
 
 
 def main() -> None:

@@ -140,8 +140,10 @@ def measure(pid: int, bootstrap: str, records: int, tmp: Path, profile: Path | N
     for kind in ("produce", "identity", "moved"):
         counter = SyscallCounter(pid, tmp / f"perf-{kind}.txt")
         sampler = tracer = None
-        if trace is not None:  # each call, for the order of reads, writes and epoll_ctls (slows the proxy)
-            tracer = subprocess.Popen(["strace", "-f", "-e", "trace=read,write,writev,epoll_ctl,setsockopt", "-p",
+        if trace is not None:  # each call, its time and duration: a timeline of each answer (slows the proxy)
+            tracer = subprocess.Popen(["strace", "-f", "-ttt", "-T", "-e",
+                                       "trace=read,readv,recvfrom,write,writev,sendto,epoll_pwait,epoll_wait,"
+                                       "epoll_ctl,setsockopt,io_uring_enter", "-p",
                                        str(pid), "-o", str(trace / f"{kind}.strace")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)

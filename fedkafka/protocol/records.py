@@ -1030,9 +1030,14 @@ def _flexible_partitions(view: memoryview, pos: int, end: int,
 
 
 def varint_bytes(value: int) -> bytes:
-    """An unsigned varint (Kafka's: 7 bits a byte, low bits first), for lengths and counts."""
+    """An unsigned varint (Kafka's: 7 bits a byte, low bits first), for lengths and counts. Unrolled up to 3 bytes
+    (a record set's length up to 2 MiB: one per partition of every Fetch answer and Produce request)."""
     if value < 0x80:
         return _ONE_BYTE_VARINT[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -1517,6 +1522,10 @@ _ERROR_SESSION = struct.Struct(">hi")
 _FETCH_HEAD_V4 = struct.Struct(">ihqqi")  # index, error_code, high_watermark, last_stable_offset, aborted count
 _FETCH_HEAD_V5 = struct.Struct(">ihqqqi")  # + log_start_offset before the aborted count
 _FETCH_HEAD_FLEXIBLE = struct.Struct(">ihqqq")  # v12: the v5 fields; the aborted count is a varint
+# a partition answer's head without aborted transactions, written in one pack: v12 (the count a varint, 0 or 1;
+# preferred_read_replica), v11 (the count -1 or 0; preferred_read_replica)
+_FETCH_HEAD_PLAIN_FLEXIBLE = struct.Struct(">ihqqqBi")
+_FETCH_HEAD_PLAIN_V11 = struct.Struct(">ihqqqii")
 _ABORTED = struct.Struct(">qq")  # producer_id, first_offset
 
 
@@ -1659,7 +1668,13 @@ def _flexible_fetch_topics(view: memoryview, pos: int, end: int) -> tuple[tuple[
         partitions = []
         for _ in range(count):
             p = FetchPartitionData(*_FETCH_HEAD_FLEXIBLE.unpack_from(view, pos))
-            p.aborted_transactions, pos = _flexible_aborted(view, pos + _FETCH_HEAD_FLEXIBLE.size, end)
+            pos += _FETCH_HEAD_FLEXIBLE.size
+            if view[pos] < 2:  # null (read_uncommitted) or none (read_committed): the usual answer's, read here
+                if view[pos]:  # without a call (bench/fetch_count.py)
+                    p.aborted_transactions = ()
+                pos += 1
+            else:
+                p.aborted_transactions, pos = _flexible_aborted(view, pos, end)
             (p.preferred_read_replica,) = _I32.unpack_from(view, pos)
             length, pos = _uvarint(view, pos + 4, end)
             if length:
@@ -1820,19 +1835,30 @@ def fetch_response_parts(version: int, correlation_id: int, error_code: int, ses
 
 
 def _fetch_partition_head(p: FetchPartitionData, version: int, flexible: bool) -> bytes:
-    """A partition answer's fields before its records length."""
+    """A partition answer's fields before its records length: one pack for one without aborted transactions (the
+    usual answer: null, or none read_committed), else gathered field by field."""
+    aborted = p.aborted_transactions
+    if not aborted:
+        if flexible:  # the count a varint: 0 for null, 1 for none
+            return _FETCH_HEAD_PLAIN_FLEXIBLE.pack(p.partition_index, p.error_code, p.high_watermark,
+                                                   p.last_stable_offset, p.log_start_offset, aborted is not None,
+                                                   p.preferred_read_replica)
+        count = -1 if aborted is None else 0
+        if version >= 11:
+            return _FETCH_HEAD_PLAIN_V11.pack(p.partition_index, p.error_code, p.high_watermark, p.last_stable_offset,
+                                              p.log_start_offset, count, p.preferred_read_replica)
+        if version >= 5:
+            return _FETCH_HEAD_V5.pack(p.partition_index, p.error_code, p.high_watermark, p.last_stable_offset,
+                                       p.log_start_offset, count)
+        return _FETCH_HEAD_V4.pack(p.partition_index, p.error_code, p.high_watermark, p.last_stable_offset, count)
     if version < 5:
         out = bytearray(_FETCH_HEAD_V4.pack(p.partition_index, p.error_code, p.high_watermark, p.last_stable_offset,
-                                            -1 if p.aborted_transactions is None else len(p.aborted_transactions)))
+                                            len(aborted)))
     else:
         out = bytearray(_FETCH_HEAD_FLEXIBLE.pack(p.partition_index, p.error_code, p.high_watermark,
                                                   p.last_stable_offset, p.log_start_offset))
-        aborted = p.aborted_transactions
-        if flexible:
-            out += _ONE_BYTE_VARINT[0] if aborted is None else varint_bytes(len(aborted) + 1)
-        else:
-            out += _I32.pack(-1 if aborted is None else len(aborted))
-    for a in p.aborted_transactions or ():
+        out += varint_bytes(len(aborted) + 1) if flexible else _I32.pack(len(aborted))
+    for a in aborted:
         out += _ABORTED.pack(a.producer_id, a.first_offset)
         if flexible:
             out += _NO_TAGS

@@ -5,6 +5,7 @@ broker), and the record sets never copied."""
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import sys
@@ -17,6 +18,7 @@ from example_counts import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
+from kio.serial.writers import write_unsigned_varint
 from kio.static.primitive import i32Timedelta
 
 from fedkafka.protocol import codec
@@ -165,6 +167,32 @@ def test_a_record_set_in_parts_is_written_as_its_joined_bytes_its_large_pieces_b
     joined = rec.FetchPartitionData(0, 0, 5, 5, 0, None, -1, bytes(pieces))
     assert b"".join(parts) == b"".join(rec.fetch_response_parts(version, 4, 0, 0, [("t", [joined])]))
     assert any(p is large for p in parts) and len(parts) == 3
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(st.sampled_from(VERSIONS), st.lists(st.tuples(st.integers(0, 3 << 20), aborted_lists), min_size=1,
+                                           max_size=3))
+def test_answers_of_large_record_sets_are_kio_s_bytes_and_read_back_as_written(version, sets):
+    """Record sets of up to 3 MiB (records lengths of 1 to 4 varint bytes, v12) with and without aborted
+    transactions (the one-pack head and the field-by-field one): fetch_response_parts writes kio's bytes, and
+    read_fetch_response reads back what was written, each record set in the frame."""
+    topics = [("t", [rec.FetchPartitionData(i, 0, 10 + i, 9, 0, aborted, 3, bytes([i]) * size)
+                     for i, (size, aborted) in enumerate(sets)])]
+    frame = b"".join(rec.fetch_response_parts(version, 7, 0, 0, topics))
+    assert frame == codec.encode_response(kio_response(version, topics), 7)
+    assert our_values(frame[4:], version) == expected(version, topics, 0, 0, 0)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000,
+                                                            0xFFFFFFF, 0x10000000, 2**32 - 1])))
+def test_a_varint_is_written_as_kio_writes_it_and_read_back(value):
+    """varint_bytes (unrolled up to 3 bytes) writes what kio writes, and records.py's reader reads it back."""
+    kio_bytes = io.BytesIO()
+    write_unsigned_varint(kio_bytes, value)
+    written = rec.varint_bytes(value)
+    assert written == kio_bytes.getvalue()
+    assert rec._uvarint(memoryview(written), 0, len(written)) == (value, len(written))
 
 
 def test_the_writer_and_the_reader_refuse_a_version_outside_4_to_12():
