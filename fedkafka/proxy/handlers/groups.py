@@ -289,7 +289,7 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
 
     def route(results: list):
         now = None if fence is None else as_now(fence) or fence
-        if now is not None and (not now.lease_valid or now.view.coordination_cluster != coordination):
+        if now is not None and _not_sendable_to(now, coordination):
             if start_over is not None:
                 return start_over(now)
             _past_fence(now, request)  # counts the `lease` refusal, if that is why
@@ -312,10 +312,11 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
-                # past the fence the core refused the call (its connection may have taken seconds): answered as the
-                # handler refuses it, NOT_COORDINATOR (refusal counted by the core, per cluster)
-                past = fence is not None and not (as_now(fence) or fence).lease_valid
-                return failure(request, ErrorCode.not_coordinator if past else ErrorCode.coordinator_not_available)
+                # past the fence, or once the view moved the groups, the core refused the call (its connection may
+                # have taken seconds): answered as the handler refuses it, NOT_COORDINATOR (refusal counted by the
+                # core, per cluster)
+                refused = fence is not None and _not_sendable_to(as_now(fence) or fence, coordination)
+                return failure(request, ErrorCode.not_coordinator if refused else ErrorCode.coordinator_not_available)
             if len(results) == 1:  # one coordinator's answer passed on as it came: Kafka's own order
                 return back(results[0])
             # several coordinators' answers in request order, as Kafka answers OffsetFetch v8+ (one answer per group
@@ -326,6 +327,12 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         return Plan(calls, finish)
 
     return Plan([Call(AnyBroker(coordination), lookup)], route, barrier=True)
+
+
+def _not_sendable_to(now: Context, coordination: str) -> bool:
+    """Whether committed offsets may no longer go to `coordination` (the core's `Dispatcher._check_offsets_sendable`
+    reads the same): this proxy's fence ran out, or its view names another coordination cluster now."""
+    return not now.lease_valid or now.view.coordination_cluster != coordination
 
 
 def _join_timeout(request) -> float:
