@@ -164,9 +164,6 @@ def _acl(rtype: ResourceType, name: str) -> AclBinding:
     return AclBinding(rtype, name, PatternType.LITERAL, "User:alice", "*", Operation.DESCRIBE, Permission.ALLOW)
 
 
-@pytest.mark.xfail(strict=True, reason="an OffsetFetch started over after its lookup (view moved the groups, or "
-                   "its fence ran out) runs its topic ACL check again: each denied topic is counted twice in "
-                   "fedkafka_proxy_refusals_total{reason=auth} and its audit line")
 def test_an_offset_fetch_started_over_after_its_lookup_counts_a_denied_topic_once():
     state = ProxyState(view=VIEW, me=VIEW.proxies[0], lease_deadline=time.monotonic() + 3600)
     d = Dispatcher(state=state, physical=Physical(), producer_ids=None, pool=None)  # type: ignore[arg-type]

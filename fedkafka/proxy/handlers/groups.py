@@ -109,25 +109,27 @@ def handle(ctx: Context, header, request):
 
 
 def _authorized(ctx: Context, coordination: str | None, request, budget: _AnswerBudget | None = None,
-                waited: int = 0):
+                waited: int = 0, topics_counted: bool = False):
     """A group request whose groups the principal may all use, on its way to the coordinator. `budget`: a
     DescribeGroups answer's (`_per_group`), shared with the repeats of its groups. The proxy's own coordinator
     conditions (`_unavailable`) are answered only now, authorized, as Kafka's coordinator is asked only once
     KafkaApis authorized the request; an OffsetCommit's after its topics are (`_offset_commit`). An OffsetFetch past
-    the fence first waits for its renewal (`waited`: the rounds it did), then starts over with the view of then."""
+    the fence first waits for its renewal (`waited`: the rounds it did), then starts over with the view of then;
+    `topics_counted`: an earlier pass counted its denied topics (the same authorizer denies them again)."""
     key = request.__api_key__
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)  # its coordinator conditions after its topics' ACLs
 
-    def start_over(now: Context, rounds: int = waited):
-        return _authorized(now, now.view.coordination_cluster, request, budget, rounds)
+    def start_over(now: Context, rounds: int = waited, counted: bool = topics_counted):
+        return _authorized(now, now.view.coordination_cluster, request, budget, rounds, counted)
     if not ctx.lease_valid and (wait := _wait_for_renewal(ctx, request, waited, start_over)) is not None:
         return wait
     unavailable = _unavailable(ctx, coordination, request)
     if unavailable is not None or coordination is None:
         return failure(request, unavailable or ErrorCode.coordinator_not_available)
     if key in (OFFSET_FETCH, OFFSET_DELETE):
-        return _offsets_of_topics(ctx, coordination, request, start_over if key == OFFSET_FETCH else None)
+        again = functools.partial(start_over, counted=True) if key == OFFSET_FETCH else None
+        return _offsets_of_topics(ctx, coordination, request, again, count_denied=not topics_counted)
     upstream, back = request, (lambda resp: resp)
     if key == DESCRIBE:  # each group asked once (`_described_from_shadow`)
         request = dataclasses.replace(request, groups=tuple(dict.fromkeys(request.groups)))
@@ -712,12 +714,14 @@ def _with_commit_errors(request, refused: dict[ErrorCode, dict[str, list[int]]],
     return answered
 
 
-def _offsets_of_topics(ctx: Context, coordination: str, request, start_over: Callable[[Context], object] | None):
+def _offsets_of_topics(ctx: Context, coordination: str, request, start_over: Callable[[Context], object] | None,
+                       count_denied: bool = True):
     """OffsetFetch and OffsetDelete ask the coordinator only about topics the principal may describe (fetch) or
     read (delete); each refused partition is answered TOPIC_AUTHORIZATION_FAILED, and an all-topics fetch
     (topics null) leaves the topics it may not describe out of the answer, as Kafka's KafkaApis does. A group
     the coordinator answers with an error gets that answer alone (Kafka adds the refused topics only to a
-    group answered without one). `start_over`: `_via_coordinator`'s."""
+    group answered without one). `start_over`: `_via_coordinator`'s; `count_denied`: False on a started-over
+    pass, whose denials the first pass counted (once per request in the refusals metric and audit line)."""
     key, version = request.__api_key__, type(request).__version__
     operation = TOPIC_OPERATION[key]
 
@@ -740,7 +744,8 @@ def _offsets_of_topics(ctx: Context, coordination: str, request, start_over: Cal
                 kept.append(t)
             else:
                 mine.setdefault(t.name, []).extend(_partition_ids(t))
-                ctx.refused("auth", t.name, -1, f"no {operation.name} on the topic")
+                if count_denied:
+                    ctx.refused("auth", t.name, -1, f"no {operation.name} on the topic")
         return dataclasses.replace(entry, topics=tuple(kept))
 
     nested = key == OFFSET_FETCH and version >= 8
