@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 
+from consume.test_handlers_unit import VIEW
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 from kio.static.primitive import i32Timedelta
 
@@ -30,6 +31,8 @@ def _produce(timeout_ms: int, acks: int = -1) -> ProduceRequest:
 
 
 class _State:
+    view = VIEW  # its coordination cluster c1, the group offset calls' target
+
     def lease_valid(self) -> bool:
         return True
 

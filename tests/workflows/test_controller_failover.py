@@ -12,9 +12,8 @@ import pytest
 from fedkafka.checker import Checker, CheckerConfig
 from fedkafka.controller.moves import FAULT_PAUSE
 
-from .support import HAFederation, wait_for
+from .support import HAFederation, assert_as_promised, wait_for
 from .test_faults import check_chains, phase
-from .test_scale_up import assert_clean
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,7 +61,7 @@ def test_the_standby_finishes_a_move_when_the_active_controller_is_killed(kafka_
         report = checker.stop(drain_timeout=120)
     finally:
         fed.stop()
-    assert_clean(report)
+    assert_as_promised(report, fed)
     marks = {m["label"]: m["t"] for m in report["marks"]}
     killed, finished = marks["killed"], marks["finished"]
     moved = {m["partition"] for m in done["partitions_moved"]}

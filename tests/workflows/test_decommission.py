@@ -8,8 +8,7 @@ import pytest
 
 from fedkafka.checker import Checker, CheckerConfig
 
-from .support import Federation, log_end, wait_for
-from .test_scale_up import assert_clean
+from .support import Federation, assert_as_promised, log_end, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for tens of seconds
 
@@ -51,7 +50,7 @@ def test_decommission_under_load_with_group_drain(kafka_clusters, federation, un
     assert run["moved"] == 2 and run["changed"], run
     time.sleep(3)
     report = checker.stop(drain_timeout=90)
-    assert_clean(report)
+    assert_as_promised(report, fed)
     clusters = {c["id"]: c for c in fed.api.get("/v1/clusters").json()}
     assert clusters["c1"]["state"] == "removed"
     assert c1_partitions(fed, unique_name) == set()  # no segment references c1

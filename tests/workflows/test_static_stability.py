@@ -8,8 +8,7 @@ import pytest
 
 from fedkafka.checker import Checker, CheckerConfig
 
-from .support import Federation
-from .test_scale_up import assert_clean
+from .support import Federation, assert_as_promised
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a federation under load for about a minute
 
@@ -59,7 +58,7 @@ def test_produce_and_consume_go_on_while_no_controller_runs(kafka_clusters, tmp_
         report = checker.stop(drain_timeout=120)
     finally:
         fed.stop()
-    assert_clean(report)
+    assert_as_promised(report, fed)
     assert report["produce_errors"] == 0, report["error_kinds"]
     outage = acks_in(report, "no controller", "controller back")
     print(f"acks per second without a controller: {outage}")
@@ -90,10 +89,11 @@ def test_a_proxy_past_its_fence_refuses_produce_until_a_controller_answers(kafka
         fed.stop()
     print("checker:", {k: report[k] for k in ("acked", "lost", "order_violations", "duplicates_idempotent",
                                               "produce_errors", "error_kinds")}, report["timeline"])
-    # Not assert_clean: records that waited past their delivery timeout make an idempotent client bump its
-    # epoch and resend, so a duplicate may appear here; a loss or a reordering may not.
+    # Not assert_as_promised: records that waited past their delivery timeout make an idempotent client bump its
+    # epoch and resend, so a duplicate may appear here; a loss or an idempotent producer's reordering may not (a
+    # plain producer's may: librdkafka reorders on the fenced proxy's retriable refusals, docs/DESIGN.md §4.2).
     assert report["acked"] > 500 and report["lost"] == 0, report["lost_acks"]
-    assert report["order_violations"] == 0, report["order_sample"]
+    assert report["order_violations_idempotent"] == 0, report["order_sample"]
     assert report["client_failures"] == [], report["client_failures"]
     outage = acks_in(report, "no controller", "controller back")
     fenced = {s: n for s, n in outage.items() if s >= min(outage) + 8}  # a fence and a second after the kill

@@ -58,10 +58,12 @@ FETCH_API_KEY = 1
 # Produce, and what changes a group's committed offsets (OffsetCommit, DeleteGroups, OffsetDelete): counted in
 # writes_in_flight, so a view is acked only once those routed under older views are answered (docs/DESIGN.md §10.1)
 DRAINED_API_KEYS = (PRODUCE_API_KEY, *groups.FENCED_DURING_MOVE)
-# What reads or changes committed offsets (OffsetCommit, OffsetFetch, DeleteGroups, OffsetDelete): the fence is read
-# again right before each call of it is written, as it is for produce (docs/DESIGN.md §4.9 F2)
+# What reads or changes committed offsets (OffsetCommit, OffsetFetch, DeleteGroups, OffsetDelete): the fence (as for
+# produce) and the view's coordination cluster are read again right before each call of it is written
+# (docs/DESIGN.md §4.9 F2)
 FENCED_OFFSETS_API_KEYS = frozenset(groups.OFFSETS_OF_THE_VIEW)
 OFFSETS_PAST_FENCE = "proxy fence ran out: committed offsets request not sent"
+OFFSETS_MOVED = "the view moved the groups to another coordination cluster: committed offsets request not sent"
 ANSWER_CACHE_ENTRIES = 64  # encoded answers of cacheable handlers (Metadata), per view
 ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-topics answer of ~600,000 partitions)
 
@@ -77,8 +79,8 @@ def _no_lane(frame: bytes | memoryview, slot: int, session: Session | None = Non
 
 
 class _NotSent(Exception):
-    """A produce (or a group offset write) kept from going upstream (lease run out, client deadline passed): reason
-    and message."""
+    """A produce (or a committed offsets call) kept from going upstream (lease run out, client deadline passed, the
+    groups moved to another coordination cluster): reason and message."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -631,7 +633,7 @@ class Dispatcher:
                         if refusal := self._not_to_send(deadline):  # _check_sendable, one call less
                             raise _NotSent(*refusal)
                     elif api_key in FENCED_OFFSETS_API_KEYS:  # an earlier call's connection may have taken seconds
-                        self._check_offsets_sendable()
+                        self._check_offsets_sendable(cluster)
                     if isinstance(target, AnyBroker):
                         sent.append(await self._send_to_any(call, slot, deadline if produce else None))
                         continue
@@ -664,13 +666,17 @@ class Dispatcher:
         if refusal := self._not_to_send(deadline):
             raise _NotSent(*refusal)
 
-    def _check_offsets_sendable(self) -> None:
-        """Raises _NotSent for a committed offsets request past the fence. The handler read the fence when the
-        coordinator lookup answered; written past it, a commit or deletion could reach a coordination cluster a move
-        has left, after its copy, and a fetch read the offsets the switch left behind (docs/DESIGN.md §4.9 F2, §10.1).
-        Checked before each of its calls is written and again once a new connection opened for it."""
+    def _check_offsets_sendable(self, cluster: str) -> None:
+        """Raises _NotSent for a committed offsets request past the fence, or to a `cluster` the view no longer names
+        for the groups. The handler read both when the coordinator lookup answered; written past the fence, a commit
+        or deletion could reach a coordination cluster a move has left, after its copy, and a fetch read the offsets
+        the switch left behind; and the switch itself may come meanwhile: a fetch is not drained, so the proxy acks it
+        while the fetch's connection takes its login (docs/DESIGN.md §4.9 F2, §10.1). Checked before each of its calls
+        is written and again once a new connection opened for it."""
         if not self.state.lease_valid():
             raise _NotSent("lease", OFFSETS_PAST_FENCE)
+        if self.state.view.coordination_cluster != cluster:
+            raise _NotSent("coordination", OFFSETS_MOVED)
 
     def _not_to_send(self, deadline: float | None) -> tuple[str, str] | None:
         """(reason, message) when a produce routed earlier (a barrier or a retry waited meanwhile) must not go
@@ -723,7 +729,7 @@ class Dispatcher:
             if api_key == PRODUCE_API_KEY:
                 self._check_sendable(produce_deadline)
             elif api_key in FENCED_OFFSETS_API_KEYS:
-                self._check_offsets_sendable()
+                self._check_offsets_sendable(call.target.cluster)
         return conn.send(call.request, call.expect_response, call.client_id)
 
     def _lost(self, target, reason: str, sending: bool = False, asked: ClusterInfo | None = None) -> None:

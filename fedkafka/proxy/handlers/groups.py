@@ -80,6 +80,13 @@ PAST_FENCE = ("proxy fence ran out: committed offsets neither read nor written u
               "coordination cluster may have moved)")
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
+# An OffsetFetch that finds this proxy past its fence waits for a renewal, up to this many rounds of this long, before
+# it is refused (`_wait_for_renewal`): librdkafka does not retry the NOT_COORDINATOR of its assignment's OffsetFetch
+# and consumes those partitions no more until the group's next rebalance, so a renewal late by a second on a loaded
+# machine stalled them for good. The rounds are the request's, before and after its lookups together: with a lookup
+# after each they stay within MAX_PLAN_ROUNDS.
+FENCE_RENEWAL_ROUNDS = 12
+FENCE_RENEWAL_STEP_S = 0.25
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -101,19 +108,28 @@ def handle(ctx: Context, header, request):
     return _authorized(ctx, coordination, request)
 
 
-def _authorized(ctx: Context, coordination: str | None, request, budget: _AnswerBudget | None = None):
+def _authorized(ctx: Context, coordination: str | None, request, budget: _AnswerBudget | None = None,
+                waited: int = 0, topics_counted: bool = False):
     """A group request whose groups the principal may all use, on its way to the coordinator. `budget`: a
     DescribeGroups answer's (`_per_group`), shared with the repeats of its groups. The proxy's own coordinator
     conditions (`_unavailable`) are answered only now, authorized, as Kafka's coordinator is asked only once
-    KafkaApis authorized the request; an OffsetCommit's after its topics are (`_offset_commit`)."""
+    KafkaApis authorized the request; an OffsetCommit's after its topics are (`_offset_commit`). An OffsetFetch past
+    the fence first waits for its renewal (`waited`: the rounds it did), then starts over with the view of then;
+    `topics_counted`: an earlier pass counted its denied topics (the same authorizer denies them again)."""
     key = request.__api_key__
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)  # its coordinator conditions after its topics' ACLs
+
+    def start_over(now: Context, rounds: int = waited, counted: bool = topics_counted):
+        return _authorized(now, now.view.coordination_cluster, request, budget, rounds, counted)
+    if not ctx.lease_valid and (wait := _wait_for_renewal(ctx, request, waited, start_over)) is not None:
+        return wait
     unavailable = _unavailable(ctx, coordination, request)
     if unavailable is not None or coordination is None:
         return failure(request, unavailable or ErrorCode.coordinator_not_available)
     if key in (OFFSET_FETCH, OFFSET_DELETE):
-        return _offsets_of_topics(ctx, coordination, request)
+        again = functools.partial(start_over, counted=True) if key == OFFSET_FETCH else None
+        return _offsets_of_topics(ctx, coordination, request, again, count_denied=not topics_counted)
     upstream, back = request, (lambda resp: resp)
     if key == DESCRIBE:  # each group asked once (`_described_from_shadow`)
         request = dataclasses.replace(request, groups=tuple(dict.fromkeys(request.groups)))
@@ -148,6 +164,18 @@ def _unavailable(ctx: Context, coordination: str | None, request) -> ErrorCode |
     if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
         return ErrorCode.coordinator_load_in_progress
     return None
+
+
+def _wait_for_renewal(ctx: Context, request, waited: int, resume: Callable[[Context, int], object]) -> Plan | None:
+    """For an OffsetFetch that finds this proxy past its fence: a round of FENCE_RENEWAL_STEP_S, after which
+    `resume` is called with the context as the proxy stands then (its fence maybe renewed, its view maybe newer) and
+    the rounds waited. None, to refuse it now: another API (a refused commit is sent again at the next commit, a
+    deletion by the AdminClient), no proxy state that could be renewed, or FENCE_RENEWAL_ROUNDS spent. Nothing is
+    sent upstream meanwhile, and the refusal, if it comes, is counted once."""
+    if request.__api_key__ != OFFSET_FETCH or ctx.live is None or waited >= FENCE_RENEWAL_ROUNDS:
+        return None
+    return Plan((), lambda _results: resume(as_now(ctx) or ctx, waited + 1), barrier=True,
+                delay_s=FENCE_RENEWAL_STEP_S)
 
 
 def _past_fence(ctx: Context, request) -> bool:
@@ -248,17 +276,25 @@ def group_ids(request) -> list[str]:
 
 
 def _via_coordinator(coordination: str, request, upstream, back, client_id: str | None = None,
-                     fence: Context | None = None):
+                     fence: Context | None = None, start_over: Callable[[Context], object] | None = None):
     """Look the groups' coordinators up (in client order: a barrier), then send each its share. `fence`: a request
-    of committed offsets' context, whose fence is read again, as it is now, once the lookup answers (it may take up
-    to the upstream timeout: sent past the fence, a commit could reach the old cluster after a move's copy)."""
+    of committed offsets' context, whose fence and view are read again, as they are now, once the lookup answers (it
+    may take up to the upstream timeout: sent past the fence, a commit could reach the old cluster after a move's
+    copy; a fetch sent to `coordination` once the view moved the groups from it reads the offsets the move left
+    there). Either way the lookup's answer is not used: `start_over` (an OffsetFetch's, `_authorized`) goes again
+    with the view of now, after a wait for the fence's renewal; the others are refused NOT_COORDINATOR, as a
+    drained request takes no later lookup round (dispatch.DrainedLaterRound)."""
     groups = list(dict.fromkeys(group_ids(request)))
     if not groups:  # e.g. DescribeGroups of nothing: nothing to ask
         return failure(request, ErrorCode.none)
     lookup = FindCoordinatorRequest(key_type=i8(GROUP_KEY), coordinator_keys=tuple(groups))
 
     def route(results: list):
-        if fence is not None and _past_fence(as_now(fence) or fence, request):
+        now = None if fence is None else as_now(fence) or fence
+        if now is not None and _not_sendable_to(now, coordination):
+            if start_over is not None:
+                return start_over(now)
+            _past_fence(now, request)  # counts the `lease` refusal, if that is why
             return failure(request, ErrorCode.not_coordinator)
         found = results[0]
         if isinstance(found, UpstreamError):
@@ -278,10 +314,11 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
-                # past the fence the core refused the call (its connection may have taken seconds): answered as the
-                # handler refuses it, NOT_COORDINATOR (refusal counted by the core, per cluster)
-                past = fence is not None and not (as_now(fence) or fence).lease_valid
-                return failure(request, ErrorCode.not_coordinator if past else ErrorCode.coordinator_not_available)
+                # past the fence, or once the view moved the groups, the core refused the call (its connection may
+                # have taken seconds): answered as the handler refuses it, NOT_COORDINATOR (refusal counted by the
+                # core, per cluster)
+                refused = fence is not None and _not_sendable_to(as_now(fence) or fence, coordination)
+                return failure(request, ErrorCode.not_coordinator if refused else ErrorCode.coordinator_not_available)
             if len(results) == 1:  # one coordinator's answer passed on as it came: Kafka's own order
                 return back(results[0])
             # several coordinators' answers in request order, as Kafka answers OffsetFetch v8+ (one answer per group
@@ -292,6 +329,12 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         return Plan(calls, finish)
 
     return Plan([Call(AnyBroker(coordination), lookup)], route, barrier=True)
+
+
+def _not_sendable_to(now: Context, coordination: str) -> bool:
+    """Whether committed offsets may no longer go to `coordination` (the core's `Dispatcher._check_offsets_sendable`
+    reads the same): this proxy's fence ran out, or its view names another coordination cluster now."""
+    return not now.lease_valid or now.view.coordination_cluster != coordination
 
 
 def _join_timeout(request) -> float:
@@ -671,12 +714,14 @@ def _with_commit_errors(request, refused: dict[ErrorCode, dict[str, list[int]]],
     return answered
 
 
-def _offsets_of_topics(ctx: Context, coordination: str, request):
+def _offsets_of_topics(ctx: Context, coordination: str, request, start_over: Callable[[Context], object] | None,
+                       count_denied: bool = True):
     """OffsetFetch and OffsetDelete ask the coordinator only about topics the principal may describe (fetch) or
     read (delete); each refused partition is answered TOPIC_AUTHORIZATION_FAILED, and an all-topics fetch
     (topics null) leaves the topics it may not describe out of the answer, as Kafka's KafkaApis does. A group
     the coordinator answers with an error gets that answer alone (Kafka adds the refused topics only to a
-    group answered without one)."""
+    group answered without one). `start_over`: `_via_coordinator`'s; `count_denied`: False on a started-over
+    pass, whose denials the first pass counted (once per request in the refusals metric and audit line)."""
     key, version = request.__api_key__, type(request).__version__
     operation = TOPIC_OPERATION[key]
 
@@ -699,7 +744,8 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
                 kept.append(t)
             else:
                 mine.setdefault(t.name, []).extend(_partition_ids(t))
-                ctx.refused("auth", t.name, -1, f"no {operation.name} on the topic")
+                if count_denied:
+                    ctx.refused("auth", t.name, -1, f"no {operation.name} on the topic")
         return dataclasses.replace(entry, topics=tuple(kept))
 
     nested = key == OFFSET_FETCH and version >= 8
@@ -722,7 +768,8 @@ def _offsets_of_topics(ctx: Context, coordination: str, request):
             return dataclasses.replace(answered, groups=tuple(map(answer, entries, _occurrences(entries))))
         return answer(answered, 0)
 
-    return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id, fence=ctx)
+    return _via_coordinator(coordination, request, to_shadow(kept), back, ctx.client_id, fence=ctx,
+                            start_over=start_over)
 
 
 def _occurrences(entries) -> list[int]:
