@@ -24,10 +24,6 @@ from fedkafka.proxy.handlers import groups
 from fedkafka.proxy.plan import AnyBroker, Broker, Plan, UpstreamError
 
 
-@pytest.mark.xfail(strict=True, reason="an OffsetFetch the core refused at the write because the view moved the "
-                   "groups (reason coordination) is answered NOT_COORDINATOR, which librdkafka does not retry for "
-                   "its assignment (the stall groups.FENCE_RENEWAL_ROUNDS exists for); `finish` does not start it "
-                   "over on the new cluster as `route` does")
 def test_an_offset_fetch_refused_at_the_write_because_the_view_moved_the_groups_starts_over_on_the_new_cluster():
     state, dispatcher, refusals = _fenced_proxy()
     state.lease_deadline = time.monotonic() + 3600  # the fence stays valid throughout
@@ -42,9 +38,6 @@ def test_an_offset_fetch_refused_at_the_write_because_the_view_moved_the_groups_
         f"answered {_codes(answer) if not isinstance(answer, Plan) else answer} instead of a lookup on c3"
 
 
-@pytest.mark.xfail(strict=True, reason="a commit `route` refuses because the view moved the groups during its lookup "
-                   "(fence valid) counts no refusal: fedkafka_proxy_refusals{reason=coordination} counts only the "
-                   "core's refusals at the write, and `_past_fence` counts only `lease`")
 def test_a_commit_refused_after_its_lookup_because_the_view_moved_the_groups_is_counted():
     state, dispatcher, refusals = _fenced_proxy()
     state.lease_deadline = time.monotonic() + 3600
