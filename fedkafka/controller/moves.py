@@ -665,28 +665,27 @@ class Mover:
         high watermark, not replicated yet. Sealed below it, it would be served by no one, yet the leader's
         producer state counts it (a retry would be answered as a duplicate: lost). Frozen, nothing new comes:
         the followers catch up (or leave the ISR) and the high watermark reaches the log end; then read. A log
-        end that cannot be read is no proof of that: waited for too."""
+        end that cannot be read is no proof of that: waited for too. Read again by `read_until`, as `settled_ends`
+        (cut short once the controller stops)."""
         timeout = self.seal_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while True:
-            ends = self.read_ends(wanted, bootstrap, timeout)
-            above = self._above_high_watermark(ends, bootstrap, sealing)
-            if not above:
-                return ends
-            if time.monotonic() > deadline:
-                raise MoveFailed(f"writes above the high watermark not replicated (or log end not read: None) "
-                                 f"within {timeout:.0f} s: {above[:5]}")
-            log.info("waiting for replication before the seal: %s", above[:5])
-            time.sleep(0.2)
+        targets = {(cluster, *tp) for cluster, parts in wanted.items() for tp in parts}
+        ends = self.settled_ends(targets, bootstrap, timeout, settling=sealing)
+        if missing := sorted(targets - ends.keys()):
+            raise MoveFailed(f"writes above the high watermark not replicated (or log end not read) within "
+                             f"{timeout:.0f} s: {missing[:5]}")
+        return ends
 
     def settled_ends(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str],
-                     timeout: float | None = None) -> dict[tuple[str, str, int], int]:
+                     timeout: float | None = None, settling: set[tuple[str, str, int]] | None = None
+                     ) -> dict[tuple[str, str, int], int]:
         """The high watermark of each of `targets` once it reached its leader's log end (read after it: no record
         above it, every one below replicated), waited for at most `timeout` s (`seal_timeout` by default); one not
-        settled by then (its log end above, or not read) is left out."""
+        settled by then (its log end above, or not read) is left out. `settling`: those of `targets` waited for so
+        (all by default); the others are taken once read."""
         def settled_now(left: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
             ends = self._read_once(left, bootstrap)
-            above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, set(ends))}
+            check = set(ends) if settling is None else set(ends) & settling
+            above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, check)}
             if above or ends.keys() < left:
                 log.info("waiting for the high watermarks of %s to reach their log ends", sorted(left))
             return {target: end for target, end in ends.items() if target not in above}
