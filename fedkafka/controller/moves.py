@@ -534,8 +534,14 @@ class Mover:
         it is not answered."""
         with self.ctl.session() as s:
             rows = list(s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states))))
+        return self.target_ends(rows, retry_s)
+
+    def target_ends(self, rows: list[MoveRow], retry_s: float = 0.0,
+                    read: dict[tuple[str, str, int], int] | None = None) -> dict[int, int | None]:
+        """`current_target_ends` of moves `rows` its caller holds already; `read`: their targets' `log_ends`, read by
+        the caller together with others (one read per cluster)."""
         targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in rows}
-        found = self.log_ends(set(targets.values()))
+        found = self.log_ends(set(targets.values())) if read is None else read
         ends = {move: found.get(target) for move, target in targets.items()}
         returning = [row for row in rows if row.returning_target]
         return ends | (self._returning_write_ends(returning, ends, retry_s) if returning else {})
@@ -669,21 +675,28 @@ class Mover:
         (cut short once the controller stops)."""
         timeout = self.seal_timeout if timeout is None else timeout
         targets = {(cluster, *tp) for cluster, parts in wanted.items() for tp in parts}
-        ends = self.settled_ends(targets, bootstrap, timeout, settling=sealing)
-        if missing := sorted(targets - ends.keys()):
-            raise MoveFailed(f"writes above the high watermark not replicated (or log end not read) within "
-                             f"{timeout:.0f} s: {missing[:5]}")
+        read: dict[tuple[str, str, int], int] = {}
+        ends = self.settled_ends(targets, bootstrap, timeout, settling=sealing, read=read)
+        unread, above = sorted(targets - read.keys()), sorted(read.keys() - ends.keys())
+        if unread:
+            raise MoveFailed(f"log end offsets not readable within {timeout:.0f} s: {unread[:5]}")
+        if above:
+            raise MoveFailed(f"writes above the high watermark not replicated (or the leader's log end not read) "
+                             f"within {timeout:.0f} s: {above[:5]}")
         return ends
 
     def settled_ends(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str],
-                     timeout: float | None = None, settling: set[tuple[str, str, int]] | None = None
-                     ) -> dict[tuple[str, str, int], int]:
+                     timeout: float | None = None, settling: set[tuple[str, str, int]] | None = None,
+                     read: dict[tuple[str, str, int], int] | None = None) -> dict[tuple[str, str, int], int]:
         """The high watermark of each of `targets` once it reached its leader's log end (read after it: no record
         above it, every one below replicated), waited for at most `timeout` s (`seal_timeout` by default); one not
         settled by then (its log end above, or not read) is left out. `settling`: those of `targets` waited for so
-        (all by default); the others are taken once read."""
+        (all by default); the others are taken once read. `read`: filled with every high watermark read (what was
+        read at all, settled or not)."""
         def settled_now(left: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
             ends = self._read_once(left, bootstrap)
+            if read is not None:
+                read.update(ends)
             check = set(ends) if settling is None else set(ends) & settling
             above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, check)}
             if above or ends.keys() < left:
