@@ -641,8 +641,8 @@ class Mover:
         return (f"the leader log end of its returning target {target} was not read: records acked there under a "
                 f"publish the config database may have lost (one no proxy reported yet) may lie above its high "
                 f"watermark, which trails after a restart; rolled back, their offsets would be handed out again. "
-                f"Frozen until the sweeper reads that log end: rolled back if it is still {recorded}, held for the "
-                f"writes if it grew (docs/DESIGN.md §6.3)")
+                f"Frozen until the sweeper reads that log end: rolled back if it reads at or below "
+                f"{recorded}, held for the writes if it grew (docs/DESIGN.md §6.3)")
 
     def known_end(self, s, segment) -> int:
         """The last high watermark the scans read of an active segment's physical partition (every record below it
