@@ -125,13 +125,13 @@ class HeldMoves:
     def roll_back(self, move_id: int, nothing_was_published: bool = False) -> dict[str, Any]:
         """Roll held move `move_id` back (the mover's rollback: its partition unfrozen, writes go on at the source's
         log end) when nothing was written to its target under a lost publish: the target's log end read now is at or
-        below the move's `target_end` (below: its cluster lost records since, none above). A move without one (`no_target_end`) or whose target cannot be read only with
-        `nothing_was_published`: the operator checked that no proxy's view.json has a segment on its target. A target
-        that grew is refused whatever the flag: it holds records of the lost publish (publish the move instead), and so
-        is a move held `target_grew` whatever its target reads now (unreadable, or back at `target_end`). Past
-        REPAIR_DEADLINE_S, checked under the lock, it is refused, as a publish is; repeated once it was rolled back (an
-        answer lost to a timeout), it answers the move, changing nothing; a published move is not rolled back
-        (`_repeat_answer`)."""
+        below the move's `target_end` (below: its cluster lost records since, none above). A move without one
+        (`no_target_end`) or whose target cannot be read only with `nothing_was_published`: the operator checked that
+        no proxy's view.json has a segment on its target. A target that grew is refused whatever the flag: it holds
+        records of the lost publish (publish the move instead), and so is a move held `target_grew` whatever its
+        target reads now (unreadable, or back at `target_end`). Past REPAIR_DEADLINE_S, checked under the lock, it is
+        refused, as a publish is; repeated once it was rolled back (an answer lost to a timeout), it answers the
+        move, changing nothing; a published move is not rolled back (`_repeat_answer`)."""
         started = monotonic()
         with self.ctl.session() as s:
             if (repeat := _repeat_answer(s, move_id, "roll-back")) is not None:

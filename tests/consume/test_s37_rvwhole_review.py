@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from consume.test_group_offsets_past_the_fence_unit import _codes
 from consume.test_handlers_unit import COORDINATOR
 from consume.test_s37_offset_fetch_waits_for_renewal_unit import LIBRDKAFKA_FETCH, _context, _fenced_proxy
