@@ -13,14 +13,11 @@ Python per answer saves shows here when CPU time on this shared machine cannot.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import produce_count
-from data_path import consume, export_tree, produce
-from produce_count import ROOT, TOPIC
-from scratch import scratch_dir
+from data_path import consume, produce
+from produce_count import TOPIC
 
 FETCH_FILES = ("fetch.py", "records.py", "plan.py", "dispatch.py", "connection.py", "upstream.py", "<string>")
 
@@ -34,28 +31,10 @@ def count(tree: Path, records: int, tmp: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=30_000)
-    ap.add_argument("--ref", help="count a proxy of this git ref instead of the working tree")
-    ap.add_argument("--top", type=int, default=40)
-    ap.add_argument("--json", type=Path, help="also write the raw counts here")
-    ap.add_argument("--before", type=Path, help="raw counts of an earlier run (--json) to show beside")
-    ap.add_argument("--functions-of", help="list by function these files (comma-separated) instead of the fetch "
-                    "path's")
-    ap.add_argument("--counts", type=Path, help="report these raw counts (--json of an earlier run): no run")
-    args = ap.parse_args()
-    files = tuple(args.functions_of.split(",")) if args.functions_of else FETCH_FILES
-    before = json.loads(args.before.read_text()) if args.before else None
-    if args.counts:
-        counts = json.loads(args.counts.read_text())
-    else:
-        with scratch_dir("fetch-count-") as tmp:
-            tree = export_tree(args.ref, tmp / "ref") if args.ref else ROOT
-            counts = count(tree, args.records, tmp)
-        if args.json:
-            args.json.write_text(json.dumps(counts))
-    produce_count.report(counts, before, args.top, files, request=("fetch.py:handle",), kind="Fetch",
-                         total_of=(FETCH_FILES, "the fetch path: " + ", ".join(FETCH_FILES)))
+    produce_count.counting_main("fetch-count-", FETCH_FILES, "the fetch path",
+                                lambda args, tree, tmp: count(tree, args.records, tmp),
+                                request=("fetch.py:handle",), kind="Fetch",
+                                total_of=(FETCH_FILES, "the fetch path: " + ", ".join(FETCH_FILES)))
 
 
 if __name__ == "__main__":

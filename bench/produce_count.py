@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -209,30 +210,43 @@ def report(counts: dict, before: dict | None, top: int, functions_of: tuple[str,
 
 
 def main() -> None:
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--idempotent", action="store_true", help="produce with enable.idempotence=true")
+        ap.add_argument("--metrics", action="store_true", help="the proxy with an admin listener (--admin-listen): "
+                        "its metrics observer on (without, the default, it has none)")
+
+    counting_main("produce-count-", HANDLER_FILES, "the handler",
+                  lambda args, tree, tmp: count(tree, args.records, tmp, args.idempotent, args.metrics), add_arguments)
+
+
+def counting_main(prefix: str, files: tuple[str, ...], whose: str,
+                  run: Callable[[argparse.Namespace, Path, Path], dict],
+                  add_arguments: Callable[[argparse.ArgumentParser], None] = lambda _ap: None, **report_args) -> None:
+    """The command line of a count (this file's, fetch_count.py's): `run(args, tree, tmp)` on this tree or `--ref`'s
+    (or the raw counts of `--counts`), then `report` (`report_args`: its request, kind and total), by function of
+    `files` (`whose`: what they are) unless --functions-of names others. `add_arguments`: the count's own options."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=30_000)
     ap.add_argument("--ref", help="count a proxy of this git ref instead of the working tree")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--json", type=Path, help="also write the raw counts here")
     ap.add_argument("--before", type=Path, help="raw counts of an earlier run (--json) to show beside")
-    ap.add_argument("--idempotent", action="store_true", help="produce with enable.idempotence=true")
-    ap.add_argument("--metrics", action="store_true", help="the proxy with an admin listener (--admin-listen): its "
-                    "metrics observer on (without, the default, it has none)")
-    ap.add_argument("--functions-of", help="list by function these files (comma-separated, e.g. connection.py,"
-                    "upstream.py) instead of the handler's")
+    add_arguments(ap)
+    ap.add_argument("--functions-of", help=f"list by function these files (comma-separated, e.g. connection.py,"
+                    f"upstream.py) instead of {whose}'s")
     ap.add_argument("--counts", type=Path, help="report these raw counts (--json of an earlier run): no run")
     args = ap.parse_args()
-    files = tuple(args.functions_of.split(",")) if args.functions_of else HANDLER_FILES
     before = json.loads(args.before.read_text()) if args.before else None
     if args.counts:
-        report(json.loads(args.counts.read_text()), before, args.top, files)
-        return
-    with scratch_dir("produce-count-") as tmp:
-        tree = export_tree(args.ref, tmp / "ref") if args.ref else ROOT
-        counts = count(tree, args.records, tmp, args.idempotent, args.metrics)
-    if args.json:
-        args.json.write_text(json.dumps(counts))
-    report(counts, before, args.top, files)
+        counts = json.loads(args.counts.read_text())
+    else:
+        with scratch_dir(prefix) as tmp:
+            tree = export_tree(args.ref, tmp / "ref") if args.ref else ROOT
+            counts = run(args, tree, tmp)
+        if args.json:
+            args.json.write_text(json.dumps(counts))
+    report(counts, before, args.top, tuple(args.functions_of.split(",")) if args.functions_of else files,
+           **report_args)
 
 
 if __name__ == "__main__":

@@ -124,14 +124,14 @@ class HeldMoves:
 
     def roll_back(self, move_id: int, nothing_was_published: bool = False) -> dict[str, Any]:
         """Roll held move `move_id` back (the mover's rollback: its partition unfrozen, writes go on at the source's
-        log end) when nothing was written to its target under a lost publish: the target's log end read now is the
-        move's `target_end`. A move without one (`no_target_end`) or whose target cannot be read only with
-        `nothing_was_published`: the operator checked that no proxy's view.json has a segment on its target. A target
-        that grew is refused whatever the flag: it holds records of the lost publish (publish the move instead), and so
-        is a move held `target_grew` whatever its target reads now (unreadable, or back at `target_end`). Past
-        REPAIR_DEADLINE_S, checked under the lock, it is refused, as a publish is; repeated once it was rolled back (an
-        answer lost to a timeout), it answers the move, changing nothing; a published move is not rolled back
-        (`_repeat_answer`)."""
+        log end) when nothing was written to its target under a lost publish: the target's log end read now is at or
+        below the move's `target_end` (below: its cluster lost records since, none above). A move without one
+        (`no_target_end`) or whose target cannot be read only with `nothing_was_published`: the operator checked that
+        no proxy's view.json has a segment on its target. A target that grew is refused whatever the flag: it holds
+        records of the lost publish (publish the move instead), and so is a move held `target_grew` whatever its
+        target reads now (unreadable, or back at `target_end`). Past REPAIR_DEADLINE_S, checked under the lock, it is
+        refused, as a publish is; repeated once it was rolled back (an answer lost to a timeout), it answers the
+        move, changing nothing; a published move is not rolled back (`_repeat_answer`)."""
         started = monotonic()
         with self.ctl.session() as s:
             if (repeat := _repeat_answer(s, move_id, "roll-back")) is not None:
@@ -211,7 +211,8 @@ class HeldMoves:
             refused.append(unsettled)
         # the target as a roll-back reads it: a returning one by its leader's log end (its high watermark trails after
         # a restart, and a lost publish's records may lie above it)
-        ends = {**self.mover.log_ends({src}), dst: self.mover.current_target_ends([row.id], ("held",)).get(row.id)}
+        read = self.mover.log_ends({src, dst})  # one read per cluster, both
+        ends = {src: read.get(src), dst: self.mover.target_ends([row], read=read).get(row.id)}
         checks = []
         if (end := ends.get(src)) is None:
             checks.append(f"source {_name(src)} not read: the seal is not checked against its log end")
@@ -247,11 +248,11 @@ class HeldMoves:
 
     def _check_roll_back(self, row: MoveRow, nothing_was_published: bool) -> str:
         """Why held move `row` may be rolled back (the reason it records), or Conflict saying why not: its target read
-        now (`Mover.current_target_ends`: a returning target's leader log end) and judged as the sweeper's
+        now (`Mover.target_ends`: a returning target's leader log end) and judged as the sweeper's
         `recheck_held` judges it (`lost_publish_shown`); `nothing_was_published` stands in for a read that shows
         nothing, never for one that shows writes."""
         dst = (row.to_cluster, row.to_topic, row.to_partition)
-        end = self.mover.current_target_ends([row.id], ("held",)).get(row.id)
+        end = self.mover.target_ends([row]).get(row.id)
         shown = lost_publish_shown(row, end)
         if shown == HELD_GREW:
             raise Conflict(f"move {row.id}: the log end of its target {_name(dst)} is {end}, {row.target_end} when "

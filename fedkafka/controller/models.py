@@ -241,7 +241,8 @@ class MoveRow(Base):
     # 0021, taken as returning; docs/DESIGN.md §6.3, "A move back onto its chain")
     returning_target: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     # why a held move is held (HELD_* in moves.py): "target_grew", "target_unread" (the sweeper reads its target
-    # again and rolls it back if its end is still `target_end`), "no_target_end" (None: held before revision 0014)
+    # again and rolls it back if it reads at or below `target_end`), "no_target_end" (None: held before revision
+    # 0014)
     held_for: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # logical offsets left between the seal and the new segment: 0, or UNCLEAN_GAP for a failover, whose seal is
     # the last log end the controller knew of a dead cluster (docs/DESIGN.md §9)

@@ -534,8 +534,14 @@ class Mover:
         it is not answered."""
         with self.ctl.session() as s:
             rows = list(s.scalars(select(MoveRow).where(MoveRow.id.in_(ids), MoveRow.state.in_(states))))
+        return self.target_ends(rows, retry_s)
+
+    def target_ends(self, rows: list[MoveRow], retry_s: float = 0.0,
+                    read: dict[tuple[str, str, int], int] | None = None) -> dict[int, int | None]:
+        """`current_target_ends` of moves `rows` its caller holds already; `read`: their targets' `log_ends`, read by
+        the caller together with others (one read per cluster)."""
         targets = {row.id: (row.to_cluster, row.to_topic, row.to_partition) for row in rows}
-        found = self.log_ends(set(targets.values()))
+        found = self.log_ends(set(targets.values())) if read is None else read
         ends = {move: found.get(target) for move, target in targets.items()}
         returning = [row for row in rows if row.returning_target]
         return ends | (self._returning_write_ends(returning, ends, retry_s) if returning else {})
@@ -635,8 +641,8 @@ class Mover:
         return (f"the leader log end of its returning target {target} was not read: records acked there under a "
                 f"publish the config database may have lost (one no proxy reported yet) may lie above its high "
                 f"watermark, which trails after a restart; rolled back, their offsets would be handed out again. "
-                f"Frozen until the sweeper reads that log end: rolled back if it is still {recorded}, held for the "
-                f"writes if it grew (docs/DESIGN.md §6.3)")
+                f"Frozen until the sweeper reads that log end: rolled back if it reads at or below "
+                f"{recorded}, held for the writes if it grew (docs/DESIGN.md §6.3)")
 
     def known_end(self, s, segment) -> int:
         """The last high watermark the scans read of an active segment's physical partition (every record below it
@@ -665,28 +671,34 @@ class Mover:
         high watermark, not replicated yet. Sealed below it, it would be served by no one, yet the leader's
         producer state counts it (a retry would be answered as a duplicate: lost). Frozen, nothing new comes:
         the followers catch up (or leave the ISR) and the high watermark reaches the log end; then read. A log
-        end that cannot be read is no proof of that: waited for too."""
+        end that cannot be read is no proof of that: waited for too. Read again by `read_until`, as `settled_ends`
+        (cut short once the controller stops)."""
         timeout = self.seal_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while True:
-            ends = self.read_ends(wanted, bootstrap, timeout)
-            above = self._above_high_watermark(ends, bootstrap, sealing)
-            if not above:
-                return ends
-            if time.monotonic() > deadline:
-                raise MoveFailed(f"writes above the high watermark not replicated (or log end not read: None) "
-                                 f"within {timeout:.0f} s: {above[:5]}")
-            log.info("waiting for replication before the seal: %s", above[:5])
-            time.sleep(0.2)
+        targets = {(cluster, *tp) for cluster, parts in wanted.items() for tp in parts}
+        read: dict[tuple[str, str, int], int] = {}
+        ends = self.settled_ends(targets, bootstrap, timeout, settling=sealing, read=read)
+        unread, above = sorted(targets - read.keys()), sorted(read.keys() - ends.keys())
+        if unread:
+            raise MoveFailed(f"log end offsets not readable within {timeout:.0f} s: {unread[:5]}")
+        if above:
+            raise MoveFailed(f"writes above the high watermark not replicated (or the leader's log end not read) "
+                             f"within {timeout:.0f} s: {above[:5]}")
+        return ends
 
     def settled_ends(self, targets: set[tuple[str, str, int]], bootstrap: dict[str, str],
-                     timeout: float | None = None) -> dict[tuple[str, str, int], int]:
+                     timeout: float | None = None, settling: set[tuple[str, str, int]] | None = None,
+                     read: dict[tuple[str, str, int], int] | None = None) -> dict[tuple[str, str, int], int]:
         """The high watermark of each of `targets` once it reached its leader's log end (read after it: no record
         above it, every one below replicated), waited for at most `timeout` s (`seal_timeout` by default); one not
-        settled by then (its log end above, or not read) is left out."""
+        settled by then (its log end above, or not read) is left out. `settling`: those of `targets` waited for so
+        (all by default); the others are taken once read. `read`: filled with every high watermark read (what was
+        read at all, settled or not)."""
         def settled_now(left: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
             ends = self._read_once(left, bootstrap)
-            above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, set(ends))}
+            if read is not None:
+                read.update(ends)
+            check = set(ends) if settling is None else set(ends) & settling
+            above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, check)}
             if above or ends.keys() < left:
                 log.info("waiting for the high watermarks of %s to reach their log ends", sorted(left))
             return {target: end for target, end in ends.items() if target not in above}

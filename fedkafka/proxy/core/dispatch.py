@@ -673,10 +673,9 @@ class Dispatcher:
         the switch left behind; and the switch itself may come meanwhile: a fetch is not drained, so the proxy acks it
         while the fetch's connection takes its login (docs/DESIGN.md §4.9 F2, §10.1). Checked before each of its calls
         is written and again once a new connection opened for it."""
-        if not self.state.lease_valid():
-            raise _NotSent("lease", OFFSETS_PAST_FENCE)
-        if self.state.view.coordination_cluster != cluster:
-            raise _NotSent("coordination", OFFSETS_MOVED)
+        reason = groups.offsets_refusal(self.state.lease_valid(), self.state.view.coordination_cluster, cluster)
+        if reason is not None:
+            raise _NotSent(reason, OFFSETS_PAST_FENCE if reason == "lease" else OFFSETS_MOVED)
 
     def _not_to_send(self, deadline: float | None) -> tuple[str, str] | None:
         """(reason, message) when a produce routed earlier (a barrier or a retry waited meanwhile) must not go

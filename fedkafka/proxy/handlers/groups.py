@@ -78,6 +78,9 @@ FENCED_DURING_MOVE = (OFFSET_COMMIT, DELETE, OFFSET_DELETE)
 OFFSETS_OF_THE_VIEW = (OFFSET_COMMIT, OFFSET_FETCH, DELETE, OFFSET_DELETE)
 PAST_FENCE = ("proxy fence ran out: committed offsets neither read nor written until a controller renews it (the "
               "coordination cluster may have moved)")
+# the log line of a committed offsets request refused, by `offsets_refusal`'s reason
+OFFSETS_REFUSED = {"lease": PAST_FENCE, "coordination": "the view moved the groups to another coordination cluster "
+                   "while the coordinator lookup was answered: committed offsets request not sent"}
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
 # An OffsetFetch that finds this proxy past its fence waits for a renewal, up to this many rounds of this long, before
@@ -187,9 +190,14 @@ def _past_fence(ctx: Context, request) -> bool:
     coordinator up again and retries, through a proxy the current view lists once this one is dropped from it."""
     if ctx.lease_valid:
         return False
-    for group in dict.fromkeys(group_ids(request)):
-        ctx.refused("lease", group, -1, PAST_FENCE)
+    _count_refusal(ctx, request, "lease")
     return True
+
+
+def _count_refusal(ctx: Context, request, reason: str) -> None:
+    """A committed offsets request refused for `reason` (`offsets_refusal`), counted and logged once per group."""
+    for group in dict.fromkeys(group_ids(request)):
+        ctx.refused(reason, group, -1, OFFSETS_REFUSED[reason])
 
 
 # -- authorization of requests naming several groups -----------------------------------------------------
@@ -291,10 +299,10 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
 
     def route(results: list):
         now = None if fence is None else as_now(fence) or fence
-        if now is not None and _not_sendable_to(now, coordination):
+        if now is not None and (reason := _refusal_now(now, coordination)) is not None:
             if start_over is not None:
                 return start_over(now)
-            _past_fence(now, request)  # counts the `lease` refusal, if that is why
+            _count_refusal(now, request, reason)
             return failure(request, ErrorCode.not_coordinator)
         found = results[0]
         if isinstance(found, UpstreamError):
@@ -315,10 +323,13 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         def finish(results: list):
             if any(isinstance(r, UpstreamError) for r in results):
                 # past the fence, or once the view moved the groups, the core refused the call (its connection may
-                # have taken seconds): answered as the handler refuses it, NOT_COORDINATOR (refusal counted by the
-                # core, per cluster)
-                refused = fence is not None and _not_sendable_to(as_now(fence) or fence, coordination)
-                return failure(request, ErrorCode.not_coordinator if refused else ErrorCode.coordinator_not_available)
+                # have taken seconds; refusal counted by the core, per cluster): an OffsetFetch starts over as after
+                # its lookup (librdkafka does not retry its assignment's NOT_COORDINATOR), the others are answered
+                # as the handler refuses them, NOT_COORDINATOR
+                now = None if fence is None else as_now(fence) or fence
+                if now is None or _refusal_now(now, coordination) is None:
+                    return failure(request, ErrorCode.coordinator_not_available)
+                return failure(request, ErrorCode.not_coordinator) if start_over is None else start_over(now)
             if len(results) == 1:  # one coordinator's answer passed on as it came: Kafka's own order
                 return back(results[0])
             # several coordinators' answers in request order, as Kafka answers OffsetFetch v8+ (one answer per group
@@ -331,10 +342,18 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
     return Plan([Call(AnyBroker(coordination), lookup)], route, barrier=True)
 
 
-def _not_sendable_to(now: Context, coordination: str) -> bool:
-    """Whether committed offsets may no longer go to `coordination` (the core's `Dispatcher._check_offsets_sendable`
-    reads the same): this proxy's fence ran out, or its view names another coordination cluster now."""
-    return not now.lease_valid or now.view.coordination_cluster != coordination
+def offsets_refusal(lease_valid: bool, coordination_now: str | None, cluster: str) -> str | None:
+    """Why committed offsets may no longer go to `cluster`, if they may not: `lease`, this proxy's fence ran out; or
+    `coordination`, its view names another coordination cluster for the groups now. Read by the handler once the
+    coordinator lookup answers (`_refusal_now`) and by the core right before each call is written
+    (`Dispatcher._check_offsets_sendable`)."""
+    if not lease_valid:
+        return "lease"
+    return "coordination" if coordination_now != cluster else None
+
+
+def _refusal_now(now: Context, coordination: str) -> str | None:
+    return offsets_refusal(now.lease_valid, now.view.coordination_cluster, coordination)
 
 
 def _join_timeout(request) -> float:
