@@ -221,6 +221,12 @@ EVENTS = ["answered", "answered", "versions_changed", "lost", "timed_out", "canc
 @settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])  # sockets, loaded
 @given(lane_requests(), broker_answers(), st.sampled_from(EVENTS), st.booleans())
 def test_the_cut_lane_writes_answers_counts_and_logs_what_main_s_code_does(request, answers, event, metrics):
+    assert_same_outcome(request, event, lambda: outcome(request, event, answers, metrics))
+
+
+def assert_same_outcome(request: bytes, event: str, outcome_of, main_code=None) -> None:
+    """`outcome_of()`, run with main's code (`main_code("main")`: this file's `code_of` unless given) and with
+    the new, gives the same (a drawn example that cannot be compared is left out)."""
     # a request of both clusters (p2 with p0 or p1) is two calls on two connections, which race for a lost
     # connection, a cancellation or the timeouts' lines whatever the code: drawn only to be answered
     assume(event in ("answered", "versions_changed") or
@@ -229,9 +235,9 @@ def test_the_cut_lane_writes_answers_counts_and_logs_what_main_s_code_does(reque
     with pytest.MonkeyPatch.context() as patch:
         for module in (produce_lane, dispatch):  # the "timed_out" event's upstream timeout; 30 s otherwise
             patch.setattr(module, "REQUEST_TIMEOUT_S", 0.05 if event == "timed_out" else 30)
-        with code_of("main"):
-            main = run(lambda: outcome(request, event, answers, metrics))
-        new = run(lambda: outcome(request, event, answers, metrics))
+        with (main_code or code_of)("main"):
+            main = run(outcome_of)
+        new = run(outcome_of)
     assert new == main
 
 

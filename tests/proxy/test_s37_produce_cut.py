@@ -22,7 +22,7 @@ import sys
 
 import pytest
 from example_counts import examples
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protocol.test_records_twins import using
 
@@ -45,7 +45,7 @@ from proxy.test_limits_unit import frame_of
 from proxy.test_produce_lane import batch as lane_batch
 from proxy.test_produce_lane import broker_answers, proxy, run, view
 from proxy.test_produce_lane import frame as lane_frame
-from proxy.test_s36_produce_shared_cut import EVENTS, EventBroker, lane_requests
+from proxy.test_s36_produce_shared_cut import EVENTS, EventBroker, assert_same_outcome, lane_requests
 from proxy.test_s36_produce_shared_cut import outcome as outcome_of_lane
 
 log = connection.log
@@ -369,16 +369,7 @@ def test_the_lane_s_own_start_writes_answers_counts_and_logs_what_main_s_start_n
     """Session 36's scenario (`test_s36_produce_shared_cut.outcome`: a request through `start_now`, else the generic
     path, before and after the drawn event), main's `Dispatcher.start_now` and `ProduceLane.start` against the lane's
     own start, which reads the header itself."""
-    assume(event in ("answered", "versions_changed") or
-           2 not in {p.index for t in rec.read_produce_request(request).topic_data for p in t.partition_data} or
-           len(rec.read_produce_request(request).topic_data[0].partition_data) == 1)
-    with pytest.MonkeyPatch.context() as patch:
-        for module in (produce_lane, dispatch):
-            patch.setattr(module, "REQUEST_TIMEOUT_S", 0.05 if event == "timed_out" else 30)
-        with code_of("main"):
-            main = run(lambda: outcome_of_lane(request, event, answers, metrics))
-        new = run(lambda: outcome_of_lane(request, event, answers, metrics))
-    assert new == main
+    assert_same_outcome(request, event, lambda: outcome_of_lane(request, event, answers, metrics), code_of)
 
 
 @pytest.mark.skipif(rec._lane_read is None, reason="the compiled twin is not built")
