@@ -1,13 +1,14 @@
 """Review s37-rvfixwhole2 of s37-fixwhole (997cb299): an OffsetFetch the core refused at the write starts over
 (`groups._via_coordinator`'s `finish`). Pure handler plans driven by hand; the core's refusal is its own
-`Dispatcher._send` (refused before any connection: no broker, no network)."""
+`Dispatcher._send` (refused before any connection: no broker, no network).
+Both findings fixed in s37-fixwhole2 (`groups._Passes`: one refusal counted per request, its start-overs within
+MAX_PLAN_ROUNDS)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from consume.test_group_offsets_past_the_fence_unit import _codes
@@ -29,9 +30,6 @@ class _Observer:
         raise AssertionError("not reached")
 
 
-@pytest.mark.xfail(strict=True, reason="an OffsetFetch the core refused past the fence (counted `lease` at the write) "
-                   "that then waits in vain for the renewal is counted `lease` again by `_past_fence`: two refusals "
-                   "for one request, where OPERATIONS.md says an OffsetFetch so refused 'counts only at the write'")
 def test_an_offset_fetch_refused_at_the_write_past_a_fence_never_renewed_counts_one_lease_refusal():
     state, dispatcher, refusals = _fenced_proxy()
     dispatcher.observer = _Observer(refusals)
@@ -49,10 +47,6 @@ def test_an_offset_fetch_refused_at_the_write_past_a_fence_never_renewed_counts_
     assert [r[0] for r in refusals] == ["lease"], refusals
 
 
-@pytest.mark.xfail(strict=True, reason="a fence that runs out between each lookup and its write (renewed after one "
-                   "wait) makes the OffsetFetch take a wait, a lookup and a refused call per start-over: 3 rounds per "
-                   "FENCE_RENEWAL_ROUNDS round, past MAX_PLAN_ROUNDS (HandlerLooping, connection closed), though "
-                   "groups.py's comment says the rounds 'stay within MAX_PLAN_ROUNDS'")
 def test_an_offset_fetch_refused_at_every_write_stays_within_max_plan_rounds():
     state, dispatcher, refusals = _fenced_proxy()
     state.lease_deadline = time.monotonic() + 3600
