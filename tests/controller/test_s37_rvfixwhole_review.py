@@ -2,7 +2,7 @@
 `settled_ends`, which "again tells an unread log end (not readable) from an unsettled one, as before". Before, each
 round re-read every partition by `read_ends`, which waited for a partition that stopped answering and then failed
 "not readable"; now a partition read once (its write above the high watermark) and not readable since counts as
-unsettled."""
+unsettled. Fixed in s37-fixwhole2: `settled_ends`' `read` holds each partition's latest read."""
 
 from __future__ import annotations
 
@@ -15,9 +15,6 @@ from fedkafka.controller.models import ClusterRow
 from fedkafka.controller.moves import MoveFailed, Mover
 
 
-@pytest.mark.xfail(strict=True, reason="a sealing partition read once (unsettled) whose cluster then stops answering "
-                   "fails 'writes above the high watermark not replicated', not 'not readable' as read_ends did: "
-                   "read_settled_ends' `read` keeps the first read, so the unread end is not told apart")
 def test_a_sealing_partition_that_stops_answering_is_told_not_readable(setup):  # noqa: F811
     api, _kafka, _now_on = _c1_back_with_its_tail(setup, lambda _read: None)
     mover = Mover(api.controller, seal_timeout=0.5)
