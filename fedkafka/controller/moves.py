@@ -691,11 +691,14 @@ class Mover:
         """The high watermark of each of `targets` once it reached its leader's log end (read after it: no record
         above it, every one below replicated), waited for at most `timeout` s (`seal_timeout` by default); one not
         settled by then (its log end above, or not read) is left out. `settling`: those of `targets` waited for so
-        (all by default); the others are taken once read. `read`: filled with every high watermark read (what was
-        read at all, settled or not)."""
+        (all by default); the others are taken once read. `read`: filled with the high watermark of each target as
+        its latest read found it, settled or not: one read once and not readable since is dropped again, so that the
+        caller tells a partition that stopped answering (not readable) from one still unsettled."""
         def settled_now(left: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
             ends = self._read_once(left, bootstrap)
             if read is not None:
+                for unread in left - ends.keys():
+                    read.pop(unread, None)
                 read.update(ends)
             check = set(ends) if settling is None else set(ends) & settling
             above = {(c, t, p) for c, t, p, *_ in self._above_high_watermark(ends, bootstrap, check)}

@@ -98,6 +98,15 @@ class UpstreamError(Exception):
         self.reason = reason
 
 
+# A handler's chain of plans ends by the handler's own bounds (the core counts its rounds, dispatch._next_round);
+# the longest, a produce, waits for a leader up to LEADER_WAITS (8) times, reads a sealed floor, asks InitProducerId
+# up to PID_ATTEMPTS (12) times and sends a first batch alone: 22 rounds. A chain longer than this is a handler
+# looping (a bug, or a request it did not foresee): the request is given up and the client's connection closed, as
+# for any other handler failure, rather than calling clusters without end. The client reconnects and retries (an
+# idempotent producer with the same sequences): a produce given up behind a barrier forwarded none of its batches.
+MAX_PLAN_ROUNDS = 32
+
+
 @dataclass(slots=True)
 class Plan:
     calls: Sequence[Call]

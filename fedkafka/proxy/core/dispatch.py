@@ -36,6 +36,7 @@ from fedkafka.proxy.core.physical import ClusterInfo, PhysicalClusters
 from fedkafka.proxy.core.upstream import PRODUCE_API_KEY, REQUEST_TIMEOUT_S, PoolBusy, UpstreamPool
 from fedkafka.proxy.handlers import api_versions, groups
 from fedkafka.proxy.plan import (
+    MAX_PLAN_ROUNDS,
     NO_RESPONSE,
     UNANSWERED,
     AnyBroker,
@@ -101,15 +102,7 @@ class ProtocolViolation(Exception):
     """The client sent something we cannot answer: close its connection."""
 
 
-# A handler's chain of plans ends by the handler's own bounds; the longest, a produce, waits for a leader up to
-# LEADER_WAITS (8) times, reads a sealed floor, asks InitProducerId up to PID_ATTEMPTS (12) times and sends a
-# first batch alone: 22 rounds. A chain longer than this is a handler looping (a bug, or a request it did not
-# foresee): the request is given up and the client's connection closed, as for any other handler failure, rather
-# than calling clusters without end. The client reconnects and retries (an idempotent producer with the same
-# sequences): a produce given up behind a barrier forwarded none of its batches.
-MAX_PLAN_ROUNDS = 32
-
-
+# MAX_PLAN_ROUNDS (the plan contract's: a handler keeps within it) caps a handler's chain of plans
 class HandlerLooping(ProtocolViolation):
     """A handler returned plan after plan past MAX_PLAN_ROUNDS."""
 

@@ -33,6 +33,7 @@ from fedkafka.proxy.described_groups import with_authorized_operations
 from fedkafka.proxy.group_coordinators import consume_proxies, coordinator_of
 from fedkafka.proxy.plan import (
     ANSWER_BUDGET_FACTOR,  # all the groups of one DescribeGroups answer together: this many times the limit
+    MAX_PLAN_ROUNDS,
     AnyBroker,
     Broker,
     Call,
@@ -86,13 +87,43 @@ JOIN_MARGIN_S = 15.0
 # An OffsetFetch that finds this proxy past its fence waits for a renewal, up to this many rounds of this long, before
 # it is refused (`_wait_for_renewal`): librdkafka does not retry the NOT_COORDINATOR of its assignment's OffsetFetch
 # and consumes those partitions no more until the group's next rebalance, so a renewal late by a second on a loaded
-# machine stalled them for good. The rounds are the request's, before and after its lookups together: with a lookup
-# after each they stay within MAX_PLAN_ROUNDS.
+# machine stalled them for good. The rounds are the request's, before and after its lookups together.
 FENCE_RENEWAL_ROUNDS = 12
 FENCE_RENEWAL_STEP_S = 0.25
+# What an OffsetFetch's start-over may take at most before it is answered: a wait for the renewal, a lookup and its
+# call. A start-over (or a wait) that would take the request past MAX_PLAN_ROUNDS is refused NOT_COORDINATOR instead
+# (`_Passes.out_of_rounds`): a fence lapsing between each lookup and its write took 3 rounds per wait, and the core
+# gave the request up as looping, closing the client's connection.
+START_OVER_ROUNDS = 3
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Passes:
+    """What an OffsetFetch's passes before this one took (`_authorized`'s start-overs): `waited`, its rounds of
+    wait for the fence's renewal; `rounds`, its plans in all (waits, lookups, calls: the core's MAX_PLAN_ROUNDS);
+    `topics_counted`, an earlier pass counted its denied topics (the same authorizer denies them again);
+    `refusal_counted`, its one refusal was counted (by the core at a write): not counted again (docs/OPERATIONS.md,
+    `fedkafka_proxy_refusals`)."""
+
+    waited: int = 0
+    rounds: int = 0
+    topics_counted: bool = False
+    refusal_counted: bool = False
+
+    def after_wait(self) -> _Passes:
+        return dataclasses.replace(self, waited=self.waited + 1, rounds=self.rounds + 1)
+
+    def after_lookup(self, rounds: int, refused_at_write: bool) -> _Passes:
+        """After a pass through `_via_coordinator` that took `rounds` (its lookup, its calls if sent)."""
+        return dataclasses.replace(self, rounds=self.rounds + rounds, topics_counted=True,
+                                   refusal_counted=self.refusal_counted or refused_at_write)
+
+    @property
+    def out_of_rounds(self) -> bool:
+        return self.rounds + START_OVER_ROUNDS > MAX_PLAN_ROUNDS
 
 
 def handle(ctx: Context, header, request):
@@ -112,27 +143,34 @@ def handle(ctx: Context, header, request):
 
 
 def _authorized(ctx: Context, coordination: str | None, request, budget: _AnswerBudget | None = None,
-                waited: int = 0, topics_counted: bool = False):
+                passes: _Passes = _Passes()):
     """A group request whose groups the principal may all use, on its way to the coordinator. `budget`: a
     DescribeGroups answer's (`_per_group`), shared with the repeats of its groups. The proxy's own coordinator
     conditions (`_unavailable`) are answered only now, authorized, as Kafka's coordinator is asked only once
     KafkaApis authorized the request; an OffsetCommit's after its topics are (`_offset_commit`). An OffsetFetch past
-    the fence first waits for its renewal (`waited`: the rounds it did), then starts over with the view of then;
-    `topics_counted`: an earlier pass counted its denied topics (the same authorizer denies them again)."""
+    the fence first waits for its renewal, then starts over with the view of then (`passes`: what it took before)."""
     key = request.__api_key__
     if key == OFFSET_COMMIT:
         return _offset_commit(ctx, coordination, request)  # its coordinator conditions after its topics' ACLs
 
-    def start_over(now: Context, rounds: int = waited, counted: bool = topics_counted):
-        return _authorized(now, now.view.coordination_cluster, request, budget, rounds, counted)
-    if not ctx.lease_valid and (wait := _wait_for_renewal(ctx, request, waited, start_over)) is not None:
+    def start_over(now: Context, then: _Passes):
+        return _authorized(now, now.view.coordination_cluster, request, budget, then)
+
+    def after_lookup(asked: str, now: Context, rounds: int, refused_at_write: bool):
+        then = passes.after_lookup(rounds, refused_at_write)
+        if not then.out_of_rounds:
+            return start_over(now, then)
+        if not then.refusal_counted:  # refused after its lookup, by the handler: its one refusal
+            _count_refusal(now, request, _refusal_now(now, asked) or "coordination")
+        return failure(request, ErrorCode.not_coordinator)
+    if not ctx.lease_valid and (wait := _wait_for_renewal(ctx, request, passes, start_over)) is not None:
         return wait
-    unavailable = _unavailable(ctx, coordination, request)
+    unavailable = _unavailable(ctx, coordination, request, passes.refusal_counted)
     if unavailable is not None or coordination is None:
         return failure(request, unavailable or ErrorCode.coordinator_not_available)
     if key in (OFFSET_FETCH, OFFSET_DELETE):
-        again = functools.partial(start_over, counted=True) if key == OFFSET_FETCH else None
-        return _offsets_of_topics(ctx, coordination, request, again, count_denied=not topics_counted)
+        again = functools.partial(after_lookup, coordination) if key == OFFSET_FETCH else None
+        return _offsets_of_topics(ctx, coordination, request, again, count_denied=not passes.topics_counted)
     upstream, back = request, (lambda resp: resp)
     if key == DESCRIBE:  # each group asked once (`_described_from_shadow`)
         request = dataclasses.replace(request, groups=tuple(dict.fromkeys(request.groups)))
@@ -152,45 +190,50 @@ def _authorized(ctx: Context, coordination: str | None, request, budget: _Answer
                             fence=ctx if key in OFFSETS_OF_THE_VIEW else None)
 
 
-def _unavailable(ctx: Context, coordination: str | None, request) -> ErrorCode | None:
+def _unavailable(ctx: Context, coordination: str | None, request, refusal_counted: bool = False) -> ErrorCode | None:
     """The error the proxy answers an authorized group request with itself, if any: no coordination cluster in the
     view; committed offsets past the proxy's fence (checked before the freeze: the view may be a move behind its
     freeze); or a change of committed offsets under a frozen view: a coordination move copies them now, so a commit
     landing on the old coordinator after the copy would be lost, a deletion undone (the switch puts the copied
     offsets back). Retriable: clients and AdminClient send it again, to the new coordinator (docs/DESIGN.md
-    §10.1)."""
+    §10.1). `refusal_counted`: the request's refusal was counted already (an OffsetFetch's, at a write)."""
     key = request.__api_key__
     if coordination is None:
         return ErrorCode.coordinator_not_available
-    if key in OFFSETS_OF_THE_VIEW and _past_fence(ctx, request):
+    if key in OFFSETS_OF_THE_VIEW and _past_fence(ctx, request, refusal_counted):
         return ErrorCode.not_coordinator
     if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
         return ErrorCode.coordinator_load_in_progress
     return None
 
 
-def _wait_for_renewal(ctx: Context, request, waited: int, resume: Callable[[Context, int], object]) -> Plan | None:
+def _wait_for_renewal(ctx: Context, request, passes: _Passes,
+                      resume: Callable[[Context, _Passes], object]) -> Plan | None:
     """For an OffsetFetch that finds this proxy past its fence: a round of FENCE_RENEWAL_STEP_S, after which
     `resume` is called with the context as the proxy stands then (its fence maybe renewed, its view maybe newer) and
-    the rounds waited. None, to refuse it now: another API (a refused commit is sent again at the next commit, a
-    deletion by the AdminClient), no proxy state that could be renewed, or FENCE_RENEWAL_ROUNDS spent. Nothing is
-    sent upstream meanwhile, and the refusal, if it comes, is counted once."""
-    if request.__api_key__ != OFFSET_FETCH or ctx.live is None or waited >= FENCE_RENEWAL_ROUNDS:
+    the passes with this wait. None, to refuse it now: another API (a refused commit is sent again at the next
+    commit, a deletion by the AdminClient), no proxy state that could be renewed, FENCE_RENEWAL_ROUNDS spent, or no
+    rounds left for a lookup and its call after it. Nothing is sent upstream meanwhile, and the refusal, if it comes,
+    is counted once."""
+    if (request.__api_key__ != OFFSET_FETCH or ctx.live is None or passes.waited >= FENCE_RENEWAL_ROUNDS
+            or passes.out_of_rounds):
         return None
-    return Plan((), lambda _results: resume(as_now(ctx) or ctx, waited + 1), barrier=True,
+    return Plan((), lambda _results: resume(as_now(ctx) or ctx, passes.after_wait()), barrier=True,
                 delay_s=FENCE_RENEWAL_STEP_S)
 
 
-def _past_fence(ctx: Context, request) -> bool:
-    """Whether this proxy's fence ran out (a `lease` refusal per group). Committed offsets are logical, so no segment
-    is mapped; but the view names the cluster holding them, and past the fence a coordination move may have copied
-    them to another and switched without this proxy (its acks no longer waited for): a commit sent to the old one
-    is lost, a deletion undone, a fetch answers the offsets the switch left behind. The client gets NOT_COORDINATOR,
-    as a partition's reader gets NOT_LEADER_OR_FOLLOWER past the fence (`plan.past_fence`): it looks the
-    coordinator up again and retries, through a proxy the current view lists once this one is dropped from it."""
+def _past_fence(ctx: Context, request, refusal_counted: bool = False) -> bool:
+    """Whether this proxy's fence ran out (a `lease` refusal per group, unless `refusal_counted`). Committed offsets
+    are logical, so no segment is mapped; but the view names the cluster holding them, and past the fence a
+    coordination move may have copied them to another and switched without this proxy (its acks no longer waited
+    for): a commit sent to the old one is lost, a deletion undone, a fetch answers the offsets the switch left behind.
+    The client gets NOT_COORDINATOR, as a partition's reader gets NOT_LEADER_OR_FOLLOWER past the fence
+    (`plan.past_fence`): it looks the coordinator up again and retries, through a proxy the current view lists once
+    this one is dropped from it."""
     if ctx.lease_valid:
         return False
-    _count_refusal(ctx, request, "lease")
+    if not refusal_counted:
+        _count_refusal(ctx, request, "lease")
     return True
 
 
@@ -284,13 +327,14 @@ def group_ids(request) -> list[str]:
 
 
 def _via_coordinator(coordination: str, request, upstream, back, client_id: str | None = None,
-                     fence: Context | None = None, start_over: Callable[[Context], object] | None = None):
+                     fence: Context | None = None, start_over: Callable[[Context, int, bool], object] | None = None):
     """Look the groups' coordinators up (in client order: a barrier), then send each its share. `fence`: a request
     of committed offsets' context, whose fence and view are read again, as they are now, once the lookup answers (it
     may take up to the upstream timeout: sent past the fence, a commit could reach the old cluster after a move's
     copy; a fetch sent to `coordination` once the view moved the groups from it reads the offsets the move left
-    there). Either way the lookup's answer is not used: `start_over` (an OffsetFetch's, `_authorized`) goes again
-    with the view of now, after a wait for the fence's renewal; the others are refused NOT_COORDINATOR, as a
+    there). Either way the lookup's answer is not used: `start_over` (an OffsetFetch's, `_authorized`; given the
+    context of now, the rounds this pass took and whether the core refused, and counted, its call at the write)
+    goes again with the view of now, after a wait for the fence's renewal; the others are refused NOT_COORDINATOR, as a
     drained request takes no later lookup round (dispatch.DrainedLaterRound)."""
     groups = list(dict.fromkeys(group_ids(request)))
     if not groups:  # e.g. DescribeGroups of nothing: nothing to ask
@@ -301,7 +345,7 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
         now = None if fence is None else as_now(fence) or fence
         if now is not None and (reason := _refusal_now(now, coordination)) is not None:
             if start_over is not None:
-                return start_over(now)
+                return start_over(now, 1, False)
             _count_refusal(now, request, reason)
             return failure(request, ErrorCode.not_coordinator)
         found = results[0]
@@ -329,7 +373,7 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
                 now = None if fence is None else as_now(fence) or fence
                 if now is None or _refusal_now(now, coordination) is None:
                     return failure(request, ErrorCode.coordinator_not_available)
-                return failure(request, ErrorCode.not_coordinator) if start_over is None else start_over(now)
+                return failure(request, ErrorCode.not_coordinator) if start_over is None else start_over(now, 2, True)
             if len(results) == 1:  # one coordinator's answer passed on as it came: Kafka's own order
                 return back(results[0])
             # several coordinators' answers in request order, as Kafka answers OffsetFetch v8+ (one answer per group
@@ -733,7 +777,8 @@ def _with_commit_errors(request, refused: dict[ErrorCode, dict[str, list[int]]],
     return answered
 
 
-def _offsets_of_topics(ctx: Context, coordination: str, request, start_over: Callable[[Context], object] | None,
+def _offsets_of_topics(ctx: Context, coordination: str, request,
+                       start_over: Callable[[Context, int, bool], object] | None,
                        count_denied: bool = True):
     """OffsetFetch and OffsetDelete ask the coordinator only about topics the principal may describe (fetch) or
     read (delete); each refused partition is answered TOPIC_AUTHORIZATION_FAILED, and an all-topics fetch
