@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -687,8 +688,22 @@ def test_failover_starts_while_the_database_is_known_to_have_lost_commits(make_a
     assert manual.status_code < 300, manual.text
 
 
+def _applying_every_view_waited_for(monkeypatch, ctl, member: int) -> None:
+    """The proxy `member` applies every view a wait of `ctl`'s movers waits for, as a live proxy does: a test body
+    that starts past the proxy's lease (a loaded machine) has the publish compose a view without it, which it must
+    still ack (its fence runs); the heartbeat that renews its lease is the proxy's, not what the test asserts."""
+    real_wait = Mover.await_version
+
+    def applied_then_waited(mover, needed, progress, **kwargs):
+        if mover.ctl is ctl:
+            ctl.heartbeat(member, needed, {}, ANY_SECRET)
+        return real_wait(mover, needed, progress, **kwargs)
+
+    monkeypatch.setattr(Mover, "await_version", applied_then_waited)
+
+
 @pytest.fixture
-def held(frozen_move):
+def held(frozen_move, monkeypatch):
     """`frozen_move`: the move sealed and published as c2 phys 0 = logical 100 (`lost`: the segments every proxy's
     view.json holds), the proxy acked 50 records at logical 100..149 on c2 phys 0..49, then the database lost the
     seal and the publish; the restarted controller saw a proxy hold the lost view and held the resumed move. Returns
@@ -707,6 +722,7 @@ def held(frozen_move):
         again.run(again.unfinished())
     # the proxy took the view composed past the lost ones (t/0 frozen)
     ctl.heartbeat(member, ctl.view.version, {}, ANY_SECRET)
+    _applying_every_view_waited_for(monkeypatch, ctl, member)
     with heartbeating_like_a_proxy(TestClient(create_app(ctl, TOKEN, background=False), headers=AUTH)) as client:
         yield ctl, client, ids[0], lost, ends
 
@@ -786,6 +802,19 @@ def test_publishing_a_held_move_with_what_kafka_or_its_row_contradicts_is_refuse
     assert _segments(ctl) == [("c1", 0, None, 0)]
 
 
+def test_a_publish_begun_past_the_proxys_lease_is_still_checked(held, monkeypatch):
+    """The test body started past the proxy's lease (a loaded machine: the clock runs on 11 s past the fixture's
+    last heartbeat): the publish composes a view without the proxy, which it waits for until its fence runs out.
+    The proxy applies that view (`_applying_every_view_waited_for`), so the publish reaches its checks."""
+    ctl, client, move_id, _lost, _ends = held
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + ctl.settings.lease_ms / 1000 + 1)
+    answer = client.post(f"/v1/moves/{move_id}/publish", json={"seal": 100, "target_start": 50})
+    assert (answer.status_code, "target_start 50 is not the move's target_end 0" in answer.text) == (422, True), \
+        answer.text
+    assert _move(ctl, move_id).state == "held" and _frozen(ctl)
+
+
 def test_a_publish_forced_past_a_check_is_recorded_and_says_what_it_overrode(held):
     ctl, client, move_id, _lost, _ends = held
     answer = client.post(f"/v1/moves/{move_id}/publish", json={"seal": 100, "target_start": 50, "force": True})
@@ -795,7 +824,7 @@ def test_a_publish_forced_past_a_check_is_recorded_and_says_what_it_overrode(hel
 
 
 @pytest.fixture
-def held_back_onto_a_lost_partition(lossy):
+def held_back_onto_a_lost_partition(lossy, monkeypatch):
     """t/0 moved c1 -> c2/t/0 (c1 sealed at 100, c2 from 0 at logical 100), 30 records written on c2, moved back
     (c2 sealed at 30, c1 from 100 at logical 130), 20 more records on c1; then c2 lost its data (c2/t/0's log end
     went back to 0) and a move of t/0 to c2/t/0 froze (its target end 0) and was held. Returns (its API, the move's
@@ -815,6 +844,7 @@ def held_back_onto_a_lost_partition(lossy):
     [move_id] = mover.plan(None, [Move("t", 0, "c1", "c2", "t", 0)])
     mover._freeze([move_id])
     _report(api, member, ctl.view.version)  # the proxy applied the frozen view (an operator's publish waits for it)
+    _applying_every_view_waited_for(monkeypatch, ctl, member)
     assert (_move(ctl, move_id).state, _move(ctl, move_id).target_end) == ("frozen", 0)
     with ctl.session() as s:
         s.execute(update(MoveRow).where(MoveRow.id == move_id).values(state="held", held_for="target_grew"))
@@ -965,11 +995,12 @@ def test_a_no_target_end_move_is_rolled_back_only_with_nothing_was_published(pla
     assert (_move(ctl, ids[0]).state, _frozen(ctl)) == ("rolled_back", False)
 
 
-def test_a_held_move_is_published_by_the_command_on_either_database(frozen_move):
+def test_a_held_move_is_published_by_the_command_on_either_database(frozen_move, monkeypatch):
     """The publish's transaction (the held row read under a row lock) on PostgreSQL too: a move held as a seal holds
     one (its target grew past the end recorded at the freeze), published as the documented repair does."""
-    api, _mover, ids, _member, ends, _keep, _fail_over = frozen_move
+    api, _mover, ids, member, ends, _keep, _fail_over = frozen_move
     ctl = api.controller
+    _applying_every_view_waited_for(monkeypatch, ctl, member)
     with ctl.session() as s:
         s.execute(update(MoveRow).where(MoveRow.id == ids[0]).values(state="held", held_for="target_grew"))
         s.commit()
@@ -981,3 +1012,4 @@ def test_a_held_move_is_published_by_the_command_on_either_database(frozen_move)
     assert answer.status_code == 200 and answer.json()["state"] == "sealed", answer.text
     assert Mover(ctl).sweep() == ids
     assert _segments(ctl) == [("c1", 0, 100, 0), ("c2", 0, None, 100)] and not _frozen(ctl)
+
