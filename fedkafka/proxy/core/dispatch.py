@@ -74,11 +74,6 @@ ANSWER_CACHE_BYTES = 16 * 1024 * 1024  # ... and their bytes together (an all-to
 Answer = bytes | codec.Chunks | CloseConnection | None
 
 
-def _no_lane(frame: bytes | memoryview, slot: int, session: Session | None = None) -> None:
-    """`Dispatcher.start_now` of a dispatcher without a Produce lane: it takes nothing."""
-    return None
-
-
 class _NotSent(Exception):
     """A produce (or a committed offsets call) kept from going upstream (lease run out, client deadline passed, the
     groups moved to another coordination cluster): reason and message."""
@@ -274,13 +269,14 @@ class Dispatcher:
         return self._authorizer[1]
 
     @property
-    def start_now(self) -> Callable[..., asyncio.Future | None]:
+    def start_now(self) -> Callable[..., asyncio.Future | None] | None:
         """`start_now(frame, slot, session=None)`: the answer future of a request the Produce lane takes, taken
         synchronously (no coroutine, as `start` is); None: the lane leaves it (then `start(..., lane=False)`: it is
         not asked twice). The lane's own `ProduceLane.start`, which a connection reads once and calls per request
-        (a call less a request than a method of the dispatcher's calling it); without a lane, `_no_lane`."""
+        (a call less a request than a method of the dispatcher's calling it); None without a lane: a connection
+        then sends every request by `start`."""
         lane = self.lane
-        return _no_lane if lane is None else lane.start
+        return None if lane is None else lane.start
 
     def close_drained_upstream(self) -> int:
         """The drain's last resort (`server.InflightProduce`, after DRAIN_PATIENCE_S): close every upstream
