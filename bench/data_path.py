@@ -65,6 +65,14 @@ def minor_faults(pid: int) -> int:
     return int(fields[7])
 
 
+def user_system_ticks(pid: int) -> tuple[int, int]:
+    """A process' user and system CPU so far, in clock ticks (/proc/<pid>/stat fields 14 and 15): their split
+    says how much of the proxy's CPU is the kernel's (its socket reads and writes, on loopback the receiving
+    side's TCP work too), which no change to the proxy's Python can cut."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -366,6 +374,7 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                         Sampler(pid, PROFILES / f"{kind}.raw", args.native)
                 c0 = cpu_seconds(pid) if pid else 0.0
                 f0 = minor_faults(pid) if pid else 0
+                t0 = user_system_ticks(pid) if pid else (0, 0)
                 b0 = cpu_seconds(cluster.pid)
                 if kind == "produce":
                     rate = produce(addrs[side], f"p-{side}-{r}", n, idempotent=args.idempotent)
@@ -374,15 +383,19 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                     rate = consume(addrs[side], topic, starts, n)
                 proxy_cpu = (cpu_seconds(pid) - c0) / gb if pid else None
                 faults = (minor_faults(pid) - f0) / gb if pid else None
+                system_share = _system_share(t0, user_system_ticks(pid)) if pid else None
                 broker_cpu = (cpu_seconds(cluster.pid) - b0) / gb
                 if sampler is not None:
                     sampler.stop()
                 runs[kind][side].append({"records_per_s": rate, "proxy_cpu_s_per_gb": proxy_cpu,
-                                         "broker_cpu_s_per_gb": broker_cpu, "proxy_minor_faults_per_gb": faults})
+                                         "broker_cpu_s_per_gb": broker_cpu, "proxy_minor_faults_per_gb": faults,
+                                         "proxy_system_share": system_share})
                 loads.append(os.getloadavg()[0])
                 print(f"round {r} {kind:8} {side:6} {rate:9.0f} rec/s  proxy CPU "
                       f"{'-' if proxy_cpu is None else f'{proxy_cpu:.2f}'} s/GB  "
-                      f"{'-' if faults is None else f'{faults:.0f}'} faults/GB  broker CPU {broker_cpu:.2f} s/GB  "
+                      f"{'-' if faults is None else f'{faults:.0f}'} faults/GB  "
+                      f"{'-' if system_share is None else f'{system_share:.0%}'} system  "
+                      f"broker CPU {broker_cpu:.2f} s/GB  "
                       f"load {loads[-1]:.2f}", flush=True)
     for kind in runs:
         data = PROFILES / f"{kind}.perf"
@@ -396,6 +409,11 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                 (PROFILES / f"{kind}.txt").write_text(summarize(raw, f"{kind} through the proxy (py-spy)"))
                 raw.unlink()
     return {"runs": runs, "load_average": {"min": min(loads), "max": max(loads), "mean": sum(loads) / len(loads)}}
+
+
+def _system_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    user, system = after[0] - before[0], after[1] - before[1]
+    return system / (user + system) if user + system else None
 
 
 def _median(values: list[float]) -> float:
