@@ -8,7 +8,8 @@ the shadow topic has P partitions, so the broker validates and fences commits na
 bytes (subscriptions, assignments) name shadow topics at the coordinator and logical ones at the client.
 Past the proxy's fence committed offsets are neither read nor written (`_past_fence`: NOT_COORDINATOR, an
 OffsetFetch COORDINATOR_LOAD_IN_PROGRESS, `refused_offsets_code`), the coordination cluster its view names may have
-been moved from; membership goes on (docs/DESIGN.md §4.9 F2). Like
+been moved from; membership goes on (docs/DESIGN.md §4.9 F2). An OffsetFetch is answered no code that sends the client
+to look the coordinator up again, whoever gave it (`_retried_here`): librdkafka never retries it. Like
 the other conditions of the proxy's own (`_unavailable`), it is answered once the request is authorized, as Kafka
 asks its coordinator only then (docs/DESIGN.md §11).
 """
@@ -127,6 +128,12 @@ class _Passes:
 
 
 def handle(ctx: Context, header, request):
+    if request.__api_key__ == OFFSET_FETCH:
+        return on_answer(_routed(ctx, request), _retried_here)
+    return _routed(ctx, request)
+
+
+def _routed(ctx: Context, request):
     key = request.__api_key__
     coordination = ctx.view.coordination_cluster
     if key == LIST:  # nothing to authorize first: the groups listed are filtered (`_group_lister`)
@@ -252,6 +259,39 @@ def _past_fence(ctx: Context, request, refusal_counted: bool = False) -> bool:
     if not refusal_counted:
         _count_refusal(ctx, request, "lease")
     return True
+
+
+# The coordinator errors with which Kafka sends a client to look the coordinator up again
+LOOKUP_AGAIN = frozenset({ErrorCode.not_coordinator, ErrorCode.coordinator_not_available})
+
+
+def _retried_here(answer):
+    """An OffsetFetch answer with every LOOKUP_AGAIN code, its groups', top level's or partitions', whoever gave it
+    (the coordination cluster's coordinator, moved since the proxy looked it up; a lookup that failed or answered an
+    error; a coordinator not reached; the view without a coordination cluster), answered
+    COORDINATOR_LOAD_IN_PROGRESS: clients ask this proxy again, and it looks the coordinator up again itself, as for
+    every request (docs/DESIGN.md §4.9 F2, §5.6). A lookup of the client's own finds nothing new, this proxy again
+    (FindCoordinator answers the group's rendezvous proxy), and librdkafka's assignment OffsetFetch does not retry
+    those codes at all (`refused_offsets_code`): its partitions were not fetched until the group's next rebalance."""
+    if getattr(answer, "__api_key__", None) != OFFSET_FETCH:  # not an OffsetFetch answer (a closed connection)
+        return answer
+    return _without_lookup_again(answer)
+
+
+def _without_lookup_again(entity):
+    """`entity` (an OffsetFetch answer, group, topic or partition) with LOOKUP_AGAIN codes made
+    COORDINATOR_LOAD_IN_PROGRESS, itself when it holds none (an answer of many partitions is not copied for
+    nothing)."""
+    changes: dict[str, object] = {}
+    if getattr(entity, "error_code", None) in LOOKUP_AGAIN:
+        changes["error_code"] = ErrorCode.coordinator_load_in_progress
+    for field in ("groups", "topics", "partitions"):
+        items = getattr(entity, field, None)
+        if items:
+            renewed = tuple(map(_without_lookup_again, items))
+            if any(new is not old for new, old in zip(renewed, items, strict=True)):
+                changes[field] = renewed
+    return dataclasses.replace(entity, **changes) if changes else entity
 
 
 def _count_refusal(ctx: Context, request, reason: str) -> None:
