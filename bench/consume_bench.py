@@ -14,12 +14,18 @@ nothing in the repository changes), and `--rounds N` repeats the throughput runs
 first, then through the proxies, their order rotating by round. The table shows medians over the rounds; the
 latency runs are of this tree's proxy only.
 
-    .venv/bin/python bench/consume_bench.py [--records 200000] [--workers 1] [--compare-ref REF] [--rounds 1]
+`--relay` adds a side through a bare TCP relay with no Kafka work (relay.py; it reads the physical topics, as direct
+does, and for `moved` from the same offset past the junk) in the throughput rounds, its process's CPU-seconds per GB
+counted as a proxy's, and a latency mode produced and consumed through it: the floor any proxy pays for one more hop
+on this machine.
+
+    .venv/bin/python bench/consume_bench.py [--records 200000] [--workers 1] [--compare-ref REF] [--rounds 1] [--relay]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -36,6 +42,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from data_path import export_tree, tree_path
 from produce_bench import cpu_seconds, medians
+from relay import relay_listener, start_relay
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
@@ -47,6 +54,7 @@ RECORD = 1024
 PARTITIONS = 2
 JUNK = 1000
 MOVED_BASE = 10**9
+PHYSICAL_SIDES = ("direct", "relay")  # the sides that read the physical topics (no view)
 LATENCY_ROUNDS = 4
 LATENCY_PROBES = 500
 
@@ -164,10 +172,14 @@ def main() -> None:
     ap.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
     ap.add_argument("--compare-ref", help="also read through a proxy of this git ref (e.g. main), alternating")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the throughput runs (the table: medians)")
+    ap.add_argument("--relay", action="store_true", help="also read through a bare TCP relay (relay.py, no Kafka "
+                                                         "work): the floor of one more hop")
     args = ap.parse_args()
     n = args.records
+    relay_port, relay_target = free_port(), free_port()
     with scratch_dir("consume-bench-") as tmp:
-        (cluster,) = start_clusters(["b1"], tmp / "k")
+        with relay_listener(relay_port, relay_target) if args.relay else contextlib.nullcontext():
+            (cluster,) = start_clusters(["b1"], tmp / "k")
         proxies: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
             phys_id, phys_mv = "bench-id-phys", "bench-moved-phys"
@@ -187,6 +199,8 @@ def main() -> None:
                 for p in range(PARTITIONS)))
             view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
                         topics={"identity": identity, "moved": moved})
+            if args.relay:  # reads the physical topics, as direct does
+                proxies["relay"] = start_relay(relay_port, relay_target)
             proxies["proxy"] = start_proxy(view, tmp, args.workers)
             if args.compare_ref:
                 proxies["ref"] = start_proxy(view, tmp, args.workers, export_tree(args.compare_ref, tmp / "ref"))
@@ -208,12 +222,13 @@ def main() -> None:
 
 def run_all(cluster, proxies: dict[str, tuple[subprocess.Popen, str]], n: int, moved: LogicalTopic, phys_id: str,
             phys_mv: str, args) -> dict:
-    r: dict = {"records": n, "record_bytes": RECORD, "compare_ref": args.compare_ref, "rounds": args.rounds}
+    r: dict = {"records": n, "record_bytes": RECORD, "compare_ref": args.compare_ref, "rounds": args.rounds,
+               "relay": args.relay}
     proxy_addr = proxies["proxy"][1]
     if not args.latency_only:
         perf_test(cluster.bootstrap, phys_id, min(n, 20000))  # warm-up: JIT, page cache, proxy connections
-        for _, addr in proxies.values():
-            perf_test(addr, "identity", min(n, 20000))
+        for side, (_, addr) in proxies.items():
+            perf_test(addr, phys_id if side in PHYSICAL_SIDES else "identity", min(n, 20000))
         moved_starts = [c.segments[0].phys_start for c in moved.partitions]
         topics = {"identity": ((phys_id, [0] * PARTITIONS), [0] * PARTITIONS),
                   "moved": ((phys_mv, moved_starts), [MOVED_BASE] * PARTITIONS)}
@@ -225,13 +240,13 @@ def run_all(cluster, proxies: dict[str, tuple[subprocess.Popen, str]], n: int, m
             for name, ((phys, starts), logical_starts) in topics.items():
                 for side in order:
                     pid, addr = sides[side]
-                    topic, offsets = (phys, starts) if side == "direct" else (name, logical_starts)
+                    topic, offsets = (phys, starts) if side in PHYSICAL_SIDES else (name, logical_starts)
                     rounds[name][side].append(read_both(cluster.pid, pid, addr, topic, offsets, n))
                     print(f"round {i + 1} {name:8} {side:6} " + ", ".join(
                         f"{k} {v:.2f}" for k, v in rounds[name][side][-1].items()), flush=True)
         for name, by_side in rounds.items():
             r[name] = {side: medians(values) for side, values in by_side.items()}
-    r["latency_ms"] = latency(cluster, proxy_addr, phys_id)
+    r["latency_ms"] = latency(cluster, proxy_addr, phys_id, proxies["relay"][1] if "relay" in proxies else None)
     return r
 
 
@@ -251,13 +266,16 @@ def read_both(broker_pid: int, proxy_pid: int | None, addr: str, topic: str, sta
     return out
 
 
-def latency(cluster, proxy_addr: str, phys_id: str) -> dict:
+def latency(cluster, proxy_addr: str, phys_id: str, relay_addr: str | None = None) -> dict:
     # interleaved rounds, so a burst of load from elsewhere on the machine hits every mode alike
     # consume_only: produced directly to the cluster, consumed through the proxy (the consume path alone)
+    # relay: produced and consumed through the bare relay (the floor of one more hop both ways)
     direct = (cluster.bootstrap, phys_id)
     modes = {"direct": (direct, direct), "proxy_identity": ((proxy_addr, "identity"), (proxy_addr, "identity")),
              "proxy_moved": ((proxy_addr, "moved"), (proxy_addr, "moved")),
              "consume_only_identity": (direct, (proxy_addr, "identity"))}
+    if relay_addr:
+        modes["relay"] = ((relay_addr, phys_id), (relay_addr, phys_id))
     samples: dict[str, list[float]] = {k: [] for k in modes}
     for _ in range(LATENCY_ROUNDS):
         for mode, (src, dst) in modes.items():
@@ -285,10 +303,13 @@ def print_results(r: dict, n: int) -> None:
                   f"{proxy_cpu[0]:20.2f}/{x['perf_broker_cpu_s_per_gb']:<7.2f}"
                   f"{proxy_cpu[1]:21.2f}/{x['confluent_broker_cpu_s_per_gb']:<7.2f}")
     lat = r["latency_ms"]
-    for k in ("direct", "proxy_identity", "proxy_moved", "consume_only_identity"):
-        print(f"{'e2e latency ' + k:28}  p50 {lat[k][0]:7.2f} ms   p99 {lat[k][1]:7.2f} ms")
+    for k in lat:
+        print(f"{'e2e latency ' + k:28}  p50 {lat[k][0]:7.2f} ms   p99 {lat[k][1]:7.2f} ms   "
+              f"p99 ÷ direct {lat[k][1] / lat['direct'][1]:5.2f}")
     print(f"{'added p99 (identity)':28}{lat['proxy_identity'][1] - lat['direct'][1]:12.2f} ms")
     print(f"{'added p99 (consume only)':28}{lat['consume_only_identity'][1] - lat['direct'][1]:12.2f} ms")
+    if "relay" in lat:
+        print(f"{'added p99 (relay)':28}{lat['relay'][1] - lat['direct'][1]:12.2f} ms")
 
 
 if __name__ == "__main__":

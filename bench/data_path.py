@@ -10,9 +10,11 @@ consume runs and writes top-N tables and a text flame graph to bench/profiles/. 
 below the Python code) and writes each run's shares by library and by symbol to bench/profiles/perf-<kind>.txt.
 
 `--compare-pure` runs a third proxy, of this tree with FEDKAFKA_PURE_PYTHON=1 (records.py without its compiled
-twin).
+twin). `--relay` adds a side through a bare TCP relay with no Kafka work (relay.py; it produces to and reads the
+physical topics, as direct does): the floor any proxy pays for one more hop on this machine, its process's CPU and
+user/system split recorded as a proxy's, and each proxy's throughput ÷ the relay's in the table.
 
-    .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--compare-pure]
+    .venv/bin/python bench/data_path.py [--records 100000] [--rounds 3] [--compare-ref main] [--compare-pure] [--relay]
         [--profile [--native] | --perf] [--idempotent]
 """
 
@@ -34,6 +36,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from relay import relay_listener, start_relay
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
@@ -46,6 +49,7 @@ RECORD = 1024
 PARTITIONS = 4
 MOVED_BASE = 10**9
 JUNK = 1000
+PHYSICAL_SIDES = ("direct", "relay")  # the sides that read and write the physical topics (no view)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -265,7 +269,7 @@ def _tree_lines(node: dict, total: int, min_share: float, depth: int, lines: lis
         _tree_lines(children, total, min_share, depth + 1, lines)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
@@ -274,60 +278,39 @@ def main() -> None:
                                       "instead of from the working tree")
     ap.add_argument("--compare-pure", action="store_true",
                     help="also run this tree's proxy with FEDKAFKA_PURE_PYTHON=1 (no fedkafka_speedups)")
+    ap.add_argument("--relay", action="store_true", help="also run through a bare TCP relay (relay.py, no Kafka "
+                                                         "work): the floor of one more hop")
     ap.add_argument("--profile", action="store_true", help="py-spy the new proxy; tables into bench/profiles/")
     ap.add_argument("--native", action="store_true", help="with --profile: C frames too (py-spy --native)")
     ap.add_argument("--perf", action="store_true", help="perf record the new proxy (kernel and libraries); "
                                                       "shares into bench/profiles/perf-<kind>.txt")
     ap.add_argument("--idempotent", action="store_true", help="produce with enable.idempotence=true")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     n = args.records
+    relay_port, relay_target = free_port(), free_port()
     with scratch_dir("data-path-") as tmp:
-        (cluster,) = start_clusters(["b1"], tmp / "k")
+        with relay_listener(relay_port, relay_target) if args.relay else contextlib.nullcontext():
+            (cluster,) = start_clusters(["b1"], tmp / "k")
         procs: dict[str, subprocess.Popen] = {}
         try:
-            admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-            sides = ["new"] + (["pure"] if args.compare_pure else []) + (["ref"] if args.compare_ref else [])
-            names = [f"p-{s}-{r}" for s in ["direct", *sides] for r in range(args.rounds + 1)]
+            proxies = ["new"] + (["pure"] if args.compare_pure else []) + (["ref"] if args.compare_ref else [])
+            own_topics = ["direct"] + (["relay"] if args.relay else []) + proxies  # a produce topic a round each
+            names = [f"p-{s}-{r}" for s in own_topics for r in range(args.rounds + 1)]
             names += ["c-identity", "c-moved", shadow_topic("identity"), shadow_topic("moved")]
-            for fut in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
-                fut.result(30)
-            time.sleep(1)
-            fill = Producer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 5, "batch.size": 262144})
-            for p in range(PARTITIONS):
-                for _ in range(JUNK):
-                    fill.produce("c-moved", b"junk", partition=p)
-            fill.flush(60)
-            junk_end = [JUNK] * PARTITIONS
-            payload = os.urandom(RECORD)
-            for topic in ("c-identity", "c-moved"):
-                for i in range(n):
-                    while True:
-                        try:
-                            fill.produce(topic, payload, partition=i % PARTITIONS)
-                            break
-                        except BufferError:
-                            fill.poll(0.05)
-                fill.flush(300)
-
-            def chain(topic: str, p: int, start: int, base: int) -> PartitionChain:
-                return PartitionChain(segments=(Segment("b1", topic, p, start, None, base),))
-
-            topics = {t: LogicalTopic(t, uuid.uuid4().hex, tuple(chain(t, p, 0, 0) for p in range(PARTITIONS)))
-                      for t in names if t.startswith("p-")}
-            topics["identity"] = LogicalTopic("identity", uuid.uuid4().hex, tuple(
-                chain("c-identity", p, 0, 0) for p in range(PARTITIONS)))
-            topics["moved"] = LogicalTopic("moved", uuid.uuid4().hex, tuple(
-                chain("c-moved", p, junk_end[p], MOVED_BASE) for p in range(PARTITIONS)))
-            view = View(version=1, clusters={"b1": Cluster("b1", cluster.bootstrap)}, coordination_cluster="b1",
-                        topics=topics)
-            view_file = tmp / "view.json"
-            view_file.write_text(json.dumps(view.to_dict()))
+            fill_topics(cluster.bootstrap, names, n)
+            view_file = write_view(tmp, cluster.bootstrap, names)
             trees = {"new": export_tree(args.new_ref, tmp / "new") if args.new_ref else ROOT}
             if args.compare_pure:
                 trees["pure"] = trees["new"]
             if args.compare_ref:
                 trees["ref"] = export_tree(args.compare_ref, tmp)
             addrs = {"direct": cluster.bootstrap}
+            if args.relay:  # reads and writes the physical topics, as direct does
+                procs["relay"], addrs["relay"] = start_relay(relay_port, relay_target)
             for side, tree in trees.items():
                 procs[side], addrs[side] = start_proxy(tree, view_file, tmp / f"proxy-{side}.log",
                                                        pure_python=side == "pure")
@@ -349,6 +332,48 @@ def main() -> None:
     print(f"wrote {out}")
 
 
+def fill_topics(bootstrap: str, names: list[str], n: int) -> None:
+    """The topics `names`; c-moved with JUNK records per partition that no segment holds, then `n` records in
+    c-identity and in c-moved."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in names]).values():
+        fut.result(30)
+    time.sleep(1)
+    fill = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 262144})
+    for p in range(PARTITIONS):
+        for _ in range(JUNK):
+            fill.produce("c-moved", b"junk", partition=p)
+    fill.flush(60)
+    payload = os.urandom(RECORD)
+    for topic in ("c-identity", "c-moved"):
+        for i in range(n):
+            while True:
+                try:
+                    fill.produce(topic, payload, partition=i % PARTITIONS)
+                    break
+                except BufferError:
+                    fill.poll(0.05)
+        fill.flush(300)
+
+
+def write_view(tmp: Path, bootstrap: str, names: list[str]) -> Path:
+    """The proxies' view: each p- topic its own logical topic, `identity` over c-identity, `moved` over c-moved
+    past its junk (logical base MOVED_BASE)."""
+    def chain(topic: str, p: int, start: int, base: int) -> PartitionChain:
+        return PartitionChain(segments=(Segment("b1", topic, p, start, None, base),))
+
+    topics = {t: LogicalTopic(t, uuid.uuid4().hex, tuple(chain(t, p, 0, 0) for p in range(PARTITIONS)))
+              for t in names if t.startswith("p-")}
+    topics["identity"] = LogicalTopic("identity", uuid.uuid4().hex, tuple(
+        chain("c-identity", p, 0, 0) for p in range(PARTITIONS)))
+    topics["moved"] = LogicalTopic("moved", uuid.uuid4().hex, tuple(
+        chain("c-moved", p, JUNK, MOVED_BASE) for p in range(PARTITIONS)))
+    view = View(version=1, clusters={"b1": Cluster("b1", bootstrap)}, coordination_cluster="b1", topics=topics)
+    view_file = tmp / "view.json"
+    view_file.write_text(json.dumps(view.to_dict()))
+    return view_file
+
+
 def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[str, str]) -> dict:
     n = args.records
     gb = n * RECORD / 1e9
@@ -360,7 +385,7 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
     for side in sides:  # warm-up: connections, caches, the JIT of the broker, the page cache
         produce(addrs[side], f"p-{side}-0", min(n, 20000), idempotent=args.idempotent)
         for kind, (topic, starts) in physical.items():
-            consume(addrs[side], *((topic, starts) if side == "direct" else (kind, logical_starts[kind])), n)
+            consume(addrs[side], *((topic, starts) if side in PHYSICAL_SIDES else (kind, logical_starts[kind])), n)
     for r in range(1, args.rounds + 1):
         for kind in ("produce", "identity", "moved"):
             proxies = sides[1:]
@@ -379,7 +404,7 @@ def run_rounds(args, cluster, procs: dict[str, subprocess.Popen], addrs: dict[st
                 if kind == "produce":
                     rate = produce(addrs[side], f"p-{side}-{r}", n, idempotent=args.idempotent)
                 else:
-                    topic, starts = (physical[kind] if side == "direct" else (kind, logical_starts[kind]))
+                    topic, starts = (physical[kind] if side in PHYSICAL_SIDES else (kind, logical_starts[kind]))
                     rate = consume(addrs[side], topic, starts, n)
                 proxy_cpu = (cpu_seconds(pid) - c0) / gb if pid else None
                 faults = (minor_faults(pid) - f0) / gb if pid else None
@@ -428,15 +453,18 @@ def print_results(results: dict) -> None:
           f"medians over rounds; load average {results['load_average']['min']:.1f}-"
           f"{results['load_average']['max']:.1f}\n")
     sides = list(runs["produce"])
+    # each proxy against the relay's floor (the same bytes through a hop with no Kafka work)
+    over_relay = [s for s in sides if s not in PHYSICAL_SIDES] if "relay" in sides else []
     print(f"{'path':10}" + "".join(f"{s + ' rec/s':>14}" for s in sides)
-          + "".join(f"{s + '/direct':>12}" for s in sides[1:])
+          + "".join(f"{s + '/direct':>14}" for s in sides[1:]) + "".join(f"{s + '/relay':>14}" for s in over_relay)
           + "".join(f"{s + ' CPU s/GB':>15}" for s in sides[1:]) + f"{'broker s/GB':>13}")
     for kind, by_side in runs.items():
         rate = {s: _median([x["records_per_s"] for x in by_side[s]]) for s in sides}
         cpu = {s: _median([x["proxy_cpu_s_per_gb"] for x in by_side[s]]) for s in sides[1:]}
         broker = _median([x["broker_cpu_s_per_gb"] for x in by_side["direct"]])
         print(f"{kind:10}" + "".join(f"{rate[s]:14.0f}" for s in sides)
-              + "".join(f"{rate[s] / rate['direct']:12.2f}" for s in sides[1:])
+              + "".join(f"{rate[s] / rate['direct']:14.2f}" for s in sides[1:])
+              + "".join(f"{rate[s] / rate['relay']:14.2f}" for s in over_relay)
               + "".join(f"{cpu[s]:15.2f}" for s in sides[1:]) + f"{broker:13.2f}")
 
 

@@ -7,8 +7,8 @@ per-partition fetch_state and the deepest fetch queue seen; from its `protocol` 
 records: the API version and librdkafka's round trip (mean, p50, p90, and their sum over the read's time: near 1, the
 consumer waits on one Fetch after another). `--set` passes consumer properties to both sides (e.g.
 max.partition.fetch.bytes=8388608). `--relay` adds a third side: a bare TCP relay on uvloop with no Kafka in it
-(the broker gets a second listener advertised at the relay's port, so a client bootstrapped there fetches through
-it): what one more loopback hop costs a consumer that waits on each Fetch, with no proxy code in the way.
+(relay.py: the broker gets a second listener advertised at the relay's port, so a client bootstrapped there fetches
+through it): what one more loopback hop costs a consumer that waits on each Fetch, with no proxy code in the way.
 `--compare-ref` adds a proxy of another commit (e.g. a branch with a switch set by `--ref-env`).
 
     .venv/bin/python bench/fetch_stats.py [--records 200000] [--rounds 3] [--set key=value ...] [--relay]
@@ -18,7 +18,6 @@ it): what one more loopback hop costs a consumer that waits on each Fetch, with 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import contextlib
 import json
@@ -26,20 +25,17 @@ import logging
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 
-import uvloop
 from confluent_kafka import Consumer, TopicPartition
 from consume_bench import PARTITIONS, create_topics, fill, free_port, read_records, start_proxy
 from data_path import export_tree
+from relay import relay_listener, start_relay
 from scratch import scratch_dir
 
-from fedkafka.kafka.cluster import LocalBroker, start_clusters
+from fedkafka.kafka.cluster import start_clusters
 from fedkafka.view.model import Cluster, LogicalTopic, PartitionChain, Segment, View, shadow_topic
 
 
@@ -108,84 +104,6 @@ def summarize(stats: list[dict], size: int, elapsed: float, fetch_log: _FetchLog
                                   for p in t["partitions"].values())}
 
 
-class _Pipe(asyncio.Protocol):
-    """One direction of the bare relay: bytes written on to the peer as they come (held until the peer is
-    connected), reading paused while the peer's transport is full."""
-
-    def __init__(self, peer: _Pipe | None = None) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.peer = peer
-        self.early: list[bytes] = []  # what came before the peer was connected
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        if self.peer is None or self.peer.transport is None:
-            self.early.append(data)
-        else:
-            self.peer.transport.write(data)
-
-    def connection_lost(self, exc) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
-
-    def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
-
-
-def serve_relay(listen: int, target: int) -> None:
-    """A TCP relay on uvloop with no Kafka in it (the proxy's floor): each client connection piped to `target`."""
-    connecting: set[asyncio.Task] = set()
-
-    async def connect(down: _Pipe) -> None:
-        up = _Pipe(down)
-        await asyncio.get_running_loop().create_connection(lambda: up, "127.0.0.1", target)
-        down.peer = up
-        assert up.transport is not None
-        up.transport.writelines(down.early)
-        down.early.clear()
-
-    class _Accepted(_Pipe):
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            task = asyncio.ensure_future(connect(self))
-            connecting.add(task)
-            task.add_done_callback(connecting.discard)
-
-    async def serve() -> None:
-        server = await asyncio.get_running_loop().create_server(_Accepted, "127.0.0.1", listen)
-        await server.serve_forever()
-
-    uvloop.run(serve())
-
-
-@contextlib.contextmanager
-def relay_listener(relay_port: int, broker_port: int) -> Iterator[None]:
-    """Brokers started inside get a second listener on `broker_port`, advertised at `relay_port`: a client
-    bootstrapped at the relay is told the relay's address for the broker, so all its traffic goes through it."""
-    plain = LocalBroker.config
-
-    def config(self) -> dict[str, str]:
-        cfg = plain(self)
-        cfg["listeners"] += f",RELAY://127.0.0.1:{broker_port}"
-        cfg["advertised.listeners"] += f",RELAY://127.0.0.1:{relay_port}"
-        cfg["listener.security.protocol.map"] += ",RELAY:PLAINTEXT"
-        return cfg
-
-    LocalBroker.config = config  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        LocalBroker.config = plain  # type: ignore[method-assign]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
@@ -194,10 +112,7 @@ def main() -> None:
     ap.add_argument("--relay", action="store_true", help="also read through a bare TCP relay (no Kafka parsing)")
     ap.add_argument("--compare-ref", help="also read through a proxy of this git ref (exported, as data_path.py does)")
     ap.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE in that proxy's environment")
-    ap.add_argument("--serve-relay", nargs=2, type=int, metavar=("LISTEN", "TARGET"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.serve_relay:
-        return serve_relay(*args.serve_relay)
     extra = dict(kv.split("=", 1) for kv in args.set)
     relay_port, relay_target = free_port(), free_port()
     procs: list[subprocess.Popen] = []
@@ -222,9 +137,9 @@ def main() -> None:
                 procs.append(ref)
                 sides["ref"] = (ref_addr, "identity")
             if args.relay:
-                procs.append(subprocess.Popen([sys.executable, __file__, "--serve-relay", str(relay_port),
-                                               str(relay_target)]))
-                sides["relay"] = (f"127.0.0.1:{relay_port}", phys)
+                relay, relay_addr = start_relay(relay_port, relay_target)
+                procs.append(relay)
+                sides["relay"] = (relay_addr, phys)
             rounds(sides, args.records, args.rounds, extra)
         finally:
             for proc in procs:

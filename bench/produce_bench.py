@@ -13,6 +13,10 @@ Running both sides in the same seconds puts the machine's noise (GC elsewhere, o
 difference of their percentiles is the proxy's added latency; the Java tool's paced run reports whole
 milliseconds and its p99 swings by 10-20 ms between runs.
 
+`--relay` adds a side through a bare TCP relay with no Kafka work (relay.py; it produces to the physical topics, as
+direct does) in every run, its process's CPU-seconds per GB counted as a proxy's: the floor any proxy pays for one
+more hop on this machine (its row in the table; "÷ relay" is each proxy's throughput over the relay's).
+
 `--compare-ref REF` runs a second proxy, of an older commit (exported with `git archive` as data_path.py does it;
 nothing in the repository changes), and `--rounds N` repeats every run N times; each round runs direct first, then
 the proxies, their order rotating by round, and the paced pair once per proxy (each beside its own direct side).
@@ -20,7 +24,7 @@ The table shows medians over the rounds.
 
     .venv/bin/python bench/produce_bench.py [--records 200000] [--workers 1] [--paced-rate 2000]
         [--paced-seconds 20] [--paced-warmup 5] [--compare-ref REF] [--rounds 1] [--runs perf,...]
-        [--java-metrics] [--java-props KEY=VALUE ...] [--proxy-nice N]
+        [--java-metrics] [--java-props KEY=VALUE ...] [--proxy-nice N] [--relay]
 
 Every run also records the client's CPU per GB, the machine's busy cores and the broker's and proxy's run-queue
 wait (seconds their threads were runnable without a core, per GB): on this 2-core machine a single-threaded
@@ -30,6 +34,7 @@ proxy's added latency at saturation is mostly that wait (bench/README.md, "The J
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -49,6 +54,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from data_path import cpu_seconds as threads_cpu_seconds
 from data_path import export_tree, tree_path
 from paced_pair import gc_log_option, run_pair, run_queue_wait
+from relay import relay_listener, start_relay
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
@@ -182,12 +188,14 @@ def paced_pair(sides: dict[str, tuple[str, str]], rate: int, seconds: float, war
     return {**run["sides"], "machine": m}
 
 
-def start_broker(tmp: Path):
-    """The one-node cluster, its JVM logging GC pauses to tmp/gc-<pid>.log (only it: the tools run later)."""
+def start_broker(tmp: Path, relay_ports: tuple[int, int] | None = None):
+    """The one-node cluster, its JVM logging GC pauses to tmp/gc-<pid>.log (only it: the tools run later);
+    `relay_ports` (the relay's, the broker's listener for it): with a listener for relay.py's relay."""
     tool_options = os.environ.get("JAVA_TOOL_OPTIONS")
     os.environ["JAVA_TOOL_OPTIONS"] = f"{tool_options or ''} {gc_log_option(tmp)}".strip()
     try:
-        (cluster,) = start_clusters(["b1"], tmp / "kafka")
+        with relay_listener(*relay_ports) if relay_ports else contextlib.nullcontext():
+            (cluster,) = start_clusters(["b1"], tmp / "kafka")
     finally:
         if tool_options is None:
             del os.environ["JAVA_TOOL_OPTIONS"]
@@ -264,7 +272,7 @@ def medians(rounds: list[dict]) -> dict:
     return {**{k: statistics.median(r[k] for r in rounds) for k in keys}, "rounds": rounds}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=1)
@@ -284,19 +292,28 @@ def main() -> None:
     ap.add_argument("--java-props", nargs="*", default=[], metavar="KEY=VALUE",
                     help="more producer properties for the Java tool's flat-out run (e.g. "
                          "max.in.flight.requests.per.connection=1)")
-    args = ap.parse_args()
+    ap.add_argument("--relay", action="store_true", help="also run through a bare TCP relay (relay.py, no Kafka "
+                                                         "work): the floor of one more hop")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    relay_ports = (free_port(), free_port()) if args.relay else None
     with scratch_dir("produce-bench-") as tmp:
-        cluster = start_broker(tmp)
+        cluster = start_broker(tmp, relay_ports)
         proxies: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
-            sides = ["proxy"] + (["ref"] if args.compare_ref else [])
+            sides = (["relay"] if args.relay else []) + ["proxy"] + (["ref"] if args.compare_ref else [])
             topics, view = make_topics(cluster.bootstrap, ["direct", *sides])
+            if relay_ports:  # to the physical topics, as direct (they are in the proxies' view too, by the same name)
+                proxies["relay"] = start_relay(*relay_ports)
             proxies["proxy"] = start_proxy(tmp, view, args.workers)
             if args.compare_ref:
                 proxies["ref"] = start_proxy(tmp, view, args.workers, export_tree(args.compare_ref, tmp / "ref"))
             time.sleep(1.0)
             results: dict = {"records": args.records, "record_bytes": 1024, "workers": args.workers,
-                             "compare_ref": args.compare_ref, "rounds": args.rounds}
+                             "compare_ref": args.compare_ref, "rounds": args.rounds, "relay": args.relay}
             addrs = {"direct": cluster.bootstrap, **{s: addr for s, (_, addr) in proxies.items()}}
             pids = {s: proc.pid for s, (proc, _) in proxies.items()}
             if args.proxy_nice is not None:  # this tree's proxy only: with --compare-ref, the ref's stays as it was
@@ -358,19 +375,23 @@ def run_rounds(args, cluster, topics: dict, addrs: dict[str, str], pids: dict[st
 
 def print_table(results: dict) -> None:
     print(f"\nmedians over {results['rounds']} round(s); ref: {results['compare_ref'] or '-'}")
-    print(f"{'producer':<10} {'side':<6} {'direct rec/s':>12} {'proxy rec/s':>12} {'ratio':>6} {'p50 d/p ms':>13} "
-          f"{'p99 d/p ms':>13} {'p99 p÷d':>7} {'proxy CPU s/GB':>15} {'broker CPU s/GB':>16}")
+    # the relay side's row is relay.py's bare relay (the floor of one more hop): its rec/s, latency and CPU in the
+    # proxy columns; "÷ relay" is a proxy's rec/s over the relay's
+    print(f"{'producer':<10} {'side':<6} {'direct rec/s':>12} {'proxy rec/s':>12} {'ratio':>6} {'÷ relay':>7} "
+          f"{'p50 d/p ms':>13} {'p99 d/p ms':>13} {'p99 p÷d':>7} {'proxy CPU s/GB':>15} {'broker CPU s/GB':>16}")
     for run in ("perf", "paced", "confluent"):
         if run not in results:
             continue
-        d = results[run]["direct"]
+        d, relay = results[run]["direct"], results[run].get("relay")
         for side, p in results[run].items():
             if side == "direct":
                 continue
             p99_ratio = p["p99_ms"] / d["p99_ms"] if d["p99_ms"] else float("nan")
+            over_relay = f"{p['records_per_s'] / relay['records_per_s']:>7.2f}" if relay and side != "relay" else \
+                f"{'-':>7}"
             print(f"{run:<10} {side:<6} {d['records_per_s']:>12.0f} {p['records_per_s']:>12.0f} "
-                  f"{p['records_per_s'] / d['records_per_s']:>6.2f} {d['p50_ms']:>6.1f}/{p['p50_ms']:<6.1f} "
-                  f"{d['p99_ms']:>6.1f}/{p['p99_ms']:<6.1f} {p99_ratio:>7.2f} "
+                  f"{p['records_per_s'] / d['records_per_s']:>6.2f} {over_relay} "
+                  f"{d['p50_ms']:>6.1f}/{p['p50_ms']:<6.1f} {d['p99_ms']:>6.1f}/{p['p99_ms']:<6.1f} {p99_ratio:>7.2f} "
                   f"{p['proxy_cpu_s_per_gb']:>15.2f} {p['broker_cpu_s_per_gb']:>16.2f}")
     for side, pairs in results.get("paced-pair", {}).items():
         for pair in pairs:
