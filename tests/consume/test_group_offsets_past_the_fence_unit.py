@@ -138,12 +138,13 @@ def test_a_commit_whose_fence_ran_out_while_its_coordinator_was_looked_up_is_not
         assert isinstance(sent, Plan) and [c.target for c in sent.calls] == [Broker("c1", 4)]
 
 
-def test_a_call_the_core_refused_past_the_fence_is_answered_not_coordinator():
+def test_a_call_the_core_refused_past_the_fence_is_answered_not_coordinator_but_a_fetch_waits_for_the_renewal():
     """The core reads the fence again before writing each call of a committed offsets request (`Dispatcher._send`,
     `_check_offsets_sendable`) and refuses it, an UpstreamError, once the fence ran out. The client gets
     NOT_COORDINATOR then, as when the handler refuses the request, not COORDINATOR_NOT_AVAILABLE (a broker that
     could not be reached): it looks the coordinator up again, through a proxy the current view lists. An OffsetFetch
-    waits for the renewal as after its lookup (`groups.FENCE_RENEWAL_ROUNDS`)."""
+    instead waits for the renewal as after its lookup (`groups.FENCE_RENEWAL_ROUNDS`), and a broker not reached is
+    answered COORDINATOR_LOAD_IN_PROGRESS, no code that sends it to look up (s38: `groups._retried_here`)."""
     state = ProxyState(view=VIEW, me=VIEW.proxies[0], lease_deadline=time.monotonic() + 3600)
     dispatcher = Dispatcher(state=state, physical=Physical(), producer_ids=None, pool=None)  # type: ignore[arg-type]
     fetch = build(request_type(9, 8), {"groups": [{"group_id": "g", "topics": None}], "require_stable": False})

@@ -11,6 +11,8 @@ tests/workflows/test_offset_fetch_past_the_fence.py). The old code passed them o
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from kio.schema.errors import ErrorCode
 
@@ -94,3 +96,18 @@ def test_a_commit_keeps_the_coordinator_error_it_gets():
     sent = groups.handle(ctx(), None, commit).finish([COORDINATOR])
     answer = sent.finish([UpstreamError("c1", "cannot reach cluster c1")])
     assert [p.error_code for t in answer.topics for p in t.partitions] == [ErrorCode.coordinator_not_available]
+
+
+def test_of_several_groups_only_those_answered_a_lookup_error_are_renewed_partitions_and_all():
+    """A v8 answer joined from several coordinators (or the proxy's own `failure` for some groups): a group answered
+    NOT_COORDINATOR, with the code on each partition too as `failure` puts it, is renewed throughout; a group
+    answered without one is passed on as it came, the same object (its partitions are not walked)."""
+    fetch = build(request_type(9, 8), {"groups": [{"group_id": g, "topics": [
+        {"name": "log", "partition_indexes": [0, 1]}]} for g in ("moved", "here")], "require_stable": True})
+    refused = groups.failure(fetch, ErrorCode.not_coordinator).groups[0]
+    answered = dataclasses.replace(_coordinator_answer(8, ErrorCode.none).groups[0], group_id="here")
+    answer = groups._retried_here(dataclasses.replace(groups.failure(fetch, ErrorCode.none),
+                                                      groups=(refused, answered)))
+    moved, here = answer.groups
+    assert moved.error_code == LOAD and {p.error_code for t in moved.topics for p in t.partitions} == {LOAD}
+    assert here is answered

@@ -3,7 +3,6 @@ instead of NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE, `groups._retried_here`).
 
 from __future__ import annotations
 
-import pytest
 from kio.schema.errors import ErrorCode
 
 from fedkafka.protocol.build import build
@@ -21,11 +20,6 @@ def _answer_without_errors():
              "error_code": ErrorCode.none} for p in range(PARTITIONS)]}]}]})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "style/perf: _retried_here walks every partition of every OffsetFetch answer, errors or not (~0.12 s of "
-    "event loop per 100,000 partitions, ~20% of the answer's encoding), though from v2 on Kafka puts coordinator "
-    "errors at the top/group level only and the proxy's own failure() sets them there too: the partitions need "
-    "walking only below v2 or under an entity whose own code is a LOOKUP_AGAIN one"))
 def test_an_offset_fetch_answer_without_a_coordinator_error_is_not_walked_partition_by_partition(monkeypatch):
     visited = []
     walk = groups._without_lookup_again
