@@ -238,9 +238,13 @@ def refused_offsets_code(key: int) -> ErrorCode:
       (rd_kafka_err_action: RETRY, the request sent again to the same broker, with no limit on its retries while
       the assignment is unchanged) ask this proxy again, and are answered once the fence is renewed. NOT_COORDINATOR
       is REFRESH alone for librdkafka: its assignment's OffsetFetch was never sent again, and those partitions were
-      not consumed until the group's next rebalance, a Stable group's never, fence renewed or not. A lookup is no use
-      here anyway: past its own fence the proxy cannot tell a controller outage (every proxy past its fence, the same
-      answer everywhere) from its own isolation, and it looks the coordinator up itself for each request.
+      not consumed until the group's next rebalance, a Stable group's never, fence renewed or not. The price: when
+      this proxy *alone* is past its fence (cut off from the controllers, the others renewed), NOT_COORDINATOR sent
+      the Java consumer and the AdminClient to look the coordinator up, often through another proxy, and on; this
+      code keeps them asking this proxy (heartbeats still pass) until it is renewed, restarted or stopped (the
+      operator's call: docs/OPERATIONS.md, "Consumer groups past the fence"). Kept: past its own fence the proxy
+      cannot tell that from a controller outage (every proxy past its fence, no better coordinator to find), and
+      librdkafka stalled in both with NOT_COORDINATOR.
     - OffsetCommit, DeleteGroups, OffsetDelete: NOT_COORDINATOR, as before: a commit counts in its view's drain and a
       refused auto-commit is sent again at the next interval (librdkafka REFRESH; the Java consumer looks up and
       retries)."""
@@ -271,7 +275,8 @@ def _retried_here(answer):
     error; a coordinator not reached; the view without a coordination cluster), answered
     COORDINATOR_LOAD_IN_PROGRESS: clients ask this proxy again, and it looks the coordinator up again itself, as for
     every request (docs/DESIGN.md §4.9 F2, §5.6). A lookup of the client's own finds nothing new, this proxy again
-    (FindCoordinator answers the group's rendezvous proxy), and librdkafka's assignment OffsetFetch does not retry
+    (FindCoordinator answers the group's rendezvous proxy; unless this proxy alone is past its fence, the trade-off
+    of `refused_offsets_code`), and librdkafka's assignment OffsetFetch does not retry
     those codes at all (`refused_offsets_code`): its partitions were not fetched until the group's next rebalance."""
     if getattr(answer, "__api_key__", None) != OFFSET_FETCH:  # not an OffsetFetch answer (a closed connection)
         return answer
