@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
 
@@ -39,20 +39,29 @@ TopicIds = dict[str, str]  # {shadow topic: the id of the logical topic it was r
 
 class FreezeLost(Conflict):
     """The switch found the move no longer owning what it copied under: its freeze of commits cleared (and maybe
-    set again by another run), its run no longer running, or the role moved meanwhile (docs/DESIGN.md §10.1)."""
+    set again since, by another run or its own run resumed elsewhere), its run no longer running, or the role moved
+    meanwhile (docs/DESIGN.md §10.1)."""
 
 
-def _still_owned(s, old: str, frozen: bool, run_id: int | None) -> None:
-    """FreezeLost unless `old` still holds the groups, its commits are still frozen (with `frozen`: a planned move's
-    copy is A's commits only while nothing could commit since), and the run `run_id` is still running. Read under
+class Freeze(NamedTuple):
+    """A freeze of commits `_freeze` set: the view version that carries it, and the cluster's freeze generation."""
+    version: int
+    generation: int
+
+
+def _still_owned(s, old: str, freeze: Freeze | None, run_id: int | None) -> None:
+    """FreezeLost unless `old` still holds the groups, its commits are still frozen by `freeze` (a planned move's:
+    its copy is A's commits only while nothing could commit since), and the run `run_id` is still running. Read under
     the switch's write lock, which every freeze and unfreeze takes too. A controller that paused past its lease and
     leads again meanwhile (another one resumed the run, which failed there and cleared the freeze, or the sweeper
-    did) would otherwise switch to a copy older than the commits made on `old` since."""
+    did) would otherwise switch to a copy older than the commits made on `old` since; with the freeze set again by
+    the same run (resumed by a sweeper, its failure never recorded) the flag and the run's state look as before: only
+    the generation tells the two freezes apart."""
     row = s.get(ClusterRow, old)
     if row is None or not row.coordination:
         raise FreezeLost(f"cluster {old} no longer holds the groups: the role moved since this move began. "
                          "Nothing was changed")
-    if frozen and not row.commits_frozen:
+    if freeze is not None and not row.commits_frozen:
         raise FreezeLost(f"commits on {old} were unfrozen since this move froze them (its run failed or was taken "
                          "over meanwhile): the offsets copied may be older than its commits. Nothing was changed; "
                          "run the move again")
@@ -60,6 +69,10 @@ def _still_owned(s, old: str, frozen: bool, run_id: int | None) -> None:
     if run_id is not None and state != "running":
         raise FreezeLost(f"the run of this move is {state or 'gone'} (another controller ended it meanwhile): its "
                          "freeze is not its own any more. Nothing was changed; run the move again")
+    if freeze is not None and row.freeze_generation != freeze.generation:
+        raise FreezeLost(f"commits on {old} were unfrozen and frozen again since this move froze them (its run was "
+                         "taken over meanwhile): the offsets copied may be older than its commits. Nothing was "
+                         "changed; run the move again")
 
 
 class CoordinationMove:
@@ -111,22 +124,23 @@ class CoordinationMove:
             return {"from": old, "groups": 0, "changed": False}
         shadowed = self._shadow_topics(target)
         progress("shadow_topics", 1, 1)
+        freeze: Freeze | None = None  # an unclean move copies under no freeze: its old cluster is dead
         if unclean:
             copy = self.stored_copy()
             offsets = self._not_below_chains(copy["offsets"])
             progress("copy", 0, len(offsets))
             self.write(target, offsets, topic_ids=copy.get("topic_ids", {}))
         else:
-            version = self._freeze(old, True)
+            freeze = self._freeze(old, True)
             progress("freeze", 1, 1)
-            self.mover.await_version(version, lambda _p, done, total: progress("acks", done, total),
+            self.mover.await_version(freeze.version, lambda _p, done, total: progress("acks", done, total),
                                      roles=CONSUME_ROLES)
             offsets, topic_ids = self.read_tagged(old)
             progress("copy", 0, len(offsets))
             self.write(target, offsets, topic_ids=topic_ids)
             self._verify(target, offsets, topic_ids)
         progress("copy", len(offsets), len(offsets))
-        self._switch(old, target, shadowed, frozen=not unclean, run_id=run_id)
+        self._switch(old, target, shadowed, freeze=freeze, run_id=run_id)
         progress("switch", 1, 1)
         return {"from": old, "groups": len(offsets), "changed": True}
 
@@ -170,26 +184,31 @@ class CoordinationMove:
             self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
         return {name for name, _ in topics}
 
-    def _freeze(self, cluster: str, frozen: bool) -> int:
+    def _freeze(self, cluster: str, frozen: bool) -> Freeze:
         """Freeze or unfreeze commits on `cluster`; only while this controller is the active one (docs/DESIGN.md
-        §3.6): a controller that lost its row must not unfreeze, or freeze, what the active one is moving."""
+        §3.6): a controller that lost its row must not unfreeze, or freeze, what the active one is moving. Each
+        freeze counts one more generation, which the switch checks (`_still_owned`)."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
-            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(commits_frozen=frozen))
+            values: dict[str, Any] = {"commits_frozen": frozen}
+            if frozen:
+                values["freeze_generation"] = ClusterRow.freeze_generation + 1
+            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(**values))
+            generation = s.scalar(select(ClusterRow.freeze_generation).where(ClusterRow.id == cluster))
             s.commit()
-        return self.ctl.compose().version
+        return Freeze(self.ctl.compose().version, generation or 0)
 
-    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset(), frozen: bool = False,
-                run_id: int | None = None) -> None:
+    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset(),
+                freeze: Freeze | None = None, run_id: int | None = None) -> None:
         """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
         it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6), and
-        only while the move still owns what it copied under (`_still_owned`: the freeze, with `frozen`).
+        only while the move still owns what it copied under (`_still_owned`: the freeze, a planned move's).
         A topic of `shadowed` deleted since its shadow topic was created on `target` had that shadow topic recorded
         for deletion on `old` only (`delete_topic`, on the coordination cluster of its time): the same transaction
         records the one on `target` (docs/DESIGN.md §5.8); a deletion after it records `target`'s itself."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
-            _still_owned(s, old, frozen, run_id)
+            _still_owned(s, old, freeze, run_id)
             row = s.get(ClusterRow, target)
             if row is None or row.state != ClusterState.ACTIVE:  # a decommission began meanwhile (no run lock)
                 raise Conflict(f"cluster {target} is {row.state if row else 'gone'} since the move began: it cannot "
