@@ -6,14 +6,11 @@ from __future__ import annotations
 import pytest
 
 from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
+from fedkafka.controller.coordination import FreezeLost
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import shadow_topic
 
 
-@pytest.mark.xfail(strict=True, reason="[data] the freeze generation is checked at the switch only, not before each "
-                   "write to the target (`_still_moving_to`): X's old thread, leading again, overwrites the resumed "
-                   "run's verified copy (9) with its stale one (5); the resumed run's switch then passes its "
-                   "generation check and g's commit of 9 is lost")
 def test_a_stale_thread_does_not_overwrite_the_copy_of_the_freeze_set_again(make_api, recording_kafka_class,
                                                                              monkeypatch):
     """X copied g at 5 (first freeze) and paused before writing it to c2. Y resumed the run: its thread failed and
@@ -48,10 +45,8 @@ def test_a_stale_thread_does_not_overwrite_the_copy_of_the_freeze_set_again(make
             resumed_done.append(True)
 
     monkeypatch.setattr(move, "write", resumed_run_then_stale_write)
-    try:
+    with pytest.raises(FreezeLost, match="frozen again since"):  # X's write refused: its freeze is not c1's now
         move.run("c2", False, lambda *_: None, run["id"])  # X's old thread
-    except Exception:  # refused somewhere: which step is the fix's choice
-        pass
     assert resumed_done
     holder = ctl.view.coordination_cluster
     assert kafka.commits[(holder, "g")][key] == 9
