@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 
 from fedkafka.controller import deletions
 from fedkafka.controller.compose import coordination_cluster
@@ -38,28 +38,58 @@ TopicIds = dict[str, str]  # {shadow topic: the id of the logical topic it was r
 
 
 class FreezeLost(Conflict):
-    """The switch found the move no longer owning what it copied under: its freeze of commits cleared (and maybe
-    set again by another run), its run no longer running, or the role moved meanwhile (docs/DESIGN.md §10.1)."""
+    """The switch, or a write of offsets to the target before it, found the move no longer owning what it copied
+    under: its freeze of commits cleared (and maybe set again since, by another run or its own run resumed
+    elsewhere), its run no longer running, or the role moved meanwhile (docs/DESIGN.md §10.1)."""
 
 
-def _still_owned(s, old: str, frozen: bool, run_id: int | None) -> None:
-    """FreezeLost unless `old` still holds the groups, its commits are still frozen (with `frozen`: a planned move's
-    copy is A's commits only while nothing could commit since), and the run `run_id` is still running. Read under
+class Freeze(NamedTuple):
+    """A freeze of commits `_freeze` set: the cluster frozen, the view version that carries it, and the cluster's
+    freeze generation it counted (what every write made on the strength of this freeze checks is still the cluster's:
+    `_still_frozen_by`)."""
+    cluster: str
+    version: int
+    generation: int
+
+
+def _unfrozen(cluster: str) -> FreezeLost:
+    return FreezeLost(f"commits on {cluster} were unfrozen since this move froze them (its run failed or was taken "
+                      "over meanwhile): the offsets copied may be older than its commits. Nothing was changed; run "
+                      "the move again")
+
+
+def _still_frozen_by(row: ClusterRow, freeze: Freeze) -> None:
+    """FreezeLost unless `row` (the cluster `freeze` froze, as read now) is still frozen by `freeze`: its commits still
+    frozen, and by the same freeze (its generation: a freeze cleared and set again since, by another run or by this
+    run resumed elsewhere, counted another one)."""
+    if not row.commits_frozen:
+        raise _unfrozen(row.id)
+    if row.freeze_generation != freeze.generation:
+        raise FreezeLost(f"commits on {row.id} were unfrozen and frozen again since this move froze them (its run was "
+                         "taken over meanwhile): the offsets copied may be older than its commits. Nothing was "
+                         "changed; run the move again")
+
+
+def _still_owned(s, old: str, freeze: Freeze | None, run_id: int | None) -> None:
+    """FreezeLost unless `old` still holds the groups, its commits are still frozen by `freeze` (a planned move's:
+    its copy is A's commits only while nothing could commit since), and the run `run_id` is still running. Read under
     the switch's write lock, which every freeze and unfreeze takes too. A controller that paused past its lease and
     leads again meanwhile (another one resumed the run, which failed there and cleared the freeze, or the sweeper
-    did) would otherwise switch to a copy older than the commits made on `old` since."""
+    did) would otherwise switch to a copy older than the commits made on `old` since; with the freeze set again by
+    the same run (resumed by a sweeper, its failure never recorded) the flag and the run's state look as before: only
+    the generation tells the two freezes apart."""
     row = s.get(ClusterRow, old)
     if row is None or not row.coordination:
         raise FreezeLost(f"cluster {old} no longer holds the groups: the role moved since this move began. "
                          "Nothing was changed")
-    if frozen and not row.commits_frozen:
-        raise FreezeLost(f"commits on {old} were unfrozen since this move froze them (its run failed or was taken "
-                         "over meanwhile): the offsets copied may be older than its commits. Nothing was changed; "
-                         "run the move again")
+    if freeze is not None and not row.commits_frozen:
+        raise _unfrozen(old)
     state = None if run_id is None else s.scalar(select(WorkflowRow.state).where(WorkflowRow.id == run_id))
     if run_id is not None and state != "running":
         raise FreezeLost(f"the run of this move is {state or 'gone'} (another controller ended it meanwhile): its "
                          "freeze is not its own any more. Nothing was changed; run the move again")
+    if freeze is not None:
+        _still_frozen_by(row, freeze)
 
 
 class CoordinationMove:
@@ -95,48 +125,54 @@ class CoordinationMove:
     def run(self, target: str, unclean: bool, progress, run_id: int | None = None) -> dict[str, Any]:
         """Move the groups to `target` (for the workflow run `run_id`). Whatever fails before the switch, `check` and
         the shadow topics of a run resumed after its controller died holding a freeze too, clears the freeze:
-        commits go on where they were (docs/DESIGN.md §10.1). A switch refused because the move no longer owns the
-        freeze clears nothing: it is gone already, or another run's."""
+        commits go on where they were (docs/DESIGN.md §10.1). Once this thread froze, only its own freeze: one set
+        again since (by another run, or this one resumed elsewhere) is left to that run's thread. A write or switch
+        refused because the move no longer owns the freeze clears nothing: it is gone already, or another run's."""
+        frozen: list[Freeze] = []  # the freeze this thread sets, once it has set it
         try:
-            return self._run(target, unclean, progress, run_id)
+            return self._run(target, unclean, progress, run_id, frozen)
         except FreezeLost:
             raise
         except Exception:
-            self.unfreeze_after_failure()
+            self.unfreeze_after_failure(frozen[0] if frozen else None)
             raise
 
-    def _run(self, target: str, unclean: bool, progress, run_id: int | None) -> dict[str, Any]:
+    def _run(self, target: str, unclean: bool, progress, run_id: int | None,
+             frozen: list[Freeze]) -> dict[str, Any]:
         old = self.check(target, unclean)
         if old == target:
             return {"from": old, "groups": 0, "changed": False}
         shadowed = self._shadow_topics(target)
         progress("shadow_topics", 1, 1)
+        freeze: Freeze | None = None  # an unclean move copies under no freeze: its old cluster is dead
         if unclean:
             copy = self.stored_copy()
             offsets = self._not_below_chains(copy["offsets"])
             progress("copy", 0, len(offsets))
             self.write(target, offsets, topic_ids=copy.get("topic_ids", {}))
         else:
-            version = self._freeze(old, True)
+            freeze = self._freeze(old, True)
+            frozen.append(freeze)
             progress("freeze", 1, 1)
-            self.mover.await_version(version, lambda _p, done, total: progress("acks", done, total),
+            self.mover.await_version(freeze.version, lambda _p, done, total: progress("acks", done, total),
                                      roles=CONSUME_ROLES)
             offsets, topic_ids = self.read_tagged(old)
             progress("copy", 0, len(offsets))
-            self.write(target, offsets, topic_ids=topic_ids)
+            self.write(target, offsets, topic_ids=topic_ids, freeze=freeze)
             self._verify(target, offsets, topic_ids)
         progress("copy", len(offsets), len(offsets))
-        self._switch(old, target, shadowed, frozen=not unclean, run_id=run_id)
+        self._switch(old, target, shadowed, freeze=freeze, run_id=run_id)
         progress("switch", 1, 1)
         return {"from": old, "groups": len(offsets), "changed": True}
 
-    def unfreeze_after_failure(self) -> None:
-        """Clear every freeze of commits after a failed move (only a coordination move freezes, one at a time, and
-        only the coordination cluster: what its run, or a killed predecessor of it, froze). An error here (the
-        database does not answer, this controller lost its row) is logged: the sweeper clears a freeze no running
-        coordination move owns (`clear_orphaned_freeze`), the run ending `failed` first."""
+    def unfreeze_after_failure(self, own: Freeze | None = None) -> None:
+        """Clear the freeze of commits after a failed move: `own`, the one the failed thread set, if it is still the
+        cluster's; without one (the thread failed before it froze), every freeze (only a coordination move freezes,
+        one at a time, and only the coordination cluster: what a killed predecessor of its run froze). An error here
+        (the database does not answer, this controller lost its row) is logged: the sweeper clears a freeze no
+        running coordination move owns (`clear_orphaned_freeze`), the run ending `failed` first."""
         try:
-            self._clear_freezes(owned_by_a_run=False)
+            self._clear_freezes(owned_by_a_run=False, only=own)
         except Exception:
             log.exception("commits left frozen after a failed coordination move: the sweeper clears them")
 
@@ -145,16 +181,21 @@ class CoordinationMove:
         running (its run failed and could not unfreeze). Returns the clusters unfrozen."""
         return self._clear_freezes(owned_by_a_run=True)
 
-    def _clear_freezes(self, owned_by_a_run: bool) -> list[str]:
-        """Unfreeze every frozen cluster; with `owned_by_a_run`, only when no coordination move is running. Under the
-        write lock, like `_freeze`: a run recorded after the check freezes after this commit, never before it."""
+    def _clear_freezes(self, owned_by_a_run: bool, only: Freeze | None = None) -> list[str]:
+        """Unfreeze every frozen cluster (with `only`, that freeze, if it is still its cluster's: same generation);
+        with `owned_by_a_run`, only when no coordination move is running. Under the write lock, like `_freeze`: a run
+        recorded after the check freezes after this commit, never before it, and a freeze set again after `only`
+        counts another generation, never cleared here."""
+        which: list[ColumnElement[bool]] = [ClusterRow.commits_frozen.is_(True)]
+        if only is not None:
+            which += [ClusterRow.id == only.cluster, ClusterRow.freeze_generation == only.generation]
         with self.ctl.topology_change() as s:
-            frozen = list(s.scalars(select(ClusterRow.id).where(ClusterRow.commits_frozen.is_(True))))
+            frozen = list(s.scalars(select(ClusterRow.id).where(*which)))
             if not frozen or (owned_by_a_run and s.scalar(select(WorkflowRow.id).where(
                     WorkflowRow.kind == "coordination_move", WorkflowRow.state == "running").limit(1)) is not None):
                 return []
             self.ctl.check_leader(s)
-            s.execute(update(ClusterRow).values(commits_frozen=False))
+            s.execute(update(ClusterRow).where(ClusterRow.id.in_(frozen)).values(commits_frozen=False))
             s.commit()
         log.warning("commits unfrozen on %s: the coordination move that froze them failed", ", ".join(frozen))
         self.ctl.compose()
@@ -170,26 +211,31 @@ class CoordinationMove:
             self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
         return {name for name, _ in topics}
 
-    def _freeze(self, cluster: str, frozen: bool) -> int:
+    def _freeze(self, cluster: str, frozen: bool) -> Freeze:
         """Freeze or unfreeze commits on `cluster`; only while this controller is the active one (docs/DESIGN.md
-        §3.6): a controller that lost its row must not unfreeze, or freeze, what the active one is moving."""
+        §3.6): a controller that lost its row must not unfreeze, or freeze, what the active one is moving. Each
+        freeze counts one more generation, which the switch checks (`_still_owned`)."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
-            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(commits_frozen=frozen))
+            values: dict[str, Any] = {"commits_frozen": frozen}
+            if frozen:
+                values["freeze_generation"] = ClusterRow.freeze_generation + 1
+            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(**values))
+            generation = s.scalar(select(ClusterRow.freeze_generation).where(ClusterRow.id == cluster))
             s.commit()
-        return self.ctl.compose().version
+        return Freeze(cluster, self.ctl.compose().version, generation or 0)
 
-    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset(), frozen: bool = False,
-                run_id: int | None = None) -> None:
+    def _switch(self, old: str, target: str, shadowed: frozenset[str] | set[str] = frozenset(),
+                freeze: Freeze | None = None, run_id: int | None = None) -> None:
         """One transaction: the new cluster holds the groups, the old one nothing (commits unfrozen there, since
         it may hold them again one day). Only while this controller is the active one (docs/DESIGN.md §3.6), and
-        only while the move still owns what it copied under (`_still_owned`: the freeze, with `frozen`).
+        only while the move still owns what it copied under (`_still_owned`: the freeze, a planned move's).
         A topic of `shadowed` deleted since its shadow topic was created on `target` had that shadow topic recorded
         for deletion on `old` only (`delete_topic`, on the coordination cluster of its time): the same transaction
         records the one on `target` (docs/DESIGN.md §5.8); a deletion after it records `target`'s itself."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
-            _still_owned(s, old, frozen, run_id)
+            _still_owned(s, old, freeze, run_id)
             row = s.get(ClusterRow, target)
             if row is None or row.state != ClusterState.ACTIVE:  # a decommission began meanwhile (no run lock)
                 raise Conflict(f"cluster {target} is {row.state if row else 'gone'} since the move began: it cannot "
@@ -262,11 +308,12 @@ class CoordinationMove:
         return {shadow_topic(t.name): t.partitions for t in topics}, {shadow_topic(t.name): t.topic_id for t in topics}
 
     def write(self, cluster: str, offsets: Offsets, patience_s: float = 30.0,
-              topic_ids: TopicIds | None = None) -> None:
+              topic_ids: TopicIds | None = None, freeze: Freeze | None = None) -> None:
         """Each group's offsets on `cluster`; a partition answering an error (a shadow topic created a moment ago
         has no leader yet) is written again until `patience_s` ran out. Every attempt, a retry too, is preceded by
-        `_still_moving_to`, and no retry starts past the deadline: a controller that paused between two attempts
-        (past its lease: another took over, resumed the move and switched) writes nothing more.
+        `_still_moving_to` (with `freeze`, a planned move's, the offsets were read under: still the old cluster's),
+        and no retry starts past the deadline: a controller that paused between two attempts (past its lease:
+        another took over, resumed the move and switched, or copied under a freeze of its own) writes nothing more.
         With `topic_ids` (what the offsets were read for), each attempt writes only the offsets of topics that still
         exist under that id: a deleted topic's offsets are written nowhere, and never into a topic created again
         under its name (docs/DESIGN.md §10.3)."""
@@ -275,7 +322,7 @@ class CoordinationMove:
         for group, parts in offsets.items():
             todo = list(parts)
             while True:
-                current = self._still_moving_to(cluster)
+                current = self._still_moving_to(cluster, freeze)
                 if topic_ids is not None:
                     todo = _of_topics_still_there(group, todo, topic_ids, current)
                     if not todo:
@@ -297,12 +344,14 @@ class CoordinationMove:
             failed, error = {(t, p) for t, p, _o, _e, _m in parts}, str(e)
         return [part for part in parts if (part[0], part[1]) in failed], error
 
-    def _still_moving_to(self, target: str) -> TopicIds:
-        """Before each attempt of a group's write (each retry too): this controller is still the active one and
-        `target` does not hold the groups yet. A controller paused in `write` while another took over, resumed the
-        move and switched would otherwise write its older copy over commits made on `target` since, and rewind the
-        groups (docs/DESIGN.md §3.6). A pause between this check and the OffsetCommit's arrival is not covered: only
-        Kafka could fence that write (docs/DESIGN.md §10.1). Returns each shadow topic's logical topic id, now."""
+    def _still_moving_to(self, target: str, freeze: Freeze | None = None) -> TopicIds:
+        """Before each attempt of a group's write (each retry too): this controller is still the active one, `target`
+        does not hold the groups yet, and with `freeze` its cluster is still frozen by it (`_still_frozen_by`). A
+        controller paused in `write` while another took over, resumed the move and switched would otherwise write its
+        older copy over commits made on `target` since, and rewind the groups (docs/DESIGN.md §3.6); one paused while
+        the freeze was cleared and set again, over the copy made under the new freeze, which that run's switch would
+        then take (its generation matches). A pause between this check and the OffsetCommit's arrival is not covered:
+        only Kafka could fence that write (docs/DESIGN.md §10.1). Returns each shadow topic's logical topic id, now."""
         with self.ctl.session() as s:
             self.ctl.check_leader(s)
             row = s.get(ClusterRow, target)
@@ -310,6 +359,11 @@ class CoordinationMove:
                 raise NotFound(f"cluster {target} was removed while its offsets were copied")
             if row.coordination:
                 raise Conflict(f"{target} holds the consumer groups already: another run finished this move")
+            if freeze is not None:
+                source = s.get(ClusterRow, freeze.cluster)
+                if source is None:
+                    raise FreezeLost(f"cluster {freeze.cluster} was removed since this move froze its commits")
+                _still_frozen_by(source, freeze)
             return {shadow_topic(name): topic_id for name, topic_id in s.execute(select(TopicRow.name,
                                                                                         TopicRow.topic_id))}
 

@@ -35,6 +35,9 @@ class ClusterRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # a coordination move copies the groups' offsets away from this cluster: commits refused meanwhile
     commits_frozen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # counts the freezes of commits set on this cluster: a move's switch checks the freeze is still the one its own
+    # thread set, not one cleared and set again since, even by its own run resumed elsewhere (docs/DESIGN.md §10.1)
+    freeze_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # a failover gave the cluster up (True, with its read_only step), or this release's read_only step of a
     # decommission (or the operator's) gave nothing up (False): the view says so (`cluster_given_up`), and a timestamp
     # question leaves its segments out while it is dead (§9.2). NULL unless a controller with the mark set it: an

@@ -98,13 +98,17 @@ def test_a_known_tail_below_its_log_start_or_past_its_log_end_is_skipped_while_r
 
 def test_a_known_tail_whose_restarted_cluster_s_high_watermark_still_lags_is_waited_for():
     """BACK: c1 just restarted, its followers catching up: its high watermark (30) is still below the tail the chain
-    knows (30..39). The reader at 30 gets no records and no error, and reads the tail once it is visible; the old code
-    moved it past the gap (records 30..39 never read by it). A tail the chain does not know (FAILED) is still skipped
+    knows (30..39), its log end (40, ListOffsets as the debugging replica) above. The reader at 30 gets no records and
+    no error, and reads the tail once it is visible; the old code moved it past the gap (records 30..39 never read by
+    it). A tail the chain does not know (FAILED) is still skipped
     there: it may not exist."""
     back = Context(view=BACK_VIEW, me=BACK_VIEW.proxies[0], advertised={}, physical=Physical(), producer_ids=None)
     plan = fetch.handle(back, None, fetch_request(("log", 0, 30)))
-    p = partitions(plan.finish([fetch_answer("t", 0, b"", hw=30)]))[("log", 0)]
-    assert (p.error_code, p.records) == (ErrorCode.none, b"")
+    bounds = plan.finish([fetch_answer("t", 0, b"", hw=30)])
+    assert isinstance(bounds, Plan), "an empty answer at a known tail's high watermark asks its log end"
+    p = partitions(bounds.finish([list_answers([call], {("c1", 0, -2): (0, -1), ("c1", 0, -1): (
+        40 if call.request.replica_id == -2 else 30, -1)})[0] for call in bounds.calls]))[("log", 0)]
+    assert (p.error_code, p.records) == (ErrorCode.none, b"")  # log end 40: the tail is there, the reader waits
     plan = fetch.handle(gap_ctx(Physical()), None, fetch_request(("log", 0, 30)))
     p = partitions(plan.finish([fetch_answer("t", 0, b"", hw=30)]))[("log", 0)]
     assert skipped_to(p) == 30 + GAP

@@ -217,7 +217,8 @@ def test_a_refused_coordination_write_is_written_again(make_api, recording_kafka
     engine = WorkflowEngine(ctl)
     checks = []
     real = engine.coordination._still_moving_to
-    monkeypatch.setattr(engine.coordination, "_still_moving_to", lambda target: checks.append(target) or real(target))
+    monkeypatch.setattr(engine.coordination, "_still_moving_to",
+                        lambda target, freeze=None: checks.append(target) or real(target, freeze))
     monkeypatch.setattr(coordination, "time", SimpleNamespace(monotonic=time.monotonic, sleep=lambda _s: None,
                                                               time=time.time))
     written = _refused_once(ctl, lambda: None)

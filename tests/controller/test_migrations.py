@@ -22,7 +22,7 @@ def test_migrations_match_the_models_and_run_twice(empty_db_url):
     db.migrate(engine)  # idempotent: a restarted controller migrates again
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0021"
+        assert ctx.get_current_revision() == "0022"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 
@@ -48,7 +48,7 @@ def test_controllers_starting_together_on_a_fresh_database_migrate_once(empty_db
         thread.join()
     assert errors == []
     with engines[0].connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0021"
+        assert MigrationContext.configure(conn).get_current_revision() == "0022"
     for engine in engines:
         engine.dispose()
 
@@ -319,4 +319,28 @@ def test_revision_0021_leaves_moves_planned_before_it_undecided_and_downgrades(e
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0020")
         assert list(conn.execute(text('SELECT "partition" FROM moves ORDER BY id'))) == [(0,), (1,)]
+    engine.dispose()
+
+
+def test_revision_0022_starts_every_cluster_at_freeze_generation_0_and_downgrades(empty_db_url):
+    """A cluster registered before the upgrade (frozen or not) gets generation 0, which the next freeze counts past
+    (docs/DESIGN.md §10.1); the clusters survive the downgrade."""
+    engine = db.make_engine(empty_db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    insert = ("INSERT INTO clusters (id, ordinal, bootstrap, state, coordination, reachable, commits_frozen) "
+              "VALUES ('{c}', {n}, 'b:9092', 'active', {coord}, {coord}, {coord})")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0021")
+        conn.execute(text(insert.format(c="c1", n=1, coord="true")))
+        conn.execute(text(insert.format(c="c2", n=2, coord="false")))
+    db.migrate(engine)
+    with engine.begin() as conn:
+        assert list(conn.execute(text("SELECT id, freeze_generation FROM clusters ORDER BY id"))) == [("c1", 0),
+                                                                                                      ("c2", 0)]
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0021")
+        assert [cid for (cid,) in conn.execute(text("SELECT id FROM clusters ORDER BY id"))] == ["c1", "c2"]
     engine.dispose()

@@ -666,6 +666,8 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
                 out[(r.topic, r.partition)] = _error(ErrorCode.not_leader_or_follower)
             else:
                 out[(r.topic, r.partition)] = _error(pd.error_code)
+        elif seg.phys_end is not None and _empty_at_a_sealed_logs_end(r, pd):  # one test on the active segment's path
+            out[(r.topic, r.partition)] = r  # the log ends there for good, or its high watermark lags: ask its end
         else:
             out[(r.topic, r.partition)] = _partition_answer(r, pd, broker)
     return out
@@ -801,12 +803,45 @@ def _after_out_of_range(ctx: Context, route: _Route, physical: dict) -> rec.Fetc
     if position >= log_end:
         if target.in_gap and not _tail_known(route):
             return _skip_gap(route, high_watermark=high_watermark)
-        if not seg.active and logical_log_start(ctx, route.chain, physical) <= seg.to_logical(position):
-            # past a sealed log's end (Kafka answers OFFSET_OUT_OF_RANGE only past its log end offset): the records
-            # up to the seal are gone, not lagging; earliest skips them too
-            return _skip_gap(route, _segment_end(target), high_watermark)
+        if not seg.active:
+            return _at_or_past_a_sealed_logs_end(ctx, route, physical, high_watermark)
         return _error(ErrorCode.offset_out_of_range)
     return _error(ErrorCode.none)
+
+
+def _empty_at_a_sealed_logs_end(route: _Route, pd) -> bool:
+    """No record at a sealed segment's position below its end, the broker's high watermark at or below it: its log
+    was cut or lost there (an unclean election, the topic created again, docs/DESIGN.md §9.3), or its high watermark
+    lags its log end after a restart. Kafka answers a read at its log end empty, never OFFSET_OUT_OF_RANGE, so a
+    reader there (a group that committed exactly there, one that read the cut log to its end) sat on empty answers for
+    good; the bounds round tells the two by the log end (`_at_or_past_a_sealed_logs_end`). A gap's tail the chain
+    does not know is `_tail_ended`'s. A sealed segment's high watermark is at or past its seal otherwise, so only
+    such a log pays the round. The caller checks the segment is sealed."""
+    target = route.target
+    if pd.records or not 0 <= pd.high_watermark <= target.physical_offset:
+        return False
+    if target.in_gap and not _tail_known(route):
+        return False
+    return target.stop_before is None or target.physical_offset < target.stop_before
+
+
+def _at_or_past_a_sealed_logs_end(ctx: Context, route: _Route, physical: dict,
+                                  high_watermark: int) -> rec.FetchPartitionData:
+    """A sealed segment's position at or past its high watermark, below its end: its log end (LOG_END) above the
+    position is a high watermark that lags (a restart; the records are there): no records, no error, the reader waits.
+    At or below it the records up to the seal are gone, not lagging (Kafka answers OFFSET_OUT_OF_RANGE only past its
+    log end offset, and an empty read at it): moved to the segment's end while the logical log start is at or below
+    the position, as earliest skips them too; else OFFSET_OUT_OF_RANGE, and the reset lands past them. The log end
+    not read: NOT_LEADER_OR_FOLLOWER, asked again with the next fetch."""
+    seg, position = route.target.segment, route.target.physical_offset
+    log_end = physical.get((seg_key(seg), LOG_END))
+    if not isinstance(log_end, tuple):
+        return _error(ErrorCode.not_leader_or_follower)
+    if log_end[0] > position:
+        return _error(ErrorCode.none)
+    if logical_log_start(ctx, route.chain, physical) <= seg.to_logical(position):
+        return _skip_gap(route, _segment_end(route.target), high_watermark)
+    return _error(ErrorCode.offset_out_of_range)
 
 
 def _segment_end(target: FetchTarget) -> int:
