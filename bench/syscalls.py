@@ -25,8 +25,7 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-from data_path import JUNK, MOVED_BASE, PARTITIONS, RECORD, ROOT, export_tree, start_proxy
+from data_path import JUNK, MOVED_BASE, PARTITIONS, RECORD, ROOT, export_tree, fill_topics, start_proxy
 from scratch import scratch_dir
 
 from fedkafka.kafka.cluster import start_clusters
@@ -112,28 +111,6 @@ def write_view(path: Path, bootstrap: str) -> None:
     path.write_text(json.dumps(view.to_dict()))
 
 
-def fill(bootstrap: str, records: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(t, PARTITIONS, 1)
-                                    for t in ("p-produce", "c-identity", "c-moved")]).values():
-        fut.result(30)
-    time.sleep(1)
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 262144})
-    for part in range(PARTITIONS):
-        for _ in range(JUNK):
-            p.produce("c-moved", b"junk", partition=part)
-    payload = os.urandom(RECORD)
-    for topic in ("c-identity", "c-moved"):
-        for i in range(records):
-            while True:
-                try:
-                    p.produce(topic, payload, partition=i % PARTITIONS)
-                    break
-                except BufferError:
-                    p.poll(0.05)
-    p.flush(300)
-
-
 def measure(pid: int, bootstrap: str, records: int, tmp: Path, profile: Path | None = None,
             trace: Path | None = None) -> dict[str, dict]:
     out = {}
@@ -197,7 +174,7 @@ def main() -> None:
         (cluster,) = start_clusters(["b1"], tmp / "k")
         procs: dict[str, subprocess.Popen] = {}
         try:
-            fill(cluster.bootstrap, args.records)
+            fill_topics(cluster.bootstrap, ["p-produce", "c-identity", "c-moved"], args.records)
             write_view(tmp / "view.json", cluster.bootstrap)
             trees = {"new": ROOT}
             if args.compare_ref:

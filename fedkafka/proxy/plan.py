@@ -629,7 +629,7 @@ def past_fence(ctx: Context, topic: str, partition: int) -> bool:
     (DeleteRecords, DescribeProducers), as it takes no produce: the controller no longer waits for its acks, so
     its view may be moves behind and map offsets to the wrong segment (docs/DESIGN.md §4.9). The client gets
     retriable NOT_LEADER_OR_FOLLOWER and refreshes metadata. (Committed offsets, whose cluster the view names, are
-    refused past it with NOT_COORDINATOR: `groups._past_fence`.)"""
+    refused past it too: `groups._past_fence`, answered `groups.refused_offsets_code`.)"""
     if ctx.lease_valid:
         return False
     ctx.refused("lease", topic, partition, "proxy fence ran out: reads refused until a controller renews it")

@@ -5,9 +5,10 @@ where they live, its coordination cluster. Past its fence the controller no long
 a coordination move may have frozen the commits, copied them from A to B and switched without this proxy hearing
 of it: an OffsetCommit it still sent to A is lost, a DeleteGroups or OffsetDelete undone by the copy on B, and an
 OffsetFetch answers A's offsets, which the switch left behind (older than B's, or deleted or reset on B since).
-The old code served all four from its last view. Now each is answered NOT_COORDINATOR, nothing sent upstream:
-the code Kafka clients take to look the coordinator up again and retry (as NOT_LEADER_OR_FOLLOWER for reads and
-produce past the fence). Membership and the other reads go on (static stability)."""
+The old code served all four from its last view. Now each is refused, nothing sent upstream, with a code Kafka
+clients retry (as NOT_LEADER_OR_FOLLOWER for reads and produce past the fence): NOT_COORDINATOR, an OffsetFetch
+COORDINATOR_LOAD_IN_PROGRESS (session 38: librdkafka does not retry its assignment's OffsetFetch answered
+NOT_COORDINATOR, `groups.refused_offsets_code`). Membership and the other reads go on (static stability)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from fedkafka.proxy.plan import Broker, Context, Plan, UpstreamError
 from fedkafka.proxy.state import ProxyState
 
 NOT_COORDINATOR, UNKNOWN = ErrorCode.not_coordinator, ErrorCode.unknown_topic_or_partition
+# what an OffsetFetch the proxy refuses on its fence is answered: retried by librdkafka and the Java consumer alike
+FETCH_REFUSED = ErrorCode.coordinator_load_in_progress
 
 
 def _fenced(refusals: list) -> Context:
@@ -74,7 +77,8 @@ def test_past_its_fence_a_proxy_deletes_no_group_and_no_group_offsets():
 def test_past_its_fence_a_proxy_reads_no_committed_offset_from_a_coordination_cluster_it_may_no_longer_have():
     """After a move the old cluster's offsets are the copy's: a consumer starting from them re-reads what the group
     committed on B since, or resumes at offsets deleted or reset there. Refused at the group level (v2+, where
-    clients look first) and per partition (v1 has only those)."""
+    clients look first) and per partition (v1 has only those). The context has no proxy state to wait on
+    (`groups._wait_for_renewal`): refused at once."""
     fetch_v1 = build(request_type(9, 1), {"group_id": "g", "topics": [{"name": "log", "partition_indexes": [0, 1]}]})
     fetch_v7 = build(request_type(9, 7), {"group_id": "g", "topics": None, "require_stable": True})
     fetch_v8 = build(request_type(9, 8), {"groups": [{"group_id": "g", "topics": [
@@ -83,13 +87,13 @@ def test_past_its_fence_a_proxy_reads_no_committed_offset_from_a_coordination_cl
     answer = groups.handle(_fenced(refusals), None, fetch_v1)
     assert not isinstance(answer, Plan)
     assert [(p.partition_index, p.error_code, p.committed_offset) for t in answer.topics for p in t.partitions] == [
-        (0, NOT_COORDINATOR, -1), (1, NOT_COORDINATOR, -1)]
+        (0, FETCH_REFUSED, -1), (1, FETCH_REFUSED, -1)]
     answer = groups.handle(_fenced(refusals), None, fetch_v7)
-    assert not isinstance(answer, Plan) and (answer.error_code, answer.topics) == (NOT_COORDINATOR, ())
+    assert not isinstance(answer, Plan) and (answer.error_code, answer.topics) == (FETCH_REFUSED, ())
     answer = groups.handle(_fenced(refusals), None, fetch_v8)
     assert not isinstance(answer, Plan)
-    assert [(g.group_id, g.error_code) for g in answer.groups] == [("g", NOT_COORDINATOR), ("h", NOT_COORDINATOR)]
-    assert [p.error_code for p in answer.groups[0].topics[0].partitions] == [NOT_COORDINATOR]
+    assert [(g.group_id, g.error_code) for g in answer.groups] == [("g", FETCH_REFUSED), ("h", FETCH_REFUSED)]
+    assert [p.error_code for p in answer.groups[0].topics[0].partitions] == [FETCH_REFUSED]
     assert refusals == [("lease", "g", -1)] * 3 + [("lease", "h", -1)]
     for request in (fetch_v1, fetch_v7, fetch_v8):
         assert isinstance(groups.handle(ctx(), None, request), Plan), type(request).__name__
@@ -127,19 +131,20 @@ def test_a_commit_whose_fence_ran_out_while_its_coordinator_was_looked_up_is_not
         while isinstance(answer, Plan) and not answer.calls:  # an OffsetFetch first waits for a renewal (s37)
             answer = answer.finish([])
         assert not isinstance(answer, Plan), "sent to the coordinator past the fence"
-        assert _codes(answer) == {NOT_COORDINATOR}, _codes(answer)
+        assert _codes(answer) == {FETCH_REFUSED if request.__api_key__ == 9 else NOT_COORDINATOR}, _codes(answer)
         assert refusals == [("lease", "g", -1)]
         state.lease_deadline = time.monotonic() + 3600  # renewed before the answer: sent, as before
         sent = groups.handle(dispatcher.context(None, advertised={}), None, request).finish([COORDINATOR])
         assert isinstance(sent, Plan) and [c.target for c in sent.calls] == [Broker("c1", 4)]
 
 
-def test_a_call_the_core_refused_past_the_fence_is_answered_not_coordinator():
+def test_a_call_the_core_refused_past_the_fence_is_answered_not_coordinator_but_a_fetch_waits_for_the_renewal():
     """The core reads the fence again before writing each call of a committed offsets request (`Dispatcher._send`,
     `_check_offsets_sendable`) and refuses it, an UpstreamError, once the fence ran out. The client gets
     NOT_COORDINATOR then, as when the handler refuses the request, not COORDINATOR_NOT_AVAILABLE (a broker that
     could not be reached): it looks the coordinator up again, through a proxy the current view lists. An OffsetFetch
-    waits for the renewal as after its lookup (`groups.FENCE_RENEWAL_ROUNDS`)."""
+    instead waits for the renewal as after its lookup (`groups.FENCE_RENEWAL_ROUNDS`), and a broker not reached is
+    answered COORDINATOR_LOAD_IN_PROGRESS, no code that sends it to look up (s38: `groups._retried_here`)."""
     state = ProxyState(view=VIEW, me=VIEW.proxies[0], lease_deadline=time.monotonic() + 3600)
     dispatcher = Dispatcher(state=state, physical=Physical(), producer_ids=None, pool=None)  # type: ignore[arg-type]
     fetch = build(request_type(9, 8), {"groups": [{"group_id": "g", "topics": None}], "require_stable": False})
@@ -150,13 +155,14 @@ def test_a_call_the_core_refused_past_the_fence_is_answered_not_coordinator():
         refused = UpstreamError("c1", OFFSETS_PAST_FENCE)
         state.lease_deadline = time.monotonic() - 1  # ran out before the call was written: the core refused it
         answer = plan.finish([refused])
-        if request is fetch:  # it waits for the renewal and starts over (librdkafka does not retry the error)
+        if request is fetch:  # it waits for the renewal and starts over (a lookup's worth of rounds left)
             assert waits_for_renewal(answer), answer
         else:
             assert _codes(answer) == {NOT_COORDINATOR}, type(request).__name__
-        state.lease_deadline = time.monotonic() + 3600  # a broker not reached within the fence: as before
+        state.lease_deadline = time.monotonic() + 3600  # a broker not reached within the fence: as before, but an
+        # OffsetFetch gets no code that sends the client to look up again (s38: groups._retried_here)
         assert _codes(plan.finish([UpstreamError("c1", "cannot reach cluster c1")])) == {
-            ErrorCode.coordinator_not_available}, type(request).__name__
+            FETCH_REFUSED if request is fetch else ErrorCode.coordinator_not_available}, type(request).__name__
 
 
 def waits_for_renewal(answer) -> bool:

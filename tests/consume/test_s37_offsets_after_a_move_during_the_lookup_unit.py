@@ -65,5 +65,5 @@ def test_an_offset_fetch_started_over_after_its_lookup_waits_only_the_rounds_it_
     assert before == late and isinstance(lookup, Plan) and lookup.calls
     state.lease_deadline = time.monotonic() - 0.1  # runs out again, for good
     answer, after = _wait_rounds(lookup.finish([COORDINATOR]))
-    assert not isinstance(answer, Plan) and _codes(answer) == {ErrorCode.not_coordinator}
+    assert not isinstance(answer, Plan) and _codes(answer) == {ErrorCode.coordinator_load_in_progress}
     assert before + after == groups.FENCE_RENEWAL_ROUNDS and refusals == [("lease", "g", -1)]

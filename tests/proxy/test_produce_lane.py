@@ -15,6 +15,7 @@ import itertools
 import json
 import socket
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -1015,3 +1016,21 @@ def test_the_lane_s_bookkeeping_done_twice_is_done_once(end):
             produce_handler.lane_forwarded(table, producer)
         states.append(table_state(table))
     assert states[0] == states[1]
+
+
+async def calls_of_a_lane_request(start_now, request) -> list[str]:
+    """The qualified names of the Python functions, in call order, that one Produce request taken by `start_now` (a
+    dispatcher's, read once as a connection reads it) runs until its answer: what the per-request cuts count."""
+    called: list[str] = []
+
+    def profile(f, what, _arg):
+        if what == "call":
+            called.append(f.f_code.co_qualname)
+    sys.setprofile(profile)
+    try:
+        taken = start_now(request, 0)
+        assert taken is not None
+        await taken
+    finally:
+        sys.setprofile(None)
+    return called

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 
 import pytest
 from example_counts import examples
@@ -39,7 +38,18 @@ from fedkafka.proxy.core.dispatch import Dispatcher
 from fedkafka.proxy.core.observe import NULL_OBSERVER
 from fedkafka.proxy.core.upstream import UpstreamConnection
 from fedkafka.proxy.handlers import produce as produce_handler
-from proxy.test_produce_lane import Broker, batch, broker_answers, frame, proxy, requests_of, run, scripted, view
+from proxy.test_produce_lane import (
+    Broker,
+    batch,
+    broker_answers,
+    calls_of_a_lane_request,
+    frame,
+    proxy,
+    requests_of,
+    run,
+    scripted,
+    view,
+)
 
 # -- main's code (366d6e5), kept only here ----------------------------------------------------------------------
 
@@ -251,21 +261,9 @@ def test_a_plain_lane_request_calls_neither_is_set_nor_a_wrapper_of_the_twin_s_a
         d = await proxy(view(), broker)
         d.observer = NULL_OBSERVER
         request = frame({0: batch(2)})
-        called: list[str] = []
-
-        def profile(f, what, _arg):
-            if what == "call":
-                called.append(f.f_code.co_qualname)
         try:
             await (await d.start(request, 0, None))
-            sys.setprofile(profile)
-            try:
-                taken = d.start_now(request, 0)
-                assert taken is not None
-                await taken
-            finally:
-                sys.setprofile(None)
-            return called
+            return await calls_of_a_lane_request(d.start_now, request)
         finally:
             d.pool.close()
             broker.close()

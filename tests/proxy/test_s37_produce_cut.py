@@ -43,7 +43,7 @@ from fedkafka.security.session import Session
 from proxy.test_connection_callbacks_unit import answer_frame, rest_until_closed, until
 from proxy.test_limits_unit import frame_of
 from proxy.test_produce_lane import batch as lane_batch
-from proxy.test_produce_lane import broker_answers, proxy, run, view
+from proxy.test_produce_lane import broker_answers, calls_of_a_lane_request, proxy, run, view
 from proxy.test_produce_lane import frame as lane_frame
 from proxy.test_s36_produce_shared_cut import EVENTS, EventBroker, assert_same_outcome, lane_requests
 from proxy.test_s36_produce_shared_cut import outcome as outcome_of_lane
@@ -383,21 +383,9 @@ def test_a_lane_request_through_the_dispatcher_s_start_now_calls_the_lane_s_star
         d.observer = NULL_OBSERVER
         request = lane_frame({0: lane_batch(2)})
         start_now = d.start_now  # as `ClientConnection` reads it, once
-        called: list[str] = []
-
-        def profile(f, what, _arg):
-            if what == "call":
-                called.append(f.f_code.co_qualname)
         try:
             await start_now(request, 0)
-            sys.setprofile(profile)
-            try:
-                taken = start_now(request, 0)
-                assert taken is not None
-                await taken
-            finally:
-                sys.setprofile(None)
-            return called
+            return await calls_of_a_lane_request(start_now, request)
         finally:
             d.pool.close()
             broker.close()

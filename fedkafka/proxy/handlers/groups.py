@@ -6,8 +6,10 @@ own coordinator for the group (looked up with FindCoordinator first, in client o
 rewritten logical -> shadow on the way in and back on the way out. Committed offsets are logical offsets;
 the shadow topic has P partitions, so the broker validates and fences commits natively. Group protocol
 bytes (subscriptions, assignments) name shadow topics at the coordinator and logical ones at the client.
-Past the proxy's fence committed offsets are neither read nor written (`_past_fence`: NOT_COORDINATOR), the
-coordination cluster its view names may have been moved from; membership goes on (docs/DESIGN.md §4.9 F2). Like
+Past the proxy's fence committed offsets are neither read nor written (`_past_fence`: NOT_COORDINATOR, an
+OffsetFetch COORDINATOR_LOAD_IN_PROGRESS, `refused_offsets_code`), the coordination cluster its view names may have
+been moved from; membership goes on (docs/DESIGN.md §4.9 F2). An OffsetFetch is answered no code that sends the client
+to look the coordinator up again, whoever gave it (`_retried_here`): librdkafka never retries it. Like
 the other conditions of the proxy's own (`_unavailable`), it is answered once the request is authorized, as Kafka
 asks its coordinator only then (docs/DESIGN.md §11).
 """
@@ -85,15 +87,14 @@ OFFSETS_REFUSED = {"lease": PAST_FENCE, "coordination": "the view moved the grou
 BLOCKING = (JOIN, SYNC)  # held by the broker until the rebalance completes
 JOIN_MARGIN_S = 15.0
 # An OffsetFetch that finds this proxy past its fence waits for a renewal, up to this many rounds of this long, before
-# it is refused (`_wait_for_renewal`): librdkafka does not retry the NOT_COORDINATOR of its assignment's OffsetFetch
-# and consumes those partitions no more until the group's next rebalance, so a renewal late by a second on a loaded
-# machine stalled them for good. The rounds are the request's, before and after its lookups together.
+# it is refused (`_wait_for_renewal`, then `refused_offsets_code`): a renewal a moment late is no refusal at all. The
+# rounds are the request's, before and after its lookups together.
 FENCE_RENEWAL_ROUNDS = 12
 FENCE_RENEWAL_STEP_S = 0.25
 # What an OffsetFetch's start-over may take at most before it is answered: a wait for the renewal, a lookup and its
-# call. A start-over (or a wait) that would take the request past MAX_PLAN_ROUNDS is refused NOT_COORDINATOR instead
-# (`_Passes.out_of_rounds`): a fence lapsing between each lookup and its write took 3 rounds per wait, and the core
-# gave the request up as looping, closing the client's connection.
+# call. A start-over (or a wait) that would take the request past MAX_PLAN_ROUNDS is refused instead
+# (`_Passes.out_of_rounds`, `refused_offsets_code`): a fence lapsing between each lookup and its write took 3 rounds per
+# wait, and the core gave the request up as looping, closing the client's connection.
 START_OVER_ROUNDS = 3
 T = TypeVar("T")
 
@@ -127,6 +128,12 @@ class _Passes:
 
 
 def handle(ctx: Context, header, request):
+    if request.__api_key__ == OFFSET_FETCH:
+        return on_answer(_routed(ctx, request), _retried_here)
+    return _routed(ctx, request)
+
+
+def _routed(ctx: Context, request):
     key = request.__api_key__
     coordination = ctx.view.coordination_cluster
     if key == LIST:  # nothing to authorize first: the groups listed are filtered (`_group_lister`)
@@ -162,7 +169,7 @@ def _authorized(ctx: Context, coordination: str | None, request, budget: _Answer
             return start_over(now, then)
         if not then.refusal_counted:  # refused after its lookup, by the handler: its one refusal
             _count_refusal(now, request, _refusal_now(now, asked) or "coordination")
-        return failure(request, ErrorCode.not_coordinator)
+        return failure(request, refused_offsets_code(key))
     if not ctx.lease_valid and (wait := _wait_for_renewal(ctx, request, passes, start_over)) is not None:
         return wait
     unavailable = _unavailable(ctx, coordination, request, passes.refusal_counted)
@@ -201,7 +208,7 @@ def _unavailable(ctx: Context, coordination: str | None, request, refusal_counte
     if coordination is None:
         return ErrorCode.coordinator_not_available
     if key in OFFSETS_OF_THE_VIEW and _past_fence(ctx, request, refusal_counted):
-        return ErrorCode.not_coordinator
+        return refused_offsets_code(key)
     if key in FENCED_DURING_MOVE and ctx.view.commits_frozen:
         return ErrorCode.coordinator_load_in_progress
     return None
@@ -222,19 +229,91 @@ def _wait_for_renewal(ctx: Context, request, passes: _Passes,
                 delay_s=FENCE_RENEWAL_STEP_S)
 
 
+def refused_offsets_code(key: int) -> ErrorCode:
+    """What a committed offsets request of API `key` the proxy refuses on its own fence (or whose start-overs ran out
+    of rounds) is answered, a code every client retries (docs/DESIGN.md §4.9 F2):
+
+    - OffsetFetch: COORDINATOR_LOAD_IN_PROGRESS, as Kafka's coordinator answers while it loads the groups: the Java
+      consumer (ConsumerCoordinator.OffsetFetchResponseHandler, a RetriableException) and librdkafka
+      (rd_kafka_err_action: RETRY, the request sent again to the same broker, with no limit on its retries while
+      the assignment is unchanged) ask this proxy again, and are answered once the fence is renewed. NOT_COORDINATOR
+      is REFRESH alone for librdkafka: its assignment's OffsetFetch was never sent again, and those partitions were
+      not consumed until the group's next rebalance, a Stable group's never, fence renewed or not. The price: when
+      this proxy *alone* is past its fence (cut off from the controllers, the others renewed), NOT_COORDINATOR sent
+      the Java consumer and the AdminClient to look the coordinator up, often through another proxy, and on; this
+      code keeps them asking this proxy (heartbeats still pass) until it is renewed, restarted or stopped (the
+      operator's call: docs/OPERATIONS.md, "Consumer groups past the fence"). Kept: past its own fence the proxy
+      cannot tell that from a controller outage (every proxy past its fence, no better coordinator to find), and
+      librdkafka stalled in both with NOT_COORDINATOR.
+    - OffsetCommit, DeleteGroups, OffsetDelete: NOT_COORDINATOR, as before: a commit counts in its view's drain and a
+      refused auto-commit is sent again at the next interval (librdkafka REFRESH; the Java consumer looks up and
+      retries)."""
+    return ErrorCode.coordinator_load_in_progress if key == OFFSET_FETCH else ErrorCode.not_coordinator
+
+
 def _past_fence(ctx: Context, request, refusal_counted: bool = False) -> bool:
     """Whether this proxy's fence ran out (a `lease` refusal per group, unless `refusal_counted`). Committed offsets
     are logical, so no segment is mapped; but the view names the cluster holding them, and past the fence a
     coordination move may have copied them to another and switched without this proxy (its acks no longer waited
     for): a commit sent to the old one is lost, a deletion undone, a fetch answers the offsets the switch left behind.
-    The client gets NOT_COORDINATOR, as a partition's reader gets NOT_LEADER_OR_FOLLOWER past the fence
-    (`plan.past_fence`): it looks the coordinator up again and retries, through a proxy the current view lists once
-    this one is dropped from it."""
+    The client gets a code it retries (`refused_offsets_code`), as a partition's reader gets NOT_LEADER_OR_FOLLOWER
+    past the fence (`plan.past_fence`)."""
     if ctx.lease_valid:
         return False
     if not refusal_counted:
         _count_refusal(ctx, request, "lease")
     return True
+
+
+# The coordinator errors with which Kafka sends a client to look the coordinator up again
+LOOKUP_AGAIN = frozenset({ErrorCode.not_coordinator, ErrorCode.coordinator_not_available})
+
+
+def _retried_here(answer):
+    """An OffsetFetch answer with every LOOKUP_AGAIN code, its groups', top level's or partitions', whoever gave it
+    (the coordination cluster's coordinator, moved since the proxy looked it up; a lookup that failed or answered an
+    error; a coordinator not reached; the view without a coordination cluster), answered
+    COORDINATOR_LOAD_IN_PROGRESS: clients ask this proxy again, and it looks the coordinator up again itself, as for
+    every request (docs/DESIGN.md §4.9 F2, §5.6). A lookup of the client's own finds nothing new, this proxy again
+    (FindCoordinator answers the group's rendezvous proxy; unless this proxy alone is past its fence, the trade-off
+    of `refused_offsets_code`), and librdkafka's assignment OffsetFetch does not retry
+    those codes at all (`refused_offsets_code`): its partitions were not fetched until the group's next rebalance."""
+    if getattr(answer, "__api_key__", None) != OFFSET_FETCH:  # not an OffsetFetch answer (a closed connection)
+        return answer
+    groups = getattr(answer, "groups", None)
+    if groups is None:  # v0-v7: the answer is the one group's entry
+        return _entry_retried_here(answer)
+    renewed = tuple(map(_entry_retried_here, groups))
+    changed = any(new is not old for new, old in zip(renewed, groups, strict=True))
+    return dataclasses.replace(answer, groups=renewed) if changed else answer
+
+
+def _entry_retried_here(entry):
+    """An OffsetFetch answer's group entry (v8+: each of its groups; below: the answer itself) with its LOOKUP_AGAIN
+    codes renewed (`_without_lookup_again`). Its partitions are walked only where such a code can sit: below v2 every
+    code is a partition's (the entry has none of its own); from v2 on Kafka answers a coordinator error at the
+    entry's level alone, and the proxy's own answers (`failure`) put it there as well as on each partition. So an
+    entry with a code of its own that is no LOOKUP_AGAIN one is left as it came, its partitions unvisited: an answer
+    of 100,000 partitions took ~0.12 s of event loop to walk for nothing."""
+    if hasattr(entry, "error_code") and entry.error_code not in LOOKUP_AGAIN:
+        return entry
+    return _without_lookup_again(entry)
+
+
+def _without_lookup_again(entity):
+    """`entity` (an OffsetFetch answer, group, topic or partition) with every LOOKUP_AGAIN code under it made
+    COORDINATOR_LOAD_IN_PROGRESS, itself when it holds none (an answer of many partitions is not copied for
+    nothing)."""
+    changes: dict[str, object] = {}
+    if getattr(entity, "error_code", None) in LOOKUP_AGAIN:
+        changes["error_code"] = ErrorCode.coordinator_load_in_progress
+    for field in ("groups", "topics", "partitions"):
+        items = getattr(entity, field, None)
+        if items:
+            renewed = tuple(map(_without_lookup_again, items))
+            if any(new is not old for new, old in zip(renewed, items, strict=True)):
+                changes[field] = renewed
+    return dataclasses.replace(entity, **changes) if changes else entity
 
 
 def _count_refusal(ctx: Context, request, reason: str) -> None:
@@ -368,8 +447,8 @@ def _via_coordinator(coordination: str, request, upstream, back, client_id: str 
             if any(isinstance(r, UpstreamError) for r in results):
                 # past the fence, or once the view moved the groups, the core refused the call (its connection may
                 # have taken seconds; refusal counted by the core, per cluster): an OffsetFetch starts over as after
-                # its lookup (librdkafka does not retry its assignment's NOT_COORDINATOR), the others are answered
-                # as the handler refuses them, NOT_COORDINATOR
+                # its lookup (a wait for the renewal first), the others are answered as the handler refuses them,
+                # NOT_COORDINATOR
                 now = None if fence is None else as_now(fence) or fence
                 if now is None or _refusal_now(now, coordination) is None:
                     return failure(request, ErrorCode.coordinator_not_available)
