@@ -7,7 +7,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from consume.test_handlers_unit import GAP, Physical, fetch_answer, fetch_request, list_answers, partitions, skipped_to
-from consume.test_holes_in_the_logical_log_unit import MOVED_VIEW, Brokers, _consume
+from consume.test_holes_in_the_logical_log_unit import MOVED_VIEW, Brokers, _consume, _fetch
 from consume.test_s34_rvconsume2_review import CUT_VIEW, LaggingBrokers
 from consume.test_s34_rvfetch_review import BACK_VIEW
 from fedkafka.proxy.handlers import fetch
@@ -63,3 +63,31 @@ def test_a_reader_at_a_known_tail_s_cut_end_moves_past_the_gap():
         answer = answer.finish(list_answers(answer.calls, {("c1", 0, -2): (0, -1), ("c1", 0, -1): (33, -1)}))
     p = partitions(answer)[("log", 0)]
     assert p.error_code == ErrorCode.none and skipped_to(p) == 30 + GAP
+
+
+class LogEndUnread(Brokers):
+    """Brokers that answer no log end (ListOffsets LATEST as the debugging replica, -2): an error for each."""
+
+    def answer(self, call):
+        if call.request.__api_key__ == 2 and call.request.replica_id == -2:
+            return list_answers([call], {})[0]
+        return super().answer(call)
+
+
+def test_a_reader_at_a_sealed_logs_end_whose_log_end_is_not_read_is_asked_again():
+    """MOVED, c3's log cut at 5; its log end not read (the debugging replica's ListOffsets answered an error). The
+    reader at 5 (Kafka's answer empty, high watermark 5) can be told neither lost nor lagging: answered
+    NOT_LEADER_OR_FOLLOWER, not moved and not reset, and it fetches again; once the log end is read it moves on."""
+    brokers = LogEndUnread({"c3": (0, 5), "c1": (0, 10)})
+    p = _fetch(MOVED_VIEW, brokers, 5)
+    assert (p.error_code, p.records) == (ErrorCode.not_leader_or_follower, b"")
+    assert _consume(MOVED_VIEW, Brokers(brokers.logs), 5, fetches=3) == ([*range(10, 20)], [])
+
+
+def test_a_reader_past_a_sealed_logs_end_whose_log_end_is_not_read_is_asked_again():
+    """The same on the OFFSET_OUT_OF_RANGE path: a reader at 7, past c3's cut log end 5 (Kafka answers
+    OFFSET_OUT_OF_RANGE), its log start and high watermark read but not its log end: NOT_LEADER_OR_FOLLOWER, not
+    moved to the seal and not answered OFFSET_OUT_OF_RANGE (a reset would re-read 0..4)."""
+    brokers = LogEndUnread({"c3": (0, 5), "c1": (0, 10)})
+    p = _fetch(MOVED_VIEW, brokers, 7)
+    assert (p.error_code, p.records) == (ErrorCode.not_leader_or_follower, b"")

@@ -92,6 +92,15 @@ class _Route:
     asked: Any  # the client's partition request, routed again if the view changed before the answer (`_still_routed`)
 
 
+@dataclass(slots=True, frozen=True)
+class _EmptyAtASealedLogsEnd:
+    """A sealed segment's empty answer at its log's end or a high watermark that lags (`_empty_at_a_sealed_logs_end`):
+    its route, and `waiting`, the broker's answer as translated (the seal as high watermark: the lag still to read),
+    which the reader gets while the log end read says that high watermark lags."""
+    route: _Route
+    waiting: rec.FetchPartitionData
+
+
 def handle(ctx: Context, header, request):
     version = type(request).__version__
     if getattr(request, "session_id", 0) != 0:
@@ -118,14 +127,15 @@ def handle(ctx: Context, header, request):
             heard = {b for b, r in zip(brokers, results, strict=True) if r is not UNANSWERED}
             owed.difference_update([key for key in owed if key[0] in heard])
         throttle_ms = 0  # the longest a broker asks the proxy to back off: the client backs off as long (KIP-219)
-        unsettled: dict[tuple[str, int], _Route] = {}  # OFFSET_OUT_OF_RANGE read with the log's bounds
+        # OFFSET_OUT_OF_RANGE read with the log's bounds, an empty answer at a sealed log's end with its log end
+        unsettled: dict[tuple[str, int], _Route | _EmptyAtASealedLogsEnd] = {}
         for broker, routes, result in [*zip(brokers, routes_per_call, results, strict=True),
                                        *((k.broker, k.routes, k.result) for k in kept)]:
             for key, got in _translate(ctx, routes, result, now, broker).items():
-                if isinstance(got, _Route):
-                    unsettled[key] = got
-                else:
+                if isinstance(got, rec.FetchPartitionData):
                     answers[key] = got
+                else:
+                    unsettled[key] = got
             throttle_ms = max(throttle_ms, _throttle_ms(result))
 
         def answer_with(settled: dict[tuple[str, int], rec.FetchPartitionData]) -> FetchAnswer:
@@ -629,13 +639,16 @@ class _Budget:
 
 
 def _translate(ctx: Context, routes: list[_Route], result, now: Context | None = None,
-               broker: Broker | None = None) -> dict[tuple[str, int], rec.FetchPartitionData | _Route]:
+               broker: Broker | None = None) -> dict[tuple[str, int], rec.FetchPartitionData | _Route |
+                                                     _EmptyAtASealedLogsEnd]:
     """The client's answers for one call's partitions; `now`: the proxy's view and fence when the answer arrived, if
     either changed since the routes were made (`_still_routed`); `broker`: the one that answered (named in a log
-    line when its offsets do not fit in the logical space). A route instead of an answer: an OFFSET_OUT_OF_RANGE
-    inside a gap or on a segment after the chain's first, answered once the physical log's bounds and the logical
-    log start are known (`_settle_out_of_range`); on the first segment outside a gap nothing is before it, and it
-    is the client's answer as it is."""
+    line when its offsets do not fit in the logical space). Answered later by the bounds round
+    (`_settle_out_of_range`): a route, for an OFFSET_OUT_OF_RANGE inside a gap, on a sealed segment or on a segment
+    after the chain's first, answered once the physical log's bounds and the logical log start are known (on the
+    active first segment outside a gap nothing is before it, and it is the client's answer as it is); an
+    `_EmptyAtASealedLogsEnd`, for a sealed segment's empty answer at a high watermark at or below the position
+    (`_empty_at_a_sealed_logs_end`), answered once its log end is known."""
     if result is UNANSWERED:  # another cluster had data first; these partitions are asked again next fetch
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     if isinstance(result, UpstreamError):
@@ -647,7 +660,7 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
         # unknown (-1: a guessed one, the position, would show a false lag of 0 and a false EOF in librdkafka)
         return {(r.topic, r.partition): _error(ErrorCode.none) for r in routes}
     physical = {(t.topic, p.partition_index): p for t in result.responses for p in t.partitions}
-    out: dict[tuple[str, int], rec.FetchPartitionData | _Route] = {}
+    out: dict[tuple[str, int], rec.FetchPartitionData | _Route | _EmptyAtASealedLogsEnd] = {}
     for routed in routes:
         r = routed if now is None else _still_routed(now, routed)
         if r is None:  # the proxy would no longer ask this: no records, and the client fetches again
@@ -667,7 +680,8 @@ def _translate(ctx: Context, routes: list[_Route], result, now: Context | None =
             else:
                 out[(r.topic, r.partition)] = _error(pd.error_code)
         elif seg.phys_end is not None and _empty_at_a_sealed_logs_end(r, pd):  # one test on the active segment's path
-            out[(r.topic, r.partition)] = r  # the log ends there for good, or its high watermark lags: ask its end
+            # the log ends there for good, or its high watermark lags: ask its end
+            out[(r.topic, r.partition)] = _EmptyAtASealedLogsEnd(r, _partition_answer(r, pd, broker))
         else:
             out[(r.topic, r.partition)] = _partition_answer(r, pd, broker)
     return out
@@ -748,45 +762,76 @@ def _tail_ended(target: FetchTarget, pd, known: bool = False) -> bool:
     return any(h.base_offset >= limit for h in rec.walk_batches(pd.records or b"", allow_partial_tail=True))
 
 
-def _settle_out_of_range(ctx: Context, unsettled: dict[tuple[str, int], _Route], then, timeout_s: float):
-    """Answers for OFFSET_OUT_OF_RANGE inside a gap, on a sealed segment or on one with others before it, which
-    Kafka's broker answers alike below the log start (retention or DeleteRecords moved it) and past the log end
-    (ReplicaManager.readFromLog): a Plan asking each physical partition's log start and high watermark (ListOffsets
-    EARLIEST and LATEST), a sealed one's log end too (LOG_END), and what the logical log start is read from
-    (`log_start_asks`: the segments before), whose answers go to `then` (`_after_out_of_range`). Bounded as the
-    Fetch's own calls (`timeout_s`). An in-gap one used to be read as a tail that ended (a reader below the log start
-    moved past the rest of the tail), and one below a later segment's log start answered OFFSET_OUT_OF_RANGE while an
-    earlier segment held records: the reset went back there, and came to the same hole again, for good."""
+def _settle_out_of_range(ctx: Context, unsettled: dict[tuple[str, int], _Route | _EmptyAtASealedLogsEnd], then,
+                         timeout_s: float):
+    """The bounds round: answers for what `_translate` left unanswered, a Plan whose answers go to `then`. Bounded as
+    the Fetch's own calls (`timeout_s`). A route is an OFFSET_OUT_OF_RANGE inside a gap, on a sealed segment or on
+    one with others before it, which Kafka's broker answers alike below the log start (retention or DeleteRecords
+    moved it) and past the log end (ReplicaManager.readFromLog): the round asks each physical partition's log start
+    and high watermark (ListOffsets EARLIEST and LATEST), a sealed one's log end too (LOG_END), and what the logical
+    log start is read from (`log_start_asks`: the segments before), and answers it (`_after_out_of_range`). An
+    `_EmptyAtASealedLogsEnd` (`_empty_at_a_sealed_logs_end`) is asked its log end only: above the position its high
+    watermark lags and the reader waits, answered as the broker answered (the seal as high watermark); not read,
+    NOT_LEADER_OR_FOLLOWER; at or below it, its log ends there (rare) and it takes a round as a route then, the
+    segments before asked. A reader waiting at a lagging high watermark asked every earlier segment's cluster with
+    each Fetch, and lost its lag (-1). An in-gap OFFSET_OUT_OF_RANGE used to be read as a tail that ended (a reader
+    below the log start moved past the rest of the tail), and one below a later segment's log start answered
+    OFFSET_OUT_OF_RANGE while an earlier segment held records: the reset went back there, and came to the same hole
+    again, for good."""
     asks = set()
-    for r in unsettled.values():
-        seg = r.target.segment
-        asks.update(log_start_asks(r.chain.segments[:r.chain.segments.index(seg)]))
+    for u in unsettled.values():
+        if isinstance(u, _EmptyAtASealedLogsEnd):
+            asks.add((seg_key(u.route.target.segment), LOG_END))
+            continue
+        seg = u.target.segment
+        asks.update(log_start_asks(u.chain.segments[:u.chain.segments.index(seg)]))
         asks.update(((seg_key(seg), EARLIEST), (seg_key(seg), LATEST)))
         if not seg.active:  # and its log end: an empty log tells itself from a high watermark that lags
             asks.add((seg_key(seg), LOG_END))
 
     def respond(physical: dict, _brokers) -> Any:
-        return then({key: _after_out_of_range(ctx, r, physical) for key, r in unsettled.items()})
+        settled: dict[tuple[str, int], rec.FetchPartitionData] = {}
+        ended: dict[tuple[str, int], _Route | _EmptyAtASealedLogsEnd] = {}
+        for key, u in unsettled.items():
+            if not isinstance(u, _EmptyAtASealedLogsEnd):
+                settled[key] = _after_out_of_range(ctx, u, physical)
+            elif (got := _while_it_lags(u, physical)) is not None:
+                settled[key] = got
+            else:
+                ended[key] = u.route
+        if not ended:
+            return then(settled)
+        return _settle_out_of_range(ctx, ended, lambda more: then({**settled, **more}), timeout_s)
 
     # read_uncommitted: LATEST is the high watermark
     return ask_physical(ctx, asks, 0, respond, timeout_s=timeout_s, client_timeout=True)
 
 
+def _while_it_lags(empty: _EmptyAtASealedLogsEnd, physical: dict) -> rec.FetchPartitionData | None:
+    """An empty answer at a sealed log's end given its log end (LOG_END): the broker's answer while it is above the
+    position (the high watermark lags a restart: the records are there), NOT_LEADER_OR_FOLLOWER while it is not read
+    (asked again with the next fetch); None at or below the position: the log ends there."""
+    target = empty.route.target
+    log_end = physical.get((seg_key(target.segment), LOG_END))
+    if not isinstance(log_end, tuple):
+        return _error(ErrorCode.not_leader_or_follower)
+    return empty.waiting if log_end[0] > target.physical_offset else None
+
+
 def _after_out_of_range(ctx: Context, route: _Route, physical: dict) -> rec.FetchPartitionData:
-    """An OFFSET_OUT_OF_RANGE given the segment's physical log start and high watermark, and what the segments before
-    it hold (`ask_physical`'s answers; a bound not known: NOT_LEADER_OR_FOLLOWER, asked again with the next fetch).
-    Below the log start: a hole inside the logical log, where records before it are left (the logical log start,
-    ListOffsets EARLIEST's answer, at or below the position), is skipped as a compacted range is, to the first
-    offset that may hold a record (`_past_the_hole`); so is a gap with nothing of its tail left at or after the
-    position (docs/DESIGN.md §9.2). Otherwise the position is below the logical log start: OFFSET_OUT_OF_RANGE, as
-    Kafka answers, and the client resets to that log start, past the position (no loop). Past the log end: a gap's
-    tail the chain does not know ended (`_tail_known`), skipped; records below a seal or in a known tail the log no
-    longer holds (Kafka answers OFFSET_OUT_OF_RANGE only past its log end offset: gone, not lagging) skipped to the
-    segment's end while the logical log start is at or below the position, as earliest skips them (§9.3; they were
-    answered OFFSET_OUT_OF_RANGE, the reset re-read the records before and met them again); else
-    OFFSET_OUT_OF_RANGE (past the active log's end, as Kafka; or nothing left before the position). A skip answers
-    the segment's high watermark (it answered the landing: lag 0 for a Fetch). Bounds that say the position is
-    readable now (the log changed meanwhile): no records, no error, and the client fetches again."""
+    """An OFFSET_OUT_OF_RANGE, or an empty answer at a sealed log's end whose log end is at or below the position
+    (`_empty_at_a_sealed_logs_end`, after `_while_it_lags`), given the segment's physical log start and high
+    watermark, and what the segments before it hold (`ask_physical`'s answers; a bound not known:
+    NOT_LEADER_OR_FOLLOWER, asked again with the next fetch). Below the log start: a hole inside the logical log,
+    where records before it are left (the logical log start, ListOffsets EARLIEST's answer, at or below the
+    position), is skipped as a compacted range is, to the first offset that may hold a record (`_past_the_hole`); so
+    is a gap with nothing of its tail left at or after the position (docs/DESIGN.md §9.2). Otherwise the position is
+    below the logical log start: OFFSET_OUT_OF_RANGE, as Kafka answers, and the client resets to that log start, past
+    the position (no loop). At or past the log end: a gap's tail the chain does not know ended (`_tail_known`),
+    skipped; a sealed segment's is `_at_or_past_a_sealed_logs_end`'s (records below a seal or in a known tail the log
+    no longer holds skipped to the segment's end, §9.3); else OFFSET_OUT_OF_RANGE (past the active log's end, as
+    Kafka). A skip answers the segment's high watermark (it answered the landing: lag 0 for a Fetch). Bounds that say
+    the position is readable now (the log changed meanwhile): no records, no error, and the client fetches again."""
     seg, target = route.target.segment, route.target
     start, end = physical.get((seg_key(seg), EARLIEST)), physical.get((seg_key(seg), LATEST))
     if not isinstance(start, tuple) or not isinstance(end, tuple):
@@ -814,9 +859,9 @@ def _empty_at_a_sealed_logs_end(route: _Route, pd) -> bool:
     was cut or lost there (an unclean election, the topic created again, docs/DESIGN.md §9.3), or its high watermark
     lags its log end after a restart. Kafka answers a read at its log end empty, never OFFSET_OUT_OF_RANGE, so a
     reader there (a group that committed exactly there, one that read the cut log to its end) sat on empty answers for
-    good; the bounds round tells the two by the log end (`_at_or_past_a_sealed_logs_end`). A gap's tail the chain
-    does not know is `_tail_ended`'s. A sealed segment's high watermark is at or past its seal otherwise, so only
-    such a log pays the round. The caller checks the segment is sealed."""
+    good; the bounds round tells the two by the log end (`_while_it_lags`, then `_at_or_past_a_sealed_logs_end`). A
+    gap's tail the chain does not know is `_tail_ended`'s. A sealed segment's high watermark is at or past its seal
+    otherwise, so only such a log pays the round. The caller checks the segment is sealed."""
     target = route.target
     if pd.records or not 0 <= pd.high_watermark <= target.physical_offset:
         return False
@@ -828,11 +873,13 @@ def _empty_at_a_sealed_logs_end(route: _Route, pd) -> bool:
 def _at_or_past_a_sealed_logs_end(ctx: Context, route: _Route, physical: dict,
                                   high_watermark: int) -> rec.FetchPartitionData:
     """A sealed segment's position at or past its high watermark, below its end: its log end (LOG_END) above the
-    position is a high watermark that lags (a restart; the records are there): no records, no error, the reader waits.
-    At or below it the records up to the seal are gone, not lagging (Kafka answers OFFSET_OUT_OF_RANGE only past its
-    log end offset, and an empty read at it): moved to the segment's end while the logical log start is at or below
-    the position, as earliest skips them too; else OFFSET_OUT_OF_RANGE, and the reset lands past them. The log end
-    not read: NOT_LEADER_OR_FOLLOWER, asked again with the next fetch."""
+    position is a high watermark that lags (a restart; the records are there) or a log grown since the broker
+    answered: no records, no error, and the client fetches again (an empty answer at a lagging high watermark is
+    answered before, `_while_it_lags`, with the seal as high watermark). At or below it the records up to the seal
+    are gone, not lagging (Kafka answers OFFSET_OUT_OF_RANGE only past its log end offset, and an empty read at it):
+    moved to the segment's end while the logical log start is at or below the position, as earliest skips them too;
+    else OFFSET_OUT_OF_RANGE, and the reset lands past them. The log end not read: NOT_LEADER_OR_FOLLOWER, asked
+    again with the next fetch."""
     seg, position = route.target.segment, route.target.physical_offset
     log_end = physical.get((seg_key(seg), LOG_END))
     if not isinstance(log_end, tuple):
