@@ -1,5 +1,5 @@
 """Second review of 7eea12f8 (clusters.freeze_generation, the write's freeze check, the bounded unfreeze;
-docs/DESIGN.md §10.1): findings as strict xfails. Driven with the fake Kafka of tests/controller/conftest.py."""
+docs/DESIGN.md §10.1), fixed on s38-fixfreezegen2. Driven with the fake Kafka of tests/controller/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,17 +7,13 @@ import pytest
 from sqlalchemy import text
 
 from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
-from fedkafka.controller.coordination import FreezeLost
+from fedkafka.controller.coordination import CoordinationMove, FreezeLost
 from fedkafka.controller.errors import Conflict, Unavailable
 from fedkafka.controller.models import ClusterRow
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import shadow_topic
 
 
-@pytest.mark.xfail(strict=True, reason="[data] DESIGN §10.1 says a stale write landing between the resumed run's write "
-                   "and its read back fails that read back; the read back refuses only a LOWER offset, so over a "
-                   "group that committed lower between the two freezes (seek back, --reset-offsets) X's older, higher "
-                   "offset passes and is switched: the group skips records")
 def test_a_stale_write_landing_before_the_resumed_read_back_over_a_lower_commit(make_api, recording_kafka_class,
                                                                                 monkeypatch):
     """X's thread passed its check under its freeze (g at 5) and its OffsetCommit is held on the way past its lease.
@@ -41,7 +37,7 @@ def test_a_stale_write_landing_before_the_resumed_read_back_over_a_lower_commit(
             return commit(cluster, bootstrap, group, parts)
         move.unfreeze_after_failure()  # Y's thread of the run failed, then Y lost its row: the run still running
         kafka.commits[("c1", "g")][key] = 2  # g's offsets reset on c1, unfrozen
-        resumed.append(move._freeze("c1", True))  # the sweeper resumed the run: its new thread froze again
+        resumed.append(move._freeze("c1"))  # the sweeper resumed the run: its new thread froze again
         fresh, ids = move.read_tagged("c1")
         move.write("c2", fresh, topic_ids=ids, freeze=resumed[0])  # the resumed run writes 2
         resumed.append((fresh, ids))
@@ -59,9 +55,6 @@ def test_a_stale_write_landing_before_the_resumed_read_back_over_a_lower_commit(
     assert kafka.commits[(ctl.view.coordination_cluster, "g")][key] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: _clear_freezes(only=own) reads the generation before check_leader and "
-                   "its UPDATE is by cluster id only: a freeze set again between the two (another term) is cleared, "
-                   "what its docstring says never happens (on SQLite and PostgreSQL alike)")
 def test_a_failed_threads_unfreeze_does_not_clear_a_freeze_set_again_after_its_read(make_api, recording_kafka_class,
                                                                                      monkeypatch):
     """X's thread froze c1 (generation n) and its read back fails; its unfreeze reads c1 frozen at n, then pauses
@@ -96,3 +89,23 @@ def test_a_failed_threads_unfreeze_does_not_clear_a_freeze_set_again_after_its_r
         row = s.get_one(ClusterRow, "c1")
         assert row.freeze_generation == 2
         assert row.commits_frozen is True  # the resumed run's freeze, not X's to clear
+
+
+def test_the_read_back_refuses_the_copied_offset_with_another_leader_epoch_or_metadata():
+    """A stale write of the same offset still carries its own commit's leader epoch and metadata (the application's):
+    the read back takes only the copy exactly, normalised as it is read (-1 and "" come back as None)."""
+    move = CoordinationMove(controller=None, mover=None)
+    ids = {shadow_topic("a"): "id-a"}
+    copied = {"g": [(shadow_topic("a"), 0, 5, 3, "app-state-2")]}
+
+    def c2_holds(*part):
+        return lambda cluster, groups: ({"g": [(shadow_topic("a"), 0, *part)]}, ids)
+
+    for stale in [(5, 2, "app-state-2"), (5, 3, "app-state-1"), (5, None, None), (6, 3, "app-state-2")]:
+        move.read_tagged = c2_holds(*stale)  # type: ignore[method-assign]
+        with pytest.raises(Conflict, match="not on c2 as copied"):
+            move._verify("c2", copied, ids)
+    move.read_tagged = c2_holds(5, 3, "app-state-2")  # type: ignore[method-assign]
+    move._verify("c2", copied, ids)
+    move.read_tagged = c2_holds(5, None, None)  # type: ignore[method-assign]
+    move._verify("c2", {"g": [(shadow_topic("a"), 0, 5, -1, "")]}, ids)
