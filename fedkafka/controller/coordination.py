@@ -151,7 +151,7 @@ class CoordinationMove:
             progress("copy", 0, len(offsets))
             self.write(target, offsets, topic_ids=copy.get("topic_ids", {}))
         else:
-            freeze = self._freeze(old, True)
+            freeze = self._freeze(old)
             frozen.append(freeze)
             progress("freeze", 1, 1)
             self.mover.await_version(freeze.version, lambda _p, done, total: progress("acks", done, total),
@@ -185,18 +185,23 @@ class CoordinationMove:
         """Unfreeze every frozen cluster (with `only`, that freeze, if it is still its cluster's: same generation);
         with `owned_by_a_run`, only when no coordination move is running. Under the write lock, like `_freeze`: a run
         recorded after the check freezes after this commit, never before it, and a freeze set again after `only`
-        counts another generation, never cleared here."""
+        counts another generation, never cleared here: the UPDATE itself asks for the generation, after the leader
+        check in the same transaction (a freeze set again by another controller between the first read and the
+        leader check, while this one had lost its row, is left alone)."""
         which: list[ColumnElement[bool]] = [ClusterRow.commits_frozen.is_(True)]
         if only is not None:
             which += [ClusterRow.id == only.cluster, ClusterRow.freeze_generation == only.generation]
         with self.ctl.topology_change() as s:
-            frozen = list(s.scalars(select(ClusterRow.id).where(*which)))
-            if not frozen or (owned_by_a_run and s.scalar(select(WorkflowRow.id).where(
-                    WorkflowRow.kind == "coordination_move", WorkflowRow.state == "running").limit(1)) is not None):
+            if s.scalar(select(ClusterRow.id).where(*which).limit(1)) is None or (owned_by_a_run and s.scalar(
+                    select(WorkflowRow.id).where(WorkflowRow.kind == "coordination_move",
+                                                 WorkflowRow.state == "running").limit(1)) is not None):
                 return []
             self.ctl.check_leader(s)
-            s.execute(update(ClusterRow).where(ClusterRow.id.in_(frozen)).values(commits_frozen=False))
+            frozen = sorted(s.scalars(update(ClusterRow).where(*which).values(commits_frozen=False)
+                                      .returning(ClusterRow.id)))
             s.commit()
+        if not frozen:
+            return []
         log.warning("commits unfrozen on %s: the coordination move that froze them failed", ", ".join(frozen))
         self.ctl.compose()
         return frozen
@@ -211,16 +216,14 @@ class CoordinationMove:
             self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
         return {name for name, _ in topics}
 
-    def _freeze(self, cluster: str, frozen: bool) -> Freeze:
-        """Freeze or unfreeze commits on `cluster`; only while this controller is the active one (docs/DESIGN.md
-        §3.6): a controller that lost its row must not unfreeze, or freeze, what the active one is moving. Each
-        freeze counts one more generation, which the switch checks (`_still_owned`)."""
+    def _freeze(self, cluster: str) -> Freeze:
+        """Freeze commits on `cluster`; only while this controller is the active one (docs/DESIGN.md §3.6): a
+        controller that lost its row must not freeze what the active one is moving. Each freeze counts one more
+        generation, which the switch checks (`_still_owned`). Unfreezing is `_clear_freezes`' and the switch's."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
-            values: dict[str, Any] = {"commits_frozen": frozen}
-            if frozen:
-                values["freeze_generation"] = ClusterRow.freeze_generation + 1
-            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(**values))
+            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(
+                commits_frozen=True, freeze_generation=ClusterRow.freeze_generation + 1))
             generation = s.scalar(select(ClusterRow.freeze_generation).where(ClusterRow.id == cluster))
             s.commit()
         return Freeze(cluster, self.ctl.compose().version, generation or 0)
@@ -368,16 +371,21 @@ class CoordinationMove:
                                                                                         TopicRow.topic_id))}
 
     def _verify(self, cluster: str, offsets: Offsets, topic_ids: TopicIds) -> None:
-        """Read back: every copied offset is there (a group that committed meanwhile on the new cluster is
-        impossible: commits are frozen and the view still names the old coordinator), but those of topics deleted
-        since they were read (`write` skipped them, or Kafka deleted them with the topic)."""
+        """Read back: every copied offset is there exactly as copied (a group that committed meanwhile on the new
+        cluster is impossible: commits are frozen and the view still names the old coordinator), but those of topics
+        deleted since they were read (`write` skipped them, or Kafka deleted them with the topic). Exactly, not at
+        least: anything else there is a write that was not this copy's, a stale thread's landing late (docs/DESIGN.md
+        §10.1), and may be above a commit made lower since (a seek back, --reset-offsets). The leader epoch and the
+        metadata too: they are the group's commit as much as its offset (the metadata is the application's, the epoch
+        what the consumer checks truncation with), and both round-trip exactly (OffsetCommit and OffsetFetch v8 on
+        every cluster, read through `committed_of` on both sides)."""
         got, current = self.read_tagged(cluster, list(offsets))
         for group, parts in offsets.items():
             parts = [part for part in parts if current.get(part[0]) == topic_ids.get(part[0])]
-            have = {(t, p): o for t, p, o, _e, _m in got.get(group, [])}
-            short = [(t, p, o) for t, p, o, _e, _m in parts if have.get((t, p), -1) < o]
-            if short:
-                raise Conflict(f"group {group!r}: offsets {short[:3]} not on {cluster} after the copy", status=503)
+            have = {(t, p): (o, e, m) for t, p, o, e, m in got.get(group, [])}
+            amiss = [(t, p, o) for t, p, o, e, m in parts if have.get((t, p)) != _as_read_back(o, e, m)]
+            if amiss:
+                raise Conflict(f"group {group!r}: offsets {amiss[:3]} not on {cluster} as copied", status=503)
 
     # -- the periodic copy (for --unclean) --------------------------------------------------------------
     def copy_now(self) -> int:
@@ -399,6 +407,11 @@ class CoordinationMove:
                            "--offsets-copy-interval): an unclean move has nothing to restore. Nothing was changed")
         return copy
 
+
+
+def _as_read_back(offset: int, epoch: int | None, metadata: str | None) -> tuple[int, int | None, str | None]:
+    """A copied part as `committed_of` reads it back: no leader epoch (-1) as None, no metadata ("") as None."""
+    return offset, epoch if epoch is not None and epoch >= 0 else None, metadata or None
 
 
 def _of_topics_still_there(group: str, parts: Parts, read_for: TopicIds, current: TopicIds) -> Parts:
