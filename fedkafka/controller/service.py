@@ -1543,8 +1543,10 @@ class Controller:
                 if topic not in still:
                     continue
                 try:
-                    self.kafka.ensure_topic(cluster, bootstrap[cluster], topic, partitions, config)
-                    log.info("re-created physical topic %s on %s", topic, cluster)
+                    # the listing may predate a creation (a `put_topic` between the scan's listing and its read of
+                    # the database): the topic is there then, and nothing was re-created
+                    if self.kafka.ensure_topic(cluster, bootstrap[cluster], topic, partitions, config):
+                        log.info("re-created physical topic %s on %s", topic, cluster)
                 except KafkaRefused as e:
                     log.warning("cannot create %s on %s: %s", topic, cluster, e)
                 except KafkaUnavailable as e:
