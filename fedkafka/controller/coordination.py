@@ -158,6 +158,7 @@ class CoordinationMove:
                                      roles=CONSUME_ROLES)
             offsets, topic_ids = self.read_tagged(old)
             progress("copy", 0, len(offsets))
+            self.remove_stale(target, offsets, freeze)
             self.write(target, offsets, topic_ids=topic_ids, freeze=freeze)
             self._verify(target, offsets, topic_ids)
         progress("copy", len(offsets), len(offsets))
@@ -367,17 +368,59 @@ class CoordinationMove:
             return {shadow_topic(name): topic_id for name, topic_id in s.execute(select(TopicRow.name,
                                                                                         TopicRow.topic_id))}
 
+    def remove_stale(self, cluster: str, offsets: Offsets, freeze: Freeze) -> None:
+        """Delete on `cluster` (the target) every committed offset of this federation's shadow partitions that a
+        group holds there and not in `offsets` (the old cluster's, read under `freeze`): a group written there by an
+        earlier failed attempt of the move, or held there since the cluster last held the groups, and deleted on the
+        old cluster since (DeleteGroups, OffsetDelete) would otherwise be back at the switch at its old offsets, an
+        acknowledged deletion undone (docs/DESIGN.md §10.1). OffsetDelete of those partitions only: a group's offsets
+        of other topics (not this federation's) stay. Each deletion is preceded by `_still_moving_to` with `freeze`,
+        like each write. Refused (a live member subscribed there): Unavailable, the run fails and switches nothing."""
+        bootstrap = self._bootstrap(cluster)
+        for group, parts in sorted(self.read(cluster).items()):
+            kept = {(t, p) for t, p, _o, _e, _m in offsets.get(group, [])}
+            stale = sorted({(t, p) for t, p, _o, _e, _m in parts} - kept)
+            if not stale:
+                continue
+            self._still_moving_to(cluster, freeze)
+            log.info("group %r: offsets of %s on %s deleted: %s holds none of them (deleted there since)", group,
+                     ", ".join(f"{t}/{p}" for t, p in stale[:5]), cluster, freeze.cluster)
+            try:
+                refused = self.ctl.kafka.delete_offsets(cluster, bootstrap, group, stale)
+            except (KafkaUnavailable, KafkaRefused) as e:
+                raise Unavailable(f"offsets of group {group!r} on {cluster} that {freeze.cluster} no longer holds "
+                                  f"not deleted: {e}. Nothing was switched; run the move again") from None
+            if refused:
+                raise Unavailable(f"offsets of group {group!r} on {cluster} that {freeze.cluster} no longer holds "
+                                  f"not deleted: {sorted(refused.items())[:3]} refused (GROUP_SUBSCRIBED_TO_TOPIC: "
+                                  f"a member of the group is live on {cluster}). Nothing was switched; run the move "
+                                  "again once it left")
+
     def _verify(self, cluster: str, offsets: Offsets, topic_ids: TopicIds) -> None:
-        """Read back: every copied offset is there (a group that committed meanwhile on the new cluster is
-        impossible: commits are frozen and the view still names the old coordinator), but those of topics deleted
-        since they were read (`write` skipped them, or Kafka deleted them with the topic)."""
-        got, current = self.read_tagged(cluster, list(offsets))
-        for group, parts in offsets.items():
-            parts = [part for part in parts if current.get(part[0]) == topic_ids.get(part[0])]
+        """Read back: every group's offsets of this federation's shadow partitions on the new cluster are exactly
+        the copied ones (a group that committed meanwhile on the new cluster is impossible: commits are frozen and
+        the view still names the old coordinator), but those of topics deleted since they were read (`write`
+        skipped them, or Kafka deleted them with the topic); and none is there that the copy does not hold
+        (`remove_stale` deleted them: docs/DESIGN.md §10.1)."""
+        listed = self._groups_of(cluster)
+        got, current = self.read_tagged(cluster, sorted(set(listed) | set(offsets)))
+        for group in sorted(set(got) | set(offsets)):
+            want = {(t, p): o for t, p, o, _e, _m in offsets.get(group, [])
+                    if current.get(t) == topic_ids.get(t)}
             have = {(t, p): o for t, p, o, _e, _m in got.get(group, [])}
-            short = [(t, p, o) for t, p, o, _e, _m in parts if have.get((t, p), -1) < o]
+            short = [(t, p, o) for (t, p), o in sorted(want.items()) if have.get((t, p)) != o]
             if short:
                 raise Conflict(f"group {group!r}: offsets {short[:3]} not on {cluster} after the copy", status=503)
+            extra = sorted(set(have) - set(want))
+            if extra:
+                raise Conflict(f"group {group!r}: offsets of {extra[:3]} on {cluster} after the copy, which the copy "
+                               "does not hold", status=503)
+
+    def _groups_of(self, cluster: str) -> list[str]:
+        try:
+            return self.ctl.kafka.consumer_groups(cluster, self._bootstrap(cluster))
+        except (KafkaUnavailable, KafkaRefused) as e:
+            raise Unavailable(f"groups of {cluster} not listed: {e}") from None
 
     # -- the periodic copy (for --unclean) --------------------------------------------------------------
     def copy_now(self) -> int:

@@ -201,6 +201,15 @@ class KafkaAdmin:
         return group_offsets.commit_offsets(bootstrap, group, offsets, self.timeout,
                                             self.upstream.for_cluster(cluster))
 
+    def delete_offsets(self, cluster: str, bootstrap: str, group: str,
+                       partitions: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """Delete `group`'s committed offsets of `partitions` (OffsetDelete, see group_offsets): the partitions
+        refused, by Kafka's error name; KafkaRefused when the whole request is, KafkaUnavailable when unanswered."""
+        from fedkafka.controller import group_offsets
+
+        return group_offsets.delete_offsets(bootstrap, group, partitions, self.timeout,
+                                            self.upstream.for_cluster(cluster))
+
     def alter_topic_config(self, cluster: str, bootstrap: str, name: str, set_: dict[str, str],
                            delete: list[str], validate_only: bool = False) -> None:
         """Set and delete topic configs incrementally (the other configs of the topic stay as they are)."""
