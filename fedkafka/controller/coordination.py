@@ -4,8 +4,9 @@ another cluster, with no commit lost or rolled back.
 Planned (the old coordination cluster answers): the shadow topics are created on the new cluster; commits are
 frozen (the view's `commits_frozen`: proxies answer OffsetCommit, DeleteGroups and OffsetDelete with a retriable
 error) and every consume proxy acks that view, which it does only once every one of those it forwarded under an
-older view is answered; then each
-group's committed offsets are copied and read back; then one transaction makes the new cluster the coordination
+older view is answered; then what the new cluster holds of the federation's shadow partitions and the old one
+does not is deleted there, each group's committed offsets are copied, and the new cluster is read back (equal to
+the old one's, absence included); then one transaction makes the new cluster the coordination
 cluster and unfreezes. Groups rejoin on the new coordinator (a rebalance) and resume from the copied offsets.
 
 Unclean (`--unclean`, the old one is dead): the offsets come from the controller's last periodic copy
