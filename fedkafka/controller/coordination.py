@@ -152,7 +152,7 @@ class CoordinationMove:
             progress("copy", 0, len(offsets))
             self.write(target, offsets, topic_ids=copy.get("topic_ids", {}))
         else:
-            freeze = self._freeze(old, True)
+            freeze = self._freeze(old)
             frozen.append(freeze)
             progress("freeze", 1, 1)
             self.mover.await_version(freeze.version, lambda _p, done, total: progress("acks", done, total),
@@ -187,18 +187,23 @@ class CoordinationMove:
         """Unfreeze every frozen cluster (with `only`, that freeze, if it is still its cluster's: same generation);
         with `owned_by_a_run`, only when no coordination move is running. Under the write lock, like `_freeze`: a run
         recorded after the check freezes after this commit, never before it, and a freeze set again after `only`
-        counts another generation, never cleared here."""
+        counts another generation, never cleared here: the UPDATE itself asks for the generation, after the leader
+        check in the same transaction (a freeze set again by another controller between the first read and the
+        leader check, while this one had lost its row, is left alone)."""
         which: list[ColumnElement[bool]] = [ClusterRow.commits_frozen.is_(True)]
         if only is not None:
             which += [ClusterRow.id == only.cluster, ClusterRow.freeze_generation == only.generation]
         with self.ctl.topology_change() as s:
-            frozen = list(s.scalars(select(ClusterRow.id).where(*which)))
-            if not frozen or (owned_by_a_run and s.scalar(select(WorkflowRow.id).where(
-                    WorkflowRow.kind == "coordination_move", WorkflowRow.state == "running").limit(1)) is not None):
+            if s.scalar(select(ClusterRow.id).where(*which).limit(1)) is None or (owned_by_a_run and s.scalar(
+                    select(WorkflowRow.id).where(WorkflowRow.kind == "coordination_move",
+                                                 WorkflowRow.state == "running").limit(1)) is not None):
                 return []
             self.ctl.check_leader(s)
-            s.execute(update(ClusterRow).where(ClusterRow.id.in_(frozen)).values(commits_frozen=False))
+            frozen = sorted(s.scalars(update(ClusterRow).where(*which).values(commits_frozen=False)
+                                      .returning(ClusterRow.id)))
             s.commit()
+        if not frozen:
+            return []
         log.warning("commits unfrozen on %s: the coordination move that froze them failed", ", ".join(frozen))
         self.ctl.compose()
         return frozen
@@ -213,16 +218,14 @@ class CoordinationMove:
             self.ctl.kafka.ensure_topic(target, bootstrap, shadow_topic(name), partitions)
         return {name for name, _ in topics}
 
-    def _freeze(self, cluster: str, frozen: bool) -> Freeze:
-        """Freeze or unfreeze commits on `cluster`; only while this controller is the active one (docs/DESIGN.md
-        §3.6): a controller that lost its row must not unfreeze, or freeze, what the active one is moving. Each
-        freeze counts one more generation, which the switch checks (`_still_owned`)."""
+    def _freeze(self, cluster: str) -> Freeze:
+        """Freeze commits on `cluster`; only while this controller is the active one (docs/DESIGN.md §3.6): a
+        controller that lost its row must not freeze what the active one is moving. Each freeze counts one more
+        generation, which the switch checks (`_still_owned`). Unfreezing is `_clear_freezes`' and the switch's."""
         with self.ctl.topology_change() as s:
             self.ctl.check_leader(s)
-            values: dict[str, Any] = {"commits_frozen": frozen}
-            if frozen:
-                values["freeze_generation"] = ClusterRow.freeze_generation + 1
-            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(**values))
+            s.execute(update(ClusterRow).where(ClusterRow.id == cluster).values(
+                commits_frozen=True, freeze_generation=ClusterRow.freeze_generation + 1))
             generation = s.scalar(select(ClusterRow.freeze_generation).where(ClusterRow.id == cluster))
             s.commit()
         return Freeze(cluster, self.ctl.compose().version, generation or 0)
@@ -399,19 +402,23 @@ class CoordinationMove:
 
     def _verify(self, cluster: str, offsets: Offsets, topic_ids: TopicIds) -> None:
         """Read back: every group's offsets of this federation's shadow partitions on the new cluster are exactly
-        the copied ones (a group that committed meanwhile on the new cluster is impossible: commits are frozen and
-        the view still names the old coordinator), but those of topics deleted since they were read (`write`
-        skipped them, or Kafka deleted them with the topic); and none is there that the copy does not hold
-        (`remove_stale` deleted them: docs/DESIGN.md §10.1)."""
+        as copied (a group that committed meanwhile on the new cluster is impossible: commits are frozen and the view
+        still names the old coordinator), but those of topics deleted since they were read (`write` skipped them, or
+        Kafka deleted them with the topic); and none is there that the copy does not hold (`remove_stale` deleted
+        them). Exactly, not at least: anything else there is a write that was not this copy's, a stale thread's
+        landing late (docs/DESIGN.md §10.1), and may be above a commit made lower since (a seek back,
+        --reset-offsets). The leader epoch and the metadata too: they are the group's commit as much as its offset
+        (the metadata is the application's, the epoch what the consumer checks truncation with), and both round-trip
+        exactly (OffsetCommit and OffsetFetch v8 on every cluster, read through `committed_of` on both sides)."""
         listed = self._groups_of(cluster)
         got, current = self.read_tagged(cluster, sorted(set(listed) | set(offsets)))
         for group in sorted(set(got) | set(offsets)):
-            want = {(t, p): o for t, p, o, _e, _m in offsets.get(group, [])
+            want = {(t, p): _as_read_back(o, e, m) for t, p, o, e, m in offsets.get(group, [])
                     if current.get(t) == topic_ids.get(t)}
-            have = {(t, p): o for t, p, o, _e, _m in got.get(group, [])}
-            short = [(t, p, o) for (t, p), o in sorted(want.items()) if have.get((t, p)) != o]
-            if short:
-                raise Conflict(f"group {group!r}: offsets {short[:3]} not on {cluster} after the copy", status=503)
+            have = {(t, p): (o, e, m) for t, p, o, e, m in got.get(group, [])}
+            amiss = [(t, p, copied[0]) for (t, p), copied in sorted(want.items()) if have.get((t, p)) != copied]
+            if amiss:
+                raise Conflict(f"group {group!r}: offsets {amiss[:3]} not on {cluster} as copied", status=503)
             extra = sorted(set(have) - set(want))
             if extra:
                 raise Conflict(f"group {group!r}: offsets of {extra[:3]} on {cluster} after the copy, which the copy "
@@ -443,6 +450,11 @@ class CoordinationMove:
                            "--offsets-copy-interval): an unclean move has nothing to restore. Nothing was changed")
         return copy
 
+
+
+def _as_read_back(offset: int, epoch: int | None, metadata: str | None) -> tuple[int, int | None, str | None]:
+    """A copied part as `committed_of` reads it back: no leader epoch (-1) as None, no metadata ("") as None."""
+    return offset, epoch if epoch is not None and epoch >= 0 else None, metadata or None
 
 
 def _of_topics_still_there(group: str, parts: Parts, read_for: TopicIds, current: TopicIds) -> Parts:

@@ -40,7 +40,7 @@ def test_a_coordination_move_does_not_switch_under_a_freeze_its_own_resumed_run_
             assert s.get_one(WorkflowRow, run["id"]).state == "running"
             assert s.get_one(ClusterRow, "c1").commits_frozen is False
         kafka.commits[("c1", "g")][(shadow_topic("a"), 0)] = 9  # g commits on c1, unfrozen
-        move._freeze("c1", True)  # the sweeper resumed the run: its new thread froze again
+        move._freeze("c1")  # the sweeper resumed the run: its new thread froze again
 
     monkeypatch.setattr(move, "write", copied_then_cleared_and_frozen_again)
     with pytest.raises(FreezeLost, match="frozen again since"):
@@ -73,7 +73,7 @@ def test_a_stale_thread_that_fails_leaves_the_freeze_set_again_to_its_run(make_a
         copied(cluster, offsets, **kwargs)
         move.unfreeze_after_failure()  # Y's thread of the run failed, then Y lost its row: the run still running
         kafka.commits[("c1", "g")][(shadow_topic("a"), 0)] = 9  # g commits on c1, unfrozen
-        resumed.append(move._freeze("c1", True))  # the sweeper resumed the run: its new thread froze again
+        resumed.append(move._freeze("c1"))  # the sweeper resumed the run: its new thread froze again
 
     def read_back_fails(*_args):
         raise Unavailable("committed offsets of c2 not read: timed out")
@@ -114,7 +114,7 @@ def test_a_write_checked_before_the_freeze_was_set_again_and_landing_after_the_r
         if not resumed:  # X's commit, checked already, on its way to c2
             move.unfreeze_after_failure()  # Y's thread of the run failed, then Y lost its row: the run still running
             kafka.commits[("c1", "g")][(shadow_topic("a"), 0)] = 9  # g commits on c1, unfrozen
-            resumed.append(move._freeze("c1", True))  # the sweeper resumed the run: its new thread froze again
+            resumed.append(move._freeze("c1"))  # the sweeper resumed the run: its new thread froze again
             fresh, ids = move.read_tagged("c1")
             move.write("c2", fresh, topic_ids=ids, freeze=resumed[0])
             move._verify("c2", fresh, ids)

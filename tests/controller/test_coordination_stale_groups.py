@@ -122,7 +122,7 @@ def test_a_deletion_is_refused_once_the_freeze_is_not_the_moves_own(make_api, re
     def frozen_again_while_listing(cluster, bootstrap):
         if cluster == "c2":
             move.unfreeze_after_failure()
-            move._freeze("c1", True)
+            move._freeze("c1")
         return listed(cluster, bootstrap)
 
     monkeypatch.setattr(kafka, "consumer_groups", frozen_again_while_listing)

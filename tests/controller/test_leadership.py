@@ -124,7 +124,7 @@ def test_a_controller_that_lost_the_row_drops_no_segment_and_changes_no_cluster(
     resp = api.post("/v1/clusters/c1/state", json={"state": "read_only"})  # lost during a request: 503, unchanged
     assert resp.status_code == 503 and "not the active controller" in resp.json()["detail"], resp.text
     with pytest.raises(NotLeader, match="another controller took over"):
-        engine.coordination._freeze("c3", True)
+        engine.coordination._freeze("c3")
     with pytest.raises(NotLeader, match="another controller took over"):
         engine.coordination._switch("c3", "c2")
     written = []

@@ -200,7 +200,7 @@ def _coordination_move_taken_over_after_its_copy(make_api, recording_kafka_class
         assert move.clear_orphaned_freeze() == ["c1"]  # B's sweeper: no coordination move running
         kafka.commits[("c1", "g")][(shadow_topic("a"), 0)] = 9  # g commits on c1, unfrozen
         if frozen_again:
-            move._freeze("c1", True)  # a new coordination move, copying under its own freeze
+            move._freeze("c1")  # a new coordination move, copying under its own freeze
 
     monkeypatch.setattr(move, "write", copied_then_taken_over)
     return api, move, run["id"]

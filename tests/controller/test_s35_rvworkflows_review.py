@@ -59,7 +59,7 @@ def test_a_resumed_coordination_move_that_fails_its_check_unfreezes_the_commits(
     engine = WorkflowEngine(ctl)
     monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # recorded, its thread "killed" before it ran
     run = engine.start("coordination_move", "c2")
-    engine.coordination._freeze("c1", True)  # what the killed thread committed before it died
+    engine.coordination._freeze("c1")  # what the killed thread committed before it died
     monkeypatch.undo()
     kafka.down = {"c2"}
     ctl.scan_once()
@@ -81,7 +81,7 @@ def test_the_sweeper_clears_a_freeze_no_running_coordination_move_owns(make_api,
     engine = WorkflowEngine(ctl)
     monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # a running move, its thread not started yet
     run = engine.start("coordination_move", "c2")
-    engine.coordination._freeze("c1", True)
+    engine.coordination._freeze("c1")
     engine.sweep_round()  # `_respawn` is a no-op here: `_spawn` is patched
     assert _commits_frozen(ctl)["c1"] is True  # its run is running: its freeze
 

@@ -34,7 +34,7 @@ def test_a_stale_thread_does_not_overwrite_the_copy_of_the_freeze_set_again(make
         monkeypatch.setattr(move, "write", copied)  # the resumed thread writes for real
         move.unfreeze_after_failure()  # Y's thread of the run failed, then Y lost its row: the run still running
         kafka.commits[("c1", "g")][key] = 9  # g commits on c1, unfrozen
-        freeze = move._freeze("c1", True)  # the sweeper resumed the run: its new thread froze again
+        freeze = move._freeze("c1")  # the sweeper resumed the run: its new thread froze again
         fresh, ids = move.read_tagged("c1")
         copied("c2", fresh, topic_ids=ids)
         move._verify("c2", fresh, ids)
