@@ -40,7 +40,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from data_path import export_tree, tree_path
+from data_path import PHYSICAL_SIDES, export_tree, tree_path
 from produce_bench import cpu_seconds, medians
 from relay import relay_listener, start_relay
 from scratch import scratch_dir
@@ -54,7 +54,6 @@ RECORD = 1024
 PARTITIONS = 2
 JUNK = 1000
 MOVED_BASE = 10**9
-PHYSICAL_SIDES = ("direct", "relay")  # the sides that read the physical topics (no view)
 LATENCY_ROUNDS = 4
 LATENCY_PROBES = 500
 

@@ -69,8 +69,11 @@ def serve_relay(listen: int, target: int) -> None:
             assert down.transport is not None
             down.transport.close()
             return
+        assert up.transport is not None and down.transport is not None
+        if down.transport.is_closing():  # the client went while this connected (a readiness probe): no one to relay
+            up.transport.close()
+            return
         down.peer = up
-        assert up.transport is not None
         up.transport.writelines(down.early)
         down.early.clear()
 

@@ -242,7 +242,7 @@ def refused_offsets_code(key: int) -> ErrorCode:
       this proxy *alone* is past its fence (cut off from the controllers, the others renewed), NOT_COORDINATOR sent
       the Java consumer and the AdminClient to look the coordinator up, often through another proxy, and on; this
       code keeps them asking this proxy (heartbeats still pass) until it is renewed, restarted or stopped (the
-      operator's call: docs/OPERATIONS.md, "Consumer groups past the fence"). Kept: past its own fence the proxy
+      operator's call: docs/OPERATIONS.md, "One proxy past its fence alone"). Kept: past its own fence the proxy
       cannot tell that from a controller outage (every proxy past its fence, no better coordinator to find), and
       librdkafka stalled in both with NOT_COORDINATOR.
     - OffsetCommit, DeleteGroups, OffsetDelete: NOT_COORDINATOR, as before: a commit counts in its view's drain and a
