@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -25,12 +26,13 @@ from sqlalchemy import ColumnElement, func, select, update
 from fedkafka.controller import deletions
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
-from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
+from fedkafka.controller.kafka_admin import Committed, KafkaRefused, KafkaUnavailable
 from fedkafka.controller.models import ClusterRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import CONSUME_ROLES
 from fedkafka.view.model import ClusterState, shadow_topic
 
 log = logging.getLogger(__name__)
+GROUP_AUTHORIZATION_FAILED = "GROUP_AUTHORIZATION_FAILED"  # Kafka's name of an OffsetFetch this controller may not make
 
 # [(shadow topic, partition, offset, leader epoch, metadata)]
 Parts = list[tuple[str, int, int, int | None, str | None]]
@@ -258,19 +260,26 @@ class CoordinationMove:
         with self.ctl.session() as s:
             return s.get(ClusterRow, cluster).bootstrap
 
-    def read(self, cluster: str, groups: list[str] | None = None) -> Offsets:
-        """Every group's (or `groups`') committed offsets of shadow topics on `cluster`."""
-        return self.read_tagged(cluster, groups)[0]
+    def read(self, cluster: str, groups: list[str] | None = None,
+             federation_groups: Collection[str] | None = None) -> Offsets:
+        """Every group's (or `groups`') committed offsets of shadow topics on `cluster` (see `read_tagged`)."""
+        return self.read_tagged(cluster, groups, federation_groups)[0]
 
-    def read_tagged(self, cluster: str, groups: list[str] | None = None) -> tuple[Offsets, TopicIds]:
+    def read_tagged(self, cluster: str, groups: list[str] | None = None,
+                    federation_groups: Collection[str] | None = None) -> tuple[Offsets, TopicIds]:
         """`read`, and the id of the logical topic of each shadow topic, listed before Kafka is asked: a commit read
-        is of that topic or of one created after it, never of one deleted before (`write`, docs/DESIGN.md §10.3)."""
+        is of that topic or of one created after it, never of one deleted before (`write`, docs/DESIGN.md §10.3).
+        With `federation_groups` (a target's read, the groups the copy holds), a group this controller may not read
+        (GROUP_AUTHORIZATION_FAILED) that is not one of them is skipped (see `_readable_committed`)."""
         kafka, bootstrap = self.ctl.kafka, self._bootstrap(cluster)
         ours, topic_ids = self._shadow_partitions()
         try:
             if groups is None:
                 groups = kafka.consumer_groups(cluster, bootstrap)
-            committed = kafka.committed_offsets(cluster, bootstrap, groups)
+            if federation_groups is None:
+                committed = kafka.committed_offsets(cluster, bootstrap, groups)
+            else:
+                committed = self._readable_committed(cluster, bootstrap, groups, federation_groups)
         except (KafkaUnavailable, KafkaRefused) as e:
             raise Unavailable(f"committed offsets of {cluster} not read: {e}") from None
         # only this federation's shadow partitions: a deleted topic's offsets, or another federation's on a
@@ -281,6 +290,32 @@ class CoordinationMove:
             if kept:
                 found[group] = kept
         return found, topic_ids
+
+    def _readable_committed(self, cluster: str, bootstrap: str, groups: list[str],
+                            federation_groups: Collection[str]) -> dict[str, list[Committed]]:
+        """The committed offsets of `groups` on a target, without those of a group the controller may not read
+        that is not one of `federation_groups`: a group of another tenant of a shared cluster, which holds no
+        offset of this federation's shadow partitions. Those reach a cluster by the controller's copy (OffsetCommit
+        needs READ on the group, as OffsetFetch does) or by the groups' own commits while it held the groups, every
+        one of which the move away from it read (a move reads every group there). A group denied now was denied then
+        too, or an operator took the controller's access away since: left, with a log line, like a foreign group.
+        A denied group of `federation_groups` raises as before: the copy could not be written nor read back."""
+        kafka = self.ctl.kafka
+        try:
+            return kafka.committed_offsets(cluster, bootstrap, groups)
+        except KafkaRefused as e:
+            if e.code != GROUP_AUTHORIZATION_FAILED:
+                raise
+        committed: dict[str, list[Committed]] = {}
+        for group in groups:  # one at a time: the refusal does not say which group was denied
+            try:
+                committed.update(kafka.committed_offsets(cluster, bootstrap, [group]))
+            except KafkaRefused as e:
+                if e.code != GROUP_AUTHORIZATION_FAILED or group in federation_groups:
+                    raise
+                log.info("group %r on %s skipped: this controller may not read its offsets (%s), and it is none of "
+                         "the federation's", group, cluster, e.code)
+        return committed
 
     def _not_below_chains(self, offsets: Offsets) -> Offsets:
         """`offsets` (the periodic copy), each raised to its partition's first logical offset (the chain's first
@@ -381,7 +416,7 @@ class CoordinationMove:
         of other topics (not this federation's) stay. Each deletion is preceded by `_still_moving_to` with `freeze`,
         like each write. Refused (a live member subscribed there): Unavailable, the run fails and switches nothing."""
         bootstrap = self._bootstrap(cluster)
-        for group, parts in sorted(self.read(cluster).items()):
+        for group, parts in sorted(self.read(cluster, federation_groups=set(offsets)).items()):
             kept = {(t, p) for t, p, _o, _e, _m in offsets.get(group, [])}
             stale = sorted({(t, p) for t, p, _o, _e, _m in parts} - kept)
             if not stale:
@@ -396,9 +431,9 @@ class CoordinationMove:
                                   f"not deleted: {e}. Nothing was switched; run the move again") from None
             if refused:
                 raise Unavailable(f"offsets of group {group!r} on {cluster} that {freeze.cluster} no longer holds "
-                                  f"not deleted: {sorted(refused.items())[:3]} refused (GROUP_SUBSCRIBED_TO_TOPIC: "
-                                  f"a member of the group is live on {cluster}). Nothing was switched; run the move "
-                                  "again once it left")
+                                  f"not deleted: {sorted(refused.items())[:3]} refused"
+                                  f"{_why_refused(set(refused.values()), cluster)}. Nothing was switched; run the "
+                                  "move again once that is resolved")
 
     def _verify(self, cluster: str, offsets: Offsets, topic_ids: TopicIds) -> None:
         """Read back: every group's offsets of this federation's shadow partitions on the new cluster are exactly
@@ -411,7 +446,7 @@ class CoordinationMove:
         (the metadata is the application's, the epoch what the consumer checks truncation with), and both round-trip
         exactly (OffsetCommit and OffsetFetch v8 on every cluster, read through `committed_of` on both sides)."""
         listed = self._groups_of(cluster)
-        got, current = self.read_tagged(cluster, sorted(set(listed) | set(offsets)))
+        got, current = self.read_tagged(cluster, sorted(set(listed) | set(offsets)), federation_groups=set(offsets))
         for group in sorted(set(got) | set(offsets)):
             want = {(t, p): _as_read_back(o, e, m) for t, p, o, e, m in offsets.get(group, [])
                     if current.get(t) == topic_ids.get(t)}
@@ -450,6 +485,13 @@ class CoordinationMove:
                            "--offsets-copy-interval): an unclean move has nothing to restore. Nothing was changed")
         return copy
 
+
+
+def _why_refused(codes: set[str], cluster: str) -> str:
+    """The reason of OffsetDelete's refusal, named by Kafka's codes; what the usual one means."""
+    if codes == {"GROUP_SUBSCRIBED_TO_TOPIC"}:
+        return f" (GROUP_SUBSCRIBED_TO_TOPIC: a member of the group is live on {cluster})"
+    return f" ({', '.join(sorted(codes))})"
 
 
 def _as_read_back(offset: int, epoch: int | None, metadata: str | None) -> tuple[int, int | None, str | None]:

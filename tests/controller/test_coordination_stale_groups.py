@@ -11,6 +11,7 @@ import pytest
 from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
 from fedkafka.controller.coordination import FreezeLost
 from fedkafka.controller.errors import Conflict, Unavailable
+from fedkafka.controller.kafka_admin import KafkaRefused
 from fedkafka.controller.models import ClusterRow
 from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import shadow_topic
@@ -18,13 +19,15 @@ from fedkafka.view.model import shadow_topic
 
 def _deleting_kafka(recording_kafka_class, ctl_box: list):
     """The fake Kafka with groups, recording each OffsetDelete with the coordination cluster and the freeze of the
-    moment it is sent, and refusing those of `refused` groups (a live member subscribed: GROUP_SUBSCRIBED_TO_TOPIC)."""
+    moment it is sent, and refusing those of `refused` groups with `refusal` (by default GROUP_SUBSCRIBED_TO_TOPIC: a
+    live member subscribed)."""
 
     class Kafka(_kafka_with_commits_class(recording_kafka_class)):
         def __init__(self):
             super().__init__()
             self.deletions: list[tuple[str, str, list, str, bool]] = []
             self.refused: set[str] = set()
+            self.refusal = "GROUP_SUBSCRIBED_TO_TOPIC"  # Kafka's code for each partition of a refused group
 
         def delete_offsets(self, cluster, bootstrap, group, partitions):
             ctl = ctl_box[0]
@@ -32,7 +35,7 @@ def _deleting_kafka(recording_kafka_class, ctl_box: list):
                 frozen = s.get_one(ClusterRow, "c1").commits_frozen
             self.deletions.append((cluster, group, list(partitions), ctl.view.coordination_cluster, frozen))
             if group in self.refused:
-                return {tuple(p): "GROUP_SUBSCRIBED_TO_TOPIC" for p in partitions}
+                return {tuple(p): self.refusal for p in partitions}
             return super().delete_offsets(cluster, bootstrap, group, partitions)
 
     kafka = Kafka()
@@ -149,4 +152,36 @@ def test_the_read_back_fails_when_the_target_holds_an_offset_the_copy_does_not(m
     with pytest.raises(Conflict, match=r"group 'h': offsets of .* which the copy does not hold") as failed:
         move.run("c2", False, lambda *_: None)
     assert failed.value.status == 503
+    assert api.controller.view.coordination_cluster == "c1"
+
+
+def test_a_deletion_refused_with_another_code_is_reported_with_that_code(make_api, recording_kafka_class):
+    """c2 refuses h's OffsetDelete with TOPIC_AUTHORIZATION_FAILED (no live member). Expected: the move fails
+    retriably naming the code Kafka answered; before, the message always said GROUP_SUBSCRIBED_TO_TOPIC."""
+    api, kafka, move = _federation(make_api, recording_kafka_class, a=5)
+    kafka.commits[("c2", "h")] = {(shadow_topic("a"), 0): 3}
+    kafka.refused, kafka.refusal = {"h"}, "TOPIC_AUTHORIZATION_FAILED"
+    with pytest.raises(Unavailable, match=r"group 'h' on c2 .*TOPIC_AUTHORIZATION_FAILED") as refused:
+        move.run("c2", False, lambda *_: None)
+    assert "GROUP_SUBSCRIBED_TO_TOPIC" not in str(refused.value)
+    assert api.controller.view.coordination_cluster == "c1"
+
+
+def test_a_group_of_the_federation_on_the_target_that_cannot_be_read_still_fails_the_move(make_api,
+                                                                                          recording_kafka_class,
+                                                                                          monkeypatch):
+    """g, which c1 holds, is on c2 too and the controller may not read it there (GROUP_AUTHORIZATION_FAILED).
+    Expected: the move fails retriably and switches nothing: only a group that is none of the copy's is skipped."""
+    api, kafka, move = _federation(make_api, recording_kafka_class, a=5)
+    kafka.commits[("c2", "g")] = {(shadow_topic("a"), 0): 2}
+    committed = kafka.committed_offsets
+
+    def denied_on_g(cluster, bootstrap, groups):
+        if cluster == "c2" and "g" in groups:
+            raise KafkaRefused("offsets of group 'g': GROUP_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED")
+        return committed(cluster, bootstrap, groups)
+
+    monkeypatch.setattr(kafka, "committed_offsets", denied_on_g)
+    with pytest.raises(Unavailable, match="GROUP_AUTHORIZATION_FAILED"):
+        move.run("c2", False, lambda *_: None)
     assert api.controller.view.coordination_cluster == "c1"
