@@ -4,8 +4,9 @@ another cluster, with no commit lost or rolled back.
 Planned (the old coordination cluster answers): the shadow topics are created on the new cluster; commits are
 frozen (the view's `commits_frozen`: proxies answer OffsetCommit, DeleteGroups and OffsetDelete with a retriable
 error) and every consume proxy acks that view, which it does only once every one of those it forwarded under an
-older view is answered; then each
-group's committed offsets are copied and read back; then one transaction makes the new cluster the coordination
+older view is answered; then what the new cluster holds of the federation's shadow partitions and the old one
+does not is deleted there, each group's committed offsets are copied, and the new cluster is read back (equal to
+the old one's, absence included); then one transaction makes the new cluster the coordination
 cluster and unfreezes. Groups rejoin on the new coordinator (a rebalance) and resume from the copied offsets.
 
 Unclean (`--unclean`, the old one is dead): the offsets come from the controller's last periodic copy
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -24,12 +26,13 @@ from sqlalchemy import ColumnElement, func, select, update
 from fedkafka.controller import deletions
 from fedkafka.controller.compose import coordination_cluster
 from fedkafka.controller.errors import Conflict, NotFound, Unavailable
-from fedkafka.controller.kafka_admin import KafkaRefused, KafkaUnavailable
+from fedkafka.controller.kafka_admin import Committed, KafkaRefused, KafkaUnavailable
 from fedkafka.controller.models import ClusterRow, SegmentRow, TopicRow, WorkflowRow
 from fedkafka.controller.moves import CONSUME_ROLES
 from fedkafka.view.model import ClusterState, shadow_topic
 
 log = logging.getLogger(__name__)
+GROUP_AUTHORIZATION_FAILED = "GROUP_AUTHORIZATION_FAILED"  # Kafka's name of an OffsetFetch this controller may not make
 
 # [(shadow topic, partition, offset, leader epoch, metadata)]
 Parts = list[tuple[str, int, int, int | None, str | None]]
@@ -158,6 +161,7 @@ class CoordinationMove:
                                      roles=CONSUME_ROLES)
             offsets, topic_ids = self.read_tagged(old)
             progress("copy", 0, len(offsets))
+            self.remove_stale(target, offsets, freeze)
             self.write(target, offsets, topic_ids=topic_ids, freeze=freeze)
             self._verify(target, offsets, topic_ids)
         progress("copy", len(offsets), len(offsets))
@@ -256,19 +260,26 @@ class CoordinationMove:
         with self.ctl.session() as s:
             return s.get(ClusterRow, cluster).bootstrap
 
-    def read(self, cluster: str, groups: list[str] | None = None) -> Offsets:
-        """Every group's (or `groups`') committed offsets of shadow topics on `cluster`."""
-        return self.read_tagged(cluster, groups)[0]
+    def read(self, cluster: str, groups: list[str] | None = None,
+             federation_groups: Collection[str] | None = None) -> Offsets:
+        """Every group's (or `groups`') committed offsets of shadow topics on `cluster` (see `read_tagged`)."""
+        return self.read_tagged(cluster, groups, federation_groups)[0]
 
-    def read_tagged(self, cluster: str, groups: list[str] | None = None) -> tuple[Offsets, TopicIds]:
+    def read_tagged(self, cluster: str, groups: list[str] | None = None,
+                    federation_groups: Collection[str] | None = None) -> tuple[Offsets, TopicIds]:
         """`read`, and the id of the logical topic of each shadow topic, listed before Kafka is asked: a commit read
-        is of that topic or of one created after it, never of one deleted before (`write`, docs/DESIGN.md §10.3)."""
+        is of that topic or of one created after it, never of one deleted before (`write`, docs/DESIGN.md §10.3).
+        With `federation_groups` (a target's read, the groups the copy holds), a group this controller may not read
+        (GROUP_AUTHORIZATION_FAILED) that is not one of them is skipped (see `_readable_committed`)."""
         kafka, bootstrap = self.ctl.kafka, self._bootstrap(cluster)
         ours, topic_ids = self._shadow_partitions()
         try:
             if groups is None:
                 groups = kafka.consumer_groups(cluster, bootstrap)
-            committed = kafka.committed_offsets(cluster, bootstrap, groups)
+            if federation_groups is None:
+                committed = kafka.committed_offsets(cluster, bootstrap, groups)
+            else:
+                committed = self._readable_committed(cluster, bootstrap, groups, federation_groups)
         except (KafkaUnavailable, KafkaRefused) as e:
             raise Unavailable(f"committed offsets of {cluster} not read: {e}") from None
         # only this federation's shadow partitions: a deleted topic's offsets, or another federation's on a
@@ -279,6 +290,32 @@ class CoordinationMove:
             if kept:
                 found[group] = kept
         return found, topic_ids
+
+    def _readable_committed(self, cluster: str, bootstrap: str, groups: list[str],
+                            federation_groups: Collection[str]) -> dict[str, list[Committed]]:
+        """The committed offsets of `groups` on a target, without those of a group the controller may not read
+        that is not one of `federation_groups`: a group of another tenant of a shared cluster, which holds no
+        offset of this federation's shadow partitions. Those reach a cluster by the controller's copy (OffsetCommit
+        needs READ on the group, as OffsetFetch does) or by the groups' own commits while it held the groups, every
+        one of which the move away from it read (a move reads every group there). A group denied now was denied then
+        too, or an operator took the controller's access away since: left, with a log line, like a foreign group.
+        A denied group of `federation_groups` raises as before: the copy could not be written nor read back."""
+        kafka = self.ctl.kafka
+        try:
+            return kafka.committed_offsets(cluster, bootstrap, groups)
+        except KafkaRefused as e:
+            if e.code != GROUP_AUTHORIZATION_FAILED:
+                raise
+        committed: dict[str, list[Committed]] = {}
+        for group in groups:  # one at a time: the refusal does not say which group was denied
+            try:
+                committed.update(kafka.committed_offsets(cluster, bootstrap, [group]))
+            except KafkaRefused as e:
+                if e.code != GROUP_AUTHORIZATION_FAILED or group in federation_groups:
+                    raise
+                log.info("group %r on %s skipped: this controller may not read its offsets (%s), and it is none of "
+                         "the federation's", group, cluster, e.code)
+        return committed
 
     def _not_below_chains(self, offsets: Offsets) -> Offsets:
         """`offsets` (the periodic copy), each raised to its partition's first logical offset (the chain's first
@@ -370,22 +407,63 @@ class CoordinationMove:
             return {shadow_topic(name): topic_id for name, topic_id in s.execute(select(TopicRow.name,
                                                                                         TopicRow.topic_id))}
 
+    def remove_stale(self, cluster: str, offsets: Offsets, freeze: Freeze) -> None:
+        """Delete on `cluster` (the target) every committed offset of this federation's shadow partitions that a
+        group holds there and not in `offsets` (the old cluster's, read under `freeze`): a group written there by an
+        earlier failed attempt of the move, or held there since the cluster last held the groups, and deleted on the
+        old cluster since (DeleteGroups, OffsetDelete) would otherwise be back at the switch at its old offsets, an
+        acknowledged deletion undone (docs/DESIGN.md §10.1). OffsetDelete of those partitions only: a group's offsets
+        of other topics (not this federation's) stay. Each deletion is preceded by `_still_moving_to` with `freeze`,
+        like each write. Refused (a live member subscribed there): Unavailable, the run fails and switches nothing."""
+        bootstrap = self._bootstrap(cluster)
+        for group, parts in sorted(self.read(cluster, federation_groups=set(offsets)).items()):
+            kept = {(t, p) for t, p, _o, _e, _m in offsets.get(group, [])}
+            stale = sorted({(t, p) for t, p, _o, _e, _m in parts} - kept)
+            if not stale:
+                continue
+            self._still_moving_to(cluster, freeze)
+            log.info("group %r: offsets of %s on %s deleted: %s holds none of them (deleted there since)", group,
+                     ", ".join(f"{t}/{p}" for t, p in stale[:5]), cluster, freeze.cluster)
+            try:
+                refused = self.ctl.kafka.delete_offsets(cluster, bootstrap, group, stale)
+            except (KafkaUnavailable, KafkaRefused) as e:
+                raise Unavailable(f"offsets of group {group!r} on {cluster} that {freeze.cluster} no longer holds "
+                                  f"not deleted: {e}. Nothing was switched; run the move again") from None
+            if refused:
+                raise Unavailable(f"offsets of group {group!r} on {cluster} that {freeze.cluster} no longer holds "
+                                  f"not deleted: {sorted(refused.items())[:3]} refused"
+                                  f"{_why_refused(set(refused.values()), cluster)}. Nothing was switched; run the "
+                                  "move again once that is resolved")
+
     def _verify(self, cluster: str, offsets: Offsets, topic_ids: TopicIds) -> None:
-        """Read back: every copied offset is there exactly as copied (a group that committed meanwhile on the new
-        cluster is impossible: commits are frozen and the view still names the old coordinator), but those of topics
-        deleted since they were read (`write` skipped them, or Kafka deleted them with the topic). Exactly, not at
-        least: anything else there is a write that was not this copy's, a stale thread's landing late (docs/DESIGN.md
-        §10.1), and may be above a commit made lower since (a seek back, --reset-offsets). The leader epoch and the
-        metadata too: they are the group's commit as much as its offset (the metadata is the application's, the epoch
-        what the consumer checks truncation with), and both round-trip exactly (OffsetCommit and OffsetFetch v8 on
-        every cluster, read through `committed_of` on both sides)."""
-        got, current = self.read_tagged(cluster, list(offsets))
-        for group, parts in offsets.items():
-            parts = [part for part in parts if current.get(part[0]) == topic_ids.get(part[0])]
+        """Read back: every group's offsets of this federation's shadow partitions on the new cluster are exactly
+        as copied (a group that committed meanwhile on the new cluster is impossible: commits are frozen and the view
+        still names the old coordinator), but those of topics deleted since they were read (`write` skipped them, or
+        Kafka deleted them with the topic); and none is there that the copy does not hold (`remove_stale` deleted
+        them). Exactly, not at least: anything else there is a write that was not this copy's, a stale thread's
+        landing late (docs/DESIGN.md §10.1), and may be above a commit made lower since (a seek back,
+        --reset-offsets). The leader epoch and the metadata too: they are the group's commit as much as its offset
+        (the metadata is the application's, the epoch what the consumer checks truncation with), and both round-trip
+        exactly (OffsetCommit and OffsetFetch v8 on every cluster, read through `committed_of` on both sides)."""
+        listed = self._groups_of(cluster)
+        got, current = self.read_tagged(cluster, sorted(set(listed) | set(offsets)), federation_groups=set(offsets))
+        for group in sorted(set(got) | set(offsets)):
+            want = {(t, p): _as_read_back(o, e, m) for t, p, o, e, m in offsets.get(group, [])
+                    if current.get(t) == topic_ids.get(t)}
             have = {(t, p): (o, e, m) for t, p, o, e, m in got.get(group, [])}
-            amiss = [(t, p, o) for t, p, o, e, m in parts if have.get((t, p)) != _as_read_back(o, e, m)]
+            amiss = [(t, p, copied[0]) for (t, p), copied in sorted(want.items()) if have.get((t, p)) != copied]
             if amiss:
                 raise Conflict(f"group {group!r}: offsets {amiss[:3]} not on {cluster} as copied", status=503)
+            extra = sorted(set(have) - set(want))
+            if extra:
+                raise Conflict(f"group {group!r}: offsets of {extra[:3]} on {cluster} after the copy, which the copy "
+                               "does not hold", status=503)
+
+    def _groups_of(self, cluster: str) -> list[str]:
+        try:
+            return self.ctl.kafka.consumer_groups(cluster, self._bootstrap(cluster))
+        except (KafkaUnavailable, KafkaRefused) as e:
+            raise Unavailable(f"groups of {cluster} not listed: {e}") from None
 
     # -- the periodic copy (for --unclean) --------------------------------------------------------------
     def copy_now(self) -> int:
@@ -407,6 +485,13 @@ class CoordinationMove:
                            "--offsets-copy-interval): an unclean move has nothing to restore. Nothing was changed")
         return copy
 
+
+
+def _why_refused(codes: set[str], cluster: str) -> str:
+    """The reason of OffsetDelete's refusal, named by Kafka's codes; what the usual one means."""
+    if codes == {"GROUP_SUBSCRIBED_TO_TOPIC"}:
+        return f" (GROUP_SUBSCRIBED_TO_TOPIC: a member of the group is live on {cluster})"
+    return f" ({', '.join(sorted(codes))})"
 
 
 def _as_read_back(offset: int, epoch: int | None, metadata: str | None) -> tuple[int, int | None, str | None]:

@@ -3,9 +3,9 @@
 Not librdkafka's ListConsumerGroupOffsets / AlterConsumerGroupOffsets: its coordinator-targeted admin calls can
 abort the whole process (an assertion on `eonce->refcnt`, librdkafka issue #4605) when the coordinator's
 connection drops mid-request, e.g. while a broker of the coordination cluster restarts. Here FindCoordinator goes
-to any bootstrap broker, then OffsetFetch / OffsetCommit to the coordinator, each on a blocking socket of its own
-with timeouts (TLS and SASL as the cluster is configured): every failure is an exception, `KafkaUnavailable`
-(retriable: no answer, coordinator moving or loading) or `KafkaRefused` (the cluster said no).
+to any bootstrap broker, then OffsetFetch / OffsetCommit / OffsetDelete to the coordinator, each on a blocking
+socket of its own with timeouts (TLS and SASL as the cluster is configured): every failure is an exception,
+`KafkaUnavailable` (retriable: no answer, coordinator moving or loading) or `KafkaRefused` (the cluster said no).
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ from kio.schema.offset_commit.v8.request import (
     OffsetCommitRequest,
     OffsetCommitRequestPartition,
     OffsetCommitRequestTopic,
+)
+from kio.schema.offset_delete.v0.request import (
+    OffsetDeleteRequest,
+    OffsetDeleteRequestPartition,
+    OffsetDeleteRequestTopic,
 )
 from kio.schema.offset_fetch.v8.request import OffsetFetchRequest, OffsetFetchRequestGroup
 from kio.schema.types import GroupId, TopicName
@@ -46,6 +51,17 @@ def commit_offsets(bootstrap: str, group: str, offsets: list[Committed], timeout
     if not offsets:
         return {}
     return _patiently(lambda: _commit_once(bootstrap, group, offsets, timeout, security), timeout)
+
+
+def delete_offsets(bootstrap: str, group: str, partitions: list[tuple[str, int]], timeout: float,
+                   security: UpstreamSecurity) -> dict[tuple[str, int], str]:
+    """OffsetDelete of `group`'s committed offsets of `partitions`, as kafka-consumer-groups --delete-offsets does:
+    the partitions the coordinator refused, with Kafka's error name (GROUP_SUBSCRIBED_TO_TOPIC: a live member
+    consumes the topic); a refusal of the whole request (NON_EMPTY_GROUP, an authorization) raises KafkaRefused. A
+    group or a partition Kafka does not know holds no offset: nothing to delete, not an error."""
+    if not partitions:
+        return {}
+    return _patiently(lambda: _delete_once(bootstrap, group, partitions, timeout, security), timeout)
 
 
 def _patiently(attempt, timeout: float):
@@ -77,6 +93,15 @@ def _commit_once(bootstrap: str, group: str, offsets: list[Committed], timeout: 
         raise KafkaUnavailable(f"no coordinator of group {group!r} in the answer")
     host, port = coordinator
     return commit_errors(_exchange(host, port, offset_commit_request(group, offsets), timeout, security))
+
+
+def _delete_once(bootstrap: str, group: str, partitions: list[tuple[str, int]], timeout: float,
+                 security: UpstreamSecurity) -> dict[tuple[str, int], str]:
+    coordinator = next(iter(_coordinators(bootstrap, [group], timeout, security)), None)
+    if coordinator is None:
+        raise KafkaUnavailable(f"no coordinator of group {group!r} in the answer")
+    host, port = coordinator
+    return delete_errors(group, _exchange(host, port, offset_delete_request(group, partitions), timeout, security))
 
 
 # -- requests and answers (pure) -------------------------------------------------------------------------
@@ -142,6 +167,36 @@ def commit_errors(response) -> dict[tuple[str, int], str]:
             if code in COORDINATOR_ERRORS:
                 raise KafkaUnavailable(f"offset commit on {topic.name}/{p.partition_index}: {code.name.upper()}")
             if code != ErrorCode.none:
+                refused[(topic.name, int(p.partition_index))] = code.name.upper()
+    return refused
+
+
+def offset_delete_request(group: str, partitions: list[tuple[str, int]]) -> OffsetDeleteRequest:
+    topics: dict[str, list[OffsetDeleteRequestPartition]] = {}
+    for topic, partition in partitions:
+        topics.setdefault(topic, []).append(OffsetDeleteRequestPartition(partition_index=i32(partition)))
+    return OffsetDeleteRequest(group_id=GroupId(group), topics=tuple(
+        OffsetDeleteRequestTopic(name=TopicName(t), partitions=tuple(ps)) for t, ps in topics.items()))
+
+
+# what leaves no committed offset to delete: a group the coordinator does not know, a partition Kafka does not know
+# (a topic deleted since its offsets were read: Kafka deleted them with it)
+NOTHING_TO_DELETE = frozenset({ErrorCode.group_id_not_found, ErrorCode.unknown_topic_or_partition})
+
+
+def delete_errors(group: str, response) -> dict[tuple[str, int], str]:
+    """The partitions the coordinator refused to delete; a refusal of the whole request raises (KafkaRefused), and
+    a coordinator moving or loading KafkaUnavailable (the deletion is to be sent again, to the one found anew)."""
+    if ErrorCode(response.error_code) in NOTHING_TO_DELETE:
+        return {}
+    _check(response.error_code, f"offsets of group {group!r} not deleted")
+    refused: dict[tuple[str, int], str] = {}
+    for topic in response.topics:
+        for p in topic.partitions:
+            code = ErrorCode(p.error_code)
+            if code in COORDINATOR_ERRORS:
+                raise KafkaUnavailable(f"offset deletion on {topic.name}/{p.partition_index}: {code.name.upper()}")
+            if code not in NOTHING_TO_DELETE and code != ErrorCode.none:
                 refused[(topic.name, int(p.partition_index))] = code.name.upper()
     return refused
 

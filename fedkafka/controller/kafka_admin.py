@@ -174,14 +174,21 @@ class KafkaAdmin:
         return found
 
     def consumer_groups(self, cluster: str, bootstrap: str) -> list[str]:
-        """Every consumer group's id (ListGroups goes to every broker: not a coordinator-targeted call)."""
+        """Every consumer group's id (ListGroups goes to every broker: not a coordinator-targeted call). A broker
+        that did not answer (librdkafka's `errors`, next to the groups of those that did in `valid`) raises: a
+        listing without the groups it coordinates would read as their absence (a coordination move deleting their
+        offsets on its target, docs/DESIGN.md §10.1)."""
         try:
             listed = self.client(cluster, bootstrap).list_consumer_groups(request_timeout=self.timeout)
-            return [g.group_id for g in listed.result(timeout=self.timeout + 2).valid]
+            result = listed.result(timeout=self.timeout + 2)
         except KafkaException as e:
             raise _classify(cluster, e.args[0]) from None
         except TimeoutError:
             raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) did not list its groups in time") from None
+        if result.errors:
+            raise KafkaUnavailable(f"cluster {cluster} ({bootstrap}) listed its groups only partly: "
+                                   f"{len(result.errors)} error(s), the first {_error_text(result.errors[0])}")
+        return [g.group_id for g in result.valid]
 
     def committed_offsets(self, cluster: str, bootstrap: str, groups: list[str]) -> dict[str, list[Committed]]:
         """Each group's committed offsets, read on fedkafka's own connections, never with librdkafka's
@@ -199,6 +206,15 @@ class KafkaAdmin:
         from fedkafka.controller import group_offsets
 
         return group_offsets.commit_offsets(bootstrap, group, offsets, self.timeout,
+                                            self.upstream.for_cluster(cluster))
+
+    def delete_offsets(self, cluster: str, bootstrap: str, group: str,
+                       partitions: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """Delete `group`'s committed offsets of `partitions` (OffsetDelete, see group_offsets): the partitions
+        refused, by Kafka's error name; KafkaRefused when the whole request is, KafkaUnavailable when unanswered."""
+        from fedkafka.controller import group_offsets
+
+        return group_offsets.delete_offsets(bootstrap, group, partitions, self.timeout,
                                             self.upstream.for_cluster(cluster))
 
     def alter_topic_config(self, cluster: str, bootstrap: str, name: str, set_: dict[str, str],
@@ -275,6 +291,13 @@ class KafkaAdmin:
         except KafkaException as e:
             raise _classify(cluster, e.args[0]) from None
         return len(md.topics[name].partitions)
+
+
+def _error_text(error: object) -> str:
+    """A listing's error as text: librdkafka gives a KafkaException, or its KafkaError."""
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        error = error.args[0]
+    return error.str() if isinstance(error, KafkaError) else str(error)
 
 
 def _classify(cluster: str, err: KafkaError) -> Exception:

@@ -49,7 +49,8 @@ def test_a_group_not_read_back_is_named_quoted(make_api, recording_kafka_class, 
     _api, ctl = _drained_chain(make_api, recording_kafka_class)
     moving = WorkflowEngine(ctl).coordination
     ids = {shadow_topic("t"): "id-t"}
-    monkeypatch.setattr(moving, "read_tagged", lambda cluster, groups: ({}, ids))  # c2 holds none of them
+    monkeypatch.setattr(moving, "_groups_of", lambda cluster: [])  # c2 holds none of them
+    monkeypatch.setattr(moving, "read_tagged", lambda cluster, groups, **_kw: ({}, ids))
     with pytest.raises(Conflict) as refused:
         moving._verify("c2", {FORGED: [(shadow_topic("t"), 0, 5, -1, "")]}, ids)
     assert str(refused.value).startswith(f"group {QUOTED}: offsets ") and "\n" not in str(refused.value)

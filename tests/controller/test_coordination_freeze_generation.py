@@ -127,15 +127,13 @@ def test_a_write_checked_before_the_freeze_was_set_again_and_landing_after_the_r
     assert kafka.commits[(ctl.view.coordination_cluster, "g")][(shadow_topic("a"), 0)] == 9
 
 
-@pytest.mark.xfail(strict=True, reason="[data, known gap, DESIGN §10.1] the copy writes A's groups onto B and never "
-                   "removes what B holds of groups no longer on A: a group written to B by an earlier attempt (or held "
-                   "there since B was the coordination cluster) and deleted on A since comes back at the switch")
 def test_a_group_deleted_between_two_attempts_of_a_move_does_not_come_back(make_api, recording_kafka_class,
                                                                            monkeypatch):
     """A planned move c1 -> c2 copies g (5) and h (3) to c2, then its read back fails (c2 does not answer a moment):
     the move fails and unfreezes. h is deleted on c1 (DeleteGroups: its consumers are to start over at their
-    `auto.offset.reset`). The move is run again and switches. Expected: no h on c2; before, c2 held h at 3 from the
-    first attempt, and h's consumers resumed there."""
+    `auto.offset.reset`). The move is run again and switches. Expected: no h on c2 (the second attempt deletes it
+    there under its freeze, `remove_stale`); before, c2 held h at 3 from the first attempt, and h's consumers resumed
+    there."""
     kafka = _kafka_with_commits_class(recording_kafka_class)()
     kafka.commits = {}
     api = _group_g_on_c1(make_api, kafka, a=5)

@@ -14,7 +14,7 @@ from fedkafka.view.model import shadow_topic
 
 def _kafka_with_commits_class(recording_kafka_class):
     """The fake Kafka's class with consumer groups: `commits[(cluster, group)]` maps (shadow topic, partition) to an
-    offset; deleting a topic deletes its commits, as Kafka's group coordinator does."""
+    offset (OffsetDelete removes them); deleting a topic deletes its commits, as Kafka's group coordinator does."""
 
     class Kafka(recording_kafka_class):
         commits: dict[tuple[str, str], dict[tuple[str, int], int]] = {}
@@ -31,6 +31,12 @@ def _kafka_with_commits_class(recording_kafka_class):
         def commit_offsets(self, cluster, bootstrap, group, offsets):
             for t, p, o, _epoch, _meta in offsets:
                 self.commits.setdefault((cluster, group), {})[(t, p)] = o
+            return {}
+
+        def delete_offsets(self, cluster, bootstrap, group, partitions):
+            parts = self.commits.get((cluster, group), {})
+            for key in partitions:
+                parts.pop(key, None)
             return {}
 
         def delete_topic(self, cluster, bootstrap, name):

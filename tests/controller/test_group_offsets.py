@@ -16,6 +16,11 @@ from kio.schema.offset_commit.v8.response import (
     OffsetCommitResponsePartition,
     OffsetCommitResponseTopic,
 )
+from kio.schema.offset_delete.v0.response import (
+    OffsetDeleteResponse,
+    OffsetDeleteResponsePartition,
+    OffsetDeleteResponseTopic,
+)
 from kio.schema.offset_fetch.v8.response import (
     OffsetFetchResponse,
     OffsetFetchResponseGroup,
@@ -135,6 +140,41 @@ def test_commit_answers_name_the_refused_partitions():
 def test_a_coordinator_moving_during_a_commit_raises_unavailable():
     with pytest.raises(KafkaUnavailable, match="NOT_COORDINATOR"):
         group_offsets.commit_errors(committed(ErrorCode.not_coordinator, ErrorCode.not_coordinator))
+
+
+def test_offset_delete_asks_each_partition_of_the_group():
+    request = round_trip(group_offsets.offset_delete_request("g", [("s.a", 0), ("s.b", 2), ("s.a", 1)]))
+    assert request.group_id == "g"
+    assert {(t.name, p.partition_index) for t in request.topics for p in t.partitions} == {
+        ("s.a", 0), ("s.a", 1), ("s.b", 2)}
+
+
+def deleted(error=ErrorCode.none, *errors):
+    return OffsetDeleteResponse(error_code=error, throttle_time=NO_THROTTLE, topics=(OffsetDeleteResponseTopic(
+        name=TopicName("s.t"), partitions=tuple(OffsetDeleteResponsePartition(partition_index=i32(p), error_code=e)
+                                                for p, e in enumerate(errors))),))
+
+
+def test_delete_answers_name_the_refused_partitions_and_nothing_to_delete_is_no_error():
+    """A live member subscribed to the topic refuses its partition; a group or a partition Kafka does not know holds
+    no offset: nothing to delete."""
+    response = deleted(ErrorCode.none, ErrorCode.none, ErrorCode.group_subscribed_to_topic,
+                       ErrorCode.unknown_topic_or_partition)
+    assert group_offsets.delete_errors("g", response) == {("s.t", 1): "GROUP_SUBSCRIBED_TO_TOPIC"}
+    assert group_offsets.delete_errors("g", deleted(ErrorCode.group_id_not_found)) == {}
+
+
+@pytest.mark.parametrize("error, raised", [(ErrorCode.non_empty_group, KafkaRefused),
+                                           (ErrorCode.group_authorization_failed, KafkaRefused),
+                                           (ErrorCode.coordinator_load_in_progress, KafkaUnavailable)])
+def test_a_deletion_refused_as_a_whole_raises(error, raised):
+    with pytest.raises(raised, match="offsets of group 'g' not deleted"):
+        group_offsets.delete_errors("g", deleted(error))
+
+
+def test_a_coordinator_moving_during_a_deletion_raises_unavailable():
+    with pytest.raises(KafkaUnavailable, match="NOT_COORDINATOR"):
+        group_offsets.delete_errors("g", deleted(ErrorCode.none, ErrorCode.not_coordinator))
 
 
 def test_bootstrap_addresses():

@@ -98,8 +98,10 @@ def test_the_read_back_refuses_the_copied_offset_with_another_leader_epoch_or_me
     ids = {shadow_topic("a"): "id-a"}
     copied = {"g": [(shadow_topic("a"), 0, 5, 3, "app-state-2")]}
 
+    move._groups_of = lambda cluster: ["g"]  # type: ignore[method-assign]
+
     def c2_holds(*part):
-        return lambda cluster, groups: ({"g": [(shadow_topic("a"), 0, *part)]}, ids)
+        return lambda cluster, groups, **_kw: ({"g": [(shadow_topic("a"), 0, *part)]}, ids)
 
     for stale in [(5, 2, "app-state-2"), (5, 3, "app-state-1"), (5, None, None), (6, 3, "app-state-2")]:
         move.read_tagged = c2_holds(*stale)  # type: ignore[method-assign]

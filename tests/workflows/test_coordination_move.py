@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from fedkafka.checker import Checker, CheckerConfig
+from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaUnavailable
 from fedkafka.view.model import shadow_topic
 
 from .support import Federation, assert_as_promised, wait_for
@@ -90,6 +91,47 @@ def test_coordination_move_under_load_loses_no_commit_then_the_old_cluster_leave
     finally:
         report = checker.stop(drain_timeout=120)
     assert_as_promised(report, fed)
+
+
+def _committed_on(bootstrap: str, group: str, offsets: list[tuple[str, int, int]]) -> bool:
+    """An admin commit of `offsets` for `group` (what an earlier attempt of a move wrote); False while a partition is
+    refused (a topic created a moment ago has no leader yet) or the coordinator is not ready."""
+    try:
+        return not KafkaAdmin(timeout=10).commit_offsets("any", bootstrap, group,
+                                                         [(t, p, o, None, None) for t, p, o in offsets])
+    except KafkaUnavailable:
+        return False
+
+
+def _offsets_on(bootstrap: str, groups: list[str]) -> dict[str, dict[tuple[str, int], int]]:
+    read = KafkaAdmin(timeout=10).committed_offsets("any", bootstrap, groups)
+    return {group: {(t, p): o for t, p, o, _e, _m in parts} for group, parts in read.items()}
+
+
+def test_a_coordination_move_deletes_on_the_target_what_the_old_cluster_no_longer_holds(kafka_clusters, federation,
+                                                                                         unique_name):
+    """c2 holds offsets an earlier attempt of the move c1 -> c2 wrote, deleted on c1 since: group `gone` (DeleteGroups)
+    and `kept`'s partition 1 (OffsetDelete); `gone` also commits a topic of c2's own, not the federation's. After the
+    move: `kept` at c1's offsets only, `gone` without offsets of the shadow topic, its offset of c2's own topic still
+    there (real OffsetDelete, docs/DESIGN.md §10.1)."""
+    c1, c2, _ = kafka_clusters
+    fed = federation
+    fed.start_controller()
+    fed.setup({"c1": c1.bootstrap, "c2": c2.bootstrap}, unique_name, 2, coordination="c1")
+    shadow, own = shadow_topic(unique_name), f"{unique_name}-own"
+    admin = KafkaAdmin(timeout=10)
+    admin.ensure_topic("c2", c2.bootstrap, shadow, 2)  # as the earlier attempt's step 1 left it
+    admin.ensure_topic("c2", c2.bootstrap, own, 1)
+    kept, gone = f"{unique_name}-kept", f"{unique_name}-gone"
+    for bootstrap, group, offsets in [(c1.bootstrap, kept, [(shadow, 0, 3)]),
+                                      (c2.bootstrap, kept, [(shadow, 0, 2), (shadow, 1, 4)]),
+                                      (c2.bootstrap, gone, [(shadow, 0, 7), (own, 0, 9)])]:
+        wait_for(lambda b=bootstrap, g=group, o=offsets: _committed_on(b, g, o), 60,
+                 what=f"{group}'s offsets on {bootstrap}")
+    run = fed.workflow({"kind": "coordination_move", "cluster": "c2"}, timeout=180)
+    assert run["state"] == "done", run["error"]
+    assert fed.api.get("/v1/view").json()["coordination_cluster"] == "c2"
+    assert _offsets_on(c2.bootstrap, [kept, gone]) == {kept: {(shadow, 0): 3}, gone: {(own, 0): 9}}
 
 
 def test_bad_coordination_moves_are_refused(kafka_clusters, federation, unique_name):
