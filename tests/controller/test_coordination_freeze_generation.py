@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
+from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class, driven_coordination_move
 from fedkafka.controller.coordination import FreezeLost
 from fedkafka.controller.errors import Unavailable
 from fedkafka.controller.models import ClusterRow, WorkflowRow
@@ -24,13 +24,7 @@ def test_a_coordination_move_does_not_switch_under_a_freeze_its_own_resumed_run_
     thread comes to its switch: c1 holds the groups, its commits are frozen, the run is running. Switched, c2 would
     hold g at 5: the commit of 9 lost (g re-reads 5..8), with nothing said. Expected: the switch refuses (the freeze
     is not the one X's thread copied under), c1 keeps the groups with g at 9, and the resumed run's freeze stays."""
-    kafka = _kafka_with_commits_class(recording_kafka_class)()
-    kafka.commits = {}
-    api = _group_g_on_c1(make_api, kafka, a=5)
-    ctl = api.controller
-    engine = WorkflowEngine(ctl)
-    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # X's thread is driven by the test
-    run = engine.start("coordination_move", "c2")
+    kafka, ctl, engine, run = driven_coordination_move(make_api, recording_kafka_class, monkeypatch)
     move, copied = engine.coordination, engine.coordination.write
 
     def copied_then_cleared_and_frozen_again(cluster, offsets, **kwargs):
@@ -59,13 +53,7 @@ def test_a_stale_thread_that_fails_leaves_the_freeze_set_again_to_its_run(make_a
     its failure cleared every freeze, the resumed thread's too: commits went on on c1 under a run copying them, whose
     switch then refused. Expected: X clears only its own freeze (gone already); the resumed thread's stays, and it
     copies and switches with g at 9."""
-    kafka = _kafka_with_commits_class(recording_kafka_class)()
-    kafka.commits = {}
-    api = _group_g_on_c1(make_api, kafka, a=5)
-    ctl = api.controller
-    engine = WorkflowEngine(ctl)
-    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # both threads are driven by the test
-    run = engine.start("coordination_move", "c2")
+    kafka, ctl, engine, run = driven_coordination_move(make_api, recording_kafka_class, monkeypatch)
     move, copied = engine.coordination, engine.coordination.write
     resumed = []
 
@@ -100,13 +88,7 @@ def test_a_write_checked_before_the_freeze_was_set_again_and_landing_after_the_r
     and paused before its OffsetCommit reached c2, past its lease, while Y's thread of the run failed and cleared the
     freeze, g committed 9 on c1, and the resumed run froze again, copied 9 to c2 and read it back. Only then does X's
     commit of 5 arrive; the resumed run's switch finds its freeze intact and moves the groups: g at 5 on c2."""
-    kafka = _kafka_with_commits_class(recording_kafka_class)()
-    kafka.commits = {}
-    api = _group_g_on_c1(make_api, kafka, a=5)
-    ctl = api.controller
-    engine = WorkflowEngine(ctl)
-    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # both threads are driven by the test
-    run = engine.start("coordination_move", "c2")
+    kafka, ctl, engine, run = driven_coordination_move(make_api, recording_kafka_class, monkeypatch)
     move, commit = engine.coordination, kafka.commit_offsets
     resumed = []
 

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from fedkafka.controller.coordination import CoordinationMove
 from fedkafka.controller.kafka_admin import KafkaUnavailable
 from fedkafka.controller.moves import Mover
+from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import shadow_topic
 
 
@@ -242,3 +243,14 @@ def test_a_planned_coordination_move_succeeds_when_a_topic_is_deleted_after_its_
     CoordinationMove(ctl, Mover(ctl)).run("c2", False, lambda *_: None)
     assert kafka.meanwhile is None and ctl.view.coordination_cluster == "c2"
     assert kafka.commits[("c2", "g")] == {(shadow_topic("b"), 0): 7}
+
+
+def driven_coordination_move(make_api, recording_kafka_class, monkeypatch, start: bool = True):
+    """Group g at 5 on c1 behind a recording Kafka, and a WorkflowEngine whose threads the test drives (none is
+    spawned): (kafka, controller, engine, the coordination_move to c2 started, or None)."""
+    kafka = _kafka_with_commits_class(recording_kafka_class)()
+    kafka.commits = {}
+    ctl = _group_g_on_c1(make_api, kafka, a=5).controller
+    engine = WorkflowEngine(ctl)
+    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)
+    return kafka, ctl, engine, engine.start("coordination_move", "c2") if start else None

@@ -10,11 +10,10 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from controller.test_coordination_stale_groups import _federation
-from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
+from controller.test_deleted_topic_offsets import driven_coordination_move
 from fedkafka.controller.coordination import FreezeLost
 from fedkafka.controller.errors import Conflict
 from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable
-from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import shadow_topic
 
 
@@ -59,12 +58,7 @@ def test_a_deletion_checked_before_the_freeze_was_set_again_and_landing_after_th
     OffsetDelete and paused past its lease. Meanwhile the freeze was cleared, h's consumers started over and committed
     10 on c1, and the resumed run froze again, copied h=10 to c2, read it back and switched. X's deletion arrives:
     c2, now holding the groups, has no h (its consumers go to auto.offset.reset: skipped or reread records)."""
-    kafka = _kafka_with_commits_class(recording_kafka_class)()
-    kafka.commits = {}
-    api = _group_g_on_c1(make_api, kafka, a=5)
-    ctl = api.controller
-    engine = WorkflowEngine(ctl)
-    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)
+    kafka, ctl, engine, _ = driven_coordination_move(make_api, recording_kafka_class, monkeypatch, start=False)
     kafka.commits[("c2", "h")] = {(shadow_topic("a"), 0): 3}
     run = engine.start("coordination_move", "c2")
     move, delete = engine.coordination, kafka.delete_offsets

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
+from controller.test_deleted_topic_offsets import driven_coordination_move
 from fedkafka.controller.coordination import CoordinationMove, FreezeLost
 from fedkafka.controller.errors import Conflict, Unavailable
 from fedkafka.controller.models import ClusterRow
-from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import shadow_topic
 
 
@@ -21,13 +20,7 @@ def test_a_stale_write_landing_before_the_resumed_read_back_over_a_lower_commit(
     the sweeper resumes the run, which freezes again and writes 2 to c2. X's commit of 5 arrives now, before the
     resumed run's read back, which finds 5 >= 2 and passes; its switch finds its own freeze. Expected (as §10.1
     states for this landing): the resumed run fails (c1 keeps g at 2), or switches with g at 2."""
-    kafka = _kafka_with_commits_class(recording_kafka_class)()
-    kafka.commits = {}
-    api = _group_g_on_c1(make_api, kafka, a=5)
-    ctl = api.controller
-    engine = WorkflowEngine(ctl)
-    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # both threads are driven by the test
-    run = engine.start("coordination_move", "c2")
+    kafka, ctl, engine, run = driven_coordination_move(make_api, recording_kafka_class, monkeypatch)
     move, commit = engine.coordination, kafka.commit_offsets
     key = (shadow_topic("a"), 0)
     resumed = []
@@ -60,13 +53,7 @@ def test_a_failed_threads_unfreeze_does_not_clear_a_freeze_set_again_after_its_r
     """X's thread froze c1 (generation n) and its read back fails; its unfreeze reads c1 frozen at n, then pauses
     before its leader check while Y takes over, resumes the run and freezes c1 again (n + 1), and X leads again.
     Expected: X's unfreeze clears nothing (n is gone); c1 stays frozen by the resumed run."""
-    kafka = _kafka_with_commits_class(recording_kafka_class)()
-    kafka.commits = {}
-    api = _group_g_on_c1(make_api, kafka, a=5)
-    ctl = api.controller
-    engine = WorkflowEngine(ctl)
-    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)
-    run = engine.start("coordination_move", "c2")
+    _, ctl, engine, run = driven_coordination_move(make_api, recording_kafka_class, monkeypatch)
     move = engine.coordination
     real_check, armed = ctl.check_leader, []
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.test_deleted_topic_offsets import _group_g_on_c1, _kafka_with_commits_class
+from controller.test_deleted_topic_offsets import driven_coordination_move
 from fedkafka.controller.coordination import FreezeLost
-from fedkafka.controller.workflows import WorkflowEngine
 from fedkafka.view.model import shadow_topic
 
 
@@ -19,13 +18,7 @@ def test_a_stale_thread_does_not_overwrite_the_copy_of_the_freeze_set_again(make
     again: its old thread writes 5 to c2 (it leads; c2 does not hold the groups yet) and pauses before its switch.
     The resumed thread leads again and switches: its freeze is the cluster's. Expected: g at 9 where the groups end
     up (X's write refused: its freeze is not the cluster's any more)."""
-    kafka = _kafka_with_commits_class(recording_kafka_class)()
-    kafka.commits = {}
-    api = _group_g_on_c1(make_api, kafka, a=5)
-    ctl = api.controller
-    engine = WorkflowEngine(ctl)
-    monkeypatch.setattr(engine, "_spawn", lambda run_id: None)  # both threads are driven by the test
-    run = engine.start("coordination_move", "c2")
+    kafka, ctl, engine, run = driven_coordination_move(make_api, recording_kafka_class, monkeypatch)
     move, copied = engine.coordination, engine.coordination.write
     key = (shadow_topic("a"), 0)
     resumed_done = []
