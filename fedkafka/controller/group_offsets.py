@@ -160,15 +160,7 @@ def offset_commit_request(group: str, offsets: list[Committed]) -> OffsetCommitR
 def commit_errors(response) -> dict[tuple[str, int], str]:
     """The partitions the coordinator refused; a coordinator moving or loading raises KafkaUnavailable (it
     answers that on every partition: the whole commit is to be sent again, to the coordinator found anew)."""
-    refused: dict[tuple[str, int], str] = {}
-    for topic in response.topics:
-        for p in topic.partitions:
-            code = ErrorCode(p.error_code)
-            if code in COORDINATOR_ERRORS:
-                raise KafkaUnavailable(f"offset commit on {topic.name}/{p.partition_index}: {code.name.upper()}")
-            if code != ErrorCode.none:
-                refused[(topic.name, int(p.partition_index))] = code.name.upper()
-    return refused
+    return _refused_partitions(response.topics, "offset commit")
 
 
 def offset_delete_request(group: str, partitions: list[tuple[str, int]]) -> OffsetDeleteRequest:
@@ -190,13 +182,21 @@ def delete_errors(group: str, response) -> dict[tuple[str, int], str]:
     if ErrorCode(response.error_code) in NOTHING_TO_DELETE:
         return {}
     _check(response.error_code, f"offsets of group {group!r} not deleted")
+    return _refused_partitions(response.topics, "offset deletion", NOTHING_TO_DELETE)
+
+
+def _refused_partitions(topics, what: str, nothing_to_do: frozenset[ErrorCode] = frozenset()) -> dict[
+        tuple[str, int], str]:
+    """The partitions of a commit's or deletion's answer refused, by Kafka's error name (those answering a code of
+    `nothing_to_do` are not refused); a coordinator moving or loading raises KafkaUnavailable (it answers that on
+    every partition: the whole request is to be sent again, to the coordinator found anew)."""
     refused: dict[tuple[str, int], str] = {}
-    for topic in response.topics:
+    for topic in topics:
         for p in topic.partitions:
             code = ErrorCode(p.error_code)
             if code in COORDINATOR_ERRORS:
-                raise KafkaUnavailable(f"offset deletion on {topic.name}/{p.partition_index}: {code.name.upper()}")
-            if code not in NOTHING_TO_DELETE and code != ErrorCode.none:
+                raise KafkaUnavailable(f"{what} on {topic.name}/{p.partition_index}: {code.name.upper()}")
+            if code != ErrorCode.none and code not in nothing_to_do:
                 refused[(topic.name, int(p.partition_index))] = code.name.upper()
     return refused
 
