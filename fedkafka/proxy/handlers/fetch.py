@@ -811,11 +811,10 @@ def _while_it_lags(empty: _EmptyAtASealedLogsEnd, physical: dict) -> rec.FetchPa
     """An empty answer at a sealed log's end given its log end (LOG_END): the broker's answer while it is above the
     position (the high watermark lags a restart: the records are there), NOT_LEADER_OR_FOLLOWER while it is not read
     (asked again with the next fetch); None at or below the position: the log ends there."""
-    target = empty.route.target
-    log_end = physical.get((seg_key(target.segment), LOG_END))
-    if not isinstance(log_end, tuple):
+    above = _log_end_above_position(empty.route.target, physical)
+    if above is None:
         return _error(ErrorCode.not_leader_or_follower)
-    return empty.waiting if log_end[0] > target.physical_offset else None
+    return empty.waiting if above else None
 
 
 def _after_out_of_range(ctx: Context, route: _Route, physical: dict) -> rec.FetchPartitionData:
@@ -880,15 +879,21 @@ def _at_or_past_a_sealed_logs_end(ctx: Context, route: _Route, physical: dict,
     moved to the segment's end while the logical log start is at or below the position, as earliest skips them too;
     else OFFSET_OUT_OF_RANGE, and the reset lands past them. The log end not read: NOT_LEADER_OR_FOLLOWER, asked
     again with the next fetch."""
-    seg, position = route.target.segment, route.target.physical_offset
-    log_end = physical.get((seg_key(seg), LOG_END))
-    if not isinstance(log_end, tuple):
+    above = _log_end_above_position(route.target, physical)
+    if above is None:
         return _error(ErrorCode.not_leader_or_follower)
-    if log_end[0] > position:
+    if above:
         return _error(ErrorCode.none)
-    if logical_log_start(ctx, route.chain, physical) <= seg.to_logical(position):
+    if logical_log_start(ctx, route.chain, physical) <= route.target.segment.to_logical(route.target.physical_offset):
         return _skip_gap(route, _segment_end(route.target), high_watermark)
     return _error(ErrorCode.offset_out_of_range)
+
+
+def _log_end_above_position(target: FetchTarget, physical: dict) -> bool | None:
+    """Whether the segment's log end (LOG_END, `ask_physical`'s answer) is above the target's position: records are
+    there (a high watermark that lags, or a log grown since); None when it was not read."""
+    log_end = physical.get((seg_key(target.segment), LOG_END))
+    return log_end[0] > target.physical_offset if isinstance(log_end, tuple) else None
 
 
 def _segment_end(target: FetchTarget) -> int:
