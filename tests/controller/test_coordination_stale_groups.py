@@ -174,14 +174,20 @@ def test_a_group_of_the_federation_on_the_target_that_cannot_be_read_still_fails
     Expected: the move fails retriably and switches nothing: only a group that is none of the copy's is skipped."""
     api, kafka, move = _federation(make_api, recording_kafka_class, a=5)
     kafka.commits[("c2", "g")] = {(shadow_topic("a"), 0): 2}
-    committed = kafka.committed_offsets
-
-    def denied_on_g(cluster, bootstrap, groups):
-        if cluster == "c2" and "g" in groups:
-            raise KafkaRefused("offsets of group 'g': GROUP_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED")
-        return committed(cluster, bootstrap, groups)
-
-    monkeypatch.setattr(kafka, "committed_offsets", denied_on_g)
+    deny_reading(monkeypatch, kafka, "c2", "g")
     with pytest.raises(Unavailable, match="GROUP_AUTHORIZATION_FAILED"):
         move.run("c2", False, lambda *_: None)
     assert api.controller.view.coordination_cluster == "c1"
+
+
+def deny_reading(monkeypatch, kafka, cluster: str, group: str) -> None:
+    """`kafka` refuses this controller the committed offsets of `group` on `cluster` (GROUP_AUTHORIZATION_FAILED, as
+    Kafka answers an OffsetFetch without READ on the group); every other read as before."""
+    committed = kafka.committed_offsets
+
+    def denied(on, bootstrap, groups):
+        if on == cluster and group in groups:
+            raise KafkaRefused(f"offsets of group {group!r}: GROUP_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED")
+        return committed(on, bootstrap, groups)
+
+    monkeypatch.setattr(kafka, "committed_offsets", denied)

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from controller.test_coordination_stale_groups import _federation
+from controller.test_coordination_stale_groups import _federation, deny_reading
 from controller.test_deleted_topic_offsets import driven_coordination_move
 from fedkafka.controller.coordination import FreezeLost
 from fedkafka.controller.errors import Conflict
-from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaRefused, KafkaUnavailable
+from fedkafka.controller.kafka_admin import KafkaAdmin, KafkaUnavailable
 from fedkafka.view.model import shadow_topic
 
 
@@ -36,14 +36,7 @@ def test_a_non_federation_group_on_the_target_that_cannot_be_read_does_not_block
                                                                                          monkeypatch):
     api, kafka, move = _federation(make_api, recording_kafka_class, a=5)
     kafka.commits[("c2", "app")] = {("orders", 0): 11}
-    committed = kafka.committed_offsets
-
-    def denied_on_app(cluster, bootstrap, groups):
-        if cluster == "c2" and "app" in groups:
-            raise KafkaRefused("offsets of group 'app': GROUP_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED")
-        return committed(cluster, bootstrap, groups)
-
-    monkeypatch.setattr(kafka, "committed_offsets", denied_on_app)
+    deny_reading(monkeypatch, kafka, "c2", "app")
     move.run("c2", False, lambda *_: None)
     assert api.controller.view.coordination_cluster == "c2"
 
