@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -187,6 +188,26 @@ def move_clock(clock, monkeypatch) -> FakeClock:
     monkeypatch.setattr("fedkafka.controller.moves.time", SimpleNamespace(
         time=clock.time, monotonic=time.monotonic, sleep=time.sleep, perf_counter=time.perf_counter))
     return clock
+
+
+@pytest.fixture
+def acking_first(monkeypatch) -> Callable[[Callable[[], None]], threading.Thread]:
+    """`acking_first(ack)` starts `ack` (proxies applying the frozen view) on a thread, and a move's ack wait counts
+    its timeouts only once that thread has ended: the members it acks are never taken for silent ones because a
+    slow machine ran the thread late. Composes with `move_clock`."""
+    import fedkafka.controller.moves as moves
+
+    def start(ack: Callable[[], None]) -> threading.Thread:
+        helper = threading.Thread(target=ack)
+        clock = moves.time
+        held = clock.monotonic()
+        monkeypatch.setattr(moves, "time", SimpleNamespace(
+            time=clock.time, sleep=clock.sleep, perf_counter=clock.perf_counter,
+            monotonic=lambda: held if helper.is_alive() else clock.monotonic()))
+        helper.start()
+        return helper
+
+    return start
 
 
 # The member-takeover tests' lease and fence: the lease runs out long before the fence, so a new process may take a

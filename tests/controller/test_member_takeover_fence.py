@@ -48,7 +48,7 @@ def _frozen_version(api) -> int | None:
     return view["version"] if topic["partitions"][1]["frozen"] else None
 
 
-def _acks_when_frozen(api, process: dict) -> threading.Thread:
+def _acks_when_frozen(api, acking_first, process: dict) -> threading.Thread:
     """`process` applies the frozen view as soon as the controller serves it, and acks it."""
 
     def ack() -> None:
@@ -56,9 +56,7 @@ def _acks_when_frozen(api, process: dict) -> threading.Thread:
             time.sleep(0.02)
         _beat(api, process, version)
 
-    helper = threading.Thread(target=ack)
-    helper.start()
-    return helper
+    return acking_first(ack)
 
 
 def _renewing_until(api, clock, process: dict, until: float) -> None:
@@ -68,7 +66,7 @@ def _renewing_until(api, clock, process: dict, until: float) -> None:
         _beat(api, process, api.controller.view.version)
 
 
-def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_write(takeover_api, clock):
+def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_write(takeover_api, clock, acking_first):
     """X1 (secret A) registers, then is cut off from the controllers: its lease runs out, its fence (and its own
     deadline, F1) does not. X2 (secret B, a restart or an impostor) registers the same member and acks the frozen view.
     The move waits for the member (rolled back here at its ack timeout, its seal never read) until X1's fence plus
@@ -82,7 +80,7 @@ def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_w
 
     mover = Mover(ctl, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(takeover_api, x2)
+    helper = _acks_when_frozen(takeover_api, acking_first, x2)
     with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
         mover.run(ids)
     helper.join()
@@ -92,7 +90,7 @@ def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_w
 
     _renewing_until(takeover_api, clock, x2, x1_fence + FENCE_GRACE_S - 1)  # a second before X1 is surely fenced
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(takeover_api, x2)
+    helper = _acks_when_frozen(takeover_api, acking_first, x2)
     with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
         mover.run(ids)
     helper.join()
@@ -101,12 +99,12 @@ def test_a_new_processs_ack_does_not_seal_while_the_previous_process_may_still_w
     # X1 surely fenced: it sends nothing more (F2)
     _renewing_until(takeover_api, clock, x2, x1_fence + FENCE_GRACE_S + 1)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(takeover_api, x2)
+    helper = _acks_when_frozen(takeover_api, acking_first, x2)
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
 
-def test_the_same_process_registering_again_leaves_nothing_to_wait_for(takeover_api, clock):
+def test_the_same_process_registering_again_leaves_nothing_to_wait_for(takeover_api, clock, acking_first):
     """X1 registers again with its own secret after its lease ran out (a 404/403 race, a lost answer): it is the
     process that acks, so its ack counts at once, as before."""
     x1 = _process(takeover_api, secrets.token_urlsafe(32))
@@ -114,12 +112,12 @@ def test_the_same_process_registering_again_leaves_nothing_to_wait_for(takeover_
     again = _process(takeover_api, x1["secret"])
     mover = Mover(takeover_api.controller, ack_timeout=5.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(takeover_api, again)
+    helper = _acks_when_frozen(takeover_api, acking_first, again)
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
 
-def test_a_takeover_after_the_previous_fence_and_grace_leaves_nothing_to_wait_for(takeover_api, clock):
+def test_a_takeover_after_the_previous_fence_and_grace_leaves_nothing_to_wait_for(takeover_api, clock, acking_first):
     """X1's fence and the grace have passed before X2 registers (X1 is surely fenced; a stopped proxy deregistered
     more than the grace before is the same): X2's ack counts at once."""
     _process(takeover_api, secrets.token_urlsafe(32))
@@ -127,7 +125,7 @@ def test_a_takeover_after_the_previous_fence_and_grace_leaves_nothing_to_wait_fo
     x2 = _process(takeover_api, secrets.token_urlsafe(32))
     mover = Mover(takeover_api.controller, ack_timeout=5.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(takeover_api, x2)
+    helper = _acks_when_frozen(takeover_api, acking_first, x2)
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
@@ -144,7 +142,7 @@ def _takes_over(api, clock, vouched: str) -> tuple[dict, dict]:
     return x1, {**answer.json(), "secret": secret}
 
 
-def test_a_process_whose_exit_is_vouched_for_is_waited_for_the_grace_only(takeover_api, clock):
+def test_a_process_whose_exit_is_vouched_for_is_waited_for_the_grace_only(takeover_api, clock, acking_first):
     """A --workers parent draws each worker's secret and, once it saw that process exit, passes it to the worker it
     starts again, which shows it: the exited process sends nothing more, but a write it sent just before its exit
     may still be appended within the grace (§4.1). So its fence is taken as ending at the registration (not the
@@ -154,7 +152,7 @@ def test_a_process_whose_exit_is_vouched_for_is_waited_for_the_grace_only(takeov
     vouched_at = clock.now  # X1's fence had FENCE_S - LEASE_S - 1 s to go
     mover = Mover(takeover_api.controller, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(takeover_api, x2)
+    helper = _acks_when_frozen(takeover_api, acking_first, x2)
     with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
         mover.run(ids)
     helper.join()
@@ -162,17 +160,17 @@ def test_a_process_whose_exit_is_vouched_for_is_waited_for_the_grace_only(takeov
 
     _renewing_until(takeover_api, clock, x2, vouched_at + FENCE_GRACE_S + 1)  # the grace passed, X1's own fence has not
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(takeover_api, x2)
+    helper = _acks_when_frozen(takeover_api, acking_first, x2)
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
 
-def test_a_wrong_predecessor_secret_vouches_for_nothing(takeover_api, clock):
+def test_a_wrong_predecessor_secret_vouches_for_nothing(takeover_api, clock, acking_first):
     """Only the secret of the member's holder vouches for its exit: a guessed one leaves X1's fence to wait for."""
     _, x2 = _takes_over(takeover_api, clock, vouched=secrets.token_urlsafe(32))
     mover = Mover(takeover_api.controller, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _acks_when_frozen(takeover_api, x2)
+    helper = _acks_when_frozen(takeover_api, acking_first, x2)
     with pytest.raises(MoveFailed, match=rf"; {x2['member_id']} taken over by a new process"):
         mover.run(ids)
     helper.join()

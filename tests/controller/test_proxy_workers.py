@@ -48,7 +48,7 @@ def _frozen_version(api) -> int | None:
     return view["version"] if topic["partitions"][1]["frozen"] else None
 
 
-def _ack_when_frozen(api, members: list[dict]) -> threading.Thread:
+def _ack_when_frozen(api, acking_first, members: list[dict]) -> threading.Thread:
     """Each of `members` applies the frozen view as soon as it is published, the others do not."""
 
     def ack() -> None:
@@ -57,9 +57,7 @@ def _ack_when_frozen(api, members: list[dict]) -> threading.Thread:
         for member in members:
             _heartbeat(api, member, version)
 
-    helper = threading.Thread(target=ack)
-    helper.start()
-    return helper
+    return acking_first(ack)
 
 
 def _went_silent(ctl, member_id: int, seconds_ago: float, fence_in: float) -> None:
@@ -116,7 +114,7 @@ def test_a_bad_worker_registration_is_refused(api, body):
     assert [w["worker"] for w in status[0]["workers"]] == [1]  # worker 1's row is still its own
 
 
-def test_a_node_with_two_workers_is_not_acked_until_both_applied(api):
+def test_a_node_with_two_workers_is_not_acked_until_both_applied(api, acking_first):
     """docs/DESIGN.md §4.10: worker 0's ack of the frozen view does not stand for worker 1, which may still route
     produce with the old view. The old code kept one row per instance id, so both workers heartbeat the same row,
     and the first ack sealed the move."""
@@ -124,7 +122,7 @@ def test_a_node_with_two_workers_is_not_acked_until_both_applied(api):
     w0, w1 = _register(api, 0), _register(api, 1)
     mover = Mover(ctl, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _ack_when_frozen(api, [w0])
+    helper = _ack_when_frozen(api, acking_first, [w0])
     with pytest.raises(MoveFailed, match=rf"proxies {w1['node_id']}/w1 did not apply view"):
         mover.run(ids)
     helper.join()
@@ -132,12 +130,12 @@ def test_a_node_with_two_workers_is_not_acked_until_both_applied(api):
     assert api.get("/v1/status").json()["proxies"][0]["applied_version"] < ctl.view.version  # the node: its lowest
 
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _ack_when_frozen(api, [w0, w1])
+    helper = _ack_when_frozen(api, acking_first, [w0, w1])
     assert mover.run(ids) == {"done": 1}
     helper.join()
 
 
-def test_a_dead_workers_own_fence_governs_not_its_siblings(api):
+def test_a_dead_workers_own_fence_governs_not_its_siblings(api, acking_first):
     """A worker that died (or hangs) stops renewing; its live sibling keeps renewing the node's lease, but that
     renews only the sibling's own fence. The move waits for the dead worker until its own fence and the grace ran
     out, exactly as for a silent proxy (docs/DESIGN.md §4.9 case 2), then seals on the live worker's ack."""
@@ -151,7 +149,7 @@ def test_a_dead_workers_own_fence_governs_not_its_siblings(api):
 
     mover = Mover(ctl, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _ack_when_frozen(api, [w0])
+    helper = _ack_when_frozen(api, acking_first, [w0])
     with pytest.raises(MoveFailed, match=rf"proxies {w1['node_id']}/w1 did not apply view"):
         mover.run(ids)  # the dead worker may still be writing until its fence (plus the grace)
     helper.join()
@@ -159,12 +157,12 @@ def test_a_dead_workers_own_fence_governs_not_its_siblings(api):
 
     _went_silent(ctl, w1["member_id"], seconds_ago=FENCE_GRACE_S + 1, fence_in=-(FENCE_GRACE_S + 1))
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _ack_when_frozen(api, [w0])
+    helper = _ack_when_frozen(api, acking_first, [w0])
     assert mover.run(ids) == {"done": 1}  # fenced for good: only the live worker's ack is needed
     helper.join()
 
 
-def test_a_live_workers_own_fence_is_not_stretched_by_a_dead_sibling(api):
+def test_a_live_workers_own_fence_is_not_stretched_by_a_dead_sibling(api, acking_first):
     """The other way round: worker 0 (the node's own row) died, worker 1 lives. Worker 0's fence governs, and the
     node stays listed (and its partitions led) while worker 1 holds the lease."""
     ctl = api.controller
@@ -174,7 +172,7 @@ def test_a_live_workers_own_fence_is_not_stretched_by_a_dead_sibling(api):
     assert [p["node_id"] for p in api.get("/v1/view").json()["proxies"]] == [w0["node_id"]]
     mover = Mover(ctl, ack_timeout=1.0)
     ids = mover.plan(None, [Move("t", 1, "c2", "c1", "t", 1)])
-    helper = _ack_when_frozen(api, [w1])
+    helper = _ack_when_frozen(api, acking_first, [w1])
     with pytest.raises(MoveFailed, match=rf"proxies {w0['node_id']} did not apply view"):
         mover.run(ids)
     helper.join()
