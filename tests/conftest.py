@@ -234,6 +234,29 @@ def pytest_report_header(config):
 
 FAILOVER_SCENARIOS = "FEDKAFKA_FAILOVER_SCENARIOS"
 
+# Whole files that `make test` leaves to a target of their own, to keep CI within its 90 minutes on 2 cores
+# (measured there: each takes 1.5-5.5 minutes). The target sets the variable (Makefile, README's Development).
+FILES_OF_THEIR_OWN_TARGET = {
+    ("FEDKAFKA_ANSIBLE_HEAVY", "test-ansible-heavy"): (
+        "tests/ansible/test_role_service_token.py", "tests/ansible/test_role_broker_security.py",
+        "tests/ansible/test_review_rvans_service_check_mode.py", "tests/ansible/test_role_upstream_reload.py",
+        "tests/ansible/test_review_rvans_client_rules.py"),
+    ("FEDKAFKA_SCENARIOS", "test-scenarios"): (
+        "tests/workflows/test_static_stability.py", "tests/workflows/test_faults.py",
+        "tests/workflows/test_postgres_restart.py", "tests/fuzz/test_fuzz_integration.py",
+        "tests/workflows/test_proxy_workers_integration.py"),
+}
+
+
+def _skip_files_of_their_own_target(items) -> None:
+    for (variable, target), files in FILES_OF_THEIR_OWN_TARGET.items():
+        if os.environ.get(variable) == "1":
+            continue
+        skip = pytest.mark.skip(reason=f"heavy: runs with {variable}=1 (make {target})")
+        for item in items:
+            if item.nodeid.split("::")[0] in files:
+                item.add_marker(skip)
+
 
 # Fixtures that start Kafka JVMs, a `fedkafka local` federation or PostgreSQL: a test asking for one is `integration`.
 SERVICE_FIXTURES = frozenset({"kafka_clusters", "replicated_clusters", "make_clusters", "local_federation",
@@ -300,6 +323,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if runs_on_every_core(item):
             item.add_marker(pytest.mark.every_core)
+    _skip_files_of_their_own_target(items)
     if os.environ.get(FAILOVER_SCENARIOS) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow scenario: runs with {FAILOVER_SCENARIOS}=1 (make test-failover)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import runs_on_every_core
+from conftest import FILES_OF_THEIR_OWN_TARGET, runs_on_every_core
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +61,12 @@ def test_the_two_runs_split_the_suite_and_keep_brokers_and_processes_in_the_seri
     assert {t for t in parallel if "test_proxy_workers" in t} == {t for t in everything if "test_proxy_workers" in t}
     assert {t for t in parallel if "test_role_tls_served" in t}
     assert not {t for t in parallel if "test_produce_integration" in t or "test_tls_tokens_integration" in t}
+
+
+def test_each_file_left_to_a_target_exists_and_that_target_runs_it():
+    makefile = (ROOT / "Makefile").read_text()
+    for (variable, target), files in FILES_OF_THEIR_OWN_TARGET.items():
+        recipe = makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+        assert f"{variable}=1" in recipe, target
+        for path in files:
+            assert (ROOT / path).is_file() and path in recipe, (target, path)
