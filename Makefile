@@ -50,7 +50,7 @@ down:
 # The federation on 9 real hosts (8 + the spare cluster c3's): network namespaces with their own address and sshd (scripts/multihost.py,
 # needs root), site.yml over SSH, then .fedkafka/multihost.json says where clients bootstrap. docs/OPERATIONS.md.
 .PHONY: up-multihost down-multihost test-multihost test-replicated test-apps test-security test-failover test-molecule \
-	test-ansible-heavy
+	test-ansible-heavy test-scenarios
 MULTIHOST := $(BIN)/python scripts/multihost.py
 
 up-multihost: $(STAMP)
@@ -82,11 +82,29 @@ test-replicated: $(STAMP)
 # run left root's given to the broker's service user (tests/ansible/test_role_broker_service_user_files.py, about a
 # minute; root); the controller role over HTTPS in site.yml --check (tests/ansible/test_role_controller_tls.py, about
 # a minute). With the cheap tests of the same files, ~10-12 minutes in all on the shared 2-core machine.
+# Also the role files `make test` leaves out whole for CI's time (FILES_OF_THEIR_OWN_TARGET, tests/conftest.py;
+# ~16 minutes more): the service and routing tokens (test_role_service_token.py), the broker's
+# security variables and golden renders (test_role_broker_security.py), the services' --check predictions
+# (test_review_rvans_service_check_mode.py), upstream reloads (test_role_upstream_reload.py) and client rules
+# (test_review_rvans_client_rules.py). `make test` keeps the security role, the token reviews and the playbooks.
 test-ansible-heavy: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_ANSIBLE_HEAVY=1 $(BIN)/pytest tests/ansible/test_awx_runner.py \
 		tests/ansible/test_role_controller_secret_files.py tests/ansible/test_role_broker_service_user_files.py \
-		tests/ansible/test_role_controller_tls.py $(PYTEST_ARGS)
+		tests/ansible/test_role_controller_tls.py tests/ansible/test_role_service_token.py \
+		tests/ansible/test_role_broker_security.py tests/ansible/test_review_rvans_service_check_mode.py \
+		tests/ansible/test_role_upstream_reload.py tests/ansible/test_review_rvans_client_rules.py $(PYTEST_ARGS)
+
+# Real-Kafka scenarios `make test` leaves out whole for CI's time (FILES_OF_THEIR_OWN_TARGET, tests/conftest.py;
+# ~12 minutes): traffic outliving every controller until the fence (tests/workflows/test_static_stability.py), a
+# controller killed mid-move and a silent proxy (test_faults.py), PostgreSQL crashed under load (test_postgres_restart.py),
+# a short fuzz run against real proxies (tests/fuzz/test_fuzz_integration.py; `make test` keeps test_fuzz_unit.py) and a
+# proxy with --workers 2 under load (test_proxy_workers_integration.py; `make test` keeps tests/controller/test_proxy_workers.py).
+test-scenarios: $(STAMP)
+	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
+	FEDKAFKA_SCENARIOS=1 $(BIN)/pytest tests/workflows/test_static_stability.py tests/workflows/test_faults.py \
+		tests/workflows/test_postgres_restart.py tests/fuzz/test_fuzz_integration.py \
+		tests/workflows/test_proxy_workers_integration.py $(PYTEST_ARGS)
 
 # The molecule scenarios default (site.yml), scale_up (then scale_up.yml c3) and decommission (then
 # decommission.yml c1), each converge, idempotence, testinfra verify and cleanup on this machine, one after the

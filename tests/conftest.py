@@ -234,10 +234,58 @@ def pytest_report_header(config):
 
 FAILOVER_SCENARIOS = "FEDKAFKA_FAILOVER_SCENARIOS"
 
+# Whole files that `make test` leaves to a target of their own, to keep CI within its 90 minutes on 2 cores
+# (measured there: each takes 1.5-5.5 minutes). The target sets the variable (Makefile, README's Development).
+FILES_OF_THEIR_OWN_TARGET = {
+    ("FEDKAFKA_ANSIBLE_HEAVY", "test-ansible-heavy"): (
+        "tests/ansible/test_role_service_token.py", "tests/ansible/test_role_broker_security.py",
+        "tests/ansible/test_review_rvans_service_check_mode.py", "tests/ansible/test_role_upstream_reload.py",
+        "tests/ansible/test_review_rvans_client_rules.py"),
+    ("FEDKAFKA_SCENARIOS", "test-scenarios"): (
+        "tests/workflows/test_static_stability.py", "tests/workflows/test_faults.py",
+        "tests/workflows/test_postgres_restart.py", "tests/fuzz/test_fuzz_integration.py",
+        "tests/workflows/test_proxy_workers_integration.py"),
+}
+
+
+def _skip_files_of_their_own_target(items) -> None:
+    for (variable, target), files in FILES_OF_THEIR_OWN_TARGET.items():
+        if os.environ.get(variable) == "1":
+            continue
+        skip = pytest.mark.skip(reason=f"heavy: runs with {variable}=1 (make {target})")
+        for item in items:
+            if item.nodeid.split("::")[0] in files:
+                item.add_marker(skip)
+
 
 # Fixtures that start Kafka JVMs, a `fedkafka local` federation or PostgreSQL: a test asking for one is `integration`.
 SERVICE_FIXTURES = frozenset({"kafka_clusters", "replicated_clusters", "make_clusters", "local_federation",
                               "postgres_server", "private_postgres"})
+
+
+def _declared_integration(item) -> bool:
+    """Marked integration by its module, class or function, not only by a parameter (the PostgreSQL one)."""
+    holders = (item.module, item.cls, getattr(item, "function", None))
+    marks = [mark for holder in holders for mark in _as_list(getattr(holder, "pytestmark", []))]
+    return any(mark.name == "integration" for mark in marks)
+
+
+def _as_list(marks) -> list:
+    return marks if isinstance(marks, list) else [marks]
+
+
+def runs_on_every_core(item) -> bool:
+    """Beside the unit tests in `make test`'s first, parallel run (scripts/test_suite.sh): an Ansible test that
+    starts no service (a play rendering or refusing on localhost into `tmp_path`, free ports only), or a controller
+    test that is integration only for its PostgreSQL parameter (an in-process API against the worker's own
+    PostgreSQL). Kafka, Java and service processes stay in the second run, one test at a time."""
+    if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return False
+    if not item.get_closest_marker("integration"):
+        return item.get_closest_marker("ansible") is not None
+    callspec = getattr(item, "callspec", None)
+    on_postgresql = callspec is not None and callspec.params.get("empty_db_url") == "postgresql"
+    return on_postgresql and not item.get_closest_marker("ansible") and not _declared_integration(item)
 
 
 def is_unit(item) -> bool:
@@ -267,10 +315,15 @@ def _unit_tests_need_no_java(request, monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that start services must be marked integration (`_refuse_unmarked_services`). Failover and
+    """Tests that start services must be marked integration (`_refuse_unmarked_services`); those that can share
+    the cores are marked every_core (`runs_on_every_core`). Failover and
     coordination scenarios take minutes each (`failover_scenario`): `make test-failover` runs them
     (FEDKAFKA_FAILOVER_SCENARIOS=1); `make test` skips them and keeps their fast cover (tests/controller)."""
     _refuse_unmarked_services(items)
+    for item in items:
+        if runs_on_every_core(item):
+            item.add_marker(pytest.mark.every_core)
+    _skip_files_of_their_own_target(items)
     if os.environ.get(FAILOVER_SCENARIOS) == "1":
         return
     skip = pytest.mark.skip(reason=f"slow scenario: runs with {FAILOVER_SCENARIOS}=1 (make test-failover)")
