@@ -83,28 +83,34 @@ test-replicated: $(STAMP)
 # minute; root); the controller role over HTTPS in site.yml --check (tests/ansible/test_role_controller_tls.py, about
 # a minute). With the cheap tests of the same files, ~10-12 minutes in all on the shared 2-core machine.
 # Also the role files `make test` leaves out whole for CI's time (FILES_OF_THEIR_OWN_TARGET, tests/conftest.py;
-# ~16 minutes more): the service and routing tokens (test_role_service_token.py), the broker's
+# ~19 minutes more): the service and routing tokens (test_role_service_token.py), the broker's
 # security variables and golden renders (test_role_broker_security.py), the services' --check predictions
 # (test_review_rvans_service_check_mode.py), upstream reloads (test_role_upstream_reload.py) and client rules
-# (test_review_rvans_client_rules.py). `make test` keeps the security role, the token reviews and the playbooks.
+# (test_review_rvans_client_rules.py); site.yml's wait for every broker of a cluster against the session's Kafka
+# (test_site_broker_wait.py, ~2 minutes) and the failover and coordination modules and playbooks against real
+# clusters (test_failover_modules_integration.py, ~1 minute). `make test` keeps the security role, the token
+# reviews, the playbooks' checks and the modules against real Kafka (test_modules_integration.py).
 test-ansible-heavy: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_ANSIBLE_HEAVY=1 $(BIN)/pytest tests/ansible/test_awx_runner.py \
 		tests/ansible/test_role_controller_secret_files.py tests/ansible/test_role_broker_service_user_files.py \
 		tests/ansible/test_role_controller_tls.py tests/ansible/test_role_service_token.py \
 		tests/ansible/test_role_broker_security.py tests/ansible/test_review_rvans_service_check_mode.py \
-		tests/ansible/test_role_upstream_reload.py tests/ansible/test_review_rvans_client_rules.py $(PYTEST_ARGS)
+		tests/ansible/test_role_upstream_reload.py tests/ansible/test_review_rvans_client_rules.py \
+		tests/ansible/test_site_broker_wait.py tests/ansible/test_failover_modules_integration.py $(PYTEST_ARGS)
 
 # Real-Kafka scenarios `make test` leaves out whole for CI's time (FILES_OF_THEIR_OWN_TARGET, tests/conftest.py;
-# ~12 minutes): traffic outliving every controller until the fence (tests/workflows/test_static_stability.py), a
+# ~15 minutes): traffic outliving every controller until the fence (tests/workflows/test_static_stability.py), a
 # controller killed mid-move and a silent proxy (test_faults.py), PostgreSQL crashed under load (test_postgres_restart.py),
 # a short fuzz run against real proxies (tests/fuzz/test_fuzz_integration.py; `make test` keeps test_fuzz_unit.py) and a
-# proxy with --workers 2 under load (test_proxy_workers_integration.py; `make test` keeps tests/controller/test_proxy_workers.py).
+# proxy with --workers 2 under load (test_proxy_workers_integration.py; `make test` keeps tests/controller/test_proxy_workers.py),
+# a cluster added by `fedkafka local add-cluster` back after down and up (tests/launcher/test_resume_added_cluster.py;
+# `make test` keeps local up and down, tests/launcher/test_real_clusters.py).
 test-scenarios: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_SCENARIOS=1 $(BIN)/pytest tests/workflows/test_static_stability.py tests/workflows/test_faults.py \
 		tests/workflows/test_postgres_restart.py tests/fuzz/test_fuzz_integration.py \
-		tests/workflows/test_proxy_workers_integration.py $(PYTEST_ARGS)
+		tests/workflows/test_proxy_workers_integration.py tests/launcher/test_resume_added_cluster.py $(PYTEST_ARGS)
 
 # The molecule scenarios default (site.yml), scale_up (then scale_up.yml c3) and decommission (then
 # decommission.yml c1), each converge, idempotence, testinfra verify and cleanup on this machine, one after the
@@ -127,11 +133,15 @@ test-failover: $(STAMP)
 # confluent-kafka, aiokafka, kafka-python and the Java tools through the name service
 # (tests/security/test_sasl_integration.py, ~4-11 minutes), `fedkafka local up --security sasl_ssl` with its
 # client files (tests/security/test_local_secured_integration.py, ~2.5 minutes), and the kafka_broker role with
-# SASL_SSL on this machine, then scale_up.yml onto it (tests/ansible/test_broker_sasl_integration.py, ~3-7 minutes).
+# SASL_SSL on this machine, then scale_up.yml onto it (tests/ansible/test_broker_sasl_integration.py, ~3-7 minutes);
+# the proxy's and controller's own SASL_SSL to brokers that require it (tests/security/test_upstream_sasl_integration.py,
+# ~2 minutes; left out of `make test` for CI's time, FILES_OF_THEIR_OWN_TARGET; `make test` keeps re-authentication,
+# certificate renewal and the password flood).
 test-security: $(STAMP)
 	$(BIN)/python -c "from fedkafka.kafka.dist import ensure_kafka; ensure_kafka()"
 	FEDKAFKA_SECURITY_E2E=1 $(BIN)/pytest tests/security/test_sasl_integration.py tests/security/test_acl_admin_integration.py \
-		tests/security/test_local_secured_integration.py tests/ansible/test_broker_sasl_integration.py $(PYTEST_ARGS)
+		tests/security/test_local_secured_integration.py tests/ansible/test_broker_sasl_integration.py \
+		tests/security/test_upstream_sasl_integration.py $(PYTEST_ARGS)
 
 # Kafka Streams word count kept counting exactly, and a Kafka Connect worker copying exactly once per offset, through
 # a scale-up (tests/apps; the plain word count and Connect copy through a local federation run in `make test` too).

@@ -240,11 +240,13 @@ FILES_OF_THEIR_OWN_TARGET = {
     ("FEDKAFKA_ANSIBLE_HEAVY", "test-ansible-heavy"): (
         "tests/ansible/test_role_service_token.py", "tests/ansible/test_role_broker_security.py",
         "tests/ansible/test_review_rvans_service_check_mode.py", "tests/ansible/test_role_upstream_reload.py",
-        "tests/ansible/test_review_rvans_client_rules.py"),
+        "tests/ansible/test_review_rvans_client_rules.py", "tests/ansible/test_site_broker_wait.py",
+        "tests/ansible/test_failover_modules_integration.py"),
     ("FEDKAFKA_SCENARIOS", "test-scenarios"): (
         "tests/workflows/test_static_stability.py", "tests/workflows/test_faults.py",
         "tests/workflows/test_postgres_restart.py", "tests/fuzz/test_fuzz_integration.py",
-        "tests/workflows/test_proxy_workers_integration.py"),
+        "tests/workflows/test_proxy_workers_integration.py", "tests/launcher/test_resume_added_cluster.py"),
+    ("FEDKAFKA_SECURITY_E2E", "test-security"): ("tests/security/test_upstream_sasl_integration.py",),
 }
 
 
