@@ -235,7 +235,7 @@ def pytest_report_header(config):
 FAILOVER_SCENARIOS = "FEDKAFKA_FAILOVER_SCENARIOS"
 
 # Whole files that `make test` leaves to a target of their own, to keep CI within its 90 minutes on 2 cores
-# (measured there: each takes 1.5-5.5 minutes). The target sets the variable (Makefile, README's Development).
+# (measured there: each takes 1-5.5 minutes). The target sets the variable (Makefile, README's Development).
 FILES_OF_THEIR_OWN_TARGET = {
     ("FEDKAFKA_ANSIBLE_HEAVY", "test-ansible-heavy"): (
         "tests/ansible/test_role_service_token.py", "tests/ansible/test_role_broker_security.py",
@@ -318,7 +318,8 @@ def _unit_tests_need_no_java(request, monkeypatch):
 
 def pytest_collection_modifyitems(config, items):
     """Tests that start services must be marked integration (`_refuse_unmarked_services`); those that can share
-    the cores are marked every_core (`runs_on_every_core`). Failover and
+    the cores are marked every_core (`runs_on_every_core`); files of a target of their own are skipped
+    (`FILES_OF_THEIR_OWN_TARGET`). Failover and
     coordination scenarios take minutes each (`failover_scenario`): `make test-failover` runs them
     (FEDKAFKA_FAILOVER_SCENARIOS=1); `make test` skips them and keeps their fast cover (tests/controller)."""
     _refuse_unmarked_services(items)
